@@ -1,0 +1,256 @@
+import { PointSubError } from "../errors/error.ts";
+import { crc32c } from "./crc32c.ts";
+import {
+  ALLOWED_FLAGS,
+  CRC_LENGTH,
+  FRAME_TYPE_NAMES,
+  FrameType,
+  ID_VARINT_MAX,
+  LENGTH_VARINT_MAX,
+  MAGIC,
+  MAX_HEADER,
+  MAX_STREAM_ID,
+  PREFACE_LENGTH,
+} from "./frame.ts";
+import { readVarint, type VarintResult } from "./varint.ts";
+
+/** Receives what the decoder parses. */
+export interface FrameSink {
+  /** The 6-byte preface was read. */
+  onPreface(minVersion: number, maxVersion: number): void;
+  /**
+   * A whole, checksum-verified frame. `payload` may be a view into the pushed
+   * chunk: it stays valid (nothing reuses it), but keeping it keeps the chunk.
+   */
+  onFrame(type: number, flags: number, id: number, payload: Uint8Array): void;
+  /**
+   * Optional: a frame whose payload spans several pushes is starting. Return a
+   * view of exactly `length` bytes to receive the payload in place (saving a
+   * copy), or undefined to let the decoder allocate one.
+   */
+  frameTarget?(type: number, flags: number, id: number, length: number): Uint8Array | undefined;
+}
+
+const State = { Preface: 0, Header: 1, Body: 2, Failed: 3 } as const;
+type State = (typeof State)[keyof typeof State];
+
+/**
+ * Incremental push decoder for protocol v1: preface, then frames. Feed it any
+ * split of the byte stream; it emits the same frames. It validates every
+ * header field before allocating, checks CRC32C trailers and throws a
+ * {@link PointSubError} (`ERR_PROTOCOL`, `ERR_FRAME_TOO_LARGE`,
+ * `ERR_CHECKSUM`) on bad input, after which it refuses further input.
+ */
+export class FrameDecoder {
+  /** Largest payload accepted (the local maxFrameSize setting). */
+  maxFrameSize: number;
+  /** Whether frames carry a CRC32C trailer (on until negotiated otherwise). */
+  checksum = true;
+
+  private readonly sink: FrameSink;
+  private state: State = State.Preface;
+  private readonly carry = new Uint8Array(MAX_HEADER);
+  private carryLen = 0;
+  private readonly v: VarintResult = { value: 0, next: 0 };
+  // frame in progress
+  private type = 0;
+  private flags = 0;
+  private id = 0;
+  private length = 0;
+  private headLen = 0;
+  private headerCrc = 0;
+  private body: Uint8Array = new Uint8Array(0);
+  private filled = 0;
+  private readonly trailer = new Uint8Array(CRC_LENGTH);
+
+  constructor(sink: FrameSink, maxFrameSize: number) {
+    this.sink = sink;
+    this.maxFrameSize = maxFrameSize;
+  }
+
+  /** Feeds bytes. Throws PointSubError on invalid input. */
+  push(chunk: Uint8Array): void {
+    if (this.state === State.Failed) throw new PointSubError("ERR_PROTOCOL", "decoder already failed");
+    try {
+      this.run(chunk);
+    } catch (err) {
+      this.state = State.Failed;
+      throw err;
+    }
+  }
+
+  /** True when no partial frame is buffered (a clean place for the stream to end). */
+  get idle(): boolean {
+    return this.state === State.Header && this.carryLen === 0;
+  }
+
+  private run(chunk: Uint8Array): void {
+    let pos = 0;
+    const end = chunk.length;
+    while (pos < end) {
+      if (this.state === State.Body) {
+        pos = this.fillBody(chunk, pos, end);
+        continue;
+      }
+      if (this.carryLen > 0) {
+        // Complete a header (or preface) split across pushes: borrow just
+        // enough bytes from this chunk; at most MAX_HEADER bytes are copied.
+        const take = Math.min(MAX_HEADER - this.carryLen, end - pos);
+        this.carry.set(chunk.subarray(pos, pos + take), this.carryLen);
+        const avail = this.carryLen + take;
+        const wasPreface = this.state === State.Preface;
+        const used = this.parseHead(this.carry, 0, avail);
+        if (used === 0) {
+          this.carryLen = avail;
+          return;
+        }
+        pos += used - this.carryLen;
+        this.carryLen = 0;
+        if (!wasPreface) this.afterHeaderFromCarry();
+        continue;
+      }
+      const wasPreface = this.state === State.Preface;
+      const used = this.parseHead(chunk, pos, end);
+      if (used === 0) {
+        this.carry.set(chunk.subarray(pos, end), 0);
+        this.carryLen = end - pos;
+        return;
+      }
+      if (wasPreface) {
+        pos += used;
+        continue;
+      }
+      const hstart = pos;
+      pos += used;
+      const total = this.length + (this.checksum ? CRC_LENGTH : 0);
+      if (end - pos >= total) {
+        // Whole frame in this chunk: verify and hand out a view, no copy.
+        const payload = chunk.subarray(pos, pos + this.length);
+        if (this.checksum) {
+          const crc = crc32c(chunk.subarray(hstart, pos + this.length));
+          const t = pos + this.length;
+          const want = ((chunk[t] << 24) | (chunk[t + 1] << 16) | (chunk[t + 2] << 8) | chunk[t + 3]) >>> 0;
+          if (crc !== want) throw this.checksumError();
+        }
+        pos += total;
+        this.sink.onFrame(this.type, this.flags, this.id, payload);
+      } else {
+        if (this.checksum) this.headerCrc = crc32c(chunk.subarray(hstart, pos));
+        this.beginBody();
+      }
+    }
+  }
+
+  /** After a header parsed out of the carry buffer: start the body. */
+  private afterHeaderFromCarry(): void {
+    if (this.checksum) this.headerCrc = crc32c(this.carry.subarray(0, this.headLen));
+    if (this.length === 0 && !this.checksum) {
+      this.sink.onFrame(this.type, this.flags, this.id, new Uint8Array(0));
+      return;
+    }
+    this.beginBody();
+  }
+
+  private beginBody(): void {
+    const t = this.length > 0 ? this.sink.frameTarget?.(this.type, this.flags, this.id, this.length) : undefined;
+    this.body = t !== undefined && t.length === this.length ? t : new Uint8Array(this.length);
+    this.filled = 0;
+    this.state = State.Body;
+  }
+
+  private fillBody(chunk: Uint8Array, pos: number, end: number): number {
+    const len = this.length;
+    if (this.filled < len) {
+      const n = Math.min(len - this.filled, end - pos);
+      this.body.set(chunk.subarray(pos, pos + n), this.filled);
+      this.filled += n;
+      pos += n;
+    }
+    if (this.filled >= len && this.checksum) {
+      const have = this.filled - len;
+      const n = Math.min(CRC_LENGTH - have, end - pos);
+      this.trailer.set(chunk.subarray(pos, pos + n), have);
+      this.filled += n;
+      pos += n;
+      if (this.filled < len + CRC_LENGTH) return pos;
+      const crc = crc32c(this.body, this.headerCrc);
+      const tr = this.trailer;
+      const want = ((tr[0] << 24) | (tr[1] << 16) | (tr[2] << 8) | tr[3]) >>> 0;
+      if (crc !== want) throw this.checksumError();
+    } else if (this.filled < len) {
+      return pos;
+    }
+    this.state = State.Header;
+    const body = this.body;
+    this.body = new Uint8Array(0);
+    this.sink.onFrame(this.type, this.flags, this.id, body);
+    return pos;
+  }
+
+  /**
+   * Parses a preface or frame header at `src[pos..end)`. Returns the bytes it
+   * used, or 0 when more are needed. Throws on invalid fields.
+   */
+  private parseHead(src: Uint8Array, pos: number, end: number): number {
+    if (this.state === State.Preface) {
+      if (end - pos < PREFACE_LENGTH) {
+        for (let i = 0; i < Math.min(4, end - pos); i++) {
+          if (src[pos + i] !== MAGIC[i]) throw this.prefaceError();
+        }
+        return 0;
+      }
+      for (let i = 0; i < 4; i++) if (src[pos + i] !== MAGIC[i]) throw this.prefaceError();
+      const min = src[pos + 4];
+      const max = src[pos + 5];
+      this.state = State.Header;
+      this.sink.onPreface(min, max);
+      return PREFACE_LENGTH;
+    }
+    const b0 = src[pos];
+    const type = b0 >> 4;
+    const flags = b0 & 0x0f;
+    if (type > FrameType.GOAWAY) {
+      throw new PointSubError("ERR_PROTOCOL", `unknown frame type 0x${type.toString(16)}`);
+    }
+    if ((flags & ~ALLOWED_FLAGS[type]) !== 0) {
+      throw new PointSubError("ERR_PROTOCOL", `flags 0x${flags.toString(16)} not allowed on ${FRAME_TYPE_NAMES[type]}`);
+    }
+    const v = this.v;
+    let r = readVarint(src, pos + 1, end, ID_VARINT_MAX, v);
+    if (r === 0) return 0;
+    if (r < 0 || v.value > MAX_STREAM_ID) throw new PointSubError("ERR_PROTOCOL", "invalid stream id encoding");
+    const id = v.value;
+    const idIsZero = id === 0;
+    const needsZero = type === FrameType.HELLO || type === FrameType.PING || type === FrameType.GOAWAY;
+    const needsStream = type >= FrameType.MSG && type <= FrameType.CANCEL;
+    if ((needsZero && !idIsZero) || (needsStream && idIsZero)) {
+      throw new PointSubError("ERR_PROTOCOL", `invalid stream id ${id} on ${FRAME_TYPE_NAMES[type]}`);
+    }
+    r = readVarint(src, v.next, end, LENGTH_VARINT_MAX, v);
+    if (r === 0) return 0;
+    if (r < 0) throw new PointSubError("ERR_PROTOCOL", "invalid length encoding");
+    if (v.value > this.maxFrameSize) {
+      throw new PointSubError(
+        "ERR_FRAME_TOO_LARGE",
+        `frame of ${v.value} bytes exceeds maxFrameSize ${this.maxFrameSize}`,
+      );
+    }
+    this.type = type;
+    this.flags = flags;
+    this.id = id;
+    this.length = v.value;
+    this.headLen = v.next - pos;
+    return this.headLen;
+  }
+
+  private prefaceError(): PointSubError {
+    return new PointSubError("ERR_PROTOCOL", "peer did not send the pointsub preface (magic PSUB)");
+  }
+
+  private checksumError(): PointSubError {
+    return new PointSubError(
+      "ERR_CHECKSUM",
+      `CRC32C mismatch on ${FRAME_TYPE_NAMES[this.type]} frame (stream ${this.id}, ${this.length} bytes)`,
+    );
+  }
+}

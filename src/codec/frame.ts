@@ -1,0 +1,72 @@
+/**
+ * Wire constants of protocol v1. docs/PROTOCOL.md is the normative text; every
+ * number here appears there.
+ */
+
+/** The four magic bytes that open every connection: ASCII "PSUB". */
+export const MAGIC = new Uint8Array([0x50, 0x53, 0x55, 0x42]);
+/** Length of the connection preface: magic, min version, max version. */
+export const PREFACE_LENGTH = 6;
+/** The protocol version this implementation speaks. */
+export const PROTOCOL_VERSION = 1;
+
+/** Frame types (high nibble of the first header byte). */
+export const FrameType = {
+  HELLO: 0x0,
+  MSG: 0x1,
+  REQ: 0x2,
+  RES: 0x3,
+  CANCEL: 0x4,
+  CREDIT: 0x5,
+  PING: 0x6,
+  GOAWAY: 0x7,
+} as const;
+export type FrameType = (typeof FrameType)[keyof typeof FrameType];
+
+/** Names for diagnostics. */
+export const FRAME_TYPE_NAMES = ["HELLO", "MSG", "REQ", "RES", "CANCEL", "CREDIT", "PING", "GOAWAY"];
+
+/** Flags (low nibble). */
+export const Flag = {
+  /** First frame of a message. */
+  START: 0x1,
+  /** Last frame of a message. */
+  END: 0x2,
+  /** PING only: this is the answer. */
+  ACK: 0x1,
+} as const;
+
+/** Flag bits each frame type may carry; anything else is a protocol error. */
+export const ALLOWED_FLAGS: readonly number[] = [
+  0, // HELLO
+  Flag.START | Flag.END, // MSG
+  Flag.START | Flag.END, // REQ
+  Flag.START | Flag.END, // RES
+  0, // CANCEL
+  0, // CREDIT
+  Flag.ACK, // PING
+  0, // GOAWAY
+];
+
+/** Largest stream id (ids are unsigned 32-bit; 0 means the connection). */
+export const MAX_STREAM_ID = 0xffffffff;
+/** Most bytes a stream-id varint may take. */
+export const ID_VARINT_MAX = 5;
+/** Most bytes a length varint may take (lengths stay below 2^28). */
+export const LENGTH_VARINT_MAX = 4;
+/** Longest possible frame header (type/flags, id, length). */
+export const MAX_HEADER = 1 + ID_VARINT_MAX + LENGTH_VARINT_MAX;
+/** Size of the CRC32C trailer when checksums are on. */
+export const CRC_LENGTH = 4;
+
+/** Smallest and largest values of the maxFrameSize setting. */
+export const MIN_FRAME_SIZE = 16 * 1024;
+export const MAX_FRAME_SIZE = 16 * 1024 * 1024 - 1;
+/** Largest HELLO payload. */
+export const MAX_HELLO_SIZE = 4096;
+/** Exact payload sizes of fixed-size frames. */
+export const PING_LENGTH = 8;
+export const CANCEL_LENGTH = 2;
+
+/** Response status byte. */
+export const Status = { OK: 0, ERROR: 1 } as const;

@@ -1,0 +1,118 @@
+import { PointSubError } from "../errors/error.ts";
+import { MAX_FRAME_SIZE, MAX_HELLO_SIZE, MIN_FRAME_SIZE } from "./frame.ts";
+import { readVarint, type VarintResult, varintLength, writeVarint } from "./varint.ts";
+
+/**
+ * What each side announces in its HELLO frame: the limits it enforces on what
+ * it receives, and the features it supports.
+ */
+export interface Settings {
+  /** Largest frame payload this side accepts. */
+  maxFrameSize: number;
+  /** Largest message (data bytes) this side accepts. */
+  maxMessageSize: number;
+  /** 1 when this side wants CRC32C trailers (they are on unless both sides say 0). */
+  checksum: 0 | 1;
+  /** Feature bits; none are defined in v1, unknown bits are ignored. */
+  features: number;
+  /** Compression algorithms understood (bit mask); none in v1. */
+  compression: number;
+  /** Initial connection-level credit granted to the peer, in bytes. */
+  connectionWindow: number;
+  /** Initial per-message credit granted to the peer, in bytes. */
+  streamWindow: number;
+  /** Most requests the peer may have outstanding at this side. */
+  maxConcurrentRequests: number;
+  /** Most bytes (declared totals) of unfinished multi-frame messages the peer may have open. */
+  maxAssemblyBytes: number;
+}
+
+/** Setting keys on the wire, in HELLO order. */
+const KEYS: readonly (keyof Settings)[] = [
+  "maxFrameSize", // 1
+  "maxMessageSize", // 2
+  "checksum", // 3
+  "features", // 4
+  "compression", // 5
+  "connectionWindow", // 6
+  "streamWindow", // 7
+  "maxConcurrentRequests", // 8
+  "maxAssemblyBytes", // 9
+];
+
+const MIB = 1024 * 1024;
+
+/** Defaults (documented in docs/PROTOCOL.md). */
+export const DEFAULT_SETTINGS: Readonly<Settings> = {
+  maxFrameSize: MIB,
+  maxMessageSize: 256 * MIB,
+  checksum: 1,
+  features: 0,
+  compression: 0,
+  connectionWindow: 16 * MIB,
+  streamWindow: 4 * MIB,
+  maxConcurrentRequests: 1024,
+  maxAssemblyBytes: 256 * MIB + 64 * MIB,
+};
+
+const MAX_WINDOW = 2 ** 31 - 1;
+
+/** Throws ERR_PROTOCOL/ERR_INVALID_ARGUMENT when a setting is out of range. */
+export function validateSettings(s: Settings, fromPeer: boolean): void {
+  const code = fromPeer ? "ERR_PROTOCOL" : "ERR_INVALID_ARGUMENT";
+  const check = (ok: boolean, what: string) => {
+    if (!ok) throw new PointSubError(code, `invalid setting ${what}`);
+  };
+  check(s.maxFrameSize >= MIN_FRAME_SIZE && s.maxFrameSize <= MAX_FRAME_SIZE, `maxFrameSize ${s.maxFrameSize}`);
+  check(Number.isSafeInteger(s.maxMessageSize) && s.maxMessageSize >= 0, `maxMessageSize ${s.maxMessageSize}`);
+  check(s.checksum === 0 || s.checksum === 1, `checksum ${s.checksum}`);
+  check(
+    s.connectionWindow >= MIN_FRAME_SIZE && s.connectionWindow <= MAX_WINDOW,
+    `connectionWindow ${s.connectionWindow}`,
+  );
+  check(s.streamWindow >= MIN_FRAME_SIZE && s.streamWindow <= MAX_WINDOW, `streamWindow ${s.streamWindow}`);
+  check(
+    Number.isSafeInteger(s.maxConcurrentRequests) && s.maxConcurrentRequests >= 1,
+    `maxConcurrentRequests ${s.maxConcurrentRequests}`,
+  );
+  check(Number.isSafeInteger(s.maxAssemblyBytes) && s.maxAssemblyBytes >= 0, `maxAssemblyBytes ${s.maxAssemblyBytes}`);
+}
+
+/** Encodes settings as a HELLO payload: (varint key, varint value) pairs. */
+export function encodeSettings(s: Settings): Uint8Array {
+  let n = 0;
+  for (let i = 0; i < KEYS.length; i++) n += varintLength(i + 1) + varintLength(s[KEYS[i]]);
+  const out = new Uint8Array(n);
+  let o = 0;
+  for (let i = 0; i < KEYS.length; i++) {
+    o = writeVarint(out, o, i + 1);
+    o = writeVarint(out, o, s[KEYS[i]]);
+  }
+  return out;
+}
+
+/**
+ * Decodes a HELLO payload. Keys missing take their defaults; unknown keys are
+ * ignored (so later versions may add settings); a repeated key is an error.
+ */
+export function decodeSettings(payload: Uint8Array): Settings {
+  if (payload.length > MAX_HELLO_SIZE) throw new PointSubError("ERR_PROTOCOL", "HELLO too large");
+  const s: Settings = { ...DEFAULT_SETTINGS };
+  const seen = new Set<number>();
+  const v: VarintResult = { value: 0, next: 0 };
+  let o = 0;
+  while (o < payload.length) {
+    if (readVarint(payload, o, payload.length, 8, v) !== 1) throw new PointSubError("ERR_PROTOCOL", "bad HELLO key");
+    const key = v.value;
+    if (readVarint(payload, v.next, payload.length, 8, v) !== 1) {
+      throw new PointSubError("ERR_PROTOCOL", `bad HELLO value for key ${key}`);
+    }
+    o = v.next;
+    if (seen.has(key)) throw new PointSubError("ERR_PROTOCOL", `HELLO repeats key ${key}`);
+    seen.add(key);
+    const name = KEYS[key - 1];
+    if (name !== undefined) (s as unknown as Record<string, number>)[name] = v.value;
+  }
+  validateSettings(s, true);
+  return s;
+}

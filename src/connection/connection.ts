@@ -1,0 +1,1163 @@
+import { EventEmitter } from "eventemitter3";
+import { FrameDecoder, type FrameSink } from "../codec/decoder.ts";
+import {
+  CANCEL_LENGTH,
+  Flag,
+  FrameType,
+  MAGIC,
+  MAX_HELLO_SIZE,
+  MAX_STREAM_ID,
+  PING_LENGTH,
+  PROTOCOL_VERSION,
+  Status,
+} from "../codec/frame.ts";
+import {
+  DEFAULT_SETTINGS,
+  decodeSettings,
+  encodeSettings,
+  type Settings,
+  validateSettings,
+} from "../codec/settings.ts";
+import { readVarint, type VarintResult, varintLength, writeVarint } from "../codec/varint.ts";
+import { codeForErrno, type ErrorCode } from "../errors/codes.ts";
+import { PointSubError, toPointSubError } from "../errors/error.ts";
+import type { Transport } from "../transport/transport.ts";
+import { type Deferred, deferred } from "../util/deferred.ts";
+import { Queue } from "../util/queue.ts";
+import { chunkSizeFor, SINGLE_FRAME_MAX } from "./size-class.ts";
+import { Stats, type StatsSnapshot } from "./stats.ts";
+import type {
+  ConnectionOptions,
+  Handler,
+  HandlerResult,
+  IncomingRequest,
+  Message,
+  Payload,
+  RequestContext,
+  RequestOptions,
+} from "./types.ts";
+import { FrameWriter, type OutMessage } from "./writer.ts";
+
+/** Events of a {@link Connection}. */
+export interface ConnectionEvents {
+  /** A one-way message from the peer. */
+  message: [msg: Message];
+  /** The peer announced a graceful close (GOAWAY); new work is refused from now on. */
+  goaway: [];
+  /** The connection is closed; `error` says why when it was not a clean close. */
+  close: [error: PointSubError | undefined];
+}
+
+/** Connection lifecycle states. */
+export type ConnectionState = "handshaking" | "open" | "closing" | "closed";
+
+const EMPTY = new Uint8Array(0);
+const RESOLVED: Promise<void> = Promise.resolve();
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+const MAX_ROUTE = 1024;
+const MAX_ERROR_TEXT = 1024;
+
+class IncomingMessage implements Message {
+  readonly data: Uint8Array;
+  constructor(data: Uint8Array) {
+    this.data = data;
+  }
+  text(): string {
+    return decoder.decode(this.data);
+  }
+}
+
+class IncomingRequestImpl extends IncomingMessage implements IncomingRequest {
+  readonly route: string;
+  constructor(route: string, data: Uint8Array) {
+    super(data);
+    this.route = route;
+  }
+}
+
+/** Server-side state of one request being handled; also the handler's context. */
+class ServerCall implements RequestContext {
+  readonly session: Connection;
+  readonly route: string;
+  readonly id: number;
+  done = false;
+  private ac: AbortController | undefined;
+  private abortReason: PointSubError | undefined;
+  constructor(session: Connection, route: string, id: number) {
+    this.session = session;
+    this.route = route;
+    this.id = id;
+  }
+  /** Created on first use: most handlers never look. */
+  get signal(): AbortSignal {
+    if (this.ac === undefined) {
+      this.ac = new AbortController();
+      if (this.abortReason !== undefined) this.ac.abort(this.abortReason);
+    }
+    return this.ac.signal;
+  }
+  abort(reason: PointSubError): void {
+    if (this.abortReason !== undefined) return;
+    this.abortReason = reason;
+    this.ac?.abort(reason);
+  }
+}
+
+/** Client-side state of one request. */
+interface PendingCall {
+  id: number;
+  route: string;
+  head: Uint8Array;
+  data: Uint8Array;
+  resolve: (data: Uint8Array) => void;
+  reject: (err: PointSubError) => void;
+  timer: ReturnType<typeof setTimeout> | undefined;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+  /** The caller has its answer (or error); a late response is dropped. */
+  settled: boolean;
+  /** Written to the wire (so a cancel must be sent as a CANCEL frame). */
+  started: boolean;
+}
+
+/** A chunked message being received. */
+interface Assembly {
+  type: number;
+  total: number;
+  /** Null when the bytes are being discarded (a cancelled call's response). */
+  buf: Uint8Array | null;
+  filled: number;
+  route: string;
+  status: number;
+  streamUsed: number;
+  streamUnacked: number;
+}
+
+function toBytes(payload: Payload, what: string): Uint8Array {
+  if (payload instanceof Uint8Array) return payload;
+  if (typeof payload === "string") return encoder.encode(payload);
+  throw new PointSubError("ERR_INVALID_ARGUMENT", `${what} must be a Uint8Array or a string`);
+}
+
+function resolveSettings(o: ConnectionOptions): Settings {
+  const maxMessageSize = o.maxMessageSize ?? DEFAULT_SETTINGS.maxMessageSize;
+  const s: Settings = {
+    maxFrameSize: o.maxFrameSize ?? DEFAULT_SETTINGS.maxFrameSize,
+    maxMessageSize,
+    checksum: o.checksum === false ? 0 : 1,
+    features: 0,
+    compression: 0,
+    connectionWindow: o.connectionWindow ?? DEFAULT_SETTINGS.connectionWindow,
+    streamWindow: o.streamWindow ?? DEFAULT_SETTINGS.streamWindow,
+    maxConcurrentRequests: o.maxConcurrentRequests ?? DEFAULT_SETTINGS.maxConcurrentRequests,
+    maxAssemblyBytes: o.maxAssemblyBytes ?? maxMessageSize + 64 * 1024 * 1024,
+  };
+  validateSettings(s, false);
+  return s;
+}
+
+/** Internal construction options. */
+export interface ConnectionInit {
+  /** The side that opened the transport uses odd stream ids, the other even. */
+  initiator: boolean;
+  /** Route table (a server shares one across its sessions). */
+  routes?: Map<string, Handler>;
+  /** Test hook: first stream id to allocate. */
+  firstStreamId?: number;
+}
+
+/**
+ * One pointsub connection over one transport: multiplexed one-way messages
+ * of any size, request/response calls in both directions, flow control,
+ * ping and graceful close. Obtain one from `connect()` or as a server
+ * session.
+ */
+export class Connection extends EventEmitter<ConnectionEvents> implements FrameSink {
+  /** The transport's addresses. */
+  readonly localUrl: string;
+  readonly remoteUrl: string;
+  /** Resolves when the handshake completed; rejects if it failed. */
+  readonly ready: Promise<void>;
+
+  private readonly transport: Transport;
+  private readonly local: Settings;
+  private peer: Settings = DEFAULT_SETTINGS;
+  private readonly requestTimeoutMs: number;
+  private readonly closeTimeoutMs: number;
+  private readonly keepAliveMs: number;
+  private readonly initiator: boolean;
+  private readonly routes: Map<string, Handler>;
+  private readonly decoderImpl: FrameDecoder;
+  private readonly writer: FrameWriter;
+  private readonly stats_ = new Stats();
+  private state_: ConnectionState = "handshaking";
+  private readonly readyD: Deferred<void> = deferred<void>();
+  private readonly closedD: Deferred<void> = deferred<void>();
+  private closeError: PointSubError | undefined;
+  private closePromise: Promise<void> | undefined;
+  private handshakeTimer: ReturnType<typeof setTimeout> | undefined;
+  private keepAliveTimer: ReturnType<typeof setInterval> | undefined;
+  private lastInput = Date.now();
+  private keepAlivePingAt = 0;
+  // stream ids
+  private nextId: number;
+  private readonly pending = new Map<number, PendingCall>();
+  private readonly waiting = new Queue<PendingCall>();
+  private readonly outChunked = new Set<number>();
+  // inbound
+  private readonly assemblies = new Map<number, Assembly>();
+  private assemblyBytes = 0;
+  private readonly serving = new Map<number, ServerCall>();
+  private openRequests = 0;
+  private recvUsed = 0;
+  private recvUnacked = 0;
+  private bytesIn = 0;
+  private framesIn = 0;
+  private readonly v: VarintResult = { value: 0, next: 0 };
+  private lastRouteBytes: Uint8Array = EMPTY;
+  private lastRoute = "";
+  private readonly routeHeads = new Map<string, Uint8Array>();
+  // ping
+  private pingSeq = 0;
+  private readonly pings = new Map<number, { start: number; d: Deferred<number> }>();
+
+  /** @internal Use `connect()` or a server session. */
+  constructor(transport: Transport, options: ConnectionOptions, init: ConnectionInit) {
+    super();
+    this.transport = transport;
+    this.localUrl = transport.localUrl;
+    this.remoteUrl = transport.remoteUrl;
+    this.local = resolveSettings(options);
+    this.requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
+    this.closeTimeoutMs = options.closeTimeoutMs ?? 5_000;
+    this.keepAliveMs = options.keepAliveMs ?? 30_000;
+    this.initiator = init.initiator;
+    this.routes = init.routes ?? new Map();
+    this.nextId = init.firstStreamId ?? (init.initiator ? 1 : 2);
+    this.ready = this.readyD.promise;
+    this.ready.catch(() => {});
+    this.decoderImpl = new FrameDecoder(this, this.local.maxFrameSize);
+    this.writer = new FrameWriter({ write: (chunks) => this.transport.write(chunks) });
+    transport.attach({
+      onData: (chunk) => this.onTransportData(chunk),
+      onDrain: () => this.writer.onDrain(),
+      onClose: (err) => this.onTransportClose(err),
+    });
+    // Preface and HELLO go out at once; nothing else until the peer's HELLO.
+    const preface = new Uint8Array(6);
+    preface.set(MAGIC, 0);
+    preface[4] = PROTOCOL_VERSION;
+    preface[5] = PROTOCOL_VERSION;
+    this.transport.write([preface]);
+    this.writer.control(FrameType.HELLO, 0, 0, encodeSettings(this.local));
+    this.writer.flush();
+    const ht = options.handshakeTimeoutMs ?? 10_000;
+    this.handshakeTimer = setTimeout(() => {
+      this.fail(new PointSubError("ERR_TIMEOUT", `no pointsub handshake from ${this.remoteUrl} within ${ht} ms`));
+    }, ht);
+  }
+
+  /** Current lifecycle state. */
+  get state(): ConnectionState {
+    return this.state_;
+  }
+
+  /** The settings the peer announced (its limits). */
+  get peerSettings(): Readonly<Settings> {
+    return this.peer;
+  }
+
+  /** Registers a handler for requests the peer sends to `route` on this connection. */
+  handle(route: string, handler: Handler): this {
+    this.routes.set(route, handler);
+    return this;
+  }
+
+  /**
+   * Sends a one-way message of any size (up to the peer's maxMessageSize).
+   * Resolves when the last byte is handed to the transport; rejects with a
+   * PointSubError (`ERR_MESSAGE_TOO_LARGE` before any byte is written,
+   * `ERR_CONNECTION_CLOSED`, ...). Do not modify `payload` afterwards.
+   */
+  send(payload: Payload): Promise<void> {
+    if (this.state_ !== "open") return Promise.reject(this.unusableError());
+    let data: Uint8Array;
+    try {
+      data = toBytes(payload, "payload");
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const tooLarge = this.checkSize(data.length);
+    if (tooLarge !== undefined) return Promise.reject(tooLarge);
+    this.stats_.sent(data.length);
+    const id = this.allocId();
+    if (data.length <= this.singleLimit(0)) {
+      if (this.writer.trySendNow(FrameType.MSG, id, EMPTY, data)) return RESOLVED;
+      return this.enqueueOut(FrameType.MSG, id, EMPTY, data, true);
+    }
+    this.outChunked.add(id);
+    const p = this.enqueueOut(FrameType.MSG, id, EMPTY, data, false);
+    const release = () => {
+      this.outChunked.delete(id);
+    };
+    p.then(release, release);
+    return p;
+  }
+
+  /**
+   * Calls `route` on the peer and resolves to its response bytes. Rejects
+   * with ERR_TIMEOUT, ERR_CANCELLED, ERR_NO_ROUTE, ERR_HANDLER,
+   * ERR_MESSAGE_TOO_LARGE, ERR_CONNECTION_CLOSED...
+   */
+  request(route: string, payload: Payload = EMPTY, options: RequestOptions = {}): Promise<Uint8Array> {
+    if (this.state_ !== "open") return Promise.reject(this.unusableError());
+    let data: Uint8Array;
+    let head: Uint8Array;
+    try {
+      data = toBytes(payload, "payload");
+      head = this.routeHead(route);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const tooLarge = this.checkSize(data.length);
+    if (tooLarge !== undefined) return Promise.reject(tooLarge);
+    const signal = options.signal;
+    if (signal?.aborted) {
+      return Promise.reject(
+        new PointSubError("ERR_CANCELLED", `request to ${route} aborted`, { cause: signal.reason }),
+      );
+    }
+    this.stats_.requestsSent++;
+    this.stats_.sent(data.length);
+    return new Promise<Uint8Array>((resolve, reject) => {
+      const call: PendingCall = {
+        id: 0,
+        route,
+        head,
+        data,
+        resolve,
+        reject,
+        timer: undefined,
+        signal,
+        onAbort: undefined,
+        settled: false,
+        started: false,
+      };
+      const timeoutMs = options.timeoutMs ?? this.requestTimeoutMs;
+      if (timeoutMs > 0) {
+        call.timer = setTimeout(() => {
+          this.abandon(call, new PointSubError("ERR_TIMEOUT", `request to ${route} timed out after ${timeoutMs} ms`));
+        }, timeoutMs);
+      }
+      if (signal !== undefined) {
+        call.onAbort = () => {
+          this.abandon(
+            call,
+            new PointSubError("ERR_CANCELLED", `request to ${route} aborted`, { cause: signal.reason }),
+          );
+        };
+        signal.addEventListener("abort", call.onAbort, { once: true });
+      }
+      if (this.pending.size >= this.peer.maxConcurrentRequests) this.waiting.push(call);
+      else this.startCall(call);
+    });
+  }
+
+  /** Measures the round-trip time to the peer, in milliseconds. */
+  ping(options: { timeoutMs?: number } = {}): Promise<number> {
+    if (this.state_ !== "open") return Promise.reject(this.unusableError());
+    const seq = ++this.pingSeq;
+    const d = deferred<number>();
+    this.pings.set(seq, { start: performance.now(), d });
+    const payload = new Uint8Array(PING_LENGTH);
+    new DataView(payload.buffer).setFloat64(0, seq);
+    this.writer.control(FrameType.PING, 0, 0, payload);
+    const timeoutMs = options.timeoutMs ?? this.requestTimeoutMs;
+    if (timeoutMs > 0) {
+      const t = setTimeout(() => {
+        if (this.pings.delete(seq)) d.reject(new PointSubError("ERR_TIMEOUT", `no pong within ${timeoutMs} ms`));
+      }, timeoutMs);
+      d.promise.then(
+        () => clearTimeout(t),
+        () => clearTimeout(t),
+      );
+    }
+    return d.promise;
+  }
+
+  /** Counters per size class, requests, errors by code and wire totals. */
+  stats(): StatsSnapshot {
+    return this.stats_.snapshot(this.pending.size + this.waiting.length + this.serving.size, {
+      framesOut: this.writer.framesOut,
+      bytesOut: this.writer.bytesOut,
+      framesIn: this.framesIn,
+      bytesIn: this.bytesIn,
+    });
+  }
+
+  /**
+   * Closes gracefully: announces GOAWAY, refuses new work, lets requests and
+   * sends in flight finish (up to closeTimeoutMs), then ends the transport.
+   */
+  close(): Promise<void> {
+    if (this.closePromise !== undefined) return this.closePromise;
+    if (this.state_ === "closed") return RESOLVED;
+    const wasOpen = this.state_ === "open";
+    this.state_ = "closing";
+    if (wasOpen) this.sendGoAway(0, "closing");
+    this.closePromise = this.drainAndEnd();
+    return this.closePromise;
+  }
+
+  /** Closes at once: everything in flight fails with ERR_CONNECTION_CLOSED (or `error`). */
+  destroy(error?: PointSubError): void {
+    if (this.state_ === "closed") return;
+    this.transport.destroy();
+    this.teardown(error);
+  }
+
+  /** Resolves once the connection is closed. */
+  get closed(): Promise<void> {
+    return this.closedD.promise;
+  }
+
+  // ---------------------------------------------------------------- sending
+
+  private unusableError(): PointSubError {
+    if (this.state_ === "handshaking") return new PointSubError("ERR_CONNECTION_CLOSED", "connection is not open yet");
+    if (this.state_ === "closing") return new PointSubError("ERR_GOING_AWAY", "connection is closing");
+    return new PointSubError("ERR_CONNECTION_CLOSED", "connection is closed", { cause: this.closeError });
+  }
+
+  private checkSize(size: number): PointSubError | undefined {
+    if (size <= this.peer.maxMessageSize) return undefined;
+    this.stats_.error("ERR_MESSAGE_TOO_LARGE");
+    return new PointSubError(
+      "ERR_MESSAGE_TOO_LARGE",
+      `message of ${size} bytes exceeds the peer's maxMessageSize of ${this.peer.maxMessageSize}`,
+    );
+  }
+
+  /** Largest data size that goes out as one frame with a prefix of `headLen` bytes. */
+  private singleLimit(headLen: number): number {
+    const p = this.peer;
+    return Math.min(SINGLE_FRAME_MAX, p.maxFrameSize, p.streamWindow) - headLen;
+  }
+
+  private allocId(): number {
+    let id = this.nextId;
+    for (;;) {
+      const next = id + 2;
+      this.nextId = next > MAX_STREAM_ID ? (this.initiator ? 1 : 2) : next;
+      if (!this.pending.has(id) && !this.outChunked.has(id)) return id;
+      id = this.nextId;
+    }
+  }
+
+  private enqueueOut(
+    type: number,
+    id: number,
+    head: Uint8Array,
+    data: Uint8Array,
+    single: boolean,
+    onDone?: () => void,
+  ): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.writer.enqueue(this.outMessage(type, id, head, data, single, onDone ?? resolve, reject));
+    });
+  }
+
+  private outMessage(
+    type: number,
+    id: number,
+    head: Uint8Array,
+    data: Uint8Array,
+    single: boolean,
+    resolve: (() => void) | undefined,
+    reject: ((e: PointSubError) => void) | undefined,
+  ): OutMessage {
+    const p = this.peer;
+    return {
+      type,
+      id,
+      head,
+      data,
+      offset: 0,
+      started: false,
+      credit: p.streamWindow,
+      chunk: Math.min(chunkSizeFor(data.length), p.maxFrameSize, p.streamWindow),
+      single,
+      resolve,
+      reject,
+    };
+  }
+
+  /** Writes a message body (REQ or RES) that the connection tracks itself. */
+  private writeBody(type: number, id: number, head: Uint8Array, data: Uint8Array, onDone?: () => void): void {
+    if (data.length <= this.singleLimit(head.length)) {
+      if (this.writer.trySendNow(type, id, head, data)) {
+        onDone?.();
+        return;
+      }
+      this.writer.enqueue(this.outMessage(type, id, head, data, true, onDone, undefined));
+      return;
+    }
+    this.writer.enqueue(this.outMessage(type, id, head, data, false, onDone, undefined));
+  }
+
+  private routeHead(route: string): Uint8Array {
+    let head = this.routeHeads.get(route);
+    if (head !== undefined) return head;
+    if (typeof route !== "string" || route.length === 0) {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", "route must be a non-empty string");
+    }
+    const bytes = encoder.encode(route);
+    if (bytes.length > MAX_ROUTE)
+      throw new PointSubError("ERR_INVALID_ARGUMENT", `route longer than ${MAX_ROUTE} bytes`);
+    head = new Uint8Array(varintLength(bytes.length) + bytes.length);
+    head.set(bytes, writeVarint(head, 0, bytes.length));
+    if (this.routeHeads.size < 1024) this.routeHeads.set(route, head);
+    return head;
+  }
+
+  private startCall(call: PendingCall): void {
+    call.id = this.allocId();
+    call.started = true;
+    this.pending.set(call.id, call);
+    this.writeBody(FrameType.REQ, call.id, call.head, call.data);
+  }
+
+  /** Settles a call with an error from this side (timeout, abort) and tells the peer. */
+  private abandon(call: PendingCall, err: PointSubError): void {
+    if (call.settled) return;
+    this.settle(call, undefined, err);
+    if (!call.started) {
+      this.waiting.remove((c) => c === call);
+      return;
+    }
+    const where = this.writer.remove(FrameType.REQ, call.id, err);
+    if (where === "queued") {
+      this.pending.delete(call.id);
+      this.startWaiting();
+      return;
+    }
+    // Sent (wholly or partly): the id stays reserved until the peer's final frame.
+    this.sendCancel(call.id, err.code);
+  }
+
+  private settle(call: PendingCall, data: Uint8Array | undefined, err: PointSubError | undefined): void {
+    if (call.settled) return;
+    call.settled = true;
+    if (call.timer !== undefined) clearTimeout(call.timer);
+    if (call.onAbort !== undefined) call.signal?.removeEventListener("abort", call.onAbort);
+    if (err !== undefined) {
+      this.stats_.requestsFailed++;
+      this.stats_.error(err.code);
+      call.reject(err);
+    } else {
+      this.stats_.requestsSucceeded++;
+      call.resolve(data as Uint8Array);
+    }
+  }
+
+  /** The peer sent the final frame for `call`: its id is free again. */
+  private finishCall(call: PendingCall): void {
+    this.pending.delete(call.id);
+    this.startWaiting();
+  }
+
+  private startWaiting(): void {
+    while (this.waiting.length !== 0 && this.pending.size < this.peer.maxConcurrentRequests) {
+      const call = this.waiting.shift() as PendingCall;
+      if (!call.settled && this.state_ !== "closed") this.startCall(call);
+    }
+  }
+
+  private sendCancel(id: number, code: ErrorCode): void {
+    const payload = new Uint8Array(CANCEL_LENGTH);
+    const errno = new PointSubError(code, "").errno;
+    payload[0] = errno >> 8;
+    payload[1] = errno & 0xff;
+    this.writer.control(FrameType.CANCEL, 0, id, payload);
+  }
+
+  private sendGoAway(errno: number, reason: string): void {
+    const text = encoder.encode(reason.slice(0, MAX_ERROR_TEXT));
+    const payload = new Uint8Array(2 + text.length);
+    payload[0] = errno >> 8;
+    payload[1] = errno & 0xff;
+    payload.set(text, 2);
+    this.writer.control(FrameType.GOAWAY, 0, 0, payload);
+  }
+
+  // -------------------------------------------------------------- receiving
+
+  private onTransportData(chunk: Uint8Array): void {
+    if (this.state_ === "closed") return;
+    this.bytesIn += chunk.length;
+    this.lastInput = Date.now();
+    try {
+      this.decoderImpl.push(chunk);
+    } catch (err) {
+      this.fail(toPointSubError(err, "ERR_PROTOCOL"));
+    }
+  }
+
+  /** @internal FrameSink */
+  onPreface(minVersion: number, maxVersion: number): void {
+    if (minVersion > PROTOCOL_VERSION || maxVersion < PROTOCOL_VERSION || minVersion > maxVersion) {
+      throw new PointSubError(
+        "ERR_VERSION",
+        `peer speaks protocol versions ${minVersion}..${maxVersion}, this side speaks ${PROTOCOL_VERSION}`,
+      );
+    }
+  }
+
+  /** @internal FrameSink: lets chunked-message bytes land directly in their buffer. */
+  frameTarget(type: number, flags: number, id: number, length: number): Uint8Array | undefined {
+    if ((flags & Flag.START) !== 0 || type < FrameType.MSG || type > FrameType.RES) return undefined;
+    const a = this.assemblies.get(id);
+    if (a === undefined || a.buf === null || a.type !== type || a.filled + length > a.total) return undefined;
+    return a.buf.subarray(a.filled, a.filled + length);
+  }
+
+  /** @internal FrameSink */
+  onFrame(type: number, flags: number, id: number, payload: Uint8Array): void {
+    if (this.state_ === "closed") return;
+    this.framesIn++;
+    if (this.state_ === "handshaking") {
+      if (type !== FrameType.HELLO) throw new PointSubError("ERR_PROTOCOL", "first frame is not HELLO");
+      this.onHello(payload);
+      return;
+    }
+    switch (type) {
+      case FrameType.MSG:
+      case FrameType.REQ:
+      case FrameType.RES:
+        this.onDataFrame(type, flags, id, payload);
+        return;
+      case FrameType.CANCEL:
+        this.onCancel(id, payload);
+        return;
+      case FrameType.CREDIT:
+        this.onCredit(id, payload);
+        return;
+      case FrameType.PING:
+        this.onPing(flags, payload);
+        return;
+      case FrameType.GOAWAY:
+        this.onGoAway(payload);
+        return;
+      default:
+        throw new PointSubError("ERR_PROTOCOL", "HELLO after the handshake");
+    }
+  }
+
+  private onHello(payload: Uint8Array): void {
+    if (payload.length > MAX_HELLO_SIZE) throw new PointSubError("ERR_PROTOCOL", "HELLO too large");
+    this.peer = decodeSettings(payload);
+    const checksum = this.peer.checksum === 1 || this.local.checksum === 1;
+    this.decoderImpl.checksum = checksum;
+    this.writer.checksum = checksum;
+    this.writer.connCredit = this.peer.connectionWindow;
+    this.state_ = "open";
+    clearTimeout(this.handshakeTimer);
+    this.startKeepAlive();
+    this.readyD.resolve();
+  }
+
+  private isMine(id: number): boolean {
+    return (id & 1) === (this.initiator ? 1 : 0);
+  }
+
+  private onDataFrame(type: number, flags: number, id: number, payload: Uint8Array): void {
+    const len = payload.length;
+    this.recvUsed += len;
+    if (this.recvUsed > this.local.connectionWindow) {
+      throw new PointSubError("ERR_FLOW_CONTROL", "peer exceeded the connection window");
+    }
+    this.recvUnacked += len;
+    if (this.recvUnacked >= this.local.connectionWindow >>> 2) {
+      this.sendCredit(0, this.recvUnacked);
+      this.recvUsed -= this.recvUnacked;
+      this.recvUnacked = 0;
+    }
+    if ((type === FrameType.RES) !== this.isMine(id)) {
+      throw new PointSubError(
+        "ERR_PROTOCOL",
+        `stream id ${id} has the wrong parity for ${type === FrameType.RES ? "RES" : "MSG/REQ"}`,
+      );
+    }
+    if ((flags & Flag.START) !== 0) this.onStart(type, flags, id, payload);
+    else this.onContinuation(type, flags, id, payload);
+  }
+
+  private onStart(type: number, flags: number, id: number, payload: Uint8Array): void {
+    if (this.assemblies.has(id)) throw new PointSubError("ERR_PROTOCOL", `stream ${id} started twice`);
+    const single = (flags & Flag.END) !== 0;
+    const v = this.v;
+    let p = 0;
+    let total = -1;
+    if (!single) {
+      if (readVarint(payload, 0, payload.length, 8, v) !== 1)
+        throw new PointSubError("ERR_PROTOCOL", "bad message length");
+      total = v.value;
+      p = v.next;
+      this.checkIncomingSize(total);
+    }
+    let route = "";
+    let status = Status.OK as number;
+    let call: PendingCall | undefined;
+    if (type === FrameType.REQ) {
+      if (readVarint(payload, p, payload.length, 2, v) !== 1 || v.value === 0 || v.value > MAX_ROUTE) {
+        throw new PointSubError("ERR_PROTOCOL", "bad route length");
+      }
+      const end = v.next + v.value;
+      if (end > payload.length) throw new PointSubError("ERR_PROTOCOL", "route runs past the frame");
+      route = this.decodeRoute(payload, v.next, end);
+      p = end;
+      if (++this.openRequests > this.local.maxConcurrentRequests) {
+        throw new PointSubError("ERR_TOO_MANY_REQUESTS", "peer exceeded maxConcurrentRequests");
+      }
+    } else if (type === FrameType.RES) {
+      call = this.pending.get(id);
+      if (call === undefined) throw new PointSubError("ERR_PROTOCOL", `response for unknown request ${id}`);
+      if (p >= payload.length) throw new PointSubError("ERR_PROTOCOL", "response without status");
+      status = payload[p++];
+      if (status !== Status.OK && status !== Status.ERROR)
+        throw new PointSubError("ERR_PROTOCOL", `bad status ${status}`);
+      if (status === Status.ERROR) {
+        if (!single) throw new PointSubError("ERR_PROTOCOL", "error response must be one frame");
+        const err = this.decodeErrorBody(payload, p);
+        this.finishCall(call);
+        this.settle(call, undefined, err);
+        return;
+      }
+    }
+    const data = payload.subarray(p);
+    if (single) {
+      this.checkIncomingSize(data.length);
+      this.deliver(type, id, route, data, call);
+      return;
+    }
+    if (data.length > total) throw new PointSubError("ERR_PROTOCOL", "first chunk larger than the message");
+    const discard = call?.settled === true;
+    if (!discard) {
+      if (this.assemblyBytes + total > this.local.maxAssemblyBytes) {
+        throw new PointSubError("ERR_FLOW_CONTROL", "peer exceeded maxAssemblyBytes with unfinished messages");
+      }
+      this.assemblyBytes += total;
+    }
+    let buf: Uint8Array | null = null;
+    if (!discard) {
+      try {
+        buf = new Uint8Array(total);
+      } catch (cause) {
+        throw new PointSubError("ERR_MESSAGE_TOO_LARGE", `cannot allocate ${total} bytes`, { cause });
+      }
+      buf.set(data, 0);
+    }
+    const a: Assembly = {
+      type,
+      total,
+      buf,
+      filled: data.length,
+      route,
+      status,
+      streamUsed: payload.length,
+      streamUnacked: payload.length,
+    };
+    this.assemblies.set(id, a);
+    this.streamCredit(id, a);
+  }
+
+  private onContinuation(type: number, flags: number, id: number, payload: Uint8Array): void {
+    const a = this.assemblies.get(id);
+    if (a === undefined || a.type !== type)
+      throw new PointSubError("ERR_PROTOCOL", `continuation of unknown stream ${id}`);
+    const len = payload.length;
+    if (a.filled + len > a.total) throw new PointSubError("ERR_PROTOCOL", `stream ${id} overruns its declared length`);
+    a.streamUsed += len;
+    if (a.streamUsed > this.local.streamWindow)
+      throw new PointSubError("ERR_FLOW_CONTROL", `peer exceeded the window of stream ${id}`);
+    a.streamUnacked += len;
+    if (a.buf !== null) {
+      const inPlace = payload.buffer === a.buf.buffer && payload.byteOffset === a.buf.byteOffset + a.filled;
+      if (!inPlace) a.buf.set(payload, a.filled);
+    }
+    a.filled += len;
+    if ((flags & Flag.END) === 0) {
+      this.streamCredit(id, a);
+      return;
+    }
+    if (a.filled !== a.total)
+      throw new PointSubError("ERR_PROTOCOL", `stream ${id} ended short of its declared length`);
+    this.assemblies.delete(id);
+    if (a.buf === null) {
+      // Discarded response of a call already settled: its id is free now.
+      const call = this.pending.get(id);
+      if (call !== undefined) this.finishCall(call);
+      return;
+    }
+    this.assemblyBytes -= a.total;
+    this.deliver(type, id, a.route, a.buf, type === FrameType.RES ? this.pending.get(id) : undefined);
+  }
+
+  private streamCredit(id: number, a: Assembly): void {
+    if (a.streamUnacked >= this.local.streamWindow >>> 2) {
+      this.sendCredit(id, a.streamUnacked);
+      a.streamUsed -= a.streamUnacked;
+      a.streamUnacked = 0;
+    }
+  }
+
+  private sendCredit(id: number, n: number): void {
+    const payload = new Uint8Array(varintLength(n));
+    writeVarint(payload, 0, n);
+    this.writer.control(FrameType.CREDIT, 0, id, payload);
+  }
+
+  private checkIncomingSize(total: number): void {
+    if (total > this.local.maxMessageSize) {
+      throw new PointSubError(
+        "ERR_MESSAGE_TOO_LARGE",
+        `peer declared a message of ${total} bytes, over maxMessageSize ${this.local.maxMessageSize}`,
+      );
+    }
+  }
+
+  private decodeRoute(payload: Uint8Array, start: number, end: number): string {
+    const last = this.lastRouteBytes;
+    const n = end - start;
+    if (last.length === n) {
+      let same = true;
+      for (let i = 0; i < n; i++) {
+        if (last[i] !== payload[start + i]) {
+          same = false;
+          break;
+        }
+      }
+      if (same) return this.lastRoute;
+    }
+    this.lastRouteBytes = payload.slice(start, end);
+    this.lastRoute = decoder.decode(this.lastRouteBytes);
+    return this.lastRoute;
+  }
+
+  private decodeErrorBody(payload: Uint8Array, p: number): PointSubError {
+    const v = this.v;
+    if (p + 2 > payload.length) throw new PointSubError("ERR_PROTOCOL", "error response too short");
+    const errno = (payload[p] << 8) | payload[p + 1];
+    p += 2;
+    const readText = (): string => {
+      if (readVarint(payload, p, payload.length, 2, v) !== 1 || v.next + v.value > payload.length) {
+        throw new PointSubError("ERR_PROTOCOL", "bad error response text");
+      }
+      const s = decoder.decode(payload.subarray(v.next, v.next + v.value));
+      p = v.next + v.value;
+      return s;
+    };
+    readText(); // the code string; errno is authoritative for known codes
+    const message = readText();
+    const code = codeForErrno(errno) ?? "ERR_HANDLER";
+    return new PointSubError(code, message);
+  }
+
+  private deliver(type: number, id: number, route: string, data: Uint8Array, call: PendingCall | undefined): void {
+    this.stats_.received(data.length);
+    if (type === FrameType.MSG) {
+      try {
+        this.emit("message", new IncomingMessage(data));
+      } catch (err) {
+        // A throwing listener is the application's bug: surface it, keep the connection.
+        queueMicrotask(() => {
+          throw err;
+        });
+      }
+      return;
+    }
+    if (type === FrameType.RES) {
+      const c = call as PendingCall;
+      this.finishCall(c);
+      this.settle(c, data, undefined);
+      return;
+    }
+    this.handleRequest(id, route, data);
+  }
+
+  private handleRequest(id: number, route: string, data: Uint8Array): void {
+    this.stats_.requestsHandled++;
+    const handler = this.routes.get(route);
+    if (handler === undefined) {
+      this.respondError(id, new PointSubError("ERR_NO_ROUTE", `no handler for route ${route}`));
+      return;
+    }
+    const call = new ServerCall(this, route, id);
+    this.serving.set(id, call);
+    let result: HandlerResult | Promise<HandlerResult>;
+    try {
+      result = handler(new IncomingRequestImpl(route, data), call);
+    } catch (err) {
+      this.finishHandler(call, undefined, err, true);
+      return;
+    }
+    if (
+      result !== null &&
+      typeof result === "object" &&
+      typeof (result as Promise<HandlerResult>).then === "function"
+    ) {
+      (result as Promise<HandlerResult>).then(
+        (value) => this.finishHandler(call, value, undefined, false),
+        (err) => this.finishHandler(call, undefined, err, true),
+      );
+    } else {
+      this.finishHandler(call, result as HandlerResult, undefined, false);
+    }
+  }
+
+  private finishHandler(call: ServerCall, value: HandlerResult, err: unknown, failed: boolean): void {
+    if (call.done) return; // cancelled, or the connection closed
+    call.done = true;
+    if (failed) {
+      const e =
+        err instanceof PointSubError
+          ? err
+          : new PointSubError(
+              "ERR_HANDLER",
+              `handler for ${call.route} failed: ${err instanceof Error ? err.message : String(err)}`,
+            );
+      this.serving.delete(call.id);
+      this.respondError(call.id, e);
+      return;
+    }
+    let data: Uint8Array;
+    try {
+      data = value === undefined ? EMPTY : toBytes(value, "handler result");
+    } catch (e) {
+      this.serving.delete(call.id);
+      this.respondError(call.id, e as PointSubError);
+      return;
+    }
+    if (data.length > this.peer.maxMessageSize) {
+      this.serving.delete(call.id);
+      this.respondError(
+        call.id,
+        new PointSubError(
+          "ERR_MESSAGE_TOO_LARGE",
+          `response of ${data.length} bytes exceeds the caller's maxMessageSize`,
+        ),
+      );
+      return;
+    }
+    this.stats_.sent(data.length);
+    this.writeBody(FrameType.RES, call.id, OK_HEAD, data, () => {
+      this.serving.delete(call.id);
+      this.openRequests--;
+    });
+  }
+
+  private respondError(id: number, err: PointSubError): void {
+    this.stats_.error(err.code);
+    const code = encoder.encode(err.code);
+    const text = encoder.encode(err.message.slice(0, MAX_ERROR_TEXT));
+    const head = new Uint8Array(
+      1 + 2 + varintLength(code.length) + code.length + varintLength(text.length) + text.length,
+    );
+    head[0] = Status.ERROR;
+    head[1] = err.errno >> 8;
+    head[2] = err.errno & 0xff;
+    let p = writeVarint(head, 3, code.length);
+    head.set(code, p);
+    p = writeVarint(head, p + code.length, text.length);
+    head.set(text, p);
+    this.openRequests--;
+    this.writeBody(FrameType.RES, id, head, EMPTY);
+  }
+
+  private onCancel(id: number, payload: Uint8Array): void {
+    if (payload.length !== CANCEL_LENGTH) throw new PointSubError("ERR_PROTOCOL", "CANCEL payload must be 2 bytes");
+    const errno = (payload[0] << 8) | payload[1];
+    const code = codeForErrno(errno) ?? "ERR_CANCELLED";
+    if (this.isMine(id)) {
+      // About one of my requests: the peer's final word on it.
+      const call = this.pending.get(id);
+      if (call === undefined) return;
+      const a = this.assemblies.get(id);
+      if (a !== undefined) {
+        this.assemblies.delete(id);
+        if (a.buf !== null) this.assemblyBytes -= a.total;
+      }
+      const err = new PointSubError(
+        code === "ERR_TIMEOUT" ? "ERR_TIMEOUT" : "ERR_CANCELLED",
+        `request to ${call.route} cancelled by the peer`,
+      );
+      this.writer.remove(FrameType.REQ, id, err);
+      this.finishCall(call);
+      this.settle(call, undefined, err);
+      return;
+    }
+    // About the peer's MSG or REQ.
+    const reason = new PointSubError(
+      code === "ERR_TIMEOUT" ? "ERR_TIMEOUT" : "ERR_CANCELLED",
+      "cancelled by the caller",
+    );
+    const a = this.assemblies.get(id);
+    if (a !== undefined) {
+      this.assemblies.delete(id);
+      this.assemblyBytes -= a.total;
+      if (a.type === FrameType.REQ) {
+        this.openRequests--;
+        this.sendCancel(id, reason.code);
+      }
+      return;
+    }
+    const call = this.serving.get(id);
+    if (call === undefined) return; // already answered: our RES ends it
+    this.serving.delete(id);
+    call.done = true;
+    call.abort(reason);
+    this.writer.remove(FrameType.RES, id, reason);
+    this.openRequests--;
+    this.sendCancel(id, reason.code);
+  }
+
+  private onCredit(id: number, payload: Uint8Array): void {
+    const v = this.v;
+    if (readVarint(payload, 0, payload.length, 5, v) !== 1 || v.next !== payload.length || v.value === 0) {
+      throw new PointSubError("ERR_PROTOCOL", "bad CREDIT");
+    }
+    if (id === 0) {
+      if (this.writer.connCredit + v.value > 2 ** 31 - 1)
+        throw new PointSubError("ERR_FLOW_CONTROL", "connection credit overflow");
+      this.writer.addConnCredit(v.value);
+    } else {
+      this.writer.addStreamCredit(id, v.value);
+    }
+  }
+
+  private onPing(flags: number, payload: Uint8Array): void {
+    if (payload.length !== PING_LENGTH) throw new PointSubError("ERR_PROTOCOL", "PING payload must be 8 bytes");
+    if ((flags & Flag.ACK) === 0) {
+      this.writer.control(FrameType.PING, Flag.ACK, 0, payload.slice());
+      return;
+    }
+    const seq = new DataView(payload.buffer, payload.byteOffset, 8).getFloat64(0);
+    const p = this.pings.get(seq);
+    if (p === undefined) return;
+    this.pings.delete(seq);
+    p.d.resolve(performance.now() - p.start);
+  }
+
+  private onGoAway(payload: Uint8Array): void {
+    if (payload.length < 2) throw new PointSubError("ERR_PROTOCOL", "GOAWAY too short");
+    const errno = (payload[0] << 8) | payload[1];
+    const reason = decoder.decode(payload.subarray(2));
+    if (errno !== 0) {
+      const code = codeForErrno(errno) ?? "ERR_PROTOCOL";
+      const err = new PointSubError(code, `peer closed the connection: ${reason}`);
+      this.stats_.error(code);
+      this.transport.destroy();
+      this.teardown(err);
+      return;
+    }
+    if (this.state_ === "open") {
+      this.emit("goaway");
+      void this.close();
+    }
+  }
+
+  // -------------------------------------------------------------- lifecycle
+
+  private startKeepAlive(): void {
+    const ms = this.keepAliveMs;
+    if (ms <= 0) return;
+    this.keepAliveTimer = setInterval(
+      () => {
+        const idle = Date.now() - this.lastInput;
+        if (this.keepAlivePingAt !== 0 && idle >= ms * 2) {
+          this.fail(new PointSubError("ERR_KEEPALIVE", `no bytes from ${this.remoteUrl} for ${idle} ms`));
+          return;
+        }
+        if (idle >= ms) {
+          this.keepAlivePingAt = Date.now();
+          this.ping({ timeoutMs: 0 }).then(
+            () => {
+              this.keepAlivePingAt = 0;
+            },
+            () => {},
+          );
+        }
+      },
+      Math.max(10, ms >>> 1),
+    );
+    (this.keepAliveTimer as { unref?: () => void }).unref?.();
+  }
+
+  private async drainAndEnd(): Promise<void> {
+    const deadline = Date.now() + this.closeTimeoutMs;
+    while (
+      this.state_ !== "closed" &&
+      Date.now() < deadline &&
+      (this.pending.size !== 0 || this.waiting.length !== 0 || this.serving.size !== 0 || this.writer.pending !== 0)
+    ) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    if (this.state_ === "closed") return;
+    this.writer.flush();
+    this.transport.end();
+    const t = setTimeout(() => this.destroy(), Math.max(100, deadline - Date.now()));
+    await this.closedD.promise;
+    clearTimeout(t);
+  }
+
+  /** A fatal error on this side: tell the peer, close, fail everything with `err`. */
+  private fail(err: PointSubError): void {
+    if (this.state_ === "closed") return;
+    this.stats_.error(err.code);
+    this.sendGoAway(err.errno, err.message);
+    this.writer.flush();
+    this.transport.end();
+    const t = setTimeout(() => this.transport.destroy(), 1000);
+    (t as { unref?: () => void }).unref?.();
+    this.teardown(err);
+  }
+
+  private onTransportClose(error?: Error): void {
+    if (this.state_ === "closed") return;
+    const graceful = this.state_ === "closing" && this.decoderImpl.idle;
+    this.teardown(
+      graceful
+        ? undefined
+        : new PointSubError("ERR_CONNECTION_CLOSED", `connection to ${this.remoteUrl} closed`, { cause: error }),
+    );
+  }
+
+  private teardown(error: PointSubError | undefined): void {
+    if (this.state_ === "closed") return;
+    const wasHandshaking = this.state_ === "handshaking";
+    this.state_ = "closed";
+    this.closeError = error;
+    clearTimeout(this.handshakeTimer);
+    if (this.keepAliveTimer !== undefined) clearInterval(this.keepAliveTimer);
+    const failure = error ?? new PointSubError("ERR_CONNECTION_CLOSED", "connection closed");
+    this.writer.close(failure);
+    for (const call of this.pending.values()) this.settle(call, undefined, failure);
+    this.pending.clear();
+    for (const call of this.waiting.drain()) this.settle(call, undefined, failure);
+    for (const call of this.serving.values()) {
+      call.done = true;
+      call.abort(failure);
+    }
+    this.serving.clear();
+    this.assemblies.clear();
+    this.assemblyBytes = 0;
+    for (const p of this.pings.values()) p.d.reject(failure);
+    this.pings.clear();
+    if (wasHandshaking) this.readyD.reject(failure);
+    this.emit("close", error);
+    this.closedD.resolve();
+  }
+}
+
+const OK_HEAD = new Uint8Array([Status.OK]);

@@ -1,0 +1,121 @@
+import type { ErrorCode } from "../errors/codes.ts";
+import { SIZE_CLASSES, type SizeClass, sizeClassIndex } from "./size-class.ts";
+
+/** Counters for one size class in one direction. */
+export interface ClassCounters {
+  messages: number;
+  bytes: number;
+}
+
+/** A snapshot of a connection's (or a server's summed) counters. */
+export interface StatsSnapshot {
+  /** Messages and data bytes sent per size class (one-way messages, requests and responses). */
+  sent: Record<SizeClass, ClassCounters>;
+  /** Messages and data bytes received per size class. */
+  received: Record<SizeClass, ClassCounters>;
+  requests: {
+    /** Requests this side made. */
+    sent: number;
+    /** ...of which answered successfully. */
+    succeeded: number;
+    /** ...of which failed (any typed error). */
+    failed: number;
+    /** Requests the peer made that this side handled. */
+    handled: number;
+    /** Requests in flight now (both directions). */
+    inFlight: number;
+  };
+  /** Errors raised, by code. */
+  errors: Partial<Record<ErrorCode, number>>;
+  /** Frames and bytes on the wire (headers and checksums included). */
+  wire: { framesOut: number; bytesOut: number; framesIn: number; bytesIn: number };
+}
+
+function emptyClasses(): Record<SizeClass, ClassCounters> {
+  const r = {} as Record<SizeClass, ClassCounters>;
+  for (const c of SIZE_CLASSES) r[c] = { messages: 0, bytes: 0 };
+  return r;
+}
+
+/** Mutable counters behind {@link StatsSnapshot}; flat arrays keep the hot path cheap. */
+export class Stats {
+  readonly sentCount = new Float64Array(5);
+  readonly sentBytes = new Float64Array(5);
+  readonly recvCount = new Float64Array(5);
+  readonly recvBytes = new Float64Array(5);
+  requestsSent = 0;
+  requestsSucceeded = 0;
+  requestsFailed = 0;
+  requestsHandled = 0;
+  readonly errors = new Map<ErrorCode, number>();
+
+  sent(size: number): void {
+    const i = sizeClassIndex(size);
+    this.sentCount[i]++;
+    this.sentBytes[i] += size;
+  }
+
+  received(size: number): void {
+    const i = sizeClassIndex(size);
+    this.recvCount[i]++;
+    this.recvBytes[i] += size;
+  }
+
+  error(code: ErrorCode): void {
+    this.errors.set(code, (this.errors.get(code) ?? 0) + 1);
+  }
+
+  snapshot(inFlight: number, wire: StatsSnapshot["wire"]): StatsSnapshot {
+    const sent = emptyClasses();
+    const received = emptyClasses();
+    SIZE_CLASSES.forEach((c, i) => {
+      sent[c] = { messages: this.sentCount[i], bytes: this.sentBytes[i] };
+      received[c] = { messages: this.recvCount[i], bytes: this.recvBytes[i] };
+    });
+    return {
+      sent,
+      received,
+      requests: {
+        sent: this.requestsSent,
+        succeeded: this.requestsSucceeded,
+        failed: this.requestsFailed,
+        handled: this.requestsHandled,
+        inFlight,
+      },
+      errors: Object.fromEntries(this.errors),
+      wire,
+    };
+  }
+}
+
+/** Adds snapshots together (for a server's total). */
+export function sumStats(list: readonly StatsSnapshot[], base?: StatsSnapshot): StatsSnapshot {
+  const out: StatsSnapshot = base
+    ? structuredClone(base)
+    : {
+        sent: emptyClasses(),
+        received: emptyClasses(),
+        requests: { sent: 0, succeeded: 0, failed: 0, handled: 0, inFlight: 0 },
+        errors: {},
+        wire: { framesOut: 0, bytesOut: 0, framesIn: 0, bytesIn: 0 },
+      };
+  for (const s of list) {
+    for (const c of SIZE_CLASSES) {
+      out.sent[c].messages += s.sent[c].messages;
+      out.sent[c].bytes += s.sent[c].bytes;
+      out.received[c].messages += s.received[c].messages;
+      out.received[c].bytes += s.received[c].bytes;
+    }
+    out.requests.sent += s.requests.sent;
+    out.requests.succeeded += s.requests.succeeded;
+    out.requests.failed += s.requests.failed;
+    out.requests.handled += s.requests.handled;
+    out.requests.inFlight += s.requests.inFlight;
+    for (const [k, v] of Object.entries(s.errors) as [ErrorCode, number][]) out.errors[k] = (out.errors[k] ?? 0) + v;
+    out.wire.framesOut += s.wire.framesOut;
+    out.wire.bytesOut += s.wire.bytesOut;
+    out.wire.framesIn += s.wire.framesIn;
+    out.wire.bytesIn += s.wire.bytesIn;
+  }
+  return out;
+}

@@ -1,0 +1,73 @@
+import type { Connection } from "./connection.ts";
+
+/** Bytes or text; text is sent as UTF-8. */
+export type Payload = Uint8Array | string;
+
+/** A one-way message received from the peer. */
+export interface Message {
+  /** The message bytes (a view; keep it as long as you like). */
+  readonly data: Uint8Array;
+  /** The bytes decoded as UTF-8. */
+  text(): string;
+}
+
+/** A request received by a route handler. */
+export interface IncomingRequest extends Message {
+  /** The route it was sent to, e.g. `/echo/1.0.0`. */
+  readonly route: string;
+}
+
+/** Everything a handler knows about the call besides its bytes. */
+export interface RequestContext {
+  /** Aborted when the caller cancels or times out, or the connection closes; `reason` is a PointSubError. */
+  readonly signal: AbortSignal;
+  /** The connection the request came on (a server session, or a client connection). */
+  readonly session: Connection;
+  /** The route. */
+  readonly route: string;
+}
+
+/** What a handler may return: the response bytes, text, or nothing (an empty response). */
+// biome-ignore lint/suspicious/noConfusingVoidType: handlers written as `async () => {}` return Promise<void>.
+export type HandlerResult = Uint8Array | string | undefined | void;
+
+/**
+ * A route handler. Throw (or reject) to answer with an error: a
+ * PointSubError keeps its code, anything else reaches the caller as
+ * `ERR_HANDLER` with the thrown message.
+ */
+export type Handler = (req: IncomingRequest, ctx: RequestContext) => HandlerResult | Promise<HandlerResult>;
+
+/** Options of {@link Connection.request}. */
+export interface RequestOptions {
+  /** Fail with ERR_TIMEOUT after this many ms (default: the connection's requestTimeoutMs; 0 = never). */
+  timeoutMs?: number;
+  /** Abort the request (ERR_CANCELLED); the peer's handler sees its signal aborted. */
+  signal?: AbortSignal;
+}
+
+/** Options of a connection (client) or of every session (server). */
+export interface ConnectionOptions {
+  /** Largest message (data bytes) accepted from the peer. Default 256 MiB. */
+  maxMessageSize?: number;
+  /** Largest frame payload accepted from the peer (16 KiB .. 16 MiB - 1). Default 1 MiB. */
+  maxFrameSize?: number;
+  /** CRC32C on every frame. On unless both sides turn it off. Default true. */
+  checksum?: boolean;
+  /** Connection-level receive window granted to the peer. Default 16 MiB. */
+  connectionWindow?: number;
+  /** Per-message receive window granted to the peer. Default 4 MiB. */
+  streamWindow?: number;
+  /** Requests the peer may have outstanding at this side. Default 1024. */
+  maxConcurrentRequests?: number;
+  /** Bytes (declared sizes) of unfinished chunked messages the peer may have open at once. Default maxMessageSize + 64 MiB. */
+  maxAssemblyBytes?: number;
+  /** Default timeout of `request`. Default 30000 ms; 0 = none. */
+  requestTimeoutMs?: number;
+  /** Time allowed for the peer's HELLO. Default 10000 ms. */
+  handshakeTimeoutMs?: number;
+  /** How long `close()` waits for work in flight before closing hard. Default 5000 ms. */
+  closeTimeoutMs?: number;
+  /** Send a PING after this many ms without incoming bytes; close with ERR_KEEPALIVE if none answers within another period. Default 30000; 0 = off. */
+  keepAliveMs?: number;
+}

@@ -1,0 +1,333 @@
+import { crc32c } from "../codec/crc32c.ts";
+import { headerLength, writeCrc, writeHeader } from "../codec/encoder.ts";
+import { CRC_LENGTH, Flag } from "../codec/frame.ts";
+import { varintLength, writeVarint } from "../codec/varint.ts";
+import type { PointSubError } from "../errors/error.ts";
+import { defer } from "../util/defer.ts";
+import { Queue } from "../util/queue.ts";
+
+/** Payloads smaller than this are copied into the write slab; larger ones are written by reference. */
+const COPY_THRESHOLD = 16 * 1024;
+/** Slab size for encoding headers and small frames. */
+const SLAB_SIZE = 64 * 1024;
+/** Flush as soon as this many bytes are batched. */
+const FLUSH_BYTES = 64 * 1024;
+/** A chunk smaller than this is not sent while more credit may come (avoids slivers). */
+const MIN_CHUNK = 16 * 1024;
+
+/** One outgoing message (MSG, REQ or RES body), single-frame or chunked. */
+export interface OutMessage {
+  type: number;
+  id: number;
+  /** Type-specific prefix (route for REQ, status for RES); empty for MSG. */
+  head: Uint8Array;
+  data: Uint8Array;
+  /** Chunked: bytes of `data` already sent. */
+  offset: number;
+  /** Chunked: whether the START frame went out. */
+  started: boolean;
+  /** Chunked: credit left on this message's stream window. */
+  credit: number;
+  /** Chunked: payload bytes per frame. */
+  chunk: number;
+  /** Whether this message goes out as one frame. */
+  single: boolean;
+  resolve: (() => void) | undefined;
+  reject: ((err: PointSubError) => void) | undefined;
+}
+
+/** What the writer needs from its connection. */
+export interface WriterSink {
+  write(chunks: readonly Uint8Array[]): boolean;
+}
+
+/**
+ * Encodes frames into a slab and hands batches to the transport, scheduling
+ * data by priority: control frames first, then single-frame messages in send
+ * order, then one chunk of one chunked message at a time, round robin. Honors
+ * the peer's connection and per-message credit.
+ */
+export class FrameWriter {
+  checksum = true;
+  /** Credit the peer granted on the connection. */
+  connCredit = 0;
+  /** False after the transport asked us to wait for a drain. */
+  writable = true;
+  /** Frames and bytes handed to the transport. */
+  framesOut = 0;
+  bytesOut = 0;
+
+  private readonly sink: WriterSink;
+  private slab = new Uint8Array(SLAB_SIZE);
+  private slabStart = 0;
+  private slabPos = 0;
+  private out: Uint8Array[] = [];
+  private outBytes = 0;
+  private flushScheduled = false;
+  private pumping = false;
+  private closed = false;
+  private readonly singles = new Queue<OutMessage>();
+  private bulk: OutMessage[] = [];
+  private rr = 0;
+  private readonly flushCb = () => {
+    this.flushScheduled = false;
+    this.flush();
+  };
+
+  constructor(sink: WriterSink) {
+    this.sink = sink;
+  }
+
+  /** Messages waiting or in progress. */
+  get pending(): number {
+    return this.singles.length + this.bulk.length;
+  }
+
+  /** Writes a control frame (not flow-controlled) now. */
+  control(type: number, flags: number, id: number, payload: Uint8Array): void {
+    if (this.closed) return;
+    this.encode(type, flags, id, -1, payload, payload, 0, 0);
+    this.scheduleFlush();
+  }
+
+  /**
+   * Tries to write a single-frame message right away. Returns false when it
+   * must be queued (not writable, credit short, or others waiting).
+   */
+  trySendNow(type: number, id: number, head: Uint8Array, data: Uint8Array): boolean {
+    const len = head.length + data.length;
+    if (!this.writable || this.pumping || this.singles.length !== 0 || this.connCredit < len || this.closed) {
+      return false;
+    }
+    this.connCredit -= len;
+    this.encode(type, Flag.START | Flag.END, id, -1, head, data, 0, data.length);
+    if (this.outBytes >= FLUSH_BYTES) this.flush();
+    else this.scheduleFlush();
+    return true;
+  }
+
+  /** Queues a message; it resolves when its last frame is handed to the transport. */
+  enqueue(m: OutMessage): void {
+    if (m.single) this.singles.push(m);
+    else this.bulk.push(m);
+    this.pump();
+  }
+
+  /** The peer granted more connection credit. */
+  addConnCredit(n: number): void {
+    this.connCredit += n;
+    this.pump();
+  }
+
+  /** The peer granted more credit on message `id`; false if no such message is in progress. */
+  addStreamCredit(id: number, n: number): boolean {
+    for (const m of this.bulk) {
+      if (m.id === id) {
+        m.credit += n;
+        this.pump();
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /** The transport drained. */
+  onDrain(): void {
+    this.writable = true;
+    this.pump();
+  }
+
+  /**
+   * Removes message `id` (of `type`) from the queues. Returns "none" if not
+   * queued, "queued" if removed before any byte went out, "started" if some
+   * frames were sent (the caller must send CANCEL).
+   */
+  remove(type: number, id: number, err: PointSubError): "none" | "queued" | "started" {
+    let queued: OutMessage | undefined;
+    this.singles.remove((m) => {
+      if (m.id !== id || m.type !== type) return false;
+      queued = m;
+      return true;
+    });
+    if (queued !== undefined) {
+      queued.reject?.(err);
+      return "queued";
+    }
+    const i = this.bulk.findIndex((m) => m.id === id && m.type === type);
+    if (i < 0) return "none";
+    const [m] = this.bulk.splice(i, 1);
+    m.reject?.(err);
+    return m.started ? "started" : "queued";
+  }
+
+  /** Fails everything queued and stops writing. */
+  close(err: PointSubError): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const m of this.singles.drain()) m.reject?.(err);
+    const bulk = this.bulk;
+    this.bulk = [];
+    for (const m of bulk) m.reject?.(err);
+  }
+
+  /** Hands everything batched to the transport now. */
+  flush(): void {
+    this.cut();
+    if (this.out.length === 0) return;
+    const chunks = this.out;
+    this.out = [];
+    this.bytesOut += this.outBytes;
+    this.outBytes = 0;
+    if (this.closed) return;
+    if (!this.sink.write(chunks)) this.writable = false;
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    defer(this.flushCb);
+  }
+
+  private pump(): void {
+    if (this.pumping || this.closed) return;
+    this.pumping = true;
+    try {
+      this.pumpLoop();
+    } finally {
+      this.pumping = false;
+    }
+    if (this.outBytes > 0 || this.slabPos > this.slabStart) this.scheduleFlush();
+  }
+
+  private pumpLoop(): void {
+    while (this.writable && !this.closed) {
+      let progressed = false;
+      // 1. single-frame messages, in send order
+      for (let m = this.singles.peek(); m !== undefined; m = this.singles.peek()) {
+        const len = m.head.length + m.data.length;
+        if (this.connCredit < len) break;
+        this.singles.shift();
+        this.connCredit -= len;
+        this.encode(m.type, Flag.START | Flag.END, m.id, -1, m.head, m.data, 0, m.data.length);
+        progressed = true;
+        m.resolve?.();
+        if (this.outBytes >= FLUSH_BYTES) {
+          this.flush();
+          if (!this.writable) return;
+        }
+      }
+      if (this.singles.length !== 0) break; // blocked on credit: keep order, wait
+      // 2. one chunk of one chunked message
+      if (this.bulk.length !== 0 && this.sendOneChunk()) {
+        progressed = true;
+        if (this.outBytes >= FLUSH_BYTES) this.flush();
+      }
+      if (!progressed) break;
+    }
+  }
+
+  private sendOneChunk(): boolean {
+    const n = this.bulk.length;
+    for (let k = 0; k < n; k++) {
+      const idx = (this.rr + k) % n;
+      const m = this.bulk[idx];
+      const total = m.data.length;
+      const prefix = m.started ? 0 : varintLength(total) + m.head.length;
+      const remaining = total - m.offset;
+      const want = Math.min(m.chunk, prefix + remaining);
+      const avail = Math.min(m.credit, this.connCredit);
+      if (avail < want && avail < MIN_CHUNK) continue;
+      const size = Math.min(want, avail);
+      const dataBytes = size - prefix;
+      if (dataBytes < 0) continue;
+      const start = m.offset;
+      const end = start + dataBytes;
+      const last = end === total;
+      const flags = (m.started ? 0 : Flag.START) | (last ? Flag.END : 0);
+      this.encode(m.type, flags, m.id, m.started ? -1 : total, m.started ? EMPTY : m.head, m.data, start, end);
+      m.started = true;
+      m.offset = end;
+      m.credit -= size;
+      this.connCredit -= size;
+      if (last) {
+        this.bulk.splice(idx, 1);
+        this.rr = idx;
+        m.resolve?.();
+      } else {
+        this.rr = idx + 1;
+      }
+      return true;
+    }
+    return false;
+  }
+
+  /**
+   * Encodes one frame: header, optional total-length varint (`total` >= 0),
+   * `head`, `data[start..end)` and the CRC trailer.
+   */
+  private encode(
+    type: number,
+    flags: number,
+    id: number,
+    total: number,
+    head: Uint8Array,
+    data: Uint8Array,
+    start: number,
+    end: number,
+  ): void {
+    const dataLen = end - start;
+    const preLen = (total >= 0 ? varintLength(total) : 0) + head.length;
+    const len = preLen + dataLen;
+    const hlen = headerLength(id, len);
+    const copy = dataLen < COPY_THRESHOLD;
+    this.ensure(hlen + preLen + (copy ? dataLen : 0) + CRC_LENGTH);
+    const slab = this.slab;
+    const frameStart = this.slabPos;
+    let p = writeHeader(slab, frameStart, type, flags, id, len);
+    if (total >= 0) p = writeVarint(slab, p, total);
+    if (head.length !== 0) {
+      slab.set(head, p);
+      p += head.length;
+    }
+    if (copy) {
+      if (dataLen !== 0) {
+        slab.set(dataLen === data.length ? data : data.subarray(start, end), p);
+        p += dataLen;
+      }
+      if (this.checksum) p = writeCrc(slab, p, crc32c(slab.subarray(frameStart, p)));
+      this.slabPos = p;
+    } else {
+      const view = data.subarray(start, end);
+      let crc = 0;
+      if (this.checksum) crc = crc32c(view, crc32c(slab.subarray(frameStart, p)));
+      this.slabPos = p;
+      this.cut();
+      this.out.push(view);
+      this.outBytes += dataLen;
+      if (this.checksum) {
+        this.slabPos = writeCrc(slab, this.slabPos, crc);
+      }
+    }
+    this.framesOut++;
+  }
+
+  /** Makes room for `need` contiguous bytes in the slab. */
+  private ensure(need: number): void {
+    if (this.slab.length - this.slabPos >= need) return;
+    this.cut();
+    this.slab = new Uint8Array(Math.max(SLAB_SIZE, need));
+    this.slabStart = 0;
+    this.slabPos = 0;
+  }
+
+  /** Moves the encoded-but-unbatched slab region into the batch. */
+  private cut(): void {
+    if (this.slabPos > this.slabStart) {
+      this.out.push(this.slab.subarray(this.slabStart, this.slabPos));
+      this.outBytes += this.slabPos - this.slabStart;
+      this.slabStart = this.slabPos;
+    }
+  }
+}
+
+const EMPTY = new Uint8Array(0);

@@ -1,0 +1,58 @@
+import { codeInfo, type ErrorCode, type Severity } from "./codes.ts";
+
+const BRAND = Symbol.for("pointsub.error");
+
+/** Options for constructing a {@link PointSubError}. */
+export interface PointSubErrorOptions {
+  /** The underlying error, if any. */
+  cause?: unknown;
+  /** Overrides the default suggestion of the code. */
+  suggestion?: string;
+}
+
+/**
+ * The one error type pointsub throws, rejects with or emits.
+ *
+ * `instanceof PointSubError` works across two loaded copies of the package
+ * (the check uses a global symbol brand, not the prototype chain).
+ */
+export class PointSubError extends Error {
+  /** Stable string code, e.g. `ERR_TIMEOUT`. */
+  readonly code: ErrorCode;
+  /** Numeric code: 1xxx network, 2xxx resources, 3xxx protocol, 4xxx application. */
+  readonly errno: number;
+  /** How serious the error is. */
+  readonly severity: Severity;
+  /** Whether trying the same operation again may succeed. */
+  readonly retryable: boolean;
+  /** A sentence a user can act on. */
+  readonly suggestion: string;
+
+  constructor(code: ErrorCode, message: string, options: PointSubErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    const info = codeInfo(code);
+    this.name = "PointSubError";
+    this.code = code;
+    this.errno = info.errno;
+    this.severity = info.severity;
+    this.retryable = info.retryable;
+    this.suggestion = options.suggestion ?? info.suggestion;
+    Object.defineProperty(this, BRAND, { value: true });
+  }
+
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[BRAND] === true;
+  }
+}
+
+/** True when `value` is a {@link PointSubError} with the given code. */
+export function isPointSubError(value: unknown, code?: ErrorCode): value is PointSubError {
+  return value instanceof PointSubError && (code === undefined || value.code === code);
+}
+
+/** Wraps anything thrown into a PointSubError of `code`, keeping PointSubErrors as they are. */
+export function toPointSubError(value: unknown, code: ErrorCode, prefix = ""): PointSubError {
+  if (value instanceof PointSubError) return value;
+  const message = value instanceof Error ? value.message : String(value);
+  return new PointSubError(code, prefix + message, { cause: value });
+}

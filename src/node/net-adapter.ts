@@ -1,0 +1,177 @@
+import { existsSync, unlinkSync } from "node:fs";
+import net from "node:net";
+import tls from "node:tls";
+import { PointSubError } from "../errors/error.ts";
+import type {
+  TlsOptions,
+  Transport,
+  TransportAdapter,
+  TransportListener,
+  TransportOptions,
+} from "../transport/transport.ts";
+import { hostUrl, SocketTransport, urlHost } from "./socket-transport.ts";
+
+type Scheme = "tcp" | "tls" | "unix";
+
+function wrap(socket: net.Socket, scheme: Scheme, path?: string): Transport {
+  if (scheme === "unix") return new SocketTransport(socket, `unix://${path}`, `unix://${path}`);
+  return new SocketTransport(
+    socket,
+    hostUrl(scheme, socket.localAddress, socket.localPort),
+    hostUrl(scheme, socket.remoteAddress, socket.remotePort),
+  );
+}
+
+function port(url: URL): number {
+  if (url.port === "") throw new PointSubError("ERR_UNSUPPORTED_URL", `${url.href} needs a port`);
+  return Number(url.port);
+}
+
+function tlsClientOptions(url: URL, o: TlsOptions = {}): tls.ConnectionOptions {
+  const host = urlHost(url);
+  return {
+    host,
+    port: port(url),
+    servername: o.servername ?? (net.isIP(host) ? undefined : host),
+    ca: o.ca as tls.ConnectionOptions["ca"],
+    cert: o.cert as tls.ConnectionOptions["cert"],
+    key: o.key as tls.ConnectionOptions["key"],
+    rejectUnauthorized: o.rejectUnauthorized ?? true,
+    ALPNProtocols: ["pointsub/1"],
+    // Verify IP-address URLs against the certificate's IP SANs.
+    checkServerIdentity: (hostname, cert) => tls.checkServerIdentity(o.servername ?? hostname ?? host, cert),
+  };
+}
+
+function connectSocket(scheme: Scheme, url: URL, options: TransportOptions): Promise<Transport> {
+  return new Promise((resolve, reject) => {
+    let socket: net.Socket;
+    const event = scheme === "tls" ? "secureConnect" : "connect";
+    try {
+      if (scheme === "unix") socket = net.connect({ path: url.pathname });
+      else if (scheme === "tcp") socket = net.connect({ host: urlHost(url), port: port(url), noDelay: true });
+      else socket = tls.connect(tlsClientOptions(url, options.tls));
+    } catch (err) {
+      reject(
+        err instanceof PointSubError
+          ? err
+          : new PointSubError("ERR_CONNECT", `cannot connect to ${url.href}`, { cause: err }),
+      );
+      return;
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const cleanup = () => {
+      socket.off("error", onError);
+      socket.off(event, onConnect);
+      options.signal?.removeEventListener("abort", onAbort);
+      if (timer !== undefined) clearTimeout(timer);
+    };
+    const onError = (err: Error) => {
+      cleanup();
+      socket.destroy();
+      reject(new PointSubError("ERR_CONNECT", `cannot connect to ${url.href}: ${err.message}`, { cause: err }));
+    };
+    const onAbort = () => {
+      cleanup();
+      socket.destroy();
+      reject(new PointSubError("ERR_CANCELLED", `connect to ${url.href} aborted`, { cause: options.signal?.reason }));
+    };
+    const onConnect = () => {
+      cleanup();
+      resolve(wrap(socket, scheme, url.pathname));
+    };
+    socket.once("error", onError);
+    socket.once(event, onConnect);
+    if (options.signal !== undefined) {
+      if (options.signal.aborted) onAbort();
+      else options.signal.addEventListener("abort", onAbort, { once: true });
+    }
+    if (options.connectTimeoutMs !== undefined && options.connectTimeoutMs > 0) {
+      const ms = options.connectTimeoutMs;
+      timer = setTimeout(() => {
+        cleanup();
+        socket.destroy();
+        reject(new PointSubError("ERR_TIMEOUT", `connect to ${url.href} timed out after ${ms} ms`));
+      }, ms);
+    }
+  });
+}
+
+/** A unix socket file left by a dead process: remove it so listen can bind. */
+async function removeStaleSocket(path: string): Promise<void> {
+  if (!existsSync(path)) return;
+  const alive = await new Promise<boolean>((resolve) => {
+    const s = net.connect({ path });
+    s.once("connect", () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once("error", () => resolve(false));
+  });
+  if (alive) throw new PointSubError("ERR_CONNECT", `${path} is in use by a running server`);
+  unlinkSync(path);
+}
+
+async function listenSocket(
+  scheme: Scheme,
+  url: URL,
+  options: TransportOptions,
+  onTransport: (t: Transport) => void,
+): Promise<TransportListener> {
+  let server: net.Server;
+  if (scheme === "tls") {
+    const o = options.tls ?? {};
+    if (o.cert === undefined || o.key === undefined) {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", "tls:// listen needs tls.cert and tls.key");
+    }
+    server = tls.createServer(
+      {
+        cert: o.cert as tls.TlsOptions["cert"],
+        key: o.key as tls.TlsOptions["key"],
+        ca: o.ca as tls.TlsOptions["ca"],
+        requestCert: o.requestCert ?? false,
+        rejectUnauthorized: o.rejectUnauthorized ?? true,
+        ALPNProtocols: ["pointsub/1"],
+      },
+      (socket) => onTransport(wrap(socket, scheme)),
+    );
+    // Handshake failures are per connection; keep the server up.
+    server.on("tlsClientError", () => {});
+  } else {
+    server = net.createServer({ noDelay: true }, (socket) => onTransport(wrap(socket, scheme, url.pathname)));
+  }
+  if (scheme === "unix") await removeStaleSocket(url.pathname);
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", (err) =>
+      reject(new PointSubError("ERR_CONNECT", `cannot listen on ${url.href}: ${err.message}`, { cause: err })),
+    );
+    if (scheme === "unix") server.listen({ path: url.pathname }, resolve);
+    else server.listen({ host: urlHost(url), port: port(url) }, resolve);
+  });
+  server.on("error", () => {});
+  const addr = server.address();
+  const bound =
+    typeof addr === "object" && addr !== null ? hostUrl(scheme, addr.address, addr.port) : `unix://${url.pathname}`;
+  return {
+    url: bound,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+      }),
+  };
+}
+
+function adapter(scheme: Scheme): TransportAdapter {
+  return {
+    schemes: [scheme],
+    connect: (url, options) => connectSocket(scheme, url, options),
+    listen: (url, options, onTransport) => listenSocket(scheme, url, options, onTransport),
+  };
+}
+
+/** node:net TCP. */
+export const tcpTransport: TransportAdapter = adapter("tcp");
+/** node:tls over TCP. */
+export const tlsTransport: TransportAdapter = adapter("tls");
+/** Unix domain sockets (`unix:///path/to.sock`). */
+export const unixTransport: TransportAdapter = adapter("unix");

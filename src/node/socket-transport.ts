@@ -1,0 +1,67 @@
+import type { Socket } from "node:net";
+import type { Transport, TransportHandlers } from "../transport/transport.ts";
+
+/** Wraps a connected node:net or node:tls socket as a {@link Transport}. */
+export class SocketTransport implements Transport {
+  readonly localUrl: string;
+  readonly remoteUrl: string;
+  private readonly socket: Socket;
+  private error: Error | undefined;
+
+  constructor(socket: Socket, localUrl: string, remoteUrl: string) {
+    this.socket = socket;
+    this.localUrl = localUrl;
+    this.remoteUrl = remoteUrl;
+    socket.setNoDelay?.(true);
+  }
+
+  attach(h: TransportHandlers): void {
+    const s = this.socket;
+    s.on("data", h.onData);
+    s.on("drain", h.onDrain);
+    s.on("error", (err) => {
+      this.error = err;
+    });
+    s.once("close", () => h.onClose(this.error));
+    if (s.destroyed) queueMicrotask(() => h.onClose(this.error));
+  }
+
+  write(chunks: readonly Uint8Array[]): boolean {
+    const s = this.socket;
+    if (s.destroyed || s.writableEnded) return false;
+    if (chunks.length === 1) return s.write(chunks[0]);
+    s.cork();
+    for (let i = 0; i < chunks.length; i++) s.write(chunks[i]);
+    s.uncork();
+    return !s.writableNeedDrain;
+  }
+
+  pause(): void {
+    this.socket.pause();
+  }
+
+  resume(): void {
+    this.socket.resume();
+  }
+
+  end(): void {
+    this.socket.end();
+  }
+
+  destroy(error?: Error): void {
+    if (error !== undefined) this.error = error;
+    this.socket.destroy();
+  }
+}
+
+/** `scheme://host:port` with IPv6 hosts in brackets. */
+export function hostUrl(scheme: string, host: string | undefined, port: number | undefined): string {
+  const h = host === undefined ? "unknown" : host.includes(":") ? `[${host}]` : host;
+  return `${scheme}://${h}:${port ?? 0}`;
+}
+
+/** The host of a URL without IPv6 brackets. */
+export function urlHost(url: URL): string {
+  const h = url.hostname;
+  return h.startsWith("[") && h.endsWith("]") ? h.slice(1, -1) : h;
+}

@@ -1,0 +1,147 @@
+import { EventEmitter } from "eventemitter3";
+import { Connection } from "../connection/connection.ts";
+import { type StatsSnapshot, sumStats } from "../connection/stats.ts";
+import type { ConnectionOptions, Handler, Message } from "../connection/types.ts";
+import { PointSubError } from "../errors/error.ts";
+import { resolveTransport } from "../transport/registry.ts";
+import type { TlsOptions, Transport, TransportListener } from "../transport/transport.ts";
+
+/** Options of {@link createServer}: every session's connection options, plus server limits. */
+export interface ServerOptions extends ConnectionOptions {
+  /** Certificate and key for `tls://` listeners (and CA / requestCert for mutual TLS). */
+  tls?: TlsOptions;
+  /** Most sessions at once; further transports are closed at once. Default unlimited. */
+  maxConnections?: number;
+}
+
+/** Events of a {@link Server}. */
+export interface ServerEvents {
+  /** A client connected and completed the handshake. */
+  session: [session: Connection];
+  /** A one-way message from a session. */
+  message: [msg: Message, session: Connection];
+  /** A session ended; `error` says why when it was not a clean close. */
+  sessionClose: [session: Connection, error: PointSubError | undefined];
+  /** A transport was refused (connection limit) or failed its handshake. */
+  reject: [error: PointSubError];
+}
+
+/**
+ * A pointsub server: listens on any number of URLs, hands each accepted
+ * connection to the same routes and events.
+ */
+export class Server extends EventEmitter<ServerEvents> {
+  private readonly options: ServerOptions;
+  private readonly routes = new Map<string, Handler>();
+  private readonly bound: TransportListener[] = [];
+  private readonly sessions_ = new Set<Connection>();
+  private readonly connecting = new Set<Connection>();
+  private closedTotals: StatsSnapshot | undefined;
+  private closing = false;
+
+  constructor(options: ServerOptions = {}) {
+    super();
+    this.options = options;
+  }
+
+  /** Registers `handler` for requests to `route` (e.g. `/echo/1.0.0`) from any session. */
+  handle(route: string, handler: Handler): this {
+    if (typeof route !== "string" || route.length === 0) {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", "route must be a non-empty string");
+    }
+    this.routes.set(route, handler);
+    return this;
+  }
+
+  /**
+   * Starts listening on every URL (`tcp://host:port`, `tls://host:port`,
+   * `unix:///path`). Resolves to the bound URLs, in order (port 0 replaced
+   * by the real port). If one fails, those already bound are closed.
+   */
+  async listen(...urls: string[]): Promise<string[]> {
+    if (urls.length === 0) throw new PointSubError("ERR_INVALID_ARGUMENT", "listen needs at least one URL");
+    const started: TransportListener[] = [];
+    try {
+      for (const u of urls) {
+        const { url, adapter } = resolveTransport(u);
+        started.push(await adapter.listen(url, { tls: this.options.tls }, (t) => this.accept(t)));
+      }
+    } catch (err) {
+      await Promise.all(started.map((l) => l.close()));
+      throw err;
+    }
+    this.bound.push(...started);
+    return started.map((l) => l.url);
+  }
+
+  /** The bound URLs of all listeners. */
+  get urls(): string[] {
+    return this.bound.map((l) => l.url);
+  }
+
+  /** Sessions that completed their handshake and are not closed. */
+  get sessions(): ReadonlySet<Connection> {
+    return this.sessions_;
+  }
+
+  /** Sends `payload` to every open session; resolves when all sends settled. */
+  async broadcast(payload: Uint8Array | string): Promise<void> {
+    await Promise.allSettled([...this.sessions_].map((s) => s.send(payload)));
+  }
+
+  /** Totals over all sessions, past and present. */
+  stats(): StatsSnapshot {
+    return sumStats(
+      [...this.sessions_].map((s) => s.stats()),
+      this.closedTotals,
+    );
+  }
+
+  /** Stops listening, closes every session gracefully, and resolves when all are closed. */
+  async close(): Promise<void> {
+    this.closing = true;
+    await Promise.all(this.bound.splice(0).map((l) => l.close()));
+    const all = [...this.sessions_, ...this.connecting];
+    await Promise.all(all.map((s) => s.close()));
+  }
+
+  private accept(transport: Transport): void {
+    const max = this.options.maxConnections;
+    if (this.closing || (max !== undefined && this.sessions_.size + this.connecting.size >= max)) {
+      transport.attach({ onData() {}, onDrain() {}, onClose() {} });
+      transport.destroy();
+      this.emit(
+        "reject",
+        new PointSubError(
+          this.closing ? "ERR_GOING_AWAY" : "ERR_CONNECT",
+          `refused ${transport.remoteUrl}: ${this.closing ? "server closing" : "connection limit reached"}`,
+        ),
+      );
+      return;
+    }
+    const conn = new Connection(transport, this.options, { initiator: false, routes: this.routes });
+    this.connecting.add(conn);
+    conn.on("message", (msg) => this.emit("message", msg, conn));
+    conn.once("close", (error) => {
+      this.connecting.delete(conn);
+      if (this.sessions_.delete(conn)) {
+        this.closedTotals = sumStats([conn.stats()], this.closedTotals);
+        this.emit("sessionClose", conn, error);
+      }
+    });
+    conn.ready.then(
+      () => {
+        this.connecting.delete(conn);
+        if (conn.state !== "open") return;
+        this.sessions_.add(conn);
+        this.emit("session", conn);
+      },
+      (err: PointSubError) => this.emit("reject", err),
+    );
+  }
+}
+
+/** Creates a server. Register routes with `handle`, then `listen`. */
+export function createServer(options: ServerOptions = {}): Server {
+  return new Server(options);
+}

@@ -1,0 +1,78 @@
+/**
+ * The one small interface every transport adapter implements. The connection
+ * layer sees only this: ordered, reliable bytes in both directions, write
+ * backpressure and an end. No sockets, no Node types.
+ */
+
+/** Callbacks a transport delivers to its connection. */
+export interface TransportHandlers {
+  /** Bytes arrived. The chunk is the receiver's to keep. */
+  onData(chunk: Uint8Array): void;
+  /** Writes may resume after `write` returned false. */
+  onDrain(): void;
+  /** The transport is closed; `error` when it ended abnormally. Called once. */
+  onClose(error?: Error): void;
+}
+
+/** A connected, ordered, reliable byte stream. */
+export interface Transport {
+  /** Human-readable local and remote addresses as URLs, e.g. `tcp://127.0.0.1:4000`. */
+  readonly localUrl: string;
+  readonly remoteUrl: string;
+  /** Starts delivering events to `handlers`. Called exactly once, right after creation. */
+  attach(handlers: TransportHandlers): void;
+  /**
+   * Writes the chunks in order (the transport may keep references until they
+   * are written). Returns false when the caller should wait for `onDrain`.
+   */
+  write(chunks: readonly Uint8Array[]): boolean;
+  /** Stops / restarts delivering data (receive backpressure). */
+  pause(): void;
+  resume(): void;
+  /** Ends the stream after queued writes are flushed. */
+  end(): void;
+  /** Closes immediately, dropping queued writes. */
+  destroy(error?: Error): void;
+}
+
+/** A listening endpoint. */
+export interface TransportListener {
+  /** The bound URL (port 0 replaced by the real port). */
+  readonly url: string;
+  /** Stops accepting; existing transports are not touched. */
+  close(): Promise<void>;
+}
+
+/** Options handed to adapters; each adapter reads the part it knows. */
+export interface TransportOptions {
+  /** TLS material and checks, for `tls://`. */
+  tls?: TlsOptions;
+  /** Abort the connect attempt. */
+  signal?: AbortSignal;
+  /** Give up connecting after this many milliseconds. */
+  connectTimeoutMs?: number;
+}
+
+/** TLS options (PEM strings or bytes), passed to node:tls. */
+export interface TlsOptions {
+  /** Certificate chain (server; or client for mutual TLS). */
+  cert?: string | Uint8Array;
+  /** Private key for `cert`. */
+  key?: string | Uint8Array;
+  /** Trusted CA certificates; defaults to the system store. */
+  ca?: string | Uint8Array | (string | Uint8Array)[];
+  /** Client: verify the server certificate (default true). Server: reject clients without a valid cert when requestCert is on (default true). */
+  rejectUnauthorized?: boolean;
+  /** Server: ask clients for a certificate (mutual TLS). */
+  requestCert?: boolean;
+  /** Client: server name for SNI and verification; defaults to the URL host. */
+  servername?: string;
+}
+
+/** A transport implementation for one or more URL schemes. */
+export interface TransportAdapter {
+  /** Schemes without the colon, e.g. `["tcp"]`. */
+  readonly schemes: readonly string[];
+  connect(url: URL, options: TransportOptions): Promise<Transport>;
+  listen(url: URL, options: TransportOptions, onTransport: (t: Transport) => void): Promise<TransportListener>;
+}

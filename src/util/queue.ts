@@ -1,0 +1,58 @@
+/**
+ * FIFO queue over a growable ring buffer: O(1) push and shift without the
+ * O(n) cost of Array.prototype.shift on long queues.
+ */
+export class Queue<T> {
+  private items: (T | undefined)[] = new Array(16);
+  private head = 0;
+  private count = 0;
+
+  get length(): number {
+    return this.count;
+  }
+
+  push(item: T): void {
+    if (this.count === this.items.length) this.grow();
+    this.items[(this.head + this.count) & (this.items.length - 1)] = item;
+    this.count++;
+  }
+
+  peek(): T | undefined {
+    return this.count === 0 ? undefined : this.items[this.head];
+  }
+
+  shift(): T | undefined {
+    if (this.count === 0) return undefined;
+    const item = this.items[this.head];
+    this.items[this.head] = undefined;
+    this.head = (this.head + 1) & (this.items.length - 1);
+    this.count--;
+    return item;
+  }
+
+  /** Removes every item and returns them in order. */
+  drain(): T[] {
+    const out: T[] = [];
+    for (let item = this.shift(); item !== undefined; item = this.shift()) out.push(item);
+    return out;
+  }
+
+  /** Removes the first item for which `pred` is true; returns whether one was found. */
+  remove(pred: (item: T) => boolean): boolean {
+    const all = this.drain();
+    let found = false;
+    for (const item of all) {
+      if (!found && pred(item)) found = true;
+      else this.push(item);
+    }
+    return found;
+  }
+
+  private grow(): void {
+    const old = this.items;
+    const next: (T | undefined)[] = new Array(old.length * 2);
+    for (let i = 0; i < this.count; i++) next[i] = old[(this.head + i) & (old.length - 1)];
+    this.items = next;
+    this.head = 0;
+  }
+}
