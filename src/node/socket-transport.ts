@@ -17,7 +17,8 @@ export class SocketTransport implements Transport {
 
   attach(h: TransportHandlers): void {
     const s = this.socket;
-    s.on("data", h.onData);
+    // Hand the core plain Uint8Array views (same memory), not Buffers.
+    s.on("data", (chunk: Buffer) => h.onData(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.length)));
     s.on("drain", h.onDrain);
     s.on("error", (err) => {
       this.error = err;

@@ -1,0 +1,25 @@
+import { createHash, randomFillSync } from "node:crypto";
+
+/**
+ * `size` bytes of pseudo-random data, made quickly: one random 1 MiB block
+ * repeated, with each copy stamped with its index so no two blocks match.
+ */
+export function pattern(size: number, seed = 1): Uint8Array {
+  const out = new Uint8Array(size);
+  const block = randomFillSync(new Uint8Array(Math.min(size, 1 << 20)));
+  for (let off = 0, i = 0; off < size; off += block.length, i++) {
+    const n = Math.min(block.length, size - off);
+    out.set(n === block.length ? block : block.subarray(0, n), off);
+    if (n >= 8) new DataView(out.buffer, off, 8).setFloat64(0, i * 1_000_003 + seed);
+  }
+  return out;
+}
+
+/** SHA-256 of the bytes, hex. */
+export function sha256(data: Uint8Array): string {
+  return createHash("sha256").update(data).digest("hex");
+}
+
+export const KiB = 1024;
+export const MiB = 1024 * KiB;
+export const GiB = 1024 * MiB;

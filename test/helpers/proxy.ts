@@ -1,0 +1,85 @@
+import net from "node:net";
+
+/** Which way bytes flow through the proxy: client to server (`up`) or back (`down`). */
+export type Direction = "up" | "down";
+
+/** Faults a {@link FaultProxy} injects. */
+export interface Faults {
+  /** Invert one byte at this offset of the `dir` byte stream. */
+  flip?: { dir: Direction; offset: number };
+  /** Close both sides once this many bytes went `dir`. */
+  cutAfter?: { dir: Direction; bytes: number };
+}
+
+/** A TCP proxy on loopback that forwards to `target` and injects faults. */
+export interface FaultProxy {
+  url: string;
+  /** Bytes forwarded so far per direction. */
+  bytes: Record<Direction, number>;
+  /** Closes every proxied pair now. */
+  cutAll(): void;
+  close(): Promise<void>;
+}
+
+/** Starts a fault-injecting proxy in front of `target` (`tcp://host:port`). */
+export async function startProxy(target: string, faults: Faults = {}): Promise<FaultProxy> {
+  const t = new URL(target);
+  const pairs = new Set<[net.Socket, net.Socket]>();
+  const bytes: Record<Direction, number> = { up: 0, down: 0 };
+  const server = net.createServer((client) => {
+    const upstream = net.connect({ host: t.hostname, port: Number(t.port) });
+    const pair: [net.Socket, net.Socket] = [client, upstream];
+    pairs.add(pair);
+    const kill = () => {
+      client.destroy();
+      upstream.destroy();
+      pairs.delete(pair);
+    };
+    const pipe = (from: net.Socket, to: net.Socket, dir: Direction) => {
+      from.on("data", (chunk: Buffer) => {
+        let data = chunk;
+        const start = bytes[dir];
+        const end = start + data.length;
+        const f = faults.flip;
+        if (f !== undefined && f.dir === dir && f.offset >= start && f.offset < end) {
+          data = Buffer.from(data);
+          data[f.offset - start] ^= 0xff;
+        }
+        const c = faults.cutAfter;
+        if (c !== undefined && c.dir === dir && end >= c.bytes) {
+          const keep = c.bytes - start;
+          bytes[dir] = c.bytes;
+          if (keep > 0) to.write(data.subarray(0, keep), kill);
+          else kill();
+          return;
+        }
+        bytes[dir] = end;
+        if (!to.write(data)) {
+          from.pause();
+          to.once("drain", () => from.resume());
+        }
+      });
+      from.on("error", kill);
+      from.on("close", kill);
+    };
+    pipe(client, upstream, "up");
+    pipe(upstream, client, "down");
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  return {
+    url: `tcp://127.0.0.1:${port}`,
+    bytes,
+    cutAll() {
+      for (const [a, b] of pairs) {
+        a.destroy();
+        b.destroy();
+      }
+      pairs.clear();
+    },
+    close() {
+      this.cutAll();
+      return new Promise((resolve) => server.close(() => resolve()));
+    },
+  };
+}

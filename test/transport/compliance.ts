@@ -1,0 +1,238 @@
+/**
+ * The compliance suite every transport adapter runs: first the raw
+ * Transport contract (order, backpressure, end, destroy), then the whole
+ * pointsub stack over it (every size class, byte values, concurrency).
+ * An adapter's test file calls {@link runCompliance} in a few lines.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import {
+  type Connection,
+  type ConnectOptions,
+  connect,
+  createServer,
+  type Server,
+  type ServerOptions,
+  type Transport,
+  type TransportAdapter,
+  type TransportOptions,
+} from "../../src/index.ts";
+import { GiB, KiB, MiB, pattern, sha256 } from "../helpers/data.ts";
+
+export interface ComplianceTarget {
+  name: string;
+  adapter: TransportAdapter;
+  /** A fresh URL to listen on (port 0 or a new socket path). */
+  listenUrl(): string;
+  /** Options for the adapter / server / client (TLS material...). */
+  transportOptions?(): Promise<{ server: TransportOptions; client: TransportOptions }>;
+}
+
+const ROUND_TRIP_SIZES = [0, 1, 1023, 1024, 65535, 65536, 65600, 70000, MiB - 1, MiB, MiB + 1, 100 * MiB];
+
+function once<T>(fn: (resolve: (v: T) => void) => void): Promise<T> {
+  return new Promise(fn);
+}
+
+/** Collects what a transport delivers. */
+function collector(t: Transport) {
+  const chunks: Uint8Array[] = [];
+  let drained = 0;
+  let closes = 0;
+  const closed = once<Error | undefined>((resolve) => {
+    t.attach({
+      onData: (c) => chunks.push(c),
+      onDrain: () => drained++,
+      onClose: (e) => {
+        closes++;
+        resolve(e);
+      },
+    });
+  });
+  return {
+    chunks,
+    closed,
+    get drained() {
+      return drained;
+    },
+    get closes() {
+      return closes;
+    },
+    bytes() {
+      return Buffer.concat(chunks);
+    },
+  };
+}
+
+export function runCompliance(target: ComplianceTarget): void {
+  describe(`transport compliance: ${target.name}`, () => {
+    describe("raw Transport contract", () => {
+      async function pair() {
+        const opts = (await target.transportOptions?.()) ?? { server: {}, client: {} };
+        let accept!: (t: Transport) => void;
+        const accepted = once<Transport>((r) => {
+          accept = r;
+        });
+        const listener = await target.adapter.listen(new URL(target.listenUrl()), opts.server, (t) => accept(t));
+        const client = await target.adapter.connect(new URL(listener.url), opts.client);
+        const server = await accepted;
+        return { listener, client, server };
+      }
+
+      it("binds port 0 to a real port and reports URLs", async () => {
+        const { listener, client, server } = await pair();
+        try {
+          assert.ok(!/:0$/.test(listener.url), listener.url);
+          assert.match(client.remoteUrl, new RegExp(`^${target.name}://`));
+          assert.match(server.localUrl, new RegExp(`^${target.name}://`));
+        } finally {
+          client.destroy();
+          server.destroy();
+          await listener.close();
+        }
+      });
+
+      it("delivers 8 MiB written in many chunks in order, honouring backpressure, then ends once", async () => {
+        const { listener, client, server } = await pair();
+        const s = collector(server);
+        let drains = 0;
+        let drainWait: (() => void) | undefined;
+        client.attach({
+          onData() {},
+          onDrain() {
+            drains++;
+            drainWait?.();
+          },
+          onClose() {},
+        });
+        const data = pattern(8 * MiB);
+        for (let off = 0; off < data.length; ) {
+          const parts: Uint8Array[] = [];
+          for (let k = 0; k < 3 && off < data.length; k++) {
+            const n = Math.min(data.length - off, 1 + ((off * 7919) % (300 * KiB)));
+            parts.push(data.subarray(off, off + n));
+            off += n;
+          }
+          if (!client.write(parts)) await once<void>((r) => (drainWait = r));
+        }
+        client.end();
+        await s.closed;
+        assert.equal(sha256(s.bytes()), sha256(data));
+        assert.equal(s.closes, 1);
+        assert.ok(drains >= 0);
+        await listener.close();
+      });
+
+      it("destroy closes both sides and reports close once", async () => {
+        const { listener, client, server } = await pair();
+        const s = collector(server);
+        const c = collector(client);
+        client.destroy();
+        await Promise.all([s.closed, c.closed]);
+        assert.equal(s.closes, 1);
+        assert.equal(c.closes, 1);
+        assert.equal(client.write([new Uint8Array(1)]), false);
+        await listener.close();
+      });
+    });
+
+    describe("pointsub over it", () => {
+      let server: Server;
+      let conn: Connection;
+      let clientOpts: ConnectOptions;
+      const received: Uint8Array[] = [];
+
+      before(async () => {
+        const opts = (await target.transportOptions?.()) ?? { server: {}, client: {} };
+        const big = 2 * GiB;
+        const serverOpts: ServerOptions = { tls: opts.server.tls, maxMessageSize: big, maxAssemblyBytes: big };
+        server = createServer(serverOpts);
+        server.handle("/echo/1.0.0", (req) => req.data);
+        server.handle("/hash/1.0.0", (req) => sha256(req.data));
+        server.on("message", (m) => received.push(m.data));
+        const [url] = await server.listen(target.listenUrl());
+        clientOpts = { tls: opts.client.tls, maxMessageSize: big, maxAssemblyBytes: big };
+        conn = await connect(url, clientOpts);
+      });
+
+      after(async () => {
+        await conn.close();
+        await server.close();
+      });
+
+      for (const size of ROUND_TRIP_SIZES) {
+        it(`round-trips ${size} bytes intact`, async () => {
+          const data = pattern(size, size);
+          const reply = await conn.request("/echo/1.0.0", data);
+          assert.equal(reply.length, size);
+          assert.equal(sha256(reply), sha256(data));
+        });
+      }
+
+      it("round-trips 1 GiB intact (hash-checked), one-way and as request/response", async () => {
+        const data = pattern(GiB, 7);
+        const want = sha256(data);
+        const got = new TextDecoder().decode(await conn.request("/hash/1.0.0", data));
+        assert.equal(got, want);
+        const reply = await conn.request("/echo/1.0.0", data, { timeoutMs: 120_000 });
+        assert.equal(reply.length, GiB);
+        assert.equal(sha256(reply), want);
+      });
+
+      it("carries all 256 byte values and UTF-8 text", async () => {
+        const all = Uint8Array.from({ length: 256 }, (_, i) => i);
+        assert.deepEqual(await conn.request("/echo/1.0.0", all), all);
+        const text = "héllo wörld — 你好 🌍 \u0000 end";
+        const reply = await conn.request("/echo/1.0.0", text);
+        assert.equal(new TextDecoder().decode(reply), text);
+        received.length = 0;
+        await conn.send(text);
+        await conn.send(new Uint8Array(0));
+        while (received.length < 2) await new Promise((r) => setTimeout(r, 5));
+        assert.equal(new TextDecoder().decode(received[0]), text);
+        assert.equal(received[1].length, 0);
+      });
+
+      it("runs 1,000 concurrent requests on one connection", async () => {
+        const calls = Array.from({ length: 1000 }, (_, i) => conn.request("/echo/1.0.0", `req-${i}`));
+        const replies = await Promise.all(calls);
+        replies.forEach((r, i) => {
+          assert.equal(new TextDecoder().decode(r), `req-${i}`);
+        });
+      });
+
+      it("delivers 50 concurrent senders x 200 messages of 10 B to 1 MiB intact", async () => {
+        received.length = 0;
+        const expected = new Map<string, number>();
+        const base = pattern(MiB, 3);
+        let seed = 12345;
+        const rand = () => {
+          seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+          return seed / 0x80000000;
+        };
+        const senders = Array.from({ length: 50 }, async (_, s) => {
+          for (let m = 0; m < 200; m++) {
+            const size = Math.max(10, Math.floor(10 * 10 ** (rand() * Math.log10(MiB / 10))));
+            const msg = new Uint8Array(size);
+            msg.set(base.subarray(0, size));
+            new DataView(msg.buffer).setUint16(0, s);
+            new DataView(msg.buffer).setUint16(2, m);
+            const h = sha256(msg);
+            expected.set(h, (expected.get(h) ?? 0) + 1);
+            await conn.send(msg);
+          }
+        });
+        await Promise.all(senders);
+        const deadline = Date.now() + 60_000;
+        while (received.length < 10_000 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+        assert.equal(received.length, 10_000);
+        for (const m of received) {
+          const h = sha256(m);
+          const n = expected.get(h);
+          assert.ok(n !== undefined && n > 0, "unexpected or duplicated message");
+          expected.set(h, n - 1);
+        }
+      });
+    });
+  });
+}
