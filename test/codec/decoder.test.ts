@@ -1,0 +1,266 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import fc from "fast-check";
+import { FrameDecoder, type FrameSink } from "../../src/codec/decoder.ts";
+import { encodeFrame } from "../../src/codec/encoder.ts";
+import { Flag, FrameType, MAGIC } from "../../src/codec/frame.ts";
+import { PointSubError } from "../../src/errors/error.ts";
+
+interface Frame {
+  type: number;
+  flags: number;
+  id: number;
+  payload: Uint8Array;
+}
+
+const PREFACE = new Uint8Array([...MAGIC, 1, 1]);
+const MAX = 16 * 1024;
+
+function collect(maxFrameSize = MAX, checksum = true) {
+  const frames: Frame[] = [];
+  const prefaces: number[][] = [];
+  const sink: FrameSink = {
+    onPreface: (a, b) => prefaces.push([a, b]),
+    onFrame: (type, flags, id, payload) => frames.push({ type, flags, id, payload: payload.slice() }),
+  };
+  const d = new FrameDecoder(sink, maxFrameSize);
+  d.checksum = checksum;
+  return { d, frames, prefaces };
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  return new Uint8Array(Buffer.concat(parts));
+}
+
+function hex(s: string): Uint8Array {
+  return new Uint8Array(Buffer.from(s.replace(/\s+/g, ""), "hex"));
+}
+
+const frameArb: fc.Arbitrary<Frame> = fc.oneof(
+  fc.record({
+    type: fc.constantFrom(FrameType.MSG, FrameType.REQ, FrameType.RES),
+    flags: fc.integer({ min: 0, max: 3 }),
+    id: fc.integer({ min: 1, max: 0xffffffff }),
+    payload: fc.uint8Array({ maxLength: 3000 }),
+  }),
+  fc.record({
+    type: fc.constant(FrameType.PING),
+    flags: fc.constantFrom(0, Flag.ACK),
+    id: fc.constant(0),
+    payload: fc.uint8Array({ minLength: 8, maxLength: 8 }),
+  }),
+  fc.record({
+    type: fc.constant(FrameType.CREDIT),
+    flags: fc.constant(0),
+    id: fc.nat(),
+    payload: fc.uint8Array({ minLength: 1, maxLength: 5 }),
+  }),
+  fc.record({
+    type: fc.constantFrom(FrameType.CANCEL),
+    flags: fc.constant(0),
+    id: fc.integer({ min: 1, max: 0xffffffff }),
+    payload: fc.uint8Array({ minLength: 2, maxLength: 2 }),
+  }),
+);
+
+/** Splits `data` at the given cut points (any order, duplicates allowed). */
+function split(data: Uint8Array, cuts: number[]): Uint8Array[] {
+  const points = [...new Set(cuts.map((c) => c % (data.length + 1)))].sort((a, b) => a - b);
+  const out: Uint8Array[] = [];
+  let prev = 0;
+  for (const p of points) {
+    out.push(data.subarray(prev, p));
+    prev = p;
+  }
+  out.push(data.subarray(prev));
+  return out;
+}
+
+describe("FrameDecoder", () => {
+  it("decodes the worked example of docs/PROTOCOL.md: a tiny one-way message", () => {
+    // MSG START|END, stream 1, payload "hi", CRC32C trailer.
+    const { d, frames, prefaces } = collect();
+    d.push(hex("50535542 01 01"));
+    d.push(hex("13 01 02 6869 14b5f1b7"));
+    assert.deepEqual(prefaces, [[1, 1]]);
+    assert.equal(frames.length, 1);
+    assert.deepEqual(frames[0], { type: FrameType.MSG, flags: 3, id: 1, payload: new TextEncoder().encode("hi") });
+  });
+
+  it("decodes any split of any frame sequence identically (property)", () => {
+    fc.assert(
+      fc.property(
+        fc.array(frameArb, { maxLength: 30 }),
+        fc.array(fc.nat(), { maxLength: 40 }),
+        fc.boolean(),
+        (raw, cuts, checksum) => {
+          const input = raw.map((f) => ({ type: f.type, flags: f.flags, id: f.id, payload: f.payload }));
+          const frames = concat(input.map((f) => encodeFrame(f.type, f.flags, f.id, f.payload, checksum)));
+          const { d, frames: out } = collect(MAX, true);
+          // The preface always precedes; checksums may be switched off after
+          // it, as the connection does after HELLO.
+          for (const part of split(PREFACE, cuts.slice(0, 2))) d.push(part);
+          d.checksum = checksum;
+          for (const part of split(frames, cuts)) d.push(part);
+          assert.deepEqual(out, input);
+          assert.ok(d.idle);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it("decodes one byte at a time and many frames in one chunk", () => {
+    const input: Frame[] = Array.from({ length: 200 }, (_, i) => ({
+      type: FrameType.MSG,
+      flags: 3,
+      id: i * 2 + 1,
+      payload: new Uint8Array(i * 7).fill(i & 0xff),
+    }));
+    const stream = concat([PREFACE, ...input.map((f) => encodeFrame(f.type, f.flags, f.id, f.payload))]);
+    const one = collect();
+    for (let i = 0; i < stream.length; i++) one.d.push(stream.subarray(i, i + 1));
+    assert.deepEqual(one.frames, input);
+    const all = collect();
+    all.d.push(stream);
+    assert.deepEqual(all.frames, input);
+  });
+
+  it("hands out a view of the chunk (no copy) when the frame is whole in it", () => {
+    let seen: Uint8Array | undefined;
+    const d = new FrameDecoder({ onPreface() {}, onFrame: (_t, _f, _i, p) => (seen = p) }, MAX);
+    const chunk = concat([PREFACE, encodeFrame(FrameType.MSG, 3, 1, new Uint8Array(100).fill(9))]);
+    d.push(chunk);
+    assert.equal(seen?.buffer, chunk.buffer);
+  });
+
+  it("fills a caller-provided target for payloads split across pushes", () => {
+    const target = new Uint8Array(5000);
+    const d = new FrameDecoder(
+      { onPreface() {}, onFrame() {}, frameTarget: (_t, _f, _i, len) => target.subarray(0, len) },
+      MAX,
+    );
+    const payload = Uint8Array.from({ length: 5000 }, (_, i) => i & 0xff);
+    const stream = concat([PREFACE, encodeFrame(FrameType.MSG, 0, 1, payload)]);
+    d.push(stream.subarray(0, 100));
+    d.push(stream.subarray(100));
+    assert.deepEqual(target, payload);
+  });
+
+  function rejects(bytes: Uint8Array, code: string, max = MAX) {
+    const { d } = collect(max);
+    assert.throws(
+      () => d.push(concat([PREFACE, bytes])),
+      (e: unknown) => e instanceof PointSubError && e.code === code,
+    );
+    // After failing, the decoder refuses more input.
+    assert.throws(() => d.push(new Uint8Array([0])), PointSubError);
+  }
+
+  it("rejects a bad preface", () => {
+    const { d } = collect();
+    assert.throws(() => d.push(new TextEncoder().encode("GET / HTTP/1.1\r\n")), { code: "ERR_PROTOCOL" });
+    const partial = collect();
+    assert.throws(() => partial.d.push(new Uint8Array([0x50, 0x53, 0x00])), { code: "ERR_PROTOCOL" });
+  });
+
+  it("rejects unknown frame types and flags it does not define", () => {
+    rejects(hex("80 00 00"), "ERR_PROTOCOL"); // type 8
+    rejects(hex("f3 01 00"), "ERR_PROTOCOL"); // type 15
+    rejects(hex("17 01 00"), "ERR_PROTOCOL"); // MSG with flag 0x4
+    rejects(hex("18 01 00"), "ERR_PROTOCOL"); // MSG with flag 0x8
+    rejects(hex("01 00 00"), "ERR_PROTOCOL"); // HELLO with a flag
+    rejects(hex("62 00 08"), "ERR_PROTOCOL"); // PING with flag 0x2
+  });
+
+  it("rejects stream ids that break the type's rule and non-minimal varints", () => {
+    rejects(hex("13 00 00"), "ERR_PROTOCOL"); // MSG on stream 0
+    rejects(hex("60 05 08"), "ERR_PROTOCOL"); // PING on stream 5
+    rejects(hex("70 01 02"), "ERR_PROTOCOL"); // GOAWAY on stream 1
+    rejects(hex("13 8100 00"), "ERR_PROTOCOL"); // id 1 padded
+    rejects(hex("13 01 8000"), "ERR_PROTOCOL"); // length 0 padded
+    rejects(hex("13 ffffffff1f 00"), "ERR_PROTOCOL"); // id above 2^32-1
+  });
+
+  it("rejects a declared frame length over maxFrameSize from the header alone, before allocating", () => {
+    // 0x0fffffff bytes declared; only the header is sent.
+    rejects(hex("13 01 ffffff7f"), "ERR_FRAME_TOO_LARGE");
+    rejects(hex("13 01 818001"), "ERR_FRAME_TOO_LARGE", 16 * 1024);
+  });
+
+  it("verifies every CRC32C trailer, including a trailer of 0", () => {
+    const good = encodeFrame(FrameType.MSG, 3, 1, new TextEncoder().encode("hi"));
+    const flipped = good.slice();
+    flipped[4] ^= 1;
+    rejects(flipped, "ERR_CHECKSUM");
+    const zero = good.slice();
+    zero.fill(0, zero.length - 4);
+    rejects(zero, "ERR_CHECKSUM");
+    // Split across pushes too.
+    const { d } = collect();
+    d.push(concat([PREFACE, flipped.subarray(0, 3)]));
+    assert.throws(() => d.push(flipped.subarray(3)), { code: "ERR_CHECKSUM" });
+  });
+
+  it("survives 100,000 random and mutated inputs with typed errors only and bounded allocation", () => {
+    let seed = 0x9e3779b9;
+    const rnd = () => {
+      seed ^= seed << 13;
+      seed ^= seed >>> 17;
+      seed ^= seed << 5;
+      return (seed >>> 0) / 0x100000000;
+    };
+    const valid = concat([
+      PREFACE,
+      encodeFrame(FrameType.HELLO, 0, 0, hex("01808040")),
+      encodeFrame(FrameType.MSG, 3, 1, new Uint8Array(40).fill(1)),
+      encodeFrame(FrameType.REQ, 1, 3, new Uint8Array(300).fill(2)),
+      encodeFrame(FrameType.REQ, 2, 3, new Uint8Array(30).fill(3)),
+      encodeFrame(FrameType.PING, 0, 0, new Uint8Array(8)),
+      encodeFrame(FrameType.CREDIT, 0, 0, hex("8040")),
+    ]);
+    let typed = 0;
+    let clean = 0;
+    const small = 1024;
+    for (let n = 0; n < 100_000; n++) {
+      let input: Uint8Array;
+      if (n % 2 === 0) {
+        input = valid.slice();
+        const mutations = 1 + Math.floor(rnd() * 4);
+        for (let m = 0; m < mutations; m++) input[Math.floor(rnd() * input.length)] = Math.floor(rnd() * 256);
+        if (rnd() < 0.3) input = input.subarray(0, Math.floor(rnd() * input.length));
+      } else {
+        const len = Math.floor(rnd() * 64);
+        input = new Uint8Array(PREFACE.length + len);
+        input.set(PREFACE);
+        for (let i = PREFACE.length; i < input.length; i++) input[i] = Math.floor(rnd() * 256);
+      }
+      let allocated = 0;
+      const d = new FrameDecoder(
+        {
+          onPreface() {},
+          onFrame() {},
+          frameTarget: (_t, _f, _i, len) => {
+            allocated = Math.max(allocated, len);
+            return undefined;
+          },
+        },
+        small,
+      );
+      d.checksum = rnd() < 0.8;
+      try {
+        const cut = Math.floor(rnd() * input.length);
+        d.push(input.subarray(0, cut));
+        d.push(input.subarray(cut));
+        clean++;
+      } catch (err) {
+        assert.ok(err instanceof PointSubError, `untyped error: ${String(err)}`);
+        assert.match(err.code, /^ERR_(PROTOCOL|CHECKSUM|FRAME_TOO_LARGE)$/);
+        typed++;
+      }
+      assert.ok(allocated <= small, `allocated ${allocated}`);
+    }
+    assert.equal(typed + clean, 100_000);
+    assert.ok(typed > 50_000, `only ${typed} inputs were rejected`);
+  });
+});
