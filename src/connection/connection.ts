@@ -40,6 +40,8 @@ import { FrameWriter, type OutMessage } from "./writer.ts";
 
 /** Events of a {@link Connection}. */
 export interface ConnectionEvents {
+  /** The handshake completed (emitted synchronously, before `ready` resolves). */
+  open: [];
   /** A one-way message from the peer. */
   message: [msg: Message];
   /** The peer announced a graceful close (GOAWAY); new work is refused from now on. */
@@ -161,8 +163,8 @@ function resolveSettings(o: ConnectionOptions): Settings {
 export interface ConnectionInit {
   /** The side that opened the transport uses odd stream ids, the other even. */
   initiator: boolean;
-  /** Route table (a server shares one across its sessions). */
-  routes?: Map<string, Handler>;
+  /** Routes shared by all sessions of a server, looked up after the connection's own. */
+  sharedRoutes?: ReadonlyMap<string, Handler>;
   /** Test hook: first stream id to allocate. */
   firstStreamId?: number;
 }
@@ -187,7 +189,8 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   private readonly closeTimeoutMs: number;
   private readonly keepAliveMs: number;
   private readonly initiator: boolean;
-  private readonly routes: Map<string, Handler>;
+  private readonly routes = new Map<string, Handler>();
+  private readonly sharedRoutes: ReadonlyMap<string, Handler> | undefined;
   private readonly decoderImpl: FrameDecoder;
   private readonly writer: FrameWriter;
   private readonly stats_ = new Stats();
@@ -233,7 +236,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.closeTimeoutMs = options.closeTimeoutMs ?? 5_000;
     this.keepAliveMs = options.keepAliveMs ?? 30_000;
     this.initiator = init.initiator;
-    this.routes = init.routes ?? new Map();
+    this.sharedRoutes = init.sharedRoutes;
     this.nextId = init.firstStreamId ?? (init.initiator ? 1 : 2);
     this.ready = this.readyD.promise;
     this.ready.catch(() => {});
@@ -268,7 +271,10 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     return this.peer;
   }
 
-  /** Registers a handler for requests the peer sends to `route` on this connection. */
+  /**
+   * Registers a handler for requests the peer sends to `route` on this
+   * connection only (it takes precedence over a server's routes).
+   */
   handle(route: string, handler: Handler): this {
     this.routes.set(route, handler);
     return this;
@@ -664,6 +670,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.state_ = "open";
     clearTimeout(this.handshakeTimer);
     this.startKeepAlive();
+    this.emit("open");
     this.readyD.resolve();
   }
 
@@ -888,7 +895,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
 
   private handleRequest(id: number, route: string, data: Uint8Array): void {
     this.stats_.requestsHandled++;
-    const handler = this.routes.get(route);
+    const handler = this.routes.get(route) ?? this.sharedRoutes?.get(route);
     if (handler === undefined) {
       this.respondError(id, new PointSubError("ERR_NO_ROUTE", `no handler for route ${route}`));
       return;

@@ -100,9 +100,11 @@ export class Server extends EventEmitter<ServerEvents> {
   /** Stops listening, closes every session gracefully, and resolves when all are closed. */
   async close(): Promise<void> {
     this.closing = true;
-    await Promise.all(this.bound.splice(0).map((l) => l.close()));
-    const all = [...this.sessions_, ...this.connecting];
-    await Promise.all(all.map((s) => s.close()));
+    // A listener's close resolves only once its connections are gone, so
+    // close sessions at the same time.
+    const listeners = this.bound.splice(0).map((l) => l.close());
+    const sessions = [...this.sessions_, ...this.connecting].map((s) => s.close());
+    await Promise.all([...listeners, ...sessions]);
   }
 
   private accept(transport: Transport): void {
@@ -119,7 +121,7 @@ export class Server extends EventEmitter<ServerEvents> {
       );
       return;
     }
-    const conn = new Connection(transport, this.options, { initiator: false, routes: this.routes });
+    const conn = new Connection(transport, this.options, { initiator: false, sharedRoutes: this.routes });
     this.connecting.add(conn);
     conn.on("message", (msg) => this.emit("message", msg, conn));
     conn.once("close", (error) => {
@@ -129,15 +131,12 @@ export class Server extends EventEmitter<ServerEvents> {
         this.emit("sessionClose", conn, error);
       }
     });
-    conn.ready.then(
-      () => {
-        this.connecting.delete(conn);
-        if (conn.state !== "open") return;
-        this.sessions_.add(conn);
-        this.emit("session", conn);
-      },
-      (err: PointSubError) => this.emit("reject", err),
-    );
+    conn.once("open", () => {
+      this.connecting.delete(conn);
+      this.sessions_.add(conn);
+      this.emit("session", conn);
+    });
+    conn.ready.catch((err: PointSubError) => this.emit("reject", err));
   }
 }
 
