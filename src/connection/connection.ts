@@ -195,6 +195,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   private readonly writer: FrameWriter;
   private readonly stats_ = new Stats();
   private state_: ConnectionState = "handshaking";
+  private helloReceived = false;
   private readonly readyD: Deferred<void> = deferred<void>();
   private readonly closedD: Deferred<void> = deferred<void>();
   private closeError: PointSubError | undefined;
@@ -409,9 +410,9 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   close(): Promise<void> {
     if (this.closePromise !== undefined) return this.closePromise;
     if (this.state_ === "closed") return RESOLVED;
-    const wasOpen = this.state_ === "open";
     this.state_ = "closing";
-    if (wasOpen) this.sendGoAway(0, "closing");
+    // GOAWAY may follow our HELLO even before the peer's HELLO arrived.
+    this.sendGoAway(0, "closing");
     this.closePromise = this.drainAndEnd();
     return this.closePromise;
   }
@@ -632,7 +633,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   onFrame(type: number, flags: number, id: number, payload: Uint8Array): void {
     if (this.state_ === "closed") return;
     this.framesIn++;
-    if (this.state_ === "handshaking") {
+    if (!this.helloReceived) {
       if (type !== FrameType.HELLO) throw new PointSubError("ERR_PROTOCOL", "first frame is not HELLO");
       this.onHello(payload);
       return;
@@ -667,7 +668,8 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.decoderImpl.checksum = checksum;
     this.writer.checksum = checksum;
     this.writer.connCredit = this.peer.connectionWindow;
-    this.state_ = "open";
+    this.helloReceived = true;
+    if (this.state_ === "handshaking") this.state_ = "open";
     clearTimeout(this.handshakeTimer);
     this.startKeepAlive();
     this.emit("open");
@@ -1142,7 +1144,6 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
 
   private teardown(error: PointSubError | undefined): void {
     if (this.state_ === "closed") return;
-    const wasHandshaking = this.state_ === "handshaking";
     this.state_ = "closed";
     this.closeError = error;
     clearTimeout(this.handshakeTimer);
@@ -1161,7 +1162,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.assemblyBytes = 0;
     for (const p of this.pings.values()) p.d.reject(failure);
     this.pings.clear();
-    if (wasHandshaking) this.readyD.reject(failure);
+    if (!this.helloReceived) this.readyD.reject(failure);
     this.emit("close", error);
     this.closedD.resolve();
   }

@@ -67,18 +67,19 @@ export async function startProxy(target: string, faults: Faults = {}): Promise<F
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const port = (server.address() as net.AddressInfo).port;
+  const cutAll = () => {
+    for (const [a, b] of pairs) {
+      a.destroy();
+      b.destroy();
+    }
+    pairs.clear();
+  };
   return {
     url: `tcp://127.0.0.1:${port}`,
     bytes,
-    cutAll() {
-      for (const [a, b] of pairs) {
-        a.destroy();
-        b.destroy();
-      }
-      pairs.clear();
-    },
+    cutAll,
     close() {
-      this.cutAll();
+      cutAll();
       return new Promise((resolve) => server.close(() => resolve()));
     },
   };

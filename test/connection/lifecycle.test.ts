@@ -1,0 +1,83 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { connect, createServer, type PointSubError } from "../../src/index.ts";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe("lifecycle", () => {
+  it("close() lets a request in flight finish, then refuses new work", async () => {
+    const server = createServer();
+    server.handle("/slow/1.0.0", async () => {
+      await sleep(100);
+      return "done";
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    const call = conn.request("/slow/1.0.0");
+    await sleep(10);
+    const closing = conn.close();
+    await assert.rejects(conn.send("x"), { code: "ERR_GOING_AWAY" });
+    assert.equal(new TextDecoder().decode(await call), "done");
+    await closing;
+    assert.equal(conn.state, "closed");
+    await assert.rejects(conn.request("/slow/1.0.0"), { code: "ERR_CONNECTION_CLOSED" });
+    await server.close();
+  });
+
+  it("server.close() sends GOAWAY: clients see goaway and a clean close", async () => {
+    const server = createServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    let goaway = false;
+    conn.on("goaway", () => {
+      goaway = true;
+    });
+    const closed = new Promise<PointSubError | undefined>((resolve) => conn.once("close", resolve));
+    await server.close();
+    assert.equal(await closed, undefined);
+    assert.ok(goaway);
+    await assert.rejects(connect(url), { code: "ERR_CONNECT" });
+  });
+
+  it("listens on several URLs at once and reports sessions, broadcast and stats per size class", async () => {
+    const server = createServer();
+    const urls = await server.listen("tcp://127.0.0.1:0", "tcp://[::1]:0");
+    assert.equal(urls.length, 2);
+    assert.match(urls[1], /^tcp:\/\/\[::1\]:\d+$/);
+    const a = await connect(urls[0]);
+    const b = await connect(urls[1]);
+    while (server.sessions.size < 2) await sleep(2);
+    const got: string[] = [];
+    a.on("message", (m) => got.push(`a:${m.text()}`));
+    b.on("message", (m) => got.push(`b:${m.text()}`));
+    await server.broadcast("hello all");
+    while (got.length < 2) await sleep(2);
+    assert.deepEqual(got.sort(), ["a:hello all", "b:hello all"]);
+    await a.send(new Uint8Array(10));
+    await a.send(new Uint8Array(2000));
+    await a.send(new Uint8Array(200_000));
+    await a.send(new Uint8Array(2 * 1024 * 1024));
+    const s = a.stats();
+    assert.deepEqual(
+      [s.sent.tiny.messages, s.sent.small.messages, s.sent.medium.messages, s.sent.large.messages],
+      [1, 1, 1, 1],
+    );
+    assert.equal(s.sent.large.bytes, 2 * 1024 * 1024);
+    while (server.stats().received.large.messages < 1) await sleep(2);
+    assert.equal(server.stats().received.tiny.messages, 1);
+    await a.close();
+    await b.close();
+    await server.close();
+    // Totals survive the sessions.
+    assert.equal(server.stats().received.medium.messages, 1);
+  });
+
+  it("a failed listen closes the listeners already bound", async () => {
+    const server = createServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const other = createServer();
+    await assert.rejects(other.listen("tcp://127.0.0.1:0", url), { code: "ERR_CONNECT" });
+    assert.equal(other.urls.length, 0);
+    await server.close();
+  });
+});

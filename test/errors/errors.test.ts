@@ -1,0 +1,61 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { codeForErrno, codeInfo, ERROR_CODES } from "../../src/errors/codes.ts";
+import { isPointSubError, PointSubError } from "../../src/errors/error.ts";
+
+describe("PointSubError", () => {
+  it("carries code, errno, severity, retryable, suggestion and cause", () => {
+    const cause = new Error("socket hang up");
+    const e = new PointSubError("ERR_CONNECTION_CLOSED", "gone", { cause });
+    assert.equal(e.code, "ERR_CONNECTION_CLOSED");
+    assert.equal(e.errno, 1002);
+    assert.equal(e.severity, "error");
+    assert.equal(e.retryable, true);
+    assert.match(e.suggestion, /reconnect/);
+    assert.equal(e.cause, cause);
+    assert.equal(e.name, "PointSubError");
+    assert.ok(e instanceof Error);
+    assert.ok(isPointSubError(e, "ERR_CONNECTION_CLOSED"));
+    assert.ok(!isPointSubError(e, "ERR_TIMEOUT"));
+    assert.ok(!isPointSubError(new Error("x")));
+  });
+
+  it("instanceof works across two loaded copies of the module", async () => {
+    const copy = (await import(
+      `../../src/errors/error.ts?copy=${Date.now()}`
+    )) as typeof import("../../src/errors/error.ts");
+    assert.notEqual(copy.PointSubError, PointSubError);
+    const foreign = new copy.PointSubError("ERR_TIMEOUT", "from the other copy");
+    assert.ok(foreign instanceof PointSubError);
+    assert.ok(new PointSubError("ERR_TIMEOUT", "x") instanceof copy.PointSubError);
+    assert.ok(!({ code: "ERR_TIMEOUT" } instanceof PointSubError));
+  });
+
+  it("has the required codes, errno ranges by category, unique errnos and a suggestion each", () => {
+    for (const c of [
+      "ERR_TIMEOUT",
+      "ERR_CANCELLED",
+      "ERR_CONNECTION_CLOSED",
+      "ERR_NO_ROUTE",
+      "ERR_HANDLER",
+      "ERR_MESSAGE_TOO_LARGE",
+      "ERR_CHECKSUM",
+      "ERR_PROTOCOL",
+    ] as const) {
+      assert.ok(ERROR_CODES.includes(c), c);
+    }
+    const seen = new Set<number>();
+    for (const c of ERROR_CODES) {
+      const info = codeInfo(c);
+      assert.ok(info.errno >= 1000 && info.errno < 5000, c);
+      assert.ok(!seen.has(info.errno), `duplicate errno ${info.errno}`);
+      seen.add(info.errno);
+      assert.ok(info.suggestion.length > 20, c);
+      assert.equal(codeForErrno(info.errno), c);
+    }
+    assert.equal(Math.floor(codeInfo("ERR_CHECKSUM").errno / 1000), 3);
+    assert.equal(Math.floor(codeInfo("ERR_NO_ROUTE").errno / 1000), 4);
+    assert.equal(Math.floor(codeInfo("ERR_FLOW_CONTROL").errno / 1000), 2);
+    assert.equal(Math.floor(codeInfo("ERR_TIMEOUT").errno / 1000), 1);
+  });
+});
