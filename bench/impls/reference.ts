@@ -1,0 +1,235 @@
+/**
+ * The reference: plain node:net with a 4-byte big-endian length prefix,
+ * written well: writes batched into a slab and flushed once per turn (or
+ * when full), an incremental parser that hands out views when a message is
+ * whole in a chunk and preallocates the receive buffer of a large message.
+ *
+ * Frame: u32 BE length (of what follows) | u8 kind | payload.
+ * Kinds: 0 one-way, 1 request (echoed as 2), 2 response, 3 count query
+ * (answered as 2 with the u32 count), 4 sink request (answered as 2, empty).
+ */
+import net from "node:net";
+import { clientArgs, report, serveRole } from "../lib/role.ts";
+import { latencySummary } from "../lib/stats.ts";
+
+type OnMessage = (kind: number, payload: Buffer) => void;
+
+/** Incremental length-prefix parser. */
+class Parser {
+  private head = Buffer.alloc(4);
+  private headFilled = 0;
+  private body: Buffer | null = null;
+  private bodyFilled = 0;
+  private readonly onMessage: OnMessage;
+  constructor(onMessage: OnMessage) {
+    this.onMessage = onMessage;
+  }
+
+  push(chunk: Buffer): void {
+    let pos = 0;
+    const end = chunk.length;
+    while (pos < end) {
+      if (this.body !== null) {
+        const n = Math.min(this.body.length - this.bodyFilled, end - pos);
+        chunk.copy(this.body, this.bodyFilled, pos, pos + n);
+        this.bodyFilled += n;
+        pos += n;
+        if (this.bodyFilled === this.body.length) {
+          const b = this.body;
+          this.body = null;
+          this.onMessage(b[0], b.subarray(1));
+        }
+        continue;
+      }
+      if (this.headFilled === 0 && end - pos >= 4) {
+        const len = chunk.readUInt32BE(pos);
+        if (end - pos - 4 >= len) {
+          this.onMessage(chunk[pos + 4], chunk.subarray(pos + 5, pos + 4 + len));
+          pos += 4 + len;
+          continue;
+        }
+        pos += 4;
+        this.body = Buffer.allocUnsafe(len);
+        this.bodyFilled = 0;
+        continue;
+      }
+      const n = Math.min(4 - this.headFilled, end - pos);
+      chunk.copy(this.head, this.headFilled, pos, pos + n);
+      this.headFilled += n;
+      pos += n;
+      if (this.headFilled === 4) {
+        this.headFilled = 0;
+        this.body = Buffer.allocUnsafe(this.head.readUInt32BE(0));
+        this.bodyFilled = 0;
+      }
+    }
+  }
+}
+
+/** Batching writer: small frames are copied into a slab flushed once per turn. */
+class Writer {
+  private slab = Buffer.allocUnsafe(64 * 1024);
+  private start = 0;
+  private pos = 0;
+  private scheduled = false;
+  writable = true;
+  private readonly socket: net.Socket;
+  constructor(socket: net.Socket) {
+    this.socket = socket;
+    socket.on("drain", () => {
+      this.writable = true;
+    });
+  }
+  send(kind: number, payload: Uint8Array): boolean {
+    const len = payload.length + 1;
+    if (payload.length > 16 * 1024) {
+      this.flush();
+      const head = Buffer.allocUnsafe(5);
+      head.writeUInt32BE(len, 0);
+      head[4] = kind;
+      this.socket.cork();
+      this.socket.write(head);
+      this.writable = this.socket.write(payload);
+      this.socket.uncork();
+      return this.writable;
+    }
+    if (this.slab.length - this.pos < len + 4) {
+      this.flush();
+      this.slab = Buffer.allocUnsafe(64 * 1024);
+      this.start = this.pos = 0;
+    }
+    this.slab.writeUInt32BE(len, this.pos);
+    this.slab[this.pos + 4] = kind;
+    this.slab.set(payload, this.pos + 5);
+    this.pos += len + 4;
+    if (this.pos - this.start >= 32 * 1024) this.flush();
+    else if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => {
+        this.scheduled = false;
+        this.flush();
+      });
+    }
+    return this.writable;
+  }
+  flush(): void {
+    if (this.pos === this.start) return;
+    this.writable = this.socket.write(this.slab.subarray(this.start, this.pos));
+    this.start = this.pos;
+  }
+  drained(): Promise<void> {
+    return this.writable ? Promise.resolve() : new Promise((r) => this.socket.once("drain", () => r()));
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+async function server(): Promise<void> {
+  await serveRole(async () => {
+    const srv = net.createServer({ noDelay: true }, (socket) => {
+      let count = 0;
+      const w = new Writer(socket);
+      const p = new Parser((kind, payload) => {
+        if (kind === 0) count++;
+        else if (kind === 1) w.send(2, payload);
+        else if (kind === 4) w.send(2, EMPTY);
+        else if (kind === 3) {
+          const b = Buffer.allocUnsafe(4);
+          b.writeUInt32BE(count, 0);
+          w.send(2, b);
+        }
+      });
+      socket.on("data", (c: Buffer) => p.push(c));
+      socket.on("error", () => {});
+    });
+    await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+    const port = (srv.address() as net.AddressInfo).port;
+    return { url: `tcp://127.0.0.1:${port}` };
+  });
+}
+
+async function client(): Promise<void> {
+  const { url, workload, params } = clientArgs();
+  const u = new URL(url);
+  const socket = net.connect({ host: u.hostname, port: Number(u.port), noDelay: true });
+  await new Promise<void>((r) => socket.once("connect", () => r()));
+  const w = new Writer(socket);
+  // Responses come back in order: a FIFO of resolvers.
+  const waiting: ((b: Buffer) => void)[] = [];
+  let head = 0;
+  const p = new Parser((_kind, payload) => {
+    const r = waiting[head];
+    waiting[head++] = undefined as unknown as (b: Buffer) => void;
+    r(payload);
+  });
+  socket.on("data", (c: Buffer) => p.push(c));
+  const call = (kind: number, payload: Uint8Array) =>
+    new Promise<Buffer>((resolve) => {
+      waiting.push(resolve);
+      w.send(kind, payload);
+    });
+  const msg = Buffer.alloc(params.size, 7);
+  if (workload === "flood") {
+    const t0 = performance.now();
+    for (let i = 0; i < params.count; i++) {
+      if (!w.send(0, msg)) await w.drained();
+    }
+    const reply = await call(3, EMPTY);
+    const s = (performance.now() - t0) / 1000;
+    if (reply.readUInt32BE(0) !== params.count) throw new Error(`server counted ${reply.readUInt32BE(0)}`);
+    report({ rate: params.count / s, seconds: s });
+  } else if (workload === "rpc-seq") {
+    const lat = new Float64Array(params.count);
+    const t0 = performance.now();
+    for (let i = 0; i < params.count; i++) {
+      const t = performance.now();
+      await call(1, msg);
+      lat[i] = (performance.now() - t) * 1000;
+    }
+    const s = (performance.now() - t0) / 1000;
+    report({ rate: params.count / s, latencyUs: latencySummary(lat), seconds: s });
+  } else if (workload === "rpc-pipe") {
+    const lat = new Float64Array(params.count);
+    let next = 0;
+    const t0 = performance.now();
+    const worker = async () => {
+      while (next < params.count) {
+        const i = next++;
+        const t = performance.now();
+        await call(1, msg);
+        lat[i] = (performance.now() - t) * 1000;
+      }
+    };
+    await Promise.all(Array.from({ length: params.inFlight }, worker));
+    const s = (performance.now() - t0) / 1000;
+    report({ rate: params.count / s, latencyUs: latencySummary(lat), seconds: s });
+  } else if (workload === "large" || workload === "hol") {
+    const big = Buffer.alloc(params.largeSize, 3);
+    const lat: number[] = [];
+    const t0 = performance.now();
+    let done = false;
+    const sink = call(4, big).then(() => {
+      done = true;
+    });
+    if (workload === "hol") {
+      while (!done) {
+        await new Promise((r) => setTimeout(r, params.pingEveryMs));
+        if (done) break;
+        const t = performance.now();
+        void call(1, msg).then(() => lat.push((performance.now() - t) * 1000));
+      }
+    }
+    await sink;
+    const s = (performance.now() - t0) / 1000;
+    await new Promise((r) => setTimeout(r, 50));
+    report({
+      mbps: params.largeSize / 1e6 / s,
+      seconds: s,
+      ...(workload === "hol" ? { latencyUs: latencySummary(Float64Array.from(lat)), pings: lat.length } : {}),
+    });
+  }
+  socket.destroy();
+}
+
+if (process.argv[2] === "server") await server();
+else await client();

@@ -1,0 +1,66 @@
+/**
+ * The contract between the bench orchestrator and an implementation's
+ * processes. A server prints one JSON line `{ "url": ... }` and, when a line
+ * `report` arrives on stdin, prints `{ "peakRss": bytes }` and exits. A client
+ * runs one workload against the URL and prints one JSON result line.
+ */
+import { createInterface } from "node:readline";
+import { peakRss } from "./stats.ts";
+
+export type Workload = "flood" | "rpc-seq" | "rpc-pipe" | "large" | "hol";
+
+export interface WorkloadParams {
+  /** flood: messages; rpc-seq / rpc-pipe: requests. */
+  count: number;
+  /** Payload bytes of small messages. */
+  size: number;
+  /** rpc-pipe: requests in flight. */
+  inFlight: number;
+  /** large / hol: bytes of the big message. */
+  largeSize: number;
+  /** hol: ms between pings. */
+  pingEveryMs: number;
+}
+
+export interface ClientResult {
+  /** Messages or requests per second (flood, rpc-*). */
+  rate?: number;
+  /** Latency in microseconds (rpc-*, hol pings). */
+  latencyUs?: { p50: number; p99: number; p999: number; max: number };
+  /** MB/s (large, hol). */
+  mbps?: number;
+  /** Client peak RSS in bytes. */
+  peakRss: number;
+  /** hol: pings answered during the transfer. */
+  pings?: number;
+  /** Seconds the measured part took. */
+  seconds: number;
+}
+
+/** Runs a server role: prints its URL, waits for `report`, prints peak RSS, exits. */
+export async function serveRole(
+  start: () => Promise<{ url: string; close?: () => Promise<void> | void }>,
+): Promise<void> {
+  const { url, close } = await start();
+  process.stdout.write(`${JSON.stringify({ url })}\n`);
+  const rl = createInterface({ input: process.stdin });
+  for await (const line of rl) {
+    if (line.trim() === "report") {
+      process.stdout.write(`${JSON.stringify({ peakRss: peakRss() })}\n`);
+      await close?.();
+      process.exit(0);
+    }
+  }
+  process.exit(0);
+}
+
+/** Parses client argv: `client <url> <workload> <params-json>`. */
+export function clientArgs(): { url: string; workload: Workload; params: WorkloadParams } {
+  const [, , , url, workload, params] = process.argv;
+  return { url, workload: workload as Workload, params: JSON.parse(params) as WorkloadParams };
+}
+
+/** Prints the client's result line. */
+export function report(result: Omit<ClientResult, "peakRss">): void {
+  process.stdout.write(`${JSON.stringify({ ...result, peakRss: peakRss() })}\n`);
+}

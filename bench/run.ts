@@ -1,0 +1,127 @@
+/**
+ * Benchmark orchestrator: for each workload and implementation, starts the
+ * server and the client in separate processes on loopback, repeats, and
+ * writes the medians (with min/max) to bench/results/*.jsonl and
+ * docs/BENCHMARKS.md.
+ *
+ *   npm run bench                       # full run
+ *   npm run bench -- --quick            # under two minutes
+ *   npm run bench -- --impl pointsub,reference --workload flood,hol --reps 5
+ */
+import { spawn } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { cpus, loadavg } from "node:os";
+import { dirname, join } from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import type { ClientResult, Workload, WorkloadParams } from "./lib/role.ts";
+import { type Row, renderReport } from "./report.ts";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const MiB = 1024 * 1024;
+
+const { values } = parseArgs({
+  options: {
+    quick: { type: "boolean", default: false },
+    reps: { type: "string" },
+    impl: { type: "string" },
+    workload: { type: "string" },
+    count: { type: "string" },
+    "large-size": { type: "string" },
+    out: { type: "string" },
+  },
+});
+
+const quick = values.quick === true;
+const IMPLS: Record<string, { file: string; args: string[] }> = {
+  reference: { file: "impls/reference.ts", args: [] },
+  pointsub: { file: "impls/pointsub.ts", args: [] },
+  "pointsub-unix": { file: "impls/pointsub.ts", args: ["--unix"] },
+};
+const WORKLOADS: Record<Workload, WorkloadParams> = {
+  flood: { count: quick ? 200_000 : 1_000_000, size: 64, inFlight: 1, largeSize: 0, pingEveryMs: 0 },
+  "rpc-seq": { count: quick ? 5_000 : 20_000, size: 64, inFlight: 1, largeSize: 0, pingEveryMs: 0 },
+  "rpc-pipe": { count: quick ? 50_000 : 200_000, size: 64, inFlight: 128, largeSize: 0, pingEveryMs: 0 },
+  large: { count: 1, size: 64, inFlight: 1, largeSize: (quick ? 64 : 256) * MiB, pingEveryMs: 0 },
+  hol: { count: 1, size: 64, inFlight: 1, largeSize: (quick ? 64 : 256) * MiB, pingEveryMs: 10 },
+};
+const reps = Number(values.reps ?? (quick ? 1 : 3));
+const impls = (values.impl ?? "reference,pointsub").split(",");
+const workloads = (values.workload ?? Object.keys(WORKLOADS).join(",")).split(",") as Workload[];
+
+function lines(child: ReturnType<typeof spawn>): AsyncIterator<string> {
+  return createInterface({ input: child.stdout as NodeJS.ReadableStream })[Symbol.asyncIterator]();
+}
+
+async function runOnce(impl: string, workload: Workload, params: WorkloadParams): Promise<Row["runs"][number]> {
+  const def = IMPLS[impl];
+  const file = join(here, def.file);
+  const server = spawn(process.execPath, [file, "server", ...def.args], { stdio: ["pipe", "pipe", "inherit"] });
+  const sl = lines(server);
+  const first = await sl.next();
+  const { url } = JSON.parse(first.value as string) as { url: string };
+  const client = spawn(process.execPath, [file, "client", url, workload, JSON.stringify(params)], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const timeout = setTimeout(() => {
+    client.kill();
+    server.kill();
+  }, 300_000);
+  const cl = lines(client);
+  const res = await cl.next();
+  clearTimeout(timeout);
+  if (res.done) {
+    server.kill();
+    throw new Error(`${impl} ${workload}: client produced no result`);
+  }
+  const result = JSON.parse(res.value) as ClientResult;
+  server.stdin?.write("report\n");
+  const rep = await sl.next();
+  const serverPeakRss = rep.done ? Number.NaN : (JSON.parse(rep.value) as { peakRss: number }).peakRss;
+  await new Promise((r) => client.once("exit", r).once("error", r));
+  return { ...result, serverPeakRss };
+}
+
+const rows: Row[] = [];
+const started = new Date();
+for (const workload of workloads) {
+  const params = { ...WORKLOADS[workload] };
+  if (values.count !== undefined && params.count > 1) params.count = Number(values.count);
+  if (values["large-size"] !== undefined && params.largeSize > 0) params.largeSize = Number(values["large-size"]);
+  for (const impl of impls) {
+    const runs: Row["runs"] = [];
+    for (let r = 0; r < reps; r++) {
+      try {
+        runs.push(await runOnce(impl, workload, params));
+      } catch (err) {
+        console.error(`${impl} ${workload}: ${(err as Error).message}`);
+      }
+    }
+    const row: Row = { impl, workload, params, runs };
+    rows.push(row);
+    console.log(JSON.stringify({ impl, workload, runs: runs.map((x) => ({ ...x })) }));
+  }
+}
+
+const machine = {
+  date: started.toISOString(),
+  node: process.version,
+  cpus: cpus().length,
+  cpuModel: cpus()[0]?.model ?? "unknown",
+  load: loadavg()
+    .map((l) => l.toFixed(2))
+    .join(" "),
+  quick,
+  reps,
+};
+const resultsDir = join(here, "results");
+mkdirSync(resultsDir, { recursive: true });
+const stamp = started.toISOString().replace(/[:.]/g, "-");
+writeFileSync(
+  join(resultsDir, `${stamp}.jsonl`),
+  `${[JSON.stringify({ machine }), ...rows.map((r) => JSON.stringify(r))].join("\n")}\n`,
+);
+const out = values.out ?? join(here, "..", "docs", "BENCHMARKS.md");
+writeFileSync(out, renderReport(machine, rows));
+console.log(`wrote ${out}`);
