@@ -6,7 +6,7 @@ import { clientArgs, report, serveRole } from "../lib/role.ts";
 import { latencySummary } from "../lib/stats.ts";
 
 const GiB = 1024 ** 3;
-const limits = { maxMessageSize: GiB, maxAssemblyBytes: GiB };
+const limits = { maxMessageSize: GiB, maxAssemblyBytes: GiB, checksum: process.env.PS_CRC !== "0" };
 
 async function server(): Promise<void> {
   await serveRole(async () => {

@@ -58,7 +58,7 @@ export class FrameDecoder {
   private id = 0;
   private length = 0;
   private headLen = 0;
-  private headerCrc = 0;
+  private runningCrc = 0;
   private body: Uint8Array = new Uint8Array(0);
   private filled = 0;
   private readonly trailer = new Uint8Array(CRC_LENGTH);
@@ -135,7 +135,7 @@ export class FrameDecoder {
         pos += total;
         this.sink.onFrame(this.type, this.flags, this.id, payload);
       } else {
-        if (this.checksum) this.headerCrc = crc32c(chunk.subarray(hstart, pos));
+        if (this.checksum) this.runningCrc = crc32c(chunk.subarray(hstart, pos));
         this.beginBody();
       }
     }
@@ -143,7 +143,7 @@ export class FrameDecoder {
 
   /** After a header parsed out of the carry buffer: start the body. */
   private afterHeaderFromCarry(): void {
-    if (this.checksum) this.headerCrc = crc32c(this.carry.subarray(0, this.headLen));
+    if (this.checksum) this.runningCrc = crc32c(this.carry.subarray(0, this.headLen));
     if (this.length === 0 && !this.checksum) {
       this.sink.onFrame(this.type, this.flags, this.id, new Uint8Array(0));
       return;
@@ -162,7 +162,10 @@ export class FrameDecoder {
     const len = this.length;
     if (this.filled < len) {
       const n = Math.min(len - this.filled, end - pos);
-      this.body.set(chunk.subarray(pos, pos + n), this.filled);
+      const piece = chunk.subarray(pos, pos + n);
+      this.body.set(piece, this.filled);
+      // Checksum each piece as it arrives, while it is still in cache.
+      if (this.checksum) this.runningCrc = crc32c(piece, this.runningCrc);
       this.filled += n;
       pos += n;
     }
@@ -173,7 +176,7 @@ export class FrameDecoder {
       this.filled += n;
       pos += n;
       if (this.filled < len + CRC_LENGTH) return pos;
-      const crc = crc32c(this.body, this.headerCrc);
+      const crc = this.runningCrc;
       const tr = this.trailer;
       const want = ((tr[0] << 24) | (tr[1] << 16) | (tr[2] << 8) | tr[3]) >>> 0;
       if (crc !== want) throw this.checksumError();

@@ -825,6 +825,8 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     const payload = new Uint8Array(varintLength(n));
     writeVarint(payload, 0, n);
     this.writer.control(FrameType.CREDIT, 0, id, payload);
+    // Credit unblocks the peer: send it now rather than at the end of the turn.
+    this.writer.flush();
   }
 
   private checkIncomingSize(total: number): void {
