@@ -32,7 +32,11 @@ async function client(): Promise<void> {
   const msg = new Uint8Array(params.size).fill(7);
   if (workload === "flood") {
     const t0 = performance.now();
-    for (let i = 0; i < params.count; i++) await conn.send(msg);
+    // The documented high-rate pattern: send without awaiting, wait for drain.
+    for (let i = 0; i < params.count; i++) {
+      conn.send(msg);
+      if (!conn.writable) await conn.drain();
+    }
     const n = Number(new TextDecoder().decode(await conn.request("/count/1.0.0")));
     const s = (performance.now() - t0) / 1000;
     if (n !== params.count) throw new Error(`server counted ${n}`);

@@ -25,10 +25,14 @@ for (let n = 0; n < 256; n++) {
 
 /** Pure-JS CRC32C, slicing-by-8. Works everywhere. */
 export function crc32cJs(data: Uint8Array, initial = 0): number {
+  return crc32cJsRange(data, 0, data.length, initial);
+}
+
+/** Pure-JS CRC32C of `data[start..end)`. */
+function crc32cJsRange(data: Uint8Array, start: number, end: number, initial: number): number {
   let crc = ~initial;
-  let i = 0;
-  const n = data.length;
-  const end8 = n - (n & 7);
+  let i = start;
+  const end8 = end - ((end - start) & 7);
   while (i < end8) {
     const a = (data[i] | (data[i + 1] << 8) | (data[i + 2] << 16) | (data[i + 3] << 24)) ^ crc;
     crc =
@@ -42,21 +46,34 @@ export function crc32cJs(data: Uint8Array, initial = 0): number {
       T[data[i + 7]];
     i += 8;
   }
-  while (i < n) crc = T[(crc ^ data[i++]) & 0xff] ^ (crc >>> 8);
+  while (i < end) crc = T[(crc ^ data[i++]) & 0xff] ^ (crc >>> 8);
   return ~crc >>> 0;
 }
 
-let impl: Crc32cFunction = crc32cJs;
+let native: Crc32cFunction | undefined;
+let nativeMin = 0;
 let implName = "js";
 
 /** CRC32C with the fastest implementation registered. */
 export function crc32c(data: Uint8Array, initial = 0): number {
-  return impl(data, initial);
+  if (native !== undefined && data.length >= nativeMin) return native(data, initial);
+  return crc32cJsRange(data, 0, data.length, initial);
 }
 
-/** Registers a faster CRC32C implementation (it must agree with {@link crc32cJs}). */
-export function setCrc32cImplementation(fn: Crc32cFunction, name: string): void {
-  impl = fn;
+/** CRC32C of `data[start..end)`, without creating a view for short ranges (the hot path for small frames). */
+export function crc32cRange(data: Uint8Array, start: number, end: number, initial = 0): number {
+  if (native !== undefined && end - start >= nativeMin) return native(data.subarray(start, end), initial);
+  return crc32cJsRange(data, start, end, initial);
+}
+
+/**
+ * Registers a faster CRC32C implementation (it must agree with
+ * {@link crc32cJs}), used for inputs of at least `minLength` bytes; shorter
+ * ones stay in JS, where a table lookup beats the cost of a native call.
+ */
+export function setCrc32cImplementation(fn: Crc32cFunction, name: string, minLength = 0): void {
+  native = fn;
+  nativeMin = minLength;
   implName = name;
 }
 

@@ -1,5 +1,5 @@
 import { PointSubError } from "../errors/error.ts";
-import { crc32c } from "./crc32c.ts";
+import { crc32c, crc32cRange } from "./crc32c.ts";
 import {
   ALLOWED_FLAGS,
   CRC_LENGTH,
@@ -127,15 +127,16 @@ export class FrameDecoder {
         // Whole frame in this chunk: verify and hand out a view, no copy.
         const payload = chunk.subarray(pos, pos + this.length);
         if (this.checksum) {
-          const crc = crc32c(chunk.subarray(hstart, pos + this.length));
+          const crc = crc32cRange(chunk, hstart, pos + this.length);
           const t = pos + this.length;
           const want = ((chunk[t] << 24) | (chunk[t + 1] << 16) | (chunk[t + 2] << 8) | chunk[t + 3]) >>> 0;
           if (crc !== want) throw this.checksumError();
         }
         pos += total;
-        this.sink.onFrame(this.type, this.flags, this.id, payload);
+        if (this.type === FrameType.BATCH) this.unbatch(payload);
+        else this.sink.onFrame(this.type, this.flags, this.id, payload);
       } else {
-        if (this.checksum) this.runningCrc = crc32c(chunk.subarray(hstart, pos));
+        if (this.checksum) this.runningCrc = crc32cRange(chunk, hstart, pos);
         this.beginBody();
       }
     }
@@ -143,7 +144,7 @@ export class FrameDecoder {
 
   /** After a header parsed out of the carry buffer: start the body. */
   private afterHeaderFromCarry(): void {
-    if (this.checksum) this.runningCrc = crc32c(this.carry.subarray(0, this.headLen));
+    if (this.checksum) this.runningCrc = crc32cRange(this.carry, 0, this.headLen);
     if (this.length === 0 && !this.checksum) {
       this.sink.onFrame(this.type, this.flags, this.id, new Uint8Array(0));
       return;
@@ -186,8 +187,31 @@ export class FrameDecoder {
     this.state = State.Header;
     const body = this.body;
     this.body = new Uint8Array(0);
-    this.sink.onFrame(this.type, this.flags, this.id, body);
+    if (this.type === FrameType.BATCH) this.unbatch(body);
+    else this.sink.onFrame(this.type, this.flags, this.id, body);
     return pos;
+  }
+
+  /**
+   * Emits the frames inside a BATCH payload: complete frames without CRC
+   * trailers (the BATCH's own trailer covered them), never HELLO or BATCH.
+   */
+  private unbatch(p: Uint8Array): void {
+    const end = p.length;
+    if (end === 0) throw new PointSubError("ERR_PROTOCOL", "empty BATCH");
+    let pos = 0;
+    while (pos < end) {
+      const used = this.parseHead(p, pos, end);
+      if (used === 0) throw new PointSubError("ERR_PROTOCOL", "truncated frame header inside BATCH");
+      const type = this.type;
+      if (type === FrameType.HELLO || type === FrameType.BATCH) {
+        throw new PointSubError("ERR_PROTOCOL", `${FRAME_TYPE_NAMES[type]} inside BATCH`);
+      }
+      const start = pos + used;
+      pos = start + this.length;
+      if (pos > end) throw new PointSubError("ERR_PROTOCOL", "frame runs past the end of its BATCH");
+      this.sink.onFrame(type, this.flags, this.id, p.subarray(start, pos));
+    }
   }
 
   /**
@@ -212,7 +236,7 @@ export class FrameDecoder {
     const b0 = src[pos];
     const type = b0 >> 4;
     const flags = b0 & 0x0f;
-    if (type > FrameType.GOAWAY) {
+    if (type > FrameType.BATCH) {
       throw new PointSubError("ERR_PROTOCOL", `unknown frame type 0x${type.toString(16)}`);
     }
     if ((flags & ~ALLOWED_FLAGS[type]) !== 0) {
@@ -224,7 +248,8 @@ export class FrameDecoder {
     if (r < 0 || v.value > MAX_STREAM_ID) throw new PointSubError("ERR_PROTOCOL", "invalid stream id encoding");
     const id = v.value;
     const idIsZero = id === 0;
-    const needsZero = type === FrameType.HELLO || type === FrameType.PING || type === FrameType.GOAWAY;
+    const needsZero =
+      type === FrameType.HELLO || type === FrameType.PING || type === FrameType.GOAWAY || type === FrameType.BATCH;
     const needsStream = type >= FrameType.MSG && type <= FrameType.CANCEL;
     if ((needsZero && !idIsZero) || (needsStream && idIsZero)) {
       throw new PointSubError("ERR_PROTOCOL", `invalid stream id ${id} on ${FRAME_TYPE_NAMES[type]}`);

@@ -20,11 +20,12 @@ export const FrameType = {
   CREDIT: 0x5,
   PING: 0x6,
   GOAWAY: 0x7,
+  BATCH: 0x8,
 } as const;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 
 /** Names for diagnostics. */
-export const FRAME_TYPE_NAMES = ["HELLO", "MSG", "REQ", "RES", "CANCEL", "CREDIT", "PING", "GOAWAY"];
+export const FRAME_TYPE_NAMES = ["HELLO", "MSG", "REQ", "RES", "CANCEL", "CREDIT", "PING", "GOAWAY", "BATCH"];
 
 /** Flags (low nibble). */
 export const Flag = {
@@ -46,6 +47,7 @@ export const ALLOWED_FLAGS: readonly number[] = [
   0, // CREDIT
   Flag.ACK, // PING
   0, // GOAWAY
+  0, // BATCH
 ];
 
 /** Largest stream id (ids are unsigned 32-bit; 0 means the connection). */
@@ -56,6 +58,8 @@ export const ID_VARINT_MAX = 5;
 export const LENGTH_VARINT_MAX = 4;
 /** Longest possible frame header (type/flags, id, length). */
 export const MAX_HEADER = 1 + ID_VARINT_MAX + LENGTH_VARINT_MAX;
+/** Bytes a writer reserves for a BATCH header it fills in when the batch closes. */
+export const BATCH_RESERVE = 1 + 1 + LENGTH_VARINT_MAX;
 /** Size of the CRC32C trailer when checksums are on. */
 export const CRC_LENGTH = 4;
 

@@ -55,9 +55,23 @@ export type ConnectionState = "handshaking" | "open" | "closing" | "closed";
 
 const EMPTY = new Uint8Array(0);
 const RESOLVED: Promise<void> = Promise.resolve();
+const noop = () => {};
+
+/**
+ * A rejected promise that does not count as unhandled: `send` may be used
+ * without awaiting (fire and forget); its errors also close or are reported
+ * on the connection.
+ */
+function handledRejection(err: unknown): Promise<never> {
+  const p = Promise.reject(err);
+  p.catch(noop);
+  return p;
+}
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 const MAX_ROUTE = 1024;
+/** Largest BATCH payload this side writes. */
+const BATCH_MAX = 60 * 1024;
 const MAX_ERROR_TEXT = 1024;
 
 class IncomingMessage implements Message {
@@ -114,7 +128,9 @@ interface PendingCall {
   data: Uint8Array;
   resolve: (data: Uint8Array) => void;
   reject: (err: PointSubError) => void;
-  timer: ReturnType<typeof setTimeout> | undefined;
+  /** performance.now() after which the call times out; 0 = never. */
+  deadline: number;
+  timeoutMs: number;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
   /** The caller has its answer (or error); a late response is dropped. */
@@ -202,6 +218,8 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   private closePromise: Promise<void> | undefined;
   private handshakeTimer: ReturnType<typeof setTimeout> | undefined;
   private keepAliveTimer: ReturnType<typeof setInterval> | undefined;
+  private deadlineTimer: ReturnType<typeof setTimeout> | undefined;
+  private deadlineAt = Number.POSITIVE_INFINITY;
   private lastInput = Date.now();
   private keepAlivePingAt = 0;
   // stream ids
@@ -256,6 +274,8 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.transport.write([preface]);
     this.writer.control(FrameType.HELLO, 0, 0, encodeSettings(this.local));
     this.writer.flush();
+    // From here on, small frames written in one turn share BATCH frames.
+    this.writer.batching = true;
     const ht = options.handshakeTimeoutMs ?? 10_000;
     this.handshakeTimer = setTimeout(() => {
       this.fail(new PointSubError("ERR_TIMEOUT", `no pointsub handshake from ${this.remoteUrl} within ${ht} ms`));
@@ -288,20 +308,22 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
    * `ERR_CONNECTION_CLOSED`, ...). Do not modify `payload` afterwards.
    */
   send(payload: Payload): Promise<void> {
-    if (this.state_ !== "open") return Promise.reject(this.unusableError());
+    if (this.state_ !== "open") return handledRejection(this.unusableError());
     let data: Uint8Array;
     try {
       data = toBytes(payload, "payload");
     } catch (err) {
-      return Promise.reject(err);
+      return handledRejection(err);
     }
     const tooLarge = this.checkSize(data.length);
-    if (tooLarge !== undefined) return Promise.reject(tooLarge);
+    if (tooLarge !== undefined) return handledRejection(tooLarge);
     this.stats_.sent(data.length);
     const id = this.allocId();
     if (data.length <= this.singleLimit(0)) {
       if (this.writer.trySendNow(FrameType.MSG, id, EMPTY, data)) return RESOLVED;
-      return this.enqueueOut(FrameType.MSG, id, EMPTY, data, true);
+      const q = this.enqueueOut(FrameType.MSG, id, EMPTY, data, true);
+      q.catch(noop);
+      return q;
     }
     this.outChunked.add(id);
     const p = this.enqueueOut(FrameType.MSG, id, EMPTY, data, false);
@@ -310,6 +332,22 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     };
     p.then(release, release);
     return p;
+  }
+
+  /**
+   * True while a `send` would go straight to the transport; false while
+   * sends queue behind transport backpressure or flow-control credit. For
+   * high message rates, send without awaiting and `await conn.drain()`
+   * whenever this is false.
+   */
+  get writable(): boolean {
+    return this.state_ === "open" && this.writer.writable && this.writer.pending === 0;
+  }
+
+  /** Resolves once everything queued was handed to the transport (or the connection closed). */
+  drain(): Promise<void> {
+    if (this.writable || this.state_ === "closed") return RESOLVED;
+    return this.writer.whenDrained();
   }
 
   /**
@@ -338,6 +376,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.stats_.requestsSent++;
     this.stats_.sent(data.length);
     return new Promise<Uint8Array>((resolve, reject) => {
+      const timeoutMs = options.timeoutMs ?? this.requestTimeoutMs;
       const call: PendingCall = {
         id: 0,
         route,
@@ -345,18 +384,14 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
         data,
         resolve,
         reject,
-        timer: undefined,
+        deadline: timeoutMs > 0 ? performance.now() + timeoutMs : 0,
+        timeoutMs,
         signal,
         onAbort: undefined,
         settled: false,
         started: false,
       };
-      const timeoutMs = options.timeoutMs ?? this.requestTimeoutMs;
-      if (timeoutMs > 0) {
-        call.timer = setTimeout(() => {
-          this.abandon(call, new PointSubError("ERR_TIMEOUT", `request to ${route} timed out after ${timeoutMs} ms`));
-        }, timeoutMs);
-      }
+      if (call.deadline !== 0) this.armDeadline(call.deadline);
       if (signal !== undefined) {
         call.onAbort = () => {
           this.abandon(
@@ -553,10 +588,42 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.sendCancel(call.id, err.code);
   }
 
+  /**
+   * Request timeouts share one timer per connection, armed for the earliest
+   * deadline: no timer is created or cleared per request.
+   */
+  private armDeadline(deadline: number): void {
+    if (deadline >= this.deadlineAt) return;
+    if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer);
+    this.deadlineAt = deadline;
+    this.deadlineTimer = setTimeout(this.sweepDeadlines, Math.max(0, Math.ceil(deadline - performance.now())));
+  }
+
+  private readonly sweepDeadlines = (): void => {
+    this.deadlineTimer = undefined;
+    this.deadlineAt = Number.POSITIVE_INFINITY;
+    const now = performance.now();
+    const expired: PendingCall[] = [];
+    let next = Number.POSITIVE_INFINITY;
+    const visit = (call: PendingCall) => {
+      if (call.settled || call.deadline === 0) return;
+      if (call.deadline <= now + 1) expired.push(call);
+      else if (call.deadline < next) next = call.deadline;
+    };
+    for (const call of this.pending.values()) visit(call);
+    this.waiting.forEach(visit);
+    for (const call of expired) {
+      this.abandon(
+        call,
+        new PointSubError("ERR_TIMEOUT", `request to ${call.route} timed out after ${call.timeoutMs} ms`),
+      );
+    }
+    if (next !== Number.POSITIVE_INFINITY) this.armDeadline(next);
+  };
+
   private settle(call: PendingCall, data: Uint8Array | undefined, err: PointSubError | undefined): void {
     if (call.settled) return;
     call.settled = true;
-    if (call.timer !== undefined) clearTimeout(call.timer);
     if (call.onAbort !== undefined) call.signal?.removeEventListener("abort", call.onAbort);
     if (err !== undefined) {
       this.stats_.requestsFailed++;
@@ -667,6 +734,8 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     const checksum = this.peer.checksum === 1 || this.local.checksum === 1;
     this.decoderImpl.checksum = checksum;
     this.writer.checksum = checksum;
+    this.writer.batching = checksum;
+    this.writer.batchMax = Math.min(this.peer.maxFrameSize, BATCH_MAX);
     this.writer.connCredit = this.peer.connectionWindow;
     this.helloReceived = true;
     if (this.state_ === "handshaking") this.state_ = "open";
@@ -1150,6 +1219,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.closeError = error;
     clearTimeout(this.handshakeTimer);
     if (this.keepAliveTimer !== undefined) clearInterval(this.keepAliveTimer);
+    if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer);
     const failure = error ?? new PointSubError("ERR_CONNECTION_CLOSED", "connection closed");
     this.writer.close(failure);
     for (const call of this.pending.values()) this.settle(call, undefined, failure);

@@ -1,6 +1,6 @@
-import { crc32c } from "../codec/crc32c.ts";
+import { crc32c, crc32cRange } from "../codec/crc32c.ts";
 import { headerLength, writeCrc, writeHeader } from "../codec/encoder.ts";
-import { CRC_LENGTH, Flag } from "../codec/frame.ts";
+import { BATCH_RESERVE, CRC_LENGTH, Flag, FrameType, MIN_FRAME_SIZE } from "../codec/frame.ts";
 import { varintLength, writeVarint } from "../codec/varint.ts";
 import type { PointSubError } from "../errors/error.ts";
 import { defer } from "../util/defer.ts";
@@ -51,6 +51,14 @@ export class FrameWriter {
   checksum = true;
   /** Credit the peer granted on the connection. */
   connCredit = 0;
+  /**
+   * Pack small frames written in one turn into BATCH frames (one CRC for
+   * many frames). Turned on by the connection once its HELLO is out, when
+   * checksums are on.
+   */
+  batching = false;
+  /** Largest BATCH payload: the peer's maxFrameSize, capped by the slab. */
+  batchMax = MIN_FRAME_SIZE;
   /** False after the transport asked us to wait for a drain. */
   writable = true;
   /** Frames and bytes handed to the transport. */
@@ -61,11 +69,16 @@ export class FrameWriter {
   private slab = new Uint8Array(SLAB_SIZE);
   private slabStart = 0;
   private slabPos = 0;
+  /** Open batch: offset of its reserved header, or -1. */
+  private batchStart = -1;
+  private batchInner = 0;
+  private batchCount = 0;
   private out: Uint8Array[] = [];
   private outBytes = 0;
   private flushScheduled = false;
   private pumping = false;
   private closed = false;
+  private drainWaiters: (() => void)[] = [];
   private readonly singles = new Queue<OutMessage>();
   private bulk: OutMessage[] = [];
   private rr = 0;
@@ -76,6 +89,19 @@ export class FrameWriter {
 
   constructor(sink: WriterSink) {
     this.sink = sink;
+  }
+
+  /** Resolves when nothing is queued and the transport is writable, or the writer closed. */
+  whenDrained(): Promise<void> {
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
+  }
+
+  private notifyDrained(): void {
+    if (this.drainWaiters.length === 0) return;
+    if (!this.closed && (!this.writable || this.pending !== 0)) return;
+    const waiters = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const w of waiters) w();
   }
 
   /** Messages waiting or in progress. */
@@ -101,7 +127,7 @@ export class FrameWriter {
     }
     this.connCredit -= len;
     this.encode(type, Flag.START | Flag.END, id, -1, head, data, 0, data.length);
-    if (this.outBytes >= FLUSH_BYTES) this.flush();
+    if (this.batched() >= FLUSH_BYTES) this.flush();
     else this.scheduleFlush();
     return true;
   }
@@ -168,6 +194,7 @@ export class FrameWriter {
     const bulk = this.bulk;
     this.bulk = [];
     for (const m of bulk) m.reject?.(err);
+    this.notifyDrained();
   }
 
   /** Hands everything batched to the transport now. */
@@ -180,6 +207,11 @@ export class FrameWriter {
     this.outBytes = 0;
     if (this.closed) return;
     if (!this.sink.write(chunks)) this.writable = false;
+  }
+
+  /** Bytes encoded and not yet handed to the transport. */
+  private batched(): number {
+    return this.outBytes + this.slabPos - this.slabStart;
   }
 
   private scheduleFlush(): void {
@@ -197,6 +229,7 @@ export class FrameWriter {
       this.pumping = false;
     }
     if (this.outBytes > 0 || this.slabPos > this.slabStart) this.scheduleFlush();
+    this.notifyDrained();
   }
 
   private pumpLoop(): void {
@@ -211,7 +244,7 @@ export class FrameWriter {
         this.encode(m.type, Flag.START | Flag.END, m.id, -1, m.head, m.data, 0, m.data.length);
         progressed = true;
         m.resolve?.();
-        if (this.outBytes >= FLUSH_BYTES) {
+        if (this.batched() >= FLUSH_BYTES) {
           this.flush();
           if (!this.writable) return;
         }
@@ -220,7 +253,7 @@ export class FrameWriter {
       // 2. one chunk of one chunked message
       if (this.bulk.length !== 0 && this.sendOneChunk()) {
         progressed = true;
-        if (this.outBytes >= FLUSH_BYTES) this.flush();
+        if (this.batched() >= FLUSH_BYTES) this.flush();
       }
       if (!progressed) break;
     }
@@ -280,6 +313,11 @@ export class FrameWriter {
     const len = preLen + dataLen;
     const hlen = headerLength(id, len);
     const copy = dataLen < COPY_THRESHOLD;
+    if (copy && this.batching && hlen + len <= this.batchMax) {
+      this.encodeBatched(type, flags, id, total, head, data, start, end, len);
+      return;
+    }
+    this.closeBatch();
     this.ensure(hlen + preLen + (copy ? dataLen : 0) + CRC_LENGTH);
     const slab = this.slab;
     const frameStart = this.slabPos;
@@ -294,12 +332,12 @@ export class FrameWriter {
         slab.set(dataLen === data.length ? data : data.subarray(start, end), p);
         p += dataLen;
       }
-      if (this.checksum) p = writeCrc(slab, p, crc32c(slab.subarray(frameStart, p)));
+      if (this.checksum) p = writeCrc(slab, p, crc32cRange(slab, frameStart, p));
       this.slabPos = p;
     } else {
       const view = data.subarray(start, end);
       let crc = 0;
-      if (this.checksum) crc = crc32c(view, crc32c(slab.subarray(frameStart, p)));
+      if (this.checksum) crc = crc32c(view, crc32cRange(slab, frameStart, p));
       this.slabPos = p;
       this.cut();
       this.out.push(view);
@@ -311,6 +349,75 @@ export class FrameWriter {
     this.framesOut++;
   }
 
+  /** Appends a small frame, without its own CRC, to the open BATCH (opening one if needed). */
+  private encodeBatched(
+    type: number,
+    flags: number,
+    id: number,
+    total: number,
+    head: Uint8Array,
+    data: Uint8Array,
+    start: number,
+    end: number,
+    len: number,
+  ): void {
+    const frameBytes = headerLength(id, len) + len;
+    if (
+      this.batchStart >= 0 &&
+      (this.slabPos + frameBytes - this.batchInner > this.batchMax ||
+        this.slab.length - this.slabPos < frameBytes + CRC_LENGTH)
+    ) {
+      this.closeBatch();
+    }
+    if (this.batchStart < 0) {
+      this.ensure(BATCH_RESERVE + frameBytes + CRC_LENGTH);
+      this.batchStart = this.slabPos;
+      this.slabPos += BATCH_RESERVE;
+      this.batchInner = this.slabPos;
+      this.batchCount = 0;
+    }
+    const slab = this.slab;
+    let p = writeHeader(slab, this.slabPos, type, flags, id, len);
+    if (total >= 0) p = writeVarint(slab, p, total);
+    if (head.length !== 0) {
+      slab.set(head, p);
+      p += head.length;
+    }
+    const dataLen = end - start;
+    if (dataLen !== 0) {
+      slab.set(dataLen === data.length ? data : data.subarray(start, end), p);
+      p += dataLen;
+    }
+    this.slabPos = p;
+    this.batchCount++;
+    this.framesOut++;
+  }
+
+  /**
+   * Closes the open batch: a lone frame gets its own CRC and no BATCH
+   * header; several get a BATCH header written just before them (in the
+   * reserved bytes) and one CRC over the whole frame.
+   */
+  private closeBatch(): void {
+    if (this.batchStart < 0) return;
+    const slab = this.slab;
+    const inner = this.batchInner;
+    const end = this.slabPos;
+    let hs = inner;
+    if (this.batchCount > 1) {
+      const len = end - inner;
+      hs = inner - headerLength(0, len);
+      writeHeader(slab, hs, FrameType.BATCH, 0, 0, len);
+    }
+    if (this.batchStart > this.slabStart) {
+      this.out.push(slab.subarray(this.slabStart, this.batchStart));
+      this.outBytes += this.batchStart - this.slabStart;
+    }
+    this.slabStart = hs;
+    this.slabPos = writeCrc(slab, end, crc32cRange(slab, hs, end));
+    this.batchStart = -1;
+  }
+
   /** Makes room for `need` contiguous bytes in the slab. */
   private ensure(need: number): void {
     if (this.slab.length - this.slabPos >= need) return;
@@ -320,8 +427,9 @@ export class FrameWriter {
     this.slabPos = 0;
   }
 
-  /** Moves the encoded-but-unbatched slab region into the batch. */
+  /** Moves the encoded slab region into the list handed to the transport. */
   private cut(): void {
+    this.closeBatch();
     if (this.slabPos > this.slabStart) {
       this.out.push(this.slab.subarray(this.slabStart, this.slabPos));
       this.outBytes += this.slabPos - this.slabStart;

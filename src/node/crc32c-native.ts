@@ -1,5 +1,5 @@
 import { createRequire } from "node:module";
-import { crc32cJs, setCrc32cImplementation } from "../codec/crc32c.ts";
+import { setCrc32cImplementation } from "../codec/crc32c.ts";
 
 /** Below this size the JS table lookup beats the cost of a native call. */
 const NATIVE_MIN = 256;
@@ -14,11 +14,7 @@ export function installNativeCrc32c(): boolean {
     const mod = require("@node-rs/crc32") as { crc32c(input: Uint8Array, initial?: number): number };
     const probe = new TextEncoder().encode("123456789");
     if (mod.crc32c(probe) !== 0xe3069283) return false;
-    const native = mod.crc32c;
-    setCrc32cImplementation(
-      (data, initial = 0) => (data.length < NATIVE_MIN ? crc32cJs(data, initial) : native(data, initial)),
-      "@node-rs/crc32",
-    );
+    setCrc32cImplementation(mod.crc32c, "@node-rs/crc32", NATIVE_MIN);
     return true;
   } catch {
     return false;

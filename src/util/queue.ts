@@ -30,6 +30,12 @@ export class Queue<T> {
     return item;
   }
 
+  /** Calls `fn` on each item, in order. */
+  forEach(fn: (item: T) => void): void {
+    const mask = this.items.length - 1;
+    for (let i = 0; i < this.count; i++) fn(this.items[(this.head + i) & mask] as T);
+  }
+
   /** Removes every item and returns them in order. */
   drain(): T[] {
     const out: T[] = [];

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { createRequire } from "node:module";
 import { describe, it } from "node:test";
-import { crc32c, crc32cImplementation, crc32cJs } from "../../src/codec/crc32c.ts";
+import { crc32c, crc32cImplementation, crc32cJs, crc32cRange } from "../../src/codec/crc32c.ts";
 import { installNativeCrc32c } from "../../src/node/crc32c-native.ts";
 
 // RFC 3720 appendix B.4 and the common check value.
@@ -25,6 +25,7 @@ describe("CRC32C", () => {
     ["pure JS (slicing-by-8)", crc32cJs],
     ["native @node-rs/crc32", (d, i) => native.crc32c(d, i)],
     ["registered (native above 256 B)", crc32c],
+    ["registered, by range", (d, i) => crc32cRange(new Uint8Array([9, ...d, 9]), 1, d.length + 1, i)],
   ];
   for (const [name, fn] of impls) {
     it(`${name} matches the standard vectors`, () => {

@@ -87,6 +87,37 @@ describe("FrameDecoder", () => {
     assert.deepEqual(frames[0], { type: FrameType.MSG, flags: 3, id: 1, payload: new TextEncoder().encode("hi") });
   });
 
+  it("unpacks a BATCH: several frames under one CRC, emitted in order", () => {
+    const inner = concat([
+      encodeFrame(FrameType.MSG, 3, 1, new TextEncoder().encode("a"), false),
+      encodeFrame(FrameType.MSG, 3, 3, new TextEncoder().encode("bc"), false),
+      encodeFrame(FrameType.CREDIT, 0, 0, hex("8008"), false),
+    ]);
+    const { d, frames } = collect();
+    d.push(concat([PREFACE, encodeFrame(FrameType.BATCH, 0, 0, inner)]));
+    assert.deepEqual(
+      frames.map((f) => [f.type, f.id, Buffer.from(f.payload).toString("hex")]),
+      [
+        [FrameType.MSG, 1, "61"],
+        [FrameType.MSG, 3, "6263"],
+        [FrameType.CREDIT, 0, "8008"],
+      ],
+    );
+  });
+
+  it("rejects BATCH misuse: nested BATCH, HELLO inside, truncated or overrunning inner frames, empty", () => {
+    const m = encodeFrame(FrameType.MSG, 3, 1, new Uint8Array(3), false);
+    rejects(encodeFrame(FrameType.BATCH, 0, 0, encodeFrame(FrameType.BATCH, 0, 0, m, false)), "ERR_PROTOCOL");
+    rejects(
+      encodeFrame(FrameType.BATCH, 0, 0, encodeFrame(FrameType.HELLO, 0, 0, new Uint8Array(0), false)),
+      "ERR_PROTOCOL",
+    );
+    rejects(encodeFrame(FrameType.BATCH, 0, 0, m.subarray(0, m.length - 1)), "ERR_PROTOCOL");
+    rejects(encodeFrame(FrameType.BATCH, 0, 0, hex("13")), "ERR_PROTOCOL");
+    rejects(encodeFrame(FrameType.BATCH, 0, 0, new Uint8Array(0)), "ERR_PROTOCOL");
+    rejects(encodeFrame(FrameType.BATCH, 0, 5, m), "ERR_PROTOCOL");
+  });
+
   it("decodes any split of any frame sequence identically (property)", () => {
     fc.assert(
       fc.property(
@@ -165,7 +196,7 @@ describe("FrameDecoder", () => {
   });
 
   it("rejects unknown frame types and flags it does not define", () => {
-    rejects(hex("80 00 00"), "ERR_PROTOCOL"); // type 8
+    rejects(hex("90 00 00"), "ERR_PROTOCOL"); // type 9
     rejects(hex("f3 01 00"), "ERR_PROTOCOL"); // type 15
     rejects(hex("17 01 00"), "ERR_PROTOCOL"); // MSG with flag 0x4
     rejects(hex("18 01 00"), "ERR_PROTOCOL"); // MSG with flag 0x8
