@@ -19,10 +19,11 @@ export interface FrameSink {
   /** The 6-byte preface was read. */
   onPreface(minVersion: number, maxVersion: number): void;
   /**
-   * A whole, checksum-verified frame. `payload` may be a view into the pushed
-   * chunk: it stays valid (nothing reuses it), but keeping it keeps the chunk.
+   * A whole, checksum-verified frame whose payload is `buf[start..end)`.
+   * `buf` may be the pushed chunk: it stays valid (nothing reuses it), but a
+   * view kept into it keeps the chunk alive.
    */
-  onFrame(type: number, flags: number, id: number, payload: Uint8Array): void;
+  onFrame(type: number, flags: number, id: number, buf: Uint8Array, start: number, end: number): void;
   /**
    * Optional: a frame whose payload spans several pushes is starting. Return a
    * view of exactly `length` bytes to receive the payload in place (saving a
@@ -125,7 +126,8 @@ export class FrameDecoder {
       const total = this.length + (this.checksum ? CRC_LENGTH : 0);
       if (end - pos >= total) {
         // Whole frame in this chunk: verify and hand out a view, no copy.
-        const payload = chunk.subarray(pos, pos + this.length);
+        const pstart = pos;
+        const pend = pos + this.length;
         if (this.checksum) {
           const crc = crc32cRange(chunk, hstart, pos + this.length);
           const t = pos + this.length;
@@ -133,8 +135,8 @@ export class FrameDecoder {
           if (crc !== want) throw this.checksumError();
         }
         pos += total;
-        if (this.type === FrameType.BATCH) this.unbatch(payload);
-        else this.sink.onFrame(this.type, this.flags, this.id, payload);
+        if (this.type === FrameType.BATCH) this.unbatch(chunk, pstart, pend);
+        else this.sink.onFrame(this.type, this.flags, this.id, chunk, pstart, pend);
       } else {
         if (this.checksum) this.runningCrc = crc32cRange(chunk, hstart, pos);
         this.beginBody();
@@ -146,7 +148,7 @@ export class FrameDecoder {
   private afterHeaderFromCarry(): void {
     if (this.checksum) this.runningCrc = crc32cRange(this.carry, 0, this.headLen);
     if (this.length === 0 && !this.checksum) {
-      this.sink.onFrame(this.type, this.flags, this.id, new Uint8Array(0));
+      this.sink.onFrame(this.type, this.flags, this.id, this.carry, 0, 0);
       return;
     }
     this.beginBody();
@@ -187,8 +189,8 @@ export class FrameDecoder {
     this.state = State.Header;
     const body = this.body;
     this.body = new Uint8Array(0);
-    if (this.type === FrameType.BATCH) this.unbatch(body);
-    else this.sink.onFrame(this.type, this.flags, this.id, body);
+    if (this.type === FrameType.BATCH) this.unbatch(body, 0, body.length);
+    else this.sink.onFrame(this.type, this.flags, this.id, body, 0, body.length);
     return pos;
   }
 
@@ -196,10 +198,9 @@ export class FrameDecoder {
    * Emits the frames inside a BATCH payload: complete frames without CRC
    * trailers (the BATCH's own trailer covered them), never HELLO or BATCH.
    */
-  private unbatch(p: Uint8Array): void {
-    const end = p.length;
-    if (end === 0) throw new PointSubError("ERR_PROTOCOL", "empty BATCH");
-    let pos = 0;
+  private unbatch(p: Uint8Array, from: number, end: number): void {
+    if (end === from) throw new PointSubError("ERR_PROTOCOL", "empty BATCH");
+    let pos = from;
     while (pos < end) {
       const used = this.parseHead(p, pos, end);
       if (used === 0) throw new PointSubError("ERR_PROTOCOL", "truncated frame header inside BATCH");
@@ -210,7 +211,7 @@ export class FrameDecoder {
       const start = pos + used;
       pos = start + this.length;
       if (pos > end) throw new PointSubError("ERR_PROTOCOL", "frame runs past the end of its BATCH");
-      this.sink.onFrame(type, this.flags, this.id, p.subarray(start, pos));
+      this.sink.onFrame(type, this.flags, this.id, p, start, pos);
     }
   }
 

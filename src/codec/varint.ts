@@ -6,6 +6,10 @@
 
 /** Number of bytes `value` takes as a varint. */
 export function varintLength(value: number): number {
+  if (value < 0x80) return 1;
+  if (value < 0x4000) return 2;
+  if (value < 0x200000) return 3;
+  if (value < 0x10000000) return 4;
   let n = 1;
   while (value >= 0x80) {
     value = Math.floor(value / 128);
@@ -16,6 +20,18 @@ export function varintLength(value: number): number {
 
 /** Writes `value` at `offset`; returns the offset after it. */
 export function writeVarint(target: Uint8Array, offset: number, value: number): number {
+  if (value < 0x80) {
+    target[offset] = value;
+    return offset + 1;
+  }
+  if (value < 0x80000000) {
+    while (value >= 0x80) {
+      target[offset++] = (value & 0x7f) | 0x80;
+      value >>>= 7;
+    }
+    target[offset] = value;
+    return offset + 1;
+  }
   while (value >= 0x80) {
     target[offset++] = (value & 0x7f) | 0x80;
     value = Math.floor(value / 128);

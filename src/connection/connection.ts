@@ -181,6 +181,8 @@ export interface ConnectionInit {
   initiator: boolean;
   /** Routes shared by all sessions of a server, looked up after the connection's own. */
   sharedRoutes?: ReadonlyMap<string, Handler>;
+  /** Called for every one-way message before the connection's own 'message' event (a server's dispatch). */
+  onMessage?: (msg: Message, conn: Connection) => void;
   /** Test hook: first stream id to allocate. */
   firstStreamId?: number;
 }
@@ -205,6 +207,13 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   private readonly closeTimeoutMs: number;
   private readonly keepAliveMs: number;
   private readonly initiator: boolean;
+  /** Low bit of the stream ids this side allocates. */
+  private readonly myParity: number;
+  /** Unacknowledged bytes at which connection credit is returned. */
+  private readonly creditThreshold: number;
+  /** Largest one-way message sent as one frame (from the peer's settings). */
+  private msgSingleMax = 0;
+  private readonly onMessageHook: ((msg: Message, conn: Connection) => void) | undefined;
   private readonly routes = new Map<string, Handler>();
   private readonly sharedRoutes: ReadonlyMap<string, Handler> | undefined;
   private readonly decoderImpl: FrameDecoder;
@@ -251,10 +260,13 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.localUrl = transport.localUrl;
     this.remoteUrl = transport.remoteUrl;
     this.local = resolveSettings(options);
+    this.creditThreshold = this.local.connectionWindow >>> 2;
     this.requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
     this.closeTimeoutMs = options.closeTimeoutMs ?? 5_000;
     this.keepAliveMs = options.keepAliveMs ?? 30_000;
     this.initiator = init.initiator;
+    this.myParity = init.initiator ? 1 : 0;
+    this.onMessageHook = init.onMessage;
     this.sharedRoutes = init.sharedRoutes;
     this.nextId = init.firstStreamId ?? (init.initiator ? 1 : 2);
     this.ready = this.readyD.promise;
@@ -319,7 +331,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     if (tooLarge !== undefined) return handledRejection(tooLarge);
     this.stats_.sent(data.length);
     const id = this.allocId();
-    if (data.length <= this.singleLimit(0)) {
+    if (data.length <= this.msgSingleMax) {
       if (this.writer.trySendNow(FrameType.MSG, id, EMPTY, data)) return RESOLVED;
       const q = this.enqueueOut(FrameType.MSG, id, EMPTY, data, true);
       q.catch(noop);
@@ -697,31 +709,31 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   }
 
   /** @internal FrameSink */
-  onFrame(type: number, flags: number, id: number, payload: Uint8Array): void {
+  onFrame(type: number, flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
     if (this.state_ === "closed") return;
     this.framesIn++;
     if (!this.helloReceived) {
       if (type !== FrameType.HELLO) throw new PointSubError("ERR_PROTOCOL", "first frame is not HELLO");
-      this.onHello(payload);
+      this.onHello(buf.subarray(start, end));
       return;
     }
     switch (type) {
       case FrameType.MSG:
       case FrameType.REQ:
       case FrameType.RES:
-        this.onDataFrame(type, flags, id, payload);
+        this.onDataFrame(type, flags, id, buf, start, end);
         return;
       case FrameType.CANCEL:
-        this.onCancel(id, payload);
+        this.onCancel(id, buf.subarray(start, end));
         return;
       case FrameType.CREDIT:
-        this.onCredit(id, payload);
+        this.onCredit(id, buf.subarray(start, end));
         return;
       case FrameType.PING:
-        this.onPing(flags, payload);
+        this.onPing(flags, buf.subarray(start, end));
         return;
       case FrameType.GOAWAY:
-        this.onGoAway(payload);
+        this.onGoAway(buf.subarray(start, end));
         return;
       default:
         throw new PointSubError("ERR_PROTOCOL", "HELLO after the handshake");
@@ -736,6 +748,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.writer.checksum = checksum;
     this.writer.batching = checksum;
     this.writer.batchMax = Math.min(this.peer.maxFrameSize, BATCH_MAX);
+    this.msgSingleMax = this.singleLimit(0);
     this.writer.connCredit = this.peer.connectionWindow;
     this.helloReceived = true;
     if (this.state_ === "handshaking") this.state_ = "open";
@@ -746,20 +759,32 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   }
 
   private isMine(id: number): boolean {
-    return (id & 1) === (this.initiator ? 1 : 0);
+    return (id & 1) === this.myParity;
   }
 
-  private onDataFrame(type: number, flags: number, id: number, payload: Uint8Array): void {
-    const len = payload.length;
+  private onDataFrame(type: number, flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
+    const len = end - start;
     this.recvUsed += len;
     if (this.recvUsed > this.local.connectionWindow) {
       throw new PointSubError("ERR_FLOW_CONTROL", "peer exceeded the connection window");
     }
     this.recvUnacked += len;
-    if (this.recvUnacked >= this.local.connectionWindow >>> 2) {
+    if (this.recvUnacked >= this.creditThreshold) {
       this.sendCredit(0, this.recvUnacked);
       this.recvUsed -= this.recvUnacked;
       this.recvUnacked = 0;
+    }
+    if (type === FrameType.MSG && flags === (Flag.START | Flag.END)) {
+      // Fast path: a whole one-way message in one frame.
+      if ((id & 1) === this.myParity)
+        throw new PointSubError("ERR_PROTOCOL", `MSG on stream ${id} has this side's parity`);
+      if (this.assemblies.size !== 0 && this.assemblies.has(id)) {
+        throw new PointSubError("ERR_PROTOCOL", `stream ${id} started twice`);
+      }
+      if (len > this.local.maxMessageSize) this.checkIncomingSize(len);
+      this.stats_.received(len);
+      this.deliverMessage(buf.subarray(start, end));
+      return;
     }
     if ((type === FrameType.RES) !== this.isMine(id)) {
       throw new PointSubError(
@@ -767,19 +792,18 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
         `stream id ${id} has the wrong parity for ${type === FrameType.RES ? "RES" : "MSG/REQ"}`,
       );
     }
-    if ((flags & Flag.START) !== 0) this.onStart(type, flags, id, payload);
-    else this.onContinuation(type, flags, id, payload);
+    if ((flags & Flag.START) !== 0) this.onStart(type, flags, id, buf, start, end);
+    else this.onContinuation(type, flags, id, buf, start, end);
   }
 
-  private onStart(type: number, flags: number, id: number, payload: Uint8Array): void {
+  private onStart(type: number, flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
     if (this.assemblies.has(id)) throw new PointSubError("ERR_PROTOCOL", `stream ${id} started twice`);
     const single = (flags & Flag.END) !== 0;
     const v = this.v;
-    let p = 0;
+    let p = start;
     let total = -1;
     if (!single) {
-      if (readVarint(payload, 0, payload.length, 8, v) !== 1)
-        throw new PointSubError("ERR_PROTOCOL", "bad message length");
+      if (readVarint(buf, p, end, 8, v) !== 1) throw new PointSubError("ERR_PROTOCOL", "bad message length");
       total = v.value;
       p = v.next;
       this.checkIncomingSize(total);
@@ -788,32 +812,32 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     let status = Status.OK as number;
     let call: PendingCall | undefined;
     if (type === FrameType.REQ) {
-      if (readVarint(payload, p, payload.length, 2, v) !== 1 || v.value === 0 || v.value > MAX_ROUTE) {
+      if (readVarint(buf, p, end, 2, v) !== 1 || v.value === 0 || v.value > MAX_ROUTE) {
         throw new PointSubError("ERR_PROTOCOL", "bad route length");
       }
-      const end = v.next + v.value;
-      if (end > payload.length) throw new PointSubError("ERR_PROTOCOL", "route runs past the frame");
-      route = this.decodeRoute(payload, v.next, end);
-      p = end;
+      const routeEnd = v.next + v.value;
+      if (routeEnd > end) throw new PointSubError("ERR_PROTOCOL", "route runs past the frame");
+      route = this.decodeRoute(buf, v.next, routeEnd);
+      p = routeEnd;
       if (++this.openRequests > this.local.maxConcurrentRequests) {
         throw new PointSubError("ERR_TOO_MANY_REQUESTS", "peer exceeded maxConcurrentRequests");
       }
     } else if (type === FrameType.RES) {
       call = this.pending.get(id);
       if (call === undefined) throw new PointSubError("ERR_PROTOCOL", `response for unknown request ${id}`);
-      if (p >= payload.length) throw new PointSubError("ERR_PROTOCOL", "response without status");
-      status = payload[p++];
+      if (p >= end) throw new PointSubError("ERR_PROTOCOL", "response without status");
+      status = buf[p++];
       if (status !== Status.OK && status !== Status.ERROR)
         throw new PointSubError("ERR_PROTOCOL", `bad status ${status}`);
       if (status === Status.ERROR) {
         if (!single) throw new PointSubError("ERR_PROTOCOL", "error response must be one frame");
-        const err = this.decodeErrorBody(payload, p);
+        const err = this.decodeErrorBody(buf.subarray(p, end), 0);
         this.finishCall(call);
         this.settle(call, undefined, err);
         return;
       }
     }
-    const data = payload.subarray(p);
+    const data = buf.subarray(p, end);
     if (single) {
       this.checkIncomingSize(data.length);
       this.deliver(type, id, route, data, call);
@@ -827,42 +851,42 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       }
       this.assemblyBytes += total;
     }
-    let buf: Uint8Array | null = null;
+    let target: Uint8Array | null = null;
     if (!discard) {
       try {
-        buf = new Uint8Array(total);
+        target = new Uint8Array(total);
       } catch (cause) {
         throw new PointSubError("ERR_MESSAGE_TOO_LARGE", `cannot allocate ${total} bytes`, { cause });
       }
-      buf.set(data, 0);
+      target.set(data, 0);
     }
     const a: Assembly = {
       type,
       total,
-      buf,
+      buf: target,
       filled: data.length,
       route,
       status,
-      streamUsed: payload.length,
-      streamUnacked: payload.length,
+      streamUsed: end - start,
+      streamUnacked: end - start,
     };
     this.assemblies.set(id, a);
     this.streamCredit(id, a);
   }
 
-  private onContinuation(type: number, flags: number, id: number, payload: Uint8Array): void {
+  private onContinuation(type: number, flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
     const a = this.assemblies.get(id);
     if (a === undefined || a.type !== type)
       throw new PointSubError("ERR_PROTOCOL", `continuation of unknown stream ${id}`);
-    const len = payload.length;
+    const len = end - start;
     if (a.filled + len > a.total) throw new PointSubError("ERR_PROTOCOL", `stream ${id} overruns its declared length`);
     a.streamUsed += len;
     if (a.streamUsed > this.local.streamWindow)
       throw new PointSubError("ERR_FLOW_CONTROL", `peer exceeded the window of stream ${id}`);
     a.streamUnacked += len;
     if (a.buf !== null) {
-      const inPlace = payload.buffer === a.buf.buffer && payload.byteOffset === a.buf.byteOffset + a.filled;
-      if (!inPlace) a.buf.set(payload, a.filled);
+      const inPlace = buf.buffer === a.buf.buffer && buf.byteOffset + start === a.buf.byteOffset + a.filled;
+      if (!inPlace) a.buf.set(buf.subarray(start, end), a.filled);
     }
     a.filled += len;
     if ((flags & Flag.END) === 0) {
@@ -944,17 +968,23 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     return new PointSubError(code, message);
   }
 
+  private deliverMessage(data: Uint8Array): void {
+    const msg = new IncomingMessage(data);
+    try {
+      this.onMessageHook?.(msg, this);
+      this.emit("message", msg);
+    } catch (err) {
+      // A throwing listener is the application's bug: surface it, keep the connection.
+      queueMicrotask(() => {
+        throw err;
+      });
+    }
+  }
+
   private deliver(type: number, id: number, route: string, data: Uint8Array, call: PendingCall | undefined): void {
     this.stats_.received(data.length);
     if (type === FrameType.MSG) {
-      try {
-        this.emit("message", new IncomingMessage(data));
-      } catch (err) {
-        // A throwing listener is the application's bug: surface it, keep the connection.
-        queueMicrotask(() => {
-          throw err;
-        });
-      }
+      this.deliverMessage(data);
       return;
     }
     if (type === FrameType.RES) {
@@ -1031,6 +1061,11 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       return;
     }
     this.stats_.sent(data.length);
+    if (data.length <= this.msgSingleMax - 1 && this.writer.trySendNow(FrameType.RES, call.id, OK_HEAD, data)) {
+      this.serving.delete(call.id);
+      this.openRequests--;
+      return;
+    }
     this.writeBody(FrameType.RES, call.id, OK_HEAD, data, () => {
       this.serving.delete(call.id);
       this.openRequests--;

@@ -107,6 +107,10 @@ export class Server extends EventEmitter<ServerEvents> {
     await Promise.all([...listeners, ...sessions]);
   }
 
+  private readonly dispatchMessage = (msg: Message, session: Connection): void => {
+    this.emit("message", msg, session);
+  };
+
   private accept(transport: Transport): void {
     const max = this.options.maxConnections;
     if (this.closing || (max !== undefined && this.sessions_.size + this.connecting.size >= max)) {
@@ -121,9 +125,12 @@ export class Server extends EventEmitter<ServerEvents> {
       );
       return;
     }
-    const conn = new Connection(transport, this.options, { initiator: false, sharedRoutes: this.routes });
+    const conn = new Connection(transport, this.options, {
+      initiator: false,
+      sharedRoutes: this.routes,
+      onMessage: this.dispatchMessage,
+    });
     this.connecting.add(conn);
-    conn.on("message", (msg) => this.emit("message", msg, conn));
     conn.once("close", (error) => {
       this.connecting.delete(conn);
       if (this.sessions_.delete(conn)) {
