@@ -457,10 +457,14 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   close(): Promise<void> {
     if (this.closePromise !== undefined) return this.closePromise;
     if (this.state_ === "closed") return RESOLVED;
+    const handshaking = !this.helloReceived;
     this.state_ = "closing";
-    // GOAWAY may follow our HELLO even before the peer's HELLO arrived.
-    this.sendGoAway(0, "closing");
-    this.closePromise = this.drainAndEnd();
+    // Nothing but HELLO goes out before the peer's HELLO: while the handshake
+    // runs, GOAWAY waits for it (bounded by the handshake timeout).
+    if (!handshaking) this.sendGoAway(0, "closing");
+    this.closePromise = (handshaking ? this.ready.then(() => this.sendGoAway(0, "closing"), noop) : RESOLVED).then(() =>
+      this.drainAndEnd(),
+    );
     return this.closePromise;
   }
 
@@ -485,12 +489,12 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   }
 
   private checkSize(size: number): PointSubError | undefined {
-    if (size <= this.peer.maxMessageSize) return undefined;
+    if (size <= this.peer.maxMessageSize && (size <= this.msgSingleMax || size <= this.peer.maxAssemblyBytes)) {
+      return undefined;
+    }
     this.stats_.error("ERR_MESSAGE_TOO_LARGE");
-    return new PointSubError(
-      "ERR_MESSAGE_TOO_LARGE",
-      `message of ${size} bytes exceeds the peer's maxMessageSize of ${this.peer.maxMessageSize}`,
-    );
+    const limit = Math.min(this.peer.maxMessageSize, Math.max(this.peer.maxAssemblyBytes, this.msgSingleMax));
+    return new PointSubError("ERR_MESSAGE_TOO_LARGE", `message of ${size} bytes exceeds the peer's limit of ${limit}`);
   }
 
   /** Largest data size that goes out as one frame with a prefix of `headLen` bytes. */
@@ -750,6 +754,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.writer.batchMax = Math.min(this.peer.maxFrameSize, BATCH_MAX);
     this.msgSingleMax = this.singleLimit(0);
     this.writer.connCredit = this.peer.connectionWindow;
+    this.writer.assemblyBudget = this.peer.maxAssemblyBytes;
     this.helloReceived = true;
     if (this.state_ === "handshaking") this.state_ = "open";
     clearTimeout(this.handshakeTimer);

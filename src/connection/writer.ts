@@ -59,6 +59,10 @@ export class FrameWriter {
   batching = false;
   /** Largest BATCH payload: the peer's maxFrameSize, capped by the slab. */
   batchMax = MIN_FRAME_SIZE;
+  /** The peer's maxAssemblyBytes: declared totals of chunked messages open at once. */
+  assemblyBudget = Number.MAX_SAFE_INTEGER;
+  /** Totals of the chunked messages started and not yet ended. */
+  private assemblyOpen = 0;
   /** False after the transport asked us to wait for a drain. */
   writable = true;
   /** Frames and bytes handed to the transport. */
@@ -183,6 +187,8 @@ export class FrameWriter {
     if (i < 0) return "none";
     const [m] = this.bulk.splice(i, 1);
     m.reject?.(err);
+    if (m.started) this.assemblyOpen -= m.data.length;
+    this.pump();
     return m.started ? "started" : "queued";
   }
 
@@ -270,6 +276,8 @@ export class FrameWriter {
       const want = Math.min(m.chunk, prefix + remaining);
       const avail = Math.min(m.credit, this.connCredit);
       if (avail < want && avail < MIN_CHUNK) continue;
+      // Start a chunked message only when the peer's assembly budget has room.
+      if (!m.started && this.assemblyOpen + total > this.assemblyBudget) continue;
       const size = Math.min(want, avail);
       const dataBytes = size - prefix;
       if (dataBytes < 0) continue;
@@ -278,11 +286,13 @@ export class FrameWriter {
       const last = end === total;
       const flags = (m.started ? 0 : Flag.START) | (last ? Flag.END : 0);
       this.encode(m.type, flags, m.id, m.started ? -1 : total, m.started ? EMPTY : m.head, m.data, start, end);
+      if (!m.started) this.assemblyOpen += total;
       m.started = true;
       m.offset = end;
       m.credit -= size;
       this.connCredit -= size;
       if (last) {
+        this.assemblyOpen -= total;
         this.bulk.splice(idx, 1);
         this.rr = idx;
         m.resolve?.();

@@ -84,4 +84,25 @@ describe("interleaving", () => {
     await conn.close();
     await server.close();
   });
+
+  it("concurrent large messages wait for the peer's assembly budget instead of breaking the connection", async () => {
+    const server = createServer({ maxMessageSize: 100 * MiB, maxAssemblyBytes: 150 * MiB });
+    const sizes: number[] = [];
+    server.on("message", (m) => sizes.push(m.data.length));
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    await Promise.all([
+      conn.send(new Uint8Array(100 * MiB)),
+      conn.send(new Uint8Array(90 * MiB)),
+      conn.send(new Uint8Array(80 * MiB)),
+    ]);
+    while (sizes.length < 3) await new Promise((r) => setTimeout(r, 5));
+    assert.deepEqual(
+      sizes.sort((a, b) => a - b),
+      [80 * MiB, 90 * MiB, 100 * MiB],
+    );
+    assert.equal(conn.state, "open");
+    await conn.close();
+    await server.close();
+  });
 });
