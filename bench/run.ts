@@ -36,6 +36,7 @@ const { values } = parseArgs({
 const quick = values.quick === true;
 const IMPLS: Record<string, { file: string; args: string[] }> = {
   reference: { file: "impls/reference.ts", args: [] },
+  "reference-slab": { file: "impls/reference.ts", args: ["--slab"] },
   pointsub: { file: "impls/pointsub.ts", args: [] },
   "pointsub-unix": { file: "impls/pointsub.ts", args: ["--unix"] },
 };
@@ -47,7 +48,7 @@ const WORKLOADS: Record<Workload, WorkloadParams> = {
   hol: { count: 1, size: 64, inFlight: 1, largeSize: (quick ? 64 : 256) * MiB, pingEveryMs: 10 },
 };
 const reps = Number(values.reps ?? (quick ? 1 : 3));
-const impls = (values.impl ?? "reference,pointsub").split(",");
+const impls = (values.impl ?? "reference,reference-slab,pointsub").split(",");
 const workloads = (values.workload ?? Object.keys(WORKLOADS).join(",")).split(",") as Workload[];
 
 function lines(child: ReturnType<typeof spawn>): AsyncIterator<string> {
@@ -61,7 +62,7 @@ async function runOnce(impl: string, workload: Workload, params: WorkloadParams)
   const sl = lines(server);
   const first = await sl.next();
   const { url } = JSON.parse(first.value as string) as { url: string };
-  const client = spawn(process.execPath, [file, "client", url, workload, JSON.stringify(params)], {
+  const client = spawn(process.execPath, [file, "client", url, workload, JSON.stringify(params), ...def.args], {
     stdio: ["ignore", "pipe", "inherit"],
   });
   const timeout = setTimeout(() => {

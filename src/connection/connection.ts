@@ -71,7 +71,7 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 const MAX_ROUTE = 1024;
 /** Largest BATCH payload this side writes. */
-const BATCH_MAX = 60 * 1024;
+const BATCH_MAX = 16 * 1024;
 const MAX_ERROR_TEXT = 1024;
 
 class IncomingMessage implements Message {
