@@ -128,7 +128,7 @@ interface PendingCall {
   data: Uint8Array;
   resolve: (data: Uint8Array) => void;
   reject: (err: PointSubError) => void;
-  /** performance.now() after which the call times out; 0 = never. */
+  /** Date.now() after which the call times out; 0 = never. */
   deadline: number;
   timeoutMs: number;
   signal: AbortSignal | undefined;
@@ -396,7 +396,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
         data,
         resolve,
         reject,
-        deadline: timeoutMs > 0 ? performance.now() + timeoutMs : 0,
+        deadline: timeoutMs > 0 ? Date.now() + timeoutMs : 0,
         timeoutMs,
         signal,
         onAbort: undefined,
@@ -553,7 +553,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
 
   /** Writes a message body (REQ or RES) that the connection tracks itself. */
   private writeBody(type: number, id: number, head: Uint8Array, data: Uint8Array, onDone?: () => void): void {
-    if (data.length <= this.singleLimit(head.length)) {
+    if (head.length + data.length <= this.msgSingleMax) {
       if (this.writer.trySendNow(type, id, head, data)) {
         onDone?.();
         return;
@@ -612,18 +612,18 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     if (deadline >= this.deadlineAt) return;
     if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer);
     this.deadlineAt = deadline;
-    this.deadlineTimer = setTimeout(this.sweepDeadlines, Math.max(0, Math.ceil(deadline - performance.now())));
+    this.deadlineTimer = setTimeout(this.sweepDeadlines, Math.max(0, deadline - Date.now()));
   }
 
   private readonly sweepDeadlines = (): void => {
     this.deadlineTimer = undefined;
     this.deadlineAt = Number.POSITIVE_INFINITY;
-    const now = performance.now();
+    const now = Date.now();
     const expired: PendingCall[] = [];
     let next = Number.POSITIVE_INFINITY;
     const visit = (call: PendingCall) => {
       if (call.settled || call.deadline === 0) return;
-      if (call.deadline <= now + 1) expired.push(call);
+      if (call.deadline <= now) expired.push(call);
       else if (call.deadline < next) next = call.deadline;
     };
     for (const call of this.pending.values()) visit(call);
@@ -802,7 +802,8 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   }
 
   private onStart(type: number, flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
-    if (this.assemblies.has(id)) throw new PointSubError("ERR_PROTOCOL", `stream ${id} started twice`);
+    if (this.assemblies.size !== 0 && this.assemblies.has(id))
+      throw new PointSubError("ERR_PROTOCOL", `stream ${id} started twice`);
     const single = (flags & Flag.END) !== 0;
     const v = this.v;
     let p = start;

@@ -3,7 +3,6 @@ import { headerLength, writeCrc, writeHeader } from "../codec/encoder.ts";
 import { BATCH_RESERVE, CRC_LENGTH, Flag, FrameType, MIN_FRAME_SIZE } from "../codec/frame.ts";
 import { varintLength, writeVarint } from "../codec/varint.ts";
 import type { PointSubError } from "../errors/error.ts";
-import { defer } from "../util/defer.ts";
 import { Queue } from "../util/queue.ts";
 
 /** Payloads smaller than this are copied into the write slab; larger ones are written by reference. */
@@ -223,7 +222,7 @@ export class FrameWriter {
   private scheduleFlush(): void {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
-    defer(this.flushCb);
+    queueMicrotask(this.flushCb);
   }
 
   private pump(): void {
