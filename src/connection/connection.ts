@@ -56,6 +56,7 @@ export type ConnectionState = "handshaking" | "open" | "closing" | "closed";
 const EMPTY = new Uint8Array(0);
 const RESOLVED: Promise<void> = Promise.resolve();
 const noop = () => {};
+const NO_OPTIONS: RequestOptions = Object.freeze({});
 
 /**
  * A rejected promise that does not count as unhandled: `send` may be used
@@ -367,7 +368,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
    * with ERR_TIMEOUT, ERR_CANCELLED, ERR_NO_ROUTE, ERR_HANDLER,
    * ERR_MESSAGE_TOO_LARGE, ERR_CONNECTION_CLOSED...
    */
-  request(route: string, payload: Payload = EMPTY, options: RequestOptions = {}): Promise<Uint8Array> {
+  request(route: string, payload: Payload = EMPTY, options: RequestOptions = NO_OPTIONS): Promise<Uint8Array> {
     if (this.state_ !== "open") return Promise.reject(this.unusableError());
     let data: Uint8Array;
     let head: Uint8Array;

@@ -17,7 +17,10 @@ export function pattern(size: number, seed = 1): Uint8Array {
 
 /** SHA-256 of the bytes, hex. */
 export function sha256(data: Uint8Array): string {
-  return createHash("sha256").update(data).digest("hex");
+  const h = createHash("sha256");
+  // node:crypto refuses single updates over 2 GiB.
+  for (let off = 0; off < data.length; off += 1 << 30) h.update(data.subarray(off, off + (1 << 30)));
+  return h.digest("hex");
 }
 
 export const KiB = 1024;

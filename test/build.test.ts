@@ -1,0 +1,39 @@
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+
+const root = new URL("..", import.meta.url).pathname;
+
+describe("published build", () => {
+  // Inside the project, so the build resolves its dependencies from node_modules.
+  const out = mkdtempSync(join(root, ".build-test-"));
+  after(() => rmSync(out, { recursive: true, force: true }));
+
+  it("tsc emits ESM .js and .d.ts that work as the package entry point", async () => {
+    execFileSync(
+      process.execPath,
+      [join(root, "node_modules/typescript/bin/tsc"), "-p", join(root, "tsconfig.json"), "--outDir", out],
+      {
+        stdio: "pipe",
+      },
+    );
+    const dts = readFileSync(join(out, "index.d.ts"), "utf8");
+    for (const name of ["createServer", "connect", "PointSubError", "Connection", "Server"])
+      assert.match(dts, new RegExp(name));
+    assert.doesNotMatch(readFileSync(join(out, "index.js"), "utf8"), /\.ts"/, "relative imports rewritten to .js");
+    const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
+    assert.equal(pkg.type, "module");
+    assert.equal(pkg.exports["."].types, "./dist/index.d.ts");
+    assert.equal(pkg.sideEffects, false);
+    const mod = (await import(join(out, "index.js"))) as typeof import("../src/index.ts");
+    const server = mod.createServer();
+    server.handle("/echo/1.0.0", (req) => req.data);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await mod.connect(url);
+    assert.equal(new TextDecoder().decode(await conn.request("/echo/1.0.0", "built")), "built");
+    await conn.close();
+    await server.close();
+  });
+});

@@ -1,0 +1,48 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { connect, createServer } from "../../src/index.ts";
+import { testCerts } from "../helpers/certs.ts";
+
+describe("TLS verification", () => {
+  it("the client verifies the server: right CA connects, another CA or none is refused", async () => {
+    const c = await testCerts();
+    const server = createServer({ tls: { cert: c.serverCert, key: c.serverKey } });
+    server.handle("/who/1.0.0", () => "server");
+    const [url] = await server.listen("tls://127.0.0.1:0");
+    const ok = await connect(url, { tls: { ca: c.ca } });
+    assert.equal(new TextDecoder().decode(await ok.request("/who/1.0.0")), "server");
+    await ok.close();
+    await assert.rejects(connect(url, { tls: { ca: c.otherCa } }), { code: "ERR_CONNECT" });
+    await assert.rejects(connect(url), { code: "ERR_CONNECT" });
+    // By host name too: the certificate names localhost.
+    const byName = await connect(url.replace("127.0.0.1", "localhost"), { tls: { ca: c.ca } });
+    await byName.close();
+    await server.close();
+  });
+
+  it("mutual TLS: the server refuses clients without a certificate from its CA", async () => {
+    const c = await testCerts();
+    const server = createServer({ tls: { cert: c.serverCert, key: c.serverKey, ca: c.ca, requestCert: true } });
+    server.handle("/who/1.0.0", () => "hello, verified client");
+    const [url] = await server.listen("tls://127.0.0.1:0");
+    const good = await connect(url, { tls: { ca: c.ca, cert: c.clientCert, key: c.clientKey } });
+    assert.equal(new TextDecoder().decode(await good.request("/who/1.0.0")), "hello, verified client");
+    await good.close();
+    // Without a client certificate the server ends the TLS session; the client
+    // sees the connect or the handshake fail, never a working connection.
+    await assert.rejects(
+      (async () => {
+        const conn = await connect(url, { tls: { ca: c.ca }, connectTimeoutMs: 3000 });
+        await conn.request("/who/1.0.0");
+      })(),
+      (e: unknown) => ["ERR_CONNECT", "ERR_CONNECTION_CLOSED", "ERR_TIMEOUT"].includes((e as { code: string }).code),
+    );
+    assert.equal(server.sessions.size, 0);
+    await server.close();
+  });
+
+  it("listening on tls:// without a certificate is a clear error", async () => {
+    const server = createServer();
+    await assert.rejects(server.listen("tls://127.0.0.1:0"), { code: "ERR_INVALID_ARGUMENT" });
+  });
+});
