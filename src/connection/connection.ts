@@ -85,26 +85,23 @@ class IncomingMessage implements Message {
   }
 }
 
-class IncomingRequestImpl extends IncomingMessage implements IncomingRequest {
-  readonly route: string;
-  constructor(route: string, data: Uint8Array) {
-    super(data);
-    this.route = route;
-  }
-}
-
 /** Server-side state of one request being handled; also the handler's context. */
-class ServerCall implements RequestContext {
+class ServerCall implements RequestContext, IncomingRequest {
   readonly session: Connection;
   readonly route: string;
   readonly id: number;
+  readonly data: Uint8Array;
   done = false;
   private ac: AbortController | undefined;
   private abortReason: PointSubError | undefined;
-  constructor(session: Connection, route: string, id: number) {
+  constructor(session: Connection, route: string, id: number, data: Uint8Array) {
     this.session = session;
     this.route = route;
     this.id = id;
+    this.data = data;
+  }
+  text(): string {
+    return decoder.decode(this.data);
   }
   /** Created on first use: most handlers never look. */
   get signal(): AbortSignal {
@@ -1010,11 +1007,11 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       this.respondError(id, new PointSubError("ERR_NO_ROUTE", `no handler for route ${route}`));
       return;
     }
-    const call = new ServerCall(this, route, id);
-    this.serving.set(id, call);
+    // One object is both the request and its context: one allocation per call.
+    const call = new ServerCall(this, route, id, data);
     let result: HandlerResult | Promise<HandlerResult>;
     try {
-      result = handler(new IncomingRequestImpl(route, data), call);
+      result = handler(call, call);
     } catch (err) {
       this.finishHandler(call, undefined, err, true);
       return;
@@ -1024,6 +1021,8 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       typeof result === "object" &&
       typeof (result as Promise<HandlerResult>).then === "function"
     ) {
+      // Only a call still running can be cancelled: track it from here.
+      this.serving.set(id, call);
       (result as Promise<HandlerResult>).then(
         (value) => this.finishHandler(call, value, undefined, false),
         (err) => this.finishHandler(call, undefined, err, true),
@@ -1073,6 +1072,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       this.openRequests--;
       return;
     }
+    this.serving.set(call.id, call);
     this.writeBody(FrameType.RES, call.id, OK_HEAD, data, () => {
       this.serving.delete(call.id);
       this.openRequests--;

@@ -10,7 +10,7 @@ const COPY_THRESHOLD = 16 * 1024;
 /** Slab size for encoding headers and small frames. */
 const SLAB_SIZE = 64 * 1024;
 /** Flush as soon as this many bytes are batched. */
-const FLUSH_BYTES = 64 * 1024;
+const FLUSH_BYTES = 16 * 1024;
 /** A chunk smaller than this is not sent while more credit may come (avoids slivers). */
 const MIN_CHUNK = 16 * 1024;
 
