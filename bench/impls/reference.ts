@@ -13,8 +13,8 @@
  * (answered as 2 with the u32 count), 4 sink request (answered as 2, empty).
  */
 import net from "node:net";
-import { clientArgs, report, serveRole } from "../lib/role.ts";
-import { latencySummary } from "../lib/stats.ts";
+import { clientArgs, serveRole } from "../lib/role.ts";
+import { runWorkload } from "../lib/workload.ts";
 
 type OnMessage = (kind: number, payload: Buffer) => void;
 
@@ -201,11 +201,14 @@ async function client(): Promise<void> {
   await new Promise<void>((r) => socket.once("connect", () => r()));
   const w = makeWriter(socket);
   // Responses come back in order: a FIFO of resolvers.
-  const waiting: ((b: Buffer) => void)[] = [];
+  let waiting: ((b: Buffer) => void)[] = [];
   let head = 0;
   const p = new Parser((_kind, payload) => {
-    const r = waiting[head];
-    waiting[head++] = undefined as unknown as (b: Buffer) => void;
+    const r = waiting[head++];
+    if (head === waiting.length) {
+      waiting = [];
+      head = 0;
+    }
     r(payload);
   });
   socket.on("data", (c: Buffer) => p.push(c));
@@ -214,70 +217,20 @@ async function client(): Promise<void> {
       waiting.push(resolve);
       w.send(kind, payload);
     });
-  const msg = Buffer.alloc(params.size, 7);
-  // Every workload first runs a fifth of its count unmeasured (JIT warm-up), as pointsub does.
-  const warm = Math.max(1, Math.floor(params.count / 5));
-  let flooded = 0;
-  const flood = async (n: number) => {
-    for (let i = 0; i < n; i++) {
-      if (!w.send(0, msg)) await w.drained();
-    }
-    flooded += n;
-    const counted = (await call(3, EMPTY)).readUInt32BE(0);
-    if (counted !== flooded) throw new Error(`server counted ${counted} of ${flooded}`);
-  };
-  const rpc = async (n: number, inFlight: number, lat: Float64Array | undefined) => {
-    let next = 0;
-    const worker = async () => {
-      while (next < n) {
-        const i = next++;
-        const t = performance.now();
-        await call(1, msg);
-        if (lat !== undefined) lat[i] = (performance.now() - t) * 1000;
-      }
-    };
-    await Promise.all(Array.from({ length: inFlight }, worker));
-  };
-  if (workload === "flood") {
-    await flood(warm);
-    const t0 = performance.now();
-    await flood(params.count);
-    const s = (performance.now() - t0) / 1000;
-    report({ rate: params.count / s, seconds: s });
-  } else if (workload === "rpc-seq" || workload === "rpc-pipe") {
-    const inFlight = workload === "rpc-seq" ? 1 : params.inFlight;
-    await rpc(warm, inFlight, undefined);
-    const lat = new Float64Array(params.count);
-    const t0 = performance.now();
-    await rpc(params.count, inFlight, lat);
-    const s = (performance.now() - t0) / 1000;
-    report({ rate: params.count / s, latencyUs: latencySummary(lat), seconds: s });
-  } else if (workload === "large" || workload === "hol") {
-    const big = Buffer.alloc(params.largeSize, 3);
-    const lat: number[] = [];
-    const t0 = performance.now();
-    let done = false;
-    const sink = call(4, big).then(() => {
-      done = true;
-    });
-    if (workload === "hol") {
-      while (!done) {
-        await new Promise((r) => setTimeout(r, params.pingEveryMs));
-        if (done) break;
-        const t = performance.now();
-        void call(1, msg).then(() => lat.push((performance.now() - t) * 1000));
-      }
-    }
-    await sink;
-    const s = (performance.now() - t0) / 1000;
-    await new Promise((r) => setTimeout(r, 50));
-    report({
-      mbps: params.largeSize / 1e6 / s,
-      seconds: s,
-      ...(workload === "hol" ? { latencyUs: latencySummary(Float64Array.from(lat)), pings: lat.length } : {}),
-    });
-  }
-  socket.destroy();
+  await runWorkload(
+    {
+      send: (msg) => w.send(0, msg),
+      drained: () => w.drained(),
+      count: async () => (await call(3, EMPTY)).readUInt32BE(0),
+      echo: (msg) => call(1, msg),
+      sink: (big) => call(4, big),
+      close: () => {
+        socket.destroy();
+      },
+    },
+    workload,
+    params,
+  );
 }
 
 if (process.argv[2] === "server") await server();

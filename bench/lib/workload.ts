@@ -1,0 +1,89 @@
+/**
+ * The client side of every workload, written once: an implementation only
+ * supplies a {@link BenchClient}. Every flood/rpc run first performs a fifth
+ * of its count unmeasured (JIT warm-up).
+ */
+import { report, type Workload, type WorkloadParams } from "./role.ts";
+import { latencySummary } from "./stats.ts";
+
+/** What an implementation offers the workloads. */
+export interface BenchClient {
+  /** Sends a one-way message; false means "await drained() before sending more". */
+  send(msg: Uint8Array): boolean;
+  drained(): Promise<void>;
+  /** Asks the server how many one-way messages it received on this connection. */
+  count(): Promise<number>;
+  /** A request answered with the same bytes. */
+  echo(msg: Uint8Array): Promise<unknown>;
+  /** A request carrying `big`, answered with an empty response once received whole. */
+  sink(big: Uint8Array): Promise<unknown>;
+  close(): Promise<void> | void;
+}
+
+/** Runs `workload` against `client` and prints the result line. */
+export async function runWorkload(client: BenchClient, workload: Workload, params: WorkloadParams): Promise<void> {
+  const msg = new Uint8Array(params.size).fill(7);
+  const warm = Math.max(1, Math.floor(params.count / 5));
+  let flooded = 0;
+  const flood = async (n: number) => {
+    for (let i = 0; i < n; i++) {
+      if (!client.send(msg)) await client.drained();
+    }
+    flooded += n;
+    const counted = await client.count();
+    if (counted !== flooded) throw new Error(`server counted ${counted} of ${flooded}`);
+  };
+  const rpc = async (n: number, inFlight: number, lat: Float64Array | undefined) => {
+    let next = 0;
+    const worker = async () => {
+      while (next < n) {
+        const i = next++;
+        const t = performance.now();
+        await client.echo(msg);
+        if (lat !== undefined) lat[i] = (performance.now() - t) * 1000;
+      }
+    };
+    await Promise.all(Array.from({ length: inFlight }, worker));
+  };
+  if (workload === "flood") {
+    await flood(warm);
+    const t0 = performance.now();
+    await flood(params.count);
+    const s = (performance.now() - t0) / 1000;
+    report({ rate: params.count / s, seconds: s });
+  } else if (workload === "rpc-seq" || workload === "rpc-pipe") {
+    const inFlight = workload === "rpc-seq" ? 1 : params.inFlight;
+    await rpc(warm, inFlight, undefined);
+    const lat = new Float64Array(params.count);
+    const t0 = performance.now();
+    await rpc(params.count, inFlight, lat);
+    const s = (performance.now() - t0) / 1000;
+    report({ rate: params.count / s, latencyUs: latencySummary(lat), seconds: s });
+  } else {
+    const big = new Uint8Array(params.largeSize).fill(3);
+    const lat: number[] = [];
+    let done = false;
+    const t0 = performance.now();
+    const sink = client.sink(big).then(() => {
+      done = true;
+    });
+    if (workload === "hol") {
+      while (!done) {
+        await new Promise((r) => setTimeout(r, params.pingEveryMs));
+        if (done) break;
+        const t = performance.now();
+        void client.echo(msg).then(() => lat.push((performance.now() - t) * 1000));
+      }
+    }
+    await sink;
+    const s = (performance.now() - t0) / 1000;
+    // Let pings already sent come back before summarising.
+    await new Promise((r) => setTimeout(r, 50));
+    report({
+      mbps: params.largeSize / 1e6 / s,
+      seconds: s,
+      ...(workload === "hol" ? { latencyUs: latencySummary(Float64Array.from(lat)), pings: lat.length } : {}),
+    });
+  }
+  await client.close();
+}
