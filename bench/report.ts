@@ -6,6 +6,8 @@ export interface Row {
   workload: Workload;
   params: WorkloadParams;
   runs: (ClientResult & { serverPeakRss: number })[];
+  /** Why the implementation did not run this workload. */
+  note?: string;
 }
 
 export interface Machine {
@@ -104,7 +106,8 @@ export function renderReport(machine: Machine, rows: Row[]): string {
     out.push(`| implementation | ${c.metrics.map((m) => m[0]).join(" | ")} |`);
     out.push(`| --- | ${c.metrics.map(() => "---").join(" | ")} |`);
     for (const r of wrows) {
-      out.push(`| ${r.impl} | ${c.metrics.map(([, f, d, s]) => cell(med(r, f), d, s)).join(" | ")} |`);
+      if (r.note !== undefined) out.push(`| ${r.impl} | not run: ${r.note} |${" |".repeat(c.metrics.length - 1)}`);
+      else out.push(`| ${r.impl} | ${c.metrics.map(([, f, d, s]) => cell(med(r, f), d, s)).join(" | ")} |`);
     }
     out.push("");
   }

@@ -9,7 +9,7 @@
  *   npm run bench -- --impl pointsub,reference --workload flood,hol --reps 5
  */
 import { spawn } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
@@ -34,11 +34,32 @@ const { values } = parseArgs({
 });
 
 const quick = values.quick === true;
-const IMPLS: Record<string, { file: string; args: string[] }> = {
+interface Impl {
+  file: string;
+  args: string[];
+  /** Workloads it cannot run, with the reason shown in the report. */
+  skip?: Partial<Record<Workload, string>>;
+  /** An executable it needs on PATH (a server the harness starts). */
+  needs?: string;
+}
+const IMPLS: Record<string, Impl> = {
   reference: { file: "impls/reference.ts", args: [] },
   "reference-slab": { file: "impls/reference.ts", args: ["--slab"] },
   pointsub: { file: "impls/pointsub.ts", args: [] },
   "pointsub-unix": { file: "impls/pointsub.ts", args: ["--unix"] },
+  ws: { file: "impls/ws.ts", args: [] },
+  "socket.io": { file: "impls/socketio.ts", args: [] },
+  grpc: { file: "impls/grpc.ts", args: [] },
+  zeromq: { file: "impls/zeromq.ts", args: [] },
+  nats: {
+    file: "impls/nats.ts",
+    args: [],
+    skip: {
+      large: "nats-server caps max_payload at 64 MiB",
+      hol: "nats-server caps max_payload at 64 MiB",
+    },
+    needs: "nats-server",
+  },
 };
 const WORKLOADS: Record<Workload, WorkloadParams> = {
   flood: { count: quick ? 200_000 : 1_000_000, size: 64, inFlight: 1, largeSize: 0, pingEveryMs: 0 },
@@ -48,8 +69,12 @@ const WORKLOADS: Record<Workload, WorkloadParams> = {
   hol: { count: 1, size: 64, inFlight: 1, largeSize: (quick ? 64 : 256) * MiB, pingEveryMs: 10 },
 };
 const reps = Number(values.reps ?? (quick ? 1 : 3));
-const impls = (values.impl ?? "reference,reference-slab,pointsub").split(",");
+const impls = (values.impl ?? "reference,reference-slab,pointsub,ws,socket.io,grpc,zeromq,nats").split(",");
 const workloads = (values.workload ?? Object.keys(WORKLOADS).join(",")).split(",") as Workload[];
+
+function onPath(cmd: string): boolean {
+  return (process.env.PATH ?? "").split(":").some((d) => existsSync(join(d, cmd)));
+}
 
 function lines(child: ReturnType<typeof spawn>): AsyncIterator<string> {
   return createInterface({ input: child.stdout as NodeJS.ReadableStream })[Symbol.asyncIterator]();
@@ -92,6 +117,15 @@ for (const workload of workloads) {
   if (values["large-size"] !== undefined && params.largeSize > 0) params.largeSize = Number(values["large-size"]);
   for (const impl of impls) {
     const runs: Row["runs"] = [];
+    const def = IMPLS[impl];
+    if (def === undefined) throw new Error(`unknown implementation ${impl}`);
+    const why =
+      def.skip?.[workload] ??
+      (def.needs !== undefined && !onPath(def.needs) ? `${def.needs} not installed` : undefined);
+    if (why !== undefined) {
+      rows.push({ impl, workload, params, runs, note: why });
+      continue;
+    }
     for (let r = 0; r < reps; r++) {
       try {
         runs.push(await runOnce(impl, workload, params));
