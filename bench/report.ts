@@ -5,7 +5,7 @@ export interface Row {
   impl: string;
   workload: Workload;
   params: WorkloadParams;
-  runs: (ClientResult & { serverPeakRss: number })[];
+  runs: (ClientResult & { serverPeakRss: number; serverStartRss: number })[];
   /** Why the implementation did not run this workload. */
   note?: string;
 }
@@ -62,6 +62,18 @@ const COLUMNS: Record<Workload, { head: string; metrics: [string, Metric, number
       ["server peak RSS MB", (r) => r.serverPeakRss, 0, MB],
     ],
   },
+  conns: {
+    head: "conns: idle connections held open",
+    metrics: [
+      ["connects/s", (r) => r.rate, 0, 1],
+      [
+        "server RSS per connection KB",
+        (r) => (r.conns ? (r.serverPeakRss - r.serverStartRss) / r.conns : undefined),
+        1,
+        1024,
+      ],
+    ],
+  },
   hol: {
     head: "hol: 64 B ping every 10 ms during the big transfer",
     metrics: [
@@ -101,7 +113,12 @@ export function renderReport(machine: Machine, rows: Row[]): string {
     if (wrows.length === 0) continue;
     const c = COLUMNS[w];
     const p = wrows[0].params;
-    const size = w === "large" || w === "hol" ? `${p.largeSize / 1024 / 1024} MiB` : `${fmt(p.count)} × ${p.size} B`;
+    const size =
+      w === "large" || w === "hol"
+        ? `${p.largeSize / 1024 / 1024} MiB`
+        : w === "conns"
+          ? `${fmt(p.count)} connections`
+          : `${fmt(p.count)} × ${p.size} B`;
     out.push(`## ${c.head} (${size})`, "");
     out.push(`| implementation | ${c.metrics.map((m) => m[0]).join(" | ")} |`);
     out.push(`| --- | ${c.metrics.map(() => "---").join(" | ")} |`);
@@ -159,6 +176,12 @@ export function renderReport(machine: Machine, rows: Row[]): string {
       hol === undefined ? undefined : hol.med <= 20_000,
       hol === undefined ? "n/a" : `${(hol.med / 1000).toFixed(1)} ms`,
     ),
+  );
+  const perConn = (impl: string) =>
+    med(find(impl, "conns"), (r) => (r.conns ? (r.serverPeakRss - r.serverStartRss) / r.conns : undefined));
+  const cr = ratio(perConn("pointsub"), perConn("reference"));
+  out.push(
+    check("conns: server RSS per idle connection ≤ 1.5× reference", cr === undefined ? undefined : cr <= 1.5, f2(cr)),
   );
   out.push("");
   out.push(NOTES);

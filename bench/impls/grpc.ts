@@ -89,6 +89,15 @@ async function client(): Promise<void> {
       echo: (msg) => unary("echo", msg),
       sink: (big) => unary("sink", big),
       close: () => (c as unknown as grpc.Client).close(),
+      open: async () => {
+        // A channel connects lazily: wait until it is ready.
+        const one = new Client(new URL(url).host, grpc.credentials.createInsecure(), {
+          ...options,
+          "grpc.use_local_subchannel_pool": 1,
+        }) as unknown as grpc.Client;
+        await new Promise<void>((r, j) => one.waitForReady(Date.now() + 30_000, (e) => (e ? j(e) : r())));
+        return { close: () => one.close() };
+      },
     },
     workload,
     params,

@@ -90,6 +90,10 @@ async function client(): Promise<void> {
       echo: (msg) => nc.request("bench.echo", msg, opts),
       sink: (big) => nc.request("bench.sink", big, opts),
       close: () => nc.close(),
+      open: async () => {
+        const c = await connect({ servers: url, maxReconnectAttempts: 0 });
+        return { close: () => c.close() };
+      },
     },
     workload,
     params,

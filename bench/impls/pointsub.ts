@@ -44,6 +44,10 @@ async function client(): Promise<void> {
       echo: (msg) => conn.request("/echo/1.0.0", msg),
       sink: (big) => conn.request("/sink/1.0.0", big, { timeoutMs: 0 }),
       close: () => conn.close(),
+      open: async () => {
+        const c = await connect(url, limits);
+        return { close: () => c.destroy() };
+      },
     },
     workload,
     params,

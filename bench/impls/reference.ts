@@ -227,6 +227,11 @@ async function client(): Promise<void> {
       close: () => {
         socket.destroy();
       },
+      open: () =>
+        new Promise((resolve, reject) => {
+          const s = net.connect({ host: u.hostname, port: Number(u.port), noDelay: true });
+          s.once("connect", () => resolve({ close: () => s.destroy() })).once("error", reject);
+        }),
     },
     workload,
     params,

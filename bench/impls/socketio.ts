@@ -50,6 +50,11 @@ async function client(): Promise<void> {
       close: () => {
         socket.disconnect();
       },
+      open: () =>
+        new Promise((resolve, reject) => {
+          const s = io(url, { transports: ["websocket"], forceNew: true, reconnection: false });
+          s.once("connect", () => resolve({ close: () => s.disconnect() })).once("connect_error", reject);
+        }),
     },
     workload,
     params,

@@ -71,6 +71,11 @@ async function client(): Promise<void> {
       echo: (msg) => call(Kind.ECHO, msg),
       sink: (big) => call(Kind.SINK, big),
       close: () => ws.terminate(),
+      open: () =>
+        new Promise((resolve, reject) => {
+          const w = new WebSocket(url, { maxPayload: GiB, perMessageDeflate: false });
+          w.once("open", () => resolve({ close: () => w.terminate() })).once("error", reject);
+        }),
     },
     workload,
     params,

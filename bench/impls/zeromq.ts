@@ -58,6 +58,14 @@ async function client(): Promise<void> {
       echo: (msg) => call(Kind.ECHO, msg),
       sink: (big) => call(Kind.SINK, big),
       close: () => dealer.close(),
+      open: async () => {
+        // zeromq connects in the background: a round trip proves the connection is up.
+        const d = new Dealer();
+        d.connect(url);
+        await d.send([KINDS[Kind.COUNT], EMPTY]);
+        await d.receive();
+        return { close: () => d.close() };
+      },
     },
     workload,
     params,

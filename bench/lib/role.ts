@@ -7,10 +7,10 @@
 import { createInterface } from "node:readline";
 import { peakRss } from "./stats.ts";
 
-export type Workload = "flood" | "rpc-seq" | "rpc-pipe" | "large" | "hol";
+export type Workload = "flood" | "rpc-seq" | "rpc-pipe" | "large" | "hol" | "conns";
 
 export interface WorkloadParams {
-  /** flood: messages; rpc-seq / rpc-pipe: requests. */
+  /** flood: messages; rpc-seq / rpc-pipe: requests; conns: connections. */
   count: number;
   /** Payload bytes of small messages. */
   size: number;
@@ -35,6 +35,8 @@ export interface ClientResult {
   pings?: number;
   /** Seconds the measured part took. */
   seconds: number;
+  /** conns: connections opened and held. */
+  conns?: number;
 }
 
 /** Runs a server role: prints its URL, waits for `report`, prints peak RSS, exits. */
@@ -42,7 +44,8 @@ export async function serveRole(
   start: () => Promise<{ url: string; close?: () => Promise<void> | void }>,
 ): Promise<void> {
   const { url, close } = await start();
-  process.stdout.write(`${JSON.stringify({ url })}\n`);
+  // The resident set before any client connects: the baseline of the conns workload.
+  process.stdout.write(`${JSON.stringify({ url, rss: process.memoryUsage().rss })}\n`);
   const rl = createInterface({ input: process.stdin });
   for await (const line of rl) {
     if (line.trim() === "report") {

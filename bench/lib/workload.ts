@@ -18,6 +18,8 @@ export interface BenchClient {
   /** A request carrying `big`, answered with an empty response once received whole. */
   sink(big: Uint8Array): Promise<unknown>;
   close(): Promise<void> | void;
+  /** conns: opens one more connection, ready for use (handshake done). */
+  open?(): Promise<{ close(): unknown }>;
 }
 
 /** Runs `workload` against `client` and prints the result line. */
@@ -45,7 +47,22 @@ export async function runWorkload(client: BenchClient, workload: Workload, param
     };
     await Promise.all(Array.from({ length: inFlight }, worker));
   };
-  if (workload === "flood") {
+  if (workload === "conns") {
+    if (client.open === undefined) throw new Error("this implementation cannot open more connections");
+    const open = client.open.bind(client);
+    const held: { close(): unknown }[] = [];
+    const t0 = performance.now();
+    // 100 connection attempts in flight at a time, below the listen backlog.
+    for (let i = 0; i < params.count; i += 100) {
+      const batch = Math.min(100, params.count - i);
+      held.push(...(await Promise.all(Array.from({ length: batch }, () => open()))));
+    }
+    const s = (performance.now() - t0) / 1000;
+    // Hold them idle a moment so the server's resident set settles with all of them open.
+    await new Promise((r) => setTimeout(r, 500));
+    report({ rate: params.count / s, seconds: s, conns: held.length });
+    for (const h of held) h.close();
+  } else if (workload === "flood") {
     await flood(warm);
     const t0 = performance.now();
     await flood(params.count);

@@ -60,9 +60,9 @@ export class FrameDecoder {
   private length = 0;
   private headLen = 0;
   private runningCrc = 0;
-  private body: Uint8Array = new Uint8Array(0);
+  private body: Uint8Array = NO_BYTES;
   private filled = 0;
-  private readonly trailer = new Uint8Array(CRC_LENGTH);
+  private trailer = 0;
 
   constructor(sink: FrameSink, maxFrameSize: number) {
     this.sink = sink;
@@ -155,6 +155,7 @@ export class FrameDecoder {
   }
 
   private beginBody(): void {
+    this.trailer = 0;
     const t = this.length > 0 ? this.sink.frameTarget?.(this.type, this.flags, this.id, this.length) : undefined;
     this.body = t !== undefined && t.length === this.length ? t : new Uint8Array(this.length);
     this.filled = 0;
@@ -175,20 +176,18 @@ export class FrameDecoder {
     if (this.filled >= len && this.checksum) {
       const have = this.filled - len;
       const n = Math.min(CRC_LENGTH - have, end - pos);
-      this.trailer.set(chunk.subarray(pos, pos + n), have);
+      // The trailer's bytes accumulate into a number (big-endian).
+      for (let i = 0; i < n; i++) this.trailer = ((this.trailer << 8) | chunk[pos + i]) >>> 0;
       this.filled += n;
       pos += n;
       if (this.filled < len + CRC_LENGTH) return pos;
-      const crc = this.runningCrc;
-      const tr = this.trailer;
-      const want = ((tr[0] << 24) | (tr[1] << 16) | (tr[2] << 8) | tr[3]) >>> 0;
-      if (crc !== want) throw this.checksumError();
+      if (this.runningCrc !== this.trailer) throw this.checksumError();
     } else if (this.filled < len) {
       return pos;
     }
     this.state = State.Header;
     const body = this.body;
-    this.body = new Uint8Array(0);
+    this.body = NO_BYTES;
     if (this.type === FrameType.BATCH) this.unbatch(body, 0, body.length);
     else this.sink.onFrame(this.type, this.flags, this.id, body, 0, body.length);
     return pos;
@@ -283,3 +282,5 @@ export class FrameDecoder {
     );
   }
 }
+
+const NO_BYTES = new Uint8Array(0);

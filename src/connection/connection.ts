@@ -228,6 +228,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   private deadlineTimer: ReturnType<typeof setTimeout> | undefined;
   private deadlineAt = Number.POSITIVE_INFINITY;
   private lastInput = Date.now();
+  private lastOutput = Date.now();
   private keepAlivePingAt = 0;
   // stream ids
   private nextId: number;
@@ -270,7 +271,12 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.ready = this.readyD.promise;
     this.ready.catch(() => {});
     this.decoderImpl = new FrameDecoder(this, this.local.maxFrameSize);
-    this.writer = new FrameWriter({ write: (chunks) => this.transport.write(chunks) });
+    this.writer = new FrameWriter({
+      write: (chunks) => {
+        this.lastOutput = Date.now();
+        return this.transport.write(chunks);
+      },
+    });
     transport.attach({
       onData: (chunk) => this.onTransportData(chunk),
       onDrain: () => this.writer.onDrain(),
@@ -1197,6 +1203,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.keepAliveTimer = setInterval(
       () => {
         const idle = Date.now() - this.lastInput;
+        if (Date.now() - this.lastOutput >= ms) this.writer.trim();
         if (this.keepAlivePingAt !== 0 && idle >= ms * 2) {
           this.fail(new PointSubError("ERR_KEEPALIVE", `no bytes from ${this.remoteUrl} for ${idle} ms`));
           return;

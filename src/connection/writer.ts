@@ -9,6 +9,8 @@ import { Queue } from "../util/queue.ts";
 const COPY_THRESHOLD = 16 * 1024;
 /** Slab size for encoding headers and small frames. */
 const SLAB_SIZE = 64 * 1024;
+/** Slab of a new connection: room for the preface and HELLO. */
+const INITIAL_SLAB = 256;
 /** Flush as soon as this many bytes are batched. */
 const FLUSH_BYTES = 16 * 1024;
 /** A chunk smaller than this is not sent while more credit may come (avoids slivers). */
@@ -69,7 +71,8 @@ export class FrameWriter {
   bytesOut = 0;
 
   private readonly sink: WriterSink;
-  private slab = new Uint8Array(SLAB_SIZE);
+  /** Starts small (an idle connection holds little); the first real traffic brings a full slab. */
+  private slab = new Uint8Array(INITIAL_SLAB);
   private slabStart = 0;
   private slabPos = 0;
   /** Open batch: offset of its reserved header, or -1. */
@@ -200,6 +203,17 @@ export class FrameWriter {
     this.bulk = [];
     for (const m of bulk) m.reject?.(err);
     this.notifyDrained();
+  }
+
+  /**
+   * Releases the slab when nothing is batched or queued, so an idle
+   * connection holds no write buffer; the next write allocates a new one.
+   */
+  trim(): void {
+    if (this.slabPos !== this.slabStart || this.batchStart >= 0 || this.pending !== 0 || this.out.length !== 0) return;
+    this.slab = EMPTY;
+    this.slabStart = 0;
+    this.slabPos = 0;
   }
 
   /** Hands everything batched to the transport now. */
