@@ -1,4 +1,5 @@
 /** Renders benchmark rows as docs/BENCHMARKS.md: machine, table, targets. */
+import { type Bar, barChart } from "./chart.ts";
 import type { ClientResult, Workload, WorkloadParams } from "./lib/role.ts";
 
 export interface Row {
@@ -91,6 +92,35 @@ function check(label: string, ok: boolean | undefined, detail: string): string {
   return `| ${label} | ${detail} | ${mark} |`;
 }
 
+/** The metric each chart shows: column index in COLUMNS, and whether lower is better. */
+const CHART: Record<Workload, { metric: number; lowerIsBetter: boolean }> = {
+  flood: { metric: 0, lowerIsBetter: false },
+  "rpc-seq": { metric: 0, lowerIsBetter: true },
+  "rpc-pipe": { metric: 0, lowerIsBetter: false },
+  large: { metric: 0, lowerIsBetter: false },
+  hol: { metric: 1, lowerIsBetter: true },
+  conns: { metric: 1, lowerIsBetter: true },
+};
+
+/** SVG charts, one per workload present in `rows`, keyed by workload. */
+export function renderCharts(rows: Row[]): Partial<Record<Workload, string>> {
+  const out: Partial<Record<Workload, string>> = {};
+  for (const w of Object.keys(COLUMNS) as Workload[]) {
+    const wrows = rows.filter((r) => r.workload === w);
+    if (wrows.length === 0) continue;
+    const { metric, lowerIsBetter } = CHART[w];
+    const [label, f, , scale] = COLUMNS[w].metrics[metric];
+    const bars: Bar[] = wrows.map((r) => {
+      const m = r.note === undefined ? med(r, f) : undefined;
+      return m === undefined
+        ? { name: r.impl, value: undefined, note: r.note ?? "failed" }
+        : { name: r.impl, value: m.med / scale, min: m.min / scale, max: m.max / scale };
+    });
+    out[w] = barChart(COLUMNS[w].head, label, bars, lowerIsBetter);
+  }
+  return out;
+}
+
 export function renderReport(machine: Machine, rows: Row[]): string {
   const find = (impl: string, w: Workload) => rows.find((r) => r.impl === impl && r.workload === w);
   const out: string[] = [];
@@ -119,7 +149,7 @@ export function renderReport(machine: Machine, rows: Row[]): string {
         : w === "conns"
           ? `${fmt(p.count)} connections`
           : `${fmt(p.count)} × ${p.size} B`;
-    out.push(`## ${c.head} (${size})`, "");
+    out.push(`## ${c.head} (${size})`, "", `![${w}](bench/${w}.svg)`, "");
     out.push(`| implementation | ${c.metrics.map((m) => m[0]).join(" | ")} |`);
     out.push(`| --- | ${c.metrics.map(() => "---").join(" | ")} |`);
     for (const r of wrows) {
@@ -175,6 +205,25 @@ export function renderReport(machine: Machine, rows: Row[]): string {
       "hol ping p99 ≤ 20 ms",
       hol === undefined ? undefined : hol.med <= 20_000,
       hol === undefined ? "n/a" : `${(hol.med / 1000).toFixed(1)} ms`,
+    ),
+  );
+  const natsFlood = ratio(
+    med(find("pointsub", "flood"), (r) => r.rate),
+    med(find("nats", "flood"), (r) => r.rate),
+  );
+  out.push(check("flood ≥ 5× nats", natsFlood === undefined ? undefined : natsFlood >= 5, f2(natsFlood)));
+  const peers = ["ws", "socket.io", "grpc", "zeromq", "nats", "libp2p"];
+  let best: { impl: string; mbps: number } | undefined;
+  for (const p of peers) {
+    const m = med(find(p, "large"), (r) => r.mbps);
+    if (m !== undefined && (best === undefined || m.med > best.mbps)) best = { impl: p, mbps: m.med };
+  }
+  const ours = med(find("pointsub", "large"), (r) => r.mbps);
+  out.push(
+    check(
+      "large ≥ the best peer's MB/s",
+      best === undefined || ours === undefined ? undefined : ours.med >= best.mbps,
+      best === undefined || ours === undefined ? "n/a" : `${fmt(ours.med)} vs ${best.impl} ${fmt(best.mbps)} MB/s`,
     ),
   );
   const perConn = (impl: string) =>

@@ -16,7 +16,7 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import type { ClientResult, Workload, WorkloadParams } from "./lib/role.ts";
-import { type Row, renderReport } from "./report.ts";
+import { type Row, renderCharts, renderReport } from "./report.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const MiB = 1024 * 1024;
@@ -164,5 +164,8 @@ writeFileSync(
   `${[JSON.stringify({ machine }), ...rows.map((r) => JSON.stringify(r))].join("\n")}\n`,
 );
 const out = values.out ?? join(here, "..", "docs", "BENCHMARKS.md");
+const chartDir = join(dirname(out), "bench");
+mkdirSync(chartDir, { recursive: true });
+for (const [w, svg] of Object.entries(renderCharts(rows))) writeFileSync(join(chartDir, `${w}.svg`), svg);
 writeFileSync(out, renderReport(machine, rows));
 console.log(`wrote ${out}`);
