@@ -55,6 +55,7 @@ const IMPLS: Record<string, Impl> = {
     args: [],
     skip: { conns: "every zeromq socket takes several file descriptors; thousands exceed the process limit" },
   },
+  libp2p: { file: "impls/libp2p.ts", args: [] },
   nats: {
     file: "impls/nats.ts",
     args: [],
@@ -75,7 +76,7 @@ const WORKLOADS: Record<Workload, WorkloadParams> = {
   conns: { count: quick ? 2_000 : 5_000, size: 0, inFlight: 100, largeSize: 0, pingEveryMs: 0 },
 };
 const reps = Number(values.reps ?? (quick ? 1 : 3));
-const impls = (values.impl ?? "reference,reference-slab,pointsub,ws,socket.io,grpc,zeromq,nats").split(",");
+const impls = (values.impl ?? "reference,reference-slab,pointsub,ws,socket.io,grpc,zeromq,nats,libp2p").split(",");
 const workloads = (values.workload ?? Object.keys(WORKLOADS).join(",")).split(",") as Workload[];
 
 function onPath(cmd: string): boolean {
