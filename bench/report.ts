@@ -255,6 +255,18 @@ const NOTES = `## How to read this
   empty response; \`hol\` does the same while sending a 64-byte request every 10 ms on the same
   connection and measures those requests' latency. The reference, like ws and socket.io,
   queues the pings behind the whole transfer.
+* Message-size limits: each peer's default and what the harness sets so the large workload runs.
+
+  | implementation | default limit | set here |
+  | --- | --- | --- |
+  | pointsub | maxMessageSize 256 MiB | 1 GiB |
+  | ws | maxPayload 100 MiB | 1 GiB |
+  | socket.io | maxHttpBufferSize 1 MB | 1 GiB |
+  | @grpc/grpc-js | 4 MiB received, unlimited sent | unlimited both ways |
+  | zeromq | unlimited (maxMessageSize −1) | unchanged |
+  | nats | max_payload 1 MiB, at most 64 MiB | 64 MiB (large/hol cannot run) |
+  | libp2p | a byte stream: no message limit | unchanged |
+  | reference | none | none |
 * Peak RSS is the process's maximum resident set (\`process.resourceUsage().maxRSS\`),
   including Node's own ~50 MB baseline; the client holds the message it sends and the server
   the message it receives, so "message + 64 MiB" leaves little room, and the reference does not

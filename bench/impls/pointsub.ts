@@ -6,7 +6,11 @@ import { clientArgs, serveRole } from "../lib/role.ts";
 import { runWorkload } from "../lib/workload.ts";
 
 const GiB = 1024 ** 3;
-const limits = { maxMessageSize: GiB, maxAssemblyBytes: GiB, checksum: process.env.PS_CRC !== "0" };
+const limits = {
+  maxMessageSize: GiB,
+  maxAssemblyBytes: GiB,
+  ...JSON.parse(process.env.POINTSUB_BENCH_OPTIONS ?? "{}"),
+};
 
 async function server(): Promise<void> {
   await serveRole(async () => {

@@ -112,6 +112,15 @@ async function removeStaleSocket(path: string): Promise<void> {
   unlinkSync(path);
 }
 
+/** tls.createServer, with bad certificate material reported as a typed error. */
+function createTlsServer(options: tls.TlsOptions, onSocket: (s: tls.TLSSocket) => void): tls.Server {
+  try {
+    return tls.createServer(options, onSocket);
+  } catch (cause) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", `invalid TLS options: ${(cause as Error).message}`, { cause });
+  }
+}
+
 async function listenSocket(
   scheme: Scheme,
   url: URL,
@@ -124,7 +133,7 @@ async function listenSocket(
     if (o.cert === undefined || o.key === undefined) {
       throw new PointSubError("ERR_INVALID_ARGUMENT", "tls:// listen needs tls.cert and tls.key");
     }
-    server = tls.createServer(
+    server = createTlsServer(
       {
         cert: o.cert as tls.TlsOptions["cert"],
         key: o.key as tls.TlsOptions["key"],

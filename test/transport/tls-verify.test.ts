@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { connect, createServer } from "../../src/index.ts";
+import { connect, createServer, PointSubError } from "../../src/index.ts";
 import { testCerts } from "../helpers/certs.ts";
 
 describe("TLS verification", () => {
@@ -41,8 +41,13 @@ describe("TLS verification", () => {
     await server.close();
   });
 
-  it("listening on tls:// without a certificate is a clear error", async () => {
-    const server = createServer();
-    await assert.rejects(server.listen("tls://127.0.0.1:0"), { code: "ERR_INVALID_ARGUMENT" });
+  it("listening on tls:// without a certificate, or with garbage, is a clear typed error", async () => {
+    await assert.rejects(createServer().listen("tls://127.0.0.1:0"), { code: "ERR_INVALID_ARGUMENT" });
+    const bad = createServer({ tls: { cert: "not a certificate", key: "not a key" } });
+    await assert.rejects(bad.listen("tls://127.0.0.1:0"), { code: "ERR_INVALID_ARGUMENT" });
+    await assert.rejects(
+      connect("tls://127.0.0.1:1", { tls: { ca: "not a CA" } }),
+      (e: unknown) => e instanceof PointSubError,
+    );
   });
 });
