@@ -8,7 +8,7 @@
  *   npm run bench -- --quick            # under two minutes
  *   npm run bench -- --impl pointsub,reference --workload flood,hol --reps 5
  */
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { dirname, join } from "node:path";
@@ -76,11 +76,26 @@ const WORKLOADS: Record<Workload, WorkloadParams> = {
   conns: { count: quick ? 2_000 : 5_000, size: 0, inFlight: 100, largeSize: 0, pingEveryMs: 0 },
 };
 const reps = Number(values.reps ?? (quick ? 1 : 3));
-const impls = (values.impl ?? "reference,reference-slab,pointsub,ws,socket.io,grpc,zeromq,nats,libp2p").split(",");
+const impls = (
+  values.impl ?? "reference,reference-slab,pointsub,pointsub-unix,ws,socket.io,grpc,zeromq,nats,libp2p"
+).split(",");
 const workloads = (values.workload ?? Object.keys(WORKLOADS).join(",")).split(",") as Workload[];
 
 function onPath(cmd: string): boolean {
   return (process.env.PATH ?? "").split(":").some((d) => existsSync(join(d, cmd)));
+}
+
+/** Installs a missing server from Debian's packages when running as root (a fresh machine needs nothing by hand). */
+function ensureInstalled(cmd: string): boolean {
+  if (onPath(cmd)) return true;
+  if (process.getuid?.() !== 0 || !onPath("apt-get")) return false;
+  console.error(`installing ${cmd} with apt-get…`);
+  const r = spawnSync("apt-get", ["install", "-y", "--no-install-recommends", cmd], {
+    stdio: ["ignore", "ignore", "inherit"],
+    timeout: 300_000,
+    env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
+  });
+  return r.status === 0 && onPath(cmd);
 }
 
 function lines(child: ReturnType<typeof spawn>): AsyncIterator<string> {
@@ -97,6 +112,8 @@ async function runOnce(impl: string, workload: Workload, params: WorkloadParams)
   const client = spawn(process.execPath, [file, "client", url, workload, JSON.stringify(params), ...def.args], {
     stdio: ["ignore", "pipe", "inherit"],
   });
+  // Listen for the exit at once: a client may finish before we would look.
+  const clientExited = new Promise((r) => client.once("exit", r).once("error", r));
   const timeout = setTimeout(() => {
     client.kill();
     server.kill();
@@ -112,7 +129,7 @@ async function runOnce(impl: string, workload: Workload, params: WorkloadParams)
   server.stdin?.write("report\n");
   const rep = await sl.next();
   const serverPeakRss = rep.done ? Number.NaN : (JSON.parse(rep.value) as { peakRss: number }).peakRss;
-  await new Promise((r) => client.once("exit", r).once("error", r));
+  await clientExited;
   return { ...result, serverPeakRss, serverStartRss };
 }
 
@@ -128,7 +145,7 @@ for (const workload of workloads) {
     if (def === undefined) throw new Error(`unknown implementation ${impl}`);
     const why =
       def.skip?.[workload] ??
-      (def.needs !== undefined && !onPath(def.needs) ? `${def.needs} not installed` : undefined);
+      (def.needs !== undefined && !ensureInstalled(def.needs) ? `${def.needs} not installed` : undefined);
     if (why !== undefined) {
       rows.push({ impl, workload, params, runs, note: why });
       continue;
@@ -157,7 +174,7 @@ const machine = {
   quick,
   reps,
 };
-const resultsDir = join(here, "results");
+const resultsDir = values.out === undefined ? join(here, "results") : join(dirname(values.out), "results");
 mkdirSync(resultsDir, { recursive: true });
 const stamp = started.toISOString().replace(/[:.]/g, "-");
 writeFileSync(

@@ -1,0 +1,81 @@
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import { barChart } from "../../bench/chart.ts";
+import { type Row, renderCharts, renderReport } from "../../bench/report.ts";
+
+const root = new URL("../..", import.meta.url).pathname;
+
+describe("benchmark harness", () => {
+  const dir = mkdtempSync(join(tmpdir(), "pointsub-bench-"));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("runs every workload end to end for the reference and pointsub and writes the report and charts", () => {
+    const out = join(dir, "BENCHMARKS.md");
+    execFileSync(
+      process.execPath,
+      [
+        join(root, "bench/run.ts"),
+        "--impl",
+        "reference,pointsub",
+        "--reps",
+        "1",
+        "--count",
+        "2000",
+        "--large-size",
+        String(64 * 1024 * 1024),
+        "--out",
+        out,
+      ],
+      { stdio: "pipe", timeout: 240_000 },
+    );
+    const md = readFileSync(out, "utf8");
+    for (const w of ["flood", "rpc-seq", "rpc-pipe", "large", "hol", "conns"]) {
+      assert.match(md, new RegExp(`## ${w}`), w);
+      assert.ok(existsSync(join(dir, "bench", `${w}.svg`)), `${w}.svg`);
+    }
+    // Both implementations produced a number in every table (no "n/a" rows).
+    for (const impl of ["reference", "pointsub"]) {
+      const rows = md.split("\n").filter((l) => l.startsWith(`| ${impl} |`));
+      assert.equal(rows.length, 6, impl);
+      for (const r of rows) assert.doesNotMatch(r, /n\/a/, r);
+    }
+    assert.match(md, /## Targets/);
+    assert.match(md, /\| Node \| v\d+/);
+    const results = readdirSync(join(dir, "results"));
+    assert.ok(results.some((f) => f.endsWith(".jsonl")));
+  });
+
+  it("renders charts with the implementation highlighted and reasons for workloads not run", () => {
+    const svg = barChart(
+      "flood",
+      "msgs/s",
+      [
+        { name: "ws", value: 100, min: 90, max: 110 },
+        { name: "pointsub", value: 300, min: 290, max: 310 },
+        { name: "nats", value: undefined, note: "not installed" },
+      ],
+      false,
+    );
+    assert.match(svg, /^<svg /);
+    assert.ok(svg.indexOf(">pointsub<") < svg.indexOf(">ws<"), "sorted best first");
+    assert.match(svg, /font-weight="700">pointsub/);
+    assert.match(svg, /not installed/);
+    const rows: Row[] = [
+      {
+        impl: "nats",
+        workload: "large",
+        params: { count: 1, size: 64, inFlight: 1, largeSize: 1024, pingEveryMs: 0 },
+        runs: [],
+        note: "cannot",
+      },
+    ];
+    const charts = renderCharts(rows);
+    assert.match(charts.large ?? "", /cannot/);
+    const md = renderReport({ date: "d", node: "v26", cpus: 2, cpuModel: "x", load: "0", quick: true, reps: 1 }, rows);
+    assert.match(md, /\| nats \| not run: cannot \|/);
+  });
+});
