@@ -94,8 +94,14 @@ async function client(): Promise<void> {
   };
   await runWorkload(
     {
-      send: (msg) => sendFrame(stream, Kind.ONE_WAY, msg),
-      drained: () => stream.onDrain(),
+      // send() keeps returning true while small writes pile up in the stream's
+      // write buffer (and a huge backlog then stalls the event loop), so the
+      // buffered length bounds the backlog as well.
+      send: (msg) => sendFrame(stream, Kind.ONE_WAY, msg) && stream.writeBufferLength < 1024 * 1024,
+      drained: async () => {
+        if (stream.writableNeedsDrain) await stream.onDrain();
+        while (stream.writeBufferLength > 256 * 1024) await new Promise((r) => setImmediate(r));
+      },
       count: async () => (await call(Kind.COUNT, EMPTY)).readUInt32BE(0),
       echo: (msg) => call(Kind.ECHO, msg),
       sink: (big) => call(Kind.SINK, big),
