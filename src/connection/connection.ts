@@ -24,6 +24,7 @@ import { PointSubError, toPointSubError } from "../errors/error.ts";
 import type { Transport } from "../transport/transport.ts";
 import { type Deferred, deferred } from "../util/deferred.ts";
 import { Queue } from "../util/queue.ts";
+import { CallTable } from "./call-table.ts";
 import { chunkSizeFor, SINGLE_FRAME_MAX } from "./size-class.ts";
 import { Stats, type StatsSnapshot } from "./stats.ts";
 import type {
@@ -232,13 +233,13 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   private keepAlivePingAt = 0;
   // stream ids
   private nextId: number;
-  private readonly pending = new Map<number, PendingCall>();
+  private readonly pending = new CallTable<PendingCall>();
   private readonly waiting = new Queue<PendingCall>();
   private readonly outChunked = new Set<number>();
   // inbound
   private readonly assemblies = new Map<number, Assembly>();
   private assemblyBytes = 0;
-  private readonly serving = new Map<number, ServerCall>();
+  private readonly serving = new CallTable<ServerCall>();
   private openRequests = 0;
   private recvUsed = 0;
   private recvUnacked = 0;
@@ -512,7 +513,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     for (;;) {
       const next = id + 2;
       this.nextId = next > MAX_STREAM_ID ? (this.initiator ? 1 : 2) : next;
-      if (!this.pending.has(id) && !this.outChunked.has(id)) return id;
+      if (!this.pending.slotBusy(id) && !this.outChunked.has(id)) return id;
       id = this.nextId;
     }
   }
@@ -586,7 +587,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   private startCall(call: PendingCall): void {
     call.id = this.allocId();
     call.started = true;
-    this.pending.set(call.id, call);
+    this.pending.add(call);
     this.writeBody(FrameType.REQ, call.id, call.head, call.data);
   }
 
@@ -1028,7 +1029,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       typeof (result as Promise<HandlerResult>).then === "function"
     ) {
       // Only a call still running can be cancelled: track it from here.
-      this.serving.set(id, call);
+      this.serving.add(call);
       (result as Promise<HandlerResult>).then(
         (value) => this.finishHandler(call, value, undefined, false),
         (err) => this.finishHandler(call, undefined, err, true),
@@ -1078,7 +1079,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       this.openRequests--;
       return;
     }
-    this.serving.set(call.id, call);
+    this.serving.add(call);
     this.writeBody(FrameType.RES, call.id, OK_HEAD, data, () => {
       this.serving.delete(call.id);
       this.openRequests--;

@@ -1,0 +1,35 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { CallTable } from "../../src/connection/call-table.ts";
+
+describe("CallTable", () => {
+  it("stores, finds and removes calls by id, growing as it fills", () => {
+    const t = new CallTable<{ id: number }>();
+    const calls = Array.from({ length: 1000 }, (_, i) => ({ id: 2 * i + 1 }));
+    for (const c of calls) t.add(c);
+    assert.equal(t.size, 1000);
+    for (const c of calls) assert.equal(t.get(c.id), c);
+    assert.equal(t.get(2001), undefined);
+    for (const c of calls.slice(0, 500)) t.delete(c.id);
+    assert.equal(t.size, 500);
+    assert.equal(t.get(1), undefined);
+    assert.equal(t.values().length, 500);
+  });
+
+  it("never confuses two ids that share a slot; peer-chosen colliding ids make it grow", () => {
+    const t = new CallTable<{ id: number }>();
+    const a = { id: 3 };
+    const b = { id: 3 + 2 * 64 }; // same slot in a 64-slot table
+    t.add(a);
+    assert.ok(t.slotBusy(b.id));
+    assert.equal(t.get(b.id), undefined);
+    t.add(b);
+    assert.equal(t.get(a.id), a);
+    assert.equal(t.get(b.id), b);
+    t.add(b); // idempotent
+    assert.equal(t.size, 2);
+    const far = { id: 0xffffffff };
+    t.add(far);
+    assert.equal(t.get(0xffffffff), far);
+  });
+});
