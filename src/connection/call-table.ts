@@ -7,8 +7,9 @@
  * do not collide. It also doubles when half full.
  */
 export class CallTable<T extends { id: number }> {
-  private slots: (T | undefined)[] = new Array(64);
-  private mask = 63;
+  // Empty until the first call: an idle connection holds no slots.
+  private slots: (T | undefined)[] = [];
+  private mask = 0;
   /** Calls in the table. */
   size = 0;
 
@@ -54,14 +55,14 @@ export class CallTable<T extends { id: number }> {
   }
 
   clear(): void {
-    this.slots = new Array(64);
-    this.mask = 63;
+    this.slots = [];
+    this.mask = 0;
     this.size = 0;
   }
 
   private grow(): void {
     const old = this.slots;
-    this.slots = new Array(old.length * 2);
+    this.slots = new Array(Math.max(64, old.length * 2));
     this.mask = this.slots.length - 1;
     // Two calls could only share a new slot if they shared an old one.
     for (const c of old) if (c !== undefined) this.slots[(c.id >>> 1) & this.mask] = c;
