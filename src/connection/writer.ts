@@ -344,17 +344,9 @@ export class FrameWriter {
     this.ensure(hlen + preLen + (copy ? dataLen : 0) + CRC_LENGTH);
     const slab = this.slab;
     const frameStart = this.slabPos;
-    let p = writeHeader(slab, frameStart, type, flags, id, len);
-    if (total >= 0) p = writeVarint(slab, p, total);
-    if (head.length !== 0) {
-      slab.set(head, p);
-      p += head.length;
-    }
+    let p = writeFrameHead(slab, frameStart, type, flags, id, len, total, head);
     if (copy) {
-      if (dataLen !== 0) {
-        slab.set(dataLen === data.length ? data : data.subarray(start, end), p);
-        p += dataLen;
-      }
+      p = copyData(slab, p, data, start, end);
       if (this.checksum) p = writeCrc(slab, p, crc32cRange(slab, frameStart, p));
       this.slabPos = p;
     } else {
@@ -400,18 +392,8 @@ export class FrameWriter {
       this.batchCount = 0;
     }
     const slab = this.slab;
-    let p = writeHeader(slab, this.slabPos, type, flags, id, len);
-    if (total >= 0) p = writeVarint(slab, p, total);
-    if (head.length !== 0) {
-      slab.set(head, p);
-      p += head.length;
-    }
-    const dataLen = end - start;
-    if (dataLen !== 0) {
-      slab.set(dataLen === data.length ? data : data.subarray(start, end), p);
-      p += dataLen;
-    }
-    this.slabPos = p;
+    const p = writeFrameHead(slab, this.slabPos, type, flags, id, len, total, head);
+    this.slabPos = copyData(slab, p, data, start, end);
     this.batchCount++;
     this.framesOut++;
   }
@@ -462,3 +444,30 @@ export class FrameWriter {
 }
 
 const EMPTY = new Uint8Array(0);
+
+/** Writes a frame header, the total-length varint (when `total` >= 0) and `head`; returns the offset after them. */
+function writeFrameHead(
+  slab: Uint8Array,
+  offset: number,
+  type: number,
+  flags: number,
+  id: number,
+  len: number,
+  total: number,
+  head: Uint8Array,
+): number {
+  let p = writeHeader(slab, offset, type, flags, id, len);
+  if (total >= 0) p = writeVarint(slab, p, total);
+  if (head.length !== 0) {
+    slab.set(head, p);
+    p += head.length;
+  }
+  return p;
+}
+
+/** Copies `data[start..end)` to `slab` at `offset`; returns the offset after it. */
+function copyData(slab: Uint8Array, offset: number, data: Uint8Array, start: number, end: number): number {
+  const n = end - start;
+  if (n !== 0) slab.set(n === data.length ? data : data.subarray(start, end), offset);
+  return offset + n;
+}
