@@ -106,6 +106,9 @@ async function client(): Promise<void> {
       echo: (msg) => call(Kind.ECHO, msg),
       sink: (big) => call(Kind.SINK, big),
       close: () => n.stop(),
+      // Each connection is a whole libp2p node (its own peer id): create them ten at a time so
+      // their Noise handshakes do not time out on a 2-core machine.
+      openConcurrency: 10,
       open: async () => {
         const other = await node(false);
         await other.dialProtocol(multiaddr(url), PROTOCOL);

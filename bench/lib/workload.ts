@@ -20,6 +20,8 @@ export interface BenchClient {
   close(): Promise<void> | void;
   /** conns: opens one more connection, ready for use (handshake done). */
   open?(): Promise<{ close(): unknown }>;
+  /** conns: connection attempts in flight at once (default 100). */
+  openConcurrency?: number;
 }
 
 /** Runs `workload` against `client` and prints the result line. */
@@ -52,9 +54,10 @@ export async function runWorkload(client: BenchClient, workload: Workload, param
     const open = client.open.bind(client);
     const held: { close(): unknown }[] = [];
     const t0 = performance.now();
-    // 100 connection attempts in flight at a time, below the listen backlog.
-    for (let i = 0; i < params.count; i += 100) {
-      const batch = Math.min(100, params.count - i);
+    // A bounded number of connection attempts in flight, below the listen backlog.
+    const step = client.openConcurrency ?? 100;
+    for (let i = 0; i < params.count; i += step) {
+      const batch = Math.min(step, params.count - i);
       held.push(...(await Promise.all(Array.from({ length: batch }, () => open()))));
     }
     const s = (performance.now() - t0) / 1000;
