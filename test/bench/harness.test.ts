@@ -24,7 +24,7 @@ describe("benchmark harness", () => {
         "--reps",
         "1",
         "--count",
-        "2000",
+        "500",
         "--large-size",
         String(64 * 1024 * 1024),
         "--out",
