@@ -5,7 +5,6 @@ import {
   Flag,
   FrameType,
   MAGIC,
-  MAX_HELLO_SIZE,
   MAX_STREAM_ID,
   PING_LENGTH,
   PROTOCOL_VERSION,
@@ -750,8 +749,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   }
 
   private onHello(payload: Uint8Array): void {
-    if (payload.length > MAX_HELLO_SIZE) throw new PointSubError("ERR_PROTOCOL", "HELLO too large");
-    this.peer = decodeSettings(payload);
+    this.peer = decodeSettings(payload); // checks the size and every value
     const checksum = this.peer.checksum === 1 || this.local.checksum === 1;
     this.decoderImpl.checksum = checksum;
     this.writer.checksum = checksum;
