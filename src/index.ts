@@ -6,17 +6,27 @@
  */
 import { installNativeCrc32c } from "./node/crc32c-native.ts";
 import { tcpTransport, tlsTransport, unixTransport } from "./node/net-adapter.ts";
+import { installZlibCodecs } from "./node/zlib-codecs.ts";
 import { registerTransport } from "./transport/registry.ts";
 
 registerTransport(tcpTransport);
 registerTransport(tlsTransport);
 registerTransport(unixTransport);
 installNativeCrc32c();
+installZlibCodecs();
 
 export { type ConnectOptions, connect } from "./client/connect.ts";
-export { Connection, type ConnectionEvents, type ConnectionState } from "./connection/connection.ts";
+export { CODEC_NAMES, type CodecName } from "./codec/compression.ts";
+export {
+  Connection,
+  type ConnectionEvents,
+  type ConnectionState,
+  RESUME_ROUTE,
+  type ResumeLookup,
+  type ResumePoint,
+} from "./connection/connection.ts";
 export { SIZE_CLASSES, type SizeClass } from "./connection/size-class.ts";
-export type { ClassCounters, StatsSnapshot } from "./connection/stats.ts";
+export type { ClassCounters, CompressionCounters, StatsSnapshot } from "./connection/stats.ts";
 export type {
   ConnectionOptions,
   Handler,
@@ -30,6 +40,10 @@ export type {
 export { ERROR_CODES, type ErrorCode, type ErrorCodeInfo, type Severity } from "./errors/codes.ts";
 export { isPointSubError, PointSubError, type PointSubErrorOptions } from "./errors/error.ts";
 export { createServer, Server, type ServerEvents, type ServerOptions } from "./server/server.ts";
+export { IncomingStream } from "./stream/incoming.ts";
+export { Transfer } from "./stream/transfer.ts";
+export type { CompressOption, SendStreamOptions, StreamHandler, StreamSource } from "./stream/types.ts";
+export { Progress, type ProgressSnapshot, type TransferStatus } from "./transfer/progress.ts";
 export { registerTransport } from "./transport/registry.ts";
 export type {
   TlsOptions,

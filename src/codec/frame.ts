@@ -21,11 +21,12 @@ export const FrameType = {
   PING: 0x6,
   GOAWAY: 0x7,
   BATCH: 0x8,
+  STREAM: 0x9,
 } as const;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 
 /** Names for diagnostics. */
-export const FRAME_TYPE_NAMES = ["HELLO", "MSG", "REQ", "RES", "CANCEL", "CREDIT", "PING", "GOAWAY", "BATCH"];
+export const FRAME_TYPE_NAMES = ["HELLO", "MSG", "REQ", "RES", "CANCEL", "CREDIT", "PING", "GOAWAY", "BATCH", "STREAM"];
 
 /** Flags (low nibble). */
 export const Flag = {
@@ -35,6 +36,8 @@ export const Flag = {
   END: 0x2,
   /** PING only: this is the answer. */
   ACK: 0x1,
+  /** STREAM only: this frame's data is compressed with the stream's codec. */
+  COMPRESSED: 0x4,
 } as const;
 
 /** Flag bits each frame type may carry; anything else is a protocol error. */
@@ -48,6 +51,7 @@ export const ALLOWED_FLAGS: readonly number[] = [
   Flag.ACK, // PING
   0, // GOAWAY
   0, // BATCH
+  Flag.START | Flag.END | Flag.COMPRESSED, // STREAM
 ];
 
 /** Largest stream id (ids are unsigned 32-bit; 0 means the connection). */
@@ -71,6 +75,9 @@ export const MAX_HELLO_SIZE = 4096;
 /** Exact payload sizes of fixed-size frames. */
 export const PING_LENGTH = 8;
 export const CANCEL_LENGTH = 2;
+
+/** Size of a STREAM END frame's trailer: varint content length is followed by this u32 CRC32C. */
+export const STREAM_CRC_LENGTH = 4;
 
 /** Response status byte. */
 export const Status = { OK: 0, ERROR: 1 } as const;

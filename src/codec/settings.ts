@@ -13,9 +13,9 @@ export interface Settings {
   maxMessageSize: number;
   /** 1 when this side wants CRC32C trailers (they are on unless both sides say 0). */
   checksum: 0 | 1;
-  /** Feature bits; none are defined in v1, unknown bits are ignored. */
+  /** Feature bits (Feature.*); unknown bits are ignored. */
   features: number;
-  /** Compression algorithms understood (bit mask); none in v1. */
+  /** Compression codecs this side can decompress: bit `1 << (id - 1)` per codec id. */
   compression: number;
   /** Initial connection-level credit granted to the peer, in bytes. */
   connectionWindow: number;
@@ -25,7 +25,17 @@ export interface Settings {
   maxConcurrentRequests: number;
   /** Most bytes (declared totals) of unfinished multi-frame messages the peer may have open. */
   maxAssemblyBytes: number;
+  /** Most streams the peer may have open toward this side at once. */
+  maxConcurrentStreams: number;
 }
+
+/** Feature bits of the HELLO `features` setting. */
+export const Feature = {
+  /** STREAM frames (section 3.10). */
+  STREAMS: 0x1,
+  /** The resume query route (section 3.11). */
+  RESUME: 0x2,
+} as const;
 
 /** Setting keys on the wire, in HELLO order. */
 const KEYS: readonly (keyof Settings)[] = [
@@ -38,6 +48,7 @@ const KEYS: readonly (keyof Settings)[] = [
   "streamWindow", // 7
   "maxConcurrentRequests", // 8
   "maxAssemblyBytes", // 9
+  "maxConcurrentStreams", // 10
 ];
 
 const MIB = 1024 * 1024;
@@ -53,6 +64,7 @@ export const DEFAULT_SETTINGS: Readonly<Settings> = {
   streamWindow: 4 * MIB,
   maxConcurrentRequests: 1024,
   maxAssemblyBytes: 256 * MIB + 64 * MIB,
+  maxConcurrentStreams: 64,
 };
 
 const MAX_WINDOW = 2 ** 31 - 1;
@@ -76,6 +88,10 @@ export function validateSettings(s: Settings, fromPeer: boolean): void {
     `maxConcurrentRequests ${s.maxConcurrentRequests}`,
   );
   check(Number.isSafeInteger(s.maxAssemblyBytes) && s.maxAssemblyBytes >= 0, `maxAssemblyBytes ${s.maxAssemblyBytes}`);
+  check(
+    Number.isSafeInteger(s.maxConcurrentStreams) && s.maxConcurrentStreams >= 0,
+    `maxConcurrentStreams ${s.maxConcurrentStreams}`,
+  );
 }
 
 /** Encodes settings as a HELLO payload: (varint key, varint value) pairs. */

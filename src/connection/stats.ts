@@ -25,10 +25,22 @@ export interface StatsSnapshot {
     /** Requests in flight now (both directions). */
     inFlight: number;
   };
+  /** Streams sent and received (content bytes, before compression). */
+  streams: { sent: number; received: number; bytesSent: number; bytesReceived: number };
+  /** Compression by algorithm, this side's outgoing STREAM frames: content bytes before and wire bytes after, frames compressed, frames sent raw because they did not compress. */
+  compression: Record<string, CompressionCounters>;
   /** Errors raised, by code. */
   errors: Partial<Record<ErrorCode, number>>;
   /** Frames and bytes on the wire (headers and checksums included). */
   wire: { framesOut: number; bytesOut: number; framesIn: number; bytesIn: number };
+}
+
+/** Bytes before and after one compression algorithm. */
+export interface CompressionCounters {
+  bytesBefore: number;
+  bytesAfter: number;
+  compressed: number;
+  raw: number;
 }
 
 function emptyClasses(): Record<SizeClass, ClassCounters> {
@@ -49,6 +61,21 @@ export class Stats {
   requestsFailed = 0;
   requestsHandled = 0;
   readonly errors = new Map<ErrorCode, number>();
+  readonly streams = { sent: 0, received: 0, bytesSent: 0, bytesReceived: 0 };
+  readonly compression: Record<string, CompressionCounters> = {};
+
+  /** Counts one outgoing STREAM frame's compression outcome. */
+  compressed(codec: string, before: number, after: number, used: boolean): void {
+    let c = this.compression[codec];
+    if (c === undefined) {
+      c = { bytesBefore: 0, bytesAfter: 0, compressed: 0, raw: 0 };
+      this.compression[codec] = c;
+    }
+    c.bytesBefore += before;
+    c.bytesAfter += used ? after : before;
+    if (used) c.compressed++;
+    else c.raw++;
+  }
 
   sent(size: number): void {
     const i = sizeClassIndex(size);
@@ -83,6 +110,8 @@ export class Stats {
         handled: this.requestsHandled,
         inFlight,
       },
+      streams: { ...this.streams },
+      compression: structuredClone(this.compression),
       errors: Object.fromEntries(this.errors),
       wire,
     };
@@ -97,6 +126,8 @@ export function sumStats(list: readonly StatsSnapshot[], base?: StatsSnapshot): 
         sent: emptyClasses(),
         received: emptyClasses(),
         requests: { sent: 0, succeeded: 0, failed: 0, handled: 0, inFlight: 0 },
+        streams: { sent: 0, received: 0, bytesSent: 0, bytesReceived: 0 },
+        compression: {},
         errors: {},
         wire: { framesOut: 0, bytesOut: 0, framesIn: 0, bytesIn: 0 },
       };
@@ -112,6 +143,18 @@ export function sumStats(list: readonly StatsSnapshot[], base?: StatsSnapshot): 
     out.requests.failed += s.requests.failed;
     out.requests.handled += s.requests.handled;
     out.requests.inFlight += s.requests.inFlight;
+    out.streams.sent += s.streams.sent;
+    out.streams.received += s.streams.received;
+    out.streams.bytesSent += s.streams.bytesSent;
+    out.streams.bytesReceived += s.streams.bytesReceived;
+    for (const [name, c] of Object.entries(s.compression)) {
+      const o = out.compression[name] ?? { bytesBefore: 0, bytesAfter: 0, compressed: 0, raw: 0 };
+      o.bytesBefore += c.bytesBefore;
+      o.bytesAfter += c.bytesAfter;
+      o.compressed += c.compressed;
+      o.raw += c.raw;
+      out.compression[name] = o;
+    }
     for (const [k, v] of Object.entries(s.errors) as [ErrorCode, number][]) out.errors[k] = (out.errors[k] ?? 0) + v;
     out.wire.framesOut += s.wire.framesOut;
     out.wire.bytesOut += s.wire.bytesOut;

@@ -62,6 +62,8 @@ export interface ConnectionOptions {
   maxConcurrentRequests?: number;
   /** Bytes (declared sizes) of unfinished chunked messages the peer may have open at once. Default maxMessageSize + 64 MiB. */
   maxAssemblyBytes?: number;
+  /** Streams the peer may have open toward this side at once. Default 64. */
+  maxConcurrentStreams?: number;
   /** Default timeout of `request`. Default 30000 ms; 0 = none. */
   requestTimeoutMs?: number;
   /** Time allowed for the peer's HELLO. Default 10000 ms. */

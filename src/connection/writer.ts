@@ -35,6 +35,23 @@ export interface OutMessage {
   single: boolean;
   resolve: (() => void) | undefined;
   reject: ((err: PointSubError) => void) | undefined;
+  /**
+   * STREAM only: frames supplied one at a time by the stream's producer
+   * (`data` is unused). The message stays in the rotation while the queue is
+   * empty and leaves it after the item with END.
+   */
+  items?: Queue<StreamItem>;
+  /** STREAM only: called after each item is handed to the transport. */
+  onItem?: (item: StreamItem) => void;
+}
+
+/** One STREAM frame ready to send: `head` then `data`, under `flags`. */
+export interface StreamItem {
+  flags: number;
+  head: Uint8Array;
+  data: Uint8Array;
+  /** Content bytes this frame carries (before compression). */
+  content: number;
 }
 
 /** What the writer needs from its connection. */
@@ -151,6 +168,11 @@ export class FrameWriter {
     this.pump();
   }
 
+  /** A stream's producer queued more items on `m` (which must be enqueued). */
+  itemsAdded(): void {
+    this.pump();
+  }
+
   /** The peer granted more credit on message `id`; false if no such message is in progress. */
   addStreamCredit(id: number, n: number): boolean {
     for (const m of this.bulk) {
@@ -189,7 +211,7 @@ export class FrameWriter {
     if (i < 0) return "none";
     const [m] = this.bulk.splice(i, 1);
     m.reject?.(err);
-    if (m.started) this.assemblyOpen -= m.data.length;
+    if (m.started && m.items === undefined) this.assemblyOpen -= m.data.length;
     this.pump();
     return m.started ? "started" : "queued";
   }
@@ -283,6 +305,10 @@ export class FrameWriter {
     for (let k = 0; k < n; k++) {
       const idx = (this.rr + k) % n;
       const m = this.bulk[idx];
+      if (m.items !== undefined) {
+        if (this.sendStreamItem(m, idx)) return true;
+        continue;
+      }
       const total = m.data.length;
       const prefix = m.started ? 0 : varintLength(total) + m.head.length;
       const remaining = total - m.offset;
@@ -315,6 +341,29 @@ export class FrameWriter {
       return true;
     }
     return false;
+  }
+
+  /** Sends the next queued frame of stream `m` if credit allows. */
+  private sendStreamItem(m: OutMessage, idx: number): boolean {
+    const item = (m.items as Queue<StreamItem>).peek();
+    if (item === undefined) return false;
+    const size = item.head.length + item.data.length;
+    if (size > m.credit || size > this.connCredit) return false;
+    (m.items as Queue<StreamItem>).shift();
+    this.encode(m.type, item.flags, m.id, -1, item.head, item.data, 0, item.data.length);
+    m.started = true;
+    m.credit -= size;
+    this.connCredit -= size;
+    if ((item.flags & Flag.END) !== 0) {
+      this.bulk.splice(idx, 1);
+      this.rr = idx;
+      m.onItem?.(item);
+      m.resolve?.();
+    } else {
+      this.rr = idx + 1;
+      m.onItem?.(item);
+    }
+    return true;
   }
 
   /**

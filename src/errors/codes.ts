@@ -125,6 +125,24 @@ const table = {
     retryable: true,
     suggestion: "The connection is closing gracefully; open a new one for new work.",
   },
+  ERR_SOURCE: {
+    errno: 4008,
+    severity: "error",
+    retryable: false,
+    suggestion: "The sender's data source failed mid-stream; fix the source (file, generator) and send again.",
+  },
+  ERR_COMPRESSION: {
+    errno: 4009,
+    severity: "error",
+    retryable: false,
+    suggestion: 'Use a compression algorithm both sides support (see the peer\'s HELLO), or compress: "auto".',
+  },
+  ERR_RESUME: {
+    errno: 4010,
+    severity: "warning",
+    retryable: true,
+    suggestion: "The receiver's partial data does not match this source; the transfer restarts from the beginning.",
+  },
 } as const satisfies Record<string, ErrorCodeInfo>;
 
 /** Every stable error code pointsub raises. */

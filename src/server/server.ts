@@ -1,8 +1,9 @@
 import { EventEmitter } from "eventemitter3";
-import { Connection } from "../connection/connection.ts";
+import { Connection, type ResumeLookup, type StreamRoute } from "../connection/connection.ts";
 import { type StatsSnapshot, sumStats } from "../connection/stats.ts";
 import type { ConnectionOptions, Handler, Message } from "../connection/types.ts";
 import { PointSubError } from "../errors/error.ts";
+import type { StreamHandler } from "../stream/types.ts";
 import { resolveTransport } from "../transport/registry.ts";
 import type { TlsOptions, Transport, TransportListener } from "../transport/transport.ts";
 
@@ -33,6 +34,7 @@ export interface ServerEvents {
 export class Server extends EventEmitter<ServerEvents> {
   private readonly options: ServerOptions;
   private readonly routes = new Map<string, Handler>();
+  private readonly streamRoutes = new Map<string, StreamRoute>();
   private readonly bound: TransportListener[] = [];
   private readonly sessions_ = new Set<Connection>();
   private readonly connecting = new Set<Connection>();
@@ -50,6 +52,19 @@ export class Server extends EventEmitter<ServerEvents> {
       throw new PointSubError("ERR_INVALID_ARGUMENT", "route must be a non-empty string");
     }
     this.routes.set(route, handler);
+    return this;
+  }
+
+  /**
+   * Registers `handler` for streams sent to `route` from any session (see
+   * `Connection.sendStream`). With `resume`, interrupted transfers to this
+   * route continue where they stopped.
+   */
+  handleStream(route: string, handler: StreamHandler, options: { resume?: ResumeLookup } = {}): this {
+    if (typeof route !== "string" || route.length === 0) {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", "route must be a non-empty string");
+    }
+    this.streamRoutes.set(route, { handler, resume: options.resume });
     return this;
   }
 
@@ -128,6 +143,7 @@ export class Server extends EventEmitter<ServerEvents> {
     const conn = new Connection(transport, this.options, {
       initiator: false,
       sharedRoutes: this.routes,
+      sharedStreamRoutes: this.streamRoutes,
       onMessage: this.dispatchMessage,
     });
     this.connecting.add(conn);

@@ -1,0 +1,61 @@
+/**
+ * Compression codecs by wire id (docs/PROTOCOL.md §4, setting `compression`).
+ * The core only knows ids and this interface; implementations are registered
+ * by the runtime edge (node:zlib in `src/node/zlib-codecs.ts`).
+ */
+
+/** Codec ids as they appear in a STREAM START prefix; bit `1 << (id - 1)` in HELLO. */
+export const CodecId = {
+  NONE: 0,
+  DEFLATE_RAW: 1,
+  GZIP: 2,
+  ZSTD: 3,
+  BROTLI: 4,
+} as const;
+
+/** Names accepted by `compress` options and shown in stats. */
+export type CodecName = "deflate-raw" | "gzip" | "zstd" | "brotli";
+
+export const CODEC_NAMES: Readonly<Record<number, CodecName>> = {
+  1: "deflate-raw",
+  2: "gzip",
+  3: "zstd",
+  4: "brotli",
+};
+
+/** One compression algorithm. Async methods must not block the event loop for large inputs. */
+export interface CompressionCodec {
+  readonly id: number;
+  readonly name: CodecName;
+  compress(data: Uint8Array): Promise<Uint8Array>;
+  /** Rejects (with ERR_PROTOCOL) if the output would exceed `maxLength` or the input is corrupt. */
+  decompress(data: Uint8Array, maxLength: number): Promise<Uint8Array>;
+  /** Compressed size of a small sample, computed synchronously (cheap probe). */
+  probe(sample: Uint8Array): number;
+}
+
+const codecs = new Map<number, CompressionCodec>();
+
+/** Makes a codec available to every connection created afterwards. */
+export function registerCodec(codec: CompressionCodec): void {
+  codecs.set(codec.id, codec);
+}
+
+export function codecById(id: number): CompressionCodec | undefined {
+  return codecs.get(id);
+}
+
+export function codecByName(name: string): CompressionCodec | undefined {
+  for (const c of codecs.values()) if (c.name === name) return c;
+  return undefined;
+}
+
+/** HELLO `compression` mask of the registered codecs. */
+export function localCodecMask(): number {
+  let m = 0;
+  for (const id of codecs.keys()) m |= 1 << (id - 1);
+  return m;
+}
+
+/** Preference order for `compress: "auto"`: fast first. */
+export const AUTO_ORDER: readonly number[] = [CodecId.ZSTD, CodecId.DEFLATE_RAW, CodecId.GZIP, CodecId.BROTLI];

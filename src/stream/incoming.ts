@@ -1,0 +1,222 @@
+import { crc32c } from "../codec/crc32c.ts";
+import type { StreamHead } from "../codec/stream-prefix.ts";
+import { PointSubError, toPointSubError } from "../errors/error.ts";
+import { Progress } from "../transfer/progress.ts";
+import { Queue } from "../util/queue.ts";
+
+/** What an incoming stream needs from its connection. */
+export interface InStreamPort {
+  /** The reader consumed `wire` bytes of frames: return that much stream credit. */
+  consumed(wire: number): void;
+  /** The reader cancelled: tell the sender. */
+  cancel(err: PointSubError): void;
+}
+
+interface Entry {
+  data: Uint8Array | Promise<Uint8Array>;
+  wire: number;
+}
+
+/**
+ * A stream being received: an async iterable of its chunks, with
+ * backpressure (the sender gets credit only as chunks are read), metadata,
+ * progress, and an end-to-end CRC32C check when it ends: iteration throws
+ * ERR_CHECKSUM if the content differs from what the sender read, and the
+ * sender's typed error if the sender failed or cancelled.
+ */
+export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<Uint8Array> {
+  /** The stream id on the connection. */
+  readonly id: number;
+  readonly route: string;
+  /** The sender's metadata (name, type, transferId, your fields). */
+  readonly meta: Readonly<Record<string, unknown>>;
+  /** Content length from byte 0, when the sender declared it. */
+  readonly total: number | undefined;
+  /** Content offset of the first byte of this stream (non-zero when resuming). */
+  readonly offset: number;
+  /** CRC32C the sender declared for content bytes 0..offset (resume). */
+  readonly prefixCrc: number;
+  /** Receiver-side progress (bytes read by the consumer). */
+  readonly progress: Progress;
+
+  private readonly port: InStreamPort;
+  private readonly entries = new Queue<Entry>();
+  private endInfo: { length: number; crc: number } | undefined;
+  private error: PointSubError | undefined;
+  private waiter: (() => void) | undefined;
+  private crc: number;
+  private received = 0;
+  private finished = false;
+  private discarding = false;
+
+  /** @internal Created by the connection. */
+  constructor(id: number, head: StreamHead, meta: Record<string, unknown>, port: InStreamPort, intervalMs = 100) {
+    this.id = id;
+    this.route = head.route;
+    this.meta = meta;
+    this.total = head.total;
+    this.offset = head.offset;
+    this.prefixCrc = head.prefixCrc;
+    this.crc = head.offset > 0 ? head.prefixCrc : 0;
+    this.port = port;
+    const tid = typeof meta.transferId === "string" ? meta.transferId : `stream-${id}`;
+    this.progress = new Progress(tid, head.total, intervalMs);
+    this.progress.setBase(head.offset);
+    this.progress.setStatus(head.offset > 0 ? "resuming" : "transferring");
+  }
+
+  /** The sender's transfer id (from metadata), if it gave one. */
+  get transferId(): string | undefined {
+    return typeof this.meta.transferId === "string" ? this.meta.transferId : undefined;
+  }
+
+  /** Content bytes read so far in this stream (the offset not included). */
+  get bytesRead(): number {
+    return this.received;
+  }
+
+  /** @internal A data frame arrived (`data` may still be decompressing). */
+  push(data: Uint8Array | Promise<Uint8Array>, wire: number): void {
+    if (this.finished || this.discarding) {
+      if (data instanceof Promise) data.catch(() => {});
+      return;
+    }
+    if (data instanceof Promise) data.catch(() => {}); // surfaced when read
+    this.entries.push({ data, wire });
+    this.wakeReader();
+  }
+
+  /** @internal The sender's END frame arrived. */
+  end(length: number, crc: number): void {
+    this.endInfo = { length, crc };
+    this.wakeReader();
+  }
+
+  /** @internal The stream failed (sender cancelled, connection closed). */
+  fail(err: PointSubError): void {
+    if (this.finished || this.error !== undefined) return;
+    this.error = err;
+    this.progress.setStatus(err.code === "ERR_CANCELLED" ? "cancelled" : "failed", err);
+    this.wakeReader();
+  }
+
+  /** @internal Stop buffering: the handler answered or the reader left. */
+  discard(): void {
+    this.discarding = true;
+    while (this.entries.length !== 0) {
+      const e = this.entries.shift() as Entry;
+      if (e.data instanceof Promise) e.data.catch(() => {});
+    }
+  }
+
+  /** Cancels the transfer: the sender's transfer rejects with ERR_CANCELLED. */
+  cancel(reason = "cancelled by the receiver"): void {
+    if (this.finished) return;
+    const err = new PointSubError("ERR_CANCELLED", reason);
+    this.fail(err);
+    this.discard();
+    this.port.cancel(err);
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
+    return this;
+  }
+
+  async next(): Promise<IteratorResult<Uint8Array>> {
+    for (;;) {
+      if (this.error !== undefined && !this.finished) throw this.error;
+      if (this.finished || this.discarding) return { done: true, value: undefined };
+      const e = this.entries.shift();
+      if (e !== undefined) {
+        let data: Uint8Array;
+        try {
+          data = e.data instanceof Promise ? await e.data : e.data;
+        } catch (err) {
+          const pe = toPointSubError(err, "ERR_PROTOCOL");
+          this.fail(pe);
+          this.port.cancel(pe);
+          throw pe;
+        }
+        if (this.error !== undefined) throw this.error;
+        this.crc = crc32c(data, this.crc);
+        this.received += data.length;
+        this.port.consumed(e.wire);
+        this.progress.add(data.length);
+        return { done: false, value: data };
+      }
+      if (this.endInfo !== undefined) {
+        this.verifyEnd(this.endInfo);
+        return { done: true, value: undefined };
+      }
+      await new Promise<void>((r) => (this.waiter = r));
+    }
+  }
+
+  /** Leaving a `for await` early stops buffering; the handler's answer ends the transfer. */
+  async return(): Promise<IteratorResult<Uint8Array>> {
+    if (!this.finished) this.discard();
+    return { done: true, value: undefined };
+  }
+
+  /** Reads the whole stream into one buffer (at most `maxBytes`, default 256 MiB). */
+  async bytes(maxBytes = 256 * 1024 * 1024): Promise<Uint8Array> {
+    const parts: Uint8Array[] = [];
+    let n = 0;
+    for await (const c of this) {
+      n += c.length;
+      if (n > maxBytes) {
+        this.cancel(`stream larger than ${maxBytes} bytes`);
+        throw new PointSubError("ERR_MESSAGE_TOO_LARGE", `stream larger than ${maxBytes} bytes`);
+      }
+      parts.push(c);
+    }
+    const out = new Uint8Array(n);
+    let o = 0;
+    for (const p of parts) {
+      out.set(p, o);
+      o += p.length;
+    }
+    return out;
+  }
+
+  /** The stream as a web ReadableStream (pull-based: backpressure is kept). */
+  readable(): ReadableStream<Uint8Array> {
+    return new ReadableStream<Uint8Array>(
+      {
+        pull: async (controller) => {
+          const r = await this.next();
+          if (r.done === true) controller.close();
+          else controller.enqueue(r.value);
+        },
+        cancel: () => {
+          this.cancel("reader cancelled");
+        },
+      },
+      { highWaterMark: 0 },
+    );
+  }
+
+  private verifyEnd(info: { length: number; crc: number }): void {
+    const have = this.offset + this.received;
+    let err: PointSubError | undefined;
+    if (info.length !== have) {
+      err = new PointSubError("ERR_PROTOCOL", `stream ended at ${have} bytes but the sender counted ${info.length}`);
+    } else if (this.total !== undefined && this.total !== have) {
+      err = new PointSubError("ERR_PROTOCOL", `stream declared ${this.total} bytes and carried ${have}`);
+    } else if (info.crc !== this.crc) {
+      err = new PointSubError("ERR_CHECKSUM", "end-to-end CRC32C of the stream content does not match the sender's");
+    }
+    if (err !== undefined) {
+      this.fail(err);
+      throw err;
+    }
+    this.finished = true;
+    this.progress.setStatus("completed");
+  }
+
+  private wakeReader(): void {
+    const w = this.waiter;
+    this.waiter = undefined;
+    w?.();
+  }
+}

@@ -1,0 +1,268 @@
+import { type CompressionCodec, codecById } from "../codec/compression.ts";
+import { crc32c } from "../codec/crc32c.ts";
+import { Flag } from "../codec/frame.ts";
+import { encodeStreamEnd } from "../codec/stream-prefix.ts";
+import type { StreamItem } from "../connection/writer.ts";
+import { PointSubError, toPointSubError } from "../errors/error.ts";
+import type { Progress } from "../transfer/progress.ts";
+import { compressionJobs } from "../util/limiter.ts";
+import { Queue } from "../util/queue.ts";
+import type { StreamSource } from "./types.ts";
+
+const EMPTY = new Uint8Array(0);
+/** Frames smaller than this are never compressed. */
+export const COMPRESS_MIN_BYTES = 4096;
+/** Bytes of a chunk compressed synchronously to decide whether the chunk compresses. */
+const PROBE_BYTES = 8192;
+/** Compress only when the probe shrinks to at most this fraction. */
+const PROBE_RATIO = 0.9;
+/** Compressed frames in flight per stream. */
+const COMPRESS_AHEAD = 2;
+
+/** What an outgoing stream needs from its connection. */
+export interface OutStreamPort {
+  /** Frames were added to `items`: the connection's writer sends them under credit, in order. */
+  itemsAdded(): void;
+  /** Counts a compression outcome in the connection's stats. */
+  compressed(codec: string, before: number, after: number, used: boolean): void;
+}
+
+/** How an outgoing stream compresses: a codec, and whether to decide per chunk. */
+export interface CompressionPlan {
+  codec: CompressionCodec | undefined;
+  auto: boolean;
+}
+
+/**
+ * The producing side of one stream: pulls from the source while the
+ * writer's queue for it is below `highWater`, slices into frames, computes
+ * the end-to-end CRC32C, compresses when it pays, and tracks acknowledged
+ * bytes for progress.
+ */
+export class OutgoingStream {
+  readonly id: number;
+  readonly items = new Queue<StreamItem>();
+  /** Wire bytes queued in `items` (not yet handed to the transport). */
+  private queued = 0;
+  private readonly highWater: number;
+  private readonly chunk: number;
+  private readonly port: OutStreamPort;
+  private readonly progress: Progress;
+  private readonly plan: CompressionPlan;
+  private crc: number;
+  private length: number;
+  private wake: (() => void) | undefined;
+  private stopped: PointSubError | undefined;
+  /** Sent frames awaiting the receiver's credit: [wire bytes, content bytes]. */
+  private readonly unacked = new Queue<number>();
+  private ackCarry = 0;
+  /** Auto compression: chunks to skip before probing again, and the current back-off. */
+  private skip = 0;
+  private backoff = 1;
+  /** The END frame was handed to the transport. */
+  ended = false;
+
+  constructor(
+    id: number,
+    port: OutStreamPort,
+    progress: Progress,
+    opts: { chunk: number; highWater: number; offset: number; prefixCrc: number; plan: CompressionPlan },
+  ) {
+    this.id = id;
+    this.port = port;
+    this.progress = progress;
+    this.chunk = opts.chunk;
+    this.highWater = opts.highWater;
+    this.length = opts.offset;
+    this.crc = opts.offset > 0 ? opts.prefixCrc : 0;
+    this.plan = opts.plan;
+  }
+
+  /** Queues the START frame. */
+  start(head: Uint8Array): void {
+    this.enqueue({ flags: Flag.START, head, data: EMPTY, content: 0 });
+  }
+
+  /**
+   * Pulls the source to its end and queues END. Rejects with the reason the
+   * stream stopped (ERR_SOURCE when the source failed).
+   */
+  async run(source: StreamSource): Promise<void> {
+    const iterator = toIterator(source);
+    const ahead: Promise<StreamItem>[] = [];
+    try {
+      for (;;) {
+        if (this.stopped !== undefined) throw this.stopped;
+        let r: IteratorResult<Uint8Array>;
+        try {
+          r = await iterator.next();
+        } catch (err) {
+          throw new PointSubError("ERR_SOURCE", `stream source failed: ${describe(err)}`, { cause: err });
+        }
+        if (this.stopped !== undefined) throw this.stopped;
+        if (r.done === true) break;
+        const value = r.value;
+        if (!(value instanceof Uint8Array)) {
+          throw new PointSubError("ERR_SOURCE", "stream source yielded something other than a Uint8Array");
+        }
+        for (let off = 0; off < value.length; off += this.chunk) {
+          const piece = value.subarray(off, Math.min(value.length, off + this.chunk));
+          this.crc = crc32c(piece, this.crc);
+          this.length += piece.length;
+          if (this.wantsCompression(piece)) {
+            ahead.push(this.compress(piece));
+            if (ahead.length >= COMPRESS_AHEAD) this.enqueue(await (ahead.shift() as Promise<StreamItem>));
+          } else {
+            while (ahead.length !== 0) this.enqueue(await (ahead.shift() as Promise<StreamItem>));
+            this.enqueue({ flags: 0, head: EMPTY, data: piece, content: piece.length });
+          }
+          while (this.queued >= this.highWater && this.stopped === undefined) {
+            await new Promise<void>((r) => (this.wake = r));
+          }
+          if (this.stopped !== undefined) throw this.stopped;
+        }
+      }
+      while (ahead.length !== 0) this.enqueue(await (ahead.shift() as Promise<StreamItem>));
+      if (this.stopped !== undefined) throw this.stopped;
+      this.enqueue({ flags: Flag.END, head: EMPTY, data: encodeStreamEnd(this.length, this.crc), content: 0 });
+    } catch (err) {
+      Promise.resolve()
+        .then(() => iterator.return?.())
+        .catch(() => {});
+      for (const p of ahead) p.catch(() => {});
+      throw toPointSubError(err, "ERR_SOURCE");
+    }
+  }
+
+  /** Content bytes produced so far (offset included). */
+  get produced(): number {
+    return this.length;
+  }
+
+  /** Stops producing (answer arrived, cancelled, connection closed). */
+  stop(reason: PointSubError): void {
+    if (this.stopped !== undefined) return;
+    this.stopped = reason;
+    const w = this.wake;
+    this.wake = undefined;
+    w?.();
+  }
+
+  /** The writer handed `item` to the transport. */
+  onItemSent(item: StreamItem): void {
+    const wire = item.head.length + item.data.length;
+    this.queued -= wire;
+    if ((item.flags & Flag.END) !== 0) this.ended = true;
+    if (item.content !== 0 || wire !== 0) {
+      this.unacked.push(wire);
+      this.unacked.push(item.content);
+    }
+    if (this.queued < this.highWater) {
+      const w = this.wake;
+      this.wake = undefined;
+      w?.();
+    }
+  }
+
+  /** The receiver returned `n` bytes of stream credit: they were consumed. */
+  onAck(n: number): void {
+    let left = n + this.ackCarry;
+    let content = 0;
+    for (;;) {
+      const wire = this.unacked.peek();
+      if (wire === undefined || wire > left) break;
+      this.unacked.shift();
+      content += this.unacked.shift() as number;
+      left -= wire;
+    }
+    this.ackCarry = left;
+    if (content !== 0) this.progress.add(content);
+  }
+
+  private enqueue(item: StreamItem): void {
+    this.queued += item.head.length + item.data.length;
+    this.items.push(item);
+    this.port.itemsAdded();
+  }
+
+  private wantsCompression(piece: Uint8Array): boolean {
+    const codec = this.plan.codec;
+    if (codec === undefined || piece.length < COMPRESS_MIN_BYTES) return false;
+    if (!this.plan.auto) return true;
+    if (this.skip > 0) {
+      this.skip--;
+      this.port.compressed(codec.name, piece.length, piece.length, false);
+      return false;
+    }
+    const sample = piece.subarray(0, Math.min(PROBE_BYTES, piece.length));
+    if (codec.probe(sample) <= sample.length * PROBE_RATIO) {
+      this.backoff = 1;
+      return true;
+    }
+    // Incompressible: skip the next chunks, longer each time it stays so.
+    this.skip = this.backoff;
+    this.backoff = Math.min(this.backoff * 2, 64);
+    this.port.compressed(codec.name, piece.length, piece.length, false);
+    return false;
+  }
+
+  private async compress(piece: Uint8Array): Promise<StreamItem> {
+    const codec = this.plan.codec as CompressionCodec;
+    const out = await compressionJobs.run(() => codec.compress(piece));
+    const used = out.length < piece.length;
+    this.port.compressed(codec.name, piece.length, out.length, used);
+    if (!used) return { flags: 0, head: EMPTY, data: piece, content: piece.length };
+    return { flags: Flag.COMPRESSED, head: EMPTY, data: out, content: piece.length };
+  }
+}
+
+function describe(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function toIterator(source: StreamSource): AsyncIterator<Uint8Array> | Iterator<Uint8Array> {
+  const s = source as unknown as Record<symbol | string, unknown>;
+  if (typeof s[Symbol.asyncIterator] === "function")
+    return (source as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]();
+  if (typeof s.getReader === "function") {
+    const reader = (source as ReadableStream<Uint8Array>).getReader();
+    return {
+      next: () => reader.read() as Promise<IteratorResult<Uint8Array>>,
+      return: async () => {
+        await reader.cancel();
+        return { done: true, value: undefined };
+      },
+    };
+  }
+  if (typeof s[Symbol.iterator] === "function") return (source as Iterable<Uint8Array>)[Symbol.iterator]();
+  throw new PointSubError(
+    "ERR_INVALID_ARGUMENT",
+    "stream source must be an AsyncIterable, a ReadableStream or an Iterable of Uint8Array",
+  );
+}
+
+/** The codec the sender uses for `compress` given what the peer accepts; throws ERR_COMPRESSION. */
+export function planCompression(
+  compress: string | undefined,
+  peerMask: number,
+  localMask: number,
+  order: readonly number[],
+): CompressionPlan {
+  if (compress === undefined || compress === "off") return { codec: undefined, auto: false };
+  if (compress === "auto") {
+    for (const id of order) {
+      const bit = 1 << (id - 1);
+      if ((peerMask & bit) !== 0 && (localMask & bit) !== 0) return { codec: codecById(id), auto: true };
+    }
+    return { codec: undefined, auto: false };
+  }
+  for (const id of order) {
+    const c = codecById(id);
+    if (c?.name !== compress) continue;
+    if ((peerMask & (1 << (id - 1))) === 0) {
+      throw new PointSubError("ERR_COMPRESSION", `the peer does not accept ${compress}`);
+    }
+    return { codec: c, auto: false };
+  }
+  throw new PointSubError("ERR_COMPRESSION", `compression ${compress} is not available here`);
+}

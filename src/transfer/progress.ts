@@ -1,0 +1,212 @@
+import { EventEmitter } from "eventemitter3";
+import type { PointSubError } from "../errors/error.ts";
+
+/** Lifecycle of a transfer, as progress reports it. */
+export type TransferStatus =
+  | "initializing"
+  | "transferring"
+  | "paused"
+  | "resuming"
+  | "completed"
+  | "failed"
+  | "cancelled";
+
+const TERMINAL: ReadonlySet<TransferStatus> = new Set(["completed", "failed", "cancelled"]);
+
+/** One progress report. */
+export interface ProgressSnapshot {
+  transferId: string;
+  /** Content bytes in all, when known. */
+  total: number | undefined;
+  /** Content bytes done: acknowledged by the receiver (sender side) or consumed (receiver side). */
+  bytes: number;
+  /** 0..100, or undefined while the total is unknown (100 once completed). */
+  percent: number | undefined;
+  /** Bytes per second over the last few seconds. */
+  rate: number;
+  /** Seconds left at the current rate, when the total is known and the rate is not 0. */
+  etaSeconds: number | undefined;
+  status: TransferStatus;
+  /** Milliseconds since the transfer began. */
+  elapsedMs: number;
+  /** Set when status is failed or cancelled. */
+  error?: PointSubError;
+}
+
+/** Events of a {@link Progress}. */
+export interface ProgressEvents {
+  progress: [snapshot: ProgressSnapshot];
+}
+
+const WINDOW_MS = 3000;
+const SAMPLES = 32;
+
+/**
+ * Progress of one transfer: counts bytes, keeps a sliding-window rate, and
+ * emits `progress` at most every `intervalMs` (and on every status change).
+ * Also an async iterable of snapshots that ends with the final status.
+ */
+export class Progress extends EventEmitter<ProgressEvents> implements AsyncIterable<ProgressSnapshot> {
+  readonly transferId: string;
+  total: number | undefined;
+  private bytes_ = 0;
+  private status_: TransferStatus = "initializing";
+  private error_: PointSubError | undefined;
+  private readonly started = Date.now();
+  private readonly intervalMs: number;
+  private lastEmit = 0;
+  private readonly times = new Float64Array(SAMPLES);
+  private readonly counts = new Float64Array(SAMPLES);
+  private sampleHead = 0;
+  private sampleCount = 0;
+  private lastSampleAt = 0;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(transferId: string, total: number | undefined, intervalMs = 100) {
+    super();
+    this.transferId = transferId;
+    this.total = total;
+    this.intervalMs = intervalMs;
+  }
+
+  get status(): TransferStatus {
+    return this.status_;
+  }
+
+  get bytes(): number {
+    return this.bytes_;
+  }
+
+  /** Sets the byte count (e.g. the resume offset) without counting it toward the rate. */
+  setBase(bytes: number): void {
+    this.bytes_ = bytes;
+    this.sampleCount = 0;
+  }
+
+  /** Adds `n` bytes done. Cheap: emits at most every intervalMs. */
+  add(n: number): void {
+    this.bytes_ += n;
+    const now = Date.now();
+    if (now - this.lastSampleAt >= WINDOW_MS / SAMPLES) this.sample(now);
+    if (now - this.lastEmit >= this.intervalMs) this.emitNow(now);
+    else this.scheduleEmit();
+  }
+
+  /** Changes status; terminal statuses are final. */
+  setStatus(status: TransferStatus, error?: PointSubError): void {
+    if (TERMINAL.has(this.status_) || this.status_ === status) return;
+    this.status_ = status;
+    if (error !== undefined) this.error_ = error;
+    if (status === "completed" && this.total === undefined) this.total = this.bytes_;
+    if (status === "completed" && this.total !== undefined) this.bytes_ = this.total;
+    if (this.timer !== undefined) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    this.emitNow(Date.now());
+  }
+
+  get done(): boolean {
+    return TERMINAL.has(this.status_);
+  }
+
+  /** The current state. */
+  snapshot(now = Date.now()): ProgressSnapshot {
+    const rate = this.rate(now);
+    const total = this.total;
+    const bytes = this.bytes_;
+    const s: ProgressSnapshot = {
+      transferId: this.transferId,
+      total,
+      bytes,
+      percent:
+        this.status_ === "completed"
+          ? 100
+          : total === undefined
+            ? undefined
+            : total === 0
+              ? 0
+              : Math.min(100, (bytes / total) * 100),
+      rate,
+      etaSeconds:
+        this.status_ === "completed"
+          ? 0
+          : total !== undefined && rate > 0
+            ? Math.max(0, (total - bytes) / rate)
+            : undefined,
+      status: this.status_,
+      elapsedMs: now - this.started,
+    };
+    if (this.error_ !== undefined) s.error = this.error_;
+    return s;
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<ProgressSnapshot> {
+    // Keeps only the newest report between reads (a slow reader never grows a queue).
+    let latest: ProgressSnapshot | undefined = this.snapshot();
+    let wake: (() => void) | undefined;
+    const on = (s: ProgressSnapshot) => {
+      latest = s;
+      wake?.();
+    };
+    this.on("progress", on);
+    try {
+      for (;;) {
+        if (latest === undefined) await new Promise<void>((r) => (wake = r));
+        wake = undefined;
+        const s = latest as ProgressSnapshot;
+        latest = undefined;
+        yield s;
+        if (TERMINAL.has(s.status)) return;
+      }
+    } finally {
+      this.off("progress", on);
+    }
+  }
+
+  private rate(now: number): number {
+    if (this.sampleCount === 0) return 0;
+    const oldest = (this.sampleHead - this.sampleCount + SAMPLES) % SAMPLES;
+    const dt = now - this.times[oldest];
+    if (dt <= 0) return 0;
+    return ((this.bytes_ - this.counts[oldest]) * 1000) / dt;
+  }
+
+  private sample(now: number): void {
+    this.lastSampleAt = now;
+    this.times[this.sampleHead] = now;
+    this.counts[this.sampleHead] = this.bytes_;
+    this.sampleHead = (this.sampleHead + 1) % SAMPLES;
+    if (this.sampleCount < SAMPLES) this.sampleCount++;
+    // Drop samples older than the window (keep at least one).
+    while (this.sampleCount > 1) {
+      const oldest = (this.sampleHead - this.sampleCount + SAMPLES) % SAMPLES;
+      if (now - this.times[oldest] <= WINDOW_MS) break;
+      this.sampleCount--;
+    }
+  }
+
+  private scheduleEmit(): void {
+    if (this.timer !== undefined || this.listenerCount("progress") === 0) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.emitNow(Date.now());
+    }, this.intervalMs);
+    (this.timer as { unref?: () => void }).unref?.();
+  }
+
+  private emitNow(now: number): void {
+    this.lastEmit = now;
+    if (this.listenerCount("progress") === 0) return;
+    this.emit("progress", this.snapshot(now));
+  }
+}
+
+/** A random transfer id (32 hex digits). */
+export function newTransferId(): string {
+  const b = new Uint8Array(16);
+  crypto.getRandomValues(b);
+  let s = "";
+  for (const x of b) s += x.toString(16).padStart(2, "0");
+  return s;
+}

@@ -1,0 +1,221 @@
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { Readable } from "node:stream";
+import { after, before, describe, it } from "node:test";
+import {
+  type Connection,
+  connect,
+  createServer,
+  type IncomingStream,
+  type ProgressSnapshot,
+  type Server,
+} from "../../src/index.ts";
+import { KiB, MiB, pattern, sha256 } from "../helpers/data.ts";
+
+/** Hashes a stream as it is read; answers "size sha256". */
+async function hashStream(stream: IncomingStream): Promise<string> {
+  const h = createHash("sha256");
+  let n = 0;
+  for await (const chunk of stream) {
+    h.update(chunk);
+    n += chunk.length;
+  }
+  return `${n} ${h.digest("hex")}`;
+}
+
+/** Deterministic pseudo-random bytes (xorshift32). */
+function seeded(n: number, seed: number): Uint8Array {
+  const out = new Uint8Array(n);
+  let x = seed | 1;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
+
+/** `size` bytes as chunks of `chunk`, generated lazily (the same block repeated). */
+async function* generate(size: number, chunk = 256 * KiB, seed = 7): AsyncGenerator<Uint8Array> {
+  const block = seeded(Math.min(chunk, Math.max(size, 1)), seed);
+  for (let off = 0; off < size; off += chunk) yield block.subarray(0, Math.min(chunk, size - off));
+}
+
+function expectedHash(size: number, chunk = 256 * KiB, seed = 7): string {
+  const h = createHash("sha256");
+  const block = seeded(Math.min(chunk, Math.max(size, 1)), seed);
+  for (let off = 0; off < size; off += chunk) h.update(block.subarray(0, Math.min(chunk, size - off)));
+  return `${size} ${h.digest("hex")}`;
+}
+
+const text = (b: Uint8Array) => new TextDecoder().decode(b);
+
+describe("streams", () => {
+  let server: Server;
+  let conn: Connection;
+  const metas: Record<string, unknown>[] = [];
+
+  before(async () => {
+    server = createServer();
+    server.handleStream("/hash/1.0.0", async (stream) => {
+      metas.push({ ...stream.meta, total: stream.total });
+      return hashStream(stream);
+    });
+    server.handleStream("/readable/1.0.0", async (stream) => {
+      // Read through a Node Readable made from the web stream.
+      const r = Readable.fromWeb(stream.readable() as import("node:stream/web").ReadableStream<Uint8Array>);
+      const h = createHash("sha256");
+      let n = 0;
+      for await (const c of r) {
+        h.update(c as Buffer);
+        n += (c as Buffer).length;
+      }
+      return `${n} ${h.digest("hex")}`;
+    });
+    server.handleStream("/first-chunk-only/1.0.0", async (stream) => {
+      for await (const c of stream) return `got ${c.length > 0}`;
+      return "empty";
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    conn = await connect(url);
+  });
+
+  after(async () => {
+    await conn.close();
+    await server.close();
+  });
+
+  for (const size of [0, 1, 10 * MiB]) {
+    it(`carries a stream of ${size} bytes intact, with metadata`, async () => {
+      const answer = await conn.sendStream("/hash/1.0.0", generate(size), {
+        total: size,
+        meta: { name: `s${size}.bin`, type: "application/octet-stream", user: 42 },
+      });
+      assert.equal(text(answer), expectedHash(size));
+      const m = metas.at(-1) as Record<string, unknown>;
+      assert.equal(m.name, `s${size}.bin`);
+      assert.equal(m.user, 42);
+      assert.equal(m.total, size);
+      assert.equal(typeof m.transferId, "string");
+    });
+  }
+
+  it("carries a stream of unknown size (a Node Readable), read through a Readable", async () => {
+    const size = 3 * MiB + 17;
+    const data = pattern(size, 3);
+    const parts: Buffer[] = [];
+    for (let off = 0; off < size; off += 100_000) parts.push(Buffer.from(data.subarray(off, off + 100_000)));
+    const answer = await conn.sendStream("/readable/1.0.0", Readable.from(parts));
+    assert.equal(text(answer), `${size} ${sha256(data)}`);
+  });
+
+  it("accepts a web ReadableStream and a plain iterable as sources", async () => {
+    const data = pattern(300 * KiB, 5);
+    const web = new ReadableStream<Uint8Array>({
+      start(c) {
+        c.enqueue(data.subarray(0, 1000));
+        c.enqueue(data.subarray(1000));
+        c.close();
+      },
+    });
+    assert.equal(text(await conn.sendStream("/hash/1.0.0", web)), `${data.length} ${sha256(data)}`);
+    assert.equal(
+      text(await conn.sendStream("/hash/1.0.0", [data.subarray(0, 5), data.subarray(5)])),
+      `${data.length} ${sha256(data)}`,
+    );
+  });
+
+  it("ends the receiver's stream with a typed error when the sender's source fails", async () => {
+    let seen: unknown;
+    server.handleStream("/fails/1.0.0", async (stream) => {
+      try {
+        for await (const _ of stream);
+      } catch (err) {
+        seen = err;
+        throw err;
+      }
+      return "complete?!";
+    });
+    async function* broken() {
+      yield pattern(600 * KiB, 1);
+      throw new Error("disk on fire");
+    }
+    const t = conn.sendStream("/fails/1.0.0", broken());
+    await assert.rejects(t.done, (err: Error & { code?: string }) => {
+      assert.equal(err.code, "ERR_SOURCE");
+      assert.match(err.message, /disk on fire/);
+      return true;
+    });
+    for (let i = 0; i < 100 && seen === undefined; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal((seen as { code?: string }).code, "ERR_SOURCE");
+    assert.equal(t.snapshot().status, "failed");
+    // The connection is still fine.
+    assert.equal(text(await conn.sendStream("/hash/1.0.0", generate(10))), expectedHash(10));
+  });
+
+  it("ends early when the handler answers before the stream ended", async () => {
+    const t = conn.sendStream("/first-chunk-only/1.0.0", generate(64 * MiB));
+    assert.equal(text(await t), "got true");
+    assert.equal(text(await conn.sendStream("/hash/1.0.0", generate(1000))), expectedHash(1000));
+  });
+
+  it("reports progress up to exactly 100 % and as an async iterable", async () => {
+    const size = 12 * MiB;
+    const seen: ProgressSnapshot[] = [];
+    const t = conn.sendStream("/hash/1.0.0", generate(size), {
+      total: size,
+      progressIntervalMs: 1,
+      onProgress: (s) => seen.push(s),
+    });
+    const iterated: ProgressSnapshot[] = [];
+    for await (const p of t.progress) iterated.push(p);
+    await t;
+    const last = seen.at(-1) as ProgressSnapshot;
+    assert.equal(last.status, "completed");
+    assert.equal(last.percent, 100);
+    assert.equal(last.bytes, size);
+    const mid = seen.filter((s) => s.status === "transferring" && s.bytes > 0 && s.bytes < size);
+    assert.ok(mid.length >= 2, `intermediate reports: ${mid.length}`);
+    for (let i = 1; i < seen.length; i++) assert.ok(seen[i].bytes >= seen[i - 1].bytes);
+    assert.equal(iterated.at(-1)?.status, "completed");
+  });
+
+  it("cancels from the sender: the receiver sees ERR_CANCELLED", async () => {
+    let seen: unknown;
+    let started!: () => void;
+    const begun = new Promise<void>((r) => (started = r));
+    server.handleStream("/cancel-me/1.0.0", async (stream) => {
+      try {
+        for await (const _ of stream) started();
+      } catch (err) {
+        seen = err;
+      }
+      return "done";
+    });
+    const t = conn.sendStream("/cancel-me/1.0.0", generate(256 * MiB));
+    await begun;
+    t.cancel();
+    await assert.rejects(t.done, { code: "ERR_CANCELLED" });
+    for (let i = 0; i < 100 && seen === undefined; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal((seen as { code?: string }).code, "ERR_CANCELLED");
+    assert.equal(t.snapshot().status, "cancelled");
+  });
+
+  it("cancels from the receiver: the sender's transfer rejects with ERR_CANCELLED", async () => {
+    server.handleStream("/refuse/1.0.0", async (stream) => {
+      for await (const _ of stream) {
+        stream.cancel("not today");
+        break;
+      }
+      return "ignored";
+    });
+    const t = conn.sendStream("/refuse/1.0.0", generate(256 * MiB));
+    await assert.rejects(t.done, { code: "ERR_CANCELLED" });
+    assert.equal(text(await conn.sendStream("/hash/1.0.0", generate(5000))), expectedHash(5000));
+  });
+
+  it("rejects a stream to an unknown route with ERR_NO_ROUTE", async () => {
+    await assert.rejects(conn.sendStream("/nope/1.0.0", generate(5 * MiB)).done, { code: "ERR_NO_ROUTE" });
+  });
+});
