@@ -39,6 +39,17 @@ export type {
 } from "./connection/types.ts";
 export { ERROR_CODES, type ErrorCode, type ErrorCodeInfo, type Severity } from "./errors/codes.ts";
 export { isPointSubError, PointSubError, type PointSubErrorOptions } from "./errors/error.ts";
+export {
+  FILE_ROUTE,
+  type FileReceipt,
+  type FileSink,
+  type FileSinkOptions,
+  fileCrc32c,
+  fileSink,
+  safeFileName,
+} from "./node/file-sink.ts";
+export { toNodeReadable } from "./node/readable.ts";
+export { fileTransferId, type SendFileOptions, sendFile } from "./node/send-file.ts";
 export { createServer, Server, type ServerEvents, type ServerOptions } from "./server/server.ts";
 export { IncomingStream } from "./stream/incoming.ts";
 export { Transfer } from "./stream/transfer.ts";

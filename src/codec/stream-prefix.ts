@@ -5,7 +5,7 @@ import { readVarint, type VarintResult, varintLength, writeVarint } from "./vari
 /** Longest route, in UTF-8 bytes. */
 export const MAX_ROUTE_BYTES = 1024;
 /** Longest stream metadata, in UTF-8 bytes. */
-export const MAX_META_BYTES = 16 * 1024;
+export const MAX_META_BYTES = 4096;
 
 /** What a STREAM START frame declares before its data (docs/PROTOCOL.md §3.10). */
 export interface StreamHead {

@@ -538,7 +538,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       started: false,
     };
     const cancel = (reason: string) => this.abandon(call, new PointSubError("ERR_CANCELLED", reason));
-    const transfer = new Transfer(transferId, progress, d.promise, cancel);
+    const transfer = new Transfer(progress, d.promise, cancel);
     let head: Uint8Array;
     let plan: ReturnType<typeof planCompression>;
     const offset = options.offset ?? 0;
@@ -1795,7 +1795,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     for (const p of this.pings.values()) p.d.reject(failure);
     this.pings.clear();
     for (const st of this.inStreams.values()) {
-      st.stream.fail(failure);
+      st.stream.fail(failure, true);
       st.call.done = true;
       st.call.abort(failure);
     }

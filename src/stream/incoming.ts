@@ -48,6 +48,7 @@ export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<
   private received = 0;
   private finished = false;
   private discarding = false;
+  private drainFirst = false;
 
   /** @internal Created by the connection. */
   constructor(id: number, head: StreamHead, meta: Record<string, unknown>, port: InStreamPort, intervalMs = 100) {
@@ -92,10 +93,15 @@ export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<
     this.wakeReader();
   }
 
-  /** @internal The stream failed (sender cancelled, connection closed). */
-  fail(err: PointSubError): void {
+  /**
+   * @internal The stream failed (sender cancelled, connection closed). With
+   * `drain`, data already received stays readable before the error (it was
+   * checksummed; a resumable sink keeps it).
+   */
+  fail(err: PointSubError, drain = false): void {
     if (this.finished || this.error !== undefined) return;
     this.error = err;
+    this.drainFirst = drain;
     this.progress.setStatus(err.code === "ERR_CANCELLED" ? "cancelled" : "failed", err);
     this.wakeReader();
   }
@@ -124,7 +130,9 @@ export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<
 
   async next(): Promise<IteratorResult<Uint8Array>> {
     for (;;) {
-      if (this.error !== undefined && !this.finished) throw this.error;
+      if (this.error !== undefined && !this.finished && !(this.drainFirst && this.entries.length !== 0)) {
+        throw this.error;
+      }
       if (this.finished || this.discarding) return { done: true, value: undefined };
       const e = this.entries.shift();
       if (e !== undefined) {
@@ -137,7 +145,7 @@ export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<
           this.port.cancel(pe);
           throw pe;
         }
-        if (this.error !== undefined) throw this.error;
+        if (this.error !== undefined && !this.drainFirst) throw this.error;
         this.crc = crc32c(data, this.crc);
         this.received += data.length;
         this.port.consumed(e.wire);

@@ -5,8 +5,6 @@ import type { Progress, ProgressSnapshot } from "../transfer/progress.ts";
  * or `transfer.done`) with its progress and a way to cancel it.
  */
 export class Transfer implements PromiseLike<Uint8Array> {
-  /** The transfer id (stable across resumes when you pass one). */
-  readonly id: string;
   /** Progress: `transfer.progress.on("progress", fn)` or `for await (const p of transfer.progress)`. */
   readonly progress: Progress;
   /** Resolves to the receiver's answer once it verified the whole stream; rejects with a PointSubError. */
@@ -14,12 +12,16 @@ export class Transfer implements PromiseLike<Uint8Array> {
   private readonly cancelFn: (reason: string) => void;
 
   /** @internal Created by `Connection.sendStream`. */
-  constructor(id: string, progress: Progress, done: Promise<Uint8Array>, cancel: (reason: string) => void) {
-    this.id = id;
+  constructor(progress: Progress, done: Promise<Uint8Array>, cancel: (reason: string) => void) {
     this.progress = progress;
     this.done = done;
     this.cancelFn = cancel;
     done.catch(() => {});
+  }
+
+  /** The transfer id (stable across resumes when you pass one). */
+  get id(): string {
+    return this.progress.transferId;
   }
 
   /** The latest progress. */

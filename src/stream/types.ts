@@ -14,7 +14,7 @@ export type CompressOption = "auto" | "off" | CodecName;
 
 /** Options of {@link Connection.sendStream}. */
 export interface SendStreamOptions {
-  /** Small metadata for the receiver (JSON object, at most 16 KiB): name, content type, your own fields. */
+  /** Small metadata for the receiver (JSON object, at most 4 KiB): name, content type, your own fields. */
   meta?: Record<string, unknown>;
   /** Content length in bytes when known (the receiver checks it; progress shows percentages). */
   total?: number;

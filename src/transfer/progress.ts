@@ -47,7 +47,8 @@ const SAMPLES = 32;
  * Also an async iterable of snapshots that ends with the final status.
  */
 export class Progress extends EventEmitter<ProgressEvents> implements AsyncIterable<ProgressSnapshot> {
-  readonly transferId: string;
+  /** The transfer id (may be set once known). */
+  transferId: string;
   total: number | undefined;
   private bytes_ = 0;
   private status_: TransferStatus = "initializing";

@@ -9,6 +9,12 @@ export interface Faults {
   flip?: { dir: Direction; offset: number };
   /** Close both sides once this many bytes went `dir`. */
   cutAfter?: { dir: Direction; bytes: number };
+  /**
+   * Close the connection in use each time the bytes that went `dir` (over
+   * all connections) reach the next of these totals (ascending); later
+   * connections pass until the next point.
+   */
+  cutAt?: { dir: Direction; bytes: number[] };
 }
 
 /** A TCP proxy on loopback that forwards to `target` and injects faults. */
@@ -26,6 +32,7 @@ export async function startProxy(target: string, faults: Faults = {}): Promise<F
   const t = new URL(target);
   const pairs = new Set<[net.Socket, net.Socket]>();
   const bytes: Record<Direction, number> = { up: 0, down: 0 };
+  const cutPoints = [...(faults.cutAt?.bytes ?? [])];
   const server = net.createServer((client) => {
     const upstream = net.connect({ host: t.hostname, port: Number(t.port) });
     const pair: [net.Socket, net.Socket] = [client, upstream];
@@ -44,6 +51,14 @@ export async function startProxy(target: string, faults: Faults = {}): Promise<F
         if (f !== undefined && f.dir === dir && f.offset >= start && f.offset < end) {
           data = Buffer.from(data);
           data[f.offset - start] ^= 0xff;
+        }
+        if (faults.cutAt?.dir === dir && cutPoints.length !== 0 && end >= cutPoints[0]) {
+          const at = cutPoints.shift() as number;
+          const keep = Math.max(0, at - start);
+          bytes[dir] = start + keep;
+          if (keep > 0) to.write(data.subarray(0, keep), kill);
+          else kill();
+          return;
         }
         const c = faults.cutAfter;
         if (c !== undefined && c.dir === dir && end >= c.bytes) {

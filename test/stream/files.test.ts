@@ -1,0 +1,159 @@
+import assert from "node:assert/strict";
+import { randomFillSync } from "node:crypto";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import {
+  type Connection,
+  connect,
+  createServer,
+  FILE_ROUTE,
+  type FileReceipt,
+  fileSink,
+  type Server,
+  safeFileName,
+  sendFile,
+} from "../../src/index.ts";
+import { MiB, sha256 } from "../helpers/data.ts";
+import { startProxy } from "../helpers/proxy.ts";
+
+const receipt = (b: Uint8Array) => JSON.parse(new TextDecoder().decode(b)) as FileReceipt;
+
+describe("files: sendFile and the file sink", () => {
+  let server: Server;
+  let url: string;
+  let inbox: string;
+  let work: string;
+  let conn: Connection;
+
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), "pointsub-files-"));
+    inbox = join(work, "inbox");
+    const sink = fileSink(inbox);
+    server = createServer();
+    server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
+    [url] = await server.listen("tcp://127.0.0.1:0");
+    conn = await connect(url);
+  });
+
+  after(async () => {
+    await conn.close();
+    await server.close();
+    await rm(work, { recursive: true, force: true });
+  });
+
+  it("stores a file under a safe name via a .partial file and an atomic rename", async () => {
+    const src = join(work, "a.bin");
+    const data = randomFillSync(new Uint8Array(20 * MiB + 3));
+    await writeFile(src, data);
+    const r = receipt(await sendFile(conn, src, { name: "../../etc/evil.bin" }));
+    assert.equal(r.name, "evil.bin");
+    assert.equal(r.path, join(inbox, "evil.bin"));
+    assert.equal(r.size, data.length);
+    assert.equal(sha256(await readFile(r.path)), sha256(data));
+    const left = await readdir(inbox);
+    assert.deepEqual(
+      left.filter((f) => f.endsWith(".partial")),
+      [],
+    );
+  });
+
+  it("never lets a name escape the directory", () => {
+    for (const bad of [
+      "../x",
+      "/etc/passwd",
+      "..",
+      ".",
+      "a/../../b",
+      "..\\..\\win.ini",
+      "\u0000\u0001",
+      ".hidden",
+      "",
+    ]) {
+      const n = safeFileName(bad);
+      assert.ok(!n.includes("/") && !n.includes("\\") && n !== ".." && n !== "." && !n.startsWith("."), n);
+      assert.ok(n.length > 0);
+    }
+    assert.equal(safeFileName("report 2026.pdf"), "report 2026.pdf");
+  });
+
+  it("sends an empty file", async () => {
+    const src = join(work, "empty.txt");
+    await writeFile(src, "");
+    const r = receipt(await sendFile(conn, src));
+    assert.equal(r.size, 0);
+    assert.equal((await readFile(r.path)).length, 0);
+  });
+
+  it("resumes a 256 MiB transfer cut at several random points: identical file, little sent twice", async () => {
+    const size = 256 * MiB;
+    const src = join(work, "big.bin");
+    const data = randomFillSync(new Uint8Array(size));
+    await writeFile(src, data);
+    const cuts = [0.1, 0.4, 0.7].map((f) => Math.floor(size * (f + Math.random() * 0.2)));
+    const proxy = await startProxy(url, { cutAt: { dir: "up", bytes: cuts } });
+    const attempts: number[] = [];
+    try {
+      const t = sendFile(() => connect(proxy.url), src, {
+        name: "big.bin",
+        retryDelayMs: 20,
+        onAttempt: (_n, offset) => attempts.push(offset),
+      });
+      const statuses = new Set<string>();
+      t.progress.on("progress", (s) => statuses.add(s.status));
+      const r = receipt(await t);
+      assert.equal(r.size, size);
+      assert.equal(sha256(await readFile(r.path)), sha256(data));
+      assert.equal(attempts.length, cuts.length + 1, `attempts from offsets ${attempts}`);
+      for (let i = 1; i < attempts.length; i++) assert.ok(attempts[i] > attempts[i - 1], `offsets ${attempts}`);
+      assert.ok(statuses.has("paused") && statuses.has("resuming") && statuses.has("completed"), [...statuses].join());
+      // Everything that went up the wire, over all attempts (frames, handshakes, resume queries included).
+      const window = 4 * MiB;
+      const extra = proxy.bytes.up - size;
+      console.log(
+        `# resume: ${cuts.length} cuts, ${proxy.bytes.up} bytes up for ${size} (${(extra / MiB).toFixed(2)} MiB extra, ${(extra / cuts.length / MiB).toFixed(2)} MiB per cut)`,
+      );
+      assert.ok(extra < 2 * window, `sent ${extra} bytes more than the file over ${cuts.length} cuts`);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it("resumes when re-run after a failed attempt (same file, same transfer id)", async () => {
+    const size = 64 * MiB;
+    const src = join(work, "rerun.bin");
+    const data = randomFillSync(new Uint8Array(size));
+    await writeFile(src, data);
+    const proxy = await startProxy(url, { cutAt: { dir: "up", bytes: [Math.floor(size * 0.5)] } });
+    try {
+      const c1 = await connect(proxy.url);
+      await assert.rejects(sendFile(c1, src).done, { code: "ERR_CONNECTION_CLOSED" });
+      let from = -1;
+      const r = receipt(await sendFile(() => connect(proxy.url), src, { onAttempt: (_n, o) => (from = o) }));
+      assert.ok(from > size * 0.3 && from <= size * 0.5, `resumed from ${from}`);
+      assert.equal(r.resumedFrom, from);
+      assert.equal(sha256(await readFile(r.path)), sha256(data));
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it("a receiver-side cancel removes the partial file and rejects the sender with ERR_CANCELLED", async () => {
+    const dir = join(work, "cancel-inbox");
+    const sink = fileSink(dir, {
+      onStream: (stream) => {
+        stream.progress.on("progress", (p) => {
+          if (p.bytes > 4 * MiB) stream.cancel("no room");
+        });
+      },
+    });
+    conn.handleStream("/cancel-files/1", sink.handler, { resume: sink.resume });
+    server.handleStream("/cancel-files/1", sink.handler, { resume: sink.resume });
+    const src = join(work, "c.bin");
+    await writeFile(src, randomFillSync(new Uint8Array(64 * MiB)));
+    await assert.rejects(sendFile(conn, src, { route: "/cancel-files/1" }).done, { code: "ERR_CANCELLED" });
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(await readdir(dir), []);
+  });
+});
