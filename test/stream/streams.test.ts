@@ -219,3 +219,111 @@ describe("streams", () => {
     await assert.rejects(conn.sendStream("/nope/1.0.0", generate(5 * MiB)).done, { code: "ERR_NO_ROUTE" });
   });
 });
+
+describe("stream compression", () => {
+  let server: Server;
+  let conn: Connection;
+
+  before(async () => {
+    server = createServer();
+    server.handleStream("/hash/1.0.0", hashStream);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    conn = await connect(url);
+  });
+
+  after(async () => {
+    await conn.close();
+    await server.close();
+  });
+
+  const compressible = (size: number) => {
+    const line = new TextEncoder().encode("2026-11-22T02:00:00Z INFO pointsub transfer progressing nicely, id=42\n");
+    const out = new Uint8Array(size);
+    for (let o = 0; o < size; o += line.length) out.set(line.subarray(0, Math.min(line.length, size - o)), o);
+    return out;
+  };
+
+  it("negotiates codecs: the peer offers what this runtime has", () => {
+    assert.ok((conn.peerSettings.compression & 0b11) === 0b11, "deflate-raw and gzip offered");
+  });
+
+  for (const alg of ["auto", "deflate-raw", "gzip", "zstd", "brotli"] as const) {
+    it(`${alg}: compressible data goes out flagged and smaller, and arrives intact`, async () => {
+      const data = compressible(8 * MiB + 5);
+      const before = conn.stats().wire.bytesOut;
+      const answer = await conn.sendStream("/hash/1.0.0", [data], { compress: alg });
+      assert.equal(text(answer), `${data.length} ${sha256(data)}`);
+      const wire = conn.stats().wire.bytesOut - before;
+      assert.ok(wire < data.length / 4, `${wire} bytes on the wire for ${data.length}`);
+      const name = alg === "auto" ? "zstd" : alg;
+      const c = conn.stats().compression[name];
+      assert.ok(c !== undefined && c.compressed > 0 && c.bytesAfter < c.bytesBefore, JSON.stringify(c));
+    });
+  }
+
+  it("auto: random data goes out raw (probed, not compressed)", async () => {
+    const data = pattern(8 * MiB, 9);
+    const before = conn.stats();
+    const answer = await conn.sendStream("/hash/1.0.0", [data], { compress: "auto" });
+    assert.equal(text(answer), `${data.length} ${sha256(data)}`);
+    const after = conn.stats();
+    const c0 = before.compression.zstd ?? { compressed: 0, raw: 0 };
+    const c1 = after.compression.zstd;
+    assert.equal(c1.compressed, c0.compressed, "no chunk was compressed");
+    assert.ok(c1.raw > c0.raw);
+    assert.ok(after.wire.bytesOut - before.wire.bytesOut >= data.length);
+  });
+
+  it("an unsupported codec is an explicit error", async () => {
+    await assert.rejects(conn.sendStream("/hash/1.0.0", [new Uint8Array(10)], { compress: "lz77" as "gzip" }).done, {
+      code: "ERR_COMPRESSION",
+    });
+  });
+});
+
+describe("stream memory", () => {
+  it("a slow consumer bounds the sender's memory; 2 GiB arrive hash-checked", async () => {
+    const server = createServer();
+    let slow = true;
+    server.handleStream("/slow-hash/1.0.0", async (stream) => {
+      const h = createHash("sha256");
+      let n = 0;
+      for await (const chunk of stream) {
+        h.update(chunk);
+        n += chunk.length;
+        if (slow && n > 64 * MiB) slow = false;
+        if (slow) await new Promise((r) => setTimeout(r, 2));
+      }
+      return `${n} ${h.digest("hex")}`;
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    try {
+      const size = 2 * 1024 * MiB;
+      global.gc?.();
+      const base = process.memoryUsage();
+      let peakArray = 0;
+      let peakRss = 0;
+      const t = conn.sendStream("/slow-hash/1.0.0", generate(size, MiB), { total: size });
+      const timer = setInterval(() => {
+        const m = process.memoryUsage();
+        peakArray = Math.max(peakArray, m.arrayBuffers);
+        peakRss = Math.max(peakRss, m.rss);
+      }, 20);
+      const answer = await t;
+      clearInterval(timer);
+      assert.equal(text(answer), expectedHash(size, MiB));
+      const growth = (peakArray - base.arrayBuffers) / MiB;
+      const rss = (peakRss - base.rss) / MiB;
+      console.log(
+        `# 2 GiB stream (both sides in this process): arrayBuffers +${growth.toFixed(1)} MiB, rss +${rss.toFixed(1)} MiB`,
+      );
+      // Both ends live in this process: the bound covers sender and receiver together.
+      assert.ok(growth < 64, `array buffers grew by ${growth} MiB`);
+      assert.ok(rss < 128, `rss grew by ${rss} MiB`);
+    } finally {
+      await conn.close();
+      await server.close();
+    }
+  });
+});
