@@ -18,12 +18,14 @@ function imports(file: string): string[] {
 }
 
 /** Folders of the portable core and what they must never import. */
-const CORE = ["errors", "util", "codec", "transport", "connection", "server", "client"];
+const CORE = ["errors", "util", "codec", "transport", "transfer", "stream", "connection", "server", "client"];
 const FORBIDDEN: Record<string, RegExp[]> = {
   errors: [/^\.\.\/(?!errors\/)/],
   util: [/^\.\.\/(?!util\/)/],
   codec: [/^\.\.\/(connection|server|client|node|transport)\//],
   transport: [/^\.\.\/(connection|server|client|node)\//],
+  transfer: [/^\.\.\/(?!errors\/|util\/)/],
+  stream: [/^\.\.\/(server|client|node)\//, /^\.\.\/connection\/(?!writer\.ts|types\.ts)/],
   connection: [/^\.\.\/(server|client|node)\//],
   server: [/^\.\.\/(client|node)\//],
   client: [/^\.\.\/(server|node)\//],

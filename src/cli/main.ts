@@ -1,0 +1,99 @@
+#!/usr/bin/env node
+/**
+ * The `pointsub` command line: serve, send, request, bench.
+ * Every command exits 0 on success, and 1 with a one-line typed error otherwise.
+ */
+import { realpathSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { Command, Option } from "commander";
+import { toPointSubError } from "../errors/error.ts";
+import { benchCommand } from "./bench.ts";
+import { outputMode, printError } from "./output.ts";
+import { requestCommand } from "./request.ts";
+import { sendCommand } from "./send.ts";
+import { serveCommand } from "./serve.ts";
+
+const collect = (v: string, prev: string[]) => [...prev, v];
+
+/** Builds the program (exported for tests of the help text). */
+export function program(): Command {
+  const p = new Command("pointsub")
+    .description("Messages, requests and files of any size over tcp://, tls:// and unix://")
+    .version("0.1.0")
+    .showHelpAfterError();
+
+  p.command("serve")
+    .description("receive files into a directory, answer /echo/1.0.0, print sessions and transfers")
+    .requiredOption("-l, --listen <url>", "URL to listen on (repeatable)", collect, [])
+    .requiredOption("-d, --dir <dir>", "directory to receive files into")
+    .option("--json", "print JSON lines")
+    .action(run(serveCommand));
+
+  p.command("send")
+    .description("send files, with progress; resumes after a dropped connection and when re-run")
+    .argument("<files...>", "files to send")
+    .requiredOption("-t, --to <url>", "server URL")
+    .addOption(
+      new Option("-c, --compress <alg>", "compression: auto, off, or an algorithm")
+        .choices(["auto", "off", "deflate-raw", "gzip", "zstd", "brotli"])
+        .default("auto"),
+    )
+    .option("--retries <n>", "reconnection attempts per file", (v) => Number.parseInt(v, 10), 10)
+    .option("--no-resume", "start from the beginning even if the server holds part of the file")
+    .option("--json", "print JSON lines")
+    .action(run(sendCommand));
+
+  p.command("request")
+    .description("send one request and print the answer")
+    .argument("[data]", "request payload, or - to read standard input", "")
+    .requiredOption("-t, --to <url>", "server URL")
+    .requiredOption("-r, --route <route>", "route, e.g. /echo/1.0.0")
+    .option("--timeout <ms>", "request timeout", (v) => Number.parseInt(v, 10), 30000)
+    .option("--json", "print a JSON line")
+    .action(run(requestCommand));
+
+  p.command("bench")
+    .description("measure request latency and stream throughput against a server")
+    .requiredOption("-t, --to <url>", "server URL (a pointsub serve)")
+    .option("-n, --count <n>", "sequential requests", (v) => Number.parseInt(v, 10), 2000)
+    .option("-s, --size <bytes>", "bytes to stream", (v) => Number.parseInt(v, 10), 256 * 1024 * 1024)
+    .option("--json", "print a JSON line")
+    .action(run(benchCommand));
+  return p;
+}
+
+type Action = (...args: never[]) => Promise<void>;
+
+/** Wraps a command: typed one-line errors and exit codes. */
+function run<A extends Action>(fn: A): (...args: Parameters<A>) => Promise<void> {
+  return async (...args) => {
+    const opts = args.find((a) => typeof a === "object" && a !== null && !Array.isArray(a)) as
+      | { json?: boolean }
+      | undefined;
+    try {
+      await fn(...args);
+      process.exitCode = process.exitCode ?? 0;
+    } catch (err) {
+      printError(toPointSubError(err, "ERR_HANDLER"), outputMode(opts?.json, process.stderr));
+      process.exitCode = 1;
+    }
+  };
+}
+
+/** True when this file is the program node was started with (also through npm's bin symlink). */
+function isMain(): boolean {
+  try {
+    return realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+}
+
+if (isMain()) {
+  program()
+    .parseAsync(process.argv)
+    .catch((err: unknown) => {
+      printError(toPointSubError(err, "ERR_INVALID_ARGUMENT"), "plain");
+      process.exitCode = 1;
+    });
+}

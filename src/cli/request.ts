@@ -1,0 +1,45 @@
+import { connect } from "../index.ts";
+import { jsonLine, outputMode } from "./output.ts";
+
+export interface RequestCliOptions {
+  to: string;
+  route: string;
+  timeout: number;
+  json?: boolean;
+}
+
+async function readStdin(): Promise<Uint8Array> {
+  const parts: Buffer[] = [];
+  for await (const c of process.stdin) parts.push(c as Buffer);
+  return Buffer.concat(parts);
+}
+
+/** `pointsub request --to URL --route R [DATA|-]`: prints the answer's bytes (or a JSON line). */
+export async function requestCommand(data: string, opts: RequestCliOptions): Promise<void> {
+  const payload = data === "-" ? await readStdin() : new TextEncoder().encode(data);
+  const conn = await connect(opts.to);
+  try {
+    const t0 = performance.now();
+    const answer = await conn.request(opts.route, payload, { timeoutMs: opts.timeout });
+    const ms = performance.now() - t0;
+    if (outputMode(opts.json) === "json") {
+      let text: string | null = null;
+      try {
+        text = new TextDecoder("utf-8", { fatal: true }).decode(answer);
+      } catch {}
+      jsonLine({
+        event: "response",
+        route: opts.route,
+        bytes: answer.length,
+        ms: Number(ms.toFixed(3)),
+        text,
+        base64: text === null ? Buffer.from(answer).toString("base64") : undefined,
+      });
+    } else {
+      process.stdout.write(answer);
+      if (process.stdout.isTTY) process.stdout.write("\n");
+    }
+  } finally {
+    await conn.close();
+  }
+}
