@@ -4,9 +4,23 @@
  * what happened and the per-class stats of both sides.
  */
 import { createHash } from "node:crypto";
+import { open, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { connect, createServer, type PointSubError, SIZE_CLASSES } from "../src/index.ts";
+import { formatBytes, formatRate } from "../src/cli/format.ts";
+import { outputMode, ProgressView } from "../src/cli/output.ts";
+import {
+  type Connection,
+  connect,
+  createServer,
+  FILE_ROUTE,
+  type FileReceipt,
+  fileCrc32c,
+  fileSink,
+  type PointSubError,
+  SIZE_CLASSES,
+  sendFile,
+} from "../src/index.ts";
 
 const MiB = 1024 * 1024;
 const limits = { maxMessageSize: 512 * MiB, maxAssemblyBytes: 600 * MiB };
@@ -22,6 +36,14 @@ server.handle("/slow/1.0.0", async (_req, ctx) => {
 server.handle("/fail/1.0.0", () => {
   throw new Error("the handler refused this input");
 });
+const inbox = join(tmpdir(), `pointsub-demo-inbox-${process.pid}`);
+const sink = fileSink(inbox, {
+  onStream: (stream) => {
+    if (stream.offset > 0)
+      console.log(`\n  server: resuming ${String(stream.meta.name)} at ${formatBytes(stream.offset)}`);
+  },
+});
+server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
 const received = new Map<number, (hash: string) => void>();
 server.on("message", (msg) => received.get(msg.data.length)?.(sha(msg.data)));
 server.on("session", (s) => console.log(`server: session from ${s.remoteUrl}`));
@@ -87,6 +109,67 @@ await unix.close();
 
 const rtt = await conn.ping();
 console.log(`  ping: ${rtt.toFixed(3)} ms round trip`);
+
+console.log("\na generated 1 GiB file, sent with progress while 64 B requests keep answering on the same connection;");
+console.log("at about 40 % the connection is cut, and the transfer resumes on a new one:");
+const file = join(tmpdir(), `pointsub-demo-${process.pid}.bin`);
+{
+  const fh = await open(file, "w");
+  const block = new Uint8Array(4 * MiB);
+  for (let i = 0; i < block.length; i += 4) block[i] = (i * 2654435761) >>> 24;
+  for (let off = 0; off < 1024 * MiB; off += block.length) {
+    block[0] = off / block.length;
+    await fh.write(block, 0, block.length, off);
+  }
+  await fh.close();
+}
+let current: Connection | undefined;
+let cut = false;
+const latencies: number[] = [];
+const pinger = setInterval(() => {
+  const c = current;
+  if (c === undefined || c.state !== "open") return;
+  const t = performance.now();
+  c.request("/echo/1.0.0", new Uint8Array(64)).then(
+    () => latencies.push(performance.now() - t),
+    () => {},
+  );
+}, 20);
+const view = new ProgressView(outputMode(false));
+t0 = performance.now();
+const transfer = sendFile(
+  async () => {
+    current = await connect(urls[0], limits);
+    return current;
+  },
+  file,
+  {
+    name: "demo-1GiB.bin",
+    retryDelayMs: 100,
+    onProgress: (p) => {
+      view.update("demo-1GiB.bin", p);
+      if (!cut && p.total !== undefined && p.bytes > p.total * 0.4) {
+        cut = true;
+        current?.destroy();
+      }
+    },
+  },
+);
+const receipt = JSON.parse(new TextDecoder().decode(await transfer)) as FileReceipt;
+view.stop();
+clearInterval(pinger);
+const secs = (performance.now() - t0) / 1000;
+latencies.sort((a, b) => a - b);
+const sameContent = receipt.crc32c === (await fileCrc32c(file, receipt.size)).toString(16).padStart(8, "0");
+console.log(
+  `  stored ${receipt.name}: ${formatBytes(receipt.size)} in ${secs.toFixed(1)} s (${formatRate(receipt.size / secs)}), resumed from ${formatBytes(receipt.resumedFrom)}, content ${sameContent ? "identical (CRC32C)" : "DIFFERENT"}`,
+);
+console.log(
+  `  ${latencies.length} requests during the transfer: p50 ${latencies[latencies.length >> 1]?.toFixed(2)} ms, p99 ${latencies[Math.floor(latencies.length * 0.99)]?.toFixed(2)} ms, max ${latencies.at(-1)?.toFixed(2)} ms`,
+);
+await current?.close();
+await rm(file, { force: true });
+await rm(inbox, { recursive: true, force: true });
 
 console.log("\nstats per size class (client sent / server received):");
 const c = conn.stats();
