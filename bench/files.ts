@@ -25,6 +25,8 @@ import { parseArgs } from "node:util";
 import { connect, createServer, FILE_ROUTE, fileSink, sendFile } from "../src/index.ts";
 
 const MiB = 1024 * 1024;
+/** Extra connection options for experiments, e.g. POINTSUB_BENCH_OPTIONS='{"streamWindow":16777216}'. */
+const EXTRA = JSON.parse(process.env.POINTSUB_BENCH_OPTIONS ?? "{}") as Record<string, unknown>;
 const VARIANTS = ["reference", "pointsub", "pointsub-auto", "pointsub-progress"] as const;
 type Variant = (typeof VARIANTS)[number];
 
@@ -70,7 +72,7 @@ async function receiver(variant: Variant, dir: string): Promise<void> {
         growth = meter?.stop() ?? 0;
       },
     });
-    const server = createServer();
+    const server = createServer(EXTRA);
     server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
     const [url] = await server.listen("tcp://127.0.0.1:0");
     process.stdout.write(`${JSON.stringify({ url })}\n`);
@@ -98,7 +100,7 @@ async function sender(variant: Variant, url: string, file: string): Promise<void
       sock.on("error", reject);
     });
   } else {
-    const conn = await connect(url);
+    const conn = await connect(url, EXTRA);
     await sendFile(conn, file, {
       compress: variant === "pointsub-auto" ? "auto" : "off",
       resume: false,

@@ -1,5 +1,5 @@
 import { PointSubError } from "../errors/error.ts";
-import { crc32c, crc32cRange } from "./crc32c.ts";
+import { crc32c, crc32cCombine, crc32cRange } from "./crc32c.ts";
 import {
   ALLOWED_FLAGS,
   CRC_LENGTH,
@@ -59,7 +59,17 @@ export class FrameDecoder {
   private id = 0;
   private length = 0;
   private headLen = 0;
+  /** CRC32C of the payload bytes of the frame being filled (from 0). */
   private runningCrc = 0;
+  /** CRC32C of the header of the frame being filled. */
+  private headCrc = 0;
+  /**
+   * CRC32C of the payload of the frame just emitted, when this decoder
+   * computed it separately from the header (frames filled piece by piece,
+   * and STREAM frames of 4 KiB or more); -1 otherwise. Lets a receiver
+   * extend an end-to-end checksum without another pass over the bytes.
+   */
+  payloadCrc = -1;
   private body: Uint8Array = NO_BYTES;
   private filled = 0;
   private trailer = 0;
@@ -128,9 +138,16 @@ export class FrameDecoder {
         // Whole frame in this chunk: verify and hand out a view, no copy.
         const pstart = pos;
         const pend = pos + this.length;
+        this.payloadCrc = -1;
         if (this.checksum) {
-          const crc = crc32cRange(chunk, hstart, pos + this.length);
-          const t = pos + this.length;
+          let crc: number;
+          if (this.type === FrameType.STREAM && this.length >= 4096) {
+            this.payloadCrc = crc32cRange(chunk, pstart, pend);
+            crc = crc32cCombine(crc32cRange(chunk, hstart, pstart), this.payloadCrc, this.length);
+          } else {
+            crc = crc32cRange(chunk, hstart, pend);
+          }
+          const t = pend;
           const want = ((chunk[t] << 24) | (chunk[t + 1] << 16) | (chunk[t + 2] << 8) | chunk[t + 3]) >>> 0;
           if (crc !== want) throw this.checksumError();
         }
@@ -138,7 +155,7 @@ export class FrameDecoder {
         if (this.type === FrameType.BATCH) this.unbatch(chunk, pstart, pend);
         else this.sink.onFrame(this.type, this.flags, this.id, chunk, pstart, pend);
       } else {
-        if (this.checksum) this.runningCrc = crc32cRange(chunk, hstart, pos);
+        if (this.checksum) this.headCrc = crc32cRange(chunk, hstart, pos);
         this.beginBody();
       }
     }
@@ -146,8 +163,9 @@ export class FrameDecoder {
 
   /** After a header parsed out of the carry buffer: start the body. */
   private afterHeaderFromCarry(): void {
-    if (this.checksum) this.runningCrc = crc32cRange(this.carry, 0, this.headLen);
+    if (this.checksum) this.headCrc = crc32cRange(this.carry, 0, this.headLen);
     if (this.length === 0 && !this.checksum) {
+      this.payloadCrc = -1;
       this.sink.onFrame(this.type, this.flags, this.id, this.carry, 0, 0);
       return;
     }
@@ -156,6 +174,7 @@ export class FrameDecoder {
 
   private beginBody(): void {
     this.trailer = 0;
+    this.runningCrc = 0;
     const t = this.length > 0 ? this.sink.frameTarget?.(this.type, this.flags, this.id, this.length) : undefined;
     this.body = t !== undefined && t.length === this.length ? t : new Uint8Array(this.length);
     this.filled = 0;
@@ -181,13 +200,14 @@ export class FrameDecoder {
       this.filled += n;
       pos += n;
       if (this.filled < len + CRC_LENGTH) return pos;
-      if (this.runningCrc !== this.trailer) throw this.checksumError();
+      if (crc32cCombine(this.headCrc, this.runningCrc, len) !== this.trailer) throw this.checksumError();
     } else if (this.filled < len) {
       return pos;
     }
     this.state = State.Header;
     const body = this.body;
     this.body = NO_BYTES;
+    this.payloadCrc = this.checksum ? this.runningCrc : -1;
     if (this.type === FrameType.BATCH) this.unbatch(body, 0, body.length);
     else this.sink.onFrame(this.type, this.flags, this.id, body, 0, body.length);
     return pos;
@@ -199,6 +219,7 @@ export class FrameDecoder {
    */
   private unbatch(p: Uint8Array, from: number, end: number): void {
     if (end === from) throw new PointSubError("ERR_PROTOCOL", "empty BATCH");
+    this.payloadCrc = -1;
     let pos = from;
     while (pos < end) {
       const used = this.parseHead(p, pos, end);

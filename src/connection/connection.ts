@@ -1539,7 +1539,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       this.releaseInStream(st);
       return;
     }
-    this.streamData(st, flags, buf.subarray(start, end), len);
+    this.streamData(st, flags, buf.subarray(start, end), len, this.decoderImpl.payloadCrc);
   }
 
   private onStreamStart(flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
@@ -1609,7 +1609,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   }
 
   /** A data frame of stream `st`; `wire` bytes were already counted against its window when 0. */
-  private streamData(st: InState, flags: number, data: Uint8Array, wire: number): void {
+  private streamData(st: InState, flags: number, data: Uint8Array, wire: number, crc = -1): void {
     if (wire !== 0) {
       st.used += wire;
       if (st.used > this.local.streamWindow) {
@@ -1618,7 +1618,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     }
     const credit = wire === 0 ? data.length : wire;
     if ((flags & Flag.COMPRESSED) === 0) {
-      st.stream.push(data, credit);
+      st.stream.push(data, credit, crc);
       return;
     }
     const codec = codecById(st.codec);

@@ -1,4 +1,4 @@
-import { crc32c, crc32cRange } from "../codec/crc32c.ts";
+import { crc32c, crc32cCombine, crc32cRange } from "../codec/crc32c.ts";
 import { headerLength, writeCrc, writeHeader } from "../codec/encoder.ts";
 import { BATCH_RESERVE, CRC_LENGTH, Flag, FrameType, MIN_FRAME_SIZE } from "../codec/frame.ts";
 import { varintLength, writeVarint } from "../codec/varint.ts";
@@ -52,6 +52,8 @@ export interface StreamItem {
   data: Uint8Array;
   /** Content bytes this frame carries (before compression). */
   content: number;
+  /** CRC32C of `data` when the producer computed it (saves a pass), else -1. */
+  crc: number;
 }
 
 /** What the writer needs from its connection. */
@@ -350,7 +352,7 @@ export class FrameWriter {
     const size = item.head.length + item.data.length;
     if (size > m.credit || size > this.connCredit) return false;
     (m.items as Queue<StreamItem>).shift();
-    this.encode(m.type, item.flags, m.id, -1, item.head, item.data, 0, item.data.length);
+    this.encode(m.type, item.flags, m.id, -1, item.head, item.data, 0, item.data.length, item.crc);
     m.started = true;
     m.credit -= size;
     this.connCredit -= size;
@@ -379,6 +381,7 @@ export class FrameWriter {
     data: Uint8Array,
     start: number,
     end: number,
+    dataCrc = -1,
   ): void {
     const dataLen = end - start;
     const preLen = (total >= 0 ? varintLength(total) : 0) + head.length;
@@ -401,7 +404,10 @@ export class FrameWriter {
     } else {
       const view = data.subarray(start, end);
       let crc = 0;
-      if (this.checksum) crc = crc32c(view, crc32cRange(slab, frameStart, p));
+      if (this.checksum) {
+        const headCrc = crc32cRange(slab, frameStart, p);
+        crc = dataCrc >= 0 ? crc32cCombine(headCrc, dataCrc, dataLen) : crc32c(view, headCrc);
+      }
       this.slabPos = p;
       this.cut();
       this.out.push(view);

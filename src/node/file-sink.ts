@@ -136,11 +136,9 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       let size = offset;
       try {
         if (offset > 0) await fh.truncate(offset);
-        let crc = stream.prefixCrc;
         for await (const chunk of stream) {
           await fh.write(chunk, 0, chunk.length, size);
           size += chunk.length;
-          crc = crc32c(chunk, crc);
         }
         await fh.close();
         await rename(partial, finalPath);
@@ -148,7 +146,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
           name,
           path: finalPath,
           size,
-          crc32c: (offset > 0 || size > 0 ? crc >>> 0 : 0).toString(16).padStart(8, "0"),
+          crc32c: stream.contentCrc.toString(16).padStart(8, "0"),
           resumedFrom: offset,
         };
         options.onFile?.(receipt, stream, ctx);

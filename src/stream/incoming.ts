@@ -1,4 +1,4 @@
-import { crc32c } from "../codec/crc32c.ts";
+import { crc32c, crc32cCombine } from "../codec/crc32c.ts";
 import type { StreamHead } from "../codec/stream-prefix.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { Progress } from "../transfer/progress.ts";
@@ -15,6 +15,8 @@ export interface InStreamPort {
 interface Entry {
   data: Uint8Array | Promise<Uint8Array>;
   wire: number;
+  /** CRC32C of `data` when already known (computed with the frame checksum), else -1. */
+  crc: number;
 }
 
 /**
@@ -71,19 +73,24 @@ export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<
     return typeof this.meta.transferId === "string" ? this.meta.transferId : undefined;
   }
 
+  /** CRC32C of the content from byte 0 up to what was read (verified against the sender's at the end). */
+  get contentCrc(): number {
+    return this.crc >>> 0;
+  }
+
   /** Content bytes read so far in this stream (the offset not included). */
   get bytesRead(): number {
     return this.received;
   }
 
   /** @internal A data frame arrived (`data` may still be decompressing). */
-  push(data: Uint8Array | Promise<Uint8Array>, wire: number): void {
+  push(data: Uint8Array | Promise<Uint8Array>, wire: number, crc = -1): void {
     if (this.finished || this.discarding) {
       if (data instanceof Promise) data.catch(() => {});
       return;
     }
     if (data instanceof Promise) data.catch(() => {}); // surfaced when read
-    this.entries.push({ data, wire });
+    this.entries.push({ data, wire, crc });
     this.wakeReader();
   }
 
@@ -146,7 +153,7 @@ export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<
           throw pe;
         }
         if (this.error !== undefined && !this.drainFirst) throw this.error;
-        this.crc = crc32c(data, this.crc);
+        this.crc = e.crc >= 0 ? crc32cCombine(this.crc, e.crc, data.length) : crc32c(data, this.crc);
         this.received += data.length;
         this.port.consumed(e.wire);
         this.progress.add(data.length);

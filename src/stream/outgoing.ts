@@ -1,5 +1,5 @@
 import { type CompressionCodec, codecById } from "../codec/compression.ts";
-import { crc32c } from "../codec/crc32c.ts";
+import { crc32c, crc32cCombine } from "../codec/crc32c.ts";
 import { Flag } from "../codec/frame.ts";
 import { encodeStreamEnd } from "../codec/stream-prefix.ts";
 import type { StreamItem } from "../connection/writer.ts";
@@ -80,7 +80,7 @@ export class OutgoingStream {
 
   /** Queues the START frame. */
   start(head: Uint8Array): void {
-    this.enqueue({ flags: Flag.START, head, data: EMPTY, content: 0 });
+    this.enqueue({ flags: Flag.START, head, data: EMPTY, content: 0, crc: -1 });
   }
 
   /**
@@ -107,14 +107,15 @@ export class OutgoingStream {
         }
         for (let off = 0; off < value.length; off += this.chunk) {
           const piece = value.subarray(off, Math.min(value.length, off + this.chunk));
-          this.crc = crc32c(piece, this.crc);
+          const pieceCrc = crc32c(piece);
+          this.crc = crc32cCombine(this.crc, pieceCrc, piece.length);
           this.length += piece.length;
           if (this.wantsCompression(piece)) {
             ahead.push(this.compress(piece));
             if (ahead.length >= COMPRESS_AHEAD) this.enqueue(await (ahead.shift() as Promise<StreamItem>));
           } else {
             while (ahead.length !== 0) this.enqueue(await (ahead.shift() as Promise<StreamItem>));
-            this.enqueue({ flags: 0, head: EMPTY, data: piece, content: piece.length });
+            this.enqueue({ flags: 0, head: EMPTY, data: piece, content: piece.length, crc: pieceCrc });
           }
           while (this.queued >= this.highWater && this.stopped === undefined) {
             await new Promise<void>((r) => (this.wake = r));
@@ -124,7 +125,13 @@ export class OutgoingStream {
       }
       while (ahead.length !== 0) this.enqueue(await (ahead.shift() as Promise<StreamItem>));
       if (this.stopped !== undefined) throw this.stopped;
-      this.enqueue({ flags: Flag.END, head: EMPTY, data: encodeStreamEnd(this.length, this.crc), content: 0 });
+      this.enqueue({
+        flags: Flag.END,
+        head: EMPTY,
+        data: encodeStreamEnd(this.length, this.crc),
+        content: 0,
+        crc: -1,
+      });
     } catch (err) {
       Promise.resolve()
         .then(() => iterator.return?.())
@@ -211,8 +218,8 @@ export class OutgoingStream {
     const out = await compressionJobs.run(() => codec.compress(piece));
     const used = out.length < piece.length;
     this.port.compressed(codec.name, piece.length, out.length, used);
-    if (!used) return { flags: 0, head: EMPTY, data: piece, content: piece.length };
-    return { flags: Flag.COMPRESSED, head: EMPTY, data: out, content: piece.length };
+    if (!used) return { flags: 0, head: EMPTY, data: piece, content: piece.length, crc: -1 };
+    return { flags: Flag.COMPRESSED, head: EMPTY, data: out, content: piece.length, crc: -1 };
   }
 }
 
