@@ -15,7 +15,7 @@
 import { spawn } from "node:child_process";
 import { randomFillSync } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
-import { mkdtemp, open, rm, stat } from "node:fs/promises";
+import { mkdir, mkdtemp, open, rm, stat } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -33,6 +33,7 @@ type Variant = (typeof VARIANTS)[number];
 /** Samples this process's RSS every 10 ms; growth = peak - baseline. */
 function rssMeter() {
   const base = process.memoryUsage.rss();
+  const cpu0 = process.cpuUsage();
   let peak = base;
   const t = setInterval(() => {
     peak = Math.max(peak, process.memoryUsage.rss());
@@ -43,12 +44,18 @@ function rssMeter() {
       peak = Math.max(peak, process.memoryUsage.rss());
       return peak - base;
     },
+    /** CPU seconds (user + system, all threads) since the meter started. */
+    cpu() {
+      const c = process.cpuUsage(cpu0);
+      return (c.user + c.system) / 1e6;
+    },
   };
 }
 
 async function receiver(variant: Variant, dir: string): Promise<void> {
   let meter: ReturnType<typeof rssMeter> | undefined;
   let growth = 0;
+  let cpu = 0;
   if (variant === "reference") {
     const server = net.createServer({ allowHalfOpen: true }, (sock) => {
       meter = rssMeter();
@@ -56,6 +63,7 @@ async function receiver(variant: Variant, dir: string): Promise<void> {
       sock.pipe(out);
       out.on("finish", () => {
         growth = meter?.stop() ?? 0;
+        cpu = meter?.cpu() ?? 0;
         sock.end("ok");
       });
     });
@@ -70,6 +78,7 @@ async function receiver(variant: Variant, dir: string): Promise<void> {
       },
       onFile: () => {
         growth = meter?.stop() ?? 0;
+        cpu = meter?.cpu() ?? 0;
       },
     });
     const server = createServer(EXTRA);
@@ -79,7 +88,7 @@ async function receiver(variant: Variant, dir: string): Promise<void> {
   }
   for await (const line of createInterface({ input: process.stdin })) {
     if (line.trim() === "report") {
-      process.stdout.write(`${JSON.stringify({ rssGrowth: growth })}\n`);
+      process.stdout.write(`${JSON.stringify({ rssGrowth: growth, cpu })}\n`);
       process.exit(0);
     }
   }
@@ -110,7 +119,7 @@ async function sender(variant: Variant, url: string, file: string): Promise<void
   }
   const seconds = (performance.now() - t0) / 1000;
   process.stdout.write(
-    `${JSON.stringify({ seconds, mbps: size / seconds / 1e6, rssGrowth: meter.stop(), progressEvents: events })}\n`,
+    `${JSON.stringify({ seconds, mbps: size / seconds / 1e6, rssGrowth: meter.stop(), cpu: meter.cpu(), progressEvents: events })}\n`,
   );
   process.exit(0);
 }
@@ -124,6 +133,7 @@ interface Result {
 
 async function runOnce(variant: Variant, file: string, dir: string): Promise<Result> {
   const self = fileURLToPath(import.meta.url);
+  await mkdir(dir, { recursive: true });
   const recv = spawn(process.execPath, [self, "receiver", variant, dir], { stdio: ["pipe", "pipe", "inherit"] });
   const rl = createInterface({ input: recv.stdout })[Symbol.asyncIterator]();
   const { url } = JSON.parse((await rl.next()).value as string) as { url: string };
@@ -141,7 +151,7 @@ async function runOnce(variant: Variant, file: string, dir: string): Promise<Res
   recv.stdin.write("report\n");
   const r = JSON.parse((await rl.next()).value as string) as { rssGrowth: number };
   clearTimeout(timer);
-  await rm(join(dir, "received.bin"), { force: true });
+  await rm(dir, { recursive: true, force: true });
   return { mbps: s.mbps, senderRss: s.rssGrowth, receiverRss: r.rssGrowth, progressEvents: s.progressEvents };
 }
 
@@ -163,7 +173,7 @@ export async function runFileBench(size: number, reps: number, log = console.err
     // Interleave variants so machine noise spreads evenly.
     for (let r = 0; r < reps; r++) {
       for (const v of VARIANTS) {
-        const res = await runOnce(v, file, work);
+        const res = await runOnce(v, file, join(work, "inbox"));
         log(
           `files ${v}: ${res.mbps.toFixed(0)} MB/s, rss +${(res.senderRss / MiB).toFixed(1)} / +${(res.receiverRss / MiB).toFixed(1)} MiB`,
         );

@@ -4,6 +4,7 @@
  *
  * @packageDocumentation
  */
+import { setBodyAllocator } from "./codec/decoder.ts";
 import { installNativeCrc32c } from "./node/crc32c-native.ts";
 import { tcpTransport, tlsTransport, unixTransport } from "./node/net-adapter.ts";
 import { installZlibCodecs } from "./node/zlib-codecs.ts";
@@ -13,6 +14,8 @@ registerTransport(tcpTransport);
 registerTransport(tlsTransport);
 registerTransport(unixTransport);
 installNativeCrc32c();
+// Frame bodies are filled completely before use: skip zero-filling them.
+setBodyAllocator((n) => Buffer.allocUnsafeSlow(n));
 installZlibCodecs();
 
 export { type ConnectOptions, connect } from "./client/connect.ts";

@@ -30,6 +30,14 @@ export interface FrameSink {
    * copy), or undefined to let the decoder allocate one.
    */
   frameTarget?(type: number, flags: number, id: number, length: number): Uint8Array | undefined;
+  /**
+   * Optional: a frame whose payload spans several pushes is starting. Return
+   * true to receive it as the list of views of the pushed chunks it lies in
+   * ({@link onFramePieces}), with no copy and no allocation.
+   */
+  wantsPieces?(type: number, flags: number, id: number, length: number): boolean;
+  /** A whole, checksum-verified frame delivered as pieces (see {@link wantsPieces}). */
+  onFramePieces?(type: number, flags: number, id: number, pieces: Uint8Array[], length: number): void;
 }
 
 const State = { Preface: 0, Header: 1, Body: 2, Failed: 3 } as const;
@@ -71,6 +79,8 @@ export class FrameDecoder {
    */
   payloadCrc = -1;
   private body: Uint8Array = NO_BYTES;
+  /** The frame being filled as views of the pushed chunks (see FrameSink.wantsPieces). */
+  private pieces: Uint8Array[] | undefined;
   private filled = 0;
   private trailer = 0;
 
@@ -175,8 +185,16 @@ export class FrameDecoder {
   private beginBody(): void {
     this.trailer = 0;
     this.runningCrc = 0;
+    if (this.length > 0 && this.sink.wantsPieces?.(this.type, this.flags, this.id, this.length) === true) {
+      this.pieces = [];
+      this.body = NO_BYTES;
+      this.filled = 0;
+      this.state = State.Body;
+      return;
+    }
+    this.pieces = undefined;
     const t = this.length > 0 ? this.sink.frameTarget?.(this.type, this.flags, this.id, this.length) : undefined;
-    this.body = t !== undefined && t.length === this.length ? t : new Uint8Array(this.length);
+    this.body = t !== undefined && t.length === this.length ? t : allocateBody(this.length);
     this.filled = 0;
     this.state = State.Body;
   }
@@ -186,7 +204,8 @@ export class FrameDecoder {
     if (this.filled < len) {
       const n = Math.min(len - this.filled, end - pos);
       const piece = chunk.subarray(pos, pos + n);
-      this.body.set(piece, this.filled);
+      if (this.pieces !== undefined) this.pieces.push(piece);
+      else this.body.set(piece, this.filled);
       // Checksum each piece as it arrives, while it is still in cache.
       if (this.checksum) this.runningCrc = crc32c(piece, this.runningCrc);
       this.filled += n;
@@ -208,6 +227,12 @@ export class FrameDecoder {
     const body = this.body;
     this.body = NO_BYTES;
     this.payloadCrc = this.checksum ? this.runningCrc : -1;
+    if (this.pieces !== undefined) {
+      const pieces = this.pieces;
+      this.pieces = undefined;
+      this.sink.onFramePieces?.(this.type, this.flags, this.id, pieces, len);
+      return pos;
+    }
     if (this.type === FrameType.BATCH) this.unbatch(body, 0, body.length);
     else this.sink.onFrame(this.type, this.flags, this.id, body, 0, body.length);
     return pos;
@@ -305,3 +330,15 @@ export class FrameDecoder {
 }
 
 const NO_BYTES = new Uint8Array(0);
+
+/** Allocates frame bodies; every byte is overwritten before use, so a runtime may skip zero-filling. */
+let allocateBody: (n: number) => Uint8Array = (n) => new Uint8Array(n);
+
+/**
+ * Replaces the frame-body allocator (the Node entry point installs
+ * `Buffer.allocUnsafeSlow`, which skips zero-filling memory the decoder
+ * overwrites anyway).
+ */
+export function setBodyAllocator(fn: (n: number) => Uint8Array): void {
+  allocateBody = fn;
+}

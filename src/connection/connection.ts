@@ -907,6 +907,33 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     return a.buf.subarray(a.filled, a.filled + length);
   }
 
+  /** @internal FrameSink: stream data frames are taken as views of the chunks they arrive in (no copy). */
+  wantsPieces(type: number, flags: number, id: number, length: number): boolean {
+    return (
+      type === FrameType.STREAM &&
+      flags === 0 &&
+      length >= 32 * 1024 &&
+      this.inStreams.size !== 0 &&
+      this.inStreams.get(id)?.inDone === false
+    );
+  }
+
+  /** @internal FrameSink */
+  onFramePieces(type: number, flags: number, id: number, pieces: Uint8Array[], length: number): void {
+    if (this.state_ === "closed") return;
+    this.framesIn++;
+    this.connectionFlow(length);
+    const st = this.inStreams.get(id);
+    if (type !== FrameType.STREAM || flags !== 0 || st === undefined || st.inDone) {
+      throw new PointSubError("ERR_PROTOCOL", `STREAM frame for unknown stream ${id}`);
+    }
+    st.used += length;
+    if (st.used > this.local.streamWindow) {
+      throw new PointSubError("ERR_FLOW_CONTROL", `peer exceeded the window of stream ${id}`);
+    }
+    st.stream.pushPieces(pieces, length, length, this.decoderImpl.payloadCrc);
+  }
+
   /** @internal FrameSink */
   onFrame(type: number, flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
     if (this.state_ === "closed") return;

@@ -136,10 +136,20 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       let size = offset;
       try {
         if (offset > 0) await fh.truncate(offset);
-        for await (const chunk of stream) {
-          await fh.write(chunk, 0, chunk.length, size);
-          size += chunk.length;
+        // Everything available goes to one writev; one write in flight while
+        // the next batch arrives. Writes stay in order: the partial file
+        // never has holes.
+        let writing: Promise<unknown> = Promise.resolve();
+        try {
+          for (let batch = await stream.readBatch(); batch !== null; batch = await stream.readBatch()) {
+            await writing;
+            writing = fh.writev(batch, size);
+            for (const b of batch) size += b.length;
+          }
+        } finally {
+          await writing.catch(() => {});
         }
+        await writing;
         await fh.close();
         await rename(partial, finalPath);
         const receipt: FileReceipt = {

@@ -1,6 +1,5 @@
 import { createHash } from "node:crypto";
-import { createReadStream } from "node:fs";
-import { stat } from "node:fs/promises";
+import { open, stat } from "node:fs/promises";
 import { basename, resolve } from "node:path";
 import type { Connection } from "../connection/connection.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
@@ -42,6 +41,32 @@ const RETRYABLE = new Set([
   "ERR_GOING_AWAY",
   "ERR_RESUME",
 ]);
+
+const READ_CHUNK = 1 << 20;
+
+/**
+ * The content of `path` from `start` on, in 1 MiB buffers, with one read
+ * ahead. Reads straight into fresh buffers: unlike a ReadStream's async
+ * iterator, it never concatenates buffered chunks.
+ */
+export async function* readFileFrom(path: string, start = 0): AsyncGenerator<Uint8Array> {
+  const fh = await open(path, "r");
+  const read = (pos: number) => fh.read(Buffer.allocUnsafeSlow(READ_CHUNK), 0, READ_CHUNK, pos);
+  let next = read(start);
+  try {
+    let pos = start;
+    for (;;) {
+      const { bytesRead, buffer } = await next;
+      if (bytesRead === 0) return;
+      pos += bytesRead;
+      next = read(pos);
+      yield buffer.subarray(0, bytesRead);
+    }
+  } finally {
+    await next.catch(() => {});
+    await fh.close();
+  }
+}
 
 /** A transfer id from a file's identity: same file, same id. */
 export async function fileTransferId(path: string): Promise<string> {
@@ -98,7 +123,7 @@ export function sendFile(
         if (offset > 0 || attempt > 0) progress.setStatus("resuming");
         progress.setBase(offset);
         if (cancelled !== undefined) throw cancelled;
-        const t = conn.sendStream(route, createReadStream(path, { start: offset, highWaterMark: 1 << 20 }), {
+        const t = conn.sendStream(route, readFileFrom(path, offset), {
           total: size,
           offset,
           prefixCrc,

@@ -13,10 +13,14 @@ export interface InStreamPort {
 }
 
 interface Entry {
-  data: Uint8Array | Promise<Uint8Array>;
+  /** One frame's content: bytes, bytes still decompressing, or views of the chunks it arrived in. */
+  data: Uint8Array | Promise<Uint8Array> | Uint8Array[];
   wire: number;
-  /** CRC32C of `data` when already known (computed with the frame checksum), else -1. */
+  /** CRC32C of the whole content when already known (computed with the frame checksum), else -1. */
   crc: number;
+  /** Pieces: content bytes in all, and the next piece to read. */
+  length: number;
+  index: number;
 }
 
 /**
@@ -85,12 +89,16 @@ export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<
 
   /** @internal A data frame arrived (`data` may still be decompressing). */
   push(data: Uint8Array | Promise<Uint8Array>, wire: number, crc = -1): void {
-    if (this.finished || this.discarding) {
-      if (data instanceof Promise) data.catch(() => {});
-      return;
-    }
     if (data instanceof Promise) data.catch(() => {}); // surfaced when read
-    this.entries.push({ data, wire, crc });
+    if (this.finished || this.discarding) return;
+    this.entries.push({ data, wire, crc, length: 0, index: 0 });
+    this.wakeReader();
+  }
+
+  /** @internal A data frame arrived as views of the transport chunks it lay in. */
+  pushPieces(pieces: Uint8Array[], length: number, wire: number, crc: number): void {
+    if (this.finished || this.discarding) return;
+    this.entries.push({ data: pieces, wire, crc, length, index: 0 });
     this.wakeReader();
   }
 
@@ -141,23 +149,23 @@ export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<
         throw this.error;
       }
       if (this.finished || this.discarding) return { done: true, value: undefined };
-      const e = this.entries.shift();
+      const e = this.entries.peek();
       if (e !== undefined) {
-        let data: Uint8Array;
-        try {
-          data = e.data instanceof Promise ? await e.data : e.data;
-        } catch (err) {
-          const pe = toPointSubError(err, "ERR_PROTOCOL");
-          this.fail(pe);
-          this.port.cancel(pe);
-          throw pe;
+        if (e.data instanceof Promise) {
+          let data: Uint8Array;
+          try {
+            data = await e.data;
+          } catch (err) {
+            const pe = toPointSubError(err, "ERR_PROTOCOL");
+            this.fail(pe);
+            this.port.cancel(pe);
+            throw pe;
+          }
+          if (this.entries.peek() !== e) continue; // discarded meanwhile
+          e.data = data;
         }
         if (this.error !== undefined && !this.drainFirst) throw this.error;
-        this.crc = e.crc >= 0 ? crc32cCombine(this.crc, e.crc, data.length) : crc32c(data, this.crc);
-        this.received += data.length;
-        this.port.consumed(e.wire);
-        this.progress.add(data.length);
-        return { done: false, value: data };
+        return { done: false, value: this.take(e) };
       }
       if (this.endInfo !== undefined) {
         this.verifyEnd(this.endInfo);
@@ -165,6 +173,49 @@ export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<
       }
       await new Promise<void>((r) => (this.waiter = r));
     }
+  }
+
+  /**
+   * Reads what is available now as one batch (at least one chunk, waiting
+   * if none; at most about `maxBytes`), or null at the end. Lets a writer
+   * hand many chunks to one `writev`.
+   */
+  async readBatch(maxBytes = 4 * 1024 * 1024): Promise<Uint8Array[] | null> {
+    const first = await this.next();
+    if (first.done === true) return null;
+    const out = [first.value];
+    let n = first.value.length;
+    while (n < maxBytes && this.error === undefined && !this.discarding) {
+      const e = this.entries.peek();
+      if (e === undefined || e.data instanceof Promise) break;
+      const piece = this.take(e);
+      out.push(piece);
+      n += piece.length;
+    }
+    return out;
+  }
+
+  /** Takes the next piece of `e`, the first entry, whose data is ready; counts it. */
+  private take(e: Entry): Uint8Array {
+    let piece: Uint8Array;
+    if (Array.isArray(e.data)) {
+      if (e.index === 0 && e.crc >= 0) this.crc = crc32cCombine(this.crc, e.crc, e.length);
+      piece = e.data[e.index++];
+      if (e.crc < 0) this.crc = crc32c(piece, this.crc);
+      if (e.index < e.data.length) {
+        this.received += piece.length;
+        this.progress.add(piece.length);
+        return piece;
+      }
+    } else {
+      piece = e.data as Uint8Array;
+      this.crc = e.crc >= 0 ? crc32cCombine(this.crc, e.crc, piece.length) : crc32c(piece, this.crc);
+    }
+    this.entries.shift();
+    this.received += piece.length;
+    this.port.consumed(e.wire);
+    this.progress.add(piece.length);
+    return piece;
   }
 
   /** Leaving a `for await` early stops buffering; the handler's answer ends the transfer. */
