@@ -7,6 +7,7 @@
  *   npm run bench                       # full run
  *   npm run bench -- --quick            # under two minutes
  *   npm run bench -- --impl pointsub,reference --workload flood,hol --reps 5
+ *   npm run bench -- --workload files                # 1 GiB file to file only (bench/files.ts)
  */
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
@@ -15,6 +16,7 @@ import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { runFileBench } from "./files.ts";
 import type { ClientResult, Workload, WorkloadParams } from "./lib/role.ts";
 import { type Row, renderCharts, renderReport } from "./report.ts";
 
@@ -29,6 +31,7 @@ const { values } = parseArgs({
     workload: { type: "string" },
     count: { type: "string" },
     "large-size": { type: "string" },
+    "files-size": { type: "string" },
     out: { type: "string" },
   },
 });
@@ -79,7 +82,10 @@ const reps = Number(values.reps ?? (quick ? 1 : 3));
 const impls = (
   values.impl ?? "reference,reference-slab,pointsub,pointsub-unix,ws,socket.io,grpc,zeromq,nats,libp2p"
 ).split(",");
-const workloads = (values.workload ?? Object.keys(WORKLOADS).join(",")).split(",") as Workload[];
+const requested = (values.workload ?? [...Object.keys(WORKLOADS), "files"].join(",")).split(",");
+/** `files` (bench/files.ts: 1 GiB file to file) is not per-implementation; it runs after the rest. */
+const runFiles = requested.includes("files");
+const workloads = requested.filter((w) => w !== "files") as Workload[];
 
 function onPath(cmd: string): boolean {
   return (process.env.PATH ?? "").split(":").some((d) => existsSync(join(d, cmd)));
@@ -185,5 +191,11 @@ const out = values.out ?? join(here, "..", "docs", "BENCHMARKS.md");
 const chartDir = join(dirname(out), "bench");
 mkdirSync(chartDir, { recursive: true });
 for (const [w, svg] of Object.entries(renderCharts(rows))) writeFileSync(join(chartDir, `${w}.svg`), svg);
-writeFileSync(out, renderReport(machine, rows));
+let report = renderReport(machine, rows);
+if (runFiles) {
+  const size = Number(values["files-size"] ?? (quick ? 256 : 1024) * MiB);
+  const section = await runFileBench(size, values.reps !== undefined || quick ? reps : Math.max(reps, 5));
+  report = `${report.trimEnd()}\n\n${section}`;
+}
+writeFileSync(out, report);
 console.log(`wrote ${out}`);

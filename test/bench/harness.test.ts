@@ -27,6 +27,8 @@ describe("benchmark harness", () => {
         "500",
         "--large-size",
         String(64 * 1024 * 1024),
+        "--files-size",
+        String(16 * 1024 * 1024),
         "--out",
         out,
       ],
@@ -44,6 +46,8 @@ describe("benchmark harness", () => {
       for (const r of rows) assert.doesNotMatch(r, /n\/a/, r);
     }
     assert.match(md, /## Targets/);
+    assert.match(md, /## File to file over tcp \(16 MiB/);
+    assert.match(md, /\| pointsub sendFile → fileSink, compression off \| \d+ \|/);
     assert.match(md, /\| Node \| v\d+/);
     const results = readdirSync(join(dir, "results"));
     assert.ok(results.some((f) => f.endsWith(".jsonl")));
