@@ -19,6 +19,7 @@ setBodyAllocator((n) => Buffer.allocUnsafeSlow(n));
 installZlibCodecs();
 
 export { type ConnectOptions, connect } from "./client/connect.ts";
+export { type ResumableSource, type SendResumableOptions, sendResumable } from "./client/resumable.ts";
 export { CODEC_NAMES, type CodecName } from "./codec/compression.ts";
 export {
   Connection,

@@ -1,0 +1,140 @@
+import type { Connection } from "../connection/connection.ts";
+import { PointSubError, toPointSubError } from "../errors/error.ts";
+import { Transfer } from "../stream/transfer.ts";
+import type { SendStreamOptions, StreamSource } from "../stream/types.ts";
+import { Progress } from "../transfer/progress.ts";
+
+/** A source that can be reopened at any offset: what a resumable transfer needs. */
+export interface ResumableSource {
+  /** Content length, when known. */
+  size: number | undefined;
+  /** Stable id of this content: the same id on every attempt (and every re-run). */
+  transferId: string;
+  /** The content from `offset` on. */
+  open(offset: number): StreamSource;
+  /**
+   * CRC32C of the first `length` bytes, to check that what the receiver
+   * holds is a prefix of this content. Without it the receiver's CRC is
+   * taken on trust (the end-to-end CRC still covers the whole content).
+   */
+  prefixCrc?(length: number): Promise<number>;
+}
+
+/** Options of {@link sendResumable}. */
+export interface SendResumableOptions
+  extends Pick<SendStreamOptions, "compress" | "signal" | "onProgress" | "progressIntervalMs" | "meta"> {
+  /** Ask the receiver how far a previous attempt got and continue from there. Default true. */
+  resume?: boolean;
+  /** With a connect function: attempts after a dropped connection. Default 10. */
+  retries?: number;
+  /** Delay before the first retry, doubled each time up to 5 s. Default 200 ms. */
+  retryDelayMs?: number;
+  /** Called for each attempt with the offset it starts from. */
+  onAttempt?: (attempt: number, offset: number) => void;
+}
+
+/** Errors after which a new connection may succeed. */
+const RETRYABLE = new Set([
+  "ERR_CONNECTION_CLOSED",
+  "ERR_CONNECT",
+  "ERR_KEEPALIVE",
+  "ERR_TIMEOUT",
+  "ERR_GOING_AWAY",
+  "ERR_RESUME",
+]);
+
+/**
+ * Sends `source` to stream route `route` so that an interrupted transfer
+ * continues where the receiver stopped (docs/PROTOCOL.md §3.11): each
+ * attempt asks the receiver how much it holds, checks that prefix, and
+ * streams the rest. Given a function that opens connections, a dropped
+ * connection is retried with backoff; progress goes to paused, resuming and
+ * transferring across attempts. The route must be resumable on the receiver
+ * (`handleStream(route, handler, { resume })`, as `fileSink` provides).
+ */
+export function sendResumable(
+  target: Connection | (() => Promise<Connection>),
+  route: string,
+  source: ResumableSource | Promise<ResumableSource>,
+  options: SendResumableOptions = {},
+): Transfer {
+  let cancelled: PointSubError | undefined;
+  let current: Transfer | undefined;
+  const progress = new Progress("pending", undefined, options.progressIntervalMs ?? 100);
+  if (options.onProgress !== undefined) progress.on("progress", options.onProgress);
+  const owned = typeof target === "function";
+
+  const attempt = async (conn: Connection, src: ResumableSource, n: number): Promise<Uint8Array> => {
+    let offset = 0;
+    let prefixCrc = 0;
+    if (options.resume !== false) {
+      const point = await conn.queryResume(route, src.transferId);
+      const fits = point.offset > 0 && (src.size === undefined || point.offset <= src.size);
+      if (fits && (src.prefixCrc === undefined || (await src.prefixCrc(point.offset)) === point.crc)) {
+        offset = point.offset;
+        prefixCrc = point.crc;
+      }
+    }
+    options.onAttempt?.(n, offset);
+    if (offset > 0 || n > 0) progress.setStatus("resuming");
+    progress.setBase(offset);
+    if (cancelled !== undefined) throw cancelled;
+    const t = conn.sendStream(route, src.open(offset), {
+      total: src.size,
+      offset,
+      prefixCrc,
+      transferId: src.transferId,
+      meta: options.meta,
+      compress: options.compress,
+      signal: options.signal,
+      progressIntervalMs: options.progressIntervalMs,
+    });
+    current = t;
+    const forward = (s: { bytes: number; status: string }) => {
+      if (s.status === "transferring" && progress.status !== "transferring") progress.setStatus("transferring");
+      if (s.bytes > progress.bytes) progress.add(s.bytes - progress.bytes);
+    };
+    t.progress.on("progress", forward);
+    try {
+      return await t;
+    } finally {
+      t.progress.off("progress", forward);
+      current = undefined;
+    }
+  };
+
+  const run = async (): Promise<Uint8Array> => {
+    const src = await source;
+    progress.transferId = src.transferId;
+    progress.total = src.size;
+    const retries = options.retries ?? 10;
+    let delay = options.retryDelayMs ?? 200;
+    for (let n = 0; ; n++) {
+      if (cancelled !== undefined) throw cancelled;
+      let conn: Connection | undefined;
+      try {
+        conn = owned ? await (target as () => Promise<Connection>)() : (target as Connection);
+        const answer = await attempt(conn, src, n);
+        progress.setStatus("completed");
+        if (owned) await conn.close();
+        return answer;
+      } catch (err) {
+        const e = toPointSubError(err, "ERR_SOURCE");
+        if (!owned || !RETRYABLE.has(e.code) || cancelled !== undefined || n >= retries) throw e;
+        progress.setStatus("paused", e);
+        if (conn !== undefined && conn.state !== "closed") conn.destroy();
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, 5000);
+      }
+    }
+  };
+  const done = run().catch((err: unknown) => {
+    const e = toPointSubError(err, "ERR_SOURCE");
+    progress.setStatus(e.code === "ERR_CANCELLED" ? "cancelled" : "failed", e);
+    throw e;
+  });
+  return new Transfer(progress, done, (reason) => {
+    cancelled = new PointSubError("ERR_CANCELLED", reason);
+    current?.cancel(reason);
+  });
+}
