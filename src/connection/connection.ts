@@ -194,6 +194,10 @@ interface InState {
 }
 
 const MIB = 1024 * 1024;
+/** Shared empty stand-ins until a connection first streams (never written to). */
+const NO_STREAM_ROUTES: Map<string, StreamRoute> = new Map();
+const NO_OUT_STREAMS: Map<number, OutState> = new Map();
+const NO_IN_STREAMS: Map<number, InState> = new Map();
 
 /** A chunked message being received. */
 interface Assembly {
@@ -275,12 +279,14 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   private readonly onMessageHook: ((msg: Message, conn: Connection) => void) | undefined;
   private readonly routes = new Map<string, Handler>();
   private readonly sharedRoutes: ReadonlyMap<string, Handler> | undefined;
-  private readonly streamRoutes = new Map<string, StreamRoute>();
+  // Stream state is created on first use: most connections never stream, and
+  // an idle connection should cost as little memory as possible.
+  private streamRoutes: Map<string, StreamRoute> = NO_STREAM_ROUTES;
   private readonly sharedStreamRoutes: ReadonlyMap<string, StreamRoute> | undefined;
   /** Streams this side is sending, by id, until their END or CANCEL went out. */
-  private readonly outStreams = new Map<number, OutState>();
+  private outStreams: Map<number, OutState> = NO_OUT_STREAMS;
   /** Streams the peer is sending, by id, until both directions ended. */
-  private readonly inStreams = new Map<number, InState>();
+  private inStreams: Map<number, InState> = NO_IN_STREAMS;
   private readonly decoderImpl: FrameDecoder;
   private readonly writer: FrameWriter;
   private readonly stats_ = new Stats();
@@ -316,7 +322,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   private lastRoute = "";
   private readonly routeHeads = new Map<string, Uint8Array>();
   private streamsInUse = 0;
-  private streamWaiters: (() => void)[] = [];
+  private streamWaiters: (() => void)[] | undefined;
   // ping
   private pingSeq = 0;
   private readonly pings = new Map<number, { start: number; d: Deferred<number> }>();
@@ -499,6 +505,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
    * resumable: it says how far a transfer already got.
    */
   handleStream(route: string, handler: StreamHandler, options: { resume?: ResumeLookup } = {}): this {
+    if (this.streamRoutes === NO_STREAM_ROUTES) this.streamRoutes = new Map();
     this.streamRoutes.set(route, { handler, resume: options.resume });
     return this;
   }
@@ -1452,7 +1459,10 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       !call.settled &&
       (this.streamsInUse >= this.peer.maxConcurrentStreams || this.pending.size >= this.peer.maxConcurrentRequests)
     ) {
-      await new Promise<void>((r) => this.streamWaiters.push(r));
+      await new Promise<void>((r) => {
+        this.streamWaiters ??= [];
+        this.streamWaiters.push(r);
+      });
     }
     if (call.settled) return;
     if (this.state_ !== "open") {
@@ -1502,6 +1512,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       },
     };
     const st: OutState = { out, msg, call, outEnded: false, answered: false };
+    if (this.outStreams === NO_OUT_STREAMS) this.outStreams = new Map();
     this.outStreams.set(id, st);
     this.stats_.streams.sent++;
     out.start(head);
@@ -1544,7 +1555,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.outStreams.delete(id);
     this.outChunked.delete(id);
     this.streamsInUse--;
-    this.streamWaiters.shift()?.();
+    this.streamWaiters?.shift()?.();
   }
 
   private onStreamFrame(flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
@@ -1606,6 +1617,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       consumed: (wire) => this.streamConsumed(st, wire),
       cancel: (err) => this.cancelInStream(st, err),
     });
+    if (this.inStreams === NO_IN_STREAMS) this.inStreams = new Map();
     this.inStreams.set(id, st);
     // The prefix is consumed at once.
     this.streamConsumed(st, dataStart - start);
@@ -1826,10 +1838,10 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       st.call.done = true;
       st.call.abort(failure);
     }
-    this.inStreams.clear();
+    this.inStreams = NO_IN_STREAMS;
     for (const st of this.outStreams.values()) st.out.stop(failure);
-    this.outStreams.clear();
-    for (const w of this.streamWaiters.splice(0)) w();
+    this.outStreams = NO_OUT_STREAMS;
+    for (const w of this.streamWaiters?.splice(0) ?? []) w();
     if (!this.helloReceived) this.readyD.reject(failure);
     this.emit("close", error);
     this.closedD.resolve();
