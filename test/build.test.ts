@@ -36,4 +36,14 @@ describe("published build", () => {
     await conn.close();
     await server.close();
   });
+
+  it("the pointsub bin is emitted with its shebang and runs", () => {
+    const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
+    assert.equal(pkg.bin.pointsub, "./dist/cli/main.js");
+    const main = join(out, "cli/main.js");
+    assert.match(readFileSync(main, "utf8"), /^#!\/usr\/bin\/env node\n/);
+    const help = execFileSync(process.execPath, [main, "send", "--help"], { encoding: "utf8" });
+    assert.match(help, /Usage: pointsub send \[options\] <files\.\.\.>/);
+    assert.match(help, /--compress <alg>/);
+  });
 });
