@@ -54,6 +54,12 @@ export interface StreamItem {
   content: number;
   /** CRC32C of `data` when the producer computed it (saves a pass), else -1. */
   crc: number;
+  /**
+   * Called once the transport no longer needs `data` (it drained after the
+   * frame was written), so the producer may reuse the buffer. Not called if
+   * the connection closes first.
+   */
+  release?: () => void;
 }
 
 /** What the writer needs from its connection. */
@@ -105,6 +111,8 @@ export class FrameWriter {
   private closed = false;
   private drainWaiters: (() => void)[] = [];
   private readonly singles = new Queue<OutMessage>();
+  /** Buffer releases of stream frames written since the last drain. */
+  private releases: (() => void)[] = [];
   private bulk: OutMessage[] = [];
   private rr = 0;
   private readonly flushCb = () => {
@@ -190,6 +198,12 @@ export class FrameWriter {
   /** The transport drained. */
   onDrain(): void {
     this.writable = true;
+    // Everything written before the drain has left the transport's buffers.
+    if (this.releases.length !== 0) {
+      const r = this.releases;
+      this.releases = [];
+      for (const f of r) f();
+    }
     this.pump();
   }
 
@@ -222,6 +236,7 @@ export class FrameWriter {
   close(err: PointSubError): void {
     if (this.closed) return;
     this.closed = true;
+    this.releases = [];
     for (const m of this.singles.drain()) m.reject?.(err);
     const bulk = this.bulk;
     this.bulk = [];
@@ -353,6 +368,7 @@ export class FrameWriter {
     if (size > m.credit || size > this.connCredit) return false;
     (m.items as Queue<StreamItem>).shift();
     this.encode(m.type, item.flags, m.id, -1, item.head, item.data, 0, item.data.length, item.crc);
+    if (item.release !== undefined) this.releases.push(item.release);
     m.started = true;
     m.credit -= size;
     this.connCredit -= size;

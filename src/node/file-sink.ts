@@ -40,6 +40,8 @@ export interface FileSink {
 }
 
 const TRANSFER_ID = /^[A-Za-z0-9_-]{1,128}$/;
+/** Bytes handed to one writev: large enough to amortize the call, small enough to keep little in flight. */
+const BATCH = 1024 * 1024;
 
 /**
  * A safe file name from what a peer sent: the last path segment only, no
@@ -141,7 +143,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         // never has holes.
         let writing: Promise<unknown> = Promise.resolve();
         try {
-          for (let batch = await stream.readBatch(); batch !== null; batch = await stream.readBatch()) {
+          for (let batch = await stream.readBatch(BATCH); batch !== null; batch = await stream.readBatch(BATCH)) {
             await writing;
             writing = fh.writev(batch, size);
             for (const b of batch) size += b.length;

@@ -4,6 +4,7 @@ import { basename, resolve } from "node:path";
 import { type ResumableSource, type SendResumableOptions, sendResumable } from "../client/resumable.ts";
 import type { Connection } from "../connection/connection.ts";
 import { PointSubError } from "../errors/error.ts";
+import { onChunkSent } from "../stream/release.ts";
 import type { Transfer } from "../stream/transfer.ts";
 import { FILE_ROUTE, fileCrc32c } from "./file-sink.ts";
 
@@ -21,15 +22,20 @@ export interface SendFileOptions extends SendResumableOptions {
 }
 
 const READ_CHUNK = 1 << 20;
+/** Buffers a file reader keeps for reuse. */
+const POOL = 8;
 
 /**
  * The content of `path` from `start` on, in 1 MiB buffers, with one read
- * ahead. Reads straight into fresh buffers: unlike a ReadStream's async
- * iterator, it never concatenates buffered chunks.
+ * ahead. Reads straight into its buffers (unlike a ReadStream's async
+ * iterator, it never concatenates buffered chunks) and, when sent with
+ * `sendStream`, gets each buffer back once the transport is done with it,
+ * so a transfer of any size cycles through a few buffers.
  */
 export async function* readFileFrom(path: string, start = 0): AsyncGenerator<Uint8Array> {
   const fh = await open(path, "r");
-  const read = (pos: number) => fh.read(Buffer.allocUnsafeSlow(READ_CHUNK), 0, READ_CHUNK, pos);
+  const pool: Buffer[] = [];
+  const read = (pos: number) => fh.read(pool.pop() ?? Buffer.allocUnsafeSlow(READ_CHUNK), 0, READ_CHUNK, pos);
   let next = read(start);
   try {
     let pos = start;
@@ -38,7 +44,11 @@ export async function* readFileFrom(path: string, start = 0): AsyncGenerator<Uin
       if (bytesRead === 0) return;
       pos += bytesRead;
       next = read(pos);
-      yield buffer.subarray(0, bytesRead);
+      const chunk = buffer.subarray(0, bytesRead);
+      onChunkSent(chunk, () => {
+        if (pool.length < POOL) pool.push(buffer);
+      });
+      yield chunk;
     }
   } finally {
     await next.catch(() => {});

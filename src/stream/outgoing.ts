@@ -7,6 +7,7 @@ import { PointSubError, toPointSubError } from "../errors/error.ts";
 import type { Progress } from "../transfer/progress.ts";
 import { compressionJobs } from "../util/limiter.ts";
 import { Queue } from "../util/queue.ts";
+import { takeRelease } from "./release.ts";
 import type { StreamSource } from "./types.ts";
 
 const EMPTY = new Uint8Array(0);
@@ -105,17 +106,21 @@ export class OutgoingStream {
         if (!(value instanceof Uint8Array)) {
           throw new PointSubError("ERR_SOURCE", "stream source yielded something other than a Uint8Array");
         }
+        const release = takeRelease(value);
         for (let off = 0; off < value.length; off += this.chunk) {
-          const piece = value.subarray(off, Math.min(value.length, off + this.chunk));
+          const end = Math.min(value.length, off + this.chunk);
+          const piece = value.subarray(off, end);
+          // The chunk's buffer may be reused once its last frame has left.
+          const last = end === value.length ? release : undefined;
           const pieceCrc = crc32c(piece);
           this.crc = crc32cCombine(this.crc, pieceCrc, piece.length);
           this.length += piece.length;
           if (this.wantsCompression(piece)) {
-            ahead.push(this.compress(piece));
+            ahead.push(this.compress(piece, last));
             if (ahead.length >= COMPRESS_AHEAD) this.enqueue(await (ahead.shift() as Promise<StreamItem>));
           } else {
             while (ahead.length !== 0) this.enqueue(await (ahead.shift() as Promise<StreamItem>));
-            this.enqueue({ flags: 0, head: EMPTY, data: piece, content: piece.length, crc: pieceCrc });
+            this.enqueue({ flags: 0, head: EMPTY, data: piece, content: piece.length, crc: pieceCrc, release: last });
           }
           while (this.queued >= this.highWater && this.stopped === undefined) {
             await new Promise<void>((r) => (this.wake = r));
@@ -213,12 +218,13 @@ export class OutgoingStream {
     return false;
   }
 
-  private async compress(piece: Uint8Array): Promise<StreamItem> {
+  private async compress(piece: Uint8Array, release: (() => void) | undefined): Promise<StreamItem> {
     const codec = this.plan.codec as CompressionCodec;
     const out = await compressionJobs.run(() => codec.compress(piece));
     const used = out.length < piece.length;
     this.port.compressed(codec.name, piece.length, out.length, used);
-    if (!used) return { flags: 0, head: EMPTY, data: piece, content: piece.length, crc: -1 };
+    if (!used) return { flags: 0, head: EMPTY, data: piece, content: piece.length, crc: -1, release };
+    release?.();
     return { flags: Flag.COMPRESSED, head: EMPTY, data: out, content: piece.length, crc: -1 };
   }
 }
