@@ -3,7 +3,7 @@
  * bytes sent over tcp on loopback, sender and receiver in separate
  * processes, the receiver writing a file.
  *
- *   node bench/files.ts [--size BYTES] [--reps N]     # prints a markdown section
+ *   npm run bench:files [-- --size BYTES --reps N]   # prints the section and puts it in docs/BENCHMARKS.md
  *
  * Variants: the plain node:net reference (fs.createReadStream piped into the
  * socket, the socket piped into fs.createWriteStream), pointsub sendFile →
@@ -12,13 +12,13 @@
  * progress events cost). `npm run bench` runs it too and puts the section in
  * docs/BENCHMARKS.md.
  */
-import { spawn } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { randomFillSync } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
-import { mkdir, mkdtemp, open, rm, stat } from "node:fs/promises";
+import { mkdir, mkdtemp, open, readFile, rm, stat, writeFile } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -27,8 +27,9 @@ import { connect, createServer, FILE_ROUTE, fileSink, Progress, sendFile } from 
 const MiB = 1024 * 1024;
 /** Extra connection options for experiments, e.g. POINTSUB_BENCH_OPTIONS='{"streamWindow":16777216}'. */
 const EXTRA = JSON.parse(process.env.POINTSUB_BENCH_OPTIONS ?? "{}") as Record<string, unknown>;
-const VARIANTS = ["reference", "pointsub", "pointsub-auto", "pointsub-progress"] as const;
-type Variant = (typeof VARIANTS)[number];
+const ALL_VARIANTS = ["reference", "pointsub", "pointsub-auto", "pointsub-progress"] as const;
+type Variant = (typeof ALL_VARIANTS)[number];
+const VARIANTS: readonly Variant[] = (process.env.PS_VARIANTS?.split(",") as Variant[] | undefined) ?? ALL_VARIANTS;
 
 /** Samples this process's RSS every 10 ms; growth = peak - baseline. */
 function rssMeter() {
@@ -151,7 +152,11 @@ async function runOnce(variant: Variant, file: string, dir: string): Promise<Res
   recv.stdin.write("report\n");
   const r = JSON.parse((await rl.next()).value as string) as { rssGrowth: number };
   clearTimeout(timer);
+  await Promise.all([exited(send), exited(recv)]);
   await rm(dir, { recursive: true, force: true });
+  // Let the kernel write back what this run left before the next one.
+  spawnSync("sync");
+  await new Promise((r) => setTimeout(r, 300));
   return { mbps: s.mbps, senderRss: s.rssGrowth, receiverRss: r.rssGrowth, progressEvents: s.progressEvents };
 }
 
@@ -177,6 +182,10 @@ function progressCost(): { addUs: number; eventUs: number } {
   return sink < 0 ? { addUs: 0, eventUs: 0 } : { addUs, eventUs };
 }
 
+function exited(child: ChildProcess): Promise<void> {
+  return child.exitCode !== null ? Promise.resolve() : new Promise((r) => child.once("exit", () => r()));
+}
+
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 /** Runs every variant `reps` times on a `size`-byte random file; returns a markdown section. */
@@ -192,9 +201,11 @@ export async function runFileBench(size: number, reps: number, log = console.err
     }
     await fh.close();
     const results = new Map<Variant, Result[]>();
-    // Interleave variants so machine noise spreads evenly.
+    // Interleave variants, rotating their order each repetition, so machine
+    // noise and position effects spread evenly.
     for (let r = 0; r < reps; r++) {
-      for (const v of VARIANTS) {
+      for (let k = 0; k < VARIANTS.length; k++) {
+        const v = VARIANTS[(k + r) % VARIANTS.length];
         const res = await runOnce(v, file, join(work, "inbox"));
         log(
           `files ${v}: ${res.mbps.toFixed(0)} MB/s, rss +${(res.senderRss / MiB).toFixed(1)} / +${(res.receiverRss / MiB).toFixed(1)} MiB`,
@@ -248,6 +259,15 @@ const role = process.argv[2];
 if (role === "receiver") await receiver(process.argv[3] as Variant, process.argv[4]);
 else if (role === "sender") await sender(process.argv[3] as Variant, process.argv[4], process.argv[5]);
 else if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const { values } = parseArgs({ options: { size: { type: "string" }, reps: { type: "string" } } });
-  console.log(await runFileBench(Number(values.size ?? 1024 * MiB), Number(values.reps ?? 3)));
+  const { values } = parseArgs({
+    options: { size: { type: "string" }, reps: { type: "string" }, out: { type: "string" } },
+  });
+  const section = await runFileBench(Number(values.size ?? 1024 * MiB), Number(values.reps ?? 5));
+  console.log(section);
+  // Replace the section in the report (npm run bench writes the whole report).
+  const out = values.out ?? join(dirname(fileURLToPath(import.meta.url)), "..", "docs", "BENCHMARKS.md");
+  const doc = await readFile(out, "utf8").catch(() => "# Benchmarks\n");
+  const at = doc.indexOf("## File to file over tcp");
+  await writeFile(out, `${(at < 0 ? doc : doc.slice(0, at)).trimEnd()}\n\n${section}`);
+  console.error(`updated ${out}`);
 }
