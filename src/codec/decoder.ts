@@ -335,6 +335,14 @@ const NO_BYTES = new Uint8Array(0);
 let allocateBody: (n: number) => Uint8Array = (n) => new Uint8Array(n);
 
 /**
+ * Allocates `n` bytes that the caller will overwrite completely before
+ * anyone reads them (frame bodies, chunked messages being assembled).
+ */
+export function allocateUninitialized(n: number): Uint8Array {
+  return allocateBody(n);
+}
+
+/**
  * Replaces the frame-body allocator (the Node entry point installs
  * `Buffer.allocUnsafeSlow`, which skips zero-filling memory the decoder
  * overwrites anyway).

@@ -1,6 +1,6 @@
 import { EventEmitter } from "eventemitter3";
 import { AUTO_ORDER, codecById, localCodecMask } from "../codec/compression.ts";
-import { FrameDecoder, type FrameSink } from "../codec/decoder.ts";
+import { allocateUninitialized, FrameDecoder, type FrameSink } from "../codec/decoder.ts";
 import {
   CANCEL_LENGTH,
   Flag,
@@ -1103,7 +1103,8 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     let target: Uint8Array | null = null;
     if (!discard) {
       try {
-        target = new Uint8Array(total);
+        // Delivered only once all `total` bytes were written into it.
+        target = allocateUninitialized(total);
       } catch (cause) {
         throw new PointSubError("ERR_MESSAGE_TOO_LARGE", `cannot allocate ${total} bytes`, { cause });
       }
