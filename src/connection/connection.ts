@@ -561,9 +561,6 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       if (!Number.isSafeInteger(offset) || offset < 0 || (total !== undefined && offset > total)) {
         throw new PointSubError("ERR_INVALID_ARGUMENT", "offset must be an integer between 0 and total");
       }
-      if (total !== undefined && total > this.peer.maxMessageSize && this.peer.maxMessageSize < 2 ** 53 - 1) {
-        // Streams are not held whole, but a receiver may still cap them.
-      }
       plan = planCompression(options.compress, this.peer.compression, this.local.compression, AUTO_ORDER);
       head = encodeStreamHead({
         total,

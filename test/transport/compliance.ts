@@ -149,6 +149,7 @@ export function runCompliance(target: ComplianceTarget): void {
         server = createServer(serverOpts);
         server.handle("/echo/1.0.0", (req) => req.data);
         server.handle("/hash/1.0.0", (req) => sha256(req.data));
+        server.handleStream("/hash-stream/1.0.0", async (stream) => sha256(await stream.bytes()));
         server.on("message", (m) => received.push(m.data));
         const [url] = await server.listen(target.listenUrl());
         clientOpts = { tls: opts.client.tls, maxMessageSize: big, maxAssemblyBytes: big };
@@ -177,6 +178,17 @@ export function runCompliance(target: ComplianceTarget): void {
         const reply = await conn.request("/echo/1.0.0", data, { timeoutMs: 120_000 });
         assert.equal(reply.length, GiB);
         assert.equal(sha256(reply), want);
+      });
+
+      it("carries a 64 MiB stream, compressed and not, verified end to end", async () => {
+        const data = pattern(64 * 1024 * 1024, 13);
+        const want = sha256(data);
+        for (const compress of ["off", "auto"] as const) {
+          const parts: Uint8Array[] = [];
+          for (let off = 0; off < data.length; off += 1_000_000) parts.push(data.subarray(off, off + 1_000_000));
+          const got = await conn.sendStream("/hash-stream/1.0.0", parts, { compress, total: data.length });
+          assert.equal(new TextDecoder().decode(got), want, compress);
+        }
       });
 
       it("carries all 256 byte values and UTF-8 text", async () => {
