@@ -110,6 +110,29 @@ describe("streams", () => {
     assert.equal(text(answer), `${size} ${sha256(data)}`);
   });
 
+  it("toNodeReadable: a received stream pipes into a Node Writable with backpressure", async () => {
+    const { toNodeReadable } = await import("../../src/index.ts");
+    const { pipeline } = await import("node:stream/promises");
+    const { Writable } = await import("node:stream");
+    server.handleStream("/pipe/1.0.0", async (stream) => {
+      const h = createHash("sha256");
+      let n = 0;
+      await pipeline(
+        toNodeReadable(stream),
+        new Writable({
+          highWaterMark: 64 * KiB,
+          write(chunk: Buffer, _enc, done) {
+            h.update(chunk);
+            n += chunk.length;
+            setImmediate(done); // a slow sink
+          },
+        }),
+      );
+      return `${n} ${h.digest("hex")}`;
+    });
+    assert.equal(text(await conn.sendStream("/pipe/1.0.0", generate(6 * MiB))), expectedHash(6 * MiB));
+  });
+
   it("accepts a web ReadableStream and a plain iterable as sources", async () => {
     const data = pattern(300 * KiB, 5);
     const web = new ReadableStream<Uint8Array>({
