@@ -931,10 +931,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     if (type !== FrameType.STREAM || flags !== 0 || st === undefined || st.inDone) {
       throw new PointSubError("ERR_PROTOCOL", `STREAM frame for unknown stream ${id}`);
     }
-    st.used += length;
-    if (st.used > this.local.streamWindow) {
-      throw new PointSubError("ERR_FLOW_CONTROL", `peer exceeded the window of stream ${id}`);
-    }
+    this.chargeStream(st, length);
     st.stream.pushPieces(pieces, length, length, this.decoderImpl.payloadCrc);
   }
 
@@ -1575,6 +1572,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       this.releaseInStream(st);
       return;
     }
+    this.chargeStream(st, len);
     this.streamData(st, flags, buf.subarray(start, end), len, this.decoderImpl.payloadCrc);
   }
 
@@ -1606,7 +1604,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       stream: undefined as unknown as IncomingStream,
       call,
       codec: head.codec,
-      used: end - start,
+      used: 0,
       unacked: 0,
       inDone: false,
       outDone: false,
@@ -1617,9 +1615,10 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     });
     if (this.inStreams === NO_IN_STREAMS) this.inStreams = new Map();
     this.inStreams.set(id, st);
-    // The prefix is consumed at once.
+    this.chargeStream(st, end - start);
+    // The prefix is consumed at once; data after it is credited as it is read.
     this.streamConsumed(st, dataStart - start);
-    if (dataStart < end) this.streamData(st, flags, buf.subarray(dataStart, end), 0);
+    if (dataStart < end) this.streamData(st, flags, buf.subarray(dataStart, end), end - dataStart);
     this.stats_.requestsHandled++;
     const route = this.streamRoutes.get(head.route) ?? this.sharedStreamRoutes?.get(head.route);
     if (route === undefined) {
@@ -1645,15 +1644,16 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     );
   }
 
-  /** A data frame of stream `st`; `wire` bytes were already counted against its window when 0. */
-  private streamData(st: InState, flags: number, data: Uint8Array, wire: number, crc = -1): void {
-    if (wire !== 0) {
-      st.used += wire;
-      if (st.used > this.local.streamWindow) {
-        throw new PointSubError("ERR_FLOW_CONTROL", `peer exceeded the window of stream ${st.id}`);
-      }
+  /** Counts `n` received payload bytes against stream `st`'s window. */
+  private chargeStream(st: InState, n: number): void {
+    st.used += n;
+    if (st.used > this.local.streamWindow) {
+      throw new PointSubError("ERR_FLOW_CONTROL", `peer exceeded the window of stream ${st.id}`);
     }
-    const credit = wire === 0 ? data.length : wire;
+  }
+
+  /** Queues a data frame's content for the reader; `credit` bytes are returned once it is read. */
+  private streamData(st: InState, flags: number, data: Uint8Array, credit: number, crc = -1): void {
     if ((flags & Flag.COMPRESSED) === 0) {
       st.stream.push(data, credit, crc);
       return;

@@ -60,8 +60,6 @@ export class OutgoingStream {
   /** Auto compression: chunks to skip before probing again, and the current back-off. */
   private skip = 0;
   private backoff = 1;
-  /** The END frame was handed to the transport. */
-  ended = false;
 
   constructor(
     id: number,
@@ -164,7 +162,6 @@ export class OutgoingStream {
   onItemSent(item: StreamItem): void {
     const wire = item.head.length + item.data.length;
     this.queued -= wire;
-    if ((item.flags & Flag.END) !== 0) this.ended = true;
     if (item.content !== 0 || wire !== 0) {
       this.unacked.push(wire);
       this.unacked.push(item.content);
