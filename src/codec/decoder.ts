@@ -83,21 +83,30 @@ export class FrameDecoder {
   private pieces: Uint8Array[] | undefined;
   private filled = 0;
   private trailer = 0;
+  /** Whether the current push handed views of its chunk to the sink. */
+  private retained = false;
 
   constructor(sink: FrameSink, maxFrameSize: number) {
     this.sink = sink;
     this.maxFrameSize = maxFrameSize;
   }
 
-  /** Feeds bytes. Throws PointSubError on invalid input. */
-  push(chunk: Uint8Array): void {
+  /**
+   * Feeds bytes. Returns true when views of `chunk` were handed to the sink
+   * (a message, stream piece or batch), so its memory must stay as it is;
+   * false when everything was copied out or parsed, so a transport may read
+   * the next bytes into the same buffer. Throws PointSubError on invalid input.
+   */
+  push(chunk: Uint8Array): boolean {
     if (this.state === State.Failed) throw new PointSubError("ERR_PROTOCOL", "decoder already failed");
+    this.retained = false;
     try {
       this.run(chunk);
     } catch (err) {
       this.state = State.Failed;
       throw err;
     }
+    return this.retained;
   }
 
   /** True when no partial frame is buffered (a clean place for the stream to end). */
@@ -162,6 +171,7 @@ export class FrameDecoder {
           if (crc !== want) throw this.checksumError();
         }
         pos += total;
+        if (KEEPS_PAYLOAD[this.type] === 1) this.retained = true;
         if (this.type === FrameType.BATCH) this.unbatch(chunk, pstart, pend);
         else this.sink.onFrame(this.type, this.flags, this.id, chunk, pstart, pend);
       } else {
@@ -204,8 +214,10 @@ export class FrameDecoder {
     if (this.filled < len) {
       const n = Math.min(len - this.filled, end - pos);
       const piece = chunk.subarray(pos, pos + n);
-      if (this.pieces !== undefined) this.pieces.push(piece);
-      else this.body.set(piece, this.filled);
+      if (this.pieces !== undefined) {
+        this.pieces.push(piece);
+        this.retained = true;
+      } else this.body.set(piece, this.filled);
       // Checksum each piece as it arrives, while it is still in cache.
       if (this.checksum) this.runningCrc = crc32c(piece, this.runningCrc);
       this.filled += n;
@@ -330,6 +342,13 @@ export class FrameDecoder {
 }
 
 const NO_BYTES = new Uint8Array(0);
+
+/**
+ * Frame types whose payload the sink may keep as a view (data a message or
+ * stream delivers, and batches of them); the others are parsed at once.
+ */
+const KEEPS_PAYLOAD = new Uint8Array(16);
+for (const t of [FrameType.MSG, FrameType.REQ, FrameType.RES, FrameType.STREAM, FrameType.BATCH]) KEEPS_PAYLOAD[t] = 1;
 
 /** Allocates frame bodies; every byte is overwritten before use, so a runtime may skip zero-filling. */
 let allocateBody: (n: number) => Uint8Array = (n) => new Uint8Array(n);

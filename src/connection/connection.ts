@@ -882,14 +882,15 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
 
   // -------------------------------------------------------------- receiving
 
-  private onTransportData(chunk: Uint8Array): void {
-    if (this.state_ === "closed") return;
+  private onTransportData(chunk: Uint8Array): boolean {
+    if (this.state_ === "closed") return false;
     this.bytesIn += chunk.length;
     this.lastInput = Date.now();
     try {
-      this.decoderImpl.push(chunk);
+      return this.decoderImpl.push(chunk);
     } catch (err) {
       this.fail(toPointSubError(err, "ERR_PROTOCOL"));
+      return true;
     }
   }
 

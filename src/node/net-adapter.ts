@@ -9,16 +9,18 @@ import type {
   TransportListener,
   TransportOptions,
 } from "../transport/transport.ts";
+import { readerForAccepted, SocketReader } from "./socket-reader.ts";
 import { hostUrl, SocketTransport, urlHost } from "./socket-transport.ts";
 
 type Scheme = "tcp" | "tls" | "unix";
 
-function wrap(socket: net.Socket, scheme: Scheme, path?: string): Transport {
-  if (scheme === "unix") return new SocketTransport(socket, `unix://${path}`, `unix://${path}`);
+function wrap(socket: net.Socket, scheme: Scheme, path?: string, reader?: SocketReader): Transport {
+  if (scheme === "unix") return new SocketTransport(socket, `unix://${path}`, `unix://${path}`, reader);
   return new SocketTransport(
     socket,
     hostUrl(scheme, socket.localAddress, socket.localPort),
     hostUrl(scheme, socket.remoteAddress, socket.remotePort),
+    reader,
   );
 }
 
@@ -47,10 +49,18 @@ function connectSocket(scheme: Scheme, url: URL, options: TransportOptions): Pro
   return new Promise((resolve, reject) => {
     let socket: net.Socket;
     const event = scheme === "tls" ? "secureConnect" : "connect";
+    // Plain sockets read into reusable buffers (see SocketReader).
+    let reader: SocketReader | undefined;
     try {
-      if (scheme === "unix") socket = net.connect({ path: url.pathname });
-      else if (scheme === "tcp") socket = net.connect({ host: urlHost(url), port: port(url), noDelay: true });
-      else socket = tls.connect(tlsClientOptions(url, options.tls));
+      if (scheme === "tls") socket = tls.connect(tlsClientOptions(url, options.tls));
+      else {
+        reader = new SocketReader();
+        const onread = reader.onread;
+        socket =
+          scheme === "unix"
+            ? net.connect({ path: url.pathname, onread })
+            : net.connect({ host: urlHost(url), port: port(url), noDelay: true, onread });
+      }
     } catch (err) {
       reject(
         err instanceof PointSubError
@@ -78,7 +88,7 @@ function connectSocket(scheme: Scheme, url: URL, options: TransportOptions): Pro
     };
     const onConnect = () => {
       cleanup();
-      resolve(wrap(socket, scheme, url.pathname));
+      resolve(wrap(socket, scheme, url.pathname, reader));
     };
     socket.once("error", onError);
     socket.once(event, onConnect);
@@ -147,7 +157,9 @@ async function listenSocket(
     // Handshake failures are per connection; keep the server up.
     server.on("tlsClientError", () => {});
   } else {
-    server = net.createServer({ noDelay: true }, (socket) => onTransport(wrap(socket, scheme, url.pathname)));
+    server = net.createServer({ noDelay: true }, (socket) =>
+      onTransport(wrap(socket, scheme, url.pathname, readerForAccepted(socket))),
+    );
   }
   if (scheme === "unix") await removeStaleSocket(url.pathname);
   await new Promise<void>((resolve, reject) => {

@@ -1,5 +1,6 @@
 import type { Socket } from "node:net";
 import type { Transport, TransportHandlers } from "../transport/transport.ts";
+import type { SocketReader } from "./socket-reader.ts";
 
 /**
  * Bytes queued in the socket before the writer is asked to wait for 'drain'.
@@ -13,17 +14,27 @@ export class SocketTransport implements Transport {
   readonly localUrl: string;
   readonly remoteUrl: string;
   private readonly socket: Socket;
+  /** @internal The reusable-buffer reader, when this socket has one (tests look at it). */
+  readonly reader: SocketReader | undefined;
   private error: Error | undefined;
 
-  constructor(socket: Socket, localUrl: string, remoteUrl: string) {
+  /**
+   * @param reader - set when the socket reads into reusable buffers (Node's
+   *   `onread`); its chunks then arrive through it instead of 'data'.
+   */
+  constructor(socket: Socket, localUrl: string, remoteUrl: string, reader?: SocketReader) {
     this.socket = socket;
     this.localUrl = localUrl;
     this.remoteUrl = remoteUrl;
+    this.reader = reader;
     socket.setNoDelay?.(true);
   }
 
   attach(h: TransportHandlers): void {
     const s = this.socket;
+    this.reader?.attach(h.onData);
+    // Without a reader (or if the runtime ignored it) bytes come as 'data'
+    // events; listening also keeps the socket flowing, so 'end' is emitted.
     // Hand the core plain Uint8Array views (same memory), not Buffers.
     s.on("data", (chunk: Buffer) => h.onData(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.length)));
     s.on("drain", h.onDrain);

@@ -129,7 +129,7 @@ export class Server extends EventEmitter<ServerEvents> {
   private accept(transport: Transport): void {
     const max = this.options.maxConnections;
     if (this.closing || (max !== undefined && this.sessions_.size + this.connecting.size >= max)) {
-      transport.attach({ onData() {}, onDrain() {}, onClose() {} });
+      transport.attach({ onData: () => false, onDrain() {}, onClose() {} });
       transport.destroy();
       this.emit(
         "reject",

@@ -6,8 +6,13 @@
 
 /** Callbacks a transport delivers to its connection. */
 export interface TransportHandlers {
-  /** Bytes arrived. The chunk is the receiver's to keep. */
-  onData(chunk: Uint8Array): void;
+  /**
+   * Bytes arrived. Returns true when the receiver kept views of `chunk` (the
+   * transport must leave that memory alone); false when it copied out what it
+   * needed, so the transport may read the next bytes into the same buffer.
+   * Transports that allocate every chunk may ignore the answer.
+   */
+  onData(chunk: Uint8Array): boolean;
   /** Writes may resume after `write` returned false. */
   onDrain(): void;
   /** The transport is closed; `error` when it ended abnormally. Called once. */

@@ -41,7 +41,10 @@ function collector(t: Transport) {
   let closes = 0;
   const closed = once<Error | undefined>((resolve) => {
     t.attach({
-      onData: (c) => chunks.push(c),
+      onData: (c) => {
+        chunks.push(c);
+        return true;
+      },
       onDrain: () => drained++,
       onClose: (e) => {
         closes++;
@@ -98,7 +101,7 @@ export function runCompliance(target: ComplianceTarget): void {
         let drains = 0;
         let drainWait: (() => void) | undefined;
         client.attach({
-          onData() {},
+          onData: () => false,
           onDrain() {
             drains++;
             drainWait?.();

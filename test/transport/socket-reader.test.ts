@@ -1,0 +1,113 @@
+/**
+ * Plain sockets (tcp, unix) read into reusable buffers: a receiver that
+ * copies what it needs lets every read land in the same memory, one that
+ * keeps views gets a new buffer per read and its views stay intact.
+ * Accepted sockets reach this through Node internals; these tests notice if
+ * a Node release changes them (pointsub then falls back to 'data' events).
+ */
+import assert from "node:assert/strict";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { tcpTransport, unixTransport } from "../../src/node/net-adapter.ts";
+import { SocketTransport } from "../../src/node/socket-transport.ts";
+import type { Transport, TransportAdapter } from "../../src/transport/transport.ts";
+import { MiB, pattern, sha256 } from "../helpers/data.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "pointsub-reader-"));
+let n = 0;
+const targets: [string, TransportAdapter, () => string][] = [
+  ["tcp", tcpTransport, () => "tcp://127.0.0.1:0"],
+  ["unix", unixTransport, () => `unix://${join(dir, `r${n++}.sock`)}`],
+];
+
+async function pair(adapter: TransportAdapter, url: string) {
+  let accept!: (t: Transport) => void;
+  const accepted = new Promise<Transport>((r) => {
+    accept = r;
+  });
+  const listener = await adapter.listen(new URL(url), {}, (t) => accept(t));
+  const client = await adapter.connect(new URL(listener.url), {});
+  const server = await accepted;
+  return { listener, client, server };
+}
+
+/** Sends `data` from `from` to `to`; `to` keeps its chunks or copies them. */
+async function transfer(from: Transport, to: Transport, data: Uint8Array, keep: boolean) {
+  const got: Uint8Array[] = [];
+  const chunkSizes: number[] = [];
+  const closed = new Promise<void>((resolve) => {
+    to.attach({
+      onData(c) {
+        chunkSizes.push(c.length);
+        got.push(keep ? c : c.slice());
+        // Overwrite-detection: a kept chunk must never change afterwards.
+        return keep;
+      },
+      onDrain() {},
+      onClose: () => resolve(),
+    });
+  });
+  let drained: (() => void) | undefined;
+  from.attach({ onData: () => false, onDrain: () => drained?.(), onClose() {} });
+  for (let off = 0; off < data.length; off += MiB) {
+    if (!from.write([data.subarray(off, off + MiB)])) await new Promise<void>((r) => (drained = r));
+  }
+  from.end();
+  await closed;
+  return { bytes: Buffer.concat(got), chunkSizes };
+}
+
+function readerOf(t: Transport) {
+  assert.ok(t instanceof SocketTransport);
+  assert.ok(t.reader !== undefined, "socket reads into reusable buffers");
+  return t.reader;
+}
+
+for (const [name, adapter, url] of targets) {
+  describe(`reusable read buffers: ${name}`, () => {
+    for (const side of ["accepted", "connecting"] as const) {
+      it(`${side} socket: 32 MiB through one read buffer when the receiver copies`, async () => {
+        const { listener, client, server } = await pair(adapter, url());
+        const [from, to] = side === "accepted" ? [client, server] : [server, client];
+        const data = pattern(32 * MiB);
+        const { bytes } = await transfer(from, to, data, false);
+        assert.equal(sha256(bytes), sha256(data));
+        assert.equal(readerOf(to).buffers, 1);
+        await listener.close();
+      });
+
+      it(`${side} socket: kept chunks stay intact, each read gets new memory`, async () => {
+        const { listener, client, server } = await pair(adapter, url());
+        const [from, to] = side === "accepted" ? [client, server] : [server, client];
+        const data = pattern(8 * MiB);
+        const { bytes, chunkSizes } = await transfer(from, to, data, true);
+        assert.equal(sha256(bytes), sha256(data));
+        const big = chunkSizes.filter((s) => s >= 16 * 1024).length;
+        assert.ok(readerOf(to).buffers >= big, `${readerOf(to).buffers} buffers for ${big} large reads`);
+        await listener.close();
+      });
+    }
+
+    it("a short read arrives in a buffer of its own size (never pins a whole read buffer)", async () => {
+      const { listener, client, server } = await pair(adapter, url());
+      const got = new Promise<Uint8Array>((resolve) => {
+        const onData = (c: Uint8Array) => {
+          resolve(c);
+          return true;
+        };
+        server.attach({ onData, onDrain() {}, onClose() {} });
+      });
+      client.attach({ onData: () => false, onDrain() {}, onClose() {} });
+      client.write([new Uint8Array(100).fill(9)]);
+      const c = await got;
+      assert.equal(c.length, 100);
+      assert.equal(c.buffer.byteLength, 100);
+      assert.deepEqual([...new Set(c)], [9]);
+      client.destroy();
+      server.destroy();
+      await listener.close();
+    });
+  });
+}
