@@ -49,17 +49,19 @@ function connectSocket(scheme: Scheme, url: URL, options: TransportOptions): Pro
   return new Promise((resolve, reject) => {
     let socket: net.Socket;
     const event = scheme === "tls" ? "secureConnect" : "connect";
-    // Plain sockets read into reusable buffers (see SocketReader).
-    let reader: SocketReader | undefined;
+    // Sockets read into reusable buffers (see SocketReader).
+    const reader = new SocketReader();
+    const onread = reader.onread;
     try {
-      if (scheme === "tls") socket = tls.connect(tlsClientOptions(url, options.tls));
+      if (scheme === "unix") socket = net.connect({ path: url.pathname, onread });
+      else if (scheme === "tcp") socket = net.connect({ host: urlHost(url), port: port(url), noDelay: true, onread });
       else {
-        reader = new SocketReader();
-        const onread = reader.onread;
-        socket =
-          scheme === "unix"
-            ? net.connect({ path: url.pathname, onread })
-            : net.connect({ host: urlHost(url), port: port(url), noDelay: true, onread });
+        // tls.connect documents `onread` (as net.Socket's); @types/node lacks it.
+        const o: tls.ConnectionOptions & Pick<net.SocketConstructorOpts, "onread"> = {
+          ...tlsClientOptions(url, options.tls),
+          onread,
+        };
+        socket = tls.connect(o);
       }
     } catch (err) {
       reject(
@@ -152,7 +154,7 @@ async function listenSocket(
         rejectUnauthorized: o.rejectUnauthorized ?? true,
         ALPNProtocols: ["pointsub/1"],
       },
-      (socket) => onTransport(wrap(socket, scheme)),
+      (socket) => onTransport(wrap(socket, scheme, undefined, readerForAccepted(socket))),
     );
     // Handshake failures are per connection; keep the server up.
     server.on("tlsClientError", () => {});

@@ -81,11 +81,12 @@ function onreadSlots(socket: Socket): OnreadSlots | null {
 }
 
 /**
- * Switches an accepted socket (node:net hands servers sockets it created
- * itself, and offers `onread` only to sockets you create) to read into a
- * {@link SocketReader}: it sets the same private slots the `onread` option
- * sets and points the handle at the first buffer. Call it in the
- * 'connection' listener, before the first read completes. Returns undefined
+ * Switches an accepted socket (node:net and node:tls hand servers sockets
+ * they created themselves, and offer `onread` only to sockets you create) to
+ * read into a {@link SocketReader}: it sets the same private slots the
+ * `onread` option sets and points the handle at the first buffer. Call it in
+ * the 'connection' (or 'secureConnection') listener; bytes read before that
+ * still come as 'data' events, ahead of the reader's. Returns undefined
  * (the socket keeps emitting 'data') when this runtime's internals differ.
  */
 export function readerForAccepted(socket: Socket): SocketReader | undefined {

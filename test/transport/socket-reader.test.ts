@@ -1,5 +1,5 @@
 /**
- * Plain sockets (tcp, unix) read into reusable buffers: a receiver that
+ * Sockets (tcp, unix, tls) read into reusable buffers: a receiver that
  * copies what it needs lets every read land in the same memory, one that
  * keeps views gets a new buffer per read and its views stay intact.
  * Accepted sockets reach this through Node internals; these tests notice if
@@ -10,9 +10,10 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { tcpTransport, unixTransport } from "../../src/node/net-adapter.ts";
+import { tcpTransport, tlsTransport, unixTransport } from "../../src/node/net-adapter.ts";
 import { SocketTransport } from "../../src/node/socket-transport.ts";
-import type { Transport, TransportAdapter } from "../../src/transport/transport.ts";
+import type { Transport, TransportAdapter, TransportOptions } from "../../src/transport/transport.ts";
+import { testCerts } from "../helpers/certs.ts";
 import { MiB, pattern, sha256 } from "../helpers/data.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "pointsub-reader-"));
@@ -20,6 +21,7 @@ let n = 0;
 const targets: [string, TransportAdapter, () => string][] = [
   ["tcp", tcpTransport, () => "tcp://127.0.0.1:0"],
   ["unix", unixTransport, () => `unix://${join(dir, `r${n++}.sock`)}`],
+  ["tls", tlsTransport, () => "tls://127.0.0.1:0"],
 ];
 
 async function pair(adapter: TransportAdapter, url: string) {
@@ -27,8 +29,26 @@ async function pair(adapter: TransportAdapter, url: string) {
   const accepted = new Promise<Transport>((r) => {
     accept = r;
   });
-  const listener = await adapter.listen(new URL(url), {}, (t) => accept(t));
-  const client = await adapter.connect(new URL(listener.url), {});
+  let server: TransportOptions = {};
+  let client: TransportOptions = {};
+  if (url.startsWith("tls:")) {
+    const c = await testCerts();
+    server = { tls: { cert: c.serverCert, key: c.serverKey } };
+    client = { tls: { ca: c.ca } };
+  }
+  return connectPair(adapter, url, server, client, accepted, (t) => accept(t));
+}
+
+async function connectPair(
+  adapter: TransportAdapter,
+  url: string,
+  serverOptions: TransportOptions,
+  clientOptions: TransportOptions,
+  accepted: Promise<Transport>,
+  onTransport: (t: Transport) => void,
+) {
+  const listener = await adapter.listen(new URL(url), serverOptions, onTransport);
+  const client = await adapter.connect(new URL(listener.url), clientOptions);
   const server = await accepted;
   return { listener, client, server };
 }
