@@ -1,6 +1,6 @@
 import { existsSync, unlinkSync } from "node:fs";
 import net from "node:net";
-import tls from "node:tls";
+import type * as Tls from "node:tls";
 import { PointSubError } from "../errors/error.ts";
 import type {
   TlsOptions,
@@ -13,6 +13,13 @@ import { readerForAccepted, SocketReader } from "./socket-reader.ts";
 import { hostUrl, SocketTransport, urlHost } from "./socket-transport.ts";
 
 type Scheme = "tcp" | "tls" | "unix";
+
+/** node:tls is loaded on first use: loading it costs a process ~7 MB of RSS. */
+let tlsModule: typeof Tls | undefined;
+async function loadTls(): Promise<typeof Tls> {
+  tlsModule ??= await import("node:tls");
+  return tlsModule;
+}
 
 function wrap(socket: net.Socket, scheme: Scheme, path?: string, reader?: SocketReader): Transport {
   if (scheme === "unix") return new SocketTransport(socket, `unix://${path}`, `unix://${path}`, reader);
@@ -29,15 +36,15 @@ function port(url: URL): number {
   return Number(url.port);
 }
 
-function tlsClientOptions(url: URL, o: TlsOptions = {}): tls.ConnectionOptions {
+function tlsClientOptions(tls: typeof Tls, url: URL, o: TlsOptions = {}): Tls.ConnectionOptions {
   const host = urlHost(url);
   return {
     host,
     port: port(url),
     servername: o.servername ?? (net.isIP(host) ? undefined : host),
-    ca: o.ca as tls.ConnectionOptions["ca"],
-    cert: o.cert as tls.ConnectionOptions["cert"],
-    key: o.key as tls.ConnectionOptions["key"],
+    ca: o.ca as Tls.ConnectionOptions["ca"],
+    cert: o.cert as Tls.ConnectionOptions["cert"],
+    key: o.key as Tls.ConnectionOptions["key"],
     rejectUnauthorized: o.rejectUnauthorized ?? true,
     ALPNProtocols: ["pointsub/1"],
     // Verify IP-address URLs against the certificate's IP SANs.
@@ -45,7 +52,12 @@ function tlsClientOptions(url: URL, o: TlsOptions = {}): tls.ConnectionOptions {
   };
 }
 
-function connectSocket(scheme: Scheme, url: URL, options: TransportOptions): Promise<Transport> {
+function connectSocket(
+  scheme: Scheme,
+  url: URL,
+  options: TransportOptions,
+  tls: typeof Tls | undefined,
+): Promise<Transport> {
   return new Promise((resolve, reject) => {
     let socket: net.Socket;
     const event = scheme === "tls" ? "secureConnect" : "connect";
@@ -55,14 +67,14 @@ function connectSocket(scheme: Scheme, url: URL, options: TransportOptions): Pro
     try {
       if (scheme === "unix") socket = net.connect({ path: url.pathname, onread });
       else if (scheme === "tcp") socket = net.connect({ host: urlHost(url), port: port(url), noDelay: true, onread });
-      else {
+      else if (tls !== undefined) {
         // tls.connect documents `onread` (as net.Socket's); @types/node lacks it.
-        const o: tls.ConnectionOptions & Pick<net.SocketConstructorOpts, "onread"> = {
-          ...tlsClientOptions(url, options.tls),
+        const o: Tls.ConnectionOptions & Pick<net.SocketConstructorOpts, "onread"> = {
+          ...tlsClientOptions(tls, url, options.tls),
           onread,
         };
         socket = tls.connect(o);
-      }
+      } else throw new Error("node:tls not loaded");
     } catch (err) {
       reject(
         err instanceof PointSubError
@@ -125,7 +137,7 @@ async function removeStaleSocket(path: string): Promise<void> {
 }
 
 /** tls.createServer, with bad certificate material reported as a typed error. */
-function createTlsServer(options: tls.TlsOptions, onSocket: (s: tls.TLSSocket) => void): tls.Server {
+function createTlsServer(tls: typeof Tls, options: Tls.TlsOptions, onSocket: (s: Tls.TLSSocket) => void): Tls.Server {
   try {
     return tls.createServer(options, onSocket);
   } catch (cause) {
@@ -146,10 +158,11 @@ async function listenSocket(
       throw new PointSubError("ERR_INVALID_ARGUMENT", "tls:// listen needs tls.cert and tls.key");
     }
     server = createTlsServer(
+      await loadTls(),
       {
-        cert: o.cert as tls.TlsOptions["cert"],
-        key: o.key as tls.TlsOptions["key"],
-        ca: o.ca as tls.TlsOptions["ca"],
+        cert: o.cert as Tls.TlsOptions["cert"],
+        key: o.key as Tls.TlsOptions["key"],
+        ca: o.ca as Tls.TlsOptions["ca"],
         requestCert: o.requestCert ?? false,
         rejectUnauthorized: o.rejectUnauthorized ?? true,
         ALPNProtocols: ["pointsub/1"],
@@ -187,7 +200,8 @@ async function listenSocket(
 function adapter(scheme: Scheme): TransportAdapter {
   return {
     schemes: [scheme],
-    connect: (url, options) => connectSocket(scheme, url, options),
+    connect: async (url, options) =>
+      connectSocket(scheme, url, options, scheme === "tls" ? await loadTls() : undefined),
     listen: (url, options, onTransport) => listenSocket(scheme, url, options, onTransport),
   };
 }

@@ -1,4 +1,3 @@
-import { createHash } from "node:crypto";
 import { open, stat } from "node:fs/promises";
 import { basename, resolve } from "node:path";
 import { type ResumableSource, type SendResumableOptions, sendResumable } from "../client/resumable.ts";
@@ -60,6 +59,8 @@ export async function* readFileFrom(path: string, start = 0): AsyncGenerator<Uin
 export async function fileTransferId(path: string): Promise<string> {
   const abs = resolve(path);
   const st = await stat(abs);
+  // node:crypto is loaded on first use (it costs a process a few MB of RSS).
+  const { createHash } = await import("node:crypto");
   return createHash("sha256").update(`${abs}\0${st.size}\0${st.mtimeMs}`).digest("hex").slice(0, 32);
 }
 
