@@ -31,6 +31,8 @@ export interface ClientResult {
   mbps?: number;
   /** Client peak RSS in bytes. */
   peakRss: number;
+  /** large / hol: client RSS just before the big message was allocated. */
+  startRss?: number;
   /** hol: pings answered during the transfer. */
   pings?: number;
   /** Seconds the measured part took. */

@@ -80,6 +80,7 @@ export async function runWorkload(client: BenchClient, workload: Workload, param
     const s = (performance.now() - t0) / 1000;
     report({ rate: params.count / s, latencyUs: latencySummary(lat), seconds: s });
   } else {
+    const startRss = process.memoryUsage().rss;
     const big = new Uint8Array(params.largeSize).fill(3);
     const lat: number[] = [];
     let done = false;
@@ -102,6 +103,7 @@ export async function runWorkload(client: BenchClient, workload: Workload, param
     report({
       mbps: params.largeSize / 1e6 / s,
       seconds: s,
+      startRss,
       ...(workload === "hol" ? { latencyUs: latencySummary(Float64Array.from(lat)), pings: lat.length } : {}),
     });
   }
