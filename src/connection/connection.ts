@@ -1753,6 +1753,8 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       () => {
         const idle = Date.now() - this.lastInput;
         if (Date.now() - this.lastOutput >= ms) this.writer.trim();
+        // No input for a tick: let the transport drop its bulk read buffer.
+        if (idle >= ms >>> 1) this.transport.trim?.();
         if (this.keepAlivePingAt !== 0 && idle >= ms * 2) {
           this.fail(new PointSubError("ERR_KEEPALIVE", `no bytes from ${this.remoteUrl} for ${idle} ms`));
           return;

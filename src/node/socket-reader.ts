@@ -1,7 +1,12 @@
 import type { Socket } from "node:net";
 
-/** Bytes per read buffer: what libuv asks for by default. */
-const READ_SIZE = 64 * 1024;
+/** Bytes per read buffer once data flows: what libuv asks for by default. */
+const BIG = 64 * 1024;
+/**
+ * The buffer a quiet socket reads into: enough for a handshake, a ping or a
+ * small request, and cheap to hold for each of many idle connections.
+ */
+const SMALL = 1024;
 /**
  * Reads shorter than this are copied into a buffer of their own size, so a
  * small message kept by the application never pins a whole read buffer.
@@ -9,30 +14,38 @@ const READ_SIZE = 64 * 1024;
 const COPY_BELOW = 16 * 1024;
 
 /**
- * Reads a node:net socket into reusable buffers (Node's `onread` option)
- * instead of a fresh 64 KiB allocation per read. After each read the
- * connection says whether it kept views of the chunk: if not (a large
- * message is copied into its assembly buffer as it arrives), the next read
- * lands in the same memory, so a multi-gigabyte transfer leaves no garbage
- * behind; if it did, the next read gets a new buffer.
+ * Reads a socket into reusable buffers (Node's `onread` option) instead of
+ * a fresh 64 KiB allocation per read. After each read the connection says
+ * whether it kept views of the chunk: if not (a large message is copied into
+ * its assembly buffer as it arrives), the next read lands in the same
+ * memory, so a multi-gigabyte transfer leaves no garbage behind; if it did,
+ * the next read gets a new buffer. A socket starts with a 1 KiB buffer,
+ * moves to 64 KiB when a read fills it, and goes back when {@link trim}med
+ * (the connection does that once it saw no input for a keep-alive tick).
  */
 export class SocketReader {
-  /** Read buffers allocated so far (1 while nothing was kept). */
-  buffers = 1;
-  private buf: Uint8Array = newBuffer();
+  /** 64 KiB read buffers allocated so far (1 for a transfer the receiver copies). */
+  buffers = 0;
+  /** Where the next read lands. */
+  private next: Uint8Array = smallBuffer();
   private sink: ((chunk: Uint8Array) => boolean) | undefined;
   /** Chunks read before {@link attach} (copies). */
   private early: Uint8Array[] = [];
 
-  /** The value for `net.connect({ onread })` / `new net.Socket({ onread })`. */
+  /** The value for `net.connect({ onread })` / `tls.connect({ onread })`. */
   readonly onread = {
-    buffer: (): Uint8Array => this.buf,
-    /** Returns true: keep reading (pausing goes through `socket.pause()`). */
-    callback: (n: number): boolean => {
-      this.onRead(n);
+    buffer: (): Uint8Array => this.next,
+    /** `landed` is the buffer this read went into. Returns true: keep reading (pausing goes through `socket.pause()`). */
+    callback: (n: number, landed: Uint8Array): boolean => {
+      this.onRead(n, landed);
       return true;
     },
   };
+
+  /** Size of the buffer the next read lands in. */
+  get nextSize(): number {
+    return this.next.length;
+  }
 
   /** Starts delivering to `sink` (chunks read before this are delivered first). */
   attach(sink: (chunk: Uint8Array) => boolean): void {
@@ -42,23 +55,36 @@ export class SocketReader {
     for (const c of early) sink(c);
   }
 
-  private onRead(n: number): void {
+  /** Back to the small buffer (the socket went quiet); takes effect after the next read. */
+  trim(): void {
+    if (this.next.length !== SMALL) this.next = smallBuffer();
+  }
+
+  private onRead(n: number, landed: Uint8Array): void {
     const sink = this.sink;
     if (n < COPY_BELOW || sink === undefined) {
-      const copy = this.buf.slice(0, n);
+      const copy = landed.slice(0, n);
       if (sink === undefined) this.early.push(copy);
       else sink(copy);
+      // A full small buffer: more is coming, read it in bigger steps.
+      if (n === landed.length && landed.length < BIG && this.next === landed) this.next = this.bigBuffer();
       return;
     }
-    if (sink(new Uint8Array(this.buf.buffer, this.buf.byteOffset, n))) {
-      this.buf = newBuffer();
-      this.buffers++;
+    if (sink(new Uint8Array(landed.buffer, landed.byteOffset, n)) && this.next === landed) {
+      this.next = this.bigBuffer();
     }
+  }
+
+  private bigBuffer(): Uint8Array {
+    this.buffers++;
+    const b = Buffer.allocUnsafeSlow(BIG);
+    return new Uint8Array(b.buffer, b.byteOffset, b.length);
   }
 }
 
-function newBuffer(): Uint8Array {
-  const b = Buffer.allocUnsafeSlow(READ_SIZE);
+/** A 1 KiB slice of Node's shared buffer pool: its memory is ours alone, and it is always copied out. */
+function smallBuffer(): Uint8Array {
+  const b = Buffer.allocUnsafe(SMALL);
   return new Uint8Array(b.buffer, b.byteOffset, b.length);
 }
 

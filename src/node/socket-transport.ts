@@ -57,6 +57,10 @@ export class SocketTransport implements Transport {
     return s.writableLength < WRITE_HIGH_WATER;
   }
 
+  trim(): void {
+    this.reader?.trim();
+  }
+
   pause(): void {
     this.socket.pause();
   }

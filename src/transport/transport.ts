@@ -34,6 +34,11 @@ export interface Transport {
   /** Stops / restarts delivering data (receive backpressure). */
   pause(): void;
   resume(): void;
+  /**
+   * Optional: the connection saw no input for a while; release read buffers
+   * kept for bulk traffic (an idle connection should cost little memory).
+   */
+  trim?(): void;
   /** Ends the stream after queued writes are flushed. */
   end(): void;
   /** Closes immediately, dropping queued writes. */

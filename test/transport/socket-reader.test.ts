@@ -10,6 +10,7 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
+import { type Connection, connect, createServer } from "../../src/index.ts";
 import { tcpTransport, tlsTransport, unixTransport } from "../../src/node/net-adapter.ts";
 import { SocketTransport } from "../../src/node/socket-transport.ts";
 import type { Transport, TransportAdapter, TransportOptions } from "../../src/transport/transport.ts";
@@ -110,6 +111,45 @@ for (const [name, adapter, url] of targets) {
       });
     }
 
+    it("starts small, grows for bulk data, and trims back when the connection is quiet", async () => {
+      const { listener, client, server } = await pair(adapter, url());
+      const reader = readerOf(server);
+      assert.equal(reader.nextSize, 1024);
+      const got: Uint8Array[] = [];
+      let want = 0;
+      let have = 0;
+      let arrived: (() => void) | undefined;
+      server.attach({
+        onData(c) {
+          got.push(c.slice());
+          have += c.length;
+          if (have >= want) arrived?.();
+          return false;
+        },
+        onDrain() {},
+        onClose() {},
+      });
+      client.attach({ onData: () => false, onDrain() {}, onClose() {} });
+      const send = async (data: Uint8Array) => {
+        want += data.length;
+        const done = new Promise<void>((r) => (arrived = r));
+        client.write([data]);
+        if (have < want) await done;
+      };
+      const bulk = pattern(MiB);
+      await send(bulk);
+      assert.equal(reader.nextSize, 64 * 1024);
+      server.trim?.();
+      assert.equal(reader.nextSize, 1024);
+      const small = new Uint8Array(10).fill(5);
+      await send(small);
+      await send(bulk);
+      assert.equal(sha256(Buffer.concat(got)), sha256(Buffer.concat([bulk, small, bulk])));
+      client.destroy();
+      server.destroy();
+      await listener.close();
+    });
+
     it("a short read arrives in a buffer of its own size (never pins a whole read buffer)", async () => {
       const { listener, client, server } = await pair(adapter, url());
       const got = new Promise<Uint8Array>((resolve) => {
@@ -131,3 +171,23 @@ for (const [name, adapter, url] of targets) {
     });
   });
 }
+
+it("a connection trims its transport's read buffer after a quiet keep-alive tick", async () => {
+  const server = createServer({ keepAliveMs: 40 });
+  const session = new Promise<Connection>((r) => server.once("session", r));
+  const received = new Promise<Uint8Array>((r) => server.once("message", (m) => r(m.data)));
+  const [url] = await server.listen("tcp://127.0.0.1:0");
+  const conn = await connect(url, { keepAliveMs: 40 });
+  try {
+    const data = pattern(4 * MiB);
+    await conn.send(data);
+    assert.equal(sha256(await received), sha256(data));
+    const reader = readerOf(((await session) as unknown as { transport: Transport }).transport);
+    assert.equal(reader.nextSize, 64 * 1024);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(reader.nextSize, 1024);
+  } finally {
+    conn.destroy();
+    await server.close();
+  }
+});
