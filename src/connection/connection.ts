@@ -904,23 +904,30 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     }
   }
 
-  /** @internal FrameSink: lets chunked-message bytes land directly in their buffer. */
+  /**
+   * @internal FrameSink: lets chunked-message bytes land directly in their
+   * buffer, and a stream's data frames in buffers its reader handed back.
+   */
   frameTarget(type: number, flags: number, id: number, length: number): Uint8Array | undefined {
+    if (type === FrameType.STREAM) {
+      if (flags !== 0 || this.inStreams.size === 0) return undefined;
+      const st = this.inStreams.get(id);
+      return st === undefined || st.inDone ? undefined : st.stream.frameBuffer(length);
+    }
     if ((flags & Flag.START) !== 0 || type < FrameType.MSG || type > FrameType.RES) return undefined;
     const a = this.assemblies.get(id);
     if (a === undefined || a.buf === null || a.type !== type || a.filled + length > a.total) return undefined;
     return a.buf.subarray(a.filled, a.filled + length);
   }
 
-  /** @internal FrameSink: stream data frames are taken as views of the chunks they arrive in (no copy). */
+  /**
+   * @internal FrameSink: stream data frames are taken as views of the chunks
+   * they arrive in (no copy), unless the reader recycles buffers.
+   */
   wantsPieces(type: number, flags: number, id: number, length: number): boolean {
-    return (
-      type === FrameType.STREAM &&
-      flags === 0 &&
-      length >= 32 * 1024 &&
-      this.inStreams.size !== 0 &&
-      this.inStreams.get(id)?.inDone === false
-    );
+    if (type !== FrameType.STREAM || flags !== 0 || length < 32 * 1024 || this.inStreams.size === 0) return false;
+    const st = this.inStreams.get(id);
+    return st !== undefined && !st.inDone && !st.stream.recycles;
   }
 
   /** @internal FrameSink */

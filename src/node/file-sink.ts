@@ -145,7 +145,8 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         try {
           for (let batch = await stream.readBatch(BATCH); batch !== null; batch = await stream.readBatch(BATCH)) {
             await writing;
-            writing = fh.writev(batch, size);
+            // Written: the stream may receive later frames into these buffers.
+            writing = fh.writev(batch, size).then(() => stream.release(batch));
             for (const b of batch) size += b.length;
           }
         } finally {

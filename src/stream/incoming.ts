@@ -1,4 +1,5 @@
 import { crc32c, crc32cCombine } from "../codec/crc32c.ts";
+import { allocateUninitialized } from "../codec/decoder.ts";
 import type { StreamHead } from "../codec/stream-prefix.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { Progress } from "../transfer/progress.ts";
@@ -22,6 +23,9 @@ interface Entry {
   length: number;
   index: number;
 }
+
+/** Released frame buffers kept for reuse, at most (a window's worth of frames and then some). */
+const POOL_MAX = 16;
 
 /**
  * A stream being received: an async iterable of its chunks, with
@@ -55,6 +59,10 @@ export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<
   private finished = false;
   private discarding = false;
   private drainFirst = false;
+  /** Frame buffers handed back by the reader ({@link release}); undefined until it first does. */
+  private pool: Uint8Array[] | undefined;
+  /** The frame buffers this stream allocated, by their memory (only those can be released). */
+  private owned: WeakMap<ArrayBufferLike, Uint8Array> | undefined;
 
   /** @internal Created by the connection. */
   constructor(id: number, head: StreamHead, meta: Record<string, unknown>, port: InStreamPort, intervalMs = 100) {
@@ -100,6 +108,44 @@ export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<
     if (this.finished || this.discarding) return;
     this.entries.push({ data: pieces, wire, crc, length, index: 0 });
     this.wakeReader();
+  }
+
+  /**
+   * Hands chunks this stream gave you back once you are completely done
+   * with them (written to a file, copied): later data may be received into
+   * their memory, so the transfer needs no new buffers and leaves no
+   * garbage. Chunks it did not allocate are ignored. Never touch a released
+   * chunk again. Optional: without it chunks are simply garbage-collected.
+   */
+  release(chunks: Iterable<Uint8Array>): void {
+    this.pool ??= [];
+    this.owned ??= new WeakMap();
+    for (const c of chunks) {
+      const whole = this.owned.get(c.buffer);
+      if (whole === undefined || this.pool.length >= POOL_MAX) continue;
+      if (this.pool.includes(whole)) continue; // released twice
+      this.pool.push(whole);
+    }
+  }
+
+  /** @internal Whether the reader releases chunks (frames then land in recycled buffers). */
+  get recycles(): boolean {
+    return this.pool !== undefined;
+  }
+
+  /**
+   * @internal A buffer for a data frame of `length` bytes, from the released
+   * ones when one is large enough; undefined when the reader never released.
+   */
+  frameBuffer(length: number): Uint8Array | undefined {
+    const pool = this.pool;
+    if (pool === undefined || this.owned === undefined) return undefined;
+    let b = pool.pop();
+    if (b === undefined || b.length < length) {
+      b = allocateUninitialized(length);
+      this.owned.set(b.buffer, b);
+    }
+    return b.length === length ? b : b.subarray(0, length);
   }
 
   /** @internal The sender's END frame arrived. */
