@@ -1,5 +1,5 @@
 import { EventEmitter } from "eventemitter3";
-import { AUTO_ORDER, codecById, localCodecMask } from "../codec/compression.ts";
+import { localCodecMask } from "../codec/compression.ts";
 import { allocateUninitialized, FrameDecoder, type FrameSink } from "../codec/decoder.ts";
 import {
   CANCEL_LENGTH,
@@ -19,51 +19,30 @@ import {
   type Settings,
   validateSettings,
 } from "../codec/settings.ts";
-import { decodeMeta, decodeStreamEnd, decodeStreamHead, encodeMeta, encodeStreamHead } from "../codec/stream-prefix.ts";
 import { readVarint, type VarintResult, varintLength, writeVarint } from "../codec/varint.ts";
 import { codeForErrno, type ErrorCode } from "../errors/codes.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
-import { IncomingStream } from "../stream/incoming.ts";
-import { OutgoingStream, planCompression } from "../stream/outgoing.ts";
-import { Transfer } from "../stream/transfer.ts";
+import type { Transfer } from "../stream/transfer.ts";
 import type { SendStreamOptions, StreamHandler, StreamSource } from "../stream/types.ts";
-import { newTransferId, Progress } from "../transfer/progress.ts";
 import type { Transport } from "../transport/transport.ts";
 import { type Deferred, deferred } from "../util/deferred.ts";
-import { compressionJobs } from "../util/limiter.ts";
 import { Queue } from "../util/queue.ts";
 import { CallTable } from "./call-table.ts";
+import { type PendingCall, ServerCall } from "./calls.ts";
 import { chunkSizeFor, SINGLE_FRAME_MAX } from "./size-class.ts";
 import { Stats, type StatsSnapshot } from "./stats.ts";
-import type {
-  ConnectionOptions,
-  Handler,
-  HandlerResult,
-  IncomingRequest,
-  Message,
-  Payload,
-  RequestContext,
-  RequestOptions,
-} from "./types.ts";
-import { FrameWriter, type OutMessage, type StreamItem } from "./writer.ts";
+import {
+  RESUME_ROUTE,
+  type ResumeLookup,
+  type ResumePoint,
+  type StreamHost,
+  type StreamRoute,
+  Streams,
+} from "./streams.ts";
+import type { ConnectionOptions, Handler, HandlerResult, Message, Payload, RequestOptions } from "./types.ts";
+import { FrameWriter, type OutMessage } from "./writer.ts";
 
-/** Where a resumable receiver stands on a transfer: content bytes it holds and their CRC32C. */
-export interface ResumePoint {
-  offset: number;
-  crc: number;
-}
-
-/** Answers a resume query for `transferId` (docs/PROTOCOL.md §3.11). */
-export type ResumeLookup = (transferId: string) => ResumePoint | Promise<ResumePoint>;
-
-/** A stream route: its handler and, when it can resume, where a transfer stands. */
-export interface StreamRoute {
-  handler: StreamHandler;
-  resume?: ResumeLookup;
-}
-
-/** The built-in route of resume queries. */
-export const RESUME_ROUTE = "/pointsub/resume/1";
+export { RESUME_ROUTE, type ResumeLookup, type ResumePoint, type StreamRoute } from "./streams.ts";
 
 /** Events of a {@link Connection}. */
 export interface ConnectionEvents {
@@ -111,93 +90,6 @@ class IncomingMessage implements Message {
     return decoder.decode(this.data);
   }
 }
-
-/** Server-side state of one request being handled; also the handler's context. */
-class ServerCall implements RequestContext, IncomingRequest {
-  readonly session: Connection;
-  readonly route: string;
-  readonly id: number;
-  readonly data: Uint8Array;
-  done = false;
-  private ac: AbortController | undefined;
-  private abortReason: PointSubError | undefined;
-  constructor(session: Connection, route: string, id: number, data: Uint8Array) {
-    this.session = session;
-    this.route = route;
-    this.id = id;
-    this.data = data;
-  }
-  text(): string {
-    return decoder.decode(this.data);
-  }
-  /** Created on first use: most handlers never look. */
-  get signal(): AbortSignal {
-    if (this.ac === undefined) {
-      this.ac = new AbortController();
-      if (this.abortReason !== undefined) this.ac.abort(this.abortReason);
-    }
-    return this.ac.signal;
-  }
-  abort(reason: PointSubError): void {
-    if (this.abortReason !== undefined) return;
-    this.abortReason = reason;
-    this.ac?.abort(reason);
-  }
-}
-
-/** Client-side state of one request. */
-interface PendingCall {
-  id: number;
-  /** REQ, or STREAM for a stream awaiting its answer. */
-  type: number;
-  route: string;
-  head: Uint8Array;
-  data: Uint8Array;
-  resolve: (data: Uint8Array) => void;
-  reject: (err: PointSubError) => void;
-  /** Date.now() after which the call times out; 0 = never. */
-  deadline: number;
-  timeoutMs: number;
-  signal: AbortSignal | undefined;
-  onAbort: (() => void) | undefined;
-  /** The caller has its answer (or error); a late response is dropped. */
-  settled: boolean;
-  /** Written to the wire (so a cancel must be sent as a CANCEL frame). */
-  started: boolean;
-}
-
-/** A stream this side is sending. */
-interface OutState {
-  out: OutgoingStream;
-  msg: OutMessage;
-  call: PendingCall;
-  /** END or CANCEL went out. */
-  outEnded: boolean;
-  /** The receiver's final frame (RES or CANCEL) arrived. */
-  answered: boolean;
-}
-
-/** A stream the peer is sending. */
-interface InState {
-  id: number;
-  stream: IncomingStream;
-  call: ServerCall;
-  codec: number;
-  /** Stream credit used and not yet returned. */
-  used: number;
-  /** Consumed and not yet returned. */
-  unacked: number;
-  /** The sender's END or CANCEL arrived. */
-  inDone: boolean;
-  /** This side's RES or CANCEL went out. */
-  outDone: boolean;
-}
-
-const MIB = 1024 * 1024;
-/** Shared empty stand-ins until a connection first streams (never written to). */
-const NO_STREAM_ROUTES: Map<string, StreamRoute> = new Map();
-const NO_OUT_STREAMS: Map<number, OutState> = new Map();
-const NO_IN_STREAMS: Map<number, InState> = new Map();
 
 /** A chunked message being received. */
 interface Assembly {
@@ -279,14 +171,12 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   private readonly onMessageHook: ((msg: Message, conn: Connection) => void) | undefined;
   private readonly routes = new Map<string, Handler>();
   private readonly sharedRoutes: ReadonlyMap<string, Handler> | undefined;
-  // Stream state is created on first use: most connections never stream, and
-  // an idle connection should cost as little memory as possible.
-  private streamRoutes: Map<string, StreamRoute> = NO_STREAM_ROUTES;
   private readonly sharedStreamRoutes: ReadonlyMap<string, StreamRoute> | undefined;
-  /** Streams this side is sending, by id, until their END or CANCEL went out. */
-  private outStreams: Map<number, OutState> = NO_OUT_STREAMS;
-  /** Streams the peer is sending, by id, until both directions ended. */
-  private inStreams: Map<number, InState> = NO_IN_STREAMS;
+  /**
+   * The stream half, created on first use: most connections never stream,
+   * and an idle connection should cost as little memory as possible.
+   */
+  private streams_: Streams | undefined;
   private readonly decoderImpl: FrameDecoder;
   private readonly writer: FrameWriter;
   private readonly stats_ = new Stats();
@@ -321,8 +211,6 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   private lastRouteBytes: Uint8Array = EMPTY;
   private lastRoute = "";
   private readonly routeHeads = new Map<string, Uint8Array>();
-  private streamsInUse = 0;
-  private streamWaiters: (() => void)[] | undefined;
   // ping
   private pingSeq = 0;
   private readonly pings = new Map<number, { start: number; d: Deferred<number> }>();
@@ -372,6 +260,48 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.handshakeTimer = setTimeout(() => {
       this.fail(new PointSubError("ERR_TIMEOUT", `no pointsub handshake from ${this.remoteUrl} within ${ht} ms`));
     }, ht);
+  }
+
+  /** The stream half, created with the narrow view of this connection it needs. */
+  private get streams(): Streams {
+    if (this.streams_ !== undefined) return this.streams_;
+    const conn = this;
+    const host: StreamHost = {
+      conn,
+      get state() {
+        return conn.state_;
+      },
+      get peer() {
+        return conn.peer;
+      },
+      get local() {
+        return conn.local;
+      },
+      writer: this.writer,
+      stats: this.stats_,
+      pending: this.pending,
+      serving: this.serving,
+      outChunked: this.outChunked,
+      get payloadCrc() {
+        return conn.decoderImpl.payloadCrc;
+      },
+      unusableError: () => this.unusableError(),
+      allocId: () => this.allocId(),
+      settle: (call, data, err) => this.settle(call, data, err),
+      abandon: (call, err) => this.abandon(call, err),
+      sendCancel: (id, code) => this.sendCancel(id, code),
+      sendCredit: (id, n) => this.sendCredit(id, n),
+      connectionFlow: (len) => this.connectionFlow(len),
+      isMine: (id) => this.isMine(id),
+      hasAssembly: (id) => this.assemblies.has(id),
+      openRequest: () => ++this.openRequests,
+      closeRequest: () => {
+        this.openRequests--;
+      },
+      finishHandler: (call, value, err, failed) => this.finishHandler(call, value, err, failed),
+    };
+    this.streams_ = new Streams(host, this.sharedStreamRoutes);
+    return this.streams_;
   }
 
   /** Current lifecycle state. */
@@ -505,8 +435,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
    * resumable: it says how far a transfer already got.
    */
   handleStream(route: string, handler: StreamHandler, options: { resume?: ResumeLookup } = {}): this {
-    if (this.streamRoutes === NO_STREAM_ROUTES) this.streamRoutes = new Map();
-    this.streamRoutes.set(route, { handler, resume: options.resume });
+    this.streams.handle(route, handler, options);
     return this;
   }
 
@@ -519,96 +448,15 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
    * progress as the receiver acknowledges bytes.
    */
   sendStream(route: string, source: StreamSource, options: SendStreamOptions = {}): Transfer {
-    const transferId = options.transferId ?? newTransferId();
-    const progress = new Progress(transferId, options.total, options.progressIntervalMs ?? 100);
-    if (options.onProgress !== undefined) progress.on("progress", options.onProgress);
-    const d = deferred<Uint8Array>();
-    const call: PendingCall = {
-      id: 0,
-      type: FrameType.STREAM,
-      route,
-      head: EMPTY,
-      data: EMPTY,
-      resolve: (data) => {
-        progress.setStatus("completed");
-        d.resolve(data);
-      },
-      reject: (err) => {
-        progress.setStatus(err.code === "ERR_CANCELLED" ? "cancelled" : "failed", err);
-        d.reject(err);
-      },
-      deadline: 0,
-      timeoutMs: 0,
-      signal: options.signal,
-      onAbort: undefined,
-      settled: false,
-      started: false,
-    };
-    const cancel = (reason: string) => this.abandon(call, new PointSubError("ERR_CANCELLED", reason));
-    const transfer = new Transfer(progress, d.promise, cancel);
-    let head: Uint8Array;
-    let plan: ReturnType<typeof planCompression>;
-    const offset = options.offset ?? 0;
-    try {
-      if (this.state_ !== "open") throw this.unusableError();
-      if ((this.peer.features & Feature.STREAMS) === 0) {
-        throw new PointSubError("ERR_PROTOCOL", "the peer does not accept streams");
-      }
-      const total = options.total;
-      if (total !== undefined && (!Number.isSafeInteger(total) || total < 0)) {
-        throw new PointSubError("ERR_INVALID_ARGUMENT", "total must be a non-negative integer");
-      }
-      if (!Number.isSafeInteger(offset) || offset < 0 || (total !== undefined && offset > total)) {
-        throw new PointSubError("ERR_INVALID_ARGUMENT", "offset must be an integer between 0 and total");
-      }
-      plan = planCompression(options.compress, this.peer.compression, this.local.compression, AUTO_ORDER);
-      head = encodeStreamHead({
-        total,
-        offset,
-        prefixCrc: (options.prefixCrc ?? 0) >>> 0,
-        route,
-        codec: plan.codec?.id ?? 0,
-        meta: encodeMeta({ ...options.meta, transferId }),
-      });
-      if (options.signal?.aborted) {
-        throw new PointSubError("ERR_CANCELLED", `stream to ${route} aborted`, { cause: options.signal.reason });
-      }
-    } catch (err) {
-      call.settled = true;
-      call.reject(toPointSubError(err, "ERR_INVALID_ARGUMENT"));
-      return transfer;
-    }
-    if (options.signal !== undefined) {
-      const signal = options.signal;
-      call.onAbort = () =>
-        this.abandon(call, new PointSubError("ERR_CANCELLED", `stream to ${route} aborted`, { cause: signal.reason }));
-      signal.addEventListener("abort", call.onAbort, { once: true });
-    }
-    progress.setBase(offset);
-    void this.runStream(call, head, source, plan, offset, options.prefixCrc ?? 0, progress);
-    return transfer;
+    return this.streams.sendStream(route, source, options);
   }
 
   /**
    * Asks the peer how much of transfer `transferId` to stream route `route`
    * it already holds. `{ offset: 0 }` when the route cannot resume.
    */
-  async queryResume(route: string, transferId: string, options: RequestOptions = {}): Promise<ResumePoint> {
-    if ((this.peer.features & Feature.RESUME) === 0) return { offset: 0, crc: 0 };
-    const r = encoder.encode(route);
-    const t = encoder.encode(transferId);
-    const q = new Uint8Array(varintLength(r.length) + r.length + varintLength(t.length) + t.length);
-    let p = writeVarint(q, 0, r.length);
-    q.set(r, p);
-    p = writeVarint(q, p + r.length, t.length);
-    q.set(t, p);
-    const a = await this.request(RESUME_ROUTE, q, options);
-    const v = this.v;
-    if (readVarint(a, 0, a.length, 8, v) !== 1 || v.next + 4 !== a.length) {
-      throw new PointSubError("ERR_PROTOCOL", "bad resume answer");
-    }
-    const crc = ((a[v.next] << 24) | (a[v.next + 1] << 16) | (a[v.next + 2] << 8) | a[v.next + 3]) >>> 0;
-    return { offset: v.value, crc };
+  queryResume(route: string, transferId: string, options: RequestOptions = {}): Promise<ResumePoint> {
+    return this.streams.queryResume(route, transferId, options);
   }
 
   /** Measures the round-trip time to the peer, in milliseconds. */
@@ -785,7 +633,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.settle(call, undefined, err);
     if (call.type === FrameType.STREAM) {
       // Stops the producer, which sends CANCEL; the id waits for the receiver's final frame.
-      if (call.started) this.outStreams.get(call.id)?.out.stop(err);
+      if (call.started) this.streams_?.stopOut(call.id, err);
       return;
     }
     if (!call.started) {
@@ -852,7 +700,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   /** The peer sent the final frame for `call`: its id is free again. */
   private finishCall(call: PendingCall): void {
     this.pending.delete(call.id);
-    if (call.type === FrameType.STREAM) this.streamAnswered(call.id);
+    if (call.type === FrameType.STREAM) this.streams_?.streamAnswered(call.id);
     this.startWaiting();
   }
 
@@ -909,11 +757,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
    * buffer, and a stream's data frames in buffers its reader handed back.
    */
   frameTarget(type: number, flags: number, id: number, length: number): Uint8Array | undefined {
-    if (type === FrameType.STREAM) {
-      if (flags !== 0 || this.inStreams.size === 0) return undefined;
-      const st = this.inStreams.get(id);
-      return st === undefined || st.inDone ? undefined : st.stream.frameBuffer(length);
-    }
+    if (type === FrameType.STREAM) return flags === 0 ? this.streams_?.frameBuffer(id, length) : undefined;
     if ((flags & Flag.START) !== 0 || type < FrameType.MSG || type > FrameType.RES) return undefined;
     const a = this.assemblies.get(id);
     if (a === undefined || a.buf === null || a.type !== type || a.filled + length > a.total) return undefined;
@@ -925,22 +769,17 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
    * they arrive in (no copy), unless the reader recycles buffers.
    */
   wantsPieces(type: number, flags: number, id: number, length: number): boolean {
-    if (type !== FrameType.STREAM || flags !== 0 || length < 32 * 1024 || this.inStreams.size === 0) return false;
-    const st = this.inStreams.get(id);
-    return st !== undefined && !st.inDone && !st.stream.recycles;
+    return type === FrameType.STREAM && flags === 0 && this.streams_?.wantsPieces(id, length) === true;
   }
 
   /** @internal FrameSink */
   onFramePieces(type: number, flags: number, id: number, pieces: Uint8Array[], length: number): void {
     if (this.state_ === "closed") return;
     this.framesIn++;
-    this.connectionFlow(length);
-    const st = this.inStreams.get(id);
-    if (type !== FrameType.STREAM || flags !== 0 || st === undefined || st.inDone) {
+    if (type !== FrameType.STREAM || flags !== 0 || this.streams_ === undefined) {
       throw new PointSubError("ERR_PROTOCOL", `STREAM frame for unknown stream ${id}`);
     }
-    this.chargeStream(st, length);
-    st.stream.pushPieces(pieces, length, length, this.decoderImpl.payloadCrc);
+    this.streams_.onPieces(id, pieces, length);
   }
 
   /** @internal FrameSink */
@@ -968,7 +807,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
         this.onPing(flags, buf.subarray(start, end));
         return;
       case FrameType.STREAM:
-        this.onStreamFrame(flags, id, buf, start, end);
+        this.streams.onFrame(flags, id, buf, start, end);
         return;
       case FrameType.GOAWAY:
         this.onGoAway(buf.subarray(start, end));
@@ -1044,10 +883,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   }
 
   private onStart(type: number, flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
-    if (
-      (this.assemblies.size !== 0 && this.assemblies.has(id)) ||
-      (this.inStreams.size !== 0 && this.inStreams.has(id))
-    )
+    if ((this.assemblies.size !== 0 && this.assemblies.has(id)) || this.streams_?.hasIn(id) === true)
       throw new PointSubError("ERR_PROTOCOL", `stream ${id} started twice`);
     const single = (flags & Flag.END) !== 0;
     const v = this.v;
@@ -1253,7 +1089,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     const handler =
       this.routes.get(route) ??
       this.sharedRoutes?.get(route) ??
-      (route === RESUME_ROUTE ? this.resumeHandler : undefined);
+      (route === RESUME_ROUTE ? this.streams.resumeHandler : undefined);
     if (handler === undefined) {
       this.respondError(id, new PointSubError("ERR_NO_ROUTE", `no handler for route ${route}`));
       return;
@@ -1370,11 +1206,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       this.settle(call, undefined, err);
       return;
     }
-    const st = this.inStreams.get(id);
-    if (st !== undefined) {
-      this.onStreamCancelled(st, errno);
-      return;
-    }
+    if (this.streams_?.onCancel(id, errno) === true) return;
     // About the peer's MSG or REQ.
     const reason = new PointSubError(
       code === "ERR_TIMEOUT" ? "ERR_TIMEOUT" : "ERR_CANCELLED",
@@ -1411,7 +1243,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       this.writer.addConnCredit(v.value);
     } else {
       this.writer.addStreamCredit(id, v.value);
-      if (this.outStreams.size !== 0) this.outStreams.get(id)?.out.onAck(v.value);
+      this.streams_?.onAck(id, v.value);
     }
   }
 
@@ -1445,311 +1277,6 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       void this.close();
     }
   }
-
-  // ---------------------------------------------------------------- streams
-
-  private async runStream(
-    call: PendingCall,
-    head: Uint8Array,
-    source: StreamSource,
-    plan: ReturnType<typeof planCompression>,
-    offset: number,
-    prefixCrc: number,
-    progress: Progress,
-  ): Promise<void> {
-    while (
-      this.state_ === "open" &&
-      !call.settled &&
-      (this.streamsInUse >= this.peer.maxConcurrentStreams || this.pending.size >= this.peer.maxConcurrentRequests)
-    ) {
-      await new Promise<void>((r) => {
-        this.streamWaiters ??= [];
-        this.streamWaiters.push(r);
-      });
-    }
-    if (call.settled) return;
-    if (this.state_ !== "open") {
-      this.settle(call, undefined, this.unusableError());
-      return;
-    }
-    const id = this.allocId();
-    call.id = id;
-    call.started = true;
-    this.pending.add(call);
-    this.outChunked.add(id);
-    this.streamsInUse++;
-    const p = this.peer;
-    const base = progress.total !== undefined ? chunkSizeFor(progress.total) : 256 * 1024;
-    const chunk = Math.max(4096, Math.min(base, p.maxFrameSize, p.streamWindow >>> 1, p.connectionWindow >>> 1));
-    const out: OutgoingStream = new OutgoingStream(
-      id,
-      {
-        itemsAdded: () => this.writer.itemsAdded(),
-        compressed: (codec, before, after, used) => this.stats_.compressed(codec, before, after, used),
-      },
-      progress,
-      {
-        chunk,
-        highWater: Math.max(2 * chunk, Math.min(p.streamWindow, 4 * MIB)),
-        offset,
-        prefixCrc,
-        plan,
-      },
-    );
-    const msg: OutMessage = {
-      type: FrameType.STREAM,
-      id,
-      head: EMPTY,
-      data: EMPTY,
-      offset: 0,
-      started: false,
-      credit: p.streamWindow,
-      chunk,
-      single: false,
-      resolve: undefined,
-      reject: (e) => out.stop(e),
-      items: out.items,
-      onItem: (item: StreamItem) => {
-        out.onItemSent(item);
-        if ((item.flags & Flag.END) !== 0) this.streamOutEnded(st);
-      },
-    };
-    const st: OutState = { out, msg, call, outEnded: false, answered: false };
-    if (this.outStreams === NO_OUT_STREAMS) this.outStreams = new Map();
-    this.outStreams.set(id, st);
-    this.stats_.streams.sent++;
-    out.start(head);
-    this.writer.enqueue(msg);
-    progress.setStatus("transferring");
-    try {
-      await out.run(source);
-    } catch (err) {
-      const e = toPointSubError(err, "ERR_SOURCE");
-      if (!st.outEnded && (this.state_ as ConnectionState) !== "closed") {
-        this.writer.remove(FrameType.STREAM, id, e);
-        this.sendCancel(id, e.code);
-        this.streamOutEnded(st);
-      }
-      if (!call.settled) this.settle(call, undefined, e);
-    }
-    this.stats_.streams.bytesSent += out.produced - offset;
-  }
-
-  /** This side's half of stream `st` ended (END or CANCEL sent). */
-  private streamOutEnded(st: OutState): void {
-    if (st.outEnded) return;
-    st.outEnded = true;
-    this.releaseOutStream(st);
-  }
-
-  /** The receiver's final frame for stream `id` arrived. */
-  private streamAnswered(id: number): void {
-    const st = this.outStreams.get(id);
-    if (st === undefined) return;
-    st.answered = true;
-    if (!st.outEnded) st.out.stop(new PointSubError("ERR_CANCELLED", "the receiver answered before the stream ended"));
-    this.releaseOutStream(st);
-  }
-
-  private releaseOutStream(st: OutState): void {
-    if (!st.outEnded || !st.answered) return;
-    const id = st.msg.id;
-    if (this.outStreams.get(id) !== st) return;
-    this.outStreams.delete(id);
-    this.outChunked.delete(id);
-    this.streamsInUse--;
-    this.streamWaiters?.shift()?.();
-  }
-
-  private onStreamFrame(flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
-    const len = end - start;
-    this.connectionFlow(len);
-    if (this.isMine(id)) throw new PointSubError("ERR_PROTOCOL", `STREAM on stream ${id} has this side's parity`);
-    if ((flags & Flag.START) !== 0) {
-      this.onStreamStart(flags, id, buf, start, end);
-      return;
-    }
-    const st = this.inStreams.get(id);
-    if (st === undefined || st.inDone) throw new PointSubError("ERR_PROTOCOL", `STREAM frame for unknown stream ${id}`);
-    if ((flags & Flag.END) !== 0) {
-      if ((flags & Flag.COMPRESSED) !== 0) throw new PointSubError("ERR_PROTOCOL", "STREAM END cannot be compressed");
-      const { length, crc } = decodeStreamEnd(buf, start, end);
-      st.inDone = true;
-      this.stats_.streams.received++;
-      st.stream.end(length, crc);
-      this.releaseInStream(st);
-      return;
-    }
-    this.chargeStream(st, len);
-    this.streamData(st, flags, buf.subarray(start, end), len, this.decoderImpl.payloadCrc);
-  }
-
-  private onStreamStart(flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
-    if ((flags & Flag.END) !== 0) throw new PointSubError("ERR_PROTOCOL", "STREAM START cannot carry END");
-    if (this.inStreams.has(id) || this.assemblies.has(id)) {
-      throw new PointSubError("ERR_PROTOCOL", `stream ${id} started twice`);
-    }
-    const { head, dataStart } = decodeStreamHead(buf, start, end);
-    if (head.codec !== 0 && ((this.local.compression >> (head.codec - 1)) & 1) === 0) {
-      throw new PointSubError(
-        "ERR_COMPRESSION",
-        `peer used compression codec ${head.codec}, which this side did not offer`,
-      );
-    }
-    if (head.total !== undefined && head.total > Number.MAX_SAFE_INTEGER) {
-      throw new PointSubError("ERR_PROTOCOL", "stream total out of range");
-    }
-    if (this.inStreams.size >= this.local.maxConcurrentStreams) {
-      throw new PointSubError("ERR_TOO_MANY_REQUESTS", "peer exceeded maxConcurrentStreams");
-    }
-    if (++this.openRequests > this.local.maxConcurrentRequests) {
-      throw new PointSubError("ERR_TOO_MANY_REQUESTS", "peer exceeded maxConcurrentRequests");
-    }
-    const meta = decodeMeta(head.meta);
-    const call = new ServerCall(this, head.route, id, EMPTY);
-    const st: InState = {
-      id,
-      stream: undefined as unknown as IncomingStream,
-      call,
-      codec: head.codec,
-      used: 0,
-      unacked: 0,
-      inDone: false,
-      outDone: false,
-    };
-    st.stream = new IncomingStream(id, head, meta, {
-      consumed: (wire) => this.streamConsumed(st, wire),
-      cancel: (err) => this.cancelInStream(st, err),
-    });
-    if (this.inStreams === NO_IN_STREAMS) this.inStreams = new Map();
-    this.inStreams.set(id, st);
-    this.chargeStream(st, end - start);
-    // The prefix is consumed at once; data after it is credited as it is read.
-    this.streamConsumed(st, dataStart - start);
-    if (dataStart < end) this.streamData(st, flags, buf.subarray(dataStart, end), end - dataStart);
-    this.stats_.requestsHandled++;
-    const route = this.streamRoutes.get(head.route) ?? this.sharedStreamRoutes?.get(head.route);
-    if (route === undefined) {
-      this.finishStreamHandler(
-        st,
-        undefined,
-        new PointSubError("ERR_NO_ROUTE", `no stream handler for route ${head.route}`),
-        true,
-      );
-      return;
-    }
-    this.serving.add(call);
-    let result: HandlerResult | Promise<HandlerResult>;
-    try {
-      result = route.handler(st.stream, call);
-    } catch (err) {
-      this.finishStreamHandler(st, undefined, err, true);
-      return;
-    }
-    Promise.resolve(result).then(
-      (value) => this.finishStreamHandler(st, value, undefined, false),
-      (err) => this.finishStreamHandler(st, undefined, err, true),
-    );
-  }
-
-  /** Counts `n` received payload bytes against stream `st`'s window. */
-  private chargeStream(st: InState, n: number): void {
-    st.used += n;
-    if (st.used > this.local.streamWindow) {
-      throw new PointSubError("ERR_FLOW_CONTROL", `peer exceeded the window of stream ${st.id}`);
-    }
-  }
-
-  /** Queues a data frame's content for the reader; `credit` bytes are returned once it is read. */
-  private streamData(st: InState, flags: number, data: Uint8Array, credit: number, crc = -1): void {
-    if ((flags & Flag.COMPRESSED) === 0) {
-      st.stream.push(data, credit, crc);
-      return;
-    }
-    const codec = codecById(st.codec);
-    if (codec === undefined) throw new PointSubError("ERR_PROTOCOL", "COMPRESSED frame on a stream without a codec");
-    const max = this.local.maxFrameSize;
-    st.stream.push(
-      compressionJobs.run(() => codec.decompress(data, max)),
-      credit,
-    );
-  }
-
-  /** The reader consumed `wire` bytes of stream `st`: return credit in quarter-window steps. */
-  private streamConsumed(st: InState, wire: number): void {
-    st.unacked += wire;
-    if (st.outDone || this.state_ === "closed") return;
-    if (st.unacked >= this.local.streamWindow >>> 2) {
-      this.sendCredit(st.id, st.unacked);
-      st.used -= st.unacked;
-      st.unacked = 0;
-    }
-  }
-
-  /** The receiver's reader cancelled stream `st`. */
-  private cancelInStream(st: InState, err: PointSubError): void {
-    if (st.outDone || this.state_ === "closed") return;
-    st.outDone = true;
-    st.call.done = true;
-    this.serving.delete(st.id);
-    this.openRequests--;
-    this.stats_.error(err.code);
-    this.sendCancel(st.id, err.code);
-    this.releaseInStream(st);
-  }
-
-  /** The sender cancelled its stream (or its source failed). */
-  private onStreamCancelled(st: InState, errno: number): void {
-    const code = codeForErrno(errno) ?? "ERR_CANCELLED";
-    const err = new PointSubError(
-      code,
-      code === "ERR_SOURCE" ? "the sender's stream source failed" : `the sender cancelled the stream (${code})`,
-    );
-    st.inDone = true;
-    st.stream.fail(err);
-    if (!st.outDone) {
-      st.outDone = true;
-      st.call.done = true;
-      st.call.abort(err);
-      this.serving.delete(st.id);
-      this.openRequests--;
-      this.sendCancel(st.id, "ERR_CANCELLED");
-    }
-    this.releaseInStream(st);
-  }
-
-  private finishStreamHandler(st: InState, value: HandlerResult, err: unknown, failed: boolean): void {
-    if (st.call.done || this.state_ === "closed") return;
-    this.finishHandler(st.call, value, err, failed);
-    st.outDone = true;
-    st.stream.discard();
-    this.releaseInStream(st);
-  }
-
-  private releaseInStream(st: InState): void {
-    if (st.inDone && st.outDone && this.inStreams.get(st.id) === st) this.inStreams.delete(st.id);
-  }
-
-  /** Answers resume queries (docs/PROTOCOL.md §3.11) from the stream routes' `resume` lookups. */
-  private readonly resumeHandler: Handler = async (req) => {
-    const q = req.data;
-    const v: VarintResult = { value: 0, next: 0 };
-    const bad = () => new PointSubError("ERR_PROTOCOL", "bad resume query");
-    if (readVarint(q, 0, q.length, 2, v) !== 1 || v.next + v.value > q.length) throw bad();
-    const route = decoder.decode(q.subarray(v.next, v.next + v.value));
-    const p = v.next + v.value;
-    if (readVarint(q, p, q.length, 2, v) !== 1 || v.next + v.value !== q.length) throw bad();
-    const transferId = decoder.decode(q.subarray(v.next));
-    const sr = this.streamRoutes.get(route) ?? this.sharedStreamRoutes?.get(route);
-    const point = sr?.resume === undefined ? { offset: 0, crc: 0 } : await sr.resume(transferId);
-    const out = new Uint8Array(varintLength(point.offset) + 4);
-    const o = writeVarint(out, 0, point.offset);
-    out[o] = point.crc >>> 24;
-    out[o + 1] = (point.crc >>> 16) & 0xff;
-    out[o + 2] = (point.crc >>> 8) & 0xff;
-    out[o + 3] = point.crc & 0xff;
-    return out;
-  };
 
   // -------------------------------------------------------------- lifecycle
 
@@ -1841,15 +1368,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.assemblyBytes = 0;
     for (const p of this.pings.values()) p.d.reject(failure);
     this.pings.clear();
-    for (const st of this.inStreams.values()) {
-      st.stream.fail(failure, true);
-      st.call.done = true;
-      st.call.abort(failure);
-    }
-    this.inStreams = NO_IN_STREAMS;
-    for (const st of this.outStreams.values()) st.out.stop(failure);
-    this.outStreams = NO_OUT_STREAMS;
-    for (const w of this.streamWaiters?.splice(0) ?? []) w();
+    this.streams_?.teardown(failure);
     if (!this.helloReceived) this.readyD.reject(failure);
     this.emit("close", error);
     this.closedD.resolve();

@@ -1,0 +1,59 @@
+import type { PointSubError } from "../errors/error.ts";
+import type { Connection } from "./connection.ts";
+import type { IncomingRequest, RequestContext } from "./types.ts";
+
+const decoder = new TextDecoder();
+
+/** Server-side state of one request being handled; also the handler's context. */
+export class ServerCall implements RequestContext, IncomingRequest {
+  readonly session: Connection;
+  readonly route: string;
+  readonly id: number;
+  readonly data: Uint8Array;
+  done = false;
+  private ac: AbortController | undefined;
+  private abortReason: PointSubError | undefined;
+  constructor(session: Connection, route: string, id: number, data: Uint8Array) {
+    this.session = session;
+    this.route = route;
+    this.id = id;
+    this.data = data;
+  }
+  text(): string {
+    return decoder.decode(this.data);
+  }
+  /** Created on first use: most handlers never look. */
+  get signal(): AbortSignal {
+    if (this.ac === undefined) {
+      this.ac = new AbortController();
+      if (this.abortReason !== undefined) this.ac.abort(this.abortReason);
+    }
+    return this.ac.signal;
+  }
+  abort(reason: PointSubError): void {
+    if (this.abortReason !== undefined) return;
+    this.abortReason = reason;
+    this.ac?.abort(reason);
+  }
+}
+
+/** Client-side state of one request. */
+export interface PendingCall {
+  id: number;
+  /** REQ, or STREAM for a stream awaiting its answer. */
+  type: number;
+  route: string;
+  head: Uint8Array;
+  data: Uint8Array;
+  resolve: (data: Uint8Array) => void;
+  reject: (err: PointSubError) => void;
+  /** Date.now() after which the call times out; 0 = never. */
+  deadline: number;
+  timeoutMs: number;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+  /** The caller has its answer (or error); a late response is dropped. */
+  settled: boolean;
+  /** Written to the wire (so a cancel must be sent as a CANCEL frame). */
+  started: boolean;
+}
