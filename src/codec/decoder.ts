@@ -20,8 +20,10 @@ export interface FrameSink {
   onPreface(minVersion: number, maxVersion: number): void;
   /**
    * A whole, checksum-verified frame whose payload is `buf[start..end)`.
-   * `buf` may be the pushed chunk: it stays valid (nothing reuses it), but a
-   * view kept into it keeps the chunk alive.
+   * `buf` may be the pushed chunk. For data frames (MSG, REQ, RES, STREAM)
+   * the sink may keep views of it ({@link FrameDecoder.push} then reports
+   * the chunk as kept); any other frame's payload must be used before
+   * onFrame returns, since the transport may read new bytes into that memory.
    */
   onFrame(type: number, flags: number, id: number, buf: Uint8Array, start: number, end: number): void;
   /**

@@ -141,6 +141,54 @@ describe("FrameDecoder", () => {
     );
   });
 
+  it("keeps no view of a chunk it reports as not kept: overwriting it changes nothing delivered (property)", () => {
+    const streamArb: fc.Arbitrary<Frame> = fc.record({
+      type: fc.constant(FrameType.STREAM),
+      flags: fc.constant(0),
+      id: fc.integer({ min: 1, max: 0xffffffff }),
+      payload: fc.uint8Array({ maxLength: 3000 }),
+    });
+    fc.assert(
+      fc.property(
+        fc.array(fc.oneof(frameArb, streamArb), { maxLength: 30 }),
+        fc.array(fc.nat(), { maxLength: 40 }),
+        fc.boolean(),
+        fc.boolean(),
+        (input, cuts, pieces, target) => {
+          // Like the connection, this sink keeps views of data frames (MSG,
+          // REQ, RES, STREAM) and uses control frames at once (copies here).
+          const data = new Set<number>([FrameType.MSG, FrameType.REQ, FrameType.RES, FrameType.STREAM]);
+          const out: { type: number; flags: number; id: number; parts: Uint8Array[] }[] = [];
+          const d = new FrameDecoder(
+            {
+              onPreface() {},
+              onFrame: (type, flags, id, buf, start, end) =>
+                out.push({
+                  type,
+                  flags,
+                  id,
+                  parts: [data.has(type) ? buf.subarray(start, end) : buf.slice(start, end)],
+                }),
+              wantsPieces: (type) => pieces && type === FrameType.STREAM,
+              onFramePieces: (type, flags, id, parts) => out.push({ type, flags, id, parts }),
+              frameTarget: target ? (_t, _f, _i, len) => new Uint8Array(len) : undefined,
+            },
+            MAX,
+          );
+          const bytes = concat([PREFACE, ...input.map((f) => encodeFrame(f.type, f.flags, f.id, f.payload))]);
+          for (const part of split(bytes, cuts)) {
+            const chunk = part.slice();
+            if (!d.push(chunk)) chunk.fill(0xee);
+          }
+          const got = out.map((f) => ({ type: f.type, flags: f.flags, id: f.id, payload: concat(f.parts) }));
+          const want = input.map((f) => ({ type: f.type, flags: f.flags, id: f.id, payload: f.payload }));
+          assert.deepEqual(got, want);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
   it("decodes one byte at a time and many frames in one chunk", () => {
     const input: Frame[] = Array.from({ length: 200 }, (_, i) => ({
       type: FrameType.MSG,
