@@ -111,6 +111,17 @@ export class FrameDecoder {
     return this.retained;
   }
 
+  /**
+   * Where the next bytes should go, when they are the rest of a frame body
+   * being filled into its own buffer: a view of exactly the missing bytes
+   * (never the CRC trailer or the next header), else undefined. A transport
+   * that reads into it and pushes a view of what it read saves the copy.
+   */
+  readTarget(): Uint8Array | undefined {
+    if (this.state !== State.Body || this.pieces !== undefined || this.filled >= this.length) return undefined;
+    return this.body.subarray(this.filled, this.length);
+  }
+
   /** True when no partial frame is buffered (a clean place for the stream to end). */
   get idle(): boolean {
     return this.state === State.Header && this.carryLen === 0;
@@ -219,7 +230,9 @@ export class FrameDecoder {
       if (this.pieces !== undefined) {
         this.pieces.push(piece);
         this.retained = true;
-      } else this.body.set(piece, this.filled);
+      } else if (piece.buffer !== this.body.buffer || piece.byteOffset !== this.body.byteOffset + this.filled) {
+        this.body.set(piece, this.filled);
+      } // else the transport read it into place (readTarget)
       // Checksum each piece as it arrives, while it is still in cache.
       if (this.checksum) this.runningCrc = crc32c(piece, this.runningCrc);
       this.filled += n;

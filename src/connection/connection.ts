@@ -243,6 +243,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     });
     transport.attach({
       onData: (chunk) => this.onTransportData(chunk),
+      readTarget: () => this.decoderImpl.readTarget(),
       onDrain: () => this.writer.onDrain(),
       onClose: (err) => this.onTransportClose(err),
     });

@@ -12,6 +12,8 @@ const SMALL = 1024;
  * small message kept by the application never pins a whole read buffer.
  */
 const COPY_BELOW = 16 * 1024;
+/** Smallest rest of a frame body worth reading into place rather than through a read buffer. */
+const DIRECT_MIN = 32 * 1024;
 
 /**
  * Reads a socket into reusable buffers (Node's `onread` option) instead of
@@ -26,15 +28,20 @@ const COPY_BELOW = 16 * 1024;
 export class SocketReader {
   /** 64 KiB read buffers allocated so far (1 for a transfer the receiver copies). */
   buffers = 0;
+  /** Reads that went straight into the receiver's memory (frame bodies). */
+  directReads = 0;
   /** Where the next read lands. */
   private next: Uint8Array = smallBuffer();
   private sink: ((chunk: Uint8Array) => boolean) | undefined;
+  private target: (() => Uint8Array | undefined) | undefined;
+  /** The receiver's own memory handed out as the next read's buffer, if any. */
+  private direct: Uint8Array | undefined;
   /** Chunks read before {@link attach} (copies). */
   private early: Uint8Array[] = [];
 
   /** The value for `net.connect({ onread })` / `tls.connect({ onread })`. */
   readonly onread = {
-    buffer: (): Uint8Array => this.next,
+    buffer: (): Uint8Array => this.nextBuffer(),
     /** `landed` is the buffer this read went into. Returns true: keep reading (pausing goes through `socket.pause()`). */
     callback: (n: number, landed: Uint8Array): boolean => {
       this.onRead(n, landed);
@@ -47,9 +54,15 @@ export class SocketReader {
     return this.next.length;
   }
 
-  /** Starts delivering to `sink` (chunks read before this are delivered first). */
-  attach(sink: (chunk: Uint8Array) => boolean): void {
+  /**
+   * Starts delivering to `sink` (chunks read before this are delivered
+   * first). `target` says where the receiver wants the next bytes (see
+   * TransportHandlers.readTarget): large frame bodies are read straight into
+   * their buffer, with no copy out of a read buffer.
+   */
+  attach(sink: (chunk: Uint8Array) => boolean, target?: () => Uint8Array | undefined): void {
     this.sink = sink;
+    this.target = target;
     const early = this.early;
     this.early = [];
     for (const c of early) sink(c);
@@ -60,8 +73,26 @@ export class SocketReader {
     if (this.next.length !== SMALL) this.next = smallBuffer();
   }
 
+  /** The buffer for the next read: the receiver's own memory when it expects a large body, else ours. */
+  private nextBuffer(): Uint8Array {
+    const t = this.target?.();
+    if (t !== undefined && t.length >= DIRECT_MIN) {
+      this.direct = t;
+      return t;
+    }
+    this.direct = undefined;
+    return this.next;
+  }
+
   private onRead(n: number, landed: Uint8Array): void {
     const sink = this.sink;
+    if (landed === this.direct && sink !== undefined) {
+      // Read into place: hand the receiver a view of its own memory.
+      this.direct = undefined;
+      this.directReads++;
+      sink(n === landed.length ? landed : landed.subarray(0, n));
+      return;
+    }
     if (n < COPY_BELOW || sink === undefined) {
       const copy = landed.slice(0, n);
       if (sink === undefined) this.early.push(copy);

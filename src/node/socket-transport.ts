@@ -32,7 +32,7 @@ export class SocketTransport implements Transport {
 
   attach(h: TransportHandlers): void {
     const s = this.socket;
-    this.reader?.attach(h.onData);
+    this.reader?.attach(h.onData, h.readTarget);
     // Without a reader (or if the runtime ignored it) bytes come as 'data'
     // events; listening also keeps the socket flowing, so 'end' is emitted.
     // Hand the core plain Uint8Array views (same memory), not Buffers.

@@ -13,6 +13,13 @@ export interface TransportHandlers {
    * Transports that allocate every chunk may ignore the answer.
    */
   onData(chunk: Uint8Array): boolean;
+  /**
+   * Optional: memory the receiver wants the next bytes read into (the rest
+   * of a large frame's body), or undefined. A transport that can read into a
+   * given buffer may do so, and then passes a view of those bytes to
+   * {@link onData}; it must not put more than `length` bytes there.
+   */
+  readTarget?(): Uint8Array | undefined;
   /** Writes may resume after `write` returned false. */
   onDrain(): void;
   /** The transport is closed; `error` when it ended abnormally. Called once. */

@@ -226,6 +226,36 @@ describe("FrameDecoder", () => {
     assert.deepEqual(target, payload);
   });
 
+  it("offers the rest of a body as a read target; bytes read into it are taken in place", () => {
+    const target = new Uint8Array(5000);
+    let got: Uint8Array | undefined;
+    const d = new FrameDecoder(
+      {
+        onPreface() {},
+        onFrame: (_t, _f, _i, buf, start, end) => (got = buf.subarray(start, end)),
+        frameTarget: (_t, _f, _i, len) => target.subarray(0, len),
+      },
+      MAX,
+    );
+    const payload = Uint8Array.from({ length: 5000 }, (_, i) => (i * 7) & 0xff);
+    const stream = concat([PREFACE, encodeFrame(FrameType.MSG, 0, 1, payload)]);
+    const head = stream.length - payload.length - 4;
+    assert.equal(d.readTarget(), undefined); // nothing in progress
+    d.push(stream.subarray(0, head + 100));
+    const rest = d.readTarget();
+    assert.ok(rest !== undefined);
+    assert.equal(rest.length, 4900); // the body only: never the trailer
+    assert.equal(rest.byteOffset, target.byteOffset + 100);
+    // A transport reads the next bytes into it and pushes a view of them.
+    rest.set(stream.subarray(head + 100, head + 3100), 0);
+    d.push(rest.subarray(0, 3000));
+    assert.equal(d.readTarget()?.length, 1900);
+    d.push(stream.subarray(head + 3100));
+    assert.equal(d.readTarget(), undefined);
+    assert.deepEqual(got, payload);
+    assert.equal(got?.buffer, target.buffer);
+  });
+
   function rejects(bytes: Uint8Array, code: string, max = MAX) {
     const { d } = collect(max);
     assert.throws(

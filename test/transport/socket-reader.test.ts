@@ -191,3 +191,25 @@ it("a connection trims its transport's read buffer after a quiet keep-alive tick
     await server.close();
   }
 });
+
+for (const scheme of ["tcp", "unix"] as const) {
+  it(`${scheme}: a large message is read straight into its own buffer, intact`, async () => {
+    const server = createServer();
+    const session = new Promise<Connection>((r) => server.once("session", r));
+    const received = new Promise<Uint8Array>((r) => server.once("message", (m) => r(m.data)));
+    const [url] = await server.listen(scheme === "tcp" ? "tcp://127.0.0.1:0" : `unix://${join(dir, `d${n++}.sock`)}`);
+    const conn = await connect(url);
+    try {
+      const data = pattern(64 * MiB);
+      await conn.send(data);
+      assert.equal(sha256(await received), sha256(data));
+      const reader = readerOf(((await session) as unknown as { transport: Transport }).transport);
+      assert.ok(reader.directReads > 0, "no read went straight into the message");
+      // Frame headers and trailers still come through the (one) read buffer.
+      assert.ok(reader.buffers <= 1, `${reader.buffers} read buffers`);
+    } finally {
+      conn.destroy();
+      await server.close();
+    }
+  });
+}
