@@ -104,6 +104,17 @@ interface Assembly {
   streamUnacked: number;
 }
 
+interface PendingPing {
+  start: number;
+  d: Deferred<number>;
+}
+
+/** Shared empty stand-ins for maps a connection creates on first write (never written to). */
+const NO_ROUTES: Map<string, Handler> = new Map();
+const NO_ASSEMBLIES: Map<number, Assembly> = new Map();
+const NO_ROUTE_HEADS: Map<string, Uint8Array> = new Map();
+const NO_PINGS: Map<number, PendingPing> = new Map();
+
 function toBytes(payload: Payload, what: string): Uint8Array {
   if (payload instanceof Uint8Array) return payload;
   if (typeof payload === "string") return encoder.encode(payload);
@@ -169,7 +180,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   /** Largest one-way message sent as one frame (from the peer's settings). */
   private msgSingleMax = 0;
   private readonly onMessageHook: ((msg: Message, conn: Connection) => void) | undefined;
-  private readonly routes = new Map<string, Handler>();
+  private routes: Map<string, Handler> = NO_ROUTES;
   private readonly sharedRoutes: ReadonlyMap<string, Handler> | undefined;
   private readonly sharedStreamRoutes: ReadonlyMap<string, StreamRoute> | undefined;
   /**
@@ -198,8 +209,9 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   private readonly pending = new CallTable<PendingCall>();
   private readonly waiting = new Queue<PendingCall>();
   private readonly outChunked = new Set<number>();
-  // inbound
-  private readonly assemblies = new Map<number, Assembly>();
+  // inbound (maps start as shared empty stand-ins: an idle connection should
+  // cost little memory; each is replaced by its own on first write)
+  private assemblies: Map<number, Assembly> = NO_ASSEMBLIES;
   private assemblyBytes = 0;
   private readonly serving = new CallTable<ServerCall>();
   private openRequests = 0;
@@ -210,10 +222,10 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   private readonly v: VarintResult = { value: 0, next: 0 };
   private lastRouteBytes: Uint8Array = EMPTY;
   private lastRoute = "";
-  private readonly routeHeads = new Map<string, Uint8Array>();
+  private routeHeads: Map<string, Uint8Array> = NO_ROUTE_HEADS;
   // ping
   private pingSeq = 0;
-  private readonly pings = new Map<number, { start: number; d: Deferred<number> }>();
+  private pings: Map<number, PendingPing> = NO_PINGS;
 
   /** @internal Use `connect()` or a server session. */
   constructor(transport: Transport, options: ConnectionOptions, init: ConnectionInit) {
@@ -320,6 +332,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
    * connection only (it takes precedence over a server's routes).
    */
   handle(route: string, handler: Handler): this {
+    if (this.routes === NO_ROUTES) this.routes = new Map();
     this.routes.set(route, handler);
     return this;
   }
@@ -465,6 +478,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     if (this.state_ !== "open") return Promise.reject(this.unusableError());
     const seq = ++this.pingSeq;
     const d = deferred<number>();
+    if (this.pings === NO_PINGS) this.pings = new Map();
     this.pings.set(seq, { start: performance.now(), d });
     const payload = new Uint8Array(PING_LENGTH);
     new DataView(payload.buffer).setFloat64(0, seq);
@@ -617,6 +631,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       throw new PointSubError("ERR_INVALID_ARGUMENT", `route longer than ${MAX_ROUTE} bytes`);
     head = new Uint8Array(varintLength(bytes.length) + bytes.length);
     head.set(bytes, writeVarint(head, 0, bytes.length));
+    if (this.routeHeads === NO_ROUTE_HEADS) this.routeHeads = new Map();
     if (this.routeHeads.size < 1024) this.routeHeads.set(route, head);
     return head;
   }
@@ -831,6 +846,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.helloReceived = true;
     if (this.state_ === "handshaking") this.state_ = "open";
     clearTimeout(this.handshakeTimer);
+    this.handshakeTimer = undefined;
     this.startKeepAlive();
     this.emit("open");
     this.readyD.resolve();
@@ -959,6 +975,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       streamUsed: end - start,
       streamUnacked: end - start,
     };
+    if (this.assemblies === NO_ASSEMBLIES) this.assemblies = new Map();
     this.assemblies.set(id, a);
     this.streamCredit(id, a);
   }
