@@ -3,8 +3,8 @@ import type { Socket } from "node:net";
 /** Bytes per read buffer once data flows: what libuv asks for by default. */
 const BIG = 64 * 1024;
 /**
- * The buffer a quiet socket reads into: enough for a handshake, a ping or a
- * small request, and cheap to hold for each of many idle connections.
+ * The size of the buffer quiet sockets read into: enough for a handshake, a
+ * ping or a small request.
  */
 const SMALL = 1024;
 /**
@@ -31,7 +31,7 @@ export class SocketReader {
   /** Reads that went straight into the receiver's memory (frame bodies). */
   directReads = 0;
   /** Where the next read lands. */
-  private next: Uint8Array = smallBuffer();
+  private next: Uint8Array = SHARED_SMALL;
   private sink: ((chunk: Uint8Array) => boolean) | undefined;
   private target: (() => Uint8Array | undefined) | undefined;
   /** The receiver's own memory handed out as the next read's buffer, if any. */
@@ -70,7 +70,7 @@ export class SocketReader {
 
   /** Back to the small buffer (the socket went quiet); takes effect after the next read. */
   trim(): void {
-    if (this.next.length !== SMALL) this.next = smallBuffer();
+    this.next = SHARED_SMALL;
   }
 
   /** The buffer for the next read: the receiver's own memory when it expects a large body, else ours. */
@@ -113,11 +113,17 @@ export class SocketReader {
   }
 }
 
-/** A 1 KiB slice of Node's shared buffer pool: its memory is ours alone, and it is always copied out. */
-function smallBuffer(): Uint8Array {
-  const b = Buffer.allocUnsafe(SMALL);
+/**
+ * The one small buffer every quiet socket of this thread reads into. Sharing
+ * is safe: a read's callback runs right after the read, before any other
+ * socket's, and a read this small is always copied out (`COPY_BELOW`), so the
+ * memory is free again when the next read of any socket lands in it. An
+ * idle connection holds no read buffer of its own.
+ */
+const SHARED_SMALL: Uint8Array = (() => {
+  const b = Buffer.allocUnsafeSlow(SMALL);
   return new Uint8Array(b.buffer, b.byteOffset, b.length);
-}
+})();
 
 /** Node's private per-socket slots behind the `onread` option, found by name. */
 interface OnreadSlots {

@@ -213,3 +213,34 @@ for (const scheme of ["tcp", "unix"] as const) {
     }
   });
 }
+
+it("quiet sockets share one small read buffer without mixing their bytes (200 connections)", async () => {
+  const line = (k: number, i: number) =>
+    `${k}:${i}:${String.fromCharCode(97 + ((k + i) % 26)).repeat((k * 7 + i) % 300)}`;
+  const server = createServer();
+  const got = new Map<string, string[]>();
+  server.on("message", (m) => {
+    const text = m.text();
+    const who = text.slice(0, text.indexOf(":"));
+    const list = got.get(who) ?? [];
+    list.push(text);
+    got.set(who, list);
+  });
+  const [url] = await server.listen("tcp://127.0.0.1:0");
+  const conns = await Promise.all(Array.from({ length: 200 }, () => connect(url)));
+  try {
+    for (let i = 0; i < 20; i++) {
+      await Promise.all(conns.map((c, k) => c.send(line(k, i))));
+    }
+    await Promise.all(conns.map((c) => c.request("/none").catch(() => {}))); // a round trip: all sent were read
+    assert.equal(got.size, 200);
+    for (const [, list] of got)
+      assert.deepEqual(
+        list,
+        Array.from({ length: 20 }, (_, i) => String(i)),
+      );
+  } finally {
+    for (const c of conns) c.destroy();
+    await server.close();
+  }
+});
