@@ -234,11 +234,12 @@ it("quiet sockets share one small read buffer without mixing their bytes (200 co
     }
     await Promise.all(conns.map((c) => c.request("/none").catch(() => {}))); // a round trip: all sent were read
     assert.equal(got.size, 200);
-    for (const [, list] of got)
+    for (const [who, list] of got) {
       assert.deepEqual(
         list,
-        Array.from({ length: 20 }, (_, i) => String(i)),
+        Array.from({ length: 20 }, (_, i) => line(Number(who), i)),
       );
+    }
   } finally {
     for (const c of conns) c.destroy();
     await server.close();
