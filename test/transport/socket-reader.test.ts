@@ -218,14 +218,10 @@ it("quiet sockets share one small read buffer without mixing their bytes (200 co
   const line = (k: number, i: number) =>
     `${k}:${i}:${String.fromCharCode(97 + ((k + i) % 26)).repeat((k * 7 + i) % 300)}`;
   const server = createServer();
-  const got = new Map<string, string[]>();
-  server.on("message", (m) => {
-    const text = m.text();
-    const who = text.slice(0, text.indexOf(":"));
-    const list = got.get(who) ?? [];
-    list.push(text);
-    got.set(who, list);
-  });
+  // Keeps the messages' bytes (views) and decodes them only at the end:
+  // memory reused too early would show as the wrong text.
+  const kept: Uint8Array[] = [];
+  server.on("message", (m) => kept.push(m.data));
   const [url] = await server.listen("tcp://127.0.0.1:0");
   const conns = await Promise.all(Array.from({ length: 200 }, () => connect(url)));
   try {
@@ -233,6 +229,12 @@ it("quiet sockets share one small read buffer without mixing their bytes (200 co
       await Promise.all(conns.map((c, k) => c.send(line(k, i))));
     }
     await Promise.all(conns.map((c) => c.request("/none").catch(() => {}))); // a round trip: all sent were read
+    const got = new Map<string, string[]>();
+    for (const data of kept) {
+      const text = new TextDecoder().decode(data);
+      const who = text.slice(0, text.indexOf(":"));
+      got.set(who, [...(got.get(who) ?? []), text]);
+    }
     assert.equal(got.size, 200);
     for (const [who, list] of got) {
       assert.deepEqual(
