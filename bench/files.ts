@@ -250,7 +250,7 @@ export async function runFileBench(size: number, reps: number, log = console.err
     );
     lines.push(
       "",
-      `Targets: pointsub ≥ 0.8× reference: **${(off / ref).toFixed(2)}×**; compress auto on incompressible data ≥ 0.95× of off: **${(med("pointsub-auto", "mbps") / off).toFixed(2)}×**; progress events cost < 1 %: **${share.toFixed(3)} %** measured directly (A/B: ${((1 - med("pointsub-progress", "mbps") / off) * 100).toFixed(1)} %, within noise); RSS growth ≤ 64 MiB per side.`,
+      `Targets: pointsub ≥ 0.8× reference: **${(off / ref).toFixed(2)}×**; compress auto on incompressible data ≥ 0.95× of off: **${(med("pointsub-auto", "mbps") / off).toFixed(2)}×**; progress events cost < 1 %: **${share.toFixed(3)} %** measured directly (A/B: ${((1 - med("pointsub-progress", "mbps") / off) * 100).toFixed(1)} %, within noise); RSS growth ≤ 64 MiB per side: **${(Math.max(med("pointsub", "senderRss"), med("pointsub", "receiverRss")) / MiB).toFixed(1)} MiB** (the larger side, compression off).`,
       "",
     );
     return lines.join("\n");
