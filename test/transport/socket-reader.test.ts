@@ -247,3 +247,28 @@ it("quiet sockets share one small read buffer without mixing their bytes (200 co
     await server.close();
   }
 });
+
+it("without a reader (a runtime whose internals differ) a socket still works through 'data' events", async () => {
+  const { createServer: netServer, connect: netConnect } = await import("node:net");
+  const accepted = new Promise<SocketTransport>((resolve) => {
+    const srv = netServer((s) => {
+      srv.close();
+      resolve(new SocketTransport(s, "tcp://server", "tcp://client"));
+    });
+    srv.listen(0, "127.0.0.1", () => {
+      const port = (srv.address() as { port: number }).port;
+      const c = netConnect(port, "127.0.0.1", () =>
+        clientReady(new SocketTransport(c, "tcp://client", "tcp://server")),
+      );
+    });
+  });
+  let clientReady!: (t: SocketTransport) => void;
+  const client = await new Promise<SocketTransport>((r) => {
+    clientReady = r;
+  });
+  const server = await accepted;
+  assert.equal(server.reader, undefined);
+  const data = pattern(8 * MiB);
+  const { bytes } = await transfer(client, server, data, true);
+  assert.equal(sha256(bytes), sha256(data));
+});
