@@ -145,27 +145,33 @@ for (const workload of workloads) {
   const params = { ...WORKLOADS[workload] };
   if (values.count !== undefined && params.count > 1) params.count = Number(values.count);
   if (values["large-size"] !== undefined && params.largeSize > 0) params.largeSize = Number(values["large-size"]);
+  const runnable: { impl: string; runs: Row["runs"] }[] = [];
+  const byImpl = new Map<string, Row>();
   for (const impl of impls) {
-    const runs: Row["runs"] = [];
     const def = IMPLS[impl];
     if (def === undefined) throw new Error(`unknown implementation ${impl}`);
     const why =
       def.skip?.[workload] ??
       (def.needs !== undefined && !ensureInstalled(def.needs) ? `${def.needs} not installed` : undefined);
-    if (why !== undefined) {
-      rows.push({ impl, workload, params, runs, note: why });
-      continue;
-    }
-    for (let r = 0; r < reps; r++) {
+    const row: Row = { impl, workload, params, runs: [], ...(why === undefined ? {} : { note: why }) };
+    byImpl.set(impl, row);
+    if (why === undefined) runnable.push({ impl, runs: row.runs });
+  }
+  // Repetitions interleave the implementations (A B C, A B C, ...), so a
+  // machine that slows down for a while weighs on all of them alike.
+  for (let r = 0; r < reps; r++) {
+    for (const { impl, runs } of runnable) {
       try {
         runs.push(await runOnce(impl, workload, params));
       } catch (err) {
         console.error(`${impl} ${workload}: ${(err as Error).message}`);
       }
     }
-    const row: Row = { impl, workload, params, runs };
+  }
+  for (const impl of impls) {
+    const row = byImpl.get(impl) as Row;
     rows.push(row);
-    console.log(JSON.stringify({ impl, workload, runs: runs.map((x) => ({ ...x })) }));
+    if (row.note === undefined) console.log(JSON.stringify({ impl, workload, runs: row.runs.map((x) => ({ ...x })) }));
   }
 }
 
