@@ -121,7 +121,8 @@ function toBytes(payload: Payload, what: string): Uint8Array {
   throw new PointSubError("ERR_INVALID_ARGUMENT", `${what} must be a Uint8Array or a string`);
 }
 
-function resolveSettings(o: ConnectionOptions): Settings {
+/** @internal This side's settings from its options (a server resolves them once for all sessions). */
+export function resolveSettings(o: ConnectionOptions): Settings {
   const maxMessageSize = o.maxMessageSize ?? DEFAULT_SETTINGS.maxMessageSize;
   const s: Settings = {
     maxFrameSize: o.maxFrameSize ?? DEFAULT_SETTINGS.maxFrameSize,
@@ -147,6 +148,8 @@ export interface ConnectionInit {
   sharedRoutes?: ReadonlyMap<string, Handler>;
   /** Stream routes shared by all sessions of a server. */
   sharedStreamRoutes?: ReadonlyMap<string, StreamRoute>;
+  /** This side's settings, already resolved and validated (shared by a server's sessions; never modified). */
+  localSettings?: Settings;
   /** Called for every one-way message before the connection's own 'message' event (a server's dispatch). */
   onMessage?: (msg: Message, conn: Connection) => void;
   /** Test hook: first stream id to allocate. */
@@ -194,7 +197,8 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   private state_: ConnectionState = "handshaking";
   private helloReceived = false;
   private readonly readyD: Deferred<void> = deferred<void>();
-  private readonly closedD: Deferred<void> = deferred<void>();
+  /** Created when someone first waits for the close. */
+  private closedD: Deferred<void> | undefined;
   private closeError: PointSubError | undefined;
   private closePromise: Promise<void> | undefined;
   private handshakeTimer: ReturnType<typeof setTimeout> | undefined;
@@ -233,7 +237,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.transport = transport;
     this.localUrl = transport.localUrl;
     this.remoteUrl = transport.remoteUrl;
-    this.local = resolveSettings(options);
+    this.local = init.localSettings ?? resolveSettings(options);
     this.creditThreshold = this.local.connectionWindow >>> 2;
     this.requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
     this.closeTimeoutMs = options.closeTimeoutMs ?? 5_000;
@@ -533,6 +537,10 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
 
   /** Resolves once the connection is closed. */
   get closed(): Promise<void> {
+    if (this.closedD === undefined) {
+      this.closedD = deferred<void>();
+      if (this.state_ === "closed") this.closedD.resolve();
+    }
     return this.closedD.promise;
   }
 
@@ -674,10 +682,10 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     if (deadline >= this.deadlineAt) return;
     if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer);
     this.deadlineAt = deadline;
-    this.deadlineTimer = setTimeout(this.sweepDeadlines, Math.max(0, deadline - Date.now()));
+    this.deadlineTimer = setTimeout(() => this.sweepDeadlines(), Math.max(0, deadline - Date.now()));
   }
 
-  private readonly sweepDeadlines = (): void => {
+  private sweepDeadlines(): void {
     this.deadlineTimer = undefined;
     this.deadlineAt = Number.POSITIVE_INFINITY;
     const now = Date.now();
@@ -697,7 +705,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       );
     }
     if (next !== Number.POSITIVE_INFINITY) this.armDeadline(next);
-  };
+  }
 
   private settle(call: PendingCall, data: Uint8Array | undefined, err: PointSubError | undefined): void {
     if (call.settled) return;
@@ -1339,7 +1347,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.writer.flush();
     this.transport.end();
     const t = setTimeout(() => this.destroy(), Math.max(100, deadline - Date.now()));
-    await this.closedD.promise;
+    await this.closed;
     clearTimeout(t);
   }
 
@@ -1389,7 +1397,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.streams_?.teardown(failure);
     if (!this.helloReceived) this.readyD.reject(failure);
     this.emit("close", error);
-    this.closedD.resolve();
+    this.closedD?.resolve();
   }
 }
 

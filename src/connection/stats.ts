@@ -52,10 +52,8 @@ function emptyClasses(): Record<SizeClass, ClassCounters> {
 /** Mutable counters behind {@link StatsSnapshot}; flat arrays keep the hot path cheap. */
 export class Stats {
   // Plain arrays of numbers: cheaper per connection than typed arrays.
-  readonly sentCount = [0, 0, 0, 0, 0];
-  readonly sentBytes = [0, 0, 0, 0, 0];
-  readonly recvCount = [0, 0, 0, 0, 0];
-  readonly recvBytes = [0, 0, 0, 0, 0];
+  /** Per size class: messages sent [0..5), bytes sent [5..10), messages received [10..15), bytes received [15..20). */
+  private readonly counts = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
   requestsSent = 0;
   requestsSucceeded = 0;
   requestsFailed = 0;
@@ -79,14 +77,14 @@ export class Stats {
 
   sent(size: number): void {
     const i = sizeClassIndex(size);
-    this.sentCount[i]++;
-    this.sentBytes[i] += size;
+    this.counts[i]++;
+    this.counts[5 + i] += size;
   }
 
   received(size: number): void {
     const i = sizeClassIndex(size);
-    this.recvCount[i]++;
-    this.recvBytes[i] += size;
+    this.counts[10 + i]++;
+    this.counts[15 + i] += size;
   }
 
   error(code: ErrorCode): void {
@@ -97,8 +95,8 @@ export class Stats {
     const sent = emptyClasses();
     const received = emptyClasses();
     SIZE_CLASSES.forEach((c, i) => {
-      sent[c] = { messages: this.sentCount[i], bytes: this.sentBytes[i] };
-      received[c] = { messages: this.recvCount[i], bytes: this.recvBytes[i] };
+      sent[c] = { messages: this.counts[i], bytes: this.counts[5 + i] };
+      received[c] = { messages: this.counts[10 + i], bytes: this.counts[15 + i] };
     });
     return {
       sent,

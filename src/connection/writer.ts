@@ -109,10 +109,11 @@ export class FrameWriter {
   private flushScheduled = false;
   private pumping = false;
   private closed = false;
-  private drainWaiters: (() => void)[] = [];
+  /** Callers of whenDrained (a shared empty array until the first). */
+  private drainWaiters: (() => void)[] = NO_CALLBACKS;
   private readonly singles = new Queue<OutMessage>();
-  /** Buffer releases of stream frames written since the last drain. */
-  private releases: (() => void)[] = [];
+  /** Buffer releases of stream frames written since the last drain (a shared empty array until the first). */
+  private releases: (() => void)[] = NO_CALLBACKS;
   private bulk: OutMessage[] = [];
   private rr = 0;
   private readonly flushCb = () => {
@@ -126,14 +127,17 @@ export class FrameWriter {
 
   /** Resolves when nothing is queued and the transport is writable, or the writer closed. */
   whenDrained(): Promise<void> {
-    return new Promise((resolve) => this.drainWaiters.push(resolve));
+    return new Promise((resolve) => {
+      if (this.drainWaiters === NO_CALLBACKS) this.drainWaiters = [];
+      this.drainWaiters.push(resolve);
+    });
   }
 
   private notifyDrained(): void {
     if (this.drainWaiters.length === 0) return;
     if (!this.closed && (!this.writable || this.pending !== 0)) return;
     const waiters = this.drainWaiters;
-    this.drainWaiters = [];
+    this.drainWaiters = NO_CALLBACKS;
     for (const w of waiters) w();
   }
 
@@ -201,7 +205,7 @@ export class FrameWriter {
     // Everything written before the drain has left the transport's buffers.
     if (this.releases.length !== 0) {
       const r = this.releases;
-      this.releases = [];
+      this.releases = NO_CALLBACKS;
       for (const f of r) f();
     }
     this.pump();
@@ -236,7 +240,7 @@ export class FrameWriter {
   close(err: PointSubError): void {
     if (this.closed) return;
     this.closed = true;
-    this.releases = [];
+    this.releases = NO_CALLBACKS;
     for (const m of this.singles.drain()) m.reject?.(err);
     const bulk = this.bulk;
     this.bulk = [];
@@ -368,7 +372,10 @@ export class FrameWriter {
     if (size > m.credit || size > this.connCredit) return false;
     (m.items as Queue<StreamItem>).shift();
     this.encode(m.type, item.flags, m.id, -1, item.head, item.data, 0, item.data.length, item.crc);
-    if (item.release !== undefined) this.releases.push(item.release);
+    if (item.release !== undefined) {
+      if (this.releases === NO_CALLBACKS) this.releases = [];
+      this.releases.push(item.release);
+    }
     m.started = true;
     m.credit -= size;
     this.connCredit -= size;
@@ -515,6 +522,8 @@ export class FrameWriter {
 }
 
 const EMPTY = new Uint8Array(0);
+/** Shared empty stand-in for callback lists (never pushed to). */
+const NO_CALLBACKS: (() => void)[] = [];
 
 /** Writes a frame header, the total-length varint (when `total` >= 0) and `head`; returns the offset after them. */
 function writeFrameHead(

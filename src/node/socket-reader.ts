@@ -36,8 +36,8 @@ export class SocketReader {
   private target: (() => Uint8Array | undefined) | undefined;
   /** The receiver's own memory handed out as the next read's buffer, if any. */
   private direct: Uint8Array | undefined;
-  /** Chunks read before {@link attach} (copies). */
-  private early: Uint8Array[] = [];
+  /** Chunks read before {@link attach} (copies); rare. */
+  private early: Uint8Array[] | undefined;
 
   /** The value for `net.connect({ onread })` / `tls.connect({ onread })`. */
   readonly onread = {
@@ -64,8 +64,8 @@ export class SocketReader {
     this.sink = sink;
     this.target = target;
     const early = this.early;
-    this.early = [];
-    for (const c of early) sink(c);
+    this.early = undefined;
+    if (early !== undefined) for (const c of early) sink(c);
   }
 
   /** Back to the small buffer (the socket went quiet); takes effect after the next read. */
@@ -95,8 +95,9 @@ export class SocketReader {
     }
     if (n < COPY_BELOW || sink === undefined) {
       const copy = landed.slice(0, n);
-      if (sink === undefined) this.early.push(copy);
-      else sink(copy);
+      if (sink !== undefined) sink(copy);
+      else if (this.early === undefined) this.early = [copy];
+      else this.early.push(copy);
       // A full small buffer: more is coming, read it in bigger steps.
       if (n === landed.length && landed.length < BIG && this.next === landed) this.next = this.bigBuffer();
       return;

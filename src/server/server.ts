@@ -1,5 +1,5 @@
 import { EventEmitter } from "eventemitter3";
-import { Connection, type ResumeLookup, type StreamRoute } from "../connection/connection.ts";
+import { Connection, type ResumeLookup, resolveSettings, type StreamRoute } from "../connection/connection.ts";
 import { type StatsSnapshot, sumStats } from "../connection/stats.ts";
 import type { ConnectionOptions, Handler, Message } from "../connection/types.ts";
 import { PointSubError } from "../errors/error.ts";
@@ -33,6 +33,8 @@ export interface ServerEvents {
  */
 export class Server extends EventEmitter<ServerEvents> {
   private readonly options: ServerOptions;
+  /** Every session's settings, resolved and validated once. */
+  private readonly settings: ReturnType<typeof resolveSettings>;
   private readonly routes = new Map<string, Handler>();
   private readonly streamRoutes = new Map<string, StreamRoute>();
   private readonly bound: TransportListener[] = [];
@@ -44,6 +46,7 @@ export class Server extends EventEmitter<ServerEvents> {
   constructor(options: ServerOptions = {}) {
     super();
     this.options = options;
+    this.settings = resolveSettings(options);
   }
 
   /** Registers `handler` for requests to `route` (e.g. `/echo/1.0.0`) from any session. */
@@ -141,6 +144,7 @@ export class Server extends EventEmitter<ServerEvents> {
       return;
     }
     const conn = new Connection(transport, this.options, {
+      localSettings: this.settings,
       initiator: false,
       sharedRoutes: this.routes,
       sharedStreamRoutes: this.streamRoutes,

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { connect, createServer, type PointSubError } from "../../src/index.ts";
+import { connect, createServer, PointSubError } from "../../src/index.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -70,6 +70,30 @@ describe("lifecycle", () => {
     await server.close();
     // Totals survive the sessions.
     assert.equal(server.stats().received.medium.messages, 1);
+  });
+
+  it("invalid server options fail at createServer, not when a client connects", () => {
+    assert.throws(
+      () => createServer({ maxFrameSize: 1 }),
+      (e: unknown) => e instanceof PointSubError && e.code === "ERR_INVALID_ARGUMENT",
+    );
+  });
+
+  it("closed resolves for a caller who asks after the close", async () => {
+    const server = createServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    conn.destroy(); // closes at once; nobody asked for `closed` yet
+    // Asked after the close: already resolved (fail fast rather than hang).
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      conn.closed,
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error("closed never resolved")), 2000);
+      }),
+    ]).finally(() => clearTimeout(timer));
+    assert.equal(conn.state, "closed");
+    await server.close();
   });
 
   it("a failed listen closes the listeners already bound", async () => {
