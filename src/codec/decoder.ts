@@ -60,7 +60,8 @@ export class FrameDecoder {
 
   private readonly sink: FrameSink;
   private state: State = State.Preface;
-  private readonly carry = new Uint8Array(MAX_HEADER);
+  /** A header split across pushes is completed here (allocated the first time one is). */
+  private carry: Uint8Array = NO_BYTES;
   private carryLen = 0;
   private readonly v: VarintResult = { value: 0, next: 0 };
   // frame in progress
@@ -155,6 +156,7 @@ export class FrameDecoder {
       const wasPreface = this.state === State.Preface;
       const used = this.parseHead(chunk, pos, end);
       if (used === 0) {
+        if (this.carry.length === 0) this.carry = new Uint8Array(MAX_HEADER);
         this.carry.set(chunk.subarray(pos, end), 0);
         this.carryLen = end - pos;
         return;
