@@ -271,6 +271,8 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.transport.write([preface]);
     this.writer.control(FrameType.HELLO, 0, 0, encodeSettings(this.local));
     this.writer.flush();
+    // Hold no write buffer until there is something to write (idle connections are common).
+    this.writer.trim();
     // From here on, small frames written in one turn share BATCH frames.
     this.writer.batching = true;
     const ht = options.handshakeTimeoutMs ?? 10_000;
