@@ -150,6 +150,10 @@ export interface ConnectionInit {
   sharedStreamRoutes?: ReadonlyMap<string, StreamRoute>;
   /** This side's settings, already resolved and validated (shared by a server's sessions; never modified). */
   localSettings?: Settings;
+  /** Called when the handshake completed, before the 'open' event (a server's session bookkeeping). */
+  onOpen?: (conn: Connection) => void;
+  /** Called once when the connection closed, before the 'close' event. */
+  onClose?: (conn: Connection, error: PointSubError | undefined) => void;
   /** Called for every one-way message before the connection's own 'message' event (a server's dispatch). */
   onMessage?: (msg: Message, conn: Connection) => void;
   /** Test hook: first stream id to allocate. */
@@ -183,6 +187,8 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   /** Largest one-way message sent as one frame (from the peer's settings). */
   private msgSingleMax = 0;
   private readonly onMessageHook: ((msg: Message, conn: Connection) => void) | undefined;
+  private readonly onOpenHook: ConnectionInit["onOpen"];
+  private readonly onCloseHook: ConnectionInit["onClose"];
   private routes: Map<string, Handler> = NO_ROUTES;
   private readonly sharedRoutes: ReadonlyMap<string, Handler> | undefined;
   private readonly sharedStreamRoutes: ReadonlyMap<string, StreamRoute> | undefined;
@@ -245,6 +251,8 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.initiator = init.initiator;
     this.myParity = init.initiator ? 1 : 0;
     this.onMessageHook = init.onMessage;
+    this.onOpenHook = init.onOpen;
+    this.onCloseHook = init.onClose;
     this.sharedRoutes = init.sharedRoutes;
     this.sharedStreamRoutes = init.sharedStreamRoutes;
     this.nextId = init.firstStreamId ?? (init.initiator ? 1 : 2);
@@ -858,6 +866,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     clearTimeout(this.handshakeTimer);
     this.handshakeTimer = undefined;
     this.startKeepAlive();
+    this.onOpenHook?.(this);
     this.emit("open");
     this.readyD.resolve();
   }
@@ -1398,6 +1407,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.pings.clear();
     this.streams_?.teardown(failure);
     if (!this.helloReceived) this.readyD.reject(failure);
+    this.onCloseHook?.(this, error);
     this.emit("close", error);
     this.closedD?.resolve();
   }

@@ -149,22 +149,29 @@ export class Server extends EventEmitter<ServerEvents> {
       sharedRoutes: this.routes,
       sharedStreamRoutes: this.streamRoutes,
       onMessage: this.dispatchMessage,
+      onOpen: this.sessionOpened,
+      onClose: this.sessionClosed,
     });
     this.connecting.add(conn);
-    conn.once("close", (error) => {
-      this.connecting.delete(conn);
-      if (this.sessions_.delete(conn)) {
-        this.closedTotals = sumStats([conn.stats()], this.closedTotals);
-        this.emit("sessionClose", conn, error);
-      }
-    });
-    conn.once("open", () => {
-      this.connecting.delete(conn);
-      this.sessions_.add(conn);
-      this.emit("session", conn);
-    });
-    conn.ready.catch((err: PointSubError) => this.emit("reject", err));
   }
+
+  // One set of hooks for every session: no closures or listeners per session.
+  private readonly sessionOpened = (conn: Connection): void => {
+    this.connecting.delete(conn);
+    this.sessions_.add(conn);
+    this.emit("session", conn);
+  };
+
+  private readonly sessionClosed = (conn: Connection, error: PointSubError | undefined): void => {
+    this.connecting.delete(conn);
+    if (this.sessions_.delete(conn)) {
+      this.closedTotals = sumStats([conn.stats()], this.closedTotals);
+      this.emit("sessionClose", conn, error);
+    } else {
+      // The handshake never completed.
+      this.emit("reject", error ?? new PointSubError("ERR_CONNECTION_CLOSED", "closed during the handshake"));
+    }
+  };
 }
 
 /** Creates a server. Register routes with `handle`, then `listen`. */
