@@ -56,6 +56,7 @@ function connectSocket(
   scheme: Scheme,
   url: URL,
   options: TransportOptions,
+  /** node:tls, for the tls scheme (loaded on first use). */
   tls: typeof Tls | undefined,
 ): Promise<Transport> {
   return new Promise((resolve, reject) => {
@@ -65,16 +66,15 @@ function connectSocket(
     const reader = new SocketReader();
     const onread = reader.onread;
     try {
-      if (scheme === "unix") socket = net.connect({ path: url.pathname, onread });
-      else if (scheme === "tcp") socket = net.connect({ host: urlHost(url), port: port(url), noDelay: true, onread });
-      else if (tls !== undefined) {
+      if (tls !== undefined) {
         // tls.connect documents `onread` (as net.Socket's); @types/node lacks it.
         const o: Tls.ConnectionOptions & Pick<net.SocketConstructorOpts, "onread"> = {
           ...tlsClientOptions(tls, url, options.tls),
           onread,
         };
         socket = tls.connect(o);
-      } else throw new Error("node:tls not loaded");
+      } else if (scheme === "unix") socket = net.connect({ path: url.pathname, onread });
+      else socket = net.connect({ host: urlHost(url), port: port(url), noDelay: true, onread });
     } catch (err) {
       reject(
         err instanceof PointSubError

@@ -26,32 +26,20 @@ const targets: [string, TransportAdapter, () => string][] = [
 ];
 
 async function pair(adapter: TransportAdapter, url: string) {
+  let serverOptions: TransportOptions = {};
+  let clientOptions: TransportOptions = {};
+  if (url.startsWith("tls:")) {
+    const c = await testCerts();
+    serverOptions = { tls: { cert: c.serverCert, key: c.serverKey } };
+    clientOptions = { tls: { ca: c.ca } };
+  }
   let accept!: (t: Transport) => void;
   const accepted = new Promise<Transport>((r) => {
     accept = r;
   });
-  let server: TransportOptions = {};
-  let client: TransportOptions = {};
-  if (url.startsWith("tls:")) {
-    const c = await testCerts();
-    server = { tls: { cert: c.serverCert, key: c.serverKey } };
-    client = { tls: { ca: c.ca } };
-  }
-  return connectPair(adapter, url, server, client, accepted, (t) => accept(t));
-}
-
-async function connectPair(
-  adapter: TransportAdapter,
-  url: string,
-  serverOptions: TransportOptions,
-  clientOptions: TransportOptions,
-  accepted: Promise<Transport>,
-  onTransport: (t: Transport) => void,
-) {
-  const listener = await adapter.listen(new URL(url), serverOptions, onTransport);
+  const listener = await adapter.listen(new URL(url), serverOptions, (t) => accept(t));
   const client = await adapter.connect(new URL(listener.url), clientOptions);
-  const server = await accepted;
-  return { listener, client, server };
+  return { listener, client, server: await accepted };
 }
 
 /** Sends `data` from `from` to `to`; `to` keeps its chunks or copies them. */
