@@ -201,6 +201,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   private readonly writer: FrameWriter;
   private readonly stats_ = new Stats();
   private state_: ConnectionState = "handshaking";
+  private principal_: unknown;
   private helloReceived = false;
   private readonly readyD: Deferred<void> = deferred<void>();
   /** Created when someone first waits for the close. */
@@ -334,6 +335,15 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   /** Current lifecycle state. */
   get state(): ConnectionState {
     return this.state_;
+  }
+
+  /**
+   * What the server's `authenticate` hook returned for this session's
+   * credentials (undefined when the server authenticates nobody, and on
+   * the client side).
+   */
+  get principal(): unknown {
+    return this.principal_;
   }
 
   /** The settings the peer announced (its limits). */

@@ -57,6 +57,24 @@ const table = {
     retryable: false,
     suggestion: "The peer exceeded maxConcurrentRequests; it is not a conforming pointsub peer.",
   },
+  ERR_OVERLOADED: {
+    errno: 2003,
+    severity: "warning",
+    retryable: true,
+    suggestion: "The receiver's memory budget for buffered messages is exhausted; retry later or send smaller messages.",
+  },
+  ERR_SLOW_PEER: {
+    errno: 2004,
+    severity: "error",
+    retryable: true,
+    suggestion: "The peer stopped reading what this side sends (its backlog stayed over the bound); it was disconnected.",
+  },
+  ERR_QUOTA: {
+    errno: 2005,
+    severity: "error",
+    retryable: false,
+    suggestion: "The receiver's storage quota (file size or total bytes) would be exceeded; free space or raise the limit.",
+  },
   // 3xxx protocol
   ERR_PROTOCOL: {
     errno: 3001,
@@ -142,6 +160,18 @@ const table = {
     severity: "warning",
     retryable: true,
     suggestion: "The receiver's partial data does not match this source; the transfer restarts from the beginning.",
+  },
+  ERR_UNAUTHORIZED: {
+    errno: 4011,
+    severity: "error",
+    retryable: false,
+    suggestion: "The server refused the credentials; pass the right token (--token / POINTSUB_TOKEN) or certificate.",
+  },
+  ERR_EXISTS: {
+    errno: 4012,
+    severity: "error",
+    retryable: false,
+    suggestion: "The receiver already has a file of that name; choose another name or let the server overwrite.",
   },
 } as const satisfies Record<string, ErrorCodeInfo>;
 
