@@ -929,7 +929,11 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   }
 
   private onStart(type: number, flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
-    if ((this.assemblies.size !== 0 && this.assemblies.has(id)) || this.streams_?.hasIn(id) === true)
+    if (
+      (this.assemblies.size !== 0 && this.assemblies.has(id)) ||
+      this.streams_?.hasIn(id) === true ||
+      (type === FrameType.REQ && this.serving.size !== 0 && this.serving.get(id) !== undefined)
+    )
       throw new PointSubError("ERR_PROTOCOL", `stream ${id} started twice`);
     const single = (flags & Flag.END) !== 0;
     const v = this.v;
