@@ -1,8 +1,8 @@
-import { createReadStream } from "node:fs";
-import { mkdir, open, rename, rm, stat } from "node:fs/promises";
+import { constants, createReadStream } from "node:fs";
+import { type FileHandle, link, lstat, mkdir, open, readdir, rename, rm } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { crc32c } from "../codec/crc32c.ts";
-import type { ResumeLookup, ResumePoint } from "../connection/connection.ts";
+import type { ResumePoint } from "../connection/connection.ts";
 import type { RequestContext } from "../connection/types.ts";
 import { PointSubError } from "../errors/error.ts";
 import type { IncomingStream } from "../stream/incoming.ts";
@@ -28,20 +28,94 @@ export interface FileReceipt {
 export interface FileSinkOptions {
   /** Called when a file is complete. */
   onFile?: (receipt: FileReceipt, stream: IncomingStream, ctx: RequestContext) => void;
-  /** Called when a transfer starts (progress is on `stream.progress`). */
+  /**
+   * Called when a transfer was accepted (its metadata checked, quota and
+   * name free), before data is stored; progress is on `stream.progress`.
+   * A throw refuses the transfer.
+   */
   onStream?: (stream: IncomingStream, ctx: RequestContext) => void;
+  /**
+   * Replace a file that already exists under the received name. Default
+   * false: such a transfer fails with `ERR_EXISTS`, checked when it starts
+   * and again, atomically, when the file is put in place.
+   */
+  overwrite?: boolean;
+  /**
+   * Unfinished uploads (partial files) untouched for this long are removed,
+   * when the sink starts and by a periodic sweep. Default 24 h; 0 or
+   * Infinity keeps them until they are resumed.
+   */
+  partialTtlMs?: number;
+  /** Largest file accepted, in bytes (declared size and bytes actually sent). Default 0: unlimited. */
+  maxFileSize?: number;
+  /**
+   * Bytes the sink may hold in unfinished uploads in the directory: stored
+   * partial files plus the declared size of transfers in progress. Over it
+   * a transfer fails with `ERR_QUOTA`. Default 0: unlimited. Finished files
+   * do not count.
+   */
+  maxBytes?: number;
 }
 
-/** A stream handler that stores files in a directory, and its resume lookup. */
+/**
+ * Who asks a resume query, when the connection tells: the stream route the
+ * query is about and the session (its `principal`). Without it the lookup
+ * answers for any principal (the transfer id alone is the capability).
+ */
+export interface FileResumeContext {
+  /** The stream route being resumed. */
+  route?: string;
+  /** The session asking; its `principal` selects that principal's partial files. */
+  session?: { readonly principal?: unknown };
+}
+
+/** What a file sink holds in unfinished uploads. */
+export interface FileSinkUsage {
+  /** Partial files in the directory. */
+  partials: number;
+  /** Bytes counted against `maxBytes`: partial files plus declared sizes of transfers in progress. */
+  bytes: number;
+  /** Times a partial file had to be read whole to answer a resume query (no valid sidecar). */
+  rescans: number;
+}
+
+/**
+ * A stream handler that stores files in a directory, and its resume lookup.
+ * Register both: `server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume })`.
+ */
 export interface FileSink {
   handler: StreamHandler;
-  resume: ResumeLookup;
+  /**
+   * Answers resume queries: how much of a transfer is stored. Usable as a
+   * `ResumeLookup`; the optional context binds the answer to a principal
+   * and route when the caller has them.
+   */
+  resume: (transferId: string, ctx?: FileResumeContext) => Promise<ResumePoint>;
+  /** The directory files are stored in. */
   dir: string;
+  /** Settles once the startup scan (loading resume state, removing expired partials) is done. */
+  ready: Promise<void>;
+  /** Removes expired and foreign partial files now; resolves to how many files were removed. */
+  sweep(): Promise<number>;
+  /** Partial files held and quota use. */
+  usage(): FileSinkUsage;
+  /** Stops the periodic sweep (the timer never keeps a process alive anyway). */
+  close(): void;
 }
 
-const TRANSFER_ID = /^[A-Za-z0-9_-]{1,128}$/;
+/** Transfer ids the sink accepts: unguessable capabilities (≥ 32 chars ≈ 190 bits). */
+const TRANSFER_ID = /^[A-Za-z0-9_-]{32,128}$/;
+/** Names of partial files: `.<64 hex>.partial`, and older `.<transfer id>.partial`. */
+const PARTIAL_NAME = /^\.([A-Za-z0-9_-]{1,128})\.partial$/;
+const SIDECAR_NAME = /^\.([0-9a-f]{64})\.resume$/;
 /** Bytes handed to one writev: large enough to amortize the call, small enough to keep little in flight. */
 const BATCH = 1024 * 1024;
+/** Resume state is made durable (fdatasync, sidecar) after this many bytes and at least this often apart. */
+const CHECKPOINT_BYTES = 64 * 1024 * 1024;
+const CHECKPOINT_MS = 1000;
+/** Codes after which a partial file is useless: removed. */
+const DISCARD = new Set(["ERR_CANCELLED", "ERR_CHECKSUM", "ERR_PROTOCOL", "ERR_QUOTA"]);
+const DEFAULT_TTL_MS = 24 * 60 * 60 * 1000;
 
 /**
  * A safe file name from what a peer sent: the last path segment only, no
@@ -68,115 +142,617 @@ export async function fileCrc32c(path: string, length: number): Promise<number> 
   return crc;
 }
 
+type Crypto = typeof import("node:crypto");
+let cryptoModule: Promise<Crypto> | undefined;
+/** node:crypto, loaded on first use (it costs a process a few MB of RSS). */
+const loadCrypto = () => {
+  cryptoModule ??= import("node:crypto");
+  return cryptoModule;
+};
+
 /**
- * Receives files into `dir`: each transfer is written to
- * `dir/.<transferId>.partial` and renamed atomically to its (sanitized)
- * name once the whole content was verified. An interrupted transfer keeps
- * its partial file, and `resume` reports how much of it is stored, so the
- * sender continues from there. A cancelled or corrupt transfer's partial
- * file is removed.
+ * The key of a transfer's partial file: SHA-256 (hex) of the principal,
+ * route and transfer id. The partial is `.<key>.partial`, so a directory
+ * listing reveals no transfer id, and each principal has its own.
+ */
+export async function partialKey(principal: string, route: string, transferId: string): Promise<string> {
+  const { createHash } = await loadCrypto();
+  return createHash("sha256")
+    .update(JSON.stringify(["pointsub-partial", principal, route, transferId]))
+    .digest("hex");
+}
+
+/** Indexes partials by transfer id alone (for lookups that do not know the principal or route). */
+async function transferTag(transferId: string): Promise<string> {
+  const { createHash } = await loadCrypto();
+  return createHash("sha256")
+    .update(JSON.stringify(["pointsub-tag", transferId]))
+    .digest("hex");
+}
+
+/** One transfer's partial file, as the sink knows it. */
+interface Entry {
+  key: string;
+  /** {@link transferTag} of its transfer id, when known. */
+  tag: string | undefined;
+  route: string | undefined;
+  /** A partial file exists under the key. */
+  exists: boolean;
+  /** Bytes of the partial file (as far as written). */
+  size: number;
+  /** Declared total of a transfer in progress (counts against maxBytes). */
+  reserved: number;
+  /** Content bytes stored and their CRC32C, when known: what a resume query answers. */
+  point: ResumePoint | undefined;
+  /** The point being computed from the file (one read, shared by concurrent queries). */
+  computing: Promise<ResumePoint> | undefined;
+  /** A transfer is writing it, or the sweep removing it. */
+  active: boolean;
+  /** When it last changed (ms), to prefer the newest of several candidates. */
+  touched: number;
+}
+
+/** What a sidecar file holds (JSON). */
+interface Sidecar {
+  v: 1;
+  offset: number;
+  crc: number;
+  tag?: string;
+  route?: string;
+}
+
+const errno = (err: unknown) => (err as { code?: unknown }).code;
+const isUint = (n: unknown): n is number => typeof n === "number" && Number.isSafeInteger(n) && n >= 0;
+const limit = (n: number | undefined, what: string): number => {
+  if (n === undefined || n === 0 || n === Number.POSITIVE_INFINITY) return 0;
+  if (!isUint(n)) throw new PointSubError("ERR_INVALID_ARGUMENT", `${what} must be a non-negative integer`);
+  return n;
+};
+
+/**
+ * Receives files into `dir`, for peers you do not trust:
+ *
+ * * a transfer is written to `dir/.<key>.partial`, where the key is a
+ *   SHA-256 of the session's principal, the route and the transfer id (the
+ *   listing reveals no id), created exclusively, and put in place under its
+ *   sanitized name once the whole content was verified: fsync, then a hard
+ *   link that fails if the name exists (`ERR_EXISTS`, unless `overwrite`),
+ *   or a rename with `overwrite`, then an fsync of the directory;
+ * * transfer ids must be 32..128 characters of `[A-Za-z0-9_-]`: the id is
+ *   the capability to query and resume a transfer (`sendFile` derives an
+ *   HMAC one); a principal can only resume its own partials;
+ * * a resume query is answered from memory, or from a small sidecar file
+ *   (`.<key>.resume`, written at checkpoints and when a transfer stops), so
+ *   it never re-reads the partial file unless the sidecar is missing (then
+ *   once); a wrong prefix CRC or offset answers `ERR_RESUME` and keeps the
+ *   partial;
+ * * partial files are opened without following symbolic links, and
+ *   anything at a partial's name that is not a regular file is refused;
+ * * `maxFileSize` and `maxBytes` bound what a peer may store (`ERR_QUOTA`,
+ *   checked against the declared size up front and while writing); partials
+ *   untouched for `partialTtlMs` are removed;
+ * * malformed metadata gets `ERR_INVALID_ARGUMENT` before anything is
+ *   locked or created. A cancelled, corrupt or over-quota transfer's partial
+ *   file is removed; a dropped connection keeps it for the resume.
  *
  * ```ts
- * const sink = fileSink("/srv/inbox");
+ * const sink = fileSink("/srv/inbox", { maxFileSize: 4 * 2 ** 30 });
  * server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
  * ```
  */
 export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
-  const active = new Set<string>();
-  /** CRCs computed for resume answers, reused when the stream arrives. */
-  const known = new Map<string, ResumePoint>();
-  const partialPath = (tid: string) => join(dir, `.${tid}.partial`);
+  const overwrite = options.overwrite === true;
+  const maxFileSize = limit(options.maxFileSize, "maxFileSize");
+  const maxBytes = limit(options.maxBytes, "maxBytes");
+  const ttl = limit(options.partialTtlMs ?? DEFAULT_TTL_MS, "partialTtlMs");
+  const entries = new Map<string, Entry>();
+  /** tag → keys of partials of that transfer id. */
+  const byTag = new Map<string, Set<string>>();
+  /** Routes partials were stored for: candidates for lookups that do not know the route. */
+  const routes = new Set<string>([FILE_ROUTE]);
+  let held = 0;
+  let rescans = 0;
+  const partialPath = (key: string) => join(dir, `.${key}.partial`);
+  const sidecarPath = (key: string) => join(dir, `.${key}.resume`);
+  const weight = (e: Entry) => Math.max(e.size, e.reserved);
 
-  const resume: ResumeLookup = async (transferId) => {
-    if (!TRANSFER_ID.test(transferId)) return { offset: 0, crc: 0 };
-    if (active.has(transferId)) {
-      throw new PointSubError("ERR_RESUME", `transfer ${transferId} is still being received; retry shortly`);
+  const entryFor = (key: string): Entry => {
+    let e = entries.get(key);
+    if (e === undefined) {
+      e = {
+        key,
+        tag: undefined,
+        route: undefined,
+        exists: false,
+        size: 0,
+        reserved: 0,
+        point: undefined,
+        computing: undefined,
+        active: false,
+        touched: Date.now(),
+      };
+      entries.set(key, e);
     }
-    let size: number;
-    try {
-      size = (await stat(partialPath(transferId))).size;
-    } catch {
-      return { offset: 0, crc: 0 };
+    return e;
+  };
+  const setTag = (e: Entry, tag: string | undefined, route: string | undefined) => {
+    if (route !== undefined) {
+      e.route = route;
+      routes.add(route);
     }
-    const point = { offset: size, crc: await fileCrc32c(partialPath(transferId), size) };
-    known.set(transferId, point);
-    return point;
+    if (tag === undefined || e.tag === tag) return;
+    e.tag = tag;
+    const keys = byTag.get(tag) ?? new Set<string>();
+    byTag.set(tag, keys);
+    keys.add(e.key);
+  };
+  const setSize = (e: Entry, size: number, reserved = e.reserved) => {
+    held -= weight(e);
+    e.size = size;
+    e.reserved = reserved;
+    held += weight(e);
+  };
+  /** Forgets an entry (its file is gone). */
+  const forget = (e: Entry) => {
+    setSize(e, 0, 0);
+    e.exists = false;
+    e.point = undefined;
+    if (e.tag !== undefined) {
+      const keys = byTag.get(e.tag);
+      keys?.delete(e.key);
+      if (keys?.size === 0) byTag.delete(e.tag);
+    }
+    if (!e.active) entries.delete(e.key);
+  };
+  /** Removes an entry's partial and sidecar. */
+  const discard = async (e: Entry) => {
+    await rm(partialPath(e.key), { force: true }).catch(() => {});
+    await rm(sidecarPath(e.key), { force: true }).catch(() => {});
+    forget(e);
   };
 
-  const handler: StreamHandler = async (stream, ctx) => {
-    const tid = stream.transferId;
-    if (tid === undefined || !TRANSFER_ID.test(tid)) {
-      throw new PointSubError("ERR_INVALID_ARGUMENT", "file transfers need a transferId of [A-Za-z0-9_-]{1,128}");
-    }
-    if (active.has(tid)) throw new PointSubError("ERR_RESUME", `transfer ${tid} is already being received`);
-    active.add(tid);
-    const name = safeFileName(stream.meta.name);
-    const partial = partialPath(tid);
-    const finalPath = join(dir, name);
-    options.onStream?.(stream, ctx);
+  const writeSidecar = async (e: Entry, point: ResumePoint) => {
+    const s: Sidecar = { v: 1, offset: point.offset, crc: point.crc, tag: e.tag, route: e.route };
+    let fh: FileHandle | undefined;
     try {
-      await mkdir(dir, { recursive: true });
-      const offset = stream.offset;
-      if (offset > 0) {
-        let have = known.get(tid);
-        known.delete(tid);
-        if (have === undefined || have.offset !== offset) {
-          const size = await stat(partial).then(
-            (s) => s.size,
-            () => 0,
-          );
-          have = size >= offset ? { offset, crc: await fileCrc32c(partial, offset) } : undefined;
-        }
-        if (have === undefined || have.crc !== stream.prefixCrc) {
-          throw new PointSubError(
-            "ERR_RESUME",
-            `stored prefix of ${tid} does not match the sender's (offset ${offset})`,
-          );
-        }
+      fh = await open(
+        sidecarPath(e.key),
+        constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW,
+        0o600,
+      );
+      await fh.writeFile(JSON.stringify(s));
+    } catch {
+      // Best effort: without it a restart computes the point once from the file.
+    } finally {
+      await fh?.close().catch(() => {});
+    }
+  };
+
+  const readSidecar = async (key: string): Promise<Sidecar | undefined> => {
+    let fh: FileHandle | undefined;
+    try {
+      fh = await open(sidecarPath(key), constants.O_RDONLY | constants.O_NOFOLLOW);
+      const st = await fh.stat();
+      if (!st.isFile() || st.size > 4096) return undefined;
+      const s = JSON.parse(await fh.readFile("utf8")) as Partial<Sidecar>;
+      if (s.v !== 1 || !isUint(s.offset) || !isUint(s.crc) || s.crc > 0xffffffff) return undefined;
+      return {
+        v: 1,
+        offset: s.offset,
+        crc: s.crc,
+        tag: typeof s.tag === "string" && /^[0-9a-f]{64}$/.test(s.tag) ? s.tag : undefined,
+        route: typeof s.route === "string" && s.route.length <= 1024 ? s.route : undefined,
+      };
+    } catch {
+      return undefined;
+    } finally {
+      await fh?.close().catch(() => {});
+    }
+  };
+
+  /** Opens a partial file without following links; undefined unless it is a regular file. */
+  const openPartial = async (key: string, flags: number): Promise<FileHandle | undefined> => {
+    let fh: FileHandle | undefined;
+    try {
+      fh = await open(partialPath(key), flags | constants.O_NOFOLLOW);
+      if ((await fh.stat()).isFile()) return fh;
+    } catch {
+      // ENOENT, ELOOP (a symbolic link), EISDIR...
+    }
+    await fh?.close().catch(() => {});
+    return undefined;
+  };
+
+  /** Where a transfer stands: from memory, else read once from the file (shared by concurrent callers). */
+  const pointOf = (e: Entry): Promise<ResumePoint> => {
+    if (e.point !== undefined) return Promise.resolve(e.point);
+    if (e.computing !== undefined) return e.computing;
+    const computing = (async (): Promise<ResumePoint> => {
+      const fh = await openPartial(e.key, constants.O_RDONLY);
+      if (fh === undefined) {
+        // Not a regular file (or gone): nothing to resume; the sweep removes foreign things.
+        forget(e);
+        return { offset: 0, crc: 0 };
       }
-      const fh = await open(partial, offset > 0 ? "r+" : "w");
-      let size = offset;
       try {
-        if (offset > 0) await fh.truncate(offset);
-        // Everything available goes to one writev; one write in flight while
-        // the next batch arrives. Writes stay in order: the partial file
-        // never has holes.
-        let writing: Promise<unknown> = Promise.resolve();
-        try {
-          for (let batch = await stream.readBatch(BATCH); batch !== null; batch = await stream.readBatch(BATCH)) {
-            await writing;
-            // Written: the stream may receive later frames into these buffers.
-            writing = fh.writev(batch, size).then(() => stream.release(batch));
-            for (const b of batch) size += b.length;
-          }
-        } finally {
-          await writing.catch(() => {});
+        rescans++;
+        const buf = Buffer.allocUnsafe(1 << 20);
+        let crc = 0;
+        let offset = 0;
+        for (;;) {
+          const { bytesRead } = await fh.read(buf, 0, buf.length, offset);
+          if (bytesRead === 0) break;
+          crc = crc32c(buf.subarray(0, bytesRead), crc);
+          offset += bytesRead;
         }
-        await writing;
-        await fh.close();
-        await rename(partial, finalPath);
-        const receipt: FileReceipt = {
-          name,
-          path: finalPath,
-          size,
-          crc32c: stream.contentCrc.toString(16).padStart(8, "0"),
-          resumedFrom: offset,
-        };
-        options.onFile?.(receipt, stream, ctx);
-        return JSON.stringify(receipt);
+        const point = { offset, crc: crc >>> 0 };
+        setSize(e, offset);
+        if (!e.active) {
+          e.point = point;
+          await writeSidecar(e, point);
+        }
+        return point;
       } finally {
         await fh.close().catch(() => {});
       }
-    } catch (err) {
-      const code = (err as { code?: unknown }).code;
-      // Keep what was stored for a resume unless the transfer was cancelled or is corrupt.
-      if (code === "ERR_CANCELLED" || code === "ERR_CHECKSUM" || code === "ERR_RESUME" || code === "ERR_PROTOCOL") {
-        await rm(partial, { force: true });
+    })();
+    e.computing = computing;
+    const clear = () => {
+      if (e.computing === computing) e.computing = undefined;
+    };
+    computing.then(clear, clear);
+    return computing;
+  };
+
+  /**
+   * Scans the directory: removes expired partials (and anything at a
+   * partial's name that is not a regular file, and orphan sidecars), and on
+   * the first scan loads the resume state of the others.
+   */
+  const scan = async (load: boolean): Promise<number> => {
+    let names: string[];
+    try {
+      names = await readdir(dir);
+    } catch {
+      return 0;
+    }
+    const now = Date.now();
+    let removed = 0;
+    const partials = new Set<string>();
+    for (const name of names) {
+      const m = PARTIAL_NAME.exec(name);
+      if (m === null) continue;
+      const key = m[1];
+      partials.add(key);
+      if (entries.get(key)?.active) continue;
+      const st = await lstat(join(dir, name)).catch(() => undefined);
+      if (st === undefined || st.isDirectory()) continue;
+      const before = entries.get(key);
+      if (before?.active) continue;
+      if (!st.isFile() || (ttl > 0 && st.mtimeMs < now - ttl)) {
+        // Locked while removed: a transfer starting on this key meanwhile gets ERR_RESUME (retryable).
+        const e = before ?? entryFor(key);
+        e.active = true;
+        await rm(join(dir, name), { force: true }).catch(() => {});
+        await rm(join(dir, `.${key}.resume`), { force: true }).catch(() => {});
+        removed++;
+        e.active = false;
+        forget(e);
+        continue;
       }
-      throw err;
+      // A file that appeared after the first scan, not through this sink, is left alone.
+      if (!load || before !== undefined) continue;
+      const e = entryFor(key);
+      e.exists = true;
+      e.touched = st.mtimeMs;
+      setSize(e, st.size);
+      const s = await readSidecar(key);
+      if (s !== undefined) {
+        setTag(e, s.tag, s.route);
+        // A sidecar never claims more than the file holds; extra bytes are cut off on resume.
+        if (s.offset <= st.size) e.point = { offset: s.offset, crc: s.crc };
+      }
+    }
+    for (const name of names) {
+      const m = SIDECAR_NAME.exec(name);
+      if (m === null || partials.has(m[1]) || entries.get(m[1])?.active) continue;
+      await rm(join(dir, name), { force: true }).catch(() => {});
+    }
+    return removed;
+  };
+
+  const ready = (async () => {
+    await mkdir(dir, { recursive: true }).catch(() => {});
+    await scan(true);
+  })().catch(() => {});
+
+  let timer: ReturnType<typeof setInterval> | undefined;
+  if (ttl > 0) {
+    timer = setInterval(
+      () => {
+        scan(false).catch(() => {});
+      },
+      Math.min(Math.max(ttl / 4, 10), 60 * 60 * 1000),
+    );
+    timer.unref();
+  }
+
+  const resume = async (transferId: string, ctx?: FileResumeContext): Promise<ResumePoint> => {
+    if (typeof transferId !== "string" || !TRANSFER_ID.test(transferId)) return { offset: 0, crc: 0 };
+    await ready;
+    const keys = new Set<string>();
+    const session = ctx?.session;
+    if (session !== undefined) {
+      const principal = String(session.principal ?? "");
+      for (const r of ctx?.route !== undefined ? [ctx.route] : routes) {
+        keys.add(await partialKey(principal, r, transferId));
+      }
+    } else {
+      for (const k of byTag.get(await transferTag(transferId)) ?? []) {
+        const e = entries.get(k);
+        if (ctx?.route === undefined || e?.route === undefined || e.route === ctx.route) keys.add(k);
+      }
+      for (const r of ctx?.route !== undefined ? [ctx.route] : routes) keys.add(await partialKey("", r, transferId));
+    }
+    let best: Entry | undefined;
+    for (const k of keys) {
+      const e = entries.get(k);
+      if (e === undefined) continue;
+      if (e.active) throw new PointSubError("ERR_RESUME", "this transfer is still being received; retry shortly");
+      if (e.exists && (best === undefined || e.touched > best.touched)) best = e;
+    }
+    return best === undefined ? { offset: 0, crc: 0 } : pointOf(best);
+  };
+
+  /** Checks what a peer sent before anything is locked or created. */
+  const check = (stream: IncomingStream): { tid: string; name: string } => {
+    const tid = stream.transferId;
+    if (tid === undefined || !TRANSFER_ID.test(tid)) {
+      throw new PointSubError(
+        "ERR_INVALID_ARGUMENT",
+        "file transfers need a transferId of 32 to 128 characters [A-Za-z0-9_-] (an unguessable capability)",
+      );
+    }
+    const raw = stream.meta.name;
+    if (raw !== undefined && typeof raw !== "string") {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", "meta.name must be a string");
+    }
+    if (
+      !isUint(stream.offset) ||
+      (stream.total !== undefined && (!isUint(stream.total) || stream.offset > stream.total))
+    ) {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", "bad stream offset or total");
+    }
+    if (maxFileSize > 0 && Math.max(stream.total ?? 0, stream.offset) > maxFileSize) {
+      throw new PointSubError(
+        "ERR_QUOTA",
+        `file of ${stream.total ?? stream.offset} bytes is over the ${maxFileSize}-byte limit`,
+      );
+    }
+    return { tid, name: safeFileName(raw) };
+  };
+
+  const exists = (path: string) =>
+    lstat(path).then(
+      (st) => st,
+      () => undefined,
+    );
+
+  /** Syncs the directory so a rename or link survives a crash (best effort where unsupported). */
+  const syncDir = async () => {
+    let fh: FileHandle | undefined;
+    try {
+      fh = await open(dir, constants.O_RDONLY);
+      await fh.sync();
+    } catch {
+      // Not supported here (Windows, some network file systems).
     } finally {
-      active.delete(tid);
+      await fh?.close().catch(() => {});
     }
   };
-  return { handler, resume, dir };
+
+  /** Puts a complete partial file in place under `finalPath`, never replacing a file unless `overwrite`. */
+  const place = async (partial: string, finalPath: string) => {
+    if (overwrite) {
+      if ((await exists(finalPath))?.isDirectory()) throw new PointSubError("ERR_EXISTS", "a directory has that name");
+      await rename(partial, finalPath);
+    } else {
+      try {
+        await link(partial, finalPath);
+      } catch (err) {
+        if (errno(err) === "EEXIST") throw new PointSubError("ERR_EXISTS", `${basename(finalPath)} already exists`);
+        if (!["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS", "EXDEV", "EMLINK"].includes(String(errno(err)))) throw err;
+        // No hard links on this file system: check, then rename. A file
+        // created under the same name between the two is replaced (accepted race).
+        if ((await exists(finalPath)) !== undefined) {
+          throw new PointSubError("ERR_EXISTS", `${basename(finalPath)} already exists`);
+        }
+        await rename(partial, finalPath);
+      }
+      await rm(partial, { force: true }).catch(() => {});
+    }
+    await syncDir();
+  };
+
+  const handler: StreamHandler = async (stream, ctx) => {
+    // First, before any await: every later frame then lands in a buffer of
+    // its own (never as views of socket chunks), so after each batch
+    // `stream.contentCrc` is exactly the CRC of the bytes read so far.
+    stream.release([]);
+    const { tid, name } = check(stream);
+    await ready;
+    const route = stream.route;
+    const key = await partialKey(String(ctx.session?.principal ?? ""), route, tid);
+    const e = entryFor(key);
+    if (e.active) throw new PointSubError("ERR_RESUME", "this transfer is already being received");
+    e.active = true;
+    const partial = partialPath(key);
+    const finalPath = join(dir, name);
+    const offset = stream.offset;
+    let fh: FileHandle | undefined;
+    /** The partial file was opened for writing by this transfer. */
+    let touched = false;
+    try {
+      setTag(e, await transferTag(tid), route);
+      await mkdir(dir, { recursive: true });
+      if (!overwrite && (await exists(finalPath)) !== undefined) {
+        throw new PointSubError("ERR_EXISTS", `${name} already exists`);
+      }
+      if (maxBytes > 0) {
+        const need = Math.max(stream.total ?? 0, offset, e.size);
+        if (held - weight(e) + need > maxBytes) {
+          throw new PointSubError("ERR_QUOTA", `storing ${need} bytes would exceed the sink's ${maxBytes}-byte quota`);
+        }
+      }
+      setSize(e, e.size, stream.total ?? 0);
+      await e.computing?.catch(() => {});
+      if (offset > 0) {
+        const have = e.exists ? await pointOf(e) : undefined;
+        if (have === undefined || have.offset === 0) {
+          throw new PointSubError("ERR_RESUME", "nothing is stored for this transfer; start from 0");
+        }
+        if (have.offset !== offset || have.crc !== stream.prefixCrc) {
+          throw new PointSubError(
+            "ERR_RESUME",
+            `the stored prefix does not match the sender's (offset ${offset}); query the resume point again`,
+          );
+        }
+        fh = await openPartial(key, constants.O_RDWR);
+        const size = fh === undefined ? -1 : (await fh.stat()).size;
+        if (fh === undefined || size < offset) {
+          // Not a regular file, or shorter than its recorded state: refused, and removed so a restart from 0 works.
+          await fh?.close().catch(() => {});
+          fh = undefined;
+          await discard(e);
+          throw new PointSubError("ERR_RESUME", "the stored partial file is unusable; start from 0");
+        }
+        touched = true;
+        if (size > offset) await fh.truncate(offset);
+      } else {
+        if (e.exists || (await exists(partial)) !== undefined) await discard(e);
+        try {
+          fh = await open(
+            partial,
+            constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+            0o666,
+          );
+        } catch (err) {
+          if (errno(err) === "EEXIST") throw new PointSubError("ERR_RESUME", "a partial file is in the way; retry");
+          throw err;
+        }
+        touched = true;
+        e.exists = true;
+        e.point = { offset: 0, crc: 0 };
+      }
+      setSize(e, offset);
+      e.touched = Date.now();
+      await writeSidecar(e, { offset, crc: stream.prefixCrc });
+      options.onStream?.(stream, ctx);
+
+      let size = offset;
+      let sinceCheckpoint = 0;
+      let lastCheckpoint = Date.now();
+      // Everything available goes to one writev; one write in flight while
+      // the next batch arrives. Writes stay in order: the partial file never
+      // has holes.
+      let writing: Promise<unknown> = Promise.resolve();
+      const out = fh;
+      try {
+        for (let batch = await stream.readBatch(BATCH); batch !== null; batch = await stream.readBatch(BATCH)) {
+          let n = 0;
+          for (const b of batch) n += b.length;
+          if (maxFileSize > 0 && size + n > maxFileSize) {
+            throw new PointSubError("ERR_QUOTA", `the file is over the ${maxFileSize}-byte limit`);
+          }
+          if (maxBytes > 0 && held - weight(e) + Math.max(size + n, e.reserved) > maxBytes) {
+            throw new PointSubError("ERR_QUOTA", `the sink's ${maxBytes}-byte quota is used up`);
+          }
+          const point = { offset: size + n, crc: stream.contentCrc };
+          await writing;
+          const at = size;
+          size += n;
+          setSize(e, size);
+          const chunks = batch;
+          writing = out.writev(chunks, at).then(({ bytesWritten }) => {
+            if (bytesWritten !== n) throw new PointSubError("ERR_QUOTA", "the disk is full");
+            // Written: the stream may receive later frames into these buffers.
+            stream.release(chunks);
+            e.point = point;
+          });
+          sinceCheckpoint += n;
+          if (sinceCheckpoint >= CHECKPOINT_BYTES && Date.now() - lastCheckpoint >= CHECKPOINT_MS) {
+            await writing;
+            await out.datasync();
+            await writeSidecar(e, point);
+            sinceCheckpoint = 0;
+            lastCheckpoint = Date.now();
+          }
+        }
+      } finally {
+        await writing.catch(() => {});
+      }
+      await writing;
+      await out.sync();
+      await out.close();
+      fh = undefined;
+      e.point = { offset: size, crc: stream.contentCrc };
+      await place(partial, finalPath);
+      await rm(sidecarPath(key), { force: true }).catch(() => {});
+      forget(e);
+      const receipt: FileReceipt = {
+        name,
+        path: finalPath,
+        size,
+        crc32c: stream.contentCrc.toString(16).padStart(8, "0"),
+        resumedFrom: offset,
+      };
+      options.onFile?.(receipt, stream, ctx);
+      return JSON.stringify(receipt);
+    } catch (err) {
+      let failure = err;
+      if (errno(err) === "ENOSPC" || errno(err) === "EDQUOT") {
+        failure = new PointSubError("ERR_QUOTA", "the receiver's disk is full", { cause: err });
+      }
+      if (touched) await stopped(e, fh, errno(failure));
+      throw failure;
+    } finally {
+      await fh?.close().catch(() => {});
+      e.active = false;
+      setSize(e, e.size, 0);
+      if (!e.exists) forget(e);
+    }
+  };
+
+  /** A transfer stopped early: remove its partial, or make its resume state durable. */
+  const stopped = async (e: Entry, fh: FileHandle | undefined, code: unknown) => {
+    const point = e.point;
+    if (DISCARD.has(String(code)) || point === undefined || point.offset === 0) {
+      await fh?.close().catch(() => {});
+      await discard(e);
+      return;
+    }
+    await fh?.datasync().catch(() => {});
+    e.touched = Date.now();
+    await writeSidecar(e, point);
+  };
+
+  return {
+    handler,
+    resume,
+    dir,
+    ready,
+    sweep: async () => {
+      await ready;
+      return scan(false);
+    },
+    usage: () => {
+      let partials = 0;
+      for (const e of entries.values()) if (e.exists) partials++;
+      return { partials, bytes: held, rescans };
+    },
+    close: () => {
+      if (timer !== undefined) clearInterval(timer);
+      timer = undefined;
+    },
+  };
 }

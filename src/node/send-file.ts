@@ -1,5 +1,7 @@
-import { open, stat } from "node:fs/promises";
-import { basename, resolve } from "node:path";
+import { constants } from "node:fs";
+import { link, mkdir, open, readFile, rm, stat } from "node:fs/promises";
+import { homedir } from "node:os";
+import { basename, dirname, isAbsolute, join, resolve } from "node:path";
 import { type ResumableSource, type SendResumableOptions, sendResumable } from "../client/resumable.ts";
 import type { Connection } from "../connection/connection.ts";
 import { PointSubError } from "../errors/error.ts";
@@ -14,10 +16,20 @@ export interface SendFileOptions extends SendResumableOptions {
   /** Name the receiver stores the file under. Default: the file's base name. */
   name?: string;
   /**
-   * Stable id of this transfer. Default: derived from the absolute path,
-   * size and modification time, so re-running the same send resumes it.
+   * Stable id of this transfer: 32..128 characters of `[A-Za-z0-9_-]`.
+   * It is the capability to query and resume the transfer on the receiver,
+   * so it must be unguessable. Default: {@link fileTransferId}, an HMAC of
+   * the file's absolute path, size, modification time and the route, keyed
+   * by this user's resume key, so re-running the same send resumes it and
+   * nobody else can compute the id.
    */
   transferId?: string;
+  /**
+   * Secret key of the default transfer id (bytes, or a string used as UTF-8
+   * bytes). Default: this user's key from {@link resumeKeyPath}, created on
+   * first use.
+   */
+  resumeKey?: Uint8Array | string;
 }
 
 const READ_CHUNK = 1 << 20;
@@ -55,13 +67,117 @@ export async function* readFileFrom(path: string, start = 0): AsyncGenerator<Uin
   }
 }
 
-/** A transfer id from a file's identity: same file, same id. */
-export async function fileTransferId(path: string): Promise<string> {
+/**
+ * Where this user's resume key lives: `$POINTSUB_STATE_DIR/resume.key`,
+ * else `$XDG_STATE_HOME/pointsub/resume.key` (when absolute), else
+ * `~/.local/state/pointsub/resume.key`.
+ */
+export function resumeKeyPath(env: Record<string, string | undefined> = process.env): string {
+  if (env.POINTSUB_STATE_DIR) return join(resolve(env.POINTSUB_STATE_DIR), "resume.key");
+  const xdg = env.XDG_STATE_HOME;
+  return join(xdg && isAbsolute(xdg) ? xdg : join(homedir(), ".local", "state"), "pointsub", "resume.key");
+}
+
+const keys = new Map<string, Promise<Uint8Array>>();
+/** Used when no key file can be created (read-only home): resume then works within this process only. */
+let processKey: Uint8Array | undefined;
+
+/** A key from a key file's content: 64 hex digits, or at least 32 raw bytes. */
+function parseKey(content: Buffer, path: string): Uint8Array {
+  const text = content.toString("latin1").trim();
+  if (/^[0-9a-fA-F]{64}$/.test(text)) return Buffer.from(text, "hex");
+  if (content.length >= 32) return new Uint8Array(content);
+  throw new PointSubError(
+    "ERR_INVALID_ARGUMENT",
+    `the resume key ${path} is corrupt (expected 64 hex digits); remove it to create a new one`,
+  );
+}
+
+async function readOrCreateKey(path: string): Promise<Uint8Array> {
+  try {
+    return parseKey(await readFile(path), path);
+  } catch (err) {
+    if ((err as { code?: unknown }).code !== "ENOENT") throw err;
+  }
+  const { randomBytes } = await import("node:crypto");
+  try {
+    await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+    // Written whole to a private temporary file, then linked into place: a
+    // concurrent first use never sees a half-written key, and the first link wins.
+    const tmp = `${path}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`;
+    const fh = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    try {
+      await fh.writeFile(`${randomBytes(32).toString("hex")}\n`);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    try {
+      await link(tmp, path);
+    } catch (err) {
+      if ((err as { code?: unknown }).code !== "EEXIST") {
+        // No hard links here: exclusive create instead.
+        const content = await readFile(tmp);
+        await open(path, "wx", 0o600).then(async (out) => {
+          try {
+            await out.writeFile(content);
+          } finally {
+            await out.close();
+          }
+        });
+      }
+    } finally {
+      await rm(tmp, { force: true });
+    }
+    return parseKey(await readFile(path), path);
+  } catch (err) {
+    if (err instanceof PointSubError) throw err;
+    processKey ??= new Uint8Array(randomBytes(32));
+    return processKey;
+  }
+}
+
+/**
+ * This user's secret resume key (32 random bytes), read from
+ * {@link resumeKeyPath} or created there on first use (file mode 0600,
+ * directory 0700). If it cannot be created (read-only home), a key for
+ * this process is used: resume then works across reconnections but not
+ * across re-runs. A corrupt key file is an `ERR_INVALID_ARGUMENT`.
+ */
+export function loadResumeKey(path: string = resumeKeyPath()): Promise<Uint8Array> {
+  let key = keys.get(path);
+  if (key === undefined) {
+    key = readOrCreateKey(path);
+    keys.set(path, key);
+    key.catch(() => keys.delete(path));
+  }
+  return key;
+}
+
+/** Options of {@link fileTransferId}. */
+export interface FileTransferIdOptions {
+  /** The HMAC key. Default: {@link loadResumeKey}. */
+  key?: Uint8Array | string;
+  /** The receiver's route (part of the id). Default `/pointsub/file/1.0.0`. */
+  route?: string;
+}
+
+/**
+ * A transfer id from a file's identity: HMAC-SHA256 (64 hex digits) keyed
+ * by this user's resume key over the absolute path, size, modification
+ * time and route. Same file, same key: same id (a re-run resumes); without
+ * the key nobody can compute it, so it can serve as the capability to
+ * resume the transfer.
+ */
+export async function fileTransferId(path: string, options: FileTransferIdOptions = {}): Promise<string> {
   const abs = resolve(path);
   const st = await stat(abs);
+  const key = options.key ?? (await loadResumeKey());
   // node:crypto is loaded on first use (it costs a process a few MB of RSS).
-  const { createHash } = await import("node:crypto");
-  return createHash("sha256").update(`${abs}\0${st.size}\0${st.mtimeMs}`).digest("hex").slice(0, 32);
+  const { createHmac } = await import("node:crypto");
+  return createHmac("sha256", typeof key === "string" ? Buffer.from(key, "utf8") : key)
+    .update(JSON.stringify(["pointsub-file", abs, st.size, st.mtimeMs, options.route ?? FILE_ROUTE]))
+    .digest("hex");
 }
 
 /**
@@ -70,25 +186,34 @@ export async function fileTransferId(path: string): Promise<string> {
  * or a function that opens one: then a dropped connection is retried with a
  * new one and the transfer continues from the receiver's last stored byte.
  * Resolves (the returned Transfer) to the receiver's receipt (JSON bytes).
+ * The receiver refuses to replace an existing file (`ERR_EXISTS`) unless
+ * its sink allows it, and may refuse a file over its quota (`ERR_QUOTA`).
  */
 export function sendFile(
   target: Connection | (() => Promise<Connection>),
   path: string,
   options: SendFileOptions = {},
 ): Transfer {
+  const route = options.route ?? FILE_ROUTE;
   const source = (async (): Promise<ResumableSource> => {
+    if (options.transferId !== undefined && !/^[A-Za-z0-9_-]{32,128}$/.test(options.transferId)) {
+      throw new PointSubError(
+        "ERR_INVALID_ARGUMENT",
+        "transferId must be 32 to 128 characters [A-Za-z0-9_-] (an unguessable capability)",
+      );
+    }
     const st = await stat(path).catch(() => undefined);
     if (st === undefined || !st.isFile()) {
       throw new PointSubError("ERR_INVALID_ARGUMENT", `${path} is not a readable file`);
     }
     return {
       size: st.size,
-      transferId: options.transferId ?? (await fileTransferId(path)),
+      transferId: options.transferId ?? (await fileTransferId(path, { key: options.resumeKey, route })),
       open: (offset) => readFileFrom(path, offset),
       prefixCrc: (length) => fileCrc32c(path, length),
     };
   })();
-  return sendResumable(target, options.route ?? FILE_ROUTE, source, {
+  return sendResumable(target, route, source, {
     ...options,
     meta: { ...options.meta, name: options.name ?? basename(path) },
   });

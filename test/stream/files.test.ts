@@ -29,6 +29,8 @@ describe("files: sendFile and the file sink", () => {
 
   before(async () => {
     work = await mkdtemp(join(tmpdir(), "pointsub-files-"));
+    // sendFile's default transfer id is keyed by a per-user key: keep it out of the home directory.
+    process.env.POINTSUB_STATE_DIR = join(work, "state");
     inbox = join(work, "inbox");
     const sink = fileSink(inbox);
     server = createServer();
