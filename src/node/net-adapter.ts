@@ -145,6 +145,87 @@ function createTlsServer(tls: typeof Tls, options: Tls.TlsOptions, onSocket: (s:
   }
 }
 
+/** Default of {@link TransportOptions.handshakeTimeoutMs}: the pointsub handshake's. */
+const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
+/** Default of {@link TransportOptions.maxPendingHandshakes}. */
+const MAX_PENDING_HANDSHAKES = 1024;
+
+function checkLimit(name: string, value: number | undefined, fallback: number, max: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !(value >= 1 && value <= max)) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", `${name} must be a number from 1 to ${max}, got ${value}`);
+  }
+  return value;
+}
+
+/**
+ * A tls:// listener. A plain TCP server accepts; a socket is handed to the
+ * (never listening) tls.Server only once admitted: fewer than
+ * `maxPendingHandshakes` others still in their handshake, and `onPending`
+ * agrees. A refused socket is closed before any TLS work is spent on it.
+ * node:tls's `handshakeTimeout` is a deadline from the start of the handshake
+ * (bytes trickled in do not extend it); on expiry it only reports a
+ * `tlsClientError`, so that handler must destroy the socket.
+ */
+async function tlsServer(
+  options: TransportOptions,
+  onTransport: (t: Transport) => void,
+): Promise<{ server: net.Server; dropPending(): void }> {
+  const o = options.tls ?? {};
+  if (o.cert === undefined || o.key === undefined) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", "tls:// listen needs tls.cert and tls.key");
+  }
+  const timeout = checkLimit("handshakeTimeoutMs", options.handshakeTimeoutMs, TLS_HANDSHAKE_TIMEOUT_MS, 2 ** 31 - 1);
+  const maxPending = checkLimit("maxPendingHandshakes", options.maxPendingHandshakes, MAX_PENDING_HANDSHAKES, Infinity);
+  const onPending = options.onPending;
+  /** Raw sockets admitted and not yet secure (nor closed). */
+  const pending = new Set<net.Socket>();
+  function onRawClose(this: net.Socket): void {
+    if (pending.delete(this)) onPending?.(-1);
+  }
+  const secure = createTlsServer(
+    await loadTls(),
+    {
+      cert: o.cert as Tls.TlsOptions["cert"],
+      key: o.key as Tls.TlsOptions["key"],
+      ca: o.ca as Tls.TlsOptions["ca"],
+      requestCert: o.requestCert ?? false,
+      rejectUnauthorized: o.rejectUnauthorized ?? true,
+      ALPNProtocols: ["pointsub/1"],
+      handshakeTimeout: timeout,
+    },
+    (socket) => {
+      // Node keeps the raw socket a server TLSSocket wraps as `_parent`
+      // (test/transport/tls-slowloris.test.ts notices if that changes: the
+      // raw socket would then count as pending until it closes).
+      const raw = (socket as { _parent?: unknown })._parent;
+      if (raw instanceof net.Socket && pending.delete(raw)) {
+        raw.off("close", onRawClose);
+        onPending?.(-1);
+      }
+      onTransport(wrap(socket, "tls", undefined, readerForAccepted(socket)));
+    },
+  );
+  // Handshake failures (and timeouts) are per connection: close that one, keep the server up.
+  secure.on("tlsClientError", (_err, socket) => socket.destroy());
+  secure.on("error", () => {});
+  const server = net.createServer((socket) => {
+    if (pending.size >= maxPending || onPending?.(1) === false) {
+      socket.destroy();
+      return;
+    }
+    pending.add(socket);
+    socket.once("close", onRawClose);
+    secure.emit("connection", socket);
+  });
+  return {
+    server,
+    dropPending: () => {
+      for (const socket of pending) socket.destroy();
+    },
+  };
+}
+
 async function listenSocket(
   scheme: Scheme,
   url: URL,
@@ -152,26 +233,9 @@ async function listenSocket(
   onTransport: (t: Transport) => void,
 ): Promise<TransportListener> {
   let server: net.Server;
-  if (scheme === "tls") {
-    const o = options.tls ?? {};
-    if (o.cert === undefined || o.key === undefined) {
-      throw new PointSubError("ERR_INVALID_ARGUMENT", "tls:// listen needs tls.cert and tls.key");
-    }
-    server = createTlsServer(
-      await loadTls(),
-      {
-        cert: o.cert as Tls.TlsOptions["cert"],
-        key: o.key as Tls.TlsOptions["key"],
-        ca: o.ca as Tls.TlsOptions["ca"],
-        requestCert: o.requestCert ?? false,
-        rejectUnauthorized: o.rejectUnauthorized ?? true,
-        ALPNProtocols: ["pointsub/1"],
-      },
-      (socket) => onTransport(wrap(socket, scheme, undefined, readerForAccepted(socket))),
-    );
-    // Handshake failures are per connection; keep the server up.
-    server.on("tlsClientError", () => {});
-  } else {
+  let dropPending: (() => void) | undefined;
+  if (scheme === "tls") ({ server, dropPending } = await tlsServer(options, onTransport));
+  else {
     server = net.createServer({ noDelay: true }, (socket) =>
       onTransport(wrap(socket, scheme, url.pathname, readerForAccepted(socket))),
     );
@@ -193,6 +257,8 @@ async function listenSocket(
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());
+        // Connections still in their handshake are not transports yet: nobody else would close them.
+        dropPending?.();
       }),
   };
 }

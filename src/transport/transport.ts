@@ -68,6 +68,27 @@ export interface TransportOptions {
   signal?: AbortSignal;
   /** Give up connecting after this many milliseconds. */
   connectTimeoutMs?: number;
+  /**
+   * Listen, for transports with a handshake of their own (tls): a connection
+   * that has not completed it within this many milliseconds is closed. Default
+   * 10000 (the pointsub handshake's default).
+   */
+  handshakeTimeoutMs?: number;
+  /**
+   * Listen, tls: most connections in their TLS handshake at once on one
+   * listener; further ones are closed at once. Default 1024.
+   */
+  maxPendingHandshakes?: number;
+  /**
+   * Listen, for transports with a handshake of their own (tls): connections
+   * the OS accepted that are not yet handed to `onTransport`. Called with +1
+   * when one arrives, before its handshake: return false to refuse it (it is
+   * closed at once and not reported again). Every admitted connection is
+   * reported with -1 exactly once when it leaves that state: just before
+   * `onTransport` sees it, or when it closed (failed, timed out). The answer
+   * to a -1 call is ignored. Lets a server count these against its limits.
+   */
+  onPending?(delta: 1 | -1): boolean;
 }
 
 /** TLS options (PEM strings or bytes), passed to node:tls. */
