@@ -11,7 +11,7 @@ import { benchCommand } from "./bench.ts";
 import { outputMode, printError } from "./output.ts";
 import { requestCommand } from "./request.ts";
 import { sendCommand } from "./send.ts";
-import { serveCommand } from "./serve.ts";
+import { parseBytes, parseSeconds, serveCommand } from "./serve.ts";
 
 const collect = (v: string, prev: string[]) => [...prev, v];
 
@@ -26,6 +26,10 @@ export function program(): Command {
     .description("receive files into a directory, answer /echo/1.0.0, print sessions and transfers")
     .requiredOption("-l, --listen <url>", "URL to listen on (repeatable)", collect, [])
     .requiredOption("-d, --dir <dir>", "directory to receive files into")
+    .option("--overwrite", "replace files that already exist (default: refuse them with ERR_EXISTS)")
+    .option("--partial-ttl <seconds>", "remove unfinished uploads untouched this long (0 = keep)", parseSeconds, 86400)
+    .option("--max-file-size <bytes>", "largest file accepted, e.g. 4GiB (0 = unlimited)", parseBytes, 0)
+    .option("--max-bytes <bytes>", "bytes unfinished uploads may hold in --dir (0 = unlimited)", parseBytes, 0)
     .option("--json", "print JSON lines")
     .action(run(serveCommand));
 

@@ -1,5 +1,5 @@
 import { resolve } from "node:path";
-import { createServer } from "../index.ts";
+import { createServer, PointSubError } from "../index.ts";
 import { FILE_ROUTE, fileSink } from "../node/file-sink.ts";
 import type { IncomingStream } from "../stream/incoming.ts";
 import { formatBytes, formatRate } from "./format.ts";
@@ -12,6 +12,40 @@ export interface ServeOptions {
   listen: string[];
   dir: string;
   json?: boolean;
+  /** Replace existing files (default: refuse with ERR_EXISTS). */
+  overwrite?: boolean;
+  /** Seconds an unfinished upload is kept untouched before it is removed (0 = forever). Default 86400. */
+  partialTtl?: number;
+  /** Largest file accepted, bytes (0 = unlimited). Default 0. */
+  maxFileSize?: number;
+  /** Bytes of unfinished uploads the directory may hold (0 = unlimited). Default 0. */
+  maxBytes?: number;
+}
+
+const UNITS: Record<string, number> = { "": 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
+
+/**
+ * Parses a byte count for the CLI: a non-negative integer, optionally with
+ * a binary unit (`512k`, `10M`, `4GiB`, `1T`). Throws ERR_INVALID_ARGUMENT.
+ */
+export function parseBytes(value: string): number {
+  const m = /^\s*(\d+)\s*([kmgt]?)(?:i?b)?\s*$/i.exec(value);
+  const n = m === null ? Number.NaN : Number(m[1]) * UNITS[m[2].toLowerCase()];
+  if (!Number.isSafeInteger(n)) {
+    throw new PointSubError(
+      "ERR_INVALID_ARGUMENT",
+      `${JSON.stringify(value)} is not a byte count (e.g. 1048576, 512k, 10M, 4GiB)`,
+    );
+  }
+  return n;
+}
+
+/** Parses a non-negative whole number of seconds for the CLI. Throws ERR_INVALID_ARGUMENT. */
+export function parseSeconds(value: string): number {
+  if (!/^\s*\d+\s*$/.test(value) || !Number.isSafeInteger(Number(value))) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", `${JSON.stringify(value)} is not a whole number of seconds`);
+  }
+  return Number(value);
 }
 
 /** `pointsub serve`: runs until SIGINT or SIGTERM, then closes gracefully. */
@@ -29,9 +63,15 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
     for await (const c of stream) n += c.length;
     return String(n);
   });
+  const ttl = opts.partialTtl ?? 86400;
   const sink = fileSink(dir, {
+    overwrite: opts.overwrite === true,
+    partialTtlMs: ttl * 1000,
+    maxFileSize: opts.maxFileSize ?? 0,
+    maxBytes: opts.maxBytes ?? 0,
     onStream: (stream, ctx) => {
-      const name = String(stream.meta.name ?? "?");
+      // The sink checked the metadata: a name is a string or absent.
+      const name = typeof stream.meta.name === "string" ? stream.meta.name : "?";
       say(
         "transfer",
         {
@@ -64,7 +104,13 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
     ),
   );
   const urls = await server.listen(...opts.listen);
-  for (const url of urls) say("listening", { url, dir }, `listening on ${url}, receiving into ${dir}`);
+  const limits = {
+    overwrite: opts.overwrite === true,
+    partialTtl: ttl,
+    maxFileSize: opts.maxFileSize ?? 0,
+    maxBytes: opts.maxBytes ?? 0,
+  };
+  for (const url of urls) say("listening", { url, dir, ...limits }, `listening on ${url}, receiving into ${dir}`);
   await new Promise<void>((done) => {
     const stop = () => {
       process.off("SIGINT", stop);
@@ -75,5 +121,6 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
     process.on("SIGTERM", stop);
   });
   await server.close();
+  sink.close();
   say("closed", {}, "closed");
 }

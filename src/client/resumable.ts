@@ -120,9 +120,10 @@ export function sendResumable(
         return answer;
       } catch (err) {
         const e = toPointSubError(err, "ERR_SOURCE");
+        // A connection this transfer opened is its own to end, whatever happens next.
+        if (owned && conn !== undefined && conn.state !== "closed") conn.destroy();
         if (!owned || !RETRYABLE.has(e.code) || cancelled !== undefined || n >= retries) throw e;
         progress.setStatus("paused", e);
-        if (conn !== undefined && conn.state !== "closed") conn.destroy();
         await new Promise((r) => setTimeout(r, delay));
         delay = Math.min(delay * 2, 5000);
       }

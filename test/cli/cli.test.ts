@@ -1,14 +1,17 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomFillSync } from "node:crypto";
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { after, before, describe, it } from "node:test";
+import { connect, FILE_ROUTE } from "../../src/index.ts";
 import { MiB, sha256 } from "../helpers/data.ts";
 
 const MAIN = join(import.meta.dirname, "../../src/cli/main.ts");
+/** sendFile's resume key goes here, not to the home directory (set in before()). */
+const childEnv: NodeJS.ProcessEnv = { ...process.env };
 
 interface Run {
   code: number | null;
@@ -18,7 +21,7 @@ interface Run {
 
 function run(args: string[], input?: string): Promise<Run> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [MAIN, ...args], { stdio: ["pipe", "pipe", "pipe"] });
+    const child = spawn(process.execPath, [MAIN, ...args], { stdio: ["pipe", "pipe", "pipe"], env: childEnv });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (d) => (stdout += d));
@@ -28,34 +31,52 @@ function run(args: string[], input?: string): Promise<Run> {
   });
 }
 
+/** Starts `pointsub serve --json` with `args`; resolves once it listens. */
+async function startServe(
+  args: string[],
+  events: Record<string, unknown>[] = [],
+): Promise<{ url: string; child: ChildProcess; stop(): Promise<void> }> {
+  const child = spawn(process.execPath, [MAIN, "serve", "--listen", "tcp://127.0.0.1:0", "--json", ...args], {
+    stdio: ["ignore", "pipe", "inherit"],
+    env: childEnv,
+  });
+  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
+  const url = await new Promise<string>((resolve, reject) => {
+    child.once("exit", (code) => reject(new Error(`serve exited with ${code}`)));
+    lines.on("line", (line) => {
+      const ev = JSON.parse(line) as Record<string, unknown>;
+      events.push(ev);
+      if (ev.event === "listening") resolve(ev.url as string);
+    });
+  });
+  return {
+    url,
+    child,
+    async stop() {
+      const exited = new Promise((r) => child.once("exit", r));
+      child.kill("SIGTERM");
+      await exited;
+    },
+  };
+}
+
 describe("pointsub CLI", () => {
   let work: string;
   let inbox: string;
-  let serve: ChildProcess;
+  let serve: Awaited<ReturnType<typeof startServe>>;
   let url: string;
   const serverEvents: Record<string, unknown>[] = [];
 
   before(async () => {
     work = await mkdtemp(join(tmpdir(), "pointsub-cli-"));
+    childEnv.POINTSUB_STATE_DIR = join(work, "state");
     inbox = join(work, "inbox");
-    serve = spawn(process.execPath, [MAIN, "serve", "--listen", "tcp://127.0.0.1:0", "--dir", inbox, "--json"], {
-      stdio: ["ignore", "pipe", "inherit"],
-    });
-    const lines = createInterface({ input: serve.stdout as NodeJS.ReadableStream });
-    url = await new Promise<string>((resolve, reject) => {
-      serve.once("exit", (code) => reject(new Error(`serve exited with ${code}`)));
-      lines.on("line", (line) => {
-        const ev = JSON.parse(line) as Record<string, unknown>;
-        serverEvents.push(ev);
-        if (ev.event === "listening") resolve(ev.url as string);
-      });
-    });
+    serve = await startServe(["--dir", inbox], serverEvents);
+    url = serve.url;
   });
 
   after(async () => {
-    const exited = new Promise((r) => serve.once("exit", r));
-    serve.kill("SIGTERM");
-    await exited;
+    await serve.stop();
     await rm(work, { recursive: true, force: true });
   });
 
@@ -111,7 +132,10 @@ describe("pointsub CLI", () => {
     const src = join(work, "big.bin");
     const data = randomFillSync(new Uint8Array(size));
     await writeFile(src, data);
-    const child = spawn(process.execPath, [MAIN, "send", src, "--to", url, "--json"], { stdio: "ignore" });
+    const child = spawn(process.execPath, [MAIN, "send", src, "--to", url, "--json"], {
+      stdio: "ignore",
+      env: childEnv,
+    });
     // Kill it once the server stored part of the file.
     let killedAt = 0;
     for (let i = 0; i < 3000 && killedAt === 0; i++) {
@@ -136,6 +160,87 @@ describe("pointsub CLI", () => {
     assert.equal(sent.size, size);
     assert.equal(sha256(await readFile(join(inbox, "big.bin"))), sha256(data));
     assert.ok(serverEvents.some((e) => e.event === "transfer" && e.status === "resuming"));
+  });
+
+  it("serve --help lists the file server's limits", async () => {
+    const r = await run(["serve", "--help"]);
+    for (const flag of ["--overwrite", "--partial-ttl <seconds>", "--max-file-size <bytes>", "--max-bytes <bytes>"]) {
+      assert.ok(r.stdout.includes(flag), flag);
+    }
+    const listening = serverEvents.find((e) => e.event === "listening");
+    assert.deepEqual(
+      [listening?.overwrite, listening?.partialTtl, listening?.maxFileSize, listening?.maxBytes],
+      [false, 86400, 0, 0],
+      "the defaults",
+    );
+    const bad = await run(["serve", "--listen", "tcp://127.0.0.1:0", "--dir", inbox, "--max-bytes", "lots"]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /^pointsub: ERR_INVALID_ARGUMENT: .*lots/);
+  });
+
+  it("send: a file of the same name is refused with ERR_EXISTS unless the server runs with --overwrite", async () => {
+    const src = join(work, "dup.txt");
+    await writeFile(src, "first");
+    assert.equal((await run(["send", src, "--to", url])).code, 0);
+    const other = join(work, "other");
+    await mkdir(other);
+    await writeFile(join(other, "dup.txt"), "second");
+    const refused = await run(["send", join(other, "dup.txt"), "--to", url]);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /^pointsub: ERR_EXISTS: .*dup\.txt/);
+    assert.equal(await readFile(join(inbox, "dup.txt"), "utf8"), "first");
+
+    const inbox2 = join(work, "inbox-overwrite");
+    const s2 = await startServe(["--dir", inbox2, "--overwrite"]);
+    try {
+      assert.equal((await run(["send", src, "--to", s2.url])).code, 0);
+      assert.equal((await run(["send", join(other, "dup.txt"), "--to", s2.url])).code, 0);
+      assert.equal(await readFile(join(inbox2, "dup.txt"), "utf8"), "second");
+    } finally {
+      await s2.stop();
+    }
+  });
+
+  it("serve --max-file-size and --max-bytes refuse what is over them with ERR_QUOTA", async () => {
+    const inbox3 = join(work, "inbox-quota");
+    const s3 = await startServe([
+      "--dir",
+      inbox3,
+      "--max-file-size",
+      "1M",
+      "--max-bytes",
+      "3MiB",
+      "--partial-ttl",
+      "60",
+    ]);
+    try {
+      const big = join(work, "big-quota.bin");
+      await writeFile(big, randomFillSync(new Uint8Array(MiB + 1)));
+      const r = await run(["send", big, "--to", s3.url, "--json"]);
+      assert.equal(r.code, 1);
+      assert.equal((JSON.parse(r.stdout.trim().split("\n").at(-1) as string) as { code: string }).code, "ERR_QUOTA");
+      const fits = join(work, "fits.bin");
+      await writeFile(fits, randomFillSync(new Uint8Array(MiB)));
+      assert.equal((await run(["send", fits, "--to", s3.url])).code, 0);
+      assert.deepEqual(await readdir(inbox3), ["fits.bin"]);
+    } finally {
+      await s3.stop();
+    }
+  });
+
+  it("serve: malformed metadata gets ERR_INVALID_ARGUMENT and does not lock the transfer id", async () => {
+    const conn = await connect(url);
+    try {
+      const transferId = "m".repeat(40);
+      await assert.rejects(
+        conn.sendStream(FILE_ROUTE, [new Uint8Array(10)], { transferId, meta: { name: { toString: 1 } } }).done,
+        { code: "ERR_INVALID_ARGUMENT" },
+      );
+      const ok = await conn.sendStream(FILE_ROUTE, [new Uint8Array(10)], { transferId, meta: { name: "meta-ok.bin" } });
+      assert.equal((JSON.parse(new TextDecoder().decode(ok)) as { size: number }).size, 10);
+    } finally {
+      await conn.close();
+    }
   });
 
   it("bench: prints latency and throughput", async () => {

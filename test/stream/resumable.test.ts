@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { crc32c } from "../../src/codec/crc32c.ts";
-import { connect, createServer, sendResumable } from "../../src/index.ts";
+import { type Connection, connect, createServer, PointSubError, sendResumable } from "../../src/index.ts";
 import { MiB, pattern, sha256 } from "../helpers/data.ts";
 import { startProxy } from "../helpers/proxy.ts";
 
@@ -56,6 +56,35 @@ describe("sendResumable: any source that reopens at an offset, any resumable sin
       assert.equal(t.snapshot().percent, 100);
     } finally {
       await proxy.close();
+      await server.close();
+    }
+  });
+
+  it("a transfer that fails for good (not retryable) closes the connection it opened, so a CLI run can exit", async () => {
+    const server = createServer();
+    server.handleStream(
+      "/refuse/1",
+      async () => {
+        throw new PointSubError("ERR_EXISTS", "already there");
+      },
+      { resume: () => ({ offset: 0, crc: 0 }) },
+    );
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const opened: Connection[] = [];
+    try {
+      const t = sendResumable(
+        async () => {
+          const c = await connect(url);
+          opened.push(c);
+          return c;
+        },
+        "/refuse/1",
+        { size: 3, transferId: "x".repeat(40), open: () => [new Uint8Array(3)] },
+      );
+      await assert.rejects(t.done, { code: "ERR_EXISTS" });
+      assert.equal(opened.length, 1, "not retried");
+      assert.ok(["closing", "closed"].includes(opened[0].state), `the connection is ${opened[0].state}`);
+    } finally {
       await server.close();
     }
   });
