@@ -179,6 +179,12 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   private readonly requestTimeoutMs: number;
   private readonly closeTimeoutMs: number;
   private readonly keepAliveMs: number;
+  private readonly slowPeerBytes: number;
+  private readonly slowPeerTimeoutMs: number;
+  /** Reading from the transport is paused: the peer does not read what it is owed. */
+  private readPaused = false;
+  /** The latest PING payload received while the transport could not take its answer (answered on drain). */
+  private pendingPong: Uint8Array | undefined;
   private readonly initiator: boolean;
   /** Low bit of the stream ids this side allocates. */
   private readonly myParity: number;
@@ -249,6 +255,8 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
     this.closeTimeoutMs = options.closeTimeoutMs ?? 5_000;
     this.keepAliveMs = options.keepAliveMs ?? 30_000;
+    this.slowPeerBytes = options.slowPeerBytes ?? 8 * 1024 * 1024;
+    this.slowPeerTimeoutMs = options.slowPeerTimeoutMs ?? 30_000;
     this.initiator = init.initiator;
     this.myParity = init.initiator ? 1 : 0;
     this.onMessageHook = init.onMessage;
@@ -269,7 +277,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     transport.attach({
       onData: (chunk) => this.onTransportData(chunk),
       readTarget: () => this.decoderImpl.readTarget(),
-      onDrain: () => this.writer.onDrain(),
+      onDrain: () => this.onTransportDrain(),
       onClose: (err) => this.onTransportClose(err),
     });
     // Preface and HELLO go out at once; nothing else until the peer's HELLO.
@@ -778,11 +786,34 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     if (this.state_ === "closed") return false;
     this.bytesIn += chunk.length;
     this.lastInput = Date.now();
+    let kept: boolean;
     try {
-      return this.decoderImpl.push(chunk);
+      kept = this.decoderImpl.push(chunk);
     } catch (err) {
       this.fail(toPointSubError(err, "ERR_PROTOCOL"));
       return true;
+    }
+    // A peer that does not read what it is owed is read no further until it drains.
+    const w = this.writer;
+    if (!w.writable && !this.readPaused && w.answerQueued + w.controlBacklog > this.slowPeerBytes) {
+      this.readPaused = true;
+      this.transport.pause();
+    }
+    return kept;
+  }
+
+  private onTransportDrain(): void {
+    this.writer.onDrain();
+    if (this.state_ === "closed") return;
+    const pong = this.pendingPong;
+    if (pong !== undefined && this.writer.writable) {
+      this.pendingPong = undefined;
+      this.writer.control(FrameType.PING, Flag.ACK, 0, pong);
+    }
+    if (this.readPaused && this.writer.writable) {
+      this.readPaused = false;
+      this.lastInput = Date.now();
+      this.transport.resume();
     }
   }
 
@@ -1231,9 +1262,15 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     head.set(code, p);
     p = writeVarint(head, p + code.length, text.length);
     head.set(text, p);
-    this.openRequests--;
-    this.writeBody(FrameType.RES, id, head, EMPTY);
+    // The request stays open (counted against maxConcurrentRequests) until
+    // its answer is handed to the transport: a peer that does not read can
+    // make this side hold at most that many answers.
+    this.writeBody(FrameType.RES, id, head, EMPTY, this.closeRequest);
   }
+
+  private readonly closeRequest = (): void => {
+    this.openRequests--;
+  };
 
   private onCancel(id: number, payload: Uint8Array): void {
     if (payload.length !== CANCEL_LENGTH) throw new PointSubError("ERR_PROTOCOL", "CANCEL payload must be 2 bytes");
@@ -1301,7 +1338,11 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   private onPing(flags: number, payload: Uint8Array): void {
     if (payload.length !== PING_LENGTH) throw new PointSubError("ERR_PROTOCOL", "PING payload must be 8 bytes");
     if ((flags & Flag.ACK) === 0) {
-      this.writer.control(FrameType.PING, Flag.ACK, 0, payload.slice());
+      // While the transport cannot take more, only the latest PING is
+      // answered (on drain): a flood of PINGs from a peer that does not read
+      // costs one frame, not one per PING.
+      if (this.writer.writable) this.writer.control(FrameType.PING, Flag.ACK, 0, payload.slice());
+      else this.pendingPong = payload.slice();
       return;
     }
     const seq = new DataView(payload.buffer, payload.byteOffset, 8).getFloat64(0);
@@ -1331,32 +1372,55 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
 
   // -------------------------------------------------------------- lifecycle
 
+  /**
+   * One interval per connection for everything periodic: keepalive pings,
+   * releasing idle buffers, and closing a connection whose peer stopped
+   * taking what it is sent. Its period is half the shortest of those times.
+   */
   private startKeepAlive(): void {
     const ms = this.keepAliveMs;
-    if (ms <= 0) return;
-    this.keepAliveTimer = setInterval(
-      () => {
-        const idle = Date.now() - this.lastInput;
-        if (Date.now() - this.lastOutput >= ms) this.writer.trim();
-        // No input for a tick: let the transport drop its bulk read buffer.
-        if (idle >= ms >>> 1) this.transport.trim?.();
-        if (this.keepAlivePingAt !== 0 && idle >= ms * 2) {
-          this.fail(new PointSubError("ERR_KEEPALIVE", `no bytes from ${this.remoteUrl} for ${idle} ms`));
-          return;
-        }
-        if (idle >= ms) {
-          this.keepAlivePingAt = Date.now();
-          this.ping({ timeoutMs: 0 }).then(
-            () => {
-              this.keepAlivePingAt = 0;
-            },
-            () => {},
-          );
-        }
-      },
-      Math.max(10, ms >>> 1),
-    );
+    const slow = this.slowPeerTimeoutMs;
+    let period = Number.POSITIVE_INFINITY;
+    if (ms > 0) period = ms >>> 1;
+    if (slow > 0) period = Math.min(period, slow >>> 2);
+    if (period === Number.POSITIVE_INFINITY) return;
+    this.keepAliveTimer = setInterval(() => this.housekeeping(), Math.max(10, period));
     (this.keepAliveTimer as { unref?: () => void }).unref?.();
+  }
+
+  private housekeeping(): void {
+    const now = Date.now();
+    const slow = this.slowPeerTimeoutMs;
+    const blocked = this.writer.blockedSince;
+    if (slow > 0 && blocked !== 0 && now - blocked >= slow) {
+      this.fail(
+        new PointSubError(
+          "ERR_SLOW_PEER",
+          `${this.remoteUrl} took nothing this side sent for ${now - blocked} ms (slowPeerTimeoutMs ${slow})`,
+        ),
+      );
+      return;
+    }
+    const ms = this.keepAliveMs;
+    // While reading is paused nothing can arrive: the slow-peer timeout rules.
+    if (ms <= 0 || this.readPaused) return;
+    const idle = now - this.lastInput;
+    if (now - this.lastOutput >= ms) this.writer.trim();
+    // No input for a tick: let the transport drop its bulk read buffer.
+    if (idle >= ms >>> 1) this.transport.trim?.();
+    if (this.keepAlivePingAt !== 0 && idle >= ms * 2) {
+      this.fail(new PointSubError("ERR_KEEPALIVE", `no bytes from ${this.remoteUrl} for ${idle} ms`));
+      return;
+    }
+    if (idle >= ms) {
+      this.keepAlivePingAt = now;
+      this.ping({ timeoutMs: 0 }).then(
+        () => {
+          this.keepAlivePingAt = 0;
+        },
+        () => {},
+      );
+    }
   }
 
   private async drainAndEnd(): Promise<void> {

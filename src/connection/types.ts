@@ -72,4 +72,17 @@ export interface ConnectionOptions {
   closeTimeoutMs?: number;
   /** Send a PING after this many ms without incoming bytes; close with ERR_KEEPALIVE if none answers within another period. Default 30000; 0 = off. */
   keepAliveMs?: number;
+  /**
+   * Answers (responses, error responses, control frames) this side may hold
+   * for a peer that does not read them. Once the transport asked to wait and
+   * more than this is owed, the peer is read no further until it drains.
+   * Default 8 MiB.
+   */
+  slowPeerBytes?: number;
+  /**
+   * How long the connection may stay unable to send (the peer reads nothing,
+   * or withholds connection or message credit) before it is closed with
+   * ERR_SLOW_PEER. Default 30000 ms; 0 = never.
+   */
+  slowPeerTimeoutMs?: number;
 }

@@ -91,6 +91,23 @@ export class FrameWriter {
   private assemblyOpen = 0;
   /** False after the transport asked us to wait for a drain. */
   writable = true;
+  /**
+   * Bytes of responses (RES messages) queued and not yet handed to the
+   * transport: what this side owes the peer. With {@link controlBacklog}
+   * it tells the connection when a peer that does not read must be read no
+   * further.
+   */
+  answerQueued = 0;
+  /** Bytes of control frames written since the transport last asked to wait (reset on drain). */
+  controlBacklog = 0;
+  /**
+   * `Date.now()` since when the writer has had work it cannot hand over —
+   * the transport asked to wait, or queued messages lack the peer's
+   * connection or message credit — without any frame going out; 0 when not
+   * blocked. Streams waiting for stream credit do not count (a slow reader
+   * is the receiving application's choice).
+   */
+  blockedSince = 0;
   /** Frames and bytes handed to the transport. */
   framesOut = 0;
   bytesOut = 0;
@@ -149,6 +166,7 @@ export class FrameWriter {
   /** Writes a control frame (not flow-controlled) now. */
   control(type: number, flags: number, id: number, payload: Uint8Array): void {
     if (this.closed) return;
+    if (!this.writable) this.controlBacklog += payload.length + 16;
     this.encode(type, flags, id, -1, payload, payload, 0, 0);
     this.scheduleFlush();
   }
@@ -171,6 +189,7 @@ export class FrameWriter {
 
   /** Queues a message; it resolves when its last frame is handed to the transport. */
   enqueue(m: OutMessage): void {
+    if (m.type === FrameType.RES) this.answerQueued += m.head.length + m.data.length;
     if (m.single) this.singles.push(m);
     else this.bulk.push(m);
     this.pump();
@@ -202,6 +221,7 @@ export class FrameWriter {
   /** The transport drained. */
   onDrain(): void {
     this.writable = true;
+    this.controlBacklog = 0;
     // Everything written before the drain has left the transport's buffers.
     if (this.releases.length !== 0) {
       const r = this.releases;
@@ -224,22 +244,30 @@ export class FrameWriter {
       return true;
     });
     if (queued !== undefined) {
+      this.unqueue(queued);
       queued.reject?.(err);
       return "queued";
     }
     const i = this.bulk.findIndex((m) => m.id === id && m.type === type);
     if (i < 0) return "none";
     const [m] = this.bulk.splice(i, 1);
+    this.unqueue(m);
     m.reject?.(err);
     if (m.started && m.items === undefined) this.assemblyOpen -= m.data.length;
     this.pump();
     return m.started ? "started" : "queued";
   }
 
+  /** A queued message leaves without being sent: it no longer counts as owed. */
+  private unqueue(m: OutMessage): void {
+    if (m.type === FrameType.RES) this.answerQueued -= (m.started ? 0 : m.head.length) + m.data.length - m.offset;
+  }
+
   /** Fails everything queued and stops writing. */
   close(err: PointSubError): void {
     if (this.closed) return;
     this.closed = true;
+    this.answerQueued = 0;
     this.releases = NO_CALLBACKS;
     for (const m of this.singles.drain()) m.reject?.(err);
     const bulk = this.bulk;
@@ -268,7 +296,10 @@ export class FrameWriter {
     this.bytesOut += this.outBytes;
     this.outBytes = 0;
     if (this.closed) return;
-    if (!this.sink.write(chunks)) this.writable = false;
+    if (!this.sink.write(chunks)) {
+      this.writable = false;
+      if (this.blockedSince === 0) this.blockedSince = Date.now();
+    }
   }
 
   /** Bytes encoded and not yet handed to the transport. */
@@ -285,13 +316,25 @@ export class FrameWriter {
   private pump(): void {
     if (this.pumping || this.closed) return;
     this.pumping = true;
+    const before = this.framesOut;
     try {
       this.pumpLoop();
     } finally {
       this.pumping = false;
     }
+    if (!this.writable || this.singles.length !== 0 || this.messageWaiting()) {
+      if (this.blockedSince === 0 || this.framesOut !== before) this.blockedSince = Date.now();
+    } else {
+      this.blockedSince = 0;
+    }
     if (this.outBytes > 0 || this.slabPos > this.slabStart) this.scheduleFlush();
     this.notifyDrained();
+  }
+
+  /** Whether a chunked message (not a stream) is still queued after a pump: it waits for credit. */
+  private messageWaiting(): boolean {
+    for (const m of this.bulk) if (m.items === undefined) return true;
+    return false;
   }
 
   private pumpLoop(): void {
@@ -303,6 +346,7 @@ export class FrameWriter {
         if (this.connCredit < len) break;
         this.singles.shift();
         this.connCredit -= len;
+        if (m.type === FrameType.RES) this.answerQueued -= len;
         this.encode(m.type, Flag.START | Flag.END, m.id, -1, m.head, m.data, 0, m.data.length);
         progressed = true;
         m.resolve?.();
@@ -347,6 +391,7 @@ export class FrameWriter {
       const flags = (m.started ? 0 : Flag.START) | (last ? Flag.END : 0);
       this.encode(m.type, flags, m.id, m.started ? -1 : total, m.started ? EMPTY : m.head, m.data, start, end);
       if (!m.started) this.assemblyOpen += total;
+      if (m.type === FrameType.RES) this.answerQueued -= dataBytes + (m.started ? 0 : m.head.length);
       m.started = true;
       m.offset = end;
       m.credit -= size;

@@ -61,19 +61,22 @@ const table = {
     errno: 2003,
     severity: "warning",
     retryable: true,
-    suggestion: "The receiver's memory budget for buffered messages is exhausted; retry later or send smaller messages.",
+    suggestion:
+      "The receiver's memory budget for buffered messages is exhausted; retry later or send smaller messages.",
   },
   ERR_SLOW_PEER: {
     errno: 2004,
     severity: "error",
     retryable: true,
-    suggestion: "The peer stopped reading what this side sends (its backlog stayed over the bound); it was disconnected.",
+    suggestion:
+      "The peer stopped reading what this side sends (its backlog stayed over the bound); it was disconnected.",
   },
   ERR_QUOTA: {
     errno: 2005,
     severity: "error",
     retryable: false,
-    suggestion: "The receiver's storage quota (file size or total bytes) would be exceeded; free space or raise the limit.",
+    suggestion:
+      "The receiver's storage quota (file size or total bytes) would be exceeded; free space or raise the limit.",
   },
   // 3xxx protocol
   ERR_PROTOCOL: {

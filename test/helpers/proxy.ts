@@ -24,6 +24,10 @@ export interface FaultProxy {
   bytes: Record<Direction, number>;
   /** Closes every proxied pair now. */
   cutAll(): void;
+  /** Stops reading the `dir` byte stream (its sender's writes back up, as if the receiver stopped reading). */
+  hold(dir: Direction): void;
+  /** Reads the `dir` byte stream again. */
+  release(dir: Direction): void;
   close(): Promise<void>;
 }
 
@@ -33,6 +37,7 @@ export async function startProxy(target: string, faults: Faults = {}): Promise<F
   const pairs = new Set<[net.Socket, net.Socket]>();
   const bytes: Record<Direction, number> = { up: 0, down: 0 };
   const cutPoints = [...(faults.cutAt?.bytes ?? [])];
+  const held: Record<Direction, boolean> = { up: false, down: false };
   const server = net.createServer((client) => {
     const upstream = net.connect({ host: t.hostname, port: Number(t.port) });
     const pair: [net.Socket, net.Socket] = [client, upstream];
@@ -71,7 +76,9 @@ export async function startProxy(target: string, faults: Faults = {}): Promise<F
         bytes[dir] = end;
         if (!to.write(data)) {
           from.pause();
-          to.once("drain", () => from.resume());
+          to.once("drain", () => {
+            if (!held[dir]) from.resume();
+          });
         }
       });
       from.on("error", kill);
@@ -79,6 +86,8 @@ export async function startProxy(target: string, faults: Faults = {}): Promise<F
     };
     pipe(client, upstream, "up");
     pipe(upstream, client, "down");
+    if (held.up) client.pause();
+    if (held.down) upstream.pause();
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const port = (server.address() as net.AddressInfo).port;
@@ -89,10 +98,19 @@ export async function startProxy(target: string, faults: Faults = {}): Promise<F
     }
     pairs.clear();
   };
+  const sender = (pair: [net.Socket, net.Socket], dir: Direction) => (dir === "up" ? pair[0] : pair[1]);
   return {
     url: `tcp://127.0.0.1:${port}`,
     bytes,
     cutAll,
+    hold(dir) {
+      held[dir] = true;
+      for (const pair of pairs) sender(pair, dir).pause();
+    },
+    release(dir) {
+      held[dir] = false;
+      for (const pair of pairs) sender(pair, dir).resume();
+    },
     close() {
       cutAll();
       return new Promise((resolve) => server.close(() => resolve()));

@@ -1,0 +1,158 @@
+/**
+ * Finding 2 of the hardening issue: a peer that never reads must not make
+ * this side buffer answers without limit. PING answers coalesce, requests
+ * stay open until their answer is handed to the transport, a peer that owes
+ * more than `slowPeerBytes` is read no further, and one that takes nothing for
+ * `slowPeerTimeoutMs` is closed with ERR_SLOW_PEER.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { encodeFrame } from "../../src/codec/encoder.ts";
+import { Flag, FrameType } from "../../src/codec/frame.ts";
+import { writeVarint } from "../../src/codec/varint.ts";
+import { type Connection, connect, createServer, type PointSubError, type Server } from "../../src/index.ts";
+import { handshake, rawClient } from "../helpers/raw-peer.ts";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const MiB = 1024 * 1024;
+
+async function until(pred: () => boolean, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!pred()) {
+    if (Date.now() > end) throw new Error("condition not reached");
+    await sleep(5);
+  }
+}
+
+async function echoServer(options = {}) {
+  const server: Server = createServer(options);
+  server.handle("/echo/1.0.0", (req) => req.data);
+  const sessions: Connection[] = [];
+  const closes: (PointSubError | undefined)[] = [];
+  server.on("session", (s) => sessions.push(s));
+  server.on("sessionClose", (_s, err) => closes.push(err));
+  const [url] = await server.listen("tcp://127.0.0.1:0");
+  return { server, url, sessions, closes };
+}
+
+/** The frames of a chunked REQ to /echo/1.0.0 with `size` bytes of `fill`, in 1 MiB frames. */
+function echoRequest(id: number, size: number, fill: number): Uint8Array[] {
+  const route = Buffer.from("/echo/1.0.0");
+  const frames: Uint8Array[] = [];
+  const chunk = MiB - 64;
+  const totalPrefix = new Uint8Array(9);
+  const n = writeVarint(totalPrefix, 0, size);
+  let off = 0;
+  while (off < size) {
+    const first = off === 0;
+    const data = new Uint8Array(Math.min(chunk, size - off)).fill(fill);
+    const payload = first
+      ? Buffer.concat([totalPrefix.subarray(0, n), Buffer.from([route.length]), route, data])
+      : data;
+    off += data.length;
+    const flags = (first ? Flag.START : 0) | (off === size ? Flag.END : 0);
+    frames.push(encodeFrame(FrameType.REQ, flags, id, payload));
+  }
+  return frames;
+}
+
+describe("attack: a peer that never reads", () => {
+  it("a PING flood costs one answer while the transport is full, not one per PING", async () => {
+    const { server, url, sessions } = await echoServer();
+    const peer = await rawClient(url);
+    peer.socket.pause(); // never reads
+    peer.socket.write(handshake());
+    const ping = encodeFrame(FrameType.PING, 0, 0, new Uint8Array(8));
+    const burst = Buffer.concat(Array.from({ length: 10_000 }, () => ping)); // 150 KB
+    const bursts = 160; // 24 MB of PINGs in all
+    for (let i = 0; i < bursts; i++) {
+      if (!peer.socket.write(burst)) await new Promise((r) => peer.socket.once("drain", r));
+    }
+    await until(() => sessions.length === 1 && sessions[0].stats().wire.bytesIn >= bursts * burst.length);
+    const { bytesOut, bytesIn } = sessions[0].stats().wire;
+    // Before: every PING answered (bytesOut ~ bytesIn). Now: what the socket took, then one per drain.
+    assert.ok(bytesOut < 8 * MiB, `server wrote ${bytesOut} bytes for ${bytesIn} bytes of PINGs`);
+    peer.socket.destroy();
+    await server.close();
+  });
+
+  it("requests to a missing route from a peer that never reads: at most maxConcurrentRequests answers are held", async () => {
+    const { server, url, closes, sessions } = await echoServer();
+    const peer = await rawClient(url);
+    peer.socket.pause();
+    peer.socket.write(handshake());
+    const route = Buffer.from("/missing");
+    let id = 1;
+    const reqs = () =>
+      Buffer.concat(
+        Array.from({ length: 5000 }, () =>
+          encodeFrame(
+            FrameType.REQ,
+            Flag.START | Flag.END,
+            (id += 2),
+            Buffer.concat([Buffer.from([route.length]), route]),
+          ),
+        ),
+      );
+    // Up to 600k requests (~10 MB); the server must close long before.
+    for (let i = 0; i < 120 && closes.length === 0 && !peer.socket.destroyed; i++) {
+      if (!peer.socket.write(reqs())) {
+        await Promise.race([new Promise((r) => peer.socket.once("drain", r)), peer.closed]);
+      }
+    }
+    await until(() => closes.length === 1);
+    assert.equal(closes[0]?.code, "ERR_TOO_MANY_REQUESTS");
+    assert.ok(sessions[0].stats().wire.bytesOut < 64 * MiB);
+    peer.socket.destroy();
+    await server.close();
+  });
+
+  it("16 MiB echo requests from a peer that never reads: the server stops reading it, and every answer arrives once it reads", async () => {
+    const { server, url, sessions } = await echoServer({ maxMessageSize: 64 * MiB });
+    const peer = await rawClient(url);
+    peer.socket.pause();
+    // Windows large enough that the answers need no CREDIT from this raw peer.
+    peer.socket.write(handshake({ connectionWindow: 2 ** 31 - 1, streamWindow: 2 ** 31 - 1 }));
+    // Credit is granted as the server receives, so a peer may send blindly within it.
+    const count = 8;
+    const sent = (async () => {
+      for (let i = 0; i < count; i++) {
+        for (const f of echoRequest(2 * i + 1, 16 * MiB, i + 1)) {
+          if (!peer.socket.write(f))
+            await Promise.race([new Promise((r) => peer.socket.once("drain", r)), peer.closed]);
+          if (peer.socket.destroyed) return;
+        }
+      }
+    })();
+    await until(() => sessions.length === 1 && sessions[0].stats().wire.bytesIn > 8 * MiB);
+    // Let it settle: the server must stop reading well before all 128 MiB.
+    let last = -1;
+    for (let i = 0; i < 100; i++) {
+      await sleep(100);
+      const now = sessions[0].stats().wire.bytesIn;
+      if (now === last) break;
+      last = now;
+    }
+    assert.ok(last < 80 * MiB, `server read ${last} bytes from a peer that reads nothing`);
+    // The peer reads again: the server drains, reads on, and answers everything.
+    peer.socket.resume();
+    await sent;
+    await until(() => peer.received().length >= count * 16 * MiB, 60_000);
+    assert.ok(sessions[0].stats().wire.bytesIn >= count * 16 * MiB);
+    assert.equal(sessions[0].state, "open");
+    peer.socket.destroy();
+    await server.close();
+  });
+
+  it("a peer that takes nothing for slowPeerTimeoutMs is closed with ERR_SLOW_PEER", async () => {
+    const { server, url, closes } = await echoServer({ slowPeerTimeoutMs: 400, maxMessageSize: 64 * MiB });
+    const peer = await rawClient(url);
+    peer.socket.pause();
+    peer.socket.write(handshake());
+    for (const f of echoRequest(1, 16 * MiB, 1)) peer.socket.write(f);
+    await until(() => closes.length === 1);
+    assert.equal(closes[0]?.code, "ERR_SLOW_PEER");
+    peer.socket.destroy();
+    await server.close();
+  });
+});
