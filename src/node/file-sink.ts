@@ -75,7 +75,11 @@ export interface FileSinkUsage {
   partials: number;
   /** Bytes counted against `maxBytes`: partial files plus declared sizes of transfers in progress. */
   bytes: number;
-  /** Times a partial file had to be read whole to answer a resume query (no valid sidecar). */
+  /**
+   * Times a partial file had to be read to answer a resume query: whole
+   * when its sidecar was missing or invalid, from the last checkpoint on
+   * after a crash.
+   */
   rescans: number;
 }
 
@@ -184,6 +188,8 @@ interface Entry {
   reserved: number;
   /** Content bytes stored and their CRC32C, when known: what a resume query answers. */
   point: ResumePoint | undefined;
+  /** A checkpoint short of the file's end (after a crash): the point is computed from there on. */
+  base: ResumePoint | undefined;
   /** The point being computed from the file (one read, shared by concurrent queries). */
   computing: Promise<ResumePoint> | undefined;
   /** A transfer is writing it, or the sweep removing it. */
@@ -221,11 +227,17 @@ const limit = (n: number | undefined, what: string): number => {
  * * transfer ids must be 32..128 characters of `[A-Za-z0-9_-]`: the id is
  *   the capability to query and resume a transfer (`sendFile` derives an
  *   HMAC one); a principal can only resume its own partials;
- * * a resume query is answered from memory, or from a small sidecar file
- *   (`.<key>.resume`, written at checkpoints and when a transfer stops), so
- *   it never re-reads the partial file unless the sidecar is missing (then
- *   once); a wrong prefix CRC or offset answers `ERR_RESUME` and keeps the
- *   partial;
+ * * a resume query is answered from memory, or after a restart from a
+ *   small sidecar file (`.<key>.resume`, written after an fdatasync at
+ *   checkpoints and when a transfer stops), so it never re-reads the
+ *   partial file; only when the sidecar is missing or invalid (the whole
+ *   file) or short of the file's end after a crash (the bytes after the
+ *   checkpoint) is it read, once, however many queries arrive. A wrong
+ *   prefix CRC or offset answers `ERR_RESUME` and keeps the partial;
+ * * the resume lookup is bound to the principal when it is given a
+ *   context ({@link FileResumeContext}); the connection does not pass one
+ *   yet, so a query with the transfer id finds any principal's partial, but
+ *   only the principal that stored it can resume or extend it;
  * * partial files are opened without following symbolic links, and
  *   anything at a partial's name that is not a regular file is refused;
  * * `maxFileSize` and `maxBytes` bound what a peer may store (`ERR_QUOTA`,
@@ -267,6 +279,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         size: 0,
         reserved: 0,
         point: undefined,
+        base: undefined,
         computing: undefined,
         active: false,
         touched: Date.now(),
@@ -297,6 +310,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     setSize(e, 0, 0);
     e.exists = false;
     e.point = undefined;
+    e.base = undefined;
     if (e.tag !== undefined) {
       const keys = byTag.get(e.tag);
       keys?.delete(e.key);
@@ -377,8 +391,10 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       try {
         rescans++;
         const buf = Buffer.allocUnsafe(1 << 20);
-        let crc = 0;
-        let offset = 0;
+        // From a checkpoint when there is one: only the bytes after it are read.
+        const base = e.base !== undefined && e.base.offset <= (await fh.stat()).size ? e.base : undefined;
+        let crc = base?.crc ?? 0;
+        let offset = base?.offset ?? 0;
         for (;;) {
           const { bytesRead } = await fh.read(buf, 0, buf.length, offset);
           if (bytesRead === 0) break;
@@ -387,10 +403,10 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         }
         const point = { offset, crc: crc >>> 0 };
         setSize(e, offset);
-        if (!e.active) {
-          e.point = point;
-          await writeSidecar(e, point);
-        }
+        // Cached (a transfer starting meanwhile waits for this computation before it changes anything).
+        e.point = point;
+        e.base = undefined;
+        await writeSidecar(e, point);
         return point;
       } finally {
         await fh.close().catch(() => {});
@@ -449,8 +465,10 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       const s = await readSidecar(key);
       if (s !== undefined) {
         setTag(e, s.tag, s.route);
-        // A sidecar never claims more than the file holds; extra bytes are cut off on resume.
-        if (s.offset <= st.size) e.point = { offset: s.offset, crc: s.crc };
+        // Written when the transfer stopped, a sidecar matches the file's size. One short of it is
+        // a checkpoint (the receiver crashed later): the bytes after it are read once, on first use.
+        if (s.offset === st.size) e.point = { offset: s.offset, crc: s.crc };
+        else if (s.offset < st.size) e.base = { offset: s.offset, crc: s.crc };
       }
     }
     for (const name of names) {
@@ -467,10 +485,17 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
   })().catch(() => {});
 
   let timer: ReturnType<typeof setInterval> | undefined;
+  let sweeping = false;
   if (ttl > 0) {
     timer = setInterval(
       () => {
-        scan(false).catch(() => {});
+        if (sweeping) return; // a slow scan of a large directory is never run twice at once
+        sweeping = true;
+        scan(false)
+          .catch(() => {})
+          .finally(() => {
+            sweeping = false;
+          });
       },
       Math.min(Math.max(ttl / 4, 10), 60 * 60 * 1000),
     );
@@ -645,6 +670,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         e.point = { offset: 0, crc: 0 };
       }
       setSize(e, offset);
+      e.base = undefined;
       e.touched = Date.now();
       await writeSidecar(e, { offset, crc: stream.prefixCrc });
       options.onStream?.(stream, ctx);

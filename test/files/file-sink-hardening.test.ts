@@ -3,11 +3,13 @@
  * sockets: each finding of the attack review has a regression test here.
  */
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { randomBytes, randomFillSync } from "node:crypto";
 import { existsSync, writeFileSync } from "node:fs";
 import { mkdtemp, open, readdir, readFile, rm, stat, symlink, unlink, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createInterface } from "node:readline";
 import { after, before, describe, it, mock } from "node:test";
 import { crc32c } from "../../src/codec/crc32c.ts";
 import {
@@ -610,6 +612,90 @@ describe("file server hardening: fileSink against hostile peers", () => {
         assert.ok(existsSync(sidecar), "and the result is cached in a new sidecar");
       } finally {
         await noSidecar.close();
+      }
+    });
+  });
+
+  describe("5b. after a crash of the receiver", () => {
+    it("a receiver killed mid-transfer: the restarted sink reads the partial once and the upload resumes", async () => {
+      const dir = await mkdtemp(join(work, "inbox-crash-"));
+      const index = join(import.meta.dirname, "../../src/index.ts");
+      const script = `
+        import { createServer, FILE_ROUTE, fileSink } from ${JSON.stringify(index)};
+        const sink = fileSink(${JSON.stringify(dir)});
+        const server = createServer();
+        server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
+        const [url] = await server.listen("tcp://127.0.0.1:0");
+        process.stdout.write(url + "\\n");`;
+      const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
+        stdio: ["ignore", "pipe", "inherit"],
+      });
+      const exited = new Promise((r) => child.once("exit", r));
+      const url = await new Promise<string>((resolve, reject) => {
+        child.once("exit", (code) => reject(new Error(`receiver exited with ${code}`)));
+        createInterface({ input: child.stdout as NodeJS.ReadableStream }).once("line", resolve);
+      });
+      const id = newId();
+      const data = random(6 * MiB);
+      const keep = 2 * MiB;
+      const conn = await connect(url);
+      let go!: () => void;
+      const hold = new Promise<void>((r) => (go = r));
+      async function* source() {
+        yield data.subarray(0, keep);
+        await hold;
+      }
+      const t = conn.sendStream(FILE_ROUTE, source(), {
+        transferId: id,
+        meta: { name: "crash.bin" },
+        total: data.length,
+      });
+      const failed = t.done.catch((err: unknown) => err);
+      const partial = await partialOf(dir, id);
+      await until(async () => (await sizeOf(partial)) >= keep, "the partial file to fill");
+      child.kill("SIGKILL");
+      await exited;
+      go();
+      assert.ok((await failed) !== undefined);
+      conn.destroy();
+
+      const e = await env({}, dir);
+      try {
+        const c = await e.connect();
+        const stored = await sizeOf(partial);
+        assert.ok(stored >= keep, `stored ${stored}`);
+        const answers = await Promise.all(Array.from({ length: 4 }, () => c.queryResume(FILE_ROUTE, id)));
+        for (const a of answers) assert.deepEqual(a, { offset: stored, crc: crc32c(data.subarray(0, stored)) });
+        assert.equal(e.sink.usage().rescans, 1);
+        const r = receipt(await resumeUpload(c, id, data, "crash.bin"));
+        assert.equal(r.resumedFrom, stored);
+        assert.equal(sha256(await readFile(join(dir, "crash.bin"))), sha256(data));
+      } finally {
+        await e.close();
+      }
+    });
+
+    it("a checkpoint short of the file's end: only the bytes after it are read", async () => {
+      const dir = await mkdtemp(join(work, "inbox-checkpoint-"));
+      const id = newId();
+      const data = random(3 * MiB);
+      const partial = await partialOf(dir, id);
+      // What a crash after a checkpoint at 1 MiB leaves: the file went on, the sidecar did not.
+      const onDisk = new Uint8Array(data);
+      onDisk.fill(0, 0, 4096); // differs from the checkpointed bytes: a whole re-read would answer another CRC
+      await writeFile(partial, onDisk);
+      const checkpoint = { v: 1, offset: MiB, crc: crc32c(data.subarray(0, MiB)) };
+      await writeFile(partial.replace(/\.partial$/, ".resume"), JSON.stringify(checkpoint));
+      const e = await env({}, dir);
+      try {
+        const c = await e.connect();
+        assert.deepEqual(await c.queryResume(FILE_ROUTE, id), {
+          offset: data.length,
+          crc: crc32c(data.subarray(MiB), checkpoint.crc),
+        });
+        assert.equal(e.sink.usage().rescans, 1);
+      } finally {
+        await e.close();
       }
     });
   });
