@@ -16,7 +16,8 @@
  * serving afterwards, sessions released, RSS growth, wire-level correctness.
  */
 import { type ChildProcess, fork, spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { monitorEventLoopDelay } from "node:perf_hooks";
@@ -428,6 +429,8 @@ interface Check {
 interface ScenarioReport {
   name: string;
   what: string;
+  /** Hash of src/ when the scenario's server started (see srcHash). */
+  srcHash: string;
   durationMs: number;
   framesSent: number;
   bytesSent: number;
@@ -480,6 +483,7 @@ const mib = (n: number) => Math.round((n / MIB) * 10) / 10;
 
 async function runScenario(sc: Scenario, index: number): Promise<ScenarioReport> {
   const started = Date.now();
+  const hash = srcHash();
   const h = await startServer();
   // Honest client connected and warmed up before the baseline.
   const honestConn = await connect(h.url, { connectTimeoutMs: 5000, requestTimeoutMs: 5000 });
@@ -592,6 +596,7 @@ async function runScenario(sc: Scenario, index: number): Promise<ScenarioReport>
   return {
     name: sc.name,
     what: sc.what,
+    srcHash: hash,
     durationMs: Date.now() - started,
     framesSent: result.framesSent,
     bytesSent: result.bytesSent,
@@ -658,6 +663,23 @@ function round(n: number): number {
 }
 
 // ------------------------------------------------------------------- main
+
+/** A hash of every file under src/: scenarios that see different values ran against different code. */
+function srcHash(): string {
+  const h = createHash("sha256");
+  const files = (readdirSync(join(root, "src"), { recursive: true }) as string[])
+    .filter((f) => f.endsWith(".ts"))
+    .sort();
+  for (const f of files) {
+    h.update(f);
+    try {
+      h.update(readFileSync(join(root, "src", f)));
+    } catch {
+      h.update("(unreadable)");
+    }
+  }
+  return h.digest("hex").slice(0, 12);
+}
 
 function gitInfo(): { head: string; dirty: string[] } {
   const head = spawnSync("git", ["rev-parse", "--short", "HEAD"], { cwd: root, encoding: "utf8" }).stdout.trim();
@@ -736,6 +758,7 @@ async function main(): Promise<void> {
     `COMPRESSED frame layout: ${bombFormat} (docs/PROTOCOL.md §3.10${args["bomb-format"] === "auto" ? ", detected" : ", forced"}); server options ${JSON.stringify(serverOptions)}`,
   );
   const t0 = Date.now();
+  console.log(`src/ hash ${srcHash()}`);
   const reports: ScenarioReport[] = [];
   for (const [i, sc] of chosen.entries()) {
     console.log(`\n[${i + 1}/${chosen.length}] ${sc.name}: ${sc.what}`);
@@ -761,12 +784,19 @@ async function main(): Promise<void> {
     for (const c of failed) console.log(`  FAIL ${c.name}: ${c.value} (limit ${c.limit})`);
   }
   printTable(reports);
+  const hashes = new Set(reports.map((r) => r.srcHash));
+  if (hashes.size > 1) {
+    console.log(
+      `\nWARNING: src/ changed during the run (${[...hashes].join(", ")}): scenarios ran against different code; see srcHash in the report.`,
+    );
+  }
   const failed = reports.filter((r) => !r.passed);
   const out = {
     startedAt: new Date(t0).toISOString(),
     durationMs: Date.now() - t0,
     mode: quick ? "quick" : "full",
     git,
+    srcHashes: [...hashes],
     node: process.version,
     thresholds,
     rssKillBytes,
