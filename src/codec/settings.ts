@@ -27,6 +27,12 @@ export interface Settings {
   maxAssemblyBytes: number;
   /** Most streams the peer may have open toward this side at once. */
   maxConcurrentStreams: number;
+  /**
+   * Largest expansion this side accepts from one COMPRESSED frame: its
+   * declared decompressed length may be at most this many times its
+   * compressed block's length.
+   */
+  maxCompressionRatio: number;
 }
 
 /** Feature bits of the HELLO `features` setting. */
@@ -49,6 +55,7 @@ const KEYS: readonly (keyof Settings)[] = [
   "maxConcurrentRequests", // 8
   "maxAssemblyBytes", // 9
   "maxConcurrentStreams", // 10
+  "maxCompressionRatio", // 11
 ];
 
 const MIB = 1024 * 1024;
@@ -65,6 +72,7 @@ export const DEFAULT_SETTINGS: Readonly<Settings> = {
   maxConcurrentRequests: 1024,
   maxAssemblyBytes: 256 * MIB + 64 * MIB,
   maxConcurrentStreams: 64,
+  maxCompressionRatio: 1024,
 };
 
 const MAX_WINDOW = 2 ** 31 - 1;
@@ -91,6 +99,10 @@ export function validateSettings(s: Settings, fromPeer: boolean): void {
   check(
     Number.isSafeInteger(s.maxConcurrentStreams) && s.maxConcurrentStreams >= 0,
     `maxConcurrentStreams ${s.maxConcurrentStreams}`,
+  );
+  check(
+    Number.isSafeInteger(s.maxCompressionRatio) && s.maxCompressionRatio >= 1,
+    `maxCompressionRatio ${s.maxCompressionRatio}`,
   );
 }
 

@@ -135,6 +135,7 @@ export function resolveSettings(o: ConnectionOptions): Settings {
     maxConcurrentRequests: o.maxConcurrentRequests ?? DEFAULT_SETTINGS.maxConcurrentRequests,
     maxAssemblyBytes: o.maxAssemblyBytes ?? maxMessageSize + 64 * 1024 * 1024,
     maxConcurrentStreams: o.maxConcurrentStreams ?? DEFAULT_SETTINGS.maxConcurrentStreams,
+    maxCompressionRatio: o.maxCompressionRatio ?? DEFAULT_SETTINGS.maxCompressionRatio,
   };
   validateSettings(s, false);
   return s;

@@ -6,7 +6,7 @@
  * connections pay nothing for it, and hands it the narrow view of itself it
  * needs ({@link StreamHost}).
  */
-import { AUTO_ORDER, codecById } from "../codec/compression.ts";
+import { AUTO_ORDER, type CompressionCodec, codecById } from "../codec/compression.ts";
 import { Flag, FrameType } from "../codec/frame.ts";
 import { Feature, type Settings } from "../codec/settings.ts";
 import { decodeMeta, decodeStreamEnd, decodeStreamHead, encodeMeta, encodeStreamHead } from "../codec/stream-prefix.ts";
@@ -19,7 +19,7 @@ import { Transfer } from "../stream/transfer.ts";
 import type { SendStreamOptions, StreamHandler, StreamSource } from "../stream/types.ts";
 import { newTransferId, Progress } from "../transfer/progress.ts";
 import { deferred } from "../util/deferred.ts";
-import { compressionJobs } from "../util/limiter.ts";
+import { Limiter } from "../util/limiter.ts";
 import type { CallTable } from "./call-table.ts";
 import { type PendingCall, ServerCall } from "./calls.ts";
 import type { Connection, ConnectionState } from "./connection.ts";
@@ -112,6 +112,15 @@ const MIB = 1024 * 1024;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
+/** Inflates one COMPRESSED block, which must decompress to exactly `length` bytes. */
+async function inflate(codec: CompressionCodec, block: Uint8Array, length: number): Promise<Uint8Array> {
+  const out = await codec.decompress(block, length);
+  if (out.length !== length) {
+    throw new PointSubError("ERR_PROTOCOL", `COMPRESSED frame inflated to ${out.length} bytes, declared ${length}`);
+  }
+  return out;
+}
+
 /** The streams of one connection. */
 export class Streams {
   private readonly host: StreamHost;
@@ -124,6 +133,12 @@ export class Streams {
   private streamsInUse = 0;
   /** Streams waiting for a free slot (maxConcurrentStreams). */
   private readonly streamWaiters: (() => void)[] = [];
+  /**
+   * Decompression jobs of this connection: at most two at once, so one
+   * peer's frames cannot fill the runtime's thread pool ahead of others'.
+   */
+  private readonly inflateJobs = new Limiter(2);
+  private readonly v: VarintResult = { value: 0, next: 0 };
 
   constructor(host: StreamHost, sharedRoutes: ReadonlyMap<string, StreamRoute> | undefined) {
     this.host = host;
@@ -348,6 +363,7 @@ export class Streams {
         offset,
         prefixCrc,
         plan,
+        maxRatio: p.maxCompressionRatio,
       },
     );
     const msg: OutMessage = {
@@ -434,8 +450,7 @@ export class Streams {
       this.releaseInStream(st);
       return;
     }
-    this.chargeStream(st, len);
-    this.streamData(st, flags, buf.subarray(start, end), len, this.host.payloadCrc);
+    this.streamData(st, flags, buf.subarray(start, end), this.host.payloadCrc);
   }
 
   private onStreamStart(flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
@@ -476,10 +491,10 @@ export class Streams {
       cancel: (err) => this.cancelInStream(st, err),
     });
     this.inStreams.set(id, st);
-    this.chargeStream(st, end - start);
+    this.chargeStream(st, dataStart - start);
     // The prefix is consumed at once; data after it is credited as it is read.
     this.streamConsumed(st, dataStart - start);
-    if (dataStart < end) this.streamData(st, flags, buf.subarray(dataStart, end), end - dataStart);
+    if (dataStart < end) this.streamData(st, flags, buf.subarray(dataStart, end));
     this.host.stats.requestsHandled++;
     const route = this.routes.get(head.route) ?? this.sharedRoutes?.get(head.route);
     if (route === undefined) {
@@ -513,19 +528,43 @@ export class Streams {
     }
   }
 
-  /** Queues a data frame's content for the reader; `credit` bytes are returned once it is read. */
-  private streamData(st: InState, flags: number, data: Uint8Array, credit: number, crc = -1): void {
+  /**
+   * Charges a data frame to its stream's window and queues its content for
+   * the reader; the charge is returned as credit once it is read. A
+   * COMPRESSED frame (`varint length`, then one block of the stream's codec)
+   * is charged for the larger of its payload and its declared decompressed
+   * length, checked against maxFrameSize and maxCompressionRatio before
+   * anything is inflated, and inflated only when the reader gets to it, on
+   * this connection's share of the decompression jobs.
+   */
+  private streamData(st: InState, flags: number, data: Uint8Array, crc = -1): void {
     if ((flags & Flag.COMPRESSED) === 0) {
-      st.stream.push(data, credit, crc);
+      this.chargeStream(st, data.length);
+      st.stream.push(data, data.length, crc);
       return;
     }
     const codec = codecById(st.codec);
     if (codec === undefined) throw new PointSubError("ERR_PROTOCOL", "COMPRESSED frame on a stream without a codec");
-    const max = this.host.local.maxFrameSize;
-    st.stream.push(
-      compressionJobs.run(() => codec.decompress(data, max)),
-      credit,
-    );
+    const v = this.v;
+    if (readVarint(data, 0, data.length, 4, v) !== 1 || v.value === 0) {
+      throw new PointSubError("ERR_PROTOCOL", "COMPRESSED frame without a valid decompressed length");
+    }
+    const length = v.value;
+    const block = data.subarray(v.next);
+    const local = this.host.local;
+    if (length > local.maxFrameSize) {
+      throw new PointSubError("ERR_PROTOCOL", `COMPRESSED frame declares ${length} bytes, over maxFrameSize`);
+    }
+    if (length > block.length * local.maxCompressionRatio) {
+      throw new PointSubError(
+        "ERR_COMPRESSION",
+        `COMPRESSED frame would expand ${block.length} bytes to ${length}, over maxCompressionRatio ${local.maxCompressionRatio}`,
+      );
+    }
+    const cost = Math.max(data.length, length);
+    this.chargeStream(st, cost);
+    const jobs = this.inflateJobs;
+    st.stream.pushCompressed(block, cost, () => jobs.run(() => inflate(codec, block, length)));
   }
 
   /** The reader consumed `wire` bytes of stream `st`: return credit in quarter-window steps. */

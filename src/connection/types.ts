@@ -64,6 +64,12 @@ export interface ConnectionOptions {
   maxAssemblyBytes?: number;
   /** Streams the peer may have open toward this side at once. Default 64. */
   maxConcurrentStreams?: number;
+  /**
+   * Largest expansion accepted from one compressed stream frame (decompressed
+   * length / compressed length); senders send frames that would expand more
+   * uncompressed. Default 1024.
+   */
+  maxCompressionRatio?: number;
   /** Default timeout of `request`. Default 30000 ms; 0 = none. */
   requestTimeoutMs?: number;
   /** Time allowed for the peer's HELLO. Default 10000 ms. */

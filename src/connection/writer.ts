@@ -414,7 +414,8 @@ export class FrameWriter {
     const item = (m.items as Queue<StreamItem>).peek();
     if (item === undefined) return false;
     const size = item.head.length + item.data.length;
-    if (size > m.credit || size > this.connCredit) return false;
+    const cost = streamCost(item);
+    if (cost > m.credit || size > this.connCredit) return false;
     (m.items as Queue<StreamItem>).shift();
     this.encode(m.type, item.flags, m.id, -1, item.head, item.data, 0, item.data.length, item.crc);
     if (item.release !== undefined) {
@@ -422,7 +423,7 @@ export class FrameWriter {
       this.releases.push(item.release);
     }
     m.started = true;
-    m.credit -= size;
+    m.credit -= cost;
     this.connCredit -= size;
     if ((item.flags & Flag.END) !== 0) {
       this.bulk.splice(idx, 1);
@@ -567,6 +568,16 @@ export class FrameWriter {
 }
 
 const EMPTY = new Uint8Array(0);
+
+/**
+ * What a STREAM frame costs on its stream's window (docs/PROTOCOL.md §3.10):
+ * its payload length, or for a COMPRESSED frame the larger of that and its
+ * decompressed length — the receiver may hold the inflated bytes.
+ */
+export function streamCost(item: StreamItem): number {
+  const size = item.head.length + item.data.length;
+  return (item.flags & Flag.COMPRESSED) !== 0 && item.content > size ? item.content : size;
+}
 /** Shared empty stand-in for callback lists (never pushed to). */
 const NO_CALLBACKS: (() => void)[] = [];
 

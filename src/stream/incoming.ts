@@ -16,6 +16,8 @@ export interface InStreamPort {
 interface Entry {
   /** One frame's content: bytes, bytes still decompressing, or views of the chunks it arrived in. */
   data: Uint8Array | Promise<Uint8Array> | Uint8Array[];
+  /** A compressed frame not inflated yet: starts inflating it (when the reader gets near). */
+  inflate: (() => Promise<Uint8Array>) | undefined;
   wire: number;
   /** CRC32C of the whole content when already known (computed with the frame checksum), else -1. */
   crc: number;
@@ -99,14 +101,36 @@ export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<
   push(data: Uint8Array | Promise<Uint8Array>, wire: number, crc = -1): void {
     if (data instanceof Promise) data.catch(() => {}); // surfaced when read
     if (this.finished || this.discarding) return;
-    this.entries.push({ data, wire, crc, length: 0, index: 0 });
+    this.entries.push({ data, inflate: undefined, wire, crc, length: 0, index: 0 });
     this.wakeReader();
+  }
+
+  /**
+   * @internal A compressed data frame arrived. It stays compressed until the
+   * reader is one frame away from it: a peer cannot make this side inflate
+   * what nobody reads.
+   */
+  pushCompressed(block: Uint8Array, wire: number, inflate: () => Promise<Uint8Array>): void {
+    if (this.finished || this.discarding) return;
+    this.entries.push({ data: block, inflate, wire, crc: -1, length: 0, index: 0 });
+    if (this.entries.length <= 2) this.startInflate(this.entries.peekAt(this.entries.length - 1) as Entry);
+    this.wakeReader();
+  }
+
+  /** Starts inflating `e` if it is a compressed frame waiting. */
+  private startInflate(e: Entry): void {
+    const f = e.inflate;
+    if (f === undefined) return;
+    e.inflate = undefined;
+    const p = f();
+    p.catch(() => {}); // surfaced when read
+    e.data = p;
   }
 
   /** @internal A data frame arrived as views of the transport chunks it lay in. */
   pushPieces(pieces: Uint8Array[], length: number, wire: number, crc: number): void {
     if (this.finished || this.discarding) return;
-    this.entries.push({ data: pieces, wire, crc, length, index: 0 });
+    this.entries.push({ data: pieces, inflate: undefined, wire, crc, length, index: 0 });
     this.wakeReader();
   }
 
@@ -197,7 +221,11 @@ export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<
       if (this.finished || this.discarding) return { done: true, value: undefined };
       const e = this.entries.peek();
       if (e !== undefined) {
+        if (e.inflate !== undefined) this.startInflate(e);
         if (e.data instanceof Promise) {
+          // Inflate the next frame while this one finishes.
+          const after = this.entries.peekAt(1);
+          if (after !== undefined) this.startInflate(after);
           let data: Uint8Array;
           try {
             data = await e.data;
@@ -233,7 +261,11 @@ export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<
     let n = first.value.length;
     while (n < maxBytes && this.error === undefined && !this.discarding) {
       const e = this.entries.peek();
-      if (e === undefined || e.data instanceof Promise) break;
+      if (e === undefined) break;
+      if (e.inflate !== undefined || e.data instanceof Promise) {
+        this.startInflate(e);
+        break;
+      }
       const piece = this.take(e);
       out.push(piece);
       n += piece.length;

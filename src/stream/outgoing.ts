@@ -2,7 +2,8 @@ import { type CompressionCodec, codecById } from "../codec/compression.ts";
 import { crc32c, crc32cCombine } from "../codec/crc32c.ts";
 import { Flag } from "../codec/frame.ts";
 import { encodeStreamEnd } from "../codec/stream-prefix.ts";
-import type { StreamItem } from "../connection/writer.ts";
+import { varintLength, writeVarint } from "../codec/varint.ts";
+import { type StreamItem, streamCost } from "../connection/writer.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import type { Progress } from "../transfer/progress.ts";
 import { compressionJobs } from "../util/limiter.ts";
@@ -50,6 +51,7 @@ export class OutgoingStream {
   private readonly port: OutStreamPort;
   private readonly progress: Progress;
   private readonly plan: CompressionPlan;
+  private readonly maxRatio: number;
   private crc: number;
   private length: number;
   private wake: (() => void) | undefined;
@@ -65,7 +67,15 @@ export class OutgoingStream {
     id: number,
     port: OutStreamPort,
     progress: Progress,
-    opts: { chunk: number; highWater: number; offset: number; prefixCrc: number; plan: CompressionPlan },
+    opts: {
+      chunk: number;
+      highWater: number;
+      offset: number;
+      prefixCrc: number;
+      plan: CompressionPlan;
+      /** The receiver's maxCompressionRatio: frames that would expand more go uncompressed. */
+      maxRatio: number;
+    },
   ) {
     this.id = id;
     this.port = port;
@@ -75,6 +85,7 @@ export class OutgoingStream {
     this.length = opts.offset;
     this.crc = opts.offset > 0 ? opts.prefixCrc : 0;
     this.plan = opts.plan;
+    this.maxRatio = opts.maxRatio;
   }
 
   /** Queues the START frame. */
@@ -163,7 +174,8 @@ export class OutgoingStream {
     const wire = item.head.length + item.data.length;
     this.queued -= wire;
     if (item.content !== 0 || wire !== 0) {
-      this.unacked.push(wire);
+      // The receiver returns credit for what the frame cost on the window.
+      this.unacked.push(streamCost(item));
       this.unacked.push(item.content);
     }
     if (this.queued < this.highWater) {
@@ -218,11 +230,15 @@ export class OutgoingStream {
   private async compress(piece: Uint8Array, release: (() => void) | undefined): Promise<StreamItem> {
     const codec = this.plan.codec as CompressionCodec;
     const out = await compressionJobs.run(() => codec.compress(piece));
-    const used = out.length < piece.length;
-    this.port.compressed(codec.name, piece.length, out.length, used);
+    // A COMPRESSED frame starts with its decompressed length; one that would
+    // expand more than the receiver accepts goes uncompressed.
+    const head = new Uint8Array(varintLength(piece.length));
+    writeVarint(head, 0, piece.length);
+    const used = head.length + out.length < piece.length && piece.length <= out.length * this.maxRatio;
+    this.port.compressed(codec.name, piece.length, head.length + out.length, used);
     if (!used) return { flags: 0, head: EMPTY, data: piece, content: piece.length, crc: -1, release };
     release?.();
-    return { flags: Flag.COMPRESSED, head: EMPTY, data: out, content: piece.length, crc: -1 };
+    return { flags: Flag.COMPRESSED, head, data: out, content: piece.length, crc: -1 };
   }
 }
 

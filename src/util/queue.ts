@@ -21,6 +21,11 @@ export class Queue<T> {
     return this.count === 0 ? undefined : this.items[this.head];
   }
 
+  /** The item `i` places behind the head (0 = head), if any. */
+  peekAt(i: number): T | undefined {
+    return i < 0 || i >= this.count ? undefined : this.items[(this.head + i) & (this.items.length - 1)];
+  }
+
   shift(): T | undefined {
     if (this.count === 0) return undefined;
     const item = this.items[this.head];

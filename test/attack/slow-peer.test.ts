@@ -10,7 +10,7 @@ import { describe, it } from "node:test";
 import { encodeFrame } from "../../src/codec/encoder.ts";
 import { Flag, FrameType } from "../../src/codec/frame.ts";
 import { writeVarint } from "../../src/codec/varint.ts";
-import { type Connection, connect, createServer, type PointSubError, type Server } from "../../src/index.ts";
+import { type Connection, createServer, type PointSubError, type Server } from "../../src/index.ts";
 import { handshake, rawClient } from "../helpers/raw-peer.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -83,13 +83,17 @@ describe("attack: a peer that never reads", () => {
     peer.socket.write(handshake());
     const route = Buffer.from("/missing");
     let id = 1;
+    const nextId = () => {
+      id += 2;
+      return id;
+    };
     const reqs = () =>
       Buffer.concat(
         Array.from({ length: 5000 }, () =>
           encodeFrame(
             FrameType.REQ,
             Flag.START | Flag.END,
-            (id += 2),
+            nextId(),
             Buffer.concat([Buffer.from([route.length]), route]),
           ),
         ),

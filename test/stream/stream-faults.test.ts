@@ -6,6 +6,7 @@ import { encodeFrame } from "../../src/codec/encoder.ts";
 import { Flag, FrameType } from "../../src/codec/frame.ts";
 import { Feature } from "../../src/codec/settings.ts";
 import { encodeStreamEnd, encodeStreamHead } from "../../src/codec/stream-prefix.ts";
+import { writeVarint } from "../../src/codec/varint.ts";
 import { createServer, type PointSubError, type ServerOptions } from "../../src/index.ts";
 import { handshake, type RawPeer, rawClient } from "../helpers/raw-peer.ts";
 
@@ -53,6 +54,11 @@ const start = (id: number, codec = 0, meta = new Uint8Array(0), total: number | 
     encodeStreamHead({ total, offset: 0, prefixCrc: 0, route: "/s", codec, meta }),
   );
 const data = (id: number, bytes: Uint8Array, flags = 0) => encodeFrame(FrameType.STREAM, flags, id, bytes);
+/** A COMPRESSED frame's payload: the declared decompressed length, then the block. */
+const compressed = (length: number, block: Uint8Array) => {
+  const head = new Uint8Array(5);
+  return Buffer.concat([head.subarray(0, writeVarint(head, 0, length)), block]);
+};
 const end = (id: number, length: number, crc: number) =>
   encodeFrame(FrameType.STREAM, Flag.END, id, encodeStreamEnd(length, crc));
 
@@ -117,13 +123,15 @@ describe("stream faults: bad input gets a typed error, nothing hangs, memory sta
     await server.close();
   });
 
-  it("compressed data that does not decompress, or inflates past maxFrameSize, fails the stream with ERR_PROTOCOL", async () => {
+  it("compressed data that does not decompress, or inflates past its declared length, fails the stream with ERR_PROTOCOL", async () => {
     const { server, peer, closes, seen } = await setup({ maxFrameSize: 64 * 1024 });
-    // A 16 MiB run of zeros deflates to a few KiB: a bomb for a 64 KiB frame limit.
+    // A 16 MiB run of zeros deflates to ~16 KiB: declared as 60,000 bytes, it inflates past that.
     const bomb = deflateRawSync(new Uint8Array(16 * 1024 * 1024));
     assert.ok(bomb.length < 64 * 1024);
-    peer.socket.write(Buffer.concat([start(1, 1), data(1, bomb, Flag.COMPRESSED)]));
-    peer.socket.write(Buffer.concat([start(3, 1), data(3, new Uint8Array(100).fill(0xff), Flag.COMPRESSED)]));
+    peer.socket.write(Buffer.concat([start(1, 1), data(1, compressed(60_000, bomb), Flag.COMPRESSED)]));
+    peer.socket.write(
+      Buffer.concat([start(3, 1), data(3, compressed(100, new Uint8Array(100).fill(0xff)), Flag.COMPRESSED)]),
+    );
     await until(() => seen.length === 2 && seen.every((s) => s.error !== undefined));
     assert.deepEqual(
       seen.map((s) => s.error),

@@ -285,10 +285,17 @@ describe("stream compression", () => {
     await server.close();
   });
 
+  // Log lines with a counter: compressible like real logs (~30-80x), within the default maxCompressionRatio.
   const compressible = (size: number) => {
-    const line = new TextEncoder().encode("2026-11-22T02:00:00Z INFO pointsub transfer progressing nicely, id=42\n");
     const out = new Uint8Array(size);
-    for (let o = 0; o < size; o += line.length) out.set(line.subarray(0, Math.min(line.length, size - o)), o);
+    const enc = new TextEncoder();
+    for (let o = 0, i = 0; o < size; i++) {
+      const line = enc.encode(
+        `2026-11-22T02:00:${String(i % 60).padStart(2, "0")}Z INFO pointsub transfer progressing nicely, id=${i}\n`,
+      );
+      out.set(line.subarray(0, Math.min(line.length, size - o)), o);
+      o += line.length;
+    }
     return out;
   };
 

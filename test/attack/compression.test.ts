@@ -1,0 +1,108 @@
+/**
+ * Finding 3 of the hardening issue: compression bombs. A COMPRESSED frame
+ * declares its decompressed length; the stream window is charged for it
+ * before anything is inflated, a frame may not expand more than the
+ * receiver's maxCompressionRatio, and frames are inflated only as the reader
+ * gets to them.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { deflateRawSync } from "node:zlib";
+import { encodeFrame } from "../../src/codec/encoder.ts";
+import { Flag, FrameType } from "../../src/codec/frame.ts";
+import { Feature } from "../../src/codec/settings.ts";
+import { encodeStreamHead } from "../../src/codec/stream-prefix.ts";
+import { writeVarint } from "../../src/codec/varint.ts";
+import { connect, createServer, type PointSubError, type ServerOptions } from "../../src/index.ts";
+import { handshake, rawClient } from "../helpers/raw-peer.ts";
+
+const MiB = 1024 * 1024;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function setup(options: ServerOptions = {}) {
+  const server = createServer(options);
+  const closes: (PointSubError | undefined)[] = [];
+  let reads = 0;
+  server.on("sessionClose", (_s, err) => closes.push(err));
+  // A handler that reads nothing for a while: received frames pile up unread.
+  server.handleStream("/s", async (stream) => {
+    await sleep(2000);
+    for await (const c of stream) reads += c.length;
+    return "ok";
+  });
+  const [url] = await server.listen("tcp://127.0.0.1:0");
+  const peer = await rawClient(url);
+  peer.socket.write(handshake({ features: Feature.STREAMS | Feature.RESUME, compression: 0b1111 }));
+  return { server, url, peer, closes, reads: () => reads };
+}
+
+const start = (id: number) =>
+  encodeFrame(
+    FrameType.STREAM,
+    Flag.START,
+    id,
+    encodeStreamHead({ total: undefined, offset: 0, prefixCrc: 0, route: "/s", codec: 1, meta: new Uint8Array(0) }),
+  );
+
+function compressedFrame(id: number, declared: number, block: Uint8Array): Uint8Array {
+  const head = new Uint8Array(5);
+  const payload = Buffer.concat([head.subarray(0, writeVarint(head, 0, declared)), block]);
+  return encodeFrame(FrameType.STREAM, Flag.COMPRESSED, id, payload);
+}
+
+async function until(pred: () => boolean, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!pred()) {
+    if (Date.now() > end) throw new Error("condition not reached");
+    await sleep(5);
+  }
+}
+
+describe("attack: compression bombs", () => {
+  it("the stream window is charged for decompressed bytes: 5 frames of 1 MiB zeros (~23 KB on the wire) exceed a 4 MiB window", async () => {
+    const { server, peer, closes } = await setup();
+    const block = deflateRawSync(new Uint8Array(MiB), { level: 9 });
+    assert.ok(block.length * 5 < 64 * 1024);
+    const frames = [start(1), ...Array.from({ length: 5 }, () => compressedFrame(1, MiB, block))];
+    peer.socket.write(Buffer.concat(frames));
+    await until(() => closes.length === 1);
+    assert.equal(closes[0]?.code, "ERR_FLOW_CONTROL");
+    peer.socket.destroy();
+    await server.close();
+  });
+
+  it("a frame that would expand more than maxCompressionRatio closes the connection with ERR_COMPRESSION before inflating", async () => {
+    const { server, peer, closes } = await setup({ maxCompressionRatio: 64 });
+    const block = deflateRawSync(new Uint8Array(MiB), { level: 9 }); // ~1000x
+    peer.socket.write(Buffer.concat([start(1), compressedFrame(1, MiB, block)]));
+    await until(() => closes.length === 1);
+    assert.equal(closes[0]?.code, "ERR_COMPRESSION");
+    peer.socket.destroy();
+    await server.close();
+  });
+
+  it("a frame declaring more than maxFrameSize closes the connection with ERR_PROTOCOL", async () => {
+    const { server, peer, closes } = await setup({ maxFrameSize: 64 * 1024 });
+    peer.socket.write(
+      Buffer.concat([start(1), compressedFrame(1, 65 * 1024, deflateRawSync(new Uint8Array(65 * 1024)))]),
+    );
+    await until(() => closes.length === 1);
+    assert.equal(closes[0]?.code, "ERR_PROTOCOL");
+    peer.socket.destroy();
+    await server.close();
+  });
+
+  it("a pointsub sender keeps frames within the receiver's ratio: extreme data goes raw and arrives intact", async () => {
+    const server = createServer({ maxCompressionRatio: 8 });
+    server.handleStream("/z", async (stream) => String((await stream.bytes()).reduce((a, b) => a + b, 0)));
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const c = await connect(url);
+    const data = new Uint8Array(4 * MiB).fill(1);
+    const answer = await c.sendStream("/z", [data], { compress: "deflate-raw" });
+    assert.equal(Buffer.from(answer).toString(), String(4 * MiB));
+    const stats = c.stats().compression["deflate-raw"];
+    assert.ok(stats !== undefined && stats.raw > 0, "frames over the ratio were sent uncompressed");
+    await c.close();
+    await server.close();
+  });
+});
