@@ -18,7 +18,7 @@
 import { type ChildProcess, fork, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
@@ -431,6 +431,8 @@ interface ScenarioReport {
   what: string;
   /** Hash of src/ when the scenario's server started (see srcHash). */
   srcHash: string;
+  /** 1-minute load average of the machine when the scenario started and ended (other work skews timings). */
+  loadavg: [number, number];
   durationMs: number;
   framesSent: number;
   bytesSent: number;
@@ -484,6 +486,7 @@ const mib = (n: number) => Math.round((n / MIB) * 10) / 10;
 async function runScenario(sc: Scenario, index: number): Promise<ScenarioReport> {
   const started = Date.now();
   const hash = srcHash();
+  const load0 = loadavg()[0];
   const h = await startServer();
   // Honest client connected and warmed up before the baseline.
   const honestConn = await connect(h.url, { connectTimeoutMs: 5000, requestTimeoutMs: 5000 });
@@ -597,6 +600,7 @@ async function runScenario(sc: Scenario, index: number): Promise<ScenarioReport>
     name: sc.name,
     what: sc.what,
     srcHash: hash,
+    loadavg: [round(load0), round(loadavg()[0])],
     durationMs: Date.now() - started,
     framesSent: result.framesSent,
     bytesSent: result.bytesSent,
@@ -784,6 +788,12 @@ async function main(): Promise<void> {
     for (const c of failed) console.log(`  FAIL ${c.name}: ${c.value} (limit ${c.limit})`);
   }
   printTable(reports);
+  const control = reports.find((r) => r.name === "control");
+  if (control !== undefined && !control.passed) {
+    console.log(
+      `\nNOTE: the control scenario (no attack) failed too (load average ${control.loadavg.join(" -> ")}): timings on this machine are skewed; treat ELD and latency failures near the limits with care.`,
+    );
+  }
   const hashes = new Set(reports.map((r) => r.srcHash));
   if (hashes.size > 1) {
     console.log(
