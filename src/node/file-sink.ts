@@ -678,6 +678,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       let size = offset;
       let sinceCheckpoint = 0;
       let lastCheckpoint = Date.now();
+      let checkpoint: Promise<void> | undefined;
       // Everything available goes to one writev; one write in flight while
       // the next batch arrives. Writes stay in order: the partial file never
       // has holes.
@@ -706,16 +707,29 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
             e.point = point;
           });
           sinceCheckpoint += n;
-          if (sinceCheckpoint >= CHECKPOINT_BYTES && Date.now() - lastCheckpoint >= CHECKPOINT_MS) {
+          if (
+            checkpoint === undefined &&
+            sinceCheckpoint >= CHECKPOINT_BYTES &&
+            Date.now() - lastCheckpoint >= CHECKPOINT_MS
+          ) {
+            // In the background, while later batches are written: once the
+            // bytes up to `point` are on disk, the sidecar may claim them.
             await writing;
-            await out.datasync();
-            await writeSidecar(e, point);
             sinceCheckpoint = 0;
             lastCheckpoint = Date.now();
+            checkpoint = out
+              .datasync()
+              .then(() => writeSidecar(e, point))
+              .catch(() => {})
+              .finally(() => {
+                checkpoint = undefined;
+              });
           }
         }
       } finally {
         await writing.catch(() => {});
+        // Never let a checkpoint's sidecar land after the final one.
+        await checkpoint;
       }
       await writing;
       await out.sync();
