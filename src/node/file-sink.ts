@@ -88,6 +88,7 @@ export interface FileSinkUsage {
  * Register both: `server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume })`.
  */
 export interface FileSink {
+  /** The stream handler: stores each transfer (see {@link fileSink}). */
   handler: StreamHandler;
   /**
    * Answers resume queries: how much of a transfer is stored. Usable as a
