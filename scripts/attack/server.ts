@@ -10,7 +10,7 @@
  * every `reportMs`: RSS, heap, external + array buffers, the largest
  * event-loop delay since the previous report, sessions and close codes.
  */
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { monitorEventLoopDelay } from "node:perf_hooks";
@@ -39,6 +39,7 @@ process.on("unhandledRejection", (err) => {
   setTimeout(() => process.exit(71), 50);
 });
 
+const ownSinkDir = config.sinkDir === undefined;
 const sinkDir = config.sinkDir ?? mkdtempSync(join(tmpdir(), "pointsub-attack-sink-"));
 const server = createServer({ keepAliveMs: 30_000, ...(config.server ?? {}) } as ServerOptions);
 server.handle(ECHO_ROUTE, (req) => req.data);
@@ -121,6 +122,7 @@ async function stop(): Promise<void> {
   const t = setTimeout(() => process.exit(0), 2000);
   t.unref();
   await server.close().catch(() => {});
+  if (ownSinkDir) rmSync(sinkDir, { recursive: true, force: true });
   process.exit(0);
 }
 process.on("SIGTERM", () => void stop());
