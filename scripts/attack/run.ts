@@ -6,6 +6,13 @@
  *   npm run test:attack -- --quick            # ~20k fuzzed frames, short attacks, < 2 min
  *   npm run test:attack -- --only fuzz,bomb-zstd --frames 200000
  *   npm run test:attack -- --server-options '{"maxConnections":500}' --out /tmp/a.json
+ *   npm run test:attack -- --list                         # the scenarios
+ *
+ * Other knobs: --mutate-rate (byte-level mutation rate of the most hostile fuzz
+ * connections, default 0.25; the others scale it down), --seed, --bomb-format
+ * auto|plain|length-prefixed, --rss-bound-mib, --rss-kill-mib, --max-eld-ms,
+ * --max-p99-ms, --max-honest-errors, --max-cpu-after-pct, --skip a,b,
+ * "--server-node-args=--cpu-prof --cpu-prof-dir=/tmp/prof".
  *
  * Every scenario gets a fresh server in a child process (scripts/attack/server.ts,
  * which reports its RSS, heap and event-loop delay every 100 ms), a fresh
@@ -46,6 +53,7 @@ const { values: args } = parseArgs({
     quick: { type: "boolean", default: false },
     frames: { type: "string" },
     "fuzz-seconds": { type: "string" },
+    "mutate-rate": { type: "string", default: "0.25" },
     out: { type: "string", default: "/tmp/pointsub-attack.json" },
     only: { type: "string" },
     skip: { type: "string" },
@@ -107,6 +115,7 @@ const SCENARIOS: Scenario[] = [
     attack: {
       frames: fuzzFrames,
       conns: 8,
+      mutateRate: Number(args["mutate-rate"]),
       durationMs: Number(args["fuzz-seconds"] ?? s(330, 60)) * 1000,
       compressedFormat: bombFormat,
     },
