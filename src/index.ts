@@ -6,6 +6,7 @@
  */
 import { setBodyAllocator } from "./codec/decoder.ts";
 import { installNativeCrc32c } from "./node/crc32c-native.ts";
+import { installMemoryDefaults } from "./node/memory.ts";
 import { tcpTransport, tlsTransport, unixTransport } from "./node/net-adapter.ts";
 import { installZlibCodecs } from "./node/zlib-codecs.ts";
 import { registerTransport } from "./transport/registry.ts";
@@ -17,15 +18,18 @@ installNativeCrc32c();
 // Frame bodies are filled completely before use: skip zero-filling them.
 setBodyAllocator((n) => Buffer.allocUnsafeSlow(n));
 installZlibCodecs();
+installMemoryDefaults();
 
 export { type ConnectOptions, connect } from "./client/connect.ts";
 export { type ResumableSource, type SendResumableOptions, sendResumable } from "./client/resumable.ts";
 export { CODEC_NAMES, type CodecName } from "./codec/compression.ts";
+export { MemoryBudget } from "./connection/budget.ts";
 export {
   Connection,
   type ConnectionEvents,
   type ConnectionState,
   RESUME_ROUTE,
+  type ResumeContext,
   type ResumeLookup,
   type ResumePoint,
 } from "./connection/connection.ts";
@@ -46,15 +50,24 @@ export { isPointSubError, PointSubError, type PointSubErrorOptions } from "./err
 export {
   FILE_ROUTE,
   type FileReceipt,
+  type FileResumeContext,
   type FileSink,
   type FileSinkOptions,
+  type FileSinkUsage,
   fileCrc32c,
   fileSink,
   safeFileName,
 } from "./node/file-sink.ts";
 export { toNodeReadable } from "./node/readable.ts";
-export { fileTransferId, type SendFileOptions, sendFile } from "./node/send-file.ts";
-export { createServer, Server, type ServerEvents, type ServerOptions } from "./server/server.ts";
+export {
+  type FileTransferIdOptions,
+  fileTransferId,
+  loadResumeKey,
+  resumeKeyPath,
+  type SendFileOptions,
+  sendFile,
+} from "./node/send-file.ts";
+export { createServer, type MemoryUsage, Server, type ServerEvents, type ServerOptions } from "./server/server.ts";
 export { IncomingStream } from "./stream/incoming.ts";
 export { Transfer } from "./stream/transfer.ts";
 export type { CompressOption, SendStreamOptions, StreamHandler, StreamSource } from "./stream/types.ts";

@@ -11,6 +11,8 @@ export class ServerCall implements RequestContext, IncomingRequest {
   readonly id: number;
   readonly data: Uint8Array;
   done = false;
+  /** Bytes of the connection's memory budget this call holds until its handler finishes. */
+  charged = 0;
   private ac: AbortController | undefined;
   private abortReason: PointSubError | undefined;
   constructor(session: Connection, route: string, id: number, data: Uint8Array) {

@@ -27,6 +27,7 @@ import type { SendStreamOptions, StreamHandler, StreamSource } from "../stream/t
 import type { Transport } from "../transport/transport.ts";
 import { type Deferred, deferred } from "../util/deferred.ts";
 import { Queue } from "../util/queue.ts";
+import { ASSEMBLY_OVERHEAD, CALL_OVERHEAD, defaultBudgetLimit, MemoryBudget } from "./budget.ts";
 import { CallTable } from "./call-table.ts";
 import { type PendingCall, ServerCall } from "./calls.ts";
 import { chunkSizeFor, SINGLE_FRAME_MAX } from "./size-class.ts";
@@ -42,7 +43,13 @@ import {
 import type { ConnectionOptions, Handler, HandlerResult, Message, Payload, RequestOptions } from "./types.ts";
 import { FrameWriter, type OutMessage } from "./writer.ts";
 
-export { RESUME_ROUTE, type ResumeLookup, type ResumePoint, type StreamRoute } from "./streams.ts";
+export {
+  RESUME_ROUTE,
+  type ResumeContext,
+  type ResumeLookup,
+  type ResumePoint,
+  type StreamRoute,
+} from "./streams.ts";
 
 /** Events of a {@link Connection}. */
 export interface ConnectionEvents {
@@ -102,7 +109,14 @@ interface Assembly {
   status: number;
   streamUsed: number;
   streamUnacked: number;
+  /** Bytes of the memory budget this assembly holds (0 when discarding). */
+  charged: number;
+  /** When its last frame arrived (the connection's last input time). */
+  lastFrameAt: number;
 }
+
+/** Ids of refused messages whose remaining frames are dropped, at most this many. */
+const MAX_TOMBSTONES = 4096;
 
 interface PendingPing {
   start: number;
@@ -141,6 +155,22 @@ export function resolveSettings(o: ConnectionOptions): Settings {
   return s;
 }
 
+/**
+ * @internal The memory budget's size from the options: `memoryBudget`, or
+ * the default (1 GiB or a quarter of the available memory) but never less
+ * than the assembly budget plus 64 MiB, so a message of the largest size
+ * configured always fits.
+ */
+export function budgetLimit(o: ConnectionOptions, local: Settings): number {
+  if (o.memoryBudget !== undefined) {
+    if (!Number.isSafeInteger(o.memoryBudget) || o.memoryBudget < 0) {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", `invalid memoryBudget ${o.memoryBudget}`);
+    }
+    return o.memoryBudget;
+  }
+  return Math.max(defaultBudgetLimit(), local.maxAssemblyBytes + 64 * 1024 * 1024);
+}
+
 /** Internal construction options. */
 export interface ConnectionInit {
   /** The side that opened the transport uses odd stream ids, the other even. */
@@ -157,6 +187,8 @@ export interface ConnectionInit {
   onClose?: (conn: Connection, error: PointSubError | undefined) => void;
   /** Called for every one-way message before the connection's own 'message' event (a server's dispatch). */
   onMessage?: (msg: Message, conn: Connection) => void;
+  /** The memory budget shared by a server's sessions (a client connection makes its own). */
+  budget?: MemoryBudget;
   /** Test hook: first stream id to allocate. */
   firstStreamId?: number;
 }
@@ -182,6 +214,13 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   private readonly keepAliveMs: number;
   private readonly slowPeerBytes: number;
   private readonly slowPeerTimeoutMs: number;
+  private readonly progressTimeoutMs: number;
+  /** Progress is measured from no earlier than this (reading was paused before it). */
+  private progressFloor = 0;
+  /** What the peer may make this side hold (shared by a server's sessions). */
+  private readonly budget: MemoryBudget;
+  /** Ids of the peer's messages this side refused or timed out: their late frames are dropped until END. */
+  private tombstones: Set<number> | undefined;
   /** Reading from the transport is paused: the peer does not read what it is owed. */
   private readPaused = false;
   /** The latest PING payload received while the transport could not take its answer (answered on drain). */
@@ -258,6 +297,8 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.keepAliveMs = options.keepAliveMs ?? 30_000;
     this.slowPeerBytes = options.slowPeerBytes ?? 8 * 1024 * 1024;
     this.slowPeerTimeoutMs = options.slowPeerTimeoutMs ?? 30_000;
+    this.progressTimeoutMs = options.progressTimeoutMs ?? 60_000;
+    this.budget = init.budget ?? new MemoryBudget(budgetLimit(options, this.local));
     this.initiator = init.initiator;
     this.myParity = init.initiator ? 1 : 0;
     this.onMessageHook = init.onMessage;
@@ -316,6 +357,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       },
       writer: this.writer,
       stats: this.stats_,
+      budget: this.budget,
       pending: this.pending,
       serving: this.serving,
       outChunked: this.outChunked,
@@ -803,6 +845,25 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     return kept;
   }
 
+  /** Cancels the peer's unfinished messages that got no frame for `timeoutMs` (and stalled streams). */
+  private checkProgress(now: number, timeoutMs: number): void {
+    const floor = this.progressFloor;
+    if (this.assemblies.size !== 0) {
+      for (const [id, a] of this.assemblies) {
+        if (a.type === FrameType.RES) continue; // this side's call: its request timeout rules
+        const last = a.lastFrameAt > floor ? a.lastFrameAt : floor;
+        if (now - last < timeoutMs) continue;
+        this.dropAssembly(id, a);
+        this.refuseIncoming(
+          a.type,
+          id,
+          new PointSubError("ERR_TIMEOUT", `message ${id} received nothing for ${now - last} ms; cancelled`),
+        );
+      }
+    }
+    this.streams_?.checkProgress(now, timeoutMs, floor);
+  }
+
   private onTransportDrain(): void {
     this.writer.onDrain();
     if (this.state_ === "closed") return;
@@ -814,6 +875,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     if (this.readPaused && this.writer.writable) {
       this.readPaused = false;
       this.lastInput = Date.now();
+      this.progressFloor = this.lastInput;
       this.transport.resume();
     }
   }
@@ -967,6 +1029,8 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       (type === FrameType.REQ && this.serving.size !== 0 && this.serving.get(id) !== undefined)
     )
       throw new PointSubError("ERR_PROTOCOL", `stream ${id} started twice`);
+    // A new message on an id this side refused: the peer has moved on.
+    if (this.tombstones !== undefined) this.tombstones.delete(id);
     const single = (flags & Flag.END) !== 0;
     const v = this.v;
     let p = start;
@@ -1013,12 +1077,25 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       return;
     }
     if (data.length > total) throw new PointSubError("ERR_PROTOCOL", "first chunk larger than the message");
-    const discard = call?.settled === true;
+    let discard = call?.settled === true;
     if (!discard) {
       if (this.assemblyBytes + total > this.local.maxAssemblyBytes) {
         throw new PointSubError("ERR_FLOW_CONTROL", "peer exceeded maxAssemblyBytes with unfinished messages");
       }
-      this.assemblyBytes += total;
+      if (!this.budget.tryCharge(total + ASSEMBLY_OVERHEAD)) {
+        const err = this.overloaded(total);
+        if (call === undefined) {
+          this.refuseIncoming(type, id, err);
+          return;
+        }
+        // The response to this side's own call: give up on it, tell the
+        // responder, and absorb the rest of it without storing.
+        this.settle(call, undefined, err);
+        this.sendCancel(id, err.code);
+        discard = true;
+      } else {
+        this.assemblyBytes += total;
+      }
     }
     let target: Uint8Array | null = null;
     if (!discard) {
@@ -1039,6 +1116,8 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       status,
       streamUsed: end - start,
       streamUnacked: end - start,
+      charged: discard ? 0 : total + ASSEMBLY_OVERHEAD,
+      lastFrameAt: this.lastInput,
     };
     if (this.assemblies === NO_ASSEMBLIES) this.assemblies = new Map();
     this.assemblies.set(id, a);
@@ -1047,8 +1126,15 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
 
   private onContinuation(type: number, flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
     const a = this.assemblies.get(id);
-    if (a === undefined || a.type !== type)
+    if (a === undefined || a.type !== type) {
+      if (a === undefined && this.tombstones?.has(id) === true) {
+        // A refused message's frames still in flight: dropped (connection credit was counted).
+        if ((flags & Flag.END) !== 0) this.tombstones.delete(id);
+        return;
+      }
       throw new PointSubError("ERR_PROTOCOL", `continuation of unknown stream ${id}`);
+    }
+    a.lastFrameAt = this.lastInput;
     const len = end - start;
     if (a.filled + len > a.total) throw new PointSubError("ERR_PROTOCOL", `stream ${id} overruns its declared length`);
     a.streamUsed += len;
@@ -1074,7 +1160,48 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       return;
     }
     this.assemblyBytes -= a.total;
-    this.deliver(type, id, a.route, a.buf, type === FrameType.RES ? this.pending.get(id) : undefined);
+    this.deliver(type, id, a.route, a.buf, type === FrameType.RES ? this.pending.get(id) : undefined, a.charged);
+  }
+
+  private overloaded(size: number): PointSubError {
+    const b = this.budget;
+    return new PointSubError(
+      "ERR_OVERLOADED",
+      `no memory budget for ${size} more bytes (${b.used} of ${b.limit} in use); retry later`,
+    );
+  }
+
+  /**
+   * Refuses the peer's message or request `id` (CANCEL with `err`'s errno);
+   * its frames still in flight are dropped.
+   */
+  private refuseIncoming(type: number, id: number, err: PointSubError): void {
+    if (type === FrameType.REQ) this.openRequests--;
+    this.stats_.error(err.code);
+    this.sendCancel(id, err.code);
+    this.tombstones ??= new Set();
+    if (this.tombstones.size >= MAX_TOMBSTONES) {
+      const oldest = this.tombstones.values().next().value as number;
+      this.tombstones.delete(oldest);
+    }
+    this.tombstones.add(id);
+  }
+
+  /** Removes the peer's unfinished message `id` and returns what it held of the budget. */
+  private dropAssembly(id: number, a: Assembly): void {
+    this.assemblies.delete(id);
+    if (a.buf === null) return;
+    this.assemblyBytes -= a.total;
+    this.budget.release(a.charged);
+    a.charged = 0;
+  }
+
+  /** Returns what a request held of the budget while its handler ran. */
+  private releaseCall(call: ServerCall): void {
+    if (call.charged !== 0) {
+      this.budget.release(call.charged);
+      call.charged = 0;
+    }
   }
 
   private streamCredit(id: number, a: Assembly): void {
@@ -1152,33 +1279,56 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     }
   }
 
-  private deliver(type: number, id: number, route: string, data: Uint8Array, call: PendingCall | undefined): void {
+  /**
+   * Hands a complete message on. `charged` is what its assembly held of the
+   * budget (-1 for a single frame): a request keeps it while its handler
+   * runs; anything else returns it now.
+   */
+  private deliver(
+    type: number,
+    id: number,
+    route: string,
+    data: Uint8Array,
+    call: PendingCall | undefined,
+    charged = -1,
+  ): void {
     this.stats_.received(data.length);
+    if (type === FrameType.REQ) {
+      this.handleRequest(id, route, data, charged);
+      return;
+    }
+    if (charged > 0) this.budget.release(charged);
     if (type === FrameType.MSG) {
       this.deliverMessage(data);
       return;
     }
-    if (type === FrameType.RES) {
-      const c = call as PendingCall;
-      this.finishCall(c);
-      this.settle(c, data, undefined);
-      return;
-    }
-    this.handleRequest(id, route, data);
+    const c = call as PendingCall;
+    this.finishCall(c);
+    this.settle(c, data, undefined);
   }
 
-  private handleRequest(id: number, route: string, data: Uint8Array): void {
+  private handleRequest(id: number, route: string, data: Uint8Array, charged: number): void {
     this.stats_.requestsHandled++;
     const handler =
       this.routes.get(route) ??
       this.sharedRoutes?.get(route) ??
       (route === RESUME_ROUTE ? this.streams.resumeHandler : undefined);
     if (handler === undefined) {
+      if (charged > 0) this.budget.release(charged);
       this.respondError(id, new PointSubError("ERR_NO_ROUTE", `no handler for route ${route}`));
       return;
     }
+    // The body stays charged to the budget while the handler may hold it.
+    if (charged < 0) {
+      charged = data.length + CALL_OVERHEAD;
+      if (!this.budget.tryCharge(charged)) {
+        this.respondError(id, this.overloaded(charged));
+        return;
+      }
+    }
     // One object is both the request and its context: one allocation per call.
     const call = new ServerCall(this, route, id, data);
+    call.charged = charged;
     let result: HandlerResult | Promise<HandlerResult>;
     try {
       result = handler(call, call);
@@ -1203,6 +1353,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   }
 
   private finishHandler(call: ServerCall, value: HandlerResult, err: unknown, failed: boolean): void {
+    this.releaseCall(call);
     if (call.done) return; // cancelled, or the connection closed
     call.done = true;
     if (failed) {
@@ -1280,16 +1431,19 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     if (this.isMine(id)) {
       // About one of my requests: the peer's final word on it.
       const call = this.pending.get(id);
-      if (call === undefined) return;
-      const a = this.assemblies.get(id);
-      if (a !== undefined) {
-        this.assemblies.delete(id);
-        if (a.buf !== null) this.assemblyBytes -= a.total;
+      const kept = code === "ERR_TIMEOUT" || code === "ERR_OVERLOADED" || code === "ERR_GOING_AWAY";
+      if (call === undefined) {
+        // A chunked one-way message the receiver refused: stop sending it, reject its send.
+        this.writer.remove(
+          FrameType.MSG,
+          id,
+          new PointSubError(kept ? code : "ERR_CANCELLED", "message refused by the peer"),
+        );
+        return;
       }
-      const err = new PointSubError(
-        code === "ERR_TIMEOUT" ? "ERR_TIMEOUT" : "ERR_CANCELLED",
-        `request to ${call.route} cancelled by the peer`,
-      );
+      const a = this.assemblies.get(id);
+      if (a !== undefined) this.dropAssembly(id, a);
+      const err = new PointSubError(kept ? code : "ERR_CANCELLED", `request to ${call.route} cancelled by the peer`);
       if (call.type === FrameType.REQ) this.writer.remove(FrameType.REQ, id, err);
       this.finishCall(call);
       this.settle(call, undefined, err);
@@ -1303,8 +1457,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     );
     const a = this.assemblies.get(id);
     if (a !== undefined) {
-      this.assemblies.delete(id);
-      this.assemblyBytes -= a.total;
+      this.dropAssembly(id, a);
       if (a.type === FrameType.REQ) {
         this.openRequests--;
         this.sendCancel(id, reason.code);
@@ -1314,6 +1467,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     const call = this.serving.get(id);
     if (call === undefined) return; // already answered: our RES ends it
     this.serving.delete(id);
+    this.releaseCall(call);
     call.done = true;
     call.abort(reason);
     this.writer.remove(FrameType.RES, id, reason);
@@ -1384,6 +1538,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     let period = Number.POSITIVE_INFINITY;
     if (ms > 0) period = ms >>> 1;
     if (slow > 0) period = Math.min(period, slow >>> 2);
+    if (this.progressTimeoutMs > 0) period = Math.min(period, this.progressTimeoutMs >>> 2);
     if (period === Number.POSITIVE_INFINITY) return;
     this.keepAliveTimer = setInterval(() => this.housekeeping(), Math.max(10, period));
     (this.keepAliveTimer as { unref?: () => void }).unref?.();
@@ -1401,6 +1556,11 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
         ),
       );
       return;
+    }
+    const pt = this.progressTimeoutMs;
+    if (pt > 0 && !this.readPaused) {
+      this.checkProgress(now, pt);
+      if (this.state_ === "closed") return;
     }
     const ms = this.keepAliveMs;
     // While reading is paused nothing can arrive: the slow-peer timeout rules.
@@ -1476,11 +1636,12 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.pending.clear();
     for (const call of this.waiting.drain()) this.settle(call, undefined, failure);
     for (const call of this.serving.values()) {
+      this.releaseCall(call);
       call.done = true;
       call.abort(failure);
     }
     this.serving.clear();
-    this.assemblies.clear();
+    for (const [id, a] of this.assemblies) this.dropAssembly(id, a);
     this.assemblyBytes = 0;
     for (const p of this.pings.values()) p.d.reject(failure);
     this.pings.clear();

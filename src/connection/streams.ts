@@ -20,13 +20,14 @@ import type { SendStreamOptions, StreamHandler, StreamSource } from "../stream/t
 import { newTransferId, Progress } from "../transfer/progress.ts";
 import { deferred } from "../util/deferred.ts";
 import { Limiter } from "../util/limiter.ts";
+import type { MemoryBudget } from "./budget.ts";
 import type { CallTable } from "./call-table.ts";
 import { type PendingCall, ServerCall } from "./calls.ts";
 import type { Connection, ConnectionState } from "./connection.ts";
 import { chunkSizeFor } from "./size-class.ts";
 import type { Stats } from "./stats.ts";
 import type { Handler, HandlerResult, RequestOptions } from "./types.ts";
-import type { FrameWriter, OutMessage, StreamItem } from "./writer.ts";
+import { type FrameWriter, type OutMessage, type StreamItem, streamCost } from "./writer.ts";
 
 /** Where a resumable receiver stands on a transfer: content bytes it holds and their CRC32C. */
 export interface ResumePoint {
@@ -34,8 +35,14 @@ export interface ResumePoint {
   crc: number;
 }
 
+/** Who asks a resume query: the stream route it is about and the session asking (its `principal`). */
+export interface ResumeContext {
+  route: string;
+  session: Connection;
+}
+
 /** Answers a resume query for `transferId` (docs/PROTOCOL.md §3.11). */
-export type ResumeLookup = (transferId: string) => ResumePoint | Promise<ResumePoint>;
+export type ResumeLookup = (transferId: string, ctx: ResumeContext) => ResumePoint | Promise<ResumePoint>;
 
 /** A stream route: its handler and, when it can resume, where a transfer stands. */
 export interface StreamRoute {
@@ -55,6 +62,8 @@ export interface StreamHost {
   readonly local: Settings;
   readonly writer: FrameWriter;
   readonly stats: Stats;
+  /** What the peer may make this side hold (stream data not yet read is charged to it). */
+  readonly budget: MemoryBudget;
   /** Calls this side made (a stream is one, answered by the receiver's RES). */
   readonly pending: CallTable<PendingCall>;
   /** Handlers running for the peer's calls (a received stream's handler is one). */
@@ -101,6 +110,10 @@ interface InState {
   used: number;
   /** Consumed and not yet returned. */
   unacked: number;
+  /** Bytes of the memory budget its unread data holds. */
+  charged: number;
+  /** When its last frame arrived. */
+  lastFrameAt: number;
   /** The sender's END or CANCEL arrived. */
   inDone: boolean;
   /** This side's RES or CANCEL went out. */
@@ -169,8 +182,8 @@ export class Streams {
     this.host.connectionFlow(length);
     const st = this.inStreams.get(id);
     if (st === undefined || st.inDone) throw new PointSubError("ERR_PROTOCOL", `STREAM frame for unknown stream ${id}`);
-    this.chargeStream(st, length);
-    st.stream.pushPieces(pieces, length, length, this.host.payloadCrc);
+    st.lastFrameAt = Date.now();
+    if (this.chargeStream(st, length)) st.stream.pushPieces(pieces, length, length, this.host.payloadCrc);
   }
 
   /** A CREDIT frame for stream `id`: progress for a stream this side sends. */
@@ -191,9 +204,41 @@ export class Streams {
     this.outStreams.get(id)?.out.stop(err);
   }
 
+  /**
+   * Cancels streams that made no progress for `timeoutMs` although they
+   * could: one the peer sends whose reader has read everything (the sender
+   * has credit) and no frame came since `floor`; one this side sends that
+   * waits for stream credit the receiver has not returned.
+   */
+  checkProgress(now: number, timeoutMs: number, floor: number): void {
+    for (const st of this.inStreams.values()) {
+      if (st.inDone || st.outDone || st.stream.buffered !== 0) continue;
+      const last = st.lastFrameAt > floor ? st.lastFrameAt : floor;
+      if (now - last < timeoutMs) continue;
+      const err = new PointSubError("ERR_TIMEOUT", `stream ${st.id} received nothing for ${now - last} ms`);
+      st.stream.fail(err);
+      this.cancelInStream(st, err);
+    }
+    for (const st of this.outStreams.values()) {
+      if (st.outEnded || st.call.settled) continue;
+      const head = st.msg.items?.peek();
+      if (head === undefined || streamCost(head) <= st.msg.credit) continue;
+      const last = st.out.lastAckAt > floor ? st.out.lastAckAt : floor;
+      if (now - last < timeoutMs) continue;
+      this.host.abandon(
+        st.call,
+        new PointSubError(
+          "ERR_TIMEOUT",
+          `the receiver returned no credit for stream ${st.msg.id} for ${now - last} ms`,
+        ),
+      );
+    }
+  }
+
   /** The connection closed: fail every stream in both directions. */
   teardown(failure: PointSubError): void {
     for (const st of this.inStreams.values()) {
+      this.dropCharge(st);
       st.stream.fail(failure, true);
       st.call.done = true;
       st.call.abort(failure);
@@ -483,6 +528,8 @@ export class Streams {
       codec: head.codec,
       used: 0,
       unacked: 0,
+      charged: 0,
+      lastFrameAt: Date.now(),
       inDone: false,
       outDone: false,
     };
@@ -520,11 +567,36 @@ export class Streams {
     );
   }
 
-  /** Counts `n` received payload bytes against stream `st`'s window. */
-  private chargeStream(st: InState, n: number): void {
+  /**
+   * Counts `n` received payload bytes against stream `st`'s window and the
+   * memory budget. When the budget is exhausted the stream is cancelled
+   * with ERR_OVERLOADED (the sender may resume it later); returns false then.
+   */
+  private chargeStream(st: InState, n: number): boolean {
     st.used += n;
     if (st.used > this.host.local.streamWindow) {
       throw new PointSubError("ERR_FLOW_CONTROL", `peer exceeded the window of stream ${st.id}`);
+    }
+    if (st.outDone) return false; // answered: its frames are dropped
+    if (!this.host.budget.tryCharge(n)) {
+      const b = this.host.budget;
+      const err = new PointSubError(
+        "ERR_OVERLOADED",
+        `no memory budget for stream data (${b.used} of ${b.limit} in use); retry later`,
+      );
+      st.stream.fail(err);
+      this.cancelInStream(st, err);
+      return false;
+    }
+    st.charged += n;
+    return true;
+  }
+
+  /** Returns everything stream `st` holds of the budget (it was answered, cancelled or closed). */
+  private dropCharge(st: InState): void {
+    if (st.charged !== 0) {
+      this.host.budget.release(st.charged);
+      st.charged = 0;
     }
   }
 
@@ -538,9 +610,9 @@ export class Streams {
    * this connection's share of the decompression jobs.
    */
   private streamData(st: InState, flags: number, data: Uint8Array, crc = -1): void {
+    st.lastFrameAt = Date.now();
     if ((flags & Flag.COMPRESSED) === 0) {
-      this.chargeStream(st, data.length);
-      st.stream.push(data, data.length, crc);
+      if (this.chargeStream(st, data.length)) st.stream.push(data, data.length, crc);
       return;
     }
     const codec = codecById(st.codec);
@@ -562,13 +634,18 @@ export class Streams {
       );
     }
     const cost = Math.max(data.length, length);
-    this.chargeStream(st, cost);
+    if (!this.chargeStream(st, cost)) return;
     const jobs = this.inflateJobs;
     st.stream.pushCompressed(block, cost, () => jobs.run(() => inflate(codec, block, length)));
   }
 
   /** The reader consumed `wire` bytes of stream `st`: return credit in quarter-window steps. */
   private streamConsumed(st: InState, wire: number): void {
+    const r = wire < st.charged ? wire : st.charged;
+    if (r !== 0) {
+      this.host.budget.release(r);
+      st.charged -= r;
+    }
     st.unacked += wire;
     if (st.outDone || this.host.state === "closed") return;
     if (st.unacked >= this.host.local.streamWindow >>> 2) {
@@ -582,6 +659,8 @@ export class Streams {
   private cancelInStream(st: InState, err: PointSubError): void {
     if (st.outDone || this.host.state === "closed") return;
     st.outDone = true;
+    st.stream.discard();
+    this.dropCharge(st);
     st.call.done = true;
     this.host.serving.delete(st.id);
     this.host.closeRequest();
@@ -599,6 +678,7 @@ export class Streams {
     );
     st.inDone = true;
     st.stream.fail(err);
+    this.dropCharge(st);
     if (!st.outDone) {
       st.outDone = true;
       st.call.done = true;
@@ -615,6 +695,7 @@ export class Streams {
     this.host.finishHandler(st.call, value, err, failed);
     st.outDone = true;
     st.stream.discard();
+    this.dropCharge(st);
     this.releaseInStream(st);
   }
 
@@ -623,7 +704,7 @@ export class Streams {
   }
 
   /** Answers resume queries (docs/PROTOCOL.md §3.11) from the stream routes' `resume` lookups. */
-  readonly resumeHandler: Handler = async (req) => {
+  readonly resumeHandler: Handler = async (req, ctx) => {
     const q = req.data;
     const v: VarintResult = { value: 0, next: 0 };
     const bad = () => new PointSubError("ERR_PROTOCOL", "bad resume query");
@@ -633,7 +714,8 @@ export class Streams {
     if (readVarint(q, p, q.length, 2, v) !== 1 || v.next + v.value !== q.length) throw bad();
     const transferId = decoder.decode(q.subarray(v.next));
     const sr = this.routes.get(route) ?? this.sharedRoutes?.get(route);
-    const point = sr?.resume === undefined ? { offset: 0, crc: 0 } : await sr.resume(transferId);
+    const point =
+      sr?.resume === undefined ? { offset: 0, crc: 0 } : await sr.resume(transferId, { route, session: ctx.session });
     const out = new Uint8Array(varintLength(point.offset) + 4);
     const o = writeVarint(out, 0, point.offset);
     out[o] = point.crc >>> 24;

@@ -91,4 +91,20 @@ export interface ConnectionOptions {
    * ERR_SLOW_PEER. Default 30000 ms; 0 = never.
    */
   slowPeerTimeoutMs?: number;
+  /**
+   * Unfinished messages and streams the peer sends that make no progress
+   * (no frame arrives while the peer could send) for this long are
+   * cancelled with ERR_TIMEOUT. Default 60000 ms; 0 = never.
+   */
+  progressTimeoutMs?: number;
+  /**
+   * Most bytes the peer may make this side hold at once: unfinished
+   * messages (declared size + 1 KiB each), request bodies while their
+   * handler runs, stream data not yet read. Work beyond it is refused with
+   * ERR_OVERLOADED (retryable). A server shares one budget between all its
+   * sessions. Default: 1 GiB, or a quarter of the memory available when
+   * smaller — but at least maxAssemblyBytes + 64 MiB, so a message of the
+   * largest size allowed always fits.
+   */
+  memoryBudget?: number;
 }

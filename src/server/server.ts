@@ -1,5 +1,12 @@
 import { EventEmitter } from "eventemitter3";
-import { Connection, type ResumeLookup, resolveSettings, type StreamRoute } from "../connection/connection.ts";
+import { MemoryBudget } from "../connection/budget.ts";
+import {
+  budgetLimit,
+  Connection,
+  type ResumeLookup,
+  resolveSettings,
+  type StreamRoute,
+} from "../connection/connection.ts";
 import { type StatsSnapshot, sumStats } from "../connection/stats.ts";
 import type { ConnectionOptions, Handler, Message } from "../connection/types.ts";
 import { PointSubError } from "../errors/error.ts";
@@ -11,8 +18,26 @@ import type { TlsOptions, Transport, TransportListener } from "../transport/tran
 export interface ServerOptions extends ConnectionOptions {
   /** Certificate and key for `tls://` listeners (and CA / requestCert for mutual TLS). */
   tls?: TlsOptions;
-  /** Most sessions at once; further transports are closed at once. Default unlimited. */
+  /**
+   * Most sessions at once, counting connections still in their TLS or
+   * pointsub handshake; further transports are closed at once. Default
+   * unlimited.
+   */
   maxConnections?: number;
+  /** Most tls:// sockets in their TLS handshake at once, per listener. Default 1024. */
+  maxPendingHandshakes?: number;
+}
+
+/** The server-wide memory budget, as {@link Server.memory} reports it. */
+export interface MemoryUsage {
+  /** Bytes charged now: unfinished messages, request bodies in handlers, unread stream data. */
+  used: number;
+  /** The budget (`memoryBudget`). */
+  limit: number;
+  /** Highest `used` so far. */
+  peak: number;
+  /** Messages, requests and streams refused with ERR_OVERLOADED so far. */
+  refused: number;
 }
 
 /** Events of a {@link Server}. */
@@ -40,6 +65,10 @@ export class Server extends EventEmitter<ServerEvents> {
   private readonly bound: TransportListener[] = [];
   private readonly sessions_ = new Set<Connection>();
   private readonly connecting = new Set<Connection>();
+  /** Accepted connections still in a transport handshake (tls), not yet handed to accept. */
+  private pending = 0;
+  /** One budget for everything all sessions' peers make the server hold. */
+  private readonly budget: MemoryBudget;
   private closedTotals: StatsSnapshot | undefined;
   private closing = false;
 
@@ -47,6 +76,13 @@ export class Server extends EventEmitter<ServerEvents> {
     super();
     this.options = options;
     this.settings = resolveSettings(options);
+    this.budget = new MemoryBudget(budgetLimit(options, this.settings));
+  }
+
+  /** The server-wide memory budget: what peers make the server hold, and what was refused. */
+  get memory(): MemoryUsage {
+    const b = this.budget;
+    return { used: b.used, limit: b.limit, peak: b.peak, refused: b.refused };
   }
 
   /** Registers `handler` for requests to `route` (e.g. `/echo/1.0.0`) from any session. */
@@ -82,7 +118,13 @@ export class Server extends EventEmitter<ServerEvents> {
     try {
       for (const u of urls) {
         const { url, adapter } = resolveTransport(u);
-        started.push(await adapter.listen(url, { tls: this.options.tls }, (t) => this.accept(t)));
+        const options = {
+          tls: this.options.tls,
+          handshakeTimeoutMs: this.options.handshakeTimeoutMs,
+          maxPendingHandshakes: this.options.maxPendingHandshakes,
+          onPending: this.countPending,
+        };
+        started.push(await adapter.listen(url, options, (t) => this.accept(t)));
       }
     } catch (err) {
       await Promise.all(started.map((l) => l.close()));
@@ -131,7 +173,7 @@ export class Server extends EventEmitter<ServerEvents> {
 
   private accept(transport: Transport): void {
     const max = this.options.maxConnections;
-    if (this.closing || (max !== undefined && this.sessions_.size + this.connecting.size >= max)) {
+    if (this.closing || (max !== undefined && this.sessions_.size + this.connecting.size + this.pending >= max)) {
       transport.attach({ onData: () => false, onDrain() {}, onClose() {} });
       transport.destroy();
       this.emit(
@@ -149,11 +191,33 @@ export class Server extends EventEmitter<ServerEvents> {
       sharedRoutes: this.routes,
       sharedStreamRoutes: this.streamRoutes,
       onMessage: this.dispatchMessage,
+      budget: this.budget,
       onOpen: this.sessionOpened,
       onClose: this.sessionClosed,
     });
     this.connecting.add(conn);
   }
+
+  /** Connections in a transport handshake count against maxConnections; refused at once when full. */
+  private readonly countPending = (delta: 1 | -1): boolean => {
+    if (delta === -1) {
+      this.pending--;
+      return true;
+    }
+    const max = this.options.maxConnections;
+    if (this.closing || (max !== undefined && this.sessions_.size + this.connecting.size + this.pending >= max)) {
+      this.emit(
+        "reject",
+        new PointSubError(
+          this.closing ? "ERR_GOING_AWAY" : "ERR_CONNECT",
+          `refused a connection before its TLS handshake: ${this.closing ? "server closing" : "connection limit reached"}`,
+        ),
+      );
+      return false;
+    }
+    this.pending++;
+    return true;
+  };
 
   // One set of hooks for every session: no closures or listeners per session.
   private readonly sessionOpened = (conn: Connection): void => {

@@ -92,6 +92,11 @@ export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<
     return this.crc >>> 0;
   }
 
+  /** @internal Frames received and not yet read. */
+  get buffered(): number {
+    return this.entries.length;
+  }
+
   /** Content bytes read so far in this stream (the offset not included). */
   get bytesRead(): number {
     return this.received;

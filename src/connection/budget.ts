@@ -1,0 +1,60 @@
+/**
+ * A memory budget for bytes a peer makes this side hold: unfinished
+ * messages (their declared size plus a fixed overhead each), request bodies
+ * while their handler runs, and received stream data not yet read. A server
+ * shares one budget between all its sessions; a client connection has its
+ * own. When a charge does not fit, the work is refused with
+ * `ERR_OVERLOADED` (a retryable error) instead of buffering it.
+ */
+export class MemoryBudget {
+  /** Most bytes charged at once. */
+  readonly limit: number;
+  /** Bytes charged now. */
+  used = 0;
+  /** Highest `used` seen. */
+  peak = 0;
+  /** Charges refused so far. */
+  refused = 0;
+
+  constructor(limit: number) {
+    this.limit = limit;
+  }
+
+  /** Charges `n` bytes if they fit; returns whether they did. */
+  tryCharge(n: number): boolean {
+    const next = this.used + n;
+    if (next > this.limit) {
+      this.refused++;
+      return false;
+    }
+    this.used = next;
+    if (next > this.peak) this.peak = next;
+    return true;
+  }
+
+  /** Returns `n` bytes charged earlier. */
+  release(n: number): void {
+    this.used -= n;
+  }
+}
+
+/** Bytes charged per unfinished message on top of its declared size: its bookkeeping and buffer headers. */
+export const ASSEMBLY_OVERHEAD = 1024;
+/** Bytes charged per request whose handler is running, on top of its body. */
+export const CALL_OVERHEAD = 512;
+
+const GiB = 1024 * 1024 * 1024;
+let defaultLimit: () => number = () => GiB;
+
+/**
+ * @internal The runtime edge says how large a default budget is (Node: the
+ * smaller of 1 GiB and a quarter of the memory the process may use).
+ */
+export function setDefaultBudgetLimit(fn: () => number): void {
+  defaultLimit = fn;
+}
+
+/** The default budget size: 1 GiB, or a quarter of the available memory when that is smaller. */
+export function defaultBudgetLimit(): number {
+  return defaultLimit();
+}
