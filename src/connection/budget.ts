@@ -32,6 +32,15 @@ export class MemoryBudget {
     return true;
   }
 
+  /**
+   * Charges `n` bytes even past the limit (memory already committed, such
+   * as a handler's answer); later charges are refused until it is back.
+   */
+  force(n: number): void {
+    this.used += n;
+    if (this.used > this.peak) this.peak = this.used;
+  }
+
   /** Returns `n` bytes charged earlier. */
   release(n: number): void {
     this.used -= n;

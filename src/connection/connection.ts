@@ -20,7 +20,7 @@ import {
   validateSettings,
 } from "../codec/settings.ts";
 import { readVarint, type VarintResult, varintLength, writeVarint } from "../codec/varint.ts";
-import { codeForErrno, type ErrorCode } from "../errors/codes.ts";
+import { codeForErrno, codeInfo, type ErrorCode } from "../errors/codes.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import type { Transfer } from "../stream/transfer.ts";
 import type { SendStreamOptions, StreamHandler, StreamSource } from "../stream/types.ts";
@@ -115,6 +115,11 @@ interface Assembly {
   lastFrameAt: number;
 }
 
+/** Frames decoded from one peer before its reading yields to the rest of the event loop for a turn. */
+const YIELD_FRAMES = 4096;
+/** Runs `fn` on the next event-loop turn (setImmediate where the runtime has it, else a 0 ms timer). */
+const nextTurn: (fn: () => void) => void =
+  typeof globalThis.setImmediate === "function" ? (fn) => setImmediate(fn) : (fn) => setTimeout(fn, 0);
 /** Ids of refused messages whose remaining frames are dropped, at most this many. */
 const MAX_TOMBSTONES = 4096;
 
@@ -223,6 +228,9 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   private tombstones: Set<number> | undefined;
   /** Reading from the transport is paused: the peer does not read what it is owed. */
   private readPaused = false;
+  /** Reading is paused until the next event-loop turn (see YIELD_FRAMES). */
+  private yielding = false;
+  private framesAtYield = 0;
   /** The latest PING payload received while the transport could not take its answer (answered on drain). */
   private pendingPong: Uint8Array | undefined;
   private readonly initiator: boolean;
@@ -808,7 +816,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
 
   private sendCancel(id: number, code: ErrorCode): void {
     const payload = new Uint8Array(CANCEL_LENGTH);
-    const errno = new PointSubError(code, "").errno;
+    const errno = codeInfo(code).errno;
     payload[0] = errno >> 8;
     payload[1] = errno & 0xff;
     this.writer.control(FrameType.CANCEL, 0, id, payload);
@@ -835,6 +843,15 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     } catch (err) {
       this.fail(toPointSubError(err, "ERR_PROTOCOL"));
       return true;
+    }
+    // Fairness: after many frames in a row, let timers and other sockets run
+    // before reading this one again (a flood of tiny frames from one peer
+    // must not hold the event loop for a whole burst of reads).
+    if (this.framesIn - this.framesAtYield >= YIELD_FRAMES && !this.yielding) {
+      this.framesAtYield = this.framesIn;
+      this.yielding = true;
+      this.transport.pause();
+      nextTurn(this.endYield);
     }
     // A peer that does not read what it is owed is read no further until it drains.
     const w = this.writer;
@@ -864,6 +881,12 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.streams_?.checkProgress(now, timeoutMs, floor);
   }
 
+  private readonly endYield = (): void => {
+    this.yielding = false;
+    this.framesAtYield = this.framesIn;
+    if (!this.readPaused && this.state_ !== "closed") this.transport.resume();
+  };
+
   private onTransportDrain(): void {
     this.writer.onDrain();
     if (this.state_ === "closed") return;
@@ -876,7 +899,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       this.readPaused = false;
       this.lastInput = Date.now();
       this.progressFloor = this.lastInput;
-      this.transport.resume();
+      if (!this.yielding) this.transport.resume();
     }
   }
 
@@ -1315,14 +1338,16 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       (route === RESUME_ROUTE ? this.streams.resumeHandler : undefined);
     if (handler === undefined) {
       if (charged > 0) this.budget.release(charged);
-      this.respondError(id, new PointSubError("ERR_NO_ROUTE", `no handler for route ${route}`));
+      // No PointSubError (and its stack trace) per refused request: just the answer.
+      this.respondError(id, "ERR_NO_ROUTE", `no handler for route ${route}`);
       return;
     }
     // The body stays charged to the budget while the handler may hold it.
     if (charged < 0) {
       charged = data.length + CALL_OVERHEAD;
       if (!this.budget.tryCharge(charged)) {
-        this.respondError(id, this.overloaded(charged));
+        const e = this.overloaded(charged);
+        this.respondError(id, e.code, e.message);
         return;
       }
     }
@@ -1353,10 +1378,13 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   }
 
   private finishHandler(call: ServerCall, value: HandlerResult, err: unknown, failed: boolean): void {
-    this.releaseCall(call);
-    if (call.done) return; // cancelled, or the connection closed
+    if (call.done) {
+      this.releaseCall(call);
+      return; // cancelled, or the connection closed
+    }
     call.done = true;
     if (failed) {
+      this.releaseCall(call);
       const e =
         err instanceof PointSubError
           ? err
@@ -1365,51 +1393,62 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
               `handler for ${call.route} failed: ${err instanceof Error ? err.message : String(err)}`,
             );
       this.serving.delete(call.id);
-      this.respondError(call.id, e);
+      this.respondError(call.id, e.code, e.message);
       return;
     }
     let data: Uint8Array;
     try {
       data = value === undefined ? EMPTY : toBytes(value, "handler result");
     } catch (e) {
+      this.releaseCall(call);
       this.serving.delete(call.id);
-      this.respondError(call.id, e as PointSubError);
+      const pe = e as PointSubError;
+      this.respondError(call.id, pe.code, pe.message);
       return;
     }
     if (data.length > this.peer.maxMessageSize) {
+      this.releaseCall(call);
       this.serving.delete(call.id);
       this.respondError(
         call.id,
-        new PointSubError(
-          "ERR_MESSAGE_TOO_LARGE",
-          `response of ${data.length} bytes exceeds the caller's maxMessageSize`,
-        ),
+        "ERR_MESSAGE_TOO_LARGE",
+        `response of ${data.length} bytes exceeds the caller's maxMessageSize`,
       );
       return;
     }
     this.stats_.sent(data.length);
     if (data.length <= this.msgSingleMax - 1 && this.writer.trySendNow(FrameType.RES, call.id, OK_HEAD, data)) {
+      this.releaseCall(call);
       this.serving.delete(call.id);
       this.openRequests--;
       return;
     }
+    // Queued: the request's charge stays (plus the answer, when it is other
+    // memory) until the answer is handed to the transport, so answers a peer
+    // does not take (no credit, no reading) count against the budget.
+    if (data.length !== 0 && data.buffer !== call.data.buffer) {
+      this.budget.force(data.length);
+      call.charged += data.length;
+    }
     this.serving.add(call);
     this.writeBody(FrameType.RES, call.id, OK_HEAD, data, () => {
+      this.releaseCall(call);
       this.serving.delete(call.id);
       this.openRequests--;
     });
   }
 
-  private respondError(id: number, err: PointSubError): void {
-    this.stats_.error(err.code);
-    const code = encoder.encode(err.code);
-    const text = encoder.encode(err.message.slice(0, MAX_ERROR_TEXT));
+  private respondError(id: number, errCode: ErrorCode, message: string): void {
+    this.stats_.error(errCode);
+    const code = encoder.encode(errCode);
+    const text = encoder.encode(message.slice(0, MAX_ERROR_TEXT));
+    const errno = codeInfo(errCode).errno;
     const head = new Uint8Array(
       1 + 2 + varintLength(code.length) + code.length + varintLength(text.length) + text.length,
     );
     head[0] = Status.ERROR;
-    head[1] = err.errno >> 8;
-    head[2] = err.errno & 0xff;
+    head[1] = errno >> 8;
+    head[2] = errno & 0xff;
     let p = writeVarint(head, 3, code.length);
     head.set(code, p);
     p = writeVarint(head, p + code.length, text.length);

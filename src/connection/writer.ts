@@ -551,7 +551,9 @@ export class FrameWriter {
   private ensure(need: number): void {
     if (this.slab.length - this.slabPos >= need) return;
     this.cut();
-    this.slab = new Uint8Array(Math.max(SLAB_SIZE, need));
+    // A trimmed (idle) connection starts again small: a GOAWAY or a pong
+    // to a quiet peer should not cost a 64 KiB slab each.
+    this.slab = new Uint8Array(Math.max(this.slab.length === 0 ? 1024 : SLAB_SIZE, need));
     this.slabStart = 0;
     this.slabPos = 0;
   }

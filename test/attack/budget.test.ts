@@ -173,7 +173,7 @@ describe("attack: memory budget", () => {
     })();
     const err = await conn.sendStream("/upload", source).then(
       () => undefined,
-      (e: PointSubError) => e,
+      (e: unknown) => e as PointSubError,
     );
     assert.equal(err?.code, "ERR_TIMEOUT");
     conn.destroy();
