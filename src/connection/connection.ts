@@ -1628,7 +1628,14 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     while (
       this.state_ !== "closed" &&
       Date.now() < deadline &&
-      (this.pending.size !== 0 || this.waiting.length !== 0 || this.serving.size !== 0 || this.writer.pending !== 0)
+      (this.pending.size !== 0 ||
+        this.waiting.length !== 0 ||
+        this.serving.size !== 0 ||
+        this.writer.pending !== 0 ||
+        // The peer's messages and requests whose bodies are still arriving
+        // are in flight too (a request counts from its START).
+        this.assemblies.size !== 0 ||
+        this.streams_?.busy === true)
     ) {
       await new Promise((r) => setTimeout(r, 5));
     }

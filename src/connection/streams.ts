@@ -158,6 +158,11 @@ export class Streams {
     this.sharedRoutes = sharedRoutes;
   }
 
+  /** Whether any stream is open in either direction (work in flight for a graceful close). */
+  get busy(): boolean {
+    return this.inStreams.size !== 0 || this.outStreams.size !== 0;
+  }
+
   /** Whether the peer's stream `id` is open here. */
   hasIn(id: number): boolean {
     return this.inStreams.has(id);

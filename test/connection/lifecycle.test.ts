@@ -105,3 +105,25 @@ describe("lifecycle", () => {
     await server.close();
   });
 });
+
+describe("graceful close with a request body still arriving", () => {
+  for (const side of ["server", "client"] as const) {
+    it(`the ${side}'s close (GOAWAY) lets a request whose chunked body is still arriving finish`, async () => {
+      const server = createServer({ maxMessageSize: 64 * 1024 * 1024 });
+      server.handle("/echo/1.0.0", (req) => req.data);
+      const [url] = await server.listen("tcp://127.0.0.1:0");
+      const client = await connect(url, { maxMessageSize: 64 * 1024 * 1024 });
+      const body = new Uint8Array(32 * 1024 * 1024).fill(9);
+      const call = client.request("/echo/1.0.0", body);
+      // Let the START go out, then close while the rest of the body is on its way.
+      await new Promise((r) => setTimeout(r, 5));
+      const closing = side === "server" ? server.close() : client.close();
+      const answer = await call;
+      assert.equal(answer.length, body.length);
+      assert.equal(answer[answer.length - 1], 9);
+      await closing;
+      await client.close();
+      await server.close();
+    });
+  }
+});
