@@ -7,12 +7,16 @@
 import { isMainThread, parentPort, workerData } from "node:worker_threads";
 import { crc32c, crc32cCombine } from "../../src/codec/crc32c.ts";
 import {
+  BOMB_EXPECT,
+  type BombKind,
   bombPayload,
   CODEC,
+  CODEC_NAMES,
   type CodecName,
   type CompressedFormat,
   cancel,
   chunkStart,
+  compressedBomb,
   concat,
   connectPeer,
   credit,
@@ -82,6 +86,13 @@ class Ctx {
     this.goaways[k] = (this.goaways[k] ?? 0) + 1;
   }
 
+  /** Counts an error the server sent (CANCEL errno or error RES), by name. */
+  serverError(key: string): void {
+    if (this.notes.serverErrors === undefined) this.notes.serverErrors = {};
+    const m = this.notes.serverErrors as Record<string, number>;
+    m[key] = (m[key] ?? 0) + 1;
+  }
+
   bump(key: string, by = 1): void {
     if (this.notes.counts === undefined) this.notes.counts = {};
     const m = this.notes.counts as Record<string, number>;
@@ -102,10 +113,25 @@ class Ctx {
   }
 }
 
-/** Connects a peer, counting the connection or the failure. */
+/**
+ * Connects a peer, counting the connection or the failure. A parsing peer
+ * also counts the CANCEL errnos and error answers the server sent
+ * (notes.serverErrors: ERR_OVERLOADED refusals, timeouts, ...).
+ */
 async function open(ctx: Ctx, o: Omit<Parameters<typeof connectPeer>[0], "port">): Promise<Peer | undefined> {
+  const inner = o.onFrame;
+  const onFrame = (f: ParsedFrame) => {
+    if (f.payload !== undefined) {
+      if (f.type === T.CANCEL) ctx.serverError(`CANCEL ${errnoName(parseCancel(f.payload))}`);
+      else if (f.type === T.RES && (f.flags & F.START) !== 0) {
+        const r = parseResStart(f.flags, f.payload);
+        if (r.status === 1) ctx.serverError(`RES ${errnoName(r.errno)}`);
+      }
+    }
+    inner?.(f);
+  };
   try {
-    const peer = await connectPeer({ port: ctx.p.port, timeoutMs: 5000, ...o });
+    const peer = await connectPeer({ port: ctx.p.port, timeoutMs: 5000, ...o, onFrame });
     ctx.connections++;
     return peer;
   } catch {
@@ -583,11 +609,52 @@ async function noReadRequests(ctx: Ctx, route: string, size: number): Promise<vo
 
 // ------------------------------------------------------------- compression
 
+/** The server's COMPRESSED limits from its HELLO (maxCompressionRatio: key 11, default 1024). */
+function limitsOf(server: WireSettings): { maxFrameSize: number; ratio: number } {
+  return { maxFrameSize: server.maxFrameSize, ratio: server.maxCompressionRatio };
+}
+
+function offers(server: WireSettings, codec: CodecName): boolean {
+  return (server.compression & (1 << (CODEC[codec] - 1))) !== 0;
+}
+
+/**
+ * Waits until `id` has `conn` bytes of connection credit and `stream` bytes
+ * of stream credit; false when the stream got a final frame, the
+ * connection closed or the scenario is over.
+ */
+async function waitCredit(
+  ctx: Ctx,
+  peer: Peer,
+  id: number,
+  conn: number,
+  stream: number,
+  finished: () => boolean,
+): Promise<boolean> {
+  const ledger = peer.credit;
+  if (ledger === undefined) return true;
+  while (ledger.conn < conn || (ledger.streamLeft(id) ?? Number.POSITIVE_INFINITY) < stream) {
+    if (ctx.done || peer.isClosed || finished()) return false;
+    await ledger.changed(50);
+  }
+  return !finished();
+}
+
+/**
+ * `within` bombs (the default; see BombKind in test/helpers/attacker.ts):
+ * honest COMPRESSED frames of maxFrameSize as dense as the server's
+ * maxCompressionRatio allows (~1000:1), 8 streams per connection, keeping
+ * exactly to the credit the server grants (stream window charged
+ * max(payload, declared)), each stream ended with the right length and CRC.
+ * The server must accept every one (no GOAWAY, no stream error except
+ * ERR_OVERLOADED / ERR_TIMEOUT) and answer the discard route with the exact
+ * byte count.
+ */
 async function bomb(ctx: Ctx): Promise<void> {
   const p = ctx.p;
   const codec = (p.codec ?? "zstd") as CodecName;
   const route = p.route ?? DISCARD_ROUTE;
-  const format: CompressedFormat = p.compressedFormat ?? "plain";
+  const format: CompressedFormat = p.compressedFormat ?? "length-prefixed";
   const maxBytes = p.maxBytes ?? 64 * 1024 * MIB;
   const streamsPerConn = 8;
   let inflated = 0;
@@ -606,22 +673,36 @@ async function bomb(ctx: Ctx): Promise<void> {
         continue;
       }
       const server = peer.server as WireSettings;
-      const bit = 1 << (CODEC[codec] - 1);
-      if ((server.compression & bit) === 0) {
+      if (!offers(server, codec)) {
         ctx.notes.skipped = `server does not offer ${codec} (compression mask ${server.compression})`;
         peer.destroy();
         return;
       }
       const size = server.maxFrameSize;
-      const block = bombPayload(codec, size, format);
-      ctx.notes.blockBytes = block.length;
+      let payload: Uint8Array;
+      let contentCrc: number;
+      let cost: number;
+      if (format === "plain") {
+        payload = bombPayload(codec, size, format);
+        contentCrc = crc32c(new Uint8Array(size));
+        cost = payload.length;
+      } else {
+        const b = compressedBomb(codec, "within", limitsOf(server));
+        payload = b.payload;
+        contentCrc = b.crc;
+        cost = b.windowCost;
+        ctx.notes.declared = b.declared;
+        ctx.notes.ratioUsed = Math.round((b.declared / b.block) * 10) / 10;
+        ctx.notes.serverRatio = server.maxCompressionRatio;
+      }
+      ctx.notes.payloadBytes = payload.length;
       ctx.notes.inflatesTo = size;
-      const zerosCrc = crc32c(new Uint8Array(size));
-      const wire = block.length + 8;
-      const perWrite = Math.max(1, Math.min(4096, Math.floor((256 * 1024) / wire)));
+      const f = streamData(1, payload, true).length;
+      const perWrite = Math.max(1, Math.min(4096, Math.floor((256 * 1024) / f)));
       const ledger = peer.credit;
       const one = async (s: number) => {
         const id = 1 + 2 * s;
+        const finished = () => rec.finals.res.has(id) || rec.finals.cancels.has(id);
         const start = streamStart(id, {
           route,
           codec: CODEC[codec],
@@ -630,28 +711,40 @@ async function bomb(ctx: Ctx): Promise<void> {
         ledger?.open(id);
         ledger?.spend(id, start.length);
         if (!(await sendUntil(ctx, peer, start, 1))) return;
+        const frame1 = streamData(id, payload, true);
         let frames = 0;
         let crc = 0;
-        while (!ctx.done && !peer.isClosed && inflated < maxBytes) {
-          const room = ledger === undefined ? wire * perWrite : ledger.available(id);
-          const n = Math.min(perWrite, Math.floor(room / (block.length + 1)), Math.ceil((maxBytes - inflated) / size));
+        while (!ctx.done && !peer.isClosed && !finished() && inflated < maxBytes) {
+          const room =
+            ledger === undefined
+              ? perWrite
+              : Math.min(ledger.conn / payload.length, (ledger.streamLeft(id) ?? 0) / cost);
+          const n = Math.min(perWrite, Math.floor(room), Math.ceil((maxBytes - inflated) / size));
           if (n <= 0) {
             await ledger?.changed(50);
             continue;
           }
           inflated += n * size; // reserved before the write, so concurrent streams keep to maxBytes
-          const f = streamData(id, block, true);
-          const buf = new Uint8Array(f.length * n);
-          for (let i = 0; i < n; i++) buf.set(f, i * f.length);
-          ledger?.spend(id, block.length * n);
+          const buf = new Uint8Array(frame1.length * n);
+          for (let i = 0; i < n; i++) buf.set(frame1, i * frame1.length);
+          ledger?.spend(id, payload.length * n, cost * n);
           if (!(await sendUntil(ctx, peer, buf, n))) return;
-          for (let i = 0; i < n; i++) crc = crc32cCombine(crc, zerosCrc, size);
+          for (let i = 0; i < n; i++) crc = crc32cCombine(crc, contentCrc, size);
           frames += n;
           await tick();
         }
-        if (!peer.isClosed) {
+        if (!peer.isClosed && !finished()) {
           await sendUntil(ctx, peer, streamEnd(id, frames * size, crc), 1);
           ctx.bump("streamsEnded");
+          const until = Date.now() + 3000;
+          while (!finished() && !peer.isClosed && Date.now() < until) await sleep(10);
+          const got = rec.finals.res.get(id)?.[0];
+          if (route === DISCARD_ROUTE && got !== undefined && !bytesToText(got).startsWith("error:")) {
+            if (bytesToText(got) !== String(frames * size))
+              ctx.violation(
+                `bomb stream ${id}: discard route counted ${bytesToText(got)} bytes, sent ${frames * size}`,
+              );
+          }
         }
       };
       await Promise.all(Array.from({ length: streamsPerConn }, (_, s) => one(s)));
@@ -661,10 +754,21 @@ async function bomb(ctx: Ctx): Promise<void> {
         for (const r of list) {
           const k = bytesToText(r).slice(0, 100);
           answers[k] = (answers[k] ?? 0) + 1;
+          if (k.startsWith("error:") && !/ERR_OVERLOADED|ERR_TIMEOUT|ERR_GOING_AWAY/.test(k))
+            ctx.violation(`honest within-ratio stream answered ${k}`);
         }
       }
-      for (const [, list] of rec.finals.cancels)
-        for (const e of list) answers[`CANCEL ${errnoName(e)}`] = (answers[`CANCEL ${errnoName(e)}`] ?? 0) + 1;
+      for (const [, list] of rec.finals.cancels) {
+        for (const e of list) {
+          const k = `CANCEL ${errnoName(e)}`;
+          answers[k] = (answers[k] ?? 0) + 1;
+          if (e !== 2003 && e !== 1001) ctx.violation(`honest within-ratio stream cancelled with ${errnoName(e)}`);
+        }
+      }
+      if (peer.goaway !== undefined && peer.goaway.errno !== 0 && format === "length-prefixed")
+        ctx.violation(
+          `honest within-ratio bombs: server closed with ${errnoName(peer.goaway.errno)}: ${peer.goaway.reason}`,
+        );
       ctx.countGoaway(peer);
       connNo++;
       peer.destroy();
@@ -674,6 +778,160 @@ async function bomb(ctx: Ctx): Promise<void> {
   await Promise.all(Array.from({ length: ctx.p.conns ?? 2 }, (_, i) => lane(i)));
   ctx.notes.decompressedBytesSent = inflated;
   ctx.notes.ratio = Math.round(inflated / Math.max(1, ctx.bytesSent));
+}
+
+const REFUSED_KINDS: readonly BombKind[] = ["beyond", "over-max-frame", "zero", "bad-varint"];
+const LIE_KINDS: readonly BombKind[] = ["lie-small", "lie-big", "garbage"];
+
+/**
+ * COMPRESSED frames the server must refuse before inflating anything:
+ * declared beyond its maxCompressionRatio (ERR_COMPRESSION), over
+ * maxFrameSize, zero, or an invalid varint (ERR_PROTOCOL). Each connection
+ * opens a stream and writes 32 such frames at once (plus a PING), for every
+ * codec the server offers in turn; the server must close it with the
+ * expected GOAWAY errno, within 2 s, and read no further (its CPU stays low:
+ * nothing is inflated).
+ */
+async function bombRefused(ctx: Ctx): Promise<void> {
+  const outcomes: Record<string, number> = {};
+  ctx.notes.outcomes = outcomes;
+  const shapes: Record<string, unknown> = {};
+  ctx.notes.shapes = shapes;
+  let round = 0;
+  const lane = async () => {
+    while (!ctx.done) {
+      const n = round++;
+      const kind = REFUSED_KINDS[n % REFUSED_KINDS.length];
+      const codec = CODEC_NAMES[Math.floor(n / REFUSED_KINDS.length) % CODEC_NAMES.length];
+      const peer = await open(ctx, { read: "parse" });
+      if (peer === undefined) {
+        await sleep(20);
+        continue;
+      }
+      const server = peer.server as WireSettings;
+      if (!offers(server, codec)) {
+        peer.destroy();
+        outcomes[`${codec}: not offered`] = (outcomes[`${codec}: not offered`] ?? 0) + 1;
+        continue;
+      }
+      const b = compressedBomb(codec, kind, limitsOf(server));
+      shapes[`${codec}/${kind}`] ??= {
+        declared: b.declared,
+        block: b.block,
+        inflatesTo: b.inflatesTo,
+        ratio: Math.round((b.declared / b.block) * 10) / 10,
+      };
+      const start = streamStart(1, { route: DISCARD_ROUTE, codec: CODEC[codec] });
+      const f = streamData(1, b.payload, true);
+      const frames = [start, ...Array.from({ length: 32 }, () => f), ping()];
+      const t0 = Date.now();
+      await sendUntil(ctx, peer, concat(...frames), frames.length);
+      const until = t0 + 2000;
+      while (!peer.isClosed && peer.goaway === undefined && Date.now() < until) await sleep(2);
+      const expect = BOMB_EXPECT[kind];
+      const want = "goaway" in expect ? expect.goaway : -1;
+      const got = peer.goaway?.errno;
+      const k = `${kind}: ${got === undefined ? (peer.isClosed ? "closed without GOAWAY" : "still open after 2 s") : `GOAWAY ${errnoName(got)}`}`;
+      outcomes[k] = (outcomes[k] ?? 0) + 1;
+      if (got !== want)
+        ctx.violation(
+          `${codec}/${kind} (declared ${b.declared}, block ${b.block}): ${k}, expected GOAWAY ${errnoName(want)}`,
+        );
+      ctx.bump("closeMs", Date.now() - t0);
+      ctx.countGoaway(peer);
+      peer.destroy();
+      await peer.closed;
+    }
+  };
+  await Promise.all(Array.from({ length: ctx.p.conns ?? 4 }, lane));
+  const closeMs = (ctx.notes.counts as Record<string, number> | undefined)?.closeMs ?? 0;
+  ctx.notes.meanCloseMs = Math.round((closeMs / Math.max(1, ctx.connections)) * 10) / 10;
+}
+
+/**
+ * COMPRESSED frames within every limit whose block lies about its length:
+ * inflates to 16 × maxFrameSize while declaring ≤ 64 KiB (lie-small),
+ * inflates to ~1 KiB while declaring maxFrameSize (lie-big), or does not
+ * decompress (garbage). On each connection, rounds of 8 streams: 0..2
+ * honest within-ratio frames, then the lie, then END. The server must fail
+ * each stream with ERR_PROTOCOL (CANCEL or error answer), inflate no more
+ * than declared, and keep the connection open (§3.10).
+ */
+async function bombLie(ctx: Ctx): Promise<void> {
+  const outcomes: Record<string, number> = {};
+  ctx.notes.outcomes = outcomes;
+  const shapes: Record<string, unknown> = {};
+  ctx.notes.shapes = shapes;
+  const lane = async (laneNo: number) => {
+    let round = laneNo;
+    while (!ctx.done) {
+      const rec = finalsRecorder();
+      const peer = await open(ctx, { read: "parse", onFrame: rec.onFrame });
+      if (peer === undefined) {
+        await sleep(50);
+        continue;
+      }
+      const server = peer.server as WireSettings;
+      const limits = limitsOf(server);
+      const codecs = CODEC_NAMES.filter((c) => offers(server, c));
+      let nextId = 1;
+      while (!ctx.done && !peer.isClosed) {
+        const r = round++;
+        const one = async (s: number) => {
+          const id = nextId;
+          nextId += 2;
+          const codec = codecs[(r + s) % codecs.length];
+          const kind = LIE_KINDS[(r * 8 + s) % LIE_KINDS.length];
+          const honestFrames = s % 3;
+          const b = compressedBomb(codec, kind, limits);
+          const w = compressedBomb(codec, "within", limits);
+          shapes[`${codec}/${kind}`] ??= { declared: b.declared, block: b.block, inflatesTo: b.inflatesTo };
+          const finished = () => rec.finals.res.has(id) || rec.finals.cancels.has(id);
+          const start = streamStart(id, { route: DISCARD_ROUTE, codec: CODEC[codec] });
+          peer.credit?.open(id);
+          peer.credit?.spend(id, start.length);
+          if (!(await sendUntil(ctx, peer, start, 1))) return;
+          let sent = 0;
+          let crc = 0;
+          for (let i = 0; i < honestFrames; i++) {
+            if (!(await waitCredit(ctx, peer, id, w.payload.length, w.windowCost, finished))) return;
+            peer.credit?.spend(id, w.payload.length, w.windowCost);
+            if (!(await sendUntil(ctx, peer, streamData(id, w.payload, true), 1))) return;
+            sent += w.declared;
+            crc = crc32cCombine(crc, w.crc, w.declared);
+          }
+          if (!(await waitCredit(ctx, peer, id, b.payload.length, b.windowCost, finished))) return;
+          peer.credit?.spend(id, b.payload.length, b.windowCost);
+          if (!(await sendUntil(ctx, peer, streamData(id, b.payload, true), 1))) return;
+          if (!(await sendUntil(ctx, peer, streamEnd(id, sent + b.declared, crc), 1))) return;
+          const until = Date.now() + 5000;
+          while (!finished() && !peer.isClosed && Date.now() < until) await sleep(5);
+          const res = rec.finals.res.get(id)?.[0];
+          const cancels = rec.finals.cancels.get(id);
+          let k: string;
+          if (cancels !== undefined) k = `CANCEL ${errnoName(cancels[0])}`;
+          else if (res !== undefined) {
+            const t = bytesToText(res);
+            const m = /^error:(\w+)/.exec(t);
+            k = m !== null ? `RES ${m[1]}` : "RES OK";
+          } else k = peer.isClosed ? `connection closed (${errnoName(peer.goaway?.errno ?? -1)})` : "no answer in 5 s";
+          peer.credit?.close(id);
+          const key = `${kind}: ${k}`;
+          outcomes[key] = (outcomes[key] ?? 0) + 1;
+          // ERR_OVERLOADED / ERR_TIMEOUT may refuse a stream before its lie is read; anything else is wrong.
+          if (!/ERR_PROTOCOL$|ERR_OVERLOADED$|ERR_TIMEOUT$/.test(k))
+            ctx.violation(
+              `${codec}/${kind} after ${honestFrames} honest frame(s): ${k}, expected the stream to fail with ERR_PROTOCOL`,
+            );
+        };
+        await Promise.all(Array.from({ length: 8 }, (_, s) => one(s)));
+      }
+      ctx.countGoaway(peer);
+      peer.destroy();
+      await peer.closed;
+    }
+  };
+  await Promise.all(Array.from({ length: ctx.p.conns ?? 2 }, (_, i) => lane(i)));
 }
 
 // ------------------------------------------------------------------ memory
@@ -756,6 +1014,8 @@ export const SCENARIOS: Record<string, (ctx: Ctx) => Promise<void>> = {
   "missing-route-noread": (ctx) => noReadRequests(ctx, "/missing/1.0.0", 16),
   "echo-16mib-noread": (ctx) => noReadRequests(ctx, ECHO_ROUTE, 16 * MIB),
   bomb,
+  "bomb-refused": bombRefused,
+  "bomb-lie": bombLie,
   "unfinished-chunks": unfinishedChunks,
   slowloris,
 };

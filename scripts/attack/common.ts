@@ -36,6 +36,12 @@ export interface ServerStats {
   /** Frames and bytes the server's sessions received (updated once a second). */
   framesIn: number;
   bytesIn: number;
+  /**
+   * The server-wide memory budget (`server.memory`): bytes charged now,
+   * the limit, the highest charge so far, and work refused with
+   * ERR_OVERLOADED so far. Undefined when the server has no such getter.
+   */
+  memory?: { used: number; limit: number; peak: number; refused: number };
 }
 
 export type ServerMessage =
@@ -55,7 +61,12 @@ export interface AttackParams {
   conns?: number;
   mutateRate?: number;
   recrcRate?: number;
-  /** Bombs: codec, route, layout of COMPRESSED frames, most decompressed bytes to send. */
+  /**
+   * Bombs: codec, route, layout of COMPRESSED frames, most decompressed
+   * bytes to send. Scenarios "bomb" (within-ratio frames), "bomb-refused"
+   * (beyond the ratio, over maxFrameSize, invalid lengths) and "bomb-lie"
+   * (blocks that inflate to something else than declared).
+   */
   codec?: string;
   route?: string;
   compressedFormat?: "plain" | "length-prefixed";

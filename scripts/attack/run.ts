@@ -148,13 +148,23 @@ const SCENARIOS: Scenario[] = [
   ...(["deflate-raw", "gzip", "zstd", "brotli"] as const).map(
     (codec): Scenario => ({
       name: `bomb-${codec}`,
-      what: `STREAM to ${DISCARD_ROUTE}, ${codec} COMPRESSED frames of maxFrameSize zeros (${bombFormat}), 2x8 streams`,
+      what: `STREAM to ${DISCARD_ROUTE}, ${codec} COMPRESSED frames declaring maxFrameSize, as dense as maxCompressionRatio allows (${bombFormat}), within the credit granted, 2x8 streams`,
       attack: { scenario: "bomb", codec, compressedFormat: bombFormat, durationMs: s(6000, 2500), conns: 2 },
     }),
   ),
   {
+    name: "bomb-refused",
+    what: "COMPRESSED frames declaring beyond maxCompressionRatio, over maxFrameSize, 0 or a 5-byte varint, every codec, 32 per connection: GOAWAY ERR_COMPRESSION / ERR_PROTOCOL expected",
+    attack: { scenario: "bomb-refused", compressedFormat: bombFormat, durationMs: s(6000, 2500), conns: 4 },
+  },
+  {
+    name: "bomb-lie",
+    what: "COMPRESSED frames within the limits whose block inflates to 16x maxFrameSize (declared <= 64 KiB), to ~1 KiB (declared maxFrameSize) or not at all, after 0..2 honest frames: each stream must fail with ERR_PROTOCOL, connection kept",
+    attack: { scenario: "bomb-lie", compressedFormat: bombFormat, durationMs: s(8000, 3000), conns: 2 },
+  },
+  {
     name: "bomb-file-sink",
-    what: `zstd bomb into the file sink (${bombFormat}), at most ${s(4, 1)} GiB inflated`,
+    what: `zstd within-ratio bombs into the file sink (${bombFormat}), at most ${s(4, 1)} GiB inflated`,
     attack: {
       scenario: "bomb",
       codec: "zstd",
@@ -465,6 +475,8 @@ interface ScenarioReport {
     sessionsAfter: number;
     closeCodes: Record<string, number>;
     rejectCodes: Record<string, number>;
+    /** server.memory over the scenario: budget limit, highest charge, refusals (ERR_OVERLOADED) during it, charge left after. */
+    budget?: { limitMiB: number; peakUsedMiB: number; refused: number; usedAfterMiB: number };
   };
   honest: {
     requests: number;
@@ -563,6 +575,15 @@ async function runScenario(sc: Scenario, index: number): Promise<ScenarioReport>
     maxGap - 100,
   );
   const peakRss = peak((x) => x.rss);
+  const budget =
+    last.memory === undefined
+      ? undefined
+      : {
+          limitMiB: mib(last.memory.limit),
+          peakUsedMiB: mib(Math.max(0, ...window.map((x) => x.memory?.used ?? 0))),
+          refused: last.memory.refused - (base.memory?.refused ?? 0),
+          usedAfterMiB: mib(last.memory.used),
+        };
   const growth = peakRss - base.rss;
   const lat = honest.latencies;
   const p99 = percentile(lat, 99);
@@ -603,6 +624,14 @@ async function runScenario(sc: Scenario, index: number): Promise<ScenarioReport>
     },
     { name: "wire correctness", ok: result.violations.length === 0, value: result.violations.length, limit: 0 },
   ];
+  if (budget !== undefined && last.memory !== undefined) {
+    checks.push({
+      name: "budget held (peak used <= limit)",
+      ok: Math.max(0, ...window.map((x) => x.memory?.used ?? 0)) <= last.memory.limit,
+      value: budget.peakUsedMiB,
+      limit: budget.limitMiB,
+    });
+  }
   if (result.error !== undefined)
     checks.push({ name: "attack ran", ok: false, value: result.error.split("\n")[0], limit: "" });
   return {
@@ -632,6 +661,7 @@ async function runScenario(sc: Scenario, index: number): Promise<ScenarioReport>
       sessionsAfter,
       closeCodes: last.closeCodes,
       rejectCodes: last.rejectCodes,
+      budget,
     },
     honest: {
       requests: lat.length,
@@ -719,6 +749,8 @@ function printTable(reports: ScenarioReport[]): void {
     pad("p99", 7, true),
     pad("max", 7, true),
     pad("err", 5, true),
+    pad("bud pk", 7, true),
+    pad("refusd", 7, true),
     pad("new ok", 7, true),
     pad("crash", 6, true),
     pad("serves", 7, true),
@@ -740,6 +772,8 @@ function printTable(reports: ScenarioReport[]): void {
         pad(String(r.honest.p99Ms), 7, true),
         pad(String(r.honest.maxMs), 7, true),
         pad(String(r.honest.errors), 5, true),
+        pad(r.server.budget === undefined ? "-" : String(r.server.budget.peakUsedMiB), 7, true),
+        pad(r.server.budget === undefined ? "-" : String(r.server.budget.refused), 7, true),
         pad(`${r.newcomers.attempts - r.newcomers.failures}/${r.newcomers.attempts}`, 7, true),
         pad(r.crashed ? "YES" : "no", 6, true),
         pad(r.servesAfter ? "yes" : "NO", 7, true),
@@ -789,8 +823,15 @@ async function main(): Promise<void> {
         `server ELD max ${r.server.maxEventLoopDelayMs} ms, RSS ${r.server.baselineRssMiB} -> peak ${r.server.peakRssMiB} MiB (+${r.server.rssGrowthMiB}), after ${r.server.rssAfterMiB} MiB; ` +
         `honest n=${r.honest.requests} p50 ${r.honest.p50Ms} p99 ${r.honest.p99Ms} max ${r.honest.maxMs} ms, ${r.honest.errors} errors; ` +
         `newcomers ${r.newcomers.attempts - r.newcomers.failures}/${r.newcomers.attempts} served; ` +
-        `crashed ${r.crashed}, serves after ${r.servesAfter}, server CPU after ${r.server.cpuAfterPct}%`,
+        `crashed ${r.crashed}, serves after ${r.servesAfter}, server CPU after ${r.server.cpuAfterPct}%` +
+        (r.server.budget === undefined
+          ? ""
+          : `; budget peak ${r.server.budget.peakUsedMiB} of ${r.server.budget.limitMiB} MiB, ${r.server.budget.refused} refused, ${r.server.budget.usedAfterMiB} MiB held after`),
     );
+    const serverErrors = r.notes.serverErrors;
+    if (serverErrors !== undefined)
+      console.log(`  server errors seen by the attacker: ${JSON.stringify(serverErrors)}`);
+    if (r.notes.outcomes !== undefined) console.log(`  outcomes: ${JSON.stringify(r.notes.outcomes)}`);
     if (Object.keys(r.goaways).length > 0) console.log(`  server GOAWAYs: ${JSON.stringify(r.goaways)}`);
     if (r.crash !== undefined) console.log(`  CRASH: ${JSON.stringify(r.crash)}`);
     for (const v of r.violations.slice(0, 5)) console.log(`  violation: ${v}`);

@@ -8,14 +8,15 @@
  * Usage: node scripts/attack/server.ts '<json ServerChildConfig>'
  * It reports over the IPC channel (or as JSON lines on stdout without one)
  * every `reportMs`: RSS, heap, external + array buffers, the largest
- * event-loop delay since the previous report, sessions and close codes.
+ * event-loop delay since the previous report, sessions and close codes, and
+ * `server.memory` (the shared memory budget: used, limit, peak, refused).
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { createServer, FILE_ROUTE, fileSink, type ServerOptions } from "../../src/index.ts";
-import type { ServerChildConfig, ServerMessage } from "./common.ts";
+import type { ServerChildConfig, ServerMessage, ServerStats } from "./common.ts";
 import { DISCARD_ROUTE, ECHO_ROUTE } from "./common.ts";
 
 const config: ServerChildConfig = JSON.parse(process.argv[2] ?? "{}") as ServerChildConfig;
@@ -73,6 +74,16 @@ eld.enable();
 const [url] = await server.listen(config.listen ?? "tcp://127.0.0.1:0");
 report({ type: "ready", url, pid: process.pid, sinkDir });
 
+/** `server.memory` (the shared memory budget), when this build has it. */
+function memoryBudget(): ServerStats["memory"] {
+  try {
+    const m = (server as unknown as { memory?: ServerStats["memory"] }).memory;
+    return m === undefined ? undefined : { used: m.used, limit: m.limit, peak: m.peak, refused: m.refused };
+  } catch {
+    return undefined;
+  }
+}
+
 let last = performance.now();
 let lastCpu = process.cpuUsage();
 let ticks = 0;
@@ -109,6 +120,7 @@ const timer = setInterval(() => {
     rejectCodes,
     framesIn: wire.framesIn,
     bytesIn: wire.bytesIn,
+    memory: memoryBudget(),
   });
   last = now;
   eld.reset();

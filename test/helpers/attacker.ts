@@ -51,6 +51,9 @@ export const ERRNO: Readonly<Record<number, string>> = {
   1004: "ERR_KEEPALIVE",
   2001: "ERR_FLOW_CONTROL",
   2002: "ERR_TOO_MANY_REQUESTS",
+  2003: "ERR_OVERLOADED",
+  2004: "ERR_SLOW_PEER",
+  2005: "ERR_QUOTA",
   3001: "ERR_PROTOCOL",
   3002: "ERR_CHECKSUM",
   3003: "ERR_VERSION",
@@ -65,6 +68,8 @@ export const ERRNO: Readonly<Record<number, string>> = {
   4008: "ERR_SOURCE",
   4009: "ERR_COMPRESSION",
   4010: "ERR_RESUME",
+  4011: "ERR_UNAUTHORIZED",
+  4012: "ERR_EXISTS",
 };
 
 /** Name of an errno (`errno:<n>` for ones §7 does not list). */
@@ -77,7 +82,7 @@ export const ECHO_ROUTE = "/echo/1.0.0";
 export const RESUME_ROUTE = "/pointsub/resume/1";
 export const FILE_ROUTE = "/pointsub/file/1.0.0";
 
-/** HELLO settings (docs/PROTOCOL.md §4), by name, in key order 1..10. */
+/** HELLO settings (docs/PROTOCOL.md §4), by name, in key order 1..11. */
 export interface WireSettings {
   maxFrameSize: number;
   maxMessageSize: number;
@@ -89,6 +94,8 @@ export interface WireSettings {
   maxConcurrentRequests: number;
   maxAssemblyBytes: number;
   maxConcurrentStreams: number;
+  /** Key 11: largest declared length / block length of one COMPRESSED frame the sender of the HELLO accepts. */
+  maxCompressionRatio: number;
 }
 
 export const SETTING_KEYS: readonly (keyof WireSettings)[] = [
@@ -102,6 +109,7 @@ export const SETTING_KEYS: readonly (keyof WireSettings)[] = [
   "maxConcurrentRequests",
   "maxAssemblyBytes",
   "maxConcurrentStreams",
+  "maxCompressionRatio",
 ];
 
 const MIB = 1024 * 1024;
@@ -118,6 +126,7 @@ export const WIRE_DEFAULTS: Readonly<WireSettings> = {
   maxConcurrentRequests: 1024,
   maxAssemblyBytes: 256 * MIB + 64 * MIB,
   maxConcurrentStreams: 64,
+  maxCompressionRatio: 1024,
 };
 
 /** What an attacker announces by default: streams, resume and every codec, so every code path is open. */
@@ -456,24 +465,26 @@ export function streamEnd(id: number, length: number, contentCrc: number, o?: Fr
 // ------------------------------------------------------------- compression
 
 /**
- * How a COMPRESSED frame's payload is laid out. `plain`: one codec block
- * (docs/PROTOCOL.md §3.10 as of this writing). `length-prefixed`: `varint
- * decompressed length`, then the block (a planned change). Adapt
+ * How a COMPRESSED frame's payload is laid out. `length-prefixed`
+ * (docs/PROTOCOL.md §3.10): `varint decompressed length` (1..4 bytes), then
+ * one codec block. `plain`: the block alone (the layout before the
+ * declared length; kept to attack older builds). Adapt
  * {@link compressedPayload} if the format changes again.
  */
 export type CompressedFormat = "plain" | "length-prefixed";
 
 /**
  * Reads docs/PROTOCOL.md's text and says which COMPRESSED layout §3.10
- * describes: length-prefixed when its Data item mentions a varint (the
- * decompressed length) before the block.
+ * describes: length-prefixed when its Data item (up to the next top-level
+ * bullet, its field table included) mentions a varint length before the
+ * block.
  */
 export function detectCompressedFormat(protocolMd: string): CompressedFormat {
   const start = protocolMd.indexOf("### 3.10");
   const end = protocolMd.indexOf("### 3.11", start + 1);
   const section = start < 0 ? protocolMd : protocolMd.slice(start, end < 0 ? undefined : end);
-  const data = /\*\s+\*\*Data\*\*[\s\S]*?(?=\n\*\s+\*\*|\n\n|$)/.exec(section)?.[0] ?? "";
-  return /varint|decompressed length|uncompressed length/i.test(data) ? "length-prefixed" : "plain";
+  const data = /\*\s+\*\*Data\*\*[\s\S]*?(?=\n\*\s+\*\*|$)/.exec(section)?.[0] ?? "";
+  return /varint|decompressed length|uncompressed length|decompresses to/i.test(data) ? "length-prefixed" : "plain";
 }
 
 /** Compresses synchronously with node:zlib at its strongest settings (bombs want the best ratio). */
@@ -520,9 +531,11 @@ export function compressedPayload(
 const bombs = new Map<string, Uint8Array>();
 
 /**
- * A compression bomb: the COMPRESSED payload of `size` zero bytes (usually the
- * receiver's maxFrameSize), cached. deflate/gzip reach ~1000:1, zstd and brotli
- * far more.
+ * The COMPRESSED payload of `size` zero bytes (usually the receiver's
+ * maxFrameSize), declaring `declaredLength`, cached. deflate/gzip reach
+ * ~1015:1 on 1 MiB (just within the default maxCompressionRatio of 1024),
+ * zstd ~20,000:1 and brotli ~75,000:1 (far beyond it). See
+ * {@link compressedBomb} for bombs shaped against a receiver's limits.
  */
 export function bombPayload(
   codec: CodecName,
@@ -537,6 +550,174 @@ export function bombPayload(
     bombs.set(key, p);
   }
   return p;
+}
+
+/**
+ * Shapes of COMPRESSED frames against a receiver's maxFrameSize (F) and
+ * maxCompressionRatio (R), in the length-prefixed layout, and what §3.10
+ * says the receiver does with each ({@link BOMB_EXPECT}):
+ *
+ * - `within`: honest and as dense as allowed: F bytes (mostly zeros, a random
+ *   prefix just long enough that the block is ≥ F / R), declared F. Accepted;
+ *   charged F to the stream window; inflated only as the reader reads.
+ * - `beyond`: declares more than R × block: F zeros (zstd, brotli: honest,
+ *   ~20,000:1 and more), or for deflate/gzip, whose best is ~1015:1 at 1 MiB,
+ *   fewer zeros than declared. The connection is closed with ERR_COMPRESSION
+ *   before anything is inflated.
+ * - `over-max-frame`: honest, within R, but declares F + 1: ERR_PROTOCOL, closed.
+ * - `zero`: declares 0: ERR_PROTOCOL, closed.
+ * - `bad-varint`: a 5-byte length varint: ERR_PROTOCOL, closed.
+ * - `lie-small`: declares little (≤ 64 KiB, within R) but the block inflates
+ *   to 16 × F: the stream fails with ERR_PROTOCOL (connection stays open);
+ *   the receiver must stop inflating at the declared length.
+ * - `lie-big`: declares F (within R) but the block (random data) inflates to
+ *   ~F / R: the stream fails with ERR_PROTOCOL.
+ * - `garbage`: declares F / 2 (within R), the block is random bytes: the
+ *   stream fails with ERR_PROTOCOL.
+ */
+export type BombKind =
+  | "within"
+  | "beyond"
+  | "over-max-frame"
+  | "zero"
+  | "bad-varint"
+  | "lie-small"
+  | "lie-big"
+  | "garbage";
+
+/** What the receiver must do with each {@link BombKind}: accept it, close the connection (GOAWAY errno), or fail the stream (errno). */
+export const BOMB_EXPECT: Readonly<Record<BombKind, { accept: true } | { goaway: number } | { streamError: number }>> =
+  {
+    within: { accept: true },
+    beyond: { goaway: 4009 },
+    "over-max-frame": { goaway: 3001 },
+    zero: { goaway: 3001 },
+    "bad-varint": { goaway: 3001 },
+    "lie-small": { streamError: 3001 },
+    "lie-big": { streamError: 3001 },
+    garbage: { streamError: 3001 },
+  };
+
+/** One shaped COMPRESSED payload (see {@link BombKind}). */
+export interface CompressedBomb {
+  kind: BombKind;
+  codec: CodecName;
+  /** The frame payload: varint declared length, then the block. */
+  payload: Uint8Array;
+  /** The declared decompressed length (NaN for bad-varint). */
+  declared: number;
+  block: number;
+  /** What the block really inflates to (undefined: it does not decompress). */
+  inflatesTo: number | undefined;
+  /** CRC32C of the real content (for honest frames: what END must carry). */
+  crc: number;
+  /** Stream window charge on the receiver: max(payload, declared). */
+  windowCost: number;
+}
+
+const shaped = new Map<string, CompressedBomb>();
+
+/**
+ * A COMPRESSED payload of the given {@link BombKind} for a receiver with
+ * `maxFrameSize` and `ratio` (its maxCompressionRatio), cached per process.
+ * Deterministic (fixed seed).
+ */
+export function compressedBomb(
+  codec: CodecName,
+  kind: BombKind,
+  limits: { maxFrameSize: number; ratio: number },
+): CompressedBomb {
+  const F = limits.maxFrameSize;
+  const R = limits.ratio;
+  const key = `${codec}/${kind}/${F}/${R}`;
+  const hit = shaped.get(key);
+  if (hit !== undefined) return hit;
+  const r = xorshift(0x5eed + F + R + kind.length * 31 + codec.length);
+  /** `size` bytes, zeros after a random prefix long enough that the block is ≥ size / R. */
+  const dense = (size: number): { content: Uint8Array; block: Uint8Array } => {
+    let prefix = 0;
+    for (let i = 0; ; i++) {
+      const content = new Uint8Array(size);
+      content.set(randomBytes(r, Math.min(size, prefix)));
+      const block = compressBlock(codec, content);
+      if (size <= block.length * R || prefix >= size || i > 20) return { content, block };
+      prefix += Math.ceil(size / R) - block.length + 16;
+    }
+  };
+  let declared: number;
+  let declaredBytes: Uint8Array;
+  let block: Uint8Array;
+  let inflatesTo: number | undefined;
+  let crc = 0;
+  switch (kind) {
+    case "within":
+    case "over-max-frame": {
+      const d = dense(kind === "within" ? F : F + 1);
+      block = d.block;
+      declared = d.content.length;
+      inflatesTo = declared;
+      crc = crc32c(d.content);
+      break;
+    }
+    case "beyond": {
+      // Largest count of zeros whose block still leaves F beyond R × block.
+      let n = F;
+      block = compressBlock(codec, new Uint8Array(n));
+      while (F <= block.length * R && n > 64) {
+        n = Math.floor(n / 2);
+        block = compressBlock(codec, new Uint8Array(n));
+      }
+      declared = F;
+      inflatesTo = n;
+      crc = crc32c(new Uint8Array(n));
+      break;
+    }
+    case "zero":
+    case "bad-varint": {
+      const d = dense(Math.min(F, 4096));
+      block = d.block;
+      declared = kind === "zero" ? 0 : Number.NaN;
+      inflatesTo = d.content.length;
+      crc = crc32c(d.content);
+      break;
+    }
+    case "lie-small": {
+      const n = 16 * F;
+      block = compressBlock(codec, new Uint8Array(n));
+      declared = Math.max(1, Math.min(64 * 1024, F, block.length * R));
+      inflatesTo = n;
+      break;
+    }
+    case "lie-big": {
+      const content = randomBytes(r, Math.max(64, Math.ceil(F / R) + 64));
+      block = compressBlock(codec, content);
+      declared = Math.min(F, block.length * R);
+      inflatesTo = content.length;
+      crc = crc32c(content);
+      break;
+    }
+    case "garbage": {
+      block = randomBytes(r, Math.max(64, Math.ceil(F / 2 / R) + 64));
+      declared = Math.min(Math.floor(F / 2), block.length * R);
+      inflatesTo = undefined;
+      break;
+    }
+  }
+  if (kind === "bad-varint") declaredBytes = Uint8Array.of(0xff, 0xff, 0xff, 0xff, 0x0f);
+  else declaredBytes = varint(declared);
+  const payload = concat(declaredBytes, block);
+  const out: CompressedBomb = {
+    kind,
+    codec,
+    payload,
+    declared,
+    block: block.length,
+    inflatesTo,
+    crc,
+    windowCost: Number.isNaN(declared) ? payload.length : Math.max(payload.length, declared),
+  };
+  shaped.set(key, out);
+  return out;
 }
 
 // ------------------------------------------------------ reading the answer
@@ -734,10 +915,20 @@ export class CreditLedger {
     return s === undefined ? this.conn : Math.min(this.conn, s);
   }
 
-  spend(id: number, n: number): void {
+  /**
+   * Spends `n` bytes of connection credit and `streamN` (default `n`) of
+   * stream `id`'s window: a COMPRESSED frame costs its payload on the
+   * connection and max(payload, declared length) on the stream (§3.10).
+   */
+  spend(id: number, n: number, streamN = n): void {
     this.conn -= n;
     const s = this.streams.get(id);
-    if (s !== undefined) this.streams.set(id, s - n);
+    if (s !== undefined) this.streams.set(id, s - streamN);
+  }
+
+  /** Stream credit left on `id` (undefined when not tracked). */
+  streamLeft(id: number): number | undefined {
+    return this.streams.get(id);
   }
 
   /** A CREDIT frame arrived. */
@@ -1181,46 +1372,93 @@ interface OpenStream {
   total: number | undefined;
   sent: number;
   crc: number;
+  /** Stream window spent so far (the fuzzer reads no CREDIT: a well-behaved sender ends the stream before it runs out). */
+  charged: number;
 }
 
 interface FuzzBlock {
-  content: Uint8Array;
-  /** CRC32C of content. */
+  /** Content length (what an honest frame adds to the stream). */
+  length: number;
+  /** CRC32C of the content. */
   crc: number;
   payload: Uint8Array;
+  /** Stream window charge: max(payload, declared length). */
+  cost: number;
+  /** A hostile shape (beyond the ratio, a lie...), see {@link BombKind}; undefined for honest blocks. */
+  kind: BombKind | undefined;
 }
 
-const fuzzBlockCache = new Map<string, FuzzBlock[]>();
+const fuzzBlockCache = new Map<string, { honest: FuzzBlock[]; hostile: FuzzBlock[] }>();
+
+const HOSTILE_BOMBS: readonly BombKind[] = [
+  "beyond",
+  "over-max-frame",
+  "zero",
+  "bad-varint",
+  "lie-small",
+  "lie-big",
+  "garbage",
+];
 
 /**
- * A few COMPRESSED payloads per codec for the fuzzer (computed once per
- * process): a bomb of maxFrameSize zeros, random (incompressible) content,
- * zeros of assorted sizes, and for an unknown codec id, garbage.
+ * COMPRESSED payloads per codec for the fuzzer (computed once per process).
+ * Honest: a `within` bomb (maxFrameSize declared, as dense as the ratio
+ * allows), random (incompressible) content and zeros of assorted sizes.
+ * Hostile: every other {@link BombKind}. For an unknown codec id: garbage.
  */
-function fuzzBlocks(codec: number, maxFrameSize: number, format: CompressedFormat): FuzzBlock[] {
-  const key = `${codec}/${maxFrameSize}/${format}`;
-  let list = fuzzBlockCache.get(key);
-  if (list !== undefined) return list;
-  list = [];
+function fuzzBlocks(
+  codec: number,
+  server: WireSettings,
+  format: CompressedFormat,
+): { honest: FuzzBlock[]; hostile: FuzzBlock[] } {
+  const key = `${codec}/${server.maxFrameSize}/${server.maxCompressionRatio}/${format}`;
+  let sets = fuzzBlockCache.get(key);
+  if (sets !== undefined) return sets;
+  const honest: FuzzBlock[] = [];
+  const hostile: FuzzBlock[] = [];
   const r = xorshift(codec * 7 + 1);
   const name = CODEC_NAMES[codec - 1];
-  for (let i = 0; i < 6; i++) {
-    const content =
-      i === 0
-        ? new Uint8Array(maxFrameSize)
-        : i < 3
-          ? randomBytes(r, 1 + randInt(r, 4000))
-          : new Uint8Array(randInt(r, 9000));
-    const payload =
-      name === undefined
-        ? randomBytes(r, 40)
-        : i === 0
-          ? bombPayload(name, maxFrameSize, format)
-          : compressedPayload(name, content, format, content.length, "fast");
-    list.push({ content, crc: crc32c(content), payload });
+  const limits = { maxFrameSize: server.maxFrameSize, ratio: server.maxCompressionRatio };
+  if (name === undefined) {
+    for (let i = 0; i < 4; i++) {
+      const payload = concat(varint(1 + randInt(r, 4096)), randomBytes(r, 40));
+      hostile.push({ length: 0, crc: 0, payload, cost: payload.length, kind: "garbage" });
+    }
+    sets = { honest: hostile, hostile };
+    fuzzBlockCache.set(key, sets);
+    return sets;
   }
-  fuzzBlockCache.set(key, list);
-  return list;
+  if (format === "length-prefixed") {
+    const w = compressedBomb(name, "within", limits);
+    honest.push({ length: w.declared, crc: w.crc, payload: w.payload, cost: w.windowCost, kind: undefined });
+    for (const kind of HOSTILE_BOMBS) {
+      const b = compressedBomb(name, kind, limits);
+      hostile.push({ length: b.inflatesTo ?? 0, crc: b.crc, payload: b.payload, cost: b.windowCost, kind });
+    }
+  } else {
+    const payload = bombPayload(name, server.maxFrameSize, format);
+    hostile.push({
+      length: server.maxFrameSize,
+      crc: crc32c(new Uint8Array(server.maxFrameSize)),
+      payload,
+      cost: server.maxFrameSize,
+      kind: "beyond",
+    });
+  }
+  for (let i = 0; i < 5; i++) {
+    const content = i < 2 ? randomBytes(r, 1 + randInt(r, 4000)) : new Uint8Array(1 + randInt(r, 9000));
+    const payload = compressedPayload(name, content, format, content.length, "fast");
+    honest.push({
+      length: content.length,
+      crc: crc32c(content),
+      payload,
+      cost: Math.max(payload.length, content.length),
+      kind: undefined,
+    });
+  }
+  sets = { honest, hostile };
+  fuzzBlockCache.set(key, sets);
+  return sets;
 }
 
 const ROUTE_SAMPLES = ["/nope", "", "/echo/1.0.0\u0000", "\u00ff", "/".repeat(1025)];
@@ -1438,8 +1676,10 @@ export class FrameFuzzer {
     return { bytes, name: "CHUNK-START" };
   }
 
+  /** A COMPRESSED payload: usually honest, hostile shapes (bombs beyond the ratio, lies) scaled by the hostility. */
   private compressed(codec: number): FuzzBlock {
-    return pick(this.r, fuzzBlocks(codec, this.o.server.maxFrameSize, this.o.compressedFormat));
+    const sets = fuzzBlocks(codec, this.o.server, this.o.compressedFormat);
+    return pick(this.r, this.hostile(0.15) ? sets.hostile : sets.honest);
   }
 
   private streamFrame(): { bytes: Uint8Array; name: string } {
@@ -1462,7 +1702,8 @@ export class FrameFuzzer {
         { total, offset, prefixCrc: randInt(r, 2 ** 32), route, codec, meta },
         this.data(64),
       );
-      if (open.length < 64) open.push({ id, codec, total: this.hostile(0.3) ? undefined : total, sent: 0, crc: 0 });
+      if (open.length < 64)
+        open.push({ id, codec, total: this.hostile(0.3) ? undefined : total, sent: 0, crc: 0, charged: bytes.length });
       return { bytes, name: "STREAM-START" };
     }
     const i = randInt(r, open.length);
@@ -1477,15 +1718,30 @@ export class FrameFuzzer {
       };
     }
     const room = s.total === undefined ? Number.POSITIVE_INFINITY : s.total - s.sent;
+    // Without reading CREDIT, a well-behaved sender ends a stream before its window runs out; a hostile one overruns it.
+    const windowLeft = this.o.server.streamWindow - s.charged;
     if (x < 0.5 && s.codec !== 0) {
       const b = this.compressed(s.codec);
-      if (b.content.length > room) return this.streamFrame();
-      s.sent += b.content.length;
-      s.crc = crc32cCombine(s.crc, b.crc, b.content.length);
-      return { bytes: streamData(s.id, b.payload, true), name: "STREAM-COMPRESSED" };
+      if (b.kind === undefined && b.length > room) return this.streamFrame();
+      if (b.cost > windowLeft && !this.hostile(0.3)) {
+        open.splice(i, 1);
+        return { bytes: streamEnd(s.id, s.sent, s.crc), name: "STREAM-END" };
+      }
+      s.charged += b.cost;
+      s.sent += b.length;
+      s.crc = crc32cCombine(s.crc, b.crc, b.length);
+      return {
+        bytes: streamData(s.id, b.payload, true),
+        name: b.kind === undefined ? "STREAM-COMPRESSED" : `STREAM-COMPRESSED-${b.kind}`,
+      };
     }
     let d = this.data(r() < 0.1 ? 20_000 : 600);
     if (d.length > room) d = d.subarray(0, room);
+    if (d.length > windowLeft && !this.hostile(0.3)) {
+      open.splice(i, 1);
+      return { bytes: streamEnd(s.id, s.sent, s.crc), name: "STREAM-END" };
+    }
+    s.charged += d.length;
     s.sent += d.length;
     s.crc = crc32c(d, s.crc);
     return { bytes: streamData(s.id, d, this.hostile(0.05)), name: "STREAM-DATA" };
