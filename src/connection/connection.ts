@@ -140,6 +140,16 @@ function toBytes(payload: Payload, what: string): Uint8Array {
   throw new PointSubError("ERR_INVALID_ARGUMENT", `${what} must be a Uint8Array or a string`);
 }
 
+/**
+ * Largest data frame payload for the peer `p` (at most `want`): within its
+ * maxFrameSize and half of each of its windows. A receiver holds back less
+ * than a quarter of a window before returning credit, so a frame of half a
+ * window always fits again (docs/PROTOCOL.md §3.2, §3.6).
+ */
+function frameLimit(p: Settings, want: number): number {
+  return Math.min(want, p.maxFrameSize, p.streamWindow >>> 1, p.connectionWindow >>> 1);
+}
+
 /** @internal This side's settings from its options (a server resolves them once for all sessions). */
 export function resolveSettings(o: ConnectionOptions): Settings {
   const maxMessageSize = o.maxMessageSize ?? DEFAULT_SETTINGS.maxMessageSize;
@@ -643,7 +653,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   /** Largest data size that goes out as one frame with a prefix of `headLen` bytes. */
   private singleLimit(headLen: number): number {
     const p = this.peer;
-    return Math.min(SINGLE_FRAME_MAX, p.maxFrameSize, p.streamWindow) - headLen;
+    return frameLimit(p, SINGLE_FRAME_MAX) - headLen;
   }
 
   private allocId(): number {
@@ -687,7 +697,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       offset: 0,
       started: false,
       credit: p.streamWindow,
-      chunk: Math.min(chunkSizeFor(data.length), p.maxFrameSize, p.streamWindow),
+      chunk: frameLimit(p, chunkSizeFor(data.length)),
       single,
       resolve,
       reject,
