@@ -36,6 +36,8 @@ export {
 export { SIZE_CLASSES, type SizeClass } from "./connection/size-class.ts";
 export type { ClassCounters, CompressionCounters, StatsSnapshot } from "./connection/stats.ts";
 export type {
+  Authenticator,
+  AuthInfo,
   ConnectionOptions,
   Handler,
   HandlerResult,
@@ -67,13 +69,21 @@ export {
   type SendFileOptions,
   sendFile,
 } from "./node/send-file.ts";
-export { createServer, type MemoryUsage, Server, type ServerEvents, type ServerOptions } from "./server/server.ts";
+export {
+  createServer,
+  type MemoryUsage,
+  Server,
+  type ServerEvents,
+  type ServerOptions,
+  tokenAuth,
+} from "./server/server.ts";
 export { IncomingStream } from "./stream/incoming.ts";
 export { Transfer } from "./stream/transfer.ts";
 export type { CompressOption, SendStreamOptions, StreamHandler, StreamSource } from "./stream/types.ts";
 export { Progress, type ProgressSnapshot, type TransferStatus } from "./transfer/progress.ts";
 export { registerTransport } from "./transport/registry.ts";
 export type {
+  PeerCertificate,
   TlsOptions,
   Transport,
   TransportAdapter,

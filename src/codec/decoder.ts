@@ -311,7 +311,7 @@ export class FrameDecoder {
     const b0 = src[pos];
     const type = b0 >> 4;
     const flags = b0 & 0x0f;
-    if (type > FrameType.STREAM) {
+    if (type > FrameType.AUTH) {
       throw new PointSubError("ERR_PROTOCOL", `unknown frame type 0x${type.toString(16)}`);
     }
     if ((flags & ~ALLOWED_FLAGS[type]) !== 0) {
@@ -324,7 +324,11 @@ export class FrameDecoder {
     const id = v.value;
     const idIsZero = id === 0;
     const needsZero =
-      type === FrameType.HELLO || type === FrameType.PING || type === FrameType.GOAWAY || type === FrameType.BATCH;
+      type === FrameType.HELLO ||
+      type === FrameType.PING ||
+      type === FrameType.GOAWAY ||
+      type === FrameType.BATCH ||
+      type === FrameType.AUTH;
     const needsStream = (type >= FrameType.MSG && type <= FrameType.CANCEL) || type === FrameType.STREAM;
     if ((needsZero && !idIsZero) || (needsStream && idIsZero)) {
       throw new PointSubError("ERR_PROTOCOL", `invalid stream id ${id} on ${FRAME_TYPE_NAMES[type]}`);

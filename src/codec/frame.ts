@@ -22,11 +22,24 @@ export const FrameType = {
   GOAWAY: 0x7,
   BATCH: 0x8,
   STREAM: 0x9,
+  AUTH: 0xa,
 } as const;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 
 /** Names for diagnostics. */
-export const FRAME_TYPE_NAMES = ["HELLO", "MSG", "REQ", "RES", "CANCEL", "CREDIT", "PING", "GOAWAY", "BATCH", "STREAM"];
+export const FRAME_TYPE_NAMES = [
+  "HELLO",
+  "MSG",
+  "REQ",
+  "RES",
+  "CANCEL",
+  "CREDIT",
+  "PING",
+  "GOAWAY",
+  "BATCH",
+  "STREAM",
+  "AUTH",
+];
 
 /** Flags (low nibble). */
 export const Flag = {
@@ -34,7 +47,7 @@ export const Flag = {
   START: 0x1,
   /** Last frame of a message. */
   END: 0x2,
-  /** PING only: this is the answer. */
+  /** PING and AUTH only: this is the answer. */
   ACK: 0x1,
   /** STREAM only: this frame's data is compressed with the stream's codec. */
   COMPRESSED: 0x4,
@@ -52,7 +65,11 @@ export const ALLOWED_FLAGS: readonly number[] = [
   0, // GOAWAY
   0, // BATCH
   Flag.START | Flag.END | Flag.COMPRESSED, // STREAM
+  Flag.ACK, // AUTH
 ];
+
+/** Largest AUTH payload (credentials). */
+export const MAX_AUTH_SIZE = 4096;
 
 /** Largest stream id (ids are unsigned 32-bit; 0 means the connection). */
 export const MAX_STREAM_ID = 0xffffffff;

@@ -41,6 +41,8 @@ export const Feature = {
   STREAMS: 0x1,
   /** The resume query route (section 3.11). */
   RESUME: 0x2,
+  /** This side requires an AUTH frame from the peer before any other work (section 4.1). */
+  AUTH: 0x4,
 } as const;
 
 /** Setting keys on the wire, in HELLO order. */

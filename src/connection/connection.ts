@@ -4,8 +4,10 @@ import { allocateUninitialized, FrameDecoder, type FrameSink } from "../codec/de
 import {
   CANCEL_LENGTH,
   Flag,
+  FRAME_TYPE_NAMES,
   FrameType,
   MAGIC,
+  MAX_AUTH_SIZE,
   MAX_STREAM_ID,
   PING_LENGTH,
   PROTOCOL_VERSION,
@@ -24,7 +26,7 @@ import { codeForErrno, codeInfo, type ErrorCode } from "../errors/codes.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import type { Transfer } from "../stream/transfer.ts";
 import type { SendStreamOptions, StreamHandler, StreamSource } from "../stream/types.ts";
-import type { Transport } from "../transport/transport.ts";
+import type { PeerCertificate, Transport } from "../transport/transport.ts";
 import { type Deferred, deferred } from "../util/deferred.ts";
 import { Queue } from "../util/queue.ts";
 import { ASSEMBLY_OVERHEAD, CALL_OVERHEAD, defaultBudgetLimit, MemoryBudget } from "./budget.ts";
@@ -40,7 +42,15 @@ import {
   type StreamRoute,
   Streams,
 } from "./streams.ts";
-import type { ConnectionOptions, Handler, HandlerResult, Message, Payload, RequestOptions } from "./types.ts";
+import type {
+  Authenticator,
+  ConnectionOptions,
+  Handler,
+  HandlerResult,
+  Message,
+  Payload,
+  RequestOptions,
+} from "./types.ts";
 import { FrameWriter, type OutMessage } from "./writer.ts";
 
 export {
@@ -115,6 +125,10 @@ interface Assembly {
   lastFrameAt: number;
 }
 
+const AUTH_WAIT_CREDENTIALS = 1;
+const AUTH_CHECKING = 2;
+const AUTH_WAIT_ACK = 3;
+
 /** Frames decoded from one peer before its reading yields to the rest of the event loop for a turn. */
 const YIELD_FRAMES = 4096;
 /** Runs `fn` on the next event-loop turn (setImmediate where the runtime has it, else a 0 ms timer). */
@@ -150,14 +164,18 @@ function frameLimit(p: Settings, want: number): number {
   return Math.min(want, p.maxFrameSize, p.streamWindow >>> 1, p.connectionWindow >>> 1);
 }
 
-/** @internal This side's settings from its options (a server resolves them once for all sessions). */
-export function resolveSettings(o: ConnectionOptions): Settings {
+/**
+ * @internal This side's settings from its options (a server resolves them
+ * once for all sessions); `requireAuth` announces that the peer must
+ * authenticate (an AUTH frame) first.
+ */
+export function resolveSettings(o: ConnectionOptions, requireAuth = false): Settings {
   const maxMessageSize = o.maxMessageSize ?? DEFAULT_SETTINGS.maxMessageSize;
   const s: Settings = {
     maxFrameSize: o.maxFrameSize ?? DEFAULT_SETTINGS.maxFrameSize,
     maxMessageSize,
     checksum: o.checksum === false ? 0 : 1,
-    features: Feature.STREAMS | Feature.RESUME,
+    features: Feature.STREAMS | Feature.RESUME | (requireAuth ? Feature.AUTH : 0),
     compression: localCodecMask(),
     connectionWindow: o.connectionWindow ?? DEFAULT_SETTINGS.connectionWindow,
     streamWindow: o.streamWindow ?? DEFAULT_SETTINGS.streamWindow,
@@ -204,6 +222,8 @@ export interface ConnectionInit {
   onMessage?: (msg: Message, conn: Connection) => void;
   /** The memory budget shared by a server's sessions (a client connection makes its own). */
   budget?: MemoryBudget;
+  /** A server's check of each client's credentials (its local settings then carry the AUTH feature). */
+  authenticate?: Authenticator;
   /** Test hook: first stream id to allocate. */
   firstStreamId?: number;
 }
@@ -267,6 +287,12 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   private state_: ConnectionState = "handshaking";
   private principal_: unknown;
   private helloReceived = false;
+  /** The handshake completed (and authentication, when required). */
+  private openedOnce = false;
+  /** Authentication after HELLO: none pending, waiting for the peer's credentials, checking them, or waiting for the server's ACK. */
+  private authState: 0 | typeof AUTH_WAIT_CREDENTIALS | typeof AUTH_CHECKING | typeof AUTH_WAIT_ACK = 0;
+  private readonly authenticator: Authenticator | undefined;
+  private readonly credentials: Uint8Array;
   private readonly readyD: Deferred<void> = deferred<void>();
   /** Created when someone first waits for the close. */
   private closedD: Deferred<void> | undefined;
@@ -316,6 +342,11 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.slowPeerBytes = options.slowPeerBytes ?? 8 * 1024 * 1024;
     this.slowPeerTimeoutMs = options.slowPeerTimeoutMs ?? 30_000;
     this.progressTimeoutMs = options.progressTimeoutMs ?? 60_000;
+    this.authenticator = init.authenticate;
+    this.credentials = options.credentials === undefined ? EMPTY : toBytes(options.credentials, "credentials");
+    if (this.credentials.length > MAX_AUTH_SIZE) {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", `credentials longer than ${MAX_AUTH_SIZE} bytes`);
+    }
     this.budget = init.budget ?? new MemoryBudget(budgetLimit(options, this.local));
     this.initiator = init.initiator;
     this.myParity = init.initiator ? 1 : 0;
@@ -413,6 +444,11 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
    */
   get principal(): unknown {
     return this.principal_;
+  }
+
+  /** The certificate the peer presented over TLS (mutual TLS), if any. */
+  get peerCertificate(): PeerCertificate | undefined {
+    return this.transport.peerCertificate?.();
   }
 
   /** The settings the peer announced (its limits). */
@@ -962,6 +998,10 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       this.onHello(buf.subarray(start, end));
       return;
     }
+    if (this.authState !== 0 && type !== FrameType.PING && type !== FrameType.GOAWAY) {
+      this.onAuthFrame(type, flags, buf.subarray(start, end));
+      return;
+    }
     switch (type) {
       case FrameType.MSG:
       case FrameType.REQ:
@@ -984,7 +1024,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
         this.onGoAway(buf.subarray(start, end));
         return;
       default:
-        throw new PointSubError("ERR_PROTOCOL", "HELLO after the handshake");
+        throw new PointSubError("ERR_PROTOCOL", `${FRAME_TYPE_NAMES[type]} frame after the handshake`);
     }
   }
 
@@ -999,6 +1039,77 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.writer.connCredit = this.peer.connectionWindow;
     this.writer.assemblyBudget = this.peer.maxAssemblyBytes;
     this.helloReceived = true;
+    if (this.authenticator !== undefined) {
+      // Nothing of the peer's is served before its credentials were checked.
+      this.authState = AUTH_WAIT_CREDENTIALS;
+      return;
+    }
+    if ((this.peer.features & Feature.AUTH) !== 0) {
+      this.authState = AUTH_WAIT_ACK;
+      this.writer.control(FrameType.AUTH, 0, 0, this.credentials);
+      this.writer.flush();
+      return;
+    }
+    this.opened();
+  }
+
+  /** Frames while authentication is pending: only AUTH (and PING, GOAWAY) are allowed. */
+  private onAuthFrame(type: number, flags: number, payload: Uint8Array): void {
+    const waiting = this.authState;
+    if (type !== FrameType.AUTH) {
+      throw new PointSubError(
+        waiting === AUTH_WAIT_ACK ? "ERR_PROTOCOL" : "ERR_UNAUTHORIZED",
+        `${FRAME_TYPE_NAMES[type]} frame before authentication completed`,
+      );
+    }
+    if (waiting === AUTH_WAIT_ACK && (flags & Flag.ACK) !== 0) {
+      this.authState = 0;
+      this.opened();
+      return;
+    }
+    if (waiting !== AUTH_WAIT_CREDENTIALS || (flags & Flag.ACK) !== 0) {
+      throw new PointSubError("ERR_PROTOCOL", "unexpected AUTH frame");
+    }
+    if (payload.length > MAX_AUTH_SIZE) throw new PointSubError("ERR_PROTOCOL", "AUTH credentials too long");
+    this.authState = AUTH_CHECKING;
+    const credentials = payload.slice();
+    const transport = this.transport;
+    const info = {
+      token: decoder.decode(credentials),
+      remoteUrl: this.remoteUrl,
+      localUrl: this.localUrl,
+      peerCertificate: transport.peerCertificate?.(),
+    };
+    let result: unknown;
+    try {
+      result = (this.authenticator as Authenticator)(credentials, info);
+    } catch (err) {
+      this.refuseAuth(err);
+      return;
+    }
+    Promise.resolve(result).then(
+      (principal) => {
+        if (this.state_ === "closed") return;
+        this.principal_ = principal;
+        this.authState = 0;
+        this.writer.control(FrameType.AUTH, Flag.ACK, 0, EMPTY);
+        this.opened();
+      },
+      (err: unknown) => this.refuseAuth(err),
+    );
+  }
+
+  private refuseAuth(err: unknown): void {
+    // The hook's own words only when it threw ERR_UNAUTHORIZED on purpose.
+    const message =
+      err instanceof PointSubError && err.code === "ERR_UNAUTHORIZED" ? err.message : "credentials refused";
+    this.fail(new PointSubError("ERR_UNAUTHORIZED", message));
+  }
+
+  /** The handshake (and authentication) completed: the connection is usable. */
+  private opened(): void {
+    if (this.state_ === "closed") return;
+    this.openedOnce = true;
     if (this.state_ === "handshaking") this.state_ = "open";
     clearTimeout(this.handshakeTimer);
     this.handshakeTimer = undefined;
@@ -1702,7 +1813,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     for (const p of this.pings.values()) p.d.reject(failure);
     this.pings.clear();
     this.streams_?.teardown(failure);
-    if (!this.helloReceived) this.readyD.reject(failure);
+    if (!this.openedOnce) this.readyD.reject(failure);
     this.onCloseHook?.(this, error);
     this.emit("close", error);
     this.closedD?.resolve();

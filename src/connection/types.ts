@@ -1,3 +1,4 @@
+import type { PeerCertificate } from "../transport/transport.ts";
 import type { Connection } from "./connection.ts";
 
 /** Bytes or text; text is sent as UTF-8. */
@@ -46,8 +47,31 @@ export interface RequestOptions {
   signal?: AbortSignal;
 }
 
+/** What a server's `authenticate` hook knows about a client besides its credentials. */
+export interface AuthInfo {
+  /** The credentials as UTF-8 text (a token). */
+  readonly token: string;
+  readonly remoteUrl: string;
+  readonly localUrl: string;
+  /** The client's TLS certificate, when the listener asked for one (mutual TLS). */
+  readonly peerCertificate: PeerCertificate | undefined;
+}
+
+/**
+ * Decides whether a client may use the server: return (or resolve to) the
+ * principal the session acts as — any value; it is `session.principal` — or
+ * throw (reject) to refuse the client with ERR_UNAUTHORIZED. Runs before any
+ * route, message listener or stream handler sees a byte from the client.
+ */
+export type Authenticator = (credentials: Uint8Array, info: AuthInfo) => unknown;
+
 /** Options of a connection (client) or of every session (server). */
 export interface ConnectionOptions {
+  /**
+   * Credentials (a token, or opaque bytes) sent when the server requires
+   * authentication. Default: none (an empty credential).
+   */
+  credentials?: Uint8Array | string;
   /** Largest message (data bytes) accepted from the peer. Default 256 MiB. */
   maxMessageSize?: number;
   /** Largest frame payload accepted from the peer (16 KiB .. 16 MiB - 1). Default 1 MiB. */

@@ -1,5 +1,6 @@
 import type { Socket } from "node:net";
-import type { Transport, TransportHandlers } from "../transport/transport.ts";
+import type { TLSSocket } from "node:tls";
+import type { PeerCertificate, Transport, TransportHandlers } from "../transport/transport.ts";
 import type { SocketReader } from "./socket-reader.ts";
 
 /**
@@ -59,6 +60,21 @@ export class SocketTransport implements Transport {
 
   trim(): void {
     this.reader?.trim();
+  }
+
+  peerCertificate(): PeerCertificate | undefined {
+    const s = this.socket as Partial<TLSSocket>;
+    if (typeof s.getPeerCertificate !== "function") return undefined;
+    const c = s.getPeerCertificate();
+    if (c === null || typeof c !== "object" || c.raw === undefined) return undefined;
+    const subject: Record<string, string> = {};
+    for (const [k, v] of Object.entries(c.subject ?? {})) subject[k] = Array.isArray(v) ? v.join(", ") : String(v);
+    return {
+      subject,
+      fingerprint256: c.fingerprint256,
+      raw: new Uint8Array(c.raw.buffer, c.raw.byteOffset, c.raw.length),
+      authorized: s.authorized === true,
+    };
   }
 
   pause(): void {

@@ -8,7 +8,7 @@ import {
   type StreamRoute,
 } from "../connection/connection.ts";
 import { type StatsSnapshot, sumStats } from "../connection/stats.ts";
-import type { ConnectionOptions, Handler, Message } from "../connection/types.ts";
+import type { Authenticator, ConnectionOptions, Handler, Message } from "../connection/types.ts";
 import { PointSubError } from "../errors/error.ts";
 import type { StreamHandler } from "../stream/types.ts";
 import { resolveTransport } from "../transport/registry.ts";
@@ -26,6 +26,12 @@ export interface ServerOptions extends ConnectionOptions {
   maxConnections?: number;
   /** Most tls:// sockets in their TLS handshake at once, per listener. Default 1024. */
   maxPendingHandshakes?: number;
+  /**
+   * Checks each client's credentials (`connect(url, { credentials })`)
+   * before anything of it is served; its result is `session.principal`, a
+   * throw refuses the client with ERR_UNAUTHORIZED. See {@link tokenAuth}.
+   */
+  authenticate?: Authenticator;
 }
 
 /** The server-wide memory budget, as {@link Server.memory} reports it. */
@@ -75,7 +81,7 @@ export class Server extends EventEmitter<ServerEvents> {
   constructor(options: ServerOptions = {}) {
     super();
     this.options = options;
-    this.settings = resolveSettings(options);
+    this.settings = resolveSettings(options, options.authenticate !== undefined);
     this.budget = new MemoryBudget(budgetLimit(options, this.settings));
   }
 
@@ -192,6 +198,7 @@ export class Server extends EventEmitter<ServerEvents> {
       sharedStreamRoutes: this.streamRoutes,
       onMessage: this.dispatchMessage,
       budget: this.budget,
+      authenticate: this.options.authenticate,
       onOpen: this.sessionOpened,
       onClose: this.sessionClosed,
     });
@@ -236,6 +243,32 @@ export class Server extends EventEmitter<ServerEvents> {
       this.emit("reject", error ?? new PointSubError("ERR_CONNECTION_CLOSED", "closed during the handshake"));
     }
   };
+}
+
+/**
+ * An `authenticate` hook that accepts clients whose credentials equal one
+ * of `tokens` (compared in constant time); the principal is the token's
+ * index in the list ("token:0", ...), never the token itself.
+ */
+export function tokenAuth(tokens: string | readonly string[]): Authenticator {
+  const list = (typeof tokens === "string" ? [tokens] : tokens).map((t) => new TextEncoder().encode(t));
+  if (list.length === 0 || list.some((t) => t.length === 0)) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", "tokenAuth needs non-empty tokens");
+  }
+  return (credentials) => {
+    let found = -1;
+    for (let i = 0; i < list.length; i++) if (sameBytes(credentials, list[i])) found = i;
+    if (found < 0) throw new PointSubError("ERR_UNAUTHORIZED", "invalid token");
+    return `token:${found}`;
+  };
+}
+
+/** Constant-time comparison (for equal lengths; lengths are not secret). */
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a[i] ^ b[i];
+  return diff === 0;
 }
 
 /** Creates a server. Register routes with `handle`, then `listen`. */

@@ -26,8 +26,22 @@ export interface TransportHandlers {
   onClose(error?: Error): void;
 }
 
+/** The certificate a TLS peer presented (mutual TLS). */
+export interface PeerCertificate {
+  /** Subject fields, e.g. `{ CN: "client-1", O: "Example" }`. */
+  readonly subject: Readonly<Record<string, string>>;
+  /** SHA-256 fingerprint, colon-separated upper-case hex. */
+  readonly fingerprint256: string;
+  /** The certificate in DER. */
+  readonly raw: Uint8Array;
+  /** Whether it verified against the trusted CAs. */
+  readonly authorized: boolean;
+}
+
 /** A connected, ordered, reliable byte stream. */
 export interface Transport {
+  /** Optional: the certificate the peer presented, on TLS transports that asked for one. */
+  peerCertificate?(): PeerCertificate | undefined;
   /** Human-readable local and remote addresses as URLs, e.g. `tcp://127.0.0.1:4000`. */
   readonly localUrl: string;
   readonly remoteUrl: string;

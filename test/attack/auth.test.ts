@@ -1,0 +1,135 @@
+/**
+ * Authentication (hardening issue): credentials travel in an AUTH frame
+ * after HELLO; the server's `authenticate` hook runs before any route,
+ * message listener or stream handler sees a byte; a refused client gets
+ * ERR_UNAUTHORIZED. The principal (and the TLS client certificate) is on the
+ * session.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { encodeFrame } from "../../src/codec/encoder.ts";
+import { Flag, FrameType } from "../../src/codec/frame.ts";
+import { Feature } from "../../src/codec/settings.ts";
+import { type Connection, connect, createServer, type PointSubError, tokenAuth } from "../../src/index.ts";
+import { testCerts } from "../helpers/certs.ts";
+import { handshake, rawClient } from "../helpers/raw-peer.ts";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function guarded(authenticate = tokenAuth("s3cret")) {
+  const server = createServer({ authenticate });
+  const served: string[] = [];
+  const sessions: Connection[] = [];
+  const closes: (PointSubError | undefined)[] = [];
+  server.handle("/who", (_req, ctx) => {
+    served.push("who");
+    return String(ctx.session.principal);
+  });
+  server.on("message", () => served.push("message"));
+  server.handleStream("/s", async () => {
+    served.push("stream");
+    return "";
+  });
+  server.on("session", (s) => sessions.push(s));
+  server.on("sessionClose", (_s, err) => closes.push(err));
+  server.on("reject", (err) => closes.push(err));
+  const [url] = await server.listen("tcp://127.0.0.1:0");
+  return { server, url, served, sessions, closes };
+}
+
+/** GOAWAY errnos in what a raw peer received. */
+function goawayErrno(bytes: Buffer): number | undefined {
+  const i = bytes.indexOf(Buffer.from([0x70, 0x00]), 6);
+  return i < 0 ? undefined : (bytes[i + 3] << 8) | bytes[i + 4];
+}
+
+describe("attack: authentication", () => {
+  it("the right token opens the session; the principal is on it", async () => {
+    const { server, url, sessions } = await guarded();
+    const c = await connect(url, { credentials: "s3cret" });
+    assert.equal(Buffer.from(await c.request("/who")).toString(), "token:0");
+    assert.equal(sessions[0].principal, "token:0");
+    await c.close();
+    await server.close();
+  });
+
+  it("a wrong or missing token is refused with ERR_UNAUTHORIZED, and nothing is served", async () => {
+    const { server, url, served, sessions } = await guarded();
+    await assert.rejects(connect(url, { credentials: "guess" }), { code: "ERR_UNAUTHORIZED" });
+    await assert.rejects(connect(url), { code: "ERR_UNAUTHORIZED" });
+    assert.equal(sessions.length, 0);
+    assert.deepEqual(served, []);
+    await server.close();
+  });
+
+  it("a raw client that skips AUTH and sends a request, a message and a stream gets nothing served", async () => {
+    const { server, url, served, closes } = await guarded();
+    const route = Buffer.from("/who");
+    const peer = await rawClient(url);
+    peer.socket.write(
+      Buffer.concat([
+        handshake({ features: Feature.STREAMS }),
+        encodeFrame(FrameType.MSG, Flag.START | Flag.END, 1, Buffer.from("hi")),
+        encodeFrame(FrameType.REQ, Flag.START | Flag.END, 3, Buffer.concat([Buffer.from([route.length]), route])),
+      ]),
+    );
+    await peer.closed;
+    assert.deepEqual(served, []);
+    assert.equal(goawayErrno(peer.received()), 4011);
+    assert.equal(closes[0]?.code, "ERR_UNAUTHORIZED");
+    await server.close();
+  });
+
+  it("frames sent after AUTH but before the server's answer are refused while the hook runs", async () => {
+    const { server, url, served } = await guarded(async (cred) => {
+      await sleep(100);
+      return Buffer.from(cred).toString();
+    });
+    const route = Buffer.from("/who");
+    const peer = await rawClient(url);
+    peer.socket.write(
+      Buffer.concat([
+        handshake(),
+        encodeFrame(FrameType.AUTH, 0, 0, Buffer.from("anything")),
+        encodeFrame(FrameType.REQ, Flag.START | Flag.END, 1, Buffer.concat([Buffer.from([route.length]), route])),
+      ]),
+    );
+    await peer.closed;
+    assert.deepEqual(served, []);
+    assert.equal(goawayErrno(peer.received()), 4011);
+    await server.close();
+  });
+
+  it("a hook that throws its own ERR_UNAUTHORIZED message reaches the client; other errors do not leak", async () => {
+    const { server, url } = await guarded(() => {
+      throw new Error("database password is hunter2");
+    });
+    const err = (await connect(url, { credentials: "x" }).catch((e: unknown) => e)) as PointSubError;
+    assert.equal(err.code, "ERR_UNAUTHORIZED");
+    assert.doesNotMatch(err.message, /hunter2/);
+    await server.close();
+  });
+
+  it("mutual TLS: the client certificate is on the session and in the hook", async () => {
+    const c = await testCerts();
+    let seenCn = "";
+    const server = createServer({
+      tls: { cert: c.serverCert, key: c.serverKey, ca: c.ca, requestCert: true },
+      authenticate: (_cred, info) => {
+        seenCn = info.peerCertificate?.subject.CN ?? "";
+        if (info.peerCertificate?.authorized !== true) throw new Error("no certificate");
+        return `cert:${seenCn}`;
+      },
+    });
+    server.handle("/who", (_req, ctx) => String(ctx.session.principal));
+    const [url] = await server.listen("tls://127.0.0.1:0");
+    const client = await connect(url, { tls: { ca: c.ca, cert: c.clientCert, key: c.clientKey } });
+    const who = Buffer.from(await client.request("/who")).toString();
+    assert.ok(seenCn.length > 0);
+    assert.equal(who, `cert:${seenCn}`);
+    const [session] = server.sessions;
+    assert.equal(session.peerCertificate?.subject.CN, seenCn);
+    await client.close();
+    await server.close();
+  });
+});
