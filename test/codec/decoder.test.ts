@@ -274,7 +274,8 @@ describe("FrameDecoder", () => {
   });
 
   it("rejects unknown frame types and flags it does not define", () => {
-    rejects(hex("a0 00 00"), "ERR_PROTOCOL"); // type 10
+    rejects(hex("b0 00 00"), "ERR_PROTOCOL"); // type 11
+    rejects(hex("a2 00 00"), "ERR_PROTOCOL"); // AUTH with flag 0x2
     rejects(hex("98 01 00"), "ERR_PROTOCOL"); // STREAM with flag 0x8
     rejects(hex("f3 01 00"), "ERR_PROTOCOL"); // type 15
     rejects(hex("17 01 00"), "ERR_PROTOCOL"); // MSG with flag 0x4
@@ -288,6 +289,7 @@ describe("FrameDecoder", () => {
     rejects(hex("60 05 08"), "ERR_PROTOCOL"); // PING on stream 5
     rejects(hex("70 01 02"), "ERR_PROTOCOL"); // GOAWAY on stream 1
     rejects(hex("91 00 00"), "ERR_PROTOCOL"); // STREAM on stream 0
+    rejects(hex("a0 01 00"), "ERR_PROTOCOL"); // AUTH on stream 1
     rejects(hex("13 8100 00"), "ERR_PROTOCOL"); // id 1 padded
     rejects(hex("13 01 8000"), "ERR_PROTOCOL"); // length 0 padded
     rejects(hex("13 ffffffff1f 00"), "ERR_PROTOCOL"); // id above 2^32-1
