@@ -131,6 +131,8 @@ const AUTH_WAIT_ACK = 3;
 
 /** Frames decoded from one peer before its reading yields to the rest of the event loop for a turn. */
 const YIELD_FRAMES = 4096;
+/** Least time between two such yields of one connection. */
+const YIELD_MS = 8;
 /** Runs `fn` on the next event-loop turn (setImmediate where the runtime has it, else a 0 ms timer). */
 const nextTurn: (fn: () => void) => void =
   typeof globalThis.setImmediate === "function" ? (fn) => setImmediate(fn) : (fn) => setTimeout(fn, 0);
@@ -261,6 +263,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   /** Reading is paused until the next event-loop turn (see YIELD_FRAMES). */
   private yielding = false;
   private framesAtYield = 0;
+  private lastYieldAt = 0;
   /** The latest PING payload received while the transport could not take its answer (answered on drain). */
   private pendingPong: Uint8Array | undefined;
   private readonly initiator: boolean;
@@ -892,12 +895,17 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     }
     // Fairness: after many frames in a row, let timers and other sockets run
     // before reading this one again (a flood of tiny frames from one peer
-    // must not hold the event loop for a whole burst of reads).
+    // must not hold the event loop for a whole burst of reads). At most once
+    // per YIELD_MS, so a busy honest connection pauses rarely.
     if (this.framesIn - this.framesAtYield >= YIELD_FRAMES && !this.yielding) {
       this.framesAtYield = this.framesIn;
-      this.yielding = true;
-      this.transport.pause();
-      nextTurn(this.endYield);
+      const now = performance.now();
+      if (now - this.lastYieldAt >= YIELD_MS) {
+        this.lastYieldAt = now;
+        this.yielding = true;
+        this.transport.pause();
+        nextTurn(this.endYield);
+      }
     }
     // A peer that does not read what it is owed is read no further until it drains.
     const w = this.writer;
