@@ -25,11 +25,18 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
     signal: options.signal,
     connectTimeoutMs,
   });
-  const conn = new Connection(
-    transport,
-    { ...options, handshakeTimeoutMs: options.handshakeTimeoutMs ?? connectTimeoutMs },
-    { initiator: true },
-  );
+  let conn: Connection;
+  try {
+    conn = new Connection(
+      transport,
+      { ...options, handshakeTimeoutMs: options.handshakeTimeoutMs ?? connectTimeoutMs },
+      { initiator: true },
+    );
+  } catch (err) {
+    // Invalid options (credentials, budget): do not leave the socket open.
+    transport.destroy();
+    throw err;
+  }
   await conn.ready;
   return conn;
 }
