@@ -1,9 +1,10 @@
 import { connect } from "../index.ts";
+import { type ClientAuthFlags, clientConnectOptions } from "./auth.ts";
 import { formatBytes, formatRate } from "./format.ts";
 import { jsonLine, outputMode } from "./output.ts";
 import { DISCARD_ROUTE } from "./serve.ts";
 
-export interface BenchCliOptions {
+export interface BenchCliOptions extends ClientAuthFlags {
   to: string;
   count: number;
   size: number;
@@ -12,7 +13,7 @@ export interface BenchCliOptions {
 
 /** `pointsub bench --to URL`: sequential /echo/1.0.0 latency, then one stream's throughput. */
 export async function benchCommand(opts: BenchCliOptions): Promise<void> {
-  const conn = await connect(opts.to);
+  const conn = await connect(opts.to, await clientConnectOptions(opts.to, opts));
   try {
     const payload = new Uint8Array(64);
     const lat: number[] = [];

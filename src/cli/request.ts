@@ -1,7 +1,8 @@
 import { connect } from "../index.ts";
+import { type ClientAuthFlags, clientConnectOptions } from "./auth.ts";
 import { jsonLine, outputMode } from "./output.ts";
 
-export interface RequestCliOptions {
+export interface RequestCliOptions extends ClientAuthFlags {
   to: string;
   route: string;
   timeout: number;
@@ -16,8 +17,9 @@ async function readStdin(): Promise<Uint8Array> {
 
 /** `pointsub request --to URL --route R [DATA|-]`: prints the answer's bytes (or a JSON line). */
 export async function requestCommand(data: string, opts: RequestCliOptions): Promise<void> {
+  const connectOptions = await clientConnectOptions(opts.to, opts);
   const payload = data === "-" ? await readStdin() : new TextEncoder().encode(data);
-  const conn = await connect(opts.to);
+  const conn = await connect(opts.to, connectOptions);
   try {
     const t0 = performance.now();
     const answer = await conn.request(opts.route, payload, { timeoutMs: opts.timeout });

@@ -5,10 +5,11 @@ import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { connect } from "../index.ts";
 import type { FileReceipt } from "../node/file-sink.ts";
 import { sendFile } from "../node/send-file.ts";
+import { type ClientAuthFlags, clientConnectOptions } from "./auth.ts";
 import { formatBytes, formatRate } from "./format.ts";
 import { jsonLine, outputMode, ProgressView } from "./output.ts";
 
-export interface SendOptions {
+export interface SendOptions extends ClientAuthFlags {
   to: string;
   compress: "auto" | "off" | CodecName;
   retries: number;
@@ -19,6 +20,7 @@ export interface SendOptions {
 /** `pointsub send FILE... --to URL`: one transfer (and connection) per file, at most 4 at once. */
 export async function sendCommand(files: string[], opts: SendOptions): Promise<void> {
   const mode = outputMode(opts.json);
+  const connectOptions = await clientConnectOptions(opts.to, opts);
   for (const f of files) {
     const st = await stat(f).catch(() => undefined);
     if (st === undefined || !st.isFile())
@@ -30,7 +32,7 @@ export async function sendCommand(files: string[], opts: SendOptions): Promise<v
   const worker = async () => {
     for (let f = queue.shift(); f !== undefined; f = queue.shift()) {
       const name = basename(f);
-      const t = sendFile(() => connect(opts.to), f, {
+      const t = sendFile(() => connect(opts.to, connectOptions), f, {
         compress: opts.compress,
         retries: opts.retries,
         resume: opts.resume,

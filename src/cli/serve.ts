@@ -2,13 +2,14 @@ import { resolve } from "node:path";
 import { createServer, PointSubError } from "../index.ts";
 import { FILE_ROUTE, fileSink } from "../node/file-sink.ts";
 import type { IncomingStream } from "../stream/incoming.ts";
+import { type ServeAuthFlags, serveSecurity } from "./auth.ts";
 import { formatBytes, formatRate } from "./format.ts";
 import { jsonLine, outputMode } from "./output.ts";
 
 /** The route `bench` streams to: the server reads and discards. */
 export const DISCARD_ROUTE = "/pointsub/discard/1";
 
-export interface ServeOptions {
+export interface ServeOptions extends ServeAuthFlags {
   listen: string[];
   dir: string;
   json?: boolean;
@@ -55,8 +56,14 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
     if (mode === "json") jsonLine({ event, ...fields });
     else process.stdout.write(`${line}\n`);
   };
+  // Every check (the secure default, the TLS files) happens before anything is created or listens.
+  const security = await serveSecurity(opts.listen, opts);
+  if (security.warning !== undefined) {
+    if (mode === "json") jsonLine({ event: "warning", message: security.warning });
+    else process.stderr.write(`pointsub: warning: ${security.warning}\n`);
+  }
   const dir = resolve(opts.dir);
-  const server = createServer();
+  const server = createServer({ authenticate: security.authenticate, tls: security.tls });
   server.handle("/echo/1.0.0", (req) => req.data);
   server.handleStream(DISCARD_ROUTE, async (stream: IncomingStream) => {
     let n = 0;
@@ -95,7 +102,15 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
     },
   });
   server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
-  server.on("session", (s) => say("session", { remote: s.remoteUrl }, `session from ${s.remoteUrl}`));
+  server.on("session", (s) => {
+    // The principal is "token:<index>" or "cert:<CN>", never a token.
+    const principal = s.principal === undefined ? null : String(s.principal);
+    say(
+      "session",
+      { remote: s.remoteUrl, principal },
+      `session from ${s.remoteUrl}${principal === null ? "" : ` as ${principal}`}`,
+    );
+  });
   server.on("sessionClose", (s, err) =>
     say(
       "sessionClose",
@@ -110,7 +125,13 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
     maxFileSize: opts.maxFileSize ?? 0,
     maxBytes: opts.maxBytes ?? 0,
   };
-  for (const url of urls) say("listening", { url, dir, ...limits }, `listening on ${url}, receiving into ${dir}`);
+  for (const url of urls) {
+    say(
+      "listening",
+      { url, dir, auth: security.mode, ...limits },
+      `listening on ${url}, receiving into ${dir}${security.mode === "none" ? "" : ` (auth: ${security.mode})`}`,
+    );
+  }
   await new Promise<void>((done) => {
     const stop = () => {
       process.off("SIGINT", stop);

@@ -6,7 +6,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { after, before, describe, it } from "node:test";
+import { checkServeSecurity, isLoopbackUrl } from "../../src/cli/auth.ts";
 import { connect, FILE_ROUTE } from "../../src/index.ts";
+import { testCerts } from "../helpers/certs.ts";
 import { MiB, sha256 } from "../helpers/data.ts";
 
 const MAIN = join(import.meta.dirname, "../../src/cli/main.ts");
@@ -19,24 +21,54 @@ interface Run {
   stderr: string;
 }
 
-function run(args: string[], input?: string): Promise<Run> {
+/**
+ * Runs the CLI. `env` adds variables to the child's environment; `killAfterMs`
+ * ends a child that should have exited by then (a serve that must refuse to start).
+ */
+function run(
+  args: string[],
+  input?: string,
+  opts: { env?: NodeJS.ProcessEnv; killAfterMs?: number } = {},
+): Promise<Run> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [MAIN, ...args], { stdio: ["pipe", "pipe", "pipe"], env: childEnv });
+    const child = spawn(process.execPath, [MAIN, ...args], {
+      stdio: ["pipe", "pipe", "pipe"],
+      env: { ...childEnv, ...opts.env },
+    });
     let stdout = "";
     let stderr = "";
+    const timer =
+      opts.killAfterMs === undefined ? undefined : setTimeout(() => child.kill("SIGKILL"), opts.killAfterMs);
     child.stdout.on("data", (d) => (stdout += d));
     child.stderr.on("data", (d) => (stderr += d));
     child.stdin.end(input ?? "");
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
   });
 }
 
-/** Starts `pointsub serve --json` with `args`; resolves once it listens. */
+/** Resolves once `events` holds one that `match` accepts (the server prints asynchronously). */
+async function waitForEvent(
+  events: Record<string, unknown>[],
+  match: (e: Record<string, unknown>) => boolean,
+): Promise<Record<string, unknown>> {
+  for (let i = 0; i < 500; i++) {
+    const found = events.find(match);
+    if (found !== undefined) return found;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  assert.fail(`no such event in ${JSON.stringify(events)}`);
+}
+
+/** Starts `pointsub serve --json --listen <listen>` with `args`; resolves once it listens. */
 async function startServe(
   args: string[],
   events: Record<string, unknown>[] = [],
+  listen = "tcp://127.0.0.1:0",
 ): Promise<{ url: string; child: ChildProcess; stop(): Promise<void> }> {
-  const child = spawn(process.execPath, [MAIN, "serve", "--listen", "tcp://127.0.0.1:0", "--json", ...args], {
+  const child = spawn(process.execPath, [MAIN, "serve", "--listen", listen, "--json", ...args], {
     stdio: ["ignore", "pipe", "inherit"],
     env: childEnv,
   });
@@ -70,6 +102,8 @@ describe("pointsub CLI", () => {
   before(async () => {
     work = await mkdtemp(join(tmpdir(), "pointsub-cli-"));
     childEnv.POINTSUB_STATE_DIR = join(work, "state");
+    // A token in the environment running the tests must not reach the children.
+    delete childEnv.POINTSUB_TOKEN;
     inbox = join(work, "inbox");
     serve = await startServe(["--dir", inbox], serverEvents);
     url = serve.url;
@@ -249,5 +283,199 @@ describe("pointsub CLI", () => {
     const b = JSON.parse(r.stdout) as { requests: number; p50us: number; streamMBps: number };
     assert.equal(b.requests, 200);
     assert.ok(b.p50us > 0 && b.streamMBps > 0);
+  });
+  it("serve --token: no or a wrong token gets ERR_UNAUTHORIZED; --token and POINTSUB_TOKEN work; the token is never printed", async () => {
+    const token = "cli-test-s3cret-7f3a9";
+    const events: Record<string, unknown>[] = [];
+    const inboxT = join(work, "inbox-token");
+    const s = await startServe(["--dir", inboxT, "--token", token], events);
+    const outputs: string[] = [];
+    const req = async (extra: string[], env?: NodeJS.ProcessEnv) => {
+      const r = await run(["request", "--to", s.url, "--route", "/echo/1.0.0", ...extra, "hi"], undefined, { env });
+      outputs.push(r.stdout, r.stderr);
+      return r;
+    };
+    try {
+      assert.equal((await waitForEvent(events, (e) => e.event === "listening")).auth, "token");
+      const none = await req([]);
+      assert.equal(none.code, 1);
+      assert.match(none.stderr, /^pointsub: ERR_UNAUTHORIZED: .+\n$/);
+      const wrong = await req(["--token", "guess", "--json"]);
+      assert.equal(wrong.code, 1);
+      assert.equal((JSON.parse(wrong.stdout) as { code: string }).code, "ERR_UNAUTHORIZED");
+      const flag = await req(["--token", token]);
+      assert.equal(flag.code, 0, flag.stderr);
+      assert.equal(flag.stdout, "hi");
+      const env = await req([], { POINTSUB_TOKEN: token });
+      assert.equal(env.code, 0, env.stderr);
+      assert.equal(env.stdout, "hi");
+      const empty = await req([], { POINTSUB_TOKEN: "" });
+      assert.equal(empty.code, 1);
+      assert.match(empty.stderr, /^pointsub: ERR_INVALID_ARGUMENT: POINTSUB_TOKEN is empty\n$/);
+
+      const src = join(work, "token.txt");
+      await writeFile(src, "authenticated");
+      const sent = await run(["send", src, "--to", s.url, "--token", token, "--json"]);
+      outputs.push(sent.stdout, sent.stderr);
+      assert.equal(sent.code, 0, sent.stderr);
+      assert.equal(await readFile(join(inboxT, "token.txt"), "utf8"), "authenticated");
+      const refused = await run(["send", src, "--to", s.url, "--retries", "0"]);
+      assert.equal(refused.code, 1);
+      assert.match(refused.stderr, /^pointsub: ERR_UNAUTHORIZED: /);
+      const bench = await run(["bench", "--to", s.url, "--count", "20", "--size", String(MiB), "--json"], undefined, {
+        env: { POINTSUB_TOKEN: token },
+      });
+      outputs.push(bench.stdout, bench.stderr);
+      assert.equal(bench.code, 0, bench.stderr);
+
+      const session = await waitForEvent(events, (e) => e.event === "session");
+      assert.equal(session.principal, "token:0");
+      for (const out of [...outputs, JSON.stringify(events)]) assert.ok(!out.includes(token), out);
+    } finally {
+      await s.stop();
+    }
+    const help = await run(["serve", "--help"]);
+    for (const flag of ["--token <token>", "--tls-cert <file>", "--tls-key <file>", "--tls-ca <file>", "--no-auth"]) {
+      assert.ok(help.stdout.includes(flag), flag);
+    }
+    for (const cmd of ["send", "request", "bench"]) {
+      const h = await run([cmd, "--help"]);
+      for (const flag of ["--token <token>", "--tls-ca <file>", "--tls-cert <file>", "--tls-key <file>"]) {
+        assert.ok(h.stdout.includes(flag), `${cmd} ${flag}`);
+      }
+    }
+  });
+
+  it("serve refuses a non-loopback listen URL without authentication, before anything listens", async () => {
+    const dir = join(work, "inbox-exposed");
+    for (const exposed of ["tcp://0.0.0.0:0", "tcp://[::]:0"]) {
+      // The loopback URL comes first: nothing may be bound before the refusal.
+      const r = await run(["serve", "--listen", "tcp://127.0.0.1:0", "--listen", exposed, "--dir", dir, "--json"], "", {
+        killAfterMs: 20_000,
+      });
+      assert.equal(r.code, 1, r.stdout);
+      const lines = r.stdout.trim().split("\n");
+      assert.equal(lines.length, 1, r.stdout);
+      const err = JSON.parse(lines[0]) as { event: string; code: string; message: string };
+      assert.equal(err.event, "error");
+      assert.equal(err.code, "ERR_INVALID_ARGUMENT");
+      assert.match(err.message, /^refusing to listen on .+ without authentication: pass --token .*--no-auth$/);
+    }
+    const plain = await run(["serve", "--listen", "tcp://0.0.0.0:0", "--dir", dir], "", { killAfterMs: 20_000 });
+    assert.equal(plain.code, 1);
+    assert.equal(plain.stdout, "");
+    assert.match(plain.stderr, /^pointsub: ERR_INVALID_ARGUMENT: refusing to listen on tcp:\/\/0\.0\.0\.0:0 without/);
+    // Conflicting or incomplete flags are refused the same way.
+    for (const [args, env, message] of [
+      [["--listen", "tcp://0.0.0.0:0", "--no-auth", "--token", "t"], {}, /exclude each other/],
+      [["--listen", "tcp://0.0.0.0:0", "--no-auth"], { POINTSUB_TOKEN: "t" }, /exclude each other/],
+      [["--listen", "tcp://0.0.0.0:0"], { POINTSUB_TOKEN: "" }, /POINTSUB_TOKEN is empty/],
+      [["--listen", "tls://127.0.0.1:0"], {}, /needs --tls-cert and --tls-key/],
+      [["--listen", "tcp://127.0.0.1:0", "--tls-cert", "c.pem", "--tls-key", "k.pem"], {}, /only for tls:\/\//],
+    ] as const) {
+      const r = await run(["serve", ...args, "--dir", dir], "", { env, killAfterMs: 20_000 });
+      assert.equal(r.code, 1, args.join(" "));
+      assert.match(r.stderr, /^pointsub: ERR_INVALID_ARGUMENT: .+\n$/);
+      assert.match(r.stderr, message);
+    }
+    await assert.rejects(stat(dir), "serve created nothing");
+    // --no-auth on loopback starts (there is nothing to warn about).
+    const open = await startServe(["--dir", dir, "--no-auth"]);
+    await open.stop();
+  });
+
+  it("the secure default: loopback and unix:// need nothing; other addresses a token, mutual TLS or --no-auth (warned)", () => {
+    for (const u of [
+      "tcp://127.0.0.1:7000",
+      "tcp://127.8.9.10:1",
+      "tls://[::1]:1",
+      "tcp://localhost:1",
+      "tcp://LOCALHOST:1",
+      "tcp://[::ffff:127.0.0.1]:1",
+      "unix:///tmp/p.sock",
+    ]) {
+      assert.ok(isLoopbackUrl(u), u);
+    }
+    for (const u of [
+      "tcp://0.0.0.0:7000",
+      "tcp://[::]:1",
+      "tcp://192.168.1.2:1",
+      "tcp://128.0.0.1:1",
+      "tcp://[::2]:1",
+      "tcp://example.com:1",
+      "tcp://0x7f.1:1",
+      "not a url",
+    ]) {
+      assert.ok(!isLoopbackUrl(u), u);
+    }
+    const none = { token: false, mutualTls: false, noAuth: false };
+    assert.deepEqual(checkServeSecurity(["tcp://127.0.0.1:0", "unix:///tmp/p.sock"], none), { mode: "none" });
+    assert.throws(() => checkServeSecurity(["tcp://127.0.0.1:0", "tcp://0.0.0.0:0"], none), {
+      code: "ERR_INVALID_ARGUMENT",
+    });
+    assert.deepEqual(checkServeSecurity(["tcp://0.0.0.0:0"], { ...none, token: true }), { mode: "token" });
+    assert.deepEqual(checkServeSecurity(["tls://0.0.0.0:0"], { ...none, mutualTls: true }), { mode: "certificate" });
+    const open = checkServeSecurity(["tcp://127.0.0.1:1", "tcp://0.0.0.0:7000"], { ...none, noAuth: true });
+    assert.equal(open.mode, "none");
+    assert.match(open.warning ?? "", /^--no-auth: .*tcp:\/\/0\.0\.0\.0:7000 .*without authentication$/);
+    assert.doesNotMatch(open.warning ?? "", /127\.0\.0\.1/);
+    assert.deepEqual(checkServeSecurity(["tcp://127.0.0.1:1"], { ...none, noAuth: true }), { mode: "none" });
+    assert.throws(() => checkServeSecurity(["tcp://0.0.0.0:0"], { ...none, token: true, noAuth: true }), {
+      code: "ERR_INVALID_ARGUMENT",
+    });
+  });
+
+  it("tls:// serve with --tls-cert/--tls-key answers a request with --tls-ca; mutual TLS authenticates by certificate", async () => {
+    const certs = await testCerts();
+    const pem = join(work, "pem");
+    await mkdir(pem, { recursive: true });
+    const file = async (name: string, text: string) => {
+      await writeFile(join(pem, name), text);
+      return join(pem, name);
+    };
+    const ca = await file("ca.pem", certs.ca);
+    const otherCa = await file("other-ca.pem", certs.otherCa);
+    const cert = await file("server.pem", certs.serverCert);
+    const key = await file("server-key.pem", certs.serverKey);
+    const clientCert = await file("client.pem", certs.clientCert);
+    const clientKey = await file("client-key.pem", certs.clientKey);
+    const tlsArgs = ["--tls-cert", cert, "--tls-key", key];
+
+    const s = await startServe(["--dir", join(work, "inbox-tls"), ...tlsArgs], [], "tls://127.0.0.1:0");
+    try {
+      assert.match(s.url, /^tls:\/\/127\.0\.0\.1:\d+$/);
+      const ok = await run(["request", "--to", s.url, "--route", "/echo/1.0.0", "--tls-ca", ca, "over tls"]);
+      assert.equal(ok.code, 0, ok.stderr);
+      assert.equal(ok.stdout, "over tls");
+      const untrusted = await run(["request", "--to", s.url, "--route", "/echo/1.0.0", "--tls-ca", otherCa, "x"]);
+      assert.equal(untrusted.code, 1);
+      assert.match(untrusted.stderr, /^pointsub: ERR_[A-Z_]+: .+\n$/);
+      const notTls = await run(["request", "--to", "tcp://127.0.0.1:1", "--route", "/r", "--tls-ca", ca]);
+      assert.equal(notTls.code, 1);
+      assert.match(notTls.stderr, /^pointsub: ERR_INVALID_ARGUMENT: --tls-ca: only for tls:\/\//);
+    } finally {
+      await s.stop();
+    }
+
+    const events: Record<string, unknown>[] = [];
+    const m = await startServe(
+      ["--dir", join(work, "inbox-mtls"), ...tlsArgs, "--tls-ca", ca, "--require-client-cert"],
+      events,
+      "tls://127.0.0.1:0",
+    );
+    try {
+      assert.equal((await waitForEvent(events, (e) => e.event === "listening")).auth, "certificate");
+      const withCert = ["--tls-ca", ca, "--tls-cert", clientCert, "--tls-key", clientKey];
+      const ok = await run(["request", "--to", m.url, "--route", "/echo/1.0.0", ...withCert, "mutual"]);
+      assert.equal(ok.code, 0, ok.stderr);
+      assert.equal(ok.stdout, "mutual");
+      const session = await waitForEvent(events, (e) => e.event === "session");
+      assert.equal(session.principal, "cert:pointsub test client");
+      const noCert = await run(["request", "--to", m.url, "--route", "/echo/1.0.0", "--tls-ca", ca, "x"]);
+      assert.equal(noCert.code, 1);
+      assert.match(noCert.stderr, /^pointsub: ERR_[A-Z_]+: .+\n$/);
+    } finally {
+      await m.stop();
+    }
   });
 });
