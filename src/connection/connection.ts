@@ -292,6 +292,8 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   private helloReceived = false;
   /** The handshake completed (and authentication, when required). */
   private openedOnce = false;
+  /** The peer's GOAWAY(0) arrived: it starts nothing new after it. */
+  private peerGoAway = false;
   /** Authentication after HELLO: none pending, waiting for the peer's credentials, checking them, or waiting for the server's ACK. */
   private authState: 0 | typeof AUTH_WAIT_CREDENTIALS | typeof AUTH_CHECKING | typeof AUTH_WAIT_ACK = 0;
   private readonly authenticator: Authenticator | undefined;
@@ -1687,6 +1689,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       this.teardown(err);
       return;
     }
+    this.peerGoAway = true;
     if (this.state_ === "open") {
       this.emit("goaway");
       void this.close();
@@ -1764,7 +1767,10 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
         // The peer's messages and requests whose bodies are still arriving
         // are in flight too (a request counts from its START).
         this.assemblies.size !== 0 ||
-        this.streams_?.busy === true)
+        this.streams_?.busy === true ||
+        // Until the peer's own GOAWAY arrived, a START it sent before it
+        // saw ours may still be on its way (the byte stream is ordered).
+        !this.peerGoAway)
     ) {
       await new Promise((r) => setTimeout(r, 5));
     }
