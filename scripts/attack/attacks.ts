@@ -706,7 +706,11 @@ async function bomb(ctx: Ctx): Promise<void> {
         const start = streamStart(id, {
           route,
           codec: CODEC[codec],
-          meta: { transferId: `bomb${laneNo}x${connNo}x${s}x${"0".repeat(32)}`, name: "bomb.bin" },
+          // A distinct name per stream: the file sink refuses to overwrite (ERR_EXISTS).
+          meta: {
+            transferId: `bomb${laneNo}x${connNo}x${s}x${"0".repeat(32)}`,
+            name: `bomb-${laneNo}-${connNo}-${s}.bin`,
+          },
         });
         ledger?.open(id);
         ledger?.spend(id, start.length);
