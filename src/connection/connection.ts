@@ -129,10 +129,8 @@ const AUTH_WAIT_CREDENTIALS = 1;
 const AUTH_CHECKING = 2;
 const AUTH_WAIT_ACK = 3;
 
-/** Frames decoded from one peer before its reading yields to the rest of the event loop for a turn. */
-const YIELD_FRAMES = 4096;
-/** Least time between two such yields of one connection. */
-const YIELD_MS = 8;
+/** Decoding time (ms) one peer's input may take before its reading yields to the event loop for a turn. */
+const YIELD_MS = 4;
 /** Runs `fn` on the next event-loop turn (setImmediate where the runtime has it, else a 0 ms timer). */
 const nextTurn: (fn: () => void) => void =
   typeof globalThis.setImmediate === "function" ? (fn) => setImmediate(fn) : (fn) => setTimeout(fn, 0);
@@ -260,10 +258,10 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   private tombstones: Set<number> | undefined;
   /** Reading from the transport is paused: the peer does not read what it is owed. */
   private readPaused = false;
-  /** Reading is paused until the next event-loop turn (see YIELD_FRAMES). */
+  /** Reading is paused until the next event-loop turn (see YIELD_MS). */
   private yielding = false;
-  private framesAtYield = 0;
-  private lastYieldAt = 0;
+  /** Milliseconds spent decoding this peer's input since reading last yielded. */
+  private busyMs = 0;
   /** The latest PING payload received while the transport could not take its answer (answered on drain). */
   private pendingPong: Uint8Array | undefined;
   private readonly initiator: boolean;
@@ -390,7 +388,11 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.writer.batching = true;
     const ht = options.handshakeTimeoutMs ?? 10_000;
     this.handshakeTimer = setTimeout(() => {
-      this.fail(new PointSubError("ERR_TIMEOUT", `no pointsub handshake from ${this.remoteUrl} within ${ht} ms`));
+      const err = new PointSubError("ERR_TIMEOUT", `no pointsub handshake from ${this.remoteUrl} within ${ht} ms`);
+      // A peer that sent nothing is not speaking pointsub: close without a
+      // GOAWAY (thousands of idle sockets timing out together cost no writes).
+      if (this.bytesIn === 0) this.destroy(err);
+      else this.fail(err);
     }, ht);
   }
 
@@ -889,25 +891,23 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.bytesIn += chunk.length;
     this.lastInput = Date.now();
     let kept: boolean;
+    const t0 = performance.now();
     try {
       kept = this.decoderImpl.push(chunk);
     } catch (err) {
       this.fail(toPointSubError(err, "ERR_PROTOCOL"));
       return true;
     }
-    // Fairness: after many frames in a row, let timers and other sockets run
-    // before reading this one again (a flood of tiny frames from one peer
-    // must not hold the event loop for a whole burst of reads). At most once
-    // per YIELD_MS, so a busy honest connection pauses rarely.
-    if (this.framesIn - this.framesAtYield >= YIELD_FRAMES && !this.yielding) {
-      this.framesAtYield = this.framesIn;
-      const now = performance.now();
-      if (now - this.lastYieldAt >= YIELD_MS) {
-        this.lastYieldAt = now;
-        this.yielding = true;
-        this.transport.pause();
-        nextTurn(this.endYield);
-      }
+    // Fairness: once this peer's input took YIELD_MS of work, let timers and
+    // other sockets run before reading it again (a flood of cheap or costly
+    // frames from one peer must not hold the event loop for a whole burst of
+    // socket reads). A busy honest connection pauses a few times a second.
+    this.busyMs += performance.now() - t0;
+    if (this.busyMs >= YIELD_MS && !this.yielding && (this.state_ as ConnectionState) !== "closed") {
+      this.busyMs = 0;
+      this.yielding = true;
+      this.transport.pause();
+      nextTurn(this.endYield);
     }
     // A peer that does not read what it is owed is read no further until it drains.
     const w = this.writer;
@@ -939,7 +939,6 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
 
   private readonly endYield = (): void => {
     this.yielding = false;
-    this.framesAtYield = this.framesIn;
     if (!this.readPaused && this.state_ !== "closed") this.transport.resume();
   };
 
