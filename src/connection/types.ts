@@ -96,7 +96,7 @@ export interface ConnectionOptions {
   maxCompressionRatio?: number;
   /** Default timeout of `request`. Default 30000 ms; 0 = none. */
   requestTimeoutMs?: number;
-  /** Time allowed for the peer's HELLO. Default 10000 ms. */
+  /** Time allowed for the peer's HELLO (and authentication). Default 10000 ms; each connection gets up to 10 % more at random, so connections accepted together do not all time out in one tick. */
   handshakeTimeoutMs?: number;
   /** How long `close()` waits for work in flight before closing hard. Default 5000 ms. */
   closeTimeoutMs?: number;
