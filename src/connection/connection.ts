@@ -389,13 +389,16 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     const ht = options.handshakeTimeoutMs ?? 10_000;
     // Up to 10 % later at random: thousands of connections accepted in one
     // burst (a slowloris attack) do not all time out in the same tick.
-    this.handshakeTimer = setTimeout(() => {
-      const err = new PointSubError("ERR_TIMEOUT", `no pointsub handshake from ${this.remoteUrl} within ${ht} ms`);
-      // A peer that sent nothing is not speaking pointsub: close without a
-      // GOAWAY (thousands of idle sockets timing out together cost no writes).
-      if (this.bytesIn === 0) this.destroy(err);
-      else this.fail(err);
-    }, ht + Math.floor(Math.random() * ht * 0.1));
+    this.handshakeTimer = setTimeout(
+      () => {
+        const err = new PointSubError("ERR_TIMEOUT", `no pointsub handshake from ${this.remoteUrl} within ${ht} ms`);
+        // A peer that sent nothing is not speaking pointsub: close without a
+        // GOAWAY (thousands of idle sockets timing out together cost no writes).
+        if (this.bytesIn === 0) this.destroy(err);
+        else this.fail(err);
+      },
+      ht + Math.floor(Math.random() * ht * 0.1),
+    );
   }
 
   /** The stream half, created with the narrow view of this connection it needs. */
