@@ -28,6 +28,7 @@ import type { Transfer } from "../stream/transfer.ts";
 import type { SendStreamOptions, StreamHandler, StreamSource } from "../stream/types.ts";
 import type { PeerCertificate, Transport } from "../transport/transport.ts";
 import { type Deferred, deferred } from "../util/deferred.ts";
+import { nextTurn } from "../util/next-turn.ts";
 import { Queue } from "../util/queue.ts";
 import { ASSEMBLY_OVERHEAD, CALL_OVERHEAD, defaultBudgetLimit, MemoryBudget } from "./budget.ts";
 import { CallTable } from "./call-table.ts";
@@ -131,9 +132,6 @@ const AUTH_WAIT_ACK = 3;
 
 /** Decoding time (ms) one peer's input may take before its reading yields to the event loop for a turn. */
 const YIELD_MS = 4;
-/** Runs `fn` on the next event-loop turn (setImmediate where the runtime has it, else a 0 ms timer). */
-const nextTurn: (fn: () => void) => void =
-  typeof globalThis.setImmediate === "function" ? (fn) => setImmediate(fn) : (fn) => setTimeout(fn, 0);
 /** Ids of refused messages whose remaining frames are dropped, at most this many. */
 const MAX_TOMBSTONES = 4096;
 

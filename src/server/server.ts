@@ -13,6 +13,7 @@ import { PointSubError } from "../errors/error.ts";
 import type { StreamHandler } from "../stream/types.ts";
 import { resolveTransport } from "../transport/registry.ts";
 import type { TlsOptions, Transport, TransportListener } from "../transport/transport.ts";
+import { nextTurn } from "../util/next-turn.ts";
 
 /** Options of {@link createServer}: every session's connection options, plus server limits. */
 export interface ServerOptions extends ConnectionOptions {
@@ -33,6 +34,9 @@ export interface ServerOptions extends ConnectionOptions {
    */
   authenticate?: Authenticator;
 }
+
+/** Connections set up per event-loop turn; more wait for the next turn. */
+const ACCEPT_PER_TURN = 128;
 
 /** The server-wide memory budget, as {@link Server.memory} reports it. */
 export interface MemoryUsage {
@@ -73,6 +77,10 @@ export class Server extends EventEmitter<ServerEvents> {
   private readonly connecting = new Set<Connection>();
   /** Accepted connections still in a transport handshake (tls), not yet handed to accept. */
   private pending = 0;
+  /** Transports accepted beyond ACCEPT_PER_TURN, handled on the next turns. */
+  private readonly acceptQueue: Transport[] = [];
+  private acceptedThisTurn = 0;
+  private acceptTurnScheduled = false;
   /** One budget for everything all sessions' peers make the server hold. */
   private readonly budget: MemoryBudget;
   private closedTotals: StatsSnapshot | undefined;
@@ -177,9 +185,44 @@ export class Server extends EventEmitter<ServerEvents> {
     this.emit("message", msg, session);
   };
 
+  /**
+   * Accepts a transport: at most ACCEPT_PER_TURN per event-loop turn, the
+   * rest on the following turns, so a burst of thousands of connections
+   * (a slowloris attack) does not hold the event loop for all their
+   * handshakes at once.
+   */
   private accept(transport: Transport): void {
+    if (this.acceptedThisTurn < ACCEPT_PER_TURN && this.acceptQueue.length === 0) {
+      this.acceptedThisTurn++;
+      this.scheduleAcceptTurn();
+      this.acceptNow(transport);
+      return;
+    }
+    this.acceptQueue.push(transport);
+    this.scheduleAcceptTurn();
+  }
+
+  private scheduleAcceptTurn(): void {
+    if (this.acceptTurnScheduled) return;
+    this.acceptTurnScheduled = true;
+    nextTurn(this.acceptTurn);
+  }
+
+  private readonly acceptTurn = (): void => {
+    this.acceptTurnScheduled = false;
+    this.acceptedThisTurn = 0;
+    const batch = this.acceptQueue.splice(0, ACCEPT_PER_TURN);
+    this.acceptedThisTurn = batch.length;
+    for (const t of batch) this.acceptNow(t);
+    if (this.acceptQueue.length !== 0 || batch.length !== 0) this.scheduleAcceptTurn();
+  };
+
+  private acceptNow(transport: Transport): void {
     const max = this.options.maxConnections;
-    if (this.closing || (max !== undefined && this.sessions_.size + this.connecting.size + this.pending >= max)) {
+    if (
+      this.closing ||
+      (max !== undefined && this.sessions_.size + this.connecting.size + this.pending + this.acceptQueue.length >= max)
+    ) {
       transport.attach({ onData: () => false, onDrain() {}, onClose() {} });
       transport.destroy();
       this.emit(
@@ -212,7 +255,10 @@ export class Server extends EventEmitter<ServerEvents> {
       return true;
     }
     const max = this.options.maxConnections;
-    if (this.closing || (max !== undefined && this.sessions_.size + this.connecting.size + this.pending >= max)) {
+    if (
+      this.closing ||
+      (max !== undefined && this.sessions_.size + this.connecting.size + this.pending + this.acceptQueue.length >= max)
+    ) {
       this.emit(
         "reject",
         new PointSubError(
