@@ -132,6 +132,13 @@ const AUTH_WAIT_ACK = 3;
 
 /** Decoding time (ms) one peer's input may take before its reading yields to the event loop for a turn. */
 const YIELD_MS = 4;
+/**
+ * Unfinished chunked messages one peer may have open here; more are refused
+ * with ERR_OVERLOADED (senders keep at most MAX_OPEN_CHUNKED open, far fewer).
+ * Each costs a buffer allocation, so this bounds the work a flood of cheap
+ * START frames causes, whatever the budget.
+ */
+const MAX_OPEN_ASSEMBLIES = 1024;
 /** Ids of refused messages whose remaining frames are dropped, at most this many. */
 const MAX_TOMBSTONES = 4096;
 
@@ -1238,8 +1245,11 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       if (this.assemblyBytes + total > this.local.maxAssemblyBytes) {
         throw new PointSubError("ERR_FLOW_CONTROL", "peer exceeded maxAssemblyBytes with unfinished messages");
       }
-      if (!this.budget.tryCharge(total + ASSEMBLY_OVERHEAD)) {
-        const err = this.overloaded(total);
+      const tooMany = this.assemblies.size >= MAX_OPEN_ASSEMBLIES;
+      if (tooMany || !this.budget.tryCharge(total + ASSEMBLY_OVERHEAD)) {
+        const err = tooMany
+          ? new PointSubError("ERR_OVERLOADED", `more than ${MAX_OPEN_ASSEMBLIES} unfinished messages; retry later`)
+          : this.overloaded(total);
         if (call === undefined) {
           this.refuseIncoming(type, id, err);
           return;

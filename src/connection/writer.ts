@@ -13,6 +13,11 @@ const SLAB_SIZE = 64 * 1024;
 const INITIAL_SLAB = 256;
 /** Flush as soon as this many bytes are batched. */
 const FLUSH_BYTES = 16 * 1024;
+/**
+ * Chunked messages (MSG, REQ, RES) this side has started and not ended at
+ * once; docs/PROTOCOL.md §3.6 lets a receiver refuse more than 1024.
+ */
+export const MAX_OPEN_CHUNKED = 256;
 /** A chunk smaller than this is not sent while more credit may come (avoids slivers). */
 const MIN_CHUNK = 16 * 1024;
 
@@ -89,6 +94,8 @@ export class FrameWriter {
   assemblyBudget = Number.MAX_SAFE_INTEGER;
   /** Totals of the chunked messages started and not yet ended. */
   private assemblyOpen = 0;
+  /** Chunked messages started and not yet ended (at most MAX_OPEN_CHUNKED). */
+  private chunkedOpen = 0;
   /** False after the transport asked us to wait for a drain. */
   writable = true;
   /**
@@ -253,7 +260,10 @@ export class FrameWriter {
     const [m] = this.bulk.splice(i, 1);
     this.unqueue(m);
     m.reject?.(err);
-    if (m.started && m.items === undefined) this.assemblyOpen -= m.data.length;
+    if (m.started && m.items === undefined) {
+      this.assemblyOpen -= m.data.length;
+      this.chunkedOpen--;
+    }
     this.pump();
     return m.started ? "started" : "queued";
   }
@@ -381,7 +391,9 @@ export class FrameWriter {
       const avail = Math.min(m.credit, this.connCredit);
       if (avail < want && avail < MIN_CHUNK) continue;
       // Start a chunked message only when the peer's assembly budget has room.
-      if (!m.started && this.assemblyOpen + total > this.assemblyBudget) continue;
+      // At most MAX_OPEN_CHUNKED at once: the rest wait their turn (receivers may refuse more).
+      if (!m.started && (this.assemblyOpen + total > this.assemblyBudget || this.chunkedOpen >= MAX_OPEN_CHUNKED))
+        continue;
       const size = Math.min(want, avail);
       const dataBytes = size - prefix;
       if (dataBytes < 0) continue;
@@ -390,7 +402,10 @@ export class FrameWriter {
       const last = end === total;
       const flags = (m.started ? 0 : Flag.START) | (last ? Flag.END : 0);
       this.encode(m.type, flags, m.id, m.started ? -1 : total, m.started ? EMPTY : m.head, m.data, start, end);
-      if (!m.started) this.assemblyOpen += total;
+      if (!m.started) {
+        this.assemblyOpen += total;
+        this.chunkedOpen++;
+      }
       if (m.type === FrameType.RES) this.answerQueued -= dataBytes + (m.started ? 0 : m.head.length);
       m.started = true;
       m.offset = end;
@@ -398,6 +413,7 @@ export class FrameWriter {
       this.connCredit -= size;
       if (last) {
         this.assemblyOpen -= total;
+        this.chunkedOpen--;
         this.bulk.splice(idx, 1);
         this.rr = idx;
         m.resolve?.();

@@ -179,4 +179,27 @@ describe("attack: memory budget", () => {
     conn.destroy();
     await raw.close();
   });
+
+  it("more than 1024 unfinished messages from one peer are refused with ERR_OVERLOADED whatever the budget; a pointsub sender keeps at most 256 open", async () => {
+    const { server, url, closes } = await budgetServer();
+    const peer = await rawClient(url);
+    const frames = [handshake()];
+    for (let i = 0; i < 1100; i++) frames.push(startFrame(FrameType.MSG, 2 * i + 1, 64 * KiB, 16));
+    peer.socket.write(Buffer.concat(frames));
+    await until(() => cancels(peer.received()).length >= 76);
+    const refused = cancels(peer.received());
+    assert.equal(refused.length, 76);
+    assert.ok(refused.every((c) => c.errno === 2003));
+    assert.equal(closes.length, 0);
+    peer.socket.destroy();
+    await until(() => closes.length === 1 && server.memory.used === 0);
+    // An honest pointsub sender with 600 chunked messages in flight is never refused.
+    let got = 0;
+    server.on("message", () => got++);
+    const client = await connect(url);
+    await Promise.all(Array.from({ length: 600 }, (_, i) => client.send(new Uint8Array(100 * KiB).fill(i))));
+    await until(() => got === 600);
+    await client.close();
+    await server.close();
+  });
 });
