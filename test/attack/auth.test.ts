@@ -13,8 +13,7 @@ import { Feature } from "../../src/codec/settings.ts";
 import { type Connection, connect, createServer, type PointSubError, tokenAuth } from "../../src/index.ts";
 import { testCerts } from "../helpers/certs.ts";
 import { handshake, rawClient } from "../helpers/raw-peer.ts";
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { sleep } from "../helpers/wait.ts";
 
 async function guarded(authenticate = tokenAuth("s3cret")) {
   const server = createServer({ authenticate });

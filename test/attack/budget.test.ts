@@ -12,18 +12,10 @@ import { Feature } from "../../src/codec/settings.ts";
 import { writeVarint } from "../../src/codec/varint.ts";
 import { connect, createServer, type PointSubError, type Server } from "../../src/index.ts";
 import { handshake, type RawPeer, rawClient, rawServer } from "../helpers/raw-peer.ts";
+import { sleep, until } from "../helpers/wait.ts";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until(pred: () => boolean, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error("condition not reached");
-    await sleep(5);
-  }
-}
 
 /** The START frame of a chunked `type` message declaring `total` bytes, carrying `first` of them. */
 function startFrame(type: number, id: number, total: number, first: number, route?: string): Uint8Array {

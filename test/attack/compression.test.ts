@@ -15,9 +15,9 @@ import { encodeStreamHead } from "../../src/codec/stream-prefix.ts";
 import { writeVarint } from "../../src/codec/varint.ts";
 import { connect, createServer, type PointSubError, type ServerOptions } from "../../src/index.ts";
 import { handshake, rawClient } from "../helpers/raw-peer.ts";
+import { sleep, until } from "../helpers/wait.ts";
 
 const MiB = 1024 * 1024;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function setup(options: ServerOptions = {}) {
   const server = createServer(options);
@@ -48,14 +48,6 @@ function compressedFrame(id: number, declared: number, block: Uint8Array): Uint8
   const head = new Uint8Array(5);
   const payload = Buffer.concat([head.subarray(0, writeVarint(head, 0, declared)), block]);
   return encodeFrame(FrameType.STREAM, Flag.COMPRESSED, id, payload);
-}
-
-async function until(pred: () => boolean, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error("condition not reached");
-    await sleep(5);
-  }
 }
 
 describe("attack: compression bombs", () => {

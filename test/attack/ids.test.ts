@@ -9,8 +9,7 @@ import { encodeFrame } from "../../src/codec/encoder.ts";
 import { Flag, FrameType } from "../../src/codec/frame.ts";
 import { connect, createServer, type PointSubError } from "../../src/index.ts";
 import { handshake, rawClient, rawServer } from "../helpers/raw-peer.ts";
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { sleep } from "../helpers/wait.ts";
 
 /** A single-frame REQ to `route`. */
 function req(id: number, route: string, data = ""): Uint8Array {

@@ -12,17 +12,9 @@ import { Flag, FrameType } from "../../src/codec/frame.ts";
 import { writeVarint } from "../../src/codec/varint.ts";
 import { type Connection, createServer, type PointSubError, type Server } from "../../src/index.ts";
 import { handshake, rawClient } from "../helpers/raw-peer.ts";
+import { sleep, until } from "../helpers/wait.ts";
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const MiB = 1024 * 1024;
-
-async function until(pred: () => boolean, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error("condition not reached");
-    await sleep(5);
-  }
-}
 
 async function echoServer(options = {}) {
   const server: Server = createServer(options);
