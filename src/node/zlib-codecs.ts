@@ -3,22 +3,45 @@ import { CodecId, type CodecName, type CompressionCodec, registerCodec } from ".
 import { PointSubError } from "../errors/error.ts";
 
 type Cb = (err: Error | null, out: Buffer) => void;
-type AsyncFn = (data: Uint8Array, opts: zlib.ZlibOptions & zlib.BrotliOptions, cb: Cb) => void;
-type SyncFn = (data: Uint8Array, opts: zlib.ZlibOptions & zlib.BrotliOptions) => Buffer;
+type Options = zlib.ZlibOptions & zlib.BrotliOptions;
+type AsyncFn = (data: Uint8Array, opts: Options, cb: Cb) => void;
+type SyncFn = (data: Uint8Array, opts: Options) => Buffer;
+
+/**
+ * Blocks that declare at most this many inflated bytes, and are at most this
+ * long, are inflated synchronously: for them the work is a few microseconds,
+ * less than the thread-pool round trip and the stream object the async API
+ * sets up around it (and its completion callback, which a flood of tiny
+ * frames would pile into one event-loop turn).
+ */
+const SYNC_INFLATE_MAX = 16 * 1024;
+/** zlib's smallest output chunk. */
+const MIN_CHUNK = 64;
 
 /**
  * A node:zlib algorithm as a pointsub codec. Compression and decompression
  * run on libuv's thread pool (the async zlib APIs), never on the event loop;
- * only the small probe is synchronous.
+ * only the small probe and the inflation of tiny blocks are synchronous.
+ *
+ * Decompression knows the inflated length the peer declared (already
+ * checked and charged before it is called), so its output chunk is that
+ * length plus one byte: the block inflates in one pass into one buffer —
+ * one completion callback, no concatenation — and a block that inflates to
+ * more stops one byte past the limit. (With zlib's default 16 KiB chunks a
+ * 1 MiB block cost 64 callbacks, each a turn through the stream machinery,
+ * and a copy.)
  */
 function zlibCodec(
   id: number,
   name: CodecName,
   compress: AsyncFn,
   decompress: AsyncFn,
+  decompressSync: SyncFn,
   probe: SyncFn,
-  level: zlib.ZlibOptions & zlib.BrotliOptions,
+  level: Options,
 ): CompressionCodec {
+  const refused = (err: unknown) =>
+    new PointSubError("ERR_PROTOCOL", `${name} data does not decompress: ${(err as Error).message}`);
   return {
     id,
     name,
@@ -28,11 +51,19 @@ function zlibCodec(
       });
     },
     decompress(data, maxLength) {
+      const opts: Options = {
+        maxOutputLength: Math.max(1, maxLength),
+        chunkSize: Math.max(MIN_CHUNK, maxLength + 1),
+      };
+      if (maxLength <= SYNC_INFLATE_MAX && data.length <= SYNC_INFLATE_MAX) {
+        try {
+          return Promise.resolve(decompressSync(data, opts));
+        } catch (err) {
+          return Promise.reject(refused(err));
+        }
+      }
       return new Promise((resolve, reject) => {
-        decompress(data, { maxOutputLength: Math.max(1, maxLength) }, (err, out) => {
-          if (err) reject(new PointSubError("ERR_PROTOCOL", `${name} data does not decompress: ${err.message}`));
-          else resolve(out);
-        });
+        decompress(data, opts, (err, out) => (err ? reject(refused(err)) : resolve(out)));
       });
     },
     probe(sample) {
@@ -49,14 +80,21 @@ export function installZlibCodecs(): void {
       "deflate-raw",
       zlib.deflateRaw as AsyncFn,
       zlib.inflateRaw as AsyncFn,
+      zlib.inflateRawSync as SyncFn,
       zlib.deflateRawSync as SyncFn,
       { level: 1 },
     ),
   );
   registerCodec(
-    zlibCodec(CodecId.GZIP, "gzip", zlib.gzip as AsyncFn, zlib.gunzip as AsyncFn, zlib.gzipSync as SyncFn, {
-      level: 1,
-    }),
+    zlibCodec(
+      CodecId.GZIP,
+      "gzip",
+      zlib.gzip as AsyncFn,
+      zlib.gunzip as AsyncFn,
+      zlib.gunzipSync as SyncFn,
+      zlib.gzipSync as SyncFn,
+      { level: 1 },
+    ),
   );
   registerCodec(
     zlibCodec(
@@ -64,12 +102,17 @@ export function installZlibCodecs(): void {
       "brotli",
       zlib.brotliCompress as AsyncFn,
       zlib.brotliDecompress as AsyncFn,
+      zlib.brotliDecompressSync as SyncFn,
       zlib.brotliCompressSync as SyncFn,
       { params: { [zlib.constants.BROTLI_PARAM_QUALITY]: 1 } },
     ),
   );
   const z = zlib as unknown as Record<string, unknown>;
-  if (typeof z.zstdCompress === "function" && typeof z.zstdDecompress === "function") {
+  if (
+    typeof z.zstdCompress === "function" &&
+    typeof z.zstdDecompress === "function" &&
+    typeof z.zstdDecompressSync === "function"
+  ) {
     const c = zlib.constants as unknown as Record<string, number>;
     registerCodec(
       zlibCodec(
@@ -77,6 +120,7 @@ export function installZlibCodecs(): void {
         "zstd",
         z.zstdCompress as AsyncFn,
         z.zstdDecompress as AsyncFn,
+        z.zstdDecompressSync as SyncFn,
         z.zstdCompressSync as SyncFn,
         { params: { [c.ZSTD_c_compressionLevel]: 1 } } as zlib.ZlibOptions,
       ),
