@@ -221,10 +221,12 @@ const limit = (n: number | undefined, what: string): number => {
  *
  * * a transfer is written to `dir/.<key>.partial`, where the key is a
  *   SHA-256 of the session's principal, the route and the transfer id (the
- *   listing reveals no id), created exclusively, and put in place under its
- *   sanitized name once the whole content was verified: fsync, then a hard
- *   link that fails if the name exists (`ERR_EXISTS`, unless `overwrite`),
- *   or a rename with `overwrite`, then an fsync of the directory;
+ *   listing reveals no id), created exclusively when the first bytes
+ *   arrive (a transfer that fails before them leaves nothing on disk), and
+ *   put in place under its sanitized name once the whole content was
+ *   verified: fsync, then a hard link that fails if the name exists
+ *   (`ERR_EXISTS`, unless `overwrite`), or a rename with `overwrite`, then
+ *   an fsync of the directory;
  * * transfer ids must be 32..128 characters of `[A-Za-z0-9_-]`: the id is
  *   the capability to query and resume a transfer (`sendFile` derives an
  *   HMAC one); a principal can only resume its own partials;
@@ -316,6 +318,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       const keys = byTag.get(e.tag);
       keys?.delete(e.key);
       if (keys?.size === 0) byTag.delete(e.tag);
+      e.tag = undefined;
     }
     if (!e.active) entries.delete(e.key);
   };
@@ -597,9 +600,40 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         }
         await rename(partial, finalPath);
       }
-      await rm(partial, { force: true }).catch(() => {});
+      await unlink(partial).catch(() => {});
     }
     await syncDir();
+  };
+
+  /**
+   * Creates a transfer's partial file: exclusively and never through a link
+   * (O_CREAT | O_EXCL | O_NOFOLLOW, which is what makes it safe: no lstat
+   * before). Whatever is in the way (a stale partial, a link someone
+   * planted) is removed, once; a directory that vanished is made again.
+   */
+  const createPartial = async (e: Entry): Promise<FileHandle> => {
+    const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+    let cleared = false;
+    let made = false;
+    for (;;) {
+      try {
+        return await open(partialPath(e.key), flags, 0o666);
+      } catch (err) {
+        const code = errno(err);
+        if (code === "ENOENT" && !made) {
+          made = true;
+          await mkdir(dir, { recursive: true });
+        } else if (code === "EEXIST" && !cleared) {
+          cleared = true;
+          await unlink(partialPath(e.key)).catch(() => {});
+          await unlink(sidecarPath(e.key)).catch(() => {});
+        } else if (code === "EEXIST") {
+          throw new PointSubError("ERR_RESUME", "a partial file is in the way; retry");
+        } else {
+          throw err;
+        }
+      }
+    }
   };
 
   const handler: StreamHandler = async (stream, ctx) => {
@@ -621,8 +655,10 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     /** The partial file was opened for writing by this transfer. */
     let touched = false;
     try {
-      setTag(e, await transferTag(tid), route);
-      await mkdir(dir, { recursive: true });
+      const tag = await transferTag(tid);
+      setTag(e, tag, route);
+      // The directory was made when the sink started (and is made again
+      // should it vanish, when the partial is created): no mkdir per transfer.
       if (!overwrite && (await exists(finalPath)) !== undefined) {
         throw new PointSubError("ERR_EXISTS", `${name} already exists`);
       }
@@ -656,27 +692,37 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         }
         touched = true;
         if (size > offset) await fh.truncate(offset);
-      } else {
-        if (e.exists || (await exists(partial)) !== undefined) await discard(e);
-        try {
-          fh = await open(
-            partial,
-            constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
-            0o666,
-          );
-        } catch (err) {
-          if (errno(err) === "EEXIST") throw new PointSubError("ERR_RESUME", "a partial file is in the way; retry");
-          throw err;
-        }
-        touched = true;
-        e.exists = true;
-        e.point = { offset: 0, crc: 0 };
+      } else if (e.exists) {
+        // A fresh start replaces what was stored for this transfer.
+        const reserved = e.reserved;
+        await discard(e);
+        setTag(e, tag, route);
+        setSize(e, 0, reserved);
       }
       setSize(e, offset);
       e.base = undefined;
       e.touched = Date.now();
-      await writeSidecar(e, { offset, crc: stream.prefixCrc });
       options.onStream?.(stream, ctx);
+
+      /**
+       * Opens the partial of a fresh transfer and records where the
+       * transfer starts. Done when its first bytes arrive (or at its end
+       * when it has none), so a transfer that fails before sending data
+       * costs one lstat and leaves nothing behind. The sidecar is written
+       * before any byte lands: a stale one at the key can then never claim
+       * the new bytes.
+       */
+      const begin = async (): Promise<FileHandle> => {
+        if (fh === undefined) {
+          fh = await createPartial(e);
+          touched = true;
+          e.exists = true;
+          e.point = { offset: 0, crc: 0 };
+        }
+        // (The peer's prefix CRC means nothing for a transfer from 0.)
+        await writeSidecar(e, { offset, crc: offset > 0 ? stream.prefixCrc : 0 });
+        return fh;
+      };
 
       let size = offset;
       let sinceCheckpoint = 0;
@@ -686,7 +732,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       // the next batch arrives. Writes stay in order: the partial file never
       // has holes.
       let writing: Promise<unknown> = Promise.resolve();
-      const out = fh;
+      let out: FileHandle | undefined;
       try {
         for (let batch = await stream.readBatch(BATCH); batch !== null; batch = await stream.readBatch(BATCH)) {
           let n = 0;
@@ -699,6 +745,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
           }
           const point = { offset: size + n, crc: stream.contentCrc };
           await writing;
+          out ??= await begin();
           const at = size;
           size += n;
           setSize(e, size);
@@ -720,7 +767,8 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
             await writing;
             sinceCheckpoint = 0;
             lastCheckpoint = Date.now();
-            checkpoint = out
+            const file = out;
+            checkpoint = file
               .datasync()
               .then(() => writeSidecar(e, point))
               .catch(() => {})
@@ -735,12 +783,17 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         await checkpoint;
       }
       await writing;
+      // A transfer without content bytes creates its (empty) file now.
+      out ??= fh ?? (await createPartial(e));
+      fh = out;
+      touched = true;
+      e.exists = true;
       await out.sync();
       await out.close();
       fh = undefined;
       e.point = { offset: size, crc: stream.contentCrc };
       await place(partial, finalPath);
-      await rm(sidecarPath(key), { force: true }).catch(() => {});
+      await unlink(sidecarPath(key)).catch(() => {});
       forget(e);
       const receipt: FileReceipt = {
         name,

@@ -774,4 +774,204 @@ describe("file server hardening: fileSink against hostile peers", () => {
       }
     });
   });
+
+  describe("8. transfers that fail early cost little (a flood of bad uploads)", () => {
+    it("the partial is created when the first bytes arrive: a transfer dropped before them leaves no file and no sidecar", async () => {
+      let accepted = 0;
+      const e = await env({ onStream: () => accepted++ });
+      try {
+        const conn = await e.connect();
+        const id = newId();
+        let go!: () => void;
+        const hold = new Promise<void>((r) => (go = r));
+        async function* source() {
+          await hold;
+          yield random(10);
+        }
+        const t = conn.sendStream(FILE_ROUTE, source(), { transferId: id, meta: { name: "late.bin" }, total: 10 });
+        const failed = t.done.then(
+          () => undefined,
+          (err: unknown) => err,
+        );
+        await until(() => accepted === 1, "the sink to accept the transfer");
+        assert.deepEqual(await listing(e.dir), [], "nothing on disk before the first byte");
+        assert.equal(e.sink.usage().partials, 0);
+        await assert.rejects(conn.queryResume(FILE_ROUTE, id), { code: "ERR_RESUME" }, "yet the id is taken");
+        conn.destroy();
+        go();
+        assert.ok((await failed) !== undefined, "the dropped upload fails on the sender's side");
+        await until(async () => {
+          try {
+            return (await e.sink.resume(id)).offset === 0;
+          } catch {
+            return false; // ERR_RESUME while the sink still finishes the transfer
+          }
+        }, "the sink to release the transfer");
+        assert.deepEqual(await listing(e.dir), []);
+        assert.deepEqual(e.sink.usage(), { partials: 0, bytes: 0, rescans: 0 });
+      } finally {
+        await e.close();
+      }
+    });
+
+    it("a transfer the sender cancels before its first byte leaves nothing; the same id then succeeds", async () => {
+      const e = await env();
+      try {
+        const conn = await e.connect();
+        const id = newId();
+        const failing: AsyncIterable<Uint8Array> = {
+          [Symbol.asyncIterator]: () => ({
+            next: async () => {
+              await sleep(20);
+              throw new Error("the source broke");
+            },
+          }),
+        };
+        await assert.rejects(conn.sendStream(FILE_ROUTE, failing, { transferId: id, meta: { name: "c.bin" } }).done);
+        await until(async () => {
+          try {
+            return (await e.sink.resume(id)).offset === 0;
+          } catch {
+            return false;
+          }
+        }, "the sink to release the transfer");
+        assert.deepEqual(await listing(e.dir), []);
+        const data = random(5000);
+        const r = receipt(await conn.sendStream(FILE_ROUTE, [data], { transferId: id, meta: { name: "c.bin" } }));
+        assert.equal(sha256(await readFile(r.path)), sha256(data));
+        assert.deepEqual(await listing(e.dir), ["c.bin"]);
+      } finally {
+        await e.close();
+      }
+    });
+
+    it("an empty upload creates its empty file at the end and leaves no partial or sidecar", async () => {
+      const e = await env();
+      try {
+        const conn = await e.connect();
+        const r = receipt(await conn.sendStream(FILE_ROUTE, [], { transferId: newId(), meta: { name: "empty.bin" } }));
+        assert.equal(r.size, 0);
+        assert.equal(r.crc32c, "00000000");
+        assert.equal((await stat(r.path)).size, 0);
+        assert.deepEqual(await listing(e.dir), ["empty.bin"]);
+      } finally {
+        await e.close();
+      }
+    });
+
+    it("a stale partial and sidecar the sink does not know never claim a fresh transfer's bytes", async () => {
+      const dir = await mkdtemp(join(work, "inbox-stale-"));
+      const id = newId();
+      const data = random(4 * MiB);
+      const keep = MiB;
+      const partial = await partialOf(dir, id);
+      const sidecar = partial.replace(/\.partial$/, ".resume");
+      let e = await env({}, dir);
+      try {
+        await e.sink.ready;
+        // Put there after the startup scan (the sink knows nothing of them): a stale sidecar that
+        // claims more than the stale partial holds, and a CRC that matches nothing.
+        await writeFile(partial, random(100));
+        await writeFile(sidecar, JSON.stringify({ v: 1, offset: 50, crc: 12345 }));
+        const conn = await e.connect();
+        let go!: () => void;
+        const hold = new Promise<void>((r) => (go = r));
+        async function* source() {
+          yield data.subarray(0, keep);
+          await hold;
+        }
+        const t = conn.sendStream(FILE_ROUTE, source(), {
+          transferId: id,
+          meta: { name: "s.bin" },
+          total: data.length,
+        });
+        const failed = t.done.catch((err: unknown) => err);
+        await until(async () => (await sizeOf(partial)) >= keep, "the partial file to fill");
+        // Before the first byte landed, the sidecar was rewritten for this transfer (a crash now reads from 0).
+        const side = JSON.parse(await readFile(sidecar, "utf8")) as { offset: number; crc: number };
+        assert.deepEqual([side.offset, side.crc], [0, 0]);
+        conn.destroy();
+        go();
+        assert.ok((await failed) !== undefined);
+        await until(async () => {
+          try {
+            return (await e.sink.resume(id)).offset === keep;
+          } catch {
+            return false;
+          }
+        }, "the sink to record the resume point");
+      } finally {
+        await e.close();
+      }
+      e = await env({}, dir);
+      try {
+        const c = await e.connect();
+        assert.deepEqual(await c.queryResume(FILE_ROUTE, id), { offset: keep, crc: crc32c(data.subarray(0, keep)) });
+        assert.equal(e.sink.usage().rescans, 0, "answered from the sidecar");
+        const r = receipt(await resumeUpload(c, id, data, "s.bin"));
+        assert.equal(r.resumedFrom, keep);
+        assert.equal(sha256(await readFile(r.path)), sha256(data));
+        assert.deepEqual(await listing(dir), ["s.bin"]);
+      } finally {
+        await e.close();
+      }
+    });
+
+    it("the directory is made again when it vanished while the sink runs", async () => {
+      const e = await env();
+      try {
+        await e.sink.ready;
+        await rm(e.dir, { recursive: true, force: true });
+        const conn = await e.connect();
+        const data = random(3000);
+        const r = receipt(
+          await conn.sendStream(FILE_ROUTE, [data], { transferId: newId(), meta: { name: "back.bin" } }),
+        );
+        assert.equal(sha256(await readFile(r.path)), sha256(data));
+        assert.deepEqual(await listing(e.dir), ["back.bin"]);
+      } finally {
+        await e.close();
+      }
+    });
+
+    it("compressed uploads arrive intact, in small blocks (inflated at once) and large ones (on the thread pool)", async () => {
+      const e = await env();
+      try {
+        const conn = await e.connect();
+        const line = (i: number) => `${String(i).padStart(8, "0")} GET /index.html 200 ok\n`;
+        const text = (n: number, from: number) => {
+          let s = "";
+          for (let i = from; s.length < n; i++) s += line(i);
+          return new TextEncoder().encode(s.slice(0, n));
+        };
+        const codecs = ["deflate-raw", "gzip", "zstd", "brotli"] as const;
+        let tried = 0;
+        for (const [i, alg] of codecs.entries()) {
+          if ((conn.peerSettings.compression & (1 << ([1, 2, 3, 4][i] - 1))) === 0) continue;
+          tried++;
+          // 4 KiB is the smallest block a sender compresses; 16 KiB the largest inflated synchronously.
+          const chunks = [5000, 9000, 16 * 1024, 16 * 1024 + 1, 2 * MiB, 7000].map((n, k) => text(n, k * 100_000));
+          const whole = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+          let at = 0;
+          for (const c of chunks) {
+            whole.set(c, at);
+            at += c.length;
+          }
+          const before = conn.stats().compression[alg]?.compressed ?? 0;
+          const r = receipt(
+            await conn.sendStream(FILE_ROUTE, chunks, {
+              compress: alg,
+              transferId: newId(),
+              meta: { name: `${alg}.txt` },
+            }),
+          );
+          assert.equal(sha256(await readFile(r.path)), sha256(whole), alg);
+          assert.ok((conn.stats().compression[alg]?.compressed ?? 0) > before, `${alg}: blocks went compressed`);
+        }
+        assert.ok(tried >= 3, "deflate-raw, gzip and brotli at least");
+      } finally {
+        await e.close();
+      }
+    });
+  });
 });
