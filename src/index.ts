@@ -1,28 +1,71 @@
 /**
  * pointsub: messages of any size, request/response and streams over one
- * multiplexed connection, on tcp://, tls:// and unix:// (Node.js entry point).
+ * multiplexed connection, on tcp://, tls://, unix:// and memory:// (Node.js
+ * entry point).
+ *
+ * Importing it has no side effects: the Node runtime (transports, codecs,
+ * native CRC32C, allocator, memory default) is built by `defaultRuntime()`
+ * the first time `connect` or `createServer` needs it, or explicitly with
+ * `createNodeRuntime()` / `createRuntime()` and passed as `options.runtime`.
  *
  * @packageDocumentation
  */
-import { setBodyAllocator } from "./codec/decoder.ts";
-import { installNativeCrc32c } from "./node/crc32c-native.ts";
-import { installMemoryDefaults } from "./node/memory.ts";
-import { tcpTransport, tlsTransport, unixTransport } from "./node/net-adapter.ts";
-import { installZlibCodecs } from "./node/zlib-codecs.ts";
-import { registerTransport } from "./transport/registry.ts";
+import { type ConnectOptions as CoreConnectOptions, connect as coreConnect } from "./client/connect.ts";
+import type { Connection } from "./connection/connection.ts";
+import type { NodeTransportOptions } from "./node/net-adapter.ts";
+import { defaultRuntime } from "./node/runtime.ts";
+import { type ServerOptions as CoreServerOptions, Server } from "./server/server.ts";
+import type { Address, TransportAdapter } from "./transport/transport.ts";
 
-registerTransport(tcpTransport);
-registerTransport(tlsTransport);
-registerTransport(unixTransport);
-installNativeCrc32c();
-// Frame bodies are filled completely before use: skip zero-filling them.
-setBodyAllocator((n) => Buffer.allocUnsafeSlow(n));
-installZlibCodecs();
-installMemoryDefaults();
+/**
+ * Options of {@link connect}: connection options, `runtime`,
+ * `connectTimeoutMs`, `signal`, and the Node transports' options (`tls` for
+ * `tls://` URLs: CA to trust, client certificate…).
+ */
+export interface ConnectOptions extends CoreConnectOptions, NodeTransportOptions {}
 
-export { type ConnectOptions, connect } from "./client/connect.ts";
+/**
+ * Options of {@link createServer}: every session's connection options,
+ * `runtime`, server limits, and the Node transports' options (`tls`:
+ * certificate and key for `tls://` listeners, CA / requestCert for mutual
+ * TLS; `maxPendingHandshakes`).
+ */
+export interface ServerOptions extends CoreServerOptions, NodeTransportOptions {}
+
+/**
+ * Connects to a pointsub server at `address` (`tcp://`, `tls://`, `unix://`,
+ * `memory://`, or whatever `options.runtime`'s transports take) and
+ * resolves once the handshake completed. Uses {@link defaultRuntime} unless
+ * `options.runtime` is given.
+ */
+export function connect(address: Address, options: ConnectOptions = {}): Promise<Connection> {
+  return coreConnect(address, options.runtime === undefined ? { ...options, runtime: defaultRuntime() } : options);
+}
+
+/**
+ * Creates a server. Register routes with `handle`, then `listen`. Uses
+ * {@link defaultRuntime} unless `options.runtime` is given; the options are
+ * checked here (ERR_INVALID_ARGUMENT for a value out of range).
+ */
+export function createServer(options: ServerOptions = {}): Server {
+  return new Server(options.runtime === undefined ? { ...options, runtime: defaultRuntime() } : options);
+}
+
+/**
+ * Adds `adapter` to the default runtime's transports (replacing any earlier
+ * adapter of its schemes). Kept for compatibility: prefer building a runtime
+ * with the adapter (`createNodeRuntime({ transports: [adapter] })`) and
+ * passing it as `options.runtime`.
+ */
+export function registerTransport(adapter: TransportAdapter): void {
+  defaultRuntime().transports.add(adapter);
+}
+
 export { type ResumableSource, type SendResumableOptions, sendResumable } from "./client/resumable.ts";
+export { CodecRegistry } from "./codec/codec-registry.ts";
+export type { CompressionCodec } from "./codec/compression.ts";
 export { CODEC_NAMES, type CodecName } from "./codec/compression.ts";
+export type { Crc32cFunction } from "./codec/crc32c.ts";
 export { MemoryBudget } from "./connection/budget.ts";
 export {
   Connection,
@@ -60,7 +103,17 @@ export {
   fileSink,
   safeFileName,
 } from "./node/file-sink.ts";
+export {
+  type NodeTransportOptions,
+  type NodeTransportOptionsMap,
+  type TlsOptions,
+  type TlsTransportOptions,
+  tcpTransport,
+  tlsTransport,
+  unixTransport,
+} from "./node/net-adapter.ts";
 export { toNodeReadable } from "./node/readable.ts";
+export { createNodeRuntime, defaultRuntime, type NodeRuntimeOptions } from "./node/runtime.ts";
 export {
   type FileTransferIdOptions,
   fileTransferId,
@@ -69,25 +122,31 @@ export {
   type SendFileOptions,
   sendFile,
 } from "./node/send-file.ts";
+export { type Crc32cProvider, createRuntime, type Runtime, type RuntimeParts } from "./runtime/runtime.ts";
 export {
-  createServer,
   type MemoryUsage,
   Server,
   type ServerEvents,
-  type ServerOptions,
   tokenAuth,
 } from "./server/server.ts";
 export { IncomingStream } from "./stream/incoming.ts";
 export { Transfer } from "./stream/transfer.ts";
 export type { CompressOption, SendStreamOptions, StreamHandler, StreamSource } from "./stream/types.ts";
 export { Progress, type ProgressSnapshot, type TransferStatus } from "./transfer/progress.ts";
-export { registerTransport } from "./transport/registry.ts";
+export { type MemoryTransportOptions, memoryTransport } from "./transport/memory.ts";
+export { type ResolvedTransport, TransportRegistry } from "./transport/registry.ts";
 export type {
+  Address,
+  MultiaddrAddress,
+  MultiaddrLike,
   PeerCertificate,
-  TlsOptions,
+  PeerIdAddress,
   Transport,
   TransportAdapter,
+  TransportAddress,
+  TransportConnectOptions,
   TransportHandlers,
   TransportListener,
+  TransportListenOptions,
   TransportOptions,
 } from "./transport/transport.ts";

@@ -1,12 +1,20 @@
 import { Connection } from "../connection/connection.ts";
 import type { ConnectionOptions } from "../connection/types.ts";
-import { resolveTransport } from "../transport/registry.ts";
-import type { TlsOptions } from "../transport/transport.ts";
+import { PointSubError } from "../errors/error.ts";
+import type { Runtime } from "../runtime/runtime.ts";
+import type { Address, TransportConnectOptions } from "../transport/transport.ts";
 
-/** Options of {@link connect}. */
-export interface ConnectOptions extends ConnectionOptions {
-  /** TLS options for `tls://` URLs (CA to trust, client certificate...). */
-  tls?: TlsOptions;
+/**
+ * Portable options of {@link connect}: connection options, the runtime, and
+ * the portable transport options. An entry point adds its transports' own
+ * options (the Node entry: `tls`); they are handed to the adapter as given.
+ */
+export interface ConnectOptions extends ConnectionOptions, TransportConnectOptions {
+  /**
+   * The runtime whose transports, codecs and defaults to use. Default: the
+   * entry point's default runtime (`defaultRuntime()` of the Node entry).
+   */
+  runtime?: Runtime;
   /** Give up connecting (transport and handshake) after this many ms. Default 10000. */
   connectTimeoutMs?: number;
   /** Abort the connect attempt. */
@@ -14,17 +22,22 @@ export interface ConnectOptions extends ConnectionOptions {
 }
 
 /**
- * Connects to a pointsub server at `url` (`tcp://`, `tls://`, `unix://`) and
- * resolves once the handshake completed.
+ * Connects to a pointsub server at `address` with `options.runtime`'s
+ * transports and resolves once the handshake completed. The portable core of
+ * the entry points' `connect`, which supply their default runtime.
  */
-export async function connect(url: string | URL, options: ConnectOptions = {}): Promise<Connection> {
-  const { url: parsed, adapter } = resolveTransport(url);
+export async function connect(address: Address, options: ConnectOptions = {}): Promise<Connection> {
+  const runtime = options.runtime;
+  if (runtime === undefined) {
+    throw new PointSubError(
+      "ERR_INVALID_ARGUMENT",
+      'connect needs options.runtime here (the "pointsub" entry point supplies its default runtime)',
+    );
+  }
+  const { adapter, address: target } = runtime.transports.resolve(address);
   const connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
-  const transport = await adapter.connect(parsed, {
-    tls: options.tls,
-    signal: options.signal,
-    connectTimeoutMs,
-  });
+  // The adapter gets the caller's options whole: it reads the part it knows (tls, …).
+  const transport = await adapter.connect(target, { ...options, connectTimeoutMs });
   let conn: Connection;
   try {
     conn = new Connection(

@@ -1,22 +1,42 @@
 import { createRequire } from "node:module";
 import { setCrc32cImplementation } from "../codec/crc32c.ts";
+import type { Crc32cProvider } from "../runtime/runtime.ts";
 
 /** Below this size the JS table lookup beats the cost of a native call. */
 const NATIVE_MIN = 256;
 
+/** Loaded once per process: undefined before the first try, null when unavailable. */
+let loaded: Crc32cProvider | null | undefined;
+
 /**
- * Uses `@node-rs/crc32` (an optional dependency) for CRC32C when it is
- * installed and agrees with the JS implementation on a test vector.
+ * `@node-rs/crc32` (an optional dependency) as a CRC32C provider, when it is
+ * installed and agrees with the JS implementation on a test vector; else
+ * undefined. Loads it on the first call only.
+ */
+export function loadNativeCrc32c(): Crc32cProvider | undefined {
+  if (loaded === undefined) {
+    loaded = null;
+    try {
+      const require = createRequire(import.meta.url);
+      const mod = require("@node-rs/crc32") as { crc32c(input: Uint8Array, initial?: number): number };
+      const probe = new TextEncoder().encode("123456789");
+      if (mod.crc32c(probe) === 0xe3069283)
+        loaded = { name: "@node-rs/crc32", compute: mod.crc32c, minLength: NATIVE_MIN };
+    } catch {
+      // Not installed (or no binary for this platform): the JS implementation serves.
+    }
+  }
+  return loaded ?? undefined;
+}
+
+/**
+ * Makes the process-wide CRC32C (`codec/crc32c.ts`) use `@node-rs/crc32`
+ * when it is available; returns whether it is. Idempotent. Interim: the core
+ * reads the process-wide implementation until it takes it from the runtime.
  */
 export function installNativeCrc32c(): boolean {
-  try {
-    const require = createRequire(import.meta.url);
-    const mod = require("@node-rs/crc32") as { crc32c(input: Uint8Array, initial?: number): number };
-    const probe = new TextEncoder().encode("123456789");
-    if (mod.crc32c(probe) !== 0xe3069283) return false;
-    setCrc32cImplementation(mod.crc32c, "@node-rs/crc32", NATIVE_MIN);
-    return true;
-  } catch {
-    return false;
-  }
+  const p = loadNativeCrc32c();
+  if (p === undefined) return false;
+  setCrc32cImplementation(p.compute, p.name, p.minLength);
+  return true;
 }

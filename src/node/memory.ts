@@ -7,11 +7,18 @@ const GiB = 1024 * 1024 * 1024;
  * Default memory budget: the smaller of 1 GiB and a quarter of the memory
  * this process may use (its cgroup limit when it has one, else the machine's).
  */
-export function installMemoryDefaults(): void {
-  setDefaultBudgetLimit(() => {
-    const constrained = typeof process.constrainedMemory === "function" ? process.constrainedMemory() : 0;
-    const total = os.totalmem();
-    const avail = constrained > 0 && constrained < total ? constrained : total;
-    return Math.min(GiB, Math.floor(avail / 4));
-  });
+export function nodeMemoryLimit(): number {
+  const constrained = typeof process.constrainedMemory === "function" ? process.constrainedMemory() : 0;
+  const total = os.totalmem();
+  const avail = constrained > 0 && constrained < total ? constrained : total;
+  return Math.min(GiB, Math.floor(avail / 4));
+}
+
+/**
+ * Makes {@link nodeMemoryLimit} the process-wide default budget
+ * (`connection/budget.ts`). Idempotent. Interim: the core reads the
+ * process-wide default until it takes it from the runtime.
+ */
+export function installMemoryDefaults(limit: () => number = nodeMemoryLimit): void {
+  setDefaultBudgetLimit(limit);
 }

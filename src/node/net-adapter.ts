@@ -3,16 +3,69 @@ import net from "node:net";
 import type * as Tls from "node:tls";
 import { PointSubError } from "../errors/error.ts";
 import type {
-  TlsOptions,
   Transport,
   TransportAdapter,
+  TransportAddress,
+  TransportConnectOptions,
   TransportListener,
-  TransportOptions,
+  TransportListenOptions,
 } from "../transport/transport.ts";
 import { readerForAccepted, SocketReader } from "./socket-reader.ts";
 import { hostUrl, SocketTransport, urlHost } from "./socket-transport.ts";
 
 type Scheme = "tcp" | "tls" | "unix";
+
+/** TLS options (PEM strings or bytes), passed to node:tls. */
+export interface TlsOptions {
+  /** Certificate chain (server; or client for mutual TLS). */
+  cert?: string | Uint8Array;
+  /** Private key for `cert`. */
+  key?: string | Uint8Array;
+  /** Trusted CA certificates; defaults to the system store. */
+  ca?: string | Uint8Array | (string | Uint8Array)[];
+  /** Client: verify the server certificate (default true). Server: reject clients without a valid cert when requestCert is on (default true). */
+  rejectUnauthorized?: boolean;
+  /** Server: ask clients for a certificate (mutual TLS). */
+  requestCert?: boolean;
+  /** Client: server name for SNI and verification; defaults to the URL host. */
+  servername?: string;
+}
+
+/** Options of the `tls://` adapter, on top of the portable transport options. */
+export interface TlsTransportOptions {
+  /** TLS material and checks (connect: CA to trust, client certificate; listen: certificate and key). */
+  tls?: TlsOptions;
+  /**
+   * Listen: most connections in their TLS handshake at once on one listener;
+   * further ones are closed at once. Default 1024.
+   */
+  maxPendingHandshakes?: number;
+}
+
+/**
+ * Options the Node transports read (only `tls://` has any), by scheme: what
+ * `connect` and `createServer` of the Node entry point add to their options.
+ */
+export interface NodeTransportOptionsMap {
+  tcp: object;
+  tls: TlsTransportOptions;
+  unix: object;
+  memory: object;
+}
+
+/** The options of every Node transport together. */
+export type NodeTransportOptions = TlsTransportOptions;
+
+type ConnectOptions = TransportConnectOptions & NodeTransportOptions;
+type ListenOptions = TransportListenOptions & NodeTransportOptions;
+
+/** The URL of an address, or ERR_UNSUPPORTED_URL (sockets take no multiaddrs or peer ids). */
+function socketUrl(scheme: Scheme, address: TransportAddress): URL {
+  if (!(address instanceof URL) || address.protocol !== `${scheme}:`) {
+    throw new PointSubError("ERR_UNSUPPORTED_URL", `the ${scheme} transport takes ${scheme}:// URLs, not ${address}`);
+  }
+  return address;
+}
 
 /** node:tls is loaded on first use: loading it costs a process ~7 MB of RSS. */
 let tlsModule: typeof Tls | undefined;
@@ -55,7 +108,7 @@ function tlsClientOptions(tls: typeof Tls, url: URL, o: TlsOptions = {}): Tls.Co
 function connectSocket(
   scheme: Scheme,
   url: URL,
-  options: TransportOptions,
+  options: ConnectOptions,
   /** node:tls, for the tls scheme (loaded on first use). */
   tls: typeof Tls | undefined,
 ): Promise<Transport> {
@@ -145,9 +198,9 @@ function createTlsServer(tls: typeof Tls, options: Tls.TlsOptions, onSocket: (s:
   }
 }
 
-/** Default of {@link TransportOptions.handshakeTimeoutMs}: the pointsub handshake's. */
+/** Default of {@link TransportListenOptions.handshakeTimeoutMs}: the pointsub handshake's. */
 const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
-/** Default of {@link TransportOptions.maxPendingHandshakes}. */
+/** Default of {@link TlsTransportOptions.maxPendingHandshakes}. */
 const MAX_PENDING_HANDSHAKES = 1024;
 
 function checkLimit(name: string, value: number | undefined, fallback: number, max: number): number {
@@ -168,7 +221,7 @@ function checkLimit(name: string, value: number | undefined, fallback: number, m
  * `tlsClientError`, so that handler must destroy the socket.
  */
 async function tlsServer(
-  options: TransportOptions,
+  options: ListenOptions,
   onTransport: (t: Transport) => void,
 ): Promise<{ server: net.Server; dropPending(): void }> {
   const o = options.tls ?? {};
@@ -229,7 +282,7 @@ async function tlsServer(
 async function listenSocket(
   scheme: Scheme,
   url: URL,
-  options: TransportOptions,
+  options: ListenOptions,
   onTransport: (t: Transport) => void,
 ): Promise<TransportListener> {
   let server: net.Server;
@@ -263,18 +316,19 @@ async function listenSocket(
   };
 }
 
-function adapter(scheme: Scheme): TransportAdapter {
+function adapter<S extends Scheme>(scheme: S): TransportAdapter<NodeTransportOptionsMap[S]> {
   return {
     schemes: [scheme],
-    connect: async (url, options) =>
-      connectSocket(scheme, url, options, scheme === "tls" ? await loadTls() : undefined),
-    listen: (url, options, onTransport) => listenSocket(scheme, url, options, onTransport),
+    connect: async (address, options: ConnectOptions) =>
+      connectSocket(scheme, socketUrl(scheme, address), options, scheme === "tls" ? await loadTls() : undefined),
+    listen: async (address, options: ListenOptions, onTransport) =>
+      listenSocket(scheme, socketUrl(scheme, address), options, onTransport),
   };
 }
 
-/** node:net TCP. */
+/** node:net TCP (`tcp://host:port`). */
 export const tcpTransport: TransportAdapter = adapter("tcp");
-/** node:tls over TCP. */
-export const tlsTransport: TransportAdapter = adapter("tls");
+/** node:tls over TCP (`tls://host:port`); reads {@link TlsTransportOptions}. */
+export const tlsTransport: TransportAdapter<TlsTransportOptions> = adapter("tls");
 /** Unix domain sockets (`unix:///path/to.sock`). */
 export const unixTransport: TransportAdapter = adapter("unix");

@@ -10,23 +10,29 @@ import {
 import { type StatsSnapshot, sumStats } from "../connection/stats.ts";
 import type { Authenticator, ConnectionOptions, Handler, Message } from "../connection/types.ts";
 import { PointSubError } from "../errors/error.ts";
+import type { Runtime } from "../runtime/runtime.ts";
 import type { StreamHandler } from "../stream/types.ts";
-import { resolveTransport } from "../transport/registry.ts";
-import type { TlsOptions, Transport, TransportListener } from "../transport/transport.ts";
+import type { Address, Transport, TransportListener, TransportListenOptions } from "../transport/transport.ts";
 import { nextTurn } from "../util/next-turn.ts";
 
-/** Options of {@link createServer}: every session's connection options, plus server limits. */
+/**
+ * Portable options of {@link createServer}: every session's connection
+ * options, plus the runtime and server limits. An entry point adds its
+ * transports' own options (the Node entry: `tls`, `maxPendingHandshakes`);
+ * they are handed to the adapters as given.
+ */
 export interface ServerOptions extends ConnectionOptions {
-  /** Certificate and key for `tls://` listeners (and CA / requestCert for mutual TLS). */
-  tls?: TlsOptions;
+  /**
+   * The runtime whose transports, codecs and defaults to use. Default: the
+   * entry point's default runtime (`defaultRuntime()` of the Node entry).
+   */
+  runtime?: Runtime;
   /**
    * Most sessions at once, counting connections still in their TLS or
    * pointsub handshake; further transports are closed at once. Default
    * unlimited.
    */
   maxConnections?: number;
-  /** Most tls:// sockets in their TLS handshake at once, per listener. Default 1024. */
-  maxPendingHandshakes?: number;
   /**
    * Checks each client's credentials (`connect(url, { credentials })`)
    * before anything of it is served; its result is `session.principal`, a
@@ -68,6 +74,7 @@ export interface ServerEvents {
  */
 export class Server extends EventEmitter<ServerEvents> {
   private readonly options: ServerOptions;
+  private readonly runtime: Runtime;
   /** Every session's settings, resolved and validated once. */
   private readonly settings: ReturnType<typeof resolveSettings>;
   private readonly routes = new Map<string, Handler>();
@@ -86,8 +93,16 @@ export class Server extends EventEmitter<ServerEvents> {
   private closedTotals: StatsSnapshot | undefined;
   private closing = false;
 
+  /** Use `createServer` of the "pointsub" entry point, which supplies the default runtime. */
   constructor(options: ServerOptions = {}) {
     super();
+    if (options.runtime === undefined) {
+      throw new PointSubError(
+        "ERR_INVALID_ARGUMENT",
+        'a Server needs options.runtime here (createServer of the "pointsub" entry point supplies its default runtime)',
+      );
+    }
+    this.runtime = options.runtime;
     this.options = options;
     this.settings = resolveSettings(options, options.authenticate !== undefined);
     this.budget = new MemoryBudget(budgetLimit(options, this.settings));
@@ -122,23 +137,20 @@ export class Server extends EventEmitter<ServerEvents> {
   }
 
   /**
-   * Starts listening on every URL (`tcp://host:port`, `tls://host:port`,
-   * `unix:///path`). Resolves to the bound URLs, in order (port 0 replaced
-   * by the real port). If one fails, those already bound are closed.
+   * Starts listening on every address (`tcp://host:port`, `tls://host:port`,
+   * `unix:///path`, `memory://name`, or whatever the runtime's transports
+   * take). Resolves to the bound URLs, in order (port 0 replaced by the real
+   * port). If one fails, those already bound are closed.
    */
-  async listen(...urls: string[]): Promise<string[]> {
-    if (urls.length === 0) throw new PointSubError("ERR_INVALID_ARGUMENT", "listen needs at least one URL");
+  async listen(...addresses: Address[]): Promise<string[]> {
+    if (addresses.length === 0) throw new PointSubError("ERR_INVALID_ARGUMENT", "listen needs at least one URL");
     const started: TransportListener[] = [];
+    // The adapters get the server's options whole: each reads the part it knows (tls, …).
+    const options: ServerOptions & TransportListenOptions = { ...this.options, onPending: this.countPending };
     try {
-      for (const u of urls) {
-        const { url, adapter } = resolveTransport(u);
-        const options = {
-          tls: this.options.tls,
-          handshakeTimeoutMs: this.options.handshakeTimeoutMs,
-          maxPendingHandshakes: this.options.maxPendingHandshakes,
-          onPending: this.countPending,
-        };
-        started.push(await adapter.listen(url, options, (t) => this.accept(t)));
+      for (const a of addresses) {
+        const { adapter, address } = this.runtime.transports.resolve(a);
+        started.push(await adapter.listen(address, options, (t) => this.accept(t)));
       }
     } catch (err) {
       await Promise.all(started.map((l) => l.close()));

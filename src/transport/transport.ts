@@ -1,8 +1,45 @@
 /**
  * The one small interface every transport adapter implements. The connection
  * layer sees only this: ordered, reliable bytes in both directions, write
- * backpressure and an end. No sockets, no Node types.
+ * backpressure, receive backpressure (`pause`/`resume`) and an end. No
+ * sockets, no Node types, no TLS: what an adapter needs beyond the portable
+ * options below it declares itself (see {@link TransportAdapter}).
  */
+
+/**
+ * Where to connect or listen:
+ * - a URL, as a string or `URL` (`tcp://127.0.0.1:4000`, `memory://name`);
+ * - a multiaddr, as a string starting with `/` (`/ip4/127.0.0.1/tcp/4000`)
+ *   or an object whose `toString()` does (a `@multiformats/multiaddr`);
+ * - a peer id, as a string without `:` or `/` (`12D3KooW…`).
+ *
+ * Only adapters that declare {@link TransportAdapter.multiaddrs} or
+ * {@link TransportAdapter.peerIds} accept the latter two.
+ */
+export type Address = string | URL | MultiaddrLike;
+
+/** Anything whose string form is a multiaddr (`/ip4/…`), such as a `@multiformats/multiaddr` object. */
+export interface MultiaddrLike {
+  toString(): string;
+}
+
+/** A multiaddr, as the registry hands it to an adapter. */
+export interface MultiaddrAddress {
+  readonly kind: "multiaddr";
+  /** Its string form, e.g. `/ip4/127.0.0.1/tcp/4000/p2p/12D3KooW…`. */
+  readonly text: string;
+  /** What the caller passed (a string, or the multiaddr object itself). */
+  readonly value: string | MultiaddrLike;
+}
+
+/** A peer id, as the registry hands it to an adapter (the adapter finds the peer's addresses). */
+export interface PeerIdAddress {
+  readonly kind: "peer-id";
+  readonly peerId: string;
+}
+
+/** An address resolved to its kind: what an adapter's `connect`/`listen` receive. */
+export type TransportAddress = URL | MultiaddrAddress | PeerIdAddress;
 
 /** Callbacks a transport delivers to its connection. */
 export interface TransportHandlers {
@@ -52,8 +89,13 @@ export interface Transport {
    * are written). Returns false when the caller should wait for `onDrain`.
    */
   write(chunks: readonly Uint8Array[]): boolean;
-  /** Stops / restarts delivering data (receive backpressure). */
+  /**
+   * Stops delivering data (receive backpressure): no `onData` after it
+   * returns until {@link resume}. The connection calls it when the peer is
+   * owed more than it reads, and to yield the event loop.
+   */
   pause(): void;
+  /** Restarts delivering data after {@link pause}. */
   resume(): void;
   /**
    * Optional: the connection saw no input for a while; release read buffers
@@ -74,57 +116,66 @@ export interface TransportListener {
   close(): Promise<void>;
 }
 
-/** Options handed to adapters; each adapter reads the part it knows. */
-export interface TransportOptions {
-  /** TLS material and checks, for `tls://`. */
-  tls?: TlsOptions;
+/** Portable options of {@link TransportAdapter.connect}. */
+export interface TransportConnectOptions {
   /** Abort the connect attempt. */
   signal?: AbortSignal;
   /** Give up connecting after this many milliseconds. */
   connectTimeoutMs?: number;
+}
+
+/** Portable options of {@link TransportAdapter.listen}. */
+export interface TransportListenOptions {
   /**
-   * Listen, for transports with a handshake of their own (tls): a connection
-   * that has not completed it within this many milliseconds is closed. Default
-   * 10000 (the pointsub handshake's default).
+   * For transports with a handshake of their own (tls, noise): a connection
+   * that has not completed it within this many milliseconds is closed.
+   * Default 10000 (the pointsub handshake's default).
    */
   handshakeTimeoutMs?: number;
   /**
-   * Listen, tls: most connections in their TLS handshake at once on one
-   * listener; further ones are closed at once. Default 1024.
-   */
-  maxPendingHandshakes?: number;
-  /**
-   * Listen, for transports with a handshake of their own (tls): connections
-   * the OS accepted that are not yet handed to `onTransport`. Called with +1
-   * when one arrives, before its handshake: return false to refuse it (it is
-   * closed at once and not reported again). Every admitted connection is
-   * reported with -1 exactly once when it leaves that state: just before
-   * `onTransport` sees it, or when it closed (failed, timed out). The answer
-   * to a -1 call is ignored. Lets a server count these against its limits.
+   * For transports with a handshake of their own: connections accepted that
+   * are not yet handed to `onTransport`. Called with +1 when one arrives,
+   * before its handshake: return false to refuse it (it is closed at once and
+   * not reported again). Every admitted connection is reported with -1
+   * exactly once when it leaves that state: just before `onTransport` sees
+   * it, or when it closed (failed, timed out). The answer to a -1 call is
+   * ignored. Lets a server count these against its limits.
    */
   onPending?(delta: 1 | -1): boolean;
 }
 
-/** TLS options (PEM strings or bytes), passed to node:tls. */
-export interface TlsOptions {
-  /** Certificate chain (server; or client for mutual TLS). */
-  cert?: string | Uint8Array;
-  /** Private key for `cert`. */
-  key?: string | Uint8Array;
-  /** Trusted CA certificates; defaults to the system store. */
-  ca?: string | Uint8Array | (string | Uint8Array)[];
-  /** Client: verify the server certificate (default true). Server: reject clients without a valid cert when requestCert is on (default true). */
-  rejectUnauthorized?: boolean;
-  /** Server: ask clients for a certificate (mutual TLS). */
-  requestCert?: boolean;
-  /** Client: server name for SNI and verification; defaults to the URL host. */
-  servername?: string;
-}
+/**
+ * The portable options, both directions. `connect` and `createServer` hand
+ * an adapter the caller's whole options object, so an adapter also finds
+ * its own options there (see {@link TransportAdapter}).
+ */
+export interface TransportOptions extends TransportConnectOptions, TransportListenOptions {}
 
-/** A transport implementation for one or more URL schemes. */
-export interface TransportAdapter {
-  /** Schemes without the colon, e.g. `["tcp"]`. */
+/**
+ * A transport implementation for one or more URL schemes (and, if it says
+ * so, multiaddrs or peer ids).
+ *
+ * `Options` are the adapter's own options (TLS material for `tls://`, for
+ * example): `connect` and `listen` get the caller's options object, typed as
+ * the portable options plus these. The entry point that bundles adapters
+ * adds their options to its `connect`/`createServer` option types.
+ */
+export interface TransportAdapter<Options extends object = object> {
+  /** URL schemes without the colon, e.g. `["tcp"]`; may be empty for a multiaddr- or peer-id-only adapter. */
   readonly schemes: readonly string[];
-  connect(url: URL, options: TransportOptions): Promise<Transport>;
-  listen(url: URL, options: TransportOptions, onTransport: (t: Transport) => void): Promise<TransportListener>;
+  /** Whether it accepts multiaddrs (`/ip4/…/tcp/…`). Default false. */
+  readonly multiaddrs?: boolean;
+  /** Whether it accepts peer ids (it can find a peer's addresses). Default false. */
+  readonly peerIds?: boolean;
+  /**
+   * Opens a transport to `address`: a `URL` with one of {@link schemes}, or
+   * a multiaddr / peer id if the adapter declared it accepts them.
+   */
+  connect(address: TransportAddress, options: TransportConnectOptions & Options): Promise<Transport>;
+  /** Listens on `address` and hands every accepted transport to `onTransport`. */
+  listen(
+    address: TransportAddress,
+    options: TransportListenOptions & Options,
+    onTransport: (t: Transport) => void,
+  ): Promise<TransportListener>;
 }

@@ -12,6 +12,8 @@ import {
   type ConnectOptions,
   connect,
   createServer,
+  type NodeTransportOptions,
+  type Runtime,
   type Server,
   type ServerOptions,
   type Transport,
@@ -22,12 +24,16 @@ import { GiB, KiB, MiB, pattern, sha256 } from "../helpers/data.ts";
 
 export interface ComplianceTarget {
   name: string;
-  adapter: TransportAdapter;
+  adapter: TransportAdapter<NodeTransportOptions>;
+  /** The runtime `createServer` and `connect` use (it must contain `adapter`); default the default runtime. */
+  runtime?: Runtime;
   /** A fresh URL to listen on (port 0 or a new socket path). */
   listenUrl(): string;
   /** Options for the adapter / server / client (TLS material...). */
-  transportOptions?(): Promise<{ server: TransportOptions; client: TransportOptions }>;
+  transportOptions?(): Promise<{ server: AdapterOptions; client: AdapterOptions }>;
 }
+
+type AdapterOptions = TransportOptions & NodeTransportOptions;
 
 const ROUND_TRIP_SIZES = [0, 1, 1023, 1024, 65535, 65536, 65600, 70000, MiB - 1, MiB, MiB + 1, 100 * MiB];
 
@@ -149,7 +155,12 @@ export function runCompliance(target: ComplianceTarget): void {
       before(async () => {
         const opts = (await target.transportOptions?.()) ?? { server: {}, client: {} };
         const big = 2 * GiB;
-        const serverOpts: ServerOptions = { tls: opts.server.tls, maxMessageSize: big, maxAssemblyBytes: big };
+        const serverOpts: ServerOptions = {
+          runtime: target.runtime,
+          tls: opts.server.tls,
+          maxMessageSize: big,
+          maxAssemblyBytes: big,
+        };
         server = createServer(serverOpts);
         server.handle("/echo/1.0.0", (req) => req.data);
         server.handle("/hash/1.0.0", (req) => sha256(req.data));
@@ -165,7 +176,7 @@ export function runCompliance(target: ComplianceTarget): void {
         });
         server.on("message", (m) => received.push(m.data));
         const [url] = await server.listen(target.listenUrl());
-        clientOpts = { tls: opts.client.tls, maxMessageSize: big, maxAssemblyBytes: big };
+        clientOpts = { runtime: target.runtime, tls: opts.client.tls, maxMessageSize: big, maxAssemblyBytes: big };
         conn = await connect(url, clientOpts);
       });
 

@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { type Connection, connect, createServer } from "../../src/index.ts";
-import { tcpTransport, tlsTransport, unixTransport } from "../../src/node/net-adapter.ts";
+import { type NodeTransportOptions, tcpTransport, tlsTransport, unixTransport } from "../../src/node/net-adapter.ts";
 import { SocketTransport } from "../../src/node/socket-transport.ts";
 import type { Transport, TransportAdapter, TransportOptions } from "../../src/transport/transport.ts";
 import { testCerts } from "../helpers/certs.ts";
@@ -19,15 +19,15 @@ import { MiB, pattern, sha256 } from "../helpers/data.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "pointsub-reader-"));
 let n = 0;
-const targets: [string, TransportAdapter, () => string][] = [
+const targets: [string, TransportAdapter<NodeTransportOptions>, () => string][] = [
   ["tcp", tcpTransport, () => "tcp://127.0.0.1:0"],
   ["unix", unixTransport, () => `unix://${join(dir, `r${n++}.sock`)}`],
   ["tls", tlsTransport, () => "tls://127.0.0.1:0"],
 ];
 
-async function pair(adapter: TransportAdapter, url: string) {
-  let serverOptions: TransportOptions = {};
-  let clientOptions: TransportOptions = {};
+async function pair(adapter: TransportAdapter<NodeTransportOptions>, url: string) {
+  let serverOptions: TransportOptions & NodeTransportOptions = {};
+  let clientOptions: TransportOptions & NodeTransportOptions = {};
   if (url.startsWith("tls:")) {
     const c = await testCerts();
     serverOptions = { tls: { cert: c.serverCert, key: c.serverKey } };

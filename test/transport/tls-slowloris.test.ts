@@ -11,7 +11,7 @@ import net from "node:net";
 import { after, before, describe, it } from "node:test";
 import tls from "node:tls";
 import { PointSubError } from "../../src/errors/error.ts";
-import { tlsTransport } from "../../src/node/net-adapter.ts";
+import { type TlsTransportOptions, tlsTransport } from "../../src/node/net-adapter.ts";
 import type { Transport, TransportListener, TransportOptions } from "../../src/transport/transport.ts";
 import { type TestCerts, testCerts } from "../helpers/certs.ts";
 
@@ -63,7 +63,9 @@ after(async () => {
   await Promise.all(open.map((l) => l.close()));
 });
 
-async function listen(options: TransportOptions & { refuse?: (pending: number) => boolean } = {}): Promise<Harness> {
+async function listen(
+  options: TransportOptions & TlsTransportOptions & { refuse?: (pending: number) => boolean } = {},
+): Promise<Harness> {
   const log: Harness["log"] = [];
   let pending = 0;
   const transports: Transport[] = [];
