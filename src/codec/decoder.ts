@@ -1,4 +1,5 @@
 import { PointSubError } from "../errors/error.ts";
+import { readU32 } from "./bytes.ts";
 import { crc32c, crc32cCombine, crc32cRange } from "./crc32c.ts";
 import {
   ALLOWED_FLAGS,
@@ -24,8 +25,20 @@ export interface FrameSink {
    * the sink may keep views of it ({@link FrameDecoder.push} then reports
    * the chunk as kept); any other frame's payload must be used before
    * onFrame returns, since the transport may read new bytes into that memory.
+   * `payloadCrc` is the CRC32C of the payload alone when the decoder computed
+   * it separately from the header (frames filled piece by piece, and STREAM
+   * frames of 4 KiB or more), else -1: a receiver extends an end-to-end
+   * checksum with it without another pass over the bytes.
    */
-  onFrame(type: number, flags: number, id: number, buf: Uint8Array, start: number, end: number): void;
+  onFrame(
+    type: number,
+    flags: number,
+    id: number,
+    buf: Uint8Array,
+    start: number,
+    end: number,
+    payloadCrc: number,
+  ): void;
   /**
    * Optional: a frame whose payload spans several pushes is starting. Return a
    * view of exactly `length` bytes to receive the payload in place (saving a
@@ -38,8 +51,15 @@ export interface FrameSink {
    * ({@link onFramePieces}), with no copy and no allocation.
    */
   wantsPieces?(type: number, flags: number, id: number, length: number): boolean;
-  /** A whole, checksum-verified frame delivered as pieces (see {@link wantsPieces}). */
-  onFramePieces?(type: number, flags: number, id: number, pieces: Uint8Array[], length: number): void;
+  /** A whole, checksum-verified frame delivered as pieces (see {@link wantsPieces}); `payloadCrc` as in onFrame. */
+  onFramePieces?(
+    type: number,
+    flags: number,
+    id: number,
+    pieces: Uint8Array[],
+    length: number,
+    payloadCrc: number,
+  ): void;
 }
 
 const State = { Preface: 0, Header: 1, Body: 2, Failed: 3 } as const;
@@ -74,13 +94,6 @@ export class FrameDecoder {
   private runningCrc = 0;
   /** CRC32C of the header of the frame being filled. */
   private headCrc = 0;
-  /**
-   * CRC32C of the payload of the frame just emitted, when this decoder
-   * computed it separately from the header (frames filled piece by piece,
-   * and STREAM frames of 4 KiB or more); -1 otherwise. Lets a receiver
-   * extend an end-to-end checksum without another pass over the bytes.
-   */
-  payloadCrc = -1;
   private body: Uint8Array = NO_BYTES;
   /** The frame being filled as views of the pushed chunks (see FrameSink.wantsPieces). */
   private pieces: Uint8Array[] | undefined;
@@ -172,23 +185,23 @@ export class FrameDecoder {
         // Whole frame in this chunk: verify and hand out a view, no copy.
         const pstart = pos;
         const pend = pos + this.length;
-        this.payloadCrc = -1;
+        let payloadCrc = -1;
         if (this.checksum) {
           let crc: number;
           if (this.type === FrameType.STREAM && this.length >= 4096) {
-            this.payloadCrc = crc32cRange(chunk, pstart, pend);
-            crc = crc32cCombine(crc32cRange(chunk, hstart, pstart), this.payloadCrc, this.length);
+            payloadCrc = crc32cRange(chunk, pstart, pend);
+            crc = crc32cCombine(crc32cRange(chunk, hstart, pstart), payloadCrc, this.length);
           } else {
             crc = crc32cRange(chunk, hstart, pend);
           }
           const t = pend;
-          const want = ((chunk[t] << 24) | (chunk[t + 1] << 16) | (chunk[t + 2] << 8) | chunk[t + 3]) >>> 0;
+          const want = readU32(chunk, t);
           if (crc !== want) throw this.checksumError();
         }
         pos += total;
         if (KEEPS_PAYLOAD[this.type] === 1) this.retained = true;
         if (this.type === FrameType.BATCH) this.unbatch(chunk, pstart, pend);
-        else this.sink.onFrame(this.type, this.flags, this.id, chunk, pstart, pend);
+        else this.sink.onFrame(this.type, this.flags, this.id, chunk, pstart, pend, payloadCrc);
       } else {
         if (this.checksum) this.headCrc = crc32cRange(chunk, hstart, pos);
         this.beginBody();
@@ -200,8 +213,7 @@ export class FrameDecoder {
   private afterHeaderFromCarry(): void {
     if (this.checksum) this.headCrc = crc32cRange(this.carry, 0, this.headLen);
     if (this.length === 0 && !this.checksum) {
-      this.payloadCrc = -1;
-      this.sink.onFrame(this.type, this.flags, this.id, this.carry, 0, 0);
+      this.sink.onFrame(this.type, this.flags, this.id, this.carry, 0, 0, -1);
       return;
     }
     this.beginBody();
@@ -255,15 +267,15 @@ export class FrameDecoder {
     this.state = State.Header;
     const body = this.body;
     this.body = NO_BYTES;
-    this.payloadCrc = this.checksum ? this.runningCrc : -1;
+    const payloadCrc = this.checksum ? this.runningCrc : -1;
     if (this.pieces !== undefined) {
       const pieces = this.pieces;
       this.pieces = undefined;
-      this.sink.onFramePieces?.(this.type, this.flags, this.id, pieces, len);
+      this.sink.onFramePieces?.(this.type, this.flags, this.id, pieces, len, payloadCrc);
       return pos;
     }
     if (this.type === FrameType.BATCH) this.unbatch(body, 0, body.length);
-    else this.sink.onFrame(this.type, this.flags, this.id, body, 0, body.length);
+    else this.sink.onFrame(this.type, this.flags, this.id, body, 0, body.length, payloadCrc);
     return pos;
   }
 
@@ -273,7 +285,6 @@ export class FrameDecoder {
    */
   private unbatch(p: Uint8Array, from: number, end: number): void {
     if (end === from) throw new PointSubError("ERR_PROTOCOL", "empty BATCH");
-    this.payloadCrc = -1;
     let pos = from;
     while (pos < end) {
       const used = this.parseHead(p, pos, end);
@@ -285,7 +296,7 @@ export class FrameDecoder {
       const start = pos + used;
       pos = start + this.length;
       if (pos > end) throw new PointSubError("ERR_PROTOCOL", "frame runs past the end of its BATCH");
-      this.sink.onFrame(type, this.flags, this.id, p, start, pos);
+      this.sink.onFrame(type, this.flags, this.id, p, start, pos, -1);
     }
   }
 

@@ -1,3 +1,4 @@
+import { writeU32 } from "./bytes.ts";
 import { crc32c } from "./crc32c.ts";
 import { CRC_LENGTH } from "./frame.ts";
 import { varintLength, writeVarint } from "./varint.ts";
@@ -26,11 +27,7 @@ export function writeHeader(
 
 /** Writes `crc` as 4 big-endian bytes at `offset`; returns the offset after it. */
 export function writeCrc(target: Uint8Array, offset: number, crc: number): number {
-  target[offset] = crc >>> 24;
-  target[offset + 1] = (crc >>> 16) & 0xff;
-  target[offset + 2] = (crc >>> 8) & 0xff;
-  target[offset + 3] = crc & 0xff;
-  return offset + CRC_LENGTH;
+  return writeU32(target, offset, crc);
 }
 
 /**

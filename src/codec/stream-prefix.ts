@@ -1,9 +1,11 @@
 import { PointSubError } from "../errors/error.ts";
+import { readU32, writeU32 } from "./bytes.ts";
 import { STREAM_CRC_LENGTH } from "./frame.ts";
+import { MAX_ROUTE } from "./message-head.ts";
 import { readVarint, type VarintResult, varintLength, writeVarint } from "./varint.ts";
 
 /** Longest route, in UTF-8 bytes. */
-export const MAX_ROUTE_BYTES = 1024;
+export const MAX_ROUTE_BYTES = MAX_ROUTE;
 /** Longest stream metadata, in UTF-8 bytes. */
 export const MAX_META_BYTES = 4096;
 
@@ -104,18 +106,6 @@ export function decodeStreamEnd(buf: Uint8Array, start: number, end: number): { 
     throw new PointSubError("ERR_PROTOCOL", "bad STREAM end trailer");
   }
   return { length: v.value, crc: readU32(buf, v.next) };
-}
-
-function writeU32(out: Uint8Array, p: number, n: number): number {
-  out[p] = n >>> 24;
-  out[p + 1] = (n >>> 16) & 0xff;
-  out[p + 2] = (n >>> 8) & 0xff;
-  out[p + 3] = n & 0xff;
-  return p + 4;
-}
-
-function readU32(buf: Uint8Array, p: number): number {
-  return ((buf[p] << 24) | (buf[p + 1] << 16) | (buf[p + 2] << 8) | buf[p + 3]) >>> 0;
 }
 
 /** Encodes stream metadata (a plain object) as UTF-8 JSON; empty for none. */

@@ -1,21 +1,31 @@
 import type { PointSubError } from "../errors/error.ts";
+import type { CallContext } from "../router/types.ts";
+import type { IncomingStream } from "../stream/incoming.ts";
 import type { Connection } from "./connection.ts";
 import type { IncomingRequest, RequestContext } from "./types.ts";
 
 const decoder = new TextDecoder();
 
-/** Server-side state of one request being handled; also the handler's context. */
-export class ServerCall implements RequestContext, IncomingRequest {
+/**
+ * Server-side state of one request or stream being handled; also the
+ * handler's and the middleware's context (one object per call).
+ */
+export class ServerCall implements RequestContext, IncomingRequest, CallContext {
+  readonly kind: "request" | "stream";
   readonly session: Connection;
   readonly route: string;
   readonly id: number;
   readonly data: Uint8Array;
+  /** The incoming stream, for a stream call. */
+  stream: IncomingStream | undefined = undefined;
   done = false;
   /** Bytes of the connection's memory budget this call holds until its handler finishes. */
   charged = 0;
   private ac: AbortController | undefined;
   private abortReason: PointSubError | undefined;
-  constructor(session: Connection, route: string, id: number, data: Uint8Array) {
+  private state_: Record<string, unknown> | undefined;
+  constructor(kind: "request" | "stream", session: Connection, route: string, id: number, data: Uint8Array) {
+    this.kind = kind;
     this.session = session;
     this.route = route;
     this.id = id;
@@ -23,6 +33,13 @@ export class ServerCall implements RequestContext, IncomingRequest {
   }
   text(): string {
     return decoder.decode(this.data);
+  }
+  get principal(): unknown {
+    return this.session.principal;
+  }
+  get state(): Record<string, unknown> {
+    this.state_ ??= {};
+    return this.state_;
   }
   /** Created on first use: most handlers never look. */
   get signal(): AbortSignal {

@@ -1,66 +1,53 @@
+/**
+ * The public face of the protocol engine: one pointsub connection over one
+ * transport. It wires the engine's parts together and routes each frame to
+ * the part that handles it:
+ *
+ * | frame                    | handled in                                   |
+ * | ------------------------ | -------------------------------------------- |
+ * | preface, HELLO, AUTH     | `handshake.ts`                               |
+ * | MSG, REQ, RES            | `inbound.ts` → `dispatch.ts` / `caller.ts`   |
+ * | STREAM                   | `stream-in.ts` (theirs), `stream-out.ts` (ours) |
+ * | CANCEL, CREDIT, PING, GOAWAY | here (`onCancel`, `onCredit`, ...)       |
+ * | BATCH                    | unpacked by the decoder (`codec/decoder.ts`) |
+ *
+ * Output goes through `outbox.ts` (ids, chunking, control frames) to the
+ * frame writer (`writer.ts`).
+ */
 import { EventEmitter } from "eventemitter3";
-import { localCodecMask } from "../codec/compression.ts";
-import { allocateUninitialized, FrameDecoder, type FrameSink } from "../codec/decoder.ts";
-import {
-  CANCEL_LENGTH,
-  Flag,
-  FRAME_TYPE_NAMES,
-  FrameType,
-  MAGIC,
-  MAX_AUTH_SIZE,
-  MAX_STREAM_ID,
-  PING_LENGTH,
-  PROTOCOL_VERSION,
-  Status,
-} from "../codec/frame.ts";
-import {
-  DEFAULT_SETTINGS,
-  decodeSettings,
-  encodeSettings,
-  Feature,
-  type Settings,
-  validateSettings,
-} from "../codec/settings.ts";
-import { readVarint, type VarintResult, varintLength, writeVarint } from "../codec/varint.ts";
-import { codeForErrno, codeInfo, type ErrorCode } from "../errors/codes.ts";
+import { decodeCancel, decodeCredit, decodeGoAway, encodePreface } from "../codec/control.ts";
+import { FrameDecoder, type FrameSink } from "../codec/decoder.ts";
+import { Flag, FRAME_TYPE_NAMES, FrameType, PROTOCOL_VERSION } from "../codec/frame.ts";
+import { decodeResumeAnswer, encodeResumeQuery, RESUME_ROUTE, type ResumePoint } from "../codec/resume.ts";
+import { encodeSettings, Feature, type Settings } from "../codec/settings.ts";
+import type { VarintResult } from "../codec/varint.ts";
+import { codeForErrno } from "../errors/codes.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
+import { Router } from "../router/router.ts";
+import type { Middleware, ResumeLookup } from "../router/types.ts";
 import type { Transfer } from "../stream/transfer.ts";
 import type { SendStreamOptions, StreamHandler, StreamSource } from "../stream/types.ts";
 import type { PeerCertificate, Transport } from "../transport/transport.ts";
 import { type Deferred, deferred } from "../util/deferred.ts";
-import { nextTurn } from "../util/next-turn.ts";
-import { Queue } from "../util/queue.ts";
-import { ASSEMBLY_OVERHEAD, CALL_OVERHEAD, defaultBudgetLimit, MemoryBudget } from "./budget.ts";
-import { CallTable } from "./call-table.ts";
-import { type PendingCall, ServerCall } from "./calls.ts";
-import { chunkSizeFor, SINGLE_FRAME_MAX } from "./size-class.ts";
+import { MemoryBudget } from "./budget.ts";
+import { Caller } from "./caller.ts";
+import { Dispatcher, toBytes } from "./dispatch.ts";
+import { ReceiveWindow } from "./flow.ts";
+import { Handshake } from "./handshake.ts";
+import { Inbound } from "./inbound.ts";
+import { budgetLimit, Link, resolveSettings } from "./link.ts";
+import { Outbox } from "./outbox.ts";
+import { Pinger } from "./pinger.ts";
+import { ReadGate } from "./read-gate.ts";
 import { Stats, type StatsSnapshot } from "./stats.ts";
-import {
-  RESUME_ROUTE,
-  type ResumeLookup,
-  type ResumePoint,
-  type StreamHost,
-  type StreamRoute,
-  Streams,
-} from "./streams.ts";
-import type {
-  Authenticator,
-  ConnectionOptions,
-  Handler,
-  HandlerResult,
-  Message,
-  Payload,
-  RequestOptions,
-} from "./types.ts";
-import { FrameWriter, type OutMessage } from "./writer.ts";
+import { IncomingStreams } from "./stream-in.ts";
+import { OutgoingStreams } from "./stream-out.ts";
+import type { Authenticator, ConnectionOptions, Handler, Message, Payload, RequestOptions } from "./types.ts";
+import { FrameWriter } from "./writer.ts";
 
-export {
-  RESUME_ROUTE,
-  type ResumeContext,
-  type ResumeLookup,
-  type ResumePoint,
-  type StreamRoute,
-} from "./streams.ts";
+export { RESUME_ROUTE, type ResumePoint } from "../codec/resume.ts";
+export type { ResumeContext, ResumeLookup, StreamRoute } from "../router/types.ts";
+export { budgetLimit, resolveSettings } from "./link.ts";
 
 /** Events of a {@link Connection}. */
 export interface ConnectionEvents {
@@ -81,6 +68,10 @@ const EMPTY = new Uint8Array(0);
 const RESOLVED: Promise<void> = Promise.resolve();
 const noop = () => {};
 const NO_OPTIONS: RequestOptions = Object.freeze({});
+/** Largest BATCH payload this side writes. */
+const BATCH_MAX = 16 * 1024;
+/** The router of a connection that has no routes or middleware of its own and no server. */
+const EMPTY_ROUTER = new Router();
 
 /**
  * A rejected promise that does not count as unhandled: `send` may be used
@@ -92,131 +83,14 @@ function handledRejection(err: unknown): Promise<never> {
   p.catch(noop);
   return p;
 }
-const encoder = new TextEncoder();
-const decoder = new TextDecoder();
-const MAX_ROUTE = 1024;
-/** Largest BATCH payload this side writes. */
-const BATCH_MAX = 16 * 1024;
-const MAX_ERROR_TEXT = 1024;
 
-class IncomingMessage implements Message {
-  readonly data: Uint8Array;
-  constructor(data: Uint8Array) {
-    this.data = data;
-  }
-  text(): string {
-    return decoder.decode(this.data);
-  }
-}
-
-/** A chunked message being received. */
-interface Assembly {
-  type: number;
-  total: number;
-  /** Null when the bytes are being discarded (a cancelled call's response). */
-  buf: Uint8Array | null;
-  filled: number;
-  route: string;
-  status: number;
-  streamUsed: number;
-  streamUnacked: number;
-  /** Bytes of the memory budget this assembly holds (0 when discarding). */
-  charged: number;
-  /** When its last frame arrived (the connection's last input time). */
-  lastFrameAt: number;
-}
-
-const AUTH_WAIT_CREDENTIALS = 1;
-const AUTH_CHECKING = 2;
-const AUTH_WAIT_ACK = 3;
-
-/** Decoding time (ms) one peer's input may take before its reading yields to the event loop for a turn. */
-const YIELD_MS = 4;
-/**
- * Unfinished chunked messages one peer may have open here; more are refused
- * with ERR_OVERLOADED (senders keep at most MAX_OPEN_CHUNKED open, far fewer).
- * Each costs a buffer allocation, so this bounds the work a flood of cheap
- * START frames causes, whatever the budget.
- */
-const MAX_OPEN_ASSEMBLIES = 1024;
-/** Ids of refused messages whose remaining frames are dropped, at most this many. */
-const MAX_TOMBSTONES = 4096;
-
-interface PendingPing {
-  start: number;
-  d: Deferred<number>;
-}
-
-/** Shared empty stand-ins for maps a connection creates on first write (never written to). */
-const NO_ROUTES: Map<string, Handler> = new Map();
-const NO_ASSEMBLIES: Map<number, Assembly> = new Map();
-const NO_ROUTE_HEADS: Map<string, Uint8Array> = new Map();
-const NO_PINGS: Map<number, PendingPing> = new Map();
-
-function toBytes(payload: Payload, what: string): Uint8Array {
-  if (payload instanceof Uint8Array) return payload;
-  if (typeof payload === "string") return encoder.encode(payload);
-  throw new PointSubError("ERR_INVALID_ARGUMENT", `${what} must be a Uint8Array or a string`);
-}
-
-/**
- * Largest data frame payload for the peer `p` (at most `want`): within its
- * maxFrameSize and half of each of its windows. A receiver holds back less
- * than a quarter of a window before returning credit, so a frame of half a
- * window always fits again (docs/PROTOCOL.md §3.2, §3.6).
- */
-function frameLimit(p: Settings, want: number): number {
-  return Math.min(want, p.maxFrameSize, p.streamWindow >>> 1, p.connectionWindow >>> 1);
-}
-
-/**
- * @internal This side's settings from its options (a server resolves them
- * once for all sessions); `requireAuth` announces that the peer must
- * authenticate (an AUTH frame) first.
- */
-export function resolveSettings(o: ConnectionOptions, requireAuth = false): Settings {
-  const maxMessageSize = o.maxMessageSize ?? DEFAULT_SETTINGS.maxMessageSize;
-  const s: Settings = {
-    maxFrameSize: o.maxFrameSize ?? DEFAULT_SETTINGS.maxFrameSize,
-    maxMessageSize,
-    checksum: o.checksum === false ? 0 : 1,
-    features: Feature.STREAMS | Feature.RESUME | (requireAuth ? Feature.AUTH : 0),
-    compression: localCodecMask(),
-    connectionWindow: o.connectionWindow ?? DEFAULT_SETTINGS.connectionWindow,
-    streamWindow: o.streamWindow ?? DEFAULT_SETTINGS.streamWindow,
-    maxConcurrentRequests: o.maxConcurrentRequests ?? DEFAULT_SETTINGS.maxConcurrentRequests,
-    maxAssemblyBytes: o.maxAssemblyBytes ?? maxMessageSize + 64 * 1024 * 1024,
-    maxConcurrentStreams: o.maxConcurrentStreams ?? DEFAULT_SETTINGS.maxConcurrentStreams,
-    maxCompressionRatio: o.maxCompressionRatio ?? DEFAULT_SETTINGS.maxCompressionRatio,
-  };
-  validateSettings(s, false);
-  return s;
-}
-
-/**
- * @internal The memory budget's size from the options: `memoryBudget`, or
- * the default (1 GiB or a quarter of the available memory) but never less
- * than the assembly budget plus 64 MiB, so a message of the largest size
- * configured always fits.
- */
-export function budgetLimit(o: ConnectionOptions, local: Settings): number {
-  if (o.memoryBudget !== undefined) {
-    if (!Number.isSafeInteger(o.memoryBudget) || o.memoryBudget < 0) {
-      throw new PointSubError("ERR_INVALID_ARGUMENT", `invalid memoryBudget ${o.memoryBudget}`);
-    }
-    return o.memoryBudget;
-  }
-  return Math.max(defaultBudgetLimit(), local.maxAssemblyBytes + 64 * 1024 * 1024);
-}
 
 /** Internal construction options. */
 export interface ConnectionInit {
   /** The side that opened the transport uses odd stream ids, the other even. */
   initiator: boolean;
-  /** Routes shared by all sessions of a server, looked up after the connection's own. */
-  sharedRoutes?: ReadonlyMap<string, Handler>;
-  /** Stream routes shared by all sessions of a server. */
-  sharedStreamRoutes?: ReadonlyMap<string, StreamRoute>;
+  /** A server's router (its routes and middleware), the parent of the connection's own. */
+  router?: Router;
   /** This side's settings, already resolved and validated (shared by a server's sessions; never modified). */
   localSettings?: Settings;
   /** Called when the handshake completed, before the 'open' event (a server's session bookkeeping). */
@@ -235,9 +109,9 @@ export interface ConnectionInit {
 
 /**
  * One pointsub connection over one transport: multiplexed one-way messages
- * of any size, request/response calls in both directions, flow control,
- * ping and graceful close. Obtain one from `connect()` or as a server
- * session.
+ * of any size, request/response calls in both directions, streams, flow
+ * control, ping and graceful close. Obtain one from `connect()` or as a
+ * server session.
  */
 export class Connection extends EventEmitter<ConnectionEvents> implements FrameSink {
   /** The transport's addresses. */
@@ -247,60 +121,40 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   readonly ready: Promise<void>;
 
   private readonly transport: Transport;
-  private readonly local: Settings;
-  private peer: Settings = DEFAULT_SETTINGS;
-  private readonly requestTimeoutMs: number;
-  private readonly closeTimeoutMs: number;
+  private readonly link: Link;
   private readonly keepAliveMs: number;
-  private readonly slowPeerBytes: number;
+  private readonly closeTimeoutMs: number;
+  private readonly requestTimeoutMs: number;
   private readonly slowPeerTimeoutMs: number;
   private readonly progressTimeoutMs: number;
   /** Progress is measured from no earlier than this (reading was paused before it). */
   private progressFloor = 0;
   /** What the peer may make this side hold (shared by a server's sessions). */
   private readonly budget: MemoryBudget;
-  /** Ids of the peer's messages this side refused or timed out: their late frames are dropped until END. */
-  private tombstones: Set<number> | undefined;
-  /** Reading from the transport is paused: the peer does not read what it is owed. */
-  private readPaused = false;
-  /** Reading is paused until the next event-loop turn (see YIELD_MS). */
-  private yielding = false;
-  /** Milliseconds spent decoding this peer's input since reading last yielded. */
-  private busyMs = 0;
-  /** The latest PING payload received while the transport could not take its answer (answered on drain). */
-  private pendingPong: Uint8Array | undefined;
-  private readonly initiator: boolean;
-  /** Low bit of the stream ids this side allocates. */
-  private readonly myParity: number;
-  /** Unacknowledged bytes at which connection credit is returned. */
-  private readonly creditThreshold: number;
-  /** Largest one-way message sent as one frame (from the peer's settings). */
-  private msgSingleMax = 0;
-  private readonly onMessageHook: ((msg: Message, conn: Connection) => void) | undefined;
+  private readonly readGate: ReadGate;
+  private readonly onMessageHook: ConnectionInit["onMessage"];
   private readonly onOpenHook: ConnectionInit["onOpen"];
   private readonly onCloseHook: ConnectionInit["onClose"];
-  private routes: Map<string, Handler> = NO_ROUTES;
-  private readonly sharedRoutes: ReadonlyMap<string, Handler> | undefined;
-  private readonly sharedStreamRoutes: ReadonlyMap<string, StreamRoute> | undefined;
-  /**
-   * The stream half, created on first use: most connections never stream,
-   * and an idle connection should cost as little memory as possible.
-   */
-  private streams_: Streams | undefined;
+  /** The server's router, or this connection's own once it registered a route or middleware. */
+  private router_: Router;
+  private ownRouter = false;
   private readonly decoderImpl: FrameDecoder;
   private readonly writer: FrameWriter;
   private readonly stats_ = new Stats();
+  private readonly handshake: Handshake;
+  private readonly caller: Caller;
+  private readonly outbox: Outbox;
+  private readonly dispatcher: Dispatcher;
+  private readonly inbound: Inbound;
+  private readonly window: ReceiveWindow;
+  /** The stream halves, created on first use: most connections never stream. */
+  private outStreams_: OutgoingStreams | undefined;
+  private inStreams_: IncomingStreams | undefined;
   private state_: ConnectionState = "handshaking";
-  private principal_: unknown;
-  private helloReceived = false;
   /** The handshake completed (and authentication, when required). */
   private openedOnce = false;
   /** The peer's GOAWAY(0) arrived: it starts nothing new after it. */
   private peerGoAway = false;
-  /** Authentication after HELLO: none pending, waiting for the peer's credentials, checking them, or waiting for the server's ACK. */
-  private authState: 0 | typeof AUTH_WAIT_CREDENTIALS | typeof AUTH_CHECKING | typeof AUTH_WAIT_ACK = 0;
-  private readonly authenticator: Authenticator | undefined;
-  private readonly credentials: Uint8Array;
   private readonly readyD: Deferred<void> = deferred<void>();
   /** Created when someone first waits for the close. */
   private closedD: Deferred<void> | undefined;
@@ -308,33 +162,13 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   private closePromise: Promise<void> | undefined;
   private handshakeTimer: ReturnType<typeof setTimeout> | undefined;
   private keepAliveTimer: ReturnType<typeof setInterval> | undefined;
-  private deadlineTimer: ReturnType<typeof setTimeout> | undefined;
-  private deadlineAt = Number.POSITIVE_INFINITY;
   private lastInput = Date.now();
   private lastOutput = Date.now();
   private keepAlivePingAt = 0;
-  // stream ids
-  private nextId: number;
-  private readonly pending = new CallTable<PendingCall>();
-  private readonly waiting = new Queue<PendingCall>();
-  private readonly outChunked = new Set<number>();
-  // inbound (maps start as shared empty stand-ins: an idle connection should
-  // cost little memory; each is replaced by its own on first write)
-  private assemblies: Map<number, Assembly> = NO_ASSEMBLIES;
-  private assemblyBytes = 0;
-  private readonly serving = new CallTable<ServerCall>();
-  private openRequests = 0;
-  private recvUsed = 0;
-  private recvUnacked = 0;
   private bytesIn = 0;
   private framesIn = 0;
   private readonly v: VarintResult = { value: 0, next: 0 };
-  private lastRouteBytes: Uint8Array = EMPTY;
-  private lastRoute = "";
-  private routeHeads: Map<string, Uint8Array> = NO_ROUTE_HEADS;
-  // ping
-  private pingSeq = 0;
-  private pings: Map<number, PendingPing> = NO_PINGS;
+  private readonly pinger: Pinger;
 
   /** @internal Use `connect()` or a server session. */
   constructor(transport: Transport, options: ConnectionOptions, init: ConnectionInit) {
@@ -342,36 +176,74 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.transport = transport;
     this.localUrl = transport.localUrl;
     this.remoteUrl = transport.remoteUrl;
-    this.local = init.localSettings ?? resolveSettings(options);
-    this.creditThreshold = this.local.connectionWindow >>> 2;
+    const local = init.localSettings ?? resolveSettings(options);
+    this.link = new Link(local, init.initiator);
     this.requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
     this.closeTimeoutMs = options.closeTimeoutMs ?? 5_000;
     this.keepAliveMs = options.keepAliveMs ?? 30_000;
-    this.slowPeerBytes = options.slowPeerBytes ?? 8 * 1024 * 1024;
     this.slowPeerTimeoutMs = options.slowPeerTimeoutMs ?? 30_000;
     this.progressTimeoutMs = options.progressTimeoutMs ?? 60_000;
-    this.authenticator = init.authenticate;
-    this.credentials = options.credentials === undefined ? EMPTY : toBytes(options.credentials, "credentials");
-    if (this.credentials.length > MAX_AUTH_SIZE) {
-      throw new PointSubError("ERR_INVALID_ARGUMENT", `credentials longer than ${MAX_AUTH_SIZE} bytes`);
-    }
-    this.budget = init.budget ?? new MemoryBudget(budgetLimit(options, this.local));
-    this.initiator = init.initiator;
-    this.myParity = init.initiator ? 1 : 0;
+    this.budget = init.budget ?? new MemoryBudget(budgetLimit(options, local));
     this.onMessageHook = init.onMessage;
     this.onOpenHook = init.onOpen;
     this.onCloseHook = init.onClose;
-    this.sharedRoutes = init.sharedRoutes;
-    this.sharedStreamRoutes = init.sharedStreamRoutes;
-    this.nextId = init.firstStreamId ?? (init.initiator ? 1 : 2);
+    this.router_ = init.router ?? EMPTY_ROUTER;
     this.ready = this.readyD.promise;
-    this.ready.catch(() => {});
-    this.decoderImpl = new FrameDecoder(this, this.local.maxFrameSize);
+    this.ready.catch(noop);
+    this.decoderImpl = new FrameDecoder(this, local.maxFrameSize);
     this.writer = new FrameWriter({
       write: (chunks) => {
         this.lastOutput = Date.now();
         return this.transport.write(chunks);
       },
+    });
+    this.pinger = new Pinger(this.writer);
+    this.readGate = new ReadGate(transport, this.writer, options.slowPeerBytes ?? 8 * 1024 * 1024, () => {
+      return this.state_ === "closed";
+    });
+    this.caller = new Caller(this.link, this.stats_, this.requestTimeoutMs);
+    this.outbox = new Outbox(
+      this.writer,
+      this.link,
+      this.caller.pending,
+      init.firstStreamId ?? (init.initiator ? 1 : 2),
+    );
+    this.caller.attach(this.outbox);
+    this.window = new ReceiveWindow(local.connectionWindow, this.outbox);
+    const conn = this;
+    this.dispatcher = new Dispatcher(this.link, this.outbox, this.stats_, this.budget, {
+      session: this,
+      get router() {
+        return conn.router_;
+      },
+      emitMessage: (msg) => {
+        this.onMessageHook?.(msg, this);
+        this.emit("message", msg);
+      },
+    });
+    this.inbound = new Inbound(
+      this.link,
+      this.outbox,
+      this.window,
+      this.budget,
+      this.stats_,
+      this.caller,
+      this.dispatcher,
+    );
+    const credentials = options.credentials === undefined ? EMPTY : toBytes(options.credentials, "credentials");
+    this.handshake = new Handshake(this.writer, init.authenticate, credentials, {
+      applyPeer: (peer) => this.applyPeer(peer),
+      opened: () => this.opened(),
+      refuse: (err) => this.fail(err),
+      get isClosed() {
+        return conn.state_ === "closed";
+      },
+      authInfo: (token) => ({
+        token,
+        remoteUrl: this.remoteUrl,
+        localUrl: this.localUrl,
+        peerCertificate: this.transport.peerCertificate?.(),
+      }),
     });
     transport.attach({
       onData: (chunk) => this.onTransportData(chunk),
@@ -380,12 +252,8 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       onClose: (err) => this.onTransportClose(err),
     });
     // Preface and HELLO go out at once; nothing else until the peer's HELLO.
-    const preface = new Uint8Array(6);
-    preface.set(MAGIC, 0);
-    preface[4] = PROTOCOL_VERSION;
-    preface[5] = PROTOCOL_VERSION;
-    this.transport.write([preface]);
-    this.writer.control(FrameType.HELLO, 0, 0, encodeSettings(this.local));
+    this.transport.write([encodePreface(PROTOCOL_VERSION, PROTOCOL_VERSION)]);
+    this.writer.control(FrameType.HELLO, 0, 0, encodeSettings(local));
     this.writer.flush();
     // Hold no write buffer until there is something to write (idle connections are common).
     this.writer.trim();
@@ -406,47 +274,54 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     );
   }
 
-  /** The stream half, created with the narrow view of this connection it needs. */
-  private get streams(): Streams {
-    if (this.streams_ !== undefined) return this.streams_;
+  private get outStreams(): OutgoingStreams {
+    if (this.outStreams_ !== undefined) return this.outStreams_;
     const conn = this;
-    const host: StreamHost = {
-      conn,
-      get state() {
-        return conn.state_;
+    this.outStreams_ = new OutgoingStreams(this.link, this.outbox, this.caller, this.stats_, {
+      get open() {
+        return conn.state_ === "open";
       },
-      get peer() {
-        return conn.peer;
-      },
-      get local() {
-        return conn.local;
-      },
-      writer: this.writer,
-      stats: this.stats_,
-      budget: this.budget,
-      pending: this.pending,
-      serving: this.serving,
-      outChunked: this.outChunked,
-      get payloadCrc() {
-        return conn.decoderImpl.payloadCrc;
+      get closed() {
+        return conn.state_ === "closed";
       },
       unusableError: () => this.unusableError(),
-      allocId: () => this.allocId(),
-      settle: (call, data, err) => this.settle(call, data, err),
-      abandon: (call, err) => this.abandon(call, err),
-      sendCancel: (id, code) => this.sendCancel(id, code),
-      sendCredit: (id, n) => this.sendCredit(id, n),
-      connectionFlow: (len) => this.connectionFlow(len),
-      isMine: (id) => this.isMine(id),
-      hasAssembly: (id) => this.assemblies.has(id),
-      openRequest: () => ++this.openRequests,
-      closeRequest: () => {
-        this.openRequests--;
+    });
+    this.caller.streams = this.outStreams_;
+    return this.outStreams_;
+  }
+
+  private get inStreams(): IncomingStreams {
+    if (this.inStreams_ !== undefined) return this.inStreams_;
+    const conn = this;
+    this.inStreams_ = new IncomingStreams(
+      this.link,
+      this.outbox,
+      this.window,
+      this.budget,
+      this.stats_,
+      this.dispatcher,
+      {
+        session: this,
+        get router() {
+          return conn.router_;
+        },
+        get closed() {
+          return conn.state_ === "closed";
+        },
+        hasMessage: (id) => this.inbound.has(id),
       },
-      finishHandler: (call, value, err, failed) => this.finishHandler(call, value, err, failed),
-    };
-    this.streams_ = new Streams(host, this.sharedStreamRoutes);
-    return this.streams_;
+    );
+    this.inbound.streams = this.inStreams_;
+    return this.inStreams_;
+  }
+
+  /** This connection's own router (created on first route or middleware), falling back to the server's. */
+  private get ownRouterFor(): Router {
+    if (!this.ownRouter) {
+      this.router_ = new Router(this.router_ === EMPTY_ROUTER ? undefined : this.router_);
+      this.ownRouter = true;
+    }
+    return this.router_;
   }
 
   /** Current lifecycle state. */
@@ -460,7 +335,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
    * the client side).
    */
   get principal(): unknown {
-    return this.principal_;
+    return this.handshake.principal;
   }
 
   /** The certificate the peer presented over TLS (mutual TLS), if any. */
@@ -470,7 +345,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
 
   /** The settings the peer announced (its limits). */
   get peerSettings(): Readonly<Settings> {
-    return this.peer;
+    return this.link.peer;
   }
 
   /**
@@ -478,8 +353,18 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
    * connection only (it takes precedence over a server's routes).
    */
   handle(route: string, handler: Handler): this {
-    if (this.routes === NO_ROUTES) this.routes = new Map();
-    this.routes.set(route, handler);
+    this.ownRouterFor.handle(route, handler);
+    return this;
+  }
+
+  /**
+   * Adds a middleware around the requests, streams and one-way messages the
+   * peer sends on this connection. It runs after the server's middleware
+   * (if this is a server session) and after those added before it; see
+   * {@link Middleware}.
+   */
+  use(mw: Middleware): this {
+    this.ownRouterFor.use(mw);
     return this;
   }
 
@@ -500,17 +385,18 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     const tooLarge = this.checkSize(data.length);
     if (tooLarge !== undefined) return handledRejection(tooLarge);
     this.stats_.sent(data.length);
-    const id = this.allocId();
-    if (data.length <= this.msgSingleMax) {
+    const outbox = this.outbox;
+    const id = outbox.allocId();
+    if (data.length <= this.link.msgSingleMax) {
       if (this.writer.trySendNow(FrameType.MSG, id, EMPTY, data)) return RESOLVED;
-      const q = this.enqueueOut(FrameType.MSG, id, EMPTY, data, true);
+      const q = outbox.enqueue(FrameType.MSG, id, EMPTY, data, true);
       q.catch(noop);
       return q;
     }
-    this.outChunked.add(id);
-    const p = this.enqueueOut(FrameType.MSG, id, EMPTY, data, false);
+    outbox.outChunked.add(id);
+    const p = outbox.enqueue(FrameType.MSG, id, EMPTY, data, false);
     const release = () => {
-      this.outChunked.delete(id);
+      outbox.outChunked.delete(id);
     };
     p.then(release, release);
     return p;
@@ -543,50 +429,13 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     let head: Uint8Array;
     try {
       data = toBytes(payload, "payload");
-      head = this.routeHead(route);
+      head = this.outbox.routeHead(route);
     } catch (err) {
       return Promise.reject(err);
     }
     const tooLarge = this.checkSize(data.length);
     if (tooLarge !== undefined) return Promise.reject(tooLarge);
-    const signal = options.signal;
-    if (signal?.aborted) {
-      return Promise.reject(
-        new PointSubError("ERR_CANCELLED", `request to ${route} aborted`, { cause: signal.reason }),
-      );
-    }
-    this.stats_.requestsSent++;
-    this.stats_.sent(data.length);
-    return new Promise<Uint8Array>((resolve, reject) => {
-      const timeoutMs = options.timeoutMs ?? this.requestTimeoutMs;
-      const call: PendingCall = {
-        id: 0,
-        type: FrameType.REQ,
-        route,
-        head,
-        data,
-        resolve,
-        reject,
-        deadline: timeoutMs > 0 ? Date.now() + timeoutMs : 0,
-        timeoutMs,
-        signal,
-        onAbort: undefined,
-        settled: false,
-        started: false,
-      };
-      if (call.deadline !== 0) this.armDeadline(call.deadline);
-      if (signal !== undefined) {
-        call.onAbort = () => {
-          this.abandon(
-            call,
-            new PointSubError("ERR_CANCELLED", `request to ${route} aborted`, { cause: signal.reason }),
-          );
-        };
-        signal.addEventListener("abort", call.onAbort, { once: true });
-      }
-      if (this.pending.size >= this.peer.maxConcurrentRequests) this.waiting.push(call);
-      else this.startCall(call);
-    });
+    return this.caller.request(route, head, data, options);
   }
 
   /**
@@ -595,7 +444,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
    * resumable: it says how far a transfer already got.
    */
   handleStream(route: string, handler: StreamHandler, options: { resume?: ResumeLookup } = {}): this {
-    this.streams.handle(route, handler, options);
+    this.ownRouterFor.handleStream(route, handler, options);
     return this;
   }
 
@@ -608,43 +457,28 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
    * progress as the receiver acknowledges bytes.
    */
   sendStream(route: string, source: StreamSource, options: SendStreamOptions = {}): Transfer {
-    return this.streams.sendStream(route, source, options);
+    return this.outStreams.send(route, source, options);
   }
 
   /**
    * Asks the peer how much of transfer `transferId` to stream route `route`
    * it already holds. `{ offset: 0 }` when the route cannot resume.
    */
-  queryResume(route: string, transferId: string, options: RequestOptions = {}): Promise<ResumePoint> {
-    return this.streams.queryResume(route, transferId, options);
+  async queryResume(route: string, transferId: string, options: RequestOptions = {}): Promise<ResumePoint> {
+    if ((this.link.peer.features & Feature.RESUME) === 0) return { offset: 0, crc: 0 };
+    const answer = await this.request(RESUME_ROUTE, encodeResumeQuery({ route, transferId }), options);
+    return decodeResumeAnswer(answer);
   }
 
   /** Measures the round-trip time to the peer, in milliseconds. */
   ping(options: { timeoutMs?: number } = {}): Promise<number> {
     if (this.state_ !== "open") return Promise.reject(this.unusableError());
-    const seq = ++this.pingSeq;
-    const d = deferred<number>();
-    if (this.pings === NO_PINGS) this.pings = new Map();
-    this.pings.set(seq, { start: performance.now(), d });
-    const payload = new Uint8Array(PING_LENGTH);
-    new DataView(payload.buffer).setFloat64(0, seq);
-    this.writer.control(FrameType.PING, 0, 0, payload);
-    const timeoutMs = options.timeoutMs ?? this.requestTimeoutMs;
-    if (timeoutMs > 0) {
-      const t = setTimeout(() => {
-        if (this.pings.delete(seq)) d.reject(new PointSubError("ERR_TIMEOUT", `no pong within ${timeoutMs} ms`));
-      }, timeoutMs);
-      d.promise.then(
-        () => clearTimeout(t),
-        () => clearTimeout(t),
-      );
-    }
-    return d.promise;
+    return this.pinger.ping(options.timeoutMs ?? this.requestTimeoutMs);
   }
 
   /** Counters per size class, requests, errors by code and wire totals. */
   stats(): StatsSnapshot {
-    return this.stats_.snapshot(this.pending.size + this.waiting.length + this.serving.size, {
+    return this.stats_.snapshot(this.caller.size + this.dispatcher.serving.size, {
       framesOut: this.writer.framesOut,
       bytesOut: this.writer.bytesOut,
       framesIn: this.framesIn,
@@ -659,14 +493,14 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   close(): Promise<void> {
     if (this.closePromise !== undefined) return this.closePromise;
     if (this.state_ === "closed") return RESOLVED;
-    const handshaking = !this.helloReceived;
+    const handshaking = !this.handshake.helloReceived;
     this.state_ = "closing";
     // Nothing but HELLO goes out before the peer's HELLO: while the handshake
     // runs, GOAWAY waits for it (bounded by the handshake timeout).
-    if (!handshaking) this.sendGoAway(0, "closing");
-    this.closePromise = (handshaking ? this.ready.then(() => this.sendGoAway(0, "closing"), noop) : RESOLVED).then(() =>
-      this.drainAndEnd(),
-    );
+    if (!handshaking) this.outbox.sendGoAway(0, "closing");
+    this.closePromise = (
+      handshaking ? this.ready.then(() => this.outbox.sendGoAway(0, "closing"), noop) : RESOLVED
+    ).then(() => this.drainAndEnd());
     return this.closePromise;
   }
 
@@ -695,203 +529,12 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   }
 
   private checkSize(size: number): PointSubError | undefined {
-    if (size <= this.peer.maxMessageSize && (size <= this.msgSingleMax || size <= this.peer.maxAssemblyBytes)) {
-      return undefined;
-    }
+    const peer = this.link.peer;
+    const single = this.link.msgSingleMax;
+    if (size <= peer.maxMessageSize && (size <= single || size <= peer.maxAssemblyBytes)) return undefined;
     this.stats_.error("ERR_MESSAGE_TOO_LARGE");
-    const limit = Math.min(this.peer.maxMessageSize, Math.max(this.peer.maxAssemblyBytes, this.msgSingleMax));
+    const limit = Math.min(peer.maxMessageSize, Math.max(peer.maxAssemblyBytes, single));
     return new PointSubError("ERR_MESSAGE_TOO_LARGE", `message of ${size} bytes exceeds the peer's limit of ${limit}`);
-  }
-
-  /** Largest data size that goes out as one frame with a prefix of `headLen` bytes. */
-  private singleLimit(headLen: number): number {
-    const p = this.peer;
-    return frameLimit(p, SINGLE_FRAME_MAX) - headLen;
-  }
-
-  private allocId(): number {
-    let id = this.nextId;
-    for (;;) {
-      const next = id + 2;
-      this.nextId = next > MAX_STREAM_ID ? (this.initiator ? 1 : 2) : next;
-      if (!this.pending.slotBusy(id) && !this.outChunked.has(id)) return id;
-      id = this.nextId;
-    }
-  }
-
-  private enqueueOut(
-    type: number,
-    id: number,
-    head: Uint8Array,
-    data: Uint8Array,
-    single: boolean,
-    onDone?: () => void,
-  ): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      this.writer.enqueue(this.outMessage(type, id, head, data, single, onDone ?? resolve, reject));
-    });
-  }
-
-  private outMessage(
-    type: number,
-    id: number,
-    head: Uint8Array,
-    data: Uint8Array,
-    single: boolean,
-    resolve: (() => void) | undefined,
-    reject: ((e: PointSubError) => void) | undefined,
-  ): OutMessage {
-    const p = this.peer;
-    return {
-      type,
-      id,
-      head,
-      data,
-      offset: 0,
-      started: false,
-      credit: p.streamWindow,
-      chunk: frameLimit(p, chunkSizeFor(data.length)),
-      single,
-      resolve,
-      reject,
-    };
-  }
-
-  /** Writes a message body (REQ or RES) that the connection tracks itself. */
-  private writeBody(type: number, id: number, head: Uint8Array, data: Uint8Array, onDone?: () => void): void {
-    if (head.length + data.length <= this.msgSingleMax) {
-      if (this.writer.trySendNow(type, id, head, data)) {
-        onDone?.();
-        return;
-      }
-      this.writer.enqueue(this.outMessage(type, id, head, data, true, onDone, undefined));
-      return;
-    }
-    this.writer.enqueue(this.outMessage(type, id, head, data, false, onDone, undefined));
-  }
-
-  private routeHead(route: string): Uint8Array {
-    let head = this.routeHeads.get(route);
-    if (head !== undefined) return head;
-    if (typeof route !== "string" || route.length === 0) {
-      throw new PointSubError("ERR_INVALID_ARGUMENT", "route must be a non-empty string");
-    }
-    const bytes = encoder.encode(route);
-    if (bytes.length > MAX_ROUTE)
-      throw new PointSubError("ERR_INVALID_ARGUMENT", `route longer than ${MAX_ROUTE} bytes`);
-    head = new Uint8Array(varintLength(bytes.length) + bytes.length);
-    head.set(bytes, writeVarint(head, 0, bytes.length));
-    if (this.routeHeads === NO_ROUTE_HEADS) this.routeHeads = new Map();
-    if (this.routeHeads.size < 1024) this.routeHeads.set(route, head);
-    return head;
-  }
-
-  private startCall(call: PendingCall): void {
-    call.id = this.allocId();
-    call.started = true;
-    this.pending.add(call);
-    this.writeBody(FrameType.REQ, call.id, call.head, call.data);
-  }
-
-  /** Settles a call with an error from this side (timeout, abort) and tells the peer. */
-  private abandon(call: PendingCall, err: PointSubError): void {
-    if (call.settled) return;
-    this.settle(call, undefined, err);
-    if (call.type === FrameType.STREAM) {
-      // Stops the producer, which sends CANCEL; the id waits for the receiver's final frame.
-      if (call.started) this.streams_?.stopOut(call.id, err);
-      return;
-    }
-    if (!call.started) {
-      this.waiting.remove((c) => c === call);
-      return;
-    }
-    const where = this.writer.remove(FrameType.REQ, call.id, err);
-    if (where === "queued") {
-      this.pending.delete(call.id);
-      this.startWaiting();
-      return;
-    }
-    // Sent (wholly or partly): the id stays reserved until the peer's final frame.
-    this.sendCancel(call.id, err.code);
-  }
-
-  /**
-   * Request timeouts share one timer per connection, armed for the earliest
-   * deadline: no timer is created or cleared per request.
-   */
-  private armDeadline(deadline: number): void {
-    if (deadline >= this.deadlineAt) return;
-    if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer);
-    this.deadlineAt = deadline;
-    this.deadlineTimer = setTimeout(() => this.sweepDeadlines(), Math.max(0, deadline - Date.now()));
-  }
-
-  private sweepDeadlines(): void {
-    this.deadlineTimer = undefined;
-    this.deadlineAt = Number.POSITIVE_INFINITY;
-    const now = Date.now();
-    const expired: PendingCall[] = [];
-    let next = Number.POSITIVE_INFINITY;
-    const visit = (call: PendingCall) => {
-      if (call.settled || call.deadline === 0) return;
-      if (call.deadline <= now) expired.push(call);
-      else if (call.deadline < next) next = call.deadline;
-    };
-    for (const call of this.pending.values()) visit(call);
-    this.waiting.forEach(visit);
-    for (const call of expired) {
-      this.abandon(
-        call,
-        new PointSubError("ERR_TIMEOUT", `request to ${call.route} timed out after ${call.timeoutMs} ms`),
-      );
-    }
-    if (next !== Number.POSITIVE_INFINITY) this.armDeadline(next);
-  }
-
-  private settle(call: PendingCall, data: Uint8Array | undefined, err: PointSubError | undefined): void {
-    if (call.settled) return;
-    call.settled = true;
-    if (call.onAbort !== undefined) call.signal?.removeEventListener("abort", call.onAbort);
-    if (err !== undefined) {
-      this.stats_.requestsFailed++;
-      this.stats_.error(err.code);
-      call.reject(err);
-    } else {
-      this.stats_.requestsSucceeded++;
-      call.resolve(data as Uint8Array);
-    }
-  }
-
-  /** The peer sent the final frame for `call`: its id is free again. */
-  private finishCall(call: PendingCall): void {
-    this.pending.delete(call.id);
-    if (call.type === FrameType.STREAM) this.streams_?.streamAnswered(call.id);
-    this.startWaiting();
-  }
-
-  private startWaiting(): void {
-    while (this.waiting.length !== 0 && this.pending.size < this.peer.maxConcurrentRequests) {
-      const call = this.waiting.shift() as PendingCall;
-      if (!call.settled && this.state_ !== "closed") this.startCall(call);
-    }
-  }
-
-  private sendCancel(id: number, code: ErrorCode): void {
-    const payload = new Uint8Array(CANCEL_LENGTH);
-    const errno = codeInfo(code).errno;
-    payload[0] = errno >> 8;
-    payload[1] = errno & 0xff;
-    this.writer.control(FrameType.CANCEL, 0, id, payload);
-  }
-
-  private sendGoAway(errno: number, reason: string): void {
-    const text = encoder.encode(reason.slice(0, MAX_ERROR_TEXT));
-    const payload = new Uint8Array(2 + text.length);
-    payload[0] = errno >> 8;
-    payload[1] = errno & 0xff;
-    payload.set(text, 2);
-    this.writer.control(FrameType.GOAWAY, 0, 0, payload);
   }
 
   // -------------------------------------------------------------- receiving
@@ -899,7 +542,9 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   private onTransportData(chunk: Uint8Array): boolean {
     if (this.state_ === "closed") return false;
     this.bytesIn += chunk.length;
-    this.lastInput = Date.now();
+    const now = Date.now();
+    this.lastInput = now;
+    this.inbound.now = now;
     let kept: boolean;
     const t0 = performance.now();
     try {
@@ -908,63 +553,20 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       this.fail(toPointSubError(err, "ERR_PROTOCOL"));
       return true;
     }
-    // Fairness: once this peer's input took YIELD_MS of work, let timers and
-    // other sockets run before reading it again (a flood of cheap or costly
-    // frames from one peer must not hold the event loop for a whole burst of
-    // socket reads). A busy honest connection pauses a few times a second.
-    this.busyMs += performance.now() - t0;
-    if (this.busyMs >= YIELD_MS && !this.yielding && (this.state_ as ConnectionState) !== "closed") {
-      this.busyMs = 0;
-      this.yielding = true;
-      this.transport.pause();
-      nextTurn(this.endYield);
-    }
-    // A peer that does not read what it is owed is read no further until it drains.
-    const w = this.writer;
-    if (!w.writable && !this.readPaused && w.answerQueued + w.controlBacklog > this.slowPeerBytes) {
-      this.readPaused = true;
-      this.transport.pause();
-    }
+    // Fairness: a flood of cheap or costly frames from one peer must not
+    // hold the event loop for a whole burst of socket reads.
+    this.readGate.afterInput(performance.now() - t0);
     return kept;
   }
-
-  /** Cancels the peer's unfinished messages that got no frame for `timeoutMs` (and stalled streams). */
-  private checkProgress(now: number, timeoutMs: number): void {
-    const floor = this.progressFloor;
-    if (this.assemblies.size !== 0) {
-      for (const [id, a] of this.assemblies) {
-        if (a.type === FrameType.RES) continue; // this side's call: its request timeout rules
-        const last = a.lastFrameAt > floor ? a.lastFrameAt : floor;
-        if (now - last < timeoutMs) continue;
-        this.dropAssembly(id, a);
-        this.refuseIncoming(
-          a.type,
-          id,
-          new PointSubError("ERR_TIMEOUT", `message ${id} received nothing for ${now - last} ms; cancelled`),
-        );
-      }
-    }
-    this.streams_?.checkProgress(now, timeoutMs, floor);
-  }
-
-  private readonly endYield = (): void => {
-    this.yielding = false;
-    if (!this.readPaused && this.state_ !== "closed") this.transport.resume();
-  };
 
   private onTransportDrain(): void {
     this.writer.onDrain();
     if (this.state_ === "closed") return;
-    const pong = this.pendingPong;
-    if (pong !== undefined && this.writer.writable) {
-      this.pendingPong = undefined;
-      this.writer.control(FrameType.PING, Flag.ACK, 0, pong);
-    }
-    if (this.readPaused && this.writer.writable) {
-      this.readPaused = false;
+    this.pinger.onDrain();
+    if (this.readGate.onDrain()) {
+      // Nothing could arrive while reading was paused: progress counts from now.
       this.lastInput = Date.now();
       this.progressFloor = this.lastInput;
-      if (!this.yielding) this.transport.resume();
     }
   }
 
@@ -983,11 +585,9 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
    * buffer, and a stream's data frames in buffers its reader handed back.
    */
   frameTarget(type: number, flags: number, id: number, length: number): Uint8Array | undefined {
-    if (type === FrameType.STREAM) return flags === 0 ? this.streams_?.frameBuffer(id, length) : undefined;
+    if (type === FrameType.STREAM) return flags === 0 ? this.inStreams_?.frameBuffer(id, length) : undefined;
     if ((flags & Flag.START) !== 0 || type < FrameType.MSG || type > FrameType.RES) return undefined;
-    const a = this.assemblies.get(id);
-    if (a === undefined || a.buf === null || a.type !== type || a.filled + length > a.total) return undefined;
-    return a.buf.subarray(a.filled, a.filled + length);
+    return this.inbound.frameTarget(type, id, length);
   }
 
   /**
@@ -995,49 +595,49 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
    * they arrive in (no copy), unless the reader recycles buffers.
    */
   wantsPieces(type: number, flags: number, id: number, length: number): boolean {
-    return type === FrameType.STREAM && flags === 0 && this.streams_?.wantsPieces(id, length) === true;
+    return type === FrameType.STREAM && flags === 0 && this.inStreams_?.wantsPieces(id, length) === true;
   }
 
   /** @internal FrameSink */
-  onFramePieces(type: number, flags: number, id: number, pieces: Uint8Array[], length: number): void {
+  onFramePieces(type: number, flags: number, id: number, pieces: Uint8Array[], length: number, crc: number): void {
     if (this.state_ === "closed") return;
     this.framesIn++;
-    if (type !== FrameType.STREAM || flags !== 0 || this.streams_ === undefined) {
+    if (type !== FrameType.STREAM || flags !== 0 || this.inStreams_ === undefined) {
       throw new PointSubError("ERR_PROTOCOL", `STREAM frame for unknown stream ${id}`);
     }
-    this.streams_.onPieces(id, pieces, length);
+    this.inStreams_.onPieces(id, pieces, length, crc);
   }
 
-  /** @internal FrameSink */
-  onFrame(type: number, flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
+  /** @internal FrameSink: routes each frame to the part that handles its type. */
+  onFrame(type: number, flags: number, id: number, buf: Uint8Array, start: number, end: number, crc: number): void {
     if (this.state_ === "closed") return;
     this.framesIn++;
-    if (!this.helloReceived) {
-      if (type !== FrameType.HELLO) throw new PointSubError("ERR_PROTOCOL", "first frame is not HELLO");
-      this.onHello(buf.subarray(start, end));
+    const hs = this.handshake;
+    if (!hs.helloReceived) {
+      hs.onFirstFrame(type, buf.subarray(start, end));
       return;
     }
-    if (this.authState !== 0 && type !== FrameType.PING && type !== FrameType.GOAWAY) {
-      this.onAuthFrame(type, flags, buf.subarray(start, end));
+    if (hs.authenticating && type !== FrameType.PING && type !== FrameType.GOAWAY) {
+      hs.onAuthFrame(type, flags, buf.subarray(start, end));
       return;
     }
     switch (type) {
       case FrameType.MSG:
       case FrameType.REQ:
       case FrameType.RES:
-        this.onDataFrame(type, flags, id, buf, start, end);
-        return;
-      case FrameType.CANCEL:
-        this.onCancel(id, buf.subarray(start, end));
-        return;
-      case FrameType.CREDIT:
-        this.onCredit(id, buf.subarray(start, end));
-        return;
-      case FrameType.PING:
-        this.onPing(flags, buf.subarray(start, end));
+        this.inbound.onFrame(type, flags, id, buf, start, end);
         return;
       case FrameType.STREAM:
-        this.streams.onFrame(flags, id, buf, start, end);
+        this.inStreams.onFrame(flags, id, buf, start, end, crc);
+        return;
+      case FrameType.CANCEL:
+        this.onCancel(id, decodeCancel(buf.subarray(start, end)));
+        return;
+      case FrameType.CREDIT:
+        this.onCredit(id, decodeCredit(buf.subarray(start, end), this.v));
+        return;
+      case FrameType.PING:
+        this.pinger.onPing(flags, buf.subarray(start, end));
         return;
       case FrameType.GOAWAY:
         this.onGoAway(buf.subarray(start, end));
@@ -1047,82 +647,17 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     }
   }
 
-  private onHello(payload: Uint8Array): void {
-    this.peer = decodeSettings(payload); // checks the size and every value
-    const checksum = this.peer.checksum === 1 || this.local.checksum === 1;
+  /** The peer's HELLO arrived: everything that depends on its settings. */
+  private applyPeer(peer: Settings): void {
+    this.link.setPeer(peer);
+    const checksum = peer.checksum === 1 || this.link.local.checksum === 1;
     this.decoderImpl.checksum = checksum;
-    this.writer.checksum = checksum;
-    this.writer.batching = checksum;
-    this.writer.batchMax = Math.min(this.peer.maxFrameSize, BATCH_MAX);
-    this.msgSingleMax = this.singleLimit(0);
-    this.writer.connCredit = this.peer.connectionWindow;
-    this.writer.assemblyBudget = this.peer.maxAssemblyBytes;
-    this.helloReceived = true;
-    if (this.authenticator !== undefined) {
-      // Nothing of the peer's is served before its credentials were checked.
-      this.authState = AUTH_WAIT_CREDENTIALS;
-      return;
-    }
-    if ((this.peer.features & Feature.AUTH) !== 0) {
-      this.authState = AUTH_WAIT_ACK;
-      this.writer.control(FrameType.AUTH, 0, 0, this.credentials);
-      this.writer.flush();
-      return;
-    }
-    this.opened();
-  }
-
-  /** Frames while authentication is pending: only AUTH (and PING, GOAWAY) are allowed. */
-  private onAuthFrame(type: number, flags: number, payload: Uint8Array): void {
-    const waiting = this.authState;
-    if (type !== FrameType.AUTH) {
-      throw new PointSubError(
-        waiting === AUTH_WAIT_ACK ? "ERR_PROTOCOL" : "ERR_UNAUTHORIZED",
-        `${FRAME_TYPE_NAMES[type]} frame before authentication completed`,
-      );
-    }
-    if (waiting === AUTH_WAIT_ACK && (flags & Flag.ACK) !== 0) {
-      this.authState = 0;
-      this.opened();
-      return;
-    }
-    if (waiting !== AUTH_WAIT_CREDENTIALS || (flags & Flag.ACK) !== 0) {
-      throw new PointSubError("ERR_PROTOCOL", "unexpected AUTH frame");
-    }
-    if (payload.length > MAX_AUTH_SIZE) throw new PointSubError("ERR_PROTOCOL", "AUTH credentials too long");
-    this.authState = AUTH_CHECKING;
-    const credentials = payload.slice();
-    const transport = this.transport;
-    const info = {
-      token: decoder.decode(credentials),
-      remoteUrl: this.remoteUrl,
-      localUrl: this.localUrl,
-      peerCertificate: transport.peerCertificate?.(),
-    };
-    let result: unknown;
-    try {
-      result = (this.authenticator as Authenticator)(credentials, info);
-    } catch (err) {
-      this.refuseAuth(err);
-      return;
-    }
-    Promise.resolve(result).then(
-      (principal) => {
-        if (this.state_ === "closed") return;
-        this.principal_ = principal;
-        this.authState = 0;
-        this.writer.control(FrameType.AUTH, Flag.ACK, 0, EMPTY);
-        this.opened();
-      },
-      (err: unknown) => this.refuseAuth(err),
-    );
-  }
-
-  private refuseAuth(err: unknown): void {
-    // The hook's own words only when it threw ERR_UNAUTHORIZED on purpose.
-    const message =
-      err instanceof PointSubError && err.code === "ERR_UNAUTHORIZED" ? err.message : "credentials refused";
-    this.fail(new PointSubError("ERR_UNAUTHORIZED", message));
+    const w = this.writer;
+    w.checksum = checksum;
+    w.batching = checksum;
+    w.batchMax = Math.min(peer.maxFrameSize, BATCH_MAX);
+    w.connCredit = peer.connectionWindow;
+    w.assemblyBudget = peer.maxAssemblyBytes;
   }
 
   /** The handshake (and authentication) completed: the connection is usable. */
@@ -1138,484 +673,15 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.readyD.resolve();
   }
 
-  private isMine(id: number): boolean {
-    return (id & 1) === this.myParity;
-  }
-
-  private onDataFrame(type: number, flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
-    const len = end - start;
-    this.connectionFlow(len);
-    if (type === FrameType.MSG && flags === (Flag.START | Flag.END)) {
-      // Fast path: a whole one-way message in one frame.
-      if ((id & 1) === this.myParity)
-        throw new PointSubError("ERR_PROTOCOL", `MSG on stream ${id} has this side's parity`);
-      if (this.assemblies.size !== 0 && this.assemblies.has(id)) {
-        throw new PointSubError("ERR_PROTOCOL", `stream ${id} started twice`);
-      }
-      if (len > this.local.maxMessageSize) this.checkIncomingSize(len);
-      this.stats_.received(len);
-      this.deliverMessage(buf.subarray(start, end));
-      return;
-    }
-    this.onDataFrameSlow(type, flags, id, buf, start, end);
-  }
-
-  /** Counts a data frame against the connection window; returns credit in quarter-window steps. */
-  private connectionFlow(len: number): void {
-    this.recvUsed += len;
-    if (this.recvUsed > this.local.connectionWindow) {
-      throw new PointSubError("ERR_FLOW_CONTROL", "peer exceeded the connection window");
-    }
-    this.recvUnacked += len;
-    if (this.recvUnacked >= this.creditThreshold) {
-      this.sendCredit(0, this.recvUnacked);
-      this.recvUsed -= this.recvUnacked;
-      this.recvUnacked = 0;
-    }
-  }
-
-  private onDataFrameSlow(type: number, flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
-    if ((type === FrameType.RES) !== this.isMine(id)) {
-      throw new PointSubError(
-        "ERR_PROTOCOL",
-        `stream id ${id} has the wrong parity for ${type === FrameType.RES ? "RES" : "MSG/REQ"}`,
-      );
-    }
-    if ((flags & Flag.START) !== 0) this.onStart(type, flags, id, buf, start, end);
-    else this.onContinuation(type, flags, id, buf, start, end);
-  }
-
-  private onStart(type: number, flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
-    if (
-      (this.assemblies.size !== 0 && this.assemblies.has(id)) ||
-      this.streams_?.hasIn(id) === true ||
-      (type === FrameType.REQ && this.serving.size !== 0 && this.serving.get(id) !== undefined)
-    )
-      throw new PointSubError("ERR_PROTOCOL", `stream ${id} started twice`);
-    // A new message on an id this side refused: the peer has moved on.
-    if (this.tombstones !== undefined) this.tombstones.delete(id);
-    const single = (flags & Flag.END) !== 0;
-    const v = this.v;
-    let p = start;
-    let total = -1;
-    if (!single) {
-      if (readVarint(buf, p, end, 8, v) !== 1) throw new PointSubError("ERR_PROTOCOL", "bad message length");
-      total = v.value;
-      p = v.next;
-      this.checkIncomingSize(total);
-    }
-    let route = "";
-    let status = Status.OK as number;
-    let call: PendingCall | undefined;
-    if (type === FrameType.REQ) {
-      if (readVarint(buf, p, end, 2, v) !== 1 || v.value === 0 || v.value > MAX_ROUTE) {
-        throw new PointSubError("ERR_PROTOCOL", "bad route length");
-      }
-      const routeEnd = v.next + v.value;
-      if (routeEnd > end) throw new PointSubError("ERR_PROTOCOL", "route runs past the frame");
-      route = this.decodeRoute(buf, v.next, routeEnd);
-      p = routeEnd;
-      if (++this.openRequests > this.local.maxConcurrentRequests) {
-        throw new PointSubError("ERR_TOO_MANY_REQUESTS", "peer exceeded maxConcurrentRequests");
-      }
-    } else if (type === FrameType.RES) {
-      call = this.pending.get(id);
-      if (call === undefined) throw new PointSubError("ERR_PROTOCOL", `response for unknown request ${id}`);
-      if (p >= end) throw new PointSubError("ERR_PROTOCOL", "response without status");
-      status = buf[p++];
-      if (status !== Status.OK && status !== Status.ERROR)
-        throw new PointSubError("ERR_PROTOCOL", `bad status ${status}`);
-      if (status === Status.ERROR) {
-        if (!single) throw new PointSubError("ERR_PROTOCOL", "error response must be one frame");
-        const err = this.decodeErrorBody(buf.subarray(p, end), 0);
-        this.finishCall(call);
-        this.settle(call, undefined, err);
-        return;
-      }
-    }
-    const data = buf.subarray(p, end);
-    if (single) {
-      this.checkIncomingSize(data.length);
-      this.deliver(type, id, route, data, call);
-      return;
-    }
-    if (data.length > total) throw new PointSubError("ERR_PROTOCOL", "first chunk larger than the message");
-    let discard = call?.settled === true;
-    if (!discard) {
-      if (this.assemblyBytes + total > this.local.maxAssemblyBytes) {
-        throw new PointSubError("ERR_FLOW_CONTROL", "peer exceeded maxAssemblyBytes with unfinished messages");
-      }
-      const tooMany = this.assemblies.size >= MAX_OPEN_ASSEMBLIES;
-      if (tooMany || !this.budget.tryCharge(total + ASSEMBLY_OVERHEAD)) {
-        const err = tooMany
-          ? new PointSubError("ERR_OVERLOADED", `more than ${MAX_OPEN_ASSEMBLIES} unfinished messages; retry later`)
-          : this.overloaded(total);
-        if (call === undefined) {
-          this.refuseIncoming(type, id, err);
-          return;
-        }
-        // The response to this side's own call: give up on it, tell the
-        // responder, and absorb the rest of it without storing.
-        this.settle(call, undefined, err);
-        this.sendCancel(id, err.code);
-        discard = true;
-      } else {
-        this.assemblyBytes += total;
-      }
-    }
-    let target: Uint8Array | null = null;
-    if (!discard) {
-      try {
-        // Delivered only once all `total` bytes were written into it.
-        target = allocateUninitialized(total);
-      } catch (cause) {
-        throw new PointSubError("ERR_MESSAGE_TOO_LARGE", `cannot allocate ${total} bytes`, { cause });
-      }
-      target.set(data, 0);
-    }
-    const a: Assembly = {
-      type,
-      total,
-      buf: target,
-      filled: data.length,
-      route,
-      status,
-      streamUsed: end - start,
-      streamUnacked: end - start,
-      charged: discard ? 0 : total + ASSEMBLY_OVERHEAD,
-      lastFrameAt: this.lastInput,
-    };
-    if (this.assemblies === NO_ASSEMBLIES) this.assemblies = new Map();
-    this.assemblies.set(id, a);
-    this.streamCredit(id, a);
-  }
-
-  private onContinuation(type: number, flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
-    const a = this.assemblies.get(id);
-    if (a === undefined || a.type !== type) {
-      if (a === undefined && this.tombstones?.has(id) === true) {
-        // A refused message's frames still in flight: dropped (connection credit was counted).
-        if ((flags & Flag.END) !== 0) this.tombstones.delete(id);
-        return;
-      }
-      throw new PointSubError("ERR_PROTOCOL", `continuation of unknown stream ${id}`);
-    }
-    a.lastFrameAt = this.lastInput;
-    const len = end - start;
-    if (a.filled + len > a.total) throw new PointSubError("ERR_PROTOCOL", `stream ${id} overruns its declared length`);
-    a.streamUsed += len;
-    if (a.streamUsed > this.local.streamWindow)
-      throw new PointSubError("ERR_FLOW_CONTROL", `peer exceeded the window of stream ${id}`);
-    a.streamUnacked += len;
-    if (a.buf !== null) {
-      const inPlace = buf.buffer === a.buf.buffer && buf.byteOffset + start === a.buf.byteOffset + a.filled;
-      if (!inPlace) a.buf.set(buf.subarray(start, end), a.filled);
-    }
-    a.filled += len;
-    if ((flags & Flag.END) === 0) {
-      this.streamCredit(id, a);
-      return;
-    }
-    if (a.filled !== a.total)
-      throw new PointSubError("ERR_PROTOCOL", `stream ${id} ended short of its declared length`);
-    this.assemblies.delete(id);
-    if (a.buf === null) {
-      // Discarded response of a call already settled: its id is free now.
-      const call = this.pending.get(id);
-      if (call !== undefined) this.finishCall(call);
-      return;
-    }
-    this.assemblyBytes -= a.total;
-    this.deliver(type, id, a.route, a.buf, type === FrameType.RES ? this.pending.get(id) : undefined, a.charged);
-  }
-
-  private overloaded(size: number): PointSubError {
-    const b = this.budget;
-    return new PointSubError(
-      "ERR_OVERLOADED",
-      `no memory budget for ${size} more bytes (${b.used} of ${b.limit} in use); retry later`,
-    );
-  }
-
-  /**
-   * Refuses the peer's message or request `id` (CANCEL with `err`'s errno);
-   * its frames still in flight are dropped.
-   */
-  private refuseIncoming(type: number, id: number, err: PointSubError): void {
-    if (type === FrameType.REQ) this.openRequests--;
-    this.stats_.error(err.code);
-    this.sendCancel(id, err.code);
-    this.tombstones ??= new Set();
-    if (this.tombstones.size >= MAX_TOMBSTONES) {
-      const oldest = this.tombstones.values().next().value as number;
-      this.tombstones.delete(oldest);
-    }
-    this.tombstones.add(id);
-  }
-
-  /** Removes the peer's unfinished message `id` and returns what it held of the budget. */
-  private dropAssembly(id: number, a: Assembly): void {
-    this.assemblies.delete(id);
-    if (a.buf === null) return;
-    this.assemblyBytes -= a.total;
-    this.budget.release(a.charged);
-    a.charged = 0;
-  }
-
-  /** Returns what a request held of the budget while its handler ran. */
-  private releaseCall(call: ServerCall): void {
-    if (call.charged !== 0) {
-      this.budget.release(call.charged);
-      call.charged = 0;
-    }
-  }
-
-  private streamCredit(id: number, a: Assembly): void {
-    if (a.streamUnacked >= this.local.streamWindow >>> 2) {
-      this.sendCredit(id, a.streamUnacked);
-      a.streamUsed -= a.streamUnacked;
-      a.streamUnacked = 0;
-    }
-  }
-
-  private sendCredit(id: number, n: number): void {
-    const payload = new Uint8Array(varintLength(n));
-    writeVarint(payload, 0, n);
-    this.writer.control(FrameType.CREDIT, 0, id, payload);
-    // Credit unblocks the peer: send it now rather than at the end of the turn.
-    this.writer.flush();
-  }
-
-  private checkIncomingSize(total: number): void {
-    if (total > this.local.maxMessageSize) {
-      throw new PointSubError(
-        "ERR_MESSAGE_TOO_LARGE",
-        `peer declared a message of ${total} bytes, over maxMessageSize ${this.local.maxMessageSize}`,
-      );
-    }
-  }
-
-  private decodeRoute(payload: Uint8Array, start: number, end: number): string {
-    const last = this.lastRouteBytes;
-    const n = end - start;
-    if (last.length === n) {
-      let same = true;
-      for (let i = 0; i < n; i++) {
-        if (last[i] !== payload[start + i]) {
-          same = false;
-          break;
-        }
-      }
-      if (same) return this.lastRoute;
-    }
-    this.lastRouteBytes = payload.slice(start, end);
-    this.lastRoute = decoder.decode(this.lastRouteBytes);
-    return this.lastRoute;
-  }
-
-  private decodeErrorBody(payload: Uint8Array, p: number): PointSubError {
-    const v = this.v;
-    if (p + 2 > payload.length) throw new PointSubError("ERR_PROTOCOL", "error response too short");
-    const errno = (payload[p] << 8) | payload[p + 1];
-    p += 2;
-    const readText = (): string => {
-      if (readVarint(payload, p, payload.length, 2, v) !== 1 || v.next + v.value > payload.length) {
-        throw new PointSubError("ERR_PROTOCOL", "bad error response text");
-      }
-      const s = decoder.decode(payload.subarray(v.next, v.next + v.value));
-      p = v.next + v.value;
-      return s;
-    };
-    readText(); // the code string; errno is authoritative for known codes
-    const message = readText();
-    const code = codeForErrno(errno) ?? "ERR_HANDLER";
-    return new PointSubError(code, message);
-  }
-
-  private deliverMessage(data: Uint8Array): void {
-    const msg = new IncomingMessage(data);
-    try {
-      this.onMessageHook?.(msg, this);
-      this.emit("message", msg);
-    } catch (err) {
-      // A throwing listener is the application's bug: surface it, keep the connection.
-      queueMicrotask(() => {
-        throw err;
-      });
-    }
-  }
-
-  /**
-   * Hands a complete message on. `charged` is what its assembly held of the
-   * budget (-1 for a single frame): a request keeps it while its handler
-   * runs; anything else returns it now.
-   */
-  private deliver(
-    type: number,
-    id: number,
-    route: string,
-    data: Uint8Array,
-    call: PendingCall | undefined,
-    charged = -1,
-  ): void {
-    this.stats_.received(data.length);
-    if (type === FrameType.REQ) {
-      this.handleRequest(id, route, data, charged);
-      return;
-    }
-    if (charged > 0) this.budget.release(charged);
-    if (type === FrameType.MSG) {
-      this.deliverMessage(data);
-      return;
-    }
-    const c = call as PendingCall;
-    this.finishCall(c);
-    this.settle(c, data, undefined);
-  }
-
-  private handleRequest(id: number, route: string, data: Uint8Array, charged: number): void {
-    this.stats_.requestsHandled++;
-    const handler =
-      this.routes.get(route) ??
-      this.sharedRoutes?.get(route) ??
-      (route === RESUME_ROUTE ? this.streams.resumeHandler : undefined);
-    if (handler === undefined) {
-      if (charged > 0) this.budget.release(charged);
-      // No PointSubError (and its stack trace) per refused request: just the answer.
-      this.respondError(id, "ERR_NO_ROUTE", `no handler for route ${route}`);
-      return;
-    }
-    // The body stays charged to the budget while the handler may hold it.
-    if (charged < 0) {
-      charged = data.length + CALL_OVERHEAD;
-      if (!this.budget.tryCharge(charged)) {
-        const e = this.overloaded(charged);
-        this.respondError(id, e.code, e.message);
-        return;
-      }
-    }
-    // One object is both the request and its context: one allocation per call.
-    const call = new ServerCall(this, route, id, data);
-    call.charged = charged;
-    let result: HandlerResult | Promise<HandlerResult>;
-    try {
-      result = handler(call, call);
-    } catch (err) {
-      this.finishHandler(call, undefined, err, true);
-      return;
-    }
-    if (
-      result !== null &&
-      typeof result === "object" &&
-      typeof (result as Promise<HandlerResult>).then === "function"
-    ) {
-      // Only a call still running can be cancelled: track it from here.
-      this.serving.add(call);
-      (result as Promise<HandlerResult>).then(
-        (value) => this.finishHandler(call, value, undefined, false),
-        (err) => this.finishHandler(call, undefined, err, true),
-      );
-    } else {
-      this.finishHandler(call, result as HandlerResult, undefined, false);
-    }
-  }
-
-  private finishHandler(call: ServerCall, value: HandlerResult, err: unknown, failed: boolean): void {
-    if (call.done) {
-      this.releaseCall(call);
-      return; // cancelled, or the connection closed
-    }
-    call.done = true;
-    if (failed) {
-      this.releaseCall(call);
-      const e =
-        err instanceof PointSubError
-          ? err
-          : new PointSubError(
-              "ERR_HANDLER",
-              `handler for ${call.route} failed: ${err instanceof Error ? err.message : String(err)}`,
-            );
-      this.serving.delete(call.id);
-      this.respondError(call.id, e.code, e.message);
-      return;
-    }
-    let data: Uint8Array;
-    try {
-      data = value === undefined ? EMPTY : toBytes(value, "handler result");
-    } catch (e) {
-      this.releaseCall(call);
-      this.serving.delete(call.id);
-      const pe = e as PointSubError;
-      this.respondError(call.id, pe.code, pe.message);
-      return;
-    }
-    if (data.length > this.peer.maxMessageSize) {
-      this.releaseCall(call);
-      this.serving.delete(call.id);
-      this.respondError(
-        call.id,
-        "ERR_MESSAGE_TOO_LARGE",
-        `response of ${data.length} bytes exceeds the caller's maxMessageSize`,
-      );
-      return;
-    }
-    this.stats_.sent(data.length);
-    if (data.length <= this.msgSingleMax - 1 && this.writer.trySendNow(FrameType.RES, call.id, OK_HEAD, data)) {
-      this.releaseCall(call);
-      this.serving.delete(call.id);
-      this.openRequests--;
-      return;
-    }
-    // Queued: the request's charge stays (plus the answer, when it is other
-    // memory) until the answer is handed to the transport, so answers a peer
-    // does not take (no credit, no reading) count against the budget.
-    if (data.length !== 0 && data.buffer !== call.data.buffer) {
-      this.budget.force(data.length);
-      call.charged += data.length;
-    }
-    this.serving.add(call);
-    this.writeBody(FrameType.RES, call.id, OK_HEAD, data, () => {
-      this.releaseCall(call);
-      this.serving.delete(call.id);
-      this.openRequests--;
-    });
-  }
-
-  private respondError(id: number, errCode: ErrorCode, message: string): void {
-    this.stats_.error(errCode);
-    const code = encoder.encode(errCode);
-    const text = encoder.encode(message.slice(0, MAX_ERROR_TEXT));
-    const errno = codeInfo(errCode).errno;
-    const head = new Uint8Array(
-      1 + 2 + varintLength(code.length) + code.length + varintLength(text.length) + text.length,
-    );
-    head[0] = Status.ERROR;
-    head[1] = errno >> 8;
-    head[2] = errno & 0xff;
-    let p = writeVarint(head, 3, code.length);
-    head.set(code, p);
-    p = writeVarint(head, p + code.length, text.length);
-    head.set(text, p);
-    // The request stays open (counted against maxConcurrentRequests) until
-    // its answer is handed to the transport: a peer that does not read can
-    // make this side hold at most that many answers.
-    this.writeBody(FrameType.RES, id, head, EMPTY, this.closeRequest);
-  }
-
-  private readonly closeRequest = (): void => {
-    this.openRequests--;
-  };
-
-  private onCancel(id: number, payload: Uint8Array): void {
-    if (payload.length !== CANCEL_LENGTH) throw new PointSubError("ERR_PROTOCOL", "CANCEL payload must be 2 bytes");
-    const errno = (payload[0] << 8) | payload[1];
+  /** CANCEL: the peer gives up on (or refuses) a message, call or stream. */
+  private onCancel(id: number, errno: number): void {
     const code = codeForErrno(errno) ?? "ERR_CANCELLED";
-    if (this.isMine(id)) {
-      // About one of my requests: the peer's final word on it.
-      const call = this.pending.get(id);
-      const kept = code === "ERR_TIMEOUT" || code === "ERR_OVERLOADED" || code === "ERR_GOING_AWAY";
+    if (this.link.isMine(id)) {
+      // About one of my requests, streams or chunked messages: the peer's final word on it.
+      const call = this.caller.pending.get(id);
       if (call === undefined) {
         // A chunked one-way message the receiver refused: stop sending it, reject its send.
+        const kept = code === "ERR_TIMEOUT" || code === "ERR_OVERLOADED" || code === "ERR_GOING_AWAY";
         this.writer.remove(
           FrameType.MSG,
           id,
@@ -1623,76 +689,41 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
         );
         return;
       }
-      const a = this.assemblies.get(id);
-      if (a !== undefined) this.dropAssembly(id, a);
-      const err = new PointSubError(kept ? code : "ERR_CANCELLED", `request to ${call.route} cancelled by the peer`);
-      if (call.type === FrameType.REQ) this.writer.remove(FrameType.REQ, id, err);
-      this.finishCall(call);
-      this.settle(call, undefined, err);
+      this.inbound.drop(id);
+      this.caller.cancelledByPeer(call, code);
       return;
     }
-    if (this.streams_?.onCancel(id, errno) === true) return;
+    if (this.inStreams_?.onCancel(id, errno) === true) return;
     // About the peer's MSG or REQ.
     const reason = new PointSubError(
       code === "ERR_TIMEOUT" ? "ERR_TIMEOUT" : "ERR_CANCELLED",
       "cancelled by the caller",
     );
-    const a = this.assemblies.get(id);
-    if (a !== undefined) {
-      this.dropAssembly(id, a);
-      if (a.type === FrameType.REQ) {
-        this.openRequests--;
-        this.sendCancel(id, reason.code);
+    const type = this.inbound.drop(id);
+    if (type !== -1) {
+      if (type === FrameType.REQ) {
+        this.dispatcher.openRequests--;
+        this.outbox.sendCancel(id, reason.code);
       }
       return;
     }
-    const call = this.serving.get(id);
-    if (call === undefined) return; // already answered: our RES ends it
-    this.serving.delete(id);
-    this.releaseCall(call);
-    call.done = true;
-    call.abort(reason);
-    this.writer.remove(FrameType.RES, id, reason);
-    this.openRequests--;
-    this.sendCancel(id, reason.code);
+    // A handler running: abort it; answered already: our RES ends it.
+    this.dispatcher.cancelServed(id, reason);
   }
 
-  private onCredit(id: number, payload: Uint8Array): void {
-    const v = this.v;
-    if (readVarint(payload, 0, payload.length, 5, v) !== 1 || v.next !== payload.length || v.value === 0) {
-      throw new PointSubError("ERR_PROTOCOL", "bad CREDIT");
-    }
+  private onCredit(id: number, n: number): void {
     if (id === 0) {
-      if (this.writer.connCredit + v.value > 2 ** 31 - 1)
+      if (this.writer.connCredit + n > 2 ** 31 - 1)
         throw new PointSubError("ERR_FLOW_CONTROL", "connection credit overflow");
-      this.writer.addConnCredit(v.value);
+      this.writer.addConnCredit(n);
     } else {
-      this.writer.addStreamCredit(id, v.value);
-      this.streams_?.onAck(id, v.value);
+      this.writer.addStreamCredit(id, n);
+      this.outStreams_?.onAck(id, n);
     }
-  }
-
-  private onPing(flags: number, payload: Uint8Array): void {
-    if (payload.length !== PING_LENGTH) throw new PointSubError("ERR_PROTOCOL", "PING payload must be 8 bytes");
-    if ((flags & Flag.ACK) === 0) {
-      // While the transport cannot take more, only the latest PING is
-      // answered (on drain): a flood of PINGs from a peer that does not read
-      // costs one frame, not one per PING.
-      if (this.writer.writable) this.writer.control(FrameType.PING, Flag.ACK, 0, payload.slice());
-      else this.pendingPong = payload.slice();
-      return;
-    }
-    const seq = new DataView(payload.buffer, payload.byteOffset, 8).getFloat64(0);
-    const p = this.pings.get(seq);
-    if (p === undefined) return;
-    this.pings.delete(seq);
-    p.d.resolve(performance.now() - p.start);
   }
 
   private onGoAway(payload: Uint8Array): void {
-    if (payload.length < 2) throw new PointSubError("ERR_PROTOCOL", "GOAWAY too short");
-    const errno = (payload[0] << 8) | payload[1];
-    const reason = decoder.decode(payload.subarray(2));
+    const { errno, reason } = decodeGoAway(payload);
     if (errno !== 0) {
       const code = codeForErrno(errno) ?? "ERR_PROTOCOL";
       const err = new PointSubError(code, `peer closed the connection: ${reason}`);
@@ -1712,8 +743,9 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
 
   /**
    * One interval per connection for everything periodic: keepalive pings,
-   * releasing idle buffers, and closing a connection whose peer stopped
-   * taking what it is sent. Its period is half the shortest of those times.
+   * releasing idle buffers, closing a connection whose peer stopped taking
+   * what it is sent, and cancelling stalled messages and streams. Its
+   * period is half the shortest of those times.
    */
   private startKeepAlive(): void {
     const ms = this.keepAliveMs;
@@ -1741,13 +773,16 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       return;
     }
     const pt = this.progressTimeoutMs;
-    if (pt > 0 && !this.readPaused) {
-      this.checkProgress(now, pt);
+    if (pt > 0 && !this.readGate.slowPaused) {
+      const floor = this.progressFloor;
+      this.inbound.checkProgress(now, pt, floor);
+      this.inStreams_?.checkProgress(now, pt, floor);
+      this.outStreams_?.checkProgress(now, pt, floor);
       if (this.state_ === "closed") return;
     }
     const ms = this.keepAliveMs;
     // While reading is paused nothing can arrive: the slow-peer timeout rules.
-    if (ms <= 0 || this.readPaused) return;
+    if (ms <= 0 || this.readGate.slowPaused) return;
     const idle = now - this.lastInput;
     if (now - this.lastOutput >= ms) this.writer.trim();
     // No input for a tick: let the transport drop its bulk read buffer.
@@ -1758,32 +793,32 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     }
     if (idle >= ms) {
       this.keepAlivePingAt = now;
-      this.ping({ timeoutMs: 0 }).then(
-        () => {
-          this.keepAlivePingAt = 0;
-        },
-        () => {},
-      );
+      this.ping({ timeoutMs: 0 }).then(() => {
+        this.keepAlivePingAt = 0;
+      }, noop);
     }
+  }
+
+  /** Work still in flight in either direction (a graceful close waits for it). */
+  private get busy(): boolean {
+    return (
+      this.caller.size !== 0 ||
+      this.dispatcher.serving.size !== 0 ||
+      this.writer.pending !== 0 ||
+      // The peer's messages and requests whose bodies are still arriving
+      // are in flight too (a request counts from its START).
+      this.inbound.size !== 0 ||
+      (this.inStreams_?.size ?? 0) !== 0 ||
+      (this.outStreams_?.size ?? 0) !== 0 ||
+      // Until the peer's own GOAWAY arrived, a START it sent before it
+      // saw ours may still be on its way (the byte stream is ordered).
+      !this.peerGoAway
+    );
   }
 
   private async drainAndEnd(): Promise<void> {
     const deadline = Date.now() + this.closeTimeoutMs;
-    while (
-      this.state_ !== "closed" &&
-      Date.now() < deadline &&
-      (this.pending.size !== 0 ||
-        this.waiting.length !== 0 ||
-        this.serving.size !== 0 ||
-        this.writer.pending !== 0 ||
-        // The peer's messages and requests whose bodies are still arriving
-        // are in flight too (a request counts from its START).
-        this.assemblies.size !== 0 ||
-        this.streams_?.busy === true ||
-        // Until the peer's own GOAWAY arrived, a START it sent before it
-        // saw ours may still be on its way (the byte stream is ordered).
-        !this.peerGoAway)
-    ) {
+    while (this.state_ !== "closed" && Date.now() < deadline && this.busy) {
       await new Promise((r) => setTimeout(r, 5));
     }
     if (this.state_ === "closed") return;
@@ -1798,7 +833,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   private fail(err: PointSubError): void {
     if (this.state_ === "closed") return;
     this.stats_.error(err.code);
-    this.sendGoAway(err.errno, err.message);
+    this.outbox.sendGoAway(err.errno, err.message);
     this.writer.flush();
     this.transport.end();
     const t = setTimeout(() => this.transport.destroy(), 1000);
@@ -1822,28 +857,17 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.closeError = error;
     clearTimeout(this.handshakeTimer);
     if (this.keepAliveTimer !== undefined) clearInterval(this.keepAliveTimer);
-    if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer);
     const failure = error ?? new PointSubError("ERR_CONNECTION_CLOSED", "connection closed");
     this.writer.close(failure);
-    for (const call of this.pending.values()) this.settle(call, undefined, failure);
-    this.pending.clear();
-    for (const call of this.waiting.drain()) this.settle(call, undefined, failure);
-    for (const call of this.serving.values()) {
-      this.releaseCall(call);
-      call.done = true;
-      call.abort(failure);
-    }
-    this.serving.clear();
-    for (const [id, a] of this.assemblies) this.dropAssembly(id, a);
-    this.assemblyBytes = 0;
-    for (const p of this.pings.values()) p.d.reject(failure);
-    this.pings.clear();
-    this.streams_?.teardown(failure);
+    this.caller.teardown(failure);
+    this.dispatcher.teardown(failure);
+    this.inbound.teardown();
+    this.pinger.teardown(failure);
+    this.inStreams_?.teardown(failure);
+    this.outStreams_?.teardown(failure);
     if (!this.openedOnce) this.readyD.reject(failure);
     this.onCloseHook?.(this, error);
     this.emit("close", error);
     this.closedD?.resolve();
   }
 }
-
-const OK_HEAD = new Uint8Array([Status.OK]);

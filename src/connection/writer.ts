@@ -3,7 +3,10 @@ import { headerLength, writeCrc, writeHeader } from "../codec/encoder.ts";
 import { BATCH_RESERVE, CRC_LENGTH, Flag, FrameType, MIN_FRAME_SIZE } from "../codec/frame.ts";
 import { varintLength, writeVarint } from "../codec/varint.ts";
 import type { PointSubError } from "../errors/error.ts";
+import { type StreamItem, streamCost } from "../stream/item.ts";
 import { Queue } from "../util/queue.ts";
+
+export { type StreamItem, streamCost } from "../stream/item.ts";
 
 /** Payloads smaller than this are copied into the write slab; larger ones are written by reference. */
 const COPY_THRESHOLD = 16 * 1024;
@@ -48,23 +51,6 @@ export interface OutMessage {
   items?: Queue<StreamItem>;
   /** STREAM only: called after each item is handed to the transport. */
   onItem?: (item: StreamItem) => void;
-}
-
-/** One STREAM frame ready to send: `head` then `data`, under `flags`. */
-export interface StreamItem {
-  flags: number;
-  head: Uint8Array;
-  data: Uint8Array;
-  /** Content bytes this frame carries (before compression). */
-  content: number;
-  /** CRC32C of `data` when the producer computed it (saves a pass), else -1. */
-  crc: number;
-  /**
-   * Called once the transport no longer needs `data` (it drained after the
-   * frame was written), so the producer may reuse the buffer. Not called if
-   * the connection closes first.
-   */
-  release?: () => void;
 }
 
 /** What the writer needs from its connection. */
@@ -587,15 +573,6 @@ export class FrameWriter {
 
 const EMPTY = new Uint8Array(0);
 
-/**
- * What a STREAM frame costs on its stream's window (docs/PROTOCOL.md §3.10):
- * its payload length, or for a COMPRESSED frame the larger of that and its
- * decompressed length — the receiver may hold the inflated bytes.
- */
-export function streamCost(item: StreamItem): number {
-  const size = item.head.length + item.data.length;
-  return (item.flags & Flag.COMPRESSED) !== 0 && item.content > size ? item.content : size;
-}
 /** Shared empty stand-in for callback lists (never pushed to). */
 const NO_CALLBACKS: (() => void)[] = [];
 

@@ -3,11 +3,11 @@ import { crc32c, crc32cCombine } from "../codec/crc32c.ts";
 import { Flag } from "../codec/frame.ts";
 import { encodeStreamEnd } from "../codec/stream-prefix.ts";
 import { varintLength, writeVarint } from "../codec/varint.ts";
-import { type StreamItem, streamCost } from "../connection/writer.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import type { Progress } from "../transfer/progress.ts";
 import { compressionJobs } from "../util/limiter.ts";
 import { Queue } from "../util/queue.ts";
+import { type StreamItem, streamCost } from "./item.ts";
 import { takeRelease } from "./release.ts";
 import type { StreamSource } from "./types.ts";
 

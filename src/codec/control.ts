@@ -1,0 +1,93 @@
+/**
+ * Payloads of the control frames (docs/PROTOCOL.md §2, §3.5–§3.8): the
+ * connection preface, CANCEL, CREDIT, PING and GOAWAY. Each decoder checks
+ * the whole payload and throws ERR_PROTOCOL for anything malformed.
+ */
+import { PointSubError } from "../errors/error.ts";
+import { readU16, writeU16 } from "./bytes.ts";
+import { CANCEL_LENGTH, MAGIC, PING_LENGTH, PREFACE_LENGTH } from "./frame.ts";
+import { readVarint, type VarintResult, varintLength, writeVarint } from "./varint.ts";
+
+const utf8 = new TextEncoder();
+const fromUtf8 = new TextDecoder();
+
+/** Longest reason text this side puts in GOAWAY (and in an error response). */
+export const MAX_REASON_BYTES = 1024;
+/** Largest CREDIT increment (a window is at most 2^31 - 1 bytes). */
+export const MAX_CREDIT = 2 ** 31 - 1;
+
+/** The connection preface: magic "PSUB", lowest and highest protocol version spoken. */
+export function encodePreface(minVersion: number, maxVersion: number): Uint8Array {
+  const out = new Uint8Array(PREFACE_LENGTH);
+  out.set(MAGIC, 0);
+  out[4] = minVersion;
+  out[5] = maxVersion;
+  return out;
+}
+
+/** CANCEL: the errno (u16) saying why a message, call or stream is abandoned. */
+export function encodeCancel(errno: number): Uint8Array {
+  const out = new Uint8Array(CANCEL_LENGTH);
+  writeU16(out, 0, errno);
+  return out;
+}
+
+/** Decodes a CANCEL payload to its errno. */
+export function decodeCancel(payload: Uint8Array): number {
+  if (payload.length !== CANCEL_LENGTH) throw new PointSubError("ERR_PROTOCOL", "CANCEL payload must be 2 bytes");
+  return readU16(payload, 0);
+}
+
+/** CREDIT: a varint number of bytes (1..2^31-1) the receiver takes again. */
+export function encodeCredit(n: number): Uint8Array {
+  const out = new Uint8Array(varintLength(n));
+  writeVarint(out, 0, n);
+  return out;
+}
+
+/** Decodes a CREDIT payload; `v` is scratch space (callers on hot paths reuse one). */
+export function decodeCredit(payload: Uint8Array, v: VarintResult = { value: 0, next: 0 }): number {
+  if (
+    readVarint(payload, 0, payload.length, 5, v) !== 1 ||
+    v.next !== payload.length ||
+    v.value === 0 ||
+    v.value > MAX_CREDIT
+  ) {
+    throw new PointSubError("ERR_PROTOCOL", "bad CREDIT");
+  }
+  return v.value;
+}
+
+/** PING: 8 opaque bytes the answer echoes; pointsub puts a float64 sequence number there. */
+export function encodePing(seq: number): Uint8Array {
+  const out = new Uint8Array(PING_LENGTH);
+  new DataView(out.buffer).setFloat64(0, seq);
+  return out;
+}
+
+/** Checks a PING payload's size; returns the float64 it carries. */
+export function decodePing(payload: Uint8Array): number {
+  if (payload.length !== PING_LENGTH) throw new PointSubError("ERR_PROTOCOL", "PING payload must be 8 bytes");
+  return new DataView(payload.buffer, payload.byteOffset, PING_LENGTH).getFloat64(0);
+}
+
+/** A GOAWAY's content: errno 0 for a graceful close, else the error that ends the connection. */
+export interface GoAway {
+  errno: number;
+  reason: string;
+}
+
+/** GOAWAY: errno (u16) then the reason as UTF-8 (cut to {@link MAX_REASON_BYTES} characters' worth). */
+export function encodeGoAway(errno: number, reason: string): Uint8Array {
+  const text = utf8.encode(reason.slice(0, MAX_REASON_BYTES));
+  const out = new Uint8Array(2 + text.length);
+  writeU16(out, 0, errno);
+  out.set(text, 2);
+  return out;
+}
+
+/** Decodes a GOAWAY payload. */
+export function decodeGoAway(payload: Uint8Array): GoAway {
+  if (payload.length < 2) throw new PointSubError("ERR_PROTOCOL", "GOAWAY too short");
+  return { errno: readU16(payload, 0), reason: fromUtf8.decode(payload.subarray(2)) };
+}

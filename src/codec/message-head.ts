@@ -1,0 +1,91 @@
+/**
+ * What precedes a message's data inside MSG/REQ/RES frames
+ * (docs/PROTOCOL.md §3.2–§3.4): the declared length of a chunked message,
+ * a request's route, a response's status byte and an error response's body.
+ */
+import { PointSubError } from "../errors/error.ts";
+import { readU16, writeU16 } from "./bytes.ts";
+import { MAX_REASON_BYTES } from "./control.ts";
+import { Status } from "./frame.ts";
+import { readVarint, type VarintResult, varintLength, writeVarint } from "./varint.ts";
+
+const utf8 = new TextEncoder();
+const fromUtf8 = new TextDecoder();
+
+/** Longest route, in UTF-8 bytes. */
+export const MAX_ROUTE = 1024;
+
+/** The head of an OK response: the status byte alone. */
+export const OK_HEAD: Uint8Array = new Uint8Array([Status.OK]);
+
+/** A request's route head: varint length, then the route as UTF-8. Throws ERR_INVALID_ARGUMENT for a bad route. */
+export function encodeRouteHead(route: string): Uint8Array {
+  if (typeof route !== "string" || route.length === 0) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", "route must be a non-empty string");
+  }
+  const bytes = utf8.encode(route);
+  if (bytes.length > MAX_ROUTE) throw new PointSubError("ERR_INVALID_ARGUMENT", `route longer than ${MAX_ROUTE} bytes`);
+  const head = new Uint8Array(varintLength(bytes.length) + bytes.length);
+  head.set(bytes, writeVarint(head, 0, bytes.length));
+  return head;
+}
+
+/**
+ * Finds the route in a REQ START at `buf[p..end)`: sets `v.value` to where
+ * its bytes start and `v.next` to where they end (the data begins there).
+ * Leaves the UTF-8 decoding to the caller (which caches the last route).
+ */
+export function readRouteBounds(buf: Uint8Array, p: number, end: number, v: VarintResult): void {
+  if (readVarint(buf, p, end, 2, v) !== 1 || v.value === 0 || v.value > MAX_ROUTE) {
+    throw new PointSubError("ERR_PROTOCOL", "bad route length");
+  }
+  const routeEnd = v.next + v.value;
+  if (routeEnd > end) throw new PointSubError("ERR_PROTOCOL", "route runs past the frame");
+  v.value = v.next;
+  v.next = routeEnd;
+}
+
+/** Reads the declared total length of a chunked message (START frame without END) at `p`. */
+export function readMessageLength(buf: Uint8Array, p: number, end: number, v: VarintResult): void {
+  if (readVarint(buf, p, end, 8, v) !== 1) throw new PointSubError("ERR_PROTOCOL", "bad message length");
+}
+
+/** What an error response says. `code` is the sender's name for it; `errno` is authoritative. */
+export interface ErrorBody {
+  errno: number;
+  code: string;
+  message: string;
+}
+
+/** The head of an error response: status ERROR, errno (u16), varint+code, varint+message. */
+export function encodeErrorHead(errno: number, code: string, message: string): Uint8Array {
+  const c = utf8.encode(code);
+  const text = utf8.encode(message.slice(0, MAX_REASON_BYTES));
+  const head = new Uint8Array(1 + 2 + varintLength(c.length) + c.length + varintLength(text.length) + text.length);
+  head[0] = Status.ERROR;
+  let p = writeU16(head, 1, errno);
+  p = writeVarint(head, p, c.length);
+  head.set(c, p);
+  p = writeVarint(head, p + c.length, text.length);
+  head.set(text, p);
+  return head;
+}
+
+/** Decodes an error response's body (after the status byte) from `buf[p..end)`. */
+export function decodeErrorBody(buf: Uint8Array, p: number, end: number): ErrorBody {
+  if (p + 2 > end) throw new PointSubError("ERR_PROTOCOL", "error response too short");
+  const errno = readU16(buf, p);
+  p += 2;
+  const v: VarintResult = { value: 0, next: 0 };
+  const readText = (): string => {
+    if (readVarint(buf, p, end, 2, v) !== 1 || v.next + v.value > end) {
+      throw new PointSubError("ERR_PROTOCOL", "bad error response text");
+    }
+    const s = fromUtf8.decode(buf.subarray(v.next, v.next + v.value));
+    p = v.next + v.value;
+    return s;
+  };
+  const code = readText();
+  const message = readText();
+  return { errno, code, message };
+}

@@ -1,0 +1,64 @@
+/**
+ * Resume query and answer, the request and response bodies of the built-in
+ * route `/pointsub/resume/1` (docs/PROTOCOL.md §3.11).
+ */
+import { PointSubError } from "../errors/error.ts";
+import { readU32, writeU32 } from "./bytes.ts";
+import { readVarint, type VarintResult, varintLength, writeVarint } from "./varint.ts";
+
+const utf8 = new TextEncoder();
+const fromUtf8 = new TextDecoder();
+
+/** The built-in route of resume queries. */
+export const RESUME_ROUTE = "/pointsub/resume/1";
+
+/** Where a resumable receiver stands on a transfer: content bytes it holds and their CRC32C. */
+export interface ResumePoint {
+  offset: number;
+  crc: number;
+}
+
+/** A resume query: which transfer, to which stream route. */
+export interface ResumeQuery {
+  route: string;
+  transferId: string;
+}
+
+/** Query: varint+route, varint+transfer id (both UTF-8). */
+export function encodeResumeQuery(q: ResumeQuery): Uint8Array {
+  const r = utf8.encode(q.route);
+  const t = utf8.encode(q.transferId);
+  const out = new Uint8Array(varintLength(r.length) + r.length + varintLength(t.length) + t.length);
+  let p = writeVarint(out, 0, r.length);
+  out.set(r, p);
+  p = writeVarint(out, p + r.length, t.length);
+  out.set(t, p);
+  return out;
+}
+
+/** Decodes a resume query; ERR_PROTOCOL when malformed. */
+export function decodeResumeQuery(q: Uint8Array): ResumeQuery {
+  const v: VarintResult = { value: 0, next: 0 };
+  const bad = () => new PointSubError("ERR_PROTOCOL", "bad resume query");
+  if (readVarint(q, 0, q.length, 2, v) !== 1 || v.next + v.value > q.length) throw bad();
+  const route = fromUtf8.decode(q.subarray(v.next, v.next + v.value));
+  const p = v.next + v.value;
+  if (readVarint(q, p, q.length, 2, v) !== 1 || v.next + v.value !== q.length) throw bad();
+  return { route, transferId: fromUtf8.decode(q.subarray(v.next)) };
+}
+
+/** Answer: varint offset, then the CRC32C of those bytes (u32). */
+export function encodeResumeAnswer(point: ResumePoint): Uint8Array {
+  const out = new Uint8Array(varintLength(point.offset) + 4);
+  writeU32(out, writeVarint(out, 0, point.offset), point.crc);
+  return out;
+}
+
+/** Decodes a resume answer; ERR_PROTOCOL when malformed. */
+export function decodeResumeAnswer(a: Uint8Array): ResumePoint {
+  const v: VarintResult = { value: 0, next: 0 };
+  if (readVarint(a, 0, a.length, 8, v) !== 1 || v.next + 4 !== a.length) {
+    throw new PointSubError("ERR_PROTOCOL", "bad resume answer");
+  }
+  return { offset: v.value, crc: readU32(a, v.next) };
+}

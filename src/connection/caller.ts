@@ -1,0 +1,214 @@
+/**
+ * Calls this side makes (docs/PROTOCOL.md §3.4): requests and streams
+ * waiting for their answer, the queue of calls over the peer's
+ * maxConcurrentRequests, deadlines (one timer per connection) and aborts.
+ */
+import { FrameType } from "../codec/frame.ts";
+import type { ErrorCode } from "../errors/codes.ts";
+import { PointSubError } from "../errors/error.ts";
+import { Queue } from "../util/queue.ts";
+import { CallTable } from "./call-table.ts";
+import type { PendingCall } from "./calls.ts";
+import type { Link } from "./link.ts";
+import type { Outbox } from "./outbox.ts";
+import type { Stats } from "./stats.ts";
+import type { RequestOptions } from "./types.ts";
+
+/** What the caller needs to hear about streams (the stream half, once created). */
+export interface CallerStreams {
+  /** This side gave up on its stream `id`: stop the producer. */
+  stopOut(id: number, err: PointSubError): void;
+  /** The receiver's final frame for stream `id` arrived. */
+  streamAnswered(id: number): void;
+}
+
+export class Caller {
+  /** Calls written to the wire and not yet answered, by id. */
+  readonly pending = new CallTable<PendingCall>();
+  /** Calls waiting for one of the peer's maxConcurrentRequests slots. */
+  readonly waiting = new Queue<PendingCall>();
+  /** Set by the engine: the stream half, when there is one. */
+  streams: CallerStreams | undefined;
+  /** Set by the engine: whether new calls may start (false once closed). */
+  closed = false;
+  private outbox!: Outbox;
+  private readonly link: Link;
+  private readonly stats: Stats;
+  private readonly requestTimeoutMs: number;
+  private deadlineTimer: ReturnType<typeof setTimeout> | undefined;
+  private deadlineAt = Number.POSITIVE_INFINITY;
+
+  constructor(link: Link, stats: Stats, requestTimeoutMs: number) {
+    this.link = link;
+    this.stats = stats;
+    this.requestTimeoutMs = requestTimeoutMs;
+  }
+
+  /** The outbox shares the pending table (ids in use), so it is attached after construction. */
+  attach(outbox: Outbox): void {
+    this.outbox = outbox;
+  }
+
+  /** Calls in flight or waiting. */
+  get size(): number {
+    return this.pending.size + this.waiting.length;
+  }
+
+  /** Starts a request (its route head encoded, its size checked); resolves to the response bytes. */
+  request(route: string, head: Uint8Array, data: Uint8Array, options: RequestOptions): Promise<Uint8Array> {
+    const signal = options.signal;
+    if (signal?.aborted) {
+      return Promise.reject(
+        new PointSubError("ERR_CANCELLED", `request to ${route} aborted`, { cause: signal.reason }),
+      );
+    }
+    this.stats.requestsSent++;
+    this.stats.sent(data.length);
+    return new Promise<Uint8Array>((resolve, reject) => {
+      const timeoutMs = options.timeoutMs ?? this.requestTimeoutMs;
+      const call: PendingCall = {
+        id: 0,
+        type: FrameType.REQ,
+        route,
+        head,
+        data,
+        resolve,
+        reject,
+        deadline: timeoutMs > 0 ? Date.now() + timeoutMs : 0,
+        timeoutMs,
+        signal,
+        onAbort: undefined,
+        settled: false,
+        started: false,
+      };
+      if (call.deadline !== 0) this.armDeadline(call.deadline);
+      if (signal !== undefined) {
+        call.onAbort = () => {
+          this.abandon(
+            call,
+            new PointSubError("ERR_CANCELLED", `request to ${route} aborted`, { cause: signal.reason }),
+          );
+        };
+        signal.addEventListener("abort", call.onAbort, { once: true });
+      }
+      if (this.pending.size >= this.link.peer.maxConcurrentRequests) this.waiting.push(call);
+      else this.startCall(call);
+    });
+  }
+
+  private startCall(call: PendingCall): void {
+    call.id = this.outbox.allocId();
+    call.started = true;
+    this.pending.add(call);
+    this.outbox.writeBody(FrameType.REQ, call.id, call.head, call.data);
+  }
+
+  /** Settles a call with an error from this side (timeout, abort) and tells the peer. */
+  abandon(call: PendingCall, err: PointSubError): void {
+    if (call.settled) return;
+    this.settle(call, undefined, err);
+    if (call.type === FrameType.STREAM) {
+      // Stops the producer, which sends CANCEL; the id waits for the receiver's final frame.
+      if (call.started) this.streams?.stopOut(call.id, err);
+      return;
+    }
+    if (!call.started) {
+      this.waiting.remove((c) => c === call);
+      return;
+    }
+    const where = this.outbox.writer.remove(FrameType.REQ, call.id, err);
+    if (where === "queued") {
+      this.pending.delete(call.id);
+      this.startWaiting();
+      return;
+    }
+    // Sent (wholly or partly): the id stays reserved until the peer's final frame.
+    this.outbox.sendCancel(call.id, err.code);
+  }
+
+  /**
+   * Request timeouts share one timer per connection, armed for the earliest
+   * deadline: no timer is created or cleared per request.
+   */
+  private armDeadline(deadline: number): void {
+    if (deadline >= this.deadlineAt) return;
+    if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer);
+    this.deadlineAt = deadline;
+    this.deadlineTimer = setTimeout(() => this.sweepDeadlines(), Math.max(0, deadline - Date.now()));
+  }
+
+  private sweepDeadlines(): void {
+    this.deadlineTimer = undefined;
+    this.deadlineAt = Number.POSITIVE_INFINITY;
+    const now = Date.now();
+    const expired: PendingCall[] = [];
+    let next = Number.POSITIVE_INFINITY;
+    const visit = (call: PendingCall) => {
+      if (call.settled || call.deadline === 0) return;
+      if (call.deadline <= now) expired.push(call);
+      else if (call.deadline < next) next = call.deadline;
+    };
+    for (const call of this.pending.values()) visit(call);
+    this.waiting.forEach(visit);
+    for (const call of expired) {
+      this.abandon(
+        call,
+        new PointSubError("ERR_TIMEOUT", `request to ${call.route} timed out after ${call.timeoutMs} ms`),
+      );
+    }
+    if (next !== Number.POSITIVE_INFINITY) this.armDeadline(next);
+  }
+
+  /** Hands the caller its answer or error (once; later calls do nothing). */
+  settle(call: PendingCall, data: Uint8Array | undefined, err: PointSubError | undefined): void {
+    if (call.settled) return;
+    call.settled = true;
+    if (call.onAbort !== undefined) call.signal?.removeEventListener("abort", call.onAbort);
+    if (err !== undefined) {
+      this.stats.requestsFailed++;
+      this.stats.error(err.code);
+      call.reject(err);
+    } else {
+      this.stats.requestsSucceeded++;
+      call.resolve(data as Uint8Array);
+    }
+  }
+
+  /** The peer sent the final frame for `call`: its id is free again. */
+  finishCall(call: PendingCall): void {
+    this.pending.delete(call.id);
+    if (call.type === FrameType.STREAM) this.streams?.streamAnswered(call.id);
+    this.startWaiting();
+  }
+
+  /** A response arrived for `call`: free its id and resolve it. */
+  answer(call: PendingCall, data: Uint8Array): void {
+    this.finishCall(call);
+    this.settle(call, data, undefined);
+  }
+
+  /** The peer refused or cancelled call `call` with `code` (its CANCEL). */
+  cancelledByPeer(call: PendingCall, code: ErrorCode): void {
+    const kept = code === "ERR_TIMEOUT" || code === "ERR_OVERLOADED" || code === "ERR_GOING_AWAY";
+    const err = new PointSubError(kept ? code : "ERR_CANCELLED", `request to ${call.route} cancelled by the peer`);
+    if (call.type === FrameType.REQ) this.outbox.writer.remove(FrameType.REQ, call.id, err);
+    this.finishCall(call);
+    this.settle(call, undefined, err);
+  }
+
+  private startWaiting(): void {
+    while (this.waiting.length !== 0 && this.pending.size < this.link.peer.maxConcurrentRequests) {
+      const call = this.waiting.shift() as PendingCall;
+      if (!call.settled && !this.closed) this.startCall(call);
+    }
+  }
+
+  /** The connection closed: every call fails with `failure`. */
+  teardown(failure: PointSubError): void {
+    this.closed = true;
+    if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer);
+    for (const call of this.pending.values()) this.settle(call, undefined, failure);
+    this.pending.clear();
+    for (const call of this.waiting.drain()) this.settle(call, undefined, failure);
+  }
+}

@@ -1,0 +1,301 @@
+/**
+ * Hands the peer's complete requests and one-way messages to the
+ * application through the router (routes and middleware), and sends the
+ * answers: a response, or an error response (docs/PROTOCOL.md §3.4, §3.5).
+ */
+import { FrameType } from "../codec/frame.ts";
+import { encodeErrorHead, OK_HEAD } from "../codec/message-head.ts";
+import { codeInfo, type ErrorCode } from "../errors/codes.ts";
+import { PointSubError } from "../errors/error.ts";
+import type { Router } from "../router/router.ts";
+import type { CallContext } from "../router/types.ts";
+import { CALL_OVERHEAD, type MemoryBudget } from "./budget.ts";
+import { CallTable } from "./call-table.ts";
+import { ServerCall } from "./calls.ts";
+import type { Connection } from "./connection.ts";
+import type { Link } from "./link.ts";
+import type { Outbox } from "./outbox.ts";
+import type { Stats } from "./stats.ts";
+import type { HandlerResult, Message, Payload } from "./types.ts";
+
+const EMPTY = new Uint8Array(0);
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+/** Never aborted: one-way messages cannot be cancelled. */
+const NEVER: AbortSignal = new AbortController().signal;
+
+/** Bytes or text as bytes; ERR_INVALID_ARGUMENT for anything else. */
+export function toBytes(payload: Payload, what: string): Uint8Array {
+  if (payload instanceof Uint8Array) return payload;
+  if (typeof payload === "string") return encoder.encode(payload);
+  throw new PointSubError("ERR_INVALID_ARGUMENT", `${what} must be a Uint8Array or a string`);
+}
+
+class IncomingMessage implements Message {
+  readonly data: Uint8Array;
+  constructor(data: Uint8Array) {
+    this.data = data;
+  }
+  text(): string {
+    return decoder.decode(this.data);
+  }
+}
+
+/** The context middleware sees for a one-way message (made only when there is middleware). */
+class MessageContext implements CallContext {
+  readonly kind = "message";
+  readonly route = "";
+  readonly signal = NEVER;
+  readonly stream = undefined;
+  readonly session: Connection;
+  readonly data: Uint8Array;
+  readonly message: IncomingMessage;
+  private state_: Record<string, unknown> | undefined;
+  constructor(session: Connection, message: IncomingMessage) {
+    this.session = session;
+    this.message = message;
+    this.data = message.data;
+  }
+  get principal(): unknown {
+    return this.session.principal;
+  }
+  get state(): Record<string, unknown> {
+    this.state_ ??= {};
+    return this.state_;
+  }
+}
+
+/** What the dispatcher needs from its connection. */
+export interface DispatchHost {
+  /** The connection handlers see as `ctx.session`. */
+  readonly session: Connection;
+  /** The router in effect (a connection's own, or its server's). */
+  readonly router: Router;
+  /** Delivers a one-way message to the application (the server's hook, then the 'message' event). */
+  emitMessage(msg: Message): void;
+}
+
+export class Dispatcher {
+  /** Handlers running for the peer's calls (requests and streams), by id. */
+  readonly serving = new CallTable<ServerCall>();
+  /** The peer's requests and streams open here, from START until the answer is handed to the transport. */
+  openRequests = 0;
+  private readonly link: Link;
+  private readonly outbox: Outbox;
+  private readonly stats: Stats;
+  private readonly budget: MemoryBudget;
+  private readonly host: DispatchHost;
+
+  constructor(link: Link, outbox: Outbox, stats: Stats, budget: MemoryBudget, host: DispatchHost) {
+    this.link = link;
+    this.outbox = outbox;
+    this.stats = stats;
+    this.budget = budget;
+    this.host = host;
+  }
+
+  /** A complete one-way message from the peer. */
+  deliverMessage(data: Uint8Array): void {
+    const msg = new IncomingMessage(data);
+    const router = this.host.router;
+    if (router.hasMiddleware) {
+      const ctx = new MessageContext(this.host.session, msg);
+      router.run(ctx, this.emitFromContext).catch((err: unknown) => {
+        // Refused by a middleware: dropped, and counted.
+        this.stats.error(err instanceof PointSubError ? err.code : "ERR_HANDLER");
+      });
+      return;
+    }
+    this.emit(msg);
+  }
+
+  private readonly emitFromContext = (ctx: CallContext): undefined => {
+    this.emit((ctx as MessageContext).message);
+    return undefined;
+  };
+
+  private emit(msg: IncomingMessage): void {
+    try {
+      this.host.emitMessage(msg);
+    } catch (err) {
+      // A throwing listener is the application's bug: surface it, keep the connection.
+      queueMicrotask(() => {
+        throw err;
+      });
+    }
+  }
+
+  /**
+   * A complete request from the peer. `charged` is what its body holds of
+   * the memory budget (-1: not charged yet, a single frame); it stays
+   * charged while the handler may hold the body.
+   */
+  handleRequest(id: number, route: string, data: Uint8Array, charged: number): void {
+    this.stats.requestsHandled++;
+    const router = this.host.router;
+    const direct = !router.hasMiddleware;
+    const handler = direct ? router.route(route) : undefined;
+    if (direct && handler === undefined) {
+      if (charged > 0) this.budget.release(charged);
+      // No PointSubError (and its stack trace) per refused request: just the answer.
+      this.respondError(id, "ERR_NO_ROUTE", `no handler for route ${route}`);
+      return;
+    }
+    if (charged < 0) {
+      charged = data.length + CALL_OVERHEAD;
+      if (!this.budget.tryCharge(charged)) {
+        const b = this.budget;
+        this.respondError(
+          id,
+          "ERR_OVERLOADED",
+          `no memory budget for ${charged} more bytes (${b.used} of ${b.limit} in use); retry later`,
+        );
+        return;
+      }
+    }
+    // One object is the request, its handler's context and the middleware's: one allocation per call.
+    const call = new ServerCall("request", this.host.session, route, id, data);
+    call.charged = charged;
+    let result: HandlerResult | Promise<HandlerResult>;
+    try {
+      result = direct ? (handler as NonNullable<typeof handler>)(call, call) : router.run(call, this.requestEndpoint);
+    } catch (err) {
+      this.finishHandler(call, undefined, err, true);
+      return;
+    }
+    if (
+      result !== null &&
+      typeof result === "object" &&
+      typeof (result as Promise<HandlerResult>).then === "function"
+    ) {
+      // Only a call still running can be cancelled: track it from here.
+      this.serving.add(call);
+      (result as Promise<HandlerResult>).then(
+        (value) => this.finishHandler(call, value, undefined, false),
+        (err) => this.finishHandler(call, undefined, err, true),
+      );
+    } else {
+      this.finishHandler(call, result as HandlerResult, undefined, false);
+    }
+  }
+
+  /** A handler (request or stream) finished: answer the peer. */
+  finishHandler(call: ServerCall, value: HandlerResult, err: unknown, failed: boolean): void {
+    if (call.done) {
+      this.releaseCall(call);
+      return; // cancelled, or the connection closed
+    }
+    call.done = true;
+    if (failed) {
+      this.releaseCall(call);
+      const e =
+        err instanceof PointSubError
+          ? err
+          : new PointSubError(
+              "ERR_HANDLER",
+              `handler for ${call.route} failed: ${err instanceof Error ? err.message : String(err)}`,
+            );
+      this.serving.delete(call.id);
+      this.respondError(call.id, e.code, e.message);
+      return;
+    }
+    let data: Uint8Array;
+    try {
+      data = value === undefined ? EMPTY : toBytes(value, "handler result");
+    } catch (e) {
+      this.releaseCall(call);
+      this.serving.delete(call.id);
+      const pe = e as PointSubError;
+      this.respondError(call.id, pe.code, pe.message);
+      return;
+    }
+    if (data.length > this.link.peer.maxMessageSize) {
+      this.releaseCall(call);
+      this.serving.delete(call.id);
+      this.respondError(
+        call.id,
+        "ERR_MESSAGE_TOO_LARGE",
+        `response of ${data.length} bytes exceeds the caller's maxMessageSize`,
+      );
+      return;
+    }
+    this.stats.sent(data.length);
+    if (
+      data.length <= this.link.msgSingleMax - 1 &&
+      this.outbox.writer.trySendNow(FrameType.RES, call.id, OK_HEAD, data)
+    ) {
+      this.releaseCall(call);
+      this.serving.delete(call.id);
+      this.openRequests--;
+      return;
+    }
+    // Queued: the request's charge stays (plus the answer, when it is other
+    // memory) until the answer is handed to the transport, so answers a peer
+    // does not take (no credit, no reading) count against the budget.
+    if (data.length !== 0 && data.buffer !== call.data.buffer) {
+      this.budget.force(data.length);
+      call.charged += data.length;
+    }
+    this.serving.add(call);
+    this.outbox.writeBody(FrameType.RES, call.id, OK_HEAD, data, () => {
+      this.releaseCall(call);
+      this.serving.delete(call.id);
+      this.openRequests--;
+    });
+  }
+
+  /** The end of a request's middleware chain: its route's handler, or ERR_NO_ROUTE. */
+  private readonly requestEndpoint = (ctx: CallContext): HandlerResult | Promise<HandlerResult> => {
+    const call = ctx as ServerCall;
+    const handler = this.host.router.route(call.route);
+    if (handler === undefined) throw new PointSubError("ERR_NO_ROUTE", `no handler for route ${call.route}`);
+    return handler(call, call);
+  };
+
+  /** Answers call `id` with an error response. */
+  respondError(id: number, errCode: ErrorCode, message: string): void {
+    this.stats.error(errCode);
+    const head = encodeErrorHead(codeInfo(errCode).errno, errCode, message);
+    // The request stays open (counted against maxConcurrentRequests) until
+    // its answer is handed to the transport: a peer that does not read can
+    // make this side hold at most that many answers.
+    this.outbox.writeBody(FrameType.RES, id, head, EMPTY, this.closeRequest);
+  }
+
+  /** One of the peer's requests or streams is no longer open here. */
+  readonly closeRequest = (): void => {
+    this.openRequests--;
+  };
+
+  /** Returns what a call held of the budget while its handler ran. */
+  releaseCall(call: ServerCall): void {
+    if (call.charged !== 0) {
+      this.budget.release(call.charged);
+      call.charged = 0;
+    }
+  }
+
+  /** The peer cancelled its request `id` while its handler runs; false when no handler runs for it. */
+  cancelServed(id: number, reason: PointSubError): boolean {
+    const call = this.serving.get(id);
+    if (call === undefined) return false;
+    this.serving.delete(id);
+    this.releaseCall(call);
+    call.done = true;
+    call.abort(reason);
+    this.outbox.writer.remove(FrameType.RES, id, reason);
+    this.openRequests--;
+    this.outbox.sendCancel(id, reason.code);
+    return true;
+  }
+
+  /** The connection closed: every running handler sees its signal aborted with `failure`. */
+  teardown(failure: PointSubError): void {
+    for (const call of this.serving.values()) {
+      this.releaseCall(call);
+      call.done = true;
+      call.abort(failure);
+    }
+    this.serving.clear();
+  }
+}

@@ -1,0 +1,129 @@
+/**
+ * The opening of a connection (docs/PROTOCOL.md §1.1, §4, §4.1): the peer's
+ * HELLO, then, when the server asks for it, authentication with AUTH frames.
+ * Nothing of the peer's is served before this completes.
+ */
+import { Flag, FRAME_TYPE_NAMES, FrameType, MAX_AUTH_SIZE } from "../codec/frame.ts";
+import { decodeSettings, Feature, type Settings } from "../codec/settings.ts";
+import { PointSubError } from "../errors/error.ts";
+import type { Authenticator, AuthInfo } from "./types.ts";
+import type { FrameWriter } from "./writer.ts";
+
+const AUTH_WAIT_CREDENTIALS = 1;
+const AUTH_CHECKING = 2;
+const AUTH_WAIT_ACK = 3;
+const EMPTY = new Uint8Array(0);
+const decoder = new TextDecoder();
+
+/** What the handshake needs from its connection. */
+export interface HandshakePort {
+  /** The peer's settings arrived (checked): configure everything that depends on them. */
+  applyPeer(peer: Settings): void;
+  /** The handshake (and authentication, when required) completed. */
+  opened(): void;
+  /** Authentication failed: close with `err`. */
+  refuse(err: PointSubError): void;
+  /** Whether the connection closed meanwhile (an authenticator may answer late). */
+  readonly isClosed: boolean;
+  /** What the authenticator is told about the client besides its credentials. */
+  authInfo(token: string): AuthInfo;
+}
+
+export class Handshake {
+  /** The peer's HELLO arrived. */
+  helloReceived = false;
+  /** What the server's `authenticate` hook returned for the peer's credentials. */
+  principal: unknown;
+  /** Authentication after HELLO: none pending, waiting for the peer's credentials, checking them, or waiting for the server's ACK. */
+  private authState: 0 | typeof AUTH_WAIT_CREDENTIALS | typeof AUTH_CHECKING | typeof AUTH_WAIT_ACK = 0;
+  private readonly writer: FrameWriter;
+  private readonly authenticator: Authenticator | undefined;
+  private readonly credentials: Uint8Array;
+  private readonly port: HandshakePort;
+
+  constructor(
+    writer: FrameWriter,
+    authenticator: Authenticator | undefined,
+    credentials: Uint8Array,
+    port: HandshakePort,
+  ) {
+    if (credentials.length > MAX_AUTH_SIZE) {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", `credentials longer than ${MAX_AUTH_SIZE} bytes`);
+    }
+    this.writer = writer;
+    this.authenticator = authenticator;
+    this.credentials = credentials;
+    this.port = port;
+  }
+
+  /** Whether frames other than AUTH, PING and GOAWAY must wait (authentication is pending). */
+  get authenticating(): boolean {
+    return this.authState !== 0;
+  }
+
+  /** The peer's first frame, which must be HELLO. */
+  onFirstFrame(type: number, payload: Uint8Array): void {
+    if (type !== FrameType.HELLO) throw new PointSubError("ERR_PROTOCOL", "first frame is not HELLO");
+    const peer = decodeSettings(payload); // checks the size and every value
+    this.port.applyPeer(peer);
+    this.helloReceived = true;
+    if (this.authenticator !== undefined) {
+      // Nothing of the peer's is served before its credentials were checked.
+      this.authState = AUTH_WAIT_CREDENTIALS;
+      return;
+    }
+    if ((peer.features & Feature.AUTH) !== 0) {
+      this.authState = AUTH_WAIT_ACK;
+      this.writer.control(FrameType.AUTH, 0, 0, this.credentials);
+      this.writer.flush();
+      return;
+    }
+    this.port.opened();
+  }
+
+  /** Frames while authentication is pending: only AUTH (and PING, GOAWAY, handled by the engine) are allowed. */
+  onAuthFrame(type: number, flags: number, payload: Uint8Array): void {
+    const waiting = this.authState;
+    if (type !== FrameType.AUTH) {
+      throw new PointSubError(
+        waiting === AUTH_WAIT_ACK ? "ERR_PROTOCOL" : "ERR_UNAUTHORIZED",
+        `${FRAME_TYPE_NAMES[type]} frame before authentication completed`,
+      );
+    }
+    if (waiting === AUTH_WAIT_ACK && (flags & Flag.ACK) !== 0) {
+      this.authState = 0;
+      this.port.opened();
+      return;
+    }
+    if (waiting !== AUTH_WAIT_CREDENTIALS || (flags & Flag.ACK) !== 0) {
+      throw new PointSubError("ERR_PROTOCOL", "unexpected AUTH frame");
+    }
+    if (payload.length > MAX_AUTH_SIZE) throw new PointSubError("ERR_PROTOCOL", "AUTH credentials too long");
+    this.authState = AUTH_CHECKING;
+    const credentials = payload.slice();
+    let result: unknown;
+    try {
+      result = (this.authenticator as Authenticator)(credentials, this.port.authInfo(decoder.decode(credentials)));
+    } catch (err) {
+      this.refuse(err);
+      return;
+    }
+    Promise.resolve(result).then(
+      (principal) => {
+        if (this.port.isClosed) return;
+        this.principal = principal;
+        this.authState = 0;
+        this.writer.control(FrameType.AUTH, Flag.ACK, 0, EMPTY);
+        this.port.opened();
+      },
+      (err: unknown) => this.refuse(err),
+    );
+  }
+
+  private refuse(err: unknown): void {
+    // The hook's own words only when it threw ERR_UNAUTHORIZED on purpose.
+    const message =
+      err instanceof PointSubError && err.code === "ERR_UNAUTHORIZED" ? err.message : "credentials refused";
+    this.port.refuse(new PointSubError("ERR_UNAUTHORIZED", message));
+  }
+}

@@ -1,0 +1,398 @@
+/**
+ * The peer's MSG, REQ and RES frames (docs/PROTOCOL.md §3.1–§3.4): a whole
+ * message in one frame goes straight on; a chunked one is assembled here,
+ * charged to the memory budget and its per-message window, and handed on
+ * when its END arrives. Messages this side refuses are cancelled and their
+ * late frames dropped (tombstones).
+ */
+
+import { allocateUninitialized } from "../codec/decoder.ts";
+import { Flag, FrameType, Status } from "../codec/frame.ts";
+import { decodeErrorBody, readMessageLength, readRouteBounds } from "../codec/message-head.ts";
+import type { VarintResult } from "../codec/varint.ts";
+import { codeForErrno } from "../errors/codes.ts";
+import { PointSubError } from "../errors/error.ts";
+import { ASSEMBLY_OVERHEAD, type MemoryBudget } from "./budget.ts";
+import type { Caller } from "./caller.ts";
+import type { PendingCall } from "./calls.ts";
+import type { Dispatcher } from "./dispatch.ts";
+import type { ReceiveWindow } from "./flow.ts";
+import { creditDue, type Link } from "./link.ts";
+import type { Outbox } from "./outbox.ts";
+import type { Stats } from "./stats.ts";
+
+/**
+ * Unfinished chunked messages one peer may have open here; more are refused
+ * with ERR_OVERLOADED (senders keep at most MAX_OPEN_CHUNKED open, far fewer).
+ * Each costs a buffer allocation, so this bounds the work a flood of cheap
+ * START frames causes, whatever the budget.
+ */
+const MAX_OPEN_ASSEMBLIES = 1024;
+/** Ids of refused messages whose remaining frames are dropped, at most this many. */
+const MAX_TOMBSTONES = 4096;
+
+const decoder = new TextDecoder();
+const EMPTY_ROUTE = new Uint8Array(0);
+
+/** A chunked message being received. */
+interface Assembly {
+  type: number;
+  total: number;
+  /** Null when the bytes are being discarded (a cancelled call's response). */
+  buf: Uint8Array | null;
+  filled: number;
+  route: string;
+  status: number;
+  streamUsed: number;
+  streamUnacked: number;
+  /** Bytes of the memory budget this assembly holds (0 when discarding). */
+  charged: number;
+  /** When its last frame arrived (the connection's last input time). */
+  lastFrameAt: number;
+}
+
+/** Shared empty stand-in until the first chunked message (an idle connection should cost little memory). */
+const NO_ASSEMBLIES: Map<number, Assembly> = new Map();
+
+/** What the inbound side needs to know of the peer's streams. */
+export interface InboundStreams {
+  /** Whether the peer's stream `id` is open here. */
+  hasIn(id: number): boolean;
+}
+
+export class Inbound {
+  /** Set by the engine once the stream half exists. */
+  streams: InboundStreams | undefined;
+  /** Time of the input being processed (set by the engine per read). */
+  now = 0;
+  private assemblies: Map<number, Assembly> = NO_ASSEMBLIES;
+  private assemblyBytes = 0;
+  /** Ids of the peer's messages this side refused or timed out: their late frames are dropped until END. */
+  private tombstones: Set<number> | undefined;
+  private readonly v: VarintResult = { value: 0, next: 0 };
+  private lastRouteBytes: Uint8Array = EMPTY_ROUTE;
+  private lastRoute = "";
+  private readonly link: Link;
+  private readonly outbox: Outbox;
+  private readonly window: ReceiveWindow;
+  private readonly budget: MemoryBudget;
+  private readonly stats: Stats;
+  private readonly caller: Caller;
+  private readonly dispatcher: Dispatcher;
+
+  constructor(
+    link: Link,
+    outbox: Outbox,
+    window: ReceiveWindow,
+    budget: MemoryBudget,
+    stats: Stats,
+    caller: Caller,
+    dispatcher: Dispatcher,
+  ) {
+    this.link = link;
+    this.outbox = outbox;
+    this.window = window;
+    this.budget = budget;
+    this.stats = stats;
+    this.caller = caller;
+    this.dispatcher = dispatcher;
+  }
+
+  /** Chunked messages being received (in flight for a graceful close). */
+  get size(): number {
+    return this.assemblies.size;
+  }
+
+  /** Whether a chunked message with this id is being received. */
+  has(id: number): boolean {
+    return this.assemblies.size !== 0 && this.assemblies.has(id);
+  }
+
+  /** FrameSink.frameTarget for MSG/REQ/RES continuations: the assembly buffer, so bytes land in place. */
+  frameTarget(type: number, id: number, length: number): Uint8Array | undefined {
+    const a = this.assemblies.get(id);
+    if (a === undefined || a.buf === null || a.type !== type || a.filled + length > a.total) return undefined;
+    return a.buf.subarray(a.filled, a.filled + length);
+  }
+
+  /** A MSG, REQ or RES frame. */
+  onFrame(type: number, flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
+    const len = end - start;
+    this.window.take(len);
+    if (type === FrameType.MSG && flags === (Flag.START | Flag.END)) {
+      // Fast path: a whole one-way message in one frame.
+      if ((id & 1) === this.link.myParity)
+        throw new PointSubError("ERR_PROTOCOL", `MSG on stream ${id} has this side's parity`);
+      if (this.assemblies.size !== 0 && this.assemblies.has(id)) {
+        throw new PointSubError("ERR_PROTOCOL", `stream ${id} started twice`);
+      }
+      if (len > this.link.local.maxMessageSize) this.link.checkIncomingSize(len);
+      this.stats.received(len);
+      this.dispatcher.deliverMessage(buf.subarray(start, end));
+      return;
+    }
+    if ((type === FrameType.RES) !== this.link.isMine(id)) {
+      throw new PointSubError(
+        "ERR_PROTOCOL",
+        `stream id ${id} has the wrong parity for ${type === FrameType.RES ? "RES" : "MSG/REQ"}`,
+      );
+    }
+    if ((flags & Flag.START) !== 0) this.onStart(type, flags, id, buf, start, end);
+    else this.onContinuation(type, flags, id, buf, start, end);
+  }
+
+  private onStart(type: number, flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
+    const dispatcher = this.dispatcher;
+    if (
+      (this.assemblies.size !== 0 && this.assemblies.has(id)) ||
+      this.streams?.hasIn(id) === true ||
+      (type === FrameType.REQ && dispatcher.serving.size !== 0 && dispatcher.serving.get(id) !== undefined)
+    )
+      throw new PointSubError("ERR_PROTOCOL", `stream ${id} started twice`);
+    // A new message on an id this side refused: the peer has moved on.
+    if (this.tombstones !== undefined) this.tombstones.delete(id);
+    const single = (flags & Flag.END) !== 0;
+    const v = this.v;
+    let p = start;
+    let total = -1;
+    if (!single) {
+      readMessageLength(buf, p, end, v);
+      total = v.value;
+      p = v.next;
+      this.link.checkIncomingSize(total);
+    }
+    let route = "";
+    let status = Status.OK as number;
+    let call: PendingCall | undefined;
+    if (type === FrameType.REQ) {
+      readRouteBounds(buf, p, end, v);
+      route = this.decodeRoute(buf, v.value, v.next);
+      p = v.next;
+      if (++dispatcher.openRequests > this.link.local.maxConcurrentRequests) {
+        throw new PointSubError("ERR_TOO_MANY_REQUESTS", "peer exceeded maxConcurrentRequests");
+      }
+    } else if (type === FrameType.RES) {
+      call = this.caller.pending.get(id);
+      if (call === undefined) throw new PointSubError("ERR_PROTOCOL", `response for unknown request ${id}`);
+      if (p >= end) throw new PointSubError("ERR_PROTOCOL", "response without status");
+      status = buf[p++];
+      if (status !== Status.OK && status !== Status.ERROR)
+        throw new PointSubError("ERR_PROTOCOL", `bad status ${status}`);
+      if (status === Status.ERROR) {
+        if (!single) throw new PointSubError("ERR_PROTOCOL", "error response must be one frame");
+        const body = decodeErrorBody(buf, p, end);
+        // errno is authoritative for known codes; the code string is informative.
+        const err = new PointSubError(codeForErrno(body.errno) ?? "ERR_HANDLER", body.message);
+        this.caller.finishCall(call);
+        this.caller.settle(call, undefined, err);
+        return;
+      }
+    }
+    const data = buf.subarray(p, end);
+    if (single) {
+      this.link.checkIncomingSize(data.length);
+      this.deliver(type, id, route, data, call);
+      return;
+    }
+    if (data.length > total) throw new PointSubError("ERR_PROTOCOL", "first chunk larger than the message");
+    let discard = call?.settled === true;
+    if (!discard) {
+      if (this.assemblyBytes + total > this.link.local.maxAssemblyBytes) {
+        throw new PointSubError("ERR_FLOW_CONTROL", "peer exceeded maxAssemblyBytes with unfinished messages");
+      }
+      const tooMany = this.assemblies.size >= MAX_OPEN_ASSEMBLIES;
+      if (tooMany || !this.budget.tryCharge(total + ASSEMBLY_OVERHEAD)) {
+        const err = tooMany
+          ? new PointSubError("ERR_OVERLOADED", `more than ${MAX_OPEN_ASSEMBLIES} unfinished messages; retry later`)
+          : this.overloaded(total);
+        if (call === undefined) {
+          this.refuse(type, id, err);
+          return;
+        }
+        // The response to this side's own call: give up on it, tell the
+        // responder, and absorb the rest of it without storing.
+        this.caller.settle(call, undefined, err);
+        this.outbox.sendCancel(id, err.code);
+        discard = true;
+      } else {
+        this.assemblyBytes += total;
+      }
+    }
+    let target: Uint8Array | null = null;
+    if (!discard) {
+      try {
+        // Delivered only once all `total` bytes were written into it.
+        target = allocateUninitialized(total);
+      } catch (cause) {
+        throw new PointSubError("ERR_MESSAGE_TOO_LARGE", `cannot allocate ${total} bytes`, { cause });
+      }
+      target.set(data, 0);
+    }
+    const a: Assembly = {
+      type,
+      total,
+      buf: target,
+      filled: data.length,
+      route,
+      status,
+      streamUsed: end - start,
+      streamUnacked: end - start,
+      charged: discard ? 0 : total + ASSEMBLY_OVERHEAD,
+      lastFrameAt: this.now,
+    };
+    if (this.assemblies === NO_ASSEMBLIES) this.assemblies = new Map();
+    this.assemblies.set(id, a);
+    this.messageCredit(id, a);
+  }
+
+  private onContinuation(type: number, flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
+    const a = this.assemblies.get(id);
+    if (a === undefined || a.type !== type) {
+      if (a === undefined && this.tombstones?.has(id) === true) {
+        // A refused message's frames still in flight: dropped (connection credit was counted).
+        if ((flags & Flag.END) !== 0) this.tombstones.delete(id);
+        return;
+      }
+      throw new PointSubError("ERR_PROTOCOL", `continuation of unknown stream ${id}`);
+    }
+    a.lastFrameAt = this.now;
+    const len = end - start;
+    if (a.filled + len > a.total) throw new PointSubError("ERR_PROTOCOL", `stream ${id} overruns its declared length`);
+    a.streamUsed += len;
+    if (a.streamUsed > this.link.local.streamWindow)
+      throw new PointSubError("ERR_FLOW_CONTROL", `peer exceeded the window of stream ${id}`);
+    a.streamUnacked += len;
+    if (a.buf !== null) {
+      const inPlace = buf.buffer === a.buf.buffer && buf.byteOffset + start === a.buf.byteOffset + a.filled;
+      if (!inPlace) a.buf.set(buf.subarray(start, end), a.filled);
+    }
+    a.filled += len;
+    if ((flags & Flag.END) === 0) {
+      this.messageCredit(id, a);
+      return;
+    }
+    if (a.filled !== a.total)
+      throw new PointSubError("ERR_PROTOCOL", `stream ${id} ended short of its declared length`);
+    this.assemblies.delete(id);
+    if (a.buf === null) {
+      // Discarded response of a call already settled: its id is free now.
+      const call = this.caller.pending.get(id);
+      if (call !== undefined) this.caller.finishCall(call);
+      return;
+    }
+    this.assemblyBytes -= a.total;
+    this.deliver(type, id, a.route, a.buf, type === FrameType.RES ? this.caller.pending.get(id) : undefined, a.charged);
+  }
+
+  /**
+   * Hands a complete message on. `charged` is what its assembly held of the
+   * budget (-1 for a single frame): a request keeps it while its handler
+   * runs; anything else returns it now.
+   */
+  private deliver(
+    type: number,
+    id: number,
+    route: string,
+    data: Uint8Array,
+    call: PendingCall | undefined,
+    charged = -1,
+  ): void {
+    this.stats.received(data.length);
+    if (type === FrameType.REQ) {
+      this.dispatcher.handleRequest(id, route, data, charged);
+      return;
+    }
+    if (charged > 0) this.budget.release(charged);
+    if (type === FrameType.MSG) {
+      this.dispatcher.deliverMessage(data);
+      return;
+    }
+    this.caller.answer(call as PendingCall, data);
+  }
+
+  private overloaded(size: number): PointSubError {
+    const b = this.budget;
+    return new PointSubError(
+      "ERR_OVERLOADED",
+      `no memory budget for ${size} more bytes (${b.used} of ${b.limit} in use); retry later`,
+    );
+  }
+
+  /**
+   * Refuses the peer's message or request `id` (CANCEL with `err`'s errno);
+   * its frames still in flight are dropped.
+   */
+  private refuse(type: number, id: number, err: PointSubError): void {
+    if (type === FrameType.REQ) this.dispatcher.openRequests--;
+    this.stats.error(err.code);
+    this.outbox.sendCancel(id, err.code);
+    this.tombstones ??= new Set();
+    if (this.tombstones.size >= MAX_TOMBSTONES) {
+      const oldest = this.tombstones.values().next().value as number;
+      this.tombstones.delete(oldest);
+    }
+    this.tombstones.add(id);
+  }
+
+  /** Removes the unfinished message `id` and returns what it held of the budget; returns its type or -1. */
+  drop(id: number): number {
+    const a = this.assemblies.get(id);
+    if (a === undefined) return -1;
+    this.assemblies.delete(id);
+    if (a.buf !== null) {
+      this.assemblyBytes -= a.total;
+      this.budget.release(a.charged);
+      a.charged = 0;
+    }
+    return a.type;
+  }
+
+  /** Returns credit on a chunked message's own window in quarter-window steps. */
+  private messageCredit(id: number, a: Assembly): void {
+    if (creditDue(a.streamUnacked, this.link.local.streamWindow)) {
+      this.outbox.sendCredit(id, a.streamUnacked);
+      a.streamUsed -= a.streamUnacked;
+      a.streamUnacked = 0;
+    }
+  }
+
+  private decodeRoute(payload: Uint8Array, start: number, end: number): string {
+    const last = this.lastRouteBytes;
+    const n = end - start;
+    if (last.length === n) {
+      let same = true;
+      for (let i = 0; i < n; i++) {
+        if (last[i] !== payload[start + i]) {
+          same = false;
+          break;
+        }
+      }
+      if (same) return this.lastRoute;
+    }
+    this.lastRouteBytes = payload.slice(start, end);
+    this.lastRoute = decoder.decode(this.lastRouteBytes);
+    return this.lastRoute;
+  }
+
+  /** Cancels the peer's unfinished messages that got no frame for `timeoutMs` (progress counted from `floor`). */
+  checkProgress(now: number, timeoutMs: number, floor: number): void {
+    if (this.assemblies.size === 0) return;
+    for (const [id, a] of this.assemblies) {
+      if (a.type === FrameType.RES) continue; // this side's call: its request timeout rules
+      const last = a.lastFrameAt > floor ? a.lastFrameAt : floor;
+      if (now - last < timeoutMs) continue;
+      this.drop(id);
+      this.refuse(
+        a.type,
+        id,
+        new PointSubError("ERR_TIMEOUT", `message ${id} received nothing for ${now - last} ms; cancelled`),
+      );
+    }
+  }
+
+  /** The connection closed: drop every unfinished message. */
+  teardown(): void {
+    for (const id of [...this.assemblies.keys()]) this.drop(id);
+    this.assemblyBytes = 0;
+  }
+}

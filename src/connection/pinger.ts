@@ -1,0 +1,78 @@
+/**
+ * PING (docs/PROTOCOL.md §3.7): this side's round-trip measurements, and
+ * answers to the peer's PINGs, coalesced to the latest one while the
+ * transport cannot take more (a peer that floods PINGs and reads nothing
+ * costs one answer, not one per PING).
+ */
+import { decodePing, encodePing } from "../codec/control.ts";
+import { Flag, FrameType } from "../codec/frame.ts";
+import { PointSubError } from "../errors/error.ts";
+import { type Deferred, deferred } from "../util/deferred.ts";
+import type { FrameWriter } from "./writer.ts";
+
+interface PendingPing {
+  start: number;
+  d: Deferred<number>;
+}
+/** Shared empty stand-in until the first ping (an idle connection should cost little memory). */
+const NO_PINGS: Map<number, PendingPing> = new Map();
+
+export class Pinger {
+  private seq = 0;
+  private pings: Map<number, PendingPing> = NO_PINGS;
+  /** The latest PING payload received while the transport could not take its answer (answered on drain). */
+  private pendingPong: Uint8Array | undefined;
+  private readonly writer: FrameWriter;
+
+  constructor(writer: FrameWriter) {
+    this.writer = writer;
+  }
+
+  /** Sends a PING; resolves to the round-trip time in ms, or rejects with ERR_TIMEOUT after `timeoutMs` (0: never). */
+  ping(timeoutMs: number): Promise<number> {
+    const seq = ++this.seq;
+    const d = deferred<number>();
+    if (this.pings === NO_PINGS) this.pings = new Map();
+    this.pings.set(seq, { start: performance.now(), d });
+    this.writer.control(FrameType.PING, 0, 0, encodePing(seq));
+    if (timeoutMs > 0) {
+      const t = setTimeout(() => {
+        if (this.pings.delete(seq)) d.reject(new PointSubError("ERR_TIMEOUT", `no pong within ${timeoutMs} ms`));
+      }, timeoutMs);
+      d.promise.then(
+        () => clearTimeout(t),
+        () => clearTimeout(t),
+      );
+    }
+    return d.promise;
+  }
+
+  /** A PING or PING ACK from the peer. */
+  onPing(flags: number, payload: Uint8Array): void {
+    const seq = decodePing(payload);
+    if ((flags & Flag.ACK) === 0) {
+      if (this.writer.writable) this.writer.control(FrameType.PING, Flag.ACK, 0, payload.slice());
+      else this.pendingPong = payload.slice();
+      return;
+    }
+    const p = this.pings.get(seq);
+    if (p === undefined) return;
+    this.pings.delete(seq);
+    p.d.resolve(performance.now() - p.start);
+  }
+
+  /** The transport drained: answer the PING held back, if any. */
+  onDrain(): void {
+    const pong = this.pendingPong;
+    if (pong !== undefined && this.writer.writable) {
+      this.pendingPong = undefined;
+      this.writer.control(FrameType.PING, Flag.ACK, 0, pong);
+    }
+  }
+
+  /** The connection closed: every ping in flight fails with `failure`. */
+  teardown(failure: PointSubError): void {
+    for (const p of this.pings.values()) p.d.reject(failure);
+    this.pings.clear();
+  }
+}

@@ -1,0 +1,63 @@
+/**
+ * When the engine reads its transport (the receive side of backpressure):
+ * it yields for an event-loop turn once one peer's input took a few
+ * milliseconds of work (fairness between peers and timers), and stops
+ * reading a peer that does not read what it is owed (the slow-peer bound).
+ */
+import type { Transport } from "../transport/transport.ts";
+import { nextTurn } from "../util/next-turn.ts";
+import type { FrameWriter } from "./writer.ts";
+
+/** Decoding time (ms) one peer's input may take before its reading yields to the event loop for a turn. */
+const YIELD_MS = 4;
+
+export class ReadGate {
+  /** Reading is paused because the peer does not read what it is owed. */
+  slowPaused = false;
+  /** Reading is paused until the next event-loop turn. */
+  private yielding = false;
+  /** Milliseconds spent decoding this peer's input since reading last yielded. */
+  private busyMs = 0;
+  private readonly transport: Transport;
+  private readonly writer: FrameWriter;
+  private readonly slowPeerBytes: number;
+  private readonly isClosed: () => boolean;
+
+  constructor(transport: Transport, writer: FrameWriter, slowPeerBytes: number, isClosed: () => boolean) {
+    this.transport = transport;
+    this.writer = writer;
+    this.slowPeerBytes = slowPeerBytes;
+    this.isClosed = isClosed;
+  }
+
+  /** Input took `ms` of work: yield and/or stop reading as needed. */
+  afterInput(ms: number): void {
+    this.busyMs += ms;
+    // A busy honest connection pauses a few times a second.
+    if (this.busyMs >= YIELD_MS && !this.yielding && !this.isClosed()) {
+      this.busyMs = 0;
+      this.yielding = true;
+      this.transport.pause();
+      nextTurn(this.endYield);
+    }
+    // A peer that does not read what it is owed is read no further until it drains.
+    const w = this.writer;
+    if (!w.writable && !this.slowPaused && w.answerQueued + w.controlBacklog > this.slowPeerBytes) {
+      this.slowPaused = true;
+      this.transport.pause();
+    }
+  }
+
+  private readonly endYield = (): void => {
+    this.yielding = false;
+    if (!this.slowPaused && !this.isClosed()) this.transport.resume();
+  };
+
+  /** The transport drained. Returns true when reading resumed after a slow-peer pause. */
+  onDrain(): boolean {
+    if (!this.slowPaused || !this.writer.writable) return false;
+    this.slowPaused = false;
+    if (!this.yielding) this.transport.resume();
+    return true;
+  }
+}

@@ -1,0 +1,415 @@
+/**
+ * Streams the peer sends (docs/PROTOCOL.md §3.10): each is an
+ * {@link IncomingStream} handed to its route's handler through the router;
+ * data is charged to the stream's window and the memory budget and credited
+ * back as the reader consumes it; COMPRESSED frames are inflated lazily.
+ */
+import { type CompressionCodec, codecById } from "../codec/compression.ts";
+import { Flag } from "../codec/frame.ts";
+import { decodeMeta, decodeStreamEnd, decodeStreamHead } from "../codec/stream-prefix.ts";
+import { readVarint, type VarintResult } from "../codec/varint.ts";
+import { codeForErrno } from "../errors/codes.ts";
+import { PointSubError } from "../errors/error.ts";
+import type { Router } from "../router/router.ts";
+import type { CallContext } from "../router/types.ts";
+import { IncomingStream } from "../stream/incoming.ts";
+import { Limiter } from "../util/limiter.ts";
+import type { MemoryBudget } from "./budget.ts";
+import { ServerCall } from "./calls.ts";
+import type { Connection } from "./connection.ts";
+import type { Dispatcher } from "./dispatch.ts";
+import type { ReceiveWindow } from "./flow.ts";
+import { creditDue, type Link } from "./link.ts";
+import type { Outbox } from "./outbox.ts";
+import type { Stats } from "./stats.ts";
+import type { HandlerResult } from "./types.ts";
+
+const EMPTY = new Uint8Array(0);
+
+/** A stream the peer is sending. */
+interface InState {
+  id: number;
+  stream: IncomingStream;
+  call: ServerCall;
+  codec: number;
+  /** Stream credit used and not yet returned. */
+  used: number;
+  /** Consumed and not yet returned. */
+  unacked: number;
+  /** Bytes of the memory budget its unread data holds. */
+  charged: number;
+  /** When its last frame arrived. */
+  lastFrameAt: number;
+  /** The sender's END or CANCEL arrived. */
+  inDone: boolean;
+  /** This side's RES or CANCEL went out. */
+  outDone: boolean;
+}
+
+/** Inflates one COMPRESSED block, which must decompress to exactly `length` bytes. */
+async function inflate(codec: CompressionCodec, block: Uint8Array, length: number): Promise<Uint8Array> {
+  const out = await codec.decompress(block, length);
+  if (out.length !== length) {
+    throw new PointSubError("ERR_PROTOCOL", `COMPRESSED frame inflated to ${out.length} bytes, declared ${length}`);
+  }
+  return out;
+}
+
+/** What the incoming streams need from their connection. */
+export interface StreamInHost {
+  /** The connection handlers see as `ctx.session`. */
+  readonly session: Connection;
+  /** The router in effect (stream routes and middleware). */
+  readonly router: Router;
+  readonly closed: boolean;
+  /** Whether the peer's chunked message `id` is being received (ids are shared). */
+  hasMessage(id: number): boolean;
+}
+
+export class IncomingStreams {
+  /** Streams the peer sends, by id, until both directions ended. */
+  private readonly streams = new Map<number, InState>();
+  /**
+   * Decompression jobs of this connection: at most two at once, so one
+   * peer's frames cannot fill the runtime's thread pool ahead of others'.
+   */
+  private readonly inflateJobs = new Limiter(2);
+  private readonly v: VarintResult = { value: 0, next: 0 };
+  private readonly link: Link;
+  private readonly outbox: Outbox;
+  private readonly window: ReceiveWindow;
+  private readonly budget: MemoryBudget;
+  private readonly stats: Stats;
+  private readonly dispatcher: Dispatcher;
+  private readonly host: StreamInHost;
+
+  constructor(
+    link: Link,
+    outbox: Outbox,
+    window: ReceiveWindow,
+    budget: MemoryBudget,
+    stats: Stats,
+    dispatcher: Dispatcher,
+    host: StreamInHost,
+  ) {
+    this.link = link;
+    this.outbox = outbox;
+    this.window = window;
+    this.budget = budget;
+    this.stats = stats;
+    this.dispatcher = dispatcher;
+    this.host = host;
+  }
+
+  /** Streams open (in flight for a graceful close). */
+  get size(): number {
+    return this.streams.size;
+  }
+
+  /** Whether the peer's stream `id` is open here. */
+  hasIn(id: number): boolean {
+    return this.streams.has(id);
+  }
+
+  /** FrameSink.wantsPieces for STREAM frames: views of the socket chunks, unless the reader recycles buffers. */
+  wantsPieces(id: number, length: number): boolean {
+    if (length < 32 * 1024 || this.streams.size === 0) return false;
+    const st = this.streams.get(id);
+    return st !== undefined && !st.inDone && !st.stream.recycles;
+  }
+
+  /** FrameSink.frameTarget for STREAM data frames: a buffer the reader handed back, if any. */
+  frameBuffer(id: number, length: number): Uint8Array | undefined {
+    if (this.streams.size === 0) return undefined;
+    const st = this.streams.get(id);
+    return st === undefined || st.inDone ? undefined : st.stream.frameBuffer(length);
+  }
+
+  /** A STREAM data frame that arrived as pieces (see {@link wantsPieces}). */
+  onPieces(id: number, pieces: Uint8Array[], length: number, payloadCrc: number): void {
+    this.window.take(length);
+    const st = this.streams.get(id);
+    if (st === undefined || st.inDone) throw new PointSubError("ERR_PROTOCOL", `STREAM frame for unknown stream ${id}`);
+    st.lastFrameAt = Date.now();
+    if (this.charge(st, length)) st.stream.pushPieces(pieces, length, length, payloadCrc);
+  }
+
+  /** A CANCEL frame for one of the peer's streams; false when `id` is not one. */
+  onCancel(id: number, errno: number): boolean {
+    const st = this.streams.get(id);
+    if (st === undefined) return false;
+    this.onCancelled(st, errno);
+    return true;
+  }
+
+  /** A STREAM frame (START, data or END) for one of the peer's streams. */
+  onFrame(flags: number, id: number, buf: Uint8Array, start: number, end: number, payloadCrc: number): void {
+    const len = end - start;
+    this.window.take(len);
+    if (this.link.isMine(id)) throw new PointSubError("ERR_PROTOCOL", `STREAM on stream ${id} has this side's parity`);
+    if ((flags & Flag.START) !== 0) {
+      this.onStart(flags, id, buf, start, end);
+      return;
+    }
+    const st = this.streams.get(id);
+    if (st === undefined || st.inDone) throw new PointSubError("ERR_PROTOCOL", `STREAM frame for unknown stream ${id}`);
+    if ((flags & Flag.END) !== 0) {
+      if ((flags & Flag.COMPRESSED) !== 0) throw new PointSubError("ERR_PROTOCOL", "STREAM END cannot be compressed");
+      const { length, crc } = decodeStreamEnd(buf, start, end);
+      st.inDone = true;
+      this.stats.streams.received++;
+      st.stream.end(length, crc);
+      this.release(st);
+      return;
+    }
+    this.data(st, flags, buf.subarray(start, end), payloadCrc);
+  }
+
+  private onStart(flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
+    if ((flags & Flag.END) !== 0) throw new PointSubError("ERR_PROTOCOL", "STREAM START cannot carry END");
+    if (this.streams.has(id) || this.host.hasMessage(id)) {
+      throw new PointSubError("ERR_PROTOCOL", `stream ${id} started twice`);
+    }
+    const { head, dataStart } = decodeStreamHead(buf, start, end);
+    const local = this.link.local;
+    if (head.codec !== 0 && ((local.compression >> (head.codec - 1)) & 1) === 0) {
+      throw new PointSubError(
+        "ERR_COMPRESSION",
+        `peer used compression codec ${head.codec}, which this side did not offer`,
+      );
+    }
+    if (head.total !== undefined && head.total > Number.MAX_SAFE_INTEGER) {
+      throw new PointSubError("ERR_PROTOCOL", "stream total out of range");
+    }
+    if (this.streams.size >= local.maxConcurrentStreams) {
+      throw new PointSubError("ERR_TOO_MANY_REQUESTS", "peer exceeded maxConcurrentStreams");
+    }
+    if (++this.dispatcher.openRequests > local.maxConcurrentRequests) {
+      throw new PointSubError("ERR_TOO_MANY_REQUESTS", "peer exceeded maxConcurrentRequests");
+    }
+    const meta = decodeMeta(head.meta);
+    const call = new ServerCall("stream", this.host.session, head.route, id, EMPTY);
+    const st: InState = {
+      id,
+      stream: undefined as unknown as IncomingStream,
+      call,
+      codec: head.codec,
+      used: 0,
+      unacked: 0,
+      charged: 0,
+      lastFrameAt: Date.now(),
+      inDone: false,
+      outDone: false,
+    };
+    st.stream = new IncomingStream(id, head, meta, {
+      consumed: (wire) => this.consumed(st, wire),
+      cancel: (err) => this.cancel(st, err),
+    });
+    call.stream = st.stream;
+    this.streams.set(id, st);
+    this.charge(st, dataStart - start);
+    // The prefix is consumed at once; data after it is credited as it is read.
+    this.consumed(st, dataStart - start);
+    if (dataStart < end) this.data(st, flags, buf.subarray(dataStart, end));
+    this.stats.requestsHandled++;
+    const router = this.host.router;
+    let result: HandlerResult | Promise<HandlerResult>;
+    if (router.hasMiddleware) {
+      this.dispatcher.serving.add(call);
+      result = router.run(call, this.endpoint);
+    } else {
+      const route = router.streamRoute(head.route);
+      if (route === undefined) {
+        this.finishHandler(
+          st,
+          undefined,
+          new PointSubError("ERR_NO_ROUTE", `no stream handler for route ${head.route}`),
+          true,
+        );
+        return;
+      }
+      this.dispatcher.serving.add(call);
+      try {
+        result = route.handler(st.stream, call);
+      } catch (err) {
+        this.finishHandler(st, undefined, err, true);
+        return;
+      }
+    }
+    Promise.resolve(result).then(
+      (value) => this.finishHandler(st, value, undefined, false),
+      (err) => this.finishHandler(st, undefined, err, true),
+    );
+  }
+
+  /** The end of a stream's middleware chain: its route's handler, or ERR_NO_ROUTE. */
+  private readonly endpoint = (ctx: CallContext): HandlerResult | Promise<HandlerResult> => {
+    const call = ctx as ServerCall;
+    const route = this.host.router.streamRoute(call.route);
+    if (route === undefined) throw new PointSubError("ERR_NO_ROUTE", `no stream handler for route ${call.route}`);
+    return route.handler(call.stream as IncomingStream, call);
+  };
+
+  /**
+   * Counts `n` received payload bytes against stream `st`'s window and the
+   * memory budget. When the budget is exhausted the stream is cancelled
+   * with ERR_OVERLOADED (the sender may resume it later); returns false then.
+   */
+  private charge(st: InState, n: number): boolean {
+    st.used += n;
+    if (st.used > this.link.local.streamWindow) {
+      throw new PointSubError("ERR_FLOW_CONTROL", `peer exceeded the window of stream ${st.id}`);
+    }
+    if (st.outDone) return false; // answered: its frames are dropped
+    if (!this.budget.tryCharge(n)) {
+      const b = this.budget;
+      const err = new PointSubError(
+        "ERR_OVERLOADED",
+        `no memory budget for stream data (${b.used} of ${b.limit} in use); retry later`,
+      );
+      st.stream.fail(err);
+      this.cancel(st, err);
+      return false;
+    }
+    st.charged += n;
+    return true;
+  }
+
+  /** Returns everything stream `st` holds of the budget (it was answered, cancelled or closed). */
+  private dropCharge(st: InState): void {
+    if (st.charged !== 0) {
+      this.budget.release(st.charged);
+      st.charged = 0;
+    }
+  }
+
+  /**
+   * Charges a data frame to its stream's window and queues its content for
+   * the reader; the charge is returned as credit once it is read. A
+   * COMPRESSED frame (`varint length`, then one block of the stream's codec)
+   * is charged for the larger of its payload and its declared decompressed
+   * length, checked against maxFrameSize and maxCompressionRatio before
+   * anything is inflated, and inflated only when the reader gets to it, on
+   * this connection's share of the decompression jobs.
+   */
+  private data(st: InState, flags: number, data: Uint8Array, crc = -1): void {
+    st.lastFrameAt = Date.now();
+    if ((flags & Flag.COMPRESSED) === 0) {
+      if (this.charge(st, data.length)) st.stream.push(data, data.length, crc);
+      return;
+    }
+    const codec = codecById(st.codec);
+    if (codec === undefined) throw new PointSubError("ERR_PROTOCOL", "COMPRESSED frame on a stream without a codec");
+    const v = this.v;
+    if (readVarint(data, 0, data.length, 4, v) !== 1 || v.value === 0) {
+      throw new PointSubError("ERR_PROTOCOL", "COMPRESSED frame without a valid decompressed length");
+    }
+    const length = v.value;
+    const block = data.subarray(v.next);
+    const local = this.link.local;
+    if (length > local.maxFrameSize) {
+      throw new PointSubError("ERR_PROTOCOL", `COMPRESSED frame declares ${length} bytes, over maxFrameSize`);
+    }
+    if (length > block.length * local.maxCompressionRatio) {
+      throw new PointSubError(
+        "ERR_COMPRESSION",
+        `COMPRESSED frame would expand ${block.length} bytes to ${length}, over maxCompressionRatio ${local.maxCompressionRatio}`,
+      );
+    }
+    const cost = Math.max(data.length, length);
+    if (!this.charge(st, cost)) return;
+    const jobs = this.inflateJobs;
+    st.stream.pushCompressed(block, cost, () => jobs.run(() => inflate(codec, block, length)));
+  }
+
+  /** The reader consumed `wire` bytes of stream `st`: return credit in quarter-window steps. */
+  private consumed(st: InState, wire: number): void {
+    const r = wire < st.charged ? wire : st.charged;
+    if (r !== 0) {
+      this.budget.release(r);
+      st.charged -= r;
+    }
+    st.unacked += wire;
+    if (st.outDone || this.host.closed) return;
+    if (creditDue(st.unacked, this.link.local.streamWindow)) {
+      this.outbox.sendCredit(st.id, st.unacked);
+      st.used -= st.unacked;
+      st.unacked = 0;
+    }
+  }
+
+  /** This side cancels stream `st` (its reader did, or it made no progress). */
+  private cancel(st: InState, err: PointSubError): void {
+    if (st.outDone || this.host.closed) return;
+    st.outDone = true;
+    st.stream.discard();
+    this.dropCharge(st);
+    st.call.done = true;
+    this.dispatcher.serving.delete(st.id);
+    this.dispatcher.closeRequest();
+    this.stats.error(err.code);
+    this.outbox.sendCancel(st.id, err.code);
+    this.release(st);
+  }
+
+  /** The sender cancelled its stream (or its source failed). */
+  private onCancelled(st: InState, errno: number): void {
+    const code = codeForErrno(errno) ?? "ERR_CANCELLED";
+    const err = new PointSubError(
+      code,
+      code === "ERR_SOURCE" ? "the sender's stream source failed" : `the sender cancelled the stream (${code})`,
+    );
+    st.inDone = true;
+    st.stream.fail(err);
+    this.dropCharge(st);
+    if (!st.outDone) {
+      st.outDone = true;
+      st.call.done = true;
+      st.call.abort(err);
+      this.dispatcher.serving.delete(st.id);
+      this.dispatcher.closeRequest();
+      this.outbox.sendCancel(st.id, "ERR_CANCELLED");
+    }
+    this.release(st);
+  }
+
+  private finishHandler(st: InState, value: HandlerResult, err: unknown, failed: boolean): void {
+    if (st.call.done || this.host.closed) return;
+    this.dispatcher.finishHandler(st.call, value, err, failed);
+    st.outDone = true;
+    st.stream.discard();
+    this.dropCharge(st);
+    this.release(st);
+  }
+
+  private release(st: InState): void {
+    if (st.inDone && st.outDone && this.streams.get(st.id) === st) this.streams.delete(st.id);
+  }
+
+  /**
+   * Cancels streams that made no progress for `timeoutMs` although they
+   * could: the reader has read everything (the sender has credit) and no
+   * frame came since `floor`.
+   */
+  checkProgress(now: number, timeoutMs: number, floor: number): void {
+    for (const st of this.streams.values()) {
+      if (st.inDone || st.outDone || st.stream.buffered !== 0) continue;
+      const last = st.lastFrameAt > floor ? st.lastFrameAt : floor;
+      if (now - last < timeoutMs) continue;
+      const err = new PointSubError("ERR_TIMEOUT", `stream ${st.id} received nothing for ${now - last} ms`);
+      st.stream.fail(err);
+      this.cancel(st, err);
+    }
+  }
+
+  /** The connection closed: fail every stream. */
+  teardown(failure: PointSubError): void {
+    for (const st of this.streams.values()) {
+      this.dropCharge(st);
+      st.stream.fail(failure, true);
+      st.call.done = true;
+      st.call.abort(failure);
+    }
+    this.streams.clear();
+  }
+}

@@ -1,0 +1,297 @@
+/**
+ * Streams this side sends (docs/PROTOCOL.md §3.10): one writer entry per
+ * stream fed by its producer ({@link OutgoingStream}), at most the peer's
+ * maxConcurrentStreams at once, each a call answered by the receiver's RES.
+ */
+import { AUTO_ORDER } from "../codec/compression.ts";
+import { Flag, FrameType } from "../codec/frame.ts";
+import { Feature } from "../codec/settings.ts";
+import { encodeMeta, encodeStreamHead } from "../codec/stream-prefix.ts";
+import { PointSubError, toPointSubError } from "../errors/error.ts";
+import { type StreamItem, streamCost } from "../stream/item.ts";
+import { OutgoingStream, planCompression } from "../stream/outgoing.ts";
+import { Transfer } from "../stream/transfer.ts";
+import type { SendStreamOptions, StreamSource } from "../stream/types.ts";
+import { newTransferId, Progress } from "../transfer/progress.ts";
+import { deferred } from "../util/deferred.ts";
+import type { Caller } from "./caller.ts";
+import type { PendingCall } from "./calls.ts";
+import type { Link } from "./link.ts";
+import type { Outbox } from "./outbox.ts";
+import { chunkSizeFor } from "./size-class.ts";
+import type { Stats } from "./stats.ts";
+import type { OutMessage } from "./writer.ts";
+
+const EMPTY = new Uint8Array(0);
+const MIB = 1024 * 1024;
+
+/** Whether the connection takes new work, and the error when it does not. */
+export interface EngineGate {
+  /** The connection is open (not handshaking, closing or closed). */
+  readonly open: boolean;
+  /** The connection is closed for good. */
+  readonly closed: boolean;
+  unusableError(): PointSubError;
+}
+
+/** A stream this side is sending. */
+interface OutState {
+  out: OutgoingStream;
+  msg: OutMessage;
+  call: PendingCall;
+  /** END or CANCEL went out. */
+  outEnded: boolean;
+  /** The receiver's final frame (RES or CANCEL) arrived. */
+  answered: boolean;
+}
+
+export class OutgoingStreams {
+  /** Streams this side sends, by id, until both directions ended. */
+  private readonly streams = new Map<number, OutState>();
+  private inUse = 0;
+  /** Streams waiting for a free slot (maxConcurrentStreams). */
+  private readonly waiters: (() => void)[] = [];
+  private readonly link: Link;
+  private readonly outbox: Outbox;
+  private readonly caller: Caller;
+  private readonly stats: Stats;
+  private readonly gate: EngineGate;
+
+  constructor(link: Link, outbox: Outbox, caller: Caller, stats: Stats, gate: EngineGate) {
+    this.link = link;
+    this.outbox = outbox;
+    this.caller = caller;
+    this.stats = stats;
+    this.gate = gate;
+  }
+
+  /** Streams open (in flight for a graceful close). */
+  get size(): number {
+    return this.streams.size;
+  }
+
+  /** A CREDIT frame for stream `id`: progress for a stream this side sends. */
+  onAck(id: number, n: number): void {
+    if (this.streams.size !== 0) this.streams.get(id)?.out.onAck(n);
+  }
+
+  /** This side gave up on its stream `id` (timeout, abort): stop the producer, which sends CANCEL. */
+  stopOut(id: number, err: PointSubError): void {
+    this.streams.get(id)?.out.stop(err);
+  }
+
+  /** See {@link Connection.sendStream}. */
+  send(route: string, source: StreamSource, options: SendStreamOptions): Transfer {
+    const transferId = options.transferId ?? newTransferId();
+    const progress = new Progress(transferId, options.total, options.progressIntervalMs ?? 100);
+    if (options.onProgress !== undefined) progress.on("progress", options.onProgress);
+    const d = deferred<Uint8Array>();
+    const call: PendingCall = {
+      id: 0,
+      type: FrameType.STREAM,
+      route,
+      head: EMPTY,
+      data: EMPTY,
+      resolve: (data) => {
+        progress.setStatus("completed");
+        d.resolve(data);
+      },
+      reject: (err) => {
+        progress.setStatus(err.code === "ERR_CANCELLED" ? "cancelled" : "failed", err);
+        d.reject(err);
+      },
+      deadline: 0,
+      timeoutMs: 0,
+      signal: options.signal,
+      onAbort: undefined,
+      settled: false,
+      started: false,
+    };
+    const cancel = (reason: string) => this.caller.abandon(call, new PointSubError("ERR_CANCELLED", reason));
+    const transfer = new Transfer(progress, d.promise, cancel);
+    let head: Uint8Array;
+    let plan: ReturnType<typeof planCompression>;
+    const offset = options.offset ?? 0;
+    try {
+      if (!this.gate.open) throw this.gate.unusableError();
+      const peer = this.link.peer;
+      if ((peer.features & Feature.STREAMS) === 0) {
+        throw new PointSubError("ERR_PROTOCOL", "the peer does not accept streams");
+      }
+      const total = options.total;
+      if (total !== undefined && (!Number.isSafeInteger(total) || total < 0)) {
+        throw new PointSubError("ERR_INVALID_ARGUMENT", "total must be a non-negative integer");
+      }
+      if (!Number.isSafeInteger(offset) || offset < 0 || (total !== undefined && offset > total)) {
+        throw new PointSubError("ERR_INVALID_ARGUMENT", "offset must be an integer between 0 and total");
+      }
+      plan = planCompression(options.compress, peer.compression, this.link.local.compression, AUTO_ORDER);
+      head = encodeStreamHead({
+        total,
+        offset,
+        prefixCrc: (options.prefixCrc ?? 0) >>> 0,
+        route,
+        codec: plan.codec?.id ?? 0,
+        meta: encodeMeta({ ...options.meta, transferId }),
+      });
+      if (options.signal?.aborted) {
+        throw new PointSubError("ERR_CANCELLED", `stream to ${route} aborted`, { cause: options.signal.reason });
+      }
+    } catch (err) {
+      call.settled = true;
+      call.reject(toPointSubError(err, "ERR_INVALID_ARGUMENT"));
+      return transfer;
+    }
+    if (options.signal !== undefined) {
+      const signal = options.signal;
+      call.onAbort = () =>
+        this.caller.abandon(
+          call,
+          new PointSubError("ERR_CANCELLED", `stream to ${route} aborted`, { cause: signal.reason }),
+        );
+      signal.addEventListener("abort", call.onAbort, { once: true });
+    }
+    progress.setBase(offset);
+    void this.run(call, head, source, plan, offset, options.prefixCrc ?? 0, progress);
+    return transfer;
+  }
+
+  private async run(
+    call: PendingCall,
+    head: Uint8Array,
+    source: StreamSource,
+    plan: ReturnType<typeof planCompression>,
+    offset: number,
+    prefixCrc: number,
+    progress: Progress,
+  ): Promise<void> {
+    while (
+      this.gate.open &&
+      !call.settled &&
+      (this.inUse >= this.link.peer.maxConcurrentStreams ||
+        this.caller.pending.size >= this.link.peer.maxConcurrentRequests)
+    ) {
+      await new Promise<void>((r) => {
+        this.waiters.push(r);
+      });
+    }
+    if (call.settled) return;
+    if (!this.gate.open) {
+      this.caller.settle(call, undefined, this.gate.unusableError());
+      return;
+    }
+    const id = this.outbox.allocId();
+    call.id = id;
+    call.started = true;
+    this.caller.pending.add(call);
+    this.outbox.outChunked.add(id);
+    this.inUse++;
+    const p = this.link.peer;
+    const base = progress.total !== undefined ? chunkSizeFor(progress.total) : 256 * 1024;
+    const chunk = Math.max(4096, Math.min(base, p.maxFrameSize, p.streamWindow >>> 1, p.connectionWindow >>> 1));
+    const writer = this.outbox.writer;
+    const out: OutgoingStream = new OutgoingStream(
+      id,
+      {
+        itemsAdded: () => writer.itemsAdded(),
+        compressed: (codec, before, after, used) => this.stats.compressed(codec, before, after, used),
+      },
+      progress,
+      {
+        chunk,
+        highWater: Math.max(2 * chunk, Math.min(p.streamWindow, 4 * MIB)),
+        offset,
+        prefixCrc,
+        plan,
+        maxRatio: p.maxCompressionRatio,
+      },
+    );
+    const msg: OutMessage = {
+      type: FrameType.STREAM,
+      id,
+      head: EMPTY,
+      data: EMPTY,
+      offset: 0,
+      started: false,
+      credit: p.streamWindow,
+      chunk,
+      single: false,
+      resolve: undefined,
+      reject: (e) => out.stop(e),
+      items: out.items,
+      onItem: (item: StreamItem) => {
+        out.onItemSent(item);
+        if ((item.flags & Flag.END) !== 0) this.outEnded(st);
+      },
+    };
+    const st: OutState = { out, msg, call, outEnded: false, answered: false };
+    this.streams.set(id, st);
+    this.stats.streams.sent++;
+    out.start(head);
+    writer.enqueue(msg);
+    progress.setStatus("transferring");
+    try {
+      await out.run(source);
+    } catch (err) {
+      const e = toPointSubError(err, "ERR_SOURCE");
+      if (!st.outEnded && !this.gate.closed) {
+        writer.remove(FrameType.STREAM, id, e);
+        this.outbox.sendCancel(id, e.code);
+        this.outEnded(st);
+      }
+      if (!call.settled) this.caller.settle(call, undefined, e);
+    }
+    this.stats.streams.bytesSent += out.produced - offset;
+  }
+
+  /** This side's half of stream `st` ended (END or CANCEL sent). */
+  private outEnded(st: OutState): void {
+    if (st.outEnded) return;
+    st.outEnded = true;
+    this.release(st);
+  }
+
+  /** The receiver's final frame for stream `id` arrived. */
+  streamAnswered(id: number): void {
+    const st = this.streams.get(id);
+    if (st === undefined) return;
+    st.answered = true;
+    if (!st.outEnded) st.out.stop(new PointSubError("ERR_CANCELLED", "the receiver answered before the stream ended"));
+    this.release(st);
+  }
+
+  private release(st: OutState): void {
+    if (!st.outEnded || !st.answered) return;
+    const id = st.msg.id;
+    if (this.streams.get(id) !== st) return;
+    this.streams.delete(id);
+    this.outbox.outChunked.delete(id);
+    this.inUse--;
+    this.waiters.shift()?.();
+  }
+
+  /** Cancels streams waiting for stream credit the receiver has not returned for `timeoutMs`. */
+  checkProgress(now: number, timeoutMs: number, floor: number): void {
+    for (const st of this.streams.values()) {
+      if (st.outEnded || st.call.settled) continue;
+      const head = st.msg.items?.peek();
+      if (head === undefined || streamCost(head) <= st.msg.credit) continue;
+      const last = st.out.lastAckAt > floor ? st.out.lastAckAt : floor;
+      if (now - last < timeoutMs) continue;
+      this.caller.abandon(
+        st.call,
+        new PointSubError(
+          "ERR_TIMEOUT",
+          `the receiver returned no credit for stream ${st.msg.id} for ${now - last} ms`,
+        ),
+      );
+    }
+  }
+
+  /** The connection closed: stop every producer. */
+  teardown(failure: PointSubError): void {
+    for (const st of this.streams.values()) st.out.stop(failure);
+    this.streams.clear();
+    for (const w of this.waiters.splice(0)) w();
+  }
+}

@@ -1,0 +1,140 @@
+/**
+ * Routes and middleware (docs/ARCHITECTURE.md "Router"). A router maps
+ * route names to request and stream handlers and runs middleware around
+ * every request, stream and one-way message. A server's router is the
+ * parent of each session's own router: lookups fall back to the parent,
+ * and the parent's middleware runs first (outermost).
+ *
+ * Composition is koa-style: a middleware gets the call's context and
+ * `next`; it may act before and after `await next()`, answer without
+ * calling it, or throw a PointSubError, which becomes the caller's error.
+ */
+import { decodeResumeQuery, encodeResumeAnswer, RESUME_ROUTE, type ResumePoint } from "../codec/resume.ts";
+import { PointSubError } from "../errors/error.ts";
+import type { CallContext, Handler, HandlerResult, Middleware, ResumeLookup, StreamRoute } from "./types.ts";
+
+function checkRoute(route: string): void {
+  if (typeof route !== "string" || route.length === 0) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", "route must be a non-empty string");
+  }
+}
+
+const NO_MIDDLEWARE: readonly Middleware[] = Object.freeze([]);
+const NOTHING: ResumePoint = Object.freeze({ offset: 0, crc: 0 });
+
+/** What runs at the end of a middleware chain: the route's handler (or a built-in answer). */
+export type Endpoint = (ctx: CallContext) => HandlerResult | Promise<HandlerResult>;
+
+export class Router {
+  /** Where lookups fall back to, and whose middleware runs first. */
+  readonly parent: Router | undefined;
+  private routes: Map<string, Handler> | undefined;
+  private streamRoutes: Map<string, StreamRoute> | undefined;
+  private own: Middleware[] | undefined;
+  /** Bumped whenever middleware is added, so a child knows its cached chain is stale. */
+  private version = 0;
+  private chainCache: readonly Middleware[] = NO_MIDDLEWARE;
+  private chainVersion = -1;
+  private resumeHandler_: Handler | undefined;
+
+  constructor(parent?: Router) {
+    this.parent = parent;
+  }
+
+  /** Registers a request handler for `route` (replacing one registered before). */
+  handle(route: string, handler: Handler): this {
+    checkRoute(route);
+    if (typeof handler !== "function") throw new PointSubError("ERR_INVALID_ARGUMENT", "handler must be a function");
+    this.routes ??= new Map();
+    this.routes.set(route, handler);
+    return this;
+  }
+
+  /** Registers a stream handler for `route`; `resume` makes the route resumable. */
+  handleStream(route: string, handler: StreamRoute["handler"], options: { resume?: ResumeLookup } = {}): this {
+    checkRoute(route);
+    if (typeof handler !== "function") throw new PointSubError("ERR_INVALID_ARGUMENT", "handler must be a function");
+    this.streamRoutes ??= new Map();
+    this.streamRoutes.set(route, { handler, resume: options.resume });
+    return this;
+  }
+
+  /** Adds a middleware; it runs after those added before it (and after every middleware of the parent). */
+  use(mw: Middleware): this {
+    if (typeof mw !== "function") throw new PointSubError("ERR_INVALID_ARGUMENT", "middleware must be a function");
+    this.own ??= [];
+    this.own.push(mw);
+    this.version++;
+    return this;
+  }
+
+  /** The request handler for `route`: this router's, the parent's, or the built-in resume route's. */
+  route(route: string): Handler | undefined {
+    const h = this.routes?.get(route) ?? this.parent?.routeOwnOrParent(route);
+    if (h !== undefined) return h;
+    return route === RESUME_ROUTE ? this.resumeHandler : undefined;
+  }
+
+  private routeOwnOrParent(route: string): Handler | undefined {
+    return this.routes?.get(route) ?? this.parent?.routeOwnOrParent(route);
+  }
+
+  /** The stream route for `route`: this router's or the parent's. */
+  streamRoute(route: string): StreamRoute | undefined {
+    return this.streamRoutes?.get(route) ?? this.parent?.streamRoute(route);
+  }
+
+  /** Whether any middleware runs (here or in a parent): without, calls go straight to their handler. */
+  get hasMiddleware(): boolean {
+    return this.chain().length !== 0;
+  }
+
+  /** Every middleware, outermost first. */
+  chain(): readonly Middleware[] {
+    const v = this.version + (this.parent === undefined ? 0 : this.parent.stamp() * 65536);
+    if (v === this.chainVersion) return this.chainCache;
+    const up = this.parent?.chain() ?? NO_MIDDLEWARE;
+    this.chainCache = this.own === undefined ? up : up.length === 0 ? this.own.slice() : [...up, ...this.own];
+    this.chainVersion = v;
+    return this.chainCache;
+  }
+
+  private stamp(): number {
+    return this.version + (this.parent === undefined ? 0 : this.parent.stamp() * 65536);
+  }
+
+  /**
+   * Runs `endpoint` for `ctx` inside the middleware chain. Resolves to what
+   * the chain returns; rejects with what a middleware or the endpoint threw.
+   */
+  run(ctx: CallContext, endpoint: Endpoint): Promise<HandlerResult> {
+    const chain = this.chain();
+    let last = -1;
+    const dispatch = (i: number): Promise<HandlerResult> => {
+      if (i <= last) {
+        return Promise.reject(new PointSubError("ERR_INVALID_ARGUMENT", "middleware called next() more than once"));
+      }
+      last = i;
+      try {
+        return Promise.resolve(i === chain.length ? endpoint(ctx) : chain[i](ctx, () => dispatch(i + 1)));
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    };
+    return dispatch(0);
+  }
+
+  /**
+   * The built-in route of resume queries (docs/PROTOCOL.md §3.11): answers
+   * from the `resume` lookup of the stream route asked about.
+   */
+  get resumeHandler(): Handler {
+    this.resumeHandler_ ??= async (req, ctx) => {
+      const { route, transferId } = decodeResumeQuery(req.data);
+      const sr = this.streamRoute(route);
+      const point = sr?.resume === undefined ? NOTHING : await sr.resume(transferId, { route, session: ctx.session });
+      return encodeResumeAnswer(point);
+    };
+    return this.resumeHandler_;
+  }
+}

@@ -1,0 +1,55 @@
+import type { ResumePoint } from "../codec/resume.ts";
+import type { Connection } from "../connection/connection.ts";
+import type { HandlerResult } from "../connection/types.ts";
+import type { IncomingStream } from "../stream/incoming.ts";
+import type { StreamHandler } from "../stream/types.ts";
+
+export type { ResumePoint } from "../codec/resume.ts";
+export type { Handler, HandlerResult } from "../connection/types.ts";
+
+/** Who asks a resume query: the stream route it is about and the session asking (its `principal`). */
+export interface ResumeContext {
+  route: string;
+  session: Connection;
+}
+
+/** Answers a resume query for `transferId` (docs/PROTOCOL.md §3.11). */
+export type ResumeLookup = (transferId: string, ctx: ResumeContext) => ResumePoint | Promise<ResumePoint>;
+
+/** A stream route: its handler and, when it can resume, where a transfer stands. */
+export interface StreamRoute {
+  handler: StreamHandler;
+  resume?: ResumeLookup;
+}
+
+/** What a middleware sees of one call: a request, a stream or a one-way message from the peer. */
+export interface CallContext {
+  /** What arrived: a request (answered with the chain's result), a stream (likewise), or a one-way message. */
+  readonly kind: "request" | "stream" | "message";
+  /** The route (empty for a one-way message). */
+  readonly route: string;
+  /** The connection it came on. */
+  readonly session: Connection;
+  /** What the server's `authenticate` hook returned for this session (undefined without authentication). */
+  readonly principal: unknown;
+  /** Aborted when the caller cancels or times out, or the connection closes. */
+  readonly signal: AbortSignal;
+  /** The request or message bytes (empty for a stream: read `stream`). */
+  readonly data: Uint8Array;
+  /** The incoming stream, for kind "stream". */
+  readonly stream: IncomingStream | undefined;
+  /** Free per-call storage for middleware (created on first use). */
+  readonly state: Record<string, unknown>;
+}
+
+/**
+ * Runs around a call. Call `next()` (at most once) to run the rest of the
+ * chain and the handler, and return (or transform) what it resolves to;
+ * return without calling it to answer yourself; throw a PointSubError
+ * (e.g. `ERR_UNAUTHORIZED`) to refuse the call with that error. For a
+ * one-way message the result is ignored and a throw drops the message.
+ */
+export type Middleware = (
+  ctx: CallContext,
+  next: () => Promise<HandlerResult>,
+) => HandlerResult | Promise<HandlerResult>;

@@ -1,0 +1,166 @@
+/**
+ * Every payload format outside the frame header (src/codec/control.ts,
+ * message-head.ts, resume.ts, stream-prefix.ts): encode/decode round trips,
+ * and arbitrary bytes give a value or a typed ERR_PROTOCOL, never anything else.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import fc from "fast-check";
+import { readU16, readU32, writeU16, writeU32 } from "../../src/codec/bytes.ts";
+import {
+  decodeCancel,
+  decodeCredit,
+  decodeGoAway,
+  decodePing,
+  encodeCancel,
+  encodeCredit,
+  encodeGoAway,
+  encodePing,
+  encodePreface,
+  MAX_CREDIT,
+} from "../../src/codec/control.ts";
+import { MAGIC, Status } from "../../src/codec/frame.ts";
+import {
+  decodeErrorBody,
+  encodeErrorHead,
+  encodeRouteHead,
+  MAX_ROUTE,
+  readRouteBounds,
+} from "../../src/codec/message-head.ts";
+import {
+  decodeResumeAnswer,
+  decodeResumeQuery,
+  encodeResumeAnswer,
+  encodeResumeQuery,
+} from "../../src/codec/resume.ts";
+import { decodeStreamEnd, decodeStreamHead, encodeStreamEnd, encodeStreamHead } from "../../src/codec/stream-prefix.ts";
+import { isPointSubError } from "../../src/errors/error.ts";
+
+const RUNS = 2000;
+const text = fc.string({ unit: "grapheme", maxLength: 40 });
+
+/** Runs `decode` on arbitrary bytes: it returns or throws ERR_PROTOCOL. */
+function total(decode: (b: Uint8Array) => unknown): void {
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 64 }), (bytes) => {
+      try {
+        decode(bytes);
+      } catch (err) {
+        assert.ok(isPointSubError(err), `threw ${String(err)}`);
+        assert.equal(err.code, "ERR_PROTOCOL");
+      }
+    }),
+    { numRuns: RUNS },
+  );
+}
+
+describe("codec/bytes", () => {
+  it("u16 and u32 are big-endian and round-trip", () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 0xffff }), fc.integer({ min: 0, max: 0xffffffff }), (a, b) => {
+        const buf = new Uint8Array(6);
+        assert.equal(writeU16(buf, 0, a), 2);
+        assert.equal(writeU32(buf, 2, b), 6);
+        assert.equal(readU16(buf, 0), a);
+        assert.equal(readU32(buf, 2), b);
+        assert.equal(buf[0], a >>> 8);
+        assert.equal(buf[2], b >>> 24);
+      }),
+    );
+  });
+});
+
+describe("codec/control", () => {
+  it("preface is PSUB + versions", () => {
+    assert.deepEqual([...encodePreface(1, 2)], [...MAGIC, 1, 2]);
+  });
+  it("CANCEL round-trips its errno and refuses any other size", () => {
+    fc.assert(fc.property(fc.integer({ min: 0, max: 0xffff }), (e) => assert.equal(decodeCancel(encodeCancel(e)), e)));
+    total(decodeCancel);
+    assert.throws(() => decodeCancel(new Uint8Array(3)), /2 bytes/);
+  });
+  it("CREDIT round-trips 1..2^31-1 and refuses 0, overlong and trailing bytes", () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: MAX_CREDIT }), (n) => assert.equal(decodeCredit(encodeCredit(n)), n)),
+    );
+    total(decodeCredit);
+    assert.throws(() => decodeCredit(encodeCredit(0)), /bad CREDIT/);
+    assert.throws(() => decodeCredit(encodeCredit(MAX_CREDIT + 1)), /bad CREDIT/);
+    assert.throws(() => decodeCredit(new Uint8Array([1, 0])), /bad CREDIT/);
+  });
+  it("PING carries a float64 and must be 8 bytes", () => {
+    fc.assert(fc.property(fc.integer({ min: 0, max: 2 ** 40 }), (s) => assert.equal(decodePing(encodePing(s)), s)));
+    total(decodePing);
+  });
+  it("GOAWAY round-trips errno and reason, cutting long reasons", () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 0xffff }), text, (errno, reason) => {
+        assert.deepEqual(decodeGoAway(encodeGoAway(errno, reason)), { errno, reason });
+      }),
+    );
+    total(decodeGoAway);
+    assert.equal(decodeGoAway(encodeGoAway(0, "x".repeat(5000))).reason.length, 1024);
+  });
+});
+
+describe("codec/message-head", () => {
+  it("route heads round-trip and bad routes are refused on encode", () => {
+    fc.assert(
+      fc.property(fc.string({ minLength: 1, maxLength: 60 }), (route) => {
+        const head = encodeRouteHead(route);
+        const v = { value: 0, next: 0 };
+        readRouteBounds(head, 0, head.length, v);
+        assert.equal(v.next, head.length);
+        assert.equal(new TextDecoder().decode(head.subarray(v.value, v.next)), route);
+      }),
+    );
+    assert.throws(() => encodeRouteHead(""), { code: "ERR_INVALID_ARGUMENT" });
+    assert.throws(() => encodeRouteHead("r".repeat(MAX_ROUTE + 1)), { code: "ERR_INVALID_ARGUMENT" });
+    total((b) => readRouteBounds(b, 0, b.length, { value: 0, next: 0 }));
+  });
+  it("error heads round-trip (status byte first)", () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 0xffff }), text, text, (errno, code, message) => {
+        const head = encodeErrorHead(errno, code, message);
+        assert.equal(head[0], Status.ERROR);
+        assert.deepEqual(decodeErrorBody(head, 1, head.length), { errno, code, message });
+      }),
+    );
+    total((b) => decodeErrorBody(b, 0, b.length));
+  });
+});
+
+describe("codec/resume", () => {
+  it("queries and answers round-trip", () => {
+    fc.assert(
+      fc.property(text, text, (route, transferId) => {
+        assert.deepEqual(decodeResumeQuery(encodeResumeQuery({ route, transferId })), { route, transferId });
+      }),
+    );
+    fc.assert(
+      fc.property(fc.nat({ max: Number.MAX_SAFE_INTEGER }), fc.integer({ min: 0, max: 0xffffffff }), (offset, crc) => {
+        assert.deepEqual(decodeResumeAnswer(encodeResumeAnswer({ offset, crc })), { offset, crc });
+      }),
+    );
+    total(decodeResumeQuery);
+    total(decodeResumeAnswer);
+  });
+});
+
+describe("codec/stream-prefix", () => {
+  it("STREAM start and end decoders are total over arbitrary bytes", () => {
+    total((b) => decodeStreamHead(b, 0, b.length));
+    total((b) => decodeStreamEnd(b, 0, b.length));
+    const head = encodeStreamHead({
+      total: 10,
+      offset: 2,
+      prefixCrc: 7,
+      route: "/r",
+      codec: 0,
+      meta: new Uint8Array(),
+    });
+    assert.equal(decodeStreamHead(head, 0, head.length).head.route, "/r");
+    const end = encodeStreamEnd(10, 0xdeadbeef);
+    assert.deepEqual(decodeStreamEnd(end, 0, end.length), { length: 10, crc: 0xdeadbeef });
+  });
+});
