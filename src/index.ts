@@ -77,6 +77,8 @@ export {
   type ResumePoint,
 } from "./connection/connection.ts";
 export { SIZE_CLASSES, type SizeClass } from "./connection/size-class.ts";
+export { Router } from "./router/router.ts";
+export type { CallContext, Middleware, StreamRoute } from "./router/types.ts";
 export type { ClassCounters, CompressionCounters, StatsSnapshot } from "./connection/stats.ts";
 export type {
   Authenticator,

@@ -84,7 +84,6 @@ function handledRejection(err: unknown): Promise<never> {
   return p;
 }
 
-
 /** Internal construction options. */
 export interface ConnectionInit {
   /** The side that opened the transport uses odd stream ids, the other even. */
