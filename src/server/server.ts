@@ -1,15 +1,11 @@
 import { EventEmitter } from "eventemitter3";
 import { MemoryBudget } from "../connection/budget.ts";
-import {
-  budgetLimit,
-  Connection,
-  type ResumeLookup,
-  resolveSettings,
-  type StreamRoute,
-} from "../connection/connection.ts";
+import { budgetLimit, Connection, resolveSettings } from "../connection/connection.ts";
 import { type StatsSnapshot, sumStats } from "../connection/stats.ts";
 import type { Authenticator, ConnectionOptions, Handler, Message } from "../connection/types.ts";
 import { PointSubError } from "../errors/error.ts";
+import { Router } from "../router/router.ts";
+import type { Middleware, ResumeLookup } from "../router/types.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import type { StreamHandler } from "../stream/types.ts";
 import type { Address, Transport, TransportListener, TransportListenOptions } from "../transport/transport.ts";
@@ -77,8 +73,8 @@ export class Server extends EventEmitter<ServerEvents> {
   private readonly runtime: Runtime;
   /** Every session's settings, resolved and validated once. */
   private readonly settings: ReturnType<typeof resolveSettings>;
-  private readonly routes = new Map<string, Handler>();
-  private readonly streamRoutes = new Map<string, StreamRoute>();
+  /** Routes and middleware of every session (each session's own router falls back to it). */
+  private readonly router = new Router();
   private readonly bound: TransportListener[] = [];
   private readonly sessions_ = new Set<Connection>();
   private readonly connecting = new Set<Connection>();
@@ -116,10 +112,18 @@ export class Server extends EventEmitter<ServerEvents> {
 
   /** Registers `handler` for requests to `route` (e.g. `/echo/1.0.0`) from any session. */
   handle(route: string, handler: Handler): this {
-    if (typeof route !== "string" || route.length === 0) {
-      throw new PointSubError("ERR_INVALID_ARGUMENT", "route must be a non-empty string");
-    }
-    this.routes.set(route, handler);
+    this.router.handle(route, handler);
+    return this;
+  }
+
+  /**
+   * Adds a middleware around every request, stream and one-way message of
+   * every session (outermost first, before each session's own middleware).
+   * A middleware may refuse a call by throwing a PointSubError (e.g.
+   * `ERR_UNAUTHORIZED` after checking `ctx.principal`); see {@link Middleware}.
+   */
+  use(mw: Middleware): this {
+    this.router.use(mw);
     return this;
   }
 
@@ -129,10 +133,7 @@ export class Server extends EventEmitter<ServerEvents> {
    * route continue where they stopped.
    */
   handleStream(route: string, handler: StreamHandler, options: { resume?: ResumeLookup } = {}): this {
-    if (typeof route !== "string" || route.length === 0) {
-      throw new PointSubError("ERR_INVALID_ARGUMENT", "route must be a non-empty string");
-    }
-    this.streamRoutes.set(route, { handler, resume: options.resume });
+    this.router.handleStream(route, handler, options);
     return this;
   }
 
@@ -249,8 +250,7 @@ export class Server extends EventEmitter<ServerEvents> {
     const conn = new Connection(transport, this.options, {
       localSettings: this.settings,
       initiator: false,
-      sharedRoutes: this.routes,
-      sharedStreamRoutes: this.streamRoutes,
+      router: this.router,
       onMessage: this.dispatchMessage,
       budget: this.budget,
       authenticate: this.options.authenticate,
