@@ -1,4 +1,4 @@
-import { constants, createReadStream } from "node:fs";
+import { constants, createReadStream, lstat as lstatCb, type Stats } from "node:fs";
 import { type FileHandle, link, lstat, mkdir, open, readdir, rename, rm, unlink } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { crc32c } from "../codec/crc32c.ts";
@@ -326,8 +326,10 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
   const discard = async (e: Entry) => {
     // unlink, not rm: rm checks the path synchronously first (a cost per
     // failed transfer that a flood of bad uploads multiplies).
-    await unlink(partialPath(e.key)).catch(() => {});
+    // The sidecar first: a crash in between leaves a partial without one
+    // (read once after the restart), never a sidecar without its partial.
     await unlink(sidecarPath(e.key)).catch(() => {});
+    await unlink(partialPath(e.key)).catch(() => {});
     forget(e);
   };
 
@@ -563,11 +565,27 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     return { tid, name: safeFileName(raw) };
   };
 
-  const exists = (path: string) =>
-    lstat(path).then(
-      (st) => st,
-      () => undefined,
-    );
+  /** lstat calls in flight, by path: transfers checking the same name at once share one. */
+  const checking = new Map<string, Promise<Stats | undefined>>();
+  /**
+   * What is at `path` (not following links), or undefined. The callback
+   * API: for a missing path it costs about half of the promise API's (no
+   * rejected promise), and a flood of uploads under one name costs one
+   * call per round instead of one per upload.
+   */
+  const exists = (path: string): Promise<Stats | undefined> => {
+    let p = checking.get(path);
+    if (p === undefined) {
+      p = new Promise((resolve) => {
+        lstatCb(path, (err, st) => {
+          checking.delete(path);
+          resolve(err === null ? st : undefined);
+        });
+      });
+      checking.set(path, p);
+    }
+    return p;
+  };
 
   /** Syncs the directory so a rename or link survives a crash (best effort where unsupported). */
   const syncDir = async () => {
@@ -625,8 +643,8 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
           await mkdir(dir, { recursive: true });
         } else if (code === "EEXIST" && !cleared) {
           cleared = true;
-          await unlink(partialPath(e.key)).catch(() => {});
           await unlink(sidecarPath(e.key)).catch(() => {});
+          await unlink(partialPath(e.key)).catch(() => {});
         } else if (code === "EEXIST") {
           throw new PointSubError("ERR_RESUME", "a partial file is in the way; retry");
         } else {
@@ -644,7 +662,8 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     const { tid, name } = check(stream);
     await ready;
     const route = stream.route;
-    const key = await partialKey(String(ctx.session?.principal ?? ""), route, tid);
+    const principal = String(ctx.session?.principal ?? "");
+    const key = await partialKey(principal, route, tid);
     const e = entryFor(key);
     if (e.active) throw new PointSubError("ERR_RESUME", "this transfer is already being received");
     e.active = true;
@@ -705,22 +724,22 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       options.onStream?.(stream, ctx);
 
       /**
-       * Opens the partial of a fresh transfer and records where the
-       * transfer starts. Done when its first bytes arrive (or at its end
-       * when it has none), so a transfer that fails before sending data
-       * costs one lstat and leaves nothing behind. The sidecar is written
-       * before any byte lands: a stale one at the key can then never claim
-       * the new bytes.
+       * Creates the partial of a fresh transfer when its first bytes arrive
+       * (or at its end when it has none), so a transfer that fails before
+       * sending data costs one lstat and leaves nothing behind. Its sidecar
+       * is written at checkpoints and when it stops; a crash before then
+       * leaves a partial without one, read once after the restart. Only a
+       * principal's transfer records where it starts at once: the sidecar
+       * holds the tag that finds the partial by transfer id alone (the key
+       * finds the anonymous principal's).
        */
       const begin = async (): Promise<FileHandle> => {
-        if (fh === undefined) {
-          fh = await createPartial(e);
-          touched = true;
-          e.exists = true;
-          e.point = { offset: 0, crc: 0 };
-        }
-        // (The peer's prefix CRC means nothing for a transfer from 0.)
-        await writeSidecar(e, { offset, crc: offset > 0 ? stream.prefixCrc : 0 });
+        if (fh !== undefined) return fh;
+        fh = await createPartial(e);
+        touched = true;
+        e.exists = true;
+        e.point = { offset: 0, crc: 0 };
+        if (principal !== "") await writeSidecar(e, { offset: 0, crc: 0 });
         return fh;
       };
 

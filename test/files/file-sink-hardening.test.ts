@@ -887,9 +887,8 @@ describe("file server hardening: fileSink against hostile peers", () => {
         });
         const failed = t.done.catch((err: unknown) => err);
         await until(async () => (await sizeOf(partial)) >= keep, "the partial file to fill");
-        // Before the first byte landed, the sidecar was rewritten for this transfer (a crash now reads from 0).
-        const side = JSON.parse(await readFile(sidecar, "utf8")) as { offset: number; crc: number };
-        assert.deepEqual([side.offset, side.crc], [0, 0]);
+        // The stale partial was in the way: it went, and its stale sidecar with it.
+        assert.equal(existsSync(sidecar), false, "no stale sidecar next to the new partial");
         conn.destroy();
         go();
         assert.ok((await failed) !== undefined);
@@ -912,6 +911,96 @@ describe("file server hardening: fileSink against hostile peers", () => {
         assert.equal(r.resumedFrom, keep);
         assert.equal(sha256(await readFile(r.path)), sha256(data));
         assert.deepEqual(await listing(dir), ["s.bin"]);
+      } finally {
+        await e.close();
+      }
+    });
+
+    it("the sidecar: none for an anonymous transfer until it stops; a principal's records its tag when its first bytes land", async () => {
+      const e = await env();
+      let principal = "";
+      e.server.on("session", (s) => {
+        s.handleStream(FILE_ROUTE, (stream, ctx) => e.sink.handler(stream, asPrincipal(ctx, principal)), {
+          resume: e.sink.resume,
+        });
+      });
+      try {
+        for (const who of ["", "alice"]) {
+          principal = who;
+          const conn = await e.connect();
+          const id = newId();
+          const data = random(2 * MiB);
+          let go!: () => void;
+          const hold = new Promise<void>((r) => (go = r));
+          async function* source() {
+            yield data.subarray(0, MiB);
+            await hold;
+          }
+          const t = conn.sendStream(FILE_ROUTE, source(), {
+            transferId: id,
+            meta: { name: `${who || "anon"}.bin` },
+            total: data.length,
+          });
+          const failed = t.done.catch((err: unknown) => err);
+          const partial = await partialOf(e.dir, id, who);
+          const sidecar = partial.replace(/\.partial$/, ".resume");
+          await until(async () => (await sizeOf(partial)) >= MiB, "the first bytes");
+          if (who === "") {
+            assert.equal(existsSync(sidecar), false, "the key alone finds an anonymous partial");
+          } else {
+            const side = JSON.parse(await readFile(sidecar, "utf8")) as { offset: number; crc: number; tag?: string };
+            assert.deepEqual([side.offset, side.crc, typeof side.tag], [0, 0, "string"]);
+          }
+          conn.destroy();
+          go();
+          assert.ok((await failed) !== undefined);
+          await until(async () => {
+            try {
+              return (await e.sink.resume(id)).offset === MiB;
+            } catch {
+              return false;
+            }
+          }, "the sink to record the resume point");
+          const side = JSON.parse(await readFile(sidecar, "utf8")) as { offset: number; crc: number };
+          assert.deepEqual([side.offset, side.crc], [MiB, crc32c(data.subarray(0, MiB))], "written when it stopped");
+        }
+      } finally {
+        await e.close();
+      }
+    });
+
+    it("uploads under one name at once: all refused when it exists; when it does not, exactly one gets it", async () => {
+      const e = await env();
+      try {
+        const conn = await e.connect();
+        await writeFile(join(e.dir, "taken.bin"), "theirs");
+        const refused = await Promise.allSettled(
+          Array.from(
+            { length: 16 },
+            () =>
+              conn.sendStream(FILE_ROUTE, [random(5000)], { transferId: newId(), meta: { name: "taken.bin" } }).done,
+          ),
+        );
+        for (const r of refused) {
+          assert.equal(r.status, "rejected");
+          assert.equal((r as PromiseRejectedResult).reason.code, "ERR_EXISTS");
+        }
+        assert.equal(await readFile(join(e.dir, "taken.bin"), "utf8"), "theirs");
+        const datas = Array.from({ length: 8 }, () => random(50_000));
+        const results = await Promise.allSettled(
+          datas.map((d) => conn.sendStream(FILE_ROUTE, [d], { transferId: newId(), meta: { name: "free.bin" } }).done),
+        );
+        const won = results.flatMap((r, i) => (r.status === "fulfilled" ? [i] : []));
+        assert.equal(won.length, 1, "exactly one upload gets the name");
+        for (const r of results) {
+          if (r.status === "rejected") assert.equal((r.reason as { code?: string }).code, "ERR_EXISTS");
+        }
+        assert.equal(sha256(await readFile(join(e.dir, "free.bin"))), sha256(datas[won[0]]));
+        // (The losers keep their verified partials for a re-send once the name is free.)
+        assert.deepEqual(
+          (await listing(e.dir)).filter((n) => !n.startsWith(".")),
+          ["free.bin", "taken.bin"],
+        );
       } finally {
         await e.close();
       }
