@@ -77,8 +77,6 @@ export {
   type ResumePoint,
 } from "./connection/connection.ts";
 export { SIZE_CLASSES, type SizeClass } from "./connection/size-class.ts";
-export { Router } from "./router/router.ts";
-export type { CallContext, Middleware, StreamRoute } from "./router/types.ts";
 export type { ClassCounters, CompressionCounters, StatsSnapshot } from "./connection/stats.ts";
 export type {
   Authenticator,
@@ -124,6 +122,8 @@ export {
   type SendFileOptions,
   sendFile,
 } from "./node/send-file.ts";
+export { Router } from "./router/router.ts";
+export type { CallContext, Middleware, StreamRoute } from "./router/types.ts";
 export { type Crc32cProvider, createRuntime, type Runtime, type RuntimeParts } from "./runtime/runtime.ts";
 export {
   type MemoryUsage,

@@ -43,7 +43,7 @@ export async function connect(address: Address, options: ConnectOptions = {}): P
     conn = new Connection(
       transport,
       { ...options, handshakeTimeoutMs: options.handshakeTimeoutMs ?? connectTimeoutMs },
-      { initiator: true },
+      { initiator: true, runtime },
     );
   } catch (err) {
     // Invalid options (credentials, budget): do not leave the socket open.

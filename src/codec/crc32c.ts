@@ -50,6 +50,40 @@ function crc32cJsRange(data: Uint8Array, start: number, end: number, initial: nu
   return ~crc >>> 0;
 }
 
+/**
+ * One CRC32C implementation as a runtime chooses it: `native` for inputs of
+ * at least `minLength` bytes (where it beats a table lookup despite the cost
+ * of the call), the pure-JS one below that or when there is none. The
+ * decoder, writer and streams of a connection use their runtime's.
+ */
+export class Crc32c {
+  /** `"js"` or the native implementation's name. */
+  readonly name: string;
+  private readonly native: Crc32cFunction | undefined;
+  private readonly min: number;
+
+  constructor(native?: Crc32cFunction, name = "js", minLength = 0) {
+    this.native = native;
+    this.name = native === undefined ? "js" : name;
+    this.min = native === undefined ? Number.POSITIVE_INFINITY : minLength;
+  }
+
+  /** CRC32C of `data`, continuing from `initial`. */
+  compute(data: Uint8Array, initial = 0): number {
+    if (data.length >= this.min) return (this.native as Crc32cFunction)(data, initial);
+    return crc32cJsRange(data, 0, data.length, initial);
+  }
+
+  /** CRC32C of `data[start..end)` (no view is created for short ranges). */
+  range(data: Uint8Array, start: number, end: number, initial = 0): number {
+    if (end - start >= this.min) return (this.native as Crc32cFunction)(data.subarray(start, end), initial);
+    return crc32cJsRange(data, start, end, initial);
+  }
+}
+
+/** The pure-JS implementation: the default where no runtime chose another. */
+export const JS_CRC32C_IMPL: Crc32c = new Crc32c();
+
 let native: Crc32cFunction | undefined;
 let nativeMin = 0;
 let implName = "js";

@@ -1,6 +1,6 @@
 import { PointSubError } from "../errors/error.ts";
 import { readU32 } from "./bytes.ts";
-import { crc32c, crc32cCombine, crc32cRange } from "./crc32c.ts";
+import { type Crc32c, crc32cCombine, JS_CRC32C_IMPL } from "./crc32c.ts";
 import {
   ALLOWED_FLAGS,
   CRC_LENGTH,
@@ -102,9 +102,24 @@ export class FrameDecoder {
   /** Whether the current push handed views of its chunk to the sink. */
   private retained = false;
 
-  constructor(sink: FrameSink, maxFrameSize: number) {
+  private readonly crc: Crc32c;
+  private readonly alloc: (n: number) => Uint8Array;
+
+  /**
+   * `crc` and `alloc` come from the runtime: its CRC32C implementation and
+   * its allocator of frame bodies (which may skip zero-filling: every byte
+   * is written before use).
+   */
+  constructor(
+    sink: FrameSink,
+    maxFrameSize: number,
+    crc: Crc32c = JS_CRC32C_IMPL,
+    alloc: (n: number) => Uint8Array = allocateUninitialized,
+  ) {
     this.sink = sink;
     this.maxFrameSize = maxFrameSize;
+    this.crc = crc;
+    this.alloc = alloc;
   }
 
   /**
@@ -189,10 +204,10 @@ export class FrameDecoder {
         if (this.checksum) {
           let crc: number;
           if (this.type === FrameType.STREAM && this.length >= 4096) {
-            payloadCrc = crc32cRange(chunk, pstart, pend);
-            crc = crc32cCombine(crc32cRange(chunk, hstart, pstart), payloadCrc, this.length);
+            payloadCrc = this.crc.range(chunk, pstart, pend);
+            crc = crc32cCombine(this.crc.range(chunk, hstart, pstart), payloadCrc, this.length);
           } else {
-            crc = crc32cRange(chunk, hstart, pend);
+            crc = this.crc.range(chunk, hstart, pend);
           }
           const t = pend;
           const want = readU32(chunk, t);
@@ -203,7 +218,7 @@ export class FrameDecoder {
         if (this.type === FrameType.BATCH) this.unbatch(chunk, pstart, pend);
         else this.sink.onFrame(this.type, this.flags, this.id, chunk, pstart, pend, payloadCrc);
       } else {
-        if (this.checksum) this.headCrc = crc32cRange(chunk, hstart, pos);
+        if (this.checksum) this.headCrc = this.crc.range(chunk, hstart, pos);
         this.beginBody();
       }
     }
@@ -211,7 +226,7 @@ export class FrameDecoder {
 
   /** After a header parsed out of the carry buffer: start the body. */
   private afterHeaderFromCarry(): void {
-    if (this.checksum) this.headCrc = crc32cRange(this.carry, 0, this.headLen);
+    if (this.checksum) this.headCrc = this.crc.range(this.carry, 0, this.headLen);
     if (this.length === 0 && !this.checksum) {
       this.sink.onFrame(this.type, this.flags, this.id, this.carry, 0, 0, -1);
       return;
@@ -231,7 +246,7 @@ export class FrameDecoder {
     }
     this.pieces = undefined;
     const t = this.length > 0 ? this.sink.frameTarget?.(this.type, this.flags, this.id, this.length) : undefined;
-    this.body = t !== undefined && t.length === this.length ? t : allocateBody(this.length);
+    this.body = t !== undefined && t.length === this.length ? t : this.alloc(this.length);
     this.filled = 0;
     this.state = State.Body;
   }
@@ -248,7 +263,7 @@ export class FrameDecoder {
         this.body.set(piece, this.filled);
       } // else the transport read it into place (readTarget)
       // Checksum each piece as it arrives, while it is still in cache.
-      if (this.checksum) this.runningCrc = crc32c(piece, this.runningCrc);
+      if (this.checksum) this.runningCrc = this.crc.compute(piece, this.runningCrc);
       this.filled += n;
       pos += n;
     }
@@ -382,22 +397,11 @@ const NO_BYTES = new Uint8Array(0);
 const KEEPS_PAYLOAD = new Uint8Array(16);
 for (const t of [FrameType.MSG, FrameType.REQ, FrameType.RES, FrameType.STREAM, FrameType.BATCH]) KEEPS_PAYLOAD[t] = 1;
 
-/** Allocates frame bodies; every byte is overwritten before use, so a runtime may skip zero-filling. */
-let allocateBody: (n: number) => Uint8Array = (n) => new Uint8Array(n);
-
 /**
- * Allocates `n` bytes that the caller will overwrite completely before
- * anyone reads them (frame bodies, chunked messages being assembled).
+ * The default allocator of bytes the caller overwrites completely before
+ * anyone reads them (frame bodies, chunked messages being assembled); a
+ * runtime may supply one that skips zero-filling.
  */
 export function allocateUninitialized(n: number): Uint8Array {
-  return allocateBody(n);
-}
-
-/**
- * Replaces the frame-body allocator (the Node entry point installs
- * `Buffer.allocUnsafeSlow`, which skips zero-filling memory the decoder
- * overwrites anyway).
- */
-export function setBodyAllocator(fn: (n: number) => Uint8Array): void {
-  allocateBody = fn;
+  return new Uint8Array(n);
 }

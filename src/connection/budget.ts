@@ -51,19 +51,3 @@ export class MemoryBudget {
 export const ASSEMBLY_OVERHEAD = 1024;
 /** Bytes charged per request whose handler is running, on top of its body. */
 export const CALL_OVERHEAD = 512;
-
-const GiB = 1024 * 1024 * 1024;
-let defaultLimit: () => number = () => GiB;
-
-/**
- * @internal The runtime edge says how large a default budget is (Node: the
- * smaller of 1 GiB and a quarter of the memory the process may use).
- */
-export function setDefaultBudgetLimit(fn: () => number): void {
-  defaultLimit = fn;
-}
-
-/** The default budget size: 1 GiB, or a quarter of the available memory when that is smaller. */
-export function defaultBudgetLimit(): number {
-  return defaultLimit();
-}

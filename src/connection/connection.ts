@@ -25,6 +25,7 @@ import { codeForErrno } from "../errors/codes.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { Router } from "../router/router.ts";
 import type { Middleware, ResumeLookup } from "../router/types.ts";
+import { createRuntime, type Runtime } from "../runtime/runtime.ts";
 import type { Transfer } from "../stream/transfer.ts";
 import type { SendStreamOptions, StreamHandler, StreamSource } from "../stream/types.ts";
 import type { PeerCertificate, Transport } from "../transport/transport.ts";
@@ -70,6 +71,13 @@ const noop = () => {};
 const NO_OPTIONS: RequestOptions = Object.freeze({});
 /** Largest BATCH payload this side writes. */
 const BATCH_MAX = 16 * 1024;
+let portable: Runtime | undefined;
+/** The runtime of a connection built without one (tests): no codecs, pure-JS CRC32C. */
+function portableRuntime(): Runtime {
+  portable ??= createRuntime({ name: "portable" });
+  return portable;
+}
+
 /** The router of a connection that has no routes or middleware of its own and no server. */
 const EMPTY_ROUTER = new Router();
 
@@ -104,6 +112,8 @@ export interface ConnectionInit {
   authenticate?: Authenticator;
   /** Test hook: first stream id to allocate. */
   firstStreamId?: number;
+  /** Codecs, CRC32C, allocator and memory default (default: a portable runtime without codecs). */
+  runtime?: Runtime;
 }
 
 /**
@@ -120,6 +130,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   readonly ready: Promise<void>;
 
   private readonly transport: Transport;
+  private readonly runtime: Runtime;
   private readonly link: Link;
   private readonly keepAliveMs: number;
   private readonly closeTimeoutMs: number;
@@ -175,27 +186,32 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.transport = transport;
     this.localUrl = transport.localUrl;
     this.remoteUrl = transport.remoteUrl;
-    const local = init.localSettings ?? resolveSettings(options);
+    const runtime = init.runtime ?? portableRuntime();
+    const local = init.localSettings ?? resolveSettings(options, false, runtime.codecs.mask());
     this.link = new Link(local, init.initiator);
     this.requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
     this.closeTimeoutMs = options.closeTimeoutMs ?? 5_000;
     this.keepAliveMs = options.keepAliveMs ?? 30_000;
     this.slowPeerTimeoutMs = options.slowPeerTimeoutMs ?? 30_000;
     this.progressTimeoutMs = options.progressTimeoutMs ?? 60_000;
-    this.budget = init.budget ?? new MemoryBudget(budgetLimit(options, local));
+    this.budget = init.budget ?? new MemoryBudget(budgetLimit(options, local, runtime.memoryLimit()));
+    this.runtime = runtime;
     this.onMessageHook = init.onMessage;
     this.onOpenHook = init.onOpen;
     this.onCloseHook = init.onClose;
     this.router_ = init.router ?? EMPTY_ROUTER;
     this.ready = this.readyD.promise;
     this.ready.catch(noop);
-    this.decoderImpl = new FrameDecoder(this, local.maxFrameSize);
-    this.writer = new FrameWriter({
-      write: (chunks) => {
-        this.lastOutput = Date.now();
-        return this.transport.write(chunks);
+    this.decoderImpl = new FrameDecoder(this, local.maxFrameSize, runtime.checksums, runtime.allocBody);
+    this.writer = new FrameWriter(
+      {
+        write: (chunks) => {
+          this.lastOutput = Date.now();
+          return this.transport.write(chunks);
+        },
       },
-    });
+      runtime.checksums,
+    );
     this.pinger = new Pinger(this.writer);
     this.readGate = new ReadGate(transport, this.writer, options.slowPeerBytes ?? 8 * 1024 * 1024, () => {
       return this.state_ === "closed";
@@ -228,6 +244,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
       this.stats_,
       this.caller,
       this.dispatcher,
+      runtime.allocBody,
     );
     const credentials = options.credentials === undefined ? EMPTY : toBytes(options.credentials, "credentials");
     this.handshake = new Handshake(this.writer, init.authenticate, credentials, {
@@ -284,6 +301,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
         return conn.state_ === "closed";
       },
       unusableError: () => this.unusableError(),
+      runtime: this.runtime,
     });
     this.caller.streams = this.outStreams_;
     return this.outStreams_;
@@ -308,6 +326,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
           return conn.state_ === "closed";
         },
         hasMessage: (id) => this.inbound.has(id),
+        runtime: this.runtime,
       },
     );
     this.inbound.streams = this.inStreams_;

@@ -6,7 +6,6 @@
  * late frames dropped (tombstones).
  */
 
-import { allocateUninitialized } from "../codec/decoder.ts";
 import { Flag, FrameType, Status } from "../codec/frame.ts";
 import { decodeErrorBody, readMessageLength, readRouteBounds } from "../codec/message-head.ts";
 import type { VarintResult } from "../codec/varint.ts";
@@ -79,6 +78,8 @@ export class Inbound {
   private readonly stats: Stats;
   private readonly caller: Caller;
   private readonly dispatcher: Dispatcher;
+  /** The runtime's allocator of buffers written completely before use. */
+  private readonly alloc: (n: number) => Uint8Array;
 
   constructor(
     link: Link,
@@ -88,7 +89,9 @@ export class Inbound {
     stats: Stats,
     caller: Caller,
     dispatcher: Dispatcher,
+    alloc: (n: number) => Uint8Array,
   ) {
+    this.alloc = alloc;
     this.link = link;
     this.outbox = outbox;
     this.window = window;
@@ -222,7 +225,7 @@ export class Inbound {
     if (!discard) {
       try {
         // Delivered only once all `total` bytes were written into it.
-        target = allocateUninitialized(total);
+        target = this.alloc(total);
       } catch (cause) {
         throw new PointSubError("ERR_MESSAGE_TOO_LARGE", `cannot allocate ${total} bytes`, { cause });
       }

@@ -4,10 +4,8 @@
  * sizes that follow from them. Every part of the engine reads it; only the
  * handshake writes the peer's half.
  */
-import { localCodecMask } from "../codec/compression.ts";
 import { DEFAULT_SETTINGS, Feature, type Settings, validateSettings } from "../codec/settings.ts";
 import { PointSubError } from "../errors/error.ts";
-import { defaultBudgetLimit } from "./budget.ts";
 import { SINGLE_FRAME_MAX } from "./size-class.ts";
 import type { ConnectionOptions } from "./types.ts";
 
@@ -32,16 +30,17 @@ export function creditDue(unacked: number, window: number): boolean {
 /**
  * @internal This side's settings from its options (a server resolves them
  * once for all sessions); `requireAuth` announces that the peer must
- * authenticate (an AUTH frame) first.
+ * authenticate (an AUTH frame) first; `codecMask` is the runtime's
+ * compression codecs (HELLO `compression`).
  */
-export function resolveSettings(o: ConnectionOptions, requireAuth = false): Settings {
+export function resolveSettings(o: ConnectionOptions, requireAuth: boolean, codecMask: number): Settings {
   const maxMessageSize = o.maxMessageSize ?? DEFAULT_SETTINGS.maxMessageSize;
   const s: Settings = {
     maxFrameSize: o.maxFrameSize ?? DEFAULT_SETTINGS.maxFrameSize,
     maxMessageSize,
     checksum: o.checksum === false ? 0 : 1,
     features: Feature.STREAMS | Feature.RESUME | (requireAuth ? Feature.AUTH : 0),
-    compression: localCodecMask(),
+    compression: codecMask,
     connectionWindow: o.connectionWindow ?? DEFAULT_SETTINGS.connectionWindow,
     streamWindow: o.streamWindow ?? DEFAULT_SETTINGS.streamWindow,
     maxConcurrentRequests: o.maxConcurrentRequests ?? DEFAULT_SETTINGS.maxConcurrentRequests,
@@ -55,18 +54,18 @@ export function resolveSettings(o: ConnectionOptions, requireAuth = false): Sett
 
 /**
  * @internal The memory budget's size from the options: `memoryBudget`, or
- * the default (1 GiB or a quarter of the available memory) but never less
- * than the assembly budget plus 64 MiB, so a message of the largest size
- * configured always fits.
+ * the runtime's default (`defaultLimit`: on Node 1 GiB or a quarter of the
+ * available memory) but never less than the assembly budget plus 64 MiB, so
+ * a message of the largest size configured always fits.
  */
-export function budgetLimit(o: ConnectionOptions, local: Settings): number {
+export function budgetLimit(o: ConnectionOptions, local: Settings, defaultLimit: number): number {
   if (o.memoryBudget !== undefined) {
     if (!Number.isSafeInteger(o.memoryBudget) || o.memoryBudget < 0) {
       throw new PointSubError("ERR_INVALID_ARGUMENT", `invalid memoryBudget ${o.memoryBudget}`);
     }
     return o.memoryBudget;
   }
-  return Math.max(defaultBudgetLimit(), local.maxAssemblyBytes + 64 * 1024 * 1024);
+  return Math.max(defaultLimit, local.maxAssemblyBytes + 64 * 1024 * 1024);
 }
 
 /** Settings of both sides and what follows from them. */

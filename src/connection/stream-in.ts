@@ -4,7 +4,7 @@
  * data is charged to the stream's window and the memory budget and credited
  * back as the reader consumes it; COMPRESSED frames are inflated lazily.
  */
-import { type CompressionCodec, codecById } from "../codec/compression.ts";
+import type { CompressionCodec } from "../codec/compression.ts";
 import { Flag } from "../codec/frame.ts";
 import { decodeMeta, decodeStreamEnd, decodeStreamHead } from "../codec/stream-prefix.ts";
 import { readVarint, type VarintResult } from "../codec/varint.ts";
@@ -12,6 +12,7 @@ import { codeForErrno } from "../errors/codes.ts";
 import { PointSubError } from "../errors/error.ts";
 import type { Router } from "../router/router.ts";
 import type { CallContext } from "../router/types.ts";
+import type { Runtime } from "../runtime/runtime.ts";
 import { IncomingStream } from "../stream/incoming.ts";
 import { Limiter } from "../util/limiter.ts";
 import type { MemoryBudget } from "./budget.ts";
@@ -64,6 +65,8 @@ export interface StreamInHost {
   readonly closed: boolean;
   /** Whether the peer's chunked message `id` is being received (ids are shared). */
   hasMessage(id: number): boolean;
+  /** Codecs, CRC32C and allocator. */
+  readonly runtime: Runtime;
 }
 
 export class IncomingStreams {
@@ -204,6 +207,8 @@ export class IncomingStreams {
     st.stream = new IncomingStream(id, head, meta, {
       consumed: (wire) => this.consumed(st, wire),
       cancel: (err) => this.cancel(st, err),
+      crc: this.host.runtime.checksums,
+      alloc: this.host.runtime.allocBody,
     });
     call.stream = st.stream;
     this.streams.set(id, st);
@@ -298,7 +303,7 @@ export class IncomingStreams {
       if (this.charge(st, data.length)) st.stream.push(data, data.length, crc);
       return;
     }
-    const codec = codecById(st.codec);
+    const codec = this.host.runtime.codecs.get(st.codec);
     if (codec === undefined) throw new PointSubError("ERR_PROTOCOL", "COMPRESSED frame on a stream without a codec");
     const v = this.v;
     if (readVarint(data, 0, data.length, 4, v) !== 1 || v.value === 0) {

@@ -8,6 +8,7 @@ import { Flag, FrameType } from "../codec/frame.ts";
 import { Feature } from "../codec/settings.ts";
 import { encodeMeta, encodeStreamHead } from "../codec/stream-prefix.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
+import type { Runtime } from "../runtime/runtime.ts";
 import { type StreamItem, streamCost } from "../stream/item.ts";
 import { OutgoingStream, planCompression } from "../stream/outgoing.ts";
 import { Transfer } from "../stream/transfer.ts";
@@ -25,8 +26,10 @@ import type { OutMessage } from "./writer.ts";
 const EMPTY = new Uint8Array(0);
 const MIB = 1024 * 1024;
 
-/** Whether the connection takes new work, and the error when it does not. */
+/** Whether the connection takes new work, and the error when it does not; and the runtime. */
 export interface EngineGate {
+  /** Codecs, CRC32C and the compression-job bound. */
+  readonly runtime: Runtime;
   /** The connection is open (not handshaking, closing or closed). */
   readonly open: boolean;
   /** The connection is closed for good. */
@@ -125,7 +128,13 @@ export class OutgoingStreams {
       if (!Number.isSafeInteger(offset) || offset < 0 || (total !== undefined && offset > total)) {
         throw new PointSubError("ERR_INVALID_ARGUMENT", "offset must be an integer between 0 and total");
       }
-      plan = planCompression(options.compress, peer.compression, this.link.local.compression, AUTO_ORDER);
+      plan = planCompression(
+        options.compress,
+        peer.compression,
+        this.link.local.compression,
+        AUTO_ORDER,
+        this.gate.runtime.codecs,
+      );
       head = encodeStreamHead({
         total,
         offset,
@@ -204,6 +213,8 @@ export class OutgoingStreams {
         prefixCrc,
         plan,
         maxRatio: p.maxCompressionRatio,
+        crc: this.gate.runtime.checksums,
+        jobs: this.gate.runtime.compressionJobs,
       },
     );
     const msg: OutMessage = {

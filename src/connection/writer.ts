@@ -1,4 +1,4 @@
-import { crc32c, crc32cCombine, crc32cRange } from "../codec/crc32c.ts";
+import { type Crc32c, crc32cCombine, JS_CRC32C_IMPL } from "../codec/crc32c.ts";
 import { headerLength, writeCrc, writeHeader } from "../codec/encoder.ts";
 import { BATCH_RESERVE, CRC_LENGTH, Flag, FrameType, MIN_FRAME_SIZE } from "../codec/frame.ts";
 import { varintLength, writeVarint } from "../codec/varint.ts";
@@ -131,8 +131,12 @@ export class FrameWriter {
     this.flush();
   };
 
-  constructor(sink: WriterSink) {
+  private readonly crc: Crc32c;
+
+  /** `crc` is the runtime's CRC32C implementation. */
+  constructor(sink: WriterSink, crc: Crc32c = JS_CRC32C_IMPL) {
     this.sink = sink;
+    this.crc = crc;
   }
 
   /** Resolves when nothing is queued and the transport is writable, or the writer closed. */
@@ -470,14 +474,14 @@ export class FrameWriter {
     let p = writeFrameHead(slab, frameStart, type, flags, id, len, total, head);
     if (copy) {
       p = copyData(slab, p, data, start, end);
-      if (this.checksum) p = writeCrc(slab, p, crc32cRange(slab, frameStart, p));
+      if (this.checksum) p = writeCrc(slab, p, this.crc.range(slab, frameStart, p));
       this.slabPos = p;
     } else {
       const view = data.subarray(start, end);
       let crc = 0;
       if (this.checksum) {
-        const headCrc = crc32cRange(slab, frameStart, p);
-        crc = dataCrc >= 0 ? crc32cCombine(headCrc, dataCrc, dataLen) : crc32c(view, headCrc);
+        const headCrc = this.crc.range(slab, frameStart, p);
+        crc = dataCrc >= 0 ? crc32cCombine(headCrc, dataCrc, dataLen) : this.crc.compute(view, headCrc);
       }
       this.slabPos = p;
       this.cut();
@@ -545,7 +549,7 @@ export class FrameWriter {
       this.outBytes += this.batchStart - this.slabStart;
     }
     this.slabStart = hs;
-    this.slabPos = writeCrc(slab, end, crc32cRange(slab, hs, end));
+    this.slabPos = writeCrc(slab, end, this.crc.range(slab, hs, end));
     this.batchStart = -1;
   }
 

@@ -1,5 +1,4 @@
 import os from "node:os";
-import { setDefaultBudgetLimit } from "../connection/budget.ts";
 
 const GiB = 1024 * 1024 * 1024;
 
@@ -12,13 +11,4 @@ export function nodeMemoryLimit(): number {
   const total = os.totalmem();
   const avail = constrained > 0 && constrained < total ? constrained : total;
   return Math.min(GiB, Math.floor(avail / 4));
-}
-
-/**
- * Makes {@link nodeMemoryLimit} the process-wide default budget
- * (`connection/budget.ts`). Idempotent. Interim: the core reads the
- * process-wide default until it takes it from the runtime.
- */
-export function installMemoryDefaults(limit: () => number = nodeMemoryLimit): void {
-  setDefaultBudgetLimit(limit);
 }

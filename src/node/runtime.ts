@@ -4,12 +4,11 @@
  */
 import { CodecRegistry } from "../codec/codec-registry.ts";
 import { CODEC_NAMES, codecById } from "../codec/compression.ts";
-import { setBodyAllocator } from "../codec/decoder.ts";
 import { createRuntime, type Runtime } from "../runtime/runtime.ts";
 import { memoryTransport } from "../transport/memory.ts";
 import type { TransportAdapter } from "../transport/transport.ts";
 import { installNativeCrc32c, loadNativeCrc32c } from "./crc32c-native.ts";
-import { installMemoryDefaults, nodeMemoryLimit } from "./memory.ts";
+import { nodeMemoryLimit } from "./memory.ts";
 import { tcpTransport, tlsTransport, unixTransport } from "./net-adapter.ts";
 import { installZlibCodecs } from "./zlib-codecs.ts";
 
@@ -36,10 +35,10 @@ function allocBody(n: number): Uint8Array {
  * native CRC32C when available, unzeroed frame-body allocation and a memory
  * budget from the machine's (or cgroup's) memory.
  *
- * Interim, until the core reads everything from the runtime it is given:
- * building a Node runtime also installs native CRC32C, the allocator, the
- * zlib codecs and the memory default process-wide (idempotent; it never
- * happens on import).
+ * The connections of this runtime take codecs, CRC32C, allocator and
+ * memory default from it. Interim: building one also registers the zlib
+ * codecs and native CRC32C process-wide (idempotent, never on import) for
+ * the Node-only file code that still reads them there.
  */
 export function createNodeRuntime(options: NodeRuntimeOptions = {}): Runtime {
   const crc32c = options.nativeCrc32c === false ? undefined : loadNativeCrc32c();
@@ -53,9 +52,6 @@ export function createNodeRuntime(options: NodeRuntimeOptions = {}): Runtime {
     }
   }
   if (crc32c !== undefined) installNativeCrc32c();
-  setBodyAllocator(allocBody);
-  // A custom limit waits for the core to read it from the runtime; the process-wide default stays the machine's.
-  installMemoryDefaults();
   return createRuntime({
     name: "node",
     transports: [tcpTransport, tlsTransport, unixTransport, memoryTransport(), ...(options.transports ?? [])],

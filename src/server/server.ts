@@ -100,8 +100,8 @@ export class Server extends EventEmitter<ServerEvents> {
     }
     this.runtime = options.runtime;
     this.options = options;
-    this.settings = resolveSettings(options, options.authenticate !== undefined);
-    this.budget = new MemoryBudget(budgetLimit(options, this.settings));
+    this.settings = resolveSettings(options, options.authenticate !== undefined, this.runtime.codecs.mask());
+    this.budget = new MemoryBudget(budgetLimit(options, this.settings, this.runtime.memoryLimit()));
   }
 
   /** The server-wide memory budget: what peers make the server hold, and what was refused. */
@@ -251,6 +251,7 @@ export class Server extends EventEmitter<ServerEvents> {
       localSettings: this.settings,
       initiator: false,
       router: this.router,
+      runtime: this.runtime,
       onMessage: this.dispatchMessage,
       budget: this.budget,
       authenticate: this.options.authenticate,

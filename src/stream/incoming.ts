@@ -1,4 +1,4 @@
-import { crc32c, crc32cCombine } from "../codec/crc32c.ts";
+import { type Crc32c, crc32cCombine, JS_CRC32C_IMPL } from "../codec/crc32c.ts";
 import { allocateUninitialized } from "../codec/decoder.ts";
 import type { StreamHead } from "../codec/stream-prefix.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
@@ -11,6 +11,10 @@ export interface InStreamPort {
   consumed(wire: number): void;
   /** The reader cancelled: tell the sender. */
   cancel(err: PointSubError): void;
+  /** The runtime's CRC32C implementation (default: pure JS). */
+  readonly crc?: Crc32c;
+  /** The runtime's allocator of buffers written completely before use (default: zero-filled). */
+  readonly alloc?: (n: number) => Uint8Array;
 }
 
 interface Entry {
@@ -66,6 +70,8 @@ export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<
   /** The frame buffers this stream allocated, by their memory (only those can be released). */
   private owned: WeakMap<ArrayBufferLike, Uint8Array> | undefined;
 
+  private readonly crcImpl: Crc32c;
+
   /** @internal Created by the connection. */
   constructor(id: number, head: StreamHead, meta: Record<string, unknown>, port: InStreamPort, intervalMs = 100) {
     this.id = id;
@@ -76,6 +82,7 @@ export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<
     this.prefixCrc = head.prefixCrc;
     this.crc = head.offset > 0 ? head.prefixCrc : 0;
     this.port = port;
+    this.crcImpl = port.crc ?? JS_CRC32C_IMPL;
     const tid = typeof meta.transferId === "string" ? meta.transferId : `stream-${id}`;
     this.progress = new Progress(tid, head.total, intervalMs);
     this.progress.setBase(head.offset);
@@ -171,7 +178,7 @@ export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<
     if (pool === undefined || this.owned === undefined) return undefined;
     let b = pool.pop();
     if (b === undefined || b.length < length) {
-      b = allocateUninitialized(length);
+      b = (this.port.alloc ?? allocateUninitialized)(length);
       this.owned.set(b.buffer, b);
     }
     return b.length === length ? b : b.subarray(0, length);
@@ -284,7 +291,7 @@ export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<
     if (Array.isArray(e.data)) {
       if (e.index === 0 && e.crc >= 0) this.crc = crc32cCombine(this.crc, e.crc, e.length);
       piece = e.data[e.index++];
-      if (e.crc < 0) this.crc = crc32c(piece, this.crc);
+      if (e.crc < 0) this.crc = this.crcImpl.compute(piece, this.crc);
       if (e.index < e.data.length) {
         this.received += piece.length;
         this.progress.add(piece.length);
@@ -292,7 +299,7 @@ export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<
       }
     } else {
       piece = e.data as Uint8Array;
-      this.crc = e.crc >= 0 ? crc32cCombine(this.crc, e.crc, piece.length) : crc32c(piece, this.crc);
+      this.crc = e.crc >= 0 ? crc32cCombine(this.crc, e.crc, piece.length) : this.crcImpl.compute(piece, this.crc);
     }
     this.entries.shift();
     this.received += piece.length;

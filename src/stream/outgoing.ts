@@ -1,11 +1,12 @@
+import type { CodecRegistry } from "../codec/codec-registry.ts";
 import { type CompressionCodec, codecById } from "../codec/compression.ts";
-import { crc32c, crc32cCombine } from "../codec/crc32c.ts";
+import { type Crc32c, crc32cCombine, JS_CRC32C_IMPL } from "../codec/crc32c.ts";
 import { Flag } from "../codec/frame.ts";
 import { encodeStreamEnd } from "../codec/stream-prefix.ts";
 import { varintLength, writeVarint } from "../codec/varint.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import type { Progress } from "../transfer/progress.ts";
-import { compressionJobs } from "../util/limiter.ts";
+import { Limiter } from "../util/limiter.ts";
 import { Queue } from "../util/queue.ts";
 import { type StreamItem, streamCost } from "./item.ts";
 import { takeRelease } from "./release.ts";
@@ -62,6 +63,8 @@ export class OutgoingStream {
   /** Auto compression: chunks to skip before probing again, and the current back-off. */
   private skip = 0;
   private backoff = 1;
+  private readonly crcImpl: Crc32c;
+  private readonly jobs: Limiter;
 
   constructor(
     id: number,
@@ -75,6 +78,10 @@ export class OutgoingStream {
       plan: CompressionPlan;
       /** The receiver's maxCompressionRatio: frames that would expand more go uncompressed. */
       maxRatio: number;
+      /** The runtime's CRC32C implementation (default: pure JS). */
+      crc?: Crc32c;
+      /** The runtime's bound on compression jobs at once (default: 4 for this stream alone). */
+      jobs?: Limiter;
     },
   ) {
     this.id = id;
@@ -86,6 +93,8 @@ export class OutgoingStream {
     this.crc = opts.offset > 0 ? opts.prefixCrc : 0;
     this.plan = opts.plan;
     this.maxRatio = opts.maxRatio;
+    this.crcImpl = opts.crc ?? JS_CRC32C_IMPL;
+    this.jobs = opts.jobs ?? new Limiter(4);
   }
 
   /** Queues the START frame. */
@@ -121,7 +130,7 @@ export class OutgoingStream {
           const piece = value.subarray(off, end);
           // The chunk's buffer may be reused once its last frame has left.
           const last = end === value.length ? release : undefined;
-          const pieceCrc = crc32c(piece);
+          const pieceCrc = this.crcImpl.compute(piece);
           this.crc = crc32cCombine(this.crc, pieceCrc, piece.length);
           this.length += piece.length;
           if (this.wantsCompression(piece)) {
@@ -233,7 +242,7 @@ export class OutgoingStream {
 
   private async compress(piece: Uint8Array, release: (() => void) | undefined): Promise<StreamItem> {
     const codec = this.plan.codec as CompressionCodec;
-    const out = await compressionJobs.run(() => codec.compress(piece));
+    const out = await this.jobs.run(() => codec.compress(piece));
     // A COMPRESSED frame starts with its decompressed length; one that would
     // expand more than the receiver accepts goes uncompressed.
     const head = new Uint8Array(varintLength(piece.length));
@@ -271,23 +280,27 @@ function toIterator(source: StreamSource): AsyncIterator<Uint8Array> | Iterator<
   );
 }
 
+/** Codecs registered process-wide (the default where no runtime is given). */
+const GLOBAL_CODECS: Pick<CodecRegistry, "get"> = { get: codecById };
+
 /** The codec the sender uses for `compress` given what the peer accepts; throws ERR_COMPRESSION. */
 export function planCompression(
   compress: string | undefined,
   peerMask: number,
   localMask: number,
   order: readonly number[],
+  codecs: Pick<CodecRegistry, "get"> = GLOBAL_CODECS,
 ): CompressionPlan {
   if (compress === undefined || compress === "off") return { codec: undefined, auto: false };
   if (compress === "auto") {
     for (const id of order) {
       const bit = 1 << (id - 1);
-      if ((peerMask & bit) !== 0 && (localMask & bit) !== 0) return { codec: codecById(id), auto: true };
+      if ((peerMask & bit) !== 0 && (localMask & bit) !== 0) return { codec: codecs.get(id), auto: true };
     }
     return { codec: undefined, auto: false };
   }
   for (const id of order) {
-    const c = codecById(id);
+    const c = codecs.get(id);
     if (c?.name !== compress) continue;
     if ((peerMask & (1 << (id - 1))) === 0) {
       throw new PointSubError("ERR_COMPRESSION", `the peer does not accept ${compress}`);

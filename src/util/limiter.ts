@@ -19,6 +19,3 @@ export class Limiter {
     }
   }
 }
-
-/** Compression and decompression jobs of the whole process share this bound. */
-export const compressionJobs = new Limiter(4);
