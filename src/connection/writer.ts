@@ -141,6 +141,7 @@ export class FrameWriter {
 
   /** Resolves when nothing is queued and the transport is writable, or the writer closed. */
   whenDrained(): Promise<void> {
+    if (this.closed || (this.writable && this.pending === 0)) return Promise.resolve();
     return new Promise((resolve) => {
       if (this.drainWaiters === NO_CALLBACKS) this.drainWaiters = [];
       this.drainWaiters.push(resolve);

@@ -999,9 +999,7 @@ describe("FrameWriter: whenDrained and trim", () => {
     assert.equal(drained, true);
   });
 
-  it("whenDrained resolves on an idle writer (nothing queued, transport writable)", {
-    todo: "writer.ts whenDrained only registers the waiter; nothing checks the condition until the next pump or close",
-  }, async () => {
+  it("whenDrained resolves on an idle writer (nothing queued, transport writable)", async () => {
     const { w } = setup();
     let drained = false;
     void w.whenDrained().then(() => (drained = true));
