@@ -15,12 +15,11 @@
  * frame writer (`writer.ts`).
  */
 import { EventEmitter } from "eventemitter3";
-import { decodeCancel, decodeCredit, decodeGoAway, encodePreface } from "../codec/control.ts";
-import { FrameDecoder, type FrameSink } from "../codec/decoder.ts";
-import { Flag, FRAME_TYPE_NAMES, FrameType, PROTOCOL_VERSION } from "../codec/frame.ts";
+import { encodePreface } from "../codec/control.ts";
+import { FrameDecoder } from "../codec/decoder.ts";
+import { FrameType, PROTOCOL_VERSION } from "../codec/frame.ts";
 import { decodeResumeAnswer, encodeResumeQuery, RESUME_ROUTE, type ResumePoint } from "../codec/resume.ts";
 import { encodeSettings, Feature, type Settings } from "../codec/settings.ts";
-import type { VarintResult } from "../codec/varint.ts";
 import { codeForErrno } from "../errors/codes.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { Router } from "../router/router.ts";
@@ -34,7 +33,9 @@ import { MemoryBudget } from "./budget.ts";
 import { Caller } from "./caller.ts";
 import { Dispatcher, toBytes } from "./dispatch.ts";
 import { ReceiveWindow } from "./flow.ts";
+import { FrameRouter } from "./frames.ts";
 import { Handshake } from "./handshake.ts";
+import { Housekeeper } from "./housekeeping.ts";
 import { Inbound } from "./inbound.ts";
 import { budgetLimit, Link, resolveSettings } from "./link.ts";
 import { Outbox } from "./outbox.ts";
@@ -43,27 +44,21 @@ import { ReadGate } from "./read-gate.ts";
 import { Stats, type StatsSnapshot } from "./stats.ts";
 import { IncomingStreams } from "./stream-in.ts";
 import { OutgoingStreams } from "./stream-out.ts";
-import type { Authenticator, ConnectionOptions, Handler, Message, Payload, RequestOptions } from "./types.ts";
+import type {
+  ConnectionEvents,
+  ConnectionInit,
+  ConnectionOptions,
+  ConnectionState,
+  Handler,
+  Payload,
+  RequestOptions,
+} from "./types.ts";
 import { FrameWriter } from "./writer.ts";
 
 export { RESUME_ROUTE, type ResumePoint } from "../codec/resume.ts";
 export type { ResumeContext, ResumeLookup, StreamRoute } from "../router/types.ts";
 export { budgetLimit, resolveSettings } from "./link.ts";
-
-/** Events of a {@link Connection}. */
-export interface ConnectionEvents {
-  /** The handshake completed (emitted synchronously, before `ready` resolves). */
-  open: [];
-  /** A one-way message from the peer. */
-  message: [msg: Message];
-  /** The peer announced a graceful close (GOAWAY); new work is refused from now on. */
-  goaway: [];
-  /** The connection is closed; `error` says why when it was not a clean close. */
-  close: [error: PointSubError | undefined];
-}
-
-/** Connection lifecycle states. */
-export type ConnectionState = "handshaking" | "open" | "closing" | "closed";
+export type { ConnectionEvents, ConnectionInit, ConnectionState } from "./types.ts";
 
 const EMPTY = new Uint8Array(0);
 const RESOLVED: Promise<void> = Promise.resolve();
@@ -92,37 +87,13 @@ function handledRejection(err: unknown): Promise<never> {
   return p;
 }
 
-/** Internal construction options. */
-export interface ConnectionInit {
-  /** The side that opened the transport uses odd stream ids, the other even. */
-  initiator: boolean;
-  /** A server's router (its routes and middleware), the parent of the connection's own. */
-  router?: Router;
-  /** This side's settings, already resolved and validated (shared by a server's sessions; never modified). */
-  localSettings?: Settings;
-  /** Called when the handshake completed, before the 'open' event (a server's session bookkeeping). */
-  onOpen?: (conn: Connection) => void;
-  /** Called once when the connection closed, before the 'close' event. */
-  onClose?: (conn: Connection, error: PointSubError | undefined) => void;
-  /** Called for every one-way message before the connection's own 'message' event (a server's dispatch). */
-  onMessage?: (msg: Message, conn: Connection) => void;
-  /** The memory budget shared by a server's sessions (a client connection makes its own). */
-  budget?: MemoryBudget;
-  /** A server's check of each client's credentials (its local settings then carry the AUTH feature). */
-  authenticate?: Authenticator;
-  /** Test hook: first stream id to allocate. */
-  firstStreamId?: number;
-  /** Codecs, CRC32C, allocator and memory default (default: a portable runtime without codecs). */
-  runtime?: Runtime;
-}
-
 /**
  * One pointsub connection over one transport: multiplexed one-way messages
  * of any size, request/response calls in both directions, streams, flow
  * control, ping and graceful close. Obtain one from `connect()` or as a
  * server session.
  */
-export class Connection extends EventEmitter<ConnectionEvents> implements FrameSink {
+export class Connection extends EventEmitter<ConnectionEvents> {
   /** The transport's addresses. */
   readonly localUrl: string;
   readonly remoteUrl: string;
@@ -132,13 +103,8 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   private readonly transport: Transport;
   private readonly runtime: Runtime;
   private readonly link: Link;
-  private readonly keepAliveMs: number;
   private readonly closeTimeoutMs: number;
   private readonly requestTimeoutMs: number;
-  private readonly slowPeerTimeoutMs: number;
-  private readonly progressTimeoutMs: number;
-  /** Progress is measured from no earlier than this (reading was paused before it). */
-  private progressFloor = 0;
   /** What the peer may make this side hold (shared by a server's sessions). */
   private readonly budget: MemoryBudget;
   private readonly readGate: ReadGate;
@@ -149,6 +115,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   private router_: Router;
   private ownRouter = false;
   private readonly decoderImpl: FrameDecoder;
+  private readonly frames: FrameRouter;
   private readonly writer: FrameWriter;
   private readonly stats_ = new Stats();
   private readonly handshake: Handshake;
@@ -171,13 +138,8 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   private closeError: PointSubError | undefined;
   private closePromise: Promise<void> | undefined;
   private handshakeTimer: ReturnType<typeof setTimeout> | undefined;
-  private keepAliveTimer: ReturnType<typeof setInterval> | undefined;
-  private lastInput = Date.now();
-  private lastOutput = Date.now();
-  private keepAlivePingAt = 0;
+  private readonly housekeeper: Housekeeper;
   private bytesIn = 0;
-  private framesIn = 0;
-  private readonly v: VarintResult = { value: 0, next: 0 };
   private readonly pinger: Pinger;
 
   /** @internal Use `connect()` or a server session. */
@@ -191,9 +153,6 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.link = new Link(local, init.initiator);
     this.requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
     this.closeTimeoutMs = options.closeTimeoutMs ?? 5_000;
-    this.keepAliveMs = options.keepAliveMs ?? 30_000;
-    this.slowPeerTimeoutMs = options.slowPeerTimeoutMs ?? 30_000;
-    this.progressTimeoutMs = options.progressTimeoutMs ?? 60_000;
     this.budget = init.budget ?? new MemoryBudget(budgetLimit(options, local, runtime.memoryLimit()));
     this.runtime = runtime;
     this.onMessageHook = init.onMessage;
@@ -202,11 +161,37 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.router_ = init.router ?? EMPTY_ROUTER;
     this.ready = this.readyD.promise;
     this.ready.catch(noop);
-    this.decoderImpl = new FrameDecoder(this, local.maxFrameSize, runtime.checksums, runtime.allocBody);
+    const conn = this;
+    this.frames = new FrameRouter({
+      get closed() {
+        return conn.state_ === "closed";
+      },
+      get handshake() {
+        return conn.handshake;
+      },
+      get inbound() {
+        return conn.inbound;
+      },
+      get pinger() {
+        return conn.pinger;
+      },
+      get writer() {
+        return conn.writer;
+      },
+      inStreams: () => this.inStreams,
+      get inStreamsIfAny() {
+        return conn.inStreams_;
+      },
+      get outStreamsIfAny() {
+        return conn.outStreams_;
+      },
+      onGoAway: (errno, reason) => this.onGoAway(errno, reason),
+    });
+    this.decoderImpl = new FrameDecoder(this.frames, local.maxFrameSize, runtime.checksums, runtime.allocBody);
     this.writer = new FrameWriter(
       {
         write: (chunks) => {
-          this.lastOutput = Date.now();
+          this.housekeeper.lastOutput = Date.now();
           return this.transport.write(chunks);
         },
       },
@@ -216,6 +201,29 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.readGate = new ReadGate(transport, this.writer, options.slowPeerBytes ?? 8 * 1024 * 1024, () => {
       return this.state_ === "closed";
     });
+    this.housekeeper = new Housekeeper(
+      {
+        keepAliveMs: options.keepAliveMs ?? 30_000,
+        slowPeerTimeoutMs: options.slowPeerTimeoutMs ?? 30_000,
+        progressTimeoutMs: options.progressTimeoutMs ?? 60_000,
+      },
+      this.writer,
+      transport,
+      this.readGate,
+      {
+        get closed() {
+          return conn.state_ === "closed";
+        },
+        remoteUrl: this.remoteUrl,
+        checkProgress: (now, timeoutMs, floor) => {
+          this.inbound.checkProgress(now, timeoutMs, floor);
+          this.inStreams_?.checkProgress(now, timeoutMs, floor);
+          this.outStreams_?.checkProgress(now, timeoutMs, floor);
+        },
+        ping: () => this.ping({ timeoutMs: 0 }),
+        fail: (err) => this.fail(err),
+      },
+    );
     this.caller = new Caller(this.link, this.stats_, this.requestTimeoutMs);
     this.outbox = new Outbox(
       this.writer,
@@ -225,7 +233,6 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     );
     this.caller.attach(this.outbox);
     this.window = new ReceiveWindow(local.connectionWindow, this.outbox);
-    const conn = this;
     this.dispatcher = new Dispatcher(this.link, this.outbox, this.stats_, this.budget, {
       session: this,
       get router() {
@@ -499,7 +506,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     return this.stats_.snapshot(this.caller.size + this.dispatcher.serving.size, {
       framesOut: this.writer.framesOut,
       bytesOut: this.writer.bytesOut,
-      framesIn: this.framesIn,
+      framesIn: this.frames.framesIn,
       bytesIn: this.bytesIn,
     });
   }
@@ -561,7 +568,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     if (this.state_ === "closed") return false;
     this.bytesIn += chunk.length;
     const now = Date.now();
-    this.lastInput = now;
+    this.housekeeper.lastInput = now;
     this.inbound.now = now;
     let kept: boolean;
     const t0 = performance.now();
@@ -583,85 +590,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.pinger.onDrain();
     if (this.readGate.onDrain()) {
       // Nothing could arrive while reading was paused: progress counts from now.
-      this.lastInput = Date.now();
-      this.progressFloor = this.lastInput;
-    }
-  }
-
-  /** @internal FrameSink */
-  onPreface(minVersion: number, maxVersion: number): void {
-    if (minVersion > PROTOCOL_VERSION || maxVersion < PROTOCOL_VERSION || minVersion > maxVersion) {
-      throw new PointSubError(
-        "ERR_VERSION",
-        `peer speaks protocol versions ${minVersion}..${maxVersion}, this side speaks ${PROTOCOL_VERSION}`,
-      );
-    }
-  }
-
-  /**
-   * @internal FrameSink: lets chunked-message bytes land directly in their
-   * buffer, and a stream's data frames in buffers its reader handed back.
-   */
-  frameTarget(type: number, flags: number, id: number, length: number): Uint8Array | undefined {
-    if (type === FrameType.STREAM) return flags === 0 ? this.inStreams_?.frameBuffer(id, length) : undefined;
-    if ((flags & Flag.START) !== 0 || type < FrameType.MSG || type > FrameType.RES) return undefined;
-    return this.inbound.frameTarget(type, id, length);
-  }
-
-  /**
-   * @internal FrameSink: stream data frames are taken as views of the chunks
-   * they arrive in (no copy), unless the reader recycles buffers.
-   */
-  wantsPieces(type: number, flags: number, id: number, length: number): boolean {
-    return type === FrameType.STREAM && flags === 0 && this.inStreams_?.wantsPieces(id, length) === true;
-  }
-
-  /** @internal FrameSink */
-  onFramePieces(type: number, flags: number, id: number, pieces: Uint8Array[], length: number, crc: number): void {
-    if (this.state_ === "closed") return;
-    this.framesIn++;
-    if (type !== FrameType.STREAM || flags !== 0 || this.inStreams_ === undefined) {
-      throw new PointSubError("ERR_PROTOCOL", `STREAM frame for unknown stream ${id}`);
-    }
-    this.inStreams_.onPieces(id, pieces, length, crc);
-  }
-
-  /** @internal FrameSink: routes each frame to the part that handles its type. */
-  onFrame(type: number, flags: number, id: number, buf: Uint8Array, start: number, end: number, crc: number): void {
-    if (this.state_ === "closed") return;
-    this.framesIn++;
-    const hs = this.handshake;
-    if (!hs.helloReceived) {
-      hs.onFirstFrame(type, buf.subarray(start, end));
-      return;
-    }
-    if (hs.authenticating && type !== FrameType.PING && type !== FrameType.GOAWAY) {
-      hs.onAuthFrame(type, flags, buf.subarray(start, end));
-      return;
-    }
-    switch (type) {
-      case FrameType.MSG:
-      case FrameType.REQ:
-      case FrameType.RES:
-        this.inbound.onFrame(type, flags, id, buf, start, end);
-        return;
-      case FrameType.STREAM:
-        this.inStreams.onFrame(flags, id, buf, start, end, crc);
-        return;
-      case FrameType.CANCEL:
-        this.onCancel(id, decodeCancel(buf.subarray(start, end)));
-        return;
-      case FrameType.CREDIT:
-        this.onCredit(id, decodeCredit(buf.subarray(start, end), this.v));
-        return;
-      case FrameType.PING:
-        this.pinger.onPing(flags, buf.subarray(start, end));
-        return;
-      case FrameType.GOAWAY:
-        this.onGoAway(buf.subarray(start, end));
-        return;
-      default:
-        throw new PointSubError("ERR_PROTOCOL", `${FRAME_TYPE_NAMES[type]} frame after the handshake`);
+      this.housekeeper.readingResumed();
     }
   }
 
@@ -685,63 +614,14 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     if (this.state_ === "handshaking") this.state_ = "open";
     clearTimeout(this.handshakeTimer);
     this.handshakeTimer = undefined;
-    this.startKeepAlive();
+    this.housekeeper.start();
     this.onOpenHook?.(this);
     this.emit("open");
     this.readyD.resolve();
   }
 
-  /** CANCEL: the peer gives up on (or refuses) a message, call or stream. */
-  private onCancel(id: number, errno: number): void {
-    const code = codeForErrno(errno) ?? "ERR_CANCELLED";
-    if (this.link.isMine(id)) {
-      // About one of my requests, streams or chunked messages: the peer's final word on it.
-      const call = this.caller.pending.get(id);
-      if (call === undefined) {
-        // A chunked one-way message the receiver refused: stop sending it, reject its send.
-        const kept = code === "ERR_TIMEOUT" || code === "ERR_OVERLOADED" || code === "ERR_GOING_AWAY";
-        this.writer.remove(
-          FrameType.MSG,
-          id,
-          new PointSubError(kept ? code : "ERR_CANCELLED", "message refused by the peer"),
-        );
-        return;
-      }
-      this.inbound.drop(id);
-      this.caller.cancelledByPeer(call, code);
-      return;
-    }
-    if (this.inStreams_?.onCancel(id, errno) === true) return;
-    // About the peer's MSG or REQ.
-    const reason = new PointSubError(
-      code === "ERR_TIMEOUT" ? "ERR_TIMEOUT" : "ERR_CANCELLED",
-      "cancelled by the caller",
-    );
-    const type = this.inbound.drop(id);
-    if (type !== -1) {
-      if (type === FrameType.REQ) {
-        this.dispatcher.openRequests--;
-        this.outbox.sendCancel(id, reason.code);
-      }
-      return;
-    }
-    // A handler running: abort it; answered already: our RES ends it.
-    this.dispatcher.cancelServed(id, reason);
-  }
-
-  private onCredit(id: number, n: number): void {
-    if (id === 0) {
-      if (this.writer.connCredit + n > 2 ** 31 - 1)
-        throw new PointSubError("ERR_FLOW_CONTROL", "connection credit overflow");
-      this.writer.addConnCredit(n);
-    } else {
-      this.writer.addStreamCredit(id, n);
-      this.outStreams_?.onAck(id, n);
-    }
-  }
-
-  private onGoAway(payload: Uint8Array): void {
-    const { errno, reason } = decodeGoAway(payload);
+  /** GOAWAY: errno 0 is a graceful close (finish what is in flight), anything else a fatal error of the peer. */
+  private onGoAway(errno: number, reason: string): void {
     if (errno !== 0) {
       const code = codeForErrno(errno) ?? "ERR_PROTOCOL";
       const err = new PointSubError(code, `peer closed the connection: ${reason}`);
@@ -758,64 +638,6 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
   }
 
   // -------------------------------------------------------------- lifecycle
-
-  /**
-   * One interval per connection for everything periodic: keepalive pings,
-   * releasing idle buffers, closing a connection whose peer stopped taking
-   * what it is sent, and cancelling stalled messages and streams. Its
-   * period is half the shortest of those times.
-   */
-  private startKeepAlive(): void {
-    const ms = this.keepAliveMs;
-    const slow = this.slowPeerTimeoutMs;
-    let period = Number.POSITIVE_INFINITY;
-    if (ms > 0) period = ms >>> 1;
-    if (slow > 0) period = Math.min(period, slow >>> 2);
-    if (this.progressTimeoutMs > 0) period = Math.min(period, this.progressTimeoutMs >>> 2);
-    if (period === Number.POSITIVE_INFINITY) return;
-    this.keepAliveTimer = setInterval(() => this.housekeeping(), Math.max(10, period));
-    (this.keepAliveTimer as { unref?: () => void }).unref?.();
-  }
-
-  private housekeeping(): void {
-    const now = Date.now();
-    const slow = this.slowPeerTimeoutMs;
-    const blocked = this.writer.blockedSince;
-    if (slow > 0 && blocked !== 0 && now - blocked >= slow) {
-      this.fail(
-        new PointSubError(
-          "ERR_SLOW_PEER",
-          `${this.remoteUrl} took nothing this side sent for ${now - blocked} ms (slowPeerTimeoutMs ${slow})`,
-        ),
-      );
-      return;
-    }
-    const pt = this.progressTimeoutMs;
-    if (pt > 0 && !this.readGate.slowPaused) {
-      const floor = this.progressFloor;
-      this.inbound.checkProgress(now, pt, floor);
-      this.inStreams_?.checkProgress(now, pt, floor);
-      this.outStreams_?.checkProgress(now, pt, floor);
-      if (this.state_ === "closed") return;
-    }
-    const ms = this.keepAliveMs;
-    // While reading is paused nothing can arrive: the slow-peer timeout rules.
-    if (ms <= 0 || this.readGate.slowPaused) return;
-    const idle = now - this.lastInput;
-    if (now - this.lastOutput >= ms) this.writer.trim();
-    // No input for a tick: let the transport drop its bulk read buffer.
-    if (idle >= ms >>> 1) this.transport.trim?.();
-    if (this.keepAlivePingAt !== 0 && idle >= ms * 2) {
-      this.fail(new PointSubError("ERR_KEEPALIVE", `no bytes from ${this.remoteUrl} for ${idle} ms`));
-      return;
-    }
-    if (idle >= ms) {
-      this.keepAlivePingAt = now;
-      this.ping({ timeoutMs: 0 }).then(() => {
-        this.keepAlivePingAt = 0;
-      }, noop);
-    }
-  }
 
   /** Work still in flight in either direction (a graceful close waits for it). */
   private get busy(): boolean {
@@ -874,7 +696,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements FrameS
     this.state_ = "closed";
     this.closeError = error;
     clearTimeout(this.handshakeTimer);
-    if (this.keepAliveTimer !== undefined) clearInterval(this.keepAliveTimer);
+    this.housekeeper.stop();
     const failure = error ?? new PointSubError("ERR_CONNECTION_CLOSED", "connection closed");
     this.writer.close(failure);
     this.caller.teardown(failure);

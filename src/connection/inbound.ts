@@ -57,6 +57,8 @@ const NO_ASSEMBLIES: Map<number, Assembly> = new Map();
 export interface InboundStreams {
   /** Whether the peer's stream `id` is open here. */
   hasIn(id: number): boolean;
+  /** A CANCEL for one of the peer's streams; false when `id` is not one. */
+  onCancel(id: number, errno: number): boolean;
 }
 
 export class Inbound {
@@ -375,6 +377,46 @@ export class Inbound {
     this.lastRouteBytes = payload.slice(start, end);
     this.lastRoute = decoder.decode(this.lastRouteBytes);
     return this.lastRoute;
+  }
+
+  /**
+   * CANCEL: the peer gives up on (or refuses) a message, call or stream —
+   * one of this side's (its final word on it) or one of its own.
+   */
+  onCancel(id: number, errno: number): void {
+    const code = codeForErrno(errno) ?? "ERR_CANCELLED";
+    if (this.link.isMine(id)) {
+      const call = this.caller.pending.get(id);
+      if (call === undefined) {
+        // A chunked one-way message the receiver refused: stop sending it, reject its send.
+        const kept = code === "ERR_TIMEOUT" || code === "ERR_OVERLOADED" || code === "ERR_GOING_AWAY";
+        this.outbox.writer.remove(
+          FrameType.MSG,
+          id,
+          new PointSubError(kept ? code : "ERR_CANCELLED", "message refused by the peer"),
+        );
+        return;
+      }
+      this.drop(id);
+      this.caller.cancelledByPeer(call, code);
+      return;
+    }
+    if (this.streams?.onCancel(id, errno) === true) return;
+    // About the peer's MSG or REQ.
+    const reason = new PointSubError(
+      code === "ERR_TIMEOUT" ? "ERR_TIMEOUT" : "ERR_CANCELLED",
+      "cancelled by the caller",
+    );
+    const type = this.drop(id);
+    if (type !== -1) {
+      if (type === FrameType.REQ) {
+        this.dispatcher.openRequests--;
+        this.outbox.sendCancel(id, reason.code);
+      }
+      return;
+    }
+    // A handler running: abort it; answered already: our RES ends it.
+    this.dispatcher.cancelServed(id, reason);
   }
 
   /** Cancels the peer's unfinished messages that got no frame for `timeoutMs` (progress counted from `floor`). */

@@ -1,4 +1,9 @@
+import type { Settings } from "../codec/settings.ts";
+import type { PointSubError } from "../errors/error.ts";
+import type { Router } from "../router/router.ts";
+import type { Runtime } from "../runtime/runtime.ts";
 import type { PeerCertificate } from "../transport/transport.ts";
+import type { MemoryBudget } from "./budget.ts";
 import type { Connection } from "./connection.ts";
 
 /** Bytes or text; text is sent as UTF-8. */
@@ -131,4 +136,43 @@ export interface ConnectionOptions {
    * largest size allowed always fits.
    */
   memoryBudget?: number;
+}
+
+/** Events of a {@link Connection}. */
+export interface ConnectionEvents {
+  /** The handshake completed (emitted synchronously, before `ready` resolves). */
+  open: [];
+  /** A one-way message from the peer. */
+  message: [msg: Message];
+  /** The peer announced a graceful close (GOAWAY); new work is refused from now on. */
+  goaway: [];
+  /** The connection is closed; `error` says why when it was not a clean close. */
+  close: [error: PointSubError | undefined];
+}
+
+/** Connection lifecycle states. */
+export type ConnectionState = "handshaking" | "open" | "closing" | "closed";
+
+/** Internal construction options. */
+export interface ConnectionInit {
+  /** The side that opened the transport uses odd stream ids, the other even. */
+  initiator: boolean;
+  /** A server's router (its routes and middleware), the parent of the connection's own. */
+  router?: Router;
+  /** This side's settings, already resolved and validated (shared by a server's sessions; never modified). */
+  localSettings?: Settings;
+  /** Called when the handshake completed, before the 'open' event (a server's session bookkeeping). */
+  onOpen?: (conn: Connection) => void;
+  /** Called once when the connection closed, before the 'close' event. */
+  onClose?: (conn: Connection, error: PointSubError | undefined) => void;
+  /** Called for every one-way message before the connection's own 'message' event (a server's dispatch). */
+  onMessage?: (msg: Message, conn: Connection) => void;
+  /** The memory budget shared by a server's sessions (a client connection makes its own). */
+  budget?: MemoryBudget;
+  /** A server's check of each client's credentials (its local settings then carry the AUTH feature). */
+  authenticate?: Authenticator;
+  /** Test hook: first stream id to allocate. */
+  firstStreamId?: number;
+  /** Codecs, CRC32C, allocator and memory default (default: a portable runtime without codecs). */
+  runtime?: Runtime;
 }

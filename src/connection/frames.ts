@@ -1,0 +1,132 @@
+/**
+ * Where each incoming frame goes (the decoder's sink): preface and HELLO
+ * to the handshake (and everything to it while authentication is
+ * pending), MSG/REQ/RES to the inbound side, STREAM to the incoming
+ * streams, CANCEL to the inbound side (which knows every kind of id),
+ * CREDIT to the writer and the outgoing streams, PING to the pinger,
+ * GOAWAY to the connection's lifecycle.
+ */
+import { decodeCancel, decodeCredit, decodeGoAway } from "../codec/control.ts";
+import type { FrameSink } from "../codec/decoder.ts";
+import { Flag, FRAME_TYPE_NAMES, FrameType, PROTOCOL_VERSION } from "../codec/frame.ts";
+import type { VarintResult } from "../codec/varint.ts";
+import { PointSubError } from "../errors/error.ts";
+import type { Handshake } from "./handshake.ts";
+import type { Inbound } from "./inbound.ts";
+import type { Pinger } from "./pinger.ts";
+import type { IncomingStreams } from "./stream-in.ts";
+import type { OutgoingStreams } from "./stream-out.ts";
+import type { FrameWriter } from "./writer.ts";
+
+/** Largest connection credit a peer may leave outstanding (a window is at most 2^31 - 1). */
+const MAX_WINDOW = 2 ** 31 - 1;
+
+/** The parts frames go to, as the connection holds them (the stream halves exist on first use). */
+export interface FrameTargets {
+  readonly closed: boolean;
+  readonly handshake: Handshake;
+  readonly inbound: Inbound;
+  readonly pinger: Pinger;
+  readonly writer: FrameWriter;
+  /** The incoming streams, created if needed (a STREAM START arrived). */
+  inStreams(): IncomingStreams;
+  /** The stream halves if they exist. */
+  readonly inStreamsIfAny: IncomingStreams | undefined;
+  readonly outStreamsIfAny: OutgoingStreams | undefined;
+  /** GOAWAY: errno 0 is a graceful close, anything else a fatal error of the peer. */
+  onGoAway(errno: number, reason: string): void;
+}
+
+export class FrameRouter implements FrameSink {
+  /** Frames received. */
+  framesIn = 0;
+  private readonly to: FrameTargets;
+  private readonly v: VarintResult = { value: 0, next: 0 };
+
+  constructor(to: FrameTargets) {
+    this.to = to;
+  }
+
+  onPreface(minVersion: number, maxVersion: number): void {
+    if (minVersion > PROTOCOL_VERSION || maxVersion < PROTOCOL_VERSION || minVersion > maxVersion) {
+      throw new PointSubError(
+        "ERR_VERSION",
+        `peer speaks protocol versions ${minVersion}..${maxVersion}, this side speaks ${PROTOCOL_VERSION}`,
+      );
+    }
+  }
+
+  /** Lets chunked-message bytes land directly in their buffer, and a stream's in buffers its reader handed back. */
+  frameTarget(type: number, flags: number, id: number, length: number): Uint8Array | undefined {
+    if (type === FrameType.STREAM) return flags === 0 ? this.to.inStreamsIfAny?.frameBuffer(id, length) : undefined;
+    if ((flags & Flag.START) !== 0 || type < FrameType.MSG || type > FrameType.RES) return undefined;
+    return this.to.inbound.frameTarget(type, id, length);
+  }
+
+  /** Stream data frames are taken as views of the chunks they arrive in (no copy), unless the reader recycles buffers. */
+  wantsPieces(type: number, flags: number, id: number, length: number): boolean {
+    return type === FrameType.STREAM && flags === 0 && this.to.inStreamsIfAny?.wantsPieces(id, length) === true;
+  }
+
+  onFramePieces(type: number, flags: number, id: number, pieces: Uint8Array[], length: number, crc: number): void {
+    if (this.to.closed) return;
+    this.framesIn++;
+    const ins = this.to.inStreamsIfAny;
+    if (type !== FrameType.STREAM || flags !== 0 || ins === undefined) {
+      throw new PointSubError("ERR_PROTOCOL", `STREAM frame for unknown stream ${id}`);
+    }
+    ins.onPieces(id, pieces, length, crc);
+  }
+
+  onFrame(type: number, flags: number, id: number, buf: Uint8Array, start: number, end: number, crc: number): void {
+    const to = this.to;
+    if (to.closed) return;
+    this.framesIn++;
+    const hs = to.handshake;
+    if (!hs.helloReceived) {
+      hs.onFirstFrame(type, buf.subarray(start, end));
+      return;
+    }
+    if (hs.authenticating && type !== FrameType.PING && type !== FrameType.GOAWAY) {
+      hs.onAuthFrame(type, flags, buf.subarray(start, end));
+      return;
+    }
+    switch (type) {
+      case FrameType.MSG:
+      case FrameType.REQ:
+      case FrameType.RES:
+        to.inbound.onFrame(type, flags, id, buf, start, end);
+        return;
+      case FrameType.STREAM:
+        to.inStreams().onFrame(flags, id, buf, start, end, crc);
+        return;
+      case FrameType.CANCEL:
+        to.inbound.onCancel(id, decodeCancel(buf.subarray(start, end)));
+        return;
+      case FrameType.CREDIT:
+        this.onCredit(id, decodeCredit(buf.subarray(start, end), this.v));
+        return;
+      case FrameType.PING:
+        to.pinger.onPing(flags, buf.subarray(start, end));
+        return;
+      case FrameType.GOAWAY: {
+        const g = decodeGoAway(buf.subarray(start, end));
+        to.onGoAway(g.errno, g.reason);
+        return;
+      }
+      default:
+        throw new PointSubError("ERR_PROTOCOL", `${FRAME_TYPE_NAMES[type]} frame after the handshake`);
+    }
+  }
+
+  private onCredit(id: number, n: number): void {
+    const w = this.to.writer;
+    if (id === 0) {
+      if (w.connCredit + n > MAX_WINDOW) throw new PointSubError("ERR_FLOW_CONTROL", "connection credit overflow");
+      w.addConnCredit(n);
+    } else {
+      w.addStreamCredit(id, n);
+      this.to.outStreamsIfAny?.onAck(id, n);
+    }
+  }
+}
