@@ -9,14 +9,31 @@ type SyncFn = (data: Uint8Array, opts: Options) => Buffer;
 
 /**
  * Blocks that declare at most this many inflated bytes, and are at most this
- * long, are inflated synchronously: for them the work is a few microseconds,
- * less than the thread-pool round trip and the stream object the async API
- * sets up around it (and its completion callback, which a flood of tiny
- * frames would pile into one event-loop turn).
+ * long, may be inflated synchronously (deflate-raw, gzip, zstd): for them the
+ * work is a few microseconds, less than the thread-pool round trip and the
+ * stream object the async API sets up around it. Never brotli: its decoder
+ * works through a whole meta-block whatever the output room (a 27-byte block
+ * of 16 MiB of zeros costs 10 ms with 100 bytes of output), so it always
+ * runs on the thread pool.
  */
 const SYNC_INFLATE_MAX = 16 * 1024;
+/**
+ * Synchronous inflation stops for the rest of an event-loop iteration once
+ * it took this long in it (later blocks go to the thread pool): a flood of
+ * tiny frames, inflated one after the other as a reader consumes them,
+ * cannot hold the loop longer than this.
+ */
+const SYNC_BUDGET_MS = 1;
 /** zlib's smallest output chunk. */
 const MIN_CHUNK = 64;
+
+/** Time spent inflating synchronously in this event-loop iteration. */
+let syncSpentMs = 0;
+let syncReset = false;
+const resetSync = () => {
+  syncSpentMs = 0;
+  syncReset = false;
+};
 
 /**
  * A node:zlib algorithm as a pointsub codec. Compression and decompression
@@ -36,7 +53,7 @@ function zlibCodec(
   name: CodecName,
   compress: AsyncFn,
   decompress: AsyncFn,
-  decompressSync: SyncFn,
+  decompressSync: SyncFn | undefined,
   probe: SyncFn,
   level: Options,
 ): CompressionCodec {
@@ -55,11 +72,23 @@ function zlibCodec(
         maxOutputLength: Math.max(1, maxLength),
         chunkSize: Math.max(MIN_CHUNK, maxLength + 1),
       };
-      if (maxLength <= SYNC_INFLATE_MAX && data.length <= SYNC_INFLATE_MAX) {
+      if (
+        decompressSync !== undefined &&
+        maxLength <= SYNC_INFLATE_MAX &&
+        data.length <= SYNC_INFLATE_MAX &&
+        syncSpentMs < SYNC_BUDGET_MS
+      ) {
+        if (!syncReset) {
+          syncReset = true;
+          setImmediate(resetSync);
+        }
+        const t0 = performance.now();
         try {
           return Promise.resolve(decompressSync(data, opts));
         } catch (err) {
           return Promise.reject(refused(err));
+        } finally {
+          syncSpentMs += performance.now() - t0;
         }
       }
       return new Promise((resolve, reject) => {
@@ -102,7 +131,7 @@ export function installZlibCodecs(): void {
       "brotli",
       zlib.brotliCompress as AsyncFn,
       zlib.brotliDecompress as AsyncFn,
-      zlib.brotliDecompressSync as SyncFn,
+      undefined,
       zlib.brotliCompressSync as SyncFn,
       { params: { [zlib.constants.BROTLI_PARAM_QUALITY]: 1 } },
     ),

@@ -11,6 +11,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { after, before, describe, it, mock } from "node:test";
+import { brotliCompressSync, deflateRawSync } from "node:zlib";
+import { codecByName } from "../../src/codec/compression.ts";
 import { crc32c } from "../../src/codec/crc32c.ts";
 import {
   type Connection,
@@ -26,6 +28,7 @@ import {
   sendResumable,
 } from "../../src/index.ts";
 import { type FileSink, partialKey } from "../../src/node/file-sink.ts";
+import { installZlibCodecs } from "../../src/node/zlib-codecs.ts";
 import { MiB, sha256 } from "../helpers/data.ts";
 
 const receipt = (b: Uint8Array) => JSON.parse(new TextDecoder().decode(b)) as FileReceipt;
@@ -1021,6 +1024,30 @@ describe("file server hardening: fileSink against hostile peers", () => {
       } finally {
         await e.close();
       }
+    });
+
+    it("a tiny brotli block declaring a few bytes is inflated on the thread pool, never on the event loop", async () => {
+      // Its decoder works through a whole meta-block whatever the output room: 27 bytes of 16 MiB of zeros cost ~10 ms.
+      installZlibCodecs();
+      const brotli = codecByName("brotli");
+      assert.ok(brotli !== undefined);
+      const bomb = brotliCompressSync(new Uint8Array(16 * MiB));
+      let turned = false;
+      setImmediate(() => {
+        turned = true;
+      });
+      await assert.rejects(brotli.decompress(bomb, 100), { code: "ERR_PROTOCOL" });
+      assert.ok(turned, "the event loop turned while it was inflated");
+      // deflate-raw: output-driven, so a tiny block is inflated at once.
+      const deflate = codecByName("deflate-raw");
+      assert.ok(deflate !== undefined);
+      const text = new TextEncoder().encode("hello ".repeat(1000));
+      turned = false;
+      setImmediate(() => {
+        turned = true;
+      });
+      assert.deepEqual(new Uint8Array(await deflate.decompress(deflateRawSync(text), text.length)), text);
+      assert.equal(turned, false, "inflated without a thread-pool round trip");
     });
 
     it("compressed uploads arrive intact, in small blocks (inflated at once) and large ones (on the thread pool)", async () => {
