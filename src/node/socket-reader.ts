@@ -31,7 +31,7 @@ export class SocketReader {
   /** Reads that went straight into the receiver's memory (frame bodies). */
   directReads = 0;
   /** Where the next read lands. */
-  private next: Uint8Array = SHARED_SMALL;
+  private next: Uint8Array = sharedSmallBuffer();
   private sink: ((chunk: Uint8Array) => boolean) | undefined;
   private target: (() => Uint8Array | undefined) | undefined;
   /** The receiver's own memory handed out as the next read's buffer, if any. */
@@ -70,7 +70,7 @@ export class SocketReader {
 
   /** Back to the small buffer (the socket went quiet); takes effect after the next read. */
   trim(): void {
-    this.next = SHARED_SMALL;
+    this.next = sharedSmallBuffer();
   }
 
   /** The buffer for the next read: the receiver's own memory when it expects a large body, else ours. */
@@ -119,12 +119,19 @@ export class SocketReader {
  * is safe: a read's callback runs right after the read, before any other
  * socket's, and a read this small is always copied out (`COPY_BELOW`), so the
  * memory is free again when the next read of any socket lands in it. An
- * idle connection holds no read buffer of its own.
+ * idle connection holds no read buffer of its own. Allocated on first use
+ * (nothing happens on import); per thread by design, not per runtime: it
+ * holds no state between reads.
  */
-const SHARED_SMALL: Uint8Array = (() => {
-  const b = Buffer.allocUnsafeSlow(SMALL);
-  return new Uint8Array(b.buffer, b.byteOffset, b.length);
-})();
+let sharedSmall: Uint8Array | undefined;
+
+function sharedSmallBuffer(): Uint8Array {
+  if (sharedSmall === undefined) {
+    const b = Buffer.allocUnsafeSlow(SMALL);
+    sharedSmall = new Uint8Array(b.buffer, b.byteOffset, b.length);
+  }
+  return sharedSmall;
+}
 
 /** Node's private per-socket slots behind the `onread` option, found by name. */
 interface OnreadSlots {
