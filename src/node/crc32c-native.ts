@@ -1,5 +1,5 @@
 import { createRequire } from "node:module";
-import { setCrc32cImplementation } from "../codec/crc32c.ts";
+import { Crc32c, setCrc32cImplementation } from "../codec/crc32c.ts";
 import type { Crc32cProvider } from "../runtime/runtime.ts";
 
 /** Below this size the JS table lookup beats the cost of a native call. */
@@ -29,10 +29,22 @@ export function loadNativeCrc32c(): Crc32cProvider | undefined {
   return loaded ?? undefined;
 }
 
+let nodeImpl: Crc32c | undefined;
+
+/** CRC32C for the Node-only code (files): `@node-rs/crc32` when available, else JS. */
+export function nodeCrc32c(): Crc32c {
+  if (nodeImpl === undefined) {
+    const p = loadNativeCrc32c();
+    nodeImpl = new Crc32c(p?.compute, p?.name, p?.minLength);
+  }
+  return nodeImpl;
+}
+
 /**
  * Makes the process-wide CRC32C (`codec/crc32c.ts`) use `@node-rs/crc32`
- * when it is available; returns whether it is. Idempotent. Interim: the core
- * reads the process-wide implementation until it takes it from the runtime.
+ * when it is available; returns whether it is. Idempotent. Compatibility
+ * only: connections take their CRC32C from their runtime, files from
+ * {@link nodeCrc32c}.
  */
 export function installNativeCrc32c(): boolean {
   const p = loadNativeCrc32c();

@@ -1,12 +1,12 @@
 import { constants, createReadStream, lstat as lstatCb, type Stats } from "node:fs";
 import { type FileHandle, link, lstat, mkdir, open, readdir, rename, rm, unlink } from "node:fs/promises";
 import { basename, join } from "node:path";
-import { crc32c } from "../codec/crc32c.ts";
 import type { ResumePoint } from "../connection/connection.ts";
 import type { RequestContext } from "../connection/types.ts";
 import { PointSubError } from "../errors/error.ts";
 import type { IncomingStream } from "../stream/incoming.ts";
 import type { StreamHandler } from "../stream/types.ts";
+import { nodeCrc32c } from "./crc32c-native.ts";
 
 /** The route files are sent to by default. */
 export const FILE_ROUTE = "/pointsub/file/1.0.0";
@@ -143,7 +143,7 @@ export async function fileCrc32c(path: string, length: number): Promise<number> 
   if (length === 0) return 0;
   let crc = 0;
   const rs = createReadStream(path, { start: 0, end: length - 1, highWaterMark: 1 << 20 });
-  for await (const chunk of rs) crc = crc32c(chunk as Buffer, crc);
+  for await (const chunk of rs) crc = nodeCrc32c().compute(chunk as Buffer, crc);
   return crc;
 }
 
@@ -406,7 +406,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         for (;;) {
           const { bytesRead } = await fh.read(buf, 0, buf.length, offset);
           if (bytesRead === 0) break;
-          crc = crc32c(buf.subarray(0, bytesRead), crc);
+          crc = nodeCrc32c().compute(buf.subarray(0, bytesRead), crc);
           offset += bytesRead;
         }
         const point = { offset, crc: crc >>> 0 };

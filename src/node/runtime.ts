@@ -3,14 +3,13 @@
  * a memory budget from the machine. Built on demand, never on import.
  */
 import { CodecRegistry } from "../codec/codec-registry.ts";
-import { CODEC_NAMES, codecById } from "../codec/compression.ts";
 import { createRuntime, type Runtime } from "../runtime/runtime.ts";
 import { memoryTransport } from "../transport/memory.ts";
 import type { TransportAdapter } from "../transport/transport.ts";
-import { installNativeCrc32c, loadNativeCrc32c } from "./crc32c-native.ts";
+import { loadNativeCrc32c } from "./crc32c-native.ts";
 import { nodeMemoryLimit } from "./memory.ts";
 import { tcpTransport, tlsTransport, unixTransport } from "./net-adapter.ts";
-import { installZlibCodecs } from "./zlib-codecs.ts";
+import { zlibCodecs } from "./zlib-codecs.ts";
 
 /** Options of {@link createNodeRuntime}. */
 export interface NodeRuntimeOptions {
@@ -36,22 +35,12 @@ function allocBody(n: number): Uint8Array {
  * budget from the machine's (or cgroup's) memory.
  *
  * The connections of this runtime take codecs, CRC32C, allocator and
- * memory default from it. Interim: building one also registers the zlib
- * codecs and native CRC32C process-wide (idempotent, never on import) for
- * the Node-only file code that still reads them there.
+ * memory default from it; building one changes nothing process-wide.
  */
 export function createNodeRuntime(options: NodeRuntimeOptions = {}): Runtime {
   const crc32c = options.nativeCrc32c === false ? undefined : loadNativeCrc32c();
   const memoryLimit = options.memoryLimit ?? nodeMemoryLimit;
-  const codecs = new CodecRegistry();
-  if (options.compression !== false) {
-    installZlibCodecs();
-    for (const id of Object.keys(CODEC_NAMES)) {
-      const codec = codecById(Number(id));
-      if (codec !== undefined) codecs.add(codec);
-    }
-  }
-  if (crc32c !== undefined) installNativeCrc32c();
+  const codecs = new CodecRegistry(options.compression === false ? [] : zlibCodecs());
   return createRuntime({
     name: "node",
     transports: [tcpTransport, tlsTransport, unixTransport, memoryTransport(), ...(options.transports ?? [])],

@@ -56,6 +56,8 @@ function zlibCodec(
   decompressSync: SyncFn | undefined,
   probe: SyncFn,
   level: Options,
+  /** Decoder options for a block of at most `maxLength` inflated bytes. */
+  limits?: (maxLength: number) => Options,
 ): CompressionCodec {
   const refused = (err: unknown) =>
     new PointSubError("ERR_PROTOCOL", `${name} data does not decompress: ${(err as Error).message}`);
@@ -71,6 +73,7 @@ function zlibCodec(
       const opts: Options = {
         maxOutputLength: Math.max(1, maxLength),
         chunkSize: Math.max(MIN_CHUNK, maxLength + 1),
+        ...limits?.(maxLength),
       };
       if (
         decompressSync !== undefined &&
@@ -101,9 +104,13 @@ function zlibCodec(
   };
 }
 
-/** Registers the codecs this Node.js runtime has: deflate-raw, gzip, brotli and (Node >= 22.15) zstd. */
-export function installZlibCodecs(): void {
-  registerCodec(
+/**
+ * The codecs this Node.js has: deflate-raw, gzip, brotli and (Node >= 22.15)
+ * zstd, for a runtime's `CodecRegistry` (`createNodeRuntime` takes them).
+ */
+export function zlibCodecs(): CompressionCodec[] {
+  const list: CompressionCodec[] = [];
+  list.push(
     zlibCodec(
       CodecId.DEFLATE_RAW,
       "deflate-raw",
@@ -114,7 +121,7 @@ export function installZlibCodecs(): void {
       { level: 1 },
     ),
   );
-  registerCodec(
+  list.push(
     zlibCodec(
       CodecId.GZIP,
       "gzip",
@@ -125,7 +132,7 @@ export function installZlibCodecs(): void {
       { level: 1 },
     ),
   );
-  registerCodec(
+  list.push(
     zlibCodec(
       CodecId.BROTLI,
       "brotli",
@@ -140,10 +147,11 @@ export function installZlibCodecs(): void {
   if (
     typeof z.zstdCompress === "function" &&
     typeof z.zstdDecompress === "function" &&
-    typeof z.zstdDecompressSync === "function"
+    typeof z.zstdDecompressSync === "function" &&
+    typeof (zlib.constants as unknown as Record<string, unknown>).ZSTD_d_windowLogMax === "number"
   ) {
     const c = zlib.constants as unknown as Record<string, number>;
-    registerCodec(
+    list.push(
       zlibCodec(
         CodecId.ZSTD,
         "zstd",
@@ -152,7 +160,23 @@ export function installZlibCodecs(): void {
         z.zstdDecompressSync as SyncFn,
         z.zstdCompressSync as SyncFn,
         { params: { [c.ZSTD_c_compressionLevel]: 1 } } as zlib.ZlibOptions,
+        // The decoder allocates the window a frame header asks for, up to
+        // 128 MiB by default: an 18-byte frame asking for that cost 2 ms of
+        // this thread and 128 MiB per block. A window need not exceed the
+        // content (a pointsub sender's frames give their size, and the
+        // window is that size); frames of other senders get the 8 MiB the
+        // zstd format recommends decoders to support.
+        (maxLength) =>
+          ({
+            params: { [c.ZSTD_d_windowLogMax]: Math.min(27, Math.max(23, Math.ceil(Math.log2(maxLength + 1)))) },
+          }) as zlib.ZlibOptions,
       ),
     );
   }
+  return list;
+}
+
+/** Registers {@link zlibCodecs} in the process-wide registry (compatibility; runtimes take them directly). */
+export function installZlibCodecs(): void {
+  for (const c of zlibCodecs()) registerCodec(c);
 }

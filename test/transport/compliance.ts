@@ -197,7 +197,7 @@ export function runCompliance(target: ComplianceTarget): void {
       it("round-trips 1 GiB intact (hash-checked), one-way and as request/response", async () => {
         const data = pattern(GiB, 7);
         const want = sha256(data);
-        const got = new TextDecoder().decode(await conn.request("/hash/1.0.0", data));
+        const got = new TextDecoder().decode(await conn.request("/hash/1.0.0", data, { timeoutMs: 120_000 }));
         assert.equal(got, want);
         const reply = await conn.request("/echo/1.0.0", data, { timeoutMs: 120_000 });
         assert.equal(reply.length, GiB);
