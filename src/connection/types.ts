@@ -50,6 +50,14 @@ export interface RequestOptions {
   timeoutMs?: number;
   /** Abort the request (ERR_CANCELLED); the peer's handler sees its signal aborted. */
   signal?: AbortSignal;
+  /**
+   * The request's idempotency key (1..64 bytes; a string is UTF-8): every
+   * attempt of one logical request carries the same key, and a server that
+   * keeps an idempotency store runs its handler at most once per key,
+   * answering duplicates with the stored response (docs/PROTOCOL.md §3.4.1).
+   * Sent only to peers that announce the feature; ignored by others.
+   */
+  idempotencyKey?: string | Uint8Array;
 }
 
 /** What a server's `authenticate` hook knows about a client besides its credentials. */
