@@ -10,7 +10,9 @@ import { mkdtemp, open, readdir, readFile, rm, stat, symlink, unlink, utimes, wr
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
+import type { Transform } from "node:stream";
 import { after, before, describe, it, mock } from "node:test";
+import * as zlib from "node:zlib";
 import { brotliCompressSync, deflateRawSync } from "node:zlib";
 import { codecByName } from "../../src/codec/compression.ts";
 import { crc32c } from "../../src/codec/crc32c.ts";
@@ -1048,6 +1050,28 @@ describe("file server hardening: fileSink against hostile peers", () => {
       });
       assert.deepEqual(new Uint8Array(await deflate.decompress(deflateRawSync(text), text.length)), text);
       assert.equal(turned, false, "inflated without a thread-pool round trip");
+    });
+
+    it("a zstd frame asking for a window far beyond its declared length is refused before the window is allocated", async () => {
+      installZlibCodecs();
+      const zstd = codecByName("zstd");
+      if (zstd === undefined) return; // this runtime has no zstd
+      const z = zlib as unknown as Record<string, (opts: unknown) => Transform>;
+      const c = zlib.constants as unknown as Record<string, number>;
+      // 1000 bytes in a frame that asks for a 128 MiB window (no content size): 18 bytes.
+      const enc = z.createZstdCompress({
+        params: { [c.ZSTD_c_windowLog]: 27, [c.ZSTD_c_compressionLevel]: 1, [c.ZSTD_c_contentSizeFlag]: 0 },
+      });
+      const parts: Buffer[] = [];
+      enc.on("data", (d: Buffer) => parts.push(d));
+      const ended = new Promise((r) => enc.on("end", r));
+      enc.end(Buffer.alloc(1000, 7));
+      await ended;
+      const frame = Buffer.concat(parts);
+      await assert.rejects(zstd.decompress(frame, 1000), { code: "ERR_PROTOCOL" });
+      // The same content in a frame sized to it (what a pointsub sender makes) inflates.
+      const fine = await zstd.compress(new Uint8Array(1000).fill(7));
+      assert.equal((await zstd.decompress(fine, 1000)).length, 1000);
     });
 
     it("compressed uploads arrive intact, in small blocks (inflated at once) and large ones (on the thread pool)", async () => {
