@@ -10,7 +10,13 @@
  *
  * @packageDocumentation
  */
+
 import { type ConnectOptions as CoreConnectOptions, connect as coreConnect } from "./client/connect.ts";
+import {
+  connectResilient as coreConnectResilient,
+  type ResilientConnection,
+  type ResilientOptions,
+} from "./client/resilient.ts";
 import type { Connection } from "./connection/connection.ts";
 import type { NodeTransportOptions } from "./node/net-adapter.ts";
 import { defaultRuntime } from "./node/runtime.ts";
@@ -42,6 +48,25 @@ export function connect(address: Address, options: ConnectOptions = {}): Promise
   return coreConnect(address, options.runtime === undefined ? { ...options, runtime: defaultRuntime() } : options);
 }
 
+/** Options of {@link connectResilient}: those of {@link connect} plus reconnection, offline and retry policies. */
+export interface ResilientConnectOptions extends ResilientOptions, NodeTransportOptions {}
+
+/**
+ * Connects to `address` and keeps the connection up across drops
+ * (reconnection with backoff and full jitter, an offline policy, retries
+ * under idempotency keys): resolves once first connected. Uses
+ * {@link defaultRuntime} unless `options.runtime` is given.
+ */
+export function connectResilient(
+  address: Address,
+  options: ResilientConnectOptions = {},
+): Promise<ResilientConnection> {
+  return coreConnectResilient(
+    address,
+    options.runtime === undefined ? { ...options, runtime: defaultRuntime() } : options,
+  );
+}
+
 /**
  * Creates a server. Register routes with `handle`, then `listen`. Uses
  * {@link defaultRuntime} unless `options.runtime` is given; the options are
@@ -61,6 +86,15 @@ export function registerTransport(adapter: TransportAdapter): void {
   defaultRuntime().transports.add(adapter);
 }
 
+export {
+  type OfflineOptions,
+  type ReconnectOptions,
+  ResilientConnection,
+  type ResilientEvents,
+  type ResilientOptions,
+  type ResilientRequestOptions,
+  type ResilientState,
+} from "./client/resilient.ts";
 export { type ResumableSource, type SendResumableOptions, sendResumable } from "./client/resumable.ts";
 export { CodecRegistry } from "./codec/codec-registry.ts";
 export type { CompressionCodec } from "./codec/compression.ts";

@@ -44,6 +44,12 @@ const table = {
     retryable: true,
     suggestion: "The peer stopped answering pings; the link or the peer is down.",
   },
+  ERR_OFFLINE: {
+    errno: 1005,
+    severity: "warning",
+    retryable: true,
+    suggestion: "Not connected: the client is reconnecting; wait for it, or raise the offline queue's limits.",
+  },
   // 2xxx resources
   ERR_FLOW_CONTROL: {
     errno: 2001,

@@ -1,0 +1,175 @@
+/**
+ * The resilient client over real loopback sockets: reconnection after a
+ * server restart (routes re-applied), attempts honoured, calls pending at a
+ * drop failing at once, the offline policy, and a stalled link detected by
+ * keepalive.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { connectResilient, createServer, isPointSubError, type ResilientState, type Server } from "../../src/index.ts";
+import { startProxy } from "../helpers/proxy.ts";
+import { sleep, until } from "../helpers/wait.ts";
+
+const text = (b: Uint8Array) => new TextDecoder().decode(b);
+
+function echoServer(): Server {
+  const s = createServer();
+  s.handle("/echo/1", (req) => req.data);
+  return s;
+}
+
+describe("resilient client", () => {
+  it("reconnects after the server restarts on the same address and works as before", async () => {
+    let server = echoServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const client = await connectResilient(url, { reconnect: { initialDelayMs: 20, maxDelayMs: 100 } });
+    const states: ResilientState[] = [];
+    client.on("state", (to) => states.push(to));
+    client.handle("/client/1", () => "from the client");
+    try {
+      assert.equal(text(await client.request("/echo/1", "one")), "one");
+      await server.close();
+      await until(() => client.state === "reconnecting");
+      server = echoServer();
+      await server.listen(url);
+      await client.whenConnected();
+      assert.equal(text(await client.request("/echo/1", "two")), "two");
+      // The client's own routes are served on the new connection too.
+      const session = [...server.sessions][0];
+      assert.equal(text(await session.request("/client/1")), "from the client");
+      assert.deepEqual(states, ["reconnecting", "connected"]);
+    } finally {
+      await client.close();
+      await server.close();
+    }
+    assert.equal(client.state, "closed");
+  });
+
+  it("gives up after maxAttempts with ERR_CONNECT, and says so to everything waiting", async () => {
+    const server = echoServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const client = await connectResilient(url, { reconnect: { initialDelayMs: 5, maxDelayMs: 20, maxAttempts: 3 } });
+    let failed = 0;
+    client.on("attemptFailed", () => failed++);
+    const closed = new Promise<unknown>((r) => client.once("close", r));
+    await server.close();
+    const queued = client.send("held while reconnecting");
+    const err = await closed;
+    assert.ok(isPointSubError(err) && err.code === "ERR_CONNECT", String(err));
+    assert.equal(failed, 3);
+    assert.equal(client.state, "closed");
+    await assert.rejects(queued, { code: "ERR_CONNECT" });
+    await assert.rejects(client.request("/echo/1", "x"), { code: "ERR_CONNECT" });
+  });
+
+  it("the first connect retries too, and rejects when its attempts run out", async () => {
+    const server = echoServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    await server.close();
+    await assert.rejects(connectResilient(url, { reconnect: { initialDelayMs: 1, maxDelayMs: 5, maxAttempts: 2 } }), {
+      code: "ERR_CONNECT",
+    });
+  });
+
+  it("a request pending when the connection drops fails at once (no idempotency on the server)", async () => {
+    const server = createServer();
+    server.handle("/slow/1", () => new Promise((r) => setTimeout(() => r("late"), 5000)));
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const client = await connectResilient(url, { reconnect: { initialDelayMs: 10, maxDelayMs: 50 } });
+    try {
+      const pending = client.request("/slow/1", "x", { timeoutMs: 20_000 });
+      await sleep(50);
+      const t0 = Date.now();
+      for (const s of server.sessions) s.destroy();
+      await assert.rejects(pending, { code: "ERR_CONNECTION_CLOSED" });
+      assert.ok(Date.now() - t0 < 4000, "rejected at the drop, not at the handler's end or the timeout");
+      await client.whenConnected();
+    } finally {
+      await client.close();
+      await server.close();
+    }
+  });
+
+  it("offline: calls made while reconnecting are queued and delivered once connected", async () => {
+    const got: string[] = [];
+    const mk = () => {
+      const s = echoServer();
+      s.on("message", (m) => got.push(m.text()));
+      return s;
+    };
+    let server = mk();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const client = await connectResilient(url, { reconnect: { initialDelayMs: 20, maxDelayMs: 50 } });
+    try {
+      await server.close();
+      await until(() => client.state === "reconnecting");
+      const sent = client.send("while away");
+      const answer = client.request("/echo/1", "asked while away");
+      server = mk();
+      await server.listen(url);
+      await sent;
+      assert.equal(text(await answer), "asked while away");
+      await until(() => got.length === 1);
+      assert.deepEqual(got, ["while away"]);
+    } finally {
+      await client.close();
+      await server.close();
+    }
+  });
+
+  it("offline: the queue is bounded by bytes and age, and 'fail' rejects at once (ERR_OFFLINE)", async () => {
+    const server = echoServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const queued = await connectResilient(url, {
+      reconnect: { initialDelayMs: 50, maxDelayMs: 100 },
+      offline: { maxBytes: 1000, maxAgeMs: 100 },
+    });
+    const failing = await connectResilient(url, {
+      reconnect: { initialDelayMs: 50, maxDelayMs: 100 },
+      offline: { policy: "fail" },
+    });
+    try {
+      await server.close();
+      await until(() => queued.state === "reconnecting" && failing.state === "reconnecting");
+      await assert.rejects(failing.send("x"), { code: "ERR_OFFLINE" });
+      await assert.rejects(queued.send(new Uint8Array(2000)), { code: "ERR_OFFLINE" }); // over maxBytes
+      await assert.rejects(queued.send("small but waits too long"), { code: "ERR_OFFLINE" }); // over maxAgeMs
+    } finally {
+      await queued.close();
+      await failing.close();
+    }
+  });
+
+  it("a stalled link (nothing passes either way) is declared dead by keepalive and the client reconnects", async () => {
+    const server = echoServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const proxy = await startProxy(url);
+    const client = await connectResilient(proxy.url, {
+      keepAliveMs: 100,
+      reconnect: { initialDelayMs: 20, maxDelayMs: 100 },
+    });
+    try {
+      assert.equal(text(await client.request("/echo/1", "before")), "before");
+      proxy.hold("up");
+      proxy.hold("down");
+      await until(() => client.state === "reconnecting");
+      proxy.release("up");
+      proxy.release("down");
+      await client.whenConnected();
+      assert.equal(text(await client.request("/echo/1", "after")), "after");
+    } finally {
+      await client.close();
+      await proxy.close();
+      await server.close();
+    }
+  });
+
+  it("invalid options throw a clear ERR_INVALID_ARGUMENT", async () => {
+    await assert.rejects(connectResilient("tcp://127.0.0.1:1", { reconnect: { maxDelayMs: -1 } }), /maxDelayMs/);
+    await assert.rejects(connectResilient("tcp://127.0.0.1:1", { retries: Number.NaN }), /retries/);
+    await assert.rejects(
+      connectResilient("tcp://127.0.0.1:1", { offline: { policy: "drop" as "queue" } }),
+      /offline.policy/,
+    );
+  });
+});
