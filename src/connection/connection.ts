@@ -501,6 +501,14 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     return this.pinger.ping(options.timeoutMs ?? this.requestTimeoutMs);
   }
 
+  /**
+   * Smoothed round-trip time to the peer in ms (EWMA over `ping()` and
+   * keepalive pings, weight 1/8 per sample); undefined before the first.
+   */
+  get rtt(): number | undefined {
+    return this.pinger.rtt;
+  }
+
   /** Counters per size class, requests, errors by code and wire totals. */
   stats(): StatsSnapshot {
     return this.stats_.snapshot(this.caller.size + this.dispatcher.serving.size, {

@@ -18,6 +18,8 @@ interface PendingPing {
 const NO_PINGS: Map<number, PendingPing> = new Map();
 
 export class Pinger {
+  /** Smoothed round-trip time in ms (EWMA, weight 1/8 per sample, as TCP's SRTT); undefined before the first pong. */
+  rtt: number | undefined;
   private seq = 0;
   private pings: Map<number, PendingPing> = NO_PINGS;
   /** The latest PING payload received while the transport could not take its answer (answered on drain). */
@@ -58,7 +60,9 @@ export class Pinger {
     const p = this.pings.get(seq);
     if (p === undefined) return;
     this.pings.delete(seq);
-    p.d.resolve(performance.now() - p.start);
+    const sample = performance.now() - p.start;
+    this.rtt = this.rtt === undefined ? sample : this.rtt + (sample - this.rtt) / 8;
+    p.d.resolve(sample);
   }
 
   /** The transport drained: answer the PING held back, if any. */

@@ -173,3 +173,24 @@ describe("resilient client", () => {
     );
   });
 });
+
+describe("round-trip time", () => {
+  it("conn.rtt is undefined before a ping and a smoothed figure after pings", async () => {
+    const server = echoServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const client = await connectResilient(url);
+    try {
+      const conn = client.connection;
+      assert.ok(conn !== undefined);
+      assert.equal(conn.rtt, undefined);
+      const samples: number[] = [];
+      for (let i = 0; i < 5; i++) samples.push(await conn.ping());
+      const rtt = conn.rtt;
+      assert.ok(rtt !== undefined && rtt > 0);
+      assert.ok(rtt >= Math.min(...samples) && rtt <= Math.max(...samples), `${rtt} within the samples`);
+    } finally {
+      await client.close();
+      await server.close();
+    }
+  });
+});
