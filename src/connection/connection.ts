@@ -108,17 +108,18 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   /** What the peer may make this side hold (shared by a server's sessions). */
   private readonly budget: MemoryBudget;
   private readonly readGate: ReadGate;
-  private readonly onMessageHook: ConnectionInit["onMessage"];
   private readonly onOpenHook: ConnectionInit["onOpen"];
   private readonly onCloseHook: ConnectionInit["onClose"];
-  /** The server's router, or this connection's own once it registered a route or middleware. */
-  private router_: Router;
   private ownRouter = false;
+  /** Whether the connection closed for good (one function shared by the parts that ask). */
+  private readonly isClosed: () => boolean;
   private readonly decoderImpl: FrameDecoder;
   private readonly frames: FrameRouter;
   private readonly writer: FrameWriter;
   private readonly stats_ = new Stats();
-  private readonly handshake: Handshake;
+  /** The handshake until it completed (dropped then: an open connection keeps only its result). */
+  private handshake: Handshake | undefined;
+  private principal_: unknown;
   private readonly caller: Caller;
   private readonly outbox: Outbox;
   private readonly dispatcher: Dispatcher;
@@ -155,39 +156,10 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.closeTimeoutMs = options.closeTimeoutMs ?? 5_000;
     this.budget = init.budget ?? new MemoryBudget(budgetLimit(options, local, runtime.memoryLimit()));
     this.runtime = runtime;
-    this.onMessageHook = init.onMessage;
     this.onOpenHook = init.onOpen;
     this.onCloseHook = init.onClose;
-    this.router_ = init.router ?? EMPTY_ROUTER;
     this.ready = this.readyD.promise;
     this.ready.catch(noop);
-    const conn = this;
-    this.frames = new FrameRouter({
-      get closed() {
-        return conn.state_ === "closed";
-      },
-      get handshake() {
-        return conn.handshake;
-      },
-      get inbound() {
-        return conn.inbound;
-      },
-      get pinger() {
-        return conn.pinger;
-      },
-      get writer() {
-        return conn.writer;
-      },
-      inStreams: () => this.inStreams,
-      get inStreamsIfAny() {
-        return conn.inStreams_;
-      },
-      get outStreamsIfAny() {
-        return conn.outStreams_;
-      },
-      onGoAway: (errno, reason) => this.onGoAway(errno, reason),
-    });
-    this.decoderImpl = new FrameDecoder(this.frames, local.maxFrameSize, runtime.checksums, runtime.allocBody);
     this.writer = new FrameWriter(
       {
         write: (chunks) => {
@@ -197,33 +169,11 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       },
       runtime.checksums,
     );
+    // One closure serves every part that asks whether the connection closed.
+    const isClosed = (): boolean => this.state_ === "closed";
+    this.isClosed = isClosed;
     this.pinger = new Pinger(this.writer);
-    this.readGate = new ReadGate(transport, this.writer, options.slowPeerBytes ?? 8 * 1024 * 1024, () => {
-      return this.state_ === "closed";
-    });
-    this.housekeeper = new Housekeeper(
-      {
-        keepAliveMs: options.keepAliveMs ?? 30_000,
-        slowPeerTimeoutMs: options.slowPeerTimeoutMs ?? 30_000,
-        progressTimeoutMs: options.progressTimeoutMs ?? 60_000,
-      },
-      this.writer,
-      transport,
-      this.readGate,
-      {
-        get closed() {
-          return conn.state_ === "closed";
-        },
-        remoteUrl: this.remoteUrl,
-        checkProgress: (now, timeoutMs, floor) => {
-          this.inbound.checkProgress(now, timeoutMs, floor);
-          this.inStreams_?.checkProgress(now, timeoutMs, floor);
-          this.outStreams_?.checkProgress(now, timeoutMs, floor);
-        },
-        ping: () => this.ping({ timeoutMs: 0 }),
-        fail: (err) => this.fail(err),
-      },
-    );
+    this.readGate = new ReadGate(transport, this.writer, options.slowPeerBytes ?? 8 * 1024 * 1024, isClosed);
     this.caller = new Caller(this.link, this.stats_, this.requestTimeoutMs);
     this.outbox = new Outbox(
       this.writer,
@@ -233,16 +183,15 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     );
     this.caller.attach(this.outbox);
     this.window = new ReceiveWindow(local.connectionWindow, this.outbox);
-    this.dispatcher = new Dispatcher(this.link, this.outbox, this.stats_, this.budget, {
-      session: this,
-      get router() {
-        return conn.router_;
-      },
-      emitMessage: (msg) => {
-        this.onMessageHook?.(msg, this);
-        this.emit("message", msg);
-      },
-    });
+    this.dispatcher = new Dispatcher(
+      this.link,
+      this.outbox,
+      this.stats_,
+      this.budget,
+      this,
+      init.router ?? EMPTY_ROUTER,
+      init.onMessage,
+    );
     this.inbound = new Inbound(
       this.link,
       this.outbox,
@@ -258,9 +207,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       applyPeer: (peer) => this.applyPeer(peer),
       opened: () => this.opened(),
       refuse: (err) => this.fail(err),
-      get isClosed() {
-        return conn.state_ === "closed";
-      },
+      isClosed,
       authInfo: (token) => ({
         token,
         remoteUrl: this.remoteUrl,
@@ -268,6 +215,24 @@ export class Connection extends EventEmitter<ConnectionEvents> {
         peerCertificate: this.transport.peerCertificate?.(),
       }),
     });
+    this.frames = new FrameRouter(this.handshake, this.inbound, this.pinger, this.writer, {
+      inStreams: () => this.inStreams,
+      onGoAway: (errno, reason) => this.onGoAway(errno, reason),
+    });
+    this.housekeeper = new Housekeeper(
+      {
+        keepAliveMs: options.keepAliveMs ?? 30_000,
+        slowPeerTimeoutMs: options.slowPeerTimeoutMs ?? 30_000,
+        progressTimeoutMs: options.progressTimeoutMs ?? 60_000,
+      },
+      this.writer,
+      transport,
+      this.readGate,
+      this.frames,
+      this.pinger,
+      { isClosed, remoteUrl: this.remoteUrl, fail: (err) => this.fail(err) },
+    );
+    this.decoderImpl = new FrameDecoder(this.frames, local.maxFrameSize, runtime.checksums, runtime.allocBody);
     transport.attach({
       onData: (chunk) => this.onTransportData(chunk),
       readTarget: () => this.decoderImpl.readTarget(),
@@ -299,24 +264,19 @@ export class Connection extends EventEmitter<ConnectionEvents> {
 
   private get outStreams(): OutgoingStreams {
     if (this.outStreams_ !== undefined) return this.outStreams_;
-    const conn = this;
     this.outStreams_ = new OutgoingStreams(this.link, this.outbox, this.caller, this.stats_, {
-      get open() {
-        return conn.state_ === "open";
-      },
-      get closed() {
-        return conn.state_ === "closed";
-      },
+      isOpen: () => this.state_ === "open",
+      isClosed: this.isClosed,
       unusableError: () => this.unusableError(),
       runtime: this.runtime,
     });
     this.caller.streams = this.outStreams_;
+    this.frames.outStreamsIfAny = this.outStreams_;
     return this.outStreams_;
   }
 
   private get inStreams(): IncomingStreams {
     if (this.inStreams_ !== undefined) return this.inStreams_;
-    const conn = this;
     this.inStreams_ = new IncomingStreams(
       this.link,
       this.outbox,
@@ -326,27 +286,25 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       this.dispatcher,
       {
         session: this,
-        get router() {
-          return conn.router_;
-        },
-        get closed() {
-          return conn.state_ === "closed";
-        },
+        isClosed: this.isClosed,
         hasMessage: (id) => this.inbound.has(id),
         runtime: this.runtime,
       },
     );
     this.inbound.streams = this.inStreams_;
+    this.frames.inStreamsIfAny = this.inStreams_;
     return this.inStreams_;
   }
 
   /** This connection's own router (created on first route or middleware), falling back to the server's. */
   private get ownRouterFor(): Router {
+    // The dispatcher holds the router in effect (the incoming streams read it there).
+    const d = this.dispatcher;
     if (!this.ownRouter) {
-      this.router_ = new Router(this.router_ === EMPTY_ROUTER ? undefined : this.router_);
+      d.router = new Router(d.router === EMPTY_ROUTER ? undefined : d.router);
       this.ownRouter = true;
     }
-    return this.router_;
+    return d.router;
   }
 
   /** Current lifecycle state. */
@@ -360,7 +318,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
    * the client side).
    */
   get principal(): unknown {
-    return this.handshake.principal;
+    return this.principal_;
   }
 
   /** The certificate the peer presented over TLS (mutual TLS), if any. */
@@ -526,7 +484,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   close(): Promise<void> {
     if (this.closePromise !== undefined) return this.closePromise;
     if (this.state_ === "closed") return RESOLVED;
-    const handshaking = !this.handshake.helloReceived;
+    const handshaking = this.handshake !== undefined && !this.handshake.helloReceived;
     this.state_ = "closing";
     // Nothing but HELLO goes out before the peer's HELLO: while the handshake
     // runs, GOAWAY waits for it (bounded by the handshake timeout).
@@ -622,6 +580,9 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     if (this.state_ === "handshaking") this.state_ = "open";
     clearTimeout(this.handshakeTimer);
     this.handshakeTimer = undefined;
+    this.principal_ = this.handshake?.principal;
+    this.handshake = undefined;
+    this.frames.handshake = undefined;
     this.housekeeper.start();
     this.onOpenHook?.(this);
     this.emit("open");
@@ -702,6 +663,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   private teardown(error: PointSubError | undefined): void {
     if (this.state_ === "closed") return;
     this.state_ = "closed";
+    this.frames.closed = true;
     this.closeError = error;
     clearTimeout(this.handshakeTimer);
     this.housekeeper.stop();

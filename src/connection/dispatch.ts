@@ -65,15 +65,13 @@ class MessageContext implements CallContext {
   }
 }
 
-/** What the dispatcher needs from its connection. */
-export interface DispatchHost {
-  /** The connection handlers see as `ctx.session`. */
-  readonly session: Connection;
-  /** The router in effect (a connection's own, or its server's). */
-  readonly router: Router;
-  /** Delivers a one-way message to the application (the server's hook, then the 'message' event). */
-  emitMessage(msg: Message): void;
+interface Endpoints {
+  message: (ctx: CallContext) => undefined;
+  request: (ctx: CallContext) => HandlerResult | Promise<HandlerResult>;
 }
+
+/** A server's hook for every one-way message, called before the connection's 'message' event. */
+export type MessageHook = (msg: Message, conn: Connection) => void;
 
 export class Dispatcher {
   /** Handlers running for the peer's calls (requests and streams), by id. */
@@ -84,23 +82,38 @@ export class Dispatcher {
   private readonly outbox: Outbox;
   private readonly stats: Stats;
   private readonly budget: MemoryBudget;
-  private readonly host: DispatchHost;
+  /** The connection handlers see as `ctx.session` (its 'message' event gets one-way messages). */
+  private readonly session: Connection;
+  /** The router in effect: the server's, or the connection's own once it has one (set by the connection). */
+  router: Router;
+  private readonly onMessage: MessageHook | undefined;
+  private endpoints_: Endpoints | undefined;
 
-  constructor(link: Link, outbox: Outbox, stats: Stats, budget: MemoryBudget, host: DispatchHost) {
+  constructor(
+    link: Link,
+    outbox: Outbox,
+    stats: Stats,
+    budget: MemoryBudget,
+    session: Connection,
+    router: Router,
+    onMessage: MessageHook | undefined,
+  ) {
     this.link = link;
     this.outbox = outbox;
     this.stats = stats;
     this.budget = budget;
-    this.host = host;
+    this.session = session;
+    this.router = router;
+    this.onMessage = onMessage;
   }
 
   /** A complete one-way message from the peer. */
   deliverMessage(data: Uint8Array): void {
     const msg = new IncomingMessage(data);
-    const router = this.host.router;
+    const router = this.router;
     if (router.hasMiddleware) {
-      const ctx = new MessageContext(this.host.session, msg);
-      router.run(ctx, this.emitFromContext).catch((err: unknown) => {
+      const ctx = new MessageContext(this.session, msg);
+      router.run(ctx, this.endpoints().message).catch((err: unknown) => {
         // Refused by a middleware: dropped, and counted.
         this.stats.error(err instanceof PointSubError ? err.code : "ERR_HANDLER");
       });
@@ -109,14 +122,24 @@ export class Dispatcher {
     this.emit(msg);
   }
 
-  private readonly emitFromContext = (ctx: CallContext): undefined => {
+  private emitFromContext(ctx: CallContext): undefined {
     this.emit((ctx as MessageContext).message);
     return undefined;
-  };
+  }
+
+  /** The ends of the middleware chains, bound to this dispatcher on first use (only with middleware). */
+  private endpoints(): Endpoints {
+    this.endpoints_ ??= {
+      message: (ctx) => this.emitFromContext(ctx),
+      request: (ctx) => this.requestEndpoint(ctx),
+    };
+    return this.endpoints_;
+  }
 
   private emit(msg: IncomingMessage): void {
     try {
-      this.host.emitMessage(msg);
+      this.onMessage?.(msg, this.session);
+      this.session.emit("message", msg);
     } catch (err) {
       // A throwing listener is the application's bug: surface it, keep the connection.
       queueMicrotask(() => {
@@ -132,7 +155,7 @@ export class Dispatcher {
    */
   handleRequest(id: number, route: string, data: Uint8Array, charged: number): void {
     this.stats.requestsHandled++;
-    const router = this.host.router;
+    const router = this.router;
     const direct = !router.hasMiddleware;
     const handler = direct ? router.route(route) : undefined;
     if (direct && handler === undefined) {
@@ -154,11 +177,13 @@ export class Dispatcher {
       }
     }
     // One object is the request, its handler's context and the middleware's: one allocation per call.
-    const call = new ServerCall("request", this.host.session, route, id, data);
+    const call = new ServerCall("request", this.session, route, id, data);
     call.charged = charged;
     let result: HandlerResult | Promise<HandlerResult>;
     try {
-      result = direct ? (handler as NonNullable<typeof handler>)(call, call) : router.run(call, this.requestEndpoint);
+      result = direct
+        ? (handler as NonNullable<typeof handler>)(call, call)
+        : router.run(call, this.endpoints().request);
     } catch (err) {
       this.finishHandler(call, undefined, err, true);
       return;
@@ -245,12 +270,12 @@ export class Dispatcher {
   }
 
   /** The end of a request's middleware chain: its route's handler, or ERR_NO_ROUTE. */
-  private readonly requestEndpoint = (ctx: CallContext): HandlerResult | Promise<HandlerResult> => {
+  private requestEndpoint(ctx: CallContext): HandlerResult | Promise<HandlerResult> {
     const call = ctx as ServerCall;
-    const handler = this.host.router.route(call.route);
+    const handler = this.router.route(call.route);
     if (handler === undefined) throw new PointSubError("ERR_NO_ROUTE", `no handler for route ${call.route}`);
     return handler(call, call);
-  };
+  }
 
   /** Answers call `id` with an error response. */
   respondError(id: number, errCode: ErrorCode, message: string): void {

@@ -21,18 +21,10 @@ import type { FrameWriter } from "./writer.ts";
 /** Largest connection credit a peer may leave outstanding (a window is at most 2^31 - 1). */
 const MAX_WINDOW = 2 ** 31 - 1;
 
-/** The parts frames go to, as the connection holds them (the stream halves exist on first use). */
-export interface FrameTargets {
-  readonly closed: boolean;
-  readonly handshake: Handshake;
-  readonly inbound: Inbound;
-  readonly pinger: Pinger;
-  readonly writer: FrameWriter;
+/** What the connection does for frames no part owns. */
+export interface FrameHooks {
   /** The incoming streams, created if needed (a STREAM START arrived). */
   inStreams(): IncomingStreams;
-  /** The stream halves if they exist. */
-  readonly inStreamsIfAny: IncomingStreams | undefined;
-  readonly outStreamsIfAny: OutgoingStreams | undefined;
   /** GOAWAY: errno 0 is a graceful close, anything else a fatal error of the peer. */
   onGoAway(errno: number, reason: string): void;
 }
@@ -40,11 +32,26 @@ export interface FrameTargets {
 export class FrameRouter implements FrameSink {
   /** Frames received. */
   framesIn = 0;
-  private readonly to: FrameTargets;
+  /** Set by the connection when it closes: later frames are ignored. */
+  closed = false;
+  /** The stream halves, set by the connection when it creates them. */
+  inStreamsIfAny: IncomingStreams | undefined;
+  outStreamsIfAny: OutgoingStreams | undefined;
+  /** The handshake until it completed (then undefined: the connection drops it). */
+  handshake: Handshake | undefined;
+  /** The peer's MSG/REQ/RES side (also checked for stalled messages by housekeeping). */
+  readonly inbound: Inbound;
+  private readonly pinger: Pinger;
+  private readonly writer: FrameWriter;
+  private readonly hooks: FrameHooks;
   private readonly v: VarintResult = { value: 0, next: 0 };
 
-  constructor(to: FrameTargets) {
-    this.to = to;
+  constructor(handshake: Handshake, inbound: Inbound, pinger: Pinger, writer: FrameWriter, hooks: FrameHooks) {
+    this.handshake = handshake;
+    this.inbound = inbound;
+    this.pinger = pinger;
+    this.writer = writer;
+    this.hooks = hooks;
   }
 
   onPreface(minVersion: number, maxVersion: number): void {
@@ -58,20 +65,20 @@ export class FrameRouter implements FrameSink {
 
   /** Lets chunked-message bytes land directly in their buffer, and a stream's in buffers its reader handed back. */
   frameTarget(type: number, flags: number, id: number, length: number): Uint8Array | undefined {
-    if (type === FrameType.STREAM) return flags === 0 ? this.to.inStreamsIfAny?.frameBuffer(id, length) : undefined;
+    if (type === FrameType.STREAM) return flags === 0 ? this.inStreamsIfAny?.frameBuffer(id, length) : undefined;
     if ((flags & Flag.START) !== 0 || type < FrameType.MSG || type > FrameType.RES) return undefined;
-    return this.to.inbound.frameTarget(type, id, length);
+    return this.inbound.frameTarget(type, id, length);
   }
 
   /** Stream data frames are taken as views of the chunks they arrive in (no copy), unless the reader recycles buffers. */
   wantsPieces(type: number, flags: number, id: number, length: number): boolean {
-    return type === FrameType.STREAM && flags === 0 && this.to.inStreamsIfAny?.wantsPieces(id, length) === true;
+    return type === FrameType.STREAM && flags === 0 && this.inStreamsIfAny?.wantsPieces(id, length) === true;
   }
 
   onFramePieces(type: number, flags: number, id: number, pieces: Uint8Array[], length: number, crc: number): void {
-    if (this.to.closed) return;
+    if (this.closed) return;
     this.framesIn++;
-    const ins = this.to.inStreamsIfAny;
+    const ins = this.inStreamsIfAny;
     if (type !== FrameType.STREAM || flags !== 0 || ins === undefined) {
       throw new PointSubError("ERR_PROTOCOL", `STREAM frame for unknown stream ${id}`);
     }
@@ -79,39 +86,40 @@ export class FrameRouter implements FrameSink {
   }
 
   onFrame(type: number, flags: number, id: number, buf: Uint8Array, start: number, end: number, crc: number): void {
-    const to = this.to;
-    if (to.closed) return;
+    if (this.closed) return;
     this.framesIn++;
-    const hs = to.handshake;
-    if (!hs.helloReceived) {
-      hs.onFirstFrame(type, buf.subarray(start, end));
-      return;
-    }
-    if (hs.authenticating && type !== FrameType.PING && type !== FrameType.GOAWAY) {
-      hs.onAuthFrame(type, flags, buf.subarray(start, end));
-      return;
+    const hs = this.handshake;
+    if (hs !== undefined) {
+      if (!hs.helloReceived) {
+        hs.onFirstFrame(type, buf.subarray(start, end));
+        return;
+      }
+      if (hs.authenticating && type !== FrameType.PING && type !== FrameType.GOAWAY) {
+        hs.onAuthFrame(type, flags, buf.subarray(start, end));
+        return;
+      }
     }
     switch (type) {
       case FrameType.MSG:
       case FrameType.REQ:
       case FrameType.RES:
-        to.inbound.onFrame(type, flags, id, buf, start, end);
+        this.inbound.onFrame(type, flags, id, buf, start, end);
         return;
       case FrameType.STREAM:
-        to.inStreams().onFrame(flags, id, buf, start, end, crc);
+        (this.inStreamsIfAny ?? this.hooks.inStreams()).onFrame(flags, id, buf, start, end, crc);
         return;
       case FrameType.CANCEL:
-        to.inbound.onCancel(id, decodeCancel(buf.subarray(start, end)));
+        this.inbound.onCancel(id, decodeCancel(buf.subarray(start, end)));
         return;
       case FrameType.CREDIT:
         this.onCredit(id, decodeCredit(buf.subarray(start, end), this.v));
         return;
       case FrameType.PING:
-        to.pinger.onPing(flags, buf.subarray(start, end));
+        this.pinger.onPing(flags, buf.subarray(start, end));
         return;
       case FrameType.GOAWAY: {
         const g = decodeGoAway(buf.subarray(start, end));
-        to.onGoAway(g.errno, g.reason);
+        this.hooks.onGoAway(g.errno, g.reason);
         return;
       }
       default:
@@ -120,13 +128,13 @@ export class FrameRouter implements FrameSink {
   }
 
   private onCredit(id: number, n: number): void {
-    const w = this.to.writer;
+    const w = this.writer;
     if (id === 0) {
       if (w.connCredit + n > MAX_WINDOW) throw new PointSubError("ERR_FLOW_CONTROL", "connection credit overflow");
       w.addConnCredit(n);
     } else {
       w.addStreamCredit(id, n);
-      this.to.outStreamsIfAny?.onAck(id, n);
+      this.outStreamsIfAny?.onAck(id, n);
     }
   }
 }

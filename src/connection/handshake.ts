@@ -24,7 +24,7 @@ export interface HandshakePort {
   /** Authentication failed: close with `err`. */
   refuse(err: PointSubError): void;
   /** Whether the connection closed meanwhile (an authenticator may answer late). */
-  readonly isClosed: boolean;
+  isClosed(): boolean;
   /** What the authenticator is told about the client besides its credentials. */
   authInfo(token: string): AuthInfo;
 }
@@ -110,7 +110,7 @@ export class Handshake {
     }
     Promise.resolve(result).then(
       (principal) => {
-        if (this.port.isClosed) return;
+        if (this.port.isClosed()) return;
         this.principal = principal;
         this.authState = 0;
         this.writer.control(FrameType.AUTH, Flag.ACK, 0, EMPTY);

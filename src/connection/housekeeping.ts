@@ -7,17 +7,15 @@
  */
 import { PointSubError } from "../errors/error.ts";
 import type { Transport } from "../transport/transport.ts";
+import type { FrameRouter } from "./frames.ts";
+import type { Pinger } from "./pinger.ts";
 import type { ReadGate } from "./read-gate.ts";
 import type { FrameWriter } from "./writer.ts";
 
-/** What housekeeping acts on. */
+/** What housekeeping needs from its connection besides the parts it is given. */
 export interface HousekeepingHost {
-  readonly closed: boolean;
+  isClosed(): boolean;
   readonly remoteUrl: string;
-  /** Cancels the peer's messages and streams with no frame for `timeoutMs` (counted from no earlier than `floor`). */
-  checkProgress(now: number, timeoutMs: number, floor: number): void;
-  /** Sends a PING (no timeout of its own). */
-  ping(): Promise<number>;
   /** Closes with a fatal error. */
   fail(err: PointSubError): void;
 }
@@ -39,10 +37,14 @@ export class Housekeeper {
   progressFloor = 0;
   private pingAt = 0;
   private timer: ReturnType<typeof setInterval> | undefined;
-  private readonly times: HousekeepingTimes;
+  private readonly keepAliveMs: number;
+  private readonly slowPeerTimeoutMs: number;
+  private readonly progressTimeoutMs: number;
   private readonly writer: FrameWriter;
   private readonly transport: Transport;
   private readonly gate: ReadGate;
+  private readonly frames: FrameRouter;
+  private readonly pinger: Pinger;
   private readonly host: HousekeepingHost;
 
   constructor(
@@ -50,9 +52,15 @@ export class Housekeeper {
     writer: FrameWriter,
     transport: Transport,
     gate: ReadGate,
+    frames: FrameRouter,
+    pinger: Pinger,
     host: HousekeepingHost,
   ) {
-    this.times = times;
+    this.frames = frames;
+    this.pinger = pinger;
+    this.keepAliveMs = times.keepAliveMs;
+    this.slowPeerTimeoutMs = times.slowPeerTimeoutMs;
+    this.progressTimeoutMs = times.progressTimeoutMs;
     this.writer = writer;
     this.transport = transport;
     this.gate = gate;
@@ -61,7 +69,9 @@ export class Housekeeper {
 
   /** Starts the interval (once the connection is open). */
   start(): void {
-    const { keepAliveMs: ms, slowPeerTimeoutMs: slow, progressTimeoutMs: progress } = this.times;
+    const ms = this.keepAliveMs;
+    const slow = this.slowPeerTimeoutMs;
+    const progress = this.progressTimeoutMs;
     let period = Number.POSITIVE_INFINITY;
     if (ms > 0) period = ms >>> 1;
     if (slow > 0) period = Math.min(period, slow >>> 2);
@@ -84,7 +94,9 @@ export class Housekeeper {
 
   private tick(): void {
     const now = Date.now();
-    const { keepAliveMs: ms, slowPeerTimeoutMs: slow, progressTimeoutMs: pt } = this.times;
+    const ms = this.keepAliveMs;
+    const slow = this.slowPeerTimeoutMs;
+    const pt = this.progressTimeoutMs;
     const host = this.host;
     const blocked = this.writer.blockedSince;
     if (slow > 0 && blocked !== 0 && now - blocked >= slow) {
@@ -97,8 +109,13 @@ export class Housekeeper {
       return;
     }
     if (pt > 0 && !this.gate.slowPaused) {
-      host.checkProgress(now, pt, this.progressFloor);
-      if (host.closed) return;
+      // The peer's unfinished messages and streams, and this side's streams waiting for credit.
+      const f = this.frames;
+      const floor = this.progressFloor;
+      f.inbound.checkProgress(now, pt, floor);
+      f.inStreamsIfAny?.checkProgress(now, pt, floor);
+      f.outStreamsIfAny?.checkProgress(now, pt, floor);
+      if (host.isClosed()) return;
     }
     // While reading is paused nothing can arrive: the slow-peer timeout rules.
     if (ms <= 0 || this.gate.slowPaused) return;
@@ -112,7 +129,7 @@ export class Housekeeper {
     }
     if (idle >= ms) {
       this.pingAt = now;
-      host.ping().then(() => {
+      this.pinger.ping(0).then(() => {
         this.pingAt = 0;
       }, noop);
     }

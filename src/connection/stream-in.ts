@@ -10,7 +10,6 @@ import { decodeMeta, decodeStreamEnd, decodeStreamHead } from "../codec/stream-p
 import { readVarint, type VarintResult } from "../codec/varint.ts";
 import { codeForErrno } from "../errors/codes.ts";
 import { PointSubError } from "../errors/error.ts";
-import type { Router } from "../router/router.ts";
 import type { CallContext } from "../router/types.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import { IncomingStream } from "../stream/incoming.ts";
@@ -60,9 +59,8 @@ async function inflate(codec: CompressionCodec, block: Uint8Array, length: numbe
 export interface StreamInHost {
   /** The connection handlers see as `ctx.session`. */
   readonly session: Connection;
-  /** The router in effect (stream routes and middleware). */
-  readonly router: Router;
-  readonly closed: boolean;
+  /** Whether the connection closed for good. */
+  isClosed(): boolean;
   /** Whether the peer's chunked message `id` is being received (ids are shared). */
   hasMessage(id: number): boolean;
   /** Codecs, CRC32C and allocator. */
@@ -217,7 +215,7 @@ export class IncomingStreams {
     this.consumed(st, dataStart - start);
     if (dataStart < end) this.data(st, flags, buf.subarray(dataStart, end));
     this.stats.requestsHandled++;
-    const router = this.host.router;
+    const router = this.dispatcher.router;
     let result: HandlerResult | Promise<HandlerResult>;
     if (router.hasMiddleware) {
       this.dispatcher.serving.add(call);
@@ -250,7 +248,7 @@ export class IncomingStreams {
   /** The end of a stream's middleware chain: its route's handler, or ERR_NO_ROUTE. */
   private readonly endpoint = (ctx: CallContext): HandlerResult | Promise<HandlerResult> => {
     const call = ctx as ServerCall;
-    const route = this.host.router.streamRoute(call.route);
+    const route = this.dispatcher.router.streamRoute(call.route);
     if (route === undefined) throw new PointSubError("ERR_NO_ROUTE", `no stream handler for route ${call.route}`);
     return route.handler(call.stream as IncomingStream, call);
   };
@@ -335,7 +333,7 @@ export class IncomingStreams {
       st.charged -= r;
     }
     st.unacked += wire;
-    if (st.outDone || this.host.closed) return;
+    if (st.outDone || this.host.isClosed()) return;
     if (creditDue(st.unacked, this.link.local.streamWindow)) {
       this.outbox.sendCredit(st.id, st.unacked);
       st.used -= st.unacked;
@@ -345,7 +343,7 @@ export class IncomingStreams {
 
   /** This side cancels stream `st` (its reader did, or it made no progress). */
   private cancel(st: InState, err: PointSubError): void {
-    if (st.outDone || this.host.closed) return;
+    if (st.outDone || this.host.isClosed()) return;
     st.outDone = true;
     st.stream.discard();
     this.dropCharge(st);
@@ -379,7 +377,7 @@ export class IncomingStreams {
   }
 
   private finishHandler(st: InState, value: HandlerResult, err: unknown, failed: boolean): void {
-    if (st.call.done || this.host.closed) return;
+    if (st.call.done || this.host.isClosed()) return;
     this.dispatcher.finishHandler(st.call, value, err, failed);
     st.outDone = true;
     st.stream.discard();

@@ -31,9 +31,9 @@ export interface EngineGate {
   /** Codecs, CRC32C and the compression-job bound. */
   readonly runtime: Runtime;
   /** The connection is open (not handshaking, closing or closed). */
-  readonly open: boolean;
+  isOpen(): boolean;
   /** The connection is closed for good. */
-  readonly closed: boolean;
+  isClosed(): boolean;
   unusableError(): PointSubError;
 }
 
@@ -116,7 +116,7 @@ export class OutgoingStreams {
     let plan: ReturnType<typeof planCompression>;
     const offset = options.offset ?? 0;
     try {
-      if (!this.gate.open) throw this.gate.unusableError();
+      if (!this.gate.isOpen()) throw this.gate.unusableError();
       const peer = this.link.peer;
       if ((peer.features & Feature.STREAMS) === 0) {
         throw new PointSubError("ERR_PROTOCOL", "the peer does not accept streams");
@@ -175,7 +175,7 @@ export class OutgoingStreams {
     progress: Progress,
   ): Promise<void> {
     while (
-      this.gate.open &&
+      this.gate.isOpen() &&
       !call.settled &&
       (this.inUse >= this.link.peer.maxConcurrentStreams ||
         this.caller.pending.size >= this.link.peer.maxConcurrentRequests)
@@ -185,7 +185,7 @@ export class OutgoingStreams {
       });
     }
     if (call.settled) return;
-    if (!this.gate.open) {
+    if (!this.gate.isOpen()) {
       this.caller.settle(call, undefined, this.gate.unusableError());
       return;
     }
@@ -245,7 +245,7 @@ export class OutgoingStreams {
       await out.run(source);
     } catch (err) {
       const e = toPointSubError(err, "ERR_SOURCE");
-      if (!st.outEnded && !this.gate.closed) {
+      if (!st.outEnded && !this.gate.isClosed()) {
         writer.remove(FrameType.STREAM, id, e);
         this.outbox.sendCancel(id, e.code);
         this.outEnded(st);
