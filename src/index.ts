@@ -11,6 +11,13 @@
  * @packageDocumentation
  */
 
+import {
+  type BreakerOptions,
+  type ClosestOptions,
+  Client as CoreClient,
+  type ClientOptions as CoreClientOptions,
+  type NodeInfo,
+} from "./client/client.ts";
 import { type ConnectOptions as CoreConnectOptions, connect as coreConnect } from "./client/connect.ts";
 import {
   connectResilient as coreConnectResilient,
@@ -68,6 +75,21 @@ export function connectResilient(
 }
 
 /**
+ * A client of many nodes: pooled connections per node, per-route node
+ * lists, `requestClosest` by round-trip time or by key (XOR distance), with
+ * failover and a circuit breaker per node. Uses {@link defaultRuntime}
+ * unless `options.runtime` is given.
+ */
+export class Client extends CoreClient {
+  constructor(options: ClientOptions = {}) {
+    super(options.runtime === undefined ? { ...options, runtime: defaultRuntime() } : options);
+  }
+}
+
+/** Options of {@link Client}: those of {@link connect} (for every node) plus the pool, breaker and RTT probing. */
+export interface ClientOptions extends CoreClientOptions, NodeTransportOptions {}
+
+/**
  * Creates a server. Register routes with `handle`, then `listen`. Uses
  * {@link defaultRuntime} unless `options.runtime` is given; the options are
  * checked here (ERR_INVALID_ARGUMENT for a value out of range).
@@ -86,6 +108,8 @@ export function registerTransport(adapter: TransportAdapter): void {
   defaultRuntime().transports.add(adapter);
 }
 
+export type { BreakerOptions, ClosestOptions, NodeInfo } from "./client/client.ts";
+export type { PoolOptions } from "./client/pool.ts";
 export {
   type OfflineOptions,
   type ReconnectOptions,

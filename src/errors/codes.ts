@@ -84,6 +84,12 @@ const table = {
     suggestion:
       "The receiver's storage quota (file size or total bytes) would be exceeded; free space or raise the limit.",
   },
+  ERR_POOL_EXHAUSTED: {
+    errno: 2006,
+    severity: "warning",
+    retryable: true,
+    suggestion: "Every pooled connection slot is busy; raise pool.maxTotal or acquireTimeoutMs, or send less at once.",
+  },
   // 3xxx protocol
   ERR_PROTOCOL: {
     errno: 3001,

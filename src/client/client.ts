@@ -1,0 +1,349 @@
+/**
+ * A multi-node client (the seeds' PointSub client): connections pooled per
+ * node, per-route node lists, "send to the closest node" by measured
+ * round-trip time with failover and a circuit breaker per node, and
+ * content-addressed routing (XOR distance of SHA-256 digests, Kademlia-style)
+ * with optional fan-out.
+ */
+import type { Connection } from "../connection/connection.ts";
+import type { Payload, RequestOptions } from "../connection/types.ts";
+import { PointSubError, toPointSubError } from "../errors/error.ts";
+import type { Address } from "../transport/transport.ts";
+import { type ConnectOptions, connect } from "./connect.ts";
+import { Pool, type Pooled, type PoolOptions } from "./pool.ts";
+
+/** Circuit breaker of each node. */
+export interface BreakerOptions {
+  /** Consecutive failures that open the breaker (the node is skipped). Default 1. */
+  failureThreshold?: number;
+  /** First time a node stays skipped, in ms; doubles on each failed probe up to `maxCooldownMs`. Default 1000. */
+  cooldownMs?: number;
+  /** Longest time a node stays skipped. Default 30000. */
+  maxCooldownMs?: number;
+}
+
+/** Options of {@link Client}: connection options for every node, plus the pool and breaker. */
+export interface ClientOptions extends ConnectOptions {
+  pool?: PoolOptions;
+  breaker?: BreakerOptions;
+  /** Pings each connection this often to keep RTTs current (0: only at connect). Default 5000. */
+  rttProbeMs?: number;
+}
+
+/** Options of {@link Client.requestClosest}. */
+export interface ClosestOptions extends RequestOptions {
+  /**
+   * Content-addressed routing: order the nodes by XOR distance between
+   * SHA-256 of this key and SHA-256 of each node's id (its address as
+   * given), instead of by round-trip time. `true` uses the payload as key.
+   */
+  key?: Uint8Array | string | true;
+  /** Send to this many of the closest healthy nodes at once and take the first answer. Default 1. */
+  fanout?: number;
+}
+
+/** What the client knows about one node. */
+export interface NodeInfo {
+  readonly address: string;
+  /** Smoothed RTT over its pooled connections (ms), undefined until measured. */
+  readonly rtt: number | undefined;
+  /** `closed`: used; `open`: skipped until `retryAt`; `half-open`: the next call probes it. */
+  readonly breaker: "closed" | "open" | "half-open";
+  readonly failures: number;
+  readonly connections: number;
+}
+
+interface NodeHealth {
+  failures: number;
+  openUntil: number;
+  cooldown: number;
+  rtt: number | undefined;
+}
+
+/** Errors that say the node (or the way to it) failed, not the call: fail over to the next node. */
+const NODE_FAILURES: ReadonlySet<string> = new Set([
+  "ERR_CONNECT",
+  "ERR_CONNECTION_CLOSED",
+  "ERR_GOING_AWAY",
+  "ERR_KEEPALIVE",
+  "ERR_POOL_EXHAUSTED",
+  "ERR_SLOW_PEER",
+]);
+
+const utf8 = new TextEncoder();
+
+function nodeKey(address: Address): string {
+  return typeof address === "string" ? address : address.toString();
+}
+
+async function sha256(data: Uint8Array): Promise<Uint8Array> {
+  return new Uint8Array(await globalThis.crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>));
+}
+
+/** Compares two XOR distances (big-endian byte strings of equal length). */
+function compareDistance(a: Uint8Array, b: Uint8Array): number {
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return a[i] - b[i];
+  return 0;
+}
+
+function checkInt(name: string, v: number | undefined, min: number): void {
+  if (v !== undefined && (!Number.isFinite(v) || v < min)) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", `${name} must be a number >= ${min}, got ${v}`);
+  }
+}
+
+/**
+ * A client of many nodes. Node lists are per route; calls go through a
+ * connection pool; `requestClosest` picks a node and fails over.
+ */
+export class Client {
+  private readonly options: ClientOptions;
+  private readonly pool: Pool;
+  private readonly routes = new Map<string, string[]>();
+  private readonly health = new Map<string, NodeHealth>();
+  private readonly failureThreshold: number;
+  private readonly cooldownMs: number;
+  private readonly maxCooldownMs: number;
+  private readonly rttProbeMs: number;
+  private readonly addresses = new Map<string, Address>();
+  private probeTimer: ReturnType<typeof setInterval> | undefined;
+  /** Nodes being connected to only to measure them. */
+  private readonly measuring = new Set<string>();
+  private closed = false;
+
+  constructor(options: ClientOptions = {}) {
+    const b = options.breaker ?? {};
+    checkInt("breaker.failureThreshold", b.failureThreshold, 1);
+    checkInt("breaker.cooldownMs", b.cooldownMs, 0);
+    checkInt("breaker.maxCooldownMs", b.maxCooldownMs, 0);
+    checkInt("rttProbeMs", options.rttProbeMs, 0);
+    this.options = options;
+    this.failureThreshold = b.failureThreshold ?? 1;
+    this.cooldownMs = b.cooldownMs ?? 1000;
+    this.maxCooldownMs = Math.max(b.maxCooldownMs ?? 30_000, this.cooldownMs);
+    this.rttProbeMs = options.rttProbeMs ?? 5000;
+    this.pool = new Pool(options.pool ?? {}, (node) => this.open(node));
+  }
+
+  private async open(node: string): Promise<Connection> {
+    const conn = await connect(this.addresses.get(node) ?? node, this.options);
+    // A first RTT sample right away: "closest" needs one before the first call.
+    conn.ping({ timeoutMs: 5000 }).then(
+      () => this.noteRtt(node, conn),
+      () => {},
+    );
+    this.armProbe();
+    return conn;
+  }
+
+  /** Adds `address` to the nodes serving `route` (once). */
+  addNode(route: string, address: Address): this {
+    const key = nodeKey(address);
+    this.addresses.set(key, address);
+    const list = this.routes.get(route) ?? [];
+    if (!list.includes(key)) list.push(key);
+    this.routes.set(route, list);
+    return this;
+  }
+
+  /** Removes `address` from the nodes serving `route`. */
+  removeNode(route: string, address: Address): this {
+    const key = nodeKey(address);
+    const list = this.routes.get(route);
+    if (list !== undefined) {
+      const i = list.indexOf(key);
+      if (i >= 0) list.splice(i, 1);
+    }
+    return this;
+  }
+
+  /** The nodes serving `route`, with what the client knows about each. */
+  nodes(route: string): NodeInfo[] {
+    return (this.routes.get(route) ?? []).map((a) => this.info(a));
+  }
+
+  /** Forgets every node of `route`. */
+  clearNodes(route: string): this {
+    this.routes.delete(route);
+    return this;
+  }
+
+  private info(address: string): NodeInfo {
+    const h = this.healthOf(address);
+    const now = Date.now();
+    const breaker = h.failures < this.failureThreshold ? "closed" : now < h.openUntil ? "open" : "half-open";
+    return { address, rtt: h.rtt, breaker, failures: h.failures, connections: this.pool.connections(address).length };
+  }
+
+  private healthOf(address: string): NodeHealth {
+    let h = this.health.get(address);
+    if (h === undefined) {
+      h = { failures: 0, openUntil: 0, cooldown: this.cooldownMs, rtt: undefined };
+      this.health.set(address, h);
+    }
+    return h;
+  }
+
+  private noteRtt(node: string, conn: Connection): void {
+    const rtt = conn.rtt;
+    if (rtt !== undefined) this.healthOf(node).rtt = rtt;
+  }
+
+  private succeeded(node: string): void {
+    const h = this.healthOf(node);
+    h.failures = 0;
+    h.cooldown = this.cooldownMs;
+  }
+
+  private failed(node: string): void {
+    const h = this.healthOf(node);
+    const wasHalfOpen = h.failures >= this.failureThreshold;
+    h.failures++;
+    if (h.failures >= this.failureThreshold) {
+      if (wasHalfOpen) h.cooldown = Math.min(this.maxCooldownMs, h.cooldown * 2);
+      h.openUntil = Date.now() + h.cooldown;
+    }
+  }
+
+  /** Calls `route` on the node at `address` through the pool. */
+  async request(address: Address, route: string, payload: Payload, options: RequestOptions = {}): Promise<Uint8Array> {
+    const node = nodeKey(address);
+    this.addresses.set(node, address);
+    return this.call(node, route, payload, options);
+  }
+
+  private async call(node: string, route: string, payload: Payload, options: RequestOptions): Promise<Uint8Array> {
+    if (this.closed) throw new PointSubError("ERR_CONNECTION_CLOSED", "client closed");
+    let p: Pooled;
+    try {
+      p = await this.pool.acquire(node);
+    } catch (err) {
+      const e = toPointSubError(err, "ERR_CONNECT");
+      if (NODE_FAILURES.has(e.code)) this.failed(node);
+      throw e;
+    }
+    try {
+      const answer = await p.conn.request(route, payload, options);
+      this.succeeded(node);
+      return answer;
+    } catch (err) {
+      const e = toPointSubError(err, "ERR_CONNECTION_CLOSED");
+      if (NODE_FAILURES.has(e.code)) this.failed(node);
+      throw e;
+    } finally {
+      this.pool.release(p);
+    }
+  }
+
+  /**
+   * Calls `route` on the closest healthy node serving it: the lowest
+   * smoothed RTT (ping round trips over its pooled connections; nodes not
+   * measured yet come after measured ones, in list order), or with `key`
+   * the smallest XOR distance of SHA-256 digests. A node that fails (cannot
+   * connect, connection lost) is skipped for its breaker's cooldown and the
+   * call goes to the next; after the cooldown one call probes it
+   * (half-open). An error of the call itself (the handler's, a bad route)
+   * is returned as is. ERR_NO_ROUTE when the route has no nodes.
+   */
+  async requestClosest(route: string, payload: Payload, options: ClosestOptions = {}): Promise<Uint8Array> {
+    const list = this.routes.get(route);
+    if (list === undefined || list.length === 0) {
+      throw new PointSubError("ERR_NO_ROUTE", `no nodes for route ${route}`);
+    }
+    const fanout = options.fanout ?? 1;
+    checkInt("fanout", fanout, 1);
+    const { key, fanout: _f, ...callOptions } = options;
+    if (key === undefined) this.measure(list);
+    const order = key === undefined ? this.byRtt(list) : await this.byDistance(list, key === true ? payload : key);
+    const now = Date.now();
+    // Healthy first (breaker closed or due for a probe), then the ones still cooling down as a last resort.
+    const usable = order.filter((n) => {
+      const h = this.healthOf(n);
+      return h.failures < this.failureThreshold || now >= h.openUntil;
+    });
+    const queue = usable.length !== 0 ? usable : order;
+    let last: PointSubError | undefined;
+    while (queue.length !== 0) {
+      const batch = queue.splice(0, fanout);
+      try {
+        if (batch.length === 1) return await this.call(batch[0], route, payload, callOptions);
+        return await Promise.any(batch.map((n) => this.call(n, route, payload, callOptions)));
+      } catch (err) {
+        const e =
+          err instanceof AggregateError
+            ? toPointSubError(err.errors[err.errors.length - 1], "ERR_CONNECT")
+            : toPointSubError(err, "ERR_CONNECT");
+        if (!NODE_FAILURES.has(e.code)) throw e;
+        last = e;
+      }
+    }
+    throw new PointSubError("ERR_CONNECT", `every node of ${route} failed`, { cause: last });
+  }
+
+  /** Opens a connection (and so takes an RTT sample) to nodes not measured yet, in the background. */
+  private measure(list: readonly string[]): void {
+    for (const n of list) {
+      const h = this.healthOf(n);
+      if (h.rtt !== undefined || this.pool.connections(n).length !== 0 || this.measuring.has(n)) continue;
+      if (h.failures >= this.failureThreshold && Date.now() < h.openUntil) continue;
+      this.measuring.add(n);
+      this.pool.acquire(n).then(
+        (p) => {
+          this.measuring.delete(n);
+          this.pool.release(p);
+        },
+        () => {
+          this.measuring.delete(n);
+          this.failed(n);
+        },
+      );
+    }
+  }
+
+  private byRtt(list: readonly string[]): string[] {
+    return [...list]
+      .map((n, i) => ({ n, i, rtt: this.healthOf(n).rtt }))
+      .sort((a, b) => {
+        if (a.rtt === undefined || b.rtt === undefined) {
+          return a.rtt === undefined && b.rtt === undefined ? a.i - b.i : a.rtt === undefined ? 1 : -1;
+        }
+        return a.rtt - b.rtt;
+      })
+      .map((x) => x.n);
+  }
+
+  private async byDistance(list: readonly string[], key: Payload): Promise<string[]> {
+    const k = await sha256(typeof key === "string" ? utf8.encode(key) : key);
+    const scored = await Promise.all(
+      list.map(async (n) => {
+        const id = await sha256(utf8.encode(n));
+        const d = new Uint8Array(32);
+        for (let i = 0; i < 32; i++) d[i] = id[i] ^ k[i];
+        return { n, d };
+      }),
+    );
+    return scored.sort((a, b) => compareDistance(a.d, b.d)).map((x) => x.n);
+  }
+
+  private armProbe(): void {
+    if (this.probeTimer !== undefined || this.rttProbeMs === 0) return;
+    this.probeTimer = setInterval(() => {
+      for (const node of this.health.keys()) {
+        for (const p of this.pool.connections(node)) {
+          p.conn.ping({ timeoutMs: this.rttProbeMs }).then(
+            () => this.noteRtt(node, p.conn),
+            () => {},
+          );
+        }
+      }
+    }, this.rttProbeMs);
+    (this.probeTimer as { unref?: () => void }).unref?.();
+  }
+
+  /** Closes every pooled connection; later calls fail with ERR_CONNECTION_CLOSED. */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.probeTimer !== undefined) clearInterval(this.probeTimer);
+    await this.pool.close();
+  }
+}

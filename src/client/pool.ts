@@ -1,0 +1,240 @@
+/**
+ * Connections per node, reused across calls: a multiplexed connection
+ * carries many calls at once, so a node gets another connection only when
+ * each of its connections already has `maxInFlight` calls open (up to
+ * `maxPerNode`). At most `maxTotal` connections overall: opening one beyond
+ * that first closes an idle connection of another node, else waits up to
+ * `acquireTimeoutMs` for one (then ERR_POOL_EXHAUSTED). Idle connections
+ * (no call open) close after `idleTimeoutMs`.
+ */
+import type { Connection } from "../connection/connection.ts";
+import { PointSubError } from "../errors/error.ts";
+
+/** Pool limits. */
+export interface PoolOptions {
+  /** Connections per node at most. Default 4. */
+  maxPerNode?: number;
+  /** Connections over all nodes at most. Default 64. */
+  maxTotal?: number;
+  /** Calls open on a connection before the pool opens another to the same node. Default 256. */
+  maxInFlight?: number;
+  /** An idle connection (no call open) is closed after this long. Default 30000 ms. */
+  idleTimeoutMs?: number;
+  /** Longest wait for a connection slot before ERR_POOL_EXHAUSTED. Default 5000 ms. */
+  acquireTimeoutMs?: number;
+}
+
+/** One pooled connection and the calls open on it. */
+export interface Pooled {
+  readonly node: string;
+  readonly conn: Connection;
+  inFlight: number;
+  idleSince: number;
+}
+
+interface NodeEntry {
+  conns: Pooled[];
+  /** Connections being opened. */
+  opening: number;
+}
+
+interface Waiter {
+  node: string;
+  resolve: () => void;
+  reject: (e: PointSubError) => void;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+function positive(name: string, v: number | undefined, dflt: number, min = 1): number {
+  if (v === undefined) return dflt;
+  if (!Number.isFinite(v) || v < min || !Number.isInteger(v)) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", `pool.${name} must be an integer >= ${min}, got ${v}`);
+  }
+  return v;
+}
+
+export class Pool {
+  readonly maxPerNode: number;
+  readonly maxTotal: number;
+  readonly maxInFlight: number;
+  readonly idleTimeoutMs: number;
+  readonly acquireTimeoutMs: number;
+  private readonly nodes = new Map<string, NodeEntry>();
+  private total = 0;
+  private waiters: Waiter[] = [];
+  private sweeper: ReturnType<typeof setInterval> | undefined;
+  private closed = false;
+  private readonly open: (node: string) => Promise<Connection>;
+
+  constructor(options: PoolOptions, open: (node: string) => Promise<Connection>) {
+    this.maxPerNode = positive("maxPerNode", options.maxPerNode, 4);
+    this.maxTotal = positive("maxTotal", options.maxTotal, 64);
+    this.maxInFlight = positive("maxInFlight", options.maxInFlight, 256);
+    this.idleTimeoutMs = positive("idleTimeoutMs", options.idleTimeoutMs, 30_000, 0);
+    this.acquireTimeoutMs = positive("acquireTimeoutMs", options.acquireTimeoutMs, 5000, 0);
+    this.open = open;
+  }
+
+  /** Connections open (and being opened) over all nodes. */
+  get size(): number {
+    return this.total;
+  }
+
+  /** The open connections to `node`. */
+  connections(node: string): readonly Pooled[] {
+    return this.nodes.get(node)?.conns ?? [];
+  }
+
+  /** A connection to `node` for one call; give it back with {@link release}. */
+  async acquire(node: string): Promise<Pooled> {
+    for (;;) {
+      if (this.closed) throw new PointSubError("ERR_CONNECTION_CLOSED", "client closed");
+      const e = this.entry(node);
+      let best: Pooled | undefined;
+      for (const p of e.conns) if (best === undefined || p.inFlight < best.inFlight) best = p;
+      const count = e.conns.length + e.opening;
+      if (best !== undefined && (best.inFlight < this.maxInFlight || count >= this.maxPerNode)) return this.take(best);
+      if (count < this.maxPerNode && (this.total < this.maxTotal || this.evictIdle(node))) {
+        return this.take(await this.connect(node, e));
+      }
+      if (best !== undefined) return this.take(best); // over-subscribe a multiplexed connection rather than wait
+      await this.waitForSlot(node);
+    }
+  }
+
+  /** A call on `p` finished. */
+  release(p: Pooled): void {
+    p.inFlight--;
+    if (p.inFlight === 0) p.idleSince = Date.now();
+  }
+
+  private take(p: Pooled): Pooled {
+    p.inFlight++;
+    return p;
+  }
+
+  private entry(node: string): NodeEntry {
+    let e = this.nodes.get(node);
+    if (e === undefined) {
+      e = { conns: [], opening: 0 };
+      this.nodes.set(node, e);
+    }
+    return e;
+  }
+
+  private async connect(node: string, e: NodeEntry): Promise<Pooled> {
+    e.opening++;
+    this.total++;
+    let conn: Connection;
+    try {
+      conn = await this.open(node);
+    } catch (err) {
+      e.opening--;
+      this.total--;
+      this.wakeWaiters();
+      throw err;
+    }
+    e.opening--;
+    const p: Pooled = { node, conn, inFlight: 0, idleSince: Date.now() };
+    if (this.closed) {
+      this.total--;
+      conn.destroy();
+      throw new PointSubError("ERR_CONNECTION_CLOSED", "client closed");
+    }
+    e.conns.push(p);
+    conn.once("close", () => this.forget(p));
+    this.armSweeper();
+    return p;
+  }
+
+  /** Drops a closed connection from the pool. */
+  private forget(p: Pooled): void {
+    const e = this.nodes.get(p.node);
+    if (e === undefined) return;
+    const i = e.conns.indexOf(p);
+    if (i < 0) return;
+    e.conns.splice(i, 1);
+    this.total--;
+    this.wakeWaiters();
+  }
+
+  /** Closes the longest-idle connection of another node to make room; false when there is none. */
+  private evictIdle(except: string): boolean {
+    let victim: Pooled | undefined;
+    for (const [node, e] of this.nodes) {
+      if (node === except) continue;
+      for (const p of e.conns)
+        if (p.inFlight === 0 && (victim === undefined || p.idleSince < victim.idleSince)) victim = p;
+    }
+    if (victim === undefined) return false;
+    this.forget(victim);
+    void victim.conn.close();
+    return true;
+  }
+
+  private waitForSlot(node: string): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const w: Waiter = {
+        node,
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          this.waiters = this.waiters.filter((x) => x !== w);
+          reject(
+            new PointSubError(
+              "ERR_POOL_EXHAUSTED",
+              `no connection slot for ${node} within ${this.acquireTimeoutMs} ms (maxTotal ${this.maxTotal})`,
+            ),
+          );
+        }, this.acquireTimeoutMs),
+      };
+      this.waiters.push(w);
+    });
+  }
+
+  private wakeWaiters(): void {
+    const ws = this.waiters;
+    this.waiters = [];
+    for (const w of ws) {
+      clearTimeout(w.timer);
+      w.resolve();
+    }
+  }
+
+  private armSweeper(): void {
+    if (this.sweeper !== undefined || this.idleTimeoutMs === 0) return;
+    this.sweeper = setInterval(() => this.sweep(), Math.max(10, this.idleTimeoutMs >>> 1));
+    (this.sweeper as { unref?: () => void }).unref?.();
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    for (const e of this.nodes.values()) {
+      for (const p of [...e.conns]) {
+        if (p.inFlight === 0 && now - p.idleSince >= this.idleTimeoutMs) {
+          this.forget(p);
+          void p.conn.close();
+        }
+      }
+    }
+    if (this.total === 0 && this.sweeper !== undefined) {
+      clearInterval(this.sweeper);
+      this.sweeper = undefined;
+    }
+  }
+
+  /** Closes every connection; waiting acquisitions reject. */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.sweeper !== undefined) clearInterval(this.sweeper);
+    for (const w of this.waiters.splice(0)) {
+      clearTimeout(w.timer);
+      w.reject(new PointSubError("ERR_CONNECTION_CLOSED", "client closed"));
+    }
+    const all: Promise<void>[] = [];
+    for (const e of this.nodes.values()) for (const p of e.conns) all.push(p.conn.close());
+    this.nodes.clear();
+    this.total = 0;
+    await Promise.allSettled(all);
+  }
+}

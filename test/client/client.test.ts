@@ -1,0 +1,159 @@
+/**
+ * The multi-node Client over real loopback sockets: pooling limits,
+ * requestClosest by measured RTT (links delayed by proxies), failover and
+ * the circuit breaker's probe, content-addressed routing by key, fan-out.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { Client, createServer, type Server } from "../../src/index.ts";
+import { type DelayProxy, startDelayProxy } from "../helpers/delay-proxy.ts";
+import { sleep, until } from "../helpers/wait.ts";
+
+const text = (b: Uint8Array) => new TextDecoder().decode(b);
+
+interface Node {
+  name: string;
+  server: Server;
+  url: string;
+  served: number;
+}
+
+async function startNode(name: string, url = "tcp://127.0.0.1:0"): Promise<Node> {
+  const server = createServer();
+  const node: Node = { name, server, url: "", served: 0 };
+  server.handle("/who/1", () => {
+    node.served++;
+    return name;
+  });
+  server.handle("/slow/1", async () => {
+    await sleep(300);
+    return name;
+  });
+  [node.url] = await server.listen(url);
+  return node;
+}
+
+describe("Client: closest node, failover, breaker", () => {
+  const nodes: Node[] = [];
+  const proxies: DelayProxy[] = [];
+  let client: Client;
+
+  before(async () => {
+    for (const [name, delay] of [
+      ["slow", 40],
+      ["fast", 0],
+      ["medium", 15],
+    ] as const) {
+      const n = await startNode(name);
+      nodes.push(n);
+      proxies.push(await startDelayProxy(n.url, delay));
+    }
+    client = new Client({ breaker: { cooldownMs: 200 }, rttProbeMs: 100 });
+    for (const p of proxies) client.addNode("/who/1", p.url);
+  });
+
+  after(async () => {
+    await client.close();
+    for (const p of proxies) await p.close();
+    for (const n of nodes) await n.server.close();
+  });
+
+  it("no nodes for a route is ERR_NO_ROUTE", async () => {
+    await assert.rejects(client.requestClosest("/nobody/1", "x"), { code: "ERR_NO_ROUTE" });
+  });
+
+  it("measures every node, then picks the one with the lowest RTT", async () => {
+    await client.requestClosest("/who/1", "x"); // connects in the background to measure the others
+    await until(() => client.nodes("/who/1").every((n) => n.rtt !== undefined));
+    const rtts = Object.fromEntries(client.nodes("/who/1").map((n, i) => [nodes[i].name, n.rtt as number]));
+    assert.ok(rtts.fast < rtts.medium && rtts.medium < rtts.slow, JSON.stringify(rtts));
+    for (let i = 0; i < 5; i++) assert.equal(text(await client.requestClosest("/who/1", "x")), "fast");
+  });
+
+  it("fails over within one request when the closest dies, and uses it again after its probe", async () => {
+    const fast = nodes[1];
+    const port = new URL(fast.url).port;
+    await fast.server.close();
+    assert.equal(text(await client.requestClosest("/who/1", "x")), "medium");
+    assert.equal(client.nodes("/who/1")[1].breaker, "open");
+    // Back on the same port: after the cooldown one call probes it, and it is the closest again.
+    nodes[1] = await startNode("fast", `tcp://127.0.0.1:${port}`);
+    await sleep(250);
+    // The probe call goes to it (half-open); it answers, so it is closed again and the closest.
+    let got = "";
+    for (let i = 0; i < 20 && got !== "fast"; i++) got = text(await client.requestClosest("/who/1", "x"));
+    assert.equal(got, "fast");
+    assert.equal(text(await client.requestClosest("/who/1", "x")), "fast");
+    assert.equal(client.nodes("/who/1")[1].breaker, "closed");
+  });
+
+  it("by key: the same key always lands on the same node; a dead node's keys move to the next closest", async () => {
+    const keyed = new Client({ breaker: { cooldownMs: 60_000 } });
+    const ns = [await startNode("a"), await startNode("b"), await startNode("c")];
+    try {
+      for (const n of ns) keyed.addNode("/who/1", n.url);
+      const home = new Map<string, string>();
+      for (let k = 0; k < 12; k++) {
+        const owner = text(await keyed.requestClosest("/who/1", "x", { key: `user-${k}` }));
+        assert.equal(text(await keyed.requestClosest("/who/1", "x", { key: `user-${k}` })), owner);
+        home.set(`user-${k}`, owner);
+      }
+      assert.ok(new Set(home.values()).size >= 2, "keys spread over the nodes");
+      const victim = ns.find((n) => [...home.values()].includes(n.name)) as Node;
+      await victim.server.close();
+      for (const [k, owner] of home) {
+        const now = text(await keyed.requestClosest("/who/1", "x", { key: k }));
+        if (owner !== victim.name) assert.equal(now, owner, `${k} stays on ${owner}`);
+        else assert.notEqual(now, victim.name);
+      }
+      // Fan-out: the three closest at once, the first answer wins.
+      assert.ok(["a", "b", "c"].includes(text(await keyed.requestClosest("/who/1", "x", { key: "k", fanout: 3 }))));
+    } finally {
+      await keyed.close();
+      for (const n of ns) await n.server.close();
+    }
+  });
+});
+
+describe("Client: pool", () => {
+  it("reuses connections, opens another only past maxInFlight, never past maxPerNode", async () => {
+    const n = await startNode("n");
+    let sessions = 0;
+    n.server.on("session", () => sessions++);
+    const client = new Client({ pool: { maxPerNode: 2, maxInFlight: 1 } });
+    try {
+      for (let i = 0; i < 5; i++) await client.request(n.url, "/who/1", "x");
+      assert.equal(sessions, 1, "sequential calls share one connection");
+      await Promise.all([1, 2, 3, 4].map(() => client.request(n.url, "/slow/1", "x")));
+      assert.equal(sessions, 2, "concurrent calls opened one more, not more than maxPerNode");
+    } finally {
+      await client.close();
+      await n.server.close();
+    }
+  });
+
+  it("maxTotal: a node waits for a slot, closes another node's idle connection, or fails with ERR_POOL_EXHAUSTED", async () => {
+    const a = await startNode("a");
+    const b = await startNode("b");
+    const client = new Client({ pool: { maxTotal: 1, acquireTimeoutMs: 100 } });
+    try {
+      assert.equal(text(await client.request(a.url, "/who/1", "x")), "a");
+      // a's connection is idle: b takes its slot.
+      assert.equal(text(await client.request(b.url, "/who/1", "x")), "b");
+      // b's connection is busy: a cannot get a slot in time.
+      const busy = client.request(b.url, "/slow/1", "x");
+      await assert.rejects(client.request(a.url, "/who/1", "x"), { code: "ERR_POOL_EXHAUSTED" });
+      assert.equal(text(await busy), "b");
+    } finally {
+      await client.close();
+      await a.server.close();
+      await b.server.close();
+    }
+  });
+
+  it("invalid options throw ERR_INVALID_ARGUMENT naming the field", () => {
+    assert.throws(() => new Client({ pool: { maxPerNode: 0 } }), /pool.maxPerNode/);
+    assert.throws(() => new Client({ pool: { acquireTimeoutMs: Number.NaN } }), /pool.acquireTimeoutMs/);
+    assert.throws(() => new Client({ breaker: { cooldownMs: -1 } }), /breaker.cooldownMs/);
+  });
+});
