@@ -39,7 +39,9 @@ function allocBody(n: number): Uint8Array {
  */
 export function createNodeRuntime(options: NodeRuntimeOptions = {}): Runtime {
   const crc32c = options.nativeCrc32c === false ? undefined : loadNativeCrc32c();
-  const memoryLimit = options.memoryLimit ?? nodeMemoryLimit;
+  // The machine's memory (a cgroup read) is looked up once per runtime, not per connection.
+  let machine: number | undefined;
+  const memoryLimit = options.memoryLimit ?? (() => (machine ??= nodeMemoryLimit()));
   const codecs = new CodecRegistry(options.compression === false ? [] : zlibCodecs());
   return createRuntime({
     name: "node",
