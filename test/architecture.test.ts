@@ -99,7 +99,7 @@ const PACKAGES: Record<Layer, readonly string[]> = {
   transfer: ["eventemitter3"],
   stream: [],
   router: [],
-  connection: ["eventemitter3"],
+  connection: ["eventemitter3", "valibot"],
   client: ["eventemitter3"],
   server: ["eventemitter3"],
   node: ["@node-rs/crc32"],

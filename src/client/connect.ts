@@ -1,4 +1,5 @@
 import { Connection } from "../connection/connection.ts";
+import { checkConnectionOptions } from "../connection/options.ts";
 import type { ConnectionOptions } from "../connection/types.ts";
 import { PointSubError } from "../errors/error.ts";
 import type { Runtime } from "../runtime/runtime.ts";
@@ -34,6 +35,7 @@ export async function connect(address: Address, options: ConnectOptions = {}): P
       'connect needs options.runtime here (the "pointsub" entry point supplies its default runtime)',
     );
   }
+  checkConnectionOptions(options);
   const { adapter, address: target } = runtime.transports.resolve(address);
   const connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
   // The adapter gets the caller's options whole: it reads the part it knows (tls, …).

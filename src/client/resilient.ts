@@ -9,6 +9,7 @@
 import { EventEmitter } from "eventemitter3";
 import type { Connection } from "../connection/connection.ts";
 import type { Handler, Message, Payload, RequestOptions } from "../connection/types.ts";
+import { codeInfo } from "../errors/codes.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import type { Middleware, ResumeLookup } from "../router/types.ts";
 import type { StreamHandler } from "../stream/types.ts";
@@ -335,6 +336,11 @@ export class ResilientConnection extends EventEmitter<ResilientEvents> {
       } catch (err) {
         const e = toPointSubError(err, "ERR_CONNECT");
         this.emit("attemptFailed", attempt, e);
+        if (!codeInfo(e.code).retryable) {
+          // Bad options, a refused certificate or credentials: trying again cannot help.
+          this.shutdown(e);
+          return;
+        }
         if (attempt >= Math.max(1, this.maxAttempts) || this.maxAttempts === 0) {
           this.shutdown(
             new PointSubError("ERR_CONNECT", `gave up after ${attempt} attempts: ${e.message}`, { cause: e }),

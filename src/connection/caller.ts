@@ -35,13 +35,16 @@ export class Caller {
   private readonly link: Link;
   private readonly stats: Stats;
   private readonly requestTimeoutMs: number;
+  /** The default timeout grows by this per payload byte (requestBytesPerSecond). */
+  private readonly msPerByte: number;
   private deadlineTimer: ReturnType<typeof setTimeout> | undefined;
   private deadlineAt = Number.POSITIVE_INFINITY;
 
-  constructor(link: Link, stats: Stats, requestTimeoutMs: number) {
+  constructor(link: Link, stats: Stats, requestTimeoutMs: number, bytesPerSecond: number) {
     this.link = link;
     this.stats = stats;
     this.requestTimeoutMs = requestTimeoutMs;
+    this.msPerByte = 1000 / bytesPerSecond;
   }
 
   /** The outbox shares the pending table (ids in use), so it is attached after construction. */
@@ -65,7 +68,8 @@ export class Caller {
     this.stats.requestsSent++;
     this.stats.sent(data.length);
     return new Promise<Uint8Array>((resolve, reject) => {
-      const timeoutMs = options.timeoutMs ?? this.requestTimeoutMs;
+      const base = this.requestTimeoutMs;
+      const timeoutMs = options.timeoutMs ?? (base === 0 ? 0 : base + Math.ceil(data.length * this.msPerByte));
       const call: PendingCall = {
         id: 0,
         type: FrameType.REQ,

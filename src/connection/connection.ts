@@ -38,6 +38,7 @@ import { Handshake } from "./handshake.ts";
 import { Housekeeper } from "./housekeeping.ts";
 import { Inbound } from "./inbound.ts";
 import { budgetLimit, Link, resolveSettings } from "./link.ts";
+import { checkConnectionOptions } from "./options.ts";
 import { Outbox } from "./outbox.ts";
 import { Pinger } from "./pinger.ts";
 import { ReadGate } from "./read-gate.ts";
@@ -149,6 +150,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.transport = transport;
     this.localUrl = transport.localUrl;
     this.remoteUrl = transport.remoteUrl;
+    // A server checked its options once for all sessions.
+    if (init.localSettings === undefined) checkConnectionOptions(options);
     const runtime = init.runtime ?? portableRuntime();
     const local = init.localSettings ?? resolveSettings(options, false, runtime.codecs.mask());
     this.link = new Link(local, init.initiator);
@@ -174,7 +177,12 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.isClosed = isClosed;
     this.pinger = new Pinger(this.writer);
     this.readGate = new ReadGate(transport, this.writer, options.slowPeerBytes ?? 8 * 1024 * 1024, isClosed);
-    this.caller = new Caller(this.link, this.stats_, this.requestTimeoutMs);
+    this.caller = new Caller(
+      this.link,
+      this.stats_,
+      this.requestTimeoutMs,
+      options.requestBytesPerSecond ?? 10 * 1024 * 1024,
+    );
     this.outbox = new Outbox(
       this.writer,
       this.link,

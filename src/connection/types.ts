@@ -107,8 +107,16 @@ export interface ConnectionOptions {
    * uncompressed. Default 1024.
    */
   maxCompressionRatio?: number;
-  /** Default timeout of `request`. Default 30000 ms; 0 = none. */
+  /**
+   * Default timeout of `request`: this base plus the time the payload takes
+   * at `requestBytesPerSecond`. Default 30000 ms; 0 = none.
+   */
   requestTimeoutMs?: number;
+  /**
+   * The throughput a request's default timeout assumes for its payload: a
+   * 1 GiB request gets `requestTimeoutMs` + 102 s at the default 10 MiB/s.
+   */
+  requestBytesPerSecond?: number;
   /** Time allowed for the peer's HELLO (and authentication). Default 10000 ms; each connection gets up to 10 % more at random, so connections accepted together do not all time out in one tick. */
   handshakeTimeoutMs?: number;
   /** How long `close()` waits for work in flight before closing hard. Default 5000 ms. */

@@ -1,6 +1,7 @@
 import { EventEmitter } from "eventemitter3";
 import { MemoryBudget } from "../connection/budget.ts";
 import { budgetLimit, Connection, resolveSettings } from "../connection/connection.ts";
+import { checkConnectionOptions } from "../connection/options.ts";
 import { type StatsSnapshot, sumStats } from "../connection/stats.ts";
 import type { Authenticator, ConnectionOptions, Handler, Message } from "../connection/types.ts";
 import { PointSubError } from "../errors/error.ts";
@@ -100,6 +101,7 @@ export class Server extends EventEmitter<ServerEvents> {
     }
     this.runtime = options.runtime;
     this.options = options;
+    checkConnectionOptions(options);
     this.settings = resolveSettings(options, options.authenticate !== undefined, this.runtime.codecs.mask());
     this.budget = new MemoryBudget(budgetLimit(options, this.settings, this.runtime.memoryLimit()));
   }
