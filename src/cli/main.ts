@@ -1,20 +1,24 @@
 #!/usr/bin/env node
 /**
  * The `pointsub` command line: serve, send, request, bench.
- * Every command exits 0 on success, and 1 with a one-line typed error otherwise.
+ * Every command exits 0 on success, 1 with a one-line typed error when it
+ * fails, and 2 with one line when the command line is wrong (an unknown or
+ * missing option, a bad value).
  */
 import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { Command, Option } from "commander";
-import { toPointSubError } from "../errors/error.ts";
+import { Command, CommanderError, Option } from "commander";
+import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { TOKEN_ENV } from "./auth.ts";
 import { benchCommand } from "./bench.ts";
+import { bytes, integer, parseBytes, parseSeconds } from "./options.ts";
 import { outputMode, printError } from "./output.ts";
 import { requestCommand } from "./request.ts";
 import { sendCommand } from "./send.ts";
-import { parseBytes, parseSeconds, serveCommand } from "./serve.ts";
+import { serveCommand } from "./serve.ts";
 
-const collect = (v: string, prev: string[]) => [...prev, v];
+/** Repeatable option: no default, so a missing one is reported as missing (and help shows no `default: []`). */
+const collect = (v: string, prev: string[] | undefined) => [...(prev ?? []), v];
 
 const SERVE_HELP = `
 Authentication: a server that listens beyond loopback (anything but 127.0.0.0/8,
@@ -46,11 +50,14 @@ export function program(): Command {
   const p = new Command("pointsub")
     .description("Messages, requests and files of any size over tcp://, tls:// and unix://")
     .version("0.1.0")
-    .showHelpAfterError();
+    // Usage errors become one line (printed by main, exit 2), not commander's error plus the help.
+    // Both settings are inherited by the commands created below.
+    .exitOverride()
+    .configureOutput({ outputError: () => {} });
 
   p.command("serve")
     .description("receive files into a directory, answer /echo/1.0.0, print sessions and transfers")
-    .requiredOption("-l, --listen <url>", "URL to listen on (repeatable)", collect, [])
+    .requiredOption("-l, --listen <url>", "URL to listen on (repeatable)", collect)
     .requiredOption("-d, --dir <dir>", "directory to receive files into")
     .option("--overwrite", "replace files that already exist (default: refuse them with ERR_EXISTS)")
     .option("--partial-ttl <seconds>", "remove unfinished uploads untouched this long (0 = keep)", parseSeconds, 86400)
@@ -76,7 +83,7 @@ export function program(): Command {
         .choices(["auto", "off", "deflate-raw", "gzip", "zstd", "brotli"])
         .default("auto"),
     )
-    .option("--retries <n>", "reconnection attempts per file", (v) => Number.parseInt(v, 10), 10)
+    .option("--retries <n>", "reconnection attempts per file (0 = none)", integer(0, 1000), 10)
     .option("--no-resume", "start from the beginning even if the server holds part of the file")
     .option("--json", "print JSON lines")
     .action(run(sendCommand));
@@ -88,7 +95,7 @@ export function program(): Command {
     .argument("[data]", "request payload, or - to read standard input", "")
     .requiredOption("-t, --to <url>", "server URL")
     .requiredOption("-r, --route <route>", "route, e.g. /echo/1.0.0")
-    .option("--timeout <ms>", "request timeout", (v) => Number.parseInt(v, 10), 30000)
+    .option("--timeout <ms>", "request timeout in milliseconds (0 = none)", integer(0, 2 ** 31 - 1), 30000)
     .option("--json", "print a JSON line")
     .action(run(requestCommand));
   clientAuthOptions(request);
@@ -97,8 +104,8 @@ export function program(): Command {
     .command("bench")
     .description("measure request latency and stream throughput against a server")
     .requiredOption("-t, --to <url>", "server URL (a pointsub serve)")
-    .option("-n, --count <n>", "sequential requests", (v) => Number.parseInt(v, 10), 2000)
-    .option("-s, --size <bytes>", "bytes to stream", (v) => Number.parseInt(v, 10), 256 * 1024 * 1024)
+    .option("-n, --count <n>", "sequential requests (1 to 1000000)", integer(1, 1_000_000), 2000)
+    .option("-s, --size <bytes>", "bytes to stream, e.g. 64M", bytes(1), 256 * 1024 * 1024)
     .option("--json", "print a JSON line")
     .action(run(benchCommand));
   clientAuthOptions(bench);
@@ -132,11 +139,42 @@ function isMain(): boolean {
   }
 }
 
+/** Whether the command line asks for JSON output (before a `--` that ends the options). */
+function wantsJson(argv: readonly string[]): boolean {
+  const end = argv.indexOf("--");
+  return (end === -1 ? argv : argv.slice(0, end)).includes("--json");
+}
+
+/**
+ * Runs the CLI on `argv` (process.argv's layout) and resolves to the exit
+ * code: usage errors are one line `pointsub: ERR_INVALID_ARGUMENT: …` (a
+ * JSON error object with --json) and exit 2; --help and --version exit 0.
+ */
+export async function main(argv: readonly string[]): Promise<number> {
+  try {
+    await program().parseAsync(argv);
+    return typeof process.exitCode === "number" ? process.exitCode : 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // Help and version were printed by commander; `pointsub` without a command printed the help to stderr.
+      if (err.code === "commander.helpDisplayed" || err.code === "commander.version" || err.code === "commander.help") {
+        return err.exitCode;
+      }
+      const message = err.message.replace(/^error: /, "");
+      printError(new PointSubError("ERR_INVALID_ARGUMENT", message), outputMode(wantsJson(argv), process.stderr));
+      return 2;
+    }
+    printError(toPointSubError(err, "ERR_INVALID_ARGUMENT"), outputMode(wantsJson(argv), process.stderr));
+    return 1;
+  }
+}
+
 if (isMain()) {
-  program()
-    .parseAsync(process.argv)
-    .catch((err: unknown) => {
-      printError(toPointSubError(err, "ERR_INVALID_ARGUMENT"), "plain");
-      process.exitCode = 1;
-    });
+  const code = await main(process.argv);
+  process.exitCode = code;
+  // The command is over: nothing it started may keep the process alive. This only ever cuts short
+  // a leak (every command closes what it opened); output written so far is flushed first.
+  setTimeout(() => {
+    process.stdout.write("", () => process.stderr.write("", () => process.exit(code)));
+  }, 1000).unref();
 }

@@ -1,5 +1,5 @@
 import { resolve } from "node:path";
-import { createServer, PointSubError } from "../index.ts";
+import { createServer } from "../index.ts";
 import { FILE_ROUTE, fileSink } from "../node/file-sink.ts";
 import type { IncomingStream } from "../stream/incoming.ts";
 import { type ServeAuthFlags, serveSecurity } from "./auth.ts";
@@ -21,32 +21,6 @@ export interface ServeOptions extends ServeAuthFlags {
   maxFileSize?: number;
   /** Bytes of unfinished uploads the directory may hold (0 = unlimited). Default 0. */
   maxBytes?: number;
-}
-
-const UNITS: Record<string, number> = { "": 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
-
-/**
- * Parses a byte count for the CLI: a non-negative integer, optionally with
- * a binary unit (`512k`, `10M`, `4GiB`, `1T`). Throws ERR_INVALID_ARGUMENT.
- */
-export function parseBytes(value: string): number {
-  const m = /^\s*(\d+)\s*([kmgt]?)(?:i?b)?\s*$/i.exec(value);
-  const n = m === null ? Number.NaN : Number(m[1]) * UNITS[m[2].toLowerCase()];
-  if (!Number.isSafeInteger(n)) {
-    throw new PointSubError(
-      "ERR_INVALID_ARGUMENT",
-      `${JSON.stringify(value)} is not a byte count (e.g. 1048576, 512k, 10M, 4GiB)`,
-    );
-  }
-  return n;
-}
-
-/** Parses a non-negative whole number of seconds for the CLI. Throws ERR_INVALID_ARGUMENT. */
-export function parseSeconds(value: string): number {
-  if (!/^\s*\d+\s*$/.test(value) || !Number.isSafeInteger(Number(value))) {
-    throw new PointSubError("ERR_INVALID_ARGUMENT", `${JSON.stringify(value)} is not a whole number of seconds`);
-  }
-  return Number(value);
 }
 
 /** `pointsub serve`: runs until SIGINT or SIGTERM, then closes gracefully. */

@@ -1,0 +1,52 @@
+/**
+ * Value parsers of the CLI's number options, for commander's `argParser`:
+ * a bad value throws commander's InvalidArgumentError, which commander
+ * reports as one line naming the option and the value (exit 2).
+ */
+import { InvalidArgumentError } from "commander";
+
+/** A whole number in [min, max], written in decimal digits only (no sign, point, exponent or hex). */
+export function integer(min: number, max: number = Number.MAX_SAFE_INTEGER): (value: string) => number {
+  return (value) => {
+    const n = /^\s*\d+\s*$/.test(value) ? Number(value) : Number.NaN;
+    if (!Number.isSafeInteger(n) || n < min || n > max) {
+      throw new InvalidArgumentError(
+        max === Number.MAX_SAFE_INTEGER
+          ? `Expected a whole number of at least ${min}.`
+          : `Expected a whole number from ${min} to ${max}.`,
+      );
+    }
+    return n;
+  };
+}
+
+const UNITS: Record<string, number> = { "": 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
+
+/**
+ * A byte count: a whole number, optionally with a binary unit (`512k`,
+ * `10M`, `4GiB`, `1T`), at least `min`.
+ */
+export function bytes(min = 0): (value: string) => number {
+  return (value) => {
+    const m = /^\s*(\d+)\s*([kmgt]?)(?:i?b)?\s*$/i.exec(value);
+    const n = m === null ? Number.NaN : Number(m[1]) * UNITS[m[2].toLowerCase()];
+    if (!Number.isSafeInteger(n) || n < min) {
+      throw new InvalidArgumentError(
+        `Expected a byte count${min > 0 ? ` of at least ${min}` : ""} (e.g. 1048576, 512k, 10M, 4GiB).`,
+      );
+    }
+    return n;
+  };
+}
+
+/** A non-negative byte count (see {@link bytes}). */
+export const parseBytes: (value: string) => number = bytes(0);
+
+/** A non-negative whole number of seconds. */
+export const parseSeconds: (value: string) => number = (value) => {
+  try {
+    return integer(0)(value);
+  } catch {
+    throw new InvalidArgumentError("Expected a whole number of seconds.");
+  }
+};

@@ -1,0 +1,114 @@
+/**
+ * The CLI's command line (issue 13): every number option is checked, and a
+ * usage error — a bad value, a missing or unknown option — is one line
+ * (a JSON error object with --json) and exit 2; help stays whole.
+ */
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+
+const RUN_MANY = join(import.meta.dirname, "run-many.ts");
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the CLI's main on each command line, all in one process (none gets as far as connecting). */
+function runMany(cases: string[][]): Promise<Run[]> {
+  return new Promise((resolve, reject) => {
+    const env = { ...process.env };
+    delete env.POINTSUB_TOKEN;
+    const child = spawn(process.execPath, [RUN_MANY, JSON.stringify(cases)], {
+      stdio: ["ignore", "pipe", "inherit"],
+      env,
+    });
+    let stdout = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.on("close", (code) => {
+      if (code !== 0) reject(new Error(`run-many exited with ${code}: ${stdout}`));
+      else resolve(JSON.parse(stdout) as Run[]);
+    });
+  });
+}
+
+const TO = ["--to", "tcp://127.0.0.1:1"];
+const SERVE = ["serve", "--listen", "tcp://127.0.0.1:0", "--dir", "never-created"];
+
+describe("CLI usage errors", () => {
+  it("a bad number option exits 2 with one line naming the option and the value", async () => {
+    const cases: [args: string[], flag: string, value: string][] = [
+      [["send", "f", ...TO, "--retries", "abc"], "--retries", "abc"],
+      [["send", "f", ...TO, "--retries", "-1"], "--retries", "-1"],
+      [["send", "f", ...TO, "--retries", "1.5"], "--retries", "1.5"],
+      [["send", "f", ...TO, "--retries", "1e3"], "--retries", "1e3"],
+      [["send", "f", ...TO, "--retries", ""], "--retries", ""],
+      [["request", ...TO, "-r", "/echo/1.0.0", "--timeout", "abc"], "--timeout", "abc"],
+      [["request", ...TO, "-r", "/echo/1.0.0", "--timeout", "-5"], "--timeout", "-5"],
+      [["request", ...TO, "-r", "/echo/1.0.0", "--timeout", "0x10"], "--timeout", "0x10"],
+      [["bench", ...TO, "-n", "abc"], "--count", "abc"],
+      [["bench", ...TO, "--count", "0"], "--count", "0"],
+      [["bench", ...TO, "--count", "2.5"], "--count", "2.5"],
+      [["bench", ...TO, "-s", "lots"], "--size", "lots"],
+      [["bench", ...TO, "--size", "0"], "--size", "0"],
+      [[...SERVE, "--partial-ttl", "soon"], "--partial-ttl", "soon"],
+      [[...SERVE, "--partial-ttl", "-1"], "--partial-ttl", "-1"],
+      [[...SERVE, "--max-file-size", "4XB"], "--max-file-size", "4XB"],
+      [[...SERVE, "--max-bytes", "lots"], "--max-bytes", "lots"],
+    ];
+    const runs = await runMany(cases.map(([args]) => args));
+    runs.forEach((r, i) => {
+      const [args, flag, value] = cases[i];
+      const what = args.join(" ");
+      assert.equal(r.code, 2, what);
+      assert.equal(r.stdout, "", what);
+      assert.match(r.stderr, /^pointsub: ERR_INVALID_ARGUMENT: [^\n]+\n$/, what);
+      assert.ok(r.stderr.includes(flag), `${what}: ${r.stderr}`);
+      assert.ok(r.stderr.includes(`'${value}'`), `${what}: ${r.stderr}`);
+    });
+  });
+
+  it("a missing required option is one line, also under --json; serve without --listen too", async () => {
+    const [to, toJson, listen, listenJson, unknown, help, serveHelp] = await runMany([
+      ["send", "file.bin"],
+      ["send", "file.bin", "--json"],
+      ["serve", "--dir", "x"],
+      ["serve", "--dir", "x", "--json"],
+      ["send", "file.bin", ...TO, "--bogus"],
+      ["send", "--help"],
+      ["serve", "--help"],
+    ]);
+    assert.equal(to.code, 2);
+    assert.equal(to.stdout, "");
+    assert.match(to.stderr, /^pointsub: ERR_INVALID_ARGUMENT: required option '-t, --to <url>' not specified\n$/);
+
+    assert.equal(toJson.code, 2);
+    assert.equal(toJson.stderr, "");
+    const lines = toJson.stdout.trim().split("\n");
+    assert.equal(lines.length, 1, toJson.stdout);
+    const err = JSON.parse(lines[0]) as { event: string; code: string; message: string };
+    assert.deepEqual([err.event, err.code], ["error", "ERR_INVALID_ARGUMENT"]);
+    assert.match(err.message, /--to/);
+
+    assert.equal(listen.code, 2);
+    assert.match(
+      listen.stderr,
+      /^pointsub: ERR_INVALID_ARGUMENT: required option '-l, --listen <url>' not specified\n$/,
+    );
+    assert.equal(listenJson.code, 2);
+    assert.match((JSON.parse(listenJson.stdout) as { message: string }).message, /--listen/);
+
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /^pointsub: ERR_INVALID_ARGUMENT: unknown option '--bogus'\n$/);
+
+    // Help is untouched: whole, on stdout, exit 0; no `default: []` for the repeatable --listen.
+    assert.equal(help.code, 0);
+    assert.match(help.stdout, /^Usage: pointsub send \[options\] <files\.\.\.>/);
+    assert.match(help.stdout, /--retries <n>/);
+    assert.equal(serveHelp.code, 0);
+    assert.match(serveHelp.stdout, /-l, --listen <url>/);
+    assert.doesNotMatch(serveHelp.stdout, /default: \[\]/);
+  });
+});
