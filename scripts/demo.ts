@@ -155,7 +155,7 @@ const transfer = sendFile(
     },
   },
 );
-const receipt = JSON.parse(new TextDecoder().decode(await transfer)) as FileReceipt;
+const receipt: FileReceipt = await transfer;
 view.stop();
 clearInterval(pinger);
 const secs = (performance.now() - t0) / 1000;

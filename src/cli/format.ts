@@ -23,3 +23,42 @@ export function formatEta(seconds: number | undefined): string {
   if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`;
   return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
 }
+
+/** `name` in at most `width` columns: the end is kept (the file name and extension), the start elided. */
+export function fitName(name: string, width: number): string {
+  if (width <= 0) return "";
+  if (name.length <= width) return name;
+  return width === 1 ? "…" : `…${name.slice(name.length - (width - 1))}`;
+}
+
+const NAME_MAX = 24;
+const NAME_MIN = 8;
+const BAR_MIN = 4;
+const BAR_MAX = 30;
+
+/**
+ * One progress line of at most `width - 1` columns (the last column is left
+ * free: writing it would wrap on some terminals): `name [bar] figures`.
+ * The figures (percent, bytes, rate, ETA, status) are kept whole; the bar
+ * shrinks first, then the name, down to 8 columns; then the bar goes. Only
+ * a terminal too narrow for the figures themselves cuts the line.
+ */
+export function progressLine(name: string, fraction: number | undefined, figures: string, width: number): string {
+  const max = Math.max(1, width - 1);
+  const room = max - figures.length - 1;
+  if (room < 1) return figures.slice(0, max);
+  const nameFull = Math.min(name.length, NAME_MAX);
+  let nameWidth = Math.min(nameFull, room);
+  let inner = fraction === undefined ? 0 : room - nameWidth - 3;
+  if (fraction !== undefined && inner < BAR_MIN) {
+    // Narrow: give the bar its minimum from the name, as far as the name can shrink.
+    nameWidth = Math.min(nameWidth, Math.max(Math.min(nameFull, NAME_MIN), room - 3 - BAR_MIN));
+    inner = room - nameWidth - 3;
+  }
+  inner = Math.min(inner, BAR_MAX);
+  const head = fitName(name, nameWidth).padEnd(nameWidth);
+  if (inner < BAR_MIN) return `${head} ${figures}`;
+  const f = Math.min(1, Math.max(0, fraction ?? 0));
+  const full = Math.round(f * inner);
+  return `${head} [${"█".repeat(full)}${"░".repeat(inner - full)}] ${figures}`;
+}

@@ -1,7 +1,7 @@
-import { MultiBar, Presets, type SingleBar } from "cli-progress";
+import { MultiBar, type SingleBar } from "cli-progress";
 import type { PointSubError } from "../errors/error.ts";
 import type { ProgressSnapshot } from "../transfer/progress.ts";
-import { formatBytes, formatEta, formatRate } from "./format.ts";
+import { formatBytes, formatEta, formatRate, progressLine } from "./format.ts";
 
 /** How the CLI prints: progress bars on a terminal, plain lines otherwise, JSON lines with --json. */
 export type OutputMode = "tty" | "plain" | "json";
@@ -25,51 +25,123 @@ export function printError(err: PointSubError, mode: OutputMode): void {
   process.stderr.write(`pointsub: ${err.code}: ${err.message}\n`);
 }
 
-/** Progress display for several transfers: bars, throttled lines, or JSON. */
+/** Shows the cursor and turns line wrapping back on (cli-progress hides the one; a crash could leave either off). */
+export const RESTORE_TERMINAL = "\x1b[?25h\x1b[?7h";
+
+/** Where the bars are drawn: a terminal (tests pass a fake one). */
+export interface BarStream {
+  isTTY?: boolean;
+  columns?: number;
+  write(chunk: string): unknown;
+}
+
+/** Options of {@link ProgressView}. */
+export interface ProgressViewOptions {
+  /** What the whole run sends, for the aggregate line (shown when there is more than one file). */
+  files?: number;
+  bytes?: number;
+  /** The terminal the bars go to. Default process.stderr (stdout stays for data). */
+  stream?: BarStream;
+  /** Redraws per second. Default 10. */
+  fps?: number;
+}
+
+/** Bars of files in flight shown at once; the others count in the aggregate line. */
+export const MAX_BARS = 4;
+
+const TERMINAL_STATUS = new Set(["completed", "failed", "cancelled"]);
+
+interface Entry {
+  name: string;
+  snapshot: ProgressSnapshot;
+  bar: SingleBar | undefined;
+  seq: number;
+}
+
+/**
+ * Progress display for several transfers: bars on a terminal, throttled
+ * lines, or JSON lines.
+ *
+ * On a terminal every line fits the width (the bar shrinks, then the name;
+ * the figures stay whole), at most {@link MAX_BARS} bars of files in flight
+ * (the largest) are drawn plus, for several files, one aggregate line;
+ * finished files' bars are removed (a failure stays as a line above the
+ * bars). The cursor is hidden while drawing and shown again by `stop()`, on
+ * exit and on SIGINT/SIGTERM, whatever ends the process.
+ *
+ * Plain lines: one per file when it is done (printed by the caller), and in
+ * between at most one per second per file, plus paused/resuming events.
+ */
 export class ProgressView {
   private readonly mode: OutputMode;
+  private readonly stream: BarStream;
   private readonly multi: MultiBar | undefined;
-  private readonly bars = new Map<string, SingleBar>();
+  private readonly entries = new Map<string, Entry>();
   private readonly lastLine = new Map<string, number>();
+  /** Files whose outcome was counted: later reports of them are ignored. */
+  private readonly ended = new Set<string>();
+  private readonly files: number | undefined;
+  private readonly totalBytes: number | undefined;
+  private aggregate: SingleBar | undefined;
+  private seq = 0;
+  private finished = 0;
+  private failed = 0;
+  private finishedBytes = 0;
+  private readonly started = Date.now();
+  private stopped = false;
+  private readonly restore = () => this.restoreTerminal();
+  private readonly onSignal = (signal: NodeJS.Signals) => {
+    this.stop();
+    // Alone, this listener would swallow the signal: let it end the process as it would have.
+    if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+  };
 
-  constructor(mode: OutputMode) {
+  constructor(mode: OutputMode, options: ProgressViewOptions = {}) {
     this.mode = mode;
+    this.stream = options.stream ?? process.stderr;
+    this.files = options.files;
+    this.totalBytes = options.bytes;
     if (mode === "tty") {
-      this.multi = new MultiBar(
-        {
-          format: "{name} [{bar}] {percentage}% | {done}/{size} | {rate} | ETA {eta2} | {status}",
-          hideCursor: true,
-          clearOnComplete: false,
-          stopOnComplete: false,
-        },
-        Presets.shades_classic,
-      );
+      this.multi = new MultiBar({
+        stream: this.stream as NodeJS.WriteStream,
+        format: (_options, params, payload: { line: (width: number) => string }) => payload.line(params.maxWidth),
+        fps: options.fps ?? 10,
+        hideCursor: true,
+        // Lines are fitted to the width: wrapping never needs to be turned off.
+        linewrap: true,
+        // Every line every time: a bar that moves up after a removal must overwrite what was there.
+        forceRedraw: true,
+        clearOnComplete: false,
+        stopOnComplete: false,
+      });
+      process.on("exit", this.restore);
+      process.on("SIGINT", this.onSignal);
+      process.on("SIGTERM", this.onSignal);
     }
   }
 
+  private get several(): boolean {
+    return (this.files ?? this.entries.size) > 1;
+  }
+
   update(name: string, s: ProgressSnapshot): void {
-    const total = s.total ?? 0;
+    if (this.stopped) return;
     if (this.mode === "tty") {
-      let bar = this.bars.get(name);
-      const payload = {
-        name: name.padEnd(20).slice(0, 20),
-        done: formatBytes(s.bytes),
-        size: formatBytes(total),
-        rate: formatRate(s.rate),
-        eta2: formatEta(s.etaSeconds),
-        status: s.status,
-      };
-      if (bar === undefined) {
-        bar = (this.multi as MultiBar).create(Math.max(total, 1), s.bytes, payload);
-        this.bars.set(name, bar);
-      }
-      bar.setTotal(Math.max(total, 1));
-      bar.update(s.status === "completed" ? Math.max(total, 1) : s.bytes, payload);
+      this.updateBars(name, s);
       return;
     }
-    const terminal = s.status === "completed" || s.status === "failed" || s.status === "cancelled";
+    const terminal = TERMINAL_STATUS.has(s.status);
     const now = Date.now();
-    if (!terminal && s.status === "transferring" && now - (this.lastLine.get(name) ?? 0) < 1000) return;
+    const last = this.lastLine.get(name);
+    if (this.mode === "plain") {
+      // The caller prints each file's outcome (sent, or the error); nothing is said before bytes move;
+      // then a line at most once a second, and at once when the transfer pauses or resumes.
+      if (terminal || s.status === "initializing") return;
+      if (s.status === "transferring" && (last === undefined || now - last < 1000)) {
+        if (last === undefined) this.lastLine.set(name, now);
+        return;
+      }
+    } else if (!terminal && s.status === "transferring" && now - (last ?? 0) < 1000) return;
     this.lastLine.set(name, now);
     if (this.mode === "json") {
       jsonLine({
@@ -87,11 +159,116 @@ export class ProgressView {
     }
     const pct = s.percent === undefined ? "" : ` ${s.percent.toFixed(1)}%`;
     process.stdout.write(
-      `${name}: ${s.status}${pct} ${formatBytes(s.bytes)}/${formatBytes(total)} ${formatRate(s.rate)} eta ${formatEta(s.etaSeconds)}\n`,
+      `${name}: ${s.status}${pct} ${formatBytes(s.bytes)}/${formatBytes(s.total ?? 0)} ${formatRate(s.rate)} eta ${formatEta(s.etaSeconds)}\n`,
     );
   }
 
+  /** Prints a line above the bars (on a terminal) or on stdout. */
+  log(line: string): void {
+    if (this.multi !== undefined && !this.stopped) this.multi.log(`${line}\n`);
+    else if (this.mode !== "json") process.stdout.write(`${line}\n`);
+  }
+
+  private updateBars(name: string, s: ProgressSnapshot): void {
+    const multi = this.multi as MultiBar;
+    if (this.ended.has(name)) return;
+    let e = this.entries.get(name);
+    if (e === undefined) {
+      e = { name, snapshot: s, bar: undefined, seq: this.seq++ };
+      this.entries.set(name, e);
+    }
+    e.snapshot = s;
+    if (TERMINAL_STATUS.has(s.status)) {
+      this.ended.add(name);
+      this.finished++;
+      if (s.status !== "completed") this.failed++;
+      this.finishedBytes += s.status === "completed" ? (s.total ?? s.bytes) : s.bytes;
+      if (this.several) {
+        // Finished: its bar goes (the aggregate counts it); a failure stays as a line.
+        // (Out of the entries first: remove() redraws at once.)
+        this.entries.delete(name);
+        if (e.bar !== undefined) multi.remove(e.bar);
+        e.bar = undefined;
+        if (s.status !== "completed") {
+          const why = s.error === undefined ? s.status : `${s.error.code}: ${s.error.message}`;
+          multi.log(`${name}: ${why}\n`);
+        }
+      }
+    }
+    this.layout();
+  }
+
+  /** Which bars are shown: the aggregate (several files), then the largest files in flight. */
+  private layout(): void {
+    const multi = this.multi as MultiBar;
+    if (this.several && this.aggregate === undefined) {
+      this.aggregate = multi.create(1, 0, { line: (w: number) => this.aggregateLine(w) });
+    }
+    const active = [...this.entries.values()];
+    const shown = new Set(
+      [...active].sort((a, b) => (b.snapshot.total ?? 0) - (a.snapshot.total ?? 0) || a.seq - b.seq).slice(0, MAX_BARS),
+    );
+    for (const e of active) {
+      if (!shown.has(e) && e.bar !== undefined) {
+        multi.remove(e.bar);
+        e.bar = undefined;
+      }
+    }
+    for (const e of active.sort((a, b) => a.seq - b.seq)) {
+      if (shown.has(e) && e.bar === undefined) {
+        e.bar = multi.create(1, 0, { line: (w: number) => this.fileLine(e, w) });
+      }
+    }
+  }
+
+  private fileLine(e: Entry, width: number): string {
+    const s = e.snapshot;
+    const total = s.total;
+    const fraction = s.status === "completed" ? 1 : total ? s.bytes / total : undefined;
+    const pct = s.percent === undefined ? "" : `${s.percent.toFixed(1)}% `;
+    const size = total === undefined ? "" : `/${formatBytes(total)}`;
+    const figures = `${pct}${formatBytes(s.bytes)}${size} ${formatRate(s.rate)} ETA ${formatEta(s.etaSeconds)} ${s.status}`;
+    return progressLine(e.name, fraction, figures, width);
+  }
+
+  private aggregateLine(width: number): string {
+    let bytes = this.finishedBytes;
+    let rate = 0;
+    for (const e of this.entries.values()) {
+      bytes += e.snapshot.bytes;
+      rate += e.snapshot.rate;
+    }
+    const total = this.totalBytes;
+    const files = this.files ?? this.entries.size + this.finished;
+    const left = total === undefined ? undefined : Math.max(0, total - bytes);
+    const eta = left === undefined ? undefined : left === 0 ? 0 : rate > 0 ? left / rate : undefined;
+    // The mean rate of the run when nothing is in flight (at the end).
+    const shownRate = this.entries.size > 0 ? rate : bytes / Math.max((Date.now() - this.started) / 1000, 1e-3);
+    const figures =
+      `${this.finished}/${files} files ${formatBytes(bytes)}${total === undefined ? "" : `/${formatBytes(total)}`} ` +
+      `${formatRate(shownRate)} ETA ${formatEta(eta)}${this.failed > 0 ? ` ${this.failed} failed` : ""}`;
+    return progressLine("total", total ? bytes / total : undefined, figures, width);
+  }
+
+  /** Draws now (the bars are otherwise redrawn `fps` times a second). */
+  render(): void {
+    if (!this.stopped) this.multi?.update();
+  }
+
+  /** Final frame, cursor shown again. Idempotent. */
   stop(): void {
-    this.multi?.stop();
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.multi !== undefined) {
+      this.multi.stop();
+      this.restoreTerminal();
+      process.off("exit", this.restore);
+      process.off("SIGINT", this.onSignal);
+      process.off("SIGTERM", this.onSignal);
+    }
+  }
+
+  private restoreTerminal(): void {
+    if (this.stream.isTTY === true) this.stream.write(RESTORE_TERMINAL);
   }
 }

@@ -25,7 +25,13 @@ export interface SendResumableOptions
   extends Pick<SendStreamOptions, "compress" | "signal" | "onProgress" | "progressIntervalMs" | "meta"> {
   /** Ask the receiver how far a previous attempt got and continue from there. Default true. */
   resume?: boolean;
-  /** With a connect function: attempts after a dropped connection. Default 10. */
+  /**
+   * With a connect function: attempts after a failure a new connection may
+   * cure (the error table's `retryable` codes: a dropped or refused
+   * connection, a timeout, an overloaded or going-away peer, a corrupted
+   * frame, a mismatched resume point). Any other error ends the transfer at
+   * once. Default 10.
+   */
   retries?: number;
   /** Delay before the first retry, doubled each time up to 5 s. Default 200 ms. */
   retryDelayMs?: number;
@@ -33,23 +39,15 @@ export interface SendResumableOptions
   onAttempt?: (attempt: number, offset: number) => void;
 }
 
-/** Errors after which a new connection may succeed. */
-const RETRYABLE = new Set([
-  "ERR_CONNECTION_CLOSED",
-  "ERR_CONNECT",
-  "ERR_KEEPALIVE",
-  "ERR_TIMEOUT",
-  "ERR_GOING_AWAY",
-  "ERR_RESUME",
-]);
-
 /**
  * Sends `source` to stream route `route` so that an interrupted transfer
  * continues where the receiver stopped (docs/PROTOCOL.md §3.11): each
  * attempt asks the receiver how much it holds, checks that prefix, and
  * streams the rest. Given a function that opens connections, a dropped
  * connection is retried with backoff; progress goes to paused, resuming and
- * transferring across attempts. The route must be resumable on the receiver
+ * transferring across attempts. An error that is not `retryable` (see
+ * `codeInfo`) ends it at once, and a connection it opened is closed whenever
+ * it ends. The route must be resumable on the receiver
  * (`handleStream(route, handler, { resume })`, as `fileSink` provides).
  */
 export function sendResumable(
@@ -60,6 +58,8 @@ export function sendResumable(
 ): Transfer {
   let cancelled: PointSubError | undefined;
   let current: Transfer | undefined;
+  /** Ends the wait between attempts early (cancel, abort). */
+  let wake: (() => void) | undefined;
   const progress = new Progress("pending", undefined, options.progressIntervalMs ?? 100);
   if (options.onProgress !== undefined) progress.on("progress", options.onProgress);
   const owned = typeof target === "function";
@@ -91,7 +91,10 @@ export function sendResumable(
     });
     current = t;
     const forward = (s: { bytes: number; status: string }) => {
-      if (s.status === "transferring" && progress.status !== "transferring") progress.setStatus("transferring");
+      // Bytes the receiver took mean the transfer is under way, even if the inner
+      // transfer went straight from initializing to completed (a small file).
+      const moving = s.status === "transferring" || s.bytes > progress.bytes;
+      if (moving && progress.status !== "transferring") progress.setStatus("transferring");
       if (s.bytes > progress.bytes) progress.add(s.bytes - progress.bytes);
     };
     t.progress.on("progress", forward);
@@ -103,6 +106,20 @@ export function sendResumable(
     }
   };
 
+  /** Waits `ms` before the next attempt; a cancel or an abort ends the wait at once. */
+  const pause = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const end = () => {
+        clearTimeout(timer);
+        options.signal?.removeEventListener("abort", end);
+        wake = undefined;
+        resolve();
+      };
+      const timer = setTimeout(end, ms);
+      options.signal?.addEventListener("abort", end);
+      wake = end;
+    });
+
   const run = async (): Promise<Uint8Array> => {
     const src = await source;
     progress.transferId = src.transferId;
@@ -111,6 +128,7 @@ export function sendResumable(
     let delay = options.retryDelayMs ?? 200;
     for (let n = 0; ; n++) {
       if (cancelled !== undefined) throw cancelled;
+      if (options.signal?.aborted) throw new PointSubError("ERR_CANCELLED", "aborted by the signal");
       let conn: Connection | undefined;
       try {
         conn = owned ? await (target as () => Promise<Connection>)() : (target as Connection);
@@ -122,9 +140,9 @@ export function sendResumable(
         const e = toPointSubError(err, "ERR_SOURCE");
         // A connection this transfer opened is its own to end, whatever happens next.
         if (owned && conn !== undefined && conn.state !== "closed") conn.destroy();
-        if (!owned || !RETRYABLE.has(e.code) || cancelled !== undefined || n >= retries) throw e;
+        if (!owned || !e.retryable || cancelled !== undefined || options.signal?.aborted || n >= retries) throw e;
         progress.setStatus("paused", e);
-        await new Promise((r) => setTimeout(r, delay));
+        await pause(delay);
         delay = Math.min(delay * 2, 5000);
       }
     }
@@ -137,5 +155,6 @@ export function sendResumable(
   return new Transfer(progress, done, (reason) => {
     cancelled = new PointSubError("ERR_CANCELLED", reason);
     current?.cancel(reason);
+    wake?.();
   });
 }

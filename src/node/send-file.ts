@@ -7,7 +7,7 @@ import type { Connection } from "../connection/connection.ts";
 import { PointSubError } from "../errors/error.ts";
 import { onChunkSent } from "../stream/release.ts";
 import type { Transfer } from "../stream/transfer.ts";
-import { FILE_ROUTE, fileCrc32c } from "./file-sink.ts";
+import { FILE_ROUTE, type FileReceipt, fileCrc32c } from "./file-sink.ts";
 
 /** Options of {@link sendFile}. */
 export interface SendFileOptions extends SendResumableOptions {
@@ -30,6 +30,67 @@ export interface SendFileOptions extends SendResumableOptions {
    * first use.
    */
   resumeKey?: Uint8Array | string;
+}
+
+/** The progress of a transfer and its snapshots (node/ names transfer/'s types through stream/). */
+type Progress = Transfer["progress"];
+type ProgressSnapshot = ReturnType<Transfer["snapshot"]>;
+
+/** What {@link sendFile} resolves to: the receiver's receipt, and what this call sent. */
+export interface SentFileReceipt extends FileReceipt {
+  /** The transfer id (the capability to resume it). */
+  transferId: string;
+  /**
+   * Content bytes this call transferred, over all its attempts: the size
+   * minus what the receiver already held, plus what a dropped connection
+   * lost. Divide by the elapsed time for the rate of this run.
+   */
+  bytesSent: number;
+  /** Connections this call used (1 unless it reconnected). */
+  attempts: number;
+}
+
+/**
+ * A file being sent: awaitable (`await transfer` or `transfer.done`) for
+ * the {@link SentFileReceipt}, with progress and a way to cancel it.
+ */
+export class FileTransfer implements PromiseLike<SentFileReceipt> {
+  /** Progress across all attempts: `transfer.progress.on("progress", fn)` or `for await`. */
+  readonly progress: Progress;
+  /** Resolves to the receipt once the receiver verified and stored the whole file; rejects with a PointSubError. */
+  readonly done: Promise<SentFileReceipt>;
+  private readonly inner: Transfer;
+
+  /** @internal Created by {@link sendFile}. */
+  constructor(inner: Transfer, done: Promise<SentFileReceipt>) {
+    this.inner = inner;
+    this.progress = inner.progress;
+    this.done = done;
+    done.catch(() => {});
+  }
+
+  /** The transfer id (stable across attempts and re-runs). */
+  get id(): string {
+    return this.inner.id;
+  }
+
+  /** The latest progress. */
+  snapshot(): ProgressSnapshot {
+    return this.inner.snapshot();
+  }
+
+  /** Cancels: the receiver sees ERR_CANCELLED and drops the partial file; `done` rejects with ERR_CANCELLED. */
+  cancel(reason = "cancelled by the sender"): void {
+    this.inner.cancel(reason);
+  }
+
+  // biome-ignore lint/suspicious/noThenProperty: a FileTransfer is deliberately awaitable.
+  then<A = SentFileReceipt, B = never>(
+    onfulfilled?: ((value: SentFileReceipt) => A | PromiseLike<A>) | null,
+    onrejected?: ((reason: unknown) => B | PromiseLike<B>) | null,
+  ): Promise<A | B> {
+    return this.done.then(onfulfilled, onrejected);
+  }
 }
 
 const READ_CHUNK = 1 << 20;
@@ -185,15 +246,18 @@ export async function fileTransferId(path: string, options: FileTransferIdOption
  * receiver stopped if an earlier attempt was interrupted. Pass a connection,
  * or a function that opens one: then a dropped connection is retried with a
  * new one and the transfer continues from the receiver's last stored byte.
- * Resolves (the returned Transfer) to the receiver's receipt (JSON bytes).
+ * Resolves (the returned {@link FileTransfer}) to the receipt, an object:
+ * `{ name, path, size, crc32c, resumedFrom, transferId, bytesSent, attempts }`.
  * The receiver refuses to replace an existing file (`ERR_EXISTS`) unless
  * its sink allows it, and may refuse a file over its quota (`ERR_QUOTA`).
+ * An error no new connection can cure ends it at once (see `sendResumable`);
+ * a connection it opened is closed whenever it ends.
  */
 export function sendFile(
   target: Connection | (() => Promise<Connection>),
   path: string,
   options: SendFileOptions = {},
-): Transfer {
+): FileTransfer {
   const route = options.route ?? FILE_ROUTE;
   const source = (async (): Promise<ResumableSource> => {
     if (options.transferId !== undefined && !/^[A-Za-z0-9_-]{32,128}$/.test(options.transferId)) {
@@ -213,8 +277,29 @@ export function sendFile(
       prefixCrc: (length) => fileCrc32c(path, length),
     };
   })();
-  return sendResumable(target, route, source, {
+  // Bytes sent: what each attempt moved past the offset it started from.
+  let sent = 0;
+  let base = 0;
+  let attempts = 0;
+  const inner: Transfer = sendResumable(target, route, source, {
     ...options,
     meta: { ...options.meta, name: options.name ?? basename(path) },
+    onAttempt: (n, offset) => {
+      // Called before the attempt resets the progress: it still holds where the last one stopped.
+      if (n > 0) sent += Math.max(0, inner.progress.bytes - base);
+      base = offset;
+      attempts = n + 1;
+      options.onAttempt?.(n, offset);
+    },
   });
+  const done = inner.done.then((answer): SentFileReceipt => {
+    let receipt: FileReceipt;
+    try {
+      receipt = JSON.parse(new TextDecoder().decode(answer)) as FileReceipt;
+    } catch (err) {
+      throw new PointSubError("ERR_PROTOCOL", "the receiver's receipt is not JSON", { cause: err });
+    }
+    return { ...receipt, transferId: inner.id, bytesSent: sent + Math.max(0, receipt.size - base), attempts };
+  });
+  return new FileTransfer(inner, done);
 }

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { after, before, describe, it } from "node:test";
 import { checkServeSecurity, isLoopbackUrl } from "../../src/cli/auth.ts";
-import { connect, FILE_ROUTE } from "../../src/index.ts";
+import { connect, createNodeRuntime, createServer, FILE_ROUTE, fileSink } from "../../src/index.ts";
 import { testCerts } from "../helpers/certs.ts";
 import { MiB, sha256 } from "../helpers/data.ts";
 
@@ -146,6 +146,12 @@ describe("pointsub CLI", () => {
     const r = await run(["send", src, "--to", url]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /one\.bin: sent 8\.00 MiB/);
+    // A small file: one line, its outcome (no "initializing 100.0%", no repeated "completed").
+    const small = join(work, "tiny.txt");
+    await writeFile(small, "tiny");
+    const t = await run(["send", small, "--to", url]);
+    assert.equal(t.code, 0, t.stderr);
+    assert.match(t.stdout, /^[^\n]*tiny\.txt: sent 4 B in \d+\.\d\d s \([^)]*\/s\)\n$/);
     assert.equal(sha256(await readFile(join(inbox, "one.bin"))), sha256(data));
   });
 
@@ -192,8 +198,45 @@ describe("pointsub CLI", () => {
       .find((e) => e.event === "sent") as { resumedFrom: number; size: number };
     assert.ok(sent.resumedFrom >= killedAt - 8 * MiB && sent.resumedFrom < size, `resumed from ${sent.resumedFrom}`);
     assert.equal(sent.size, size);
+    // The rate is that of the bytes this run sent, not of the whole file.
+    const { bytesSent, seconds, rate } = sent as unknown as { bytesSent: number; seconds: number; rate: number };
+    assert.equal(bytesSent, size - sent.resumedFrom);
+    assert.equal(rate, Math.round(bytesSent / Math.max(seconds, 1e-3)));
     assert.equal(sha256(await readFile(join(inbox, "big.bin"))), sha256(data));
     assert.ok(serverEvents.some((e) => e.event === "transfer" && e.status === "resuming"));
+  });
+
+  it("send: a non-retryable error ends it with exit 1 and one line (a --dir that is a file; a codec the server lacks)", async () => {
+    const notADir = join(work, "not-a-dir");
+    await writeFile(notADir, "a file");
+    const s = await startServe(["--dir", notADir]);
+    const src = join(work, "refused.txt");
+    await writeFile(src, "refused");
+    try {
+      // killAfterMs only ends a send that hangs (then code is null and the test fails).
+      const r = await run(["send", src, "--to", s.url], "", { killAfterMs: 60_000 });
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /^pointsub: ERR_HANDLER: [^\n]*\n$/);
+    } finally {
+      await s.stop();
+    }
+    const server = createServer({ runtime: createNodeRuntime({ compression: false }) });
+    const sink = fileSink(join(work, "inbox-no-codecs"));
+    server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
+    const [plain] = await server.listen("tcp://127.0.0.1:0");
+    try {
+      const r = await run(["send", src, "--to", plain, "--compress", "zstd"], "", { killAfterMs: 60_000 });
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /^pointsub: ERR_COMPRESSION: [^\n]*zstd[^\n]*\n$/);
+      const json = await run(["send", src, "--to", plain, "--compress", "zstd", "--json"], "", { killAfterMs: 60_000 });
+      assert.equal(json.code, 1);
+      const last = JSON.parse(json.stdout.trim().split("\n").at(-1) as string) as { event: string; code: string };
+      assert.deepEqual([last.event, last.code], ["error", "ERR_COMPRESSION"]);
+      while (server.sessions.size > 0) await new Promise((r) => server.once("sessionClose", r));
+    } finally {
+      sink.close();
+      await server.close();
+    }
   });
 
   it("serve --help lists the file server's limits", async () => {
@@ -208,8 +251,8 @@ describe("pointsub CLI", () => {
       "the defaults",
     );
     const bad = await run(["serve", "--listen", "tcp://127.0.0.1:0", "--dir", inbox, "--max-bytes", "lots"]);
-    assert.equal(bad.code, 1);
-    assert.match(bad.stderr, /^pointsub: ERR_INVALID_ARGUMENT: .*lots/);
+    assert.equal(bad.code, 2, "a usage error");
+    assert.match(bad.stderr, /^pointsub: ERR_INVALID_ARGUMENT: .*--max-bytes.*lots[^\n]*\n$/);
   });
 
   it("send: a file of the same name is refused with ERR_EXISTS unless the server runs with --overwrite", async () => {
