@@ -170,6 +170,13 @@ export async function main(argv: readonly string[]): Promise<number> {
 }
 
 if (isMain()) {
+  // A reader that went away (`pointsub send --help | head -1`) ends the output, not with a stack trace.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on("error", (err: NodeJS.ErrnoException) => {
+      if (err.code === "EPIPE") process.exit(typeof process.exitCode === "number" ? process.exitCode : 0);
+      throw err;
+    });
+  }
   const code = await main(process.argv);
   process.exitCode = code;
   // The command is over: nothing it started may keep the process alive. This only ever cuts short
