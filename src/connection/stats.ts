@@ -109,55 +109,68 @@ export class Stats {
         inFlight,
       },
       streams: { ...this.streams },
-      compression: structuredClone(this.compression),
+      compression: copyCompression(this.compression),
       errors: Object.fromEntries(this.errors),
       wire,
     };
   }
 }
 
-/** Adds snapshots together (for a server's total). */
-export function sumStats(list: readonly StatsSnapshot[], base?: StatsSnapshot): StatsSnapshot {
-  const out: StatsSnapshot = base
-    ? structuredClone(base)
-    : {
-        sent: emptyClasses(),
-        received: emptyClasses(),
-        requests: { sent: 0, succeeded: 0, failed: 0, handled: 0, inFlight: 0 },
-        streams: { sent: 0, received: 0, bytesSent: 0, bytesReceived: 0 },
-        compression: {},
-        errors: {},
-        wire: { framesOut: 0, bytesOut: 0, framesIn: 0, bytesIn: 0 },
-      };
-  for (const s of list) {
-    for (const c of SIZE_CLASSES) {
-      out.sent[c].messages += s.sent[c].messages;
-      out.sent[c].bytes += s.sent[c].bytes;
-      out.received[c].messages += s.received[c].messages;
-      out.received[c].bytes += s.received[c].bytes;
-    }
-    out.requests.sent += s.requests.sent;
-    out.requests.succeeded += s.requests.succeeded;
-    out.requests.failed += s.requests.failed;
-    out.requests.handled += s.requests.handled;
-    out.requests.inFlight += s.requests.inFlight;
-    out.streams.sent += s.streams.sent;
-    out.streams.received += s.streams.received;
-    out.streams.bytesSent += s.streams.bytesSent;
-    out.streams.bytesReceived += s.streams.bytesReceived;
-    for (const [name, c] of Object.entries(s.compression)) {
-      const o = out.compression[name] ?? { bytesBefore: 0, bytesAfter: 0, compressed: 0, raw: 0 };
-      o.bytesBefore += c.bytesBefore;
-      o.bytesAfter += c.bytesAfter;
-      o.compressed += c.compressed;
-      o.raw += c.raw;
-      out.compression[name] = o;
-    }
-    for (const [k, v] of Object.entries(s.errors) as [ErrorCode, number][]) out.errors[k] = (out.errors[k] ?? 0) + v;
-    out.wire.framesOut += s.wire.framesOut;
-    out.wire.bytesOut += s.wire.bytesOut;
-    out.wire.framesIn += s.wire.framesIn;
-    out.wire.bytesIn += s.wire.bytesIn;
+function copyCompression(c: Record<string, CompressionCounters>): Record<string, CompressionCounters> {
+  const out: Record<string, CompressionCounters> = {};
+  for (const k in c) out[k] = { ...c[k] };
+  return out;
+}
+
+/** An all-zero snapshot. */
+export function emptyStats(): StatsSnapshot {
+  return {
+    sent: emptyClasses(),
+    received: emptyClasses(),
+    requests: { sent: 0, succeeded: 0, failed: 0, handled: 0, inFlight: 0 },
+    streams: { sent: 0, received: 0, bytesSent: 0, bytesReceived: 0 },
+    compression: {},
+    errors: {},
+    wire: { framesOut: 0, bytesOut: 0, framesIn: 0, bytesIn: 0 },
+  };
+}
+
+/** Adds `s` into `out`, in place (a server folds each closed session into its totals this way). */
+export function addStats(out: StatsSnapshot, s: StatsSnapshot): void {
+  for (const c of SIZE_CLASSES) {
+    out.sent[c].messages += s.sent[c].messages;
+    out.sent[c].bytes += s.sent[c].bytes;
+    out.received[c].messages += s.received[c].messages;
+    out.received[c].bytes += s.received[c].bytes;
   }
+  out.requests.sent += s.requests.sent;
+  out.requests.succeeded += s.requests.succeeded;
+  out.requests.failed += s.requests.failed;
+  out.requests.handled += s.requests.handled;
+  out.requests.inFlight += s.requests.inFlight;
+  out.streams.sent += s.streams.sent;
+  out.streams.received += s.streams.received;
+  out.streams.bytesSent += s.streams.bytesSent;
+  out.streams.bytesReceived += s.streams.bytesReceived;
+  for (const [name, c] of Object.entries(s.compression)) {
+    const o = out.compression[name] ?? { bytesBefore: 0, bytesAfter: 0, compressed: 0, raw: 0 };
+    o.bytesBefore += c.bytesBefore;
+    o.bytesAfter += c.bytesAfter;
+    o.compressed += c.compressed;
+    o.raw += c.raw;
+    out.compression[name] = o;
+  }
+  for (const [k, v] of Object.entries(s.errors) as [ErrorCode, number][]) out.errors[k] = (out.errors[k] ?? 0) + v;
+  out.wire.framesOut += s.wire.framesOut;
+  out.wire.bytesOut += s.wire.bytesOut;
+  out.wire.framesIn += s.wire.framesIn;
+  out.wire.bytesIn += s.wire.bytesIn;
+}
+
+/** Adds snapshots together (for a server's total); `base` is not modified. */
+export function sumStats(list: readonly StatsSnapshot[], base?: StatsSnapshot): StatsSnapshot {
+  const out = emptyStats();
+  if (base !== undefined) addStats(out, base);
+  for (const s of list) addStats(out, s);
   return out;
 }

@@ -2,7 +2,7 @@ import { EventEmitter } from "eventemitter3";
 import { MemoryBudget } from "../connection/budget.ts";
 import { budgetLimit, Connection, resolveSettings } from "../connection/connection.ts";
 import { checkConnectionOptions } from "../connection/options.ts";
-import { type StatsSnapshot, sumStats } from "../connection/stats.ts";
+import { addStats, emptyStats, type StatsSnapshot, sumStats } from "../connection/stats.ts";
 import type { Authenticator, ConnectionOptions, Handler, Message } from "../connection/types.ts";
 import { PointSubError } from "../errors/error.ts";
 import { Router } from "../router/router.ts";
@@ -297,7 +297,9 @@ export class Server extends EventEmitter<ServerEvents> {
   private readonly sessionClosed = (conn: Connection, error: PointSubError | undefined): void => {
     this.connecting.delete(conn);
     if (this.sessions_.delete(conn)) {
-      this.closedTotals = sumStats([conn.stats()], this.closedTotals);
+      // Folded in place: no copy of the running totals per closed session.
+      this.closedTotals ??= emptyStats();
+      addStats(this.closedTotals, conn.stats());
       this.emit("sessionClose", conn, error);
     } else {
       // The handshake never completed.
