@@ -28,6 +28,16 @@ const route = te.encode("/echo/1.0.0");
 examples.request = hex(
   encodeFrame(FrameType.REQ, Flag.START | Flag.END, 3, cat(varint(route.length), route, te.encode("ping"))),
 );
+// A keyed request (§3.4.1): the same request with idempotency key "order-42" on stream 5.
+const key = te.encode("order-42");
+examples.keyedRequest = hex(
+  encodeFrame(
+    FrameType.REQ,
+    Flag.START | Flag.END | Flag.KEYED,
+    5,
+    cat(varint(route.length), route, varint(key.length), key, te.encode("ping")),
+  ),
+);
 examples.response = hex(encodeFrame(FrameType.RES, Flag.START | Flag.END, 3, cat(Uint8Array.of(0), te.encode("ping"))));
 const code = te.encode("ERR_NO_ROUTE");
 const msg = te.encode("no handler for route /x");

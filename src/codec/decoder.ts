@@ -4,6 +4,7 @@ import { type Crc32c, crc32cCombine, JS_CRC32C_IMPL } from "./crc32c.ts";
 import {
   ALLOWED_FLAGS,
   CRC_LENGTH,
+  Flag,
   FRAME_TYPE_NAMES,
   FrameType,
   ID_VARINT_MAX,
@@ -340,7 +341,8 @@ export class FrameDecoder {
     if (type > FrameType.AUTH) {
       throw new PointSubError("ERR_PROTOCOL", `unknown frame type 0x${type.toString(16)}`);
     }
-    if ((flags & ~ALLOWED_FLAGS[type]) !== 0) {
+    // KEYED (REQ only) must come with START: a key belongs to a request's first frame.
+    if ((flags & ~ALLOWED_FLAGS[type]) !== 0 || ((flags & KEYED_OR_START) === Flag.KEYED && type === FrameType.REQ)) {
       throw new PointSubError("ERR_PROTOCOL", `flags 0x${flags.toString(16)} not allowed on ${FRAME_TYPE_NAMES[type]}`);
     }
     const v = this.v;
@@ -389,6 +391,7 @@ export class FrameDecoder {
 }
 
 const NO_BYTES = new Uint8Array(0);
+const KEYED_OR_START = Flag.KEYED | Flag.START;
 
 /**
  * Frame types whose payload the sink may keep as a view (data a message or

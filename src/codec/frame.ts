@@ -51,13 +51,19 @@ export const Flag = {
   ACK: 0x1,
   /** STREAM only: this frame's data is compressed with the stream's codec. */
   COMPRESSED: 0x4,
+  /**
+   * REQ START only: an idempotency key follows the route head
+   * (docs/PROTOCOL.md §3.4.1). Sent only to a peer whose HELLO has
+   * `Feature.IDEMPOTENCY`.
+   */
+  KEYED: 0x4,
 } as const;
 
 /** Flag bits each frame type may carry; anything else is a protocol error. */
 export const ALLOWED_FLAGS: readonly number[] = [
   0, // HELLO
   Flag.START | Flag.END, // MSG
-  Flag.START | Flag.END, // REQ
+  Flag.START | Flag.END | Flag.KEYED, // REQ (KEYED only with START: checked by the decoder)
   Flag.START | Flag.END, // RES
   0, // CANCEL
   0, // CREDIT

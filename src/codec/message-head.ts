@@ -45,6 +45,58 @@ export function readRouteBounds(buf: Uint8Array, p: number, end: number, v: Vari
   v.next = routeEnd;
 }
 
+/** Longest idempotency key, in bytes (docs/PROTOCOL.md §3.4.1). */
+export const MAX_IDEMPOTENCY_KEY = 64;
+
+/**
+ * An idempotency key as bytes (a string is UTF-8), checked to be 1..64
+ * bytes. Throws ERR_INVALID_ARGUMENT otherwise.
+ */
+export function idempotencyKeyBytes(key: string | Uint8Array): Uint8Array {
+  let bytes: Uint8Array;
+  if (typeof key === "string") bytes = utf8.encode(key);
+  else if (key instanceof Uint8Array) bytes = key;
+  else throw new PointSubError("ERR_INVALID_ARGUMENT", "idempotencyKey must be a string or a Uint8Array");
+  if (bytes.length === 0 || bytes.length > MAX_IDEMPOTENCY_KEY) {
+    throw new PointSubError(
+      "ERR_INVALID_ARGUMENT",
+      `idempotencyKey must be 1..${MAX_IDEMPOTENCY_KEY} bytes, not ${bytes.length}`,
+    );
+  }
+  return bytes;
+}
+
+/**
+ * The head of a keyed request (REQ START with flag KEYED, §3.4.1): the
+ * route head, then `varint keyLength` (1..64) and the key. `key` must
+ * already be checked ({@link idempotencyKeyBytes}).
+ */
+export function encodeKeyedHead(routeHead: Uint8Array, key: Uint8Array): Uint8Array {
+  if (key.length === 0 || key.length > MAX_IDEMPOTENCY_KEY) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", `idempotency key of ${key.length} bytes`);
+  }
+  const head = new Uint8Array(routeHead.length + 1 + key.length);
+  head.set(routeHead, 0);
+  head.set(key, writeVarint(head, routeHead.length, key.length));
+  return head;
+}
+
+/**
+ * Finds the idempotency key of a keyed REQ START at `buf[p..end)` (right
+ * after the route): sets `v.value` to where its bytes start and `v.next`
+ * to where they end (the data begins there). ERR_PROTOCOL for a length
+ * outside 1..64 or a key running past the frame.
+ */
+export function readKeyBounds(buf: Uint8Array, p: number, end: number, v: VarintResult): void {
+  if (readVarint(buf, p, end, 1, v) !== 1 || v.value === 0 || v.value > MAX_IDEMPOTENCY_KEY) {
+    throw new PointSubError("ERR_PROTOCOL", "bad idempotency key length");
+  }
+  const keyEnd = v.next + v.value;
+  if (keyEnd > end) throw new PointSubError("ERR_PROTOCOL", "idempotency key runs past the frame");
+  v.value = v.next;
+  v.next = keyEnd;
+}
+
 /** Reads the declared total length of a chunked message (START frame without END) at `p`. */
 export function readMessageLength(buf: Uint8Array, p: number, end: number, v: VarintResult): void {
   if (readVarint(buf, p, end, 8, v) !== 1) throw new PointSubError("ERR_PROTOCOL", "bad message length");

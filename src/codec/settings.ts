@@ -43,6 +43,12 @@ export const Feature = {
   RESUME: 0x2,
   /** This side requires an AUTH frame from the peer before any other work (section 4.1). */
   AUTH: 0x4,
+  /**
+   * This side understands keyed requests (REQ START with the KEYED flag:
+   * an idempotency key after the route, section 3.4.1). Whether it also
+   * deduplicates them is up to its application (an idempotency store).
+   */
+  IDEMPOTENCY: 0x8,
 } as const;
 
 /** Setting keys on the wire, in HELLO order. */

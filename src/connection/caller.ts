@@ -3,7 +3,9 @@
  * waiting for their answer, the queue of calls over the peer's
  * maxConcurrentRequests, deadlines (one timer per connection) and aborts.
  */
-import { FrameType } from "../codec/frame.ts";
+import { Flag, FrameType } from "../codec/frame.ts";
+import { encodeKeyedHead, idempotencyKeyBytes } from "../codec/message-head.ts";
+import { Feature } from "../codec/settings.ts";
 import type { ErrorCode } from "../errors/codes.ts";
 import { PointSubError } from "../errors/error.ts";
 import { Queue } from "../util/queue.ts";
@@ -57,8 +59,25 @@ export class Caller {
     return this.pending.size + this.waiting.length;
   }
 
-  /** Starts a request (its route head encoded, its size checked); resolves to the response bytes. */
+  /**
+   * Starts a request (its route head encoded, its size checked); resolves
+   * to the response bytes. With `options.idempotencyKey` the key is checked
+   * (1..64 bytes) and, when the peer announced `Feature.IDEMPOTENCY`, sent
+   * after the route (a keyed REQ, docs/PROTOCOL.md §3.4.1).
+   */
   request(route: string, head: Uint8Array, data: Uint8Array, options: RequestOptions): Promise<Uint8Array> {
+    let startFlags = 0;
+    if (options.idempotencyKey !== undefined) {
+      try {
+        const key = idempotencyKeyBytes(options.idempotencyKey);
+        if ((this.link.peer.features & Feature.IDEMPOTENCY) !== 0) {
+          head = encodeKeyedHead(head, key);
+          startFlags = Flag.KEYED;
+        }
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    }
     const signal = options.signal;
     if (signal?.aborted) {
       return Promise.reject(
@@ -75,6 +94,7 @@ export class Caller {
         type: FrameType.REQ,
         route,
         head,
+        startFlags,
         data,
         resolve,
         reject,
@@ -104,7 +124,7 @@ export class Caller {
     call.id = this.outbox.allocId();
     call.started = true;
     this.pending.add(call);
-    this.outbox.writeBody(FrameType.REQ, call.id, call.head, call.data);
+    this.outbox.writeBody(FrameType.REQ, call.id, call.head, call.data, undefined, call.startFlags);
   }
 
   /** Settles a call with an error from this side (timeout, abort) and tells the peer. */

@@ -16,6 +16,11 @@ export class ServerCall implements RequestContext, IncomingRequest, CallContext 
   readonly route: string;
   readonly id: number;
   readonly data: Uint8Array;
+  /**
+   * The request's idempotency key (a keyed REQ, docs/PROTOCOL.md §3.4.1),
+   * or undefined. A copy: it stays valid after the call.
+   */
+  readonly idempotencyKey: Uint8Array | undefined;
   /** The incoming stream, for a stream call. */
   stream: IncomingStream | undefined = undefined;
   done = false;
@@ -24,12 +29,20 @@ export class ServerCall implements RequestContext, IncomingRequest, CallContext 
   private ac: AbortController | undefined;
   private abortReason: PointSubError | undefined;
   private state_: Record<string, unknown> | undefined;
-  constructor(kind: "request" | "stream", session: Connection, route: string, id: number, data: Uint8Array) {
+  constructor(
+    kind: "request" | "stream",
+    session: Connection,
+    route: string,
+    id: number,
+    data: Uint8Array,
+    idempotencyKey?: Uint8Array,
+  ) {
     this.kind = kind;
     this.session = session;
     this.route = route;
     this.id = id;
     this.data = data;
+    this.idempotencyKey = idempotencyKey;
   }
   text(): string {
     return decoder.decode(this.data);
@@ -63,6 +76,8 @@ export interface PendingCall {
   type: number;
   route: string;
   head: Uint8Array;
+  /** Extra flags of the REQ START frame: `Flag.KEYED` when `head` ends with an idempotency key (absent: none). */
+  startFlags?: number;
   data: Uint8Array;
   resolve: (data: Uint8Array) => void;
   reject: (err: PointSubError) => void;

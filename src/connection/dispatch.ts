@@ -47,6 +47,7 @@ class MessageContext implements CallContext {
   readonly route = "";
   readonly signal = NEVER;
   readonly stream = undefined;
+  readonly idempotencyKey = undefined;
   readonly session: Connection;
   readonly data: Uint8Array;
   readonly message: IncomingMessage;
@@ -151,9 +152,11 @@ export class Dispatcher {
   /**
    * A complete request from the peer. `charged` is what its body holds of
    * the memory budget (-1: not charged yet, a single frame); it stays
-   * charged while the handler may hold the body.
+   * charged while the handler may hold the body. `key` is the idempotency
+   * key of a keyed request (docs/PROTOCOL.md §3.4.1), for the middleware
+   * and the handler to see.
    */
-  handleRequest(id: number, route: string, data: Uint8Array, charged: number): void {
+  handleRequest(id: number, route: string, data: Uint8Array, charged: number, key?: Uint8Array): void {
     this.stats.requestsHandled++;
     const router = this.router;
     const direct = !router.hasMiddleware;
@@ -177,7 +180,7 @@ export class Dispatcher {
       }
     }
     // One object is the request, its handler's context and the middleware's: one allocation per call.
-    const call = new ServerCall("request", this.session, route, id, data);
+    const call = new ServerCall("request", this.session, route, id, data, key);
     call.charged = charged;
     let result: HandlerResult | Promise<HandlerResult>;
     try {

@@ -7,7 +7,7 @@
  */
 
 import { Flag, FrameType, Status } from "../codec/frame.ts";
-import { decodeErrorBody, readMessageLength, readRouteBounds } from "../codec/message-head.ts";
+import { decodeErrorBody, readKeyBounds, readMessageLength, readRouteBounds } from "../codec/message-head.ts";
 import type { VarintResult } from "../codec/varint.ts";
 import { codeForErrno } from "../errors/codes.ts";
 import { PointSubError } from "../errors/error.ts";
@@ -41,6 +41,8 @@ interface Assembly {
   buf: Uint8Array | null;
   filled: number;
   route: string;
+  /** A keyed request's idempotency key (a copy), else undefined. */
+  key: Uint8Array | undefined;
   status: number;
   streamUsed: number;
   streamUnacked: number;
@@ -167,12 +169,19 @@ export class Inbound {
       this.link.checkIncomingSize(total);
     }
     let route = "";
+    let key: Uint8Array | undefined;
     let status = Status.OK as number;
     let call: PendingCall | undefined;
     if (type === FrameType.REQ) {
       readRouteBounds(buf, p, end, v);
       route = this.decodeRoute(buf, v.value, v.next);
       p = v.next;
+      if ((flags & Flag.KEYED) !== 0) {
+        // A keyed request (§3.4.1): the key follows the route. Copied: `buf` may be reused.
+        readKeyBounds(buf, p, end, v);
+        key = buf.slice(v.value, v.next);
+        p = v.next;
+      }
       if (++dispatcher.openRequests > this.link.local.maxConcurrentRequests) {
         throw new PointSubError("ERR_TOO_MANY_REQUESTS", "peer exceeded maxConcurrentRequests");
       }
@@ -196,7 +205,7 @@ export class Inbound {
     const data = buf.subarray(p, end);
     if (single) {
       this.link.checkIncomingSize(data.length);
-      this.deliver(type, id, route, data, call);
+      this.deliver(type, id, route, data, call, -1, key);
       return;
     }
     if (data.length > total) throw new PointSubError("ERR_PROTOCOL", "first chunk larger than the message");
@@ -239,6 +248,7 @@ export class Inbound {
       buf: target,
       filled: data.length,
       route,
+      key,
       status,
       streamUsed: end - start,
       streamUnacked: end - start,
@@ -286,13 +296,22 @@ export class Inbound {
       return;
     }
     this.assemblyBytes -= a.total;
-    this.deliver(type, id, a.route, a.buf, type === FrameType.RES ? this.caller.pending.get(id) : undefined, a.charged);
+    this.deliver(
+      type,
+      id,
+      a.route,
+      a.buf,
+      type === FrameType.RES ? this.caller.pending.get(id) : undefined,
+      a.charged,
+      a.key,
+    );
   }
 
   /**
    * Hands a complete message on. `charged` is what its assembly held of the
    * budget (-1 for a single frame): a request keeps it while its handler
-   * runs; anything else returns it now.
+   * runs; anything else returns it now. `key` is a keyed request's
+   * idempotency key.
    */
   private deliver(
     type: number,
@@ -301,10 +320,11 @@ export class Inbound {
     data: Uint8Array,
     call: PendingCall | undefined,
     charged = -1,
+    key?: Uint8Array,
   ): void {
     this.stats.received(data.length);
     if (type === FrameType.REQ) {
-      this.dispatcher.handleRequest(id, route, data, charged);
+      this.dispatcher.handleRequest(id, route, data, charged, key);
       return;
     }
     if (charged > 0) this.budget.release(charged);

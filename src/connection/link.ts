@@ -39,7 +39,7 @@ export function resolveSettings(o: ConnectionOptions, requireAuth: boolean, code
     maxFrameSize: o.maxFrameSize ?? DEFAULT_SETTINGS.maxFrameSize,
     maxMessageSize,
     checksum: o.checksum === false ? 0 : 1,
-    features: Feature.STREAMS | Feature.RESUME | (requireAuth ? Feature.AUTH : 0),
+    features: Feature.STREAMS | Feature.RESUME | Feature.IDEMPOTENCY | (requireAuth ? Feature.AUTH : 0),
     compression: codecMask,
     connectionWindow: o.connectionWindow ?? DEFAULT_SETTINGS.connectionWindow,
     streamWindow: o.streamWindow ?? DEFAULT_SETTINGS.streamWindow,

@@ -67,6 +67,7 @@ export class Outbox {
     single: boolean,
     resolve: (() => void) | undefined,
     reject: ((e: PointSubError) => void) | undefined,
+    startFlags = 0,
   ): OutMessage {
     const p = this.link.peer;
     return {
@@ -79,6 +80,7 @@ export class Outbox {
       credit: p.streamWindow,
       chunk: frameLimit(p, chunkSizeFor(data.length)),
       single,
+      startFlags,
       resolve,
       reject,
     };
@@ -91,17 +93,21 @@ export class Outbox {
     });
   }
 
-  /** Writes a message body (REQ or RES) that the engine tracks itself; `onDone` once handed over. */
-  writeBody(type: number, id: number, head: Uint8Array, data: Uint8Array, onDone?: () => void): void {
+  /**
+   * Writes a message body (REQ or RES) that the engine tracks itself;
+   * `onDone` once handed over. `startFlags` are extra flags of its START
+   * frame (a keyed REQ: `Flag.KEYED`, its key at the end of `head`).
+   */
+  writeBody(type: number, id: number, head: Uint8Array, data: Uint8Array, onDone?: () => void, startFlags = 0): void {
     if (head.length + data.length <= this.link.msgSingleMax) {
-      if (this.writer.trySendNow(type, id, head, data)) {
+      if (this.writer.trySendNow(type, id, head, data, startFlags)) {
         onDone?.();
         return;
       }
-      this.writer.enqueue(this.outMessage(type, id, head, data, true, onDone, undefined));
+      this.writer.enqueue(this.outMessage(type, id, head, data, true, onDone, undefined, startFlags));
       return;
     }
-    this.writer.enqueue(this.outMessage(type, id, head, data, false, onDone, undefined));
+    this.writer.enqueue(this.outMessage(type, id, head, data, false, onDone, undefined, startFlags));
   }
 
   sendCancel(id: number, code: ErrorCode): void {

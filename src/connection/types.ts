@@ -31,6 +31,15 @@ export interface RequestContext {
   readonly session: Connection;
   /** The route. */
   readonly route: string;
+  /**
+   * The request's idempotency key (bytes as sent; a string key arrives as
+   * its UTF-8), when the caller sent one with
+   * {@link RequestOptions.idempotencyKey} and this side announced the
+   * feature (every pointsub peer does); undefined otherwise. Handlers may
+   * use it themselves; the `idempotency()` middleware uses it to run a
+   * handler at most once per key.
+   */
+  readonly idempotencyKey?: Uint8Array | undefined;
 }
 
 /** What a handler may return: the response bytes, text, or nothing (an empty response). */

@@ -41,6 +41,8 @@ export interface OutMessage {
   chunk: number;
   /** Whether this message goes out as one frame. */
   single: boolean;
+  /** Extra flags of the START frame (REQ: KEYED); 0 or absent for none. */
+  startFlags?: number;
   resolve: (() => void) | undefined;
   reject: ((err: PointSubError) => void) | undefined;
   /**
@@ -173,13 +175,13 @@ export class FrameWriter {
    * Tries to write a single-frame message right away. Returns false when it
    * must be queued (not writable, credit short, or others waiting).
    */
-  trySendNow(type: number, id: number, head: Uint8Array, data: Uint8Array): boolean {
+  trySendNow(type: number, id: number, head: Uint8Array, data: Uint8Array, startFlags = 0): boolean {
     const len = head.length + data.length;
     if (!this.writable || this.pumping || this.singles.length !== 0 || this.connCredit < len || this.closed) {
       return false;
     }
     this.connCredit -= len;
-    this.encode(type, Flag.START | Flag.END, id, -1, head, data, 0, data.length);
+    this.encode(type, Flag.START | Flag.END | startFlags, id, -1, head, data, 0, data.length);
     if (this.batched() >= FLUSH_BYTES) this.flush();
     else this.scheduleFlush();
     return true;
@@ -348,7 +350,7 @@ export class FrameWriter {
         this.singles.shift();
         this.connCredit -= len;
         if (m.type === FrameType.RES) this.answerQueued -= len;
-        this.encode(m.type, Flag.START | Flag.END, m.id, -1, m.head, m.data, 0, m.data.length);
+        this.encode(m.type, Flag.START | Flag.END | (m.startFlags ?? 0), m.id, -1, m.head, m.data, 0, m.data.length);
         progressed = true;
         m.resolve?.();
         if (this.batched() >= FLUSH_BYTES) {
@@ -391,7 +393,7 @@ export class FrameWriter {
       const start = m.offset;
       const end = start + dataBytes;
       const last = end === total;
-      const flags = (m.started ? 0 : Flag.START) | (last ? Flag.END : 0);
+      const flags = (m.started ? 0 : Flag.START | (m.startFlags ?? 0)) | (last ? Flag.END : 0);
       this.encode(m.type, flags, m.id, m.started ? -1 : total, m.started ? EMPTY : m.head, m.data, start, end);
       if (!m.started) {
         this.assemblyOpen += total;

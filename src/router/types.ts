@@ -38,6 +38,13 @@ export interface CallContext {
   readonly data: Uint8Array;
   /** The incoming stream, for kind "stream". */
   readonly stream: IncomingStream | undefined;
+  /**
+   * The request's idempotency key, when the caller sent one
+   * (`request(route, data, { idempotencyKey })`, docs/PROTOCOL.md §3.4.1);
+   * undefined for unkeyed requests, streams and one-way messages. The
+   * `idempotency()` middleware answers duplicates of a key from its store.
+   */
+  readonly idempotencyKey: Uint8Array | undefined;
   /** Free per-call storage for middleware (created on first use). */
   readonly state: Record<string, unknown>;
 }

@@ -19,12 +19,18 @@ import {
   encodePreface,
   MAX_CREDIT,
 } from "../../src/codec/control.ts";
-import { MAGIC, Status } from "../../src/codec/frame.ts";
+import { FrameDecoder } from "../../src/codec/decoder.ts";
+import { encodeFrame } from "../../src/codec/encoder.ts";
+import { Flag, FrameType, MAGIC, Status } from "../../src/codec/frame.ts";
 import {
   decodeErrorBody,
   encodeErrorHead,
+  encodeKeyedHead,
   encodeRouteHead,
+  idempotencyKeyBytes,
+  MAX_IDEMPOTENCY_KEY,
   MAX_ROUTE,
+  readKeyBounds,
   readRouteBounds,
 } from "../../src/codec/message-head.ts";
 import {
@@ -127,6 +133,67 @@ describe("codec/message-head", () => {
       }),
     );
     total((b) => decodeErrorBody(b, 0, b.length));
+  });
+});
+
+describe("codec/message-head: keyed requests (§3.4.1)", () => {
+  it("a keyed head is the route head, varint key length and the key; both read back", () => {
+    fc.assert(
+      fc.property(
+        fc.string({ minLength: 1, maxLength: 60 }),
+        fc.uint8Array({ minLength: 1, maxLength: MAX_IDEMPOTENCY_KEY }),
+        fc.uint8Array({ maxLength: 32 }),
+        (route, key, data) => {
+          const routeHead = encodeRouteHead(route);
+          const head = encodeKeyedHead(routeHead, key);
+          assert.deepEqual(head.subarray(0, routeHead.length), routeHead);
+          assert.equal(head[routeHead.length], key.length);
+          const payload = new Uint8Array([...head, ...data]);
+          const v = { value: 0, next: 0 };
+          readRouteBounds(payload, 0, payload.length, v);
+          assert.equal(new TextDecoder().decode(payload.subarray(v.value, v.next)), route);
+          readKeyBounds(payload, v.next, payload.length, v);
+          assert.deepEqual(payload.slice(v.value, v.next), key);
+          assert.deepEqual(payload.slice(v.next), data);
+        },
+      ),
+      { numRuns: RUNS },
+    );
+  });
+  it("key lengths outside 1..64 are refused: ERR_INVALID_ARGUMENT on encode, ERR_PROTOCOL on decode", () => {
+    assert.throws(() => idempotencyKeyBytes(""), { code: "ERR_INVALID_ARGUMENT" });
+    assert.throws(() => idempotencyKeyBytes(new Uint8Array(65)), { code: "ERR_INVALID_ARGUMENT" });
+    assert.throws(() => idempotencyKeyBytes("é".repeat(33)), { code: "ERR_INVALID_ARGUMENT" }); // 66 bytes of UTF-8
+    assert.throws(() => idempotencyKeyBytes(42 as unknown as string), { code: "ERR_INVALID_ARGUMENT" });
+    assert.deepEqual(idempotencyKeyBytes("k"), new Uint8Array([0x6b]));
+    assert.equal(idempotencyKeyBytes(new Uint8Array(64)).length, 64);
+    assert.throws(() => encodeKeyedHead(encodeRouteHead("/r"), new Uint8Array(0)), { code: "ERR_INVALID_ARGUMENT" });
+    const v = { value: 0, next: 0 };
+    assert.throws(() => readKeyBounds(new Uint8Array([0]), 0, 1, v), { code: "ERR_PROTOCOL" }); // length 0
+    assert.throws(() => readKeyBounds(new Uint8Array([65, ...new Uint8Array(65)]), 0, 66, v), { code: "ERR_PROTOCOL" });
+    assert.throws(() => readKeyBounds(new Uint8Array([0x80, 0x01]), 0, 2, v), { code: "ERR_PROTOCOL" }); // 128
+    assert.throws(() => readKeyBounds(new Uint8Array([3, 1, 2]), 0, 3, v), { code: "ERR_PROTOCOL" }); // runs past
+    assert.throws(() => readKeyBounds(new Uint8Array(0), 0, 0, v), { code: "ERR_PROTOCOL" }); // missing
+    total((b) => readKeyBounds(b, 0, b.length, { value: 0, next: 0 }));
+  });
+  it("the decoder takes KEYED on a REQ START and refuses it anywhere else", () => {
+    const decode = (type: number, flags: number, id: number): number[] => {
+      const got: number[] = [];
+      const d = new FrameDecoder({ onPreface() {}, onFrame: (_t, f) => got.push(f) }, 1 << 20);
+      d.push(new Uint8Array([...MAGIC, 1, 1]));
+      d.push(encodeFrame(type, flags, id, new Uint8Array([1, 0x72])));
+      return got;
+    };
+    assert.deepEqual(decode(FrameType.REQ, Flag.START | Flag.END | Flag.KEYED, 1), [7]);
+    assert.deepEqual(decode(FrameType.REQ, Flag.START | Flag.KEYED, 1), [5]);
+    for (const [type, flags] of [
+      [FrameType.REQ, Flag.KEYED],
+      [FrameType.REQ, Flag.END | Flag.KEYED],
+      [FrameType.MSG, Flag.START | Flag.END | Flag.KEYED],
+      [FrameType.RES, Flag.START | Flag.END | Flag.KEYED],
+    ]) {
+      assert.throws(() => decode(type, flags, 1), { code: "ERR_PROTOCOL" }, `type ${type} flags ${flags}`);
+    }
   });
 });
 
