@@ -180,6 +180,20 @@ export {
   type SendFileOptions,
   sendFile,
 } from "./node/send-file.ts";
+export {
+  type IdempotencyEntry,
+  type IdempotencyOptions,
+  type IdempotencyOutcome,
+  type IdempotencyStore,
+  idempotency,
+  idempotencyStoreKey,
+  MEMORY_ENTRY_OVERHEAD,
+  type MemoryIdempotencyStats,
+  type MemoryIdempotencyStore,
+  type MemoryIdempotencyStoreOptions,
+  memoryIdempotencyStore,
+  principalScope,
+} from "./router/idempotency.ts";
 export { Router } from "./router/router.ts";
 export type { CallContext, Middleware, StreamRoute } from "./router/types.ts";
 export { type Crc32cProvider, createRuntime, type Runtime, type RuntimeParts } from "./runtime/runtime.ts";

@@ -5,6 +5,7 @@ import { checkConnectionOptions } from "../connection/options.ts";
 import { addStats, emptyStats, type StatsSnapshot, sumStats } from "../connection/stats.ts";
 import type { Authenticator, ConnectionOptions, Handler, Message } from "../connection/types.ts";
 import { PointSubError } from "../errors/error.ts";
+import { type IdempotencyOptions, idempotency } from "../router/idempotency.ts";
 import { Router } from "../router/router.ts";
 import type { Middleware, ResumeLookup } from "../router/types.ts";
 import type { Runtime } from "../runtime/runtime.ts";
@@ -36,6 +37,12 @@ export interface ServerOptions extends ConnectionOptions {
    * throw refuses the client with ERR_UNAUTHORIZED. See {@link tokenAuth}.
    */
   authenticate?: Authenticator;
+  /**
+   * Run each handler at most once per idempotency key: `true` installs the
+   * {@link idempotency} middleware with its defaults (an in-memory store),
+   * an object passes its options (e.g. a shared `store`). Default off.
+   */
+  idempotency?: boolean | IdempotencyOptions;
 }
 
 /** Connections set up per event-loop turn; more wait for the next turn. */
@@ -103,6 +110,10 @@ export class Server extends EventEmitter<ServerEvents> {
     this.options = options;
     checkConnectionOptions(options);
     this.settings = resolveSettings(options, options.authenticate !== undefined, this.runtime.codecs.mask());
+    if (options.idempotency !== undefined && options.idempotency !== false) {
+      // Outermost, so that nothing else runs twice for a duplicate either.
+      this.router.use(idempotency(options.idempotency === true ? {} : options.idempotency));
+    }
     this.budget = new MemoryBudget(budgetLimit(options, this.settings, this.runtime.memoryLimit()));
   }
 

@@ -22,12 +22,23 @@ export interface FaultProxy {
   url: string;
   /** Bytes forwarded so far per direction. */
   bytes: Record<Direction, number>;
+  /** Bytes discarded so far per direction while it was blackholed (see {@link FaultProxy.blackhole}). */
+  dropped: Record<Direction, number>;
   /** Closes every proxied pair now. */
   cutAll(): void;
   /** Stops reading the `dir` byte stream (its sender's writes back up, as if the receiver stopped reading). */
   hold(dir: Direction): void;
   /** Reads the `dir` byte stream again. */
   release(dir: Direction): void;
+  /**
+   * Discards every byte that goes `dir` from now on (counted in `dropped`),
+   * while the connection stays open: the peer's writes succeed and vanish,
+   * as on a stalled link. E.g. `blackhole("down")` loses the server's
+   * answers to requests that still reach it.
+   */
+  blackhole(dir: Direction): void;
+  /** Forwards `dir` again (what was discarded stays lost). */
+  unblackhole(dir: Direction): void;
   close(): Promise<void>;
 }
 
@@ -38,6 +49,8 @@ export async function startProxy(target: string, faults: Faults = {}): Promise<F
   const bytes: Record<Direction, number> = { up: 0, down: 0 };
   const cutPoints = [...(faults.cutAt?.bytes ?? [])];
   const held: Record<Direction, boolean> = { up: false, down: false };
+  const dropped: Record<Direction, number> = { up: 0, down: 0 };
+  const blackholed: Record<Direction, boolean> = { up: false, down: false };
   const server = net.createServer((client) => {
     const upstream = net.connect({ host: t.hostname, port: Number(t.port) });
     const pair: [net.Socket, net.Socket] = [client, upstream];
@@ -49,6 +62,10 @@ export async function startProxy(target: string, faults: Faults = {}): Promise<F
     };
     const pipe = (from: net.Socket, to: net.Socket, dir: Direction) => {
       from.on("data", (chunk: Buffer) => {
+        if (blackholed[dir]) {
+          dropped[dir] += chunk.length;
+          return;
+        }
         let data = chunk;
         const start = bytes[dir];
         const end = start + data.length;
@@ -102,6 +119,7 @@ export async function startProxy(target: string, faults: Faults = {}): Promise<F
   return {
     url: `tcp://127.0.0.1:${port}`,
     bytes,
+    dropped,
     cutAll,
     hold(dir) {
       held[dir] = true;
@@ -110,6 +128,12 @@ export async function startProxy(target: string, faults: Faults = {}): Promise<F
     release(dir) {
       held[dir] = false;
       for (const pair of pairs) sender(pair, dir).resume();
+    },
+    blackhole(dir) {
+      blackholed[dir] = true;
+    },
+    unblackhole(dir) {
+      blackholed[dir] = false;
     },
     close() {
       cutAll();

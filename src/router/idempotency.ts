@@ -1,0 +1,569 @@
+/**
+ * Idempotent requests (docs/PROTOCOL.md §3.4.1): a request that carries an
+ * idempotency key runs its handler at most once per key. The
+ * {@link idempotency} middleware claims the key in an
+ * {@link IdempotencyStore} before the handler runs and stores what it
+ * answered; a duplicate (a retry on the same or a new connection) gets the
+ * stored answer, or waits while the first attempt still runs.
+ *
+ * The store is an interface so that several servers can share one (a
+ * Redis implementation keeps the same four operations);
+ * {@link memoryIdempotencyStore} is the in-process one, bounded by entry
+ * count, bytes and age.
+ */
+import { codeInfo, type ErrorCode } from "../errors/codes.ts";
+import { PointSubError } from "../errors/error.ts";
+import type { CallContext, HandlerResult, Middleware } from "./types.ts";
+
+/** What a keyed request was answered with, as a store keeps it. */
+export type IdempotencyOutcome =
+  | { readonly ok: true; readonly data: Uint8Array }
+  | { readonly ok: false; readonly code: ErrorCode; readonly message: string };
+
+/** A key's entry in an {@link IdempotencyStore}. */
+export type IdempotencyEntry =
+  /** A handler runs for the key (claimed by `token`). */
+  | { readonly state: "running"; readonly token: string }
+  /** The key's request was answered with `outcome`. */
+  | { readonly state: "done"; readonly outcome: IdempotencyOutcome };
+
+/**
+ * Where the {@link idempotency} middleware keeps keys: claimed (a handler
+ * runs) and completed (the answer). Keys are opaque strings the middleware
+ * builds from the principal's scope, the route and the key bytes.
+ *
+ * A store decides its own bounds and expiry; it must make {@link begin}
+ * atomic (of concurrent begins for one key, exactly one claims it), so that
+ * a handler runs at most once per key while the key's entry is kept.
+ */
+export interface IdempotencyStore {
+  /**
+   * Claims `key` for a handler about to run: when the key has no live
+   * entry, records it as running under `token` for at most `leaseMs` and
+   * resolves to undefined (the caller runs the handler, then calls
+   * {@link complete} or {@link fail}). Otherwise resolves to the entry as
+   * it stands and changes nothing. May reject with ERR_OVERLOADED when the
+   * store has no room for another running key (nothing runs then).
+   */
+  begin(key: string, token: string, leaseMs: number): Promise<IdempotencyEntry | undefined>;
+  /** The live entry of `key`, or undefined. */
+  get(key: string): Promise<IdempotencyEntry | undefined>;
+  /**
+   * Records the answer of the claim `token` on `key` (or of a key whose
+   * claim expired meanwhile), wakes its waiters and keeps it for the
+   * store's time to live. Does nothing when another claim holds the key.
+   */
+  complete(key: string, token: string, outcome: IdempotencyOutcome): Promise<void>;
+  /**
+   * Drops the claim `token` on `key` without an answer (the attempt failed
+   * in a way worth retrying): the next attempt with the key runs the
+   * handler. Its waiters wake with undefined.
+   */
+  fail(key: string, token: string): Promise<void>;
+  /**
+   * Resolves once `key` is no longer running: to its done entry, or to
+   * undefined when its claim was failed, expired or dropped (or the key
+   * has no entry). Rejects with `signal.reason` when `signal` aborts first.
+   */
+  wait(key: string, signal: AbortSignal): Promise<IdempotencyEntry | undefined>;
+}
+
+/** Options of {@link memoryIdempotencyStore}. */
+export interface MemoryIdempotencyStoreOptions {
+  /** Most entries (running and done) kept at once. Default 10,000. */
+  maxEntries?: number;
+  /**
+   * Most bytes kept at once: stored responses and error messages, keys,
+   * and a fixed per-entry overhead ({@link MEMORY_ENTRY_OVERHEAD}).
+   * Default 32 MiB.
+   */
+  maxBytes?: number;
+  /** How long a done entry is kept after its request completed, in ms. Default 600,000 (10 minutes). */
+  ttlMs?: number;
+}
+
+/** What a {@link MemoryIdempotencyStore} holds now and has dropped. */
+export interface MemoryIdempotencyStats {
+  /** Entries kept (running + done). */
+  entries: number;
+  /** Keys whose handler runs. */
+  running: number;
+  /** Bytes counted against `maxBytes`. */
+  bytes: number;
+  /** Done entries dropped to make room (least recently used first). */
+  evicted: number;
+  /** Entries dropped because they outlived `ttlMs` (done) or their lease (running). */
+  expired: number;
+  /** Claims refused with ERR_OVERLOADED because running keys filled the store. */
+  refused: number;
+}
+
+/** The in-process {@link IdempotencyStore}: LRU by count and bytes, with a time to live. */
+export interface MemoryIdempotencyStore extends IdempotencyStore {
+  /** Entries kept now (running + done); never more than `maxEntries`. */
+  readonly size: number;
+  /** Bytes kept now; never more than `maxBytes`. */
+  readonly bytes: number;
+  /** Counters. */
+  stats(): MemoryIdempotencyStats;
+  /** Drops every entry (running claims too: their waiters wake with undefined). */
+  clear(): void;
+}
+
+/** Bytes a memory store counts per entry on top of its key and stored answer. */
+export const MEMORY_ENTRY_OVERHEAD = 128;
+
+interface Waiter {
+  resolve(entry: IdempotencyEntry | undefined): void;
+  reject(reason: unknown): void;
+  signal: AbortSignal;
+  onAbort: () => void;
+}
+
+interface RunningSlot {
+  readonly token: string;
+  readonly bytes: number;
+  readonly expiresAt: number;
+  waiters: Waiter[] | undefined;
+}
+
+interface DoneSlot {
+  readonly entry: IdempotencyEntry & { state: "done" };
+  readonly bytes: number;
+  readonly expiresAt: number;
+}
+
+function positive(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !(value > 0) || (!Number.isSafeInteger(value) && value !== Infinity)) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", `${name} must be a positive integer, not ${String(value)}`);
+  }
+  return value;
+}
+
+function outcomeBytes(o: IdempotencyOutcome): number {
+  return o.ok ? o.data.length : 2 * (o.code.length + o.message.length);
+}
+
+class MemoryStore implements MemoryIdempotencyStore {
+  private readonly maxEntries: number;
+  private readonly maxBytes: number;
+  private readonly ttlMs: number;
+  /** Done entries, least recently used first (a hit moves an entry to the end). */
+  private readonly done = new Map<string, DoneSlot>();
+  private readonly running = new Map<string, RunningSlot>();
+  private bytes_ = 0;
+  private evicted = 0;
+  private expired = 0;
+  private refused = 0;
+
+  constructor(o: MemoryIdempotencyStoreOptions) {
+    this.maxEntries = positive("maxEntries", o.maxEntries, 10_000);
+    this.maxBytes = positive("maxBytes", o.maxBytes, 32 * 1024 * 1024);
+    this.ttlMs = positive("ttlMs", o.ttlMs, 600_000);
+  }
+
+  get size(): number {
+    return this.done.size + this.running.size;
+  }
+
+  get bytes(): number {
+    return this.bytes_;
+  }
+
+  stats(): MemoryIdempotencyStats {
+    return {
+      entries: this.size,
+      running: this.running.size,
+      bytes: this.bytes_,
+      evicted: this.evicted,
+      expired: this.expired,
+      refused: this.refused,
+    };
+  }
+
+  clear(): void {
+    for (const [key, r] of [...this.running]) this.endRunning(key, r, undefined);
+    this.done.clear();
+    this.bytes_ = 0;
+  }
+
+  begin(key: string, token: string, leaseMs: number): Promise<IdempotencyEntry | undefined> {
+    const now = Date.now();
+    const live = this.live(key, now);
+    if (live !== undefined) return Promise.resolve(live);
+    const bytes = MEMORY_ENTRY_OVERHEAD + 2 * key.length;
+    if (!this.makeRoom(bytes, now)) {
+      this.refused++;
+      return Promise.reject(
+        new PointSubError("ERR_OVERLOADED", "the idempotency store is full of running requests; retry later"),
+      );
+    }
+    this.running.set(key, { token, bytes, expiresAt: now + leaseMs, waiters: undefined });
+    this.bytes_ += bytes;
+    return Promise.resolve(undefined);
+  }
+
+  get(key: string): Promise<IdempotencyEntry | undefined> {
+    return Promise.resolve(this.live(key, Date.now()));
+  }
+
+  complete(key: string, token: string, outcome: IdempotencyOutcome): Promise<void> {
+    const now = Date.now();
+    const r = this.running.get(key);
+    if (r !== undefined && r.token !== token && r.expiresAt > now) return RESOLVED; // another claim holds it
+    const d = this.done.get(key);
+    if (d !== undefined && d.expiresAt > now) {
+      // Completed by a later claim after this one's lease ran out: the first answer stays.
+      if (r !== undefined) this.endRunning(key, r, d.entry);
+      return RESOLVED;
+    }
+    if (d !== undefined) this.dropDone(key, d);
+    const entry = { state: "done", outcome } as const;
+    if (r !== undefined) {
+      this.running.delete(key);
+      this.bytes_ -= r.bytes;
+    }
+    const bytes = MEMORY_ENTRY_OVERHEAD + 2 * key.length + outcomeBytes(outcome);
+    if (bytes <= this.maxBytes && this.makeRoom(bytes, now)) {
+      this.done.set(key, { entry, bytes, expiresAt: now + this.ttlMs });
+      this.bytes_ += bytes;
+    }
+    if (r !== undefined) wake(r, entry);
+    return RESOLVED;
+  }
+
+  fail(key: string, token: string): Promise<void> {
+    const r = this.running.get(key);
+    if (r !== undefined && r.token === token) this.endRunning(key, r, undefined);
+    return RESOLVED;
+  }
+
+  wait(key: string, signal: AbortSignal): Promise<IdempotencyEntry | undefined> {
+    if (signal.aborted) return Promise.reject(signal.reason);
+    const live = this.live(key, Date.now());
+    if (live === undefined || live.state === "done") return Promise.resolve(live);
+    const r = this.running.get(key) as RunningSlot;
+    return new Promise((resolve, reject) => {
+      const w: Waiter = {
+        resolve,
+        reject,
+        signal,
+        onAbort: () => {
+          if (r.waiters !== undefined) {
+            const i = r.waiters.indexOf(w);
+            if (i >= 0) r.waiters.splice(i, 1);
+          }
+          reject(signal.reason);
+        },
+      };
+      signal.addEventListener("abort", w.onAbort, { once: true });
+      r.waiters ??= [];
+      r.waiters.push(w);
+    });
+  }
+
+  /** The key's entry unless expired (an expired one is dropped); a done hit becomes most recently used. */
+  private live(key: string, now: number): IdempotencyEntry | undefined {
+    const d = this.done.get(key);
+    if (d !== undefined) {
+      if (d.expiresAt > now) {
+        this.done.delete(key);
+        this.done.set(key, d);
+        return d.entry;
+      }
+      this.expired++;
+      this.dropDone(key, d);
+    }
+    const r = this.running.get(key);
+    if (r === undefined) return undefined;
+    if (r.expiresAt > now) return { state: "running", token: r.token };
+    this.expired++;
+    this.endRunning(key, r, undefined);
+    return undefined;
+  }
+
+  /**
+   * Evicts done entries (expired ones, then least recently used) until
+   * `bytes` more fit; then, if running keys alone fill the store, drops
+   * those whose lease ran out. False when there is still no room.
+   */
+  private makeRoom(bytes: number, now: number): boolean {
+    const fits = () => this.size + 1 <= this.maxEntries && this.bytes_ + bytes <= this.maxBytes;
+    while (!fits() && this.done.size !== 0) {
+      const [key, d] = this.done.entries().next().value as [string, DoneSlot];
+      if (d.expiresAt <= now) this.expired++;
+      else this.evicted++;
+      this.dropDone(key, d);
+    }
+    if (fits()) return true;
+    for (const [key, r] of [...this.running]) {
+      if (r.expiresAt <= now) {
+        this.expired++;
+        this.endRunning(key, r, undefined);
+      }
+    }
+    return fits();
+  }
+
+  private dropDone(key: string, d: DoneSlot): void {
+    this.done.delete(key);
+    this.bytes_ -= d.bytes;
+  }
+
+  private endRunning(key: string, r: RunningSlot, entry: IdempotencyEntry | undefined): void {
+    this.running.delete(key);
+    this.bytes_ -= r.bytes;
+    wake(r, entry);
+  }
+}
+
+function wake(r: RunningSlot, entry: IdempotencyEntry | undefined): void {
+  const ws = r.waiters;
+  if (ws === undefined) return;
+  r.waiters = undefined;
+  for (const w of ws) {
+    w.signal.removeEventListener("abort", w.onAbort);
+    w.resolve(entry);
+  }
+}
+
+const RESOLVED: Promise<void> = Promise.resolve();
+
+/**
+ * The in-process {@link IdempotencyStore}. Bounded whatever the peers
+ * send: at most `maxEntries` entries and `maxBytes` bytes (done entries
+ * are evicted least recently used first; when running keys alone fill it,
+ * new claims are refused with ERR_OVERLOADED), done entries expire after
+ * `ttlMs`. Expiry is lazy (checked on access and when room is needed): the
+ * store runs no timer. An answer larger than `maxBytes` is not kept.
+ */
+export function memoryIdempotencyStore(options: MemoryIdempotencyStoreOptions = {}): MemoryIdempotencyStore {
+  return new MemoryStore(options);
+}
+
+/** Options of the {@link idempotency} middleware. */
+export interface IdempotencyOptions {
+  /** Where keys are kept. Default: a new {@link memoryIdempotencyStore} with its defaults. */
+  store?: IdempotencyStore;
+  /**
+   * How long a duplicate waits for the first attempt still running, in
+   * ms, before it fails with ERR_TIMEOUT (retryable). It also stops
+   * waiting when its own call is cancelled or its connection closes.
+   * Default 30,000.
+   */
+  waitMs?: number;
+  /**
+   * How long a claim holds while its handler runs, in ms: a handler still
+   * running after this may run again for a duplicate. Default 600,000.
+   */
+  leaseMs?: number;
+  /**
+   * Largest answer kept, in bytes. A larger response is sent to the first
+   * caller but stored as an error (ERR_HANDLER, "too large to keep"), so a
+   * duplicate still does not run the handler again. Default 1 MiB.
+   */
+  maxResponseBytes?: number;
+  /**
+   * The scope of a call's keys: keys are unique per scope and route, so
+   * one principal can never read another's stored answer. Default: derived
+   * from `ctx.principal` (see {@link principalScope}).
+   */
+  scope?: (ctx: CallContext) => string;
+}
+
+const objectIds = new WeakMap<object, number>();
+let nextObjectId = 1;
+
+/**
+ * The default scope of a call's idempotency keys, from `ctx.principal`:
+ * `""` without authentication (every anonymous client shares one scope,
+ * so their keys must be unguessable), the value of a string, number,
+ * bigint or boolean principal, the `id` field of an object that has a
+ * string or number one, else the object's JSON, else the object's
+ * identity (then keys do not carry over to a new session).
+ */
+export function principalScope(ctx: CallContext): string {
+  const p = ctx.principal;
+  switch (typeof p) {
+    case "undefined":
+      return "";
+    case "string":
+      return `s${p}`;
+    case "number":
+    case "bigint":
+    case "boolean":
+      return `${typeof p}${String(p)}`;
+    case "object": {
+      if (p === null) return "";
+      const id = (p as { id?: unknown }).id;
+      if (typeof id === "string" || typeof id === "number") return `i${typeof id}${String(id)}`;
+      try {
+        const json = JSON.stringify(p);
+        if (json !== undefined) return `j${json}`;
+      } catch {
+        // cyclic or bigint inside: identity below
+      }
+      return identity(p);
+    }
+    case "function":
+      return identity(p);
+    default:
+      return `y${String(p)}`;
+  }
+}
+
+function identity(o: object): string {
+  let id = objectIds.get(o);
+  if (id === undefined) {
+    id = nextObjectId++;
+    objectIds.set(o, id);
+  }
+  return `o${id}`;
+}
+
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+
+/** The store key of a call: scope, route and key bytes, unambiguous (lengths first). */
+export function idempotencyStoreKey(scope: string, route: string, key: Uint8Array): string {
+  let hex = "";
+  for (let i = 0; i < key.length; i++) hex += HEX[key[i]];
+  return `${scope.length}:${scope}${route.length}:${route}${hex}`;
+}
+
+/**
+ * Errors that are not stored: the attempt may succeed when repeated
+ * (retryable codes, a cancelled call) or the handler did not run (no
+ * route, refused by a later middleware).
+ */
+function keepsError(code: ErrorCode): boolean {
+  if (code === "ERR_CANCELLED" || code === "ERR_NO_ROUTE" || code === "ERR_UNAUTHORIZED") return false;
+  return !codeInfo(code).retryable;
+}
+
+const utf8 = new TextEncoder();
+
+function positiveMs(name: string, v: number | undefined, fallback: number): number {
+  if (v === undefined) return fallback;
+  if (typeof v !== "number" || !(v > 0)) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", `${name} must be a positive number, not ${String(v)}`);
+  }
+  return v;
+}
+
+function randomToken(): string {
+  return globalThis.crypto.randomUUID();
+}
+
+/**
+ * A middleware that runs a handler at most once per idempotency key
+ * (`conn.request(route, data, { idempotencyKey })`, docs/PROTOCOL.md
+ * §3.4.1). Use it with `server.use(idempotency({ store }))` (or
+ * `createServer({ idempotency: true })`); put it before middleware whose
+ * work should not repeat either.
+ *
+ * For a keyed request it claims the key (scoped by principal and route)
+ * in the store, then:
+ * - a duplicate of a completed request gets the stored answer, and
+ *   nothing after this middleware runs;
+ * - a duplicate of a request still running waits for it (at most
+ *   `waitMs`; it stops when its own call is cancelled) and gets its
+ *   answer;
+ * - the first attempt runs the rest of the chain and stores its answer:
+ *   the response bytes, or the error it threw — except errors worth
+ *   repeating, which release the key instead: retryable codes
+ *   (ERR_TIMEOUT, ERR_CONNECTION_CLOSED, ERR_OVERLOADED, ERR_GOING_AWAY,
+ *   …), ERR_CANCELLED, ERR_NO_ROUTE and ERR_UNAUTHORIZED, and any error
+ *   thrown after the call was cancelled or its connection closed. A
+ *   response is stored even when its connection closed before it was
+ *   sent, so a retry on a new connection gets it.
+ *
+ * Unkeyed requests, streams and one-way messages pass through untouched.
+ */
+export function idempotency(options: IdempotencyOptions = {}): Middleware {
+  const store = options.store ?? memoryIdempotencyStore();
+  const waitMs = positiveMs("waitMs", options.waitMs, 30_000);
+  const leaseMs = positiveMs("leaseMs", options.leaseMs, 600_000);
+  const maxResponseBytes = positiveMs("maxResponseBytes", options.maxResponseBytes, 1024 * 1024);
+  const scopeOf = options.scope ?? principalScope;
+
+  const replay = (o: IdempotencyOutcome): Uint8Array => {
+    if (o.ok) return o.data.slice();
+    throw new PointSubError(o.code, o.message);
+  };
+
+  /** Waits for the running key; a done entry, or undefined to try claiming again. */
+  const waitFor = async (key: string, ctx: CallContext, deadline: number): Promise<IdempotencyEntry | undefined> => {
+    const left = deadline - Date.now();
+    const timeout = new PointSubError(
+      "ERR_TIMEOUT",
+      `a request with the same idempotency key to ${ctx.route} is still running after ${waitMs} ms; retry later`,
+    );
+    if (left <= 0) throw timeout;
+    const ac = new AbortController();
+    const timer = setTimeout(() => ac.abort(timeout), left);
+    const outer = ctx.signal;
+    const onAbort = () => ac.abort(outer.reason);
+    if (outer.aborted) onAbort();
+    else outer.addEventListener("abort", onAbort, { once: true });
+    try {
+      return await store.wait(key, ac.signal);
+    } finally {
+      clearTimeout(timer);
+      outer.removeEventListener("abort", onAbort);
+    }
+  };
+
+  return async (ctx, next) => {
+    const raw = ctx.idempotencyKey;
+    if (raw === undefined || ctx.kind !== "request") return next();
+    const key = idempotencyStoreKey(scopeOf(ctx), ctx.route, raw);
+    const token = randomToken();
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      const entry = await store.begin(key, token, leaseMs);
+      if (entry === undefined) break; // claimed: this attempt runs the handler
+      if (entry.state === "done") return replay(entry.outcome);
+      const settled = await waitFor(key, ctx, deadline);
+      if (settled?.state === "done") return replay(settled.outcome);
+      // The running attempt gave up without an answer: claim the key again.
+    }
+    let value: HandlerResult;
+    try {
+      value = await next();
+    } catch (err) {
+      const e = err instanceof PointSubError ? err : undefined;
+      if (ctx.signal.aborted || (e !== undefined && !keepsError(e.code))) {
+        await store.fail(key, token);
+      } else {
+        const message =
+          e !== undefined
+            ? e.message
+            : `handler for ${ctx.route} failed: ${err instanceof Error ? err.message : String(err)}`;
+        await store.complete(key, token, { ok: false, code: e?.code ?? "ERR_HANDLER", message });
+      }
+      throw err;
+    }
+    let data: Uint8Array;
+    if (value === undefined) data = new Uint8Array(0);
+    else if (typeof value === "string") data = utf8.encode(value);
+    else if (value instanceof Uint8Array) data = value.slice();
+    else {
+      // Not an answer the dispatcher can send (it fails the call): nothing to keep.
+      await store.fail(key, token);
+      return value;
+    }
+    await store.complete(
+      key,
+      token,
+      data.length <= maxResponseBytes
+        ? { ok: true, data }
+        : {
+            ok: false,
+            code: "ERR_HANDLER",
+            message: `the response to this idempotency key (${data.length} bytes) was too large to keep; the handler ran once`,
+          },
+    );
+    return value;
+  };
+}
