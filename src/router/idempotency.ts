@@ -451,8 +451,14 @@ function positiveMs(name: string, v: number | undefined, fallback: number): numb
   return v;
 }
 
+let tokenCounter = 0;
+const tokenPrefix = Math.random().toString(36).slice(2);
+
+/** A claim token unique across processes sharing a store (randomUUID where available: secure contexts, Node). */
 function randomToken(): string {
-  return globalThis.crypto.randomUUID();
+  const c = globalThis.crypto as Crypto | undefined;
+  if (typeof c?.randomUUID === "function") return c.randomUUID();
+  return `${tokenPrefix}-${Date.now().toString(36)}-${(tokenCounter++).toString(36)}-${Math.random().toString(36).slice(2)}`;
 }
 
 /**
