@@ -173,11 +173,13 @@ export {
 export { toNodeReadable } from "./node/readable.ts";
 export { createNodeRuntime, defaultRuntime, type NodeRuntimeOptions } from "./node/runtime.ts";
 export {
+  FileTransfer,
   type FileTransferIdOptions,
   fileTransferId,
   loadResumeKey,
   resumeKeyPath,
   type SendFileOptions,
+  type SentFileReceipt,
   sendFile,
 } from "./node/send-file.ts";
 export {

@@ -194,3 +194,31 @@ describe("round-trip time", () => {
     }
   });
 });
+
+describe("resilient client and a deduplicating server", () => {
+  it("a keyed request lost after its handler ran is retried on the new connection and answered from the store: the handler ran once", async () => {
+    const server = createServer({ idempotency: true });
+    let runs = 0;
+    server.handle("/charge/1", (req) => {
+      runs++;
+      return `charged ${req.text()} (run ${runs})`;
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const proxy = await startProxy(url);
+    const client = await connectResilient(proxy.url, { reconnect: { initialDelayMs: 10, maxDelayMs: 50 } });
+    try {
+      // The request reaches the server; its answer is lost on the way back; then the link drops.
+      proxy.blackhole("down");
+      const answer = client.request("/charge/1", "42 EUR", { idempotencyKey: "order-7", timeoutMs: 20_000 });
+      await until(() => runs === 1 && proxy.dropped.down > 0);
+      proxy.unblackhole("down");
+      proxy.cutAll();
+      assert.equal(text(await answer), "charged 42 EUR (run 1)");
+      assert.equal(runs, 1, "the handler ran exactly once");
+    } finally {
+      await client.close();
+      await proxy.close();
+      await server.close();
+    }
+  });
+});
