@@ -86,7 +86,8 @@ export class Router {
 
   /** Whether any middleware runs (here or in a parent): without, calls go straight to their handler. */
   get hasMiddleware(): boolean {
-    return this.chain().length !== 0;
+    // Asked for every message and request: no chain is built for the answer.
+    return this.own !== undefined || (this.parent !== undefined && this.parent.hasMiddleware);
   }
 
   /** Every middleware, outermost first. */
