@@ -109,6 +109,14 @@ export function registerTransport(adapter: TransportAdapter): void {
 }
 
 export type { BreakerOptions, ClosestOptions, NodeInfo } from "./client/client.ts";
+export {
+  optionsFromJSON,
+  optionsToJSON,
+  PRESETS,
+  type PresetName,
+  type PresetOptions,
+  preset,
+} from "./client/config.ts";
 export type { PoolOptions } from "./client/pool.ts";
 export {
   type OfflineOptions,
