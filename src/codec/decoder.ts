@@ -130,7 +130,7 @@ export class FrameDecoder {
    * the next bytes into the same buffer. Throws PointSubError on invalid input.
    */
   push(chunk: Uint8Array): boolean {
-    if (this.state === State.Failed) throw new PointSubError("ERR_PROTOCOL", "decoder already failed");
+    if (this.state === State.Failed) throw PointSubError.fromPeer("ERR_PROTOCOL", "decoder already failed");
     this.retained = false;
     try {
       this.run(chunk);
@@ -300,18 +300,18 @@ export class FrameDecoder {
    * trailers (the BATCH's own trailer covered them), never HELLO or BATCH.
    */
   private unbatch(p: Uint8Array, from: number, end: number): void {
-    if (end === from) throw new PointSubError("ERR_PROTOCOL", "empty BATCH");
+    if (end === from) throw PointSubError.fromPeer("ERR_PROTOCOL", "empty BATCH");
     let pos = from;
     while (pos < end) {
       const used = this.parseHead(p, pos, end);
-      if (used === 0) throw new PointSubError("ERR_PROTOCOL", "truncated frame header inside BATCH");
+      if (used === 0) throw PointSubError.fromPeer("ERR_PROTOCOL", "truncated frame header inside BATCH");
       const type = this.type;
       if (type === FrameType.HELLO || type === FrameType.BATCH) {
-        throw new PointSubError("ERR_PROTOCOL", `${FRAME_TYPE_NAMES[type]} inside BATCH`);
+        throw PointSubError.fromPeer("ERR_PROTOCOL", `${FRAME_TYPE_NAMES[type]} inside BATCH`);
       }
       const start = pos + used;
       pos = start + this.length;
-      if (pos > end) throw new PointSubError("ERR_PROTOCOL", "frame runs past the end of its BATCH");
+      if (pos > end) throw PointSubError.fromPeer("ERR_PROTOCOL", "frame runs past the end of its BATCH");
       this.sink.onFrame(type, this.flags, this.id, p, start, pos, -1);
     }
   }
@@ -339,16 +339,19 @@ export class FrameDecoder {
     const type = b0 >> 4;
     const flags = b0 & 0x0f;
     if (type > FrameType.AUTH) {
-      throw new PointSubError("ERR_PROTOCOL", `unknown frame type 0x${type.toString(16)}`);
+      throw PointSubError.fromPeer("ERR_PROTOCOL", `unknown frame type 0x${type.toString(16)}`);
     }
     // KEYED (REQ only) must come with START: a key belongs to a request's first frame.
     if ((flags & ~ALLOWED_FLAGS[type]) !== 0 || ((flags & KEYED_OR_START) === Flag.KEYED && type === FrameType.REQ)) {
-      throw new PointSubError("ERR_PROTOCOL", `flags 0x${flags.toString(16)} not allowed on ${FRAME_TYPE_NAMES[type]}`);
+      throw PointSubError.fromPeer(
+        "ERR_PROTOCOL",
+        `flags 0x${flags.toString(16)} not allowed on ${FRAME_TYPE_NAMES[type]}`,
+      );
     }
     const v = this.v;
     let r = readVarint(src, pos + 1, end, ID_VARINT_MAX, v);
     if (r === 0) return 0;
-    if (r < 0 || v.value > MAX_STREAM_ID) throw new PointSubError("ERR_PROTOCOL", "invalid stream id encoding");
+    if (r < 0 || v.value > MAX_STREAM_ID) throw PointSubError.fromPeer("ERR_PROTOCOL", "invalid stream id encoding");
     const id = v.value;
     const idIsZero = id === 0;
     const needsZero =
@@ -359,13 +362,13 @@ export class FrameDecoder {
       type === FrameType.AUTH;
     const needsStream = (type >= FrameType.MSG && type <= FrameType.CANCEL) || type === FrameType.STREAM;
     if ((needsZero && !idIsZero) || (needsStream && idIsZero)) {
-      throw new PointSubError("ERR_PROTOCOL", `invalid stream id ${id} on ${FRAME_TYPE_NAMES[type]}`);
+      throw PointSubError.fromPeer("ERR_PROTOCOL", `invalid stream id ${id} on ${FRAME_TYPE_NAMES[type]}`);
     }
     r = readVarint(src, v.next, end, LENGTH_VARINT_MAX, v);
     if (r === 0) return 0;
-    if (r < 0) throw new PointSubError("ERR_PROTOCOL", "invalid length encoding");
+    if (r < 0) throw PointSubError.fromPeer("ERR_PROTOCOL", "invalid length encoding");
     if (v.value > this.maxFrameSize) {
-      throw new PointSubError(
+      throw PointSubError.fromPeer(
         "ERR_FRAME_TOO_LARGE",
         `frame of ${v.value} bytes exceeds maxFrameSize ${this.maxFrameSize}`,
       );
@@ -379,11 +382,11 @@ export class FrameDecoder {
   }
 
   private prefaceError(): PointSubError {
-    return new PointSubError("ERR_PROTOCOL", "peer did not send the pointsub preface (magic PSUB)");
+    return PointSubError.fromPeer("ERR_PROTOCOL", "peer did not send the pointsub preface (magic PSUB)");
   }
 
   private checksumError(): PointSubError {
-    return new PointSubError(
+    return PointSubError.fromPeer(
       "ERR_CHECKSUM",
       `CRC32C mismatch on ${FRAME_TYPE_NAMES[this.type]} frame (stream ${this.id}, ${this.length} bytes)`,
     );

@@ -37,10 +37,10 @@ export function encodeRouteHead(route: string): Uint8Array {
  */
 export function readRouteBounds(buf: Uint8Array, p: number, end: number, v: VarintResult): void {
   if (readVarint(buf, p, end, 2, v) !== 1 || v.value === 0 || v.value > MAX_ROUTE) {
-    throw new PointSubError("ERR_PROTOCOL", "bad route length");
+    throw PointSubError.fromPeer("ERR_PROTOCOL", "bad route length");
   }
   const routeEnd = v.next + v.value;
-  if (routeEnd > end) throw new PointSubError("ERR_PROTOCOL", "route runs past the frame");
+  if (routeEnd > end) throw PointSubError.fromPeer("ERR_PROTOCOL", "route runs past the frame");
   v.value = v.next;
   v.next = routeEnd;
 }
@@ -89,17 +89,17 @@ export function encodeKeyedHead(routeHead: Uint8Array, key: Uint8Array): Uint8Ar
  */
 export function readKeyBounds(buf: Uint8Array, p: number, end: number, v: VarintResult): void {
   if (readVarint(buf, p, end, 1, v) !== 1 || v.value === 0 || v.value > MAX_IDEMPOTENCY_KEY) {
-    throw new PointSubError("ERR_PROTOCOL", "bad idempotency key length");
+    throw PointSubError.fromPeer("ERR_PROTOCOL", "bad idempotency key length");
   }
   const keyEnd = v.next + v.value;
-  if (keyEnd > end) throw new PointSubError("ERR_PROTOCOL", "idempotency key runs past the frame");
+  if (keyEnd > end) throw PointSubError.fromPeer("ERR_PROTOCOL", "idempotency key runs past the frame");
   v.value = v.next;
   v.next = keyEnd;
 }
 
 /** Reads the declared total length of a chunked message (START frame without END) at `p`. */
 export function readMessageLength(buf: Uint8Array, p: number, end: number, v: VarintResult): void {
-  if (readVarint(buf, p, end, 8, v) !== 1) throw new PointSubError("ERR_PROTOCOL", "bad message length");
+  if (readVarint(buf, p, end, 8, v) !== 1) throw PointSubError.fromPeer("ERR_PROTOCOL", "bad message length");
 }
 
 /** What an error response says. `code` is the sender's name for it; `errno` is authoritative. */
@@ -125,13 +125,13 @@ export function encodeErrorHead(errno: number, code: string, message: string): U
 
 /** Decodes an error response's body (after the status byte) from `buf[p..end)`. */
 export function decodeErrorBody(buf: Uint8Array, p: number, end: number): ErrorBody {
-  if (p + 2 > end) throw new PointSubError("ERR_PROTOCOL", "error response too short");
+  if (p + 2 > end) throw PointSubError.fromPeer("ERR_PROTOCOL", "error response too short");
   const errno = readU16(buf, p);
   p += 2;
   const v: VarintResult = { value: 0, next: 0 };
   const readText = (): string => {
     if (readVarint(buf, p, end, 2, v) !== 1 || v.next + v.value > end) {
-      throw new PointSubError("ERR_PROTOCOL", "bad error response text");
+      throw PointSubError.fromPeer("ERR_PROTOCOL", "bad error response text");
     }
     const s = fromUtf8.decode(buf.subarray(v.next, v.next + v.value));
     p = v.next + v.value;

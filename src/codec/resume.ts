@@ -39,7 +39,7 @@ export function encodeResumeQuery(q: ResumeQuery): Uint8Array {
 /** Decodes a resume query; ERR_PROTOCOL when malformed. */
 export function decodeResumeQuery(q: Uint8Array): ResumeQuery {
   const v: VarintResult = { value: 0, next: 0 };
-  const bad = () => new PointSubError("ERR_PROTOCOL", "bad resume query");
+  const bad = () => PointSubError.fromPeer("ERR_PROTOCOL", "bad resume query");
   if (readVarint(q, 0, q.length, 2, v) !== 1 || v.next + v.value > q.length) throw bad();
   const route = fromUtf8.decode(q.subarray(v.next, v.next + v.value));
   const p = v.next + v.value;
@@ -58,7 +58,7 @@ export function encodeResumeAnswer(point: ResumePoint): Uint8Array {
 export function decodeResumeAnswer(a: Uint8Array): ResumePoint {
   const v: VarintResult = { value: 0, next: 0 };
   if (readVarint(a, 0, a.length, 8, v) !== 1 || v.next + 4 !== a.length) {
-    throw new PointSubError("ERR_PROTOCOL", "bad resume answer");
+    throw PointSubError.fromPeer("ERR_PROTOCOL", "bad resume answer");
   }
   return { offset: v.value, crc: readU32(a, v.next) };
 }

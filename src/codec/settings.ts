@@ -89,7 +89,10 @@ const MAX_WINDOW = 2 ** 31 - 1;
 export function validateSettings(s: Settings, fromPeer: boolean): void {
   const code = fromPeer ? "ERR_PROTOCOL" : "ERR_INVALID_ARGUMENT";
   const check = (ok: boolean, what: string) => {
-    if (!ok) throw new PointSubError(code, `invalid setting ${what}`);
+    if (!ok)
+      throw fromPeer
+        ? PointSubError.fromPeer(code, `invalid setting ${what}`)
+        : new PointSubError(code, `invalid setting ${what}`);
   };
   check(s.maxFrameSize >= MIN_FRAME_SIZE && s.maxFrameSize <= MAX_FRAME_SIZE, `maxFrameSize ${s.maxFrameSize}`);
   check(Number.isSafeInteger(s.maxMessageSize) && s.maxMessageSize >= 0, `maxMessageSize ${s.maxMessageSize}`);
@@ -132,19 +135,20 @@ export function encodeSettings(s: Settings): Uint8Array {
  * ignored (so later versions may add settings); a repeated key is an error.
  */
 export function decodeSettings(payload: Uint8Array): Settings {
-  if (payload.length > MAX_HELLO_SIZE) throw new PointSubError("ERR_PROTOCOL", "HELLO too large");
+  if (payload.length > MAX_HELLO_SIZE) throw PointSubError.fromPeer("ERR_PROTOCOL", "HELLO too large");
   const s: Settings = { ...DEFAULT_SETTINGS };
   const seen = new Set<number>();
   const v: VarintResult = { value: 0, next: 0 };
   let o = 0;
   while (o < payload.length) {
-    if (readVarint(payload, o, payload.length, 8, v) !== 1) throw new PointSubError("ERR_PROTOCOL", "bad HELLO key");
+    if (readVarint(payload, o, payload.length, 8, v) !== 1)
+      throw PointSubError.fromPeer("ERR_PROTOCOL", "bad HELLO key");
     const key = v.value;
     if (readVarint(payload, v.next, payload.length, 8, v) !== 1) {
-      throw new PointSubError("ERR_PROTOCOL", `bad HELLO value for key ${key}`);
+      throw PointSubError.fromPeer("ERR_PROTOCOL", `bad HELLO value for key ${key}`);
     }
     o = v.next;
-    if (seen.has(key)) throw new PointSubError("ERR_PROTOCOL", `HELLO repeats key ${key}`);
+    if (seen.has(key)) throw PointSubError.fromPeer("ERR_PROTOCOL", `HELLO repeats key ${key}`);
     seen.add(key);
     const name = KEYS[key - 1];
     if (name !== undefined) (s as unknown as Record<string, number>)[name] = v.value;

@@ -62,7 +62,7 @@ export function encodeStreamHead(h: StreamHead): Uint8Array {
 /** Decodes the START prefix from `buf[start..end)`; returns it and where the data begins. */
 export function decodeStreamHead(buf: Uint8Array, start: number, end: number): { head: StreamHead; dataStart: number } {
   const v: VarintResult = { value: 0, next: 0 };
-  const bad = (what: string) => new PointSubError("ERR_PROTOCOL", `bad STREAM start: ${what}`);
+  const bad = (what: string) => PointSubError.fromPeer("ERR_PROTOCOL", `bad STREAM start: ${what}`);
   if (readVarint(buf, start, end, 8, v) !== 1) throw bad("total");
   const total = v.value === 0 ? undefined : v.value - 1;
   if (readVarint(buf, v.next, end, 8, v) !== 1) throw bad("offset");
@@ -103,7 +103,7 @@ export function encodeStreamEnd(length: number, crc: number): Uint8Array {
 export function decodeStreamEnd(buf: Uint8Array, start: number, end: number): { length: number; crc: number } {
   const v: VarintResult = { value: 0, next: 0 };
   if (readVarint(buf, start, end, 8, v) !== 1 || v.next + STREAM_CRC_LENGTH !== end) {
-    throw new PointSubError("ERR_PROTOCOL", "bad STREAM end trailer");
+    throw PointSubError.fromPeer("ERR_PROTOCOL", "bad STREAM end trailer");
   }
   return { length: v.value, crc: readU32(buf, v.next) };
 }
@@ -121,10 +121,10 @@ export function decodeMeta(bytes: Uint8Array): Record<string, unknown> {
   try {
     v = JSON.parse(fromUtf8.decode(bytes));
   } catch {
-    throw new PointSubError("ERR_PROTOCOL", "stream metadata is not UTF-8 JSON");
+    throw PointSubError.fromPeer("ERR_PROTOCOL", "stream metadata is not UTF-8 JSON");
   }
   if (v === null || typeof v !== "object" || Array.isArray(v)) {
-    throw new PointSubError("ERR_PROTOCOL", "stream metadata is not a JSON object");
+    throw PointSubError.fromPeer("ERR_PROTOCOL", "stream metadata is not a JSON object");
   }
   return v as Record<string, unknown>;
 }

@@ -214,7 +214,7 @@ export class Caller {
   /** The peer refused or cancelled call `call` with `code` (its CANCEL). */
   cancelledByPeer(call: PendingCall, code: ErrorCode): void {
     const kept = code === "ERR_TIMEOUT" || code === "ERR_OVERLOADED" || code === "ERR_GOING_AWAY";
-    const err = new PointSubError(kept ? code : "ERR_CANCELLED", `request to ${call.route} cancelled by the peer`);
+    const err = PointSubError.fromPeer(kept ? code : "ERR_CANCELLED", `request to ${call.route} cancelled by the peer`);
     if (call.type === FrameType.REQ) this.outbox.writer.remove(FrameType.REQ, call.id, err);
     this.finishCall(call);
     this.settle(call, undefined, err);

@@ -601,7 +601,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   private onGoAway(errno: number, reason: string): void {
     if (errno !== 0) {
       const code = codeForErrno(errno) ?? "ERR_PROTOCOL";
-      const err = new PointSubError(code, `peer closed the connection: ${reason}`);
+      const err = PointSubError.fromPeer(code, `peer closed the connection: ${reason}`);
       this.stats_.error(code);
       this.transport.destroy();
       this.teardown(err);

@@ -276,7 +276,7 @@ export class Dispatcher {
   private requestEndpoint(ctx: CallContext): HandlerResult | Promise<HandlerResult> {
     const call = ctx as ServerCall;
     const handler = this.router.route(call.route);
-    if (handler === undefined) throw new PointSubError("ERR_NO_ROUTE", `no handler for route ${call.route}`);
+    if (handler === undefined) throw PointSubError.fromPeer("ERR_NO_ROUTE", `no handler for route ${call.route}`);
     return handler(call, call);
   }
 

@@ -21,7 +21,8 @@ export class ReceiveWindow {
   /** Counts `len` received data bytes; throws ERR_FLOW_CONTROL when the peer overran the window. */
   take(len: number): void {
     this.used += len;
-    if (this.used > this.window) throw new PointSubError("ERR_FLOW_CONTROL", "peer exceeded the connection window");
+    if (this.used > this.window)
+      throw PointSubError.fromPeer("ERR_FLOW_CONTROL", "peer exceeded the connection window");
     this.unacked += len;
     if (creditDue(this.unacked, this.window)) {
       this.outbox.sendCredit(0, this.unacked);

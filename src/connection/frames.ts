@@ -56,7 +56,7 @@ export class FrameRouter implements FrameSink {
 
   onPreface(minVersion: number, maxVersion: number): void {
     if (minVersion > PROTOCOL_VERSION || maxVersion < PROTOCOL_VERSION || minVersion > maxVersion) {
-      throw new PointSubError(
+      throw PointSubError.fromPeer(
         "ERR_VERSION",
         `peer speaks protocol versions ${minVersion}..${maxVersion}, this side speaks ${PROTOCOL_VERSION}`,
       );
@@ -80,7 +80,7 @@ export class FrameRouter implements FrameSink {
     this.framesIn++;
     const ins = this.inStreamsIfAny;
     if (type !== FrameType.STREAM || flags !== 0 || ins === undefined) {
-      throw new PointSubError("ERR_PROTOCOL", `STREAM frame for unknown stream ${id}`);
+      throw PointSubError.fromPeer("ERR_PROTOCOL", `STREAM frame for unknown stream ${id}`);
     }
     ins.onPieces(id, pieces, length, crc);
   }
@@ -123,14 +123,14 @@ export class FrameRouter implements FrameSink {
         return;
       }
       default:
-        throw new PointSubError("ERR_PROTOCOL", `${FRAME_TYPE_NAMES[type]} frame after the handshake`);
+        throw PointSubError.fromPeer("ERR_PROTOCOL", `${FRAME_TYPE_NAMES[type]} frame after the handshake`);
     }
   }
 
   private onCredit(id: number, n: number): void {
     const w = this.writer;
     if (id === 0) {
-      if (w.connCredit + n > MAX_WINDOW) throw new PointSubError("ERR_FLOW_CONTROL", "connection credit overflow");
+      if (w.connCredit + n > MAX_WINDOW) throw PointSubError.fromPeer("ERR_FLOW_CONTROL", "connection credit overflow");
       w.addConnCredit(n);
     } else {
       w.addStreamCredit(id, n);

@@ -63,7 +63,7 @@ export class Handshake {
 
   /** The peer's first frame, which must be HELLO. */
   onFirstFrame(type: number, payload: Uint8Array): void {
-    if (type !== FrameType.HELLO) throw new PointSubError("ERR_PROTOCOL", "first frame is not HELLO");
+    if (type !== FrameType.HELLO) throw PointSubError.fromPeer("ERR_PROTOCOL", "first frame is not HELLO");
     const peer = decodeSettings(payload); // checks the size and every value
     this.port.applyPeer(peer);
     this.helloReceived = true;
@@ -85,7 +85,7 @@ export class Handshake {
   onAuthFrame(type: number, flags: number, payload: Uint8Array): void {
     const waiting = this.authState;
     if (type !== FrameType.AUTH) {
-      throw new PointSubError(
+      throw PointSubError.fromPeer(
         waiting === AUTH_WAIT_ACK ? "ERR_PROTOCOL" : "ERR_UNAUTHORIZED",
         `${FRAME_TYPE_NAMES[type]} frame before authentication completed`,
       );
@@ -96,9 +96,9 @@ export class Handshake {
       return;
     }
     if (waiting !== AUTH_WAIT_CREDENTIALS || (flags & Flag.ACK) !== 0) {
-      throw new PointSubError("ERR_PROTOCOL", "unexpected AUTH frame");
+      throw PointSubError.fromPeer("ERR_PROTOCOL", "unexpected AUTH frame");
     }
-    if (payload.length > MAX_AUTH_SIZE) throw new PointSubError("ERR_PROTOCOL", "AUTH credentials too long");
+    if (payload.length > MAX_AUTH_SIZE) throw PointSubError.fromPeer("ERR_PROTOCOL", "AUTH credentials too long");
     this.authState = AUTH_CHECKING;
     const credentials = payload.slice();
     let result: unknown;

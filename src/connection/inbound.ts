@@ -129,9 +129,9 @@ export class Inbound {
     if (type === FrameType.MSG && flags === (Flag.START | Flag.END)) {
       // Fast path: a whole one-way message in one frame.
       if ((id & 1) === this.link.myParity)
-        throw new PointSubError("ERR_PROTOCOL", `MSG on stream ${id} has this side's parity`);
+        throw PointSubError.fromPeer("ERR_PROTOCOL", `MSG on stream ${id} has this side's parity`);
       if (this.assemblies.size !== 0 && this.assemblies.has(id)) {
-        throw new PointSubError("ERR_PROTOCOL", `stream ${id} started twice`);
+        throw PointSubError.fromPeer("ERR_PROTOCOL", `stream ${id} started twice`);
       }
       if (len > this.link.local.maxMessageSize) this.link.checkIncomingSize(len);
       this.stats.received(len);
@@ -139,7 +139,7 @@ export class Inbound {
       return;
     }
     if ((type === FrameType.RES) !== this.link.isMine(id)) {
-      throw new PointSubError(
+      throw PointSubError.fromPeer(
         "ERR_PROTOCOL",
         `stream id ${id} has the wrong parity for ${type === FrameType.RES ? "RES" : "MSG/REQ"}`,
       );
@@ -155,7 +155,7 @@ export class Inbound {
       this.streams?.hasIn(id) === true ||
       (type === FrameType.REQ && dispatcher.serving.size !== 0 && dispatcher.serving.get(id) !== undefined)
     )
-      throw new PointSubError("ERR_PROTOCOL", `stream ${id} started twice`);
+      throw PointSubError.fromPeer("ERR_PROTOCOL", `stream ${id} started twice`);
     // A new message on an id this side refused: the peer has moved on.
     if (this.tombstones !== undefined) this.tombstones.delete(id);
     const single = (flags & Flag.END) !== 0;
@@ -183,20 +183,20 @@ export class Inbound {
         p = v.next;
       }
       if (++dispatcher.openRequests > this.link.local.maxConcurrentRequests) {
-        throw new PointSubError("ERR_TOO_MANY_REQUESTS", "peer exceeded maxConcurrentRequests");
+        throw PointSubError.fromPeer("ERR_TOO_MANY_REQUESTS", "peer exceeded maxConcurrentRequests");
       }
     } else if (type === FrameType.RES) {
       call = this.caller.pending.get(id);
-      if (call === undefined) throw new PointSubError("ERR_PROTOCOL", `response for unknown request ${id}`);
-      if (p >= end) throw new PointSubError("ERR_PROTOCOL", "response without status");
+      if (call === undefined) throw PointSubError.fromPeer("ERR_PROTOCOL", `response for unknown request ${id}`);
+      if (p >= end) throw PointSubError.fromPeer("ERR_PROTOCOL", "response without status");
       status = buf[p++];
       if (status !== Status.OK && status !== Status.ERROR)
-        throw new PointSubError("ERR_PROTOCOL", `bad status ${status}`);
+        throw PointSubError.fromPeer("ERR_PROTOCOL", `bad status ${status}`);
       if (status === Status.ERROR) {
-        if (!single) throw new PointSubError("ERR_PROTOCOL", "error response must be one frame");
+        if (!single) throw PointSubError.fromPeer("ERR_PROTOCOL", "error response must be one frame");
         const body = decodeErrorBody(buf, p, end);
         // errno is authoritative for known codes; the code string is informative.
-        const err = new PointSubError(codeForErrno(body.errno) ?? "ERR_HANDLER", body.message);
+        const err = PointSubError.fromPeer(codeForErrno(body.errno) ?? "ERR_HANDLER", body.message);
         this.caller.finishCall(call);
         this.caller.settle(call, undefined, err);
         return;
@@ -208,16 +208,19 @@ export class Inbound {
       this.deliver(type, id, route, data, call, -1, key);
       return;
     }
-    if (data.length > total) throw new PointSubError("ERR_PROTOCOL", "first chunk larger than the message");
+    if (data.length > total) throw PointSubError.fromPeer("ERR_PROTOCOL", "first chunk larger than the message");
     let discard = call?.settled === true;
     if (!discard) {
       if (this.assemblyBytes + total > this.link.local.maxAssemblyBytes) {
-        throw new PointSubError("ERR_FLOW_CONTROL", "peer exceeded maxAssemblyBytes with unfinished messages");
+        throw PointSubError.fromPeer("ERR_FLOW_CONTROL", "peer exceeded maxAssemblyBytes with unfinished messages");
       }
       const tooMany = this.assemblies.size >= MAX_OPEN_ASSEMBLIES;
       if (tooMany || !this.budget.tryCharge(total + ASSEMBLY_OVERHEAD)) {
         const err = tooMany
-          ? new PointSubError("ERR_OVERLOADED", `more than ${MAX_OPEN_ASSEMBLIES} unfinished messages; retry later`)
+          ? PointSubError.fromPeer(
+              "ERR_OVERLOADED",
+              `more than ${MAX_OPEN_ASSEMBLIES} unfinished messages; retry later`,
+            )
           : this.overloaded(total);
         if (call === undefined) {
           this.refuse(type, id, err);
@@ -238,7 +241,7 @@ export class Inbound {
         // Delivered only once all `total` bytes were written into it.
         target = this.alloc(total);
       } catch (cause) {
-        throw new PointSubError("ERR_MESSAGE_TOO_LARGE", `cannot allocate ${total} bytes`, { cause });
+        throw PointSubError.fromPeer("ERR_MESSAGE_TOO_LARGE", `cannot allocate ${total} bytes`, { cause });
       }
       target.set(data, 0);
     }
@@ -268,14 +271,15 @@ export class Inbound {
         if ((flags & Flag.END) !== 0) this.tombstones.delete(id);
         return;
       }
-      throw new PointSubError("ERR_PROTOCOL", `continuation of unknown stream ${id}`);
+      throw PointSubError.fromPeer("ERR_PROTOCOL", `continuation of unknown stream ${id}`);
     }
     a.lastFrameAt = this.now;
     const len = end - start;
-    if (a.filled + len > a.total) throw new PointSubError("ERR_PROTOCOL", `stream ${id} overruns its declared length`);
+    if (a.filled + len > a.total)
+      throw PointSubError.fromPeer("ERR_PROTOCOL", `stream ${id} overruns its declared length`);
     a.streamUsed += len;
     if (a.streamUsed > this.link.local.streamWindow)
-      throw new PointSubError("ERR_FLOW_CONTROL", `peer exceeded the window of stream ${id}`);
+      throw PointSubError.fromPeer("ERR_FLOW_CONTROL", `peer exceeded the window of stream ${id}`);
     a.streamUnacked += len;
     if (a.buf !== null) {
       const inPlace = buf.buffer === a.buf.buffer && buf.byteOffset + start === a.buf.byteOffset + a.filled;
@@ -287,7 +291,7 @@ export class Inbound {
       return;
     }
     if (a.filled !== a.total)
-      throw new PointSubError("ERR_PROTOCOL", `stream ${id} ended short of its declared length`);
+      throw PointSubError.fromPeer("ERR_PROTOCOL", `stream ${id} ended short of its declared length`);
     this.assemblies.delete(id);
     if (a.buf === null) {
       // Discarded response of a call already settled: its id is free now.
@@ -337,7 +341,7 @@ export class Inbound {
 
   private overloaded(size: number): PointSubError {
     const b = this.budget;
-    return new PointSubError(
+    return PointSubError.fromPeer(
       "ERR_OVERLOADED",
       `no memory budget for ${size} more bytes (${b.used} of ${b.limit} in use); retry later`,
     );
@@ -413,7 +417,7 @@ export class Inbound {
         this.outbox.writer.remove(
           FrameType.MSG,
           id,
-          new PointSubError(kept ? code : "ERR_CANCELLED", "message refused by the peer"),
+          PointSubError.fromPeer(kept ? code : "ERR_CANCELLED", "message refused by the peer"),
         );
         return;
       }
@@ -423,7 +427,7 @@ export class Inbound {
     }
     if (this.streams?.onCancel(id, errno) === true) return;
     // About the peer's MSG or REQ.
-    const reason = new PointSubError(
+    const reason = PointSubError.fromPeer(
       code === "ERR_TIMEOUT" ? "ERR_TIMEOUT" : "ERR_CANCELLED",
       "cancelled by the caller",
     );
@@ -450,7 +454,7 @@ export class Inbound {
       this.refuse(
         a.type,
         id,
-        new PointSubError("ERR_TIMEOUT", `message ${id} received nothing for ${now - last} ms; cancelled`),
+        PointSubError.fromPeer("ERR_TIMEOUT", `message ${id} received nothing for ${now - last} ms; cancelled`),
       );
     }
   }

@@ -50,7 +50,10 @@ interface InState {
 async function inflate(codec: CompressionCodec, block: Uint8Array, length: number): Promise<Uint8Array> {
   const out = await codec.decompress(block, length);
   if (out.length !== length) {
-    throw new PointSubError("ERR_PROTOCOL", `COMPRESSED frame inflated to ${out.length} bytes, declared ${length}`);
+    throw PointSubError.fromPeer(
+      "ERR_PROTOCOL",
+      `COMPRESSED frame inflated to ${out.length} bytes, declared ${length}`,
+    );
   }
   return out;
 }
@@ -130,7 +133,8 @@ export class IncomingStreams {
   onPieces(id: number, pieces: Uint8Array[], length: number, payloadCrc: number): void {
     this.window.take(length);
     const st = this.streams.get(id);
-    if (st === undefined || st.inDone) throw new PointSubError("ERR_PROTOCOL", `STREAM frame for unknown stream ${id}`);
+    if (st === undefined || st.inDone)
+      throw PointSubError.fromPeer("ERR_PROTOCOL", `STREAM frame for unknown stream ${id}`);
     st.lastFrameAt = Date.now();
     if (this.charge(st, length)) st.stream.pushPieces(pieces, length, length, payloadCrc);
   }
@@ -147,15 +151,18 @@ export class IncomingStreams {
   onFrame(flags: number, id: number, buf: Uint8Array, start: number, end: number, payloadCrc: number): void {
     const len = end - start;
     this.window.take(len);
-    if (this.link.isMine(id)) throw new PointSubError("ERR_PROTOCOL", `STREAM on stream ${id} has this side's parity`);
+    if (this.link.isMine(id))
+      throw PointSubError.fromPeer("ERR_PROTOCOL", `STREAM on stream ${id} has this side's parity`);
     if ((flags & Flag.START) !== 0) {
       this.onStart(flags, id, buf, start, end);
       return;
     }
     const st = this.streams.get(id);
-    if (st === undefined || st.inDone) throw new PointSubError("ERR_PROTOCOL", `STREAM frame for unknown stream ${id}`);
+    if (st === undefined || st.inDone)
+      throw PointSubError.fromPeer("ERR_PROTOCOL", `STREAM frame for unknown stream ${id}`);
     if ((flags & Flag.END) !== 0) {
-      if ((flags & Flag.COMPRESSED) !== 0) throw new PointSubError("ERR_PROTOCOL", "STREAM END cannot be compressed");
+      if ((flags & Flag.COMPRESSED) !== 0)
+        throw PointSubError.fromPeer("ERR_PROTOCOL", "STREAM END cannot be compressed");
       const { length, crc } = decodeStreamEnd(buf, start, end);
       st.inDone = true;
       this.stats.streams.received++;
@@ -167,26 +174,26 @@ export class IncomingStreams {
   }
 
   private onStart(flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
-    if ((flags & Flag.END) !== 0) throw new PointSubError("ERR_PROTOCOL", "STREAM START cannot carry END");
+    if ((flags & Flag.END) !== 0) throw PointSubError.fromPeer("ERR_PROTOCOL", "STREAM START cannot carry END");
     if (this.streams.has(id) || this.host.hasMessage(id)) {
-      throw new PointSubError("ERR_PROTOCOL", `stream ${id} started twice`);
+      throw PointSubError.fromPeer("ERR_PROTOCOL", `stream ${id} started twice`);
     }
     const { head, dataStart } = decodeStreamHead(buf, start, end);
     const local = this.link.local;
     if (head.codec !== 0 && ((local.compression >> (head.codec - 1)) & 1) === 0) {
-      throw new PointSubError(
+      throw PointSubError.fromPeer(
         "ERR_COMPRESSION",
         `peer used compression codec ${head.codec}, which this side did not offer`,
       );
     }
     if (head.total !== undefined && head.total > Number.MAX_SAFE_INTEGER) {
-      throw new PointSubError("ERR_PROTOCOL", "stream total out of range");
+      throw PointSubError.fromPeer("ERR_PROTOCOL", "stream total out of range");
     }
     if (this.streams.size >= local.maxConcurrentStreams) {
-      throw new PointSubError("ERR_TOO_MANY_REQUESTS", "peer exceeded maxConcurrentStreams");
+      throw PointSubError.fromPeer("ERR_TOO_MANY_REQUESTS", "peer exceeded maxConcurrentStreams");
     }
     if (++this.dispatcher.openRequests > local.maxConcurrentRequests) {
-      throw new PointSubError("ERR_TOO_MANY_REQUESTS", "peer exceeded maxConcurrentRequests");
+      throw PointSubError.fromPeer("ERR_TOO_MANY_REQUESTS", "peer exceeded maxConcurrentRequests");
     }
     const meta = decodeMeta(head.meta);
     const call = new ServerCall("stream", this.host.session, head.route, id, EMPTY);
@@ -226,7 +233,7 @@ export class IncomingStreams {
         this.finishHandler(
           st,
           undefined,
-          new PointSubError("ERR_NO_ROUTE", `no stream handler for route ${head.route}`),
+          PointSubError.fromPeer("ERR_NO_ROUTE", `no stream handler for route ${head.route}`),
           true,
         );
         return;
@@ -249,7 +256,7 @@ export class IncomingStreams {
   private readonly endpoint = (ctx: CallContext): HandlerResult | Promise<HandlerResult> => {
     const call = ctx as ServerCall;
     const route = this.dispatcher.router.streamRoute(call.route);
-    if (route === undefined) throw new PointSubError("ERR_NO_ROUTE", `no stream handler for route ${call.route}`);
+    if (route === undefined) throw PointSubError.fromPeer("ERR_NO_ROUTE", `no stream handler for route ${call.route}`);
     return route.handler(call.stream as IncomingStream, call);
   };
 
@@ -261,12 +268,12 @@ export class IncomingStreams {
   private charge(st: InState, n: number): boolean {
     st.used += n;
     if (st.used > this.link.local.streamWindow) {
-      throw new PointSubError("ERR_FLOW_CONTROL", `peer exceeded the window of stream ${st.id}`);
+      throw PointSubError.fromPeer("ERR_FLOW_CONTROL", `peer exceeded the window of stream ${st.id}`);
     }
     if (st.outDone) return false; // answered: its frames are dropped
     if (!this.budget.tryCharge(n)) {
       const b = this.budget;
-      const err = new PointSubError(
+      const err = PointSubError.fromPeer(
         "ERR_OVERLOADED",
         `no memory budget for stream data (${b.used} of ${b.limit} in use); retry later`,
       );
@@ -302,19 +309,20 @@ export class IncomingStreams {
       return;
     }
     const codec = this.host.runtime.codecs.get(st.codec);
-    if (codec === undefined) throw new PointSubError("ERR_PROTOCOL", "COMPRESSED frame on a stream without a codec");
+    if (codec === undefined)
+      throw PointSubError.fromPeer("ERR_PROTOCOL", "COMPRESSED frame on a stream without a codec");
     const v = this.v;
     if (readVarint(data, 0, data.length, 4, v) !== 1 || v.value === 0) {
-      throw new PointSubError("ERR_PROTOCOL", "COMPRESSED frame without a valid decompressed length");
+      throw PointSubError.fromPeer("ERR_PROTOCOL", "COMPRESSED frame without a valid decompressed length");
     }
     const length = v.value;
     const block = data.subarray(v.next);
     const local = this.link.local;
     if (length > local.maxFrameSize) {
-      throw new PointSubError("ERR_PROTOCOL", `COMPRESSED frame declares ${length} bytes, over maxFrameSize`);
+      throw PointSubError.fromPeer("ERR_PROTOCOL", `COMPRESSED frame declares ${length} bytes, over maxFrameSize`);
     }
     if (length > block.length * local.maxCompressionRatio) {
-      throw new PointSubError(
+      throw PointSubError.fromPeer(
         "ERR_COMPRESSION",
         `COMPRESSED frame would expand ${block.length} bytes to ${length}, over maxCompressionRatio ${local.maxCompressionRatio}`,
       );
@@ -358,7 +366,7 @@ export class IncomingStreams {
   /** The sender cancelled its stream (or its source failed). */
   private onCancelled(st: InState, errno: number): void {
     const code = codeForErrno(errno) ?? "ERR_CANCELLED";
-    const err = new PointSubError(
+    const err = PointSubError.fromPeer(
       code,
       code === "ERR_SOURCE" ? "the sender's stream source failed" : `the sender cancelled the stream (${code})`,
     );
@@ -399,7 +407,7 @@ export class IncomingStreams {
       if (st.inDone || st.outDone || st.stream.buffered !== 0) continue;
       const last = st.lastFrameAt > floor ? st.lastFrameAt : floor;
       if (now - last < timeoutMs) continue;
-      const err = new PointSubError("ERR_TIMEOUT", `stream ${st.id} received nothing for ${now - last} ms`);
+      const err = PointSubError.fromPeer("ERR_TIMEOUT", `stream ${st.id} received nothing for ${now - last} ms`);
       st.stream.fail(err);
       this.cancel(st, err);
     }

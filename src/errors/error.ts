@@ -40,6 +40,25 @@ export class PointSubError extends Error {
     Object.defineProperty(this, BRAND, { value: true });
   }
 
+  /**
+   * Builds an error caused by the peer's bytes (a protocol violation, its
+   * CANCEL, its error response, a query it malformed) without capturing a
+   * stack trace: the stack would only show this library's frame handling,
+   * and a hostile peer can make a server build many of these (capturing a
+   * stack costs several times the rest of the construction). `stack` is then
+   * just the `name: message` line. Errors the application causes keep their
+   * stack: use the constructor for those.
+   */
+  static fromPeer(code: ErrorCode, message: string, options?: PointSubErrorOptions): PointSubError {
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
+    try {
+      return new PointSubError(code, message, options);
+    } finally {
+      Error.stackTraceLimit = limit;
+    }
+  }
+
   static override [Symbol.hasInstance](value: unknown): boolean {
     return typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[BRAND] === true;
   }

@@ -356,11 +356,17 @@ export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<
     const have = this.offset + this.received;
     let err: PointSubError | undefined;
     if (info.length !== have) {
-      err = new PointSubError("ERR_PROTOCOL", `stream ended at ${have} bytes but the sender counted ${info.length}`);
+      err = PointSubError.fromPeer(
+        "ERR_PROTOCOL",
+        `stream ended at ${have} bytes but the sender counted ${info.length}`,
+      );
     } else if (this.total !== undefined && this.total !== have) {
-      err = new PointSubError("ERR_PROTOCOL", `stream declared ${this.total} bytes and carried ${have}`);
+      err = PointSubError.fromPeer("ERR_PROTOCOL", `stream declared ${this.total} bytes and carried ${have}`);
     } else if (info.crc !== this.crc) {
-      err = new PointSubError("ERR_CHECKSUM", "end-to-end CRC32C of the stream content does not match the sender's");
+      err = PointSubError.fromPeer(
+        "ERR_CHECKSUM",
+        "end-to-end CRC32C of the stream content does not match the sender's",
+      );
     }
     if (err !== undefined) {
       this.fail(err);

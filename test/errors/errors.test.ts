@@ -20,6 +20,39 @@ describe("PointSubError", () => {
     assert.ok(!isPointSubError(new Error("x")));
   });
 
+  it("fromPeer builds a full error without a stack trace; the constructor keeps the stack", () => {
+    const limit = Error.stackTraceLimit;
+    const cause = new Error("inner");
+    const e = PointSubError.fromPeer("ERR_PROTOCOL", "bad resume query", { cause, suggestion: "s" });
+    assert.equal(Error.stackTraceLimit, limit, "stackTraceLimit restored");
+    assert.ok(e instanceof PointSubError);
+    assert.ok(e instanceof Error);
+    assert.ok(isPointSubError(e, "ERR_PROTOCOL"));
+    assert.equal(e.code, "ERR_PROTOCOL");
+    assert.equal(e.errno, codeInfo("ERR_PROTOCOL").errno);
+    assert.equal(e.severity, codeInfo("ERR_PROTOCOL").severity);
+    assert.equal(e.retryable, codeInfo("ERR_PROTOCOL").retryable);
+    assert.equal(e.suggestion, "s");
+    assert.equal(e.message, "bad resume query");
+    assert.equal(e.name, "PointSubError");
+    assert.equal(e.cause, cause);
+    assert.equal(e.stack, "PointSubError: bad resume query");
+    assert.equal(String(e), "PointSubError: bad resume query");
+    assert.equal(PointSubError.fromPeer("ERR_CANCELLED", "x").suggestion, codeInfo("ERR_CANCELLED").suggestion);
+
+    const normal = (function appCaller() {
+      return new PointSubError("ERR_INVALID_ARGUMENT", "app mistake");
+    })();
+    assert.match(normal.stack ?? "", /^PointSubError: app mistake\n\s+at /);
+    assert.match(normal.stack ?? "", /appCaller/);
+  });
+
+  it("fromPeer restores stackTraceLimit even when construction throws", () => {
+    const limit = Error.stackTraceLimit;
+    assert.throws(() => PointSubError.fromPeer("ERR_NOT_A_CODE" as "ERR_PROTOCOL", "x"));
+    assert.equal(Error.stackTraceLimit, limit);
+  });
+
   it("instanceof works across two loaded copies of the module", async () => {
     const copy = (await import(
       `../../src/errors/error.ts?copy=${Date.now()}`
