@@ -50,6 +50,17 @@ const IMPLS: Record<string, Impl> = {
   "reference-slab": { file: "impls/reference.ts", args: ["--slab"] },
   pointsub: { file: "impls/pointsub.ts", args: [] },
   "pointsub-unix": { file: "impls/pointsub.ts", args: ["--unix"] },
+  // Requests through Client's pool (issue 11: no measurable cost over a direct connection).
+  "pointsub-pool": {
+    file: "impls/pointsub.ts",
+    args: ["--pool"],
+    skip: {
+      flood: "one-way messages take a direct connection: same path as pointsub",
+      large: "same path as pointsub (one request)",
+      hol: "same path as pointsub",
+      conns: "same path as pointsub",
+    },
+  },
   ws: { file: "impls/ws.ts", args: [] },
   "socket.io": { file: "impls/socketio.ts", args: [] },
   grpc: { file: "impls/grpc.ts", args: [] },

@@ -1,7 +1,7 @@
 /** pointsub over tcp:// (or unix:// with `--unix`), the same workloads as the reference. */
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { connect, createServer } from "../../src/index.ts";
+import { Client, connect, createServer } from "../../src/index.ts";
 import { clientArgs, serveRole } from "../lib/role.ts";
 import { runWorkload } from "../lib/workload.ts";
 
@@ -36,6 +36,12 @@ async function client(): Promise<void> {
   const { url, workload, params } = clientArgs();
   const conn = await connect(url, limits);
   const decoder = new TextDecoder();
+  // --pool: requests go through a Client's connection pool instead of the connection itself.
+  const pool = process.argv.includes("--pool") ? new Client(limits) : undefined;
+  const echo =
+    pool === undefined
+      ? (msg: Uint8Array) => conn.request("/echo/1.0.0", msg)
+      : (msg: Uint8Array) => pool.request(url, "/echo/1.0.0", msg);
   await runWorkload(
     {
       // The documented high-rate pattern: send without awaiting, wait for drain.
@@ -45,9 +51,12 @@ async function client(): Promise<void> {
       },
       drained: () => conn.drain(),
       count: async () => Number(decoder.decode(await conn.request("/count/1.0.0"))),
-      echo: (msg) => conn.request("/echo/1.0.0", msg),
+      echo,
       sink: (big) => conn.request("/sink/1.0.0", big, { timeoutMs: 0 }),
-      close: () => conn.close(),
+      close: async () => {
+        await pool?.close();
+        await conn.close();
+      },
       open: async () => {
         const c = await connect(url, limits);
         return { close: () => c.destroy() };

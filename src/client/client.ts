@@ -205,34 +205,47 @@ export class Client {
     }
   }
 
-  /** Calls `route` on the node at `address` through the pool. */
-  async request(address: Address, route: string, payload: Payload, options: RequestOptions = {}): Promise<Uint8Array> {
-    const node = nodeKey(address);
-    this.addresses.set(node, address);
+  /**
+   * Calls `route` on the node at `address` through the pool. On an open
+   * connection with room this is the connection's own request (no extra
+   * promise); calls to an explicit address do not feed the node's breaker.
+   */
+  request(address: Address, route: string, payload: Payload, options: RequestOptions = {}): Promise<Uint8Array> {
+    const node = typeof address === "string" ? address : nodeKey(address);
+    const ready = this.pool.tryAcquire(node);
+    if (ready !== undefined) return ready.conn.request(route, payload, options);
+    if (!this.addresses.has(node)) this.addresses.set(node, address);
     return this.call(node, route, payload, options);
   }
 
-  private async call(node: string, route: string, payload: Payload, options: RequestOptions): Promise<Uint8Array> {
-    if (this.closed) throw new PointSubError("ERR_CONNECTION_CLOSED", "client closed");
-    let p: Pooled;
-    try {
-      p = await this.pool.acquire(node);
-    } catch (err) {
-      const e = toPointSubError(err, "ERR_CONNECT");
-      if (NODE_FAILURES.has(e.code)) this.failed(node);
-      throw e;
-    }
-    try {
-      const answer = await p.conn.request(route, payload, options);
-      this.succeeded(node);
-      return answer;
-    } catch (err) {
-      const e = toPointSubError(err, "ERR_CONNECTION_CLOSED");
-      if (NODE_FAILURES.has(e.code)) this.failed(node);
-      throw e;
-    } finally {
-      this.pool.release(p);
-    }
+  private call(node: string, route: string, payload: Payload, options: RequestOptions): Promise<Uint8Array> {
+    if (this.closed) return Promise.reject(new PointSubError("ERR_CONNECTION_CLOSED", "client closed"));
+    // Hot path: an open connection with room takes the call at once (no extra promise hop).
+    const ready = this.pool.tryAcquire(node);
+    if (ready !== undefined) return this.run(ready, node, route, payload, options);
+    return this.pool.acquire(node).then(
+      (p) => this.run(p, node, route, payload, options),
+      (err: unknown) => {
+        const e = toPointSubError(err, "ERR_CONNECT");
+        if (NODE_FAILURES.has(e.code)) this.failed(node);
+        throw e;
+      },
+    );
+  }
+
+  /** One call on pooled connection `p`; returns it to the pool when answered. */
+  private run(p: Pooled, node: string, route: string, payload: Payload, options: RequestOptions): Promise<Uint8Array> {
+    return p.conn.request(route, payload, options).then(
+      (answer) => {
+        if (this.health.get(node)?.failures) this.succeeded(node);
+        return answer;
+      },
+      (err: unknown) => {
+        const e = toPointSubError(err, "ERR_CONNECTION_CLOSED");
+        if (NODE_FAILURES.has(e.code)) this.failed(node);
+        throw e;
+      },
+    );
   }
 
   /**
@@ -288,9 +301,8 @@ export class Client {
       if (h.failures >= this.failureThreshold && Date.now() < h.openUntil) continue;
       this.measuring.add(n);
       this.pool.acquire(n).then(
-        (p) => {
+        () => {
           this.measuring.delete(n);
-          this.pool.release(p);
         },
         () => {
           this.measuring.delete(n);

@@ -1,8 +1,9 @@
 /**
  * Connections per node, reused across calls: a multiplexed connection
- * carries many calls at once, so a node gets another connection only when
- * each of its connections already has `maxInFlight` calls open (up to
- * `maxPerNode`). At most `maxTotal` connections overall: opening one beyond
+ * carries many calls at once, so calls are packed onto a node's first
+ * connection with room (more calls per write), and a node gets another
+ * connection only when each of its connections (and each one being opened)
+ * already has `maxInFlight` calls (up to `maxPerNode`). At most `maxTotal` connections overall: opening one beyond
  * that first closes an idle connection of another node, else waits up to
  * `acquireTimeoutMs` for one (then ERR_POOL_EXHAUSTED). Idle connections
  * (no call open) close after `idleTimeoutMs`.
@@ -28,7 +29,7 @@ export interface PoolOptions {
 export interface Pooled {
   readonly node: string;
   readonly conn: Connection;
-  inFlight: number;
+  /** When the sweep first saw it with no call open (0: in use, or not seen idle yet). */
   idleSince: number;
 }
 
@@ -36,6 +37,8 @@ interface NodeEntry {
   conns: Pooled[];
   /** Connections being opened. */
   opening: number;
+  /** Calls waiting for a connection being opened (each opening one takes up to maxInFlight). */
+  waitingForOpen: number;
 }
 
 interface Waiter {
@@ -85,38 +88,63 @@ export class Pool {
     return this.nodes.get(node)?.conns ?? [];
   }
 
-  /** A connection to `node` for one call; give it back with {@link release}. */
+  /**
+   * A connection to `node` with room for one more call, if one is open
+   * (the hot path: no promise, no wait); undefined otherwise.
+   */
+  tryAcquire(node: string): Pooled | undefined {
+    const e = this.nodes.get(node);
+    if (e === undefined || this.closed) return undefined;
+    const conns = e.conns;
+    for (let i = 0; i < conns.length; i++) {
+      const p = conns[i];
+      // The connection counts its own calls (including those queued for the peer's limit).
+      if (p.conn.inFlight < this.maxInFlight) {
+        p.idleSince = 0;
+        return p;
+      }
+    }
+    return undefined;
+  }
+
+  /** A connection to `node` for one call (opening one, or waiting for a slot, as needed). */
   async acquire(node: string): Promise<Pooled> {
     for (;;) {
       if (this.closed) throw new PointSubError("ERR_CONNECTION_CLOSED", "client closed");
+      const ready = this.tryAcquire(node);
+      if (ready !== undefined) return ready;
       const e = this.entry(node);
-      let best: Pooled | undefined;
-      for (const p of e.conns) if (best === undefined || p.inFlight < best.inFlight) best = p;
+      if (e.opening !== 0 && e.waitingForOpen < e.opening * this.maxInFlight) {
+        // A connection being opened will have room for this call.
+        e.waitingForOpen++;
+        try {
+          await this.waitForSlot(node);
+        } finally {
+          e.waitingForOpen--;
+        }
+        continue;
+      }
       const count = e.conns.length + e.opening;
-      if (best !== undefined && (best.inFlight < this.maxInFlight || count >= this.maxPerNode)) return this.take(best);
       if (count < this.maxPerNode && (this.total < this.maxTotal || this.evictIdle(node))) {
         return this.take(await this.connect(node, e));
       }
-      if (best !== undefined) return this.take(best); // over-subscribe a multiplexed connection rather than wait
+      // Every allowed connection is full: over-subscribe the least loaded one rather than wait.
+      let best: Pooled | undefined;
+      for (const p of e.conns) if (best === undefined || p.conn.inFlight < best.conn.inFlight) best = p;
+      if (best !== undefined) return this.take(best);
       await this.waitForSlot(node);
     }
   }
 
-  /** A call on `p` finished. */
-  release(p: Pooled): void {
-    p.inFlight--;
-    if (p.inFlight === 0) p.idleSince = Date.now();
-  }
-
   private take(p: Pooled): Pooled {
-    p.inFlight++;
+    p.idleSince = 0;
     return p;
   }
 
   private entry(node: string): NodeEntry {
     let e = this.nodes.get(node);
     if (e === undefined) {
-      e = { conns: [], opening: 0 };
+      e = { conns: [], opening: 0, waitingForOpen: 0 };
       this.nodes.set(node, e);
     }
     return e;
@@ -135,7 +163,7 @@ export class Pool {
       throw err;
     }
     e.opening--;
-    const p: Pooled = { node, conn, inFlight: 0, idleSince: Date.now() };
+    const p: Pooled = { node, conn, idleSince: 0 };
     if (this.closed) {
       this.total--;
       conn.destroy();
@@ -144,6 +172,8 @@ export class Pool {
     e.conns.push(p);
     conn.once("close", () => this.forget(p));
     this.armSweeper();
+    // Calls that waited while every allowed connection was still opening can use this one now.
+    this.wakeWaiters();
     return p;
   }
 
@@ -161,10 +191,18 @@ export class Pool {
   /** Closes the longest-idle connection of another node to make room; false when there is none. */
   private evictIdle(except: string): boolean {
     let victim: Pooled | undefined;
+    let victimSince = Number.POSITIVE_INFINITY;
     for (const [node, e] of this.nodes) {
       if (node === except) continue;
-      for (const p of e.conns)
-        if (p.inFlight === 0 && (victim === undefined || p.idleSince < victim.idleSince)) victim = p;
+      for (const p of e.conns) {
+        if (p.conn.inFlight !== 0) continue;
+        // Idle the longest first; one not yet seen idle by the sweep counts as idle since now.
+        const since = p.idleSince === 0 ? Date.now() : p.idleSince;
+        if (victim === undefined || since < victimSince) {
+          victim = p;
+          victimSince = since;
+        }
+      }
     }
     if (victim === undefined) return false;
     this.forget(victim);
@@ -211,7 +249,11 @@ export class Pool {
     const now = Date.now();
     for (const e of this.nodes.values()) {
       for (const p of [...e.conns]) {
-        if (p.inFlight === 0 && now - p.idleSince >= this.idleTimeoutMs) {
+        if (p.conn.inFlight !== 0) {
+          p.idleSince = 0;
+        } else if (p.idleSince === 0) {
+          p.idleSince = now;
+        } else if (now - p.idleSince >= this.idleTimeoutMs) {
           this.forget(p);
           void p.conn.close();
         }

@@ -467,6 +467,11 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     return this.pinger.ping(options.timeoutMs ?? this.requestTimeoutMs);
   }
 
+  /** Calls this side made that have no answer yet (including those queued for the peer's maxConcurrentRequests). */
+  get inFlight(): number {
+    return this.caller.size;
+  }
+
   /**
    * Smoothed round-trip time to the peer in ms (EWMA over `ping()` and
    * keepalive pings, weight 1/8 per sample); undefined before the first.

@@ -132,6 +132,21 @@ describe("Client: pool", () => {
     }
   });
 
+  it("a burst of calls to a fresh node waits for its connections to open, within maxPerNode", async () => {
+    const n = await startNode("n");
+    let sessions = 0;
+    n.server.on("session", () => sessions++);
+    const client = new Client({ pool: { maxPerNode: 2, maxInFlight: 4, acquireTimeoutMs: 2000 } });
+    try {
+      const answers = await Promise.all(Array.from({ length: 50 }, () => client.request(n.url, "/who/1", "x")));
+      assert.equal(answers.length, 50);
+      assert.ok(sessions >= 1 && sessions <= 2, `${sessions} connections`);
+    } finally {
+      await client.close();
+      await n.server.close();
+    }
+  });
+
   it("maxTotal: a node waits for a slot, closes another node's idle connection, or fails with ERR_POOL_EXHAUSTED", async () => {
     const a = await startNode("a");
     const b = await startNode("b");
