@@ -20,13 +20,92 @@ export interface ResumableSource {
   prefixCrc?(length: number): Promise<number>;
 }
 
+/**
+ * One connection shared by many resumable transfers (many files over one
+ * multiplexed connection): opened on first use; once it closed (or is
+ * going away) the next transfer that needs it opens a new one, and every
+ * transfer waiting at that moment gets the same one. Transfers do not close
+ * it: its owner does, with {@link SharedConnection.close}.
+ */
+export class SharedConnection {
+  private readonly open: () => Promise<Connection>;
+  private current: Connection | undefined;
+  private opening: Promise<Connection> | undefined;
+  private closed = false;
+  /** Connections opened so far (1 unless one dropped). */
+  opened = 0;
+
+  constructor(open: () => Promise<Connection>) {
+    this.open = open;
+  }
+
+  /** The open connection, or a new one when there is none (one attempt, shared by concurrent callers). */
+  get(): Promise<Connection> {
+    if (this.closed) return Promise.reject(new PointSubError("ERR_CANCELLED", "the shared connection was closed"));
+    const c = this.current;
+    if (c !== undefined && c.state === "open") return Promise.resolve(c);
+    if (c !== undefined && c.state !== "closed") c.destroy();
+    this.current = undefined;
+    if (this.opening === undefined) {
+      const opening = this.open().then(
+        (conn) => {
+          this.opened++;
+          if (this.closed) {
+            conn.destroy();
+            throw new PointSubError("ERR_CANCELLED", "the shared connection was closed");
+          }
+          this.current = conn;
+          return conn;
+        },
+        (err: unknown) => {
+          throw toPointSubError(err, "ERR_CONNECT");
+        },
+      );
+      this.opening = opening;
+      const clear = () => {
+        if (this.opening === opening) this.opening = undefined;
+      };
+      opening.then(clear, clear);
+    }
+    return this.opening;
+  }
+
+  /**
+   * A transfer on `conn` failed with `err`: a connection that is no longer
+   * open is dropped (the next {@link get} opens a new one); an open one is
+   * kept for the other transfers (the error was that stream's).
+   */
+  failed(conn: Connection, _err: PointSubError): void {
+    if (conn === this.current && conn.state !== "open") {
+      if (conn.state !== "closed") conn.destroy();
+      this.current = undefined;
+    }
+  }
+
+  /** Closes the connection gracefully; later {@link get} calls reject. */
+  async close(): Promise<void> {
+    this.closed = true;
+    const c = this.current;
+    this.current = undefined;
+    await this.opening?.catch(() => {});
+    if (c !== undefined) await c.close();
+  }
+
+  /** Ends the connection at once (in-flight transfers fail). */
+  destroy(): void {
+    this.closed = true;
+    this.current?.destroy();
+    this.current = undefined;
+  }
+}
+
 /** Options of {@link sendResumable}. */
 export interface SendResumableOptions
   extends Pick<SendStreamOptions, "compress" | "signal" | "onProgress" | "progressIntervalMs" | "meta"> {
   /** Ask the receiver how far a previous attempt got and continue from there. Default true. */
   resume?: boolean;
   /**
-   * With a connect function: attempts after a failure a new connection may
+   * With a connect function or a {@link SharedConnection}: attempts after a failure a new connection may
    * cure (the error table's `retryable` codes: a dropped or refused
    * connection, a timeout, an overloaded or going-away peer, a corrupted
    * frame, a mismatched resume point). Any other error ends the transfer at
@@ -43,15 +122,16 @@ export interface SendResumableOptions
  * Sends `source` to stream route `route` so that an interrupted transfer
  * continues where the receiver stopped (docs/PROTOCOL.md §3.11): each
  * attempt asks the receiver how much it holds, checks that prefix, and
- * streams the rest. Given a function that opens connections, a dropped
- * connection is retried with backoff; progress goes to paused, resuming and
+ * streams the rest. Given a function that opens connections (or a
+ * {@link SharedConnection}, for many transfers over one connection), a
+ * dropped connection is retried with backoff; progress goes to paused, resuming and
  * transferring across attempts. An error that is not `retryable` (see
  * `codeInfo`) ends it at once, and a connection it opened is closed whenever
  * it ends. The route must be resumable on the receiver
  * (`handleStream(route, handler, { resume })`, as `fileSink` provides).
  */
 export function sendResumable(
-  target: Connection | (() => Promise<Connection>),
+  target: Connection | (() => Promise<Connection>) | SharedConnection,
   route: string,
   source: ResumableSource | Promise<ResumableSource>,
   options: SendResumableOptions = {},
@@ -63,6 +143,7 @@ export function sendResumable(
   const progress = new Progress("pending", undefined, options.progressIntervalMs ?? 100);
   if (options.onProgress !== undefined) progress.on("progress", options.onProgress);
   const owned = typeof target === "function";
+  const shared = target instanceof SharedConnection ? target : undefined;
 
   const attempt = async (conn: Connection, src: ResumableSource, n: number): Promise<Uint8Array> => {
     let offset = 0;
@@ -131,7 +212,12 @@ export function sendResumable(
       if (options.signal?.aborted) throw new PointSubError("ERR_CANCELLED", "aborted by the signal");
       let conn: Connection | undefined;
       try {
-        conn = owned ? await (target as () => Promise<Connection>)() : (target as Connection);
+        conn =
+          shared !== undefined
+            ? await shared.get()
+            : owned
+              ? await (target as () => Promise<Connection>)()
+              : (target as Connection);
         const answer = await attempt(conn, src, n);
         progress.setStatus("completed");
         if (owned) await conn.close();
@@ -140,7 +226,15 @@ export function sendResumable(
         const e = toPointSubError(err, "ERR_SOURCE");
         // A connection this transfer opened is its own to end, whatever happens next.
         if (owned && conn !== undefined && conn.state !== "closed") conn.destroy();
-        if (!owned || !e.retryable || cancelled !== undefined || options.signal?.aborted || n >= retries) throw e;
+        if (shared !== undefined && conn !== undefined) shared.failed(conn, e);
+        if (
+          (!owned && shared === undefined) ||
+          !e.retryable ||
+          cancelled !== undefined ||
+          options.signal?.aborted ||
+          n >= retries
+        )
+          throw e;
         progress.setStatus("paused", e);
         await pause(delay);
         delay = Math.min(delay * 2, 5000);

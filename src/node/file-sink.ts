@@ -1,8 +1,8 @@
 import { constants, createReadStream, lstat as lstatCb, type Stats } from "node:fs";
 import { type FileHandle, link, lstat, mkdir, open, readdir, rename, rm, unlink } from "node:fs/promises";
-import { basename, join } from "node:path";
+import { basename, join, sep } from "node:path";
 import type { ResumePoint } from "../connection/connection.ts";
-import type { RequestContext } from "../connection/types.ts";
+import type { Handler, RequestContext } from "../connection/types.ts";
 import { PointSubError } from "../errors/error.ts";
 import type { IncomingStream } from "../stream/incoming.ts";
 import type { StreamHandler } from "../stream/types.ts";
@@ -10,6 +10,30 @@ import { nodeCrc32c } from "./crc32c-native.ts";
 
 /** The route files are sent to by default. */
 export const FILE_ROUTE = "/pointsub/file/1.0.0";
+
+/**
+ * The file sink's quick-check request route (docs/PROTOCOL.md §3.12.1):
+ * which of a list of files the receiver already holds, with their size and
+ * CRC32C, so a sender can skip files stored whole.
+ */
+export const FILE_CHECK_ROUTE = "/pointsub/file/check/1";
+
+/** Files one quick-check request may ask about. */
+export const FILE_CHECK_MAX = 1000;
+
+/** One file a quick check asks about: the name or relative path it would be sent under, and its size. */
+export interface FileCheckQuery {
+  name?: string;
+  path?: string;
+  size: number;
+}
+
+/**
+ * What the receiver holds under that name: `null` when nothing (or not a
+ * regular file); its size, and its CRC32C (8 hex digits) when the size is
+ * the one asked about.
+ */
+export type FileCheckAnswer = { size: number; crc32c?: string } | null;
 
 /** What the file sink answers for a stored file (JSON in the response). */
 export interface FileReceipt {
@@ -106,6 +130,11 @@ export interface FileSink {
   usage(): FileSinkUsage;
   /** Stops the periodic sweep (the timer never keeps a process alive anyway). */
   close(): void;
+  /**
+   * The quick-check request handler: register it on {@link FILE_CHECK_ROUTE}
+   * (`server.handle(FILE_CHECK_ROUTE, sink.check)`).
+   */
+  check: Handler;
 }
 
 /** Transfer ids the sink accepts: unguessable capabilities (≥ 32 chars ≈ 190 bits). */
@@ -136,6 +165,46 @@ export function safeFileName(name: unknown): string {
   s = s.replace(/^[.\s]+/, "").trim();
   while (Buffer.byteLength(s) > 200) s = s.slice(0, -1);
   return s.length === 0 ? "file" : s;
+}
+
+/** Longest relative path (bytes), path segment (bytes) and depth a sink accepts. */
+const PATH_MAX_BYTES = 4096;
+const SEGMENT_MAX_BYTES = 255;
+const PATH_MAX_DEPTH = 64;
+/** Characters Windows does not allow in names (refused there only). */
+const WINDOWS_RESERVED = /[:*?"<>|]/;
+
+/**
+ * The segments of a relative path a peer asked to store a file under
+ * (`meta.path`, e.g. `photos/2024/a.jpg`), checked, never cleaned: `/`
+ * separates segments; an empty path or segment (so an absolute path or
+ * `a//b`), `.` and `..`, a backslash, NUL or other control character, a
+ * segment over 255 bytes, a path over 4096 bytes or 64 segments, a first
+ * segment that looks like the sink's own `.partial`/`.resume` files (and on
+ * Windows `:*?"<>|`) are refused with `ERR_INVALID_ARGUMENT`. Dot files are
+ * kept as they are (the tree arrives as sent).
+ */
+export function safeRelativePath(path: unknown): string[] {
+  const bad = (why: string) =>
+    new PointSubError("ERR_INVALID_ARGUMENT", `refused path ${JSON.stringify(String(path).slice(0, 100))}: ${why}`);
+  if (typeof path !== "string") throw new PointSubError("ERR_INVALID_ARGUMENT", "meta.path must be a string");
+  if (path.length === 0) throw bad("empty");
+  if (Buffer.byteLength(path) > PATH_MAX_BYTES) throw bad(`over ${PATH_MAX_BYTES} bytes`);
+  if (path.includes("\\")) throw bad("backslash (the separator is /)");
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point.
+  if (/[\u0000-\u001f\u007f]/.test(path)) throw bad("NUL or control character");
+  if (path.startsWith("/")) throw bad("absolute");
+  const segments = path.split("/");
+  if (segments.length > PATH_MAX_DEPTH) throw bad(`over ${PATH_MAX_DEPTH} segments`);
+  for (const seg of segments) {
+    if (seg === "") throw bad("empty segment");
+    if (seg === "." || seg === "..") throw bad(`'${seg}' segment`);
+    if (Buffer.byteLength(seg) > SEGMENT_MAX_BYTES) throw bad(`a segment over ${SEGMENT_MAX_BYTES} bytes`);
+    if (sep === "\\" && (WINDOWS_RESERVED.test(seg) || /[. ]$/.test(seg))) throw bad("not a Windows name");
+  }
+  if (PARTIAL_NAME.test(segments[0]) || SIDECAR_NAME.test(segments[0]))
+    throw bad("reserved for the sink's partial files");
+  return segments;
 }
 
 /** CRC32C of the first `length` bytes of a file. */
@@ -538,7 +607,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
   };
 
   /** Checks what a peer sent before anything is locked or created. */
-  const check = (stream: IncomingStream): { tid: string; name: string } => {
+  const check = (stream: IncomingStream): { tid: string; name: string; segments: string[] | undefined } => {
     const tid = stream.transferId;
     if (tid === undefined || !TRANSFER_ID.test(tid)) {
       throw new PointSubError(
@@ -550,6 +619,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     if (raw !== undefined && typeof raw !== "string") {
       throw new PointSubError("ERR_INVALID_ARGUMENT", "meta.name must be a string");
     }
+    const rel = stream.meta.path === undefined ? undefined : safeRelativePath(stream.meta.path);
     if (
       !isUint(stream.offset) ||
       (stream.total !== undefined && (!isUint(stream.total) || stream.offset > stream.total))
@@ -562,7 +632,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         `file of ${stream.total ?? stream.offset} bytes is over the ${maxFileSize}-byte limit`,
       );
     }
-    return { tid, name: safeFileName(raw) };
+    return { tid, name: rel === undefined ? safeFileName(raw) : rel.join("/"), segments: rel };
   };
 
   /** lstat calls in flight, by path: transfers checking the same name at once share one. */
@@ -624,6 +694,98 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
   };
 
   /**
+   * Makes the directories of a relative path under `dir`, each one checked
+   * not to be a symbolic link or a file (`ERR_EXISTS`): a path never leads
+   * out of `dir`.
+   */
+  const parents = async (segments: string[]) => {
+    let cur = dir;
+    for (const seg of segments.slice(0, -1)) {
+      cur = join(cur, seg);
+      let st = await exists(cur);
+      if (st === undefined) {
+        await mkdir(cur).catch((err: unknown) => {
+          if (errno(err) !== "EEXIST") throw err;
+        });
+        st = await lstat(cur).catch(() => undefined);
+      }
+      if (st === undefined || !st.isDirectory()) {
+        throw new PointSubError(
+          "ERR_EXISTS",
+          `${segments.join("/")}: ${cur.slice(dir.length + 1)} is ${st?.isSymbolicLink() ? "a symbolic link" : "not a directory"} on the receiver`,
+        );
+      }
+    }
+  };
+
+  /** CRC32C of stored files, by path, valid while the file's identity (inode, size, mtime, ctime) is unchanged. */
+  const crcs = new Map<string, { id: string; crc: number }>();
+  const identity = (st: Stats) => `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
+  const remember = (path: string, size: number, crc: number) => {
+    lstat(path)
+      .then((st) => {
+        if (st.isFile() && st.size === size) cacheCrc(path, identity(st), crc);
+      })
+      .catch(() => {});
+  };
+  const cacheCrc = (path: string, id: string, crc: number) => {
+    crcs.delete(path);
+    crcs.set(path, { id, crc });
+    if (crcs.size > 100_000) crcs.delete(crcs.keys().next().value as string);
+  };
+
+  /** What is stored under one quick-check entry (a file the sink put there or not: any regular file). */
+  const lookup = async (q: FileCheckQuery): Promise<FileCheckAnswer> => {
+    const segments = q.path === undefined ? [safeFileName(q.name)] : safeRelativePath(q.path);
+    // Only through real directories (never a symbolic link out of the directory).
+    for (let i = 1; i < segments.length; i++) {
+      if ((await exists(join(dir, ...segments.slice(0, i))))?.isDirectory() !== true) return null;
+    }
+    const target = join(dir, ...segments);
+    const st = await exists(target);
+    if (st === undefined || !st.isFile()) return null;
+    if (st.size !== q.size) return { size: st.size };
+    const id = identity(st);
+    let crc = crcs.get(target)?.id === id ? crcs.get(target)?.crc : undefined;
+    if (crc === undefined) {
+      crc = await fileCrc32c(target, st.size);
+      cacheCrc(target, id, crc);
+    }
+    return { size: st.size, crc32c: (crc >>> 0).toString(16).padStart(8, "0") };
+  };
+
+  const checkHandler: Handler = async (req) => {
+    let body: { files?: unknown };
+    try {
+      body = JSON.parse(new TextDecoder().decode(req.data)) as { files?: unknown };
+    } catch {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", "a quick check is a JSON object {files: [...]}");
+    }
+    const files = body?.files;
+    if (!Array.isArray(files) || files.length > FILE_CHECK_MAX) {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", `files must be an array of at most ${FILE_CHECK_MAX} entries`);
+    }
+    const queries: FileCheckQuery[] = files.map((f: unknown) => {
+      const q = (typeof f === "object" && f !== null ? f : {}) as Record<string, unknown>;
+      if (!isUint(q.size)) throw new PointSubError("ERR_INVALID_ARGUMENT", "each entry needs a size");
+      if (q.name !== undefined && typeof q.name !== "string") {
+        throw new PointSubError("ERR_INVALID_ARGUMENT", "name must be a string");
+      }
+      if (q.path !== undefined) safeRelativePath(q.path);
+      return { name: q.name as string | undefined, path: q.path as string | undefined, size: q.size };
+    });
+    await ready;
+    const answers: FileCheckAnswer[] = new Array(queries.length).fill(null);
+    // A few files read at once (their CRCs), in order of the list.
+    let next = 0;
+    const worker = async () => {
+      for (let i = next++; i < queries.length; i = next++) answers[i] = await lookup(queries[i]);
+    };
+    await Promise.all(Array.from({ length: Math.min(8, queries.length) }, worker));
+    return JSON.stringify({ files: answers });
+  };
+
+  /**
    * Creates a transfer's partial file: exclusively and never through a link
    * (O_CREAT | O_EXCL | O_NOFOLLOW, which is what makes it safe: no lstat
    * before). Whatever is in the way (a stale partial, a link someone
@@ -659,7 +821,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     // its own (never as views of socket chunks), so after each batch
     // `stream.contentCrc` is exactly the CRC of the bytes read so far.
     stream.release([]);
-    const { tid, name } = check(stream);
+    const { tid, name, segments } = check(stream);
     await ready;
     const route = stream.route;
     const principal = String(ctx.session?.principal ?? "");
@@ -668,7 +830,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     if (e.active) throw new PointSubError("ERR_RESUME", "this transfer is already being received");
     e.active = true;
     const partial = partialPath(key);
-    const finalPath = join(dir, name);
+    const finalPath = segments === undefined ? join(dir, name) : join(dir, ...segments);
     const offset = stream.offset;
     let fh: FileHandle | undefined;
     /** The partial file was opened for writing by this transfer. */
@@ -811,7 +973,9 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       await out.close();
       fh = undefined;
       e.point = { offset: size, crc: stream.contentCrc };
+      if (segments !== undefined && segments.length > 1) await parents(segments);
       await place(partial, finalPath);
+      remember(finalPath, size, stream.contentCrc);
       await unlink(sidecarPath(key)).catch(() => {});
       forget(e);
       const receipt: FileReceipt = {
@@ -869,5 +1033,6 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       if (timer !== undefined) clearInterval(timer);
       timer = undefined;
     },
+    check: checkHandler,
   };
 }

@@ -2,7 +2,12 @@ import { constants } from "node:fs";
 import { link, mkdir, open, readFile, rm, stat } from "node:fs/promises";
 import { homedir } from "node:os";
 import { basename, dirname, isAbsolute, join, resolve } from "node:path";
-import { type ResumableSource, type SendResumableOptions, sendResumable } from "../client/resumable.ts";
+import {
+  type ResumableSource,
+  type SendResumableOptions,
+  type SharedConnection,
+  sendResumable,
+} from "../client/resumable.ts";
 import type { Connection } from "../connection/connection.ts";
 import { PointSubError } from "../errors/error.ts";
 import { onChunkSent } from "../stream/release.ts";
@@ -15,6 +20,13 @@ export interface SendFileOptions extends SendResumableOptions {
   route?: string;
   /** Name the receiver stores the file under. Default: the file's base name. */
   name?: string;
+  /**
+   * Relative path the receiver stores the file under, `/`-separated (e.g.
+   * `photos/2024/a.jpg`: the receiver makes the directories). Sent as
+   * `meta.path`; the receiver refuses `..`, absolute paths, backslashes and
+   * control characters (`ERR_INVALID_ARGUMENT`). Takes precedence over `name`.
+   */
+  relativePath?: string;
   /**
    * Stable id of this transfer: 32..128 characters of `[A-Za-z0-9_-]`.
    * It is the capability to query and resume the transfer on the receiver,
@@ -244,7 +256,8 @@ export async function fileTransferId(path: string, options: FileTransferIdOption
 /**
  * Sends a file to a peer's file sink (see `fileSink`), resuming where the
  * receiver stopped if an earlier attempt was interrupted. Pass a connection,
- * or a function that opens one: then a dropped connection is retried with a
+ * a function that opens one, or a `SharedConnection` (many files over one
+ * connection): with the last two a dropped connection is retried with a
  * new one and the transfer continues from the receiver's last stored byte.
  * Resolves (the returned {@link FileTransfer}) to the receipt, an object:
  * `{ name, path, size, crc32c, resumedFrom, transferId, bytesSent, attempts }`.
@@ -254,7 +267,7 @@ export async function fileTransferId(path: string, options: FileTransferIdOption
  * a connection it opened is closed whenever it ends.
  */
 export function sendFile(
-  target: Connection | (() => Promise<Connection>),
+  target: Connection | (() => Promise<Connection>) | SharedConnection,
   path: string,
   options: SendFileOptions = {},
 ): FileTransfer {
@@ -283,7 +296,11 @@ export function sendFile(
   let attempts = 0;
   const inner: Transfer = sendResumable(target, route, source, {
     ...options,
-    meta: { ...options.meta, name: options.name ?? basename(path) },
+    meta: {
+      ...options.meta,
+      name: options.name ?? basename(path),
+      ...(options.relativePath === undefined ? {} : { path: options.relativePath }),
+    },
     onAttempt: (n, offset) => {
       // Called before the attempt resets the progress: it still holds where the last one stopped.
       if (n > 0) sent += Math.max(0, inner.progress.bytes - base);
