@@ -75,9 +75,14 @@ export function program(): Command {
 
   const send = p
     .command("send")
-    .description("send files, with progress; resumes after a dropped connection and when re-run")
-    .argument("<files...>", "files to send")
+    .description(
+      "send files over one connection, with progress; skips files the server holds whole; resumes after a dropped connection and when re-run",
+    )
+    .argument("<files...>", "files (and with -r directories) to send")
     .requiredOption("-t, --to <url>", "server URL")
+    .option("-r, --recursive", "send directories, keeping their tree under the directory's name on the server")
+    .option("--force", "send files even when the server already holds them whole (same size and CRC32C)")
+    .option("-j, --parallel <n>", "files in flight at once over the one connection (1 to 256)", integer(1, 256), 32)
     .addOption(
       new Option("-c, --compress <alg>", "compression: auto, off, or an algorithm")
         .choices(["auto", "off", "deflate-raw", "gzip", "zstd", "brotli"])

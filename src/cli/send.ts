@@ -1,7 +1,17 @@
-import { stat } from "node:fs/promises";
+import { lstat, readdir, stat } from "node:fs/promises";
+import { basename, join, resolve } from "node:path";
+import { SharedConnection } from "../client/resumable.ts";
 import type { CodecName } from "../codec/compression.ts";
+import type { Connection } from "../connection/connection.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { connect } from "../index.ts";
+import {
+  FILE_CHECK_MAX,
+  FILE_CHECK_ROUTE,
+  type FileCheckAnswer,
+  type FileCheckQuery,
+  fileCrc32c,
+} from "../node/file-sink.ts";
 import { type SentFileReceipt, sendFile } from "../node/send-file.ts";
 import { type ClientAuthFlags, clientConnectOptions } from "./auth.ts";
 import { formatBytes, formatRate } from "./format.ts";
@@ -12,11 +22,42 @@ export interface SendOptions extends ClientAuthFlags {
   compress: "auto" | "off" | CodecName;
   retries: number;
   resume: boolean;
+  /** Send directories, keeping their tree on the server. */
+  recursive?: boolean;
+  /** Send files even when the server already holds them whole. */
+  force?: boolean;
+  /** Files in flight at once over the connection. Default 32. */
+  parallel?: number;
   json?: boolean;
 }
 
 /** Exit codes after a signal, as a shell reports a process it ended (128 + the signal's number). */
 const SIGNAL_EXIT: Record<string, number> = { SIGINT: 130, SIGTERM: 143 };
+
+/**
+ * Failures about one file: the others go on. Any other error (no file
+ * sink, refused credentials, a compression the server lacks, a connection
+ * that stayed down through every retry) would fail every file the same
+ * way: the send stops taking new files.
+ */
+const PER_FILE = new Set([
+  "ERR_EXISTS",
+  "ERR_QUOTA",
+  "ERR_INVALID_ARGUMENT",
+  "ERR_CHECKSUM",
+  "ERR_RESUME",
+  "ERR_SOURCE",
+]);
+
+/** A file to send: where it is here, what the server stores it under, its size. */
+export interface SendItem {
+  file: string;
+  /** The name shown and stored: the base name, or (from a directory with -r) the relative path. */
+  target: string;
+  /** True when `target` is a relative path (sent as `meta.path`, the server makes its directories). */
+  tree: boolean;
+  size: number;
+}
 
 /**
  * The plain summary of a sent file. The rate is that of the bytes this run
@@ -28,23 +69,126 @@ export function sentLine(file: string, r: SentFileReceipt, seconds: number): str
   return `${file}: sent ${formatBytes(r.size)} in ${seconds.toFixed(2)} s (${rate})${resumed}`;
 }
 
-/** `pointsub send FILE... --to URL`: one transfer (and connection) per file, at most 4 at once. */
-export async function sendCommand(files: string[], opts: SendOptions): Promise<void> {
+/**
+ * What `send` sends: each file argument under its base name; with
+ * `recursive`, each directory argument's regular files under
+ * `<directory's name>/<path inside it>` (as `scp -r` and `rsync -r` without a
+ * trailing slash: a trailing slash changes nothing). Symbolic links and
+ * special files inside a directory are skipped (reported through `skip`);
+ * empty directories are not recreated. Two arguments that would be stored
+ * under the same name are refused before anything is sent.
+ */
+export async function collectFiles(
+  args: readonly string[],
+  recursive: boolean,
+  skip: (path: string, why: string) => void = () => {},
+): Promise<SendItem[]> {
+  const items: SendItem[] = [];
+  const walk = async (dir: string, prefix: string) => {
+    const entries = (await readdir(dir, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : 1));
+    for (const d of entries) {
+      const path = join(dir, d.name);
+      const target = `${prefix}/${d.name}`;
+      if (d.isDirectory()) await walk(path, target);
+      else if (d.isFile()) items.push({ file: path, target, tree: true, size: (await lstat(path)).size });
+      else skip(path, d.isSymbolicLink() ? "a symbolic link" : "not a regular file");
+    }
+  };
+  for (const arg of args) {
+    const st = await stat(arg).catch(() => undefined);
+    if (st?.isDirectory()) {
+      if (!recursive) throw new PointSubError("ERR_INVALID_ARGUMENT", `${arg} is a directory (send it with -r)`);
+      const top = basename(resolve(arg));
+      if (top === "")
+        throw new PointSubError("ERR_INVALID_ARGUMENT", `${arg}: the root directory has no name to send it under`);
+      await walk(arg, top);
+    } else if (st?.isFile()) {
+      items.push({ file: arg, target: basename(arg), tree: false, size: st.size });
+    } else {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", `${arg} is not a readable file`);
+    }
+  }
+  // The same file named twice is sent once; two files for one name are an error, not a silent overwrite.
+  const byTarget = new Map<string, SendItem>();
+  const out: SendItem[] = [];
+  for (const it of items) {
+    const other = byTarget.get(it.target);
+    if (other === undefined) {
+      byTarget.set(it.target, it);
+      out.push(it);
+    } else if (resolve(other.file) !== resolve(it.file)) {
+      throw new PointSubError(
+        "ERR_INVALID_ARGUMENT",
+        `${other.file} and ${it.file} would both be stored as ${it.target}; send their folders with -r, or send them separately`,
+      );
+    }
+  }
+  return out;
+}
+
+/**
+ * The quick check (like rsync's): asks the server which files it already
+ * holds under their names, with their size and CRC32C, and returns the items
+ * whose size and CRC32C equal the local file's. Undefined when the server
+ * has no quick-check route (an older server: nothing is skipped).
+ */
+export async function quickCheck(conn: Connection, items: readonly SendItem[]): Promise<Set<SendItem> | undefined> {
+  const same = new Set<SendItem>();
+  for (let i = 0; i < items.length; i += FILE_CHECK_MAX) {
+    const batch = items.slice(i, i + FILE_CHECK_MAX);
+    const queries: FileCheckQuery[] = batch.map((it) =>
+      it.tree ? { path: it.target, size: it.size } : { name: it.target, size: it.size },
+    );
+    let answers: FileCheckAnswer[];
+    try {
+      const res = await conn.request(FILE_CHECK_ROUTE, JSON.stringify({ files: queries }), { timeoutMs: 0 });
+      answers = (JSON.parse(new TextDecoder().decode(res)) as { files: FileCheckAnswer[] }).files;
+    } catch (err) {
+      if (toPointSubError(err, "ERR_HANDLER").code === "ERR_NO_ROUTE") return undefined;
+      throw err;
+    }
+    // Local CRCs only of files the server holds at the same size; a few read at once.
+    let next = 0;
+    const worker = async () => {
+      for (let k = next++; k < batch.length; k = next++) {
+        const a = answers[k];
+        if (a?.crc32c === undefined || a.size !== batch[k].size) continue;
+        const crc = (await fileCrc32c(batch[k].file, batch[k].size)) >>> 0;
+        if (crc.toString(16).padStart(8, "0") === a.crc32c) same.add(batch[k]);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(8, batch.length) }, worker));
+  }
+  return same;
+}
+
+/**
+ * `pointsub send FILE|DIR... --to URL`: every file over one multiplexed
+ * connection, `parallel` at a time, each resumable on its own (a dropped
+ * connection is reopened once for all of them, and each continues from what
+ * the server stored); files the server already holds whole are skipped
+ * unless `force`.
+ */
+export async function sendCommand(args: string[], opts: SendOptions): Promise<void> {
   const mode = outputMode(opts.json);
   const connectOptions = await clientConnectOptions(opts.to, opts);
-  let bytes = 0;
-  for (const f of files) {
-    const st = await stat(f).catch(() => undefined);
-    if (st === undefined || !st.isFile())
-      throw new PointSubError("ERR_INVALID_ARGUMENT", `${f} is not a readable file`);
-    bytes += st.size;
-  }
-  const view = new ProgressView(mode, { files: files.length, bytes });
+  const say = (event: Record<string, unknown>, line: string) => {
+    if (mode === "json") jsonLine(event);
+    else if (mode === "plain") process.stdout.write(`${line}\n`);
+  };
+  const notices: string[] = [];
+  const all = await collectFiles(args, opts.recursive === true, (path, why) => {
+    say({ event: "skipped", file: path, reason: why }, `${path}: skipped, ${why}`);
+    if (mode === "tty") notices.push(`${path}: skipped, ${why}`);
+  });
+  const started = performance.now();
+  const shared = new SharedConnection(() => connect(opts.to, connectOptions));
   // Ctrl-C (or a TERM) leaves the transfers as a dropped connection would: the server keeps what it
   // stored, and the same command run again resumes. The terminal is restored first (the view's own
   // handler), then one line says so.
+  let view: ProgressView | undefined;
   const interrupted = (signal: NodeJS.Signals) => {
-    view.stop();
+    view?.stop();
     printError(
       new PointSubError("ERR_CANCELLED", `interrupted by ${signal}; run the same command again to resume`),
       errorMode(mode),
@@ -54,46 +198,119 @@ export async function sendCommand(files: string[], opts: SendOptions): Promise<v
   process.on("SIGINT", interrupted);
   process.on("SIGTERM", interrupted);
   const failures: { file: string; error: PointSubError }[] = [];
-  const queue = [...files];
-  const worker = async () => {
-    for (let f = queue.shift(); f !== undefined; f = queue.shift()) {
-      const file = f;
-      const t = sendFile(() => connect(opts.to, connectOptions), file, {
-        compress: opts.compress,
-        retries: opts.retries,
-        resume: opts.resume,
-        progressIntervalMs: 200,
-        onProgress: (s) => view.update(file, s),
-      });
-      // Its bar shows at once (initializing while it connects).
-      view.update(file, t.snapshot());
-      try {
-        const r = await t;
-        const secs = t.snapshot().elapsedMs / 1000;
-        if (mode === "json") {
-          jsonLine({ event: "sent", file, ...r, seconds: secs, rate: Math.round(r.bytesSent / Math.max(secs, 1e-3)) });
-        } else if (mode === "plain") process.stdout.write(`${sentLine(file, r, secs)}\n`);
-      } catch (err) {
-        const e = toPointSubError(err, "ERR_SOURCE");
-        failures.push({ file, error: e });
-        // With several files each failure gets its line (the final error names the first one).
-        if (files.length > 1 && mode === "plain") process.stdout.write(`${file}: failed: ${e.code}: ${e.message}\n`);
+  let items = all;
+  let sentFiles = 0;
+  let sentBytes = 0;
+  try {
+    if (opts.force !== true && all.length > 0) {
+      const conn = await shared.get();
+      const same = await quickCheck(conn, all);
+      if (same === undefined && all.some((it) => it.tree)) {
+        throw new PointSubError("ERR_NO_ROUTE", "the server cannot store directories (an older pointsub serve)");
+      }
+      if (same !== undefined && same.size > 0) {
+        items = all.filter((it) => !same.has(it));
+        for (const it of all) {
+          if (!same.has(it)) continue;
+          say(
+            { event: "skipped", file: it.file, name: it.target, size: it.size, reason: "unchanged" },
+            `${it.target}: skipped, the server holds it whole (${formatBytes(it.size)}, same CRC32C)`,
+          );
+        }
+        if (mode === "tty") {
+          notices.push(
+            same.size === 1
+              ? `${[...same][0].target}: skipped, the server holds it whole (--force sends it anyway)`
+              : `${same.size} files skipped: the server holds them whole (--force sends them anyway)`,
+          );
+        }
       }
     }
-  };
-  try {
-    await Promise.all(Array.from({ length: Math.min(4, files.length) }, worker));
+    view = new ProgressView(mode, { files: items.length, bytes: items.reduce((n, it) => n + it.size, 0) });
+    for (const line of notices) view.log(line);
+    const v = view;
+    const queue = [...items];
+    let fatal = false;
+    const worker = async () => {
+      for (let it = queue.shift(); it !== undefined && !fatal; it = queue.shift()) {
+        const { file, target } = it;
+        const t = sendFile(shared, file, {
+          compress: opts.compress,
+          retries: opts.retries,
+          resume: opts.resume,
+          progressIntervalMs: 200,
+          onProgress: (s) => v.update(target, s),
+          ...(it.tree ? { relativePath: target } : { name: target }),
+        });
+        // Its bar shows at once (initializing while it connects).
+        v.update(target, t.snapshot());
+        try {
+          const r = await t;
+          const secs = t.snapshot().elapsedMs / 1000;
+          sentFiles++;
+          sentBytes += r.bytesSent;
+          if (mode === "json") {
+            jsonLine({
+              event: "sent",
+              file,
+              ...r,
+              seconds: secs,
+              rate: Math.round(r.bytesSent / Math.max(secs, 1e-3)),
+            });
+          } else if (mode === "plain") process.stdout.write(`${sentLine(target, r, secs)}\n`);
+        } catch (err) {
+          const e = toPointSubError(err, "ERR_SOURCE");
+          failures.push({ file: target, error: e });
+          if (!PER_FILE.has(e.code)) fatal = true;
+          // With several files each failure gets its line (the final error names the first one).
+          if (items.length > 1 && mode === "plain") {
+            process.stdout.write(`${target}: failed: ${e.code}: ${e.message}\n`);
+          }
+        }
+      }
+    };
+    const parallel = Math.max(1, opts.parallel ?? 32);
+    await Promise.all(Array.from({ length: Math.min(parallel, items.length) }, worker));
   } finally {
-    view.stop();
+    view?.stop();
     process.off("SIGINT", interrupted);
     process.off("SIGTERM", interrupted);
+    await shared.close().catch(() => {});
+  }
+  const secs = (performance.now() - started) / 1000;
+  const skipped = all.length - items.length;
+  if (all.length > 1 || skipped > 0) {
+    const rate = formatRate(sentBytes / Math.max(secs, 1e-3));
+    say(
+      {
+        event: "summary",
+        files: all.length,
+        sent: sentFiles,
+        skipped,
+        failed: failures.length,
+        bytesSent: sentBytes,
+        seconds: secs,
+        connections: shared.opened,
+      },
+      `${sentFiles} of ${all.length} files sent (${formatBytes(sentBytes)} in ${secs.toFixed(2)} s, ${rate})` +
+        `${skipped > 0 ? `, ${skipped} skipped (unchanged)` : ""}${failures.length > 0 ? `, ${failures.length} failed` : ""}`,
+    );
+    if (mode === "tty") {
+      process.stderr.write(
+        `${sentFiles} of ${all.length} files sent (${formatBytes(sentBytes)} in ${secs.toFixed(2)} s, ${rate})` +
+          `${skipped > 0 ? `, ${skipped} skipped (unchanged)` : ""}${failures.length > 0 ? `, ${failures.length} failed` : ""}\n`,
+      );
+    }
   }
   if (failures.length > 0) {
     const { file, error } = failures[0];
-    const message = files.length === 1 ? error.message : `${file}: ${error.message}`;
+    const message = items.length === 1 ? error.message : `${file}: ${error.message}`;
+    const notTried = items.length - sentFiles - failures.length;
     throw new PointSubError(
       error.code,
-      failures.length === 1 ? message : `${failures.length} of ${files.length} files failed; first: ${message}`,
+      failures.length === 1 && notTried === 0
+        ? message
+        : `${failures.length} of ${items.length} files failed${notTried > 0 ? ` (${notTried} not tried)` : ""}; first: ${message}`,
       { cause: error },
     );
   }

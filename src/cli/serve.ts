@@ -1,6 +1,6 @@
 import { resolve } from "node:path";
 import { createServer } from "../index.ts";
-import { FILE_ROUTE, fileSink } from "../node/file-sink.ts";
+import { FILE_CHECK_ROUTE, FILE_ROUTE, fileSink } from "../node/file-sink.ts";
 import type { IncomingStream } from "../stream/incoming.ts";
 import { type ServeAuthFlags, serveSecurity } from "./auth.ts";
 import { formatBytes, formatRate } from "./format.ts";
@@ -76,6 +76,7 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
     },
   });
   server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
+  server.handle(FILE_CHECK_ROUTE, sink.check);
   server.on("session", (s) => {
     // The principal is "token:<index>" or "cert:<CN>", never a token.
     const principal = s.principal === undefined ? null : String(s.principal);

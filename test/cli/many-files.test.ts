@@ -1,0 +1,204 @@
+/**
+ * `pointsub send` with many files and directories (issue 13): every file of
+ * one send over one connection, `-r DIR` keeps the tree (same-named files
+ * in two folders both arrive), two files for one name are refused before
+ * anything is sent, and a re-run skips what the server holds whole (the
+ * quick check) unless --force. Real `serve` and `send` processes on loopback.
+ */
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomFillSync } from "node:crypto";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { after, before, describe, it } from "node:test";
+import { sha256 } from "../helpers/data.ts";
+
+const MAIN = join(import.meta.dirname, "../../src/cli/main.ts");
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+describe("pointsub send: many files, directories, quick check", () => {
+  let work: string;
+  let env: NodeJS.ProcessEnv;
+  const children: ChildProcess[] = [];
+
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), "pointsub-many-"));
+    env = { ...process.env, POINTSUB_STATE_DIR: join(work, "state"), POINTSUB_TOKEN: "" };
+    delete env.POINTSUB_TOKEN;
+  });
+  after(async () => {
+    for (const c of children) if (c.exitCode === null) c.kill("SIGKILL");
+    await rm(work, { recursive: true, force: true });
+  });
+
+  function run(args: string[]): Promise<Run> {
+    return new Promise((resolve) => {
+      const child = spawn(process.execPath, [MAIN, ...args], { stdio: ["ignore", "pipe", "pipe"], env });
+      let stdout = "";
+      let stderr = "";
+      child.stdout.on("data", (d) => (stdout += d));
+      child.stderr.on("data", (d) => (stderr += d));
+      child.on("close", (code) => resolve({ code, stdout, stderr }));
+    });
+  }
+
+  /** `pointsub serve --json`; its JSON events collect in `events`. */
+  async function serve(dir: string, args: string[] = []) {
+    const events: Record<string, unknown>[] = [];
+    const child = spawn(
+      process.execPath,
+      [MAIN, "serve", "--listen", "tcp://127.0.0.1:0", "--dir", dir, "--json", ...args],
+      {
+        stdio: ["ignore", "pipe", "inherit"],
+        env,
+      },
+    );
+    children.push(child);
+    const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
+    const url = await new Promise<string>((resolve, reject) => {
+      child.once("exit", (code) => reject(new Error(`serve exited with ${code}`)));
+      lines.on("line", (line) => {
+        const ev = JSON.parse(line) as Record<string, unknown>;
+        events.push(ev);
+        if (ev.event === "listening") resolve(String(ev.url));
+      });
+    });
+    return {
+      url,
+      events,
+      count: (event: string) => events.filter((e) => e.event === event).length,
+      stop: async () => {
+        const exited = new Promise((r) => child.once("exit", r));
+        child.kill("SIGTERM");
+        await exited;
+      },
+    };
+  }
+
+  const jsonLines = (out: string) =>
+    out
+      .trim()
+      .split("\n")
+      .filter((l) => l.length > 0)
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+
+  it("200 files go over one connection and all arrive whole", async () => {
+    const src = join(work, "flat");
+    await mkdir(src);
+    const files: string[] = [];
+    const hashes = new Map<string, string>();
+    for (let i = 0; i < 200; i++) {
+      const data = randomFillSync(Buffer.alloc(1024 + i));
+      const f = join(src, `f${i}.bin`);
+      await writeFile(f, data);
+      files.push(f);
+      hashes.set(`f${i}.bin`, sha256(data));
+    }
+    const inbox = join(work, "inbox-flat");
+    const s = await serve(inbox);
+    try {
+      const r = await run(["send", ...files, "--to", s.url, "--json"]);
+      assert.equal(r.code, 0, r.stderr);
+      const out = jsonLines(r.stdout);
+      assert.equal(out.filter((e) => e.event === "sent").length, 200);
+      const summary = out.find((e) => e.event === "summary");
+      assert.equal(summary?.connections, 1);
+      for (const [name, h] of hashes) assert.equal(sha256(await readFile(join(inbox, name))), h, name);
+      // The server saw one session for the 200 files (plus the listening line's none).
+      assert.equal(s.count("session"), 1);
+      assert.equal(s.count("file"), 200);
+    } finally {
+      await s.stop();
+    }
+  });
+
+  it("-r DIR keeps the tree: same-named files in two folders both arrive; a re-run sends nothing, --force sends again", async () => {
+    const root = join(work, "photos");
+    const tree: Record<string, Buffer> = {
+      "a/same.txt": Buffer.from("from folder a\n"),
+      "b/same.txt": Buffer.from("from folder b, longer\n"),
+      "b/deep/er/x.bin": randomFillSync(Buffer.alloc(70_000)),
+      ".hidden/conf": Buffer.from("dot files keep their dot\n"),
+      "top.txt": Buffer.from("top\n"),
+    };
+    for (const [rel, data] of Object.entries(tree)) {
+      await mkdir(join(root, rel, ".."), { recursive: true });
+      await writeFile(join(root, rel), data);
+    }
+    const inbox = join(work, "inbox-tree");
+    const s = await serve(inbox, ["--overwrite"]);
+    try {
+      const first = await run(["send", "-r", `${root}/`, "--to", s.url, "--json"]);
+      assert.equal(first.code, 0, first.stderr);
+      for (const [rel, data] of Object.entries(tree)) {
+        assert.equal(sha256(await readFile(join(inbox, "photos", rel))), sha256(data), rel);
+      }
+      assert.equal(s.count("file"), 5);
+
+      // Re-run: the quick check finds every file whole; nothing is sent.
+      const again = await run(["send", "-r", root, "--to", s.url, "--json"]);
+      assert.equal(again.code, 0, again.stderr);
+      const ev = jsonLines(again.stdout);
+      assert.equal(ev.filter((e) => e.event === "sent").length, 0);
+      assert.equal(ev.filter((e) => e.event === "skipped" && e.reason === "unchanged").length, 5);
+      assert.deepEqual(
+        ev
+          .filter((e) => e.event === "skipped")
+          .map((e) => e.name)
+          .sort(),
+        Object.keys(tree)
+          .map((k) => `photos/${k}`)
+          .sort(),
+      );
+      assert.equal(ev.find((e) => e.event === "summary")?.bytesSent, 0);
+      assert.equal(s.count("file"), 5, "the server stored nothing new");
+      assert.equal(s.count("transfer"), 5, "nor began a transfer");
+
+      // One file changed (same size, other bytes): only it is sent.
+      const changed = Buffer.from("from folder A\n");
+      await writeFile(join(root, "a/same.txt"), changed);
+      const third = await run(["send", "-r", root, "--to", s.url]);
+      assert.equal(third.code, 0, third.stderr);
+      assert.match(third.stdout, /photos\/a\/same\.txt: sent 14 B/);
+      assert.match(third.stdout, /1 of 5 files sent .*, 4 skipped \(unchanged\)/);
+      assert.deepEqual(await readFile(join(inbox, "photos/a/same.txt")), changed);
+
+      // --force sends them all again.
+      const forced = await run(["send", "-r", root, "--to", s.url, "--force", "--json"]);
+      assert.equal(forced.code, 0, forced.stderr);
+      assert.equal(jsonLines(forced.stdout).filter((e) => e.event === "sent").length, 5);
+      assert.equal(s.count("file"), 5 + 1 + 5);
+    } finally {
+      await s.stop();
+    }
+  });
+
+  it("two files for one name are refused before anything is sent; a directory needs -r", async () => {
+    const d = join(work, "dups");
+    await mkdir(join(d, "one"), { recursive: true });
+    await mkdir(join(d, "two"), { recursive: true });
+    await writeFile(join(d, "one/x.txt"), "1");
+    await writeFile(join(d, "two/x.txt"), "2");
+    const inbox = join(work, "inbox-dups");
+    const s = await serve(inbox);
+    try {
+      const r = await run(["send", join(d, "one/x.txt"), join(d, "two/x.txt"), "--to", s.url]);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /^pointsub: ERR_INVALID_ARGUMENT: .*both be stored as x\.txt.*-r/);
+      assert.equal(r.stderr.trim().split("\n").length, 1);
+      const dir = await run(["send", d, "--to", s.url]);
+      assert.equal(dir.code, 1);
+      assert.match(dir.stderr, /is a directory \(send it with -r\)/);
+      assert.equal(s.count("session"), 0, "nothing connected");
+    } finally {
+      await s.stop();
+    }
+  });
+});
