@@ -3,8 +3,11 @@
  * HELLO, then, when the server asks for it, authentication with AUTH frames.
  * Nothing of the peer's is served before this completes.
  */
+
+import { decodeGoAway } from "../codec/control.ts";
 import { Flag, FRAME_TYPE_NAMES, FrameType, MAX_AUTH_SIZE } from "../codec/frame.ts";
 import { decodeSettings, Feature, type Settings } from "../codec/settings.ts";
+import { codeForErrno } from "../errors/codes.ts";
 import { PointSubError } from "../errors/error.ts";
 import type { Authenticator, AuthInfo } from "./types.ts";
 import type { FrameWriter } from "./writer.ts";
@@ -63,6 +66,11 @@ export class Handshake {
 
   /** The peer's first frame, which must be HELLO. */
   onFirstFrame(type: number, payload: Uint8Array): void {
+    if (type === FrameType.GOAWAY) {
+      // A server refusing the connection (its limit, or closing) says why instead of HELLO (docs/PROTOCOL.md §1.1).
+      const g = decodeGoAway(payload);
+      throw PointSubError.fromPeer(codeForErrno(g.errno) ?? "ERR_CONNECT", `peer refused the connection: ${g.reason}`);
+    }
     if (type !== FrameType.HELLO) throw PointSubError.fromPeer("ERR_PROTOCOL", "first frame is not HELLO");
     const peer = decodeSettings(payload); // checks the size and every value
     this.port.applyPeer(peer);

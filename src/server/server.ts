@@ -1,9 +1,13 @@
 import { EventEmitter } from "eventemitter3";
+import { encodeGoAway, encodePreface } from "../codec/control.ts";
+import { encodeFrame } from "../codec/encoder.ts";
+import { FrameType, PROTOCOL_VERSION } from "../codec/frame.ts";
 import { MemoryBudget } from "../connection/budget.ts";
 import { budgetLimit, Connection, resolveSettings } from "../connection/connection.ts";
 import { checkConnectionOptions } from "../connection/options.ts";
 import { addStats, emptyStats, type StatsSnapshot, sumStats } from "../connection/stats.ts";
 import type { Authenticator, ConnectionOptions, Handler, Message } from "../connection/types.ts";
+import { codeInfo } from "../errors/codes.ts";
 import { PointSubError } from "../errors/error.ts";
 import { type IdempotencyOptions, idempotency } from "../router/idempotency.ts";
 import { Router } from "../router/router.ts";
@@ -44,6 +48,9 @@ export interface ServerOptions extends ConnectionOptions {
    */
   idempotency?: boolean | IdempotencyOptions;
 }
+
+/** What a refused connection is sent before its GOAWAY (which, like every frame before HELLO, carries a CRC32C). */
+const REFUSAL_PREFACE = encodePreface(PROTOCOL_VERSION, PROTOCOL_VERSION);
 
 /** Connections set up per event-loop turn; more wait for the next turn. */
 const ACCEPT_PER_TURN = 128;
@@ -249,15 +256,18 @@ export class Server extends EventEmitter<ServerEvents> {
       this.closing ||
       (max !== undefined && this.sessions_.size + this.connecting.size + this.pending + this.acceptQueue.length >= max)
     ) {
+      // Say why instead of just closing: preface, then GOAWAY in place of HELLO (docs/PROTOCOL.md §1.1).
+      const code = this.closing ? "ERR_GOING_AWAY" : "ERR_OVERLOADED";
+      const reason = this.closing ? "server closing" : "connection limit reached; retry later";
       transport.attach({ onData: () => false, onDrain() {}, onClose() {} });
-      transport.destroy();
-      this.emit(
-        "reject",
-        new PointSubError(
-          this.closing ? "ERR_GOING_AWAY" : "ERR_CONNECT",
-          `refused ${transport.remoteUrl}: ${this.closing ? "server closing" : "connection limit reached"}`,
-        ),
-      );
+      transport.write([
+        REFUSAL_PREFACE,
+        encodeFrame(FrameType.GOAWAY, 0, 0, encodeGoAway(codeInfo(code).errno, reason)),
+      ]);
+      transport.end();
+      const t = setTimeout(() => transport.destroy(), 1000);
+      (t as { unref?: () => void }).unref?.();
+      this.emit("reject", new PointSubError(code, `refused ${transport.remoteUrl}: ${reason}`));
       return;
     }
     const conn = new Connection(transport, this.options, {

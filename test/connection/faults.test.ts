@@ -228,7 +228,11 @@ describe("server limits", () => {
     const a = await connect(url);
     const b = await connect(url);
     const rejected = new Promise<PointSubError>((resolve) => server.once("reject", resolve));
-    await assert.rejects(connect(url, { connectTimeoutMs: 2000 }), { code: "ERR_CONNECTION_CLOSED" });
+    // The refused client is told why (GOAWAY in place of HELLO), not just cut off.
+    await assert.rejects(connect(url, { connectTimeoutMs: 2000 }), {
+      code: "ERR_OVERLOADED",
+      message: /connection limit reached/,
+    });
     assert.match((await rejected).message, /connection limit/);
     await a.close();
     await b.close();
