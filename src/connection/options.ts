@@ -13,7 +13,14 @@ const bytes = v.optional(
   v.pipe(v.number("must be a number"), v.safeInteger("must be an integer"), v.minValue(0, "must be >= 0")),
 );
 
+const count = v.optional(
+  v.pipe(v.number("must be a number"), v.safeInteger("must be an integer"), v.minValue(1, "must be >= 1")),
+);
+
 const schema = v.object({
+  maxMessageSize: count,
+  // A server's option (clients have none): checked here so that every option fails the same way.
+  maxConnections: count,
   requestTimeoutMs: ms,
   handshakeTimeoutMs: ms,
   closeTimeoutMs: ms,

@@ -11,6 +11,9 @@ const bad: [string, Record<string, number>][] = [
   ["memoryBudget", { memoryBudget: -1 }],
   ["requestBytesPerSecond", { requestBytesPerSecond: 0 }],
   ["progressTimeoutMs", { progressTimeoutMs: -1 }],
+  ["maxMessageSize", { maxMessageSize: 0 }],
+  ["maxConnections", { maxConnections: -1 }],
+  ["maxConnections", { maxConnections: Number.NaN }],
 ];
 
 describe("options", () => {
