@@ -4,13 +4,27 @@
  * Nothing of the peer's is served before this completes.
  */
 
-import { decodeGoAway } from "../codec/control.ts";
-import { Flag, FRAME_TYPE_NAMES, FrameType, MAX_AUTH_SIZE } from "../codec/frame.ts";
+import { decodeGoAway, encodeGoAway, encodePreface } from "../codec/control.ts";
+import { encodeFrame } from "../codec/encoder.ts";
+import { Flag, FRAME_TYPE_NAMES, FrameType, MAX_AUTH_SIZE, PROTOCOL_VERSION } from "../codec/frame.ts";
 import { decodeSettings, Feature, type Settings } from "../codec/settings.ts";
 import { codeForErrno } from "../errors/codes.ts";
 import { PointSubError } from "../errors/error.ts";
 import type { Authenticator, AuthInfo } from "./types.ts";
 import type { FrameWriter } from "./writer.ts";
+
+/**
+ * What a server writes to a connection it refuses before serving it (its
+ * limit, or it is closing): the preface, then GOAWAY with the reason in
+ * place of HELLO (docs/PROTOCOL.md §1.1). The GOAWAY carries a CRC32C, as
+ * every frame before HELLO does.
+ */
+export function refusalBytes(errno: number, reason: string): Uint8Array[] {
+  return [
+    encodePreface(PROTOCOL_VERSION, PROTOCOL_VERSION),
+    encodeFrame(FrameType.GOAWAY, 0, 0, encodeGoAway(errno, reason)),
+  ];
+}
 
 const AUTH_WAIT_CREDENTIALS = 1;
 const AUTH_CHECKING = 2;

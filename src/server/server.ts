@@ -1,9 +1,7 @@
 import { EventEmitter } from "eventemitter3";
-import { encodeGoAway, encodePreface } from "../codec/control.ts";
-import { encodeFrame } from "../codec/encoder.ts";
-import { FrameType, PROTOCOL_VERSION } from "../codec/frame.ts";
 import { MemoryBudget } from "../connection/budget.ts";
 import { budgetLimit, Connection, resolveSettings } from "../connection/connection.ts";
+import { refusalBytes } from "../connection/handshake.ts";
 import { checkConnectionOptions } from "../connection/options.ts";
 import { addStats, emptyStats, type StatsSnapshot, sumStats } from "../connection/stats.ts";
 import type { Authenticator, ConnectionOptions, Handler, Message } from "../connection/types.ts";
@@ -48,9 +46,6 @@ export interface ServerOptions extends ConnectionOptions {
    */
   idempotency?: boolean | IdempotencyOptions;
 }
-
-/** What a refused connection is sent before its GOAWAY (which, like every frame before HELLO, carries a CRC32C). */
-const REFUSAL_PREFACE = encodePreface(PROTOCOL_VERSION, PROTOCOL_VERSION);
 
 /** Connections set up per event-loop turn; more wait for the next turn. */
 const ACCEPT_PER_TURN = 128;
@@ -260,10 +255,7 @@ export class Server extends EventEmitter<ServerEvents> {
       const code = this.closing ? "ERR_GOING_AWAY" : "ERR_OVERLOADED";
       const reason = this.closing ? "server closing" : "connection limit reached; retry later";
       transport.attach({ onData: () => false, onDrain() {}, onClose() {} });
-      transport.write([
-        REFUSAL_PREFACE,
-        encodeFrame(FrameType.GOAWAY, 0, 0, encodeGoAway(codeInfo(code).errno, reason)),
-      ]);
+      transport.write(refusalBytes(codeInfo(code).errno, reason));
       transport.end();
       const t = setTimeout(() => transport.destroy(), 1000);
       (t as { unref?: () => void }).unref?.();
