@@ -1,6 +1,6 @@
 import { constants, createReadStream, lstat as lstatCb, type Stats } from "node:fs";
 import { type FileHandle, link, lstat, mkdir, open, readdir, rename, rm, unlink } from "node:fs/promises";
-import { basename, join, sep } from "node:path";
+import { basename, dirname, join, sep } from "node:path";
 import type { ResumePoint } from "../connection/connection.ts";
 import type { Handler, RequestContext } from "../connection/types.ts";
 import { PointSubError } from "../errors/error.ts";
@@ -657,17 +657,51 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     return p;
   };
 
-  /** Syncs the directory so a rename or link survives a crash (best effort where unsupported). */
-  const syncDir = async () => {
+  /** Fsyncs a directory so a rename, link or mkdir in it survives a crash (best effort where unsupported). */
+  const fsyncDir = async (path: string) => {
     let fh: FileHandle | undefined;
     try {
-      fh = await open(dir, constants.O_RDONLY);
+      fh = await open(path, constants.O_RDONLY);
       await fh.sync();
     } catch {
       // Not supported here (Windows, some network file systems).
     } finally {
       await fh?.close().catch(() => {});
     }
+  };
+  /** Per directory: the fsync running, and the one queued behind it (shared by everyone who asks meanwhile). */
+  const dirSyncs = new Map<string, { running: Promise<void> | undefined; queued: Promise<void> | undefined }>();
+  /**
+   * Syncs `path` (a directory) after the caller changed it: group commit —
+   * callers that arrive while an fsync of it runs share the next one, which
+   * starts after that one ends, so it covers their changes; many files
+   * placed at once cost a few directory fsyncs, not one each.
+   */
+  const syncDir = (path: string = dir): Promise<void> => {
+    let s = dirSyncs.get(path);
+    if (s === undefined) {
+      s = { running: undefined, queued: undefined };
+      dirSyncs.set(path, s);
+    }
+    const state = s;
+    const start = (): Promise<void> => {
+      const p: Promise<void> = fsyncDir(path).finally(() => {
+        if (state.running === p) state.running = undefined;
+        if (state.running === undefined && state.queued === undefined && dirSyncs.get(path) === state) {
+          dirSyncs.delete(path);
+        }
+      });
+      state.running = p;
+      return p;
+    };
+    if (state.queued !== undefined) return state.queued;
+    if (state.running === undefined) return start();
+    const queued = state.running.then(() => {
+      state.queued = undefined;
+      return start();
+    });
+    state.queued = queued;
+    return queued;
   };
 
   /** Puts a complete partial file in place under `finalPath`, never replacing a file unless `overwrite`. */
@@ -690,7 +724,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       }
       await unlink(partial).catch(() => {});
     }
-    await syncDir();
+    await syncDir(dirname(finalPath));
   };
 
   /**
@@ -704,9 +738,15 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       cur = join(cur, seg);
       let st = await exists(cur);
       if (st === undefined) {
-        await mkdir(cur).catch((err: unknown) => {
-          if (errno(err) !== "EEXIST") throw err;
-        });
+        const made = await mkdir(cur).then(
+          () => true,
+          (err: unknown) => {
+            if (errno(err) !== "EEXIST") throw err;
+            return false;
+          },
+        );
+        // A new directory's name is durable once its parent is synced.
+        if (made) await syncDir(dirname(cur));
         st = await lstat(cur).catch(() => undefined);
       }
       if (st === undefined || !st.isDirectory()) {

@@ -114,12 +114,19 @@ const POOL = 8;
  * ahead. Reads straight into its buffers (unlike a ReadStream's async
  * iterator, it never concatenates buffered chunks) and, when sent with
  * `sendStream`, gets each buffer back once the transport is done with it,
- * so a transfer of any size cycles through a few buffers.
+ * so a transfer of any size cycles through a few buffers. Given the file's
+ * `size`, it reads no further (and a small file costs one buffer of its
+ * size, not 1 MiB).
  */
-export async function* readFileFrom(path: string, start = 0): AsyncGenerator<Uint8Array> {
+export async function* readFileFrom(path: string, start = 0, size?: number): AsyncGenerator<Uint8Array> {
   const fh = await open(path, "r");
   const pool: Buffer[] = [];
-  const read = (pos: number) => fh.read(pool.pop() ?? Buffer.allocUnsafeSlow(READ_CHUNK), 0, READ_CHUNK, pos);
+  const chunk = size === undefined ? READ_CHUNK : Math.max(1, Math.min(READ_CHUNK, size - start));
+  const done = { bytesRead: 0, buffer: Buffer.alloc(0) };
+  const read = (pos: number) =>
+    size !== undefined && pos >= size
+      ? Promise.resolve(done)
+      : fh.read(pool.pop() ?? Buffer.allocUnsafeSlow(chunk), 0, chunk, pos);
   let next = read(start);
   try {
     let pos = start;
@@ -286,7 +293,7 @@ export function sendFile(
     return {
       size: st.size,
       transferId: options.transferId ?? (await fileTransferId(path, { key: options.resumeKey, route })),
-      open: (offset) => readFileFrom(path, offset),
+      open: (offset) => readFileFrom(path, offset, st.size),
       prefixCrc: (length) => fileCrc32c(path, length),
     };
   })();

@@ -51,6 +51,23 @@ describe("sendFile / sendResumable: ends, receipts and counts", () => {
     return { server, url, dir, sink };
   }
 
+  it("readFileFrom with the file's size reads a small file into one buffer of its size, not 1 MiB", async () => {
+    const { readFileFrom } = await import("../../src/node/send-file.ts");
+    const small = join(work, "small.bin");
+    await writeFile(small, Buffer.alloc(1500, 7));
+    const chunks: Uint8Array[] = [];
+    for await (const c of readFileFrom(small, 0, 1500)) chunks.push(c);
+    assert.equal(chunks.length, 1);
+    assert.equal(chunks[0].length, 1500);
+    assert.equal(chunks[0].buffer.byteLength, 1500, "its buffer is the file's size");
+    const tail: Uint8Array[] = [];
+    for await (const c of readFileFrom(small, 1000, 1500)) tail.push(c);
+    assert.deepEqual(
+      tail.map((c) => c.buffer.byteLength),
+      [500],
+    );
+  });
+
   it("to a server without a file sink: ERR_NO_ROUTE after one attempt, and the connection it opened is closed", async () => {
     const server = createServer();
     const [url] = await server.listen("tcp://127.0.0.1:0");
