@@ -65,7 +65,7 @@ const MAY_IMPORT: Record<Layer, readonly Layer[]> = {
     "transfer",
     "transport",
   ],
-  cli: ["codec", "errors", "index", "node", "stream", "transfer"],
+  cli: ["client", "codec", "errors", "index", "node", "stream", "transfer"],
 };
 
 /**
@@ -86,7 +86,7 @@ const TYPES_FROM: Record<Layer, readonly Layer[]> = {
   server: [],
   node: [],
   index: [],
-  cli: [],
+  cli: ["connection"],
 };
 
 /** Packages (not Node built-ins) each layer may import; each must be a dependency in package.json. */
