@@ -180,6 +180,28 @@ describe("pointsub send: many files, directories, quick check", () => {
     }
   });
 
+  it("a file the server refuses fails alone: the others arrive, the exit is 1 with one line", async () => {
+    const d = join(work, "some");
+    await mkdir(d, { recursive: true });
+    for (let i = 0; i < 5; i++) await writeFile(join(d, `k${i}.txt`), `content ${i}\n`);
+    const inbox = join(work, "inbox-some");
+    await mkdir(inbox, { recursive: true });
+    await writeFile(join(inbox, "k2.txt"), "another file of that name\n");
+    const s = await serve(inbox);
+    try {
+      const r = await run(["send", ...[0, 1, 2, 3, 4].map((i) => join(d, `k${i}.txt`)), "--to", s.url]);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /^pointsub: ERR_EXISTS: k2\.txt: k2\.txt already exists/);
+      assert.equal(r.stderr.trim().split("\n").length, 1);
+      assert.match(r.stdout, /k2\.txt: failed: ERR_EXISTS/);
+      assert.match(r.stdout, /4 of 5 files sent .*, 1 failed/);
+      for (const i of [0, 1, 3, 4]) assert.equal(await readFile(join(inbox, `k${i}.txt`), "utf8"), `content ${i}\n`);
+      assert.equal(await readFile(join(inbox, "k2.txt"), "utf8"), "another file of that name\n");
+    } finally {
+      await s.stop();
+    }
+  });
+
   it("two files for one name are refused before anything is sent; a directory needs -r", async () => {
     const d = join(work, "dups");
     await mkdir(join(d, "one"), { recursive: true });
