@@ -88,6 +88,8 @@ export class ProgressView {
   private failed = 0;
   private finishedBytes = 0;
   private readonly started = Date.now();
+  /** (time, bytes done) samples of the last few seconds: the aggregate rate of many small files. */
+  private readonly samples: { t: number; bytes: number }[] = [];
   private stopped = false;
   private readonly restore = () => this.restoreTerminal();
   private readonly onSignal = (signal: NodeJS.Signals) => {
@@ -238,6 +240,13 @@ export class ProgressView {
       bytes += e.snapshot.bytes;
       rate += e.snapshot.rate;
     }
+    // Files that finish between two reports never show a rate of their own: the aggregate's is that of
+    // the bytes done over the last 3 s when it is higher (many small files), else the files' sum (big ones).
+    const now = Date.now();
+    this.samples.push({ t: now, bytes });
+    while (this.samples.length > 2 && now - this.samples[1].t >= 3000) this.samples.shift();
+    const first = this.samples[0];
+    if (now - first.t >= 500) rate = Math.max(rate, (bytes - first.bytes) / ((now - first.t) / 1000));
     const total = this.totalBytes;
     const files = this.files ?? this.entries.size + this.finished;
     const left = total === undefined ? undefined : Math.max(0, total - bytes);

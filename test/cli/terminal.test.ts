@@ -120,6 +120,34 @@ describe("CLI on a terminal", () => {
     assert.equal(progressLine(name, 0.5, figures, 20).length, 19);
   });
 
+  it("many small files, each done before it reports a rate: the aggregate shows the rate of the bytes done", async () => {
+    const screen = new Screen(100);
+    const stream = { isTTY: true, columns: 100, write: (s: string) => screen.write(s) };
+    const n = 40;
+    const view = new ProgressView("tty", { files: n, bytes: n * 1024, stream, fps: 1 });
+    try {
+      for (let i = 0; i < n / 2; i++) {
+        view.update(`f${i}`, snapshot("initializing", 0, 1024));
+        view.update(`f${i}`, snapshot("completed", 1024, 1024));
+      }
+      view.render();
+      // Half a second on (the rate's window), the other half finish the same way.
+      await new Promise((r) => setTimeout(r, 600));
+      for (let i = n / 2; i < n - 1; i++) {
+        view.update(`f${i}`, snapshot("initializing", 0, 1024));
+        view.update(`f${i}`, snapshot("completed", 1024, 1024));
+      }
+      view.update(`f${n - 1}`, snapshot("transferring", 0, 1024));
+      view.render();
+      const total = screen.lines().find((l) => l.startsWith("total")) ?? "";
+      assert.match(total, /39\/40 files/, total);
+      assert.doesNotMatch(total, / 0 B\/s /, total);
+      assert.match(total, / \d+(\.\d+)? (B|KiB)\/s ETA \d+s/, total);
+    } finally {
+      view.stop();
+    }
+  });
+
   it("many files: at most a few bars plus the aggregate; finished bars go; the screen never garbles", () => {
     let raw = "";
     const screen = new Screen(80);
