@@ -203,8 +203,18 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
   let sentBytes = 0;
   try {
     if (opts.force !== true && all.length > 0) {
-      const conn = await shared.get();
-      const same = await quickCheck(conn, all);
+      // As patient as the transfers: a server that is restarting is waited for (--retries, same backoff).
+      let same: Set<SendItem> | undefined;
+      for (let n = 0, delay = 200; ; n++, delay = Math.min(delay * 2, 5000)) {
+        try {
+          same = await quickCheck(await shared.get(), all);
+          break;
+        } catch (err) {
+          const e = toPointSubError(err, "ERR_CONNECT");
+          if (!e.retryable || n >= opts.retries) throw e;
+          await new Promise((r) => setTimeout(r, delay));
+        }
+      }
       if (same === undefined && all.some((it) => it.tree)) {
         throw new PointSubError("ERR_NO_ROUTE", "the server cannot store directories (an older pointsub serve)");
       }

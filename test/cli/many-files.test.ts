@@ -50,16 +50,12 @@ describe("pointsub send: many files, directories, quick check", () => {
   }
 
   /** `pointsub serve --json`; its JSON events collect in `events`. */
-  async function serve(dir: string, args: string[] = []) {
+  async function serve(dir: string, args: string[] = [], listen = "tcp://127.0.0.1:0") {
     const events: Record<string, unknown>[] = [];
-    const child = spawn(
-      process.execPath,
-      [MAIN, "serve", "--listen", "tcp://127.0.0.1:0", "--dir", dir, "--json", ...args],
-      {
-        stdio: ["ignore", "pipe", "inherit"],
-        env,
-      },
-    );
+    const child = spawn(process.execPath, [MAIN, "serve", "--listen", listen, "--dir", dir, "--json", ...args], {
+      stdio: ["ignore", "pipe", "inherit"],
+      env,
+    });
     children.push(child);
     const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
     const url = await new Promise<string>((resolve, reject) => {
@@ -197,6 +193,28 @@ describe("pointsub send: many files, directories, quick check", () => {
       assert.match(r.stdout, /4 of 5 files sent .*, 1 failed/);
       for (const i of [0, 1, 3, 4]) assert.equal(await readFile(join(inbox, `k${i}.txt`), "utf8"), `content ${i}\n`);
       assert.equal(await readFile(join(inbox, "k2.txt"), "utf8"), "another file of that name\n");
+    } finally {
+      await s.stop();
+    }
+  });
+
+  it("a send started before the server listens waits for it (the quick check retries like the transfers)", async () => {
+    const net = await import("node:net");
+    const probe = net.createServer();
+    await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
+    const port = (probe.address() as { port: number }).port;
+    await new Promise((r) => probe.close(r));
+    const f = join(work, "early.txt");
+    await writeFile(f, "sent once the server came up\n");
+    const sending = run(["send", f, "--to", `tcp://127.0.0.1:${port}`, "--retries", "30", "--json"]);
+    // Let it fail to connect at least once (not a timing assertion: the order is what matters).
+    await new Promise((r) => setTimeout(r, 500));
+    const inbox = join(work, "inbox-early");
+    const s = await serve(inbox, [], `tcp://127.0.0.1:${port}`);
+    try {
+      const r = await sending;
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(await readFile(join(inbox, "early.txt"), "utf8"), "sent once the server came up\n");
     } finally {
       await s.stop();
     }
