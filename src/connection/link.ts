@@ -98,7 +98,7 @@ export class Link {
   /** Throws ERR_MESSAGE_TOO_LARGE when the peer declares a message over this side's maxMessageSize. */
   checkIncomingSize(total: number): void {
     if (total > this.local.maxMessageSize) {
-      throw new PointSubError(
+      throw PointSubError.fromPeer(
         "ERR_MESSAGE_TOO_LARGE",
         `peer declared a message of ${total} bytes, over maxMessageSize ${this.local.maxMessageSize}`,
       );
