@@ -11,13 +11,7 @@
  * @packageDocumentation
  */
 
-import {
-  type BreakerOptions,
-  type ClosestOptions,
-  Client as CoreClient,
-  type ClientOptions as CoreClientOptions,
-  type NodeInfo,
-} from "./client/client.ts";
+import { Client as CoreClient, type ClientOptions as CoreClientOptions } from "./client/client.ts";
 import { type ConnectOptions as CoreConnectOptions, connect as coreConnect } from "./client/connect.ts";
 import {
   connectResilient as coreConnectResilient,
@@ -127,7 +121,12 @@ export {
   type ResilientRequestOptions,
   type ResilientState,
 } from "./client/resilient.ts";
-export { type ResumableSource, type SendResumableOptions, sendResumable } from "./client/resumable.ts";
+export {
+  type ResumableSource,
+  type SendResumableOptions,
+  SharedConnection,
+  sendResumable,
+} from "./client/resumable.ts";
 export { CodecRegistry } from "./codec/codec-registry.ts";
 export type { CompressionCodec } from "./codec/compression.ts";
 export { CODEC_NAMES, type CodecName } from "./codec/compression.ts";
@@ -159,7 +158,11 @@ export type {
 export { ERROR_CODES, type ErrorCode, type ErrorCodeInfo, type Severity } from "./errors/codes.ts";
 export { isPointSubError, PointSubError, type PointSubErrorOptions } from "./errors/error.ts";
 export {
+  FILE_CHECK_MAX,
+  FILE_CHECK_ROUTE,
   FILE_ROUTE,
+  type FileCheckAnswer,
+  type FileCheckQuery,
   type FileReceipt,
   type FileResumeContext,
   type FileSink,
@@ -168,6 +171,7 @@ export {
   fileCrc32c,
   fileSink,
   safeFileName,
+  safeRelativePath,
 } from "./node/file-sink.ts";
 export {
   type NodeTransportOptions,
