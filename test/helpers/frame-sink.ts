@@ -7,6 +7,7 @@
 import { crc32c } from "../../src/codec/crc32c.ts";
 import { FrameDecoder } from "../../src/codec/decoder.ts";
 import { FrameType, MAGIC } from "../../src/codec/frame.ts";
+import { concat as concatBytes } from "./attacker.ts";
 
 /** One frame as the receiver's decoder delivers it (inner frames of a BATCH one by one). */
 export interface DecodedFrame {
@@ -62,16 +63,9 @@ export class RecordingSink {
   }
 }
 
+/** Concatenates a list of byte arrays (the attacker helper's `concat`, taking an array). */
 export function concat(parts: readonly Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
+  return concatBytes(...parts);
 }
 
 /** Decodes frames (no preface) with the real FrameDecoder; throws what it throws (ERR_CHECKSUM, ERR_PROTOCOL). */
