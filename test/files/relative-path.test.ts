@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { SharedConnection } from "../../src/client/resumable.ts";
 import { connect, createServer, FILE_ROUTE, fileSink, type Server, sendFile } from "../../src/index.ts";
-import { FILE_CHECK_ROUTE, safeRelativePath } from "../../src/node/file-sink.ts";
+import { FILE_CHECK_MAX, FILE_CHECK_ROUTE, safeRelativePath } from "../../src/node/file-sink.ts";
 import { MiB, sha256 } from "../helpers/data.ts";
 import { startProxy } from "../helpers/proxy.ts";
 
@@ -135,6 +135,31 @@ describe("file sink: relative paths, quick check, one shared connection", () => 
         null,
       ]);
       assert.deepEqual(await readFile(join(dir, "d/q.txt")), data);
+    } finally {
+      await conn.close();
+    }
+  });
+
+  it("a hostile quick check is bounded: over FILE_CHECK_MAX entries or malformed, a typed error, and the server serves on", async () => {
+    const { url } = await fileServer("inbox-check-attack");
+    const conn = await connect(url);
+    try {
+      const tooMany = { files: Array.from({ length: FILE_CHECK_MAX + 1 }, (_, i) => ({ name: `f${i}`, size: 1 })) };
+      await assert.rejects(conn.request(FILE_CHECK_ROUTE, JSON.stringify(tooMany)), {
+        code: "ERR_INVALID_ARGUMENT",
+        message: new RegExp(`at most ${FILE_CHECK_MAX}`),
+      });
+      await assert.rejects(conn.request(FILE_CHECK_ROUTE, "not json"), { code: "ERR_INVALID_ARGUMENT" });
+      await assert.rejects(conn.request(FILE_CHECK_ROUTE, JSON.stringify({ files: [{ name: "x" }] })), {
+        code: "ERR_INVALID_ARGUMENT",
+      });
+      // The largest allowed query is answered (every entry unknown: null), on the same connection.
+      const most = { files: Array.from({ length: FILE_CHECK_MAX }, (_, i) => ({ name: `f${i}`, size: 1 })) };
+      const res = JSON.parse(new TextDecoder().decode(await conn.request(FILE_CHECK_ROUTE, JSON.stringify(most)))) as {
+        files: unknown[];
+      };
+      assert.equal(res.files.length, FILE_CHECK_MAX);
+      assert.ok(res.files.every((f) => f === null));
     } finally {
       await conn.close();
     }
