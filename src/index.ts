@@ -146,6 +146,8 @@ export type { ClassCounters, CompressionCounters, StatsSnapshot } from "./connec
 export type {
   Authenticator,
   AuthInfo,
+  CloseOptions,
+  ConnectionInfo,
   ConnectionOptions,
   Handler,
   HandlerResult,
@@ -211,6 +213,9 @@ export {
 export { Router } from "./router/router.ts";
 export type { CallContext, Middleware, StreamRoute } from "./router/types.ts";
 export { type Crc32cProvider, createRuntime, type Runtime, type RuntimeParts } from "./runtime/runtime.ts";
+export type { AdaptiveLimitOptions } from "./server/admission.ts";
+export type { BroadcastFailure, BroadcastOptions, BroadcastResult } from "./server/broadcast.ts";
+export type { ServerEvent, ServerEventOptions, ServerEventStream } from "./server/events.ts";
 export {
   type MemoryUsage,
   Server,

@@ -188,6 +188,12 @@ const table = {
     retryable: false,
     suggestion: "The receiver already has a file of that name; choose another name or let the server overwrite.",
   },
+  ERR_NOT_FOUND: {
+    errno: 4013,
+    severity: "warning",
+    retryable: false,
+    suggestion: "No such session (or it closed); list the open ones with sessionsInfo().",
+  },
 } as const satisfies Record<string, ErrorCodeInfo>;
 
 /** Every stable error code pointsub raises. */
