@@ -34,9 +34,10 @@ export interface ServerEventOptions {
   types?: readonly ServerEvent["type"][];
 }
 
-/** The subscription a stream needs from its server. */
+/** Where a stream registers with its server. */
 export interface EventSource {
-  subscribe(push: (e: ServerEvent) => void): () => void;
+  add(stream: ServerEventStream): void;
+  delete(stream: ServerEventStream): void;
 }
 
 /** An async iterable of a server's events; `return()` (or `break` in `for await`) unsubscribes. */
@@ -47,7 +48,7 @@ export class ServerEventStream implements AsyncIterableIterator<ServerEvent> {
   private dropped = 0;
   private waiter: ((r: IteratorResult<ServerEvent>) => void) | undefined;
   private done = false;
-  private readonly unsubscribe: () => void;
+  private readonly source: EventSource;
 
   constructor(source: EventSource, options: ServerEventOptions = {}) {
     const size = options.bufferSize ?? 1024;
@@ -56,10 +57,12 @@ export class ServerEventStream implements AsyncIterableIterator<ServerEvent> {
     }
     this.bufferSize = size;
     this.types = options.types === undefined ? undefined : new Set(options.types);
-    this.unsubscribe = source.subscribe(this.push);
+    this.source = source;
+    source.add(this);
   }
 
-  private readonly push = (e: ServerEvent): void => {
+  /** @internal The server delivers an event. */
+  push(e: ServerEvent): void {
     if (this.done || (this.types !== undefined && !this.types.has(e.type))) return;
     const w = this.waiter;
     if (w !== undefined && this.buffer.length === 0 && this.dropped === 0) {
@@ -72,7 +75,7 @@ export class ServerEventStream implements AsyncIterableIterator<ServerEvent> {
       this.dropped++;
     }
     this.buffer.push(e);
-  };
+  }
 
   next(): Promise<IteratorResult<ServerEvent>> {
     if (this.dropped !== 0) {
@@ -103,7 +106,7 @@ export class ServerEventStream implements AsyncIterableIterator<ServerEvent> {
   end(): void {
     if (this.done) return;
     this.done = true;
-    this.unsubscribe();
+    this.source.delete(this);
     const w = this.waiter;
     this.waiter = undefined;
     w?.({ value: undefined, done: true });

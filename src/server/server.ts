@@ -136,9 +136,8 @@ export class Server extends EventEmitter<ServerEvents> {
   /** Housekeeping of every session on one timer wheel (undefined: nothing periodic to do). */
   private readonly ticker: Ticker | undefined;
   private readonly admission: Admission;
-  /** Event streams' push functions (events are built only while some exist). */
-  private readonly subscribers = new Set<(e: ServerEvent) => void>();
-  private readonly streams = new Set<ServerEventStream>();
+  /** Open event streams (events are built only while some exist). */
+  private readonly subscribers = new Set<ServerEventStream>();
   private readonly connecting = new Set<Connection>();
   /** Accepted connections still in a transport handshake (tls), not yet handed to accept. */
   private pending = 0;
@@ -314,20 +313,7 @@ export class Server extends EventEmitter<ServerEvents> {
    * `overflow` event; the stream ends when the server closed.
    */
   events(options: ServerEventOptions = {}): ServerEventStream {
-    const stream = new ServerEventStream(
-      {
-        subscribe: (push) => {
-          this.subscribers.add(push);
-          this.streams.add(stream);
-          return () => {
-            this.subscribers.delete(push);
-            this.streams.delete(stream);
-          };
-        },
-      },
-      options,
-    );
-    return stream;
+    return new ServerEventStream(this.subscribers, options);
   }
 
   /** Totals over all sessions, past and present. */
@@ -356,11 +342,11 @@ export class Server extends EventEmitter<ServerEvents> {
     const listeners = this.bound.splice(0).map((l) => l.close());
     const sessions = [...this.sessions_, ...this.connecting].map((s) => s.close(close));
     await Promise.all([...listeners, ...sessions]);
-    for (const st of [...this.streams]) st.end();
+    for (const st of [...this.subscribers]) st.end();
   }
 
   private publish(e: ServerEvent): void {
-    for (const push of this.subscribers) push(e);
+    for (const st of this.subscribers) st.push(e);
   }
 
   private readonly dispatchMessage = (msg: Message, session: Connection): void => {
