@@ -10,7 +10,9 @@
  * transport has not taken is a slow reader: by the `slowSessions` policy the
  * message is skipped for it (default) or it is disconnected with
  * ERR_SLOW_PEER — never queued without bound. One failing session never
- * stops the others; each failure is listed in the result.
+ * stops the others; each failure is listed in the result. The broadcast
+ * never waits for a session: it resolves once every session wrote or
+ * queued the message.
  */
 import type { Connection } from "../connection/connection.ts";
 import { PointSubError } from "../errors/error.ts";
@@ -42,9 +44,15 @@ export interface BroadcastFailure {
 
 /** What `Server.broadcast` did. */
 export interface BroadcastResult {
-  /** Sessions the message was handed to the transport for. */
+  /** Sessions whose transport took the message at once. */
   sent: number;
-  /** Sessions it was not, and why. */
+  /**
+   * Sessions that were busy and queued it behind what they already had
+   * (under the high-water mark): it goes out as they drain, or is lost with
+   * the session if it closes first.
+   */
+  queued: number;
+  /** Sessions it was not handed to, and why. */
   failed: BroadcastFailure[];
 }
 
@@ -53,22 +61,20 @@ export const BROADCAST_HIGH_WATER = 1024 * 1024;
 
 /**
  * Sends `data` (with its CRC32C `crc`, or -1) to every session of
- * `sessions` that passes the filter. Resolves once every send settled: at
- * once for sessions that could write, after their queue drained for the
- * others.
+ * `sessions` that passes the filter. Never waits for a session: a busy one
+ * queues the message (bounded by the high-water mark), so one stalled
+ * reader cannot hold up the broadcast or the next one.
  */
-export async function broadcastTo(
+export function broadcastTo(
   sessions: Iterable<Connection>,
   data: Uint8Array,
   crc: number,
   options: BroadcastOptions,
-): Promise<BroadcastResult> {
+): BroadcastResult {
   const filter = options.filter;
   const high = options.highWaterMark ?? BROADCAST_HIGH_WATER;
   const disconnect = options.slowSessions === "disconnect";
-  const result: BroadcastResult = { sent: 0, failed: [] };
-  let queued: Promise<void>[] | undefined;
-  let queuedIds: string[] | undefined;
+  const result: BroadcastResult = { sent: 0, queued: 0, failed: [] };
   for (const s of sessions) {
     if (filter !== undefined && !filter(s)) continue;
     const buffered = s.bufferedAmount;
@@ -84,25 +90,7 @@ export async function broadcastTo(
     const r = s.sendShared(data, crc);
     if (r === undefined) result.sent++;
     else if (r instanceof PointSubError) result.failed.push({ session: s.id, error: r });
-    else {
-      queued ??= [];
-      queuedIds ??= [];
-      queued.push(r);
-      queuedIds.push(s.id);
-    }
-  }
-  if (queued === undefined || queuedIds === undefined) return result;
-  const settled = await Promise.allSettled(queued);
-  for (let i = 0; i < settled.length; i++) {
-    const o = settled[i];
-    if (o.status === "fulfilled") result.sent++;
-    else {
-      const error =
-        o.reason instanceof PointSubError
-          ? o.reason
-          : new PointSubError("ERR_CONNECTION_CLOSED", String(o.reason), { cause: o.reason });
-      result.failed.push({ session: queuedIds[i], error });
-    }
+    else result.queued++;
   }
   return result;
 }

@@ -296,9 +296,10 @@ export class Server extends EventEmitter<ServerEvents> {
    * Sends `payload` to every open session (or those `options.filter`
    * accepts): encoded once, and for payloads of 16 KiB and more checksummed
    * once. A session with more than `highWaterMark` bytes queued is skipped
-   * or disconnected (`slowSessions`), never queued without bound. Resolves,
-   * once every send settled, to how many got it and which did not and why;
-   * it rejects only for a payload that is not bytes or text.
+   * or disconnected (`slowSessions`), never queued without bound. Never
+   * waits for a slow session: resolves at once to how many sessions wrote
+   * the message, how many queued it, and which did not get it and why; it
+   * rejects only for a payload that is not bytes or text.
    */
   async broadcast(payload: Payload, options: BroadcastOptions = {}): Promise<BroadcastResult> {
     const data = toBytes(payload, "payload");
