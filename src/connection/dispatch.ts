@@ -224,7 +224,7 @@ export class Dispatcher {
               `handler for ${call.route} failed: ${err instanceof Error ? err.message : String(err)}`,
             );
       this.serving.delete(call.id);
-      this.respondError(call.id, e.code, e.message);
+      this.respondError(call.id, e.code, e.message, e.retryAfterMs);
       return;
     }
     let data: Uint8Array;
@@ -280,10 +280,10 @@ export class Dispatcher {
     return handler(call, call);
   }
 
-  /** Answers call `id` with an error response. */
-  respondError(id: number, errCode: ErrorCode, message: string): void {
+  /** Answers call `id` with an error response (with its retry-after hint when there is one, §3.5). */
+  respondError(id: number, errCode: ErrorCode, message: string, retryAfterMs?: number): void {
     this.stats.error(errCode);
-    const head = encodeErrorHead(codeInfo(errCode).errno, errCode, message);
+    const head = encodeErrorHead(codeInfo(errCode).errno, errCode, message, retryAfterMs);
     // The request stays open (counted against maxConcurrentRequests) until
     // its answer is handed to the transport: a peer that does not read can
     // make this side hold at most that many answers.
