@@ -200,6 +200,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       init.router ?? EMPTY_ROUTER,
       init.onMessage,
     );
+    this.dispatcher.readGate = this.readGate;
     this.inbound = new Inbound(
       this.link,
       this.outbox,
@@ -240,6 +241,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       this.pinger,
       { isClosed, remoteUrl: this.remoteUrl, fail: (err) => this.fail(err) },
     );
+    // Nothing could arrive while held messages paused reading: progress counts from the resume.
+    this.readGate.onHeldResume = () => this.housekeeper.readingResumed();
     this.decoderImpl = new FrameDecoder(this.frames, local.maxFrameSize, runtime.checksums, runtime.allocBody);
     transport.attach({
       onData: (chunk) => this.onTransportData(chunk),
