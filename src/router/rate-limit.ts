@@ -91,15 +91,17 @@ interface Waiter {
 /** The state of one session (or key): its buckets and its waiting messages, in arrival order. */
 interface Lane extends Buckets {
   waiting: Waiter[] | undefined;
+  /** Messages let go by the timer whose chain did not go on yet (a microtask away): later ones wait behind them. */
+  releasing: number;
   timer: ReturnType<typeof setTimeout> | undefined;
 }
 
-const num = (what: string) => v.number(`${what} must be a number`);
+const num = () => v.number("must be a number");
 const rule = v.optional(
   v.strictObject(
     {
-      perSecond: v.pipe(num("perSecond"), v.finite("must be finite"), v.gtValue(0, "must be > 0")),
-      burst: v.optional(v.pipe(num("burst"), v.finite("must be finite"), v.minValue(1, "must be >= 1"))),
+      perSecond: v.pipe(num(), v.finite("must be finite"), v.gtValue(0, "must be > 0")),
+      burst: v.optional(v.pipe(num(), v.finite("must be finite"), v.minValue(1, "must be >= 1"))),
     },
     "must be an object { perSecond, burst? } with no other fields",
   ),
@@ -115,7 +117,7 @@ const schema = v.strictObject(
     session: limits,
     global: limits,
     key: v.optional(v.function("must be a function")),
-    maxKeys: v.optional(v.pipe(num("maxKeys"), v.safeInteger("must be an integer"), v.minValue(1, "must be >= 1"))),
+    maxKeys: v.optional(v.pipe(num(), v.safeInteger("must be an integer"), v.minValue(1, "must be >= 1"))),
   },
   "must be an object with session, global, key and/or maxKeys",
 );
@@ -144,6 +146,7 @@ function lane(l: RateLimits | undefined, clock: Clock): Lane {
     messages: bucket(l?.messages, clock),
     bytes: bucket(l?.bytes, clock),
     waiting: undefined,
+    releasing: 0,
     timer: undefined,
   };
 }
@@ -162,7 +165,7 @@ function consume(b: Buckets, unit: TokenBucket | undefined, bytes: number, now: 
 
 /** True when forgetting `l` changes nothing: no waiters and every bucket full. */
 function idle(l: Lane, now: number): boolean {
-  if (l.waiting !== undefined && l.waiting.length !== 0) return false;
+  if ((l.waiting !== undefined && l.waiting.length !== 0) || l.releasing !== 0) return false;
   for (const b of [l.requests, l.messages, l.bytes]) if (b !== undefined && b.available(now) < b.burst) return false;
   return true;
 }
@@ -244,23 +247,29 @@ export function rateLimit(options: RateLimitOptions): RateLimiter {
       const w = q[i];
       if (w.session.state === "closed") {
         i++;
+        l.releasing++;
         w.reject(PointSubError.fromPeer("ERR_CONNECTION_CLOSED", "session closed while its message waited"));
         continue;
       }
       const now = clock();
       const wait = Math.max(delayOf(l, l.messages, w.bytes, now), delayOf(g, g.messages, w.bytes, now));
       if (wait > 0) {
-        l.timer = setTimeout(pump, wait, l);
-        (l.timer as { unref?: () => void }).unref?.();
+        arm(l, wait);
         break;
       }
       consume(l, l.messages, w.bytes, now);
       consume(g, g.messages, w.bytes, now);
       i++;
+      l.releasing++;
       w.resolve();
     }
     stats.waiting -= i;
     q.splice(0, i);
+  };
+
+  const arm = (l: Lane, wait: number): void => {
+    l.timer = setTimeout(pump, wait, l);
+    (l.timer as { unref?: () => void }).unref?.();
   };
 
   const mw = ((ctx: CallContext, next: () => Promise<HandlerResult>): HandlerResult | Promise<HandlerResult> => {
@@ -282,9 +291,11 @@ export function rateLimit(options: RateLimitOptions): RateLimiter {
       return next();
     }
     // A one-way message: on at once when nothing waits ahead of it and its tokens are there.
-    if (l.waiting === undefined || l.waiting.length === 0) {
+    let wait = 0;
+    if ((l.waiting === undefined || l.waiting.length === 0) && l.releasing === 0) {
       const now = clock();
-      if (delayOf(l, l.messages, bytes, now) === 0 && delayOf(g, g.messages, bytes, now) === 0) {
+      wait = Math.max(delayOf(l, l.messages, bytes, now), delayOf(g, g.messages, bytes, now));
+      if (wait === 0) {
         consume(l, l.messages, bytes, now);
         consume(g, g.messages, bytes, now);
         return next();
@@ -298,8 +309,18 @@ export function rateLimit(options: RateLimitOptions): RateLimiter {
     const held = new Promise<void>((resolve, reject) => {
       q.push({ bytes, session: ctx.session, resolve, reject });
     });
-    if (l.timer === undefined) pump(l);
-    return held.then(next);
+    // A line that is not empty has its timer armed; only messages let go are a microtask away (wait 1 ms).
+    if (l.timer === undefined) arm(l, wait === 0 ? 1 : wait);
+    return held.then(
+      () => {
+        l.releasing--;
+        return next();
+      },
+      (err: unknown) => {
+        l.releasing--;
+        throw err;
+      },
+    );
   }) as RateLimiter;
   mw.stats = () => ({ ...stats, keys: byKey.size });
   return mw;
