@@ -12,6 +12,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import {
+  type CallContext,
   Client,
   type Connection,
   connect,
@@ -119,7 +120,8 @@ describe("router: rateLimit", () => {
     const conn = await connect(url);
     const conn2 = await connect(url);
     try {
-      await conn.request("/echo/1", "x".repeat(600));
+      // A message's bytes count too: it arrives (and is counted) before the request after it.
+      await conn.send("x".repeat(600));
       const e = await refused(() => conn.request("/echo/1", "x".repeat(600)));
       // 200 bytes short at 10 bytes per second: about 20 s.
       assert.ok((e.retryAfterMs ?? 0) > 10_000, `${e.retryAfterMs}`);
@@ -266,6 +268,46 @@ describe("router: rateLimit", () => {
       await conn.close();
       await server.close();
     }
+  });
+
+  it("messages still waiting when their session closes are dropped, not delivered", async () => {
+    const { server, url, limiter } = await serve({ session: { messages: { perSecond: 5, burst: 1 } } });
+    let delivered = 0;
+    server.on("message", () => {
+      delivered++;
+    });
+    const conn = await connect(url);
+    try {
+      await Promise.all([1, 2, 3, 4, 5].map((i) => conn.send(`m${i}`)));
+      await until(() => delivered >= 1 && limiter.stats().waiting >= 1);
+      conn.destroy();
+      await until(() => server.sessions.size === 0);
+      await until(() => limiter.stats().waiting === 0);
+      assert.ok(delivered < 5, `${delivered} delivered`);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it("with key, state stays within maxKeys: refilled keys go first, then the oldest", async () => {
+    const limiter = rateLimit({
+      session: { requests: { perSecond: 0.001, burst: 1 } },
+      key: (ctx) => text(ctx.data),
+      maxKeys: 2,
+    });
+    const session = { state: "open" };
+    const ctx = (k: string) =>
+      ({ kind: "request", route: "/r", session, data: new TextEncoder().encode(k) }) as unknown as CallContext;
+    const next = () => Promise.resolve(undefined);
+    const call = async (k: string) => limiter(ctx(k), next);
+    await call("a");
+    await call("b");
+    await refused(() => call("a"));
+    await call("c"); // full: "a" (the oldest, no waiters) is forgotten
+    assert.equal(limiter.stats().keys, 2);
+    await refused(() => call("b"));
+    await call("a"); // a fresh burst
+    assert.equal(limiter.stats().keys, 2);
   });
 
   it("invalid options throw ERR_INVALID_ARGUMENT naming the field", () => {
