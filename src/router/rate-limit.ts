@@ -9,12 +9,13 @@
  * reading from that peer (`connection/dispatch.ts`, "held messages"), so a
  * flood is slowed by TCP backpressure with bounded memory.
  *
- * The path of a call within its limits is arithmetic on one clock reading:
- * no promise, closure or allocation of its own.
+ * The path of a call within its limits is arithmetic on a clock reading
+ * shared by the calls of one task: no promise, closure or allocation of
+ * its own.
  */
 import * as v from "valibot";
 import { PointSubError } from "../errors/error.ts";
-import { type Clock, monotonicClock, TokenBucket } from "../util/token-bucket.ts";
+import { type Clock, monotonicClock, perTaskClock, TokenBucket } from "../util/token-bucket.ts";
 import type { CallContext, HandlerResult, Middleware } from "./types.ts";
 
 /** One limit: a sustained rate and the burst allowed on top of it. */
@@ -200,9 +201,19 @@ function idle(l: Lane, now: number): boolean {
  */
 export function rateLimit(options: RateLimitOptions): RateLimiter {
   check(options);
-  const clock = monotonicClock;
+  // One clock read per task: the requests of one socket read share it.
+  const clock = perTaskClock(monotonicClock);
   const g = lane(options.global, clock);
   const perSession = options.session;
+  const gl = options.global;
+  // What is limited at all: the rest passes with no lookup.
+  const sessionRequests = perSession?.requests !== undefined || perSession?.bytes !== undefined;
+  const requestsLimited = sessionRequests || gl?.requests !== undefined || gl?.bytes !== undefined;
+  const messagesLimited =
+    perSession?.messages !== undefined ||
+    perSession?.bytes !== undefined ||
+    gl?.messages !== undefined ||
+    gl?.bytes !== undefined;
   const keyOf = options.key;
   const maxKeys = options.maxKeys ?? 10_000;
   const bySession = new WeakMap<object, Lane>();
@@ -275,21 +286,24 @@ export function rateLimit(options: RateLimitOptions): RateLimiter {
   const mw = ((ctx: CallContext, next: () => Promise<HandlerResult>): HandlerResult | Promise<HandlerResult> => {
     const kind = ctx.kind;
     if (kind === "stream") return next();
-    const l = laneOf(ctx);
     const bytes = ctx.data.length;
     if (kind === "request") {
+      if (!requestsLimited) return next();
       const now = clock();
-      const wait = Math.max(delayOf(l, l.requests, bytes, now), delayOf(g, g.requests, bytes, now));
+      const l = sessionRequests ? laneOf(ctx) : g;
+      const wait = Math.max(delayOf(l, l.requests, bytes, now), l === g ? 0 : delayOf(g, g.requests, bytes, now));
       if (wait !== 0) {
         stats.refused++;
         throw PointSubError.fromPeer("ERR_RATE_LIMITED", `rate limit exceeded for ${ctx.route}; retry in ${wait} ms`, {
           retryAfterMs: wait,
         });
       }
-      consume(l, l.requests, bytes, now);
+      if (l !== g) consume(l, l.requests, bytes, now);
       consume(g, g.requests, bytes, now);
       return next();
     }
+    if (!messagesLimited) return next();
+    const l = laneOf(ctx);
     // A one-way message: on at once when nothing waits ahead of it and its tokens are there.
     let wait = 0;
     if ((l.waiting === undefined || l.waiting.length === 0) && l.releasing === 0) {

@@ -55,6 +55,11 @@ export interface CallContext {
  * return without calling it to answer yourself; throw a PointSubError
  * (e.g. `ERR_UNAUTHORIZED`) to refuse the call with that error. For a
  * one-way message the result is ignored and a throw drops the message.
+ *
+ * A one-way message whose middleware awaits before calling `next()` is
+ * held until its chain settles; while a connection holds more than 64 such
+ * messages (or 1 MiB of them) it stops reading from that peer — how
+ * `rateLimit()` slows a flood by backpressure.
  */
 export type Middleware = (
   ctx: CallContext,

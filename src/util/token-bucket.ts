@@ -14,6 +14,29 @@ const perf = (globalThis as { performance?: { now(): number } }).performance;
 /** The default clock: monotonic `performance.now()` where available, else `Date.now()`. */
 export const monotonicClock: Clock = perf !== undefined ? () => perf.now() : () => Date.now();
 
+/**
+ * A clock read at most once per task: the first reading is kept until the
+ * next microtask checkpoint, so a burst of calls handled in one task (the
+ * requests of one socket read) costs one clock read, not one each. Time
+ * stands still within a task (a few ms at most: the engine yields after
+ * 4 ms of decoding); a bucket on it only ever grants late, never early.
+ */
+export function perTaskClock(clock: Clock = monotonicClock): Clock {
+  let fresh = false;
+  let cached = 0;
+  const expire = (): void => {
+    fresh = false;
+  };
+  return () => {
+    if (!fresh) {
+      cached = clock();
+      fresh = true;
+      queueMicrotask(expire);
+    }
+    return cached;
+  };
+}
+
 export class TokenBucket {
   /** Tokens added per second. */
   readonly rate: number;

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
-import { TokenBucket } from "../../src/util/token-bucket.ts";
+import { perTaskClock, TokenBucket } from "../../src/util/token-bucket.ts";
 
 function fakeClock(): { now: number; clock: () => number } {
   const c = { now: 1000, clock: () => c.now };
@@ -86,5 +86,18 @@ describe("util/token-bucket", () => {
       ),
       { numRuns: 500 },
     );
+  });
+});
+
+describe("util/token-bucket: perTaskClock", () => {
+  it("reads the clock once per task and again after the microtask checkpoint", async () => {
+    let reads = 0;
+    const clock = perTaskClock(() => ++reads);
+    assert.equal(clock(), 1);
+    assert.equal(clock(), 1);
+    await Promise.resolve();
+    await new Promise((r) => setTimeout(r, 0));
+    assert.equal(clock(), 2);
+    assert.equal(reads, 2);
   });
 });
