@@ -629,6 +629,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     return (
       this.caller.size !== 0 ||
       this.dispatcher.serving.size !== 0 ||
+      // The peer's messages middleware still holds (e.g. waiting for rate-limit tokens).
+      this.dispatcher.heldMessages !== 0 ||
       this.writer.pending !== 0 ||
       // The peer's messages and requests whose bodies are still arriving
       // are in flight too (a request counts from its START).

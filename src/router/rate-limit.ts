@@ -86,7 +86,6 @@ interface Waiter {
   readonly bytes: number;
   readonly session: CallContext["session"];
   readonly resolve: () => void;
-  readonly reject: (err: PointSubError) => void;
 }
 
 /** The state of one session (or key): its buckets and its waiting messages, in arrival order. */
@@ -188,7 +187,9 @@ function idle(l: Lane, now: number): boolean {
  *   that peer until half of them went on: a flooding peer is slowed by
  *   backpressure (its `send`s queue, then wait for its TCP window), and
  *   this side holds a bounded amount. Messages still waiting when their
- *   session closes are dropped.
+ *   session closes go on at once, charged to the buckets (which may
+ *   go into debt): nothing piles up after a session, and none is lost.
+ *   A graceful close of this side waits for them (up to `closeTimeoutMs`).
  * - An amount larger than a bucket's burst is let through when the bucket
  *   is full and leaves it in debt, so one large message or request is never
  *   refused forever, and the long-run byte rate holds.
@@ -256,15 +257,11 @@ export function rateLimit(options: RateLimitOptions): RateLimiter {
     let i = 0;
     while (i < q.length) {
       const w = q[i];
-      if (w.session.state === "closed") {
-        i++;
-        l.releasing++;
-        w.reject(PointSubError.fromPeer("ERR_CONNECTION_CLOSED", "session closed while its message waited"));
-        continue;
-      }
       const now = clock();
       const wait = Math.max(delayOf(l, l.messages, w.bytes, now), delayOf(g, g.messages, w.bytes, now));
-      if (wait > 0) {
+      // A closed session's peer can send no more: its messages go on now, charged to the
+      // buckets (into debt), so that nothing piles up after it and the long-run rate holds.
+      if (wait > 0 && w.session.state !== "closed") {
         arm(l, wait);
         break;
       }
@@ -276,6 +273,18 @@ export function rateLimit(options: RateLimitOptions): RateLimiter {
     }
     stats.waiting -= i;
     q.splice(0, i);
+  };
+
+  /** Sessions whose close wakes their line (one listener per session, added when one of its messages waits). */
+  const hooked = new WeakSet<object>();
+  const wakeOnClose = (session: CallContext["session"], l: Lane): void => {
+    if (hooked.has(session)) return;
+    hooked.add(session);
+    session.once("close", () => {
+      if (l.waiting === undefined || l.waiting.length === 0) return;
+      if (l.timer !== undefined) clearTimeout(l.timer);
+      pump(l);
+    });
   };
 
   const arm = (l: Lane, wait: number): void => {
@@ -320,21 +329,16 @@ export function rateLimit(options: RateLimitOptions): RateLimiter {
     stats.waiting++;
     l.waiting ??= [];
     const q = l.waiting;
-    const held = new Promise<void>((resolve, reject) => {
-      q.push({ bytes, session: ctx.session, resolve, reject });
+    const held = new Promise<void>((resolve) => {
+      q.push({ bytes, session: ctx.session, resolve });
     });
+    wakeOnClose(ctx.session, l);
     // A line that is not empty has its timer armed; only messages let go are a microtask away (wait 1 ms).
     if (l.timer === undefined) arm(l, wait === 0 ? 1 : wait);
-    return held.then(
-      () => {
-        l.releasing--;
-        return next();
-      },
-      (err: unknown) => {
-        l.releasing--;
-        throw err;
-      },
-    );
+    return held.then(() => {
+      l.releasing--;
+      return next();
+    });
   }) as RateLimiter;
   mw.stats = () => ({ ...stats, keys: byKey.size });
   return mw;

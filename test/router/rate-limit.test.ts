@@ -270,20 +270,44 @@ describe("router: rateLimit", () => {
     }
   });
 
-  it("messages still waiting when their session closes are dropped, not delivered", async () => {
-    const { server, url, limiter } = await serve({ session: { messages: { perSecond: 5, burst: 1 } } });
-    let delivered = 0;
-    server.on("message", () => {
-      delivered++;
+  it("a graceful close waits for the messages still waiting: all are delivered", async () => {
+    const N = 1000;
+    const { server, url } = await serve({ session: { messages: { perSecond: 4000, burst: 10 } } });
+    const got: number[] = [];
+    server.on("message", (msg) => {
+      got.push(Number(msg.text()));
+    });
+    const conn = await connect(url);
+    try {
+      await Promise.all(Array.from({ length: N }, (_, i) => conn.send(String(i))));
+      await conn.close();
+      await until(() => got.length === N);
+      assert.deepEqual(
+        got,
+        Array.from({ length: N }, (_, i) => i),
+      );
+    } finally {
+      conn.destroy();
+      await server.close();
+    }
+  });
+
+  it("messages still waiting when their session is destroyed go on at once (charged to the buckets), in order", async () => {
+    // One message per 10 s: without the close, the rest would wait minutes.
+    const { server, url, limiter } = await serve({ session: { messages: { perSecond: 0.1, burst: 1 } } });
+    const got: string[] = [];
+    server.on("message", (msg) => {
+      got.push(msg.text());
     });
     const conn = await connect(url);
     try {
       await Promise.all([1, 2, 3, 4, 5].map((i) => conn.send(`m${i}`)));
-      await until(() => delivered >= 1 && limiter.stats().waiting >= 1);
+      await until(() => got.length === 1 && limiter.stats().waiting === 4);
       conn.destroy();
       await until(() => server.sessions.size === 0);
-      await until(() => limiter.stats().waiting === 0);
-      assert.ok(delivered < 5, `${delivered} delivered`);
+      await until(() => got.length === 5);
+      assert.deepEqual(got, ["m1", "m2", "m3", "m4", "m5"]);
+      assert.equal(limiter.stats().waiting, 0);
     } finally {
       await server.close();
     }
