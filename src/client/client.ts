@@ -258,9 +258,9 @@ export class Client {
    * (half-open). A node whose rate limit refused the call
    * (ERR_RATE_LIMITED: its handler did not run) is not a failure: the call
    * goes to the next node, and when no node answered and one refused it,
-   * the caller gets the last refusal with its `retryAfterMs`. An error of the call itself
-   * (the handler's, a bad route) is returned as is. ERR_NO_ROUTE when the
-   * route has no nodes.
+   * the caller gets the last refusal with its `retryAfterMs`. An error of
+   * the call itself (the handler's, a bad route) is returned as is.
+   * ERR_NO_ROUTE when the route has no nodes.
    */
   async requestClosest(route: string, payload: Payload, options: ClosestOptions = {}): Promise<Uint8Array> {
     const list = this.routes.get(route);
