@@ -240,13 +240,13 @@ export function rateLimit(options: RateLimitOptions): RateLimiter {
     return l;
   };
 
-  /** Makes room for one key: forgets idle keys, else the oldest without waiters. */
+  /** Makes room for one key: forgets idle keys, else the oldest with no message waiting or on its way. */
   const evict = (): void => {
     const now = clock();
     for (const [k, l] of byKey) if (idle(l, now)) byKey.delete(k);
     for (const [k, l] of byKey) {
       if (byKey.size < maxKeys) break;
-      if (l.waiting === undefined || l.waiting.length === 0) byKey.delete(k);
+      if ((l.waiting === undefined || l.waiting.length === 0) && l.releasing === 0) byKey.delete(k);
     }
   };
 
