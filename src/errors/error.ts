@@ -34,7 +34,7 @@ export class PointSubError extends Error {
    * again (ERR_RATE_LIMITED carries it, and it crosses the wire in the
    * error response, docs/PROTOCOL.md §3.5). Absent otherwise.
    */
-  readonly retryAfterMs?: number;
+  declare readonly retryAfterMs?: number;
 
   constructor(code: ErrorCode, message: string, options: PointSubErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });

@@ -19,7 +19,7 @@ import {
   connectResilient,
   createServer,
   isPointSubError,
-  type PointSubError,
+  PointSubError,
   type RateLimitOptions,
   rateLimit,
   type Server,
@@ -332,6 +332,29 @@ describe("router: rateLimit", () => {
     await refused(() => call("b"));
     await call("a"); // a fresh burst
     assert.equal(limiter.stats().keys, 2);
+  });
+
+  it("any error a handler throws with a retryAfterMs carries it across; errors without one arrive without", async () => {
+    const server = createServer();
+    server.handle("/busy/1", () => {
+      throw new PointSubError("ERR_OVERLOADED", "busy", { retryAfterMs: 1234.5 });
+    });
+    server.handle("/plain/1", () => {
+      throw new PointSubError("ERR_OVERLOADED", "busy");
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    try {
+      await assert.rejects(conn.request("/busy/1"), { code: "ERR_OVERLOADED", retryAfterMs: 1235 });
+      await assert.rejects(conn.request("/plain/1"), (err: unknown) => {
+        assert.ok(isPointSubError(err, "ERR_OVERLOADED"));
+        assert.equal("retryAfterMs" in err, false);
+        return true;
+      });
+    } finally {
+      await conn.close();
+      await server.close();
+    }
   });
 
   it("invalid options throw ERR_INVALID_ARGUMENT naming the field", () => {
