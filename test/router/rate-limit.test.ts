@@ -2,9 +2,11 @@
  * The rateLimit() middleware (src/router/rate-limit.ts) over real loopback
  * sockets: a per-session limit hit and recovered after retryAfterMs, a
  * global limit shared by sessions, a bytes limit, a keyed limit, the
- * resilient client retrying refused requests (each handler run once), a
- * flood of one-way messages slowed by backpressure (bounded, in order,
- * every send settles), and invalid options.
+ * resilient client and the multi-node Client on refusals (each handler run
+ * once), floods of one-way messages from a client and from a raw peer
+ * slowed by backpressure (bounded, in order, every send settles), held
+ * messages on close, the retry-after hint on any error, and invalid
+ * options.
  *
  * No assertion is about speed: limits are chosen so that refills during a
  * test cannot change the outcome, and waits are bounded.
@@ -24,6 +26,7 @@ import {
   rateLimit,
   type Server,
 } from "../../src/index.ts";
+import { batch, connectPeer, F, inner, T } from "../helpers/attacker.ts";
 import { sleep, until } from "../helpers/wait.ts";
 
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -266,6 +269,56 @@ describe("router: rateLimit", () => {
     } finally {
       clearInterval(sampler);
       await conn.close();
+      await server.close();
+    }
+  });
+
+  it("a raw peer flooding BATCHes of tiny messages is read no faster than the limit lets them on: bounded, in order", async () => {
+    const N = 100_000;
+    const { server, url, limiter } = await serve({ session: { messages: { perSecond: 100_000, burst: 1000 } } });
+    let next = 0;
+    let outOfOrder = -1;
+    let maxWaiting = 0;
+    server.on("message", (msg) => {
+      const d = msg.data;
+      const n = ((d[0] << 24) | (d[1] << 16) | (d[2] << 8) | d[3]) >>> 0;
+      if (n !== next && outOfOrder < 0) outOfOrder = next;
+      next++;
+      if ((n & 1023) === 0) maxWaiting = Math.max(maxWaiting, limiter.stats().waiting);
+    });
+    const peer = await connectPeer({ port: Number(new URL(url).port), read: "parse" });
+    const rss0 = process.memoryUsage().rss;
+    let maxRss = rss0;
+    const sampler = setInterval(() => {
+      maxWaiting = Math.max(maxWaiting, limiter.stats().waiting);
+      maxRss = Math.max(maxRss, process.memoryUsage().rss);
+    }, 5);
+    try {
+      // 2,000 messages of 4 bytes per BATCH (about 18 KB), written as fast as the socket takes them.
+      for (let i = 0; i < N; i += 2000) {
+        const inners: Uint8Array[] = [];
+        for (let j = i; j < i + 2000; j++) {
+          inners.push(
+            inner(
+              T.MSG,
+              F.START | F.END,
+              2 * j + 1,
+              Uint8Array.of(j >>> 24, (j >>> 16) & 255, (j >>> 8) & 255, j & 255),
+            ),
+          );
+        }
+        assert.ok(await peer.send(batch(inners)), "the server closed the connection");
+      }
+      await until(() => next === N, 60_000);
+      assert.equal(outOfOrder, -1, `message ${outOfOrder} out of order`);
+      // At most the bound (64) plus one socket read (<= 64 KiB, 8 or 9 bytes a message: 8,256) at once, not the flood.
+      assert.ok(maxWaiting <= 10_000, `${maxWaiting} waited at once`);
+      assert.ok(maxRss - rss0 < 256 * 1024 * 1024, `RSS grew by ${maxRss - rss0}`);
+      assert.equal(peer.goaway, undefined);
+      assert.equal(server.sessions.size, 1);
+    } finally {
+      clearInterval(sampler);
+      peer.destroy();
       await server.close();
     }
   });
