@@ -210,6 +210,14 @@ export {
   memoryIdempotencyStore,
   principalScope,
 } from "./router/idempotency.ts";
+export {
+  type RateLimiter,
+  type RateLimitOptions,
+  type RateLimitRule,
+  type RateLimitStats,
+  type RateLimits,
+  rateLimit,
+} from "./router/rate-limit.ts";
 export { Router } from "./router/router.ts";
 export type { CallContext, Middleware, StreamRoute } from "./router/types.ts";
 export { type Crc32cProvider, createRuntime, type Runtime, type RuntimeParts } from "./runtime/runtime.ts";

@@ -215,6 +215,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       init.router ?? EMPTY_ROUTER,
       init.onMessage,
     );
+    this.dispatcher.readGate = this.readGate;
     this.inbound = new Inbound(
       this.link,
       this.outbox,
@@ -263,6 +264,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
         idle: () => void this.close({ reason: "idle" }).catch(noop),
       },
     );
+    // Nothing could arrive while held messages paused reading: progress counts from the resume.
+    this.readGate.onHeldResume = () => this.housekeeper.readingResumed();
     this.decoderImpl = new FrameDecoder(this.frames, local.maxFrameSize, runtime.checksums, runtime.allocBody);
     transport.attach({
       onData: (chunk) => this.onTransportData(chunk),
@@ -735,6 +738,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     return (
       this.caller.size !== 0 ||
       this.dispatcher.serving.size !== 0 ||
+      // The peer's messages middleware still holds (e.g. waiting for rate-limit tokens).
+      this.dispatcher.heldMessages !== 0 ||
       this.writer.pending !== 0 ||
       // The peer's messages and requests whose bodies are still arriving
       // are in flight too (a request counts from its START).

@@ -149,7 +149,7 @@ export class Housekeeper implements Tickable {
       );
       return;
     }
-    if (pt > 0 && !this.gate.slowPaused) {
+    if (pt > 0 && !this.gate.paused) {
       // The peer's unfinished messages and streams, and this side's streams waiting for credit.
       const f = this.frames;
       const floor = this.progressFloor;
@@ -167,7 +167,7 @@ export class Housekeeper implements Tickable {
       }
     }
     // While reading is paused nothing can arrive: the slow-peer timeout rules.
-    if (ms <= 0 || this.gate.slowPaused) return;
+    if (ms <= 0 || this.gate.paused) return;
     const idle = now - this.lastInput;
     if (now - this.lastOutput >= ms) this.writer.trim();
     // No input for a tick: let the transport drop its bulk read buffer.

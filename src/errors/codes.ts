@@ -90,6 +90,13 @@ const table = {
     retryable: true,
     suggestion: "Every pooled connection slot is busy; raise pool.maxTotal or acquireTimeoutMs, or send less at once.",
   },
+  ERR_RATE_LIMITED: {
+    errno: 2007,
+    severity: "warning",
+    retryable: true,
+    suggestion:
+      "The receiver's rate limit refused the request before its handler ran; retry after retryAfterMs (the resilient client does).",
+  },
   // 3xxx protocol
   ERR_PROTOCOL: {
     errno: 3001,
