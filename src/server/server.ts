@@ -17,6 +17,7 @@ import type {
 import { codeInfo } from "../errors/codes.ts";
 import { PointSubError } from "../errors/error.ts";
 import { type IdempotencyOptions, idempotency } from "../router/idempotency.ts";
+import { type RateLimitOptions, rateLimit } from "../router/rate-limit.ts";
 import { Router } from "../router/router.ts";
 import type { Middleware, ResumeLookup } from "../router/types.ts";
 import type { Runtime } from "../runtime/runtime.ts";
@@ -69,6 +70,12 @@ export interface ServerOptions extends ConnectionOptions, AdmissionOptions {
    * an object passes its options (e.g. a shared `store`). Default off.
    */
   idempotency?: boolean | IdempotencyOptions;
+  /**
+   * Install the {@link rateLimit} middleware with these limits (per session
+   * and global token buckets for requests, messages and bytes), after
+   * `idempotency` and before any middleware added with `use`. Default none.
+   */
+  rateLimit?: RateLimitOptions;
 }
 
 /** Payloads from this size on are sent by reference and checksummed once for a broadcast (the writer's copy threshold). */
@@ -167,6 +174,7 @@ export class Server extends EventEmitter<ServerEvents> {
       // Outermost, so that nothing else runs twice for a duplicate either.
       this.router.use(idempotency(options.idempotency === true ? {} : options.idempotency));
     }
+    if (options.rateLimit !== undefined) this.router.use(rateLimit(options.rateLimit));
     this.budget = new MemoryBudget(budgetLimit(options, this.settings, this.runtime.memoryLimit()));
     const period = housekeepingPeriod({
       keepAliveMs: options.keepAliveMs ?? 30_000,
