@@ -9,6 +9,7 @@
  *   npm run bench -- --impl pointsub,reference --workload flood,hol --reps 5
  *   npm run bench -- --workload files                # 1 GiB file to file only (bench/files.ts)
  *   npm run bench -- --workload broadcast            # 64 B to 1,000 connections only (bench/broadcast.ts)
+ *   npm run bench -- --broadcast-clients 100 --broadcast-rounds 50 --broadcast-seconds 1   # a smaller broadcast
  */
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -34,6 +35,9 @@ const { values } = parseArgs({
     count: { type: "string" },
     "large-size": { type: "string" },
     "files-size": { type: "string" },
+    "broadcast-clients": { type: "string" },
+    "broadcast-rounds": { type: "string" },
+    "broadcast-seconds": { type: "string" },
     out: { type: "string" },
   },
 });
@@ -220,9 +224,23 @@ if (workloads.length > 0) {
 // Only sections that are not per-implementation (broadcast, files): put them into the existing report.
 const sectionsOnly = workloads.length === 0 && existsSync(out);
 let report = sectionsOnly ? readFileSync(out, "utf8") : renderReport(machine, rows);
-if (runBroadcast) {
-  const params = quick ? { ...BROADCAST_DEFAULTS, rounds: 100, seconds: 1 } : BROADCAST_DEFAULTS;
-  const section = await runBroadcastBench(BROADCAST_IMPLS, params, reps);
+// --impl narrows broadcast's own implementations too: reference selects raw node:net, pointsub both pointsub variants.
+const broadcastImpls = BROADCAST_IMPLS.filter(
+  (b) =>
+    values.impl === undefined ||
+    impls.includes(b) ||
+    (b === "raw" && impls.includes("reference")) ||
+    (b === "pointsub-unawaited" && impls.includes("pointsub")),
+);
+if (runBroadcast && broadcastImpls.length > 0) {
+  const params = {
+    ...BROADCAST_DEFAULTS,
+    ...(quick ? { rounds: 100, seconds: 1 } : {}),
+    ...(values["broadcast-clients"] === undefined ? {} : { clients: Number(values["broadcast-clients"]) }),
+    ...(values["broadcast-rounds"] === undefined ? {} : { rounds: Number(values["broadcast-rounds"]) }),
+    ...(values["broadcast-seconds"] === undefined ? {} : { seconds: Number(values["broadcast-seconds"]) }),
+  };
+  const section = await runBroadcastBench(broadcastImpls, params, reps);
   report = putSection(report, "## Broadcast", section);
 }
 if (runFiles) {
