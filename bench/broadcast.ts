@@ -2,7 +2,9 @@
  * Broadcast benchmark (issue "Server operations"): one server sends 64-byte
  * messages to 1,000 client connections on 127.0.0.1.
  *
- *   npm run bench:broadcast [-- --impl pointsub,ws,raw --clients 1000 --rounds 200 --seconds 2 --reps 3]
+ *   npm run bench:broadcast [-- --impl pointsub,pointsub-unawaited,ws,raw --clients 1000 --rounds 200 --seconds 2 --reps 3]
+ *   npm run bench:broadcast -- --no-write      # print the section, leave docs/BENCHMARKS.md alone (--out FILE: elsewhere)
+ *   npm run bench:broadcast -- --cpu-prof DIR  # one run per implementation, both processes profiled
  *   npm run bench -- --workload broadcast      # the same, as part of a bench run
  *
  * It is not one of bench/run.ts's per-implementation workloads: those are
