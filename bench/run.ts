@@ -67,6 +67,16 @@ const IMPLS: Record<string, Impl> = {
       conns: "same path as pointsub",
     },
   },
+  // A middleware, rate limits never reached and metrics on every call (issue 12: ≤ 10 % of rpc-pipe).
+  "pointsub-ops": {
+    file: "impls/pointsub.ts",
+    args: ["--ops"],
+    skip: {
+      large: "same path as pointsub (one request)",
+      hol: "same path as pointsub",
+      conns: "same path as pointsub",
+    },
+  },
   ws: { file: "impls/ws.ts", args: [] },
   "socket.io": { file: "impls/socketio.ts", args: [] },
   grpc: { file: "impls/grpc.ts", args: [] },

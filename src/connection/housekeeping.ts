@@ -10,7 +10,7 @@
  */
 import { PointSubError } from "../errors/error.ts";
 import type { Transport } from "../transport/transport.ts";
-import { type Tickable, Ticker } from "../util/ticker.ts";
+import type { Tickable, Ticker } from "../util/ticker.ts";
 import type { FrameRouter } from "./frames.ts";
 import type { Pinger } from "./pinger.ts";
 import type { ReadGate } from "./read-gate.ts";
@@ -63,8 +63,10 @@ export class Housekeeper implements Tickable {
   lastActivity = Date.now();
   private activitySeen = -1;
   private pingAt = 0;
-  /** The shared ticker this runs on, or its own one. */
+  /** The shared ticker this runs on, if any. */
   private ticker: Ticker | undefined;
+  /** Its own interval otherwise (a client connection: cheaper than a wheel of its own). */
+  private timer: ReturnType<typeof setInterval> | undefined;
   private readonly keepAliveMs: number;
   private readonly idleTimeoutMs: number;
   private readonly slowPeerTimeoutMs: number;
@@ -99,7 +101,7 @@ export class Housekeeper implements Tickable {
 
   /**
    * Starts ticking (once the connection is open): on `shared` (a server's
-   * ticker, whose period suits these times) or on a ticker of its own.
+   * ticker, whose period suits these times) or on an interval of its own.
    */
   start(shared?: Ticker): void {
     const period = housekeepingPeriod({
@@ -109,13 +111,20 @@ export class Housekeeper implements Tickable {
       idleTimeoutMs: this.idleTimeoutMs,
     });
     if (period === Number.POSITIVE_INFINITY) return;
-    this.ticker = shared ?? new Ticker(period);
-    this.ticker.add(this);
+    if (shared !== undefined) {
+      this.ticker = shared;
+      shared.add(this);
+      return;
+    }
+    this.timer = setInterval(() => this.tick(Date.now()), period);
+    (this.timer as { unref?: () => void }).unref?.();
   }
 
   stop(): void {
     this.ticker?.delete(this);
     this.ticker = undefined;
+    if (this.timer !== undefined) clearInterval(this.timer);
+    this.timer = undefined;
   }
 
   /** Brings {@link lastActivity} up to date (to the nearest input or output). */
