@@ -44,7 +44,7 @@ describe("graceful shutdown", () => {
     // New clients are not accepted.
     await assert.rejects(connect(url, { connectTimeoutMs: 2000 }), (e: unknown) => isPointSubError(e));
     const answers = await Promise.all(calls);
-    answers.forEach((a, i) => assert.equal(new TextDecoder().decode(a), `call ${i}`));
+    for (const [i, a] of answers.entries()) assert.equal(new TextDecoder().decode(a), `call ${i}`);
     assert.equal(new TextDecoder().decode(await transfer), `got ${20 * 64 * KiB}`);
     await closing;
     await client.closed;
