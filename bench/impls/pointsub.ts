@@ -19,8 +19,10 @@ async function server(): Promise<void> {
     // limiter whose limits are never reached, and metrics (issue 12: together
     // they may cost at most 10 % of rpc-pipe).
     if (process.argv.includes("--ops")) {
-      srv.use((_ctx, next) => next());
-      srv.use(
+      // POINTSUB_BENCH_OPS=mw|rl: only the middleware or only the rate limiter (to split the cost).
+      const which = process.env.POINTSUB_BENCH_OPS ?? "all";
+      if (which !== "rl") srv.use((_ctx, next) => next());
+      if (which !== "mw") srv.use(
         rateLimit({
           session: { requests: { perSecond: 1e9 }, messages: { perSecond: 1e9 }, bytes: { perSecond: 1e15 } },
           global: { requests: { perSecond: 1e9 } },
