@@ -255,14 +255,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       this.readGate,
       this.frames,
       this.pinger,
-      {
-        isClosed,
-        remoteUrl: this.remoteUrl,
-        fail: (err) => this.fail(err),
-        activity: () => this.stats_.activity(),
-        inUse: () => this.inUse,
-        idle: () => void this.close({ reason: "idle" }).catch(noop),
-      },
+      this,
     );
     // Nothing could arrive while held messages paused reading: progress counts from the resume.
     this.readGate.onHeldResume = () => this.housekeeper.readingResumed();
@@ -721,8 +714,18 @@ export class Connection extends EventEmitter<ConnectionEvents> {
 
   // -------------------------------------------------------------- lifecycle
 
-  /** Calls, messages or streams in flight in either direction (never idle then). */
-  private get inUse(): boolean {
+  /** @internal Housekeeping: changes whenever application data moves. */
+  activity(): number {
+    return this.stats_.activity();
+  }
+
+  /** @internal Housekeeping: idle for idleTimeoutMs — close gracefully. */
+  idle(): void {
+    this.close({ reason: "idle" }).catch(noop);
+  }
+
+  /** @internal Housekeeping: calls, messages or streams in flight in either direction (never idle then). */
+  inUse(): boolean {
     return (
       this.caller.size !== 0 ||
       this.dispatcher.serving.size !== 0 ||

@@ -16,18 +16,22 @@ import type { Pinger } from "./pinger.ts";
 import type { ReadGate } from "./read-gate.ts";
 import type { FrameWriter } from "./writer.ts";
 
-/** What housekeeping needs from its connection besides the parts it is given. */
+/**
+ * What housekeeping needs from its connection besides the parts it is given
+ * (the Connection implements it with prototype methods: no closures per
+ * connection).
+ */
 export interface HousekeepingHost {
-  isClosed(): boolean;
+  readonly state: string;
   readonly remoteUrl: string;
-  /** Closes with a fatal error. */
-  fail(err: PointSubError): void;
+  /** Closes at once with a fatal error, telling the peer. */
+  terminate(err: PointSubError): void;
   /** A number that changes whenever application data moves (messages, requests, streams). */
   activity(): number;
   /** Whether calls, messages or streams are in flight (never idle then). */
   inUse(): boolean;
-  /** Closes gracefully because nothing happened for `ms`. */
-  idle(ms: number): void;
+  /** Closes gracefully because nothing happened for idleTimeoutMs. */
+  idle(): void;
 }
 
 export interface HousekeepingTimes {
@@ -150,7 +154,7 @@ export class Housekeeper implements Tickable {
     const host = this.host;
     const blocked = this.writer.blockedSince;
     if (slow > 0 && blocked !== 0 && now - blocked >= slow) {
-      host.fail(
+      host.terminate(
         new PointSubError(
           "ERR_SLOW_PEER",
           `${host.remoteUrl} took nothing this side sent for ${now - blocked} ms (slowPeerTimeoutMs ${slow})`,
@@ -165,13 +169,13 @@ export class Housekeeper implements Tickable {
       f.inbound.checkProgress(now, pt, floor);
       f.inStreamsIfAny?.checkProgress(now, pt, floor);
       f.outStreamsIfAny?.checkProgress(now, pt, floor);
-      if (host.isClosed()) return;
+      if (host.state === "closed") return;
     }
     const idleMs = this.idleTimeoutMs;
     if (idleMs > 0) {
       if (host.inUse()) this.lastActivity = now;
       else if (now - this.observe() >= idleMs) {
-        host.idle(now - this.lastActivity);
+        host.idle();
         return;
       }
     }
@@ -182,7 +186,7 @@ export class Housekeeper implements Tickable {
     // No input for a tick: let the transport drop its bulk read buffer.
     if (idle >= ms >>> 1) this.transport.trim?.();
     if (this.pingAt !== 0 && idle >= ms * 2) {
-      host.fail(new PointSubError("ERR_KEEPALIVE", `no bytes from ${host.remoteUrl} for ${idle} ms`));
+      host.terminate(new PointSubError("ERR_KEEPALIVE", `no bytes from ${host.remoteUrl} for ${idle} ms`));
       return;
     }
     if (idle >= ms) {
