@@ -79,6 +79,8 @@ function portableRuntime(): Runtime {
 
 /** The router of a connection that has no routes or middleware of its own and no server. */
 const EMPTY_ROUTER = new Router();
+/** Characters of a peer's GOAWAY reason kept (in errors and `closeReason`). */
+const MAX_REASON = 256;
 /** Ids of connections made without one (clients); a server numbers its sessions itself. */
 let nextConnectionId = 1;
 
@@ -695,7 +697,9 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   }
 
   /** GOAWAY: errno 0 is a graceful close (finish what is in flight), anything else a fatal error of the peer. */
-  private onGoAway(errno: number, reason: string): void {
+  private onGoAway(errno: number, peerReason: string): void {
+    // The peer chooses the reason's length (up to a frame): keep what a person reads.
+    const reason = peerReason.length > MAX_REASON ? `${peerReason.slice(0, MAX_REASON)}…` : peerReason;
     if (errno !== 0) {
       const code = codeForErrno(errno) ?? "ERR_PROTOCOL";
       const err = PointSubError.fromPeer(code, `peer closed the connection: ${reason}`);
