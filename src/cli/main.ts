@@ -69,6 +69,23 @@ export function program(): Command {
     .option("--tls-ca <file>", "CA certificates (PEM) that sign client certificates, for --require-client-cert")
     .option("--require-client-cert", "mutual TLS: tls:// clients need a certificate signed by --tls-ca")
     .option("--no-auth", "allow listening beyond loopback without authentication (prints a warning)")
+    .option(
+      "--max-connections <n>",
+      "most sessions at once; more are refused with a reason (default: unlimited)",
+      integer(1),
+    )
+    .option(
+      "--adaptive-connections",
+      "let the connection limit follow the load (100 .. 10000, or up to --max-connections)",
+    )
+    .option("--max-connections-per-address <n>", "most sessions from one address (default: unlimited)", integer(1))
+    .option("--idle-timeout <seconds>", "close sessions idle this long (0 = never)", parseSeconds, 0)
+    .option(
+      "--rate-limit <n>",
+      "requests per second per session (over it: ERR_RATE_LIMITED with a retry hint)",
+      integer(1),
+    )
+    .option("--shutdown-timeout <seconds>", "on SIGINT/SIGTERM, how long work in flight may finish", parseSeconds, 10)
     .option("--json", "print JSON lines")
     .addHelpText("after", SERVE_HELP)
     .action(run(serveCommand));

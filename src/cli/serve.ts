@@ -21,6 +21,18 @@ export interface ServeOptions extends ServeAuthFlags {
   maxFileSize?: number;
   /** Bytes of unfinished uploads the directory may hold (0 = unlimited). Default 0. */
   maxBytes?: number;
+  /** Most sessions at once (default unlimited). */
+  maxConnections?: number;
+  /** The connection limit follows the load. */
+  adaptiveConnections?: boolean;
+  /** Most sessions from one address (default unlimited). */
+  maxConnectionsPerAddress?: number;
+  /** Seconds a session may stay idle (0 = forever). Default 0. */
+  idleTimeout?: number;
+  /** Requests per second per session (default unlimited). */
+  rateLimit?: number;
+  /** Seconds work in flight may take to finish on SIGINT/SIGTERM. Default 10. */
+  shutdownTimeout?: number;
 }
 
 /** `pointsub serve`: runs until SIGINT or SIGTERM, then closes gracefully. */
@@ -37,7 +49,15 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
     else process.stderr.write(`pointsub: warning: ${security.warning}\n`);
   }
   const dir = resolve(opts.dir);
-  const server = createServer({ authenticate: security.authenticate, tls: security.tls });
+  const server = createServer({
+    authenticate: security.authenticate,
+    tls: security.tls,
+    maxConnections: opts.maxConnections,
+    adaptiveConnections: opts.adaptiveConnections === true,
+    maxConnectionsPerAddress: opts.maxConnectionsPerAddress,
+    idleTimeoutMs: (opts.idleTimeout ?? 0) * 1000,
+    rateLimit: opts.rateLimit === undefined ? undefined : { session: { requests: { perSecond: opts.rateLimit } } },
+  });
   server.handle("/echo/1.0.0", (req) => req.data);
   server.handleStream(DISCARD_ROUTE, async (stream: IncomingStream) => {
     let n = 0;
@@ -86,13 +106,14 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
       `session from ${s.remoteUrl}${principal === null ? "" : ` as ${principal}`}`,
     );
   });
-  server.on("sessionClose", (s, err) =>
+  server.on("sessionClose", (s, err, reason) =>
     say(
       "sessionClose",
-      { remote: s.remoteUrl, code: err?.code ?? null },
-      `session ${s.remoteUrl} closed${err ? ` (${err.code})` : ""}`,
+      { remote: s.remoteUrl, code: err?.code ?? null, reason },
+      `session ${s.remoteUrl} closed (${reason})`,
     ),
   );
+  server.on("reject", (err) => say("reject", { code: err.code, message: err.message }, `refused: ${err.message}`));
   const urls = await server.listen(...opts.listen);
   const limits = {
     overwrite: opts.overwrite === true,
@@ -116,7 +137,9 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
     process.on("SIGINT", stop);
     process.on("SIGTERM", stop);
   });
-  await server.close();
+  const shutdownMs = (opts.shutdownTimeout ?? 10) * 1000;
+  say("closing", { timeoutMs: shutdownMs }, `closing: work in flight has ${shutdownMs / 1000} s to finish`);
+  await server.close({ timeoutMs: shutdownMs });
   sink.close();
   say("closed", {}, "closed");
 }
