@@ -34,7 +34,7 @@ import { MemoryBudget } from "./budget.ts";
 import { Caller } from "./caller.ts";
 import { Dispatcher, toBytes } from "./dispatch.ts";
 import { ReceiveWindow } from "./flow.ts";
-import { FrameRouter } from "./frames.ts";
+import { type FrameHooks, FrameRouter } from "./frames.ts";
 import { Handshake } from "./handshake.ts";
 import { Housekeeper } from "./housekeeping.ts";
 import { Inbound } from "./inbound.ts";
@@ -57,7 +57,7 @@ import type {
   Payload,
   RequestOptions,
 } from "./types.ts";
-import { FrameWriter } from "./writer.ts";
+import { FrameWriter, type WriterSink } from "./writer.ts";
 
 export { RESUME_ROUTE, type ResumePoint } from "../codec/resume.ts";
 export type { ResumeContext, ResumeLookup, StreamRoute } from "../router/types.ts";
@@ -145,7 +145,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   private openedOnce = false;
   /** The peer's GOAWAY(0) arrived: it starts nothing new after it. */
   private peerGoAway = false;
-  private readonly readyD: Deferred<void> = deferred<void>();
+  /** Settles `ready`; dropped once it did (an open connection keeps no resolvers). */
+  private readyD: Deferred<void> | undefined = deferred<void>();
   /** Created when someone first waits for the close. */
   private closedD: Deferred<void> | undefined;
   private closeError: PointSubError | undefined;
@@ -178,17 +179,12 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.runtime = runtime;
     this.onOpenHook = init.onOpen;
     this.onCloseHook = init.onClose;
-    this.ready = this.readyD.promise;
+    this.ready = (this.readyD as Deferred<void>).promise;
     this.ready.catch(noop);
-    this.writer = new FrameWriter(
-      {
-        write: (chunks) => {
-          this.housekeeper.lastOutput = Date.now();
-          return this.transport.write(chunks);
-        },
-      },
-      runtime.checksums,
-    );
+    // One object is the writer's sink and the frame router's hooks: its
+    // methods are on the prototype, not closures.
+    const port = new Connection.Port(this);
+    this.writer = new FrameWriter(port, runtime.checksums);
     // One closure serves every part that asks whether the connection closed.
     const isClosed = (): boolean => this.state_ === "closed";
     this.isClosed = isClosed;
@@ -241,10 +237,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
         peerCertificate: this.transport.peerCertificate?.(),
       }),
     });
-    this.frames = new FrameRouter(this.handshake, this.inbound, this.pinger, this.writer, {
-      inStreams: () => this.inStreams,
-      onGoAway: (errno, reason) => this.onGoAway(errno, reason),
-    });
+    this.frames = new FrameRouter(this.handshake, this.inbound, this.pinger, this.writer, port);
     this.housekeeper = new Housekeeper(
       {
         keepAliveMs: options.keepAliveMs ?? 30_000,
@@ -262,6 +255,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     // Nothing could arrive while held messages paused reading: progress counts from the resume.
     this.readGate.onHeldResume = () => this.housekeeper.readingResumed();
     this.decoderImpl = new FrameDecoder(this.frames, local.maxFrameSize, runtime.checksums, runtime.allocBody);
+    // Adapters may call these unbound (`socket.on("drain", h.onDrain)`): closures.
     transport.attach({
       onData: (chunk) => this.onTransportData(chunk),
       readTarget: () => this.decoderImpl.readTarget(),
@@ -290,6 +284,28 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       ht + Math.floor(Math.random() * ht * 0.1),
     );
   }
+
+  /**
+   * The writer's sink and the frame router's hooks, in one object per
+   * connection whose methods live on the prototype (no closures).
+   */
+  private static readonly Port = class implements WriterSink, FrameHooks {
+    private readonly c: Connection;
+    constructor(c: Connection) {
+      this.c = c;
+    }
+    write(chunks: readonly Uint8Array[]): boolean {
+      const c = this.c;
+      c.housekeeper.lastOutput = Date.now();
+      return c.transport.write(chunks);
+    }
+    inStreams(): IncomingStreams {
+      return this.c.inStreams;
+    }
+    onGoAway(errno: number, reason: string): void {
+      this.c.onGoAway(errno, reason);
+    }
+  };
 
   private get outStreams(): OutgoingStreams {
     if (this.outStreams_ !== undefined) return this.outStreams_;
@@ -693,7 +709,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.housekeeper.start(this.ticker);
     this.onOpenHook?.(this);
     this.emit("open");
-    this.readyD.resolve();
+    this.readyD?.resolve();
+    this.readyD = undefined;
   }
 
   /** GOAWAY: errno 0 is a graceful close (finish what is in flight), anything else a fatal error of the peer. */
@@ -810,7 +827,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.pinger.teardown(failure);
     this.inStreams_?.teardown(failure);
     this.outStreams_?.teardown(failure);
-    if (!this.openedOnce) this.readyD.reject(failure);
+    if (!this.openedOnce) this.readyD?.reject(failure);
+    this.readyD = undefined;
     this.onCloseHook?.(this, error);
     this.emit("close", error);
     this.closedD?.resolve();
