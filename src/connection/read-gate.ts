@@ -12,11 +12,14 @@ import type { FrameWriter } from "./writer.ts";
 
 /** Gates that yielded this turn, resumed together on the next. */
 let yielded: ReadGate[] = [];
+let resuming: ReadGate[] = [];
 
 function endYields(): void {
   const gates = yielded;
-  yielded = [];
-  for (const g of gates) g.endYield();
+  yielded = resuming;
+  for (let i = 0; i < gates.length; i++) gates[i].endYield();
+  gates.length = 0;
+  resuming = gates;
 }
 
 /** Decoding time (ms) one peer's input may take before its reading yields to the event loop for a turn. */
