@@ -227,6 +227,19 @@ describe("attack: connection admission", () => {
     }
   });
 
+  it("an IPv4 client counts as one address on an IPv4 listener and on a dual-stack one ([::ffff:127.0.0.1])", async () => {
+    const server = createServer({ maxConnectionsPerAddress: 1 });
+    const [v4] = await server.listen("tcp://127.0.0.1:0");
+    const [mapped] = await server.listen("tcp://[::ffff:127.0.0.1]:0");
+    const a = await connect(v4);
+    try {
+      await assert.rejects(connect(mapped), { code: "ERR_OVERLOADED", message: /limit for this address/ });
+    } finally {
+      await a.close();
+      await server.close();
+    }
+  });
+
   it("200 connections at once (beyond one accept turn) against maxConnections 50: the rest are refused, and all is given back", async () => {
     const server = createServer({ maxConnections: 50, maxConnectionsPerAddress: 1000, handshakeTimeoutMs: 2000 });
     const [url] = await server.listen("tcp://127.0.0.1:0");
