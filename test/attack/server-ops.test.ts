@@ -447,6 +447,55 @@ function tinyMessageBatch(first: number, bytes: number): { frame: Uint8Array; ne
   return { frame: frame(T.BATCH, 0, 0, Buffer.concat(inners)), next: id, count: inners.length };
 }
 
+describe("attack: rate limiter keys", () => {
+  it("requests with ever-new keys (key from the payload) cost amortized O(1) map work each once maxKeys is full, not a scan of every key", async () => {
+    const maxKeys = 2000;
+    const server = createServer();
+    const limiter = rateLimit({
+      session: { requests: { perSecond: 1, burst: 2 } },
+      key: (ctx) => new TextDecoder().decode(ctx.data),
+      maxKeys,
+    });
+    server.use(limiter);
+    server.handle("/k/1", () => "ok");
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const c = await connect(url);
+    const send = async (from: number, n: number) => {
+      for (let i = from; i < from + n; i += 100) {
+        await Promise.all(Array.from({ length: 100 }, (_, j) => c.request("/k/1", `key-${i + j}`)));
+      }
+    };
+    // Counts the steps of every iteration over a large Map (the limiter's key map) while the peer sends new keys.
+    const proto = Map.prototype as unknown as { [Symbol.iterator]: () => Iterator<unknown> };
+    const original = proto[Symbol.iterator];
+    let steps = 0;
+    try {
+      await send(0, maxKeys); // full, every key's bucket partly used (so none is idle)
+      assert.equal(limiter.stats().keys, maxKeys);
+      proto[Symbol.iterator] = function (this: Map<unknown, unknown>) {
+        const it = original.call(this);
+        if (this.size < maxKeys / 2) return it;
+        return {
+          next: () => {
+            steps++;
+            return it.next();
+          },
+          [Symbol.iterator]() {
+            return this;
+          },
+        } as Iterator<unknown>;
+      };
+      await send(maxKeys, 2000);
+    } finally {
+      proto[Symbol.iterator] = original;
+      await c.close();
+      await server.close();
+    }
+    assert.ok(limiter.stats().keys <= maxKeys);
+    assert.ok(steps / 2000 < 100, `${(steps / 2000).toFixed(0)} map steps per new key (maxKeys ${maxKeys})`);
+  });
+});
+
 describe("attack: one-way messages held by the rate limiter", () => {
   it("a 1 MiB BATCH of 1-byte messages (175k in one frame) is held within the bound, not all at once", {
     todo: "src/connection/dispatch.ts hold(): the 64-message / 1 MiB bound is only looked at between socket reads, and one BATCH frame (up to maxFrameSize) carries ~175k messages per MiB: each held message costs ~1 KiB of heap (~190 MB per frame, nothing charged to the memory budget). Charge held messages (bytes + per-message overhead) to the MemoryBudget and fail the session with ERR_OVERLOADED past a hard cap (an honest writer's BATCH is <= 16 KiB), or let the decoder stop inside a BATCH while reading is held",
