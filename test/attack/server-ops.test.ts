@@ -332,6 +332,22 @@ describe("attack: graceful shutdown", () => {
     }
   });
 
+  it("an idle peer that never answers the server's GOAWAY does not hold close() for the whole timeout (nothing is in flight)", {
+    todo: "src/connection/connection.ts busy: `!this.peerGoAway` keeps a session with nothing in flight open until timeoutMs when the peer never sends its GOAWAY, so one silent (or old) client makes every graceful shutdown take its full timeout (minutes when sized for transfers); bound the wait for the peer's GOAWAY when nothing is in flight (e.g. a few RTTs / a PING round trip, capped by timeoutMs)",
+  }, async () => {
+    const server = createServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const peer = await connectPeer({ port: Number(new URL(url).port), read: "parse" }); // reads, answers nothing
+    await until(() => server.sessions.size === 1);
+    try {
+      const r = await within(server.close({ timeoutMs: 6000 }), 3000);
+      assert.equal(r.timedOut, false, "close() waited out its whole timeout for an idle peer's GOAWAY");
+    } finally {
+      peer.destroy();
+      await server.close();
+    }
+  });
+
   it("close({ timeoutMs }) is not held up by connections stuck in the pointsub handshake (silent, preface only)", async () => {
     const server = createServer({ handshakeTimeoutMs: 8000 });
     const [url] = await server.listen("tcp://127.0.0.1:0");
