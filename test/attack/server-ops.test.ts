@@ -664,6 +664,51 @@ function tickerJobs(server: Server): number {
   return (server as unknown as { ticker: { size: number } | undefined }).ticker?.size ?? 0;
 }
 
+describe("attack: broadcast", () => {
+  it("a peer that reads its socket but never grants credit: broadcasts to it stay under highWaterMark, slowPeerTimeoutMs closes it, an honest session gets everything", async () => {
+    const server = createServer({ slowPeerTimeoutMs: 500 });
+    const closes: [string, string | undefined][] = [];
+    server.on("sessionClose", (s, e) => closes.push([s.id, e?.code]));
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const honest = await connect(url);
+    let got = 0;
+    honest.on("message", () => got++);
+    // Smallest connection window, and never a CREDIT frame.
+    const starved = await connectPeer({
+      port: Number(new URL(url).port),
+      read: "discard",
+      settings: { connectionWindow: 16 * 1024 },
+    });
+    await until(() => server.sessions.size === 2);
+    const starvedId = [...server.sessions].find((s) => s.remoteUrl.endsWith(`:${starved.socket.localPort}`))?.id;
+    assert.ok(starvedId !== undefined);
+    const high = 64 * 1024;
+    const payload = new Uint8Array(8 * 1024).fill(1);
+    let maxBuffered = 0;
+    try {
+      for (let i = 0; i < 400; i++) {
+        const r = await server.broadcast(payload, { highWaterMark: high });
+        for (const f of r.failed) assert.equal(f.session, starvedId);
+        const s = server.session(starvedId);
+        if (s !== undefined) maxBuffered = Math.max(maxBuffered, s.bufferedAmount);
+        if (i % 40 === 39) await until(() => got === i + 1, 10_000);
+      }
+      await until(() => got === 400, 10_000);
+      assert.ok(maxBuffered <= high + payload.length, `the starved session held ${maxBuffered} bytes`);
+      await until(() => closes.some(([id]) => id === starvedId), 10_000);
+      assert.deepEqual(
+        closes.find(([id]) => id === starvedId),
+        [starvedId, "ERR_SLOW_PEER"],
+      );
+      assert.equal(honest.state, "open");
+    } finally {
+      starved.destroy();
+      await honest.close();
+      await server.close();
+    }
+  });
+});
+
 describe("attack: idle sessions", () => {
   it("a peer trickling one byte of a frame every 50 ms is not active: idleTimeoutMs closes it (keepalive input is not activity)", async () => {
     // The peer never answers the server's GOAWAY: closeTimeoutMs bounds the close.
