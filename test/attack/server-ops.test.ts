@@ -21,6 +21,8 @@ import {
   type Server,
 } from "../../src/index.ts";
 import {
+  chunk,
+  chunkStart,
   concat,
   connectPeer,
   F,
@@ -741,6 +743,43 @@ describe("attack: idle sessions", () => {
     } finally {
       clearInterval(trickle);
       peer.destroy();
+      await server.close();
+    }
+  });
+
+  it("a peer trickling 1-byte frames of huge unfinished messages (one per message every progressTimeoutMs / 3) neither idles out nor is cancelled: it holds their budget", {
+    todo: "src/connection/inbound.ts checkProgress(): progress is 'a frame arrived', not a rate, so one 1-byte CONT per message every progressTimeoutMs - ε keeps a START declaring maxMessageSize charged to the memory budget forever (and the session in use, so idleTimeoutMs never fires): a few such messages refuse every honest large message with ERR_OVERLOADED. Require a minimum rate (e.g. declared bytes within a deadline scaled from requestBytesPerSecond-like option, or progress counted in bytes vs. the message's window)",
+  }, async () => {
+    const progressTimeoutMs = 600;
+    const server = createServer({
+      progressTimeoutMs,
+      idleTimeoutMs: 600,
+      keepAliveMs: 60_000,
+      memoryBudget: 80 * MiB,
+      maxMessageSize: 32 * MiB,
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const peer = await connectPeer({ port: Number(new URL(url).port), read: "parse" });
+    const ids = [1, 3];
+    for (const id of ids) peer.write(chunkStart(T.MSG, id, 32 * MiB, Uint8Array.of(0)));
+    const trickle = setInterval(() => {
+      for (const id of ids) peer.write(chunk(T.MSG, id, Uint8Array.of(0), false));
+    }, progressTimeoutMs / 3);
+    const honest = await connect(url);
+    try {
+      await until(() => server.memory.used >= 64 * MiB);
+      // Five progress periods: a trickle of one byte a frame is not progress worth keeping 64 MiB for.
+      await sleep(5 * progressTimeoutMs);
+      assert.ok(
+        server.memory.used < 32 * MiB,
+        `${server.memory.used / MiB} MiB still held for ${ids.length} trickled messages`,
+      );
+      // What an honest client needs of the budget is there.
+      await honest.send(new Uint8Array(24 * MiB));
+    } finally {
+      clearInterval(trickle);
+      peer.destroy();
+      honest.destroy();
       await server.close();
     }
   });
