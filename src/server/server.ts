@@ -82,7 +82,9 @@ export interface ServerOptions extends ConnectionOptions, AdmissionOptions {
 const SHARED_CRC_MIN = 16 * 1024;
 
 function notFound(id: string): PointSubError {
-  return new PointSubError("ERR_NOT_FOUND", `no open session with id ${JSON.stringify(id)}`);
+  // Any value may come in from untyped callers: never throw here (a BigInt, a throwing toJSON).
+  const shown = typeof id === "string" ? JSON.stringify(id.length > 100 ? `${id.slice(0, 100)}…` : id) : typeof id;
+  return new PointSubError("ERR_NOT_FOUND", `no open session with id ${shown}`);
 }
 
 /** Connections set up per event-loop turn; more wait for the next turn. */
@@ -349,7 +351,10 @@ export class Server extends EventEmitter<ServerEvents> {
     // A listener's close resolves only once its connections are gone, so
     // close sessions at the same time.
     const listeners = this.bound.splice(0).map((l) => l.close());
-    const sessions = [...this.sessions_, ...this.connecting].map((s) => s.close(close));
+    const sessions = [...this.sessions_].map((s) => s.close(close));
+    // Connections still in their handshake have nothing in flight: refused now, not after their handshake timeout.
+    const refused = new PointSubError("ERR_GOING_AWAY", "server closing");
+    for (const s of [...this.connecting]) s.terminate(refused);
     await Promise.all([...listeners, ...sessions]);
     for (const st of [...this.subscribers]) st.end();
   }
