@@ -67,8 +67,9 @@ export interface ResilientOptions extends ConnectOptions {
    * not run, so any request may repeat) is retried up to as many times,
    * counted apart, after `max(retryAfterMs, backoff)` (the reconnection
    * backoff, full jitter) — unless that would pass the request's overall
-   * deadline: then, as with `retries: 0`, the caller gets the
-   * ERR_RATE_LIMITED error with its `retryAfterMs`.
+   * deadline or exceed 60 s: then, as with `retries: 0`, the caller gets
+   * the ERR_RATE_LIMITED error with its `retryAfterMs`. `close()` ends
+   * such waits at once (ERR_CONNECTION_CLOSED).
    */
   retries?: number;
 }
@@ -107,6 +108,8 @@ export interface ResilientEvents {
 
 /** HELLO feature bit of a peer that deduplicates keyed requests (docs/PROTOCOL.md §4). */
 const IDEMPOTENCY_FEATURE = 0x8;
+/** Longest retry-after hint a request waits out; a longer one is the caller's to handle. */
+const MAX_RATE_WAIT_MS = 60_000;
 const LOST: ReadonlySet<string> = new Set(["ERR_CONNECTION_CLOSED", "ERR_GOING_AWAY", "ERR_KEEPALIVE"]);
 const utf8 = new TextEncoder();
 
@@ -147,6 +150,8 @@ export class ResilientConnection extends EventEmitter<ResilientEvents> {
   private ageTimer: ReturnType<typeof setTimeout> | undefined;
   private waiters: { resolve: () => void; reject: (e: PointSubError) => void }[] = [];
   private sleepCancel: (() => void) | undefined;
+  /** Requests waiting out a server's retry-after hint (ended at once by close). */
+  private readonly rateWaits = new Set<() => void>();
   private closeError: PointSubError | undefined;
 
   /** @internal Use {@link connectResilient}. */
@@ -303,8 +308,18 @@ export class ResilientConnection extends EventEmitter<ResilientEvents> {
     if (limited >= this.retries || this.state_ === "closed") throw e;
     const ceiling = Math.min(this.maxDelayMs, this.initialDelayMs * 2 ** limited);
     const wait = Math.max(e.retryAfterMs ?? 0, Math.random() * ceiling);
-    if (Date.now() + wait >= deadline) throw e;
-    await new Promise((resolve) => setTimeout(resolve, wait));
+    // A hint past the deadline, or longer than a client should sit on a call, goes to the caller.
+    if (Date.now() + wait >= deadline || wait > MAX_RATE_WAIT_MS) throw e;
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(t);
+        this.rateWaits.delete(done);
+        resolve();
+      };
+      const t = setTimeout(done, wait);
+      (t as { unref?: () => void }).unref?.();
+      this.rateWaits.add(done);
+    });
     if ((this.state_ as ResilientState) === "closed") throw this.closedError();
   }
 
@@ -458,6 +473,7 @@ export class ResilientConnection extends EventEmitter<ResilientEvents> {
     this.closeError = error;
     this.setState("closed");
     this.sleepCancel?.();
+    for (const wake of [...this.rateWaits]) wake();
     const failure = this.closedError();
     for (const w of this.waiters.splice(0)) w.reject(failure);
     const held = this.held;
