@@ -270,7 +270,9 @@ export function rateLimit(options: RateLimitOptions): RateLimiter {
         break;
       }
       consume(l, l.messages, w.bytes, now);
-      consume(g, g.messages, w.bytes, now);
+      // A closed session's messages (let through at once) are charged to its own line only:
+      // the global buckets would go into a debt every other session waits out.
+      if (wait <= 0) consume(g, g.messages, w.bytes, now);
       i++;
       l.releasing++;
       w.resolve();

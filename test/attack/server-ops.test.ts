@@ -618,9 +618,7 @@ describe("attack: one-way messages held by the rate limiter", () => {
     }
   });
 
-  it("a flooding session closed with thousands of messages held does not push a global limit into unbounded debt for everyone else", {
-    todo: "src/router/rate-limit.ts pump(): a closed session's waiting messages are let through at once and consume() the global buckets without bound (tokens go far below 0), so each flood-then-close cycle of one peer makes every other session's messages wait debt / rate (here ~2 min). Bound the debt (e.g. at -burst of the global bucket), or charge a closed session's messages to its own lane only",
-  }, async () => {
+  it("a flooding session closed with thousands of messages held does not push a global limit into unbounded debt for everyone else", async () => {
     const limiter = rateLimit({ global: { messages: { perSecond: 100, burst: 10 } } });
     const server = createServer();
     server.use(limiter);
