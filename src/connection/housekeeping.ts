@@ -67,6 +67,8 @@ export class Housekeeper implements Tickable {
   lastActivity = Date.now();
   private activitySeen = -1;
   private pingAt = 0;
+  /** When the last PING probing a held-paused peer went out. */
+  private probeAt = 0;
   /** The shared ticker this runs on, if any. */
   private ticker: Ticker | undefined;
   /** Its own interval otherwise (a client connection: cheaper than a wheel of its own). */
@@ -179,8 +181,21 @@ export class Housekeeper implements Tickable {
         return;
       }
     }
-    // While reading is paused nothing can arrive: the slow-peer timeout rules.
-    if (ms <= 0 || this.gate.paused) return;
+    if (ms <= 0) return;
+    const gate = this.gate;
+    if (gate.paused) {
+      // Paused while middleware holds the peer's messages (not a slow reader): nothing is
+      // read, so a peer that went away is noticed only by writing — a PING to a reset
+      // socket fails and closes the connection (its held messages then go on at once).
+      // One probe per interval, each given up after it (at most two outstanding): the
+      // second write to a reset socket is the one that fails.
+      if (!gate.slowPaused && now - this.probeAt >= ms) {
+        this.probeAt = now;
+        this.pinger.ping(ms).catch(noop);
+      }
+      // Otherwise nothing can arrive: the slow-peer timeout rules.
+      return;
+    }
     const idle = now - this.lastInput;
     if (now - this.lastOutput >= ms) this.writer.trim();
     // No input for a tick: let the transport drop its bulk read buffer.

@@ -580,9 +580,7 @@ describe("attack: one-way messages held by the rate limiter", () => {
     }
   });
 
-  it("a peer that floods, then disconnects while its reading is paused for held messages, is noticed: its session closes and its messages go on", {
-    todo: "src/connection/read-gate.ts + housekeeping.ts: while reading is paused for held messages the socket is not read, so the peer's FIN/RST goes unseen, and keepalive is skipped while paused: the session, its socket and every held message (thousands; ~175k from one BATCH) stay until the queue drains at the limit's rate (here ~5 min), and the 'messages of a closed session go on at once' path never runs. Keep detecting a dead peer while paused (e.g. keep sending keepalive PINGs, whose writes fail on a reset socket, or peek for EOF), or bound how long a session may stay held-paused",
-  }, async () => {
+  it("a peer that floods, then disconnects while its reading is paused for held messages, is noticed: its session closes and its messages go on", async () => {
     const limiter = rateLimit({ session: { messages: { perSecond: 20, burst: 1 } } });
     const server = createServer({ keepAliveMs: 500 });
     server.use(limiter);
