@@ -352,10 +352,20 @@ export class Server extends EventEmitter<ServerEvents> {
     // close sessions at the same time.
     const listeners = this.bound.splice(0).map((l) => l.close());
     const sessions = [...this.sessions_].map((s) => s.close(close));
-    // Connections still in their handshake have nothing in flight: refused now, not after their handshake timeout.
+    // Connections still in their handshake close gracefully once it completes (a client
+    // that just connected sees a clean GOAWAY), but no later than the timeout: a stalled
+    // handshake must not hold the shutdown for handshakeTimeoutMs.
     const refused = new PointSubError("ERR_GOING_AWAY", "server closing");
-    for (const s of [...this.connecting]) s.terminate(refused);
-    await Promise.all([...listeners, ...sessions]);
+    const late = setTimeout(
+      (pending: Connection[]) => {
+        for (const s of pending) s.terminate(refused);
+      },
+      options.timeoutMs ?? this.options.closeTimeoutMs ?? 5_000,
+      [...this.connecting],
+    );
+    const handshaking = [...this.connecting].map((s) => s.close(close));
+    await Promise.all([...listeners, ...sessions, ...handshaking]);
+    clearTimeout(late);
     for (const st of [...this.subscribers]) st.end();
   }
 
