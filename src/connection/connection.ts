@@ -79,6 +79,8 @@ function portableRuntime(): Runtime {
 
 /** The router of a connection that has no routes or middleware of its own and no server. */
 const EMPTY_ROUTER = new Router();
+/** How long a closing connection with nothing in flight waits for the peer's GOAWAY (at least; 4 RTTs if longer). */
+const PEER_GOAWAY_WAIT_MS = 250;
 /** Characters of a peer's GOAWAY reason kept (in errors and `closeReason`). */
 const MAX_REASON = 256;
 /** Ids of connections made without one (clients); a server numbers its sessions itself. */
@@ -778,7 +780,16 @@ export class Connection extends EventEmitter<ConnectionEvents> {
 
   private async drainAndEnd(timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
+    // With nothing in flight, only the peer's GOAWAY is awaited (a START it sent
+    // before it saw ours would come first). A conforming peer answers within a
+    // round trip; one that never does (idle, old, hostile) must not hold the
+    // close for the whole timeout.
+    const peerWait = Math.max(PEER_GOAWAY_WAIT_MS, 4 * (this.pinger.rtt ?? 0));
+    let quietSince = 0;
     while (this.state_ !== "closed" && Date.now() < deadline && this.busy) {
+      if (this.inUse() || this.dispatcher.heldMessages !== 0) quietSince = 0;
+      else if (quietSince === 0) quietSince = Date.now();
+      else if (Date.now() - quietSince >= peerWait) break;
       await new Promise((r) => setTimeout(r, 5));
     }
     if (this.state_ === "closed") return;
