@@ -177,10 +177,15 @@ export class Dispatcher {
   private hold(done: Promise<HandlerResult>, bytes: number): void {
     this.heldMessages++;
     this.heldBytes += bytes;
+    // Held data is memory the peer makes this side keep: charged (past the limit if need be,
+    // it is already here) so that new assemblies are refused while it is held.
+    const charge = bytes + HELD_OVERHEAD;
+    this.budget.force(charge);
     if (this.heldMessages > HOLD_MAX_MESSAGES || this.heldBytes > HOLD_MAX_BYTES) this.readGate?.holdMessages(true);
     const release = (): void => {
       this.heldMessages--;
       this.heldBytes -= bytes;
+      this.budget.release(charge);
       if (this.heldMessages <= HOLD_MAX_MESSAGES >>> 1 && this.heldBytes <= HOLD_MAX_BYTES >>> 1) {
         this.readGate?.holdMessages(false);
       }
