@@ -441,16 +441,26 @@ export class Server extends EventEmitter<ServerEvents> {
   }
 
   /** Connections in a transport handshake count against maxConnections; refused at once when full. */
-  private readonly countPending = (delta: 1 | -1): boolean => {
+  private readonly countPending = (delta: 1 | -1, remoteUrl?: string): boolean => {
     if (delta === -1) {
       this.pending--;
+      if (remoteUrl !== undefined) this.admission.release(remoteUrl);
       return true;
     }
-    if (this.closing || !this.admission.hasRoom()) {
+    // Counted against the limits (per address too, when the adapter says who it is) from
+    // before the transport's own handshake; accepted, it is admitted again as a session.
+    const refused = this.closing
+      ? "server closing"
+      : remoteUrl === undefined
+        ? this.admission.hasRoom()
+          ? undefined
+          : "connection limit reached"
+        : this.admission.admit(remoteUrl);
+    if (refused !== undefined) {
       this.rejected(
         new PointSubError(
           this.closing ? "ERR_GOING_AWAY" : "ERR_CONNECT",
-          `refused a connection before its TLS handshake: ${this.closing ? "server closing" : "connection limit reached"}`,
+          `refused a connection before its TLS handshake: ${refused}`,
         ),
       );
       return false;

@@ -268,9 +268,7 @@ describe("attack: connection admission", () => {
     }
   });
 
-  it("a tls:// listener counts connections in their TLS handshake against maxConnectionsPerAddress too", {
-    todo: "src/node/net-adapter.ts tlsServer + src/server/server.ts countPending: a raw socket waiting for its TLS handshake is checked against maxConnections only (onPending(+1) has no address), so one address holds every slot up to maxConnections / maxPendingHandshakes for handshakeTimeoutMs; pass socket.remoteAddress to onPending and admit/release per address there",
-  }, async () => {
+  it("a tls:// listener counts connections in their TLS handshake against maxConnectionsPerAddress too", async () => {
     const { testCerts } = await import("../helpers/certs.ts");
     const certs = await testCerts();
     const server = createServer({
