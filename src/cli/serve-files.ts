@@ -1,5 +1,5 @@
+import type { Server } from "../index.ts";
 import { FILE_GET_ROUTE, FILE_LIST_ROUTE, fileSource } from "../node/file-source.ts";
-import type { Server } from "../server/server.ts";
 import { formatBytes } from "./format.ts";
 
 /** How `serve` prints an event: a JSON line, or the plain line. */
