@@ -250,9 +250,9 @@ describe("pointsub get and ls", () => {
     const dir = await run(["get", "tree", "--from", url, "--out", out]);
     assert.equal(dir.code, 1);
     assert.match(dir.stderr, /^pointsub: ERR_INVALID_ARGUMENT: tree is a directory \(get it with -r\)\n$/);
-    const escape = await run(["get", "../etc/passwd", "--from", url, "--out", out]);
-    assert.equal(escape.code, 1);
-    assert.match(escape.stderr, /^pointsub: ERR_INVALID_ARGUMENT: refused path .*'\.\.' segment\n$/);
+    const outside = await run(["get", "../etc/passwd", "--from", url, "--out", out]);
+    assert.equal(outside.code, 1);
+    assert.match(outside.stderr, /^pointsub: ERR_INVALID_ARGUMENT: refused path .*'\.\.' segment\n$/);
     const ls = await run(["ls", "nope", "--from", url]);
     assert.equal(ls.code, 1);
     assert.match(ls.stderr, /^pointsub: ERR_NOT_FOUND: /);
