@@ -252,11 +252,15 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
       options.onGet?.(r, t, ctx);
       try {
         const receipt = await t;
+        // The asker's file route answered for what it stored: a receipt that does not fit is its fault.
+        if (receipt.size !== st.size || typeof receipt.crc32c !== "string" || !/^[0-9a-f]{8}$/.test(receipt.crc32c)) {
+          throw new PointSubError("ERR_PROTOCOL", "the asker's file route answered a malformed receipt");
+        }
         const answer: FileGetAnswer = {
           path: r.path,
           size: receipt.size,
           crc32c: receipt.crc32c,
-          resumedFrom: receipt.resumedFrom,
+          resumedFrom: Number.isSafeInteger(receipt.resumedFrom) ? Math.max(0, receipt.resumedFrom) : 0,
           bytesSent: receipt.bytesSent,
         };
         options.onGetEnd?.(r, answer, ctx);
