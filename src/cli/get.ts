@@ -16,7 +16,7 @@ import {
 import type { Connection } from "../connection/connection.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { connect } from "../index.ts";
-import { FILE_ROUTE, fileCrc32c, fileSink } from "../node/file-sink.ts";
+import { FILE_ROUTE, type FileSink, fileCrc32c, fileSink } from "../node/file-sink.ts";
 import type { IncomingStream } from "../stream/incoming.ts";
 import { type ClientAuthFlags, clientConnectOptions } from "./auth.ts";
 import { formatBytes, formatRate } from "./format.ts";
@@ -134,24 +134,20 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
     else if (mode === "plain") process.stdout.write(`${line}\n`);
   };
   /** Targets asked for: a stream to any other is refused (a server only writes what was asked). */
-  const wanted = new Map<string, { received: number; streams: IncomingStream[] }>();
+  const wanted = new Map<string, { size: number; streams: IncomingStream[] }>();
   let view: ProgressView | undefined;
-  const sink = fileSink(out, {
-    overwrite: true,
-    onStream: (stream) => {
-      const to = stream.meta.path;
-      const w = typeof to === "string" ? wanted.get(to) : undefined;
-      if (w === undefined || typeof to !== "string") {
-        throw new PointSubError("ERR_INVALID_ARGUMENT", "a file this client did not ask for");
-      }
-      w.streams.push(stream);
-      stream.progress.on("progress", (s) => view?.update(to, s));
-    },
-  });
-  await sink.ready;
+  /** Made once the listing gave the sizes: no file it stores may grow past the largest listed. */
+  let sink: FileSink | undefined;
   const shared = new SharedConnection(async () => {
     const conn = await connect(opts.from, connectOptions);
-    conn.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
+    conn.handleStream(
+      FILE_ROUTE,
+      (stream, ctx) => {
+        if (sink === undefined) throw new PointSubError("ERR_INVALID_ARGUMENT", "a file this client did not ask for");
+        return sink.handler(stream, ctx);
+      },
+      { resume: (id, ctx) => sink?.resume(id, ctx) ?? { offset: 0, crc: 0 } },
+    );
     return conn;
   });
   const interrupted = (signal: NodeJS.Signals) => {
@@ -232,12 +228,33 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
         }
       }
     }
+    sink = fileSink(out, {
+      overwrite: true,
+      maxFileSize: items.reduce((n, it) => Math.max(n, it.size), 1),
+      onStream: (stream) => {
+        const to = stream.meta.path;
+        const w = typeof to === "string" ? wanted.get(to) : undefined;
+        if (w === undefined || typeof to !== "string") {
+          throw new PointSubError("ERR_INVALID_ARGUMENT", "a file this client did not ask for");
+        }
+        // Bounded by what the listing said: a server cannot fill the disk with an endless stream.
+        if (stream.total !== w.size) {
+          throw new PointSubError(
+            "ERR_INVALID_ARGUMENT",
+            `${to}: the server sent ${stream.total ?? "an unknown number of"} bytes where its listing said ${w.size} (changed since? run again)`,
+          );
+        }
+        w.streams.push(stream);
+        stream.progress.on("progress", (s) => view?.update(to, s));
+      },
+    });
+    await sink.ready;
     view = new ProgressView(mode, { files: items.length, bytes: items.reduce((n, it) => n + it.size, 0) });
     const v = view;
     const queue = [...items];
     const worker = async () => {
       for (let it = queue.shift(); it !== undefined && !fatal; it = queue.shift()) {
-        const w = { received: 0, streams: [] as IncomingStream[] };
+        const w = { size: it.size, streams: [] as IncomingStream[] };
         wanted.set(it.to, w);
         const t0 = performance.now();
         try {
@@ -287,7 +304,7 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
     process.off("SIGINT", interrupted);
     process.off("SIGTERM", interrupted);
     await shared.close().catch(() => {});
-    sink.close();
+    sink?.close();
   }
   const secs = (performance.now() - started) / 1000;
   const total = items.length;

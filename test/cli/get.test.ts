@@ -13,6 +13,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { after, before, describe, it } from "node:test";
+import {
+  createServer,
+  FILE_GET_ROUTE,
+  FILE_LIST_ROUTE,
+  type FileGetRequest,
+  PointSubError,
+  sendFile,
+} from "../../src/index.ts";
 import { MiB, sha256 } from "../helpers/data.ts";
 import { startProxy } from "../helpers/proxy.ts";
 
@@ -317,5 +325,45 @@ describe("pointsub get and ls", () => {
     assert.equal(sha256(await readFile(join(out, "kill.bin"))), sha256(data));
     const sent = serverEvents.filter((e) => e.event === "download" && e.status === "sent" && e.name === "kill.bin");
     assert.equal((sent.at(-1) as Record<string, number>).resumedFrom, r.resumedFrom);
+  });
+
+  it("a hostile server cannot make get write a file it did not ask for, nor more than the listing said", async () => {
+    const evilSrc = join(work, "evil-src.txt");
+    await writeFile(evilSrc, "01234");
+    // Lists a.txt as 5 bytes; on get, streams the file under the name the test picks.
+    let sendAs = "evil.txt";
+    const server = createServer();
+    server.handle(FILE_LIST_ROUTE, () =>
+      JSON.stringify({ type: "file", entries: [{ path: "a.txt", type: "file", size: 5, mtime: 0 }] }),
+    );
+    server.handle(FILE_GET_ROUTE, async (req, ctx) => {
+      const r = JSON.parse(new TextDecoder().decode(req.data)) as FileGetRequest;
+      try {
+        await sendFile(ctx.session, evilSrc, { relativePath: sendAs, retries: 0, resumeKey: "k".repeat(32) });
+      } catch (err) {
+        throw new PointSubError("ERR_HANDLER", `refused: ${(err as Error).message}`);
+      }
+      return JSON.stringify({ path: r.path, size: 5, crc32c: "00000000", resumedFrom: 0, bytesSent: 5 });
+    });
+    const [evilUrl] = await server.listen("tcp://127.0.0.1:0");
+    try {
+      const out = join(work, "out-evil");
+      const other = await run(["get", "a.txt", "--from", evilUrl, "--out", out, "--retries", "0"]);
+      assert.equal(other.code, 1);
+      assert.match(other.stderr, /did not ask for/);
+      sendAs = "a.txt";
+      await writeFile(evilSrc, "0123");
+      const smaller = await run(["get", "a.txt", "--from", evilUrl, "--out", out, "--retries", "0"]);
+      assert.equal(smaller.code, 1);
+      assert.match(smaller.stderr, /sent 4 bytes where its listing said 5/);
+      // More than the largest listed file is over the client sink's limit before a byte is stored.
+      await writeFile(evilSrc, "0123456789");
+      const bigger = await run(["get", "a.txt", "--from", evilUrl, "--out", out, "--retries", "0"]);
+      assert.equal(bigger.code, 1);
+      assert.match(bigger.stderr, /file of 10 bytes is over the 5-byte limit/);
+      assert.deepEqual(await readdir(out), []);
+    } finally {
+      await server.close();
+    }
   });
 });
