@@ -8,5 +8,6 @@ export const URL_ENV = "POINTSUB_URL";
  * required, unless ${URL_ENV} is set (the option wins over it).
  */
 export function serverUrlOption(flags: string, description = "server URL"): Option {
-  return new Option(flags, `${description} (default: $${URL_ENV})`).env(URL_ENV).makeOptionMandatory();
+  // Commander's help adds "(env: POINTSUB_URL)".
+  return new Option(flags, description).env(URL_ENV).makeOptionMandatory();
 }
