@@ -366,4 +366,22 @@ describe("pointsub get and ls", () => {
       await server.close();
     }
   });
+
+  it("a server that serves no files: ls and get say so in one line, exit 1", async () => {
+    const server = createServer();
+    server.handle("/echo/1.0.0", (req) => req.data);
+    const [plain] = await server.listen("tcp://127.0.0.1:0");
+    try {
+      for (const args of [["ls"], ["get", "a.txt", "--out", join(work, "out-none")]]) {
+        const r = await run([...args, "--from", plain]);
+        assert.equal(r.code, 1);
+        assert.equal(
+          r.stderr,
+          "pointsub: ERR_NO_ROUTE: the server serves no files (not a pointsub serve --dir, or an older one)\n",
+        );
+      }
+    } finally {
+      await server.close();
+    }
+  });
 });
