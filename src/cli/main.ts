@@ -38,7 +38,7 @@ const CLIENT_HELP = `
 --token (or ${TOKEN_ENV}) is sent to servers that ask for one; --tls-* apply to tls:// URLs.
 ${URL_ENV} is the server URL when --to/--from is not given.`;
 
-/** --token and the TLS files of send, request and bench. */
+/** --token and the TLS files of send, request, bench, get and ls. */
 function clientAuthOptions(c: Command): Command {
   return c
     .option("--token <token>", `token for a server that requires one (default: $${TOKEN_ENV})`)
