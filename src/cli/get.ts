@@ -44,9 +44,9 @@ const PER_FILE = new Set(["ERR_NOT_FOUND", "ERR_INVALID_ARGUMENT", "ERR_CHECKSUM
 
 const NO_SOURCE = "the server serves no files (not a pointsub serve --dir, or an older one)";
 
-/** The normalized form of a name on the server: no trailing `/`; "" for the served directory. */
+/** The normalized form of a name on the server: no leading `./`, no trailing `/`; "" for the served directory. */
 export function remoteName(name: string): string {
-  const n = name.replace(/\/+$/, "");
+  const n = name.replace(/^(\.\/+)+/, "").replace(/\/+$/, "");
   return n === "." ? "" : n;
 }
 

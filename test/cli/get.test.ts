@@ -225,7 +225,7 @@ describe("pointsub get and ls", () => {
     assert.equal(ls.code, 0, ls.stderr);
     assert.match(ls.stdout, /a\.txt/);
     const out = join(work, "out-env");
-    const got = await run(["get", "a.txt", "--out", out], env);
+    const got = await run(["get", "./a.txt", "--out", out], env);
     assert.equal(got.code, 0, got.stderr);
     assert.equal(await readFile(join(out, "a.txt"), "utf8"), "hello\n");
     await writeFile(join(work, "env.txt"), "by env");
