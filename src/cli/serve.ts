@@ -5,6 +5,7 @@ import type { IncomingStream } from "../stream/incoming.ts";
 import { type ServeAuthFlags, serveSecurity } from "./auth.ts";
 import { formatBytes, formatRate } from "./format.ts";
 import { jsonLine, outputMode } from "./output.ts";
+import { serveFiles } from "./serve-files.ts";
 
 /** The route `bench` streams to: the server reads and discards. */
 export const DISCARD_ROUTE = "/pointsub/discard/1";
@@ -97,6 +98,7 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
   });
   server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
   server.handle(FILE_CHECK_ROUTE, sink.check);
+  serveFiles(server, dir, say);
   server.on("session", (s) => {
     // The principal is "token:<index>" or "cert:<CN>", never a token.
     const principal = s.principal === undefined ? null : String(s.principal);
