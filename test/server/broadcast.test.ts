@@ -48,8 +48,19 @@ describe("server broadcast", () => {
     for (const c of conns) {
       c.on("message", (m) => {
         if (m.data.length === 64) small.set(c, (small.get(c) ?? 0) + 1);
-        else large.set(c, m.data);
+        else if (m.data.length === 32 * KiB) large.set(c, m.data);
       });
+    }
+    // sendTo each session by id: every one gets its own message.
+    const direct = new Map<Connection, string>();
+    for (const c of conns) c.on("message", (m) => m.data.length === 5 && direct.set(c, m.text()));
+    const ids = server.sessionsInfo().map((i) => i.id);
+    assert.equal(new Set(ids).size, 1000, "session ids are unique");
+    await Promise.all(ids.map((id) => server.sendTo(id, id.padStart(5, "0"))));
+    await until(() => direct.size === 1000);
+    for (const c of conns) {
+      const s = [...server.sessions].find((x) => x.remoteUrl === c.localUrl);
+      assert.equal(direct.get(c), s?.id.padStart(5, "0"));
     }
     const tiny = await server.broadcast(pattern(64, 7));
     assert.equal(tiny.sent + tiny.queued, 1000);
