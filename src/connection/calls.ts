@@ -26,6 +26,8 @@ export class ServerCall implements RequestContext, IncomingRequest, CallContext 
   done = false;
   /** Bytes of the connection's memory budget this call holds until its handler finishes. */
   charged = 0;
+  /** performance.now() when a request started, for its diagnostics end message (0: not observed). */
+  startedAt = 0;
   private ac: AbortController | undefined;
   private abortReason: PointSubError | undefined;
   private state_: Record<string, unknown> | undefined;

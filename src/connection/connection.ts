@@ -31,6 +31,7 @@ import type { PeerCertificate, Transport } from "../transport/transport.ts";
 import { type Deferred, deferred } from "../util/deferred.ts";
 import { MemoryBudget } from "./budget.ts";
 import { Caller } from "./caller.ts";
+import { ConnectionDiagnostics } from "./diagnostics.ts";
 import { Dispatcher, toBytes } from "./dispatch.ts";
 import { ReceiveWindow } from "./flow.ts";
 import { FrameRouter } from "./frames.ts";
@@ -117,7 +118,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   private readonly decoderImpl: FrameDecoder;
   private readonly frames: FrameRouter;
   private readonly writer: FrameWriter;
-  private readonly stats_ = new Stats();
+  /** Counters, and the diagnostics publisher (`stats_.diag`). */
+  private readonly stats_: Stats;
   /** The handshake until it completed (dropped then: an open connection keeps only its result). */
   private handshake: Handshake | undefined;
   private principal_: unknown;
@@ -159,6 +161,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.closeTimeoutMs = options.closeTimeoutMs ?? 5_000;
     this.budget = init.budget ?? new MemoryBudget(budgetLimit(options, local, runtime.memoryLimit()));
     this.runtime = runtime;
+    this.stats_ = new Stats(new ConnectionDiagnostics(runtime.diagnostics, this, init.initiator ? "client" : "server"));
     this.onOpenHook = init.onOpen;
     this.onCloseHook = init.onClose;
     this.ready = this.readyD.promise;
@@ -597,6 +600,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.handshake = undefined;
     this.frames.handshake = undefined;
     this.housekeeper.start();
+    this.stats_.diag.opened();
     this.onOpenHook?.(this);
     this.emit("open");
     this.readyD.resolve();
@@ -689,6 +693,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.inStreams_?.teardown(failure);
     this.outStreams_?.teardown(failure);
     if (!this.openedOnce) this.readyD.reject(failure);
+    this.stats_.diag.closed(this.openedOnce, error, failure);
     this.onCloseHook?.(this, error);
     this.emit("close", error);
     this.closedD?.resolve();
