@@ -69,6 +69,7 @@ export function program(): Command {
     .option("--tls-ca <file>", "CA certificates (PEM) that sign client certificates, for --require-client-cert")
     .option("--require-client-cert", "mutual TLS: tls:// clients need a certificate signed by --tls-ca")
     .option("--no-auth", "allow listening beyond loopback without authentication (prints a warning)")
+    .option("--metrics <host:port>", "serve Prometheus metrics at http://<host:port>/metrics (needs prom-client)")
     .option("--json", "print JSON lines")
     .addHelpText("after", SERVE_HELP)
     .action(run(serveCommand));

@@ -1,4 +1,5 @@
 import { resolve } from "node:path";
+import { PointSubError } from "../errors/error.ts";
 import { createServer } from "../index.ts";
 import { FILE_CHECK_ROUTE, FILE_ROUTE, fileSink } from "../node/file-sink.ts";
 import type { IncomingStream } from "../stream/incoming.ts";
@@ -21,6 +22,25 @@ export interface ServeOptions extends ServeAuthFlags {
   maxFileSize?: number;
   /** Bytes of unfinished uploads the directory may hold (0 = unlimited). Default 0. */
   maxBytes?: number;
+  /** `host:port` to serve Prometheus metrics on (`GET /metrics`); needs prom-client. */
+  metrics?: string;
+}
+
+type MetricsModule = typeof import("../metrics/index.ts");
+
+/** Loads `pointsub/metrics` (and with it prom-client, an optional peer dependency) only for --metrics. */
+async function loadMetrics(): Promise<MetricsModule> {
+  try {
+    return await import("../metrics/index.ts");
+  } catch (err) {
+    if ((err as { code?: unknown }).code === "ERR_MODULE_NOT_FOUND" && /prom-client/.test(String(err))) {
+      throw new PointSubError(
+        "ERR_INVALID_ARGUMENT",
+        "--metrics needs the prom-client package: npm install prom-client",
+      );
+    }
+    throw err;
+  }
 }
 
 /** `pointsub serve`: runs until SIGINT or SIGTERM, then closes gracefully. */
@@ -36,6 +56,8 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
     if (mode === "json") jsonLine({ event: "warning", message: security.warning });
     else process.stderr.write(`pointsub: warning: ${security.warning}\n`);
   }
+  const metricsModule = opts.metrics === undefined ? undefined : await loadMetrics();
+  metricsModule?.parseHostPort(opts.metrics as string);
   const dir = resolve(opts.dir);
   const server = createServer({ authenticate: security.authenticate, tls: security.tls });
   server.handle("/echo/1.0.0", (req) => req.data);
@@ -93,7 +115,22 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
       `session ${s.remoteUrl} closed${err ? ` (${err.code})` : ""}`,
     ),
   );
-  const urls = await server.listen(...opts.listen);
+  // Subscribed before the first connection, served once the server listens, closed after it.
+  const metrics = metricsModule?.prometheusMetrics();
+  if (metrics !== undefined) metricsModule?.collectDefaultMetrics({ register: metrics.registry });
+  let urls: string[];
+  let metricsServer: Awaited<ReturnType<MetricsModule["serveMetrics"]>> | undefined;
+  try {
+    urls = await server.listen(...opts.listen);
+    if (metrics !== undefined)
+      metricsServer = await metricsModule?.serveMetrics(metrics.registry, opts.metrics as string);
+  } catch (err) {
+    metrics?.close();
+    await server.close();
+    sink.close();
+    throw err;
+  }
+  if (metricsServer !== undefined) say("metrics", { url: metricsServer.url }, `metrics on ${metricsServer.url}`);
   const limits = {
     overwrite: opts.overwrite === true,
     partialTtl: ttl,
@@ -117,6 +154,8 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
     process.on("SIGTERM", stop);
   });
   await server.close();
+  await metricsServer?.close();
+  metrics?.close();
   sink.close();
   say("closed", {}, "closed");
 }
