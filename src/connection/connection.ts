@@ -554,6 +554,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.inbound.now = now;
     let kept: boolean;
     const t0 = performance.now();
+    this.stats_.diag.inputAt = t0; // diagnostics: when the requests this chunk completes arrived
     try {
       kept = this.decoderImpl.push(chunk);
     } catch (err) {

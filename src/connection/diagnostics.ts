@@ -76,7 +76,11 @@ export interface RequestEndMessage {
   status: "ok" | "error";
   /** The error code of an error response (or ERR_CANCELLED, ERR_CONNECTION_CLOSED...); undefined when ok. */
   code: ErrorCode | undefined;
-  /** Milliseconds from start to answer; -1 when nobody subscribed to request:start or end at the start. */
+  /**
+   * Milliseconds from the arrival of the request's last bytes to its answer
+   * being handed to the writer; -1 when nobody subscribed to request:start
+   * or end when it started.
+   */
   durationMs: number;
   /** Request body bytes. */
   bytesIn: number;
@@ -217,6 +221,12 @@ export class ConnectionDiagnostics {
   readonly ch: Channels;
   readonly connection: Connection;
   readonly role: Role;
+  /**
+   * performance.now() when the transport chunk being processed arrived (set
+   * by the connection for each chunk): the start time of the requests it
+   * completes, so timing a request costs one clock read, at its end.
+   */
+  inputAt = 0;
   private openedAt = 0;
 
   constructor(d: Diagnostics, connection: Connection, role: Role) {
@@ -268,14 +278,15 @@ export class ConnectionDiagnostics {
 
   /**
    * A request of the peer starts: returns its start time for
-   * {@link requestEnd} (0 when nobody listens to either channel).
+   * {@link requestEnd} (0 when nobody listens to either channel): when the
+   * chunk that completed it arrived.
    */
   requestStart(id: number, route: string, bytes: number): number {
     const c = this.ch.requestStart;
     if (c.hasSubscribers) {
       c.publish({ connection: this.connection, id, route, bytes } satisfies RequestStartMessage);
     } else if (!this.ch.requestEnd.hasSubscribers) return 0;
-    return performance.now();
+    return this.inputAt;
   }
 
   /** A request of the peer ended (`code` undefined: answered ok). */

@@ -3,12 +3,14 @@
  * diagnostics channels (docs/OBSERVABILITY.md). prom-client is an optional
  * peer dependency: only this module imports it.
  *
- * The listeners on the hot channels (`pointsub:message`,
- * `pointsub:request:end`) only add to plain numbers in arrays and maps of
- * this adapter; the prom-client metrics are filled from them when the
- * registry is scraped (`collect`). A labelled prom-client `inc` costs
- * ~0.3 µs and an `observe` ~0.4 µs, several times per request; an array
- * increment costs nothing measurable.
+ * Per-request cost is one listener (`pointsub:request:end`) adding to
+ * plain numbers of this adapter. Messages, bytes and errors are not
+ * listened to at all: they are the connections' own counters
+ * (`conn.stats()`), read when the registry is scraped — from the
+ * connections open then, plus the totals of those that closed. The
+ * prom-client metrics are filled from all this at scrape time (`collect`):
+ * a labelled prom-client `inc` costs ~0.3 µs and an `observe` ~0.4 µs,
+ * too much to pay several times per request.
  */
 import {
   type Aggregator,
@@ -22,17 +24,17 @@ import {
 } from "prom-client";
 import {
   CHANNELS,
+  type Connection,
   type ConnectionCloseMessage,
   type ConnectionOpenMessage,
   type DiagnosticsListener,
   defaultRuntime,
-  type ErrorMessage,
   type HandshakeErrorMessage,
-  type MessageMessage,
   type RefusedMessage,
   type RequestEndMessage,
   type Runtime,
   SIZE_CLASSES,
+  type StatsSnapshot,
   type StreamEndMessage,
   type StreamProgressMessage,
 } from "../index.ts";
@@ -77,8 +79,10 @@ const OTHER = "other";
 
 /** Counts of one route. */
 class RouteStats {
-  /** Requests by status (`ok` or an error code). */
-  readonly byStatus = new Map<string, number>();
+  /** Requests answered ok. */
+  ok = 0;
+  /** Requests answered with an error, by code. */
+  readonly byCode = new Map<string, number>();
   /** Per bucket (not cumulative), the last one is +Inf. */
   readonly buckets: Float64Array;
   sum = 0;
@@ -166,16 +170,13 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
   // ---- the adapter's own counts (what the listeners touch)
   const opened = [0, 0];
   const open = [0, 0];
-  /** Connections counted as open here (one that opened before the subscription is not decremented). */
-  const seen = new WeakSet<object>();
+  /** Connections open now that opened after the subscription: their counters are read at each scrape. */
+  const live = new Set<Connection>();
   const closed = new Map<string, number>();
   const handshakeFailures = new Map<string, number>();
-  /** Per direction (in 0, out 1) and size class: index direction * 5 + class. */
-  const messages = new Float64Array(10);
-  const messageBytes = new Float64Array(10);
-  const classIndex = new Map<string, number>(SIZE_CLASSES.map((c, i) => [c, i]));
+  /** What connections that closed had counted: messages and bytes per direction (in 0, out 1) and size class, errors. */
+  const gone = { messages: new Float64Array(10), bytes: new Float64Array(10), errors: new Map<string, number>() };
   const routes = new Map<string, RouteStats>();
-  const errors = new Map<string, number>();
   const refusals = new Map<string, number>();
   const streams = new Map<string, number>();
   const transferBytes = [0, 0];
@@ -194,6 +195,23 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
     return r;
   };
 
+  /** Adds a connection's counters into `into`. */
+  const fold = (into: typeof gone, s: StatsSnapshot): void => {
+    SIZE_CLASSES.forEach((c, i) => {
+      into.messages[i] += s.received[c].messages;
+      into.bytes[i] += s.received[c].bytes;
+      into.messages[5 + i] += s.sent[c].messages;
+      into.bytes[5 + i] += s.sent[c].bytes;
+    });
+    for (const [code, n] of Object.entries(s.errors)) bump(into.errors, code, n);
+  };
+  /** Closed connections' totals plus the live ones' counters now. */
+  const current = (): typeof gone => {
+    const now = { messages: gone.messages.slice(), bytes: gone.bytes.slice(), errors: new Map(gone.errors) };
+    for (const c of live) fold(now, c.stats());
+    return now;
+  };
+
   const listeners: [string, DiagnosticsListener][] = [
     [
       CHANNELS.connectionOpen,
@@ -202,14 +220,17 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
         const i = e.role === "client" ? 0 : 1;
         opened[i]++;
         open[i]++;
-        seen.add(e.connection);
+        live.add(e.connection);
       },
     ],
     [
       CHANNELS.connectionClose,
       (m) => {
         const e = m as ConnectionCloseMessage;
-        if (seen.delete(e.connection)) open[e.role === "client" ? 0 : 1]--;
+        if (live.delete(e.connection)) {
+          open[e.role === "client" ? 0 : 1]--;
+          fold(gone, e.connection.stats());
+        }
         bump(closed, `${e.role}\n${e.error?.code ?? "graceful"}`);
       },
     ],
@@ -221,20 +242,12 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
       },
     ],
     [
-      CHANNELS.message,
-      (m) => {
-        const e = m as MessageMessage;
-        const i = (e.direction === "in" ? 0 : 5) + (classIndex.get(e.sizeClass) ?? 0);
-        messages[i]++;
-        messageBytes[i] += e.size;
-      },
-    ],
-    [
       CHANNELS.requestEnd,
       (m) => {
         const e = m as RequestEndMessage;
         const r = routeStats(e.route, e.code);
-        bump(r.byStatus, e.code ?? "ok");
+        if (e.code === undefined) r.ok++;
+        else bump(r.byCode, e.code);
         if (e.durationMs < 0) return;
         const s = e.durationMs / 1000;
         let b = 0;
@@ -244,7 +257,6 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
         r.count++;
       },
     ],
-    [CHANNELS.error, (m) => bump(errors, (m as ErrorMessage).code)],
     [CHANNELS.refused, (m) => bump(refusals, (m as RefusedMessage).reason)],
     [
       CHANNELS.streamProgress,
@@ -328,22 +340,27 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
     "Messages, request and response bodies sent (out) and received (in).",
     ["direction", "size_class"],
     (set) => {
+      const now = current();
       DIRECTIONS.forEach((direction, d) => {
         SIZE_CLASSES.forEach((size_class, c) => {
-          set({ direction, size_class }, messages[d * 5 + c]);
+          set({ direction, size_class }, now.messages[d * 5 + c]);
         });
       });
     },
   );
   counter("message_bytes_total", "Data bytes of those messages.", ["direction", "size_class"], (set) => {
+    const now = current();
     DIRECTIONS.forEach((direction, d) => {
       SIZE_CLASSES.forEach((size_class, c) => {
-        set({ direction, size_class }, messageBytes[d * 5 + c]);
+        set({ direction, size_class }, now.bytes[d * 5 + c]);
       });
     });
   });
   counter("requests_total", "Requests of peers handled, by route and status.", ["route", "status"], (set) => {
-    for (const [route, r] of routes) for (const [status, n] of r.byStatus) set({ route, status }, n);
+    for (const [route, r] of routes) {
+      if (r.ok !== 0) set({ route, status: "ok" }, r.ok);
+      for (const [status, n] of r.byCode) set({ route, status }, n);
+    }
   });
   add(
     new RouteHistogram(
@@ -354,7 +371,7 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
     ),
   );
   counter("errors_total", "Errors counted by connections, by code.", ["code"], (set) => {
-    for (const [code, n] of errors) set({ code }, n);
+    for (const [code, n] of current().errors) set({ code }, n);
   });
   counter(
     "refusals_total",
@@ -381,6 +398,7 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
       if (closedOnce) return;
       closedOnce = true;
       for (const [name, l] of listeners) diagnostics.unsubscribe(name, l);
+      live.clear();
       for (const name of names) registry.removeSingleMetric(name);
     },
   };

@@ -46,6 +46,7 @@ describe("pointsub/metrics", () => {
     });
     const [url] = await server.listen("tcp://127.0.0.1:0");
     const conn = await connect(url, { runtime });
+    let open: Exposition | undefined;
     try {
       for (let i = 0; i < 10; i++) await conn.request("/echo", "x".repeat(100));
       await conn.request("/echo", new Uint8Array(5000));
@@ -61,6 +62,7 @@ describe("pointsub/metrics", () => {
       } satisfies RefusedMessage);
 
       const e = await scrape(http.url);
+      open = e;
       assert.equal(e.types.get("pointsub_requests_total"), "counter");
       assert.equal(e.types.get("pointsub_request_duration_seconds"), "histogram");
       assert.equal(e.types.get("pointsub_connections_open"), "gauge");
@@ -103,6 +105,14 @@ describe("pointsub/metrics", () => {
     const closed = await scrape(http.url);
     assert.equal(get(closed, "pointsub_connections_open", { role: "server" }), 0);
     assert.equal(get(closed, "pointsub_connections_closed_total", { role: "client", reason: "graceful" }), 1);
+    // Messages and errors are the connections' counters: kept when the connections close.
+    for (const [name, labels] of [
+      ["pointsub_message_bytes_total", { direction: "in", size_class: "tiny" }],
+      ["pointsub_messages_total", { direction: "out", size_class: "small" }],
+      ["pointsub_errors_total", { code: "ERR_NO_ROUTE" }],
+    ] as const) {
+      assert.equal(get(closed, name, labels), open && get(open, name, labels), name);
+    }
     await http.close();
     metrics.close();
   });
@@ -141,10 +151,10 @@ describe("pointsub/metrics", () => {
     const registry = new Registry();
     const metrics = prometheusMetrics({ runtime, registry, prefix: "app_ps_" });
     assert.equal(metrics.registry, registry);
-    assert.equal(diagnostics.channel(CHANNELS.message).hasSubscribers, true);
+    assert.equal(diagnostics.channel(CHANNELS.requestEnd).hasSubscribers, true);
     metrics.close();
     metrics.close();
-    assert.equal(diagnostics.channel(CHANNELS.message).hasSubscribers, false);
+    assert.equal(diagnostics.channel(CHANNELS.requestEnd).hasSubscribers, false);
     assert.equal(await registry.metrics(), "\n");
     // The names are free again.
     const again = prometheusMetrics({ runtime, registry, prefix: "app_ps_" });
