@@ -148,7 +148,8 @@ export interface ErrorMessage {
 export interface RefusedMessage {
   /** The session, when the refusal happened on one. */
   connection: Connection | undefined;
-  remoteUrl: string;
+  /** The peer's address, when known (a refusal before a TLS handshake has none). */
+  remoteUrl: string | undefined;
   /** `connection-limit`, `rate-limit`, `closing`... */
   reason: string;
   code: ErrorCode;
@@ -269,6 +270,19 @@ export class ConnectionDiagnostics {
       size,
       sizeClass: SIZE_CLASSES[sizeClassIndex(size)],
     } satisfies MessageMessage);
+  }
+
+  /** This session refused work before it reached a route (a rate limit): `pointsub:refused`. */
+  refused(reason: string, code: ErrorCode): void {
+    const c = this.ch.refused;
+    if (c.hasSubscribers) {
+      c.publish({
+        connection: this.connection,
+        remoteUrl: this.connection.remoteUrl,
+        reason,
+        code,
+      } satisfies RefusedMessage);
+    }
   }
 
   /** An error counted (guard: `ch.error.hasSubscribers`). */
