@@ -205,10 +205,20 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
     });
     for (const [code, n] of Object.entries(s.errors)) bump(into.errors, code, n);
   };
-  /** Closed connections' totals plus the live ones' counters now. */
+  /**
+   * Closed connections' totals plus the live ones' counters now. A scrape
+   * runs every metric's collect in one synchronous pass: the sum is made
+   * once per scrape, not once per metric.
+   */
+  let memo: typeof gone | undefined;
   const current = (): typeof gone => {
+    if (memo !== undefined) return memo;
     const now = { messages: gone.messages.slice(), bytes: gone.bytes.slice(), errors: new Map(gone.errors) };
     for (const c of live) fold(now, c.stats());
+    memo = now;
+    queueMicrotask(() => {
+      memo = undefined;
+    });
     return now;
   };
 
