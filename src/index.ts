@@ -142,6 +142,8 @@ export {
   type ResumePoint,
 } from "./connection/connection.ts";
 export {
+  type CallEndMessage,
+  type CallStartMessage,
   CHANNELS,
   type ChannelName,
   type ConnectionCloseMessage,

@@ -2,6 +2,7 @@ import type { PointSubError } from "../errors/error.ts";
 import type { CallContext } from "../router/types.ts";
 import type { IncomingStream } from "../stream/incoming.ts";
 import type { Connection } from "./connection.ts";
+import type { CallStartMessage } from "./diagnostics.ts";
 import type { IncomingRequest, RequestContext } from "./types.ts";
 
 const decoder = new TextDecoder();
@@ -92,4 +93,8 @@ export interface PendingCall {
   settled: boolean;
   /** Written to the wire (so a cancel must be sent as a CANCEL frame). */
   started: boolean;
+  /** Diagnostics: performance.now() when the call was made, if observed. */
+  startedAt?: number;
+  /** Diagnostics: what was published on `pointsub:call:start` for it. */
+  startMessage?: CallStartMessage;
 }

@@ -8,6 +8,7 @@
 import type { ErrorCode } from "../errors/codes.ts";
 import type { PointSubError } from "../errors/error.ts";
 import type { Diagnostics, DiagnosticsChannel } from "../runtime/runtime.ts";
+import type { PendingCall } from "./calls.ts";
 import type { Connection } from "./connection.ts";
 import { SIZE_CLASSES, type SizeClass, sizeClassIndex } from "./size-class.ts";
 
@@ -18,6 +19,8 @@ export const CHANNELS = {
   handshakeError: "pointsub:handshake:error",
   requestStart: "pointsub:request:start",
   requestEnd: "pointsub:request:end",
+  callStart: "pointsub:call:start",
+  callEnd: "pointsub:call:end",
   message: "pointsub:message",
   streamStart: "pointsub:stream:start",
   streamProgress: "pointsub:stream:progress",
@@ -86,6 +89,30 @@ export interface RequestEndMessage {
   bytesIn: number;
   /** Response body bytes (0 for an error). */
   bytesOut: number;
+}
+
+/** `pointsub:call:start`: this side calls a route of the peer (`conn.request`). */
+export interface CallStartMessage {
+  connection: Connection;
+  route: string;
+  /** Request body bytes. */
+  bytes: number;
+}
+
+/** `pointsub:call:end`: that call settled: answered, failed, timed out, aborted, or lost with the connection. */
+export interface CallEndMessage {
+  connection: Connection;
+  route: string;
+  /** The object published on `pointsub:call:start` for this call (undefined when nobody listened there): pairs the two. */
+  start: CallStartMessage | undefined;
+  status: "ok" | "error";
+  code: ErrorCode | undefined;
+  /** Milliseconds from `conn.request` to the answer (queueing for the peer's maxConcurrentRequests included); -1 when not observed from the start. */
+  durationMs: number;
+  /** Request body bytes. */
+  bytesOut: number;
+  /** Response body bytes (0 for an error). */
+  bytesIn: number;
 }
 
 /** `pointsub:message`: one message, request body or response body sent or received. */
@@ -165,6 +192,8 @@ export class Channels {
   readonly handshakeError: DiagnosticsChannel;
   readonly requestStart: DiagnosticsChannel;
   readonly requestEnd: DiagnosticsChannel;
+  readonly callStart: DiagnosticsChannel;
+  readonly callEnd: DiagnosticsChannel;
   readonly message: DiagnosticsChannel;
   readonly streamStart: DiagnosticsChannel;
   readonly streamProgress: DiagnosticsChannel;
@@ -177,6 +206,8 @@ export class Channels {
     this.handshakeError = d.channel(CHANNELS.handshakeError);
     this.requestStart = d.channel(CHANNELS.requestStart);
     this.requestEnd = d.channel(CHANNELS.requestEnd);
+    this.callStart = d.channel(CHANNELS.callStart);
+    this.callEnd = d.channel(CHANNELS.callEnd);
     this.message = d.channel(CHANNELS.message);
     this.streamStart = d.channel(CHANNELS.streamStart);
     this.streamProgress = d.channel(CHANNELS.streamProgress);
@@ -324,6 +355,32 @@ export class ConnectionDiagnostics {
       bytesIn,
       bytesOut,
     } satisfies RequestEndMessage);
+  }
+
+  /** This side starts a call (`conn.request`): its start time and message go on the call. */
+  callStart(call: PendingCall): void {
+    const c = this.ch.callStart;
+    if (c.hasSubscribers) {
+      const m: CallStartMessage = { connection: this.connection, route: call.route, bytes: call.data.length };
+      call.startMessage = m;
+      c.publish(m);
+    } else if (!this.ch.callEnd.hasSubscribers) return;
+    call.startedAt = performance.now();
+  }
+
+  /** The call settled (guard: `ch.callEnd.hasSubscribers`). */
+  publishCallEnd(call: PendingCall, data: Uint8Array | undefined, err: PointSubError | undefined): void {
+    const t0 = call.startedAt ?? 0;
+    this.ch.callEnd.publish({
+      connection: this.connection,
+      route: call.route,
+      start: call.startMessage,
+      status: err === undefined ? "ok" : "error",
+      code: err?.code,
+      durationMs: t0 === 0 ? -1 : performance.now() - t0,
+      bytesOut: call.data.length,
+      bytesIn: data?.length ?? 0,
+    } satisfies CallEndMessage);
   }
 
   /** A stream starts: records its start in `trace`. */

@@ -48,7 +48,9 @@ export function formatDebugLine(name: string, message: unknown): string {
   const parts = [name];
   if (conn !== undefined && typeof conn.remoteUrl === "string") parts.push(conn.remoteUrl);
   for (const [k, v] of Object.entries(m)) {
-    if (k === "connection" || v === undefined) continue;
+    // The connection is the URL above; other objects (a call's start message) are for code, not for lines.
+    if (k === "connection" || v === undefined || (typeof v === "object" && v !== null && !(v instanceof Error)))
+      continue;
     parts.push(`${k}=${field(v)}`);
   }
   return parts.join(" ");

@@ -11,6 +11,8 @@ import { spawnSync } from "node:child_process";
 import * as dc from "node:diagnostics_channel";
 import { after, before, describe, it } from "node:test";
 import {
+  type CallEndMessage,
+  type CallStartMessage,
   CHANNELS,
   type Connection,
   type ConnectionCloseMessage,
@@ -33,6 +35,7 @@ import {
   type StreamStartMessage,
   tokenAuth,
 } from "../../src/index.ts";
+import { debugSelects, installDebugOutput } from "../../src/node/debug.ts";
 import { sleep, until } from "../helpers/wait.ts";
 
 const INDEX = new URL("../../src/index.ts", import.meta.url).href;
@@ -66,6 +69,13 @@ describe("diagnostics channels", () => {
     // A small stream window: the receiver returns stream credit (the sender's progress) often.
     server = createServer({ streamWindow: 128 * 1024 });
     server.handle("/echo", (req) => req.data);
+    server.handle(
+      "/hang",
+      (_req, ctx) =>
+        new Promise((_, reject) => {
+          ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason));
+        }),
+    );
     server.handle("/fail", () => {
       throw new PointSubError("ERR_UNAUTHORIZED", "nope");
     });
@@ -136,10 +146,41 @@ describe("diagnostics channels", () => {
         ["out", 0, "tiny"],
       ],
     );
+    // The client's side of the same three calls.
+    const callStarts = of(CHANNELS.callStart) as CallStartMessage[];
+    const callEnds = of(CHANNELS.callEnd) as CallEndMessage[];
+    assert.deepEqual(
+      callEnds.map((e) => [e.route, e.status, e.code, e.bytesOut, e.bytesIn]),
+      [
+        ["/echo", "ok", undefined, 2000, 2000],
+        ["/nope", "error", "ERR_NO_ROUTE", 2, 0],
+        ["/fail", "error", "ERR_UNAUTHORIZED", 0, 0],
+      ],
+    );
+    for (const [i, e] of callEnds.entries()) {
+      assert.equal(e.connection, conn);
+      assert.equal(e.start, callStarts[i], "call:end names its call:start message");
+      assert.ok(e.durationMs >= 0 && e.durationMs < 10_000);
+    }
     const errors = of(CHANNELS.error) as ErrorMessage[];
     // Counted on both ends: the session answered with it, the client's call failed with it.
     assert.equal(errors.filter((e) => e.code === "ERR_NO_ROUTE").length, 2);
     assert.equal(errors.filter((e) => e.code === "ERR_UNAUTHORIZED").length, 2);
+  });
+
+  it("a call the caller aborts: call:end ERR_CANCELLED here, request:end ERR_CANCELLED on the session", async () => {
+    seen.length = 0;
+    const ac = new AbortController();
+    const p = conn.request("/hang", "", { signal: ac.signal });
+    await until(() => of(CHANNELS.requestStart).length === 1);
+    ac.abort();
+    await assert.rejects(p, { code: "ERR_CANCELLED" });
+    await until(() => of(CHANNELS.requestEnd).length === 1);
+    const [end] = of(CHANNELS.requestEnd) as RequestEndMessage[];
+    assert.deepEqual([end.route, end.status, end.code], ["/hang", "error", "ERR_CANCELLED"]);
+    assert.ok(end.durationMs >= 0);
+    const [callEnd] = of(CHANNELS.callEnd) as CallEndMessage[];
+    assert.deepEqual([callEnd.route, callEnd.code], ["/hang", "ERR_CANCELLED"]);
   });
 
   it("one-way messages: message in and out", async () => {
@@ -351,8 +392,20 @@ describe("debug output", () => {
     assert.match(node, /^POINTSUB \d+: pointsub:message \S+ direction=out size=2 sizeClass=tiny$/m);
   });
 
-  it("nothing is printed without the variables, nor on import alone", () => {
-    assert.equal(runWith({}), "");
+  it("nothing is printed on import alone", () => {
     assert.equal(runWith({ DEBUG: "pointsub*" }, `await import(${JSON.stringify(INDEX)});`), "");
+  });
+
+  it("installDebugOutput: subscribes only to the channels the variables select, once per diagnostics", () => {
+    assert.equal(installDebugOutput(localDiagnostics(), {}), 0);
+    const d = localDiagnostics();
+    assert.equal(installDebugOutput(d, { DEBUG: "other,pointsub:request*" }), 2);
+    assert.equal(d.channel(CHANNELS.requestEnd).hasSubscribers, true);
+    assert.equal(d.channel(CHANNELS.message).hasSubscribers, false);
+    assert.equal(installDebugOutput(d, { DEBUG: "pointsub*" }), 0, "already installed");
+    assert.equal(debugSelects("pointsub*", "pointsub:stream:end"), true);
+    assert.equal(debugSelects("*,-pointsub:stream*", "pointsub:stream:end"), false);
+    assert.equal(debugSelects("pointsub:call:*", "pointsub:request:end"), false);
+    assert.equal(debugSelects(undefined, "pointsub:error"), false);
   });
 });
