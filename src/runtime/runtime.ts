@@ -77,13 +77,14 @@ export function localDiagnostics(): Diagnostics {
   return {
     channel: get,
     subscribe: (name, listener) => {
-      get(name).listeners.push(listener);
+      const c = get(name);
+      c.listeners = [...c.listeners, listener];
     },
     unsubscribe: (name, listener) => {
-      const l = channels.get(name)?.listeners;
-      const i = l === undefined ? -1 : l.indexOf(listener);
-      if (i < 0) return false;
-      l?.splice(i, 1);
+      const c = channels.get(name);
+      const i = c === undefined ? -1 : c.listeners.indexOf(listener);
+      if (c === undefined || i < 0) return false;
+      c.listeners = c.listeners.filter((_, j) => j !== i);
       return true;
     },
   };
@@ -91,7 +92,8 @@ export function localDiagnostics(): Diagnostics {
 
 class LocalChannel implements DiagnosticsChannel {
   readonly name: string;
-  readonly listeners: DiagnosticsListener[] = [];
+  /** Replaced, never changed in place: a publish iterates the list it started with. */
+  listeners: readonly DiagnosticsListener[] = [];
   constructor(name: string) {
     this.name = name;
   }
@@ -99,7 +101,7 @@ class LocalChannel implements DiagnosticsChannel {
     return this.listeners.length !== 0;
   }
   publish(message: unknown): void {
-    for (const l of [...this.listeners]) {
+    for (const l of this.listeners) {
       try {
         l(message, this.name);
       } catch (err) {
