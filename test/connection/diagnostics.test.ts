@@ -217,8 +217,6 @@ describe("diagnostics channels", () => {
       const progress = (of(CHANNELS.streamProgress) as StreamProgressMessage[]).filter(
         (s) => s.direction === direction,
       );
-      // 12 chunks read 60 ms apart: ~700 ms, at most one message per 250 ms.
-      assert.ok(progress.length >= 1 && progress.length <= 4, `${direction}: ${progress.length} progress messages`);
       for (const p of progress) assert.equal(p.id, starts[0].id);
       const end = (of(CHANNELS.streamEnd) as StreamEndMessage[]).find((s) => s.direction === direction);
       assert.ok(end !== undefined);
@@ -226,6 +224,9 @@ describe("diagnostics channels", () => {
       assert.equal(end.code, undefined);
       assert.equal(end.bytes, total);
       assert.ok(end.durationMs > 0);
+      // 12 chunks read 60 ms apart: at least one progress message, at most one per 250 ms.
+      const most = Math.ceil(end.durationMs / 250) + 1;
+      assert.ok(progress.length >= 1 && progress.length <= most, `${direction}: ${progress.length} progress messages`);
       const sum = progress.reduce((a, p) => a + p.delta, 0) + end.delta;
       assert.equal(sum, total, `${direction}: deltas add up to the bytes`);
     }
