@@ -49,6 +49,24 @@ examples.error = hex(
     cat(Uint8Array.of(1, 0x0f, 0xa2), varint(code.length), code, varint(msg.length), msg),
   ),
 );
+// An error response with the optional retryAfterMs (§3.5): request 5 rate limited, retry after 250 ms.
+const limitedCode = te.encode("ERR_RATE_LIMITED");
+const limitedMsg = te.encode("rate limited");
+examples.rateLimited = hex(
+  encodeFrame(
+    FrameType.RES,
+    Flag.START | Flag.END,
+    5,
+    cat(
+      Uint8Array.of(1, 0x07, 0xd7),
+      varint(limitedCode.length),
+      limitedCode,
+      varint(limitedMsg.length),
+      limitedMsg,
+      varint(250),
+    ),
+  ),
+);
 // A 70,000-byte message (medium class: 64 KiB chunks) on stream 7.
 {
   const total = 70_000;

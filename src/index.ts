@@ -166,6 +166,8 @@ export type { ClassCounters, CompressionCounters, StatsSnapshot } from "./connec
 export type {
   Authenticator,
   AuthInfo,
+  CloseOptions,
+  ConnectionInfo,
   ConnectionOptions,
   Handler,
   HandlerResult,
@@ -228,6 +230,14 @@ export {
   memoryIdempotencyStore,
   principalScope,
 } from "./router/idempotency.ts";
+export {
+  type RateLimiter,
+  type RateLimitOptions,
+  type RateLimitRule,
+  type RateLimitStats,
+  type RateLimits,
+  rateLimit,
+} from "./router/rate-limit.ts";
 export { Router } from "./router/router.ts";
 export type { CallContext, Middleware, StreamRoute } from "./router/types.ts";
 export {
@@ -241,6 +251,9 @@ export {
   type Runtime,
   type RuntimeParts,
 } from "./runtime/runtime.ts";
+export type { AdaptiveLimitOptions } from "./server/admission.ts";
+export type { BroadcastFailure, BroadcastOptions, BroadcastResult } from "./server/broadcast.ts";
+export type { ServerEvent, ServerEventOptions, ServerEventStream } from "./server/events.ts";
 export {
   type MemoryUsage,
   Server,

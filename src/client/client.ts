@@ -255,8 +255,12 @@ export class Client {
    * the smallest XOR distance of SHA-256 digests. A node that fails (cannot
    * connect, connection lost) is skipped for its breaker's cooldown and the
    * call goes to the next; after the cooldown one call probes it
-   * (half-open). An error of the call itself (the handler's, a bad route)
-   * is returned as is. ERR_NO_ROUTE when the route has no nodes.
+   * (half-open). A node whose rate limit refused the call
+   * (ERR_RATE_LIMITED: its handler did not run) is not a failure: the call
+   * goes to the next node, and when no node answered and one refused it,
+   * the caller gets the last refusal with its `retryAfterMs`. An error of
+   * the call itself (the handler's, a bad route) is returned as is.
+   * ERR_NO_ROUTE when the route has no nodes.
    */
   async requestClosest(route: string, payload: Payload, options: ClosestOptions = {}): Promise<Uint8Array> {
     const list = this.routes.get(route);
@@ -276,6 +280,7 @@ export class Client {
     });
     const queue = usable.length !== 0 ? usable : order;
     let last: PointSubError | undefined;
+    let limited: PointSubError | undefined;
     while (queue.length !== 0) {
       const batch = queue.splice(0, fanout);
       try {
@@ -286,10 +291,12 @@ export class Client {
           err instanceof AggregateError
             ? toPointSubError(err.errors[err.errors.length - 1], "ERR_CONNECT")
             : toPointSubError(err, "ERR_CONNECT");
-        if (!NODE_FAILURES.has(e.code)) throw e;
-        last = e;
+        if (e.code === "ERR_RATE_LIMITED") limited = e;
+        else if (!NODE_FAILURES.has(e.code)) throw e;
+        else last = e;
       }
     }
+    if (limited !== undefined) throw limited;
     throw new PointSubError("ERR_CONNECT", `every node of ${route} failed`, { cause: last });
   }
 

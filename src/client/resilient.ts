@@ -4,7 +4,8 @@
  * reconnection with exponential backoff and full jitter, an explicit
  * offline policy for calls made while not connected, and retries of
  * requests lost with a dropped connection — only under an idempotency key
- * the server deduplicates, so a handler never runs twice.
+ * the server deduplicates, so a handler never runs twice — and of requests
+ * a rate limit refused before their handler ran (after its `retryAfterMs`).
  */
 import { EventEmitter } from "eventemitter3";
 import type { Connection } from "../connection/connection.ts";
@@ -61,6 +62,13 @@ export interface ResilientOptions extends ConnectOptions {
    * or `retry: true` (a key is generated) — and only to a server that
    * understands keys; the server must deduplicate them (its idempotency
    * middleware) for a handler never to run twice. Default 2.
+   *
+   * A request the server refused with ERR_RATE_LIMITED (its handler did
+   * not run, so any request may repeat) is retried up to as many times,
+   * counted apart, after `max(retryAfterMs, backoff)` (the reconnection
+   * backoff, full jitter) — unless that would pass the request's overall
+   * deadline: then, as with `retries: 0`, the caller gets the
+   * ERR_RATE_LIMITED error with its `retryAfterMs`.
    */
   retries?: number;
 }
@@ -220,7 +228,7 @@ export class ResilientConnection extends EventEmitter<ResilientEvents> {
     const retry = options.retry === true || options.idempotencyKey !== undefined;
     const { retry: _, ...rest } = options;
     const key = options.idempotencyKey ?? (retry ? randomKey() : undefined);
-    return this.attempt(route, payload, { ...rest, idempotencyKey: key }, deadline, retry ? 0 : this.retries);
+    return this.attempt(route, payload, { ...rest, idempotencyKey: key }, deadline, retry ? 0 : this.retries, 0);
   }
 
   private async attempt(
@@ -229,12 +237,13 @@ export class ResilientConnection extends EventEmitter<ResilientEvents> {
     options: RequestOptions,
     deadline: number,
     tries: number,
+    limited: number,
   ): Promise<Uint8Array> {
     let c = this.connection;
     if (c === undefined) {
       await this.hold(size(payload), noop);
       c = this.connection;
-      if (c === undefined) return this.attempt(route, payload, options, deadline, tries);
+      if (c === undefined) return this.attempt(route, payload, options, deadline, tries, limited);
     }
     const left = deadline === Number.POSITIVE_INFINITY ? 0 : deadline - Date.now();
     if (deadline !== Number.POSITIVE_INFINITY && left <= 0) {
@@ -245,9 +254,27 @@ export class ResilientConnection extends EventEmitter<ResilientEvents> {
       return await c.request(route, payload, { ...options, timeoutMs: left });
     } catch (err) {
       const e = toPointSubError(err, "ERR_CONNECTION_CLOSED");
+      if (e.code === "ERR_RATE_LIMITED") {
+        await this.rateLimited(e, deadline, limited);
+        return this.attempt(route, payload, options, deadline, tries, limited + 1);
+      }
       if (!keyed || tries >= this.retries || !LOST.has(e.code) || this.state_ === "closed") throw e;
-      return this.attempt(route, payload, options, deadline, tries + 1);
+      return this.attempt(route, payload, options, deadline, tries + 1, limited);
     }
+  }
+
+  /**
+   * The server's rate limit refused a request (before its handler ran):
+   * waits `max(retryAfterMs, backoff)` for retry number `limited + 1`, or
+   * rethrows `e` when retries are used up or the wait would pass `deadline`.
+   */
+  private async rateLimited(e: PointSubError, deadline: number, limited: number): Promise<void> {
+    if (limited >= this.retries || this.state_ === "closed") throw e;
+    const ceiling = Math.min(this.maxDelayMs, this.initialDelayMs * 2 ** limited);
+    const wait = Math.max(e.retryAfterMs ?? 0, Math.random() * ceiling);
+    if (Date.now() + wait >= deadline) throw e;
+    await new Promise((resolve) => setTimeout(resolve, wait));
+    if ((this.state_ as ResilientState) === "closed") throw this.closedError();
   }
 
   /** Holds a call until connected, or rejects it per the offline policy. */

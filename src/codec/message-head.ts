@@ -107,23 +107,49 @@ export interface ErrorBody {
   errno: number;
   code: string;
   message: string;
+  /** Present when the sender said when to retry (ms from when it answered); absent in the short form. */
+  retryAfterMs?: number;
 }
 
-/** The head of an error response: status ERROR, errno (u16), varint+code, varint+message. */
-export function encodeErrorHead(errno: number, code: string, message: string): Uint8Array {
+/** Largest `retryAfterMs` sent (about 49 days); longer hints are cut to it. */
+export const MAX_RETRY_AFTER_MS = 0xffffffff;
+
+/**
+ * The head of an error response: status ERROR, errno (u16), varint+code,
+ * varint+message and, when `retryAfterMs` is given, a trailing varint of it
+ * (rounded up to whole ms, at most {@link MAX_RETRY_AFTER_MS}).
+ */
+export function encodeErrorHead(errno: number, code: string, message: string, retryAfterMs?: number): Uint8Array {
   const c = utf8.encode(code);
   const text = utf8.encode(message.slice(0, MAX_REASON_BYTES));
-  const head = new Uint8Array(1 + 2 + varintLength(c.length) + c.length + varintLength(text.length) + text.length);
+  const retry =
+    retryAfterMs === undefined || !(retryAfterMs >= 0) ? -1 : Math.min(Math.ceil(retryAfterMs), MAX_RETRY_AFTER_MS);
+  const head = new Uint8Array(
+    1 +
+      2 +
+      varintLength(c.length) +
+      c.length +
+      varintLength(text.length) +
+      text.length +
+      (retry < 0 ? 0 : varintLength(retry)),
+  );
   head[0] = Status.ERROR;
   let p = writeU16(head, 1, errno);
   p = writeVarint(head, p, c.length);
   head.set(c, p);
   p = writeVarint(head, p + c.length, text.length);
   head.set(text, p);
+  if (retry >= 0) writeVarint(head, p + text.length, retry);
   return head;
 }
 
-/** Decodes an error response's body (after the status byte) from `buf[p..end)`. */
+/**
+ * Decodes an error response's body (after the status byte) from
+ * `buf[p..end)`: both the short form and the one with a trailing
+ * `retryAfterMs` varint (at most 5 bytes, at most {@link MAX_RETRY_AFTER_MS}).
+ * Bytes after the fields it knows are ignored (room for later fields, as
+ * older decoders ignore `retryAfterMs`).
+ */
 export function decodeErrorBody(buf: Uint8Array, p: number, end: number): ErrorBody {
   if (p + 2 > end) throw PointSubError.fromPeer("ERR_PROTOCOL", "error response too short");
   const errno = readU16(buf, p);
@@ -139,5 +165,9 @@ export function decodeErrorBody(buf: Uint8Array, p: number, end: number): ErrorB
   };
   const code = readText();
   const message = readText();
-  return { errno, code, message };
+  if (p === end) return { errno, code, message };
+  if (readVarint(buf, p, end, 5, v) !== 1 || v.value > MAX_RETRY_AFTER_MS) {
+    throw PointSubError.fromPeer("ERR_PROTOCOL", "bad error response retryAfterMs");
+  }
+  return { errno, code, message, retryAfterMs: v.value };
 }

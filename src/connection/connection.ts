@@ -29,6 +29,7 @@ import type { Transfer } from "../stream/transfer.ts";
 import type { SendStreamOptions, StreamHandler, StreamSource } from "../stream/types.ts";
 import type { PeerCertificate, Transport } from "../transport/transport.ts";
 import { type Deferred, deferred } from "../util/deferred.ts";
+import type { Ticker } from "../util/ticker.ts";
 import { MemoryBudget } from "./budget.ts";
 import { Caller } from "./caller.ts";
 import { ConnectionDiagnostics } from "./diagnostics.ts";
@@ -47,7 +48,9 @@ import { Stats, type StatsSnapshot } from "./stats.ts";
 import { IncomingStreams } from "./stream-in.ts";
 import { OutgoingStreams } from "./stream-out.ts";
 import type {
+  CloseOptions,
   ConnectionEvents,
+  ConnectionInfo,
   ConnectionInit,
   ConnectionOptions,
   ConnectionState,
@@ -77,6 +80,8 @@ function portableRuntime(): Runtime {
 
 /** The router of a connection that has no routes or middleware of its own and no server. */
 const EMPTY_ROUTER = new Router();
+/** Ids of connections made without one (clients); a server numbers its sessions itself. */
+let nextConnectionId = 1;
 
 /**
  * A rejected promise that does not count as unhandled: `send` may be used
@@ -96,6 +101,10 @@ function handledRejection(err: unknown): Promise<never> {
  * server session.
  */
 export class Connection extends EventEmitter<ConnectionEvents> {
+  /** This connection's id: a server's session id (unique within that server), or a process-wide number on a client. */
+  readonly id: string;
+  /** When the transport was accepted or connected (`Date.now()`). */
+  readonly connectedAt: number;
   /** The transport's addresses. */
   readonly localUrl: string;
   readonly remoteUrl: string;
@@ -143,6 +152,9 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   private closePromise: Promise<void> | undefined;
   private handshakeTimer: ReturnType<typeof setTimeout> | undefined;
   private readonly housekeeper: Housekeeper;
+  /** A server's shared ticker for housekeeping (undefined: the housekeeper makes its own). */
+  private readonly ticker: Ticker | undefined;
+  private closeReason_ = "";
   private bytesIn = 0;
   private readonly pinger: Pinger;
 
@@ -150,6 +162,9 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   constructor(transport: Transport, options: ConnectionOptions, init: ConnectionInit) {
     super();
     this.transport = transport;
+    this.id = init.id ?? String(nextConnectionId++);
+    this.connectedAt = Date.now();
+    this.ticker = init.ticker;
     this.localUrl = transport.localUrl;
     this.remoteUrl = transport.remoteUrl;
     // A server checked its options once for all sessions.
@@ -203,6 +218,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       init.router ?? EMPTY_ROUTER,
       init.onMessage,
     );
+    this.dispatcher.readGate = this.readGate;
     this.inbound = new Inbound(
       this.link,
       this.outbox,
@@ -235,14 +251,24 @@ export class Connection extends EventEmitter<ConnectionEvents> {
         keepAliveMs: options.keepAliveMs ?? 30_000,
         slowPeerTimeoutMs: options.slowPeerTimeoutMs ?? 30_000,
         progressTimeoutMs: options.progressTimeoutMs ?? 60_000,
+        idleTimeoutMs: options.idleTimeoutMs ?? 0,
       },
       this.writer,
       transport,
       this.readGate,
       this.frames,
       this.pinger,
-      { isClosed, remoteUrl: this.remoteUrl, fail: (err) => this.fail(err) },
+      {
+        isClosed,
+        remoteUrl: this.remoteUrl,
+        fail: (err) => this.fail(err),
+        activity: () => this.stats_.activity(),
+        inUse: () => this.inUse,
+        idle: () => void this.close({ reason: "idle" }).catch(noop),
+      },
     );
+    // Nothing could arrive while held messages paused reading: progress counts from the resume.
+    this.readGate.onHeldResume = () => this.housekeeper.readingResumed();
     this.decoderImpl = new FrameDecoder(this.frames, local.maxFrameSize, runtime.checksums, runtime.allocBody);
     transport.attach({
       onData: (chunk) => this.onTransportData(chunk),
@@ -378,12 +404,30 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     }
     const tooLarge = this.checkSize(data.length);
     if (tooLarge !== undefined) return handledRejection(tooLarge);
+    return this.sendBytes(data, -1);
+  }
+
+  /**
+   * @internal A server's broadcast: sends `data`, whose CRC32C (`crc`, or
+   * -1) was computed once for every session. Returns undefined when it was
+   * written at once, the error when refused, a promise when queued.
+   */
+  sendShared(data: Uint8Array, crc: number): Promise<void> | PointSubError | undefined {
+    if (this.state_ !== "open") return this.unusableError();
+    const tooLarge = this.checkSize(data.length);
+    if (tooLarge !== undefined) return tooLarge;
+    const p = this.sendBytes(data, crc);
+    return p === RESOLVED ? undefined : p;
+  }
+
+  /** Sends a message whose size was checked. */
+  private sendBytes(data: Uint8Array, crc: number): Promise<void> {
     this.stats_.sent(data.length);
     const outbox = this.outbox;
     const id = outbox.allocId();
     if (data.length <= this.link.msgSingleMax) {
-      if (this.writer.trySendNow(FrameType.MSG, id, EMPTY, data)) return RESOLVED;
-      const q = outbox.enqueue(FrameType.MSG, id, EMPTY, data, true);
+      if (this.writer.trySendNow(FrameType.MSG, id, EMPTY, data, 0, crc)) return RESOLVED;
+      const q = outbox.enqueue(FrameType.MSG, id, EMPTY, data, true, crc);
       q.catch(noop);
       return q;
     }
@@ -404,6 +448,49 @@ export class Connection extends EventEmitter<ConnectionEvents> {
    */
   get writable(): boolean {
     return this.state_ === "open" && this.writer.writable && this.writer.pending === 0;
+  }
+
+  /**
+   * Bytes of messages, requests and responses queued for the peer and not
+   * yet handed to the transport (like `WebSocket.bufferedAmount`; streams
+   * are bounded by their own windows and not counted).
+   */
+  get bufferedAmount(): number {
+    return this.writer.queuedBytes;
+  }
+
+  /** What this connection is and has done (a server's `sessionsInfo()` lists these). */
+  info(): ConnectionInfo {
+    const url = this.remoteUrl;
+    const colon = url.indexOf(":");
+    return {
+      id: this.id,
+      transport: colon > 0 ? url.slice(0, colon) : "unknown",
+      localUrl: this.localUrl,
+      remoteUrl: url,
+      state: this.state_,
+      principal: this.principal_,
+      peerCertificate: this.peerCertificate,
+      connectedAt: this.connectedAt,
+      lastActivity: this.housekeeper.observe(),
+      bytesIn: this.bytesIn,
+      bytesOut: this.writer.bytesOut,
+      messagesIn: this.stats_.messagesReceived,
+      messagesOut: this.stats_.messagesSent,
+      requestsInFlight: this.caller.size + this.dispatcher.serving.size,
+      streamsOpen: (this.inStreams_?.size ?? 0) + (this.outStreams_?.size ?? 0),
+      bufferedAmount: this.writer.queuedBytes,
+      rtt: this.pinger.rtt,
+    };
+  }
+
+  /**
+   * Why the connection closed (or is closing): the reason given to
+   * `close()` (`"idle"` after idleTimeoutMs, `"server closing"`, …), the
+   * peer's GOAWAY reason, or the error code; `""` while open.
+   */
+  get closeReason(): string {
+    return this.closeReason_;
   }
 
   /** Resolves once everything queued was handed to the transport (or the connection closed). */
@@ -497,18 +584,30 @@ export class Connection extends EventEmitter<ConnectionEvents> {
    * Closes gracefully: announces GOAWAY, refuses new work, lets requests and
    * sends in flight finish (up to closeTimeoutMs), then ends the transport.
    */
-  close(): Promise<void> {
+  close(options: CloseOptions = {}): Promise<void> {
     if (this.closePromise !== undefined) return this.closePromise;
     if (this.state_ === "closed") return RESOLVED;
     const handshaking = this.handshake !== undefined && !this.handshake.helloReceived;
+    const reason = options.reason ?? "closing";
+    const timeoutMs = options.timeoutMs ?? this.closeTimeoutMs;
     this.state_ = "closing";
+    if (this.closeReason_ === "") this.closeReason_ = reason;
     // Nothing but HELLO goes out before the peer's HELLO: while the handshake
     // runs, GOAWAY waits for it (bounded by the handshake timeout).
-    if (!handshaking) this.outbox.sendGoAway(0, "closing");
-    this.closePromise = (
-      handshaking ? this.ready.then(() => this.outbox.sendGoAway(0, "closing"), noop) : RESOLVED
-    ).then(() => this.drainAndEnd());
+    if (!handshaking) this.outbox.sendGoAway(0, reason);
+    this.closePromise = (handshaking ? this.ready.then(() => this.outbox.sendGoAway(0, reason), noop) : RESOLVED).then(
+      () => this.drainAndEnd(timeoutMs),
+    );
     return this.closePromise;
+  }
+
+  /**
+   * Closes at once and tells the peer why: a GOAWAY with `error`'s errno
+   * and message goes out first (best effort), then everything in flight
+   * fails with `error`.
+   */
+  terminate(error: PointSubError): void {
+    this.fail(error);
   }
 
   /** Closes at once: everything in flight fails with ERR_CONNECTION_CLOSED (or `error`). */
@@ -600,7 +699,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.principal_ = this.handshake?.principal;
     this.handshake = undefined;
     this.frames.handshake = undefined;
-    this.housekeeper.start();
+    this.housekeeper.start(this.ticker);
     this.stats_.diag.opened();
     this.onOpenHook?.(this);
     this.emit("open");
@@ -619,18 +718,33 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     }
     this.peerGoAway = true;
     if (this.state_ === "open") {
-      this.emit("goaway");
+      this.closeReason_ = reason === "" ? "peer closing" : `peer: ${reason}`;
+      this.emit("goaway", reason);
       void this.close();
     }
   }
 
   // -------------------------------------------------------------- lifecycle
 
+  /** Calls, messages or streams in flight in either direction (never idle then). */
+  private get inUse(): boolean {
+    return (
+      this.caller.size !== 0 ||
+      this.dispatcher.serving.size !== 0 ||
+      this.writer.pending !== 0 ||
+      this.inbound.size !== 0 ||
+      (this.inStreams_?.size ?? 0) !== 0 ||
+      (this.outStreams_?.size ?? 0) !== 0
+    );
+  }
+
   /** Work still in flight in either direction (a graceful close waits for it). */
   private get busy(): boolean {
     return (
       this.caller.size !== 0 ||
       this.dispatcher.serving.size !== 0 ||
+      // The peer's messages middleware still holds (e.g. waiting for rate-limit tokens).
+      this.dispatcher.heldMessages !== 0 ||
       this.writer.pending !== 0 ||
       // The peer's messages and requests whose bodies are still arriving
       // are in flight too (a request counts from its START).
@@ -643,8 +757,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     );
   }
 
-  private async drainAndEnd(): Promise<void> {
-    const deadline = Date.now() + this.closeTimeoutMs;
+  private async drainAndEnd(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
     while (this.state_ !== "closed" && Date.now() < deadline && this.busy) {
       await new Promise((r) => setTimeout(r, 5));
     }
@@ -683,6 +797,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.state_ = "closed";
     this.frames.closed = true;
     this.closeError = error;
+    if (this.closeReason_ === "") this.closeReason_ = error === undefined ? "closed" : error.code;
     clearTimeout(this.handshakeTimer);
     this.housekeeper.stop();
     const failure = error ?? new PointSubError("ERR_CONNECTION_CLOSED", "connection closed");

@@ -2,6 +2,15 @@
  * Hands the peer's complete requests and one-way messages to the
  * application through the router (routes and middleware), and sends the
  * answers: a response, or an error response (docs/PROTOCOL.md §3.4, §3.5).
+ *
+ * Held messages (the seam that lets middleware slow a peer by
+ * backpressure): a one-way message whose middleware chain did not reach
+ * the application synchronously — a middleware awaited before `next()`,
+ * e.g. `rateLimit()` waiting for tokens — is held until its chain settles.
+ * While a connection holds more than {@link HOLD_MAX_MESSAGES} messages or
+ * {@link HOLD_MAX_BYTES} bytes, it stops reading from that peer
+ * (`ReadGate.holdMessages`), so the peer's sends queue in its TCP window
+ * instead of in this side's memory; reading resumes below half of both.
  */
 import { FrameType } from "../codec/frame.ts";
 import { encodeErrorHead, OK_HEAD } from "../codec/message-head.ts";
@@ -15,6 +24,7 @@ import { ServerCall } from "./calls.ts";
 import type { Connection } from "./connection.ts";
 import type { Link } from "./link.ts";
 import type { Outbox } from "./outbox.ts";
+import type { ReadGate } from "./read-gate.ts";
 import type { Stats } from "./stats.ts";
 import type { HandlerResult, Message, Payload } from "./types.ts";
 
@@ -23,6 +33,10 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 /** Never aborted: one-way messages cannot be cancelled. */
 const NEVER: AbortSignal = new AbortController().signal;
+/** Held messages of one connection beyond which reading from its peer pauses. */
+export const HOLD_MAX_MESSAGES = 64;
+/** Held message bytes of one connection beyond which reading from its peer pauses. */
+export const HOLD_MAX_BYTES = 1024 * 1024;
 
 /** Bytes or text as bytes; ERR_INVALID_ARGUMENT for anything else. */
 export function toBytes(payload: Payload, what: string): Uint8Array {
@@ -51,6 +65,8 @@ class MessageContext implements CallContext {
   readonly session: Connection;
   readonly data: Uint8Array;
   readonly message: IncomingMessage;
+  /** The chain reached the application (set by the endpoint). */
+  delivered = false;
   private state_: Record<string, unknown> | undefined;
   constructor(session: Connection, message: IncomingMessage) {
     this.session = session;
@@ -89,6 +105,11 @@ export class Dispatcher {
   router: Router;
   private readonly onMessage: MessageHook | undefined;
   private endpoints_: Endpoints | undefined;
+  /** Set by the connection: pauses reading while too many messages are held. */
+  readGate: ReadGate | undefined;
+  /** One-way messages middleware holds now (see the file's comment), and their bytes. */
+  heldMessages = 0;
+  heldBytes = 0;
 
   constructor(
     link: Link,
@@ -114,16 +135,39 @@ export class Dispatcher {
     const router = this.router;
     if (router.hasMiddleware) {
       const ctx = new MessageContext(this.session, msg);
-      router.run(ctx, this.endpoints().message).catch((err: unknown) => {
-        // Refused by a middleware: dropped, and counted.
-        this.stats.error(err instanceof PointSubError ? err.code : "ERR_HANDLER");
-      });
+      const done = router.run(ctx, this.endpoints().message);
+      if (ctx.delivered) done.then(undefined, this.messageRefused);
+      else this.hold(done, data.length);
       return;
     }
     this.emit(msg);
   }
 
+  /** A middleware refused (threw for) a message: dropped, and counted. */
+  private readonly messageRefused = (err: unknown): void => {
+    this.stats.error(err instanceof PointSubError ? err.code : "ERR_HANDLER");
+  };
+
+  /** A message's chain is still running: held until it settles; reading pauses over the bound. */
+  private hold(done: Promise<HandlerResult>, bytes: number): void {
+    this.heldMessages++;
+    this.heldBytes += bytes;
+    if (this.heldMessages > HOLD_MAX_MESSAGES || this.heldBytes > HOLD_MAX_BYTES) this.readGate?.holdMessages(true);
+    const release = (): void => {
+      this.heldMessages--;
+      this.heldBytes -= bytes;
+      if (this.heldMessages <= HOLD_MAX_MESSAGES >>> 1 && this.heldBytes <= HOLD_MAX_BYTES >>> 1) {
+        this.readGate?.holdMessages(false);
+      }
+    };
+    done.then(release, (err: unknown) => {
+      release();
+      this.messageRefused(err);
+    });
+  }
+
   private emitFromContext(ctx: CallContext): undefined {
+    (ctx as MessageContext).delivered = true;
     this.emit((ctx as MessageContext).message);
     return undefined;
   }
@@ -229,7 +273,7 @@ export class Dispatcher {
             );
       this.serving.delete(call.id);
       this.ended(call, e.code, 0); // diagnostics
-      this.respondError(call.id, e.code, e.message);
+      this.respondError(call.id, e.code, e.message, e.retryAfterMs);
       return;
     }
     let data: Uint8Array;
@@ -288,10 +332,10 @@ export class Dispatcher {
     return handler(call, call);
   }
 
-  /** Answers call `id` with an error response. */
-  respondError(id: number, errCode: ErrorCode, message: string): void {
+  /** Answers call `id` with an error response (with its retry-after hint when there is one, §3.5). */
+  respondError(id: number, errCode: ErrorCode, message: string, retryAfterMs?: number): void {
     this.stats.error(errCode);
-    const head = encodeErrorHead(codeInfo(errCode).errno, errCode, message);
+    const head = encodeErrorHead(codeInfo(errCode).errno, errCode, message, retryAfterMs);
     // The request stays open (counted against maxConcurrentRequests) until
     // its answer is handed to the transport: a peer that does not read can
     // make this side hold at most that many answers.

@@ -3,10 +3,14 @@
  * (a peer silent for two intervals after a ping is dead), releasing idle
  * buffers, closing a connection whose peer stopped taking what it is sent
  * (slowPeerTimeoutMs), and cancelling messages and streams that stalled
- * (progressTimeoutMs). Its period is half the shortest of those times.
+ * (progressTimeoutMs), and closing a connection left idle (idleTimeoutMs).
+ * Its period is a fraction of the shortest of those times
+ * ({@link housekeepingPeriod}); a server's sessions share one {@link Ticker}
+ * instead of an interval each.
  */
 import { PointSubError } from "../errors/error.ts";
 import type { Transport } from "../transport/transport.ts";
+import { type Tickable, Ticker } from "../util/ticker.ts";
 import type { FrameRouter } from "./frames.ts";
 import type { Pinger } from "./pinger.ts";
 import type { ReadGate } from "./read-gate.ts";
@@ -18,26 +22,51 @@ export interface HousekeepingHost {
   readonly remoteUrl: string;
   /** Closes with a fatal error. */
   fail(err: PointSubError): void;
+  /** A number that changes whenever application data moves (messages, requests, streams). */
+  activity(): number;
+  /** Whether calls, messages or streams are in flight (never idle then). */
+  inUse(): boolean;
+  /** Closes gracefully because nothing happened for `ms`. */
+  idle(ms: number): void;
 }
 
 export interface HousekeepingTimes {
   keepAliveMs: number;
   slowPeerTimeoutMs: number;
   progressTimeoutMs: number;
+  idleTimeoutMs: number;
+}
+
+/**
+ * How often housekeeping must run for `times`: half the keepalive interval,
+ * a quarter of the other timeouts (0 disables each); Infinity when none is on.
+ */
+export function housekeepingPeriod(times: HousekeepingTimes): number {
+  let period = Number.POSITIVE_INFINITY;
+  if (times.keepAliveMs > 0) period = times.keepAliveMs >>> 1;
+  for (const t of [times.slowPeerTimeoutMs, times.progressTimeoutMs, times.idleTimeoutMs]) {
+    if (t > 0) period = Math.min(period, t >>> 2);
+  }
+  return period === Number.POSITIVE_INFINITY ? period : Math.max(10, period);
 }
 
 const noop = () => {};
 
-export class Housekeeper {
+export class Housekeeper implements Tickable {
   /** When input last arrived. */
   lastInput = Date.now();
   /** When output was last handed to the transport. */
   lastOutput = Date.now();
   /** Progress is measured from no earlier than this (reading was paused before it). */
   progressFloor = 0;
+  /** When application data last moved, as far as the last check could tell. */
+  lastActivity = Date.now();
+  private activitySeen = -1;
   private pingAt = 0;
-  private timer: ReturnType<typeof setInterval> | undefined;
+  /** The shared ticker this runs on, or its own one. */
+  private ticker: Ticker | undefined;
   private readonly keepAliveMs: number;
+  private readonly idleTimeoutMs: number;
   private readonly slowPeerTimeoutMs: number;
   private readonly progressTimeoutMs: number;
   private readonly writer: FrameWriter;
@@ -61,29 +90,42 @@ export class Housekeeper {
     this.keepAliveMs = times.keepAliveMs;
     this.slowPeerTimeoutMs = times.slowPeerTimeoutMs;
     this.progressTimeoutMs = times.progressTimeoutMs;
+    this.idleTimeoutMs = times.idleTimeoutMs;
     this.writer = writer;
     this.transport = transport;
     this.gate = gate;
     this.host = host;
   }
 
-  /** Starts the interval (once the connection is open). */
-  start(): void {
-    const ms = this.keepAliveMs;
-    const slow = this.slowPeerTimeoutMs;
-    const progress = this.progressTimeoutMs;
-    let period = Number.POSITIVE_INFINITY;
-    if (ms > 0) period = ms >>> 1;
-    if (slow > 0) period = Math.min(period, slow >>> 2);
-    if (progress > 0) period = Math.min(period, progress >>> 2);
+  /**
+   * Starts ticking (once the connection is open): on `shared` (a server's
+   * ticker, whose period suits these times) or on a ticker of its own.
+   */
+  start(shared?: Ticker): void {
+    const period = housekeepingPeriod({
+      keepAliveMs: this.keepAliveMs,
+      slowPeerTimeoutMs: this.slowPeerTimeoutMs,
+      progressTimeoutMs: this.progressTimeoutMs,
+      idleTimeoutMs: this.idleTimeoutMs,
+    });
     if (period === Number.POSITIVE_INFINITY) return;
-    this.timer = setInterval(() => this.tick(), Math.max(10, period));
-    (this.timer as { unref?: () => void }).unref?.();
+    this.ticker = shared ?? new Ticker(period);
+    this.ticker.add(this);
   }
 
   stop(): void {
-    if (this.timer !== undefined) clearInterval(this.timer);
-    this.timer = undefined;
+    this.ticker?.delete(this);
+    this.ticker = undefined;
+  }
+
+  /** Brings {@link lastActivity} up to date (to the nearest input or output). */
+  observe(): number {
+    const a = this.host.activity();
+    if (a !== this.activitySeen) {
+      this.activitySeen = a;
+      this.lastActivity = Math.max(this.lastActivity, this.lastInput, this.lastOutput);
+    }
+    return this.lastActivity;
   }
 
   /** Reading resumed after the peer drained: nothing could arrive meanwhile, so progress counts from now. */
@@ -92,8 +134,7 @@ export class Housekeeper {
     this.progressFloor = this.lastInput;
   }
 
-  private tick(): void {
-    const now = Date.now();
+  tick(now: number): void {
     const ms = this.keepAliveMs;
     const slow = this.slowPeerTimeoutMs;
     const pt = this.progressTimeoutMs;
@@ -108,7 +149,7 @@ export class Housekeeper {
       );
       return;
     }
-    if (pt > 0 && !this.gate.slowPaused) {
+    if (pt > 0 && !this.gate.paused) {
       // The peer's unfinished messages and streams, and this side's streams waiting for credit.
       const f = this.frames;
       const floor = this.progressFloor;
@@ -117,8 +158,16 @@ export class Housekeeper {
       f.outStreamsIfAny?.checkProgress(now, pt, floor);
       if (host.isClosed()) return;
     }
+    const idleMs = this.idleTimeoutMs;
+    if (idleMs > 0) {
+      if (host.inUse()) this.lastActivity = now;
+      else if (now - this.observe() >= idleMs) {
+        host.idle(now - this.lastActivity);
+        return;
+      }
+    }
     // While reading is paused nothing can arrive: the slow-peer timeout rules.
-    if (ms <= 0 || this.gate.slowPaused) return;
+    if (ms <= 0 || this.gate.paused) return;
     const idle = now - this.lastInput;
     if (now - this.lastOutput >= ms) this.writer.trim();
     // No input for a tick: let the transport drop its bulk read buffer.

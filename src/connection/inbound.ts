@@ -196,7 +196,11 @@ export class Inbound {
         if (!single) throw PointSubError.fromPeer("ERR_PROTOCOL", "error response must be one frame");
         const body = decodeErrorBody(buf, p, end);
         // errno is authoritative for known codes; the code string is informative.
-        const err = PointSubError.fromPeer(codeForErrno(body.errno) ?? "ERR_HANDLER", body.message);
+        const err = PointSubError.fromPeer(
+          codeForErrno(body.errno) ?? "ERR_HANDLER",
+          body.message,
+          body.retryAfterMs === undefined ? undefined : { retryAfterMs: body.retryAfterMs },
+        );
         this.caller.finishCall(call);
         this.caller.settle(call, undefined, err);
         return;

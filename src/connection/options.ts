@@ -21,12 +21,14 @@ const schema = v.object({
   maxMessageSize: count,
   // A server's option (clients have none): checked here so that every option fails the same way.
   maxConnections: count,
+  maxConnectionsPerAddress: count,
   requestTimeoutMs: ms,
   handshakeTimeoutMs: ms,
   closeTimeoutMs: ms,
   keepAliveMs: ms,
   slowPeerTimeoutMs: ms,
   progressTimeoutMs: ms,
+  idleTimeoutMs: ms,
   slowPeerBytes: bytes,
   memoryBudget: bytes,
   requestBytesPerSecond: v.optional(

@@ -68,6 +68,7 @@ export class Outbox {
     resolve: (() => void) | undefined,
     reject: ((e: PointSubError) => void) | undefined,
     startFlags = 0,
+    crc = -1,
   ): OutMessage {
     const p = this.link.peer;
     return {
@@ -81,15 +82,16 @@ export class Outbox {
       chunk: frameLimit(p, chunkSizeFor(data.length)),
       single,
       startFlags,
+      crc,
       resolve,
       reject,
     };
   }
 
   /** Queues a message; the promise settles when its last byte is handed to the transport. */
-  enqueue(type: number, id: number, head: Uint8Array, data: Uint8Array, single: boolean): Promise<void> {
+  enqueue(type: number, id: number, head: Uint8Array, data: Uint8Array, single: boolean, crc = -1): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      this.writer.enqueue(this.outMessage(type, id, head, data, single, resolve, reject));
+      this.writer.enqueue(this.outMessage(type, id, head, data, single, resolve, reject, 0, crc));
     });
   }
 

@@ -2,7 +2,9 @@
  * When the engine reads its transport (the receive side of backpressure):
  * it yields for an event-loop turn once one peer's input took a few
  * milliseconds of work (fairness between peers and timers), and stops
- * reading a peer that does not read what it is owed (the slow-peer bound).
+ * reading a peer that does not read what it is owed (the slow-peer bound),
+ * and while middleware holds too many of the peer's one-way messages
+ * (`dispatch.ts`: a rate limit slowing a flood by backpressure).
  */
 import type { Transport } from "../transport/transport.ts";
 import { nextTurn } from "../util/next-turn.ts";
@@ -14,6 +16,10 @@ const YIELD_MS = 4;
 export class ReadGate {
   /** Reading is paused because the peer does not read what it is owed. */
   slowPaused = false;
+  /** Reading is paused because middleware holds too many of the peer's messages. */
+  heldPaused = false;
+  /** Called when reading resumes after a held pause (set by the connection: progress counts from then). */
+  onHeldResume: (() => void) | undefined;
   /** Reading is paused until the next event-loop turn. */
   private yielding = false;
   /** Milliseconds spent decoding this peer's input since reading last yielded. */
@@ -48,16 +54,33 @@ export class ReadGate {
     }
   }
 
+  /** Reading is paused for any reason but a yield: nothing arrives from the peer meanwhile. */
+  get paused(): boolean {
+    return this.slowPaused || this.heldPaused;
+  }
+
   private readonly endYield = (): void => {
     this.yielding = false;
-    if (!this.slowPaused && !this.isClosed()) this.transport.resume();
+    if (!this.slowPaused && !this.heldPaused && !this.isClosed()) this.transport.resume();
   };
 
   /** The transport drained. Returns true when reading resumed after a slow-peer pause. */
   onDrain(): boolean {
     if (!this.slowPaused || !this.writer.writable) return false;
     this.slowPaused = false;
-    if (!this.yielding) this.transport.resume();
+    if (!this.yielding && !this.heldPaused) this.transport.resume();
     return true;
+  }
+
+  /** Stops (`true`) or restarts (`false`) reading for messages held by middleware. */
+  holdMessages(on: boolean): void {
+    if (on === this.heldPaused || this.isClosed()) return;
+    this.heldPaused = on;
+    if (on) {
+      this.transport.pause();
+      return;
+    }
+    if (!this.yielding && !this.slowPaused) this.transport.resume();
+    this.onHeldResume?.();
   }
 }

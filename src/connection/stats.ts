@@ -101,6 +101,23 @@ export class Stats {
     if (this.messageCh.hasSubscribers) this.diag.publishMessage("in", size);
   }
 
+  /** Messages (one-way, requests and responses) sent so far. */
+  get messagesSent(): number {
+    const c = this.counts;
+    return c[0] + c[1] + c[2] + c[3] + c[4];
+  }
+
+  /** Messages received so far. */
+  get messagesReceived(): number {
+    const c = this.counts;
+    return c[10] + c[11] + c[12] + c[13] + c[14];
+  }
+
+  /** Changes whenever application data moves either way (messages, stream bytes): idle detection. */
+  activity(): number {
+    return this.messagesSent + this.messagesReceived + this.streams.bytesSent + this.streams.bytesReceived;
+  }
+
   error(code: ErrorCode): void {
     this.errors.set(code, (this.errors.get(code) ?? 0) + 1);
     if (this.errorCh.hasSubscribers) this.diag.publishError(code);

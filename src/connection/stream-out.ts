@@ -241,6 +241,7 @@ export class OutgoingStreams {
       credit: p.streamWindow,
       chunk,
       single: false,
+      crc: -1,
       resolve: undefined,
       reject: (e) => out.stop(e),
       items: out.items,

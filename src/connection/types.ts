@@ -3,6 +3,7 @@ import type { PointSubError } from "../errors/error.ts";
 import type { Router } from "../router/router.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import type { PeerCertificate } from "../transport/transport.ts";
+import type { Ticker } from "../util/ticker.ts";
 import type { MemoryBudget } from "./budget.ts";
 import type { Connection } from "./connection.ts";
 
@@ -152,6 +153,15 @@ export interface ConnectionOptions {
    */
   progressTimeoutMs?: number;
   /**
+   * Close gracefully (GOAWAY with reason "idle") once no message, request,
+   * response or stream data moved either way for this long and nothing is
+   * in flight; keepalive pings do not count as activity. A server session
+   * then emits `sessionClose` with reason `"idle"`. Checked on the
+   * housekeeping tick, so it fires up to a quarter of it late. Default 0
+   * (never).
+   */
+  idleTimeoutMs?: number;
+  /**
    * Most bytes the peer may make this side hold at once: unfinished
    * messages (declared size + 1 KiB each), request bodies while their
    * handler runs, stream data not yet read. Work beyond it is refused with
@@ -169,10 +179,57 @@ export interface ConnectionEvents {
   open: [];
   /** A one-way message from the peer. */
   message: [msg: Message];
-  /** The peer announced a graceful close (GOAWAY); new work is refused from now on. */
-  goaway: [];
+  /** The peer announced a graceful close (GOAWAY, with its reason); new work is refused from now on. */
+  goaway: [reason: string];
   /** The connection is closed; `error` says why when it was not a clean close. */
   close: [error: PointSubError | undefined];
+}
+
+/**
+ * What a connection is and has done, as {@link Connection.info} and a
+ * server's `sessionsInfo()` report it. Times are `Date.now()` milliseconds.
+ */
+export interface ConnectionInfo {
+  /** The connection's id (a server's session id, unique within that server). */
+  readonly id: string;
+  /** The transport's scheme: `"tcp"`, `"tls"`, `"unix"`, `"memory"`, … */
+  readonly transport: string;
+  readonly localUrl: string;
+  readonly remoteUrl: string;
+  readonly state: ConnectionState;
+  /** What the server's `authenticate` hook returned (undefined without one). */
+  readonly principal: unknown;
+  /** The certificate the peer presented over TLS, if any. */
+  readonly peerCertificate: PeerCertificate | undefined;
+  /** When the transport was accepted or connected. */
+  readonly connectedAt: number;
+  /**
+   * When application data (messages, requests, responses, stream data) last
+   * moved, to the nearest input or output; pings do not count.
+   */
+  readonly lastActivity: number;
+  /** Wire bytes, headers and checksums included. */
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+  /** Messages, requests and responses, each counted once. */
+  readonly messagesIn: number;
+  readonly messagesOut: number;
+  /** Requests in flight in either direction. */
+  readonly requestsInFlight: number;
+  /** Streams (transfers) open in either direction. */
+  readonly streamsOpen: number;
+  /** Bytes queued for the peer and not yet handed to the transport ({@link Connection.bufferedAmount}). */
+  readonly bufferedAmount: number;
+  /** Smoothed round-trip time in ms, once measured. */
+  readonly rtt: number | undefined;
+}
+
+/** Options of {@link Connection.close}. */
+export interface CloseOptions {
+  /** Sent to the peer in the GOAWAY and reported as the close reason. Default `"closing"`. */
+  reason?: string;
+  /** How long work in flight may take before the connection closes hard. Default `closeTimeoutMs`. */
+  timeoutMs?: number;
 }
 
 /** Connection lifecycle states. */
@@ -196,6 +253,10 @@ export interface ConnectionInit {
   budget?: MemoryBudget;
   /** A server's check of each client's credentials (its local settings then carry the AUTH feature). */
   authenticate?: Authenticator;
+  /** The ticker of a server's sessions (default: one per connection). */
+  ticker?: Ticker;
+  /** This connection's id (a server numbers its sessions; default: a process-wide counter). */
+  id?: string;
   /** Test hook: first stream id to allocate. */
   firstStreamId?: number;
   /** Codecs, CRC32C, allocator and memory default (default: a portable runtime without codecs). */

@@ -43,6 +43,8 @@ export interface OutMessage {
   single: boolean;
   /** Extra flags of the START frame (REQ: KEYED); 0 or absent for none. */
   startFlags?: number;
+  /** Single-frame: CRC32C of `data` computed once by the sender (a broadcast), or -1. */
+  crc: number;
   resolve: (() => void) | undefined;
   reject: ((err: PointSubError) => void) | undefined;
   /**
@@ -93,6 +95,8 @@ export class FrameWriter {
    * further.
    */
   answerQueued = 0;
+  /** Bytes of queued messages (not streams) not yet encoded: what `Connection.bufferedAmount` reports. */
+  queuedBytes = 0;
   /** Bytes of control frames written since the transport last asked to wait (reset on drain). */
   controlBacklog = 0;
   /**
@@ -175,13 +179,13 @@ export class FrameWriter {
    * Tries to write a single-frame message right away. Returns false when it
    * must be queued (not writable, credit short, or others waiting).
    */
-  trySendNow(type: number, id: number, head: Uint8Array, data: Uint8Array, startFlags = 0): boolean {
+  trySendNow(type: number, id: number, head: Uint8Array, data: Uint8Array, startFlags = 0, dataCrc = -1): boolean {
     const len = head.length + data.length;
     if (!this.writable || this.pumping || this.singles.length !== 0 || this.connCredit < len || this.closed) {
       return false;
     }
     this.connCredit -= len;
-    this.encode(type, Flag.START | Flag.END | startFlags, id, -1, head, data, 0, data.length);
+    this.encode(type, Flag.START | Flag.END | startFlags, id, -1, head, data, 0, data.length, dataCrc);
     if (this.batched() >= FLUSH_BYTES) this.flush();
     else this.scheduleFlush();
     return true;
@@ -190,6 +194,7 @@ export class FrameWriter {
   /** Queues a message; it resolves when its last frame is handed to the transport. */
   enqueue(m: OutMessage): void {
     if (m.type === FrameType.RES) this.answerQueued += m.head.length + m.data.length;
+    if (m.items === undefined) this.queuedBytes += m.head.length + m.data.length;
     if (m.single) this.singles.push(m);
     else this.bulk.push(m);
     this.pump();
@@ -263,7 +268,9 @@ export class FrameWriter {
 
   /** A queued message leaves without being sent: it no longer counts as owed. */
   private unqueue(m: OutMessage): void {
-    if (m.type === FrameType.RES) this.answerQueued -= (m.started ? 0 : m.head.length) + m.data.length - m.offset;
+    const owed = (m.started ? 0 : m.head.length) + m.data.length - m.offset;
+    if (m.type === FrameType.RES) this.answerQueued -= owed;
+    if (m.items === undefined) this.queuedBytes -= owed;
   }
 
   /** Fails everything queued and stops writing. */
@@ -271,6 +278,7 @@ export class FrameWriter {
     if (this.closed) return;
     this.closed = true;
     this.answerQueued = 0;
+    this.queuedBytes = 0;
     this.releases = NO_CALLBACKS;
     for (const m of this.singles.drain()) m.reject?.(err);
     const bulk = this.bulk;
@@ -350,7 +358,18 @@ export class FrameWriter {
         this.singles.shift();
         this.connCredit -= len;
         if (m.type === FrameType.RES) this.answerQueued -= len;
-        this.encode(m.type, Flag.START | Flag.END | (m.startFlags ?? 0), m.id, -1, m.head, m.data, 0, m.data.length);
+        this.queuedBytes -= len;
+        this.encode(
+          m.type,
+          Flag.START | Flag.END | (m.startFlags ?? 0),
+          m.id,
+          -1,
+          m.head,
+          m.data,
+          0,
+          m.data.length,
+          m.crc,
+        );
         progressed = true;
         m.resolve?.();
         if (this.batched() >= FLUSH_BYTES) {
@@ -399,7 +418,9 @@ export class FrameWriter {
         this.assemblyOpen += total;
         this.chunkedOpen++;
       }
-      if (m.type === FrameType.RES) this.answerQueued -= dataBytes + (m.started ? 0 : m.head.length);
+      const encoded = dataBytes + (m.started ? 0 : m.head.length);
+      if (m.type === FrameType.RES) this.answerQueued -= encoded;
+      this.queuedBytes -= encoded;
       m.started = true;
       m.offset = end;
       m.credit -= size;

@@ -90,6 +90,13 @@ const table = {
     retryable: true,
     suggestion: "Every pooled connection slot is busy; raise pool.maxTotal or acquireTimeoutMs, or send less at once.",
   },
+  ERR_RATE_LIMITED: {
+    errno: 2007,
+    severity: "warning",
+    retryable: true,
+    suggestion:
+      "The receiver's rate limit refused the request before its handler ran; retry after retryAfterMs (the resilient client does).",
+  },
   // 3xxx protocol
   ERR_PROTOCOL: {
     errno: 3001,
@@ -187,6 +194,12 @@ const table = {
     severity: "error",
     retryable: false,
     suggestion: "The receiver already has a file of that name; choose another name or let the server overwrite.",
+  },
+  ERR_NOT_FOUND: {
+    errno: 4013,
+    severity: "warning",
+    retryable: false,
+    suggestion: "No such session (or it closed); list the open ones with sessionsInfo().",
   },
 } as const satisfies Record<string, ErrorCodeInfo>;
 

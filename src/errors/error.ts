@@ -8,6 +8,8 @@ export interface PointSubErrorOptions {
   cause?: unknown;
   /** Overrides the default suggestion of the code. */
   suggestion?: string;
+  /** When trying again may succeed, in ms from now (see {@link PointSubError.retryAfterMs}). */
+  retryAfterMs?: number;
 }
 
 /**
@@ -27,6 +29,12 @@ export class PointSubError extends Error {
   readonly retryable: boolean;
   /** A sentence a user can act on. */
   readonly suggestion: string;
+  /**
+   * When the sender knows it: wait at least this many ms before trying
+   * again (ERR_RATE_LIMITED carries it, and it crosses the wire in the
+   * error response, docs/PROTOCOL.md §3.5). Absent otherwise.
+   */
+  declare readonly retryAfterMs?: number;
 
   constructor(code: ErrorCode, message: string, options: PointSubErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -37,6 +45,8 @@ export class PointSubError extends Error {
     this.severity = info.severity;
     this.retryable = info.retryable;
     this.suggestion = options.suggestion ?? info.suggestion;
+    // Set only when known: errors without it show no empty field.
+    if (options.retryAfterMs !== undefined) this.retryAfterMs = options.retryAfterMs;
     Object.defineProperty(this, BRAND, { value: true });
   }
 

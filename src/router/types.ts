@@ -55,6 +55,14 @@ export interface CallContext {
  * return without calling it to answer yourself; throw a PointSubError
  * (e.g. `ERR_UNAUTHORIZED`) to refuse the call with that error. For a
  * one-way message the result is ignored and a throw drops the message.
+ *
+ * A one-way message whose middleware awaits before calling `next()` is
+ * held until its chain settles; while a connection holds more than 64 such
+ * messages (or 1 MiB of them) it stops reading from that peer — how
+ * `rateLimit()` slows a flood by backpressure. So such a middleware must
+ * not wait for something only that peer's later bytes bring (an answer to
+ * a request it makes on the same connection): with many messages held it
+ * would wait until that request times out.
  */
 export type Middleware = (
   ctx: CallContext,

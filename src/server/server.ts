@@ -1,10 +1,19 @@
 import { EventEmitter } from "eventemitter3";
 import { MemoryBudget } from "../connection/budget.ts";
 import { budgetLimit, Connection, resolveSettings } from "../connection/connection.ts";
+import { toBytes } from "../connection/dispatch.ts";
 import { refusalBytes } from "../connection/handshake.ts";
+import { housekeepingPeriod } from "../connection/housekeeping.ts";
 import { checkConnectionOptions } from "../connection/options.ts";
 import { addStats, emptyStats, type StatsSnapshot, sumStats } from "../connection/stats.ts";
-import type { Authenticator, ConnectionOptions, Handler, Message } from "../connection/types.ts";
+import type {
+  Authenticator,
+  ConnectionInfo,
+  ConnectionOptions,
+  Handler,
+  Message,
+  Payload,
+} from "../connection/types.ts";
 import { codeInfo } from "../errors/codes.ts";
 import { PointSubError } from "../errors/error.ts";
 import { type IdempotencyOptions, idempotency } from "../router/idempotency.ts";
@@ -14,6 +23,10 @@ import type { Runtime } from "../runtime/runtime.ts";
 import type { StreamHandler } from "../stream/types.ts";
 import type { Address, Transport, TransportListener, TransportListenOptions } from "../transport/transport.ts";
 import { nextTurn } from "../util/next-turn.ts";
+import { Ticker } from "../util/ticker.ts";
+import { type AdaptiveLimitOptions, Admission, type AdmissionOptions } from "./admission.ts";
+import { type BroadcastOptions, type BroadcastResult, broadcastTo } from "./broadcast.ts";
+import { type ServerEvent, type ServerEventOptions, ServerEventStream } from "./events.ts";
 
 /**
  * Portable options of {@link createServer}: every session's connection
@@ -21,7 +34,7 @@ import { nextTurn } from "../util/next-turn.ts";
  * transports' own options (the Node entry: `tls`, `maxPendingHandshakes`);
  * they are handed to the adapters as given.
  */
-export interface ServerOptions extends ConnectionOptions {
+export interface ServerOptions extends ConnectionOptions, AdmissionOptions {
   /**
    * The runtime whose transports, codecs and defaults to use. Default: the
    * entry point's default runtime (`defaultRuntime()` of the Node entry).
@@ -29,10 +42,21 @@ export interface ServerOptions extends ConnectionOptions {
   runtime?: Runtime;
   /**
    * Most sessions at once, counting connections still in their TLS or
-   * pointsub handshake; further transports are closed at once. Default
-   * unlimited.
+   * pointsub handshake; further clients are refused with a GOAWAY
+   * (ERR_OVERLOADED, "connection limit reached; retry later") that their
+   * `connect` reports. Default unlimited. With `adaptiveConnections` it caps
+   * the adaptive range.
    */
   maxConnections?: number;
+  /**
+   * Let the connection limit follow the server's load (the seeds' adaptive
+   * mode): between `min` (100) and `max` (10,000), 10 % down while the event
+   * loop is delayed over `targetDelayMs`, 10 % up while it is not and the
+   * limit is nearly used. `true` for the defaults. See {@link AdaptiveLimitOptions}.
+   */
+  adaptiveConnections?: boolean | AdaptiveLimitOptions;
+  /** Most connections from one remote address (host) at once. Default unlimited. */
+  maxConnectionsPerAddress?: number;
   /**
    * Checks each client's credentials (`connect(url, { credentials })`)
    * before anything of it is served; its result is `session.principal`, a
@@ -45,6 +69,13 @@ export interface ServerOptions extends ConnectionOptions {
    * an object passes its options (e.g. a shared `store`). Default off.
    */
   idempotency?: boolean | IdempotencyOptions;
+}
+
+/** Payloads from this size on are sent by reference and checksummed once for a broadcast (the writer's copy threshold). */
+const SHARED_CRC_MIN = 16 * 1024;
+
+function notFound(id: string): PointSubError {
+  return new PointSubError("ERR_NOT_FOUND", `no open session with id ${JSON.stringify(id)}`);
 }
 
 /** Connections set up per event-loop turn; more wait for the next turn. */
@@ -68,10 +99,23 @@ export interface ServerEvents {
   session: [session: Connection];
   /** A one-way message from a session. */
   message: [msg: Message, session: Connection];
-  /** A session ended; `error` says why when it was not a clean close. */
-  sessionClose: [session: Connection, error: PointSubError | undefined];
+  /**
+   * A session ended. `reason` says why (`session.closeReason`: `"idle"`,
+   * `"server closing"`, the reason given to `closeSession`, the peer's
+   * GOAWAY reason as `"peer: …"`, or an error code); `error` is set when it
+   * was not a clean close.
+   */
+  sessionClose: [session: Connection, error: PointSubError | undefined, reason: string];
+  /**
+   * A session failed with a fatal error (a protocol violation, keepalive or
+   * slow-peer timeout, …: anything but the connection simply dropping);
+   * `sessionClose` follows.
+   */
+  error: [error: PointSubError, session: Connection | undefined];
   /** A transport was refused (connection limit) or failed its handshake. */
   reject: [error: PointSubError];
+  /** The adaptive connection limit moved. */
+  connectionLimit: [limit: number, previous: number];
 }
 
 /**
@@ -87,6 +131,13 @@ export class Server extends EventEmitter<ServerEvents> {
   private readonly router = new Router();
   private readonly bound: TransportListener[] = [];
   private readonly sessions_ = new Set<Connection>();
+  private readonly byId = new Map<string, Connection>();
+  private nextId = 0;
+  /** Housekeeping of every session on one timer wheel (undefined: nothing periodic to do). */
+  private readonly ticker: Ticker | undefined;
+  private readonly admission: Admission;
+  /** Open event streams (events are built only while some exist). */
+  private readonly subscribers = new Set<ServerEventStream>();
   private readonly connecting = new Set<Connection>();
   /** Accepted connections still in a transport handshake (tls), not yet handed to accept. */
   private pending = 0;
@@ -117,6 +168,17 @@ export class Server extends EventEmitter<ServerEvents> {
       this.router.use(idempotency(options.idempotency === true ? {} : options.idempotency));
     }
     this.budget = new MemoryBudget(budgetLimit(options, this.settings, this.runtime.memoryLimit()));
+    const period = housekeepingPeriod({
+      keepAliveMs: options.keepAliveMs ?? 30_000,
+      slowPeerTimeoutMs: options.slowPeerTimeoutMs ?? 30_000,
+      progressTimeoutMs: options.progressTimeoutMs ?? 60_000,
+      idleTimeoutMs: options.idleTimeoutMs ?? 0,
+    });
+    if (period !== Number.POSITIVE_INFINITY) this.ticker = new Ticker(period);
+    this.admission = new Admission(options, {
+      active: () => this.sessions_.size + this.connecting.size + this.pending + this.acceptQueue.length,
+      limitChanged: (limit, previous) => this.emit("connectionLimit", limit, previous),
+    });
   }
 
   /** The server-wide memory budget: what peers make the server hold, and what was refused. */
@@ -173,6 +235,7 @@ export class Server extends EventEmitter<ServerEvents> {
       throw err;
     }
     this.bound.push(...started);
+    this.admission.start();
     return started.map((l) => l.url);
   }
 
@@ -186,9 +249,72 @@ export class Server extends EventEmitter<ServerEvents> {
     return this.sessions_;
   }
 
-  /** Sends `payload` to every open session; resolves when all sends settled. */
-  async broadcast(payload: Uint8Array | string): Promise<void> {
-    await Promise.allSettled([...this.sessions_].map((s) => s.send(payload)));
+  /** The connection limit in effect now (Infinity: none); it moves with `adaptiveConnections`. */
+  get connectionLimit(): number {
+    return this.admission.limit;
+  }
+
+  /** The open session with this id, if any. */
+  session(id: string): Connection | undefined {
+    return this.byId.get(id);
+  }
+
+  /**
+   * What every open session is and has done: id, transport, addresses,
+   * principal, TLS certificate, connect time, last activity, bytes and
+   * messages each way, requests in flight, open streams, queued bytes.
+   */
+  sessionsInfo(): ConnectionInfo[] {
+    const out: ConnectionInfo[] = [];
+    for (const s of this.sessions_) out.push(s.info());
+    return out;
+  }
+
+  /**
+   * Closes session `id` gracefully (GOAWAY with `reason`, its work in
+   * flight finishes); resolves once it is closed. Rejects with
+   * ERR_NOT_FOUND when no open session has that id.
+   */
+  closeSession(id: string, reason = "closed by the server", options: { timeoutMs?: number } = {}): Promise<void> {
+    const s = this.byId.get(id);
+    if (s === undefined) return Promise.reject(notFound(id));
+    return s.close({ reason, timeoutMs: options.timeoutMs });
+  }
+
+  /**
+   * Sends a one-way message to session `id`; settles like
+   * `Connection.send`. Rejects with ERR_NOT_FOUND when no open session has
+   * that id.
+   */
+  sendTo(id: string, payload: Payload): Promise<void> {
+    const s = this.byId.get(id);
+    if (s === undefined || s.state !== "open") return Promise.reject(notFound(id));
+    return s.send(payload);
+  }
+
+  /**
+   * Sends `payload` to every open session (or those `options.filter`
+   * accepts): encoded once, and for payloads of 16 KiB and more checksummed
+   * once. A session with more than `highWaterMark` bytes queued is skipped
+   * or disconnected (`slowSessions`), never queued without bound. Never
+   * waits for a slow session: resolves at once to how many sessions wrote
+   * the message, how many queued it, and which did not get it and why; it
+   * rejects only for a payload that is not bytes or text.
+   */
+  async broadcast(payload: Payload, options: BroadcastOptions = {}): Promise<BroadcastResult> {
+    const data = toBytes(payload, "payload");
+    const crc = data.length >= SHARED_CRC_MIN ? this.runtime.checksums.compute(data) : -1;
+    return broadcastTo(this.sessions_, data, crc, options);
+  }
+
+  /**
+   * The server's events as an async iterable of typed objects (`session`,
+   * `sessionClose`, `message`, `error`, `reject`), for `for await`. A slow
+   * reader loses the oldest events past `bufferSize` and is told so by an
+   * `overflow` event; the stream ends when the server closed.
+   */
+  events(options: ServerEventOptions = {}): ServerEventStream {
+    return new ServerEventStream(this.subscribers, options);
   }
 
   /** Totals over all sessions, past and present. */
@@ -199,18 +325,34 @@ export class Server extends EventEmitter<ServerEvents> {
     );
   }
 
-  /** Stops listening, closes every session gracefully, and resolves when all are closed. */
-  async close(): Promise<void> {
+  /**
+   * Shuts down gracefully: stops accepting (new clients get a GOAWAY
+   * "server closing"), sends every session a GOAWAY so that clients start
+   * nothing new here (their new calls fail with ERR_GOING_AWAY, retryable
+   * elsewhere), lets requests, messages and transfers in flight finish for
+   * up to `timeoutMs` (default each session's `closeTimeoutMs`), then closes
+   * what is left, whose calls fail with ERR_CONNECTION_CLOSED. Resolves when
+   * everything is closed.
+   */
+  async close(options: { timeoutMs?: number } = {}): Promise<void> {
     this.closing = true;
+    this.admission.stop();
+    const close = { reason: "server closing", timeoutMs: options.timeoutMs };
     // A listener's close resolves only once its connections are gone, so
     // close sessions at the same time.
     const listeners = this.bound.splice(0).map((l) => l.close());
-    const sessions = [...this.sessions_, ...this.connecting].map((s) => s.close());
+    const sessions = [...this.sessions_, ...this.connecting].map((s) => s.close(close));
     await Promise.all([...listeners, ...sessions]);
+    for (const st of [...this.subscribers]) st.end();
+  }
+
+  private publish(e: ServerEvent): void {
+    for (const st of this.subscribers) st.push(e);
   }
 
   private readonly dispatchMessage = (msg: Message, session: Connection): void => {
     this.emit("message", msg, session);
+    if (this.subscribers.size !== 0) this.publish({ type: "message", message: msg, session });
   };
 
   /**
@@ -246,20 +388,17 @@ export class Server extends EventEmitter<ServerEvents> {
   };
 
   private acceptNow(transport: Transport): void {
-    const max = this.options.maxConnections;
-    if (
-      this.closing ||
-      (max !== undefined && this.sessions_.size + this.connecting.size + this.pending + this.acceptQueue.length >= max)
-    ) {
+    const refused = this.closing ? "server closing" : this.admission.admit(transport.remoteUrl);
+    if (refused !== undefined) {
       // Say why instead of just closing: preface, then GOAWAY in place of HELLO (docs/PROTOCOL.md §1.1).
       const code = this.closing ? "ERR_GOING_AWAY" : "ERR_OVERLOADED";
-      const reason = this.closing ? "server closing" : "connection limit reached; retry later";
+      const reason = refused;
       transport.attach({ onData: () => false, onDrain() {}, onClose() {} });
       transport.write(refusalBytes(codeInfo(code).errno, reason));
       transport.end();
       const t = setTimeout(() => transport.destroy(), 1000);
       (t as { unref?: () => void }).unref?.();
-      this.emit("reject", new PointSubError(code, `refused ${transport.remoteUrl}: ${reason}`));
+      this.rejected(new PointSubError(code, `refused ${transport.remoteUrl}: ${reason}`));
       return;
     }
     const conn = new Connection(transport, this.options, {
@@ -272,6 +411,8 @@ export class Server extends EventEmitter<ServerEvents> {
       authenticate: this.options.authenticate,
       onOpen: this.sessionOpened,
       onClose: this.sessionClosed,
+      ticker: this.ticker,
+      id: String(++this.nextId),
     });
     this.connecting.add(conn);
   }
@@ -282,13 +423,8 @@ export class Server extends EventEmitter<ServerEvents> {
       this.pending--;
       return true;
     }
-    const max = this.options.maxConnections;
-    if (
-      this.closing ||
-      (max !== undefined && this.sessions_.size + this.connecting.size + this.pending + this.acceptQueue.length >= max)
-    ) {
-      this.emit(
-        "reject",
+    if (this.closing || !this.admission.hasRoom()) {
+      this.rejected(
         new PointSubError(
           this.closing ? "ERR_GOING_AWAY" : "ERR_CONNECT",
           `refused a connection before its TLS handshake: ${this.closing ? "server closing" : "connection limit reached"}`,
@@ -304,19 +440,34 @@ export class Server extends EventEmitter<ServerEvents> {
   private readonly sessionOpened = (conn: Connection): void => {
     this.connecting.delete(conn);
     this.sessions_.add(conn);
+    this.byId.set(conn.id, conn);
     this.emit("session", conn);
+    if (this.subscribers.size !== 0) this.publish({ type: "session", session: conn });
   };
+
+  private rejected(error: PointSubError): void {
+    this.emit("reject", error);
+    if (this.subscribers.size !== 0) this.publish({ type: "reject", error });
+  }
 
   private readonly sessionClosed = (conn: Connection, error: PointSubError | undefined): void => {
     this.connecting.delete(conn);
+    this.admission.release(conn.remoteUrl);
     if (this.sessions_.delete(conn)) {
+      this.byId.delete(conn.id);
       // Folded in place: no copy of the running totals per closed session.
       this.closedTotals ??= emptyStats();
       addStats(this.closedTotals, conn.stats());
-      this.emit("sessionClose", conn, error);
+      const reason = conn.closeReason;
+      if (error !== undefined && error.code !== "ERR_CONNECTION_CLOSED") {
+        this.emit("error", error, conn);
+        if (this.subscribers.size !== 0) this.publish({ type: "error", error, session: conn });
+      }
+      this.emit("sessionClose", conn, error, reason);
+      if (this.subscribers.size !== 0) this.publish({ type: "sessionClose", session: conn, reason, error });
     } else {
       // The handshake never completed.
-      this.emit("reject", error ?? new PointSubError("ERR_CONNECTION_CLOSED", "closed during the handshake"));
+      this.rejected(error ?? new PointSubError("ERR_CONNECTION_CLOSED", "closed during the handshake"));
     }
   };
 }

@@ -29,6 +29,7 @@ import {
   encodeRouteHead,
   idempotencyKeyBytes,
   MAX_IDEMPOTENCY_KEY,
+  MAX_RETRY_AFTER_MS,
   MAX_ROUTE,
   readKeyBounds,
   readRouteBounds,
@@ -40,6 +41,7 @@ import {
   encodeResumeQuery,
 } from "../../src/codec/resume.ts";
 import { decodeStreamEnd, decodeStreamHead, encodeStreamEnd, encodeStreamHead } from "../../src/codec/stream-prefix.ts";
+import { varintLength } from "../../src/codec/varint.ts";
 import { isPointSubError } from "../../src/errors/error.ts";
 
 const RUNS = 2000;
@@ -133,6 +135,52 @@ describe("codec/message-head", () => {
       }),
     );
     total((b) => decodeErrorBody(b, 0, b.length));
+  });
+  it("error heads with a retryAfterMs round-trip; the short form decodes without it (§3.5)", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 0xffff }),
+        text,
+        text,
+        fc.integer({ min: 0, max: MAX_RETRY_AFTER_MS }),
+        (errno, code, message, retryAfterMs) => {
+          const long = encodeErrorHead(errno, code, message, retryAfterMs);
+          assert.deepEqual(decodeErrorBody(long, 1, long.length), { errno, code, message, retryAfterMs });
+          const short = encodeErrorHead(errno, code, message);
+          // The long form is the short one plus the trailing varint: old decoders read the same fields.
+          assert.deepEqual([...long.subarray(0, short.length)], [...short]);
+          assert.equal(long.length - short.length, varintLength(retryAfterMs));
+        },
+      ),
+      { numRuns: RUNS },
+    );
+    // Fractions round up; hints beyond the maximum are cut to it; NaN and negatives are left out.
+    const body = (h: Uint8Array) => decodeErrorBody(h, 1, h.length);
+    assert.equal(body(encodeErrorHead(2007, "ERR_RATE_LIMITED", "x", 0.2)).retryAfterMs, 1);
+    assert.equal(body(encodeErrorHead(2007, "ERR_RATE_LIMITED", "x", 2 ** 40)).retryAfterMs, MAX_RETRY_AFTER_MS);
+    assert.equal("retryAfterMs" in body(encodeErrorHead(2007, "ERR_RATE_LIMITED", "x", -1)), false);
+    assert.equal("retryAfterMs" in body(encodeErrorHead(2007, "ERR_RATE_LIMITED", "x", Number.NaN)), false);
+    // A truncated, overlong or too large trailing varint is ERR_PROTOCOL; bytes after it are ignored.
+    const short = encodeErrorHead(2007, "ERR_RATE_LIMITED", "slow down");
+    const withTail = (...tail: number[]) => Uint8Array.from([...short, ...tail]);
+    for (const bad of [withTail(0x80), withTail(0x80, 0x00), withTail(0x80, 0x80, 0x80, 0x80, 0x10)]) {
+      assert.throws(() => body(bad), { code: "ERR_PROTOCOL" });
+    }
+    assert.equal(body(withTail(0xe8, 0x07, 0x99)).retryAfterMs, 1000);
+    // Example of docs/PROTOCOL.md §3.5: hex of the head.
+    const hex = Buffer.from(encodeErrorHead(2007, "ERR_RATE_LIMITED", "rate limited", 250)).toString("hex");
+    assert.equal(hex, "0107d7104552525f524154455f4c494d495445440c72617465206c696d69746564fa01");
+    // Arbitrary bytes after a valid short form: a value or ERR_PROTOCOL.
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 8 }), (tail) => {
+        try {
+          body(withTail(...tail));
+        } catch (err) {
+          assert.ok(isPointSubError(err, "ERR_PROTOCOL"), `threw ${String(err)}`);
+        }
+      }),
+      { numRuns: RUNS },
+    );
   });
 });
 

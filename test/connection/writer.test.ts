@@ -48,6 +48,7 @@ function message(
       id,
       head: o.head ?? EMPTY,
       data,
+      crc: -1,
       offset: 0,
       started: false,
       credit: o.credit ?? 1 << 30,

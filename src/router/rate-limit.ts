@@ -1,0 +1,345 @@
+/**
+ * Rate limiting: token buckets per session (or per principal) and global,
+ * for requests, one-way messages and bytes. A request over a limit is
+ * refused before its handler runs with ERR_RATE_LIMITED and a
+ * `retryAfterMs` hint (it crosses the wire, docs/PROTOCOL.md §3.5; the
+ * resilient client waits that long and retries). A one-way message over a
+ * limit is neither dropped nor refused: it waits for its tokens, and while
+ * its connection holds too many waiting messages the connection stops
+ * reading from that peer (`connection/dispatch.ts`, "held messages"), so a
+ * flood is slowed by TCP backpressure with bounded memory.
+ *
+ * The path of a call within its limits is arithmetic on a clock reading
+ * shared by the calls of one task: no promise, closure or allocation of
+ * its own.
+ */
+import * as v from "valibot";
+import { PointSubError } from "../errors/error.ts";
+import { type Clock, monotonicClock, perTaskClock, TokenBucket } from "../util/token-bucket.ts";
+import type { CallContext, HandlerResult, Middleware } from "./types.ts";
+
+/** One limit: a sustained rate and the burst allowed on top of it. */
+export interface RateLimitRule {
+  /** Sustained rate: requests, messages or bytes per second (> 0). */
+  perSecond: number;
+  /** Most taken at once after a quiet spell (>= 1). Default: one second's worth (`perSecond`, at least 1). */
+  burst?: number;
+}
+
+/** Limits of one scope (a session, a principal, or everyone). Each is optional. */
+export interface RateLimits {
+  /** Requests per second (streams are not counted: flow control paces them). */
+  requests?: RateLimitRule;
+  /** One-way messages per second. */
+  messages?: RateLimitRule;
+  /** Bytes per second of request and message data together. */
+  bytes?: RateLimitRule;
+}
+
+/** Options of {@link rateLimit}. At least one limit must be given. */
+export interface RateLimitOptions {
+  /** Limits of each session — or of each key, with {@link key}. */
+  session?: RateLimits;
+  /** Limits shared by every session this middleware serves. */
+  global?: RateLimits;
+  /**
+   * Buckets by this key (e.g. the principal) instead of by session: the
+   * sessions of one key share its `session` limits. Keyed state is kept in
+   * a map bounded by {@link maxKeys}.
+   */
+  key?: (ctx: CallContext) => string;
+  /**
+   * Most keys kept with {@link key} (default 10,000). When full, keys
+   * whose buckets refilled are forgotten first (nothing is lost), then the
+   * oldest keys without waiting messages (they start again with a full
+   * burst).
+   */
+  maxKeys?: number;
+}
+
+/** Counters of a {@link RateLimiter}. */
+export interface RateLimitStats {
+  /** Requests refused with ERR_RATE_LIMITED. */
+  refused: number;
+  /** Messages that had to wait for tokens. */
+  delayed: number;
+  /** Messages waiting now. */
+  waiting: number;
+  /** Keys kept now (with `key`; 0 otherwise: session state lives in a WeakMap). */
+  keys: number;
+}
+
+/** The {@link rateLimit} middleware, with its counters. */
+export interface RateLimiter extends Middleware {
+  stats(): RateLimitStats;
+}
+
+/** The buckets of one scope; undefined where that limit is not set. */
+interface Buckets {
+  readonly requests: TokenBucket | undefined;
+  readonly messages: TokenBucket | undefined;
+  readonly bytes: TokenBucket | undefined;
+}
+
+/** A message waiting for tokens. */
+interface Waiter {
+  readonly bytes: number;
+  readonly session: CallContext["session"];
+  readonly resolve: () => void;
+}
+
+/** The state of one session (or key): its buckets and its waiting messages, in arrival order. */
+interface Lane extends Buckets {
+  waiting: Waiter[] | undefined;
+  /** Messages let go by the timer whose chain did not go on yet (a microtask away): later ones wait behind them. */
+  releasing: number;
+  timer: ReturnType<typeof setTimeout> | undefined;
+}
+
+const num = () => v.number("must be a number");
+const rule = v.optional(
+  v.strictObject(
+    {
+      perSecond: v.pipe(num(), v.finite("must be finite"), v.gtValue(0, "must be > 0")),
+      burst: v.optional(v.pipe(num(), v.finite("must be finite"), v.minValue(1, "must be >= 1"))),
+    },
+    "must be an object { perSecond, burst? } with no other fields",
+  ),
+);
+const limits = v.optional(
+  v.strictObject(
+    { requests: rule, messages: rule, bytes: rule },
+    "must be an object with requests, messages and/or bytes",
+  ),
+);
+const schema = v.strictObject(
+  {
+    session: limits,
+    global: limits,
+    key: v.optional(v.function("must be a function")),
+    maxKeys: v.optional(v.pipe(num(), v.safeInteger("must be an integer"), v.minValue(1, "must be >= 1"))),
+  },
+  "must be an object with session, global, key and/or maxKeys",
+);
+
+/** Throws ERR_INVALID_ARGUMENT naming the first invalid field, e.g. `session.requests.perSecond must be > 0 (got 0)`. */
+function check(o: RateLimitOptions): void {
+  const r = v.safeParse(schema, o);
+  if (!r.success) {
+    const issue = r.issues[0];
+    const path = issue.path?.map((p) => String(p.key)).join(".") ?? "options";
+    throw new PointSubError("ERR_INVALID_ARGUMENT", `rateLimit: ${path} ${issue.message} (got ${String(issue.input)})`);
+  }
+  const any = (l: RateLimits | undefined) => l?.requests ?? l?.messages ?? l?.bytes;
+  if (any(o.session) === undefined && any(o.global) === undefined) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", "rateLimit: give at least one limit in session or global");
+  }
+}
+
+function bucket(r: RateLimitRule | undefined, clock: Clock): TokenBucket | undefined {
+  return r === undefined ? undefined : new TokenBucket(r.perSecond, r.burst ?? Math.max(1, r.perSecond), clock);
+}
+
+function lane(l: RateLimits | undefined, clock: Clock): Lane {
+  return {
+    requests: bucket(l?.requests, clock),
+    messages: bucket(l?.messages, clock),
+    bytes: bucket(l?.bytes, clock),
+    waiting: undefined,
+    releasing: 0,
+    timer: undefined,
+  };
+}
+
+/** Ms until one unit of `unit` and `bytes` bytes can be taken from `b` (0: now). */
+function delayOf(b: Buckets, unit: TokenBucket | undefined, bytes: number, now: number): number {
+  const d = unit === undefined ? 0 : unit.delay(1, now);
+  const e = b.bytes === undefined || bytes === 0 ? 0 : b.bytes.delay(bytes, now);
+  return d > e ? d : e;
+}
+
+function consume(b: Buckets, unit: TokenBucket | undefined, bytes: number, now: number): void {
+  unit?.consume(1, now);
+  if (b.bytes !== undefined && bytes !== 0) b.bytes.consume(bytes, now);
+}
+
+/** True when forgetting `l` changes nothing: no waiters and every bucket full. */
+function idle(l: Lane, now: number): boolean {
+  if ((l.waiting !== undefined && l.waiting.length !== 0) || l.releasing !== 0) return false;
+  for (const b of [l.requests, l.messages, l.bytes]) if (b !== undefined && b.available(now) < b.burst) return false;
+  return true;
+}
+
+/**
+ * A middleware that limits the rate of requests, one-way messages and
+ * bytes per session (or per `key`) and globally. Use it first
+ * (`server.use(rateLimit({ session: { requests: { perSecond: 100 } } }))`)
+ * so that refused calls cost nothing further.
+ *
+ * - A **request** over a limit is refused before the rest of the chain and
+ *   the handler run: ERR_RATE_LIMITED (retryable) with `retryAfterMs`, the
+ *   time until its tokens are there. Refused requests take no tokens.
+ *   Because the handler never ran, retrying is always safe; the resilient
+ *   client does so after `max(retryAfterMs, its backoff)`.
+ * - A **one-way message** over a limit waits for its tokens, in arrival
+ *   order per session (or key), then goes on. While a connection holds
+ *   more than 64 waiting messages or 1 MiB of them, it stops reading from
+ *   that peer until half of them went on: a flooding peer is slowed by
+ *   backpressure (its `send`s queue, then wait for its TCP window), and
+ *   this side holds a bounded amount. Messages still waiting when their
+ *   session closes go on at once, charged to the buckets (which may
+ *   go into debt): nothing piles up after a session, and none is lost.
+ *   A graceful close of this side waits for them (up to `closeTimeoutMs`).
+ * - An amount larger than a bucket's burst is let through when the bucket
+ *   is full and leaves it in debt, so one large message or request is never
+ *   refused forever, and the long-run byte rate holds.
+ * - Streams pass through (flow control already paces them).
+ *
+ * State: per-session buckets live in a WeakMap keyed by the session's
+ * connection, so they go with the session; with `key`, in a map bounded by
+ * `maxKeys`. Throws ERR_INVALID_ARGUMENT naming the field for invalid
+ * options.
+ */
+export function rateLimit(options: RateLimitOptions): RateLimiter {
+  check(options);
+  // One clock read per task: the requests of one socket read share it.
+  const clock = perTaskClock(monotonicClock);
+  const g = lane(options.global, clock);
+  const perSession = options.session;
+  const gl = options.global;
+  // What is limited at all: the rest passes with no lookup.
+  const sessionRequests = perSession?.requests !== undefined || perSession?.bytes !== undefined;
+  const requestsLimited = sessionRequests || gl?.requests !== undefined || gl?.bytes !== undefined;
+  const messagesLimited =
+    perSession?.messages !== undefined ||
+    perSession?.bytes !== undefined ||
+    gl?.messages !== undefined ||
+    gl?.bytes !== undefined;
+  const keyOf = options.key;
+  const maxKeys = options.maxKeys ?? 10_000;
+  const bySession = new WeakMap<object, Lane>();
+  const byKey = new Map<string, Lane>();
+  const stats: RateLimitStats = { refused: 0, delayed: 0, waiting: 0, keys: 0 };
+
+  const laneOf = (ctx: CallContext): Lane => {
+    if (keyOf === undefined) {
+      let l = bySession.get(ctx.session);
+      if (l === undefined) {
+        l = lane(perSession, clock);
+        bySession.set(ctx.session, l);
+      }
+      return l;
+    }
+    const k = keyOf(ctx);
+    let l = byKey.get(k);
+    if (l === undefined) {
+      if (byKey.size >= maxKeys) evict();
+      l = lane(perSession, clock);
+      byKey.set(k, l);
+    }
+    return l;
+  };
+
+  /** Makes room for one key: forgets idle keys, else the oldest with no message waiting or on its way. */
+  const evict = (): void => {
+    const now = clock();
+    for (const [k, l] of byKey) if (idle(l, now)) byKey.delete(k);
+    for (const [k, l] of byKey) {
+      if (byKey.size < maxKeys) break;
+      if ((l.waiting === undefined || l.waiting.length === 0) && l.releasing === 0) byKey.delete(k);
+    }
+  };
+
+  /** Lets waiting messages of `l` go on while their tokens are there; re-arms its timer otherwise. */
+  const pump = (l: Lane): void => {
+    l.timer = undefined;
+    const q = l.waiting as Waiter[];
+    let i = 0;
+    while (i < q.length) {
+      const w = q[i];
+      const now = clock();
+      const wait = Math.max(delayOf(l, l.messages, w.bytes, now), delayOf(g, g.messages, w.bytes, now));
+      // A closed session's peer can send no more: its messages go on now, charged to the
+      // buckets (into debt), so that nothing piles up after it and the long-run rate holds.
+      if (wait > 0 && w.session.state !== "closed") {
+        arm(l, wait);
+        break;
+      }
+      consume(l, l.messages, w.bytes, now);
+      consume(g, g.messages, w.bytes, now);
+      i++;
+      l.releasing++;
+      w.resolve();
+    }
+    stats.waiting -= i;
+    q.splice(0, i);
+  };
+
+  /** Sessions whose close wakes their line (one listener per session, added when one of its messages waits). */
+  const hooked = new WeakSet<object>();
+  const wakeOnClose = (session: CallContext["session"], l: Lane): void => {
+    if (hooked.has(session)) return;
+    hooked.add(session);
+    session.once("close", () => {
+      if (l.waiting === undefined || l.waiting.length === 0) return;
+      if (l.timer !== undefined) clearTimeout(l.timer);
+      pump(l);
+    });
+  };
+
+  const arm = (l: Lane, wait: number): void => {
+    l.timer = setTimeout(pump, wait, l);
+    (l.timer as { unref?: () => void }).unref?.();
+  };
+
+  const mw = ((ctx: CallContext, next: () => Promise<HandlerResult>): HandlerResult | Promise<HandlerResult> => {
+    const kind = ctx.kind;
+    if (kind === "stream") return next();
+    const bytes = ctx.data.length;
+    if (kind === "request") {
+      if (!requestsLimited) return next();
+      const now = clock();
+      const l = sessionRequests ? laneOf(ctx) : g;
+      const wait = Math.max(delayOf(l, l.requests, bytes, now), l === g ? 0 : delayOf(g, g.requests, bytes, now));
+      if (wait !== 0) {
+        stats.refused++;
+        throw PointSubError.fromPeer("ERR_RATE_LIMITED", `rate limit exceeded for ${ctx.route}; retry in ${wait} ms`, {
+          retryAfterMs: wait,
+        });
+      }
+      if (l !== g) consume(l, l.requests, bytes, now);
+      consume(g, g.requests, bytes, now);
+      return next();
+    }
+    if (!messagesLimited) return next();
+    const l = laneOf(ctx);
+    // A one-way message: on at once when nothing waits ahead of it and its tokens are there.
+    let wait = 0;
+    if ((l.waiting === undefined || l.waiting.length === 0) && l.releasing === 0) {
+      const now = clock();
+      wait = Math.max(delayOf(l, l.messages, bytes, now), delayOf(g, g.messages, bytes, now));
+      if (wait === 0) {
+        consume(l, l.messages, bytes, now);
+        consume(g, g.messages, bytes, now);
+        return next();
+      }
+    }
+    // Wait in line; the dispatcher counts the message as held (reading pauses over its bound).
+    stats.delayed++;
+    stats.waiting++;
+    l.waiting ??= [];
+    const q = l.waiting;
+    const held = new Promise<void>((resolve) => {
+      q.push({ bytes, session: ctx.session, resolve });
+    });
+    wakeOnClose(ctx.session, l);
+    // A line that is not empty has its timer armed; only messages let go are a microtask away (wait 1 ms).
+    if (l.timer === undefined) arm(l, wait === 0 ? 1 : wait);
+    return held.then(() => {
+      l.releasing--;
+      return next();
+    });
+  }) as RateLimiter;
+  mw.stats = () => ({ ...stats, keys: byKey.size });
+  return mw;
+}

@@ -1,0 +1,199 @@
+/**
+ * Which connections a server admits: a fixed `maxConnections`, or the
+ * seeds' adaptive limit that moves between bounds with the server's load,
+ * and an optional limit per remote address. Refused connections get a
+ * GOAWAY with the reason (the server sends it; docs/PROTOCOL.md §1.1).
+ *
+ * The adaptive limit: every `intervalMs` it looks at the event-loop delay
+ * (the worst lateness of a 50 ms sampling timer over the interval — portable,
+ * no `perf_hooks`) and at how much of the limit is used. Delay above
+ * `targetDelayMs` means the server is overloaded: the limit shrinks by 10 %
+ * (not below `min`). Delay under half the target while at least 80 % of the
+ * limit is used means the server could take more: it grows by 10 % (not above
+ * `max`). A quiet server keeps its limit, so a burst after a quiet spell
+ * meets the limit the last busy period earned rather than `max`.
+ */
+import { PointSubError } from "../errors/error.ts";
+
+/** Options of the adaptive connection limit (`ServerOptions.adaptiveConnections`). */
+export interface AdaptiveLimitOptions {
+  /** Lower bound. Default 100. */
+  min?: number;
+  /** Upper bound. Default 10,000. */
+  max?: number;
+  /** Limit at start. Default `max`. */
+  initial?: number;
+  /** How often the limit is reconsidered, in ms. Default 1000. */
+  intervalMs?: number;
+  /** Event-loop delay (ms) above which the server counts as overloaded. Default 100. */
+  targetDelayMs?: number;
+  /**
+   * Measures the event-loop delay over the last interval, in ms (default: a
+   * 50 ms sampling timer). Tests and embedders may supply their own load
+   * signal here.
+   */
+  sampleDelay?: () => number;
+}
+
+/** Connection limits of a server (a part of `ServerOptions`). */
+export interface AdmissionOptions {
+  maxConnections?: number;
+  adaptiveConnections?: boolean | AdaptiveLimitOptions;
+  maxConnectionsPerAddress?: number;
+}
+
+/** What the server tells its admission. */
+export interface AdmissionHost {
+  /** Connections held now (sessions, handshakes, queued accepts). */
+  active(): number;
+  /** The adaptive limit moved. */
+  limitChanged(limit: number, previous: number): void;
+}
+
+const SAMPLE_MS = 50;
+
+export class Admission {
+  /** The limit in effect now (Infinity: none). */
+  limit: number;
+  private readonly perAddress: number;
+  private readonly byAddress = new Map<string, number>();
+  private readonly adaptive: Required<Omit<AdaptiveLimitOptions, "sampleDelay" | "initial">> | undefined;
+  private readonly sampleDelay: (() => number) | undefined;
+  private readonly host: AdmissionHost;
+  private timer: ReturnType<typeof setInterval> | undefined;
+  private sampler: ReturnType<typeof setInterval> | undefined;
+  private lastSample = 0;
+  private worstDelay = 0;
+
+  constructor(options: AdmissionOptions, host: AdmissionHost) {
+    this.host = host;
+    this.perAddress = options.maxConnectionsPerAddress ?? Number.POSITIVE_INFINITY;
+    const a = options.adaptiveConnections;
+    if (a === undefined || a === false) {
+      this.limit = options.maxConnections ?? Number.POSITIVE_INFINITY;
+      return;
+    }
+    const o = a === true ? {} : a;
+    const min = o.min ?? 100;
+    const max = o.max ?? Math.max(10_000, min);
+    const intervalMs = o.intervalMs ?? 1000;
+    const targetDelayMs = o.targetDelayMs ?? 100;
+    for (const [name, value, lowest] of [
+      ["min", min, 1],
+      ["max", max, min],
+      ["intervalMs", intervalMs, 1],
+      ["targetDelayMs", targetDelayMs, 1],
+    ] as const) {
+      if (!Number.isFinite(value) || value < lowest) {
+        throw new PointSubError(
+          "ERR_INVALID_ARGUMENT",
+          `adaptiveConnections.${name} must be a number >= ${lowest} (got ${value})`,
+        );
+      }
+    }
+    const initial = o.initial ?? max;
+    if (!(initial >= min && initial <= max)) {
+      throw new PointSubError(
+        "ERR_INVALID_ARGUMENT",
+        `adaptiveConnections.initial must be between min and max (got ${initial})`,
+      );
+    }
+    // An explicit maxConnections caps the adaptive range too.
+    const cap = options.maxConnections ?? Number.POSITIVE_INFINITY;
+    this.adaptive = { min: Math.min(min, cap), max: Math.min(max, cap), intervalMs, targetDelayMs };
+    this.limit = Math.min(initial, cap);
+    this.sampleDelay = o.sampleDelay;
+  }
+
+  /** Starts the adaptive limit's timers (while the server listens). */
+  start(): void {
+    const a = this.adaptive;
+    if (a === undefined || this.timer !== undefined) return;
+    if (this.sampleDelay === undefined) {
+      this.lastSample = Date.now();
+      this.worstDelay = 0;
+      this.sampler = setInterval(this.sample, SAMPLE_MS);
+      (this.sampler as { unref?: () => void }).unref?.();
+    }
+    this.timer = setInterval(this.adjust, a.intervalMs);
+    (this.timer as { unref?: () => void }).unref?.();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    clearInterval(this.sampler);
+    this.timer = undefined;
+    this.sampler = undefined;
+  }
+
+  /**
+   * Admits a connection from `remoteUrl` (recorded until {@link release})
+   * or returns why not. `held` counts connections not yet recorded here
+   * (transports in a TLS handshake).
+   */
+  admit(remoteUrl: string): string | undefined {
+    if (this.host.active() >= this.limit) return "connection limit reached; retry later";
+    if (this.perAddress !== Number.POSITIVE_INFINITY) {
+      const key = addressKey(remoteUrl);
+      const n = this.byAddress.get(key) ?? 0;
+      if (n >= this.perAddress) return "connection limit for this address reached; retry later";
+      this.byAddress.set(key, n + 1);
+    }
+    return undefined;
+  }
+
+  /** Whether one more connection fits under the limit (before its address is known). */
+  hasRoom(): boolean {
+    return this.host.active() < this.limit;
+  }
+
+  /** An admitted connection from `remoteUrl` ended. */
+  release(remoteUrl: string): void {
+    if (this.perAddress === Number.POSITIVE_INFINITY) return;
+    const key = addressKey(remoteUrl);
+    const n = this.byAddress.get(key) ?? 0;
+    if (n <= 1) this.byAddress.delete(key);
+    else this.byAddress.set(key, n - 1);
+  }
+
+  private readonly sample = (): void => {
+    const now = Date.now();
+    const late = now - this.lastSample - SAMPLE_MS;
+    this.lastSample = now;
+    if (late > this.worstDelay) this.worstDelay = late;
+  };
+
+  private readonly adjust = (): void => {
+    const a = this.adaptive;
+    if (a === undefined) return;
+    let delay: number;
+    if (this.sampleDelay !== undefined) delay = this.sampleDelay();
+    else {
+      delay = this.worstDelay;
+      this.worstDelay = 0;
+    }
+    const previous = this.limit;
+    const used = this.host.active() / previous;
+    let next = previous;
+    if (delay > a.targetDelayMs) next = Math.max(a.min, Math.floor(previous * 0.9));
+    else if (delay < a.targetDelayMs / 2 && used >= 0.8) next = Math.min(a.max, Math.ceil(previous * 1.1));
+    if (next !== previous) {
+      this.limit = next;
+      this.host.limitChanged(next, previous);
+    }
+  };
+}
+
+/** The host part of a URL (`tcp://[::1]:7000` → `[::1]`); the whole URL when it has none (unix, memory). */
+function addressKey(url: string): string {
+  const start = url.indexOf("://");
+  if (start < 0) return url;
+  const rest = url.slice(start + 3);
+  if (rest.startsWith("/") || rest === "") return url;
+  if (rest.startsWith("[")) {
+    const end = rest.indexOf("]");
+    return end < 0 ? rest : rest.slice(0, end + 1);
+  }
+  const colon = rest.lastIndexOf(":");
+  return colon < 0 ? rest : rest.slice(0, colon);
+}

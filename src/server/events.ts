@@ -1,0 +1,118 @@
+/**
+ * A server's events as an async iterable (the seeds' event stream): every
+ * `session`, `sessionClose`, `message`, `error` and `reject` event as one
+ * typed object, in order. The buffer between the server and a slow reader
+ * is bounded: past `bufferSize` events the oldest are dropped and the next
+ * event read is an `overflow` saying how many — the server never waits for
+ * an observer and never holds more than `bufferSize` events for it.
+ */
+import type { Connection } from "../connection/connection.ts";
+import type { Message } from "../connection/types.ts";
+import { PointSubError } from "../errors/error.ts";
+import { Queue } from "../util/queue.ts";
+
+/** One event of {@link ServerEventStream}. */
+export type ServerEvent =
+  | { readonly type: "session"; readonly session: Connection }
+  | {
+      readonly type: "sessionClose";
+      readonly session: Connection;
+      readonly reason: string;
+      readonly error: PointSubError | undefined;
+    }
+  | { readonly type: "message"; readonly message: Message; readonly session: Connection }
+  | { readonly type: "error"; readonly error: PointSubError; readonly session: Connection | undefined }
+  | { readonly type: "reject"; readonly error: PointSubError }
+  /** `dropped` events were lost because the reader fell more than `bufferSize` behind. */
+  | { readonly type: "overflow"; readonly dropped: number };
+
+/** Options of `Server.events()`. */
+export interface ServerEventOptions {
+  /** Most events held for a slow reader; older ones are dropped past it. Default 1024. */
+  bufferSize?: number;
+  /** Which event types to receive. Default all. */
+  types?: readonly ServerEvent["type"][];
+}
+
+/** Where a stream registers with its server. */
+export interface EventSource {
+  add(stream: ServerEventStream): void;
+  delete(stream: ServerEventStream): void;
+}
+
+/** An async iterable of a server's events; `return()` (or `break` in `for await`) unsubscribes. */
+export class ServerEventStream implements AsyncIterableIterator<ServerEvent> {
+  private readonly buffer = new Queue<ServerEvent>();
+  private readonly bufferSize: number;
+  private readonly types: ReadonlySet<string> | undefined;
+  private dropped = 0;
+  private waiter: ((r: IteratorResult<ServerEvent>) => void) | undefined;
+  private done = false;
+  private readonly source: EventSource;
+
+  constructor(source: EventSource, options: ServerEventOptions = {}) {
+    const size = options.bufferSize ?? 1024;
+    if (!Number.isSafeInteger(size) || size < 1) {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", `bufferSize must be an integer >= 1 (got ${size})`);
+    }
+    this.bufferSize = size;
+    this.types = options.types === undefined ? undefined : new Set(options.types);
+    this.source = source;
+    source.add(this);
+  }
+
+  /** @internal The server delivers an event. */
+  push(e: ServerEvent): void {
+    if (this.done || (this.types !== undefined && !this.types.has(e.type))) return;
+    const w = this.waiter;
+    if (w !== undefined && this.buffer.length === 0 && this.dropped === 0) {
+      this.waiter = undefined;
+      w({ value: e, done: false });
+      return;
+    }
+    if (this.buffer.length >= this.bufferSize) {
+      this.buffer.shift();
+      this.dropped++;
+    }
+    this.buffer.push(e);
+  }
+
+  next(): Promise<IteratorResult<ServerEvent>> {
+    if (this.dropped !== 0) {
+      const dropped = this.dropped;
+      this.dropped = 0;
+      return Promise.resolve({ value: { type: "overflow", dropped }, done: false });
+    }
+    const e = this.buffer.shift();
+    if (e !== undefined) return Promise.resolve({ value: e, done: false });
+    if (this.done) return Promise.resolve({ value: undefined, done: true });
+    if (this.waiter !== undefined) {
+      return Promise.reject(new PointSubError("ERR_INVALID_ARGUMENT", "next() called before the previous one settled"));
+    }
+    return new Promise((resolve) => {
+      this.waiter = resolve;
+    });
+  }
+
+  /** Stops the stream: unsubscribes and drops what is buffered. */
+  return(): Promise<IteratorResult<ServerEvent>> {
+    this.end();
+    this.buffer.drain();
+    this.dropped = 0;
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  /** Ends the stream after what is buffered (the server closed). */
+  end(): void {
+    if (this.done) return;
+    this.done = true;
+    this.source.delete(this);
+    const w = this.waiter;
+    this.waiter = undefined;
+    w?.({ value: undefined, done: true });
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+}

@@ -1,0 +1,111 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { type Connection, connect, createServer, type PointSubError } from "../../src/index.ts";
+import { until } from "../helpers/wait.ts";
+
+describe("server connection limits", () => {
+  it("the adaptive limit shrinks 10 % per interval under event-loop delay (not below min) and grows back when the limit is used and the loop is quick", async () => {
+    let delay = 0;
+    const server = createServer({
+      adaptiveConnections: { min: 4, max: 10, intervalMs: 20, targetDelayMs: 50, sampleDelay: () => delay },
+    });
+    const moves: [number, number][] = [];
+    server.on("connectionLimit", (limit, previous) => moves.push([limit, previous]));
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    assert.equal(server.connectionLimit, 10);
+    // Overloaded: 10 → 9 → 8 → 7 → 6 → 5 → 4, and not below.
+    delay = 200;
+    await until(() => server.connectionLimit === 4);
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(server.connectionLimit, 4);
+    assert.deepEqual(
+      moves.map(([l]) => l),
+      [9, 8, 7, 6, 5, 4],
+    );
+    // Over the shrunk limit, clients are refused with the typed reason.
+    const held: Connection[] = [];
+    for (let i = 0; i < 4; i++) held.push(await connect(url));
+    await assert.rejects(connect(url, { connectTimeoutMs: 2000 }), {
+      code: "ERR_OVERLOADED",
+      message: /connection limit reached/,
+    });
+    // A quiet loop alone does not grow it while little of it is used...
+    delay = 0;
+    await held.pop()?.close();
+    await until(() => server.sessions.size === 3);
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(server.connectionLimit, 4);
+    // ...but with the limit used (>= 80 %) it grows 10 % per interval, up to max.
+    held.push(await connect(url));
+    await until(() => server.connectionLimit > 4);
+    while (server.connectionLimit < 10) {
+      while (held.length < server.connectionLimit) held.push(await connect(url));
+      const before = server.connectionLimit;
+      await until(() => server.connectionLimit !== before);
+    }
+    await until(() => server.connectionLimit === 10);
+    assert.ok(moves.at(-1)?.[0] === 10);
+    await Promise.all(held.map((c) => c.close()));
+    await server.close();
+  });
+
+  it("the default adaptive sampler measures a real event-loop block", async () => {
+    const server = createServer({ adaptiveConnections: { min: 100, max: 1000, intervalMs: 100, targetDelayMs: 150 } });
+    await server.listen("tcp://127.0.0.1:0");
+    await new Promise((r) => setTimeout(r, 120));
+    // Block the event loop for 400 ms: the sampler sees it late, the limit shrinks.
+    const end = Date.now() + 400;
+    while (Date.now() < end) {
+      // busy on purpose
+    }
+    await until(() => server.connectionLimit < 1000);
+    assert.ok(server.connectionLimit <= 900 && server.connectionLimit >= 100);
+    await server.close();
+  });
+
+  it("maxConnectionsPerAddress refuses one address over its share with a typed reason", async () => {
+    const server = createServer({ maxConnectionsPerAddress: 2 });
+    const rejects: PointSubError[] = [];
+    server.on("reject", (e) => rejects.push(e));
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const a = await connect(url);
+    const b = await connect(url);
+    await assert.rejects(connect(url, { connectTimeoutMs: 2000 }), {
+      code: "ERR_OVERLOADED",
+      message: /limit for this address/,
+    });
+    assert.equal(rejects.length, 1);
+    // Another address (IPv6 loopback, when the server listens there too) is not affected.
+    const [url6] = await server.listen("tcp://[::1]:0").catch(() => [undefined]);
+    if (url6 !== undefined) {
+      const c = await connect(url6);
+      await c.close();
+    }
+    // A closed connection frees its slot.
+    await a.close();
+    await until(() => server.sessions.size === 1);
+    const d = await connect(url);
+    await d.close();
+    await b.close();
+    await server.close();
+  });
+
+  it("rejects invalid limit options naming the field", () => {
+    assert.throws(() => createServer({ maxConnectionsPerAddress: 0 }), {
+      code: "ERR_INVALID_ARGUMENT",
+      message: /maxConnectionsPerAddress/,
+    });
+    assert.throws(() => createServer({ adaptiveConnections: { min: 10, max: 5 } }), {
+      code: "ERR_INVALID_ARGUMENT",
+      message: /adaptiveConnections\.max/,
+    });
+    assert.throws(() => createServer({ adaptiveConnections: { intervalMs: Number.NaN } }), {
+      code: "ERR_INVALID_ARGUMENT",
+      message: /adaptiveConnections\.intervalMs/,
+    });
+    assert.throws(() => createServer({ idleTimeoutMs: -1 }), {
+      code: "ERR_INVALID_ARGUMENT",
+      message: /idleTimeoutMs/,
+    });
+  });
+});
