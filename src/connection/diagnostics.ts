@@ -169,15 +169,16 @@ export interface ErrorMessage {
 }
 
 /**
- * `pointsub:refused`: a server refused work before it reached a route
- * (published by the server and the rate limiter, not by a connection).
+ * `pointsub:refused`: a server refused a connection before it became a
+ * session (published by the server, not by a connection). Requests the
+ * rate limiter refuses are `pointsub:request:end` with ERR_RATE_LIMITED.
  */
 export interface RefusedMessage {
   /** The session, when the refusal happened on one. */
   connection: Connection | undefined;
   /** The peer's address, when known (a refusal before a TLS handshake has none). */
   remoteUrl: string | undefined;
-  /** `connection-limit`, `rate-limit`, `closing`... */
+  /** `connection-limit`, `address-limit`, `closing`. */
   reason: string;
   code: ErrorCode;
 }
@@ -301,19 +302,6 @@ export class ConnectionDiagnostics {
       size,
       sizeClass: SIZE_CLASSES[sizeClassIndex(size)],
     } satisfies MessageMessage);
-  }
-
-  /** This session refused work before it reached a route (a rate limit): `pointsub:refused`. */
-  refused(reason: string, code: ErrorCode): void {
-    const c = this.ch.refused;
-    if (c.hasSubscribers) {
-      c.publish({
-        connection: this.connection,
-        remoteUrl: this.connection.remoteUrl,
-        reason,
-        code,
-      } satisfies RefusedMessage);
-    }
   }
 
   /** An error counted (guard: `ch.error.hasSubscribers`). */

@@ -153,7 +153,7 @@ class RouteHistogram extends Histogram<"route"> {
  * | `pointsub_requests_total` | counter | `route`, `status` (`ok` or the error code) |
  * | `pointsub_request_duration_seconds` | histogram | `route` |
  * | `pointsub_errors_total` | counter | `code` |
- * | `pointsub_refusals_total` | counter | `reason` (`connection-limit`, `rate-limit`...) |
+ * | `pointsub_refusals_total` | counter | `reason` (`rate-limit`; from `pointsub:refused`: `connection-limit`, `address-limit`, `closing`) |
  * | `pointsub_streams_total` | counter | `direction`, `status` |
  * | `pointsub_transfer_bytes_total` | counter | `direction` |
  *
@@ -257,7 +257,11 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
         const e = m as RequestEndMessage;
         const r = routeStats(e.route, e.code);
         if (e.code === undefined) r.ok++;
-        else bump(r.byCode, e.code);
+        else {
+          bump(r.byCode, e.code);
+          // The rate limiter is a middleware: its refusals are requests that end with its code.
+          if (e.code === "ERR_RATE_LIMITED") bump(refusals, "rate-limit");
+        }
         if (e.durationMs < 0) return;
         const s = e.durationMs / 1000;
         let b = 0;

@@ -15,6 +15,7 @@ import {
   localDiagnostics,
   PointSubError,
   type RefusedMessage,
+  rateLimit,
 } from "../../src/index.ts";
 import { parseHostPort, prometheusMetrics, Registry, serveMetrics } from "../../src/metrics/index.ts";
 import { type Exposition, family, parseExposition, sampleKey } from "../helpers/prometheus-text.ts";
@@ -142,6 +143,28 @@ describe("pointsub/metrics", () => {
     assert.equal(get(e, "pointsub_requests_total", { route: "unrouted", status: "ERR_NO_ROUTE" }), 300);
     const histogramRoutes = new Set(family(e, "pointsub_request_duration_seconds_count").map((r) => r.labels.route));
     assert.equal(histogramRoutes.size, 7);
+    metrics.close();
+  });
+
+  it("rate-limited requests: refusals by reason, requests by status", async () => {
+    const runtime = createNodeRuntime({ diagnostics: localDiagnostics() });
+    const metrics = prometheusMetrics({ runtime });
+    const server = createServer({ runtime });
+    server.use(rateLimit({ session: { requests: { perSecond: 1, burst: 2 } } }));
+    server.handle("/echo", (req) => req.data);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url, { runtime });
+    try {
+      const results = await Promise.allSettled(Array.from({ length: 5 }, () => conn.request("/echo", "x")));
+      assert.equal(results.filter((r) => r.status === "fulfilled").length, 2);
+    } finally {
+      await conn.close();
+      await server.close();
+    }
+    const e = parseExposition(await metrics.registry.metrics());
+    assert.equal(get(e, "pointsub_refusals_total", { reason: "rate-limit" }), 3);
+    assert.equal(get(e, "pointsub_requests_total", { route: "/echo", status: "ERR_RATE_LIMITED" }), 3);
+    assert.equal(get(e, "pointsub_requests_total", { route: "/echo", status: "ok" }), 2);
     metrics.close();
   });
 
