@@ -168,6 +168,33 @@ describe("pointsub/metrics", () => {
     metrics.close();
   });
 
+  it("connection refusals of the server: refusals{reason=connection-limit} and pointsub:refused", {
+    todo: "until src/server/server.ts publishes pointsub:refused (the lead's merge)",
+  }, async () => {
+    const runtime = createNodeRuntime({ diagnostics: localDiagnostics() });
+    const metrics = prometheusMetrics({ runtime });
+    const refused: RefusedMessage[] = [];
+    const onRefused = (m: unknown) => refused.push(m as RefusedMessage);
+    runtime.diagnostics.subscribe(CHANNELS.refused, onRefused);
+    const server = createServer({ runtime, maxConnections: 1 });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const held = await connect(url, { runtime });
+    try {
+      await assert.rejects(connect(url, { runtime }), { code: "ERR_OVERLOADED" });
+    } finally {
+      await held.close();
+      await server.close();
+      runtime.diagnostics.unsubscribe(CHANNELS.refused, onRefused);
+    }
+    assert.deepEqual(
+      refused.map((r) => [r.reason, r.code, typeof r.remoteUrl]),
+      [["connection-limit", "ERR_OVERLOADED", "string"]],
+    );
+    const e = parseExposition(await metrics.registry.metrics());
+    assert.equal(get(e, "pointsub_refusals_total", { reason: "connection-limit" }), 1);
+    metrics.close();
+  });
+
   it("close() unsubscribes and removes the metrics; a registry can be shared and a prefix chosen", async () => {
     const diagnostics = localDiagnostics();
     const runtime = createNodeRuntime({ diagnostics });
