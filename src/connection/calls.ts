@@ -29,6 +29,8 @@ export class ServerCall implements RequestContext, IncomingRequest, CallContext 
   charged = 0;
   /** performance.now() when a request started, for its diagnostics end message (0: not observed). */
   startedAt = 0;
+  /** Diagnostics: the handler of its route was called (not refused before: no route, middleware, budget). */
+  routed = false;
   private ac: AbortController | undefined;
   private abortReason: PointSubError | undefined;
   private state_: Record<string, unknown> | undefined;

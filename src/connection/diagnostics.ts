@@ -89,6 +89,12 @@ export interface RequestEndMessage {
   bytesIn: number;
   /** Response body bytes (0 for an error). */
   bytesOut: number;
+  /**
+   * The route's handler was called. False when the request was refused
+   * before: no such route, a middleware (authorization, rate limit), no
+   * memory budget. `route` is then any text the peer sent.
+   */
+  routed: boolean;
 }
 
 /** `pointsub:call:start`: this side calls a route of the peer (`conn.request`). */
@@ -330,6 +336,7 @@ export class ConnectionDiagnostics {
     code: ErrorCode | undefined,
     bytesIn: number,
     bytesOut: number,
+    routed: boolean,
   ): void {
     const c = this.ch.requestEnd;
     if (!c.hasSubscribers) return;
@@ -342,6 +349,7 @@ export class ConnectionDiagnostics {
       durationMs: t0 === 0 ? -1 : performance.now() - t0,
       bytesIn,
       bytesOut,
+      routed,
     } satisfies RequestEndMessage);
   }
 

@@ -208,7 +208,7 @@ export class Dispatcher {
     const handler = direct ? router.route(route) : undefined;
     if (direct && handler === undefined) {
       if (charged > 0) this.budget.release(charged);
-      this.stats.diag.requestEnd(id, route, t0, "ERR_NO_ROUTE", data.length, 0); // diagnostics
+      this.stats.diag.requestEnd(id, route, t0, "ERR_NO_ROUTE", data.length, 0, false); // diagnostics
       // No PointSubError (and its stack trace) per refused request: just the answer.
       this.respondError(id, "ERR_NO_ROUTE", `no handler for route ${route}`);
       return;
@@ -217,7 +217,7 @@ export class Dispatcher {
       charged = data.length + CALL_OVERHEAD;
       if (!this.budget.tryCharge(charged)) {
         const b = this.budget;
-        this.stats.diag.requestEnd(id, route, t0, "ERR_OVERLOADED", data.length, 0); // diagnostics
+        this.stats.diag.requestEnd(id, route, t0, "ERR_OVERLOADED", data.length, 0, false); // diagnostics
         this.respondError(
           id,
           "ERR_OVERLOADED",
@@ -230,6 +230,7 @@ export class Dispatcher {
     const call = new ServerCall("request", this.session, route, id, data, key);
     call.charged = charged;
     call.startedAt = t0; // diagnostics
+    call.routed = direct; // diagnostics: its route's handler runs
     let result: HandlerResult | Promise<HandlerResult>;
     try {
       result = direct
@@ -329,6 +330,7 @@ export class Dispatcher {
     const call = ctx as ServerCall;
     const handler = this.router.route(call.route);
     if (handler === undefined) throw PointSubError.fromPeer("ERR_NO_ROUTE", `no handler for route ${call.route}`);
+    call.routed = true; // diagnostics
     return handler(call, call);
   }
 
@@ -350,7 +352,7 @@ export class Dispatcher {
   /** Diagnostics: the peer's request `call` ended (streams publish their own end). */
   private ended(call: ServerCall, code: ErrorCode | undefined, bytesOut: number): void {
     if (call.kind === "request") {
-      this.stats.diag.requestEnd(call.id, call.route, call.startedAt, code, call.data.length, bytesOut);
+      this.stats.diag.requestEnd(call.id, call.route, call.startedAt, code, call.data.length, bytesOut, call.routed);
     }
   }
 

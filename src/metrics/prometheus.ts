@@ -181,18 +181,26 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
   const streams = new Map<string, number>();
   const transferBytes = [0, 0];
 
-  const routeStats = (route: string, code: string | undefined): RouteStats => {
-    const label = code === "ERR_NO_ROUTE" ? UNROUTED : route;
+  /** Routes that have a label of their own (at most maxRoutes, besides the two fixed ones). */
+  let slots = 0;
+  const fixed = (label: string): RouteStats => {
     let r = routes.get(label);
-    if (r !== undefined) return r;
-    // Past the cap (the two fixed labels not counted), everything else shares "other".
-    const key = label === UNROUTED || routes.size - (routes.has(UNROUTED) ? 1 : 0) < maxRoutes ? label : OTHER;
-    r = routes.get(key);
     if (r === undefined) {
       r = new RouteStats(bounds.length);
-      routes.set(key, r);
+      routes.set(label, r);
     }
     return r;
+  };
+  const routeStats = (e: RequestEndMessage): RouteStats => {
+    if (e.code === "ERR_NO_ROUTE") return fixed(UNROUTED);
+    const route = e.route;
+    const r = routes.get(route);
+    if (r !== undefined && route !== UNROUTED) return r;
+    // Only a route whose handler ran earns a label (a peer's made-up names refused by a
+    // middleware would take them all); past the cap, everything shares "other".
+    if (!e.routed || slots >= maxRoutes || route === OTHER || route === UNROUTED) return fixed(OTHER);
+    slots++;
+    return fixed(route);
   };
 
   /** Adds a connection's counters into `into`. */
@@ -255,7 +263,7 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
       CHANNELS.requestEnd,
       (m) => {
         const e = m as RequestEndMessage;
-        const r = routeStats(e.route, e.code);
+        const r = routeStats(e);
         if (e.code === undefined) r.ok++;
         else {
           bump(r.byCode, e.code);

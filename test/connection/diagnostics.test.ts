@@ -122,11 +122,11 @@ describe("diagnostics channels", () => {
     );
     const ends = of(CHANNELS.requestEnd) as RequestEndMessage[];
     assert.deepEqual(
-      ends.map((e) => [e.route, e.status, e.code, e.bytesIn, e.bytesOut]),
+      ends.map((e) => [e.route, e.status, e.code, e.bytesIn, e.bytesOut, e.routed]),
       [
-        ["/echo", "ok", undefined, 2000, 2000],
-        ["/nope", "error", "ERR_NO_ROUTE", 2, 0],
-        ["/fail", "error", "ERR_UNAUTHORIZED", 0, 0],
+        ["/echo", "ok", undefined, 2000, 2000, true],
+        ["/nope", "error", "ERR_NO_ROUTE", 2, 0, false],
+        ["/fail", "error", "ERR_UNAUTHORIZED", 0, 0, true],
       ],
     );
     for (const [i, e] of ends.entries()) {
@@ -379,7 +379,7 @@ describe("debug output", () => {
     assert.match(out, /^pointsub:request:start tcp:\/\/127\.0\.0\.1:\d+ id=1 route=\/echo bytes=2$/m);
     assert.match(
       out,
-      /^pointsub:request:end tcp:\/\/\S+ id=1 route=\/echo status=ok durationMs=[\d.]+ bytesIn=2 bytesOut=2$/m,
+      /^pointsub:request:end tcp:\/\/\S+ id=1 route=\/echo status=ok durationMs=[\d.]+ bytesIn=2 bytesOut=2 routed=true$/m,
     );
     assert.doesNotMatch(out, /pointsub:(connection|message)/);
   });

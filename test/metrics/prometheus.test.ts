@@ -118,19 +118,29 @@ describe("pointsub/metrics", () => {
     metrics.close();
   });
 
-  it("bounds the route label: maxRoutes routes, then 'other'; unknown routes are 'unrouted'", async () => {
+  it("bounds the route label: maxRoutes routes, then 'other'; unknown routes 'unrouted'; refused made-up routes take no label", async () => {
     const runtime = createNodeRuntime({ diagnostics: localDiagnostics() });
     const metrics = prometheusMetrics({ runtime, maxRoutes: 5 });
     const server = createServer({ runtime });
+    // An authorization middleware refuses what a peer makes up before any route runs.
+    server.use((ctx, next) => {
+      if (ctx.route.startsWith("/made-up/")) throw new PointSubError("ERR_UNAUTHORIZED", "no");
+      return next();
+    });
     for (let i = 0; i < 20; i++) server.handle(`/r/${i}`, () => "ok");
     const [url] = await server.listen("tcp://127.0.0.1:0");
     const conn = await connect(url, { runtime });
     try {
-      for (let i = 0; i < 20; i++) await conn.request(`/r/${i}`);
-      // A hostile peer's route names: each distinct, none registered.
+      // A hostile peer's route names, each distinct: refused by the middleware, or unknown.
+      await Promise.all(
+        Array.from({ length: 300 }, (_, i) =>
+          assert.rejects(conn.request(`/made-up/${i}`), { code: "ERR_UNAUTHORIZED" }),
+        ),
+      );
       await Promise.all(
         Array.from({ length: 300 }, (_, i) => assert.rejects(conn.request(`/garbage/${i}`), { code: "ERR_NO_ROUTE" })),
       );
+      for (let i = 0; i < 20; i++) await conn.request(`/r/${i}`);
     } finally {
       await conn.close();
       await server.close();
@@ -140,6 +150,7 @@ describe("pointsub/metrics", () => {
     const routes = new Set(requests.map((r) => r.labels.route));
     assert.deepEqual([...routes].sort(), ["/r/0", "/r/1", "/r/2", "/r/3", "/r/4", "other", "unrouted"]);
     assert.equal(get(e, "pointsub_requests_total", { route: "other", status: "ok" }), 15);
+    assert.equal(get(e, "pointsub_requests_total", { route: "other", status: "ERR_UNAUTHORIZED" }), 300);
     assert.equal(get(e, "pointsub_requests_total", { route: "unrouted", status: "ERR_NO_ROUTE" }), 300);
     const histogramRoutes = new Set(family(e, "pointsub_request_duration_seconds_count").map((r) => r.labels.route));
     assert.equal(histogramRoutes.size, 7);
@@ -155,8 +166,10 @@ describe("pointsub/metrics", () => {
     const [url] = await server.listen("tcp://127.0.0.1:0");
     const conn = await connect(url, { runtime });
     try {
-      const results = await Promise.allSettled(Array.from({ length: 5 }, () => conn.request("/echo", "x")));
-      assert.equal(results.filter((r) => r.status === "fulfilled").length, 2);
+      // The first answered (the route earns its label), then a burst over the limit.
+      await conn.request("/echo", "x");
+      const results = await Promise.allSettled(Array.from({ length: 4 }, () => conn.request("/echo", "x")));
+      assert.equal(results.filter((r) => r.status === "fulfilled").length, 1);
     } finally {
       await conn.close();
       await server.close();
