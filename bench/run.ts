@@ -8,14 +8,17 @@
  *   npm run bench -- --quick            # under two minutes
  *   npm run bench -- --impl pointsub,reference --workload flood,hol --reps 5
  *   npm run bench -- --workload files                # 1 GiB file to file only (bench/files.ts)
+ *   npm run bench -- --workload broadcast            # 64 B to 1,000 connections only (bench/broadcast.ts)
+ *   npm run bench -- --broadcast-clients 100 --broadcast-rounds 50 --broadcast-seconds 1   # a smaller broadcast
  */
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { BROADCAST_DEFAULTS, BROADCAST_IMPLS, putSection, runBroadcastBench } from "./broadcast.ts";
 import { runFileBench } from "./files.ts";
 import type { ClientResult, Workload, WorkloadParams } from "./lib/role.ts";
 import { type Row, renderCharts, renderReport } from "./report.ts";
@@ -32,6 +35,9 @@ const { values } = parseArgs({
     count: { type: "string" },
     "large-size": { type: "string" },
     "files-size": { type: "string" },
+    "broadcast-clients": { type: "string" },
+    "broadcast-rounds": { type: "string" },
+    "broadcast-seconds": { type: "string" },
     out: { type: "string" },
   },
 });
@@ -58,6 +64,16 @@ const IMPLS: Record<string, Impl> = {
     args: ["--pool"],
     skip: {
       flood: "one-way messages take a direct connection: same path as pointsub",
+      large: "same path as pointsub (one request)",
+      hol: "same path as pointsub",
+      conns: "same path as pointsub",
+    },
+  },
+  // A middleware, rate limits never reached and metrics on every call (issue 12: ≤ 10 % of rpc-pipe).
+  "pointsub-ops": {
+    file: "impls/pointsub.ts",
+    args: ["--ops"],
+    skip: {
       large: "same path as pointsub (one request)",
       hol: "same path as pointsub",
       conns: "same path as pointsub",
@@ -95,10 +111,15 @@ const reps = Number(values.reps ?? (quick ? 1 : 3));
 const impls = (
   values.impl ?? "reference,reference-slab,pointsub,pointsub-unix,ws,socket.io,grpc,zeromq,nats,libp2p"
 ).split(",");
-const requested = (values.workload ?? [...Object.keys(WORKLOADS), "files"].join(",")).split(",");
+const requested = (values.workload ?? [...Object.keys(WORKLOADS), "broadcast", "files"].join(",")).split(",");
 /** `files` (bench/files.ts: 1 GiB file to file) is not per-implementation; it runs after the rest. */
 const runFiles = requested.includes("files");
-const workloads = requested.filter((w) => w !== "files") as Workload[];
+/**
+ * `broadcast` (bench/broadcast.ts) is driven by the server, not by one client connection, so it has its own
+ * driver and implementations (pointsub, pointsub-unawaited, ws, raw node:net); it runs after the rest.
+ */
+const runBroadcast = requested.includes("broadcast");
+const workloads = requested.filter((w) => w !== "files" && w !== "broadcast") as Workload[];
 
 function onPath(cmd: string): boolean {
   return (process.env.PATH ?? "").split(":").some((d) => existsSync(join(d, cmd)));
@@ -209,12 +230,35 @@ writeFileSync(
 const out = values.out ?? join(here, "..", "docs", "BENCHMARKS.md");
 const chartDir = join(dirname(out), "bench");
 mkdirSync(chartDir, { recursive: true });
-for (const [w, svg] of Object.entries(renderCharts(rows))) writeFileSync(join(chartDir, `${w}.svg`), svg);
-let report = renderReport(machine, rows);
+if (workloads.length > 0) {
+  for (const [w, svg] of Object.entries(renderCharts(rows))) writeFileSync(join(chartDir, `${w}.svg`), svg);
+}
+// Only sections that are not per-implementation (broadcast, files): put them into the existing report.
+const sectionsOnly = workloads.length === 0 && existsSync(out);
+let report = sectionsOnly ? readFileSync(out, "utf8") : renderReport(machine, rows);
+// --impl narrows broadcast's own implementations too: reference selects raw node:net, pointsub both pointsub variants.
+const broadcastImpls = BROADCAST_IMPLS.filter(
+  (b) =>
+    values.impl === undefined ||
+    impls.includes(b) ||
+    (b === "raw" && impls.includes("reference")) ||
+    (b === "pointsub-unawaited" && impls.includes("pointsub")),
+);
+if (runBroadcast && broadcastImpls.length > 0) {
+  const params = {
+    ...BROADCAST_DEFAULTS,
+    ...(quick ? { rounds: 100, seconds: 1 } : {}),
+    ...(values["broadcast-clients"] === undefined ? {} : { clients: Number(values["broadcast-clients"]) }),
+    ...(values["broadcast-rounds"] === undefined ? {} : { rounds: Number(values["broadcast-rounds"]) }),
+    ...(values["broadcast-seconds"] === undefined ? {} : { seconds: Number(values["broadcast-seconds"]) }),
+  };
+  const section = await runBroadcastBench(broadcastImpls, params, reps);
+  report = putSection(report, "## Broadcast", section);
+}
 if (runFiles) {
   const size = Number(values["files-size"] ?? (quick ? 256 : 1024) * MiB);
   const section = await runFileBench(size, values.reps !== undefined || quick ? reps : Math.max(reps, 5));
-  report = `${report.trimEnd()}\n\n${section}`;
+  report = sectionsOnly ? putSection(report, "## File to file over tcp", section) : `${report.trimEnd()}\n\n${section}`;
 }
 writeFileSync(out, report);
 console.log(`wrote ${out}`);

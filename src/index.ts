@@ -196,6 +196,20 @@ export {
   safeRelativePath,
 } from "./node/file-sink.ts";
 export {
+  FILE_GET_ROUTE,
+  FILE_LIST_MAX,
+  FILE_LIST_ROUTE,
+  type FileGetAnswer,
+  type FileGetRequest,
+  type FileHave,
+  type FileListAnswer,
+  type FileListEntry,
+  type FileListRequest,
+  type FileSource,
+  type FileSourceOptions,
+  fileSource,
+} from "./node/file-source.ts";
+export {
   type NodeTransportOptions,
   type NodeTransportOptionsMap,
   type TlsOptions,

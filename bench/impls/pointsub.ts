@@ -4,7 +4,7 @@
  */
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Client, connect, createServer } from "../../src/index.ts";
+import { Client, connect, createServer, rateLimit } from "../../src/index.ts";
 import { clientArgs, serveRole } from "../lib/role.ts";
 import { runWorkload } from "../lib/workload.ts";
 
@@ -21,6 +21,21 @@ async function server(): Promise<void> {
       ? (await import("../../src/metrics/index.ts")).prometheusMetrics()
       : undefined;
     const srv = createServer(limits);
+    // --ops: what a production server runs on every call — a middleware, a rate
+    // limiter whose limits are never reached, and metrics (issue 12: together
+    // they may cost at most 10 % of rpc-pipe).
+    if (process.argv.includes("--ops")) {
+      // POINTSUB_BENCH_OPS=mw|rl: only the middleware or only the rate limiter (to split the cost).
+      const which = process.env.POINTSUB_BENCH_OPS ?? "all";
+      if (which !== "rl") srv.use((_ctx, next) => next());
+      if (which !== "mw")
+        srv.use(
+          rateLimit({
+            session: { requests: { perSecond: 1e9 }, messages: { perSecond: 1e9 }, bytes: { perSecond: 1e15 } },
+            global: { requests: { perSecond: 1e9 } },
+          }),
+        );
+    }
     srv.on("session", (session) => {
       let count = 0;
       session.on("message", () => {

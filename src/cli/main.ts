@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `pointsub` command line: serve, send, request, bench.
+ * The `pointsub` command line: serve, send, get, ls, request, bench.
  * Every command exits 0 on success, 1 with a one-line typed error when it
  * fails, and 2 with one line when the command line is wrong (an unknown or
  * missing option, a bad value).
@@ -11,11 +11,13 @@ import { Command, CommanderError, Option } from "commander";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { TOKEN_ENV } from "./auth.ts";
 import { benchCommand } from "./bench.ts";
+import { getCommand, lsCommand } from "./get.ts";
 import { bytes, integer, parseBytes, parseSeconds } from "./options.ts";
 import { outputMode, printError } from "./output.ts";
 import { requestCommand } from "./request.ts";
 import { sendCommand } from "./send.ts";
 import { serveCommand } from "./serve.ts";
+import { serverUrlOption, URL_ENV } from "./url.ts";
 
 /** Repeatable option: no default, so a missing one is reported as missing (and help shows no `default: []`). */
 const collect = (v: string, prev: string[] | undefined) => [...(prev ?? []), v];
@@ -33,9 +35,10 @@ Examples:
   ${TOKEN_ENV}=s3cret pointsub serve --listen tls://0.0.0.0:7000 --tls-cert cert.pem --tls-key key.pem --dir ./inbox`;
 
 const CLIENT_HELP = `
---token (or ${TOKEN_ENV}) is sent to servers that ask for one; --tls-* apply to tls:// URLs.`;
+--token (or ${TOKEN_ENV}) is sent to servers that ask for one; --tls-* apply to tls:// URLs.
+${URL_ENV} is the server URL when --to/--from is not given.`;
 
-/** --token and the TLS files of send, request and bench. */
+/** --token and the TLS files of send, request, bench, get and ls. */
 function clientAuthOptions(c: Command): Command {
   return c
     .option("--token <token>", `token for a server that requires one (default: $${TOKEN_ENV})`)
@@ -56,9 +59,11 @@ export function program(): Command {
     .configureOutput({ outputError: () => {} });
 
   p.command("serve")
-    .description("receive files into a directory, answer /echo/1.0.0, print sessions and transfers")
+    .description(
+      "receive files into a directory and serve them (get, ls), answer /echo/1.0.0, print sessions and transfers",
+    )
     .requiredOption("-l, --listen <url>", "URL to listen on (repeatable)", collect)
-    .requiredOption("-d, --dir <dir>", "directory to receive files into")
+    .requiredOption("-d, --dir <dir>", "directory to receive files into and serve files from")
     .option("--overwrite", "replace files that already exist (default: refuse them with ERR_EXISTS)")
     .option("--partial-ttl <seconds>", "remove unfinished uploads untouched this long (0 = keep)", parseSeconds, 86400)
     .option("--max-file-size <bytes>", "largest file accepted, e.g. 4GiB (0 = unlimited)", parseBytes, 0)
@@ -69,6 +74,23 @@ export function program(): Command {
     .option("--tls-ca <file>", "CA certificates (PEM) that sign client certificates, for --require-client-cert")
     .option("--require-client-cert", "mutual TLS: tls:// clients need a certificate signed by --tls-ca")
     .option("--no-auth", "allow listening beyond loopback without authentication (prints a warning)")
+    .option(
+      "--max-connections <n>",
+      "most sessions at once; more are refused with a reason (default: unlimited)",
+      integer(1),
+    )
+    .option(
+      "--adaptive-connections",
+      "let the connection limit follow the load (100 .. 10000, or up to --max-connections)",
+    )
+    .option("--max-connections-per-address <n>", "most sessions from one address (default: unlimited)", integer(1))
+    .option("--idle-timeout <seconds>", "close sessions idle this long (0 = never)", parseSeconds, 0)
+    .option(
+      "--rate-limit <n>",
+      "requests per second per session (over it: ERR_RATE_LIMITED with a retry hint)",
+      integer(1),
+    )
+    .option("--shutdown-timeout <seconds>", "on SIGINT/SIGTERM, how long work in flight may finish", parseSeconds, 10)
     .option("--metrics <host:port>", "serve Prometheus metrics at http://<host:port>/metrics (needs prom-client)")
     .option("--json", "print JSON lines")
     .addHelpText("after", SERVE_HELP)
@@ -80,7 +102,7 @@ export function program(): Command {
       "send files over one connection, with progress; skips files the server holds whole; resumes after a dropped connection and when re-run",
     )
     .argument("<files...>", "files (and with -r directories) to send")
-    .requiredOption("-t, --to <url>", "server URL")
+    .addOption(serverUrlOption("-t, --to <url>"))
     .option("-r, --recursive", "send directories, keeping their tree under the directory's name on the server")
     .option("--force", "send files even when the server already holds them whole (same size and CRC32C)")
     .option("-j, --parallel <n>", "files in flight at once over the one connection (1 to 256)", integer(1, 256), 32)
@@ -99,7 +121,7 @@ export function program(): Command {
     .command("request")
     .description("send one request and print the answer")
     .argument("[data]", "request payload, or - to read standard input", "")
-    .requiredOption("-t, --to <url>", "server URL")
+    .addOption(serverUrlOption("-t, --to <url>"))
     .requiredOption("-r, --route <route>", "route, e.g. /echo/1.0.0")
     .option("--timeout <ms>", "request timeout in milliseconds (0 = none)", integer(0, 2 ** 31 - 1), 30000)
     .option("--json", "print a JSON line")
@@ -109,12 +131,38 @@ export function program(): Command {
   const bench = p
     .command("bench")
     .description("measure request latency and stream throughput against a server")
-    .requiredOption("-t, --to <url>", "server URL (a pointsub serve)")
+    .addOption(serverUrlOption("-t, --to <url>", "server URL (a pointsub serve)"))
     .option("-n, --count <n>", "sequential requests (1 to 1000000)", integer(1, 1_000_000), 2000)
     .option("-s, --size <bytes>", "bytes to stream, e.g. 64M", bytes(1), 256 * 1024 * 1024)
     .option("--json", "print a JSON line")
     .action(run(benchCommand));
   clientAuthOptions(bench);
+
+  const get = p
+    .command("get")
+    .description(
+      "download files from a pointsub serve --dir, with progress; skips files already here whole; resumes after a dropped connection and when re-run",
+    )
+    .argument("<names...>", "files (and with -r directories) on the server, as ls shows them")
+    .addOption(serverUrlOption("-f, --from <url>"))
+    .option("-o, --out <dir>", "directory to store the files in", ".")
+    .option("-r, --recursive", "get directories, keeping their tree under the directory's name")
+    .option("--force", "download files even when one of the same size and CRC32C is already here")
+    .option("-j, --parallel <n>", "files in flight at once over the one connection (1 to 8)", integer(1, 8), 4)
+    .option("--retries <n>", "reconnection attempts per file (0 = none)", integer(0, 1000), 10)
+    .option("--json", "print JSON lines")
+    .action(run(getCommand));
+  clientAuthOptions(get);
+
+  const ls = p
+    .command("ls")
+    .description("list the files a pointsub serve --dir serves")
+    .argument("[path]", "directory or file on the server (default: all it serves)")
+    .addOption(serverUrlOption("-f, --from <url>"))
+    .option("-r, --recursive", "list the files of the whole tree")
+    .option("--json", "print JSON lines")
+    .action(run(lsCommand));
+  clientAuthOptions(ls);
   return p;
 }
 

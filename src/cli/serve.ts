@@ -6,6 +6,7 @@ import type { IncomingStream } from "../stream/incoming.ts";
 import { type ServeAuthFlags, serveSecurity } from "./auth.ts";
 import { formatBytes, formatRate } from "./format.ts";
 import { jsonLine, outputMode } from "./output.ts";
+import { serveFiles } from "./serve-files.ts";
 
 /** The route `bench` streams to: the server reads and discards. */
 export const DISCARD_ROUTE = "/pointsub/discard/1";
@@ -22,6 +23,18 @@ export interface ServeOptions extends ServeAuthFlags {
   maxFileSize?: number;
   /** Bytes of unfinished uploads the directory may hold (0 = unlimited). Default 0. */
   maxBytes?: number;
+  /** Most sessions at once (default unlimited). */
+  maxConnections?: number;
+  /** The connection limit follows the load. */
+  adaptiveConnections?: boolean;
+  /** Most sessions from one address (default unlimited). */
+  maxConnectionsPerAddress?: number;
+  /** Seconds a session may stay idle (0 = forever). Default 0. */
+  idleTimeout?: number;
+  /** Requests per second per session (default unlimited). */
+  rateLimit?: number;
+  /** Seconds work in flight may take to finish on SIGINT/SIGTERM. Default 10. */
+  shutdownTimeout?: number;
   /** `host:port` to serve Prometheus metrics on (`GET /metrics`); needs prom-client. */
   metrics?: string;
 }
@@ -59,7 +72,15 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
   const metricsModule = opts.metrics === undefined ? undefined : await loadMetrics();
   metricsModule?.parseHostPort(opts.metrics as string);
   const dir = resolve(opts.dir);
-  const server = createServer({ authenticate: security.authenticate, tls: security.tls });
+  const server = createServer({
+    authenticate: security.authenticate,
+    tls: security.tls,
+    maxConnections: opts.maxConnections,
+    adaptiveConnections: opts.adaptiveConnections === true,
+    maxConnectionsPerAddress: opts.maxConnectionsPerAddress,
+    idleTimeoutMs: (opts.idleTimeout ?? 0) * 1000,
+    rateLimit: opts.rateLimit === undefined ? undefined : { session: { requests: { perSecond: opts.rateLimit } } },
+  });
   server.handle("/echo/1.0.0", (req) => req.data);
   server.handleStream(DISCARD_ROUTE, async (stream: IncomingStream) => {
     let n = 0;
@@ -99,6 +120,7 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
   });
   server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
   server.handle(FILE_CHECK_ROUTE, sink.check);
+  serveFiles(server, dir, say);
   server.on("session", (s) => {
     // The principal is "token:<index>" or "cert:<CN>", never a token.
     const principal = s.principal === undefined ? null : String(s.principal);
@@ -108,13 +130,14 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
       `session from ${s.remoteUrl}${principal === null ? "" : ` as ${principal}`}`,
     );
   });
-  server.on("sessionClose", (s, err) =>
+  server.on("sessionClose", (s, err, reason) =>
     say(
       "sessionClose",
-      { remote: s.remoteUrl, code: err?.code ?? null },
-      `session ${s.remoteUrl} closed${err ? ` (${err.code})` : ""}`,
+      { remote: s.remoteUrl, code: err?.code ?? null, reason },
+      `session ${s.remoteUrl} closed (${reason})`,
     ),
   );
+  server.on("reject", (err) => say("reject", { code: err.code, message: err.message }, `refused: ${err.message}`));
   // Subscribed before the first connection, served once the server listens, closed after it.
   const metrics = metricsModule?.prometheusMetrics();
   if (metrics !== undefined) metricsModule?.collectDefaultMetrics({ register: metrics.registry });
@@ -153,7 +176,9 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
     process.on("SIGINT", stop);
     process.on("SIGTERM", stop);
   });
-  await server.close();
+  const shutdownMs = (opts.shutdownTimeout ?? 10) * 1000;
+  say("closing", { timeoutMs: shutdownMs }, `closing: work in flight has ${shutdownMs / 1000} s to finish`);
+  await server.close({ timeoutMs: shutdownMs });
   await metricsServer?.close();
   metrics?.close();
   sink.close();

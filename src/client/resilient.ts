@@ -67,8 +67,9 @@ export interface ResilientOptions extends ConnectOptions {
    * not run, so any request may repeat) is retried up to as many times,
    * counted apart, after `max(retryAfterMs, backoff)` (the reconnection
    * backoff, full jitter) — unless that would pass the request's overall
-   * deadline: then, as with `retries: 0`, the caller gets the
-   * ERR_RATE_LIMITED error with its `retryAfterMs`.
+   * deadline or exceed 60 s: then, as with `retries: 0`, the caller gets
+   * the ERR_RATE_LIMITED error with its `retryAfterMs`. `close()` ends
+   * such waits at once (ERR_CONNECTION_CLOSED).
    */
   retries?: number;
 }
@@ -81,6 +82,16 @@ export interface ResilientRequestOptions extends RequestOptions {
    * implies `retry`). Default false: it fails with the drop's error.
    */
   retry?: boolean;
+  /**
+   * Time allowed for each attempt of a retryable request (`retry` or an
+   * `idempotencyKey`): an attempt that gets no answer within it is given up
+   * with ERR_TIMEOUT and the request is sent again under the same key —
+   * counted against `retries`, within the overall `timeoutMs`. Safe because
+   * the key makes the server run the handler at most once: a repeat of a
+   * request still running waits for it, a repeat of a finished one gets its
+   * stored answer. Default: none (one attempt may take the whole deadline).
+   */
+  attemptTimeoutMs?: number;
 }
 
 /** Events of a {@link ResilientConnection}. */
@@ -97,6 +108,8 @@ export interface ResilientEvents {
 
 /** HELLO feature bit of a peer that deduplicates keyed requests (docs/PROTOCOL.md §4). */
 const IDEMPOTENCY_FEATURE = 0x8;
+/** Longest retry-after hint a request waits out; a longer one is the caller's to handle. */
+const MAX_RATE_WAIT_MS = 60_000;
 const LOST: ReadonlySet<string> = new Set(["ERR_CONNECTION_CLOSED", "ERR_GOING_AWAY", "ERR_KEEPALIVE"]);
 const utf8 = new TextEncoder();
 
@@ -137,6 +150,8 @@ export class ResilientConnection extends EventEmitter<ResilientEvents> {
   private ageTimer: ReturnType<typeof setTimeout> | undefined;
   private waiters: { resolve: () => void; reject: (e: PointSubError) => void }[] = [];
   private sleepCancel: (() => void) | undefined;
+  /** Requests waiting out a server's retry-after hint (ended at once by close). */
+  private readonly rateWaits = new Set<() => void>();
   private closeError: PointSubError | undefined;
 
   /** @internal Use {@link connectResilient}. */
@@ -226,9 +241,23 @@ export class ResilientConnection extends EventEmitter<ResilientEvents> {
     const timeoutMs = options.timeoutMs ?? this.options.requestTimeoutMs ?? 30_000;
     const deadline = timeoutMs > 0 ? Date.now() + timeoutMs : Number.POSITIVE_INFINITY;
     const retry = options.retry === true || options.idempotencyKey !== undefined;
-    const { retry: _, ...rest } = options;
+    const { retry: _, attemptTimeoutMs, ...rest } = options;
     const key = options.idempotencyKey ?? (retry ? randomKey() : undefined);
-    return this.attempt(route, payload, { ...rest, idempotencyKey: key }, deadline, retry ? 0 : this.retries, 0);
+    if (attemptTimeoutMs !== undefined && !(attemptTimeoutMs > 0)) {
+      return Promise.reject(
+        new PointSubError("ERR_INVALID_ARGUMENT", `attemptTimeoutMs must be > 0 (got ${attemptTimeoutMs})`),
+      );
+    }
+    const perAttempt = retry ? (attemptTimeoutMs ?? 0) : 0;
+    return this.attempt(
+      route,
+      payload,
+      { ...rest, idempotencyKey: key },
+      deadline,
+      retry ? 0 : this.retries,
+      0,
+      perAttempt,
+    );
   }
 
   private async attempt(
@@ -238,28 +267,35 @@ export class ResilientConnection extends EventEmitter<ResilientEvents> {
     deadline: number,
     tries: number,
     limited: number,
+    perAttempt = 0,
   ): Promise<Uint8Array> {
     let c = this.connection;
     if (c === undefined) {
       await this.hold(size(payload), noop);
       c = this.connection;
-      if (c === undefined) return this.attempt(route, payload, options, deadline, tries, limited);
+      if (c === undefined) return this.attempt(route, payload, options, deadline, tries, limited, perAttempt);
     }
     const left = deadline === Number.POSITIVE_INFINITY ? 0 : deadline - Date.now();
     if (deadline !== Number.POSITIVE_INFINITY && left <= 0) {
       throw new PointSubError("ERR_TIMEOUT", `request to ${route} timed out (overall deadline, ${tries} retries)`);
     }
     const keyed = options.idempotencyKey !== undefined && (c.peerSettings.features & IDEMPOTENCY_FEATURE) !== 0;
+    // A retryable request's attempt may be given less than what is left (attemptTimeoutMs).
+    const attemptMs = perAttempt > 0 && (left === 0 || perAttempt < left) ? perAttempt : left;
     try {
-      return await c.request(route, payload, { ...options, timeoutMs: left });
+      return await c.request(route, payload, { ...options, timeoutMs: attemptMs });
     } catch (err) {
       const e = toPointSubError(err, "ERR_CONNECTION_CLOSED");
       if (e.code === "ERR_RATE_LIMITED") {
         await this.rateLimited(e, deadline, limited);
-        return this.attempt(route, payload, options, deadline, tries, limited + 1);
+        return this.attempt(route, payload, options, deadline, tries, limited + 1, perAttempt);
       }
-      if (!keyed || tries >= this.retries || !LOST.has(e.code) || this.state_ === "closed") throw e;
-      return this.attempt(route, payload, options, deadline, tries + 1, limited);
+      // Only this attempt's own time ran out (not the overall deadline): the same key again.
+      const attemptTimedOut = e.code === "ERR_TIMEOUT" && attemptMs !== left && Date.now() < deadline;
+      if (!keyed || tries >= this.retries || !(LOST.has(e.code) || attemptTimedOut) || this.state_ === "closed") {
+        throw e;
+      }
+      return this.attempt(route, payload, options, deadline, tries + 1, limited, perAttempt);
     }
   }
 
@@ -272,8 +308,18 @@ export class ResilientConnection extends EventEmitter<ResilientEvents> {
     if (limited >= this.retries || this.state_ === "closed") throw e;
     const ceiling = Math.min(this.maxDelayMs, this.initialDelayMs * 2 ** limited);
     const wait = Math.max(e.retryAfterMs ?? 0, Math.random() * ceiling);
-    if (Date.now() + wait >= deadline) throw e;
-    await new Promise((resolve) => setTimeout(resolve, wait));
+    // A hint past the deadline, or longer than a client should sit on a call, goes to the caller.
+    if (Date.now() + wait >= deadline || wait > MAX_RATE_WAIT_MS) throw e;
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(t);
+        this.rateWaits.delete(done);
+        resolve();
+      };
+      const t = setTimeout(done, wait);
+      (t as { unref?: () => void }).unref?.();
+      this.rateWaits.add(done);
+    });
     if ((this.state_ as ResilientState) === "closed") throw this.closedError();
   }
 
@@ -427,6 +473,7 @@ export class ResilientConnection extends EventEmitter<ResilientEvents> {
     this.closeError = error;
     this.setState("closed");
     this.sleepCancel?.();
+    for (const wake of [...this.rateWaits]) wake();
     const failure = this.closedError();
     for (const w of this.waiters.splice(0)) w.reject(failure);
     const held = this.held;

@@ -35,7 +35,7 @@ import { Caller } from "./caller.ts";
 import { ConnectionDiagnostics } from "./diagnostics.ts";
 import { Dispatcher, toBytes } from "./dispatch.ts";
 import { ReceiveWindow } from "./flow.ts";
-import { FrameRouter } from "./frames.ts";
+import { type FrameHooks, FrameRouter } from "./frames.ts";
 import { Handshake } from "./handshake.ts";
 import { Housekeeper } from "./housekeeping.ts";
 import { Inbound } from "./inbound.ts";
@@ -58,7 +58,7 @@ import type {
   Payload,
   RequestOptions,
 } from "./types.ts";
-import { FrameWriter } from "./writer.ts";
+import { FrameWriter, type WriterSink } from "./writer.ts";
 
 export { RESUME_ROUTE, type ResumePoint } from "../codec/resume.ts";
 export type { ResumeContext, ResumeLookup, StreamRoute } from "../router/types.ts";
@@ -80,6 +80,10 @@ function portableRuntime(): Runtime {
 
 /** The router of a connection that has no routes or middleware of its own and no server. */
 const EMPTY_ROUTER = new Router();
+/** How long a closing connection with nothing in flight waits for the peer's GOAWAY (at least; 4 RTTs if longer). */
+const PEER_GOAWAY_WAIT_MS = 250;
+/** Characters of a peer's GOAWAY reason kept (in errors and `closeReason`). */
+const MAX_REASON = 256;
 /** Ids of connections made without one (clients); a server numbers its sessions itself. */
 let nextConnectionId = 1;
 
@@ -145,7 +149,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   private openedOnce = false;
   /** The peer's GOAWAY(0) arrived: it starts nothing new after it. */
   private peerGoAway = false;
-  private readonly readyD: Deferred<void> = deferred<void>();
+  /** Settles `ready`; dropped once it did (an open connection keeps no resolvers). */
+  private readyD: Deferred<void> | undefined = deferred<void>();
   /** Created when someone first waits for the close. */
   private closedD: Deferred<void> | undefined;
   private closeError: PointSubError | undefined;
@@ -179,17 +184,12 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.stats_ = new Stats(new ConnectionDiagnostics(runtime.diagnostics, this, init.initiator ? "client" : "server"));
     this.onOpenHook = init.onOpen;
     this.onCloseHook = init.onClose;
-    this.ready = this.readyD.promise;
+    this.ready = (this.readyD as Deferred<void>).promise;
     this.ready.catch(noop);
-    this.writer = new FrameWriter(
-      {
-        write: (chunks) => {
-          this.housekeeper.lastOutput = Date.now();
-          return this.transport.write(chunks);
-        },
-      },
-      runtime.checksums,
-    );
+    // One object is the writer's sink and the frame router's hooks: its
+    // methods are on the prototype, not closures.
+    const port = new Connection.Port(this);
+    this.writer = new FrameWriter(port, runtime.checksums);
     // One closure serves every part that asks whether the connection closed.
     const isClosed = (): boolean => this.state_ === "closed";
     this.isClosed = isClosed;
@@ -242,10 +242,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
         peerCertificate: this.transport.peerCertificate?.(),
       }),
     });
-    this.frames = new FrameRouter(this.handshake, this.inbound, this.pinger, this.writer, {
-      inStreams: () => this.inStreams,
-      onGoAway: (errno, reason) => this.onGoAway(errno, reason),
-    });
+    this.frames = new FrameRouter(this.handshake, this.inbound, this.pinger, this.writer, port);
     this.housekeeper = new Housekeeper(
       {
         keepAliveMs: options.keepAliveMs ?? 30_000,
@@ -258,18 +255,12 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       this.readGate,
       this.frames,
       this.pinger,
-      {
-        isClosed,
-        remoteUrl: this.remoteUrl,
-        fail: (err) => this.fail(err),
-        activity: () => this.stats_.activity(),
-        inUse: () => this.inUse,
-        idle: () => void this.close({ reason: "idle" }).catch(noop),
-      },
+      this,
     );
     // Nothing could arrive while held messages paused reading: progress counts from the resume.
     this.readGate.onHeldResume = () => this.housekeeper.readingResumed();
     this.decoderImpl = new FrameDecoder(this.frames, local.maxFrameSize, runtime.checksums, runtime.allocBody);
+    // Adapters may call these unbound (`socket.on("drain", h.onDrain)`): closures.
     transport.attach({
       onData: (chunk) => this.onTransportData(chunk),
       readTarget: () => this.decoderImpl.readTarget(),
@@ -298,6 +289,28 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       ht + Math.floor(Math.random() * ht * 0.1),
     );
   }
+
+  /**
+   * The writer's sink and the frame router's hooks, in one object per
+   * connection whose methods live on the prototype (no closures).
+   */
+  private static readonly Port = class implements WriterSink, FrameHooks {
+    private readonly c: Connection;
+    constructor(c: Connection) {
+      this.c = c;
+    }
+    write(chunks: readonly Uint8Array[]): boolean {
+      const c = this.c;
+      c.housekeeper.lastOutput = Date.now();
+      return c.transport.write(chunks);
+    }
+    inStreams(): IncomingStreams {
+      return this.c.inStreams;
+    }
+    onGoAway(errno: number, reason: string): void {
+      this.c.onGoAway(errno, reason);
+    }
+  };
 
   private get outStreams(): OutgoingStreams {
     if (this.outStreams_ !== undefined) return this.outStreams_;
@@ -703,11 +716,14 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.stats_.diag.opened();
     this.onOpenHook?.(this);
     this.emit("open");
-    this.readyD.resolve();
+    this.readyD?.resolve();
+    this.readyD = undefined;
   }
 
   /** GOAWAY: errno 0 is a graceful close (finish what is in flight), anything else a fatal error of the peer. */
-  private onGoAway(errno: number, reason: string): void {
+  private onGoAway(errno: number, peerReason: string): void {
+    // The peer chooses the reason's length (up to a frame): keep what a person reads.
+    const reason = peerReason.length > MAX_REASON ? `${peerReason.slice(0, MAX_REASON)}…` : peerReason;
     if (errno !== 0) {
       const code = codeForErrno(errno) ?? "ERR_PROTOCOL";
       const err = PointSubError.fromPeer(code, `peer closed the connection: ${reason}`);
@@ -726,8 +742,18 @@ export class Connection extends EventEmitter<ConnectionEvents> {
 
   // -------------------------------------------------------------- lifecycle
 
-  /** Calls, messages or streams in flight in either direction (never idle then). */
-  private get inUse(): boolean {
+  /** @internal Housekeeping: changes whenever application data moves. */
+  activity(): number {
+    return this.stats_.activity();
+  }
+
+  /** @internal Housekeeping: idle for idleTimeoutMs — close gracefully. */
+  idle(): void {
+    this.close({ reason: "idle" }).catch(noop);
+  }
+
+  /** @internal Housekeeping: calls, messages or streams in flight in either direction (never idle then). */
+  inUse(): boolean {
     return (
       this.caller.size !== 0 ||
       this.dispatcher.serving.size !== 0 ||
@@ -759,7 +785,16 @@ export class Connection extends EventEmitter<ConnectionEvents> {
 
   private async drainAndEnd(timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
+    // With nothing in flight, only the peer's GOAWAY is awaited (a START it sent
+    // before it saw ours would come first). A conforming peer answers within a
+    // round trip; one that never does (idle, old, hostile) must not hold the
+    // close for the whole timeout.
+    const peerWait = Math.max(PEER_GOAWAY_WAIT_MS, 4 * (this.pinger.rtt ?? 0));
+    let quietSince = 0;
     while (this.state_ !== "closed" && Date.now() < deadline && this.busy) {
+      if (this.inUse() || this.dispatcher.heldMessages !== 0) quietSince = 0;
+      else if (quietSince === 0) quietSince = Date.now();
+      else if (Date.now() - quietSince >= peerWait) break;
       await new Promise((r) => setTimeout(r, 5));
     }
     if (this.state_ === "closed") return;
@@ -808,7 +843,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.pinger.teardown(failure);
     this.inStreams_?.teardown(failure);
     this.outStreams_?.teardown(failure);
-    if (!this.openedOnce) this.readyD.reject(failure);
+    if (!this.openedOnce) this.readyD?.reject(failure);
+    this.readyD = undefined;
     this.stats_.diag.closed(this.openedOnce, error, failure);
     this.onCloseHook?.(this, error);
     this.emit("close", error);

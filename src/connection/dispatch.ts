@@ -11,6 +11,12 @@
  * {@link HOLD_MAX_BYTES} bytes, it stops reading from that peer
  * (`ReadGate.holdMessages`), so the peer's sends queue in its TCP window
  * instead of in this side's memory; reading resumes below half of both.
+ * Pausing acts between reads, so what one read brings (one BATCH frame of
+ * up to maxFrameSize) is still decoded: a peer that packs more than
+ * {@link HOLD_HARD_MESSAGES} messages (or {@link HOLD_HARD_BYTES}) into
+ * what arrives while its messages are held ignores backpressure and is
+ * closed with ERR_OVERLOADED — an honest sender (BATCH frames of at most
+ * 16 KiB, 64 KiB reads) stays far below.
  */
 import { FrameType } from "../codec/frame.ts";
 import { encodeErrorHead, OK_HEAD } from "../codec/message-head.ts";
@@ -37,6 +43,12 @@ const NEVER: AbortSignal = new AbortController().signal;
 export const HOLD_MAX_MESSAGES = 64;
 /** Held message bytes of one connection beyond which reading from its peer pauses. */
 export const HOLD_MAX_BYTES = 1024 * 1024;
+/** Held messages of one connection at which its peer is closed with ERR_OVERLOADED. */
+export const HOLD_HARD_MESSAGES = 32_768;
+/** Held bytes (data plus {@link HELD_OVERHEAD} each) at which the peer is closed with ERR_OVERLOADED. */
+export const HOLD_HARD_BYTES = 64 * 1024 * 1024;
+/** What a held message costs besides its data (its message, context and promises), for the hard bound. */
+const HELD_OVERHEAD = 512;
 
 /** Bytes or text as bytes; ERR_INVALID_ARGUMENT for anything else. */
 export function toBytes(payload: Payload, what: string): Uint8Array {
@@ -131,8 +143,21 @@ export class Dispatcher {
 
   /** A complete one-way message from the peer. */
   deliverMessage(data: Uint8Array): void {
-    const msg = new IncomingMessage(data);
     const router = this.router;
+    if (
+      router.hasMiddleware &&
+      (this.heldMessages >= HOLD_HARD_MESSAGES ||
+        this.heldBytes + (this.heldMessages + 1) * HELD_OVERHEAD + data.length > HOLD_HARD_BYTES)
+    ) {
+      this.session.terminate(
+        new PointSubError(
+          "ERR_OVERLOADED",
+          `peer sent more than ${this.heldMessages} one-way messages while they were held (reading was paused)`,
+        ),
+      );
+      return;
+    }
+    const msg = new IncomingMessage(data);
     if (router.hasMiddleware) {
       const ctx = new MessageContext(this.session, msg);
       const done = router.run(ctx, this.endpoints().message);
@@ -152,10 +177,15 @@ export class Dispatcher {
   private hold(done: Promise<HandlerResult>, bytes: number): void {
     this.heldMessages++;
     this.heldBytes += bytes;
+    // Held data is memory the peer makes this side keep: charged (past the limit if need be,
+    // it is already here) so that new assemblies are refused while it is held.
+    const charge = bytes + HELD_OVERHEAD;
+    this.budget.force(charge);
     if (this.heldMessages > HOLD_MAX_MESSAGES || this.heldBytes > HOLD_MAX_BYTES) this.readGate?.holdMessages(true);
     const release = (): void => {
       this.heldMessages--;
       this.heldBytes -= bytes;
+      this.budget.release(charge);
       if (this.heldMessages <= HOLD_MAX_MESSAGES >>> 1 && this.heldBytes <= HOLD_MAX_BYTES >>> 1) {
         this.readGate?.holdMessages(false);
       }

@@ -10,24 +10,28 @@
  */
 import { PointSubError } from "../errors/error.ts";
 import type { Transport } from "../transport/transport.ts";
-import { type Tickable, Ticker } from "../util/ticker.ts";
+import type { Tickable, Ticker } from "../util/ticker.ts";
 import type { FrameRouter } from "./frames.ts";
 import type { Pinger } from "./pinger.ts";
 import type { ReadGate } from "./read-gate.ts";
 import type { FrameWriter } from "./writer.ts";
 
-/** What housekeeping needs from its connection besides the parts it is given. */
+/**
+ * What housekeeping needs from its connection besides the parts it is given
+ * (the Connection implements it with prototype methods: no closures per
+ * connection).
+ */
 export interface HousekeepingHost {
-  isClosed(): boolean;
+  readonly state: string;
   readonly remoteUrl: string;
-  /** Closes with a fatal error. */
-  fail(err: PointSubError): void;
+  /** Closes at once with a fatal error, telling the peer. */
+  terminate(err: PointSubError): void;
   /** A number that changes whenever application data moves (messages, requests, streams). */
   activity(): number;
   /** Whether calls, messages or streams are in flight (never idle then). */
   inUse(): boolean;
-  /** Closes gracefully because nothing happened for `ms`. */
-  idle(ms: number): void;
+  /** Closes gracefully because nothing happened for idleTimeoutMs. */
+  idle(): void;
 }
 
 export interface HousekeepingTimes {
@@ -63,8 +67,12 @@ export class Housekeeper implements Tickable {
   lastActivity = Date.now();
   private activitySeen = -1;
   private pingAt = 0;
-  /** The shared ticker this runs on, or its own one. */
+  /** When the last PING probing a held-paused peer went out. */
+  private probeAt = 0;
+  /** The shared ticker this runs on, if any. */
   private ticker: Ticker | undefined;
+  /** Its own interval otherwise (a client connection: cheaper than a wheel of its own). */
+  private timer: ReturnType<typeof setInterval> | undefined;
   private readonly keepAliveMs: number;
   private readonly idleTimeoutMs: number;
   private readonly slowPeerTimeoutMs: number;
@@ -99,7 +107,7 @@ export class Housekeeper implements Tickable {
 
   /**
    * Starts ticking (once the connection is open): on `shared` (a server's
-   * ticker, whose period suits these times) or on a ticker of its own.
+   * ticker, whose period suits these times) or on an interval of its own.
    */
   start(shared?: Ticker): void {
     const period = housekeepingPeriod({
@@ -109,13 +117,20 @@ export class Housekeeper implements Tickable {
       idleTimeoutMs: this.idleTimeoutMs,
     });
     if (period === Number.POSITIVE_INFINITY) return;
-    this.ticker = shared ?? new Ticker(period);
-    this.ticker.add(this);
+    if (shared !== undefined) {
+      this.ticker = shared;
+      shared.add(this);
+      return;
+    }
+    this.timer = setInterval(() => this.tick(Date.now()), period);
+    (this.timer as { unref?: () => void }).unref?.();
   }
 
   stop(): void {
     this.ticker?.delete(this);
     this.ticker = undefined;
+    if (this.timer !== undefined) clearInterval(this.timer);
+    this.timer = undefined;
   }
 
   /** Brings {@link lastActivity} up to date (to the nearest input or output). */
@@ -141,7 +156,7 @@ export class Housekeeper implements Tickable {
     const host = this.host;
     const blocked = this.writer.blockedSince;
     if (slow > 0 && blocked !== 0 && now - blocked >= slow) {
-      host.fail(
+      host.terminate(
         new PointSubError(
           "ERR_SLOW_PEER",
           `${host.remoteUrl} took nothing this side sent for ${now - blocked} ms (slowPeerTimeoutMs ${slow})`,
@@ -156,24 +171,37 @@ export class Housekeeper implements Tickable {
       f.inbound.checkProgress(now, pt, floor);
       f.inStreamsIfAny?.checkProgress(now, pt, floor);
       f.outStreamsIfAny?.checkProgress(now, pt, floor);
-      if (host.isClosed()) return;
+      if (host.state === "closed") return;
     }
     const idleMs = this.idleTimeoutMs;
     if (idleMs > 0) {
       if (host.inUse()) this.lastActivity = now;
       else if (now - this.observe() >= idleMs) {
-        host.idle(now - this.lastActivity);
+        host.idle();
         return;
       }
     }
-    // While reading is paused nothing can arrive: the slow-peer timeout rules.
-    if (ms <= 0 || this.gate.paused) return;
+    if (ms <= 0) return;
+    const gate = this.gate;
+    if (gate.paused) {
+      // Paused while middleware holds the peer's messages (not a slow reader): nothing is
+      // read, so a peer that went away is noticed only by writing — a PING to a reset
+      // socket fails and closes the connection (its held messages then go on at once).
+      // One probe per interval, each given up after it (at most two outstanding): the
+      // second write to a reset socket is the one that fails.
+      if (!gate.slowPaused && now - this.probeAt >= ms) {
+        this.probeAt = now;
+        this.pinger.ping(ms).catch(noop);
+      }
+      // Otherwise nothing can arrive: the slow-peer timeout rules.
+      return;
+    }
     const idle = now - this.lastInput;
     if (now - this.lastOutput >= ms) this.writer.trim();
     // No input for a tick: let the transport drop its bulk read buffer.
     if (idle >= ms >>> 1) this.transport.trim?.();
     if (this.pingAt !== 0 && idle >= ms * 2) {
-      host.fail(new PointSubError("ERR_KEEPALIVE", `no bytes from ${host.remoteUrl} for ${idle} ms`));
+      host.terminate(new PointSubError("ERR_KEEPALIVE", `no bytes from ${host.remoteUrl} for ${idle} ms`));
       return;
     }
     if (idle >= ms) {

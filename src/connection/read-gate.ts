@@ -10,6 +10,18 @@ import type { Transport } from "../transport/transport.ts";
 import { nextTurn } from "../util/next-turn.ts";
 import type { FrameWriter } from "./writer.ts";
 
+/** Gates that yielded this turn, resumed together on the next. */
+let yielded: ReadGate[] = [];
+let resuming: ReadGate[] = [];
+
+function endYields(): void {
+  const gates = yielded;
+  yielded = resuming;
+  for (let i = 0; i < gates.length; i++) gates[i].endYield();
+  gates.length = 0;
+  resuming = gates;
+}
+
 /** Decoding time (ms) one peer's input may take before its reading yields to the event loop for a turn. */
 const YIELD_MS = 4;
 
@@ -44,7 +56,9 @@ export class ReadGate {
       this.busyMs = 0;
       this.yielding = true;
       this.transport.pause();
-      nextTurn(this.endYield);
+      // One next-turn callback resumes every gate that yielded this turn (no closure per gate).
+      if (yielded.length === 0) nextTurn(endYields);
+      yielded.push(this);
     }
     // A peer that does not read what it is owed is read no further until it drains.
     const w = this.writer;
@@ -59,10 +73,11 @@ export class ReadGate {
     return this.slowPaused || this.heldPaused;
   }
 
-  private readonly endYield = (): void => {
+  /** @internal The turn after a yield came. */
+  endYield(): void {
     this.yielding = false;
     if (!this.slowPaused && !this.heldPaused && !this.isClosed()) this.transport.resume();
-  };
+  }
 
   /** The transport drained. Returns true when reading resumed after a slow-peer pause. */
   onDrain(): boolean {

@@ -132,10 +132,6 @@ export class FrameWriter {
   private releases: (() => void)[] = NO_CALLBACKS;
   private bulk: OutMessage[] = [];
   private rr = 0;
-  private readonly flushCb = () => {
-    this.flushScheduled = false;
-    this.flush();
-  };
 
   private readonly crc: Crc32c;
 
@@ -298,6 +294,12 @@ export class FrameWriter {
     this.slabPos = 0;
   }
 
+  /** @internal The microtask of {@link scheduleFlush} came. */
+  scheduledFlush(): void {
+    this.flushScheduled = false;
+    this.flush();
+  }
+
   /** Hands everything batched to the transport now. */
   flush(): void {
     this.cut();
@@ -321,7 +323,9 @@ export class FrameWriter {
   private scheduleFlush(): void {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
-    queueMicrotask(this.flushCb);
+    // One microtask flushes every writer that wrote this turn (no closure per writer).
+    if (toFlush.length === 0) queueMicrotask(flushAll);
+    toFlush.push(this);
   }
 
   private pump(): void {
@@ -600,6 +604,18 @@ export class FrameWriter {
 }
 
 const EMPTY = new Uint8Array(0);
+
+/** Writers with a flush scheduled, flushed together by one microtask (two arrays taking turns: no garbage). */
+let toFlush: FrameWriter[] = [];
+let flushing: FrameWriter[] = [];
+
+function flushAll(): void {
+  const writers = toFlush;
+  toFlush = flushing;
+  for (let i = 0; i < writers.length; i++) writers[i].scheduledFlush();
+  writers.length = 0;
+  flushing = writers;
+}
 
 /** Shared empty stand-in for callback lists (never pushed to). */
 const NO_CALLBACKS: (() => void)[] = [];

@@ -199,7 +199,8 @@ const table = {
     errno: 4013,
     severity: "warning",
     retryable: false,
-    suggestion: "No such session (or it closed); list the open ones with sessionsInfo().",
+    suggestion:
+      "No such session (or it closed): list the open ones with sessionsInfo(); or no such file on a file server: list them with `pointsub ls`.",
   },
 } as const satisfies Record<string, ErrorCodeInfo>;
 

@@ -211,6 +211,11 @@ function checkLimit(name: string, value: number | undefined, fallback: number, m
   return value;
 }
 
+/** The remote end of a raw socket of a tls:// listener, as the transport's remoteUrl will say. */
+function rawUrl(socket: net.Socket): string {
+  return hostUrl("tls", socket.remoteAddress, socket.remotePort);
+}
+
 /**
  * A tls:// listener. A plain TCP server accepts; a socket is handed to the
  * (never listening) tls.Server only once admitted: fewer than
@@ -231,10 +236,16 @@ async function tlsServer(
   const timeout = checkLimit("handshakeTimeoutMs", options.handshakeTimeoutMs, TLS_HANDSHAKE_TIMEOUT_MS, 2 ** 31 - 1);
   const maxPending = checkLimit("maxPendingHandshakes", options.maxPendingHandshakes, MAX_PENDING_HANDSHAKES, Infinity);
   const onPending = options.onPending;
-  /** Raw sockets admitted and not yet secure (nor closed). */
-  const pending = new Set<net.Socket>();
+  /** Raw sockets admitted and not yet secure (nor closed), with their remote URL (a closed socket forgets it). */
+  const pending = new Map<net.Socket, string>();
+  function leave(socket: net.Socket): void {
+    const url = pending.get(socket);
+    if (url === undefined) return;
+    pending.delete(socket);
+    onPending?.(-1, url);
+  }
   function onRawClose(this: net.Socket): void {
-    if (pending.delete(this)) onPending?.(-1);
+    leave(this);
   }
   const secure = createTlsServer(
     await loadTls(),
@@ -252,9 +263,9 @@ async function tlsServer(
       // (test/transport/tls-slowloris.test.ts notices if that changes: the
       // raw socket would then count as pending until it closes).
       const raw = (socket as { _parent?: unknown })._parent;
-      if (raw instanceof net.Socket && pending.delete(raw)) {
+      if (raw instanceof net.Socket && pending.has(raw)) {
         raw.off("close", onRawClose);
-        onPending?.(-1);
+        leave(raw);
       }
       onTransport(wrap(socket, "tls", undefined, readerForAccepted(socket)));
     },
@@ -263,18 +274,19 @@ async function tlsServer(
   secure.on("tlsClientError", (_err, socket) => socket.destroy());
   secure.on("error", () => {});
   const server = net.createServer((socket) => {
-    if (pending.size >= maxPending || onPending?.(1) === false) {
+    const url = rawUrl(socket);
+    if (pending.size >= maxPending || onPending?.(1, url) === false) {
       socket.destroy();
       return;
     }
-    pending.add(socket);
+    pending.set(socket, url);
     socket.once("close", onRawClose);
     secure.emit("connection", socket);
   });
   return {
     server,
     dropPending: () => {
-      for (const socket of pending) socket.destroy();
+      for (const socket of pending.keys()) socket.destroy();
     },
   };
 }

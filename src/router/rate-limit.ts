@@ -52,7 +52,7 @@ export interface RateLimitOptions {
    * Most keys kept with {@link key} (default 10,000). When full, keys
    * whose buckets refilled are forgotten first (nothing is lost), then the
    * oldest keys without waiting messages (they start again with a full
-   * burst).
+   * burst), down to 7/8 of maxKeys at once: new keys cost amortized O(1).
    */
   maxKeys?: number;
 }
@@ -240,12 +240,16 @@ export function rateLimit(options: RateLimitOptions): RateLimiter {
     return l;
   };
 
-  /** Makes room for one key: forgets idle keys, else the oldest with no message waiting or on its way. */
+  /**
+   * Makes room: forgets idle keys, else the oldest with no message waiting or on its way, down to
+   * 7/8 of maxKeys, so that a stream of new keys costs one scan per maxKeys / 8 keys, not one each.
+   */
   const evict = (): void => {
     const now = clock();
     for (const [k, l] of byKey) if (idle(l, now)) byKey.delete(k);
+    const target = maxKeys - Math.max(1, maxKeys >>> 3);
     for (const [k, l] of byKey) {
-      if (byKey.size < maxKeys) break;
+      if (byKey.size <= target) break;
       if ((l.waiting === undefined || l.waiting.length === 0) && l.releasing === 0) byKey.delete(k);
     }
   };
@@ -266,7 +270,9 @@ export function rateLimit(options: RateLimitOptions): RateLimiter {
         break;
       }
       consume(l, l.messages, w.bytes, now);
-      consume(g, g.messages, w.bytes, now);
+      // A closed session's messages (let through at once) are charged to its own line only:
+      // the global buckets would go into a debt every other session waits out.
+      if (wait <= 0) consume(g, g.messages, w.bytes, now);
       i++;
       l.releasing++;
       w.resolve();

@@ -184,7 +184,7 @@ export class Admission {
   };
 }
 
-/** The host part of a URL (`tcp://[::1]:7000` → `[::1]`); the whole URL when it has none (unix, memory). */
+/** The host part of a URL (`tcp://[::1]:7000` → `[::1]`, `[::ffff:1.2.3.4]` → `1.2.3.4`); the whole URL when it has none (unix, memory). */
 function addressKey(url: string): string {
   const start = url.indexOf("://");
   if (start < 0) return url;
@@ -192,7 +192,9 @@ function addressKey(url: string): string {
   if (rest.startsWith("/") || rest === "") return url;
   if (rest.startsWith("[")) {
     const end = rest.indexOf("]");
-    return end < 0 ? rest : rest.slice(0, end + 1);
+    const host = end < 0 ? rest : rest.slice(0, end + 1);
+    // An IPv4 client of a dual-stack listener ([::ffff:1.2.3.4]) is the same host as 1.2.3.4.
+    return /^\[::ffff:\d+\.\d+\.\d+\.\d+\]$/i.test(host) ? host.slice(8, -1) : host;
   }
   const colon = rest.lastIndexOf(":");
   return colon < 0 ? rest : rest.slice(0, colon);

@@ -2,9 +2,10 @@
  * A server's events as an async iterable (the seeds' event stream): every
  * `session`, `sessionClose`, `message`, `error` and `reject` event as one
  * typed object, in order. The buffer between the server and a slow reader
- * is bounded: past `bufferSize` events the oldest are dropped and the next
- * event read is an `overflow` saying how many — the server never waits for
- * an observer and never holds more than `bufferSize` events for it.
+ * is bounded by count and by the bytes of the messages it holds: past
+ * `bufferSize` events or `bufferBytes` bytes the oldest are dropped and the
+ * next event read is an `overflow` saying how many — the server never waits
+ * for an observer and never holds more than that for it.
  */
 import type { Connection } from "../connection/connection.ts";
 import type { Message } from "../connection/types.ts";
@@ -30,6 +31,11 @@ export type ServerEvent =
 export interface ServerEventOptions {
   /** Most events held for a slow reader; older ones are dropped past it. Default 1024. */
   bufferSize?: number;
+  /**
+   * Most message bytes held for a slow reader (the data of `message` events
+   * keeps them alive); older events are dropped past it. Default 16 MiB.
+   */
+  bufferBytes?: number;
   /** Which event types to receive. Default all. */
   types?: readonly ServerEvent["type"][];
 }
@@ -44,6 +50,8 @@ export interface EventSource {
 export class ServerEventStream implements AsyncIterableIterator<ServerEvent> {
   private readonly buffer = new Queue<ServerEvent>();
   private readonly bufferSize: number;
+  private readonly bufferBytes: number;
+  private heldBytes = 0;
   private readonly types: ReadonlySet<string> | undefined;
   private dropped = 0;
   private waiter: ((r: IteratorResult<ServerEvent>) => void) | undefined;
@@ -56,6 +64,11 @@ export class ServerEventStream implements AsyncIterableIterator<ServerEvent> {
       throw new PointSubError("ERR_INVALID_ARGUMENT", `bufferSize must be an integer >= 1 (got ${size})`);
     }
     this.bufferSize = size;
+    const bytes = options.bufferBytes ?? 16 * 1024 * 1024;
+    if (!Number.isSafeInteger(bytes) || bytes < 0) {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", `bufferBytes must be an integer >= 0 (got ${bytes})`);
+    }
+    this.bufferBytes = bytes;
     this.types = options.types === undefined ? undefined : new Set(options.types);
     this.source = source;
     source.add(this);
@@ -70,10 +83,20 @@ export class ServerEventStream implements AsyncIterableIterator<ServerEvent> {
       w({ value: e, done: false });
       return;
     }
-    if (this.buffer.length >= this.bufferSize) {
-      this.buffer.shift();
+    const n = bytesOf(e);
+    while (
+      this.buffer.length !== 0 &&
+      (this.buffer.length >= this.bufferSize || this.heldBytes + n > this.bufferBytes)
+    ) {
+      this.heldBytes -= bytesOf(this.buffer.shift() as ServerEvent);
       this.dropped++;
     }
+    if (n > this.bufferBytes) {
+      // Larger than the whole buffer: dropped itself.
+      this.dropped++;
+      return;
+    }
+    this.heldBytes += n;
     this.buffer.push(e);
   }
 
@@ -84,7 +107,10 @@ export class ServerEventStream implements AsyncIterableIterator<ServerEvent> {
       return Promise.resolve({ value: { type: "overflow", dropped }, done: false });
     }
     const e = this.buffer.shift();
-    if (e !== undefined) return Promise.resolve({ value: e, done: false });
+    if (e !== undefined) {
+      this.heldBytes -= bytesOf(e);
+      return Promise.resolve({ value: e, done: false });
+    }
     if (this.done) return Promise.resolve({ value: undefined, done: true });
     if (this.waiter !== undefined) {
       return Promise.reject(new PointSubError("ERR_INVALID_ARGUMENT", "next() called before the previous one settled"));
@@ -98,6 +124,7 @@ export class ServerEventStream implements AsyncIterableIterator<ServerEvent> {
   return(): Promise<IteratorResult<ServerEvent>> {
     this.end();
     this.buffer.drain();
+    this.heldBytes = 0;
     this.dropped = 0;
     return Promise.resolve({ value: undefined, done: true });
   }
@@ -115,4 +142,9 @@ export class ServerEventStream implements AsyncIterableIterator<ServerEvent> {
   [Symbol.asyncIterator](): this {
     return this;
   }
+}
+
+/** The bytes an event keeps alive (a message's data). */
+function bytesOf(e: ServerEvent): number {
+  return e.type === "message" ? e.message.data.length : 0;
 }

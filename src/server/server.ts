@@ -17,6 +17,7 @@ import type {
 import { codeInfo } from "../errors/codes.ts";
 import { PointSubError } from "../errors/error.ts";
 import { type IdempotencyOptions, idempotency } from "../router/idempotency.ts";
+import { type RateLimitOptions, rateLimit } from "../router/rate-limit.ts";
 import { Router } from "../router/router.ts";
 import type { Middleware, ResumeLookup } from "../router/types.ts";
 import type { Runtime } from "../runtime/runtime.ts";
@@ -69,13 +70,21 @@ export interface ServerOptions extends ConnectionOptions, AdmissionOptions {
    * an object passes its options (e.g. a shared `store`). Default off.
    */
   idempotency?: boolean | IdempotencyOptions;
+  /**
+   * Install the {@link rateLimit} middleware with these limits (per session
+   * and global token buckets for requests, messages and bytes), after
+   * `idempotency` and before any middleware added with `use`. Default none.
+   */
+  rateLimit?: RateLimitOptions;
 }
 
 /** Payloads from this size on are sent by reference and checksummed once for a broadcast (the writer's copy threshold). */
 const SHARED_CRC_MIN = 16 * 1024;
 
 function notFound(id: string): PointSubError {
-  return new PointSubError("ERR_NOT_FOUND", `no open session with id ${JSON.stringify(id)}`);
+  // Any value may come in from untyped callers: never throw here (a BigInt, a throwing toJSON).
+  const shown = typeof id === "string" ? JSON.stringify(id.length > 100 ? `${id.slice(0, 100)}…` : id) : typeof id;
+  return new PointSubError("ERR_NOT_FOUND", `no open session with id ${shown}`);
 }
 
 /** Connections set up per event-loop turn; more wait for the next turn. */
@@ -167,6 +176,7 @@ export class Server extends EventEmitter<ServerEvents> {
       // Outermost, so that nothing else runs twice for a duplicate either.
       this.router.use(idempotency(options.idempotency === true ? {} : options.idempotency));
     }
+    if (options.rateLimit !== undefined) this.router.use(rateLimit(options.rateLimit));
     this.budget = new MemoryBudget(budgetLimit(options, this.settings, this.runtime.memoryLimit()));
     const period = housekeepingPeriod({
       keepAliveMs: options.keepAliveMs ?? 30_000,
@@ -341,8 +351,21 @@ export class Server extends EventEmitter<ServerEvents> {
     // A listener's close resolves only once its connections are gone, so
     // close sessions at the same time.
     const listeners = this.bound.splice(0).map((l) => l.close());
-    const sessions = [...this.sessions_, ...this.connecting].map((s) => s.close(close));
-    await Promise.all([...listeners, ...sessions]);
+    const sessions = [...this.sessions_].map((s) => s.close(close));
+    // Connections still in their handshake close gracefully once it completes (a client
+    // that just connected sees a clean GOAWAY), but no later than the timeout: a stalled
+    // handshake must not hold the shutdown for handshakeTimeoutMs.
+    const refused = new PointSubError("ERR_GOING_AWAY", "server closing");
+    const late = setTimeout(
+      (pending: Connection[]) => {
+        for (const s of pending) s.terminate(refused);
+      },
+      options.timeoutMs ?? this.options.closeTimeoutMs ?? 5_000,
+      [...this.connecting],
+    );
+    const handshaking = [...this.connecting].map((s) => s.close(close));
+    await Promise.all([...listeners, ...sessions, ...handshaking]);
+    clearTimeout(late);
     for (const st of [...this.subscribers]) st.end();
   }
 
@@ -418,16 +441,26 @@ export class Server extends EventEmitter<ServerEvents> {
   }
 
   /** Connections in a transport handshake count against maxConnections; refused at once when full. */
-  private readonly countPending = (delta: 1 | -1): boolean => {
+  private readonly countPending = (delta: 1 | -1, remoteUrl?: string): boolean => {
     if (delta === -1) {
       this.pending--;
+      if (remoteUrl !== undefined) this.admission.release(remoteUrl);
       return true;
     }
-    if (this.closing || !this.admission.hasRoom()) {
+    // Counted against the limits (per address too, when the adapter says who it is) from
+    // before the transport's own handshake; accepted, it is admitted again as a session.
+    const refused = this.closing
+      ? "server closing"
+      : remoteUrl === undefined
+        ? this.admission.hasRoom()
+          ? undefined
+          : "connection limit reached"
+        : this.admission.admit(remoteUrl);
+    if (refused !== undefined) {
       this.rejected(
         new PointSubError(
           this.closing ? "ERR_GOING_AWAY" : "ERR_CONNECT",
-          `refused a connection before its TLS handshake: ${this.closing ? "server closing" : "connection limit reached"}`,
+          `refused a connection before its TLS handshake: ${refused}`,
         ),
       );
       return false;

@@ -139,9 +139,11 @@ export interface TransportListenOptions {
    * not reported again). Every admitted connection is reported with -1
    * exactly once when it leaves that state: just before `onTransport` sees
    * it, or when it closed (failed, timed out). The answer to a -1 call is
-   * ignored. Lets a server count these against its limits.
+   * ignored. Lets a server count these against its limits. `remoteUrl`
+   * (`scheme://host:port`, when the adapter knows it) lets it count them per
+   * address too; the -1 call gives the same one.
    */
-  onPending?(delta: 1 | -1): boolean;
+  onPending?(delta: 1 | -1, remoteUrl?: string): boolean;
 }
 
 /**

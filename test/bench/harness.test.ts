@@ -29,6 +29,12 @@ describe("benchmark harness", () => {
         String(64 * 1024 * 1024),
         "--files-size",
         String(16 * 1024 * 1024),
+        "--broadcast-clients",
+        "20",
+        "--broadcast-rounds",
+        "10",
+        "--broadcast-seconds",
+        "0.2",
         "--out",
         out,
       ],
@@ -40,12 +46,21 @@ describe("benchmark harness", () => {
       assert.ok(existsSync(join(dir, "bench", `${w}.svg`)), `${w}.svg`);
     }
     // Both implementations produced a number in every table (no "n/a" rows).
+    const perImpl = md.slice(0, md.indexOf("## Broadcast"));
     for (const impl of ["reference", "pointsub"]) {
-      const rows = md.split("\n").filter((l) => l.startsWith(`| ${impl} |`));
+      const rows = perImpl.split("\n").filter((l) => l.startsWith(`| ${impl} |`));
       assert.equal(rows.length, 6, impl);
       for (const r of rows) assert.doesNotMatch(r, /n\/a/, r);
     }
     assert.match(md, /## Targets/);
+    // Broadcast: --impl reference,pointsub selects raw node:net and both pointsub variants.
+    const broadcast = md.slice(md.indexOf("## Broadcast: 64 B to 20 connections"));
+    for (const impl of ["pointsub", "pointsub-unawaited", "raw"]) {
+      const rows = broadcast.split("\n").filter((l) => l.startsWith(`| ${impl} |`));
+      assert.equal(rows.length, 2, impl);
+      for (const r of rows) assert.match(r, /^\| [a-z-]+ \| [\d.,]+ \(/, r);
+    }
+    assert.doesNotMatch(broadcast, /^\| ws \|/m);
     assert.match(md, /## File to file over tcp \(16 MiB/);
     assert.match(md, /\| pointsub sendFile → fileSink, compression off \| \d+ \|/);
     assert.match(md, /\| Node \| v\d+/);

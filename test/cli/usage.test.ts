@@ -21,6 +21,7 @@ function runMany(cases: string[][]): Promise<Run[]> {
   return new Promise((resolve, reject) => {
     const env = { ...process.env };
     delete env.POINTSUB_TOKEN;
+    delete env.POINTSUB_URL;
     const child = spawn(process.execPath, [RUN_MANY, JSON.stringify(cases)], {
       stdio: ["ignore", "pipe", "inherit"],
       env,
@@ -53,6 +54,8 @@ describe("CLI usage errors", () => {
       [["bench", ...TO, "--count", "2.5"], "--count", "2.5"],
       [["bench", ...TO, "-s", "lots"], "--size", "lots"],
       [["bench", ...TO, "--size", "0"], "--size", "0"],
+      [["get", "f", "--from", "tcp://127.0.0.1:1", "-j", "9"], "--parallel", "9"],
+      [["get", "f", "--from", "tcp://127.0.0.1:1", "--retries", "abc"], "--retries", "abc"],
       [[...SERVE, "--partial-ttl", "soon"], "--partial-ttl", "soon"],
       [[...SERVE, "--partial-ttl", "-1"], "--partial-ttl", "-1"],
       [[...SERVE, "--max-file-size", "4XB"], "--max-file-size", "4XB"],

@@ -222,3 +222,40 @@ describe("resilient client and a deduplicating server", () => {
     }
   });
 });
+
+describe("retrying a timed-out attempt (attemptTimeoutMs)", () => {
+  it("a keyed request whose attempt times out is sent again under the same key; the handler still runs once", async () => {
+    const server = createServer({ idempotency: true });
+    let runs = 0;
+    server.handle("/slow/1", async (req) => {
+      runs++;
+      await sleep(600);
+      return `done ${req.text()} (run ${runs})`;
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const client = await connectResilient(url, { retries: 5 });
+    try {
+      const t0 = Date.now();
+      const answer = await client.request("/slow/1", "job", { retry: true, attemptTimeoutMs: 150, timeoutMs: 10_000 });
+      // Attempts at 0, 150, 300, … ms: a later one is answered once the first run finished.
+      assert.equal(text(answer), "done job (run 1)");
+      assert.equal(runs, 1, "the handler ran exactly once");
+      assert.ok(Date.now() - t0 >= 600);
+      // Without retry marking, the attempt timeout does not apply: one attempt, the whole deadline.
+      const plain = await client.request("/slow/1", "plain", { attemptTimeoutMs: 150, timeoutMs: 10_000 });
+      assert.equal(text(plain), "done plain (run 2)");
+      // Retries used up: the caller gets the attempt's ERR_TIMEOUT.
+      const few = await connectResilient(url, { retries: 1 });
+      await assert.rejects(few.request("/slow/1", "x", { retry: true, attemptTimeoutMs: 100, timeoutMs: 10_000 }), {
+        code: "ERR_TIMEOUT",
+      });
+      await few.close();
+      await assert.rejects(client.request("/slow/1", "x", { retry: true, attemptTimeoutMs: 0 }), {
+        code: "ERR_INVALID_ARGUMENT",
+      });
+    } finally {
+      await client.close();
+      await server.close();
+    }
+  });
+});

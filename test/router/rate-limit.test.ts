@@ -26,7 +26,7 @@ import {
   rateLimit,
   type Server,
 } from "../../src/index.ts";
-import { batch, connectPeer, F, inner, T } from "../helpers/attacker.ts";
+import { batch, connectPeer, F, frame, inner, T } from "../helpers/attacker.ts";
 import { sleep, until } from "../helpers/wait.ts";
 
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -318,6 +318,38 @@ describe("router: rateLimit", () => {
       assert.equal(server.sessions.size, 1);
     } finally {
       clearInterval(sampler);
+      peer.destroy();
+      await server.close();
+    }
+  });
+
+  it("a peer packing 170,000 messages into one 1 MiB BATCH while they are held is closed with ERR_OVERLOADED, memory bounded", async () => {
+    const { server, url } = await serve({ session: { messages: { perSecond: 10, burst: 1 } } });
+    let delivered = 0;
+    server.on("message", () => {
+      delivered++;
+    });
+    const closes: (string | undefined)[] = [];
+    server.on("sessionClose", (_s, err) => closes.push(err?.code));
+    const peer = await connectPeer({ port: Number(new URL(url).port), read: "parse" });
+    const rss0 = process.memoryUsage().rss;
+    try {
+      // Empty messages of 3 bytes each (id 1 reused: single frames never open an id), one BATCH of ~1 MiB.
+      const one = inner(T.MSG, F.START | F.END, 1, new Uint8Array(0));
+      const n = Math.floor((1024 * 1024 - 16) / one.length);
+      const payload = new Uint8Array(n * one.length);
+      for (let i = 0; i < n; i++) payload.set(one, i * one.length);
+      await peer.send(frame(T.BATCH, 0, 0, payload));
+      await until(() => closes.length === 1, 30_000);
+      assert.equal(closes[0], "ERR_OVERLOADED");
+      await until(() => peer.goaway !== undefined);
+      assert.equal(peer.goaway?.errno, 2003);
+      // Nothing like n messages held: the bound (32,768) stopped it.
+      assert.ok(process.memoryUsage().rss - rss0 < 128 * 1024 * 1024, "RSS bounded");
+      // The messages held before the close are still delivered, in order (the session closed, not lost).
+      await until(() => delivered >= 32_768 - 1, 30_000);
+      assert.ok(delivered < n);
+    } finally {
       peer.destroy();
       await server.close();
     }

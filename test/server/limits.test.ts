@@ -90,6 +90,21 @@ describe("server connection limits", () => {
     await server.close();
   });
 
+  it("createServer({ rateLimit }) installs the rate limiter for every session", async () => {
+    const server = createServer({ rateLimit: { session: { requests: { perSecond: 1, burst: 1 } } } });
+    server.handle("/echo/1.0.0", (req) => req.data);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const c = await connect(url);
+    await c.request("/echo/1.0.0", "first");
+    await assert.rejects(c.request("/echo/1.0.0", "second"), (e: PointSubError) => {
+      assert.equal(e.code, "ERR_RATE_LIMITED");
+      assert.ok((e.retryAfterMs ?? 0) > 0);
+      return true;
+    });
+    await c.close();
+    await server.close();
+  });
+
   it("rejects invalid limit options naming the field", () => {
     assert.throws(() => createServer({ maxConnectionsPerAddress: 0 }), {
       code: "ERR_INVALID_ARGUMENT",

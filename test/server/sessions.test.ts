@@ -163,6 +163,29 @@ describe("server sessions", () => {
     assert.deepEqual(await stream.next(), { value: undefined, done: true });
   });
 
+  it("events() holds at most bufferBytes of message data for a reader that does not read", async () => {
+    const server = createServer();
+    toClose.push(server);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const stream = server.events({ bufferBytes: 1024 * 1024 });
+    const c = await connect(url);
+    toClose.push(c);
+    const big = new Uint8Array(256 * 1024);
+    for (let i = 0; i < 40; i++) await c.send(big); // 10 MiB
+    await until(() => server.stats().received.medium.messages + server.stats().received.large.messages === 40);
+    // session + 40 messages: only the last 4 messages (1 MiB) are held; the rest were dropped and counted.
+    const first = await stream.next();
+    assert.deepEqual(first.value, { type: "overflow", dropped: 37 });
+    let held = 0;
+    for (let i = 0; i < 4; i++) {
+      const e = await stream.next();
+      assert.equal(e.value?.type, "message");
+      held++;
+    }
+    assert.equal(held, 4);
+    await stream.return();
+  });
+
   it("events() ends when the server closes", async () => {
     const server = createServer();
     const [url] = await server.listen("tcp://127.0.0.1:0");

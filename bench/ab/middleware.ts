@@ -1,0 +1,56 @@
+/**
+ * In-process A/B of what middleware costs per request: pipelined requests
+ * (128 in flight, 64 B) over tcp:// on loopback, configurations alternated
+ * run by run so that machine load hits them alike.
+ *
+ *   node bench/ab/middleware.ts [runs=5] [count=100000]
+ */
+import { connect, createServer, type Middleware, rateLimit } from "../../src/index.ts";
+
+type Config = "none" | "mw" | "rl" | "all";
+const runs = Number(process.argv[2] ?? 5);
+const count = Number(process.argv[3] ?? 100_000);
+
+async function once(config: Config): Promise<number> {
+  const server = createServer();
+  const pass: Middleware = (_ctx, next) => next();
+  if (config === "mw" || config === "all") server.use(pass);
+  if (config === "rl" || config === "all") {
+    server.use(
+      rateLimit({
+        session: { requests: { perSecond: 1e9 }, bytes: { perSecond: 1e15 } },
+        global: { requests: { perSecond: 1e9 } },
+      }),
+    );
+  }
+  server.handle("/echo/1.0.0", (req) => req.data);
+  const [url] = await server.listen("tcp://127.0.0.1:0");
+  const c = await connect(url);
+  const payload = new Uint8Array(64);
+  let sent = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: 128 }, async () => {
+      while (sent < count) {
+        sent++;
+        await c.request("/echo/1.0.0", payload);
+      }
+    }),
+  );
+  const rate = count / ((performance.now() - t0) / 1000);
+  await c.close();
+  await server.close();
+  return rate;
+}
+
+const configs = (process.argv[4]?.split(",") ?? ["none", "mw", "rl", "all"]) as Config[];
+const rates = new Map<Config, number[]>(configs.map((c) => [c, []]));
+await once("none"); // warm-up
+for (let r = 0; r < runs; r++) for (const c of configs) rates.get(c)?.push(await once(c));
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+const base = median(rates.get("none") ?? [1]);
+for (const [c, xs] of rates) {
+  console.log(
+    `${c.padEnd(5)} median ${Math.round(median(xs))}/s  (${(median(xs) / base).toFixed(3)} of none)  runs ${xs.map(Math.round).join(" ")}`,
+  );
+}

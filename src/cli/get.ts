@@ -1,0 +1,372 @@
+import { lstat, mkdir } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { SharedConnection } from "../client/resumable.ts";
+import {
+  decodeFileGetAnswer,
+  decodeFileListAnswer,
+  encodeFileGetRequest,
+  encodeFileListRequest,
+  FILE_GET_ROUTE,
+  FILE_LIST_ROUTE,
+  type FileGetAnswer,
+  type FileHave,
+  type FileListAnswer,
+  type FileListEntry,
+} from "../codec/file-routes.ts";
+import type { Connection } from "../connection/connection.ts";
+import { PointSubError, toPointSubError } from "../errors/error.ts";
+import { connect } from "../index.ts";
+import { FILE_ROUTE, type FileSink, fileCrc32c, fileSink } from "../node/file-sink.ts";
+import type { IncomingStream } from "../stream/incoming.ts";
+import { type ClientAuthFlags, clientConnectOptions } from "./auth.ts";
+import { formatBytes, formatRate } from "./format.ts";
+import { jsonLine, type OutputMode, outputMode, ProgressView, printError } from "./output.ts";
+
+export interface GetOptions extends ClientAuthFlags {
+  from: string;
+  /** Directory to store the files in. Default ".". */
+  out?: string;
+  /** Get directories, keeping their tree under the directory's name. */
+  recursive?: boolean;
+  /** Download files even when a file of the same size and CRC32C is already there. */
+  force?: boolean;
+  retries: number;
+  /** Files in flight at once over the connection. Default 4. */
+  parallel?: number;
+  json?: boolean;
+}
+
+/** Exit codes after a signal, as a shell reports a process it ended (128 + the signal's number). */
+const SIGNAL_EXIT: Record<string, number> = { SIGINT: 130, SIGTERM: 143 };
+
+/** Failures about one file: the others go on. Any other error stops taking new files. */
+const PER_FILE = new Set(["ERR_NOT_FOUND", "ERR_INVALID_ARGUMENT", "ERR_CHECKSUM", "ERR_RESUME", "ERR_QUOTA"]);
+
+const NO_SOURCE = "the server serves no files (not a pointsub serve --dir, or an older one)";
+
+/** The normalized form of a name on the server: no leading `./`, no trailing `/`; "" for the served directory. */
+export function remoteName(name: string): string {
+  const n = name.replace(/^(\.\/+)+/, "").replace(/\/+$/, "");
+  return n === "." ? "" : n;
+}
+
+/** Runs `fn` with a connection from `shared`, again on a new one after a retryable failure (backoff as send's). */
+export async function withConnection<T>(
+  shared: SharedConnection,
+  retries: number,
+  fn: (conn: Connection) => Promise<T>,
+): Promise<T> {
+  for (let n = 0, delay = 200; ; n++, delay = Math.min(delay * 2, 5000)) {
+    let conn: Connection | undefined;
+    try {
+      conn = await shared.get();
+      return await fn(conn);
+    } catch (err) {
+      const e = toPointSubError(err, "ERR_CONNECT");
+      if (conn !== undefined) shared.failed(conn, e);
+      if (e.code === "ERR_NO_ROUTE") throw new PointSubError("ERR_NO_ROUTE", NO_SOURCE, { cause: e });
+      if (!e.retryable || n >= retries) throw e;
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+}
+
+/**
+ * Lists `name` on the server, following the cursor to the end: what it is,
+ * and its entries (files of the whole tree with `recursive`). `onPage`
+ * gets each answer's entries as they come (`ls` prints them at once).
+ */
+export async function listRemote(
+  shared: SharedConnection,
+  name: string,
+  options: { recursive?: boolean; retries?: number; limit?: number; onPage?: (entries: FileListEntry[]) => void },
+): Promise<{ type: "file" | "dir"; entries: FileListEntry[] }> {
+  const entries: FileListEntry[] = [];
+  let cursor: string | undefined;
+  let type: "file" | "dir" = "dir";
+  do {
+    const request = encodeFileListRequest({
+      path: name,
+      ...(options.recursive === true ? { recursive: true } : {}),
+      ...(cursor === undefined ? {} : { cursor }),
+      ...(options.limit === undefined ? {} : { limit: options.limit }),
+    });
+    const a: FileListAnswer = await withConnection(shared, options.retries ?? 0, async (conn) =>
+      decodeFileListAnswer(await conn.request(FILE_LIST_ROUTE, request, { timeoutMs: 0 })),
+    );
+    type = a.type;
+    if (options.onPage !== undefined) options.onPage(a.entries);
+    else entries.push(...a.entries);
+    cursor = a.cursor;
+    if (options.limit !== undefined) break;
+  } while (cursor !== undefined);
+  return { type, entries };
+}
+
+/** A file to get: its path on the server, where it goes under the output directory, its listed size. */
+interface GetItem {
+  path: string;
+  to: string;
+  size: number;
+}
+
+/** The plain summary of a received file. */
+function receivedLine(to: string, a: FileGetAnswer, bytes: number, seconds: number): string {
+  const resumed = a.resumedFrom > 0 ? `, resumed at ${formatBytes(a.resumedFrom)}` : "";
+  return `${to}: received ${formatBytes(a.size)} in ${seconds.toFixed(2)} s (${formatRate(bytes / Math.max(seconds, 1e-3))})${resumed}`;
+}
+
+/**
+ * `pointsub get NAME... --from URL [--out DIR]`: every file over one
+ * connection, each streamed by the server to this side's file sink on the
+ * output directory, so a dropped connection (reopened, `retries` times) or
+ * a re-run resumes from the bytes stored; files already there whole (same
+ * size and CRC32C) are skipped unless `force`; a different file of that
+ * name is replaced.
+ */
+export async function getCommand(names: string[], opts: GetOptions): Promise<void> {
+  const mode = outputMode(opts.json);
+  const connectOptions = await clientConnectOptions(opts.from, opts);
+  const out = resolve(opts.out ?? ".");
+  await mkdir(out, { recursive: true });
+  const say = (event: Record<string, unknown>, line: string) => {
+    if (mode === "json") jsonLine(event);
+    else if (mode === "plain") process.stdout.write(`${line}\n`);
+  };
+  /** Targets asked for: a stream to any other is refused (a server only writes what was asked). */
+  const wanted = new Map<string, { size: number; streams: IncomingStream[] }>();
+  let view: ProgressView | undefined;
+  /** Made once the listing gave the sizes: no file it stores may grow past the largest listed. */
+  let sink: FileSink | undefined;
+  const shared = new SharedConnection(async () => {
+    const conn = await connect(opts.from, connectOptions);
+    conn.handleStream(
+      FILE_ROUTE,
+      (stream, ctx) => {
+        if (sink === undefined) throw new PointSubError("ERR_INVALID_ARGUMENT", "a file this client did not ask for");
+        return sink.handler(stream, ctx);
+      },
+      { resume: (id, ctx) => sink?.resume(id, ctx) ?? { offset: 0, crc: 0 } },
+    );
+    return conn;
+  });
+  const interrupted = (signal: NodeJS.Signals) => {
+    view?.stop();
+    printError(
+      new PointSubError("ERR_CANCELLED", `interrupted by ${signal}; run the same command again to resume`),
+      mode === "json" ? "json" : "plain",
+    );
+    process.exit(SIGNAL_EXIT[signal] ?? 1);
+  };
+  process.on("SIGINT", interrupted);
+  process.on("SIGTERM", interrupted);
+  const started = performance.now();
+  const failures: { file: string; error: PointSubError }[] = [];
+  const items: GetItem[] = [];
+  let got = 0;
+  let skipped = 0;
+  let bytesReceived = 0;
+  let fatal = false;
+  const fail = (file: string, err: unknown) => {
+    const e = toPointSubError(err, "ERR_SOURCE");
+    failures.push({ file, error: e });
+    if (!PER_FILE.has(e.code)) fatal = true;
+    if (mode === "plain" && (names.length > 1 || items.length > 1)) {
+      process.stdout.write(`${file}: failed: ${e.code}: ${e.message}\n`);
+    }
+  };
+  try {
+    // What each name is: a file, or (with -r) a directory's files.
+    const byTarget = new Map<string, GetItem>();
+    for (const arg of names) {
+      if (fatal) break;
+      const name = remoteName(arg);
+      try {
+        const r = await listRemote(shared, name, {
+          recursive: opts.recursive === true,
+          retries: opts.retries,
+          ...(opts.recursive === true ? {} : { limit: 1 }),
+        });
+        const found: GetItem[] = [];
+        if (r.type === "file") {
+          found.push({ path: name, to: name.slice(name.lastIndexOf("/") + 1), size: r.entries[0]?.size ?? 0 });
+        } else if (opts.recursive !== true) {
+          throw new PointSubError("ERR_INVALID_ARGUMENT", `${arg} is a directory (get it with -r)`);
+        } else {
+          const top = name.slice(name.lastIndexOf("/") + 1);
+          for (const e of r.entries) {
+            if (e.type !== "file") continue;
+            const rel = name === "" ? e.path : e.path.slice(name.length + 1);
+            found.push({ path: e.path, to: top === "" ? rel : `${top}/${rel}`, size: e.size });
+          }
+        }
+        for (const it of found) {
+          const other = byTarget.get(it.to);
+          if (other === undefined) {
+            byTarget.set(it.to, it);
+            items.push(it);
+          } else if (other.path !== it.path) {
+            throw new PointSubError(
+              "ERR_INVALID_ARGUMENT",
+              `${other.path} and ${it.path} would both be stored as ${it.to}; get them separately`,
+            );
+          }
+        }
+      } catch (err) {
+        fail(arg, err);
+      }
+    }
+    // Files already here whole are skipped (the server compares CRC32Cs); others are replaced.
+    const have = new Map<GetItem, FileHave>();
+    if (opts.force !== true) {
+      for (const it of items) {
+        const local = join(out, ...it.to.split("/"));
+        const st = await lstat(local).catch(() => undefined);
+        if (st?.isFile() && st.size === it.size) {
+          const crc = ((await fileCrc32c(local, st.size)) >>> 0).toString(16).padStart(8, "0");
+          have.set(it, { size: st.size, crc32c: crc });
+        }
+      }
+    }
+    sink = fileSink(out, {
+      overwrite: true,
+      maxFileSize: items.reduce((n, it) => Math.max(n, it.size), 1),
+      onStream: (stream) => {
+        const to = stream.meta.path;
+        const w = typeof to === "string" ? wanted.get(to) : undefined;
+        if (w === undefined || typeof to !== "string") {
+          throw new PointSubError("ERR_INVALID_ARGUMENT", "a file this client did not ask for");
+        }
+        // Bounded by what the listing said: a server cannot fill the disk with an endless stream.
+        if (stream.total !== w.size) {
+          throw new PointSubError(
+            "ERR_INVALID_ARGUMENT",
+            `${to}: the server sent ${stream.total ?? "an unknown number of"} bytes where its listing said ${w.size} (changed since? run again)`,
+          );
+        }
+        w.streams.push(stream);
+        stream.progress.on("progress", (s) => view?.update(to, s));
+      },
+    });
+    await sink.ready;
+    view = new ProgressView(mode, { files: items.length, bytes: items.reduce((n, it) => n + it.size, 0) });
+    const v = view;
+    const queue = [...items];
+    const worker = async () => {
+      for (let it = queue.shift(); it !== undefined && !fatal; it = queue.shift()) {
+        const w = { size: it.size, streams: [] as IncomingStream[] };
+        wanted.set(it.to, w);
+        const t0 = performance.now();
+        try {
+          const h = have.get(it);
+          const request = encodeFileGetRequest({ path: it.path, to: it.to, ...(h === undefined ? {} : { have: h }) });
+          const a = await withConnection(shared, opts.retries, async (conn) =>
+            decodeFileGetAnswer(await conn.request(FILE_GET_ROUTE, request, { timeoutMs: 0 })),
+          );
+          const secs = (performance.now() - t0) / 1000;
+          // Bytes that arrived over every attempt (a dropped one's included).
+          const bytes = w.streams.reduce((n, s) => n + Math.max(0, s.progress.bytes - s.offset), 0);
+          if (a.skipped === true) {
+            skipped++;
+            say(
+              { event: "skipped", name: it.path, file: join(out, it.to), size: a.size, reason: "unchanged" },
+              `${it.to}: skipped, already here whole (${formatBytes(a.size)}, same CRC32C)`,
+            );
+            if (mode === "tty") v.log(`${it.to}: skipped, already here whole (--force gets it anyway)`);
+            continue;
+          }
+          got++;
+          bytesReceived += bytes;
+          if (mode === "json") {
+            jsonLine({
+              event: "received",
+              name: it.path,
+              file: join(out, it.to),
+              size: a.size,
+              crc32c: a.crc32c,
+              resumedFrom: a.resumedFrom,
+              bytesReceived: bytes,
+              seconds: secs,
+              rate: Math.round(bytes / Math.max(secs, 1e-3)),
+            });
+          } else if (mode === "plain") process.stdout.write(`${receivedLine(it.to, a, bytes, secs)}\n`);
+        } catch (err) {
+          fail(it.to, err);
+        } finally {
+          wanted.delete(it.to);
+        }
+      }
+    };
+    const parallel = Math.max(1, opts.parallel ?? 4);
+    await Promise.all(Array.from({ length: Math.min(parallel, items.length) }, worker));
+  } finally {
+    view?.stop();
+    process.off("SIGINT", interrupted);
+    process.off("SIGTERM", interrupted);
+    await shared.close().catch(() => {});
+    sink?.close();
+  }
+  const secs = (performance.now() - started) / 1000;
+  const total = items.length;
+  if (total > 1 || skipped > 0) {
+    const line =
+      `${got} of ${total} files received (${formatBytes(bytesReceived)} in ${secs.toFixed(2)} s, ${formatRate(bytesReceived / Math.max(secs, 1e-3))})` +
+      `${skipped > 0 ? `, ${skipped} skipped (unchanged)` : ""}${failures.length > 0 ? `, ${failures.length} failed` : ""}`;
+    say(
+      {
+        event: "summary",
+        files: total,
+        received: got,
+        skipped,
+        failed: failures.length,
+        bytesReceived,
+        seconds: secs,
+        connections: shared.opened,
+      },
+      line,
+    );
+    if (mode === "tty") process.stderr.write(`${line}\n`);
+  }
+  if (failures.length > 0) {
+    const { file, error } = failures[0];
+    const several = total + failures.length > 1 && !(total === 0 && names.length === 1);
+    const message = several ? `${file}: ${error.message}` : error.message;
+    throw new PointSubError(
+      error.code,
+      failures.length === 1 ? message : `${failures.length} files failed; first: ${message}`,
+      { cause: error },
+    );
+  }
+}
+
+/** How `ls` prints an entry: size, modification time (UTC), path (a directory with a trailing /). */
+export function entryLine(e: FileListEntry): string {
+  const when = new Date(e.mtime).toISOString().replace(/\.\d{3}Z$/, "Z");
+  return `${String(e.size).padStart(14)}  ${when}  ${e.path}${e.type === "dir" ? "/" : ""}`;
+}
+
+export interface LsOptions extends ClientAuthFlags {
+  from: string;
+  recursive?: boolean;
+  json?: boolean;
+}
+
+/** `pointsub ls [PATH] --from URL`: what the server serves under PATH (default: all of it). */
+export async function lsCommand(path: string | undefined, opts: LsOptions): Promise<void> {
+  const mode: OutputMode = outputMode(opts.json);
+  const connectOptions = await clientConnectOptions(opts.from, opts);
+  const shared = new SharedConnection(() => connect(opts.from, connectOptions));
+  try {
+    await listRemote(shared, remoteName(path ?? ""), {
+      recursive: opts.recursive === true,
+      onPage: (entries) => {
+        for (const e of entries) {
+          if (mode === "json") jsonLine({ event: "entry", ...e });
+          else process.stdout.write(`${entryLine(e)}\n`);
+        }
+      },
+    });
+  } finally {
+    await shared.close().catch(() => {});
+  }
+}

@@ -1,0 +1,13 @@
+import { Option } from "commander";
+
+/** The environment variable with the server URL of client commands (send, request, bench, get, ls). */
+export const URL_ENV = "POINTSUB_URL";
+
+/**
+ * The server URL option of a client command (`-t, --to` or `-f, --from`):
+ * required, unless ${URL_ENV} is set (the option wins over it).
+ */
+export function serverUrlOption(flags: string, description = "server URL"): Option {
+  // Commander's help adds "(env: POINTSUB_URL)".
+  return new Option(flags, description).env(URL_ENV).makeOptionMandatory();
+}

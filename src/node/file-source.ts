@@ -1,0 +1,281 @@
+import type { Dirent, Stats } from "node:fs";
+import { lstat, readdir, realpath } from "node:fs/promises";
+import { join, sep } from "node:path";
+import type { CodecName } from "../codec/compression.ts";
+import {
+  decodeFileGetRequest,
+  decodeFileListRequest,
+  encodeFileGetAnswer,
+  encodeFileListAnswer,
+  FILE_LIST_MAX,
+  FILE_PATH_MAX,
+  type FileGetAnswer,
+  type FileGetRequest,
+  type FileListEntry,
+} from "../codec/file-routes.ts";
+import type { Connection } from "../connection/connection.ts";
+import type { Handler, RequestContext } from "../connection/types.ts";
+import { PointSubError } from "../errors/error.ts";
+import { FILE_ROUTE, fileCrc32c, safeRelativePath } from "./file-sink.ts";
+import { type FileTransfer, sendFile } from "./send-file.ts";
+
+export {
+  FILE_GET_ROUTE,
+  FILE_LIST_MAX,
+  FILE_LIST_ROUTE,
+  type FileGetAnswer,
+  type FileGetRequest,
+  type FileHave,
+  type FileListAnswer,
+  type FileListEntry,
+  type FileListRequest,
+} from "../codec/file-routes.ts";
+
+/** Options of {@link fileSource}. */
+export interface FileSourceOptions {
+  /** Downloads one session may have in flight; more are answered `ERR_TOO_MANY_REQUESTS`. Default 8. */
+  maxDownloadsPerSession?: number;
+  /** Compression of the file streams. Default "auto". */
+  compress?: "auto" | "off" | CodecName;
+  /** Key of the transfer ids (see `fileTransferId`). Default: this user's resume key. */
+  resumeKey?: Uint8Array | string;
+  /** Called when a download starts (after its checks); progress is on the transfer. */
+  onGet?: (request: FileGetRequest, transfer: FileTransfer, ctx: RequestContext) => void;
+  /** Called when a download ends: the answer, or the error. */
+  onGetEnd?: (request: FileGetRequest, result: FileGetAnswer | PointSubError, ctx: RequestContext) => void;
+}
+
+/** The request handlers of a served directory. */
+export interface FileSource {
+  /** The directory served. */
+  dir: string;
+  /** Register on `FILE_LIST_ROUTE`. */
+  list: Handler;
+  /** Register on `FILE_GET_ROUTE`. */
+  get: Handler;
+}
+
+/** Names of the file sink's own files in the directory's top level (never listed or served). */
+const SINK_FILE = /^\.[A-Za-z0-9_-]{1,128}\.(partial|resume)$/;
+/** Deepest tree a listing descends (segments from the served root), as the sink's paths. */
+const MAX_DEPTH = 64;
+/** An answer stops before its JSON grows past about this many bytes (paths may be long). */
+const ANSWER_BYTES = 512 * 1024;
+
+const notFound = (path: string) =>
+  new PointSubError("ERR_NOT_FOUND", `no such file or directory: ${JSON.stringify(path.slice(0, 200))}`);
+
+const errno = (err: unknown) => (err as { code?: unknown }).code;
+
+/** The listed form of a path: the segments checked by the sink's rules; "" and "." are the root. */
+function segmentsOf(path: string | undefined): string[] {
+  const p = (path ?? "").replace(/\/+$/, "");
+  return p === "" || p === "." ? [] : safeRelativePath(p);
+}
+
+/**
+ * Serves the files under `dir` to peers that ask (`pointsub get`, `ls`):
+ * a listing route and a download route (docs/PROTOCOL.md §3.12.2–3.12.3).
+ *
+ * * names are checked with the sink's rules (`safeRelativePath`: no `..`,
+ *   no absolute path, no backslash or control character, at most 4096
+ *   bytes and 64 segments); every segment is looked at without following
+ *   symbolic links, and a symbolic link anywhere on the way, or anything
+ *   that is not a regular file or directory, is `ERR_NOT_FOUND`, as is a
+ *   missing name; the file's real path is checked to be inside `dir`
+ *   before it is opened;
+ * * the sink's own files (`.<key>.partial`, `.<key>.resume`: unfinished
+ *   uploads) are never listed nor served, nor are symbolic links;
+ * * a listing answers at most 1000 entries (and about 512 KiB) with a
+ *   cursor to continue; it reads one directory at a time;
+ * * a download streams the file back to the asker's file route
+ *   (`/pointsub/file/1.0.0`, which the asker serves on its connection, e.g.
+ *   with a `fileSink`) with `sendFile`: resumable from what the asker's
+ *   sink holds, checked end to end with CRC32C; at most
+ *   `maxDownloadsPerSession` per session at once.
+ *
+ * ```ts
+ * const source = fileSource("/srv/files");
+ * server.handle(FILE_LIST_ROUTE, source.list);
+ * server.handle(FILE_GET_ROUTE, source.get);
+ * ```
+ */
+export function fileSource(dir: string, options: FileSourceOptions = {}): FileSource {
+  const maxPerSession = options.maxDownloadsPerSession ?? 8;
+  const inFlight = new WeakMap<Connection, number>();
+  let root: Promise<string> | undefined;
+  const realRoot = () => {
+    root ??= realpath(dir);
+    return root;
+  };
+
+  /** The path's stats, each segment checked without following links. */
+  const resolveInside = async (segments: string[], shown: string): Promise<{ abs: string; st: Stats }> => {
+    let abs = dir;
+    let st = await lstat(dir);
+    for (const [i, seg] of segments.entries()) {
+      if (i === 0 && SINK_FILE.test(seg)) throw notFound(shown);
+      abs = join(abs, seg);
+      try {
+        st = await lstat(abs);
+      } catch (err) {
+        if (errno(err) === "ENOENT" || errno(err) === "ENOTDIR") throw notFound(shown);
+        throw err;
+      }
+      const last = i === segments.length - 1;
+      if (st.isSymbolicLink() || !(st.isDirectory() || (last && st.isFile()))) throw notFound(shown);
+    }
+    return { abs, st };
+  };
+
+  const entryOf = (path: string, st: Stats): FileListEntry => ({
+    path,
+    type: st.isDirectory() ? "dir" : "file",
+    size: st.isDirectory() ? 0 : st.size,
+    mtime: Math.max(0, Math.floor(st.mtimeMs)),
+  });
+
+  const list: Handler = async (req) => {
+    const r = decodeFileListRequest(req.data);
+    const base = segmentsOf(r.path);
+    const shown = base.join("/");
+    const { abs, st } = await resolveInside(base, shown);
+    if (st.isFile()) return encodeFileListAnswer({ type: "file", entries: [entryOf(shown, st)] });
+    const limit = Math.min(r.limit ?? FILE_LIST_MAX, FILE_LIST_MAX);
+    let after: string[] | undefined;
+    if (r.cursor !== undefined) {
+      const c = segmentsOf(r.cursor);
+      if (c.length <= base.length || base.some((s, i) => c[i] !== s)) {
+        throw new PointSubError("ERR_INVALID_ARGUMENT", "the cursor is not one of this listing's");
+      }
+      after = c.slice(base.length);
+    }
+    const entries: FileListEntry[] = [];
+    let bytes = 64;
+    let cursor: string | undefined;
+    // Depth-first in name order (code units); `cur` is what is left of the cursor at this level.
+    const walk = async (absDir: string, rel: string[], cur: string[] | undefined): Promise<boolean> => {
+      let names: Dirent[];
+      try {
+        names = await readdir(absDir, { withFileTypes: true });
+      } catch (err) {
+        // A directory removed or made unreadable while listed: its entries are left out.
+        if (rel.length > base.length) return false;
+        throw err;
+      }
+      names.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+      for (const d of names) {
+        let sub: string[] | undefined;
+        if (cur !== undefined) {
+          if (d.name < cur[0]) continue;
+          if (d.name === cur[0]) {
+            if (cur.length === 1 || !r.recursive) continue;
+            sub = cur.slice(1);
+          }
+          cur = undefined;
+        }
+        if (rel.length === 0 && SINK_FILE.test(d.name)) continue;
+        if (d.isSymbolicLink() || !(d.isFile() || d.isDirectory())) continue;
+        const p = [...rel, d.name];
+        const path = p.join("/");
+        try {
+          if (Buffer.byteLength(path) > FILE_PATH_MAX) continue;
+          safeRelativePath(path);
+        } catch {
+          continue; // a name nobody could ask for (control characters, a backslash, too long)
+        }
+        const child = join(absDir, d.name);
+        if (d.isDirectory() && r.recursive) {
+          if (p.length < MAX_DEPTH && (await walk(child, p, sub))) return true;
+          continue;
+        }
+        let cst: Stats;
+        try {
+          cst = await lstat(child);
+        } catch {
+          continue;
+        }
+        if (cst.isSymbolicLink()) continue;
+        entries.push(entryOf(path, cst));
+        bytes += Buffer.byteLength(path) + 64;
+        if (entries.length >= limit || bytes >= ANSWER_BYTES) {
+          cursor = path;
+          return true;
+        }
+      }
+      return false;
+    };
+    await walk(abs, base, after);
+    return encodeFileListAnswer({ type: "dir", entries, ...(cursor === undefined ? {} : { cursor }) });
+  };
+
+  const get: Handler = async (req, ctx) => {
+    const r = decodeFileGetRequest(req.data);
+    safeRelativePath(r.to);
+    const segments = segmentsOf(r.path);
+    const { abs, st } = await resolveInside(segments, r.path);
+    if (!st.isFile()) throw new PointSubError("ERR_INVALID_ARGUMENT", `${r.path} is a directory`);
+    // A directory on the way swapped for a link after the checks above: the real path says so.
+    const real = await realpath(abs).catch(() => undefined);
+    const top = await realRoot();
+    if (real === undefined || !real.startsWith(top.endsWith(sep) ? top : top + sep)) throw notFound(r.path);
+    const session = ctx.session;
+    const n = inFlight.get(session) ?? 0;
+    if (n >= maxPerSession) {
+      throw new PointSubError("ERR_TOO_MANY_REQUESTS", `at most ${maxPerSession} downloads at once per session`);
+    }
+    inFlight.set(session, n + 1);
+    try {
+      if (r.have !== undefined && r.have.size === st.size) {
+        const crc = ((await fileCrc32c(real, st.size)) >>> 0).toString(16).padStart(8, "0");
+        if (crc === r.have.crc32c) {
+          const answer: FileGetAnswer = {
+            path: r.path,
+            size: st.size,
+            crc32c: crc,
+            resumedFrom: 0,
+            bytesSent: 0,
+            skipped: true,
+          };
+          options.onGetEnd?.(r, answer, ctx);
+          return encodeFileGetAnswer(answer);
+        }
+      }
+      const t = sendFile(session, real, {
+        route: FILE_ROUTE,
+        relativePath: r.to,
+        compress: options.compress,
+        resumeKey: options.resumeKey,
+        signal: ctx.signal,
+        retries: 0,
+      });
+      options.onGet?.(r, t, ctx);
+      try {
+        const receipt = await t;
+        // The asker's file route answered for what it stored: a receipt that does not fit is its fault.
+        if (receipt.size !== st.size || typeof receipt.crc32c !== "string" || !/^[0-9a-f]{8}$/.test(receipt.crc32c)) {
+          throw new PointSubError("ERR_PROTOCOL", "the asker's file route answered a malformed receipt");
+        }
+        const answer: FileGetAnswer = {
+          path: r.path,
+          size: receipt.size,
+          crc32c: receipt.crc32c,
+          resumedFrom: Number.isSafeInteger(receipt.resumedFrom) ? Math.max(0, receipt.resumedFrom) : 0,
+          bytesSent: receipt.bytesSent,
+        };
+        options.onGetEnd?.(r, answer, ctx);
+        return encodeFileGetAnswer(answer);
+      } catch (err) {
+        const e = err instanceof PointSubError ? err : new PointSubError("ERR_SOURCE", String(err), { cause: err });
+        options.onGetEnd?.(r, e, ctx);
+        throw e;
+      }
+    } finally {
+      const left = (inFlight.get(session) ?? 1) - 1;
+      if (left > 0) inFlight.set(session, left);
+      else inFlight.delete(session);
+    }
+  };
+
+  return { dir, list, get };
+}

@@ -1,0 +1,387 @@
+/**
+ * `pointsub get` and `pointsub ls` against a real `pointsub serve --dir`, as
+ * child processes over real sockets: files uploaded with `send` come back
+ * byte for byte (a tree with -r), unchanged files are skipped, a dropped
+ * connection and a killed download resume, POINTSUB_URL stands in for
+ * --from/--to, and an unknown name is one typed line with exit 1.
+ */
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomFillSync } from "node:crypto";
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { after, before, describe, it } from "node:test";
+import {
+  createServer,
+  FILE_GET_ROUTE,
+  FILE_LIST_ROUTE,
+  type FileGetRequest,
+  PointSubError,
+  sendFile,
+} from "../../src/index.ts";
+import { MiB, sha256 } from "../helpers/data.ts";
+import { startProxy } from "../helpers/proxy.ts";
+
+const MAIN = join(import.meta.dirname, "../../src/cli/main.ts");
+const childEnv: NodeJS.ProcessEnv = { ...process.env };
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [MAIN, ...args], {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...childEnv, ...env },
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    child.on("close", (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+const events = (out: string) =>
+  out
+    .trim()
+    .split("\n")
+    .filter((l) => l !== "")
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+
+async function startServe(
+  dir: string,
+  events: Record<string, unknown>[],
+): Promise<{ url: string; child: ChildProcess; stop(): Promise<void> }> {
+  const child = spawn(process.execPath, [MAIN, "serve", "--listen", "tcp://127.0.0.1:0", "--json", "--dir", dir], {
+    stdio: ["ignore", "pipe", "inherit"],
+    env: childEnv,
+  });
+  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
+  const url = await new Promise<string>((resolve, reject) => {
+    child.once("exit", (code) => reject(new Error(`serve exited with ${code}`)));
+    lines.on("line", (line) => {
+      const ev = JSON.parse(line) as Record<string, unknown>;
+      events.push(ev);
+      if (ev.event === "listening") resolve(ev.url as string);
+    });
+  });
+  return {
+    url,
+    child,
+    async stop() {
+      const exited = new Promise((r) => child.once("exit", r));
+      child.kill("SIGTERM");
+      await exited;
+    },
+  };
+}
+
+/** The partial file a download is writing in `dir`, and its size (0 when none yet). */
+async function partialSize(dir: string): Promise<number> {
+  const name = (await readdir(dir).catch(() => [] as string[])).find((f) => f.endsWith(".partial"));
+  return name === undefined ? 0 : (await stat(join(dir, name)).catch(() => ({ size: 0 }))).size;
+}
+
+describe("pointsub get and ls", () => {
+  let work: string;
+  let inbox: string;
+  let src: string;
+  let serve: Awaited<ReturnType<typeof startServe>>;
+  let url: string;
+  const serverEvents: Record<string, unknown>[] = [];
+  const files: Record<string, Uint8Array> = {};
+
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), "pointsub-get-"));
+    childEnv.POINTSUB_STATE_DIR = join(work, "state");
+    delete childEnv.POINTSUB_TOKEN;
+    delete childEnv.POINTSUB_URL;
+    inbox = join(work, "inbox");
+    src = join(work, "src");
+    serve = await startServe(inbox, serverEvents);
+    url = serve.url;
+    await mkdir(join(src, "tree", "x"), { recursive: true });
+    files["a.txt"] = new TextEncoder().encode("hello\n");
+    files["b.bin"] = randomFillSync(new Uint8Array(MiB + 17));
+    files["tree/z.txt"] = new TextEncoder().encode("zzz");
+    files["tree/x/y.bin"] = randomFillSync(new Uint8Array(300_000));
+    files["tree/empty"] = new Uint8Array(0);
+    for (const [name, data] of Object.entries(files)) await writeFile(join(src, name), data);
+    const sent = await run(["send", "-r", join(src, "a.txt"), join(src, "b.bin"), join(src, "tree"), "--to", url]);
+    assert.equal(sent.code, 0, sent.stderr);
+  });
+
+  after(async () => {
+    await serve.stop();
+    await rm(work, { recursive: true, force: true });
+  });
+
+  it("send then get: several files and a directory with -r, byte for byte; a re-run skips them; --force gets them again", async () => {
+    const out = join(work, "out1");
+    const got = await run(["get", "a.txt", "b.bin", "tree", "-r", "--from", url, "--out", out, "--json"]);
+    assert.equal(got.code, 0, got.stderr);
+    const evs = events(got.stdout);
+    const received = evs.filter((e) => e.event === "received");
+    assert.deepEqual(received.map((e) => e.name).sort(), [
+      "a.txt",
+      "b.bin",
+      "tree/empty",
+      "tree/x/y.bin",
+      "tree/z.txt",
+    ]);
+    for (const [name, data] of Object.entries(files)) {
+      assert.equal(sha256(await readFile(join(out, name))), sha256(data), name);
+    }
+    const b = received.find((e) => e.name === "b.bin") as Record<string, unknown>;
+    assert.equal(b.size, files["b.bin"].length);
+    assert.equal(b.bytesReceived, files["b.bin"].length);
+    assert.equal(b.resumedFrom, 0);
+    assert.match(String(b.crc32c), /^[0-9a-f]{8}$/);
+    const summary = evs.find((e) => e.event === "summary") as Record<string, unknown>;
+    assert.deepEqual(
+      { files: summary.files, received: summary.received, skipped: summary.skipped, failed: summary.failed },
+      { files: 5, received: 5, skipped: 0, failed: 0 },
+    );
+    assert.ok(serverEvents.some((e) => e.event === "download" && e.status === "sent" && e.name === "b.bin"));
+    // Nothing but the files: no partial or sidecar left behind.
+    assert.deepEqual((await readdir(out)).sort(), ["a.txt", "b.bin", "tree"]);
+
+    const again = await run(["get", "a.txt", "b.bin", "tree", "-r", "--from", url, "--out", out, "--json"]);
+    assert.equal(again.code, 0, again.stderr);
+    const evs2 = events(again.stdout);
+    assert.equal(evs2.filter((e) => e.event === "skipped").length, 5);
+    assert.equal(evs2.filter((e) => e.event === "received").length, 0);
+    assert.equal((evs2.find((e) => e.event === "summary") as Record<string, unknown>).bytesReceived, 0);
+
+    // A local file of the same size but other bytes is replaced; --force gets even equal ones.
+    await writeFile(join(out, "a.txt"), "HELLO\n");
+    const replaced = await run(["get", "a.txt", "--from", url, "--out", out]);
+    assert.equal(replaced.code, 0, replaced.stderr);
+    assert.match(replaced.stdout, /^a\.txt: received 6 B in /);
+    assert.equal(await readFile(join(out, "a.txt"), "utf8"), "hello\n");
+    const forced = await run(["get", "a.txt", "--from", url, "--out", out, "--force", "--json"]);
+    assert.equal(forced.code, 0, forced.stderr);
+    assert.equal(events(forced.stdout).filter((e) => e.event === "received").length, 1);
+
+    // A file inside a directory is stored under its base name (as scp does); a directory's tree under its name.
+    const out2 = join(work, "out1b");
+    const one = await run(["get", "tree/x/y.bin", "tree/x", "-r", "--from", url, "--out", out2]);
+    assert.equal(one.code, 0, one.stderr);
+    assert.equal(sha256(await readFile(join(out2, "y.bin"))), sha256(files["tree/x/y.bin"]));
+    assert.equal(sha256(await readFile(join(out2, "x", "y.bin"))), sha256(files["tree/x/y.bin"]));
+  });
+
+  it("ls: text and JSON lines, a directory, the whole tree with -r, a single file", async () => {
+    const top = await run(["ls", "--from", url]);
+    assert.equal(top.code, 0, top.stderr);
+    const lines = top.stdout.trim().split("\n");
+    assert.deepEqual(
+      lines.map((l) => l.trim().split(/\s+/).at(-1)),
+      ["a.txt", "b.bin", "tree/"],
+    );
+    assert.match(
+      lines[1],
+      new RegExp(`^\\s+${files["b.bin"].length}  \\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\dZ  b\\.bin$`),
+    );
+    // The server's own files (partials, sidecars) never show.
+    assert.ok(!top.stdout.includes(".partial") && !top.stdout.includes(".resume"));
+
+    const tree = await run(["ls", "tree", "-r", "--from", url, "--json"]);
+    assert.equal(tree.code, 0, tree.stderr);
+    const entries = events(tree.stdout);
+    assert.deepEqual(
+      entries.map((e) => [e.event, e.path, e.type, e.size]),
+      [
+        ["entry", "tree/empty", "file", 0],
+        ["entry", "tree/x/y.bin", "file", 300_000],
+        ["entry", "tree/z.txt", "file", 3],
+      ],
+    );
+    assert.ok(entries.every((e) => typeof e.mtime === "number" && (e.mtime as number) > 1.5e12));
+
+    const dir = await run(["ls", "tree/", "--from", url, "--json"]);
+    assert.deepEqual(
+      events(dir.stdout).map((e) => [e.path, e.type]),
+      [
+        ["tree/empty", "file"],
+        ["tree/x", "dir"],
+        ["tree/z.txt", "file"],
+      ],
+    );
+    const file = await run(["ls", "a.txt", "--from", url]);
+    assert.equal(file.code, 0, file.stderr);
+    assert.match(file.stdout, /^\s+6 {2}\S+ {2}a\.txt\n$/);
+  });
+
+  it("POINTSUB_URL is the server when --from/--to is absent; the option wins; neither is a usage error", async () => {
+    const env = { POINTSUB_URL: url };
+    const ls = await run(["ls"], env);
+    assert.equal(ls.code, 0, ls.stderr);
+    assert.match(ls.stdout, /a\.txt/);
+    const out = join(work, "out-env");
+    const got = await run(["get", "./a.txt", "--out", out], env);
+    assert.equal(got.code, 0, got.stderr);
+    assert.equal(await readFile(join(out, "a.txt"), "utf8"), "hello\n");
+    await writeFile(join(work, "env.txt"), "by env");
+    const sent = await run(["send", join(work, "env.txt")], env);
+    assert.equal(sent.code, 0, sent.stderr);
+    assert.equal(await readFile(join(inbox, "env.txt"), "utf8"), "by env");
+    const req = await run(["request", "ping", "--route", "/echo/1.0.0"], env);
+    assert.equal(req.code, 0, req.stderr);
+    assert.equal(req.stdout, "ping");
+    // --from beats a wrong POINTSUB_URL.
+    const wins = await run(["ls", "--from", url], { POINTSUB_URL: "tcp://127.0.0.1:1" });
+    assert.equal(wins.code, 0, wins.stderr);
+    const missing = await run(["get", "a.txt"]);
+    assert.equal(missing.code, 2);
+    assert.equal(missing.stderr.trim().split("\n").length, 1);
+    assert.match(missing.stderr, /^pointsub: ERR_INVALID_ARGUMENT: .*--from/);
+    const help = await run(["get", "--help"]);
+    assert.match(help.stdout, /POINTSUB_URL/);
+  });
+
+  it("an unknown name, a directory without -r, a path out of the directory: exit 1 and one typed line", async () => {
+    const out = join(work, "out-bad");
+    const nope = await run(["get", "nope.txt", "--from", url, "--out", out]);
+    assert.equal(nope.code, 1);
+    assert.equal(nope.stderr, 'pointsub: ERR_NOT_FOUND: no such file or directory: "nope.txt"\n');
+    const json = await run(["get", "nope.txt", "--from", url, "--out", out, "--json"]);
+    assert.equal(json.code, 1);
+    const err = events(json.stdout).at(-1) as Record<string, unknown>;
+    assert.deepEqual([err.event, err.code, err.errno], ["error", "ERR_NOT_FOUND", 4013]);
+    const dir = await run(["get", "tree", "--from", url, "--out", out]);
+    assert.equal(dir.code, 1);
+    assert.match(dir.stderr, /^pointsub: ERR_INVALID_ARGUMENT: tree is a directory \(get it with -r\)\n$/);
+    const outside = await run(["get", "../etc/passwd", "--from", url, "--out", out]);
+    assert.equal(outside.code, 1);
+    assert.match(outside.stderr, /^pointsub: ERR_INVALID_ARGUMENT: refused path .*'\.\.' segment\n$/);
+    const ls = await run(["ls", "nope", "--from", url]);
+    assert.equal(ls.code, 1);
+    assert.match(ls.stderr, /^pointsub: ERR_NOT_FOUND: /);
+    // One bad name among good ones: the others arrive, exit 1 names it.
+    const mixed = await run(["get", "a.txt", "nope.txt", "--from", url, "--out", out]);
+    assert.equal(mixed.code, 1);
+    assert.equal(await readFile(join(out, "a.txt"), "utf8"), "hello\n");
+    assert.match(mixed.stderr, /^pointsub: ERR_NOT_FOUND: nope\.txt: no such file/);
+  });
+
+  it("a connection dropped mid-download is reopened and the download continues where it stopped", async () => {
+    const size = 48 * MiB;
+    const data = randomFillSync(new Uint8Array(size));
+    await writeFile(join(inbox, "drop.bin"), data);
+    const proxy = await startProxy(url, { cutAt: { dir: "down", bytes: [12 * MiB] } });
+    try {
+      const out = join(work, "out-drop");
+      const got = await run(["get", "drop.bin", "--from", proxy.url, "--out", out, "--json"]);
+      assert.equal(got.code, 0, got.stderr);
+      const r = events(got.stdout).find((e) => e.event === "received") as Record<string, number>;
+      assert.ok(r.resumedFrom > 0 && r.resumedFrom < size, `resumed from ${r.resumedFrom}`);
+      assert.equal(sha256(await readFile(join(out, "drop.bin"))), sha256(data));
+      // Through the proxy went the file once and little more (what the cut lost in flight).
+      assert.ok(proxy.bytes.down < size + 16 * MiB, `${proxy.bytes.down} bytes came down`);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it("a killed download, re-run, resumes: fewer bytes come the second time", async () => {
+    const size = 64 * MiB;
+    const data = randomFillSync(new Uint8Array(size));
+    await writeFile(join(inbox, "kill.bin"), data);
+    const out = join(work, "out-kill");
+    // Through a proxy that is held once some bytes passed, so the kill lands mid-transfer.
+    const proxy = await startProxy(url);
+    const child = spawn(process.execPath, [MAIN, "get", "kill.bin", "--from", proxy.url, "--out", out], {
+      stdio: "ignore",
+      env: childEnv,
+    });
+    try {
+      for (let i = 0; i < 3000 && proxy.bytes.down < 16 * MiB; i++) await new Promise((r) => setTimeout(r, 5));
+      proxy.hold("down");
+      let held = 0;
+      for (let i = 0; i < 500; i++) {
+        await new Promise((r) => setTimeout(r, 10));
+        held = await partialSize(out);
+        if (held >= 4 * MiB) break;
+      }
+      child.kill("SIGKILL");
+      await new Promise((r) => child.once("exit", r));
+      assert.ok(held >= 4 * MiB && held < size, `the partial held ${held} bytes`);
+    } finally {
+      await proxy.close();
+    }
+    const again = await run(["get", "kill.bin", "--from", url, "--out", out, "--json"]);
+    assert.equal(again.code, 0, again.stderr);
+    const r = events(again.stdout).find((e) => e.event === "received") as Record<string, number>;
+    assert.ok(r.resumedFrom > 0, `resumed from ${r.resumedFrom}`);
+    assert.ok(r.bytesReceived < size, `received ${r.bytesReceived} of ${size}`);
+    assert.equal(r.bytesReceived, size - r.resumedFrom);
+    assert.equal(sha256(await readFile(join(out, "kill.bin"))), sha256(data));
+    const sent = serverEvents.filter((e) => e.event === "download" && e.status === "sent" && e.name === "kill.bin");
+    assert.equal((sent.at(-1) as Record<string, number>).resumedFrom, r.resumedFrom);
+  });
+
+  it("a hostile server cannot make get write a file it did not ask for, nor more than the listing said", async () => {
+    const evilSrc = join(work, "evil-src.txt");
+    await writeFile(evilSrc, "01234");
+    // Lists a.txt as 5 bytes; on get, streams the file under the name the test picks.
+    let sendAs = "evil.txt";
+    const server = createServer();
+    server.handle(FILE_LIST_ROUTE, () =>
+      JSON.stringify({ type: "file", entries: [{ path: "a.txt", type: "file", size: 5, mtime: 0 }] }),
+    );
+    server.handle(FILE_GET_ROUTE, async (req, ctx) => {
+      const r = JSON.parse(new TextDecoder().decode(req.data)) as FileGetRequest;
+      try {
+        await sendFile(ctx.session, evilSrc, { relativePath: sendAs, retries: 0, resumeKey: "k".repeat(32) });
+      } catch (err) {
+        throw new PointSubError("ERR_HANDLER", `refused: ${(err as Error).message}`);
+      }
+      return JSON.stringify({ path: r.path, size: 5, crc32c: "00000000", resumedFrom: 0, bytesSent: 5 });
+    });
+    const [evilUrl] = await server.listen("tcp://127.0.0.1:0");
+    try {
+      const out = join(work, "out-evil");
+      const other = await run(["get", "a.txt", "--from", evilUrl, "--out", out, "--retries", "0"]);
+      assert.equal(other.code, 1);
+      assert.match(other.stderr, /did not ask for/);
+      sendAs = "a.txt";
+      await writeFile(evilSrc, "0123");
+      const smaller = await run(["get", "a.txt", "--from", evilUrl, "--out", out, "--retries", "0"]);
+      assert.equal(smaller.code, 1);
+      assert.match(smaller.stderr, /sent 4 bytes where its listing said 5/);
+      // More than the largest listed file is over the client sink's limit before a byte is stored.
+      await writeFile(evilSrc, "0123456789");
+      const bigger = await run(["get", "a.txt", "--from", evilUrl, "--out", out, "--retries", "0"]);
+      assert.equal(bigger.code, 1);
+      assert.match(bigger.stderr, /file of 10 bytes is over the 5-byte limit/);
+      assert.deepEqual(await readdir(out), []);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it("a server that serves no files: ls and get say so in one line, exit 1", async () => {
+    const server = createServer();
+    server.handle("/echo/1.0.0", (req) => req.data);
+    const [plain] = await server.listen("tcp://127.0.0.1:0");
+    try {
+      for (const args of [["ls"], ["get", "a.txt", "--out", join(work, "out-none")]]) {
+        const r = await run([...args, "--from", plain]);
+        assert.equal(r.code, 1);
+        assert.equal(
+          r.stderr,
+          "pointsub: ERR_NO_ROUTE: the server serves no files (not a pointsub serve --dir, or an older one)\n",
+        );
+      }
+    } finally {
+      await server.close();
+    }
+  });
+});

@@ -1,0 +1,80 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { connect, createServer, isPointSubError } from "../../src/index.ts";
+import { KiB, pattern } from "../helpers/data.ts";
+import { sleep, until } from "../helpers/wait.ts";
+
+/** A stream source that yields `n` chunks of `size` bytes, `gapMs` apart. */
+async function* slowSource(n: number, size: number, gapMs: number): AsyncGenerator<Uint8Array> {
+  for (let i = 0; i < n; i++) {
+    yield pattern(size, i);
+    await sleep(gapMs);
+  }
+}
+
+describe("graceful shutdown", () => {
+  it("close({ timeoutMs }): 100 requests and a transfer in flight all finish; new work gets a typed, retryable error", async () => {
+    const server = createServer();
+    let started = 0;
+    server.handle("/work/1.0.0", async (req) => {
+      started++;
+      await sleep(300);
+      return req.data;
+    });
+    let received = 0;
+    server.handleStream("/upload/1.0.0", async (stream) => {
+      for await (const c of stream) received += c.length;
+      return `got ${received}`;
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const client = await connect(url);
+    const goaway = new Promise<string>((r) => client.once("goaway", r));
+    const calls = Array.from({ length: 100 }, (_, i) => client.request("/work/1.0.0", `call ${i}`));
+    const transfer = client.sendStream("/upload/1.0.0", slowSource(20, 64 * KiB, 20));
+    await until(() => started === 100 && received > 0);
+    const closing = server.close({ timeoutMs: 10_000 });
+    assert.equal(await goaway, "server closing");
+    // After the GOAWAY the client starts nothing new here: a typed error it may retry elsewhere.
+    await assert.rejects(client.request("/work/1.0.0", "late"), (e: unknown) => {
+      assert.ok(isPointSubError(e));
+      assert.equal(e.code, "ERR_GOING_AWAY");
+      assert.equal(e.retryable, true);
+      return true;
+    });
+    // New clients are not accepted.
+    await assert.rejects(connect(url, { connectTimeoutMs: 2000 }), (e: unknown) => isPointSubError(e));
+    const answers = await Promise.all(calls);
+    for (const [i, a] of answers.entries()) assert.equal(new TextDecoder().decode(a), `call ${i}`);
+    assert.equal(new TextDecoder().decode(await transfer), `got ${20 * 64 * KiB}`);
+    await closing;
+    await client.closed;
+    assert.equal(server.sessions.size, 0);
+  });
+
+  it("after timeoutMs what is still running is closed: every caller gets a typed error, none hangs", async () => {
+    const server = createServer();
+    let started = 0;
+    server.handle("/stuck/1.0.0", async () => {
+      started++;
+      await sleep(1500);
+      return "too late";
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const client = await connect(url, { requestTimeoutMs: 60_000 });
+    const calls = Array.from({ length: 100 }, () => client.request("/stuck/1.0.0"));
+    const transfer = client.sendStream("/nowhere/1.0.0", slowSource(1000, 16 * KiB, 10));
+    const settled = Promise.allSettled([...calls, transfer]);
+    await until(() => started === 100);
+    const t0 = Date.now();
+    await server.close({ timeoutMs: 200 });
+    const took = Date.now() - t0;
+    const results = await settled;
+    for (const r of results) {
+      assert.equal(r.status, "rejected");
+      assert.ok(isPointSubError(r.reason), String(r.reason));
+      assert.ok(["ERR_CONNECTION_CLOSED", "ERR_GOING_AWAY", "ERR_NO_ROUTE"].includes(r.reason.code), r.reason.code);
+    }
+    assert.ok(took < 4000, `close took ${took} ms with timeoutMs 200`);
+    await client.closed;
+  });
+});
