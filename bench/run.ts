@@ -56,6 +56,8 @@ const IMPLS: Record<string, Impl> = {
   "reference-slab": { file: "impls/reference.ts", args: ["--slab"] },
   pointsub: { file: "impls/pointsub.ts", args: [] },
   "pointsub-unix": { file: "impls/pointsub.ts", args: ["--unix"] },
+  // The server with pointsub/metrics subscribed to its diagnostics channels.
+  "pointsub-metrics": { file: "impls/pointsub.ts", args: ["--metrics"] },
   // Requests through Client's pool (issue 11: no measurable cost over a direct connection).
   "pointsub-pool": {
     file: "impls/pointsub.ts",

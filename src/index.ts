@@ -141,6 +141,26 @@ export {
   type ResumeLookup,
   type ResumePoint,
 } from "./connection/connection.ts";
+export {
+  type CallEndMessage,
+  type CallStartMessage,
+  CHANNELS,
+  type ChannelName,
+  type ConnectionCloseMessage,
+  type ConnectionOpenMessage,
+  type Direction,
+  type ErrorMessage,
+  type HandshakeErrorMessage,
+  type MessageMessage,
+  PROGRESS_INTERVAL_MS,
+  type RefusedMessage,
+  type RequestEndMessage,
+  type RequestStartMessage,
+  type Role,
+  type StreamEndMessage,
+  type StreamProgressMessage,
+  type StreamStartMessage,
+} from "./connection/diagnostics.ts";
 export { SIZE_CLASSES, type SizeClass } from "./connection/size-class.ts";
 export type { ClassCounters, CompressionCounters, StatsSnapshot } from "./connection/stats.ts";
 export type {
@@ -199,7 +219,7 @@ export {
   unixTransport,
 } from "./node/net-adapter.ts";
 export { toNodeReadable } from "./node/readable.ts";
-export { createNodeRuntime, defaultRuntime, type NodeRuntimeOptions } from "./node/runtime.ts";
+export { createNodeRuntime, defaultRuntime, type NodeRuntimeOptions, nodeDiagnostics } from "./node/runtime.ts";
 export {
   FileTransfer,
   type FileTransferIdOptions,
@@ -234,7 +254,17 @@ export {
 } from "./router/rate-limit.ts";
 export { Router } from "./router/router.ts";
 export type { CallContext, Middleware, StreamRoute } from "./router/types.ts";
-export { type Crc32cProvider, createRuntime, type Runtime, type RuntimeParts } from "./runtime/runtime.ts";
+export {
+  type Crc32cProvider,
+  createRuntime,
+  type Diagnostics,
+  type DiagnosticsChannel,
+  type DiagnosticsListener,
+  localDiagnostics,
+  NO_DIAGNOSTICS,
+  type Runtime,
+  type RuntimeParts,
+} from "./runtime/runtime.ts";
 export type { AdaptiveLimitOptions } from "./server/admission.ts";
 export type { BroadcastFailure, BroadcastOptions, BroadcastResult } from "./server/broadcast.ts";
 export type { ServerEvent, ServerEventOptions, ServerEventStream } from "./server/events.ts";

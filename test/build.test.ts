@@ -37,6 +37,23 @@ describe("published build", () => {
     await server.close();
   });
 
+  it("pointsub/metrics is a second entry point: dist/metrics with its types", async () => {
+    const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
+    assert.deepEqual(pkg.exports["./metrics"], {
+      types: "./dist/metrics/index.d.ts",
+      default: "./dist/metrics/index.js",
+    });
+    assert.equal(pkg.peerDependenciesMeta["prom-client"].optional, true);
+    assert.match(readFileSync(join(out, "metrics/index.d.ts"), "utf8"), /prometheusMetrics/);
+    const metrics = (await import(join(out, "metrics/index.js"))) as typeof import("../src/metrics/index.ts");
+    const m = metrics.prometheusMetrics();
+    assert.match(await m.registry.metrics(), /^# TYPE pointsub_requests_total counter$/m);
+    m.close();
+    // The main entry never loads prom-client: only serve --metrics imports the metrics entry.
+    assert.doesNotMatch(readFileSync(join(out, "index.js"), "utf8"), /prom-client|metrics\//);
+    assert.match(readFileSync(join(out, "cli/serve.js"), "utf8"), /import\("\.\.\/metrics\/index\.js"\)/);
+  });
+
   it("the pointsub bin is emitted with its shebang and runs", () => {
     const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
     assert.equal(pkg.bin.pointsub, "./dist/cli/main.js");

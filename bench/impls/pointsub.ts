@@ -1,4 +1,7 @@
-/** pointsub over tcp:// (or unix:// with `--unix`), the same workloads as the reference. */
+/**
+ * pointsub over tcp:// (or unix:// with `--unix`), the same workloads as the reference.
+ * `--metrics`: the server runs with pointsub/metrics subscribed (its cost on the workloads).
+ */
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Client, connect, createServer, rateLimit } from "../../src/index.ts";
@@ -14,6 +17,9 @@ const limits = {
 
 async function server(): Promise<void> {
   await serveRole(async () => {
+    const metrics = process.argv.includes("--metrics")
+      ? (await import("../../src/metrics/index.ts")).prometheusMetrics()
+      : undefined;
     const srv = createServer(limits);
     // --ops: what a production server runs on every call — a middleware, a rate
     // limiter whose limits are never reached, and metrics (issue 12: together
@@ -43,7 +49,14 @@ async function server(): Promise<void> {
       ? `unix://${join(tmpdir(), `pointsub-bench-${process.pid}.sock`)}`
       : "tcp://127.0.0.1:0";
     const [bound] = await srv.listen(url);
-    return { url: bound, close: () => srv.close() };
+    return {
+      url: bound,
+      close: async () => {
+        await srv.close();
+        if (metrics !== undefined) await metrics.registry.metrics();
+        metrics?.close();
+      },
+    };
   });
 }
 

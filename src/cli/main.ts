@@ -91,6 +91,7 @@ export function program(): Command {
       integer(1),
     )
     .option("--shutdown-timeout <seconds>", "on SIGINT/SIGTERM, how long work in flight may finish", parseSeconds, 10)
+    .option("--metrics <host:port>", "serve Prometheus metrics at http://<host:port>/metrics (needs prom-client)")
     .option("--json", "print JSON lines")
     .addHelpText("after", SERVE_HELP)
     .action(run(serveCommand));

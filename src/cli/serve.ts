@@ -1,4 +1,5 @@
 import { resolve } from "node:path";
+import { PointSubError } from "../errors/error.ts";
 import { createServer } from "../index.ts";
 import { FILE_CHECK_ROUTE, FILE_ROUTE, fileSink } from "../node/file-sink.ts";
 import type { IncomingStream } from "../stream/incoming.ts";
@@ -34,6 +35,25 @@ export interface ServeOptions extends ServeAuthFlags {
   rateLimit?: number;
   /** Seconds work in flight may take to finish on SIGINT/SIGTERM. Default 10. */
   shutdownTimeout?: number;
+  /** `host:port` to serve Prometheus metrics on (`GET /metrics`); needs prom-client. */
+  metrics?: string;
+}
+
+type MetricsModule = typeof import("../metrics/index.ts");
+
+/** Loads `pointsub/metrics` (and with it prom-client, an optional peer dependency) only for --metrics. */
+async function loadMetrics(): Promise<MetricsModule> {
+  try {
+    return await import("../metrics/index.ts");
+  } catch (err) {
+    if ((err as { code?: unknown }).code === "ERR_MODULE_NOT_FOUND" && /prom-client/.test(String(err))) {
+      throw new PointSubError(
+        "ERR_INVALID_ARGUMENT",
+        "--metrics needs the prom-client package: npm install prom-client",
+      );
+    }
+    throw err;
+  }
 }
 
 /** `pointsub serve`: runs until SIGINT or SIGTERM, then closes gracefully. */
@@ -49,6 +69,8 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
     if (mode === "json") jsonLine({ event: "warning", message: security.warning });
     else process.stderr.write(`pointsub: warning: ${security.warning}\n`);
   }
+  const metricsModule = opts.metrics === undefined ? undefined : await loadMetrics();
+  metricsModule?.parseHostPort(opts.metrics as string);
   const dir = resolve(opts.dir);
   const server = createServer({
     authenticate: security.authenticate,
@@ -116,7 +138,22 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
     ),
   );
   server.on("reject", (err) => say("reject", { code: err.code, message: err.message }, `refused: ${err.message}`));
-  const urls = await server.listen(...opts.listen);
+  // Subscribed before the first connection, served once the server listens, closed after it.
+  const metrics = metricsModule?.prometheusMetrics();
+  if (metrics !== undefined) metricsModule?.collectDefaultMetrics({ register: metrics.registry });
+  let urls: string[];
+  let metricsServer: Awaited<ReturnType<MetricsModule["serveMetrics"]>> | undefined;
+  try {
+    urls = await server.listen(...opts.listen);
+    if (metrics !== undefined)
+      metricsServer = await metricsModule?.serveMetrics(metrics.registry, opts.metrics as string);
+  } catch (err) {
+    metrics?.close();
+    await server.close();
+    sink.close();
+    throw err;
+  }
+  if (metricsServer !== undefined) say("metrics", { url: metricsServer.url }, `metrics on ${metricsServer.url}`);
   const limits = {
     overwrite: opts.overwrite === true,
     partialTtl: ttl,
@@ -142,6 +179,8 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
   const shutdownMs = (opts.shutdownTimeout ?? 10) * 1000;
   say("closing", { timeoutMs: shutdownMs }, `closing: work in flight has ${shutdownMs / 1000} s to finish`);
   await server.close({ timeoutMs: shutdownMs });
+  await metricsServer?.close();
+  metrics?.close();
   sink.close();
   say("closed", {}, "closed");
 }

@@ -105,6 +105,7 @@ export class Caller {
         settled: false,
         started: false,
       };
+      this.stats.diag.callStart(call); // diagnostics
       if (call.deadline !== 0) this.armDeadline(call.deadline);
       if (signal !== undefined) {
         call.onAbort = () => {
@@ -188,6 +189,8 @@ export class Caller {
     if (call.settled) return;
     call.settled = true;
     if (call.onAbort !== undefined) call.signal?.removeEventListener("abort", call.onAbort);
+    const d = this.stats.diag; // diagnostics (streams publish their own end)
+    if (d.ch.callEnd.hasSubscribers && call.type === FrameType.REQ) d.publishCallEnd(call, data, err);
     if (err !== undefined) {
       this.stats.requestsFailed++;
       this.stats.error(err.code);

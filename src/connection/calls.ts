@@ -2,6 +2,7 @@ import type { PointSubError } from "../errors/error.ts";
 import type { CallContext } from "../router/types.ts";
 import type { IncomingStream } from "../stream/incoming.ts";
 import type { Connection } from "./connection.ts";
+import type { CallStartMessage } from "./diagnostics.ts";
 import type { IncomingRequest, RequestContext } from "./types.ts";
 
 const decoder = new TextDecoder();
@@ -26,6 +27,10 @@ export class ServerCall implements RequestContext, IncomingRequest, CallContext 
   done = false;
   /** Bytes of the connection's memory budget this call holds until its handler finishes. */
   charged = 0;
+  /** performance.now() when a request started, for its diagnostics end message (0: not observed). */
+  startedAt = 0;
+  /** Diagnostics: the handler of its route was called (not refused before: no route, middleware, budget). */
+  routed = false;
   private ac: AbortController | undefined;
   private abortReason: PointSubError | undefined;
   private state_: Record<string, unknown> | undefined;
@@ -90,4 +95,8 @@ export interface PendingCall {
   settled: boolean;
   /** Written to the wire (so a cancel must be sent as a CANCEL frame). */
   started: boolean;
+  /** Diagnostics: performance.now() when the call was made, if observed. */
+  startedAt?: number;
+  /** Diagnostics: what was published on `pointsub:call:start` for it. */
+  startMessage?: CallStartMessage;
 }

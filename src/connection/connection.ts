@@ -32,6 +32,7 @@ import { type Deferred, deferred } from "../util/deferred.ts";
 import type { Ticker } from "../util/ticker.ts";
 import { MemoryBudget } from "./budget.ts";
 import { Caller } from "./caller.ts";
+import { ConnectionDiagnostics } from "./diagnostics.ts";
 import { Dispatcher, toBytes } from "./dispatch.ts";
 import { ReceiveWindow } from "./flow.ts";
 import { type FrameHooks, FrameRouter } from "./frames.ts";
@@ -130,7 +131,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   private readonly decoderImpl: FrameDecoder;
   private readonly frames: FrameRouter;
   private readonly writer: FrameWriter;
-  private readonly stats_ = new Stats();
+  /** Counters, and the diagnostics publisher (`stats_.diag`). */
+  private readonly stats_: Stats;
   /** The handshake until it completed (dropped then: an open connection keeps only its result). */
   private handshake: Handshake | undefined;
   private principal_: unknown;
@@ -179,6 +181,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.closeTimeoutMs = options.closeTimeoutMs ?? 5_000;
     this.budget = init.budget ?? new MemoryBudget(budgetLimit(options, local, runtime.memoryLimit()));
     this.runtime = runtime;
+    this.stats_ = new Stats(new ConnectionDiagnostics(runtime.diagnostics, this, init.initiator ? "client" : "server"));
     this.onOpenHook = init.onOpen;
     this.onCloseHook = init.onClose;
     this.ready = (this.readyD as Deferred<void>).promise;
@@ -663,6 +666,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.inbound.now = now;
     let kept: boolean;
     const t0 = performance.now();
+    this.stats_.diag.inputAt = t0; // diagnostics: when the requests this chunk completes arrived
     try {
       kept = this.decoderImpl.push(chunk);
     } catch (err) {
@@ -709,6 +713,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.handshake = undefined;
     this.frames.handshake = undefined;
     this.housekeeper.start(this.ticker);
+    this.stats_.diag.opened();
     this.onOpenHook?.(this);
     this.emit("open");
     this.readyD?.resolve();
@@ -840,6 +845,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.outStreams_?.teardown(failure);
     if (!this.openedOnce) this.readyD?.reject(failure);
     this.readyD = undefined;
+    this.stats_.diag.closed(this.openedOnce, error, failure);
     this.onCloseHook?.(this, error);
     this.emit("close", error);
     this.closedD?.resolve();

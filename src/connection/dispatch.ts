@@ -232,11 +232,13 @@ export class Dispatcher {
    */
   handleRequest(id: number, route: string, data: Uint8Array, charged: number, key?: Uint8Array): void {
     this.stats.requestsHandled++;
+    const t0 = this.stats.diag.requestStart(id, route, data.length); // diagnostics
     const router = this.router;
     const direct = !router.hasMiddleware;
     const handler = direct ? router.route(route) : undefined;
     if (direct && handler === undefined) {
       if (charged > 0) this.budget.release(charged);
+      this.stats.diag.requestEnd(id, route, t0, "ERR_NO_ROUTE", data.length, 0, false); // diagnostics
       // No PointSubError (and its stack trace) per refused request: just the answer.
       this.respondError(id, "ERR_NO_ROUTE", `no handler for route ${route}`);
       return;
@@ -245,6 +247,7 @@ export class Dispatcher {
       charged = data.length + CALL_OVERHEAD;
       if (!this.budget.tryCharge(charged)) {
         const b = this.budget;
+        this.stats.diag.requestEnd(id, route, t0, "ERR_OVERLOADED", data.length, 0, false); // diagnostics
         this.respondError(
           id,
           "ERR_OVERLOADED",
@@ -256,6 +259,8 @@ export class Dispatcher {
     // One object is the request, its handler's context and the middleware's: one allocation per call.
     const call = new ServerCall("request", this.session, route, id, data, key);
     call.charged = charged;
+    call.startedAt = t0; // diagnostics
+    call.routed = direct; // diagnostics: its route's handler runs
     let result: HandlerResult | Promise<HandlerResult>;
     try {
       result = direct
@@ -298,6 +303,7 @@ export class Dispatcher {
               `handler for ${call.route} failed: ${err instanceof Error ? err.message : String(err)}`,
             );
       this.serving.delete(call.id);
+      this.ended(call, e.code, 0); // diagnostics
       this.respondError(call.id, e.code, e.message, e.retryAfterMs);
       return;
     }
@@ -308,12 +314,14 @@ export class Dispatcher {
       this.releaseCall(call);
       this.serving.delete(call.id);
       const pe = e as PointSubError;
+      this.ended(call, pe.code, 0); // diagnostics
       this.respondError(call.id, pe.code, pe.message);
       return;
     }
     if (data.length > this.link.peer.maxMessageSize) {
       this.releaseCall(call);
       this.serving.delete(call.id);
+      this.ended(call, "ERR_MESSAGE_TOO_LARGE", 0); // diagnostics
       this.respondError(
         call.id,
         "ERR_MESSAGE_TOO_LARGE",
@@ -322,6 +330,7 @@ export class Dispatcher {
       return;
     }
     this.stats.sent(data.length);
+    this.ended(call, undefined, data.length); // diagnostics
     if (
       data.length <= this.link.msgSingleMax - 1 &&
       this.outbox.writer.trySendNow(FrameType.RES, call.id, OK_HEAD, data)
@@ -351,6 +360,7 @@ export class Dispatcher {
     const call = ctx as ServerCall;
     const handler = this.router.route(call.route);
     if (handler === undefined) throw PointSubError.fromPeer("ERR_NO_ROUTE", `no handler for route ${call.route}`);
+    call.routed = true; // diagnostics
     return handler(call, call);
   }
 
@@ -369,6 +379,13 @@ export class Dispatcher {
     this.openRequests--;
   };
 
+  /** Diagnostics: the peer's request `call` ended (streams publish their own end). */
+  private ended(call: ServerCall, code: ErrorCode | undefined, bytesOut: number): void {
+    if (call.kind === "request") {
+      this.stats.diag.requestEnd(call.id, call.route, call.startedAt, code, call.data.length, bytesOut, call.routed);
+    }
+  }
+
   /** Returns what a call held of the budget while its handler ran. */
   releaseCall(call: ServerCall): void {
     if (call.charged !== 0) {
@@ -383,6 +400,7 @@ export class Dispatcher {
     if (call === undefined) return false;
     this.serving.delete(id);
     this.releaseCall(call);
+    if (!call.done) this.ended(call, reason.code, 0); // diagnostics
     call.done = true;
     call.abort(reason);
     this.outbox.writer.remove(FrameType.RES, id, reason);
@@ -395,6 +413,7 @@ export class Dispatcher {
   teardown(failure: PointSubError): void {
     for (const call of this.serving.values()) {
       this.releaseCall(call);
+      if (!call.done) this.ended(call, failure.code, 0); // diagnostics
       call.done = true;
       call.abort(failure);
     }

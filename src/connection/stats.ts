@@ -1,4 +1,6 @@
 import type { ErrorCode } from "../errors/codes.ts";
+import type { DiagnosticsChannel } from "../runtime/runtime.ts";
+import type { ConnectionDiagnostics } from "./diagnostics.ts";
 import { SIZE_CLASSES, type SizeClass, sizeClassIndex } from "./size-class.ts";
 
 /** Counters for one size class in one direction. */
@@ -61,6 +63,16 @@ export class Stats {
   readonly errors = new Map<ErrorCode, number>();
   readonly streams = { sent: 0, received: 0, bytesSent: 0, bytesReceived: 0 };
   readonly compression: Record<string, CompressionCounters> = {};
+  /** The connection's diagnostics publisher (every part that counts also publishes through it). */
+  readonly diag: ConnectionDiagnostics;
+  private readonly messageCh: DiagnosticsChannel;
+  private readonly errorCh: DiagnosticsChannel;
+
+  constructor(diag: ConnectionDiagnostics) {
+    this.diag = diag;
+    this.messageCh = diag.ch.message;
+    this.errorCh = diag.ch.error;
+  }
 
   /** Counts one outgoing STREAM frame's compression outcome. */
   compressed(codec: string, before: number, after: number, used: boolean): void {
@@ -79,12 +91,14 @@ export class Stats {
     const i = sizeClassIndex(size);
     this.counts[i]++;
     this.counts[5 + i] += size;
+    if (this.messageCh.hasSubscribers) this.diag.publishMessage("out", size);
   }
 
   received(size: number): void {
     const i = sizeClassIndex(size);
     this.counts[10 + i]++;
     this.counts[15 + i] += size;
+    if (this.messageCh.hasSubscribers) this.diag.publishMessage("in", size);
   }
 
   /** Messages (one-way, requests and responses) sent so far. */
@@ -106,6 +120,7 @@ export class Stats {
 
   error(code: ErrorCode): void {
     this.errors.set(code, (this.errors.get(code) ?? 0) + 1);
+    if (this.errorCh.hasSubscribers) this.diag.publishError(code);
   }
 
   snapshot(inFlight: number, wire: StatsSnapshot["wire"]): StatsSnapshot {

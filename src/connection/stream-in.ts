@@ -8,7 +8,7 @@ import type { CompressionCodec } from "../codec/compression.ts";
 import { Flag } from "../codec/frame.ts";
 import { decodeMeta, decodeStreamEnd, decodeStreamHead } from "../codec/stream-prefix.ts";
 import { readVarint, type VarintResult } from "../codec/varint.ts";
-import { codeForErrno } from "../errors/codes.ts";
+import { codeForErrno, type ErrorCode } from "../errors/codes.ts";
 import { PointSubError } from "../errors/error.ts";
 import type { CallContext } from "../router/types.ts";
 import type { Runtime } from "../runtime/runtime.ts";
@@ -17,6 +17,7 @@ import { Limiter } from "../util/limiter.ts";
 import type { MemoryBudget } from "./budget.ts";
 import { ServerCall } from "./calls.ts";
 import type { Connection } from "./connection.ts";
+import { type StreamTrace, streamTrace } from "./diagnostics.ts";
 import type { Dispatcher } from "./dispatch.ts";
 import type { ReceiveWindow } from "./flow.ts";
 import { creditDue, type Link } from "./link.ts";
@@ -44,6 +45,8 @@ interface InState {
   inDone: boolean;
   /** This side's RES or CANCEL went out. */
   outDone: boolean;
+  /** Diagnostics: start time and bytes reported. */
+  trace: StreamTrace;
 }
 
 /** Inflates one COMPRESSED block, which must decompress to exactly `length` bytes. */
@@ -208,6 +211,7 @@ export class IncomingStreams {
       lastFrameAt: Date.now(),
       inDone: false,
       outDone: false,
+      trace: streamTrace(),
     };
     st.stream = new IncomingStream(id, head, meta, {
       consumed: (wire) => this.consumed(st, wire),
@@ -217,6 +221,7 @@ export class IncomingStreams {
     });
     call.stream = st.stream;
     this.streams.set(id, st);
+    this.stats.diag.streamStart(st.trace, "in", id, head.route, head.total, head.offset);
     this.charge(st, dataStart - start);
     // The prefix is consumed at once; data after it is credited as it is read.
     this.consumed(st, dataStart - start);
@@ -342,6 +347,7 @@ export class IncomingStreams {
     }
     st.unacked += wire;
     if (st.outDone || this.host.isClosed()) return;
+    this.stats.diag.streamProgress(st.trace, "in", st.id, st.call.route, st.stream.bytesRead, st.stream.total);
     if (creditDue(st.unacked, this.link.local.streamWindow)) {
       this.outbox.sendCredit(st.id, st.unacked);
       st.used -= st.unacked;
@@ -353,6 +359,7 @@ export class IncomingStreams {
   private cancel(st: InState, err: PointSubError): void {
     if (st.outDone || this.host.isClosed()) return;
     st.outDone = true;
+    this.ended(st, err.code);
     st.stream.discard();
     this.dropCharge(st);
     st.call.done = true;
@@ -375,6 +382,7 @@ export class IncomingStreams {
     this.dropCharge(st);
     if (!st.outDone) {
       st.outDone = true;
+      this.ended(st, code);
       st.call.done = true;
       st.call.abort(err);
       this.dispatcher.serving.delete(st.id);
@@ -388,9 +396,15 @@ export class IncomingStreams {
     if (st.call.done || this.host.isClosed()) return;
     this.dispatcher.finishHandler(st.call, value, err, failed);
     st.outDone = true;
+    this.ended(st, failed ? (err instanceof PointSubError ? err.code : "ERR_HANDLER") : undefined);
     st.stream.discard();
     this.dropCharge(st);
     this.release(st);
+  }
+
+  /** Diagnostics: stream `st` is over for this side (`code` undefined: answered ok). */
+  private ended(st: InState, code: ErrorCode | undefined): void {
+    this.stats.diag.streamEnd(st.trace, "in", st.id, st.call.route, code, st.stream.bytesRead);
   }
 
   private release(st: InState): void {
@@ -416,6 +430,7 @@ export class IncomingStreams {
   /** The connection closed: fail every stream. */
   teardown(failure: PointSubError): void {
     for (const st of this.streams.values()) {
+      if (!st.outDone) this.ended(st, failure.code);
       this.dropCharge(st);
       st.stream.fail(failure, true);
       st.call.done = true;

@@ -17,6 +17,7 @@ import { newTransferId, Progress } from "../transfer/progress.ts";
 import { deferred } from "../util/deferred.ts";
 import type { Caller } from "./caller.ts";
 import type { PendingCall } from "./calls.ts";
+import { type StreamTrace, streamTrace } from "./diagnostics.ts";
 import type { Link } from "./link.ts";
 import type { Outbox } from "./outbox.ts";
 import { chunkSizeFor } from "./size-class.ts";
@@ -46,6 +47,10 @@ interface OutState {
   outEnded: boolean;
   /** The receiver's final frame (RES or CANCEL) arrived. */
   answered: boolean;
+  /** Diagnostics: start time and bytes reported. */
+  trace: StreamTrace;
+  progress: Progress;
+  offset: number;
 }
 
 export class OutgoingStreams {
@@ -75,7 +80,12 @@ export class OutgoingStreams {
 
   /** A CREDIT frame for stream `id`: progress for a stream this side sends. */
   onAck(id: number, n: number): void {
-    if (this.streams.size !== 0) this.streams.get(id)?.out.onAck(n);
+    if (this.streams.size === 0) return;
+    const st = this.streams.get(id);
+    if (st === undefined) return;
+    st.out.onAck(n);
+    const p = st.progress;
+    this.stats.diag.streamProgress(st.trace, "out", id, st.call.route, p.bytes - st.offset, p.total);
   }
 
   /** This side gave up on its stream `id` (timeout, abort): stop the producer, which sends CANCEL. */
@@ -89,6 +99,8 @@ export class OutgoingStreams {
     const progress = new Progress(transferId, options.total, options.progressIntervalMs ?? 100);
     if (options.onProgress !== undefined) progress.on("progress", options.onProgress);
     const d = deferred<Uint8Array>();
+    const trace = streamTrace();
+    const offset = options.offset ?? 0;
     const call: PendingCall = {
       id: 0,
       type: FrameType.STREAM,
@@ -97,10 +109,12 @@ export class OutgoingStreams {
       data: EMPTY,
       resolve: (data) => {
         progress.setStatus("completed");
+        if (call.started) this.stats.diag.streamEnd(trace, "out", call.id, route, undefined, progress.bytes - offset);
         d.resolve(data);
       },
       reject: (err) => {
         progress.setStatus(err.code === "ERR_CANCELLED" ? "cancelled" : "failed", err);
+        if (call.started) this.stats.diag.streamEnd(trace, "out", call.id, route, err.code, progress.bytes - offset);
         d.reject(err);
       },
       deadline: 0,
@@ -114,7 +128,6 @@ export class OutgoingStreams {
     const transfer = new Transfer(progress, d.promise, cancel);
     let head: Uint8Array;
     let plan: ReturnType<typeof planCompression>;
-    const offset = options.offset ?? 0;
     try {
       if (!this.gate.isOpen()) throw this.gate.unusableError();
       const peer = this.link.peer;
@@ -161,7 +174,7 @@ export class OutgoingStreams {
       signal.addEventListener("abort", call.onAbort, { once: true });
     }
     progress.setBase(offset);
-    void this.run(call, head, source, plan, offset, options.prefixCrc ?? 0, progress);
+    void this.run(call, head, source, plan, offset, options.prefixCrc ?? 0, progress, trace);
     return transfer;
   }
 
@@ -173,6 +186,7 @@ export class OutgoingStreams {
     offset: number,
     prefixCrc: number,
     progress: Progress,
+    trace: StreamTrace,
   ): Promise<void> {
     while (
       this.gate.isOpen() &&
@@ -236,9 +250,10 @@ export class OutgoingStreams {
         if ((item.flags & Flag.END) !== 0) this.outEnded(st);
       },
     };
-    const st: OutState = { out, msg, call, outEnded: false, answered: false };
+    const st: OutState = { out, msg, call, outEnded: false, answered: false, trace, progress, offset };
     this.streams.set(id, st);
     this.stats.streams.sent++;
+    this.stats.diag.streamStart(trace, "out", id, call.route, progress.total, offset);
     out.start(head);
     writer.enqueue(msg);
     progress.setStatus("transferring");

@@ -2,11 +2,13 @@
  * The Node.js runtime: sockets, zlib, native CRC32C, unzeroed allocation and
  * a memory budget from the machine. Built on demand, never on import.
  */
+import * as dc from "node:diagnostics_channel";
 import { CodecRegistry } from "../codec/codec-registry.ts";
-import { createRuntime, type Runtime } from "../runtime/runtime.ts";
+import { createRuntime, type Diagnostics, type Runtime } from "../runtime/runtime.ts";
 import { memoryTransport } from "../transport/memory.ts";
 import type { TransportAdapter } from "../transport/transport.ts";
 import { loadNativeCrc32c } from "./crc32c-native.ts";
+import { installDebugOutput } from "./debug.ts";
 import { nodeMemoryLimit } from "./memory.ts";
 import { tcpTransport, tlsTransport, unixTransport } from "./net-adapter.ts";
 import { zlibCodecs } from "./zlib-codecs.ts";
@@ -21,7 +23,21 @@ export interface NodeRuntimeOptions {
   compression?: boolean;
   /** Default memory budget in bytes. Default: the smaller of 1 GiB and ¼ of the memory the process may use. */
   memoryLimit?: () => number;
+  /** Where connections publish (docs/OBSERVABILITY.md). Default {@link nodeDiagnostics}: `node:diagnostics_channel`. */
+  diagnostics?: Diagnostics;
 }
+
+/**
+ * `node:diagnostics_channel` as a runtime's diagnostics: process-wide
+ * channels by name, so `diagnostics_channel.subscribe("pointsub:…", fn)`
+ * sees the connections of every Node runtime (each message names its
+ * connection).
+ */
+export const nodeDiagnostics: Diagnostics = {
+  channel: (name) => dc.channel(name),
+  subscribe: (name, listener) => dc.subscribe(name, listener),
+  unsubscribe: (name, listener) => dc.unsubscribe(name, listener),
+};
 
 /** Frame bodies are filled completely before use: skip zero-filling them. */
 function allocBody(n: number): Uint8Array {
@@ -31,8 +47,10 @@ function allocBody(n: number): Uint8Array {
 /**
  * Builds a Node.js runtime: `tcp://`, `tls://`, `unix://` and `memory://`
  * transports (the memory namespace is this runtime's own), node:zlib codecs,
- * native CRC32C when available, unzeroed frame-body allocation and a memory
- * budget from the machine's (or cgroup's) memory.
+ * native CRC32C when available, unzeroed frame-body allocation, a memory
+ * budget from the machine's (or cgroup's) memory, and diagnostics on
+ * `node:diagnostics_channel` (printed to stderr when `NODE_DEBUG=pointsub`
+ * or `DEBUG=pointsub*`).
  *
  * The connections of this runtime take codecs, CRC32C, allocator and
  * memory default from it; building one changes nothing process-wide.
@@ -43,6 +61,9 @@ export function createNodeRuntime(options: NodeRuntimeOptions = {}): Runtime {
   let machine: number | undefined;
   const memoryLimit = options.memoryLimit ?? (() => (machine ??= nodeMemoryLimit()));
   const codecs = new CodecRegistry(options.compression === false ? [] : zlibCodecs());
+  const diagnostics = options.diagnostics ?? nodeDiagnostics;
+  // NODE_DEBUG=pointsub or DEBUG=pointsub*: print the channels (once per process for the Node channels).
+  installDebugOutput(diagnostics);
   return createRuntime({
     name: "node",
     transports: [tcpTransport, tlsTransport, unixTransport, memoryTransport(), ...(options.transports ?? [])],
@@ -50,6 +71,7 @@ export function createNodeRuntime(options: NodeRuntimeOptions = {}): Runtime {
     crc32c,
     allocBody,
     memoryLimit,
+    diagnostics,
   });
 }
 

@@ -22,6 +22,97 @@ export interface Crc32cProvider {
   readonly minLength: number;
 }
 
+/**
+ * One named diagnostics channel (the shape of a `node:diagnostics_channel`
+ * `Channel`). Publishers check `hasSubscribers` before building a message,
+ * so a channel nobody listens to costs one property read.
+ */
+export interface DiagnosticsChannel {
+  readonly hasSubscribers: boolean;
+  publish(message: unknown): void;
+}
+
+/** Receives the messages of a channel. */
+export type DiagnosticsListener = (message: unknown, name: string | symbol) => void;
+
+/**
+ * Where the core publishes what happens (connections, requests, streams,
+ * errors: docs/OBSERVABILITY.md), without depending on a logger. The Node
+ * runtime supplies `node:diagnostics_channel`; the portable default
+ * ({@link NO_DIAGNOSTICS}) has no subscribers, ever.
+ */
+export interface Diagnostics {
+  /** The channel `name`; the core asks once per runtime, not per message. */
+  channel(name: string): DiagnosticsChannel;
+  /** Adds `listener` to channel `name` (what the metrics adapter and debug output use). */
+  subscribe(name: string, listener: DiagnosticsListener): void;
+  /** Removes it again; true when it was subscribed. */
+  unsubscribe(name: string, listener: DiagnosticsListener): boolean;
+}
+
+const SILENT: DiagnosticsChannel = Object.freeze({ hasSubscribers: false, publish() {} });
+
+/** Diagnostics that nobody can subscribe to: the default of {@link createRuntime}. */
+export const NO_DIAGNOSTICS: Diagnostics = Object.freeze({
+  channel: () => SILENT,
+  subscribe() {},
+  unsubscribe: () => false,
+});
+
+/**
+ * Portable diagnostics: channels by name in a map of this object's own
+ * (for runtimes without `node:diagnostics_channel`, and tests). A
+ * listener that throws is reported on a later task; the others still run.
+ */
+export function localDiagnostics(): Diagnostics {
+  const channels = new Map<string, LocalChannel>();
+  const get = (name: string): LocalChannel => {
+    let c = channels.get(name);
+    if (c === undefined) {
+      c = new LocalChannel(name);
+      channels.set(name, c);
+    }
+    return c;
+  };
+  return {
+    channel: get,
+    subscribe: (name, listener) => {
+      const c = get(name);
+      c.listeners = [...c.listeners, listener];
+    },
+    unsubscribe: (name, listener) => {
+      const c = channels.get(name);
+      const i = c === undefined ? -1 : c.listeners.indexOf(listener);
+      if (c === undefined || i < 0) return false;
+      c.listeners = c.listeners.filter((_, j) => j !== i);
+      return true;
+    },
+  };
+}
+
+class LocalChannel implements DiagnosticsChannel {
+  readonly name: string;
+  /** Replaced, never changed in place: a publish iterates the list it started with. */
+  listeners: readonly DiagnosticsListener[] = [];
+  constructor(name: string) {
+    this.name = name;
+  }
+  get hasSubscribers(): boolean {
+    return this.listeners.length !== 0;
+  }
+  publish(message: unknown): void {
+    for (const l of this.listeners) {
+      try {
+        l(message, this.name);
+      } catch (err) {
+        queueMicrotask(() => {
+          throw err;
+        });
+      }
+    }
+  }
+}
+
 /** Everything the core takes from its environment. Build one with {@link createRuntime}. */
 export interface Runtime {
   /** A name for diagnostics, e.g. `"node"`. */
@@ -43,6 +134,8 @@ export interface Runtime {
   allocBody(n: number): Uint8Array;
   /** Default memory budget in bytes (`memoryBudget` when the options give none). */
   memoryLimit(): number;
+  /** Diagnostics channels the core publishes to (docs/OBSERVABILITY.md). */
+  readonly diagnostics: Diagnostics;
 }
 
 /** The parts of a runtime; every one has a portable default. */
@@ -59,6 +152,8 @@ export interface RuntimeParts {
   allocBody?: (n: number) => Uint8Array;
   /** Default: 1 GiB. */
   memoryLimit?: () => number;
+  /** Default: {@link NO_DIAGNOSTICS} (nothing is published). */
+  diagnostics?: Diagnostics;
 }
 
 /** The pure-JS CRC32C, the default of every runtime. */
@@ -69,7 +164,8 @@ const DEFAULT_MEMORY_LIMIT = 1024 * 1024 * 1024;
 
 /**
  * Builds a runtime from `parts`, with portable defaults for what is missing
- * (no transports, no codecs, JS CRC32C, zero-filled allocation, 1 GiB). Has
+ * (no transports, no codecs, JS CRC32C, zero-filled allocation, 1 GiB, no
+ * diagnostics). Has
  * no effect on anything else: two runtimes in one process are independent.
  */
 export function createRuntime(parts: RuntimeParts = {}): Runtime {
@@ -90,5 +186,6 @@ export function createRuntime(parts: RuntimeParts = {}): Runtime {
     compressionJobs: new Limiter(4),
     allocBody: parts.allocBody ?? ((n) => new Uint8Array(n)),
     memoryLimit,
+    diagnostics: parts.diagnostics ?? NO_DIAGNOSTICS,
   };
 }

@@ -1,0 +1,72 @@
+/**
+ * Serves a registry's metrics over HTTP: `GET /metrics` (and HEAD), 404 for
+ * any other path, 405 for other methods on it. For `pointsub serve
+ * --metrics <host:port>`.
+ */
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { Registry } from "prom-client";
+import { PointSubError } from "../index.ts";
+
+/** A running metrics endpoint. */
+export interface MetricsServer {
+  /** `http://host:port/metrics`, with the port actually bound. */
+  readonly url: string;
+  /** Stops listening and closes idle keep-alive connections. */
+  close(): Promise<void>;
+}
+
+/** Splits `host:port` (`[::1]:9464` for IPv6); ERR_INVALID_ARGUMENT when it is not one. */
+export function parseHostPort(address: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]\s]+)):(\d{1,5})$/.exec(address);
+  const port = m === null ? Number.NaN : Number(m[3]);
+  if (m === null || port > 65535) {
+    throw new PointSubError(
+      "ERR_INVALID_ARGUMENT",
+      `metrics address must be host:port, got ${JSON.stringify(address)}`,
+    );
+  }
+  return { host: m[1] ?? m[2], port };
+}
+
+/** Listens on `address` (`host:port`, port 0 for any) and answers `GET /metrics` from `registry`. */
+export async function serveMetrics(registry: Registry, address: string): Promise<MetricsServer> {
+  const { host, port } = parseHostPort(address);
+  const server: Server = createServer((req, res) => {
+    const path = (req.url ?? "").split("?")[0];
+    if (path !== "/metrics") {
+      res.writeHead(404, { "content-type": "text/plain" }).end("not found\n");
+      return;
+    }
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      res.writeHead(405, { allow: "GET, HEAD", "content-type": "text/plain" }).end("method not allowed\n");
+      return;
+    }
+    registry.metrics().then(
+      (text) => {
+        res.writeHead(200, { "content-type": registry.contentType });
+        res.end(req.method === "HEAD" ? undefined : text);
+      },
+      (err: unknown) => {
+        res.writeHead(500, { "content-type": "text/plain" }).end(`${err instanceof Error ? err.message : err}\n`);
+      },
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const bound = server.address() as AddressInfo;
+  const shown = bound.family === "IPv6" ? `[${bound.address}]` : bound.address;
+  return {
+    url: `http://${shown}:${bound.port}/metrics`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      }),
+  };
+}

@@ -1,0 +1,15 @@
+/**
+ * `pointsub/metrics`: Prometheus metrics from the diagnostics channels
+ * (docs/OBSERVABILITY.md). Needs the optional peer dependency prom-client
+ * (`npm install prom-client`); the main entry never loads it.
+ *
+ * @packageDocumentation
+ */
+export { collectDefaultMetrics, Registry } from "prom-client";
+export { type MetricsServer, parseHostPort, serveMetrics } from "./http.ts";
+export {
+  DEFAULT_BUCKETS,
+  type PrometheusMetrics,
+  type PrometheusMetricsOptions,
+  prometheusMetrics,
+} from "./prometheus.ts";

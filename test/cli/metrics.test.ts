@@ -1,0 +1,102 @@
+/**
+ * `pointsub serve --metrics <host:port>`: the CLI serves Prometheus metrics
+ * at /metrics (only there) while it runs, counts what its sessions do,
+ * and stops serving them when it stops; a bad address is refused before
+ * anything listens.
+ */
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { after, before, describe, it } from "node:test";
+import { connect } from "../../src/index.ts";
+import { parseExposition, sampleKey } from "../helpers/prometheus-text.ts";
+
+const MAIN = join(import.meta.dirname, "../../src/cli/main.ts");
+const env: NodeJS.ProcessEnv = { ...process.env };
+// A token in the environment running the tests must not reach the children.
+delete env.POINTSUB_TOKEN;
+delete env.DEBUG;
+delete env.NODE_DEBUG;
+
+describe("pointsub serve --metrics", () => {
+  let work: string;
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), "pointsub-metrics-"));
+  });
+  after(async () => {
+    await rm(work, { recursive: true, force: true });
+  });
+
+  it("serves /metrics with the sessions' counts while it runs, and stops with the server", async () => {
+    const child = spawn(
+      process.execPath,
+      [
+        MAIN,
+        "serve",
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--dir",
+        join(work, "inbox"),
+        "--metrics",
+        "127.0.0.1:0",
+        "--json",
+      ],
+      { stdio: ["ignore", "pipe", "inherit"], env },
+    );
+    const exited = new Promise((r) => child.once("exit", r));
+    const events: Record<string, unknown>[] = [];
+    const lines = createInterface({ input: child.stdout });
+    const url = await new Promise<string>((resolve, reject) => {
+      child.once("exit", (code) => reject(new Error(`serve exited with ${code}`)));
+      lines.on("line", (line) => {
+        const ev = JSON.parse(line) as Record<string, unknown>;
+        events.push(ev);
+        if (ev.event === "listening") resolve(ev.url as string);
+      });
+    });
+    const metricsUrl = events.find((e) => e.event === "metrics")?.url as string;
+    assert.match(metricsUrl, /^http:\/\/127\.0\.0\.1:\d+\/metrics$/);
+    try {
+      const conn = await connect(url);
+      for (let i = 0; i < 3; i++) await conn.request("/echo/1.0.0", "hello");
+      await assert.rejects(conn.request("/nope/1"), { code: "ERR_NO_ROUTE" });
+      await conn.close();
+      const res = await fetch(metricsUrl);
+      assert.equal(res.status, 200);
+      const e = parseExposition(await res.text());
+      assert.equal(e.samples.get(sampleKey("pointsub_requests_total", { route: "/echo/1.0.0", status: "ok" })), 3);
+      assert.equal(
+        e.samples.get(sampleKey("pointsub_requests_total", { route: "unrouted", status: "ERR_NO_ROUTE" })),
+        1,
+      );
+      assert.equal(e.samples.get(sampleKey("pointsub_connections_opened_total", { role: "server" })), 1);
+      assert.equal(
+        e.samples.get(sampleKey("pointsub_message_bytes_total", { direction: "in", size_class: "tiny" })),
+        15,
+      );
+      assert.equal(e.samples.get(sampleKey("pointsub_errors_total", { code: "ERR_NO_ROUTE" })), 1);
+      // prom-client's process metrics come along.
+      assert.ok(e.types.has("process_cpu_user_seconds_total"));
+      assert.equal((await fetch(metricsUrl.replace(/\/metrics$/, "/other"))).status, 404);
+    } finally {
+      child.kill("SIGTERM");
+      await exited;
+    }
+    assert.ok(events.some((e) => e.event === "closed"));
+    await assert.rejects(fetch(metricsUrl), "the metrics endpoint closed with the server");
+  });
+
+  it("a malformed --metrics address exits 1 with a typed error before anything listens", () => {
+    const r = spawnSync(
+      process.execPath,
+      [MAIN, "serve", "--listen", "tcp://127.0.0.1:0", "--dir", join(work, "never"), "--metrics", "9464"],
+      { env, encoding: "utf8", timeout: 30_000 },
+    );
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /^pointsub: ERR_INVALID_ARGUMENT: metrics address must be host:port, got "9464"\n$/);
+    assert.doesNotMatch(r.stdout, /listening/);
+  });
+});
