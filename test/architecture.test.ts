@@ -102,7 +102,7 @@ const PACKAGES: Record<Layer, readonly string[]> = {
   connection: ["eventemitter3", "valibot"],
   client: ["eventemitter3"],
   server: ["eventemitter3"],
-  node: ["@node-rs/crc32"],
+  node: ["@node-rs/crc32", "ws"],
   index: [],
   cli: ["cli-progress", "commander"],
 };
