@@ -238,7 +238,12 @@ class WsTransport implements Transport {
   private readonly onWsClose = (code: number, reason: Buffer): void => {
     this.closed = true;
     if (this.error === undefined && code !== CLOSE_NORMAL && code !== 1001 && code !== 1005 && code !== 1006) {
-      this.error = new PointSubError("ERR_PROTOCOL", `the peer closed the WebSocket with ${code} ${reason.toString()}`);
+      // 1002 protocol error, 1003 unsupported data, 1007 invalid data, 1009 too big: the peer refused what it got.
+      const refused = code === 1002 || code === 1003 || code === 1007 || code === 1009;
+      this.error = new PointSubError(
+        refused ? "ERR_PROTOCOL" : "ERR_CONNECTION_CLOSED",
+        `the peer closed the WebSocket with ${code} ${reason.toString()}`.trim(),
+      );
     }
     if (this.inbox.length !== 0 && this.handlers !== undefined) {
       this.closeQueued = true;
