@@ -29,8 +29,10 @@ const LAYERS = [
   "connection",
   "client",
   "server",
+  "web",
   "node",
   "index",
+  "browser",
   "cli",
 ] as const;
 type Layer = (typeof LAYERS)[number];
@@ -51,6 +53,7 @@ const MAY_IMPORT: Record<Layer, readonly Layer[]> = {
   connection: ["codec", "errors", "router", "runtime", "stream", "transfer", "transport", "util"],
   client: ["connection", "errors", "runtime", "stream", "transfer", "transport"],
   server: ["connection", "errors", "router", "runtime", "stream", "transport", "util"],
+  web: ["errors", "runtime", "transport"],
   node: ["client", "codec", "connection", "errors", "runtime", "stream", "transport"],
   index: [
     "client",
@@ -65,6 +68,7 @@ const MAY_IMPORT: Record<Layer, readonly Layer[]> = {
     "transfer",
     "transport",
   ],
+  browser: ["client", "codec", "connection", "errors", "router", "runtime", "stream", "transfer", "transport", "web"],
   cli: ["client", "codec", "errors", "index", "node", "stream", "transfer"],
 };
 
@@ -84,8 +88,10 @@ const TYPES_FROM: Record<Layer, readonly Layer[]> = {
   connection: [],
   client: ["router"],
   server: [],
+  web: [],
   node: [],
   index: [],
+  browser: [],
   cli: ["connection"],
 };
 
@@ -102,8 +108,10 @@ const PACKAGES: Record<Layer, readonly string[]> = {
   connection: ["eventemitter3", "valibot"],
   client: ["eventemitter3"],
   server: ["eventemitter3"],
+  web: [],
   node: ["@node-rs/crc32", "ws"],
   index: [],
+  browser: [],
   cli: ["cli-progress", "commander"],
 };
 
@@ -402,9 +410,9 @@ describe("architecture (docs/ARCHITECTURE.md, 'Who may import whom')", () => {
     const doc = readFileSync(join(ROOT, "docs/ARCHITECTURE.md"), "utf8");
     const list = (xs: readonly string[], suffix: string) =>
       xs.length === 0 ? "—" : xs.map((x) => `\`${x}${suffix}\``).join(", ");
-    const name = (l: Layer) => (l === "index" ? "`index.ts`" : `\`${l}/\``);
+    const name = (l: Layer) => (l === "index" || l === "browser" ? `\`${l}.ts\`` : `\`${l}/\``);
     const rows = LAYERS.map((l) => {
-      const layers = MAY_IMPORT[l].map((x) => (x === "index" ? "index.ts" : `${x}/`));
+      const layers = MAY_IMPORT[l].map((x) => (x === "index" || x === "browser" ? `${x}.ts` : `${x}/`));
       return `| ${name(l)} | ${list(layers, "")} | ${list(TYPES_FROM[l], "/")} | ${
         NODE_LAYERS.includes(l) ? "`node:*`" : "—"
       } | ${list(PACKAGES[l], "")} |`;
