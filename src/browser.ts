@@ -2,7 +2,7 @@
  * pointsub for browsers (and any runtime with a WHATWG `WebSocket` and no
  * Node APIs: workers, Deno, Bun): the same `connect`, `connectResilient`,
  * `Client` and types as the Node entry point, over `ws://`/`wss://` (the
- * global `WebSocket`) and `memory://`. Selected by the `"browser"` export
+ * global `WebSocket`). Selected by the `"browser"` export
  * condition of package.json. No servers listening on sockets, no files, no
  * zlib: the browser runtime has the pure-JS CRC32C and no codecs.
  *
@@ -26,8 +26,7 @@ import { defaultRuntime } from "./web/runtime.ts";
 export type { ConnectOptions } from "./client/connect.ts";
 
 /**
- * Connects to a pointsub server at `address` (`ws://`, `wss://`,
- * `memory://`, or whatever `options.runtime`'s transports take) and resolves
+ * Connects to a pointsub server at `address` (`ws://`, `wss://`, or whatever `options.runtime`'s transports take) and resolves
  * once the handshake completed. Uses {@link defaultRuntime} unless
  * `options.runtime` is given.
  */

@@ -1,11 +1,10 @@
 /**
- * The browser runtime: the global `WebSocket` for `ws://`/`wss://`,
- * `memory://`, the pure-JS CRC32C and no compression codecs (streams a
+ * The browser runtime: the global `WebSocket` for `ws://`/`wss://` (add
+ * `memoryTransport()` through `transports` for `memory://`), the pure-JS CRC32C and no compression codecs (streams a
  * browser sends go uncompressed; a peer compresses for it only with codecs it
  * offers, and it offers none). Portable; built on demand, never on import.
  */
 import { createRuntime, type Runtime } from "../runtime/runtime.ts";
-import { memoryTransport } from "../transport/memory.ts";
 import type { TransportAdapter } from "../transport/transport.ts";
 import { type WebSocketTransportOptions, webSocketTransport } from "./websocket.ts";
 
@@ -13,7 +12,7 @@ import { type WebSocketTransportOptions, webSocketTransport } from "./websocket.
 export interface BrowserRuntimeOptions {
   /** Options of the WebSocket transport. */
   webSocket?: WebSocketTransportOptions;
-  /** More adapters, added after ws/wss and memory (one for a scheme they serve replaces it). */
+  /** More adapters, added after ws/wss (one for a scheme they serve replaces it). */
   transports?: readonly TransportAdapter[];
   /** Default memory budget in bytes. Default 256 MiB. */
   memoryLimit?: () => number;
@@ -25,7 +24,7 @@ const DEFAULT_MEMORY_LIMIT = 256 * 1024 * 1024;
 export function createBrowserRuntime(options: BrowserRuntimeOptions = {}): Runtime {
   return createRuntime({
     name: "browser",
-    transports: [webSocketTransport(options.webSocket), memoryTransport(), ...(options.transports ?? [])],
+    transports: [webSocketTransport(options.webSocket), ...(options.transports ?? [])],
     memoryLimit: options.memoryLimit ?? (() => DEFAULT_MEMORY_LIMIT),
   });
 }
