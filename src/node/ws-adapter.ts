@@ -132,9 +132,11 @@ class WsTransport implements Transport {
     let total = 0;
     for (let i = 0; i < chunks.length; i++) total += chunks[i].length;
     if (total === 0) return true;
-    const full = ws.bufferedAmount + total >= WRITE_HIGH_WATER;
-    // The last message of a write that fills the buffer tells when it drained.
-    const onSent = full ? this.sent : undefined;
+    // The last message of every write tells when it reached the kernel: after
+    // a write that returned false, the last of these callbacks sees the
+    // buffer drained (whether a write fills the buffer is known only after
+    // it, headers and TLS included).
+    const onSent = this.sent;
     if (chunks.length > 1 && total <= COALESCE_BYTES) {
       const copy = Buffer.allocUnsafe(total);
       let off = 0;
