@@ -12,6 +12,7 @@ import type * as Tls from "node:tls";
 import type * as Ws from "ws";
 import { PointSubError } from "../errors/error.ts";
 import type {
+  PeerCertificate,
   Transport,
   TransportAdapter,
   TransportAddress,
@@ -21,7 +22,7 @@ import type {
   TransportListenOptions,
 } from "../transport/transport.ts";
 import type { TlsOptions } from "./net-adapter.ts";
-import { hostUrl, urlHost } from "./socket-transport.ts";
+import { hostUrl, peerCertificateOf, urlHost } from "./socket-transport.ts";
 
 /** The WebSocket subprotocol both sides name in the handshake. */
 export const WS_SUBPROTOCOL = "pointsub.v1";
@@ -106,8 +107,12 @@ class WsTransport implements Transport {
   private error: Error | undefined;
   private needDrain = false;
 
-  constructor(ws: Ws.WebSocket, localUrl: string, remoteUrl: string) {
+  /** The socket under the WebSocket (a TLSSocket for wss://). */
+  private readonly socket: net.Socket | undefined;
+
+  constructor(ws: Ws.WebSocket, socket: net.Socket | undefined, localUrl: string, remoteUrl: string) {
     this.ws = ws;
+    this.socket = socket;
     this.localUrl = localUrl;
     this.remoteUrl = remoteUrl;
     ws.binaryType = "nodebuffer";
@@ -124,6 +129,10 @@ class WsTransport implements Transport {
     if (this.handlers !== undefined) throw new PointSubError("ERR_INVALID_ARGUMENT", "transport attached twice");
     this.handlers = h;
     if (!this.paused) this.scheduleFlush();
+  }
+
+  peerCertificate(): PeerCertificate | undefined {
+    return this.socket === undefined ? undefined : peerCertificateOf(this.socket);
   }
 
   write(chunks: readonly Uint8Array[]): boolean {
@@ -354,6 +363,7 @@ async function connectWs(url: URL, options: TransportConnectOptions & WsTranspor
       resolve(
         new WsTransport(
           ws,
+          s,
           wsHref(scheme(url), s?.localAddress, s?.localPort, "/"),
           wsHref(scheme(url), s?.remoteAddress, s?.remotePort, path),
         ),
@@ -511,7 +521,9 @@ async function listenWs(
         return;
       }
       const local = wsHref(scheme(url), socket.localAddress, socket.localPort, path);
-      onTransport(new WsTransport(ws, local, wsHref(scheme(url), socket.remoteAddress, socket.remotePort, "/")));
+      onTransport(
+        new WsTransport(ws, socket, local, wsHref(scheme(url), socket.remoteAddress, socket.remotePort, "/")),
+      );
     });
   };
   server.on("upgrade", onUpgrade);
