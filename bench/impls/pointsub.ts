@@ -22,12 +22,13 @@ async function server(): Promise<void> {
       // POINTSUB_BENCH_OPS=mw|rl: only the middleware or only the rate limiter (to split the cost).
       const which = process.env.POINTSUB_BENCH_OPS ?? "all";
       if (which !== "rl") srv.use((_ctx, next) => next());
-      if (which !== "mw") srv.use(
-        rateLimit({
-          session: { requests: { perSecond: 1e9 }, messages: { perSecond: 1e9 }, bytes: { perSecond: 1e15 } },
-          global: { requests: { perSecond: 1e9 } },
-        }),
-      );
+      if (which !== "mw")
+        srv.use(
+          rateLimit({
+            session: { requests: { perSecond: 1e9 }, messages: { perSecond: 1e9 }, bytes: { perSecond: 1e15 } },
+            global: { requests: { perSecond: 1e9 } },
+          }),
+        );
     }
     srv.on("session", (session) => {
       let count = 0;
