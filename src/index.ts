@@ -1,6 +1,6 @@
 /**
  * pointsub: messages of any size, request/response and streams over one
- * multiplexed connection, on tcp://, tls://, unix:// and memory:// (Node.js
+ * multiplexed connection, on tcp://, tls://, unix://, ws://, wss:// and memory:// (Node.js
  * entry point).
  *
  * Importing it has no side effects: the Node runtime (transports, codecs,
@@ -27,21 +27,22 @@ import type { Address, TransportAdapter } from "./transport/transport.ts";
 /**
  * Options of {@link connect}: connection options, `runtime`,
  * `connectTimeoutMs`, `signal`, and the Node transports' options (`tls` for
- * `tls://` URLs: CA to trust, client certificate…).
+ * `tls://` and `wss://` URLs: CA to trust, client certificate…; `ws.headers`).
  */
 export interface ConnectOptions extends CoreConnectOptions, NodeTransportOptions {}
 
 /**
  * Options of {@link createServer}: every session's connection options,
  * `runtime`, server limits, and the Node transports' options (`tls`:
- * certificate and key for `tls://` listeners, CA / requestCert for mutual
- * TLS; `maxPendingHandshakes`).
+ * certificate and key for `tls://` and `wss://` listeners, CA / requestCert
+ * for mutual TLS; `maxPendingHandshakes`; `ws.httpServer` to share a web
+ * server's port, `ws.maxPendingUpgrades`).
  */
 export interface ServerOptions extends CoreServerOptions, NodeTransportOptions {}
 
 /**
  * Connects to a pointsub server at `address` (`tcp://`, `tls://`, `unix://`,
- * `memory://`, or whatever `options.runtime`'s transports take) and
+ * `ws://`, `wss://`, `memory://`, or whatever `options.runtime`'s transports take) and
  * resolves once the handshake completed. Uses {@link defaultRuntime} unless
  * `options.runtime` is given.
  */
@@ -230,6 +231,13 @@ export {
   type SentFileReceipt,
   sendFile,
 } from "./node/send-file.ts";
+export {
+  WS_MAX_MESSAGE,
+  WS_SUBPROTOCOL,
+  type WsOptions,
+  type WsTransportOptions,
+  wsTransport,
+} from "./node/ws-adapter.ts";
 export {
   type IdempotencyEntry,
   type IdempotencyOptions,

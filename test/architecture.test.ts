@@ -29,9 +29,11 @@ const LAYERS = [
   "connection",
   "client",
   "server",
+  "web",
   "node",
   "index",
   "metrics",
+  "browser",
   "cli",
 ] as const;
 type Layer = (typeof LAYERS)[number];
@@ -52,6 +54,7 @@ const MAY_IMPORT: Record<Layer, readonly Layer[]> = {
   connection: ["codec", "errors", "router", "runtime", "stream", "transfer", "transport", "util"],
   client: ["connection", "errors", "runtime", "stream", "transfer", "transport"],
   server: ["connection", "errors", "router", "runtime", "stream", "transport", "util"],
+  web: ["errors", "runtime", "transport"],
   node: ["client", "codec", "connection", "errors", "runtime", "stream", "transport"],
   index: [
     "client",
@@ -67,6 +70,7 @@ const MAY_IMPORT: Record<Layer, readonly Layer[]> = {
     "transport",
   ],
   metrics: ["index"],
+  browser: ["client", "codec", "connection", "errors", "router", "runtime", "stream", "transfer", "transport", "web"],
   cli: ["client", "codec", "errors", "index", "metrics", "node", "stream", "transfer"],
 };
 
@@ -86,9 +90,11 @@ const TYPES_FROM: Record<Layer, readonly Layer[]> = {
   connection: [],
   client: ["router"],
   server: [],
+  web: [],
   node: [],
   index: [],
   metrics: [],
+  browser: [],
   cli: ["connection"],
 };
 
@@ -105,9 +111,11 @@ const PACKAGES: Record<Layer, readonly string[]> = {
   connection: ["eventemitter3", "valibot"],
   client: ["eventemitter3"],
   server: ["eventemitter3"],
-  node: ["@node-rs/crc32"],
+  web: [],
+  node: ["@node-rs/crc32", "ws"],
   index: [],
   metrics: ["prom-client"],
+  browser: [],
   cli: ["cli-progress", "commander"],
 };
 
@@ -408,9 +416,9 @@ describe("architecture (docs/ARCHITECTURE.md, 'Who may import whom')", () => {
     const doc = readFileSync(join(ROOT, "docs/ARCHITECTURE.md"), "utf8");
     const list = (xs: readonly string[], suffix: string) =>
       xs.length === 0 ? "—" : xs.map((x) => `\`${x}${suffix}\``).join(", ");
-    const name = (l: Layer) => (l === "index" ? "`index.ts`" : `\`${l}/\``);
+    const name = (l: Layer) => (l === "index" || l === "browser" ? `\`${l}.ts\`` : `\`${l}/\``);
     const rows = LAYERS.map((l) => {
-      const layers = MAY_IMPORT[l].map((x) => (x === "index" ? "index.ts" : `${x}/`));
+      const layers = MAY_IMPORT[l].map((x) => (x === "index" || x === "browser" ? `${x}.ts` : `${x}/`));
       return `| ${name(l)} | ${list(layers, "")} | ${list(TYPES_FROM[l], "/")} | ${
         NODE_LAYERS.includes(l) ? "`node:*`" : "—"
       } | ${list(PACKAGES[l], "")} |`;

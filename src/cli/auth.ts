@@ -61,6 +61,9 @@ async function readPem(flag: string, file: string): Promise<string> {
   return text;
 }
 
+/** Schemes whose URLs take the --tls-* files. */
+const TLS_SCHEMES: readonly string[] = ["tls", "wss"];
+
 function schemeOf(url: string): string {
   try {
     return new URL(url).protocol.slice(0, -1);
@@ -81,14 +84,16 @@ function checkCertKeyPair(f: TlsFileFlags): void {
   if ((f.tlsCert === undefined) !== (f.tlsKey === undefined)) throw invalid("--tls-cert and --tls-key go together");
 }
 
-/** connect() options for a client command: credentials and TLS files (tls:// URLs only). */
+/** connect() options for a client command: credentials and TLS files (tls:// and wss:// URLs only). */
 export async function clientConnectOptions(url: string, flags: ClientAuthFlags): Promise<ConnectOptions> {
   const credentials = resolveToken(flags.token);
   const given = tlsFlagsGiven(flags);
   const options: ConnectOptions = {};
   if (credentials !== undefined) options.credentials = credentials;
   if (given.length === 0) return options;
-  if (schemeOf(url) !== "tls") throw invalid(`${given.join(", ")}: only for tls:// URLs, not ${url}`);
+  if (!TLS_SCHEMES.includes(schemeOf(url))) {
+    throw invalid(`${given.join(", ")}: only for tls:// and wss:// URLs, not ${url}`);
+  }
   checkCertKeyPair(flags);
   const tls: TlsOptions = {};
   if (flags.tlsCa !== undefined) tls.ca = await readPem("--tls-ca", flags.tlsCa);
@@ -160,7 +165,7 @@ export interface ServeSecurity {
 export const certificateAuth: Authenticator = (_credentials, info) => {
   const cert = info.peerCertificate;
   if (cert === undefined || !cert.authorized) {
-    throw new PointSubError("ERR_UNAUTHORIZED", "a trusted client certificate is required (tls:// only)");
+    throw new PointSubError("ERR_UNAUTHORIZED", "a trusted client certificate is required (tls:// and wss:// only)");
   }
   return `cert:${cert.subject.CN ?? cert.fingerprint256}`;
 };
@@ -177,17 +182,18 @@ export async function serveSecurity(
 ): Promise<ServeSecurity> {
   const token = resolveToken(flags.token, env);
   const mutualTls = flags.requireClientCert === true;
-  const tlsUrls = listen.filter((u) => schemeOf(u) === "tls");
+  const tlsUrls = listen.filter((u) => TLS_SCHEMES.includes(schemeOf(u)));
   checkCertKeyPair(flags);
   if (tlsUrls.length > 0 && flags.tlsCert === undefined) {
     throw invalid(`${tlsUrls[0]} needs --tls-cert and --tls-key`);
   }
   const given = tlsFlagsGiven(flags);
-  if (given.length > 0 && tlsUrls.length === 0) throw invalid(`${given.join(", ")}: only for tls:// --listen URLs`);
+  if (given.length > 0 && tlsUrls.length === 0)
+    throw invalid(`${given.join(", ")}: only for tls:// and wss:// --listen URLs`);
   if (mutualTls && flags.tlsCa === undefined) {
     throw invalid("--require-client-cert needs --tls-ca (the CA that signs client certificates)");
   }
-  if (mutualTls && tlsUrls.length === 0) throw invalid("--require-client-cert needs a tls:// --listen URL");
+  if (mutualTls && tlsUrls.length === 0) throw invalid("--require-client-cert needs a tls:// or wss:// --listen URL");
   const { mode, warning } = checkServeSecurity(listen, {
     token: token !== undefined,
     mutualTls,

@@ -35,7 +35,7 @@ Examples:
   ${TOKEN_ENV}=s3cret pointsub serve --listen tls://0.0.0.0:7000 --tls-cert cert.pem --tls-key key.pem --dir ./inbox`;
 
 const CLIENT_HELP = `
---token (or ${TOKEN_ENV}) is sent to servers that ask for one; --tls-* apply to tls:// URLs.
+--token (or ${TOKEN_ENV}) is sent to servers that ask for one; --tls-* apply to tls:// and wss:// URLs.
 ${URL_ENV} is the server URL when --to/--from is not given.`;
 
 /** --token and the TLS files of send, request, bench, get and ls. */
@@ -51,7 +51,7 @@ function clientAuthOptions(c: Command): Command {
 /** Builds the program (exported for tests of the help text). */
 export function program(): Command {
   const p = new Command("pointsub")
-    .description("Messages, requests and files of any size over tcp://, tls:// and unix://")
+    .description("Messages, requests and files of any size over tcp://, tls://, unix://, ws:// and wss://")
     .version("0.1.0")
     // Usage errors become one line (printed by main, exit 2), not commander's error plus the help.
     // Both settings are inherited by the commands created below.

@@ -820,10 +820,13 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   private onTransportClose(error?: Error): void {
     if (this.state_ === "closed") return;
     const graceful = this.state_ === "closing" && this.decoderImpl.idle;
+    // A transport that knows why (a WebSocket peer's text message: ERR_PROTOCOL) says so with a PointSubError.
     this.teardown(
       graceful
         ? undefined
-        : new PointSubError("ERR_CONNECTION_CLOSED", `connection to ${this.remoteUrl} closed`, { cause: error }),
+        : error instanceof PointSubError
+          ? error
+          : new PointSubError("ERR_CONNECTION_CLOSED", `connection to ${this.remoteUrl} closed`, { cause: error }),
     );
   }
 

@@ -12,6 +12,7 @@ import type {
 } from "../transport/transport.ts";
 import { readerForAccepted, SocketReader } from "./socket-reader.ts";
 import { hostUrl, SocketTransport, urlHost } from "./socket-transport.ts";
+import type { WsTransportOptions } from "./ws-adapter.ts";
 
 type Scheme = "tcp" | "tls" | "unix";
 
@@ -43,18 +44,20 @@ export interface TlsTransportOptions {
 }
 
 /**
- * Options the Node transports read (only `tls://` has any), by scheme: what
+ * Options the Node transports read (`tls://`, `ws://`, `wss://`), by scheme: what
  * `connect` and `createServer` of the Node entry point add to their options.
  */
 export interface NodeTransportOptionsMap {
   tcp: object;
   tls: TlsTransportOptions;
   unix: object;
+  ws: WsTransportOptions;
+  wss: WsTransportOptions;
   memory: object;
 }
 
 /** The options of every Node transport together. */
-export type NodeTransportOptions = TlsTransportOptions;
+export type NodeTransportOptions = TlsTransportOptions & WsTransportOptions;
 
 type ConnectOptions = TransportConnectOptions & NodeTransportOptions;
 type ListenOptions = TransportListenOptions & NodeTransportOptions;

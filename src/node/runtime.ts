@@ -11,11 +11,12 @@ import { loadNativeCrc32c } from "./crc32c-native.ts";
 import { installDebugOutput } from "./debug.ts";
 import { nodeMemoryLimit } from "./memory.ts";
 import { tcpTransport, tlsTransport, unixTransport } from "./net-adapter.ts";
+import { wsTransport } from "./ws-adapter.ts";
 import { zlibCodecs } from "./zlib-codecs.ts";
 
 /** Options of {@link createNodeRuntime}. */
 export interface NodeRuntimeOptions {
-  /** More adapters, added after tcp, tls, unix and memory (one for a scheme they serve replaces it). */
+  /** More adapters, added after tcp, tls, unix, ws/wss and memory (one for a scheme they serve replaces it). */
   transports?: readonly TransportAdapter[];
   /** Use `@node-rs/crc32` when it is installed. Default true. */
   nativeCrc32c?: boolean;
@@ -45,7 +46,7 @@ function allocBody(n: number): Uint8Array {
 }
 
 /**
- * Builds a Node.js runtime: `tcp://`, `tls://`, `unix://` and `memory://`
+ * Builds a Node.js runtime: `tcp://`, `tls://`, `unix://`, `ws://`, `wss://` and `memory://`
  * transports (the memory namespace is this runtime's own), node:zlib codecs,
  * native CRC32C when available, unzeroed frame-body allocation, a memory
  * budget from the machine's (or cgroup's) memory, and diagnostics on
@@ -66,7 +67,14 @@ export function createNodeRuntime(options: NodeRuntimeOptions = {}): Runtime {
   installDebugOutput(diagnostics);
   return createRuntime({
     name: "node",
-    transports: [tcpTransport, tlsTransport, unixTransport, memoryTransport(), ...(options.transports ?? [])],
+    transports: [
+      tcpTransport,
+      tlsTransport,
+      unixTransport,
+      wsTransport,
+      memoryTransport(),
+      ...(options.transports ?? []),
+    ],
     codecs,
     crc32c,
     allocBody,

@@ -63,18 +63,7 @@ export class SocketTransport implements Transport {
   }
 
   peerCertificate(): PeerCertificate | undefined {
-    const s = this.socket as Partial<TLSSocket>;
-    if (typeof s.getPeerCertificate !== "function") return undefined;
-    const c = s.getPeerCertificate();
-    if (c === null || typeof c !== "object" || c.raw === undefined) return undefined;
-    const subject: Record<string, string> = {};
-    for (const [k, v] of Object.entries(c.subject ?? {})) subject[k] = Array.isArray(v) ? v.join(", ") : String(v);
-    return {
-      subject,
-      fingerprint256: c.fingerprint256,
-      raw: new Uint8Array(c.raw.buffer, c.raw.byteOffset, c.raw.length),
-      authorized: s.authorized === true,
-    };
+    return peerCertificateOf(this.socket);
   }
 
   pause(): void {
@@ -93,6 +82,22 @@ export class SocketTransport implements Transport {
     if (error !== undefined) this.error = error;
     this.socket.destroy();
   }
+}
+
+/** The certificate the peer of a TLS socket presented, if it asked for one (undefined on plain sockets). */
+export function peerCertificateOf(socket: Socket): PeerCertificate | undefined {
+  const s = socket as Partial<TLSSocket>;
+  if (typeof s.getPeerCertificate !== "function") return undefined;
+  const c = s.getPeerCertificate();
+  if (c === null || typeof c !== "object" || c.raw === undefined) return undefined;
+  const subject: Record<string, string> = {};
+  for (const [k, v] of Object.entries(c.subject ?? {})) subject[k] = Array.isArray(v) ? v.join(", ") : String(v);
+  return {
+    subject,
+    fingerprint256: c.fingerprint256,
+    raw: new Uint8Array(c.raw.buffer, c.raw.byteOffset, c.raw.length),
+    authorized: s.authorized === true,
+  };
 }
 
 /** `scheme://host:port` with IPv6 hosts in brackets. */

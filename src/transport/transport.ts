@@ -59,7 +59,12 @@ export interface TransportHandlers {
   readTarget?(): Uint8Array | undefined;
   /** Writes may resume after `write` returned false. */
   onDrain(): void;
-  /** The transport is closed; `error` when it ended abnormally. Called once. */
+  /**
+   * The transport is closed; `error` when it ended abnormally. Called once.
+   * A `PointSubError` is the connection's error as it is (a WebSocket
+   * peer's text message is `ERR_PROTOCOL`); any other error becomes the
+   * cause of `ERR_CONNECTION_CLOSED`.
+   */
   onClose(error?: Error): void;
 }
 

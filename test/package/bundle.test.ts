@@ -1,7 +1,7 @@
 /**
  * A consumer of the built package, bundled by webpack 5, rollup and esbuild
  * in production mode (tree shaking on, `sideEffects` honoured), runs a real
- * request over tcp:// in a child process. Guards against work done on import:
+ * request over tcp:// and ws:// in a child process. Guards against work done on import:
  * a bundler that trusts `"sideEffects": false` drops modules whose exports
  * are unused, so nothing `connect` needs may be installed by an import.
  */
@@ -30,11 +30,13 @@ import { connect, createServer } from "pointsub";
 async function main() {
   const server = createServer();
   server.handle("/echo/1.0.0", (req) => req.data);
-  const [url] = await server.listen("tcp://127.0.0.1:0");
-  const conn = await connect(url);
-  const reply = await conn.request("/echo/1.0.0", "bundled " + url.slice(0, 6));
-  console.log(new TextDecoder().decode(reply));
-  await conn.close();
+  // ws:// loads the ws package on first use: the bundle must carry it.
+  for (const url of await server.listen("tcp://127.0.0.1:0", "ws://127.0.0.1:0/pointsub")) {
+    const conn = await connect(url);
+    const reply = await conn.request("/echo/1.0.0", "bundled " + url.slice(0, url.indexOf("/") + 2));
+    console.log(new TextDecoder().decode(reply));
+    await conn.close();
+  }
   await server.close();
 }
 
@@ -107,7 +109,7 @@ describe("bundled consumers (webpack 5, rollup, esbuild; production)", () => {
     const text = readFileSync(file, "utf8");
     assert.ok(!text.includes(UNUSED_MARKER), "unused modules were not dropped (tree shaking off?)");
     const { stdout } = await run(process.execPath, [file], { cwd: dir, timeout: 30_000 });
-    assert.equal(stdout.trim(), "bundled tcp://");
+    assert.equal(stdout.trim(), "bundled tcp://\nbundled ws://");
   }
 
   it("webpack 5", async () => {
@@ -138,7 +140,8 @@ describe("bundled consumers (webpack 5, rollup, esbuild; production)", () => {
       plugins: [nodeResolve({ preferBuiltins: true, exportConditions: ["node"] }), commonjs()],
       onwarn: () => {},
     });
-    await bundle.write({ file, format: "es" });
+    // One file: the ws:// adapter loads `ws` with a dynamic import, which rollup would make a chunk.
+    await bundle.write({ file, format: "es", inlineDynamicImports: true });
     await bundle.close();
     await check(file);
   });
@@ -184,6 +187,10 @@ describe("bundled consumers (webpack 5, rollup, esbuild; production)", () => {
       treeShaking: true,
       outfile: file,
       external: [NATIVE],
+      // ws is CommonJS and requires Node built-ins: an ESM bundle needs a `require` (esbuild's usual banner).
+      banner: {
+        js: 'import { createRequire as __pointsubRequire } from "node:module"; const require = __pointsubRequire(import.meta.url);',
+      },
       logLevel: "silent",
     });
     assert.deepEqual(result.errors, []);

@@ -1,0 +1,572 @@
+/**
+ * WebSocket transport for Node (`ws://host:port/path`, `wss://…`), on the
+ * `ws` package: pointsub's byte stream in binary WebSocket messages
+ * (docs/PROTOCOL.md, "WebSocket mapping"). A listener opens its own
+ * http(s) server, or attaches to an existing one (`ws.httpServer`) so
+ * pointsub shares a port with a web application.
+ */
+import type * as Http from "node:http";
+import type * as Https from "node:https";
+import net from "node:net";
+import type * as Tls from "node:tls";
+import type * as Ws from "ws";
+import { PointSubError } from "../errors/error.ts";
+import type {
+  PeerCertificate,
+  Transport,
+  TransportAdapter,
+  TransportAddress,
+  TransportConnectOptions,
+  TransportHandlers,
+  TransportListener,
+  TransportListenOptions,
+} from "../transport/transport.ts";
+import type { TlsOptions } from "./net-adapter.ts";
+import { hostUrl, peerCertificateOf, urlHost } from "./socket-transport.ts";
+
+/** The WebSocket subprotocol both sides name in the handshake. */
+export const WS_SUBPROTOCOL = "pointsub.v1";
+/**
+ * Largest WebSocket message a peer may send (1 MiB). Frames are split
+ * across messages freely, so this bounds what a connection buffers, not
+ * the size of pointsub frames or messages.
+ */
+export const WS_MAX_MESSAGE = 1024 * 1024;
+/** Close codes (RFC 6455 §7.4.1) pointsub uses. */
+const CLOSE_NORMAL = 1000;
+const CLOSE_UNSUPPORTED_DATA = 1003;
+/** Same high-water mark as the socket transport. */
+const WRITE_HIGH_WATER = 1024 * 1024;
+/** Small chunks of one write are sent as one message up to this size. */
+const COALESCE_BYTES = 64 * 1024;
+/** Defaults of the listen limits. */
+const HANDSHAKE_TIMEOUT_MS = 10_000;
+const MAX_PENDING_UPGRADES = 1024;
+
+/** Options of the WebSocket adapter (under `ws`). */
+export interface WsOptions {
+  /**
+   * Listen: attach to this node `http`/`https` server (its `upgrade`
+   * event, for requests to the listen URL's path) instead of opening a
+   * port; the URL's host and port are then ignored. Other paths are left
+   * to the server's other `upgrade` listeners (404 when there are none).
+   * Closing the listener detaches; the server is not closed.
+   */
+  httpServer?: Http.Server | Https.Server;
+  /**
+   * Listen: most connections between TCP accept (or the upgrade request,
+   * with `httpServer`) and a completed WebSocket handshake at once; further
+   * ones are closed at once. Default 1024.
+   */
+  maxPendingUpgrades?: number;
+  /** Connect: extra HTTP headers of the upgrade request (a cookie, an authorization header). */
+  headers?: Record<string, string>;
+}
+
+/** Options of the `ws://`/`wss://` adapter, on top of the portable transport options. */
+export interface WsTransportOptions {
+  /** TLS material and checks for `wss://`, as for `tls://`. */
+  tls?: TlsOptions;
+  /** WebSocket specifics. */
+  ws?: WsOptions;
+}
+
+type WsModule = typeof Ws;
+/** `ws` (and with it node:http/https) is loaded on first use. */
+let wsModule: Promise<WsModule> | undefined;
+function loadWs(): Promise<WsModule> {
+  wsModule ??= import("ws");
+  return wsModule;
+}
+
+/** The URL of an address, or ERR_UNSUPPORTED_URL. */
+function wsUrl(address: TransportAddress): URL {
+  if (!(address instanceof URL) || (address.protocol !== "ws:" && address.protocol !== "wss:")) {
+    throw new PointSubError(
+      "ERR_UNSUPPORTED_URL",
+      `the WebSocket transport takes ws:// or wss:// URLs, not ${address}`,
+    );
+  }
+  return address;
+}
+
+/** A pointsub transport over one open `ws` WebSocket. */
+class WsTransport implements Transport {
+  readonly localUrl: string;
+  readonly remoteUrl: string;
+  private readonly ws: Ws.WebSocket;
+  private handlers: TransportHandlers | undefined;
+  /** Messages received while paused or before attach, delivered in order. */
+  private inbox: Uint8Array[] = [];
+  private paused = false;
+  private flushScheduled = false;
+  private closed = false;
+  /** 'close' arrived while the inbox still held data: report it once delivered. */
+  private closeQueued = false;
+  private closeReported = false;
+  private error: Error | undefined;
+  private needDrain = false;
+
+  /** The socket under the WebSocket (a TLSSocket for wss://). */
+  private readonly socket: net.Socket | undefined;
+
+  constructor(ws: Ws.WebSocket, socket: net.Socket | undefined, localUrl: string, remoteUrl: string) {
+    this.ws = ws;
+    this.socket = socket;
+    this.localUrl = localUrl;
+    this.remoteUrl = remoteUrl;
+    ws.binaryType = "nodebuffer";
+    // Hold the socket until the connection attaches (a server may accept on a later turn).
+    ws.pause();
+    ws.on("message", this.onMessage);
+    ws.on("error", (err: Error & { code?: string }) => {
+      this.error ??= wsError(err);
+    });
+    ws.once("close", this.onWsClose);
+  }
+
+  attach(h: TransportHandlers): void {
+    if (this.handlers !== undefined) throw new PointSubError("ERR_INVALID_ARGUMENT", "transport attached twice");
+    this.handlers = h;
+    if (!this.paused) this.scheduleFlush();
+  }
+
+  peerCertificate(): PeerCertificate | undefined {
+    return this.socket === undefined ? undefined : peerCertificateOf(this.socket);
+  }
+
+  write(chunks: readonly Uint8Array[]): boolean {
+    const ws = this.ws;
+    if (this.closed || ws.readyState !== 1) return false;
+    let total = 0;
+    for (let i = 0; i < chunks.length; i++) total += chunks[i].length;
+    if (total === 0) return true;
+    // The last message of every write tells when it reached the kernel: after
+    // a write that returned false, the last of these callbacks sees the
+    // buffer drained (whether a write fills the buffer is known only after
+    // it, headers and TLS included).
+    const onSent = this.sent;
+    if (chunks.length > 1 && total <= COALESCE_BYTES) {
+      const copy = Buffer.allocUnsafe(total);
+      let off = 0;
+      for (let i = 0; i < chunks.length; i++) {
+        copy.set(chunks[i], off);
+        off += chunks[i].length;
+      }
+      ws.send(copy, { binary: true, compress: false }, onSent);
+    } else {
+      let last = chunks.length - 1;
+      while (last > 0 && chunks[last].length === 0) last--;
+      for (let i = 0; i <= last; i++) {
+        const c = chunks[i];
+        for (let off = 0; off < c.length; off += WS_MAX_MESSAGE) {
+          const end = Math.min(off + WS_MAX_MESSAGE, c.length);
+          ws.send(
+            c.subarray(off, end),
+            { binary: true, compress: false },
+            i === last && end === c.length ? onSent : undefined,
+          );
+        }
+      }
+    }
+    if (ws.bufferedAmount < WRITE_HIGH_WATER) return true;
+    this.needDrain = true;
+    return false;
+  }
+
+  pause(): void {
+    if (this.paused) return;
+    this.paused = true;
+    this.ws.pause();
+  }
+
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    this.scheduleFlush();
+  }
+
+  end(): void {
+    if (this.closed || this.ws.readyState >= 2) return;
+    // Queued messages go first, then the close frame.
+    this.ws.close(CLOSE_NORMAL);
+  }
+
+  destroy(error?: Error): void {
+    if (error !== undefined) this.error ??= error;
+    this.inbox = [];
+    this.closeQueued = false;
+    this.ws.terminate();
+  }
+
+  /** A send callback: the message went to the kernel. */
+  private readonly sent = (): void => {
+    if (!this.needDrain || this.closed || this.ws.bufferedAmount >= WRITE_HIGH_WATER) return;
+    this.needDrain = false;
+    this.handlers?.onDrain();
+  };
+
+  private readonly onMessage = (data: Buffer, isBinary: boolean): void => {
+    if (this.closed || this.error !== undefined) return;
+    if (!isBinary) {
+      this.fail(CLOSE_UNSUPPORTED_DATA, "pointsub takes binary WebSocket messages only, got a text message");
+      return;
+    }
+    if (data.length === 0) return;
+    const chunk = new Uint8Array(data.buffer, data.byteOffset, data.length);
+    const h = this.handlers;
+    if (h === undefined || this.paused || this.inbox.length !== 0) this.inbox.push(chunk);
+    else h.onData(chunk);
+  };
+
+  /** The peer broke the mapping: close with `code` and report a protocol error. */
+  private fail(code: number, reason: string): void {
+    this.error ??= new PointSubError("ERR_PROTOCOL", reason);
+    this.inbox = [];
+    this.ws.close(code, reason.slice(0, 120));
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    queueMicrotask(this.flush);
+  }
+
+  /** Delivers what arrived while paused, then lets the socket read again. */
+  private readonly flush = (): void => {
+    this.flushScheduled = false;
+    const h = this.handlers;
+    if (h === undefined || this.paused) return;
+    while (this.inbox.length !== 0 && !this.paused && !this.closeReported) {
+      const chunk = this.inbox.shift() as Uint8Array;
+      h.onData(chunk);
+    }
+    if (this.paused || this.inbox.length !== 0) return;
+    if (this.closeQueued) this.reportClose();
+    else if (!this.closed) this.ws.resume();
+  };
+
+  private readonly onWsClose = (code: number, reason: Buffer): void => {
+    this.closed = true;
+    if (this.error === undefined && code !== CLOSE_NORMAL && code !== 1001 && code !== 1005 && code !== 1006) {
+      // 1002 protocol error, 1003 unsupported data, 1007 invalid data, 1009 too big: the peer refused what it got.
+      const refused = code === 1002 || code === 1003 || code === 1007 || code === 1009;
+      this.error = new PointSubError(
+        refused ? "ERR_PROTOCOL" : "ERR_CONNECTION_CLOSED",
+        `the peer closed the WebSocket with ${code} ${reason.toString()}`.trim(),
+      );
+    }
+    if (this.inbox.length !== 0 && this.handlers !== undefined) {
+      this.closeQueued = true;
+      if (!this.paused) this.scheduleFlush();
+      return;
+    }
+    this.reportClose();
+  };
+
+  private reportClose(): void {
+    if (this.closeReported) return;
+    const h = this.handlers;
+    if (h === undefined) {
+      // Reported once attached.
+      this.closeQueued = true;
+      return;
+    }
+    this.closeReported = true;
+    this.closeQueued = false;
+    this.inbox = [];
+    h.onClose(this.error);
+  }
+}
+
+/** A `ws` error as a typed one. */
+function wsError(err: Error & { code?: string }): PointSubError {
+  if (err instanceof PointSubError) return err;
+  if (err.code === "WS_ERR_UNSUPPORTED_MESSAGE_LENGTH") {
+    return new PointSubError("ERR_PROTOCOL", `WebSocket message over ${WS_MAX_MESSAGE} bytes`, { cause: err });
+  }
+  if (err.code?.startsWith("WS_ERR_")) {
+    return new PointSubError("ERR_PROTOCOL", `WebSocket protocol error: ${err.message}`, { cause: err });
+  }
+  return new PointSubError("ERR_CONNECTION_CLOSED", `WebSocket failed: ${err.message}`, { cause: err });
+}
+
+/** `ws://host:port/path` (the path left out when it is `/`). */
+function wsHref(scheme: string, host: string | undefined, port: number | undefined, path: string): string {
+  return hostUrl(scheme, host, port) + (path === "/" ? "" : path);
+}
+
+function scheme(url: URL): "ws" | "wss" {
+  return url.protocol === "wss:" ? "wss" : "ws";
+}
+
+async function connectWs(url: URL, options: TransportConnectOptions & WsTransportOptions): Promise<Transport> {
+  const { WebSocket } = await loadWs();
+  const o = options.tls ?? {};
+  const host = urlHost(url);
+  return new Promise((resolve, reject) => {
+    if (options.signal?.aborted) {
+      reject(new PointSubError("ERR_CANCELLED", `connect to ${url.href} aborted`, { cause: options.signal.reason }));
+      return;
+    }
+    let ws: Ws.WebSocket;
+    try {
+      // ws hands the TLS options (servername included) to tls.connect.
+      const clientOptions: Ws.ClientOptions & Pick<Tls.ConnectionOptions, "servername"> = {
+        perMessageDeflate: false,
+        maxPayload: WS_MAX_MESSAGE,
+        handshakeTimeout: options.connectTimeoutMs,
+        headers: options.ws?.headers,
+        ca: o.ca as Tls.ConnectionOptions["ca"],
+        cert: o.cert as Tls.ConnectionOptions["cert"],
+        key: o.key as Tls.ConnectionOptions["key"],
+        rejectUnauthorized: o.rejectUnauthorized ?? true,
+        servername: o.servername ?? (net.isIP(host) ? undefined : host),
+      };
+      ws = new WebSocket(url.href, [WS_SUBPROTOCOL], clientOptions);
+    } catch (cause) {
+      reject(new PointSubError("ERR_CONNECT", `cannot connect to ${url.href}: ${(cause as Error).message}`, { cause }));
+      return;
+    }
+    let settled = false;
+    const cleanup = () => {
+      settled = true;
+      options.signal?.removeEventListener("abort", onAbort);
+    };
+    const fail = (err: PointSubError) => {
+      if (settled) return;
+      cleanup();
+      ws.terminate();
+      reject(err);
+    };
+    const onAbort = () =>
+      fail(new PointSubError("ERR_CANCELLED", `connect to ${url.href} aborted`, { cause: options.signal?.reason }));
+    options.signal?.addEventListener("abort", onAbort, { once: true });
+    ws.once("unexpected-response", (_req: unknown, res: Http.IncomingMessage) => {
+      fail(
+        new PointSubError("ERR_CONNECT", `cannot connect to ${url.href}: HTTP ${res.statusCode} ${res.statusMessage}`),
+      );
+    });
+    ws.once("error", (err: Error) => {
+      const timedOut = /timed out/i.test(err.message);
+      fail(
+        new PointSubError(timedOut ? "ERR_TIMEOUT" : "ERR_CONNECT", `cannot connect to ${url.href}: ${err.message}`, {
+          cause: err,
+        }),
+      );
+    });
+    ws.once("open", () => {
+      if (settled) return;
+      cleanup();
+      const s = (ws as unknown as { _socket: net.Socket })._socket;
+      const path = url.pathname;
+      resolve(
+        new WsTransport(
+          ws,
+          s,
+          wsHref(scheme(url), s?.localAddress, s?.localPort, "/"),
+          wsHref(scheme(url), s?.remoteAddress, s?.remotePort, path),
+        ),
+      );
+    });
+  });
+}
+
+function checkLimit(name: string, value: number | undefined, fallback: number, max: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !(value >= 1 && value <= max)) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", `${name} must be a number from 1 to ${max}, got ${value}`);
+  }
+  return value;
+}
+
+/** Answers an upgrade request that is refused, and closes its socket. */
+function refuse(socket: net.Socket, status: number, text: string): void {
+  if (socket.writable) {
+    socket.end(
+      `HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`,
+    );
+  }
+  socket.destroy();
+}
+
+/** The path of a request target (`/pointsub?x=1` → `/pointsub`). */
+function requestPath(target: string | undefined): string {
+  const t = target ?? "/";
+  const q = t.indexOf("?");
+  return q < 0 ? t : t.slice(0, q);
+}
+
+/**
+ * A ws:// listener: an http(s) server of its own (or the caller's), whose
+ * upgrade requests to the URL's path become transports. Connections count as
+ * pending from TCP accept (own server) or from the upgrade request (shared
+ * server) until the WebSocket handshake completed, with a deadline.
+ */
+async function listenWs(
+  url: URL,
+  options: TransportListenOptions & WsTransportOptions,
+  onTransport: (t: Transport) => void,
+): Promise<TransportListener> {
+  const { WebSocketServer } = await loadWs();
+  const secure = url.protocol === "wss:";
+  const path = url.pathname === "" ? "/" : url.pathname;
+  const timeout = checkLimit("handshakeTimeoutMs", options.handshakeTimeoutMs, HANDSHAKE_TIMEOUT_MS, 2 ** 31 - 1);
+  const maxPending = checkLimit(
+    "ws.maxPendingUpgrades",
+    options.ws?.maxPendingUpgrades,
+    MAX_PENDING_UPGRADES,
+    Infinity,
+  );
+  const onPending = options.onPending;
+  const wss = new WebSocketServer({
+    noServer: true,
+    perMessageDeflate: false,
+    maxPayload: WS_MAX_MESSAGE,
+    clientTracking: false,
+    handleProtocols: (offered) => (offered.has(WS_SUBPROTOCOL) ? WS_SUBPROTOCOL : false),
+  });
+  /** Sockets admitted and not yet upgraded (nor closed), with their deadline. */
+  const pending = new Map<net.Socket, ReturnType<typeof setTimeout>>();
+  function leave(socket: net.Socket): boolean {
+    const timer = pending.get(socket);
+    if (timer === undefined) return false;
+    clearTimeout(timer);
+    pending.delete(socket);
+    socket.off("close", onPendingClose);
+    onPending?.(-1);
+    return true;
+  }
+  function onPendingClose(this: net.Socket): void {
+    leave(this);
+  }
+  /** Admits a connection into the pending set, or closes it. */
+  function admit(socket: net.Socket): boolean {
+    if (pending.size >= maxPending || onPending?.(1) === false) {
+      socket.destroy();
+      return false;
+    }
+    const timer = setTimeout(() => {
+      if (leave(socket)) socket.destroy();
+    }, timeout);
+    timer.unref?.();
+    pending.set(socket, timer);
+    socket.once("close", onPendingClose);
+    return true;
+  }
+
+  const shared = options.ws?.httpServer;
+  let server: Http.Server | Https.Server;
+  if (shared !== undefined) server = shared;
+  else if (secure) {
+    const o = options.tls ?? {};
+    if (o.cert === undefined || o.key === undefined) {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", "wss:// listen needs tls.cert and tls.key");
+    }
+    const https = await import("node:https");
+    try {
+      server = https.createServer({
+        cert: o.cert as Tls.TlsOptions["cert"],
+        key: o.key as Tls.TlsOptions["key"],
+        ca: o.ca as Tls.TlsOptions["ca"],
+        requestCert: o.requestCert ?? false,
+        rejectUnauthorized: o.rejectUnauthorized ?? true,
+        handshakeTimeout: timeout,
+      });
+    } catch (cause) {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", `invalid TLS options: ${(cause as Error).message}`, { cause });
+    }
+    server.on("tlsClientError", (_err, socket) => socket.destroy());
+  } else {
+    const http = await import("node:http");
+    server = http.createServer();
+  }
+  /** The raw TCP socket under an upgrade request's socket (a TLSSocket keeps it as `_parent`). */
+  const rawOf = (socket: net.Socket): net.Socket => {
+    const parent = (socket as { _parent?: unknown })._parent;
+    return parent instanceof net.Socket ? parent : socket;
+  };
+  const onConnection = (socket: net.Socket) => {
+    admit(socket);
+  };
+  const onRequest = (req: Http.IncomingMessage, res: Http.ServerResponse) => {
+    req.resume();
+    res.writeHead(426, { Upgrade: "websocket", Connection: "close", "Content-Type": "text/plain" });
+    res.end(`pointsub: a WebSocket endpoint (subprotocol ${WS_SUBPROTOCOL})\n`);
+  };
+  const onUpgrade = (req: Http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+    if (requestPath(req.url) !== path) {
+      // Another listener of the shared server may serve that path.
+      if (server.listenerCount("upgrade") === 1) refuse(socket, 404, "Not Found");
+      return;
+    }
+    const raw = rawOf(socket);
+    if (shared !== undefined && !admit(raw)) return;
+    if (!pending.has(raw)) {
+      socket.destroy();
+      return;
+    }
+    const offered = String(req.headers["sec-websocket-protocol"] ?? "")
+      .split(",")
+      .map((p) => p.trim());
+    if (!offered.includes(WS_SUBPROTOCOL)) {
+      leave(raw);
+      refuse(socket, 400, `pointsub needs the ${WS_SUBPROTOCOL} subprotocol`);
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      if (!leave(raw)) {
+        // Timed out or closed meanwhile.
+        ws.terminate();
+        return;
+      }
+      const local = wsHref(scheme(url), socket.localAddress, socket.localPort, path);
+      onTransport(
+        new WsTransport(ws, socket, local, wsHref(scheme(url), socket.remoteAddress, socket.remotePort, "/")),
+      );
+    });
+  };
+  server.on("upgrade", onUpgrade);
+  if (shared === undefined) {
+    server.prependListener("connection", onConnection);
+    server.on("request", onRequest);
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", (err) =>
+        reject(new PointSubError("ERR_CONNECT", `cannot listen on ${url.href}: ${err.message}`, { cause: err })),
+      );
+      server.listen({ host: urlHost(url), port: url.port === "" ? (secure ? 443 : 80) : Number(url.port) }, resolve);
+    });
+    server.on("error", () => {});
+  }
+  const addr = server.address();
+  const bound =
+    typeof addr === "object" && addr !== null ? wsHref(scheme(url), addr.address, addr.port, path) : url.href;
+  return {
+    url: bound,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.off("upgrade", onUpgrade);
+        for (const socket of [...pending.keys()]) {
+          leave(socket);
+          socket.destroy();
+        }
+        if (shared !== undefined) {
+          resolve();
+          return;
+        }
+        server.off("connection", onConnection);
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/**
+ * WebSocket (`ws://host:port/path`, `wss://…`) on the `ws` package; reads
+ * {@link WsTransportOptions} (`tls` for wss, `ws.httpServer` to share a
+ * port, `ws.maxPendingUpgrades`, `ws.headers`).
+ */
+export const wsTransport: TransportAdapter<WsTransportOptions> = {
+  schemes: ["ws", "wss"],
+  connect: (address, options) => connectWs(wsUrl(address), options),
+  listen: (address, options, onTransport) => listenWs(wsUrl(address), options, onTransport),
+};

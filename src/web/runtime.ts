@@ -1,0 +1,38 @@
+/**
+ * The browser runtime: the global `WebSocket` for `ws://`/`wss://` (add
+ * `memoryTransport()` through `transports` for `memory://`), the pure-JS CRC32C and no compression codecs (streams a
+ * browser sends go uncompressed; a peer compresses for it only with codecs it
+ * offers, and it offers none). Portable; built on demand, never on import.
+ */
+import { createRuntime, type Runtime } from "../runtime/runtime.ts";
+import type { TransportAdapter } from "../transport/transport.ts";
+import { type WebSocketTransportOptions, webSocketTransport } from "./websocket.ts";
+
+/** Options of {@link createBrowserRuntime}. */
+export interface BrowserRuntimeOptions {
+  /** Options of the WebSocket transport. */
+  webSocket?: WebSocketTransportOptions;
+  /** More adapters, added after ws/wss (one for a scheme they serve replaces it). */
+  transports?: readonly TransportAdapter[];
+  /** Default memory budget in bytes. Default 256 MiB. */
+  memoryLimit?: () => number;
+}
+
+const DEFAULT_MEMORY_LIMIT = 256 * 1024 * 1024;
+
+/** Builds a browser runtime (see the module comment); building one changes nothing global. */
+export function createBrowserRuntime(options: BrowserRuntimeOptions = {}): Runtime {
+  return createRuntime({
+    name: "browser",
+    transports: [webSocketTransport(options.webSocket), ...(options.transports ?? [])],
+    memoryLimit: options.memoryLimit ?? (() => DEFAULT_MEMORY_LIMIT),
+  });
+}
+
+let defaultBrowserRuntime: Runtime | undefined;
+
+/** The runtime the browser entry's `connect` uses when given none, built on first use. */
+export function defaultRuntime(): Runtime {
+  defaultBrowserRuntime ??= createBrowserRuntime();
+  return defaultBrowserRuntime;
+}

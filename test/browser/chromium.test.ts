@@ -1,0 +1,139 @@
+/**
+ * The browser entry in a real browser: Debian's chromium, driven by
+ * playwright-core, opens a page served from a local http server whose script
+ * is the esbuild bundle of src/browser.ts, and from the page talks to a Node
+ * pointsub server over ws://127.0.0.1: a request, 16 MiB both ways (hashes
+ * checked with crypto.subtle on the page and node:crypto here) and a 16 MiB
+ * server push.
+ *
+ * Needs chromium (`apt-get install -y chromium`, or CHROMIUM_PATH) and
+ * playwright-core (a devDependency). Without them it says so in one line and
+ * skips; under CI (CI=true) it fails instead, since .ci/run installs them.
+ */
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import http from "node:http";
+import { describe, it } from "node:test";
+import * as esbuild from "esbuild";
+import { createServer } from "../../src/index.ts";
+import { MiB, sha256 } from "../helpers/data.ts";
+
+const root = new URL("../..", import.meta.url).pathname;
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+
+/** Why the browser cannot run here, or undefined. */
+async function missing(): Promise<string | undefined> {
+  if (!existsSync(CHROMIUM)) {
+    return `chromium not found at ${CHROMIUM}: install it with \`apt-get install -y chromium\` (Debian/Ubuntu) or set CHROMIUM_PATH`;
+  }
+  try {
+    await import("playwright-core");
+  } catch {
+    return "playwright-core is not installed: `npm install` (it is a devDependency; PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 is enough)";
+  }
+  return undefined;
+}
+
+/** What the page runs: every result comes back to the test as JSON. */
+const SCENARIO = `
+window.runScenario = async (url) => {
+  const { connect } = window.pointsub;
+  const hex = async (b) => [...new Uint8Array(await crypto.subtle.digest("SHA-256", b))].map((x) => x.toString(16).padStart(2, "0")).join("");
+  const conn = await connect(url, { maxMessageSize: 64 * 1024 * 1024 });
+  const hello = new TextDecoder().decode(await conn.request("/echo/1.0.0", "hello from " + navigator.userAgent.split(" ")[0]));
+  // 16 MiB of a simple pattern, hashed here and by the server, then echoed back.
+  const big = new Uint8Array(16 * 1024 * 1024);
+  let x = 12345;
+  for (let i = 0; i < big.length; i++) { x = (x * 1103515245 + 12345) >>> 0; big[i] = x >>> 24; }
+  const want = await hex(big);
+  const t0 = performance.now();
+  const serverHash = new TextDecoder().decode(await conn.request("/hash/1.0.0", big));
+  const echoed = await conn.request("/echo/1.0.0", big);
+  const echoHash = await hex(echoed);
+  const roundTripMs = performance.now() - t0;
+  // The server pushes 16 MiB when asked; its hash comes back in the answer.
+  const pushed = new Promise((resolve) => conn.once("message", (m) => resolve(m.data)));
+  const pushAnswer = new TextDecoder().decode(await conn.request("/push/1.0.0", ""));
+  const pushHash = await hex(await pushed);
+  await conn.close();
+  return { hello, want, serverHash, echoLength: echoed.length, echoHash, pushAnswer, pushHash, roundTripMs };
+};
+`;
+
+describe("the browser entry in chromium (playwright-core)", () => {
+  it("connects over ws:// from a page: request, 16 MiB both ways, 16 MiB server push", async (t) => {
+    const why = await missing();
+    if (why !== undefined) {
+      if (process.env.CI === "true") assert.fail(why);
+      t.skip(why);
+      return;
+    }
+    const { chromium } = await import("playwright-core");
+
+    // The page: the browser entry bundled by esbuild, exposed as window.pointsub.
+    const bundle = await esbuild.build({
+      entryPoints: [`${root}src/browser.ts`],
+      bundle: true,
+      platform: "browser",
+      format: "iife",
+      globalName: "pointsub",
+      minify: true,
+      write: false,
+      logLevel: "silent",
+    });
+    const script = bundle.outputFiles[0].text;
+    assert.doesNotMatch(script, /["'`]node:/);
+    const web = http.createServer((req, res) => {
+      if (req.url === "/pointsub.js") {
+        res.writeHead(200, { "Content-Type": "text/javascript" });
+        res.end(script);
+      } else if (req.url === "/scenario.js") {
+        res.writeHead(200, { "Content-Type": "text/javascript" });
+        res.end(SCENARIO);
+      } else {
+        res.writeHead(200, { "Content-Type": "text/html" });
+        res.end(
+          '<!doctype html><title>pointsub</title><script src="/pointsub.js"></script><script src="/scenario.js"></script>',
+        );
+      }
+    });
+    await new Promise<void>((resolve) => web.listen(0, "127.0.0.1", resolve));
+    const pagePort = (web.address() as { port: number }).port;
+
+    const server = createServer({ maxMessageSize: 64 * MiB });
+    server.handle("/echo/1.0.0", (req) => req.data);
+    server.handle("/hash/1.0.0", (req) => sha256(req.data));
+    const push = new Uint8Array(16 * MiB).map((_, i) => (i * 31 + 7) & 0xff);
+    server.handle("/push/1.0.0", async (_req, ctx) => {
+      await ctx.session.send(push);
+      return sha256(push);
+    });
+    const [url] = await server.listen("ws://127.0.0.1:0/pointsub");
+
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
+    try {
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on("pageerror", (e) => errors.push(String(e)));
+      await page.goto(`http://127.0.0.1:${pagePort}/`);
+      const r = await page.evaluate(
+        (u) => (window as unknown as { runScenario(u: string): Promise<Record<string, unknown>> }).runScenario(u),
+        url,
+      );
+      t.diagnostic(
+        `chromium: 16 MiB to the server and back (hash + echo) in ${Math.round(r.roundTripMs as number)} ms`,
+      );
+      assert.deepEqual(errors, []);
+      assert.match(r.hello as string, /^hello from Mozilla/);
+      assert.equal(r.serverHash, r.want, "the server received the page's 16 MiB intact");
+      assert.equal(r.echoLength, 16 * MiB);
+      assert.equal(r.echoHash, r.want, "the page received its 16 MiB back intact");
+      assert.equal(r.pushHash, r.pushAnswer, "the page received the server's 16 MiB push intact");
+      assert.equal(r.pushAnswer, sha256(push));
+    } finally {
+      await browser.close();
+      await server.close();
+      await new Promise((resolve) => web.close(resolve));
+    }
+  });
+});
