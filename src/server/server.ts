@@ -2,6 +2,7 @@ import { EventEmitter } from "eventemitter3";
 import { MemoryBudget } from "../connection/budget.ts";
 import { budgetLimit, Connection, resolveSettings } from "../connection/connection.ts";
 import { toBytes } from "../connection/dispatch.ts";
+import { channelsOf, type RefusedMessage } from "../connection/diagnostics.ts";
 import { refusalBytes } from "../connection/handshake.ts";
 import { housekeepingPeriod } from "../connection/housekeeping.ts";
 import { checkConnectionOptions } from "../connection/options.ts";
@@ -14,13 +15,13 @@ import type {
   Message,
   Payload,
 } from "../connection/types.ts";
-import { codeInfo } from "../errors/codes.ts";
+import { codeInfo, type ErrorCode } from "../errors/codes.ts";
 import { PointSubError } from "../errors/error.ts";
 import { type IdempotencyOptions, idempotency } from "../router/idempotency.ts";
 import { type RateLimitOptions, rateLimit } from "../router/rate-limit.ts";
 import { Router } from "../router/router.ts";
 import type { Middleware, ResumeLookup } from "../router/types.ts";
-import type { Runtime } from "../runtime/runtime.ts";
+import type { DiagnosticsChannel, Runtime } from "../runtime/runtime.ts";
 import type { StreamHandler } from "../stream/types.ts";
 import type { Address, Transport, TransportListener, TransportListenOptions } from "../transport/transport.ts";
 import { nextTurn } from "../util/next-turn.ts";
@@ -134,6 +135,8 @@ export interface ServerEvents {
 export class Server extends EventEmitter<ServerEvents> {
   private readonly options: ServerOptions;
   private readonly runtime: Runtime;
+  /** `pointsub:refused` of the runtime's diagnostics (docs/OBSERVABILITY.md). */
+  private readonly refusedChannel: DiagnosticsChannel;
   /** Every session's settings, resolved and validated once. */
   private readonly settings: ReturnType<typeof resolveSettings>;
   /** Routes and middleware of every session (each session's own router falls back to it). */
@@ -169,6 +172,7 @@ export class Server extends EventEmitter<ServerEvents> {
       );
     }
     this.runtime = options.runtime;
+    this.refusedChannel = channelsOf(this.runtime.diagnostics).refused;
     this.options = options;
     checkConnectionOptions(options);
     this.settings = resolveSettings(options, options.authenticate !== undefined, this.runtime.codecs.mask());
@@ -421,6 +425,7 @@ export class Server extends EventEmitter<ServerEvents> {
       transport.end();
       const t = setTimeout(() => transport.destroy(), 1000);
       (t as { unref?: () => void }).unref?.();
+      this.publishRefused(transport.remoteUrl, reason, code);
       this.rejected(new PointSubError(code, `refused ${transport.remoteUrl}: ${reason}`));
       return;
     }
@@ -457,6 +462,7 @@ export class Server extends EventEmitter<ServerEvents> {
           : "connection limit reached"
         : this.admission.admit(remoteUrl);
     if (refused !== undefined) {
+      this.publishRefused(remoteUrl, refused, this.closing ? "ERR_GOING_AWAY" : "ERR_CONNECT");
       this.rejected(
         new PointSubError(
           this.closing ? "ERR_GOING_AWAY" : "ERR_CONNECT",
@@ -477,6 +483,17 @@ export class Server extends EventEmitter<ServerEvents> {
     this.emit("session", conn);
     if (this.subscribers.size !== 0) this.publish({ type: "session", session: conn });
   };
+
+  /**
+   * A connection refused before it became a session: `pointsub:refused`
+   * (nothing is built without subscribers). `why` is the refusal's text.
+   */
+  private publishRefused(remoteUrl: string | undefined, why: string, code: ErrorCode): void {
+    const c = this.refusedChannel;
+    if (!c.hasSubscribers) return;
+    const reason = this.closing ? "closing" : why.includes("address") ? "address-limit" : "connection-limit";
+    c.publish({ connection: undefined, remoteUrl, reason, code } satisfies RefusedMessage);
+  }
 
   private rejected(error: PointSubError): void {
     this.emit("reject", error);

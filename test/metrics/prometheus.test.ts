@@ -181,9 +181,7 @@ describe("pointsub/metrics", () => {
     metrics.close();
   });
 
-  it("connection refusals of the server: refusals{reason=connection-limit} and pointsub:refused", {
-    todo: "until src/server/server.ts publishes pointsub:refused (the lead's merge)",
-  }, async () => {
+  it("connection refusals of the server: refusals{reason=connection-limit} and pointsub:refused", async () => {
     const runtime = createNodeRuntime({ diagnostics: localDiagnostics() });
     const metrics = prometheusMetrics({ runtime });
     const refused: RefusedMessage[] = [];
