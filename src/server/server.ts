@@ -1,8 +1,8 @@
 import { EventEmitter } from "eventemitter3";
 import { MemoryBudget } from "../connection/budget.ts";
 import { budgetLimit, Connection, resolveSettings } from "../connection/connection.ts";
-import { toBytes } from "../connection/dispatch.ts";
 import { channelsOf, type RefusedMessage } from "../connection/diagnostics.ts";
+import { toBytes } from "../connection/dispatch.ts";
 import { refusalBytes } from "../connection/handshake.ts";
 import { housekeepingPeriod } from "../connection/housekeeping.ts";
 import { checkConnectionOptions } from "../connection/options.ts";
