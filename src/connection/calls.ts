@@ -29,6 +29,11 @@ export class ServerCall implements RequestContext, IncomingRequest, CallContext 
   charged = 0;
   /** performance.now() when a request started, for its diagnostics end message (0: not observed). */
   startedAt = 0;
+
+  /** See {@link CallContext.receivedAt}. */
+  get receivedAt(): number {
+    return this.startedAt;
+  }
   /** Diagnostics: the handler of its route was called (not refused before: no route, middleware, budget). */
   routed = false;
   private ac: AbortController | undefined;

@@ -77,13 +77,15 @@ class MessageContext implements CallContext {
   readonly session: Connection;
   readonly data: Uint8Array;
   readonly message: IncomingMessage;
+  readonly receivedAt: number;
   /** The chain reached the application (set by the endpoint). */
   delivered = false;
   private state_: Record<string, unknown> | undefined;
-  constructor(session: Connection, message: IncomingMessage) {
+  constructor(session: Connection, message: IncomingMessage, receivedAt: number) {
     this.session = session;
     this.message = message;
     this.data = message.data;
+    this.receivedAt = receivedAt;
   }
   get principal(): unknown {
     return this.session.principal;
@@ -159,7 +161,7 @@ export class Dispatcher {
     }
     const msg = new IncomingMessage(data);
     if (router.hasMiddleware) {
-      const ctx = new MessageContext(this.session, msg);
+      const ctx = new MessageContext(this.session, msg, this.stats.diag.inputAt);
       const done = router.run(ctx, this.endpoints().message);
       if (ctx.delivered) done.then(undefined, this.messageRefused);
       else this.hold(done, data.length);

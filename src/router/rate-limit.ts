@@ -304,7 +304,9 @@ export function rateLimit(options: RateLimitOptions): RateLimiter {
     const bytes = ctx.data.length;
     if (kind === "request") {
       if (!requestsLimited) return next();
-      const now = clock();
+      // The engine's reading of when these bytes arrived: no clock read of our own.
+      const rx = ctx.receivedAt;
+      const now = rx > 0 ? rx : clock();
       const l = sessionRequests ? laneOf(ctx) : g;
       const wait = Math.max(delayOf(l, l.requests, bytes, now), l === g ? 0 : delayOf(g, g.requests, bytes, now));
       if (wait !== 0) {
@@ -322,7 +324,8 @@ export function rateLimit(options: RateLimitOptions): RateLimiter {
     // A one-way message: on at once when nothing waits ahead of it and its tokens are there.
     let wait = 0;
     if ((l.waiting === undefined || l.waiting.length === 0) && l.releasing === 0) {
-      const now = clock();
+      const rx = ctx.receivedAt;
+      const now = rx > 0 ? rx : clock();
       wait = Math.max(delayOf(l, l.messages, bytes, now), delayOf(g, g.messages, bytes, now));
       if (wait === 0) {
         consume(l, l.messages, bytes, now);

@@ -36,6 +36,13 @@ export interface CallContext {
   readonly signal: AbortSignal;
   /** The request or message bytes (empty for a stream: read `stream`). */
   readonly data: Uint8Array;
+  /**
+   * When the bytes that completed this call arrived: the runtime's
+   * monotonic clock (`performance.now()`) read once per transport read, so
+   * a middleware has a cheap "now" (a rate limiter, a latency metric); 0
+   * when unknown (a stream).
+   */
+  readonly receivedAt: number;
   /** The incoming stream, for kind "stream". */
   readonly stream: IncomingStream | undefined;
   /**
