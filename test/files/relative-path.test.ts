@@ -195,8 +195,10 @@ describe("file sink: relative paths, quick check, one shared connection", () => 
       assert.equal(shared.opened, 2, "one connection, reopened once after the cut");
       assert.equal(sessions, 2);
       assert.ok(
-        receipts.some((r) => r.resumedFrom > 0 && r.attempts === 2),
-        "a file cut mid-way resumed from what was stored",
+        // attempts >= 2: under load a retry may still find the old session's stream of that
+        // file open on the server (it has not seen the cut yet) and try once more.
+        receipts.some((r) => r.resumedFrom > 0 && r.attempts >= 2),
+        `a file cut mid-way resumed from what was stored: ${JSON.stringify(receipts.map((r) => [r.resumedFrom, r.attempts]))}`,
       );
       // Far less than twice the content went up: nothing stored was sent again.
       assert.ok(proxy.bytes.up < 13 * MiB + 4 * MiB, `${proxy.bytes.up} bytes went up`);
