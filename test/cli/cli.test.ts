@@ -10,6 +10,7 @@ import { checkServeSecurity, isLoopbackUrl } from "../../src/cli/auth.ts";
 import { connect, createNodeRuntime, createServer, FILE_ROUTE, fileSink } from "../../src/index.ts";
 import { testCerts } from "../helpers/certs.ts";
 import { MiB, sha256 } from "../helpers/data.ts";
+import { startServeProcess } from "../helpers/serve-process.ts";
 
 const MAIN = join(import.meta.dirname, "../../src/cli/main.ts");
 /** sendFile's resume key goes here, not to the home directory (set in before()). */
@@ -62,34 +63,9 @@ async function waitForEvent(
   assert.fail(`no such event in ${JSON.stringify(events)}`);
 }
 
-/** Starts `pointsub serve --json --listen <listen>` with `args`; resolves once it listens. */
-async function startServe(
-  args: string[],
-  events: Record<string, unknown>[] = [],
-  listen = "tcp://127.0.0.1:0",
-): Promise<{ url: string; child: ChildProcess; stop(): Promise<void> }> {
-  const child = spawn(process.execPath, [MAIN, "serve", "--listen", listen, "--json", ...args], {
-    stdio: ["ignore", "pipe", "inherit"],
-    env: childEnv,
-  });
-  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
-  const url = await new Promise<string>((resolve, reject) => {
-    child.once("exit", (code) => reject(new Error(`serve exited with ${code}`)));
-    lines.on("line", (line) => {
-      const ev = JSON.parse(line) as Record<string, unknown>;
-      events.push(ev);
-      if (ev.event === "listening") resolve(ev.url as string);
-    });
-  });
-  return {
-    url,
-    child,
-    async stop() {
-      const exited = new Promise((r) => child.once("exit", r));
-      child.kill("SIGTERM");
-      await exited;
-    },
-  };
+/** `pointsub serve` with `args`, this file's environment and `events` collected. */
+function startServe(args: string[], events: Record<string, unknown>[] = [], listen = "tcp://127.0.0.1:0") {
+  return startServeProcess(args, { env: childEnv, events, listen });
 }
 
 describe("pointsub CLI", () => {

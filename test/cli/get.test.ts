@@ -23,6 +23,7 @@ import {
 } from "../../src/index.ts";
 import { MiB, sha256 } from "../helpers/data.ts";
 import { startProxy } from "../helpers/proxy.ts";
+import { startServeProcess } from "../helpers/serve-process.ts";
 
 const MAIN = join(import.meta.dirname, "../../src/cli/main.ts");
 const childEnv: NodeJS.ProcessEnv = { ...process.env };
@@ -54,32 +55,9 @@ const events = (out: string) =>
     .filter((l) => l !== "")
     .map((l) => JSON.parse(l) as Record<string, unknown>);
 
-async function startServe(
-  dir: string,
-  events: Record<string, unknown>[],
-): Promise<{ url: string; child: ChildProcess; stop(): Promise<void> }> {
-  const child = spawn(process.execPath, [MAIN, "serve", "--listen", "tcp://127.0.0.1:0", "--json", "--dir", dir], {
-    stdio: ["ignore", "pipe", "inherit"],
-    env: childEnv,
-  });
-  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
-  const url = await new Promise<string>((resolve, reject) => {
-    child.once("exit", (code) => reject(new Error(`serve exited with ${code}`)));
-    lines.on("line", (line) => {
-      const ev = JSON.parse(line) as Record<string, unknown>;
-      events.push(ev);
-      if (ev.event === "listening") resolve(ev.url as string);
-    });
-  });
-  return {
-    url,
-    child,
-    async stop() {
-      const exited = new Promise((r) => child.once("exit", r));
-      child.kill("SIGTERM");
-      await exited;
-    },
-  };
+/** `pointsub serve --dir <dir>` with this file's environment, `events` collected. */
+function startServe(dir: string, events: Record<string, unknown>[]) {
+  return startServeProcess(["--dir", dir], { env: childEnv, events });
 }
 
 /** The partial file a download is writing in `dir`, and its size (0 when none yet). */

@@ -1,35 +1,27 @@
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { describe, it } from "node:test";
 import { connect, type PointSubError } from "../../src/index.ts";
+import { startServeProcess } from "../helpers/serve-process.ts";
 import { until } from "../helpers/wait.ts";
-
-const MAIN = join(import.meta.dirname, "../../src/cli/main.ts");
 
 describe("pointsub serve: server operations flags", () => {
   it("--max-connections, --rate-limit, --idle-timeout and --shutdown-timeout act, and say so in JSON lines", async () => {
     const dir = await mkdtemp(join(tmpdir(), "pointsub-serve-ops-"));
     const env: NodeJS.ProcessEnv = { ...process.env, POINTSUB_STATE_DIR: join(dir, "state") };
     delete env.POINTSUB_TOKEN;
-    const child = spawn(
-      process.execPath,
+    const serve = await startServeProcess(
       [
-        MAIN,
-        ...["serve", "--listen", "tcp://127.0.0.1:0", "--dir", join(dir, "inbox"), "--json"],
+        ...["--dir", join(dir, "inbox")],
         ...["--max-connections", "1", "--rate-limit", "1", "--idle-timeout", "1", "--shutdown-timeout", "3"],
       ],
-      { stdio: ["ignore", "pipe", "inherit"], env },
+      { env },
     );
-    const events: Record<string, unknown>[] = [];
-    createInterface({ input: child.stdout }).on("line", (l) => events.push(JSON.parse(l) as Record<string, unknown>));
+    const { child, events, url } = serve;
     const exited = new Promise<number | null>((r) => child.once("exit", r));
     try {
-      await until(() => events.some((e) => e.event === "listening"));
-      const url = events.find((e) => e.event === "listening")?.url as string;
       const a = await connect(url);
       // The limit of one session: a second client is refused, and told why.
       await assert.rejects(connect(url, { connectTimeoutMs: 3000 }), {
