@@ -1,6 +1,7 @@
 /**
  * Effects of server and stream options that no other test showed
- * (docs/OPTIONS.md): adaptiveConnections.initial and sendStream's signal.
+ * (docs/OPTIONS.md): adaptiveConnections.initial, sendStream's signal and
+ * progressIntervalMs.
  * Real sockets on 127.0.0.1; every wait is bounded.
  */
 import assert from "node:assert/strict";
@@ -62,6 +63,39 @@ describe("options: server and streams", () => {
       assert.equal(err.code, "ERR_CANCELLED");
       await until(() => receiverError !== undefined);
       assert.ok(isPointSubError(receiverError) && receiverError.code === "ERR_CANCELLED", String(receiverError));
+    } finally {
+      await conn.close();
+      await server.close();
+    }
+  });
+
+  it("progressIntervalMs: reports are spaced by it; one longer than the transfer leaves only the final report", async () => {
+    const server = createServer();
+    server.handleStream("/sink/1", async (stream) => {
+      for await (const _ of stream);
+      return "done";
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    try {
+      const size = 16 * 1024 * 1024;
+      const source = function* () {
+        for (let i = 0; i < size / (64 * 1024); i++) yield new Uint8Array(64 * 1024);
+      };
+      const count = async (progressIntervalMs: number) => {
+        const seen: string[] = [];
+        await conn.sendStream("/sink/1", source(), {
+          total: size,
+          progressIntervalMs,
+          onProgress: (p) => seen.push(p.status),
+        });
+        return seen;
+      };
+      const frequent = await count(0);
+      const rare = await count(600_000);
+      assert.ok(frequent.length > 2, `every chunk reported: ${frequent.length}`);
+      assert.equal(rare.at(-1), "completed");
+      assert.ok(rare.length <= 2, `at most a first and the final report: ${rare.join(",")}`);
     } finally {
       await conn.close();
       await server.close();
