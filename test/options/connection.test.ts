@@ -5,8 +5,10 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { encodeFrame } from "../../src/codec/encoder.ts";
+import { Flag, FrameType } from "../../src/codec/frame.ts";
 import { type Connection, connect, createServer, isPointSubError } from "../../src/index.ts";
-import { rawServer } from "../helpers/raw-peer.ts";
+import { handshake, rawClient, rawServer } from "../helpers/raw-peer.ts";
 import { sleep, until } from "../helpers/wait.ts";
 
 /** Wire bytes one side sends for `n` small requests after the handshake. */
@@ -111,5 +113,48 @@ describe("options: connection", () => {
       (await raw.peer).socket.destroy();
       await raw.close();
     }
+  });
+
+  it("slowPeerBytes: a peer that reads nothing is read no further once more than this is owed to it", async () => {
+    const MiB = 1024 * 1024;
+    /** One single-frame REQ to /echo/1 with `size` bytes. */
+    const echo = (id: number, size: number) => {
+      const route = Buffer.from("/echo/1");
+      const payload = Buffer.concat([Buffer.from([route.length]), route, Buffer.alloc(size, 7)]);
+      return encodeFrame(FrameType.REQ, Flag.START | Flag.END, id, payload);
+    };
+    /** Wire bytes the server read from a peer that sends 64 MiB of echo requests and reads nothing, once it settled. */
+    const readFromStalledPeer = async (slowPeerBytes: number) => {
+      const server = createServer({ slowPeerBytes, maxFrameSize: 2 * MiB });
+      server.handle("/echo/1", (req) => req.data);
+      const sessions: Connection[] = [];
+      server.on("session", (s) => sessions.push(s));
+      const [url] = await server.listen("tcp://127.0.0.1:0");
+      const peer = await rawClient(url);
+      peer.socket.pause();
+      // Windows large enough that the answers need no CREDIT from this raw peer.
+      peer.socket.write(handshake({ connectionWindow: 2 ** 31 - 1, streamWindow: 2 ** 31 - 1 }));
+      void (async () => {
+        for (let i = 0; i < 64 && !peer.socket.destroyed; i++) {
+          if (!peer.socket.write(echo(2 * i + 1, MiB - 64))) {
+            await Promise.race([new Promise((r) => peer.socket.once("drain", r)), peer.closed]);
+          }
+        }
+      })();
+      await until(() => sessions.length === 1 && sessions[0].stats().wire.bytesIn > MiB);
+      let last = -1;
+      for (let i = 0; i < 100; i++) {
+        await sleep(100);
+        const now = sessions[0].stats().wire.bytesIn;
+        if (now === last) break;
+        last = now;
+      }
+      peer.socket.destroy();
+      await server.close();
+      return last;
+    };
+    const small = await readFromStalledPeer(256 * 1024);
+    const large = await readFromStalledPeer(48 * MiB);
+    assert.ok(large - small > 24 * MiB, `read ${small} bytes with 256 KiB owed at most, ${large} with 48 MiB`);
   });
 });
