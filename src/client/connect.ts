@@ -52,6 +52,15 @@ export async function connect(address: Address, options: ConnectOptions = {}): P
     transport.destroy();
     throw err;
   }
-  await conn.ready;
+  // The transport is up: the signal now aborts the handshake.
+  const signal = options.signal;
+  const onAbort = () => conn.destroy(new PointSubError("ERR_CANCELLED", "connect aborted", { cause: signal?.reason }));
+  if (signal?.aborted) onAbort();
+  else signal?.addEventListener("abort", onAbort, { once: true });
+  try {
+    await conn.ready;
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+  }
   return conn;
 }
