@@ -324,7 +324,7 @@ export class ResilientConnection extends EventEmitter<ResilientEvents> {
   }
 
   /** Holds a call until connected, or rejects it per the offline policy. */
-  private hold(bytes: number, run: () => void | Promise<unknown>): Promise<void> {
+  private hold(bytes: number, run: () => unknown): Promise<void> {
     if (this.state_ === "closed") return Promise.reject(this.closedError());
     if (this.policy === "fail") {
       return Promise.reject(

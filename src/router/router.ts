@@ -87,7 +87,7 @@ export class Router {
   /** Whether any middleware runs (here or in a parent): without, calls go straight to their handler. */
   get hasMiddleware(): boolean {
     // Asked for every message and request: no chain is built for the answer.
-    return this.own !== undefined || (this.parent !== undefined && this.parent.hasMiddleware);
+    return this.own !== undefined || this.parent?.hasMiddleware === true;
   }
 
   /** Every middleware, outermost first. */

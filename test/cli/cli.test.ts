@@ -1,10 +1,9 @@
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { randomFillSync } from "node:crypto";
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { after, before, describe, it } from "node:test";
 import { checkServeSecurity, isLoopbackUrl } from "../../src/cli/auth.ts";
 import { connect, createNodeRuntime, createServer, FILE_ROUTE, fileSink } from "../../src/index.ts";
