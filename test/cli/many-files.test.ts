@@ -11,9 +11,9 @@ import { randomFillSync } from "node:crypto";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { after, before, describe, it } from "node:test";
 import { sha256 } from "../helpers/data.ts";
+import { startServeProcess } from "../helpers/serve-process.ts";
 
 const MAIN = join(import.meta.dirname, "../../src/cli/main.ts");
 
@@ -51,31 +51,9 @@ describe("pointsub send: many files, directories, quick check", () => {
 
   /** `pointsub serve --json`; its JSON events collect in `events`. */
   async function serve(dir: string, args: string[] = [], listen = "tcp://127.0.0.1:0") {
-    const events: Record<string, unknown>[] = [];
-    const child = spawn(process.execPath, [MAIN, "serve", "--listen", listen, "--dir", dir, "--json", ...args], {
-      stdio: ["ignore", "pipe", "inherit"],
-      env,
-    });
-    children.push(child);
-    const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
-    const url = await new Promise<string>((resolve, reject) => {
-      child.once("exit", (code) => reject(new Error(`serve exited with ${code}`)));
-      lines.on("line", (line) => {
-        const ev = JSON.parse(line) as Record<string, unknown>;
-        events.push(ev);
-        if (ev.event === "listening") resolve(String(ev.url));
-      });
-    });
-    return {
-      url,
-      events,
-      count: (event: string) => events.filter((e) => e.event === event).length,
-      stop: async () => {
-        const exited = new Promise((r) => child.once("exit", r));
-        child.kill("SIGTERM");
-        await exited;
-      },
-    };
+    const p = await startServeProcess(["--dir", dir, ...args], { env, listen });
+    children.push(p.child);
+    return { ...p, count: (event: string) => p.events.filter((e) => e.event === event).length };
   }
 
   const jsonLines = (out: string) =>
