@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { crc32c } from "../../src/codec/crc32c.ts";
 import { type Connection, connect, createServer, PointSubError, sendResumable } from "../../src/index.ts";
+import { blobServer } from "../helpers/blob-sink.ts";
 import { MiB, pattern, sha256 } from "../helpers/data.ts";
 import { startProxy } from "../helpers/proxy.ts";
 
@@ -10,25 +10,7 @@ describe("sendResumable: any source that reopens at an offset, any resumable sin
     const size = 96 * MiB;
     const content = pattern(size, 11);
     // The sink keeps what it stored per transfer id (a database, an object store...).
-    const stored = new Map<string, { bytes: Uint8Array; length: number; crc: number }>();
-    const server = createServer();
-    server.handleStream(
-      "/blob/1.0.0",
-      async (stream) => {
-        const id = stream.transferId as string;
-        const slot = stored.get(id) ?? { bytes: new Uint8Array(size), length: 0, crc: 0 };
-        stored.set(id, slot);
-        slot.length = stream.offset;
-        slot.crc = stream.prefixCrc;
-        for await (const chunk of stream) {
-          slot.bytes.set(chunk, slot.length);
-          slot.length += chunk.length;
-          slot.crc = crc32c(chunk, slot.crc);
-        }
-        return "stored";
-      },
-      { resume: (id) => ({ offset: stored.get(id)?.length ?? 0, crc: stored.get(id)?.crc ?? 0 }) },
-    );
+    const { server, stored } = blobServer(size);
     const [url] = await server.listen("tcp://127.0.0.1:0");
     const proxy = await startProxy(url, {
       cutAt: { dir: "up", bytes: [Math.floor(size * 0.3), Math.floor(size * 0.7)] },
