@@ -9,9 +9,8 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { encodeFrame } from "../../src/codec/encoder.ts";
 import { Flag, FrameType } from "../../src/codec/frame.ts";
-import { writeVarint } from "../../src/codec/varint.ts";
 import { type Connection, createServer, type PointSubError, type Server } from "../../src/index.ts";
-import { handshake, rawClient } from "../helpers/raw-peer.ts";
+import { echoRequest, handshake, rawClient } from "../helpers/raw-peer.ts";
 import { sleep, until } from "../helpers/wait.ts";
 
 const MiB = 1024 * 1024;
@@ -25,27 +24,6 @@ async function echoServer(options = {}) {
   server.on("sessionClose", (_s, err) => closes.push(err));
   const [url] = await server.listen("tcp://127.0.0.1:0");
   return { server, url, sessions, closes };
-}
-
-/** The frames of a chunked REQ to /echo/1.0.0 with `size` bytes of `fill`, in 1 MiB frames. */
-function echoRequest(id: number, size: number, fill: number): Uint8Array[] {
-  const route = Buffer.from("/echo/1.0.0");
-  const frames: Uint8Array[] = [];
-  const chunk = MiB - 64;
-  const totalPrefix = new Uint8Array(9);
-  const n = writeVarint(totalPrefix, 0, size);
-  let off = 0;
-  while (off < size) {
-    const first = off === 0;
-    const data = new Uint8Array(Math.min(chunk, size - off)).fill(fill);
-    const payload = first
-      ? Buffer.concat([totalPrefix.subarray(0, n), Buffer.from([route.length]), route, data])
-      : data;
-    off += data.length;
-    const flags = (first ? Flag.START : 0) | (off === size ? Flag.END : 0);
-    frames.push(encodeFrame(FrameType.REQ, flags, id, payload));
-  }
-  return frames;
 }
 
 describe("attack: a peer that never reads", () => {

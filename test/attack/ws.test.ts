@@ -8,9 +8,6 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import { afterEach, describe, it } from "node:test";
 import { WebSocket } from "ws";
-import { encodeFrame } from "../../src/codec/encoder.ts";
-import { Flag, FrameType } from "../../src/codec/frame.ts";
-import { writeVarint } from "../../src/codec/varint.ts";
 import {
   type Connection,
   createServer,
@@ -19,7 +16,7 @@ import {
   WS_MAX_MESSAGE,
   WS_SUBPROTOCOL,
 } from "../../src/index.ts";
-import { handshake } from "../helpers/raw-peer.ts";
+import { echoRequest, handshake } from "../helpers/raw-peer.ts";
 import { sleep, until } from "../helpers/wait.ts";
 
 const MiB = 1024 * 1024;
@@ -61,27 +58,6 @@ async function rawWs(url: string, settings = {}) {
   });
   ws.send(handshake(settings));
   return { ws, closed };
-}
-
-/** The frames of a chunked REQ to /echo/1.0.0 with `size` bytes of `fill`, in 1 MiB frames. */
-function echoRequest(id: number, size: number, fill: number): Uint8Array[] {
-  const route = Buffer.from("/echo/1.0.0");
-  const frames: Uint8Array[] = [];
-  const chunk = MiB - 64;
-  const totalPrefix = new Uint8Array(9);
-  const n = writeVarint(totalPrefix, 0, size);
-  let off = 0;
-  while (off < size) {
-    const first = off === 0;
-    const data = new Uint8Array(Math.min(chunk, size - off)).fill(fill);
-    const payload = first
-      ? Buffer.concat([totalPrefix.subarray(0, n), Buffer.from([route.length]), route, data])
-      : data;
-    off += data.length;
-    const flags = (first ? Flag.START : 0) | (off === size ? Flag.END : 0);
-    frames.push(encodeFrame(FrameType.REQ, flags, id, payload));
-  }
-  return frames;
 }
 
 describe("attack: hostile WebSocket clients", () => {

@@ -1,7 +1,10 @@
 import net from "node:net";
 import { encodeFrame } from "../../src/codec/encoder.ts";
-import { FrameType, MAGIC } from "../../src/codec/frame.ts";
+import { Flag, FrameType, MAGIC } from "../../src/codec/frame.ts";
 import { DEFAULT_SETTINGS, encodeSettings, type Settings } from "../../src/codec/settings.ts";
+import { writeVarint } from "../../src/codec/varint.ts";
+
+const MiB = 1024 * 1024;
 
 /** The bytes a well-behaved peer sends first: preface and HELLO. */
 export function handshake(settings: Partial<Settings> = {}, version: [number, number] = [1, 1]): Uint8Array {
@@ -68,4 +71,25 @@ export async function rawClient(url: string): Promise<RawPeer> {
     socket.once("error", reject);
   });
   return wrapSocket(socket);
+}
+
+/** The frames of a chunked REQ to /echo/1.0.0 with `size` bytes of `fill`, in 1 MiB frames. */
+export function echoRequest(id: number, size: number, fill: number): Uint8Array[] {
+  const route = Buffer.from("/echo/1.0.0");
+  const frames: Uint8Array[] = [];
+  const chunk = MiB - 64;
+  const totalPrefix = new Uint8Array(9);
+  const n = writeVarint(totalPrefix, 0, size);
+  let off = 0;
+  while (off < size) {
+    const first = off === 0;
+    const data = new Uint8Array(Math.min(chunk, size - off)).fill(fill);
+    const payload = first
+      ? Buffer.concat([totalPrefix.subarray(0, n), Buffer.from([route.length]), route, data])
+      : data;
+    off += data.length;
+    const flags = (first ? Flag.START : 0) | (off === size ? Flag.END : 0);
+    frames.push(encodeFrame(FrameType.REQ, flags, id, payload));
+  }
+  return frames;
 }
