@@ -77,4 +77,36 @@ describe("graceful shutdown", () => {
     assert.ok(took < 4000, `close took ${took} ms with timeoutMs 200`);
     await client.closed;
   });
+
+  it("closing 2,000 busy sessions at once waits on one shared timer, not a timer per session", async () => {
+    const server = createServer();
+    let started = 0;
+    server.handle("/hold/1.0.0", async () => {
+      started++;
+      await sleep(400);
+      return "ok";
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const clients = [];
+    for (let i = 0; i < 2000; i += 100) {
+      clients.push(...(await Promise.all(Array.from({ length: 100 }, () => connect(url)))));
+    }
+    try {
+      const calls = clients.map((c) => c.request("/hold/1.0.0"));
+      await until(() => started === 2000, 30_000);
+      const timers = () => process.getActiveResourcesInfo().filter((r) => r === "Timeout").length;
+      const before = timers(); // the handlers' sleeps, the clients' request deadlines
+      const closing = server.close({ timeoutMs: 20_000 });
+      // Every session is now draining (its request runs for 400 ms): the close adds a few timers, not 2,000.
+      await sleep(50);
+      const added = timers() - before;
+      assert.ok(added < 100, `${added} more timers while 2,000 sessions drain`);
+      const answers = await Promise.all(calls);
+      assert.ok(answers.every((a) => new TextDecoder().decode(a) === "ok"));
+      await closing;
+      assert.equal(server.sessions.size, 0);
+    } finally {
+      for (const c of clients) c.destroy();
+    }
+  });
 });
