@@ -8,14 +8,12 @@
  * its stream machinery, is ~35 KB today).
  */
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { gzipSync } from "node:zlib";
 import * as esbuild from "esbuild";
-
-const root = new URL("../..", import.meta.url).pathname;
+import { consumerProject } from "../helpers/consumer-project.ts";
 
 /** What a web page would do. */
 const PAGE = `
@@ -38,26 +36,7 @@ describe("browser bundle (esbuild, platform browser, minified)", () => {
   let dir = "";
 
   before(() => {
-    dir = mkdtempSync(join(root, ".build-test-browser-"));
-    const pkg = join(dir, "node_modules", "pointsub");
-    execFileSync(
-      process.execPath,
-      [
-        join(root, "node_modules/typescript/bin/tsc"),
-        "-p",
-        join(root, "tsconfig.json"),
-        "--outDir",
-        join(pkg, "dist"),
-        "--sourceMap",
-        "false",
-        "--declaration",
-        "false",
-      ],
-      { stdio: "pipe" },
-    );
-    cpSync(join(root, "package.json"), join(pkg, "package.json"));
-    writeFileSync(join(dir, "package.json"), JSON.stringify({ name: "page", private: true, type: "module" }));
-    mkdirSync(join(dir, "app"));
+    dir = consumerProject(".build-test-browser-", "page");
     writeFileSync(join(dir, "app", "page.mjs"), PAGE);
   });
 

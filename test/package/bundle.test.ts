@@ -6,8 +6,8 @@
  * are unused, so nothing `connect` needs may be installed by an import.
  */
 import assert from "node:assert/strict";
-import { execFile, execFileSync } from "node:child_process";
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { execFile } from "node:child_process";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
@@ -16,11 +16,11 @@ import { nodeResolve } from "@rollup/plugin-node-resolve";
 import * as esbuild from "esbuild";
 import { type Plugin, rollup } from "rollup";
 import webpack from "webpack";
+import { consumerProject } from "../helpers/consumer-project.ts";
 
 /** Its types describe its CommonJS build; Node loads its ESM build, whose default export is the plugin. */
 const commonjs = commonjsModule as unknown as typeof commonjsModule.default;
 
-const root = new URL("../..", import.meta.url).pathname;
 const run = promisify(execFile);
 
 /** A consumer that imports only what it uses, as an application would. */
@@ -75,27 +75,7 @@ describe("bundled consumers (webpack 5, rollup, esbuild; production)", () => {
   let entry = "";
 
   before(() => {
-    dir = mkdtempSync(join(root, ".build-test-bundle-"));
-    const pkg = join(dir, "node_modules", "pointsub");
-    execFileSync(
-      process.execPath,
-      [
-        join(root, "node_modules/typescript/bin/tsc"),
-        "-p",
-        join(root, "tsconfig.json"),
-        "--outDir",
-        join(pkg, "dist"),
-        "--sourceMap",
-        "false",
-        "--declaration",
-        "false",
-      ],
-      { stdio: "pipe" },
-    );
-    cpSync(join(root, "package.json"), join(pkg, "package.json"));
-    // The consumer's own package scope, so "pointsub" is not resolved as this project's self-reference.
-    writeFileSync(join(dir, "package.json"), JSON.stringify({ name: "consumer", private: true, type: "module" }));
-    mkdirSync(join(dir, "app"));
+    dir = consumerProject(".build-test-bundle-", "consumer");
     entry = join(dir, "app", "main.mjs");
     writeFileSync(entry, CONSUMER);
   });
