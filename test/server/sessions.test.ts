@@ -118,12 +118,13 @@ describe("server sessions", () => {
     const [url] = await server.listen("tcp://127.0.0.1:0");
     const reasons: string[] = [];
     server.on("sessionClose", (_s, _e, reason) => reasons.push(reason));
-    // Keepalive pings every 50 ms from both sides: still idle.
+    // Keepalive pings every 50 ms from both sides: still idle. The clock starts
+    // before the connect: the session's idle time counts from its accept.
+    const t0 = Date.now();
     const idle = await connect(url, { keepAliveMs: 50 });
     // A request in flight longer than the idle timeout keeps its session.
     const busy = await connect(url);
     toClose.push(idle, busy);
-    const t0 = Date.now();
     const answer = busy.request("/slow/1.0.0");
     await idle.closed;
     const idleFor = Date.now() - t0;
