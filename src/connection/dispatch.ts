@@ -163,6 +163,8 @@ export class Dispatcher {
     if (router.hasMiddleware) {
       const ctx = new MessageContext(this.session, msg, this.stats.diag.inputAt);
       const done = router.run(ctx, this.endpoints().message);
+      // Finished at once (delivered, or dropped by a middleware without an error): nothing to wait for.
+      if (!(done instanceof Promise)) return;
       if (ctx.delivered) done.then(undefined, this.messageRefused);
       else this.hold(done, data.length);
       return;

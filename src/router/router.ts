@@ -105,24 +105,46 @@ export class Router {
   }
 
   /**
-   * Runs `endpoint` for `ctx` inside the middleware chain. Resolves to what
-   * the chain returns; rejects with what a middleware or the endpoint threw.
+   * Runs `endpoint` for `ctx` inside the middleware chain. Returns what the
+   * chain returns — the value itself when every step finished at once
+   * (see below), else a promise; a promise rejects with what a middleware
+   * or the endpoint threw (never a synchronous throw).
+   *
+   * `next()` always returns a promise (the middleware contract). A step
+   * that finishes at once gets an already-resolved one, and when a
+   * middleware hands exactly that promise back (`(ctx, next) => next()`,
+   * as the rate limiter does on its fast path) nothing asynchronous
+   * happened: the chain's value is known now, and the caller answers
+   * without a promise hop, a tracking entry or a microtask per call.
    */
-  run(ctx: CallContext, endpoint: Endpoint): Promise<HandlerResult> {
+  run(ctx: CallContext, endpoint: Endpoint): HandlerResult | Promise<HandlerResult> {
     const chain = this.chain();
+    const n = chain.length;
     let last = -1;
+    /** The resolved promise of the last step that finished at once, and its value. */
+    let known: Promise<HandlerResult> | undefined;
+    let knownValue: HandlerResult;
     const dispatch = (i: number): Promise<HandlerResult> => {
       if (i <= last) {
         return Promise.reject(new PointSubError("ERR_INVALID_ARGUMENT", "middleware called next() more than once"));
       }
       last = i;
+      let r: HandlerResult | Promise<HandlerResult>;
       try {
-        return Promise.resolve(i === chain.length ? endpoint(ctx) : chain[i](ctx, () => dispatch(i + 1)));
+        r = i === n ? endpoint(ctx) : chain[i](ctx, () => dispatch(i + 1));
       } catch (err) {
         return Promise.reject(err);
       }
+      if (r === known && known !== undefined) return known;
+      if (r !== null && typeof r === "object" && typeof (r as PromiseLike<HandlerResult>).then === "function") {
+        return Promise.resolve(r);
+      }
+      knownValue = r as HandlerResult;
+      known = Promise.resolve(knownValue);
+      return known;
     };
-    return dispatch(0);
+    const result = dispatch(0);
+    return result === known ? knownValue : result;
   }
 
   /**
