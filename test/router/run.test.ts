@@ -59,6 +59,7 @@ describe("router: run", () => {
     assert.ok(p3 instanceof Promise);
     assert.equal(await p3, "c!");
     // A thenable that is not a Promise is adopted.
+    // biome-ignore lint/suspicious/noThenProperty: a foreign thenable is the case under test
     const thenable = { then: (ok: (v: HandlerResult) => void) => ok("d") } as unknown as Promise<HandlerResult>;
     assert.equal(await chainOf(passThrough).run(ctx, () => thenable), "d");
   });
