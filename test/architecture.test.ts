@@ -109,7 +109,7 @@ const PACKAGES: Record<Layer, readonly string[]> = {
   stream: [],
   router: ["valibot"],
   connection: ["eventemitter3", "valibot"],
-  client: ["eventemitter3"],
+  client: ["cockatiel", "eventemitter3"],
   server: ["eventemitter3"],
   web: [],
   node: ["@node-rs/crc32", "ws"],

@@ -15,6 +15,7 @@ import { PointSubError, toPointSubError } from "../errors/error.ts";
 import type { Middleware, ResumeLookup } from "../router/types.ts";
 import type { StreamHandler } from "../stream/types.ts";
 import type { Address } from "../transport/transport.ts";
+import { type BackoffStep, fullJitterBackoff, fullJitterDelay } from "./backoff.ts";
 import { type ConnectOptions, connect } from "./connect.ts";
 
 /** Lifecycle of a {@link ResilientConnection}; `closed` is final. */
@@ -100,6 +101,12 @@ export interface ResilientEvents {
   state: [to: ResilientState, from: ResilientState];
   /** A connection attempt failed (`attempt` counts from 1 since the last drop). */
   attemptFailed: [attempt: number, error: PointSubError];
+  /**
+   * The next connection attempt (number `attempt`, counting from 1 since
+   * the last drop) starts in `delayMs` — random in [0, ceiling), the
+   * ceiling doubling from `reconnect.initialDelayMs` to `maxDelayMs`.
+   */
+  backoff: [attempt: number, delayMs: number];
   /** A one-way message from the server. */
   message: [msg: Message];
   /** Closed for good: `error` when it gave up (attempts exhausted) rather than being closed. */
@@ -306,8 +313,7 @@ export class ResilientConnection extends EventEmitter<ResilientEvents> {
    */
   private async rateLimited(e: PointSubError, deadline: number, limited: number): Promise<void> {
     if (limited >= this.retries || this.state_ === "closed") throw e;
-    const ceiling = Math.min(this.maxDelayMs, this.initialDelayMs * 2 ** limited);
-    const wait = Math.max(e.retryAfterMs ?? 0, Math.random() * ceiling);
+    const wait = Math.max(e.retryAfterMs ?? 0, fullJitterDelay(limited, this.initialDelayMs, this.maxDelayMs));
     // A hint past the deadline, or longer than a client should sit on a call, goes to the caller.
     if (Date.now() + wait >= deadline || wait > MAX_RATE_WAIT_MS) throw e;
     await new Promise<void>((resolve) => {
@@ -394,12 +400,15 @@ export class ResilientConnection extends EventEmitter<ResilientEvents> {
   /** Connects until it succeeds, the attempts run out, or the client is closed. */
   private async loop(): Promise<void> {
     let attempt = 0;
+    let backoff: BackoffStep | undefined;
     for (;;) {
       if (this.state_ === "closed") return;
       if (attempt > 0) {
-        const ceiling = Math.min(this.maxDelayMs, this.initialDelayMs * 2 ** (attempt - 1));
         // Full jitter (a uniformly random delay up to the ceiling): clients cut off together do not return together.
-        await this.sleep(Math.random() * ceiling);
+        backoff =
+          backoff === undefined ? fullJitterBackoff(this.initialDelayMs, this.maxDelayMs) : backoff.next(undefined);
+        this.emit("backoff", attempt + 1, backoff.duration);
+        await this.sleep(backoff.duration);
         if ((this.state_ as ResilientState) === "closed") return;
       }
       attempt++;

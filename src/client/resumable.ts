@@ -3,6 +3,7 @@ import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { Transfer } from "../stream/transfer.ts";
 import type { SendStreamOptions, StreamSource } from "../stream/types.ts";
 import { Progress } from "../transfer/progress.ts";
+import { fullJitterBackoff } from "./backoff.ts";
 
 /** A source that can be reopened at any offset: what a resumable transfer needs. */
 export interface ResumableSource {
@@ -112,7 +113,10 @@ export interface SendResumableOptions
    * once. Default 10.
    */
   retries?: number;
-  /** Delay before the first retry, doubled each time up to 5 s. Default 200 ms. */
+  /**
+   * Ceiling of the delay before the first retry, doubled each time up to
+   * 5 s; each delay is random below its ceiling (full jitter). Default 200 ms.
+   */
   retryDelayMs?: number;
   /** Called for each attempt with the offset it starts from. */
   onAttempt?: (attempt: number, offset: number) => void;
@@ -206,7 +210,7 @@ export function sendResumable(
     progress.transferId = src.transferId;
     progress.total = src.size;
     const retries = options.retries ?? 10;
-    let delay = options.retryDelayMs ?? 200;
+    let backoff = fullJitterBackoff(options.retryDelayMs ?? 200, 5000);
     for (let n = 0; ; n++) {
       if (cancelled !== undefined) throw cancelled;
       if (options.signal?.aborted) throw new PointSubError("ERR_CANCELLED", "aborted by the signal");
@@ -236,8 +240,8 @@ export function sendResumable(
         )
           throw e;
         progress.setStatus("paused", e);
-        await pause(delay);
-        delay = Math.min(delay * 2, 5000);
+        await pause(backoff.duration);
+        backoff = backoff.next(undefined);
       }
     }
   };

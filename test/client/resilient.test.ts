@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { fullJitterDelay } from "../../src/client/backoff.ts";
 import { connectResilient, createServer, isPointSubError, type ResilientState, type Server } from "../../src/index.ts";
 import { startProxy } from "../helpers/proxy.ts";
 import { sleep, until } from "../helpers/wait.ts";
@@ -60,6 +61,38 @@ describe("resilient client", () => {
     assert.equal(client.state, "closed");
     await assert.rejects(queued, { code: "ERR_CONNECT" });
     await assert.rejects(client.request("/echo/1", "x"), { code: "ERR_CONNECT" });
+  });
+
+  it("waits between attempts a full-jitter delay below a ceiling doubling from initialDelayMs to maxDelayMs", async () => {
+    const server = echoServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const client = await connectResilient(url, { reconnect: { initialDelayMs: 8, maxDelayMs: 30, maxAttempts: 6 } });
+    const delays: [number, number][] = [];
+    client.on("backoff", (attempt, ms) => delays.push([attempt, ms]));
+    const closed = new Promise<unknown>((r) => client.once("close", r));
+    await server.close();
+    await closed;
+    // Attempt 1 after the drop is immediate; attempts 2..6 wait, ceilings 8, 16, 30, 30, 30.
+    assert.deepEqual(
+      delays.map(([a]) => a),
+      [2, 3, 4, 5, 6],
+    );
+    const ceilings = [8, 16, 30, 30, 30];
+    delays.forEach(([, ms], i) => {
+      assert.ok(Number.isInteger(ms) && ms >= 0 && ms < ceilings[i], `delay ${ms} ms, ceiling ${ceilings[i]}`);
+    });
+  });
+
+  it("the backoff delays are spread over [0, ceiling) (full jitter), not the ceiling itself", () => {
+    // 2,000 draws for retry 3 of (100, 5000): ceiling 800 ms.
+    const draws = Array.from({ length: 2000 }, () => fullJitterDelay(3, 100, 5000));
+    assert.ok(Math.max(...draws) < 800);
+    const mean = draws.reduce((a, b) => a + b, 0) / draws.length;
+    // Uniform on [0, 800): mean 400, standard error ~5; 40 is eight of them.
+    assert.ok(Math.abs(mean - 400) < 40, `mean ${mean}`);
+    assert.ok(draws.filter((d) => d < 200).length > 300, "a quarter of the delays fall in the first quarter");
+    // The ceiling stops at maxDelayMs.
+    assert.ok(Array.from({ length: 200 }, () => fullJitterDelay(20, 100, 5000)).every((d) => d < 5000));
   });
 
   it("the first connect retries too, and rejects when its attempts run out", async () => {

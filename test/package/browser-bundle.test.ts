@@ -65,7 +65,10 @@ describe("browser bundle (esbuild, platform browser, minified)", () => {
       `the "browser" condition chose dist/browser.js: ${inputs.join(", ")}`,
     );
     for (const p of inputs) {
-      assert.ok(!p.includes("/dist/node/") && !p.includes("/dist/index.js"), `the Node edge was bundled: ${p}`);
+      assert.ok(
+        !p.includes("pointsub/dist/node/") && !p.endsWith("pointsub/dist/index.js"),
+        `the Node edge was bundled: ${p}`,
+      );
       assert.ok(!p.includes("node_modules/ws/"), `ws was bundled: ${p}`);
     }
     const code = readFileSync(file, "utf8");
