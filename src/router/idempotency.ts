@@ -80,6 +80,18 @@ export interface MemoryIdempotencyStoreOptions {
   maxBytes?: number;
   /** How long a done entry is kept after its request completed, in ms. Default 600,000 (10 minutes). */
   ttlMs?: number;
+  /**
+   * Most entries one scope — one principal, as the {@link idempotency}
+   * middleware builds keys (see {@link idempotencyStoreKey}) — keeps at
+   * once. A scope at its quota makes room by dropping its own least
+   * recently used answers, never another scope's, so one client with many
+   * unique keys cannot push out everybody else's. Default: a quarter of
+   * `maxEntries`. Unauthenticated clients all share the scope `""`: on a
+   * server without authentication, set it to `maxEntries`.
+   */
+  maxEntriesPerScope?: number;
+  /** Most bytes one scope keeps at once (as `maxEntriesPerScope`, for bytes). Default: a quarter of `maxBytes`. */
+  maxBytesPerScope?: number;
 }
 
 /** What a {@link MemoryIdempotencyStore} holds now and has dropped. */
@@ -94,8 +106,10 @@ export interface MemoryIdempotencyStats {
   evicted: number;
   /** Entries dropped because they outlived `ttlMs` (done) or their lease (running). */
   expired: number;
-  /** Claims refused with ERR_OVERLOADED because running keys filled the store. */
+  /** Claims refused with ERR_OVERLOADED because running keys filled the store (or their scope's quota). */
   refused: number;
+  /** Scopes with entries now. */
+  scopes: number;
 }
 
 /** The in-process {@link IdempotencyStore}: LRU by count and bytes, with a time to live. */
@@ -120,10 +134,19 @@ interface Waiter {
   onAbort: () => void;
 }
 
+/** What one scope holds: entries (running + done), bytes, and its done keys, least recently used first. */
+interface ScopeUse {
+  readonly name: string;
+  entries: number;
+  bytes: number;
+  readonly done: Set<string>;
+}
+
 interface RunningSlot {
   readonly token: string;
   readonly bytes: number;
   readonly expiresAt: number;
+  readonly scope: ScopeUse;
   waiters: Waiter[] | undefined;
 }
 
@@ -131,6 +154,15 @@ interface DoneSlot {
   readonly entry: IdempotencyEntry & { state: "done" };
   readonly bytes: number;
   readonly expiresAt: number;
+  readonly scope: ScopeUse;
+}
+
+/** The scope part of a store key built by {@link idempotencyStoreKey} (`"<length>:<scope>…"`); `""` for other keys. */
+function scopeOfKey(key: string): string {
+  const colon = key.indexOf(":");
+  if (colon <= 0 || colon > 10) return "";
+  const n = Number(key.slice(0, colon));
+  return Number.isSafeInteger(n) && n >= 0 && colon + 1 + n <= key.length ? key.slice(colon + 1, colon + 1 + n) : "";
 }
 
 function positive(name: string, value: number | undefined, fallback: number): number {
@@ -149,6 +181,10 @@ class MemoryStore implements MemoryIdempotencyStore {
   private readonly maxEntries: number;
   private readonly maxBytes: number;
   private readonly ttlMs: number;
+  private readonly maxEntriesPerScope: number;
+  private readonly maxBytesPerScope: number;
+  /** Scopes that hold entries (a scope is dropped with its last entry). */
+  private readonly scopes = new Map<string, ScopeUse>();
   /** Done entries, least recently used first (a hit moves an entry to the end). */
   private readonly done = new Map<string, DoneSlot>();
   private readonly running = new Map<string, RunningSlot>();
@@ -161,6 +197,16 @@ class MemoryStore implements MemoryIdempotencyStore {
     this.maxEntries = positive("maxEntries", o.maxEntries, 10_000);
     this.maxBytes = positive("maxBytes", o.maxBytes, 32 * 1024 * 1024);
     this.ttlMs = positive("ttlMs", o.ttlMs, 600_000);
+    this.maxEntriesPerScope = positive(
+      "maxEntriesPerScope",
+      o.maxEntriesPerScope,
+      Math.max(1, Math.floor(this.maxEntries / 4)),
+    );
+    this.maxBytesPerScope = positive(
+      "maxBytesPerScope",
+      o.maxBytesPerScope,
+      Math.max(1, Math.floor(this.maxBytes / 4)),
+    );
   }
 
   get size(): number {
@@ -179,13 +225,13 @@ class MemoryStore implements MemoryIdempotencyStore {
       evicted: this.evicted,
       expired: this.expired,
       refused: this.refused,
+      scopes: this.scopes.size,
     };
   }
 
   clear(): void {
     for (const [key, r] of [...this.running]) this.endRunning(key, r, undefined);
-    this.done.clear();
-    this.bytes_ = 0;
+    for (const [key, d] of [...this.done]) this.dropDone(key, d);
   }
 
   begin(key: string, token: string, leaseMs: number): Promise<IdempotencyEntry | undefined> {
@@ -193,14 +239,23 @@ class MemoryStore implements MemoryIdempotencyStore {
     const live = this.live(key, now);
     if (live !== undefined) return Promise.resolve(live);
     const bytes = MEMORY_ENTRY_OVERHEAD + 2 * key.length;
+    const scope = this.scopeUse(scopeOfKey(key));
+    if (!this.makeScopeRoom(scope, bytes, now)) {
+      this.refused++;
+      this.forgetIfEmpty(scope);
+      return Promise.reject(
+        new PointSubError("ERR_OVERLOADED", "this client's idempotency quota is full of running requests; retry later"),
+      );
+    }
     if (!this.makeRoom(bytes, now)) {
       this.refused++;
+      this.forgetIfEmpty(scope);
       return Promise.reject(
         new PointSubError("ERR_OVERLOADED", "the idempotency store is full of running requests; retry later"),
       );
     }
-    this.running.set(key, { token, bytes, expiresAt: now + leaseMs, waiters: undefined });
-    this.bytes_ += bytes;
+    this.running.set(key, { token, bytes, expiresAt: now + leaseMs, scope, waiters: undefined });
+    this.account(scope, 1, bytes);
     return Promise.resolve(undefined);
   }
 
@@ -220,14 +275,26 @@ class MemoryStore implements MemoryIdempotencyStore {
     }
     if (d !== undefined) this.dropDone(key, d);
     const entry = { state: "done", outcome } as const;
+    const scope = r?.scope ?? this.scopeUse(scopeOfKey(key));
     if (r !== undefined) {
+      // Counted out without forgetting the scope: the answer usually takes the claim's place.
       this.running.delete(key);
       this.bytes_ -= r.bytes;
+      scope.bytes -= r.bytes;
+      scope.entries--;
     }
     const bytes = MEMORY_ENTRY_OVERHEAD + 2 * key.length + outcomeBytes(outcome);
-    if (bytes <= this.maxBytes && this.makeRoom(bytes, now)) {
-      this.done.set(key, { entry, bytes, expiresAt: now + this.ttlMs });
-      this.bytes_ += bytes;
+    if (
+      bytes <= this.maxBytes &&
+      bytes <= this.maxBytesPerScope &&
+      this.makeScopeRoom(scope, bytes, now) &&
+      this.makeRoom(bytes, now)
+    ) {
+      this.done.set(key, { entry, bytes, expiresAt: now + this.ttlMs, scope });
+      scope.done.add(key);
+      this.account(scope, 1, bytes);
+    } else {
+      this.forgetIfEmpty(scope);
     }
     if (r !== undefined) wake(r, entry);
     return RESOLVED;
@@ -270,6 +337,8 @@ class MemoryStore implements MemoryIdempotencyStore {
       if (d.expiresAt > now) {
         this.done.delete(key);
         this.done.set(key, d);
+        d.scope.done.delete(key);
+        d.scope.done.add(key);
         return d.entry;
       }
       this.expired++;
@@ -306,14 +375,56 @@ class MemoryStore implements MemoryIdempotencyStore {
     return fits();
   }
 
+  /**
+   * Evicts `scope`'s own done entries (expired ones count as expired)
+   * until one more entry of `bytes` fits its quota. False when its running
+   * keys alone fill it.
+   */
+  private makeScopeRoom(scope: ScopeUse, bytes: number, now: number): boolean {
+    const fits = () => scope.entries + 1 <= this.maxEntriesPerScope && scope.bytes + bytes <= this.maxBytesPerScope;
+    while (!fits() && scope.done.size !== 0) {
+      const key = scope.done.values().next().value as string;
+      const d = this.done.get(key) as DoneSlot;
+      if (d.expiresAt <= now) this.expired++;
+      else this.evicted++;
+      this.dropDone(key, d);
+    }
+    return fits();
+  }
+
+  private scopeUse(name: string): ScopeUse {
+    let u = this.scopes.get(name);
+    if (u === undefined) {
+      u = { name, entries: 0, bytes: 0, done: new Set() };
+      this.scopes.set(name, u);
+    }
+    return u;
+  }
+
+  /** Adds `entries` and `bytes` (negative: removes) to the store's and `scope`'s counts. */
+  private account(scope: ScopeUse, entries: number, bytes: number): void {
+    this.bytes_ += bytes;
+    scope.bytes += bytes;
+    scope.entries += entries;
+    if (entries < 0) this.forgetIfEmpty(scope);
+    // A scope emptied a moment ago within the same operation (its last answer evicted to make room) is kept again.
+    else if (this.scopes.get(scope.name) !== scope) this.scopes.set(scope.name, scope);
+  }
+
+  /** A scope with nothing left is dropped: the scope map is never larger than the entries. */
+  private forgetIfEmpty(scope: ScopeUse): void {
+    if (scope.entries === 0 && this.scopes.get(scope.name) === scope) this.scopes.delete(scope.name);
+  }
+
   private dropDone(key: string, d: DoneSlot): void {
     this.done.delete(key);
-    this.bytes_ -= d.bytes;
+    d.scope.done.delete(key);
+    this.account(d.scope, -1, -d.bytes);
   }
 
   private endRunning(key: string, r: RunningSlot, entry: IdempotencyEntry | undefined): void {
     this.running.delete(key);
-    this.bytes_ -= r.bytes;
+    this.account(r.scope, -1, -r.bytes);
     wake(r, entry);
   }
 }
@@ -334,7 +445,9 @@ const RESOLVED: Promise<void> = Promise.resolve();
  * The in-process {@link IdempotencyStore}. Bounded whatever the peers
  * send: at most `maxEntries` entries and `maxBytes` bytes (done entries
  * are evicted least recently used first; when running keys alone fill it,
- * new claims are refused with ERR_OVERLOADED), done entries expire after
+ * new claims are refused with ERR_OVERLOADED), and per scope (principal)
+ * at most `maxEntriesPerScope` / `maxBytesPerScope`, made room for from
+ * that scope's own answers only; done entries expire after
  * `ttlMs`. Expiry is lazy (checked on access and when room is needed): the
  * store runs no timer. An answer larger than `maxBytes` is not kept.
  */

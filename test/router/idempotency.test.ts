@@ -20,6 +20,7 @@ import {
   type IdempotencyStore,
   idempotency,
   idempotencyStoreKey,
+  type MemoryIdempotencyStore,
   memoryIdempotencyStore,
   PointSubError,
   principalScope,
@@ -401,7 +402,8 @@ describe("idempotency: peers without the feature", () => {
 
 describe("idempotency: the memory store stays bounded", () => {
   it("100,000 unique keys over a real socket: entries and bytes never exceed the bounds", async () => {
-    const store = memoryIdempotencyStore({ maxEntries: 1000, maxBytes: 1024 * 1024 });
+    // One (anonymous) client: its scope may use the whole store.
+    const store = memoryIdempotencyStore({ maxEntries: 1000, maxBytes: 1024 * 1024, maxEntriesPerScope: 1000 });
     const server = createServer({ idempotency: { store } });
     let runs = 0;
     server.handle("/echo/1", (req) => {
@@ -458,7 +460,7 @@ describe("idempotency: the memory store stays bounded", () => {
   });
 
   it("running keys are never evicted: when they fill the store, new claims get ERR_OVERLOADED", async () => {
-    const store = memoryIdempotencyStore({ maxEntries: 2 });
+    const store = memoryIdempotencyStore({ maxEntries: 2, maxEntriesPerScope: 2 });
     assert.equal(await store.begin("a", "ta", 60_000), undefined);
     assert.equal(await store.begin("b", "tb", 60_000), undefined);
     await assert.rejects(store.begin("c", "tc", 60_000), { code: "ERR_OVERLOADED" });
@@ -473,6 +475,71 @@ describe("idempotency: the memory store stays bounded", () => {
     assert.deepEqual(await store.get("b"), { state: "running", token: "tb" });
     await store.fail("b", "tb");
     assert.equal(await store.get("b"), undefined);
+  });
+
+  it("per-principal quota: a client flooding unique keys evicts only its own answers, not another client's", async () => {
+    const users: Record<string, string> = { "tok-alice": "alice", "tok-bob": "bob" };
+    const run = async (
+      maxEntriesPerScope: number,
+    ): Promise<{ victimRuns: number; stats: ReturnType<MemoryIdempotencyStore["stats"]> }> => {
+      const store = memoryIdempotencyStore({ maxEntries: 100, maxEntriesPerScope });
+      const server = createServer({
+        idempotency: { store },
+        authenticate: (credentials) => users[text(credentials)] ?? assert.fail("unknown token"),
+      });
+      let victimRuns = 0;
+      server.handle("/pay/1", (req) => {
+        if (text(req.data) === "bob pays") victimRuns++;
+        return req.data;
+      });
+      const [url] = await server.listen("tcp://127.0.0.1:0");
+      const bob = await connect(url, { credentials: "tok-bob" });
+      const alice = await connect(url, { credentials: "tok-alice" });
+      try {
+        assert.equal(text(await bob.request("/pay/1", "bob pays", { idempotencyKey: "order-1" })), "bob pays");
+        for (let i = 0; i < 1000; i += 50) {
+          await Promise.all(
+            Array.from({ length: 50 }, (_, j) => alice.request("/pay/1", "spam", { idempotencyKey: `a-${i + j}` })),
+          );
+        }
+        // Bob's retry (say, after a lost answer) must get the stored answer.
+        assert.equal(text(await bob.request("/pay/1", "bob pays", { idempotencyKey: "order-1" })), "bob pays");
+        return { victimRuns, stats: store.stats() };
+      } finally {
+        await Promise.all([bob.close(), alice.close()]);
+        await server.close();
+      }
+    };
+    const quota = await run(50);
+    assert.equal(quota.victimRuns, 1, "bob's handler ran once: his answer was kept");
+    assert.ok(quota.stats.entries <= 51, `entries ${quota.stats.entries}`);
+    assert.equal(quota.stats.scopes, 2);
+    // Without a quota (one scope may fill the store) the same flood pushes bob's answer out.
+    const none = await run(100);
+    assert.equal(none.victimRuns, 2, "without the quota bob's answer was evicted and his handler ran again");
+  });
+
+  it("per-scope quota on the store itself: bytes too, running keys of a full scope refused, scopes forgotten when empty", async () => {
+    const store = memoryIdempotencyStore({ maxEntries: 100, maxEntriesPerScope: 2, maxBytesPerScope: 4096 });
+    const key = (scope: string, k: string) => idempotencyStoreKey(scope, "/r/1", te.encode(k));
+    assert.equal(await store.begin(key("a", "1"), "t1", 60_000), undefined);
+    assert.equal(await store.begin(key("a", "2"), "t2", 60_000), undefined);
+    await assert.rejects(store.begin(key("a", "3"), "t3", 60_000), { code: "ERR_OVERLOADED", message: /quota/ });
+    // Another scope is not affected.
+    assert.equal(await store.begin(key("b", "1"), "u1", 60_000), undefined);
+    await store.complete(key("a", "1"), "t1", { ok: true, data: te.encode("A1") });
+    // A's done entry makes room in A for a new claim (A's own, least recently used).
+    assert.equal(await store.begin(key("a", "3"), "t3", 60_000), undefined);
+    assert.equal(await store.get(key("a", "1")), undefined);
+    // An answer over the scope's byte quota is not kept.
+    await store.complete(key("a", "2"), "t2", { ok: true, data: new Uint8Array(5000) });
+    assert.equal(await store.get(key("a", "2")), undefined);
+    assert.ok(store.stats().scopes === 2);
+    await store.fail(key("a", "3"), "t3");
+    await store.fail(key("b", "1"), "u1");
+    assert.equal(store.size, 0);
+    assert.equal(store.stats().scopes, 0);
+    assert.throws(() => memoryIdempotencyStore({ maxEntriesPerScope: 0 }), { code: "ERR_INVALID_ARGUMENT" });
   });
 
   it("done entries expire after ttlMs, running claims after their lease", async () => {
