@@ -179,7 +179,7 @@ export type {
   RequestOptions,
 } from "./connection/types.ts";
 export { ERROR_CODES, type ErrorCode, type ErrorCodeInfo, type Severity } from "./errors/codes.ts";
-export { isPointSubError, PointSubError, type PointSubErrorOptions } from "./errors/error.ts";
+export { isPointSubError, PointSubError, type PointSubErrorOptions, type TimeoutPhase } from "./errors/error.ts";
 export {
   FILE_CHECK_MAX,
   FILE_CHECK_ROUTE,

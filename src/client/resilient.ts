@@ -284,7 +284,9 @@ export class ResilientConnection extends EventEmitter<ResilientEvents> {
     }
     const left = deadline === Number.POSITIVE_INFINITY ? 0 : deadline - Date.now();
     if (deadline !== Number.POSITIVE_INFINITY && left <= 0) {
-      throw new PointSubError("ERR_TIMEOUT", `request to ${route} timed out (overall deadline, ${tries} retries)`);
+      throw new PointSubError("ERR_TIMEOUT", `request to ${route} timed out (overall deadline, ${tries} retries)`, {
+        phase: "request",
+      });
     }
     const keyed = options.idempotencyKey !== undefined && (c.peerSettings.features & IDEMPOTENCY_FEATURE) !== 0;
     // A retryable request's attempt may be given less than what is left (attemptTimeoutMs).

@@ -178,7 +178,9 @@ export class Caller {
     for (const call of expired) {
       this.abandon(
         call,
-        new PointSubError("ERR_TIMEOUT", `request to ${call.route} timed out after ${call.timeoutMs} ms`),
+        new PointSubError("ERR_TIMEOUT", `request to ${call.route} timed out after ${call.timeoutMs} ms`, {
+          phase: "request",
+        }),
       );
     }
     if (next !== Number.POSITIVE_INFINITY) this.armDeadline(next);

@@ -294,7 +294,9 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     // burst (a slowloris attack) do not all time out in the same tick.
     this.handshakeTimer = setTimeout(
       () => {
-        const err = new PointSubError("ERR_TIMEOUT", `no pointsub handshake from ${this.remoteUrl} within ${ht} ms`);
+        const err = new PointSubError("ERR_TIMEOUT", `no pointsub handshake from ${this.remoteUrl} within ${ht} ms`, {
+          phase: "handshake",
+        });
         // A peer that sent nothing is not speaking pointsub: close without a
         // GOAWAY (thousands of idle sockets timing out together cost no writes).
         if (this.bytesIn === 0) this.destroy(err);

@@ -310,6 +310,7 @@ export class OutgoingStreams {
         new PointSubError(
           "ERR_TIMEOUT",
           `the receiver returned no credit for stream ${st.msg.id} for ${now - last} ms`,
+          { phase: "progress" },
         ),
       );
     }

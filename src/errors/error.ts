@@ -10,7 +10,19 @@ export interface PointSubErrorOptions {
   suggestion?: string;
   /** When trying again may succeed, in ms from now (see {@link PointSubError.retryAfterMs}). */
   retryAfterMs?: number;
+  /** For ERR_TIMEOUT: which wait ran out (see {@link PointSubError.phase}). */
+  phase?: TimeoutPhase;
 }
+
+/**
+ * Which wait an `ERR_TIMEOUT` ended: `"connect"` (the transport's
+ * connect, `connectTimeoutMs`), `"handshake"` (TLS/WebSocket/pointsub
+ * handshake, `handshakeTimeoutMs`), `"request"` (a request's own deadline,
+ * `timeoutMs`/`requestTimeoutMs`, or an attempt's `attemptTimeoutMs`),
+ * `"progress"` (a message or stream that stopped moving,
+ * `progressTimeoutMs`), `"ping"` (`ping()` without a pong).
+ */
+export type TimeoutPhase = "connect" | "handshake" | "request" | "progress" | "ping";
 
 /**
  * The one error type pointsub throws, rejects with or emits.
@@ -35,6 +47,8 @@ export class PointSubError extends Error {
    * error response, docs/PROTOCOL.md §3.5). Absent otherwise.
    */
   declare readonly retryAfterMs?: number;
+  /** For ERR_TIMEOUT raised on this side: which wait ran out. Absent otherwise (and on a peer's error response). */
+  declare readonly phase?: TimeoutPhase;
 
   constructor(code: ErrorCode, message: string, options: PointSubErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -47,6 +61,7 @@ export class PointSubError extends Error {
     this.suggestion = options.suggestion ?? info.suggestion;
     // Set only when known: errors without it show no empty field.
     if (options.retryAfterMs !== undefined) this.retryAfterMs = options.retryAfterMs;
+    if (options.phase !== undefined) this.phase = options.phase;
     Object.defineProperty(this, BRAND, { value: true });
   }
 

@@ -171,7 +171,9 @@ function connectSocket(
       timer = setTimeout(() => {
         cleanup();
         socket.destroy();
-        reject(new PointSubError("ERR_TIMEOUT", `connect to ${url.href} timed out after ${ms} ms`));
+        reject(
+          new PointSubError("ERR_TIMEOUT", `connect to ${url.href} timed out after ${ms} ms`, { phase: "connect" }),
+        );
       }, ms);
     }
   });

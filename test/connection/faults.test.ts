@@ -173,7 +173,8 @@ describe("faults", () => {
 
   it("a server that never answers the handshake: connect fails with ERR_TIMEOUT", async () => {
     const raw = await rawServer();
-    await assert.rejects(connect(raw.url, { connectTimeoutMs: 200 }), { code: "ERR_TIMEOUT" });
+    // The TCP connect succeeded: what timed out is the handshake, and the error says so.
+    await assert.rejects(connect(raw.url, { connectTimeoutMs: 200 }), { code: "ERR_TIMEOUT", phase: "handshake" });
     await raw.close();
   });
 
@@ -192,6 +193,17 @@ describe("faults", () => {
     const conn = await connP;
     const err = await new Promise<PointSubError | undefined>((resolve) => conn.once("close", resolve));
     assert.equal(err?.code, "ERR_KEEPALIVE");
+    await raw.close();
+  });
+
+  it("a peer that never answers a ping: ping(timeoutMs) rejects with ERR_TIMEOUT, phase ping", async () => {
+    const raw = await rawServer();
+    const connP = connect(raw.url, { keepAliveMs: 0 });
+    const peer = await raw.peer;
+    peer.socket.write(handshake());
+    const conn = await connP;
+    await assert.rejects(conn.ping({ timeoutMs: 100 }), { code: "ERR_TIMEOUT", phase: "ping" });
+    conn.destroy();
     await raw.close();
   });
 

@@ -89,7 +89,10 @@ describe("request/response", () => {
   it("a slow handler vs a short timeout: ERR_TIMEOUT, the handler's signal aborts, the late response is dropped", async () => {
     seenSignals.length = 0;
     const t0 = Date.now();
-    await assert.rejects(conn.request("/slow/1.0.0", "2000", { timeoutMs: 50 }), { code: "ERR_TIMEOUT" });
+    await assert.rejects(conn.request("/slow/1.0.0", "2000", { timeoutMs: 50 }), {
+      code: "ERR_TIMEOUT",
+      phase: "request",
+    });
     assert.ok(Date.now() - t0 < 1500);
     while (seenSignals.length === 0 || !seenSignals[0].aborted) await sleep(5);
     assert.ok(seenSignals[0].reason instanceof PointSubError);
