@@ -39,7 +39,8 @@ export class Pinger {
     this.writer.control(FrameType.PING, 0, 0, encodePing(seq));
     if (timeoutMs > 0) {
       const t = setTimeout(() => {
-        if (this.pings.delete(seq)) d.reject(new PointSubError("ERR_TIMEOUT", `no pong within ${timeoutMs} ms`, { phase: "ping" }));
+        if (this.pings.delete(seq))
+          d.reject(new PointSubError("ERR_TIMEOUT", `no pong within ${timeoutMs} ms`, { phase: "ping" }));
       }, timeoutMs);
       d.promise.then(
         () => clearTimeout(t),
