@@ -9,6 +9,7 @@
  *   node --expose-gc bench/ab/engine.ts flood .
  *   node --expose-gc bench/ab/engine.ts conns .              # connections set up per second
  *   node --expose-gc bench/ab/engine.ts memory .             # heap bytes per client+server pair
+ *   node --expose-gc bench/ab/engine.ts memory-request .     # heap + ArrayBuffer bytes per pair after one 64 B request each
  *
  * Run the two checkouts alternately several times and compare medians: a
  * busy 2-core machine moves single runs by ±30 %.
@@ -17,12 +18,14 @@ import path from "node:path";
 
 interface Conn {
   send(p: Uint8Array): Promise<void>;
+  request(route: string, p: Uint8Array): Promise<Uint8Array>;
   readonly writable: boolean;
   drain(): Promise<void>;
   destroy(): void;
 }
 interface Srv {
   on(e: "message", f: () => void): void;
+  handle(route: string, h: (req: { data: Uint8Array }) => Uint8Array): void;
   listen(url: string): Promise<string[]>;
   close(): Promise<void>;
 }
@@ -34,6 +37,7 @@ interface Api {
 const [what = "flood", dir = "."] = process.argv.slice(2);
 const api = (await import(path.resolve(dir, "src/index.ts"))) as Api;
 const srv = api.createServer();
+srv.handle("/echo/1.0.0", (req) => req.data);
 const [url] = await srv.listen("tcp://127.0.0.1:0");
 const gc = (globalThis as { gc?: () => void }).gc;
 
@@ -62,8 +66,13 @@ if (what === "flood") {
   await all;
   console.log(JSON.stringify({ what, dir, rate: Math.round(N / ((performance.now() - t0) / 1000)) }));
   c.destroy();
-} else if (what === "conns" || what === "memory") {
+} else if (what === "conns" || what === "memory" || what === "memory-request") {
   const N = what === "conns" ? 3000 : 2000;
+  // Write buffers are ArrayBuffers outside the JS heap: counted too.
+  const used = () => {
+    const m = process.memoryUsage();
+    return what === "memory-request" ? m.heapUsed + m.arrayBuffers : m.heapUsed;
+  };
   const held: Conn[] = [];
   const batch = async () => held.push(...(await Promise.all(Array.from({ length: 100 }, () => api.connect(url)))));
   for (let i = 0; i < 3; i++) await batch(); // warm-up
@@ -71,18 +80,26 @@ if (what === "flood") {
   await new Promise((r) => setTimeout(r, 200));
   gc?.();
   gc?.();
-  const h0 = process.memoryUsage().heapUsed;
+  const h0 = used();
   const t0 = performance.now();
   while (held.length < N) await batch();
   const s = (performance.now() - t0) / 1000;
+  if (what === "memory-request") {
+    const ping = new Uint8Array(64);
+    // REQUESTS=n: n requests each (default 1).
+    const n = Number(process.env.REQUESTS ?? 1);
+    for (let k = 0; k < n; k++) {
+      for (let i = 0; i < N; i += 100) await Promise.all(held.slice(i, i + 100).map((c) => c.request("/echo/1.0.0", ping)));
+    }
+  }
   await new Promise((r) => setTimeout(r, 500));
   gc?.();
   gc?.();
-  const perPair = (process.memoryUsage().heapUsed - h0) / N;
+  const perPair = (used() - h0) / N;
   console.log(JSON.stringify({ what, dir, rate: Math.round(N / s), heapPerPair: Math.round(perPair) }));
   for (const c of held) c.destroy();
 } else {
-  throw new Error(`unknown measurement ${what} (flood, conns, memory)`);
+  throw new Error(`unknown measurement ${what} (flood, conns, memory, memory-request)`);
 }
 await srv.close();
 process.exit(0);

@@ -10,10 +10,19 @@ export { type StreamItem, streamCost } from "../stream/item.ts";
 
 /** Payloads smaller than this are copied into the write slab; larger ones are written by reference. */
 const COPY_THRESHOLD = 16 * 1024;
-/** Slab size for encoding headers and small frames. */
+/** Largest slab for encoding headers and small frames (a busy connection's). */
 const SLAB_SIZE = 64 * 1024;
 /** Slab of a new connection: room for the preface and HELLO. */
 const INITIAL_SLAB = 256;
+/** Slab of a connection that went quiet (trimmed, or slow to fill its last slab). */
+const QUIET_SLAB = 1024;
+/**
+ * A slab filled within this many ms was too small for the traffic: the
+ * next is twice its size (up to SLAB_SIZE). One filled more slowly is
+ * followed by a QUIET_SLAB: a connection that exchanged a few messages
+ * holds ~1 KiB, not 64 KiB, until the next keep-alive tick trims it.
+ */
+const SLAB_GROW_MS = 1000;
 /** Flush as soon as this many bytes are batched. */
 const FLUSH_BYTES = 16 * 1024;
 /**
@@ -112,10 +121,12 @@ export class FrameWriter {
   bytesOut = 0;
 
   private readonly sink: WriterSink;
-  /** Starts small (an idle connection holds little); the first real traffic brings a full slab. */
+  /** Starts small (an idle connection holds little); sustained traffic doubles it up to SLAB_SIZE (see {@link ensure}). */
   private slab = new Uint8Array(INITIAL_SLAB);
   private slabStart = 0;
   private slabPos = 0;
+  /** When the slab was allocated (Date.now()). */
+  private slabAt = Date.now();
   /** Open batch: offset of its reserved header, or -1. */
   private batchStart = -1;
   private batchInner = 0;
@@ -585,9 +596,14 @@ export class FrameWriter {
   private ensure(need: number): void {
     if (this.slab.length - this.slabPos >= need) return;
     this.cut();
-    // A trimmed (idle) connection starts again small: a GOAWAY or a pong
-    // to a quiet peer should not cost a 64 KiB slab each.
-    this.slab = new Uint8Array(Math.max(this.slab.length === 0 ? 1024 : SLAB_SIZE, need));
+    // Sized by how fast the last one filled: doubling under traffic (a flood
+    // reaches 64 KiB within a few slabs), small again for a quiet or trimmed
+    // connection — a GOAWAY, a pong or one request should not cost 64 KiB.
+    const size = this.slab.length;
+    const now = Date.now();
+    const next = size !== 0 && now - this.slabAt < SLAB_GROW_MS ? Math.min(SLAB_SIZE, size * 2) : QUIET_SLAB;
+    this.slab = new Uint8Array(Math.max(next, need));
+    this.slabAt = now;
     this.slabStart = 0;
     this.slabPos = 0;
   }

@@ -301,10 +301,17 @@ describe("FrameWriter: batching", () => {
     const { w, sink } = setup();
     w.batching = true;
     w.batchMax = 4096;
+    // Traffic first: the slab grows to full size (a new writer's is small, and a
+    // batch never spans two slabs).
+    for (let i = 0; i < 100; i++) w.trySendNow(FrameType.MSG, 1001 + 2 * i, EMPTY, bytes(1000, i));
+    await tick();
+    const warm = sink.copies.length;
     // Each inner frame: 1 + 1 (id) + 2 (length) + 1000 = 1004 bytes: four fit in 4096, five do not.
     for (let i = 0; i < 10; i++) w.trySendNow(FrameType.MSG, 2 * i + 1, EMPTY, bytes(1000, i));
     await tick();
-    const outer = sink.outer();
+    const after = new RecordingSink();
+    for (const c of sink.copies.slice(warm)) after.write([c]);
+    const outer = after.outer();
     assert.deepEqual(
       outer.map((f) => [f.type, f.inner.length]),
       [
@@ -318,7 +325,7 @@ describe("FrameWriter: batching", () => {
       assert.equal(f.crcOk, true);
     }
     assert.deepEqual(
-      sink.frames().map((f) => f.id),
+      after.frames().map((f) => f.id),
       Array.from({ length: 10 }, (_, i) => 2 * i + 1),
     );
   });
@@ -1011,20 +1018,40 @@ describe("FrameWriter: whenDrained and trim", () => {
 
   it("trim releases the write buffer when idle: the next frame is encoded into new memory", async () => {
     const { w, sink } = setup();
-    w.trySendNow(FrameType.MSG, 1, EMPTY, bytes(500));
+    w.trySendNow(FrameType.MSG, 1, EMPTY, bytes(100));
     await tick();
     const first = sink.writes[0][0].buffer;
-    w.trySendNow(FrameType.MSG, 3, EMPTY, bytes(500));
+    w.trySendNow(FrameType.MSG, 3, EMPTY, bytes(100));
     await tick();
     assert.equal(sink.writes[1][0].buffer, first, "without trim the slab is reused");
     w.trim();
-    w.trySendNow(FrameType.MSG, 5, EMPTY, bytes(500));
+    w.trySendNow(FrameType.MSG, 5, EMPTY, bytes(100));
     await tick();
     assert.notEqual(sink.writes[2][0].buffer, first);
     assert.deepEqual(
       sink.frames().map((f) => f.id),
       [1, 3, 5],
     );
+  });
+
+  it("the slab grows with traffic and stays small for a quiet writer: a few frames hold ~1 KiB, a flood 64 KiB", async () => {
+    const { w, sink } = setup();
+    // A few small frames (a handshake and a couple of requests' worth, ~600 B): past the
+    // first 256 B slab, the next ones double from there — not a 64 KiB slab at once.
+    for (let i = 0; i < 6; i++) {
+      w.trySendNow(FrameType.MSG, 2 * i + 1, EMPTY, bytes(100, i));
+      await tick();
+    }
+    const slabs = () => new Set(sink.writes.flat().map((c) => c.buffer));
+    assert.ok(Math.max(...[...slabs()].map((b) => b.byteLength)) <= 1024, "a quiet writer holds at most 1 KiB");
+    // A flood: slabs double (each filled at once) up to 64 KiB.
+    for (let i = 0; i < 2000; i++) w.trySendNow(FrameType.MSG, 101 + 2 * i, EMPTY, bytes(100, i));
+    await tick();
+    const sizes = [...slabs()].map((b) => b.byteLength);
+    assert.equal(Math.max(...sizes), 64 * KiB);
+    // From 256 B to 64 KiB by doubling: a handful of small slabs, then full ones.
+    assert.ok(sizes.filter((n) => n < 64 * KiB).length <= 10, `slab sizes ${sizes.join(", ")}`);
+    assert.equal(sink.frames().length, 2006);
   });
 
   it("trim keeps frames encoded and not yet handed over, and queued messages", async () => {
