@@ -89,7 +89,8 @@ if (what === "flood") {
     // REQUESTS=n: n requests each (default 1).
     const n = Number(process.env.REQUESTS ?? 1);
     for (let k = 0; k < n; k++) {
-      for (let i = 0; i < N; i += 100) await Promise.all(held.slice(i, i + 100).map((c) => c.request("/echo/1.0.0", ping)));
+      for (let i = 0; i < N; i += 100)
+        await Promise.all(held.slice(i, i + 100).map((c) => c.request("/echo/1.0.0", ping)));
     }
   }
   await new Promise((r) => setTimeout(r, 500));
