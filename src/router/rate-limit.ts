@@ -163,6 +163,25 @@ function consume(b: Buckets, unit: TokenBucket | undefined, bytes: number, now: 
   if (b.bytes !== undefined && bytes !== 0) b.bytes.consume(bytes, now);
 }
 
+/**
+ * Takes one unit of `unit` and `bytes` bytes from `b` when both are there
+ * and returns true; else takes nothing and returns false. On false,
+ * `undo`'s (a lane whose tokens this call already took) are given back.
+ */
+function takeAll(b: Buckets, unit: TokenBucket | undefined, bytes: number, now: number, undo?: Buckets): boolean {
+  const u = unit === undefined ? 0 : unit.take(1, now);
+  if (u === 0) {
+    const by = b.bytes === undefined || bytes === 0 ? 0 : b.bytes.take(bytes, now);
+    if (by === 0) return true;
+    unit?.refund(1);
+  }
+  if (undo !== undefined) {
+    undo.requests?.refund(1);
+    if (undo.bytes !== undefined && bytes !== 0) undo.bytes.refund(bytes);
+  }
+  return false;
+}
+
 /** True when forgetting `l` changes nothing: no waiters and every bucket full. */
 function idle(l: Lane, now: number): boolean {
   if ((l.waiting !== undefined && l.waiting.length !== 0) || l.releasing !== 0) return false;
@@ -221,13 +240,20 @@ export function rateLimit(options: RateLimitOptions): RateLimiter {
   const byKey = new Map<string, Lane>();
   const stats: RateLimitStats = { refused: 0, delayed: 0, waiting: 0, keys: 0 };
 
+  // The calls of one socket read come from one session: the last lookup is kept.
+  let lastSession: object | undefined;
+  let lastLane: Lane | undefined;
   const laneOf = (ctx: CallContext): Lane => {
     if (keyOf === undefined) {
-      let l = bySession.get(ctx.session);
+      const session = ctx.session;
+      if (session === lastSession) return lastLane as Lane;
+      let l = bySession.get(session);
       if (l === undefined) {
         l = lane(perSession, clock);
-        bySession.set(ctx.session, l);
+        bySession.set(session, l);
       }
+      lastSession = session;
+      lastLane = l;
       return l;
     }
     const k = keyOf(ctx);
@@ -308,16 +334,13 @@ export function rateLimit(options: RateLimitOptions): RateLimiter {
       const rx = ctx.receivedAt;
       const now = rx > 0 ? rx : clock();
       const l = sessionRequests ? laneOf(ctx) : g;
+      // Within the limits (the usual case): one refill and one subtraction per bucket.
+      if (takeAll(l, l.requests, bytes, now) && (l === g || takeAll(g, g.requests, bytes, now, l))) return next();
       const wait = Math.max(delayOf(l, l.requests, bytes, now), l === g ? 0 : delayOf(g, g.requests, bytes, now));
-      if (wait !== 0) {
-        stats.refused++;
-        throw PointSubError.fromPeer("ERR_RATE_LIMITED", `rate limit exceeded for ${ctx.route}; retry in ${wait} ms`, {
-          retryAfterMs: wait,
-        });
-      }
-      if (l !== g) consume(l, l.requests, bytes, now);
-      consume(g, g.requests, bytes, now);
-      return next();
+      stats.refused++;
+      throw PointSubError.fromPeer("ERR_RATE_LIMITED", `rate limit exceeded for ${ctx.route}; retry in ${wait} ms`, {
+        retryAfterMs: Math.max(1, wait),
+      });
     }
     if (!messagesLimited) return next();
     const l = laneOf(ctx);

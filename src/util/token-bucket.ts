@@ -93,6 +93,11 @@ export class TokenBucket {
     return d;
   }
 
+  /** Gives back `n` tokens taken by {@link take} (a call refused by another bucket after this one granted it). */
+  refund(n: number): void {
+    this.tokens += n;
+  }
+
   /** Tokens available now (negative while in debt). */
   available(now: number = this.clock()): number {
     return this.refill(now);

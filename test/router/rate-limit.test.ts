@@ -141,6 +141,27 @@ describe("router: rateLimit", () => {
     }
   });
 
+  it("a request refused by the global limit takes nothing from its session's buckets", async () => {
+    // Driven directly with the engine's arrival times (ctx.receivedAt), so time is exact.
+    const mw = rateLimit({
+      session: { requests: { perSecond: 1, burst: 2 } },
+      global: { requests: { perSecond: 10, burst: 1 } },
+    });
+    const session = {};
+    const call = (at: number) =>
+      mw(
+        { kind: "request", route: "/r/1", session, data: new Uint8Array(8), receivedAt: at } as never,
+        async () => "ok",
+      );
+    const t = 1_000_000;
+    assert.equal(await call(t), "ok"); // session 1 left, global 0
+    assert.throws(() => call(t), { code: "ERR_RATE_LIMITED", retryAfterMs: 100 }); // the global bucket refuses
+    // 100 ms on: the global bucket has 1 again; the session still has the token the refused call did not take.
+    assert.equal(await call(t + 100), "ok");
+    assert.throws(() => call(t + 100), { code: "ERR_RATE_LIMITED" });
+    assert.equal(mw.stats().refused, 2);
+  });
+
   it("with key, sessions of one key share its limits", async () => {
     const { server, url, limiter } = await serve({
       session: { requests: { perSecond: 0.1, burst: 2 } },
