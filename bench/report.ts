@@ -77,6 +77,18 @@ const COLUMNS: Record<Workload, { head: string; metrics: [string, Metric, number
       ],
     ],
   },
+  "conns-req": {
+    head: "conns-req: connections held open after one 64 B request each",
+    metrics: [
+      ["connects/s", (r) => r.rate, 0, 1],
+      [
+        "server RSS per connection KB",
+        (r) => (r.conns ? (r.serverPeakRss - r.serverStartRss) / r.conns : undefined),
+        1,
+        1024,
+      ],
+    ],
+  },
   hol: {
     head: "hol: 64 B ping every 10 ms during the big transfer",
     metrics: [
@@ -102,6 +114,7 @@ const CHART: Record<Workload, { metric: number; lowerIsBetter: boolean }> = {
   large: { metric: 0, lowerIsBetter: false },
   hol: { metric: 1, lowerIsBetter: true },
   conns: { metric: 1, lowerIsBetter: true },
+  "conns-req": { metric: 1, lowerIsBetter: true },
 };
 
 /** SVG charts, one per workload present in `rows`, keyed by workload. */
@@ -152,7 +165,7 @@ export function renderReport(machine: Machine, rows: Row[]): string {
     const size =
       w === "large" || w === "hol"
         ? `${p.largeSize / 1024 / 1024} MiB`
-        : w === "conns"
+        : w === "conns" || w === "conns-req"
           ? `${fmt(p.count)} connections`
           : `${fmt(p.count)} × ${p.size} B`;
     out.push(`## ${c.head} (${size})`, "", `![${w}](bench/${w}.svg)`, "");
@@ -241,11 +254,19 @@ export function renderReport(machine: Machine, rows: Row[]): string {
       best === undefined || ours === undefined ? "n/a" : `${fmt(ours.med)} vs ${best.impl} ${fmt(best.mbps)} MB/s`,
     ),
   );
-  const perConn = (impl: string) =>
-    med(find(impl, "conns"), (r) => (r.conns ? (r.serverPeakRss - r.serverStartRss) / r.conns : undefined));
+  const perConn = (impl: string, w: Workload = "conns") =>
+    med(find(impl, w), (r) => (r.conns ? (r.serverPeakRss - r.serverStartRss) / r.conns : undefined));
   const cr = ratio(perConn("pointsub"), perConn("reference"));
   out.push(
     check("conns: server RSS per idle connection ≤ 1.5× reference", cr === undefined ? undefined : cr <= 1.5, f2(cr)),
+  );
+  const crq = ratio(perConn("pointsub", "conns-req"), perConn("reference", "conns-req"));
+  out.push(
+    check(
+      "conns-req: server RSS per connection after one request ≤ 1.5× reference",
+      crq === undefined ? undefined : crq <= 1.5,
+      f2(crq),
+    ),
   );
   out.push("");
   out.push(NOTES);

@@ -67,6 +67,7 @@ const IMPLS: Record<string, Impl> = {
       large: "same path as pointsub (one request)",
       hol: "same path as pointsub",
       conns: "same path as pointsub",
+      "conns-req": "same path as pointsub",
     },
   },
   // A middleware, rate limits never reached and metrics on every call (issue 12: ≤ 10 % of rpc-pipe).
@@ -77,17 +78,29 @@ const IMPLS: Record<string, Impl> = {
       large: "same path as pointsub (one request)",
       hol: "same path as pointsub",
       conns: "same path as pointsub",
+      "conns-req": "same path as pointsub",
     },
   },
   ws: { file: "impls/ws.ts", args: [] },
   "socket.io": { file: "impls/socketio.ts", args: [] },
-  grpc: { file: "impls/grpc.ts", args: [] },
+  grpc: {
+    file: "impls/grpc.ts",
+    args: [],
+    skip: { "conns-req": "not measured: the bench's extra gRPC connections have no request client" },
+  },
   zeromq: {
     file: "impls/zeromq.ts",
     args: [],
-    skip: { conns: "every zeromq socket takes several file descriptors; thousands exceed the process limit" },
+    skip: {
+      conns: "every zeromq socket takes several file descriptors; thousands exceed the process limit",
+      "conns-req": "every zeromq socket takes several file descriptors; thousands exceed the process limit",
+    },
   },
-  libp2p: { file: "impls/libp2p.ts", args: [] },
+  libp2p: {
+    file: "impls/libp2p.ts",
+    args: [],
+    skip: { "conns-req": "not measured: the bench's extra libp2p connections have no request client" },
+  },
   nats: {
     file: "impls/nats.ts",
     args: [],
@@ -95,6 +108,7 @@ const IMPLS: Record<string, Impl> = {
       large: "nats-server caps max_payload at 64 MiB",
       hol: "nats-server caps max_payload at 64 MiB",
       conns: "connections end at nats-server, a separate process whose memory the harness does not sample",
+      "conns-req": "connections end at nats-server, a separate process whose memory the harness does not sample",
     },
     needs: "nats-server",
   },
@@ -106,6 +120,7 @@ const WORKLOADS: Record<Workload, WorkloadParams> = {
   large: { count: 1, size: 64, inFlight: 1, largeSize: (quick ? 64 : 256) * MiB, pingEveryMs: 0 },
   hol: { count: 1, size: 64, inFlight: 1, largeSize: (quick ? 64 : 256) * MiB, pingEveryMs: 10 },
   conns: { count: quick ? 2_000 : 5_000, size: 0, inFlight: 100, largeSize: 0, pingEveryMs: 0 },
+  "conns-req": { count: quick ? 2_000 : 5_000, size: 64, inFlight: 100, largeSize: 0, pingEveryMs: 0 },
 };
 const reps = Number(values.reps ?? (quick ? 1 : 3));
 const impls = (

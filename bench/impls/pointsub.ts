@@ -87,7 +87,7 @@ async function client(): Promise<void> {
       },
       open: async () => {
         const c = await connect(url, limits);
-        return { close: () => c.destroy() };
+        return { close: () => c.destroy(), echo: (msg: Uint8Array) => c.request("/echo/1.0.0", msg) };
       },
     },
     workload,

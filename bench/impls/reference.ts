@@ -177,7 +177,19 @@ async function client(): Promise<void> {
       open: () =>
         new Promise((resolve, reject) => {
           const s = net.connect({ host: u.hostname, port: Number(u.port), noDelay: true });
-          s.once("connect", () => resolve({ close: () => s.destroy() })).once("error", reject);
+          // conns-req: one request on this connection (an echo, answered whole before the next is sent).
+          const echo = (msg: Uint8Array) =>
+            new Promise<void>((done) => {
+              const ew = makeWriter(s);
+              const ep = new Parser(() => {
+                s.removeListener("data", onData);
+                done();
+              });
+              const onData = (c: Buffer) => ep.push(c);
+              s.on("data", onData);
+              ew.send(1, msg);
+            });
+          s.once("connect", () => resolve({ close: () => s.destroy(), echo })).once("error", reject);
         }),
     },
     workload,

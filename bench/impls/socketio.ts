@@ -53,7 +53,9 @@ async function client(): Promise<void> {
       open: () =>
         new Promise((resolve, reject) => {
           const s = io(url, { transports: ["websocket"], forceNew: true, reconnection: false });
-          s.once("connect", () => resolve({ close: () => s.disconnect() })).once("connect_error", reject);
+          s.once("connect", () =>
+            resolve({ close: () => s.disconnect(), echo: (msg: Uint8Array) => s.emitWithAck("echo", msg) }),
+          ).once("connect_error", reject);
         }),
     },
     workload,

@@ -74,7 +74,12 @@ async function client(): Promise<void> {
       open: () =>
         new Promise((resolve, reject) => {
           const w = new WebSocket(url, { maxPayload: GiB, perMessageDeflate: false });
-          w.once("open", () => resolve({ close: () => w.terminate() })).once("error", reject);
+          const echo = (msg: Uint8Array) =>
+            new Promise<void>((done) => {
+              w.once("message", () => done());
+              sendKind(w, Kind.ECHO, msg);
+            });
+          w.once("open", () => resolve({ close: () => w.terminate(), echo })).once("error", reject);
         }),
     },
     workload,

@@ -7,7 +7,7 @@
 import { createInterface } from "node:readline";
 import { peakRss } from "./stats.ts";
 
-export type Workload = "flood" | "rpc-seq" | "rpc-pipe" | "large" | "hol" | "conns";
+export type Workload = "flood" | "rpc-seq" | "rpc-pipe" | "large" | "hol" | "conns" | "conns-req";
 
 export interface WorkloadParams {
   /** flood: messages; rpc-seq / rpc-pipe: requests; conns: connections. */

@@ -18,8 +18,11 @@ export interface BenchClient {
   /** A request carrying `big`, answered with an empty response once received whole. */
   sink(big: Uint8Array): Promise<unknown>;
   close(): Promise<void> | void;
-  /** conns: opens one more connection, ready for use (handshake done). */
-  open?(): Promise<{ close(): unknown }>;
+  /**
+   * conns: opens one more connection, ready for use (handshake done);
+   * conns-req also needs its `echo` (one request on that connection).
+   */
+  open?(): Promise<{ close(): unknown; echo?(msg: Uint8Array): Promise<unknown> }>;
   /** conns: connection attempts in flight at once (default 100). */
   openConcurrency?: number;
 }
@@ -49,10 +52,10 @@ export async function runWorkload(client: BenchClient, workload: Workload, param
     };
     await Promise.all(Array.from({ length: inFlight }, worker));
   };
-  if (workload === "conns") {
+  if (workload === "conns" || workload === "conns-req") {
     if (client.open === undefined) throw new Error("this implementation cannot open more connections");
     const open = client.open.bind(client);
-    const held: { close(): unknown }[] = [];
+    const held: { close(): unknown; echo?(msg: Uint8Array): Promise<unknown> }[] = [];
     const t0 = performance.now();
     // A bounded number of connection attempts in flight, below the listen backlog.
     const step = client.openConcurrency ?? 100;
@@ -61,6 +64,17 @@ export async function runWorkload(client: BenchClient, workload: Workload, param
       held.push(...(await Promise.all(Array.from({ length: batch }, () => open()))));
     }
     const s = (performance.now() - t0) / 1000;
+    if (workload === "conns-req") {
+      // Each connection exchanges one request (a chat-like server's connections are not idle), 100 at a time.
+      for (let i = 0; i < held.length; i += 100) {
+        await Promise.all(
+          held.slice(i, i + 100).map((h) => {
+            if (h.echo === undefined) throw new Error("this implementation's extra connections cannot send a request");
+            return h.echo(msg);
+          }),
+        );
+      }
+    }
     // Hold them idle a moment so the server's resident set settles with all of them open.
     await new Promise((r) => setTimeout(r, 500));
     report({ rate: params.count / s, seconds: s, conns: held.length });
