@@ -137,7 +137,7 @@ export function plainClient(url: string): Promise<PlainPeer> {
  * client, sends a message of each size given in argv (bytes i*7 mod 256),
  * expects each back reversed, and prints "ok".
  */
-const PYTHON_PEER = String.raw`
+const PYTHON_PEER = `
 import socket, struct, sys
 def recv_exact(s, n):
     b = bytearray()
