@@ -154,7 +154,7 @@ export class LpDecoder {
   private fill(body: Uint8Array, chunk: Uint8Array, pos: number): number {
     const want = this.bodyLength - this.bodyFilled;
     const n = Math.min(want, chunk.length - pos);
-    // Read straight into place (readTarget): nothing to copy.
+    // Read straight into place (readTarget)?
     const inPlace = chunk.buffer === body.buffer && chunk.byteOffset === body.byteOffset + this.bodyFilled;
     let target = body;
     if (!inPlace && this.bodyFilled + n > body.length) {
@@ -166,7 +166,13 @@ export class LpDecoder {
       this.charged -= body.length;
       this.body = target;
     }
-    if (!inPlace) target.set(chunk.subarray(pos, pos + n), this.bodyFilled);
+    if (inPlace) {
+      // Read straight into place: nothing to copy.
+    } else if (n <= 16) {
+      // A trickle: a loop beats making a view to copy from.
+      const at = this.bodyFilled;
+      for (let i = 0; i < n; i++) target[at + i] = chunk[pos + i];
+    } else target.set(chunk.subarray(pos, pos + n), this.bodyFilled);
     this.bodyFilled += n;
     if (this.bodyFilled === this.bodyLength) {
       const data = target.length === this.bodyLength ? target : target.subarray(0, this.bodyLength);
