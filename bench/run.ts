@@ -79,6 +79,17 @@ const IMPLS: Record<string, Impl> = {
       conns: "same path as pointsub",
     },
   },
+  // Plain length-prefix peers (lp+tcp://): one-way messages only (issue 15: flood ≥ 0.9x reference).
+  "pointsub-lp": {
+    file: "impls/pointsub-lp.ts",
+    args: [],
+    skip: {
+      "rpc-seq": "the length-prefix format has no requests",
+      "rpc-pipe": "the length-prefix format has no requests",
+      large: "the length-prefix format has no requests (large is a request)",
+      hol: "the length-prefix format has no requests or multiplexing",
+    },
+  },
   ws: { file: "impls/ws.ts", args: [] },
   "socket.io": { file: "impls/socketio.ts", args: [] },
   grpc: { file: "impls/grpc.ts", args: [] },
