@@ -23,6 +23,11 @@ import type { Connection } from "./connection/connection.ts";
 import { connectLp as connectLpCore } from "./lp/connect.ts";
 import type { LpConnection } from "./lp/connection.ts";
 import { isLpAddress, type LpConnectOptions } from "./lp/options.ts";
+import {
+  connectLpResilient as connectLpResilientCore,
+  type LpResilientConnection,
+  type LpResilientOptions,
+} from "./lp/resilient.ts";
 import { LpServer, type LpServerOptions } from "./lp/server.ts";
 import type { NodeTransportOptions } from "./node/net-adapter.ts";
 import { defaultRuntime } from "./node/runtime.ts";
@@ -92,16 +97,34 @@ export function createLpServer(options: LpServerOptions = {}): LpServer {
 export interface ResilientConnectOptions extends ResilientOptions, NodeTransportOptions {}
 
 /**
+ * Connects to a length-prefix peer (`lp+tcp://`, `lp+unix://`) and keeps the
+ * connection up across drops: see {@link connectLpResilient}.
+ */
+export function connectResilient(address: `lp+${string}`, options?: LpResilientOptions): Promise<LpResilientConnection>;
+/**
  * Connects to `address` and keeps the connection up across drops
  * (reconnection with backoff and full jitter, an offline policy, retries
  * under idempotency keys): resolves once first connected. Uses
  * {@link defaultRuntime} unless `options.runtime` is given.
  */
+export function connectResilient(address: Address, options?: ResilientConnectOptions): Promise<ResilientConnection>;
 export function connectResilient(
   address: Address,
-  options: ResilientConnectOptions = {},
-): Promise<ResilientConnection> {
-  return coreConnectResilient(
+  options: ResilientConnectOptions & LpResilientOptions = {},
+): Promise<ResilientConnection> | Promise<LpResilientConnection> {
+  const o = options.runtime === undefined ? { ...options, runtime: defaultRuntime() } : options;
+  if (isLpAddress(address)) return connectLpResilientCore(address, o);
+  return coreConnectResilient(address, o);
+}
+
+/**
+ * Connects to a length-prefix peer and keeps the connection up across drops:
+ * the states, reconnection backoff and offline policy of
+ * {@link connectResilient}, for one-way messages (sent at most once, never
+ * retried). Uses {@link defaultRuntime} unless `options.runtime` is given.
+ */
+export function connectLpResilient(address: Address, options: LpResilientOptions = {}): Promise<LpResilientConnection> {
+  return connectLpResilientCore(
     address,
     options.runtime === undefined ? { ...options, runtime: defaultRuntime() } : options,
   );
@@ -225,6 +248,11 @@ export {
 } from "./lp/connection.ts";
 export { LP_MAX_LENGTH } from "./lp/decoder.ts";
 export type { LpConnectOptions, LpOptions } from "./lp/options.ts";
+export {
+  LpResilientConnection,
+  type LpResilientEvents,
+  type LpResilientOptions,
+} from "./lp/resilient.ts";
 export { LpServer, type LpServerEvents, type LpServerOptions } from "./lp/server.ts";
 export {
   FILE_CHECK_MAX,

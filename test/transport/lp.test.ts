@@ -13,6 +13,8 @@ import { connect as coreConnect } from "../../src/client/connect.ts";
 import {
   connect,
   connectLp,
+  connectLpResilient,
+  connectResilient,
   createLpServer,
   createServer,
   defaultRuntime,
@@ -295,6 +297,57 @@ describe("what the format cannot carry", () => {
     const url = peer.url;
     await peer.close();
     await assert.rejects(connectLp(url), (e: PointSubError) => e.code === "ERR_CONNECT");
+  });
+});
+
+describe('connectResilient("lp+…")', () => {
+  it("reconnects after the server drops it; sends made meanwhile are held and delivered once connected again", async () => {
+    const server = createLpServer();
+    const got: string[] = [];
+    server.on("message", (m) => got.push(m.text()));
+    const [url] = await server.listen("lp+tcp://127.0.0.1:0");
+    const rc = await connectResilient(url as `lp+${string}`, { reconnect: { initialDelayMs: 20, maxDelayMs: 50 } });
+    const states: string[] = [];
+    rc.on("state", (to) => states.push(to));
+    assert.equal(rc.state, "connected");
+    await rc.send("one");
+    await until(() => got.length === 1);
+    // The server drops the session: the client reconnects; a send while it does is held.
+    const dropped = new Promise<Promise<void>[]>((r) => rc.once("state", () => r([rc.send("two")])));
+    for (const s of server.sessions) s.destroy();
+    const [held] = await dropped;
+    await rc.whenConnected();
+    await held;
+    await until(() => got.length === 2);
+    assert.deepEqual(got, ["one", "two"]);
+    assert.deepEqual(states, ["reconnecting", "connected"]);
+    // Closed for good while the server is gone: what is held rejects.
+    const gone = new Promise<Promise<void>[]>((r) => rc.once("state", () => r([rc.send("never")])));
+    await server.close();
+    const [refused] = await gone;
+    const closed = new Promise<PointSubError | undefined>((r) => rc.once("close", r));
+    await rc.close();
+    assert.equal(rc.state, "closed");
+    await assert.rejects(refused, (e: PointSubError) => e.code === "ERR_CONNECTION_CLOSED");
+    assert.equal(await closed, undefined);
+  });
+
+  it("offline.policy fail refuses sends while disconnected; maxAttempts gives up with ERR_CONNECT", async () => {
+    const server = createLpServer();
+    const [url] = await server.listen("lp+tcp://127.0.0.1:0");
+    const rc = await connectLpResilient(url, {
+      reconnect: { initialDelayMs: 5, maxDelayMs: 10, maxAttempts: 3 },
+      offline: { policy: "fail" },
+    });
+    const closed = new Promise<PointSubError | undefined>((r) => rc.once("close", r));
+    // A send the moment the connection dropped (the state event is synchronous).
+    const offline = new Promise<Promise<void>[]>((r) => rc.once("state", () => r([rc.send("x")])));
+    await server.close();
+    const [refused] = await offline;
+    await assert.rejects(refused, (e: PointSubError) => e.code === "ERR_OFFLINE");
+    const err = await closed;
+    assert.equal(err?.code, "ERR_CONNECT");
+    assert.match(err?.message ?? "", /gave up after 3 attempts/);
   });
 });
 
