@@ -41,5 +41,5 @@ export async function connectLp(address: Address, options: LpConnectOptions = {}
     [LP_FRAMING]: true,
   };
   const transport = await adapter.connect(target, o);
-  return new LpConnection(transport, resolved, { budget });
+  return new LpConnection(transport, resolved, { budget, alloc: runtime.allocBody });
 }

@@ -48,6 +48,8 @@ export interface LpInit {
   id?: string;
   /** Shared by a server's sessions. */
   budget: MemoryBudget;
+  /** Allocates the send slabs (no need to zero them): the runtime's `allocBody`. */
+  alloc?: (n: number) => Uint8Array;
   /** A server's dispatch of every message, before the connection's own event. */
   onMessage?: (msg: Message, conn: LpConnection) => void;
   /** Called once when the connection closed, before its `close` event. */
@@ -123,7 +125,7 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
     this.options = options;
     this.init = init;
     const port = new LpConnection.Port(this);
-    this.writer = new LpWriter(transport, port);
+    this.writer = new LpWriter(transport, port, init.alloc);
     this.decoder = new LpDecoder(port, options.maxMessageSize, init.budget);
     transport.attach({
       onData: (chunk) => this.onData(chunk),

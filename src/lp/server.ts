@@ -128,6 +128,7 @@ export class LpServer extends EventEmitter<LpServerEvents> {
     const conn = new LpConnection(transport, this.resolved, {
       id: String(++this.nextId),
       budget: this.budget,
+      alloc: this.runtime.allocBody,
       onMessage: this.dispatch,
       onClose: this.closed,
     });

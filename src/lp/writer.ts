@@ -44,6 +44,7 @@ export class LpWriter {
   lastOutput = 0;
   private readonly transport: Transport;
   private readonly hooks: LpWriterHooks;
+  private readonly alloc: (n: number) => Uint8Array;
   private slab: Uint8Array | undefined;
   private slabSize = SMALL_SLAB;
   /** Written to the transport up to `start`; filled up to `pos`. */
@@ -57,9 +58,14 @@ export class LpWriter {
   private drainWaiters: (() => void)[] = [];
   private closed = false;
 
-  constructor(transport: Transport, hooks: LpWriterHooks) {
+  /**
+   * @param alloc - makes slabs; they are always written before they are
+   *   sent, so it need not zero them (the runtime's `allocBody`).
+   */
+  constructor(transport: Transport, hooks: LpWriterHooks, alloc: (n: number) => Uint8Array = (n) => new Uint8Array(n)) {
     this.transport = transport;
     this.hooks = hooks;
+    this.alloc = alloc;
   }
 
   /** True while a message would go out at once (nothing queued, the transport not backed up). */
@@ -147,7 +153,7 @@ export class LpWriter {
       this.flush();
       // A slab filled within one turn: the traffic is a burst, use big ones.
       if (slab !== undefined && this.turnBytes >= slab.length / 2) this.slabSize = BIG_SLAB;
-      slab = new Uint8Array(Math.max(this.slabSize, len + 4));
+      slab = this.alloc(Math.max(this.slabSize, len + 4));
       this.slab = slab;
       this.start = 0;
       this.pos = 0;
