@@ -85,9 +85,9 @@ describe("attack: length-prefix peers", () => {
     await server.close();
   });
 
-  it("close() with sends queued to a peer that never reads: new sends ERR_GOING_AWAY, queued ones reject after the timeout", async () => {
+  it("close() with sends queued to a peer that never reads: new sends ERR_GOING_AWAY, queued ones reject after closeTimeoutMs", async () => {
     const evil = await plainServer(false);
-    const conn = await connectLp(evil.url, { slowPeerTimeoutMs: 0 });
+    const conn = await connectLp(evil.url, { slowPeerTimeoutMs: 0, closeTimeoutMs: 200 });
     await until(() => evil.peers.length === 1);
     evil.peers[0].socket.pause();
     const chunk = new Uint8Array(256 * KiB);
@@ -97,7 +97,7 @@ describe("attack: length-prefix peers", () => {
       await sleep(0);
     }
     const queued = [conn.send(chunk), conn.send("x")];
-    const closing = conn.close({ timeoutMs: 200 });
+    const closing = conn.close(); // waits closeTimeoutMs for the queue to move
     await assert.rejects(conn.send("late"), (e: PointSubError) => e.code === "ERR_GOING_AWAY");
     await closing;
     assert.equal(conn.state, "closed");

@@ -5,7 +5,7 @@
  * exactly maxMessageSize and one byte more.
  */
 import assert from "node:assert/strict";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -348,6 +348,44 @@ describe('connectResilient("lp+…")', () => {
     const err = await closed;
     assert.equal(err?.code, "ERR_CONNECT");
     assert.match(err?.message ?? "", /gave up after 3 attempts/);
+  });
+});
+
+/**
+ * The keepalive timer of the socket with local port `local` (and remote port
+ * `remote`) in /proc/net/tcp: `timer` 2 is keepalive, `when` its clock ticks
+ * (1/100 s) to the next probe. Linux only.
+ */
+function tcpTimer(local: number, remote: number): { timer: number; when: number } | undefined {
+  const hex = (p: number) => p.toString(16).toUpperCase().padStart(4, "0");
+  for (const line of readFileSync("/proc/net/tcp", "utf8").split("\n").slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 6 || !f[1].endsWith(`:${hex(local)}`) || !f[2].endsWith(`:${hex(remote)}`)) continue;
+    const [timer, when] = f[5].split(":");
+    return { timer: Number.parseInt(timer, 16), when: Number.parseInt(when, 16) };
+  }
+  return undefined;
+}
+
+describe("keepalive", () => {
+  it("lp+tcp sockets get TCP keepalive after keepAliveMs (client and server side); keepAliveMs: 0 turns it off", async () => {
+    const server = createLpServer({ keepAliveMs: 5000 });
+    const [url] = await server.listen("lp+tcp://127.0.0.1:0");
+    const serverPort = Number(new URL(url).port);
+    const on = await connectLp(url, { keepAliveMs: 7000 });
+    const off = await connectLp(url, { keepAliveMs: 0 });
+    await until(() => server.sessions.size === 2);
+    const portOf = (c: LpConnection) => Number(new URL(c.localUrl).port);
+    const mine = tcpTimer(portOf(on), serverPort);
+    assert.equal(mine?.timer, 2, "keepalive timer armed on the client socket");
+    assert.ok(mine.when > 0 && mine.when <= 700, `first probe in ${mine.when} ticks`);
+    assert.equal(tcpTimer(portOf(off), serverPort)?.timer, 0);
+    const theirs = tcpTimer(serverPort, portOf(off));
+    assert.equal(theirs?.timer, 2, "keepalive timer armed on the accepted socket");
+    assert.ok(theirs.when > 0 && theirs.when <= 500, `first probe in ${theirs.when} ticks`);
+    on.destroy();
+    off.destroy();
+    await server.close();
   });
 });
 
