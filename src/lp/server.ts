@@ -23,6 +23,12 @@ import {
 export interface LpServerOptions extends LpOptions {
   /** The runtime whose transports to listen with. Default: the entry point's default runtime. */
   runtime?: Runtime;
+  /**
+   * Most sessions at once; a connection beyond it is closed at once (the
+   * format has no way to say why) and reported as `reject`. Default
+   * unlimited.
+   */
+  maxConnections?: number;
 }
 
 /** Events of an {@link LpServer}. */
@@ -35,6 +41,8 @@ export interface LpServerEvents {
   sessionClose: [session: LpConnection, error: PointSubError | undefined];
   /** A session failed with an error other than the connection simply dropping; `sessionClose` follows. */
   error: [error: PointSubError, session: LpConnection];
+  /** A connection was refused (`maxConnections`, or the server closing): ERR_OVERLOADED or ERR_GOING_AWAY. */
+  reject: [error: PointSubError];
 }
 
 /** Listens for length-prefix peers. Use `createLpServer` of the "pointsub" entry point. */
@@ -46,6 +54,7 @@ export class LpServer extends EventEmitter<LpServerEvents> {
   private readonly budget: MemoryBudget;
   private readonly bound: TransportListener[] = [];
   private readonly sessions_ = new Set<LpConnection>();
+  private readonly maxConnections: number;
   private nextId = 0;
   private closing = false;
 
@@ -61,6 +70,11 @@ export class LpServer extends EventEmitter<LpServerEvents> {
     this.options = options;
     this.resolved = resolveLpOptions(options);
     this.budget = new MemoryBudget(options.memoryBudget ?? this.runtime.memoryLimit());
+    const max = options.maxConnections ?? Number.POSITIVE_INFINITY;
+    if (typeof max !== "number" || !(max >= 0)) {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", `maxConnections must be a number >= 0, got ${max}`);
+    }
+    this.maxConnections = max;
   }
 
   /** Listens on every address (`lp+tcp://host:port`, `lp+unix:///path`); resolves to the bound URLs, in order. */
@@ -120,9 +134,18 @@ export class LpServer extends EventEmitter<LpServerEvents> {
   }
 
   private accept(transport: Transport): void {
-    if (this.closing) {
+    if (this.closing || this.sessions_.size >= this.maxConnections) {
       transport.attach({ onData: () => false, onDrain() {}, onClose() {} });
       transport.destroy();
+      this.emit(
+        "reject",
+        this.closing
+          ? new PointSubError("ERR_GOING_AWAY", `refused ${transport.remoteUrl}: server closing`)
+          : new PointSubError(
+              "ERR_OVERLOADED",
+              `refused ${transport.remoteUrl}: maxConnections (${this.maxConnections}) reached`,
+            ),
+      );
       return;
     }
     const conn = new LpConnection(transport, this.resolved, {

@@ -150,4 +150,18 @@ describe("attack: length-prefix peers", () => {
     await until(() => server.memory.used === 0);
     await server.close();
   });
+
+  it("a connection flood against maxConnections: the ones over it are closed at once and reported as reject", async () => {
+    const { server, url, sessions } = await lpServer({ maxConnections: 3 });
+    const rejects: PointSubError[] = [];
+    server.on("reject", (e) => rejects.push(e));
+    const peers = await Promise.all(Array.from({ length: 8 }, () => plainClient(url)));
+    await until(() => rejects.length === 5);
+    assert.equal(sessions.length, 3);
+    assert.equal(server.sessions.size, 3);
+    assert.ok(rejects.every((e) => e.code === "ERR_OVERLOADED"));
+    for (const p of peers) p.socket.destroy();
+    await until(() => server.sessions.size === 0);
+    await server.close();
+  });
 });
