@@ -10,6 +10,7 @@
 import net from "node:net";
 import { PointSubError } from "../errors/error.ts";
 import { LP_FRAMING, type LpTransportOptions } from "../lp/options.ts";
+import type { ReleasingWrite } from "../lp/writer.ts";
 import type {
   Transport,
   TransportAdapter,
@@ -45,8 +46,30 @@ function keepAlive(socket: net.Socket, ms: number | undefined): void {
   if (ms !== undefined && ms > 0) socket.setKeepAlive(true, ms);
 }
 
+/** SocketTransport's high water (src/node/socket-transport.ts): the same answer as its `write`. */
+const WRITE_HIGH_WATER = 1024 * 1024;
+
+/**
+ * An lp+tcp socket: a SocketTransport that also says when a write's memory
+ * is free again (Node calls a write's callback once it is written, or with
+ * an error when the socket is destroyed), so the lp writer reuses its slabs.
+ */
+class LpSocketTransport extends SocketTransport implements ReleasingWrite {
+  private readonly sock: net.Socket;
+  constructor(socket: net.Socket, localUrl: string, remoteUrl: string, reader: SocketReader | undefined) {
+    super(socket, localUrl, remoteUrl, reader);
+    this.sock = socket;
+  }
+  writeReleasing(chunk: Uint8Array, released: () => void): boolean {
+    const s = this.sock;
+    if (s.destroyed || s.writableEnded) return false;
+    s.write(chunk, released);
+    return s.writableLength < WRITE_HIGH_WATER;
+  }
+}
+
 function wrapTcp(socket: net.Socket, reader: SocketReader | undefined): Transport {
-  return new SocketTransport(
+  return new LpSocketTransport(
     socket,
     hostUrl("lp+tcp", socket.localAddress, socket.localPort),
     hostUrl("lp+tcp", socket.remoteAddress, socket.remotePort),

@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync } from "node:fs";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -16,9 +17,11 @@ import {
   connectLpResilient,
   connectResilient,
   createLpServer,
+  createRuntime,
   createServer,
   defaultRuntime,
   type LpConnection,
+  lpTcpTransport,
   type Message,
   type PointSubError,
 } from "../../src/index.ts";
@@ -124,6 +127,33 @@ describe("lp+tcp:// client against a plain node:net peer", () => {
     for (let i = 0; i < n; i++) assert.equal(got[i].readUInt32BE(0), i);
     await conn.close();
     await peer.close();
+  });
+
+  it("a 16 MiB flood over lp+tcp reuses its send slabs: a handful allocated, not one per 64 KiB", async () => {
+    // A peer that only counts bytes.
+    let received = 0;
+    const sink = net.createServer((s) => s.on("data", (c: Buffer) => (received += c.length)));
+    await new Promise<void>((r) => sink.listen(0, "127.0.0.1", r));
+    let slabs = 0;
+    const runtime = createRuntime({
+      name: "counting",
+      transports: [lpTcpTransport],
+      allocBody: (n) => {
+        if (n >= 64 * 1024) slabs++;
+        return new Uint8Array(n);
+      },
+    });
+    const conn = await connectLp(`lp+tcp://127.0.0.1:${(sink.address() as net.AddressInfo).port}`, { runtime });
+    const msg = new Uint8Array(60);
+    const n = (16 * MiB) / 64;
+    for (let i = 0; i < n; i++) {
+      void conn.send(msg);
+      if (!conn.writable) await conn.drain();
+    }
+    await conn.close();
+    await until(() => received === n * 64);
+    assert.ok(slabs <= 40, `${slabs} slabs of 64 KiB for 256 slabs' worth of messages`);
+    await new Promise((r) => sink.close(r));
   });
 
   it("the peer ending the stream between messages is a clean close; in the middle of one, ERR_CONNECTION_CLOSED", async () => {
