@@ -7,6 +7,7 @@
  * ERR_UNSUPPORTED_URL, since it would write pointsub frames to a peer that
  * expects lengths.
  */
+import { existsSync, unlinkSync } from "node:fs";
 import net from "node:net";
 import { PointSubError } from "../errors/error.ts";
 import { LP_FRAMING, type LpTransportOptions } from "../lp/options.ts";
@@ -16,11 +17,9 @@ import type {
   TransportAdapter,
   TransportAddress,
   TransportConnectOptions,
-  TransportHandlers,
   TransportListener,
   TransportListenOptions,
 } from "../transport/transport.ts";
-import { unixTransport } from "./net-adapter.ts";
 import { readerForAccepted, SocketReader } from "./socket-reader.ts";
 import { hostUrl, SocketTransport, urlHost } from "./socket-transport.ts";
 
@@ -68,7 +67,10 @@ class LpSocketTransport extends SocketTransport implements ReleasingWrite {
   }
 }
 
-function wrapTcp(socket: net.Socket, reader: SocketReader | undefined): Transport {
+type Scheme = "lp+tcp" | "lp+unix";
+
+function wrap(scheme: Scheme, socket: net.Socket, path: string, reader: SocketReader | undefined): Transport {
+  if (scheme === "lp+unix") return new LpSocketTransport(socket, `lp+unix://${path}`, `lp+unix://${path}`, reader);
   return new LpSocketTransport(
     socket,
     hostUrl("lp+tcp", socket.localAddress, socket.localPort),
@@ -77,10 +79,18 @@ function wrapTcp(socket: net.Socket, reader: SocketReader | undefined): Transpor
   );
 }
 
-function connectTcp(url: URL, options: TransportConnectOptions & LpTransportOptions): Promise<Transport> {
+function connectSocket(
+  scheme: Scheme,
+  url: URL,
+  options: TransportConnectOptions & LpTransportOptions,
+): Promise<Transport> {
   return new Promise((resolve, reject) => {
     const reader = new SocketReader();
-    const socket = net.connect({ host: urlHost(url), port: tcpPort(url), noDelay: true, onread: reader.onread });
+    const onread = reader.onread;
+    const socket =
+      scheme === "lp+unix"
+        ? net.connect({ path: url.pathname, onread })
+        : net.connect({ host: urlHost(url), port: tcpPort(url), noDelay: true, onread });
     let timer: ReturnType<typeof setTimeout> | undefined;
     const done = () => {
       socket.off("error", onError);
@@ -100,8 +110,8 @@ function connectTcp(url: URL, options: TransportConnectOptions & LpTransportOpti
     };
     const onConnect = () => {
       done();
-      keepAlive(socket, options.keepAliveMs);
-      resolve(wrapTcp(socket, reader));
+      if (scheme === "lp+tcp") keepAlive(socket, options.keepAliveMs);
+      resolve(wrap(scheme, socket, url.pathname, reader));
     };
     socket.once("error", onError);
     socket.once("connect", onConnect);
@@ -118,83 +128,62 @@ function connectTcp(url: URL, options: TransportConnectOptions & LpTransportOpti
   });
 }
 
-async function listenTcp(
+/** A unix socket file left by a dead process is removed so listen can bind; a live one is an error. */
+async function removeStaleSocket(path: string): Promise<void> {
+  if (!existsSync(path)) return;
+  const alive = await new Promise<boolean>((resolve) => {
+    const s = net.connect({ path });
+    s.once("connect", () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once("error", () => resolve(false));
+  });
+  if (alive) throw new PointSubError("ERR_CONNECT", `${path} is in use by a running server`);
+  unlinkSync(path);
+}
+
+async function listenSocket(
+  scheme: Scheme,
   url: URL,
   options: TransportListenOptions & LpTransportOptions,
   onTransport: (t: Transport) => void,
 ): Promise<TransportListener> {
   const server = net.createServer({ noDelay: true }, (socket) => {
-    keepAlive(socket, options.keepAliveMs);
-    onTransport(wrapTcp(socket, readerForAccepted(socket)));
+    if (scheme === "lp+tcp") keepAlive(socket, options.keepAliveMs);
+    onTransport(wrap(scheme, socket, url.pathname, readerForAccepted(socket)));
   });
+  if (scheme === "lp+unix") await removeStaleSocket(url.pathname);
   await new Promise<void>((resolve, reject) => {
     server.once("error", (err) =>
       reject(new PointSubError("ERR_CONNECT", `cannot listen on ${url.href}: ${err.message}`, { cause: err })),
     );
-    server.listen({ host: urlHost(url), port: tcpPort(url) }, resolve);
+    if (scheme === "lp+unix") server.listen({ path: url.pathname }, resolve);
+    else server.listen({ host: urlHost(url), port: tcpPort(url) }, resolve);
   });
   server.on("error", () => {});
-  const addr = server.address() as net.AddressInfo;
+  const addr = server.address();
   return {
-    url: hostUrl("lp+tcp", addr.address, addr.port),
+    url:
+      typeof addr === "object" && addr !== null
+        ? hostUrl("lp+tcp", addr.address, addr.port)
+        : `lp+unix://${url.pathname}`,
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
-}
-
-/** A unix transport shown with `lp+unix://` addresses. */
-class LpUnixTransport implements Transport {
-  readonly localUrl: string;
-  readonly remoteUrl: string;
-  private readonly t: Transport;
-  constructor(t: Transport) {
-    this.t = t;
-    this.localUrl = `lp+${t.localUrl}`;
-    this.remoteUrl = `lp+${t.remoteUrl}`;
-  }
-  attach(h: TransportHandlers): void {
-    this.t.attach(h);
-  }
-  write(chunks: readonly Uint8Array[]): boolean {
-    return this.t.write(chunks);
-  }
-  pause(): void {
-    this.t.pause();
-  }
-  resume(): void {
-    this.t.resume();
-  }
-  trim(): void {
-    this.t.trim?.();
-  }
-  end(): void {
-    this.t.end();
-  }
-  destroy(error?: Error): void {
-    this.t.destroy(error);
-  }
-}
-
-/** The `unix://` URL of an `lp+unix://` one. */
-function unixUrl(url: URL): URL {
-  return new URL(`unix://${url.pathname}`);
 }
 
 /** Length-prefixed messages over node:net TCP (`lp+tcp://host:port`), with TCP keepalive. */
 export const lpTcpTransport: TransportAdapter<LpTransportOptions> = {
   schemes: ["lp+tcp"],
-  connect: async (address, options) => connectTcp(lpUrl("lp+tcp", address, options), options),
-  listen: async (address, options, onTransport) => listenTcp(lpUrl("lp+tcp", address, options), options, onTransport),
+  connect: async (address, options) => connectSocket("lp+tcp", lpUrl("lp+tcp", address, options), options),
+  listen: async (address, options, onTransport) =>
+    listenSocket("lp+tcp", lpUrl("lp+tcp", address, options), options, onTransport),
 };
 
 /** Length-prefixed messages over unix domain sockets (`lp+unix:///path/to.sock`). */
 export const lpUnixTransport: TransportAdapter<LpTransportOptions> = {
   schemes: ["lp+unix"],
-  connect: async (address, options) =>
-    new LpUnixTransport(await unixTransport.connect(unixUrl(lpUrl("lp+unix", address, options)), options)),
-  listen: async (address, options, onTransport) => {
-    const l = await unixTransport.listen(unixUrl(lpUrl("lp+unix", address, options)), options, (t) =>
-      onTransport(new LpUnixTransport(t)),
-    );
-    return { url: `lp+${l.url}`, close: () => l.close() };
-  },
+  connect: async (address, options) => connectSocket("lp+unix", lpUrl("lp+unix", address, options), options),
+  listen: async (address, options, onTransport) =>
+    listenSocket("lp+unix", lpUrl("lp+unix", address, options), options, onTransport),
 };

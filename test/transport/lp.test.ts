@@ -5,7 +5,7 @@
  * exactly maxMessageSize and one byte more.
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -227,7 +227,7 @@ describe("lp+tcp:// server against a plain node:net client", () => {
 });
 
 describe("lp+unix://", () => {
-  it("client and server over a unix socket, against plain node:net peers", async () => {
+  it("client and server over a unix socket, against plain node:net peers; stale socket files replaced", async () => {
     // Our client, their server.
     const path = join(dir, "plain.sock");
     const peer = await plainServer(true, { path });
@@ -242,10 +242,13 @@ describe("lp+unix://", () => {
     assert.equal(got[1].length, 0);
     await conn.close();
     await peer.close();
-    // Our server, their client.
+    // Our server, their client; a stale socket file is replaced, a live one refused.
+    const ours = join(dir, "ours.sock");
+    writeFileSync(ours, "left by a dead process");
     const server = createLpServer();
     server.on("message", (m, s) => void s.send(m.data.slice().reverse()));
-    const [url] = await server.listen(`lp+unix://${join(dir, "ours.sock")}`);
+    const [url] = await server.listen(`lp+unix://${ours}`);
+    await assert.rejects(createLpServer().listen(`lp+unix://${ours}`), (e: PointSubError) => e.code === "ERR_CONNECT");
     const client = await plainClient(url);
     client.send(Buffer.from("abc"));
     assert.equal((await client.waitFor(1))[0].toString(), "cba");
