@@ -288,6 +288,9 @@ const NOTES = `## How to read this
   into a 64 KiB slab written once per turn) and no checksum: the upper bound of JS framing
   over \`node:net\`, shown for honesty. pointsub's writer uses the same technique but also
   checksums every frame (CRC32C), multiplexes and flow-controls.
+* **pointsub-lp** is pointsub's plain length-prefix mode (\`lp+tcp://\`: \`createLpServer\`,
+  \`connect("lp+tcp://…")\`), the reference's wire format without its kind byte; one-way
+  messages only, so it runs flood and conns (the count query is an empty message).
 * Every flood/rpc run first performs a fifth of its count unmeasured (JIT warm-up), for every
   implementation alike.
 * pointsub's flood client uses the documented high-rate pattern (\`conn.send(x)\` without

@@ -81,6 +81,17 @@ const IMPLS: Record<string, Impl> = {
       "conns-req": "same path as pointsub",
     },
   },
+  // Plain length-prefix peers (lp+tcp://): one-way messages only (issue 15: flood ≥ 0.9x reference).
+  "pointsub-lp": {
+    file: "impls/pointsub-lp.ts",
+    args: [],
+    skip: {
+      "rpc-seq": "the length-prefix format has no requests",
+      "rpc-pipe": "the length-prefix format has no requests",
+      large: "the length-prefix format has no requests (large is a request)",
+      hol: "the length-prefix format has no requests or multiplexing",
+    },
+  },
   ws: { file: "impls/ws.ts", args: [] },
   "socket.io": { file: "impls/socketio.ts", args: [] },
   grpc: {
@@ -124,7 +135,7 @@ const WORKLOADS: Record<Workload, WorkloadParams> = {
 };
 const reps = Number(values.reps ?? (quick ? 1 : 3));
 const impls = (
-  values.impl ?? "reference,reference-slab,pointsub,pointsub-unix,ws,socket.io,grpc,zeromq,nats,libp2p"
+  values.impl ?? "reference,reference-slab,pointsub,pointsub-unix,pointsub-lp,ws,socket.io,grpc,zeromq,nats,libp2p"
 ).split(",");
 const requested = (values.workload ?? [...Object.keys(WORKLOADS), "broadcast", "files"].join(",")).split(",");
 /** `files` (bench/files.ts: 1 GiB file to file) is not per-implementation; it runs after the rest. */

@@ -1,7 +1,8 @@
 /**
  * pointsub: messages of any size, request/response and streams over one
  * multiplexed connection, on tcp://, tls://, unix://, ws://, wss:// and memory:// (Node.js
- * entry point).
+ * entry point); and plain length-prefixed messages with existing peers on
+ * lp+tcp:// and lp+unix:// (`connect("lp+…")`, `createLpServer`).
  *
  * Importing it has no side effects: the Node runtime (transports, codecs,
  * native CRC32C, allocator, memory default) is built by `defaultRuntime()`
@@ -19,6 +20,15 @@ import {
   type ResilientOptions,
 } from "./client/resilient.ts";
 import type { Connection } from "./connection/connection.ts";
+import { connectLp as connectLpCore } from "./lp/connect.ts";
+import type { LpConnection } from "./lp/connection.ts";
+import { isLpAddress, type LpConnectOptions } from "./lp/options.ts";
+import {
+  connectLpResilient as connectLpResilientCore,
+  type LpResilientConnection,
+  type LpResilientOptions,
+} from "./lp/resilient.ts";
+import { LpServer, type LpServerOptions } from "./lp/server.ts";
 import type { NodeTransportOptions } from "./node/net-adapter.ts";
 import { defaultRuntime } from "./node/runtime.ts";
 import { type ServerOptions as CoreServerOptions, Server } from "./server/server.ts";
@@ -41,29 +51,80 @@ export interface ConnectOptions extends CoreConnectOptions, NodeTransportOptions
 export interface ServerOptions extends CoreServerOptions, NodeTransportOptions {}
 
 /**
+ * Connects to a length-prefix peer (`lp+tcp://host:port`, `lp+unix:///path`):
+ * see {@link connectLp}. An address typed only as `string` takes the
+ * overload below; call `connectLp` for an `lp+` URL known only at run time.
+ */
+export function connect(address: `lp+${string}`, options?: LpConnectOptions): Promise<LpConnection>;
+/**
  * Connects to a pointsub server at `address` (`tcp://`, `tls://`, `unix://`,
  * `ws://`, `wss://`, `memory://`, or whatever `options.runtime`'s transports take) and
  * resolves once the handshake completed. Uses {@link defaultRuntime} unless
  * `options.runtime` is given.
  */
-export function connect(address: Address, options: ConnectOptions = {}): Promise<Connection> {
-  return coreConnect(address, options.runtime === undefined ? { ...options, runtime: defaultRuntime() } : options);
+export function connect(address: Address, options?: ConnectOptions): Promise<Connection>;
+export function connect(
+  address: Address,
+  options: ConnectOptions & LpConnectOptions = {},
+): Promise<Connection> | Promise<LpConnection> {
+  const o = options.runtime === undefined ? { ...options, runtime: defaultRuntime() } : options;
+  if (isLpAddress(address)) return connectLpCore(address, o);
+  return coreConnect(address, o);
+}
+
+/**
+ * Connects to a peer that speaks plain length-prefixed messages (a 4-byte
+ * big-endian length, then the message): `lp+tcp://host:port` or
+ * `lp+unix:///path`. Resolves once the socket is connected (the format has
+ * no handshake) to an {@link LpConnection}: `send` / `on("message")` /
+ * `close`, no requests or streams. Uses {@link defaultRuntime} unless
+ * `options.runtime` is given.
+ */
+export function connectLp(address: Address, options: LpConnectOptions = {}): Promise<LpConnection> {
+  return connectLpCore(address, options.runtime === undefined ? { ...options, runtime: defaultRuntime() } : options);
+}
+
+/**
+ * Creates a server for length-prefix peers: `listen("lp+tcp://…")`, then
+ * `on("session")` / `on("message", (msg, session) => …)`. Uses
+ * {@link defaultRuntime} unless `options.runtime` is given.
+ */
+export function createLpServer(options: LpServerOptions = {}): LpServer {
+  return new LpServer(options.runtime === undefined ? { ...options, runtime: defaultRuntime() } : options);
 }
 
 /** Options of {@link connectResilient}: those of {@link connect} plus reconnection, offline and retry policies. */
 export interface ResilientConnectOptions extends ResilientOptions, NodeTransportOptions {}
 
 /**
+ * Connects to a length-prefix peer (`lp+tcp://`, `lp+unix://`) and keeps the
+ * connection up across drops: see {@link connectLpResilient}.
+ */
+export function connectResilient(address: `lp+${string}`, options?: LpResilientOptions): Promise<LpResilientConnection>;
+/**
  * Connects to `address` and keeps the connection up across drops
  * (reconnection with backoff and full jitter, an offline policy, retries
  * under idempotency keys): resolves once first connected. Uses
  * {@link defaultRuntime} unless `options.runtime` is given.
  */
+export function connectResilient(address: Address, options?: ResilientConnectOptions): Promise<ResilientConnection>;
 export function connectResilient(
   address: Address,
-  options: ResilientConnectOptions = {},
-): Promise<ResilientConnection> {
-  return coreConnectResilient(
+  options: ResilientConnectOptions & LpResilientOptions = {},
+): Promise<ResilientConnection> | Promise<LpResilientConnection> {
+  const o = options.runtime === undefined ? { ...options, runtime: defaultRuntime() } : options;
+  if (isLpAddress(address)) return connectLpResilientCore(address, o);
+  return coreConnectResilient(address, o);
+}
+
+/**
+ * Connects to a length-prefix peer and keeps the connection up across drops:
+ * the states, reconnection backoff and offline policy of
+ * {@link connectResilient}, for one-way messages (sent at most once, never
+ * retried). Uses {@link defaultRuntime} unless `options.runtime` is given.
+ */
+export function connectLpResilient(address: Address, options: LpResilientOptions = {}): Promise<LpResilientConnection> {
+  return connectLpResilientCore(
     address,
     options.runtime === undefined ? { ...options, runtime: defaultRuntime() } : options,
   );
@@ -181,6 +242,19 @@ export type {
 export { ERROR_CODES, type ErrorCode, type ErrorCodeInfo, type Severity } from "./errors/codes.ts";
 export { isPointSubError, PointSubError, type PointSubErrorOptions, type TimeoutPhase } from "./errors/error.ts";
 export {
+  LpConnection,
+  type LpConnectionEvents,
+  type LpStats,
+} from "./lp/connection.ts";
+export { LP_MAX_LENGTH } from "./lp/decoder.ts";
+export type { LpConnectOptions, LpOptions } from "./lp/options.ts";
+export {
+  LpResilientConnection,
+  type LpResilientEvents,
+  type LpResilientOptions,
+} from "./lp/resilient.ts";
+export { LpServer, type LpServerEvents, type LpServerOptions } from "./lp/server.ts";
+export {
   FILE_CHECK_MAX,
   FILE_CHECK_ROUTE,
   FILE_ROUTE,
@@ -210,6 +284,7 @@ export {
   type FileSourceOptions,
   fileSource,
 } from "./node/file-source.ts";
+export { lpTcpTransport, lpUnixTransport } from "./node/lp-adapter.ts";
 export {
   type NodeTransportOptions,
   type NodeTransportOptionsMap,

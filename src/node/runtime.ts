@@ -9,6 +9,7 @@ import { memoryTransport } from "../transport/memory.ts";
 import type { TransportAdapter } from "../transport/transport.ts";
 import { loadNativeCrc32c } from "./crc32c-native.ts";
 import { installDebugOutput } from "./debug.ts";
+import { lpTcpTransport, lpUnixTransport } from "./lp-adapter.ts";
 import { nodeMemoryLimit } from "./memory.ts";
 import { tcpTransport, tlsTransport, unixTransport } from "./net-adapter.ts";
 import { wsTransport } from "./ws-adapter.ts";
@@ -16,7 +17,7 @@ import { zlibCodecs } from "./zlib-codecs.ts";
 
 /** Options of {@link createNodeRuntime}. */
 export interface NodeRuntimeOptions {
-  /** More adapters, added after tcp, tls, unix, ws/wss and memory (one for a scheme they serve replaces it). */
+  /** More adapters, added after tcp, tls, unix, ws/wss, memory, lp+tcp and lp+unix (one for a scheme they serve replaces it). */
   transports?: readonly TransportAdapter[];
   /** Use `@node-rs/crc32` when it is installed. Default true. */
   nativeCrc32c?: boolean;
@@ -47,7 +48,8 @@ function allocBody(n: number): Uint8Array {
 
 /**
  * Builds a Node.js runtime: `tcp://`, `tls://`, `unix://`, `ws://`, `wss://` and `memory://`
- * transports (the memory namespace is this runtime's own), node:zlib codecs,
+ * transports (the memory namespace is this runtime's own; also `lp+tcp://`
+ * and `lp+unix://` for length-prefix peers), node:zlib codecs,
  * native CRC32C when available, unzeroed frame-body allocation, a memory
  * budget from the machine's (or cgroup's) memory, and diagnostics on
  * `node:diagnostics_channel` (printed to stderr when `NODE_DEBUG=pointsub`
@@ -73,6 +75,9 @@ export function createNodeRuntime(options: NodeRuntimeOptions = {}): Runtime {
       unixTransport,
       wsTransport,
       memoryTransport(),
+      // Plain length-prefix peers (the lp mode only: docs/PROTOCOL.md §8).
+      lpTcpTransport,
+      lpUnixTransport,
       ...(options.transports ?? []),
     ],
     codecs,

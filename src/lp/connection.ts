@@ -1,0 +1,435 @@
+/**
+ * A connection to a peer that speaks plain length-prefixed messages (a u32
+ * big-endian length, then the message; docs/PROTOCOL.md §8): the same
+ * `send` / `on("message")` / `state` / `close` as a pointsub `Connection`,
+ * over any transport, without the pointsub protocol. The format carries
+ * nothing but messages, so there are no requests, streams, multiplexing,
+ * pings or graceful-close handshake: `request` and the stream and route
+ * methods reject with ERR_INVALID_ARGUMENT, saying so.
+ */
+import { EventEmitter } from "eventemitter3";
+import type { MemoryBudget } from "../connection/budget.ts";
+import type { CloseOptions, ConnectionState, Message, Payload } from "../connection/types.ts";
+import { PointSubError, toPointSubError } from "../errors/error.ts";
+import type { Transport } from "../transport/transport.ts";
+import { LpDecoder, type LpDecoderSink } from "./decoder.ts";
+import type { ResolvedLpOptions } from "./options.ts";
+import { LpWriter, type LpWriterHooks } from "./writer.ts";
+
+const RESOLVED: Promise<void> = Promise.resolve();
+const noop = () => {};
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+let nextId = 1;
+
+/** Events of an {@link LpConnection}. */
+export interface LpConnectionEvents {
+  /** A message from the peer. */
+  message: [msg: Message];
+  /**
+   * The connection is closed: `error` when it was not a clean close (a
+   * clean close is `close()`, or either side ending the byte stream
+   * between two messages).
+   */
+  close: [error: PointSubError | undefined];
+}
+
+/** What an {@link LpConnection} has done. */
+export interface LpStats {
+  messagesIn: number;
+  messagesOut: number;
+  /** Bytes each way, lengths included. */
+  bytesIn: number;
+  bytesOut: number;
+}
+
+/** @internal How a server or `connectLp` builds a connection. */
+export interface LpInit {
+  id?: string;
+  /** Shared by a server's sessions. */
+  budget: MemoryBudget;
+  /** Allocates the send slabs (no need to zero them): the runtime's `allocBody`. */
+  alloc?: (n: number) => Uint8Array;
+  /** A server's dispatch of every message, before the connection's own event. */
+  onMessage?: (msg: Message, conn: LpConnection) => void;
+  /** Called once when the connection closed, before its `close` event. */
+  onClose?: (conn: LpConnection, error: PointSubError | undefined) => void;
+}
+
+class LpMessage implements Message {
+  readonly data: Uint8Array;
+  constructor(data: Uint8Array) {
+    this.data = data;
+  }
+  text(): string {
+    return decoder.decode(this.data);
+  }
+}
+
+/** The error of every method the format cannot carry. */
+function unsupported(what: string): PointSubError {
+  return new PointSubError(
+    "ERR_INVALID_ARGUMENT",
+    `${what} is not available on a length-prefix (lp+) connection: the format carries one-way messages only`,
+    { suggestion: "Use send() and on('message'), or a pointsub URL (tcp://, unix://, …) for requests and streams." },
+  );
+}
+
+function rejected(err: PointSubError): Promise<never> {
+  const p = Promise.reject(err);
+  p.catch(noop);
+  return p;
+}
+
+/**
+ * One length-prefix connection. Obtain one from `connect("lp+tcp://…")`
+ * (or `connectLp`), or as a session of an `LpServer`.
+ */
+export class LpConnection extends EventEmitter<LpConnectionEvents> {
+  /** A process-wide number on a client, the server's session id on a server. */
+  readonly id: string;
+  /** When the transport was connected or accepted (`Date.now()`). */
+  readonly connectedAt: number;
+  readonly localUrl: string;
+  readonly remoteUrl: string;
+  /** Resolved at once: the format has no handshake (kept for code written for `Connection`). */
+  readonly ready: Promise<void> = RESOLVED;
+
+  private readonly transport: Transport;
+  private readonly options: ResolvedLpOptions;
+  private readonly writer: LpWriter;
+  private readonly decoder: LpDecoder;
+  private readonly init: LpInit;
+  private state_: ConnectionState = "open";
+  private closeReason_ = "";
+  private closePromise: Promise<void> | undefined;
+  private closedResolve: (() => void) | undefined;
+  private closedPromise: Promise<void> | undefined;
+  private bytesIn = 0;
+  private messagesIn = 0;
+  private lastInput = 0;
+  /** Since when the transport has been backed up (0: it is not). */
+  private blockedSince = 0;
+  private slowTimer: ReturnType<typeof setTimeout> | undefined;
+  private progressTimer: ReturnType<typeof setTimeout> | undefined;
+  private heartbeatTimer: ReturnType<typeof setInterval> | undefined;
+
+  /** @internal Use `connect("lp+…")`, `connectLp` or an `LpServer`. */
+  constructor(transport: Transport, options: ResolvedLpOptions, init: LpInit) {
+    super();
+    this.id = init.id ?? String(nextId++);
+    this.connectedAt = Date.now();
+    this.transport = transport;
+    this.localUrl = transport.localUrl;
+    this.remoteUrl = transport.remoteUrl;
+    this.options = options;
+    this.init = init;
+    const port = new LpConnection.Port(this);
+    this.writer = new LpWriter(transport, port, init.alloc);
+    this.decoder = new LpDecoder(port, options.maxMessageSize, init.budget);
+    transport.attach({
+      onData: (chunk) => this.onData(chunk),
+      readTarget: () => this.decoder.readTarget(),
+      onDrain: () => this.writer.onDrain(),
+      onClose: (err) => this.onTransportClose(err),
+    });
+    if (options.heartbeat && options.keepAliveMs > 0) {
+      const period = options.keepAliveMs;
+      this.heartbeatTimer = setInterval(() => this.beat(period), period);
+      (this.heartbeatTimer as { unref?: () => void }).unref?.();
+    }
+  }
+
+  /** The decoder's sink and the writer's hooks, in one object (methods on the prototype). */
+  private static readonly Port = class implements LpDecoderSink, LpWriterHooks {
+    private readonly c: LpConnection;
+    constructor(c: LpConnection) {
+      this.c = c;
+    }
+    onMessage(data: Uint8Array): void {
+      this.c.onMessage(data);
+    }
+    blocked(on: boolean): void {
+      this.c.onBlocked(on);
+    }
+  };
+
+  /** `"open"` until `close()` (`"closing"`) or the end (`"closed"`); never `"handshaking"`. */
+  get state(): ConnectionState {
+    return this.state_;
+  }
+
+  /** Why it closed: the reason given to `close()`, `"peer closed"`, or the error code; `""` while open. */
+  get closeReason(): string {
+    return this.closeReason_;
+  }
+
+  /** Largest message either way (the `maxMessageSize` option). */
+  get maxMessageSize(): number {
+    return this.options.maxMessageSize;
+  }
+
+  /**
+   * Sends one message: its length, then its bytes. Resolves when they are
+   * handed to the transport; rejects with ERR_MESSAGE_TOO_LARGE (nothing
+   * written), ERR_GOING_AWAY (closing), ERR_CONNECTION_CLOSED or the
+   * connection's error (closed before it went out). Do not modify `payload`
+   * afterwards. For high rates: send without awaiting while `writable`,
+   * then `await drain()`.
+   */
+  send(payload: Payload): Promise<void> {
+    if (this.state_ !== "open") return rejected(this.unusableError());
+    let data: Uint8Array;
+    if (payload instanceof Uint8Array) data = payload;
+    else if (typeof payload === "string") data = encoder.encode(payload);
+    else return rejected(new PointSubError("ERR_INVALID_ARGUMENT", "payload must be a Uint8Array or a string"));
+    if (data.length > this.options.maxMessageSize) {
+      return rejected(
+        new PointSubError(
+          "ERR_MESSAGE_TOO_LARGE",
+          `message of ${data.length} bytes exceeds maxMessageSize ${this.options.maxMessageSize}`,
+        ),
+      );
+    }
+    if (this.writer.tryWrite(data)) return RESOLVED;
+    const p = this.writer.enqueue(data);
+    p.catch(noop);
+    return p;
+  }
+
+  /** True while a `send` would go straight to the transport. */
+  get writable(): boolean {
+    return this.state_ === "open" && this.writer.writable;
+  }
+
+  /** Payload bytes queued behind backpressure, not yet handed to the transport. */
+  get bufferedAmount(): number {
+    return this.writer.queuedBytes;
+  }
+
+  /** Resolves once nothing is queued and the transport takes bytes again (or the connection closed). */
+  drain(): Promise<void> {
+    if (this.writable || this.state_ === "closed") return RESOLVED;
+    return this.writer.whenDrained();
+  }
+
+  /** Counters. */
+  stats(): LpStats {
+    return {
+      messagesIn: this.messagesIn,
+      messagesOut: this.writer.messagesOut,
+      bytesIn: this.bytesIn,
+      bytesOut: this.writer.bytesOut,
+    };
+  }
+
+  /** Not available: the format has no requests (rejects with ERR_INVALID_ARGUMENT). */
+  request(_route: string, _payload?: Payload, _options?: object): Promise<never> {
+    return rejected(unsupported("request()"));
+  }
+
+  /** Not available: the format has no streams (throws ERR_INVALID_ARGUMENT). */
+  sendStream(_route: string, _source: unknown, _options?: object): never {
+    throw unsupported("sendStream()");
+  }
+
+  /** Not available: the format has no routes (throws ERR_INVALID_ARGUMENT). */
+  handle(_route: string, _handler: unknown): never {
+    throw unsupported("handle()");
+  }
+
+  /** Not available: the format has no pings (rejects with ERR_INVALID_ARGUMENT). */
+  ping(): Promise<never> {
+    return rejected(unsupported("ping()"));
+  }
+
+  /**
+   * Closes gracefully: refuses new sends (ERR_GOING_AWAY), writes what is
+   * queued (up to `timeoutMs`, default closeTimeoutMs), then ends the byte
+   * stream; sends still queued then reject with ERR_CONNECTION_CLOSED.
+   * The format has no goodbye: the peer sees the stream end.
+   */
+  close(options: CloseOptions = {}): Promise<void> {
+    if (this.closePromise !== undefined) return this.closePromise;
+    if (this.state_ === "closed") return RESOLVED;
+    this.state_ = "closing";
+    this.closeReason_ = options.reason ?? "closing";
+    const timeoutMs = options.timeoutMs ?? this.options.closeTimeoutMs;
+    this.closePromise = this.drainAndEnd(timeoutMs);
+    return this.closePromise;
+  }
+
+  /** Closes at once: queued sends reject with ERR_CONNECTION_CLOSED (or `error`). */
+  destroy(error?: PointSubError): void {
+    if (this.state_ === "closed") return;
+    this.transport.destroy();
+    this.teardown(error);
+  }
+
+  /** Resolves once the connection is closed. */
+  get closed(): Promise<void> {
+    if (this.closedPromise === undefined) {
+      this.closedPromise =
+        this.state_ === "closed"
+          ? RESOLVED
+          : new Promise((resolve) => {
+              this.closedResolve = resolve;
+            });
+    }
+    return this.closedPromise;
+  }
+
+  private async drainAndEnd(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    this.writer.flush();
+    if (!this.writer.writable) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        this.writer.whenDrained(),
+        new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, timeoutMs);
+        }),
+      ]);
+      clearTimeout(timer);
+    }
+    if (this.state_ === "closed") return;
+    this.writer.flush();
+    this.transport.end();
+    const t = setTimeout(() => this.destroy(), Math.max(100, deadline - Date.now()));
+    await this.closed;
+    clearTimeout(t);
+  }
+
+  private unusableError(): PointSubError {
+    if (this.state_ === "closing") return new PointSubError("ERR_GOING_AWAY", "connection is closing");
+    return new PointSubError("ERR_CONNECTION_CLOSED", "connection is closed");
+  }
+
+  private onData(chunk: Uint8Array): boolean {
+    if (this.state_ === "closed") return false;
+    this.bytesIn += chunk.length;
+    this.lastInput = Date.now();
+    let kept: boolean;
+    try {
+      kept = this.decoder.push(chunk);
+    } catch (err) {
+      this.fail(toPointSubError(err, "ERR_PROTOCOL"));
+      return true;
+    }
+    if (this.progressTimer === undefined && !this.decoder.idle && this.options.progressTimeoutMs > 0) {
+      this.armProgress(this.options.progressTimeoutMs);
+    }
+    return kept;
+  }
+
+  private onMessage(data: Uint8Array): void {
+    if (this.state_ === "closed") return;
+    this.messagesIn++;
+    if (data.length === 0 && this.options.heartbeat) return;
+    const msg = new LpMessage(data);
+    this.init.onMessage?.(msg, this);
+    this.emit("message", msg);
+  }
+
+  /** An unfinished message must keep moving (a peer trickling nothing holds no connection forever). */
+  private armProgress(wait: number): void {
+    this.progressTimer = setTimeout(() => {
+      this.progressTimer = undefined;
+      if (this.state_ === "closed" || this.decoder.idle) return;
+      const limit = this.options.progressTimeoutMs;
+      const quiet = Date.now() - this.lastInput;
+      if (quiet >= limit) {
+        this.fail(
+          PointSubError.fromPeer(
+            "ERR_TIMEOUT",
+            `the peer sent nothing of its unfinished message (${this.decoder.partialBytes} bytes so far) for ${limit} ms`,
+          ),
+        );
+      } else this.armProgress(limit - quiet);
+    }, wait);
+  }
+
+  /** The transport backed up (true) or drained (false): a peer that reads nothing is dropped after slowPeerTimeoutMs. */
+  private onBlocked(on: boolean): void {
+    if (!on) {
+      this.blockedSince = 0;
+      return;
+    }
+    this.blockedSince = Date.now();
+    const limit = this.options.slowPeerTimeoutMs;
+    if (limit > 0 && this.slowTimer === undefined) this.armSlow(limit);
+  }
+
+  private armSlow(wait: number): void {
+    this.slowTimer = setTimeout(() => {
+      this.slowTimer = undefined;
+      if (this.state_ === "closed" || this.blockedSince === 0) return;
+      const limit = this.options.slowPeerTimeoutMs;
+      const stuck = Date.now() - this.blockedSince;
+      if (stuck >= limit) {
+        this.fail(
+          new PointSubError(
+            "ERR_SLOW_PEER",
+            `${this.remoteUrl} read nothing for ${limit} ms (${this.writer.queuedBytes} bytes queued)`,
+          ),
+        );
+      } else this.armSlow(limit - stuck);
+    }, wait);
+  }
+
+  /** Heartbeat: a zero-length message after a period without output. */
+  private beat(period: number): void {
+    if (this.state_ !== "open" || !this.writer.writable) return;
+    if (Date.now() - this.writer.lastOutput < period) return;
+    this.writer.tryWrite(new Uint8Array(0));
+  }
+
+  /** A fatal error: the format has no way to tell the peer, so the stream just ends. */
+  private fail(err: PointSubError): void {
+    if (this.state_ === "closed") return;
+    this.transport.destroy();
+    this.teardown(err);
+  }
+
+  private onTransportClose(error?: Error): void {
+    if (this.state_ === "closed") return;
+    if (this.state_ === "closing" && this.decoder.idle) {
+      this.teardown(undefined);
+      return;
+    }
+    if (!this.decoder.idle) {
+      this.teardown(
+        new PointSubError(
+          "ERR_CONNECTION_CLOSED",
+          `${this.remoteUrl} closed in the middle of a message (${this.decoder.partialBytes} bytes of it arrived)`,
+          { cause: error },
+        ),
+      );
+      return;
+    }
+    if (error !== undefined) {
+      this.teardown(
+        error instanceof PointSubError
+          ? error
+          : new PointSubError("ERR_CONNECTION_CLOSED", `connection to ${this.remoteUrl} closed`, { cause: error }),
+      );
+      return;
+    }
+    if (this.closeReason_ === "") this.closeReason_ = "peer closed";
+    this.teardown(undefined);
+  }
+
+  private teardown(error: PointSubError | undefined): void {
+    if (this.state_ === "closed") return;
+    this.state_ = "closed";
+    if (this.closeReason_ === "") this.closeReason_ = error === undefined ? "closed" : error.code;
+    clearTimeout(this.slowTimer);
+    clearTimeout(this.progressTimer);
+    clearInterval(this.heartbeatTimer);
+    this.decoder.stop();
+    this.writer.close(error ?? new PointSubError("ERR_CONNECTION_CLOSED", "connection closed"));
+    this.init.onClose?.(this, error);
+    this.emit("close", error);
+    this.closedResolve?.();
+  }
+}

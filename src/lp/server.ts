@@ -1,0 +1,171 @@
+/**
+ * A server for length-prefix peers: listens on `lp+tcp://` / `lp+unix://`
+ * (any `lp+` scheme of its runtime) and gives every accepted connection the
+ * same events. No routes: the format carries one-way messages only.
+ */
+import { EventEmitter } from "eventemitter3";
+import { MemoryBudget } from "../connection/budget.ts";
+import type { Message } from "../connection/types.ts";
+import { PointSubError } from "../errors/error.ts";
+import type { Runtime } from "../runtime/runtime.ts";
+import type { Address, Transport, TransportListener } from "../transport/transport.ts";
+import { LpConnection } from "./connection.ts";
+import {
+  isLpAddress,
+  LP_FRAMING,
+  type LpOptions,
+  type LpTransportOptions,
+  type ResolvedLpOptions,
+  resolveLpOptions,
+} from "./options.ts";
+
+/** Options of an {@link LpServer}: every session's {@link LpOptions}, and the runtime. */
+export interface LpServerOptions extends LpOptions {
+  /** The runtime whose transports to listen with. Default: the entry point's default runtime. */
+  runtime?: Runtime;
+  /**
+   * Most sessions at once; a connection beyond it is closed at once (the
+   * format has no way to say why) and reported as `reject`. Default
+   * unlimited.
+   */
+  maxConnections?: number;
+}
+
+/** Events of an {@link LpServer}. */
+export interface LpServerEvents {
+  /** A peer connected. */
+  session: [session: LpConnection];
+  /** A message from a session. */
+  message: [msg: Message, session: LpConnection];
+  /** A session ended: `error` when it was not a clean close (see the `close` event of {@link LpConnection}). */
+  sessionClose: [session: LpConnection, error: PointSubError | undefined];
+  /** A session failed with an error other than the connection simply dropping; `sessionClose` follows. */
+  error: [error: PointSubError, session: LpConnection];
+  /** A connection was refused (`maxConnections`, or the server closing): ERR_OVERLOADED or ERR_GOING_AWAY. */
+  reject: [error: PointSubError];
+}
+
+/** Listens for length-prefix peers. Use `createLpServer` of the "pointsub" entry point. */
+export class LpServer extends EventEmitter<LpServerEvents> {
+  private readonly runtime: Runtime;
+  private readonly options: LpServerOptions;
+  private readonly resolved: ResolvedLpOptions;
+  /** What all sessions' peers may make the server hold (unfinished messages). */
+  private readonly budget: MemoryBudget;
+  private readonly bound: TransportListener[] = [];
+  private readonly sessions_ = new Set<LpConnection>();
+  private readonly maxConnections: number;
+  private nextId = 0;
+  private closing = false;
+
+  constructor(options: LpServerOptions = {}) {
+    super();
+    if (options.runtime === undefined) {
+      throw new PointSubError(
+        "ERR_INVALID_ARGUMENT",
+        'an LpServer needs options.runtime here (createLpServer of the "pointsub" entry point supplies it)',
+      );
+    }
+    this.runtime = options.runtime;
+    this.options = options;
+    this.resolved = resolveLpOptions(options);
+    this.budget = new MemoryBudget(options.memoryBudget ?? this.runtime.memoryLimit());
+    const max = options.maxConnections ?? Number.POSITIVE_INFINITY;
+    if (typeof max !== "number" || !(max >= 0)) {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", `maxConnections must be a number >= 0, got ${max}`);
+    }
+    this.maxConnections = max;
+  }
+
+  /** Listens on every address (`lp+tcp://host:port`, `lp+unix:///path`); resolves to the bound URLs, in order. */
+  async listen(...addresses: Address[]): Promise<string[]> {
+    if (addresses.length === 0) throw new PointSubError("ERR_INVALID_ARGUMENT", "listen needs at least one URL");
+    const started: TransportListener[] = [];
+    try {
+      for (const a of addresses) {
+        if (!isLpAddress(a)) {
+          throw new PointSubError(
+            "ERR_UNSUPPORTED_URL",
+            `${String(a)} is not a length-prefix URL (want lp+tcp://host:port or lp+unix:///path)`,
+          );
+        }
+        const { adapter, address } = this.runtime.transports.resolve(a);
+        const o: LpServerOptions & LpTransportOptions = {
+          ...this.options,
+          keepAliveMs: this.resolved.keepAliveMs,
+          [LP_FRAMING]: true,
+        };
+        started.push(await adapter.listen(address, o, (t) => this.accept(t)));
+      }
+    } catch (err) {
+      await Promise.all(started.map((l) => l.close()));
+      throw err;
+    }
+    this.bound.push(...started);
+    return started.map((l) => l.url);
+  }
+
+  /** The bound URLs. */
+  get urls(): string[] {
+    return this.bound.map((l) => l.url);
+  }
+
+  /** Open sessions. */
+  get sessions(): ReadonlySet<LpConnection> {
+    return this.sessions_;
+  }
+
+  /** Bytes of unfinished messages held for all sessions now, and the limit. */
+  get memory(): { used: number; limit: number; peak: number } {
+    return { used: this.budget.used, limit: this.budget.limit, peak: this.budget.peak };
+  }
+
+  /**
+   * Stops listening and closes every session gracefully (their queued
+   * sends are written, up to `timeoutMs`, default closeTimeoutMs).
+   */
+  async close(options: { timeoutMs?: number } = {}): Promise<void> {
+    this.closing = true;
+    const listeners = this.bound.splice(0).map((l) => l.close());
+    const sessions = [...this.sessions_].map((s) =>
+      s.close({ reason: "server closing", timeoutMs: options.timeoutMs }),
+    );
+    await Promise.all([...listeners, ...sessions]);
+  }
+
+  private accept(transport: Transport): void {
+    if (this.closing || this.sessions_.size >= this.maxConnections) {
+      transport.attach({ onData: () => false, onDrain() {}, onClose() {} });
+      transport.destroy();
+      this.emit(
+        "reject",
+        this.closing
+          ? new PointSubError("ERR_GOING_AWAY", `refused ${transport.remoteUrl}: server closing`)
+          : new PointSubError(
+              "ERR_OVERLOADED",
+              `refused ${transport.remoteUrl}: maxConnections (${this.maxConnections}) reached`,
+            ),
+      );
+      return;
+    }
+    const conn = new LpConnection(transport, this.resolved, {
+      id: String(++this.nextId),
+      budget: this.budget,
+      alloc: this.runtime.allocBody,
+      onMessage: this.dispatch,
+      onClose: this.closed,
+    });
+    this.sessions_.add(conn);
+    this.emit("session", conn);
+  }
+
+  private readonly dispatch = (msg: Message, session: LpConnection): void => {
+    this.emit("message", msg, session);
+  };
+
+  private readonly closed = (session: LpConnection, error: PointSubError | undefined): void => {
+    if (!this.sessions_.delete(session)) return;
+    if (error !== undefined && error.code !== "ERR_CONNECTION_CLOSED") this.emit("error", error, session);
+    this.emit("sessionClose", session, error);
+  };
+}
