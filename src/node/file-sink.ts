@@ -150,6 +150,12 @@ const CHECKPOINT_MS = 1000;
 /** Codes after which a partial file is useless: removed. */
 const DISCARD = new Set(["ERR_CANCELLED", "ERR_CHECKSUM", "ERR_PROTOCOL", "ERR_QUOTA"]);
 const DEFAULT_TTL_MS = 24 * 60 * 60 * 1000;
+/**
+ * Stored files from this size on have their CRC32C remembered for the quick
+ * check (one lstat after placing each); a smaller one is read again when a
+ * quick check asks about it, which costs less than an lstat per stored file.
+ */
+const REMEMBER_MIN_BYTES = 1024 * 1024;
 
 /**
  * A safe file name from what a peer sent: the last path segment only, no
@@ -266,6 +272,8 @@ interface Entry {
   active: boolean;
   /** When it last changed (ms), to prefer the newest of several candidates. */
   touched: number;
+  /** A sidecar may exist (one was written, or found by the startup scan): removed with the partial. */
+  sidecar: boolean;
 }
 
 /** What a sidecar file holds (JSON). */
@@ -355,6 +363,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         computing: undefined,
         active: false,
         touched: Date.now(),
+        sidecar: false,
       };
       entries.set(key, e);
     }
@@ -404,6 +413,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
 
   const writeSidecar = async (e: Entry, point: ResumePoint) => {
     const s: Sidecar = { v: 1, offset: point.offset, crc: point.crc, tag: e.tag, route: e.route };
+    e.sidecar = true;
     let fh: FileHandle | undefined;
     try {
       fh = await open(
@@ -537,6 +547,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       if (!load || before !== undefined) continue;
       const e = entryFor(key);
       e.exists = true;
+      e.sidecar = true;
       e.touched = st.mtimeMs;
       setSize(e, st.size);
       const s = await readSidecar(key);
@@ -1015,8 +1026,9 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       e.point = { offset: size, crc: stream.contentCrc };
       if (segments !== undefined && segments.length > 1) await parents(segments);
       await place(partial, finalPath);
-      remember(finalPath, size, stream.contentCrc);
-      await unlink(sidecarPath(key)).catch(() => {});
+      if (size >= REMEMBER_MIN_BYTES) remember(finalPath, size, stream.contentCrc);
+      // Most transfers never wrote one (a small file, an anonymous peer): no unlink that fails.
+      if (e.sidecar) await unlink(sidecarPath(key)).catch(() => {});
       forget(e);
       const receipt: FileReceipt = {
         name,
