@@ -5,6 +5,7 @@
  *
  *   npm run bench:files [-- --size BYTES --reps N]   # prints the sections and puts them in docs/BENCHMARKS.md
  *   npm run bench:files -- --only many [--count N --file-size BYTES]   # only the many-small-files comparison
+ *   npm run bench:files -- --only many --baseline-cli OLD/cli/main.js   # adds an older build's send, alternating
  *
  * Variants: the plain node:net reference (fs.createReadStream piped into the
  * socket, the socket piped into fs.createWriteStream), pointsub sendFile →
@@ -318,6 +319,7 @@ export async function runManyFilesBench(
   fileSize: number,
   reps: number,
   log = console.error,
+  baselineCli?: string,
 ): Promise<string> {
   const work = await mkdtemp(join(tmpdir(), "pointsub-bench-many-"));
   const cli = buildCli();
@@ -326,7 +328,37 @@ export async function runManyFilesBench(
     const src = join(work, "src", "many");
     await mkdir(src, { recursive: true });
     for (let i = 0; i < count; i++) await writeFile(join(src, `f${i}.bin`), randomFillSync(Buffer.alloc(fileSize)));
-    const times: Record<"tar" | "send" | "rerun", number[]> = { tar: [], send: [], rerun: [] };
+    const times: Record<"tar" | "send" | "rerun" | "baseline", number[]> = {
+      tar: [],
+      send: [],
+      rerun: [],
+      baseline: [],
+    };
+    /** Starts `serve` of `main` into a new inbox; resolves to its URL and a stop that checks every file arrived. */
+    const startServe = async (main: string, inbox: string) => {
+      const serve = spawn(
+        process.execPath,
+        [main, "serve", "--listen", "tcp://127.0.0.1:0", "--dir", inbox, "--json"],
+        {
+          stdio: ["ignore", "pipe", "inherit"],
+          env,
+        },
+      );
+      const lines = createInterface({ input: serve.stdout as NodeJS.ReadableStream });
+      const url = await new Promise<string>((res) =>
+        lines.on("line", (l) => {
+          const ev = JSON.parse(l) as { event: string; url?: string };
+          if (ev.event === "listening") res(String(ev.url));
+        }),
+      );
+      const stop = async () => {
+        serve.kill("SIGTERM");
+        await exited(serve);
+        if ((await countFiles(inbox)) !== count) throw new Error(`${main}: files lost`);
+        await rm(inbox, { recursive: true, force: true });
+      };
+      return { url, stop };
+    };
     for (let r = 0; r < reps; r++) {
       // tar: the receiver is up before the clock starts (as serve is); the clock stops when it exits.
       {
@@ -350,31 +382,20 @@ export async function runManyFilesBench(
       }
       // pointsub: a serve already listening; the send is a new process.
       {
-        const inbox = join(work, `ps-${r}`);
-        const serve = spawn(
-          process.execPath,
-          [cli, "serve", "--listen", "tcp://127.0.0.1:0", "--dir", inbox, "--json"],
-          {
-            stdio: ["ignore", "pipe", "inherit"],
-            env,
-          },
-        );
-        const lines = createInterface({ input: serve.stdout as NodeJS.ReadableStream });
-        const url = await new Promise<string>((res) =>
-          lines.on("line", (l) => {
-            const ev = JSON.parse(l) as { event: string; url?: string };
-            if (ev.event === "listening") res(String(ev.url));
-          }),
-        );
+        const { url, stop } = await startServe(cli, join(work, `ps-${r}`));
         times.send.push(await timed(process.execPath, [cli, "send", "-r", src, "--to", url], env));
         times.rerun.push(await timed(process.execPath, [cli, "send", "-r", src, "--to", url], env));
-        serve.kill("SIGTERM");
-        await exited(serve);
-        if ((await countFiles(inbox)) !== count) throw new Error("pointsub lost files");
-        await rm(inbox, { recursive: true, force: true });
+        await stop();
+      }
+      // An older build (--baseline-cli), right after: the same machine noise for both.
+      if (baselineCli !== undefined) {
+        const { url, stop } = await startServe(baselineCli, join(work, `base-${r}`));
+        times.baseline.push(await timed(process.execPath, [baselineCli, "send", "-r", src, "--to", url], env));
+        await stop();
       }
       log(
-        `many files ${r + 1}/${reps}: tar ${times.tar[r].toFixed(2)} s, send ${times.send[r].toFixed(2)} s, re-run ${times.rerun[r].toFixed(2)} s`,
+        `many files ${r + 1}/${reps}: tar ${times.tar[r].toFixed(2)} s, send ${times.send[r].toFixed(2)} s, re-run ${times.rerun[r].toFixed(2)} s` +
+          (baselineCli === undefined ? "" : `, baseline send ${times.baseline[r].toFixed(2)} s`),
       );
       spawnSync("sync");
     }
@@ -399,6 +420,11 @@ export async function runManyFilesBench(
       `| tar over a TCP socket (no fsync) | ${tar.toFixed(2)} | ${(count / tar).toFixed(0)} | 1.00× |`,
       `| pointsub send -r (one connection, fsync per file) | ${send.toFixed(2)} | ${(count / send).toFixed(0)} | ${(tar / send).toFixed(2)}× |`,
       `| pointsub send -r re-run (all skipped) | ${rerun.toFixed(2)} | ${(count / rerun).toFixed(0)} | ${(tar / rerun).toFixed(2)}× |`,
+      ...(baselineCli === undefined
+        ? []
+        : [
+            `| baseline build's send -r (${baselineCli}) | ${median(times.baseline).toFixed(2)} | ${(count / median(times.baseline)).toFixed(0)} | ${(tar / median(times.baseline)).toFixed(2)}× |`,
+          ]),
       "",
       `CLI start-up alone (\`pointsub --version\`): ${startup.toFixed(2)} s. Target ≥ 0.5× tar's speed: **${(tar / send).toFixed(2)}×**.`,
       "",
@@ -428,6 +454,7 @@ else if (process.argv[1] === fileURLToPath(import.meta.url)) {
       only: { type: "string" },
       count: { type: "string" },
       "file-size": { type: "string" },
+      "baseline-cli": { type: "string" },
     },
   });
   const reps = Number(values.reps ?? 5);
@@ -440,7 +467,13 @@ else if (process.argv[1] === fileURLToPath(import.meta.url)) {
     doc = putSection(doc, "## File to file over tcp", section);
   }
   if (values.only !== "large") {
-    const section = await runManyFilesBench(Number(values.count ?? 2000), Number(values["file-size"] ?? 1024), reps);
+    const section = await runManyFilesBench(
+      Number(values.count ?? 2000),
+      Number(values["file-size"] ?? 1024),
+      reps,
+      console.error,
+      values["baseline-cli"],
+    );
     console.log(section);
     doc = putSection(doc, "## Many small files over tcp", section);
   }
