@@ -33,6 +33,7 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { connect, createServer, FILE_ROUTE, fileSink, Progress, sendFile } from "../src/index.ts";
+import { updateReadme } from "./headline.ts";
 
 const MiB = 1024 * 1024;
 /** Extra connection options for experiments, e.g. POINTSUB_BENCH_OPTIONS='{"streamWindow":16777216}'. */
@@ -479,4 +480,6 @@ else if (process.argv[1] === fileURLToPath(import.meta.url)) {
   }
   await writeFile(out, doc);
   console.error(`updated ${out}`);
+  // The README's headline figures come from the report (bench/headline.ts).
+  if (values.out === undefined) updateReadme();
 }
