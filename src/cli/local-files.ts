@@ -7,6 +7,8 @@
  * (about a third of the CPU time of sending 2,000 files of 1 KiB).
  */
 import { closeSync, openSync, readSync, statSync } from "node:fs";
+import { nodeCrc32c } from "../node/crc32c-native.ts";
+import { fileCrc32c } from "../node/file-sink.ts";
 import { type FileAccess, readFileFrom } from "../node/send-file.ts";
 
 /** Files whose rest (from the offset sent from) is at most this many bytes are read synchronously. */
@@ -42,3 +44,11 @@ export const cliFiles: FileAccess = {
   open: (path, offset, size) =>
     size - offset <= SYNC_READ_MAX ? readSmall(path, offset, size) : readFileFrom(path, offset, size),
 };
+
+/** CRC32C of the first `length` bytes of `path` (the quick check's), a small file read synchronously. */
+export async function localCrc32c(path: string, length: number): Promise<number> {
+  if (length > SYNC_READ_MAX) return fileCrc32c(path, length);
+  let crc = 0;
+  for (const chunk of readSmall(path, 0, length)) crc = nodeCrc32c().compute(chunk, crc);
+  return crc;
+}

@@ -6,17 +6,11 @@ import type { CodecName } from "../codec/compression.ts";
 import type { Connection } from "../connection/connection.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { connect } from "../index.ts";
-import {
-  FILE_CHECK_MAX,
-  FILE_CHECK_ROUTE,
-  type FileCheckAnswer,
-  type FileCheckQuery,
-  fileCrc32c,
-} from "../node/file-sink.ts";
+import { FILE_CHECK_MAX, FILE_CHECK_ROUTE, type FileCheckAnswer, type FileCheckQuery } from "../node/file-sink.ts";
 import { type SentFileReceipt, sendFileVia } from "../node/send-file.ts";
 import { type ClientAuthFlags, clientConnectOptions } from "./auth.ts";
 import { formatBytes, formatRate } from "./format.ts";
-import { cliFiles } from "./local-files.ts";
+import { cliFiles, localCrc32c } from "./local-files.ts";
 import { jsonLine, type OutputMode, outputMode, ProgressView, printError, writeOut } from "./output.ts";
 
 export interface SendOptions extends ClientAuthFlags {
@@ -163,7 +157,7 @@ export async function quickCheck(conn: Connection, items: readonly SendItem[]): 
       for (let k = next++; k < batch.length; k = next++) {
         const a = answers[k];
         if (a?.crc32c === undefined || a.size !== batch[k].size) continue;
-        const crc = (await fileCrc32c(batch[k].file, batch[k].size)) >>> 0;
+        const crc = (await localCrc32c(batch[k].file, batch[k].size)) >>> 0;
         if (crc.toString(16).padStart(8, "0") === a.crc32c) same.add(batch[k]);
       }
     };

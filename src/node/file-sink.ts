@@ -150,12 +150,6 @@ const CHECKPOINT_MS = 1000;
 /** Codes after which a partial file is useless: removed. */
 const DISCARD = new Set(["ERR_CANCELLED", "ERR_CHECKSUM", "ERR_PROTOCOL", "ERR_QUOTA"]);
 const DEFAULT_TTL_MS = 24 * 60 * 60 * 1000;
-/**
- * Stored files from this size on have their CRC32C remembered for the quick
- * check (one lstat after placing each); a smaller one is read again when a
- * quick check asks about it, which costs less than an lstat per stored file.
- */
-const REMEMBER_MIN_BYTES = 1024 * 1024;
 
 /**
  * A safe file name from what a peer sent: the last path segment only, no
@@ -213,9 +207,28 @@ export function safeRelativePath(path: unknown): string[] {
   return segments;
 }
 
+/** Prefixes up to this length are read in one call by {@link fileCrc32c}. */
+const SMALL_CRC_BYTES = 256 * 1024;
+
 /** CRC32C of the first `length` bytes of a file. */
 export async function fileCrc32c(path: string, length: number): Promise<number> {
   if (length === 0) return 0;
+  if (length <= SMALL_CRC_BYTES) {
+    // One read: open, read, close (a read stream costs twice the calls and its machinery, per file).
+    const fh = await open(path, "r");
+    try {
+      const buf = Buffer.allocUnsafe(length);
+      let n = 0;
+      while (n < length) {
+        const { bytesRead } = await fh.read(buf, n, length - n, n);
+        if (bytesRead === 0) break;
+        n += bytesRead;
+      }
+      return nodeCrc32c().compute(buf.subarray(0, n), 0);
+    } finally {
+      await fh.close();
+    }
+  }
   let crc = 0;
   const rs = createReadStream(path, { start: 0, end: length - 1, highWaterMark: 1 << 20 });
   for await (const chunk of rs) crc = nodeCrc32c().compute(chunk as Buffer, crc);
@@ -1026,7 +1039,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       e.point = { offset: size, crc: stream.contentCrc };
       if (segments !== undefined && segments.length > 1) await parents(segments);
       await place(partial, finalPath);
-      if (size >= REMEMBER_MIN_BYTES) remember(finalPath, size, stream.contentCrc);
+      remember(finalPath, size, stream.contentCrc);
       // Most transfers never wrote one (a small file, an anonymous peer): no unlink that fails.
       if (e.sidecar) await unlink(sidecarPath(key)).catch(() => {});
       forget(e);
