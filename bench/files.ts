@@ -5,6 +5,9 @@
  *
  *   npm run bench:files [-- --size BYTES --reps N]   # prints the sections and puts them in docs/BENCHMARKS.md
  *   npm run bench:files -- --only many [--count N --file-size BYTES]   # only the many-small-files comparison
+ *   npm run bench:files -- --only many --baseline-cli OLD/cli/main.js   # adds an older build's send, alternating
+ *   npm run bench:files -- --only cli-large [--cli-size BYTES]   # only the CLI on one 2 GiB file against tar
+ *   npm run bench:files -- --only large   # only the library's 1 GiB file to file
  *
  * Variants: the plain node:net reference (fs.createReadStream piped into the
  * socket, the socket piped into fs.createWriteStream), pointsub sendFile →
@@ -32,6 +35,7 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { connect, createServer, FILE_ROUTE, fileSink, Progress, sendFile } from "../src/index.ts";
+import { updateReadme } from "./headline.ts";
 
 const MiB = 1024 * 1024;
 /** Extra connection options for experiments, e.g. POINTSUB_BENCH_OPTIONS='{"streamWindow":16777216}'. */
@@ -307,84 +311,147 @@ async function countFiles(dir: string): Promise<number> {
   return (await readdir(dir, { recursive: true, withFileTypes: true })).filter((d) => d.isFile()).length;
 }
 
+/** Times of `pointsub send` (and its re-run, and an older build's send) against tar over a TCP socket. */
+interface CliTimes {
+  tar: number[];
+  send: number[];
+  rerun: number[];
+  baseline: number[];
+  /** `pointsub --version`: the CLI's start-up alone. */
+  startup: number;
+}
+
 /**
- * `count` files of `fileSize` random bytes: pointsub send -r (CLI start-up
- * included) against tar over a TCP socket, interleaved, `reps` times each;
- * also a re-run of the send (the quick check skips every file). Returns a
- * markdown section.
+ * Sends `entry` (a directory with -r, or a file) of `work/src` with the
+ * built CLI (start-up included) into a running `pointsub serve`, against
+ * `tar cf - entry` written to a TCP socket whose receiver pipes it into
+ * `tar xf -`, interleaved, `reps` times each; also a re-run of the send
+ * (the quick check skips every file) and, given `baselineCli`, an older
+ * build's send right after the current one's. `count` is the number of
+ * files the receiver must end up with.
+ */
+async function cliVsTar(
+  work: string,
+  entry: string,
+  count: number,
+  reps: number,
+  label: string,
+  log: (line: string) => void,
+  baselineCli?: string,
+): Promise<CliTimes> {
+  const cli = buildCli();
+  const env = { ...process.env, POINTSUB_STATE_DIR: join(work, "state") };
+  const src = join(work, "src", entry);
+  const recursive = (await stat(src)).isDirectory() ? ["-r"] : [];
+  const times: CliTimes = { tar: [], send: [], rerun: [], baseline: [], startup: 0 };
+  /** Starts `serve` of `main` into a new inbox; resolves to its URL and a stop that checks every file arrived. */
+  const startServe = async (main: string, inbox: string) => {
+    const serve = spawn(process.execPath, [main, "serve", "--listen", "tcp://127.0.0.1:0", "--dir", inbox, "--json"], {
+      stdio: ["ignore", "pipe", "inherit"],
+      env,
+    });
+    const lines = createInterface({ input: serve.stdout as NodeJS.ReadableStream });
+    const url = await new Promise<string>((res) =>
+      lines.on("line", (l) => {
+        const ev = JSON.parse(l) as { event: string; url?: string };
+        if (ev.event === "listening") res(String(ev.url));
+      }),
+    );
+    const stop = async () => {
+      serve.kill("SIGTERM");
+      await exited(serve);
+      if ((await countFiles(inbox)) !== count) throw new Error(`${main}: files lost`);
+      await rm(inbox, { recursive: true, force: true });
+    };
+    return { url, stop };
+  };
+  for (let r = 0; r < reps; r++) {
+    // tar: the receiver is up before the clock starts (as serve is); the clock stops when it exits.
+    {
+      const inbox = join(work, `tar-${r}`);
+      await mkdir(inbox);
+      let untar: ChildProcess | undefined;
+      const server = net.createServer((sock) => {
+        untar = spawn("tar", ["xf", "-", "-C", inbox], { stdio: ["pipe", "ignore", "inherit"] });
+        sock.pipe(untar.stdin as NodeJS.WritableStream);
+      });
+      await new Promise<void>((res) => server.listen(0, "127.0.0.1", res));
+      const port = (server.address() as net.AddressInfo).port;
+      const t0 = performance.now();
+      await timed("bash", ["-c", `tar cf - -C "${join(work, "src")}" ${entry} > /dev/tcp/127.0.0.1/${port}`]);
+      while (untar === undefined) await new Promise((res) => setTimeout(res, 1));
+      await exited(untar);
+      times.tar.push((performance.now() - t0) / 1000);
+      server.close();
+      if ((await countFiles(inbox)) !== count) throw new Error("tar lost files");
+      await rm(inbox, { recursive: true, force: true });
+      spawnSync("sync");
+    }
+    // pointsub: a serve already listening; the send is a new process.
+    {
+      const { url, stop } = await startServe(cli, join(work, `ps-${r}`));
+      times.send.push(await timed(process.execPath, [cli, "send", ...recursive, src, "--to", url], env));
+      times.rerun.push(await timed(process.execPath, [cli, "send", ...recursive, src, "--to", url], env));
+      await stop();
+      spawnSync("sync");
+    }
+    // An older build (--baseline-cli), right after: the same machine noise for both.
+    if (baselineCli !== undefined) {
+      const { url, stop } = await startServe(baselineCli, join(work, `base-${r}`));
+      times.baseline.push(await timed(process.execPath, [baselineCli, "send", ...recursive, src, "--to", url], env));
+      await stop();
+      spawnSync("sync");
+    }
+    log(
+      `${label} ${r + 1}/${reps}: tar ${times.tar[r].toFixed(2)} s, send ${times.send[r].toFixed(2)} s, re-run ${times.rerun[r].toFixed(2)} s` +
+        (baselineCli === undefined ? "" : `, baseline send ${times.baseline[r].toFixed(2)} s`),
+    );
+  }
+  times.startup = median(await Promise.all([0, 1, 2].map(() => timed(process.execPath, [cli, "--version"]))));
+  return times;
+}
+
+/** The table rows of {@link cliVsTar}'s times; `unit` counts what /s is about (files or MB). */
+function cliRows(
+  t: CliTimes,
+  perRun: number,
+  unit: string,
+  baselineCli: string | undefined,
+  sendLabel: string,
+): string[] {
+  const tar = median(t.tar);
+  const row = (name: string, secs: number) =>
+    `| ${name} | ${secs.toFixed(2)} | ${(perRun / secs).toFixed(0)} | ${(tar / secs).toFixed(2)}× |`;
+  return [
+    `| variant | seconds | ${unit}/s | vs tar (speed) |`,
+    "| --- | --- | --- | --- |",
+    row("tar over a TCP socket (no fsync)", tar),
+    row(sendLabel, median(t.send)),
+    row(`${sendLabel.replace(/ \(.*/, "")} re-run (all skipped)`, median(t.rerun)),
+    ...(baselineCli === undefined ? [] : [row(`baseline build's send (${baselineCli})`, median(t.baseline))]),
+  ];
+}
+
+/**
+ * `count` files of `fileSize` random bytes: pointsub send -r against tar
+ * over a TCP socket (see {@link cliVsTar}). Returns a markdown section.
  */
 export async function runManyFilesBench(
   count: number,
   fileSize: number,
   reps: number,
   log = console.error,
+  baselineCli?: string,
 ): Promise<string> {
   const work = await mkdtemp(join(tmpdir(), "pointsub-bench-many-"));
-  const cli = buildCli();
-  const env = { ...process.env, POINTSUB_STATE_DIR: join(work, "state") };
   try {
     const src = join(work, "src", "many");
     await mkdir(src, { recursive: true });
     for (let i = 0; i < count; i++) await writeFile(join(src, `f${i}.bin`), randomFillSync(Buffer.alloc(fileSize)));
-    const times: Record<"tar" | "send" | "rerun", number[]> = { tar: [], send: [], rerun: [] };
-    for (let r = 0; r < reps; r++) {
-      // tar: the receiver is up before the clock starts (as serve is); the clock stops when it exits.
-      {
-        const inbox = join(work, `tar-${r}`);
-        await mkdir(inbox);
-        let untar: ChildProcess | undefined;
-        const server = net.createServer((sock) => {
-          untar = spawn("tar", ["xf", "-", "-C", inbox], { stdio: ["pipe", "ignore", "inherit"] });
-          sock.pipe(untar.stdin as NodeJS.WritableStream);
-        });
-        await new Promise<void>((res) => server.listen(0, "127.0.0.1", res));
-        const port = (server.address() as net.AddressInfo).port;
-        const t0 = performance.now();
-        await timed("bash", ["-c", `tar cf - -C "${join(work, "src")}" many > /dev/tcp/127.0.0.1/${port}`]);
-        while (untar === undefined) await new Promise((res) => setTimeout(res, 1));
-        await exited(untar);
-        times.tar.push((performance.now() - t0) / 1000);
-        server.close();
-        if ((await countFiles(inbox)) !== count) throw new Error("tar lost files");
-        await rm(inbox, { recursive: true, force: true });
-      }
-      // pointsub: a serve already listening; the send is a new process.
-      {
-        const inbox = join(work, `ps-${r}`);
-        const serve = spawn(
-          process.execPath,
-          [cli, "serve", "--listen", "tcp://127.0.0.1:0", "--dir", inbox, "--json"],
-          {
-            stdio: ["ignore", "pipe", "inherit"],
-            env,
-          },
-        );
-        const lines = createInterface({ input: serve.stdout as NodeJS.ReadableStream });
-        const url = await new Promise<string>((res) =>
-          lines.on("line", (l) => {
-            const ev = JSON.parse(l) as { event: string; url?: string };
-            if (ev.event === "listening") res(String(ev.url));
-          }),
-        );
-        times.send.push(await timed(process.execPath, [cli, "send", "-r", src, "--to", url], env));
-        times.rerun.push(await timed(process.execPath, [cli, "send", "-r", src, "--to", url], env));
-        serve.kill("SIGTERM");
-        await exited(serve);
-        if ((await countFiles(inbox)) !== count) throw new Error("pointsub lost files");
-        await rm(inbox, { recursive: true, force: true });
-      }
-      log(
-        `many files ${r + 1}/${reps}: tar ${times.tar[r].toFixed(2)} s, send ${times.send[r].toFixed(2)} s, re-run ${times.rerun[r].toFixed(2)} s`,
-      );
-      spawnSync("sync");
-    }
-    const startup = median(await Promise.all([0, 1, 2].map(() => timed(process.execPath, [cli, "--version"]))));
-    const tar = median(times.tar);
-    const send = median(times.send);
-    const rerun = median(times.rerun);
-    const kib = fileSize / 1024;
+    const t = await cliVsTar(work, "many", count, reps, "many files", log, baselineCli);
+    const ratio = median(t.tar) / median(t.send);
     return [
-      `## Many small files over tcp (${count} × ${kib} KiB, median of ${reps})`,
+      `## Many small files over tcp (${count} × ${fileSize / 1024} KiB, median of ${reps})`,
       "",
       "Wall-clock time of one command on loopback, its process start-up included, the receiver already",
       "running. `pointsub send -r` is the built CLI (tsc output, as the package ships it), every file over one",
@@ -394,13 +461,49 @@ export async function runManyFilesBench(
       "linking it under its name and then fsyncs its directory (group commit: the files placed while one",
       "directory fsync runs share the next), so a file `send` reports stored survives a crash of the server.",
       "",
-      "| variant | seconds | files/s | vs tar (speed) |",
-      "| --- | --- | --- | --- |",
-      `| tar over a TCP socket (no fsync) | ${tar.toFixed(2)} | ${(count / tar).toFixed(0)} | 1.00× |`,
-      `| pointsub send -r (one connection, fsync per file) | ${send.toFixed(2)} | ${(count / send).toFixed(0)} | ${(tar / send).toFixed(2)}× |`,
-      `| pointsub send -r re-run (all skipped) | ${rerun.toFixed(2)} | ${(count / rerun).toFixed(0)} | ${(tar / rerun).toFixed(2)}× |`,
+      ...cliRows(t, count, "files", baselineCli, "pointsub send -r (one connection, fsync per file)"),
       "",
-      `CLI start-up alone (\`pointsub --version\`): ${startup.toFixed(2)} s. Target ≥ 0.5× tar's speed: **${(tar / send).toFixed(2)}×**.`,
+      `CLI start-up alone (\`pointsub --version\`): ${t.startup.toFixed(2)} s. Target ≥ 0.5× tar's speed: **${ratio.toFixed(2)}×**.`,
+      "",
+    ].join("\n");
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+/**
+ * One file of `size` random bytes: pointsub send against tar over a TCP
+ * socket (see {@link cliVsTar}). Returns a markdown section.
+ */
+export async function runLargeCliBench(
+  size: number,
+  reps: number,
+  log = console.error,
+  baselineCli?: string,
+): Promise<string> {
+  const work = await mkdtemp(join(tmpdir(), "pointsub-bench-big-"));
+  try {
+    await mkdir(join(work, "src"), { recursive: true });
+    const fh = await open(join(work, "src", "big.bin"), "w");
+    const block = new Uint8Array(8 * MiB);
+    for (let off = 0; off < size; off += block.length) {
+      randomFillSync(block);
+      await fh.write(block, 0, Math.min(block.length, size - off), off);
+    }
+    await fh.close();
+    const t = await cliVsTar(work, "big.bin", 1, reps, "one large file", log, baselineCli);
+    const ratio = median(t.tar) / median(t.send);
+    return [
+      `## One large file with the CLI over tcp (${(size / MiB).toFixed(0)} MiB of random bytes, median of ${reps})`,
+      "",
+      "As above with one file: `pointsub send FILE` (the built CLI, start-up included, compress auto: it probes",
+      "the random content and sends it as is) into a running `pointsub serve`, against `tar cf - FILE` over a",
+      "TCP socket into `tar xf -`. The file sink fsyncs the file before naming it; tar does not. The re-run",
+      "computes the file's CRC32C on the sender (the quick check) and sends nothing.",
+      "",
+      ...cliRows(t, size / 1e6, "MB", baselineCli, "pointsub send (fsync before naming)"),
+      "",
+      `Target ≥ 0.9× tar's speed: **${ratio.toFixed(2)}×**.`,
       "",
     ].join("\n");
   } finally {
@@ -428,22 +531,42 @@ else if (process.argv[1] === fileURLToPath(import.meta.url)) {
       only: { type: "string" },
       count: { type: "string" },
       "file-size": { type: "string" },
+      "baseline-cli": { type: "string" },
+      "cli-size": { type: "string" },
     },
   });
   const reps = Number(values.reps ?? 5);
   const out = values.out ?? join(dirname(fileURLToPath(import.meta.url)), "..", "docs", "BENCHMARKS.md");
   // Replace the sections in the report (npm run bench writes the whole report).
   let doc = await readFile(out, "utf8").catch(() => "# Benchmarks\n");
-  if (values.only !== "many") {
+  if (values.only === undefined || values.only === "large") {
     const section = await runFileBench(Number(values.size ?? 1024 * MiB), reps);
     console.log(section);
     doc = putSection(doc, "## File to file over tcp", section);
   }
-  if (values.only !== "large") {
-    const section = await runManyFilesBench(Number(values.count ?? 2000), Number(values["file-size"] ?? 1024), reps);
+  if (values.only === undefined || values.only === "cli-large") {
+    const section = await runLargeCliBench(
+      Number(values["cli-size"] ?? 2048 * MiB),
+      Math.min(reps, 3),
+      console.error,
+      values["baseline-cli"],
+    );
+    console.log(section);
+    doc = putSection(doc, "## One large file with the CLI over tcp", section);
+  }
+  if (values.only === undefined || values.only === "many") {
+    const section = await runManyFilesBench(
+      Number(values.count ?? 2000),
+      Number(values["file-size"] ?? 1024),
+      reps,
+      console.error,
+      values["baseline-cli"],
+    );
     console.log(section);
     doc = putSection(doc, "## Many small files over tcp", section);
   }
   await writeFile(out, doc);
   console.error(`updated ${out}`);
+  // The README's headline figures come from the report (bench/headline.ts).
+  if (values.out === undefined) updateReadme();
 }

@@ -20,6 +20,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { BROADCAST_DEFAULTS, BROADCAST_IMPLS, putSection, runBroadcastBench } from "./broadcast.ts";
 import { runFileBench } from "./files.ts";
+import { updateReadme } from "./headline.ts";
 import type { ClientResult, Workload, WorkloadParams } from "./lib/role.ts";
 import { type Row, renderCharts, renderReport } from "./report.ts";
 
@@ -288,3 +289,5 @@ if (runFiles) {
 }
 writeFileSync(out, report);
 console.log(`wrote ${out}`);
+// The README's headline figures come from this report (bench/headline.ts).
+if (values.out === undefined) updateReadme();

@@ -9,9 +9,10 @@ import { BlockList, isIP } from "node:net";
 import { MAX_AUTH_SIZE } from "../codec/frame.ts";
 import type { Authenticator, ConnectOptions, TlsOptions } from "../index.ts";
 import { PointSubError, tokenAuth } from "../index.ts";
+import { TOKEN_ENV } from "./url.ts";
 
 /** The environment variable read when `--token` is absent. */
-export const TOKEN_ENV = "POINTSUB_TOKEN";
+export { TOKEN_ENV };
 
 /** The PEM-file flags every command has. */
 export interface TlsFileFlags {

@@ -20,7 +20,7 @@ import { FILE_ROUTE, type FileSink, fileCrc32c, fileSink } from "../node/file-si
 import type { IncomingStream } from "../stream/incoming.ts";
 import { type ClientAuthFlags, clientConnectOptions } from "./auth.ts";
 import { formatBytes, formatRate } from "./format.ts";
-import { jsonLine, type OutputMode, outputMode, ProgressView, printError } from "./output.ts";
+import { jsonLine, type OutputMode, outputMode, ProgressView, printError, writeOut } from "./output.ts";
 
 export interface GetOptions extends ClientAuthFlags {
   from: string;
@@ -131,7 +131,7 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
   await mkdir(out, { recursive: true });
   const say = (event: Record<string, unknown>, line: string) => {
     if (mode === "json") jsonLine(event);
-    else if (mode === "plain") process.stdout.write(`${line}\n`);
+    else if (mode === "plain") writeOut(`${line}\n`);
   };
   /** Targets asked for: a stream to any other is refused (a server only writes what was asked). */
   const wanted = new Map<string, { size: number; streams: IncomingStream[] }>();
@@ -172,7 +172,7 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
     failures.push({ file, error: e });
     if (!PER_FILE.has(e.code)) fatal = true;
     if (mode === "plain" && (names.length > 1 || items.length > 1)) {
-      process.stdout.write(`${file}: failed: ${e.code}: ${e.message}\n`);
+      writeOut(`${file}: failed: ${e.code}: ${e.message}\n`);
     }
   };
   try {
@@ -289,7 +289,7 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
               seconds: secs,
               rate: Math.round(bytes / Math.max(secs, 1e-3)),
             });
-          } else if (mode === "plain") process.stdout.write(`${receivedLine(it.to, a, bytes, secs)}\n`);
+          } else if (mode === "plain") writeOut(`${receivedLine(it.to, a, bytes, secs)}\n`);
         } catch (err) {
           fail(it.to, err);
         } finally {
@@ -362,7 +362,7 @@ export async function lsCommand(path: string | undefined, opts: LsOptions): Prom
       onPage: (entries) => {
         for (const e of entries) {
           if (mode === "json") jsonLine({ event: "entry", ...e });
-          else process.stdout.write(`${entryLine(e)}\n`);
+          else writeOut(`${entryLine(e)}\n`);
         }
       },
     });

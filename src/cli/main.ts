@@ -9,15 +9,24 @@ import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { Command, CommanderError, Option } from "commander";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
-import { TOKEN_ENV } from "./auth.ts";
-import { benchCommand } from "./bench.ts";
-import { getCommand, lsCommand } from "./get.ts";
+import type { benchCommand } from "./bench.ts";
+import type { getCommand, lsCommand } from "./get.ts";
 import { bytes, integer, parseBytes, parseSeconds } from "./options.ts";
-import { outputMode, printError } from "./output.ts";
-import { requestCommand } from "./request.ts";
-import { sendCommand } from "./send.ts";
-import { serveCommand } from "./serve.ts";
-import { serverUrlOption, URL_ENV } from "./url.ts";
+import { flushOut, outputMode, printError } from "./output.ts";
+import type { requestCommand } from "./request.ts";
+import type { sendCommand } from "./send.ts";
+import type { serveCommand } from "./serve.ts";
+import { serverUrlOption, TOKEN_ENV, URL_ENV } from "./url.ts";
+
+// Each command's module is loaded when it runs: `pointsub send` does not load the server, nor
+// `--help` the library (start-up time counts for a command that sends a few small files).
+const serveAction = async (...a: Parameters<typeof serveCommand>) => (await import("./serve.ts")).serveCommand(...a);
+const sendAction = async (...a: Parameters<typeof sendCommand>) => (await import("./send.ts")).sendCommand(...a);
+const requestAction = async (...a: Parameters<typeof requestCommand>) =>
+  (await import("./request.ts")).requestCommand(...a);
+const benchAction = async (...a: Parameters<typeof benchCommand>) => (await import("./bench.ts")).benchCommand(...a);
+const getAction = async (...a: Parameters<typeof getCommand>) => (await import("./get.ts")).getCommand(...a);
+const lsAction = async (...a: Parameters<typeof lsCommand>) => (await import("./get.ts")).lsCommand(...a);
 
 /** Repeatable option: no default, so a missing one is reported as missing (and help shows no `default: []`). */
 const collect = (v: string, prev: string[] | undefined) => [...(prev ?? []), v];
@@ -94,7 +103,7 @@ export function program(): Command {
     .option("--metrics <host:port>", "serve Prometheus metrics at http://<host:port>/metrics (needs prom-client)")
     .option("--json", "print JSON lines")
     .addHelpText("after", SERVE_HELP)
-    .action(run(serveCommand));
+    .action(run(serveAction));
 
   const send = p
     .command("send")
@@ -114,7 +123,7 @@ export function program(): Command {
     .option("--retries <n>", "reconnection attempts per file (0 = none)", integer(0, 1000), 10)
     .option("--no-resume", "start from the beginning even if the server holds part of the file")
     .option("--json", "print JSON lines")
-    .action(run(sendCommand));
+    .action(run(sendAction));
   clientAuthOptions(send);
 
   const request = p
@@ -125,7 +134,7 @@ export function program(): Command {
     .requiredOption("-r, --route <route>", "route, e.g. /echo/1.0.0")
     .option("--timeout <ms>", "request timeout in milliseconds (0 = none)", integer(0, 2 ** 31 - 1), 30000)
     .option("--json", "print a JSON line")
-    .action(run(requestCommand));
+    .action(run(requestAction));
   clientAuthOptions(request);
 
   const bench = p
@@ -135,7 +144,7 @@ export function program(): Command {
     .option("-n, --count <n>", "sequential requests (1 to 1000000)", integer(1, 1_000_000), 2000)
     .option("-s, --size <bytes>", "bytes to stream, e.g. 64M", bytes(1), 256 * 1024 * 1024)
     .option("--json", "print a JSON line")
-    .action(run(benchCommand));
+    .action(run(benchAction));
   clientAuthOptions(bench);
 
   const get = p
@@ -151,7 +160,7 @@ export function program(): Command {
     .option("-j, --parallel <n>", "files in flight at once over the one connection (1 to 8)", integer(1, 8), 4)
     .option("--retries <n>", "reconnection attempts per file (0 = none)", integer(0, 1000), 10)
     .option("--json", "print JSON lines")
-    .action(run(getCommand));
+    .action(run(getAction));
   clientAuthOptions(get);
 
   const ls = p
@@ -161,7 +170,7 @@ export function program(): Command {
     .addOption(serverUrlOption("-f, --from <url>"))
     .option("-r, --recursive", "list the files of the whole tree")
     .option("--json", "print JSON lines")
-    .action(run(lsCommand));
+    .action(run(lsAction));
   clientAuthOptions(ls);
   return p;
 }
@@ -205,6 +214,15 @@ function wantsJson(argv: readonly string[]): boolean {
  * JSON error object with --json) and exit 2; --help and --version exit 0.
  */
 export async function main(argv: readonly string[]): Promise<number> {
+  try {
+    return await parse(argv);
+  } finally {
+    // Everything the command printed is handed to stdout before its exit code is known.
+    flushOut();
+  }
+}
+
+async function parse(argv: readonly string[]): Promise<number> {
   try {
     await program().parseAsync(argv);
     return typeof process.exitCode === "number" ? process.exitCode : 0;

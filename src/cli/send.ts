@@ -1,21 +1,17 @@
-import { lstat, readdir, stat } from "node:fs/promises";
+import { lstatSync } from "node:fs";
+import { readdir, stat } from "node:fs/promises";
 import { basename, join, resolve } from "node:path";
 import { SharedConnection } from "../client/resumable.ts";
 import type { CodecName } from "../codec/compression.ts";
 import type { Connection } from "../connection/connection.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { connect } from "../index.ts";
-import {
-  FILE_CHECK_MAX,
-  FILE_CHECK_ROUTE,
-  type FileCheckAnswer,
-  type FileCheckQuery,
-  fileCrc32c,
-} from "../node/file-sink.ts";
-import { type SentFileReceipt, sendFile } from "../node/send-file.ts";
+import { FILE_CHECK_MAX, FILE_CHECK_ROUTE, type FileCheckAnswer, type FileCheckQuery } from "../node/file-sink.ts";
+import { type SentFileReceipt, sendFileVia } from "../node/send-file.ts";
 import { type ClientAuthFlags, clientConnectOptions } from "./auth.ts";
 import { formatBytes, formatRate } from "./format.ts";
-import { jsonLine, type OutputMode, outputMode, ProgressView, printError } from "./output.ts";
+import { cliFiles, localCrc32c } from "./local-files.ts";
+import { jsonLine, type OutputMode, outputMode, ProgressView, printError, writeOut } from "./output.ts";
 
 export interface SendOptions extends ClientAuthFlags {
   to: string;
@@ -30,6 +26,14 @@ export interface SendOptions extends ClientAuthFlags {
   parallel?: number;
   json?: boolean;
 }
+
+/**
+ * Files up to this size are sent from their first byte without asking the
+ * server how much it holds (no resume query): resending at most 64 KiB
+ * costs less than the query's round trip. A partial the server holds for
+ * such a file is replaced.
+ */
+export const RESUME_MIN_BYTES = 64 * 1024;
 
 /** Exit codes after a signal, as a shell reports a process it ended (128 + the signal's number). */
 const SIGNAL_EXIT: Record<string, number> = { SIGINT: 130, SIGTERM: 143 };
@@ -90,7 +94,7 @@ export async function collectFiles(
       const path = join(dir, d.name);
       const target = `${prefix}/${d.name}`;
       if (d.isDirectory()) await walk(path, target);
-      else if (d.isFile()) items.push({ file: path, target, tree: true, size: (await lstat(path)).size });
+      else if (d.isFile()) items.push({ file: path, target, tree: true, size: lstatSync(path).size });
       else skip(path, d.isSymbolicLink() ? "a symbolic link" : "not a regular file");
     }
   };
@@ -153,7 +157,7 @@ export async function quickCheck(conn: Connection, items: readonly SendItem[]): 
       for (let k = next++; k < batch.length; k = next++) {
         const a = answers[k];
         if (a?.crc32c === undefined || a.size !== batch[k].size) continue;
-        const crc = (await fileCrc32c(batch[k].file, batch[k].size)) >>> 0;
+        const crc = (await localCrc32c(batch[k].file, batch[k].size)) >>> 0;
         if (crc.toString(16).padStart(8, "0") === a.crc32c) same.add(batch[k]);
       }
     };
@@ -174,7 +178,7 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
   const connectOptions = await clientConnectOptions(opts.to, opts);
   const say = (event: Record<string, unknown>, line: string) => {
     if (mode === "json") jsonLine(event);
-    else if (mode === "plain") process.stdout.write(`${line}\n`);
+    else if (mode === "plain") writeOut(`${line}\n`);
   };
   const notices: string[] = [];
   const all = await collectFiles(args, opts.recursive === true, (path, why) => {
@@ -244,10 +248,12 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
     const worker = async () => {
       for (let it = queue.shift(); it !== undefined && !fatal; it = queue.shift()) {
         const { file, target } = it;
-        const t = sendFile(shared, file, {
+        const t = sendFileVia(cliFiles, shared, file, {
           compress: opts.compress,
           retries: opts.retries,
-          resume: opts.resume,
+          // A small file is sent whole: asking the server where to resume costs a round trip and a
+          // lookup per file, more than resending it would.
+          resume: opts.resume && it.size > RESUME_MIN_BYTES,
           progressIntervalMs: 200,
           onProgress: (s) => v.update(target, s),
           ...(it.tree ? { relativePath: target } : { name: target }),
@@ -267,14 +273,14 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
               seconds: secs,
               rate: Math.round(r.bytesSent / Math.max(secs, 1e-3)),
             });
-          } else if (mode === "plain") process.stdout.write(`${sentLine(target, r, secs)}\n`);
+          } else if (mode === "plain") writeOut(`${sentLine(target, r, secs)}\n`);
         } catch (err) {
           const e = toPointSubError(err, "ERR_SOURCE");
           failures.push({ file: target, error: e });
           if (!PER_FILE.has(e.code)) fatal = true;
           // With several files each failure gets its line (the final error names the first one).
           if (items.length > 1 && mode === "plain") {
-            process.stdout.write(`${target}: failed: ${e.code}: ${e.message}\n`);
+            writeOut(`${target}: failed: ${e.code}: ${e.message}\n`);
           }
         }
       }

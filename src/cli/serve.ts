@@ -5,7 +5,7 @@ import { FILE_CHECK_ROUTE, FILE_ROUTE, fileSink } from "../node/file-sink.ts";
 import type { IncomingStream } from "../stream/incoming.ts";
 import { type ServeAuthFlags, serveSecurity } from "./auth.ts";
 import { formatBytes, formatRate } from "./format.ts";
-import { jsonLine, outputMode } from "./output.ts";
+import { jsonLine, outputMode, writeOut } from "./output.ts";
 import { serveFiles } from "./serve-files.ts";
 
 /** The route `bench` streams to: the server reads and discards. */
@@ -61,7 +61,7 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
   const mode = outputMode(opts.json);
   const say = (event: string, fields: Record<string, unknown>, line: string) => {
     if (mode === "json") jsonLine({ event, ...fields });
-    else process.stdout.write(`${line}\n`);
+    else writeOut(`${line}\n`);
   };
   // Every check (the secure default, the TLS files) happens before anything is created or listens.
   const security = await serveSecurity(opts.listen, opts);

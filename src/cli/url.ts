@@ -1,5 +1,8 @@
 import { Option } from "commander";
 
+/** The environment variable read when `--token` is absent (here, not in auth.ts: the help text needs it, not the library). */
+export const TOKEN_ENV = "POINTSUB_TOKEN";
+
 /** The environment variable with the server URL of client commands (send, request, bench, get, ls). */
 export const URL_ENV = "POINTSUB_URL";
 

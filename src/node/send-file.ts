@@ -12,6 +12,7 @@ import type { Connection } from "../connection/connection.ts";
 import { PointSubError } from "../errors/error.ts";
 import { onChunkSent } from "../stream/release.ts";
 import type { Transfer } from "../stream/transfer.ts";
+import type { StreamSource } from "../stream/types.ts";
 import { FILE_ROUTE, type FileReceipt, fileCrc32c } from "./file-sink.ts";
 
 /** Options of {@link sendFile}. */
@@ -251,10 +252,21 @@ export interface FileTransferIdOptions {
  */
 export async function fileTransferId(path: string, options: FileTransferIdOptions = {}): Promise<string> {
   const abs = resolve(path);
-  const st = await stat(abs);
+  return transferIdOf(abs, await stat(abs), options);
+}
+
+let crypto: Promise<typeof import("node:crypto")> | undefined;
+
+/** {@link fileTransferId} of `abs` given its stat (no second stat per file). */
+async function transferIdOf(
+  abs: string,
+  st: { size: number; mtimeMs: number },
+  options: FileTransferIdOptions,
+): Promise<string> {
   const key = options.key ?? (await loadResumeKey());
   // node:crypto is loaded on first use (it costs a process a few MB of RSS).
-  const { createHmac } = await import("node:crypto");
+  crypto ??= import("node:crypto");
+  const { createHmac } = await crypto;
   return createHmac("sha256", typeof key === "string" ? Buffer.from(key, "utf8") : key)
     .update(JSON.stringify(["pointsub-file", abs, st.size, st.mtimeMs, options.route ?? FILE_ROUTE]))
     .digest("hex");
@@ -278,6 +290,33 @@ export function sendFile(
   path: string,
   options: SendFileOptions = {},
 ): FileTransfer {
+  return sendFileVia(ASYNC_FILES, target, path, options);
+}
+
+/**
+ * @internal How {@link sendFileVia} looks at and reads a file: `sendFile`
+ * asynchronously; the CLI reads small files synchronously (one process, one
+ * job: three thread-pool round trips per file cost more than the file).
+ */
+export interface FileAccess {
+  stat(path: string): Promise<{ size: number; mtimeMs: number; isFile(): boolean } | undefined>;
+  /** The content from `offset` to `size`. */
+  open(path: string, offset: number, size: number): StreamSource;
+}
+
+/** The asynchronous file access of {@link sendFile}. */
+const ASYNC_FILES: FileAccess = {
+  stat: (path) => stat(path).catch(() => undefined),
+  open: (path, offset, size) => readFileFrom(path, offset, size),
+};
+
+/** @internal {@link sendFile} with its file access given (the CLI's reads small files synchronously). */
+export function sendFileVia(
+  files: FileAccess,
+  target: Connection | (() => Promise<Connection>) | SharedConnection,
+  path: string,
+  options: SendFileOptions = {},
+): FileTransfer {
   const route = options.route ?? FILE_ROUTE;
   const source = (async (): Promise<ResumableSource> => {
     if (options.transferId !== undefined && !/^[A-Za-z0-9_-]{32,128}$/.test(options.transferId)) {
@@ -286,14 +325,14 @@ export function sendFile(
         "transferId must be 32 to 128 characters [A-Za-z0-9_-] (an unguessable capability)",
       );
     }
-    const st = await stat(path).catch(() => undefined);
+    const st = await files.stat(path);
     if (st === undefined || !st.isFile()) {
       throw new PointSubError("ERR_INVALID_ARGUMENT", `${path} is not a readable file`);
     }
     return {
       size: st.size,
-      transferId: options.transferId ?? (await fileTransferId(path, { key: options.resumeKey, route })),
-      open: (offset) => readFileFrom(path, offset, st.size),
+      transferId: options.transferId ?? (await transferIdOf(resolve(path), st, { key: options.resumeKey, route })),
+      open: (offset) => files.open(path, offset, st.size),
       prefixCrc: (length) => fileCrc32c(path, length),
     };
   })();

@@ -1,0 +1,54 @@
+/**
+ * How `pointsub send` reads the files it sends: a small file with one
+ * synchronous open, read and close when its stream starts, a larger one as
+ * `sendFile` does (asynchronously, 1 MiB at a time). The CLI is one process
+ * doing one job: a few tens of microseconds of blocking per small file cost
+ * less than the three thread-pool round trips of an asynchronous read
+ * (about a third of the CPU time of sending 2,000 files of 1 KiB).
+ */
+import { closeSync, openSync, readSync, statSync } from "node:fs";
+import { nodeCrc32c } from "../node/crc32c-native.ts";
+import { fileCrc32c } from "../node/file-sink.ts";
+import { type FileAccess, readFileFrom } from "../node/send-file.ts";
+
+/** Files whose rest (from the offset sent from) is at most this many bytes are read synchronously. */
+export const SYNC_READ_MAX = 64 * 1024;
+
+/** Reads `path` from `offset` to `size` in one synchronous read, when iterated. */
+function* readSmall(path: string, offset: number, size: number): Generator<Uint8Array> {
+  if (size <= offset) return;
+  const fd = openSync(path, "r");
+  try {
+    const buf = Buffer.allocUnsafe(size - offset);
+    let n = 0;
+    while (n < buf.length) {
+      const r = readSync(fd, buf, n, buf.length - n, offset + n);
+      if (r === 0) break;
+      n += r;
+    }
+    if (n > 0) yield buf.subarray(0, n);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The CLI's file access (see the module's comment). */
+export const cliFiles: FileAccess = {
+  stat: async (path) => {
+    try {
+      return statSync(path);
+    } catch {
+      return undefined;
+    }
+  },
+  open: (path, offset, size) =>
+    size - offset <= SYNC_READ_MAX ? readSmall(path, offset, size) : readFileFrom(path, offset, size),
+};
+
+/** CRC32C of the first `length` bytes of `path` (the quick check's), a small file read synchronously. */
+export async function localCrc32c(path: string, length: number): Promise<number> {
+  if (length > SYNC_READ_MAX) return fileCrc32c(path, length);
+  let crc = 0;
+  for (const chunk of readSmall(path, 0, length)) crc = nodeCrc32c().compute(chunk, crc);
+  return crc;
+}
