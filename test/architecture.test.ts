@@ -108,7 +108,7 @@ const PACKAGES: Record<Layer, readonly string[]> = {
   transfer: ["eventemitter3"],
   stream: [],
   router: ["valibot"],
-  connection: ["eventemitter3", "valibot"],
+  connection: ["eventemitter3"],
   client: ["eventemitter3"],
   server: ["eventemitter3"],
   web: [],
