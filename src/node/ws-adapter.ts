@@ -8,6 +8,7 @@
 import type * as Http from "node:http";
 import type * as Https from "node:https";
 import net from "node:net";
+import type { Duplex } from "node:stream";
 import type * as Tls from "node:tls";
 import type * as Ws from "ws";
 import { PointSubError } from "../errors/error.ts";
@@ -54,6 +55,15 @@ export interface WsOptions {
    */
   httpServer?: Http.Server | Https.Server;
   /**
+   * Listen: take upgrade requests from this hook (see {@link wsUpgradeHandler})
+   * instead of a server's `upgrade` event: the application routes them (a
+   * `ws` WebSocketServer in `noServer` mode next to pointsub, a framework's
+   * own upgrade handling). Every request handed to it is taken, whatever its
+   * path; no port is opened and the URL's host and port only name the
+   * listener. Excludes `httpServer`.
+   */
+  upgrade?: WsUpgradeHandler;
+  /**
    * Listen: most connections between TCP accept (or the upgrade request,
    * with `httpServer`) and a completed WebSocket handshake at once; further
    * ones are closed at once. Default 1024.
@@ -69,6 +79,57 @@ export interface WsTransportOptions {
   tls?: TlsOptions;
   /** WebSocket specifics. */
   ws?: WsOptions;
+}
+
+/** Where a listener takes the upgrade requests an application hands to a {@link WsUpgradeHandler}. */
+type UpgradeTarget = (req: Http.IncomingMessage, socket: net.Socket, head: Buffer) => void;
+
+/**
+ * The hook an application hands upgrade requests to (`ws.upgrade`): make
+ * one with {@link wsUpgradeHandler}, give it to `createServer({ ws: { upgrade } })`,
+ * listen on a `ws://` URL, then call `handleUpgrade` from the http server's
+ * `upgrade` event for the requests that are pointsub's.
+ */
+export interface WsUpgradeHandler {
+  /**
+   * Hands an HTTP upgrade request (the arguments of Node's `upgrade`
+   * event) to pointsub: it completes the WebSocket handshake (subprotocol
+   * `pointsub.v1`, else 400) and the connection becomes a session of the
+   * listening server. Before the listener started, or after it closed, the
+   * request is answered 503 and its socket closed.
+   */
+  handleUpgrade(req: Http.IncomingMessage, socket: Duplex, head: Buffer): void;
+}
+
+class UpgradeHook implements WsUpgradeHandler {
+  /** The listener taking requests (undefined: none now). */
+  target: UpgradeTarget | undefined;
+  handleUpgrade(req: Http.IncomingMessage, socket: Duplex, head: Buffer): void {
+    const target = this.target;
+    if (target === undefined) refuse(socket as net.Socket, 503, "Service Unavailable");
+    else target(req, socket as net.Socket, head);
+  }
+}
+
+/**
+ * A hook for `ws.upgrade`: lets an application that owns its http server's
+ * `upgrade` event (express or fastify with other WebSocket routes, a `ws`
+ * WebSocketServer in `noServer` mode) hand pointsub the requests that are
+ * its own:
+ *
+ * ```ts
+ * const upgrade = wsUpgradeHandler();
+ * await createServer({ ws: { upgrade } }).listen("ws://localhost/pointsub");
+ * web.on("upgrade", (req, socket, head) => {
+ *   if (req.url === "/pointsub") upgrade.handleUpgrade(req, socket, head);
+ *   else chat.handleUpgrade(req, socket, head, (ws) => chat.emit("connection", ws, req));
+ * });
+ * ```
+ *
+ * One listener at a time takes its requests.
+ */
+export function wsUpgradeHandler(): WsUpgradeHandler {
+  return new UpgradeHook();
 }
 
 type WsModule = typeof Ws;
@@ -456,8 +517,23 @@ async function listenWs(
   }
 
   const shared = options.ws?.httpServer;
-  let server: Http.Server | Https.Server;
+  const hook = options.ws?.upgrade;
+  if (hook !== undefined) {
+    if (!(hook instanceof UpgradeHook)) {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", "ws.upgrade must come from wsUpgradeHandler()");
+    }
+    if (shared !== undefined) {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", "ws.upgrade and ws.httpServer exclude each other");
+    }
+    if (hook.target !== undefined) {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", "this ws.upgrade handler already serves a listener");
+    }
+  }
+  /** Requests come from outside (a shared server or the application's hook): pending counts from the request. */
+  const external = shared !== undefined || hook !== undefined;
+  let server: Http.Server | Https.Server | undefined;
   if (shared !== undefined) server = shared;
+  else if (hook !== undefined) server = undefined;
   else if (secure) {
     const o = options.tls ?? {};
     if (o.cert === undefined || o.key === undefined) {
@@ -495,13 +571,13 @@ async function listenWs(
     res.end(`pointsub: a WebSocket endpoint (subprotocol ${WS_SUBPROTOCOL})\n`);
   };
   const onUpgrade = (req: Http.IncomingMessage, socket: net.Socket, head: Buffer) => {
-    if (requestPath(req.url) !== path) {
+    if (server !== undefined && requestPath(req.url) !== path) {
       // Another listener of the shared server may serve that path.
       if (server.listenerCount("upgrade") === 1) refuse(socket, 404, "Not Found");
       return;
     }
     const raw = rawOf(socket);
-    if (shared !== undefined && !admit(raw)) return;
+    if (external && !admit(raw)) return;
     if (!pending.has(raw)) {
       socket.destroy();
       return;
@@ -526,26 +602,41 @@ async function listenWs(
       );
     });
   };
-  server.on("upgrade", onUpgrade);
+  if (hook !== undefined) {
+    hook.target = onUpgrade;
+    return {
+      url: url.href,
+      close: async () => {
+        if (hook.target === onUpgrade) hook.target = undefined;
+        for (const socket of [...pending.keys()]) {
+          leave(socket);
+          socket.destroy();
+        }
+      },
+    };
+  }
+  if (server === undefined) throw new PointSubError("ERR_INVALID_ARGUMENT", "no http server to listen with");
+  const web = server;
+  web.on("upgrade", onUpgrade);
   if (shared === undefined) {
-    server.prependListener("connection", onConnection);
-    server.on("request", onRequest);
+    web.prependListener("connection", onConnection);
+    web.on("request", onRequest);
     await new Promise<void>((resolve, reject) => {
-      server.once("error", (err) =>
+      web.once("error", (err) =>
         reject(new PointSubError("ERR_CONNECT", `cannot listen on ${url.href}: ${err.message}`, { cause: err })),
       );
-      server.listen({ host: urlHost(url), port: url.port === "" ? (secure ? 443 : 80) : Number(url.port) }, resolve);
+      web.listen({ host: urlHost(url), port: url.port === "" ? (secure ? 443 : 80) : Number(url.port) }, resolve);
     });
-    server.on("error", () => {});
+    web.on("error", () => {});
   }
-  const addr = server.address();
+  const addr = web.address();
   const bound =
     typeof addr === "object" && addr !== null ? wsHref(scheme(url), addr.address, addr.port, path) : url.href;
   return {
     url: bound,
     close: () =>
       new Promise<void>((resolve) => {
-        server.off("upgrade", onUpgrade);
+        web.off("upgrade", onUpgrade);
         for (const socket of [...pending.keys()]) {
           leave(socket);
           socket.destroy();
@@ -554,8 +645,8 @@ async function listenWs(
           resolve();
           return;
         }
-        server.off("connection", onConnection);
-        server.close(() => resolve());
+        web.off("connection", onConnection);
+        web.close(() => resolve());
       }),
   };
 }
@@ -563,7 +654,8 @@ async function listenWs(
 /**
  * WebSocket (`ws://host:port/path`, `wss://…`) on the `ws` package; reads
  * {@link WsTransportOptions} (`tls` for wss, `ws.httpServer` to share a
- * port, `ws.maxPendingUpgrades`, `ws.headers`).
+ * port, `ws.upgrade` to take upgrade requests from the application,
+ * `ws.maxPendingUpgrades`, `ws.headers`).
  */
 export const wsTransport: TransportAdapter<WsTransportOptions> = {
   schemes: ["ws", "wss"],
