@@ -16,30 +16,30 @@ import type {
   PeerCertificate,
   Transport,
   TransportAdapter,
-  TransportAddress,
   TransportConnectOptions,
-  TransportHandlers,
   TransportListener,
   TransportListenOptions,
 } from "../transport/transport.ts";
+import {
+  sendAsMessages,
+  WS_MAX_MESSAGE,
+  WS_SUBPROTOCOL,
+  WsReceiver,
+  wsCloseError,
+  wsUrl,
+} from "../transport/ws-mapping.ts";
 import type { TlsOptions } from "./net-adapter.ts";
 import { hostUrl, peerCertificateOf, urlHost } from "./socket-transport.ts";
 
-/** The WebSocket subprotocol both sides name in the handshake. */
-export const WS_SUBPROTOCOL = "pointsub.v1";
-/**
- * Largest WebSocket message a peer may send (1 MiB). Frames are split
- * across messages freely, so this bounds what a connection buffers, not
- * the size of pointsub frames or messages.
- */
-export const WS_MAX_MESSAGE = 1024 * 1024;
+export { WS_MAX_MESSAGE, WS_SUBPROTOCOL } from "../transport/ws-mapping.ts";
+
 /** Close codes (RFC 6455 §7.4.1) pointsub uses. */
 const CLOSE_NORMAL = 1000;
 const CLOSE_UNSUPPORTED_DATA = 1003;
 /** Same high-water mark as the socket transport. */
 const WRITE_HIGH_WATER = 1024 * 1024;
-/** Small chunks of one write are sent as one message up to this size. */
-const COALESCE_BYTES = 64 * 1024;
+/** Binary, and never compressed (pointsub compresses streams itself). */
+const SEND_OPTIONS = { binary: true, compress: false } as const;
 /** Defaults of the listen limits. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 const MAX_PENDING_UPGRADES = 1024;
@@ -140,38 +140,20 @@ function loadWs(): Promise<WsModule> {
   return wsModule;
 }
 
-/** The URL of an address, or ERR_UNSUPPORTED_URL. */
-function wsUrl(address: TransportAddress): URL {
-  if (!(address instanceof URL) || (address.protocol !== "ws:" && address.protocol !== "wss:")) {
-    throw new PointSubError(
-      "ERR_UNSUPPORTED_URL",
-      `the WebSocket transport takes ws:// or wss:// URLs, not ${address}`,
-    );
-  }
-  return address;
-}
-
-/** A pointsub transport over one open `ws` WebSocket. */
-class WsTransport implements Transport {
+/**
+ * A pointsub transport over one open `ws` WebSocket. Pausing pauses the
+ * socket; the messages `ws` had already parsed are held until resume.
+ */
+class WsTransport extends WsReceiver implements Transport {
   readonly localUrl: string;
   readonly remoteUrl: string;
   private readonly ws: Ws.WebSocket;
-  private handlers: TransportHandlers | undefined;
-  /** Messages received while paused or before attach, delivered in order. */
-  private inbox: Uint8Array[] = [];
-  private paused = false;
-  private flushScheduled = false;
-  private closed = false;
-  /** 'close' arrived while the inbox still held data: report it once delivered. */
-  private closeQueued = false;
-  private closeReported = false;
-  private error: Error | undefined;
   private needDrain = false;
-
   /** The socket under the WebSocket (a TLSSocket for wss://). */
   private readonly socket: net.Socket | undefined;
 
   constructor(ws: Ws.WebSocket, socket: net.Socket | undefined, localUrl: string, remoteUrl: string) {
+    super(Infinity);
     this.ws = ws;
     this.socket = socket;
     this.localUrl = localUrl;
@@ -186,12 +168,6 @@ class WsTransport implements Transport {
     ws.once("close", this.onWsClose);
   }
 
-  attach(h: TransportHandlers): void {
-    if (this.handlers !== undefined) throw new PointSubError("ERR_INVALID_ARGUMENT", "transport attached twice");
-    this.handlers = h;
-    if (!this.paused) this.scheduleFlush();
-  }
-
   peerCertificate(): PeerCertificate | undefined {
     return this.socket === undefined ? undefined : peerCertificateOf(this.socket);
   }
@@ -199,52 +175,9 @@ class WsTransport implements Transport {
   write(chunks: readonly Uint8Array[]): boolean {
     const ws = this.ws;
     if (this.closed || ws.readyState !== 1) return false;
-    let total = 0;
-    for (let i = 0; i < chunks.length; i++) total += chunks[i].length;
-    if (total === 0) return true;
-    // The last message of every write tells when it reached the kernel: after
-    // a write that returned false, the last of these callbacks sees the
-    // buffer drained (whether a write fills the buffer is known only after
-    // it, headers and TLS included).
-    const onSent = this.sent;
-    if (chunks.length > 1 && total <= COALESCE_BYTES) {
-      const copy = Buffer.allocUnsafe(total);
-      let off = 0;
-      for (let i = 0; i < chunks.length; i++) {
-        copy.set(chunks[i], off);
-        off += chunks[i].length;
-      }
-      ws.send(copy, { binary: true, compress: false }, onSent);
-    } else {
-      let last = chunks.length - 1;
-      while (last > 0 && chunks[last].length === 0) last--;
-      for (let i = 0; i <= last; i++) {
-        const c = chunks[i];
-        for (let off = 0; off < c.length; off += WS_MAX_MESSAGE) {
-          const end = Math.min(off + WS_MAX_MESSAGE, c.length);
-          ws.send(
-            c.subarray(off, end),
-            { binary: true, compress: false },
-            i === last && end === c.length ? onSent : undefined,
-          );
-        }
-      }
-    }
-    if (ws.bufferedAmount < WRITE_HIGH_WATER) return true;
+    if (sendAsMessages(chunks, this.send) === 0 || ws.bufferedAmount < WRITE_HIGH_WATER) return true;
     this.needDrain = true;
     return false;
-  }
-
-  pause(): void {
-    if (this.paused) return;
-    this.paused = true;
-    this.ws.pause();
-  }
-
-  resume(): void {
-    if (!this.paused) return;
-    this.paused = false;
-    this.scheduleFlush();
   }
 
   end(): void {
@@ -255,10 +188,37 @@ class WsTransport implements Transport {
 
   destroy(error?: Error): void {
     if (error !== undefined) this.error ??= error;
-    this.inbox = [];
-    this.closeQueued = false;
-    this.ws.terminate();
+    this.dropHeld();
+    if (this.closed) this.reportClose();
+    else this.ws.terminate();
   }
+
+  protected stopReading(): void {
+    this.ws.pause();
+  }
+
+  protected startReading(): void {
+    this.ws.resume();
+  }
+
+  protected reported(): void {}
+
+  /** The peer broke the mapping (a text message): close with 1003 and report a protocol error. */
+  protected fail(err: PointSubError): void {
+    this.error ??= err;
+    this.dropHeld();
+    this.ws.close(CLOSE_UNSUPPORTED_DATA, err.message.slice(0, 120));
+  }
+
+  /**
+   * Sends one message. The last message of every write tells when it reached
+   * the kernel: after a write that returned false, the last of these
+   * callbacks sees the buffer drained (whether a write fills the buffer is
+   * known only after it, headers and TLS included).
+   */
+  private readonly send = (message: Uint8Array, last: boolean): void => {
+    this.ws.send(message, SEND_OPTIONS, last ? this.sent : undefined);
+  };
 
   /** A send callback: the message went to the kernel. */
   private readonly sent = (): void => {
@@ -270,74 +230,16 @@ class WsTransport implements Transport {
   private readonly onMessage = (data: Buffer, isBinary: boolean): void => {
     if (this.closed || this.error !== undefined) return;
     if (!isBinary) {
-      this.fail(CLOSE_UNSUPPORTED_DATA, "pointsub takes binary WebSocket messages only, got a text message");
+      this.fail(new PointSubError("ERR_PROTOCOL", "pointsub takes binary WebSocket messages only, got a text message"));
       return;
     }
-    if (data.length === 0) return;
-    const chunk = new Uint8Array(data.buffer, data.byteOffset, data.length);
-    const h = this.handlers;
-    if (h === undefined || this.paused || this.inbox.length !== 0) this.inbox.push(chunk);
-    else h.onData(chunk);
-  };
-
-  /** The peer broke the mapping: close with `code` and report a protocol error. */
-  private fail(code: number, reason: string): void {
-    this.error ??= new PointSubError("ERR_PROTOCOL", reason);
-    this.inbox = [];
-    this.ws.close(code, reason.slice(0, 120));
-  }
-
-  private scheduleFlush(): void {
-    if (this.flushScheduled) return;
-    this.flushScheduled = true;
-    queueMicrotask(this.flush);
-  }
-
-  /** Delivers what arrived while paused, then lets the socket read again. */
-  private readonly flush = (): void => {
-    this.flushScheduled = false;
-    const h = this.handlers;
-    if (h === undefined || this.paused) return;
-    while (this.inbox.length !== 0 && !this.paused && !this.closeReported) {
-      const chunk = this.inbox.shift() as Uint8Array;
-      h.onData(chunk);
-    }
-    if (this.paused || this.inbox.length !== 0) return;
-    if (this.closeQueued) this.reportClose();
-    else if (!this.closed) this.ws.resume();
+    if (data.length !== 0) this.received(new Uint8Array(data.buffer, data.byteOffset, data.length));
   };
 
   private readonly onWsClose = (code: number, reason: Buffer): void => {
-    this.closed = true;
-    if (this.error === undefined && code !== CLOSE_NORMAL && code !== 1001 && code !== 1005 && code !== 1006) {
-      // 1002 protocol error, 1003 unsupported data, 1007 invalid data, 1009 too big: the peer refused what it got.
-      const refused = code === 1002 || code === 1003 || code === 1007 || code === 1009;
-      this.error = new PointSubError(
-        refused ? "ERR_PROTOCOL" : "ERR_CONNECTION_CLOSED",
-        `the peer closed the WebSocket with ${code} ${reason.toString()}`.trim(),
-      );
-    }
-    if (this.inbox.length !== 0 && this.handlers !== undefined) {
-      this.closeQueued = true;
-      if (!this.paused) this.scheduleFlush();
-      return;
-    }
-    this.reportClose();
+    this.error ??= wsCloseError(code, reason.toString());
+    this.socketClosed();
   };
-
-  private reportClose(): void {
-    if (this.closeReported) return;
-    const h = this.handlers;
-    if (h === undefined) {
-      // Reported once attached.
-      this.closeQueued = true;
-      return;
-    }
-    this.closeReported = true;
-    this.closeQueued = false;
-    this.inbox = [];
-    h.onClose(this.error);
-  }
 }
 
 /** A `ws` error as a typed one. */
