@@ -168,6 +168,7 @@ export type {
   TransportListenOptions,
   TransportOptions,
 } from "./transport/transport.ts";
+export { webCompressionCodecs } from "./web/compression.ts";
 export {
   type BrowserRuntimeOptions,
   createBrowserRuntime,

@@ -54,7 +54,7 @@ const MAY_IMPORT: Record<Layer, readonly Layer[]> = {
   connection: ["codec", "errors", "router", "runtime", "stream", "transfer", "transport", "util"],
   client: ["connection", "errors", "runtime", "stream", "transfer", "transport"],
   server: ["connection", "errors", "router", "runtime", "stream", "transport", "util"],
-  web: ["errors", "runtime", "transport"],
+  web: ["codec", "errors", "runtime", "transport"],
   node: ["client", "codec", "connection", "errors", "runtime", "stream", "transport"],
   index: [
     "client",
