@@ -356,7 +356,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     if (engine === undefined) {
       loadStreamEngine().then(
         () => this.streamsLoaded(),
-        (err: unknown) => this.fail(toPointSubError(err, "ERR_PROTOCOL", "cannot load the stream engine: ")),
+        (err: unknown) => this.fail(toPointSubError(err, "ERR_CONNECTION_CLOSED", "cannot load the stream engine: ")),
       );
       return undefined;
     }
