@@ -57,6 +57,8 @@ const IMPLS: Record<string, Impl> = {
   "reference-slab": { file: "impls/reference.ts", args: ["--slab"] },
   pointsub: { file: "impls/pointsub.ts", args: [] },
   "pointsub-unix": { file: "impls/pointsub.ts", args: ["--unix"] },
+  // pointsub over WebSocket (the ws package under it): next to ws on the same workloads (issue 14).
+  "pointsub-ws": { file: "impls/pointsub.ts", args: ["--ws"] },
   // The server with pointsub/metrics subscribed to its diagnostics channels.
   "pointsub-metrics": { file: "impls/pointsub.ts", args: ["--metrics"] },
   // Requests through Client's pool (issue 11: no measurable cost over a direct connection).
@@ -136,7 +138,7 @@ const WORKLOADS: Record<Workload, WorkloadParams> = {
 };
 const reps = Number(values.reps ?? (quick ? 1 : 3));
 const impls = (
-  values.impl ?? "reference,reference-slab,pointsub,pointsub-unix,pointsub-lp,ws,socket.io,grpc,zeromq,nats,libp2p"
+  values.impl ?? "reference,reference-slab,pointsub,pointsub-unix,pointsub-lp,pointsub-ws,ws,socket.io,grpc,zeromq,nats,libp2p"
 ).split(",");
 const requested = (values.workload ?? [...Object.keys(WORKLOADS), "broadcast", "files"].join(",")).split(",");
 /** `files` (bench/files.ts: 1 GiB file to file) is not per-implementation; it runs after the rest. */

@@ -147,7 +147,7 @@ export {
 export { Router } from "./router/router.ts";
 export type { CallContext, Middleware, StreamRoute } from "./router/types.ts";
 export { type Crc32cProvider, createRuntime, type Runtime, type RuntimeParts } from "./runtime/runtime.ts";
-export { IncomingStream } from "./stream/incoming.ts";
+export type { IncomingStream } from "./stream/incoming.ts";
 export { Transfer } from "./stream/transfer.ts";
 export type { CompressOption, SendStreamOptions, StreamHandler, StreamSource } from "./stream/types.ts";
 export { Progress, type ProgressSnapshot, type TransferStatus } from "./transfer/progress.ts";
@@ -168,6 +168,7 @@ export type {
   TransportListenOptions,
   TransportOptions,
 } from "./transport/transport.ts";
+export { webCompressionCodecs } from "./web/compression.ts";
 export {
   type BrowserRuntimeOptions,
   createBrowserRuntime,

@@ -46,7 +46,8 @@ export interface ConnectOptions extends CoreConnectOptions, NodeTransportOptions
  * `runtime`, server limits, and the Node transports' options (`tls`:
  * certificate and key for `tls://` and `wss://` listeners, CA / requestCert
  * for mutual TLS; `maxPendingHandshakes`; `ws.httpServer` to share a web
- * server's port, `ws.maxPendingUpgrades`).
+ * server's port, `ws.upgrade` to take upgrade requests the application
+ * routes, `ws.maxPendingUpgrades`).
  */
 export interface ServerOptions extends CoreServerOptions, NodeTransportOptions {}
 
@@ -311,7 +312,9 @@ export {
   WS_SUBPROTOCOL,
   type WsOptions,
   type WsTransportOptions,
+  type WsUpgradeHandler,
   wsTransport,
+  wsUpgradeHandler,
 } from "./node/ws-adapter.ts";
 export {
   type IdempotencyEntry,

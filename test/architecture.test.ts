@@ -56,7 +56,7 @@ const MAY_IMPORT: Record<Layer, readonly Layer[]> = {
   client: ["connection", "errors", "runtime", "stream", "transfer", "transport"],
   server: ["connection", "errors", "router", "runtime", "stream", "transport", "util"],
   lp: ["client", "connection", "errors", "runtime", "transport"],
-  web: ["errors", "runtime", "transport"],
+  web: ["codec", "errors", "runtime", "transport"],
   node: ["client", "codec", "connection", "errors", "lp", "runtime", "stream", "transport"],
   index: [
     "client",
@@ -112,7 +112,7 @@ const PACKAGES: Record<Layer, readonly string[]> = {
   transfer: ["eventemitter3"],
   stream: [],
   router: ["valibot"],
-  connection: ["eventemitter3", "valibot"],
+  connection: ["eventemitter3"],
   client: ["cockatiel", "eventemitter3"],
   server: ["eventemitter3"],
   lp: ["eventemitter3"],

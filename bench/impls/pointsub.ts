@@ -1,5 +1,5 @@
 /**
- * pointsub over tcp:// (or unix:// with `--unix`), the same workloads as the reference.
+ * pointsub over tcp:// (or unix:// with `--unix`, ws:// with `--ws`), the same workloads as the reference.
  * `--metrics`: the server runs with pointsub/metrics subscribed (its cost on the workloads).
  */
 import { tmpdir } from "node:os";
@@ -47,7 +47,9 @@ async function server(): Promise<void> {
     srv.handle("/sink/1.0.0", () => undefined);
     const url = process.argv.includes("--unix")
       ? `unix://${join(tmpdir(), `pointsub-bench-${process.pid}.sock`)}`
-      : "tcp://127.0.0.1:0";
+      : process.argv.includes("--ws")
+        ? "ws://127.0.0.1:0/pointsub"
+        : "tcp://127.0.0.1:0";
     const [bound] = await srv.listen(url);
     return {
       url: bound,

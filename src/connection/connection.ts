@@ -25,8 +25,9 @@ import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { Router } from "../router/router.ts";
 import type { Middleware, ResumeLookup } from "../router/types.ts";
 import { createRuntime, type Runtime } from "../runtime/runtime.ts";
-import type { Transfer } from "../stream/transfer.ts";
+import { Transfer } from "../stream/transfer.ts";
 import type { SendStreamOptions, StreamHandler, StreamSource } from "../stream/types.ts";
+import { newTransferId, Progress } from "../transfer/progress.ts";
 import type { PeerCertificate, Transport } from "../transport/transport.ts";
 import { type Deferred, deferred } from "../util/deferred.ts";
 import type { Ticker } from "../util/ticker.ts";
@@ -45,8 +46,9 @@ import { Outbox } from "./outbox.ts";
 import { Pinger } from "./pinger.ts";
 import { ReadGate } from "./read-gate.ts";
 import { Stats, type StatsSnapshot } from "./stats.ts";
-import { IncomingStreams } from "./stream-in.ts";
-import { OutgoingStreams } from "./stream-out.ts";
+import { loadStreamEngine, type StreamEngine, streamEngine } from "./stream-engine.ts";
+import type { IncomingStreams } from "./stream-in.ts";
+import type { OutgoingStreams } from "./stream-out.ts";
 import type {
   CloseOptions,
   ConnectionEvents,
@@ -98,6 +100,8 @@ interface Drain {
 const PEER_GOAWAY_WAIT_MS = 250;
 /** Characters of a peer's GOAWAY reason kept (in errors and `closeReason`). */
 const MAX_REASON = 256;
+/** What the frame router may hold beyond the receive window while the stream engine loads (heads, control frames). */
+const HOLD_SLACK = 1024 * 1024;
 /** Ids of connections made without one (clients); a server numbers its sessions itself. */
 let nextConnectionId = 1;
 
@@ -257,6 +261,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       }),
     });
     this.frames = new FrameRouter(this.handshake, this.inbound, this.pinger, this.writer, port);
+    this.frames.holdLimit = local.connectionWindow + HOLD_SLACK;
     this.housekeeper = new Housekeeper(
       {
         keepAliveMs: options.keepAliveMs ?? 30_000,
@@ -320,7 +325,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       c.housekeeper.lastOutput = Date.now();
       return c.transport.write(chunks);
     }
-    inStreams(): IncomingStreams {
+    inStreams(): IncomingStreams | undefined {
       return this.c.inStreams;
     }
     onGoAway(errno: number, reason: string): void {
@@ -328,9 +333,10 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     }
   };
 
-  private get outStreams(): OutgoingStreams {
+  /** The outgoing half, created on first use from the (loaded) stream engine. */
+  private outStreams(engine: StreamEngine): OutgoingStreams {
     if (this.outStreams_ !== undefined) return this.outStreams_;
-    this.outStreams_ = new OutgoingStreams(this.link, this.outbox, this.caller, this.stats_, {
+    this.outStreams_ = new engine.OutgoingStreams(this.link, this.outbox, this.caller, this.stats_, {
       isOpen: () => this.state_ === "open",
       isClosed: this.isClosed,
       unusableError: () => this.unusableError(),
@@ -341,9 +347,22 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     return this.outStreams_;
   }
 
-  private get inStreams(): IncomingStreams {
+  /**
+   * The incoming half (a STREAM frame arrived), created on first use; while
+   * the stream engine is still loading, undefined: the frame router holds
+   * this frame and every later one until {@link streamsLoaded}.
+   */
+  private get inStreams(): IncomingStreams | undefined {
     if (this.inStreams_ !== undefined) return this.inStreams_;
-    this.inStreams_ = new IncomingStreams(
+    const engine = streamEngine();
+    if (engine === undefined) {
+      loadStreamEngine().then(
+        () => this.streamsLoaded(),
+        (err: unknown) => this.fail(toPointSubError(err, "ERR_CONNECTION_CLOSED", "cannot load the stream engine: ")),
+      );
+      return undefined;
+    }
+    this.inStreams_ = new engine.IncomingStreams(
       this.link,
       this.outbox,
       this.window,
@@ -360,6 +379,16 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.inbound.streams = this.inStreams_;
     this.frames.inStreamsIfAny = this.inStreams_;
     return this.inStreams_;
+  }
+
+  /** The stream engine loaded while the frame router held frames: they go through now, in order. */
+  private streamsLoaded(): void {
+    if (this.state_ === "closed") return;
+    try {
+      this.frames.release();
+    } catch (err) {
+      this.fail(toPointSubError(err, "ERR_PROTOCOL"));
+    }
   }
 
   /** This connection's own router (created on first route or middleware), falling back to the server's. */
@@ -567,7 +596,34 @@ export class Connection extends EventEmitter<ConnectionEvents> {
    * progress as the receiver acknowledges bytes.
    */
   sendStream(route: string, source: StreamSource, options: SendStreamOptions = {}): Transfer {
-    return this.outStreams.send(route, source, options);
+    const engine = streamEngine();
+    if (engine !== undefined) return this.outStreams(engine).send(route, source, options);
+    return this.sendStreamLater(route, source, options);
+  }
+
+  /** `sendStream` while the stream engine is not loaded (a browser's first stream): the transfer starts once it is. */
+  private sendStreamLater(route: string, source: StreamSource, options: SendStreamOptions): Transfer {
+    const progress = new Progress(options.transferId ?? newTransferId(), options.total, options.progressIntervalMs);
+    if (options.onProgress !== undefined) progress.on("progress", options.onProgress);
+    const d = deferred<Uint8Array>();
+    let started: Transfer | undefined;
+    let cancelled: string | undefined;
+    loadStreamEngine().then(
+      (engine) => {
+        started = this.outStreams(engine).send(route, source, { ...options, onProgress: undefined }, progress);
+        started.done.then(d.resolve, d.reject);
+        if (cancelled !== undefined) started.cancel(cancelled);
+      },
+      (err: unknown) => {
+        const e = toPointSubError(err, "ERR_CONNECTION_CLOSED", "cannot load the stream engine: ");
+        progress.setStatus("failed", e);
+        d.reject(e);
+      },
+    );
+    return new Transfer(progress, d.promise, (reason) => {
+      if (started !== undefined) started.cancel(reason);
+      else cancelled ??= reason;
+    });
   }
 
   /**

@@ -23,11 +23,27 @@ const MAX_WINDOW = 2 ** 31 - 1;
 
 /** What the connection does for frames no part owns. */
 export interface FrameHooks {
-  /** The incoming streams, created if needed (a STREAM START arrived). */
-  inStreams(): IncomingStreams;
+  /**
+   * The incoming streams, created if needed (a STREAM frame arrived);
+   * undefined while the stream engine loads: the router holds frames until
+   * the connection calls {@link FrameRouter.release}.
+   */
+  inStreams(): IncomingStreams | undefined;
   /** GOAWAY: errno 0 is a graceful close, anything else a fatal error of the peer. */
   onGoAway(errno: number, reason: string): void;
 }
+
+/** A frame held while the stream engine loads: a copy of its payload. */
+interface HeldFrame {
+  type: number;
+  flags: number;
+  id: number;
+  payload: Uint8Array;
+  crc: number;
+}
+
+/** Bytes counted per held frame besides its payload (its header, roughly). */
+const HELD_FRAME_COST = 16;
 
 export class FrameRouter implements FrameSink {
   /** Frames received. */
@@ -45,6 +61,19 @@ export class FrameRouter implements FrameSink {
   private readonly writer: FrameWriter;
   private readonly hooks: FrameHooks;
   private readonly v: VarintResult = { value: 0, next: 0 };
+  /**
+   * Frames held in arrival order from the first STREAM frame that came
+   * while the stream engine was loading (a browser's first stream) until
+   * {@link release}; undefined otherwise.
+   */
+  private held: HeldFrame[] | undefined;
+  private heldBytes = 0;
+  /**
+   * Most bytes held (set by the connection: its receive window, which a
+   * conforming peer's data cannot exceed, plus room for heads and control
+   * frames); more is ERR_FLOW_CONTROL.
+   */
+  holdLimit = 0;
 
   constructor(handshake: Handshake, inbound: Inbound, pinger: Pinger, writer: FrameWriter, hooks: FrameHooks) {
     this.handshake = handshake;
@@ -65,6 +94,7 @@ export class FrameRouter implements FrameSink {
 
   /** Lets chunked-message bytes land directly in their buffer, and a stream's in buffers its reader handed back. */
   frameTarget(type: number, flags: number, id: number, length: number): Uint8Array | undefined {
+    if (this.held !== undefined) return undefined;
     if (type === FrameType.STREAM) return flags === 0 ? this.inStreamsIfAny?.frameBuffer(id, length) : undefined;
     if ((flags & Flag.START) !== 0 || type < FrameType.MSG || type > FrameType.RES) return undefined;
     return this.inbound.frameTarget(type, id, length);
@@ -87,6 +117,10 @@ export class FrameRouter implements FrameSink {
 
   onFrame(type: number, flags: number, id: number, buf: Uint8Array, start: number, end: number, crc: number): void {
     if (this.closed) return;
+    if (this.held !== undefined) {
+      this.hold(type, flags, id, buf.slice(start, end), crc);
+      return;
+    }
     this.framesIn++;
     const hs = this.handshake;
     if (hs !== undefined) {
@@ -105,9 +139,17 @@ export class FrameRouter implements FrameSink {
       case FrameType.RES:
         this.inbound.onFrame(type, flags, id, buf, start, end);
         return;
-      case FrameType.STREAM:
-        (this.inStreamsIfAny ?? this.hooks.inStreams()).onFrame(flags, id, buf, start, end, crc);
+      case FrameType.STREAM: {
+        const ins = this.inStreamsIfAny ?? this.hooks.inStreams();
+        if (ins !== undefined) ins.onFrame(flags, id, buf, start, end, crc);
+        else {
+          // The stream engine is loading: this frame and every later one wait for it, in order.
+          this.framesIn--;
+          this.held = [];
+          this.hold(type, flags, id, buf.slice(start, end), crc);
+        }
         return;
+      }
       case FrameType.CANCEL:
         this.inbound.onCancel(id, decodeCancel(buf.subarray(start, end)));
         return;
@@ -125,6 +167,23 @@ export class FrameRouter implements FrameSink {
       default:
         throw PointSubError.fromPeer("ERR_PROTOCOL", `${FRAME_TYPE_NAMES[type]} frame after the handshake`);
     }
+  }
+
+  private hold(type: number, flags: number, id: number, payload: Uint8Array, crc: number): void {
+    this.heldBytes += payload.length + HELD_FRAME_COST;
+    if (this.heldBytes > this.holdLimit) {
+      throw PointSubError.fromPeer("ERR_FLOW_CONTROL", `peer sent over ${this.holdLimit} bytes beyond its window`);
+    }
+    (this.held as HeldFrame[]).push({ type, flags, id, payload, crc });
+  }
+
+  /** The stream engine is loaded: the held frames go to their parts, in arrival order. */
+  release(): void {
+    const held = this.held;
+    if (held === undefined) return;
+    this.held = undefined;
+    this.heldBytes = 0;
+    for (const f of held) this.onFrame(f.type, f.flags, f.id, f.payload, 0, f.payload.length, f.crc);
   }
 
   private onCredit(id: number, n: number): void {

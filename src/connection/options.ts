@@ -3,44 +3,53 @@
  * at construction, with messages that name the field and its allowed range.
  * The protocol limits (maxMessageSize, windows, …) are checked as settings
  * (`codec/settings.ts`); this covers the times and byte counts.
+ *
+ * Thirteen numeric fields of four kinds: a table and one function rather
+ * than a schema library, which would be most of the bytes the engine's
+ * option checking adds to a browser bundle.
  */
-import * as v from "valibot";
 import { PointSubError } from "../errors/error.ts";
 import type { ConnectionOptions } from "./types.ts";
 
-const ms = v.optional(v.pipe(v.number("must be a number"), v.finite("must be finite"), v.minValue(0, "must be >= 0")));
-const bytes = v.optional(
-  v.pipe(v.number("must be a number"), v.safeInteger("must be an integer"), v.minValue(0, "must be >= 0")),
-);
+/** What a field may hold: milliseconds (finite, >= 0), bytes (integer, >= 0), a count (integer, >= 1), a rate (finite, > 0). */
+type Kind = "ms" | "bytes" | "count" | "rate";
 
-const count = v.optional(
-  v.pipe(v.number("must be a number"), v.safeInteger("must be an integer"), v.minValue(1, "must be >= 1")),
-);
+const FIELDS: Readonly<Record<string, Kind>> = {
+  maxMessageSize: "count",
+  // A server's options (clients have none): checked here so that every option fails the same way.
+  maxConnections: "count",
+  maxConnectionsPerAddress: "count",
+  requestTimeoutMs: "ms",
+  handshakeTimeoutMs: "ms",
+  closeTimeoutMs: "ms",
+  keepAliveMs: "ms",
+  slowPeerTimeoutMs: "ms",
+  progressTimeoutMs: "ms",
+  idleTimeoutMs: "ms",
+  slowPeerBytes: "bytes",
+  memoryBudget: "bytes",
+  requestBytesPerSecond: "rate",
+};
 
-const schema = v.object({
-  maxMessageSize: count,
-  // A server's option (clients have none): checked here so that every option fails the same way.
-  maxConnections: count,
-  maxConnectionsPerAddress: count,
-  requestTimeoutMs: ms,
-  handshakeTimeoutMs: ms,
-  closeTimeoutMs: ms,
-  keepAliveMs: ms,
-  slowPeerTimeoutMs: ms,
-  progressTimeoutMs: ms,
-  idleTimeoutMs: ms,
-  slowPeerBytes: bytes,
-  memoryBudget: bytes,
-  requestBytesPerSecond: v.optional(
-    v.pipe(v.number("must be a number"), v.finite("must be finite"), v.gtValue(0, "must be > 0")),
-  ),
-});
+/** Why `x` is not a valid value of `kind`, or undefined when it is. */
+function problem(x: unknown, kind: Kind): string | undefined {
+  if (typeof x !== "number" || Number.isNaN(x)) return "must be a number";
+  const whole = kind === "bytes" || kind === "count";
+  if (whole ? !Number.isSafeInteger(x) : !Number.isFinite(x)) return whole ? "must be an integer" : "must be finite";
+  if (kind === "count") return x >= 1 ? undefined : "must be >= 1";
+  if (kind === "rate") return x > 0 ? undefined : "must be > 0";
+  return x >= 0 ? undefined : "must be >= 0";
+}
 
 /** Throws ERR_INVALID_ARGUMENT naming the first invalid option, e.g. `keepAliveMs must be >= 0 (got -5)`. */
 export function checkConnectionOptions(o: ConnectionOptions): void {
-  const r = v.safeParse(schema, o);
-  if (r.success) return;
-  const issue = r.issues[0];
-  const key = issue.path?.map((p) => String(p.key)).join(".") ?? "option";
-  throw new PointSubError("ERR_INVALID_ARGUMENT", `${key} ${issue.message} (got ${String(issue.input)})`);
+  if (typeof o !== "object" || o === null) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", `options must be an object (got ${String(o)})`);
+  }
+  for (const key in FIELDS) {
+    const x = (o as Record<string, unknown>)[key];
+    if (x === undefined) continue;
+    const why = problem(x, FIELDS[key]);
+    if (why !== undefined) throw new PointSubError("ERR_INVALID_ARGUMENT", `${key} ${why} (got ${String(x)})`);
+  }
 }

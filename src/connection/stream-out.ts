@@ -93,11 +93,17 @@ export class OutgoingStreams {
     this.streams.get(id)?.out.stop(err);
   }
 
-  /** See {@link Connection.sendStream}. */
-  send(route: string, source: StreamSource, options: SendStreamOptions): Transfer {
-    const transferId = options.transferId ?? newTransferId();
-    const progress = new Progress(transferId, options.total, options.progressIntervalMs ?? 100);
-    if (options.onProgress !== undefined) progress.on("progress", options.onProgress);
+  /**
+   * See {@link Connection.sendStream}. `given`: the progress of a transfer
+   * the connection handed out before the stream engine was loaded.
+   */
+  send(route: string, source: StreamSource, options: SendStreamOptions, given?: Progress): Transfer {
+    let progress: Progress;
+    if (given === undefined) {
+      progress = new Progress(options.transferId ?? newTransferId(), options.total, options.progressIntervalMs ?? 100);
+      if (options.onProgress !== undefined) progress.on("progress", options.onProgress);
+    } else progress = given;
+    const transferId = progress.transferId;
     const d = deferred<Uint8Array>();
     const trace = streamTrace();
     const offset = options.offset ?? 0;

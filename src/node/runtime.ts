@@ -4,6 +4,8 @@
  */
 import * as dc from "node:diagnostics_channel";
 import { CodecRegistry } from "../codec/codec-registry.ts";
+import { useStreamEngine } from "../connection/stream-engine.ts";
+import * as streams from "../connection/streams.ts";
 import { createRuntime, type Diagnostics, type Runtime } from "../runtime/runtime.ts";
 import { memoryTransport } from "../transport/memory.ts";
 import type { TransportAdapter } from "../transport/transport.ts";
@@ -59,6 +61,8 @@ function allocBody(n: number): Uint8Array {
  * memory default from it; building one changes nothing process-wide.
  */
 export function createNodeRuntime(options: NodeRuntimeOptions = {}): Runtime {
+  // Node loads the stream halves up front: a connection's first stream starts synchronously.
+  useStreamEngine(streams);
   const crc32c = options.nativeCrc32c === false ? undefined : loadNativeCrc32c();
   // The machine's memory (a cgroup read) is looked up once per runtime, not per connection.
   let machine: number | undefined;

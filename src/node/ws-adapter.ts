@@ -8,6 +8,7 @@
 import type * as Http from "node:http";
 import type * as Https from "node:https";
 import net from "node:net";
+import type { Duplex } from "node:stream";
 import type * as Tls from "node:tls";
 import type * as Ws from "ws";
 import { PointSubError } from "../errors/error.ts";
@@ -15,30 +16,30 @@ import type {
   PeerCertificate,
   Transport,
   TransportAdapter,
-  TransportAddress,
   TransportConnectOptions,
-  TransportHandlers,
   TransportListener,
   TransportListenOptions,
 } from "../transport/transport.ts";
+import {
+  sendAsMessages,
+  WS_MAX_MESSAGE,
+  WS_SUBPROTOCOL,
+  WsReceiver,
+  wsCloseError,
+  wsUrl,
+} from "../transport/ws-mapping.ts";
 import type { TlsOptions } from "./net-adapter.ts";
 import { hostUrl, peerCertificateOf, urlHost } from "./socket-transport.ts";
 
-/** The WebSocket subprotocol both sides name in the handshake. */
-export const WS_SUBPROTOCOL = "pointsub.v1";
-/**
- * Largest WebSocket message a peer may send (1 MiB). Frames are split
- * across messages freely, so this bounds what a connection buffers, not
- * the size of pointsub frames or messages.
- */
-export const WS_MAX_MESSAGE = 1024 * 1024;
+export { WS_MAX_MESSAGE, WS_SUBPROTOCOL } from "../transport/ws-mapping.ts";
+
 /** Close codes (RFC 6455 §7.4.1) pointsub uses. */
 const CLOSE_NORMAL = 1000;
 const CLOSE_UNSUPPORTED_DATA = 1003;
 /** Same high-water mark as the socket transport. */
 const WRITE_HIGH_WATER = 1024 * 1024;
-/** Small chunks of one write are sent as one message up to this size. */
-const COALESCE_BYTES = 64 * 1024;
+/** Binary, and never compressed (pointsub compresses streams itself). */
+const SEND_OPTIONS = { binary: true, compress: false } as const;
 /** Defaults of the listen limits. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 const MAX_PENDING_UPGRADES = 1024;
@@ -53,6 +54,15 @@ export interface WsOptions {
    * Closing the listener detaches; the server is not closed.
    */
   httpServer?: Http.Server | Https.Server;
+  /**
+   * Listen: take upgrade requests from this hook (see {@link wsUpgradeHandler})
+   * instead of a server's `upgrade` event: the application routes them (a
+   * `ws` WebSocketServer in `noServer` mode next to pointsub, a framework's
+   * own upgrade handling). Every request handed to it is taken, whatever its
+   * path; no port is opened and the URL's host and port only name the
+   * listener. Excludes `httpServer`.
+   */
+  upgrade?: WsUpgradeHandler;
   /**
    * Listen: most connections between TCP accept (or the upgrade request,
    * with `httpServer`) and a completed WebSocket handshake at once; further
@@ -71,6 +81,57 @@ export interface WsTransportOptions {
   ws?: WsOptions;
 }
 
+/** Where a listener takes the upgrade requests an application hands to a {@link WsUpgradeHandler}. */
+type UpgradeTarget = (req: Http.IncomingMessage, socket: net.Socket, head: Buffer) => void;
+
+/**
+ * The hook an application hands upgrade requests to (`ws.upgrade`): make
+ * one with {@link wsUpgradeHandler}, give it to `createServer({ ws: { upgrade } })`,
+ * listen on a `ws://` URL, then call `handleUpgrade` from the http server's
+ * `upgrade` event for the requests that are pointsub's.
+ */
+export interface WsUpgradeHandler {
+  /**
+   * Hands an HTTP upgrade request (the arguments of Node's `upgrade`
+   * event) to pointsub: it completes the WebSocket handshake (subprotocol
+   * `pointsub.v1`, else 400) and the connection becomes a session of the
+   * listening server. Before the listener started, or after it closed, the
+   * request is answered 503 and its socket closed.
+   */
+  handleUpgrade(req: Http.IncomingMessage, socket: Duplex, head: Buffer): void;
+}
+
+class UpgradeHook implements WsUpgradeHandler {
+  /** The listener taking requests (undefined: none now). */
+  target: UpgradeTarget | undefined;
+  handleUpgrade(req: Http.IncomingMessage, socket: Duplex, head: Buffer): void {
+    const target = this.target;
+    if (target === undefined) refuse(socket as net.Socket, 503, "Service Unavailable");
+    else target(req, socket as net.Socket, head);
+  }
+}
+
+/**
+ * A hook for `ws.upgrade`: lets an application that owns its http server's
+ * `upgrade` event (express or fastify with other WebSocket routes, a `ws`
+ * WebSocketServer in `noServer` mode) hand pointsub the requests that are
+ * its own:
+ *
+ * ```ts
+ * const upgrade = wsUpgradeHandler();
+ * await createServer({ ws: { upgrade } }).listen("ws://localhost/pointsub");
+ * web.on("upgrade", (req, socket, head) => {
+ *   if (req.url === "/pointsub") upgrade.handleUpgrade(req, socket, head);
+ *   else chat.handleUpgrade(req, socket, head, (ws) => chat.emit("connection", ws, req));
+ * });
+ * ```
+ *
+ * One listener at a time takes its requests.
+ */
+export function wsUpgradeHandler(): WsUpgradeHandler {
+  return new UpgradeHook();
+}
+
 type WsModule = typeof Ws;
 /** `ws` (and with it node:http/https) is loaded on first use. */
 let wsModule: Promise<WsModule> | undefined;
@@ -79,38 +140,20 @@ function loadWs(): Promise<WsModule> {
   return wsModule;
 }
 
-/** The URL of an address, or ERR_UNSUPPORTED_URL. */
-function wsUrl(address: TransportAddress): URL {
-  if (!(address instanceof URL) || (address.protocol !== "ws:" && address.protocol !== "wss:")) {
-    throw new PointSubError(
-      "ERR_UNSUPPORTED_URL",
-      `the WebSocket transport takes ws:// or wss:// URLs, not ${address}`,
-    );
-  }
-  return address;
-}
-
-/** A pointsub transport over one open `ws` WebSocket. */
-class WsTransport implements Transport {
+/**
+ * A pointsub transport over one open `ws` WebSocket. Pausing pauses the
+ * socket; the messages `ws` had already parsed are held until resume.
+ */
+class WsTransport extends WsReceiver implements Transport {
   readonly localUrl: string;
   readonly remoteUrl: string;
   private readonly ws: Ws.WebSocket;
-  private handlers: TransportHandlers | undefined;
-  /** Messages received while paused or before attach, delivered in order. */
-  private inbox: Uint8Array[] = [];
-  private paused = false;
-  private flushScheduled = false;
-  private closed = false;
-  /** 'close' arrived while the inbox still held data: report it once delivered. */
-  private closeQueued = false;
-  private closeReported = false;
-  private error: Error | undefined;
   private needDrain = false;
-
   /** The socket under the WebSocket (a TLSSocket for wss://). */
   private readonly socket: net.Socket | undefined;
 
   constructor(ws: Ws.WebSocket, socket: net.Socket | undefined, localUrl: string, remoteUrl: string) {
+    super(Infinity);
     this.ws = ws;
     this.socket = socket;
     this.localUrl = localUrl;
@@ -125,12 +168,6 @@ class WsTransport implements Transport {
     ws.once("close", this.onWsClose);
   }
 
-  attach(h: TransportHandlers): void {
-    if (this.handlers !== undefined) throw new PointSubError("ERR_INVALID_ARGUMENT", "transport attached twice");
-    this.handlers = h;
-    if (!this.paused) this.scheduleFlush();
-  }
-
   peerCertificate(): PeerCertificate | undefined {
     return this.socket === undefined ? undefined : peerCertificateOf(this.socket);
   }
@@ -138,52 +175,9 @@ class WsTransport implements Transport {
   write(chunks: readonly Uint8Array[]): boolean {
     const ws = this.ws;
     if (this.closed || ws.readyState !== 1) return false;
-    let total = 0;
-    for (let i = 0; i < chunks.length; i++) total += chunks[i].length;
-    if (total === 0) return true;
-    // The last message of every write tells when it reached the kernel: after
-    // a write that returned false, the last of these callbacks sees the
-    // buffer drained (whether a write fills the buffer is known only after
-    // it, headers and TLS included).
-    const onSent = this.sent;
-    if (chunks.length > 1 && total <= COALESCE_BYTES) {
-      const copy = Buffer.allocUnsafe(total);
-      let off = 0;
-      for (let i = 0; i < chunks.length; i++) {
-        copy.set(chunks[i], off);
-        off += chunks[i].length;
-      }
-      ws.send(copy, { binary: true, compress: false }, onSent);
-    } else {
-      let last = chunks.length - 1;
-      while (last > 0 && chunks[last].length === 0) last--;
-      for (let i = 0; i <= last; i++) {
-        const c = chunks[i];
-        for (let off = 0; off < c.length; off += WS_MAX_MESSAGE) {
-          const end = Math.min(off + WS_MAX_MESSAGE, c.length);
-          ws.send(
-            c.subarray(off, end),
-            { binary: true, compress: false },
-            i === last && end === c.length ? onSent : undefined,
-          );
-        }
-      }
-    }
-    if (ws.bufferedAmount < WRITE_HIGH_WATER) return true;
+    if (sendAsMessages(chunks, this.send) === 0 || ws.bufferedAmount < WRITE_HIGH_WATER) return true;
     this.needDrain = true;
     return false;
-  }
-
-  pause(): void {
-    if (this.paused) return;
-    this.paused = true;
-    this.ws.pause();
-  }
-
-  resume(): void {
-    if (!this.paused) return;
-    this.paused = false;
-    this.scheduleFlush();
   }
 
   end(): void {
@@ -194,10 +188,37 @@ class WsTransport implements Transport {
 
   destroy(error?: Error): void {
     if (error !== undefined) this.error ??= error;
-    this.inbox = [];
-    this.closeQueued = false;
-    this.ws.terminate();
+    this.dropHeld();
+    if (this.closed) this.reportClose();
+    else this.ws.terminate();
   }
+
+  protected stopReading(): void {
+    this.ws.pause();
+  }
+
+  protected startReading(): void {
+    this.ws.resume();
+  }
+
+  protected reported(): void {}
+
+  /** The peer broke the mapping (a text message): close with 1003 and report a protocol error. */
+  protected fail(err: PointSubError): void {
+    this.error ??= err;
+    this.dropHeld();
+    this.ws.close(CLOSE_UNSUPPORTED_DATA, err.message.slice(0, 120));
+  }
+
+  /**
+   * Sends one message. The last message of every write tells when it reached
+   * the kernel: after a write that returned false, the last of these
+   * callbacks sees the buffer drained (whether a write fills the buffer is
+   * known only after it, headers and TLS included).
+   */
+  private readonly send = (message: Uint8Array, last: boolean): void => {
+    this.ws.send(message, SEND_OPTIONS, last ? this.sent : undefined);
+  };
 
   /** A send callback: the message went to the kernel. */
   private readonly sent = (): void => {
@@ -209,74 +230,16 @@ class WsTransport implements Transport {
   private readonly onMessage = (data: Buffer, isBinary: boolean): void => {
     if (this.closed || this.error !== undefined) return;
     if (!isBinary) {
-      this.fail(CLOSE_UNSUPPORTED_DATA, "pointsub takes binary WebSocket messages only, got a text message");
+      this.fail(new PointSubError("ERR_PROTOCOL", "pointsub takes binary WebSocket messages only, got a text message"));
       return;
     }
-    if (data.length === 0) return;
-    const chunk = new Uint8Array(data.buffer, data.byteOffset, data.length);
-    const h = this.handlers;
-    if (h === undefined || this.paused || this.inbox.length !== 0) this.inbox.push(chunk);
-    else h.onData(chunk);
-  };
-
-  /** The peer broke the mapping: close with `code` and report a protocol error. */
-  private fail(code: number, reason: string): void {
-    this.error ??= new PointSubError("ERR_PROTOCOL", reason);
-    this.inbox = [];
-    this.ws.close(code, reason.slice(0, 120));
-  }
-
-  private scheduleFlush(): void {
-    if (this.flushScheduled) return;
-    this.flushScheduled = true;
-    queueMicrotask(this.flush);
-  }
-
-  /** Delivers what arrived while paused, then lets the socket read again. */
-  private readonly flush = (): void => {
-    this.flushScheduled = false;
-    const h = this.handlers;
-    if (h === undefined || this.paused) return;
-    while (this.inbox.length !== 0 && !this.paused && !this.closeReported) {
-      const chunk = this.inbox.shift() as Uint8Array;
-      h.onData(chunk);
-    }
-    if (this.paused || this.inbox.length !== 0) return;
-    if (this.closeQueued) this.reportClose();
-    else if (!this.closed) this.ws.resume();
+    if (data.length !== 0) this.received(new Uint8Array(data.buffer, data.byteOffset, data.length));
   };
 
   private readonly onWsClose = (code: number, reason: Buffer): void => {
-    this.closed = true;
-    if (this.error === undefined && code !== CLOSE_NORMAL && code !== 1001 && code !== 1005 && code !== 1006) {
-      // 1002 protocol error, 1003 unsupported data, 1007 invalid data, 1009 too big: the peer refused what it got.
-      const refused = code === 1002 || code === 1003 || code === 1007 || code === 1009;
-      this.error = new PointSubError(
-        refused ? "ERR_PROTOCOL" : "ERR_CONNECTION_CLOSED",
-        `the peer closed the WebSocket with ${code} ${reason.toString()}`.trim(),
-      );
-    }
-    if (this.inbox.length !== 0 && this.handlers !== undefined) {
-      this.closeQueued = true;
-      if (!this.paused) this.scheduleFlush();
-      return;
-    }
-    this.reportClose();
+    this.error ??= wsCloseError(code, reason.toString());
+    this.socketClosed();
   };
-
-  private reportClose(): void {
-    if (this.closeReported) return;
-    const h = this.handlers;
-    if (h === undefined) {
-      // Reported once attached.
-      this.closeQueued = true;
-      return;
-    }
-    this.closeReported = true;
-    this.closeQueued = false;
-    this.inbox = [];
-    h.onClose(this.error);
-  }
 }
 
 /** A `ws` error as a typed one. */
@@ -456,8 +419,23 @@ async function listenWs(
   }
 
   const shared = options.ws?.httpServer;
-  let server: Http.Server | Https.Server;
+  const hook = options.ws?.upgrade;
+  if (hook !== undefined) {
+    if (!(hook instanceof UpgradeHook)) {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", "ws.upgrade must come from wsUpgradeHandler()");
+    }
+    if (shared !== undefined) {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", "ws.upgrade and ws.httpServer exclude each other");
+    }
+    if (hook.target !== undefined) {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", "this ws.upgrade handler already serves a listener");
+    }
+  }
+  /** Requests come from outside (a shared server or the application's hook): pending counts from the request. */
+  const external = shared !== undefined || hook !== undefined;
+  let server: Http.Server | Https.Server | undefined;
   if (shared !== undefined) server = shared;
+  else if (hook !== undefined) server = undefined;
   else if (secure) {
     const o = options.tls ?? {};
     if (o.cert === undefined || o.key === undefined) {
@@ -495,13 +473,13 @@ async function listenWs(
     res.end(`pointsub: a WebSocket endpoint (subprotocol ${WS_SUBPROTOCOL})\n`);
   };
   const onUpgrade = (req: Http.IncomingMessage, socket: net.Socket, head: Buffer) => {
-    if (requestPath(req.url) !== path) {
+    if (server !== undefined && requestPath(req.url) !== path) {
       // Another listener of the shared server may serve that path.
       if (server.listenerCount("upgrade") === 1) refuse(socket, 404, "Not Found");
       return;
     }
     const raw = rawOf(socket);
-    if (shared !== undefined && !admit(raw)) return;
+    if (external && !admit(raw)) return;
     if (!pending.has(raw)) {
       socket.destroy();
       return;
@@ -526,26 +504,41 @@ async function listenWs(
       );
     });
   };
-  server.on("upgrade", onUpgrade);
+  if (hook !== undefined) {
+    hook.target = onUpgrade;
+    return {
+      url: url.href,
+      close: async () => {
+        if (hook.target === onUpgrade) hook.target = undefined;
+        for (const socket of [...pending.keys()]) {
+          leave(socket);
+          socket.destroy();
+        }
+      },
+    };
+  }
+  if (server === undefined) throw new PointSubError("ERR_INVALID_ARGUMENT", "no http server to listen with");
+  const web = server;
+  web.on("upgrade", onUpgrade);
   if (shared === undefined) {
-    server.prependListener("connection", onConnection);
-    server.on("request", onRequest);
+    web.prependListener("connection", onConnection);
+    web.on("request", onRequest);
     await new Promise<void>((resolve, reject) => {
-      server.once("error", (err) =>
+      web.once("error", (err) =>
         reject(new PointSubError("ERR_CONNECT", `cannot listen on ${url.href}: ${err.message}`, { cause: err })),
       );
-      server.listen({ host: urlHost(url), port: url.port === "" ? (secure ? 443 : 80) : Number(url.port) }, resolve);
+      web.listen({ host: urlHost(url), port: url.port === "" ? (secure ? 443 : 80) : Number(url.port) }, resolve);
     });
-    server.on("error", () => {});
+    web.on("error", () => {});
   }
-  const addr = server.address();
+  const addr = web.address();
   const bound =
     typeof addr === "object" && addr !== null ? wsHref(scheme(url), addr.address, addr.port, path) : url.href;
   return {
     url: bound,
     close: () =>
       new Promise<void>((resolve) => {
-        server.off("upgrade", onUpgrade);
+        web.off("upgrade", onUpgrade);
         for (const socket of [...pending.keys()]) {
           leave(socket);
           socket.destroy();
@@ -554,8 +547,8 @@ async function listenWs(
           resolve();
           return;
         }
-        server.off("connection", onConnection);
-        server.close(() => resolve());
+        web.off("connection", onConnection);
+        web.close(() => resolve());
       }),
   };
 }
@@ -563,7 +556,8 @@ async function listenWs(
 /**
  * WebSocket (`ws://host:port/path`, `wss://…`) on the `ws` package; reads
  * {@link WsTransportOptions} (`tls` for wss, `ws.httpServer` to share a
- * port, `ws.maxPendingUpgrades`, `ws.headers`).
+ * port, `ws.upgrade` to take upgrade requests from the application,
+ * `ws.maxPendingUpgrades`, `ws.headers`).
  */
 export const wsTransport: TransportAdapter<WsTransportOptions> = {
   schemes: ["ws", "wss"],

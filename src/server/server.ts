@@ -7,6 +7,8 @@ import { refusalBytes } from "../connection/handshake.ts";
 import { housekeepingPeriod } from "../connection/housekeeping.ts";
 import { checkConnectionOptions } from "../connection/options.ts";
 import { addStats, emptyStats, type StatsSnapshot, sumStats } from "../connection/stats.ts";
+import { useStreamEngine } from "../connection/stream-engine.ts";
+import * as streams from "../connection/streams.ts";
 import type {
   Authenticator,
   ConnectionInfo,
@@ -165,6 +167,8 @@ export class Server extends EventEmitter<ServerEvents> {
   /** Use `createServer` of the "pointsub" entry point, which supplies the default runtime. */
   constructor(options: ServerOptions = {}) {
     super();
+    // A server takes streams from its first frame: the stream halves are loaded up front.
+    useStreamEngine(streams);
     if (options.runtime === undefined) {
       throw new PointSubError(
         "ERR_INVALID_ARGUMENT",

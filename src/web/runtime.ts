@@ -1,9 +1,10 @@
 /**
  * The browser runtime: the global `WebSocket` for `ws://`/`wss://` (add
- * `memoryTransport()` through `transports` for `memory://`), the pure-JS CRC32C and no compression codecs (streams a
- * browser sends go uncompressed; a peer compresses for it only with codecs it
- * offers, and it offers none). Portable; built on demand, never on import.
+ * `memoryTransport()` through `transports` for `memory://`), the pure-JS CRC32C and no compression codecs unless given
+ * (`codecs: webCompressionCodecs()`: deflate-raw and gzip on `CompressionStream`; without, streams a browser sends go
+ * uncompressed and a peer compresses for it only with codecs it offers). Portable; built on demand, never on import.
  */
+import type { CompressionCodec } from "../codec/compression.ts";
 import { createRuntime, type Runtime } from "../runtime/runtime.ts";
 import type { TransportAdapter } from "../transport/transport.ts";
 import { type WebSocketTransportOptions, webSocketTransport } from "./websocket.ts";
@@ -16,6 +17,11 @@ export interface BrowserRuntimeOptions {
   transports?: readonly TransportAdapter[];
   /** Default memory budget in bytes. Default 256 MiB. */
   memoryLimit?: () => number;
+  /**
+   * Compression codecs offered to peers and used for streams. Default none;
+   * `webCompressionCodecs()` gives deflate-raw and gzip on `CompressionStream`.
+   */
+  codecs?: Iterable<CompressionCodec>;
 }
 
 const DEFAULT_MEMORY_LIMIT = 256 * 1024 * 1024;
@@ -26,6 +32,7 @@ export function createBrowserRuntime(options: BrowserRuntimeOptions = {}): Runti
     name: "browser",
     transports: [webSocketTransport(options.webSocket), ...(options.transports ?? [])],
     memoryLimit: options.memoryLimit ?? (() => DEFAULT_MEMORY_LIMIT),
+    codecs: options.codecs,
   });
 }
 

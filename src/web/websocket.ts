@@ -11,20 +11,18 @@
  * `bufferedAmount`.
  */
 import { PointSubError } from "../errors/error.ts";
-import type {
-  Transport,
-  TransportAdapter,
-  TransportAddress,
-  TransportConnectOptions,
-  TransportHandlers,
-} from "../transport/transport.ts";
+import type { Transport, TransportAdapter, TransportAddress, TransportConnectOptions } from "../transport/transport.ts";
+import {
+  sendAsMessages,
+  WS_MAX_MESSAGE,
+  WS_SUBPROTOCOL,
+  WsReceiver,
+  wsCloseError,
+  wsUrl,
+} from "../transport/ws-mapping.ts";
 
 /** The WebSocket subprotocol both sides name in the handshake (docs/PROTOCOL.md §1.2). */
-export const WEB_SUBPROTOCOL = "pointsub.v1";
-/** Largest message either side sends or accepts (docs/PROTOCOL.md §1.2). */
-const MAX_MESSAGE = 1024 * 1024;
-/** Small chunks of one write are sent as one message up to this size. */
-const COALESCE_BYTES = 64 * 1024;
+export const WEB_SUBPROTOCOL = WS_SUBPROTOCOL;
 const DEFAULT_HIGH_WATER = 1024 * 1024;
 const DEFAULT_MAX_PAUSED = 64 * 1024 * 1024;
 const DEFAULT_DRAIN_POLL_MS = 4;
@@ -53,23 +51,15 @@ interface Limits {
 }
 
 /** One open WebSocket as a pointsub transport. */
-class WebSocketTransport implements Transport {
+class WebSocketTransport extends WsReceiver implements Transport {
   readonly localUrl: string;
   readonly remoteUrl: string;
   private readonly ws: WebSocket;
   private readonly limits: Limits;
-  private handlers: TransportHandlers | undefined;
-  private inbox: Uint8Array[] = [];
-  private inboxBytes = 0;
-  private paused = false;
-  private flushScheduled = false;
-  private closed = false;
-  private closeQueued = false;
-  private closeReported = false;
-  private error: Error | undefined;
   private drainTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(ws: WebSocket, remoteUrl: string, limits: Limits) {
+    super(limits.maxPaused);
     this.ws = ws;
     this.localUrl = `${remoteUrl.startsWith("wss:") ? "wss" : "ws"}://local`;
     this.remoteUrl = remoteUrl;
@@ -80,47 +70,12 @@ class WebSocketTransport implements Transport {
     ws.onerror = null;
   }
 
-  attach(h: TransportHandlers): void {
-    if (this.handlers !== undefined) throw new PointSubError("ERR_INVALID_ARGUMENT", "transport attached twice");
-    this.handlers = h;
-    this.scheduleFlush();
-  }
-
   write(chunks: readonly Uint8Array[]): boolean {
     const ws = this.ws;
     if (this.closed || ws.readyState !== 1) return false;
-    let total = 0;
-    for (let i = 0; i < chunks.length; i++) total += chunks[i].length;
-    if (total === 0) return true;
-    if (chunks.length > 1 && total <= COALESCE_BYTES) {
-      const copy = new Uint8Array(total);
-      let off = 0;
-      for (let i = 0; i < chunks.length; i++) {
-        copy.set(chunks[i], off);
-        off += chunks[i].length;
-      }
-      ws.send(copy);
-    } else {
-      for (let i = 0; i < chunks.length; i++) {
-        const c = chunks[i];
-        for (let off = 0; off < c.length; off += MAX_MESSAGE) {
-          ws.send(c.subarray(off, Math.min(off + MAX_MESSAGE, c.length)) as Uint8Array<ArrayBuffer>);
-        }
-      }
-    }
-    if (ws.bufferedAmount < this.limits.highWater) return true;
-    if (this.drainTimer === undefined) this.drainTimer = setTimeout(this.pollDrain, this.limits.pollMs);
+    if (sendAsMessages(chunks, this.send) === 0 || ws.bufferedAmount < this.limits.highWater) return true;
+    this.drainTimer ??= setTimeout(this.pollDrain, this.limits.pollMs);
     return false;
-  }
-
-  pause(): void {
-    this.paused = true;
-  }
-
-  resume(): void {
-    if (!this.paused) return;
-    this.paused = false;
-    this.scheduleFlush();
   }
 
   end(): void {
@@ -134,11 +89,27 @@ class WebSocketTransport implements Transport {
     // Browsers may send only 1000 or 3000–4999: the reason says what went wrong.
     if (this.ws.readyState < 2) this.ws.close(1000, this.error?.message.slice(0, 100) ?? "");
     // A browser cannot drop its queue or the TCP connection: report the close now.
-    this.inbox = [];
-    this.inboxBytes = 0;
+    this.dropHeld();
     this.closed = true;
     this.reportClose();
   }
+
+  /** A browser cannot stop reading a WebSocket: what arrives is held, up to maxPausedBytes. */
+  protected stopReading(): void {}
+  protected startReading(): void {}
+
+  protected reported(): void {
+    clearTimeout(this.drainTimer);
+    this.ws.onmessage = null;
+  }
+
+  protected fail(err: PointSubError): void {
+    this.destroy(err);
+  }
+
+  private readonly send = (message: Uint8Array<ArrayBuffer>): void => {
+    this.ws.send(message);
+  };
 
   private readonly pollDrain = (): void => {
     this.drainTimer = undefined;
@@ -154,81 +125,23 @@ class WebSocketTransport implements Transport {
     if (this.closed || this.error !== undefined) return;
     const data: unknown = ev.data;
     if (!(data instanceof ArrayBuffer)) {
-      this.fail("ERR_PROTOCOL", "pointsub takes binary WebSocket messages only, got a text message");
+      this.fail(new PointSubError("ERR_PROTOCOL", "pointsub takes binary WebSocket messages only, got a text message"));
       return;
     }
-    if (data.byteLength > MAX_MESSAGE) {
-      this.fail("ERR_PROTOCOL", `WebSocket message of ${data.byteLength} bytes, over ${MAX_MESSAGE}`);
+    if (data.byteLength > WS_MAX_MESSAGE) {
+      this.fail(
+        new PointSubError("ERR_PROTOCOL", `WebSocket message of ${data.byteLength} bytes, over ${WS_MAX_MESSAGE}`),
+      );
       return;
     }
-    if (data.byteLength === 0) return;
-    const chunk = new Uint8Array(data);
-    const h = this.handlers;
-    if (h !== undefined && !this.paused && this.inbox.length === 0) {
-      h.onData(chunk);
-      return;
-    }
-    this.inbox.push(chunk);
-    this.inboxBytes += chunk.length;
-    if (this.inboxBytes > this.limits.maxPaused) {
-      this.fail("ERR_FLOW_CONTROL", `the peer sent over ${this.limits.maxPaused} bytes while reading was paused`);
-    }
-  };
-
-  private fail(code: "ERR_PROTOCOL" | "ERR_FLOW_CONTROL", reason: string): void {
-    this.destroy(new PointSubError(code, reason));
-  }
-
-  private scheduleFlush(): void {
-    if (this.flushScheduled) return;
-    this.flushScheduled = true;
-    queueMicrotask(this.flush);
-  }
-
-  private readonly flush = (): void => {
-    this.flushScheduled = false;
-    const h = this.handlers;
-    if (h === undefined || this.paused) return;
-    while (this.inbox.length !== 0 && !this.paused && !this.closeReported) {
-      const chunk = this.inbox.shift() as Uint8Array;
-      this.inboxBytes -= chunk.length;
-      h.onData(chunk);
-    }
-    if (this.inbox.length === 0 && this.closeQueued) this.reportClose();
+    if (data.byteLength !== 0) this.received(new Uint8Array(data));
   };
 
   private readonly onWsClose = (ev: CloseEvent): void => {
-    this.closed = true;
-    if (this.drainTimer !== undefined) clearTimeout(this.drainTimer);
-    const code = ev.code;
-    if (this.error === undefined && code !== 1000 && code !== 1001 && code !== 1005 && code !== 1006) {
-      const refused = code === 1002 || code === 1003 || code === 1007 || code === 1009;
-      this.error = new PointSubError(
-        refused ? "ERR_PROTOCOL" : "ERR_CONNECTION_CLOSED",
-        `the peer closed the WebSocket with ${code} ${ev.reason}`.trim(),
-      );
-    }
-    if (this.inbox.length !== 0 || this.handlers === undefined) {
-      this.closeQueued = true;
-      this.scheduleFlush();
-      return;
-    }
-    this.reportClose();
+    clearTimeout(this.drainTimer);
+    this.error ??= wsCloseError(ev.code, ev.reason);
+    this.socketClosed();
   };
-
-  private reportClose(): void {
-    if (this.closeReported) return;
-    const h = this.handlers;
-    if (h === undefined) {
-      this.closeQueued = true;
-      return;
-    }
-    this.closeReported = true;
-    this.closeQueued = false;
-    if (this.drainTimer !== undefined) clearTimeout(this.drainTimer);
-    this.ws.onmessage = null;
-    h.onClose(this.error);
-  }
 }
 
 function positive(name: string, value: number | undefined, fallback: number): number {
@@ -237,16 +150,6 @@ function positive(name: string, value: number | undefined, fallback: number): nu
     throw new PointSubError("ERR_INVALID_ARGUMENT", `${name} must be a positive integer, got ${value}`);
   }
   return value;
-}
-
-function wsUrl(address: TransportAddress): URL {
-  if (!(address instanceof URL) || (address.protocol !== "ws:" && address.protocol !== "wss:")) {
-    throw new PointSubError(
-      "ERR_UNSUPPORTED_URL",
-      `the WebSocket transport takes ws:// or wss:// URLs, not ${address}`,
-    );
-  }
-  return address;
 }
 
 /**

@@ -1,10 +1,12 @@
 /**
  * The browser entry in a real browser: Debian's chromium, driven by
  * playwright-core, opens a page served from a local http server whose script
- * is the esbuild bundle of src/browser.ts, and from the page talks to a Node
- * pointsub server over ws://127.0.0.1: a request, 16 MiB both ways (hashes
- * checked with crypto.subtle on the page and node:crypto here) and a 16 MiB
- * server push.
+ * is the esbuild bundle of src/browser.ts (ES modules, code splitting), and
+ * from the page talks to a Node pointsub server over ws://127.0.0.1: a
+ * request, 16 MiB both ways (hashes checked with crypto.subtle on the page
+ * and node:crypto here), a 16 MiB server push, then streams — the stream
+ * chunk fetched on demand while the server's 2 MiB stream to the page waits
+ * for it, and a 4 MiB Blob uploaded with progress.
  *
  * Needs chromium (`apt-get install -y chromium`, or CHROMIUM_PATH) and
  * playwright-core (a devDependency). Without them it says so in one line and
@@ -38,6 +40,7 @@ async function missing(): Promise<string | undefined> {
 const SCENARIO = `
 window.runScenario = async (url) => {
   const { connect } = window.pointsub;
+  const scriptsBefore = performance.getEntriesByType("resource").filter((e) => e.name.endsWith(".js")).length;
   const hex = async (b) => [...new Uint8Array(await crypto.subtle.digest("SHA-256", b))].map((x) => x.toString(16).padStart(2, "0")).join("");
   const conn = await connect(url, { maxMessageSize: 64 * 1024 * 1024 });
   const hello = new TextDecoder().decode(await conn.request("/echo/1.0.0", "hello from " + navigator.userAgent.split(" ")[0]));
@@ -55,13 +58,30 @@ window.runScenario = async (url) => {
   const pushed = new Promise((resolve) => conn.once("message", (m) => resolve(m.data)));
   const pushAnswer = new TextDecoder().decode(await conn.request("/push/1.0.0", ""));
   const pushHash = await hex(await pushed);
+  // Streams: the stream halves are a chunk of their own, fetched now. First the server streams
+  // to the page (its frames wait for the chunk), then the page uploads a Blob with progress.
+  const t1 = performance.now();
+  conn.handleStream("/page/1.0.0", async (s) => hex(await s.bytes()));
+  const streamedIn = new TextDecoder().decode(await conn.request("/push-stream/1.0.0", ""));
+  const scriptsAfter = performance.getEntriesByType("resource").filter((e) => e.name.endsWith(".js")).length;
+  const blob = new Blob([big.subarray(0, 3 * 1024 * 1024), big.subarray(3 * 1024 * 1024, 4 * 1024 * 1024)]);
+  let progressEvents = 0;
+  const transfer = conn.sendStream("/hash-stream/1.0.0", blob.stream(), { total: blob.size, onProgress: () => progressEvents++ });
+  const uploadHash = new TextDecoder().decode(await transfer);
+  const uploadWant = await hex(await blob.arrayBuffer());
+  const uploaded = transfer.snapshot();
+  const streamsMs = performance.now() - t1;
   await conn.close();
-  return { hello, want, serverHash, echoLength: echoed.length, echoHash, pushAnswer, pushHash, roundTripMs };
+  return {
+    hello, want, serverHash, echoLength: echoed.length, echoHash, pushAnswer, pushHash, roundTripMs,
+    streamedIn, scriptsBefore, scriptsAfter, uploadHash, uploadWant, progressEvents,
+    uploadedBytes: uploaded.bytes, uploadStatus: uploaded.status, streamsMs,
+  };
 };
 `;
 
 describe("the browser entry in chromium (playwright-core)", () => {
-  it("connects over ws:// from a page: request, 16 MiB both ways, 16 MiB server push", async (t) => {
+  it("connects over ws:// from a page: request, 16 MiB both ways, 16 MiB server push, streams both ways", async (t) => {
     const why = await missing();
     if (why !== undefined) {
       if (process.env.CI === "true") assert.fail(why);
@@ -70,21 +90,25 @@ describe("the browser entry in chromium (playwright-core)", () => {
     }
     const { chromium } = await import("playwright-core");
 
-    // The page: the browser entry bundled by esbuild, exposed as window.pointsub.
+    // The page: the browser entry bundled by esbuild as ES modules with code splitting (the
+    // stream halves in a chunk of their own, loaded on demand), exposed as window.pointsub.
     const bundle = await esbuild.build({
-      entryPoints: [`${root}src/browser.ts`],
+      entryPoints: { pointsub: `${root}src/browser.ts` },
       bundle: true,
+      splitting: true,
       platform: "browser",
-      format: "iife",
-      globalName: "pointsub",
+      format: "esm",
       minify: true,
       write: false,
+      outdir: "/js",
       logLevel: "silent",
     });
-    const script = bundle.outputFiles[0].text;
-    assert.doesNotMatch(script, /["'`]node:/);
+    const scripts = new Map(bundle.outputFiles.map((f) => [f.path, f.text]));
+    assert.ok(scripts.size >= 2, "the stream halves are a chunk of their own");
+    for (const text of scripts.values()) assert.doesNotMatch(text, /["'`]node:/);
     const web = http.createServer((req, res) => {
-      if (req.url === "/pointsub.js") {
+      const script = scripts.get(req.url ?? "");
+      if (script !== undefined) {
         res.writeHead(200, { "Content-Type": "text/javascript" });
         res.end(script);
       } else if (req.url === "/scenario.js") {
@@ -93,7 +117,7 @@ describe("the browser entry in chromium (playwright-core)", () => {
       } else {
         res.writeHead(200, { "Content-Type": "text/html" });
         res.end(
-          '<!doctype html><title>pointsub</title><script src="/pointsub.js"></script><script src="/scenario.js"></script>',
+          '<!doctype html><title>pointsub</title><script type="module">import * as p from "/js/pointsub.js"; window.pointsub = p;</script><script type="module" src="/scenario.js"></script>',
         );
       }
     });
@@ -108,6 +132,12 @@ describe("the browser entry in chromium (playwright-core)", () => {
       await ctx.session.send(push);
       return sha256(push);
     });
+    server.handleStream("/hash-stream/1.0.0", async (s) => sha256(await s.bytes()));
+    const down = push.subarray(0, 2 * MiB);
+    server.handle("/push-stream/1.0.0", async (_req, ctx) => {
+      const pageHash = new TextDecoder().decode(await ctx.session.sendStream("/page/1.0.0", [down]));
+      return pageHash === sha256(down) ? "intact" : `page hashed ${pageHash}`;
+    });
     const [url] = await server.listen("ws://127.0.0.1:0/pointsub");
 
     const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
@@ -121,7 +151,7 @@ describe("the browser entry in chromium (playwright-core)", () => {
         url,
       );
       t.diagnostic(
-        `chromium: 16 MiB to the server and back (hash + echo) in ${Math.round(r.roundTripMs as number)} ms`,
+        `chromium: 16 MiB to the server and back (hash + echo) in ${Math.round(r.roundTripMs as number)} ms; streams (2 MiB in, 4 MiB out) in ${Math.round(r.streamsMs as number)} ms`,
       );
       assert.deepEqual(errors, []);
       assert.match(r.hello as string, /^hello from Mozilla/);
@@ -130,6 +160,16 @@ describe("the browser entry in chromium (playwright-core)", () => {
       assert.equal(r.echoHash, r.want, "the page received its 16 MiB back intact");
       assert.equal(r.pushHash, r.pushAnswer, "the page received the server's 16 MiB push intact");
       assert.equal(r.pushAnswer, sha256(push));
+      assert.equal(r.streamedIn, "intact", "the server's 2 MiB stream reached the page's stream route intact");
+      assert.equal(
+        r.scriptsAfter,
+        (r.scriptsBefore as number) + 1,
+        "the stream chunk was fetched for the first stream",
+      );
+      assert.equal(r.uploadHash, r.uploadWant, "the page's 4 MiB Blob stream reached the server intact");
+      assert.equal(r.uploadedBytes, 4 * MiB);
+      assert.equal(r.uploadStatus, "completed");
+      assert.ok((r.progressEvents as number) >= 1, "progress events during the upload");
     } finally {
       await browser.close();
       await server.close();

@@ -1,11 +1,15 @@
 /**
  * The browser build: a consumer's `import { connect } from "pointsub"`,
  * bundled by esbuild for the browser (platform "browser", so the `"browser"`
- * export condition picks dist/browser.js), minified. It must import no Node
- * built-in and none of the Node edge, and stay small: the test reports its
- * minified + gzipped size (gzip level 9 of esbuild's minified output) against
- * the 25 KB target, and fails above a 40 KB ceiling (the engine alone, with
- * its stream machinery, is ~35 KB today).
+ * export condition picks dist/browser.js), minified, with code splitting (as
+ * an application bundler does for dynamic imports). It must import no Node
+ * built-in and none of the Node edge, and stay small.
+ *
+ * What is measured: the page's initial load — its entry file plus every
+ * chunk that file imports statically — each file gzipped at level 9 on its
+ * own (as a server sends them), summed. The stream halves of the engine are
+ * a chunk of their own, loaded by a dynamic import the first time a
+ * connection streams: reported, not counted.
  */
 import assert from "node:assert/strict";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -27,10 +31,10 @@ export async function hello(url) {
 }
 `;
 
-/** The size the browser bundle aims at, min+gzip (bytes): reported, not yet met. */
+/** The issue's budget for the initial load, min+gzip (bytes): reported. */
 const TARGET = 25 * 1024;
-/** Above this the test fails (bytes): a regression guard until the target is met. */
-const CEILING = 40 * 1024;
+/** What the test asserts (bytes): the initial load measured at this commit, rounded up to the next KB. */
+const BUDGET = 32 * 1024;
 
 describe("browser bundle (esbuild, platform browser, minified)", () => {
   let dir = "";
@@ -44,17 +48,20 @@ describe("browser bundle (esbuild, platform browser, minified)", () => {
     if (dir !== "") rmSync(dir, { recursive: true, force: true });
   });
 
-  it(`bundles connect with no node: import, no Node edge, at most ${CEILING / 1024} KB min+gzip`, async (t) => {
-    const file = join(dir, "out", "page.js");
+  it(`bundles connect with no node: import, no Node edge, the stream halves in a lazy chunk, at most ${
+    BUDGET / 1024
+  } KB min+gzip loaded up front`, async (t) => {
+    const outdir = join(dir, "out");
     const result = await esbuild.build({
       entryPoints: [join(dir, "app", "page.mjs")],
       absWorkingDir: dir,
       bundle: true,
+      splitting: true,
       platform: "browser",
       format: "esm",
       minify: true,
       treeShaking: true,
-      outfile: file,
+      outdir,
       metafile: true,
       logLevel: "silent",
     });
@@ -71,21 +78,51 @@ describe("browser bundle (esbuild, platform browser, minified)", () => {
       );
       assert.ok(!p.includes("node_modules/ws/"), `ws was bundled: ${p}`);
     }
-    const code = readFileSync(file, "utf8");
-    assert.doesNotMatch(code, /["'`]node:/, "a node: import in the browser bundle");
-    assert.doesNotMatch(code, /\brequire\(/, "a require() in the browser bundle");
-    const gz = gzipSync(code, { level: 9 }).length;
+    const outputs = result.metafile.outputs;
+    const files = Object.keys(outputs).filter((f) => f.endsWith(".js"));
+    // The initial load: the entry and what it imports statically, transitively.
+    const entry = files.find((f) => outputs[f].entryPoint !== undefined) as string;
+    const initial = new Set<string>();
+    const todo = [entry];
+    for (let f = todo.pop(); f !== undefined; f = todo.pop()) {
+      if (initial.has(f)) continue;
+      initial.add(f);
+      for (const i of outputs[f].imports) if (i.kind === "import-statement") todo.push(i.path);
+    }
+    const modulesOf = (f: string) => Object.keys(outputs[f].inputs).map((p) => p.replace(/.*\/dist\//, ""));
+    const lazy = files.filter((f) => !initial.has(f));
+    const lazyModules = lazy.flatMap(modulesOf);
+    for (const m of [
+      "connection/stream-in.js",
+      "connection/stream-out.js",
+      "stream/outgoing.js",
+      "stream/incoming.js",
+    ]) {
+      assert.ok(lazyModules.includes(m), `${m} is loaded on demand, not up front`);
+    }
+    let gz = 0;
+    let min = 0;
+    for (const f of files) {
+      const code = readFileSync(join(dir, f), "utf8");
+      assert.doesNotMatch(code, /["'`]node:/, `a node: import in ${f}`);
+      assert.doesNotMatch(code, /\brequire\(/, `a require() in ${f}`);
+      if (!initial.has(f)) continue;
+      min += code.length;
+      gz += gzipSync(code, { level: 9 }).length;
+    }
+    const lazyGz = lazy.reduce((n, f) => n + gzipSync(readFileSync(join(dir, f)), { level: 9 }).length, 0);
     t.diagnostic(
-      `browser bundle of connect: ${code.length} B minified, ${gz} B minified+gzip (level 9); target ${TARGET} B: ${
+      `browser bundle of connect, loaded up front: ${initial.size} files, ${min} B minified, ${gz} B minified+gzip (level 9, each file); target ${TARGET} B: ${
         gz <= TARGET ? "met" : `${gz - TARGET} B over`
-      }`,
+      }; on demand (streams): ${lazy.length} files, ${lazyGz} B minified+gzip`,
     );
-    // The largest parts, to see where the bytes go.
-    const parts = Object.entries(result.metafile.outputs[Object.keys(result.metafile.outputs)[0]].inputs)
+    // The largest parts loaded up front, to see where the bytes go.
+    const parts = [...initial]
+      .flatMap((f) => Object.entries(outputs[f].inputs))
       .map(([p, v]) => [v.bytesInOutput, p.replace(/.*\/dist\//, "").replace(/.*node_modules\//, "")] as const)
       .sort((a, b) => b[0] - a[0])
       .slice(0, 8);
-    t.diagnostic(`largest (minified bytes): ${parts.map(([b, p]) => `${p} ${b}`).join(", ")}`);
-    assert.ok(gz <= CEILING, `min+gzip ${gz} B over the ${CEILING} B ceiling`);
+    t.diagnostic(`largest up front (minified bytes): ${parts.map(([b, p]) => `${p} ${b}`).join(", ")}`);
+    assert.ok(gz <= BUDGET, `min+gzip loaded up front ${gz} B over the ${BUDGET} B budget`);
   });
 });

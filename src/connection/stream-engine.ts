@@ -1,0 +1,62 @@
+/**
+ * The stream halves of the engine (`stream-in.ts`, `stream-out.ts` and what
+ * they pull in: producers, consumers, the STREAM prefix codec, compression
+ * planning) as code loaded on demand. A connection asks {@link streamEngine}
+ * when it first streams; the Node entry and the server install the engine up
+ * front ({@link useStreamEngine}: always synchronous there), the browser
+ * entry loads it with a dynamic `import()` the first time a connection sends
+ * or receives a stream, so a page that only sends messages and requests
+ * never downloads it.
+ */
+import type { IncomingStreams } from "./stream-in.ts";
+import type { OutgoingStreams } from "./stream-out.ts";
+
+/** The classes of the stream halves (the exports of `streams.ts`). */
+export interface StreamEngine {
+  readonly IncomingStreams: typeof IncomingStreams;
+  readonly OutgoingStreams: typeof OutgoingStreams;
+}
+
+/** The dynamic import of the engine (a chunk of its own in a browser bundle). */
+const importEngine = (): Promise<StreamEngine> => import("./streams.ts");
+
+let engine: StreamEngine | undefined;
+let loading: Promise<StreamEngine> | undefined;
+let loader = importEngine;
+
+/** The stream engine if it is loaded, else undefined (then {@link loadStreamEngine}). */
+export function streamEngine(): StreamEngine | undefined {
+  return engine;
+}
+
+/** Installs the engine a caller imported statically (the Node entry, the server): every connection streams synchronously. */
+export function useStreamEngine(e: StreamEngine): void {
+  engine ??= e;
+}
+
+/** Loads the engine (once; a failed load, e.g. offline, is tried again by the next caller). */
+export function loadStreamEngine(): Promise<StreamEngine> {
+  if (engine !== undefined) return Promise.resolve(engine);
+  loading ??= loader().then(
+    (m) => {
+      engine ??= m;
+      return engine;
+    },
+    (err: unknown) => {
+      loading = undefined;
+      throw err;
+    },
+  );
+  return loading;
+}
+
+/**
+ * @internal For tests of the on-demand path: forgets the engine, so that the
+ * next connection that streams loads it again through `load` (default: the
+ * dynamic import).
+ */
+export function resetStreamEngine(load: () => Promise<StreamEngine> = importEngine): void {
+  engine = undefined;
+  loading = undefined;
+  loader = load;
+}
