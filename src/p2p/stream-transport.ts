@@ -8,9 +8,10 @@ import type { Transport, TransportHandlers } from "../index.ts";
 /**
  * Bytes queued in the stream before the writer is asked to wait. The stream
  * queues what its muxer (yamux's window, a QUIC write in progress) cannot
- * take yet; 1 MiB keeps the muxer fed without holding much.
+ * take yet; a small request waits behind all of it, at the tens of MB/s
+ * libp2p moves in JavaScript, so 256 KiB (~5 ms at 50 MB/s).
  */
-export const WRITE_HIGH_WATER = 1024 * 1024;
+export const WRITE_HIGH_WATER = 256 * 1024;
 
 /** What the transport needs besides the stream. */
 export interface StreamTransportInit {
@@ -36,7 +37,7 @@ function endUrl(multiaddr: string, peer: string): string {
  * buffer per `write` (one muxer frame; the writer may reuse released stream
  * buffers once drained, and the muxer or Noise may still hold what they were
  * given), `send()` queues what the muxer cannot take, and the writer waits
- * once 1 MiB is queued, until 'drain'/'idle' bring it under. Reading is
+ * once 256 KiB are queued, until 'drain'/'idle' bring it under. Reading is
  * paused with the stream's `pause()` (yamux stops granting window; QUIC
  * keeps reading, bounded by pointsub's own credit) and chunks the stream
  * delivered after a pause are held here until `resume`. The peer closing its
