@@ -16,7 +16,7 @@ import {
 import { createLibp2pNode } from "./node.ts";
 import { Libp2pStreamTransport } from "./stream-transport.ts";
 
-/** The libp2p protocol id pointsub connections run on (docs/PROTOCOL.md §8). */
+/** The libp2p protocol id pointsub connections run on (docs/PROTOCOL.md §1.3). */
 export const PROTOCOL_ID = "/pointsub/1";
 
 const MiB = 1024 * 1024;
