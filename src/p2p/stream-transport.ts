@@ -68,8 +68,8 @@ export class Libp2pStreamTransport implements Transport {
     this.remoteUrl = endUrl(connection.remoteAddr.toString(), this.remotePeer);
     this.localUrl = endUrl("", init.localPeer);
     this.onClosed = init.onClosed;
-    // pointsub's credit bounds what a well-behaved peer sends unread; yamux may have granted up to its window.
-    if (stream.maxReadBufferLength < init.maxReadBufferBytes) stream.maxReadBufferLength = init.maxReadBufferBytes;
+    // pointsub's credit bounds what a well-behaved peer sends while this side does not read; more resets the stream.
+    stream.maxReadBufferLength = init.maxReadBufferBytes;
   }
 
   /** The remote peer id, authenticated by libp2p's Noise (TCP) or TLS (QUIC) handshake. */
