@@ -115,6 +115,17 @@ const IMPLS: Record<string, Impl> = {
     args: [],
     skip: { "conns-req": "not measured: the bench's extra libp2p connections have no request client" },
   },
+  // pointsub over a libp2p stream of the same stack (issue 15: ≥ 2x libp2p on rpc-pipe).
+  "pointsub-libp2p": {
+    file: "impls/pointsub-libp2p.ts",
+    args: [],
+    skip: { "conns-req": "not measured: the bench's extra libp2p connections have no request client" },
+  },
+  "pointsub-libp2p-quic": {
+    file: "impls/pointsub-libp2p.ts",
+    args: ["--quic"],
+    skip: { "conns-req": "not measured: the bench's extra libp2p connections have no request client" },
+  },
   nats: {
     file: "impls/nats.ts",
     args: [],
@@ -177,31 +188,60 @@ async function runOnce(impl: string, workload: Workload, params: WorkloadParams)
   const file = join(here, def.file);
   const server = spawn(process.execPath, [file, "server", ...def.args], { stdio: ["pipe", "pipe", "inherit"] });
   const sl = lines(server);
-  const first = await sl.next();
+  // A server that never prints its URL is killed after 60 s (its line then never comes: done).
+  const startTimer = setTimeout(() => server.kill("SIGKILL"), 60_000);
+  const first = await sl.next().finally(() => clearTimeout(startTimer));
+  if (first.done) throw new Error(`${impl} ${workload}: server printed no URL`);
   const { url, rss: serverStartRss } = JSON.parse(first.value as string) as { url: string; rss: number };
   const client = spawn(process.execPath, [file, "client", url, workload, JSON.stringify(params), ...def.args], {
     stdio: ["ignore", "pipe", "inherit"],
   });
   // Listen for the exit at once: a client may finish before we would look.
   const clientExited = new Promise((r) => client.once("exit", r).once("error", r));
-  const timeout = setTimeout(() => {
-    client.kill();
-    server.kill();
-  }, 300_000);
-  const cl = lines(client);
-  const res = await cl.next();
-  clearTimeout(timeout);
-  if (res.done) {
-    server.kill();
-    throw new Error(`${impl} ${workload}: client produced no result`);
+  const serverExited = new Promise((r) => server.once("exit", r).once("error", r));
+  // Every run is bounded: SIGKILL for both processes after 300 s, and for either one
+  // that has not exited 10 s after its part was done (a client spinning after its
+  // result, a server whose close hangs).
+  const killBoth = () => {
+    client.kill("SIGKILL");
+    server.kill("SIGKILL");
+  };
+  const timeout = setTimeout(killBoth, 300_000);
+  const killLater = (child: ReturnType<typeof spawn>, exited: Promise<unknown>) => {
+    const t = setTimeout(() => child.kill("SIGKILL"), 10_000);
+    return exited.finally(() => clearTimeout(t));
+  };
+  running.add(killBoth);
+  try {
+    const cl = lines(client);
+    const res = await cl.next();
+    if (res.done) throw new Error(`${impl} ${workload}: client produced no result`);
+    const result = JSON.parse(res.value) as ClientResult;
+    const clientDone = killLater(client, clientExited);
+    server.stdin?.write("report\n");
+    const rep = await sl.next();
+    const serverPeakRss = rep.done ? Number.NaN : (JSON.parse(rep.value) as { peakRss: number }).peakRss;
+    await Promise.all([clientDone, killLater(server, serverExited)]);
+    return { ...result, serverPeakRss, serverStartRss };
+  } finally {
+    clearTimeout(timeout);
+    running.delete(killBoth);
+    if (client.exitCode === null && client.signalCode === null) client.kill("SIGKILL");
+    if (server.exitCode === null && server.signalCode === null) server.kill("SIGKILL");
   }
-  const result = JSON.parse(res.value) as ClientResult;
-  server.stdin?.write("report\n");
-  const rep = await sl.next();
-  const serverPeakRss = rep.done ? Number.NaN : (JSON.parse(rep.value) as { peakRss: number }).peakRss;
-  await clientExited;
-  return { ...result, serverPeakRss, serverStartRss };
 }
+
+/** Kills of the runs in progress: the orchestrator ending (or interrupted) ends its children too. */
+const running = new Set<() => void>();
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  process.once(sig, () => {
+    for (const k of running) k();
+    process.exit(130);
+  });
+}
+process.once("exit", () => {
+  for (const k of running) k();
+});
 
 const rows: Row[] = [];
 const started = new Date();

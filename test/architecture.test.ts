@@ -34,6 +34,7 @@ const LAYERS = [
   "node",
   "index",
   "metrics",
+  "p2p",
   "browser",
   "cli",
 ] as const;
@@ -73,6 +74,7 @@ const MAY_IMPORT: Record<Layer, readonly Layer[]> = {
     "transport",
   ],
   metrics: ["index"],
+  p2p: ["index"],
   browser: ["client", "codec", "connection", "errors", "router", "runtime", "stream", "transfer", "transport", "web"],
   cli: ["client", "codec", "errors", "index", "metrics", "node", "stream", "transfer"],
 };
@@ -98,6 +100,7 @@ const TYPES_FROM: Record<Layer, readonly Layer[]> = {
   node: [],
   index: [],
   metrics: [],
+  p2p: [],
   browser: [],
   cli: ["connection"],
 };
@@ -120,6 +123,15 @@ const PACKAGES: Record<Layer, readonly string[]> = {
   node: ["@node-rs/crc32", "ws"],
   index: [],
   metrics: ["prom-client"],
+  p2p: [
+    "@chainsafe/libp2p-noise",
+    "@chainsafe/libp2p-quic",
+    "@chainsafe/libp2p-yamux",
+    "@libp2p/interface",
+    "@libp2p/tcp",
+    "@multiformats/multiaddr",
+    "libp2p",
+  ],
   browser: [],
   cli: ["cli-progress", "commander"],
 };

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 
@@ -52,6 +52,27 @@ describe("published build", () => {
     // The main entry never loads prom-client: only serve --metrics imports the metrics entry.
     assert.doesNotMatch(readFileSync(join(out, "index.js"), "utf8"), /prom-client|metrics\//);
     assert.match(readFileSync(join(out, "cli/serve.js"), "utf8"), /import\("\.\.\/metrics\/index\.js"\)/);
+  });
+
+  it("pointsub/libp2p is a third entry point: dist/p2p, libp2p optional peers, never loaded by the main entry", async () => {
+    const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
+    assert.deepEqual(pkg.exports["./libp2p"], { types: "./dist/p2p/index.d.ts", default: "./dist/p2p/index.js" });
+    for (const dep of ["libp2p", "@libp2p/tcp", "@chainsafe/libp2p-noise", "@chainsafe/libp2p-yamux"]) {
+      assert.equal(pkg.peerDependenciesMeta[dep].optional, true, dep);
+      assert.equal(pkg.dependencies[dep], undefined, dep);
+    }
+    assert.match(readFileSync(join(out, "p2p/index.d.ts"), "utf8"), /libp2pTransport/);
+    const p2p = (await import(join(out, "p2p/index.js"))) as typeof import("../src/p2p/index.ts");
+    assert.equal(p2p.PROTOCOL_ID, "/pointsub/1");
+    assert.equal(p2p.libp2pRuntime().transports.supports("12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"), true);
+    // No module outside dist/p2p imports libp2p or p2p/: `import "pointsub"` loads none of it.
+    const files = readdirSync(out, { recursive: true, encoding: "utf8" }).filter(
+      (f) => f.endsWith(".js") && !f.startsWith("p2p"),
+    );
+    assert.ok(files.length > 50);
+    for (const f of files) {
+      assert.doesNotMatch(readFileSync(join(out, f), "utf8"), /["'](libp2p|@libp2p\/|@chainsafe\/|[./]+\/p2p\/)/, f);
+    }
   });
 
   it("the pointsub bin is emitted with its shebang and runs", () => {

@@ -258,6 +258,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
         remoteUrl: this.remoteUrl,
         localUrl: this.localUrl,
         peerCertificate: this.transport.peerCertificate?.(),
+        peerId: this.transport.peerId?.(),
       }),
     });
     this.frames = new FrameRouter(this.handshake, this.inbound, this.pinger, this.writer, port);
@@ -409,8 +410,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
 
   /**
    * What the server's `authenticate` hook returned for this session's
-   * credentials (undefined when the server authenticates nobody, and on
-   * the client side).
+   * credentials. Without a hook's answer: the peer's id on transports that
+   * authenticate peers themselves (libp2p, both sides), else undefined.
    */
   get principal(): unknown {
     return this.principal_;
@@ -781,7 +782,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     if (this.state_ === "handshaking") this.state_ = "open";
     clearTimeout(this.handshakeTimer);
     this.handshakeTimer = undefined;
-    this.principal_ = this.handshake?.principal;
+    // Without a hook's answer, the identity the transport authenticated (a libp2p peer id), if any.
+    this.principal_ = this.handshake?.principal ?? this.transport.peerId?.();
     this.handshake = undefined;
     this.frames.handshake = undefined;
     this.housekeeper.start(this.ticker);

@@ -78,6 +78,8 @@ export interface AuthInfo {
   readonly localUrl: string;
   /** The client's TLS certificate, when the listener asked for one (mutual TLS). */
   readonly peerCertificate: PeerCertificate | undefined;
+  /** The client's peer id, on transports that authenticate peers themselves (libp2p). */
+  readonly peerId: string | undefined;
 }
 
 /**
@@ -197,7 +199,10 @@ export interface ConnectionInfo {
   readonly localUrl: string;
   readonly remoteUrl: string;
   readonly state: ConnectionState;
-  /** What the server's `authenticate` hook returned (undefined without one). */
+  /**
+   * What the server's `authenticate` hook returned; without one, the peer id
+   * on transports that authenticate peers themselves (libp2p), else undefined.
+   */
   readonly principal: unknown;
   /** The certificate the peer presented over TLS, if any. */
   readonly peerCertificate: PeerCertificate | undefined;

@@ -84,6 +84,13 @@ export interface PeerCertificate {
 export interface Transport {
   /** Optional: the certificate the peer presented, on TLS transports that asked for one. */
   peerCertificate?(): PeerCertificate | undefined;
+  /**
+   * Optional: the peer's identity as the transport itself authenticated it
+   * (libp2p: the remote peer id, proven by libp2p's Noise or TLS handshake).
+   * It is the connection's `principal` when no `authenticate` hook gave one,
+   * and `AuthInfo.peerId` for a hook.
+   */
+  peerId?(): string | undefined;
   /** Human-readable local and remote addresses as URLs, e.g. `tcp://127.0.0.1:4000`. */
   readonly localUrl: string;
   readonly remoteUrl: string;

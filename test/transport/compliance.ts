@@ -18,19 +18,37 @@ import {
   type ServerOptions,
   type Transport,
   type TransportAdapter,
+  type TransportAddress,
   type TransportOptions,
 } from "../../src/index.ts";
 import { GiB, KiB, MiB, pattern, sha256 } from "../helpers/data.ts";
 
 export interface ComplianceTarget {
   name: string;
-  adapter: TransportAdapter<NodeTransportOptions>;
+  /** The adapter; it gets the options of `transportOptions` (and finds its own there). */
+  adapter: TransportAdapter<object>;
   /** The runtime `createServer` and `connect` use (it must contain `adapter`); default the default runtime. */
   runtime?: Runtime;
   /** A fresh URL to listen on (port 0 or a new socket path). */
   listenUrl(): string;
   /** Options for the adapter / server / client (TLS material...). */
   transportOptions?(): Promise<{ server: AdapterOptions; client: AdapterOptions }>;
+  /**
+   * How the raw contract tests hand `listenUrl()` and the listener's `url` to
+   * the adapter. Default `new URL(text)`; a multiaddr transport gives
+   * `{ kind: "multiaddr", … }`.
+   */
+  toAddress?(text: string): TransportAddress;
+  /** What a transport's `localUrl` / `remoteUrl` look like. Default: starting with `<name>://`. */
+  urlPattern?: RegExp;
+  /**
+   * For transports far slower than a socket (libp2p streams in JavaScript):
+   * the largest message or transfer, in bytes. The 1 GiB and 100 MiB cases
+   * and the 64 MiB stream shrink to it, and the 10,000 concurrent messages
+   * to at most 1/256 of it (same count, same mix of sizes). Default: the
+   * full sizes.
+   */
+  maxTransfer?: number;
 }
 
 type AdapterOptions = TransportOptions & NodeTransportOptions;
@@ -75,6 +93,16 @@ function collector(t: Transport) {
 }
 
 export function runCompliance(target: ComplianceTarget): void {
+  const toAddress = target.toAddress ?? ((text: string) => new URL(text));
+  const urlPattern = target.urlPattern ?? new RegExp(`^${target.name}://`);
+  const maxTransfer = target.maxTransfer ?? Number.POSITIVE_INFINITY;
+  const huge = Math.min(GiB, maxTransfer);
+  const streamSize = Math.min(64 * MiB, maxTransfer);
+  const roundTrips = [
+    ...ROUND_TRIP_SIZES.filter((n) => n < maxTransfer),
+    ...(maxTransfer < 100 * MiB ? [maxTransfer] : []),
+  ];
+  const maxMessage = Math.min(MiB, Math.floor(maxTransfer / 256));
   describe(`transport compliance: ${target.name}`, () => {
     describe("raw Transport contract", () => {
       async function pair() {
@@ -83,8 +111,8 @@ export function runCompliance(target: ComplianceTarget): void {
         const accepted = once<Transport>((r) => {
           accept = r;
         });
-        const listener = await target.adapter.listen(new URL(target.listenUrl()), opts.server, (t) => accept(t));
-        const client = await target.adapter.connect(new URL(listener.url), opts.client);
+        const listener = await target.adapter.listen(toAddress(target.listenUrl()), opts.server, (t) => accept(t));
+        const client = await target.adapter.connect(toAddress(listener.url), opts.client);
         const server = await accepted;
         return { listener, client, server };
       }
@@ -93,8 +121,8 @@ export function runCompliance(target: ComplianceTarget): void {
         const { listener, client, server } = await pair();
         try {
           assert.ok(!/:0$/.test(listener.url), listener.url);
-          assert.match(client.remoteUrl, new RegExp(`^${target.name}://`));
-          assert.match(server.localUrl, new RegExp(`^${target.name}://`));
+          assert.match(client.remoteUrl, urlPattern);
+          assert.match(server.localUrl, urlPattern);
         } finally {
           client.destroy();
           server.destroy();
@@ -185,7 +213,7 @@ export function runCompliance(target: ComplianceTarget): void {
         await server.close();
       });
 
-      for (const size of ROUND_TRIP_SIZES) {
+      for (const size of roundTrips) {
         it(`round-trips ${size} bytes intact`, async () => {
           const data = pattern(size, size);
           const reply = await conn.request("/echo/1.0.0", data);
@@ -194,18 +222,18 @@ export function runCompliance(target: ComplianceTarget): void {
         });
       }
 
-      it("round-trips 1 GiB intact (hash-checked), one-way and as request/response", async () => {
-        const data = pattern(GiB, 7);
+      it(`round-trips ${huge === GiB ? "1 GiB" : `${huge} bytes`} intact (hash-checked), one-way and as request/response`, async () => {
+        const data = pattern(huge, 7);
         const want = sha256(data);
         const got = new TextDecoder().decode(await conn.request("/hash/1.0.0", data, { timeoutMs: 120_000 }));
         assert.equal(got, want);
         const reply = await conn.request("/echo/1.0.0", data, { timeoutMs: 120_000 });
-        assert.equal(reply.length, GiB);
+        assert.equal(reply.length, huge);
         assert.equal(sha256(reply), want);
       });
 
-      it("carries a 64 MiB stream, compressed and not, to a reader that keeps or releases its chunks", async () => {
-        const data = pattern(64 * 1024 * 1024, 13);
+      it(`carries a ${streamSize / MiB} MiB stream, compressed and not, to a reader that keeps or releases its chunks`, async () => {
+        const data = pattern(streamSize, 13);
         const want = sha256(data);
         for (const compress of ["off", "auto"] as const) {
           const parts: Uint8Array[] = [];
@@ -239,10 +267,10 @@ export function runCompliance(target: ComplianceTarget): void {
         });
       });
 
-      it("delivers 50 concurrent senders x 200 messages of 10 B to 1 MiB intact", async () => {
+      it(`delivers 50 concurrent senders x 200 messages of 10 B to ${maxMessage === MiB ? "1 MiB" : `${maxMessage} B`} intact`, async () => {
         received.length = 0;
         const expected = new Map<string, number>();
-        const base = pattern(MiB, 3);
+        const base = pattern(maxMessage, 3);
         let seed = 12345;
         const rand = () => {
           seed = (seed * 1103515245 + 12345) & 0x7fffffff;
@@ -250,7 +278,7 @@ export function runCompliance(target: ComplianceTarget): void {
         };
         const senders = Array.from({ length: 50 }, async (_, s) => {
           for (let m = 0; m < 200; m++) {
-            const size = Math.max(10, Math.floor(10 * 10 ** (rand() * Math.log10(MiB / 10))));
+            const size = Math.max(10, Math.floor(10 * 10 ** (rand() * Math.log10(maxMessage / 10))));
             const msg = new Uint8Array(size);
             msg.set(base.subarray(0, size));
             new DataView(msg.buffer).setUint16(0, s);

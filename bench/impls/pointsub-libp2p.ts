@@ -1,0 +1,92 @@
+/**
+ * pointsub over a js-libp2p stream (pointsub/libp2p): the same libp2p stack as
+ * bench/impls/libp2p.ts (TCP + Noise + Yamux; `--quic`: QUIC), one stream of
+ * /pointsub/1 per connection carrying pointsub's frames instead of the
+ * reference's length-prefixed ones. The URL is the server's multiaddr with its
+ * peer id.
+ */
+import type { Libp2p } from "@libp2p/interface";
+import { connect, createLibp2pNode, createServer } from "../../src/p2p/index.ts";
+import { clientArgs, serveRole } from "../lib/role.ts";
+import { runWorkload } from "../lib/workload.ts";
+
+const GiB = 1024 ** 3;
+const limits = { maxMessageSize: GiB, maxAssemblyBytes: GiB };
+const quic = process.argv.includes("--quic");
+
+function node(listen: boolean): Promise<Libp2p> {
+  return createLibp2pNode({
+    listen: listen ? [quic ? "/ip4/127.0.0.1/udp/0/quic-v1" : "/ip4/127.0.0.1/tcp/0"] : [],
+    quic,
+    // As bench/impls/libp2p.ts: raised from the defaults (which rate-limit inbound dials per host).
+    libp2p: {
+      connectionManager: {
+        maxConnections: 20_000,
+        inboundConnectionThreshold: 1_000_000,
+        maxIncomingPendingConnections: 1_000,
+      },
+    },
+  });
+}
+
+async function server(): Promise<void> {
+  await serveRole(async () => {
+    const n = await node(true);
+    const srv = createServer({ ...limits, libp2p: n, libp2pMaxInboundStreams: 20_000 });
+    srv.on("session", (session) => {
+      let count = 0;
+      session.on("message", () => {
+        count++;
+      });
+      session.handle("/count/1.0.0", () => String(count));
+    });
+    srv.handle("/echo/1.0.0", (req) => req.data);
+    srv.handle("/sink/1.0.0", () => undefined);
+    const [url] = await srv.listen(n.peerId.toString());
+    return {
+      url,
+      close: async () => {
+        await srv.close({ timeoutMs: 1000 });
+        await n.stop();
+      },
+    };
+  });
+}
+
+async function client(): Promise<void> {
+  const { url, workload, params } = clientArgs();
+  const n = await node(false);
+  const conn = await connect(url, { ...limits, libp2p: n });
+  const decoder = new TextDecoder();
+  const others: Libp2p[] = [];
+  await runWorkload(
+    {
+      send: (msg) => {
+        conn.send(msg);
+        return conn.writable;
+      },
+      drained: () => conn.drain(),
+      count: async () => Number(decoder.decode(await conn.request("/count/1.0.0"))),
+      echo: (msg) => conn.request("/echo/1.0.0", msg),
+      sink: (big) => conn.request("/sink/1.0.0", big, { timeoutMs: 0 }),
+      close: async () => {
+        await conn.close();
+        await Promise.all([n, ...others].map((x) => x.stop()));
+      },
+      // Each connection is a whole libp2p node (its own peer id), as in bench/impls/libp2p.ts.
+      openConcurrency: 10,
+      open: async () => {
+        const other = await node(false);
+        others.push(other);
+        const c = await connect(url, { ...limits, libp2p: other });
+        return { close: () => c.destroy() };
+      },
+    },
+    workload,
+    params,
+  );
+  process.exit(0);
+}
+
+if (process.argv[2] === "server") await server();
+else await client();

@@ -1,0 +1,267 @@
+/**
+ * The libp2p transport adapter: pointsub connections over streams of the
+ * protocol `/pointsub/1` of a js-libp2p node, addressed by multiaddr or by
+ * peer id.
+ */
+import type { Libp2p, Connection as Libp2pConnection, Stream } from "@libp2p/interface";
+import { isMultiaddr, type Multiaddr, multiaddr } from "@multiformats/multiaddr";
+import {
+  PointSubError,
+  type Transport,
+  type TransportAdapter,
+  type TransportAddress,
+  type TransportConnectOptions,
+  type TransportListener,
+} from "../index.ts";
+import { createLibp2pNode } from "./node.ts";
+import { Libp2pStreamTransport } from "./stream-transport.ts";
+
+/** The libp2p protocol id pointsub connections run on (docs/PROTOCOL.md §1.3). */
+export const PROTOCOL_ID = "/pointsub/1";
+
+const MiB = 1024 * 1024;
+
+/** Options of the libp2p transport, read from `connect`'s and `createServer`'s options. */
+export interface Libp2pTransportOptions {
+  /**
+   * The js-libp2p node to dial from (connect) or to serve on (listen). Without
+   * one, `connect` dials from a node the adapter creates (TCP + Noise + Yamux,
+   * QUIC; stopped when its last connection closed) and `listen` on a multiaddr
+   * creates a node listening there (stopped when the listener and its
+   * sessions closed).
+   */
+  libp2p?: Libp2p;
+  /**
+   * Listen: pointsub connections (streams of `/pointsub/1`) one libp2p
+   * connection may have open to this server at once; more are refused by
+   * libp2p. Default 32 (libp2p's default).
+   */
+  libp2pMaxInboundStreams?: number;
+}
+
+type ConnectOptions = TransportConnectOptions & Libp2pTransportOptions;
+
+/** A node the adapter created: stopped once nothing uses it any more. */
+class OwnedNode {
+  private refs = 0;
+  private node: Promise<Libp2p> | undefined;
+  private stopping: Promise<void> = Promise.resolve();
+  private readonly create: () => Promise<Libp2p>;
+
+  constructor(create: () => Promise<Libp2p>) {
+    this.create = create;
+  }
+
+  /** The node (created, or created again after a stop), counted as used until {@link release}. */
+  async acquire(): Promise<Libp2p> {
+    this.refs++;
+    try {
+      await this.stopping;
+      this.node ??= this.create();
+      return await this.node;
+    } catch (err) {
+      this.node = undefined;
+      this.release();
+      throw err;
+    }
+  }
+
+  /** One more user of the node already acquired. */
+  retain(): void {
+    this.refs++;
+  }
+
+  /** One user less; the last one stops the node (the promise settles once it stopped). */
+  release(): Promise<void> {
+    if (--this.refs !== 0 || this.node === undefined) return this.stopping;
+    const node = this.node;
+    this.node = undefined;
+    this.stopping = node.then((n) => n.stop()).catch(() => {});
+    return this.stopping;
+  }
+}
+
+/** The multiaddr to dial for `address`. */
+function target(address: TransportAddress): Multiaddr {
+  try {
+    if (address instanceof URL) throw new Error("not a multiaddr");
+    if (address.kind === "peer-id") return multiaddr(`/p2p/${address.peerId}`);
+    return isMultiaddr(address.value) ? address.value : multiaddr(address.text);
+  } catch (cause) {
+    const text = address instanceof URL ? address.href : address.kind === "peer-id" ? address.peerId : address.text;
+    throw new PointSubError("ERR_UNSUPPORTED_URL", `the libp2p transport takes multiaddrs or peer ids, not ${text}`, {
+      cause,
+    });
+  }
+}
+
+/**
+ * What a paused stream may buffer: the peer's credit (this side's
+ * connection window, 16 MiB by default) plus room for frame headers and
+ * control frames. More aborts the stream.
+ */
+function readBufferBound(options: object): number {
+  const w = (options as { connectionWindow?: number }).connectionWindow ?? 16 * MiB;
+  return w + Math.ceil(w / 8) + MiB;
+}
+
+function wrap(
+  stream: Stream,
+  connection: Libp2pConnection,
+  node: Libp2p,
+  options: object,
+  onClosed?: () => void,
+): Transport {
+  return new Libp2pStreamTransport(stream, connection, {
+    localPeer: node.peerId.toString(),
+    maxReadBufferBytes: readBufferBound(options),
+    onClosed,
+  });
+}
+
+/** The signal for a dial: the caller's, and the connect timeout. */
+function dialSignal(options: ConnectOptions): AbortSignal | undefined {
+  const signals: AbortSignal[] = [];
+  if (options.signal !== undefined) signals.push(options.signal);
+  const ms = options.connectTimeoutMs;
+  if (ms !== undefined && ms > 0) signals.push(AbortSignal.timeout(ms));
+  return signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals);
+}
+
+function connectError(to: string, err: unknown, options: ConnectOptions): PointSubError {
+  if (err instanceof PointSubError) return err;
+  if (options.signal?.aborted) {
+    return new PointSubError("ERR_CANCELLED", `connect to ${to} aborted`, { cause: options.signal.reason });
+  }
+  const name = (err as Error | undefined)?.name;
+  if (name === "TimeoutError" || name === "AbortError") {
+    return new PointSubError("ERR_TIMEOUT", `connect to ${to} timed out after ${options.connectTimeoutMs} ms`, {
+      cause: err,
+    });
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  return new PointSubError("ERR_CONNECT", `cannot connect to ${to}: ${message}`, { cause: err });
+}
+
+/** The node's peer id and listen addresses (with and without `/p2p/…`) it answers to. */
+function addressesOf(node: Libp2p): { id: string; all: Set<string>; first: string } {
+  const id = node.peerId.toString();
+  const all = new Set<string>([id, `/p2p/${id}`]);
+  let first = `/p2p/${id}`;
+  for (const ma of node.getMultiaddrs()) {
+    const full = ma.toString();
+    if (first === `/p2p/${id}`) first = full;
+    all.add(full);
+    all.add(full.endsWith(`/p2p/${id}`) ? full.slice(0, -`/p2p/${id}`.length) : full);
+  }
+  return { id, all, first };
+}
+
+/**
+ * A libp2p transport adapter: multiaddrs (`/ip4/…/tcp/…/p2p/…`,
+ * `/ip4/…/udp/…/quic-v1/p2p/…`) and peer ids (dialed from the addresses the
+ * node's peer store knows) reach it through a runtime's registry. Each
+ * pointsub connection is one stream of {@link PROTOCOL_ID}; the session's
+ * `principal` is the remote peer id.
+ *
+ * Every call returns an adapter of its own, with its own dial-only node for
+ * `connect` calls without `libp2p`.
+ */
+export function libp2pTransport(): TransportAdapter<Libp2pTransportOptions> {
+  const dialer = new OwnedNode(() => createLibp2pNode());
+  return {
+    schemes: [],
+    multiaddrs: true,
+    peerIds: true,
+
+    async connect(address, options) {
+      const to = target(address);
+      const given = options.libp2p;
+      const node = given ?? (await dialer.acquire());
+      const release = given === undefined ? () => dialer.release() : undefined;
+      const signal = dialSignal(options);
+      try {
+        const connection = await node.dial(to, { signal });
+        const stream = await connection.newStream(PROTOCOL_ID, { signal });
+        return wrap(stream, connection, node, options, release);
+      } catch (err) {
+        release?.();
+        throw connectError(to.toString(), err, options);
+      }
+    },
+
+    async listen(address, options, onTransport) {
+      if (address instanceof URL) target(address);
+      const listenText =
+        address instanceof URL ? address.href : address.kind === "peer-id" ? address.peerId : address.text;
+      const given = options.libp2p;
+      const owned = given === undefined ? new OwnedNode(() => createLibp2pNode({ listen: [listenText] })) : undefined;
+      let serving: Libp2p;
+      let url: string;
+      if (owned === undefined || given !== undefined) {
+        serving = given as Libp2p;
+        const known = addressesOf(serving);
+        if (!known.all.has(listenText)) {
+          throw new PointSubError(
+            "ERR_INVALID_ARGUMENT",
+            `options.libp2p is ${known.id}: listen on its peer id or one of its addresses (${[...known.all].join(", ")}), not ${listenText}`,
+          );
+        }
+        url =
+          listenText === known.id
+            ? known.first
+            : listenText.includes("/p2p/")
+              ? listenText
+              : `${listenText}/p2p/${known.id}`;
+      } else {
+        if (address instanceof URL || address.kind !== "multiaddr") {
+          throw new PointSubError(
+            "ERR_INVALID_ARGUMENT",
+            "listening on a peer id needs options.libp2p: the node whose peer id it is",
+          );
+        }
+        try {
+          serving = await owned.acquire();
+        } catch (err) {
+          throw err instanceof PointSubError
+            ? err
+            : new PointSubError("ERR_CONNECT", `cannot listen on ${listenText}: ${(err as Error).message}`, {
+                cause: err,
+              });
+        }
+        url = addressesOf(serving).first;
+      }
+      try {
+        await serving.handle(
+          PROTOCOL_ID,
+          (stream, connection) => {
+            owned?.retain();
+            onTransport(
+              wrap(stream, connection, serving, options, owned === undefined ? undefined : () => owned.release()),
+            );
+          },
+          { maxInboundStreams: options.libp2pMaxInboundStreams ?? 32 },
+        );
+      } catch (err) {
+        await owned?.release();
+        throw new PointSubError(
+          "ERR_INVALID_ARGUMENT",
+          `cannot serve ${PROTOCOL_ID} on ${url}: ${(err as Error).message}`,
+          {
+            cause: err,
+          },
+        );
+      }
+      let closed = false;
+      return {
+        url,
+        async close() {
+          if (closed) return;
+          closed = true;
+          await serving.unhandle(PROTOCOL_ID).catch(() => {});
+          await owned?.release();
+        },
+      } satisfies TransportListener;
+    },
+  };
+}

@@ -1,0 +1,237 @@
+/**
+ * One libp2p stream as a pointsub {@link Transport}: each pointsub
+ * connection runs over its own stream of the protocol `/pointsub/1`.
+ */
+import type { Connection as Libp2pConnection, Stream, StreamCloseEvent, StreamMessageEvent } from "@libp2p/interface";
+import type { Transport, TransportHandlers } from "../index.ts";
+
+/**
+ * Bytes queued in the stream before the writer is asked to wait. The stream
+ * queues what its muxer (yamux's window, a QUIC write in progress) cannot
+ * take yet; a small request waits behind all of it, at the tens of MB/s
+ * libp2p moves in JavaScript, so 256 KiB (~5 ms at 50 MB/s).
+ */
+export const WRITE_HIGH_WATER = 256 * 1024;
+
+/** What the transport needs besides the stream. */
+export interface StreamTransportInit {
+  /** This node's peer id (the local address). */
+  readonly localPeer: string;
+  /**
+   * Bytes the stream may hold while reading is paused; more aborts the
+   * stream. Must exceed what the peer may send unasked (its credit).
+   */
+  readonly maxReadBufferBytes: number;
+  /** Called once, when the transport closed (the owner releases the node). */
+  readonly onClosed?: () => void;
+}
+
+/** `libp2p:` and the multiaddr, with the peer id: the human-readable form of an end. */
+function endUrl(multiaddr: string, peer: string): string {
+  const p2p = `/p2p/${peer}`;
+  return `libp2p:${multiaddr.endsWith(p2p) ? multiaddr : multiaddr + p2p}`;
+}
+
+/**
+ * A libp2p (v3) stream as a {@link Transport}. Writes are copied into one
+ * buffer per `write` (one muxer frame; the writer may reuse released stream
+ * buffers once drained, and the muxer or Noise may still hold what they were
+ * given), `send()` queues what the muxer cannot take, and the writer waits
+ * once 256 KiB are queued, until 'drain'/'idle' bring it under. Reading is
+ * paused with the stream's `pause()` (yamux stops granting window; QUIC
+ * keeps reading, bounded by pointsub's own credit) and chunks the stream
+ * delivered after a pause are held here until `resume`. The peer closing its
+ * write side closes ours (as a socket without half-open does).
+ */
+export class Libp2pStreamTransport implements Transport {
+  readonly localUrl: string;
+  readonly remoteUrl: string;
+  private readonly stream: Stream;
+  private readonly remotePeer: string;
+  private readonly onClosed: (() => void) | undefined;
+  private h: TransportHandlers | undefined;
+  private paused = false;
+  /** Chunks that arrived while paused (or not yet delivered when a pause came). */
+  private held: Uint8Array[] = [];
+  private waitingDrain = false;
+  private drainCheck = false;
+  private ended = false;
+  private closed = false;
+  /** Set when the stream closed cleanly while chunks were still held: onClose after they are delivered. */
+  private closePending = false;
+  /** The error a local `destroy` gave (reported instead of the stream's abort error). */
+  private destroyedWith: Error | undefined | null = null;
+
+  constructor(stream: Stream, connection: Libp2pConnection, init: StreamTransportInit) {
+    this.stream = stream;
+    this.remotePeer = connection.remotePeer.toString();
+    this.remoteUrl = endUrl(connection.remoteAddr.toString(), this.remotePeer);
+    this.localUrl = endUrl("", init.localPeer);
+    this.onClosed = init.onClosed;
+    // pointsub's credit bounds what a well-behaved peer sends while this side does not read; more resets the stream.
+    stream.maxReadBufferLength = init.maxReadBufferBytes;
+  }
+
+  /** The remote peer id, authenticated by libp2p's Noise (TCP) or TLS (QUIC) handshake. */
+  peerId(): string {
+    return this.remotePeer;
+  }
+
+  attach(handlers: TransportHandlers): void {
+    this.h = handlers;
+    const s = this.stream;
+    s.addEventListener("message", this.onMessage);
+    s.addEventListener("drain", this.onWritable);
+    s.addEventListener("idle", this.onWritable);
+    s.addEventListener("remoteCloseWrite", this.onRemoteCloseWrite);
+    s.addEventListener("close", this.onStreamClose);
+    if (s.status !== "open" && s.status !== "closing") {
+      // Closed before attach: what it buffered is dispatched first (a microtask queued by the 'message' listener).
+      const error = s.status === "closed" ? undefined : new Error(`libp2p stream ${s.status}`);
+      queueMicrotask(() => this.streamClosed(error));
+    } else if (s.remoteWriteStatus === "closed") this.onRemoteCloseWrite();
+  }
+
+  write(chunks: readonly Uint8Array[]): boolean {
+    if (this.closed || this.ended) return false;
+    const s = this.stream;
+    let data: Uint8Array;
+    if (chunks.length === 1) data = chunks[0].slice();
+    else {
+      let n = 0;
+      for (let i = 0; i < chunks.length; i++) n += chunks[i].length;
+      data = new Uint8Array(n);
+      let p = 0;
+      for (let i = 0; i < chunks.length; i++) {
+        data.set(chunks[i], p);
+        p += chunks[i].length;
+      }
+    }
+    if (data.length === 0) return true;
+    try {
+      s.send(data);
+    } catch (err) {
+      // The stream closed for writing (peer reset, muxer gone): its 'close' event reports it.
+      this.destroy(err as Error);
+      return false;
+    }
+    if (s.writeBufferLength < WRITE_HIGH_WATER) return true;
+    this.waitingDrain = true;
+    return false;
+  }
+
+  pause(): void {
+    if (this.paused || this.closed) return;
+    this.paused = true;
+    try {
+      this.stream.pause();
+    } catch {
+      // Reading already ended: nothing more to hold back.
+    }
+  }
+
+  resume(): void {
+    if (!this.paused || this.closed) return;
+    this.paused = false;
+    this.deliverHeld();
+    if (this.paused) return;
+    try {
+      // Dispatches (synchronously) what the stream buffered while paused.
+      this.stream.resume();
+    } catch {
+      // Reading already ended.
+    }
+    if (this.closePending && !this.paused && this.held.length === 0) this.finish(undefined);
+  }
+
+  end(): void {
+    if (this.ended || this.closed) return;
+    this.ended = true;
+    // Half-closes after what is queued is sent; 'close' follows once the peer closed its side too.
+    this.stream.close().catch((err: Error) => this.destroy(err));
+  }
+
+  destroy(error?: Error): void {
+    if (this.closed) return;
+    if (this.destroyedWith === null) this.destroyedWith = error;
+    const s = this.stream;
+    if (s.status === "open" || s.status === "closing") s.abort(error ?? new Error("pointsub closed the stream"));
+    // abort dispatches 'close' synchronously; if the stream was already done, report here.
+    this.streamClosed(error);
+  }
+
+  private readonly onMessage = (e: StreamMessageEvent): void => {
+    const d = e.data;
+    if (d instanceof Uint8Array) this.deliver(d);
+    else for (const b of d) this.deliver(b);
+  };
+
+  private deliver(data: Uint8Array): void {
+    if (this.closed || data.length === 0) return;
+    // Muxers hand out Node Buffers: the core gets plain Uint8Array views of the same memory.
+    const chunk =
+      data.constructor === Uint8Array ? data : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    if (this.paused || this.held.length !== 0) this.held.push(chunk);
+    else this.h?.onData(chunk);
+  }
+
+  private deliverHeld(): void {
+    const held = this.held;
+    let i = 0;
+    while (i < held.length && !this.paused && !this.closed) this.h?.onData(held[i++]);
+    this.held = i === held.length ? [] : held.slice(i);
+  }
+
+  private readonly onWritable = (): void => {
+    if (!this.waitingDrain || this.drainCheck) return;
+    // After the stream's own 'drain' listener queued its send (a microtask), see what is left.
+    this.drainCheck = true;
+    queueMicrotask(() => {
+      this.drainCheck = false;
+      if (!this.waitingDrain || this.closed || this.stream.writeBufferLength >= WRITE_HIGH_WATER) return;
+      this.waitingDrain = false;
+      this.h?.onDrain();
+    });
+  };
+
+  private readonly onRemoteCloseWrite = (): void => {
+    // No half-open connections: the peer ended, so do we (after what is queued).
+    if (!this.ended && !this.closed) this.end();
+  };
+
+  private readonly onStreamClose = (e: StreamCloseEvent): void => {
+    this.streamClosed(e.error);
+  };
+
+  private streamClosed(error: Error | undefined): void {
+    if (this.closed) return;
+    if (this.destroyedWith !== null) {
+      this.finish(this.destroyedWith);
+      return;
+    }
+    if (error === undefined && (this.held.length !== 0 || (this.paused && this.stream.readBufferLength !== 0))) {
+      // A clean end while paused: what is left is delivered on resume, then the close.
+      this.closePending = true;
+      if (!this.paused) {
+        this.paused = true;
+        this.resume();
+      }
+      return;
+    }
+    this.finish(error);
+  }
+
+  private finish(error: Error | undefined): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.held = [];
+    const s = this.stream;
+    s.removeEventListener("message", this.onMessage);
+    s.removeEventListener("drain", this.onWritable);
+    s.removeEventListener("idle", this.onWritable);
+    s.removeEventListener("remoteCloseWrite", this.onRemoteCloseWrite);
+    s.removeEventListener("close", this.onStreamClose);
+    this.onClosed?.();
+    this.h?.onClose(error);
+  }
+}
