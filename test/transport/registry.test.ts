@@ -93,10 +93,10 @@ describe("runtimes", () => {
     assert.deepEqual(rt.transports.schemes, []);
   });
 
-  it("the Node runtime has tcp, tls, unix, ws, wss and memory, zlib codecs, and native CRC32C when installed", () => {
+  it("the Node runtime has tcp, tls, unix, ws, wss, memory, lp+tcp and lp+unix, zlib codecs, and native CRC32C when installed", () => {
     const rt = createNodeRuntime();
     assert.equal(rt.name, "node");
-    assert.deepEqual(rt.transports.schemes, ["tcp", "tls", "unix", "ws", "wss", "memory"]);
+    assert.deepEqual(rt.transports.schemes, ["tcp", "tls", "unix", "ws", "wss", "memory", "lp+tcp", "lp+unix"]);
     for (const name of ["deflate-raw", "gzip", "brotli"]) assert.ok(rt.codecs.byName(name), name);
     assert.equal(rt.crc32c.name, "@node-rs/crc32");
     assert.equal(rt.crc32c.compute(new TextEncoder().encode("123456789")), 0xe3069283);
