@@ -29,6 +29,7 @@ const LAYERS = [
   "connection",
   "client",
   "server",
+  "cluster",
   "web",
   "node",
   "index",
@@ -54,6 +55,7 @@ const MAY_IMPORT: Record<Layer, readonly Layer[]> = {
   connection: ["codec", "errors", "router", "runtime", "stream", "transfer", "transport", "util"],
   client: ["connection", "errors", "runtime", "stream", "transfer", "transport"],
   server: ["connection", "errors", "router", "runtime", "stream", "transport", "util"],
+  cluster: ["connection", "errors", "router", "server"],
   web: ["errors", "runtime", "transport"],
   node: ["client", "codec", "connection", "errors", "runtime", "stream", "transport"],
   index: [
@@ -90,6 +92,7 @@ const TYPES_FROM: Record<Layer, readonly Layer[]> = {
   connection: [],
   client: ["router"],
   server: [],
+  cluster: [],
   web: [],
   node: [],
   index: [],
@@ -111,6 +114,7 @@ const PACKAGES: Record<Layer, readonly string[]> = {
   connection: ["eventemitter3", "valibot"],
   client: ["eventemitter3"],
   server: ["eventemitter3"],
+  cluster: ["eventemitter3", "nats", "redis"],
   web: [],
   node: ["@node-rs/crc32", "ws"],
   index: [],
@@ -120,7 +124,7 @@ const PACKAGES: Record<Layer, readonly string[]> = {
 };
 
 /** The Node edge: the only layers that may import `node:` built-ins. Everything else is the portable core. */
-const NODE_LAYERS: readonly Layer[] = ["node", "index", "metrics", "cli"];
+const NODE_LAYERS: readonly Layer[] = ["cluster", "node", "index", "metrics", "cli"];
 
 /**
  * Import edges the tables forbid but the code still has, each waiting for a change in src/.
