@@ -1,19 +1,19 @@
 /**
  * One pointsub cluster node as a child process for test/cluster/: argv[2] is
- * JSON `{ engine: "redis" | "nats", url, nodeId }`. Prints JSON lines:
+ * JSON `{ engine: "redis" | "nats", url, nodeId, slowMs }`. Prints JSON lines:
  * `listening` (url), `started` / `ran` (of the counted handler, with its key).
  * Control routes (the test calls them as a client):
  * - `/ctl/broadcast` (payload: text to broadcast; filter `tag` with arg when the text starts with `tag:<arg>:`),
  * - `/ctl/broadcast-many` (JSON `{ n, gapMs, prefix }`: n broadcasts `<prefix><i>`, a gap between each),
  * - `/ctl/send-to` (JSON `{ id, text }`), `/ctl/sessions` (sessionsInfo({ cluster: true })),
  * - `/ctl/nodes` (the cluster's live nodes), `/whoami` (the caller's session id),
- * - `/count` (idempotent: counts, answers `<node>:<count>`), `/slow-count` (the same after 400 ms).
+ * - `/count` (idempotent: counts, answers `<node>:<count>`), `/slow-count` (the same after `slowMs`).
  */
 
 import { natsCluster, redisCluster } from "../../src/cluster/index.ts";
 import { createServer } from "../../src/index.ts";
 
-const cfg = JSON.parse(process.argv[2]) as { engine: "redis" | "nats"; url: string; nodeId: string };
+const cfg = JSON.parse(process.argv[2]) as { engine: "redis" | "nats"; url: string; nodeId: string; slowMs: number };
 const common = {
   nodeId: cfg.nodeId,
   name: "test",
@@ -60,14 +60,14 @@ server.handle("/count", (req) => {
 });
 server.handle("/slow-count", async (req) => {
   out({ event: "started", key: req.text(), node: cfg.nodeId });
-  await sleep(400);
+  await sleep(cfg.slowMs);
   count++;
   out({ event: "ran", key: req.text(), node: cfg.nodeId });
   return `${cfg.nodeId}:${count}`;
 });
 
 const [url] = await server.listen("tcp://127.0.0.1:0");
-out({ event: "listening", url, node: cluster.nodeId });
+out({ event: "listening", url, node: cluster.nodeId, startupMs: Math.round(performance.now()) });
 process.on("SIGTERM", () => {
   void server.close({ timeoutMs: 1000 }).then(() => process.exit(0));
 });
