@@ -215,6 +215,11 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     engine.onState((up) => this.engineState(up));
   }
 
+  /** The cluster's shared idempotency store (what `createServer({ cluster, idempotency: true })` uses), if any. */
+  get idempotencyStore(): IdempotencyStore | undefined {
+    return this.store;
+  }
+
   /** The live nodes, this one included. */
   nodes(): ClusterNode[] {
     const now = Date.now();
