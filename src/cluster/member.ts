@@ -37,6 +37,8 @@ export interface ClusterOptions {
   deadAfterMs?: number;
   /** How long a `sendTo` or a node's session list is waited for, in ms. Default 5,000. */
   requestTimeoutMs?: number;
+  /** How long the first `listen` waits for the engine; then it rejects with ERR_CONNECT (a later `listen` tries again). Default 10,000. */
+  connectTimeoutMs?: number;
   /** Largest payload sent across the bus (broadcast, sendTo), in bytes; larger ones fail with ERR_MESSAGE_TOO_LARGE. Default 512 KiB. */
   maxBusMessageBytes?: number;
   /** Broadcast filters by name, the same on every node. */
@@ -155,6 +157,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private readonly heartbeatMs: number;
   private readonly deadAfterMs: number;
   private readonly requestTimeoutMs: number;
+  private readonly connectTimeoutMs: number;
   private readonly maxBusBytes: number;
   private readonly filters: Map<string, NamedFilter>;
   private readonly store: IdempotencyStore | undefined;
@@ -198,6 +201,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       throw new PointSubError("ERR_INVALID_ARGUMENT", "deadAfterMs must be more than heartbeatMs");
     }
     this.requestTimeoutMs = positive("requestTimeoutMs", options.requestTimeoutMs, 5000);
+    this.connectTimeoutMs = positive("connectTimeoutMs", options.connectTimeoutMs, 10_000);
     this.maxBusBytes = positive("maxBusMessageBytes", options.maxBusMessageBytes, 512 * 1024);
     this.filters = new Map(Object.entries(options.filters ?? {}));
     for (const [k, f] of this.filters) {
@@ -270,7 +274,24 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   }
 
   private async start(): Promise<void> {
-    await this.engine.connect();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new PointSubError("ERR_TIMEOUT", `not connected within ${this.connectTimeoutMs} ms`)),
+        this.connectTimeoutMs,
+      );
+    });
+    try {
+      await Promise.race([this.engine.connect(), timeout]);
+    } catch (err) {
+      await this.engine.close().catch(() => {});
+      throw new PointSubError(
+        "ERR_CONNECT",
+        `cannot join the cluster on ${this.engine.name}: ${err instanceof Error ? err.message : String(err)}`,
+      );
+    } finally {
+      clearTimeout(timer);
+    }
     const onBus = (data: Uint8Array) => this.onBus(data);
     await this.engine.subscribe(this.subject("members"), onBus);
     await this.engine.subscribe(this.subject("bc"), onBus);

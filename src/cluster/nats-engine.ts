@@ -41,6 +41,8 @@ class NatsEngine implements ClusterEngine {
   private readonly o: NatsEngineOptions;
   /** Whether the connection is up: nothing is published while it is not (the client would hold it for later). */
   private up = false;
+  /** Set by close: a connect still under way closes what it opened. */
+  private closed = false;
 
   constructor(o: NatsEngineOptions) {
     this.o = o;
@@ -65,6 +67,7 @@ class NatsEngine implements ClusterEngine {
   }
 
   async connect(): Promise<void> {
+    this.closed = false;
     const { connect } = await import("nats");
     const nc = await connect({
       servers: this.o.servers,
@@ -73,6 +76,10 @@ class NatsEngine implements ClusterEngine {
       pingInterval: 2000,
       maxPingOut: 2,
     });
+    if (this.closed) {
+      await nc.close();
+      throw new PointSubError("ERR_CONNECTION_CLOSED", "closed while connecting");
+    }
     this.nc = nc;
     void (async () => {
       for await (const s of nc.status()) {
@@ -147,6 +154,7 @@ class NatsEngine implements ClusterEngine {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     const nc = this.nc;
     this.nc = undefined;
     if (nc !== undefined && !nc.isClosed()) await nc.close();

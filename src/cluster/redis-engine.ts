@@ -23,6 +23,8 @@ interface RedisClient {
   get(key: string): Promise<unknown>;
   eval(script: string, options: { keys: string[]; arguments: string[] }): Promise<unknown>;
   close(): Promise<unknown>;
+  destroy(): void;
+  readonly isReady: boolean;
 }
 
 const UPDATE =
@@ -44,6 +46,8 @@ class RedisEngine implements ClusterEngine {
   private cmd_: RedisClient | undefined;
   private sub_: RedisClient | undefined;
   private readonly stateListeners: ((up: boolean) => void)[] = [];
+  /** Set by close: a connect still loading the client stops there. */
+  private closed = false;
 
   constructor(o: RedisEngineOptions) {
     if (typeof o?.url !== "string") throw new PointSubError("ERR_INVALID_ARGUMENT", "redisCluster needs a url");
@@ -65,7 +69,9 @@ class RedisEngine implements ClusterEngine {
   }
 
   async connect(): Promise<void> {
+    this.closed = false;
     const { createClient } = await import("redis");
+    if (this.closed) throw new PointSubError("ERR_CONNECTION_CLOSED", "closed while connecting");
     const max = this.o.maxReconnectDelayMs ?? 1000;
     const options = {
       url: this.o.url,
@@ -118,9 +124,11 @@ class RedisEngine implements ClusterEngine {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     const clients = [this.cmd_, this.sub_];
     this.cmd_ = this.sub_ = undefined;
-    await Promise.allSettled(clients.map((c) => c?.close()));
+    // A client that is not connected (reconnecting) is dropped at once; a connected one finishes its commands.
+    await Promise.allSettled(clients.map((c) => (c?.isReady ? c.close() : c?.destroy())));
   }
 }
 

@@ -316,7 +316,10 @@ export class Server extends EventEmitter<ServerEvents> {
   async listen(...addresses: Address[]): Promise<string[]> {
     if (addresses.length === 0) throw new PointSubError("ERR_INVALID_ARGUMENT", "listen needs at least one URL");
     if (this.cluster !== undefined) {
-      this.clusterStarted ??= this.cluster.start();
+      this.clusterStarted ??= this.cluster.start().catch((err: unknown) => {
+        this.clusterStarted = undefined; // a later listen tries again
+        throw err;
+      });
       await this.clusterStarted;
     }
     const started: TransportListener[] = [];

@@ -151,3 +151,19 @@ for (const kind of ["redis", "nats"] as const) {
     });
   });
 }
+
+describe("cluster engine unreachable", () => {
+  it("the first listen rejects with ERR_CONNECT (no port is bound), and a later listen tries again", async () => {
+    for (const cluster of [
+      redisCluster({ url: "redis://127.0.0.1:1", connectTimeoutMs: 300 }),
+      natsCluster({ servers: "127.0.0.1:1", connectTimeoutMs: 300 }),
+    ]) {
+      const server = createServer({ cluster });
+      for (let attempt = 0; attempt < 2; attempt++) {
+        await assert.rejects(server.listen("tcp://127.0.0.1:0"), { code: "ERR_CONNECT" });
+        assert.deepEqual(server.urls, []);
+      }
+      await server.close();
+    }
+  });
+});
