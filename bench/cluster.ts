@@ -63,11 +63,18 @@ async function serverRole(impl: Impl, node: number, redisUrl: string): Promise<v
     while (cluster.nodes().length < 3) await new Promise((r) => setTimeout(r, 50));
     broadcast = (p) => server.broadcast(p);
   } else {
+    // The adapter leaves some node-redis promises unhandled (a TimeoutError under load): count them, do not die.
+    let unhandled = 0;
+    process.on("unhandledRejection", () => {
+      if (unhandled++ === 0) console.error(`socket.io node ${node}: unhandled rejections in the redis adapter`);
+    });
     const { Server } = await import("socket.io");
     const { createAdapter } = await import("@socket.io/redis-adapter");
     const { createClient } = await import("redis");
     const pub = createClient({ url: redisUrl });
     const sub = pub.duplicate();
+    pub.on("error", () => {});
+    sub.on("error", () => {});
     await Promise.all([pub.connect(), sub.connect()]);
     const http = createHttpServer();
     const io = new Server(http, { transports: ["websocket"], adapter: createAdapter(pub, sub) });
@@ -162,20 +169,34 @@ function freePort(): Promise<number> {
   });
 }
 
+const running = new Set<ChildProcess>();
+process.once("exit", () => {
+  for (const c of running) c.kill("SIGKILL");
+});
+
 function child(args: string[]): ChildProcess {
-  return spawn(process.execPath, [file, ...args], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  const c = spawn(process.execPath, [file, ...args], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  running.add(c);
+  c.once("exit", () => running.delete(c));
+  return c;
 }
 
 function next(c: ChildProcess, type: string, ms = 120_000): Promise<Msg> {
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`no ${type} within ${ms} ms`)), ms);
+    const exited = (code: number | null) => {
+      clearTimeout(t);
+      reject(new Error(`a bench process exited (${code}) before ${type}`));
+    };
     const on = (m: Msg) => {
       if (m.type !== type) return;
       clearTimeout(t);
       c.off("message", on);
+      c.off("exit", exited);
       resolve(m);
     };
     c.on("message", on);
+    c.once("exit", exited);
   });
 }
 

@@ -168,6 +168,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private local: ClusterLocal | undefined;
   private timer: ReturnType<typeof setInterval> | undefined;
   private nextMsg = 0;
+  /** Random per instance: a node restarted under the same id does not reuse message ids the others remember. */
+  private readonly incarnation = randomId();
   /** Since when the engine connection is up (0: down). */
   private upSince = 0;
   private stopped = false;
@@ -371,7 +373,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   }
 
   private msgId(): string {
-    return `${this.nodeId}:${(this.nextMsg++).toString(36)}`;
+    return `${this.nodeId}:${this.incarnation}:${(this.nextMsg++).toString(36)}`;
   }
 
   /** True the first time message id `i` is seen (bounded memory: the oldest ids are forgotten). */

@@ -367,7 +367,9 @@ export class Server extends EventEmitter<ServerEvents> {
   sessionsInfo(): ConnectionInfo[];
   /**
    * The sessions of every node of the cluster, each with its `node`
-   * (without a cluster: this server's, with node `""`). A node that does
+   * (without a cluster: this server's, with node `""`), gathered from the
+   * live nodes when called. Other nodes' entries are JSON copies (a
+   * principal as its JSON, certificate bytes left out). A node that does
    * not answer within the cluster's `requestTimeoutMs` is left out.
    */
   sessionsInfo(options: { cluster: true }): Promise<ClusterSessionInfo[]>;
@@ -457,7 +459,10 @@ export class Server extends EventEmitter<ServerEvents> {
     const data = toBytes(payload, "payload");
     if (this.cluster !== undefined && options.local !== true) return this.cluster.broadcast(data, options);
     if (typeof options.filter === "string") {
-      throw new PointSubError("ERR_INVALID_ARGUMENT", "a named broadcast filter needs a cluster (its filters option)");
+      throw new PointSubError(
+        "ERR_INVALID_ARGUMENT",
+        "a named broadcast filter runs through a cluster (createServer({ cluster }) with its filters, not local: true)",
+      );
     }
     return this.broadcastLocal(data, options as BroadcastOptions);
   }

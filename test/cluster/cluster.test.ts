@@ -48,6 +48,10 @@ async function startNode(engine: EngineServer, id: string): Promise<NodeProcess>
       env: { ...process.env, NODE_COMPILE_CACHE: join(tmpdir(), "pointsub-test-compile-cache") },
     },
   );
+  // Whatever ends the test process (a timeout included), its nodes do not outlive it.
+  const onExit = () => child.kill("SIGKILL");
+  process.once("exit", onExit);
+  child.once("exit", () => process.off("exit", onExit));
   const events: Record<string, unknown>[] = [];
   const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
   const url = await new Promise<string>((resolve, reject) => {

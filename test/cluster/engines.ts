@@ -33,9 +33,17 @@ function freePort(): Promise<number> {
   });
 }
 
+const alive = new Set<ChildProcess>();
+// Whatever ends this process (a test timeout included), its servers do not outlive it.
+process.once("exit", () => {
+  for (const c of alive) c.kill("SIGKILL");
+});
+
 /** Spawns `cmd` and resolves once one of its output lines matches `ready` (rejects on exit or after 10 s). */
 function startUntil(cmd: string, args: string[], ready: RegExp): Promise<ChildProcess> {
   const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
+  alive.add(child);
+  child.once("exit", () => alive.delete(child));
   return new Promise((resolve, reject) => {
     let seen = "";
     const timer = setTimeout(() => {
