@@ -16,7 +16,14 @@ import { type Cluster, natsCluster, redisCluster } from "../../src/cluster/index
 import { natsEngine } from "../../src/cluster/nats-engine.ts";
 import { redisEngine } from "../../src/cluster/redis-engine.ts";
 import { encode } from "../../src/cluster/wire.ts";
-import { type Connection, connect, createServer, type IdempotencyStore, type Server } from "../../src/index.ts";
+import {
+  type Connection,
+  connect,
+  createServer,
+  type IdempotencyStore,
+  type PointSubError,
+  type Server,
+} from "../../src/index.ts";
 import { sleep, until } from "../helpers/wait.ts";
 import { type EngineServer, startEngine } from "./engines.ts";
 
@@ -164,6 +171,33 @@ describe("cluster engine unreachable", () => {
         assert.deepEqual(server.urls, []);
       }
       await server.close();
+    }
+  });
+
+  it("a NATS server without JetStream: ERR_CONNECT naming -js, unless jetstream: false (no shared store)", async () => {
+    const nats = await startEngine("nats", { jetstream: false });
+    try {
+      const refused = createServer({ cluster: natsCluster({ servers: nats.url }), idempotency: true });
+      await assert.rejects(refused.listen("tcp://127.0.0.1:0"), (e: PointSubError) => {
+        assert.equal(e.code, "ERR_CONNECT");
+        assert.match(e.message, /-js/);
+        return true;
+      });
+      await refused.close();
+      const clusters = ["x", "y"].map((nodeId) => natsCluster({ servers: nats.url, nodeId, jetstream: false }));
+      assert.ok(clusters.every((c) => c.idempotencyStore === undefined));
+      const servers = clusters.map((cluster) => createServer({ cluster, idempotency: true }));
+      for (const s of servers) await s.listen("tcp://127.0.0.1:0");
+      const c = await connect(servers[1].urls[0]);
+      const got: string[] = [];
+      c.on("message", (m) => got.push(m.text()));
+      await until(() => clusters.every((x) => x.nodes().length === 2) && servers[1].sessions.size === 1, 5000);
+      await servers[0].broadcast("no jetstream needed for the bus");
+      await until(() => got.includes("no jetstream needed for the bus"), 5000);
+      await c.close();
+      await Promise.all(servers.map((s) => s.close()));
+    } finally {
+      await nats.stop();
     }
   });
 });

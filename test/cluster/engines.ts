@@ -77,7 +77,8 @@ function killed(child: ChildProcess): Promise<void> {
   return exited;
 }
 
-export async function startEngine(kind: "redis" | "nats"): Promise<EngineServer> {
+/** A redis-server, or a nats-server with JetStream unless `jetstream: false`. */
+export async function startEngine(kind: "redis" | "nats", o: { jetstream?: boolean } = {}): Promise<EngineServer> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), `pointsub-${kind}-`));
   const launch = () =>
@@ -87,7 +88,11 @@ export async function startEngine(kind: "redis" | "nats"): Promise<EngineServer>
           ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir],
           /Ready to accept connections/,
         )
-      : startUntil("nats-server", ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", dir], /Server is ready/);
+      : startUntil(
+          "nats-server",
+          ["-a", "127.0.0.1", "-p", String(port), ...(o.jetstream === false ? [] : ["-js", "-sd", dir])],
+          /Server is ready/,
+        );
   let child = await launch();
   return {
     kind,
