@@ -268,7 +268,13 @@ async function driver(): Promise<void> {
   const results: Result[] = [];
   for (let rep = 0; rep < Number(values.reps); rep++) {
     for (const impl of impls) {
-      const r = await run(impl, perNode, Number(values.rounds), Number(values.messages));
+      let r: Result;
+      try {
+        r = await run(impl, perNode, Number(values.rounds), Number(values.messages));
+      } catch (err) {
+        console.log(`${impl.padEnd(9)} rep ${rep + 1}: failed: ${err instanceof Error ? err.message : String(err)}`);
+        continue;
+      }
       results.push(r);
       console.log(
         `${impl.padEnd(9)} rep ${rep + 1}: p50 ${r.p50.toFixed(0)} µs, p99 ${r.p99.toFixed(0)} µs, ${Math.round(r.perSec)} deliveries/s, lost ${r.lost}`,
