@@ -4,7 +4,7 @@
  * socket.io with @socket.io/redis-adapter doing the same on the same
  * redis-server.
  *
- *   npm run bench:cluster [-- --impl pointsub,socketio --per-node 1000 --rounds 50 --messages 300 --reps 5]
+ *   npm run bench:cluster [-- --impl pointsub,socketio --per-node 1000 --rounds 35 --messages 100 --reps 5]
  *
  * Per run (implementations alternate: A, B, A, B, …): a fresh redis-server on
  * a free loopback port (--save '' --appendonly no), three server processes
@@ -260,8 +260,8 @@ async function driver(): Promise<void> {
     options: {
       impl: { type: "string", default: "pointsub,socketio" },
       "per-node": { type: "string", default: "1000" },
-      rounds: { type: "string", default: "50" },
-      messages: { type: "string", default: "300" },
+      rounds: { type: "string", default: "35" },
+      messages: { type: "string", default: "100" },
       reps: { type: "string", default: "5" },
     },
   });
