@@ -30,6 +30,7 @@ const LAYERS = [
   "client",
   "server",
   "lp",
+  "cluster",
   "web",
   "node",
   "index",
@@ -59,6 +60,7 @@ const MAY_IMPORT: Record<Layer, readonly Layer[]> = {
   lp: ["client", "connection", "errors", "runtime", "transport"],
   web: ["codec", "errors", "runtime", "transport"],
   node: ["client", "codec", "connection", "errors", "lp", "runtime", "stream", "transport"],
+  cluster: ["connection", "errors", "router", "server"],
   index: [
     "client",
     "codec",
@@ -96,6 +98,7 @@ const TYPES_FROM: Record<Layer, readonly Layer[]> = {
   client: ["router"],
   server: [],
   lp: [],
+  cluster: [],
   web: [],
   node: [],
   index: [],
@@ -119,6 +122,7 @@ const PACKAGES: Record<Layer, readonly string[]> = {
   client: ["cockatiel", "eventemitter3"],
   server: ["eventemitter3"],
   lp: ["eventemitter3"],
+  cluster: ["eventemitter3", "nats", "redis"],
   web: [],
   node: ["@node-rs/crc32", "ws"],
   index: [],
@@ -137,7 +141,7 @@ const PACKAGES: Record<Layer, readonly string[]> = {
 };
 
 /** The Node edge: the only layers that may import `node:` built-ins. Everything else is the portable core. */
-const NODE_LAYERS: readonly Layer[] = ["node", "index", "metrics", "cli"];
+const NODE_LAYERS: readonly Layer[] = ["cluster", "node", "index", "metrics", "cli"];
 
 /**
  * Import edges the tables forbid but the code still has, each waiting for a change in src/.

@@ -19,7 +19,7 @@ import type {
 } from "../connection/types.ts";
 import { codeInfo, type ErrorCode } from "../errors/codes.ts";
 import { PointSubError } from "../errors/error.ts";
-import { type IdempotencyOptions, idempotency } from "../router/idempotency.ts";
+import { type IdempotencyOptions, type IdempotencyStore, idempotency } from "../router/idempotency.ts";
 import { type RateLimitOptions, rateLimit } from "../router/rate-limit.ts";
 import { Router } from "../router/router.ts";
 import type { Middleware, ResumeLookup } from "../router/types.ts";
@@ -79,6 +79,76 @@ export interface ServerOptions extends ConnectionOptions, AdmissionOptions {
    * `idempotency` and before any middleware added with `use`. Default none.
    */
   rateLimit?: RateLimitOptions;
+  /**
+   * Join this cluster (`redisCluster` / `natsCluster` of `pointsub/cluster`):
+   * session ids become unique cluster-wide (`<nodeId>.<n>`), `broadcast`,
+   * `sendTo` and `sessionsInfo({ cluster: true })` reach every node's
+   * sessions, and `idempotency` uses the cluster's shared store unless it
+   * is given one. Joined on the first `listen`, left on `close`. Default none.
+   */
+  cluster?: ServerCluster;
+}
+
+/** A session of any node of a cluster, as `sessionsInfo({ cluster: true })` lists it. */
+export interface ClusterSessionInfo extends ConnectionInfo {
+  /** The id of the node that holds the session (`""` without a cluster). */
+  readonly node: string;
+}
+
+/** Options of {@link Server.broadcast}. */
+export interface ServerBroadcastOptions extends Omit<BroadcastOptions, "filter"> {
+  /**
+   * Only sessions this accepts receive the message. A function runs on
+   * this node only, so with a cluster it needs `local: true`; a cluster
+   * broadcast names a filter registered on every node (the cluster's
+   * `filters` option) and each node runs it with `filterArg`.
+   */
+  filter?: BroadcastOptions["filter"] | string;
+  /** The argument handed to a named `filter` (with a cluster). */
+  filterArg?: string;
+  /** With a cluster: this node's sessions only. Default false. */
+  local?: boolean;
+}
+
+/**
+ * What a server offers the cluster it joins: its own sessions only (the
+ * cluster does the rest). Built by the server; see {@link ServerCluster}.
+ */
+export interface ClusterLocal {
+  /** Sends `data` to this node's sessions (encoded once, checksummed once from 16 KiB). */
+  broadcast(data: Uint8Array, options: BroadcastOptions): BroadcastResult;
+  /** Sends `data` to this node's session `id`; rejects with ERR_NOT_FOUND when it has none. */
+  sendTo(id: string, data: Uint8Array): Promise<void>;
+  /** This node's sessions. */
+  sessionsInfo(): ConnectionInfo[];
+  /** This node's session count. */
+  readonly sessionCount: number;
+  /** This node's bound URLs. */
+  readonly urls: string[];
+}
+
+/** A server's membership of a cluster, as {@link ServerCluster.join} returns it. */
+export interface ClusterMembership {
+  /** This node's id, unique in the cluster: the prefix of its session ids. */
+  readonly nodeId: string;
+  /** The cluster's shared idempotency store, if it has one. */
+  readonly idempotencyStore: IdempotencyStore | undefined;
+  /** Connects to the engine and announces the node (first `listen`). */
+  start(): Promise<void>;
+  /** Leaves the cluster and disconnects (`close`). */
+  stop(): Promise<void>;
+  /** Broadcast to every node's sessions (this one's included). */
+  broadcast(data: Uint8Array, options: ServerBroadcastOptions): Promise<BroadcastResult>;
+  /** Sends to a session of another node. */
+  sendTo(id: string, data: Uint8Array): Promise<void>;
+  /** Every node's sessions (this one's included). */
+  sessionsInfo(): Promise<ClusterSessionInfo[]>;
+}
+
+/** A cluster a server can join (`createServer({ cluster })`); one server per instance. */
+export interface ServerCluster {
+  /** Called once by the server's constructor. */
+  join(local: ClusterLocal): ClusterMembership;
 }
 
 /** Payloads from this size on are sent by reference and checksummed once for a broadcast (the writer's copy threshold). */
@@ -163,6 +233,11 @@ export class Server extends EventEmitter<ServerEvents> {
   private readonly budget: MemoryBudget;
   private closedTotals: StatsSnapshot | undefined;
   private closing = false;
+  /** The cluster this server joined, if any. */
+  private readonly cluster: ClusterMembership | undefined;
+  /** Prefix of session ids: the cluster node id and a dot, or "". */
+  private readonly idPrefix: string;
+  private clusterStarted: Promise<void> | undefined;
 
   /** Use `createServer` of the "pointsub" entry point, which supplies the default runtime. */
   constructor(options: ServerOptions = {}) {
@@ -180,9 +255,13 @@ export class Server extends EventEmitter<ServerEvents> {
     this.options = options;
     checkConnectionOptions(options);
     this.settings = resolveSettings(options, options.authenticate !== undefined, this.runtime.codecs.mask());
+    this.cluster = options.cluster?.join(this.clusterLocal());
+    this.idPrefix = this.cluster === undefined ? "" : `${this.cluster.nodeId}.`;
     if (options.idempotency !== undefined && options.idempotency !== false) {
       // Outermost, so that nothing else runs twice for a duplicate either.
-      this.router.use(idempotency(options.idempotency === true ? {} : options.idempotency));
+      const o = options.idempotency === true ? {} : options.idempotency;
+      const shared = this.cluster?.idempotencyStore;
+      this.router.use(idempotency(o.store === undefined && shared !== undefined ? { ...o, store: shared } : o));
     }
     if (options.rateLimit !== undefined) this.router.use(rateLimit(options.rateLimit));
     this.budget = new MemoryBudget(budgetLimit(options, this.settings, this.runtime.memoryLimit()));
@@ -240,6 +319,13 @@ export class Server extends EventEmitter<ServerEvents> {
    */
   async listen(...addresses: Address[]): Promise<string[]> {
     if (addresses.length === 0) throw new PointSubError("ERR_INVALID_ARGUMENT", "listen needs at least one URL");
+    if (this.cluster !== undefined) {
+      this.clusterStarted ??= this.cluster.start().catch((err: unknown) => {
+        this.clusterStarted = undefined; // a later listen tries again
+        throw err;
+      });
+      await this.clusterStarted;
+    }
     const started: TransportListener[] = [];
     // The adapters get the server's options whole: each reads the part it knows (tls, …).
     const options: ServerOptions & TransportListenOptions = { ...this.options, onPending: this.countPending };
@@ -282,10 +368,43 @@ export class Server extends EventEmitter<ServerEvents> {
    * principal, TLS certificate, connect time, last activity, bytes and
    * messages each way, requests in flight, open streams, queued bytes.
    */
-  sessionsInfo(): ConnectionInfo[] {
+  sessionsInfo(): ConnectionInfo[];
+  /**
+   * The sessions of every node of the cluster, each with its `node`
+   * (without a cluster: this server's, with node `""`), gathered from the
+   * live nodes when called. Other nodes' entries are JSON copies (a
+   * principal as its JSON, certificate bytes left out). A node that does
+   * not answer within the cluster's `requestTimeoutMs` is left out.
+   */
+  sessionsInfo(options: { cluster: true }): Promise<ClusterSessionInfo[]>;
+  sessionsInfo(options?: { cluster?: boolean }): ConnectionInfo[] | Promise<ClusterSessionInfo[]> {
+    if (options?.cluster === true) {
+      if (this.cluster !== undefined) return this.cluster.sessionsInfo();
+      return Promise.resolve(this.localInfo().map((i) => ({ ...i, node: "" })));
+    }
+    return this.localInfo();
+  }
+
+  private localInfo(): ConnectionInfo[] {
     const out: ConnectionInfo[] = [];
     for (const s of this.sessions_) out.push(s.info());
     return out;
+  }
+
+  /** The hooks a cluster gets: this node's sessions only. */
+  private clusterLocal(): ClusterLocal {
+    const server = this;
+    return {
+      broadcast: (data, options) => this.broadcastLocal(data, options),
+      sendTo: (id, data) => this.sendLocal(id, data),
+      sessionsInfo: () => this.localInfo(),
+      get sessionCount() {
+        return server.sessions_.size;
+      },
+      get urls() {
+        return server.urls;
+      },
+    };
   }
 
   /**
@@ -302,12 +421,28 @@ export class Server extends EventEmitter<ServerEvents> {
   /**
    * Sends a one-way message to session `id`; settles like
    * `Connection.send`. Rejects with ERR_NOT_FOUND when no open session has
-   * that id.
+   * that id. With a cluster, `id` may be a session of any node (the
+   * message crosses the bus once, never retried).
    */
   sendTo(id: string, payload: Payload): Promise<void> {
+    if (this.cluster !== undefined && typeof id === "string" && !id.startsWith(this.idPrefix)) {
+      let data: Uint8Array;
+      try {
+        data = toBytes(payload, "payload");
+      } catch (err) {
+        return Promise.reject(err);
+      }
+      return this.cluster.sendTo(id, data);
+    }
     const s = this.byId.get(id);
     if (s === undefined || s.state !== "open") return Promise.reject(notFound(id));
     return s.send(payload);
+  }
+
+  private sendLocal(id: string, data: Uint8Array): Promise<void> {
+    const s = this.byId.get(id);
+    if (s === undefined || s.state !== "open") return Promise.reject(notFound(id));
+    return s.send(data);
   }
 
   /**
@@ -318,9 +453,25 @@ export class Server extends EventEmitter<ServerEvents> {
    * waits for a slow session: resolves at once to how many sessions wrote
    * the message, how many queued it, and which did not get it and why; it
    * rejects only for a payload that is not bytes or text.
+   *
+   * With a cluster the message also goes to every other node once, which
+   * fans it out to its own sessions (at most once, never retried): the
+   * result counts this node's sessions. A filter must then be a name
+   * (see {@link ServerBroadcastOptions.filter}) unless `local` is set.
    */
-  async broadcast(payload: Payload, options: BroadcastOptions = {}): Promise<BroadcastResult> {
+  async broadcast(payload: Payload, options: ServerBroadcastOptions = {}): Promise<BroadcastResult> {
     const data = toBytes(payload, "payload");
+    if (this.cluster !== undefined && options.local !== true) return this.cluster.broadcast(data, options);
+    if (typeof options.filter === "string") {
+      throw new PointSubError(
+        "ERR_INVALID_ARGUMENT",
+        "a named broadcast filter runs through a cluster (createServer({ cluster }) with its filters, not local: true)",
+      );
+    }
+    return this.broadcastLocal(data, options as BroadcastOptions);
+  }
+
+  private broadcastLocal(data: Uint8Array, options: BroadcastOptions): BroadcastResult {
     const crc = data.length >= SHARED_CRC_MIN ? this.runtime.checksums.compute(data) : -1;
     return broadcastTo(this.sessions_, data, crc, options);
   }
@@ -374,6 +525,7 @@ export class Server extends EventEmitter<ServerEvents> {
     const handshaking = [...this.connecting].map((s) => s.close(close));
     await Promise.all([...listeners, ...sessions, ...handshaking]);
     clearTimeout(late);
+    if (this.clusterStarted !== undefined) await this.cluster?.stop();
     for (const st of [...this.subscribers]) st.end();
   }
 
@@ -444,7 +596,7 @@ export class Server extends EventEmitter<ServerEvents> {
       onOpen: this.sessionOpened,
       onClose: this.sessionClosed,
       ticker: this.ticker,
-      id: String(++this.nextId),
+      id: this.idPrefix + String(++this.nextId),
     });
     this.connecting.add(conn);
   }

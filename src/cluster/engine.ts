@@ -1,0 +1,42 @@
+/**
+ * What a cluster needs of its engine (Redis, NATS): fire-and-forget
+ * publish/subscribe on named subjects, and a small key-value store with
+ * compare-and-set for the shared idempotency store. Both engines do all of
+ * it natively; nothing here is pointsub's own message bus.
+ */
+
+/** A stored value and the revision that a compare-and-set must name. */
+export interface KvEntry {
+  readonly value: string;
+  /** Opaque: what {@link ClusterEngine.kvUpdate} / {@link ClusterEngine.kvDelete} compare against. */
+  readonly revision: string;
+}
+
+/** The engine of a cluster: publish/subscribe plus a key-value store with time to live. */
+export interface ClusterEngine {
+  /** The engine's name, for messages: `"redis"` or `"nats"`. */
+  readonly name: string;
+  /** Whether it has the key-value store (a NATS server without JetStream has not). */
+  readonly hasKv: boolean;
+  /** Connects (rejects when the engine cannot be reached). */
+  connect(): Promise<void>;
+  /**
+   * Publishes `data` on `subject`, at most once: no retry, nothing queued
+   * while the engine is unreachable (rejects then).
+   */
+  publish(subject: string, data: Uint8Array): Promise<void>;
+  /** Calls `onMessage` for every message on `subject` (again after a reconnection). */
+  subscribe(subject: string, onMessage: (data: Uint8Array) => void): Promise<void>;
+  /** Calls `onState(true | false)` when the connection to the engine comes up or goes down. */
+  onState(cb: (up: boolean) => void): void;
+  /** Sets `key` to `value` for `ttlMs` if it has no value; false when it has one. */
+  kvCreate(key: string, value: string, ttlMs: number): Promise<boolean>;
+  /** The value of `key`, or undefined. */
+  kvGet(key: string): Promise<KvEntry | undefined>;
+  /** Replaces `key`'s value (for `ttlMs`) if it is still at `revision`; false otherwise. */
+  kvUpdate(key: string, value: string, revision: string, ttlMs: number): Promise<boolean>;
+  /** Deletes `key` if it is still at `revision`. */
+  kvDelete(key: string, revision: string): Promise<void>;
+  /** Disconnects. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,144 @@
+/**
+ * The cluster's shared {@link IdempotencyStore}, on the engine's key-value
+ * store: every node claims keys in the same place, so a request retried on
+ * another node after a failover finds the first attempt's claim or answer.
+ *
+ * An entry is JSON: running (`token`, owning node, lease end) or done
+ * (the outcome, its expiry). A claim is taken by create-if-absent, or by
+ * compare-and-set over an entry that no longer holds: a done entry past
+ * its time to live, a running one past its lease — or one whose node left
+ * the cluster (a node that died mid-handler does not hold its keys for the
+ * whole lease: once the membership has removed it, the next attempt runs).
+ * Waiting for a running key polls the store (25 ms, doubling to 250 ms).
+ */
+import { PointSubError } from "../errors/error.ts";
+import type { IdempotencyEntry, IdempotencyOutcome, IdempotencyStore } from "../router/idempotency.ts";
+import { isErrorCode } from "./codes.ts";
+import type { ClusterEngine } from "./engine.ts";
+
+type Stored =
+  | { s: "r"; t: string; n: string; e: number }
+  | { s: "d"; e: number; ok: true; d: string }
+  | { s: "d"; e: number; ok: false; c: string; m: string };
+
+interface Read {
+  /** The live entry, or undefined. */
+  entry: IdempotencyEntry | undefined;
+  /** The running entry's token and whether it is live, for fail(). */
+  token?: string;
+  /** The stored value's revision (undefined: no stored value). */
+  revision?: string;
+}
+
+function parse(value: string): Stored | undefined {
+  try {
+    const v = JSON.parse(value) as Stored;
+    if (typeof v === "object" && v !== null && (v.s === "r" || v.s === "d") && typeof v.e === "number") return v;
+  } catch {}
+  return undefined;
+}
+
+/** Options of {@link engineIdempotencyStore}. */
+export interface EngineIdempotencyStoreOptions {
+  /** Prefix of the store's keys in the engine. */
+  prefix: string;
+  /** This node's id (recorded with its claims). */
+  nodeId: string;
+  /** Whether node `id`'s claims still hold (false once the membership removed it). */
+  holds(id: string): boolean;
+  /** How long a done entry is kept, in ms. */
+  ttlMs: number;
+}
+
+class EngineStore implements IdempotencyStore {
+  private readonly engine: ClusterEngine;
+  private readonly o: EngineIdempotencyStoreOptions;
+
+  constructor(engine: ClusterEngine, o: EngineIdempotencyStoreOptions) {
+    this.engine = engine;
+    this.o = o;
+  }
+
+  private async read(key: string): Promise<Read> {
+    const kv = await this.engine.kvGet(this.o.prefix + key);
+    if (kv === undefined) return { entry: undefined };
+    const v = parse(kv.value);
+    const now = Date.now();
+    if (v === undefined || v.e <= now) return { entry: undefined, revision: kv.revision };
+    if (v.s === "r") {
+      const live = v.n === this.o.nodeId || this.o.holds(v.n);
+      return { entry: live ? { state: "running", token: v.t } : undefined, token: v.t, revision: kv.revision };
+    }
+    const outcome: IdempotencyOutcome = v.ok
+      ? { ok: true, data: new Uint8Array(Buffer.from(v.d, "base64")) }
+      : { ok: false, code: isErrorCode(v.c) ? v.c : "ERR_HANDLER", message: String(v.m) };
+    return { entry: { state: "done", outcome }, revision: kv.revision };
+  }
+
+  async begin(key: string, token: string, leaseMs: number): Promise<IdempotencyEntry | undefined> {
+    const k = this.o.prefix + key;
+    const claim = JSON.stringify({ s: "r", t: token, n: this.o.nodeId, e: Date.now() + leaseMs } satisfies Stored);
+    for (let attempt = 0; attempt < 5; attempt++) {
+      if (await this.engine.kvCreate(k, claim, leaseMs)) return undefined;
+      const r = await this.read(key);
+      if (r.entry !== undefined) return r.entry;
+      if (r.revision === undefined) continue; // gone meanwhile: create again
+      // Expired, or claimed by a node that left: take it over, unless another node does first.
+      if (await this.engine.kvUpdate(k, claim, r.revision, leaseMs)) return undefined;
+    }
+    throw new PointSubError("ERR_OVERLOADED", "idempotency key contended by other nodes; retry later");
+  }
+
+  async get(key: string): Promise<IdempotencyEntry | undefined> {
+    return (await this.read(key)).entry;
+  }
+
+  async complete(key: string, token: string, outcome: IdempotencyOutcome): Promise<void> {
+    const k = this.o.prefix + key;
+    const ttl = this.o.ttlMs;
+    const stored: Stored = outcome.ok
+      ? { s: "d", e: Date.now() + ttl, ok: true, d: Buffer.from(outcome.data).toString("base64") }
+      : { s: "d", e: Date.now() + ttl, ok: false, c: outcome.code, m: outcome.message };
+    const value = JSON.stringify(stored);
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const r = await this.read(key);
+      if (r.entry?.state === "done") return; // the first answer stays
+      if (r.entry?.state === "running" && r.entry.token !== token) return; // another claim holds it
+      if (r.revision === undefined) {
+        if (await this.engine.kvCreate(k, value, ttl)) return;
+      } else if (await this.engine.kvUpdate(k, value, r.revision, ttl)) return;
+    }
+  }
+
+  async fail(key: string, token: string): Promise<void> {
+    const r = await this.read(key);
+    if (r.token === token && r.revision !== undefined) await this.engine.kvDelete(this.o.prefix + key, r.revision);
+  }
+
+  async wait(key: string, signal: AbortSignal): Promise<IdempotencyEntry | undefined> {
+    let delay = 25;
+    for (;;) {
+      if (signal.aborted) throw signal.reason;
+      const e = await this.get(key);
+      if (e === undefined || e.state === "done") return e;
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(done, delay);
+        function done() {
+          clearTimeout(t);
+          signal.removeEventListener("abort", done);
+          resolve();
+        }
+        signal.addEventListener("abort", done, { once: true });
+      });
+      delay = Math.min(delay * 2, 250);
+    }
+  }
+}
+
+/** An {@link IdempotencyStore} on a cluster engine's key-value store, shared by every node. */
+export function engineIdempotencyStore(
+  engine: ClusterEngine,
+  options: EngineIdempotencyStoreOptions,
+): IdempotencyStore {
+  return new EngineStore(engine, options);
+}

@@ -1,0 +1,173 @@
+/**
+ * The NATS engine of a cluster (the `nats` package, an optional peer
+ * dependency, loaded when the cluster starts): core NATS publish/subscribe
+ * for the bus (at most once by design) and a JetStream key-value bucket
+ * for the shared idempotency store — `create` and revision-checked
+ * `update` / `delete` are its compare-and-set. JetStream needs the server
+ * started with it (`nats-server -js`); without it, pass `jetstream: false`
+ * and the cluster has no shared store.
+ */
+import { createHash } from "node:crypto";
+import type { KV, NatsConnection } from "nats";
+import { PointSubError } from "../errors/error.ts";
+import type { ClusterEngine, KvEntry } from "./engine.ts";
+
+/** Options of the NATS engine. */
+export interface NatsEngineOptions {
+  /** The NATS servers: `"127.0.0.1:4222"`, `"nats://host:port"`, or a list. */
+  servers: string | string[];
+  /** JetStream bucket of the key-value store; false for none. Default true. */
+  jetstream?: boolean;
+  /** The bucket's name (letters, digits, `-`, `_`). */
+  bucket: string;
+  /** How long the bucket keeps an entry, in ms (JetStream ages a whole bucket, not a key). */
+  bucketTtlMs: number;
+}
+
+const utf8 = new TextEncoder();
+const fromUtf8 = new TextDecoder();
+
+/** A KV key for any string: JetStream keys take only `[-/_=.a-zA-Z0-9]`. */
+function kvKey(key: string): string {
+  return createHash("sha256").update(key).digest("base64url");
+}
+
+class NatsEngine implements ClusterEngine {
+  readonly name = "nats";
+  readonly hasKv: boolean;
+  private nc: NatsConnection | undefined;
+  private kv: KV | undefined;
+  private readonly stateListeners: ((up: boolean) => void)[] = [];
+  private readonly o: NatsEngineOptions;
+  /** Whether the connection is up: nothing is published while it is not (the client would hold it for later). */
+  private up = false;
+  /** Set by close: a connect still under way closes what it opened. */
+  private closed = false;
+
+  constructor(o: NatsEngineOptions) {
+    this.o = o;
+    this.hasKv = o.jetstream !== false;
+  }
+
+  private state(up: boolean): void {
+    this.up = up;
+    for (const l of this.stateListeners) l(up);
+  }
+
+  private get conn(): NatsConnection {
+    if (this.nc === undefined) throw new PointSubError("ERR_CONNECTION_CLOSED", "not connected to NATS");
+    return this.nc;
+  }
+
+  private get store(): KV {
+    if (this.kv === undefined) {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", "this NATS cluster has no key-value store (jetstream: false)");
+    }
+    return this.kv;
+  }
+
+  async connect(): Promise<void> {
+    this.closed = false;
+    const { connect } = await import("nats");
+    const nc = await connect({
+      servers: this.o.servers,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 250,
+      pingInterval: 2000,
+      maxPingOut: 2,
+    });
+    if (this.closed) {
+      await nc.close();
+      throw new PointSubError("ERR_CONNECTION_CLOSED", "closed while connecting");
+    }
+    this.nc = nc;
+    void (async () => {
+      for await (const s of nc.status()) {
+        if (s.type === "disconnect") this.state(false);
+        else if (s.type === "reconnect") this.state(true);
+      }
+    })();
+    if (this.o.jetstream !== false) {
+      try {
+        this.kv = await nc.jetstream().views.kv(this.o.bucket, { history: 1, ttl: this.o.bucketTtlMs });
+      } catch (err) {
+        await nc.close();
+        throw new PointSubError(
+          "ERR_CONNECT",
+          `no JetStream key-value store on this NATS server (start it with -js, or pass jetstream: false): ${
+            err instanceof Error ? err.message : String(err)
+          }`,
+        );
+      }
+    }
+    this.state(true);
+  }
+
+  async publish(subject: string, data: Uint8Array): Promise<void> {
+    const nc = this.conn;
+    if (!this.up || nc.isClosed() || nc.isDraining()) {
+      throw new PointSubError("ERR_CONNECTION_CLOSED", "NATS is unreachable: not published");
+    }
+    nc.publish(subject, data);
+  }
+
+  async subscribe(subject: string, onMessage: (data: Uint8Array) => void): Promise<void> {
+    this.conn.subscribe(subject, { callback: (err, msg) => err === null && onMessage(msg.data) });
+  }
+
+  onState(cb: (up: boolean) => void): void {
+    this.stateListeners.push(cb);
+  }
+
+  async kvCreate(key: string, value: string, _ttlMs: number): Promise<boolean> {
+    try {
+      await this.store.create(kvKey(key), utf8.encode(value));
+      return true;
+    } catch (err) {
+      if (isWrongSequence(err)) return false;
+      throw err;
+    }
+  }
+
+  async kvGet(key: string): Promise<KvEntry | undefined> {
+    const e = await this.store.get(kvKey(key));
+    if (e === null || e.operation !== "PUT") return undefined;
+    return { value: fromUtf8.decode(e.value), revision: String(e.revision) };
+  }
+
+  async kvUpdate(key: string, value: string, revision: string, _ttlMs: number): Promise<boolean> {
+    try {
+      await this.store.update(kvKey(key), utf8.encode(value), Number(revision));
+      return true;
+    } catch (err) {
+      if (isWrongSequence(err)) return false;
+      throw err;
+    }
+  }
+
+  async kvDelete(key: string, revision: string): Promise<void> {
+    try {
+      await this.store.delete(kvKey(key), { previousSeq: Number(revision) });
+    } catch (err) {
+      if (!isWrongSequence(err)) throw err;
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const nc = this.nc;
+    this.nc = undefined;
+    if (nc !== undefined && !nc.isClosed()) await nc.close();
+  }
+}
+
+/** JetStream's refusal of a create/update/delete whose expected revision does not hold. */
+function isWrongSequence(err: unknown): boolean {
+  const m = err instanceof Error ? err.message : String(err);
+  return /wrong last sequence|key exists/i.test(m);
+}
+
+/** A cluster engine on NATS (JetStream for the key-value store). */
+export function natsEngine(options: NatsEngineOptions): ClusterEngine {
+  return new NatsEngine(options);
+}

@@ -1,0 +1,138 @@
+/**
+ * The Redis engine of a cluster (node-redis, the `redis` package, an
+ * optional peer dependency, loaded when the cluster starts): PUBLISH /
+ * SUBSCRIBE for the bus, SET NX PX and two small Lua compare-and-set
+ * scripts for the key-value store. Two connections: commands and the
+ * subscriber. Commands are not queued while Redis is unreachable (they
+ * reject), so nothing published during an outage arrives late.
+ */
+import { PointSubError } from "../errors/error.ts";
+import type { ClusterEngine, KvEntry } from "./engine.ts";
+
+/** The part of node-redis's client this engine uses. */
+interface RedisClient {
+  on(event: string, listener: (...args: unknown[]) => void): unknown;
+  connect(): Promise<unknown>;
+  publish(channel: string, message: Buffer): Promise<unknown>;
+  subscribe(channel: string, listener: (message: Buffer) => void, bufferMode: true): Promise<void>;
+  set(
+    key: string,
+    value: string,
+    options: { condition: "NX"; expiration: { type: "PX"; value: number } },
+  ): Promise<unknown>;
+  get(key: string): Promise<unknown>;
+  eval(script: string, options: { keys: string[]; arguments: string[] }): Promise<unknown>;
+  close(): Promise<unknown>;
+  destroy(): void;
+  readonly isReady: boolean;
+}
+
+const UPDATE =
+  "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 else return 0 end";
+const DELETE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+
+/** Options of the Redis engine. */
+export interface RedisEngineOptions {
+  /** `redis://host:port` (or `rediss://`, with user and password as Redis takes them). */
+  url: string;
+  /** Longest wait between reconnection attempts, in ms. Default 1,000. */
+  maxReconnectDelayMs?: number;
+}
+
+class RedisEngine implements ClusterEngine {
+  readonly name = "redis";
+  readonly hasKv = true;
+  private readonly o: RedisEngineOptions;
+  private cmd_: RedisClient | undefined;
+  private sub_: RedisClient | undefined;
+  private readonly stateListeners: ((up: boolean) => void)[] = [];
+  /** Set by close: a connect still loading the client stops there. */
+  private closed = false;
+
+  constructor(o: RedisEngineOptions) {
+    if (typeof o?.url !== "string") throw new PointSubError("ERR_INVALID_ARGUMENT", "redisCluster needs a url");
+    this.o = o;
+  }
+
+  private get cmd(): RedisClient {
+    if (this.cmd_ === undefined) throw new PointSubError("ERR_CONNECTION_CLOSED", "not connected to Redis");
+    return this.cmd_;
+  }
+
+  private get sub(): RedisClient {
+    if (this.sub_ === undefined) throw new PointSubError("ERR_CONNECTION_CLOSED", "not connected to Redis");
+    return this.sub_;
+  }
+
+  private state(up: boolean): void {
+    for (const l of this.stateListeners) l(up);
+  }
+
+  async connect(): Promise<void> {
+    this.closed = false;
+    const { createClient } = await import("redis");
+    if (this.closed) throw new PointSubError("ERR_CONNECTION_CLOSED", "closed while connecting");
+    const max = this.o.maxReconnectDelayMs ?? 1000;
+    const options = {
+      url: this.o.url,
+      disableOfflineQueue: true,
+      socket: { reconnectStrategy: (retries: number) => Math.min(50 * 2 ** Math.min(retries, 10), max) },
+    };
+    const cmd = createClient(options) as unknown as RedisClient;
+    const sub = createClient(options) as unknown as RedisClient;
+    for (const c of [cmd, sub]) {
+      // Errors are reported as state changes; an unhandled "error" event would end the process.
+      c.on("error", () => {});
+    }
+    cmd.on("ready", () => this.state(true));
+    cmd.on("end", () => this.state(false));
+    cmd.on("reconnecting", () => this.state(false));
+    this.cmd_ = cmd;
+    this.sub_ = sub;
+    await Promise.all([cmd.connect(), sub.connect()]);
+  }
+
+  async publish(subject: string, data: Uint8Array): Promise<void> {
+    await this.cmd.publish(subject, Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+  }
+
+  async subscribe(subject: string, onMessage: (data: Uint8Array) => void): Promise<void> {
+    await this.sub.subscribe(subject, (message) => onMessage(message), true);
+  }
+
+  onState(cb: (up: boolean) => void): void {
+    this.stateListeners.push(cb);
+  }
+
+  async kvCreate(key: string, value: string, ttlMs: number): Promise<boolean> {
+    const r = await this.cmd.set(key, value, { condition: "NX", expiration: { type: "PX", value: Math.ceil(ttlMs) } });
+    return r === "OK";
+  }
+
+  async kvGet(key: string): Promise<KvEntry | undefined> {
+    const v = await this.cmd.get(key);
+    return v === null || v === undefined ? undefined : { value: String(v), revision: String(v) };
+  }
+
+  async kvUpdate(key: string, value: string, revision: string, ttlMs: number): Promise<boolean> {
+    const r = await this.cmd.eval(UPDATE, { keys: [key], arguments: [revision, value, String(Math.ceil(ttlMs))] });
+    return Number(r) === 1;
+  }
+
+  async kvDelete(key: string, revision: string): Promise<void> {
+    await this.cmd.eval(DELETE, { keys: [key], arguments: [revision] });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const clients = [this.cmd_, this.sub_];
+    this.cmd_ = this.sub_ = undefined;
+    // A client that is not connected (reconnecting) is dropped at once; a connected one finishes its commands.
+    await Promise.allSettled(clients.map((c) => (c?.isReady ? c.close() : c?.destroy())));
+  }
+}
+
+/** A cluster engine on Redis. */
+export function redisEngine(options: RedisEngineOptions): ClusterEngine {
+  return new RedisEngine(options);
+}

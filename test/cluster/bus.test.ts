@@ -1,0 +1,203 @@
+/**
+ * The cluster's bus and shared store against real engines (a redis-server
+ * and a nats-server with JetStream on free loopback ports), two servers in
+ * this process: what is read from the bus is checked (garbage and oversized
+ * headers are dropped and counted, the nodes keep working), a duplicate
+ * message on the bus (a retry) reaches each session once, a filter
+ * function cannot cross the cluster, large payloads stay point to point,
+ * and the shared idempotency store gives a key to exactly one of many
+ * concurrent claims across nodes and takes over the claims of a node that
+ * left.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import type { ClusterEngine } from "../../src/cluster/engine.ts";
+import { type Cluster, natsCluster, redisCluster } from "../../src/cluster/index.ts";
+import { natsEngine } from "../../src/cluster/nats-engine.ts";
+import { redisEngine } from "../../src/cluster/redis-engine.ts";
+import { encode } from "../../src/cluster/wire.ts";
+import {
+  type Connection,
+  connect,
+  createServer,
+  type IdempotencyStore,
+  type PointSubError,
+  type Server,
+} from "../../src/index.ts";
+import { sleep, until } from "../helpers/wait.ts";
+import { type EngineServer, startEngine } from "./engines.ts";
+
+for (const kind of ["redis", "nats"] as const) {
+  describe(`cluster bus on ${kind}`, { timeout: 30_000 }, () => {
+    let engine: EngineServer;
+    let raw: ClusterEngine;
+    const clusters: Cluster[] = [];
+    const servers: Server[] = [];
+    const clients: Connection[] = [];
+    const got: string[][] = [];
+    const make = (nodeId: string, extra: { heartbeatMs?: number } = {}) => {
+      const o = { nodeId, name: "bus", heartbeatMs: 100, filters: { all: () => true }, ...extra };
+      return kind === "redis" ? redisCluster({ ...o, url: engine.url }) : natsCluster({ ...o, servers: engine.url });
+    };
+
+    before(async () => {
+      engine = await startEngine(kind);
+      raw =
+        kind === "redis"
+          ? redisEngine({ url: engine.url })
+          : natsEngine({ servers: engine.url, bucket: "pointsub_bus", bucketTtlMs: 600_000 });
+      await raw.connect();
+      for (const id of ["p", "q"]) {
+        const cluster = make(id);
+        const server = createServer({ cluster });
+        await server.listen("tcp://127.0.0.1:0");
+        const c = await connect(server.urls[0]);
+        const list: string[] = [];
+        c.on("message", (m) => list.push(m.text()));
+        clusters.push(cluster);
+        servers.push(server);
+        clients.push(c);
+        got.push(list);
+      }
+      await until(() => clusters.every((c) => c.nodes().length === 2), 5000);
+      await until(() => servers.every((s) => s.sessions.size === 1), 5000);
+    });
+
+    after(async () => {
+      await Promise.all(clients.map((c) => c.close({ timeoutMs: 100 })));
+      await Promise.all(servers.map((s) => s.close({ timeoutMs: 100 })));
+      await raw?.close();
+      await engine?.stop();
+    });
+
+    it("garbage on the bus is dropped and counted; the nodes keep working", async () => {
+      const q = clusters[1];
+      const before = q.stats().malformed;
+      const header = new Uint8Array(8);
+      new DataView(header.buffer).setUint32(0, 0xffffffff); // a header length far over the limit
+      const junk = [
+        new Uint8Array([1, 2]),
+        header,
+        encode({ t: "bc", n: "x", i: "1" }).subarray(0, 10),
+        new TextEncoder().encode('\u0000\u0000\u0000\u0004{"t"}'),
+        new TextEncoder().encode('\u0000\u0000\u0000\u000d{"t":"nope"}x'),
+      ];
+      for (const j of junk) {
+        await raw.publish("pointsub.bus.bc", j);
+        await raw.publish("pointsub.bus.members", j);
+        await raw.publish("pointsub.bus.node.q", j);
+      }
+      await until(() => q.stats().malformed >= before + 3 * junk.length - 1, 5000);
+      await servers[0].broadcast("still fine");
+      await until(() => got[1].includes("still fine"), 5000);
+    });
+
+    it("a duplicate broadcast or sendTo on the bus (a retry) reaches the session once", async () => {
+      const payload = new TextEncoder().encode("only once");
+      const bc = encode({ t: "bc", n: "elsewhere", i: "elsewhere:dup1" }, payload);
+      await raw.publish("pointsub.bus.bc", bc);
+      await raw.publish("pointsub.bus.bc", bc);
+      const id = [...servers[1].sessions][0].id;
+      const to = encode({ t: "to", n: "p", i: "p:dup-to-1", s: id }, new TextEncoder().encode("direct once"));
+      await raw.publish("pointsub.bus.node.q", to);
+      await raw.publish("pointsub.bus.node.q", to);
+      await until(() => got[1].includes("only once") && got[1].includes("direct once"), 5000);
+      await servers[0].broadcast("marker after the duplicates");
+      await until(() => got[1].includes("marker after the duplicates"), 5000);
+      assert.equal(got[1].filter((g) => g === "only once").length, 1);
+      assert.equal(got[1].filter((g) => g === "direct once").length, 1);
+      assert.ok(clusters[1].stats().duplicates >= 2);
+    });
+
+    it("a filter function cannot cross the cluster; names can; large payloads stay point to point", async () => {
+      const p = servers[0];
+      await assert.rejects(p.broadcast("x", { filter: () => true }), { code: "ERR_INVALID_ARGUMENT" });
+      await assert.rejects(p.broadcast("x", { filter: "nope" }), { code: "ERR_INVALID_ARGUMENT" });
+      const local = await p.broadcast("local only", { filter: () => true, local: true });
+      assert.equal(local.sent + local.queued, 1);
+      await p.broadcast("named", { filter: "all" });
+      await until(() => got[0].includes("local only") && got[0].includes("named") && got[1].includes("named"), 5000);
+      const big = new Uint8Array(512 * 1024 + 1);
+      await assert.rejects(p.broadcast(big), { code: "ERR_MESSAGE_TOO_LARGE" });
+      const remote = [...servers[1].sessions][0].id;
+      await assert.rejects(p.sendTo(remote, big), { code: "ERR_MESSAGE_TOO_LARGE" });
+      // To its own session a server sends any size, as without a cluster.
+      await p.sendTo([...p.sessions][0].id, big);
+      await sleep(50);
+      assert.ok(!got[1].includes("local only"));
+    });
+
+    it("the shared store: one of many concurrent claims across nodes wins; a node that left loses its claims", async () => {
+      const [sp, sq] = clusters.map((c) => c.idempotencyStore as IdempotencyStore);
+      const key = `k-${kind}-${Date.now()}`;
+      const claims = await Promise.all(
+        Array.from({ length: 20 }, (_, i) => (i % 2 === 0 ? sp : sq).begin(key, `t${i}`, 60_000)),
+      );
+      assert.equal(claims.filter((c) => c === undefined).length, 1, "exactly one claim");
+      const winner = claims.indexOf(undefined);
+      assert.ok(claims.every((c, i) => i === winner || (c?.state === "running" && c.token === `t${winner}`)));
+      await (winner % 2 === 0 ? sp : sq).complete(key, `t${winner}`, { ok: true, data: new Uint8Array([7]) });
+      const done = await sq.get(key);
+      assert.equal(done?.state, "done");
+      assert.deepEqual(done?.state === "done" && done.outcome.ok ? [...done.outcome.data] : [], [7]);
+      // A third node claims a key, then leaves: its claim no longer holds once the others removed it.
+      const r = make("r");
+      const rs = createServer({ cluster: r });
+      await rs.listen("tcp://127.0.0.1:0");
+      await until(() => clusters[0].nodes().some((n) => n.id === "r"), 5000);
+      const rstore = r.idempotencyStore as IdempotencyStore;
+      const k2 = `${key}-r`;
+      assert.equal(await rstore.begin(k2, "tr", 60_000), undefined);
+      assert.equal((await sp.begin(k2, "tp", 60_000))?.state, "running", "r's claim holds while r is a member");
+      await rs.close();
+      await until(() => !clusters[0].nodes().some((n) => n.id === "r"), 5000);
+      // A node trusts unknown owners' claims until it has been connected for deadAfterMs (300 ms here):
+      // before that it cannot tell a node that left from one it has not heard from yet.
+      await sleep(300);
+      assert.equal(await sp.begin(k2, "tp", 60_000), undefined, "taken over");
+    });
+  });
+}
+
+describe("cluster engine unreachable", () => {
+  it("the first listen rejects with ERR_CONNECT (no port is bound), and a later listen tries again", async () => {
+    for (const cluster of [
+      redisCluster({ url: "redis://127.0.0.1:1", connectTimeoutMs: 300 }),
+      natsCluster({ servers: "127.0.0.1:1", connectTimeoutMs: 300 }),
+    ]) {
+      const server = createServer({ cluster });
+      for (let attempt = 0; attempt < 2; attempt++) {
+        await assert.rejects(server.listen("tcp://127.0.0.1:0"), { code: "ERR_CONNECT" });
+        assert.deepEqual(server.urls, []);
+      }
+      await server.close();
+    }
+  });
+
+  it("a NATS server without JetStream: ERR_CONNECT naming -js, unless jetstream: false (no shared store)", async () => {
+    const nats = await startEngine("nats", { jetstream: false });
+    try {
+      const refused = createServer({ cluster: natsCluster({ servers: nats.url }), idempotency: true });
+      await assert.rejects(refused.listen("tcp://127.0.0.1:0"), (e: PointSubError) => {
+        assert.equal(e.code, "ERR_CONNECT");
+        assert.match(e.message, /-js/);
+        return true;
+      });
+      await refused.close();
+      const clusters = ["x", "y"].map((nodeId) => natsCluster({ servers: nats.url, nodeId, jetstream: false }));
+      assert.ok(clusters.every((c) => c.idempotencyStore === undefined));
+      const servers = clusters.map((cluster) => createServer({ cluster, idempotency: true }));
+      for (const s of servers) await s.listen("tcp://127.0.0.1:0");
+      const c = await connect(servers[1].urls[0]);
+      const got: string[] = [];
+      c.on("message", (m) => got.push(m.text()));
+      await until(() => clusters.every((x) => x.nodes().length === 2) && servers[1].sessions.size === 1, 5000);
+      await servers[0].broadcast("no jetstream needed for the bus");
+      await until(() => got.includes("no jetstream needed for the bus"), 5000);
+      await c.close();
+      await Promise.all(servers.map((s) => s.close()));
+    } finally {
+      await nats.stop();
+    }
+  });
+});

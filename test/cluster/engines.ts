@@ -1,0 +1,110 @@
+/**
+ * Real redis-server and nats-server for test/cluster/: each on a free
+ * loopback port, nothing persisted (redis: --save '' --appendonly no; nats:
+ * JetStream in a temporary directory), stopped by PID. `restart` kills the
+ * server (SIGKILL) and starts it again on the same port.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+export interface EngineServer {
+  readonly kind: "redis" | "nats";
+  /** What a cluster is given: `redis://127.0.0.1:<port>` or `127.0.0.1:<port>`. */
+  readonly url: string;
+  /** SIGKILL, then starts it again on the same port; resolves once it accepts connections. */
+  restart(): Promise<void>;
+  /** SIGKILL; resolves once exited. */
+  kill(): Promise<void>;
+  /** Kills it and removes its files. */
+  stop(): Promise<void>;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+const alive = new Set<ChildProcess>();
+// Whatever ends this process (a test timeout included), its servers do not outlive it.
+process.once("exit", () => {
+  for (const c of alive) c.kill("SIGKILL");
+});
+
+/** Spawns `cmd` and resolves once one of its output lines matches `ready` (rejects on exit or after 10 s). */
+function startUntil(cmd: string, args: string[], ready: RegExp): Promise<ChildProcess> {
+  const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
+  alive.add(child);
+  child.once("exit", () => alive.delete(child));
+  return new Promise((resolve, reject) => {
+    let seen = "";
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`${cmd} not ready after 10 s:\n${seen}`));
+    }, 10_000);
+    const onData = (b: Buffer) => {
+      seen += b.toString();
+      if (ready.test(seen)) {
+        clearTimeout(timer);
+        child.stdout?.removeAllListeners("data");
+        child.stderr?.removeAllListeners("data");
+        child.stdout?.resume();
+        child.stderr?.resume();
+        resolve(child);
+      }
+    };
+    child.stdout?.on("data", onData);
+    child.stderr?.on("data", onData);
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${cmd} exited with ${code}:\n${seen}`));
+    });
+  });
+}
+
+function killed(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  child.kill("SIGKILL");
+  return exited;
+}
+
+/** A redis-server, or a nats-server with JetStream unless `jetstream: false`. */
+export async function startEngine(kind: "redis" | "nats", o: { jetstream?: boolean } = {}): Promise<EngineServer> {
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), `pointsub-${kind}-`));
+  const launch = () =>
+    kind === "redis"
+      ? startUntil(
+          "redis-server",
+          ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir],
+          /Ready to accept connections/,
+        )
+      : startUntil(
+          "nats-server",
+          ["-a", "127.0.0.1", "-p", String(port), ...(o.jetstream === false ? [] : ["-js", "-sd", dir])],
+          /Server is ready/,
+        );
+  let child = await launch();
+  return {
+    kind,
+    url: kind === "redis" ? `redis://127.0.0.1:${port}` : `127.0.0.1:${port}`,
+    async restart() {
+      await killed(child);
+      child = await launch();
+    },
+    kill: () => killed(child),
+    async stop() {
+      await killed(child);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
