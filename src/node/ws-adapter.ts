@@ -38,6 +38,8 @@ const CLOSE_NORMAL = 1000;
 const CLOSE_UNSUPPORTED_DATA = 1003;
 /** Same high-water mark as the socket transport. */
 const WRITE_HIGH_WATER = 1024 * 1024;
+/** A coalesced message's buffer: overwritten whole, so not zero-filled. */
+const allocUnzeroed = (n: number): Uint8Array<ArrayBuffer> => Buffer.allocUnsafe(n) as Uint8Array<ArrayBuffer>;
 /** Binary, and never compressed (pointsub compresses streams itself). */
 const SEND_OPTIONS = { binary: true, compress: false } as const;
 /** Defaults of the listen limits. */
@@ -175,7 +177,7 @@ class WsTransport extends WsReceiver implements Transport {
   write(chunks: readonly Uint8Array[]): boolean {
     const ws = this.ws;
     if (this.closed || ws.readyState !== 1) return false;
-    if (sendAsMessages(chunks, this.send) === 0 || ws.bufferedAmount < WRITE_HIGH_WATER) return true;
+    if (sendAsMessages(chunks, this.send, allocUnzeroed) === 0 || ws.bufferedAmount < WRITE_HIGH_WATER) return true;
     this.needDrain = true;
     return false;
   }

@@ -32,21 +32,25 @@ export function wsUrl(address: TransportAddress): URL {
   return address;
 }
 
+const newBytes = (n: number): Uint8Array<ArrayBuffer> => new Uint8Array(n);
+
 /**
  * Hands one write to `send` as WebSocket messages: chunks of a write of at
  * most 64 KiB in one message (copied together), larger writes chunk by
  * chunk, each cut at {@link WS_MAX_MESSAGE}. `last` marks the final message
- * of the write. Returns the bytes written.
+ * of the write; `alloc` makes the buffer of a coalesced message (it is
+ * overwritten whole: Node's may skip zero-filling). Returns the bytes written.
  */
 export function sendAsMessages(
   chunks: readonly Uint8Array[],
   send: (message: Uint8Array<ArrayBuffer>, last: boolean) => void,
+  alloc: (n: number) => Uint8Array<ArrayBuffer> = newBytes,
 ): number {
   let total = 0;
   for (let i = 0; i < chunks.length; i++) total += chunks[i].length;
   if (total === 0) return 0;
   if (chunks.length > 1 && total <= COALESCE_BYTES) {
-    const copy = new Uint8Array(total);
+    const copy = alloc(total);
     let off = 0;
     for (let i = 0; i < chunks.length; i++) {
       copy.set(chunks[i], off);
