@@ -41,7 +41,7 @@ describe("benchmark harness", () => {
       { stdio: "pipe", timeout: 240_000 },
     );
     const md = readFileSync(out, "utf8");
-    for (const w of ["flood", "rpc-seq", "rpc-pipe", "large", "hol", "conns"]) {
+    for (const w of ["flood", "rpc-seq", "rpc-pipe", "large", "hol", "conns", "conns-req"]) {
       assert.match(md, new RegExp(`## ${w}`), w);
       assert.ok(existsSync(join(dir, "bench", `${w}.svg`)), `${w}.svg`);
     }
@@ -49,7 +49,7 @@ describe("benchmark harness", () => {
     const perImpl = md.slice(0, md.indexOf("## Broadcast"));
     for (const impl of ["reference", "pointsub"]) {
       const rows = perImpl.split("\n").filter((l) => l.startsWith(`| ${impl} |`));
-      assert.equal(rows.length, 6, impl);
+      assert.equal(rows.length, 7, impl);
       for (const r of rows) assert.doesNotMatch(r, /n\/a/, r);
     }
     assert.match(md, /## Targets/);
