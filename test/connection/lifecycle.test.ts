@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { connect, createServer, PointSubError } from "../../src/index.ts";
+import { until } from "../helpers/wait.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -113,17 +114,21 @@ describe("graceful close with a request body still arriving", () => {
       server.handle("/echo/1.0.0", (req) => req.data);
       const [url] = await server.listen("tcp://127.0.0.1:0");
       const client = await connect(url, { maxMessageSize: 64 * 1024 * 1024 });
-      const body = new Uint8Array(32 * 1024 * 1024).fill(9);
-      const call = client.request("/echo/1.0.0", body);
-      // Let the START go out, then close while the rest of the body is on its way.
-      await new Promise((r) => setTimeout(r, 5));
-      const closing = side === "server" ? server.close() : client.close();
-      const answer = await call;
-      assert.equal(answer.length, body.length);
-      assert.equal(answer[answer.length - 1], 9);
-      await closing;
-      await client.close();
-      await server.close();
+      try {
+        const body = new Uint8Array(32 * 1024 * 1024).fill(9);
+        const call = client.request("/echo/1.0.0", body);
+        // Once the body is arriving at the server (its START is there), close while the rest is on its way.
+        const session = () => [...server.sessions][0];
+        await until(() => (session()?.stats().wire.bytesIn ?? 0) > 256 * 1024);
+        const closing = side === "server" ? server.close() : client.close();
+        const answer = await call;
+        assert.equal(answer.length, body.length);
+        assert.equal(answer[answer.length - 1], 9);
+        await closing;
+      } finally {
+        await client.close();
+        await server.close();
+      }
     });
   }
 });
