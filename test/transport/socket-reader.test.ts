@@ -16,6 +16,7 @@ import { SocketTransport } from "../../src/node/socket-transport.ts";
 import type { Transport, TransportAdapter, TransportOptions } from "../../src/transport/transport.ts";
 import { testCerts } from "../helpers/certs.ts";
 import { MiB, pattern, sha256 } from "../helpers/data.ts";
+import { until } from "../helpers/wait.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "pointsub-reader-"));
 let n = 0;
@@ -171,9 +172,10 @@ it("a connection trims its transport's read buffer after a quiet keep-alive tick
     await conn.send(data);
     assert.equal(sha256(await received), sha256(data));
     const reader = readerOf(((await session) as unknown as { transport: Transport }).transport);
-    assert.equal(reader.nextSize, 64 * 1024);
-    await new Promise((r) => setTimeout(r, 200));
-    assert.equal(reader.nextSize, 1024);
+    // The transfer moved it to 64 KiB buffers (the tick may already have trimmed it back on a loaded machine).
+    assert.ok(reader.buffers >= 1, "the transfer read through a 64 KiB buffer");
+    // A quiet keep-alive tick (40 ms) brings it back to the small buffer.
+    await until(() => reader.nextSize === 1024, 5000);
   } finally {
     conn.destroy();
     await server.close();
