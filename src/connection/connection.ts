@@ -262,6 +262,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
         keepAliveMs: options.keepAliveMs ?? 30_000,
         slowPeerTimeoutMs: options.slowPeerTimeoutMs ?? 30_000,
         progressTimeoutMs: options.progressTimeoutMs ?? 60_000,
+        minProgressBytesPerSecond: options.minProgressBytesPerSecond,
         idleTimeoutMs: options.idleTimeoutMs ?? 0,
       },
       this.writer,

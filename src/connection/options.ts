@@ -28,6 +28,9 @@ const schema = v.object({
   keepAliveMs: ms,
   slowPeerTimeoutMs: ms,
   progressTimeoutMs: ms,
+  minProgressBytesPerSecond: v.optional(
+    v.pipe(v.number("must be a number"), v.finite("must be finite"), v.minValue(0, "must be >= 0")),
+  ),
   idleTimeoutMs: ms,
   slowPeerBytes: bytes,
   memoryBudget: bytes,
