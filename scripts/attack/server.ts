@@ -80,9 +80,17 @@ const allocs = new Map<string, { n: number; bytes: number }>();
 if (trace !== undefined && process.env.POINTSUB_ATTACK_TRACE_ALLOC === "1") {
   for (const name of ["allocUnsafe", "allocUnsafeSlow", "alloc"] as const) {
     const orig = Buffer[name] as (n: number, ...rest: unknown[]) => Buffer;
-    (Buffer as unknown as Record<string, unknown>)[name] = function (n: number, ...rest: unknown[]) {
+    (Buffer as unknown as Record<string, unknown>)[name] = (n: number, ...rest: unknown[]) => {
       if (n >= 64 * 1024) {
-        const stack = (new Error().stack ?? "").split("\n").slice(2, 7).map((l) => l.trim().replace(/^at /, "").replace(/\(?file:\/\/\/[^)]*\/(src|scripts)\//, "$1/"));
+        const stack = (new Error().stack ?? "")
+          .split("\n")
+          .slice(2, 7)
+          .map((l) =>
+            l
+              .trim()
+              .replace(/^at /, "")
+              .replace(/\(?file:\/\/\/[^)]*\/(src|scripts)\//, "$1/"),
+          );
         const k = `${name} ${n >= 1 << 20 ? `${Math.round(n / (1 << 20))}MiB` : `${Math.round(n / 1024)}KiB`} ${stack.join(" < ")}`;
         const e = allocs.get(k) ?? { n: 0, bytes: 0 };
         e.n++;
@@ -111,14 +119,18 @@ const busyTimer = setInterval(() => {
   if (busy > busyMaxMs) busyMaxMs = busy;
   // Times in µs of the monotonic clock (as in a --cpu-prof profile): the gap's start, its length, its CPU.
   if (trace !== undefined && busy >= 15)
-    trace.push(`gap ${Number(process.hrtime.bigint() / 1000n) - Math.round(late * 1000)} ${round(late)} cpu ${round(busy)}`);
+    trace.push(
+      `gap ${Number(process.hrtime.bigint() / 1000n) - Math.round(late * 1000)} ${round(late)} cpu ${round(busy)}`,
+    );
 }, BUSY_TICK_MS);
 let gcMaxMs = 0;
 const gcObserver = new PerformanceObserver((list) => {
   for (const e of list.getEntries()) {
     if (e.duration > gcMaxMs) gcMaxMs = e.duration;
     if (trace !== undefined && (e.duration >= 5 || (e as { detail?: { kind?: number } }).detail?.kind === 4))
-      trace.push(`gc ${round(e.startTime)} ${round(e.duration)} kind ${(e as { detail?: { kind?: number } }).detail?.kind}`);
+      trace.push(
+        `gc ${round(e.startTime)} ${round(e.duration)} kind ${(e as { detail?: { kind?: number } }).detail?.kind}`,
+      );
   }
 });
 gcObserver.observe({ entryTypes: ["gc"] });
@@ -190,7 +202,8 @@ async function stop(): Promise<void> {
   clearInterval(busyTimer);
   gcObserver.disconnect();
   if (trace !== undefined)
-    for (const [k, e] of [...allocs].sort((a, b) => b[1].bytes - a[1].bytes)) trace.push(`alloc ${e.n} ${round(e.bytes / 2 ** 20)}MiB ${k}`);
+    for (const [k, e] of [...allocs].sort((a, b) => b[1].bytes - a[1].bytes))
+      trace.push(`alloc ${e.n} ${round(e.bytes / 2 ** 20)}MiB ${k}`);
   if (traceFile !== undefined && trace !== undefined) writeFileSync(traceFile, `${trace.join("\n")}\n`);
   const t = setTimeout(() => process.exit(0), 2000);
   t.unref();
