@@ -38,6 +38,7 @@ import {
   utf8,
   varint,
 } from "../helpers/attacker.ts";
+import { pattern, sha256 } from "../helpers/data.ts";
 import { sleep, until } from "../helpers/wait.ts";
 
 const MiB = 1024 * 1024;
@@ -908,6 +909,48 @@ describe("attack: idle sessions", () => {
       await until(() => clients.every((c) => c.state === "closed"), 10_000);
     } finally {
       for (const c of clients) c.destroy();
+      await server.close();
+    }
+  });
+});
+
+describe("attack: many peers' input in one event-loop turn", () => {
+  it("input held back once a turn's decoding budget is spent (a listener that takes 15 ms a message) still arrives whole and in order, large bodies read into place included", async () => {
+    const server = createServer();
+    const got: string[] = [];
+    server.on("message", (m) => {
+      if (m.data.length === 1) {
+        // Runs inside the decoding of this peer's input: spends the turn's shared budget.
+        const t = performance.now();
+        while (performance.now() - t < 15) {}
+        return;
+      }
+      got.push(sha256(m.data));
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const busy = await connect(url);
+    const bulk = await connect(url);
+    const messages = Array.from({ length: 8 }, (_, i) => pattern(2 * MiB + i, i + 1));
+    let spinning = true;
+    const spin = (async () => {
+      while (spinning) {
+        await busy.send(Uint8Array.of(1));
+        await sleep(1);
+      }
+    })();
+    try {
+      await Promise.all(messages.map((m) => bulk.send(m)));
+      await until(() => got.length === messages.length, 20_000);
+      assert.deepEqual(
+        got,
+        messages.map((m) => sha256(m)),
+      );
+      assert.equal(bulk.state, "open");
+    } finally {
+      spinning = false;
+      await spin.catch(() => {});
+      busy.destroy();
+      bulk.destroy();
       await server.close();
     }
   });
