@@ -55,14 +55,18 @@ function endTurn(): void {
   for (let i = 0; i < gates.length; i++) gates[i].endYield();
   gates.length = 0;
   resuming = gates;
-  while (waitingHead < waiting.length && turnMs < TURN_MS) {
-    if (waiting[waitingHead].runWaiting()) waitingHead++;
-  }
-  if (waitingHead === waiting.length) {
-    waiting.length = 0;
-    waitingHead = 0;
-  } else {
-    scheduleTurnEnd();
+  try {
+    while (waitingHead < waiting.length && turnMs < TURN_MS) {
+      if (waiting[waitingHead].runWaiting()) waitingHead++;
+    }
+  } finally {
+    // Even when a listener threw: what still waits is worked off next turn, not stranded.
+    if (waitingHead === waiting.length) {
+      waiting.length = 0;
+      waitingHead = 0;
+    } else {
+      scheduleTurnEnd();
+    }
   }
 }
 
