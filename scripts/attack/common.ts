@@ -25,6 +25,15 @@ export interface ServerStats {
   /** Largest event-loop delay since the previous report (monitorEventLoopDelay, 10 ms resolution). */
   eldMaxMs: number;
   eldMeanMs: number;
+  /**
+   * Largest event-loop delay the server's own main thread spent running
+   * (its thread CPU time within the delay, `process.threadCpuUsage`): the
+   * part of `eldMaxMs` that is the code's, not the scheduler's on a loaded
+   * machine. Measured on a 5 ms timer.
+   */
+  busyMaxMs?: number;
+  /** Longest garbage-collection pause since the previous report. */
+  gcMaxMs?: number;
   /** Time since the previous report: far above reportMs when the loop was blocked. */
   intervalMs: number;
   /** CPU time of the server process over the interval, in % of one core (all threads, zlib's included). */

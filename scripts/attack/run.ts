@@ -206,7 +206,7 @@ async function startServer(): Promise<ServerHandle> {
   const sinkDir = mkdtempSync(join(tmpdir(), "pointsub-attack-sink-"));
   const config: ServerChildConfig = { server: serverOptions, sinkDir, reportMs: 100 };
   const child = fork(join(here, "server.ts"), [JSON.stringify(config)], {
-    stdio: ["ignore", "ignore", "pipe", "ipc"],
+    stdio: ["ignore", process.env.POINTSUB_ATTACK_SERVER_STDOUT === "1" ? "inherit" : "ignore", "pipe", "ipc"],
     execArgv: (args["server-node-args"] ?? "").split(" ").filter((a) => a !== ""),
   });
   let ready!: (m: { url: string }) => void;
@@ -468,6 +468,10 @@ interface ScenarioReport {
     peakExternalMiB: number;
     peakArrayBuffersMiB: number;
     maxEventLoopDelayMs: number;
+    /** The part of the largest delay the server's main thread spent running (its thread CPU time). */
+    maxBusyDelayMs: number;
+    /** Longest garbage-collection pause. */
+    maxGcPauseMs: number;
     maxReportGapMs: number;
     /** Mean CPU of the server (% of a core) over the second after everything closed. */
     cpuAfterPct: number;
@@ -655,6 +659,8 @@ async function runScenario(sc: Scenario, index: number): Promise<ScenarioReport>
       peakExternalMiB: mib(peak((x) => x.external)),
       peakArrayBuffersMiB: mib(peak((x) => x.arrayBuffers)),
       maxEventLoopDelayMs: round(eld),
+      maxBusyDelayMs: round(peak((x) => x.busyMaxMs ?? 0)),
+      maxGcPauseMs: round(peak((x) => x.gcMaxMs ?? 0)),
       maxReportGapMs: round(maxGap),
       cpuAfterPct: round(cpuAfter),
       peakCpuPct: round(peak((x) => x.cpuPct)),
@@ -820,7 +826,7 @@ async function main(): Promise<void> {
     const failed = r.checks.filter((c) => !c.ok);
     console.log(
       `  ${r.framesSent.toLocaleString("en")} frames / ${mib(r.bytesSent)} MiB in ${r.connections} connections (server read ${r.serverFramesIn.toLocaleString("en")} frames); ` +
-        `server ELD max ${r.server.maxEventLoopDelayMs} ms, RSS ${r.server.baselineRssMiB} -> peak ${r.server.peakRssMiB} MiB (+${r.server.rssGrowthMiB}), after ${r.server.rssAfterMiB} MiB; ` +
+        `server ELD max ${r.server.maxEventLoopDelayMs} ms (own CPU in it ${r.server.maxBusyDelayMs} ms, longest GC ${r.server.maxGcPauseMs} ms), RSS ${r.server.baselineRssMiB} -> peak ${r.server.peakRssMiB} MiB (+${r.server.rssGrowthMiB}), after ${r.server.rssAfterMiB} MiB; ` +
         `honest n=${r.honest.requests} p50 ${r.honest.p50Ms} p99 ${r.honest.p99Ms} max ${r.honest.maxMs} ms, ${r.honest.errors} errors; ` +
         `newcomers ${r.newcomers.attempts - r.newcomers.failures}/${r.newcomers.attempts} served; ` +
         `crashed ${r.crashed}, serves after ${r.servesAfter}, server CPU after ${r.server.cpuAfterPct}%` +

@@ -11,10 +11,10 @@
  * event-loop delay since the previous report, sessions and close codes, and
  * `server.memory` (the shared memory budget: used, limit, peak, refused).
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { monitorEventLoopDelay } from "node:perf_hooks";
+import { monitorEventLoopDelay, PerformanceObserver } from "node:perf_hooks";
 import { createServer, FILE_ROUTE, fileSink, type ServerOptions } from "../../src/index.ts";
 import type { ServerChildConfig, ServerMessage, ServerStats } from "./common.ts";
 import { DISCARD_ROUTE, ECHO_ROUTE } from "./common.ts";
@@ -71,6 +71,70 @@ server.on("message", () => {});
 const eld = monitorEventLoopDelay({ resolution: 10 });
 eld.enable();
 
+/** With POINTSUB_ATTACK_TRACE=<file>: long gaps and GC pauses (performance.now() times), written at exit. */
+const traceFile = process.env.POINTSUB_ATTACK_TRACE;
+const trace: string[] | undefined = traceFile === undefined ? undefined : [];
+const round = (x: number) => Math.round(x * 10) / 10;
+/** With POINTSUB_ATTACK_TRACE_ALLOC=1 too: Buffer allocations of 64 KiB and more, by size and call site. */
+const allocs = new Map<string, { n: number; bytes: number }>();
+if (trace !== undefined && process.env.POINTSUB_ATTACK_TRACE_ALLOC === "1") {
+  for (const name of ["allocUnsafe", "allocUnsafeSlow", "alloc"] as const) {
+    const orig = Buffer[name] as (n: number, ...rest: unknown[]) => Buffer;
+    (Buffer as unknown as Record<string, unknown>)[name] = (n: number, ...rest: unknown[]) => {
+      if (n >= 64 * 1024) {
+        const stack = (new Error().stack ?? "")
+          .split("\n")
+          .slice(2, 7)
+          .map((l) =>
+            l
+              .trim()
+              .replace(/^at /, "")
+              .replace(/\(?file:\/\/\/[^)]*\/(src|scripts)\//, "$1/"),
+          );
+        const k = `${name} ${n >= 1 << 20 ? `${Math.round(n / (1 << 20))}MiB` : `${Math.round(n / 1024)}KiB`} ${stack.join(" < ")}`;
+        const e = allocs.get(k) ?? { n: 0, bytes: 0 };
+        e.n++;
+        e.bytes += n;
+        allocs.set(k, e);
+      }
+      return orig.call(Buffer, n, ...rest);
+    };
+  }
+}
+
+// The code's share of the delay: a 5 ms timer's lateness, capped by the main
+// thread's CPU time since it last fired (on a loaded machine most of a long
+// delay can be the scheduler running other processes).
+const BUSY_TICK_MS = 5;
+let busyMaxMs = 0;
+let busyAt = performance.now();
+let busyCpu = process.threadCpuUsage();
+const busyTimer = setInterval(() => {
+  const now = performance.now();
+  const c = process.threadCpuUsage(busyCpu);
+  busyCpu = process.threadCpuUsage();
+  const late = now - busyAt - BUSY_TICK_MS;
+  busyAt = now;
+  const busy = Math.min(late, (c.user + c.system) / 1000);
+  if (busy > busyMaxMs) busyMaxMs = busy;
+  // Times in µs of the monotonic clock (as in a --cpu-prof profile): the gap's start, its length, its CPU.
+  if (trace !== undefined && busy >= 15)
+    trace.push(
+      `gap ${Number(process.hrtime.bigint() / 1000n) - Math.round(late * 1000)} ${round(late)} cpu ${round(busy)}`,
+    );
+}, BUSY_TICK_MS);
+let gcMaxMs = 0;
+const gcObserver = new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) {
+    if (e.duration > gcMaxMs) gcMaxMs = e.duration;
+    if (trace !== undefined && (e.duration >= 5 || (e as { detail?: { kind?: number } }).detail?.kind === 4))
+      trace.push(
+        `gc ${round(e.startTime)} ${round(e.duration)} kind ${(e as { detail?: { kind?: number } }).detail?.kind}`,
+      );
+  }
+});
+gcObserver.observe({ entryTypes: ["gc"] });
+
 const [url] = await server.listen(config.listen ?? "tcp://127.0.0.1:0");
 report({ type: "ready", url, pid: process.pid, sinkDir });
 
@@ -112,6 +176,8 @@ const timer = setInterval(() => {
     arrayBuffers: m.arrayBuffers,
     eldMaxMs: eld.max / 1e6,
     eldMeanMs: Number.isNaN(eld.mean) ? 0 : eld.mean / 1e6,
+    busyMaxMs,
+    gcMaxMs,
     intervalMs: now - last,
     cpuPct: ((cpu.user + cpu.system) / 1000 / Math.max(1, now - last)) * 100,
     sessions: server.sessions.size,
@@ -124,6 +190,8 @@ const timer = setInterval(() => {
   });
   last = now;
   eld.reset();
+  busyMaxMs = 0;
+  gcMaxMs = 0;
 }, reportMs);
 
 let stopping = false;
@@ -131,6 +199,12 @@ async function stop(): Promise<void> {
   if (stopping) return;
   stopping = true;
   clearInterval(timer);
+  clearInterval(busyTimer);
+  gcObserver.disconnect();
+  if (trace !== undefined)
+    for (const [k, e] of [...allocs].sort((a, b) => b[1].bytes - a[1].bytes))
+      trace.push(`alloc ${e.n} ${round(e.bytes / 2 ** 20)}MiB ${k}`);
+  if (traceFile !== undefined && trace !== undefined) writeFileSync(traceFile, `${trace.join("\n")}\n`);
   const t = setTimeout(() => process.exit(0), 2000);
   t.unref();
   await server.close().catch(() => {});

@@ -268,6 +268,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
         keepAliveMs: options.keepAliveMs ?? 30_000,
         slowPeerTimeoutMs: options.slowPeerTimeoutMs ?? 30_000,
         progressTimeoutMs: options.progressTimeoutMs ?? 60_000,
+        minProgressBytesPerSecond: options.minProgressBytesPerSecond,
         idleTimeoutMs: options.idleTimeoutMs ?? 0,
       },
       this.writer,
@@ -279,11 +280,15 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     );
     // Nothing could arrive while held messages paused reading: progress counts from the resume.
     this.readGate.onHeldResume = () => this.housekeeper.readingResumed();
+    this.readGate.process = (chunk) => {
+      this.processInput(chunk);
+    };
     this.decoderImpl = new FrameDecoder(this.frames, local.maxFrameSize, runtime.checksums, runtime.allocBody);
     // Adapters may call these unbound (`socket.on("drain", h.onDrain)`): closures.
     transport.attach({
       onData: (chunk) => this.onTransportData(chunk),
-      readTarget: () => this.decoderImpl.readTarget(),
+      // Not while input waits unprocessed: the decoder's target would be where that input already is.
+      readTarget: () => (this.readGate.holding ? undefined : this.decoderImpl.readTarget()),
       onDrain: () => this.onTransportDrain(),
       onClose: (err) => this.onTransportClose(err),
     });
@@ -732,6 +737,17 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   // -------------------------------------------------------------- receiving
 
   private onTransportData(chunk: Uint8Array): boolean {
+    if (this.state_ === "closed") return false;
+    if (!this.readGate.admits()) {
+      // This turn's decoding budget is spent (or older input waits): later, and kept until then.
+      this.readGate.hold(chunk);
+      return true;
+    }
+    return this.processInput(chunk);
+  }
+
+  /** Decodes input from the transport; returns whether the decoder kept `chunk`. */
+  private processInput(chunk: Uint8Array): boolean {
     if (this.state_ === "closed") return false;
     this.bytesIn += chunk.length;
     const now = Date.now();

@@ -3,7 +3,8 @@
  * (a peer silent for two intervals after a ping is dead), releasing idle
  * buffers, closing a connection whose peer stopped taking what it is sent
  * (slowPeerTimeoutMs), and cancelling messages and streams that stalled
- * (progressTimeoutMs), and closing a connection left idle (idleTimeoutMs).
+ * (progressTimeoutMs; unfinished messages also below
+ * minProgressBytesPerSecond), and closing a connection left idle (idleTimeoutMs).
  * Its period is a fraction of the shortest of those times
  * ({@link housekeepingPeriod}); a server's sessions share one {@link Ticker}
  * instead of an interval each.
@@ -38,6 +39,8 @@ export interface HousekeepingTimes {
   keepAliveMs: number;
   slowPeerTimeoutMs: number;
   progressTimeoutMs: number;
+  /** Bytes a second each unfinished message of the peer must receive, measured over progressTimeoutMs (0: any frame is progress). Default {@link DEFAULT_MIN_PROGRESS_BYTES_PER_SECOND}. */
+  minProgressBytesPerSecond?: number | undefined;
   idleTimeoutMs: number;
 }
 
@@ -55,6 +58,15 @@ export function housekeepingPeriod(times: HousekeepingTimes): number {
 }
 
 const noop = () => {};
+
+/**
+ * Default of `minProgressBytesPerSecond`: 1 KiB/s. At default settings a pointsub sender's
+ * chunks of a message are at least 64 KiB (but its last), so a message
+ * getting a frame per default progressTimeoutMs (60 s) gets more than this
+ * asks (60 KiB): the rate cuts only peers the frame rule let through by
+ * trickling small frames.
+ */
+export const DEFAULT_MIN_PROGRESS_BYTES_PER_SECOND = 1024;
 
 export class Housekeeper implements Tickable {
   /** When input last arrived. */
@@ -77,6 +89,7 @@ export class Housekeeper implements Tickable {
   private readonly idleTimeoutMs: number;
   private readonly slowPeerTimeoutMs: number;
   private readonly progressTimeoutMs: number;
+  private readonly minProgressBytesPerSecond: number;
   private readonly writer: FrameWriter;
   private readonly transport: Transport;
   private readonly gate: ReadGate;
@@ -98,6 +111,7 @@ export class Housekeeper implements Tickable {
     this.keepAliveMs = times.keepAliveMs;
     this.slowPeerTimeoutMs = times.slowPeerTimeoutMs;
     this.progressTimeoutMs = times.progressTimeoutMs;
+    this.minProgressBytesPerSecond = times.minProgressBytesPerSecond ?? DEFAULT_MIN_PROGRESS_BYTES_PER_SECOND;
     this.idleTimeoutMs = times.idleTimeoutMs;
     this.writer = writer;
     this.transport = transport;
@@ -168,7 +182,7 @@ export class Housekeeper implements Tickable {
       // The peer's unfinished messages and streams, and this side's streams waiting for credit.
       const f = this.frames;
       const floor = this.progressFloor;
-      f.inbound.checkProgress(now, pt, floor);
+      f.inbound.checkProgress(now, pt, floor, this.minProgressBytesPerSecond);
       f.inStreamsIfAny?.checkProgress(now, pt, floor);
       f.outStreamsIfAny?.checkProgress(now, pt, floor);
       if (host.state === "closed") return;

@@ -50,6 +50,10 @@ interface Assembly {
   charged: number;
   /** When its last frame arrived (the connection's last input time). */
   lastFrameAt: number;
+  /** Start of the current progress window (see {@link Inbound.checkProgress}). */
+  windowAt: number;
+  /** `filled` when that window started. */
+  windowFilled: number;
 }
 
 /** Shared empty stand-in until the first chunked message (an idle connection should cost little memory). */
@@ -261,6 +265,8 @@ export class Inbound {
       streamUnacked: end - start,
       charged: discard ? 0 : total + ASSEMBLY_OVERHEAD,
       lastFrameAt: this.now,
+      windowAt: this.now,
+      windowFilled: 0,
     };
     if (this.assemblies === NO_ASSEMBLIES) this.assemblies = new Map();
     this.assemblies.set(id, a);
@@ -447,19 +453,42 @@ export class Inbound {
     this.dispatcher.cancelServed(id, reason);
   }
 
-  /** Cancels the peer's unfinished messages that got no frame for `timeoutMs` (progress counted from `floor`). */
-  checkProgress(now: number, timeoutMs: number, floor: number): void {
+  /**
+   * Cancels the peer's unfinished messages that stalled (ERR_TIMEOUT, their
+   * budget returned): no frame for `timeoutMs`, or, in a window of
+   * `timeoutMs`, fewer bytes than `minBytesPerSecond` asks for (or than
+   * what the message still lacked, when less) — one byte a frame now and
+   * then does not keep a large message's memory charged. Progress counts
+   * from `floor` at the earliest (reading was paused before it).
+   */
+  checkProgress(now: number, timeoutMs: number, floor: number, minBytesPerSecond = 0): void {
     if (this.assemblies.size === 0) return;
+    const perWindow = (minBytesPerSecond * timeoutMs) / 1000;
     for (const [id, a] of this.assemblies) {
       if (a.type === FrameType.RES) continue; // this side's call: its request timeout rules
       const last = a.lastFrameAt > floor ? a.lastFrameAt : floor;
-      if (now - last < timeoutMs) continue;
+      let why: string;
+      if (now - last >= timeoutMs) {
+        why = `received nothing for ${now - last} ms`;
+      } else {
+        if (a.windowAt < floor) {
+          // Nothing could arrive while reading was paused: a new window from the resume.
+          a.windowAt = floor;
+          a.windowFilled = a.filled;
+        }
+        const span = now - a.windowAt;
+        if (span < timeoutMs) continue;
+        const got = a.filled - a.windowFilled;
+        const lacked = a.total - a.windowFilled;
+        if (got >= (lacked < perWindow ? lacked : perWindow)) {
+          a.windowAt = now;
+          a.windowFilled = a.filled;
+          continue;
+        }
+        why = `received ${got} bytes in ${span} ms (minProgressBytesPerSecond ${minBytesPerSecond})`;
+      }
       this.drop(id);
-      this.refuse(
-        a.type,
-        id,
-        PointSubError.fromPeer("ERR_TIMEOUT", `message ${id} received nothing for ${now - last} ms; cancelled`),
-      );
+      this.refuse(a.type, id, PointSubError.fromPeer("ERR_TIMEOUT", `message ${id} ${why}; cancelled`));
     }
   }
 

@@ -25,6 +25,8 @@ const FIELDS: Readonly<Record<string, Kind>> = {
   keepAliveMs: "ms",
   slowPeerTimeoutMs: "ms",
   progressTimeoutMs: "ms",
+  // A rate that may be 0 (no minimum): finite and >= 0, as milliseconds are.
+  minProgressBytesPerSecond: "ms",
   idleTimeoutMs: "ms",
   slowPeerBytes: "bytes",
   memoryBudget: "bytes",

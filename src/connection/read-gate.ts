@@ -1,29 +1,74 @@
 /**
  * When the engine reads its transport (the receive side of backpressure):
  * it yields for an event-loop turn once one peer's input took a few
- * milliseconds of work (fairness between peers and timers), and stops
- * reading a peer that does not read what it is owed (the slow-peer bound),
- * and while middleware holds too many of the peer's one-way messages
- * (`dispatch.ts`: a rate limit slowing a flood by backpressure).
+ * milliseconds of work (fairness between peers and timers), holds input
+ * back unprocessed once all peers' input took its share of one turn (so
+ * many peers' reads landing in one turn cannot hold the event loop either),
+ * stops reading a peer that does not read what it is owed (the slow-peer
+ * bound), and while middleware holds too many of the peer's one-way
+ * messages (`dispatch.ts`: a rate limit slowing a flood by backpressure).
  */
 import type { Transport } from "../transport/transport.ts";
 import { nextTurn } from "../util/next-turn.ts";
 import type { FrameWriter } from "./writer.ts";
 
-/** Gates that yielded this turn, resumed together on the next. */
+/** Decoding time (ms) one peer's input may take before its reading yields to the event loop for a turn. */
+const YIELD_MS = 4;
+/**
+ * Decoding time (ms) the input of all peers (of this thread) may take in one
+ * event-loop turn: input arriving after it waits, unprocessed and with its
+ * peer's reading paused, for a later turn. A single peer never reaches it
+ * (it yields at YIELD_MS), so it only acts when many peers' reads land in
+ * the same turn.
+ */
+const TURN_MS = 10;
+
+/** Decoding time of this turn, all gates together (reset at the turn's end). */
+let turnMs = 0;
+/** A turn end is scheduled. */
+let turnEndScheduled = false;
+/** Gates that yielded this turn, resumed together at its end. */
 let yielded: ReadGate[] = [];
 let resuming: ReadGate[] = [];
+/** Gates with input waiting, oldest first; worked off a turn's budget at a time. */
+const waiting: ReadGate[] = [];
+/** Index of the first gate of {@link waiting} still waiting. */
+let waitingHead = 0;
 
-function endYields(): void {
+function scheduleTurnEnd(): void {
+  if (turnEndScheduled) return;
+  turnEndScheduled = true;
+  nextTurn(endTurn);
+}
+
+/**
+ * The end of an event-loop turn with input (a setImmediate, after the
+ * turn's I/O): resumes the gates that yielded, then works off waiting input
+ * within a fresh budget — the rest waits for the next turn's end, after
+ * that turn's timers.
+ */
+function endTurn(): void {
+  turnEndScheduled = false;
+  turnMs = 0;
   const gates = yielded;
   yielded = resuming;
   for (let i = 0; i < gates.length; i++) gates[i].endYield();
   gates.length = 0;
   resuming = gates;
+  try {
+    while (waitingHead < waiting.length && turnMs < TURN_MS) {
+      if (waiting[waitingHead].runWaiting()) waitingHead++;
+    }
+  } finally {
+    // Even when a listener threw: what still waits is worked off next turn, not stranded.
+    if (waitingHead === waiting.length) {
+      waiting.length = 0;
+      waitingHead = 0;
+    } else {
+      scheduleTurnEnd();
+    }
+  }
 }
-
-/** Decoding time (ms) one peer's input may take before its reading yields to the event loop for a turn. */
-const YIELD_MS = 4;
 
 export class ReadGate {
   /** Reading is paused because the peer does not read what it is owed. */
@@ -32,10 +77,14 @@ export class ReadGate {
   heldPaused = false;
   /** Called when reading resumes after a held pause (set by the connection: progress counts from then). */
   onHeldResume: (() => void) | undefined;
+  /** Processes input held back earlier (set by the connection). */
+  process: ((chunk: Uint8Array) => void) | undefined;
   /** Reading is paused until the next event-loop turn. */
   private yielding = false;
   /** Milliseconds spent decoding this peer's input since reading last yielded. */
   private busyMs = 0;
+  /** Input held back, unprocessed, for a later turn (reading is paused meanwhile). */
+  private input: Uint8Array[] | undefined;
   private readonly transport: Transport;
   private readonly writer: FrameWriter;
   private readonly slowPeerBytes: number;
@@ -48,16 +97,60 @@ export class ReadGate {
     this.isClosed = isClosed;
   }
 
+  /**
+   * Whether input arriving now may be processed now. When not, the caller
+   * hands it to {@link hold} (this turn's budget is spent, or older input
+   * of any peer waits).
+   */
+  admits(): boolean {
+    return turnMs < TURN_MS && waiting.length === 0;
+  }
+
+  /** Input waits unprocessed (see {@link hold}). */
+  get holding(): boolean {
+    return this.input !== undefined;
+  }
+
+  /** Keeps `chunk` for a later turn and stops reading meanwhile. */
+  hold(chunk: Uint8Array): void {
+    if (this.input !== undefined) {
+      this.input.push(chunk);
+      return;
+    }
+    this.input = [chunk];
+    waiting.push(this);
+    this.transport.pause();
+    scheduleTurnEnd();
+  }
+
+  /**
+   * @internal Processes held input within the turn's budget; returns true
+   * when none is left (reading resumes unless paused for another reason).
+   */
+  runWaiting(): boolean {
+    const input = this.input as Uint8Array[];
+    while (input.length !== 0 && !this.isClosed()) {
+      if (turnMs >= TURN_MS) return false;
+      (this.process as (chunk: Uint8Array) => void)(input.shift() as Uint8Array);
+    }
+    this.input = undefined;
+    this.resumeIfFree();
+    return true;
+  }
+
   /** Input took `ms` of work: yield and/or stop reading as needed. */
   afterInput(ms: number): void {
     this.busyMs += ms;
+    turnMs += ms;
+    // The turn's budget is reset at its end: scheduled once there is some to reset.
+    if (turnMs >= YIELD_MS) scheduleTurnEnd();
     // A busy honest connection pauses a few times a second.
     if (this.busyMs >= YIELD_MS && !this.yielding && !this.isClosed()) {
       this.busyMs = 0;
       this.yielding = true;
       this.transport.pause();
-      // One next-turn callback resumes every gate that yielded this turn (no closure per gate).
-      if (yielded.length === 0) nextTurn(endYields);
+      // One callback at the turn's end resumes every gate that yielded in it (no closure per gate).
+      scheduleTurnEnd();
       yielded.push(this);
     }
     // A peer that does not read what it is owed is read no further until it drains.
@@ -76,14 +169,14 @@ export class ReadGate {
   /** @internal The turn after a yield came. */
   endYield(): void {
     this.yielding = false;
-    if (!this.slowPaused && !this.heldPaused && !this.isClosed()) this.transport.resume();
+    this.resumeIfFree();
   }
 
   /** The transport drained. Returns true when reading resumed after a slow-peer pause. */
   onDrain(): boolean {
     if (!this.slowPaused || !this.writer.writable) return false;
     this.slowPaused = false;
-    if (!this.yielding && !this.heldPaused) this.transport.resume();
+    this.resumeIfFree();
     return true;
   }
 
@@ -95,7 +188,13 @@ export class ReadGate {
       this.transport.pause();
       return;
     }
-    if (!this.yielding && !this.slowPaused) this.transport.resume();
+    this.resumeIfFree();
     this.onHeldResume?.();
+  }
+
+  /** Resumes reading unless something still keeps it paused. */
+  private resumeIfFree(): void {
+    if (!this.yielding && !this.slowPaused && !this.heldPaused && this.input === undefined && !this.isClosed())
+      this.transport.resume();
   }
 }

@@ -155,6 +155,18 @@ export interface ConnectionOptions {
    */
   progressTimeoutMs?: number;
   /**
+   * The slowest an unfinished chunked message of the peer may arrive: in
+   * each progressTimeoutMs window it must receive at least this many bytes
+   * a second times the window (or all it still lacked, when less), else it
+   * is cancelled with ERR_TIMEOUT and its memory budget returned. Stops a
+   * peer from holding a large message's budget (and keeping the connection
+   * busy, so never idle) with one byte a frame now and then. Streams are
+   * not held to it (an open stream may be quiet; what it holds of the budget
+   * is data its reader has not read). Off with progressTimeoutMs 0; 0 = any
+   * frame is progress. Default 1024 (1 KiB/s).
+   */
+  minProgressBytesPerSecond?: number;
+  /**
    * Close gracefully (GOAWAY with reason "idle") once no message, request,
    * response or stream data moved either way for this long and nothing is
    * in flight; keepalive pings do not count as activity. A server session
