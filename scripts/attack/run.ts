@@ -12,7 +12,10 @@
  * connections, default 0.25; the others scale it down), --seed, --bomb-format
  * auto|plain|length-prefixed, --rss-bound-mib, --rss-kill-mib, --max-eld-ms,
  * --max-p99-ms, --max-honest-errors, --max-cpu-after-pct, --skip a,b,
- * "--server-node-args=--cpu-prof --cpu-prof-dir=/tmp/prof".
+ * "--server-node-args=--cpu-prof --cpu-prof-dir=/tmp/prof", --pin (the server
+ * on CPU 0, attackers and the honest client on the other CPUs — as on
+ * separate machines: a 2-core box otherwise measures the attacker's CPU
+ * use as the server's event-loop delay; needs taskset).
  *
  * Every scenario gets a fresh server in a child process (scripts/attack/server.ts,
  * which reports its RSS, heap and event-loop delay every 100 ms), a fresh
@@ -68,8 +71,18 @@ const { values: args } = parseArgs({
     "bomb-format": { type: "string", default: "auto" },
     "server-node-args": { type: "string", default: "" },
     list: { type: "boolean", default: false },
+    pin: { type: "boolean", default: false },
   },
 });
+
+/** --pin: this process (attack workers, honest client) off CPU 0, which each server gets to itself. */
+if (args.pin === true) {
+  const others = spawnSync("nproc", { encoding: "utf8" }).stdout.trim();
+  const n = Number(others);
+  if (!(n >= 2)) throw new Error("--pin needs at least 2 CPUs");
+  const r = spawnSync("taskset", ["-a", "-p", "-c", `1-${n - 1}`, String(process.pid)], { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`--pin: taskset failed: ${r.stderr}`);
+}
 
 const quick = args.quick === true;
 const seed = Number(args.seed);
@@ -209,6 +222,10 @@ async function startServer(): Promise<ServerHandle> {
     stdio: ["ignore", process.env.POINTSUB_ATTACK_SERVER_STDOUT === "1" ? "inherit" : "ignore", "pipe", "ipc"],
     execArgv: (args["server-node-args"] ?? "").split(" ").filter((a) => a !== ""),
   });
+  if (args.pin === true && child.pid !== undefined) {
+    const r = spawnSync("taskset", ["-a", "-p", "-c", "0", String(child.pid)], { encoding: "utf8" });
+    if (r.status !== 0) throw new Error(`--pin: taskset failed: ${r.stderr}`);
+  }
   let ready!: (m: { url: string }) => void;
   let failed!: (e: Error) => void;
   const readyP = new Promise<{ url: string }>((res, rej) => {
