@@ -7,7 +7,6 @@
  * ERR_UNSUPPORTED_URL, since it would write pointsub frames to a peer that
  * expects lengths.
  */
-import { existsSync, unlinkSync } from "node:fs";
 import net from "node:net";
 import { PointSubError } from "../errors/error.ts";
 import { LP_FRAMING, type LpTransportOptions } from "../lp/options.ts";
@@ -20,6 +19,7 @@ import type {
   TransportListener,
   TransportListenOptions,
 } from "../transport/transport.ts";
+import { removeStaleSocket, whenConnected } from "./net-adapter.ts";
 import { readerForAccepted, SocketReader } from "./socket-reader.ts";
 import { hostUrl, SocketTransport, urlHost } from "./socket-transport.ts";
 
@@ -91,56 +91,11 @@ function connectSocket(
       scheme === "lp+unix"
         ? net.connect({ path: url.pathname, onread })
         : net.connect({ host: urlHost(url), port: tcpPort(url), noDelay: true, onread });
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const done = () => {
-      socket.off("error", onError);
-      socket.off("connect", onConnect);
-      options.signal?.removeEventListener("abort", onAbort);
-      clearTimeout(timer);
-    };
-    const onError = (err: Error) => {
-      done();
-      socket.destroy();
-      reject(new PointSubError("ERR_CONNECT", `cannot connect to ${url.href}: ${err.message}`, { cause: err }));
-    };
-    const onAbort = () => {
-      done();
-      socket.destroy();
-      reject(new PointSubError("ERR_CANCELLED", `connect to ${url.href} aborted`, { cause: options.signal?.reason }));
-    };
-    const onConnect = () => {
-      done();
+    whenConnected(socket, "connect", url, options).then(() => {
       if (scheme === "lp+tcp") keepAlive(socket, options.keepAliveMs);
       resolve(wrap(scheme, socket, url.pathname, reader));
-    };
-    socket.once("error", onError);
-    socket.once("connect", onConnect);
-    if (options.signal?.aborted) onAbort();
-    else options.signal?.addEventListener("abort", onAbort, { once: true });
-    const ms = options.connectTimeoutMs;
-    if (ms !== undefined && ms > 0) {
-      timer = setTimeout(() => {
-        done();
-        socket.destroy();
-        reject(new PointSubError("ERR_TIMEOUT", `connect to ${url.href} timed out after ${ms} ms`));
-      }, ms);
-    }
+    }, reject);
   });
-}
-
-/** A unix socket file left by a dead process is removed so listen can bind; a live one is an error. */
-async function removeStaleSocket(path: string): Promise<void> {
-  if (!existsSync(path)) return;
-  const alive = await new Promise<boolean>((resolve) => {
-    const s = net.connect({ path });
-    s.once("connect", () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once("error", () => resolve(false));
-  });
-  if (alive) throw new PointSubError("ERR_CONNECT", `${path} is in use by a running server`);
-  unlinkSync(path);
 }
 
 async function listenSocket(

@@ -139,6 +139,24 @@ function connectSocket(
       );
       return;
     }
+    whenConnected(socket, event, url, options).then(() => resolve(wrap(socket, scheme, url.pathname, reader)), reject);
+  });
+}
+
+/**
+ * Waits for a connecting `socket`'s `event` (`"connect"`, or
+ * `"secureConnect"` for TLS). Rejects — and destroys the socket — with
+ * ERR_CONNECT on a socket error, ERR_CANCELLED when `options.signal`
+ * aborts, ERR_TIMEOUT (phase `"connect"`) after `options.connectTimeoutMs`.
+ * Shared by every node:net-based adapter.
+ */
+export function whenConnected(
+  socket: net.Socket,
+  event: "connect" | "secureConnect",
+  url: URL,
+  options: TransportConnectOptions,
+): Promise<void> {
+  return new Promise((resolve, reject) => {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const cleanup = () => {
       socket.off("error", onError);
@@ -146,19 +164,18 @@ function connectSocket(
       options.signal?.removeEventListener("abort", onAbort);
       if (timer !== undefined) clearTimeout(timer);
     };
-    const onError = (err: Error) => {
+    const fail = (err: PointSubError) => {
       cleanup();
       socket.destroy();
-      reject(new PointSubError("ERR_CONNECT", `cannot connect to ${url.href}: ${err.message}`, { cause: err }));
+      reject(err);
     };
-    const onAbort = () => {
-      cleanup();
-      socket.destroy();
-      reject(new PointSubError("ERR_CANCELLED", `connect to ${url.href} aborted`, { cause: options.signal?.reason }));
-    };
+    const onError = (err: Error) =>
+      fail(new PointSubError("ERR_CONNECT", `cannot connect to ${url.href}: ${err.message}`, { cause: err }));
+    const onAbort = () =>
+      fail(new PointSubError("ERR_CANCELLED", `connect to ${url.href} aborted`, { cause: options.signal?.reason }));
     const onConnect = () => {
       cleanup();
-      resolve(wrap(socket, scheme, url.pathname, reader));
+      resolve();
     };
     socket.once("error", onError);
     socket.once(event, onConnect);
@@ -166,21 +183,21 @@ function connectSocket(
       if (options.signal.aborted) onAbort();
       else options.signal.addEventListener("abort", onAbort, { once: true });
     }
-    if (options.connectTimeoutMs !== undefined && options.connectTimeoutMs > 0) {
-      const ms = options.connectTimeoutMs;
-      timer = setTimeout(() => {
-        cleanup();
-        socket.destroy();
-        reject(
-          new PointSubError("ERR_TIMEOUT", `connect to ${url.href} timed out after ${ms} ms`, { phase: "connect" }),
-        );
-      }, ms);
+    const ms = options.connectTimeoutMs;
+    if (ms !== undefined && ms > 0) {
+      timer = setTimeout(
+        () =>
+          fail(
+            new PointSubError("ERR_TIMEOUT", `connect to ${url.href} timed out after ${ms} ms`, { phase: "connect" }),
+          ),
+        ms,
+      );
     }
   });
 }
 
-/** A unix socket file left by a dead process: remove it so listen can bind. */
-async function removeStaleSocket(path: string): Promise<void> {
+/** A unix socket file left by a dead process: remove it so listen can bind (a live one is ERR_CONNECT). */
+export async function removeStaleSocket(path: string): Promise<void> {
   if (!existsSync(path)) return;
   const alive = await new Promise<boolean>((resolve) => {
     const s = net.connect({ path });
