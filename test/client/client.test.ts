@@ -39,10 +39,11 @@ describe("Client: closest node, failover, breaker", () => {
   let client: Client;
 
   before(async () => {
+    // Delays far apart: a loaded machine's scheduling stalls (tens of ms) must not reorder them.
     for (const [name, delay] of [
-      ["slow", 40],
+      ["slow", 150],
       ["fast", 0],
-      ["medium", 15],
+      ["medium", 60],
     ] as const) {
       const n = await startNode(name);
       nodes.push(n);
