@@ -19,7 +19,7 @@ import type {
   TransportListener,
   TransportListenOptions,
 } from "../transport/transport.ts";
-import { removeStaleSocket, whenConnected } from "./net-adapter.ts";
+import { bind, whenConnected } from "./net-adapter.ts";
 import { readerForAccepted, SocketReader } from "./socket-reader.ts";
 import { hostUrl, SocketTransport, urlHost } from "./socket-transport.ts";
 
@@ -108,15 +108,7 @@ async function listenSocket(
     if (scheme === "lp+tcp") keepAlive(socket, options.keepAliveMs);
     onTransport(wrap(scheme, socket, url.pathname, readerForAccepted(socket)));
   });
-  if (scheme === "lp+unix") await removeStaleSocket(url.pathname);
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", (err) =>
-      reject(new PointSubError("ERR_CONNECT", `cannot listen on ${url.href}: ${err.message}`, { cause: err })),
-    );
-    if (scheme === "lp+unix") server.listen({ path: url.pathname }, resolve);
-    else server.listen({ host: urlHost(url), port: tcpPort(url) }, resolve);
-  });
-  server.on("error", () => {});
+  await bind(server, url, scheme === "lp+unix" ? undefined : tcpPort(url));
   const addr = server.address();
   return {
     url:

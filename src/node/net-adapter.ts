@@ -196,6 +196,24 @@ export function whenConnected(
   });
 }
 
+/**
+ * Binds `server` to `url`: a TCP host and `tcpPort`, or (`tcpPort`
+ * undefined) the unix socket path, replacing a stale socket file. Fails with
+ * ERR_CONNECT; later server errors are ignored (sockets report their own).
+ * Shared by every node:net-based adapter.
+ */
+export async function bind(server: net.Server, url: URL, tcpPort: number | undefined): Promise<void> {
+  if (tcpPort === undefined) await removeStaleSocket(url.pathname);
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", (err) =>
+      reject(new PointSubError("ERR_CONNECT", `cannot listen on ${url.href}: ${err.message}`, { cause: err })),
+    );
+    if (tcpPort === undefined) server.listen({ path: url.pathname }, resolve);
+    else server.listen({ host: urlHost(url), port: tcpPort }, resolve);
+  });
+  server.on("error", () => {});
+}
+
 /** A unix socket file left by a dead process: remove it so listen can bind (a live one is ERR_CONNECT). */
 export async function removeStaleSocket(path: string): Promise<void> {
   if (!existsSync(path)) return;
@@ -327,15 +345,7 @@ async function listenSocket(
       onTransport(wrap(socket, scheme, url.pathname, readerForAccepted(socket))),
     );
   }
-  if (scheme === "unix") await removeStaleSocket(url.pathname);
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", (err) =>
-      reject(new PointSubError("ERR_CONNECT", `cannot listen on ${url.href}: ${err.message}`, { cause: err })),
-    );
-    if (scheme === "unix") server.listen({ path: url.pathname }, resolve);
-    else server.listen({ host: urlHost(url), port: port(url) }, resolve);
-  });
-  server.on("error", () => {});
+  await bind(server, url, scheme === "unix" ? undefined : port(url));
   const addr = server.address();
   const bound =
     typeof addr === "object" && addr !== null ? hostUrl(scheme, addr.address, addr.port) : `unix://${url.pathname}`;
