@@ -10,19 +10,16 @@ export { type StreamItem, streamCost } from "../stream/item.ts";
 
 /** Payloads smaller than this are copied into the write slab; larger ones are written by reference. */
 const COPY_THRESHOLD = 16 * 1024;
-/** Largest slab for encoding headers and small frames (a busy connection's). */
-const SLAB_SIZE = 64 * 1024;
-/** Slab of a new connection: room for the preface and HELLO. */
-const INITIAL_SLAB = 256;
-/** Slab of a connection that went quiet (trimmed, or slow to fill its last slab). */
-const QUIET_SLAB = 1024;
 /**
- * A slab filled within this many ms was too small for the traffic: the
- * next is twice its size (up to SLAB_SIZE). One filled more slowly is
- * followed by a QUIET_SLAB: a connection that exchanged a few messages
- * holds ~1 KiB, not 64 KiB, until the next keep-alive tick trims it.
+ * Size of the process-wide write pool every writer encodes into. A writer
+ * takes a region at the pool's end (growing it in place while it stays the
+ * last taker) and gives it up at each flush: an idle connection holds no
+ * write memory, and a broadcast to 1,000 sessions fills a few shared pools
+ * instead of keeping 1,000 private slabs.
  */
-const SLAB_GROW_MS = 1000;
+const POOL_SIZE = 64 * 1024;
+/** Largest in-place growth of a writer's region at once (a flood's regions double up to this). */
+const MAX_STEP = 16 * 1024;
 /** Flush as soon as this many bytes are batched. */
 const FLUSH_BYTES = 16 * 1024;
 /**
@@ -121,12 +118,18 @@ export class FrameWriter {
   bytesOut = 0;
 
   private readonly sink: WriterSink;
-  /** Starts small (an idle connection holds little); sustained traffic doubles it up to SLAB_SIZE (see {@link ensure}). */
-  private slab = new Uint8Array(INITIAL_SLAB);
+  /**
+   * This writer's region of the shared write pool (see {@link ensure}):
+   * `slabStart..slabPos` is encoded and not yet cut, the rest reserved.
+   * Empty when nothing is being encoded.
+   */
+  private slab = EMPTY;
   private slabStart = 0;
   private slabPos = 0;
-  /** When the slab was allocated (Date.now()). */
-  private slabAt = Date.now();
+  /** Where the region starts in `pool` (valid while `slab` is a view of the current pool). */
+  private slabAt = 0;
+  /** Bytes the next in-place growth reserves beyond what a frame needs (doubles per growth within a flush). */
+  private step = 0;
   /** Open batch: offset of its reserved header, or -1. */
   private batchStart = -1;
   private batchInner = 0;
@@ -300,9 +303,23 @@ export class FrameWriter {
    */
   trim(): void {
     if (this.slabPos !== this.slabStart || this.batchStart >= 0 || this.pending !== 0 || this.out.length !== 0) return;
+    this.release();
+  }
+
+  /**
+   * Gives the region back: what it reserved beyond the bytes cut is returned
+   * to the pool when nobody took pool bytes after it. The cut bytes stay
+   * untouched (the transport may still hold them).
+   */
+  private release(): void {
+    if (this.slab !== EMPTY && this.slab.buffer === pool.buffer && this.slabAt + this.slab.length === poolPos) {
+      poolPos = this.slabAt + this.slabStart;
+    }
     this.slab = EMPTY;
     this.slabStart = 0;
     this.slabPos = 0;
+    // A writer that grew its region keeps half its step for the next flush.
+    this.step >>= 1;
   }
 
   /** @internal The microtask of {@link scheduleFlush} came. */
@@ -314,6 +331,7 @@ export class FrameWriter {
   /** Hands everything batched to the transport now. */
   flush(): void {
     this.cut();
+    this.release();
     if (this.out.length === 0) return;
     const chunks = this.out;
     this.out = [];
@@ -549,7 +567,7 @@ export class FrameWriter {
     if (
       this.batchStart >= 0 &&
       (this.slabPos + frameBytes - this.batchInner > this.batchMax ||
-        this.slab.length - this.slabPos < frameBytes + CRC_LENGTH)
+        (this.slab.length - this.slabPos < frameBytes + CRC_LENGTH && !this.grow(frameBytes + CRC_LENGTH)))
     ) {
       this.closeBatch();
     }
@@ -595,17 +613,39 @@ export class FrameWriter {
   /** Makes room for `need` contiguous bytes in the slab. */
   private ensure(need: number): void {
     if (this.slab.length - this.slabPos >= need) return;
+    if (this.grow(need)) return;
     this.cut();
-    // Sized by how fast the last one filled: doubling under traffic (a flood
-    // reaches 64 KiB within a few slabs), small again for a quiet or trimmed
-    // connection — a GOAWAY, a pong or one request should not cost 64 KiB.
-    const size = this.slab.length;
-    const now = Date.now();
-    const next = size !== 0 && now - this.slabAt < SLAB_GROW_MS ? Math.min(SLAB_SIZE, size * 2) : QUIET_SLAB;
-    this.slab = new Uint8Array(Math.max(next, need));
-    this.slabAt = now;
+    // A new region at the pool's end (a fresh pool when this one is short):
+    // exactly what is needed, plus a step that doubles while this writer
+    // keeps growing it in place before a flush (a flood's few regions per
+    // flush; a broadcast's one-frame writers take no slack).
+    if (pool.length - poolPos < need) {
+      pool = new Uint8Array(Math.max(POOL_SIZE, need));
+      poolPos = 0;
+    }
+    const size = Math.min(need + this.step, pool.length - poolPos);
+    this.slab = pool.subarray(poolPos, poolPos + size);
+    this.slabAt = poolPos;
+    poolPos += size;
     this.slabStart = 0;
     this.slabPos = 0;
+  }
+
+  /**
+   * Grows the region in place to `need` more bytes after `slabPos` when it is
+   * still the last taker of the current pool and the pool has room; the
+   * offsets into the region stay valid.
+   */
+  private grow(need: number): boolean {
+    const slab = this.slab;
+    if (slab === EMPTY || slab.buffer !== pool.buffer || this.slabAt + slab.length !== poolPos) return false;
+    const extra = need - (slab.length - this.slabPos);
+    if (pool.length - poolPos < extra) return false;
+    this.step = Math.min(MAX_STEP, Math.max(2 * this.step, 256));
+    const add = Math.min(extra + this.step, pool.length - poolPos);
+    poolPos += add;
+    this.slab = pool.subarray(this.slabAt, poolPos);
+    return true;
   }
 
   /** Moves the encoded slab region into the list handed to the transport. */
@@ -620,6 +660,10 @@ export class FrameWriter {
 }
 
 const EMPTY = new Uint8Array(0);
+
+/** The shared write pool and the offset of its first untaken byte (see {@link POOL_SIZE}). */
+let pool = new Uint8Array(POOL_SIZE);
+let poolPos = 0;
 
 /** Writers with a flush scheduled, flushed together by one microtask (two arrays taking turns: no garbage). */
 let toFlush: FrameWriter[] = [];

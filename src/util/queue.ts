@@ -3,7 +3,8 @@
  * O(n) cost of Array.prototype.shift on long queues.
  */
 export class Queue<T> {
-  private items: (T | undefined)[] = new Array(16);
+  /** The ring (a power of two long); a shared empty array until the first push, so an unused queue costs nothing. */
+  private items: (T | undefined)[] = NONE;
   private head = 0;
   private count = 0;
 
@@ -61,9 +62,12 @@ export class Queue<T> {
 
   private grow(): void {
     const old = this.items;
-    const next: (T | undefined)[] = new Array(old.length * 2);
+    const next: (T | undefined)[] = new Array(Math.max(16, old.length * 2));
     for (let i = 0; i < this.count; i++) next[i] = old[(this.head + i) & (old.length - 1)];
     this.items = next;
     this.head = 0;
   }
 }
+
+/** The ring of every queue that never held an item (never written: push grows first). */
+const NONE: never[] = [];
