@@ -7,48 +7,25 @@
  * the server deduplicates, so a handler never runs twice — and of requests
  * a rate limit refused before their handler ran (after its `retryAfterMs`).
  */
-import { EventEmitter } from "eventemitter3";
 import type { Connection } from "../connection/connection.ts";
 import type { Handler, Message, Payload, RequestOptions } from "../connection/types.ts";
-import { codeInfo } from "../errors/codes.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import type { Middleware, ResumeLookup } from "../router/types.ts";
 import type { StreamHandler } from "../stream/types.ts";
 import type { Address } from "../transport/transport.ts";
-import { type BackoffStep, fullJitterBackoff, fullJitterDelay } from "./backoff.ts";
+import { fullJitterDelay } from "./backoff.ts";
 import { type ConnectOptions, connect } from "./connect.ts";
+import {
+  checkNumber,
+  type OfflineOptions,
+  payloadSize,
+  Reconnecting,
+  type ReconnectingEvents,
+  type ReconnectOptions,
+  type ResilientState,
+} from "./reconnecting.ts";
 
-/** Lifecycle of a {@link ResilientConnection}; `closed` is final. */
-export type ResilientState = "disconnected" | "connecting" | "connected" | "reconnecting" | "closed";
-
-/** The only transitions there are; anything else is a bug, never reachable from the public API. */
-const TRANSITIONS: Readonly<Record<ResilientState, readonly ResilientState[]>> = {
-  disconnected: ["connecting", "closed"],
-  connecting: ["connected", "reconnecting", "closed"],
-  connected: ["reconnecting", "closed"],
-  reconnecting: ["connected", "closed"],
-  closed: [],
-};
-
-/** Reconnection policy. */
-export interface ReconnectOptions {
-  /** First backoff ceiling in ms (the delay is random in [0, ceiling]; the ceiling doubles). Default 100. */
-  initialDelayMs?: number;
-  /** Largest backoff ceiling in ms. Default 5000. */
-  maxDelayMs?: number;
-  /** Connection attempts after a drop (and for the first connect) before giving up; 0 = never reconnect. Default Infinity. */
-  maxAttempts?: number;
-}
-
-/** What `send` and `request` do while not connected. */
-export interface OfflineOptions {
-  /** `"queue"`: hold calls until connected (bounded below); `"fail"`: reject at once with ERR_OFFLINE. Default "queue". */
-  policy?: "queue" | "fail";
-  /** Most payload bytes held; a call beyond it is rejected with ERR_OFFLINE. Default 8 MiB. */
-  maxBytes?: number;
-  /** A held call older than this is rejected with ERR_OFFLINE. Default 10000 ms. */
-  maxAgeMs?: number;
-}
+export type { OfflineOptions, ReconnectOptions, ResilientState } from "./reconnecting.ts";
 
 /** Options of {@link connectResilient}: those of `connect`, plus the policies. */
 export interface ResilientOptions extends ConnectOptions {
@@ -95,22 +72,10 @@ export interface ResilientRequestOptions extends RequestOptions {
   attemptTimeoutMs?: number;
 }
 
-/** Events of a {@link ResilientConnection}. */
-export interface ResilientEvents {
-  /** The state changed. */
-  state: [to: ResilientState, from: ResilientState];
-  /** A connection attempt failed (`attempt` counts from 1 since the last drop). */
-  attemptFailed: [attempt: number, error: PointSubError];
-  /**
-   * The next connection attempt (number `attempt`, counting from 1 since
-   * the last drop) starts in `delayMs` — random in [0, ceiling), the
-   * ceiling doubling from `reconnect.initialDelayMs` to `maxDelayMs`.
-   */
-  backoff: [attempt: number, delayMs: number];
+/** Events of a {@link ResilientConnection}: the state machine's, and messages. */
+export interface ResilientEvents extends ReconnectingEvents {
   /** A one-way message from the server. */
   message: [msg: Message];
-  /** Closed for good: `error` when it gave up (attempts exhausted) rather than being closed. */
-  close: [error: PointSubError | undefined];
 }
 
 /** HELLO feature bit of a peer that deduplicates keyed requests (docs/PROTOCOL.md §4). */
@@ -120,90 +85,39 @@ const MAX_RATE_WAIT_MS = 60_000;
 const LOST: ReadonlySet<string> = new Set(["ERR_CONNECTION_CLOSED", "ERR_GOING_AWAY", "ERR_KEEPALIVE"]);
 const utf8 = new TextEncoder();
 
-interface Held {
-  bytes: number;
-  at: number;
-  run: () => void;
-  reject: (err: PointSubError) => void;
-}
-
-function check(name: string, v: number | undefined, min: number, allowInfinity = false): void {
-  if (v === undefined) return;
-  if (Number.isNaN(v) || v < min || (!allowInfinity && !Number.isFinite(v))) {
-    throw new PointSubError("ERR_INVALID_ARGUMENT", `${name} must be a number >= ${min}, got ${v}`);
-  }
-}
-
 /**
  * One logical connection to one server, kept up across drops. Calls made
  * while it reconnects follow the offline policy; everything resolves or
  * rejects, nothing is dropped silently. Obtain one with {@link connectResilient}.
  */
-export class ResilientConnection extends EventEmitter<ResilientEvents> {
-  private state_: ResilientState = "disconnected";
-  private conn: Connection | undefined;
+export class ResilientConnection extends Reconnecting<Connection, ResilientEvents> {
   private readonly address: Address;
   private readonly options: ResilientOptions;
-  private readonly initialDelayMs: number;
-  private readonly maxDelayMs: number;
-  private readonly maxAttempts: number;
-  private readonly policy: "queue" | "fail";
-  private readonly maxBytes: number;
-  private readonly maxAgeMs: number;
   private readonly retries: number;
   private readonly routes: ((c: Connection) => void)[] = [];
-  private held: Held[] = [];
-  private heldBytes = 0;
-  private ageTimer: ReturnType<typeof setTimeout> | undefined;
-  private waiters: { resolve: () => void; reject: (e: PointSubError) => void }[] = [];
-  private sleepCancel: (() => void) | undefined;
   /** Requests waiting out a server's retry-after hint (ended at once by close). */
   private readonly rateWaits = new Set<() => void>();
-  private closeError: PointSubError | undefined;
 
   /** @internal Use {@link connectResilient}. */
   constructor(address: Address, options: ResilientOptions) {
-    super();
-    const r = options.reconnect === false ? { maxAttempts: 0 } : (options.reconnect ?? {});
-    check("reconnect.initialDelayMs", r.initialDelayMs, 0);
-    check("reconnect.maxDelayMs", r.maxDelayMs, 0);
-    check("reconnect.maxAttempts", r.maxAttempts, 0, true);
-    check("offline.maxBytes", options.offline?.maxBytes, 0);
-    check("offline.maxAgeMs", options.offline?.maxAgeMs, 0);
-    check("retries", options.retries, 0);
-    const policy = options.offline?.policy ?? "queue";
-    if (policy !== "queue" && policy !== "fail") {
-      throw new PointSubError(
-        "ERR_INVALID_ARGUMENT",
-        `offline.policy must be "queue" or "fail", got ${String(policy)}`,
-      );
-    }
+    super(options.reconnect, options.offline);
+    checkNumber("retries", options.retries, 0);
     this.address = address;
     this.options = options;
-    this.initialDelayMs = r.initialDelayMs ?? 100;
-    this.maxDelayMs = Math.max(r.maxDelayMs ?? 5000, this.initialDelayMs);
-    this.maxAttempts = r.maxAttempts ?? Number.POSITIVE_INFINITY;
-    this.policy = policy;
-    this.maxBytes = options.offline?.maxBytes ?? 8 * 1024 * 1024;
-    this.maxAgeMs = options.offline?.maxAgeMs ?? 10_000;
     this.retries = options.retries ?? 2;
   }
 
-  /** The current state. */
-  get state(): ResilientState {
-    return this.state_;
+  protected open(): Promise<Connection> {
+    return connect(this.address, this.options);
   }
 
-  /** The connection in use while `connected` (undefined otherwise). */
-  get connection(): Connection | undefined {
-    return this.state_ === "connected" ? this.conn : undefined;
+  protected attachTo(conn: Connection): void {
+    for (const apply of this.routes) apply(conn);
+    conn.on("message", (m) => this.emit("message", m));
   }
 
-  /** Resolves when connected (at once if it is); rejects with the reason once closed. */
-  whenConnected(): Promise<void> {
-    if (this.state_ === "connected") return Promise.resolve();
-    if (this.state_ === "closed") return Promise.reject(this.closedError());
-    return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
+  protected override onShutdown(): void {
+    for (const wake of [...this.rateWaits]) wake();
   }
 
   /** Serves requests from the server on every connection this client makes. */
@@ -223,7 +137,7 @@ export class ResilientConnection extends EventEmitter<ResilientEvents> {
 
   private onEach(apply: (c: Connection) => void): this {
     this.routes.push(apply);
-    if (this.conn !== undefined && this.state_ === "connected") apply(this.conn);
+    if (this.connection !== undefined) apply(this.connection);
     return this;
   }
 
@@ -231,7 +145,7 @@ export class ResilientConnection extends EventEmitter<ResilientEvents> {
   send(payload: Payload): Promise<void> {
     const c = this.connection;
     if (c !== undefined) return c.send(payload);
-    return this.hold(size(payload), () => this.send(payload));
+    return this.hold(payloadSize(payload), () => this.send(payload));
   }
 
   /**
@@ -278,7 +192,7 @@ export class ResilientConnection extends EventEmitter<ResilientEvents> {
   ): Promise<Uint8Array> {
     let c = this.connection;
     if (c === undefined) {
-      await this.hold(size(payload), noop);
+      await this.hold(payloadSize(payload), noop);
       c = this.connection;
       if (c === undefined) return this.attempt(route, payload, options, deadline, tries, limited, perAttempt);
     }
@@ -301,7 +215,7 @@ export class ResilientConnection extends EventEmitter<ResilientEvents> {
       }
       // Only this attempt's own time ran out (not the overall deadline): the same key again.
       const attemptTimedOut = e.code === "ERR_TIMEOUT" && attemptMs !== left && Date.now() < deadline;
-      if (!keyed || tries >= this.retries || !(LOST.has(e.code) || attemptTimedOut) || this.state_ === "closed") {
+      if (!keyed || tries >= this.retries || !(LOST.has(e.code) || attemptTimedOut) || this.state === "closed") {
         throw e;
       }
       return this.attempt(route, payload, options, deadline, tries + 1, limited, perAttempt);
@@ -314,7 +228,7 @@ export class ResilientConnection extends EventEmitter<ResilientEvents> {
    * rethrows `e` when retries are used up or the wait would pass `deadline`.
    */
   private async rateLimited(e: PointSubError, deadline: number, limited: number): Promise<void> {
-    if (limited >= this.retries || this.state_ === "closed") throw e;
+    if (limited >= this.retries || this.state === "closed") throw e;
     const wait = Math.max(e.retryAfterMs ?? 0, fullJitterDelay(limited, this.initialDelayMs, this.maxDelayMs));
     // A hint past the deadline, or longer than a client should sit on a call, goes to the caller.
     if (Date.now() + wait >= deadline || wait > MAX_RATE_WAIT_MS) throw e;
@@ -328,187 +242,11 @@ export class ResilientConnection extends EventEmitter<ResilientEvents> {
       (t as { unref?: () => void }).unref?.();
       this.rateWaits.add(done);
     });
-    if ((this.state_ as ResilientState) === "closed") throw this.closedError();
-  }
-
-  /** Holds a call until connected, or rejects it per the offline policy. */
-  private hold(bytes: number, run: () => unknown): Promise<void> {
-    if (this.state_ === "closed") return Promise.reject(this.closedError());
-    if (this.policy === "fail") {
-      return Promise.reject(
-        new PointSubError("ERR_OFFLINE", `not connected (${this.state_}); offline policy is "fail"`),
-      );
-    }
-    if (this.heldBytes + bytes > this.maxBytes) {
-      return Promise.reject(
-        new PointSubError("ERR_OFFLINE", `not connected and the offline queue is full (${this.maxBytes} bytes)`),
-      );
-    }
-    return new Promise<void>((resolve, reject) => {
-      const h: Held = {
-        bytes,
-        at: Date.now(),
-        run: () => {
-          Promise.resolve(run()).then(() => resolve(), reject);
-        },
-        reject,
-      };
-      this.held.push(h);
-      this.heldBytes += bytes;
-      this.armAgeTimer();
-    });
-  }
-
-  private armAgeTimer(): void {
-    if (this.ageTimer !== undefined || this.held.length === 0) return;
-    const wait = Math.max(0, this.held[0].at + this.maxAgeMs - Date.now());
-    this.ageTimer = setTimeout(() => {
-      this.ageTimer = undefined;
-      const now = Date.now();
-      while (this.held.length !== 0 && now - this.held[0].at >= this.maxAgeMs) {
-        const h = this.held.shift() as Held;
-        this.heldBytes -= h.bytes;
-        h.reject(new PointSubError("ERR_OFFLINE", `not connected for ${this.maxAgeMs} ms (offline.maxAgeMs)`));
-      }
-      this.armAgeTimer();
-    }, wait);
-    (this.ageTimer as { unref?: () => void }).unref?.();
-  }
-
-  private flushHeld(): void {
-    const held = this.held;
-    this.held = [];
-    this.heldBytes = 0;
-    if (this.ageTimer !== undefined) clearTimeout(this.ageTimer);
-    this.ageTimer = undefined;
-    for (const h of held) h.run();
-  }
-
-  private setState(to: ResilientState): void {
-    const from = this.state_;
-    if (from === to) return;
-    if (!TRANSITIONS[from].includes(to)) throw new Error(`pointsub: invalid transition ${from} -> ${to}`);
-    this.state_ = to;
-    this.emit("state", to, from);
-  }
-
-  /** @internal Connects (with the reconnection policy) and resolves once connected. */
-  async start(): Promise<void> {
-    this.setState("connecting");
-    void this.loop();
-    return this.whenConnected();
-  }
-
-  /** Connects until it succeeds, the attempts run out, or the client is closed. */
-  private async loop(): Promise<void> {
-    let attempt = 0;
-    let backoff: BackoffStep | undefined;
-    for (;;) {
-      if (this.state_ === "closed") return;
-      if (attempt > 0) {
-        // Full jitter (a uniformly random delay up to the ceiling): clients cut off together do not return together.
-        backoff =
-          backoff === undefined ? fullJitterBackoff(this.initialDelayMs, this.maxDelayMs) : backoff.next(undefined);
-        this.emit("backoff", attempt + 1, backoff.duration);
-        await this.sleep(backoff.duration);
-        if ((this.state_ as ResilientState) === "closed") return;
-      }
-      attempt++;
-      let conn: Connection;
-      try {
-        conn = await connect(this.address, this.options);
-      } catch (err) {
-        const e = toPointSubError(err, "ERR_CONNECT");
-        this.emit("attemptFailed", attempt, e);
-        if (!codeInfo(e.code).retryable) {
-          // Bad options, a refused certificate or credentials: trying again cannot help.
-          this.shutdown(e);
-          return;
-        }
-        if (attempt >= Math.max(1, this.maxAttempts) || this.maxAttempts === 0) {
-          this.shutdown(
-            new PointSubError("ERR_CONNECT", `gave up after ${attempt} attempts: ${e.message}`, { cause: e }),
-          );
-          return;
-        }
-        if (this.state_ === "connecting") this.setState("reconnecting");
-        continue;
-      }
-      if ((this.state_ as ResilientState) === "closed") {
-        conn.destroy();
-        return;
-      }
-      this.adopt(conn);
-      return;
-    }
-  }
-
-  private adopt(conn: Connection): void {
-    this.conn = conn;
-    for (const apply of this.routes) apply(conn);
-    conn.on("message", (m) => this.emit("message", m));
-    conn.once("close", (err) => this.dropped(conn, err));
-    this.setState("connected");
-    for (const w of this.waiters.splice(0)) w.resolve();
-    this.flushHeld();
-  }
-
-  private dropped(conn: Connection, err: PointSubError | undefined): void {
-    if (this.conn !== conn || this.state_ === "closed") return;
-    this.conn = undefined;
-    if (this.maxAttempts === 0) {
-      this.shutdown(err ?? new PointSubError("ERR_CONNECTION_CLOSED", "connection closed (reconnect is off)"));
-      return;
-    }
-    this.setState("reconnecting");
-    void this.loop();
-  }
-
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const t = setTimeout(done, ms);
-      function done() {
-        clearTimeout(t);
-        resolve();
-      }
-      this.sleepCancel = done;
-    });
-  }
-
-  private closedError(): PointSubError {
-    return this.closeError ?? new PointSubError("ERR_CONNECTION_CLOSED", "client closed");
-  }
-
-  private shutdown(error: PointSubError | undefined): void {
-    if (this.state_ === "closed") return;
-    this.closeError = error;
-    this.setState("closed");
-    this.sleepCancel?.();
-    for (const wake of [...this.rateWaits]) wake();
-    const failure = this.closedError();
-    for (const w of this.waiters.splice(0)) w.reject(failure);
-    const held = this.held;
-    this.held = [];
-    this.heldBytes = 0;
-    if (this.ageTimer !== undefined) clearTimeout(this.ageTimer);
-    for (const h of held) h.reject(failure);
-    this.emit("close", error);
-  }
-
-  /** Closes for good: the connection gracefully, anything held rejects with ERR_CONNECTION_CLOSED. */
-  async close(): Promise<void> {
-    const conn = this.conn;
-    this.conn = undefined;
-    this.shutdown(undefined);
-    if (conn !== undefined) await conn.close();
+    if ((this.state as ResilientState) === "closed") throw this.closedError();
   }
 }
 
 function noop(): void {}
-
-function size(p: Payload): number {
-  return typeof p === "string" ? p.length * 3 : p instanceof Uint8Array ? p.length : 0;
-}
 
 /** A random idempotency key (16 bytes as 32 hex characters). */
 function randomKey(): Uint8Array {

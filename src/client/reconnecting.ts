@@ -1,0 +1,336 @@
+/**
+ * What every connection that survives its transport shares — the pointsub
+ * `ResilientConnection` and the length-prefix `LpResilientConnection`: the
+ * state machine (`disconnected → connecting → connected → reconnecting → …
+ * → closed`), reconnection with exponential backoff and full jitter, and the
+ * offline policy for calls made while not connected (held, bounded in bytes
+ * and age, or refused). Subclasses say how to connect and what to do with a
+ * new connection; everything held resolves or rejects, nothing is dropped
+ * silently.
+ */
+import { EventEmitter } from "eventemitter3";
+import type { Payload } from "../connection/types.ts";
+import { codeInfo } from "../errors/codes.ts";
+import { PointSubError, toPointSubError } from "../errors/error.ts";
+import { type BackoffStep, fullJitterBackoff } from "./backoff.ts";
+
+/** Lifecycle of a resilient connection; `closed` is final. */
+export type ResilientState = "disconnected" | "connecting" | "connected" | "reconnecting" | "closed";
+
+/** The only transitions there are; anything else is a bug, never reachable from the public API. */
+const TRANSITIONS: Readonly<Record<ResilientState, readonly ResilientState[]>> = {
+  disconnected: ["connecting", "closed"],
+  connecting: ["connected", "reconnecting", "closed"],
+  connected: ["reconnecting", "closed"],
+  reconnecting: ["connected", "closed"],
+  closed: [],
+};
+
+/** Reconnection policy. */
+export interface ReconnectOptions {
+  /** First backoff ceiling in ms (the delay is random in [0, ceiling]; the ceiling doubles). Default 100. */
+  initialDelayMs?: number;
+  /** Largest backoff ceiling in ms. Default 5000. */
+  maxDelayMs?: number;
+  /** Connection attempts after a drop (and for the first connect) before giving up; 0 = never reconnect. Default Infinity. */
+  maxAttempts?: number;
+}
+
+/** What `send` and `request` do while not connected. */
+export interface OfflineOptions {
+  /** `"queue"`: hold calls until connected (bounded below); `"fail"`: reject at once with ERR_OFFLINE. Default "queue". */
+  policy?: "queue" | "fail";
+  /** Most payload bytes held; a call beyond it is rejected with ERR_OFFLINE. Default 8 MiB. */
+  maxBytes?: number;
+  /** A held call older than this is rejected with ERR_OFFLINE. Default 10000 ms. */
+  maxAgeMs?: number;
+}
+
+/** The events every resilient connection emits. */
+export interface ReconnectingEvents {
+  /** The state changed. */
+  state: [to: ResilientState, from: ResilientState];
+  /** A connection attempt failed (`attempt` counts from 1 since the last drop). */
+  attemptFailed: [attempt: number, error: PointSubError];
+  /**
+   * The next connection attempt (number `attempt`, counting from 1 since
+   * the last drop) starts in `delayMs` — random in [0, ceiling), the
+   * ceiling doubling from `reconnect.initialDelayMs` to `maxDelayMs`.
+   */
+  backoff: [attempt: number, delayMs: number];
+  /** Closed for good: `error` when it gave up (attempts exhausted) rather than being closed. */
+  close: [error: PointSubError | undefined];
+}
+
+/** What the base needs of a connection. */
+export interface Droppable {
+  once(event: "close", listener: (err: PointSubError | undefined) => void): unknown;
+  close(): Promise<void>;
+  destroy(): void;
+}
+
+interface Held {
+  bytes: number;
+  at: number;
+  run: () => void;
+  reject: (err: PointSubError) => void;
+}
+
+/** Throws ERR_INVALID_ARGUMENT unless `v` is undefined or a number >= `min` (finite unless `allowInfinity`). */
+export function checkNumber(name: string, v: number | undefined, min: number, allowInfinity = false): void {
+  if (v === undefined) return;
+  if (typeof v !== "number" || Number.isNaN(v) || v < min || (!allowInfinity && !Number.isFinite(v))) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", `${name} must be a number >= ${min}, got ${v}`);
+  }
+}
+
+/** Bytes a payload holds against `offline.maxBytes` (a string counted at its UTF-8 worst case). */
+export function payloadSize(p: Payload): number {
+  return typeof p === "string" ? p.length * 3 : p instanceof Uint8Array ? p.length : 0;
+}
+
+/**
+ * The shared state machine, reconnection loop and offline queue. `C` is the
+ * connection type; `E` the subclass's events (a superset of
+ * {@link ReconnectingEvents}).
+ */
+export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEvents> extends EventEmitter<E> {
+  private state_: ResilientState = "disconnected";
+  /** The connection while connected (or being closed by close()). */
+  protected conn: C | undefined;
+  protected readonly initialDelayMs: number;
+  protected readonly maxDelayMs: number;
+  private readonly maxAttempts: number;
+  private readonly policy: "queue" | "fail";
+  private readonly maxBytes: number;
+  private readonly maxAgeMs: number;
+  private held: Held[] = [];
+  private heldBytes = 0;
+  private ageTimer: ReturnType<typeof setTimeout> | undefined;
+  private waiters: { resolve: () => void; reject: (e: PointSubError) => void }[] = [];
+  private sleepCancel: (() => void) | undefined;
+  private closeError: PointSubError | undefined;
+
+  /** Checks and takes the reconnection and offline policies. */
+  protected constructor(reconnect: ReconnectOptions | false | undefined, offline: OfflineOptions | undefined) {
+    super();
+    const r = reconnect === false ? { maxAttempts: 0 } : (reconnect ?? {});
+    checkNumber("reconnect.initialDelayMs", r.initialDelayMs, 0);
+    checkNumber("reconnect.maxDelayMs", r.maxDelayMs, 0);
+    checkNumber("reconnect.maxAttempts", r.maxAttempts, 0, true);
+    checkNumber("offline.maxBytes", offline?.maxBytes, 0);
+    checkNumber("offline.maxAgeMs", offline?.maxAgeMs, 0);
+    const policy = offline?.policy ?? "queue";
+    if (policy !== "queue" && policy !== "fail") {
+      throw new PointSubError(
+        "ERR_INVALID_ARGUMENT",
+        `offline.policy must be "queue" or "fail", got ${String(policy)}`,
+      );
+    }
+    this.initialDelayMs = r.initialDelayMs ?? 100;
+    this.maxDelayMs = Math.max(r.maxDelayMs ?? 5000, this.initialDelayMs);
+    this.maxAttempts = r.maxAttempts ?? Number.POSITIVE_INFINITY;
+    this.policy = policy;
+    this.maxBytes = offline?.maxBytes ?? 8 * 1024 * 1024;
+    this.maxAgeMs = offline?.maxAgeMs ?? 10_000;
+  }
+
+  /** One connection attempt. */
+  protected abstract open(): Promise<C>;
+
+  /** A new connection is in use (before held calls run on it): attach listeners and routes. */
+  protected abstract attachTo(conn: C): void;
+
+  /** The current state. */
+  get state(): ResilientState {
+    return this.state_;
+  }
+
+  /** The connection in use while `connected` (undefined otherwise). */
+  get connection(): C | undefined {
+    return this.state_ === "connected" ? this.conn : undefined;
+  }
+
+  /** Resolves when connected (at once if it is); rejects with the reason once closed. */
+  whenConnected(): Promise<void> {
+    if (this.state_ === "connected") return Promise.resolve();
+    if (this.state_ === "closed") return Promise.reject(this.closedError());
+    return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
+  }
+
+  /** Closes for good: the connection gracefully, anything held rejects with ERR_CONNECTION_CLOSED. */
+  async close(): Promise<void> {
+    const conn = this.conn;
+    this.conn = undefined;
+    this.shutdown(undefined);
+    if (conn !== undefined) await conn.close();
+  }
+
+  /** @internal Connects (with the reconnection policy) and resolves once connected. */
+  async start(): Promise<void> {
+    this.setState("connecting");
+    void this.loop();
+    return this.whenConnected();
+  }
+
+  /** Holds a call of `bytes` until connected, then runs it; or rejects it per the offline policy. */
+  protected hold(bytes: number, run: () => unknown): Promise<void> {
+    if (this.state_ === "closed") return Promise.reject(this.closedError());
+    if (this.policy === "fail") {
+      return Promise.reject(
+        new PointSubError("ERR_OFFLINE", `not connected (${this.state_}); offline policy is "fail"`),
+      );
+    }
+    if (this.heldBytes + bytes > this.maxBytes) {
+      return Promise.reject(
+        new PointSubError("ERR_OFFLINE", `not connected and the offline queue is full (${this.maxBytes} bytes)`),
+      );
+    }
+    return new Promise<void>((resolve, reject) => {
+      this.held.push({
+        bytes,
+        at: Date.now(),
+        run: () => {
+          Promise.resolve(run()).then(() => resolve(), reject);
+        },
+        reject,
+      });
+      this.heldBytes += bytes;
+      this.armAgeTimer();
+    });
+  }
+
+  /** The error calls get once closed. */
+  protected closedError(): PointSubError {
+    return this.closeError ?? new PointSubError("ERR_CONNECTION_CLOSED", "client closed");
+  }
+
+  /** Closed for good (by close(), or giving up): wakes every wait, rejects everything held. */
+  protected shutdown(error: PointSubError | undefined): void {
+    if (this.state_ === "closed") return;
+    this.closeError = error;
+    this.setState("closed");
+    this.sleepCancel?.();
+    this.onShutdown();
+    const failure = this.closedError();
+    for (const w of this.waiters.splice(0)) w.reject(failure);
+    const held = this.held;
+    this.held = [];
+    this.heldBytes = 0;
+    if (this.ageTimer !== undefined) clearTimeout(this.ageTimer);
+    this.ageTimer = undefined;
+    for (const h of held) h.reject(failure);
+    this.events().emit("close", error);
+  }
+
+  /** Subclass waits that close() must end at once. */
+  protected onShutdown(): void {}
+
+  private events(): EventEmitter<ReconnectingEvents> {
+    return this as unknown as EventEmitter<ReconnectingEvents>;
+  }
+
+  private armAgeTimer(): void {
+    if (this.ageTimer !== undefined || this.held.length === 0) return;
+    const wait = Math.max(0, this.held[0].at + this.maxAgeMs - Date.now());
+    this.ageTimer = setTimeout(() => {
+      this.ageTimer = undefined;
+      const now = Date.now();
+      while (this.held.length !== 0 && now - this.held[0].at >= this.maxAgeMs) {
+        const h = this.held.shift() as Held;
+        this.heldBytes -= h.bytes;
+        h.reject(new PointSubError("ERR_OFFLINE", `not connected for ${this.maxAgeMs} ms (offline.maxAgeMs)`));
+      }
+      this.armAgeTimer();
+    }, wait);
+    (this.ageTimer as { unref?: () => void }).unref?.();
+  }
+
+  private setState(to: ResilientState): void {
+    const from = this.state_;
+    if (from === to) return;
+    if (!TRANSITIONS[from].includes(to)) throw new Error(`pointsub: invalid transition ${from} -> ${to}`);
+    this.state_ = to;
+    this.events().emit("state", to, from);
+  }
+
+  /** Connects until it succeeds, the attempts run out, or it is closed. */
+  private async loop(): Promise<void> {
+    let attempt = 0;
+    let backoff: BackoffStep | undefined;
+    for (;;) {
+      if (this.state_ === "closed") return;
+      if (attempt > 0) {
+        // Full jitter (a uniformly random delay up to the ceiling): clients cut off together do not return together.
+        backoff =
+          backoff === undefined ? fullJitterBackoff(this.initialDelayMs, this.maxDelayMs) : backoff.next(undefined);
+        this.events().emit("backoff", attempt + 1, backoff.duration);
+        await this.sleep(backoff.duration);
+        if ((this.state_ as ResilientState) === "closed") return;
+      }
+      attempt++;
+      let conn: C;
+      try {
+        conn = await this.open();
+      } catch (err) {
+        const e = toPointSubError(err, "ERR_CONNECT");
+        this.events().emit("attemptFailed", attempt, e);
+        if (!codeInfo(e.code).retryable) {
+          // Bad options, a refused certificate or credentials: trying again cannot help.
+          this.shutdown(e);
+          return;
+        }
+        if (attempt >= Math.max(1, this.maxAttempts) || this.maxAttempts === 0) {
+          this.shutdown(
+            new PointSubError("ERR_CONNECT", `gave up after ${attempt} attempts: ${e.message}`, { cause: e }),
+          );
+          return;
+        }
+        if (this.state_ === "connecting") this.setState("reconnecting");
+        continue;
+      }
+      if ((this.state_ as ResilientState) === "closed") {
+        conn.destroy();
+        return;
+      }
+      this.adopt(conn);
+      return;
+    }
+  }
+
+  private adopt(conn: C): void {
+    this.conn = conn;
+    this.attachTo(conn);
+    conn.once("close", (err) => this.dropped(conn, err));
+    this.setState("connected");
+    for (const w of this.waiters.splice(0)) w.resolve();
+    const held = this.held;
+    this.held = [];
+    this.heldBytes = 0;
+    if (this.ageTimer !== undefined) clearTimeout(this.ageTimer);
+    this.ageTimer = undefined;
+    for (const h of held) h.run();
+  }
+
+  private dropped(conn: C, err: PointSubError | undefined): void {
+    if (this.conn !== conn || this.state_ === "closed") return;
+    this.conn = undefined;
+    if (this.maxAttempts === 0) {
+      this.shutdown(err ?? new PointSubError("ERR_CONNECTION_CLOSED", "connection closed (reconnect is off)"));
+      return;
+    }
+    this.setState("reconnecting");
+    void this.loop();
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(done, ms);
+      function done() {
+        clearTimeout(t);
+        resolve();
+      }
+      this.sleepCancel = done;
+    });
+  }
+}
