@@ -59,12 +59,16 @@ if (what === "flood") {
   }
   got = 0;
   const t0 = performance.now();
+  const cpu0 = process.cpuUsage();
   for (let i = 0; i < N; i++) {
     void c.send(payload);
     if (!c.writable) await c.drain();
   }
   await all;
-  console.log(JSON.stringify({ what, dir, rate: Math.round(N / ((performance.now() - t0) / 1000)) }));
+  const cpu = process.cpuUsage(cpu0);
+  // CPU per message (both sides: one process) moves less than the rate on a busy machine.
+  const nsPerMsg = Math.round(((cpu.user + cpu.system) * 1000) / N);
+  console.log(JSON.stringify({ what, dir, rate: Math.round(N / ((performance.now() - t0) / 1000)), nsPerMsg }));
   c.destroy();
 } else if (what === "conns" || what === "memory" || what === "memory-request") {
   const N = what === "conns" ? 3000 : 2000;
