@@ -29,7 +29,6 @@ import { Transfer } from "../stream/transfer.ts";
 import type { SendStreamOptions, StreamHandler, StreamSource } from "../stream/types.ts";
 import { newTransferId, Progress } from "../transfer/progress.ts";
 import type { PeerCertificate, Transport } from "../transport/transport.ts";
-import { type Deferred, deferred } from "../util/deferred.ts";
 import type { Ticker } from "../util/ticker.ts";
 import { MemoryBudget } from "./budget.ts";
 import { Caller } from "./caller.ts";
@@ -168,9 +167,9 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   /** The peer's GOAWAY(0) arrived: it starts nothing new after it. */
   private peerGoAway = false;
   /** Settles `ready`; dropped once it did (an open connection keeps no resolvers). */
-  private readyD: Deferred<void> | undefined = deferred<void>();
+  private readyD: PromiseWithResolvers<void> | undefined = Promise.withResolvers<void>();
   /** Created when someone first waits for the close. */
-  private closedD: Deferred<void> | undefined;
+  private closedD: PromiseWithResolvers<void> | undefined;
   private closeError: PointSubError | undefined;
   private closePromise: Promise<void> | undefined;
   private handshakeTimer: ReturnType<typeof setTimeout> | undefined;
@@ -202,7 +201,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.stats_ = new Stats(new ConnectionDiagnostics(runtime.diagnostics, this, init.initiator ? "client" : "server"));
     this.onOpenHook = init.onOpen;
     this.onCloseHook = init.onClose;
-    this.ready = (this.readyD as Deferred<void>).promise;
+    this.ready = (this.readyD as PromiseWithResolvers<void>).promise;
     this.ready.catch(noop);
     // One object is the writer's sink and the frame router's hooks: its
     // methods are on the prototype, not closures.
@@ -611,7 +610,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   private sendStreamLater(route: string, source: StreamSource, options: SendStreamOptions): Transfer {
     const progress = new Progress(options.transferId ?? newTransferId(), options.total, options.progressIntervalMs);
     if (options.onProgress !== undefined) progress.on("progress", options.onProgress);
-    const d = deferred<Uint8Array>();
+    const d = Promise.withResolvers<Uint8Array>();
     let started: Transfer | undefined;
     let cancelled: string | undefined;
     loadStreamEngine().then(
@@ -711,7 +710,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   /** Resolves once the connection is closed. */
   get closed(): Promise<void> {
     if (this.closedD === undefined) {
-      this.closedD = deferred<void>();
+      this.closedD = Promise.withResolvers<void>();
       if (this.state_ === "closed") this.closedD.resolve();
     }
     return this.closedD.promise;

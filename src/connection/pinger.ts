@@ -7,12 +7,11 @@
 import { decodePing, encodePing } from "../codec/control.ts";
 import { Flag, FrameType } from "../codec/frame.ts";
 import { PointSubError } from "../errors/error.ts";
-import { type Deferred, deferred } from "../util/deferred.ts";
 import type { FrameWriter } from "./writer.ts";
 
 interface PendingPing {
   start: number;
-  d: Deferred<number>;
+  d: PromiseWithResolvers<number>;
 }
 /** Shared empty stand-in until the first ping (an idle connection should cost little memory). */
 const NO_PINGS: Map<number, PendingPing> = new Map();
@@ -33,7 +32,7 @@ export class Pinger {
   /** Sends a PING; resolves to the round-trip time in ms, or rejects with ERR_TIMEOUT after `timeoutMs` (0: never). */
   ping(timeoutMs: number): Promise<number> {
     const seq = ++this.seq;
-    const d = deferred<number>();
+    const d = Promise.withResolvers<number>();
     if (this.pings === NO_PINGS) this.pings = new Map();
     this.pings.set(seq, { start: performance.now(), d });
     this.writer.control(FrameType.PING, 0, 0, encodePing(seq));

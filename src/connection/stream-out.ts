@@ -14,7 +14,6 @@ import { OutgoingStream, planCompression } from "../stream/outgoing.ts";
 import { Transfer } from "../stream/transfer.ts";
 import type { SendStreamOptions, StreamSource } from "../stream/types.ts";
 import { newTransferId, Progress } from "../transfer/progress.ts";
-import { deferred } from "../util/deferred.ts";
 import type { Caller } from "./caller.ts";
 import type { PendingCall } from "./calls.ts";
 import { type StreamTrace, streamTrace } from "./diagnostics.ts";
@@ -104,7 +103,7 @@ export class OutgoingStreams {
       if (options.onProgress !== undefined) progress.on("progress", options.onProgress);
     } else progress = given;
     const transferId = progress.transferId;
-    const d = deferred<Uint8Array>();
+    const d = Promise.withResolvers<Uint8Array>();
     const trace = streamTrace();
     const offset = options.offset ?? 0;
     const call: PendingCall = {
