@@ -84,7 +84,7 @@ export class CallTable<T extends { id: number }> {
 
   private grow(): void {
     const old = this.slots;
-    this.slots = new Array(Math.max(64, old.length * 2));
+    this.slots = new Array(Math.max(8, old.length * 2));
     this.mask = this.slots.length - 1;
     // Two calls could only share a new slot if they shared an old one, so
     // the array calls stay alone; overflow calls move in where they now fit.

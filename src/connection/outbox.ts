@@ -20,8 +20,8 @@ const NO_ROUTE_HEADS: Map<string, Uint8Array> = new Map();
 
 export class Outbox {
   readonly writer: FrameWriter;
-  /** Ids of this side's multi-frame messages and streams in flight. */
-  readonly outChunked = new Set<number>();
+  /** Created on first use: most connections never send a multi-frame message. */
+  private chunked: Set<number> | undefined;
   private readonly link: Link;
   /** This side's calls in flight: their ids are not reused until answered. */
   private readonly pending: CallTable<PendingCall>;
@@ -37,13 +37,19 @@ export class Outbox {
     this.nextId = firstId;
   }
 
+  /** Ids of this side's multi-frame messages and streams in flight. */
+  get outChunked(): Set<number> {
+    this.chunked ??= new Set();
+    return this.chunked;
+  }
+
   /** A free stream id of this side's parity. */
   allocId(): number {
     let id = this.nextId;
     for (;;) {
       const next = id + 2;
       this.nextId = next > MAX_STREAM_ID ? this.firstId : next;
-      if (!this.pending.slotBusy(id) && !this.outChunked.has(id)) return id;
+      if (!this.pending.slotBusy(id) && (this.chunked === undefined || !this.chunked.has(id))) return id;
       id = this.nextId;
     }
   }

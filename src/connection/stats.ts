@@ -3,6 +3,9 @@ import type { DiagnosticsChannel } from "../runtime/runtime.ts";
 import type { ConnectionDiagnostics } from "./diagnostics.ts";
 import { SIZE_CLASSES, type SizeClass, sizeClassIndex } from "./size-class.ts";
 
+/** The error map of every connection that counted no error yet (never written). */
+const NO_ERRORS: ReadonlyMap<ErrorCode, number> = new Map();
+
 /** Counters for one size class in one direction. */
 export interface ClassCounters {
   messages: number;
@@ -60,7 +63,8 @@ export class Stats {
   requestsSucceeded = 0;
   requestsFailed = 0;
   requestsHandled = 0;
-  readonly errors = new Map<ErrorCode, number>();
+  /** Errors by code (a shared empty map until the first: most connections count none). */
+  private errors = NO_ERRORS as Map<ErrorCode, number>;
   readonly streams = { sent: 0, received: 0, bytesSent: 0, bytesReceived: 0 };
   readonly compression: Record<string, CompressionCounters> = {};
   /** The connection's diagnostics publisher (every part that counts also publishes through it). */
@@ -119,6 +123,7 @@ export class Stats {
   }
 
   error(code: ErrorCode): void {
+    if (this.errors === NO_ERRORS) this.errors = new Map();
     this.errors.set(code, (this.errors.get(code) ?? 0) + 1);
     if (this.errorCh.hasSubscribers) this.diag.publishError(code);
   }
