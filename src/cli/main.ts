@@ -6,7 +6,7 @@
  * missing option, a bad value).
  */
 import { realpathSync } from "node:fs";
-import { enableCompileCache } from "node:module";
+import nodeModule from "node:module";
 import { fileURLToPath } from "node:url";
 import { Command, CommanderError, Option } from "commander";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
@@ -21,7 +21,8 @@ import { serverUrlOption, TOKEN_ENV, URL_ENV } from "./url.ts";
 
 // The modules each command loads below are compiled once and cached on disk (Node's compile cache,
 // in the system's temporary directory): a command's start-up then skips most of V8's parsing.
-enableCompileCache?.();
+// (Node ≥ 22.1; a no-op where it is missing.)
+(nodeModule as { enableCompileCache?: () => unknown }).enableCompileCache?.();
 
 // Each command's module is loaded when it runs: `pointsub send` does not load the server, nor
 // `--help` the library (start-up time counts for a command that sends a few small files).
