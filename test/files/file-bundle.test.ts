@@ -118,12 +118,20 @@ describe("file bundles", () => {
     const bad: [string, Uint8Array][] = [
       ["zero-length header", Buffer.concat([good, Buffer.from([0, 0])])],
       ["header not JSON", Buffer.concat([good, header("{nope")])],
-      ["size over the limit", Buffer.concat([good, header(JSON.stringify({ name: "big", size: BUNDLE_FILE_MAX + 1 }))])],
+      [
+        "size over the limit",
+        Buffer.concat([good, header(JSON.stringify({ name: "big", size: BUNDLE_FILE_MAX + 1 }))]),
+      ],
       ["negative size", Buffer.concat([good, header(JSON.stringify({ name: "n", size: -1 }))])],
-      ["ends inside an entry", Buffer.concat([good, header(JSON.stringify({ name: "cut", size: 10 })), Buffer.alloc(3)])],
+      [
+        "ends inside an entry",
+        Buffer.concat([good, header(JSON.stringify({ name: "cut", size: 10 })), Buffer.alloc(3)]),
+      ],
       [
         "too many files",
-        encodeBundle(Array.from({ length: BUNDLE_MAX_FILES + 1 }, (_, i) => ({ name: `m${i}`, content: new Uint8Array(0) }))),
+        encodeBundle(
+          Array.from({ length: BUNDLE_MAX_FILES + 1 }, (_, i) => ({ name: `m${i}`, content: new Uint8Array(0) })),
+        ),
       ],
     ];
     for (const [what, body] of bad) {
