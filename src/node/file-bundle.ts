@@ -1,5 +1,5 @@
 /**
- * Many small files in one stream (docs/PROTOCOL.md §3.12.2): the sender
+ * Many small files in one stream (docs/PROTOCOL.md §3.12.4): the sender
  * packs files of at most {@link BUNDLE_FILE_MAX} bytes into a bundle, the
  * file sink stores each as it arrives and names them all once the bundle's
  * end-to-end CRC32C was verified. A stream per file costs both sides far more

@@ -1,5 +1,5 @@
 /**
- * Bundles of small files (`FILE_BUNDLE_ROUTE`, docs/PROTOCOL.md §3.12.2)
+ * Bundles of small files (`FILE_BUNDLE_ROUTE`, docs/PROTOCOL.md §3.12.4)
  * over a real loopback socket: stored and named only once the whole bundle
  * was verified, per-file refusals, malformed bundles from a hostile peer
  * (nothing named, nothing left behind, the server serves on), the quota,
@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { randomFillSync } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -57,6 +58,13 @@ describe("file bundles", () => {
     const leftovers = async () => (await readdir(dir)).filter((n) => n.endsWith(".partial"));
     return { dir, sink, server, conn, send, leftovers };
   }
+
+  it("encodes the documented example (docs/PROTOCOL.md §3.12.4)", () => {
+    const bytes = encodeBundle([{ name: "a.txt", content: Buffer.from("hi") }]);
+    assert.equal(Buffer.from(bytes).toString("hex"), "00197b226e616d65223a22612e747874222c2273697a65223a327d6869");
+    const doc = readFileSync(new URL("../../docs/PROTOCOL.md", import.meta.url), "utf8");
+    assert.ok(doc.includes("00 19 7b 22 6e 61 6d 65 22 3a 22 61 2e 74 78 74"));
+  });
 
   it("stores each file under its name or relative path, empty ones too; answers each receipt in order", async () => {
     const env = await setup("ok");
