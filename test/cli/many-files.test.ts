@@ -12,6 +12,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { createServer, FILE_CHECK_ROUTE, FILE_ROUTE, fileSink } from "../../src/index.ts";
 import { sha256 } from "../helpers/data.ts";
 import { startServeProcess } from "../helpers/serve-process.ts";
 
@@ -198,6 +199,38 @@ describe("pointsub send: many files, directories, quick check", () => {
       assert.equal(await readFile(join(inbox, "early.txt"), "utf8"), "sent once the server came up\n");
     } finally {
       await s.stop();
+    }
+  });
+
+  it("a server without the bundle route gets the small files one by one", async () => {
+    const src = join(work, "older");
+    await mkdir(src);
+    const files: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      files.push(join(src, `o${i}.txt`));
+      await writeFile(files[i], `old server ${i}\n`);
+    }
+    // An older server: the file route and the quick check, no bundles.
+    const inbox = join(work, "inbox-older");
+    const sink = fileSink(inbox);
+    const server = createServer();
+    server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
+    server.handle(FILE_CHECK_ROUTE, sink.check);
+    let bundles = 0;
+    server.use(async (ctx, next) => {
+      if (ctx.route.includes("bundle")) bundles++;
+      return next();
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    try {
+      const r = await run(["send", ...files, "--to", url, "--json"]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(jsonLines(r.stdout).filter((e) => e.event === "sent").length, 5);
+      for (let i = 0; i < 5; i++) assert.equal(await readFile(join(inbox, `o${i}.txt`), "utf8"), `old server ${i}\n`);
+      assert.equal(bundles, 1, "one bundle tried, answered ERR_NO_ROUTE");
+    } finally {
+      await server.close({ timeoutMs: 100 });
+      sink.close();
     }
   });
 
