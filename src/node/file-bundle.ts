@@ -27,6 +27,40 @@ export const BUNDLE_MAX_BYTES = 64 * 1024 * 1024;
 export const BUNDLE_HEADER_MAX = 4096;
 /** Files of one bundle being written (and fsynced) at once on the receiver. */
 const STORING = 8;
+/**
+ * Bytes of received entries waiting to be written, per session (all its
+ * bundles): over it, reading pauses (the sender waits for credit). With the
+ * one entry each stream assembles (at most {@link BUNDLE_FILE_MAX}), what a
+ * peer's bundles hold outside the connection's budget stays bounded.
+ */
+const SESSION_PENDING_BYTES = 4 * 1024 * 1024;
+
+/** Bytes held by a session's bundles, and who waits for some to be released. */
+class ByteGate {
+  private used = 0;
+  private waiters: (() => void)[] = [];
+
+  async acquire(n: number): Promise<void> {
+    while (this.used > 0 && this.used + n > SESSION_PENDING_BYTES) {
+      await new Promise<void>((resolve) => this.waiters.push(resolve));
+    }
+    this.used += n;
+  }
+
+  release(n: number): void {
+    this.used -= n;
+    for (const wake of this.waiters.splice(0)) wake();
+  }
+}
+const gates = new WeakMap<object, ByteGate>();
+const gateOf = (session: object): ByteGate => {
+  let g = gates.get(session);
+  if (g === undefined) {
+    g = new ByteGate();
+    gates.set(session, g);
+  }
+  return g;
+};
 
 /** One file to put in a bundle: stored under `path` (a relative path, directories made) or `name` (a base name). */
 export interface BundleFile {
@@ -190,6 +224,7 @@ export function bundleHandler(store: BundleStore): StreamHandler {
     }
     await store.ready;
     const release = store.reserve(total);
+    const gate = gateOf(ctx.session ?? store);
     const id = Buffer.from(crypto.getRandomValues(new Uint8Array(12))).toString("hex");
     const entries: Stored[] = [];
     const pending = new Set<Promise<void>>();
@@ -240,9 +275,12 @@ export function bundleHandler(store: BundleStore): StreamHandler {
           }
           if (s.error === undefined) {
             s.crc = nodeCrc32c().compute(content, 0) >>> 0;
-            const p = store1(s, content).catch((err: unknown) => {
-              s.error = storeError(err);
-            });
+            await gate.acquire(content.length);
+            const p = store1(s, content)
+              .catch((err: unknown) => {
+                s.error = storeError(err);
+              })
+              .finally(() => gate.release(content.length));
             pending.add(p);
             void p.finally(() => pending.delete(p));
           }
