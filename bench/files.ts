@@ -22,7 +22,8 @@
  * receiver pipes it into `tar xf -`, timed until the receiving tar exits.
  * tar does not fsync; the file sink fsyncs every file before naming it and
  * its directory after (one directory fsync shared by the files placed
- * meanwhile).
+ * meanwhile); a second send goes into a serve with `--durability none` (no
+ * fsync, as tar).
  */
 import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
 import { randomFillSync } from "node:crypto";
@@ -315,6 +316,8 @@ async function countFiles(dir: string): Promise<number> {
 interface CliTimes {
   tar: number[];
   send: number[];
+  /** The send into a serve with `--durability none` (no fsync, as tar), when measured. */
+  sendNoSync: number[];
   rerun: number[];
   baseline: number[];
   /** `pointsub --version`: the CLI's start-up alone. */
@@ -338,25 +341,34 @@ async function cliVsTar(
   label: string,
   log: (line: string) => void,
   baselineCli?: string,
+  noSync = false,
 ): Promise<CliTimes> {
   const cli = buildCli();
   const env = { ...process.env, POINTSUB_STATE_DIR: join(work, "state") };
   const src = join(work, "src", entry);
   const recursive = (await stat(src)).isDirectory() ? ["-r"] : [];
-  const times: CliTimes = { tar: [], send: [], rerun: [], baseline: [], startup: 0 };
-  /** Starts `serve` of `main` into a new inbox; resolves to its URL and a stop that checks every file arrived. */
-  const startServe = async (main: string, inbox: string) => {
-    const serve = spawn(process.execPath, [main, "serve", "--listen", "tcp://127.0.0.1:0", "--dir", inbox, "--json"], {
+  const times: CliTimes = { tar: [], send: [], sendNoSync: [], rerun: [], baseline: [], startup: 0 };
+  /**
+   * Starts `serve` of `main` into a new inbox (its plain output, as a user runs it; read and dropped);
+   * resolves to its URL and a stop that checks every file arrived.
+   */
+  const startServe = async (main: string, inbox: string, flags: string[] = []) => {
+    const serve = spawn(process.execPath, [main, "serve", "--listen", "tcp://127.0.0.1:0", "--dir", inbox, ...flags], {
       stdio: ["ignore", "pipe", "inherit"],
       env,
     });
     const lines = createInterface({ input: serve.stdout as NodeJS.ReadableStream });
-    const url = await new Promise<string>((res) =>
-      lines.on("line", (l) => {
-        const ev = JSON.parse(l) as { event: string; url?: string };
-        if (ev.event === "listening") res(String(ev.url));
-      }),
-    );
+    const url = await new Promise<string>((res) => {
+      const onLine = (l: string) => {
+        const m = /^listening on (\S+?),/.exec(l);
+        if (m === null) return;
+        lines.off("line", onLine);
+        lines.close();
+        (serve.stdout as NodeJS.ReadableStream).resume();
+        res(m[1]);
+      };
+      lines.on("line", onLine);
+    });
     const stop = async () => {
       serve.kill("SIGTERM");
       await exited(serve);
@@ -395,6 +407,12 @@ async function cliVsTar(
       await stop();
       spawnSync("sync");
     }
+    if (noSync) {
+      const { url, stop } = await startServe(cli, join(work, `nosync-${r}`), ["--durability", "none"]);
+      times.sendNoSync.push(await timed(process.execPath, [cli, "send", ...recursive, src, "--to", url], env));
+      await stop();
+      spawnSync("sync");
+    }
     // An older build (--baseline-cli), right after: the same machine noise for both.
     if (baselineCli !== undefined) {
       const { url, stop } = await startServe(baselineCli, join(work, `base-${r}`));
@@ -404,6 +422,7 @@ async function cliVsTar(
     }
     log(
       `${label} ${r + 1}/${reps}: tar ${times.tar[r].toFixed(2)} s, send ${times.send[r].toFixed(2)} s, re-run ${times.rerun[r].toFixed(2)} s` +
+        (noSync ? `, send without fsync ${times.sendNoSync[r].toFixed(2)} s` : "") +
         (baselineCli === undefined ? "" : `, baseline send ${times.baseline[r].toFixed(2)} s`),
     );
   }
@@ -427,6 +446,9 @@ function cliRows(
     "| --- | --- | --- | --- |",
     row("tar over a TCP socket (no fsync)", tar),
     row(sendLabel, median(t.send)),
+    ...(t.sendNoSync.length === 0
+      ? []
+      : [row(`${sendLabel.replace(/ \(.*/, "")} into serve --durability none (no fsync)`, median(t.sendNoSync))]),
     row(`${sendLabel.replace(/ \(.*/, "")} re-run (all skipped)`, median(t.rerun)),
     ...(baselineCli === undefined ? [] : [row(`baseline build's send (${baselineCli})`, median(t.baseline))]),
   ];
@@ -448,20 +470,23 @@ export async function runManyFilesBench(
     const src = join(work, "src", "many");
     await mkdir(src, { recursive: true });
     for (let i = 0; i < count; i++) await writeFile(join(src, `f${i}.bin`), randomFillSync(Buffer.alloc(fileSize)));
-    const t = await cliVsTar(work, "many", count, reps, "many files", log, baselineCli);
+    const t = await cliVsTar(work, "many", count, reps, "many files", log, baselineCli, true);
     const ratio = median(t.tar) / median(t.send);
     return [
       `## Many small files over tcp (${count} × ${fileSize / 1024} KiB, median of ${reps})`,
       "",
       "Wall-clock time of one command on loopback, its process start-up included, the receiver already",
       "running. `pointsub send -r` is the built CLI (tsc output, as the package ships it), every file over one",
-      "connection, 32 in flight; the re-run finds every file whole on the server (size + CRC32C quick check)",
-      "and sends none. tar is `tar cf - DIR > /dev/tcp/…` into a receiver piping the socket into `tar xf -`,",
-      "timed until that tar exits. Durability differs: tar does not fsync; the file sink fsyncs each file before",
-      "linking it under its name and then fsyncs its directory (group commit: the files placed while one",
-      "directory fsync runs share the next), so a file `send` reports stored survives a crash of the server.",
+      "connection: files of at most 64 KiB go in bundles (up to 128 files or 1 MiB in one stream, stored as",
+      "separate files), larger ones as streams of their own; the re-run finds every file whole on the server",
+      "(size + CRC32C quick check) and sends none. tar is `tar cf - DIR > /dev/tcp/…` into a receiver piping",
+      "the socket into `tar xf -`, timed until that tar exits. Durability differs: tar does not fsync; `pointsub",
+      "serve` by default (`--durability fsync`) fsyncs each file before linking it under its name and then its",
+      "directory (group commit: the files named while one directory fsync runs share the next), and answers a",
+      "bundle only then, so a file `send` reports stored survives a crash or power loss of the server. The row",
+      "with `--durability none` is the same send into a serve that fsyncs nothing (as tar).",
       "",
-      ...cliRows(t, count, "files", baselineCli, "pointsub send -r (one connection, fsync per file)"),
+      ...cliRows(t, count, "files", baselineCli, "pointsub send -r (bundles, fsync per file)"),
       "",
       `CLI start-up alone (\`pointsub --version\`): ${t.startup.toFixed(2)} s. Target ≥ 0.5× tar's speed: **${ratio.toFixed(2)}×**.`,
       "",

@@ -256,6 +256,15 @@ export {
 } from "./lp/resilient.ts";
 export { LpServer, type LpServerEvents, type LpServerOptions } from "./lp/server.ts";
 export {
+  BUNDLE_FILE_MAX,
+  BUNDLE_MAX_BYTES,
+  BUNDLE_MAX_FILES,
+  type BundleFile,
+  type BundleResult,
+  encodeBundle,
+  FILE_BUNDLE_ROUTE,
+} from "./node/file-bundle.ts";
+export {
   FILE_CHECK_MAX,
   FILE_CHECK_ROUTE,
   FILE_ROUTE,

@@ -7,8 +7,8 @@
 import { readFile } from "node:fs/promises";
 import { BlockList, isIP } from "node:net";
 import { MAX_AUTH_SIZE } from "../codec/frame.ts";
+import { PointSubError } from "../errors/error.ts";
 import type { Authenticator, ConnectOptions, TlsOptions } from "../index.ts";
-import { PointSubError, tokenAuth } from "../index.ts";
 import { TOKEN_ENV } from "./url.ts";
 
 /** The environment variable read when `--token` is absent. */
@@ -202,7 +202,8 @@ export async function serveSecurity(
   });
 
   const out: ServeSecurity = { mode, warning };
-  if (token !== undefined) out.authenticate = tokenAuth(token);
+  // Loaded here: the client commands, which use this module too, never load the server.
+  if (token !== undefined) out.authenticate = (await import("../index.ts")).tokenAuth(token);
   else if (mutualTls) out.authenticate = certificateAuth;
   if (flags.tlsCert !== undefined && flags.tlsKey !== undefined) {
     const tls: TlsOptions = {

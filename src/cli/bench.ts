@@ -1,5 +1,5 @@
-import { connect } from "../index.ts";
 import { type ClientAuthFlags, clientConnectOptions } from "./auth.ts";
+import { connect } from "./connect.ts";
 import { formatBytes, formatRate } from "./format.ts";
 import { jsonLine, outputMode } from "./output.ts";
 import { DISCARD_ROUTE } from "./serve.ts";

@@ -15,10 +15,10 @@ import {
 } from "../codec/file-routes.ts";
 import type { Connection } from "../connection/connection.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
-import { connect } from "../index.ts";
 import { FILE_ROUTE, type FileSink, fileCrc32c, fileSink } from "../node/file-sink.ts";
 import type { IncomingStream } from "../stream/incoming.ts";
 import { type ClientAuthFlags, clientConnectOptions } from "./auth.ts";
+import { connect } from "./connect.ts";
 import { formatBytes, formatRate } from "./format.ts";
 import { jsonLine, type OutputMode, outputMode, ProgressView, printError, writeOut } from "./output.ts";
 

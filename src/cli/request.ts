@@ -1,5 +1,5 @@
-import { connect } from "../index.ts";
 import { type ClientAuthFlags, clientConnectOptions } from "./auth.ts";
+import { connect } from "./connect.ts";
 import { jsonLine, outputMode } from "./output.ts";
 
 export interface RequestCliOptions extends ClientAuthFlags {

@@ -1,14 +1,15 @@
-import { lstatSync } from "node:fs";
+import { lstatSync, readFileSync } from "node:fs";
 import { readdir, stat } from "node:fs/promises";
 import { basename, join, resolve } from "node:path";
 import { SharedConnection } from "../client/resumable.ts";
 import type { CodecName } from "../codec/compression.ts";
 import type { Connection } from "../connection/connection.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
-import { connect } from "../index.ts";
+import { BUNDLE_FILE_MAX, type BundleResult, encodeBundle, FILE_BUNDLE_ROUTE } from "../node/file-bundle.ts";
 import { FILE_CHECK_MAX, FILE_CHECK_ROUTE, type FileCheckAnswer, type FileCheckQuery } from "../node/file-sink.ts";
 import { type SentFileReceipt, sendFileVia } from "../node/send-file.ts";
 import { type ClientAuthFlags, clientConnectOptions } from "./auth.ts";
+import { connect } from "./connect.ts";
 import { formatBytes, formatRate } from "./format.ts";
 import { cliFiles, localCrc32c } from "./local-files.ts";
 import { jsonLine, type OutputMode, outputMode, ProgressView, printError, writeOut } from "./output.ts";
@@ -34,6 +35,119 @@ export interface SendOptions extends ClientAuthFlags {
  * such a file is replaced.
  */
 export const RESUME_MIN_BYTES = 64 * 1024;
+
+/**
+ * Files up to this size are sent in bundles ({@link FILE_BUNDLE_ROUTE}): up
+ * to {@link BUNDLE_FILES} files or {@link BUNDLE_BYTES} bytes in one stream,
+ * stored by the server as separate files. A failed bundle is sent again
+ * whole (after a quick check drops the files the server already named).
+ */
+export const BUNDLE_SMALL_MAX = Math.min(RESUME_MIN_BYTES, BUNDLE_FILE_MAX);
+export const BUNDLE_FILES = 128;
+export const BUNDLE_BYTES = 1024 * 1024;
+
+/** Groups the small files of `items` into bundles, in order; the others are returned as they are. */
+export function planBundles(items: readonly SendItem[]): { bundles: SendItem[][]; single: SendItem[] } {
+  const bundles: SendItem[][] = [];
+  const single: SendItem[] = [];
+  let cur: SendItem[] = [];
+  let bytes = 0;
+  for (const it of items) {
+    if (it.size > BUNDLE_SMALL_MAX) {
+      single.push(it);
+      continue;
+    }
+    if (cur.length >= BUNDLE_FILES || bytes + it.size > BUNDLE_BYTES) {
+      bundles.push(cur);
+      cur = [];
+      bytes = 0;
+    }
+    cur.push(it);
+    bytes += it.size;
+  }
+  if (cur.length > 0) bundles.push(cur);
+  // One small file alone goes as a file of its own (a server without bundles takes it too).
+  if (bundles.length === 1 && bundles[0].length === 1) return { bundles: [], single: items.slice() };
+  return { bundles, single };
+}
+
+/** What happened to each file of a bundle: the server's receipt or an error. */
+type BundleOutcome = { item: SendItem; size: number; crc32c?: string; error?: PointSubError }[];
+
+/**
+ * Sends `group` as one bundle over the shared connection, again (up to
+ * `retries` times, with backoff) after a retryable failure, each time
+ * without the files the server already holds whole. Undefined when the
+ * server has no bundle route (an older server): send them one by one.
+ */
+async function sendBundle(
+  shared: SharedConnection,
+  group: readonly SendItem[],
+  opts: { compress: SendOptions["compress"]; retries: number },
+): Promise<BundleOutcome | undefined> {
+  const out: BundleOutcome = [];
+  let left: SendItem[] = [];
+  const contents: Uint8Array[] = [];
+  for (const it of group) {
+    try {
+      const content = readFileSync(it.file);
+      if (content.length > BUNDLE_FILE_MAX) throw new Error("it grew while being sent");
+      contents.push(content);
+      left.push(it);
+    } catch (err) {
+      out.push({ item: it, size: it.size, error: toPointSubError(err, "ERR_SOURCE", `${it.file}: `) });
+    }
+  }
+  for (let n = 0, delay = 200; left.length > 0; n++, delay = Math.min(delay * 2, 5000)) {
+    let conn: Connection | undefined;
+    try {
+      conn = await shared.get();
+      if (n > 0) {
+        // Sent again: files the server named before the failure are not sent twice.
+        const same = (await quickCheck(conn, left)) ?? new Set<SendItem>();
+        for (const it of left) if (same.has(it)) out.push({ item: it, size: it.size });
+        const keep = left.map((it, i) => (same.has(it) ? -1 : i)).filter((i) => i >= 0);
+        left = keep.map((i) => left[i]);
+        const kept = keep.map((i) => contents[i]);
+        contents.length = 0;
+        contents.push(...kept);
+        if (left.length === 0) break;
+      }
+      const body = encodeBundle(
+        left.map((it, i) =>
+          it.tree ? { path: it.target, content: contents[i] } : { name: it.target, content: contents[i] },
+        ),
+      );
+      const t = conn.sendStream(FILE_BUNDLE_ROUTE, [body], {
+        total: body.length,
+        meta: { files: left.length },
+        compress: opts.compress,
+      });
+      const res = await t.done;
+      const results = (JSON.parse(new TextDecoder().decode(res)) as { files: BundleResult[] }).files;
+      left.forEach((it, i) => {
+        const r = results[i];
+        if (r === undefined) {
+          out.push({ item: it, size: it.size, error: new PointSubError("ERR_PROTOCOL", "no answer for this file") });
+        } else if ("error" in r) {
+          const code = r.error.code as PointSubError["code"];
+          out.push({ item: it, size: it.size, error: new PointSubError(code, r.error.message) });
+        } else out.push({ item: it, size: r.size, crc32c: r.crc32c });
+      });
+      return out;
+    } catch (err) {
+      const e = toPointSubError(err, "ERR_CONNECT");
+      if (conn !== undefined) shared.failed(conn, e);
+      if (e.code === "ERR_NO_ROUTE" && out.length === 0 && n === 0) return undefined;
+      if (!e.retryable || n >= opts.retries) {
+        for (const it of left) out.push({ item: it, size: it.size, error: e });
+        return out;
+      }
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+  return out;
+}
 
 /** Exit codes after a signal, as a shell reports a process it ended (128 + the signal's number). */
 const SIGNAL_EXIT: Record<string, number> = { SIGINT: 130, SIGTERM: 143 };
@@ -243,10 +357,63 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
     view = new ProgressView(mode, { files: items.length, bytes: items.reduce((n, it) => n + it.size, 0) });
     for (const line of notices) view.log(line);
     const v = view;
-    const queue = [...items];
+    const { bundles, single } = planBundles(items);
+    // Large files first (they take longest), then the bundles of small ones.
+    const queue: (SendItem | SendItem[])[] = [...single, ...bundles];
     let fatal = false;
+    const failed = (target: string, e: PointSubError) => {
+      failures.push({ file: target, error: e });
+      if (!PER_FILE.has(e.code)) fatal = true;
+      // With several files each failure gets its line (the final error names the first one).
+      if (items.length > 1 && mode === "plain") {
+        writeOut(`${target}: failed: ${e.code}: ${e.message}\n`);
+      }
+    };
+    /** A bundle: its files are counted and reported when the server answered for all of them. */
+    const bundle = async (group: SendItem[]) => {
+      const started = performance.now();
+      const outcome = await sendBundle(shared, group, { compress: opts.compress, retries: opts.retries });
+      if (outcome === undefined) {
+        // An older server: one by one.
+        queue.push(...group);
+        return;
+      }
+      const elapsedMs = performance.now() - started;
+      const secs = elapsedMs / 1000;
+      for (const { item, size, crc32c, error } of outcome) {
+        const snap = {
+          transferId: "",
+          total: size,
+          bytes: error === undefined ? size : 0,
+          percent: error === undefined ? 100 : 0,
+          rate: 0,
+          etaSeconds: undefined,
+          status: error === undefined ? ("completed" as const) : ("failed" as const),
+          elapsedMs,
+          error,
+        };
+        v.update(item.target, snap);
+        if (error !== undefined) {
+          failed(item.target, error);
+          continue;
+        }
+        sentFiles++;
+        sentBytes += size;
+        const rate = formatRate(size / Math.max(secs, 1e-3));
+        if (mode === "json") {
+          jsonLine({ event: "sent", file: item.file, name: item.target, size, crc32c, bytesSent: size, seconds: secs });
+        } else if (mode === "plain") {
+          writeOut(`${item.target}: sent ${formatBytes(size)} in ${secs.toFixed(2)} s (${rate}, in a bundle)\n`);
+        }
+      }
+    };
     const worker = async () => {
-      for (let it = queue.shift(); it !== undefined && !fatal; it = queue.shift()) {
+      for (let job = queue.shift(); job !== undefined && !fatal; job = queue.shift()) {
+        if (Array.isArray(job)) {
+          await bundle(job);
+          continue;
+        }
+        const it = job;
         const { file, target } = it;
         const t = sendFileVia(cliFiles, shared, file, {
           compress: opts.compress,
@@ -275,18 +442,12 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
             });
           } else if (mode === "plain") writeOut(`${sentLine(target, r, secs)}\n`);
         } catch (err) {
-          const e = toPointSubError(err, "ERR_SOURCE");
-          failures.push({ file: target, error: e });
-          if (!PER_FILE.has(e.code)) fatal = true;
-          // With several files each failure gets its line (the final error names the first one).
-          if (items.length > 1 && mode === "plain") {
-            writeOut(`${target}: failed: ${e.code}: ${e.message}\n`);
-          }
+          failed(target, toPointSubError(err, "ERR_SOURCE"));
         }
       }
     };
     const parallel = Math.max(1, opts.parallel ?? 32);
-    await Promise.all(Array.from({ length: Math.min(parallel, items.length) }, worker));
+    await Promise.all(Array.from({ length: Math.min(parallel, queue.length) }, worker));
   } finally {
     view?.stop();
     process.off("SIGINT", interrupted);

@@ -1,4 +1,4 @@
-import { constants, createReadStream, lstat as lstatCb, type Stats } from "node:fs";
+import { constants, createReadStream, lstat as lstatCb, lstatSync, type Stats } from "node:fs";
 import { type FileHandle, link, lstat, mkdir, open, readdir, rename, rm, unlink } from "node:fs/promises";
 import { basename, dirname, join, sep } from "node:path";
 import type { ResumePoint } from "../connection/connection.ts";
@@ -7,6 +7,7 @@ import { PointSubError } from "../errors/error.ts";
 import type { IncomingStream } from "../stream/incoming.ts";
 import type { StreamHandler } from "../stream/types.ts";
 import { nodeCrc32c } from "./crc32c-native.ts";
+import { type BundleResult, bundleHandler } from "./file-bundle.ts";
 
 /** The route files are sent to by default. */
 export const FILE_ROUTE = "/pointsub/file/1.0.0";
@@ -79,6 +80,24 @@ export interface FileSinkOptions {
    * do not count.
    */
   maxBytes?: number;
+  /**
+   * What a receipt promises about the stored file. `"fsync"` (the default):
+   * the file's content is fsynced before it is named and its directory after
+   * (directory fsyncs are shared by the files named meanwhile), so a file
+   * the sender was told is stored survives a crash or power loss of the
+   * receiver. `"none"`: no fsync; the receipt means the whole file was
+   * received, verified and named, and the operating system writes it to
+   * disk later (as tar, scp and rsync do by default): a crash of the
+   * process loses nothing, one of the machine may lose files received in the
+   * last seconds (and leave a named file empty). Resume checkpoints are made
+   * durable either way.
+   */
+  durability?: "fsync" | "none";
+  /**
+   * Called when a bundle of small files ({@link FILE_BUNDLE_ROUTE}) was
+   * stored: each file's receipt or error, in the bundle's order.
+   */
+  onBundle?: (results: BundleResult[], stream: IncomingStream, ctx: RequestContext) => void;
 }
 
 /**
@@ -135,6 +154,11 @@ export interface FileSink {
    * (`server.handle(FILE_CHECK_ROUTE, sink.check)`).
    */
   check: Handler;
+  /**
+   * The bundle handler (many small files in one stream): register it on
+   * {@link FILE_BUNDLE_ROUTE} (`server.handleStream(FILE_BUNDLE_ROUTE, sink.bundle)`).
+   */
+  bundle: StreamHandler;
 }
 
 /** Transfer ids the sink accepts: unguessable capabilities (≥ 32 chars ≈ 190 bits). */
@@ -350,6 +374,11 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
   const maxFileSize = limit(options.maxFileSize, "maxFileSize");
   const maxBytes = limit(options.maxBytes, "maxBytes");
   const ttl = limit(options.partialTtlMs ?? DEFAULT_TTL_MS, "partialTtlMs");
+  const durability = options.durability ?? "fsync";
+  if (durability !== "fsync" && durability !== "none") {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", 'durability must be "fsync" or "none"');
+  }
+  const fsync = durability === "fsync";
   const entries = new Map<string, Entry>();
   /** tag → keys of partials of that transfer id. */
   const byTag = new Map<string, Set<string>>();
@@ -702,6 +731,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
    * placed at once cost a few directory fsyncs, not one each.
    */
   const syncDir = (path: string = dir): Promise<void> => {
+    if (!fsync) return Promise.resolve();
     let s = dirSyncs.get(path);
     if (s === undefined) {
       s = { running: undefined, queued: undefined };
@@ -785,12 +815,14 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
   /** CRC32C of stored files, by path, valid while the file's identity (inode, size, mtime, ctime) is unchanged. */
   const crcs = new Map<string, { id: string; crc: number }>();
   const identity = (st: Stats) => `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
+  /**
+   * Caches a stored file's CRC32C under its identity: a synchronous lstat
+   * (the inode was just written: cached, no disk access; a thread-pool round
+   * trip per small file costs the main thread several times more).
+   */
   const remember = (path: string, size: number, crc: number) => {
-    lstat(path)
-      .then((st) => {
-        if (st.isFile() && st.size === size) cacheCrc(path, identity(st), crc);
-      })
-      .catch(() => {});
+    const st = lstatSync(path, { throwIfNoEntry: false });
+    if (st?.isFile() === true && st.size === size) cacheCrc(path, identity(st), crc);
   };
   const cacheCrc = (path: string, id: string, crc: number) => {
     crcs.delete(path);
@@ -799,11 +831,18 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
   };
 
   /** What is stored under one quick-check entry (a file the sink put there or not: any regular file). */
-  const lookup = async (q: FileCheckQuery): Promise<FileCheckAnswer> => {
+  const lookup = async (q: FileCheckQuery, dirs: Map<string, Promise<boolean>>): Promise<FileCheckAnswer> => {
     const segments = q.path === undefined ? [safeFileName(q.name)] : safeRelativePath(q.path);
-    // Only through real directories (never a symbolic link out of the directory).
+    // Only through real directories (never a symbolic link out of the directory), each checked once
+    // per request: a tree's files share their directories (and a missing one answers for all of them).
     for (let i = 1; i < segments.length; i++) {
-      if ((await exists(join(dir, ...segments.slice(0, i))))?.isDirectory() !== true) return null;
+      const path = join(dir, ...segments.slice(0, i));
+      let isDir = dirs.get(path);
+      if (isDir === undefined) {
+        isDir = exists(path).then((st) => st?.isDirectory() === true);
+        dirs.set(path, isDir);
+      }
+      if (!(await isDir)) return null;
     }
     const target = join(dir, ...segments);
     const st = await exists(target);
@@ -842,8 +881,9 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     const answers: FileCheckAnswer[] = new Array(queries.length).fill(null);
     // A few files read at once (their CRCs), in order of the list.
     let next = 0;
+    const dirs = new Map<string, Promise<boolean>>();
     const worker = async () => {
-      for (let i = next++; i < queries.length; i = next++) answers[i] = await lookup(queries[i]);
+      for (let i = next++; i < queries.length; i = next++) answers[i] = await lookup(queries[i], dirs);
     };
     await Promise.all(Array.from({ length: Math.min(8, queries.length) }, worker));
     return JSON.stringify({ files: answers });
@@ -1033,7 +1073,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       fh = out;
       touched = true;
       e.exists = true;
-      await out.sync();
+      if (fsync) await out.sync();
       await out.close();
       fh = undefined;
       e.point = { offset: size, crc: stream.contentCrc };
@@ -1099,5 +1139,37 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       timer = undefined;
     },
     check: checkHandler,
+    bundle: bundleHandler({
+      dir,
+      fsync,
+      ready,
+      maxFileSize,
+      reserve: (bytes) => {
+        if (maxBytes > 0 && held + bytes > maxBytes) {
+          throw new PointSubError("ERR_QUOTA", `storing ${bytes} bytes would exceed the sink's ${maxBytes}-byte quota`);
+        }
+        held += bytes;
+        let released = false;
+        return () => {
+          if (!released) held -= bytes;
+          released = true;
+        };
+      },
+      target: (h) => {
+        if (h.path !== undefined) {
+          const segments = safeRelativePath(h.path);
+          return { name: segments.join("/"), segments };
+        }
+        if (h.name !== undefined && typeof h.name !== "string") {
+          throw new PointSubError("ERR_INVALID_ARGUMENT", "name must be a string");
+        }
+        const name = safeFileName(h.name);
+        return { name, segments: [name] };
+      },
+      parents,
+      place,
+      remember,
+      onBundle: options.onBundle,
+    }),
   };
 }

@@ -12,6 +12,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { createServer, FILE_CHECK_ROUTE, FILE_ROUTE, fileSink } from "../../src/index.ts";
 import { sha256 } from "../helpers/data.ts";
 import { startServeProcess } from "../helpers/serve-process.ts";
 
@@ -115,6 +116,9 @@ describe("pointsub send: many files, directories, quick check", () => {
         assert.equal(sha256(await readFile(join(inbox, "photos", rel))), sha256(data), rel);
       }
       assert.equal(s.count("file"), 5);
+      // The four small files went in one bundle, the 70 kB one as a stream of its own.
+      const transfers = s.count("transfer");
+      assert.equal(transfers, 1);
 
       // Re-run: the quick check finds every file whole; nothing is sent.
       const again = await run(["send", "-r", root, "--to", s.url, "--json"]);
@@ -133,7 +137,7 @@ describe("pointsub send: many files, directories, quick check", () => {
       );
       assert.equal(ev.find((e) => e.event === "summary")?.bytesSent, 0);
       assert.equal(s.count("file"), 5, "the server stored nothing new");
-      assert.equal(s.count("transfer"), 5, "nor began a transfer");
+      assert.equal(s.count("transfer"), transfers, "nor began a transfer");
 
       // One file changed (same size, other bytes): only it is sent.
       const changed = Buffer.from("from folder A\n");
@@ -195,6 +199,38 @@ describe("pointsub send: many files, directories, quick check", () => {
       assert.equal(await readFile(join(inbox, "early.txt"), "utf8"), "sent once the server came up\n");
     } finally {
       await s.stop();
+    }
+  });
+
+  it("a server without the bundle route gets the small files one by one", async () => {
+    const src = join(work, "older");
+    await mkdir(src);
+    const files: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      files.push(join(src, `o${i}.txt`));
+      await writeFile(files[i], `old server ${i}\n`);
+    }
+    // An older server: the file route and the quick check, no bundles.
+    const inbox = join(work, "inbox-older");
+    const sink = fileSink(inbox);
+    const server = createServer();
+    server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
+    server.handle(FILE_CHECK_ROUTE, sink.check);
+    let bundles = 0;
+    server.use(async (ctx, next) => {
+      if (ctx.route.includes("bundle")) bundles++;
+      return next();
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    try {
+      const r = await run(["send", ...files, "--to", url, "--json"]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(jsonLines(r.stdout).filter((e) => e.event === "sent").length, 5);
+      for (let i = 0; i < 5; i++) assert.equal(await readFile(join(inbox, `o${i}.txt`), "utf8"), `old server ${i}\n`);
+      assert.equal(bundles, 1, "one bundle tried, answered ERR_NO_ROUTE");
+    } finally {
+      await server.close({ timeoutMs: 100 });
+      sink.close();
     }
   });
 
