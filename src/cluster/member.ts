@@ -298,6 +298,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     await this.engine.subscribe(this.subject("members"), onBus);
     await this.engine.subscribe(this.subject("bc"), onBus);
     await this.engine.subscribe(this.subject(`node.${this.nodeId}`), onBus);
+    this.engine.setWill?.(this.subject("members"), encode({ t: "bye", n: this.nodeId }));
     this.upSince = Date.now();
     this.announce("hello");
     this.timer = setInterval(() => this.tick(), this.heartbeatMs);
