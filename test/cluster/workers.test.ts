@@ -9,12 +9,14 @@
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { after, before, describe, it } from "node:test";
 import { IpcRelay } from "../../src/cluster/index.ts";
 import { type Connection, connect } from "../../src/index.ts";
+import { startServeProcess } from "../helpers/serve-process.ts";
 import { sleep, until } from "../helpers/wait.ts";
 
 const SCRIPT = join(import.meta.dirname, "workers-process.ts");
@@ -93,10 +95,13 @@ describe("serveWorkers: 2 workers on one port, a cluster through the primary", {
   });
 
   it("spreads the sessions over both workers; broadcast, sendTo and the session list cross them", async () => {
-    const on1 = clients.filter((c) => node(c) === "w1");
-    const on2 = clients.filter((c) => node(c) === "w2");
-    // node:cluster's round-robin hands connections to the workers in turn.
-    assert.ok(on1.length >= 10 && on2.length >= 10, `w1: ${on1.length}, w2: ${on2.length}`);
+    // node:cluster's round-robin hands each connection to the next free worker (a busy one, on a
+    // loaded machine, is skipped): a few more connections until each worker has 4.
+    const on = (n: string) => clients.filter((c) => node(c) === n);
+    while ((on("w1").length < 4 || on("w2").length < 4) && clients.length < 200) clients.push(await client());
+    const on1 = on("w1");
+    const on2 = on("w2");
+    assert.ok(on1.length >= 4 && on2.length >= 4, `w1: ${on1.length}, w2: ${on2.length}`);
     assert.equal(on1.length + on2.length, clients.length);
     // Both workers know each other before a broadcast goes out.
     for (const c of [on1[0], on2[0]] as Client[]) {
@@ -168,6 +173,42 @@ describe("serveWorkers: 2 workers on one port, a cluster through the primary", {
     assert.equal(await exited, 0);
     assert.ok(events.some((e) => e.event === "closed"));
     for (const pid of pids) await until(() => !alive(pid), 3000);
+  });
+});
+
+describe("pointsub serve --workers 2", { timeout: 30_000 }, () => {
+  it("prints one listening line once both workers listen, serves from both, closes both on SIGTERM", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "pointsub-workers-"));
+    const serve = await startServeProcess(["--dir", dir, "--workers", "2"], {
+      env: { ...process.env, NODE_COMPILE_CACHE: join(tmpdir(), "pointsub-test-compile-cache") },
+    });
+    const announced = serve.events.find((e) => e.event === "workers")?.workers as { pid: number }[] | undefined;
+    const workerPids = (announced ?? []).map((w) => w.pid);
+    const kill = () => {
+      serve.child.kill("SIGKILL");
+      for (const pid of workerPids) if (alive(pid)) process.kill(pid, "SIGKILL");
+    };
+    process.once("exit", kill);
+    try {
+      assert.equal(workerPids.length, 2);
+      assert.equal(serve.events.filter((e) => e.event === "listening").length, 1);
+      const conns = await Promise.all(Array.from({ length: 8 }, () => connect(serve.url)));
+      for (const c of conns) assert.equal(await call(c, "/echo/1.0.0", "hi"), "hi");
+      await Promise.all(conns.map((c) => c.close()));
+      const code = new Promise((r) => serve.child.once("exit", (c) => r(c)));
+      serve.child.kill("SIGTERM");
+      assert.equal(await code, 0);
+      const exits = serve.events.filter((e) => e.event === "workerExit");
+      assert.deepEqual(
+        exits.map((e) => e.code),
+        [0, 0],
+      );
+      for (const pid of workerPids) await until(() => !alive(pid), 3000);
+    } finally {
+      kill();
+      process.off("exit", kill);
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 
