@@ -14,7 +14,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { after, before, describe, it } from "node:test";
-import { IpcRelay } from "../../src/cluster/index.ts";
+import { IpcRelay, runWorkers } from "../../src/cluster/index.ts";
 import { type Connection, connect } from "../../src/index.ts";
 import { startServeProcess } from "../helpers/serve-process.ts";
 import { sleep, until } from "../helpers/wait.ts";
@@ -209,6 +209,30 @@ describe("pointsub serve --workers 2", { timeout: 30_000 }, () => {
       process.off("exit", kill);
       await rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe("runWorkers: restarts are bounded", { timeout: 20_000 }, () => {
+  it("a worker that keeps dying is replaced maxRestarts times, then given up; the pool closes", async () => {
+    const pool = runWorkers({
+      workers: 1,
+      maxRestarts: 2,
+      signals: false,
+      exec: join(import.meta.dirname, "crashing-worker.ts"),
+    });
+    const exits: { code: number | null; replaced: boolean }[] = [];
+    let gaveUp = 0;
+    pool.on("exit", (_w, code, _s, replacement) => exits.push({ code, replaced: replacement !== undefined }));
+    pool.on("gaveUp", () => gaveUp++);
+    await assert.rejects(pool.ready, /every worker exited/);
+    await pool.closed;
+    assert.deepEqual(exits, [
+      { code: 3, replaced: true },
+      { code: 3, replaced: true },
+      { code: 3, replaced: false },
+    ]);
+    assert.equal(gaveUp, 1);
+    assert.deepEqual(pool.workers(), []);
   });
 });
 
