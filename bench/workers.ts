@@ -313,6 +313,8 @@ interface Run {
   impl: "single" | "workers";
   rate: number;
   serverCpu: number;
+  /** Per server process (primary first), cores. */
+  perProcess: number[];
   clientCpu: number;
 }
 
@@ -337,7 +339,7 @@ async function once(impl: "single" | "workers"): Promise<Run> {
       });
       server.once("exit", (c) => reject(new Error(`server exited with ${c}`)));
     });
-    pids = info.pids;
+    pids = [...info.pids];
     const client: ChildProcess = spawn(
       process.execPath,
       [
@@ -354,17 +356,19 @@ async function once(impl: "single" | "workers"): Promise<Run> {
       { stdio: ["ignore", "inherit", "inherit", "ipc"] },
     );
     pids.push(client.pid as number);
-    let cpuAt0 = 0;
-    let cpuAt1 = 0;
+    let cpuAt0: number[] = [];
+    let cpuAt1: number[] = [];
     const result = await new Promise<{ rate: number; secs: number; clientCpu: number }>((resolve, reject) => {
       client.on("message", (m: { t: string; rate: number; secs: number; clientCpu: number }) => {
-        if (m.t === "start") cpuAt0 = info.pids.reduce((s, p) => s + cpuSeconds(p), 0);
-        else if (m.t === "end") cpuAt1 = info.pids.reduce((s, p) => s + cpuSeconds(p), 0);
+        if (m.t === "start") cpuAt0 = info.pids.map(cpuSeconds);
+        else if (m.t === "end") cpuAt1 = info.pids.map(cpuSeconds);
         else if (m.t === "result") resolve(m);
       });
       client.once("exit", (c) => reject(new Error(`client exited with ${c}`)));
     });
-    return { impl, rate: result.rate, serverCpu: (cpuAt1 - cpuAt0) / result.secs, clientCpu: result.clientCpu };
+    const perProcess = cpuAt1.map((c, i) => (c - (cpuAt0[i] ?? 0)) / result.secs);
+    const serverCpu = perProcess.reduce((a, b) => a + b, 0);
+    return { impl, rate: result.rate, serverCpu, perProcess, clientCpu: result.clientCpu };
   } finally {
     clearTimeout(timer);
     const exited = new Promise((r) => (server.exitCode !== null ? r(0) : server.once("exit", r)));
@@ -394,14 +398,14 @@ async function driver(): Promise<void> {
     `# workers bench: rpc-pipe, ${args.conns} connections × ${args.depth} in flight, 64 B, ${args.seconds} s after ${args.warmup} s, client ${args.client}; A = one process, B = --workers ${args.workers}`,
   );
   say("");
-  say("| run | impl | req/s | server CPU (cores) | client CPU (cores) |");
-  say("| --- | --- | ---: | ---: | ---: |");
+  say("| run | impl | req/s | server CPU (cores) | per process (primary first) | client CPU (cores) |");
+  say("| --- | --- | ---: | ---: | --- | ---: |");
   for (let i = 0; i < reps; i++) {
     for (const impl of ["single", "workers"] as const) {
       const r = await once(impl);
       runs.push(r);
       say(
-        `| ${i + 1} | ${impl === "single" ? "one process" : `--workers ${args.workers}`} | ${Math.round(r.rate).toLocaleString("en-US")} | ${r.serverCpu.toFixed(2)} | ${r.clientCpu.toFixed(2)} |`,
+        `| ${i + 1} | ${impl === "single" ? "one process" : `--workers ${args.workers}`} | ${Math.round(r.rate).toLocaleString("en-US")} | ${r.serverCpu.toFixed(2)} | ${r.perProcess.map((c) => c.toFixed(2)).join(" + ")} | ${r.clientCpu.toFixed(2)} |`,
       );
     }
   }
