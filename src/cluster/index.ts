@@ -39,6 +39,7 @@ export {
   type ClusterStats,
   type NamedFilter,
 } from "./member.ts";
+export { type ClusterRateLimitOptions, clusterRateLimit } from "./rate-limit.ts";
 export {
   isWorker,
   runWorkers,
