@@ -18,9 +18,20 @@
  * counted from the frame headers, connection credit returned, PINGs
  * answered; it costs a fraction of the server's work, as wrk does for HTTP.
  * `--client pointsub` uses `connect()` and `request()` instead.
+ * `--balance reuseport` (the default): the workers bind the port each with
+ * SO_REUSEPORT (`createServer({ reusePort: true })`); `--balance rr`:
+ * node:cluster's round-robin through the primary (see `--spread`).
  * Reported: requests/s per run, medians, the ratio of medians and the
  * median of per-pair ratios, and the CPU each side used in the window
  * (from /proc: server processes summed, the client).
+ *
+ *   node bench/workers.ts --spread [--conns 64 --reps 5 --workers 2]
+ *
+ * How connections spread over the workers (why round-robin, not
+ * SO_REUSEPORT): per rep, a node:cluster primary with `workers` workers on
+ * one port, first with node:cluster's round-robin, then with each worker
+ * binding its own `reusePort` socket (the kernel hashes connections over
+ * them); `conns` connections are opened and each worker's count printed.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
@@ -44,6 +55,10 @@ const { values: args } = parseArgs({
     client: { type: "string", default: "raw" },
     url: { type: "string", default: "" },
     out: { type: "string" },
+    spread: { type: "boolean", default: false },
+    balance: { type: "string", default: "reuseport" },
+    sched: { type: "string", default: "rr" },
+    port: { type: "string", default: "0" },
   },
   strict: false,
 });
@@ -55,10 +70,12 @@ async function serverRole(): Promise<void> {
   const { createServer } = await import("../src/index.ts");
   const { serveWorkers } = await import("../src/cluster/index.ts");
   type Setup = Parameters<typeof serveWorkers>[0];
+  const reusePort = args.mode === "workers" && args.balance === "reuseport";
   const setup = async (cluster?: Parameters<Setup>[0]) => {
-    const srv = createServer({ cluster });
+    const srv = createServer({ cluster, reusePort });
     srv.handle(ROUTE, (req) => req.data);
-    await srv.listen("tcp://127.0.0.1:0");
+    // SO_REUSEPORT needs one fixed port for every worker (the driver found a free one).
+    await srv.listen(`tcp://127.0.0.1:${reusePort ? args.port : 0}`);
     return srv;
   };
   if (args.mode === "single") {
@@ -318,10 +335,28 @@ interface Run {
   clientCpu: number;
 }
 
+function freePort(): Promise<number> {
+  return import("node:net").then(
+    (net) =>
+      new Promise<number>((resolve) => {
+        const srv = net.createServer();
+        srv.listen(0, "127.0.0.1", () => {
+          const p = (srv.address() as { port: number }).port;
+          srv.close(() => resolve(p));
+        });
+      }),
+  );
+}
+
 async function once(impl: "single" | "workers"): Promise<Run> {
+  const port = await freePort();
   const server = spawn(
     process.execPath,
-    [file, "--role", "server", "--mode", impl, "--workers", String(args.workers)],
+    [
+      file,
+      ...["--role", "server", "--mode", impl, "--workers", String(args.workers)],
+      ...["--balance", String(args.balance), "--port", String(port)],
+    ],
     { stdio: ["ignore", "pipe", "inherit"] },
   );
   let pids: number[] = [server.pid as number];
@@ -395,7 +430,7 @@ async function driver(): Promise<void> {
     console.log(l);
   };
   say(
-    `# workers bench: rpc-pipe, ${args.conns} connections × ${args.depth} in flight, 64 B, ${args.seconds} s after ${args.warmup} s, client ${args.client}; A = one process, B = --workers ${args.workers}`,
+    `# workers bench: rpc-pipe, ${args.conns} connections × ${args.depth} in flight, 64 B, ${args.seconds} s after ${args.warmup} s, client ${args.client}; A = one process, B = --workers ${args.workers} (${args.balance === "reuseport" ? "SO_REUSEPORT" : "node:cluster round-robin"})`,
   );
   say("");
   say("| run | impl | req/s | server CPU (cores) | per process (primary first) | client CPU (cores) |");
@@ -419,6 +454,92 @@ async function driver(): Promise<void> {
   if (args.out !== undefined) writeFileSync(String(args.out), `${lines.join("\n")}\n`);
 }
 
-if (args.role === "server") await serverRole();
+// ---------------------------------------------------------------- spread
+/** A primary (or worker) of the spread measurement: prints the connection count per worker. */
+async function spreadRole(): Promise<void> {
+  const nodeCluster = (await import("node:cluster")).default;
+  const net = await import("node:net");
+  const reusePort = args.sched === "reuseport";
+  if (nodeCluster.isWorker) {
+    let n = 0;
+    const srv = net.createServer((s) => {
+      n++;
+      s.on("error", () => {});
+    });
+    srv.listen({ host: "127.0.0.1", port: num("port"), reusePort, exclusive: reusePort }, () =>
+      process.send?.({ t: "listening" }),
+    );
+    process.on("message", (m: { t: string }) => {
+      if (m.t === "count") process.send?.({ t: "count", n });
+    });
+    return;
+  }
+  const workers = Array.from({ length: num("workers") }, () => nodeCluster.fork());
+  await Promise.all(workers.map((w) => new Promise((r) => w.once("message", r))));
+  const socks = await Promise.all(
+    Array.from(
+      { length: num("conns") },
+      () =>
+        new Promise<import("node:net").Socket>((r) => {
+          const s = net.connect(num("port"), "127.0.0.1", () => r(s));
+        }),
+    ),
+  );
+  await new Promise((r) => setTimeout(r, 300));
+  const counts = await Promise.all(
+    workers.map(
+      (w) =>
+        new Promise<number>((r) => {
+          w.once("message", (m: { n: number }) => r(m.n));
+          w.send({ t: "count" });
+        }),
+    ),
+  );
+  out({ counts });
+  for (const s of socks) s.destroy();
+  for (const w of workers) w.process.kill("SIGKILL");
+}
+
+async function spreadDriver(): Promise<void> {
+  const lines: string[] = [`# connections per worker: ${args.conns} connections, ${args.workers} workers`, ""];
+  for (let i = 0; i < num("reps"); i++) {
+    for (const sched of ["rr", "reuseport"]) {
+      const port = await freePort();
+      const child = spawn(
+        process.execPath,
+        [
+          file,
+          "--role",
+          "spread",
+          "--sched",
+          sched,
+          "--port",
+          String(port),
+          "--workers",
+          String(args.workers),
+          "--conns",
+          String(args.conns),
+        ],
+        { stdio: ["ignore", "pipe", "inherit"] },
+      );
+      const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
+      let text = "";
+      child.stdout?.on("data", (b: Buffer) => {
+        text += b.toString();
+      });
+      await new Promise((r) => child.once("exit", r));
+      clearTimeout(timer);
+      const counts =
+        text === "" ? "failed" : (JSON.parse(text.split("\n")[0] as string) as { counts: number[] }).counts.join(" / ");
+      lines.push(`rep ${i + 1}, ${sched === "rr" ? "round-robin" : "SO_REUSEPORT"}: ${counts}`);
+      console.log(lines.at(-1));
+    }
+  }
+  if (args.out !== undefined) writeFileSync(String(args.out), `${lines.join("\n")}\n`);
+}
+
+if (args.role === "spread") await spreadRole();
+else if (args.spread === true) await spreadDriver();
+else if (args.role === "server") await serverRole();
 else if (args.role === "client") await clientRole();
 else await driver();

@@ -1,6 +1,7 @@
 /**
  * `serveWorkers` for test/cluster/workers.test.ts: the same script is the
- * primary (argv[2]: JSON `{ workers }`; prints JSON lines `ready` (its
+ * primary (argv[2]: JSON `{ workers, reusePortOn? }` — with a port, every worker binds it
+ * with SO_REUSEPORT instead of node:cluster's round-robin; prints JSON lines `ready` (its
  * workers, url), `exit` (worker, code, signal, replacement), `closed`) and
  * each worker (a server joined to the workers' cluster). Routes: `/whoami`
  * (the caller's session id), `/pid`, `/ctl/broadcast` (text), `/ctl/send-to`
@@ -10,12 +11,12 @@
 import { serveWorkers } from "../../src/cluster/index.ts";
 import { createServer } from "../../src/index.ts";
 
-const cfg = JSON.parse(process.argv[2] ?? "{}") as { workers?: number };
+const cfg = JSON.parse(process.argv[2] ?? "{}") as { workers?: number; reusePortOn?: number };
 const out = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
 
 const pool = await serveWorkers(
   async (cluster) => {
-    const server = createServer({ cluster, idempotency: true });
+    const server = createServer({ cluster, idempotency: true, reusePort: cfg.reusePortOn !== undefined });
     let count = 0;
     server.handle("/whoami", (_req, ctx) => ctx.session.id);
     server.handle("/pid", () => String(process.pid));
@@ -37,7 +38,7 @@ const pool = await serveWorkers(
       out({ event: "ran", key: req.text(), node: cluster.nodeId });
       return `${cluster.nodeId}:${count}`;
     });
-    await server.listen("tcp://127.0.0.1:0");
+    await server.listen(`tcp://127.0.0.1:${cfg.reusePortOn ?? 0}`);
     return server;
   },
   { workers: cfg.workers ?? 2, maxRestarts: 3, shutdownTimeoutMs: 2000 },

@@ -1,7 +1,8 @@
 /**
  * All cores of one machine (`serveWorkers`, no Redis or NATS): a primary
  * process (test/cluster/workers-process.ts) with 2 workers sharing one
- * port. Sessions land on both; a broadcast from one worker reaches every
+ * port (each its own SO_REUSEPORT socket; `pointsub serve --workers 2`
+ * below uses node:cluster's round-robin). Sessions land on both; a broadcast from one worker reaches every
  * session once; sendTo crosses workers; the session list spans them; a
  * keyed request repeated on the other worker is answered from the shared
  * store; a worker SIGKILLed is replaced and forgotten by the registry at
@@ -10,6 +11,7 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
+import { createServer as createNetServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -44,7 +46,9 @@ function alive(pid: number): boolean {
   }
 }
 
-describe("serveWorkers: 2 workers on one port, a cluster through the primary", { timeout: 30_000 }, () => {
+describe("serveWorkers: 2 workers on one port (SO_REUSEPORT), a cluster through the primary", {
+  timeout: 30_000,
+}, () => {
   let primary: ChildProcess;
   const events: Record<string, unknown>[] = [];
   const pids = new Set<number>();
@@ -60,7 +64,14 @@ describe("serveWorkers: 2 workers on one port, a cluster through the primary", {
   }
 
   before(async () => {
-    primary = spawn(process.execPath, [SCRIPT, JSON.stringify({ workers: 2 })], {
+    // Each worker binds the port itself (reusePort); `pointsub serve --workers` below uses round-robin.
+    const port = await new Promise<number>((resolve) => {
+      const s = createNetServer().listen(0, "127.0.0.1", () => {
+        const p = (s.address() as { port: number }).port;
+        s.close(() => resolve(p));
+      });
+    });
+    primary = spawn(process.execPath, [SCRIPT, JSON.stringify({ workers: 2, reusePortOn: port })], {
       stdio: ["ignore", "pipe", "inherit"],
       env: { ...process.env, NODE_COMPILE_CACHE: join(tmpdir(), "pointsub-test-compile-cache") },
     });
@@ -95,8 +106,8 @@ describe("serveWorkers: 2 workers on one port, a cluster through the primary", {
   });
 
   it("spreads the sessions over both workers; broadcast, sendTo and the session list cross them", async () => {
-    // node:cluster's round-robin hands each connection to the next free worker (a busy one, on a
-    // loaded machine, is skipped): a few more connections until each worker has 4.
+    // The kernel spreads connections over the workers' sockets by a hash of the address pair:
+    // a few more connections until each worker has 4.
     const on = (n: string) => clients.filter((c) => node(c) === n);
     while ((on("w1").length < 4 || on("w2").length < 4) && clients.length < 200) clients.push(await client());
     const on1 = on("w1");
