@@ -78,7 +78,7 @@ const MAY_IMPORT: Record<Layer, readonly Layer[]> = {
   metrics: ["index"],
   p2p: ["index"],
   browser: ["client", "codec", "connection", "errors", "router", "runtime", "stream", "transfer", "transport", "web"],
-  cli: ["client", "codec", "errors", "index", "metrics", "node", "stream", "transfer"],
+  cli: ["client", "cluster", "codec", "errors", "index", "metrics", "node", "stream", "transfer"],
 };
 
 /**

@@ -115,6 +115,11 @@ export function program(): Command {
     )
     .option("--shutdown-timeout <seconds>", "on SIGINT/SIGTERM, how long work in flight may finish", parseSeconds, 10)
     .option("--metrics <host:port>", "serve Prometheus metrics at http://<host:port>/metrics (needs prom-client)")
+    .option(
+      "--workers <n>",
+      "worker processes sharing the port as one cluster, e.g. the machine's cores (default 1: this process alone)",
+      integer(1),
+    )
     .option("--json", "print JSON lines")
     .addHelpText("after", SERVE_HELP)
     .action(run(serveAction));

@@ -8,6 +8,7 @@ import { type ServeAuthFlags, serveSecurity } from "./auth.ts";
 import { formatBytes, formatRate } from "./format.ts";
 import { jsonLine, outputMode, writeOut } from "./output.ts";
 import { serveFiles } from "./serve-files.ts";
+import { servePrimary, serveRole } from "./serve-workers.ts";
 
 /** The route `bench` streams to: the server reads and discards. */
 export const DISCARD_ROUTE = "/pointsub/discard/1";
@@ -40,6 +41,8 @@ export interface ServeOptions extends ServeAuthFlags {
   shutdownTimeout?: number;
   /** `host:port` to serve Prometheus metrics on (`GET /metrics`); needs prom-client. */
   metrics?: string;
+  /** Worker processes sharing the port as one cluster (default 1: this process alone). */
+  workers?: number;
 }
 
 type MetricsModule = typeof import("../metrics/index.ts");
@@ -75,7 +78,29 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
   const metricsModule = opts.metrics === undefined ? undefined : await loadMetrics();
   metricsModule?.parseHostPort(opts.metrics as string);
   const dir = resolve(opts.dir);
+  const role = await serveRole(opts.workers, opts.metrics !== undefined);
+  const ttl = opts.partialTtl ?? 86400;
+  const limits = {
+    overwrite: opts.overwrite === true,
+    partialTtl: ttl,
+    maxFileSize: opts.maxFileSize ?? 0,
+    maxBytes: opts.maxBytes ?? 0,
+    durability: opts.durability ?? "fsync",
+  };
+  const announce = (urls: readonly string[]) => {
+    for (const url of urls) {
+      say(
+        "listening",
+        { url, dir, auth: security.mode, ...limits },
+        `listening on ${url}, receiving into ${dir}${security.mode === "none" ? "" : ` (auth: ${security.mode})`}`,
+      );
+    }
+  };
+  if (role.kind === "primary") {
+    return servePrimary(role.workers, (opts.shutdownTimeout ?? 10) * 1000, announce, say);
+  }
   const server = createServer({
+    cluster: role.kind === "worker" ? role.cluster : undefined,
     authenticate: security.authenticate,
     tls: security.tls,
     maxConnections: opts.maxConnections,
@@ -90,7 +115,6 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
     for await (const c of stream) n += c.length;
     return String(n);
   });
-  const ttl = opts.partialTtl ?? 86400;
   const sink = fileSink(dir, {
     overwrite: opts.overwrite === true,
     partialTtlMs: ttl * 1000,
@@ -184,20 +208,9 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
     throw err;
   }
   if (metricsServer !== undefined) say("metrics", { url: metricsServer.url }, `metrics on ${metricsServer.url}`);
-  const limits = {
-    overwrite: opts.overwrite === true,
-    partialTtl: ttl,
-    maxFileSize: opts.maxFileSize ?? 0,
-    maxBytes: opts.maxBytes ?? 0,
-    durability: opts.durability ?? "fsync",
-  };
-  for (const url of urls) {
-    say(
-      "listening",
-      { url, dir, auth: security.mode, ...limits },
-      `listening on ${url}, receiving into ${dir}${security.mode === "none" ? "" : ` (auth: ${security.mode})`}`,
-    );
-  }
+  // With workers, the primary prints the listening lines once they all listen.
+  if (role.kind === "worker") role.ready(urls);
+  else announce(urls);
   await new Promise<void>((done) => {
     const stop = () => {
       process.off("SIGINT", stop);
@@ -214,4 +227,5 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
   metrics?.close();
   sink.close();
   say("closed", {}, "closed");
+  if (role.kind === "worker") role.done();
 }

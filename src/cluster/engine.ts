@@ -27,6 +27,12 @@ export interface ClusterEngine {
   publish(subject: string, data: Uint8Array): Promise<void>;
   /** Calls `onMessage` for every message on `subject` (again after a reconnection). */
   subscribe(subject: string, onMessage: (data: Uint8Array) => void): Promise<void>;
+  /**
+   * Optional: `data` to publish on `subject` on this node's behalf if it
+   * dies without closing (the IPC relay does; Redis and NATS have no such
+   * thing: there a dead node is noticed by its missing heartbeats).
+   */
+  setWill?(subject: string, data: Uint8Array): void;
   /** Calls `onState(true | false)` when the connection to the engine comes up or goes down. */
   onState(cb: (up: boolean) => void): void;
   /** Sets `key` to `value` for `ttlMs` if it has no value; false when it has one. */

@@ -3,7 +3,9 @@
  * behaving as one server, over an engine the operator already runs —
  * Redis (`redisCluster`, the `redis` package) or NATS (`natsCluster`, the
  * `nats` package); each is an optional peer dependency, loaded only when a
- * cluster of its kind starts.
+ * cluster of its kind starts — or the worker processes of one machine
+ * (`serveWorkers`, `runWorkers` + `workerCluster`: `node:cluster`, the
+ * primary relays, nothing else to run).
  *
  * ```ts
  * import { createServer } from "pointsub";
@@ -27,6 +29,8 @@ export type {
 } from "../server/server.ts";
 export type { ClusterEngine, KvEntry } from "./engine.ts";
 export { type EngineIdempotencyStoreOptions, engineIdempotencyStore } from "./idempotency-store.ts";
+export { type IpcChannel, ipcEngine } from "./ipc-engine.ts";
+export { IpcRelay, type IpcRelayOptions, type RelayPeer } from "./ipc-relay.ts";
 export {
   Cluster,
   type ClusterEvents,
@@ -35,6 +39,20 @@ export {
   type ClusterStats,
   type NamedFilter,
 } from "./member.ts";
+export { type ClusterRateLimitOptions, clusterRateLimit } from "./rate-limit.ts";
+export {
+  isWorker,
+  runWorkers,
+  type ServeWorkersOptions,
+  serveWorkers,
+  type WorkerInfo,
+  WorkerPool,
+  type WorkerPoolEvents,
+  type WorkerServer,
+  type WorkersOptions,
+  workerCluster,
+  workerReady,
+} from "./workers.ts";
 
 /** Options of {@link redisCluster}. */
 export interface RedisClusterOptions extends ClusterOptions {

@@ -249,6 +249,33 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     return { ...this.counters };
   }
 
+  /**
+   * Takes up to `want` of the `limit` units of the cluster-wide counter
+   * `name` (created at 0 and kept `ttlMs` after each take, in the engine's
+   * key-value store) by compare-and-set: resolves to how many it took (0:
+   * none left). The building block of {@link clusterRateLimit}. Rejects with
+   * ERR_INVALID_ARGUMENT when the engine has no key-value store, and with
+   * ERR_OVERLOADED when other nodes won the compare-and-set 8 times running.
+   */
+  async reserve(name: string, want: number, limit: number, ttlMs: number): Promise<number> {
+    if (!this.engine.hasKv) {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", `the ${this.engine.name} engine has no key-value store`);
+    }
+    const key = `${this.prefix}.count.${name}`;
+    for (let attempt = 0; attempt < 8; attempt++) {
+      const cur = await this.engine.kvGet(key);
+      const used = cur === undefined ? 0 : Number(cur.value) || 0;
+      const take = Math.min(want, limit - used);
+      if (take <= 0) return 0;
+      const ok =
+        cur === undefined
+          ? await this.engine.kvCreate(key, String(take), ttlMs)
+          : await this.engine.kvUpdate(key, String(used + take), cur.revision, ttlMs);
+      if (ok) return take;
+    }
+    throw new PointSubError("ERR_OVERLOADED", `counter ${name} contended by other nodes; retry later`);
+  }
+
   /** Whether claims of node `id` still hold: it is a member, or this node has not been connected long enough to know. */
   private holds(id: string): boolean {
     if (this.members.has(id)) return true;
@@ -298,6 +325,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     await this.engine.subscribe(this.subject("members"), onBus);
     await this.engine.subscribe(this.subject("bc"), onBus);
     await this.engine.subscribe(this.subject(`node.${this.nodeId}`), onBus);
+    this.engine.setWill?.(this.subject("members"), encode({ t: "bye", n: this.nodeId }));
     this.upSince = Date.now();
     this.announce("hello");
     this.timer = setInterval(() => this.tick(), this.heartbeatMs);

@@ -47,8 +47,22 @@ export interface TlsTransportOptions {
  * Options the Node transports read (`tls://`, `ws://`, `wss://`), by scheme: what
  * `connect` and `createServer` of the Node entry point add to their options.
  */
+/** Listen options of tcp:// (and tls://). */
+export interface TcpListenOptions {
+  /**
+   * Bind with `SO_REUSEPORT` (Linux and some BSDs; Node's `reusePort`):
+   * several processes — the workers of `serveWorkers` — each bind their
+   * own socket on the same port and the kernel spreads connections over
+   * them by a hash of the address pair; in a `node:cluster` worker the
+   * socket is then the worker's own (`exclusive`), not the primary's
+   * round-robin. Needs a fixed port (with port 0 each worker gets its own).
+   * Default false.
+   */
+  reusePort?: boolean;
+}
+
 export interface NodeTransportOptionsMap {
-  tcp: object;
+  tcp: TcpListenOptions;
   tls: TlsTransportOptions;
   unix: object;
   ws: WsTransportOptions;
@@ -57,7 +71,7 @@ export interface NodeTransportOptionsMap {
 }
 
 /** The options of every Node transport together. */
-export type NodeTransportOptions = TlsTransportOptions & WsTransportOptions;
+export type NodeTransportOptions = TlsTransportOptions & WsTransportOptions & TcpListenOptions;
 
 type ConnectOptions = TransportConnectOptions & NodeTransportOptions;
 type ListenOptions = TransportListenOptions & NodeTransportOptions;
@@ -202,14 +216,23 @@ export function whenConnected(
  * ERR_CONNECT; later server errors are ignored (sockets report their own).
  * Shared by every node:net-based adapter.
  */
-export async function bind(server: net.Server, url: URL, tcpPort: number | undefined): Promise<void> {
+export async function bind(
+  server: net.Server,
+  url: URL,
+  tcpPort: number | undefined,
+  reusePort = false,
+): Promise<void> {
   if (tcpPort === undefined) await removeStaleSocket(url.pathname);
   await new Promise<void>((resolve, reject) => {
     server.once("error", (err) =>
       reject(new PointSubError("ERR_CONNECT", `cannot listen on ${url.href}: ${err.message}`, { cause: err })),
     );
     if (tcpPort === undefined) server.listen({ path: url.pathname }, resolve);
-    else server.listen({ host: urlHost(url), port: tcpPort }, resolve);
+    else
+      server.listen(
+        { host: urlHost(url), port: tcpPort, ...(reusePort ? { reusePort: true, exclusive: true } : {}) },
+        resolve,
+      );
   });
   server.on("error", () => {});
 }
@@ -345,7 +368,7 @@ async function listenSocket(
       onTransport(wrap(socket, scheme, url.pathname, readerForAccepted(socket))),
     );
   }
-  await bind(server, url, scheme === "unix" ? undefined : port(url));
+  await bind(server, url, scheme === "unix" ? undefined : port(url), options.reusePort === true);
   const addr = server.address();
   const bound =
     typeof addr === "object" && addr !== null ? hostUrl(scheme, addr.address, addr.port) : `unix://${url.pathname}`;

@@ -19,7 +19,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { after, before, describe, it } from "node:test";
-import { type Connection, connect, PointSubError } from "../../src/index.ts";
+import { type Connection, connect, Client as NodeListClient, type PointSubError } from "../../src/index.ts";
 import { sleep, until } from "../helpers/wait.ts";
 import { type EngineServer, startEngine } from "./engines.ts";
 
@@ -216,12 +216,14 @@ for (const kind of ["redis", "nats"] as const) {
         JSON.stringify({ n, gapMs: 5, prefix: "m" }),
       );
       await until(() => clients.some((cl) => cl.node === "c" && cl.got.includes("m10")), 5000);
-      const lost = call(ctl.get("c") as Connection, "/slow-count", key, key).catch((e: unknown) => e);
+      // The keyed request goes through a Client whose node list is [c, a, b]: none measured yet, so
+      // c first; c dies mid-handler, the Client fails over to the next node with the same key.
+      const client = new NodeListClient({ breaker: { cooldownMs: 60_000 } });
+      for (const x of [c, a, b]) client.addNode("/slow-count", x.url);
+      const failover = client.requestClosest("/slow-count", key, { idempotencyKey: key, timeoutMs: 20_000 });
       await until(() => c.events.some((e) => e.event === "started" && e.key === key), 5000);
       await c.kill();
       assert.equal(await stream, "done");
-      const lostWith = await lost;
-      assert.ok(lostWith instanceof PointSubError, `the request on c failed with its connection: ${String(lostWith)}`);
       const expected = Array.from({ length: n }, (_, i) => `m${i}`);
       const live = clients.filter((cl) => cl.node !== "c");
       await until(() => live.every((cl) => cl.got.filter((g) => g.startsWith("m")).length === n), 10_000);
@@ -244,13 +246,26 @@ for (const kind of ["redis", "nats"] as const) {
           await sleep(50);
         }
       }
-      const list = JSON.parse(await call(ctl.get("a") as Connection, "/ctl/sessions")) as { node: string }[];
+      // The Client retried on the next node of its list (a, or b if a's connection was not up): that
+      // node waited for c's claim until the membership removed c, then ran the handler — once in all.
+      const answer = utf8.decode(await failover);
+      await client.close();
+      assert.match(answer, /^[ab]:\d+$/);
+      const ranOn = answer.slice(0, 1);
+      const other = ranOn === "a" ? "b" : "a";
+      assert.equal(
+        await call(ctl.get(other) as Connection, "/slow-count", key, key),
+        answer,
+        "answered from the store",
+      );
+      // The Client's connections closed: a and b hold their own sessions and nothing of c's.
+      let list: { node: string }[] = [];
+      for (const deadline = Date.now() + 5000; ; await sleep(50)) {
+        list = JSON.parse(await call(ctl.get("a") as Connection, "/ctl/sessions")) as { node: string }[];
+        if (list.length === 2 * (PER_NODE + 1) || Date.now() > deadline) break;
+      }
       assert.equal(list.length, 2 * (PER_NODE + 1));
       assert.ok(list.every((s) => s.node !== "c"));
-      // The request is retried on b: c's claim died with c, so b runs it — completed once in all.
-      const answer = await call(ctl.get("b") as Connection, "/slow-count", key, key);
-      assert.match(answer, /^b:\d+$/);
-      assert.equal(await call(ctl.get("a") as Connection, "/slow-count", key, key), answer);
       const all = nodes.flatMap((x) => x.events).filter((e) => e.key === key);
       assert.equal(all.filter((e) => e.event === "ran").length, 1, "completed once");
       assert.deepEqual(
@@ -258,8 +273,8 @@ for (const kind of ["redis", "nats"] as const) {
           .filter((e) => e.event === "started")
           .map((e) => e.node)
           .sort(),
-        ["b", "c"],
-        "started on c (killed before it finished), then on b",
+        [ranOn, "c"].sort(),
+        "started on c (killed before it finished), then on the node the Client failed over to",
       );
       // c's clients reconnect to a and b; a broadcast reaches all 900 again.
       const orphans = clients.filter((x) => x.node === "c");

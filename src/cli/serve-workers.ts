@@ -1,0 +1,101 @@
+/**
+ * `pointsub serve --workers N`: N worker processes (`node:cluster`) share
+ * the listening port and form a cluster through the primary (pointsub/
+ * cluster's `runWorkers` / `workerCluster`), so sessions, broadcasts and
+ * the idempotency store span them. The primary forks, prints the
+ * `listening` lines once every worker listens, restarts a worker that
+ * dies, and on SIGINT/SIGTERM asks each to close gracefully. `--workers 1`
+ * (the default) is one process, as before the flag existed.
+ */
+import nodeCluster from "node:cluster";
+import type { ServerCluster } from "../cluster/index.ts";
+import { PointSubError } from "../errors/error.ts";
+
+/** What this process is in `serve`. */
+export type ServeRole =
+  | { readonly kind: "single" }
+  | { readonly kind: "primary"; readonly workers: number }
+  | {
+      readonly kind: "worker";
+      readonly cluster: ServerCluster;
+      /** Tells the primary the server listens. */
+      ready(urls: readonly string[]): void;
+      /** Leaves the primary once the server closed (the process then ends). */
+      done(): void;
+    };
+
+/**
+ * The role from `--workers` (default 1: this process alone). Not the
+ * machine's cores by default: the file sink indexes its partial uploads
+ * per process, so an upload resumed on another worker than the one holding
+ * its partial starts again from 0 — `--workers N` suits request traffic.
+ */
+export async function serveRole(workers: number | undefined, metrics: boolean): Promise<ServeRole> {
+  if (nodeCluster.isWorker) {
+    const { workerCluster, workerReady } = await import("../cluster/workers.ts");
+    return {
+      kind: "worker",
+      cluster: workerCluster(),
+      ready: workerReady,
+      done: () => nodeCluster.worker?.disconnect(),
+    };
+  }
+  if (metrics && workers !== undefined && workers > 1) {
+    throw new PointSubError(
+      "ERR_INVALID_ARGUMENT",
+      "--metrics serves one process's metrics: use it with --workers 1 (the default)",
+    );
+  }
+  const n = workers ?? 1;
+  return n > 1 ? { kind: "primary", workers: n } : { kind: "single" };
+}
+
+/**
+ * The primary: forks `workers` copies of this command, calls `announce`
+ * with the first worker's URLs once all listen, and resolves once they all
+ * closed (SIGINT/SIGTERM: each gets `shutdownMs` to finish; killed after).
+ * Rejects when the first workers cannot start.
+ */
+export async function servePrimary(
+  workers: number,
+  shutdownMs: number,
+  announce: (urls: readonly string[]) => void,
+  say: (event: string, fields: Record<string, unknown>, line: string) => void,
+): Promise<void> {
+  const { runWorkers } = await import("../cluster/workers.ts");
+  const pool = runWorkers({ workers, shutdownTimeoutMs: shutdownMs });
+  pool.on("exit", (w, code, signal, replacement) =>
+    say(
+      "workerExit",
+      { worker: w.id, pid: w.pid, code, signal, replacement: replacement?.id ?? null },
+      `worker ${w.id} (pid ${w.pid}) exited (${signal ?? `code ${code}`})${replacement === undefined ? "" : `, worker ${replacement.id} started in its place`}`,
+    ),
+  );
+  pool.on("gaveUp", (w) => say("workerGaveUp", { worker: w.id }, `worker ${w.id} not replaced: too many restarts`));
+  let first: Awaited<typeof pool.ready>;
+  try {
+    first = await pool.ready;
+  } catch {
+    await pool.close();
+    throw new PointSubError("ERR_CONNECT", "the workers could not start (see their errors above)");
+  }
+  say(
+    "workers",
+    { workers: first.map((w) => ({ id: w.id, pid: w.pid })) },
+    `${first.length} workers (pids ${first.map((w) => w.pid).join(", ")})`,
+  );
+  announce(first[0]?.urls ?? []);
+  let signalled = false;
+  const onSignal = () => {
+    if (signalled) return;
+    signalled = true;
+    say("closing", { timeoutMs: shutdownMs }, `closing: work in flight has ${shutdownMs / 1000} s to finish`);
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  await pool.closed;
+  process.off("SIGINT", onSignal);
+  process.off("SIGTERM", onSignal);
+  if (!signalled) throw new PointSubError("ERR_CONNECTION_CLOSED", "every worker exited");
+  say("closed", {}, "closed");
+}

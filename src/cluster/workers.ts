@@ -1,0 +1,347 @@
+/**
+ * All cores of one machine: worker processes (`node:cluster`) share one
+ * listening port and form a cluster through their primary (the IPC relay,
+ * no Redis or NATS), so `broadcast`, `sendTo` and `sessionsInfo({ cluster:
+ * true })` span every worker and the idempotency store is shared.
+ *
+ * ```ts
+ * import { createServer } from "pointsub";
+ * import { serveWorkers } from "pointsub/cluster";
+ * await serveWorkers(async (cluster) => {
+ *   const server = createServer({ cluster, idempotency: true });
+ *   server.handle("/echo", (req) => req.data);
+ *   await server.listen("tcp://0.0.0.0:4000");
+ *   return server;
+ * }, { workers: 4 });
+ * ```
+ *
+ * The script runs in the primary (which forks and supervises, and never
+ * calls `setup`) and in each worker (which calls it). Connections are
+ * spread by `node:cluster`'s round-robin: the primary accepts and hands
+ * each connection to the next worker, which then serves it alone.
+ */
+import nodeCluster, { type Worker } from "node:cluster";
+import { availableParallelism } from "node:os";
+import { EventEmitter } from "eventemitter3";
+import { PointSubError } from "../errors/error.ts";
+import { ipcEngine } from "./ipc-engine.ts";
+import { IpcRelay } from "./ipc-relay.ts";
+import { isTagged, SERIALIZATION_ENV, TAG } from "./ipc-wire.ts";
+import { Cluster, type ClusterOptions } from "./member.ts";
+
+/** Options of {@link runWorkers}. */
+export interface WorkersOptions {
+  /** Worker processes. Default: the machine's cores (`os.availableParallelism()`). */
+  workers?: number;
+  /** Most workers restarted within `restartWindowMs`; beyond, a worker that dies is not replaced (`gaveUp`). Default 10. */
+  maxRestarts?: number;
+  /** The window of `maxRestarts`, in ms. Default 60,000. */
+  restartWindowMs?: number;
+  /** On `close` (SIGINT/SIGTERM), how long workers get to close gracefully before they are killed, in ms. Default 10,000. */
+  shutdownTimeoutMs?: number;
+  /** Close on SIGINT and SIGTERM of the primary. Default true. */
+  signals?: boolean;
+  /** The script workers run (`node:cluster`'s `exec`). Default: this process's main script. */
+  exec?: string;
+  /** Its arguments. Default: this process's. */
+  args?: string[];
+  /** Node options of the workers. Default: this process's. */
+  execArgv?: string[];
+  /** Environment added to the workers'. */
+  env?: Record<string, string>;
+  /** Most keys of the workers' shared key-value store (the idempotency store). Default 100,000. */
+  maxSharedKeys?: number;
+  /** Most bytes of it. Default 64 MiB. */
+  maxSharedBytes?: number;
+}
+
+/** A worker of a {@link WorkerPool}. */
+export interface WorkerInfo {
+  /** `node:cluster`'s worker id (never reused: a replacement gets a new one). */
+  readonly id: number;
+  readonly pid: number;
+  /** Its cluster node id (`w<id>`): the prefix of its session ids. */
+  readonly nodeId: string;
+  /** Its server's URLs, once it told (`serveWorkers` / {@link workerReady}). */
+  readonly urls: readonly string[];
+}
+
+/** Events of a {@link WorkerPool}. */
+export interface WorkerPoolEvents {
+  /** A worker's server listens (`serveWorkers` / {@link workerReady}). */
+  ready: [worker: WorkerInfo];
+  /** A worker exited; `replacement` is the worker started in its place, if any. */
+  exit: [worker: WorkerInfo, code: number | null, signal: string | null, replacement: WorkerInfo | undefined];
+  /** A worker died and was not replaced: `maxRestarts` reached within `restartWindowMs`. */
+  gaveUp: [worker: WorkerInfo];
+  /** An IPC message of the application from a worker (pointsub's own are not emitted). */
+  message: [worker: WorkerInfo, message: unknown];
+}
+
+interface Entry {
+  worker: Worker;
+  info: { id: number; pid: number; nodeId: string; urls: string[] };
+}
+
+function count(name: string, v: number | undefined, fallback: number, min: number): number {
+  if (v === undefined) return fallback;
+  if (typeof v !== "number" || !Number.isInteger(v) || v < min) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", `${name} must be an integer ≥ ${min}, not ${String(v)}`);
+  }
+  return v;
+}
+
+/**
+ * The primary's pool of workers: forks them, relays their cluster, replaces
+ * one that dies (bounded), and closes them gracefully. Built by
+ * {@link runWorkers}.
+ */
+export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
+  /** Resolves once every first worker is ready (told its URLs). */
+  readonly ready: Promise<WorkerInfo[]>;
+  /** Resolves once the pool closed: every worker exited (after `close`, or when all died and none could be replaced). */
+  readonly closed: Promise<void>;
+  private readonly relay: IpcRelay;
+  private readonly entries = new Map<number, Entry>();
+  private readonly restarts: number[] = [];
+  private readonly maxRestarts: number;
+  private readonly restartWindowMs: number;
+  private readonly shutdownTimeoutMs: number;
+  private closing: Promise<void> | undefined;
+  private readonly signalsOn: boolean;
+  private resolveClosed!: () => void;
+  private readyLeft: number;
+  private resolveReady!: (w: WorkerInfo[]) => void;
+  private rejectReady!: (e: Error) => void;
+
+  /** Use {@link runWorkers}. */
+  constructor(options: WorkersOptions = {}) {
+    super();
+    if (!nodeCluster.isPrimary) {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", "runWorkers runs in the primary process");
+    }
+    const n = count("workers", options.workers, availableParallelism(), 1);
+    this.maxRestarts = count("maxRestarts", options.maxRestarts, 10, 0);
+    this.restartWindowMs = count("restartWindowMs", options.restartWindowMs, 60_000, 1);
+    this.shutdownTimeoutMs = count("shutdownTimeoutMs", options.shutdownTimeoutMs, 10_000, 0);
+    this.signalsOn = options.signals !== false;
+    this.relay = new IpcRelay({
+      advanced: true,
+      maxKeys: options.maxSharedKeys,
+      maxBytes: options.maxSharedBytes,
+    });
+    this.readyLeft = n;
+    this.ready = new Promise((resolve, reject) => {
+      this.resolveReady = resolve;
+      this.rejectReady = reject;
+    });
+    this.ready.catch(() => {}); // also reported by closed / gaveUp
+    this.closed = new Promise((resolve) => {
+      this.resolveClosed = resolve;
+    });
+    nodeCluster.setupPrimary({
+      serialization: "advanced",
+      ...(options.exec === undefined ? {} : { exec: options.exec }),
+      ...(options.args === undefined ? {} : { args: options.args }),
+      ...(options.execArgv === undefined ? {} : { execArgv: options.execArgv }),
+    });
+    // Node removes its own serialization variable from a child's environment: tell the workers in ours.
+    this.env = { ...options.env, [SERIALIZATION_ENV]: "advanced" };
+    if (this.signalsOn) {
+      process.on("SIGINT", this.onSignal);
+      process.on("SIGTERM", this.onSignal);
+    }
+    for (let i = 0; i < n; i++) this.fork();
+  }
+
+  private readonly env: Record<string, string>;
+
+  private readonly onSignal = (): void => {
+    void this.close();
+  };
+
+  /** The live workers. */
+  workers(): WorkerInfo[] {
+    return [...this.entries.values()].map((e) => ({ ...e.info, urls: [...e.info.urls] }));
+  }
+
+  /** Keys in the workers' shared store. */
+  get sharedKeys(): number {
+    return this.relay.keys;
+  }
+
+  private fork(): Entry {
+    const worker = nodeCluster.fork(this.env);
+    const entry: Entry = {
+      worker,
+      info: { id: worker.id, pid: worker.process.pid ?? 0, nodeId: `w${worker.id}`, urls: [] },
+    };
+    this.entries.set(worker.id, entry);
+    worker.on("message", (m: unknown) => {
+      if (isTagged(m) && m[TAG] === "ready") {
+        if (Array.isArray(m.urls)) this.onReady(entry, m.urls);
+        return;
+      }
+      if (this.relay.receive(worker, m)) return;
+      this.emit("message", { ...entry.info }, m);
+    });
+    worker.on("error", () => {}); // a send to a worker that just died: its exit follows
+    worker.once("exit", (code, signal) => this.onExit(entry, code, signal));
+    return entry;
+  }
+
+  private onReady(entry: Entry, urls: unknown[]): void {
+    const first = entry.info.urls.length === 0;
+    entry.info.urls = urls.filter((u): u is string => typeof u === "string").slice(0, 16);
+    this.emit("ready", { ...entry.info });
+    if (first && this.readyLeft > 0 && --this.readyLeft === 0) this.resolveReady(this.workers());
+  }
+
+  private onExit(entry: Entry, code: number | null, signal: string | null): void {
+    this.entries.delete(entry.info.id);
+    this.relay.detach(entry.worker);
+    let replacement: Entry | undefined;
+    const voluntary = entry.worker.exitedAfterDisconnect === true;
+    if (this.closing === undefined && !voluntary) {
+      const now = Date.now();
+      while (this.restarts.length > 0 && (this.restarts[0] as number) <= now - this.restartWindowMs)
+        this.restarts.shift();
+      if (this.restarts.length < this.maxRestarts) {
+        this.restarts.push(now);
+        replacement = this.fork();
+      } else {
+        this.emit("gaveUp", { ...entry.info });
+      }
+    }
+    this.emit("exit", { ...entry.info }, code, signal, replacement === undefined ? undefined : { ...replacement.info });
+    if (this.entries.size === 0) {
+      this.rejectReady(new PointSubError("ERR_CONNECTION_CLOSED", "every worker exited"));
+      void this.close();
+    }
+  }
+
+  /**
+   * Closes gracefully: every worker is asked to close (its process gets a
+   * `SIGTERM` event through IPC: `serveWorkers` closes its server, with the
+   * workers' own handlers a CLI does the same) and is killed if it has not
+   * exited within `shutdownTimeoutMs`. No worker is replaced meanwhile.
+   */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      if (this.signalsOn) {
+        process.off("SIGINT", this.onSignal);
+        process.off("SIGTERM", this.onSignal);
+      }
+      const live = [...this.entries.values()];
+      const exited = live.map(
+        (e) =>
+          new Promise<void>((resolve) => {
+            if (e.worker.process.exitCode !== null || e.worker.process.signalCode !== null) return resolve();
+            e.worker.process.once("exit", () => resolve());
+          }),
+      );
+      for (const e of live) {
+        try {
+          e.worker.send({ [TAG]: "shutdown" });
+        } catch {
+          e.worker.process.kill("SIGTERM");
+        }
+      }
+      const kill = setTimeout(() => {
+        for (const e of live) e.worker.process.kill("SIGKILL");
+      }, this.shutdownTimeoutMs + 1_000);
+      await Promise.all(exited);
+      clearTimeout(kill);
+      this.relay.close();
+      this.resolveClosed();
+    })();
+    return this.closing;
+  }
+}
+
+/**
+ * In the primary: forks `workers` worker processes running this script (or
+ * `exec`) and relays their cluster. See {@link serveWorkers} for the whole.
+ */
+export function runWorkers(options: WorkersOptions = {}): WorkerPool {
+  return new WorkerPool(options);
+}
+
+/** Whether this process is a worker of `node:cluster`. */
+export function isWorker(): boolean {
+  return nodeCluster.isWorker;
+}
+
+let shutdownHooked = false;
+
+/**
+ * In a worker: the cluster its server joins (`createServer({ cluster:
+ * workerCluster() })`), over the primary's relay. Its node id is
+ * `w<worker id>`. When the primary closes, the worker's process gets a
+ * `SIGTERM` event (handle it to close the server, then call
+ * `process.disconnect()` or let `serveWorkers` do both).
+ */
+export function workerCluster(options: ClusterOptions = {}): Cluster {
+  const worker = nodeCluster.worker;
+  if (worker === undefined) {
+    throw new PointSubError(
+      "ERR_INVALID_ARGUMENT",
+      "workerCluster runs in a worker process (runWorkers / serveWorkers)",
+    );
+  }
+  if (!shutdownHooked) {
+    shutdownHooked = true;
+    worker.on("message", (m: unknown) => {
+      if (isTagged(m) && m[TAG] === "shutdown") process.emit("SIGTERM", "SIGTERM");
+    });
+  }
+  return new Cluster(ipcEngine(), { nodeId: `w${worker.id}`, ...options });
+}
+
+/** In a worker: tells the primary its server listens on `urls` (the pool's `ready`). `serveWorkers` calls it. */
+export function workerReady(urls: readonly string[]): void {
+  process.send?.({ [TAG]: "ready", urls: [...urls] });
+}
+
+/** What `serveWorkers`' setup returns: the worker's server (or anything closed the same way). */
+export interface WorkerServer {
+  readonly urls: string[];
+  close(options?: { timeoutMs?: number }): Promise<void>;
+}
+
+/** Options of {@link serveWorkers}: the pool's and the workers' cluster's. */
+export interface ServeWorkersOptions extends WorkersOptions, Omit<ClusterOptions, "nodeId"> {}
+
+/**
+ * All cores: in the primary, forks the workers and resolves to the
+ * {@link WorkerPool} once they all listen; in a worker, calls `setup` with
+ * the workers' cluster — build and listen the server exactly as with
+ * `createServer`, passing `cluster` — and resolves to undefined. A worker
+ * closes its server gracefully (`shutdownTimeoutMs`) when the primary
+ * closes or on its own SIGINT/SIGTERM, then leaves.
+ */
+export async function serveWorkers(
+  setup: (cluster: Cluster) => WorkerServer | Promise<WorkerServer>,
+  options: ServeWorkersOptions = {},
+): Promise<WorkerPool | undefined> {
+  if (nodeCluster.isPrimary) {
+    const pool = runWorkers(options);
+    await pool.ready;
+    return pool;
+  }
+  const { workers: _w, maxRestarts: _m, restartWindowMs: _r, signals: _s, exec: _e, args: _a, ...rest } = options;
+  const cluster = workerCluster(rest);
+  const server = await setup(cluster);
+  let closing = false;
+  const stop = () => {
+    if (closing) return;
+    closing = true;
+    void server
+      .close({ timeoutMs: options.shutdownTimeoutMs ?? 10_000 })
+      .finally(() => nodeCluster.worker?.disconnect());
+  };
+  process.on("SIGINT", stop);
+  process.on("SIGTERM", stop);
+  workerReady(server.urls);
+  return undefined;
+}

@@ -1,0 +1,124 @@
+/**
+ * clusterRateLimit over real sockets: two servers, each joined to one
+ * cluster whose engine is the workers' IPC relay — here in this process,
+ * the two "workers" talking to it over in-memory channels (the relay and
+ * the engine are the ones `serveWorkers` uses; only the channel is not a
+ * process's). Four clients, two on each server, send a burst of requests:
+ * the two nodes together admit at most `perSecond` per one-second window
+ * (each alone would admit `perSecond`), every refusal is ERR_RATE_LIMITED
+ * with a retryAfterMs up to the next window, and per principal each
+ * principal has its own allowance.
+ */
+import assert from "node:assert/strict";
+import { EventEmitter } from "node:events";
+import { describe, it } from "node:test";
+import { Cluster, clusterRateLimit, type IpcChannel, IpcRelay, ipcEngine } from "../../src/cluster/index.ts";
+import { connect, createServer, type PointSubError, type Server } from "../../src/index.ts";
+
+/** A worker's end of an in-memory IPC channel to `relay`. */
+function channel(relay: IpcRelay): IpcChannel {
+  const ee = new EventEmitter();
+  const peer = { send: (m: unknown) => queueMicrotask(() => ee.emit("message", structuredClone(m))) };
+  return {
+    connected: true,
+    send(m: unknown, _h?: undefined, _o?: undefined, cb?: (err: Error | null) => void) {
+      queueMicrotask(() => {
+        relay.receive(peer, structuredClone(m));
+        cb?.(null);
+      });
+      return true;
+    },
+    on: (ev: string, l: (...a: unknown[]) => void) => ee.on(ev, l),
+    off: (ev: string, l: (...a: unknown[]) => void) => ee.off(ev, l),
+  } as IpcChannel;
+}
+
+async function twoNodes(
+  perSecond: number,
+  per: "global" | "principal",
+): Promise<{ servers: Server[]; relay: IpcRelay; admitted: number[] }> {
+  const relay = new IpcRelay({ advanced: false });
+  const admitted: number[] = [];
+  const servers: Server[] = [];
+  for (const id of ["n1", "n2"]) {
+    const cluster = new Cluster(ipcEngine(channel(relay)), { nodeId: id, heartbeatMs: 100 });
+    const server = createServer({
+      cluster,
+      authenticate: (cred) => new TextDecoder().decode(cred),
+    });
+    server.use(clusterRateLimit(cluster, { perSecond, per, leaseSize: 5 }));
+    server.handle("/work", () => {
+      admitted.push(Date.now());
+      return "ok";
+    });
+    await server.listen("tcp://127.0.0.1:0");
+    servers.push(server);
+  }
+  return { servers, relay, admitted };
+}
+
+/** Sends `n` requests from each client at once; resolves to [ok count, refusals]. */
+async function burst(
+  urls: string[],
+  principals: string[],
+  n: number,
+): Promise<{ ok: number; refused: PointSubError[]; windows: Set<number> }> {
+  const conns = await Promise.all(
+    principals.map((p, i) => connect(urls[i % urls.length] as string, { credentials: p })),
+  );
+  // Start at the beginning of a window, so that the burst most likely stays within it.
+  while (Date.now() % 1000 > 100) await new Promise((r) => setTimeout(r, 5));
+  const windows = new Set<number>([Math.floor(Date.now() / 1000)]);
+  const results = await Promise.allSettled(
+    conns.flatMap((c) => Array.from({ length: n }, () => c.request("/work", "x"))),
+  );
+  windows.add(Math.floor(Date.now() / 1000));
+  await Promise.all(conns.map((c) => c.close()));
+  return {
+    ok: results.filter((r) => r.status === "fulfilled").length,
+    refused: results.flatMap((r) => (r.status === "rejected" ? [r.reason as PointSubError] : [])),
+    windows,
+  };
+}
+
+describe("clusterRateLimit", { timeout: 20_000 }, () => {
+  it("two nodes together admit at most perSecond per window; refusals are ERR_RATE_LIMITED with retryAfterMs", async () => {
+    const { servers, relay, admitted } = await twoNodes(40, "global");
+    try {
+      const urls = servers.map((s) => s.urls[0] as string);
+      const r = await burst(urls, ["a", "b", "c", "d"], 60);
+      assert.ok(r.ok > 0, "some were admitted");
+      // Per window: never over 40 in all (a node alone could admit 40, two 80).
+      const perWindow = new Map<number, number>();
+      for (const t of admitted) perWindow.set(Math.floor(t / 1000), (perWindow.get(Math.floor(t / 1000)) ?? 0) + 1);
+      for (const [w, n] of perWindow) assert.ok(n <= 40, `window ${w}: ${n} admitted`);
+      assert.ok(r.ok <= 40 * r.windows.size, `${r.ok} admitted in ${r.windows.size} window(s)`);
+      assert.equal(r.ok + r.refused.length, 240);
+      for (const e of r.refused) {
+        assert.equal(e.code, "ERR_RATE_LIMITED");
+        assert.ok(
+          e.retryAfterMs !== undefined && e.retryAfterMs >= 1 && e.retryAfterMs <= 1000,
+          String(e.retryAfterMs),
+        );
+      }
+    } finally {
+      await Promise.all(servers.map((s) => s.close()));
+      relay.close();
+    }
+  });
+
+  it("per principal: each principal has its own allowance across the nodes", async () => {
+    const { servers, relay } = await twoNodes(10, "principal");
+    try {
+      const urls = servers.map((s) => s.urls[0] as string);
+      // alice on both nodes, bob on both: each gets at most 10 per window, and both get some.
+      const r = await burst(urls, ["alice", "alice", "bob", "bob"], 30);
+      assert.ok(r.ok <= 2 * 10 * r.windows.size, `${r.ok} admitted in ${r.windows.size} window(s)`);
+      assert.ok(r.ok >= 2, "both principals were admitted");
+      assert.ok(r.refused.every((e) => e.code === "ERR_RATE_LIMITED"));
+    } finally {
+      await Promise.all(servers.map((s) => s.close()));
+      relay.close();
+    }
+  });
+});

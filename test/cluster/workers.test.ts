@@ -1,0 +1,298 @@
+/**
+ * All cores of one machine (`serveWorkers`, no Redis or NATS): a primary
+ * process (test/cluster/workers-process.ts) with 2 workers sharing one
+ * port (each its own SO_REUSEPORT socket; `pointsub serve --workers 2`
+ * below uses node:cluster's round-robin). Sessions land on both; a broadcast from one worker reaches every
+ * session once; sendTo crosses workers; the session list spans them; a
+ * keyed request repeated on the other worker is answered from the shared
+ * store; a worker SIGKILLed is replaced and forgotten by the registry at
+ * once (its will); SIGTERM to the primary closes every worker gracefully.
+ */
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { createServer as createNetServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { after, before, describe, it } from "node:test";
+import { IpcRelay, runWorkers } from "../../src/cluster/index.ts";
+import { type Connection, connect } from "../../src/index.ts";
+import { startServeProcess } from "../helpers/serve-process.ts";
+import { sleep, until } from "../helpers/wait.ts";
+
+const SCRIPT = join(import.meta.dirname, "workers-process.ts");
+const utf8 = new TextDecoder();
+
+interface Client {
+  conn: Connection;
+  id: string;
+  got: string[];
+}
+
+async function call(conn: Connection, route: string, body = "", key?: string): Promise<string> {
+  return utf8.decode(await conn.request(route, body, key === undefined ? {} : { idempotencyKey: key }));
+}
+
+const node = (c: Client) => c.id.slice(0, c.id.indexOf("."));
+const count = (c: Client, text: string) => c.got.filter((g) => g === text).length;
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe("serveWorkers: 2 workers on one port (SO_REUSEPORT), a cluster through the primary", {
+  timeout: 30_000,
+}, () => {
+  let primary: ChildProcess;
+  const events: Record<string, unknown>[] = [];
+  const pids = new Set<number>();
+  let url = "";
+  let clients: Client[] = [];
+
+  async function client(): Promise<Client> {
+    const conn = await connect(url);
+    const c: Client = { conn, id: "", got: [] };
+    conn.on("message", (m) => c.got.push(m.text()));
+    c.id = await call(conn, "/whoami");
+    return c;
+  }
+
+  before(async () => {
+    // Each worker binds the port itself (reusePort); `pointsub serve --workers` below uses round-robin.
+    const port = await new Promise<number>((resolve) => {
+      const s = createNetServer().listen(0, "127.0.0.1", () => {
+        const p = (s.address() as { port: number }).port;
+        s.close(() => resolve(p));
+      });
+    });
+    primary = spawn(process.execPath, [SCRIPT, JSON.stringify({ workers: 2, reusePortOn: port })], {
+      stdio: ["ignore", "pipe", "inherit"],
+      env: { ...process.env, NODE_COMPILE_CACHE: join(tmpdir(), "pointsub-test-compile-cache") },
+    });
+    const onExit = () => {
+      primary.kill("SIGKILL");
+      for (const pid of pids) if (alive(pid)) process.kill(pid, "SIGKILL");
+    };
+    process.once("exit", onExit);
+    primary.once("exit", () => process.off("exit", onExit));
+    const lines = createInterface({ input: primary.stdout as NodeJS.ReadableStream });
+    lines.on("line", (line) => {
+      const ev = JSON.parse(line) as Record<string, unknown>;
+      events.push(ev);
+      for (const w of [ev.worker, ev.replacement, ...((ev.workers as unknown[]) ?? [])]) {
+        const pid = (w as { pid?: number } | undefined)?.pid;
+        if (typeof pid === "number") pids.add(pid);
+      }
+    });
+    await until(() => events.some((e) => e.event === "ready"), 15_000);
+    url = String(events.find((e) => e.event === "ready")?.url);
+    clients = await Promise.all(Array.from({ length: 40 }, client));
+  });
+
+  after(async () => {
+    await Promise.all(clients.map((c) => c.conn.close({ timeoutMs: 100 }).catch(() => {})));
+    if (primary.exitCode === null && primary.signalCode === null) {
+      const exited = new Promise((r) => primary.once("exit", r));
+      primary.kill("SIGKILL");
+      await exited;
+    }
+    for (const pid of pids) if (alive(pid)) process.kill(pid, "SIGKILL");
+  });
+
+  it("spreads the sessions over both workers; broadcast, sendTo and the session list cross them", async () => {
+    // The kernel spreads connections over the workers' sockets by a hash of the address pair:
+    // a few more connections until each worker has 4.
+    const on = (n: string) => clients.filter((c) => node(c) === n);
+    while ((on("w1").length < 4 || on("w2").length < 4) && clients.length < 200) clients.push(await client());
+    const on1 = on("w1");
+    const on2 = on("w2");
+    assert.ok(on1.length >= 4 && on2.length >= 4, `w1: ${on1.length}, w2: ${on2.length}`);
+    assert.equal(on1.length + on2.length, clients.length);
+    // Both workers know each other before a broadcast goes out.
+    for (const c of [on1[0], on2[0]] as Client[]) {
+      for (let k = 0; (JSON.parse(await call(c.conn, "/ctl/nodes")) as string[]).length !== 2; k++) {
+        assert.ok(k < 100, "the workers do not see each other");
+        await sleep(20);
+      }
+    }
+    const local = await call((on1[0] as Client).conn, "/ctl/broadcast", "to all");
+    assert.equal(Number(local), on1.length, "the result counts the worker's own sessions");
+    await until(() => clients.every((c) => count(c, "to all") >= 1), 5000);
+    await sleep(50);
+    assert.ok(
+      clients.every((c) => count(c, "to all") === 1),
+      "once each",
+    );
+    const target = on2[3] as Client;
+    const sent = await call((on1[0] as Client).conn, "/ctl/send-to", JSON.stringify({ id: target.id, text: "direct" }));
+    assert.equal(sent, "sent");
+    await until(() => count(target, "direct") === 1, 5000);
+    assert.ok(clients.every((c) => c === target || count(c, "direct") === 0));
+    const list = JSON.parse(await call((on2[0] as Client).conn, "/ctl/sessions")) as { id: string; node: string }[];
+    assert.deepEqual(list.map((s) => s.id).sort(), clients.map((c) => c.id).sort());
+    assert.ok(list.every((s) => s.id.startsWith(`${s.node}.`)));
+  });
+
+  it("shares the idempotency store: a keyed request repeated on the other worker ran once", async () => {
+    const a = clients.find((c) => node(c) === "w1") as Client;
+    const b = clients.find((c) => node(c) === "w2") as Client;
+    const first = await call(a.conn, "/count", "order-1", "order-1");
+    assert.match(first, /^w1:\d+$/);
+    assert.equal(await call(b.conn, "/count", "order-1", "order-1"), first);
+    assert.equal(events.filter((e) => e.event === "ran" && e.key === "order-1").length, 1);
+  });
+
+  it("a worker killed is replaced, and the registry forgets it at once", async () => {
+    const victim = clients.find((c) => node(c) === "w2") as Client;
+    const pid = Number(await call(victim.conn, "/pid"));
+    const survivor = clients.find((c) => node(c) === "w1") as Client;
+    process.kill(pid, "SIGKILL");
+    await until(() => events.some((e) => e.event === "exit"), 5000);
+    const exit = events.find((e) => e.event === "exit") as { signal: string; replacement?: { nodeId: string } };
+    assert.equal(exit.signal, "SIGKILL");
+    assert.equal(exit.replacement?.nodeId, "w3");
+    // Its will (a bye published by the primary) removes it, well before deadAfterMs (3 s).
+    const killedAt = Date.now();
+    for (;;) {
+      const nodes = JSON.parse(await call(survivor.conn, "/ctl/nodes")) as string[];
+      if (!nodes.includes("w2") && nodes.includes("w3")) break;
+      assert.ok(Date.now() - killedAt < 5000, `nodes: ${nodes}`);
+      await sleep(20);
+    }
+    const list = JSON.parse(await call(survivor.conn, "/ctl/sessions")) as { node: string }[];
+    assert.ok(
+      list.every((s) => s.node !== "w2"),
+      "w2's sessions are gone",
+    );
+    // New connections reach the replacement; a broadcast reaches both workers' sessions.
+    const fresh = await Promise.all(Array.from({ length: 6 }, client));
+    clients = [...clients.filter((c) => node(c) !== "w2"), ...fresh];
+    assert.ok(fresh.some((c) => node(c) === "w3"));
+    await call(survivor.conn, "/ctl/broadcast", "after the restart");
+    await until(() => clients.every((c) => count(c, "after the restart") === 1), 5000);
+  });
+
+  it("SIGTERM to the primary closes every worker gracefully", async () => {
+    const exited = new Promise<number | null>((r) => primary.once("exit", (code) => r(code)));
+    primary.kill("SIGTERM");
+    assert.equal(await exited, 0);
+    assert.ok(events.some((e) => e.event === "closed"));
+    for (const pid of pids) await until(() => !alive(pid), 3000);
+  });
+});
+
+describe("pointsub serve --workers 2", { timeout: 30_000 }, () => {
+  it("prints one listening line once both workers listen, serves from both, closes both on SIGTERM", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "pointsub-workers-"));
+    const serve = await startServeProcess(["--dir", dir, "--workers", "2"], {
+      env: { ...process.env, NODE_COMPILE_CACHE: join(tmpdir(), "pointsub-test-compile-cache") },
+    });
+    const announced = serve.events.find((e) => e.event === "workers")?.workers as { pid: number }[] | undefined;
+    const workerPids = (announced ?? []).map((w) => w.pid);
+    const kill = () => {
+      serve.child.kill("SIGKILL");
+      for (const pid of workerPids) if (alive(pid)) process.kill(pid, "SIGKILL");
+    };
+    process.once("exit", kill);
+    try {
+      assert.equal(workerPids.length, 2);
+      assert.equal(serve.events.filter((e) => e.event === "listening").length, 1);
+      const conns = await Promise.all(Array.from({ length: 8 }, () => connect(serve.url)));
+      for (const c of conns) assert.equal(await call(c, "/echo/1.0.0", "hi"), "hi");
+      await Promise.all(conns.map((c) => c.close()));
+      const code = new Promise((r) => serve.child.once("exit", (c) => r(c)));
+      serve.child.kill("SIGTERM");
+      assert.equal(await code, 0);
+      const exits = serve.events.filter((e) => e.event === "workerExit");
+      assert.deepEqual(
+        exits.map((e) => e.code),
+        [0, 0],
+      );
+      for (const pid of workerPids) await until(() => !alive(pid), 3000);
+    } finally {
+      kill();
+      process.off("exit", kill);
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("runWorkers: restarts are bounded", { timeout: 20_000 }, () => {
+  it("a worker that keeps dying is replaced maxRestarts times, then given up; the pool closes", async () => {
+    const pool = runWorkers({
+      workers: 1,
+      maxRestarts: 2,
+      signals: false,
+      exec: join(import.meta.dirname, "crashing-worker.ts"),
+    });
+    const exits: { code: number | null; replaced: boolean }[] = [];
+    let gaveUp = 0;
+    pool.on("exit", (_w, code, _s, replacement) => exits.push({ code, replaced: replacement !== undefined }));
+    pool.on("gaveUp", () => gaveUp++);
+    await assert.rejects(pool.ready, /every worker exited/);
+    await pool.closed;
+    assert.deepEqual(exits, [
+      { code: 3, replaced: true },
+      { code: 3, replaced: true },
+      { code: 3, replaced: false },
+    ]);
+    assert.equal(gaveUp, 1);
+    assert.deepEqual(pool.workers(), []);
+  });
+});
+
+describe("IpcRelay (the primary's side), in process", () => {
+  const TAG = "@pointsub";
+  const peer = () => {
+    const got: Record<string, unknown>[] = [];
+    return { got, send: (m: unknown) => got.push(m as Record<string, unknown>) };
+  };
+
+  it("relays to subscribers, publishes a dead worker's will, ignores what is not its own", () => {
+    const relay = new IpcRelay({ advanced: true });
+    const a = peer();
+    const b = peer();
+    relay.receive(a, { [TAG]: "sub", s: "x" });
+    relay.receive(b, { [TAG]: "sub", s: "x" });
+    relay.receive(b, { [TAG]: "will", s: "x", d: new Uint8Array([9]) });
+    assert.equal(relay.receive(a, { hello: "app" }), false, "an application message is left alone");
+    assert.equal(relay.receive(a, { [TAG]: "pub", s: "x", d: 42 }), true, "bad bytes: dropped");
+    relay.receive(a, { [TAG]: "pub", s: "x", d: new Uint8Array([1]) });
+    assert.equal(a.got.length, 1);
+    assert.equal(b.got.length, 1);
+    relay.detach(b);
+    assert.deepEqual(a.got[1], { [TAG]: "msg", s: "x", d: new Uint8Array([9]) });
+    relay.receive(a, { [TAG]: "pub", s: "x", d: "AQ==" }); // base64 from a JSON channel
+    assert.equal(b.got.length, 1, "b is gone");
+    relay.close();
+  });
+
+  it("bounds the shared store by keys and bytes; compare-and-set by revision; time to live", async () => {
+    const relay = new IpcRelay({ advanced: true, maxKeys: 2, maxBytes: 100 });
+    const p = peer();
+    const kv = (m: Record<string, unknown>) => {
+      relay.receive(p, { [TAG]: "kv", ...m });
+      return p.got.at(-1) as Record<string, unknown>;
+    };
+    assert.equal(kv({ id: 1, op: "create", key: "a", value: "1", ttl: 60_000 }).ok, true);
+    assert.equal(kv({ id: 2, op: "create", key: "a", value: "2", ttl: 60_000 }).ok, false, "exists");
+    assert.equal(kv({ id: 3, op: "create", key: "b", value: "x".repeat(200), ttl: 60_000 }).error !== undefined, true);
+    assert.equal(kv({ id: 4, op: "create", key: "b", value: "2", ttl: 30 }).ok, true);
+    assert.match(String(kv({ id: 5, op: "create", key: "c", value: "3", ttl: 60_000 }).error), /full/);
+    const rev = String(kv({ id: 6, op: "get", key: "a" }).rev);
+    assert.equal(kv({ id: 7, op: "update", key: "a", value: "9", rev: "nope", ttl: 60_000 }).ok, false);
+    assert.equal(kv({ id: 8, op: "update", key: "a", value: "9", rev, ttl: 60_000 }).ok, true);
+    assert.equal(kv({ id: 9, op: "get", key: "a" }).value, "9");
+    await sleep(40);
+    assert.equal(kv({ id: 10, op: "get", key: "b" }).value, undefined, "expired");
+    assert.equal(kv({ id: 11, op: "create", key: "c", value: "3", ttl: 60_000 }).ok, true, "room again");
+    assert.equal(relay.keys, 2);
+    relay.close();
+  });
+});
