@@ -37,6 +37,8 @@ export interface ServeOptions extends ServeAuthFlags {
   shutdownTimeout?: number;
   /** `host:port` to serve Prometheus metrics on (`GET /metrics`); needs prom-client. */
   metrics?: string;
+  /** `host:port` of the live dashboard page (pointsub/dashboard). */
+  dashboard?: string;
 }
 
 type MetricsModule = typeof import("../metrics/index.ts");
@@ -154,6 +156,18 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
     throw err;
   }
   if (metricsServer !== undefined) say("metrics", { url: metricsServer.url }, `metrics on ${metricsServer.url}`);
+  // --dashboard: the page is a pointsub client of this server (over ws://), behind its authentication.
+  const board =
+    opts.dashboard === undefined
+      ? undefined
+      : await (await import("../dashboard/index.ts")).dashboard(server, { listen: opts.dashboard });
+  if (board !== undefined) {
+    say(
+      "dashboard",
+      { url: board.url, ws: board.wsUrl },
+      `dashboard on ${board.url}${security.mode === "none" ? "" : " (open it as <url>#token=<token>)"}`,
+    );
+  }
   const limits = {
     overwrite: opts.overwrite === true,
     partialTtl: ttl,
@@ -178,6 +192,7 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
   });
   const shutdownMs = (opts.shutdownTimeout ?? 10) * 1000;
   say("closing", { timeoutMs: shutdownMs }, `closing: work in flight has ${shutdownMs / 1000} s to finish`);
+  await board?.close();
   await server.close({ timeoutMs: shutdownMs });
   await metricsServer?.close();
   metrics?.close();
