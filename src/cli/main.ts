@@ -101,7 +101,10 @@ export function program(): Command {
     )
     .option("--shutdown-timeout <seconds>", "on SIGINT/SIGTERM, how long work in flight may finish", parseSeconds, 10)
     .option("--metrics <host:port>", "serve Prometheus metrics at http://<host:port>/metrics (needs prom-client)")
-    .option("--dashboard <host:port>", "serve a live dashboard page at http://<host:port>/ (add #token=<token> with auth)")
+    .option(
+      "--dashboard <host:port>",
+      "serve a live dashboard page at http://<host:port>/ (add #token=<token> with auth)",
+    )
     .option("--json", "print JSON lines")
     .addHelpText("after", SERVE_HELP)
     .action(run(serveAction));
