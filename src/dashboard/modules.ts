@@ -45,6 +45,8 @@ export async function moduleFiles(): Promise<ModuleFiles> {
     roots.set(`/m/${name}/`, dir);
     importMap[name] = `/m/${name}/${file.slice(dir.length + 1)}`;
   }
+  // From sources: the type stripper takes a second or two to start; start it now, not on the page's first request.
+  if (ext === ".ts") setImmediate(() => stripTypeScriptTypes(""));
   return {
     importMap,
     entry: `/m/pointsub/browser${ext}`,
