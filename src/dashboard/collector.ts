@@ -54,15 +54,17 @@ export interface DashboardRoute {
 export interface DashboardSnapshot {
   now: number;
   sessions: DashboardSession[];
-  /** Wire bytes per second over all sessions, one point a second, oldest first. */
+  /** Wire bytes per second over all sessions, a point every 500 ms, oldest first. */
   throughput: { t: number; inBps: number; outBps: number }[];
   transfers: DashboardTransfer[];
   routes: DashboardRoute[];
   errors: { code: string; count: number }[];
 }
 
-/** Points of the throughput chart (one a second). */
-const HISTORY = 120;
+/** Points of the throughput chart (two a second: the last two minutes). */
+const HISTORY = 240;
+/** Time between two throughput points (ms). */
+const SAMPLE_MS = 500;
 /** Latencies kept per route for the percentiles (the newest). */
 const LATENCIES = 1024;
 /** Most routes, transfers and error codes tracked (further ones are not). */
@@ -97,6 +99,7 @@ export class Collector {
   private readonly diagnostics: Diagnostics;
   private readonly history: { t: number; inBps: number; outBps: number }[] = [];
   private readonly lastBytes = new Map<string, { in: number; out: number }>();
+  private lastSample = Date.now();
   private readonly routes = new Map<string, RouteStats>();
   private readonly transfers = new Map<string, TransferState>();
   private readonly errors = new Map<string, number>();
@@ -157,7 +160,7 @@ export class Collector {
       ],
     ];
     for (const [name, l] of this.listeners) diagnostics.subscribe(name, l);
-    this.timer = setInterval(() => this.sample(), 1000);
+    this.timer = setInterval(() => this.sample(), SAMPLE_MS);
     this.timer.unref?.();
   }
 
@@ -173,8 +176,11 @@ export class Collector {
     if (r.durationMs >= 0) s.latencies[s.next++ % LATENCIES] = r.durationMs;
   }
 
-  /** One throughput point: the bytes every session moved since the last one. */
+  /** One throughput point: the bytes every session moved since the last one, per second. */
   private sample(): void {
+    const now = Date.now();
+    const seconds = Math.max(0.001, (now - this.lastSample) / 1000);
+    this.lastSample = now;
     let inB = 0;
     let outB = 0;
     const seen = new Set<string>();
@@ -186,7 +192,7 @@ export class Collector {
       this.lastBytes.set(s.id, { in: s.bytesIn, out: s.bytesOut });
     }
     for (const id of this.lastBytes.keys()) if (!seen.has(id)) this.lastBytes.delete(id);
-    this.history.push({ t: Date.now(), inBps: inB, outBps: outB });
+    this.history.push({ t: now, inBps: inB / seconds, outBps: outB / seconds });
     if (this.history.length > HISTORY) this.history.shift();
   }
 

@@ -39,10 +39,12 @@ const table = (id, head, rows) => {
 function chart(points) {
   const svg = document.getElementById("chart"), W = 600, H = 140;
   const max = Math.max(1, ...points.map((p) => Math.max(p.inBps, p.outBps)));
-  const line = (f) => points.map((p, i) => ((W * (i + 120 - points.length)) / 119).toFixed(1) + "," + (H - 4 - ((H - 18) * f(p)) / max).toFixed(1)).join(" ");
+  // The x axis spans the points there are (at least 10 s), up to the last two minutes.
+  const n = Math.max(points.length, 20);
+  const line = (f) => points.map((p, i) => ((W * (i + n - points.length)) / (n - 1)).toFixed(1) + "," + (H - 4 - ((H - 18) * f(p)) / max).toFixed(1)).join(" ");
   svg.innerHTML = '<polyline fill="none" stroke="#2f7ed8" stroke-width="2" points="' + line((p) => p.inBps) + '"/>' +
     '<polyline fill="none" stroke="#e8743b" stroke-width="2" points="' + line((p) => p.outBps) + '"/>' +
-    '<text x="4" y="12" font-size="11" fill="#555">max ' + fmtBytes(max) + '/s — in (blue), out (orange), last 2 min</text>';
+    '<text x="4" y="12" font-size="11" fill="#555">max ' + fmtBytes(Math.round(max)) + '/s — in (blue), out (orange), last ' + Math.round(n / 2) + ' s</text>';
 }
 function draw(s) {
   document.getElementById("status").textContent = "live · " + new Date(s.now).toLocaleTimeString() + " · " + s.sessions.length + " session(s)";
