@@ -35,6 +35,7 @@ const LAYERS = [
   "node",
   "index",
   "metrics",
+  "dashboard",
   "p2p",
   "browser",
   "cli",
@@ -76,9 +77,10 @@ const MAY_IMPORT: Record<Layer, readonly Layer[]> = {
     "transport",
   ],
   metrics: ["index"],
+  dashboard: ["index"],
   p2p: ["index"],
   browser: ["client", "codec", "connection", "errors", "router", "runtime", "stream", "transfer", "transport", "web"],
-  cli: ["client", "cluster", "codec", "errors", "index", "metrics", "node", "stream", "transfer"],
+  cli: ["client", "cluster", "codec", "dashboard", "errors", "index", "metrics", "node", "stream", "transfer"],
 };
 
 /**
@@ -103,6 +105,7 @@ const TYPES_FROM: Record<Layer, readonly Layer[]> = {
   node: [],
   index: [],
   metrics: [],
+  dashboard: [],
   p2p: [],
   browser: [],
   cli: ["connection"],
@@ -127,6 +130,7 @@ const PACKAGES: Record<Layer, readonly string[]> = {
   node: ["@node-rs/crc32", "ws"],
   index: [],
   metrics: ["prom-client"],
+  dashboard: [],
   p2p: [
     "@chainsafe/libp2p-noise",
     "@chainsafe/libp2p-quic",
@@ -141,7 +145,7 @@ const PACKAGES: Record<Layer, readonly string[]> = {
 };
 
 /** The Node edge: the only layers that may import `node:` built-ins. Everything else is the portable core. */
-const NODE_LAYERS: readonly Layer[] = ["cluster", "node", "index", "metrics", "cli"];
+const NODE_LAYERS: readonly Layer[] = ["cluster", "node", "index", "metrics", "dashboard", "cli"];
 
 /**
  * Import edges the tables forbid but the code still has, each waiting for a change in src/.

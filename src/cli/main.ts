@@ -120,6 +120,10 @@ export function program(): Command {
       "worker processes sharing the port as one cluster, e.g. the machine's cores (default 1: this process alone)",
       integer(1),
     )
+    .option(
+      "--dashboard <host:port>",
+      "serve a live dashboard page at http://<host:port>/ (add #token=<token> with auth)",
+    )
     .option("--json", "print JSON lines")
     .addHelpText("after", SERVE_HELP)
     .action(run(serveAction));

@@ -43,7 +43,7 @@ export async function serveRole(workers: number | undefined, metrics: boolean): 
   if (metrics && workers !== undefined && workers > 1) {
     throw new PointSubError(
       "ERR_INVALID_ARGUMENT",
-      "--metrics serves one process's metrics: use it with --workers 1 (the default)",
+      "--metrics and --dashboard serve one process's figures: use them with --workers 1 (the default)",
     );
   }
   const n = workers ?? 1;

@@ -43,6 +43,8 @@ export interface ServeOptions extends ServeAuthFlags {
   metrics?: string;
   /** Worker processes sharing the port as one cluster (default 1: this process alone). */
   workers?: number;
+  /** `host:port` of the live dashboard page (pointsub/dashboard). */
+  dashboard?: string;
 }
 
 type MetricsModule = typeof import("../metrics/index.ts");
@@ -78,7 +80,7 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
   const metricsModule = opts.metrics === undefined ? undefined : await loadMetrics();
   metricsModule?.parseHostPort(opts.metrics as string);
   const dir = resolve(opts.dir);
-  const role = await serveRole(opts.workers, opts.metrics !== undefined);
+  const role = await serveRole(opts.workers, opts.metrics !== undefined || opts.dashboard !== undefined);
   const ttl = opts.partialTtl ?? 86400;
   const limits = {
     overwrite: opts.overwrite === true,
@@ -208,6 +210,18 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
     throw err;
   }
   if (metricsServer !== undefined) say("metrics", { url: metricsServer.url }, `metrics on ${metricsServer.url}`);
+  // --dashboard: the page is a pointsub client of this server (over ws://), behind its authentication.
+  const board =
+    opts.dashboard === undefined
+      ? undefined
+      : await (await import("../dashboard/index.ts")).dashboard(server, { listen: opts.dashboard });
+  if (board !== undefined) {
+    say(
+      "dashboard",
+      { url: board.url, ws: board.wsUrl },
+      `dashboard on ${board.url}${security.mode === "none" ? "" : " (open it as <url>#token=<token>)"}`,
+    );
+  }
   // With workers, the primary prints the listening lines once they all listen.
   if (role.kind === "worker") role.ready(urls);
   else announce(urls);
@@ -222,6 +236,7 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
   });
   const shutdownMs = (opts.shutdownTimeout ?? 10) * 1000;
   say("closing", { timeoutMs: shutdownMs }, `closing: work in flight has ${shutdownMs / 1000} s to finish`);
+  await board?.close();
   await server.close({ timeoutMs: shutdownMs });
   await metricsServer?.close();
   metrics?.close();

@@ -1,8 +1,9 @@
 import { Connection } from "../connection/connection.ts";
 import { checkConnectionOptions } from "../connection/options.ts";
+import { loadDiagnostics } from "../connection/publisher.ts";
 import type { ConnectionOptions } from "../connection/types.ts";
 import { PointSubError } from "../errors/error.ts";
-import type { Runtime } from "../runtime/runtime.ts";
+import { NO_DIAGNOSTICS, type Runtime } from "../runtime/runtime.ts";
 import type { Address, TransportConnectOptions } from "../transport/transport.ts";
 
 /**
@@ -36,6 +37,8 @@ export async function connect(address: Address, options: ConnectOptions = {}): P
     );
   }
   checkConnectionOptions(options);
+  // A runtime someone may listen to: its publisher class first (the browser build loads it on demand).
+  if (runtime.diagnostics !== NO_DIAGNOSTICS) await loadDiagnostics();
   const { adapter, address: target } = runtime.transports.resolve(address);
   const connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
   // The adapter gets the caller's options whole: it reads the part it knows (tls, …).

@@ -10,7 +10,7 @@ import type { PointSubError } from "../errors/error.ts";
 import type { Diagnostics, DiagnosticsChannel } from "../runtime/runtime.ts";
 import type { PendingCall } from "./calls.ts";
 import type { Connection } from "./connection.ts";
-import { SIZE_CLASSES, type SizeClass, sizeClassIndex } from "./size-class.ts";
+import type { SizeClass } from "./size-class.ts";
 
 /** Every channel pointsub publishes to, by purpose. */
 export const CHANNELS = {
@@ -236,20 +236,7 @@ export function channelsOf(d: Diagnostics): Channels {
   return c;
 }
 
-/** What the stream halves keep per stream for its progress and end messages. */
-export interface StreamTrace {
-  /** performance.now() at its start message; 0 when none was published. */
-  t0: number;
-  /** Bytes already reported in progress messages. */
-  reported: number;
-  /** Date.now() of the last progress message. */
-  lastProgress: number;
-}
-
-/** A new, empty {@link StreamTrace}. */
-export function streamTrace(): StreamTrace {
-  return { t0: 0, reported: 0, lastProgress: 0 };
-}
+import type { StreamTrace } from "./publisher.ts";
 
 /**
  * One connection's publisher: the channels plus the connection and its
@@ -300,13 +287,13 @@ export class ConnectionDiagnostics {
     }
   }
 
-  /** One message sent or received (guard: `ch.message.hasSubscribers`). */
-  publishMessage(direction: Direction, size: number): void {
+  /** One message sent or received, of `sizeClass` (guard: `ch.message.hasSubscribers`). */
+  publishMessage(direction: Direction, size: number, sizeClass: SizeClass): void {
     this.ch.message.publish({
       connection: this.connection,
       direction,
       size,
-      sizeClass: SIZE_CLASSES[sizeClassIndex(size)],
+      sizeClass,
     } satisfies MessageMessage);
   }
 

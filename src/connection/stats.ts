@@ -1,6 +1,6 @@
 import type { ErrorCode } from "../errors/codes.ts";
 import type { DiagnosticsChannel } from "../runtime/runtime.ts";
-import type { ConnectionDiagnostics } from "./diagnostics.ts";
+import type { Publisher } from "./publisher.ts";
 import { SIZE_CLASSES, type SizeClass, sizeClassIndex } from "./size-class.ts";
 
 /** The error map of every connection that counted no error yet (never written). */
@@ -68,11 +68,11 @@ export class Stats {
   readonly streams = { sent: 0, received: 0, bytesSent: 0, bytesReceived: 0 };
   readonly compression: Record<string, CompressionCounters> = {};
   /** The connection's diagnostics publisher (every part that counts also publishes through it). */
-  readonly diag: ConnectionDiagnostics;
+  readonly diag: Publisher;
   private readonly messageCh: DiagnosticsChannel;
   private readonly errorCh: DiagnosticsChannel;
 
-  constructor(diag: ConnectionDiagnostics) {
+  constructor(diag: Publisher) {
     this.diag = diag;
     this.messageCh = diag.ch.message;
     this.errorCh = diag.ch.error;
@@ -95,14 +95,14 @@ export class Stats {
     const i = sizeClassIndex(size);
     this.counts[i]++;
     this.counts[5 + i] += size;
-    if (this.messageCh.hasSubscribers) this.diag.publishMessage("out", size);
+    if (this.messageCh.hasSubscribers) this.diag.publishMessage("out", size, SIZE_CLASSES[i]);
   }
 
   received(size: number): void {
     const i = sizeClassIndex(size);
     this.counts[10 + i]++;
     this.counts[15 + i] += size;
-    if (this.messageCh.hasSubscribers) this.diag.publishMessage("in", size);
+    if (this.messageCh.hasSubscribers) this.diag.publishMessage("in", size, SIZE_CLASSES[i]);
   }
 
   /** Messages (one-way, requests and responses) sent so far. */

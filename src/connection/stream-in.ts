@@ -17,11 +17,11 @@ import { Limiter } from "../util/limiter.ts";
 import type { MemoryBudget } from "./budget.ts";
 import { ServerCall } from "./calls.ts";
 import type { Connection } from "./connection.ts";
-import { type StreamTrace, streamTrace } from "./diagnostics.ts";
 import type { Dispatcher } from "./dispatch.ts";
 import type { ReceiveWindow } from "./flow.ts";
 import { creditDue, type Link } from "./link.ts";
 import type { Outbox } from "./outbox.ts";
+import { type StreamTrace, streamTrace } from "./publisher.ts";
 import type { Stats } from "./stats.ts";
 import type { HandlerResult } from "./types.ts";
 

@@ -4,6 +4,8 @@
  */
 import * as dc from "node:diagnostics_channel";
 import { CodecRegistry } from "../codec/codec-registry.ts";
+import { ConnectionDiagnostics } from "../connection/diagnostics.ts";
+import { useDiagnostics } from "../connection/publisher.ts";
 import { useStreamEngine } from "../connection/stream-engine.ts";
 import * as streams from "../connection/streams.ts";
 import { createRuntime, type Diagnostics, type Runtime } from "../runtime/runtime.ts";
@@ -63,6 +65,7 @@ function allocBody(n: number): Uint8Array {
 export function createNodeRuntime(options: NodeRuntimeOptions = {}): Runtime {
   // Node loads the stream halves up front: a connection's first stream starts synchronously.
   useStreamEngine(streams);
+  useDiagnostics(ConnectionDiagnostics);
   const crc32c = options.nativeCrc32c === false ? undefined : loadNativeCrc32c();
   // The machine's memory (a cgroup read) is looked up once per runtime, not per connection.
   let machine: number | undefined;

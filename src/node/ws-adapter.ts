@@ -36,8 +36,29 @@ export { WS_MAX_MESSAGE, WS_SUBPROTOCOL } from "../transport/ws-mapping.ts";
 /** Close codes (RFC 6455 §7.4.1) pointsub uses. */
 const CLOSE_NORMAL = 1000;
 const CLOSE_UNSUPPORTED_DATA = 1003;
-/** Same high-water mark as the socket transport. */
-const WRITE_HIGH_WATER = 1024 * 1024;
+/**
+ * Most bytes `ws` may hold unsent (its queue and the socket's buffer) before
+ * the transport reports not-writable: small, so bulk data waits in
+ * pointsub's scheduler, where a small frame can overtake it.
+ */
+const WRITE_HIGH_WATER = 64 * 1024;
+/**
+ * Most bytes sent and not yet read by the peer's WebSocket (acknowledged by
+ * the pong to a ping sent after them) before the transport reports
+ * not-writable. The kernel buffers on both ends of a fast link hold tens of
+ * MiB; without this bound a small frame queues behind all of them.
+ */
+const IN_FLIGHT_WINDOW = 512 * 1024;
+/** A ping marks the byte stream every this many bytes sent. */
+const MARK_EVERY = 64 * 1024;
+/**
+ * A write held back by the in-flight bound alone for this long with no pong
+ * lifts the bound until the next pong: a peer that answers pings late (or
+ * not at all) slows to the old behaviour, it never stalls.
+ */
+const PONG_WAIT_MS = 100;
+/** Most marks awaiting their pong (more: the oldest is forgotten, a later pong covers it). */
+const MAX_MARKS = 256;
 /** A coalesced message's buffer: overwritten whole, so not zero-filled. */
 const allocUnzeroed = (n: number): Uint8Array<ArrayBuffer> => Buffer.allocUnsafe(n) as Uint8Array<ArrayBuffer>;
 /** Binary, and never compressed (pointsub compresses streams itself). */
@@ -151,6 +172,18 @@ class WsTransport extends WsReceiver implements Transport {
   readonly remoteUrl: string;
   private readonly ws: Ws.WebSocket;
   private needDrain = false;
+  /** Bytes handed to `ws` so far. */
+  private sentBytes = 0;
+  /** Bytes the peer's WebSocket has read (the newest pong's mark). */
+  private ackedBytes = 0;
+  /** `sentBytes` at the last ping. */
+  private markedBytes = 0;
+  /** Pings awaiting their pong: ping number and `sentBytes` when it was sent, oldest first. */
+  private marks: { seq: number; bytes: number }[] = [];
+  private nextSeq = 0;
+  /** No pong came in time: the in-flight bound is lifted until the next pong. */
+  private windowLifted = false;
+  private pongTimer: ReturnType<typeof setTimeout> | undefined;
   /** The socket under the WebSocket (a TLSSocket for wss://). */
   private readonly socket: net.Socket | undefined;
 
@@ -164,6 +197,7 @@ class WsTransport extends WsReceiver implements Transport {
     // Hold the socket until the connection attaches (a server may accept on a later turn).
     ws.pause();
     ws.on("message", this.onMessage);
+    ws.on("pong", this.onPong);
     ws.on("error", (err: Error & { code?: string }) => {
       this.error ??= wsError(err);
     });
@@ -177,9 +211,73 @@ class WsTransport extends WsReceiver implements Transport {
   write(chunks: readonly Uint8Array[]): boolean {
     const ws = this.ws;
     if (this.closed || ws.readyState !== 1) return false;
-    if (sendAsMessages(chunks, this.send, allocUnzeroed) === 0 || ws.bufferedAmount < WRITE_HIGH_WATER) return true;
+    const n = sendAsMessages(chunks, this.send, allocUnzeroed);
+    if (n === 0) return true;
+    this.sentBytes += n;
+    if (this.sentBytes - this.markedBytes >= MARK_EVERY) this.mark();
+    if (this.writable()) return true;
     this.needDrain = true;
+    // Pings await their pongs: if none comes in time, the in-flight bound is lifted (pongLate).
+    if (this.pongTimer === undefined && this.marks.length !== 0 && !this.windowLifted) {
+      this.pongTimer = setTimeout(this.pongLate, PONG_WAIT_MS);
+    }
     return false;
+  }
+
+  /** No pong within {@link PONG_WAIT_MS} while held back by the in-flight bound. */
+  private readonly pongLate = (): void => {
+    this.pongTimer = undefined;
+    this.windowLifted = true;
+    this.drainIfWritable();
+  };
+
+  /**
+   * Room below both bounds: `ws`'s unsent bytes and the bytes in flight to
+   * the peer. While this side does not read, it cannot see the peer's pongs:
+   * the in-flight bound then does not apply (else a peer waiting for this
+   * side to read before it reads again would wait forever).
+   */
+  private writable(): boolean {
+    return (
+      this.ws.bufferedAmount < WRITE_HIGH_WATER &&
+      (this.paused || this.windowLifted || this.sentBytes - this.ackedBytes < IN_FLIGHT_WINDOW)
+    );
+  }
+
+  /** Sends a ping after the bytes sent so far: its pong says the peer read them. */
+  private mark(): void {
+    if (this.ws.readyState !== 1) return;
+    const seq = this.nextSeq++ >>> 0;
+    this.markedBytes = this.sentBytes;
+    if (this.marks.length >= MAX_MARKS) this.marks.shift();
+    this.marks.push({ seq, bytes: this.sentBytes });
+    const payload = Buffer.allocUnsafe(4);
+    payload.writeUInt32BE(seq);
+    this.ws.ping(payload);
+  }
+
+  /** A pong: the peer read everything sent before its ping (unknown pongs are ignored). */
+  private readonly onPong = (data: Buffer): void => {
+    if (data.length !== 4 || this.marks.length === 0) return;
+    const seq = data.readUInt32BE(0);
+    const i = this.marks.findIndex((m) => m.seq === seq);
+    if (i < 0) return;
+    this.ackedBytes = this.marks[i].bytes;
+    this.marks.splice(0, i + 1);
+    this.windowLifted = false;
+    if (this.pongTimer !== undefined) {
+      clearTimeout(this.pongTimer);
+      this.pongTimer = undefined;
+    }
+    // Every ping is answered: mark what was sent since the last one, so it is acknowledged too.
+    if (this.marks.length === 0 && this.sentBytes > this.markedBytes) this.mark();
+    this.drainIfWritable();
+  };
+
+  private drainIfWritable(): void {
+    if (!this.needDrain || this.closed || !this.writable()) return;
+    this.needDrain = false;
+    this.handlers?.onDrain();
   }
 
   end(): void {
@@ -197,6 +295,8 @@ class WsTransport extends WsReceiver implements Transport {
 
   protected stopReading(): void {
     this.ws.pause();
+    // Writes waiting for pongs may go on (see writable()).
+    if (this.needDrain) queueMicrotask(this.sent);
   }
 
   protected startReading(): void {
@@ -224,9 +324,7 @@ class WsTransport extends WsReceiver implements Transport {
 
   /** A send callback: the message went to the kernel. */
   private readonly sent = (): void => {
-    if (!this.needDrain || this.closed || this.ws.bufferedAmount >= WRITE_HIGH_WATER) return;
-    this.needDrain = false;
-    this.handlers?.onDrain();
+    this.drainIfWritable();
   };
 
   private readonly onMessage = (data: Buffer, isBinary: boolean): void => {
@@ -239,6 +337,8 @@ class WsTransport extends WsReceiver implements Transport {
   };
 
   private readonly onWsClose = (code: number, reason: Buffer): void => {
+    if (this.pongTimer !== undefined) clearTimeout(this.pongTimer);
+    this.pongTimer = undefined;
     this.error ??= wsCloseError(code, reason.toString());
     this.socketClosed();
   };

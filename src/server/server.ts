@@ -1,11 +1,12 @@
 import { EventEmitter } from "eventemitter3";
 import { MemoryBudget } from "../connection/budget.ts";
 import { budgetLimit, Connection, resolveSettings } from "../connection/connection.ts";
-import { channelsOf, type RefusedMessage } from "../connection/diagnostics.ts";
+import { ConnectionDiagnostics, channelsOf, type RefusedMessage } from "../connection/diagnostics.ts";
 import { toBytes } from "../connection/dispatch.ts";
 import { refusalBytes } from "../connection/handshake.ts";
 import { housekeepingPeriod } from "../connection/housekeeping.ts";
 import { checkConnectionOptions } from "../connection/options.ts";
+import { useDiagnostics } from "../connection/publisher.ts";
 import { addStats, emptyStats, type StatsSnapshot, sumStats } from "../connection/stats.ts";
 import { useStreamEngine } from "../connection/stream-engine.ts";
 import * as streams from "../connection/streams.ts";
@@ -244,6 +245,7 @@ export class Server extends EventEmitter<ServerEvents> {
     super();
     // A server takes streams from its first frame: the stream halves are loaded up front.
     useStreamEngine(streams);
+    useDiagnostics(ConnectionDiagnostics);
     if (options.runtime === undefined) {
       throw new PointSubError(
         "ERR_INVALID_ARGUMENT",

@@ -97,6 +97,7 @@ describe("browser bundle (esbuild, platform browser, minified)", () => {
       "connection/stream-out.js",
       "stream/outgoing.js",
       "stream/incoming.js",
+      "connection/diagnostics.js",
     ]) {
       assert.ok(lazyModules.includes(m), `${m} is loaded on demand, not up front`);
     }

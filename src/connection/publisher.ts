@@ -1,0 +1,99 @@
+/**
+ * The diagnostics publisher a connection uses, chosen without loading the
+ * publisher's code where nobody can listen: with the runtime's
+ * {@link NO_DIAGNOSTICS} (the browser runtime's default) a connection gets
+ * a silent publisher of a few bytes; with real diagnostics it gets a
+ * {@link ConnectionDiagnostics} (`diagnostics.ts`). Node and servers
+ * install that class up front ({@link useDiagnostics}); the portable
+ * `connect` loads it ({@link loadDiagnostics}) before it builds a connection
+ * whose runtime has diagnostics, so a browser page that never subscribes
+ * never downloads it.
+ */
+import { type Diagnostics, NO_DIAGNOSTICS } from "../runtime/runtime.ts";
+import type { Connection } from "./connection.ts";
+import type { ConnectionDiagnostics, Role } from "./diagnostics.ts";
+
+/** What the engine's parts call on a connection's publisher (the public part of {@link ConnectionDiagnostics}). */
+export type Publisher = Pick<ConnectionDiagnostics, keyof ConnectionDiagnostics>;
+
+type Factory = (d: Diagnostics, connection: Connection, role: Role) => Publisher;
+
+let factory: Factory | undefined;
+let loading: Promise<void> | undefined;
+
+/** Installs the publisher class a caller imported statically (the Node runtime, the server). */
+export function useDiagnostics(cls: typeof ConnectionDiagnostics): void {
+  factory ??= (d, connection, role) => new cls(d, connection, role);
+}
+
+/** Loads the publisher class (once; a failed load is tried again by the next caller). */
+export function loadDiagnostics(): Promise<void> {
+  if (factory !== undefined) return Promise.resolve();
+  loading ??= import("./diagnostics.ts").then(
+    (m) => useDiagnostics(m.ConnectionDiagnostics),
+    (err: unknown) => {
+      loading = undefined;
+      throw err;
+    },
+  );
+  return loading;
+}
+
+/** What the stream halves keep per stream for its progress and end messages. */
+export interface StreamTrace {
+  /** performance.now() at its start message; 0 when none was published. */
+  t0: number;
+  /** Bytes already reported in progress messages. */
+  reported: number;
+  /** Date.now() of the last progress message. */
+  lastProgress: number;
+}
+
+/** A new, empty {@link StreamTrace} (here, not in `diagnostics.ts`: the stream halves make one per stream). */
+export function streamTrace(): StreamTrace {
+  return { t0: 0, reported: 0, lastProgress: 0 };
+}
+
+const SILENT = NO_DIAGNOSTICS.channel("");
+const noop = (): void => {};
+
+/**
+ * The publisher of `connection`: a {@link ConnectionDiagnostics} once the
+ * class is installed or loaded, else (nobody can listen, or the class is
+ * still loading) a silent one.
+ */
+export function publisherFor(d: Diagnostics, connection: Connection, role: Role): Publisher {
+  if (factory !== undefined) return factory(d, connection, role);
+  if (d !== NO_DIAGNOSTICS) void loadDiagnostics().catch(noop);
+  return {
+    ch: {
+      connectionOpen: SILENT,
+      connectionClose: SILENT,
+      handshakeError: SILENT,
+      requestStart: SILENT,
+      requestEnd: SILENT,
+      callStart: SILENT,
+      callEnd: SILENT,
+      message: SILENT,
+      streamStart: SILENT,
+      streamProgress: SILENT,
+      streamEnd: SILENT,
+      error: SILENT,
+      refused: SILENT,
+    },
+    connection,
+    role,
+    inputAt: 0,
+    opened: noop,
+    closed: noop,
+    publishMessage: noop,
+    publishError: noop,
+    requestStart: () => 0,
+    requestEnd: noop,
+    callStart: noop,
+    publishCallEnd: noop,
+    streamStart: noop,
+    streamProgress: noop,
+    streamEnd: noop,
+  };
+}

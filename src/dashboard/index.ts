@@ -1,0 +1,125 @@
+/**
+ * pointsub/dashboard: a live web page of a server — sessions, throughput,
+ * transfers in progress, requests by route with latency percentiles, errors
+ * by code. The page is a pointsub browser client of the server itself (the
+ * browser entry over ws://), so it passes the server's authentication like
+ * any client: open it as `http://host:port/#token=<token>`.
+ *
+ * ```ts
+ * const server = createServer({ authenticate });
+ * await server.listen("tcp://0.0.0.0:7000", "ws://127.0.0.1:7001/pointsub");
+ * const board = await dashboard(server, { listen: "127.0.0.1:8080" });
+ * console.log(board.url);
+ * ```
+ *
+ * @packageDocumentation
+ */
+import http from "node:http";
+import { type Diagnostics, nodeDiagnostics, PointSubError, type Server } from "../index.ts";
+import { Collector } from "./collector.ts";
+import { moduleFiles } from "./modules.ts";
+import { DASHBOARD_ROUTE, pageHtml } from "./page.ts";
+
+export type {
+  DashboardRoute,
+  DashboardSession,
+  DashboardSnapshot,
+  DashboardTransfer,
+} from "./collector.ts";
+export { DASHBOARD_ROUTE } from "./page.ts";
+
+/** Options of {@link dashboard}. */
+export interface DashboardOptions {
+  /** `host:port` of the page's http server. Default `"127.0.0.1:8080"`; port 0 picks a free one. */
+  listen?: string;
+  /**
+   * The `ws://`/`wss://` URL of the server the page connects to. Default:
+   * the server's first ws:// or wss:// listener; without one, the dashboard
+   * makes the server listen on `ws://<host>:0/pointsub` (same host as the
+   * page), a listener that lives as long as the server.
+   */
+  wsUrl?: string;
+  /** Where the server's connections publish. Default `nodeDiagnostics` (that of the default Node runtime). */
+  diagnostics?: Diagnostics;
+}
+
+/** A running dashboard. */
+export interface Dashboard {
+  /** The page's URL (add `#token=<token>` when the server authenticates). */
+  readonly url: string;
+  /** The ws:// URL the page connects to. */
+  readonly wsUrl: string;
+  /** The figures now (what the page draws). */
+  snapshot(): ReturnType<Collector["snapshot"]>;
+  /** Stops the http server and the figures; the server and its listeners go on. */
+  close(): Promise<void>;
+}
+
+/** Splits `host:port` (IPv6 in brackets). */
+function hostPort(listen: string): { host: string; port: number } {
+  const m = /^(\[[^\]]+\]|[^:]+):(\d+)$/.exec(listen);
+  const port = m === null ? Number.NaN : Number(m[2]);
+  if (m === null || !(port >= 0 && port <= 65535)) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", `dashboard listen must be host:port, got ${listen}`);
+  }
+  return { host: m[1].replace(/^\[|\]$/g, ""), port };
+}
+
+/**
+ * Serves a live dashboard of `server` over http (see the module comment).
+ * It registers the route {@link DASHBOARD_ROUTE} on the server (the page's
+ * requests), answered only to sessions, hence only after the server's
+ * authentication.
+ */
+export async function dashboard(server: Server, options: DashboardOptions = {}): Promise<Dashboard> {
+  const { host, port } = hostPort(options.listen ?? "127.0.0.1:8080");
+  const files = await moduleFiles();
+  let wsUrl = options.wsUrl ?? server.urls.find((u) => u.startsWith("ws://") || u.startsWith("wss://"));
+  if (wsUrl === undefined) {
+    [wsUrl] = await server.listen(`ws://${host.includes(":") ? `[${host}]` : host}:0/pointsub`);
+  }
+  const collector = new Collector(server, options.diagnostics ?? nodeDiagnostics);
+  server.handle(DASHBOARD_ROUTE, () => JSON.stringify(collector.snapshot()));
+  const page = pageHtml(files.importMap, files.entry, wsUrl);
+  const web = http.createServer((req, res) => {
+    const path = (req.url ?? "/").split("?")[0];
+    if (req.method !== "GET") {
+      res.writeHead(405).end();
+      return;
+    }
+    if (path === "/favicon.ico") {
+      res.writeHead(204).end();
+      return;
+    }
+    if (path === "/") {
+      res.writeHead(200, { "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store" }).end(page);
+      return;
+    }
+    files.read(path).then(
+      (js) => {
+        if (js === undefined) res.writeHead(404).end();
+        else res.writeHead(200, { "Content-Type": "text/javascript; charset=utf-8" }).end(js);
+      },
+      () => res.writeHead(500).end(),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    web.once("error", reject);
+    web.listen(port, host, () => {
+      web.off("error", reject);
+      resolve();
+    });
+  });
+  const bound = web.address() as { port: number };
+  const url = `http://${host.includes(":") ? `[${host}]` : host}:${bound.port}/`;
+  return {
+    url,
+    wsUrl,
+    snapshot: () => collector.snapshot(),
+    async close() {
+      collector.close();
+      web.closeAllConnections();
+      await new Promise((resolve) => web.close(resolve));
+    },
+  };
+}

@@ -1,0 +1,71 @@
+/**
+ * The browser build as the dashboard page loads it: pointsub's own module
+ * files, unbundled (the page imports `browser.js`, or `browser.ts` when
+ * pointsub runs from its sources, whose types are stripped as they are
+ * served), and the three packages the browser entry imports, mapped by an
+ * import map. Only files under those roots with a script extension are
+ * served: no other file of the machine is reachable.
+ */
+import { readFile, realpath } from "node:fs/promises";
+import { createRequire, stripTypeScriptTypes } from "node:module";
+import { dirname, join, normalize, sep } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** The browser entry's package imports (ES modules). */
+const PACKAGES = ["valibot", "cockatiel"] as const;
+/** eventemitter3's ES module wraps its CommonJS file: served as that file in a module of its own. */
+const EVENTEMITTER = "/m/eventemitter3.js";
+
+/** Where the page's scripts come from. */
+export interface ModuleFiles {
+  /** The page's import map (bare package names to URLs). */
+  readonly importMap: Record<string, string>;
+  /** The browser entry's URL path. */
+  readonly entry: string;
+  /** The JavaScript at URL `path`, or undefined when it is not one of these files. */
+  read(path: string): Promise<string | undefined>;
+}
+
+const SCRIPT = /\.(?:m?js|ts)$/;
+
+/** The module files of this pointsub (src/ or dist/) and its browser packages. */
+export async function moduleFiles(): Promise<ModuleFiles> {
+  // This file is <root>/dashboard/modules.{ts,js}: <root> is src/ or dist/.
+  const self = fileURLToPath(import.meta.url);
+  const root = dirname(dirname(self));
+  const ext = self.endsWith(".ts") ? ".ts" : ".js";
+  const roots = new Map<string, string>([["/m/pointsub/", root]]);
+  const importMap: Record<string, string> = { eventemitter3: EVENTEMITTER };
+  const require = createRequire(import.meta.url);
+  const ee = await readFile(require.resolve("eventemitter3"), "utf8");
+  const eventEmitter = `const module = { exports: {} };\n(function (module, exports) {\n${ee}\n})(module, module.exports);\nexport default module.exports;\nexport const EventEmitter = module.exports;\n`;
+  for (const name of PACKAGES) {
+    const file = await realpath(fileURLToPath(import.meta.resolve(name)));
+    const dir = dirname(file);
+    roots.set(`/m/${name}/`, dir);
+    importMap[name] = `/m/${name}/${file.slice(dir.length + 1)}`;
+  }
+  // From sources: the type stripper takes a second or two to start; start it now, not on the page's first request.
+  if (ext === ".ts") setImmediate(() => stripTypeScriptTypes(""));
+  return {
+    importMap,
+    entry: `/m/pointsub/browser${ext}`,
+    async read(path: string): Promise<string | undefined> {
+      if (path === EVENTEMITTER) return eventEmitter;
+      if (!SCRIPT.test(path) || path.includes("..")) return undefined;
+      for (const [prefix, dir] of roots) {
+        if (!path.startsWith(prefix)) continue;
+        const file = normalize(join(dir, decodeURIComponent(path.slice(prefix.length))));
+        if (!file.startsWith(dir + sep)) return undefined;
+        let text: string;
+        try {
+          text = await readFile(file, "utf8");
+        } catch {
+          return undefined;
+        }
+        return file.endsWith(".ts") ? stripTypeScriptTypes(text) : text;
+      }
+      return undefined;
+    },
+  };
+}

@@ -1,0 +1,85 @@
+/**
+ * The ws transport's in-flight bound (docs/PROTOCOL.md §1.2, Backpressure):
+ * a sender reports not-writable once more than 512 KiB it sent are not yet
+ * acknowledged by the pong to a WebSocket ping sent after them, so bulk data
+ * waits in pointsub's scheduler (where a small frame can overtake it), not
+ * in kernel buffers. A peer that never answers pings does not stall it: the
+ * bound lifts after a short wait for a pong and everything arrives.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { WebSocketServer } from "ws";
+import { wsTransport } from "../../src/node/ws-adapter.ts";
+
+/** A plain `ws` server counting the bytes it receives; `autoPong` false: it never answers pings. */
+async function rawServer(
+  autoPong: boolean,
+): Promise<{ url: string; bytes: () => number; pings: () => number; close: () => Promise<void> }> {
+  const wss = new WebSocketServer({ port: 0, host: "127.0.0.1", autoPong, handleProtocols: () => "pointsub.v1" });
+  await new Promise((r) => wss.once("listening", r));
+  let bytes = 0;
+  let pings = 0;
+  wss.on("connection", (ws) => {
+    ws.on("message", (d: Buffer) => {
+      bytes += d.length;
+    });
+    ws.on("ping", () => pings++);
+  });
+  const { port } = wss.address() as { port: number };
+  return {
+    url: `ws://127.0.0.1:${port}/`,
+    bytes: () => bytes,
+    pings: () => pings,
+    close: () => {
+      for (const c of wss.clients) c.terminate();
+      return new Promise((r) => wss.close(() => r()));
+    },
+  };
+}
+
+/** Writes `total` bytes in 64 KiB chunks, honouring write()/onDrain; resolves with how often write returned false. */
+async function writeAll(url: string, total: number): Promise<number> {
+  const t = await wsTransport.connect(new URL(url), {});
+  let drain: (() => void) | undefined;
+  t.attach({ onData: () => true, onClose() {}, onDrain: () => drain?.() });
+  const chunk = new Uint8Array(64 * 1024).fill(1);
+  let refusals = 0;
+  for (let sent = 0; sent < total; sent += chunk.length) {
+    if (!t.write([chunk])) {
+      refusals++;
+      await new Promise<void>((r) => {
+        drain = r;
+      });
+    }
+  }
+  t.end();
+  return refusals;
+}
+
+describe("ws transport: in-flight bound by ping/pong", () => {
+  it("holds the sender back past 512 KiB unacknowledged, and every byte arrives", async () => {
+    const s = await rawServer(true);
+    try {
+      const refusals = await writeAll(s.url, 8 * 1024 * 1024);
+      assert.ok(refusals >= 1, "write() reported not-writable at least once");
+      while (s.bytes() < 8 * 1024 * 1024) await new Promise((r) => setTimeout(r, 10));
+      assert.ok(
+        s.pings() >= (8 * 1024 * 1024) / (64 * 1024) / 2,
+        `the byte stream was marked with pings (${s.pings()})`,
+      );
+    } finally {
+      await s.close();
+    }
+  });
+
+  it("a peer that never answers pings does not stall the sender", async () => {
+    const s = await rawServer(false);
+    try {
+      await writeAll(s.url, 2 * 1024 * 1024);
+      while (s.bytes() < 2 * 1024 * 1024) await new Promise((r) => setTimeout(r, 10));
+      assert.equal(s.bytes(), 2 * 1024 * 1024);
+    } finally {
+      await s.close();
+    }
+  });
+});

@@ -1,0 +1,88 @@
+/**
+ * The dashboard's http side, over real sockets: it serves the page and the
+ * browser build's module files (types stripped from .ts sources), nothing
+ * else of the machine (path traversal, other extensions, other methods),
+ * and its route is a server route, so a client without the server's token
+ * never reaches it. The page itself runs in test/browser/dashboard.test.ts.
+ */
+import assert from "node:assert/strict";
+import http from "node:http";
+import { after, before, describe, it } from "node:test";
+import { DASHBOARD_ROUTE, type Dashboard, dashboard } from "../../src/dashboard/index.ts";
+import { connect, createServer, type Server } from "../../src/index.ts";
+
+/** A raw GET (no URL normalisation, unlike fetch), status and body. */
+function get(url: string, path: string, method = "GET"): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(new URL(url), { method, path }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (c) => {
+        body += c;
+      });
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+describe("dashboard http", () => {
+  let server: Server;
+  let board: Dashboard;
+  before(async () => {
+    server = createServer({
+      authenticate: (c) => {
+        if (new TextDecoder().decode(c) !== "t0k") throw new Error("wrong token");
+        return "token:0";
+      },
+    });
+    await server.listen("tcp://127.0.0.1:0");
+    board = await dashboard(server, { listen: "127.0.0.1:0" });
+  });
+  after(async () => {
+    await board.close();
+    await server.close();
+  });
+
+  it("serves the page and the browser build's modules, types stripped", async () => {
+    const page = await get(board.url, "/");
+    assert.equal(page.status, 200);
+    assert.match(page.body, /<script type="importmap">/);
+    assert.ok(page.body.includes(board.wsUrl), "the page connects to the server's ws:// listener");
+    assert.match(board.wsUrl, /^ws:\/\/127\.0\.0\.1:\d+\/pointsub$/);
+    const entry = await get(board.url, "/m/pointsub/browser.ts");
+    assert.equal(entry.status, 200);
+    assert.match(
+      entry.body,
+      /export function connect\(address\s*,\s*options\s*= \{\}\)\s*\{/,
+      "type annotations stripped",
+    );
+    assert.equal((await get(board.url, "/m/eventemitter3.js")).status, 200);
+  });
+
+  it("serves nothing else: traversal, encoded traversal, other files, other methods", async () => {
+    for (const path of [
+      "/m/pointsub/../../package.json",
+      "/m/pointsub/%2e%2e/%2e%2e/test/architecture.test.ts",
+      "/m/pointsub/..%2f..%2fpackage.ts",
+      "/m/valibot/../../../etc/passwd.js",
+      "/m/pointsub/nonexistent.ts",
+      "/m/pointsub/browser.d.ts.map",
+      "/etc/passwd",
+    ]) {
+      assert.equal((await get(board.url, path)).status, 404, path);
+    }
+    assert.equal((await get(board.url, "/", "POST")).status, 405);
+  });
+
+  it("the figures are a server route: refused without the token, a snapshot with it", async () => {
+    await assert.rejects(connect(board.wsUrl), { code: "ERR_UNAUTHORIZED" });
+    const conn = await connect(board.wsUrl, { credentials: "t0k" });
+    const snap = JSON.parse(new TextDecoder().decode(await conn.request(DASHBOARD_ROUTE, "")));
+    assert.equal(snap.sessions.length, 1);
+    assert.equal(snap.sessions[0].principal, "token:0");
+    assert.equal(snap.sessions[0].transport, "ws");
+    await conn.close();
+  });
+});
