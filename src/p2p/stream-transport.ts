@@ -10,10 +10,10 @@ import type { Transport, TransportHandlers } from "../index.ts";
  * queues what its muxer (yamux's window, a QUIC write in progress) cannot
  * take yet; a small frame written later waits behind all of it (and what the
  * muxer has in flight, its stream window), at the tens of MB/s libp2p moves
- * in JavaScript, so 64 KiB (~1.5 ms at 50 MB/s): what is not handed over
- * stays in pointsub's scheduler, where small frames go before bulk chunks.
+ * in JavaScript. 256 KiB: 64 KiB (tried) left a ping's p99 where it was and
+ * cost a fifth of the throughput (smaller muxer frames).
  */
-export const WRITE_HIGH_WATER = 64 * 1024;
+export const WRITE_HIGH_WATER = 256 * 1024;
 
 /**
  * Largest frame payload pointsub sends over a libp2p stream
@@ -47,7 +47,7 @@ function endUrl(multiaddr: string, peer: string): string {
  * buffer per `write` (one muxer frame; the writer may reuse released stream
  * buffers once drained, and the muxer or Noise may still hold what they were
  * given), `send()` queues what the muxer cannot take, and the writer waits
- * once 64 KiB are queued ({@link WRITE_HIGH_WATER}; frames are at most
+ * once 256 KiB are queued ({@link WRITE_HIGH_WATER}; frames are at most
  * {@link LIBP2P_MAX_FRAME}), until 'drain'/'idle' bring it under. Reading is
  * paused with the stream's `pause()` (yamux stops granting window; QUIC
  * keeps reading, bounded by pointsub's own credit) and chunks the stream
