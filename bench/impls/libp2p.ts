@@ -87,6 +87,16 @@ async function client(): Promise<void> {
   const stream = await n.dialProtocol(multiaddr(url), PROTOCOL);
   const fifo = new Fifo<Buffer>();
   onFrames(stream, (_kind, payload) => fifo.deliver(payload));
+  // A stream reset (libp2p aborts streams, e.g. when a loaded machine misses one of its timeouts)
+  // would leave the awaited answer pending until the orchestrator's 300 s kill: fail the run now.
+  let finished = false;
+  stream.addEventListener("close", (e) => {
+    if (finished) return;
+    process.stderr.write(
+      `libp2p client: stream closed during the run: ${e.error?.message ?? "closed by the server"}\n`,
+    );
+    process.exit(1);
+  });
   const call = (kind: number, payload: Uint8Array) => {
     const p = fifo.expect();
     sendFrame(stream, kind, payload);
@@ -105,7 +115,10 @@ async function client(): Promise<void> {
       count: async () => (await call(Kind.COUNT, EMPTY)).readUInt32BE(0),
       echo: (msg) => call(Kind.ECHO, msg),
       sink: (big) => call(Kind.SINK, big),
-      close: () => n.stop(),
+      close: () => {
+        finished = true;
+        return n.stop();
+      },
       // Each connection is a whole libp2p node (its own peer id): create them ten at a time so
       // their Noise handshakes do not time out on a 2-core machine.
       openConcurrency: 10,

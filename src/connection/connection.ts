@@ -428,7 +428,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
 
   /** The settings the peer announced (its limits). */
   get peerSettings(): Readonly<Settings> {
-    return this.link.peer;
+    return this.link.announced;
   }
 
   /**
@@ -779,7 +779,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
 
   /** The peer's HELLO arrived: everything that depends on its settings. */
   private applyPeer(peer: Settings): void {
-    this.link.setPeer(peer);
+    this.link.setPeer(peer, this.transport.maxFrameSize);
     const checksum = peer.checksum === 1 || this.link.local.checksum === 1;
     this.decoderImpl.checksum = checksum;
     const w = this.writer;

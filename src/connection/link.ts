@@ -4,6 +4,7 @@
  * sizes that follow from them. Every part of the engine reads it; only the
  * handshake writes the peer's half.
  */
+import { MIN_FRAME_SIZE } from "../codec/frame.ts";
 import { DEFAULT_SETTINGS, Feature, type Settings, validateSettings } from "../codec/settings.ts";
 import { PointSubError } from "../errors/error.ts";
 import { SINGLE_FRAME_MAX } from "./size-class.ts";
@@ -72,8 +73,10 @@ export function budgetLimit(o: ConnectionOptions, local: Settings, defaultLimit:
 export class Link {
   /** This side's settings (shared by a server's sessions; never modified). */
   readonly local: Settings;
-  /** The peer's settings: the defaults until its HELLO arrived. */
+  /** The peer's settings as this side sends by them: the defaults until its HELLO arrived. */
   peer: Settings = DEFAULT_SETTINGS;
+  /** The peer's settings as its HELLO announced them (`peer` may send smaller frames). */
+  announced: Settings = DEFAULT_SETTINGS;
   /** Largest one-way message sent as one frame (from the peer's settings). */
   msgSingleMax = 0;
   /** Low bit of the stream ids this side allocates. */
@@ -84,9 +87,11 @@ export class Link {
     this.myParity = initiator ? 1 : 0;
   }
 
-  /** The peer's HELLO arrived. */
-  setPeer(peer: Settings): void {
-    this.peer = peer;
+  /** The peer's HELLO arrived; frames sent are at most `maxSendFrame` (the transport's wish) too. */
+  setPeer(peer: Settings, maxSendFrame = peer.maxFrameSize): void {
+    this.announced = peer;
+    const cap = Math.max(MIN_FRAME_SIZE, maxSendFrame);
+    this.peer = cap < peer.maxFrameSize ? { ...peer, maxFrameSize: cap } : peer;
     this.msgSingleMax = frameLimit(peer, SINGLE_FRAME_MAX);
   }
 

@@ -35,7 +35,12 @@ import { type Libp2pTransportOptions, libp2pTransport } from "./adapter.ts";
 
 export { type Libp2pTransportOptions, libp2pTransport, PROTOCOL_ID } from "./adapter.ts";
 export { createLibp2pNode, type Libp2pNodeOptions } from "./node.ts";
-export { Libp2pStreamTransport, type StreamTransportInit, WRITE_HIGH_WATER } from "./stream-transport.ts";
+export {
+  LIBP2P_MAX_FRAME,
+  Libp2pStreamTransport,
+  type StreamTransportInit,
+  WRITE_HIGH_WATER,
+} from "./stream-transport.ts";
 
 let runtime: Runtime | undefined;
 

@@ -8,10 +8,20 @@ import type { Transport, TransportHandlers } from "../index.ts";
 /**
  * Bytes queued in the stream before the writer is asked to wait. The stream
  * queues what its muxer (yamux's window, a QUIC write in progress) cannot
- * take yet; a small request waits behind all of it, at the tens of MB/s
- * libp2p moves in JavaScript, so 256 KiB (~5 ms at 50 MB/s).
+ * take yet; a small frame written later waits behind all of it (and what the
+ * muxer has in flight, its stream window), at the tens of MB/s libp2p moves
+ * in JavaScript. 256 KiB: 64 KiB (tried) left a ping's p99 where it was and
+ * cost a fifth of the throughput (smaller muxer frames).
  */
 export const WRITE_HIGH_WATER = 256 * 1024;
+
+/**
+ * Largest frame payload pointsub sends over a libp2p stream
+ * ({@link Transport.maxFrameSize}): a frame is handed over whole, so a small
+ * frame may wait behind one of these (~1.5 ms at 50 MB/s; the 1 MiB chunks
+ * of a transfer over 100 MiB would be ~25 ms).
+ */
+export const LIBP2P_MAX_FRAME = 64 * 1024;
 
 /** What the transport needs besides the stream. */
 export interface StreamTransportInit {
@@ -37,7 +47,8 @@ function endUrl(multiaddr: string, peer: string): string {
  * buffer per `write` (one muxer frame; the writer may reuse released stream
  * buffers once drained, and the muxer or Noise may still hold what they were
  * given), `send()` queues what the muxer cannot take, and the writer waits
- * once 256 KiB are queued, until 'drain'/'idle' bring it under. Reading is
+ * once 256 KiB are queued ({@link WRITE_HIGH_WATER}; frames are at most
+ * {@link LIBP2P_MAX_FRAME}), until 'drain'/'idle' bring it under. Reading is
  * paused with the stream's `pause()` (yamux stops granting window; QUIC
  * keeps reading, bounded by pointsub's own credit) and chunks the stream
  * delivered after a pause are held here until `resume`. The peer closing its
@@ -46,6 +57,7 @@ function endUrl(multiaddr: string, peer: string): string {
 export class Libp2pStreamTransport implements Transport {
   readonly localUrl: string;
   readonly remoteUrl: string;
+  readonly maxFrameSize = LIBP2P_MAX_FRAME;
   private readonly stream: Stream;
   private readonly remotePeer: string;
   private readonly onClosed: (() => void) | undefined;

@@ -91,6 +91,13 @@ export interface Transport {
    * and `AuthInfo.peerId` for a hook.
    */
   peerId?(): string | undefined;
+  /**
+   * Optional: the largest frame payload this side should send over the
+   * transport (at least 16 KiB), when smaller than what the peer accepts. A
+   * transport whose own buffers a small frame cannot pass (a libp2p stream)
+   * sets it, so a small frame waits behind at most one such frame.
+   */
+  readonly maxFrameSize?: number;
   /** Human-readable local and remote addresses as URLs, e.g. `tcp://127.0.0.1:4000`. */
   readonly localUrl: string;
   readonly remoteUrl: string;

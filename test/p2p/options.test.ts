@@ -7,7 +7,7 @@ import { after, before, describe, it } from "node:test";
 import type { Libp2p, Stream } from "@libp2p/interface";
 import { multiaddr } from "@multiformats/multiaddr";
 import type { Connection } from "../../src/index.ts";
-import { connect, createLibp2pNode, createServer, PROTOCOL_ID } from "../../src/p2p/index.ts";
+import { connect, createLibp2pNode, createServer, LIBP2P_MAX_FRAME, PROTOCOL_ID } from "../../src/p2p/index.ts";
 import { sleep, until } from "../helpers/wait.ts";
 
 const KiB = 1024;
@@ -39,6 +39,26 @@ describe("pointsub/libp2p options", () => {
       assert.equal(new TextDecoder().decode(await open[0].request("/echo", "ok")), "ok");
     } finally {
       await Promise.all(open.map((c) => c.close()));
+      await server.close();
+    }
+  });
+
+  it("frames sent over a libp2p stream are at most LIBP2P_MAX_FRAME (64 KiB), whatever maxFrameSize the peer accepts", async () => {
+    const server = createServer({ maxFrameSize: 4 * MiB });
+    server.handle("/sink", (req) => String(req.data.length));
+    const [url] = await server.listen("/ip4/127.0.0.1/tcp/0");
+    const conn = await connect(url, { libp2p: dialer });
+    try {
+      assert.equal(conn.peerSettings.maxFrameSize, 4 * MiB, "the peer's setting as it announced it");
+      const before = conn.stats().wire.framesOut;
+      // 4 MiB goes in 256 KiB chunks (16 frames) over a socket; over libp2p in 64 KiB ones.
+      const size = 4 * MiB;
+      assert.equal(new TextDecoder().decode(await conn.request("/sink", new Uint8Array(size))), String(size));
+      const frames = conn.stats().wire.framesOut - before;
+      assert.ok(frames >= size / LIBP2P_MAX_FRAME, `${frames} frames for 4 MiB`);
+      assert.ok(frames <= size / LIBP2P_MAX_FRAME + 2, `${frames} frames for 4 MiB`);
+    } finally {
+      await conn.close();
       await server.close();
     }
   });

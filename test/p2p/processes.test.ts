@@ -108,6 +108,7 @@ describe("pointsub/libp2p between processes", { timeout: 60_000 }, () => {
   });
 
   it("a transfer resumes after its libp2p connection is reset; small requests on the same connection pass it", async () => {
+    // 24 MiB keeps the test short; `npm run bench:p2p-gib` runs the same with 1 GiB and reports figures.
     const size = 24 * MiB;
     const content = pattern(size, 21);
     await node.dial(multiaddr(a.tcp)); // a's address in the peer store, and one libp2p connection to reset

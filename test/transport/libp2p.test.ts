@@ -3,7 +3,8 @@
  * pointsub connection one stream of /pointsub/1 between two libp2p nodes of this process.
  * libp2p in JavaScript moves tens of MB/s where a socket moves GB/s, so the suite's largest
  * transfers shrink to 4 MiB (`maxTransfer`); the 1 GiB transfer over libp2p is in
- * test/p2p/processes.test.ts (resumed after a connection reset, at a smaller size).
+ * test/p2p/processes.test.ts (resumed after a connection reset, at 24 MiB) and at its full
+ * size in `npm run bench:p2p-gib` (bench/p2p-gib.ts).
  */
 import { createNodeRuntime } from "../../src/index.ts";
 import { libp2pTransport } from "../../src/p2p/index.ts";
