@@ -43,6 +43,7 @@ import { Inbound } from "./inbound.ts";
 import { budgetLimit, Link, resolveSettings } from "./link.ts";
 import { checkConnectionOptions } from "./options.ts";
 import { Outbox } from "./outbox.ts";
+import { newPacer } from "./pacer.ts";
 import { Pinger } from "./pinger.ts";
 import { ReadGate } from "./read-gate.ts";
 import { Stats, type StatsSnapshot } from "./stats.ts";
@@ -208,6 +209,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     // methods are on the prototype, not closures.
     const port = new Connection.Port(this);
     this.writer = new FrameWriter(port, runtime.checksums);
+    if (options.pacing !== false) this.writer.pacing = newPacer;
     // One closure serves every part that asks whether the connection closed.
     const isClosed = (): boolean => this.state_ === "closed";
     this.isClosed = isClosed;
