@@ -43,7 +43,7 @@ import { Inbound } from "./inbound.ts";
 import { budgetLimit, Link, resolveSettings } from "./link.ts";
 import { checkConnectionOptions } from "./options.ts";
 import { Outbox } from "./outbox.ts";
-import { newPacer } from "./pacer.ts";
+import type { Pacer } from "./pacer.ts";
 import { Pinger } from "./pinger.ts";
 import { ReadGate } from "./read-gate.ts";
 import { Stats, type StatsSnapshot } from "./stats.ts";
@@ -974,4 +974,16 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.emit("close", error);
     this.closedD?.resolve();
   }
+}
+
+/**
+ * Makes a connection's pacer of bulk data (FrameWriter.pacing; one shared
+ * function, no closure per connection). It comes with the stream engine: in
+ * a browser the first chunked message starts loading it and goes unpaced.
+ */
+function newPacer(writer: FrameWriter): Pacer | undefined {
+  const engine = streamEngine();
+  if (engine !== undefined) return new engine.Pacer(writer);
+  loadStreamEngine().catch(noop);
+  return undefined;
 }

@@ -212,8 +212,3 @@ export class Pacer {
     if (this.histN < HISTORY) this.histN++;
   }
 }
-
-/** Makes a connection's pacer (FrameWriter.pacing): one shared function, no closure per connection. */
-export function newPacer(writer: PacedWriter): Pacer {
-  return new Pacer(writer);
-}

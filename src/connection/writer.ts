@@ -124,7 +124,7 @@ export class FrameWriter {
    * Makes the pacer of chunked messages and streams (pacer.ts), on the
    * first one; undefined: bulk is not paced.
    */
-  pacing: ((writer: FrameWriter) => Pacer) | undefined;
+  pacing: ((writer: FrameWriter) => Pacer | undefined) | undefined;
   /** Paces bulk by the link's measured delivery (made by {@link pacing} on the first chunked message or stream). */
   pacer: Pacer | undefined;
 
