@@ -23,6 +23,14 @@
  *   at least {@link FLOOR}. With spare capacity, delivery outgrows the
  *   window by (1 + TARGET_MS / min RTT) per round trip; at capacity the
  *   queue settles at TARGET_MS of the link's rate.
+ * - **Acknowledgements in bursts** (a stalled or busy sender, receiver or
+ *   link: on a loaded machine every process is descheduled for ms at a
+ *   time) are measured as BBR measures ack aggregation: the bytes
+ *   acknowledged beyond what the rate explains since the last time it
+ *   explained them all, the maximum of {@link RATE_WINDOW_MS}, is added to
+ *   the window (capped at {@link MAX_EXTRA_MS} of the rate), so a receiver
+ *   still has data while its sender is away. A link that delivers steadily
+ *   adds nothing.
  * - **Min RTT** is refreshed every {@link MIN_RTT_REFRESH_MS} by holding
  *   the window to half the path's capacity until one acknowledgement comes
  *   back (as BBR's ProbeRTT), so a standing queue cannot pass for path delay.
@@ -63,6 +71,8 @@ const MAX_DRAIN_MS = 500;
 const MAX_PROBES = 32;
 /** Rate samples span at least this long, ms (and at least the min RTT). */
 const MIN_SPAN_MS = 2;
+/** The allowance for acknowledgements in bursts is at most this much of the rate, ms. */
+const MAX_EXTRA_MS = 20;
 /** Rate samples kept at most. */
 const MAX_SAMPLES = 64;
 /** Acknowledgements remembered to take rate samples from. */
@@ -90,6 +100,12 @@ export class Pacer {
   private histHead = 0;
   /** Rate samples of the last RATE_WINDOW_MS: time and value, flat. */
   private readonly samples: number[] = [];
+  /** Acknowledgements beyond the rate: since when (ms) and from which position they are counted. */
+  private aggT = 0;
+  private aggPos = 0;
+  /** Extra-acknowledged samples of the last RATE_WINDOW_MS: time and bytes, flat; and their maximum. */
+  private readonly extras: number[] = [];
+  private extra = 0;
   /** Since when the window is held to drain the queue (0: not draining). */
   private drainSince = 0;
   /** The probe whose answer ends the drain (0: not sent yet). */
@@ -106,7 +122,7 @@ export class Pacer {
   window(): number {
     if (this.rate === 0) return INITIAL_WINDOW;
     if (this.drainSince !== 0) return Math.max(FLOOR, (this.rate * this.minRtt) / 2);
-    return Math.max(FLOOR, this.rate * (this.minRtt + TARGET_MS));
+    return Math.max(FLOOR, this.rate * (this.minRtt + TARGET_MS) + this.extra);
   }
 
   /** Bulk bytes that may be handed over now at `position` (≤ 0: wait for an acknowledgement). */
@@ -123,7 +139,11 @@ export class Pacer {
   sent(position: number, idleBefore: boolean): void {
     const now = performance.now();
     // The pipe was empty: rate samples start from here, not from the last acknowledgement.
-    if (idleBefore) this.remember(now, this.acked);
+    if (idleBefore) {
+      this.remember(now, this.acked);
+      this.aggT = now;
+      this.aggPos = this.acked;
+    }
     if (this.drainSince === 0 && this.rate !== 0 && now - this.minRttAt > MIN_RTT_REFRESH_MS) {
       this.drainSince = now;
       this.drainSeq = 0;
@@ -177,6 +197,7 @@ export class Pacer {
       this.drainSeq = 0;
     }
     this.sample(now);
+    this.aggregation(now);
     this.remember(now, this.acked);
     this.writer.wake();
     return true;
@@ -203,6 +224,24 @@ export class Pacer {
     let max = 0;
     for (let j = 1; j < s.length; j += 2) if (s[j] > max) max = s[j];
     this.rate = max;
+  }
+
+  /** Bytes acknowledged beyond the rate since the epoch began; a new epoch when the rate explains them all. */
+  private aggregation(now: number): void {
+    if (this.rate === 0) return;
+    const expected = this.rate * (now - this.aggT);
+    const got = this.acked - this.aggPos;
+    if (this.aggT === 0 || got <= expected) {
+      this.aggT = now;
+      this.aggPos = this.acked;
+      return;
+    }
+    const e = this.extras;
+    while (e.length !== 0 && (now - e[0] > RATE_WINDOW_MS || e.length >= 2 * MAX_SAMPLES)) e.splice(0, 2);
+    e.push(now, Math.min(got - expected, this.rate * MAX_EXTRA_MS));
+    let max = 0;
+    for (let j = 1; j < e.length; j += 2) if (e[j] > max) max = e[j];
+    this.extra = max;
   }
 
   private remember(t: number, position: number): void {

@@ -63,8 +63,8 @@ describe("pacing over a shaped link", () => {
     assert.ok(paced.length >= 5 && unpaced.length >= 5, `pings measured: ${paced.length} / ${unpaced.length}`);
     const median = (a: number[]) => a[Math.floor(a.length / 2)];
     // Paced: the window is rate × (min RTT + 5 ms) ≈ 30-60 KB here (at least 64 KiB; 256 KiB
-    // before the first rate sample), so the median ping crosses well under 384 KiB of bulk.
-    assert.ok(median(paced) <= 384 * KIB, `paced: median ${median(paced)} B ahead (${paced.join(",")})`);
+    // before the first rate sample), so the median ping crosses well under 512 KiB of bulk (bursts of a loaded machine add up to 20 ms of the rate).
+    assert.ok(median(paced) <= 512 * KIB, `paced: median ${median(paced)} B ahead (${paced.join(",")})`);
     // The same link without pacing: the socket and kernel buffers hold most of the message.
     assert.ok(median(unpaced) > 768 * KIB, `unpaced: median ${median(unpaced)} B ahead (${unpaced.join(",")})`);
   });
