@@ -268,6 +268,19 @@ export function renderReport(machine: Machine, rows: Row[]): string {
       hol === undefined ? "n/a" : `${(hol.med / 1000).toFixed(1)} ms`,
     ),
   );
+  // hol-slow (issue 17): ping p99 ≤ RTT + 20 ms with the transfer at ≥ 90 % of the link, at every link rate.
+  for (const r of rows.filter((x) => x.impl === "pointsub" && x.workload === "hol-slow" && x.note === undefined)) {
+    const rtt = r.params.linkRttMs ?? 0;
+    const p99 = med(r, (x) => x.latencyUs?.p99);
+    const pct = med(r, (x) => (x.linkRate ? (100 * (x.mbps ?? 0) * 1e6) / x.linkRate : undefined));
+    out.push(
+      check(
+        `hol-slow at ${fmt((r.params.linkRate ?? 0) / 1e6)} MB/s: ping p99 ≤ ${rtt + 20} ms, transfer ≥ 90 % of the link`,
+        p99 === undefined || pct === undefined ? undefined : p99.med <= (rtt + 20) * 1000 && pct.med >= 90,
+        p99 === undefined || pct === undefined ? "n/a" : `${(p99.med / 1000).toFixed(1)} ms, ${pct.med.toFixed(1)} %`,
+      ),
+    );
+  }
   const natsFlood = ratio(
     med(find("pointsub", "flood"), (r) => r.rate),
     med(find("nats", "flood"), (r) => r.rate),
