@@ -21,11 +21,13 @@ export interface Machine {
   reps: number;
 }
 
-type Metric = (r: Row["runs"][number]) => number | undefined;
+type Metric = (r: Row["runs"][number] & { linkRate?: number }) => number | undefined;
 
 function med(row: Row | undefined, f: Metric): { med: number; min: number; max: number } | undefined {
   if (row === undefined) return undefined;
-  const v = row.runs.map(f).filter((x): x is number => x !== undefined && Number.isFinite(x));
+  const v = row.runs
+    .map((r) => f({ ...r, linkRate: row.params.linkRate }))
+    .filter((x): x is number => x !== undefined && Number.isFinite(x));
   if (v.length === 0) return undefined;
   v.sort((a, b) => a - b);
   return { med: v[Math.floor((v.length - 1) / 2)], min: v[0], max: v[v.length - 1] };
@@ -99,7 +101,37 @@ const COLUMNS: Record<Workload, { head: string; metrics: [string, Metric, number
       ["MB/s", (r) => r.mbps, 0, 1],
     ],
   },
+  "hol-slow": {
+    head: "hol-slow: 64 B ping every 10 ms during the big transfer, through a shaped link",
+    metrics: [
+      ["ping p50 ms", (r) => r.latencyUs?.p50, 1, 1000],
+      ["ping p99 ms", (r) => r.latencyUs?.p99, 1, 1000],
+      ["ping max ms", (r) => r.latencyUs?.max, 1, 1000],
+      ["pings", (r) => r.pings, 0, 1],
+      ["MB/s", (r) => r.mbps, 1, 1],
+      ["% of link", (r) => (r.linkRate ? (100 * (r.mbps ?? 0) * 1e6) / r.linkRate : undefined), 1, 1],
+    ],
+  },
 };
+
+/**
+ * The rows of workload `w` in groups of one table each: one group, or for
+ * hol-slow one per link rate (with its title).
+ */
+function groups(rows: Row[], w: Workload): { title: string; key: string; rows: Row[] }[] {
+  const wrows = rows.filter((r) => r.workload === w);
+  if (wrows.length === 0) return [];
+  if (w !== "hol-slow") return [{ title: "", key: w, rows: wrows }];
+  const rates = [...new Set(wrows.map((r) => r.params.linkRate ?? 0))];
+  return rates.map((rate) => {
+    const p = wrows.find((r) => (r.params.linkRate ?? 0) === rate)?.params;
+    return {
+      title: ` at ${fmt(rate / 1e6)} MB/s, ${p?.linkRttMs ?? 0} ms RTT`,
+      key: `${w}-${rate / 1e6}M`,
+      rows: wrows.filter((r) => (r.params.linkRate ?? 0) === rate),
+    };
+  });
+}
 
 function check(label: string, ok: boolean | undefined, detail: string): string {
   const mark = ok === undefined ? "n/a" : ok ? "met" : "**missed**";
@@ -113,26 +145,27 @@ const CHART: Record<Workload, { metric: number; lowerIsBetter: boolean }> = {
   "rpc-pipe": { metric: 0, lowerIsBetter: false },
   large: { metric: 0, lowerIsBetter: false },
   hol: { metric: 1, lowerIsBetter: true },
+  "hol-slow": { metric: 1, lowerIsBetter: true },
   conns: { metric: 1, lowerIsBetter: true },
   "conns-req": { metric: 1, lowerIsBetter: true },
 };
 
 /** SVG charts, one per workload present in `rows`, keyed by workload. */
-export function renderCharts(rows: Row[]): Partial<Record<Workload, string>> {
-  const out: Partial<Record<Workload, string>> = {};
-  for (const w of Object.keys(COLUMNS) as Workload[]) {
-    const wrows = rows.filter((r) => r.workload === w);
-    if (wrows.length === 0) continue;
-    const { metric, lowerIsBetter } = CHART[w];
-    const [label, f, , scale] = COLUMNS[w].metrics[metric];
-    const bars: Bar[] = wrows.map((r) => {
-      const m = r.note === undefined ? med(r, f) : undefined;
-      return m === undefined
-        ? { name: r.impl, value: undefined, note: r.note ?? "failed" }
-        : { name: r.impl, value: m.med / scale, min: m.min / scale, max: m.max / scale };
-    });
-    out[w] = barChart(COLUMNS[w].head, label, bars, lowerIsBetter);
-  }
+export function renderCharts(rows: Row[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const w of Object.keys(COLUMNS) as Workload[])
+    for (const g of groups(rows, w)) {
+      const wrows = g.rows;
+      const { metric, lowerIsBetter } = CHART[w];
+      const [label, f, , scale] = COLUMNS[w].metrics[metric];
+      const bars: Bar[] = wrows.map((r) => {
+        const m = r.note === undefined ? med(r, f) : undefined;
+        return m === undefined
+          ? { name: r.impl, value: undefined, note: r.note ?? "failed" }
+          : { name: r.impl, value: m.med / scale, min: m.min / scale, max: m.max / scale };
+      });
+      out[g.key] = barChart(`${COLUMNS[w].head}${g.title}`, label, bars, lowerIsBetter);
+    }
   return out;
 }
 
@@ -157,26 +190,26 @@ export function renderReport(machine: Machine, rows: Row[]): string {
     `| repetitions | ${machine.reps}${machine.quick ? " (quick mode)" : ""} |`,
     "",
   );
-  for (const w of Object.keys(COLUMNS) as Workload[]) {
-    const wrows = rows.filter((r) => r.workload === w);
-    if (wrows.length === 0) continue;
-    const c = COLUMNS[w];
-    const p = wrows[0].params;
-    const size =
-      w === "large" || w === "hol"
-        ? `${p.largeSize / 1024 / 1024} MiB`
-        : w === "conns" || w === "conns-req"
-          ? `${fmt(p.count)} connections`
-          : `${fmt(p.count)} × ${p.size} B`;
-    out.push(`## ${c.head} (${size})`, "", `![${w}](bench/${w}.svg)`, "");
-    out.push(`| implementation | ${c.metrics.map((m) => m[0]).join(" | ")} |`);
-    out.push(`| --- | ${c.metrics.map(() => "---").join(" | ")} |`);
-    for (const r of wrows) {
-      if (r.note !== undefined) out.push(`| ${r.impl} | not run: ${r.note} |${" |".repeat(c.metrics.length - 1)}`);
-      else out.push(`| ${r.impl} | ${c.metrics.map(([, f, d, s]) => cell(med(r, f), d, s)).join(" | ")} |`);
+  for (const w of Object.keys(COLUMNS) as Workload[])
+    for (const g of groups(rows, w)) {
+      const wrows = g.rows;
+      const c = COLUMNS[w];
+      const p = wrows[0].params;
+      const size =
+        w === "large" || w === "hol" || w === "hol-slow"
+          ? `${p.largeSize / 1024 / 1024} MiB`
+          : w === "conns" || w === "conns-req"
+            ? `${fmt(p.count)} connections`
+            : `${fmt(p.count)} × ${p.size} B`;
+      out.push(`## ${c.head}${g.title} (${size})`, "", `![${g.key}](bench/${g.key}.svg)`, "");
+      out.push(`| implementation | ${c.metrics.map((m) => m[0]).join(" | ")} |`);
+      out.push(`| --- | ${c.metrics.map(() => "---").join(" | ")} |`);
+      for (const r of wrows) {
+        if (r.note !== undefined) out.push(`| ${r.impl} | not run: ${r.note} |${" |".repeat(c.metrics.length - 1)}`);
+        else out.push(`| ${r.impl} | ${c.metrics.map(([, f, d, s]) => cell(med(r, f), d, s)).join(" | ")} |`);
+      }
+      out.push("");
     }
-    out.push("");
-  }
   const ratio = (a: ReturnType<typeof med>, b: ReturnType<typeof med>) =>
     a === undefined || b === undefined ? undefined : a.med / b.med;
   const fl = ratio(
@@ -235,6 +268,19 @@ export function renderReport(machine: Machine, rows: Row[]): string {
       hol === undefined ? "n/a" : `${(hol.med / 1000).toFixed(1)} ms`,
     ),
   );
+  // hol-slow (issue 17): ping p99 ≤ RTT + 20 ms with the transfer at ≥ 90 % of the link, at every link rate.
+  for (const r of rows.filter((x) => x.impl === "pointsub" && x.workload === "hol-slow" && x.note === undefined)) {
+    const rtt = r.params.linkRttMs ?? 0;
+    const p99 = med(r, (x) => x.latencyUs?.p99);
+    const pct = med(r, (x) => (x.linkRate ? (100 * (x.mbps ?? 0) * 1e6) / x.linkRate : undefined));
+    out.push(
+      check(
+        `hol-slow at ${fmt((r.params.linkRate ?? 0) / 1e6)} MB/s: ping p99 ≤ ${rtt + 20} ms, transfer ≥ 90 % of the link`,
+        p99 === undefined || pct === undefined ? undefined : p99.med <= (rtt + 20) * 1000 && pct.med >= 90,
+        p99 === undefined || pct === undefined ? "n/a" : `${(p99.med / 1000).toFixed(1)} ms, ${pct.med.toFixed(1)} %`,
+      ),
+    );
+  }
   const natsFlood = ratio(
     med(find("pointsub", "flood"), (r) => r.rate),
     med(find("nats", "flood"), (r) => r.rate),

@@ -10,6 +10,8 @@
  *   npm run bench -- --workload files                # 1 GiB file to file only (bench/files.ts)
  *   npm run bench -- --workload broadcast            # 64 B to 1,000 connections only (bench/broadcast.ts)
  *   npm run bench -- --broadcast-clients 100 --broadcast-rounds 50 --broadcast-seconds 1   # a smaller broadcast
+ *   npm run bench -- --workload hol-slow --impl pointsub,ws --large-size 67108864   # through shaped links (issue 17)
+ *   npm run bench -- --workload hol-slow --link-rates 10000000 --link-rtt 10        # one link rate only
  */
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -22,6 +24,7 @@ import { BROADCAST_DEFAULTS, BROADCAST_IMPLS, putSection, runBroadcastBench } fr
 import { runFileBench } from "./files.ts";
 import { updateReadme } from "./headline.ts";
 import type { ClientResult, Workload, WorkloadParams } from "./lib/role.ts";
+import { startShaper } from "./lib/shaper.ts";
 import { type Row, renderCharts, renderReport } from "./report.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -39,6 +42,8 @@ const { values } = parseArgs({
     "broadcast-clients": { type: "string" },
     "broadcast-rounds": { type: "string" },
     "broadcast-seconds": { type: "string" },
+    "link-rates": { type: "string" },
+    "link-rtt": { type: "string" },
     out: { type: "string" },
   },
 });
@@ -56,7 +61,11 @@ const IMPLS: Record<string, Impl> = {
   reference: { file: "impls/reference.ts", args: [] },
   "reference-slab": { file: "impls/reference.ts", args: ["--slab"] },
   pointsub: { file: "impls/pointsub.ts", args: [] },
-  "pointsub-unix": { file: "impls/pointsub.ts", args: ["--unix"] },
+  "pointsub-unix": {
+    file: "impls/pointsub.ts",
+    args: ["--unix"],
+    skip: { "hol-slow": "a unix socket: the shaping proxy is TCP" },
+  },
   // pointsub over WebSocket (the ws package under it): next to ws on the same workloads (issue 14).
   "pointsub-ws": { file: "impls/pointsub.ts", args: ["--ws"] },
   // The server with pointsub/metrics subscribed to its diagnostics channels.
@@ -69,6 +78,7 @@ const IMPLS: Record<string, Impl> = {
       flood: "one-way messages take a direct connection: same path as pointsub",
       large: "same path as pointsub (one request)",
       hol: "same path as pointsub",
+      "hol-slow": "same path as pointsub",
       conns: "same path as pointsub",
       "conns-req": "same path as pointsub",
     },
@@ -80,6 +90,7 @@ const IMPLS: Record<string, Impl> = {
     skip: {
       large: "same path as pointsub (one request)",
       hol: "same path as pointsub",
+      "hol-slow": "same path as pointsub",
       conns: "same path as pointsub",
       "conns-req": "same path as pointsub",
     },
@@ -93,6 +104,7 @@ const IMPLS: Record<string, Impl> = {
       "rpc-pipe": "the length-prefix format has no requests",
       large: "the length-prefix format has no requests (large is a request)",
       hol: "the length-prefix format has no requests or multiplexing",
+      "hol-slow": "the length-prefix format has no requests or multiplexing",
     },
   },
   ws: { file: "impls/ws.ts", args: [] },
@@ -119,12 +131,18 @@ const IMPLS: Record<string, Impl> = {
   "pointsub-libp2p": {
     file: "impls/pointsub-libp2p.ts",
     args: [],
-    skip: { "conns-req": "not measured: the bench's extra libp2p connections have no request client" },
+    skip: {
+      "conns-req": "not measured: the bench's extra libp2p connections have no request client",
+      "hol-slow": "dialed by peer id: the shaping proxy cannot stand in for its address",
+    },
   },
   "pointsub-libp2p-quic": {
     file: "impls/pointsub-libp2p.ts",
     args: ["--quic"],
-    skip: { "conns-req": "not measured: the bench's extra libp2p connections have no request client" },
+    skip: {
+      "conns-req": "not measured: the bench's extra libp2p connections have no request client",
+      "hol-slow": "QUIC is UDP: the shaping proxy is TCP",
+    },
   },
   nats: {
     file: "impls/nats.ts",
@@ -132,6 +150,7 @@ const IMPLS: Record<string, Impl> = {
     skip: {
       large: "nats-server caps max_payload at 64 MiB",
       hol: "nats-server caps max_payload at 64 MiB",
+      "hol-slow": "nats-server caps max_payload at 64 MiB",
       conns: "connections end at nats-server, a separate process whose memory the harness does not sample",
       "conns-req": "connections end at nats-server, a separate process whose memory the harness does not sample",
     },
@@ -144,6 +163,8 @@ const WORKLOADS: Record<Workload, WorkloadParams> = {
   "rpc-pipe": { count: quick ? 50_000 : 200_000, size: 64, inFlight: 128, largeSize: 0, pingEveryMs: 0 },
   large: { count: 1, size: 64, inFlight: 1, largeSize: (quick ? 64 : 256) * MiB, pingEveryMs: 0 },
   hol: { count: 1, size: 64, inFlight: 1, largeSize: (quick ? 64 : 256) * MiB, pingEveryMs: 10 },
+  // hol through shaped links (bench/lib/shaper.ts): one row per rate of --link-rates.
+  "hol-slow": { count: 1, size: 64, inFlight: 1, largeSize: (quick ? 16 : 256) * MiB, pingEveryMs: 10 },
   conns: { count: quick ? 2_000 : 5_000, size: 0, inFlight: 100, largeSize: 0, pingEveryMs: 0 },
   "conns-req": { count: quick ? 2_000 : 5_000, size: 64, inFlight: 100, largeSize: 0, pingEveryMs: 0 },
 };
@@ -161,6 +182,36 @@ const runFiles = requested.includes("files");
  */
 const runBroadcast = requested.includes("broadcast");
 const workloads = requested.filter((w) => w !== "files" && w !== "broadcast") as Workload[];
+/** hol-slow: the link rates (bytes/s, each way) and the round-trip time (ms) of the shaping proxy. */
+const linkRates = (values["link-rates"] ?? "100000000,10000000").split(",").map(Number);
+const linkRttMs = Number(values["link-rtt"] ?? 10);
+/** Each workload with its parameters; hol-slow once per link rate. */
+const cases: { workload: Workload; params: WorkloadParams }[] = workloads.flatMap(
+  (workload): { workload: Workload; params: WorkloadParams }[] => {
+    if (WORKLOADS[workload] === undefined) throw new Error(`unknown workload ${workload}`);
+    const params = { ...WORKLOADS[workload] };
+    if (values.count !== undefined && params.count > 1) params.count = Number(values.count);
+    if (values["large-size"] !== undefined && params.largeSize > 0) params.largeSize = Number(values["large-size"]);
+    if (workload !== "hol-slow") return [{ workload, params }];
+    return linkRates.map((linkRate) => ({ workload, params: { ...params, linkRate, linkRttMs } }));
+  },
+);
+
+/**
+ * The URL the client dials through a shaping proxy in front of the server's
+ * `url` (its loopback TCP port replaced by the proxy's).
+ */
+function proxiedUrl(url: string, port: number): string {
+  const tcp = /(127\.0\.0\.1:|\/ip4\/127\.0\.0\.1\/tcp\/)(\d+)/;
+  if (!tcp.test(url)) throw new Error(`cannot put a shaping proxy in front of ${url}`);
+  return url.replace(tcp, `$1${port}`);
+}
+
+function serverPort(url: string): number {
+  const m = /(?:127\.0\.0\.1:|\/ip4\/127\.0\.0\.1\/tcp\/)(\d+)/.exec(url);
+  if (m === null) throw new Error(`cannot put a shaping proxy in front of ${url}`);
+  return Number(m[1]);
+}
 
 function onPath(cmd: string): boolean {
   return (process.env.PATH ?? "").split(":").some((d) => existsSync(join(d, cmd)));
@@ -192,7 +243,12 @@ async function runOnce(impl: string, workload: Workload, params: WorkloadParams)
   const startTimer = setTimeout(() => server.kill("SIGKILL"), 60_000);
   const first = await sl.next().finally(() => clearTimeout(startTimer));
   if (first.done) throw new Error(`${impl} ${workload}: server printed no URL`);
-  const { url, rss: serverStartRss } = JSON.parse(first.value as string) as { url: string; rss: number };
+  const { url: serverUrl, rss: serverStartRss } = JSON.parse(first.value as string) as { url: string; rss: number };
+  // hol-slow: a shaping proxy (in this process) between the two, half the round-trip time each way.
+  const rate = params.linkRate ?? 0;
+  const half = { rate, delayMs: (params.linkRttMs ?? 0) / 2 };
+  const shaper = rate > 0 ? await startShaper(serverPort(serverUrl), half, half) : undefined;
+  const url = shaper === undefined ? serverUrl : proxiedUrl(serverUrl, shaper.port);
   const client = spawn(process.execPath, [file, "client", url, workload, JSON.stringify(params), ...def.args], {
     stdio: ["ignore", "pipe", "inherit"],
   });
@@ -224,6 +280,7 @@ async function runOnce(impl: string, workload: Workload, params: WorkloadParams)
     await Promise.all([clientDone, killLater(server, serverExited)]);
     return { ...result, serverPeakRss, serverStartRss };
   } finally {
+    await shaper?.close();
     clearTimeout(timeout);
     running.delete(killBoth);
     if (client.exitCode === null && client.signalCode === null) client.kill("SIGKILL");
@@ -245,10 +302,7 @@ process.once("exit", () => {
 
 const rows: Row[] = [];
 const started = new Date();
-for (const workload of workloads) {
-  const params = { ...WORKLOADS[workload] };
-  if (values.count !== undefined && params.count > 1) params.count = Number(values.count);
-  if (values["large-size"] !== undefined && params.largeSize > 0) params.largeSize = Number(values["large-size"]);
+for (const { workload, params } of cases) {
   const runnable: { impl: string; runs: Row["runs"] }[] = [];
   const byImpl = new Map<string, Row>();
   for (const impl of impls) {
@@ -275,7 +329,8 @@ for (const workload of workloads) {
   for (const impl of impls) {
     const row = byImpl.get(impl) as Row;
     rows.push(row);
-    if (row.note === undefined) console.log(JSON.stringify({ impl, workload, runs: row.runs.map((x) => ({ ...x })) }));
+    if (row.note === undefined)
+      console.log(JSON.stringify({ impl, workload, linkRate: params.linkRate, runs: row.runs.map((x) => ({ ...x })) }));
   }
 }
 

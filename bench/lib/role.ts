@@ -7,7 +7,7 @@
 import { createInterface } from "node:readline";
 import { peakRss } from "./stats.ts";
 
-export type Workload = "flood" | "rpc-seq" | "rpc-pipe" | "large" | "hol" | "conns" | "conns-req";
+export type Workload = "flood" | "rpc-seq" | "rpc-pipe" | "large" | "hol" | "hol-slow" | "conns" | "conns-req";
 
 export interface WorkloadParams {
   /** flood: messages; rpc-seq / rpc-pipe: requests; conns: connections. */
@@ -20,6 +20,10 @@ export interface WorkloadParams {
   largeSize: number;
   /** hol: ms between pings. */
   pingEveryMs: number;
+  /** hol-slow: bytes/s of the shaped link between client and server (each way); absent or 0: direct. */
+  linkRate?: number;
+  /** hol-slow: the shaped link's round-trip time in ms (half each way). */
+  linkRttMs?: number;
 }
 
 export interface ClientResult {

@@ -102,7 +102,8 @@ export async function runWorkload(client: BenchClient, workload: Workload, param
     const sink = client.sink(big).then(() => {
       done = true;
     });
-    if (workload === "hol") {
+    const hol = workload === "hol" || workload === "hol-slow";
+    if (hol) {
       while (!done) {
         await new Promise((r) => setTimeout(r, params.pingEveryMs));
         if (done) break;
@@ -118,7 +119,7 @@ export async function runWorkload(client: BenchClient, workload: Workload, param
       mbps: params.largeSize / 1e6 / s,
       seconds: s,
       startRss,
-      ...(workload === "hol" ? { latencyUs: latencySummary(Float64Array.from(lat)), pings: lat.length } : {}),
+      ...(hol ? { latencyUs: latencySummary(Float64Array.from(lat)), pings: lat.length } : {}),
     });
   }
   await client.close();

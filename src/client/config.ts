@@ -140,6 +140,7 @@ const KNOWN = new Set([
   "handshakeTimeoutMs",
   "closeTimeoutMs",
   "keepAliveMs",
+  "pacing",
   "slowPeerBytes",
   "slowPeerTimeoutMs",
   "progressTimeoutMs",

@@ -41,6 +41,7 @@ import { Inbound } from "./inbound.ts";
 import { budgetLimit, Link, resolveSettings } from "./link.ts";
 import { checkConnectionOptions } from "./options.ts";
 import { Outbox } from "./outbox.ts";
+import type { Pacer } from "./pacer.ts";
 import { Pinger } from "./pinger.ts";
 import { publisherFor } from "./publisher.ts";
 import { ReadGate } from "./read-gate.ts";
@@ -207,6 +208,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     // methods are on the prototype, not closures.
     const port = new Connection.Port(this);
     this.writer = new FrameWriter(port, runtime.checksums);
+    if (options.pacing !== false) this.writer.pacing = newPacer;
     // One closure serves every part that asks whether the connection closed.
     const isClosed = (): boolean => this.state_ === "closed";
     this.isClosed = isClosed;
@@ -971,4 +973,16 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.emit("close", error);
     this.closedD?.resolve();
   }
+}
+
+/**
+ * Makes a connection's pacer of bulk data (FrameWriter.pacing; one shared
+ * function, no closure per connection). It comes with the stream engine: in
+ * a browser the first chunked message starts loading it and goes unpaced.
+ */
+function newPacer(writer: FrameWriter): Pacer | undefined {
+  const engine = streamEngine();
+  if (engine !== undefined) return new engine.Pacer(writer);
+  loadStreamEngine().catch(noop);
+  return undefined;
 }

@@ -57,6 +57,11 @@ export class Pinger {
       else this.pendingPong = payload.slice();
       return;
     }
+    // Negative: the answer to a pacing probe (pacer.ts).
+    if (seq < 0) {
+      this.writer.pacer?.onAck(seq);
+      return;
+    }
     const p = this.pings.get(seq);
     if (p === undefined) return;
     this.pings.delete(seq);

@@ -8,6 +8,7 @@
  * or receives a stream, so a page that only sends messages and requests
  * never downloads it.
  */
+import type { Pacer } from "./pacer.ts";
 import type { IncomingStreams } from "./stream-in.ts";
 import type { OutgoingStreams } from "./stream-out.ts";
 
@@ -15,6 +16,8 @@ import type { OutgoingStreams } from "./stream-out.ts";
 export interface StreamEngine {
   readonly IncomingStreams: typeof IncomingStreams;
   readonly OutgoingStreams: typeof OutgoingStreams;
+  /** Paces chunked messages and streams (issue 17): loaded with the streams, as only bulk data needs it. */
+  readonly Pacer: typeof Pacer;
 }
 
 /** The dynamic import of the engine (a chunk of its own in a browser bundle). */

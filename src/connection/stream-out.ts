@@ -216,8 +216,10 @@ export class OutgoingStreams {
     this.inUse++;
     const p = this.link.peer;
     const base = progress.total !== undefined ? chunkSizeFor(progress.total) : 256 * 1024;
-    const chunk = Math.max(4096, Math.min(base, p.maxFrameSize, p.streamWindow >>> 1, p.connectionWindow >>> 1));
     const writer = this.outbox.writer;
+    // Items are cut once, here: on a link the pacer has measured, no bigger than its frames (issue 17).
+    const paced = writer.pacer !== undefined && writer.pacer.rate > 0 ? writer.pacer.frameLimit() : base;
+    const chunk = Math.max(4096, Math.min(base, paced, p.maxFrameSize, p.streamWindow >>> 1, p.connectionWindow >>> 1));
     const out: OutgoingStream = new OutgoingStream(
       id,
       {

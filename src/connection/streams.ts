@@ -1,7 +1,9 @@
 /**
- * The stream halves of the engine in one module: what `stream-engine.ts`
+ * The stream halves of the engine and the pacer of bulk data (chunked
+ * messages and streams) in one module: what `stream-engine.ts`
  * loads on demand (a chunk of its own in a browser bundle), or an entry
  * point installs up front.
  */
+export { Pacer } from "./pacer.ts";
 export { IncomingStreams } from "./stream-in.ts";
 export { OutgoingStreams } from "./stream-out.ts";

@@ -133,6 +133,14 @@ export interface ConnectionOptions {
   handshakeTimeoutMs?: number;
   /** How long `close()` waits for work in flight before closing hard. Default 5000 ms. */
   closeTimeoutMs?: number;
+  /**
+   * Pace chunked messages and streams by the link's measured delivery rate,
+   * so the bulk bytes below this connection (socket, kernel and link buffers)
+   * stay near one round trip plus 5 ms of the link and a small message waits
+   * about that long whatever the link's speed (issue 17; uses PING frames as
+   * acknowledgements). Default true.
+   */
+  pacing?: boolean;
   /** Send a PING after this many ms without incoming bytes; close with ERR_KEEPALIVE if none answers within another period. Default 30000; 0 = off. */
   keepAliveMs?: number;
   /**

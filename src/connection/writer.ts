@@ -5,6 +5,7 @@ import { varintLength, writeVarint } from "../codec/varint.ts";
 import type { PointSubError } from "../errors/error.ts";
 import { type StreamItem, streamCost } from "../stream/item.ts";
 import { Queue } from "../util/queue.ts";
+import type { Pacer } from "./pacer.ts";
 
 export { type StreamItem, streamCost } from "../stream/item.ts";
 
@@ -116,6 +117,13 @@ export class FrameWriter {
   /** Frames and bytes handed to the transport. */
   framesOut = 0;
   bytesOut = 0;
+  /**
+   * Makes the pacer of chunked messages and streams (pacer.ts), on the
+   * first one; undefined: bulk is not paced.
+   */
+  pacing: ((writer: FrameWriter) => Pacer | undefined) | undefined;
+  /** Paces bulk by the link's measured delivery (made by {@link pacing} on the first chunked message or stream). */
+  pacer: Pacer | undefined;
 
   private readonly sink: WriterSink;
   /**
@@ -206,7 +214,20 @@ export class FrameWriter {
     if (m.type === FrameType.RES) this.answerQueued += m.head.length + m.data.length;
     if (m.items === undefined) this.queuedBytes += m.head.length + m.data.length;
     if (m.single) this.singles.push(m);
-    else this.bulk.push(m);
+    else {
+      if (this.pacer === undefined && this.pacing !== undefined) this.pacer = this.pacing(this);
+      this.bulk.push(m);
+    }
+    this.pump();
+  }
+
+  /** Byte-stream position of the next frame: every byte encoded so far. */
+  get position(): number {
+    return this.bytesOut + this.batched();
+  }
+
+  /** The pacer's window opened: send what waits. */
+  wake(): void {
     this.pump();
   }
 
@@ -411,10 +432,24 @@ export class FrameWriter {
         }
       }
       if (this.singles.length !== 0) break; // blocked on credit: keep order, wait
-      // 2. one chunk of one chunked message
-      if (this.bulk.length !== 0 && this.sendOneChunk()) {
-        progressed = true;
-        if (this.batched() >= FLUSH_BYTES) this.flush();
+      // 2. one chunk of one chunked message, within the pacer's window
+      if (this.bulk.length !== 0) {
+        const pacer = this.pacer;
+        if (pacer === undefined) {
+          if (this.sendOneChunk()) {
+            progressed = true;
+            if (this.batched() >= FLUSH_BYTES) this.flush();
+          }
+        } else if (pacer.room(this.position) <= 0) {
+          pacer.blocked(this.position);
+        } else {
+          const idle = pacer.idle(this.position);
+          if (this.sendOneChunk()) {
+            progressed = true;
+            pacer.sent(this.position, idle);
+            if (this.batched() >= FLUSH_BYTES) this.flush();
+          }
+        }
       }
       if (!progressed) break;
     }
@@ -432,7 +467,10 @@ export class FrameWriter {
       const total = m.data.length;
       const prefix = m.started ? 0 : varintLength(total) + m.head.length;
       const remaining = total - m.offset;
-      const want = Math.min(m.chunk, prefix + remaining);
+      const want = Math.min(
+        this.pacer === undefined ? m.chunk : Math.min(m.chunk, this.pacer.frameLimit()),
+        prefix + remaining,
+      );
       const avail = Math.min(m.credit, this.connCredit);
       if (avail < want && avail < MIN_CHUNK) continue;
       // Start a chunked message only when the peer's assembly budget has room.

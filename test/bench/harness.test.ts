@@ -35,6 +35,9 @@ describe("benchmark harness", () => {
         "10",
         "--broadcast-seconds",
         "0.2",
+        // hol-slow through one shaped link only (100 MB/s: 64 MiB in under a second).
+        "--link-rates",
+        "100000000",
         "--out",
         out,
       ],
@@ -45,11 +48,13 @@ describe("benchmark harness", () => {
       assert.match(md, new RegExp(`## ${w}`), w);
       assert.ok(existsSync(join(dir, "bench", `${w}.svg`)), `${w}.svg`);
     }
+    assert.match(md, /## hol-slow: .* at 100 MB\/s, 10 ms RTT/);
+    assert.ok(existsSync(join(dir, "bench", "hol-slow-100M.svg")), "hol-slow-100M.svg");
     // Both implementations produced a number in every table (no "n/a" rows).
     const perImpl = md.slice(0, md.indexOf("## Broadcast"));
     for (const impl of ["reference", "pointsub"]) {
       const rows = perImpl.split("\n").filter((l) => l.startsWith(`| ${impl} |`));
-      assert.equal(rows.length, 7, impl);
+      assert.equal(rows.length, 8, impl);
       for (const r of rows) assert.doesNotMatch(r, /n\/a/, r);
     }
     assert.match(md, /## Targets/);

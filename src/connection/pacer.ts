@@ -1,0 +1,253 @@
+/**
+ * Pacing of bulk data (issue 17: latency bounded in time, not bytes).
+ *
+ * Everything this side writes below the engine — Node's socket buffer, the
+ * kernel's send buffer, a slow link's router queue — is a queue a small
+ * message waits behind. The writer sends small frames first, but once a
+ * chunk is handed to the transport nothing can overtake it. So the bytes
+ * of chunked messages and streams handed over and not yet delivered are kept
+ * near what the link delivers in one round trip plus {@link TARGET_MS}:
+ *
+ * - **Acknowledgements**: every so often after bulk bytes (a quarter of the
+ *   window), the writer sends a PING (docs/PROTOCOL.md §3.7) whose 8 bytes
+ *   are a negative number (the keepalive's are positive). The peer answers a
+ *   PING when it has read every byte before it, so its PING ACK says the
+ *   byte stream was delivered up to the PING's position — an exact,
+ *   transport-independent acknowledgement, and a round-trip sample that
+ *   includes the queue ahead of it. Nothing new on the wire.
+ * - **Delivery rate**: acknowledged bytes per ms over at least one minimum
+ *   round trip, the maximum of the samples of the last {@link RATE_WINDOW_MS}
+ *   (as BBR's bottleneck-bandwidth filter; a sample may at most double it).
+ * - **Window**: bulk bytes are handed over only while the bytes in flight
+ *   (written, not yet acknowledged) are below rate × (min RTT + TARGET_MS),
+ *   at least {@link FLOOR}. With spare capacity, delivery outgrows the
+ *   window by (1 + TARGET_MS / min RTT) per round trip; at capacity the
+ *   queue settles at TARGET_MS of the link's rate.
+ * - **Acknowledgements in bursts** (a stalled or busy sender, receiver or
+ *   link: on a loaded machine every process is descheduled for ms at a
+ *   time) are measured as BBR measures ack aggregation: the bytes
+ *   acknowledged beyond what the rate explains since the last time it
+ *   explained them all, the maximum of {@link RATE_WINDOW_MS}, is added to
+ *   the window (capped at {@link MAX_EXTRA_MS} of the rate), so a receiver
+ *   still has data while its sender is away. A link that delivers steadily
+ *   adds nothing.
+ * - **Min RTT** is refreshed every {@link MIN_RTT_REFRESH_MS} by holding
+ *   the window to half the path's capacity until one acknowledgement comes
+ *   back (as BBR's ProbeRTT), so a standing queue cannot pass for path delay.
+ * - **Chunks**: bulk frames are at most a quarter of the window, so a small
+ *   message never waits behind one frame of many milliseconds.
+ *
+ * Single-frame messages and control frames are never paced: they go first.
+ */
+import { encodePing } from "../codec/control.ts";
+import { FrameType } from "../codec/frame.ts";
+
+/** What the pacer needs from the frame writer. */
+export interface PacedWriter {
+  /** Bytes encoded so far on this connection: the byte-stream position of the next frame. */
+  readonly position: number;
+  /** Writes a control frame now. */
+  control(type: number, flags: number, id: number, payload: Uint8Array): void;
+  /** The window opened: try sending bulk again. */
+  wake(): void;
+}
+
+const KIB = 1024;
+/** Smallest window: a slow or unknown link still moves this much per round trip. */
+export const FLOOR = 64 * KIB;
+/** Window before the first rate sample. */
+export const INITIAL_WINDOW = 256 * KIB;
+/** Queueing delay the window allows on top of the min RTT, ms. */
+export const TARGET_MS = 5;
+/** Bulk frames are at least this large (the writer's smallest chunk). */
+const MIN_FRAME = 16 * KIB;
+/** Rate samples count for this long, ms. */
+const RATE_WINDOW_MS = 1000;
+/** The min RTT is measured again (the window drained) after this long, ms. */
+const MIN_RTT_REFRESH_MS = 2000;
+/** A drain gives up after this long without its acknowledgement, ms. */
+const MAX_DRAIN_MS = 500;
+/** Probes in flight at most (each is a PING the peer answers). */
+const MAX_PROBES = 32;
+/** Rate samples span at least this long, ms (and at least the min RTT). */
+const MIN_SPAN_MS = 2;
+/** The allowance for acknowledgements in bursts is at most this much of the rate, ms. */
+const MAX_EXTRA_MS = 20;
+/** Rate samples kept at most. */
+const MAX_SAMPLES = 64;
+/** Acknowledgements remembered to take rate samples from. */
+const HISTORY = 32;
+
+export class Pacer {
+  /** Delivery rate in bytes per ms (0 before the first sample). */
+  rate = 0;
+  /** Smallest round-trip time seen since the last refresh, ms. */
+  minRtt = Number.POSITIVE_INFINITY;
+  /** Byte-stream position the peer acknowledged. */
+  acked: number;
+  /** Probes sent (their PINGs carry the negative count). */
+  probesSent = 0;
+
+  private readonly writer: PacedWriter;
+  /** Probes in flight, oldest first: sequence number, position, send time, flat. */
+  private readonly probes: number[] = [];
+  private lastProbePos: number;
+  private minRttAt = 0;
+  /** Acknowledgements: time and position, a ring of HISTORY. */
+  private readonly histT = new Float64Array(HISTORY);
+  private readonly histP = new Float64Array(HISTORY);
+  private histN = 0;
+  private histHead = 0;
+  /** Rate samples of the last RATE_WINDOW_MS: time and value, flat. */
+  private readonly samples: number[] = [];
+  /** Acknowledgements beyond the rate: since when (ms) and from which position they are counted. */
+  private aggT = 0;
+  private aggPos = 0;
+  /** Extra-acknowledged samples of the last RATE_WINDOW_MS: time and bytes, flat; and their maximum. */
+  private readonly extras: number[] = [];
+  private extra = 0;
+  /** Since when the window is held to drain the queue (0: not draining). */
+  private drainSince = 0;
+  /** The probe whose answer ends the drain (0: not sent yet). */
+  private drainSeq = 0;
+
+  constructor(writer: PacedWriter) {
+    this.writer = writer;
+    this.acked = writer.position;
+    this.lastProbePos = this.acked;
+    this.minRttAt = performance.now();
+  }
+
+  /** Bytes the window allows in flight now. */
+  window(): number {
+    if (this.rate === 0) return INITIAL_WINDOW;
+    if (this.drainSince !== 0) return Math.max(FLOOR, (this.rate * this.minRtt) / 2);
+    return Math.max(FLOOR, this.rate * (this.minRtt + TARGET_MS) + this.extra);
+  }
+
+  /** Bulk bytes that may be handed over now at `position` (≤ 0: wait for an acknowledgement). */
+  room(position: number): number {
+    return this.window() - (position - this.acked);
+  }
+
+  /** Largest bulk frame payload now. */
+  frameLimit(): number {
+    return Math.max(MIN_FRAME, Math.floor(this.window() / 4));
+  }
+
+  /** A bulk frame went out; the writer is at `position` after it. */
+  sent(position: number, idleBefore: boolean): void {
+    const now = performance.now();
+    // The pipe was empty: rate samples start from here, not from the last acknowledgement.
+    if (idleBefore) {
+      this.remember(now, this.acked);
+      this.aggT = now;
+      this.aggPos = this.acked;
+    }
+    if (this.drainSince === 0 && this.rate !== 0 && now - this.minRttAt > MIN_RTT_REFRESH_MS) {
+      this.drainSince = now;
+      this.drainSeq = 0;
+    }
+    if (position - this.lastProbePos >= Math.max(MIN_FRAME, this.window() / 4)) this.probe(position, now);
+  }
+
+  /** Bulk waits for the window: make sure an acknowledgement of everything written will come. */
+  blocked(position: number): void {
+    if (position > this.lastProbePos) this.probe(position, performance.now());
+  }
+
+  /** Whether the pipe holds nothing unacknowledged at `position`. */
+  idle(position: number): boolean {
+    return position <= this.acked;
+  }
+
+  private probe(position: number, now: number): void {
+    if (this.probes.length >= 3 * MAX_PROBES) return;
+    const seq = ++this.probesSent;
+    if (this.drainSince !== 0 && this.drainSeq === 0 && position - this.acked <= this.window()) this.drainSeq = seq;
+    this.writer.control(FrameType.PING, 0, 0, encodePing(-seq));
+    // Its answer acknowledges every byte up to the end of the PING itself.
+    const end = this.writer.position;
+    this.probes.push(seq, end, now);
+    this.lastProbePos = end;
+  }
+
+  /** The peer answered probe `-value` (a PING ACK with a negative payload); false if unknown. */
+  onAck(value: number): boolean {
+    const seq = -value;
+    const probes = this.probes;
+    let i = 0;
+    while (i < probes.length && probes[i] < seq) i += 3;
+    if (i >= probes.length || probes[i] !== seq) return false;
+    const position = probes[i + 1];
+    const now = performance.now();
+    const rtt = now - probes[i + 2];
+    // The peer may answer only the latest of several PINGs: every earlier one is answered too.
+    probes.splice(0, i + 3);
+    if (position > this.acked) this.acked = position;
+    if (rtt < this.minRtt) {
+      this.minRtt = rtt;
+      this.minRttAt = now;
+    }
+    if (this.drainSince !== 0 && (seq === this.drainSeq || now - this.drainSince > MAX_DRAIN_MS)) {
+      // The queue was drained when this probe left: its round trip is the path's.
+      if (seq === this.drainSeq) this.minRtt = rtt;
+      this.minRttAt = now;
+      this.drainSince = 0;
+      this.drainSeq = 0;
+    }
+    this.sample(now);
+    this.aggregation(now);
+    this.remember(now, this.acked);
+    this.writer.wake();
+    return true;
+  }
+
+  /** A delivery-rate sample from the acknowledgements of the last min RTT or more. */
+  private sample(now: number): void {
+    const span = Math.max(MIN_SPAN_MS, this.minRtt);
+    let k = -1;
+    for (let j = 0; j < this.histN; j++) {
+      const idx = (this.histHead - 1 - j + HISTORY) % HISTORY;
+      if (now - this.histT[idx] >= span) {
+        k = idx;
+        break;
+      }
+    }
+    if (k < 0) return;
+    let value = (this.acked - this.histP[k]) / (now - this.histT[k]);
+    if (!(value > 0)) return;
+    if (this.rate > 0 && value > 2 * this.rate) value = 2 * this.rate;
+    const s = this.samples;
+    while (s.length !== 0 && (now - s[0] > RATE_WINDOW_MS || s.length >= 2 * MAX_SAMPLES)) s.splice(0, 2);
+    s.push(now, value);
+    let max = 0;
+    for (let j = 1; j < s.length; j += 2) if (s[j] > max) max = s[j];
+    this.rate = max;
+  }
+
+  /** Bytes acknowledged beyond the rate since the epoch began; a new epoch when the rate explains them all. */
+  private aggregation(now: number): void {
+    if (this.rate === 0) return;
+    const expected = this.rate * (now - this.aggT);
+    const got = this.acked - this.aggPos;
+    if (this.aggT === 0 || got <= expected) {
+      this.aggT = now;
+      this.aggPos = this.acked;
+      return;
+    }
+    const e = this.extras;
+    while (e.length !== 0 && (now - e[0] > RATE_WINDOW_MS || e.length >= 2 * MAX_SAMPLES)) e.splice(0, 2);
+    e.push(now, Math.min(got - expected, this.rate * MAX_EXTRA_MS));
+    let max = 0;
+    for (let j = 1; j < e.length; j += 2) if (e[j] > max) max = e[j];
+    this.extra = max;
+  }
+
+  private remember(t: number, position: number): void {
+    this.histT[this.histHead] = t;
+    this.histP[this.histHead] = position;
+    this.histHead = (this.histHead + 1) % HISTORY;
+    if (this.histN < HISTORY) this.histN++;
+  }
+}
