@@ -14,12 +14,6 @@ const SMALL = 1024;
 const COPY_BELOW = 16 * 1024;
 /** Smallest rest of a frame body worth reading into place rather than through a read buffer. */
 const DIRECT_MIN = 32 * 1024;
-/**
- * After a read the receiver kept views of, the next read lands in the rest
- * of the same buffer when at least this much of it is left (a new buffer
- * otherwise): many short reads share one allocation.
- */
-const REST_MIN = 16 * 1024;
 /** Free 64 KiB read buffers kept per thread for the next socket that needs one (closed sockets return theirs). */
 const FREE_MAX = 32;
 
@@ -126,8 +120,7 @@ export class SocketReader {
       return;
     }
     if (sink(new Uint8Array(landed.buffer, landed.byteOffset, n)) && this.next === landed) {
-      // Views of [0, n) are kept: the rest of the buffer is still free.
-      this.next = landed.length - n >= REST_MIN ? landed.subarray(n) : this.bigBuffer();
+      this.next = this.bigBuffer();
     }
   }
 

@@ -89,20 +89,17 @@ for (const [name, adapter, url] of targets) {
         await listener.close();
       });
 
-      it(`${side} socket: kept chunks stay intact, no two reads share memory`, async () => {
+      it(`${side} socket: kept chunks stay intact, each read gets new memory`, async () => {
         const { listener, client, server } = await pair(adapter, url());
         const [from, to] = side === "accepted" ? [client, server] : [server, client];
         const data = pattern(8 * MiB);
         const { bytes, chunkSizes } = await transfer(from, to, data, true);
         assert.equal(sha256(bytes), sha256(data));
-        // Kept reads never share memory: a 64 KiB buffer holds at most 64 KiB of them (short reads
-        // share a buffer, one after the other).
-        const kept = chunkSizes.filter((s) => s >= 16 * 1024).reduce((a, s) => a + s, 0);
+        // Kept reads never share memory: each large one got a buffer of its own (allocated, or a
+        // closed socket's from the free list).
+        const big = chunkSizes.filter((s) => s >= 16 * 1024).length;
         const r = readerOf(to);
-        assert.ok(
-          (r.buffers + r.reused) * 64 * 1024 >= kept,
-          `${r.buffers}+${r.reused} buffers for ${kept} bytes kept`,
-        );
+        assert.ok(r.buffers + r.reused >= big, `${r.buffers}+${r.reused} buffers for ${big} large reads`);
         await listener.close();
       });
     }
