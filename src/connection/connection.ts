@@ -760,8 +760,6 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       kept = this.decoderImpl.push(chunk);
     } catch (err) {
       this.fail(toPointSubError(err, "ERR_PROTOCOL"));
-      // The teardown is the peer's input's work too: it counts against the turn's budget.
-      this.readGate.charge(performance.now() - t0);
       return true;
     }
     // Fairness: a flood of cheap or costly frames from one peer must not

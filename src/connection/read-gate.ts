@@ -22,13 +22,9 @@ const YIELD_MS = 4;
  * the same turn.
  */
 const TURN_MS = 10;
-/** Waiting input worked off at a turn's end at the least, however busy the turn was (progress). */
-const MIN_WAITING_MS = 2;
 
 /** Decoding time of this turn, all gates together (reset at the turn's end). */
 let turnMs = 0;
-/** Part of {@link turnMs} spent at the previous turn's end (before this turn's timers ran). */
-let carriedMs = 0;
 /** A turn end is scheduled. */
 let turnEndScheduled = false;
 /** Gates that yielded this turn, resumed together at its end. */
@@ -48,15 +44,11 @@ function scheduleTurnEnd(): void {
 /**
  * The end of an event-loop turn with input (a setImmediate, after the
  * turn's I/O): resumes the gates that yielded, then works off waiting input
- * within what this turn's I/O left of the budget (at least
- * MIN_WAITING_MS) — the rest waits for the next turn's end, after that
- * turn's timers. Between two runs of the timers, decoding then takes about
- * TURN_MS in all, not TURN_MS in the I/O phase and TURN_MS more here.
+ * within a fresh budget — the rest waits for the next turn's end, after
+ * that turn's timers.
  */
 function endTurn(): void {
   turnEndScheduled = false;
-  const ioMs = turnMs - carriedMs;
-  const budget = ioMs < TURN_MS - MIN_WAITING_MS ? TURN_MS - ioMs : MIN_WAITING_MS;
   turnMs = 0;
   const gates = yielded;
   yielded = resuming;
@@ -64,12 +56,10 @@ function endTurn(): void {
   gates.length = 0;
   resuming = gates;
   try {
-    while (waitingHead < waiting.length && turnMs < budget) {
-      if (waiting[waitingHead].runWaiting(budget)) waitingHead++;
+    while (waitingHead < waiting.length && turnMs < TURN_MS) {
+      if (waiting[waitingHead].runWaiting()) waitingHead++;
     }
   } finally {
-    // Counts against the next turn's I/O (its timers run in between).
-    carriedMs = turnMs;
     // Even when a listener threw: what still waits is worked off next turn, not stranded.
     if (waitingHead === waiting.length) {
       waiting.length = 0;
@@ -137,21 +127,15 @@ export class ReadGate {
    * @internal Processes held input within the turn's budget; returns true
    * when none is left (reading resumes unless paused for another reason).
    */
-  runWaiting(budget: number): boolean {
+  runWaiting(): boolean {
     const input = this.input as Uint8Array[];
     while (input.length !== 0 && !this.isClosed()) {
-      if (turnMs >= budget) return false;
+      if (turnMs >= TURN_MS) return false;
       (this.process as (chunk: Uint8Array) => void)(input.shift() as Uint8Array);
     }
     this.input = undefined;
     this.resumeIfFree();
     return true;
-  }
-
-  /** Work caused by input that ends this peer (its teardown on a protocol error): counted in the turn's budget only. */
-  charge(ms: number): void {
-    turnMs += ms;
-    if (turnMs >= YIELD_MS) scheduleTurnEnd();
   }
 
   /** Input took `ms` of work: yield and/or stop reading as needed. */
