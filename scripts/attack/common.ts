@@ -34,6 +34,19 @@ export interface ServerStats {
   busyMaxMs?: number;
   /** Longest garbage-collection pause since the previous report. */
   gcMaxMs?: number;
+  /**
+   * Totals since the server started (for A/B comparisons of the same
+   * attack on a loaded machine, where delays are the scheduler's): CPU time
+   * of the process (all threads) and of its main thread, garbage-collection
+   * pauses (sum and count).
+   */
+  cpuTotalMs?: number;
+  mainCpuTotalMs?: number;
+  gcTotalMs?: number;
+  gcCount?: number;
+  /** Full (mark-compact) collections among them: sum and count. */
+  gcMajorMs?: number;
+  gcMajorCount?: number;
   /** Time since the previous report: far above reportMs when the loop was blocked. */
   intervalMs: number;
   /** CPU time of the server process over the interval, in % of one core (all threads, zlib's included). */

@@ -489,6 +489,23 @@ interface ScenarioReport {
     maxBusyDelayMs: number;
     /** Longest garbage-collection pause. */
     maxGcPauseMs: number;
+    /**
+     * Over the attack window: CPU time of the server process (all threads)
+     * and of its main thread, GC pauses (sum, count), and how many 100 ms
+     * reports saw an event-loop delay of 30 ms or more / over the limit.
+     * The totals compare builds on a loaded machine (same seed and frames).
+     */
+    window: {
+      cpuMs: number;
+      mainCpuMs: number;
+      gcMs: number;
+      gcCount: number;
+      gcMajorMs: number;
+      gcMajorCount: number;
+      reports: number;
+      eldOver30: number;
+      eldOverLimit: number;
+    };
     maxReportGapMs: number;
     /** Mean CPU of the server (% of a core) over the second after everything closed. */
     cpuAfterPct: number;
@@ -596,6 +613,18 @@ async function runScenario(sc: Scenario, index: number): Promise<ScenarioReport>
     maxGap - 100,
   );
   const peakRss = peak((x) => x.rss);
+  const delta = (f: (x: ServerStats) => number | undefined) => round((f(last) ?? 0) - (f(base) ?? 0));
+  const windowTotals = {
+    cpuMs: delta((x) => x.cpuTotalMs),
+    mainCpuMs: delta((x) => x.mainCpuTotalMs),
+    gcMs: delta((x) => x.gcTotalMs),
+    gcCount: delta((x) => x.gcCount),
+    gcMajorMs: delta((x) => x.gcMajorMs),
+    gcMajorCount: delta((x) => x.gcMajorCount),
+    reports: window.length,
+    eldOver30: window.filter((x) => x.eldMaxMs >= 30).length,
+    eldOverLimit: window.filter((x) => x.eldMaxMs > thresholds.maxEldMs).length,
+  };
   const budget =
     last.memory === undefined
       ? undefined
@@ -678,6 +707,7 @@ async function runScenario(sc: Scenario, index: number): Promise<ScenarioReport>
       maxEventLoopDelayMs: round(eld),
       maxBusyDelayMs: round(peak((x) => x.busyMaxMs ?? 0)),
       maxGcPauseMs: round(peak((x) => x.gcMaxMs ?? 0)),
+      window: windowTotals,
       maxReportGapMs: round(maxGap),
       cpuAfterPct: round(cpuAfter),
       peakCpuPct: round(peak((x) => x.cpuPct)),
@@ -843,7 +873,8 @@ async function main(): Promise<void> {
     const failed = r.checks.filter((c) => !c.ok);
     console.log(
       `  ${r.framesSent.toLocaleString("en")} frames / ${mib(r.bytesSent)} MiB in ${r.connections} connections (server read ${r.serverFramesIn.toLocaleString("en")} frames); ` +
-        `server ELD max ${r.server.maxEventLoopDelayMs} ms (own CPU in it ${r.server.maxBusyDelayMs} ms, longest GC ${r.server.maxGcPauseMs} ms), RSS ${r.server.baselineRssMiB} -> peak ${r.server.peakRssMiB} MiB (+${r.server.rssGrowthMiB}), after ${r.server.rssAfterMiB} MiB; ` +
+        `server ELD max ${r.server.maxEventLoopDelayMs} ms (own CPU in it ${r.server.maxBusyDelayMs} ms, longest GC ${r.server.maxGcPauseMs} ms; ELD >= 30 ms in ${r.server.window.eldOver30}/${r.server.window.reports} reports, over the limit in ${r.server.window.eldOverLimit}), ` +
+        `server CPU ${Math.round(r.server.window.cpuMs)} ms (main thread ${Math.round(r.server.window.mainCpuMs)}), GC ${Math.round(r.server.window.gcMs)} ms in ${r.server.window.gcCount} pauses (full ${Math.round(r.server.window.gcMajorMs)} ms in ${r.server.window.gcMajorCount}), load ${r.loadavg.join(" -> ")}; RSS ${r.server.baselineRssMiB} -> peak ${r.server.peakRssMiB} MiB (+${r.server.rssGrowthMiB}), after ${r.server.rssAfterMiB} MiB; ` +
         `honest n=${r.honest.requests} p50 ${r.honest.p50Ms} p99 ${r.honest.p99Ms} max ${r.honest.maxMs} ms, ${r.honest.errors} errors; ` +
         `newcomers ${r.newcomers.attempts - r.newcomers.failures}/${r.newcomers.attempts} served; ` +
         `crashed ${r.crashed}, serves after ${r.servesAfter}, server CPU after ${r.server.cpuAfterPct}%` +

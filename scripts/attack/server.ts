@@ -124,8 +124,19 @@ const busyTimer = setInterval(() => {
     );
 }, BUSY_TICK_MS);
 let gcMaxMs = 0;
+let gcTotalMs = 0;
+let gcCount = 0;
+let gcMajorMs = 0;
+let gcMajorCount = 0;
 const gcObserver = new PerformanceObserver((list) => {
   for (const e of list.getEntries()) {
+    gcTotalMs += e.duration;
+    gcCount++;
+    // kind 4: a full mark-compact (major); 1: scavenge; 8: incremental marking; 16: weak callbacks
+    if ((e as { detail?: { kind?: number } }).detail?.kind === 4) {
+      gcMajorMs += e.duration;
+      gcMajorCount++;
+    }
     if (e.duration > gcMaxMs) gcMaxMs = e.duration;
     if (trace !== undefined && (e.duration >= 5 || (e as { detail?: { kind?: number } }).detail?.kind === 4))
       trace.push(
@@ -148,6 +159,7 @@ function memoryBudget(): ServerStats["memory"] {
   }
 }
 
+const cpuMs = (c: NodeJS.CpuUsage) => (c.user + c.system) / 1000;
 let last = performance.now();
 let lastCpu = process.cpuUsage();
 let ticks = 0;
@@ -178,6 +190,12 @@ const timer = setInterval(() => {
     eldMeanMs: Number.isNaN(eld.mean) ? 0 : eld.mean / 1e6,
     busyMaxMs,
     gcMaxMs,
+    cpuTotalMs: cpuMs(process.cpuUsage()),
+    mainCpuTotalMs: cpuMs(process.threadCpuUsage()),
+    gcTotalMs,
+    gcCount,
+    gcMajorMs,
+    gcMajorCount,
     intervalMs: now - last,
     cpuPct: ((cpu.user + cpu.system) / 1000 / Math.max(1, now - last)) * 100,
     sessions: server.sessions.size,

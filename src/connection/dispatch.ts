@@ -399,9 +399,11 @@ export class Dispatcher {
   }
 
   /** The peer cancelled its request `id` while its handler runs; false when no handler runs for it. */
-  cancelServed(id: number, reason: PointSubError): boolean {
+  cancelServed(id: number, reasonCode: "ERR_TIMEOUT" | "ERR_CANCELLED"): boolean {
     const call = this.serving.get(id);
     if (call === undefined) return false;
+    // Built only when a handler runs (a CANCEL for an unknown id costs no error object).
+    const reason = PointSubError.fromPeer(reasonCode, "cancelled by the caller");
     this.serving.delete(id);
     this.releaseCall(call);
     if (!call.done) this.ended(call, reason.code, 0); // diagnostics

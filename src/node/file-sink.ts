@@ -210,8 +210,11 @@ const WINDOWS_RESERVED = /[:*?"<>|]/;
  */
 export function safeRelativePath(path: unknown): string[] {
   const bad = (why: string) =>
-    new PointSubError("ERR_INVALID_ARGUMENT", `refused path ${JSON.stringify(String(path).slice(0, 100))}: ${why}`);
-  if (typeof path !== "string") throw new PointSubError("ERR_INVALID_ARGUMENT", "meta.path must be a string");
+    PointSubError.fromPeer(
+      "ERR_INVALID_ARGUMENT",
+      `refused path ${JSON.stringify(String(path).slice(0, 100))}: ${why}`,
+    );
+  if (typeof path !== "string") throw PointSubError.fromPeer("ERR_INVALID_ARGUMENT", "meta.path must be a string");
   if (path.length === 0) throw bad("empty");
   if (Buffer.byteLength(path) > PATH_MAX_BYTES) throw bad(`over ${PATH_MAX_BYTES} bytes`);
   if (path.includes("\\")) throw bad("backslash (the separator is /)");
@@ -326,7 +329,7 @@ const errno = (err: unknown) => (err as { code?: unknown }).code;
 const isUint = (n: unknown): n is number => typeof n === "number" && Number.isSafeInteger(n) && n >= 0;
 const limit = (n: number | undefined, what: string): number => {
   if (n === undefined || n === 0 || n === Number.POSITIVE_INFINITY) return 0;
-  if (!isUint(n)) throw new PointSubError("ERR_INVALID_ARGUMENT", `${what} must be a non-negative integer`);
+  if (!isUint(n)) throw PointSubError.fromPeer("ERR_INVALID_ARGUMENT", `${what} must be a non-negative integer`);
   return n;
 };
 
@@ -653,7 +656,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     for (const k of keys) {
       const e = entries.get(k);
       if (e === undefined) continue;
-      if (e.active) throw new PointSubError("ERR_RESUME", "this transfer is still being received; retry shortly");
+      if (e.active) throw PointSubError.fromPeer("ERR_RESUME", "this transfer is still being received; retry shortly");
       if (e.exists && (best === undefined || e.touched > best.touched)) best = e;
     }
     return best === undefined ? { offset: 0, crc: 0 } : pointOf(best);
@@ -663,24 +666,24 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
   const check = (stream: IncomingStream): { tid: string; name: string; segments: string[] | undefined } => {
     const tid = stream.transferId;
     if (tid === undefined || !TRANSFER_ID.test(tid)) {
-      throw new PointSubError(
+      throw PointSubError.fromPeer(
         "ERR_INVALID_ARGUMENT",
         "file transfers need a transferId of 32 to 128 characters [A-Za-z0-9_-] (an unguessable capability)",
       );
     }
     const raw = stream.meta.name;
     if (raw !== undefined && typeof raw !== "string") {
-      throw new PointSubError("ERR_INVALID_ARGUMENT", "meta.name must be a string");
+      throw PointSubError.fromPeer("ERR_INVALID_ARGUMENT", "meta.name must be a string");
     }
     const rel = stream.meta.path === undefined ? undefined : safeRelativePath(stream.meta.path);
     if (
       !isUint(stream.offset) ||
       (stream.total !== undefined && (!isUint(stream.total) || stream.offset > stream.total))
     ) {
-      throw new PointSubError("ERR_INVALID_ARGUMENT", "bad stream offset or total");
+      throw PointSubError.fromPeer("ERR_INVALID_ARGUMENT", "bad stream offset or total");
     }
     if (maxFileSize > 0 && Math.max(stream.total ?? 0, stream.offset) > maxFileSize) {
-      throw new PointSubError(
+      throw PointSubError.fromPeer(
         "ERR_QUOTA",
         `file of ${stream.total ?? stream.offset} bytes is over the ${maxFileSize}-byte limit`,
       );
@@ -761,18 +764,20 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
   /** Puts a complete partial file in place under `finalPath`, never replacing a file unless `overwrite`. */
   const place = async (partial: string, finalPath: string) => {
     if (overwrite) {
-      if ((await exists(finalPath))?.isDirectory()) throw new PointSubError("ERR_EXISTS", "a directory has that name");
+      if ((await exists(finalPath))?.isDirectory())
+        throw PointSubError.fromPeer("ERR_EXISTS", "a directory has that name");
       await rename(partial, finalPath);
     } else {
       try {
         await link(partial, finalPath);
       } catch (err) {
-        if (errno(err) === "EEXIST") throw new PointSubError("ERR_EXISTS", `${basename(finalPath)} already exists`);
+        if (errno(err) === "EEXIST")
+          throw PointSubError.fromPeer("ERR_EXISTS", `${basename(finalPath)} already exists`);
         if (!["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS", "EXDEV", "EMLINK"].includes(String(errno(err)))) throw err;
         // No hard links on this file system: check, then rename. A file
         // created under the same name between the two is replaced (accepted race).
         if ((await exists(finalPath)) !== undefined) {
-          throw new PointSubError("ERR_EXISTS", `${basename(finalPath)} already exists`);
+          throw PointSubError.fromPeer("ERR_EXISTS", `${basename(finalPath)} already exists`);
         }
         await rename(partial, finalPath);
       }
@@ -804,7 +809,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         st = await lstat(cur).catch(() => undefined);
       }
       if (st === undefined || !st.isDirectory()) {
-        throw new PointSubError(
+        throw PointSubError.fromPeer(
           "ERR_EXISTS",
           `${segments.join("/")}: ${cur.slice(dir.length + 1)} is ${st?.isSymbolicLink() ? "a symbolic link" : "not a directory"} on the receiver`,
         );
@@ -862,17 +867,20 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     try {
       body = JSON.parse(new TextDecoder().decode(req.data)) as { files?: unknown };
     } catch {
-      throw new PointSubError("ERR_INVALID_ARGUMENT", "a quick check is a JSON object {files: [...]}");
+      throw PointSubError.fromPeer("ERR_INVALID_ARGUMENT", "a quick check is a JSON object {files: [...]}");
     }
     const files = body?.files;
     if (!Array.isArray(files) || files.length > FILE_CHECK_MAX) {
-      throw new PointSubError("ERR_INVALID_ARGUMENT", `files must be an array of at most ${FILE_CHECK_MAX} entries`);
+      throw PointSubError.fromPeer(
+        "ERR_INVALID_ARGUMENT",
+        `files must be an array of at most ${FILE_CHECK_MAX} entries`,
+      );
     }
     const queries: FileCheckQuery[] = files.map((f: unknown) => {
       const q = (typeof f === "object" && f !== null ? f : {}) as Record<string, unknown>;
-      if (!isUint(q.size)) throw new PointSubError("ERR_INVALID_ARGUMENT", "each entry needs a size");
+      if (!isUint(q.size)) throw PointSubError.fromPeer("ERR_INVALID_ARGUMENT", "each entry needs a size");
       if (q.name !== undefined && typeof q.name !== "string") {
-        throw new PointSubError("ERR_INVALID_ARGUMENT", "name must be a string");
+        throw PointSubError.fromPeer("ERR_INVALID_ARGUMENT", "name must be a string");
       }
       if (q.path !== undefined) safeRelativePath(q.path);
       return { name: q.name as string | undefined, path: q.path as string | undefined, size: q.size };
@@ -912,7 +920,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
           await unlink(sidecarPath(e.key)).catch(() => {});
           await unlink(partialPath(e.key)).catch(() => {});
         } else if (code === "EEXIST") {
-          throw new PointSubError("ERR_RESUME", "a partial file is in the way; retry");
+          throw PointSubError.fromPeer("ERR_RESUME", "a partial file is in the way; retry");
         } else {
           throw err;
         }
@@ -931,7 +939,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     const principal = String(ctx.session?.principal ?? "");
     const key = await partialKey(principal, route, tid);
     const e = entryFor(key);
-    if (e.active) throw new PointSubError("ERR_RESUME", "this transfer is already being received");
+    if (e.active) throw PointSubError.fromPeer("ERR_RESUME", "this transfer is already being received");
     e.active = true;
     const partial = partialPath(key);
     const finalPath = segments === undefined ? join(dir, name) : join(dir, ...segments);
@@ -945,12 +953,15 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       // The directory was made when the sink started (and is made again
       // should it vanish, when the partial is created): no mkdir per transfer.
       if (!overwrite && (await exists(finalPath)) !== undefined) {
-        throw new PointSubError("ERR_EXISTS", `${name} already exists`);
+        throw PointSubError.fromPeer("ERR_EXISTS", `${name} already exists`);
       }
       if (maxBytes > 0) {
         const need = Math.max(stream.total ?? 0, offset, e.size);
         if (held - weight(e) + need > maxBytes) {
-          throw new PointSubError("ERR_QUOTA", `storing ${need} bytes would exceed the sink's ${maxBytes}-byte quota`);
+          throw PointSubError.fromPeer(
+            "ERR_QUOTA",
+            `storing ${need} bytes would exceed the sink's ${maxBytes}-byte quota`,
+          );
         }
       }
       setSize(e, e.size, stream.total ?? 0);
@@ -958,10 +969,10 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       if (offset > 0) {
         const have = e.exists ? await pointOf(e) : undefined;
         if (have === undefined || have.offset === 0) {
-          throw new PointSubError("ERR_RESUME", "nothing is stored for this transfer; start from 0");
+          throw PointSubError.fromPeer("ERR_RESUME", "nothing is stored for this transfer; start from 0");
         }
         if (have.offset !== offset || have.crc !== stream.prefixCrc) {
-          throw new PointSubError(
+          throw PointSubError.fromPeer(
             "ERR_RESUME",
             `the stored prefix does not match the sender's (offset ${offset}); query the resume point again`,
           );
@@ -973,7 +984,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
           await fh?.close().catch(() => {});
           fh = undefined;
           await discard(e);
-          throw new PointSubError("ERR_RESUME", "the stored partial file is unusable; start from 0");
+          throw PointSubError.fromPeer("ERR_RESUME", "the stored partial file is unusable; start from 0");
         }
         touched = true;
         if (size > offset) await fh.truncate(offset);
@@ -1023,10 +1034,10 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
           let n = 0;
           for (const b of batch) n += b.length;
           if (maxFileSize > 0 && size + n > maxFileSize) {
-            throw new PointSubError("ERR_QUOTA", `the file is over the ${maxFileSize}-byte limit`);
+            throw PointSubError.fromPeer("ERR_QUOTA", `the file is over the ${maxFileSize}-byte limit`);
           }
           if (maxBytes > 0 && held - weight(e) + Math.max(size + n, e.reserved) > maxBytes) {
-            throw new PointSubError("ERR_QUOTA", `the sink's ${maxBytes}-byte quota is used up`);
+            throw PointSubError.fromPeer("ERR_QUOTA", `the sink's ${maxBytes}-byte quota is used up`);
           }
           const point = { offset: size + n, crc: stream.contentCrc };
           await writing;

@@ -14,6 +14,8 @@ const SMALL = 1024;
 const COPY_BELOW = 16 * 1024;
 /** Smallest rest of a frame body worth reading into place rather than through a read buffer. */
 const DIRECT_MIN = 32 * 1024;
+/** Free 64 KiB read buffers kept per thread for the next socket that needs one (closed sockets return theirs). */
+const FREE_MAX = 32;
 
 /**
  * Reads a socket into reusable buffers (Node's `onread` option) instead of
@@ -26,8 +28,10 @@ const DIRECT_MIN = 32 * 1024;
  * (the connection does that once it saw no input for a keep-alive tick).
  */
 export class SocketReader {
-  /** 64 KiB read buffers allocated so far (1 for a transfer the receiver copies). */
+  /** 64 KiB read buffers allocated so far (1 for a transfer the receiver copies, 0 if it found a free one). */
   buffers = 0;
+  /** 64 KiB read buffers taken from the free list (closed sockets' buffers). */
+  reused = 0;
   /** Reads that went straight into the receiver's memory (frame bodies). */
   directReads = 0;
   /** Where the next read lands. */
@@ -70,7 +74,20 @@ export class SocketReader {
 
   /** Back to the small buffer (the socket went quiet); takes effect after the next read. */
   trim(): void {
+    // Not to the free list: the read already posted still lands in the old buffer.
     this.next = sharedSmallBuffer();
+  }
+
+  /**
+   * The socket closed (no read will land any more): its read buffer, if a
+   * whole one that holds nothing anyone kept, goes to the free list for the
+   * next socket — a churn of short connections then allocates no read
+   * buffer per connection.
+   */
+  release(): void {
+    const b = this.next;
+    this.next = sharedSmallBuffer();
+    if (b.length === BIG && b.byteOffset === 0 && free.length < FREE_MAX) free.push(b);
   }
 
   /** The buffer for the next read: the receiver's own memory when it expects a large body, else ours. */
@@ -108,11 +125,19 @@ export class SocketReader {
   }
 
   private bigBuffer(): Uint8Array {
+    const reused = free.pop();
+    if (reused !== undefined) {
+      this.reused++;
+      return reused;
+    }
     this.buffers++;
     const b = Buffer.allocUnsafeSlow(BIG);
     return new Uint8Array(b.buffer, b.byteOffset, b.length);
   }
 }
+
+/** Whole 64 KiB read buffers nobody holds views of, ready for reuse (see {@link SocketReader.release}). */
+const free: Uint8Array[] = [];
 
 /**
  * The one small buffer every quiet socket of this thread reads into. Sharing

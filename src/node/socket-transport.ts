@@ -42,7 +42,10 @@ export class SocketTransport implements Transport {
     s.on("error", (err) => {
       this.error = err;
     });
-    s.once("close", () => h.onClose(this.error));
+    s.once("close", () => {
+      this.reader?.release();
+      h.onClose(this.error);
+    });
     if (s.destroyed) queueMicrotask(() => h.onClose(this.error));
   }
 
