@@ -77,6 +77,13 @@ const MAX_EXTRA_MS = 20;
 const MAX_SAMPLES = 64;
 /** Acknowledgements remembered to take rate samples from. */
 const HISTORY = 32;
+/**
+ * Bulk blocked this long with a probe unanswered: the peer does not answer
+ * PINGs (or not in time) and pacing stops until an answer comes — a peer
+ * that never answers must not stall bulk data (longer than the initial
+ * window takes on a 256 KB/s link, so a slow link is not mistaken for it).
+ */
+export const NO_ACK_MS = 1000;
 
 export class Pacer {
   /** Delivery rate in bytes per ms (0 before the first sample). */
@@ -110,6 +117,9 @@ export class Pacer {
   private drainSince = 0;
   /** The probe whose answer ends the drain (0: not sent yet). */
   private drainSeq = 0;
+  /** No answer to a probe within NO_ACK_MS while blocked: not pacing until one comes. */
+  unresponsive = false;
+  private noAckTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(writer: PacedWriter) {
     this.writer = writer;
@@ -120,6 +130,7 @@ export class Pacer {
 
   /** Bytes the window allows in flight now. */
   window(): number {
+    if (this.unresponsive) return Number.POSITIVE_INFINITY;
     if (this.rate === 0) return INITIAL_WINDOW;
     if (this.drainSince !== 0) return Math.max(FLOOR, (this.rate * this.minRtt) / 2);
     return Math.max(FLOOR, this.rate * (this.minRtt + TARGET_MS) + this.extra);
@@ -148,12 +159,32 @@ export class Pacer {
       this.drainSince = now;
       this.drainSeq = 0;
     }
-    if (position - this.lastProbePos >= Math.max(MIN_FRAME, this.window() / 4)) this.probe(position, now);
+    const step = this.unresponsive ? INITIAL_WINDOW / 4 : Math.max(MIN_FRAME, this.window() / 4);
+    if (position - this.lastProbePos >= step) this.probe(position, now);
   }
 
   /** Bulk waits for the window: make sure an acknowledgement of everything written will come. */
   blocked(position: number): void {
     if (position > this.lastProbePos) this.probe(position, performance.now());
+    if (this.noAckTimer === undefined) {
+      this.noAckTimer = setTimeout(() => this.noAck(), NO_ACK_MS);
+      (this.noAckTimer as { unref?: () => void }).unref?.();
+    }
+  }
+
+  /** NO_ACK_MS after bulk blocked: still waiting for a probe sent that long ago means the peer does not answer. */
+  private noAck(): void {
+    this.noAckTimer = undefined;
+    if (this.probes.length === 0) return;
+    const waited = performance.now() - this.probes[2];
+    if (waited < NO_ACK_MS) {
+      // Still in time: look again when the oldest probe is that old.
+      this.noAckTimer = setTimeout(() => this.noAck(), NO_ACK_MS - waited);
+      (this.noAckTimer as { unref?: () => void }).unref?.();
+      return;
+    }
+    this.unresponsive = true;
+    this.writer.wake();
   }
 
   /** Whether the pipe holds nothing unacknowledged at `position`. */
@@ -179,6 +210,7 @@ export class Pacer {
     let i = 0;
     while (i < probes.length && probes[i] < seq) i += 3;
     if (i >= probes.length || probes[i] !== seq) return false;
+    this.unresponsive = false;
     const position = probes[i + 1];
     const now = performance.now();
     const rtt = now - probes[i + 2];

@@ -949,10 +949,10 @@ describe("attack: many peers' input in one event-loop turn", () => {
     try {
       await Promise.all(messages.map((m) => bulk.send(m)));
       await until(() => got.length === messages.length, 20_000);
-      assert.deepEqual(
-        got,
-        messages.map((m) => sha256(m)),
-      );
+      // Whole and intact (held input replayed out of order would corrupt the bodies). The
+      // completion order of concurrent chunked messages is the sender's interleaving (its
+      // pacing cuts frames to the link), not a guarantee: compare as sets.
+      assert.deepEqual([...got].sort(), messages.map((m) => sha256(m)).sort());
       assert.equal(bulk.state, "open");
     } finally {
       spinning = false;

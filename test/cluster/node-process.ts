@@ -12,6 +12,7 @@
 
 import { natsCluster, redisCluster } from "../../src/cluster/index.ts";
 import { createServer } from "../../src/index.ts";
+import { controlRoutes } from "./control-routes.ts";
 
 const cfg = JSON.parse(process.argv[2]) as { engine: "redis" | "nats"; url: string; nodeId: string; slowMs: number };
 const common = {
@@ -27,9 +28,8 @@ const cluster =
 const server = createServer({ cluster, idempotency: { leaseMs: 60_000, waitMs: 10_000 } });
 const out = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-let count = 0;
+const tally = controlRoutes(server, cfg.nodeId, () => cluster.nodes(), out);
 
-server.handle("/whoami", (_req, ctx) => ctx.session.id);
 server.handle("/ctl/broadcast", async (req) => {
   const text = req.text();
   const m = /^tag:([^:]*):/.exec(text);
@@ -44,26 +44,12 @@ server.handle("/ctl/broadcast-many", async (req) => {
   }
   return "done";
 });
-server.handle("/ctl/send-to", async (req) => {
-  const { id, text } = JSON.parse(req.text()) as { id: string; text: string };
-  await server.sendTo(id, text);
-  return "sent";
-});
-server.handle("/ctl/sessions", async () =>
-  JSON.stringify((await server.sessionsInfo({ cluster: true })).map((s) => ({ id: s.id, node: s.node }))),
-);
-server.handle("/ctl/nodes", () => JSON.stringify(cluster.nodes().map((n) => n.id)));
-server.handle("/count", (req) => {
-  count++;
-  out({ event: "ran", key: req.text(), node: cfg.nodeId });
-  return `${cfg.nodeId}:${count}`;
-});
 server.handle("/slow-count", async (req) => {
   out({ event: "started", key: req.text(), node: cfg.nodeId });
   await sleep(cfg.slowMs);
-  count++;
+  tally.count++;
   out({ event: "ran", key: req.text(), node: cfg.nodeId });
-  return `${cfg.nodeId}:${count}`;
+  return `${cfg.nodeId}:${tally.count}`;
 });
 
 const [url] = await server.listen("tcp://127.0.0.1:0");

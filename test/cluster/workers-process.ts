@@ -10,6 +10,7 @@
  */
 import { serveWorkers } from "../../src/cluster/index.ts";
 import { createServer } from "../../src/index.ts";
+import { controlRoutes } from "./control-routes.ts";
 
 const cfg = JSON.parse(process.argv[2] ?? "{}") as { workers?: number; reusePortOn?: number };
 const out = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
@@ -17,26 +18,11 @@ const out = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringi
 const pool = await serveWorkers(
   async (cluster) => {
     const server = createServer({ cluster, idempotency: true, reusePort: cfg.reusePortOn !== undefined });
-    let count = 0;
-    server.handle("/whoami", (_req, ctx) => ctx.session.id);
+    controlRoutes(server, cluster.nodeId, () => cluster.nodes(), out);
     server.handle("/pid", () => String(process.pid));
     server.handle("/ctl/broadcast", async (req) => {
       const r = await server.broadcast(req.text());
       return String(r.sent + r.queued);
-    });
-    server.handle("/ctl/send-to", async (req) => {
-      const { id, text } = JSON.parse(req.text()) as { id: string; text: string };
-      await server.sendTo(id, text);
-      return "sent";
-    });
-    server.handle("/ctl/sessions", async () =>
-      JSON.stringify((await server.sessionsInfo({ cluster: true })).map((s) => ({ id: s.id, node: s.node }))),
-    );
-    server.handle("/ctl/nodes", () => JSON.stringify(cluster.nodes().map((n) => n.id)));
-    server.handle("/count", (req) => {
-      count++;
-      out({ event: "ran", key: req.text(), node: cluster.nodeId });
-      return `${cluster.nodeId}:${count}`;
     });
     await server.listen(`tcp://127.0.0.1:${cfg.reusePortOn ?? 0}`);
     return server;
