@@ -145,7 +145,7 @@ describe("codec/file-routes", () => {
 
   it("docs/PROTOCOL.md §3.12.2–3.12.3 show what the encoders produce", () => {
     const raw = readFileSync(new URL("../../docs/PROTOCOL.md", import.meta.url), "utf8");
-    const section = raw.slice(raw.indexOf("#### 3.12.2"), raw.indexOf("## 4."));
+    const section = raw.slice(raw.indexOf("#### 3.12.2"), raw.indexOf("#### 3.12.4"));
     const blocks = section
       .split("```")
       .filter((_, i) => i % 2 === 1)
