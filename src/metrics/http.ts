@@ -12,8 +12,20 @@ import { PointSubError } from "../index.ts";
 export interface MetricsServer {
   /** `http://host:port/metrics`, with the port actually bound. */
   readonly url: string;
-  /** Stops listening and closes idle keep-alive connections. */
+  /** Stops listening and closes every connection. */
   close(): Promise<void>;
+}
+
+/**
+ * Bounds of the metrics endpoint: it shares its process (and its file
+ * descriptors) with the pointsub server, so a peer that opens sockets to it
+ * and never finishes a request must not hold them for long or in numbers.
+ */
+export interface MetricsHttpOptions {
+  /** Connections open at once; more are closed as they arrive (a scraper needs one). Default 32. */
+  maxConnections?: number;
+  /** Time (ms) a connection may take to send a request's headers (and, ×2, the whole request). Default 10,000. */
+  headersTimeoutMs?: number;
 }
 
 /** Splits `host:port` (`[::1]:9464` for IPv6); ERR_INVALID_ARGUMENT when it is not one. */
@@ -29,29 +41,50 @@ export function parseHostPort(address: string): { host: string; port: number } {
   return { host: m[1] ?? m[2], port };
 }
 
-/** Listens on `address` (`host:port`, port 0 for any) and answers `GET /metrics` from `registry`. */
-export async function serveMetrics(registry: Registry, address: string): Promise<MetricsServer> {
+/**
+ * Listens on `address` (`host:port`, port 0 for any) and answers `GET /metrics` from `registry`,
+ * within {@link MetricsHttpOptions}' bounds.
+ */
+export async function serveMetrics(
+  registry: Registry,
+  address: string,
+  options: MetricsHttpOptions = {},
+): Promise<MetricsServer> {
   const { host, port } = parseHostPort(address);
-  const server: Server = createServer((req, res) => {
-    const path = (req.url ?? "").split("?")[0];
-    if (path !== "/metrics") {
-      res.writeHead(404, { "content-type": "text/plain" }).end("not found\n");
-      return;
-    }
-    if (req.method !== "GET" && req.method !== "HEAD") {
-      res.writeHead(405, { allow: "GET, HEAD", "content-type": "text/plain" }).end("method not allowed\n");
-      return;
-    }
-    registry.metrics().then(
-      (text) => {
-        res.writeHead(200, { "content-type": registry.contentType });
-        res.end(req.method === "HEAD" ? undefined : text);
-      },
-      (err: unknown) => {
-        res.writeHead(500, { "content-type": "text/plain" }).end(`${err instanceof Error ? err.message : err}\n`);
-      },
-    );
-  });
+  const maxConnections = options.maxConnections ?? 32;
+  const headersTimeout = options.headersTimeoutMs ?? 10_000;
+  if (!Number.isInteger(maxConnections) || maxConnections < 1 || !(headersTimeout > 0)) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", "maxConnections must be an integer ≥ 1 and headersTimeoutMs > 0");
+  }
+  const server: Server = createServer(
+    {
+      headersTimeout,
+      requestTimeout: headersTimeout * 2,
+      // Node checks those timeouts on this interval (default 30 s).
+      connectionsCheckingInterval: Math.min(1000, headersTimeout),
+    },
+    (req, res) => {
+      const path = (req.url ?? "").split("?")[0];
+      if (path !== "/metrics") {
+        res.writeHead(404, { "content-type": "text/plain" }).end("not found\n");
+        return;
+      }
+      if (req.method !== "GET" && req.method !== "HEAD") {
+        res.writeHead(405, { allow: "GET, HEAD", "content-type": "text/plain" }).end("method not allowed\n");
+        return;
+      }
+      registry.metrics().then(
+        (text) => {
+          res.writeHead(200, { "content-type": registry.contentType });
+          res.end(req.method === "HEAD" ? undefined : text);
+        },
+        (err: unknown) => {
+          res.writeHead(500, { "content-type": "text/plain" }).end(`${err instanceof Error ? err.message : err}\n`);
+        },
+      );
+    },
+  );
+  server.maxConnections = maxConnections;
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(port, host, () => {
@@ -66,7 +99,8 @@ export async function serveMetrics(registry: Registry, address: string): Promise
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());
-        server.closeIdleConnections();
+        // Connections mid-request too (a peer that never finishes one must not hold close() up).
+        server.closeAllConnections();
       }),
   };
 }

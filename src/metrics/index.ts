@@ -6,7 +6,7 @@
  * @packageDocumentation
  */
 export { collectDefaultMetrics, Registry } from "prom-client";
-export { type MetricsServer, parseHostPort, serveMetrics } from "./http.ts";
+export { type MetricsHttpOptions, type MetricsServer, parseHostPort, serveMetrics } from "./http.ts";
 export {
   DEFAULT_BUCKETS,
   type PrometheusMetrics,

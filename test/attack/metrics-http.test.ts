@@ -1,0 +1,81 @@
+/**
+ * The metrics endpoint under a hostile peer, over real loopback sockets: it
+ * shares the pointsub server's process and file descriptors, so sockets that
+ * never finish a request are bounded in number (more are closed as they
+ * arrive) and in time (the headers timeout), and close() does not wait for
+ * them.
+ */
+import assert from "node:assert/strict";
+import net from "node:net";
+import { describe, it } from "node:test";
+import { prometheusMetrics, serveMetrics } from "../../src/metrics/index.ts";
+
+/** Opens a socket that sends half a request line and never more; resolves with the socket once connected. */
+function slowClient(port: number, closed: Set<net.Socket>): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, "127.0.0.1", () => {
+      s.write("GET /metrics HTTP/1.1\r\nHost: x");
+      s.resume(); // reads what the server answers (its 408), so its close is seen
+      resolve(s);
+    });
+    s.on("error", () => {});
+    s.on("close", () => closed.add(s));
+    s.once("error", reject);
+  });
+}
+
+function until(cond: () => boolean, timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const end = Date.now() + timeoutMs;
+    const t = setInterval(() => {
+      if (cond()) {
+        clearInterval(t);
+        resolve();
+      } else if (Date.now() > end) {
+        clearInterval(t);
+        reject(new Error("condition not met in time"));
+      }
+    }, 10);
+  });
+}
+
+describe("attack: metrics endpoint", () => {
+  it("sockets that never finish a request: beyond maxConnections closed at once, the rest after the headers timeout; close() does not wait", async () => {
+    const metrics = prometheusMetrics();
+    const http = await serveMetrics(metrics.registry, "127.0.0.1:0", { maxConnections: 8, headersTimeoutMs: 1500 });
+    const port = Number(new URL(http.url).port);
+    const closed = new Set<net.Socket>();
+    const sockets: net.Socket[] = [];
+    try {
+      for (let i = 0; i < 20; i++) sockets.push(await slowClient(port, closed));
+      // The 12 over the bound (the last ones: the first 8 hold the slots) are closed by the server as they arrive.
+      const over = sockets.slice(8);
+      await until(() => over.every((s) => closed.has(s)), 5000);
+      // The 8 held slots are freed by the headers timeout (the peer never finishes its headers).
+      await until(() => closed.size === 20, 10_000);
+      // Slots are free again: a scrape is answered.
+      const res = await fetch(http.url);
+      assert.equal(res.status, 200);
+      await res.text();
+      // A socket mid-request does not hold close() up.
+      sockets.push(await slowClient(port, closed));
+      await http.close();
+      await until(() => closed.size === 21, 5000);
+    } finally {
+      for (const s of sockets) s.destroy();
+      await http.close();
+      metrics.close();
+    }
+  });
+
+  it("rejects bounds that make no sense", async () => {
+    const metrics = prometheusMetrics();
+    try {
+      await assert.rejects(serveMetrics(metrics.registry, "127.0.0.1:0", { maxConnections: 0 }), {
+        code: "ERR_INVALID_ARGUMENT",
+      });
+    } finally {
+      metrics.close();
+    }
+  });
+});
