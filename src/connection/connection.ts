@@ -29,6 +29,7 @@ import { Transfer } from "../stream/transfer.ts";
 import type { SendStreamOptions, StreamHandler, StreamSource } from "../stream/types.ts";
 import { newTransferId, Progress } from "../transfer/progress.ts";
 import type { PeerCertificate, Transport } from "../transport/transport.ts";
+import { handledRejection } from "../util/handled-rejection.ts";
 import type { Ticker } from "../util/ticker.ts";
 import { MemoryBudget } from "./budget.ts";
 import { Caller } from "./caller.ts";
@@ -104,17 +105,6 @@ const MAX_REASON = 256;
 const HOLD_SLACK = 1024 * 1024;
 /** Ids of connections made without one (clients); a server numbers its sessions itself. */
 let nextConnectionId = 1;
-
-/**
- * A rejected promise that does not count as unhandled: `send` may be used
- * without awaiting (fire and forget); its errors also close or are reported
- * on the connection.
- */
-function handledRejection(err: unknown): Promise<never> {
-  const p = Promise.reject(err);
-  p.catch(noop);
-  return p;
-}
 
 /**
  * One pointsub connection over one transport: multiplexed one-way messages

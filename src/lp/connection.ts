@@ -12,6 +12,7 @@ import type { MemoryBudget } from "../connection/budget.ts";
 import type { CloseOptions, ConnectionState, Message, Payload } from "../connection/types.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import type { Transport } from "../transport/transport.ts";
+import { handledRejection } from "../util/handled-rejection.ts";
 import { LpDecoder, type LpDecoderSink } from "./decoder.ts";
 import type { ResolvedLpOptions } from "./options.ts";
 import { LpWriter, type LpWriterHooks } from "./writer.ts";
@@ -73,12 +74,6 @@ function unsupported(what: string): PointSubError {
     `${what} is not available on a length-prefix (lp+) connection: the format carries one-way messages only`,
     { suggestion: "Use send() and on('message'), or a pointsub URL (tcp://, unix://, …) for requests and streams." },
   );
-}
-
-function rejected(err: PointSubError): Promise<never> {
-  const p = Promise.reject(err);
-  p.catch(noop);
-  return p;
 }
 
 /**
@@ -178,13 +173,13 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
    * then `await drain()`.
    */
   send(payload: Payload): Promise<void> {
-    if (this.state_ !== "open") return rejected(this.unusableError());
+    if (this.state_ !== "open") return handledRejection(this.unusableError());
     let data: Uint8Array;
     if (payload instanceof Uint8Array) data = payload;
     else if (typeof payload === "string") data = encoder.encode(payload);
-    else return rejected(new PointSubError("ERR_INVALID_ARGUMENT", "payload must be a Uint8Array or a string"));
+    else return handledRejection(new PointSubError("ERR_INVALID_ARGUMENT", "payload must be a Uint8Array or a string"));
     if (data.length > this.options.maxMessageSize) {
-      return rejected(
+      return handledRejection(
         new PointSubError(
           "ERR_MESSAGE_TOO_LARGE",
           `message of ${data.length} bytes exceeds maxMessageSize ${this.options.maxMessageSize}`,
@@ -225,7 +220,7 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
 
   /** Not available: the format has no requests (rejects with ERR_INVALID_ARGUMENT). */
   request(_route: string, _payload?: Payload, _options?: object): Promise<never> {
-    return rejected(unsupported("request()"));
+    return handledRejection(unsupported("request()"));
   }
 
   /** Not available: the format has no streams (throws ERR_INVALID_ARGUMENT). */
@@ -240,7 +235,7 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
 
   /** Not available: the format has no pings (rejects with ERR_INVALID_ARGUMENT). */
   ping(): Promise<never> {
-    return rejected(unsupported("ping()"));
+    return handledRejection(unsupported("ping()"));
   }
 
   /**
