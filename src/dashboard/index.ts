@@ -65,6 +65,9 @@ function hostPort(listen: string): { host: string; port: number } {
   return { host: m[1].replace(/^\[|\]$/g, ""), port };
 }
 
+/** Connections the dashboard's http server holds at once; more are closed as they arrive. */
+export const DASHBOARD_MAX_CONNECTIONS = 64;
+
 /**
  * Serves a live dashboard of `server` over http (see the module comment).
  * It registers the route {@link DASHBOARD_ROUTE} on the server (the page's
@@ -81,28 +84,34 @@ export async function dashboard(server: Server, options: DashboardOptions = {}):
   const collector = new Collector(server, options.diagnostics ?? nodeDiagnostics);
   server.handle(DASHBOARD_ROUTE, () => JSON.stringify(collector.snapshot()));
   const page = pageHtml(files.importMap, files.entry, wsUrl);
-  const web = http.createServer((req, res) => {
-    const path = (req.url ?? "/").split("?")[0];
-    if (req.method !== "GET") {
-      res.writeHead(405).end();
-      return;
-    }
-    if (path === "/favicon.ico") {
-      res.writeHead(204).end();
-      return;
-    }
-    if (path === "/") {
-      res.writeHead(200, { "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store" }).end(page);
-      return;
-    }
-    files.read(path).then(
-      (js) => {
-        if (js === undefined) res.writeHead(404).end();
-        else res.writeHead(200, { "Content-Type": "text/javascript; charset=utf-8" }).end(js);
-      },
-      () => res.writeHead(500).end(),
-    );
-  });
+  // Bounded like the metrics endpoint (it shares the server's process and file descriptors): a
+  // browser opens a few connections; sockets that never finish a request are closed after 10 s.
+  const web = http.createServer(
+    { headersTimeout: 10_000, requestTimeout: 20_000, connectionsCheckingInterval: 1000 },
+    (req, res) => {
+      const path = (req.url ?? "/").split("?")[0];
+      if (req.method !== "GET") {
+        res.writeHead(405).end();
+        return;
+      }
+      if (path === "/favicon.ico") {
+        res.writeHead(204).end();
+        return;
+      }
+      if (path === "/") {
+        res.writeHead(200, { "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store" }).end(page);
+        return;
+      }
+      files.read(path).then(
+        (js) => {
+          if (js === undefined) res.writeHead(404).end();
+          else res.writeHead(200, { "Content-Type": "text/javascript; charset=utf-8" }).end(js);
+        },
+        () => res.writeHead(500).end(),
+      );
+    },
+  );
+  web.maxConnections = DASHBOARD_MAX_CONNECTIONS;
   await new Promise<void>((resolve, reject) => {
     web.once("error", reject);
     web.listen(port, host, () => {
