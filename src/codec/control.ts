@@ -77,9 +77,19 @@ export interface GoAway {
   reason: string;
 }
 
-/** GOAWAY: errno (u16) then the reason as UTF-8 (cut to {@link MAX_REASON_BYTES} characters' worth). */
+/**
+ * `text` as UTF-8, cut to at most {@link MAX_REASON_BYTES} bytes at a
+ * character boundary (never half a character).
+ */
+export function encodeReason(text: string): Uint8Array {
+  const head = text.length > MAX_REASON_BYTES ? text.slice(0, MAX_REASON_BYTES) : text;
+  const out = new Uint8Array(Math.min(head.length * 3, MAX_REASON_BYTES));
+  return out.subarray(0, utf8.encodeInto(head, out).written);
+}
+
+/** GOAWAY: errno (u16) then the reason as UTF-8, at most {@link MAX_REASON_BYTES} bytes (cut at a character). */
 export function encodeGoAway(errno: number, reason: string): Uint8Array {
-  const text = utf8.encode(reason.slice(0, MAX_REASON_BYTES));
+  const text = encodeReason(reason);
   const out = new Uint8Array(2 + text.length);
   writeU16(out, 0, errno);
   out.set(text, 2);

@@ -5,7 +5,7 @@
  */
 import { PointSubError } from "../errors/error.ts";
 import { readU16, writeU16 } from "./bytes.ts";
-import { MAX_REASON_BYTES } from "./control.ts";
+import { encodeReason } from "./control.ts";
 import { Status } from "./frame.ts";
 import { readVarint, type VarintResult, varintLength, writeVarint } from "./varint.ts";
 
@@ -121,7 +121,7 @@ export const MAX_RETRY_AFTER_MS = 0xffffffff;
  */
 export function encodeErrorHead(errno: number, code: string, message: string, retryAfterMs?: number): Uint8Array {
   const c = utf8.encode(code);
-  const text = utf8.encode(message.slice(0, MAX_REASON_BYTES));
+  const text = encodeReason(message);
   const retry =
     retryAfterMs === undefined || !(retryAfterMs >= 0) ? -1 : Math.min(Math.ceil(retryAfterMs), MAX_RETRY_AFTER_MS);
   const head = new Uint8Array(

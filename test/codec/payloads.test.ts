@@ -109,6 +109,25 @@ describe("codec/control", () => {
     total(decodeGoAway);
     assert.equal(decodeGoAway(encodeGoAway(0, "x".repeat(5000))).reason.length, 1024);
   });
+  it("reasons and error messages are cut to 1024 bytes, not characters, and never inside a character (§3.5, §3.8)", () => {
+    const utf8 = new TextEncoder();
+    for (const long of [
+      "€".repeat(2000),
+      "😀".repeat(700),
+      `${"a".repeat(1023)}😀`,
+      `${"a".repeat(1022)}€`,
+      "ü".repeat(513),
+    ]) {
+      const goAway = encodeGoAway(1, long);
+      assert.ok(goAway.length - 2 <= 1024, `${goAway.length - 2} bytes`);
+      const reason = decodeGoAway(goAway).reason;
+      assert.ok(long.startsWith(reason) && !reason.includes("\uFFFD"), "a prefix of whole characters");
+      assert.ok(utf8.encode(long.slice(0, reason.length + 2)).length > 1024, "as long as fits");
+      const head = encodeErrorHead(4004, "ERR_CANCELLED", long);
+      const { message } = decodeErrorBody(head, 1, head.length);
+      assert.equal(message, reason);
+    }
+  });
 });
 
 describe("codec/message-head", () => {
