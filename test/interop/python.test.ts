@@ -1,0 +1,394 @@
+/**
+ * Interop: a clean-room Python peer (test/interop/pointsub_peer.py, written from
+ * docs/PROTOCOL.md alone, Python standard library only) against real pointsub
+ * servers and a real pointsub client, over loopback TCP. The Python process is
+ * driven through JSON lines on stdin/stdout and killed by PID when done.
+ */
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { createInterface } from "node:readline";
+import { after, before, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+import { connect, createServer, type PointSubError, type Server } from "../../src/index.ts";
+
+const PEER = fileURLToPath(new URL("./pointsub_peer.py", import.meta.url));
+const KiB = 1024;
+const MiB = 1024 * 1024;
+
+interface Digest {
+  size: number;
+  sha: string;
+}
+const digest = (b: Uint8Array): Digest => ({ size: b.length, sha: createHash("sha256").update(b).digest("hex") });
+const bySize = (a: Digest, b: Digest): number => a.size - b.size || a.sha.localeCompare(b.sha);
+
+/** The Python peer as a long-running process answering one JSON line per command. */
+class PythonPeer {
+  readonly proc: ChildProcess;
+  private next = 1;
+  private readonly waiting = new Map<number, (line: Record<string, unknown>) => void>();
+  stderr = "";
+
+  constructor() {
+    this.proc = spawn("python3", [PEER, "driver"], { stdio: ["pipe", "pipe", "pipe"] });
+    this.proc.stderr?.on("data", (d: Buffer) => {
+      this.stderr = (this.stderr + d.toString()).slice(-4000);
+    });
+    const lines = createInterface({ input: this.proc.stdout as NodeJS.ReadableStream });
+    lines.on("line", (line) => {
+      const msg = JSON.parse(line) as Record<string, unknown>;
+      this.waiting.get(msg.id as number)?.(msg);
+    });
+  }
+
+  /** Runs one scenario; rejects when it failed on the Python side or took longer than `timeoutMs`. */
+  // biome-ignore lint/suspicious/noExplicitAny: results are JSON the assertions inspect field by field
+  run(scenario: string, args: Record<string, unknown> = {}, timeoutMs = 15_000): Promise<any> {
+    const id = this.next++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiting.delete(id);
+        reject(new Error(`python scenario ${scenario} took over ${timeoutMs} ms; stderr: ${this.stderr}`));
+      }, timeoutMs);
+      this.waiting.set(id, (msg) => {
+        clearTimeout(timer);
+        this.waiting.delete(id);
+        if (msg.ok) resolve(msg.result);
+        else reject(new Error(`python scenario ${scenario}: ${msg.error}\n${msg.trace}\nstderr: ${this.stderr}`));
+      });
+      this.proc.stdin?.write(`${JSON.stringify({ id, scenario, args, timeout: timeoutMs / 1000 })}\n`);
+    });
+  }
+}
+
+/** A server with the routes the Python scenarios call; records one-way messages per session. */
+function makeServer(options: Parameters<typeof createServer>[0] = {}): {
+  server: Server;
+  messages: Map<string, Digest[]>;
+  sizes: number[];
+  closes: { id: string; code: string | undefined; reason: string | undefined }[];
+} {
+  const server = createServer(options);
+  const messages = new Map<string, Digest[]>();
+  const sizes: number[] = [];
+  const closes: { id: string; code: string | undefined; reason: string | undefined }[] = [];
+  const list = (id: string): Digest[] => {
+    const l = messages.get(id) ?? [];
+    messages.set(id, l);
+    return l;
+  };
+  server.on("message", (msg, s) => {
+    list(String(s.id)).push(digest(msg.data));
+    sizes.push(msg.data.length);
+  });
+  server.on("sessionClose", (s, err, reason) => closes.push({ id: String(s.id), code: err?.code, reason }));
+  server.handle("/echo", (req) => req.data);
+  server.handle("/count", (_req, ctx) => JSON.stringify(list(String(ctx.session.id))));
+  server.handle("/fail", () => {
+    throw new Error("handler failed on purpose");
+  });
+  server.handle("/key", (_req, ctx) => {
+    const k = ctx.idempotencyKey;
+    return `key=${k === undefined ? "none" : typeof k === "string" ? k : Buffer.from(k).toString()}`;
+  });
+  server.handle("/push", (req, ctx) => {
+    const sizes = JSON.parse(req.text()) as number[];
+    const sent: Digest[] = [];
+    for (const n of sizes) {
+      const data = randomBytes(n);
+      sent.push(digest(data));
+      ctx.session.send(data).catch(() => {});
+    }
+    return JSON.stringify(sent);
+  });
+  server.handle("/close-me", (_req, ctx) => {
+    server.closeSession(ctx.session.id, "close-me").catch(() => {});
+    return "closing";
+  });
+  return { server, messages, sizes, closes };
+}
+
+describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against pointsub", { timeout: 60_000 }, () => {
+  let py: PythonPeer;
+  let main: ReturnType<typeof makeServer>;
+  let small: ReturnType<typeof makeServer>;
+  let noCrc: ReturnType<typeof makeServer>;
+  let noCrcPort = 0;
+  let port = 0;
+  let smallPort = 0;
+  const host = "127.0.0.1";
+
+  before(async () => {
+    main = makeServer();
+    // The smallest legal windows (section 4), and frames larger than them (for the flow-control violation).
+    small = makeServer({ connectionWindow: 16 * KiB, streamWindow: 16 * KiB, maxFrameSize: 64 * KiB });
+    port = Number(new URL((await main.server.listen("tcp://127.0.0.1:0"))[0]).port);
+    smallPort = Number(new URL((await small.server.listen("tcp://127.0.0.1:0"))[0]).port);
+    noCrc = makeServer({ checksum: false });
+    noCrcPort = Number(new URL((await noCrc.server.listen("tcp://127.0.0.1:0"))[0]).port);
+    py = new PythonPeer();
+  });
+
+  after(async () => {
+    try {
+      py.proc.stdin?.end();
+      await Promise.all([main, small, noCrc].map((s) => s.server.close({ timeoutMs: 1000 })));
+    } finally {
+      if (py.proc.pid !== undefined && py.proc.exitCode === null) process.kill(py.proc.pid, "SIGKILL");
+    }
+  });
+
+  it("echo requests of 0 B, 64 B, 100 KB and 5 MB (chunked, CRC32C on every frame), then a clean GOAWAY close", async () => {
+    const r = await py.run("echo", { host, port, sizes: [0, 64, 100_000, 5_000_000] }, 30_000);
+    assert.deepEqual(
+      r.results.map((x: { size: number; ok: boolean }) => [x.size, x.ok]),
+      [
+        [0, true],
+        [64, true],
+        [100_000, true],
+        [5_000_000, true],
+      ],
+    );
+    assert.equal(r.closeError, null);
+    // Section 3.2: a data frame is never larger than the receiver's maxFrameSize (1 MiB by default).
+    assert.ok(r.maxFrameIn <= MiB, `largest data frame received ${r.maxFrameIn}`);
+  });
+
+  it("one-way messages (empty, tiny, 64 KiB, chunked 100 KB and 1 MiB, a BATCH of two) arrive whole and are counted", async () => {
+    const sizes = [0, 1, 64 * KiB, 100_000, MiB];
+    const r = await py.run("messages", { host, port, sizes }, 20_000);
+    const sent = [...r.sent].sort(bySize);
+    // The server saw every message before the request that follows them (single frames in order,
+    // chunked ones completed before the REQ frame arrived).
+    assert.deepEqual([...r.countSeenBeforeRequest].sort(bySize), sent);
+    assert.equal(r.closeError, null);
+  });
+
+  it("a request to a missing route gets ERR_NO_ROUTE (4002) as an error response, single or chunked body; a throwing handler ERR_HANDLER", async () => {
+    const r = await py.run("no_route", { host, port });
+    for (const label of ["single", "chunked"]) {
+      assert.equal(r[label].error?.errno, 4002, `${label}: ${JSON.stringify(r[label])}`);
+      assert.equal(r[label].error?.code, "ERR_NO_ROUTE");
+      assert.match(r[label].error?.message, /\/no\/such\/route/);
+    }
+    assert.equal(r.pingAfter, true, "the connection stays usable after the error responses");
+    assert.equal(r.handler?.errno, 4003);
+    assert.match(r.handler?.message, /failed on purpose/);
+    assert.equal(r.closeError, null);
+  });
+
+  it("smallest legal windows (16 KiB connection and stream, both sides): 1 MiB echoed both ways, pushes, no deadlock", async () => {
+    const settings = { connectionWindow: 16 * KiB, streamWindow: 16 * KiB };
+    const r = await py.run("echo", { host, port: smallPort, sizes: [MiB, 20_000], settings }, 20_000);
+    assert.deepEqual(
+      r.results.map((x: { ok: boolean }) => x.ok),
+      [true, true],
+    );
+    // Section 3.2: frames of at most half the receiver's smaller window.
+    assert.ok(r.maxFrameIn <= 8 * KiB, `largest data frame received ${r.maxFrameIn}`);
+    assert.equal(r.closeError, null);
+    const p = await py.run("push", { host, port: smallPort, sizes: [0, 5000, MiB], settings }, 20_000);
+    assert.deepEqual([...p.got].sort(bySize), [...p.answer].sort(bySize));
+    assert.ok(p.maxFrameIn <= 8 * KiB);
+    assert.equal(p.closeError, null);
+  });
+
+  it("PING is answered with PING|ACK and the same 8 bytes", async () => {
+    const r = await py.run("ping", { host, port });
+    assert.equal(r.rtts, 3);
+    assert.equal(r.allPositive, true);
+    assert.equal(r.closeError, null);
+  });
+
+  it("a keyed request (features bit 8) carries its idempotency key to the handler", async () => {
+    const r = await py.run("keyed", { host, port });
+    assert.ok(r.peerFeatures & 8, `server features ${r.peerFeatures}`);
+    assert.equal(r.answer, "key=order-42");
+  });
+
+  for (const who of ["server", "client"] as const) {
+    it(`GOAWAY from the ${who} while a chunked request body is still arriving: the request finishes, then both end cleanly`, async () => {
+      const before = main.closes.length;
+      const r = await py.run("goaway", { host, port, who, size: MiB, pace: 0.02 }, 20_000);
+      assert.equal(r.peerGoawayBeforeBodyEnd, true, JSON.stringify(r));
+      assert.equal(r.peerGoaway[0], 0);
+      assert.equal(r.newWorkRefused, "ERR_GOING_AWAY");
+      assert.equal(r.echoOk, true, JSON.stringify(r));
+      assert.equal(r.closeError, null, JSON.stringify(r));
+      assert.equal(r.eof, true);
+      const deadline = Date.now() + 5000;
+      while (main.closes.length === before && Date.now() < deadline) await new Promise((res) => setTimeout(res, 10));
+      assert.equal(main.closes.at(-1)?.code, undefined, JSON.stringify(main.closes.at(-1)));
+    });
+  }
+
+  it("malformed input gets the section 2.1/3.1/4/6 error in a GOAWAY, and the connection closes; tolerated input does not", async () => {
+    const r = await py.run("malformed", { host, port, timeout: 1.5 }, 15_000);
+    const expect: Record<string, number | "open"> = {
+      version_2_only: 3003,
+      inverted_range: 3003,
+      hello_bad_crc: 3002,
+      hello_out_of_range: 3001,
+      hello_duplicate_key: 3001,
+      hello_unknown_key_ok: "open",
+      bad_crc: 3002,
+      zero_crc_checked: 3002,
+      type_11: 3001,
+      msg_flag_4: 3001,
+      keyed_without_start: 3001,
+      msg_even_id: 3001,
+      msg_id_0: 3001,
+      ping_id_1: 3001,
+      nonminimal_id: 3001,
+      frame_too_large: 3004,
+      credit_zero: 3001,
+      credit_trailing: 3001,
+      ping_7_bytes: 3001,
+      cancel_3_bytes: 3001,
+      goaway_1_byte: 3001,
+      second_hello: 3001,
+      empty_batch: 3001,
+      hello_in_batch: 3001,
+      batch_inner_overrun: 3001,
+      not_open_id: 3001,
+      end_before_total: 3001,
+      data_past_total: 3001,
+      start_on_open_id: 3001,
+      total_over_max_message: 4001,
+      req_route_len_0: 3001,
+      cancel_unknown_id_ok: "open",
+      credit_unknown_id_ok: "open",
+      auth_after_handshake: 3001,
+    };
+    const wrong: string[] = [];
+    for (const [name, want] of Object.entries(expect)) {
+      const got = r[name];
+      const ok =
+        want === "open"
+          ? !got.closed && got.goaway === null && got.types.includes("PING")
+          : got.closed && got.goaway === want;
+      if (!ok) wrong.push(`${name}: want ${want}, got ${JSON.stringify(got)}`);
+    }
+    assert.deepEqual(wrong, []);
+    // Section 1.1: a bad magic closes the connection (ERR_PROTOCOL).
+    assert.equal(r.bad_magic.closed, true);
+  });
+
+  it("edge cases the spec allows or leaves to the receiver: accepted, refused or closed gracefully as documented", async () => {
+    const seen = main.sizes.length;
+    const smallSeen = small.sizes.length;
+    const r = await py.run("probes", { host, port, small_port: smallPort, timeout: 1.5 }, 15_000);
+    const expect: Record<string, number | "open" | "graceful" | "closed"> = {
+      // Chunked messages whose frames carry no data, or whose total would fit one frame (section 3.1 allows them).
+      chunked_small_total: "open",
+      empty_end_frame: "open",
+      chunked_total_0: "open",
+      middle_empty_frame: "open",
+      // Section 3.6: credit may not exceed 2^31 - 1.
+      credit_overflow: 2001,
+      // Section 3.8: a peer's GOAWAY(0) is answered with GOAWAY(0), then the byte stream ends.
+      second_goaway: "graceful",
+      goaway_bad_utf8: "graceful",
+      msg_after_own_goaway: "graceful",
+      // A fatal GOAWAY: the receiver closes, it does not answer.
+      goaway_nonzero: "closed",
+      version_1_to_3: "open",
+      unknown_feature_bits: "open",
+      key_len_65: 3001,
+      route_1025: 3001,
+      length_5_bytes: 3001,
+      id_2_32: 3001,
+      cancel_our_parity_unused: "open",
+      // The receiver enforces credit, not the sender's sizing rule (section 3.2).
+      single_12k_small_windows: "open",
+      chunked_frame_12k_small_windows: "open",
+    };
+    const wrong: string[] = [];
+    for (const [name, want] of Object.entries(expect)) {
+      const got = r[name];
+      const ok =
+        want === "open"
+          ? !got.closed && got.goaway === null && got.types.includes("PING")
+          : want === "graceful"
+            ? got.closed && got.goaway === 0
+            : want === "closed"
+              ? got.closed && got.goaway === null
+              : got.closed && got.goaway === want;
+      if (!ok) wrong.push(`${name}: want ${want}, got ${JSON.stringify(got)}`);
+    }
+    assert.deepEqual(wrong, []);
+    // The accepted chunked messages were delivered with their declared sizes (0, 3, 3, 5; 4 sent after GOAWAY).
+    assert.deepEqual(
+      main.sizes.slice(seen).sort((a, b) => a - b),
+      [0, 3, 3, 4, 5],
+    );
+    assert.deepEqual(
+      small.sizes.slice(smallSeen).sort((a, b) => a - b),
+      [12000, 20000],
+    );
+  });
+
+  it("checksum = 0 on both sides: frames carry no CRC32C in either direction (section 4)", async () => {
+    const settings = { checksum: 0 };
+    const r = await py.run("echo", { host, port: noCrcPort, sizes: [0, 100_000, MiB], settings }, 20_000);
+    assert.equal(r.checksum, false);
+    assert.deepEqual(
+      r.results.map((x: { ok: boolean }) => x.ok),
+      [true, true, true],
+    );
+    const m = await py.run("messages", { host, port: noCrcPort, sizes: [0, 5, 200_000], settings });
+    assert.equal(m.checksum, false);
+    assert.deepEqual([...m.countSeenBeforeRequest].sort(bySize), [...m.sent].sort(bySize));
+    // Only one side turning checksums off changes nothing: both directions keep them.
+    const one = await py.run("echo", { host, port, sizes: [10], settings });
+    assert.equal(one.checksum, true);
+    assert.deepEqual(one.results[0].ok, true);
+  });
+
+  it("more bytes than the granted connection window close the connection with ERR_FLOW_CONTROL (2001)", async () => {
+    const r = await py.run("flow_violation", { host, port: smallPort });
+    assert.equal(r.goaway, 2001, JSON.stringify(r));
+    assert.equal(r.closed, true);
+  });
+
+  it("a pointsub client against the Python server: requests, messages, pushes, ping, small windows, graceful close", async () => {
+    const { port: pyPort } = await py.run("server", {
+      settings: { connectionWindow: 16 * KiB, streamWindow: 16 * KiB },
+    });
+    const conn = await connect(`tcp://127.0.0.1:${pyPort}`, { connectionWindow: 16 * KiB, streamWindow: 16 * KiB });
+    try {
+      for (const n of [0, 64, 100_000, 2 * MiB]) {
+        const data = randomBytes(n);
+        const back = await conn.request("/echo", data, { timeoutMs: 15_000 });
+        assert.equal(Buffer.compare(Buffer.from(back), data), 0, `echo of ${n} bytes`);
+      }
+      const sent: Digest[] = [];
+      for (const n of [0, 10, 70_000, 300_000]) {
+        const data = randomBytes(n);
+        sent.push(digest(data));
+        await conn.send(data);
+      }
+      const counted = JSON.parse(Buffer.from(await conn.request("/count")).toString()) as Digest[];
+      assert.deepEqual([...counted].sort(bySize), sent.sort(bySize));
+      const pushed: Digest[] = [];
+      const got = new Promise<void>((resolve) =>
+        conn.on("message", (msg) => {
+          pushed.push(digest(msg.data));
+          if (pushed.length === 3) resolve();
+        }),
+      );
+      const answer = JSON.parse(Buffer.from(await conn.request("/push", "[0,3000,500000]")).toString()) as Digest[];
+      await got;
+      assert.deepEqual(pushed.sort(bySize), answer.sort(bySize));
+      await assert.rejects(conn.request("/fail"), (e: PointSubError) => e.code === "ERR_HANDLER");
+      await assert.rejects(conn.request("/nothing"), (e: PointSubError) => e.code === "ERR_NO_ROUTE");
+      assert.ok((await conn.ping()) >= 0);
+    } finally {
+      await conn.close({ timeoutMs: 3000 });
+    }
+    const report = await py.run("server_report");
+    assert.equal(report.sessions, 1);
+    assert.deepEqual(report.closed, [{ error: null, peerGoaway: [0, report.closed[0]?.peerGoaway?.[1]], messages: 4 }]);
+  });
+});
