@@ -411,6 +411,9 @@ class Peer:
         self.credits_in: list[tuple[int, int]] = []
         self.max_frame_in = 0
         self.answered_at: dict[int, float] = {}
+        self.cancels_in: list[tuple[int, int]] = []
+        self.auto_goaway_reply = True
+        self.last_request_id = 0
 
     # ------------------------------------------------------------ basics
 
@@ -527,7 +530,8 @@ class Peer:
                     elif self.peer_goaway is not None and self.peer_goaway[0] != 0:
                         self.finish(PointsubError(self.peer_goaway[0], self.peer_goaway[1]))
                     elif self.peer_goaway is None or self.in_flight():
-                        self.finish(PointsubError(E_CLOSED, "byte stream ended" + (" with work in flight" if self.peer_goaway else " without GOAWAY")))
+                        self.finish(PointsubError(E_CLOSED, "byte stream ended" + (
+                            f" with work in flight {self.flight_summary()}" if self.peer_goaway else " without GOAWAY")))
                     else:
                         self.finish(None)
                     return
@@ -575,7 +579,7 @@ class Peer:
                 self.finish(PointsubError(errno, f"peer: {reason}"))
                 self.close_transport()
                 return
-            if not self.goaway_sent:
+            if not self.goaway_sent and self.auto_goaway_reply:
                 self.goaway_sent = True
                 self.send_frame(GOAWAY, 0, 0, goaway_payload(0, ""))
         elif ftype == BATCH:
@@ -727,6 +731,7 @@ class Peer:
             if sid in self.cancelled_by_us:
                 self.cancelled_by_us.discard(sid)
                 return
+            self.wake()
             if fut is None:
                 raise PointsubError(E_PROTOCOL, f"RES for id {sid} that awaits no answer")
             if not fut.done():
@@ -741,6 +746,7 @@ class Peer:
 
     def on_cancel(self, sid: int, errno: int) -> None:
         self.log("CANCEL in", sid, errno)
+        self.cancels_in.append((sid, errno))
         if self.mine(sid):
             # Our request (final frame), or the receiver refusing our chunked MSG/REQ.
             self.stopped.add(sid)
@@ -912,11 +918,14 @@ class Peer:
         sid = self.alloc_id()
         await self.send_message(MSG, sid, b"", data, **kw)
 
-    async def request(self, route: str, data: bytes = b"", key: bytes | None = None, timeout: float = 10.0, **kw) -> bytes:
+    async def request(self, route: str, data: bytes = b"", key: bytes | None = None, timeout: float = 10.0,
+                      check: bool = True, **kw) -> bytes:
         """A request (REQ) and its answer; raises PointsubError for an error response or CANCEL."""
-        self.check_new_work()
+        if check:
+            self.check_new_work()
         await self.wait_for(lambda: len(self.pending) < self.peer[8])
         sid = self.alloc_id()
+        self.last_request_id = sid
         fut = asyncio.get_running_loop().create_future()
         self.pending[sid] = fut
         r = route.encode()
@@ -975,8 +984,13 @@ class Peer:
 
     # ------------------------------------------------------------ closing (3.8)
 
+    def flight_summary(self) -> str:
+        return (f"(pending {sorted(self.pending)}, sending {sorted(self.senders)}, "
+                f"receiving {sorted(self.asm)}, serving {sorted(self.serving)})")
+
     def in_flight(self) -> bool:
-        return bool(self.pending or self.senders or self.asm or self.serving)
+        sending = any(sid not in self.stopped for sid in self.senders)
+        return bool(self.pending or sending or self.asm or self.serving)
 
     def maybe_end(self) -> None:
         if self.goaway_sent and self.peer_goaway is not None and self.peer_goaway[0] == 0 \
@@ -1065,6 +1079,17 @@ def sha(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
 
 
+def answered_last_ping(buf: bytes) -> bool:
+    """Whether buf (frames after the preface) holds PING|ACK "12345678", alone or in a BATCH, and no GOAWAY
+    (after a GOAWAY the caller reads on to the end of the byte stream)."""
+    frames, _ = parse_frames(buf)
+    flat = []
+    for t, f, _s, p in frames:
+        flat += parse_frames(p, checksum=False)[0] if t == BATCH else [(t, f, _s, p)]
+    acked = any(i[0] == PING and i[1] & ACK and i[3] == b"12345678" for i in flat)
+    return acked and not any(i[0] == GOAWAY for i in flat)
+
+
 def name_with_inner(t: int, p: bytes) -> str:
     if t == BATCH:
         inner, _ = parse_frames(p, checksum=False)
@@ -1100,6 +1125,8 @@ async def raw_session(host: str, port: int, send: bytes, after_hello: bool = Tru
                 out["closed"] = True
                 break
             buf += chunk
+            if answered_last_ping(bytes(buf[6:])):
+                break  # our last PING was answered: the connection is open and served everything before it
         out["preface"] = buf[:6].hex()
         frames, _ = parse_frames(bytes(buf[6:]))
         out["frames"] = [[name_with_inner(t, p), f, s, len(p)] for t, f, s, p in frames]
@@ -1171,7 +1198,7 @@ async def sc_no_route(a: dict) -> dict:
         frames: list[int] = []
         answered_after: list[int] = []
         try:
-            await p.request("/no/such/route", pattern(n), timeout=10, on_frame=frames.append, pace=0.05)
+            await p.request("/no/such/route", pattern(n), timeout=10, on_frame=frames.append)
             out[label] = {"error": None}
         except PointsubError as e:
             out[label] = {"error": e.as_dict()}
@@ -1180,7 +1207,7 @@ async def sc_no_route(a: dict) -> dict:
     t_frames: list[float] = []
     sid = p.next_id
     try:
-        await p.request("/no/such/route", pattern(300_000), timeout=10, pace=0.1,
+        await p.request("/no/such/route", pattern(300_000), timeout=10, pace=0.03,
                         on_frame=lambda i: t_frames.append(time.monotonic()))
     except PointsubError:
         pass
@@ -1351,6 +1378,125 @@ async def sc_probes(a: dict) -> dict:
                 "types": [f[0] for f in r["frames"]]} for n, r in zip(names, results)}
 
 
+async def sc_auth(a: dict) -> dict:
+    """Section 4.1 against a server that requires a token."""
+    host, port = a["host"], a["port"]
+    out: dict = {}
+    p = await connect(host, port, token=a["token"].encode())
+    out["requiresAuth"] = bool(p.peer[4] & 4)
+    out["whoami"] = (await p.request("/whoami")).decode()
+    err = await p.close()
+    out["closeError"] = err.as_dict() if err else None
+    try:
+        q = await connect(host, port, token=b"wrong")
+        out["badToken"] = {"connected": True}
+        await q.close()
+    except PointsubError as e:
+        out["badToken"] = e.as_dict()
+    raw = {
+        "msg_before_auth": encode_frame(MSG, 3, 1, b"hi"),
+        "msg_right_behind_auth": encode_frame(AUTH, 0, 0, a["token"].encode()) + encode_frame(MSG, 3, 1, b"hi"),
+        "auth_with_ack": encode_frame(AUTH, 1, 0, b""),
+        "second_auth": encode_frame(AUTH, 0, 0, a["token"].encode()) + encode_frame(AUTH, 0, 0, a["token"].encode()),
+        "ping_before_auth": encode_frame(PING, 0, 0, b"abcdefgh") + encode_frame(AUTH, 0, 0, a["token"].encode())
+        + encode_frame(PING, 0, 0, b"12345678"),
+    }
+    results = await asyncio.gather(*[raw_session(host, port, d, True, 1.5) for d in raw.values()])
+    for name, r in zip(raw, results):
+        out[name] = {"goaway": r["goaway"], "closed": r["closed"], "types": [f[0] for f in r["frames"]]}
+    return out
+
+
+async def sc_overload(a: dict) -> dict:
+    """Section 1.1: a server at its connection limit sends GOAWAY(2003) in place of HELLO."""
+    first = await connect(a["host"], a["port"])
+    out: dict = {}
+    try:
+        second = await connect(a["host"], a["port"])
+        out["second"] = {"connected": True}
+        await second.close()
+    except PointsubError as e:
+        out["second"] = e.as_dict()
+    err = await first.close()
+    out["closeError"] = err.as_dict() if err else None
+    return out
+
+
+async def sc_concurrency(a: dict) -> dict:
+    """Section 3.4: the requester keeps at most the responder's maxConcurrentRequests open; more closes."""
+    p = await connect(a["host"], a["port"])
+    out: dict = {"peerMax": p.peer[8]}
+    answers = await asyncio.gather(*[p.request("/slow", str(i).encode()) for i in range(5)])
+    out["answers"] = [x.decode() for x in answers]
+    err = await p.close()
+    out["closeError"] = err.as_dict() if err else None
+    over = b"".join(encode_frame(REQ, 3, 2 * i + 1, b"\x05/slow") for i in range(p.peer[8] + 1))
+    r = await raw_session(a["host"], a["port"], over, True, 2.0)
+    out["over"] = {"goaway": r["goaway"], "closed": r["closed"]}
+    return out
+
+
+async def sc_cancel(a: dict) -> dict:
+    """Section 3.4: a requester's CANCEL; the responder answers CANCEL(id, 4004)."""
+    p = await connect(a["host"], a["port"])
+    out: dict = {}
+    # 1. While the handler runs.
+    task = asyncio.create_task(p.request("/slow-abortable", b"x", timeout=10))
+    await asyncio.sleep(0.2)
+    sid = p.last_request_id
+    p.cancelled_by_us.add(sid)
+    p.send_frame(CANCEL, 0, sid, struct.pack(">H", E_CANCELLED))
+    for _ in range(300):
+        if any(c[0] == sid for c in p.cancels_in):
+            break
+        await asyncio.sleep(0.01)
+    out["handlerRunning"] = [c[1] for c in p.cancels_in if c[0] == sid]
+    task.cancel()
+    # 2. While the body is still arriving (chunked, paced): we stop sending it after our CANCEL.
+    started = asyncio.Event()
+    task2 = asyncio.create_task(p.request("/echo", pattern(600_000), timeout=10, pace=0.05,
+                                          on_frame=lambda i: started.set()))
+    await started.wait()
+    sid2 = p.last_request_id
+    p.cancelled_by_us.add(sid2)
+    p.stopped.add(sid2)
+    p.send_frame(CANCEL, 0, sid2, struct.pack(">H", E_CANCELLED))
+    p.wake()
+    for _ in range(300):
+        if any(c[0] == sid2 for c in p.cancels_in):
+            break
+        await asyncio.sleep(0.01)
+    out["bodyArriving"] = [c[1] for c in p.cancels_in if c[0] == sid2]
+    task2.cancel()
+    await asyncio.sleep(0)
+    p.pending.pop(sid, None)
+    p.pending.pop(sid2, None)
+    out["pingAfter"] = (await p.ping()) >= 0
+    err = await p.close()
+    out["closeError"] = err.as_dict() if err else None
+    return out
+
+
+async def sc_goaway_late_start(a: dict) -> dict:
+    """Section 3.8: a START that arrives after the server sent GOAWAY (we had not seen it yet) is processed normally."""
+    p = await connect(a["host"], a["port"])
+    p.auto_goaway_reply = False
+    out: dict = {"closeMe": (await p.request("/close-me", b"")).decode()}
+    for _ in range(300):
+        if p.peer_goaway is not None:
+            break
+        await asyncio.sleep(0.01)
+    out["peerGoaway"] = list(p.peer_goaway) if p.peer_goaway else None
+    try:
+        out["late"] = (await p.request("/echo", b"late", check=False, timeout=5)).decode()
+    except PointsubError as e:
+        out["late"] = e.as_dict()
+    await p.goaway()
+    err = await p.wait_closed(5)
+    out["closeError"] = err.as_dict() if err else None
+    return out
+
+
 async def sc_flow_violation(a: dict) -> dict:
     """Against a server with connectionWindow 16 KiB and maxFrameSize >= 20 KiB: one 20,000-byte frame."""
     frame = encode_frame(MSG, 3, 1, pattern(20000))
@@ -1407,7 +1553,8 @@ async def sc_server_report(a: dict, state: dict) -> dict:
 
 SCENARIOS = {
     "echo": sc_echo, "messages": sc_messages, "push": sc_push, "no_route": sc_no_route, "ping": sc_ping,
-    "goaway": sc_goaway, "probes": sc_probes, "keyed": sc_keyed, "malformed": sc_malformed, "flow_violation": sc_flow_violation,
+    "goaway": sc_goaway, "probes": sc_probes, "auth": sc_auth, "overload": sc_overload,
+    "concurrency": sc_concurrency, "cancel": sc_cancel, "goaway_late_start": sc_goaway_late_start, "keyed": sc_keyed, "malformed": sc_malformed, "flow_violation": sc_flow_violation,
 }
 
 

@@ -10,7 +10,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { createInterface } from "node:readline";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { connect, createServer, type PointSubError, type Server } from "../../src/index.ts";
+import { connect, createServer, type PointSubError, type Server, tokenAuth } from "../../src/index.ts";
 
 const PEER = fileURLToPath(new URL("./pointsub_peer.py", import.meta.url));
 const KiB = 1024;
@@ -31,7 +31,12 @@ class PythonPeer {
   stderr = "";
 
   constructor() {
-    this.proc = spawn("python3", [PEER, "driver"], { stdio: ["pipe", "pipe", "pipe"] });
+    // python3 from PATH (Debian: apt-get install python3); PYTHON overrides it.
+    this.proc = spawn(process.env.PYTHON ?? "python3", [PEER, "driver"], { stdio: ["pipe", "pipe", "pipe"] });
+    this.proc.on("error", (err) => {
+      this.stderr += `cannot run python3 (install Debian's python3, or set PYTHON): ${err.message}`;
+      for (const w of this.waiting.values()) w({ ok: false, error: this.stderr });
+    });
     this.proc.stderr?.on("data", (d: Buffer) => {
       this.stderr = (this.stderr + d.toString()).slice(-4000);
     });
@@ -67,6 +72,7 @@ function makeServer(options: Parameters<typeof createServer>[0] = {}): {
   server: Server;
   messages: Map<string, Digest[]>;
   sizes: number[];
+  slow: { active: number; maxActive: number; aborted: string[] };
   closes: { id: string; code: string | undefined; reason: string | undefined }[];
 } {
   const server = createServer(options);
@@ -102,11 +108,31 @@ function makeServer(options: Parameters<typeof createServer>[0] = {}): {
     }
     return JSON.stringify(sent);
   });
+  const slow = { active: 0, maxActive: 0, aborted: [] as string[] };
+  server.handle("/slow", async (req) => {
+    slow.maxActive = Math.max(slow.maxActive, ++slow.active);
+    await new Promise((r) => setTimeout(r, 150));
+    slow.active--;
+    return req.data;
+  });
+  server.handle("/slow-abortable", async (_req, ctx) => {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, 3000);
+      ctx.signal.addEventListener("abort", () => {
+        clearTimeout(timer);
+        const reason = ctx.signal.reason as PointSubError | undefined;
+        slow.aborted.push(reason?.code ?? String(reason));
+        resolve();
+      });
+    });
+    return "done";
+  });
+  server.handle("/whoami", (_req, ctx) => String(ctx.session.principal));
   server.handle("/close-me", (_req, ctx) => {
     server.closeSession(ctx.session.id, "close-me").catch(() => {});
     return "closing";
   });
-  return { server, messages, sizes, closes };
+  return { server, messages, sizes, slow, closes };
 }
 
 describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against pointsub", { timeout: 60_000 }, () => {
@@ -115,6 +141,7 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
   let small: ReturnType<typeof makeServer>;
   let noCrc: ReturnType<typeof makeServer>;
   let noCrcPort = 0;
+  const extra: Record<"auth" | "limited" | "conc", { s: ReturnType<typeof makeServer>; port: number }> = {} as never;
   let port = 0;
   let smallPort = 0;
   const host = "127.0.0.1";
@@ -127,13 +154,23 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
     smallPort = Number(new URL((await small.server.listen("tcp://127.0.0.1:0"))[0]).port);
     noCrc = makeServer({ checksum: false });
     noCrcPort = Number(new URL((await noCrc.server.listen("tcp://127.0.0.1:0"))[0]).port);
+    const more = {
+      auth: makeServer({ authenticate: tokenAuth("s3cret") }),
+      limited: makeServer({ maxConnections: 1 }),
+      conc: makeServer({ maxConcurrentRequests: 2 }),
+    };
+    for (const [name, s] of Object.entries(more)) {
+      const p = Number(new URL((await s.server.listen("tcp://127.0.0.1:0"))[0]).port);
+      extra[name as keyof typeof more] = { s, port: p };
+    }
     py = new PythonPeer();
   });
 
   after(async () => {
     try {
       py.proc.stdin?.end();
-      await Promise.all([main, small, noCrc].map((s) => s.server.close({ timeoutMs: 1000 })));
+      const all = [main, small, noCrc, ...Object.values(extra).map((e) => e.s)];
+      await Promise.all(all.map((s) => s.server.close({ timeoutMs: 1000 })));
     } finally {
       if (py.proc.pid !== undefined && py.proc.exitCode === null) process.kill(py.proc.pid, "SIGKILL");
     }
@@ -344,6 +381,61 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
     const one = await py.run("echo", { host, port, sizes: [10], settings });
     assert.equal(one.checksum, true);
     assert.deepEqual(one.results[0].ok, true);
+  });
+
+  it("AUTH (section 4.1): the token is accepted, a wrong one gets GOAWAY 4011, frames before the ACK are refused", async () => {
+    const r = await py.run("auth", { host, port: extra.auth.port, token: "s3cret" });
+    assert.equal(r.requiresAuth, true);
+    assert.equal(r.whoami, "token:0");
+    assert.equal(r.closeError, null);
+    assert.equal(r.badToken.errno, 4011, JSON.stringify(r.badToken));
+    assert.deepEqual(
+      { goaway: r.msg_before_auth.goaway, closed: r.msg_before_auth.closed },
+      { goaway: 4011, closed: true },
+    );
+    assert.deepEqual(
+      { goaway: r.msg_right_behind_auth.goaway, closed: r.msg_right_behind_auth.closed },
+      { goaway: 4011, closed: true },
+    );
+    assert.deepEqual(
+      { goaway: r.auth_with_ack.goaway, closed: r.auth_with_ack.closed },
+      { goaway: 3001, closed: true },
+    );
+    assert.deepEqual({ goaway: r.second_auth.goaway, closed: r.second_auth.closed }, { goaway: 3001, closed: true });
+    // PING is allowed before AUTH and answered; then the token is accepted.
+    assert.equal(r.ping_before_auth.goaway, null, JSON.stringify(r.ping_before_auth));
+    assert.ok(r.ping_before_auth.types.includes("AUTH"), JSON.stringify(r.ping_before_auth));
+  });
+
+  it("a server at its connection limit answers GOAWAY 2003 in place of HELLO (section 1.1)", async () => {
+    const r = await py.run("overload", { host, port: extra.limited.port });
+    assert.equal(r.second.errno, 2003, JSON.stringify(r));
+    assert.equal(r.closeError, null);
+  });
+
+  it("maxConcurrentRequests (section 3.4): the Python requester queues beyond 2; a raw peer sending 3 gets GOAWAY 2002", async () => {
+    const r = await py.run("concurrency", { host, port: extra.conc.port });
+    assert.equal(r.peerMax, 2);
+    assert.deepEqual(r.answers, ["0", "1", "2", "3", "4"]);
+    assert.ok(extra.conc.s.slow.maxActive <= 2, `handler concurrency ${extra.conc.s.slow.maxActive}`);
+    assert.equal(r.closeError, null);
+    assert.deepEqual(r.over, { goaway: 2002, closed: true });
+  });
+
+  it("CANCEL (section 3.4): the handler's signal fires and the responder answers CANCEL 4004, also mid-body", async () => {
+    const r = await py.run("cancel", { host, port: extra.conc.port });
+    assert.deepEqual(r.handlerRunning, [4004]);
+    assert.deepEqual(extra.conc.s.slow.aborted, ["ERR_CANCELLED"]);
+    assert.deepEqual(r.bodyArriving, [4004]);
+    assert.equal(r.pingAfter, true);
+    assert.equal(r.closeError, null);
+  });
+
+  it("a request started before the client saw the server's GOAWAY is still answered (section 3.8)", async () => {
+    const r = await py.run("goaway_late_start", { host, port });
+    assert.equal(r.peerGoaway?.[0], 0);
+    assert.equal(r.late, "late", JSON.stringify(r));
+    assert.equal(r.closeError, null);
   });
 
   it("more bytes than the granted connection window close the connection with ERR_FLOW_CONTROL (2001)", async () => {
