@@ -280,7 +280,7 @@ def goaway_payload(errno: int, reason: str) -> bytes:
 def error_payload(err: PointsubError) -> bytes:
     """Section 3.5: status 1, errno, code, message (at most 1024 bytes), optional retryAfterMs."""
     code = err.code.encode()
-    msg = err.message.encode()[:1024]
+    msg = err.message.encode()[:1024].decode("utf-8", "ignore").encode()  # cut on a character boundary
     out = b"\x01" + struct.pack(">H", err.errno) + varint(len(code)) + code + varint(len(msg)) + msg
     if err.retry_after is not None:
         out += varint(err.retry_after)
@@ -300,12 +300,15 @@ def decode_error(body: bytes) -> PointsubError:
     n, pos = read_varint(body, pos, what="message length")
     if pos + n > len(body):
         raise PointsubError(E_PROTOCOL, "error message runs past the frame")
-    message = body[pos:pos + n].decode("utf-8", "replace")
+    raw_message = body[pos:pos + n]
+    message = raw_message.decode("utf-8", "replace")
     pos += n
     retry = None
     if pos < len(body):
         retry, pos = read_varint(body, pos, max_bytes=5, max_value=2**32 - 1, what="retryAfterMs")
-    return PointsubError(errno, message, code=code if errno not in ERRNO else ERRNO[errno], retry_after=retry)
+    err = PointsubError(errno, message, code=code if errno not in ERRNO else ERRNO[errno], retry_after=retry)
+    err.wire_message = raw_message
+    return err
 
 
 def validate_frame(ftype: int, flags: int, sid: int) -> None:
@@ -1222,6 +1225,16 @@ async def sc_no_route(a: dict) -> dict:
         await p.request("/fail", b"x")
     except PointsubError as e:
         out["handler"] = e.as_dict()
+    try:
+        await p.request("/fail-long", b"x")
+    except PointsubError as e:
+        raw = getattr(e, "wire_message", b"")
+        try:
+            raw.decode("utf-8")
+            valid = True
+        except UnicodeDecodeError:
+            valid = False
+        out["longError"] = {"errno": e.errno, "bytes": len(raw), "validUtf8": valid}
     err = await p.close()
     out["closeError"] = err.as_dict() if err else None
     return out
@@ -1523,7 +1536,20 @@ async def sc_server(a: dict, state: dict) -> dict:
     async def fail(peer, data, key):
         raise PointsubError(4003, "handler failed on purpose")
 
-    handlers = {"/echo": echo, "/count": count, "/push": push, "/fail": fail}
+    async def key(peer, data, k):
+        return b"none" if k is None else k
+
+    async def rate(peer, data, k):
+        raise PointsubError(2007, "slow down", retry_after=250)
+
+    async def weird(peer, data, k):
+        raise PointsubError(4999, "an errno this side made up", code="ERR_WEIRD")
+
+    async def long_error(peer, data, k):
+        raise PointsubError(4003, "\u20ac" * 2000)
+
+    handlers = {"/echo": echo, "/count": count, "/push": push, "/fail": fail, "/key": key, "/rate": rate,
+                "/weird": weird, "/fail-long": long_error}
     settings = settings_from_names(a.get("settings"))
 
     async def on_client(reader, writer):

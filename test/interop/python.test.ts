@@ -127,6 +127,9 @@ function makeServer(options: Parameters<typeof createServer>[0] = {}): {
     });
     return "done";
   });
+  server.handle("/fail-long", () => {
+    throw new Error("\u20ac".repeat(2000));
+  });
   server.handle("/whoami", (_req, ctx) => String(ctx.session.principal));
   server.handle("/close-me", (_req, ctx) => {
     server.closeSession(ctx.session.id, "close-me").catch(() => {});
@@ -212,6 +215,10 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
     assert.equal(r.pingAfter, true, "the connection stays usable after the error responses");
     assert.equal(r.handler?.errno, 4003);
     assert.match(r.handler?.message, /failed on purpose/);
+    // Section 3.5: a long error message is still well-formed UTF-8 on the wire.
+    assert.equal(r.longError.errno, 4003);
+    assert.ok(r.longError.bytes > 0, JSON.stringify(r.longError));
+    assert.equal(r.longError.validUtf8, true);
     assert.equal(r.closeError, null);
   });
 
@@ -225,7 +232,8 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
     // Section 3.2: frames of at most half the receiver's smaller window.
     assert.ok(r.maxFrameIn <= 8 * KiB, `largest data frame received ${r.maxFrameIn}`);
     assert.equal(r.closeError, null);
-    const p = await py.run("push", { host, port: smallPort, sizes: [0, 5000, MiB], settings }, 20_000);
+    // 12,000 bytes fit no frame of half a 16 KiB window: the server must chunk it (section 3.2).
+    const p = await py.run("push", { host, port: smallPort, sizes: [0, 5000, 12_000, MiB], settings }, 20_000);
     assert.deepEqual([...p.got].sort(bySize), [...p.answer].sort(bySize));
     assert.ok(p.maxFrameIn <= 8 * KiB);
     assert.equal(p.closeError, null);
@@ -474,6 +482,21 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
       await got;
       assert.deepEqual(pushed.sort(bySize), answer.sort(bySize));
       await assert.rejects(conn.request("/fail"), (e: PointSubError) => e.code === "ERR_HANDLER");
+      // Section 3.5: retryAfterMs reaches the caller; an errno outside section 7 is ERR_HANDLER with its message.
+      await assert.rejects(
+        conn.request("/rate"),
+        (e: PointSubError) => e.code === "ERR_RATE_LIMITED" && e.retryAfterMs === 250,
+      );
+      await assert.rejects(
+        conn.request("/weird"),
+        (e: PointSubError) => e.code === "ERR_HANDLER" && /made up/.test(e.message),
+      );
+      // Section 3.4.1: a peer without features bit 8 gets the request without its key.
+      assert.equal(Buffer.from(await conn.request("/key", "x", { idempotencyKey: "k1" })).toString(), "none");
+      // Section 4: no STREAM frames to a peer without features bit 1 (the Python peer would close on one).
+      await assert.rejects(async () => {
+        await conn.sendStream("/upload", [new Uint8Array(10)]);
+      });
       await assert.rejects(conn.request("/nothing"), (e: PointSubError) => e.code === "ERR_NO_ROUTE");
       assert.ok((await conn.ping()) >= 0);
     } finally {
