@@ -846,6 +846,7 @@ class Peer:
                 payload = prefix + data
                 await self.take_credit(sid, len(payload), False)
                 self.send_frame(ftype, START | END, sid, payload)
+                self.senders.discard(sid)  # the whole message is written: no longer in flight on our side
                 if on_frame:
                     on_frame(0)
                 await self.drain()
@@ -878,6 +879,8 @@ class Peer:
                     if sid in self.stopped:
                         return
                     self.send_frame(ftype, flags, sid, payload)
+                    if flags & END:
+                        self.senders.discard(sid)
                     if on_frame:
                         on_frame(index)
                     index += 1
@@ -1082,15 +1085,22 @@ def sha(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
 
 
-def answered_last_ping(buf: bytes) -> bool:
-    """Whether buf (frames after the preface) holds PING|ACK "12345678", alone or in a BATCH, and no GOAWAY
-    (after a GOAWAY the caller reads on to the end of the byte stream)."""
-    frames, _ = parse_frames(buf)
+def flat_frames(buf: bytes) -> list[tuple[int, int, int, bytes]]:
+    """The whole frames in buf (after the preface), BATCHes opened."""
     flat = []
-    for t, f, _s, p in frames:
-        flat += parse_frames(p, checksum=False)[0] if t == BATCH else [(t, f, _s, p)]
+    for t, f, s, p in parse_frames(buf)[0]:
+        flat += parse_frames(p, checksum=False)[0] if t == BATCH else [(t, f, s, p)]
+    return flat
+
+
+def answered_last_ping(flat: list[tuple[int, int, int, bytes]]) -> bool:
+    """PING|ACK "12345678" arrived and no GOAWAY (after a GOAWAY the caller reads on to the end of the stream)."""
     acked = any(i[0] == PING and i[1] & ACK and i[3] == b"12345678" for i in flat)
     return acked and not any(i[0] == GOAWAY for i in flat)
+
+
+def answered_last_ping_and_auth(flat: list[tuple[int, int, int, bytes]]) -> bool:
+    return answered_last_ping(flat) and any(i[0] == AUTH and i[1] & ACK for i in flat)
 
 
 def name_with_inner(t: int, p: bytes) -> str:
@@ -1101,7 +1111,7 @@ def name_with_inner(t: int, p: bytes) -> str:
 
 
 async def raw_session(host: str, port: int, send: bytes, after_hello: bool = True, read_timeout: float = 3.0,
-                      hello_settings: dict[int, int] | None = None) -> dict:
+                      hello_settings: dict[int, int] | None = None, stop=answered_last_ping) -> dict:
     """Opens a connection, optionally completes a correct handshake, writes `send`, and reads until EOF.
 
     Returns the frames the server sent (after its preface), any GOAWAY errno, and whether it closed.
@@ -1128,7 +1138,7 @@ async def raw_session(host: str, port: int, send: bytes, after_hello: bool = Tru
                 out["closed"] = True
                 break
             buf += chunk
-            if answered_last_ping(bytes(buf[6:])):
+            if stop(flat_frames(bytes(buf[6:]))):
                 break  # our last PING was answered: the connection is open and served everything before it
         out["preface"] = buf[:6].hex()
         frames, _ = parse_frames(bytes(buf[6:]))
@@ -1414,7 +1424,9 @@ async def sc_auth(a: dict) -> dict:
         "ping_before_auth": encode_frame(PING, 0, 0, b"abcdefgh") + encode_frame(AUTH, 0, 0, a["token"].encode())
         + encode_frame(PING, 0, 0, b"12345678"),
     }
-    results = await asyncio.gather(*[raw_session(host, port, d, True, 1.5) for d in raw.values()])
+    results = await asyncio.gather(*[
+        raw_session(host, port, d, True, 1.5, stop=answered_last_ping_and_auth if n == "ping_before_auth" else answered_last_ping)
+        for n, d in raw.items()])
     for name, r in zip(raw, results):
         out[name] = {"goaway": r["goaway"], "closed": r["closed"], "types": [f[0] for f in r["frames"]]}
     return out
@@ -1510,6 +1522,32 @@ async def sc_goaway_late_start(a: dict) -> dict:
     return out
 
 
+async def sc_limits(a: dict) -> dict:
+    """Our own HELLO limits, honoured by the server as a sender (sections 3.2, 3.4)."""
+    host, port = a["host"], a["port"]
+    out: dict = {}
+    p = await connect(host, port, {1: 16384})
+    out["frameEcho"] = [await p.request("/echo", pattern(n, n)) == pattern(n, n) for n in (60_000, 300_000)]
+    out["maxFrameIn"] = p.max_frame_in
+    await p.close()
+    p = await connect(host, port, {2: 1000})
+    try:
+        await p.request("/echo", pattern(5000))
+        out["bigAnswer"] = None
+    except PointsubError as e:
+        out["bigAnswer"] = e.as_dict()
+    out["smallAfter"] = (await p.request("/echo", b"ok")).decode()
+    err = await p.close()
+    out["closeError"] = err.as_dict() if err else None
+    # Before our HELLO the server sends its preface and HELLO only (section 1).
+    r = await raw_session(host, port, MAGIC + b"\x01\x01", after_hello=False, read_timeout=0.3)
+    out["beforeOurHello"] = {"types": [f[0] for f in r["frames"]], "closed": r["closed"]}
+    big = encode_settings({100 + i: 1 for i in range(1500)})
+    r = await raw_session(host, port, MAGIC + b"\x01\x01" + encode_frame(HELLO, 0, 0, big), False, 1.5)
+    out["helloOver4096"] = {"goaway": r["goaway"], "closed": r["closed"]}
+    return out
+
+
 async def sc_flow_violation(a: dict) -> dict:
     """Against a server with connectionWindow 16 KiB and maxFrameSize >= 20 KiB: one 20,000-byte frame."""
     frame = encode_frame(MSG, 3, 1, pattern(20000))
@@ -1580,7 +1618,7 @@ async def sc_server_report(a: dict, state: dict) -> dict:
 SCENARIOS = {
     "echo": sc_echo, "messages": sc_messages, "push": sc_push, "no_route": sc_no_route, "ping": sc_ping,
     "goaway": sc_goaway, "probes": sc_probes, "auth": sc_auth, "overload": sc_overload,
-    "concurrency": sc_concurrency, "cancel": sc_cancel, "goaway_late_start": sc_goaway_late_start, "keyed": sc_keyed, "malformed": sc_malformed, "flow_violation": sc_flow_violation,
+    "concurrency": sc_concurrency, "limits": sc_limits, "cancel": sc_cancel, "goaway_late_start": sc_goaway_late_start, "keyed": sc_keyed, "malformed": sc_malformed, "flow_violation": sc_flow_violation,
 }
 
 

@@ -239,6 +239,20 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
     assert.equal(p.closeError, null);
   });
 
+  it("the server as a sender honours our maxFrameSize (16 KiB) and maxMessageSize (an error response instead)", async () => {
+    const r = await py.run("limits", { host, port }, 15_000);
+    assert.deepEqual(r.frameEcho, [true, true]);
+    assert.ok(r.maxFrameIn <= 16 * KiB, `largest data frame received ${r.maxFrameIn}`);
+    // Section 3.4: a response larger than the requester's maxMessageSize is an ERR_MESSAGE_TOO_LARGE error response.
+    assert.equal(r.bigAnswer?.errno, 4001, JSON.stringify(r.bigAnswer));
+    assert.equal(r.smallAfter, "ok");
+    assert.equal(r.closeError, null);
+    // Section 1: nothing but the preface and HELLO before the peer's HELLO arrived.
+    assert.deepEqual(r.beforeOurHello, { types: ["HELLO"], closed: false });
+    // Section 4: a HELLO payload over 4096 bytes.
+    assert.deepEqual(r.helloOver4096, { goaway: 3001, closed: true });
+  });
+
   it("PING is answered with PING|ACK and the same 8 bytes", async () => {
     const r = await py.run("ping", { host, port });
     assert.equal(r.rtts, 3);
