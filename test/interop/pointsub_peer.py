@@ -14,8 +14,11 @@ What it speaks (section numbers of docs/PROTOCOL.md):
   * flow control both ways: connection and per-message credit (3.6), assembly
     budget, maxConcurrentRequests;
   * PING / PING|ACK (3.7), GOAWAY graceful close and fatal errors (3.8);
+  * STREAM uploads (3.10): START with total/offset/route/codec/meta, data, END with
+    length and CRC32C of the content; early answers and CANCEL as 3.10 says;
   * a server side (accepts a pointsub client and serves routes).
-It announces features 0 (no STREAM frames, no resume, no idempotency keys).
+It announces features 0: it sends STREAM frames and keyed requests to a peer that
+takes them, but receives neither (nor resume queries, nor compressed frames).
 
 Driven by the interop test (test/interop/python.test.ts) through JSON lines on
 stdin/stdout: `python3 pointsub_peer.py driver`; `python3 pointsub_peer.py
@@ -417,6 +420,8 @@ class Peer:
         self.cancels_in: list[tuple[int, int]] = []
         self.auto_goaway_reply = True
         self.last_request_id = 0
+        self.streams_open = 0
+        self.upload_ids: set[int] = set()
 
     # ------------------------------------------------------------ basics
 
@@ -729,6 +734,11 @@ class Peer:
             self.serving[sid] = asyncio.create_task(self.serve(sid, a.route, data, a.key))
         else:
             self.answered_at[sid] = time.monotonic()
+            if sid in self.senders and sid not in self.stopped:
+                # Answered while our side is still sending: stop, and end our direction with CANCEL(id, 4004)
+                # (section 3.10 says so for streams; section 3.4 is silent for requests: we do the same).
+                self.stopped.add(sid)
+                self.send_frame(CANCEL, 0, sid, struct.pack(">H", E_CANCELLED))
             fut = self.pending.pop(sid, None)
             self.free_id_if_done(sid)
             if sid in self.cancelled_by_us:
@@ -751,7 +761,10 @@ class Peer:
         self.log("CANCEL in", sid, errno)
         self.cancels_in.append((sid, errno))
         if self.mine(sid):
-            # Our request (final frame), or the receiver refusing our chunked MSG/REQ.
+            # Our request (final frame), or the receiver refusing our chunked MSG/REQ or our stream.
+            if sid in self.upload_ids and sid in self.senders and sid not in self.stopped:
+                # Section 3.10: our direction of a stream is still open: close it with CANCEL too.
+                self.send_frame(CANCEL, 0, sid, struct.pack(">H", E_CANCELLED))
             self.stopped.add(sid)
             fut = self.pending.pop(sid, None)
             if sid in self.cancelled_by_us:
@@ -977,6 +990,53 @@ class Peer:
             self.free_id_if_done(sid)
             if fut and not fut.done():
                 fut.set_exception(e)
+
+    async def upload(self, route: str, content: bytes, meta: dict | None = None, known_total: bool = True,
+                          end_crc: int | None = None, end_length: int | None = None, timeout: float = 15.0) -> bytes:
+        """Section 3.10: a STREAM (START, data, END with length and CRC32C of the content) and its RES.
+
+        end_crc / end_length replace END's fields (to send a wrong one on purpose).
+        """
+        self.check_new_work()
+        if not self.peer[4] & 1:
+            raise PointsubError(4005, "the peer does not take STREAM frames (features bit 1)")
+        await self.wait_for(lambda: len(self.pending) < self.peer[8] and self.streams_open < self.peer[10])
+        sid = self.alloc_id()
+        self.last_request_id = sid
+        fut = asyncio.get_running_loop().create_future()
+        self.pending[sid] = fut
+        self.streams_open += 1
+        r = route.encode()
+        m = json.dumps(meta).encode() if meta else b""
+        start = (varint(len(content) + 1 if known_total else 0) + varint(0) + varint(len(r)) + r + b"\x00"
+                 + varint(len(m)) + m)
+        end = varint(len(content) if end_length is None else end_length) + struct.pack(
+            ">I", crc32c(content) if end_crc is None else end_crc)
+        limit = self.frame_limit()
+        chunk = min(self.chunk_size, limit)
+        self.senders.add(sid)
+        self.upload_ids.add(sid)
+        self.send_stream[sid] = self.peer[7]
+        try:
+            frames = [(START, start)]
+            frames += [(0, content[i:i + chunk]) for i in range(0, len(content), chunk)]
+            frames.append((END, end))
+            for flags, payload in frames:
+                await self.take_credit(sid, len(payload), True)
+                if sid in self.stopped:
+                    break  # answered early or cancelled: CANCEL already sent
+                self.send_frame(STREAM, flags, sid, payload)
+                await self.drain()
+        finally:
+            self.senders.discard(sid)
+            self.upload_ids.discard(sid)
+            self.send_stream.pop(sid, None)
+            self.streams_open -= 1
+            self.wake()
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        finally:
+            self.free_id_if_done(sid)
 
     async def ping(self, timeout: float = 5.0) -> float:
         payload = struct.pack(">Q", int(time.monotonic_ns()) & (2**64 - 1))
@@ -1548,6 +1608,33 @@ async def sc_limits(a: dict) -> dict:
     return out
 
 
+async def sc_streams(a: dict) -> dict:
+    """Section 3.10: streams to a pointsub stream route, good and broken."""
+    p = await connect(a["host"], a["port"], settings_from_names(a.get("settings")))
+    out: dict = {"peerFeatures": p.peer[4]}
+
+    async def attempt(label, *args, **kw):
+        try:
+            out[label] = {"answer": json.loads(await p.upload(*args, **kw))}
+        except PointsubError as e:
+            out[label] = {"error": e.as_dict()}
+
+    for label, n in (("empty", 0), ("small", 1000), ("large", a.get("size", 3_000_000))):
+        data = pattern(n, 300 + n)
+        await attempt(label, "/upload", data, {"name": label})
+        out[label]["sent"] = {"size": n, "sha": sha(data)}
+    data = pattern(100_000, 9)
+    await attempt("unknownTotal", "/upload", data, None, known_total=False)
+    out["unknownTotal"]["sent"] = {"size": len(data), "sha": sha(data)}
+    await attempt("badCrc", "/upload", data, end_crc=crc32c(data) ^ 1)
+    await attempt("badLength", "/upload", data, end_length=len(data) - 1)
+    await attempt("noRoute", "/no/such/stream", data)
+    out["pingAfter"] = (await p.ping()) >= 0
+    err = await p.close()
+    out["closeError"] = err.as_dict() if err else None
+    return out
+
+
 async def sc_flow_violation(a: dict) -> dict:
     """Against a server with connectionWindow 16 KiB and maxFrameSize >= 20 KiB: one 20,000-byte frame."""
     frame = encode_frame(MSG, 3, 1, pattern(20000))
@@ -1618,7 +1705,7 @@ async def sc_server_report(a: dict, state: dict) -> dict:
 SCENARIOS = {
     "echo": sc_echo, "messages": sc_messages, "push": sc_push, "no_route": sc_no_route, "ping": sc_ping,
     "goaway": sc_goaway, "probes": sc_probes, "auth": sc_auth, "overload": sc_overload,
-    "concurrency": sc_concurrency, "limits": sc_limits, "cancel": sc_cancel, "goaway_late_start": sc_goaway_late_start, "keyed": sc_keyed, "malformed": sc_malformed, "flow_violation": sc_flow_violation,
+    "concurrency": sc_concurrency, "limits": sc_limits, "streams": sc_streams, "cancel": sc_cancel, "goaway_late_start": sc_goaway_late_start, "keyed": sc_keyed, "malformed": sc_malformed, "flow_violation": sc_flow_violation,
 }
 
 

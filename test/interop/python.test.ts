@@ -127,6 +127,15 @@ function makeServer(options: Parameters<typeof createServer>[0] = {}): {
     });
     return "done";
   });
+  server.handleStream("/upload", async (stream) => {
+    const h = createHash("sha256");
+    let size = 0;
+    for await (const chunk of stream) {
+      h.update(chunk);
+      size += chunk.length;
+    }
+    return JSON.stringify({ size, sha: h.digest("hex"), meta: stream.meta, total: stream.total ?? null });
+  });
   server.handle("/fail-long", () => {
     throw new Error("\u20ac".repeat(2000));
   });
@@ -252,6 +261,35 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
     // Section 4: a HELLO payload over 4096 bytes.
     assert.deepEqual(r.helloOver4096, { goaway: 3001, closed: true });
   });
+
+  for (const variant of ["default windows, 3 MB", "16 KiB windows, 1 MiB"] as const) {
+    it(`STREAM (section 3.10), ${variant}: empty, small, large and unknown-length streams arrive whole; a wrong END CRC is ERR_CHECKSUM, a wrong END length ERR_PROTOCOL, a missing route ERR_NO_ROUTE, the connection stays up`, async () => {
+      const smallWindows = variant.startsWith("16");
+      const r = await py.run(
+        "streams",
+        smallWindows
+          ? { host, port: smallPort, size: MiB, settings: { connectionWindow: 16 * KiB, streamWindow: 16 * KiB } }
+          : { host, port, size: 3_000_000 },
+        20_000,
+      );
+      assert.ok(r.peerFeatures & 1);
+      for (const label of ["empty", "small", "large", "unknownTotal"]) {
+        assert.deepEqual(
+          { size: r[label].answer?.size, sha: r[label].answer?.sha },
+          r[label].sent,
+          `${label}: ${JSON.stringify(r[label])}`,
+        );
+      }
+      assert.deepEqual(r.small.answer.meta, { name: "small" });
+      assert.equal(r.large.answer.total, r.large.sent.size, "START's total is the content length + 1 on the wire");
+      assert.equal(r.unknownTotal.answer.total, null, "total 0 on the wire: unknown");
+      assert.equal(r.badCrc.error?.errno, 3002, JSON.stringify(r.badCrc));
+      assert.equal(r.badLength.error?.errno, 3001, JSON.stringify(r.badLength));
+      assert.equal(r.noRoute.error?.errno, 4002, JSON.stringify(r.noRoute));
+      assert.equal(r.pingAfter, true);
+      assert.equal(r.closeError, null);
+    });
+  }
 
   it("PING is answered with PING|ACK and the same 8 bytes", async () => {
     const r = await py.run("ping", { host, port });
