@@ -35,6 +35,7 @@ import struct
 import sys
 import time
 import traceback
+import zlib
 
 # ---------------------------------------------------------------- CRC32C (2)
 
@@ -193,6 +194,8 @@ class PointsubError(Exception):
         d = {"errno": self.errno, "code": self.code, "message": self.message}
         if self.retry_after is not None:
             d["retryAfterMs"] = self.retry_after
+        if getattr(self, "cancel_errno", None) is not None:
+            d["cancelErrno"] = self.cancel_errno
         return d
 
 
@@ -770,7 +773,10 @@ class Peer:
             if sid in self.cancelled_by_us:
                 self.cancelled_by_us.discard(sid)
             elif fut is not None and not fut.done():
-                fut.set_exception(PointsubError(errno if errno in (2003, 1001) else E_CANCELLED, f"peer cancelled (errno {errno})"))
+                # Section 3.4: ERR_OVERLOADED and ERR_TIMEOUT keep their code, other errnos become ERR_CANCELLED.
+                err = PointsubError(errno if errno in (2003, 1001) else E_CANCELLED, f"peer cancelled (errno {errno})")
+                err.cancel_errno = errno
+                fut.set_exception(err)
             if sid in self.asm:
                 a = self.asm.pop(sid)
                 self.asm_total -= a.total
@@ -913,17 +919,19 @@ class Peer:
                 self.free_id_if_done(sid)
             self.maybe_end()
 
-    async def take_credit(self, sid: int, length: int, chunked: bool) -> None:
+    async def take_credit(self, sid: int, length: int, chunked: bool, stream_length: int | None = None) -> None:
+        sl = length if stream_length is None else stream_length
+
         def fits() -> bool:
             if sid in self.stopped:
                 return True
-            return self.send_conn >= length and (not chunked or self.send_stream.get(sid, 0) >= length)
+            return self.send_conn >= length and (not chunked or self.send_stream.get(sid, 0) >= sl)
         await self.wait_for(fits)
         if sid in self.stopped:
             return
         self.send_conn -= length
         if chunked:
-            self.send_stream[sid] -= length
+            self.send_stream[sid] -= sl
 
     def check_new_work(self) -> None:
         if self.error is not None:
@@ -992,10 +1000,13 @@ class Peer:
                 fut.set_exception(e)
 
     async def upload(self, route: str, content: bytes, meta: dict | None = None, known_total: bool = True,
-                          end_crc: int | None = None, end_length: int | None = None, timeout: float = 15.0) -> bytes:
+                     end_crc: int | None = None, end_length: int | None = None, timeout: float = 15.0,
+                     codec: int = 0, lie_length: int = 0, cancel_after: int | None = None) -> bytes:
         """Section 3.10: a STREAM (START, data, END with length and CRC32C of the content) and its RES.
 
-        end_crc / end_length replace END's fields (to send a wrong one on purpose).
+        end_crc / end_length replace END's fields (to send a wrong one on purpose); codec 1 (deflate-raw)
+        or 2 (gzip) sends COMPRESSED frames, whose declared length is off by lie_length; cancel_after
+        sends CANCEL(id, 4008 ERR_SOURCE) after that many data frames instead of the rest.
         """
         self.check_new_work()
         if not self.peer[4] & 1:
@@ -1008,7 +1019,7 @@ class Peer:
         self.streams_open += 1
         r = route.encode()
         m = json.dumps(meta).encode() if meta else b""
-        start = (varint(len(content) + 1 if known_total else 0) + varint(0) + varint(len(r)) + r + b"\x00"
+        start = (varint(len(content) + 1 if known_total else 0) + varint(0) + varint(len(r)) + r + bytes([codec])
                  + varint(len(m)) + m)
         end = varint(len(content) if end_length is None else end_length) + struct.pack(
             ">I", crc32c(content) if end_crc is None else end_crc)
@@ -1018,11 +1029,25 @@ class Peer:
         self.upload_ids.add(sid)
         self.send_stream[sid] = self.peer[7]
         try:
-            frames = [(START, start)]
-            frames += [(0, content[i:i + chunk]) for i in range(0, len(content), chunk)]
-            frames.append((END, end))
-            for flags, payload in frames:
-                await self.take_credit(sid, len(payload), True)
+            frames = [(START, start, 0)]
+            for i in range(0, len(content), chunk):
+                piece = content[i:i + chunk]
+                if codec:
+                    wbits = -15 if codec == 1 else 31
+                    z = zlib.compressobj(1, zlib.DEFLATED, wbits)
+                    block = z.compress(piece) + z.flush()
+                    if len(piece) + lie_length <= self.peer[11] * len(block):
+                        frames.append((KEYED, varint(len(piece) + lie_length) + block, len(piece) + lie_length))
+                        continue
+                frames.append((0, piece, 0))
+            frames.append((END, end, 0))
+            for n, (flags, payload, inflated) in enumerate(frames):
+                if cancel_after is not None and n == cancel_after + 1:
+                    self.stopped.add(sid)
+                    self.send_frame(CANCEL, 0, sid, struct.pack(">H", 4008))
+                    break
+                # A COMPRESSED frame counts against the stream window as max(payload, declared length).
+                await self.take_credit(sid, len(payload), True, stream_length=max(len(payload), inflated))
                 if sid in self.stopped:
                     break  # answered early or cancelled: CANCEL already sent
                 self.send_frame(STREAM, flags, sid, payload)
@@ -1415,6 +1440,12 @@ async def sc_malformed(a: dict) -> dict:
         "cancel_unknown_id_ok": (encode_frame(CANCEL, 0, 1, b"\x0f\xa4") + encode_frame(PING, 0, 0, b"12345678"), True, None),
         "credit_unknown_id_ok": (encode_frame(CREDIT, 0, 9, b"\x10") + encode_frame(PING, 0, 0, b"12345678"), True, None),
         "auth_after_handshake": (encode_frame(AUTH, 0, 0, b"tok"), True, None),
+        # Section 3.10 / 6: a codec the receiver did not offer; COMPRESSED length checks before inflating.
+        "stream_unknown_codec": (encode_frame(STREAM, START, 1, b"\x00\x00\x07/upload\x10\x00"), True, None),
+        "compressed_over_ratio": (encode_frame(STREAM, START, 1, b"\x00\x00\x07/upload\x01\x00")
+                                  + encode_frame(STREAM, 4, 1, varint(1_000_000) + bytes(10)), True, None),
+        "compressed_over_max_frame": (encode_frame(STREAM, START, 1, b"\x00\x00\x07/upload\x01\x00")
+                                      + encode_frame(STREAM, 4, 1, varint(2_000_000) + bytes(4000)), True, None),
     }
     only = a.get("only")
     out = {}
@@ -1629,6 +1660,13 @@ async def sc_streams(a: dict) -> dict:
     await attempt("badCrc", "/upload", data, end_crc=crc32c(data) ^ 1)
     await attempt("badLength", "/upload", data, end_length=len(data) - 1)
     await attempt("noRoute", "/no/such/stream", data)
+    text = (b"pointsub interop, compressible text. " * 40000)[: a.get("size", 3_000_000)]
+    for label, codec in (("deflateRaw", 1), ("gzip", 2)):
+        if p.peer[5] & codec:
+            await attempt(label, "/upload", text, codec=codec)
+            out[label]["sent"] = {"size": len(text), "sha": sha(text)}
+    await attempt("inflatesShort", "/upload", text[:200_000], codec=1, lie_length=1)
+    await attempt("sourceFailed", "/upload", data, cancel_after=1)
     out["pingAfter"] = (await p.ping()) >= 0
     err = await p.close()
     out["closeError"] = err.as_dict() if err else None

@@ -73,6 +73,7 @@ function makeServer(options: Parameters<typeof createServer>[0] = {}): {
   messages: Map<string, Digest[]>;
   sizes: number[];
   slow: { active: number; maxActive: number; aborted: string[] };
+  streamErrors: string[];
   closes: { id: string; code: string | undefined; reason: string | undefined }[];
 } {
   const server = createServer(options);
@@ -127,12 +128,18 @@ function makeServer(options: Parameters<typeof createServer>[0] = {}): {
     });
     return "done";
   });
+  const streamErrors: string[] = [];
   server.handleStream("/upload", async (stream) => {
     const h = createHash("sha256");
     let size = 0;
-    for await (const chunk of stream) {
-      h.update(chunk);
-      size += chunk.length;
+    try {
+      for await (const chunk of stream) {
+        h.update(chunk);
+        size += chunk.length;
+      }
+    } catch (err) {
+      streamErrors.push((err as PointSubError).code);
+      throw err;
     }
     return JSON.stringify({ size, sha: h.digest("hex"), meta: stream.meta, total: stream.total ?? null });
   });
@@ -144,7 +151,7 @@ function makeServer(options: Parameters<typeof createServer>[0] = {}): {
     server.closeSession(ctx.session.id, "close-me").catch(() => {});
     return "closing";
   });
-  return { server, messages, sizes, slow, closes };
+  return { server, messages, sizes, slow, streamErrors, closes };
 }
 
 describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against pointsub", { timeout: 60_000 }, () => {
@@ -263,8 +270,10 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
   });
 
   for (const variant of ["default windows, 3 MB", "16 KiB windows, 1 MiB"] as const) {
-    it(`STREAM (section 3.10), ${variant}: empty, small, large and unknown-length streams arrive whole; a wrong END CRC is ERR_CHECKSUM, a wrong END length ERR_PROTOCOL, a missing route ERR_NO_ROUTE, the connection stays up`, async () => {
+    it(`STREAM (section 3.10), ${variant}: empty, small, large, unknown-length, deflate-raw and gzip streams arrive whole; a wrong END CRC is ERR_CHECKSUM, a wrong END length ERR_PROTOCOL, a missing route ERR_NO_ROUTE, the connection stays up`, async () => {
       const smallWindows = variant.startsWith("16");
+      const target = smallWindows ? small : main;
+      const errorsBefore = target.streamErrors.length;
       const r = await py.run(
         "streams",
         smallWindows
@@ -273,7 +282,8 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
         20_000,
       );
       assert.ok(r.peerFeatures & 1);
-      for (const label of ["empty", "small", "large", "unknownTotal"]) {
+      // deflate-raw and gzip COMPRESSED frames from Python's zlib, each frame a block of its own.
+      for (const label of ["empty", "small", "large", "unknownTotal", "deflateRaw", "gzip"]) {
         assert.deepEqual(
           { size: r[label].answer?.size, sha: r[label].answer?.sha },
           r[label].sent,
@@ -286,6 +296,13 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
       assert.equal(r.badCrc.error?.errno, 3002, JSON.stringify(r.badCrc));
       assert.equal(r.badLength.error?.errno, 3001, JSON.stringify(r.badLength));
       assert.equal(r.noRoute.error?.errno, 4002, JSON.stringify(r.noRoute));
+      // A block that inflates to other than its declared length fails the stream with ERR_PROTOCOL; the
+      // server says so with CANCEL(id, 3001) (section 3.4 then makes it ERR_CANCELLED for the caller).
+      assert.equal(r.inflatesShort.error?.cancelErrno ?? r.inflatesShort.error?.errno, 3001, JSON.stringify(r));
+      // CANCEL(id, 4008) from the sender: the reader fails with ERR_SOURCE, the receiver closes its own
+      // direction with CANCEL.
+      assert.ok(r.sourceFailed.error?.cancelErrno !== undefined, JSON.stringify(r.sourceFailed));
+      assert.ok(target.streamErrors.slice(errorsBefore).includes("ERR_SOURCE"), target.streamErrors.join());
       assert.equal(r.pingAfter, true);
       assert.equal(r.closeError, null);
     });
@@ -357,6 +374,9 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
       cancel_unknown_id_ok: "open",
       credit_unknown_id_ok: "open",
       auth_after_handshake: 3001,
+      stream_unknown_codec: 4009,
+      compressed_over_ratio: 4009,
+      compressed_over_max_frame: 3001,
     };
     const wrong: string[] = [];
     for (const [name, want] of Object.entries(expect)) {
