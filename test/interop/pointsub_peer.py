@@ -425,6 +425,10 @@ class Peer:
         self.last_request_id = 0
         self.streams_open = 0
         self.upload_ids: set[int] = set()
+        self.streams_in: dict[int, dict] = {}
+        self.stream_handlers: dict = {}
+        self.handlers_once: dict = {}
+        self.stream_cancels: list[tuple[int, int]] = []
 
     # ------------------------------------------------------------ basics
 
@@ -598,7 +602,11 @@ class Peer:
         elif ftype == HELLO:
             raise PointsubError(E_PROTOCOL, "second HELLO")
         elif ftype == STREAM:
-            raise PointsubError(E_PROTOCOL, "STREAM frame, but features bit 1 was not announced")
+            if self.mine(sid):
+                raise PointsubError(E_PROTOCOL, f"STREAM on id {sid} of our parity")
+            if not self.local[4] & 1:
+                raise PointsubError(E_PROTOCOL, "STREAM frame, but features bit 1 was not announced")
+            self.on_stream(flags, sid, payload)
         elif ftype == AUTH:
             raise PointsubError(E_PROTOCOL, "AUTH after the handshake")
 
@@ -756,6 +764,112 @@ class Peer:
                 else:
                     fut.set_exception(decode_error(data))
 
+    def on_stream(self, flags: int, sid: int, payload: bytes) -> None:
+        """Section 3.10 as a receiver: START, data (COMPRESSED or not), END; the content is read at once."""
+        self.account_connection(len(payload))
+        st = self.streams_in.get(sid)
+        if flags & START:
+            if st is not None or sid in self.serving or sid in self.asm:
+                raise PointsubError(E_PROTOCOL, f"STREAM START on open id {sid}")
+            self.discarding.discard(sid)
+            total, pos = read_varint(payload, 0, 10, what="stream total")
+            offset, pos = read_varint(payload, pos, 10, what="stream offset")
+            if offset > 0:
+                pos += 4  # prefixCrc: this receiver stores nothing, so it never resumes (offset must be 0 here)
+                raise PointsubError(E_PROTOCOL, "resumed stream to a receiver that announced no resume")
+            n, pos = read_varint(payload, pos, what="route length")
+            if not 1 <= n <= 1024 or pos + n > len(payload):
+                raise PointsubError(E_PROTOCOL, "bad stream route length")
+            route = payload[pos:pos + n].decode("utf-8", "replace")
+            pos += n
+            if pos >= len(payload):
+                raise PointsubError(E_PROTOCOL, "STREAM START without codec")
+            codec = payload[pos]
+            pos += 1
+            if codec and not (codec <= 4 and self.local[5] & (1 << (codec - 1))):
+                raise PointsubError(4009, f"codec {codec} not offered")
+            n, pos = read_varint(payload, pos, what="meta length")
+            if n > 4096 or pos + n > len(payload):
+                raise PointsubError(E_PROTOCOL, "bad meta length")
+            meta = json.loads(payload[pos:pos + n] or b"{}")
+            pos += n
+            self.incoming_open += 1
+            if self.incoming_open > self.local[8] or len(self.streams_in) + 1 > self.local[10]:
+                raise PointsubError(E_TOO_MANY, "too many requests or streams")
+            st = {"total": total, "codec": codec, "route": route, "meta": meta, "parts": [payload[pos:]],
+                  "got": len(payload) - pos, "window": self.local[7] - len(payload), "unreturned": len(payload),
+                  "compressed": 0}
+            self.streams_in[sid] = st
+            if route not in self.stream_handlers:
+                # Early answer (section 3.10): the rest of this stream is counted and dropped.
+                del self.streams_in[sid]
+                self.incoming_open -= 1
+                self.discarding.add(sid)
+                self.send_frame(RES, START | END, sid, error_payload(PointsubError(4002, f"no stream handler for {route}")))
+            return
+        if st is None:
+            if sid in self.discarding:
+                return
+            raise PointsubError(E_PROTOCOL, f"STREAM frame on id {sid} that is not open")
+        counted = len(payload)
+        if flags & KEYED:  # COMPRESSED
+            length, pos = read_varint(payload, 0, 4, what="COMPRESSED length")
+            if not 1 <= length <= self.local[1]:
+                raise PointsubError(E_PROTOCOL, f"COMPRESSED length {length} out of range")
+            block = payload[pos:]
+            if length > self.local[11] * len(block):
+                raise PointsubError(4009, "COMPRESSED frame over maxCompressionRatio")
+            counted = max(len(payload), length)
+        if counted > st["window"]:
+            raise PointsubError(E_FLOW, f"STREAM {sid}: {counted} bytes beyond the stream window")
+        st["window"] -= counted
+        st["unreturned"] += counted
+        if flags & KEYED:
+            wbits = {1: -15, 2: 31}.get(st["codec"])
+            d = zlib.decompressobj(wbits) if wbits else None
+            data = d.decompress(block, length + 1) if d else b""
+            if d is None or len(data) != length or not d.eof:
+                # The stream fails with ERR_PROTOCOL, the connection stays (section 3.10).
+                del self.streams_in[sid]
+                self.incoming_open -= 1
+                self.discarding.add(sid)
+                self.send_frame(CANCEL, 0, sid, struct.pack(">H", E_PROTOCOL))
+                return
+            st["compressed"] += 1
+        elif flags & END:
+            data = b""
+        else:
+            data = payload
+        if data:
+            st["parts"].append(data)
+            st["got"] += len(data)
+        if st["unreturned"] >= self.local[7] // 4 and not flags & END:
+            self.send_frame(CREDIT, 0, sid, varint(st["unreturned"]))
+            st["window"] += st["unreturned"]
+            st["unreturned"] = 0
+        if flags & END:
+            del self.streams_in[sid]
+            length, pos = read_varint(payload, 0, 10, what="END length")
+            if pos + 4 != len(payload):
+                raise PointsubError(E_PROTOCOL, "bad STREAM END payload")
+            crc = struct.unpack(">I", payload[pos:])[0]
+            content = b"".join(st["parts"])
+            if length != len(content) or (st["total"] and st["total"] - 1 != length):
+                err = PointsubError(E_PROTOCOL, f"stream of {len(content)} bytes, END says {length}")
+            elif crc32c(content) != crc:
+                err = PointsubError(E_CHECKSUM, "stream content CRC32C mismatch")
+            else:
+                err = None
+            meta = dict(st["meta"], compressedFrames=st["compressed"])
+            handler = self.stream_handlers[st["route"]]
+
+            async def answer(content=content, meta=meta):
+                if err is not None:
+                    raise err
+                return await handler(self, content, meta)
+            self.handlers_once[sid] = answer
+            self.serving[sid] = asyncio.create_task(self.serve(sid, "", content, None))
+
     def free_id_if_done(self, sid: int) -> None:
         if sid not in self.pending and sid not in self.senders:
             self.in_use.discard(sid)
@@ -783,7 +897,14 @@ class Peer:
             self.free_id_if_done(sid)
             self.wake()
             return
-        # The peer's message or request.
+        # The peer's message, request or stream.
+        if sid in self.streams_in:
+            del self.streams_in[sid]
+            self.incoming_open -= 1
+            self.discarding.add(sid)
+            self.stream_cancels.append((sid, errno))
+            self.send_frame(CANCEL, 0, sid, struct.pack(">H", E_CANCELLED))  # our direction ends too (3.10)
+            return
         a = self.asm.pop(sid, None)
         if a is not None:
             self.asm_total -= a.total
@@ -823,6 +944,11 @@ class Peer:
 
     async def serve(self, sid: int, route: str, data: bytes, key: bytes | None) -> None:
         try:
+            once = self.handlers_once.pop(sid, None)
+            if once is not None:
+                result = await once()
+                await self.send_message(RES, sid, b"\x00", result if result is not None else b"")
+                return
             handler = self.handlers.get(route)
             if handler is None:
                 raise PointsubError(4002, f"no handler for route {route}")
@@ -1081,7 +1207,7 @@ class Peer:
 
     def in_flight(self) -> bool:
         sending = any(sid not in self.stopped for sid in self.senders)
-        return bool(self.pending or sending or self.asm or self.serving)
+        return bool(self.pending or sending or self.asm or self.serving or self.streams_in)
 
     def maybe_end(self) -> None:
         if self.goaway_sent and self.peer_goaway is not None and self.peer_goaway[0] == 0 \
@@ -1715,8 +1841,12 @@ async def sc_server(a: dict, state: dict) -> dict:
                 "/weird": weird, "/fail-long": long_error}
     settings = settings_from_names(a.get("settings"))
 
+    async def upload(peer, content, meta):
+        return json.dumps({"size": len(content), "sha": sha(content), "meta": meta}).encode()
+
     async def on_client(reader, writer):
         peer = Peer(reader, writer, False, settings, handlers)
+        peer.stream_handlers["/upload"] = upload
         server_state["peers"].append(peer)
         try:
             await asyncio.wait_for(peer.handshake(), 5)
@@ -1730,13 +1860,18 @@ async def sc_server(a: dict, state: dict) -> dict:
                                        "messages": len(peer.message_log)})
 
     srv = await asyncio.start_server(on_client, "127.0.0.1", 0, limit=1 << 20)
-    state["server"] = srv
-    state["server_state"] = server_state
+    name = a.get("name", "")
+    state["server" + name] = srv
+    state["server_state" + name] = server_state
     return {"port": srv.sockets[0].getsockname()[1]}
 
 
 async def sc_server_report(a: dict, state: dict) -> dict:
-    st = state["server_state"]
+    st = state["server_state" + a.get("name", "")]
+    for _ in range(200):  # the client's close may be reported before our side read the end of the stream
+        if len(st["closed"]) >= len(st["peers"]):
+            break
+        await asyncio.sleep(0.01)
     return {"sessions": st["sessions"], "closed": st["closed"]}
 
 

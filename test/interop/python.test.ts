@@ -526,7 +526,8 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
 
   it("a pointsub client against the Python server: requests, messages, pushes, ping, small windows, graceful close", async () => {
     const { port: pyPort } = await py.run("server", {
-      settings: { connectionWindow: 16 * KiB, streamWindow: 16 * KiB },
+      // STREAM frames (features bit 1), deflate-raw and gzip (compression bits 1|2).
+      settings: { connectionWindow: 16 * KiB, streamWindow: 16 * KiB, features: 1, compression: 3 },
     });
     const conn = await connect(`tcp://127.0.0.1:${pyPort}`, { connectionWindow: 16 * KiB, streamWindow: 16 * KiB });
     try {
@@ -565,15 +566,46 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
       );
       // Section 3.4.1: a peer without features bit 8 gets the request without its key.
       assert.equal(Buffer.from(await conn.request("/key", "x", { idempotencyKey: "k1" })).toString(), "none");
-      // Section 4: no STREAM frames to a peer without features bit 1 (the Python peer would close on one).
-      await assert.rejects(async () => {
-        await conn.sendStream("/upload", [new Uint8Array(10)]);
-      });
       await assert.rejects(conn.request("/nothing"), (e: PointSubError) => e.code === "ERR_NO_ROUTE");
+      assert.ok((await conn.ping()) >= 0);
+      // Streams to the Python receiver (section 3.10), plain and compressed, through 16 KiB windows.
+      const text = Buffer.from("pointsub interop, compressible text. ".repeat(30_000));
+      for (const [data, compress] of [
+        [randomBytes(MiB), "off"],
+        [text, "deflate-raw"],
+        [text, "gzip"],
+        [new Uint8Array(0), "off"],
+      ] as const) {
+        const answer = JSON.parse(
+          Buffer.from(await conn.sendStream("/upload", [data], { meta: { name: "x" }, compress })).toString(),
+        ) as Digest & { meta: { name: string; compressedFrames: number } };
+        assert.deepEqual({ size: answer.size, sha: answer.sha }, digest(data), `stream ${compress}`);
+        assert.equal(answer.meta.name, "x");
+        if (compress !== "off") assert.ok(answer.meta.compressedFrames > 0, `${compress}: no COMPRESSED frame`);
+      }
+      await assert.rejects(
+        async () => {
+          await conn.sendStream("/nowhere", [randomBytes(100_000)]);
+        },
+        (e: PointSubError) => e.code === "ERR_NO_ROUTE",
+      );
       assert.ok((await conn.ping()) >= 0);
     } finally {
       await conn.close({ timeoutMs: 3000 });
     }
+    // Section 4: no STREAM frames to a peer without features bit 1 (the Python peer would close on one).
+    const { port: plainPort } = await py.run("server", { name: "plain" });
+    const plain = await connect(`tcp://127.0.0.1:${plainPort}`);
+    try {
+      await assert.rejects(async () => {
+        await plain.sendStream("/upload", [new Uint8Array(10)]);
+      });
+      assert.equal(Buffer.from(await plain.request("/echo", "still up")).toString(), "still up");
+    } finally {
+      await plain.close({ timeoutMs: 3000 });
+    }
+    const plainReport = await py.run("server_report", { name: "plain" });
+    assert.equal(plainReport.closed[0]?.error, null, JSON.stringify(plainReport));
     const report = await py.run("server_report");
     assert.equal(report.sessions, 1);
     assert.deepEqual(report.closed, [{ error: null, peerGoaway: [0, report.closed[0]?.peerGoaway?.[1]], messages: 4 }]);
