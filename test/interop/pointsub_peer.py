@@ -1799,6 +1799,48 @@ async def sc_streams(a: dict) -> dict:
     return out
 
 
+async def sc_known_failures(a: dict) -> dict:
+    """Where the server disagrees with the spec (not run by the suite; see the interop report).
+
+    Needs a pointsub server with /echo (returns the request) and /slow-abortable (waits for its signal).
+    Each entry holds "ok": whether the server did what the spec says.
+    """
+    host, port = a["host"], a["port"]
+    out: dict = {}
+    # 1. Section 3.4: every REQ gets exactly one final frame; a response the requester cannot assemble
+    #    (over its maxAssemblyBytes, within its maxMessageSize) should be an error response, not silence.
+    p = await connect(host, port, {9: 50_000})
+    try:
+        await p.request("/echo", pattern(100_000), timeout=3)
+        out["responseOverMaxAssemblyBytes"] = {"ok": False, "got": "an answer the requester cannot assemble"}
+    except PointsubError as e:
+        out["responseOverMaxAssemblyBytes"] = {"ok": e.errno == E_TOO_LARGE, "got": e.as_dict()}
+    await p.close()
+    # 2. Section 3.5: an error message is at most 1024 bytes sent.
+    p = await connect(host, port)
+    try:
+        await p.request(a.get("longErrorRoute", "/fail-long"))
+    except PointsubError as e:
+        n = len(getattr(e, "wire_message", b""))
+        out["errorMessageBytes"] = {"ok": n <= 1024, "got": n}
+    # 3. Section 3.4: the responder answers a requester's CANCEL with CANCEL(id, 4004 ERR_CANCELLED).
+    task = asyncio.create_task(p.request("/slow-abortable", b"x", timeout=10))
+    await asyncio.sleep(0.2)
+    sid = p.last_request_id
+    p.cancelled_by_us.add(sid)
+    p.send_frame(CANCEL, 0, sid, struct.pack(">H", 1001))
+    for _ in range(300):
+        if any(c[0] == sid for c in p.cancels_in):
+            break
+        await asyncio.sleep(0.01)
+    got = [c[1] for c in p.cancels_in if c[0] == sid]
+    out["cancelAnswerErrno"] = {"ok": got == [E_CANCELLED], "got": got}
+    task.cancel()
+    p.pending.clear()
+    await p.close()
+    return out
+
+
 async def sc_flow_violation(a: dict) -> dict:
     """Against a server with connectionWindow 16 KiB and maxFrameSize >= 20 KiB: one 20,000-byte frame."""
     frame = encode_frame(MSG, 3, 1, pattern(20000))
@@ -1878,7 +1920,8 @@ async def sc_server_report(a: dict, state: dict) -> dict:
 SCENARIOS = {
     "echo": sc_echo, "messages": sc_messages, "push": sc_push, "no_route": sc_no_route, "ping": sc_ping,
     "goaway": sc_goaway, "probes": sc_probes, "auth": sc_auth, "overload": sc_overload,
-    "concurrency": sc_concurrency, "limits": sc_limits, "streams": sc_streams, "cancel": sc_cancel, "goaway_late_start": sc_goaway_late_start, "keyed": sc_keyed, "malformed": sc_malformed, "flow_violation": sc_flow_violation,
+    "concurrency": sc_concurrency, "limits": sc_limits, "streams": sc_streams,
+    "known_failures": sc_known_failures, "cancel": sc_cancel, "goaway_late_start": sc_goaway_late_start, "keyed": sc_keyed, "malformed": sc_malformed, "flow_violation": sc_flow_violation,
 }
 
 
