@@ -322,14 +322,19 @@ export class Dispatcher {
       this.respondError(call.id, pe.code, pe.message);
       return;
     }
-    if (data.length > this.link.peer.maxMessageSize) {
+    const peer = this.link.peer;
+    // Over the caller's maxMessageSize, or chunked and over its whole assembly budget (it would wait for ever).
+    if (
+      data.length > peer.maxMessageSize ||
+      (data.length > this.link.msgSingleMax - 1 && data.length > peer.maxAssemblyBytes)
+    ) {
       this.releaseCall(call);
       this.serving.delete(call.id);
       this.ended(call, "ERR_MESSAGE_TOO_LARGE", 0); // diagnostics
       this.respondError(
         call.id,
         "ERR_MESSAGE_TOO_LARGE",
-        `response of ${data.length} bytes exceeds the caller's maxMessageSize`,
+        `response of ${data.length} bytes exceeds the caller's maxMessageSize (${peer.maxMessageSize}) or maxAssemblyBytes (${peer.maxAssemblyBytes})`,
       );
       return;
     }

@@ -151,6 +151,23 @@ describe("faults", () => {
     await server.close();
   });
 
+  it("a response the caller could never assemble (chunked, over its maxAssemblyBytes) is an ERR_MESSAGE_TOO_LARGE answer, not a hang", async () => {
+    const { server, url } = await recordingServer();
+    const conn = await connect(url, {
+      maxMessageSize: 1024 * 1024,
+      maxAssemblyBytes: 50_000,
+      requestTimeoutMs: 30_000,
+    });
+    try {
+      await assert.rejects(conn.request("/echo/1.0.0", new Uint8Array(100_000)), { code: "ERR_MESSAGE_TOO_LARGE" });
+      // Over the budget but one frame (no assembly): answered; and the connection stays usable.
+      assert.equal((await conn.request("/echo/1.0.0", new Uint8Array(60_000))).length, 60_000);
+    } finally {
+      await conn.close();
+      await server.close();
+    }
+  });
+
   it("a peer speaking another protocol version is refused with ERR_VERSION", async () => {
     const { server, url, closes } = await recordingServer();
     const peer = await rawClient(url);
