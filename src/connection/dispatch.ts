@@ -416,7 +416,8 @@ export class Dispatcher {
     call.abort(reason);
     this.outbox.writer.remove(FrameType.RES, id, reason);
     this.openRequests--;
-    this.outbox.sendCancel(id, reason.code);
+    // The handler saw the requester's reason; the answer is always 4004 (PROTOCOL §3.4).
+    this.outbox.sendCancel(id, "ERR_CANCELLED");
     return true;
   }
 

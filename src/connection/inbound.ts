@@ -475,7 +475,8 @@ export class Inbound {
     if (type !== -1) {
       if (type === FrameType.REQ) {
         this.dispatcher.openRequests--;
-        this.outbox.sendCancel(id, reasonCode);
+        // The answer to a requester's CANCEL is always 4004 (PROTOCOL §3.4).
+        this.outbox.sendCancel(id, "ERR_CANCELLED");
       }
       return;
     }

@@ -1800,7 +1800,7 @@ async def sc_streams(a: dict) -> dict:
 
 
 async def sc_known_failures(a: dict) -> dict:
-    """Where the server disagrees with the spec (not run by the suite; see the interop report).
+    """Where the server disagreed with the spec (fixed; test/interop/python.test.ts checks each).
 
     Needs a pointsub server with /echo (returns the request) and /slow-abortable (waits for its signal).
     Each entry holds "ok": whether the server did what the spec says.

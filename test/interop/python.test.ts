@@ -95,6 +95,9 @@ function makeServer(options: Parameters<typeof createServer>[0] = {}): {
   server.handle("/fail", () => {
     throw new Error("handler failed on purpose");
   });
+  server.handle("/fail-long", () => {
+    throw new Error("€".repeat(2000));
+  });
   server.handle("/key", (_req, ctx) => {
     const k = ctx.idempotencyKey;
     return `key=${k === undefined ? "none" : typeof k === "string" ? k : Buffer.from(k).toString()}`;
@@ -509,6 +512,12 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
     assert.deepEqual(r.bodyArriving, [4004]);
     assert.equal(r.pingAfter, true);
     assert.equal(r.closeError, null);
+  });
+
+  it("three places where the server disagreed with the spec, now fixed: an unassemblable response, a 1024-byte error message, the CANCEL answer's errno", async () => {
+    const r = (await py.run("known_failures", { host, port: extra.conc.port })) as Record<string, { ok: boolean }>;
+    assert.deepEqual(Object.keys(r).sort(), ["cancelAnswerErrno", "errorMessageBytes", "responseOverMaxAssemblyBytes"]);
+    for (const [name, v] of Object.entries(r)) assert.equal(v.ok, true, `${name}: ${JSON.stringify(v)}`);
   });
 
   it("a request started before the client saw the server's GOAWAY is still answered (section 3.8)", async () => {
