@@ -75,9 +75,10 @@ export async function servePrimary(
   let first: Awaited<typeof pool.ready>;
   try {
     first = await pool.ready;
-  } catch {
+  } catch (e) {
     await pool.close();
-    throw new PointSubError("ERR_CONNECT", "the workers could not start (see their errors above)");
+    const why = e instanceof PointSubError && e.code === "ERR_TIMEOUT" ? e.message : "see their errors above";
+    throw new PointSubError("ERR_CONNECT", `the workers could not start (${why})`, { cause: e });
   }
   say(
     "workers",

@@ -17,7 +17,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { after, before, describe, it } from "node:test";
 import { IpcRelay, runWorkers } from "../../src/cluster/index.ts";
-import { type Connection, connect } from "../../src/index.ts";
+import { type Connection, connect, type PointSubError } from "../../src/index.ts";
 import { startServeProcess } from "../helpers/serve-process.ts";
 import { sleep, until } from "../helpers/wait.ts";
 
@@ -244,6 +244,61 @@ describe("runWorkers: restarts are bounded", { timeout: 20_000 }, () => {
     ]);
     assert.equal(gaveUp, 1);
     assert.deepEqual(pool.workers(), []);
+  });
+});
+
+describe("runWorkers: startTimeoutMs", { timeout: 20_000 }, () => {
+  it("a first worker that never gets ready: killed, ready rejects with ERR_TIMEOUT, the pool closes", async () => {
+    const t0 = Date.now();
+    const pool = runWorkers({
+      workers: 1,
+      startTimeoutMs: 800,
+      signals: false,
+      exec: join(import.meta.dirname, "stalling-worker.ts"),
+    });
+    const pid = pool.workers()[0]?.pid as number;
+    const timedOut: number[] = [];
+    const exits: (string | null)[] = [];
+    pool.on("startTimeout", (w) => timedOut.push(w.pid));
+    pool.on("exit", (_w, _c, signal, replacement) => exits.push(`${signal}${replacement === undefined ? "" : "+"}`));
+    await assert.rejects(
+      pool.ready,
+      (e: PointSubError) => e.code === "ERR_TIMEOUT" && /startTimeoutMs/.test(e.message),
+    );
+    assert.ok(Date.now() - t0 >= 800);
+    await pool.closed;
+    assert.deepEqual(timedOut, [pid]);
+    assert.deepEqual(exits, ["SIGKILL"]); // not replaced: the pool never started
+    assert.equal(alive(pid), false);
+  });
+
+  it("a replacement that never gets ready is killed and counts as a restart: bounded by maxRestarts", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "pointsub-stall-"));
+    try {
+      const pool = runWorkers({
+        workers: 1,
+        maxRestarts: 2,
+        startTimeoutMs: 1500,
+        signals: false,
+        exec: join(import.meta.dirname, "stalling-worker.ts"),
+        env: { POINTSUB_TEST_READY_ONCE: join(dir, "ready-once") },
+      });
+      let timedOut = 0;
+      let gaveUp = 0;
+      const exits: string[] = [];
+      pool.on("startTimeout", () => timedOut++);
+      pool.on("gaveUp", () => gaveUp++);
+      pool.on("exit", (_w, code, signal, replacement) =>
+        exits.push(`${signal ?? code}${replacement === undefined ? "" : " replaced"}`),
+      );
+      assert.equal((await pool.ready).length, 1); // the first one got ready, then exits with 3
+      await pool.closed;
+      assert.deepEqual(exits, ["3 replaced", "SIGKILL replaced", "SIGKILL"]);
+      assert.equal(timedOut, 2);
+      assert.equal(gaveUp, 1);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 
