@@ -5,7 +5,6 @@
  */
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import type { Registry } from "prom-client";
 import { PointSubError } from "../index.ts";
 
 /** A running metrics endpoint. */
@@ -29,8 +28,16 @@ export function parseHostPort(address: string): { host: string; port: number } {
   return { host: m[1] ?? m[2], port };
 }
 
+/** What {@link serveMetrics} answers from: a prom-client `Registry`, or anything that renders an exposition the same way. */
+export interface MetricsSource {
+  /** The exposition's content type. */
+  readonly contentType: string;
+  /** The exposition text. */
+  metrics(): Promise<string>;
+}
+
 /** Listens on `address` (`host:port`, port 0 for any) and answers `GET /metrics` from `registry`. */
-export async function serveMetrics(registry: Registry, address: string): Promise<MetricsServer> {
+export async function serveMetrics(registry: MetricsSource, address: string): Promise<MetricsServer> {
   const { host, port } = parseHostPort(address);
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? "").split("?")[0];

@@ -18,6 +18,7 @@ import { createInterface } from "node:readline";
 import { after, before, describe, it } from "node:test";
 import { IpcRelay, runWorkers } from "../../src/cluster/index.ts";
 import { type Connection, connect, type PointSubError } from "../../src/index.ts";
+import { parseExposition, sampleKey } from "../helpers/prometheus-text.ts";
 import { startServeProcess } from "../helpers/serve-process.ts";
 import { sleep, until } from "../helpers/wait.ts";
 
@@ -215,6 +216,47 @@ describe("pointsub serve --workers 2", { timeout: 30_000 }, () => {
         [0, 0],
       );
       for (const pid of workerPids) await until(() => !alive(pid), 3000);
+    } finally {
+      kill();
+      process.off("exit", kill);
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("pointsub serve --workers 2 --metrics", { timeout: 30_000 }, () => {
+  it("the primary serves both workers' metrics aggregated: requests on each worker counted once in the sum", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "pointsub-workers-"));
+    const serve = await startServeProcess(["--dir", dir, "--workers", "2", "--metrics", "127.0.0.1:0"], {
+      env: { ...process.env, NODE_COMPILE_CACHE: join(tmpdir(), "pointsub-test-compile-cache") },
+    });
+    const announced = serve.events.find((e) => e.event === "workers")?.workers as { pid: number }[] | undefined;
+    const workerPids = (announced ?? []).map((w) => w.pid);
+    const kill = () => {
+      serve.child.kill("SIGKILL");
+      for (const pid of workerPids) if (alive(pid)) process.kill(pid, "SIGKILL");
+    };
+    process.once("exit", kill);
+    try {
+      const metricsUrl = serve.events.find((e) => e.event === "metrics")?.url as string;
+      assert.match(metricsUrl, /^http:\/\/127\.0\.0\.1:\d+\/metrics$/);
+      // Round-robin: the 8 connections land on both workers; 3 requests on each.
+      const conns = await Promise.all(Array.from({ length: 8 }, () => connect(serve.url)));
+      for (const c of conns) {
+        for (let i = 0; i < 3; i++) assert.equal(await call(c, "/echo/1.0.0", "hello"), "hello");
+      }
+      await Promise.all(conns.map((c) => c.close()));
+      const res = await fetch(metricsUrl);
+      const text = await res.text();
+      assert.equal(res.status, 200, text);
+      const e = parseExposition(text);
+      assert.equal(e.samples.get(sampleKey("pointsub_requests_total", { route: "/echo/1.0.0", status: "ok" })), 24);
+      assert.equal(e.samples.get(sampleKey("pointsub_connections_opened_total", { role: "server" })), 8);
+      // A 200 means every connected worker answered (prom-client waits for each; 500 after 5 s without one).
+      assert.ok(e.types.has("process_cpu_user_seconds_total"));
+      await serve.stop();
+      assert.equal(serve.child.exitCode, 0);
+      await assert.rejects(fetch(metricsUrl), "the metrics endpoint closed with the workers");
     } finally {
       kill();
       process.off("exit", kill);
