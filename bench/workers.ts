@@ -27,6 +27,7 @@
  * (C client only, default 0): after each round of ready connections the
  * load generator sleeps N µs, so that answers gather on more connections
  * per wake-up (fewer, fuller wake-ups; the same requests in flight).
+ * `--io uring` (C client only): io_uring instead of epoll.
  * `--balance reuseport` (the default): the workers bind the port each with
  * SO_REUSEPORT (`createServer({ reusePort: true })`); `--balance rr`:
  * node:cluster's round-robin through the primary (see `--spread`).
@@ -66,6 +67,7 @@ const { values: args } = parseArgs({
     warmup: { type: "string", default: "1" },
     client: { type: "string", default: "c" },
     "pause-us": { type: "string", default: "0" },
+    io: { type: "string", default: "epoll" },
     url: { type: "string", default: "" },
     out: { type: "string" },
     spread: { type: "boolean", default: false },
@@ -428,7 +430,7 @@ async function once(impl: "single" | "workers"): Promise<Run> {
             [port, args.conns, args.depth, args.warmup, args.seconds, ROUTE, String(SIZE), args["pause-us"]].map(
               String,
             ),
-            { stdio: ["ignore", "pipe", "inherit"] },
+            { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, LOADGEN_IO: String(args.io) } },
           )
         : spawn(
             process.execPath,
