@@ -95,6 +95,12 @@ interface Entry {
   startTimer: ReturnType<typeof setTimeout> | undefined;
 }
 
+/** prom-client's `AggregatorRegistry` answers (`{ type: "prom-client:…" }`): not the application's. */
+function isPromClientMessage(m: unknown): boolean {
+  const type = typeof m === "object" && m !== null ? (m as { type?: unknown }).type : undefined;
+  return typeof type === "string" && type.startsWith("prom-client:");
+}
+
 function count(name: string, v: number | undefined, fallback: number, min: number): number {
   if (v === undefined) return fallback;
   if (typeof v !== "number" || !Number.isInteger(v) || v < min) {
@@ -199,6 +205,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
         return;
       }
       if (this.relay.receive(worker, m)) return;
+      if (isPromClientMessage(m)) return; // metrics aggregation (pointsub/metrics' serveClusterMetrics) has its own listener
       this.emit("message", { ...entry.info }, m);
     });
     worker.on("error", () => {}); // a send to a worker that just died: its exit follows
