@@ -335,6 +335,18 @@ function cpuSeconds(pid: number): number {
   }
 }
 
+/** Context switches of a process so far, voluntary and involuntary (from /proc). */
+function contextSwitches(pid: number): number {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, "utf8");
+    let n = 0;
+    for (const m of status.matchAll(/^(?:non)?voluntary_ctxt_switches:\s+(\d+)$/gm)) n += Number(m[1]);
+    return n;
+  } catch {
+    return 0;
+  }
+}
+
 function killAll(pids: number[]): void {
   for (const pid of pids) {
     try {
@@ -356,6 +368,8 @@ interface Run {
   serverCpu: number;
   /** Per server process (primary first), cores. */
   perProcess: number[];
+  /** Context switches of the server processes (voluntary + involuntary) per 1,000 requests answered. */
+  switches: number;
   clientCpu: number;
 }
 
@@ -447,6 +461,9 @@ async function once(impl: "single" | "workers"): Promise<Run> {
     pids.push(client.pid as number);
     let cpuAt0: number[] = [];
     let cpuAt1: number[] = [];
+    let sw0 = 0;
+    let sw1 = 0;
+    const switches = () => info.pids.reduce((a, pid) => a + contextSwitches(pid), 0);
     const result = await new Promise<ClientResult>((resolve, reject) => {
       let buf = "";
       client.stdout?.on("data", (b: Buffer) => {
@@ -454,16 +471,21 @@ async function once(impl: "single" | "workers"): Promise<Run> {
         for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
           const m = JSON.parse(buf.slice(0, nl)) as { t: string } & ClientResult;
           buf = buf.slice(nl + 1);
-          if (m.t === "start") cpuAt0 = info.pids.map(cpuSeconds);
-          else if (m.t === "end") cpuAt1 = info.pids.map(cpuSeconds);
-          else if (m.t === "result") resolve(m);
+          if (m.t === "start") {
+            cpuAt0 = info.pids.map(cpuSeconds);
+            sw0 = switches();
+          } else if (m.t === "end") {
+            cpuAt1 = info.pids.map(cpuSeconds);
+            sw1 = switches();
+          } else if (m.t === "result") resolve(m);
         }
       });
       client.once("exit", (c) => reject(new Error(`client exited with ${c}`)));
     });
     const perProcess = cpuAt1.map((c, i) => (c - (cpuAt0[i] ?? 0)) / result.secs);
     const serverCpu = perProcess.reduce((a, b) => a + b, 0);
-    return { impl, rate: result.rate, serverCpu, perProcess, clientCpu: result.clientCpu };
+    const perK = ((sw1 - sw0) / (result.rate * result.secs)) * 1000;
+    return { impl, rate: result.rate, serverCpu, perProcess, clientCpu: result.clientCpu, switches: perK };
   } finally {
     clearTimeout(timer);
     const exited = new Promise((r) => (server.exitCode !== null ? r(0) : server.once("exit", r)));
@@ -508,15 +530,15 @@ async function driver(): Promise<void> {
   );
   say("");
   say(
-    "| run | impl | req/s | server CPU (cores) | per process (primary first) | client CPU (cores) | server µs/req (a) | client µs/req (c) | c/a | bound 2a/(a+c) |",
+    "| run | impl | req/s | server CPU (cores) | per process (primary first) | client CPU (cores) | server µs/req (a) | client µs/req (c) | c/a | bound 2a/(a+c) | server context switches / 1k req |",
   );
-  say("| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |");
+  say("| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
   for (let i = 0; i < reps; i++) {
     for (const impl of ["single", "workers"] as const) {
       const r = await once(impl);
       runs.push(r);
       say(
-        `| ${i + 1} | ${impl === "single" ? "one process" : `--workers ${args.workers}`} | ${Math.round(r.rate).toLocaleString("en-US")} | ${r.serverCpu.toFixed(2)} | ${r.perProcess.map((c) => c.toFixed(2)).join(" + ")} | ${r.clientCpu.toFixed(2)} | ${us(r.serverCpu, r.rate)} | ${us(r.clientCpu, r.rate)} | ${(r.clientCpu / r.serverCpu).toFixed(2)} | ${((2 * r.serverCpu) / (r.serverCpu + r.clientCpu)).toFixed(2)}× |`,
+        `| ${i + 1} | ${impl === "single" ? "one process" : `--workers ${args.workers}`} | ${Math.round(r.rate).toLocaleString("en-US")} | ${r.serverCpu.toFixed(2)} | ${r.perProcess.map((c) => c.toFixed(2)).join(" + ")} | ${r.clientCpu.toFixed(2)} | ${us(r.serverCpu, r.rate)} | ${us(r.clientCpu, r.rate)} | ${(r.clientCpu / r.serverCpu).toFixed(2)} | ${((2 * r.serverCpu) / (r.serverCpu + r.clientCpu)).toFixed(2)}× | ${r.switches.toFixed(1)} |`,
       );
     }
   }
