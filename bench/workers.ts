@@ -360,6 +360,8 @@ interface ClientResult {
   secs: number;
   /** The client's CPU over the window, in cores. */
   clientCpu: number;
+  /** Its user-mode part (bench/loadgen.c only). */
+  clientUser?: number;
 }
 
 interface Run {
@@ -371,6 +373,8 @@ interface Run {
   /** Context switches of the server processes (voluntary + involuntary) per 1,000 requests answered. */
   switches: number;
   clientCpu: number;
+  /** The client's CPU in the kernel, as a share of its CPU (bench/loadgen.c only). */
+  clientKernel: number | undefined;
 }
 
 /** The compiled bench/loadgen.c (`--client c`), or undefined for a Node client. */
@@ -485,7 +489,17 @@ async function once(impl: "single" | "workers"): Promise<Run> {
     const perProcess = cpuAt1.map((c, i) => (c - (cpuAt0[i] ?? 0)) / result.secs);
     const serverCpu = perProcess.reduce((a, b) => a + b, 0);
     const perK = ((sw1 - sw0) / (result.rate * result.secs)) * 1000;
-    return { impl, rate: result.rate, serverCpu, perProcess, clientCpu: result.clientCpu, switches: perK };
+    const clientKernel =
+      result.clientUser === undefined ? undefined : (result.clientCpu - result.clientUser) / result.clientCpu;
+    return {
+      impl,
+      rate: result.rate,
+      serverCpu,
+      perProcess,
+      clientCpu: result.clientCpu,
+      switches: perK,
+      clientKernel,
+    };
   } finally {
     clearTimeout(timer);
     const exited = new Promise((r) => (server.exitCode !== null ? r(0) : server.once("exit", r)));
@@ -530,15 +544,15 @@ async function driver(): Promise<void> {
   );
   say("");
   say(
-    "| run | impl | req/s | server CPU (cores) | per process (primary first) | client CPU (cores) | server µs/req (a) | client µs/req (c) | c/a | bound 2a/(a+c) | server context switches / 1k req |",
+    "| run | impl | req/s | server CPU (cores) | per process (primary first) | client CPU (cores) | server µs/req (a) | client µs/req (c) | c/a | bound 2a/(a+c) | server context switches / 1k req | client CPU in the kernel |",
   );
-  say("| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+  say("| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
   for (let i = 0; i < reps; i++) {
     for (const impl of ["single", "workers"] as const) {
       const r = await once(impl);
       runs.push(r);
       say(
-        `| ${i + 1} | ${impl === "single" ? "one process" : `--workers ${args.workers}`} | ${Math.round(r.rate).toLocaleString("en-US")} | ${r.serverCpu.toFixed(2)} | ${r.perProcess.map((c) => c.toFixed(2)).join(" + ")} | ${r.clientCpu.toFixed(2)} | ${us(r.serverCpu, r.rate)} | ${us(r.clientCpu, r.rate)} | ${(r.clientCpu / r.serverCpu).toFixed(2)} | ${((2 * r.serverCpu) / (r.serverCpu + r.clientCpu)).toFixed(2)}× | ${r.switches.toFixed(1)} |`,
+        `| ${i + 1} | ${impl === "single" ? "one process" : `--workers ${args.workers}`} | ${Math.round(r.rate).toLocaleString("en-US")} | ${r.serverCpu.toFixed(2)} | ${r.perProcess.map((c) => c.toFixed(2)).join(" + ")} | ${r.clientCpu.toFixed(2)} | ${us(r.serverCpu, r.rate)} | ${us(r.clientCpu, r.rate)} | ${(r.clientCpu / r.serverCpu).toFixed(2)} | ${((2 * r.serverCpu) / (r.serverCpu + r.clientCpu)).toFixed(2)}× | ${r.switches.toFixed(1)} | ${r.clientKernel === undefined ? "–" : `${Math.round(r.clientKernel * 100)} %`} |`,
       );
     }
   }
