@@ -564,10 +564,12 @@ int main(int argc, char **argv) {
       double user1;
       double cpu = cpu_seconds(&user1) - cpu0;
       double secs = now() - tReal0;
+      int started = 0;
+      for (int i = 0; i < conns; i++) started += cs[i].started;
       printf("{\"t\":\"end\"}\n");
-      printf("{\"t\":\"result\",\"rate\":%.1f,\"secs\":%.4f,\"clientCpu\":%.4f,\"clientUser\":%.4f,\"reads\":%llu,\"writes\":%llu,\"waits\":%llu}\n",
+      printf("{\"t\":\"result\",\"rate\":%.1f,\"secs\":%.4f,\"clientCpu\":%.4f,\"clientUser\":%.4f,\"reads\":%llu,\"writes\":%llu,\"waits\":%llu,\"started\":%d}\n",
              (double)(n1 - n0) / secs, secs, cpu / secs, (user1 - user0) / secs, (unsigned long long)(nReads - r0),
-             (unsigned long long)(nWrites - w0), (unsigned long long)(nWaits - e0));
+             (unsigned long long)(nWrites - w0), (unsigned long long)(nWaits - e0), started);
       return 0;
     }
   }

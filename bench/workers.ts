@@ -89,6 +89,10 @@ async function serverRole(): Promise<void> {
   const setup = async (cluster?: Parameters<Setup>[0]) => {
     const srv = createServer({ cluster, reusePort });
     srv.handle(ROUTE, (req) => req.data);
+    // How the connections spread: each server process tells its count when it is asked to close.
+    let sessions = 0;
+    srv.on("session", () => sessions++);
+    process.once("SIGTERM", () => out({ sessions, pid: process.pid }));
     // SO_REUSEPORT needs one fixed port for every worker (the driver found a free one).
     await srv.listen(`tcp://127.0.0.1:${reusePort ? args.port : 0}`);
     return srv;
@@ -375,6 +379,8 @@ interface Run {
   clientCpu: number;
   /** The client's CPU in the kernel, as a share of its CPU (bench/loadgen.c only). */
   clientKernel: number | undefined;
+  /** Connections served per server process (filled when the run's server closed). */
+  sessions: number[];
 }
 
 /** The compiled bench/loadgen.c (`--client c`), or undefined for a Node client. */
@@ -425,6 +431,8 @@ async function once(impl: "single" | "workers"): Promise<Run> {
     { stdio: ["ignore", "pipe", "inherit"] },
   );
   let pids: number[] = [server.pid as number];
+  /** Connections each server process served (told as it closes). */
+  const sessions: number[] = [];
   const timer = setTimeout(() => {
     console.error(`${impl}: run over 60 s, killed`);
     killAll(pids);
@@ -434,8 +442,12 @@ async function once(impl: "single" | "workers"): Promise<Run> {
       let buf = "";
       server.stdout?.on("data", (b: Buffer) => {
         buf += b.toString();
-        const nl = buf.indexOf("\n");
-        if (nl >= 0) resolve(JSON.parse(buf.slice(0, nl)));
+        for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
+          const m = JSON.parse(buf.slice(0, nl)) as { url?: string; pids?: number[]; sessions?: number };
+          buf = buf.slice(nl + 1);
+          if (m.sessions !== undefined) sessions.push(m.sessions);
+          else resolve(m as { url: string; pids: number[] });
+        }
       });
       server.once("exit", (c) => reject(new Error(`server exited with ${c}`)));
     });
@@ -499,6 +511,7 @@ async function once(impl: "single" | "workers"): Promise<Run> {
       clientCpu: result.clientCpu,
       switches: perK,
       clientKernel,
+      sessions,
     };
   } finally {
     clearTimeout(timer);
@@ -506,6 +519,12 @@ async function once(impl: "single" | "workers"): Promise<Run> {
     server.kill("SIGTERM");
     const hard = setTimeout(() => killAll(pids), 3000);
     await exited;
+    // Its stdout (shared with the workers) may still hold their last lines.
+    await new Promise((r) => {
+      if (server.stdout === null || server.stdout.closed) return r(0);
+      server.stdout.once("close", r);
+      setTimeout(r, 500);
+    });
     clearTimeout(hard);
     killAll(pids.slice(1)); // workers and client, if any is left
   }
@@ -544,15 +563,15 @@ async function driver(): Promise<void> {
   );
   say("");
   say(
-    "| run | impl | req/s | server CPU (cores) | per process (primary first) | client CPU (cores) | server µs/req (a) | client µs/req (c) | c/a | bound 2a/(a+c) | server context switches / 1k req | client CPU in the kernel |",
+    "| run | impl | req/s | server CPU (cores) | per process (primary first) | client CPU (cores) | server µs/req (a) | client µs/req (c) | c/a | bound 2a/(a+c) | server context switches / 1k req | client CPU in the kernel | connections per server process |",
   );
-  say("| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+  say("| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
   for (let i = 0; i < reps; i++) {
     for (const impl of ["single", "workers"] as const) {
       const r = await once(impl);
       runs.push(r);
       say(
-        `| ${i + 1} | ${impl === "single" ? "one process" : `--workers ${args.workers}`} | ${Math.round(r.rate).toLocaleString("en-US")} | ${r.serverCpu.toFixed(2)} | ${r.perProcess.map((c) => c.toFixed(2)).join(" + ")} | ${r.clientCpu.toFixed(2)} | ${us(r.serverCpu, r.rate)} | ${us(r.clientCpu, r.rate)} | ${(r.clientCpu / r.serverCpu).toFixed(2)} | ${((2 * r.serverCpu) / (r.serverCpu + r.clientCpu)).toFixed(2)}× | ${r.switches.toFixed(1)} | ${r.clientKernel === undefined ? "–" : `${Math.round(r.clientKernel * 100)} %`} |`,
+        `| ${i + 1} | ${impl === "single" ? "one process" : `--workers ${args.workers}`} | ${Math.round(r.rate).toLocaleString("en-US")} | ${r.serverCpu.toFixed(2)} | ${r.perProcess.map((c) => c.toFixed(2)).join(" + ")} | ${r.clientCpu.toFixed(2)} | ${us(r.serverCpu, r.rate)} | ${us(r.clientCpu, r.rate)} | ${(r.clientCpu / r.serverCpu).toFixed(2)} | ${((2 * r.serverCpu) / (r.serverCpu + r.clientCpu)).toFixed(2)}× | ${r.switches.toFixed(1)} | ${r.clientKernel === undefined ? "–" : `${Math.round(r.clientKernel * 100)} %`} | ${r.sessions.join(" / ")} |`,
       );
     }
   }
