@@ -3,21 +3,31 @@
  * one server process (A) and against `serveWorkers` with `--workers` worker
  * processes sharing the port (B), runs alternated A, B, A, B, ….
  *
- *   npm run bench:workers [-- --workers 2 --reps 5 --conns 64 --depth 64 --seconds 3 --client raw --out /tmp/w/W.md]
+ *   npm run bench:workers [-- --workers 2 --reps 5 --conns 64 --depth 64 --seconds 3 --client c --out /tmp/w/W.md]
  *
  * Per run: the server (this script with `--role server`; B: a primary that
  * forks the workers) and one client process (`--role client`) holding
  * `conns` connections, each with `depth` requests of 64 bytes in flight to
  * an echo route; after `warmup` s, the requests answered in `seconds` s.
  *
- * The client is what limits a 2-core machine: the full pointsub client
- * spends about what the server spends per request, so the client and two
- * workers would share two cores. `--client raw` (the default) is a load
- * generator written to the wire format (docs/PROTOCOL.md): preface and
- * HELLO, then BATCH frames of REQ frames (one CRC32C per batch), responses
- * counted from the frame headers, connection credit returned, PINGs
- * answered; it costs a fraction of the server's work, as wrk does for HTTP.
- * `--client pointsub` uses `connect()` and `request()` instead.
+ * The client is what limits a 2-core machine: the client and two workers
+ * share two cores, so with a server that spends `a` CPU per request and a
+ * client that spends `c`, two workers reach at most 2a/(a + c) of one
+ * process (1.6× needs c ≤ a/4). `--client c` (the default) is
+ * bench/loadgen.c, compiled at bench time with the machine's `cc` into the
+ * temp directory (cached by a hash of its source): one thread, epoll, the
+ * real handshake per connection, then BATCH frames of REQ frames (one
+ * CRC32C per batch, one write per refill, reads of up to 256 KiB), every
+ * answer checked (CRC32C of every frame, RES status OK and the 64 bytes
+ * echoed), connection credit returned, PINGs answered. Without `cc` it
+ * falls back to `--client raw`: the same load generator in TypeScript
+ * (about 2.5× its CPU per request). `--client pointsub` uses `connect()`
+ * and `request()` instead. Reported per run: the CPU each side spent per
+ * request (µs), their ratio c/a and the bound 2a/(a + c). `--pause-us N`
+ * (C client only, default 0): after each round of ready connections the
+ * load generator sleeps N µs, so that answers gather on more connections
+ * per wake-up (fewer, fuller wake-ups; the same requests in flight).
+ * `--io uring` (C client only): io_uring instead of epoll.
  * `--balance reuseport` (the default): the workers bind the port each with
  * SO_REUSEPORT (`createServer({ reusePort: true })`); `--balance rr`:
  * node:cluster's round-robin through the primary (see `--spread`).
@@ -33,9 +43,12 @@
  * binding its own `reusePort` socket (the kernel hashes connections over
  * them); `conns` connections are opened and each worker's count printed.
  */
-import { type ChildProcess, spawn } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { connect as netConnect, type Socket } from "node:net";
+import { loadavg, tmpdir } from "node:os";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 
@@ -52,7 +65,9 @@ const { values: args } = parseArgs({
     depth: { type: "string", default: "64" },
     seconds: { type: "string", default: "3" },
     warmup: { type: "string", default: "1" },
-    client: { type: "string", default: "raw" },
+    client: { type: "string", default: "c" },
+    "pause-us": { type: "string", default: "0" },
+    io: { type: "string", default: "epoll" },
     url: { type: "string", default: "" },
     out: { type: "string" },
     spread: { type: "boolean", default: false },
@@ -74,6 +89,10 @@ async function serverRole(): Promise<void> {
   const setup = async (cluster?: Parameters<Setup>[0]) => {
     const srv = createServer({ cluster, reusePort });
     srv.handle(ROUTE, (req) => req.data);
+    // How the connections spread: each server process tells its count when it is asked to close.
+    let sessions = 0;
+    srv.on("session", () => sessions++);
+    process.once("SIGTERM", () => out({ sessions, pid: process.pid }));
     // SO_REUSEPORT needs one fixed port for every worker (the driver found a free one).
     await srv.listen(`tcp://127.0.0.1:${reusePort ? args.port : 0}`);
     return srv;
@@ -148,6 +167,7 @@ function rawConnection(port: number, depth: number, crc: Crc, counter: { n: numb
   const body = new Uint8Array(1 + ROUTE.length + SIZE);
   body[0] = ROUTE.length;
   body.set(new TextEncoder().encode(ROUTE), 1);
+  for (let i = 0; i < SIZE; i++) body[1 + ROUTE.length + i] = (i * 7 + 1) & 0xff; // bench/loadgen.c's data
   let credit = 0;
   let consumed = 0;
   let started = false;
@@ -274,7 +294,7 @@ async function clientRole(): Promise<void> {
     }
   } else {
     const { connect } = await import("../src/index.ts");
-    const data = new Uint8Array(SIZE);
+    const data = new Uint8Array(SIZE).map((_, i) => (i * 7 + 1) & 0xff);
     for (let i = 0; i < conns; i++) {
       const c = await connect(url.href);
       closers.push(() => c.close({ timeoutMs: 0 }));
@@ -289,8 +309,9 @@ async function clientRole(): Promise<void> {
   }
   const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
   await sleep(num("warmup") * 1000);
+  // The same JSON lines on stdout as bench/loadgen.c prints.
   const send = (m: Record<string, unknown>) =>
-    new Promise<void>((r) => (process.send as (m: unknown, cb: () => void) => void)(m, () => r()));
+    new Promise<void>((r) => process.stdout.write(`${JSON.stringify(m)}\n`, () => r()));
   await send({ t: "start" });
   const n0 = counter.n;
   const t0 = performance.now();
@@ -318,6 +339,18 @@ function cpuSeconds(pid: number): number {
   }
 }
 
+/** Context switches of a process so far, voluntary and involuntary (from /proc). */
+function contextSwitches(pid: number): number {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, "utf8");
+    let n = 0;
+    for (const m of status.matchAll(/^(?:non)?voluntary_ctxt_switches:\s+(\d+)$/gm)) n += Number(m[1]);
+    return n;
+  } catch {
+    return 0;
+  }
+}
+
 function killAll(pids: number[]): void {
   for (const pid of pids) {
     try {
@@ -326,13 +359,51 @@ function killAll(pids: number[]): void {
   }
 }
 
+interface ClientResult {
+  rate: number;
+  secs: number;
+  /** The client's CPU over the window, in cores. */
+  clientCpu: number;
+  /** Its user-mode part (bench/loadgen.c only). */
+  clientUser?: number;
+}
+
 interface Run {
   impl: "single" | "workers";
   rate: number;
   serverCpu: number;
   /** Per server process (primary first), cores. */
   perProcess: number[];
+  /** Context switches of the server processes (voluntary + involuntary) per 1,000 requests answered. */
+  switches: number;
   clientCpu: number;
+  /** The client's CPU in the kernel, as a share of its CPU (bench/loadgen.c only). */
+  clientKernel: number | undefined;
+  /** Connections served per server process (filled when the run's server closed). */
+  sessions: number[];
+}
+
+/** The compiled bench/loadgen.c (`--client c`), or undefined for a Node client. */
+let loadgen: string | undefined;
+
+/**
+ * Compiles bench/loadgen.c with the machine's `cc` into the temp directory,
+ * once per version of the source; undefined (with the reason on stderr)
+ * when there is no working compiler.
+ */
+function buildLoadgen(): string | undefined {
+  const source = join(dirname(file), "loadgen.c");
+  const hash = createHash("sha256").update(readFileSync(source)).digest("hex").slice(0, 12);
+  const bin = join(tmpdir(), `pointsub-loadgen-${hash}`);
+  if (existsSync(bin)) return bin;
+  const tmp = `${bin}.${process.pid}`;
+  const r = spawnSync("cc", ["-O2", "-march=native", "-o", tmp, source], { timeout: 60_000, encoding: "utf8" });
+  if (r.status !== 0) {
+    console.error(`bench/loadgen.c not compiled (${r.error?.message ?? r.stderr.trim()}): --client raw instead`);
+    return undefined;
+  }
+  renameSync(tmp, bin);
+  return bin;
 }
 
 function freePort(): Promise<number> {
@@ -360,6 +431,8 @@ async function once(impl: "single" | "workers"): Promise<Run> {
     { stdio: ["ignore", "pipe", "inherit"] },
   );
   let pids: number[] = [server.pid as number];
+  /** Connections each server process served (told as it closes). */
+  const sessions: number[] = [];
   const timer = setTimeout(() => {
     console.error(`${impl}: run over 60 s, killed`);
     killAll(pids);
@@ -369,51 +442,96 @@ async function once(impl: "single" | "workers"): Promise<Run> {
       let buf = "";
       server.stdout?.on("data", (b: Buffer) => {
         buf += b.toString();
-        const nl = buf.indexOf("\n");
-        if (nl >= 0) resolve(JSON.parse(buf.slice(0, nl)));
+        for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
+          const m = JSON.parse(buf.slice(0, nl)) as { url?: string; pids?: number[]; sessions?: number };
+          buf = buf.slice(nl + 1);
+          if (m.sessions !== undefined) sessions.push(m.sessions);
+          else resolve(m as { url: string; pids: number[] });
+        }
       });
       server.once("exit", (c) => reject(new Error(`server exited with ${c}`)));
     });
     pids = [...info.pids];
-    const client: ChildProcess = spawn(
-      process.execPath,
-      [
-        file,
-        "--role",
-        "client",
-        "--url",
-        info.url,
-        ...["conns", "depth", "seconds", "warmup", "client"].flatMap((k) => [
-          `--${k}`,
-          String(args[k as keyof typeof args]),
-        ]),
-      ],
-      { stdio: ["ignore", "inherit", "inherit", "ipc"] },
-    );
+    const port = new URL(info.url).port;
+    const client: ChildProcess =
+      loadgen !== undefined
+        ? spawn(
+            loadgen,
+            [port, args.conns, args.depth, args.warmup, args.seconds, ROUTE, String(SIZE), args["pause-us"]].map(
+              String,
+            ),
+            { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, LOADGEN_IO: String(args.io) } },
+          )
+        : spawn(
+            process.execPath,
+            [
+              file,
+              ...["--role", "client", "--url", info.url],
+              ...["conns", "depth", "seconds", "warmup", "client"].flatMap((k) => [
+                `--${k}`,
+                String(args[k as keyof typeof args]),
+              ]),
+            ],
+            { stdio: ["ignore", "pipe", "inherit"] },
+          );
     pids.push(client.pid as number);
     let cpuAt0: number[] = [];
     let cpuAt1: number[] = [];
-    const result = await new Promise<{ rate: number; secs: number; clientCpu: number }>((resolve, reject) => {
-      client.on("message", (m: { t: string; rate: number; secs: number; clientCpu: number }) => {
-        if (m.t === "start") cpuAt0 = info.pids.map(cpuSeconds);
-        else if (m.t === "end") cpuAt1 = info.pids.map(cpuSeconds);
-        else if (m.t === "result") resolve(m);
+    let sw0 = 0;
+    let sw1 = 0;
+    const switches = () => info.pids.reduce((a, pid) => a + contextSwitches(pid), 0);
+    const result = await new Promise<ClientResult>((resolve, reject) => {
+      let buf = "";
+      client.stdout?.on("data", (b: Buffer) => {
+        buf += b.toString();
+        for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
+          const m = JSON.parse(buf.slice(0, nl)) as { t: string } & ClientResult;
+          buf = buf.slice(nl + 1);
+          if (m.t === "start") {
+            cpuAt0 = info.pids.map(cpuSeconds);
+            sw0 = switches();
+          } else if (m.t === "end") {
+            cpuAt1 = info.pids.map(cpuSeconds);
+            sw1 = switches();
+          } else if (m.t === "result") resolve(m);
+        }
       });
       client.once("exit", (c) => reject(new Error(`client exited with ${c}`)));
     });
     const perProcess = cpuAt1.map((c, i) => (c - (cpuAt0[i] ?? 0)) / result.secs);
     const serverCpu = perProcess.reduce((a, b) => a + b, 0);
-    return { impl, rate: result.rate, serverCpu, perProcess, clientCpu: result.clientCpu };
+    const perK = ((sw1 - sw0) / (result.rate * result.secs)) * 1000;
+    const clientKernel =
+      result.clientUser === undefined ? undefined : (result.clientCpu - result.clientUser) / result.clientCpu;
+    return {
+      impl,
+      rate: result.rate,
+      serverCpu,
+      perProcess,
+      clientCpu: result.clientCpu,
+      switches: perK,
+      clientKernel,
+      sessions,
+    };
   } finally {
     clearTimeout(timer);
     const exited = new Promise((r) => (server.exitCode !== null ? r(0) : server.once("exit", r)));
     server.kill("SIGTERM");
     const hard = setTimeout(() => killAll(pids), 3000);
     await exited;
+    // Its stdout (shared with the workers) may still hold their last lines.
+    await new Promise((r) => {
+      if (server.stdout === null || server.stdout.closed) return r(0);
+      server.stdout.once("close", r);
+      setTimeout(r, 500);
+    });
     clearTimeout(hard);
     killAll(pids.slice(1)); // workers and client, if any is left
   }
 }
+
+/** CPU per request in µs: `cores` busy at `rate` requests/s. */
+const us = (cores: number, rate: number) => ((cores / rate) * 1e6).toFixed(3);
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -429,27 +547,56 @@ async function driver(): Promise<void> {
     lines.push(l);
     console.log(l);
   };
+  if (args.client === "c") {
+    loadgen = buildLoadgen();
+    if (loadgen === undefined) args.client = "raw";
+  }
+  const clientName =
+    args.client === "c" ? "bench/loadgen.c" : args.client === "raw" ? "raw (TypeScript)" : "pointsub connect()";
   say(
-    `# workers bench: rpc-pipe, ${args.conns} connections × ${args.depth} in flight, 64 B, ${args.seconds} s after ${args.warmup} s, client ${args.client}; A = one process, B = --workers ${args.workers} (${args.balance === "reuseport" ? "SO_REUSEPORT" : "node:cluster round-robin"})`,
+    `# workers bench: rpc-pipe, ${args.conns} connections × ${args.depth} in flight, 64 B, ${args.seconds} s after ${args.warmup} s, client ${clientName}; A = one process, B = --workers ${args.workers} (${args.balance === "reuseport" ? "SO_REUSEPORT" : "node:cluster round-robin"})`,
+  );
+  say(
+    `uptime at start: ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(", ")}`,
   );
   say("");
-  say("| run | impl | req/s | server CPU (cores) | per process (primary first) | client CPU (cores) |");
-  say("| --- | --- | ---: | ---: | --- | ---: |");
+  say(
+    "| run | impl | req/s | server CPU (cores) | per process (primary first) | client CPU (cores) | server µs/req (a) | client µs/req (c) | c/a | bound 2a/(a+c) | server context switches / 1k req | client CPU in the kernel | connections per server process |",
+  );
+  say("| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
   for (let i = 0; i < reps; i++) {
     for (const impl of ["single", "workers"] as const) {
       const r = await once(impl);
       runs.push(r);
       say(
-        `| ${i + 1} | ${impl === "single" ? "one process" : `--workers ${args.workers}`} | ${Math.round(r.rate).toLocaleString("en-US")} | ${r.serverCpu.toFixed(2)} | ${r.perProcess.map((c) => c.toFixed(2)).join(" + ")} | ${r.clientCpu.toFixed(2)} |`,
+        `| ${i + 1} | ${impl === "single" ? "one process" : `--workers ${args.workers}`} | ${Math.round(r.rate).toLocaleString("en-US")} | ${r.serverCpu.toFixed(2)} | ${r.perProcess.map((c) => c.toFixed(2)).join(" + ")} | ${r.clientCpu.toFixed(2)} | ${us(r.serverCpu, r.rate)} | ${us(r.clientCpu, r.rate)} | ${(r.clientCpu / r.serverCpu).toFixed(2)} | ${((2 * r.serverCpu) / (r.serverCpu + r.clientCpu)).toFixed(2)}× | ${r.switches.toFixed(1)} | ${r.clientKernel === undefined ? "–" : `${Math.round(r.clientKernel * 100)} %`} | ${r.sessions.join(" / ")} |`,
       );
     }
   }
   const a = runs.filter((r) => r.impl === "single").map((r) => r.rate);
   const b = runs.filter((r) => r.impl === "workers").map((r) => r.rate);
   const pairs = a.map((x, i) => (b[i] as number) / x);
+  const perReq = (impl: Run["impl"], k: "serverCpu" | "clientCpu") =>
+    median(runs.filter((r) => r.impl === impl).map((r) => (r[k] / r.rate) * 1e6));
+  const [sa, sc, wa, wc] = [
+    perReq("single", "serverCpu"),
+    perReq("single", "clientCpu"),
+    perReq("workers", "serverCpu"),
+    perReq("workers", "clientCpu"),
+  ];
   say("");
   say(
     `medians: one process ${Math.round(median(a)).toLocaleString("en-US")} req/s, --workers ${args.workers} ${Math.round(median(b)).toLocaleString("en-US")} req/s → **${(median(b) / median(a)).toFixed(2)}×** (median of per-pair ratios ${median(pairs).toFixed(2)}×; target ≥ 1.6× on 2 cores)`,
+  );
+  say(
+    `CPU per request (medians): server ${sa.toFixed(3)} µs with one process, ${wa.toFixed(3)} µs with --workers ${args.workers} (${(wa / sa).toFixed(2)}×); client ${sc.toFixed(3)} / ${wc.toFixed(3)} µs (c/a ${(sc / sa).toFixed(2)}: with every core busy, ${args.workers} workers and this client reach at most ${((Number(args.workers) * sa) / (wa + wc)).toFixed(2)}× one process at ${sa.toFixed(3)} µs)`,
+  );
+  say(
+    `uptime at end: ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(", ")}`,
   );
   if (args.out !== undefined) writeFileSync(String(args.out), `${lines.join("\n")}\n`);
 }

@@ -30,7 +30,7 @@ export type ServeRole =
  * per process, so an upload resumed on another worker than the one holding
  * its partial starts again from 0 — `--workers N` suits request traffic.
  */
-export async function serveRole(workers: number | undefined, metrics: boolean): Promise<ServeRole> {
+export async function serveRole(workers: number | undefined, dashboard: boolean): Promise<ServeRole> {
   if (nodeCluster.isWorker) {
     const { workerCluster, workerReady } = await import("../cluster/workers.ts");
     return {
@@ -40,10 +40,10 @@ export async function serveRole(workers: number | undefined, metrics: boolean): 
       done: () => nodeCluster.worker?.disconnect(),
     };
   }
-  if (metrics && workers !== undefined && workers > 1) {
+  if (dashboard && workers !== undefined && workers > 1) {
     throw new PointSubError(
       "ERR_INVALID_ARGUMENT",
-      "--metrics and --dashboard serve one process's figures: use them with --workers 1 (the default)",
+      "--dashboard serves one process's figures: use it with --workers 1 (the default)",
     );
   }
   const n = workers ?? 1;
@@ -54,13 +54,16 @@ export async function serveRole(workers: number | undefined, metrics: boolean): 
  * The primary: forks `workers` copies of this command, calls `announce`
  * with the first worker's URLs once all listen, and resolves once they all
  * closed (SIGINT/SIGTERM: each gets `shutdownMs` to finish; killed after).
- * Rejects when the first workers cannot start.
+ * Rejects when the first workers cannot start. With `metrics` (`host:port`,
+ * `--metrics`), serves the workers' metrics aggregated there (each worker
+ * answers with `workerMetrics`) from when they listen until they closed.
  */
 export async function servePrimary(
   workers: number,
   shutdownMs: number,
   announce: (urls: readonly string[]) => void,
   say: (event: string, fields: Record<string, unknown>, line: string) => void,
+  metrics?: string,
 ): Promise<void> {
   const { runWorkers } = await import("../cluster/workers.ts");
   const pool = runWorkers({ workers, shutdownTimeoutMs: shutdownMs });
@@ -75,15 +78,26 @@ export async function servePrimary(
   let first: Awaited<typeof pool.ready>;
   try {
     first = await pool.ready;
-  } catch {
+  } catch (e) {
     await pool.close();
-    throw new PointSubError("ERR_CONNECT", "the workers could not start (see their errors above)");
+    const why = e instanceof PointSubError && e.code === "ERR_TIMEOUT" ? e.message : "see their errors above";
+    throw new PointSubError("ERR_CONNECT", `the workers could not start (${why})`, { cause: e });
   }
   say(
     "workers",
     { workers: first.map((w) => ({ id: w.id, pid: w.pid })) },
     `${first.length} workers (pids ${first.map((w) => w.pid).join(", ")})`,
   );
+  let metricsServer: { url: string; close(): Promise<void> } | undefined;
+  if (metrics !== undefined) {
+    try {
+      metricsServer = await (await import("../metrics/cluster.ts")).serveClusterMetrics(metrics);
+    } catch (e) {
+      await pool.close();
+      throw e;
+    }
+    say("metrics", { url: metricsServer.url }, `metrics on ${metricsServer.url} (every worker's, aggregated)`);
+  }
   announce(first[0]?.urls ?? []);
   let signalled = false;
   const onSignal = () => {
@@ -94,6 +108,7 @@ export async function servePrimary(
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
   await pool.closed;
+  await metricsServer?.close();
   process.off("SIGINT", onSignal);
   process.off("SIGTERM", onSignal);
   if (!signalled) throw new PointSubError("ERR_CONNECTION_CLOSED", "every worker exited");

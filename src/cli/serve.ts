@@ -80,7 +80,7 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
   const metricsModule = opts.metrics === undefined ? undefined : await loadMetrics();
   metricsModule?.parseHostPort(opts.metrics as string);
   const dir = resolve(opts.dir);
-  const role = await serveRole(opts.workers, opts.metrics !== undefined || opts.dashboard !== undefined);
+  const role = await serveRole(opts.workers, opts.dashboard !== undefined);
   const ttl = opts.partialTtl ?? 86400;
   const limits = {
     overwrite: opts.overwrite === true,
@@ -99,7 +99,7 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
     }
   };
   if (role.kind === "primary") {
-    return servePrimary(role.workers, (opts.shutdownTimeout ?? 10) * 1000, announce, say);
+    return servePrimary(role.workers, (opts.shutdownTimeout ?? 10) * 1000, announce, say, opts.metrics);
   }
   const server = createServer({
     cluster: role.kind === "worker" ? role.cluster : undefined,
@@ -201,7 +201,9 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
   let metricsServer: Awaited<ReturnType<MetricsModule["serveMetrics"]>> | undefined;
   try {
     urls = await server.listen(...opts.listen);
-    if (metrics !== undefined)
+    // With workers, the primary serves every worker's metrics aggregated.
+    if (metrics !== undefined && role.kind === "worker") metricsModule?.workerMetrics(metrics.registry);
+    else if (metrics !== undefined)
       metricsServer = await metricsModule?.serveMetrics(metrics.registry, opts.metrics as string);
   } catch (err) {
     metrics?.close();

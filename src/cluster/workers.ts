@@ -37,6 +37,14 @@ export interface WorkersOptions {
   maxRestarts?: number;
   /** The window of `maxRestarts`, in ms. Default 60,000. */
   restartWindowMs?: number;
+  /**
+   * How long a worker may take from its fork to ready (its server listening:
+   * `serveWorkers` / {@link workerReady}), in ms. One that takes longer is
+   * killed (SIGKILL; event `startTimeout`): a first worker makes `ready`
+   * reject with `ERR_TIMEOUT` and the pool close; a replacement counts as a
+   * restart that died (replaced within `maxRestarts`). Default 30,000.
+   */
+  startTimeoutMs?: number;
   /** On `close` (SIGINT/SIGTERM), how long workers get to close gracefully before they are killed, in ms. Default 10,000. */
   shutdownTimeoutMs?: number;
   /** Close on SIGINT and SIGTERM of the primary. Default true. */
@@ -72,6 +80,8 @@ export interface WorkerPoolEvents {
   ready: [worker: WorkerInfo];
   /** A worker exited; `replacement` is the worker started in its place, if any. */
   exit: [worker: WorkerInfo, code: number | null, signal: string | null, replacement: WorkerInfo | undefined];
+  /** A worker was not ready within `startTimeoutMs`: it is killed now (its `exit` follows). */
+  startTimeout: [worker: WorkerInfo];
   /** A worker died and was not replaced: `maxRestarts` reached within `restartWindowMs`. */
   gaveUp: [worker: WorkerInfo];
   /** An IPC message of the application from a worker (pointsub's own are not emitted). */
@@ -81,6 +91,14 @@ export interface WorkerPoolEvents {
 interface Entry {
   worker: Worker;
   info: { id: number; pid: number; nodeId: string; urls: string[] };
+  /** Until it is ready: kills it at `startTimeoutMs`. */
+  startTimer: ReturnType<typeof setTimeout> | undefined;
+}
+
+/** prom-client's `AggregatorRegistry` answers (`{ type: "prom-client:…" }`): not the application's. */
+function isPromClientMessage(m: unknown): boolean {
+  const type = typeof m === "object" && m !== null ? (m as { type?: unknown }).type : undefined;
+  return typeof type === "string" && type.startsWith("prom-client:");
 }
 
 function count(name: string, v: number | undefined, fallback: number, min: number): number {
@@ -107,6 +125,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
   private readonly maxRestarts: number;
   private readonly restartWindowMs: number;
   private readonly shutdownTimeoutMs: number;
+  private readonly startTimeoutMs: number;
   private closing: Promise<void> | undefined;
   private readonly signalsOn: boolean;
   private resolveClosed!: () => void;
@@ -124,6 +143,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
     this.maxRestarts = count("maxRestarts", options.maxRestarts, 10, 0);
     this.restartWindowMs = count("restartWindowMs", options.restartWindowMs, 60_000, 1);
     this.shutdownTimeoutMs = count("shutdownTimeoutMs", options.shutdownTimeoutMs, 10_000, 0);
+    this.startTimeoutMs = count("startTimeoutMs", options.startTimeoutMs, 30_000, 1);
     this.signalsOn = options.signals !== false;
     this.relay = new IpcRelay({
       advanced: true,
@@ -175,7 +195,9 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
     const entry: Entry = {
       worker,
       info: { id: worker.id, pid: worker.process.pid ?? 0, nodeId: `w${worker.id}`, urls: [] },
+      startTimer: undefined,
     };
+    entry.startTimer = setTimeout(() => this.onStartTimeout(entry), this.startTimeoutMs);
     this.entries.set(worker.id, entry);
     worker.on("message", (m: unknown) => {
       if (isTagged(m) && m[TAG] === "ready") {
@@ -183,6 +205,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
         return;
       }
       if (this.relay.receive(worker, m)) return;
+      if (isPromClientMessage(m)) return; // metrics aggregation (pointsub/metrics' serveClusterMetrics) has its own listener
       this.emit("message", { ...entry.info }, m);
     });
     worker.on("error", () => {}); // a send to a worker that just died: its exit follows
@@ -190,7 +213,26 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
     return entry;
   }
 
+  private onStartTimeout(entry: Entry): void {
+    entry.startTimer = undefined;
+    if (!this.entries.has(entry.info.id)) return;
+    this.emit("startTimeout", { ...entry.info });
+    entry.worker.process.kill("SIGKILL");
+    if (this.readyLeft > 0 && this.closing === undefined) {
+      // A first worker: the pool did not start.
+      this.rejectReady(
+        new PointSubError(
+          "ERR_TIMEOUT",
+          `worker ${entry.info.id} (pid ${entry.info.pid}) not ready within startTimeoutMs (${this.startTimeoutMs} ms)`,
+        ),
+      );
+      void this.close();
+    }
+  }
+
   private onReady(entry: Entry, urls: unknown[]): void {
+    clearTimeout(entry.startTimer);
+    entry.startTimer = undefined;
     const first = entry.info.urls.length === 0;
     entry.info.urls = urls.filter((u): u is string => typeof u === "string").slice(0, 16);
     this.emit("ready", { ...entry.info });
@@ -198,6 +240,8 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
   }
 
   private onExit(entry: Entry, code: number | null, signal: string | null): void {
+    clearTimeout(entry.startTimer);
+    entry.startTimer = undefined;
     this.entries.delete(entry.info.id);
     this.relay.detach(entry.worker);
     let replacement: Entry | undefined;

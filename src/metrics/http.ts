@@ -5,7 +5,6 @@
  */
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import type { Registry } from "prom-client";
 import { PointSubError } from "../index.ts";
 
 /** A running metrics endpoint. */
@@ -41,12 +40,20 @@ export function parseHostPort(address: string): { host: string; port: number } {
   return { host: m[1] ?? m[2], port };
 }
 
+/** What {@link serveMetrics} answers from: a prom-client `Registry`, or anything that renders an exposition the same way. */
+export interface MetricsSource {
+  /** The exposition's content type. */
+  readonly contentType: string;
+  /** The exposition text. */
+  metrics(): Promise<string>;
+}
+
 /**
  * Listens on `address` (`host:port`, port 0 for any) and answers `GET /metrics` from `registry`,
  * within {@link MetricsHttpOptions}' bounds.
  */
 export async function serveMetrics(
-  registry: Registry,
+  registry: MetricsSource,
   address: string,
   options: MetricsHttpOptions = {},
 ): Promise<MetricsServer> {

@@ -6,7 +6,14 @@
  * @packageDocumentation
  */
 export { collectDefaultMetrics, Registry } from "prom-client";
-export { type MetricsHttpOptions, type MetricsServer, parseHostPort, serveMetrics } from "./http.ts";
+export { serveClusterMetrics, workerMetrics } from "./cluster.ts";
+export {
+  type MetricsHttpOptions,
+  type MetricsServer,
+  type MetricsSource,
+  parseHostPort,
+  serveMetrics,
+} from "./http.ts";
 export {
   DEFAULT_BUCKETS,
   type PrometheusMetrics,

@@ -17,7 +17,8 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { after, before, describe, it } from "node:test";
 import { IpcRelay, runWorkers } from "../../src/cluster/index.ts";
-import { type Connection, connect } from "../../src/index.ts";
+import { type Connection, connect, type PointSubError } from "../../src/index.ts";
+import { parseExposition, sampleKey } from "../helpers/prometheus-text.ts";
 import { startServeProcess } from "../helpers/serve-process.ts";
 import { sleep, until } from "../helpers/wait.ts";
 
@@ -223,6 +224,47 @@ describe("pointsub serve --workers 2", { timeout: 30_000 }, () => {
   });
 });
 
+describe("pointsub serve --workers 2 --metrics", { timeout: 30_000 }, () => {
+  it("the primary serves both workers' metrics aggregated: requests on each worker counted once in the sum", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "pointsub-workers-"));
+    const serve = await startServeProcess(["--dir", dir, "--workers", "2", "--metrics", "127.0.0.1:0"], {
+      env: { ...process.env, NODE_COMPILE_CACHE: join(tmpdir(), "pointsub-test-compile-cache") },
+    });
+    const announced = serve.events.find((e) => e.event === "workers")?.workers as { pid: number }[] | undefined;
+    const workerPids = (announced ?? []).map((w) => w.pid);
+    const kill = () => {
+      serve.child.kill("SIGKILL");
+      for (const pid of workerPids) if (alive(pid)) process.kill(pid, "SIGKILL");
+    };
+    process.once("exit", kill);
+    try {
+      const metricsUrl = serve.events.find((e) => e.event === "metrics")?.url as string;
+      assert.match(metricsUrl, /^http:\/\/127\.0\.0\.1:\d+\/metrics$/);
+      // Round-robin: the 8 connections land on both workers; 3 requests on each.
+      const conns = await Promise.all(Array.from({ length: 8 }, () => connect(serve.url)));
+      for (const c of conns) {
+        for (let i = 0; i < 3; i++) assert.equal(await call(c, "/echo/1.0.0", "hello"), "hello");
+      }
+      await Promise.all(conns.map((c) => c.close()));
+      const res = await fetch(metricsUrl);
+      const text = await res.text();
+      assert.equal(res.status, 200, text);
+      const e = parseExposition(text);
+      assert.equal(e.samples.get(sampleKey("pointsub_requests_total", { route: "/echo/1.0.0", status: "ok" })), 24);
+      assert.equal(e.samples.get(sampleKey("pointsub_connections_opened_total", { role: "server" })), 8);
+      // A 200 means every connected worker answered (prom-client waits for each; 500 after 5 s without one).
+      assert.ok(e.types.has("process_cpu_user_seconds_total"));
+      await serve.stop();
+      assert.equal(serve.child.exitCode, 0);
+      await assert.rejects(fetch(metricsUrl), "the metrics endpoint closed with the workers");
+    } finally {
+      kill();
+      process.off("exit", kill);
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("runWorkers: restarts are bounded", { timeout: 20_000 }, () => {
   it("a worker that keeps dying is replaced maxRestarts times, then given up; the pool closes", async () => {
     const pool = runWorkers({
@@ -244,6 +286,61 @@ describe("runWorkers: restarts are bounded", { timeout: 20_000 }, () => {
     ]);
     assert.equal(gaveUp, 1);
     assert.deepEqual(pool.workers(), []);
+  });
+});
+
+describe("runWorkers: startTimeoutMs", { timeout: 20_000 }, () => {
+  it("a first worker that never gets ready: killed, ready rejects with ERR_TIMEOUT, the pool closes", async () => {
+    const t0 = Date.now();
+    const pool = runWorkers({
+      workers: 1,
+      startTimeoutMs: 800,
+      signals: false,
+      exec: join(import.meta.dirname, "stalling-worker.ts"),
+    });
+    const pid = pool.workers()[0]?.pid as number;
+    const timedOut: number[] = [];
+    const exits: (string | null)[] = [];
+    pool.on("startTimeout", (w) => timedOut.push(w.pid));
+    pool.on("exit", (_w, _c, signal, replacement) => exits.push(`${signal}${replacement === undefined ? "" : "+"}`));
+    await assert.rejects(
+      pool.ready,
+      (e: PointSubError) => e.code === "ERR_TIMEOUT" && /startTimeoutMs/.test(e.message),
+    );
+    assert.ok(Date.now() - t0 >= 800);
+    await pool.closed;
+    assert.deepEqual(timedOut, [pid]);
+    assert.deepEqual(exits, ["SIGKILL"]); // not replaced: the pool never started
+    assert.equal(alive(pid), false);
+  });
+
+  it("a replacement that never gets ready is killed and counts as a restart: bounded by maxRestarts", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "pointsub-stall-"));
+    try {
+      const pool = runWorkers({
+        workers: 1,
+        maxRestarts: 2,
+        startTimeoutMs: 1500,
+        signals: false,
+        exec: join(import.meta.dirname, "stalling-worker.ts"),
+        env: { POINTSUB_TEST_READY_ONCE: join(dir, "ready-once") },
+      });
+      let timedOut = 0;
+      let gaveUp = 0;
+      const exits: string[] = [];
+      pool.on("startTimeout", () => timedOut++);
+      pool.on("gaveUp", () => gaveUp++);
+      pool.on("exit", (_w, code, signal, replacement) =>
+        exits.push(`${signal ?? code}${replacement === undefined ? "" : " replaced"}`),
+      );
+      assert.equal((await pool.ready).length, 1); // the first one got ready, then exits with 3
+      await pool.closed;
+      assert.deepEqual(exits, ["3 replaced", "SIGKILL replaced", "SIGKILL"]);
+      assert.equal(timedOut, 2);
+      assert.equal(gaveUp, 1);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 
