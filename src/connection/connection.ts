@@ -305,9 +305,13 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     // burst (a slowloris attack) do not all time out in the same tick.
     this.handshakeTimer = setTimeout(
       () => {
-        const err = new PointSubError("ERR_TIMEOUT", `no pointsub handshake from ${this.remoteUrl} within ${ht} ms`, {
-          phase: "handshake",
-        });
+        const err = PointSubError.fromPeer(
+          "ERR_TIMEOUT",
+          `no pointsub handshake from ${this.remoteUrl} within ${ht} ms`,
+          {
+            phase: "handshake",
+          },
+        );
         // A peer that sent nothing is not speaking pointsub: close without a
         // GOAWAY (thousands of idle sockets timing out together cost no writes).
         if (this.bytesIn === 0) this.destroy(err);
@@ -945,7 +949,9 @@ export class Connection extends EventEmitter<ConnectionEvents> {
         ? undefined
         : error instanceof PointSubError
           ? error
-          : new PointSubError("ERR_CONNECTION_CLOSED", `connection to ${this.remoteUrl} closed`, { cause: error }),
+          : // Built without a stack (it would only show the socket's close): a flood of
+            // connections that come and go costs no stack capture each.
+            PointSubError.fromPeer("ERR_CONNECTION_CLOSED", `connection to ${this.remoteUrl} closed`, { cause: error }),
     );
   }
 
