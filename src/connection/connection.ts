@@ -294,7 +294,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     });
     // Preface and HELLO go out at once, in one write (encoded once per settings:
     // a server's sessions share theirs); nothing else until the peer's HELLO.
-    const hello = greeting(local);
+    const hello = greeting(local, init.localSettings !== undefined);
     this.transport.write([hello.bytes]);
     this.writer.framesOut++;
     this.writer.bytesOut += hello.helloLength;

@@ -37,12 +37,13 @@ const greetings = new WeakMap<Settings, Greeting>();
 
 /**
  * The preface and HELLO frame (with its CRC32C, as every frame before HELLO
- * has) for `local`, encoded once per settings object: a server hands every
- * accepted connection the same bytes in one write (a flood of connections
- * costs one write each, and no encoding).
+ * has) for `local`, in one buffer. `shared` settings (a server's, the same
+ * object for every session) are encoded once: a server hands every accepted
+ * connection the same bytes in one write (a flood of connections costs one
+ * write each, and no encoding); a client's own settings are not cached.
  */
-export function greeting(local: Settings): Greeting {
-  const known = greetings.get(local);
+export function greeting(local: Settings, shared: boolean): Greeting {
+  const known = shared ? greetings.get(local) : undefined;
   if (known !== undefined) return known;
   const preface = encodePreface(PROTOCOL_VERSION, PROTOCOL_VERSION);
   const hello = encodeFrame(FrameType.HELLO, 0, 0, encodeSettings(local));
@@ -50,7 +51,7 @@ export function greeting(local: Settings): Greeting {
   bytes.set(preface, 0);
   bytes.set(hello, preface.length);
   const g: Greeting = { bytes, helloLength: hello.length };
-  greetings.set(local, g);
+  if (shared) greetings.set(local, g);
   return g;
 }
 
