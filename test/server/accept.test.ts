@@ -2,7 +2,8 @@
  * What accepting a connection costs the server (a flood of connections —
  * slowloris — is paid per connection): the greeting (preface and HELLO) is
  * encoded once per server and goes out in one write; a connection that
- * closes without a word costs no further write, and no stack capture.
+ * closes without a word costs no further write, and no stack capture; a
+ * listener bound to one address asks no accepted socket for its local end.
  */
 import assert from "node:assert/strict";
 import net from "node:net";
@@ -46,6 +47,13 @@ describe("server: accepting connections", () => {
     const [url] = await server.listen("tcp://127.0.0.1:0");
     const port = Number(new URL(url).port);
     const sockets: net.Socket[] = [];
+    const proto = net.Socket.prototype as unknown as { _getsockname(): unknown };
+    const getsockname = proto._getsockname;
+    let socknames = 0;
+    proto._getsockname = function (this: unknown) {
+      socknames++;
+      return getsockname.call(this);
+    };
     try {
       for (let i = 0; i < 20; i++) {
         const s = net.connect(port, "127.0.0.1");
@@ -64,6 +72,8 @@ describe("server: accepting connections", () => {
       assert.deepEqual([...g.subarray(0, 4)], [...MAGIC]);
       assert.equal(g[6] >> 4, FrameType.HELLO, "the HELLO frame follows the 6-byte preface");
       // Silent peers leave: no GOAWAY or anything else is written to them.
+      // The listener is bound to one address: no getsockname per accepted socket.
+      assert.equal(socknames, 0, "no getsockname call per accepted connection");
       for (const s of sockets) s.destroy();
       await until(() => closed === 20);
       // The peer hung up: that error is built without a stack capture (a flood of
@@ -71,6 +81,7 @@ describe("server: accepting connections", () => {
       for (const st of stacks) assert.equal(st.split("\n").length, 1, st);
       for (const calls of writes.values()) assert.equal(calls.length, 1);
     } finally {
+      proto._getsockname = getsockname;
       for (const s of sockets) s.destroy();
       await server.close();
     }
