@@ -15,11 +15,10 @@
  * frame writer (`writer.ts`).
  */
 import { EventEmitter } from "eventemitter3";
-import { encodePreface } from "../codec/control.ts";
 import { FrameDecoder } from "../codec/decoder.ts";
-import { FrameType, PROTOCOL_VERSION } from "../codec/frame.ts";
+import { FrameType } from "../codec/frame.ts";
 import { decodeResumeAnswer, encodeResumeQuery, RESUME_ROUTE, type ResumePoint } from "../codec/resume.ts";
-import { encodeSettings, Feature, type Settings } from "../codec/settings.ts";
+import { Feature, type Settings } from "../codec/settings.ts";
 import { codeForErrno } from "../errors/codes.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { Router } from "../router/router.ts";
@@ -36,7 +35,7 @@ import { Caller } from "./caller.ts";
 import { Dispatcher, toBytes } from "./dispatch.ts";
 import { ReceiveWindow } from "./flow.ts";
 import { type FrameHooks, FrameRouter } from "./frames.ts";
-import { Handshake } from "./handshake.ts";
+import { greeting, Handshake } from "./handshake.ts";
 import { Housekeeper } from "./housekeeping.ts";
 import { Inbound } from "./inbound.ts";
 import { budgetLimit, Link, resolveSettings } from "./link.ts";
@@ -283,12 +282,12 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       onDrain: () => this.onTransportDrain(),
       onClose: (err) => this.onTransportClose(err),
     });
-    // Preface and HELLO go out at once; nothing else until the peer's HELLO.
-    this.transport.write([encodePreface(PROTOCOL_VERSION, PROTOCOL_VERSION)]);
-    this.writer.control(FrameType.HELLO, 0, 0, encodeSettings(local));
-    this.writer.flush();
-    // Hold no write buffer until there is something to write (idle connections are common).
-    this.writer.trim();
+    // Preface and HELLO go out at once, in one write (encoded once per settings:
+    // a server's sessions share theirs); nothing else until the peer's HELLO.
+    const hello = greeting(local, init.localSettings !== undefined);
+    this.transport.write([hello.bytes]);
+    this.writer.framesOut++;
+    this.writer.bytesOut += hello.helloLength;
     // From here on, small frames written in one turn share BATCH frames.
     this.writer.batching = true;
     const ht = options.handshakeTimeoutMs ?? 10_000;
@@ -296,9 +295,13 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     // burst (a slowloris attack) do not all time out in the same tick.
     this.handshakeTimer = setTimeout(
       () => {
-        const err = new PointSubError("ERR_TIMEOUT", `no pointsub handshake from ${this.remoteUrl} within ${ht} ms`, {
-          phase: "handshake",
-        });
+        const err = PointSubError.fromPeer(
+          "ERR_TIMEOUT",
+          `no pointsub handshake from ${this.remoteUrl} within ${ht} ms`,
+          {
+            phase: "handshake",
+          },
+        );
         // A peer that sent nothing is not speaking pointsub: close without a
         // GOAWAY (thousands of idle sockets timing out together cost no writes).
         if (this.bytesIn === 0) this.destroy(err);
@@ -936,7 +939,9 @@ export class Connection extends EventEmitter<ConnectionEvents> {
         ? undefined
         : error instanceof PointSubError
           ? error
-          : new PointSubError("ERR_CONNECTION_CLOSED", `connection to ${this.remoteUrl} closed`, { cause: error }),
+          : // Built without a stack (it would only show the socket's close): a flood of
+            // connections that come and go costs no stack capture each.
+            PointSubError.fromPeer("ERR_CONNECTION_CLOSED", `connection to ${this.remoteUrl} closed`, { cause: error }),
     );
   }
 

@@ -423,6 +423,7 @@ export class Dispatcher {
 
   /** The connection closed: every running handler sees its signal aborted with `failure`. */
   teardown(failure: PointSubError): void {
+    if (this.serving.size === 0) return;
     for (const call of this.serving.values()) {
       this.releaseCall(call);
       if (!call.done) this.ended(call, failure.code, 0); // diagnostics

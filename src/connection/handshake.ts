@@ -7,7 +7,7 @@
 import { decodeGoAway, encodeGoAway, encodePreface } from "../codec/control.ts";
 import { encodeFrame } from "../codec/encoder.ts";
 import { Flag, FRAME_TYPE_NAMES, FrameType, MAX_AUTH_SIZE, PROTOCOL_VERSION } from "../codec/frame.ts";
-import { decodeSettings, Feature, type Settings } from "../codec/settings.ts";
+import { decodeSettings, encodeSettings, Feature, type Settings } from "../codec/settings.ts";
 import { codeForErrno } from "../errors/codes.ts";
 import { PointSubError } from "../errors/error.ts";
 import type { Authenticator, AuthInfo } from "./types.ts";
@@ -24,6 +24,35 @@ export function refusalBytes(errno: number, reason: string): Uint8Array[] {
     encodePreface(PROTOCOL_VERSION, PROTOCOL_VERSION),
     encodeFrame(FrameType.GOAWAY, 0, 0, encodeGoAway(errno, reason)),
   ];
+}
+
+/** What each side writes first: the preface and its HELLO, in one buffer; `helloLength` is the HELLO frame's part. */
+export interface Greeting {
+  readonly bytes: Uint8Array;
+  readonly helloLength: number;
+}
+
+/** Greetings by settings object: a server's sessions share one (encoded once, written whole). */
+const greetings = new WeakMap<Settings, Greeting>();
+
+/**
+ * The preface and HELLO frame (with its CRC32C, as every frame before HELLO
+ * has) for `local`, in one buffer. `shared` settings (a server's, the same
+ * object for every session) are encoded once: a server hands every accepted
+ * connection the same bytes in one write (a flood of connections costs one
+ * write each, and no encoding); a client's own settings are not cached.
+ */
+export function greeting(local: Settings, shared: boolean): Greeting {
+  const known = shared ? greetings.get(local) : undefined;
+  if (known !== undefined) return known;
+  const preface = encodePreface(PROTOCOL_VERSION, PROTOCOL_VERSION);
+  const hello = encodeFrame(FrameType.HELLO, 0, 0, encodeSettings(local));
+  const bytes = new Uint8Array(preface.length + hello.length);
+  bytes.set(preface, 0);
+  bytes.set(hello, preface.length);
+  const g: Greeting = { bytes, helloLength: hello.length };
+  if (shared) greetings.set(local, g);
+  return g;
 }
 
 const AUTH_WAIT_CREDENTIALS = 1;

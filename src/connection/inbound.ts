@@ -525,7 +525,7 @@ export class Inbound {
 
   /** The connection closed: drop every unfinished message. */
   teardown(): void {
-    for (const id of [...this.assemblies.keys()]) this.drop(id);
+    if (this.assemblies.size !== 0) for (const id of [...this.assemblies.keys()]) this.drop(id);
     this.assemblyBytes = 0;
   }
 }

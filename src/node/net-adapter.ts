@@ -91,11 +91,16 @@ async function loadTls(): Promise<typeof Tls> {
   return tlsModule;
 }
 
-function wrap(socket: net.Socket, scheme: Scheme, path?: string, reader?: SocketReader): Transport {
+/**
+ * `localUrl`: the listener's own URL when it is bound to one address (an
+ * accepted socket's local end is then that address: no getsockname call per
+ * accepted connection); otherwise asked of the socket.
+ */
+function wrap(socket: net.Socket, scheme: Scheme, path?: string, reader?: SocketReader, localUrl?: string): Transport {
   if (scheme === "unix") return new SocketTransport(socket, `unix://${path}`, `unix://${path}`, reader);
   return new SocketTransport(
     socket,
-    hostUrl(scheme, socket.localAddress, socket.localPort),
+    localUrl ?? hostUrl(scheme, socket.localAddress, socket.localPort),
     hostUrl(scheme, socket.remoteAddress, socket.remotePort),
     reader,
   );
@@ -362,16 +367,19 @@ async function listenSocket(
 ): Promise<TransportListener> {
   let server: net.Server;
   let dropPending: (() => void) | undefined;
+  /** The listener's URL when bound to one address (not 0.0.0.0 / ::): every accepted socket's local end. */
+  let fixedLocal: string | undefined;
   if (scheme === "tls") ({ server, dropPending } = await tlsServer(options, onTransport));
   else {
     server = net.createServer({ noDelay: true }, (socket) =>
-      onTransport(wrap(socket, scheme, url.pathname, readerForAccepted(socket))),
+      onTransport(wrap(socket, scheme, url.pathname, readerForAccepted(socket), fixedLocal)),
     );
   }
   await bind(server, url, scheme === "unix" ? undefined : port(url), options.reusePort === true);
   const addr = server.address();
   const bound =
     typeof addr === "object" && addr !== null ? hostUrl(scheme, addr.address, addr.port) : `unix://${url.pathname}`;
+  if (typeof addr === "object" && addr !== null && !isWildcard(addr.address)) fixedLocal = bound;
   return {
     url: bound,
     close: () =>
@@ -381,6 +389,11 @@ async function listenSocket(
         dropPending?.();
       }),
   };
+}
+
+/** An address a listener binds to accept on every interface (its sockets' local ends differ). */
+function isWildcard(address: string): boolean {
+  return address === "0.0.0.0" || address === "::" || address === "::0" || address.startsWith("::ffff:0.0.0.0");
 }
 
 function adapter<S extends Scheme>(scheme: S): TransportAdapter<NodeTransportOptionsMap[S]> {

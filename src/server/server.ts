@@ -163,6 +163,13 @@ function notFound(id: string): PointSubError {
 
 /** Connections set up per event-loop turn; more wait for the next turn. */
 const ACCEPT_PER_TURN = 128;
+/**
+ * Time (ms) setting up accepted connections may take per event-loop turn
+ * (each costs a write of the greeting and the session's objects); more
+ * wait for the next turn, so a burst of connections never holds the event
+ * loop for long whatever the count.
+ */
+const ACCEPT_MS = 4;
 
 /** The server-wide memory budget, as {@link Server.memory} reports it. */
 export interface MemoryUsage {
@@ -229,6 +236,8 @@ export class Server extends EventEmitter<ServerEvents> {
   /** Transports accepted beyond ACCEPT_PER_TURN, handled on the next turns. */
   private readonly acceptQueue: Transport[] = [];
   private acceptedThisTurn = 0;
+  /** Time (ms) accepts took since the last accept turn. */
+  private acceptMs = 0;
   private acceptTurnScheduled = false;
   /** One budget for everything all sessions' peers make the server hold. */
   private readonly budget: MemoryBudget;
@@ -547,10 +556,12 @@ export class Server extends EventEmitter<ServerEvents> {
    * handshakes at once.
    */
   private accept(transport: Transport): void {
-    if (this.acceptedThisTurn < ACCEPT_PER_TURN && this.acceptQueue.length === 0) {
+    if (this.acceptedThisTurn < ACCEPT_PER_TURN && this.acceptMs < ACCEPT_MS && this.acceptQueue.length === 0) {
       this.acceptedThisTurn++;
       this.scheduleAcceptTurn();
+      const t0 = performance.now();
       this.acceptNow(transport);
+      this.acceptMs += performance.now() - t0;
       return;
     }
     this.acceptQueue.push(transport);
@@ -565,11 +576,15 @@ export class Server extends EventEmitter<ServerEvents> {
 
   private readonly acceptTurn = (): void => {
     this.acceptTurnScheduled = false;
-    this.acceptedThisTurn = 0;
-    const batch = this.acceptQueue.splice(0, ACCEPT_PER_TURN);
-    this.acceptedThisTurn = batch.length;
-    for (const t of batch) this.acceptNow(t);
-    if (this.acceptQueue.length !== 0 || batch.length !== 0) this.scheduleAcceptTurn();
+    const q = this.acceptQueue;
+    const t0 = performance.now();
+    let n = 0;
+    while (n < q.length && n < ACCEPT_PER_TURN && performance.now() - t0 < ACCEPT_MS) this.acceptNow(q[n++]);
+    if (n !== 0) q.splice(0, n);
+    // What this turn's accepts cost counts against the next turn's I/O-phase accepts too.
+    this.acceptedThisTurn = n;
+    this.acceptMs = performance.now() - t0;
+    if (q.length !== 0 || n !== 0) this.scheduleAcceptTurn();
   };
 
   private acceptNow(transport: Transport): void {
