@@ -14,7 +14,6 @@
  * Output goes through `outbox.ts` (ids, chunking, control frames) to the
  * frame writer (`writer.ts`).
  */
-import { EventEmitter } from "eventemitter3";
 import { encodePreface } from "../codec/control.ts";
 import { FrameDecoder } from "../codec/decoder.ts";
 import { FrameType, PROTOCOL_VERSION } from "../codec/frame.ts";
@@ -29,6 +28,7 @@ import { Transfer } from "../stream/transfer.ts";
 import type { SendStreamOptions, StreamHandler, StreamSource } from "../stream/types.ts";
 import { newTransferId, Progress } from "../transfer/progress.ts";
 import type { PeerCertificate, Transport } from "../transport/transport.ts";
+import { Emitter } from "../util/emitter.ts";
 import type { Ticker } from "../util/ticker.ts";
 import { MemoryBudget } from "./budget.ts";
 import { Caller } from "./caller.ts";
@@ -122,7 +122,7 @@ function handledRejection(err: unknown): Promise<never> {
  * control, ping and graceful close. Obtain one from `connect()` or as a
  * server session.
  */
-export class Connection extends EventEmitter<ConnectionEvents> {
+export class Connection extends Emitter<ConnectionEvents> {
   /** This connection's id: a server's session id (unique within that server), or a process-wide number on a client. */
   readonly id: string;
   /** When the transport was accepted or connected (`Date.now()`). */
