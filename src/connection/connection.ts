@@ -32,7 +32,8 @@ import { Emitter } from "../util/emitter.ts";
 import type { Ticker } from "../util/ticker.ts";
 import { MemoryBudget } from "./budget.ts";
 import { Caller } from "./caller.ts";
-import { Dispatcher, toBytes } from "./dispatch.ts";
+import type { Dispatcher } from "./dispatch.ts";
+import { DispatchShell, dispatcherClass, toBytes } from "./dispatch-lazy.ts";
 import { ReceiveWindow } from "./flow.ts";
 import { type FrameHooks, FrameRouter } from "./frames.ts";
 import { Handshake } from "./handshake.ts";
@@ -156,7 +157,8 @@ export class Connection extends Emitter<ConnectionEvents> {
   private principal_: unknown;
   private readonly caller: Caller;
   private readonly outbox: Outbox;
-  private readonly dispatcher: Dispatcher;
+  /** Serves the peer's requests; a {@link DispatchShell} until that code is loaded (a browser's connection). */
+  private dispatcher: Dispatcher;
   private readonly inbound: Inbound;
   private readonly window: ReceiveWindow;
   /** The stream halves, created on first use: most connections never stream. */
@@ -228,15 +230,26 @@ export class Connection extends Emitter<ConnectionEvents> {
     );
     this.caller.attach(this.outbox);
     this.window = new ReceiveWindow(local.connectionWindow, this.outbox);
-    this.dispatcher = new Dispatcher(
-      this.link,
-      this.outbox,
-      this.stats_,
-      this.budget,
-      this,
-      init.router ?? EMPTY_ROUTER,
-      init.onMessage,
-    );
+    const D = dispatcherClass();
+    this.dispatcher =
+      D !== undefined
+        ? new D(this.link, this.outbox, this.stats_, this.budget, this, init.router ?? EMPTY_ROUTER, init.onMessage)
+        : (new DispatchShell(
+            this.link,
+            this.outbox,
+            this.stats_,
+            this.budget,
+            this,
+            init.router ?? EMPTY_ROUTER,
+            init.onMessage,
+            {
+              replace: (d) => {
+                this.dispatcher = d;
+                this.inbound.dispatcher = d;
+              },
+              fail: (err) => this.fail(err),
+            },
+          ) as unknown as Dispatcher);
     this.dispatcher.readGate = this.readGate;
     this.inbound = new Inbound(
       this.link,
@@ -369,6 +382,9 @@ export class Connection extends Emitter<ConnectionEvents> {
       );
       return undefined;
     }
+    // The stream engine brought the dispatcher: the incoming streams serve through the real one.
+    const d = this.dispatcher;
+    if (d instanceof DispatchShell) d.becomeNow();
     this.inStreams_ = new engine.IncomingStreams(
       this.link,
       this.outbox,
@@ -402,6 +418,8 @@ export class Connection extends Emitter<ConnectionEvents> {
   private get ownRouterFor(): Router {
     // The dispatcher holds the router in effect (the incoming streams read it there).
     const d = this.dispatcher;
+    // Routes and middleware mean requests will come: a shell loads the dispatcher now.
+    if (d instanceof DispatchShell) d.load();
     if (!this.ownRouter) {
       d.router = new Router(d.router === EMPTY_ROUTER ? undefined : d.router);
       this.ownRouter = true;
