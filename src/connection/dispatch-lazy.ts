@@ -11,7 +11,7 @@
  * pauses reading from the peer until then), then hands the connection to a
  * real dispatcher and replays the queue in order.
  */
-import { PointSubError, toPointSubError } from "../errors/error.ts";
+import { type PointSubError, toPointSubError } from "../errors/error.ts";
 import type { Router } from "../router/router.ts";
 import type { MemoryBudget } from "./budget.ts";
 import type { ServerCall } from "./calls.ts";
@@ -22,17 +22,11 @@ import type { Outbox } from "./outbox.ts";
 import type { ReadGate } from "./read-gate.ts";
 import type { Stats } from "./stats.ts";
 import { loadStreamEngine, streamEngine } from "./stream-engine.ts";
-import type { Message, Payload } from "./types.ts";
+import type { Message } from "./types.ts";
 
-const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-/** Bytes or text as bytes; ERR_INVALID_ARGUMENT for anything else. */
-export function toBytes(payload: Payload, what: string): Uint8Array {
-  if (payload instanceof Uint8Array) return payload;
-  if (typeof payload === "string") return encoder.encode(payload);
-  throw new PointSubError("ERR_INVALID_ARGUMENT", `${what} must be a Uint8Array or a string`);
-}
+export { toBytes } from "./to-bytes.ts";
 
 let cls: typeof Dispatcher | undefined;
 

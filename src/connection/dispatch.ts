@@ -28,11 +28,11 @@ import { CALL_OVERHEAD, type MemoryBudget } from "./budget.ts";
 import { CallTable } from "./call-table.ts";
 import { ServerCall } from "./calls.ts";
 import type { Connection } from "./connection.ts";
-import { toBytes } from "./dispatch-lazy.ts";
 import type { Link } from "./link.ts";
 import type { Outbox } from "./outbox.ts";
 import type { ReadGate } from "./read-gate.ts";
 import type { Stats } from "./stats.ts";
+import { toBytes } from "./to-bytes.ts";
 import type { HandlerResult, Message } from "./types.ts";
 
 const EMPTY = new Uint8Array(0);
@@ -97,7 +97,7 @@ interface Endpoints {
 /** A server's hook for every one-way message, called before the connection's 'message' event. */
 export type MessageHook = (msg: Message, conn: Connection) => void;
 
-export { toBytes } from "./dispatch-lazy.ts";
+export { toBytes } from "./to-bytes.ts";
 
 export class Dispatcher {
   /** Handlers running for the peer's calls (requests and streams), by id. */
