@@ -20,10 +20,31 @@ import {
   type ResilientOptions,
 } from "./client/resilient.ts";
 import type { Connection } from "./connection/connection.ts";
+import { loadSuggestions } from "./errors/codes.ts";
+import { withSuggestion } from "./errors/error.ts";
 import type { Address } from "./transport/transport.ts";
 import { defaultRuntime } from "./web/runtime.ts";
 
 export type { ConnectOptions } from "./client/connect.ts";
+
+const noop = (): void => {};
+
+/**
+ * Settles like `opening`, once the error suggestions (`PointSubError.suggestion`,
+ * text loaded on demand, not in a page's first load) are loaded too: they are
+ * fetched while the connection opens, so every error after it carries its
+ * suggestion (and so does a failed connect's).
+ */
+function withTexts<T>(opening: Promise<T>): Promise<T> {
+  const texts = loadSuggestions().catch(noop);
+  return opening.then(
+    (v) => texts.then(() => v),
+    async (err: unknown) => {
+      await texts;
+      throw await withSuggestion(err);
+    },
+  );
+}
 
 /**
  * Connects to a pointsub server at `address` (`ws://`, `wss://`, or whatever `options.runtime`'s transports take) and resolves
@@ -31,7 +52,9 @@ export type { ConnectOptions } from "./client/connect.ts";
  * `options.runtime` is given.
  */
 export function connect(address: Address, options: ConnectOptions = {}): Promise<Connection> {
-  return coreConnect(address, options.runtime === undefined ? { ...options, runtime: defaultRuntime() } : options);
+  return withTexts(
+    coreConnect(address, options.runtime === undefined ? { ...options, runtime: defaultRuntime() } : options),
+  );
 }
 
 /** Options of {@link connectResilient}: those of {@link connect} plus reconnection, offline and retry policies. */
@@ -46,9 +69,8 @@ export function connectResilient(
   address: Address,
   options: ResilientConnectOptions = {},
 ): Promise<ResilientConnection> {
-  return coreConnectResilient(
-    address,
-    options.runtime === undefined ? { ...options, runtime: defaultRuntime() } : options,
+  return withTexts(
+    coreConnectResilient(address, options.runtime === undefined ? { ...options, runtime: defaultRuntime() } : options),
   );
 }
 
@@ -60,6 +82,7 @@ export function connectResilient(
 export class Client extends CoreClient {
   constructor(options: ClientOptions = {}) {
     super(options.runtime === undefined ? { ...options, runtime: defaultRuntime() } : options);
+    loadSuggestions().catch(noop);
   }
 }
 

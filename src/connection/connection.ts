@@ -14,7 +14,6 @@
  * Output goes through `outbox.ts` (ids, chunking, control frames) to the
  * frame writer (`writer.ts`).
  */
-import { EventEmitter } from "eventemitter3";
 import { FrameDecoder } from "../codec/decoder.ts";
 import { FrameType } from "../codec/frame.ts";
 import { decodeResumeAnswer, encodeResumeQuery, RESUME_ROUTE, type ResumePoint } from "../codec/resume.ts";
@@ -28,11 +27,13 @@ import { Transfer } from "../stream/transfer.ts";
 import type { SendStreamOptions, StreamHandler, StreamSource } from "../stream/types.ts";
 import { newTransferId, Progress } from "../transfer/progress.ts";
 import type { PeerCertificate, Transport } from "../transport/transport.ts";
+import { Emitter } from "../util/emitter.ts";
 import { handledRejection } from "../util/handled-rejection.ts";
 import type { Ticker } from "../util/ticker.ts";
 import { MemoryBudget } from "./budget.ts";
 import { Caller } from "./caller.ts";
-import { Dispatcher, toBytes } from "./dispatch.ts";
+import type { Dispatcher } from "./dispatch.ts";
+import { DispatchShell, dispatcherClass, toBytes } from "./dispatch-lazy.ts";
 import { ReceiveWindow } from "./flow.ts";
 import { type FrameHooks, FrameRouter } from "./frames.ts";
 import { greeting, Handshake } from "./handshake.ts";
@@ -111,7 +112,7 @@ let nextConnectionId = 1;
  * control, ping and graceful close. Obtain one from `connect()` or as a
  * server session.
  */
-export class Connection extends EventEmitter<ConnectionEvents> {
+export class Connection extends Emitter<ConnectionEvents> {
   /** This connection's id: a server's session id (unique within that server), or a process-wide number on a client. */
   readonly id: string;
   /** When the transport was accepted or connected (`Date.now()`). */
@@ -145,7 +146,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   private principal_: unknown;
   private readonly caller: Caller;
   private readonly outbox: Outbox;
-  private readonly dispatcher: Dispatcher;
+  /** Serves the peer's requests; a {@link DispatchShell} until that code is loaded (a browser's connection). */
+  private dispatcher: Dispatcher;
   private readonly inbound: Inbound;
   private readonly window: ReceiveWindow;
   /** The stream halves, created on first use: most connections never stream. */
@@ -217,15 +219,26 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     );
     this.caller.attach(this.outbox);
     this.window = new ReceiveWindow(local.connectionWindow, this.outbox);
-    this.dispatcher = new Dispatcher(
-      this.link,
-      this.outbox,
-      this.stats_,
-      this.budget,
-      this,
-      init.router ?? EMPTY_ROUTER,
-      init.onMessage,
-    );
+    const D = dispatcherClass();
+    this.dispatcher =
+      D !== undefined
+        ? new D(this.link, this.outbox, this.stats_, this.budget, this, init.router ?? EMPTY_ROUTER, init.onMessage)
+        : (new DispatchShell(
+            this.link,
+            this.outbox,
+            this.stats_,
+            this.budget,
+            this,
+            init.router ?? EMPTY_ROUTER,
+            init.onMessage,
+            {
+              replace: (d) => {
+                this.dispatcher = d;
+                this.inbound.dispatcher = d;
+              },
+              fail: (err) => this.fail(err),
+            },
+          ) as unknown as Dispatcher);
     this.dispatcher.readGate = this.readGate;
     this.inbound = new Inbound(
       this.link,
@@ -362,6 +375,9 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       );
       return undefined;
     }
+    // The stream engine brought the dispatcher: the incoming streams serve through the real one.
+    const d = this.dispatcher;
+    if (d instanceof DispatchShell) d.becomeNow();
     this.inStreams_ = new engine.IncomingStreams(
       this.link,
       this.outbox,
@@ -395,6 +411,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   private get ownRouterFor(): Router {
     // The dispatcher holds the router in effect (the incoming streams read it there).
     const d = this.dispatcher;
+    // Routes and middleware mean requests will come: a shell loads the dispatcher now.
+    if (d instanceof DispatchShell) d.load();
     if (!this.ownRouter) {
       d.router = new Router(d.router === EMPTY_ROUTER ? undefined : d.router);
       this.ownRouter = true;

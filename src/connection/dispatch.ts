@@ -32,10 +32,10 @@ import type { Link } from "./link.ts";
 import type { Outbox } from "./outbox.ts";
 import type { ReadGate } from "./read-gate.ts";
 import type { Stats } from "./stats.ts";
-import type { HandlerResult, Message, Payload } from "./types.ts";
+import { toBytes } from "./to-bytes.ts";
+import type { HandlerResult, Message } from "./types.ts";
 
 const EMPTY = new Uint8Array(0);
-const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 /** Never aborted: one-way messages cannot be cancelled. */
 const NEVER: AbortSignal = new AbortController().signal;
@@ -49,13 +49,6 @@ export const HOLD_HARD_MESSAGES = 32_768;
 export const HOLD_HARD_BYTES = 64 * 1024 * 1024;
 /** What a held message costs besides its data (its message, context and promises), for the hard bound. */
 const HELD_OVERHEAD = 512;
-
-/** Bytes or text as bytes; ERR_INVALID_ARGUMENT for anything else. */
-export function toBytes(payload: Payload, what: string): Uint8Array {
-  if (payload instanceof Uint8Array) return payload;
-  if (typeof payload === "string") return encoder.encode(payload);
-  throw new PointSubError("ERR_INVALID_ARGUMENT", `${what} must be a Uint8Array or a string`);
-}
 
 class IncomingMessage implements Message {
   readonly data: Uint8Array;
@@ -103,6 +96,8 @@ interface Endpoints {
 
 /** A server's hook for every one-way message, called before the connection's 'message' event. */
 export type MessageHook = (msg: Message, conn: Connection) => void;
+
+export { toBytes } from "./to-bytes.ts";
 
 export class Dispatcher {
   /** Handlers running for the peer's calls (requests and streams), by id. */

@@ -102,7 +102,8 @@ export class Inbound {
   private readonly budget: MemoryBudget;
   private readonly stats: Stats;
   private readonly caller: Caller;
-  private readonly dispatcher: Dispatcher;
+  /** Replaced once when a browser connection loads its dispatcher on demand (`dispatch-lazy.ts`). */
+  dispatcher: Dispatcher;
   /** The runtime's allocator of buffers written completely before use. */
   private readonly alloc: (n: number) => Uint8Array;
 

@@ -8,6 +8,7 @@
  * or receives a stream, so a page that only sends messages and requests
  * never downloads it.
  */
+import type { Dispatcher } from "./dispatch.ts";
 import type { Pacer } from "./pacer.ts";
 import type { IncomingStreams } from "./stream-in.ts";
 import type { OutgoingStreams } from "./stream-out.ts";
@@ -18,6 +19,8 @@ export interface StreamEngine {
   readonly OutgoingStreams: typeof OutgoingStreams;
   /** Paces chunked messages and streams (issue 17): loaded with the streams, as only bulk data needs it. */
   readonly Pacer: typeof Pacer;
+  /** Serves the peer's requests (`dispatch-lazy.ts`): the incoming streams need it, so it comes with them. */
+  readonly Dispatcher: typeof Dispatcher;
 }
 
 /** The dynamic import of the engine (a chunk of its own in a browser bundle). */

@@ -1,9 +1,11 @@
 /**
- * The stream halves of the engine and the pacer of bulk data (chunked
- * messages and streams) in one module: what `stream-engine.ts`
+ * The stream halves of the engine, the pacer of bulk data (chunked
+ * messages and streams) and the request dispatcher (the incoming streams
+ * serve stream routes through it) in one module: what `stream-engine.ts`
  * loads on demand (a chunk of its own in a browser bundle), or an entry
  * point installs up front.
  */
+export { Dispatcher } from "./dispatch.ts";
 export { Pacer } from "./pacer.ts";
 export { IncomingStreams } from "./stream-in.ts";
 export { OutgoingStreams } from "./stream-out.ts";

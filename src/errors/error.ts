@@ -1,4 +1,11 @@
-import { codeInfo, type ErrorCode, type Severity } from "./codes.ts";
+import {
+  codeInfo,
+  type ErrorCode,
+  fallbackSuggestion,
+  loadSuggestions,
+  type Severity,
+  suggestionFor,
+} from "./codes.ts";
 
 const BRAND = Symbol.for("pointsub.error");
 
@@ -58,7 +65,7 @@ export class PointSubError extends Error {
     this.errno = info.errno;
     this.severity = info.severity;
     this.retryable = info.retryable;
-    this.suggestion = options.suggestion ?? info.suggestion;
+    this.suggestion = options.suggestion ?? suggestionFor(code);
     // Set only when known: errors without it show no empty field.
     if (options.retryAfterMs !== undefined) this.retryAfterMs = options.retryAfterMs;
     if (options.phase !== undefined) this.phase = options.phase;
@@ -91,6 +98,24 @@ export class PointSubError extends Error {
 // The brand lives on the prototype (not on each instance: defining a
 // property per error was a third of the cost of a peer-caused error).
 Object.defineProperty(PointSubError.prototype, BRAND, { value: true });
+
+/**
+ * Waits for the suggestion texts (a browser loads them on demand) and gives
+ * `err`, when it was built before they arrived and has no suggestion of its
+ * own, its code's suggestion; returns `err`.
+ */
+export async function withSuggestion<E>(err: E): Promise<E> {
+  if (!(err instanceof PointSubError)) return err;
+  try {
+    await loadSuggestions();
+  } catch {
+    return err;
+  }
+  if (err.suggestion === fallbackSuggestion(err.code)) {
+    (err as { suggestion: string }).suggestion = suggestionFor(err.code);
+  }
+  return err;
+}
 
 /** True when `value` is a {@link PointSubError} with the given code. */
 export function isPointSubError(value: unknown, code?: ErrorCode): value is PointSubError {

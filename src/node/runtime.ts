@@ -8,6 +8,8 @@ import { ConnectionDiagnostics } from "../connection/diagnostics.ts";
 import { useDiagnostics } from "../connection/publisher.ts";
 import { useStreamEngine } from "../connection/stream-engine.ts";
 import * as streams from "../connection/streams.ts";
+import { useSuggestions } from "../errors/codes.ts";
+import { SUGGESTIONS } from "../errors/suggestions.ts";
 import { createRuntime, type Diagnostics, type Runtime } from "../runtime/runtime.ts";
 import { memoryTransport } from "../transport/memory.ts";
 import type { TransportAdapter } from "../transport/transport.ts";
@@ -65,6 +67,7 @@ function allocBody(n: number): Uint8Array {
 export function createNodeRuntime(options: NodeRuntimeOptions = {}): Runtime {
   // Node loads the stream halves up front: a connection's first stream starts synchronously.
   useStreamEngine(streams);
+  useSuggestions(SUGGESTIONS);
   useDiagnostics(ConnectionDiagnostics);
   const crc32c = options.nativeCrc32c === false ? undefined : loadNativeCrc32c();
   // The machine's memory (a cgroup read) is looked up once per runtime, not per connection.

@@ -51,6 +51,8 @@ const WRITE_HIGH_WATER = 64 * 1024;
 const IN_FLIGHT_WINDOW = 512 * 1024;
 /** A ping marks the byte stream every this many bytes sent. */
 const MARK_EVERY = 64 * 1024;
+/** Writes smaller than this wait (corked) for the end of the turn, to leave with the others in one writev. */
+const CORK_MAX = 16 * 1024;
 /**
  * A write held back by the in-flight bound alone for this long with no pong
  * lifts the bound until the next pong: a peer that answers pings late (or
@@ -198,6 +200,7 @@ class WsTransport extends WsReceiver implements Transport {
     ws.pause();
     ws.on("message", this.onMessage);
     ws.on("pong", this.onPong);
+    ws.on("ping", this.onPing);
     ws.on("error", (err: Error & { code?: string }) => {
       this.error ??= wsError(err);
     });
@@ -211,10 +214,18 @@ class WsTransport extends WsReceiver implements Transport {
   write(chunks: readonly Uint8Array[]): boolean {
     const ws = this.ws;
     if (this.closed || ws.readyState !== 1) return false;
+    // Small writes of one turn (messages, pings, pongs) leave together in one
+    // writev at its end; a large one goes at once, with what waits and its ping.
+    if (!this.corked && this.socket !== undefined) {
+      this.corked = true;
+      this.socket.cork();
+      queueMicrotask(this.uncork);
+    }
     const n = sendAsMessages(chunks, this.send, allocUnzeroed);
     if (n === 0) return true;
     this.sentBytes += n;
     if (this.sentBytes - this.markedBytes >= MARK_EVERY) this.mark();
+    if (n >= CORK_MAX) this.uncork();
     if (this.writable()) return true;
     this.needDrain = true;
     // Pings await their pongs: if none comes in time, the in-flight bound is lifted (pongLate).
@@ -223,6 +234,32 @@ class WsTransport extends WsReceiver implements Transport {
     }
     return false;
   }
+
+  /** The socket is corked until the end of this turn. */
+  private corked = false;
+  private readonly uncork = (): void => {
+    if (!this.corked) return;
+    this.corked = false;
+    this.socket?.uncork();
+  };
+
+  /** The newest ping not answered yet. */
+  private pingData: Buffer | undefined;
+  /**
+   * A ping: answered once per turn (after everything read with it was
+   * processed), for the newest ping only — RFC 6455 §5.5.3 allows it, and a
+   * pong acknowledges everything sent before its ping. A peer that floods
+   * pings gets one pong per read, not one per ping.
+   */
+  private readonly onPing = (data: Buffer): void => {
+    if (this.pingData === undefined) queueMicrotask(this.pong);
+    this.pingData = data;
+  };
+  private readonly pong = (): void => {
+    const data = this.pingData;
+    this.pingData = undefined;
+    if (data !== undefined && this.ws.readyState === 1) this.ws.pong(data);
+  };
 
   /** No pong within {@link PONG_WAIT_MS} while held back by the in-flight bound. */
   private readonly pongLate = (): void => {
@@ -379,6 +416,8 @@ async function connectWs(url: URL, options: TransportConnectOptions & WsTranspor
       // ws hands the TLS options (servername included) to tls.connect.
       const clientOptions: Ws.ClientOptions & Pick<Tls.ConnectionOptions, "servername"> = {
         perMessageDeflate: false,
+        // Pings are answered by this side (onPing): once per turn.
+        autoPong: false,
         maxPayload: WS_MAX_MESSAGE,
         handshakeTimeout: options.connectTimeoutMs,
         headers: options.ws?.headers,
@@ -487,6 +526,8 @@ async function listenWs(
   const wss = new WebSocketServer({
     noServer: true,
     perMessageDeflate: false,
+    // Pings are answered by each transport (onPing): once per turn.
+    autoPong: false,
     maxPayload: WS_MAX_MESSAGE,
     clientTracking: false,
     handleProtocols: (offered) => (offered.has(WS_SUBPROTOCOL) ? WS_SUBPROTOCOL : false),

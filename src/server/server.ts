@@ -18,8 +18,9 @@ import type {
   Message,
   Payload,
 } from "../connection/types.ts";
-import { codeInfo, type ErrorCode } from "../errors/codes.ts";
+import { codeInfo, type ErrorCode, useSuggestions } from "../errors/codes.ts";
 import { PointSubError } from "../errors/error.ts";
+import { SUGGESTIONS } from "../errors/suggestions.ts";
 import { type IdempotencyOptions, type IdempotencyStore, idempotency } from "../router/idempotency.ts";
 import { type RateLimitOptions, rateLimit } from "../router/rate-limit.ts";
 import { Router } from "../router/router.ts";
@@ -254,6 +255,7 @@ export class Server extends EventEmitter<ServerEvents> {
     super();
     // A server takes streams from its first frame: the stream halves are loaded up front.
     useStreamEngine(streams);
+    useSuggestions(SUGGESTIONS);
     useDiagnostics(ConnectionDiagnostics);
     if (options.runtime === undefined) {
       throw new PointSubError(

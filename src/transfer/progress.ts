@@ -1,5 +1,5 @@
-import { EventEmitter } from "eventemitter3";
 import type { PointSubError } from "../errors/error.ts";
+import { Emitter } from "../util/emitter.ts";
 
 /** Lifecycle of a transfer, as progress reports it. */
 export type TransferStatus =
@@ -46,7 +46,7 @@ const SAMPLES = 32;
  * emits `progress` at most every `intervalMs` (and on every status change).
  * Also an async iterable of snapshots that ends with the final status.
  */
-export class Progress extends EventEmitter<ProgressEvents> implements AsyncIterable<ProgressSnapshot> {
+export class Progress extends Emitter<ProgressEvents> implements AsyncIterable<ProgressSnapshot> {
   /** The transfer id (may be set once known). */
   transferId: string;
   total: number | undefined;

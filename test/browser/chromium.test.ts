@@ -40,9 +40,12 @@ async function missing(): Promise<string | undefined> {
 const SCENARIO = `
 window.runScenario = async (url) => {
   const { connect } = window.pointsub;
-  const scriptsBefore = performance.getEntriesByType("resource").filter((e) => e.name.endsWith(".js")).length;
+  const scripts = () => performance.getEntriesByType("resource").filter((e) => e.name.endsWith(".js")).length;
+  const scriptsAtStart = scripts();
   const hex = async (b) => [...new Uint8Array(await crypto.subtle.digest("SHA-256", b))].map((x) => x.toString(16).padStart(2, "0")).join("");
   const conn = await connect(url, { maxMessageSize: 64 * 1024 * 1024 });
+  // The error suggestions are fetched while the first connection opens.
+  const scriptsBefore = scripts();
   const hello = new TextDecoder().decode(await conn.request("/echo/1.0.0", "hello from " + navigator.userAgent.split(" ")[0]));
   // 16 MiB of a simple pattern, hashed here and by the server, then echoed back.
   const big = new Uint8Array(16 * 1024 * 1024);
@@ -63,7 +66,7 @@ window.runScenario = async (url) => {
   const t1 = performance.now();
   conn.handleStream("/page/1.0.0", async (s) => hex(await s.bytes()));
   const streamedIn = new TextDecoder().decode(await conn.request("/push-stream/1.0.0", ""));
-  const scriptsAfter = performance.getEntriesByType("resource").filter((e) => e.name.endsWith(".js")).length;
+  const scriptsAfter = scripts();
   const blob = new Blob([big.subarray(0, 3 * 1024 * 1024), big.subarray(3 * 1024 * 1024, 4 * 1024 * 1024)]);
   let progressEvents = 0;
   const transfer = conn.sendStream("/hash-stream/1.0.0", blob.stream(), { total: blob.size, onProgress: () => progressEvents++ });
@@ -74,7 +77,7 @@ window.runScenario = async (url) => {
   await conn.close();
   return {
     hello, want, serverHash, echoLength: echoed.length, echoHash, pushAnswer, pushHash, roundTripMs,
-    streamedIn, scriptsBefore, scriptsAfter, uploadHash, uploadWant, progressEvents,
+    streamedIn, scriptsAtStart, scriptsBefore, scriptsAfter, uploadHash, uploadWant, progressEvents,
     uploadedBytes: uploaded.bytes, uploadStatus: uploaded.status, streamsMs,
   };
 };
@@ -161,6 +164,11 @@ describe("the browser entry in chromium (playwright-core)", () => {
       assert.equal(r.pushHash, r.pushAnswer, "the page received the server's 16 MiB push intact");
       assert.equal(r.pushAnswer, sha256(push));
       assert.equal(r.streamedIn, "intact", "the server's 2 MiB stream reached the page's stream route intact");
+      assert.equal(
+        r.scriptsBefore,
+        (r.scriptsAtStart as number) + 1,
+        "the error suggestions chunk was fetched while connecting",
+      );
       assert.equal(
         r.scriptsAfter,
         (r.scriptsBefore as number) + 1,

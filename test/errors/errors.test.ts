@@ -1,9 +1,22 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { codeForErrno, codeInfo, ERROR_CODES } from "../../src/errors/codes.ts";
-import { isPointSubError, PointSubError } from "../../src/errors/error.ts";
+import { isPointSubError, PointSubError, withSuggestion } from "../../src/errors/error.ts";
+import { SUGGESTIONS } from "../../src/errors/suggestions.ts";
 
 describe("PointSubError", () => {
+  it("loads the suggestion texts on demand: an error built before they arrive names its code, withSuggestion completes it", async () => {
+    // First in this file: nothing installed the texts yet (a browser before its first connection).
+    const early = new PointSubError("ERR_CONNECT", "refused");
+    assert.match(early.suggestion, /ERR_CONNECT/);
+    const own = new PointSubError("ERR_CONNECT", "refused", { suggestion: "mine" });
+    assert.equal(await withSuggestion(early), early);
+    assert.equal(early.suggestion, SUGGESTIONS.ERR_CONNECT);
+    assert.equal((await withSuggestion(own)).suggestion, "mine");
+    assert.equal(new PointSubError("ERR_CONNECT", "x").suggestion, SUGGESTIONS.ERR_CONNECT);
+    assert.equal(codeInfo("ERR_TIMEOUT").suggestion, SUGGESTIONS.ERR_TIMEOUT);
+  });
+
   it("carries code, errno, severity, retryable, suggestion and cause", () => {
     const cause = new Error("socket hang up");
     const e = new PointSubError("ERR_CONNECTION_CLOSED", "gone", { cause });

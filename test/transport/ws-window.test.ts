@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { WebSocketServer } from "ws";
+import { WebSocket, WebSocketServer } from "ws";
 import { wsTransport } from "../../src/node/ws-adapter.ts";
 
 /** A plain `ws` server counting the bytes it receives; `autoPong` false: it never answers pings. */
@@ -80,6 +80,30 @@ describe("ws transport: in-flight bound by ping/pong", () => {
       assert.equal(s.bytes(), 2 * 1024 * 1024);
     } finally {
       await s.close();
+    }
+  });
+
+  it("answers the pings of one read with one pong, for the newest (RFC 6455 §5.5.3): a ping flood costs one write per read", async () => {
+    const listener = await wsTransport.listen(new URL("ws://127.0.0.1:0/"), {}, (t) =>
+      t.attach({ onData: () => true, onClose() {}, onDrain() {} }),
+    );
+    const ws = new WebSocket(listener.url, ["pointsub.v1"]);
+    try {
+      await new Promise((r, j) => ws.once("open", r).once("error", j));
+      const pongs: number[] = [];
+      ws.on("pong", (d: Buffer) => pongs.push(d.readUInt32BE(0)));
+      // 200 pings in one write: the server reads them at once (a flood would otherwise get 200 pongs).
+      const socket = (ws as unknown as { _socket: import("node:net").Socket })._socket;
+      socket.cork();
+      for (let i = 0; i < 200; i++) ws.ping(Buffer.from([0, 0, 0, i]));
+      socket.uncork();
+      while (!pongs.includes(199)) await new Promise((r) => setTimeout(r, 5));
+      await new Promise((r) => setTimeout(r, 50));
+      assert.ok(pongs.length < 20, `${pongs.length} pongs for 200 pings`);
+      assert.equal(pongs.at(-1), 199, "the last pong answers the newest ping");
+    } finally {
+      ws.terminate();
+      await listener.close();
     }
   });
 });

@@ -1,0 +1,202 @@
+/**
+ * Serving the peer's requests (`dispatch.ts`: routes, middleware, answers
+ * and error answers, held messages) as code loaded on demand. The Node
+ * runtime and the server install it up front (with the stream engine,
+ * `streams.ts`), so their connections build a {@link Dispatcher} at once.
+ * A connection built without it (a browser page, which mostly calls and
+ * rarely serves) starts with a {@link DispatchShell}: it delivers the peer's
+ * one-way messages itself (no middleware: the `message` event), and the
+ * first time the peer sends a request, or the application adds a route or
+ * a middleware, it loads `dispatch.ts` (with the stream engine), queues what arrives meanwhile (and
+ * pauses reading from the peer until then), then hands the connection to a
+ * real dispatcher and replays the queue in order.
+ */
+import { type PointSubError, toPointSubError } from "../errors/error.ts";
+import type { Router } from "../router/router.ts";
+import type { MemoryBudget } from "./budget.ts";
+import type { ServerCall } from "./calls.ts";
+import type { Connection } from "./connection.ts";
+import type { Dispatcher, MessageHook } from "./dispatch.ts";
+import type { Link } from "./link.ts";
+import type { Outbox } from "./outbox.ts";
+import type { ReadGate } from "./read-gate.ts";
+import type { Stats } from "./stats.ts";
+import { loadStreamEngine, streamEngine } from "./stream-engine.ts";
+import type { Message } from "./types.ts";
+
+const decoder = new TextDecoder();
+
+export { toBytes } from "./to-bytes.ts";
+
+let cls: typeof Dispatcher | undefined;
+
+/** Installs the dispatcher class a caller imported statically. */
+export function useDispatcher(c: typeof Dispatcher): void {
+  cls ??= c;
+}
+
+/** The dispatcher class if it is installed or loaded (the stream engine brings it too), else undefined. */
+export function dispatcherClass(): typeof Dispatcher | undefined {
+  cls ??= streamEngine()?.Dispatcher;
+  return cls;
+}
+
+/** @internal For tests of the on-demand path: forgets the class (reset the stream engine too: it brings one). */
+export function resetDispatcher(): void {
+  cls = undefined;
+}
+
+/**
+ * Loads the dispatcher class: with the stream engine (`streams.ts`, one
+ * chunk on demand in a browser bundle — the incoming streams need the
+ * dispatcher anyway, and a page that serves requests is rare).
+ */
+export function loadDispatcher(): Promise<typeof Dispatcher> {
+  const c = dispatcherClass();
+  if (c !== undefined) return Promise.resolve(c);
+  return loadStreamEngine().then((e) => {
+    useDispatcher(e.Dispatcher);
+    return e.Dispatcher;
+  });
+}
+
+class ShellMessage implements Message {
+  readonly data: Uint8Array;
+  constructor(data: Uint8Array) {
+    this.data = data;
+  }
+  text(): string {
+    return decoder.decode(this.data);
+  }
+}
+
+/** What the shell tells its connection: the dispatcher that replaces it, or why it could not load. */
+export interface ShellHooks {
+  replace(d: Dispatcher): void;
+  fail(err: PointSubError): void;
+}
+
+/**
+ * A connection's dispatcher until `dispatch.ts` is needed (see the file's
+ * comment). It has the members the connection and the inbound side use.
+ */
+export class DispatchShell {
+  /** Requests queued for the dispatcher (counted as served: a graceful close waits for them). */
+  readonly serving = { size: 0, get: (_id: number): ServerCall | undefined => undefined };
+  openRequests = 0;
+  readonly heldMessages = 0;
+  router: Router;
+  readGate: ReadGate | undefined;
+  private readonly args: ConstructorParameters<typeof Dispatcher>;
+  private readonly hooks: ShellHooks;
+  /** What arrived while the dispatcher loads, in order (undefined: nothing waits). */
+  private queue: ((d: Dispatcher) => void)[] | undefined;
+  private closed = false;
+  private loadStarted = false;
+
+  constructor(
+    link: Link,
+    outbox: Outbox,
+    stats: Stats,
+    budget: MemoryBudget,
+    session: Connection,
+    router: Router,
+    onMessage: MessageHook | undefined,
+    hooks: ShellHooks,
+  ) {
+    this.args = [link, outbox, stats, budget, session, router, onMessage];
+    this.router = router;
+    this.hooks = hooks;
+  }
+
+  /** A complete one-way message: the `message` event now, unless middleware runs or requests wait before it. */
+  deliverMessage(data: Uint8Array): void {
+    if (this.queue === undefined && !this.router.hasMiddleware) {
+      const msg = new ShellMessage(data);
+      const [, , , , session, , onMessage] = this.args;
+      try {
+        onMessage?.(msg, session);
+        session.emit("message", msg);
+      } catch (err) {
+        // A throwing listener is the application's bug: surface it, keep the connection.
+        queueMicrotask(() => {
+          throw err;
+        });
+      }
+      return;
+    }
+    this.enqueue((d) => d.deliverMessage(data));
+  }
+
+  handleRequest(id: number, route: string, data: Uint8Array, charged: number, key?: Uint8Array): void {
+    this.serving.size++;
+    this.enqueue((d) => {
+      this.serving.size--;
+      d.handleRequest(id, route, data, charged, key);
+    });
+  }
+
+  cancelServed(id: number, reasonCode: "ERR_TIMEOUT" | "ERR_CANCELLED"): boolean {
+    if (this.queue === undefined) return false;
+    this.enqueue((d) => d.cancelServed(id, reasonCode));
+    return true;
+  }
+
+  /** Starts loading the dispatcher (the application added a route or middleware: requests will come). */
+  load(): void {
+    if (this.loadStarted || this.closed) return;
+    this.loadStarted = true;
+    loadDispatcher().then(
+      (c) => this.become(c),
+      (err: unknown) => {
+        this.loadStarted = false;
+        if (this.queue !== undefined && !this.closed) {
+          this.hooks.fail(toPointSubError(err, "ERR_CONNECTION_CLOSED", "cannot load the request dispatcher: "));
+        }
+      },
+    );
+  }
+
+  /** Hands the connection to a real dispatcher now (it is loaded: the stream engine brought it). */
+  becomeNow(): Dispatcher | undefined {
+    const c = dispatcherClass();
+    return c === undefined ? undefined : this.become(c);
+  }
+
+  /** The connection closed: what waits is dropped (the requests fail with the connection on the peer's side). */
+  teardown(_failure: PointSubError): void {
+    this.closed = true;
+    this.queue = undefined;
+    this.serving.size = 0;
+  }
+
+  private enqueue(work: (d: Dispatcher) => void): void {
+    if (this.queue === undefined) {
+      this.queue = [];
+      // Nothing more is read from the peer until the dispatcher runs what waits (bounded by one read).
+      this.readGate?.holdMessages(true);
+    }
+    this.queue.push(work);
+    this.load();
+  }
+
+  private become(c: typeof Dispatcher): Dispatcher | undefined {
+    if (this.closed) return undefined;
+    this.closed = true;
+    const args = this.args;
+    args[5] = this.router;
+    const d = new c(...args);
+    d.readGate = this.readGate;
+    d.openRequests = this.openRequests;
+    const queue = this.queue;
+    this.queue = undefined;
+    this.serving.size = 0;
+    this.hooks.replace(d);
+    if (queue !== undefined) {
+      // Reading resumes (no read happens during the replay; the dispatcher may pause it again for its own held messages).
+      this.readGate?.holdMessages(false);
+      for (const work of queue) work(d);
+    }
+    return d;
+  }
+}

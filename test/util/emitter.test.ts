@@ -1,0 +1,67 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { EventEmitter } from "eventemitter3";
+import { Emitter } from "../../src/util/emitter.ts";
+
+interface Events {
+  a: [n: number];
+  b: [];
+}
+
+/** The same script on both emitters, with what each listener saw. */
+function script(e: Emitter<Events> | EventEmitter<Events>): unknown[] {
+  const log: unknown[] = [];
+  const ctx = { name: "ctx" };
+  const one = (n: number) => log.push(["one", n]);
+  const two = function (this: unknown, n: number) {
+    log.push(["two", n, this === ctx]);
+  };
+  const own = function (this: unknown) {
+    log.push(["own-this", this === e]);
+  };
+  log.push(["emit none", e.emit("a", 0)]);
+  e.on("a", one);
+  e.once("a", (n) => log.push(["once", n]));
+  e.on("a", two, ctx);
+  e.addListener("b", own);
+  log.push(["names", e.eventNames()]);
+  log.push(["count", e.listenerCount("a"), e.listeners("a").length]);
+  log.push(["emit", e.emit("a", 1)]);
+  e.emit("a", 2);
+  e.emit("b");
+  e.removeListener("a", two, { other: true });
+  e.emit("a", 3);
+  e.off("a", two, ctx);
+  e.emit("a", 4);
+  // A listener that removes itself and adds another while an emit runs: this round is unchanged.
+  const self = () => {
+    log.push(["self"]);
+    e.off("a", self);
+    e.on("a", () => log.push(["late"]));
+  };
+  e.on("a", self);
+  e.emit("a", 5);
+  e.emit("a", 6);
+  e.removeAllListeners("a");
+  log.push(["after removeAll a", e.emit("a", 7), e.listenerCount("b")]);
+  e.removeAllListeners();
+  log.push(["after removeAll", e.emit("b"), e.eventNames()]);
+  // once filter: only once-listeners of fn go.
+  e.on("a", one);
+  e.once("a", one);
+  e.removeListener("a", one, undefined, true);
+  e.emit("a", 8);
+  return log;
+}
+
+describe("Emitter", () => {
+  it("behaves as eventemitter3 (order, once, context, removal filters, changes during an emit)", () => {
+    const ours = script(new Emitter<Events>());
+    assert.deepEqual(ours, script(new EventEmitter<Events>()));
+    assert.ok(ours.length > 15);
+  });
+
+  it("refuses a listener that is not a function", () => {
+    assert.throws(() => new Emitter<Events>().on("a", 1 as unknown as () => void), TypeError);
+  });
+});

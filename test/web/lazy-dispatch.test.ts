@@ -1,0 +1,107 @@
+/**
+ * Serving requests loaded on demand (a browser connection starts with a
+ * `DispatchShell`, `connection/dispatch-lazy.ts`), with a loader the test
+ * releases, over tcp:
+ * - a one-way message with nothing waiting is delivered at once, without
+ *   loading anything;
+ * - a route added starts the load; a request that arrives meanwhile waits
+ *   and is answered once it loaded, and a message sent after it is
+ *   delivered after it (arrival order);
+ * - a connection with no routes answers a request with ERR_NO_ROUTE once
+ *   loaded, and its connection stays usable.
+ */
+import assert from "node:assert/strict";
+import { after, describe, it } from "node:test";
+import { connect } from "../../src/client/connect.ts";
+import { resetDispatcher } from "../../src/connection/dispatch-lazy.ts";
+import { resetStreamEngine, type StreamEngine } from "../../src/connection/stream-engine.ts";
+import * as streams from "../../src/connection/streams.ts";
+import { type Connection, createServer } from "../../src/index.ts";
+import { tcpTransport } from "../../src/node/net-adapter.ts";
+import { createRuntime } from "../../src/runtime/runtime.ts";
+import { until } from "../helpers/wait.ts";
+
+/** A loader that resolves when the test says so, and counts its calls. */
+function heldLoader(): { load: () => Promise<StreamEngine>; release: () => void; calls: () => number } {
+  let release!: () => void;
+  const gate = new Promise<void>((r) => {
+    release = r;
+  });
+  let calls = 0;
+  return {
+    load: async () => {
+      calls++;
+      await gate;
+      return streams;
+    },
+    release,
+    calls: () => calls,
+  };
+}
+
+/** A runtime with nothing installed (the browser's situation), over tcp. */
+const portable = () => createRuntime({ name: "lazy-dispatch", transports: [tcpTransport] });
+
+/** A server (its sessions built after the reset: shells too) and a client, with the engine behind `gate`. */
+async function pair(gate: ReturnType<typeof heldLoader>) {
+  const server = createServer({ runtime: portable() });
+  const sessions: Connection[] = [];
+  server.on("session", (s) => sessions.push(s));
+  const [url] = await server.listen("tcp://127.0.0.1:0");
+  resetStreamEngine(gate.load);
+  resetDispatcher();
+  const conn = await connect(url, { runtime: portable() });
+  await until(() => sessions.length === 1);
+  return { server, conn, session: sessions[0] };
+}
+
+describe("request serving loaded on demand", () => {
+  after(() => resetStreamEngine());
+
+  it("messages go straight through; a request waits for the load, and a message after it stays after it", async () => {
+    const gate = heldLoader();
+    const { server, conn, session } = await pair(gate);
+    try {
+      const events: string[] = [];
+      conn.on("message", (m) => events.push(`message:${m.text()}`));
+      await session.send("early");
+      await until(() => events.length === 1);
+      assert.deepEqual(events, ["message:early"]);
+      assert.equal(gate.calls(), 0, "a message needs no dispatcher");
+      conn.handle("/hello/1", (req) => {
+        events.push(`request:${req.text()}`);
+        return `hi ${req.text()}`;
+      });
+      assert.equal(gate.calls(), 1, "a route starts the load");
+      const answer = session.request("/hello/1", "x");
+      await session.send("after");
+      await new Promise((r) => setTimeout(r, 30));
+      assert.deepEqual(events, ["message:early"], "the request waits, and the message after it too");
+      assert.equal(conn.stats().requests.inFlight, 1, "the waiting request counts as in flight");
+      gate.release();
+      assert.equal(new TextDecoder().decode(await answer), "hi x");
+      await until(() => events.length === 3);
+      assert.deepEqual(events, ["message:early", "request:x", "message:after"]);
+      // Loaded: the next request is served at once.
+      assert.equal(new TextDecoder().decode(await session.request("/hello/1", "y")), "hi y");
+    } finally {
+      await conn.close();
+      await server.close();
+    }
+  });
+
+  it("no routes: a request loads the dispatcher and gets ERR_NO_ROUTE; the connection stays usable", async () => {
+    const gate = heldLoader();
+    gate.release();
+    const { server, conn, session } = await pair(gate);
+    server.handle("/echo/1", (req) => req.data);
+    try {
+      await assert.rejects(session.request("/nothing/1", "x"), { code: "ERR_NO_ROUTE" });
+      assert.equal(gate.calls(), 1);
+      assert.equal(new TextDecoder().decode(await conn.request("/echo/1", "still here")), "still here");
+    } finally {
+      await conn.close();
+      await server.close();
+    }
+  });
+});
