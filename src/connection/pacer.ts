@@ -119,6 +119,12 @@ export class Pacer {
   private drainSeq = 0;
   /** No answer to a probe within NO_ACK_MS while blocked: not pacing until one comes. */
   unresponsive = false;
+  /**
+   * This side stopped reading the peer (the slow-peer bound, read-gate.ts):
+   * no acknowledgement can be read meanwhile, so bulk is not paced — it
+   * goes to the transport, whose drain resumes reading, as without pacing.
+   */
+  readingPaused = false;
   private noAckTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(writer: PacedWriter) {
@@ -130,7 +136,7 @@ export class Pacer {
 
   /** Bytes the window allows in flight now. */
   window(): number {
-    if (this.unresponsive) return Number.POSITIVE_INFINITY;
+    if (this.unresponsive || this.readingPaused) return Number.POSITIVE_INFINITY;
     if (this.rate === 0) return INITIAL_WINDOW;
     if (this.drainSince !== 0) return Math.max(FLOOR, (this.rate * this.minRtt) / 2);
     return Math.max(FLOOR, this.rate * (this.minRtt + TARGET_MS) + this.extra);
@@ -159,7 +165,7 @@ export class Pacer {
       this.drainSince = now;
       this.drainSeq = 0;
     }
-    const step = this.unresponsive ? INITIAL_WINDOW / 4 : Math.max(MIN_FRAME, this.window() / 4);
+    const step = this.unresponsive || this.readingPaused ? INITIAL_WINDOW / 4 : Math.max(MIN_FRAME, this.window() / 4);
     if (position - this.lastProbePos >= step) this.probe(position, now);
   }
 
