@@ -11,7 +11,12 @@ import { clientArgs, serveRole } from "../lib/role.ts";
 import { runWorkload } from "../lib/workload.ts";
 
 const GiB = 1024 ** 3;
-const limits = { maxMessageSize: GiB, maxAssemblyBytes: GiB };
+// POINTSUB_BENCH_OPTIONS: extra connection options, as for bench/impls/pointsub.ts (e.g. {"pacing":false}).
+const limits = {
+  maxMessageSize: GiB,
+  maxAssemblyBytes: GiB,
+  ...JSON.parse(process.env.POINTSUB_BENCH_OPTIONS ?? "{}"),
+};
 const quic = process.argv.includes("--quic");
 
 function node(listen: boolean): Promise<Libp2p> {
