@@ -11,10 +11,10 @@ import { clientArgs, serveRole } from "../lib/role.ts";
 import { runWorkload } from "../lib/workload.ts";
 
 const GiB = 1024 ** 3;
+// POINTSUB_BENCH_OPTIONS: extra connection options, as for bench/impls/pointsub.ts (e.g. {"pacing":false}).
 const limits = {
   maxMessageSize: GiB,
   maxAssemblyBytes: GiB,
-  // As bench/impls/pointsub.ts: options for A/B runs (e.g. '{"pacing":true}').
   ...JSON.parse(process.env.POINTSUB_BENCH_OPTIONS ?? "{}"),
 };
 const quic = process.argv.includes("--quic");

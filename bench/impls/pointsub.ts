@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Client, connect, createServer, rateLimit } from "../../src/index.ts";
 import { clientArgs, serveRole } from "../lib/role.ts";
+import { TRACE_DIR, traceArrival } from "../lib/trace.ts";
 import { runWorkload } from "../lib/workload.ts";
 
 const GiB = 1024 ** 3;
@@ -43,7 +44,15 @@ async function server(): Promise<void> {
       });
       session.handle("/count/1.0.0", () => String(count));
     });
-    srv.handle("/echo/1.0.0", (req) => req.data);
+    srv.handle(
+      "/echo/1.0.0",
+      TRACE_DIR === undefined
+        ? (req) => req.data
+        : (req) => {
+            traceArrival(req.data);
+            return req.data;
+          },
+    );
     srv.handle("/sink/1.0.0", () => undefined);
     const url = process.argv.includes("--unix")
       ? `unix://${join(tmpdir(), `pointsub-bench-${process.pid}.sock`)}`
@@ -83,6 +92,7 @@ async function client(): Promise<void> {
       count: async () => Number(decoder.decode(await conn.request("/count/1.0.0"))),
       echo,
       sink: (big) => conn.request("/sink/1.0.0", big, { timeoutMs: 0 }),
+      traceAhead: () => traceAhead(conn),
       close: async () => {
         await pool?.close();
         await conn.close();
@@ -95,6 +105,28 @@ async function client(): Promise<void> {
     workload,
     params,
   );
+}
+
+/**
+ * hol tracing (bench/lib/trace.ts): what the connection's writer holds ahead
+ * of a request just written — bytes encoded and not yet handed to the
+ * transport, bytes handed over and not acknowledged by the peer (pacing
+ * only), the pacer's window and rate. Reads engine internals: bench only.
+ */
+function traceAhead(conn: unknown): Record<string, number> {
+  const w = (conn as { writer?: Record<string, unknown> }).writer;
+  if (w === undefined) return {};
+  const position = w.position as number;
+  const out: Record<string, number> = { unflushed: position - (w.bytesOut as number) };
+  const p = w.pacer as { acked: number; rate: number; minRtt: number; extra: number; window(): number } | undefined;
+  if (p !== undefined) {
+    out.inflight = position - p.acked;
+    out.window = p.window();
+    out.rate = p.rate;
+    out.minRtt = p.minRtt;
+    out.extra = p.extra;
+  }
+  return out;
 }
 
 if (process.argv[2] === "server") await server();

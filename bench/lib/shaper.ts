@@ -137,12 +137,16 @@ class Direction {
       if (this.queued < this.limit && this.from.isPaused()) this.from.resume();
     }
     this.last = now;
+    // What is due goes out in one writev (cork): the proxy's cost per tick, not per piece.
+    const due = this.wire.length > 0 && this.wire[0].at <= now && !this.to.destroyed;
+    if (due) this.to.cork();
     while (this.wire.length > 0 && this.wire[0].at <= now) {
       const { buf } = this.wire.shift() as { at: number; buf: Buffer };
       this.onWire -= buf.length;
       this.stats.delivered += buf.length;
       if (!this.to.destroyed) this.to.write(buf);
     }
+    if (due) this.to.uncork();
     if (this.queued > 0 || this.wire.length > 0) {
       this.schedule(this.queued > 0 ? 1 : Math.max(1, Math.ceil(this.wire[0].at - now)));
     } else if (this.ended && !this.to.destroyed) {

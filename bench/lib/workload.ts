@@ -5,6 +5,7 @@
  */
 import { report, type Workload, type WorkloadParams } from "./role.ts";
 import { latencySummary } from "./stats.ts";
+import { absNow, TRACE_DIR, tagPing, writeClientTrace } from "./trace.ts";
 
 /** What an implementation offers the workloads. */
 export interface BenchClient {
@@ -25,6 +26,8 @@ export interface BenchClient {
   open?(): Promise<{ close(): unknown; echo?(msg: Uint8Array): Promise<unknown> }>;
   /** conns: connection attempts in flight at once (default 100). */
   openConcurrency?: number;
+  /** hol tracing (trace.ts): bytes queued ahead of a request just written, as this implementation sees them. */
+  traceAhead?(): Record<string, number>;
 }
 
 /** Runs `workload` against `client` and prints the result line. */
@@ -103,12 +106,27 @@ export async function runWorkload(client: BenchClient, workload: Workload, param
       done = true;
     });
     const hol = workload === "hol" || workload === "hol-slow";
+    const trace: object[] = [];
     if (hol) {
-      while (!done) {
+      for (let n = 1; !done; n++) {
+        const due = absNow() + params.pingEveryMs;
         await new Promise((r) => setTimeout(r, params.pingEveryMs));
         if (done) break;
         const t = performance.now();
-        void client.echo(msg).then(() => lat.push((performance.now() - t) * 1000));
+        if (TRACE_DIR === undefined) {
+          void client.echo(msg).then(() => lat.push((performance.now() - t) * 1000));
+          continue;
+        }
+        // Traced: each ping carries its number (trace.ts), and its times are kept.
+        const ping = new Uint8Array(msg.length).fill(7);
+        tagPing(ping, n, process.pid);
+        const row: Record<string, number> = { n, due, sent: absNow() };
+        void client.echo(ping).then(() => {
+          lat.push((performance.now() - t) * 1000);
+          row.resp = absNow();
+        });
+        Object.assign(row, client.traceAhead?.());
+        trace.push(row);
       }
     }
     await sink;
@@ -121,6 +139,7 @@ export async function runWorkload(client: BenchClient, workload: Workload, param
       startRss,
       ...(hol ? { latencyUs: latencySummary(Float64Array.from(lat)), pings: lat.length } : {}),
     });
+    writeClientTrace(trace);
   }
   await client.close();
 }

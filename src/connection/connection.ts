@@ -199,7 +199,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     // methods are on the prototype, not closures.
     const port = new Connection.Port(this);
     this.writer = new FrameWriter(port, runtime.checksums);
-    if (options.pacing === true) this.writer.pacing = newPacer;
+    if (options.pacing !== false) this.writer.pacing = newPacer;
     // One closure serves every part that asks whether the connection closed.
     const isClosed = (): boolean => this.state_ === "closed";
     this.isClosed = isClosed;

@@ -31,6 +31,15 @@
  *   the window (capped at {@link MAX_EXTRA_MS} of the rate), so a receiver
  *   still has data while its sender is away. A link that delivers steadily
  *   adds nothing.
+ * - **Delay guard**: the max filter believes the fastest burst of the last
+ *   second; when the receiver (or the machine) delivers in bursts, that is
+ *   far above what it delivers on average and the queue grows to many times
+ *   its budget (loaded machine: a 2.5 MiB window at ~15 MB/s, pings waiting
+ *   150–250 ms). A probe's round trip is exactly the wait of anything sent
+ *   with it, so an acknowledgement that took longer than the window's time
+ *   budget (min RTT + TARGET_MS + MAX_EXTRA_MS) sets the rate to what was
+ *   delivered while that probe was under way, and both filters start again
+ *   from it.
  * - **Min RTT** is refreshed every {@link MIN_RTT_REFRESH_MS} by holding
  *   the window to half the path's capacity until one acknowledgement comes
  *   back (as BBR's ProbeRTT), so a standing queue cannot pass for path delay.
@@ -71,8 +80,12 @@ const MAX_DRAIN_MS = 500;
 const MAX_PROBES = 32;
 /** Rate samples span at least this long, ms (and at least the min RTT). */
 const MIN_SPAN_MS = 2;
-/** The allowance for acknowledgements in bursts is at most this much of the rate, ms. */
-const MAX_EXTRA_MS = 20;
+/**
+ * The allowance for acknowledgements in bursts is at most this much of the
+ * rate, ms; with TARGET_MS and the min RTT it is the window's time budget
+ * (see the delay guard).
+ */
+const MAX_EXTRA_MS = 10;
 /** Rate samples kept at most. */
 const MAX_SAMPLES = 64;
 /** Acknowledgements remembered to take rate samples from. */
@@ -119,6 +132,12 @@ export class Pacer {
   private drainSeq = 0;
   /** No answer to a probe within NO_ACK_MS while blocked: not pacing until one comes. */
   unresponsive = false;
+  /**
+   * This side stopped reading the peer (the slow-peer bound, read-gate.ts):
+   * no acknowledgement can be read meanwhile, so bulk is not paced — it
+   * goes to the transport, whose drain resumes reading, as without pacing.
+   */
+  readingPaused = false;
   private noAckTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(writer: PacedWriter) {
@@ -130,7 +149,7 @@ export class Pacer {
 
   /** Bytes the window allows in flight now. */
   window(): number {
-    if (this.unresponsive) return Number.POSITIVE_INFINITY;
+    if (this.unresponsive || this.readingPaused) return Number.POSITIVE_INFINITY;
     if (this.rate === 0) return INITIAL_WINDOW;
     if (this.drainSince !== 0) return Math.max(FLOOR, (this.rate * this.minRtt) / 2);
     return Math.max(FLOOR, this.rate * (this.minRtt + TARGET_MS) + this.extra);
@@ -159,7 +178,7 @@ export class Pacer {
       this.drainSince = now;
       this.drainSeq = 0;
     }
-    const step = this.unresponsive ? INITIAL_WINDOW / 4 : Math.max(MIN_FRAME, this.window() / 4);
+    const step = this.unresponsive || this.readingPaused ? INITIAL_WINDOW / 4 : Math.max(MIN_FRAME, this.window() / 4);
     if (position - this.lastProbePos >= step) this.probe(position, now);
   }
 
@@ -229,6 +248,7 @@ export class Pacer {
       this.drainSeq = 0;
     }
     this.sample(now);
+    this.guard(now, rtt);
     this.aggregation(now);
     this.remember(now, this.acked);
     this.writer.wake();
@@ -256,6 +276,30 @@ export class Pacer {
     let max = 0;
     for (let j = 1; j < s.length; j += 2) if (s[j] > max) max = s[j];
     this.rate = max;
+  }
+
+  /**
+   * The queue outgrew the window's time budget (an acknowledgement took longer
+   * than min RTT + TARGET_MS + MAX_EXTRA_MS): the rate was overestimated (the
+   * max filter caught a burst). The rate becomes what was delivered while this
+   * probe was under way, and the filters start again from it.
+   */
+  private guard(now: number, rtt: number): void {
+    if (this.rate === 0 || rtt <= this.minRtt + TARGET_MS + MAX_EXTRA_MS) return;
+    let k = -1;
+    for (let j = 0; j < this.histN; j++) {
+      const idx = (this.histHead - 1 - j + HISTORY) % HISTORY;
+      k = idx;
+      if (now - this.histT[idx] >= rtt) break;
+    }
+    if (k < 0 || now - this.histT[k] <= 0) return;
+    const value = (this.acked - this.histP[k]) / (now - this.histT[k]);
+    if (!(value > 0) || value >= this.rate) return;
+    this.rate = value;
+    this.samples.length = 0;
+    this.samples.push(now, value);
+    this.extras.length = 0;
+    this.extra = 0;
   }
 
   /** Bytes acknowledged beyond the rate since the epoch began; a new epoch when the rate explains them all. */

@@ -154,10 +154,20 @@ export class ReadGate {
       yielded.push(this);
     }
     // A peer that does not read what it is owed is read no further until it drains.
+    // Owed: answers not yet handed to the transport, whether they wait for the
+    // transport or for the pacer's acknowledgements (which a peer that never
+    // reads never sends).
     const w = this.writer;
-    if (!w.writable && !this.slowPaused && w.answerQueued + w.controlBacklog > this.slowPeerBytes) {
+    if (!this.slowPaused && w.answerQueued + w.controlBacklog > this.slowPeerBytes && w.stalled) {
       this.slowPaused = true;
       this.transport.pause();
+      if (w.writable) {
+        // Held by the pacer: no acknowledgement can be read now, so the answers go to
+        // the transport, and its drain resumes reading — as without pacing. A transport
+        // that took them all is not full: read on.
+        w.readingPaused(true);
+        if (w.writable) this.slowResume();
+      }
     }
   }
 
@@ -175,9 +185,15 @@ export class ReadGate {
   /** The transport drained. Returns true when reading resumed after a slow-peer pause. */
   onDrain(): boolean {
     if (!this.slowPaused || !this.writer.writable) return false;
-    this.slowPaused = false;
-    this.resumeIfFree();
+    this.slowResume();
     return true;
+  }
+
+  /** The slow-peer pause ends: reading (and pacing) go on. */
+  private slowResume(): void {
+    this.slowPaused = false;
+    this.writer.readingPaused(false);
+    this.resumeIfFree();
   }
 
   /** Stops (`true`) or restarts (`false`) reading for messages held by middleware. */

@@ -138,9 +138,9 @@ export interface ConnectionOptions {
    * so the bulk bytes below this connection (socket, kernel and link buffers)
    * stay near one round trip plus 5 ms of the link and a small message waits
    * about that long whatever the link's speed (issue 17; uses PING frames as
-   * acknowledgements). Default false (opt-in): while it waits for
-   * acknowledgements, queued answers do not yet count as the transport being
-   * full, so a peer that never reads is read further than without it.
+   * acknowledgements). Default true. Answers the pacer holds count for
+   * `slowPeerBytes` as answers a full transport holds, so a peer that never
+   * reads is read no further than with `false`.
    */
   pacing?: boolean;
   /** Send a PING after this many ms without incoming bytes; close with ERR_KEEPALIVE if none answers within another period. Default 30000; 0 = off. */

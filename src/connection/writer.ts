@@ -221,6 +221,32 @@ export class FrameWriter {
     this.pump();
   }
 
+  /**
+   * Whether what this side owes cannot go out now: the transport asked to
+   * wait, or bulk waits for the pacer's acknowledgements. With
+   * {@link answerQueued} it tells the read gate that a peer must be read no
+   * further.
+   */
+  get stalled(): boolean {
+    if (!this.writable) return true;
+    const p = this.pacer;
+    return p !== undefined && this.bulk.length !== 0 && p.room(this.position) <= 0;
+  }
+
+  /**
+   * Reading the peer stopped (`true`, the slow-peer bound) or resumed: no
+   * acknowledgement can be read meanwhile, so bulk is not paced — what waits
+   * is handed to the transport now, as without pacing.
+   */
+  readingPaused(on: boolean): void {
+    const p = this.pacer;
+    if (p === undefined || p.readingPaused === on) return;
+    p.readingPaused = on;
+    if (!on) return;
+    this.pump();
+    this.flush();
+  }
+
   /** Byte-stream position of the next frame: every byte encoded so far. */
   get position(): number {
     return this.bytesOut + this.batched();

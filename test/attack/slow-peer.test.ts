@@ -30,112 +30,132 @@ describe("attack: a peer that never reads", () => {
   it("a PING flood costs one answer while the transport is full, not one per PING", async () => {
     const { server, url, sessions } = await echoServer();
     const peer = await rawClient(url);
-    peer.socket.pause(); // never reads
-    peer.socket.write(handshake());
-    const ping = encodeFrame(FrameType.PING, 0, 0, new Uint8Array(8));
-    const burst = Buffer.concat(Array.from({ length: 10_000 }, () => ping)); // 150 KB
-    const bursts = 160; // 24 MB of PINGs in all
-    // The server may also cut the flooder off (it never reads): then the flood ends there —
-    // waiting for a 'drain' that cannot come would hang the test.
-    for (let i = 0; i < bursts && !peer.socket.destroyed; i++) {
-      if (!peer.socket.write(burst)) {
-        await Promise.race([new Promise((r) => peer.socket.once("drain", r)), peer.closed]);
+    try {
+      peer.socket.pause(); // never reads
+      peer.socket.write(handshake());
+      const ping = encodeFrame(FrameType.PING, 0, 0, new Uint8Array(8));
+      const burst = Buffer.concat(Array.from({ length: 10_000 }, () => ping)); // 150 KB
+      const bursts = 160; // 24 MB of PINGs in all
+      // The server may also cut the flooder off (it never reads): then the flood ends there —
+      // waiting for a 'drain' that cannot come would hang the test.
+      for (let i = 0; i < bursts && !peer.socket.destroyed; i++) {
+        if (!peer.socket.write(burst)) {
+          await Promise.race([new Promise((r) => peer.socket.once("drain", r)), peer.closed]);
+        }
       }
+      await until(
+        () =>
+          sessions.length === 1 && (peer.socket.destroyed || sessions[0].stats().wire.bytesIn >= bursts * burst.length),
+        60_000,
+      );
+      const { bytesOut, bytesIn } = sessions[0].stats().wire;
+      assert.ok(bytesIn > 8 * MiB, `the server read only ${bytesIn} bytes of PINGs`);
+      // Before: every PING answered (bytesOut ~ bytesIn). Now: what the socket took, then one per drain.
+      assert.ok(bytesOut < 8 * MiB, `server wrote ${bytesOut} bytes for ${bytesIn} bytes of PINGs`);
+    } finally {
+      peer.socket.destroy();
+      await server.close();
     }
-    await until(
-      () =>
-        sessions.length === 1 && (peer.socket.destroyed || sessions[0].stats().wire.bytesIn >= bursts * burst.length),
-      60_000,
-    );
-    const { bytesOut, bytesIn } = sessions[0].stats().wire;
-    assert.ok(bytesIn > 8 * MiB, `the server read only ${bytesIn} bytes of PINGs`);
-    // Before: every PING answered (bytesOut ~ bytesIn). Now: what the socket took, then one per drain.
-    assert.ok(bytesOut < 8 * MiB, `server wrote ${bytesOut} bytes for ${bytesIn} bytes of PINGs`);
-    peer.socket.destroy();
-    await server.close();
   });
 
   it("requests to a missing route from a peer that never reads: at most maxConcurrentRequests answers are held", async () => {
     const { server, url, closes, sessions } = await echoServer();
     const peer = await rawClient(url);
-    peer.socket.pause();
-    peer.socket.write(handshake());
-    const route = Buffer.from("/missing");
-    let id = 1;
-    const nextId = () => {
-      id += 2;
-      return id;
-    };
-    const reqs = () =>
-      Buffer.concat(
-        Array.from({ length: 5000 }, () =>
-          encodeFrame(
-            FrameType.REQ,
-            Flag.START | Flag.END,
-            nextId(),
-            Buffer.concat([Buffer.from([route.length]), route]),
+    try {
+      peer.socket.pause();
+      peer.socket.write(handshake());
+      const route = Buffer.from("/missing");
+      let id = 1;
+      const nextId = () => {
+        id += 2;
+        return id;
+      };
+      const reqs = () =>
+        Buffer.concat(
+          Array.from({ length: 5000 }, () =>
+            encodeFrame(
+              FrameType.REQ,
+              Flag.START | Flag.END,
+              nextId(),
+              Buffer.concat([Buffer.from([route.length]), route]),
+            ),
           ),
-        ),
-      );
-    // Up to 600k requests (~10 MB); the server must close long before.
-    for (let i = 0; i < 120 && closes.length === 0 && !peer.socket.destroyed; i++) {
-      if (!peer.socket.write(reqs())) {
-        await Promise.race([new Promise((r) => peer.socket.once("drain", r)), peer.closed]);
+        );
+      // Up to 600k requests (~10 MB); the server must close long before.
+      for (let i = 0; i < 120 && closes.length === 0 && !peer.socket.destroyed; i++) {
+        if (!peer.socket.write(reqs())) {
+          await Promise.race([new Promise((r) => peer.socket.once("drain", r)), peer.closed]);
+        }
       }
+      await until(() => closes.length === 1);
+      assert.equal(closes[0]?.code, "ERR_TOO_MANY_REQUESTS");
+      assert.ok(sessions[0].stats().wire.bytesOut < 64 * MiB);
+    } finally {
+      peer.socket.destroy();
+      await server.close();
     }
-    await until(() => closes.length === 1);
-    assert.equal(closes[0]?.code, "ERR_TOO_MANY_REQUESTS");
-    assert.ok(sessions[0].stats().wire.bytesOut < 64 * MiB);
-    peer.socket.destroy();
-    await server.close();
   });
 
   it("16 MiB echo requests from a peer that never reads: the server stops reading it, and every answer arrives once it reads", async () => {
     const { server, url, sessions } = await echoServer({ maxMessageSize: 64 * MiB });
     const peer = await rawClient(url);
-    peer.socket.pause();
-    // Windows large enough that the answers need no CREDIT from this raw peer.
-    peer.socket.write(handshake({ connectionWindow: 2 ** 31 - 1, streamWindow: 2 ** 31 - 1 }));
-    // Credit is granted as the server receives, so a peer may send blindly within it.
-    const count = 8;
-    const sent = (async () => {
-      for (let i = 0; i < count; i++) {
-        for (const f of echoRequest(2 * i + 1, 16 * MiB, i + 1)) {
-          if (!peer.socket.write(f))
-            await Promise.race([new Promise((r) => peer.socket.once("drain", r)), peer.closed]);
-          if (peer.socket.destroyed) return;
+    try {
+      peer.socket.pause();
+      // Windows large enough that the answers need no CREDIT from this raw peer.
+      peer.socket.write(handshake({ connectionWindow: 2 ** 31 - 1, streamWindow: 2 ** 31 - 1 }));
+      // Credit is granted as the server receives, so a peer may send blindly within it.
+      const count = 8;
+      const sent = (async () => {
+        for (let i = 0; i < count; i++) {
+          for (const f of echoRequest(2 * i + 1, 16 * MiB, i + 1)) {
+            if (!peer.socket.write(f))
+              await Promise.race([new Promise((r) => peer.socket.once("drain", r)), peer.closed]);
+            if (peer.socket.destroyed) return;
+          }
         }
+      })();
+      await until(() => sessions.length === 1 && sessions[0].stats().wire.bytesIn > 8 * MiB);
+      // Let it settle: the server must stop reading well before all 128 MiB.
+      let last = -1;
+      for (let i = 0; i < 100; i++) {
+        await sleep(100);
+        const now = sessions[0].stats().wire.bytesIn;
+        if (now === last) break;
+        last = now;
       }
-    })();
-    await until(() => sessions.length === 1 && sessions[0].stats().wire.bytesIn > 8 * MiB);
-    // Let it settle: the server must stop reading well before all 128 MiB.
-    let last = -1;
-    for (let i = 0; i < 100; i++) {
-      await sleep(100);
-      const now = sessions[0].stats().wire.bytesIn;
-      if (now === last) break;
-      last = now;
+      assert.ok(last < 80 * MiB, `server read ${last} bytes from a peer that reads nothing`);
+      // The peer reads again: the server drains, reads on, and answers everything.
+      peer.socket.resume();
+      await sent;
+      // waitFor, not a poll of received(): concatenating up to 128 MiB every 5 ms in the server's own process
+      // slowed the server down to a crawl on a loaded machine.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        peer.waitFor(count * 16 * MiB),
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error("the answers did not all arrive within 60 s")), 60_000);
+        }),
+      ]).finally(() => clearTimeout(timer));
+      assert.ok(sessions[0].stats().wire.bytesIn >= count * 16 * MiB);
+      assert.equal(sessions[0].state, "open");
+    } finally {
+      peer.socket.destroy();
+      await server.close();
     }
-    assert.ok(last < 80 * MiB, `server read ${last} bytes from a peer that reads nothing`);
-    // The peer reads again: the server drains, reads on, and answers everything.
-    peer.socket.resume();
-    await sent;
-    await until(() => peer.received().length >= count * 16 * MiB, 60_000);
-    assert.ok(sessions[0].stats().wire.bytesIn >= count * 16 * MiB);
-    assert.equal(sessions[0].state, "open");
-    peer.socket.destroy();
-    await server.close();
   });
 
   it("a peer that takes nothing for slowPeerTimeoutMs is closed with ERR_SLOW_PEER", async () => {
     const { server, url, closes } = await echoServer({ slowPeerTimeoutMs: 400, maxMessageSize: 64 * MiB });
     const peer = await rawClient(url);
-    peer.socket.pause();
-    peer.socket.write(handshake());
-    for (const f of echoRequest(1, 16 * MiB, 1)) peer.socket.write(f);
-    await until(() => closes.length === 1);
-    assert.equal(closes[0]?.code, "ERR_SLOW_PEER");
-    peer.socket.destroy();
-    await server.close();
+    try {
+      peer.socket.pause();
+      peer.socket.write(handshake());
+      for (const f of echoRequest(1, 16 * MiB, 1)) peer.socket.write(f);
+      await until(() => closes.length === 1);
+      assert.equal(closes[0]?.code, "ERR_SLOW_PEER");
+    } finally {
+      peer.socket.destroy();
+      await server.close();
+    }
   });
 });

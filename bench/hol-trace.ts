@@ -1,0 +1,64 @@
+/**
+ * Summarises hol ping traces (bench/lib/trace.ts): per run, the ping round
+ * trip split into timer lateness (client busy when its ping was due), up (written →
+ * arrived at the server: the queue ahead of it) and down (arrived → answer
+ * read by the client), with what the writer held ahead of it when written.
+ * The slowest 1 % of pings are listed with their parts, so the tail's source shows.
+ *
+ *   POINTSUB_BENCH_TRACE=/tmp/pace/trace node bench/run.ts --impl pointsub --workload hol --quick --out /tmp/pace/x.md
+ *   node bench/hol-trace.ts /tmp/pace/trace
+ */
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { percentile } from "./lib/stats.ts";
+
+const dir = process.argv[2];
+if (dir === undefined) throw new Error("usage: node bench/hol-trace.ts <trace dir>");
+const rows = (f: string) =>
+  readFileSync(join(dir, f), "utf8")
+    .split("\n")
+    .filter((l) => l !== "")
+    .map((l) => JSON.parse(l) as Record<string, number>);
+const fmt = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : "-");
+const q = (xs: number[], p: number) =>
+  percentile(
+    xs.slice().sort((a, b) => a - b),
+    p,
+  );
+
+for (const f of readdirSync(dir).filter((x) => x.startsWith("client-"))) {
+  const pid = f.slice("client-".length, -".jsonl".length);
+  const arr = new Map<number, number>();
+  try {
+    for (const r of rows(`server-${pid}.jsonl`)) arr.set(r.n, r.arr);
+  } catch {}
+  const pings = rows(f)
+    .filter((r) => r.resp !== undefined)
+    .map((r): Record<string, number> => {
+      const a = arr.get(r.n) ?? Number.NaN;
+      return { ...r, rtt: r.resp - r.sent, late: r.sent - r.due, up: a - r.sent, down: r.resp - a };
+    });
+  if (pings.length === 0) continue;
+  console.log(`\nrun ${pid}: ${pings.length} pings`);
+  const keys = ["rtt", "late", "up", "down", "unflushed", "inflight", "window", "extra", "rate", "minRtt"] as const;
+  console.log(["", ...keys].join("\t"));
+  for (const p of [50, 90, 99]) {
+    console.log(
+      [
+        `p${p}`,
+        ...keys.map((k) => {
+          const xs = pings.map((r) => r[k]).filter((x) => Number.isFinite(x));
+          const v = q(xs, p);
+          return k === "inflight" || k === "window" || k === "unflushed" || k === "extra" ? fmt(v / 1024) : fmt(v);
+        }),
+      ].join("\t"),
+    );
+  }
+  const tail = pings.slice().sort((a, b) => b.rtt - a.rtt);
+  console.log("slowest (ms; KiB):");
+  for (const r of tail.slice(0, Math.max(3, Math.ceil(pings.length / 100)))) {
+    console.log(
+      `  n=${r.n} rtt=${fmt(r.rtt)} late=${fmt(r.late)} up=${fmt(r.up)} down=${fmt(r.down)} unflushed=${fmt((r.unflushed ?? Number.NaN) / 1024)} inflight=${fmt((r.inflight ?? Number.NaN) / 1024)} window=${fmt((r.window ?? Number.NaN) / 1024)} rate=${fmt(r.rate ?? Number.NaN)} minRtt=${fmt(r.minRtt ?? Number.NaN)} extra=${fmt((r.extra ?? Number.NaN) / 1024)}`,
+    );
+  }
+}

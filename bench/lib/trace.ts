@@ -1,0 +1,56 @@
+/**
+ * Where a hol ping's time goes (issue 17), when `POINTSUB_BENCH_TRACE` names
+ * a directory: the client records, per ping, when its timer was due, when
+ * the request was written, what the implementation says was queued ahead of
+ * it then ({@link BenchClient.traceAhead}) and when the answer came; the
+ * server records when each ping arrived. Times are `performance.timeOrigin +
+ * performance.now()` (ms), comparable across the two processes. Each ping
+ * carries its number and the client's pid in its first 8 bytes; the files
+ * are `client-<pid>.jsonl` and `server-<pid>.jsonl` (the client's pid).
+ * `node bench/hol-trace.ts <dir>` summarises them. Off (no cost) otherwise.
+ */
+import { appendFileSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
+
+export const TRACE_DIR: string | undefined = process.env.POINTSUB_BENCH_TRACE || undefined;
+
+/** Absolute time in ms, comparable between processes of this machine. */
+export function absNow(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+/** Writes ping `n` of client `pid` into the first 8 bytes of `msg`. */
+export function tagPing(msg: Uint8Array, n: number, pid: number): void {
+  const v = new DataView(msg.buffer, msg.byteOffset, msg.byteLength);
+  v.setUint32(0, n);
+  v.setUint32(4, pid);
+}
+
+/** Server side: a ping arrived (no-op unless tracing). */
+export function traceArrival(msg: Uint8Array): void {
+  if (TRACE_DIR === undefined || msg.length < 8) return;
+  const v = new DataView(msg.buffer, msg.byteOffset, msg.byteLength);
+  const pid = v.getUint32(4);
+  if (pid === 0) return;
+  serverRows.push(`${JSON.stringify({ n: v.getUint32(0), pid, arr: absNow() })}`);
+  if (serverRows.length === 1) process.once("exit", flushServer);
+}
+
+const serverRows: string[] = [];
+function flushServer(): void {
+  if (TRACE_DIR === undefined || serverRows.length === 0) return;
+  mkdirSync(TRACE_DIR, { recursive: true });
+  const byPid = new Map<number, string[]>();
+  for (const r of serverRows) {
+    const pid = (JSON.parse(r) as { pid: number }).pid;
+    byPid.set(pid, [...(byPid.get(pid) ?? []), r]);
+  }
+  for (const [pid, rows] of byPid) appendFileSync(join(TRACE_DIR, `server-${pid}.jsonl`), `${rows.join("\n")}\n`);
+}
+
+/** Client side: the rows of this run's pings, written at the end. */
+export function writeClientTrace(rows: object[]): void {
+  if (TRACE_DIR === undefined) return;
+  mkdirSync(TRACE_DIR, { recursive: true });
+  appendFileSync(join(TRACE_DIR, `client-${process.pid}.jsonl`), `${rows.map((r) => JSON.stringify(r)).join("\n")}\n`);
+}
