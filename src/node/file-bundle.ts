@@ -1,30 +1,39 @@
 /**
- * Many small files in one stream (docs/PROTOCOL.md §3.12.4): the sender
- * packs files of at most {@link BUNDLE_FILE_MAX} bytes into a bundle, the
- * file sink stores each as it arrives and names them all once the bundle's
- * end-to-end CRC32C was verified. A stream per file costs both sides far more
- * than its bytes (ids, metadata, a transfer id, a receipt); a bundle costs
- * one of each for up to {@link BUNDLE_MAX_FILES} files.
+ * Many small files in one stream (docs/PROTOCOL.md §3.12.4; the byte format
+ * is `codec/file-bundle.ts`): the sender packs files of at most
+ * {@link BUNDLE_FILE_MAX} bytes into a bundle, the file sink stores each as
+ * it arrives and names them all once the bundle's end-to-end CRC32C was
+ * verified. A stream per file costs both sides far more than its bytes (ids,
+ * metadata, a transfer id, a receipt); a bundle costs one of each for up to
+ * {@link BUNDLE_MAX_FILES} files.
  */
 import { close, constants, fsync, open, write } from "node:fs";
 import { unlink } from "node:fs/promises";
 import { join } from "node:path";
+import {
+  type BUNDLE_FILE_MAX,
+  BUNDLE_MAX_BYTES,
+  type BUNDLE_MAX_FILES,
+  BundleReader,
+  type BundleResult,
+} from "../codec/file-bundle.ts";
 import type { RequestContext } from "../connection/types.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import type { IncomingStream } from "../stream/incoming.ts";
 import type { StreamHandler } from "../stream/types.ts";
 import { nodeCrc32c } from "./crc32c-native.ts";
 
-/** The file sink's bundle route: a stream of small files (see the module's comment). */
-export const FILE_BUNDLE_ROUTE = "/pointsub/file/bundle/1";
-/** Files one bundle may hold. */
-export const BUNDLE_MAX_FILES = 1000;
-/** Largest file a bundle may hold, bytes (larger files go as streams of their own). */
-export const BUNDLE_FILE_MAX = 256 * 1024;
-/** Largest bundle, bytes (its declared total, headers included). */
-export const BUNDLE_MAX_BYTES = 64 * 1024 * 1024;
-/** Largest entry header (its JSON), bytes. */
-export const BUNDLE_HEADER_MAX = 4096;
+export {
+  BUNDLE_FILE_MAX,
+  BUNDLE_HEADER_MAX,
+  BUNDLE_MAX_BYTES,
+  BUNDLE_MAX_FILES,
+  type BundleFile,
+  type BundleResult,
+  encodeBundle,
+  FILE_BUNDLE_ROUTE,
+} from "../codec/file-bundle.ts";
+
 /** Files of one bundle being written (and fsynced) at once on the receiver. */
 const STORING = 8;
 /**
@@ -61,117 +70,6 @@ const gateOf = (session: object): ByteGate => {
   }
   return g;
 };
-
-/** One file to put in a bundle: stored under `path` (a relative path, directories made) or `name` (a base name). */
-export interface BundleFile {
-  path?: string;
-  name?: string;
-  content: Uint8Array;
-}
-
-/** What the receiver did with one file of a bundle, in the bundle's order. */
-export type BundleResult =
-  | { name: string; path: string; size: number; crc32c: string }
-  | { name: string; error: { code: string; message: string } };
-
-/** A bundle's content (one buffer): for each file a u16 BE header length, the header (JSON `{path|name, size}`), the bytes. */
-export function encodeBundle(files: readonly BundleFile[]): Uint8Array {
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  for (const f of files) {
-    const json = Buffer.from(
-      JSON.stringify(
-        f.path === undefined ? { name: f.name, size: f.content.length } : { path: f.path, size: f.content.length },
-      ),
-    );
-    if (json.length > BUNDLE_HEADER_MAX || f.content.length > BUNDLE_FILE_MAX) {
-      throw new PointSubError("ERR_INVALID_ARGUMENT", `${f.path ?? f.name}: too large for a bundle`);
-    }
-    const head = Buffer.allocUnsafe(2 + json.length);
-    head.writeUInt16BE(json.length, 0);
-    json.copy(head, 2);
-    chunks.push(head);
-    if (f.content.length > 0) chunks.push(f.content);
-    total += head.length + f.content.length;
-  }
-  return Buffer.concat(chunks, total);
-}
-
-/** An entry header as sent. */
-interface Header {
-  path?: unknown;
-  name?: unknown;
-  size: number;
-}
-
-const bad = (why: string) => new PointSubError("ERR_INVALID_ARGUMENT", `malformed bundle: ${why}`);
-
-/** Splits a bundle's bytes into entries as they arrive; holds at most one entry's bytes. */
-class BundleReader {
-  private phase: "length" | "header" | "content" = "length";
-  private buf: Buffer = Buffer.allocUnsafe(2);
-  private have = 0;
-  private header: Header | undefined;
-
-  *push(chunk: Uint8Array): Generator<{ header: Header; content: Buffer }> {
-    let off = 0;
-    for (;;) {
-      if (this.phase === "content" && this.buf.length === 0) {
-        yield this.finish();
-        continue;
-      }
-      if (off >= chunk.length) return;
-      const n = Math.min(this.buf.length - this.have, chunk.length - off);
-      this.buf.set(chunk.subarray(off, off + n), this.have);
-      this.have += n;
-      off += n;
-      if (this.have < this.buf.length) return;
-      if (this.phase === "length") {
-        const len = this.buf.readUInt16BE(0);
-        if (len === 0 || len > BUNDLE_HEADER_MAX) throw bad(`header of ${len} bytes`);
-        this.next("header", len);
-      } else if (this.phase === "header") {
-        this.header = parseHeader(this.buf);
-        this.next("content", this.header.size);
-      } else {
-        yield this.finish();
-      }
-    }
-  }
-
-  /** The bundle ended: nothing may be left half-read. */
-  end(): void {
-    if (this.phase !== "length" || this.have !== 0) throw bad("it ends inside an entry");
-  }
-
-  private finish(): { header: Header; content: Buffer } {
-    const out = { header: this.header as Header, content: this.buf };
-    this.header = undefined;
-    this.next("length", 2);
-    return out;
-  }
-
-  private next(phase: BundleReader["phase"], size: number): void {
-    this.phase = phase;
-    this.buf = Buffer.allocUnsafe(size);
-    this.have = 0;
-  }
-}
-
-function parseHeader(buf: Buffer): Header {
-  let h: Record<string, unknown>;
-  try {
-    h = JSON.parse(buf.toString("utf8")) as Record<string, unknown>;
-  } catch {
-    throw bad("an entry header is not JSON");
-  }
-  if (typeof h !== "object" || h === null) throw bad("an entry header is not an object");
-  const size = h.size;
-  if (typeof size !== "number" || !Number.isSafeInteger(size) || size < 0 || size > BUNDLE_FILE_MAX) {
-    throw bad(`an entry's size must be 0..${BUNDLE_FILE_MAX}`);
-  }
-  return { path: h.path, name: h.name, size };
-}
 
 /** What the file sink lends the bundle handler: its checks, its way of naming files, its quota. */
 export interface BundleStore {
@@ -228,7 +126,7 @@ export function bundleHandler(store: BundleStore): StreamHandler {
     const id = Buffer.from(crypto.getRandomValues(new Uint8Array(12))).toString("hex");
     const entries: Stored[] = [];
     const pending = new Set<Promise<void>>();
-    const store1 = async (s: Stored, content: Buffer) => {
+    const store1 = async (s: Stored, content: Uint8Array) => {
       const partial = join(store.dir, `.b${id}-${entries.length}.partial`);
       const fd = await call<number>((cb) =>
         open(partial, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o666, cb),
@@ -252,7 +150,6 @@ export function bundleHandler(store: BundleStore): StreamHandler {
       const reader = new BundleReader();
       for await (const chunk of stream) {
         for (const { header, content } of reader.push(chunk)) {
-          if (entries.length >= BUNDLE_MAX_FILES) throw bad(`over ${BUNDLE_MAX_FILES} files`);
           const s: Stored = {
             name: typeof header.path === "string" ? header.path : String(header.name ?? ""),
             segments: undefined,
