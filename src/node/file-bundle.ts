@@ -7,9 +7,8 @@
  * metadata, a transfer id, a receipt); a bundle costs one of each for up to
  * {@link BUNDLE_MAX_FILES} files.
  */
-import { close, constants, fsync, open, write } from "node:fs";
-import { unlink } from "node:fs/promises";
-import { join } from "node:path";
+import { closeSync, constants, fsync, linkSync, openSync, rmdirSync, unlinkSync, writeSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
 import {
   type BUNDLE_FILE_MAX,
   BUNDLE_MAX_BYTES,
@@ -46,7 +45,9 @@ const SESSION_PENDING_BYTES = 4 * 1024 * 1024;
 
 /** Bytes held by a session's bundles, and who waits for some to be released. */
 class ByteGate {
-  private used = 0;
+  used = 0;
+  /** The most ever held at once (diagnostics and tests). */
+  peak = 0;
   private waiters: (() => void)[] = [];
 
   async acquire(n: number): Promise<void> {
@@ -54,6 +55,7 @@ class ByteGate {
       await new Promise<void>((resolve) => this.waiters.push(resolve));
     }
     this.used += n;
+    if (this.used > this.peak) this.peak = this.used;
   }
 
   release(n: number): void {
@@ -71,23 +73,60 @@ const gateOf = (session: object): ByteGate => {
   return g;
 };
 
+/**
+ * Bytes of a session's bundle entries received and not yet written (or,
+ * with fsync, not yet durable): now, and the most at once. Bounded by 4 MiB
+ * (one entry more when a single entry is larger): reading pauses over it.
+ */
+export function bundlePendingBytes(session: object): { now: number; peak: number } {
+  const g = gates.get(session);
+  return { now: g?.used ?? 0, peak: g?.peak ?? 0 };
+}
+
+/** Writes a new file's bytes: `open` made it (O_EXCL), the writer writes, syncs (when asked) and closes it. */
+export type BundleEntryWriter = (fd: number, content: Uint8Array, fsync: boolean) => Promise<void>;
+
+/**
+ * The default writer: the write itself on the main thread (a small file's
+ * write lands in the page cache in microseconds; a thread-pool round trip
+ * costs the main thread more than the write), the fsync on the thread pool.
+ */
+const writeEntry: BundleEntryWriter = async (fd, content, sync) => {
+  let open_ = true;
+  try {
+    let n = 0;
+    while (n < content.length) n += writeSync(fd, content, n, content.length - n, n);
+    if (sync) await call<void>((cb) => fsync(fd, cb));
+    open_ = false;
+    closeSync(fd);
+  } finally {
+    if (open_) closeSync(fd);
+  }
+};
+
 /** What the file sink lends the bundle handler: its checks, its way of naming files, its quota. */
 export interface BundleStore {
   dir: string;
   /** Make each file and its directory durable before answering (false: `durability: "none"`). */
   fsync: boolean;
+  /** Replace existing files (else an existing name fails its entry with ERR_EXISTS). */
+  overwrite: boolean;
   ready: Promise<void>;
   maxFileSize: number;
   /** Counts `bytes` against the sink's quota (ERR_QUOTA when over); returns the release. */
   reserve(bytes: number): () => void;
   /** The segments to store an entry under (throws ERR_INVALID_ARGUMENT for a refused path). */
   target(header: { path?: unknown; name?: unknown }): { name: string; segments: string[] };
-  /** Makes (checks) the directories of a relative path. */
-  parents(segments: string[]): Promise<void>;
+  /** Makes (checks) the directories of a relative path; resolves to the directories it made. */
+  parents(segments: string[]): Promise<string[]>;
   /** Names a complete, durable partial: never replaces a file unless overwrite; syncs the directory. */
   place(partial: string, finalPath: string): Promise<void>;
+  /** Fsyncs a directory after names changed in it (shared by callers meanwhile); nothing when fsync is off. */
+  syncDir(path: string): Promise<void>;
   /** Remembers a stored file's CRC32C (the quick check). */
   remember(path: string, size: number, crc: number): void;
+  /** How entries are written (default: {@link writeEntry}); tests slow it down. */
+  write?: BundleEntryWriter;
   onBundle?: (results: BundleResult[], stream: IncomingStream, ctx: RequestContext) => void;
 }
 
@@ -97,24 +136,35 @@ interface Stored {
   segments: string[] | undefined;
   size: number;
   crc: number;
+  /** The file written: a partial, or (direct) the file under its final name. */
   partial: string | undefined;
   written: boolean;
   placed: boolean;
   error: PointSubError | undefined;
 }
 
+const NO_HARD_LINKS = new Set(["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS", "EXDEV", "EMLINK"]);
+
 /**
- * The bundle route's handler: each entry is written to a partial file of its
- * own (exclusively, without following links) and, unless durability is
- * "none", fsynced, a few at once while the bundle arrives; once the whole
- * bundle was received and its CRC32C verified, each is named as a single
- * file is (a hard link that never replaces, or a rename with overwrite; its
- * directory fsynced, group-committed). The answer lists each entry's
- * receipt or error in order: a refused path or a name that exists fails its
- * entry only; a malformed bundle (framing, sizes, over
- * {@link BUNDLE_MAX_FILES}) fails the whole and nothing is named.
+ * The bundle route's handler. With the default durability (fsync), each
+ * entry is written to a partial file of its own (exclusively, without
+ * following links) and fsynced, a few at once while the bundle arrives;
+ * once the whole bundle was received and its CRC32C verified, each is named
+ * as a single file is (a hard link that never replaces, or a rename with
+ * overwrite; its directory fsynced, group-committed). With durability
+ * "none" and no overwrite, each entry is written straight under its final
+ * name, created exclusively (O_EXCL | O_NOFOLLOW: an existing name fails
+ * that entry, nothing is replaced), as tar does: one directory operation per
+ * file instead of three; a bundle that fails removes every file (and
+ * directory) it created. The answer lists each entry's receipt or error in
+ * order: a refused path or a name that exists fails its entry only; a
+ * malformed bundle (framing, sizes, over {@link BUNDLE_MAX_FILES}) fails the
+ * whole and nothing is named.
  */
 export function bundleHandler(store: BundleStore): StreamHandler {
+  const write = store.write ?? writeEntry;
+  const direct = !store.fsync && !store.overwrite;
+  const FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
   return async (stream, ctx) => {
     const total = stream.total;
     if (stream.offset !== 0 || total === undefined || total > BUNDLE_MAX_BYTES) {
@@ -126,25 +176,40 @@ export function bundleHandler(store: BundleStore): StreamHandler {
     const id = Buffer.from(crypto.getRandomValues(new Uint8Array(12))).toString("hex");
     const entries: Stored[] = [];
     const pending = new Set<Promise<void>>();
-    const store1 = async (s: Stored, content: Uint8Array) => {
-      const partial = join(store.dir, `.b${id}-${entries.length}.partial`);
-      const fd = await call<number>((cb) =>
-        open(partial, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o666, cb),
-      );
-      s.partial = partial;
-      let open_ = true;
-      try {
-        let n = 0;
-        while (n < content.length) {
-          n += await call<number>((cb) => write(fd, content, n, content.length - n, n, cb));
-        }
-        if (store.fsync) await call<void>((cb) => fsync(fd, cb));
-        open_ = false;
-        await call<void>((cb) => close(fd, cb));
-        s.written = true;
-      } finally {
-        if (open_) close(fd, () => {});
+    /** Directories made for this bundle (direct writes make them as entries arrive), by relative path. */
+    const dirs = new Map<string, Promise<string[]>>();
+    const parents = (segments: string[]) => {
+      const key = segments.slice(0, -1).join("/");
+      let p = dirs.get(key);
+      if (p === undefined) {
+        p = store.parents(segments);
+        p.catch(() => {});
+        dirs.set(key, p);
       }
+      return p;
+    };
+    let ok = false;
+    const store1 = async (s: Stored, content: Uint8Array) => {
+      let path: string;
+      if (direct) {
+        const segments = s.segments as string[];
+        if (segments.length > 1) await parents(segments);
+        path = join(store.dir, ...segments);
+      } else {
+        path = join(store.dir, `.b${id}-${entries.length}.partial`);
+      }
+      let fd: number;
+      try {
+        fd = openSync(path, FLAGS, 0o666);
+      } catch (err) {
+        if (direct && errno(err) === "EEXIST") {
+          throw new PointSubError("ERR_EXISTS", `${s.name} already exists`);
+        }
+        throw err;
+      }
+      s.partial = path;
+      await write(fd, content, store.fsync);
+      s.written = true;
     };
     try {
       const reader = new BundleReader();
@@ -187,18 +252,8 @@ export function bundleHandler(store: BundleStore): StreamHandler {
       }
       reader.end();
       await Promise.all(pending);
-      // Verified: name them, a few at once, in order; each directory is checked (made) once per bundle.
-      const dirs = new Map<string, Promise<void>>();
-      const parents = (segments: string[]) => {
-        const key = segments.slice(0, -1).join("/");
-        let p = dirs.get(key);
-        if (p === undefined) {
-          p = store.parents(segments);
-          p.catch(() => {});
-          dirs.set(key, p);
-        }
-        return p;
-      };
+      // Verified: name them (direct writes are named already), a few at once, in order.
+      const synced = new Set<string>();
       let next = 0;
       const placer = async () => {
         for (let i = next++; i < entries.length; i = next++) {
@@ -206,9 +261,12 @@ export function bundleHandler(store: BundleStore): StreamHandler {
           if (!s.written || s.error !== undefined) continue;
           try {
             const segments = s.segments as string[];
-            if (segments.length > 1) await parents(segments);
             const finalPath = join(store.dir, ...segments);
-            await store.place(s.partial as string, finalPath);
+            if (!direct) {
+              if (segments.length > 1) await parents(segments);
+              await placeOne(s.partial as string, finalPath);
+              synced.add(dirname(finalPath));
+            }
             s.placed = true;
             store.remember(finalPath, s.size, s.crc);
           } catch (err) {
@@ -216,7 +274,26 @@ export function bundleHandler(store: BundleStore): StreamHandler {
           }
         }
       };
+      /** A hard link that never replaces (main thread: a metadata operation), the async way otherwise. */
+      const placeOne = async (partial: string, finalPath: string) => {
+        if (store.overwrite) return store.place(partial, finalPath);
+        try {
+          linkSync(partial, finalPath);
+        } catch (err) {
+          if (errno(err) === "EEXIST") throw new PointSubError("ERR_EXISTS", `${basename(finalPath)} already exists`);
+          if (NO_HARD_LINKS.has(String(errno(err)))) return store.place(partial, finalPath);
+          throw err;
+        }
+        try {
+          unlinkSync(partial);
+        } catch {
+          // Removed by the finally below, or left for the sweep.
+        }
+      };
       await Promise.all(Array.from({ length: Math.min(STORING, entries.length) }, placer));
+      // One directory fsync per directory named into (group-committed with other bundles').
+      await Promise.all([...synced].map((d) => store.syncDir(d)));
+      ok = true;
       const results: BundleResult[] = entries.map((s) =>
         s.error === undefined
           ? {
@@ -231,14 +308,35 @@ export function bundleHandler(store: BundleStore): StreamHandler {
       return JSON.stringify({ files: results });
     } finally {
       await Promise.allSettled(pending);
-      // Whatever was not named (a failed entry, a failed bundle) leaves nothing behind.
-      await Promise.all(
-        entries.map((s) => (s.partial !== undefined && !s.placed ? unlink(s.partial).catch(() => {}) : undefined)),
-      );
+      // Whatever was not named (a failed entry, a failed bundle) leaves nothing behind: a direct
+      // write of a failed bundle is removed, and the directories it made (when empty).
+      for (const s of entries) {
+        if (s.partial !== undefined && !(ok && s.placed)) {
+          try {
+            unlinkSync(s.partial);
+          } catch {
+            // Gone already.
+          }
+        }
+      }
+      if (!ok && direct) {
+        const made = (await Promise.allSettled(dirs.values())).flatMap((r) =>
+          r.status === "fulfilled" ? r.value : [],
+        );
+        for (const d of made.sort((a, b) => b.length - a.length)) {
+          try {
+            rmdirSync(d);
+          } catch {
+            // Not empty (another bundle's files), or gone.
+          }
+        }
+      }
       release();
     }
   };
 }
+
+const errno = (err: unknown) => (err as { code?: unknown }).code;
 
 /**
  * A callback-style fs call as a promise: for a small file, the callback API

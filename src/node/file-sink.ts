@@ -791,13 +791,14 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
    * not to be a symbolic link or a file (`ERR_EXISTS`): a path never leads
    * out of `dir`.
    */
-  const parents = async (segments: string[]) => {
+  const parents = async (segments: string[]): Promise<string[]> => {
+    const made: string[] = [];
     let cur = dir;
     for (const seg of segments.slice(0, -1)) {
       cur = join(cur, seg);
       let st = await exists(cur);
       if (st === undefined) {
-        const made = await mkdir(cur).then(
+        const created = await mkdir(cur).then(
           () => true,
           (err: unknown) => {
             if (errno(err) !== "EEXIST") throw err;
@@ -805,7 +806,10 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
           },
         );
         // A new directory's name is durable once its parent is synced.
-        if (made) await syncDir(dirname(cur));
+        if (created) {
+          made.push(cur);
+          await syncDir(dirname(cur));
+        }
         st = await lstat(cur).catch(() => undefined);
       }
       if (st === undefined || !st.isDirectory()) {
@@ -815,6 +819,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         );
       }
     }
+    return made;
   };
 
   /** CRC32C of stored files, by path, valid while the file's identity (inode, size, mtime, ctime) is unchanged. */
@@ -1153,6 +1158,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     bundle: bundleHandler({
       dir,
       fsync,
+      overwrite,
       ready,
       maxFileSize,
       reserve: (bytes) => {
@@ -1179,6 +1185,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       },
       parents,
       place,
+      syncDir,
       remember,
       onBundle: options.onBundle,
     }),
