@@ -184,6 +184,8 @@ const LOCK_NAME = /^\.([0-9a-f]{64})\.lock$/;
 const heldLocks = new Set<string>();
 /** A lock file younger than this with no pid yet is being written by its taker: held. */
 const LOCK_WRITE_GRACE_MS = 2000;
+/** A lock (and its partial) untouched for this long is stale even if its pid now names a live process. */
+const LOCK_STALE_MS = 60 * 60 * 1000;
 
 /**
  * Whether the lock file at `path` is held: by this process (it is in
@@ -206,10 +208,16 @@ function lockHeld(path: string): boolean {
   if (pid === process.pid) return heldLocks.has(path);
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
-    return errno(err) === "EPERM";
+    if (errno(err) !== "EPERM") return false;
   }
+  // A live pid, but maybe reused since its receiver crashed: a receiver writes its partial as bytes
+  // arrive (and a transfer making no progress is cancelled long before), so a lock and a partial both
+  // untouched for an hour are stale.
+  const old = Date.now() - LOCK_STALE_MS;
+  const lock = lstatSync(path, { throwIfNoEntry: false });
+  const partial = lstatSync(path.replace(/\.lock$/, ".partial"), { throwIfNoEntry: false });
+  return !(lock !== undefined && lock.mtimeMs < old && (partial === undefined || partial.mtimeMs < old));
 }
 
 /**

@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { randomBytes, randomFillSync } from "node:crypto";
-import { writeFileSync } from "node:fs";
+import { utimesSync, writeFileSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -187,10 +187,17 @@ describe("a partial upload is resumable from any process sharing the directory",
     writeFileSync(join(dir, `.${key}.lock`), String(dead));
     const orphan = `.${"e".repeat(64)}.lock`;
     writeFileSync(join(dir, orphan), String(dead));
+    // A live pid (this test runner's parent: not a receiver) in a lock untouched for two hours: stale too.
+    const reused = `.${"f".repeat(64)}.lock`;
+    writeFileSync(join(dir, reused), String(process.ppid));
+    const twoHoursAgo = new Date(Date.now() - 2 * 60 * 60 * 1000);
+    utimesSync(join(dir, reused), twoHoursAgo, twoHoursAgo);
+    const fresh = `.${"d".repeat(64)}.lock`;
+    writeFileSync(join(dir, fresh), String(process.ppid));
     const r = await resumeUpload(b, id, data, "stale.bin");
     assert.equal(r.resumedFrom, keep);
     assert.deepEqual(await readFile(join(dir, "stale.bin")), Buffer.from(data));
     await b.sink.sweep();
-    assert.deepEqual(await readdir(dir), ["stale.bin"]);
+    assert.deepEqual(await readdir(dir), [fresh, "stale.bin"], "a recent lock of a live process is kept");
   });
 });
