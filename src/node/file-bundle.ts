@@ -7,7 +7,19 @@
  * metadata, a transfer id, a receipt); a bundle costs one of each for up to
  * {@link BUNDLE_MAX_FILES} files.
  */
-import { closeSync, constants, fsync, linkSync, openSync, rmdirSync, unlinkSync, writeSync } from "node:fs";
+import {
+  close,
+  closeSync,
+  constants,
+  fsync,
+  linkSync,
+  open,
+  openSync,
+  rmdirSync,
+  unlinkSync,
+  write,
+  writeSync,
+} from "node:fs";
 import { basename, dirname, join } from "node:path";
 import {
   type BUNDLE_FILE_MAX,
@@ -83,26 +95,48 @@ export function bundlePendingBytes(session: object): { now: number; peak: number
   return { now: g?.used ?? 0, peak: g?.peak ?? 0 };
 }
 
-/** Writes a new file's bytes: `open` made it (O_EXCL), the writer writes, syncs (when asked) and closes it. */
-export type BundleEntryWriter = (fd: number, content: Uint8Array, fsync: boolean) => Promise<void>;
+/**
+ * Writes a new file's bytes: `open` made it (O_EXCL), the writer writes,
+ * syncs (when asked) and closes it; `pool`: on the thread pool (the disk is
+ * slow now), else on the main thread.
+ */
+export type BundleEntryWriter = (fd: number, content: Uint8Array, fsync: boolean, pool: boolean) => Promise<void>;
 
 /**
- * The default writer: the write itself on the main thread (a small file's
- * write lands in the page cache in microseconds; a thread-pool round trip
- * costs the main thread more than the write), the fsync on the thread pool.
+ * The default writer: a small file's write lands in the page cache in
+ * microseconds, where a thread-pool round trip costs the main thread more
+ * than the write — unless the disk is slow (`pool`). The fsync is always on
+ * the thread pool.
  */
-const writeEntry: BundleEntryWriter = async (fd, content, sync) => {
+const writeEntry: BundleEntryWriter = async (fd, content, sync, pool) => {
   let open_ = true;
   try {
     let n = 0;
-    while (n < content.length) n += writeSync(fd, content, n, content.length - n, n);
+    while (n < content.length) {
+      n += pool
+        ? await call<number>((cb) => write(fd, content, n, content.length - n, n, cb))
+        : writeSync(fd, content, n, content.length - n, n);
+    }
     if (sync) await call<void>((cb) => fsync(fd, cb));
     open_ = false;
-    closeSync(fd);
+    if (pool) await call<void>((cb) => close(fd, cb));
+    else closeSync(fd);
   } finally {
-    if (open_) closeSync(fd);
+    if (open_) close(fd, () => {});
   }
 };
+
+/**
+ * Store operations run on the main thread while each takes less than
+ * {@link SYNC_SLOW_MS} (a file system under load can block an open behind
+ * its journal for milliseconds): one slower switches the handler to the
+ * thread pool for {@link SYNC_BACKOFF_MS}. A bundle's main-thread work
+ * yields to the event loop every {@link SYNC_TURN_MS}, so other sessions
+ * are served meanwhile.
+ */
+const SYNC_SLOW_MS = 1;
+const SYNC_BACKOFF_MS = 1000;
+const SYNC_TURN_MS = 2;
 
 /** What the file sink lends the bundle handler: its checks, its way of naming files, its quota. */
 export interface BundleStore {
@@ -162,7 +196,18 @@ const NO_HARD_LINKS = new Set(["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS", "EXDE
  * whole and nothing is named.
  */
 export function bundleHandler(store: BundleStore): StreamHandler {
-  const write = store.write ?? writeEntry;
+  const writer = store.write ?? writeEntry;
+  /** Until when (performance.now()) store operations go to the thread pool. */
+  let poolUntil = 0;
+  /** Runs a store operation on the main thread, timed; undefined when the disk was slow lately (use the pool). */
+  const onMain = <T>(op: () => T): { value: T } | undefined => {
+    if (performance.now() < poolUntil) return undefined;
+    const t0 = performance.now();
+    const value = op();
+    const t1 = performance.now();
+    if (t1 - t0 > SYNC_SLOW_MS) poolUntil = t1 + SYNC_BACKOFF_MS;
+    return { value };
+  };
   const direct = !store.fsync && !store.overwrite;
   const FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
   return async (stream, ctx) => {
@@ -199,8 +244,11 @@ export function bundleHandler(store: BundleStore): StreamHandler {
         path = join(store.dir, `.b${id}-${entries.length}.partial`);
       }
       let fd: number;
+      let pool = false;
       try {
-        fd = openSync(path, FLAGS, 0o666);
+        const sync = onMain(() => openSync(path, FLAGS, 0o666));
+        pool = sync === undefined;
+        fd = sync?.value ?? (await call<number>((cb) => open(path, FLAGS, 0o666, cb)));
       } catch (err) {
         if (direct && errno(err) === "EEXIST") {
           throw new PointSubError("ERR_EXISTS", `${s.name} already exists`);
@@ -208,13 +256,18 @@ export function bundleHandler(store: BundleStore): StreamHandler {
         throw err;
       }
       s.partial = path;
-      await write(fd, content, store.fsync);
+      await writer(fd, content, store.fsync, pool);
       s.written = true;
     };
     try {
       const reader = new BundleReader();
       for await (const chunk of stream) {
+        let turn = performance.now();
         for (const { header, content } of reader.push(chunk)) {
+          if (performance.now() - turn > SYNC_TURN_MS) {
+            await new Promise((r) => setImmediate(r));
+            turn = performance.now();
+          }
           const s: Stored = {
             name: typeof header.path === "string" ? header.path : String(header.name ?? ""),
             segments: undefined,
@@ -255,8 +308,13 @@ export function bundleHandler(store: BundleStore): StreamHandler {
       // Verified: name them (direct writes are named already), a few at once, in order.
       const synced = new Set<string>();
       let next = 0;
+      let turn = performance.now();
       const placer = async () => {
         for (let i = next++; i < entries.length; i = next++) {
+          if (performance.now() - turn > SYNC_TURN_MS) {
+            await new Promise((r) => setImmediate(r));
+            turn = performance.now();
+          }
           const s = entries[i];
           if (!s.written || s.error !== undefined) continue;
           try {
@@ -278,7 +336,7 @@ export function bundleHandler(store: BundleStore): StreamHandler {
       const placeOne = async (partial: string, finalPath: string) => {
         if (store.overwrite) return store.place(partial, finalPath);
         try {
-          linkSync(partial, finalPath);
+          if (onMain(() => linkSync(partial, finalPath)) === undefined) return store.place(partial, finalPath);
         } catch (err) {
           if (errno(err) === "EEXIST") throw new PointSubError("ERR_EXISTS", `${basename(finalPath)} already exists`);
           if (NO_HARD_LINKS.has(String(errno(err)))) return store.place(partial, finalPath);
