@@ -273,7 +273,10 @@ export async function runFileBench(size: number, reps: number, log = console.err
   }
 }
 
-/** Builds the CLI as the package ships it (tsc's output), into bench/results/cli-build; returns main.js. */
+/**
+ * Builds the CLI as the package ships it (tsc's output, then the bundled bin of
+ * scripts/build-cli.ts), into bench/results/cli-build; returns the bin's main.js.
+ */
 function buildCli(): string {
   const root = join(dirname(fileURLToPath(import.meta.url)), "..");
   const out = join(root, "bench", "results", "cli-build");
@@ -290,7 +293,10 @@ function buildCli(): string {
     ],
     { stdio: "inherit" },
   );
-  return join(out, "cli", "main.js");
+  execFileSync(process.execPath, [join(root, "scripts", "build-cli.ts"), "--outdir", join(out, "cli-bundle")], {
+    stdio: "inherit",
+  });
+  return join(out, "cli-bundle", "main.js");
 }
 
 /** Runs `cmd args` to its exit; resolves to the wall-clock seconds, rejects on a non-zero exit. */
@@ -476,7 +482,7 @@ export async function runManyFilesBench(
       `## Many small files over tcp (${count} × ${fileSize / 1024} KiB, median of ${reps})`,
       "",
       "Wall-clock time of one command on loopback, its process start-up included, the receiver already",
-      "running. `pointsub send -r` is the built CLI (tsc output, as the package ships it), every file over one",
+      "running. `pointsub send -r` is the built CLI (as the package ships it: the esbuild bundle of scripts/build-cli.ts), every file over one",
       "connection: files of at most 64 KiB go in bundles (up to 128 files or 1 MiB in one stream, stored as",
       "separate files), larger ones as streams of their own; the re-run finds every file whole on the server",
       "(size + CRC32C quick check) and sends none. tar is `tar cf - DIR > /dev/tcp/…` into a receiver piping",

@@ -194,6 +194,15 @@ export { CodecRegistry } from "./codec/codec-registry.ts";
 export type { CompressionCodec } from "./codec/compression.ts";
 export { CODEC_NAMES, type CodecName } from "./codec/compression.ts";
 export type { Crc32cFunction } from "./codec/crc32c.ts";
+export {
+  BUNDLE_FILE_MAX,
+  BUNDLE_MAX_BYTES,
+  BUNDLE_MAX_FILES,
+  type BundleFile,
+  type BundleResult,
+  encodeBundle,
+  FILE_BUNDLE_ROUTE,
+} from "./codec/file-bundle.ts";
 export { MemoryBudget } from "./connection/budget.ts";
 export {
   Connection,
@@ -255,15 +264,6 @@ export {
   type LpResilientOptions,
 } from "./lp/resilient.ts";
 export { LpServer, type LpServerEvents, type LpServerOptions } from "./lp/server.ts";
-export {
-  BUNDLE_FILE_MAX,
-  BUNDLE_MAX_BYTES,
-  BUNDLE_MAX_FILES,
-  type BundleFile,
-  type BundleResult,
-  encodeBundle,
-  FILE_BUNDLE_ROUTE,
-} from "./node/file-bundle.ts";
 export {
   FILE_CHECK_MAX,
   FILE_CHECK_ROUTE,

@@ -1,7 +1,7 @@
 import { resolve } from "node:path";
+import { FILE_BUNDLE_ROUTE } from "../codec/file-bundle.ts";
 import { PointSubError } from "../errors/error.ts";
 import { createServer } from "../index.ts";
-import { FILE_BUNDLE_ROUTE } from "../node/file-bundle.ts";
 import { FILE_CHECK_ROUTE, FILE_ROUTE, fileSink } from "../node/file-sink.ts";
 import type { IncomingStream } from "../stream/incoming.ts";
 import { type ServeAuthFlags, serveSecurity } from "./auth.ts";

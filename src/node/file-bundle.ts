@@ -1,30 +1,50 @@
 /**
- * Many small files in one stream (docs/PROTOCOL.md §3.12.4): the sender
- * packs files of at most {@link BUNDLE_FILE_MAX} bytes into a bundle, the
- * file sink stores each as it arrives and names them all once the bundle's
- * end-to-end CRC32C was verified. A stream per file costs both sides far more
- * than its bytes (ids, metadata, a transfer id, a receipt); a bundle costs
- * one of each for up to {@link BUNDLE_MAX_FILES} files.
+ * Many small files in one stream (docs/PROTOCOL.md §3.12.4; the byte format
+ * is `codec/file-bundle.ts`): the sender packs files of at most
+ * {@link BUNDLE_FILE_MAX} bytes into a bundle, the file sink stores each as
+ * it arrives and names them all once the bundle's end-to-end CRC32C was
+ * verified. A stream per file costs both sides far more than its bytes (ids,
+ * metadata, a transfer id, a receipt); a bundle costs one of each for up to
+ * {@link BUNDLE_MAX_FILES} files.
  */
-import { close, constants, fsync, open, write } from "node:fs";
-import { unlink } from "node:fs/promises";
-import { join } from "node:path";
+import {
+  close,
+  closeSync,
+  constants,
+  fsync,
+  linkSync,
+  open,
+  openSync,
+  rmdirSync,
+  unlinkSync,
+  write,
+  writeSync,
+} from "node:fs";
+import { basename, dirname, join } from "node:path";
+import {
+  type BUNDLE_FILE_MAX,
+  BUNDLE_MAX_BYTES,
+  type BUNDLE_MAX_FILES,
+  BundleReader,
+  type BundleResult,
+} from "../codec/file-bundle.ts";
 import type { RequestContext } from "../connection/types.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import type { IncomingStream } from "../stream/incoming.ts";
 import type { StreamHandler } from "../stream/types.ts";
 import { nodeCrc32c } from "./crc32c-native.ts";
 
-/** The file sink's bundle route: a stream of small files (see the module's comment). */
-export const FILE_BUNDLE_ROUTE = "/pointsub/file/bundle/1";
-/** Files one bundle may hold. */
-export const BUNDLE_MAX_FILES = 1000;
-/** Largest file a bundle may hold, bytes (larger files go as streams of their own). */
-export const BUNDLE_FILE_MAX = 256 * 1024;
-/** Largest bundle, bytes (its declared total, headers included). */
-export const BUNDLE_MAX_BYTES = 64 * 1024 * 1024;
-/** Largest entry header (its JSON), bytes. */
-export const BUNDLE_HEADER_MAX = 4096;
+export {
+  BUNDLE_FILE_MAX,
+  BUNDLE_HEADER_MAX,
+  BUNDLE_MAX_BYTES,
+  BUNDLE_MAX_FILES,
+  type BundleFile,
+  type BundleResult,
+  encodeBundle,
+  FILE_BUNDLE_ROUTE,
+} from "../codec/file-bundle.ts";
+
 /** Files of one bundle being written (and fsynced) at once on the receiver. */
 const STORING = 8;
 /**
@@ -37,7 +57,9 @@ const SESSION_PENDING_BYTES = 4 * 1024 * 1024;
 
 /** Bytes held by a session's bundles, and who waits for some to be released. */
 class ByteGate {
-  private used = 0;
+  used = 0;
+  /** The most ever held at once (diagnostics and tests). */
+  peak = 0;
   private waiters: (() => void)[] = [];
 
   async acquire(n: number): Promise<void> {
@@ -45,6 +67,7 @@ class ByteGate {
       await new Promise<void>((resolve) => this.waiters.push(resolve));
     }
     this.used += n;
+    if (this.used > this.peak) this.peak = this.used;
   }
 
   release(n: number): void {
@@ -62,134 +85,82 @@ const gateOf = (session: object): ByteGate => {
   return g;
 };
 
-/** One file to put in a bundle: stored under `path` (a relative path, directories made) or `name` (a base name). */
-export interface BundleFile {
-  path?: string;
-  name?: string;
-  content: Uint8Array;
+/**
+ * Bytes of a session's bundle entries received and not yet written (or,
+ * with fsync, not yet durable): now, and the most at once. Bounded by 4 MiB
+ * (one entry more when a single entry is larger): reading pauses over it.
+ */
+export function bundlePendingBytes(session: object): { now: number; peak: number } {
+  const g = gates.get(session);
+  return { now: g?.used ?? 0, peak: g?.peak ?? 0 };
 }
 
-/** What the receiver did with one file of a bundle, in the bundle's order. */
-export type BundleResult =
-  | { name: string; path: string; size: number; crc32c: string }
-  | { name: string; error: { code: string; message: string } };
+/**
+ * Writes a new file's bytes: `open` made it (O_EXCL), the writer writes,
+ * syncs (when asked) and closes it; `pool`: on the thread pool (the disk is
+ * slow now), else on the main thread.
+ */
+export type BundleEntryWriter = (fd: number, content: Uint8Array, fsync: boolean, pool: boolean) => Promise<void>;
 
-/** A bundle's content (one buffer): for each file a u16 BE header length, the header (JSON `{path|name, size}`), the bytes. */
-export function encodeBundle(files: readonly BundleFile[]): Uint8Array {
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  for (const f of files) {
-    const json = Buffer.from(
-      JSON.stringify(
-        f.path === undefined ? { name: f.name, size: f.content.length } : { path: f.path, size: f.content.length },
-      ),
-    );
-    if (json.length > BUNDLE_HEADER_MAX || f.content.length > BUNDLE_FILE_MAX) {
-      throw new PointSubError("ERR_INVALID_ARGUMENT", `${f.path ?? f.name}: too large for a bundle`);
-    }
-    const head = Buffer.allocUnsafe(2 + json.length);
-    head.writeUInt16BE(json.length, 0);
-    json.copy(head, 2);
-    chunks.push(head);
-    if (f.content.length > 0) chunks.push(f.content);
-    total += head.length + f.content.length;
-  }
-  return Buffer.concat(chunks, total);
-}
-
-/** An entry header as sent. */
-interface Header {
-  path?: unknown;
-  name?: unknown;
-  size: number;
-}
-
-const bad = (why: string) => new PointSubError("ERR_INVALID_ARGUMENT", `malformed bundle: ${why}`);
-
-/** Splits a bundle's bytes into entries as they arrive; holds at most one entry's bytes. */
-class BundleReader {
-  private phase: "length" | "header" | "content" = "length";
-  private buf: Buffer = Buffer.allocUnsafe(2);
-  private have = 0;
-  private header: Header | undefined;
-
-  *push(chunk: Uint8Array): Generator<{ header: Header; content: Buffer }> {
-    let off = 0;
-    for (;;) {
-      if (this.phase === "content" && this.buf.length === 0) {
-        yield this.finish();
-        continue;
-      }
-      if (off >= chunk.length) return;
-      const n = Math.min(this.buf.length - this.have, chunk.length - off);
-      this.buf.set(chunk.subarray(off, off + n), this.have);
-      this.have += n;
-      off += n;
-      if (this.have < this.buf.length) return;
-      if (this.phase === "length") {
-        const len = this.buf.readUInt16BE(0);
-        if (len === 0 || len > BUNDLE_HEADER_MAX) throw bad(`header of ${len} bytes`);
-        this.next("header", len);
-      } else if (this.phase === "header") {
-        this.header = parseHeader(this.buf);
-        this.next("content", this.header.size);
-      } else {
-        yield this.finish();
-      }
-    }
-  }
-
-  /** The bundle ended: nothing may be left half-read. */
-  end(): void {
-    if (this.phase !== "length" || this.have !== 0) throw bad("it ends inside an entry");
-  }
-
-  private finish(): { header: Header; content: Buffer } {
-    const out = { header: this.header as Header, content: this.buf };
-    this.header = undefined;
-    this.next("length", 2);
-    return out;
-  }
-
-  private next(phase: BundleReader["phase"], size: number): void {
-    this.phase = phase;
-    this.buf = Buffer.allocUnsafe(size);
-    this.have = 0;
-  }
-}
-
-function parseHeader(buf: Buffer): Header {
-  let h: Record<string, unknown>;
+/**
+ * The default writer: a small file's write lands in the page cache in
+ * microseconds, where a thread-pool round trip costs the main thread more
+ * than the write — unless the disk is slow (`pool`). The fsync is always on
+ * the thread pool.
+ */
+const writeEntry: BundleEntryWriter = async (fd, content, sync, pool) => {
+  let open_ = true;
   try {
-    h = JSON.parse(buf.toString("utf8")) as Record<string, unknown>;
-  } catch {
-    throw bad("an entry header is not JSON");
+    let n = 0;
+    while (n < content.length) {
+      n += pool
+        ? await call<number>((cb) => write(fd, content, n, content.length - n, n, cb))
+        : writeSync(fd, content, n, content.length - n, n);
+    }
+    if (sync) await call<void>((cb) => fsync(fd, cb));
+    open_ = false;
+    if (pool) await call<void>((cb) => close(fd, cb));
+    else closeSync(fd);
+  } finally {
+    if (open_) close(fd, () => {});
   }
-  if (typeof h !== "object" || h === null) throw bad("an entry header is not an object");
-  const size = h.size;
-  if (typeof size !== "number" || !Number.isSafeInteger(size) || size < 0 || size > BUNDLE_FILE_MAX) {
-    throw bad(`an entry's size must be 0..${BUNDLE_FILE_MAX}`);
-  }
-  return { path: h.path, name: h.name, size };
-}
+};
+
+/**
+ * Store operations run on the main thread while each takes less than
+ * {@link SYNC_SLOW_MS} (a file system under load can block an open behind
+ * its journal for milliseconds): one slower switches the handler to the
+ * thread pool for {@link SYNC_BACKOFF_MS}. A bundle's main-thread work
+ * yields to the event loop every {@link SYNC_TURN_MS}, so other sessions
+ * are served meanwhile.
+ */
+const SYNC_SLOW_MS = 1;
+const SYNC_BACKOFF_MS = 1000;
+const SYNC_TURN_MS = 2;
 
 /** What the file sink lends the bundle handler: its checks, its way of naming files, its quota. */
 export interface BundleStore {
   dir: string;
   /** Make each file and its directory durable before answering (false: `durability: "none"`). */
   fsync: boolean;
+  /** Replace existing files (else an existing name fails its entry with ERR_EXISTS). */
+  overwrite: boolean;
   ready: Promise<void>;
   maxFileSize: number;
   /** Counts `bytes` against the sink's quota (ERR_QUOTA when over); returns the release. */
   reserve(bytes: number): () => void;
   /** The segments to store an entry under (throws ERR_INVALID_ARGUMENT for a refused path). */
   target(header: { path?: unknown; name?: unknown }): { name: string; segments: string[] };
-  /** Makes (checks) the directories of a relative path. */
-  parents(segments: string[]): Promise<void>;
+  /** Makes (checks) the directories of a relative path; resolves to the directories it made. */
+  parents(segments: string[]): Promise<string[]>;
   /** Names a complete, durable partial: never replaces a file unless overwrite; syncs the directory. */
   place(partial: string, finalPath: string): Promise<void>;
+  /** Fsyncs a directory after names changed in it (shared by callers meanwhile); nothing when fsync is off. */
+  syncDir(path: string): Promise<void>;
   /** Remembers a stored file's CRC32C (the quick check). */
   remember(path: string, size: number, crc: number): void;
+  /** How entries are written (default: {@link writeEntry}); tests slow it down. */
+  write?: BundleEntryWriter;
   onBundle?: (results: BundleResult[], stream: IncomingStream, ctx: RequestContext) => void;
 }
 
@@ -199,24 +170,46 @@ interface Stored {
   segments: string[] | undefined;
   size: number;
   crc: number;
+  /** The file written: a partial, or (direct) the file under its final name. */
   partial: string | undefined;
   written: boolean;
   placed: boolean;
   error: PointSubError | undefined;
 }
 
+const NO_HARD_LINKS = new Set(["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS", "EXDEV", "EMLINK"]);
+
 /**
- * The bundle route's handler: each entry is written to a partial file of its
- * own (exclusively, without following links) and, unless durability is
- * "none", fsynced, a few at once while the bundle arrives; once the whole
- * bundle was received and its CRC32C verified, each is named as a single
- * file is (a hard link that never replaces, or a rename with overwrite; its
- * directory fsynced, group-committed). The answer lists each entry's
- * receipt or error in order: a refused path or a name that exists fails its
- * entry only; a malformed bundle (framing, sizes, over
- * {@link BUNDLE_MAX_FILES}) fails the whole and nothing is named.
+ * The bundle route's handler. With the default durability (fsync), each
+ * entry is written to a partial file of its own (exclusively, without
+ * following links) and fsynced, a few at once while the bundle arrives;
+ * once the whole bundle was received and its CRC32C verified, each is named
+ * as a single file is (a hard link that never replaces, or a rename with
+ * overwrite; its directory fsynced, group-committed). With durability
+ * "none" and no overwrite, each entry is written straight under its final
+ * name, created exclusively (O_EXCL | O_NOFOLLOW: an existing name fails
+ * that entry, nothing is replaced), as tar does: one directory operation per
+ * file instead of three; a bundle that fails removes every file (and
+ * directory) it created. The answer lists each entry's receipt or error in
+ * order: a refused path or a name that exists fails its entry only; a
+ * malformed bundle (framing, sizes, over {@link BUNDLE_MAX_FILES}) fails the
+ * whole and nothing is named.
  */
 export function bundleHandler(store: BundleStore): StreamHandler {
+  const writer = store.write ?? writeEntry;
+  /** Until when (performance.now()) store operations go to the thread pool. */
+  let poolUntil = 0;
+  /** Runs a store operation on the main thread, timed; undefined when the disk was slow lately (use the pool). */
+  const onMain = <T>(op: () => T): { value: T } | undefined => {
+    if (performance.now() < poolUntil) return undefined;
+    const t0 = performance.now();
+    const value = op();
+    const t1 = performance.now();
+    if (t1 - t0 > SYNC_SLOW_MS) poolUntil = t1 + SYNC_BACKOFF_MS;
+    return { value };
+  };
+  const direct = !store.fsync && !store.overwrite;
+  const FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
   return async (stream, ctx) => {
     const total = stream.total;
     if (stream.offset !== 0 || total === undefined || total > BUNDLE_MAX_BYTES) {
@@ -228,31 +221,53 @@ export function bundleHandler(store: BundleStore): StreamHandler {
     const id = Buffer.from(crypto.getRandomValues(new Uint8Array(12))).toString("hex");
     const entries: Stored[] = [];
     const pending = new Set<Promise<void>>();
-    const store1 = async (s: Stored, content: Buffer) => {
-      const partial = join(store.dir, `.b${id}-${entries.length}.partial`);
-      const fd = await call<number>((cb) =>
-        open(partial, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o666, cb),
-      );
-      s.partial = partial;
-      let open_ = true;
-      try {
-        let n = 0;
-        while (n < content.length) {
-          n += await call<number>((cb) => write(fd, content, n, content.length - n, n, cb));
-        }
-        if (store.fsync) await call<void>((cb) => fsync(fd, cb));
-        open_ = false;
-        await call<void>((cb) => close(fd, cb));
-        s.written = true;
-      } finally {
-        if (open_) close(fd, () => {});
+    /** Directories made for this bundle (direct writes make them as entries arrive), by relative path. */
+    const dirs = new Map<string, Promise<string[]>>();
+    const parents = (segments: string[]) => {
+      const key = segments.slice(0, -1).join("/");
+      let p = dirs.get(key);
+      if (p === undefined) {
+        p = store.parents(segments);
+        p.catch(() => {});
+        dirs.set(key, p);
       }
+      return p;
+    };
+    let ok = false;
+    const store1 = async (s: Stored, content: Uint8Array) => {
+      let path: string;
+      if (direct) {
+        const segments = s.segments as string[];
+        if (segments.length > 1) await parents(segments);
+        path = join(store.dir, ...segments);
+      } else {
+        path = join(store.dir, `.b${id}-${entries.length}.partial`);
+      }
+      let fd: number;
+      let pool = false;
+      try {
+        const sync = onMain(() => openSync(path, FLAGS, 0o666));
+        pool = sync === undefined;
+        fd = sync?.value ?? (await call<number>((cb) => open(path, FLAGS, 0o666, cb)));
+      } catch (err) {
+        if (direct && errno(err) === "EEXIST") {
+          throw new PointSubError("ERR_EXISTS", `${s.name} already exists`);
+        }
+        throw err;
+      }
+      s.partial = path;
+      await writer(fd, content, store.fsync, pool);
+      s.written = true;
     };
     try {
       const reader = new BundleReader();
       for await (const chunk of stream) {
+        let turn = performance.now();
         for (const { header, content } of reader.push(chunk)) {
-          if (entries.length >= BUNDLE_MAX_FILES) throw bad(`over ${BUNDLE_MAX_FILES} files`);
+          if (performance.now() - turn > SYNC_TURN_MS) {
+            await new Promise((r) => setImmediate(r));
+            turn = performance.now();
+          }
           const s: Stored = {
             name: typeof header.path === "string" ? header.path : String(header.name ?? ""),
             segments: undefined,
@@ -290,28 +305,26 @@ export function bundleHandler(store: BundleStore): StreamHandler {
       }
       reader.end();
       await Promise.all(pending);
-      // Verified: name them, a few at once, in order; each directory is checked (made) once per bundle.
-      const dirs = new Map<string, Promise<void>>();
-      const parents = (segments: string[]) => {
-        const key = segments.slice(0, -1).join("/");
-        let p = dirs.get(key);
-        if (p === undefined) {
-          p = store.parents(segments);
-          p.catch(() => {});
-          dirs.set(key, p);
-        }
-        return p;
-      };
+      // Verified: name them (direct writes are named already), a few at once, in order.
+      const synced = new Set<string>();
       let next = 0;
+      let turn = performance.now();
       const placer = async () => {
         for (let i = next++; i < entries.length; i = next++) {
+          if (performance.now() - turn > SYNC_TURN_MS) {
+            await new Promise((r) => setImmediate(r));
+            turn = performance.now();
+          }
           const s = entries[i];
           if (!s.written || s.error !== undefined) continue;
           try {
             const segments = s.segments as string[];
-            if (segments.length > 1) await parents(segments);
             const finalPath = join(store.dir, ...segments);
-            await store.place(s.partial as string, finalPath);
+            if (!direct) {
+              if (segments.length > 1) await parents(segments);
+              await placeOne(s.partial as string, finalPath);
+              synced.add(dirname(finalPath));
+            }
             s.placed = true;
             store.remember(finalPath, s.size, s.crc);
           } catch (err) {
@@ -319,7 +332,26 @@ export function bundleHandler(store: BundleStore): StreamHandler {
           }
         }
       };
+      /** A hard link that never replaces (main thread: a metadata operation), the async way otherwise. */
+      const placeOne = async (partial: string, finalPath: string) => {
+        if (store.overwrite) return store.place(partial, finalPath);
+        try {
+          if (onMain(() => linkSync(partial, finalPath)) === undefined) return store.place(partial, finalPath);
+        } catch (err) {
+          if (errno(err) === "EEXIST") throw new PointSubError("ERR_EXISTS", `${basename(finalPath)} already exists`);
+          if (NO_HARD_LINKS.has(String(errno(err)))) return store.place(partial, finalPath);
+          throw err;
+        }
+        try {
+          unlinkSync(partial);
+        } catch {
+          // Removed by the finally below, or left for the sweep.
+        }
+      };
       await Promise.all(Array.from({ length: Math.min(STORING, entries.length) }, placer));
+      // One directory fsync per directory named into (group-committed with other bundles').
+      await Promise.all([...synced].map((d) => store.syncDir(d)));
+      ok = true;
       const results: BundleResult[] = entries.map((s) =>
         s.error === undefined
           ? {
@@ -334,14 +366,35 @@ export function bundleHandler(store: BundleStore): StreamHandler {
       return JSON.stringify({ files: results });
     } finally {
       await Promise.allSettled(pending);
-      // Whatever was not named (a failed entry, a failed bundle) leaves nothing behind.
-      await Promise.all(
-        entries.map((s) => (s.partial !== undefined && !s.placed ? unlink(s.partial).catch(() => {}) : undefined)),
-      );
+      // Whatever was not named (a failed entry, a failed bundle) leaves nothing behind: a direct
+      // write of a failed bundle is removed, and the directories it made (when empty).
+      for (const s of entries) {
+        if (s.partial !== undefined && !(ok && s.placed)) {
+          try {
+            unlinkSync(s.partial);
+          } catch {
+            // Gone already.
+          }
+        }
+      }
+      if (!ok && direct) {
+        const made = (await Promise.allSettled(dirs.values())).flatMap((r) =>
+          r.status === "fulfilled" ? r.value : [],
+        );
+        for (const d of made.sort((a, b) => b.length - a.length)) {
+          try {
+            rmdirSync(d);
+          } catch {
+            // Not empty (another bundle's files), or gone.
+          }
+        }
+      }
       release();
     }
   };
 }
+
+const errno = (err: unknown) => (err as { code?: unknown }).code;
 
 /**
  * A callback-style fs call as a promise: for a small file, the callback API

@@ -1,4 +1,16 @@
-import { constants, createReadStream, lstat as lstatCb, lstatSync, type Stats } from "node:fs";
+import {
+  closeSync,
+  constants,
+  createReadStream,
+  lstat as lstatCb,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  type Stats,
+  unlinkSync,
+  writeSync,
+} from "node:fs";
 import { type FileHandle, link, lstat, mkdir, open, readdir, rename, rm, unlink } from "node:fs/promises";
 import { basename, dirname, join, sep } from "node:path";
 import type { ResumePoint } from "../connection/connection.ts";
@@ -166,6 +178,95 @@ const TRANSFER_ID = /^[A-Za-z0-9_-]{32,128}$/;
 /** Names of partial files: `.<64 hex>.partial`, and older `.<transfer id>.partial`. */
 const PARTIAL_NAME = /^\.([A-Za-z0-9_-]{1,128})\.partial$/;
 const SIDECAR_NAME = /^\.([0-9a-f]{64})\.resume$/;
+/** A transfer's lock (`.<key>.lock`, holding the receiving process's pid): one receiver at a time, across processes. */
+const LOCK_NAME = /^\.([0-9a-f]{64})\.lock$/;
+/** Lock files this process holds (several sinks of one process may share a directory). */
+const heldLocks = new Set<string>();
+/** A lock file younger than this with no pid yet is being written by its taker: held. */
+const LOCK_WRITE_GRACE_MS = 2000;
+/** A lock (and its partial) untouched for this long is stale even if its pid now names a live process. */
+const LOCK_STALE_MS = 60 * 60 * 1000;
+
+/**
+ * Whether the lock file at `path` is held: by this process (it is in
+ * {@link heldLocks}) or by a live process (its pid answers signal 0). A
+ * lock whose process is gone is stale.
+ */
+function lockHeld(path: string): boolean {
+  let text: string;
+  try {
+    text = readFileSync(path, { encoding: "utf8", flag: constants.O_RDONLY | constants.O_NOFOLLOW });
+  } catch (err) {
+    return errno(err) !== "ENOENT" && errno(err) !== "ELOOP";
+  }
+  const pid = Number(text);
+  if (!Number.isSafeInteger(pid) || pid <= 0) {
+    // Taken a moment ago, its pid not written yet: held; an old one without a pid is garbage.
+    const st = lstatSync(path, { throwIfNoEntry: false });
+    return st !== undefined && st.mtimeMs > Date.now() - LOCK_WRITE_GRACE_MS;
+  }
+  if (pid === process.pid) return heldLocks.has(path);
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    if (errno(err) !== "EPERM") return false;
+  }
+  // A live pid, but maybe reused since its receiver crashed: a receiver writes its partial as bytes
+  // arrive (and a transfer making no progress is cancelled long before), so a lock and a partial both
+  // untouched for an hour are stale.
+  const old = Date.now() - LOCK_STALE_MS;
+  const lock = lstatSync(path, { throwIfNoEntry: false });
+  const partial = lstatSync(path.replace(/\.lock$/, ".partial"), { throwIfNoEntry: false });
+  return !(lock !== undefined && lock.mtimeMs < old && (partial === undefined || partial.mtimeMs < old));
+}
+
+/**
+ * Takes the lock at `path` (O_CREAT | O_EXCL | O_NOFOLLOW, the pid written
+ * in it); a stale one (its process gone) is removed and taken, once.
+ * False when another receiver holds it.
+ */
+function takeLock(path: string): boolean {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    let fd: number;
+    try {
+      fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    } catch (err) {
+      if (errno(err) === "ENOENT") {
+        // The directory vanished while the sink runs: made again (as the partial's creation does).
+        mkdirSync(dirname(path), { recursive: true });
+        continue;
+      }
+      if (errno(err) !== "EEXIST" || lockHeld(path)) {
+        if (errno(err) === "EEXIST") return false;
+        throw err;
+      }
+      try {
+        unlinkSync(path);
+      } catch {
+        // Someone else removed it: try again.
+      }
+      continue;
+    }
+    heldLocks.add(path);
+    try {
+      writeSync(fd, String(process.pid));
+    } finally {
+      closeSync(fd);
+    }
+    return true;
+  }
+  return false;
+}
+
+/** Releases a lock this process holds. */
+function dropLock(path: string): void {
+  if (!heldLocks.delete(path)) return;
+  try {
+    unlinkSync(path);
+  } catch {
+    // Gone already (a sweep of another process found it stale?).
+  }
+}
 /** Bytes handed to one writev: large enough to amortize the call, small enough to keep little in flight. */
 const BATCH = 1024 * 1024;
 /** Resume state is made durable (fdatasync, sidecar) after this many bytes and at least this often apart. */
@@ -229,7 +330,7 @@ export function safeRelativePath(path: unknown): string[] {
     if (Buffer.byteLength(seg) > SEGMENT_MAX_BYTES) throw bad(`a segment over ${SEGMENT_MAX_BYTES} bytes`);
     if (sep === "\\" && (WINDOWS_RESERVED.test(seg) || /[. ]$/.test(seg))) throw bad("not a Windows name");
   }
-  if (PARTIAL_NAME.test(segments[0]) || SIDECAR_NAME.test(segments[0]))
+  if (PARTIAL_NAME.test(segments[0]) || SIDECAR_NAME.test(segments[0]) || LOCK_NAME.test(segments[0]))
     throw bad("reserved for the sink's partial files");
   return segments;
 }
@@ -314,6 +415,8 @@ interface Entry {
   touched: number;
   /** A sidecar may exist (one was written, or found by the startup scan): removed with the partial. */
   sidecar: boolean;
+  /** The partial file's identity (inode, size, mtime) when its state was last read from the disk. */
+  ident: string | undefined;
 }
 
 /** What a sidecar file holds (JSON). */
@@ -325,7 +428,9 @@ interface Sidecar {
   route?: string;
 }
 
-const errno = (err: unknown) => (err as { code?: unknown }).code;
+function errno(err: unknown): unknown {
+  return (err as { code?: unknown }).code;
+}
 const isUint = (n: unknown): n is number => typeof n === "number" && Number.isSafeInteger(n) && n >= 0;
 const limit = (n: number | undefined, what: string): number => {
   if (n === undefined || n === 0 || n === Number.POSITIVE_INFINITY) return 0;
@@ -358,6 +463,13 @@ const limit = (n: number | undefined, what: string): number => {
  *   context ({@link FileResumeContext}); the connection does not pass one
  *   yet, so a query with the transfer id finds any principal's partial, but
  *   only the principal that stored it can resume or extend it;
+ * * processes may share the directory (`serve --workers N`): a transfer
+ *   is received by one at a time (`.<key>.lock`, created exclusively,
+ *   holding the receiver's pid; a lock whose process is gone is stale), and
+ *   a resume query or a resumed upload reads the transfer's state from the
+ *   disk (an lstat; the sidecar when the partial changed since this process
+ *   last knew it), so an upload dropped on one process resumes on another.
+ *   Quotas (`maxBytes`) count per process;
  * * partial files are opened without following symbolic links, and
  *   anything at a partial's name that is not a regular file is refused;
  * * `maxFileSize` and `maxBytes` bound what a peer may store (`ERR_QUOTA`,
@@ -391,6 +503,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
   let rescans = 0;
   const partialPath = (key: string) => join(dir, `.${key}.partial`);
   const sidecarPath = (key: string) => join(dir, `.${key}.resume`);
+  const lockPath = (key: string) => join(dir, `.${key}.lock`);
   const weight = (e: Entry) => Math.max(e.size, e.reserved);
 
   const entryFor = (key: string): Entry => {
@@ -409,6 +522,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         active: false,
         touched: Date.now(),
         sidecar: false,
+        ident: undefined,
       };
       entries.set(key, e);
     }
@@ -496,6 +610,45 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     }
   };
 
+  /**
+   * Brings an entry up to date with the disk, where another process (a
+   * worker sharing the directory) may have stored, extended, finished or
+   * removed the transfer meanwhile: an lstat, and when the partial changed
+   * since this process last knew it, its sidecar (a few bytes, never the
+   * partial itself unless the sidecar is missing or short of the file).
+   */
+  const refresh = async (e: Entry, owner = false): Promise<void> => {
+    const st = await lstat(partialPath(e.key)).catch(() => undefined);
+    const ident = st?.isFile() ? `${st.ino}:${st.size}:${st.mtimeMs}` : undefined;
+    const s = st?.isFile() && !(e.exists && e.ident === ident) ? await readSidecar(e.key) : undefined;
+    // A transfer of this process started meanwhile: its state is newer than what was read.
+    if (e.active && !owner) return;
+    if (st === undefined) {
+      if (e.exists) {
+        e.exists = false;
+        e.point = undefined;
+        e.base = undefined;
+        e.ident = undefined;
+        setSize(e, 0);
+      }
+      return;
+    }
+    if (!st.isFile()) return; // refused where it is opened; removed by the sweep
+    if (e.exists && e.ident === ident) return;
+    e.exists = true;
+    e.ident = ident;
+    e.touched = st.mtimeMs;
+    e.point = undefined;
+    e.base = undefined;
+    setSize(e, st.size);
+    if (s !== undefined) {
+      e.sidecar = true;
+      setTag(e, s.tag, s.route);
+      if (s.offset === st.size) e.point = { offset: s.offset, crc: s.crc };
+      else if (s.offset < st.size) e.base = { offset: s.offset, crc: s.crc };
+    }
+  };
+
   /** Opens a partial file without following links; undefined unless it is a regular file. */
   const openPartial = async (key: string, flags: number): Promise<FileHandle | undefined> => {
     let fh: FileHandle | undefined;
@@ -572,7 +725,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       if (m === null) continue;
       const key = m[1];
       partials.add(key);
-      if (entries.get(key)?.active) continue;
+      if (entries.get(key)?.active || lockHeld(lockPath(key))) continue;
       const st = await lstat(join(dir, name)).catch(() => undefined);
       if (st === undefined || st.isDirectory()) continue;
       const before = entries.get(key);
@@ -608,6 +761,10 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       const m = SIDECAR_NAME.exec(name);
       if (m === null || partials.has(m[1]) || entries.get(m[1])?.active) continue;
       await rm(join(dir, name), { force: true }).catch(() => {});
+    }
+    // Locks left by a process that is gone.
+    for (const name of names) {
+      if (LOCK_NAME.test(name) && !lockHeld(join(dir, name))) await unlink(join(dir, name)).catch(() => {});
     }
     return removed;
   };
@@ -654,10 +811,17 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     }
     let best: Entry | undefined;
     for (const k of keys) {
-      const e = entries.get(k);
-      if (e === undefined) continue;
-      if (e.active) throw PointSubError.fromPeer("ERR_RESUME", "this transfer is still being received; retry shortly");
-      if (e.exists && (best === undefined || e.touched > best.touched)) best = e;
+      if (entries.get(k)?.active || lockHeld(lockPath(k))) {
+        throw PointSubError.fromPeer("ERR_RESUME", "this transfer is still being received; retry shortly");
+      }
+      // The disk is the truth: another process sharing the directory may have stored it.
+      const e = entryFor(k);
+      await refresh(e);
+      if (!e.exists) {
+        if (!e.active) entries.delete(k);
+        continue;
+      }
+      if (best === undefined || e.touched > best.touched) best = e;
     }
     return best === undefined ? { offset: 0, crc: 0 } : pointOf(best);
   };
@@ -791,13 +955,14 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
    * not to be a symbolic link or a file (`ERR_EXISTS`): a path never leads
    * out of `dir`.
    */
-  const parents = async (segments: string[]) => {
+  const parents = async (segments: string[]): Promise<string[]> => {
+    const made: string[] = [];
     let cur = dir;
     for (const seg of segments.slice(0, -1)) {
       cur = join(cur, seg);
       let st = await exists(cur);
       if (st === undefined) {
-        const made = await mkdir(cur).then(
+        const created = await mkdir(cur).then(
           () => true,
           (err: unknown) => {
             if (errno(err) !== "EEXIST") throw err;
@@ -805,7 +970,10 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
           },
         );
         // A new directory's name is durable once its parent is synced.
-        if (made) await syncDir(dirname(cur));
+        if (created) {
+          made.push(cur);
+          await syncDir(dirname(cur));
+        }
         st = await lstat(cur).catch(() => undefined);
       }
       if (st === undefined || !st.isDirectory()) {
@@ -815,6 +983,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         );
       }
     }
+    return made;
   };
 
   /** CRC32C of stored files, by path, valid while the file's identity (inode, size, mtime, ctime) is unchanged. */
@@ -941,6 +1110,13 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     const e = entryFor(key);
     if (e.active) throw PointSubError.fromPeer("ERR_RESUME", "this transfer is already being received");
     e.active = true;
+    const lock = lockPath(key);
+    let locked = false;
+    const lockNow = () => {
+      if (locked) return;
+      locked = takeLock(lock);
+      if (!locked) throw PointSubError.fromPeer("ERR_RESUME", "this transfer is being received by another process");
+    };
     const partial = partialPath(key);
     const finalPath = segments === undefined ? join(dir, name) : join(dir, ...segments);
     const offset = stream.offset;
@@ -948,6 +1124,13 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     /** The partial file was opened for writing by this transfer. */
     let touched = false;
     try {
+      // Across processes sharing the directory: its state read from the disk, and one receiver per
+      // transfer — locked now when something is stored for it, else when its partial is created.
+      await refresh(e, true);
+      if (offset > 0 || e.exists) {
+        lockNow();
+        await refresh(e, true);
+      }
       const tag = await transferTag(tid);
       setTag(e, tag, route);
       // The directory was made when the sink started (and is made again
@@ -1012,6 +1195,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
        */
       const begin = async (): Promise<FileHandle> => {
         if (fh !== undefined) return fh;
+        lockNow();
         fh = await createPartial(e);
         touched = true;
         e.exists = true;
@@ -1080,6 +1264,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       }
       await writing;
       // A transfer without content bytes creates its (empty) file now.
+      if (out === undefined && fh === undefined) lockNow();
       out ??= fh ?? (await createPartial(e));
       fh = out;
       touched = true;
@@ -1112,6 +1297,12 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       throw failure;
     } finally {
       await fh?.close().catch(() => {});
+      if (locked) {
+        // What this process leaves on disk is what it knows (no re-read on its next query).
+        const st = e.exists ? lstatSync(partial, { throwIfNoEntry: false }) : undefined;
+        e.ident = st === undefined ? undefined : `${st.ino}:${st.size}:${st.mtimeMs}`;
+        dropLock(lock);
+      }
       e.active = false;
       setSize(e, e.size, 0);
       if (!e.exists) forget(e);
@@ -1153,6 +1344,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     bundle: bundleHandler({
       dir,
       fsync,
+      overwrite,
       ready,
       maxFileSize,
       reserve: (bytes) => {
@@ -1179,6 +1371,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       },
       parents,
       place,
+      syncDir,
       remember,
       onBundle: options.onBundle,
     }),

@@ -94,26 +94,28 @@ describe("file bundles", () => {
     assert.deepEqual(await env.leftovers(), []);
   });
 
-  it("refuses a bad path or a name that exists for that file only; the others are stored", async () => {
-    const env = await setup("per-file");
-    await mkdir(env.dir, { recursive: true });
-    await writeFile(join(env.dir, "taken"), "mine");
-    await symlink(tmpdir(), join(env.dir, "link"));
-    const results = await env.send(
-      encodeBundle([
-        { path: "../outside", content: Buffer.from("x") },
-        { name: "taken", content: Buffer.from("theirs") },
-        { path: "link/through", content: Buffer.from("x") },
-        { name: "fine", content: Buffer.from("fine") },
-      ]),
-    );
-    const codes = results.map((r) => ("error" in r ? r.error.code : "ok"));
-    assert.deepEqual(codes, ["ERR_INVALID_ARGUMENT", "ERR_EXISTS", "ERR_EXISTS", "ok"]);
-    assert.equal(await readFile(join(env.dir, "taken"), "utf8"), "mine");
-    assert.equal(await readFile(join(env.dir, "fine"), "utf8"), "fine");
-    await assert.rejects(readFile(join(tmpdir(), "through")));
-    assert.deepEqual(await env.leftovers(), []);
-  });
+  for (const durability of ["fsync", "none"] as const) {
+    it(`refuses a bad path or a name that exists for that file only; the others are stored (durability ${durability})`, async () => {
+      const env = await setup(`per-file-${durability}`, { durability });
+      await mkdir(env.dir, { recursive: true });
+      await writeFile(join(env.dir, "taken"), "mine");
+      await symlink(tmpdir(), join(env.dir, "link"));
+      const results = await env.send(
+        encodeBundle([
+          { path: "../outside", content: Buffer.from("x") },
+          { name: "taken", content: Buffer.from("theirs") },
+          { path: "link/through", content: Buffer.from("x") },
+          { name: "fine", content: Buffer.from("fine") },
+        ]),
+      );
+      const codes = results.map((r) => ("error" in r ? r.error.code : "ok"));
+      assert.deepEqual(codes, ["ERR_INVALID_ARGUMENT", "ERR_EXISTS", "ERR_EXISTS", "ok"]);
+      assert.equal(await readFile(join(env.dir, "taken"), "utf8"), "mine");
+      assert.equal(await readFile(join(env.dir, "fine"), "utf8"), "fine");
+      await assert.rejects(readFile(join(tmpdir(), "through")));
+      assert.deepEqual(await env.leftovers(), []);
+    });
+  }
 
   it("a malformed bundle fails whole: nothing named, nothing left behind, the server serves on", async () => {
     // (No fsync: the 1,000 files stored before the 1,001st is refused would cost a second of them.)
@@ -136,6 +138,16 @@ describe("file bundles", () => {
         Buffer.concat([good, header(JSON.stringify({ name: "cut", size: 10 })), Buffer.alloc(3)]),
       ],
       [
+        "ends inside an entry after files in new directories (written under their names with durability none)",
+        Buffer.concat([
+          encodeBundle([
+            { path: "newdir/sub/x", content: Buffer.from("x") },
+            { path: "newdir/y", content: Buffer.from("y") },
+          ]),
+          header(JSON.stringify({ name: "cut", size: 10 })),
+        ]),
+      ],
+      [
         "too many files",
         encodeBundle(
           Array.from({ length: BUNDLE_MAX_FILES + 1 }, (_, i) => ({ name: `m${i}`, content: new Uint8Array(0) })),
@@ -151,7 +163,7 @@ describe("file bundles", () => {
     // No declared total: refused before anything is read.
     await assert.rejects(env.send(good, null), { code: "ERR_INVALID_ARGUMENT" });
     const names = await readdir(env.dir);
-    assert.deepEqual(names, [], "nothing named, no partial left");
+    assert.deepEqual(names, [], "nothing named, no partial, no directory left");
     const ok = await env.send(good);
     assert.ok(!("error" in ok[0]));
     assert.deepEqual(await readdir(env.dir), ["before"]);

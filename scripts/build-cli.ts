@@ -1,0 +1,52 @@
+/**
+ * Bundles the CLI (`pointsub`, the package's bin) with esbuild after tsc
+ * built `dist/` (`npm run build`, run by `prepack`): a command loads a few
+ * chunks instead of some 120 modules, which cuts its start-up (measured:
+ * `send` of one file to a closed port, CPU 0.47 → 0.33 s). Each command
+ * stays in a chunk of its own (loaded when it runs); `serve` is not bundled
+ * but loads tsc's `dist/cli/serve.js` (the dashboard serves the package's
+ * own modules from beside it).
+ *
+ *   node scripts/build-cli.ts [--src src/cli/main.ts] [--outdir dist/cli-bundle] [--serve ../cli/serve.js]
+ */
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { build } from "esbuild";
+
+const root = fileURLToPath(new URL("..", import.meta.url));
+const { values } = parseArgs({
+  options: {
+    src: { type: "string", default: `${root}src/cli/main.ts` },
+    outdir: { type: "string", default: `${root}dist/cli-bundle` },
+    serve: { type: "string", default: "../cli/serve.js" },
+  },
+});
+
+await build({
+  entryPoints: [values.src as string],
+  outdir: values.outdir,
+  bundle: true,
+  splitting: true,
+  format: "esm",
+  platform: "node",
+  target: "node22",
+  // npm packages too (commander, ws...): fewer files to resolve and load; optional native ones stay external.
+  external: ["@node-rs/crc32", "bufferutil", "utf-8-validate"],
+  chunkNames: "chunk-[hash]",
+  entryNames: "[name]",
+  legalComments: "none",
+  // CommonJS packages (ws) require Node's built-ins: an ES module bundle gives them a `require`.
+  banner: {
+    js: 'import { createRequire as __cjsRequire } from "node:module"; const require = __cjsRequire(import.meta.url);',
+  },
+  logLevel: "warning",
+  plugins: [
+    {
+      name: "serve-unbundled",
+      setup(b) {
+        // `import("./serve.ts")` in main.ts: tsc's build of serve, beside the bundle.
+        b.onResolve({ filter: /^\.\/serve\.ts$/ }, () => ({ path: values.serve as string, external: true }));
+      },
+    },
+  ],
+});

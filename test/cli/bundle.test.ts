@@ -1,0 +1,78 @@
+/**
+ * The package's bin is the esbuild bundle of the CLI (scripts/build-cli.ts,
+ * run by `npm run build`): built from the sources into a scratch directory,
+ * it prints its version and sends a directory to a real server over
+ * loopback (tcp:// and ws://); `serve` stays tsc's build (imported from beside the bundle).
+ */
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import {
+  createServer,
+  FILE_BUNDLE_ROUTE,
+  FILE_CHECK_ROUTE,
+  FILE_ROUTE,
+  fileSink,
+  type Server,
+} from "../../src/index.ts";
+
+const run = promisify(execFile);
+const root = fileURLToPath(new URL("../..", import.meta.url));
+
+describe("the bundled CLI (the package's bin)", () => {
+  // Inside the repository (its node_modules resolve the optional native packages left external).
+  const out = join(root, `.build-test-cli-${process.pid}`);
+  let work: string;
+  let server: Server | undefined;
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), "pointsub-bundle-cli-"));
+    await run(process.execPath, [join(root, "scripts/build-cli.ts"), "--outdir", out], { timeout: 60_000 });
+  });
+  after(async () => {
+    await server?.close({ timeoutMs: 100 });
+    await rm(out, { recursive: true, force: true });
+    await rm(work, { recursive: true, force: true });
+  });
+
+  it("has the bin's shebang, prints its version, sends a tree over one connection", async () => {
+    const main = join(out, "main.js");
+    assert.match(await readFile(main, "utf8"), /^#!\/usr\/bin\/env node\n/);
+    const { stdout } = await run(process.execPath, [main, "--version"], { timeout: 30_000 });
+    assert.equal(stdout.trim(), "0.1.0");
+    const src = join(work, "tree");
+    await mkdir(join(src, "sub"), { recursive: true });
+    for (let i = 0; i < 5; i++) await writeFile(join(src, i % 2 ? "sub" : "", `f${i}`), `file ${i}`);
+    const inbox = join(work, "inbox");
+    const sink = fileSink(inbox, { durability: "none" });
+    server = createServer();
+    server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
+    server.handleStream(FILE_BUNDLE_ROUTE, sink.bundle);
+    server.handle(FILE_CHECK_ROUTE, sink.check);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    await run(process.execPath, [main, "send", "-r", src, "--to", url, "--json"], {
+      timeout: 60_000,
+      env: { ...process.env, POINTSUB_STATE_DIR: join(work, "state") },
+    });
+    assert.deepEqual((await readdir(join(inbox, "tree"), { recursive: true })).sort(), [
+      "f0",
+      "f2",
+      "f4",
+      "sub",
+      "sub/f1",
+      "sub/f3",
+    ]);
+    assert.equal(await readFile(join(inbox, "tree/sub/f3"), "utf8"), "file 3");
+    // ws:// (the ws package is CommonJS inside the ES module bundle: it gets a require).
+    const [wsUrl] = await server.listen("ws://127.0.0.1:0");
+    await run(process.execPath, [main, "send", join(src, "f0"), "--to", wsUrl, "--force"], {
+      timeout: 60_000,
+      env: { ...process.env, POINTSUB_STATE_DIR: join(work, "state") },
+    });
+    assert.equal(await readFile(join(inbox, "f0"), "utf8"), "file 0");
+  });
+});
