@@ -75,9 +75,9 @@ describe("published build", () => {
     }
   });
 
-  it("the pointsub bin is emitted with its shebang and runs", () => {
+  it("the CLI is emitted with its shebang and runs (tsc's build, which `serve` loads; the bin is its bundle: test/cli/bundle.test.ts)", () => {
     const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
-    assert.equal(pkg.bin.pointsub, "./dist/cli/main.js");
+    assert.equal(pkg.bin.pointsub, "./dist/cli-bundle/main.js");
     const main = join(out, "cli/main.js");
     assert.match(readFileSync(main, "utf8"), /^#!\/usr\/bin\/env node\n/);
     const help = execFileSync(process.execPath, [main, "send", "--help"], { encoding: "utf8" });
