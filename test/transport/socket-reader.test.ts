@@ -199,8 +199,10 @@ for (const scheme of ["tcp", "unix"] as const) {
       assert.equal(sha256(await received), sha256(data));
       const reader = readerOf(((await session) as unknown as { transport: Transport }).transport);
       assert.ok(reader.directReads > 0, "no read went straight into the message");
-      // Frame headers and trailers still come through the (one) read buffer.
-      assert.ok(reader.buffers <= 1, `${reader.buffers} read buffers`);
+      // Frame headers and trailers still come through a read buffer, replaced only when the
+      // receiver keeps a view of it (a frame split across reads; paced chunks make more of
+      // those): a handful for 64 MiB, where copying every read out would take ~1,000.
+      assert.ok(reader.buffers <= 8, `${reader.buffers} read buffers`);
     } finally {
       conn.destroy();
       await server.close();
