@@ -26,9 +26,9 @@ export type ServeRole =
 
 /**
  * The role from `--workers` (default 1: this process alone). Not the
- * machine's cores by default: the file sink indexes its partial uploads
- * per process, so an upload resumed on another worker than the one holding
- * its partial starts again from 0 — `--workers N` suits request traffic.
+ * machine's cores by default: `serve`'s limits (`--max-bytes`,
+ * `--max-connections`, the per-address limit) apply per process, so N
+ * workers would allow N times them. Partial uploads resume on any worker.
  */
 export async function serveRole(workers: number | undefined, dashboard: boolean): Promise<ServeRole> {
   if (nodeCluster.isWorker) {
