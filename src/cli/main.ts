@@ -117,7 +117,7 @@ export function program(): Command {
     .option("--metrics <host:port>", "serve Prometheus metrics at http://<host:port>/metrics (needs prom-client)")
     .option(
       "--workers <n>",
-      "worker processes sharing the port as one cluster, e.g. the machine's cores (default 1: this process alone)",
+      "worker processes sharing the port as one cluster, the server's limits divided among them (default: the machine's cores; 1 with --dashboard)",
       integer(1),
     )
     .option(

@@ -5,9 +5,10 @@
  * the idempotency store span them. The primary forks, prints the
  * `listening` lines once every worker listens, restarts a worker that
  * dies, and on SIGINT/SIGTERM asks each to close gracefully. `--workers 1`
- * (the default) is one process, as before the flag existed.
+ * is one process.
  */
 import nodeCluster from "node:cluster";
+import { availableParallelism } from "node:os";
 import type { ServerCluster } from "../cluster/index.ts";
 import { PointSubError } from "../errors/error.ts";
 
@@ -24,13 +25,33 @@ export type ServeRole =
       done(): void;
     };
 
+/** Environment variable through which the primary tells each worker how many workers share the limits. */
+const WORKERS_ENV = "POINTSUB_SERVE_WORKERS";
+
 /**
- * The role from `--workers` (default 1: this process alone). Not the
- * machine's cores by default: `serve`'s limits (`--max-bytes`,
- * `--max-connections`, the per-address limit) apply per process, so N
- * workers would allow N times them. Partial uploads resume on any worker.
+ * Each worker's share of a limit of the whole server (`--max-bytes`,
+ * `--max-connections`, the per-address limit): `limit / workers`, rounded
+ * down but at least 1, so N workers together never allow more than the
+ * limit. Unchanged in a single process (or when the limit is unset).
  */
-export async function serveRole(workers: number | undefined, dashboard: boolean): Promise<ServeRole> {
+export function workerShare(limit: number | undefined): number | undefined {
+  const n = nodeCluster.isWorker ? Number(process.env[WORKERS_ENV] ?? 1) : 1;
+  if (limit === undefined || limit <= 0 || !(n > 1)) return limit;
+  return Math.max(1, Math.floor(limit / n));
+}
+
+/**
+ * The role from `--workers`: by default one worker per core
+ * (`os.availableParallelism()`), or this process alone with `--dashboard`
+ * (one process's figures), and never more workers than the smallest
+ * connection limit. The server's limits are divided among the workers
+ * ({@link workerShare}); partial uploads resume on any worker.
+ */
+export async function serveRole(
+  workers: number | undefined,
+  dashboard: boolean,
+  limits: readonly (number | undefined)[] = [],
+): Promise<ServeRole> {
   if (nodeCluster.isWorker) {
     const { workerCluster, workerReady } = await import("../cluster/workers.ts");
     return {
@@ -43,10 +64,19 @@ export async function serveRole(workers: number | undefined, dashboard: boolean)
   if (dashboard && workers !== undefined && workers > 1) {
     throw new PointSubError(
       "ERR_INVALID_ARGUMENT",
-      "--dashboard serves one process's figures: use it with --workers 1 (the default)",
+      "--dashboard serves one process's figures: use it with --workers 1 (its default)",
     );
   }
-  const n = workers ?? 1;
+  // Each worker gets at least one of every connection limit: no more workers than the smallest.
+  let smallest = Number.POSITIVE_INFINITY;
+  for (const l of limits) if (l !== undefined && l > 0) smallest = Math.min(smallest, l);
+  if (workers !== undefined && workers > smallest) {
+    throw new PointSubError(
+      "ERR_INVALID_ARGUMENT",
+      `--workers ${workers} with a connection limit of ${smallest}: the limits are divided among the workers, each needs at least 1`,
+    );
+  }
+  const n = workers ?? (dashboard ? 1 : Math.min(availableParallelism(), smallest));
   return n > 1 ? { kind: "primary", workers: n } : { kind: "single" };
 }
 
@@ -66,7 +96,7 @@ export async function servePrimary(
   metrics?: string,
 ): Promise<void> {
   const { runWorkers } = await import("../cluster/workers.ts");
-  const pool = runWorkers({ workers, shutdownTimeoutMs: shutdownMs });
+  const pool = runWorkers({ workers, shutdownTimeoutMs: shutdownMs, env: { [WORKERS_ENV]: String(workers) } });
   pool.on("exit", (w, code, signal, replacement) =>
     say(
       "workerExit",

@@ -8,7 +8,7 @@ import { type ServeAuthFlags, serveSecurity } from "./auth.ts";
 import { formatBytes, formatRate } from "./format.ts";
 import { jsonLine, outputMode, writeOut } from "./output.ts";
 import { serveFiles } from "./serve-files.ts";
-import { servePrimary, serveRole } from "./serve-workers.ts";
+import { servePrimary, serveRole, workerShare } from "./serve-workers.ts";
 
 /** The route `bench` streams to: the server reads and discards. */
 export const DISCARD_ROUTE = "/pointsub/discard/1";
@@ -41,7 +41,7 @@ export interface ServeOptions extends ServeAuthFlags {
   shutdownTimeout?: number;
   /** `host:port` to serve Prometheus metrics on (`GET /metrics`); needs prom-client. */
   metrics?: string;
-  /** Worker processes sharing the port as one cluster (default 1: this process alone). */
+  /** Worker processes sharing the port as one cluster (default: one per core, at most the smallest connection limit; 1 with --dashboard). */
   workers?: number;
   /** `host:port` of the live dashboard page (pointsub/dashboard). */
   dashboard?: string;
@@ -80,7 +80,10 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
   const metricsModule = opts.metrics === undefined ? undefined : await loadMetrics();
   metricsModule?.parseHostPort(opts.metrics as string);
   const dir = resolve(opts.dir);
-  const role = await serveRole(opts.workers, opts.dashboard !== undefined);
+  const role = await serveRole(opts.workers, opts.dashboard !== undefined, [
+    opts.maxConnections,
+    opts.maxConnectionsPerAddress,
+  ]);
   const ttl = opts.partialTtl ?? 86400;
   const limits = {
     overwrite: opts.overwrite === true,
@@ -105,9 +108,9 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
     cluster: role.kind === "worker" ? role.cluster : undefined,
     authenticate: security.authenticate,
     tls: security.tls,
-    maxConnections: opts.maxConnections,
+    maxConnections: workerShare(opts.maxConnections),
     adaptiveConnections: opts.adaptiveConnections === true,
-    maxConnectionsPerAddress: opts.maxConnectionsPerAddress,
+    maxConnectionsPerAddress: workerShare(opts.maxConnectionsPerAddress),
     idleTimeoutMs: (opts.idleTimeout ?? 0) * 1000,
     rateLimit: opts.rateLimit === undefined ? undefined : { session: { requests: { perSecond: opts.rateLimit } } },
   });
@@ -121,7 +124,7 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
     overwrite: opts.overwrite === true,
     partialTtlMs: ttl * 1000,
     maxFileSize: opts.maxFileSize ?? 0,
-    maxBytes: opts.maxBytes ?? 0,
+    maxBytes: workerShare(opts.maxBytes) ?? 0,
     durability: opts.durability ?? "fsync",
     onBundle: (results, stream, ctx) => {
       const secs = stream.progress.snapshot().elapsedMs / 1000;

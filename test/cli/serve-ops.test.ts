@@ -17,7 +17,8 @@ describe("pointsub serve: server operations flags", () => {
         ...["--dir", join(dir, "inbox")],
         ...["--max-connections", "1", "--rate-limit", "1", "--idle-timeout", "1", "--shutdown-timeout", "3"],
       ],
-      { env },
+      // One process: a limit of 1 connection cannot be divided among workers.
+      { env, workers: 1 },
     );
     const { child, events, url } = serve;
     const exited = new Promise<number | null>((r) => child.once("exit", r));

@@ -12,7 +12,7 @@ import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { createServer as createNetServer } from "node:net";
-import { tmpdir } from "node:os";
+import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { after, before, describe, it } from "node:test";
@@ -219,6 +219,51 @@ describe("pointsub serve --workers 2", { timeout: 30_000 }, () => {
     } finally {
       kill();
       process.off("exit", kill);
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("pointsub serve without --workers", { timeout: 30_000 }, () => {
+  it("one worker per core (at most the connection limit), the limit divided among them: never more sessions than --max-connections", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "pointsub-workers-"));
+    const serve = await startServeProcess(["--dir", dir, "--max-connections", "2"], {
+      env: { ...process.env, NODE_COMPILE_CACHE: join(tmpdir(), "pointsub-test-compile-cache") },
+      workers: "default",
+    });
+    const announced = serve.events.find((e) => e.event === "workers")?.workers as { pid: number }[] | undefined;
+    const workerPids = (announced ?? []).map((w) => w.pid);
+    const kill = () => {
+      serve.child.kill("SIGKILL");
+      for (const pid of workerPids) if (alive(pid)) process.kill(pid, "SIGKILL");
+    };
+    process.once("exit", kill);
+    const conns: Connection[] = [];
+    try {
+      // One worker per core, but no more than the smallest connection limit (each gets at least 1).
+      const expected = Math.min(availableParallelism(), 2);
+      // (A one-core machine runs one process: no workers line.)
+      assert.equal(workerPids.length, expected === 1 ? 0 : expected);
+      for (let i = 0; i < 2; i++) conns.push(await connect(serve.url));
+      for (const c of conns) assert.equal(await call(c, "/echo/1.0.0", "hi"), "hi");
+      // The third is refused by whichever worker it reaches: the limit holds for the whole server.
+      await assert.rejects(connect(serve.url, { connectTimeoutMs: 3000 }), { code: "ERR_OVERLOADED" });
+    } finally {
+      await Promise.all(conns.map((c) => c.close()));
+      kill();
+      process.off("exit", kill);
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("--workers above a connection limit is refused (each worker needs at least 1 of it)", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "pointsub-workers-"));
+    try {
+      await assert.rejects(
+        startServeProcess(["--dir", dir, "--workers", "3", "--max-connections", "2"]),
+        /exited with 1/,
+      );
+    } finally {
       await rm(dir, { recursive: true, force: true });
     }
   });

@@ -23,12 +23,26 @@ export interface ServeProcess {
  */
 export async function startServeProcess(
   args: readonly string[],
-  opts: { env?: NodeJS.ProcessEnv; listen?: string; events?: Record<string, unknown>[] } = {},
+  opts: {
+    env?: NodeJS.ProcessEnv;
+    listen?: string;
+    events?: Record<string, unknown>[];
+    /**
+     * `--workers` added when `args` has none (and no `--dashboard`): 2 by
+     * default, so the tests run alike on any machine (serve's own default is
+     * one per core); "default" adds nothing.
+     */
+    workers?: number | "default";
+  } = {},
 ): Promise<ServeProcess> {
   const events = opts.events ?? [];
+  const workers =
+    opts.workers === "default" || args.includes("--workers") || args.includes("--dashboard")
+      ? []
+      : ["--workers", String(opts.workers ?? 2)];
   const child = spawn(
     process.execPath,
-    [CLI_MAIN, "serve", "--listen", opts.listen ?? "tcp://127.0.0.1:0", "--json", ...args],
+    [CLI_MAIN, "serve", "--listen", opts.listen ?? "tcp://127.0.0.1:0", "--json", ...workers, ...args],
     { stdio: ["ignore", "pipe", "inherit"], env: opts.env ?? process.env },
   );
   const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
