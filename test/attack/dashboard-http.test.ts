@@ -5,38 +5,15 @@
  * headers timeout is the metrics endpoint's, shown in metrics-http.test.ts.)
  */
 import assert from "node:assert/strict";
-import net from "node:net";
+import type net from "node:net";
 import { describe, it } from "node:test";
 import { DASHBOARD_MAX_CONNECTIONS, dashboard } from "../../src/dashboard/index.ts";
 import { createServer } from "../../src/index.ts";
+import { slowHttpClient } from "../helpers/slow-http.ts";
+import { until } from "../helpers/wait.ts";
 
-function slowClient(port: number, closed: Set<net.Socket>): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect(port, "127.0.0.1", () => {
-      s.write("GET / HTTP/1.1\r\nHost: x");
-      s.resume();
-      resolve(s);
-    });
-    s.on("error", () => {});
-    s.on("close", () => closed.add(s));
-    s.once("error", reject);
-  });
-}
-
-function until(cond: () => boolean, timeoutMs: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const end = Date.now() + timeoutMs;
-    const t = setInterval(() => {
-      if (cond()) {
-        clearInterval(t);
-        resolve();
-      } else if (Date.now() > end) {
-        clearInterval(t);
-        reject(new Error("condition not met in time"));
-      }
-    }, 10);
-  });
-}
+/** Half a request: never finished. */
+const REQUEST = "GET / HTTP/1.1\r\nHost: x";
 
 describe("attack: dashboard http", () => {
   it("sockets that never finish a request: those over the bound are closed as they arrive; close() does not wait", async () => {
@@ -47,7 +24,7 @@ describe("attack: dashboard http", () => {
     const closed = new Set<net.Socket>();
     const sockets: net.Socket[] = [];
     try {
-      for (let i = 0; i < DASHBOARD_MAX_CONNECTIONS + 8; i++) sockets.push(await slowClient(port, closed));
+      for (let i = 0; i < DASHBOARD_MAX_CONNECTIONS + 8; i++) sockets.push(await slowHttpClient(port, REQUEST, closed));
       const over = sockets.slice(DASHBOARD_MAX_CONNECTIONS);
       await until(() => over.every((s) => closed.has(s)), 5000);
       assert.ok(

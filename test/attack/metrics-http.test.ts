@@ -6,38 +6,14 @@
  * them.
  */
 import assert from "node:assert/strict";
-import net from "node:net";
+import type net from "node:net";
 import { describe, it } from "node:test";
 import { prometheusMetrics, serveMetrics } from "../../src/metrics/index.ts";
+import { slowHttpClient } from "../helpers/slow-http.ts";
+import { until } from "../helpers/wait.ts";
 
-/** Opens a socket that sends half a request line and never more; resolves with the socket once connected. */
-function slowClient(port: number, closed: Set<net.Socket>): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect(port, "127.0.0.1", () => {
-      s.write("GET /metrics HTTP/1.1\r\nHost: x");
-      s.resume(); // reads what the server answers (its 408), so its close is seen
-      resolve(s);
-    });
-    s.on("error", () => {});
-    s.on("close", () => closed.add(s));
-    s.once("error", reject);
-  });
-}
-
-function until(cond: () => boolean, timeoutMs: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const end = Date.now() + timeoutMs;
-    const t = setInterval(() => {
-      if (cond()) {
-        clearInterval(t);
-        resolve();
-      } else if (Date.now() > end) {
-        clearInterval(t);
-        reject(new Error("condition not met in time"));
-      }
-    }, 10);
-  });
-}
+/** Half a request: never finished. */
+const REQUEST = "GET /metrics HTTP/1.1\r\nHost: x";
 
 describe("attack: metrics endpoint", () => {
   it("sockets that never finish a request: beyond maxConnections closed at once, the rest after the headers timeout; close() does not wait", async () => {
@@ -47,7 +23,7 @@ describe("attack: metrics endpoint", () => {
     const closed = new Set<net.Socket>();
     const sockets: net.Socket[] = [];
     try {
-      for (let i = 0; i < 20; i++) sockets.push(await slowClient(port, closed));
+      for (let i = 0; i < 20; i++) sockets.push(await slowHttpClient(port, REQUEST, closed));
       // The 12 over the bound (the last ones: the first 8 hold the slots) are closed by the server as they arrive.
       const over = sockets.slice(8);
       await until(() => over.every((s) => closed.has(s)), 5000);
@@ -58,7 +34,7 @@ describe("attack: metrics endpoint", () => {
       assert.equal(res.status, 200);
       await res.text();
       // A socket mid-request does not hold close() up.
-      sockets.push(await slowClient(port, closed));
+      sockets.push(await slowHttpClient(port, REQUEST, closed));
       await http.close();
       await until(() => closed.size === 21, 5000);
     } finally {
