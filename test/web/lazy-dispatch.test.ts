@@ -14,43 +14,20 @@ import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
 import { connect } from "../../src/client/connect.ts";
 import { resetDispatcher } from "../../src/connection/dispatch-lazy.ts";
-import { resetStreamEngine, type StreamEngine } from "../../src/connection/stream-engine.ts";
-import * as streams from "../../src/connection/streams.ts";
+import { resetStreamEngine } from "../../src/connection/stream-engine.ts";
 import { type Connection, createServer } from "../../src/index.ts";
-import { tcpTransport } from "../../src/node/net-adapter.ts";
-import { createRuntime } from "../../src/runtime/runtime.ts";
+import { heldLoader, portable } from "../helpers/held-loader.ts";
 import { until } from "../helpers/wait.ts";
-
-/** A loader that resolves when the test says so, and counts its calls. */
-function heldLoader(): { load: () => Promise<StreamEngine>; release: () => void; calls: () => number } {
-  let release!: () => void;
-  const gate = new Promise<void>((r) => {
-    release = r;
-  });
-  let calls = 0;
-  return {
-    load: async () => {
-      calls++;
-      await gate;
-      return streams;
-    },
-    release,
-    calls: () => calls,
-  };
-}
-
-/** A runtime with nothing installed (the browser's situation), over tcp. */
-const portable = () => createRuntime({ name: "lazy-dispatch", transports: [tcpTransport] });
 
 /** A server (its sessions built after the reset: shells too) and a client, with the engine behind `gate`. */
 async function pair(gate: ReturnType<typeof heldLoader>) {
-  const server = createServer({ runtime: portable() });
+  const server = createServer({ runtime: portable("lazy-dispatch") });
   const sessions: Connection[] = [];
   server.on("session", (s) => sessions.push(s));
   const [url] = await server.listen("tcp://127.0.0.1:0");
   resetStreamEngine(gate.load);
   resetDispatcher();
-  const conn = await connect(url, { runtime: portable() });
+  const conn = await connect(url, { runtime: portable("lazy-dispatch") });
   await until(() => sessions.length === 1);
   return { server, conn, session: sessions[0] };
 }

@@ -18,34 +18,11 @@ import { encodeFrame } from "../../src/codec/encoder.ts";
 import { Flag, FrameType } from "../../src/codec/frame.ts";
 import { Feature } from "../../src/codec/settings.ts";
 import { encodeStreamEnd, encodeStreamHead } from "../../src/codec/stream-prefix.ts";
-import { resetStreamEngine, type StreamEngine } from "../../src/connection/stream-engine.ts";
-import * as streams from "../../src/connection/streams.ts";
+import { resetStreamEngine } from "../../src/connection/stream-engine.ts";
 import { createServer, type PointSubError } from "../../src/index.ts";
-import { tcpTransport } from "../../src/node/net-adapter.ts";
-import { createRuntime } from "../../src/runtime/runtime.ts";
+import { heldLoader, portable } from "../helpers/held-loader.ts";
 import { handshake, rawServer } from "../helpers/raw-peer.ts";
 import { until } from "../helpers/wait.ts";
-
-/** A loader that resolves when the test says so, and counts its calls. */
-function heldLoader(): { load: () => Promise<StreamEngine>; release: () => void; calls: () => number } {
-  let release!: () => void;
-  const gate = new Promise<void>((r) => {
-    release = r;
-  });
-  let calls = 0;
-  return {
-    load: async () => {
-      calls++;
-      await gate;
-      return streams;
-    },
-    release,
-    calls: () => calls,
-  };
-}
-
-/** A runtime with no stream engine installed (the browser's situation), over tcp. */
-const portable = () => createRuntime({ name: "lazy-test", transports: [tcpTransport] });
 
 const enc = new TextEncoder();
 const startFrame = (id: number, route: string) =>
@@ -60,12 +37,12 @@ describe("the stream engine loaded on demand", () => {
   after(() => resetStreamEngine());
 
   it("sendStream before the engine is loaded: the Transfer is there at once and completes once it loads", async () => {
-    const server = createServer({ runtime: portable() });
+    const server = createServer({ runtime: portable("lazy-test") });
     server.handleStream("/len/1", async (s) => String((await s.bytes()).length));
     const [url] = await server.listen("tcp://127.0.0.1:0");
     const gate = heldLoader();
     resetStreamEngine(gate.load);
-    const conn = await connect(url, { runtime: portable() });
+    const conn = await connect(url, { runtime: portable("lazy-test") });
     try {
       const seen: number[] = [];
       const t = conn.sendStream("/len/1", [new Uint8Array(300_000), new Uint8Array(200_000)], {
@@ -99,7 +76,7 @@ describe("the stream engine loaded on demand", () => {
     const gate = heldLoader();
     resetStreamEngine(gate.load);
     const conn = await (async () => {
-      const pending = connect(raw.url, { runtime: portable() });
+      const pending = connect(raw.url, { runtime: portable("lazy-test") });
       const peer = await raw.peer;
       peer.socket.write(handshake({ features: Feature.STREAMS }));
       return { conn: await pending, peer };
@@ -143,7 +120,7 @@ describe("the stream engine loaded on demand", () => {
     const raw = await rawServer();
     const gate = heldLoader();
     resetStreamEngine(gate.load);
-    const pending = connect(raw.url, { runtime: portable(), connectionWindow: 256 * 1024 });
+    const pending = connect(raw.url, { runtime: portable("lazy-test"), connectionWindow: 256 * 1024 });
     const peer = await raw.peer;
     peer.socket.write(handshake({ features: Feature.STREAMS }));
     const conn = await pending;
