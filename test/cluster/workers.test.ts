@@ -19,7 +19,7 @@ import { after, before, describe, it } from "node:test";
 import { IpcRelay, runWorkers } from "../../src/cluster/index.ts";
 import { type Connection, connect, type PointSubError } from "../../src/index.ts";
 import { parseExposition, sampleKey } from "../helpers/prometheus-text.ts";
-import { startServeProcess } from "../helpers/serve-process.ts";
+import { type ServeProcess, startServeProcess } from "../helpers/serve-process.ts";
 import { sleep, until } from "../helpers/wait.ts";
 
 const SCRIPT = join(import.meta.dirname, "workers-process.ts");
@@ -188,19 +188,30 @@ describe("serveWorkers: 2 workers on one port (SO_REUSEPORT), a cluster through 
   });
 });
 
+/** `pointsub serve` with workers, their pids from its "workers" line; `kill` ends all of them (also at process exit). */
+async function startServeWorkers(
+  args: string[],
+  opts: { workers?: "default" } = {},
+): Promise<{ serve: ServeProcess; workerPids: number[]; kill: () => void }> {
+  const serve = await startServeProcess(args, {
+    env: { ...process.env, NODE_COMPILE_CACHE: join(tmpdir(), "pointsub-test-compile-cache") },
+    workers: opts.workers,
+  });
+  const announced = serve.events.find((e) => e.event === "workers")?.workers as { pid: number }[] | undefined;
+  const workerPids = (announced ?? []).map((w) => w.pid);
+  const kill = () => {
+    serve.child.kill("SIGKILL");
+    for (const pid of workerPids) if (alive(pid)) process.kill(pid, "SIGKILL");
+    process.off("exit", kill);
+  };
+  process.once("exit", kill);
+  return { serve, workerPids, kill };
+}
+
 describe("pointsub serve --workers 2", { timeout: 30_000 }, () => {
   it("prints one listening line once both workers listen, serves from both, closes both on SIGTERM", async () => {
     const dir = await mkdtemp(join(tmpdir(), "pointsub-workers-"));
-    const serve = await startServeProcess(["--dir", dir, "--workers", "2"], {
-      env: { ...process.env, NODE_COMPILE_CACHE: join(tmpdir(), "pointsub-test-compile-cache") },
-    });
-    const announced = serve.events.find((e) => e.event === "workers")?.workers as { pid: number }[] | undefined;
-    const workerPids = (announced ?? []).map((w) => w.pid);
-    const kill = () => {
-      serve.child.kill("SIGKILL");
-      for (const pid of workerPids) if (alive(pid)) process.kill(pid, "SIGKILL");
-    };
-    process.once("exit", kill);
+    const { serve, workerPids, kill } = await startServeWorkers(["--dir", dir, "--workers", "2"]);
     try {
       assert.equal(workerPids.length, 2);
       assert.equal(serve.events.filter((e) => e.event === "listening").length, 1);
@@ -218,7 +229,6 @@ describe("pointsub serve --workers 2", { timeout: 30_000 }, () => {
       for (const pid of workerPids) await until(() => !alive(pid), 3000);
     } finally {
       kill();
-      process.off("exit", kill);
       await rm(dir, { recursive: true, force: true });
     }
   });
@@ -227,17 +237,9 @@ describe("pointsub serve --workers 2", { timeout: 30_000 }, () => {
 describe("pointsub serve without --workers", { timeout: 30_000 }, () => {
   it("one worker per core (at most the connection limit), the limit divided among them: never more sessions than --max-connections", async () => {
     const dir = await mkdtemp(join(tmpdir(), "pointsub-workers-"));
-    const serve = await startServeProcess(["--dir", dir, "--max-connections", "2"], {
-      env: { ...process.env, NODE_COMPILE_CACHE: join(tmpdir(), "pointsub-test-compile-cache") },
+    const { serve, workerPids, kill } = await startServeWorkers(["--dir", dir, "--max-connections", "2"], {
       workers: "default",
     });
-    const announced = serve.events.find((e) => e.event === "workers")?.workers as { pid: number }[] | undefined;
-    const workerPids = (announced ?? []).map((w) => w.pid);
-    const kill = () => {
-      serve.child.kill("SIGKILL");
-      for (const pid of workerPids) if (alive(pid)) process.kill(pid, "SIGKILL");
-    };
-    process.once("exit", kill);
     const conns: Connection[] = [];
     try {
       // One worker per core, but no more than the smallest connection limit (each gets at least 1).
@@ -251,7 +253,6 @@ describe("pointsub serve without --workers", { timeout: 30_000 }, () => {
     } finally {
       await Promise.all(conns.map((c) => c.close()));
       kill();
-      process.off("exit", kill);
       await rm(dir, { recursive: true, force: true });
     }
   });
@@ -272,16 +273,7 @@ describe("pointsub serve without --workers", { timeout: 30_000 }, () => {
 describe("pointsub serve --workers 2 --metrics", { timeout: 30_000 }, () => {
   it("the primary serves both workers' metrics aggregated: requests on each worker counted once in the sum", async () => {
     const dir = await mkdtemp(join(tmpdir(), "pointsub-workers-"));
-    const serve = await startServeProcess(["--dir", dir, "--workers", "2", "--metrics", "127.0.0.1:0"], {
-      env: { ...process.env, NODE_COMPILE_CACHE: join(tmpdir(), "pointsub-test-compile-cache") },
-    });
-    const announced = serve.events.find((e) => e.event === "workers")?.workers as { pid: number }[] | undefined;
-    const workerPids = (announced ?? []).map((w) => w.pid);
-    const kill = () => {
-      serve.child.kill("SIGKILL");
-      for (const pid of workerPids) if (alive(pid)) process.kill(pid, "SIGKILL");
-    };
-    process.once("exit", kill);
+    const { serve, kill } = await startServeWorkers(["--dir", dir, "--workers", "2", "--metrics", "127.0.0.1:0"]);
     try {
       const metricsUrl = serve.events.find((e) => e.event === "metrics")?.url as string;
       assert.match(metricsUrl, /^http:\/\/127\.0\.0\.1:\d+\/metrics$/);
@@ -304,7 +296,6 @@ describe("pointsub serve --workers 2 --metrics", { timeout: 30_000 }, () => {
       await assert.rejects(fetch(metricsUrl), "the metrics endpoint closed with the workers");
     } finally {
       kill();
-      process.off("exit", kill);
       await rm(dir, { recursive: true, force: true });
     }
   });
