@@ -34,17 +34,6 @@ import type { IncomingStream } from "../stream/incoming.ts";
 import type { StreamHandler } from "../stream/types.ts";
 import { nodeCrc32c } from "./crc32c-native.ts";
 
-export {
-  BUNDLE_FILE_MAX,
-  BUNDLE_HEADER_MAX,
-  BUNDLE_MAX_BYTES,
-  BUNDLE_MAX_FILES,
-  type BundleFile,
-  type BundleResult,
-  encodeBundle,
-  FILE_BUNDLE_ROUTE,
-} from "../codec/file-bundle.ts";
-
 /** Files of one bundle being written (and fsynced) at once on the receiver. */
 const STORING = 8;
 /**

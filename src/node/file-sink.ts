@@ -13,13 +13,14 @@ import {
 } from "node:fs";
 import { type FileHandle, link, lstat, mkdir, open, readdir, rename, rm, unlink } from "node:fs/promises";
 import { basename, dirname, join, sep } from "node:path";
+import type { BundleResult } from "../codec/file-bundle.ts";
 import type { ResumePoint } from "../connection/connection.ts";
 import type { Handler, RequestContext } from "../connection/types.ts";
 import { PointSubError } from "../errors/error.ts";
 import type { IncomingStream } from "../stream/incoming.ts";
 import type { StreamHandler } from "../stream/types.ts";
 import { nodeCrc32c } from "./crc32c-native.ts";
-import { type BundleResult, bundleHandler } from "./file-bundle.ts";
+import { bundleHandler } from "./file-bundle.ts";
 
 /** The route files are sent to by default. */
 export const FILE_ROUTE = "/pointsub/file/1.0.0";
