@@ -18,6 +18,12 @@ export interface ClusterEngine {
   readonly name: string;
   /** Whether it has the key-value store (a NATS server without JetStream has not). */
   readonly hasKv: boolean;
+  /**
+   * Optional: loads the engine's client library. Called before the connect
+   * timeout starts, which counts reaching the engine, not module loading
+   * (seconds on a loaded machine).
+   */
+  load?(): Promise<void>;
   /** Connects (rejects when the engine cannot be reached). */
   connect(): Promise<void>;
   /**

@@ -304,13 +304,15 @@ export class Cluster extends EventEmitter<ClusterEvents> {
 
   private async start(): Promise<void> {
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new PointSubError("ERR_TIMEOUT", `not connected within ${this.connectTimeoutMs} ms`)),
-        this.connectTimeoutMs,
-      );
-    });
     try {
+      // The client library loads first: the timeout counts reaching the engine.
+      await this.engine.load?.();
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new PointSubError("ERR_TIMEOUT", `not connected within ${this.connectTimeoutMs} ms`)),
+          this.connectTimeoutMs,
+        );
+      });
       await Promise.race([this.engine.connect(), timeout]);
     } catch (err) {
       await this.engine.close().catch(() => {});

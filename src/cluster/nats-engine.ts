@@ -43,6 +43,8 @@ class NatsEngine implements ClusterEngine {
   private up = false;
   /** Set by close: a connect still under way closes what it opened. */
   private closed = false;
+  /** The `nats` package, once loaded. */
+  private lib: typeof import("nats") | undefined;
 
   constructor(o: NatsEngineOptions) {
     this.o = o;
@@ -66,9 +68,14 @@ class NatsEngine implements ClusterEngine {
     return this.kv;
   }
 
+  async load(): Promise<void> {
+    this.lib ??= await import("nats");
+  }
+
   async connect(): Promise<void> {
     this.closed = false;
-    const { connect } = await import("nats");
+    await this.load();
+    const { connect } = this.lib as typeof import("nats");
     const nc = await connect({
       servers: this.o.servers,
       maxReconnectAttempts: -1,

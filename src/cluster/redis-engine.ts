@@ -48,6 +48,8 @@ class RedisEngine implements ClusterEngine {
   private readonly stateListeners: ((up: boolean) => void)[] = [];
   /** Set by close: a connect still loading the client stops there. */
   private closed = false;
+  /** The `redis` package, once loaded. */
+  private lib: typeof import("redis") | undefined;
 
   constructor(o: RedisEngineOptions) {
     if (typeof o?.url !== "string") throw new PointSubError("ERR_INVALID_ARGUMENT", "redisCluster needs a url");
@@ -68,16 +70,31 @@ class RedisEngine implements ClusterEngine {
     for (const l of this.stateListeners) l(up);
   }
 
-  async connect(): Promise<void> {
-    this.closed = false;
-    const { createClient } = await import("redis");
-    if (this.closed) throw new PointSubError("ERR_CONNECTION_CLOSED", "closed while connecting");
+  async load(): Promise<void> {
+    if (this.lib !== undefined) return;
+    const lib = await import("redis");
+    // The first client a process creates with these options builds its command methods (~1 s
+    // on a loaded machine; node-redis caches them per options): one that never connects does it
+    // here, outside the connect timeout.
+    lib.createClient(this.clientOptions());
+    this.lib = lib;
+  }
+
+  private clientOptions() {
     const max = this.o.maxReconnectDelayMs ?? 1000;
-    const options = {
+    return {
       url: this.o.url,
       disableOfflineQueue: true,
       socket: { reconnectStrategy: (retries: number) => Math.min(50 * 2 ** Math.min(retries, 10), max) },
     };
+  }
+
+  async connect(): Promise<void> {
+    this.closed = false;
+    await this.load();
+    const { createClient } = this.lib as typeof import("redis");
+    if (this.closed) throw new PointSubError("ERR_CONNECTION_CLOSED", "closed while connecting");
+    const options = this.clientOptions();
     const cmd = createClient(options) as unknown as RedisClient;
     const sub = createClient(options) as unknown as RedisClient;
     for (const c of [cmd, sub]) {

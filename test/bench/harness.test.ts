@@ -41,7 +41,7 @@ describe("benchmark harness", () => {
         "--out",
         out,
       ],
-      { stdio: "pipe", timeout: 240_000 },
+      { stdio: "pipe", timeout: 480_000 },
     );
     const md = readFileSync(out, "utf8");
     for (const w of ["flood", "rpc-seq", "rpc-pipe", "large", "hol", "conns", "conns-req"]) {

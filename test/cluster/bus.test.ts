@@ -12,7 +12,8 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import type { ClusterEngine } from "../../src/cluster/engine.ts";
-import { type Cluster, natsCluster, redisCluster } from "../../src/cluster/index.ts";
+import { natsCluster, redisCluster } from "../../src/cluster/index.ts";
+import { Cluster } from "../../src/cluster/member.ts";
 import { natsEngine } from "../../src/cluster/nats-engine.ts";
 import { redisEngine } from "../../src/cluster/redis-engine.ts";
 import { encode } from "../../src/cluster/wire.ts";
@@ -171,6 +172,28 @@ describe("cluster engine unreachable", () => {
         assert.deepEqual(server.urls, []);
       }
       await server.close();
+    }
+  });
+
+  it("connectTimeoutMs counts reaching the engine, not loading its client library", async () => {
+    const redis = await startEngine("redis");
+    try {
+      // The redis engine whose library takes longer to load than connectTimeoutMs (a loaded machine).
+      const real = redisEngine({ url: redis.url });
+      const slow: ClusterEngine = Object.create(real);
+      let loaded = false;
+      slow.load = async () => {
+        if (!loaded) await sleep(3000);
+        await real.load?.();
+        loaded = true;
+      };
+      const server = createServer({ cluster: new Cluster(slow, { nodeId: "slow", connectTimeoutMs: 2500 }) });
+      await server.listen("tcp://127.0.0.1:0");
+      assert.ok(loaded);
+      assert.equal(server.urls.length, 1);
+      await server.close();
+    } finally {
+      await redis.stop();
     }
   });
 

@@ -55,7 +55,7 @@ async function startNode(engine: EngineServer, id: string): Promise<NodeProcess>
   const events: Record<string, unknown>[] = [];
   const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`node ${id} did not start`)), 15_000);
+    const timer = setTimeout(() => reject(new Error(`node ${id} did not start`)), 45_000);
     child.once("exit", (code) => reject(new Error(`node ${id} exited with ${code}`)));
     lines.on("line", (line) => {
       const ev = JSON.parse(line) as Record<string, unknown>;
@@ -105,7 +105,7 @@ async function call(conn: Connection, route: string, body = "", key?: string): P
 const count = (c: Client, text: string) => c.got.filter((g) => g === text).length;
 
 for (const kind of ["redis", "nats"] as const) {
-  describe(`cluster on ${kind}`, { timeout: 60_000 }, () => {
+  describe(`cluster on ${kind}`, { timeout: 120_000 }, () => {
     let engine: EngineServer;
     const nodes: NodeProcess[] = [];
     let clients: Client[] = [];

@@ -21,6 +21,8 @@ const common = {
   heartbeatMs: 200,
   deadAfterMs: 700,
   requestTimeoutMs: 3000,
+  // Generous: three processes start at once, with the suite, on a 2-core machine.
+  connectTimeoutMs: 30_000,
   filters: { tag: (s: { principal: unknown; id: string }, arg: string | undefined) => s.id.endsWith(`${arg}`) },
 };
 const cluster =
