@@ -39,12 +39,16 @@ for (const f of readdirSync(dir).filter((x) => x.startsWith("client-"))) {
     .filter((r) => r.resp !== undefined)
     .map((r): Record<string, number> => {
       const a = arr.get(r.n) ?? Number.NaN;
-      return { ...r, rtt: r.resp - r.sent, late: r.sent - r.due, up: a - r.sent, down: r.resp - a };
+      // Over libp2p: every byte the layers below pointsub held ahead of the ping.
+      const below = r.ywin === undefined ? Number.NaN : r.ystream + r.ywin + r.noise + r.tcpq + r.sock;
+      return { ...r, rtt: r.resp - r.sent, late: r.sent - r.due, up: a - r.sent, down: r.resp - a, below };
     });
   if (pings.length === 0) continue;
   console.log(`\nrun ${pid}: ${pings.length} pings`);
   // Over libp2p (bench/impls/pointsub-libp2p.ts) also what each layer below pointsub held, KiB.
-  const lower = ["ystream", "ywin", "noise", "tcpq", "sock"].filter((k) => pings.some((r) => r[k] !== undefined));
+  const lower = ["below", "ystream", "ywin", "noise", "tcpq", "sock"].filter((k) =>
+    pings.some((r) => Number.isFinite(r[k])),
+  );
   const kib = new Set(["inflight", "window", "unflushed", "extra", ...lower]);
   const keys = ["rtt", "late", "up", "down", "unflushed", "inflight", "window", "extra", "rate", "minRtt", ...lower];
   console.log(["", ...keys].join("\t"));
