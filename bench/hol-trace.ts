@@ -7,6 +7,9 @@
  *
  *   POINTSUB_BENCH_TRACE=/tmp/pace/trace node bench/run.ts --impl pointsub --workload hol --quick --out /tmp/pace/x.md
  *   node bench/hol-trace.ts /tmp/pace/trace
+ *
+ * Over libp2p (`--impl pointsub-libp2p`) the rows also show what yamux, Noise
+ * and the TCP socket held below pointsub when the ping was written.
  */
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -36,11 +39,18 @@ for (const f of readdirSync(dir).filter((x) => x.startsWith("client-"))) {
     .filter((r) => r.resp !== undefined)
     .map((r): Record<string, number> => {
       const a = arr.get(r.n) ?? Number.NaN;
-      return { ...r, rtt: r.resp - r.sent, late: r.sent - r.due, up: a - r.sent, down: r.resp - a };
+      // Over libp2p: every byte the layers below pointsub held ahead of the ping.
+      const below = r.ywin === undefined ? Number.NaN : r.ystream + r.ywin + r.noise + r.tcpq + r.sock;
+      return { ...r, rtt: r.resp - r.sent, late: r.sent - r.due, up: a - r.sent, down: r.resp - a, below };
     });
   if (pings.length === 0) continue;
   console.log(`\nrun ${pid}: ${pings.length} pings`);
-  const keys = ["rtt", "late", "up", "down", "unflushed", "inflight", "window", "extra", "rate", "minRtt"] as const;
+  // Over libp2p (bench/impls/pointsub-libp2p.ts) also what each layer below pointsub held, KiB.
+  const lower = ["below", "ystream", "ywin", "noise", "tcpq", "sock"].filter((k) =>
+    pings.some((r) => Number.isFinite(r[k])),
+  );
+  const kib = new Set(["inflight", "window", "unflushed", "extra", ...lower]);
+  const keys = ["rtt", "late", "up", "down", "unflushed", "inflight", "window", "extra", "rate", "minRtt", ...lower];
   console.log(["", ...keys].join("\t"));
   for (const p of [50, 90, 99]) {
     console.log(
@@ -49,7 +59,7 @@ for (const f of readdirSync(dir).filter((x) => x.startsWith("client-"))) {
         ...keys.map((k) => {
           const xs = pings.map((r) => r[k]).filter((x) => Number.isFinite(x));
           const v = q(xs, p);
-          return k === "inflight" || k === "window" || k === "unflushed" || k === "extra" ? fmt(v / 1024) : fmt(v);
+          return kib.has(k) ? fmt(v / 1024) : fmt(v);
         }),
       ].join("\t"),
     );
@@ -58,7 +68,7 @@ for (const f of readdirSync(dir).filter((x) => x.startsWith("client-"))) {
   console.log("slowest (ms; KiB):");
   for (const r of tail.slice(0, Math.max(3, Math.ceil(pings.length / 100)))) {
     console.log(
-      `  n=${r.n} rtt=${fmt(r.rtt)} late=${fmt(r.late)} up=${fmt(r.up)} down=${fmt(r.down)} unflushed=${fmt((r.unflushed ?? Number.NaN) / 1024)} inflight=${fmt((r.inflight ?? Number.NaN) / 1024)} window=${fmt((r.window ?? Number.NaN) / 1024)} rate=${fmt(r.rate ?? Number.NaN)} minRtt=${fmt(r.minRtt ?? Number.NaN)} extra=${fmt((r.extra ?? Number.NaN) / 1024)}`,
+      `  n=${r.n} rtt=${fmt(r.rtt)} late=${fmt(r.late)} up=${fmt(r.up)} down=${fmt(r.down)} unflushed=${fmt((r.unflushed ?? Number.NaN) / 1024)} inflight=${fmt((r.inflight ?? Number.NaN) / 1024)} window=${fmt((r.window ?? Number.NaN) / 1024)} rate=${fmt(r.rate ?? Number.NaN)} minRtt=${fmt(r.minRtt ?? Number.NaN)} extra=${fmt((r.extra ?? Number.NaN) / 1024)}${lower.map((k) => ` ${k}=${fmt(r[k] / 1024)}`).join("")}`,
     );
   }
 }

@@ -8,6 +8,7 @@
 import type { Libp2p } from "@libp2p/interface";
 import { connect, createLibp2pNode, createServer } from "../../src/p2p/index.ts";
 import { clientArgs, serveRole } from "../lib/role.ts";
+import { TRACE_DIR, traceAhead, traceArrival } from "../lib/trace.ts";
 import { runWorkload } from "../lib/workload.ts";
 
 const GiB = 1024 ** 3;
@@ -45,7 +46,15 @@ async function server(): Promise<void> {
       });
       session.handle("/count/1.0.0", () => String(count));
     });
-    srv.handle("/echo/1.0.0", (req) => req.data);
+    srv.handle(
+      "/echo/1.0.0",
+      TRACE_DIR === undefined
+        ? (req) => req.data
+        : (req) => {
+            traceArrival(req.data);
+            return req.data;
+          },
+    );
     srv.handle("/sink/1.0.0", () => undefined);
     const [url] = await srv.listen(n.peerId.toString());
     return {
@@ -74,6 +83,7 @@ async function client(): Promise<void> {
       count: async () => Number(decoder.decode(await conn.request("/count/1.0.0"))),
       echo: (msg) => conn.request("/echo/1.0.0", msg),
       sink: (big) => conn.request("/sink/1.0.0", big, { timeoutMs: 0 }),
+      traceAhead: () => ({ ...traceAhead(conn), ...libp2pAhead(n) }),
       close: async () => {
         await conn.close();
         await Promise.all([n, ...others].map((x) => x.stop()));
@@ -91,6 +101,32 @@ async function client(): Promise<void> {
     params,
   );
   process.exit(0);
+}
+
+/**
+ * hol tracing over libp2p: the bytes each layer below pointsub holds when a
+ * ping is written — the yamux stream's write buffer (`ystream`: what its send
+ * window does not allow yet), its bytes sent and not yet granted back by the
+ * peer's window updates (`ywin`), Noise's write buffer (`noise`), the TCP
+ * connection's (`tcpq`) and the socket's (`sock`). Reads libp2p internals
+ * (v3: connection.muxer.maConn is Noise's stream, its .stream the TCP one):
+ * bench only, TCP only (QUIC has no such layers: all zero).
+ */
+function libp2pAhead(node: Libp2p): Record<string, number> {
+  type Q = { writeBufferLength?: number; sendWindowCapacity?: number; protocol?: string };
+  const c = node.getConnections()[0] as unknown as
+    | { streams: Q[]; muxer?: { maConn?: Q & { stream?: Q & { socket?: { writableLength: number } } } } }
+    | undefined;
+  if (c === undefined) return {};
+  const s = c.streams.find((x) => x.protocol === "/pointsub/1");
+  const noise = c.muxer?.maConn;
+  return {
+    ystream: s?.writeBufferLength ?? 0,
+    ywin: s?.sendWindowCapacity === undefined ? 0 : 256 * 1024 - s.sendWindowCapacity,
+    noise: noise?.writeBufferLength ?? 0,
+    tcpq: noise?.stream?.writeBufferLength ?? 0,
+    sock: noise?.stream?.socket?.writableLength ?? 0,
+  };
 }
 
 if (process.argv[2] === "server") await server();

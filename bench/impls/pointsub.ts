@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Client, connect, createServer, rateLimit } from "../../src/index.ts";
 import { clientArgs, serveRole } from "../lib/role.ts";
-import { TRACE_DIR, traceArrival } from "../lib/trace.ts";
+import { TRACE_DIR, traceAhead, traceArrival } from "../lib/trace.ts";
 import { runWorkload } from "../lib/workload.ts";
 
 const GiB = 1024 ** 3;
@@ -105,28 +105,6 @@ async function client(): Promise<void> {
     workload,
     params,
   );
-}
-
-/**
- * hol tracing (bench/lib/trace.ts): what the connection's writer holds ahead
- * of a request just written — bytes encoded and not yet handed to the
- * transport, bytes handed over and not acknowledged by the peer (pacing
- * only), the pacer's window and rate. Reads engine internals: bench only.
- */
-function traceAhead(conn: unknown): Record<string, number> {
-  const w = (conn as { writer?: Record<string, unknown> }).writer;
-  if (w === undefined) return {};
-  const position = w.position as number;
-  const out: Record<string, number> = { unflushed: position - (w.bytesOut as number) };
-  const p = w.pacer as { acked: number; rate: number; minRtt: number; extra: number; window(): number } | undefined;
-  if (p !== undefined) {
-    out.inflight = position - p.acked;
-    out.window = p.window();
-    out.rate = p.rate;
-    out.minRtt = p.minRtt;
-    out.extra = p.extra;
-  }
-  return out;
 }
 
 if (process.argv[2] === "server") await server();

@@ -54,3 +54,25 @@ export function writeClientTrace(rows: object[]): void {
   mkdirSync(TRACE_DIR, { recursive: true });
   appendFileSync(join(TRACE_DIR, `client-${process.pid}.jsonl`), `${rows.map((r) => JSON.stringify(r)).join("\n")}\n`);
 }
+
+/**
+ * hol tracing (bench/lib/trace.ts): what the connection's writer holds ahead
+ * of a request just written — bytes encoded and not yet handed to the
+ * transport, bytes handed over and not acknowledged by the peer (pacing
+ * only), the pacer's window and rate. Reads engine internals: bench only.
+ */
+export function traceAhead(conn: unknown): Record<string, number> {
+  const w = (conn as { writer?: Record<string, unknown> }).writer;
+  if (w === undefined) return {};
+  const position = w.position as number;
+  const out: Record<string, number> = { unflushed: position - (w.bytesOut as number) };
+  const p = w.pacer as { acked: number; rate: number; minRtt: number; extra: number; window(): number } | undefined;
+  if (p !== undefined) {
+    out.inflight = position - p.acked;
+    out.window = p.window();
+    out.rate = p.rate;
+    out.minRtt = p.minRtt;
+    out.extra = p.extra;
+  }
+  return out;
+}

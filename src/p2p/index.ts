@@ -38,6 +38,7 @@ export { createLibp2pNode, type Libp2pNodeOptions } from "./node.ts";
 export {
   LIBP2P_MAX_FRAME,
   Libp2pStreamTransport,
+  MUXED_WRITE_HIGH_WATER,
   type StreamTransportInit,
   WRITE_HIGH_WATER,
 } from "./stream-transport.ts";

@@ -6,14 +6,26 @@ import type { Connection as Libp2pConnection, Stream, StreamCloseEvent, StreamMe
 import type { Transport, TransportHandlers } from "../index.ts";
 
 /**
- * Bytes queued in the stream before the writer is asked to wait. The stream
- * queues what its muxer (yamux's window, a QUIC write in progress) cannot
- * take yet; a small frame written later waits behind all of it (and what the
- * muxer has in flight, its stream window), at the tens of MB/s libp2p moves
- * in JavaScript. 256 KiB: 64 KiB (tried) left a ping's p99 where it was and
- * cost a fifth of the throughput (smaller muxer frames).
+ * Bytes a QUIC stream may queue before the writer is asked to wait. A
+ * `@chainsafe/libp2p-quic` stream queues every write while its previous
+ * native write runs (quinn holds the rest, bounded by the stream's
+ * `maxStreamData`), so waiting for an empty queue would leave it one frame
+ * per native write. Streams of a libp2p muxer (yamux) have no such queue:
+ * see {@link MUXED_WRITE_HIGH_WATER}.
  */
 export const WRITE_HIGH_WATER = 256 * 1024;
+
+/**
+ * Bytes a yamux (or other libp2p muxer) stream may queue before the writer
+ * is asked to wait: none. Such a stream queues only what its send window
+ * (256 KiB by default, `createLibp2pNode`'s `streamWindow`) or the
+ * connection below it (Noise, the socket) cannot take now, and a small frame
+ * written later waits behind all of it; kept in pointsub instead, the bulk
+ * waits in the writer, which sends small frames first. (256 KiB queued
+ * here as well as 256 KiB in the window: a ping waited behind both, ~13 ms
+ * at 40 MB/s.)
+ */
+export const MUXED_WRITE_HIGH_WATER = 0;
 
 /**
  * Largest frame payload pointsub sends over a libp2p stream
@@ -47,7 +59,8 @@ function endUrl(multiaddr: string, peer: string): string {
  * buffer per `write` (one muxer frame; the writer may reuse released stream
  * buffers once drained, and the muxer or Noise may still hold what they were
  * given), `send()` queues what the muxer cannot take, and the writer waits
- * once 256 KiB are queued ({@link WRITE_HIGH_WATER}; frames are at most
+ * as soon as a yamux stream queues anything ({@link MUXED_WRITE_HIGH_WATER})
+ * or a QUIC stream 256 KiB ({@link WRITE_HIGH_WATER}; frames are at most
  * {@link LIBP2P_MAX_FRAME}), until 'drain'/'idle' bring it under. Reading is
  * paused with the stream's `pause()` (yamux stops granting window; QUIC
  * keeps reading, bounded by pointsub's own credit) and chunks the stream
@@ -61,6 +74,8 @@ export class Libp2pStreamTransport implements Transport {
   private readonly stream: Stream;
   private readonly remotePeer: string;
   private readonly onClosed: (() => void) | undefined;
+  /** Bytes the stream may queue before `write` asks the writer to wait. */
+  private readonly highWater: number;
   private h: TransportHandlers | undefined;
   private paused = false;
   /** Chunks that arrived while paused (or not yet delivered when a pause came). */
@@ -80,6 +95,7 @@ export class Libp2pStreamTransport implements Transport {
     this.remoteUrl = endUrl(connection.remoteAddr.toString(), this.remotePeer);
     this.localUrl = endUrl("", init.localPeer);
     this.onClosed = init.onClosed;
+    this.highWater = connection.multiplexer === "quic" ? WRITE_HIGH_WATER : MUXED_WRITE_HIGH_WATER;
     // pointsub's credit bounds what a well-behaved peer sends while this side does not read; more resets the stream.
     stream.maxReadBufferLength = init.maxReadBufferBytes;
   }
@@ -127,7 +143,7 @@ export class Libp2pStreamTransport implements Transport {
       this.destroy(err as Error);
       return false;
     }
-    if (s.writeBufferLength < WRITE_HIGH_WATER) return true;
+    if (s.writeBufferLength <= this.highWater) return true;
     this.waitingDrain = true;
     return false;
   }
@@ -200,7 +216,7 @@ export class Libp2pStreamTransport implements Transport {
     this.drainCheck = true;
     queueMicrotask(() => {
       this.drainCheck = false;
-      if (!this.waitingDrain || this.closed || this.stream.writeBufferLength >= WRITE_HIGH_WATER) return;
+      if (!this.waitingDrain || this.closed || this.stream.writeBufferLength > this.highWater) return;
       this.waitingDrain = false;
       this.h?.onDrain();
     });
