@@ -429,6 +429,10 @@ class Peer:
         self.stream_handlers: dict = {}
         self.handlers_once: dict = {}
         self.stream_cancels: list[tuple[int, int]] = []
+        # Section 3.4: routes answered on a chunked REQ's START, before its body ended (RES payload by route),
+        # and how each such request's body then ended on the wire: None (not yet), "END" or "CANCEL <errno>".
+        self.early_routes: dict[str, bytes] = {}
+        self.early_answered: dict[int, str | None] = {}
 
     # ------------------------------------------------------------ basics
 
@@ -683,6 +687,15 @@ class Peer:
                 self.incoming_open += 1
                 if self.incoming_open > self.local[8]:
                     raise PointsubError(E_TOO_MANY, "maxConcurrentRequests exceeded")
+                early = self.early_routes.get(a.route) if chunked else None
+                if early is not None:
+                    # Answer at once (section 3.4 allows it); the rest of the body is counted and dropped
+                    # until the requester ends its direction (it must stop: CANCEL(id, 4004)).
+                    self.incoming_open -= 1
+                    self.discarding.add(sid)
+                    self.early_answered[sid] = None
+                    self.send_frame(RES, START | END, sid, early)
+                    return
             elif ftype == RES:
                 if pos >= len(payload):
                     raise PointsubError(E_PROTOCOL, "RES without status")
@@ -710,6 +723,9 @@ class Peer:
             return
         if a is None:
             if sid in self.discarding:
+                if flags & END and sid in self.early_answered:
+                    self.early_answered[sid] = "END"
+                    self.discarding.discard(sid)
                 return  # frames of a message we refused or that was cancelled: counted, dropped
             if ftype == RES and sid in self.cancelled_by_us:
                 return
@@ -898,6 +914,10 @@ class Peer:
             self.wake()
             return
         # The peer's message, request or stream.
+        if self.early_answered.get(sid, "") is None:
+            self.early_answered[sid] = f"CANCEL {errno}"
+            self.discarding.discard(sid)
+            return
         if sid in self.streams_in:
             del self.streams_in[sid]
             self.incoming_open -= 1
@@ -1889,6 +1909,7 @@ async def sc_server(a: dict, state: dict) -> dict:
     async def on_client(reader, writer):
         peer = Peer(reader, writer, False, settings, handlers)
         peer.stream_handlers["/upload"] = upload
+        peer.early_routes = {"/early": b"\x00early", "/early-error": error_payload(PointsubError(2005, "over quota"))}
         server_state["peers"].append(peer)
         try:
             await asyncio.wait_for(peer.handshake(), 5)
@@ -1914,7 +1935,9 @@ async def sc_server_report(a: dict, state: dict) -> dict:
         if len(st["closed"]) >= len(st["peers"]):
             break
         await asyncio.sleep(0.01)
-    return {"sessions": st["sessions"], "closed": st["closed"]}
+    return {"sessions": st["sessions"], "closed": st["closed"],
+            "earlyAnswered": [v for p in st["peers"] for v in p.early_answered.values()],
+            "creditIds": sorted({"odd" if s % 2 else "even" for p in st["peers"] for s, _ in p.credits_in if s})}
 
 
 SCENARIOS = {

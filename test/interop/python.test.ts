@@ -520,6 +520,31 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
     for (const [name, v] of Object.entries(r)) assert.equal(v.ok, true, `${name}: ${JSON.stringify(v)}`);
   });
 
+  it("an answer before the request body ended (section 3.4): the pointsub requester stops its body with CANCEL 4004", async () => {
+    const { port: pyPort } = await py.run("server", {
+      name: "early",
+      settings: { connectionWindow: 16 * KiB, streamWindow: 16 * KiB },
+    });
+    const conn = await connect(`tcp://127.0.0.1:${pyPort}`);
+    try {
+      // The Python responder answers on the START of a chunked REQ and returns no message credit after it:
+      // a requester that kept sending its 2 MiB body would stall, and never end its direction.
+      const answer = await conn.request("/early", randomBytes(2 * MiB), { timeoutMs: 10_000 });
+      assert.equal(Buffer.from(answer).toString(), "early");
+      await assert.rejects(
+        conn.request("/early-error", randomBytes(2 * MiB), { timeoutMs: 10_000 }),
+        (e: PointSubError) => e.code === "ERR_QUOTA",
+      );
+      // The connection is intact after it (ordered byte stream: the CANCELs went out before this request).
+      assert.equal(Buffer.from(await conn.request("/echo", "after")).toString(), "after");
+    } finally {
+      await conn.close({ timeoutMs: 3000 });
+    }
+    const report = await py.run("server_report", { name: "early" });
+    assert.deepEqual(report.earlyAnswered, ["CANCEL 4004", "CANCEL 4004"]);
+    assert.equal(report.closed[0]?.error, null, JSON.stringify(report));
+  });
+
   it("a request started before the client saw the server's GOAWAY is still answered (section 3.8)", async () => {
     const r = await py.run("goaway_late_start", { host, port });
     assert.equal(r.peerGoaway?.[0], 0);
@@ -616,6 +641,9 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
     const plainReport = await py.run("server_report", { name: "plain" });
     assert.equal(plainReport.closed[0]?.error, null, JSON.stringify(plainReport));
     const report = await py.run("server_report");
+    // Section 3.6: CREDIT(id) goes to the sender of the message on id: the client credited the server's
+    // chunked RES bodies (ids of the client's parity) and its pushed messages (the server's parity).
+    assert.deepEqual(report.creditIds, ["even", "odd"]);
     assert.equal(report.sessions, 1);
     assert.deepEqual(report.closed, [{ error: null, peerGoaway: [0, report.closed[0]?.peerGoaway?.[1]], messages: 4 }]);
   });
