@@ -903,8 +903,8 @@ class Peer:
             if sid in self.cancelled_by_us:
                 self.cancelled_by_us.discard(sid)
             elif fut is not None and not fut.done():
-                # Section 3.4: ERR_OVERLOADED and ERR_TIMEOUT keep their code, other errnos become ERR_CANCELLED.
-                err = PointsubError(errno if errno in (2003, 1001) else E_CANCELLED, f"peer cancelled (errno {errno})")
+                # Section 3.4: ERR_OVERLOADED, ERR_TIMEOUT and ERR_GOING_AWAY keep their code, others become ERR_CANCELLED.
+                err = PointsubError(errno if errno in (2003, 1001, 4007) else E_CANCELLED, f"peer cancelled (errno {errno})")
                 err.cancel_errno = errno
                 fut.set_exception(err)
             if sid in self.asm:
@@ -1187,6 +1187,7 @@ class Peer:
                         continue
                 frames.append((0, piece, 0))
             frames.append((END, end, 0))
+            self.last_upload_frames = [0, len(frames)]  # frames sent, frames planned
             for n, (flags, payload, inflated) in enumerate(frames):
                 if cancel_after is not None and n == cancel_after + 1:
                     self.stopped.add(sid)
@@ -1197,6 +1198,7 @@ class Peer:
                 if sid in self.stopped:
                     break  # answered early or cancelled: CANCEL already sent
                 self.send_frame(STREAM, flags, sid, payload)
+                self.last_upload_frames[0] += 1
                 await self.drain()
         finally:
             self.senders.discard(sid)
@@ -1806,6 +1808,14 @@ async def sc_streams(a: dict) -> dict:
     await attempt("badCrc", "/upload", data, end_crc=crc32c(data) ^ 1)
     await attempt("badLength", "/upload", data, end_length=len(data) - 1)
     await attempt("noRoute", "/no/such/stream", data)
+    # Section 3.10: an END that does not match is never answered OK, even by a handler that swallows the error.
+    await attempt("badCrcSwallowed", "/upload-swallow", data, end_crc=crc32c(data) ^ 1)
+    await attempt("badLengthSwallowed", "/upload-swallow", data, end_length=len(data) + 1)
+    # A handler that fails on the first chunk answers early; two stream windows of content cannot all be
+    # sent before that answer (the receiver returns no stream credit after answering). END is never sent.
+    await attempt("failFast", "/upload-fail-fast", bytes(max(1 << 20, 2 * p.peer[7])), end_crc=0)
+    sent, planned = p.last_upload_frames
+    out["failFast"]["stoppedEarly"] = sent < planned
     text = (b"pointsub interop, compressible text. " * 40000)[: a.get("size", 3_000_000)]
     for label, codec in (("deflateRaw", 1), ("gzip", 2)):
         if p.peer[5] & codec:

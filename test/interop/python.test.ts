@@ -146,8 +146,17 @@ function makeServer(options: Parameters<typeof createServer>[0] = {}): {
     }
     return JSON.stringify({ size, sha: h.digest("hex"), meta: stream.meta, total: stream.total ?? null });
   });
-  server.handle("/fail-long", () => {
-    throw new Error("\u20ac".repeat(2000));
+  // A handler that swallows its reader's error and answers OK anyway (section 3.10: never a success).
+  server.handleStream("/upload-swallow", async (stream) => {
+    try {
+      for await (const _ of stream);
+    } catch {}
+    return "ok";
+  });
+  // A handler that fails after the first chunk, long before END: an early error answer.
+  server.handleStream("/upload-fail-fast", async (stream) => {
+    for await (const _ of stream) throw new Error("refusing this stream");
+    return "empty";
   });
   server.handle("/whoami", (_req, ctx) => String(ctx.session.principal));
   server.handle("/close-me", (_req, ctx) => {
@@ -299,6 +308,13 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
       assert.equal(r.badCrc.error?.errno, 3002, JSON.stringify(r.badCrc));
       assert.equal(r.badLength.error?.errno, 3001, JSON.stringify(r.badLength));
       assert.equal(r.noRoute.error?.errno, 4002, JSON.stringify(r.noRoute));
+      // A failed END is an error response even when the handler swallowed its reader's error.
+      assert.equal(r.badCrcSwallowed.error?.errno, 3002, JSON.stringify(r.badCrcSwallowed));
+      assert.equal(r.badLengthSwallowed.error?.errno, 3001, JSON.stringify(r.badLengthSwallowed));
+      // A handler failing mid-stream answers at once (4003); the sender stops and ends its direction with
+      // CANCEL(id, 4004); frames still in flight are dropped by the receiver and the connection stays up.
+      assert.equal(r.failFast.error?.errno, 4003, JSON.stringify(r.failFast));
+      assert.equal(r.failFast.stoppedEarly, true, JSON.stringify(r.failFast));
       // A block that inflates to other than its declared length fails the stream with ERR_PROTOCOL; the
       // server says so with CANCEL(id, 3001) (section 3.4 then makes it ERR_CANCELLED for the caller).
       assert.equal(r.inflatesShort.error?.cancelErrno ?? r.inflatesShort.error?.errno, 3001, JSON.stringify(r));
