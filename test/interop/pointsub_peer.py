@@ -212,8 +212,11 @@ def varint(n: int) -> bytes:
     return bytes(out)
 
 
-def read_varint(buf: bytes, pos: int, max_bytes: int = 10, max_value: int | None = None, what: str = "varint") -> tuple[int, int]:
-    """Decodes a minimal unsigned LEB128 at buf[pos:]; ERR_PROTOCOL if truncated, over-long, non-minimal or too large."""
+def read_varint(buf: bytes, pos: int, max_bytes: int = 8, max_value: int | None = 2**53 - 1, what: str = "varint") -> tuple[int, int]:
+    """Decodes a minimal unsigned LEB128 at buf[pos:]; ERR_PROTOCOL if truncated, over-long, non-minimal or too large.
+
+    Section 2: every varint is at most 8 bytes and 2^53 - 1 unless its field says less.
+    """
     value = 0
     shift = 0
     for i in range(max_bytes):
@@ -622,7 +625,7 @@ class Peer:
             b = payload[pos]
             ftype, flags = b >> 4, b & 15
             sid, p = read_varint(payload, pos + 1, 5, 2**32 - 1, "stream id")
-            ln, p = read_varint(payload, p, 4, None, "payload length")
+            ln, p = read_varint(payload, p, 4, what="payload length")
             if ln > self.local[1]:
                 raise PointsubError(E_FRAME, "inner frame over maxFrameSize")
             validate_frame(ftype, flags, sid)
@@ -788,8 +791,8 @@ class Peer:
             if st is not None or sid in self.serving or sid in self.asm:
                 raise PointsubError(E_PROTOCOL, f"STREAM START on open id {sid}")
             self.discarding.discard(sid)
-            total, pos = read_varint(payload, 0, 10, what="stream total")
-            offset, pos = read_varint(payload, pos, 10, what="stream offset")
+            total, pos = read_varint(payload, 0, 8, what="stream total")
+            offset, pos = read_varint(payload, pos, 8, what="stream offset")
             if offset > 0:
                 pos += 4  # prefixCrc: this receiver stores nothing, so it never resumes (offset must be 0 here)
                 raise PointsubError(E_PROTOCOL, "resumed stream to a receiver that announced no resume")
@@ -865,7 +868,7 @@ class Peer:
             st["unreturned"] = 0
         if flags & END:
             del self.streams_in[sid]
-            length, pos = read_varint(payload, 0, 10, what="END length")
+            length, pos = read_varint(payload, 0, 8, what="END length")
             if pos + 4 != len(payload):
                 raise PointsubError(E_PROTOCOL, "bad STREAM END payload")
             crc = struct.unpack(">I", payload[pos:])[0]
@@ -1490,6 +1493,19 @@ async def sc_ping(a: dict) -> dict:
     return {"rtts": len(rtts), "allPositive": all(r >= 0 for r in rtts), "closeError": err.as_dict() if err else None}
 
 
+async def sc_size_boundary(a: dict) -> dict:
+    """Section 3.2: how the server frames answers around 64 KiB: [flags, payload length] of each RES frame."""
+    p = await connect(a["host"], a["port"])
+    out = {}
+    for n in a["sizes"]:
+        got = await p.request("/echo", pattern(n, n))
+        sid = p.last_request_id
+        out[str(n)] = {"ok": len(got) == n, "frames": [[f, ln] for t, f, s, ln in p.frames_in if t == RES and s == sid]}
+    err = await p.close()
+    out["closeError"] = err.as_dict() if err else None
+    return out
+
+
 async def sc_goaway(a: dict) -> dict:
     """GOAWAY while our chunked request body is still being sent; the request must finish.
 
@@ -1558,6 +1574,13 @@ async def sc_malformed(a: dict) -> dict:
         "hello_duplicate_key": (MAGIC + b"\x01\x01" + encode_frame(HELLO, 0, 0, b"\x03\x01\x03\x01"), False, None),
         "hello_unknown_key_ok": (MAGIC + b"\x01\x01" + encode_frame(HELLO, 0, 0, encode_settings({99: 5}))
                                  + encode_frame(PING, 0, 0, b"12345678"), False, None),
+        # Section 2, varint bounds: every varint is minimal, at most 8 bytes and 2^53 - 1, unknown HELLO keys too.
+        "hello_unknown_value_2_53": (MAGIC + b"\x01\x01" + encode_frame(HELLO, 0, 0, varint(99) + varint(2**53)), False, None),
+        "hello_unknown_value_9_bytes": (MAGIC + b"\x01\x01" + encode_frame(HELLO, 0, 0, varint(99) + b"\x80" * 8 + b"\x01"), False, None),
+        "hello_unknown_value_max_ok": (MAGIC + b"\x01\x01" + encode_frame(HELLO, 0, 0, varint(2**53 - 1) + varint(2**53 - 1))
+                                       + encode_frame(PING, 0, 0, b"12345678"), False, None),
+        "hello_nonminimal_value": (MAGIC + b"\x01\x01" + encode_frame(HELLO, 0, 0, b"\x03\x81\x00"), False, None),
+        "hello_nonminimal_key": (MAGIC + b"\x01\x01" + encode_frame(HELLO, 0, 0, b"\x83\x00\x01"), False, None),
         "msg_before_hello": (MAGIC + b"\x01\x01" + encode_frame(MSG, 3, 1, b"hi") + good_hello, False, None),
         "bad_crc": (encode_frame(MSG, 3, 1, b"hi", corrupt_crc=True), True, None),
         "zero_crc_checked": (encode_frame(MSG, 3, 1, b"hi")[:-4] + b"\x00\x00\x00\x00", True, None),
@@ -1587,6 +1610,15 @@ async def sc_malformed(a: dict) -> dict:
         "res_unknown_id": (encode_frame(RES, 3, 2, b"\x00hi"), True, None),
         "cancel_unknown_id_ok": (encode_frame(CANCEL, 0, 1, b"\x0f\xa4") + encode_frame(PING, 0, 0, b"12345678"), True, None),
         "credit_unknown_id_ok": (encode_frame(CREDIT, 0, 9, b"\x10") + encode_frame(PING, 0, 0, b"12345678"), True, None),
+        "total_nonminimal": (encode_frame(MSG, 1, 1, b"\x83\x00" + b"abc"), True, None),
+        "total_2_53": (encode_frame(MSG, 1, 1, varint(2**53) + b"abc"), True, None),
+        "route_len_nonminimal": (encode_frame(REQ, 3, 1, b"\x85\x00/echo"), True, None),
+        "credit_nonminimal": (encode_frame(CREDIT, 0, 0, b"\x81\x00"), True, None),
+        "credit_2_31": (encode_frame(CREDIT, 0, 0, varint(2**31)), True, None),
+        "length_nonminimal": (bytes([0x13, 0x01, 0x82, 0x00]) + b"hi", True, None),
+        "stream_total_9_bytes": (encode_frame(STREAM, START, 1, b"\x80" * 8 + b"\x01" + b"\x00\x07/upload\x00\x00"), True, None),
+        "stream_end_nonminimal": (encode_frame(STREAM, START, 1, b"\x00\x00\x07/upload\x00\x00")
+                                  + encode_frame(STREAM, END, 1, b"\x80\x00" + bytes(4)), True, None),
         "auth_after_handshake": (encode_frame(AUTH, 0, 0, b"tok"), True, None),
         # Section 3.10 / 6: a codec the receiver did not offer; COMPRESSED length checks before inflating.
         "stream_unknown_codec": (encode_frame(STREAM, START, 1, b"\x00\x00\x07/upload\x10\x00"), True, None),
@@ -1947,12 +1979,13 @@ async def sc_server_report(a: dict, state: dict) -> dict:
         await asyncio.sleep(0.01)
     return {"sessions": st["sessions"], "closed": st["closed"],
             "earlyAnswered": [v for p in st["peers"] for v in p.early_answered.values()],
+            "reqStarts": [[f, ln] for p in st["peers"] for t, f, s, ln in p.frames_in if t == REQ and f & START],
             "creditIds": sorted({"odd" if s % 2 else "even" for p in st["peers"] for s, _ in p.credits_in if s})}
 
 
 SCENARIOS = {
     "echo": sc_echo, "messages": sc_messages, "push": sc_push, "no_route": sc_no_route, "ping": sc_ping,
-    "goaway": sc_goaway, "probes": sc_probes, "auth": sc_auth, "overload": sc_overload,
+    "goaway": sc_goaway, "size_boundary": sc_size_boundary, "probes": sc_probes, "auth": sc_auth, "overload": sc_overload,
     "concurrency": sc_concurrency, "limits": sc_limits, "streams": sc_streams,
     "known_failures": sc_known_failures, "cancel": sc_cancel, "goaway_late_start": sc_goaway_late_start, "keyed": sc_keyed, "malformed": sc_malformed, "flow_violation": sc_flow_violation,
 }

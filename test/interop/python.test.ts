@@ -365,6 +365,19 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
       hello_out_of_range: 3001,
       hello_duplicate_key: 3001,
       hello_unknown_key_ok: "open",
+      hello_unknown_value_2_53: 3001,
+      hello_unknown_value_9_bytes: 3001,
+      hello_unknown_value_max_ok: "open",
+      hello_nonminimal_value: 3001,
+      hello_nonminimal_key: 3001,
+      total_nonminimal: 3001,
+      total_2_53: 3001,
+      route_len_nonminimal: 3001,
+      credit_nonminimal: 3001,
+      credit_2_31: 3001,
+      length_nonminimal: 3001,
+      stream_total_9_bytes: 3001,
+      stream_end_nonminimal: 3001,
       bad_crc: 3002,
       zero_crc_checked: 3002,
       type_11: 3001,
@@ -559,6 +572,32 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
     const report = await py.run("server_report", { name: "early" });
     assert.deepEqual(report.earlyAnswered, ["CANCEL 4004", "CANCEL 4004"]);
     assert.equal(report.closed[0]?.error, null, JSON.stringify(report));
+  });
+
+  it("section 3.2's one-frame limit counts the whole payload (status byte, route), not just the data", async () => {
+    // RES: 65,535 data bytes + the status byte fill 64 KiB exactly (one frame); one byte more goes chunked.
+    const r = await py.run("size_boundary", { host, port, sizes: [65_535, 65_536] });
+    assert.deepEqual(r["65535"], { ok: true, frames: [[3, 65_536]] });
+    const chunked = r["65536"].frames as [number, number][];
+    assert.equal(r["65536"].ok, true);
+    assert.equal(chunked[0]?.[0], 1, JSON.stringify(chunked));
+    assert.equal(chunked.at(-1)?.[0], 2, JSON.stringify(chunked));
+    assert.ok(
+      chunked.every(([, len]) => len <= 64 * KiB),
+      JSON.stringify(chunked),
+    );
+    assert.equal(r.closeError, null);
+    // REQ: route "/echo" takes 6 bytes of the payload (length + route), so 65,530 data bytes are one frame.
+    const { port: pyPort } = await py.run("server", { name: "sizes" });
+    const conn = await connect(`tcp://127.0.0.1:${pyPort}`);
+    try {
+      for (const n of [65_530, 65_531]) assert.equal((await conn.request("/echo", new Uint8Array(n))).length, n);
+    } finally {
+      await conn.close({ timeoutMs: 3000 });
+    }
+    const report = await py.run("server_report", { name: "sizes" });
+    assert.deepEqual(report.reqStarts[0], [3, 65_536]);
+    assert.equal(report.reqStarts[1]?.[0], 1, JSON.stringify(report.reqStarts));
   });
 
   it("a request started before the client saw the server's GOAWAY is still answered (section 3.8)", async () => {
