@@ -1610,6 +1610,10 @@ async def sc_malformed(a: dict) -> dict:
         "res_unknown_id": (encode_frame(RES, 3, 2, b"\x00hi"), True, None),
         "cancel_unknown_id_ok": (encode_frame(CANCEL, 0, 1, b"\x0f\xa4") + encode_frame(PING, 0, 0, b"12345678"), True, None),
         "credit_unknown_id_ok": (encode_frame(CREDIT, 0, 9, b"\x10") + encode_frame(PING, 0, 0, b"12345678"), True, None),
+        "batch_inner_over_max_frame": (encode_frame(BATCH, 0, 0, bytes([0x13, 0x01]) + varint(2 * 1024 * 1024) + b"hi"), True, None),
+        "batch_inner_truncated_header": (encode_frame(BATCH, 0, 0, bytes([0x13, 0x81])), True, None),
+        "compressed_on_codec_0": (encode_frame(STREAM, START, 1, b"\x00\x00\x07/upload\x00\x00")
+                                  + encode_frame(STREAM, 4, 1, varint(10) + bytes(10)), True, None),
         "total_nonminimal": (encode_frame(MSG, 1, 1, b"\x83\x00" + b"abc"), True, None),
         "total_2_53": (encode_frame(MSG, 1, 1, varint(2**53) + b"abc"), True, None),
         "route_len_nonminimal": (encode_frame(REQ, 3, 1, b"\x85\x00/echo"), True, None),
@@ -1654,6 +1658,7 @@ async def sc_probes(a: dict) -> dict:
         "goaway_bad_utf8": (a["port"], encode_frame(GOAWAY, 0, 0, b"\x00\x00\xff\xfe"), True),
         "msg_after_own_goaway": (a["port"], encode_frame(GOAWAY, 0, 0, b"\x00\x00") + encode_frame(MSG, 3, 1, b"late"), True),
         "goaway_nonzero": (a["port"], encode_frame(GOAWAY, 0, 0, b"\x07\xd3busy"), True),
+        "goaway_unknown_errno": (a["port"], encode_frame(GOAWAY, 0, 0, struct.pack(">H", 9999) + b"x"), True),
         "version_1_to_3": (a["port"], MAGIC + b"\x01\x03" + hello, False),
         "unknown_feature_bits": (a["port"], MAGIC + b"\x01\x01" + encode_frame(HELLO, 0, 0, encode_settings({4: 0xFFF0})), False),
         "key_len_65": (a["port"], encode_frame(REQ, 7, 1, b"\x05/echo" + varint(65) + bytes(65)), True),
@@ -1661,6 +1666,16 @@ async def sc_probes(a: dict) -> dict:
         "length_5_bytes": (a["port"], bytes([0x13, 0x01, 0x82, 0x80, 0x80, 0x80, 0x00]), True),
         "id_2_32": (a["port"], bytes([0x13, 0x80, 0x80, 0x80, 0x80, 0x10, 0x00]), True),
         "cancel_our_parity_unused": (a["port"], encode_frame(CANCEL, 0, 2, b"\x0f\xa4"), True),
+        # Ids: a finished id may be used again, and ids need not increase (section 2.2 binds senders only).
+        "id_reused_after_end": (a["port"], encode_frame(MSG, 3, 1, b"a") + encode_frame(MSG, 3, 1, b"b")
+                                + encode_frame(MSG, 1, 1, varint(2) + b"c") + encode_frame(MSG, 2, 1, b"d")
+                                + encode_frame(MSG, 1, 1, varint(0)) + encode_frame(MSG, 2, 1, b""), True),
+        "ids_decreasing": (a["port"], encode_frame(MSG, 3, 9, b"e") + encode_frame(MSG, 3, 3, b"f"), True),
+        # Section 3.7: a PING|ACK that answers no PING of ours is ignored.
+        "unsolicited_ping_ack": (a["port"], encode_frame(PING, ACK, 0, b"ABCDEFGH"), True),
+        # Section 3.4: a CANCEL errno outside section 7 (here for an open chunked message) is accepted.
+        "cancel_unknown_errno": (a["port"], encode_frame(MSG, 1, 5, varint(10) + b"abc")
+                                 + encode_frame(CANCEL, 0, 5, struct.pack(">H", 9999)), True),
         "single_12k_small_windows": (a["small_port"], encode_frame(MSG, 3, 1, bytes(12000)), True),
         "chunked_frame_12k_small_windows": (a["small_port"], encode_frame(MSG, 1, 1, varint(20000) + bytes(12000))
                                             + encode_frame(MSG, 2, 1, bytes(8000 - 0)), True),
@@ -1971,6 +1986,54 @@ async def sc_server(a: dict, state: dict) -> dict:
     return {"port": srv.sockets[0].getsockname()[1]}
 
 
+async def sc_auth_server_raw(a: dict, state: dict) -> dict:
+    """A raw server requiring authentication (features bit 4) that answers AUTH with a[ "ack" ] (hex) as its
+    AUTH|ACK payload, then a PING; records what the client sent. Returns the port; the report is in state."""
+    report: dict = {"auth": None, "goaway": None, "pingAck": False, "closed": False}
+
+    async def on_client(reader, writer):
+        writer.write(MAGIC + b"\x01\x01" + encode_frame(HELLO, 0, 0, encode_settings({4: 4})))
+        await writer.drain()
+        buf = bytearray()
+        acked = False
+        try:
+            while True:
+                chunk = await asyncio.wait_for(reader.read(65536), 5)
+                if not chunk:
+                    report["closed"] = True
+                    break
+                buf += chunk
+                for t, f, s, p in flat_frames(bytes(buf[6:])):
+                    if t == AUTH and not acked:
+                        acked = True
+                        report["auth"] = p.decode("utf-8", "replace")
+                        writer.write(encode_frame(AUTH, ACK, 0, bytes.fromhex(a.get("ack", "")))
+                                     + encode_frame(PING, 0, 0, b"12345678"))
+                    if t == PING and f & ACK:
+                        report["pingAck"] = True
+                    if t == GOAWAY:
+                        report["goaway"] = struct.unpack(">H", p[:2])[0]
+                await writer.drain()
+        except (asyncio.TimeoutError, ConnectionError, OSError):
+            report["closed"] = True
+        finally:
+            writer.close()
+
+    srv = await asyncio.start_server(on_client, "127.0.0.1", 0)
+    state["raw_auth_server" + a.get("name", "")] = (srv, report)
+    return {"port": srv.sockets[0].getsockname()[1]}
+
+
+async def sc_auth_server_report(a: dict, state: dict) -> dict:
+    srv, report = state["raw_auth_server" + a.get("name", "")]
+    for _ in range(300):
+        if report["closed"] or report["pingAck"]:
+            break
+        await asyncio.sleep(0.01)
+    srv.close()
+    return report
+
+
 async def sc_server_report(a: dict, state: dict) -> dict:
     st = state["server_state" + a.get("name", "")]
     for _ in range(200):  # the client's close may be reported before our side read the end of the stream
@@ -2007,6 +2070,10 @@ async def driver() -> None:
                 result = await sc_server(cmd.get("args", {}), state)
             elif name == "server_report":
                 result = await sc_server_report(cmd.get("args", {}), state)
+            elif name == "auth_server_raw":
+                result = await sc_auth_server_raw(cmd.get("args", {}), state)
+            elif name == "auth_server_report":
+                result = await sc_auth_server_report(cmd.get("args", {}), state)
             else:
                 result = await asyncio.wait_for(SCENARIOS[name](cmd.get("args", {})), cmd.get("timeout", 30))
             line = {"id": cmd["id"], "ok": True, "result": result}

@@ -370,6 +370,9 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
       hello_unknown_value_max_ok: "open",
       hello_nonminimal_value: 3001,
       hello_nonminimal_key: 3001,
+      batch_inner_over_max_frame: 3004,
+      batch_inner_truncated_header: 3001,
+      compressed_on_codec_0: 3001,
       total_nonminimal: 3001,
       total_2_53: 3001,
       route_len_nonminimal: 3001,
@@ -449,6 +452,12 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
       length_5_bytes: 3001,
       id_2_32: 3001,
       cancel_our_parity_unused: "open",
+      id_reused_after_end: "open",
+      ids_decreasing: "open",
+      unsolicited_ping_ack: "open",
+      cancel_unknown_errno: "open",
+      // A fatal GOAWAY with an errno outside section 7: closed, no reply.
+      goaway_unknown_errno: "closed",
       // The receiver enforces credit, not the sender's sizing rule (section 3.2).
       single_12k_small_windows: "open",
       chunked_frame_12k_small_windows: "open",
@@ -467,10 +476,11 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
       if (!ok) wrong.push(`${name}: want ${want}, got ${JSON.stringify(got)}`);
     }
     assert.deepEqual(wrong, []);
-    // The accepted chunked messages were delivered with their declared sizes (0, 3, 3, 5; 4 sent after GOAWAY).
+    // The accepted chunked messages were delivered with their declared sizes (0, 3, 3, 5; 4 sent after GOAWAY),
+    // and the messages on reused or decreasing ids (1, 1, 2, 0; 1, 1); the cancelled one was not.
     assert.deepEqual(
       main.sizes.slice(seen).sort((a, b) => a - b),
-      [0, 3, 3, 4, 5],
+      [0, 0, 1, 1, 1, 1, 2, 3, 3, 4, 5],
     );
     assert.deepEqual(
       small.sizes.slice(smallSeen).sort((a, b) => a - b),
@@ -517,6 +527,24 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
     // PING is allowed before AUTH and answered; then the token is accepted.
     assert.equal(r.ping_before_auth.goaway, null, JSON.stringify(r.ping_before_auth));
     assert.ok(r.ping_before_auth.types.includes("AUTH"), JSON.stringify(r.ping_before_auth));
+  });
+
+  it("AUTH (section 4.1), pointsub as the client: credentials sent, an empty AUTH|ACK accepted, one with a payload refused (ERR_PROTOCOL)", async () => {
+    const { port: okPort } = await py.run("auth_server_raw", { name: "ok" });
+    const conn = await connect(`tcp://127.0.0.1:${okPort}`, { credentials: "tok" });
+    const ok = await py.run("auth_server_report", { name: "ok" });
+    conn.destroy();
+    assert.deepEqual(
+      { auth: ok.auth, goaway: ok.goaway, pingAck: ok.pingAck },
+      { auth: "tok", goaway: null, pingAck: true },
+    );
+    const { port: badPort } = await py.run("auth_server_raw", { name: "bad", ack: "00" });
+    await assert.rejects(
+      connect(`tcp://127.0.0.1:${badPort}`, { credentials: "tok" }),
+      (e: PointSubError) => e.code === "ERR_PROTOCOL",
+    );
+    const bad = await py.run("auth_server_report", { name: "bad" });
+    assert.deepEqual({ goaway: bad.goaway, closed: bad.closed }, { goaway: 3001, closed: true });
   });
 
   it("a server at its connection limit answers GOAWAY 2003 in place of HELLO (section 1.1)", async () => {
