@@ -436,6 +436,8 @@ class Peer:
         # and how each such request's body then ended on the wire: None (not yet), "END" or "CANCEL <errno>".
         self.early_routes: dict[str, bytes] = {}
         self.early_answered: dict[int, str | None] = {}
+        # Routes answered with these raw RES frames (flags, payload): malformed answers on purpose.
+        self.raw_routes: dict[str, list[tuple[int, bytes]]] = {}
 
     # ------------------------------------------------------------ basics
 
@@ -967,6 +969,11 @@ class Peer:
 
     async def serve(self, sid: int, route: str, data: bytes, key: bytes | None) -> None:
         try:
+            raw = self.raw_routes.get(route)
+            if raw is not None:
+                for flags, payload in raw:
+                    self.send_frame(RES, flags, sid, payload)
+                return
             once = self.handlers_once.pop(sid, None)
             if once is not None:
                 result = await once()
@@ -1966,6 +1973,18 @@ async def sc_server(a: dict, state: dict) -> dict:
     async def on_client(reader, writer):
         peer = Peer(reader, writer, False, settings, handlers)
         peer.stream_handlers["/upload"] = upload
+        ok = error_payload(PointsubError(4003, "x"))
+        peer.raw_routes = {
+            # Section 3.5: an error response is one frame; a chunked one is ERR_PROTOCOL.
+            "/raw/chunked-error": [(START, varint(len(ok)) + ok[:3]), (END, ok[3:])],
+            "/raw/status-2": [(START | END, b"\x02hi")],
+            "/raw/no-status": [(START | END, b"")],
+            "/raw/code-length-3-bytes": [(START | END, b"\x01\x0f\xa3" + b"\x80\x80\x01" + b"E" * 16384 + b"\x00")],
+            "/raw/retry-6-bytes": [(START | END, ok + b"\x80\x80\x80\x80\x80\x01")],
+            "/raw/error-truncated": [(START | END, ok[:-1])],
+            # Tolerated: bytes after the fields a decoder knows (later versions may append fields).
+            "/raw/error-extra-fields": [(START | END, ok + varint(250) + b"later")],
+        }
         peer.early_routes = {"/early": b"\x00early", "/early-error": error_payload(PointsubError(2005, "over quota"))}
         server_state["peers"].append(peer)
         try:

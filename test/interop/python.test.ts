@@ -547,6 +547,33 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
     assert.deepEqual({ goaway: bad.goaway, closed: bad.closed }, { goaway: 3001, closed: true });
   });
 
+  it("malformed answers (section 3.5) close the requester's connection with ERR_PROTOCOL; extra trailing fields do not", async () => {
+    const { port: pyPort } = await py.run("server", { name: "raw" });
+    const url = `tcp://127.0.0.1:${pyPort}`;
+    const bad = ["chunked-error", "status-2", "no-status", "code-length-3-bytes", "retry-6-bytes", "error-truncated"];
+    for (const route of bad) {
+      const conn = await connect(url);
+      const closed = new Promise<string | undefined>((resolve) => conn.once("close", (err) => resolve(err?.code)));
+      await assert.rejects(conn.request(`/raw/${route}`), (e: PointSubError) => e.code === "ERR_PROTOCOL", route);
+      assert.equal(await closed, "ERR_PROTOCOL", route);
+    }
+    const conn = await connect(url);
+    try {
+      await assert.rejects(
+        conn.request("/raw/error-extra-fields"),
+        (e: PointSubError) => e.code === "ERR_HANDLER" && e.retryAfterMs === 250,
+      );
+      assert.ok((await conn.ping()) >= 0);
+    } finally {
+      await conn.close({ timeoutMs: 3000 });
+    }
+    const report = await py.run("server_report", { name: "raw" });
+    assert.deepEqual(
+      report.closed.map((c: { error: { errno: number } | null }) => c.error?.errno ?? 0).sort(),
+      [0, 3001, 3001, 3001, 3001, 3001, 3001],
+    );
+  });
+
   it("a server at its connection limit answers GOAWAY 2003 in place of HELLO (section 1.1)", async () => {
     const r = await py.run("overload", { host, port: extra.limited.port });
     assert.equal(r.second.errno, 2003, JSON.stringify(r));
