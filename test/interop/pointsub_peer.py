@@ -684,6 +684,8 @@ class Peer:
                 a.route = payload[pos:pos + n].decode("utf-8", "replace")
                 pos += n
                 if flags & KEYED:
+                    if not self.local[4] & 8:
+                        raise PointsubError(E_PROTOCOL, "KEYED request, but features bit 8 was not announced")
                     n, pos = read_varint(payload, pos, 1, what="key length")
                     if not 1 <= n <= 64 or pos + n > len(payload):
                         raise PointsubError(E_PROTOCOL, "bad key length")
