@@ -1623,6 +1623,13 @@ async def sc_malformed(a: dict) -> dict:
         "batch_inner_truncated_header": (encode_frame(BATCH, 0, 0, bytes([0x13, 0x81])), True, None),
         "compressed_on_codec_0": (encode_frame(STREAM, START, 1, b"\x00\x00\x07/upload\x00\x00")
                                   + encode_frame(STREAM, 4, 1, varint(10) + bytes(10)), True, None),
+        # Section 3.1: one message per direction on an id at a time, whatever its type.
+        "start_other_type_on_open_id": (encode_frame(MSG, 1, 1, varint(10) + b"ab") + encode_frame(REQ, 3, 1, b"\x05/echo"), True, None),
+        "stream_start_on_open_msg_id": (encode_frame(MSG, 1, 1, varint(10) + b"ab")
+                                        + encode_frame(STREAM, START, 1, b"\x00\x00\x07/upload\x00\x00"), True, None),
+        "continuation_of_other_type": (encode_frame(MSG, 1, 1, varint(4) + b"ab") + encode_frame(REQ, 2, 1, b"cd"), True, None),
+        "stream_data_after_end": (encode_frame(STREAM, START, 1, b"\x00\x00\x07/upload\x00\x00")
+                                  + encode_frame(STREAM, END, 1, b"\x00" + bytes(4)) + encode_frame(STREAM, 0, 1, b"late"), True, None),
         "total_nonminimal": (encode_frame(MSG, 1, 1, b"\x83\x00" + b"abc"), True, None),
         "total_2_53": (encode_frame(MSG, 1, 1, varint(2**53) + b"abc"), True, None),
         "route_len_nonminimal": (encode_frame(REQ, 3, 1, b"\x85\x00/echo"), True, None),
