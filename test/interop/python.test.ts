@@ -365,6 +365,7 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
       hello_out_of_range: 3001,
       hello_duplicate_key: 3001,
       hello_unknown_key_ok: "open",
+      msg_before_hello: 3001,
       hello_unknown_value_2_53: 3001,
       hello_unknown_value_9_bytes: 3001,
       hello_unknown_value_max_ok: "open",
