@@ -681,7 +681,10 @@ class Peer:
                 n, pos = read_varint(payload, pos, what="route length")
                 if not 1 <= n <= 1024 or pos + n > len(payload):
                     raise PointsubError(E_PROTOCOL, "bad route length")
-                a.route = payload[pos:pos + n].decode("utf-8", "replace")
+                try:
+                    a.route = payload[pos:pos + n].decode("utf-8")
+                except UnicodeDecodeError:
+                    raise PointsubError(E_PROTOCOL, "route is not UTF-8") from None
                 pos += n
                 if flags & KEYED:
                     if not self.local[4] & 8:
@@ -803,7 +806,10 @@ class Peer:
             n, pos = read_varint(payload, pos, what="route length")
             if not 1 <= n <= 1024 or pos + n > len(payload):
                 raise PointsubError(E_PROTOCOL, "bad stream route length")
-            route = payload[pos:pos + n].decode("utf-8", "replace")
+            try:
+                route = payload[pos:pos + n].decode("utf-8")
+            except UnicodeDecodeError:
+                raise PointsubError(E_PROTOCOL, "stream route is not UTF-8") from None
             pos += n
             if pos >= len(payload):
                 raise PointsubError(E_PROTOCOL, "STREAM START without codec")
@@ -814,7 +820,12 @@ class Peer:
             n, pos = read_varint(payload, pos, what="meta length")
             if n > 4096 or pos + n > len(payload):
                 raise PointsubError(E_PROTOCOL, "bad meta length")
-            meta = json.loads(payload[pos:pos + n] or b"{}")
+            try:
+                meta = json.loads(payload[pos:pos + n].decode("utf-8") or "{}")
+            except (UnicodeDecodeError, ValueError):
+                raise PointsubError(E_PROTOCOL, "stream metadata is not UTF-8 JSON") from None
+            if not isinstance(meta, dict):
+                raise PointsubError(E_PROTOCOL, "stream metadata is not a JSON object")
             pos += n
             self.incoming_open += 1
             if self.incoming_open > self.local[8] or len(self.streams_in) + 1 > self.local[10]:
@@ -1630,6 +1641,10 @@ async def sc_malformed(a: dict) -> dict:
         "continuation_of_other_type": (encode_frame(MSG, 1, 1, varint(4) + b"ab") + encode_frame(REQ, 2, 1, b"cd"), True, None),
         "stream_data_after_end": (encode_frame(STREAM, START, 1, b"\x00\x00\x07/upload\x00\x00")
                                   + encode_frame(STREAM, END, 1, b"\x00" + bytes(4)) + encode_frame(STREAM, 0, 1, b"late"), True, None),
+        # Section 3.1: a route is UTF-8; bytes that are not are ERR_PROTOCOL (never a lenient decoding).
+        "req_route_not_utf8": (encode_frame(REQ, 3, 1, b"\x03/\xff\xfe"), True, None),
+        "stream_route_not_utf8": (encode_frame(STREAM, START, 1, b"\x00\x00\x03/\xff\xfe\x00\x00"), True, None),
+        "stream_meta_not_json_object": (encode_frame(STREAM, START, 1, b"\x00\x00\x07/upload\x00\x02[]"), True, None),
         "total_nonminimal": (encode_frame(MSG, 1, 1, b"\x83\x00" + b"abc"), True, None),
         "total_2_53": (encode_frame(MSG, 1, 1, varint(2**53) + b"abc"), True, None),
         "route_len_nonminimal": (encode_frame(REQ, 3, 1, b"\x85\x00/echo"), True, None),
