@@ -1645,6 +1645,7 @@ async def sc_malformed(a: dict) -> dict:
         "req_route_not_utf8": (encode_frame(REQ, 3, 1, b"\x03/\xff\xfe"), True, None),
         "stream_route_not_utf8": (encode_frame(STREAM, START, 1, b"\x00\x00\x03/\xff\xfe\x00\x00"), True, None),
         "stream_meta_not_json_object": (encode_frame(STREAM, START, 1, b"\x00\x00\x07/upload\x00\x02[]"), True, None),
+        "stream_offset_past_total": (encode_frame(STREAM, START, 1, b"\x05\x09" + bytes(4) + b"\x07/upload\x00\x00"), True, None),
         "total_nonminimal": (encode_frame(MSG, 1, 1, b"\x83\x00" + b"abc"), True, None),
         "total_2_53": (encode_frame(MSG, 1, 1, varint(2**53) + b"abc"), True, None),
         "route_len_nonminimal": (encode_frame(REQ, 3, 1, b"\x85\x00/echo"), True, None),

@@ -381,6 +381,7 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
       req_route_not_utf8: 3001,
       stream_route_not_utf8: 3001,
       stream_meta_not_json_object: 3001,
+      stream_offset_past_total: 3001,
       total_nonminimal: 3001,
       total_2_53: 3001,
       route_len_nonminimal: 3001,
