@@ -501,6 +501,8 @@ class Peer:
             while True:
                 ftype, flags, sid, payload = await self.read_frame()
                 if ftype == AUTH and flags & ACK:
+                    if payload:
+                        raise await self.fail_local(PointsubError(E_PROTOCOL, "AUTH|ACK with a payload"))
                     break
                 if ftype == GOAWAY:
                     errno, reason = self.parse_goaway(payload)
