@@ -273,7 +273,7 @@ def decode_settings(payload: bytes) -> dict[int, int]:
         else:
             out[k] = default
     if out[9] is None:
-        out[9] = out[2] + 64 * 1024 * 1024
+        out[9] = min(out[2] + 64 * 1024 * 1024, 2**53 - 1)
     return out
 
 

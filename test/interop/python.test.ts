@@ -664,6 +664,23 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
     assert.equal(report.reqStarts[1]?.[0], 1, JSON.stringify(report.reqStarts));
   });
 
+  it("HELLO defaults (section 4): a peer that leaves out maxAssemblyBytes gets its maxMessageSize + 64 MiB", async () => {
+    for (const [maxMessageSize, want] of [
+      [MiB, 65 * MiB],
+      [2 ** 53 - 1, 2 ** 53 - 1],
+    ] as const) {
+      const name = `defaults-${maxMessageSize}`;
+      const { port: pyPort } = await py.run("server", { name, settings: { maxMessageSize } });
+      const conn = await connect(`tcp://127.0.0.1:${pyPort}`);
+      try {
+        assert.equal(conn.peerSettings.maxMessageSize, maxMessageSize);
+        assert.equal(conn.peerSettings.maxAssemblyBytes, want);
+      } finally {
+        await conn.close({ timeoutMs: 3000 });
+      }
+    }
+  });
+
   it("a request started before the client saw the server's GOAWAY is still answered (section 3.8)", async () => {
     const r = await py.run("goaway_late_start", { host, port });
     assert.equal(r.peerGoaway?.[0], 0);
