@@ -775,7 +775,7 @@ class Peer:
             self.answered_at[sid] = time.monotonic()
             if sid in self.senders and sid not in self.stopped:
                 # Answered while our side is still sending: stop, and end our direction with CANCEL(id, 4004)
-                # (section 3.10 says so for streams; section 3.4 is silent for requests: we do the same).
+                # (sections 3.4 and 3.10: the same rule for request bodies and streams).
                 self.stopped.add(sid)
                 self.send_frame(CANCEL, 0, sid, struct.pack(">H", E_CANCELLED))
             fut = self.pending.pop(sid, None)
@@ -1474,7 +1474,7 @@ async def sc_no_route(a: dict) -> dict:
         except PointsubError as e:
             out[label] = {"error": e.as_dict()}
         out[label]["framesSent"] = len(frames)
-    # Which of our body frames had been sent when the error response arrived (section 3.4 is silent on early answers).
+    # Which of our body frames had been sent when the error response arrived (section 3.4: pointsub answers after END).
     t_frames: list[float] = []
     sid = p.next_id
     try:

@@ -241,6 +241,9 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
       assert.match(r[label].error?.message, /\/no\/such\/route/);
     }
     assert.equal(r.pingAfter, true, "the connection stays usable after the error responses");
+    // Section 3.4: a responder may answer early; pointsub's answers only after the body's END.
+    assert.ok(r.earlyAnswer.bodyFrames > 1, JSON.stringify(r.earlyAnswer));
+    assert.equal(r.earlyAnswer.sentBeforeAnswer, r.earlyAnswer.bodyFrames, JSON.stringify(r.earlyAnswer));
     assert.equal(r.handler?.errno, 4003);
     assert.match(r.handler?.message, /failed on purpose/);
     // Section 3.5: a long error message is still well-formed UTF-8 on the wire.
