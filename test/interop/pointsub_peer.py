@@ -413,6 +413,7 @@ class Peer:
         # close state
         self.goaway_sent = False
         self.peer_goaway: tuple[int, str] | None = None
+        self.goaways_in: list[int] = []
         self.ended_ours = False
         self.error: PointsubError | None = None
         self.local_error: PointsubError | None = None
@@ -598,8 +599,9 @@ class Peer:
         elif ftype == GOAWAY:
             errno, reason = self.parse_goaway(payload)
             self.log("GOAWAY in", errno, reason)
-            if self.peer_goaway is not None:
-                raise PointsubError(E_PROTOCOL, "second GOAWAY")
+            self.goaways_in.append(errno)
+            if self.peer_goaway is not None and errno == 0:
+                return  # section 3.8: a repeated GOAWAY(0) is ignored; a non-zero one is fatal at any time
             self.peer_goaway = (errno, reason)
             if errno != 0:
                 self.finish(PointsubError(errno, f"peer: {reason}"))
@@ -1842,6 +1844,28 @@ async def sc_goaway_late_start(a: dict) -> dict:
     return out
 
 
+async def sc_goaway_then_fatal(a: dict) -> dict:
+    """Section 3.8: after its GOAWAY(0) a side may still send one GOAWAY with an errno (a fatal error ends the close).
+
+    Needs /slow-abortable (in flight during the close) and /close-me; we break the protocol while it drains.
+    """
+    p = await connect(a["host"], a["port"])
+    slow = asyncio.create_task(p.request("/slow-abortable", b"x", timeout=10))
+    await p.request("/close-me", b"")
+    for _ in range(300):
+        if p.peer_goaway is not None:
+            break
+        await asyncio.sleep(0.01)
+    p.write(encode_frame(11, 0, 0, b"", p.checksum))  # a type above 10: ERR_PROTOCOL
+    err = await p.wait_closed(5)
+    try:
+        await slow
+        slow_result = "answered"
+    except PointsubError as e:
+        slow_result = e.errno
+    return {"goaways": p.goaways_in, "closeError": err.as_dict() if err else None, "slow": slow_result}
+
+
 async def sc_limits(a: dict) -> dict:
     """Our own HELLO limits, honoured by the server as a sender (sections 3.2, 3.4)."""
     host, port = a["host"], a["port"]
@@ -2094,7 +2118,7 @@ async def sc_server_report(a: dict, state: dict) -> dict:
 
 SCENARIOS = {
     "echo": sc_echo, "messages": sc_messages, "push": sc_push, "no_route": sc_no_route, "ping": sc_ping,
-    "goaway": sc_goaway, "size_boundary": sc_size_boundary, "probes": sc_probes, "auth": sc_auth, "overload": sc_overload,
+    "goaway": sc_goaway, "size_boundary": sc_size_boundary, "goaway_then_fatal": sc_goaway_then_fatal, "probes": sc_probes, "auth": sc_auth, "overload": sc_overload,
     "concurrency": sc_concurrency, "limits": sc_limits, "streams": sc_streams,
     "known_failures": sc_known_failures, "cancel": sc_cancel, "goaway_late_start": sc_goaway_late_start, "keyed": sc_keyed, "malformed": sc_malformed, "flow_violation": sc_flow_violation,
 }

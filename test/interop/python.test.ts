@@ -684,6 +684,13 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
     }
   });
 
+  it("a fatal error during a graceful close: GOAWAY(0), then GOAWAY(3001) (section 3.8), and what was in flight fails with it", async () => {
+    const r = await py.run("goaway_then_fatal", { host, port: extra.conc.port });
+    assert.deepEqual(r.goaways, [0, 3001], JSON.stringify(r));
+    assert.equal(r.closeError?.errno, 3001, JSON.stringify(r));
+    assert.equal(r.slow, 3001, JSON.stringify(r));
+  });
+
   it("a request started before the client saw the server's GOAWAY is still answered (section 3.8)", async () => {
     const r = await py.run("goaway_late_start", { host, port });
     assert.equal(r.peerGoaway?.[0], 0);
