@@ -301,12 +301,12 @@ def decode_error(body: bytes) -> PointsubError:
     if len(body) < 2:
         raise PointsubError(E_PROTOCOL, "error response without errno")
     errno = struct.unpack(">H", body[:2])[0]
-    n, pos = read_varint(body, 2, what="code length")
+    n, pos = read_varint(body, 2, 2, what="code length")  # section 2: at most 2 bytes (16383)
     if pos + n > len(body):
         raise PointsubError(E_PROTOCOL, "error code runs past the frame")
     code = body[pos:pos + n].decode("utf-8", "replace")
     pos += n
-    n, pos = read_varint(body, pos, what="message length")
+    n, pos = read_varint(body, pos, 2, what="message length")
     if pos + n > len(body):
         raise PointsubError(E_PROTOCOL, "error message runs past the frame")
     raw_message = body[pos:pos + n]
