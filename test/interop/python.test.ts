@@ -343,10 +343,14 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
     assert.equal(r.answer, "key=order-42");
   });
 
-  for (const who of ["server", "client"] as const) {
-    it(`GOAWAY from the ${who} while a chunked request body is still arriving: the request finishes, then both end cleanly`, async () => {
+  for (const [who, kind] of [
+    ["server", "request"],
+    ["client", "request"],
+    ["server", "stream"],
+  ] as const) {
+    it(`GOAWAY from the ${who} while a chunked ${kind} body is still arriving: the ${kind} finishes, then both end cleanly`, async () => {
       const before = main.closes.length;
-      const r = await py.run("goaway", { host, port, who, size: MiB, pace: 0.02 }, 20_000);
+      const r = await py.run("goaway", { host, port, who, kind, size: MiB, pace: 0.02 }, 20_000);
       assert.equal(r.peerGoawayBeforeBodyEnd, true, JSON.stringify(r));
       assert.equal(r.peerGoaway[0], 0);
       assert.equal(r.newWorkRefused, "ERR_GOING_AWAY");
