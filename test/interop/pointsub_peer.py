@@ -1660,6 +1660,9 @@ async def sc_malformed(a: dict) -> dict:
         "stream_route_not_utf8": (encode_frame(STREAM, START, 1, b"\x00\x00\x03/\xff\xfe\x00\x00"), True, None),
         "stream_meta_not_json_object": (encode_frame(STREAM, START, 1, b"\x00\x00\x07/upload\x00\x02[]"), True, None),
         "stream_offset_past_total": (encode_frame(STREAM, START, 1, b"\x05\x09" + bytes(4) + b"\x07/upload\x00\x00"), True, None),
+        # Section 4.1, roles swapped: a client that sets features bit 4 is authenticated to by the server (our ACK
+        # is written at once; the server reads it after our HELLO, i.e. after it sent its AUTH).
+        "client_requires_auth": (encode_frame(AUTH, ACK, 0, b"") + encode_frame(PING, 0, 0, b"12345678"), True, {4: 4}),
         "total_nonminimal": (encode_frame(MSG, 1, 1, b"\x83\x00" + b"abc"), True, None),
         "total_2_53": (encode_frame(MSG, 1, 1, varint(2**53) + b"abc"), True, None),
         "route_len_nonminimal": (encode_frame(REQ, 3, 1, b"\x85\x00/echo"), True, None),

@@ -389,6 +389,7 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
       stream_route_not_utf8: 3001,
       stream_meta_not_json_object: 3001,
       stream_offset_past_total: 3001,
+      client_requires_auth: "open",
       total_nonminimal: 3001,
       total_2_53: 3001,
       route_len_nonminimal: 3001,
@@ -439,6 +440,8 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
       if (!ok) wrong.push(`${name}: want ${want}, got ${JSON.stringify(got)}`);
     }
     assert.deepEqual(wrong, []);
+    // Section 4.1, roles swapped: the server sent its (empty) credentials to a client that asked for them.
+    assert.ok(r.client_requires_auth.types.includes("AUTH"), JSON.stringify(r.client_requires_auth));
     // Section 1.1: a bad magic closes the connection (ERR_PROTOCOL).
     assert.equal(r.bad_magic.closed, true);
   });
