@@ -85,6 +85,11 @@ export const DEFAULT_SETTINGS: Readonly<Settings> = {
 
 const MAX_WINDOW = 2 ** 31 - 1;
 
+/** maxAssemblyBytes when a HELLO leaves it out: maxMessageSize + 64 MiB, at most 2^53 - 1. */
+export function defaultAssemblyBytes(maxMessageSize: number): number {
+  return Math.min(maxMessageSize + 64 * MIB, Number.MAX_SAFE_INTEGER);
+}
+
 /** Throws ERR_PROTOCOL/ERR_INVALID_ARGUMENT when a setting is out of range. */
 export function validateSettings(s: Settings, fromPeer: boolean): void {
   const code = fromPeer ? "ERR_PROTOCOL" : "ERR_INVALID_ARGUMENT";
@@ -153,6 +158,8 @@ export function decodeSettings(payload: Uint8Array): Settings {
     const name = KEYS[key - 1];
     if (name !== undefined) (s as unknown as Record<string, number>)[name] = v.value;
   }
+  // A missing maxAssemblyBytes follows the announced maxMessageSize (docs/PROTOCOL.md §4).
+  if (!seen.has(9)) s.maxAssemblyBytes = defaultAssemblyBytes(s.maxMessageSize);
   validateSettings(s, true);
   return s;
 }

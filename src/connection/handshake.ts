@@ -142,6 +142,7 @@ export class Handshake {
       );
     }
     if (waiting === AUTH_WAIT_ACK && (flags & Flag.ACK) !== 0) {
+      if (payload.length !== 0) throw PointSubError.fromPeer("ERR_PROTOCOL", "AUTH|ACK with a payload");
       this.authState = 0;
       this.port.opened();
       return;

@@ -43,7 +43,8 @@ const MAX_TOMBSTONES = 4096;
 const FIRST_CAPACITY = 64 * 1024;
 const FIRST_CHUNKS = 4;
 
-const decoder = new TextDecoder();
+/** Routes must be valid UTF-8 (docs/PROTOCOL.md §3.1): a lenient decoder would map different bytes to one route. */
+const decoder = new TextDecoder("utf-8", { fatal: true });
 const EMPTY_ROUTE = new Uint8Array(0);
 
 /** A chunked message being received. */
@@ -442,9 +443,16 @@ export class Inbound {
       }
       if (same) return this.lastRoute;
     }
-    this.lastRouteBytes = payload.slice(start, end);
-    this.lastRoute = decoder.decode(this.lastRouteBytes);
-    return this.lastRoute;
+    const bytes = payload.slice(start, end);
+    let route: string;
+    try {
+      route = decoder.decode(bytes);
+    } catch {
+      throw PointSubError.fromPeer("ERR_PROTOCOL", "route is not UTF-8");
+    }
+    this.lastRouteBytes = bytes;
+    this.lastRoute = route;
+    return route;
   }
 
   /**

@@ -394,9 +394,13 @@ export class IncomingStreams {
 
   private finishHandler(st: InState, value: HandlerResult, err: unknown, failed: boolean): void {
     if (st.call.done || this.host.isClosed()) return;
-    this.dispatcher.finishHandler(st.call, value, err, failed);
+    // §3.10: a stream whose END did not match what was read is never a success, whatever the handler returned.
+    const bad = failed ? undefined : st.stream.endFailure;
+    const error = bad ?? err;
+    const fails = failed || bad !== undefined;
+    this.dispatcher.finishHandler(st.call, value, error, fails);
     st.outDone = true;
-    this.ended(st, failed ? (err instanceof PointSubError ? err.code : "ERR_HANDLER") : undefined);
+    this.ended(st, fails ? (error instanceof PointSubError ? error.code : "ERR_HANDLER") : undefined);
     st.stream.discard();
     this.dropCharge(st);
     this.release(st);

@@ -310,6 +310,16 @@ export class FrameWriter {
       queued.reject?.(err);
       return "queued";
     }
+    return this.removeChunked(type, id, err);
+  }
+
+  /** Chunked messages waiting or in progress. */
+  get chunkedPending(): number {
+    return this.bulk.length;
+  }
+
+  /** {@link remove} for a chunked message only (single-frame ones are left alone). */
+  removeChunked(type: number, id: number, err: PointSubError): "none" | "queued" | "started" {
     const i = this.bulk.findIndex((m) => m.id === id && m.type === type);
     if (i < 0) return "none";
     const [m] = this.bulk.splice(i, 1);

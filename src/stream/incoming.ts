@@ -59,6 +59,7 @@ export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<
   private readonly entries = new Queue<Entry>();
   private endInfo: { length: number; crc: number } | undefined;
   private error: PointSubError | undefined;
+  private endError: PointSubError | undefined;
   private waiter: (() => void) | undefined;
   private crc: number;
   private received = 0;
@@ -97,6 +98,14 @@ export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<
   /** CRC32C of the content from byte 0 up to what was read (verified against the sender's at the end). */
   get contentCrc(): number {
     return this.crc >>> 0;
+  }
+
+  /**
+   * @internal Why the sender's END did not match what was read (length or
+   * CRC32C), once the reader reached it: such a stream is never answered OK.
+   */
+  get endFailure(): PointSubError | undefined {
+    return this.endError;
   }
 
   /** @internal Frames received and not yet read. */
@@ -369,6 +378,7 @@ export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<
       );
     }
     if (err !== undefined) {
+      this.endError = err;
       this.fail(err);
       throw err;
     }

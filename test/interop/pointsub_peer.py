@@ -212,8 +212,11 @@ def varint(n: int) -> bytes:
     return bytes(out)
 
 
-def read_varint(buf: bytes, pos: int, max_bytes: int = 10, max_value: int | None = None, what: str = "varint") -> tuple[int, int]:
-    """Decodes a minimal unsigned LEB128 at buf[pos:]; ERR_PROTOCOL if truncated, over-long, non-minimal or too large."""
+def read_varint(buf: bytes, pos: int, max_bytes: int = 8, max_value: int | None = 2**53 - 1, what: str = "varint") -> tuple[int, int]:
+    """Decodes a minimal unsigned LEB128 at buf[pos:]; ERR_PROTOCOL if truncated, over-long, non-minimal or too large.
+
+    Section 2: every varint is at most 8 bytes and 2^53 - 1 unless its field says less.
+    """
     value = 0
     shift = 0
     for i in range(max_bytes):
@@ -270,7 +273,7 @@ def decode_settings(payload: bytes) -> dict[int, int]:
         else:
             out[k] = default
     if out[9] is None:
-        out[9] = out[2] + 64 * 1024 * 1024
+        out[9] = min(out[2] + 64 * 1024 * 1024, 2**53 - 1)
     return out
 
 
@@ -298,12 +301,12 @@ def decode_error(body: bytes) -> PointsubError:
     if len(body) < 2:
         raise PointsubError(E_PROTOCOL, "error response without errno")
     errno = struct.unpack(">H", body[:2])[0]
-    n, pos = read_varint(body, 2, what="code length")
+    n, pos = read_varint(body, 2, 2, what="code length")  # section 2: at most 2 bytes (16383)
     if pos + n > len(body):
         raise PointsubError(E_PROTOCOL, "error code runs past the frame")
     code = body[pos:pos + n].decode("utf-8", "replace")
     pos += n
-    n, pos = read_varint(body, pos, what="message length")
+    n, pos = read_varint(body, pos, 2, what="message length")
     if pos + n > len(body):
         raise PointsubError(E_PROTOCOL, "error message runs past the frame")
     raw_message = body[pos:pos + n]
@@ -410,6 +413,7 @@ class Peer:
         # close state
         self.goaway_sent = False
         self.peer_goaway: tuple[int, str] | None = None
+        self.goaways_in: list[int] = []
         self.ended_ours = False
         self.error: PointsubError | None = None
         self.local_error: PointsubError | None = None
@@ -429,6 +433,12 @@ class Peer:
         self.stream_handlers: dict = {}
         self.handlers_once: dict = {}
         self.stream_cancels: list[tuple[int, int]] = []
+        # Section 3.4: routes answered on a chunked REQ's START, before its body ended (RES payload by route),
+        # and how each such request's body then ended on the wire: None (not yet), "END" or "CANCEL <errno>".
+        self.early_routes: dict[str, bytes] = {}
+        self.early_answered: dict[int, str | None] = {}
+        # Routes answered with these raw RES frames (flags, payload): malformed answers on purpose.
+        self.raw_routes: dict[str, list[tuple[int, bytes]]] = {}
 
     # ------------------------------------------------------------ basics
 
@@ -492,6 +502,8 @@ class Peer:
             while True:
                 ftype, flags, sid, payload = await self.read_frame()
                 if ftype == AUTH and flags & ACK:
+                    if payload:
+                        raise await self.fail_local(PointsubError(E_PROTOCOL, "AUTH|ACK with a payload"))
                     break
                 if ftype == GOAWAY:
                     errno, reason = self.parse_goaway(payload)
@@ -587,8 +599,9 @@ class Peer:
         elif ftype == GOAWAY:
             errno, reason = self.parse_goaway(payload)
             self.log("GOAWAY in", errno, reason)
-            if self.peer_goaway is not None:
-                raise PointsubError(E_PROTOCOL, "second GOAWAY")
+            self.goaways_in.append(errno)
+            if self.peer_goaway is not None and errno == 0:
+                return  # section 3.8: a repeated GOAWAY(0) is ignored; a non-zero one is fatal at any time
             self.peer_goaway = (errno, reason)
             if errno != 0:
                 self.finish(PointsubError(errno, f"peer: {reason}"))
@@ -618,7 +631,7 @@ class Peer:
             b = payload[pos]
             ftype, flags = b >> 4, b & 15
             sid, p = read_varint(payload, pos + 1, 5, 2**32 - 1, "stream id")
-            ln, p = read_varint(payload, p, 4, None, "payload length")
+            ln, p = read_varint(payload, p, 4, what="payload length")
             if ln > self.local[1]:
                 raise PointsubError(E_FRAME, "inner frame over maxFrameSize")
             validate_frame(ftype, flags, sid)
@@ -672,9 +685,14 @@ class Peer:
                 n, pos = read_varint(payload, pos, what="route length")
                 if not 1 <= n <= 1024 or pos + n > len(payload):
                     raise PointsubError(E_PROTOCOL, "bad route length")
-                a.route = payload[pos:pos + n].decode("utf-8", "replace")
+                try:
+                    a.route = payload[pos:pos + n].decode("utf-8")
+                except UnicodeDecodeError:
+                    raise PointsubError(E_PROTOCOL, "route is not UTF-8") from None
                 pos += n
                 if flags & KEYED:
+                    if not self.local[4] & 8:
+                        raise PointsubError(E_PROTOCOL, "KEYED request, but features bit 8 was not announced")
                     n, pos = read_varint(payload, pos, 1, what="key length")
                     if not 1 <= n <= 64 or pos + n > len(payload):
                         raise PointsubError(E_PROTOCOL, "bad key length")
@@ -683,6 +701,15 @@ class Peer:
                 self.incoming_open += 1
                 if self.incoming_open > self.local[8]:
                     raise PointsubError(E_TOO_MANY, "maxConcurrentRequests exceeded")
+                early = self.early_routes.get(a.route) if chunked else None
+                if early is not None:
+                    # Answer at once (section 3.4 allows it); the rest of the body is counted and dropped
+                    # until the requester ends its direction (it must stop: CANCEL(id, 4004)).
+                    self.incoming_open -= 1
+                    self.discarding.add(sid)
+                    self.early_answered[sid] = None
+                    self.send_frame(RES, START | END, sid, early)
+                    return
             elif ftype == RES:
                 if pos >= len(payload):
                     raise PointsubError(E_PROTOCOL, "RES without status")
@@ -710,6 +737,9 @@ class Peer:
             return
         if a is None:
             if sid in self.discarding:
+                if flags & END and sid in self.early_answered:
+                    self.early_answered[sid] = "END"
+                    self.discarding.discard(sid)
                 return  # frames of a message we refused or that was cancelled: counted, dropped
             if ftype == RES and sid in self.cancelled_by_us:
                 return
@@ -747,7 +777,7 @@ class Peer:
             self.answered_at[sid] = time.monotonic()
             if sid in self.senders and sid not in self.stopped:
                 # Answered while our side is still sending: stop, and end our direction with CANCEL(id, 4004)
-                # (section 3.10 says so for streams; section 3.4 is silent for requests: we do the same).
+                # (sections 3.4 and 3.10: the same rule for request bodies and streams).
                 self.stopped.add(sid)
                 self.send_frame(CANCEL, 0, sid, struct.pack(">H", E_CANCELLED))
             fut = self.pending.pop(sid, None)
@@ -772,15 +802,18 @@ class Peer:
             if st is not None or sid in self.serving or sid in self.asm:
                 raise PointsubError(E_PROTOCOL, f"STREAM START on open id {sid}")
             self.discarding.discard(sid)
-            total, pos = read_varint(payload, 0, 10, what="stream total")
-            offset, pos = read_varint(payload, pos, 10, what="stream offset")
+            total, pos = read_varint(payload, 0, 8, what="stream total")
+            offset, pos = read_varint(payload, pos, 8, what="stream offset")
             if offset > 0:
                 pos += 4  # prefixCrc: this receiver stores nothing, so it never resumes (offset must be 0 here)
                 raise PointsubError(E_PROTOCOL, "resumed stream to a receiver that announced no resume")
             n, pos = read_varint(payload, pos, what="route length")
             if not 1 <= n <= 1024 or pos + n > len(payload):
                 raise PointsubError(E_PROTOCOL, "bad stream route length")
-            route = payload[pos:pos + n].decode("utf-8", "replace")
+            try:
+                route = payload[pos:pos + n].decode("utf-8")
+            except UnicodeDecodeError:
+                raise PointsubError(E_PROTOCOL, "stream route is not UTF-8") from None
             pos += n
             if pos >= len(payload):
                 raise PointsubError(E_PROTOCOL, "STREAM START without codec")
@@ -791,7 +824,12 @@ class Peer:
             n, pos = read_varint(payload, pos, what="meta length")
             if n > 4096 or pos + n > len(payload):
                 raise PointsubError(E_PROTOCOL, "bad meta length")
-            meta = json.loads(payload[pos:pos + n] or b"{}")
+            try:
+                meta = json.loads(payload[pos:pos + n].decode("utf-8") or "{}")
+            except (UnicodeDecodeError, ValueError):
+                raise PointsubError(E_PROTOCOL, "stream metadata is not UTF-8 JSON") from None
+            if not isinstance(meta, dict):
+                raise PointsubError(E_PROTOCOL, "stream metadata is not a JSON object")
             pos += n
             self.incoming_open += 1
             if self.incoming_open > self.local[8] or len(self.streams_in) + 1 > self.local[10]:
@@ -849,7 +887,7 @@ class Peer:
             st["unreturned"] = 0
         if flags & END:
             del self.streams_in[sid]
-            length, pos = read_varint(payload, 0, 10, what="END length")
+            length, pos = read_varint(payload, 0, 8, what="END length")
             if pos + 4 != len(payload):
                 raise PointsubError(E_PROTOCOL, "bad STREAM END payload")
             crc = struct.unpack(">I", payload[pos:])[0]
@@ -887,8 +925,8 @@ class Peer:
             if sid in self.cancelled_by_us:
                 self.cancelled_by_us.discard(sid)
             elif fut is not None and not fut.done():
-                # Section 3.4: ERR_OVERLOADED and ERR_TIMEOUT keep their code, other errnos become ERR_CANCELLED.
-                err = PointsubError(errno if errno in (2003, 1001) else E_CANCELLED, f"peer cancelled (errno {errno})")
+                # Section 3.4: ERR_OVERLOADED, ERR_TIMEOUT and ERR_GOING_AWAY keep their code, others become ERR_CANCELLED.
+                err = PointsubError(errno if errno in (2003, 1001, 4007) else E_CANCELLED, f"peer cancelled (errno {errno})")
                 err.cancel_errno = errno
                 fut.set_exception(err)
             if sid in self.asm:
@@ -898,6 +936,10 @@ class Peer:
             self.wake()
             return
         # The peer's message, request or stream.
+        if self.early_answered.get(sid, "") is None:
+            self.early_answered[sid] = f"CANCEL {errno}"
+            self.discarding.discard(sid)
+            return
         if sid in self.streams_in:
             del self.streams_in[sid]
             self.incoming_open -= 1
@@ -944,6 +986,11 @@ class Peer:
 
     async def serve(self, sid: int, route: str, data: bytes, key: bytes | None) -> None:
         try:
+            raw = self.raw_routes.get(route)
+            if raw is not None:
+                for flags, payload in raw:
+                    self.send_frame(RES, flags, sid, payload)
+                return
             once = self.handlers_once.pop(sid, None)
             if once is not None:
                 result = await once()
@@ -1127,7 +1174,8 @@ class Peer:
 
     async def upload(self, route: str, content: bytes, meta: dict | None = None, known_total: bool = True,
                      end_crc: int | None = None, end_length: int | None = None, timeout: float = 15.0,
-                     codec: int = 0, lie_length: int = 0, cancel_after: int | None = None) -> bytes:
+                     codec: int = 0, lie_length: int = 0, cancel_after: int | None = None, pace: float = 0.0,
+                     on_frame=None) -> bytes:
         """Section 3.10: a STREAM (START, data, END with length and CRC32C of the content) and its RES.
 
         end_crc / end_length replace END's fields (to send a wrong one on purpose); codec 1 (deflate-raw)
@@ -1167,6 +1215,7 @@ class Peer:
                         continue
                 frames.append((0, piece, 0))
             frames.append((END, end, 0))
+            self.last_upload_frames = [0, len(frames)]  # frames sent, frames planned
             for n, (flags, payload, inflated) in enumerate(frames):
                 if cancel_after is not None and n == cancel_after + 1:
                     self.stopped.add(sid)
@@ -1177,7 +1226,12 @@ class Peer:
                 if sid in self.stopped:
                     break  # answered early or cancelled: CANCEL already sent
                 self.send_frame(STREAM, flags, sid, payload)
+                self.last_upload_frames[0] += 1
                 await self.drain()
+                if on_frame is not None:
+                    on_frame(n)
+                if pace:
+                    await asyncio.sleep(pace)
         finally:
             self.senders.discard(sid)
             self.upload_ids.discard(sid)
@@ -1427,7 +1481,7 @@ async def sc_no_route(a: dict) -> dict:
         except PointsubError as e:
             out[label] = {"error": e.as_dict()}
         out[label]["framesSent"] = len(frames)
-    # Which of our body frames had been sent when the error response arrived (section 3.4 is silent on early answers).
+    # Which of our body frames had been sent when the error response arrived (section 3.4: pointsub answers after END).
     t_frames: list[float] = []
     sid = p.next_id
     try:
@@ -1468,13 +1522,27 @@ async def sc_ping(a: dict) -> dict:
     return {"rtts": len(rtts), "allPositive": all(r >= 0 for r in rtts), "closeError": err.as_dict() if err else None}
 
 
+async def sc_size_boundary(a: dict) -> dict:
+    """Section 3.2: how the server frames answers around 64 KiB: [flags, payload length] of each RES frame."""
+    p = await connect(a["host"], a["port"])
+    out = {}
+    for n in a["sizes"]:
+        got = await p.request("/echo", pattern(n, n))
+        sid = p.last_request_id
+        out[str(n)] = {"ok": len(got) == n, "frames": [[f, ln] for t, f, s, ln in p.frames_in if t == RES and s == sid]}
+    err = await p.close()
+    out["closeError"] = err.as_dict() if err else None
+    return out
+
+
 async def sc_goaway(a: dict) -> dict:
     """GOAWAY while our chunked request body is still being sent; the request must finish.
 
     who = "server": a request to /close-me makes the server close the session gracefully.
     who = "client": we send GOAWAY(0) ourselves after the body's first frames.
     """
-    p = await connect(a["host"], a["port"], settings_from_names(a.get("settings")))
+    # Streams in 64 KiB frames, as many as a chunked request's: the body takes a while to send.
+    p = await connect(a["host"], a["port"], settings_from_names(a.get("settings")), chunk_size=64 * 1024)
     data = pattern(a["size"], 7)
     first_frames = asyncio.Event()
 
@@ -1482,7 +1550,11 @@ async def sc_goaway(a: dict) -> dict:
         if i == 1:
             first_frames.set()
 
-    big = asyncio.create_task(p.request("/echo", data, timeout=20, on_frame=on_frame, pace=a.get("pace", 0.02)))
+    if a.get("kind") == "stream":
+        # Section 3.8: a stream is in flight from its START; it finishes after GOAWAY like a request.
+        big = asyncio.create_task(p.upload("/upload", data, timeout=20, on_frame=on_frame, pace=a.get("pace", 0.02)))
+    else:
+        big = asyncio.create_task(p.request("/echo", data, timeout=20, on_frame=on_frame, pace=a.get("pace", 0.02)))
     await asyncio.wait_for(first_frames.wait(), 10)
     out: dict = {}
     if a["who"] == "server":
@@ -1502,7 +1574,7 @@ async def sc_goaway(a: dict) -> dict:
         out["newWorkRefused"] = e.code
     try:
         got = await big
-        out["echoOk"] = got == data
+        out["echoOk"] = got == data if a.get("kind") != "stream" else json.loads(got)["sha"] == sha(data)
     except PointsubError as e:
         out["echoOk"] = False
         out["echoError"] = e.as_dict()
@@ -1536,6 +1608,13 @@ async def sc_malformed(a: dict) -> dict:
         "hello_duplicate_key": (MAGIC + b"\x01\x01" + encode_frame(HELLO, 0, 0, b"\x03\x01\x03\x01"), False, None),
         "hello_unknown_key_ok": (MAGIC + b"\x01\x01" + encode_frame(HELLO, 0, 0, encode_settings({99: 5}))
                                  + encode_frame(PING, 0, 0, b"12345678"), False, None),
+        # Section 2, varint bounds: every varint is minimal, at most 8 bytes and 2^53 - 1, unknown HELLO keys too.
+        "hello_unknown_value_2_53": (MAGIC + b"\x01\x01" + encode_frame(HELLO, 0, 0, varint(99) + varint(2**53)), False, None),
+        "hello_unknown_value_9_bytes": (MAGIC + b"\x01\x01" + encode_frame(HELLO, 0, 0, varint(99) + b"\x80" * 8 + b"\x01"), False, None),
+        "hello_unknown_value_max_ok": (MAGIC + b"\x01\x01" + encode_frame(HELLO, 0, 0, varint(2**53 - 1) + varint(2**53 - 1))
+                                       + encode_frame(PING, 0, 0, b"12345678"), False, None),
+        "hello_nonminimal_value": (MAGIC + b"\x01\x01" + encode_frame(HELLO, 0, 0, b"\x03\x81\x00"), False, None),
+        "hello_nonminimal_key": (MAGIC + b"\x01\x01" + encode_frame(HELLO, 0, 0, b"\x83\x00\x01"), False, None),
         "msg_before_hello": (MAGIC + b"\x01\x01" + encode_frame(MSG, 3, 1, b"hi") + good_hello, False, None),
         "bad_crc": (encode_frame(MSG, 3, 1, b"hi", corrupt_crc=True), True, None),
         "zero_crc_checked": (encode_frame(MSG, 3, 1, b"hi")[:-4] + b"\x00\x00\x00\x00", True, None),
@@ -1565,6 +1644,34 @@ async def sc_malformed(a: dict) -> dict:
         "res_unknown_id": (encode_frame(RES, 3, 2, b"\x00hi"), True, None),
         "cancel_unknown_id_ok": (encode_frame(CANCEL, 0, 1, b"\x0f\xa4") + encode_frame(PING, 0, 0, b"12345678"), True, None),
         "credit_unknown_id_ok": (encode_frame(CREDIT, 0, 9, b"\x10") + encode_frame(PING, 0, 0, b"12345678"), True, None),
+        "batch_inner_over_max_frame": (encode_frame(BATCH, 0, 0, bytes([0x13, 0x01]) + varint(2 * 1024 * 1024) + b"hi"), True, None),
+        "batch_inner_truncated_header": (encode_frame(BATCH, 0, 0, bytes([0x13, 0x81])), True, None),
+        "compressed_on_codec_0": (encode_frame(STREAM, START, 1, b"\x00\x00\x07/upload\x00\x00")
+                                  + encode_frame(STREAM, 4, 1, varint(10) + bytes(10)), True, None),
+        # Section 3.1: one message per direction on an id at a time, whatever its type.
+        "start_other_type_on_open_id": (encode_frame(MSG, 1, 1, varint(10) + b"ab") + encode_frame(REQ, 3, 1, b"\x05/echo"), True, None),
+        "stream_start_on_open_msg_id": (encode_frame(MSG, 1, 1, varint(10) + b"ab")
+                                        + encode_frame(STREAM, START, 1, b"\x00\x00\x07/upload\x00\x00"), True, None),
+        "continuation_of_other_type": (encode_frame(MSG, 1, 1, varint(4) + b"ab") + encode_frame(REQ, 2, 1, b"cd"), True, None),
+        "stream_data_after_end": (encode_frame(STREAM, START, 1, b"\x00\x00\x07/upload\x00\x00")
+                                  + encode_frame(STREAM, END, 1, b"\x00" + bytes(4)) + encode_frame(STREAM, 0, 1, b"late"), True, None),
+        # Section 3.1: a route is UTF-8; bytes that are not are ERR_PROTOCOL (never a lenient decoding).
+        "req_route_not_utf8": (encode_frame(REQ, 3, 1, b"\x03/\xff\xfe"), True, None),
+        "stream_route_not_utf8": (encode_frame(STREAM, START, 1, b"\x00\x00\x03/\xff\xfe\x00\x00"), True, None),
+        "stream_meta_not_json_object": (encode_frame(STREAM, START, 1, b"\x00\x00\x07/upload\x00\x02[]"), True, None),
+        "stream_offset_past_total": (encode_frame(STREAM, START, 1, b"\x05\x09" + bytes(4) + b"\x07/upload\x00\x00"), True, None),
+        # Section 4.1, roles swapped: a client that sets features bit 4 is authenticated to by the server (our ACK
+        # is written at once; the server reads it after our HELLO, i.e. after it sent its AUTH).
+        "client_requires_auth": (encode_frame(AUTH, ACK, 0, b"") + encode_frame(PING, 0, 0, b"12345678"), True, {4: 4}),
+        "total_nonminimal": (encode_frame(MSG, 1, 1, b"\x83\x00" + b"abc"), True, None),
+        "total_2_53": (encode_frame(MSG, 1, 1, varint(2**53) + b"abc"), True, None),
+        "route_len_nonminimal": (encode_frame(REQ, 3, 1, b"\x85\x00/echo"), True, None),
+        "credit_nonminimal": (encode_frame(CREDIT, 0, 0, b"\x81\x00"), True, None),
+        "credit_2_31": (encode_frame(CREDIT, 0, 0, varint(2**31)), True, None),
+        "length_nonminimal": (bytes([0x13, 0x01, 0x82, 0x00]) + b"hi", True, None),
+        "stream_total_9_bytes": (encode_frame(STREAM, START, 1, b"\x80" * 8 + b"\x01" + b"\x00\x07/upload\x00\x00"), True, None),
+        "stream_end_nonminimal": (encode_frame(STREAM, START, 1, b"\x00\x00\x07/upload\x00\x00")
+                                  + encode_frame(STREAM, END, 1, b"\x80\x00" + bytes(4)), True, None),
         "auth_after_handshake": (encode_frame(AUTH, 0, 0, b"tok"), True, None),
         # Section 3.10 / 6: a codec the receiver did not offer; COMPRESSED length checks before inflating.
         "stream_unknown_codec": (encode_frame(STREAM, START, 1, b"\x00\x00\x07/upload\x10\x00"), True, None),
@@ -1600,6 +1707,7 @@ async def sc_probes(a: dict) -> dict:
         "goaway_bad_utf8": (a["port"], encode_frame(GOAWAY, 0, 0, b"\x00\x00\xff\xfe"), True),
         "msg_after_own_goaway": (a["port"], encode_frame(GOAWAY, 0, 0, b"\x00\x00") + encode_frame(MSG, 3, 1, b"late"), True),
         "goaway_nonzero": (a["port"], encode_frame(GOAWAY, 0, 0, b"\x07\xd3busy"), True),
+        "goaway_unknown_errno": (a["port"], encode_frame(GOAWAY, 0, 0, struct.pack(">H", 9999) + b"x"), True),
         "version_1_to_3": (a["port"], MAGIC + b"\x01\x03" + hello, False),
         "unknown_feature_bits": (a["port"], MAGIC + b"\x01\x01" + encode_frame(HELLO, 0, 0, encode_settings({4: 0xFFF0})), False),
         "key_len_65": (a["port"], encode_frame(REQ, 7, 1, b"\x05/echo" + varint(65) + bytes(65)), True),
@@ -1607,6 +1715,16 @@ async def sc_probes(a: dict) -> dict:
         "length_5_bytes": (a["port"], bytes([0x13, 0x01, 0x82, 0x80, 0x80, 0x80, 0x00]), True),
         "id_2_32": (a["port"], bytes([0x13, 0x80, 0x80, 0x80, 0x80, 0x10, 0x00]), True),
         "cancel_our_parity_unused": (a["port"], encode_frame(CANCEL, 0, 2, b"\x0f\xa4"), True),
+        # Ids: a finished id may be used again, and ids need not increase (section 2.2 binds senders only).
+        "id_reused_after_end": (a["port"], encode_frame(MSG, 3, 1, b"a") + encode_frame(MSG, 3, 1, b"b")
+                                + encode_frame(MSG, 1, 1, varint(2) + b"c") + encode_frame(MSG, 2, 1, b"d")
+                                + encode_frame(MSG, 1, 1, varint(0)) + encode_frame(MSG, 2, 1, b""), True),
+        "ids_decreasing": (a["port"], encode_frame(MSG, 3, 9, b"e") + encode_frame(MSG, 3, 3, b"f"), True),
+        # Section 3.7: a PING|ACK that answers no PING of ours is ignored.
+        "unsolicited_ping_ack": (a["port"], encode_frame(PING, ACK, 0, b"ABCDEFGH"), True),
+        # Section 3.4: a CANCEL errno outside section 7 (here for an open chunked message) is accepted.
+        "cancel_unknown_errno": (a["port"], encode_frame(MSG, 1, 5, varint(10) + b"abc")
+                                 + encode_frame(CANCEL, 0, 5, struct.pack(">H", 9999)), True),
         "single_12k_small_windows": (a["small_port"], encode_frame(MSG, 3, 1, bytes(12000)), True),
         "chunked_frame_12k_small_windows": (a["small_port"], encode_frame(MSG, 1, 1, varint(20000) + bytes(12000))
                                             + encode_frame(MSG, 2, 1, bytes(8000 - 0)), True),
@@ -1739,6 +1857,28 @@ async def sc_goaway_late_start(a: dict) -> dict:
     return out
 
 
+async def sc_goaway_then_fatal(a: dict) -> dict:
+    """Section 3.8: after its GOAWAY(0) a side may still send one GOAWAY with an errno (a fatal error ends the close).
+
+    Needs /slow-abortable (in flight during the close) and /close-me; we break the protocol while it drains.
+    """
+    p = await connect(a["host"], a["port"])
+    slow = asyncio.create_task(p.request("/slow-abortable", b"x", timeout=10))
+    await p.request("/close-me", b"")
+    for _ in range(300):
+        if p.peer_goaway is not None:
+            break
+        await asyncio.sleep(0.01)
+    p.write(encode_frame(11, 0, 0, b"", p.checksum))  # a type above 10: ERR_PROTOCOL
+    err = await p.wait_closed(5)
+    try:
+        await slow
+        slow_result = "answered"
+    except PointsubError as e:
+        slow_result = e.errno
+    return {"goaways": p.goaways_in, "closeError": err.as_dict() if err else None, "slow": slow_result}
+
+
 async def sc_limits(a: dict) -> dict:
     """Our own HELLO limits, honoured by the server as a sender (sections 3.2, 3.4)."""
     host, port = a["host"], a["port"]
@@ -1786,6 +1926,14 @@ async def sc_streams(a: dict) -> dict:
     await attempt("badCrc", "/upload", data, end_crc=crc32c(data) ^ 1)
     await attempt("badLength", "/upload", data, end_length=len(data) - 1)
     await attempt("noRoute", "/no/such/stream", data)
+    # Section 3.10: an END that does not match is never answered OK, even by a handler that swallows the error.
+    await attempt("badCrcSwallowed", "/upload-swallow", data, end_crc=crc32c(data) ^ 1)
+    await attempt("badLengthSwallowed", "/upload-swallow", data, end_length=len(data) + 1)
+    # A handler that fails on the first chunk answers early; two stream windows of content cannot all be
+    # sent before that answer (the receiver returns no stream credit after answering). END is never sent.
+    await attempt("failFast", "/upload-fail-fast", bytes(max(1 << 20, 2 * p.peer[7])), end_crc=0)
+    sent, planned = p.last_upload_frames
+    out["failFast"]["stoppedEarly"] = sent < planned
     text = (b"pointsub interop, compressible text. " * 40000)[: a.get("size", 3_000_000)]
     for label, codec in (("deflateRaw", 1), ("gzip", 2)):
         if p.peer[5] & codec:
@@ -1889,6 +2037,19 @@ async def sc_server(a: dict, state: dict) -> dict:
     async def on_client(reader, writer):
         peer = Peer(reader, writer, False, settings, handlers)
         peer.stream_handlers["/upload"] = upload
+        ok = error_payload(PointsubError(4003, "x"))
+        peer.raw_routes = {
+            # Section 3.5: an error response is one frame; a chunked one is ERR_PROTOCOL.
+            "/raw/chunked-error": [(START, varint(len(ok)) + ok[:3]), (END, ok[3:])],
+            "/raw/status-2": [(START | END, b"\x02hi")],
+            "/raw/no-status": [(START | END, b"")],
+            "/raw/code-length-3-bytes": [(START | END, b"\x01\x0f\xa3" + b"\x80\x80\x01" + b"E" * 16384 + b"\x00")],
+            "/raw/retry-6-bytes": [(START | END, ok + b"\x80\x80\x80\x80\x80\x01")],
+            "/raw/error-truncated": [(START | END, ok[:-1])],
+            # Tolerated: bytes after the fields a decoder knows (later versions may append fields).
+            "/raw/error-extra-fields": [(START | END, ok + varint(250) + b"later")],
+        }
+        peer.early_routes = {"/early": b"\x00early", "/early-error": error_payload(PointsubError(2005, "over quota"))}
         server_state["peers"].append(peer)
         try:
             await asyncio.wait_for(peer.handshake(), 5)
@@ -1908,18 +2069,69 @@ async def sc_server(a: dict, state: dict) -> dict:
     return {"port": srv.sockets[0].getsockname()[1]}
 
 
+async def sc_auth_server_raw(a: dict, state: dict) -> dict:
+    """A raw server requiring authentication (features bit 4) that answers AUTH with a[ "ack" ] (hex) as its
+    AUTH|ACK payload, then a PING; records what the client sent. Returns the port; the report is in state."""
+    report: dict = {"auth": None, "goaway": None, "pingAck": False, "closed": False}
+
+    async def on_client(reader, writer):
+        writer.write(MAGIC + b"\x01\x01" + encode_frame(HELLO, 0, 0, encode_settings({4: 4})))
+        await writer.drain()
+        buf = bytearray()
+        acked = False
+        try:
+            while True:
+                chunk = await asyncio.wait_for(reader.read(65536), 5)
+                if not chunk:
+                    report["closed"] = True
+                    break
+                buf += chunk
+                for t, f, s, p in flat_frames(bytes(buf[6:])):
+                    if t == AUTH and not acked:
+                        acked = True
+                        report["auth"] = p.decode("utf-8", "replace")
+                        writer.write(encode_frame(AUTH, ACK, 0, bytes.fromhex(a.get("ack", "")))
+                                     + encode_frame(PING, 0, 0, b"12345678"))
+                    if t == PING and f & ACK:
+                        report["pingAck"] = True
+                    if t == GOAWAY:
+                        report["goaway"] = struct.unpack(">H", p[:2])[0]
+                await writer.drain()
+        except (asyncio.TimeoutError, ConnectionError, OSError):
+            report["closed"] = True
+        finally:
+            writer.close()
+
+    srv = await asyncio.start_server(on_client, "127.0.0.1", 0)
+    state["raw_auth_server" + a.get("name", "")] = (srv, report)
+    return {"port": srv.sockets[0].getsockname()[1]}
+
+
+async def sc_auth_server_report(a: dict, state: dict) -> dict:
+    srv, report = state["raw_auth_server" + a.get("name", "")]
+    for _ in range(300):
+        if report["closed"] or report["pingAck"]:
+            break
+        await asyncio.sleep(0.01)
+    srv.close()
+    return report
+
+
 async def sc_server_report(a: dict, state: dict) -> dict:
     st = state["server_state" + a.get("name", "")]
     for _ in range(200):  # the client's close may be reported before our side read the end of the stream
         if len(st["closed"]) >= len(st["peers"]):
             break
         await asyncio.sleep(0.01)
-    return {"sessions": st["sessions"], "closed": st["closed"]}
+    return {"sessions": st["sessions"], "closed": st["closed"],
+            "earlyAnswered": [v for p in st["peers"] for v in p.early_answered.values()],
+            "reqStarts": [[f, ln] for p in st["peers"] for t, f, s, ln in p.frames_in if t == REQ and f & START],
+            "creditIds": sorted({"odd" if s % 2 else "even" for p in st["peers"] for s, _ in p.credits_in if s})}
 
 
 SCENARIOS = {
     "echo": sc_echo, "messages": sc_messages, "push": sc_push, "no_route": sc_no_route, "ping": sc_ping,
-    "goaway": sc_goaway, "probes": sc_probes, "auth": sc_auth, "overload": sc_overload,
+    "goaway": sc_goaway, "size_boundary": sc_size_boundary, "goaway_then_fatal": sc_goaway_then_fatal, "probes": sc_probes, "auth": sc_auth, "overload": sc_overload,
     "concurrency": sc_concurrency, "limits": sc_limits, "streams": sc_streams,
     "known_failures": sc_known_failures, "cancel": sc_cancel, "goaway_late_start": sc_goaway_late_start, "keyed": sc_keyed, "malformed": sc_malformed, "flow_violation": sc_flow_violation,
 }
@@ -1941,6 +2153,10 @@ async def driver() -> None:
                 result = await sc_server(cmd.get("args", {}), state)
             elif name == "server_report":
                 result = await sc_server_report(cmd.get("args", {}), state)
+            elif name == "auth_server_raw":
+                result = await sc_auth_server_raw(cmd.get("args", {}), state)
+            elif name == "auth_server_report":
+                result = await sc_auth_server_report(cmd.get("args", {}), state)
             else:
                 result = await asyncio.wait_for(SCENARIOS[name](cmd.get("args", {})), cmd.get("timeout", 30))
             line = {"id": cmd["id"], "ok": True, "result": result}

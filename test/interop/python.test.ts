@@ -146,8 +146,17 @@ function makeServer(options: Parameters<typeof createServer>[0] = {}): {
     }
     return JSON.stringify({ size, sha: h.digest("hex"), meta: stream.meta, total: stream.total ?? null });
   });
-  server.handle("/fail-long", () => {
-    throw new Error("\u20ac".repeat(2000));
+  // A handler that swallows its reader's error and answers OK anyway (section 3.10: never a success).
+  server.handleStream("/upload-swallow", async (stream) => {
+    try {
+      for await (const _ of stream);
+    } catch {}
+    return "ok";
+  });
+  // A handler that fails after the first chunk, long before END: an early error answer.
+  server.handleStream("/upload-fail-fast", async (stream) => {
+    for await (const _ of stream) throw new Error("refusing this stream");
+    return "empty";
   });
   server.handle("/whoami", (_req, ctx) => String(ctx.session.principal));
   server.handle("/close-me", (_req, ctx) => {
@@ -232,6 +241,9 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
       assert.match(r[label].error?.message, /\/no\/such\/route/);
     }
     assert.equal(r.pingAfter, true, "the connection stays usable after the error responses");
+    // Section 3.4: a responder may answer early; pointsub's answers only after the body's END.
+    assert.ok(r.earlyAnswer.bodyFrames > 1, JSON.stringify(r.earlyAnswer));
+    assert.equal(r.earlyAnswer.sentBeforeAnswer, r.earlyAnswer.bodyFrames, JSON.stringify(r.earlyAnswer));
     assert.equal(r.handler?.errno, 4003);
     assert.match(r.handler?.message, /failed on purpose/);
     // Section 3.5: a long error message is still well-formed UTF-8 on the wire.
@@ -299,6 +311,13 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
       assert.equal(r.badCrc.error?.errno, 3002, JSON.stringify(r.badCrc));
       assert.equal(r.badLength.error?.errno, 3001, JSON.stringify(r.badLength));
       assert.equal(r.noRoute.error?.errno, 4002, JSON.stringify(r.noRoute));
+      // A failed END is an error response even when the handler swallowed its reader's error.
+      assert.equal(r.badCrcSwallowed.error?.errno, 3002, JSON.stringify(r.badCrcSwallowed));
+      assert.equal(r.badLengthSwallowed.error?.errno, 3001, JSON.stringify(r.badLengthSwallowed));
+      // A handler failing mid-stream answers at once (4003); the sender stops and ends its direction with
+      // CANCEL(id, 4004); frames still in flight are dropped by the receiver and the connection stays up.
+      assert.equal(r.failFast.error?.errno, 4003, JSON.stringify(r.failFast));
+      assert.equal(r.failFast.stoppedEarly, true, JSON.stringify(r.failFast));
       // A block that inflates to other than its declared length fails the stream with ERR_PROTOCOL; the
       // server says so with CANCEL(id, 3001) (section 3.4 then makes it ERR_CANCELLED for the caller).
       assert.equal(r.inflatesShort.error?.cancelErrno ?? r.inflatesShort.error?.errno, 3001, JSON.stringify(r));
@@ -324,10 +343,14 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
     assert.equal(r.answer, "key=order-42");
   });
 
-  for (const who of ["server", "client"] as const) {
-    it(`GOAWAY from the ${who} while a chunked request body is still arriving: the request finishes, then both end cleanly`, async () => {
+  for (const [who, kind] of [
+    ["server", "request"],
+    ["client", "request"],
+    ["server", "stream"],
+  ] as const) {
+    it(`GOAWAY from the ${who} while a chunked ${kind} body is still arriving: the ${kind} finishes, then both end cleanly`, async () => {
       const before = main.closes.length;
-      const r = await py.run("goaway", { host, port, who, size: MiB, pace: 0.02 }, 20_000);
+      const r = await py.run("goaway", { host, port, who, kind, size: MiB, pace: 0.02 }, 20_000);
       assert.equal(r.peerGoawayBeforeBodyEnd, true, JSON.stringify(r));
       assert.equal(r.peerGoaway[0], 0);
       assert.equal(r.newWorkRefused, "ERR_GOING_AWAY");
@@ -349,6 +372,32 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
       hello_out_of_range: 3001,
       hello_duplicate_key: 3001,
       hello_unknown_key_ok: "open",
+      msg_before_hello: 3001,
+      hello_unknown_value_2_53: 3001,
+      hello_unknown_value_9_bytes: 3001,
+      hello_unknown_value_max_ok: "open",
+      hello_nonminimal_value: 3001,
+      hello_nonminimal_key: 3001,
+      batch_inner_over_max_frame: 3004,
+      batch_inner_truncated_header: 3001,
+      compressed_on_codec_0: 3001,
+      start_other_type_on_open_id: 3001,
+      stream_start_on_open_msg_id: 3001,
+      continuation_of_other_type: 3001,
+      stream_data_after_end: 3001,
+      req_route_not_utf8: 3001,
+      stream_route_not_utf8: 3001,
+      stream_meta_not_json_object: 3001,
+      stream_offset_past_total: 3001,
+      client_requires_auth: "open",
+      total_nonminimal: 3001,
+      total_2_53: 3001,
+      route_len_nonminimal: 3001,
+      credit_nonminimal: 3001,
+      credit_2_31: 3001,
+      length_nonminimal: 3001,
+      stream_total_9_bytes: 3001,
+      stream_end_nonminimal: 3001,
       bad_crc: 3002,
       zero_crc_checked: 3002,
       type_11: 3001,
@@ -391,6 +440,8 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
       if (!ok) wrong.push(`${name}: want ${want}, got ${JSON.stringify(got)}`);
     }
     assert.deepEqual(wrong, []);
+    // Section 4.1, roles swapped: the server sent its (empty) credentials to a client that asked for them.
+    assert.ok(r.client_requires_auth.types.includes("AUTH"), JSON.stringify(r.client_requires_auth));
     // Section 1.1: a bad magic closes the connection (ERR_PROTOCOL).
     assert.equal(r.bad_magic.closed, true);
   });
@@ -420,6 +471,12 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
       length_5_bytes: 3001,
       id_2_32: 3001,
       cancel_our_parity_unused: "open",
+      id_reused_after_end: "open",
+      ids_decreasing: "open",
+      unsolicited_ping_ack: "open",
+      cancel_unknown_errno: "open",
+      // A fatal GOAWAY with an errno outside section 7: closed, no reply.
+      goaway_unknown_errno: "closed",
       // The receiver enforces credit, not the sender's sizing rule (section 3.2).
       single_12k_small_windows: "open",
       chunked_frame_12k_small_windows: "open",
@@ -438,10 +495,11 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
       if (!ok) wrong.push(`${name}: want ${want}, got ${JSON.stringify(got)}`);
     }
     assert.deepEqual(wrong, []);
-    // The accepted chunked messages were delivered with their declared sizes (0, 3, 3, 5; 4 sent after GOAWAY).
+    // The accepted chunked messages were delivered with their declared sizes (0, 3, 3, 5; 4 sent after GOAWAY),
+    // and the messages on reused or decreasing ids (1, 1, 2, 0; 1, 1); the cancelled one was not.
     assert.deepEqual(
       main.sizes.slice(seen).sort((a, b) => a - b),
-      [0, 3, 3, 4, 5],
+      [0, 0, 1, 1, 1, 1, 2, 3, 3, 4, 5],
     );
     assert.deepEqual(
       small.sizes.slice(smallSeen).sort((a, b) => a - b),
@@ -490,6 +548,51 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
     assert.ok(r.ping_before_auth.types.includes("AUTH"), JSON.stringify(r.ping_before_auth));
   });
 
+  it("AUTH (section 4.1), pointsub as the client: credentials sent, an empty AUTH|ACK accepted, one with a payload refused (ERR_PROTOCOL)", async () => {
+    const { port: okPort } = await py.run("auth_server_raw", { name: "ok" });
+    const conn = await connect(`tcp://127.0.0.1:${okPort}`, { credentials: "tok" });
+    const ok = await py.run("auth_server_report", { name: "ok" });
+    conn.destroy();
+    assert.deepEqual(
+      { auth: ok.auth, goaway: ok.goaway, pingAck: ok.pingAck },
+      { auth: "tok", goaway: null, pingAck: true },
+    );
+    const { port: badPort } = await py.run("auth_server_raw", { name: "bad", ack: "00" });
+    await assert.rejects(
+      connect(`tcp://127.0.0.1:${badPort}`, { credentials: "tok" }),
+      (e: PointSubError) => e.code === "ERR_PROTOCOL",
+    );
+    const bad = await py.run("auth_server_report", { name: "bad" });
+    assert.deepEqual({ goaway: bad.goaway, closed: bad.closed }, { goaway: 3001, closed: true });
+  });
+
+  it("malformed answers (section 3.5) close the requester's connection with ERR_PROTOCOL; extra trailing fields do not", async () => {
+    const { port: pyPort } = await py.run("server", { name: "raw" });
+    const url = `tcp://127.0.0.1:${pyPort}`;
+    const bad = ["chunked-error", "status-2", "no-status", "code-length-3-bytes", "retry-6-bytes", "error-truncated"];
+    for (const route of bad) {
+      const conn = await connect(url);
+      const closed = new Promise<string | undefined>((resolve) => conn.once("close", (err) => resolve(err?.code)));
+      await assert.rejects(conn.request(`/raw/${route}`), (e: PointSubError) => e.code === "ERR_PROTOCOL", route);
+      assert.equal(await closed, "ERR_PROTOCOL", route);
+    }
+    const conn = await connect(url);
+    try {
+      await assert.rejects(
+        conn.request("/raw/error-extra-fields"),
+        (e: PointSubError) => e.code === "ERR_HANDLER" && e.retryAfterMs === 250,
+      );
+      assert.ok((await conn.ping()) >= 0);
+    } finally {
+      await conn.close({ timeoutMs: 3000 });
+    }
+    const report = await py.run("server_report", { name: "raw" });
+    assert.deepEqual(
+      report.closed.map((c: { error: { errno: number } | null }) => c.error?.errno ?? 0).sort(),
+      [0, 3001, 3001, 3001, 3001, 3001, 3001],
+    );
+  });
+
   it("a server at its connection limit answers GOAWAY 2003 in place of HELLO (section 1.1)", async () => {
     const r = await py.run("overload", { host, port: extra.limited.port });
     assert.equal(r.second.errno, 2003, JSON.stringify(r));
@@ -518,6 +621,81 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
     const r = (await py.run("known_failures", { host, port: extra.conc.port })) as Record<string, { ok: boolean }>;
     assert.deepEqual(Object.keys(r).sort(), ["cancelAnswerErrno", "errorMessageBytes", "responseOverMaxAssemblyBytes"]);
     for (const [name, v] of Object.entries(r)) assert.equal(v.ok, true, `${name}: ${JSON.stringify(v)}`);
+  });
+
+  it("an answer before the request body ended (section 3.4): the pointsub requester stops its body with CANCEL 4004", async () => {
+    const { port: pyPort } = await py.run("server", {
+      name: "early",
+      settings: { connectionWindow: 16 * KiB, streamWindow: 16 * KiB },
+    });
+    const conn = await connect(`tcp://127.0.0.1:${pyPort}`);
+    try {
+      // The Python responder answers on the START of a chunked REQ and returns no message credit after it:
+      // a requester that kept sending its 2 MiB body would stall, and never end its direction.
+      const answer = await conn.request("/early", randomBytes(2 * MiB), { timeoutMs: 10_000 });
+      assert.equal(Buffer.from(answer).toString(), "early");
+      await assert.rejects(
+        conn.request("/early-error", randomBytes(2 * MiB), { timeoutMs: 10_000 }),
+        (e: PointSubError) => e.code === "ERR_QUOTA",
+      );
+      // The connection is intact after it (ordered byte stream: the CANCELs went out before this request).
+      assert.equal(Buffer.from(await conn.request("/echo", "after")).toString(), "after");
+    } finally {
+      await conn.close({ timeoutMs: 3000 });
+    }
+    const report = await py.run("server_report", { name: "early" });
+    assert.deepEqual(report.earlyAnswered, ["CANCEL 4004", "CANCEL 4004"]);
+    assert.equal(report.closed[0]?.error, null, JSON.stringify(report));
+  });
+
+  it("section 3.2's one-frame limit counts the whole payload (status byte, route), not just the data", async () => {
+    // RES: 65,535 data bytes + the status byte fill 64 KiB exactly (one frame); one byte more goes chunked.
+    const r = await py.run("size_boundary", { host, port, sizes: [65_535, 65_536] });
+    assert.deepEqual(r["65535"], { ok: true, frames: [[3, 65_536]] });
+    const chunked = r["65536"].frames as [number, number][];
+    assert.equal(r["65536"].ok, true);
+    assert.equal(chunked[0]?.[0], 1, JSON.stringify(chunked));
+    assert.equal(chunked.at(-1)?.[0], 2, JSON.stringify(chunked));
+    assert.ok(
+      chunked.every(([, len]) => len <= 64 * KiB),
+      JSON.stringify(chunked),
+    );
+    assert.equal(r.closeError, null);
+    // REQ: route "/echo" takes 6 bytes of the payload (length + route), so 65,530 data bytes are one frame.
+    const { port: pyPort } = await py.run("server", { name: "sizes" });
+    const conn = await connect(`tcp://127.0.0.1:${pyPort}`);
+    try {
+      for (const n of [65_530, 65_531]) assert.equal((await conn.request("/echo", new Uint8Array(n))).length, n);
+    } finally {
+      await conn.close({ timeoutMs: 3000 });
+    }
+    const report = await py.run("server_report", { name: "sizes" });
+    assert.deepEqual(report.reqStarts[0], [3, 65_536]);
+    assert.equal(report.reqStarts[1]?.[0], 1, JSON.stringify(report.reqStarts));
+  });
+
+  it("HELLO defaults (section 4): a peer that leaves out maxAssemblyBytes gets its maxMessageSize + 64 MiB", async () => {
+    for (const [maxMessageSize, want] of [
+      [MiB, 65 * MiB],
+      [2 ** 53 - 1, 2 ** 53 - 1],
+    ] as const) {
+      const name = `defaults-${maxMessageSize}`;
+      const { port: pyPort } = await py.run("server", { name, settings: { maxMessageSize } });
+      const conn = await connect(`tcp://127.0.0.1:${pyPort}`);
+      try {
+        assert.equal(conn.peerSettings.maxMessageSize, maxMessageSize);
+        assert.equal(conn.peerSettings.maxAssemblyBytes, want);
+      } finally {
+        await conn.close({ timeoutMs: 3000 });
+      }
+    }
+  });
+
+  it("a fatal error during a graceful close: GOAWAY(0), then GOAWAY(3001) (section 3.8), and what was in flight fails with it", async () => {
+    const r = await py.run("goaway_then_fatal", { host, port: extra.conc.port });
+    assert.deepEqual(r.goaways, [0, 3001], JSON.stringify(r));
+    assert.equal(r.closeError?.errno, 3001, JSON.stringify(r));
+    assert.equal(r.slow, 3001, JSON.stringify(r));
   });
 
   it("a request started before the client saw the server's GOAWAY is still answered (section 3.8)", async () => {
@@ -616,6 +794,9 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
     const plainReport = await py.run("server_report", { name: "plain" });
     assert.equal(plainReport.closed[0]?.error, null, JSON.stringify(plainReport));
     const report = await py.run("server_report");
+    // Section 3.6: CREDIT(id) goes to the sender of the message on id: the client credited the server's
+    // chunked RES bodies (ids of the client's parity) and its pushed messages (the server's parity).
+    assert.deepEqual(report.creditIds, ["even", "odd"]);
     assert.equal(report.sessions, 1);
     assert.deepEqual(report.closed, [{ error: null, peerGoaway: [0, report.closed[0]?.peerGoaway?.[1]], messages: 4 }]);
   });
