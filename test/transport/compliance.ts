@@ -225,9 +225,9 @@ export function runCompliance(target: ComplianceTarget): void {
       it(`round-trips ${huge === GiB ? "1 GiB" : `${huge} bytes`} intact (hash-checked), one-way and as request/response`, async () => {
         const data = pattern(huge, 7);
         const want = sha256(data);
-        const got = new TextDecoder().decode(await conn.request("/hash/1.0.0", data, { timeoutMs: 120_000 }));
+        const got = new TextDecoder().decode(await conn.request("/hash/1.0.0", data, { timeoutMs: 300_000 }));
         assert.equal(got, want);
-        const reply = await conn.request("/echo/1.0.0", data, { timeoutMs: 120_000 });
+        const reply = await conn.request("/echo/1.0.0", data, { timeoutMs: 300_000 });
         assert.equal(reply.length, huge);
         assert.equal(sha256(reply), want);
       });
