@@ -37,7 +37,8 @@ import { DispatchShell, dispatcherClass, toBytes } from "./dispatch-lazy.ts";
 import { ReceiveWindow } from "./flow.ts";
 import { type FrameHooks, FrameRouter } from "./frames.ts";
 import { greeting, Handshake } from "./handshake.ts";
-import { Housekeeper } from "./housekeeping.ts";
+import type { Housekeeper } from "./housekeeping.ts";
+import { HousekeeperShell, housekeeperClass } from "./housekeeping-lazy.ts";
 import { Inbound } from "./inbound.ts";
 import { budgetLimit, Link, resolveSettings } from "./link.ts";
 import { checkConnectionOptions } from "./options.ts";
@@ -83,22 +84,17 @@ function portableRuntime(): Runtime {
 
 /** The router of a connection that has no routes or middleware of its own and no server. */
 const EMPTY_ROUTER = new Router();
-/** How often closing connections are checked for work still in flight. */
-const DRAIN_POLL_MS = 5;
 
-/** A connection closing gracefully: until when it waits, and for what. */
-interface Drain {
-  conn: Connection;
-  deadline: number;
-  /** How long a quiet connection waits for the peer's GOAWAY. */
-  peerWait: number;
-  /** Since when nothing was in flight (0: something is). */
-  quietSince: number;
-  done: () => void;
+/** The graceful close's wait, loaded on the first close (not in a page's first load). */
+let drainModule: Promise<typeof import("./drain.ts")> | undefined;
+function loadDrain(): Promise<typeof import("./drain.ts")> {
+  drainModule ??= import("./drain.ts").catch((err: unknown) => {
+    drainModule = undefined; // tried again by the next close
+    throw err;
+  });
+  return drainModule;
 }
 
-/** How long a closing connection with nothing in flight waits for the peer's GOAWAY (at least; 4 RTTs if longer). */
-const PEER_GOAWAY_WAIT_MS = 250;
 /** Characters of a peer's GOAWAY reason kept (in errors and `closeReason`). */
 const MAX_REASON = 256;
 /** What the frame router may hold beyond the receive window while the stream engine loads (heads, control frames). */
@@ -165,7 +161,8 @@ export class Connection extends Emitter<ConnectionEvents> {
   private closeError: PointSubError | undefined;
   private closePromise: Promise<void> | undefined;
   private handshakeTimer: ReturnType<typeof setTimeout> | undefined;
-  private readonly housekeeper: Housekeeper;
+  /** A {@link HousekeeperShell} until housekeeping is loaded (a browser's connection). */
+  private housekeeper: Housekeeper | HousekeeperShell;
   /** A server's shared ticker for housekeeping (undefined: the housekeeper makes its own). */
   private readonly ticker: Ticker | undefined;
   private closeReason_ = "";
@@ -266,7 +263,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     });
     this.frames = new FrameRouter(this.handshake, this.inbound, this.pinger, this.writer, port);
     this.frames.holdLimit = local.connectionWindow + HOLD_SLACK;
-    this.housekeeper = new Housekeeper(
+    const hk: ConstructorParameters<typeof Housekeeper> = [
       {
         keepAliveMs: options.keepAliveMs ?? 30_000,
         slowPeerTimeoutMs: options.slowPeerTimeoutMs ?? 30_000,
@@ -280,7 +277,10 @@ export class Connection extends Emitter<ConnectionEvents> {
       this.frames,
       this.pinger,
       this,
-    );
+    ];
+    // A browser's connection loads housekeeping once open (housekeeping-lazy.ts).
+    const H = housekeeperClass();
+    this.housekeeper = H !== undefined ? new H(...hk) : new HousekeeperShell(hk, (h) => (this.housekeeper = h));
     // Nothing could arrive while held messages paused reading: progress counts from the resume.
     this.readGate.onHeldResume = () => this.housekeeper.readingResumed();
     this.readGate.process = (chunk) => {
@@ -698,9 +698,13 @@ export class Connection extends Emitter<ConnectionEvents> {
     // Nothing but HELLO goes out before the peer's HELLO: while the handshake
     // runs, GOAWAY waits for it (bounded by the handshake timeout).
     if (!handshaking) this.outbox.sendGoAway(0, reason);
-    this.closePromise = (handshaking ? this.ready.then(() => this.outbox.sendGoAway(0, reason), noop) : RESOLVED).then(
-      () => this.drainAndEnd(timeoutMs),
-    );
+    this.closePromise = (handshaking ? this.ready.then(() => this.outbox.sendGoAway(0, reason), noop) : RESOLVED)
+      .then(loadDrain)
+      .then(
+        (m) => m.drainAndEnd(this, timeoutMs),
+        // Not loaded (a page gone offline): closed at once, what is in flight fails.
+        () => this.destroy(),
+      );
     return this.closePromise;
   }
 
@@ -849,6 +853,11 @@ export class Connection extends Emitter<ConnectionEvents> {
     return this.stats_.activity();
   }
 
+  /** @internal Housekeeping: a keepalive or slow-peer timeout — close at once, telling the peer. */
+  timedOut(code: "ERR_SLOW_PEER" | "ERR_KEEPALIVE", message: string): void {
+    this.fail(new PointSubError(code, message));
+  }
+
   /** @internal Housekeeping: idle for idleTimeoutMs — close gracefully. */
   idle(): void {
     this.close({ reason: "idle" }).catch(noop);
@@ -866,74 +875,17 @@ export class Connection extends Emitter<ConnectionEvents> {
     );
   }
 
-  /** Work still in flight in either direction (a graceful close waits for it). */
-  private get busy(): boolean {
-    return (
-      this.caller.size !== 0 ||
-      this.dispatcher.serving.size !== 0 ||
-      // The peer's messages middleware still holds (e.g. waiting for rate-limit tokens).
-      this.dispatcher.heldMessages !== 0 ||
-      this.writer.pending !== 0 ||
-      // The peer's messages and requests whose bodies are still arriving
-      // are in flight too (a request counts from its START).
-      this.inbound.size !== 0 ||
-      (this.inStreams_?.size ?? 0) !== 0 ||
-      (this.outStreams_?.size ?? 0) !== 0 ||
-      // Until the peer's own GOAWAY arrived, a START it sent before it
-      // saw ours may still be on its way (the byte stream is ordered).
-      !this.peerGoAway
-    );
+  /** @internal A graceful close (`drain.ts`): 2 work in flight, 1 only the peer's GOAWAY awaited, 0 nothing. */
+  drainWork(): 0 | 1 | 2 {
+    // The peer's messages middleware still holds (e.g. waiting for rate-limit tokens) count too;
+    // until the peer's own GOAWAY arrived, a START it sent before it saw ours may still be on its way.
+    return this.inUse() || this.dispatcher.heldMessages !== 0 ? 2 : this.peerGoAway ? 0 : 1;
   }
 
-  /** Connections closing gracefully, waiting for their work in flight. */
-  private static readonly draining = new Set<Drain>();
-  private static drainTimer: ReturnType<typeof setInterval> | undefined;
-
-  private static pollDrains(): void {
-    const now = Date.now();
-    for (const d of Connection.draining) {
-      if (!d.conn.drained(d, now)) continue;
-      Connection.draining.delete(d);
-      d.done();
-    }
-    if (Connection.draining.size === 0 && Connection.drainTimer !== undefined) {
-      clearInterval(Connection.drainTimer);
-      Connection.drainTimer = undefined;
-    }
-  }
-
-  /** Whether a graceful close may stop waiting: closed, out of time, nothing in flight, or only a silent peer's GOAWAY left. */
-  private drained(d: Drain, now: number): boolean {
-    if (this.state_ === "closed" || now >= d.deadline || !this.busy) return true;
-    if (this.inUse() || this.dispatcher.heldMessages !== 0) d.quietSince = 0;
-    else if (d.quietSince === 0) d.quietSince = now;
-    else if (now - d.quietSince >= d.peerWait) return true;
-    return false;
-  }
-
-  private async drainAndEnd(timeoutMs: number): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    // With nothing in flight, only the peer's GOAWAY is awaited (a START it sent
-    // before it saw ours would come first). A conforming peer answers within a
-    // round trip; one that never does (idle, old, hostile) must not hold the
-    // close for the whole timeout.
-    const peerWait = Math.max(PEER_GOAWAY_WAIT_MS, 4 * (this.pinger.rtt ?? 0));
-    const d: Drain = { conn: this, deadline, peerWait, quietSince: 0, done: noop };
-    if (!this.drained(d, Date.now())) {
-      // Checked with every other closing connection by one timer, not a timer each
-      // (a server closing 10,000 sessions at once).
-      await new Promise<void>((resolve) => {
-        d.done = resolve;
-        Connection.draining.add(d);
-        Connection.drainTimer ??= setInterval(Connection.pollDrains, DRAIN_POLL_MS);
-      });
-    }
-    if (this.state_ === "closed") return;
+  /** @internal A graceful close's end (`drain.ts`): what is queued goes out, then the transport ends. */
+  endTransport(): void {
     this.writer.flush();
     this.transport.end();
-    const t = setTimeout(() => this.destroy(), Math.max(100, deadline - Date.now()));
-    await this.closed;
-    clearTimeout(t);
   }
 
   /** A fatal error on this side: tell the peer, close, fail everything with `err`. */

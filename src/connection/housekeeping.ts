@@ -9,7 +9,6 @@
  * ({@link housekeepingPeriod}); a server's sessions share one {@link Ticker}
  * instead of an interval each.
  */
-import { PointSubError } from "../errors/error.ts";
 import type { Transport } from "../transport/transport.ts";
 import type { Tickable, Ticker } from "../util/ticker.ts";
 import type { FrameRouter } from "./frames.ts";
@@ -25,8 +24,12 @@ import type { FrameWriter } from "./writer.ts";
 export interface HousekeepingHost {
   readonly state: string;
   readonly remoteUrl: string;
-  /** Closes at once with a fatal error, telling the peer. */
-  terminate(err: PointSubError): void;
+  /**
+   * Closes at once with a fatal error `code` (a PointSubError built by the
+   * host: this file stays free of the error classes, a chunk of its own in a
+   * browser bundle), telling the peer.
+   */
+  timedOut(code: "ERR_SLOW_PEER" | "ERR_KEEPALIVE", message: string): void;
   /** A number that changes whenever application data moves (messages, requests, streams). */
   activity(): number;
   /** Whether calls, messages or streams are in flight (never idle then). */
@@ -170,11 +173,9 @@ export class Housekeeper implements Tickable {
     const host = this.host;
     const blocked = this.writer.blockedSince;
     if (slow > 0 && blocked !== 0 && now - blocked >= slow) {
-      host.terminate(
-        new PointSubError(
-          "ERR_SLOW_PEER",
-          `${host.remoteUrl} took nothing this side sent for ${now - blocked} ms (slowPeerTimeoutMs ${slow})`,
-        ),
+      host.timedOut(
+        "ERR_SLOW_PEER",
+        `${host.remoteUrl} took nothing this side sent for ${now - blocked} ms (slowPeerTimeoutMs ${slow})`,
       );
       return;
     }
@@ -215,7 +216,7 @@ export class Housekeeper implements Tickable {
     // No input for a tick: let the transport drop its bulk read buffer.
     if (idle >= ms >>> 1) this.transport.trim?.();
     if (this.pingAt !== 0 && idle >= ms * 2) {
-      host.terminate(new PointSubError("ERR_KEEPALIVE", `no bytes from ${host.remoteUrl} for ${idle} ms`));
+      host.timedOut("ERR_KEEPALIVE", `no bytes from ${host.remoteUrl} for ${idle} ms`);
       return;
     }
     if (idle >= ms) {

@@ -5,6 +5,8 @@
 import * as dc from "node:diagnostics_channel";
 import { CodecRegistry } from "../codec/codec-registry.ts";
 import { ConnectionDiagnostics } from "../connection/diagnostics.ts";
+import { Housekeeper } from "../connection/housekeeping.ts";
+import { useHousekeeper } from "../connection/housekeeping-lazy.ts";
 import { useDiagnostics } from "../connection/publisher.ts";
 import { useStreamEngine } from "../connection/stream-engine.ts";
 import * as streams from "../connection/streams.ts";
@@ -69,6 +71,7 @@ export function createNodeRuntime(options: NodeRuntimeOptions = {}): Runtime {
   useStreamEngine(streams);
   useSuggestions(SUGGESTIONS);
   useDiagnostics(ConnectionDiagnostics);
+  useHousekeeper(Housekeeper);
   const crc32c = options.nativeCrc32c === false ? undefined : loadNativeCrc32c();
   // The machine's memory (a cgroup read) is looked up once per runtime, not per connection.
   let machine: number | undefined;

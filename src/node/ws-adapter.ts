@@ -96,6 +96,15 @@ export interface WsOptions {
   maxPendingUpgrades?: number;
   /** Connect: extra HTTP headers of the upgrade request (a cookie, an authorization header). */
   headers?: Record<string, string>;
+  /**
+   * Most bytes sent and not yet read by the peer's WebSocket (acknowledged
+   * by the pong to a ping sent after them) before the transport asks the
+   * connection to wait: bulk data then waits in pointsub's scheduler, where
+   * a small frame can overtake it, not in kernel buffers. Smaller: less
+   * head-of-line delay, less throughput over links with a long round trip.
+   * Default 512 KiB (1..1 GiB).
+   */
+  maxInFlightBytes?: number;
 }
 
 /** Options of the `ws://`/`wss://` adapter, on top of the portable transport options. */
@@ -188,10 +197,19 @@ class WsTransport extends WsReceiver implements Transport {
   private pongTimer: ReturnType<typeof setTimeout> | undefined;
   /** The socket under the WebSocket (a TLSSocket for wss://). */
   private readonly socket: net.Socket | undefined;
+  /** The in-flight bound (`ws.maxInFlightBytes`). */
+  private readonly window: number;
 
-  constructor(ws: Ws.WebSocket, socket: net.Socket | undefined, localUrl: string, remoteUrl: string) {
+  constructor(
+    ws: Ws.WebSocket,
+    socket: net.Socket | undefined,
+    localUrl: string,
+    remoteUrl: string,
+    window = IN_FLIGHT_WINDOW,
+  ) {
     super(Infinity);
     this.ws = ws;
+    this.window = window;
     this.socket = socket;
     this.localUrl = localUrl;
     this.remoteUrl = remoteUrl;
@@ -277,7 +295,7 @@ class WsTransport extends WsReceiver implements Transport {
   private writable(): boolean {
     return (
       this.ws.bufferedAmount < WRITE_HIGH_WATER &&
-      (this.paused || this.windowLifted || this.sentBytes - this.ackedBytes < IN_FLIGHT_WINDOW)
+      (this.paused || this.windowLifted || this.sentBytes - this.ackedBytes < this.window)
     );
   }
 
@@ -403,6 +421,7 @@ function scheme(url: URL): "ws" | "wss" {
 }
 
 async function connectWs(url: URL, options: TransportConnectOptions & WsTransportOptions): Promise<Transport> {
+  const window = inFlightBound(options.ws);
   const { WebSocket } = await loadWs();
   const o = options.tls ?? {};
   const host = urlHost(url);
@@ -470,10 +489,16 @@ async function connectWs(url: URL, options: TransportConnectOptions & WsTranspor
           s,
           wsHref(scheme(url), s?.localAddress, s?.localPort, "/"),
           wsHref(scheme(url), s?.remoteAddress, s?.remotePort, path),
+          window,
         ),
       );
     });
   });
+}
+
+/** `ws.maxInFlightBytes`, checked (ERR_INVALID_ARGUMENT), or the default. */
+function inFlightBound(o: WsOptions | undefined): number {
+  return checkLimit("ws.maxInFlightBytes", o?.maxInFlightBytes, IN_FLIGHT_WINDOW, 1024 ** 3);
 }
 
 function checkLimit(name: string, value: number | undefined, fallback: number, max: number): number {
@@ -522,6 +547,7 @@ async function listenWs(
     MAX_PENDING_UPGRADES,
     Infinity,
   );
+  const window = inFlightBound(options.ws);
   const onPending = options.onPending;
   const wss = new WebSocketServer({
     noServer: true,
@@ -643,7 +669,7 @@ async function listenWs(
       }
       const local = wsHref(scheme(url), socket.localAddress, socket.localPort, path);
       onTransport(
-        new WsTransport(ws, socket, local, wsHref(scheme(url), socket.remoteAddress, socket.remotePort, "/")),
+        new WsTransport(ws, socket, local, wsHref(scheme(url), socket.remoteAddress, socket.remotePort, "/"), window),
       );
     });
   };

@@ -4,7 +4,8 @@ import { budgetLimit, Connection, resolveSettings } from "../connection/connecti
 import { ConnectionDiagnostics, channelsOf, type RefusedMessage } from "../connection/diagnostics.ts";
 import { toBytes } from "../connection/dispatch.ts";
 import { refusalBytes } from "../connection/handshake.ts";
-import { housekeepingPeriod } from "../connection/housekeeping.ts";
+import { Housekeeper, housekeepingPeriod } from "../connection/housekeeping.ts";
+import { useHousekeeper } from "../connection/housekeeping-lazy.ts";
 import { checkConnectionOptions } from "../connection/options.ts";
 import { useDiagnostics } from "../connection/publisher.ts";
 import { addStats, emptyStats, type StatsSnapshot, sumStats } from "../connection/stats.ts";
@@ -257,6 +258,7 @@ export class Server extends EventEmitter<ServerEvents> {
     useStreamEngine(streams);
     useSuggestions(SUGGESTIONS);
     useDiagnostics(ConnectionDiagnostics);
+    useHousekeeper(Housekeeper);
     if (options.runtime === undefined) {
       throw new PointSubError(
         "ERR_INVALID_ARGUMENT",

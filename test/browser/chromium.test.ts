@@ -4,9 +4,10 @@
  * is the esbuild bundle of src/browser.ts (ES modules, code splitting), and
  * from the page talks to a Node pointsub server over ws://127.0.0.1: a
  * request, 16 MiB both ways (hashes checked with crypto.subtle on the page
- * and node:crypto here), a 16 MiB server push, then streams — the stream
- * chunk fetched on demand while the server's 2 MiB stream to the page waits
- * for it, and a 4 MiB Blob uploaded with progress.
+ * and node:crypto here), a 16 MiB server push, then streams (the server's
+ * 2 MiB stream to the page, a 4 MiB Blob uploaded with progress). Chunks
+ * fetched on demand: the error suggestions while connecting, housekeeping
+ * once open, the stream engine with the first chunked message (its pacer).
  *
  * Needs chromium (`apt-get install -y chromium`, or CHROMIUM_PATH) and
  * playwright-core (a devDependency). Without them it says so in one line and
@@ -61,8 +62,8 @@ window.runScenario = async (url) => {
   const pushed = new Promise((resolve) => conn.once("message", (m) => resolve(m.data)));
   const pushAnswer = new TextDecoder().decode(await conn.request("/push/1.0.0", ""));
   const pushHash = await hex(await pushed);
-  // Streams: the stream halves are a chunk of their own, fetched now. First the server streams
-  // to the page (its frames wait for the chunk), then the page uploads a Blob with progress.
+  // Streams (their chunk came with the first chunked message's pacer): first the server streams
+  // to the page, then the page uploads a Blob with progress.
   const t1 = performance.now();
   conn.handleStream("/page/1.0.0", async (s) => hex(await s.bytes()));
   const streamedIn = new TextDecoder().decode(await conn.request("/push-stream/1.0.0", ""));
@@ -171,8 +172,8 @@ describe("the browser entry in chromium (playwright-core)", () => {
       );
       assert.equal(
         r.scriptsAfter,
-        (r.scriptsBefore as number) + 1,
-        "the stream chunk was fetched for the first stream",
+        (r.scriptsBefore as number) + 2,
+        "two chunks fetched after connecting: housekeeping (once open) and the stream engine (the first chunked message's pacer, then the streams)",
       );
       assert.equal(r.uploadHash, r.uploadWant, "the page's 4 MiB Blob stream reached the server intact");
       assert.equal(r.uploadedBytes, 4 * MiB);

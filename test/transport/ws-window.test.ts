@@ -37,15 +37,28 @@ async function rawServer(
   };
 }
 
-/** Writes `total` bytes in 64 KiB chunks, honouring write()/onDrain; resolves with how often write returned false. */
-async function writeAll(url: string, total: number): Promise<number> {
-  const t = await wsTransport.connect(new URL(url), {});
+/**
+ * Writes `total` bytes in 64 KiB chunks, honouring write()/onDrain; resolves
+ * with how often write returned false and the bytes written before the first time.
+ */
+async function writeAll(url: string, total: number, maxInFlightBytes?: number): Promise<number> {
+  return (await writeCounting(url, total, maxInFlightBytes)).refusals;
+}
+
+async function writeCounting(
+  url: string,
+  total: number,
+  maxInFlightBytes?: number,
+): Promise<{ refusals: number; beforeFirst: number }> {
+  const t = await wsTransport.connect(new URL(url), { ws: { maxInFlightBytes } });
   let drain: (() => void) | undefined;
   t.attach({ onData: () => true, onClose() {}, onDrain: () => drain?.() });
   const chunk = new Uint8Array(64 * 1024).fill(1);
   let refusals = 0;
+  let beforeFirst = -1;
   for (let sent = 0; sent < total; sent += chunk.length) {
     if (!t.write([chunk])) {
+      if (refusals === 0) beforeFirst = sent + chunk.length;
       refusals++;
       await new Promise<void>((r) => {
         drain = r;
@@ -53,7 +66,7 @@ async function writeAll(url: string, total: number): Promise<number> {
     }
   }
   t.end();
-  return refusals;
+  return { refusals, beforeFirst };
 }
 
 describe("ws transport: in-flight bound by ping/pong", () => {
@@ -67,6 +80,23 @@ describe("ws transport: in-flight bound by ping/pong", () => {
         s.pings() >= (8 * 1024 * 1024) / (64 * 1024) / 2,
         `the byte stream was marked with pings (${s.pings()})`,
       );
+    } finally {
+      await s.close();
+    }
+  });
+
+  it("ws.maxInFlightBytes sets the bound: 128 KiB unacknowledged holds the sender back, and every byte arrives", async () => {
+    // The peer never answers pings: the bound is reached at 128 KiB (+ the write that crosses it) whatever the kernel takes.
+    const s = await rawServer(false);
+    try {
+      const { refusals, beforeFirst } = await writeCounting(s.url, 1024 * 1024, 128 * 1024);
+      assert.ok(refusals >= 1);
+      assert.ok(beforeFirst > 0 && beforeFirst <= 192 * 1024, `first refusal after ${beforeFirst} bytes`);
+      while (s.bytes() < 1024 * 1024) await new Promise((r) => setTimeout(r, 10));
+      assert.equal(s.bytes(), 1024 * 1024);
+      await assert.rejects(wsTransport.connect(new URL(s.url), { ws: { maxInFlightBytes: 0 } }), {
+        code: "ERR_INVALID_ARGUMENT",
+      });
     } finally {
       await s.close();
     }

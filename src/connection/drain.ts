@@ -1,0 +1,98 @@
+/**
+ * The wait of a graceful close (`Connection.close()`): after its GOAWAY, a
+ * closing connection waits until nothing is in flight in either direction
+ * and the peer's own GOAWAY arrived (or its close timeout passed), then ends
+ * its transport. Loaded on the first close (a dynamic import): a page's
+ * first load does not carry it; the connection sends its GOAWAY and refuses
+ * new work at once, only the wait starts once this is loaded.
+ */
+import type { ConnectionState } from "./types.ts";
+
+/** What a closing connection tells (`Connection`'s internal methods). */
+export interface DrainHost {
+  readonly state: ConnectionState;
+  /** Smoothed round-trip time in ms, if measured. */
+  readonly rtt: number | undefined;
+  /** Resolves once the connection closed. */
+  readonly closed: Promise<void>;
+  /**
+   * What the close still waits for: 2 work in flight (calls, messages,
+   * streams, queued output, messages middleware holds), 1 only the peer's
+   * GOAWAY, 0 nothing.
+   */
+  drainWork(): 0 | 1 | 2;
+  /** Writes what is queued and ends the transport (the peer closes its side). */
+  endTransport(): void;
+  destroy(): void;
+}
+
+/** A connection closing gracefully: until when it waits, and for what. */
+interface Drain {
+  conn: DrainHost;
+  deadline: number;
+  /** How long a quiet connection waits for the peer's GOAWAY. */
+  peerWait: number;
+  /** Since when nothing was in flight (0: something is). */
+  quietSince: number;
+  done: () => void;
+}
+
+/** How long a closing connection with nothing in flight waits for the peer's GOAWAY (at least; 4 RTTs if longer). */
+const PEER_GOAWAY_WAIT_MS = 250;
+/** How often closing connections are checked for work still in flight. */
+const DRAIN_POLL_MS = 5;
+const noop = () => {};
+
+/** Connections closing gracefully, waiting for their work in flight. */
+const draining = new Set<Drain>();
+let drainTimer: ReturnType<typeof setInterval> | undefined;
+
+function pollDrains(): void {
+  const now = Date.now();
+  for (const d of draining) {
+    if (!drained(d, now)) continue;
+    draining.delete(d);
+    d.done();
+  }
+  if (draining.size === 0 && drainTimer !== undefined) {
+    clearInterval(drainTimer);
+    drainTimer = undefined;
+  }
+}
+
+/** Whether a graceful close may stop waiting: closed, out of time, nothing in flight, or only a silent peer's GOAWAY left. */
+function drained(d: Drain, now: number): boolean {
+  const c = d.conn;
+  if (c.state === "closed" || now >= d.deadline) return true;
+  const work = c.drainWork();
+  if (work === 0) return true;
+  if (work === 2) d.quietSince = 0;
+  else if (d.quietSince === 0) d.quietSince = now;
+  else if (now - d.quietSince >= d.peerWait) return true;
+  return false;
+}
+
+/** Waits (up to `timeoutMs`) for `conn`'s work in flight and the peer's GOAWAY, then ends its transport; resolves once closed. */
+export async function drainAndEnd(conn: DrainHost, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  // With nothing in flight, only the peer's GOAWAY is awaited (a START it sent
+  // before it saw ours would come first). A conforming peer answers within a
+  // round trip; one that never does (idle, old, hostile) must not hold the
+  // close for the whole timeout.
+  const peerWait = Math.max(PEER_GOAWAY_WAIT_MS, 4 * (conn.rtt ?? 0));
+  const d: Drain = { conn, deadline, peerWait, quietSince: 0, done: noop };
+  if (!drained(d, Date.now())) {
+    // Checked with every other closing connection by one timer, not a timer each
+    // (a server closing 10,000 sessions at once).
+    await new Promise<void>((resolve) => {
+      d.done = resolve;
+      draining.add(d);
+      drainTimer ??= setInterval(pollDrains, DRAIN_POLL_MS);
+    });
+  }
+  if (conn.state === "closed") return;
+  conn.endTransport();
+  const t = setTimeout(() => conn.destroy(), Math.max(100, deadline - Date.now()));
+  await conn.closed;
+  clearTimeout(t);
+}
