@@ -45,6 +45,14 @@ export const RESUME_MIN_BYTES = 64 * 1024;
 export const BUNDLE_SMALL_MAX = Math.min(RESUME_MIN_BYTES, BUNDLE_FILE_MAX);
 export const BUNDLE_FILES = 128;
 export const BUNDLE_BYTES = 1024 * 1024;
+/**
+ * Bundles in flight at once (each read from disk only when its turn comes):
+ * enough to keep the server's disk busy while one bundle is named and
+ * answered and the next one read, few enough that the first bytes leave
+ * after one bundle's files were read (not every file of the send), answers
+ * arrive all along, and an interrupted send loses at most these bundles.
+ */
+export const BUNDLES_IN_FLIGHT = 4;
 
 /** Groups the small files of `items` into bundles, in order; the others are returned as they are. */
 export function planBundles(items: readonly SendItem[]): { bundles: SendItem[][]; single: SendItem[] } {
@@ -369,10 +377,26 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
         writeOut(`${target}: failed: ${e.code}: ${e.message}\n`);
       }
     };
+    /** Bundles waiting for one of the {@link BUNDLES_IN_FLIGHT} turns. */
+    let bundlesInFlight = 0;
+    const turns: (() => void)[] = [];
     /** A bundle: its files are counted and reported when the server answered for all of them. */
     const bundle = async (group: SendItem[]) => {
+      while (bundlesInFlight >= BUNDLES_IN_FLIGHT) await new Promise<void>((r) => turns.push(r));
+      if (fatal) {
+        // The send stopped while this bundle waited: its files are not tried; the next waiter learns it too.
+        turns.shift()?.();
+        return;
+      }
+      bundlesInFlight++;
       const started = performance.now();
-      const outcome = await sendBundle(shared, group, { compress: opts.compress, retries: opts.retries });
+      let outcome: BundleOutcome | undefined;
+      try {
+        outcome = await sendBundle(shared, group, { compress: opts.compress, retries: opts.retries });
+      } finally {
+        bundlesInFlight--;
+        turns.shift()?.();
+      }
       if (outcome === undefined) {
         // An older server: one by one.
         queue.push(...group);

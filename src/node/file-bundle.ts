@@ -33,6 +33,7 @@ import { PointSubError, toPointSubError } from "../errors/error.ts";
 import type { IncomingStream } from "../stream/incoming.ts";
 import type { StreamHandler } from "../stream/types.ts";
 import { nodeCrc32c } from "./crc32c-native.ts";
+import { SyncGate } from "./file-sync-gate.ts";
 
 /** Files of one bundle being written (and fsynced) at once on the receiver. */
 const STORING = 8;
@@ -116,15 +117,11 @@ const writeEntry: BundleEntryWriter = async (fd, content, sync, pool) => {
 };
 
 /**
- * Store operations run on the main thread while each takes less than
- * {@link SYNC_SLOW_MS} (a file system under load can block an open behind
- * its journal for milliseconds): one slower switches the handler to the
- * thread pool for {@link SYNC_BACKOFF_MS}. A bundle's main-thread work
- * yields to the event loop every {@link SYNC_TURN_MS}, so other sessions
- * are served meanwhile.
+ * Store operations run on the main thread while the disk is fast, on the
+ * thread pool while it is slow ({@link SyncGate}: one handler's gate). A
+ * bundle's main-thread work yields to the event loop every
+ * {@link SYNC_TURN_MS}, so other sessions are served meanwhile.
  */
-const SYNC_SLOW_MS = 1;
-const SYNC_BACKOFF_MS = 1000;
 const SYNC_TURN_MS = 2;
 
 /** What the file sink lends the bundle handler: its checks, its way of naming files, its quota. */
@@ -148,6 +145,11 @@ export interface BundleStore {
   syncDir(path: string): Promise<void>;
   /** Remembers a stored file's CRC32C (the quick check). */
   remember(path: string, size: number, crc: number): void;
+  /**
+   * Where small store operations run (default: a gate of the handler's own,
+   * main thread while the disk is fast); tests force the thread pool.
+   */
+  syncGate?: SyncGate;
   /** How entries are written (default: {@link writeEntry}); tests slow it down. */
   write?: BundleEntryWriter;
   onBundle?: (results: BundleResult[], stream: IncomingStream, ctx: RequestContext) => void;
@@ -186,15 +188,14 @@ const NO_HARD_LINKS = new Set(["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS", "EXDE
  */
 export function bundleHandler(store: BundleStore): StreamHandler {
   const writer = store.write ?? writeEntry;
-  /** Until when (performance.now()) store operations go to the thread pool. */
-  let poolUntil = 0;
+  const syncGate = store.syncGate ?? new SyncGate();
   /** Runs a store operation on the main thread, timed; undefined when the disk was slow lately (use the pool). */
   const onMain = <T>(op: () => T): { value: T } | undefined => {
-    if (performance.now() < poolUntil) return undefined;
     const t0 = performance.now();
+    if (!syncGate.mainThread(t0)) return undefined;
     const value = op();
     const t1 = performance.now();
-    if (t1 - t0 > SYNC_SLOW_MS) poolUntil = t1 + SYNC_BACKOFF_MS;
+    syncGate.record(t1 - t0, t1);
     return { value };
   };
   const direct = !store.fsync && !store.overwrite;

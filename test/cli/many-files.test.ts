@@ -12,7 +12,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { createServer, FILE_CHECK_ROUTE, FILE_ROUTE, fileSink } from "../../src/index.ts";
+import { createServer, FILE_BUNDLE_ROUTE, FILE_CHECK_ROUTE, FILE_ROUTE, fileSink } from "../../src/index.ts";
 import { sha256 } from "../helpers/data.ts";
 import { startServeProcess } from "../helpers/serve-process.ts";
 
@@ -199,6 +199,48 @@ describe("pointsub send: many files, directories, quick check", () => {
       assert.equal(await readFile(join(inbox, "early.txt"), "utf8"), "sent once the server came up\n");
     } finally {
       await s.stop();
+    }
+  });
+
+  it("a -r send of many small files keeps at most 4 bundles in flight, answered all along; every file arrives", async () => {
+    const src = join(work, "pipelined");
+    await mkdir(src);
+    const count = 128 * 9 + 5; // 10 bundles
+    for (let i = 0; i < count; i++) await writeFile(join(src, `p${i}.txt`), `small file ${i}\n`);
+    const inbox = join(work, "inbox-pipelined");
+    const sink = fileSink(inbox);
+    const server = createServer();
+    server.handle(FILE_CHECK_ROUTE, sink.check);
+    let now = 0;
+    let most = 0;
+    let answered = 0;
+    /** Bundles that had been answered when each bundle started: later ones start after earlier answers. */
+    const answeredAtStart: number[] = [];
+    server.handleStream(FILE_BUNDLE_ROUTE, async (stream, ctx) => {
+      answeredAtStart.push(answered);
+      most = Math.max(most, ++now);
+      try {
+        return await sink.bundle(stream, ctx);
+      } finally {
+        now--;
+        answered++;
+      }
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    try {
+      const r = await run(["send", "-r", src, "--to", url, "--json"]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(jsonLines(r.stdout).filter((e) => e.event === "sent").length, count);
+      assert.equal(answeredAtStart.length, 10);
+      assert.ok(most <= 4, `${most} bundles at once`);
+      // The last bundle started only once six had been answered (all ten at once before).
+      assert.ok(answeredAtStart[9] >= 6, `answered before the last started: ${answeredAtStart[9]}`);
+      for (const i of [0, 700, count - 1]) {
+        assert.equal(await readFile(join(inbox, "pipelined", `p${i}.txt`), "utf8"), `small file ${i}\n`);
+      }
+    } finally {
+      await server.close({ timeoutMs: 100 });
+      sink.close();
     }
   });
 
