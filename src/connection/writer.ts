@@ -24,6 +24,18 @@ const MAX_STEP = 16 * 1024;
 /** Flush as soon as this many bytes are batched. */
 const FLUSH_BYTES = 16 * 1024;
 /**
+ * Paced chunks of chunked messages and streams encoded in one pump are
+ * handed to the transport together up to this many bytes (one writev): the
+ * pacer cuts frames to a quarter of its window (tens of KiB on a fast link),
+ * and one write per frame cost the sender 2.5-3.8x the writes per MB of
+ * unpaced 256 KiB frames. Frames, their order and the pacer's accounting are
+ * unchanged (positions count bytes batched; the window still bounds what is
+ * in flight); only the grouping into writes differs. Unpaced, every frame
+ * over {@link FLUSH_BYTES} is written at once, so a transport that asks to
+ * wait stops the pump before the next chunk.
+ */
+const BULK_FLUSH_BYTES = 256 * 1024;
+/**
  * Chunked messages (MSG, REQ, RES) this side has started and not ended at
  * once; docs/PROTOCOL.md §3.6 lets a receiver refuse more than 1024.
  */
@@ -483,7 +495,10 @@ export class FrameWriter {
           if (this.sendOneChunk()) {
             progressed = true;
             pacer.sent(this.position, idle);
-            if (this.batched() >= FLUSH_BYTES) this.flush();
+            // The pacer's window bounds what goes ahead of a later small message: within it,
+            // frames go to the transport in groups (unbounded window: one by one, as unpaced).
+            if (this.batched() >= (pacer.window() === Number.POSITIVE_INFINITY ? FLUSH_BYTES : BULK_FLUSH_BYTES))
+              this.flush();
           }
         }
       }

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { crc32c } from "../../src/codec/crc32c.ts";
 import { Flag, FrameType } from "../../src/codec/frame.ts";
+import { Pacer } from "../../src/connection/pacer.ts";
 import { FrameWriter, MAX_OPEN_CHUNKED, type OutMessage, type StreamItem } from "../../src/connection/writer.ts";
 import { PointSubError } from "../../src/errors/error.ts";
 import { Queue } from "../../src/util/queue.ts";
@@ -1083,5 +1084,77 @@ describe("FrameWriter: whenDrained and trim", () => {
     assert.deepEqual(frames[0].payload, bytes(30, 1));
     assert.deepEqual(frames[1].payload, bytes(30, 3));
     assertBytes(dataOf(frames, 5, 3), bytes(40_000));
+  });
+});
+
+describe("FrameWriter: paced chunks grouped into writes", () => {
+  /** A writer whose bulk is paced by a real Pacer (window 256 KiB, frames of 64 KiB before any measurement). */
+  function paced(readingPaused = false): { w: FrameWriter; sink: RecordingSink } {
+    const { w, sink } = setup();
+    w.pacing = (writer) => {
+      const p = new Pacer(writer);
+      p.readingPaused = readingPaused;
+      return p;
+    };
+    return { w, sink };
+  }
+
+  it("frames cut by the pacer go to the transport together, unchanged and in order", async () => {
+    const { w, sink } = paced();
+    const big = message(1, bytes(200_000), { chunk: 256 * KiB });
+    w.enqueue(big.m);
+    await tick();
+    const frames = sink.frames().filter((f) => f.type === FrameType.MSG);
+    assert.ok(frames.length >= 3, `the pacer cut the message into ${frames.length} frames`);
+    for (const f of frames.slice(0, -1)) assert.ok(f.payload.length <= 64 * KiB);
+    assertBytes(dataOf(frames, 1, 3), bytes(200_000));
+    assert.equal(big.resolved, 1);
+    assert.ok(sink.writes.length < frames.length, `${sink.writes.length} writes for ${frames.length} frames`);
+  });
+
+  it("stays within the pacer's window: the rest waits for its acknowledgement, and a small message goes first", async () => {
+    const { w, sink } = paced();
+    const big = message(1, bytes(1_000_000), { chunk: 256 * KiB });
+    w.enqueue(big.m);
+    await tick();
+    const sent = sink.frames().filter((f) => f.type === FrameType.MSG);
+    const bytesSent = sent.reduce((n, f) => n + f.payload.length, 0);
+    assert.ok(bytesSent <= 256 * KiB + 64 * KiB, `${bytesSent} bytes before any acknowledgement`);
+    assert.equal(big.resolved, 0);
+    const small = message(3, bytes(10), { single: true });
+    w.enqueue(small.m);
+    await tick();
+    assert.equal(small.resolved, 1);
+    const ids = sink
+      .frames()
+      .filter((f) => f.type === FrameType.MSG)
+      .map((f) => f.id);
+    assert.equal(ids[ids.length - 1], 3, "the small message is the last frame: nothing of the big one after it");
+  });
+
+  it("with an unbounded window (reading paused) every frame is written at once, as unpaced", async () => {
+    const { w, sink } = paced(true);
+    sink.accept = false; // every write fills the transport: one frame per drain
+    const big = message(1, bytes(200_000), { chunk: 16 * KiB });
+    w.enqueue(big.m);
+    await tick();
+    assert.deepEqual(
+      sink
+        .frames()
+        .filter((f) => f.type === FrameType.MSG)
+        .map((f) => f.id),
+      [1],
+    );
+    const small = message(3, bytes(10), { single: true });
+    w.enqueue(small.m);
+    w.onDrain();
+    await tick();
+    assert.deepEqual(
+      sink
+        .frames()
+        .filter((f) => f.type === FrameType.MSG)
+        .map((f) => f.id),
+      [1, 3, 1],
+    );
   });
 });
