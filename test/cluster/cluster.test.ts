@@ -55,7 +55,10 @@ async function startNode(engine: EngineServer, id: string): Promise<NodeProcess>
   const events: Record<string, unknown>[] = [];
   const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`node ${id} did not start`)), 45_000);
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL"); // a node that did not start is not left running
+      reject(new Error(`node ${id} did not start`));
+    }, 45_000);
     child.once("exit", (code) => reject(new Error(`node ${id} exited with ${code}`)));
     lines.on("line", (line) => {
       const ev = JSON.parse(line) as Record<string, unknown>;
@@ -113,7 +116,9 @@ for (const kind of ["redis", "nats"] as const) {
 
     before(async () => {
       engine = await startEngine(kind);
-      nodes.push(...(await Promise.all(["a", "b", "c"].map((id) => startNode(engine, id)))));
+      // Each node is recorded as soon as it runs, so `after` ends it even when another failed to start.
+      await Promise.all(["a", "b", "c"].map(async (id) => nodes.push(await startNode(engine, id))));
+      nodes.sort((x, y) => x.id.localeCompare(y.id));
       for (const n of nodes) ctl.set(n.id, await connect(n.url));
       clients = (await Promise.all(nodes.map((n) => clientsOf(n, PER_NODE)))).flat();
       // Every node has heard the others' heartbeats.
