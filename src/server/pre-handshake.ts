@@ -11,7 +11,7 @@ import type { Connection } from "../connection/connection.ts";
 import { handshakeGoAway, openingComplete } from "../connection/handshake.ts";
 import { codeInfo } from "../errors/codes.ts";
 import { PointSubError } from "../errors/error.ts";
-import type { Transport } from "../transport/transport.ts";
+import type { Transport, TransportHandlers } from "../transport/transport.ts";
 import { nextTurn } from "../util/next-turn.ts";
 
 /** What the pre-handshake state needs from its server. */
@@ -30,11 +30,12 @@ const SWEEP_MS = 4;
 const LINGER_MS = 1000;
 
 /**
- * One accepted connection before its opening arrived. Its transport's
- * handlers forward to the session once it is built (the transport is
- * attached once, here).
+ * One accepted connection before its opening arrived. It is its
+ * transport's handlers (prototype methods: no closures per connection) and
+ * forwards to the session once that is built (a transport is attached once).
+ * Transports call handlers as methods of the object they were given.
  */
-export class PreHandshake {
+export class PreHandshake implements TransportHandlers {
   readonly transport: Transport;
   /** When it was accepted (`Date.now()`). */
   readonly acceptedAt: number;
@@ -50,13 +51,7 @@ export class PreHandshake {
     this.transport = transport;
     this.owner = owner;
     this.acceptedAt = acceptedAt;
-    // Adapters may call these unbound (`socket.on("drain", h.onDrain)`): closures.
-    transport.attach({
-      onData: (chunk) => this.onData(chunk),
-      readTarget: () => this.conn?.transportReadTarget(),
-      onDrain: () => this.conn?.onTransportDrain(),
-      onClose: (err) => this.onClose(err),
-    });
+    transport.attach(this);
   }
 
   /** Whether any byte arrived. */
@@ -64,7 +59,18 @@ export class PreHandshake {
     return this.input !== undefined;
   }
 
-  private onData(chunk: Uint8Array): boolean {
+  /** @internal */
+  readTarget(): Uint8Array | undefined {
+    return this.conn?.transportReadTarget();
+  }
+
+  /** @internal */
+  onDrain(): void {
+    this.conn?.onTransportDrain();
+  }
+
+  /** @internal */
+  onData(chunk: Uint8Array): boolean {
     const conn = this.conn;
     if (conn !== undefined) return conn.onTransportData(chunk);
     if (this.done) return false;
@@ -88,7 +94,8 @@ export class PreHandshake {
     return built.start(bytes, this.acceptedAt + owner.timeoutMs) && bytes === chunk;
   }
 
-  private onClose(error: Error | undefined): void {
+  /** @internal */
+  onClose(error?: Error): void {
     const conn = this.conn;
     if (conn !== undefined) {
       conn.onTransportClose(error);
