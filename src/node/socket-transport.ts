@@ -132,7 +132,8 @@ export function peerCertificateOf(socket: Socket): PeerCertificate | undefined {
 /** `scheme://host:port` with IPv6 hosts in brackets. */
 export function hostUrl(scheme: string, host: string | undefined, port: number | undefined): string {
   const h = host === undefined ? "unknown" : host.includes(":") ? `[${host}]` : host;
-  return `${scheme}://${h}:${port ?? 0}`;
+  // Joined, not concatenated: one flat string kept per connection, not a tree of string pieces.
+  return [scheme, "://", h, ":", port ?? 0].join("");
 }
 
 /** The host of a URL without IPv6 brackets. */
