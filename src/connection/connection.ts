@@ -161,6 +161,8 @@ export class Connection extends Emitter<ConnectionEvents> {
   private closeError: PointSubError | undefined;
   private closePromise: Promise<void> | undefined;
   private handshakeTimer: ReturnType<typeof setTimeout> | undefined;
+  /** handshakeTimeoutMs. */
+  private readonly handshakeMs: number;
   /** A {@link HousekeeperShell} until housekeeping is loaded (a browser's connection). */
   private housekeeper: Housekeeper | HousekeeperShell;
   /** A server's shared ticker for housekeeping (undefined: the housekeeper makes its own). */
@@ -174,7 +176,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     super();
     this.transport = transport;
     this.id = init.id ?? String(nextConnectionId++);
-    this.connectedAt = Date.now();
+    this.connectedAt = init.accepted?.acceptedAt ?? Date.now();
     this.ticker = init.ticker;
     this.localUrl = transport.localUrl;
     this.remoteUrl = transport.remoteUrl;
@@ -287,41 +289,64 @@ export class Connection extends Emitter<ConnectionEvents> {
       this.processInput(chunk);
     };
     this.decoderImpl = new FrameDecoder(this.frames, local.maxFrameSize, runtime.checksums, runtime.allocBody);
-    // Adapters may call these unbound (`socket.on("drain", h.onDrain)`): closures.
-    transport.attach({
-      onData: (chunk) => this.onTransportData(chunk),
-      // Not while input waits unprocessed: the decoder's target would be where that input already is.
-      readTarget: () => (this.readGate.holding ? undefined : this.decoderImpl.readTarget()),
-      onDrain: () => this.onTransportDrain(),
-      onClose: (err) => this.onTransportClose(err),
-    });
+    const accepted = init.accepted;
+    if (accepted === undefined) {
+      // Adapters may call these unbound (`socket.on("drain", h.onDrain)`): closures.
+      transport.attach({
+        onData: (chunk) => this.onTransportData(chunk),
+        readTarget: () => this.transportReadTarget(),
+        onDrain: () => this.onTransportDrain(),
+        onClose: (err) => this.onTransportClose(err),
+      });
+    }
     // Preface and HELLO go out at once, in one write (encoded once per settings:
     // a server's sessions share theirs); nothing else until the peer's HELLO.
+    // A server wrote them when it accepted the transport (`accepted`).
     const hello = greeting(local, init.localSettings !== undefined);
-    this.transport.write([hello.bytes]);
+    if (accepted === undefined) this.transport.write([hello.bytes]);
     this.writer.framesOut++;
     this.writer.bytesOut += hello.helloLength;
     // From here on, small frames written in one turn share BATCH frames.
     this.writer.batching = true;
-    const ht = options.handshakeTimeoutMs ?? 10_000;
+    this.handshakeMs = options.handshakeTimeoutMs ?? 10_000;
+    // A server's connection gets its input, and keeps the rest of the server's deadline, in `start`.
+    if (accepted !== undefined) return;
     // Up to 10 % later at random: thousands of connections accepted in one
-    // burst (a slowloris attack) do not all time out in the same tick.
-    this.handshakeTimer = setTimeout(
-      () => {
-        const err = PointSubError.fromPeer(
-          "ERR_TIMEOUT",
-          `no pointsub handshake from ${this.remoteUrl} within ${ht} ms`,
-          {
-            phase: "handshake",
-          },
-        );
-        // A peer that sent nothing is not speaking pointsub: close without a
-        // GOAWAY (thousands of idle sockets timing out together cost no writes).
-        if (this.bytesIn === 0) this.destroy(err);
-        else this.fail(err);
-      },
-      ht + Math.floor(Math.random() * ht * 0.1),
-    );
+    // burst do not all time out in the same tick.
+    const ht = this.handshakeMs;
+    this.armHandshakeTimer(ht + Math.floor(Math.random() * ht * 0.1));
+  }
+
+  /**
+   * @internal A server's connection built on the peer's opening
+   * (`init.accepted`): processes the bytes that arrived so far (the HELLO,
+   * maybe more) and, if the handshake is not complete after them (AUTH
+   * pending), keeps the rest of the server's deadline. Returns whether it
+   * kept views of `input`.
+   */
+  start(input: Uint8Array, deadline: number): boolean {
+    const kept = this.onTransportData(input);
+    // (Closing already when the server closes meanwhile: the deadline still holds.)
+    if (!this.openedOnce && this.state_ !== "closed") this.armHandshakeTimer(Math.max(1, deadline - Date.now()));
+    return kept;
+  }
+
+  /** Fails the handshake after `ms`. */
+  private armHandshakeTimer(ms: number): void {
+    this.handshakeTimer = setTimeout(() => {
+      const ht = this.handshakeMs;
+      const err = PointSubError.fromPeer(
+        "ERR_TIMEOUT",
+        `no pointsub handshake from ${this.remoteUrl} within ${ht} ms`,
+        {
+          phase: "handshake",
+        },
+      );
+      // A peer that sent nothing is not speaking pointsub: close without a
+      // GOAWAY (thousands of idle sockets timing out together cost no writes).
+      if (this.bytesIn === 0) this.destroy(err);
+      else this.fail(err);
+    }, ms);
   }
 
   /**
@@ -752,7 +777,8 @@ export class Connection extends Emitter<ConnectionEvents> {
 
   // -------------------------------------------------------------- receiving
 
-  private onTransportData(chunk: Uint8Array): boolean {
+  /** @internal The transport's handlers (a server's pre-handshake binding forwards to these once it built the connection). */
+  onTransportData(chunk: Uint8Array): boolean {
     if (this.state_ === "closed") return false;
     if (!this.readGate.admits()) {
       // This turn's decoding budget is spent (or older input waits): later, and kept until then.
@@ -784,7 +810,14 @@ export class Connection extends Emitter<ConnectionEvents> {
     return kept;
   }
 
-  private onTransportDrain(): void {
+  /** @internal Where the next read should land (the rest of a large frame body), if anywhere. */
+  transportReadTarget(): Uint8Array | undefined {
+    // Not while input waits unprocessed: the decoder's target would be where that input already is.
+    return this.readGate.holding ? undefined : this.decoderImpl.readTarget();
+  }
+
+  /** @internal */
+  onTransportDrain(): void {
     this.writer.onDrain();
     if (this.state_ === "closed") return;
     this.pinger.onDrain();
@@ -900,7 +933,8 @@ export class Connection extends Emitter<ConnectionEvents> {
     this.teardown(err);
   }
 
-  private onTransportClose(error?: Error): void {
+  /** @internal */
+  onTransportClose(error?: Error): void {
     if (this.state_ === "closed") return;
     const graceful = this.state_ === "closing" && this.decoderImpl.idle;
     // A transport that knows why (a WebSocket peer's text message: ERR_PROTOCOL) says so with a PointSubError.

@@ -54,7 +54,14 @@ export interface ConnectionCloseMessage {
 
 /** `pointsub:handshake:error`: a connection closed before its handshake completed. */
 export interface HandshakeErrorMessage {
-  connection: Connection;
+  /**
+   * The connection; undefined on a server for a client it gave up before
+   * the client's HELLO arrived (no session is built before it: see
+   * `remoteUrl`).
+   */
+  connection: Connection | undefined;
+  /** The peer's address, when `connection` is undefined. */
+  remoteUrl?: string;
   role: Role;
   error: PointSubError;
 }

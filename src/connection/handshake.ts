@@ -6,8 +6,21 @@
 
 import { decodeGoAway, encodeGoAway, encodePreface } from "../codec/control.ts";
 import { encodeFrame } from "../codec/encoder.ts";
-import { Flag, FRAME_TYPE_NAMES, FrameType, MAX_AUTH_SIZE, PROTOCOL_VERSION } from "../codec/frame.ts";
+import {
+  CRC_LENGTH,
+  Flag,
+  FRAME_TYPE_NAMES,
+  FrameType,
+  ID_VARINT_MAX,
+  LENGTH_VARINT_MAX,
+  MAGIC,
+  MAX_AUTH_SIZE,
+  MAX_HELLO_SIZE,
+  PREFACE_LENGTH,
+  PROTOCOL_VERSION,
+} from "../codec/frame.ts";
 import { decodeSettings, encodeSettings, Feature, type Settings } from "../codec/settings.ts";
+import { readVarint, type VarintResult } from "../codec/varint.ts";
 import { codeForErrno } from "../errors/codes.ts";
 import { PointSubError } from "../errors/error.ts";
 import type { Authenticator, AuthInfo } from "./types.ts";
@@ -24,6 +37,44 @@ export function refusalBytes(errno: number, reason: string): Uint8Array[] {
     encodePreface(PROTOCOL_VERSION, PROTOCOL_VERSION),
     encodeFrame(FrameType.GOAWAY, 0, 0, encodeGoAway(errno, reason)),
   ];
+}
+
+/**
+ * A GOAWAY frame (with its CRC32C, as every frame before HELLO has) that a
+ * server writes to a connection it gives up before the peer's HELLO
+ * (handshake timeout, server closing), after its own greeting.
+ */
+export function handshakeGoAway(errno: number, reason: string): Uint8Array {
+  return encodeFrame(FrameType.GOAWAY, 0, 0, encodeGoAway(errno, reason));
+}
+
+const scan: VarintResult = { value: 0, next: 0 };
+
+/**
+ * Whether the opening bytes a client sent so far are enough to build its
+ * connection on (a server keeps only these bytes until then): the preface
+ * and a whole HELLO frame, and with `auth` the whole frame after it (the
+ * client's AUTH) — or bytes that cannot open a valid handshake (wrong magic,
+ * another frame type, an oversized or malformed header), which the
+ * connection then refuses with its typed error. False while more is needed;
+ * never needs more than the preface, two headers, MAX_HELLO_SIZE and
+ * MAX_AUTH_SIZE bytes (and two CRCs).
+ */
+export function openingComplete(b: Uint8Array, auth: boolean): boolean {
+  const n = b.length;
+  for (let i = 0; i < MAGIC.length && i < n; i++) if (b[i] !== MAGIC[i]) return true;
+  let at = PREFACE_LENGTH;
+  for (let frame = 0; frame < (auth ? 2 : 1); frame++) {
+    if (n <= at) return false;
+    if (b[at] >>> 4 !== (frame === 0 ? FrameType.HELLO : FrameType.AUTH)) return true;
+    let r = readVarint(b, at + 1, n, ID_VARINT_MAX, scan);
+    if (r !== 1) return r < 0;
+    r = readVarint(b, scan.next, n, LENGTH_VARINT_MAX, scan);
+    if (r !== 1) return r < 0;
+    if (scan.value > (frame === 0 ? MAX_HELLO_SIZE : MAX_AUTH_SIZE)) return true;
+    at = scan.next + scan.value + CRC_LENGTH;
+  }
+  return n >= at;
 }
 
 /** What each side writes first: the preface and its HELLO, in one buffer; `helloLength` is the HELLO frame's part. */

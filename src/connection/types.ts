@@ -288,4 +288,17 @@ export interface ConnectionInit {
   firstStreamId?: number;
   /** Codecs, CRC32C, allocator and memory default (default: a portable runtime without codecs). */
   runtime?: Runtime;
+  /**
+   * A server's connection built only once the peer's HELLO arrived
+   * (`server/pre-handshake.ts`): the server already attached the transport
+   * (it forwards to the connection's handlers) and wrote the greeting; it
+   * hands over the bytes received so far with `start`.
+   */
+  accepted?: AcceptedTransport;
+}
+
+/** What a server hands the connection it builds after the peer's HELLO arrived (see {@link ConnectionInit.accepted}). */
+export interface AcceptedTransport {
+  /** When the transport was accepted (`Date.now()`): the connection's `connectedAt`. */
+  readonly acceptedAt: number;
 }

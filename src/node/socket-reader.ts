@@ -1,4 +1,5 @@
 import type { Socket } from "node:net";
+import type { TransportHandlers } from "../transport/transport.ts";
 
 /** Bytes per read buffer once data flows: what libuv asks for by default. */
 const BIG = 64 * 1024;
@@ -36,8 +37,8 @@ export class SocketReader {
   directReads = 0;
   /** Where the next read lands. */
   private next: Uint8Array = sharedSmallBuffer();
-  private sink: ((chunk: Uint8Array) => boolean) | undefined;
-  private target: (() => Uint8Array | undefined) | undefined;
+  /** Where chunks go (called as methods: handlers need not be closures). */
+  private sink: TransportHandlers | undefined;
   /** The receiver's own memory handed out as the next read's buffer, if any. */
   private direct: Uint8Array | undefined;
   /** Chunks read before {@link attach} (copies); rare. */
@@ -59,17 +60,16 @@ export class SocketReader {
   }
 
   /**
-   * Starts delivering to `sink` (chunks read before this are delivered
-   * first). `target` says where the receiver wants the next bytes (see
-   * TransportHandlers.readTarget): large frame bodies are read straight into
-   * their buffer, with no copy out of a read buffer.
+   * Starts delivering to `h.onData` (chunks read before this are delivered
+   * first). `h.readTarget` says where the receiver wants the next bytes:
+   * large frame bodies are read straight into their buffer, with no copy
+   * out of a read buffer.
    */
-  attach(sink: (chunk: Uint8Array) => boolean, target?: () => Uint8Array | undefined): void {
-    this.sink = sink;
-    this.target = target;
+  attach(h: TransportHandlers): void {
+    this.sink = h;
     const early = this.early;
     this.early = undefined;
-    if (early !== undefined) for (const c of early) sink(c);
+    if (early !== undefined) for (const c of early) h.onData(c);
   }
 
   /** Back to the small buffer (the socket went quiet); takes effect after the next read. */
@@ -92,7 +92,7 @@ export class SocketReader {
 
   /** The buffer for the next read: the receiver's own memory when it expects a large body, else ours. */
   private nextBuffer(): Uint8Array {
-    const t = this.target?.();
+    const t = this.sink?.readTarget?.();
     if (t !== undefined && t.length >= DIRECT_MIN) {
       this.direct = t;
       return t;
@@ -107,19 +107,19 @@ export class SocketReader {
       // Read into place: hand the receiver a view of its own memory.
       this.direct = undefined;
       this.directReads++;
-      sink(n === landed.length ? landed : landed.subarray(0, n));
+      sink.onData(n === landed.length ? landed : landed.subarray(0, n));
       return;
     }
     if (n < COPY_BELOW || sink === undefined) {
       const copy = landed.slice(0, n);
-      if (sink !== undefined) sink(copy);
+      if (sink !== undefined) sink.onData(copy);
       else if (this.early === undefined) this.early = [copy];
       else this.early.push(copy);
       // A full small buffer: more is coming, read it in bigger steps.
       if (n === landed.length && landed.length < BIG && this.next === landed) this.next = this.bigBuffer();
       return;
     }
-    if (sink(new Uint8Array(landed.buffer, landed.byteOffset, n)) && this.next === landed) {
+    if (sink.onData(new Uint8Array(landed.buffer, landed.byteOffset, n)) && this.next === landed) {
       this.next = this.bigBuffer();
     }
   }

@@ -10,6 +10,29 @@ import type { SocketReader } from "./socket-reader.ts";
  */
 const WRITE_HIGH_WATER = 1024 * 1024;
 
+/** Where a socket keeps its transport, for the shared listeners below. */
+const TRANSPORT = Symbol("pointsub.transport");
+interface Slots {
+  [TRANSPORT]: SocketTransport;
+}
+
+// Listeners shared by every socket; `this` is the socket. Handlers are called as methods of their object.
+function onSocketData(this: Socket, chunk: Buffer): void {
+  // Hand the core plain Uint8Array views (same memory), not Buffers.
+  (this as unknown as Slots)[TRANSPORT].handlers?.onData(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.length));
+}
+function onSocketDrain(this: Socket): void {
+  (this as unknown as Slots)[TRANSPORT].handlers?.onDrain();
+}
+function onSocketError(this: Socket, err: Error): void {
+  (this as unknown as Slots)[TRANSPORT].error = err;
+}
+function onSocketClose(this: Socket): void {
+  const t = (this as unknown as Slots)[TRANSPORT];
+  t.reader?.release();
+  t.handlers?.onClose(t.error);
+}
+
 /** Wraps a connected node:net or node:tls socket as a {@link Transport}. */
 export class SocketTransport implements Transport {
   readonly localUrl: string;
@@ -17,7 +40,10 @@ export class SocketTransport implements Transport {
   private readonly socket: Socket;
   /** @internal The reusable-buffer reader, when this socket has one (tests look at it). */
   readonly reader: SocketReader | undefined;
-  private error: Error | undefined;
+  /** @internal The last socket error (the close reports it). */
+  error: Error | undefined;
+  /** @internal What `attach` was given. */
+  handlers: TransportHandlers | undefined;
 
   /**
    * @param reader - set when the socket reads into reusable buffers (Node's
@@ -33,19 +59,19 @@ export class SocketTransport implements Transport {
 
   attach(h: TransportHandlers): void {
     const s = this.socket;
-    this.reader?.attach(h.onData, h.readTarget);
-    // Without a reader (or if the runtime ignored it) bytes come as 'data'
-    // events; listening also keeps the socket flowing, so 'end' is emitted.
-    // Hand the core plain Uint8Array views (same memory), not Buffers.
-    s.on("data", (chunk: Buffer) => h.onData(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.length)));
-    s.on("drain", h.onDrain);
-    s.on("error", (err) => {
-      this.error = err;
-    });
-    s.once("close", () => {
-      this.reader?.release();
-      h.onClose(this.error);
-    });
+    this.handlers = h;
+    this.reader?.attach(h);
+    // One set of listener functions for every socket (no closures per
+    // connection: an idle socket of a slowloris flood costs less); each finds
+    // its transport on the socket. Without a reader (or if the runtime
+    // ignored it) bytes come as 'data' events; listening also keeps the
+    // socket flowing, so 'end' is emitted.
+    (s as unknown as Slots)[TRANSPORT] = this;
+    s.on("data", onSocketData);
+    s.on("drain", onSocketDrain);
+    s.on("error", onSocketError);
+    // 'close' is emitted once.
+    s.on("close", onSocketClose);
     if (s.destroyed) queueMicrotask(() => h.onClose(this.error));
   }
 
@@ -106,7 +132,8 @@ export function peerCertificateOf(socket: Socket): PeerCertificate | undefined {
 /** `scheme://host:port` with IPv6 hosts in brackets. */
 export function hostUrl(scheme: string, host: string | undefined, port: number | undefined): string {
   const h = host === undefined ? "unknown" : host.includes(":") ? `[${host}]` : host;
-  return `${scheme}://${h}:${port ?? 0}`;
+  // Joined, not concatenated: one flat string kept per connection, not a tree of string pieces.
+  return [scheme, "://", h, ":", port ?? 0].join("");
 }
 
 /** The host of a URL without IPv6 brackets. */

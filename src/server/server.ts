@@ -1,9 +1,14 @@
 import { EventEmitter } from "eventemitter3";
 import { MemoryBudget } from "../connection/budget.ts";
 import { budgetLimit, Connection, resolveSettings } from "../connection/connection.ts";
-import { ConnectionDiagnostics, channelsOf, type RefusedMessage } from "../connection/diagnostics.ts";
+import {
+  ConnectionDiagnostics,
+  channelsOf,
+  type HandshakeErrorMessage,
+  type RefusedMessage,
+} from "../connection/diagnostics.ts";
 import { toBytes } from "../connection/dispatch.ts";
-import { refusalBytes } from "../connection/handshake.ts";
+import { greeting, refusalBytes } from "../connection/handshake.ts";
 import { Housekeeper, housekeepingPeriod } from "../connection/housekeeping.ts";
 import { useHousekeeper } from "../connection/housekeeping-lazy.ts";
 import { checkConnectionOptions } from "../connection/options.ts";
@@ -34,6 +39,7 @@ import { Ticker } from "../util/ticker.ts";
 import { type AdaptiveLimitOptions, Admission, type AdmissionOptions } from "./admission.ts";
 import { type BroadcastOptions, type BroadcastResult, broadcastTo } from "./broadcast.ts";
 import { type ServerEvent, type ServerEventOptions, ServerEventStream } from "./events.ts";
+import { type OpeningHost, Openings, type PreHandshake } from "./pre-handshake.ts";
 
 /**
  * Portable options of {@link createServer}: every session's connection
@@ -232,7 +238,16 @@ export class Server extends EventEmitter<ServerEvents> {
   private readonly admission: Admission;
   /** Open event streams (events are built only while some exist). */
   private readonly subscribers = new Set<ServerEventStream>();
+  /** Sessions built (the peer's HELLO arrived) whose handshake is not complete yet (authentication). */
   private readonly connecting = new Set<Connection>();
+  /** Accepted connections whose peer's opening (HELLO, and AUTH when required) has not arrived: no session yet. */
+  private readonly openings: Openings;
+  /** While closing: what waits for each connection that was still in `openings`. */
+  private openingWaiters: Map<PreHandshake, () => void> | undefined;
+  /** What `close` was given (for sessions built while it runs). */
+  private closeOptions: { reason: string; timeoutMs: number | undefined } | undefined;
+  /** `pointsub:handshake:error` of the runtime's diagnostics. */
+  private readonly handshakeErrorChannel: DiagnosticsChannel;
   /** Accepted connections still in a transport handshake (tls), not yet handed to accept. */
   private pending = 0;
   /** Transports accepted beyond ACCEPT_PER_TURN, handled on the next turns. */
@@ -266,7 +281,9 @@ export class Server extends EventEmitter<ServerEvents> {
       );
     }
     this.runtime = options.runtime;
-    this.refusedChannel = channelsOf(this.runtime.diagnostics).refused;
+    const channels = channelsOf(this.runtime.diagnostics);
+    this.refusedChannel = channels.refused;
+    this.handshakeErrorChannel = channels.handshakeError;
     this.options = options;
     checkConnectionOptions(options);
     this.settings = resolveSettings(options, options.authenticate !== undefined, this.runtime.codecs.mask());
@@ -287,8 +304,10 @@ export class Server extends EventEmitter<ServerEvents> {
       idleTimeoutMs: options.idleTimeoutMs ?? 0,
     });
     if (period !== Number.POSITIVE_INFINITY) this.ticker = new Ticker(period);
+    this.openings = new Openings(this.openingHost(), options.handshakeTimeoutMs ?? 10_000);
     this.admission = new Admission(options, {
-      active: () => this.sessions_.size + this.connecting.size + this.pending + this.acceptQueue.length,
+      active: () =>
+        this.sessions_.size + this.connecting.size + this.openings.size + this.pending + this.acceptQueue.length,
       limitChanged: (limit, previous) => this.emit("connectionLimit", limit, previous),
     });
   }
@@ -531,14 +550,22 @@ export class Server extends EventEmitter<ServerEvents> {
     // handshake must not hold the shutdown for handshakeTimeoutMs.
     const refused = new PointSubError("ERR_GOING_AWAY", "server closing");
     const late = setTimeout(
-      (pending: Connection[]) => {
-        for (const s of pending) s.terminate(refused);
+      () => {
+        // Those built meanwhile too (their opening arrived during the close).
+        for (const s of [...this.connecting]) s.terminate(refused);
+        // Those whose opening never came: a GOAWAY to those that said something, the others closed.
+        this.openings.giveUpAll(refused);
       },
       options.timeoutMs ?? this.options.closeTimeoutMs ?? 5_000,
-      [...this.connecting],
     );
     const handshaking = [...this.connecting].map((s) => s.close(close));
-    await Promise.all([...listeners, ...sessions, ...handshaking]);
+    // Connections whose opening has not arrived: closed gracefully like those above once
+    // their session is built (see build in openingHost), or given up by the timer.
+    const waiters = new Map<PreHandshake, () => void>();
+    this.openingWaiters = waiters;
+    this.closeOptions = close;
+    const opening = [...this.openings.pending].map((p) => new Promise<void>((resolve) => waiters.set(p, resolve)));
+    await Promise.all([...listeners, ...sessions, ...handshaking, ...opening]);
     clearTimeout(late);
     if (this.clusterStarted !== undefined) await this.cluster?.stop();
     for (const st of [...this.subscribers]) st.end();
@@ -606,20 +633,60 @@ export class Server extends EventEmitter<ServerEvents> {
       this.rejected(new PointSubError(code, `refused ${transport.remoteUrl}: ${reason}`));
       return;
     }
-    const conn = new Connection(transport, this.options, {
-      localSettings: this.settings,
-      initiator: false,
-      router: this.router,
-      runtime: this.runtime,
-      onMessage: this.dispatchMessage,
-      budget: this.budget,
-      authenticate: this.options.authenticate,
-      onOpen: this.sessionOpened,
-      onClose: this.sessionClosed,
-      ticker: this.ticker,
-      id: this.idPrefix + String(++this.nextId),
-    });
-    this.connecting.add(conn);
+    // Until the peer's opening (HELLO, AUTH) arrives, the connection is its
+    // transport, the bytes so far and a place in the deadline sweep: the
+    // session is built in openingHost's build.
+    transport.write([greeting(this.settings, true).bytes]);
+    this.openings.add(transport);
+  }
+
+  /** The hooks of {@link Openings}: one object per server. */
+  private openingHost(): OpeningHost {
+    return {
+      auth: this.options.authenticate !== undefined,
+      build: (p) => {
+        const conn = new Connection(p.transport, this.options, {
+          localSettings: this.settings,
+          initiator: false,
+          router: this.router,
+          runtime: this.runtime,
+          onMessage: this.dispatchMessage,
+          budget: this.budget,
+          authenticate: this.options.authenticate,
+          onOpen: this.sessionOpened,
+          onClose: this.sessionClosed,
+          ticker: this.ticker,
+          id: this.idPrefix + String(++this.nextId),
+          accepted: p,
+        });
+        this.connecting.add(conn);
+        const waiter = this.openingWaiters?.get(p);
+        if (waiter !== undefined) {
+          // The server is closing: this session closes gracefully once its handshake completes.
+          this.openingWaiters?.delete(p);
+          conn.close(this.closeOptions).then(waiter, waiter);
+        }
+        return conn;
+      },
+      ended: (p, error) => {
+        this.admission.release(p.transport.remoteUrl);
+        const c = this.handshakeErrorChannel;
+        if (c.hasSubscribers) {
+          c.publish({
+            connection: undefined,
+            remoteUrl: p.transport.remoteUrl,
+            role: "server",
+            error,
+          } satisfies HandshakeErrorMessage);
+        }
+        this.rejected(error);
+        const waiter = this.openingWaiters?.get(p);
+        if (waiter !== undefined) {
+          this.openingWaiters?.delete(p);
+          waiter();
+        }
+      },
+    };
   }
 
   /** Connections in a transport handshake count against maxConnections; refused at once when full. */

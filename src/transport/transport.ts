@@ -41,7 +41,11 @@ export interface PeerIdAddress {
 /** An address resolved to its kind: what an adapter's `connect`/`listen` receive. */
 export type TransportAddress = URL | MultiaddrAddress | PeerIdAddress;
 
-/** Callbacks a transport delivers to its connection. */
+/**
+ * Callbacks a transport delivers to its connection. A transport calls them
+ * as methods of the object it was given (`h.onData(chunk)`, never
+ * unbound), so they may be prototype methods.
+ */
 export interface TransportHandlers {
   /**
    * Bytes arrived. Returns true when the receiver kept views of `chunk` (the

@@ -1,0 +1,225 @@
+/**
+ * What a server holds for a connection it accepted until the peer's opening
+ * arrived (its HELLO, and its AUTH when the server requires authentication):
+ * the transport, the opening's bytes so far and the accept time — nothing
+ * else. The session (`Connection`: caller, dispatcher, router, housekeeping)
+ * is built only then, so thousands of sockets that connect and say nothing
+ * (slowloris) cost a socket each, not a session each. Their handshake
+ * deadlines are kept by one sweep per server, not a timer each.
+ */
+import type { Connection } from "../connection/connection.ts";
+import { handshakeGoAway, openingComplete } from "../connection/handshake.ts";
+import { codeInfo } from "../errors/codes.ts";
+import { PointSubError } from "../errors/error.ts";
+import type { Transport, TransportHandlers } from "../transport/transport.ts";
+import { nextTurn } from "../util/next-turn.ts";
+
+/** What the pre-handshake state needs from its server. */
+export interface OpeningHost {
+  /** The opening must include the client's AUTH frame (the server authenticates). */
+  readonly auth: boolean;
+  /** Builds the session on `p`'s transport (attached and greeted already); `p.start` hands it the input. */
+  build(p: PreHandshake): Connection;
+  /** `p` ended before its session was built (closed, timed out, given up); `error` says why. */
+  ended(p: PreHandshake, error: PointSubError): void;
+}
+
+/** Time (ms) one sweep may spend giving up expired connections; the rest follow on the next turns. */
+const SWEEP_MS = 4;
+/** Most time (ms) a connection given up with a GOAWAY has to take it before it is destroyed. */
+const LINGER_MS = 1000;
+
+/**
+ * One accepted connection before its opening arrived. It is its
+ * transport's handlers (prototype methods: no closures per connection) and
+ * forwards to the session once that is built (a transport is attached once).
+ * Transports call handlers as methods of the object they were given.
+ */
+export class PreHandshake implements TransportHandlers {
+  readonly transport: Transport;
+  /** When it was accepted (`Date.now()`). */
+  readonly acceptedAt: number;
+  /** The session, once built. */
+  conn: Connection | undefined;
+  /** Bytes of the opening received so far (undefined: none). */
+  private input: Uint8Array | undefined;
+  /** Ended before the session was built: nothing more is done for it. */
+  private done = false;
+  private readonly owner: Openings;
+
+  constructor(transport: Transport, owner: Openings, acceptedAt: number) {
+    this.transport = transport;
+    this.owner = owner;
+    this.acceptedAt = acceptedAt;
+    transport.attach(this);
+  }
+
+  /** Whether any byte arrived. */
+  get heard(): boolean {
+    return this.input !== undefined;
+  }
+
+  /** @internal */
+  readTarget(): Uint8Array | undefined {
+    return this.conn?.transportReadTarget();
+  }
+
+  /** @internal */
+  onDrain(): void {
+    this.conn?.onTransportDrain();
+  }
+
+  /** @internal */
+  onData(chunk: Uint8Array): boolean {
+    const conn = this.conn;
+    if (conn !== undefined) return conn.onTransportData(chunk);
+    if (this.done) return false;
+    const prev = this.input;
+    let bytes = chunk;
+    if (prev !== undefined) {
+      // Bounded: the opening is complete (or refused) by openingComplete's bound.
+      bytes = new Uint8Array(prev.length + chunk.length);
+      bytes.set(prev, 0);
+      bytes.set(chunk, prev.length);
+    }
+    const owner = this.owner;
+    if (!openingComplete(bytes, owner.host.auth)) {
+      this.input = bytes;
+      return bytes === chunk;
+    }
+    this.input = undefined;
+    owner.pending.delete(this);
+    const built = owner.host.build(this);
+    this.conn = built;
+    return built.start(bytes, this.acceptedAt + owner.timeoutMs) && bytes === chunk;
+  }
+
+  /** @internal */
+  onClose(error?: Error): void {
+    const conn = this.conn;
+    if (conn !== undefined) {
+      conn.onTransportClose(error);
+      return;
+    }
+    if (this.done) return;
+    this.end(
+      // Without a stack: a flood of connections that come and go costs no stack capture each.
+      PointSubError.fromPeer("ERR_CONNECTION_CLOSED", `connection to ${this.transport.remoteUrl} closed`, {
+        cause: error,
+      }),
+    );
+  }
+
+  /** @internal Ends it before its session was built (the transport is closed or closing). */
+  end(error: PointSubError): void {
+    if (this.done || this.conn !== undefined) return;
+    this.done = true;
+    this.input = undefined;
+    this.owner.pending.delete(this);
+    this.owner.host.ended(this, error);
+  }
+}
+
+/**
+ * A server's connections before their opening: in accept order, which is
+ * also the order of their deadlines (`timeoutMs` after the accept), so one
+ * periodic sweep gives up the expired ones from the front.
+ */
+export class Openings {
+  /** In accept order. */
+  readonly pending = new Set<PreHandshake>();
+  readonly host: OpeningHost;
+  readonly timeoutMs: number;
+  private readonly period: number;
+  private readonly lingerMs: number;
+  /** Transports given up with a GOAWAY, destroyed at `at` unless closed before (in order of `at`). */
+  private linger: { t: Transport; at: number }[] = [];
+  private lingerHead = 0;
+  private timer: ReturnType<typeof setInterval> | undefined;
+  private continued = false;
+
+  constructor(host: OpeningHost, timeoutMs: number) {
+    this.host = host;
+    this.timeoutMs = timeoutMs;
+    // Deadlines kept to within a tenth of the timeout (a second at most).
+    this.period = Math.min(1000, Math.max(10, Math.floor(timeoutMs / 10)));
+    this.lingerMs = Math.min(LINGER_MS, timeoutMs);
+  }
+
+  /** Connections waiting for their opening. */
+  get size(): number {
+    return this.pending.size;
+  }
+
+  /** Takes an accepted transport (its greeting written): attaches to it and keeps its deadline. */
+  add(transport: Transport): PreHandshake {
+    const p = new PreHandshake(transport, this, Date.now());
+    this.pending.add(p);
+    this.timer ??= setInterval(this.sweep, this.period);
+    return p;
+  }
+
+  /**
+   * Gives up every connection still waiting for its opening (a server's
+   * close ran out of time): a GOAWAY with `error` to those that said
+   * something, the others closed at once.
+   */
+  giveUpAll(error: PointSubError): void {
+    for (const p of [...this.pending]) this.giveUp(p, error);
+  }
+
+  private giveUp(p: PreHandshake, error: PointSubError): void {
+    const t = p.transport;
+    const heard = p.heard;
+    // First: a transport that reports its close at once then finds it ended.
+    p.end(error);
+    if (heard) {
+      t.write([handshakeGoAway(codeInfo(error.code).errno, error.message)]);
+      t.end();
+      this.linger.push({ t, at: Date.now() + this.lingerMs });
+      this.timer ??= setInterval(this.sweep, this.period);
+    } else {
+      // A peer that sent nothing is not speaking pointsub: close without a
+      // GOAWAY (thousands of idle sockets timing out together cost no writes).
+      t.destroy();
+    }
+  }
+
+  private readonly sweep = (): void => {
+    const now = Date.now();
+    const t0 = performance.now();
+    const ms = this.timeoutMs;
+    for (const p of this.pending) {
+      if (p.acceptedAt + ms > now) break;
+      this.giveUp(
+        p,
+        PointSubError.fromPeer("ERR_TIMEOUT", `no pointsub handshake from ${p.transport.remoteUrl} within ${ms} ms`, {
+          phase: "handshake",
+        }),
+      );
+      // Thousands expiring together (a slowloris burst) do not hold the event loop: the rest next turn.
+      if (performance.now() - t0 >= SWEEP_MS) {
+        if (!this.continued) {
+          this.continued = true;
+          nextTurn(this.continueSweep);
+        }
+        return;
+      }
+    }
+    const l = this.linger;
+    while (this.lingerHead < l.length && l[this.lingerHead].at <= now) l[this.lingerHead++].t.destroy();
+    if (this.lingerHead === l.length) {
+      this.linger = [];
+      this.lingerHead = 0;
+    }
+    if (this.pending.size === 0 && this.linger.length === 0 && this.timer !== undefined) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+    }
+  };
+
+  private readonly continueSweep = (): void => {
+    this.continued = false;
+    this.sweep();
+  };
+}
