@@ -165,15 +165,16 @@ describe("the browser entry in chromium (playwright-core)", () => {
       assert.equal(r.pushHash, r.pushAnswer, "the page received the server's 16 MiB push intact");
       assert.equal(r.pushAnswer, sha256(push));
       assert.equal(r.streamedIn, "intact", "the server's 2 MiB stream reached the page's stream route intact");
-      assert.equal(
-        r.scriptsBefore,
-        (r.scriptsAtStart as number) + 1,
-        "the error suggestions chunk was fetched while connecting",
+      // Housekeeping starts loading once the connection is open, which may be before connect settles.
+      const atStart = r.scriptsAtStart as number;
+      assert.ok(
+        r.scriptsBefore === atStart + 1 || r.scriptsBefore === atStart + 2,
+        `the error suggestions chunk (and perhaps housekeeping) fetched while connecting: ${r.scriptsBefore} - ${atStart}`,
       );
       assert.equal(
         r.scriptsAfter,
-        (r.scriptsBefore as number) + 2,
-        "two chunks fetched after connecting: housekeeping (once open) and the stream engine (the first chunked message's pacer, then the streams)",
+        atStart + 3,
+        "three chunks in all: suggestions (connecting), housekeeping (once open) and the stream engine (the first chunked message's pacer, then the streams)",
       );
       assert.equal(r.uploadHash, r.uploadWant, "the page's 4 MiB Blob stream reached the server intact");
       assert.equal(r.uploadedBytes, 4 * MiB);
