@@ -139,7 +139,8 @@ async function client(checkout: string, workload: Workload, count: number, optio
     const options = optionsOf(optionsJson);
     const conn = await api.connect(url, options);
     const dec = new TextDecoder();
-    const serverCpu = async (): Promise<[number, number, number]> => JSON.parse(dec.decode(await conn.request("/cpu/1.0.0")));
+    const serverCpu = async (): Promise<[number, number, number]> =>
+      JSON.parse(dec.decode(await conn.request("/cpu/1.0.0")));
     const msg = new Uint8Array(64).fill(7);
     const big = workload === "large" ? new Uint8Array(LARGE).fill(3) : undefined;
     let flooded = 0;
