@@ -41,6 +41,9 @@ interface RunResult {
   /** Socket writes per 1,000 messages / requests, or per MB. */
   serverWrites: number;
   clientWrites: number;
+  /** Minor page faults per 1,000 messages / requests, or per MB. */
+  serverFaults: number;
+  clientFaults: number;
 }
 
 /** Main-thread CPU µs so far. */
@@ -108,7 +111,7 @@ async function server(checkout: string, options: object): Promise<void> {
   });
   srv.handle("/echo/1.0.0", (req) => req.data);
   srv.handle("/sink/1.0.0", () => undefined);
-  srv.handle("/cpu/1.0.0", () => JSON.stringify([cpuUs(), writes()]));
+  srv.handle("/cpu/1.0.0", () => JSON.stringify([cpuUs(), writes(), process.resourceUsage().minorPageFault]));
   const [url] = await srv.listen("tcp://127.0.0.1:0");
   process.stdout.write(`${url}\n`);
   setTimeout(() => process.exit(3), RUN_TIMEOUT_MS).unref();
@@ -136,7 +139,8 @@ async function client(checkout: string, workload: Workload, count: number, optio
     const options = optionsOf(optionsJson);
     const conn = await api.connect(url, options);
     const dec = new TextDecoder();
-    const serverCpu = async (): Promise<[number, number]> => JSON.parse(dec.decode(await conn.request("/cpu/1.0.0")));
+    const serverCpu = async (): Promise<[number, number, number]> =>
+      JSON.parse(dec.decode(await conn.request("/cpu/1.0.0")));
     const msg = new Uint8Array(64).fill(7);
     const big = workload === "large" ? new Uint8Array(LARGE).fill(3) : undefined;
     let flooded = 0;
@@ -163,7 +167,8 @@ async function client(checkout: string, workload: Workload, count: number, optio
       }
     };
     await run(Math.max(1, Math.floor(count / 4))); // warm-up, unmeasured
-    const [s0, sw0] = await serverCpu();
+    const [s0, sw0, sf0] = await serverCpu();
+    const cf0 = process.resourceUsage().minorPageFault;
     const c0 = cpuUs();
     const cw0 = writes();
     const t0 = performance.now();
@@ -171,7 +176,8 @@ async function client(checkout: string, workload: Workload, count: number, optio
     const t1 = performance.now();
     const c1 = cpuUs();
     const cw1 = writes();
-    const [s1, sw1] = await serverCpu();
+    const cf1 = process.resourceUsage().minorPageFault;
+    const [s1, sw1, sf1] = await serverCpu();
     const units = workload === "large" ? (count * LARGE) / 1e6 : count;
     const per = workload === "large" ? 1 : 1000;
     const r = (x: number) => Math.round(x * 1000) / 1000;
@@ -184,6 +190,9 @@ async function client(checkout: string, workload: Workload, count: number, optio
         // The /cpu request itself is one write on each side.
         serverWrites: r(((sw1 - sw0 - 1) * per) / units),
         clientWrites: r(((cw1 - cw0) * per) / units),
+        // Minor page faults per 1,000 (per MB): first touches of fresh memory, a cost that grows with what is in flight.
+        serverFaults: r(((sf1 - sf0) * per) / units),
+        clientFaults: r(((cf1 - cf0) * per) / units),
       })}\n`,
     );
     await conn.close();

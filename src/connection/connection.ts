@@ -363,6 +363,9 @@ export class Connection extends Emitter<ConnectionEvents> {
       c.housekeeper.lastOutput = Date.now();
       return c.transport.write(chunks);
     }
+    idle(): boolean {
+      return this.c.transport.idle?.() === true;
+    }
     inStreams(): IncomingStreams | undefined {
       return this.c.inStreams;
     }

@@ -79,6 +79,12 @@ export interface OutMessage {
 /** What the writer needs from its connection. */
 export interface WriterSink {
   write(chunks: readonly Uint8Array[]): boolean;
+  /**
+   * True when every chunk handed to `write` so far has left the transport's
+   * buffers, so their memory may be reused (a socket whose writes all went
+   * to the kernel). Optional: without it, write memory is never recycled.
+   */
+  idle?(): boolean;
 }
 
 /**
@@ -162,6 +168,12 @@ export class FrameWriter {
   /** Callers of whenDrained (a shared empty array until the first). */
   private drainWaiters: (() => void)[] = NO_CALLBACKS;
   private readonly singles = new Queue<OutMessage>();
+  /**
+   * Pools this writer took regions of whose bytes the transport may still
+   * hold (see {@link PoolEntry}); confirmed at a flush or drain that finds
+   * the transport idle. Undefined until the first region.
+   */
+  private unconfirmed: PoolEntry[] | undefined;
   /** Buffer releases of stream frames written since the last drain (a shared empty array until the first). */
   private releases: (() => void)[] = NO_CALLBACKS;
   private bulk: OutMessage[] = [];
@@ -296,6 +308,7 @@ export class FrameWriter {
   onDrain(): void {
     this.writable = true;
     this.controlBacklog = 0;
+    if (this.slab === EMPTY && this.out.length === 0 && this.sink.idle?.() === true) this.confirmWritten();
     // Everything written before the drain has left the transport's buffers.
     if (this.releases.length !== 0) {
       const r = this.releases;
@@ -410,7 +423,22 @@ export class FrameWriter {
     if (!this.sink.write(chunks)) {
       this.writable = false;
       if (this.blockedSince === 0) this.blockedSince = Date.now();
+    } else if (this.sink.idle?.() === true) {
+      // Everything handed over went to the kernel: its pool memory may be reused.
+      this.confirmWritten();
     }
+  }
+
+  /**
+   * The transport holds none of this writer's bytes any more (and the writer
+   * holds no region): the pools it took regions of lose it as a holder, and
+   * a retired pool nobody holds goes back to the free list.
+   */
+  private confirmWritten(): void {
+    const u = this.unconfirmed;
+    if (u === undefined || u.length === 0) return;
+    for (let i = 0; i < u.length; i++) unhold(u[i]);
+    u.length = 0;
   }
 
   /** Bytes encoded and not yet handed to the transport. */
@@ -708,9 +736,16 @@ export class FrameWriter {
     // exactly what is needed, plus a step that doubles while this writer
     // keeps growing it in place before a flush (a flood's few regions per
     // flush; a broadcast's one-frame writers take no slack).
-    if (pool.length - poolPos < need) {
-      pool = new Uint8Array(Math.max(POOL_SIZE, need));
-      poolPos = 0;
+    if (pool.length - poolPos < need) newPool(need);
+    // This writer holds the pool until the transport wrote its bytes (counted once per pool).
+    this.unconfirmed ??= [];
+    const u = this.unconfirmed;
+    if (u.length === 0 || u[u.length - 1] !== poolEntry) {
+      // A transport never found idle: the oldest pool is given up (never
+      // recycled, collected once unreferenced), so the list stays short.
+      if (u.length === MAX_UNCONFIRMED) u.shift();
+      poolEntry.holders++;
+      u.push(poolEntry);
     }
     const size = Math.min(need + this.step, pool.length - poolPos);
     this.slab = pool.subarray(poolPos, poolPos + size);
@@ -750,9 +785,49 @@ export class FrameWriter {
 
 const EMPTY = new Uint8Array(0);
 
+/**
+ * A write pool and how many writers may still have bytes of it in a
+ * transport's buffers or their own region. A retired pool (no longer the
+ * current one) that nobody holds is reused instead of allocating a fresh
+ * one: fresh memory costs a page fault per 4 KiB page on first touch, which
+ * was most of a flooding client's CPU per message (issue 9).
+ */
+interface PoolEntry {
+  readonly buf: Uint8Array<ArrayBuffer>;
+  holders: number;
+  retired: boolean;
+}
+
+/** Most pools one writer waits to confirm (see {@link FrameWriter.unconfirmed}). */
+const MAX_UNCONFIRMED = 8;
+/** Most retired pools kept for reuse (256 KiB). */
+const MAX_FREE_POOLS = 4;
+const freePools: PoolEntry[] = [];
+
 /** The shared write pool and the offset of its first untaken byte (see {@link POOL_SIZE}). */
-let pool = new Uint8Array(POOL_SIZE);
+let poolEntry: PoolEntry = { buf: new Uint8Array(POOL_SIZE), holders: 0, retired: false };
+let pool = poolEntry.buf;
 let poolPos = 0;
+
+/** Retires the current pool and takes a free one (or a fresh one) of at least `need` bytes. */
+function newPool(need: number): void {
+  const old = poolEntry;
+  old.retired = true;
+  if (old.holders === 0) recycle(old);
+  const reused = need <= POOL_SIZE ? freePools.pop() : undefined;
+  if (reused !== undefined) reused.retired = false;
+  poolEntry = reused ?? { buf: new Uint8Array(Math.max(POOL_SIZE, need)), holders: 0, retired: false };
+  pool = poolEntry.buf;
+  poolPos = 0;
+}
+
+function unhold(e: PoolEntry): void {
+  if (--e.holders === 0 && e.retired) recycle(e);
+}
+
+function recycle(e: PoolEntry): void {
+  if (e.buf.length === POOL_SIZE && freePools.length < MAX_FREE_POOLS) freePools.push(e);
+}
 
 /** Writers with a flush scheduled, flushed together by one microtask (two arrays taking turns: no garbage). */
 let toFlush: FrameWriter[] = [];

@@ -87,6 +87,11 @@ export class SocketTransport implements Transport {
     return s.writableLength < WRITE_HIGH_WATER;
   }
 
+  /** Nothing written waits in Node's or libuv's buffers (a write the kernel took whole completes at once). */
+  idle(): boolean {
+    return this.socket.writableLength === 0;
+  }
+
   trim(): void {
     this.reader?.trim();
   }

@@ -113,6 +113,12 @@ export interface Transport {
    */
   write(chunks: readonly Uint8Array[]): boolean;
   /**
+   * Optional: true when the transport holds no reference to any chunk
+   * handed to {@link write} any more (all of it went to the OS), so the
+   * caller may reuse that memory. Without it, written memory is never reused.
+   */
+  idle?(): boolean;
+  /**
    * Stops delivering data (receive backpressure): no `onData` after it
    * returns until {@link resume}. The connection calls it when the peer is
    * owed more than it reads, and to yield the event loop.
