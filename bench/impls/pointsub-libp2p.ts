@@ -7,8 +7,9 @@
  */
 import type { Libp2p } from "@libp2p/interface";
 import { connect, createLibp2pNode, createServer } from "../../src/p2p/index.ts";
+import { benchRoutes } from "../lib/pointsub-routes.ts";
 import { clientArgs, serveRole } from "../lib/role.ts";
-import { TRACE_DIR, traceAhead, traceArrival } from "../lib/trace.ts";
+import { traceAhead } from "../lib/trace.ts";
 import { runWorkload } from "../lib/workload.ts";
 
 const GiB = 1024 ** 3;
@@ -39,23 +40,7 @@ async function server(): Promise<void> {
   await serveRole(async () => {
     const n = await node(true);
     const srv = createServer({ ...limits, libp2p: n, libp2pMaxInboundStreams: 20_000 });
-    srv.on("session", (session) => {
-      let count = 0;
-      session.on("message", () => {
-        count++;
-      });
-      session.handle("/count/1.0.0", () => String(count));
-    });
-    srv.handle(
-      "/echo/1.0.0",
-      TRACE_DIR === undefined
-        ? (req) => req.data
-        : (req) => {
-            traceArrival(req.data);
-            return req.data;
-          },
-    );
-    srv.handle("/sink/1.0.0", () => undefined);
+    benchRoutes(srv);
     const [url] = await srv.listen(n.peerId.toString());
     return {
       url,

@@ -5,8 +5,9 @@
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Client, connect, createServer, rateLimit } from "../../src/index.ts";
+import { benchRoutes } from "../lib/pointsub-routes.ts";
 import { clientArgs, serveRole } from "../lib/role.ts";
-import { TRACE_DIR, traceAhead, traceArrival } from "../lib/trace.ts";
+import { traceAhead } from "../lib/trace.ts";
 import { runWorkload } from "../lib/workload.ts";
 
 const GiB = 1024 ** 3;
@@ -37,23 +38,7 @@ async function server(): Promise<void> {
           }),
         );
     }
-    srv.on("session", (session) => {
-      let count = 0;
-      session.on("message", () => {
-        count++;
-      });
-      session.handle("/count/1.0.0", () => String(count));
-    });
-    srv.handle(
-      "/echo/1.0.0",
-      TRACE_DIR === undefined
-        ? (req) => req.data
-        : (req) => {
-            traceArrival(req.data);
-            return req.data;
-          },
-    );
-    srv.handle("/sink/1.0.0", () => undefined);
+    benchRoutes(srv);
     const url = process.argv.includes("--unix")
       ? `unix://${join(tmpdir(), `pointsub-bench-${process.pid}.sock`)}`
       : process.argv.includes("--ws")
