@@ -13,7 +13,17 @@
  *   node bench/ab/cpu.ts --a /tmp/base --b . --reps 5 --workload flood,rpc-pipe,large --out /tmp/cpu.md
  *   node bench/ab/cpu.ts --a . --b . --b-options '{"pacing":false}' --workload large
  *
- * Prints one JSON line per run and a table of medians (A, B, B/A).
+ * Prints one JSON line per run and a table of medians (A, B, B/A). CPU is
+ * split into its kernel part too (`sys`): on loopback a write's cost includes
+ * the peer's receive path, so it moves with how the two processes interleave.
+ *
+ * Two knobs for finding where a difference comes from:
+ * - `AB_SERVER_CHECKOUT=<dir>` runs every server from that checkout (the
+ *   client stays A's or B's): does a cost follow the server's code or its
+ *   peer's?
+ * - `POINTSUB_PROF_MARKS=1` with `NODE_OPTIONS="--cpu-prof --cpu-prof-dir=…"`:
+ *   the server prints `prof-mark <µs>` at the measured part's start and end,
+ *   on the profiles' clock, so a profile can be cut to that window.
  */
 import { spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
@@ -38,6 +48,9 @@ interface RunResult {
   /** Main-thread CPU µs of the server, per message / request / MB. */
   serverUs: number;
   clientUs: number;
+  /** The kernel's part of serverUs / clientUs. */
+  serverSysUs: number;
+  clientSysUs: number;
   /** Socket writes per 1,000 messages / requests, or per MB. */
   serverWrites: number;
   clientWrites: number;
@@ -51,6 +64,12 @@ function cpuUs(): number {
   const p = process as { threadCpuUsage?: () => NodeJS.CpuUsage };
   const u = p.threadCpuUsage?.() ?? process.cpuUsage();
   return u.user + u.system;
+}
+
+/** The system (kernel) part of {@link cpuUs}: socket writes and reads mostly, and on loopback the peer's receive path. */
+function sysUs(): number {
+  const p = process as { threadCpuUsage?: () => NodeJS.CpuUsage };
+  return (p.threadCpuUsage?.() ?? process.cpuUsage()).system;
 }
 
 /** Counts socket writes of this process (write and writev calls that reach the handle). */
@@ -111,7 +130,11 @@ async function server(checkout: string, options: object): Promise<void> {
   });
   srv.handle("/echo/1.0.0", (req) => req.data);
   srv.handle("/sink/1.0.0", () => undefined);
-  srv.handle("/cpu/1.0.0", () => JSON.stringify([cpuUs(), writes(), process.resourceUsage().minorPageFault]));
+  srv.handle("/cpu/1.0.0", () => {
+    // With --cpu-prof: the measured window's bounds on the profile's clock (µs, monotonic), for bench/ab/prof-window.ts.
+    if (process.env.POINTSUB_PROF_MARKS) process.stderr.write(`prof-mark ${process.hrtime.bigint() / 1000n}\n`);
+    return JSON.stringify([cpuUs(), writes(), process.resourceUsage().minorPageFault, sysUs()]);
+  });
   const [url] = await srv.listen("tcp://127.0.0.1:0");
   process.stdout.write(`${url}\n`);
   setTimeout(() => process.exit(3), RUN_TIMEOUT_MS).unref();
@@ -124,7 +147,15 @@ async function client(checkout: string, workload: Workload, count: number, optio
   const writes = countWrites();
   const srv = spawn(
     process.execPath,
-    [SELF, "--role", "server", "--checkout", checkout, "--options", optionsJson ?? ""],
+    [
+      SELF,
+      "--role",
+      "server",
+      "--checkout",
+      process.env.AB_SERVER_CHECKOUT ?? checkout,
+      "--options",
+      optionsJson ?? "",
+    ],
     {
       stdio: ["pipe", "pipe", "inherit"],
     },
@@ -139,7 +170,7 @@ async function client(checkout: string, workload: Workload, count: number, optio
     const options = optionsOf(optionsJson);
     const conn = await api.connect(url, options);
     const dec = new TextDecoder();
-    const serverCpu = async (): Promise<[number, number, number]> =>
+    const serverCpu = async (): Promise<[number, number, number, number]> =>
       JSON.parse(dec.decode(await conn.request("/cpu/1.0.0")));
     const msg = new Uint8Array(64).fill(7);
     const big = workload === "large" ? new Uint8Array(LARGE).fill(3) : undefined;
@@ -167,17 +198,19 @@ async function client(checkout: string, workload: Workload, count: number, optio
       }
     };
     await run(Math.max(1, Math.floor(count / 4))); // warm-up, unmeasured
-    const [s0, sw0, sf0] = await serverCpu();
+    const [s0, sw0, sf0, ss0] = await serverCpu();
     const cf0 = process.resourceUsage().minorPageFault;
     const c0 = cpuUs();
+    const cs0 = sysUs();
     const cw0 = writes();
     const t0 = performance.now();
     await run(count);
     const t1 = performance.now();
     const c1 = cpuUs();
+    const cs1 = sysUs();
     const cw1 = writes();
     const cf1 = process.resourceUsage().minorPageFault;
-    const [s1, sw1, sf1] = await serverCpu();
+    const [s1, sw1, sf1, ss1] = await serverCpu();
     const units = workload === "large" ? (count * LARGE) / 1e6 : count;
     const per = workload === "large" ? 1 : 1000;
     const r = (x: number) => Math.round(x * 1000) / 1000;
@@ -187,6 +220,8 @@ async function client(checkout: string, workload: Workload, count: number, optio
         rate: Math.round(units / ((t1 - t0) / 1000)),
         serverUs: r((s1 - s0) / units),
         clientUs: r((c1 - c0) / units),
+        serverSysUs: r((ss1 - ss0) / units),
+        clientSysUs: r((cs1 - cs0) / units),
         // The /cpu request itself is one write on each side.
         serverWrites: r(((sw1 - sw0 - 1) * per) / units),
         clientWrites: r(((cw1 - cw0) * per) / units),
@@ -273,13 +308,21 @@ if (values.role === "server") {
       }
     }
   }
-  const fields = ["rate", "serverUs", "clientUs", "serverWrites", "clientWrites"] as const;
+  const fields = [
+    "rate",
+    "serverUs",
+    "clientUs",
+    "serverSysUs",
+    "clientSysUs",
+    "serverWrites",
+    "clientWrites",
+  ] as const;
   const lines = [
     `A: ${a}${values["a-options"] ? ` ${values["a-options"]}` : ""}; B: ${b}${values["b-options"] ? ` ${values["b-options"]}` : ""}; ${reps} alternated runs, medians`,
     "CPU: main thread, µs per message (flood), request (rpc-pipe) or MB (large); writes per 1,000 (per MB for large)",
     "",
-    "| workload | side | rate | server CPU | client CPU | server+client | server writes | client writes |",
-    "|---|---|---:|---:|---:|---:|---:|---:|",
+    "| workload | side | rate | server CPU | client CPU | server+client | server sys | client sys | server writes | client writes |",
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
   ];
   for (const w of workloads) {
     const med: Record<string, Record<string, number>> = {};
@@ -291,12 +334,12 @@ if (values.role === "server") {
     for (const side of ["A", "B"]) {
       const m = med[side];
       lines.push(
-        `| ${w} | ${side} | ${m.rate} | ${m.serverUs} | ${m.clientUs} | ${m.sum.toFixed(3)} | ${m.serverWrites} | ${m.clientWrites} |`,
+        `| ${w} | ${side} | ${m.rate} | ${m.serverUs} | ${m.clientUs} | ${m.sum.toFixed(3)} | ${m.serverSysUs} | ${m.clientSysUs} | ${m.serverWrites} | ${m.clientWrites} |`,
       );
     }
     const q = (f: string) => (med.B[f] / med.A[f]).toFixed(2);
     lines.push(
-      `| ${w} | B/A | ${q("rate")} | ${q("serverUs")} | ${q("clientUs")} | ${q("sum")} | ${q("serverWrites")} | ${q("clientWrites")} |`,
+      `| ${w} | B/A | ${q("rate")} | ${q("serverUs")} | ${q("clientUs")} | ${q("sum")} | ${q("serverSysUs")} | ${q("clientSysUs")} | ${q("serverWrites")} | ${q("clientWrites")} |`,
     );
   }
   const table = lines.join("\n");
