@@ -91,7 +91,7 @@ export interface PendingCall {
   data: Uint8Array;
   resolve: (data: Uint8Array) => void;
   reject: (err: PointSubError) => void;
-  /** Date.now() after which the call times out; 0 = never. */
+  /** Date.now() after which the call times out; 0 = never (or not stamped yet: see `Caller.stampDeadlines`). */
   deadline: number;
   timeoutMs: number;
   signal: AbortSignal | undefined;

@@ -56,7 +56,12 @@ export type Handler = (req: IncomingRequest, ctx: RequestContext) => HandlerResu
 
 /** Options of {@link Connection.request}. */
 export interface RequestOptions {
-  /** Fail with ERR_TIMEOUT after this many ms (default: the connection's requestTimeoutMs; 0 = never). */
+  /**
+   * Fail with ERR_TIMEOUT after this many ms (default: the connection's
+   * requestTimeoutMs; 0 = never), counted from the end of the synchronous
+   * run of code that made the request (one clock read for every request
+   * made in it): it may fire that long late, never early.
+   */
   timeoutMs?: number;
   /** Abort the request (ERR_CANCELLED); the peer's handler sees its signal aborted. */
   signal?: AbortSignal;

@@ -115,6 +115,34 @@ describe("request/response", () => {
     assert.equal(text(await conn.request("/echo/1.0.0", "again")), "again");
   });
 
+  it("requests made in one synchronous run read the clock once for their deadlines, counted from the run's end", async () => {
+    const realNow = Date.now;
+    let reads = 0;
+    let calls: Promise<Uint8Array>[] = [];
+    let busyUntil = 0;
+    Date.now = () => {
+      reads++;
+      return realNow();
+    };
+    try {
+      calls = Array.from({ length: 200 }, (_, i) => conn.request("/echo/1.0.0", `r${i}`, { timeoutMs: 30_000 }));
+      // The run goes on for 80 ms after a request with a 60 ms timeout: its timeout counts from the run's end.
+      calls.push(conn.request("/slow/1.0.0", "20", { timeoutMs: 60 }));
+      busyUntil = realNow() + 80;
+      while (realNow() < busyUntil) {
+        // a synchronous run that outlasts the last request's timeout
+      }
+      assert.ok(reads <= 3, `${reads} clock reads for 201 requests`);
+    } finally {
+      Date.now = realNow;
+    }
+    const replies = await Promise.all(calls);
+    assert.equal(text(replies[199]), "r199");
+    assert.equal(text(replies[200]), "late");
+    // Deadlines still fire: a short timeout made alone.
+    await assert.rejects(conn.request("/slow/1.0.0", "2000", { timeoutMs: 30 }), { code: "ERR_TIMEOUT" });
+  });
+
   it("an AbortSignal cancels the call with ERR_CANCELLED and aborts the handler", async () => {
     seenSignals.length = 0;
     const ac = new AbortController();
