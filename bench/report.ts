@@ -200,7 +200,7 @@ export function renderReport(machine: Machine, rows: Row[]): string {
           ? `${p.largeSize / 1024 / 1024} MiB`
           : w === "conns" || w === "conns-req"
             ? `${fmt(p.count)} connections`
-            : `${fmt(p.count)} × ${p.size} B`;
+            : `${(p.maxSeconds ?? 0) > 0 ? "up to " : ""}${fmt(p.count)} × ${p.size} B${(p.maxSeconds ?? 0) > 0 ? ` or ${p.maxSeconds} s` : ""}`;
       out.push(`## ${c.head}${g.title} (${size})`, "", `![${g.key}](bench/${g.key}.svg)`, "");
       out.push(`| implementation | ${c.metrics.map((m) => m[0]).join(" | ")} |`);
       out.push(`| --- | ${c.metrics.map(() => "---").join(" | ")} |`);

@@ -12,6 +12,7 @@
  *   npm run bench -- --broadcast-clients 100 --broadcast-rounds 50 --broadcast-seconds 1   # a smaller broadcast
  *   npm run bench -- --workload hol-slow --impl pointsub,ws --large-size 67108864   # through shaped links (issue 17)
  *   npm run bench -- --workload hol-slow --link-rates 10000000 --link-rtt 10        # one link rate only
+ *   npm run bench -- --max-seconds 0              # flood / rpc runs go to their full count (default: stop after 10 s, 3 s with --quick)
  */
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -37,6 +38,7 @@ const { values } = parseArgs({
     impl: { type: "string" },
     workload: { type: "string" },
     count: { type: "string" },
+    "max-seconds": { type: "string" },
     "large-size": { type: "string" },
     "files-size": { type: "string" },
     "broadcast-clients": { type: "string" },
@@ -192,6 +194,10 @@ const cases: { workload: Workload; params: WorkloadParams }[] = workloads.flatMa
     const params = { ...WORKLOADS[workload] };
     if (values.count !== undefined && params.count > 1) params.count = Number(values.count);
     if (values["large-size"] !== undefined && params.largeSize > 0) params.largeSize = Number(values["large-size"]);
+    // The measured part of flood / rpc-seq / rpc-pipe stops after this long (0: at `count` only).
+    if (workload === "flood" || workload === "rpc-seq" || workload === "rpc-pipe") {
+      params.maxSeconds = Number(values["max-seconds"] ?? (quick ? 3 : 10));
+    }
     if (workload !== "hol-slow") return [{ workload, params }];
     return linkRates.map((linkRate) => ({ workload, params: { ...params, linkRate, linkRttMs } }));
   },

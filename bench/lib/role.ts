@@ -24,6 +24,14 @@ export interface WorkloadParams {
   linkRate?: number;
   /** hol-slow: the shaped link's round-trip time in ms (half each way). */
   linkRttMs?: number;
+  /**
+   * flood / rpc-seq / rpc-pipe: the measured part stops after this many
+   * seconds even if `count` is not reached (the warm-up after a fifth of
+   * it); the rate is what was done over the time it took. Absent or 0: no
+   * limit. Keeps a whole `npm run bench` within reach on a small machine,
+   * where the slowest peers need a minute per million messages.
+   */
+  maxSeconds?: number;
 }
 
 export interface ClientResult {

@@ -34,26 +34,41 @@ export interface BenchClient {
 export async function runWorkload(client: BenchClient, workload: Workload, params: WorkloadParams): Promise<void> {
   const msg = new Uint8Array(params.size).fill(7);
   const warm = Math.max(1, Math.floor(params.count / 5));
+  const budgetMs = (params.maxSeconds ?? 0) > 0 ? (params.maxSeconds as number) * 1000 : Number.POSITIVE_INFINITY;
   let flooded = 0;
-  const flood = async (n: number) => {
-    for (let i = 0; i < n; i++) {
+  /** Sends up to `n` (fewer once `budgetMs` is spent: checked every 4,096); returns how many went. */
+  const flood = async (n: number, limitMs: number) => {
+    const end = performance.now() + limitMs;
+    let i = 0;
+    for (; i < n; i++) {
+      if ((i & 4095) === 0 && i !== 0 && performance.now() > end) break;
       if (!client.send(msg)) await client.drained();
     }
-    flooded += n;
+    flooded += i;
     const counted = await client.count();
     if (counted !== flooded) throw new Error(`server counted ${counted} of ${flooded}`);
+    return i;
   };
-  const rpc = async (n: number, inFlight: number, lat: Float64Array | undefined) => {
+  /** Makes up to `n` requests (fewer once `limitMs` is spent); returns how many were answered. */
+  const rpc = async (n: number, inFlight: number, lat: Float64Array | undefined, limitMs: number) => {
     let next = 0;
+    let done = 0;
+    const end = performance.now() + limitMs;
     const worker = async () => {
       while (next < n) {
         const i = next++;
         const t = performance.now();
+        if (t > end) {
+          next = n;
+          break;
+        }
         await client.echo(msg);
         if (lat !== undefined) lat[i] = (performance.now() - t) * 1000;
+        done++;
       }
     };
     await Promise.all(Array.from({ length: inFlight }, worker));
+    return done;
   };
   if (workload === "conns" || workload === "conns-req") {
     if (client.open === undefined) throw new Error("this implementation cannot open more connections");
@@ -83,19 +98,24 @@ export async function runWorkload(client: BenchClient, workload: Workload, param
     report({ rate: params.count / s, seconds: s, conns: held.length });
     for (const h of held) h.close();
   } else if (workload === "flood") {
-    await flood(warm);
+    await flood(warm, budgetMs / 5);
     const t0 = performance.now();
-    await flood(params.count);
+    const sent = await flood(params.count, budgetMs);
     const s = (performance.now() - t0) / 1000;
-    report({ rate: params.count / s, seconds: s });
+    report({ rate: sent / s, seconds: s, ...(sent < params.count ? { count: sent } : {}) });
   } else if (workload === "rpc-seq" || workload === "rpc-pipe") {
     const inFlight = workload === "rpc-seq" ? 1 : params.inFlight;
-    await rpc(warm, inFlight, undefined);
+    await rpc(warm, inFlight, undefined, budgetMs / 5);
     const lat = new Float64Array(params.count);
     const t0 = performance.now();
-    await rpc(params.count, inFlight, lat);
+    const done = await rpc(params.count, inFlight, lat, budgetMs);
     const s = (performance.now() - t0) / 1000;
-    report({ rate: params.count / s, latencyUs: latencySummary(lat), seconds: s });
+    report({
+      rate: done / s,
+      latencyUs: latencySummary(done < params.count ? lat.subarray(0, done) : lat),
+      seconds: s,
+      ...(done < params.count ? { count: done } : {}),
+    });
   } else {
     const startRss = process.memoryUsage().rss;
     const big = new Uint8Array(params.largeSize).fill(3);
