@@ -270,3 +270,30 @@ it("without a reader (a runtime whose internals differ) a socket still works thr
   const { bytes } = await transfer(client, server, data, true);
   assert.equal(sha256(bytes), sha256(data));
 });
+
+it("messages arrive as plain Uint8Arrays whichever read they came in (batch bodies spanning reads too)", async () => {
+  const server = createServer();
+  const kinds = new Set<string>();
+  let got = 0;
+  server.on("session", (s) =>
+    s.on("message", (m) => {
+      kinds.add(Object.getPrototypeOf(m.data) === Uint8Array.prototype ? "Uint8Array" : m.data.constructor.name);
+      got++;
+    }),
+  );
+  const [url] = await server.listen("tcp://127.0.0.1:0");
+  const conn = await connect(url);
+  try {
+    const msg = new Uint8Array(64).fill(7);
+    // Enough small messages per turn that BATCH frames span socket reads (their bodies get a buffer of their own).
+    for (let i = 0; i < 20_000; i++) {
+      void conn.send(msg);
+      if (!conn.writable) await conn.drain();
+    }
+    await until(() => got === 20_000, 20_000);
+    assert.deepEqual([...kinds], ["Uint8Array"]);
+  } finally {
+    await conn.close();
+    await server.close();
+  }
+});
