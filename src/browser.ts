@@ -174,7 +174,8 @@ export {
   type RateLimits,
   rateLimit,
 } from "./router/rate-limit.ts";
-export { Router } from "./router/router.ts";
+// A type only: the class comes with the request dispatcher (the stream chunk), not in a page's first load.
+export type { Router } from "./router/router.ts";
 export type { CallContext, Middleware, StreamRoute } from "./router/types.ts";
 export { type Crc32cProvider, createRuntime, type Runtime, type RuntimeParts } from "./runtime/runtime.ts";
 export type { IncomingStream } from "./stream/incoming.ts";

@@ -11,6 +11,8 @@
  * a second dynamic import of the stream halves would make a bundler split
  * the page's first load in two files.
  */
+
+import type { Router } from "../router/router.ts";
 import type { Dispatcher } from "./dispatch.ts";
 import type { Pacer } from "./pacer.ts";
 import type { IncomingStreams } from "./stream-in.ts";
@@ -24,6 +26,8 @@ export interface StreamEngine {
   readonly Pacer: typeof Pacer;
   /** Serves the peer's requests (`dispatch-lazy.ts`): the incoming streams need it, so it comes with them. */
   readonly Dispatcher: typeof Dispatcher;
+  /** Routes and middleware: only a dispatcher reads them, so the router comes with it. */
+  readonly Router: typeof Router;
 }
 
 let engine: StreamEngine | undefined;

@@ -15,5 +15,5 @@
  * loaded them before this chunk is fetched.
  */
 export { connect } from "../client/connect.ts";
-export { Dispatcher, IncomingStreams, OutgoingStreams, Pacer } from "../connection/streams.ts";
+export * from "../connection/streams.ts";
 export { defaultRuntime } from "./runtime.ts";
