@@ -7,8 +7,10 @@
  *
  * What is measured: the page's initial load — its entry file plus every
  * chunk that file imports statically — each file gzipped at level 9 on its
- * own (as a server sends them), summed. The stream halves of the engine
- * (with the request dispatcher) are a chunk of their own, loaded by a
+ * own (as a server sends them), summed: one shared file and the page's own
+ * (the stream chunk re-exports what every page loads, `web/stream-chunk.ts`).
+ * The stream halves of the engine (with the request dispatcher and the
+ * router) are a chunk of their own, loaded by a
  * dynamic import the first time a connection streams or serves a request;
  * the error suggestions one fetched while the first connection opens, the
  * diagnostics publisher one, the graceful close's wait (loaded by the first
@@ -103,12 +105,16 @@ describe("browser bundle (esbuild, platform browser, minified)", () => {
       "stream/incoming.js",
       "connection/diagnostics.js",
       "connection/dispatch.js",
+      "router/router.js",
       "errors/suggestions.js",
       "connection/drain.js",
       "connection/housekeeping.js",
     ]) {
       assert.ok(lazyModules.includes(m), `${m} is loaded on demand, not up front`);
     }
+    // The engine is in one shared chunk, not split between it and the page's entry file (gzipped apart).
+    const inEntry = modulesOf(entry).filter((m) => /^(connection|codec|transport|web)\//.test(m));
+    assert.deepEqual(inEntry, [], "the page's entry file holds none of the engine");
     let gz = 0;
     let min = 0;
     for (const f of files) {
