@@ -181,7 +181,8 @@ export { type Crc32cProvider, createRuntime, type Runtime, type RuntimeParts } f
 export type { IncomingStream } from "./stream/incoming.ts";
 export { Transfer } from "./stream/transfer.ts";
 export type { CompressOption, SendStreamOptions, StreamHandler, StreamSource } from "./stream/types.ts";
-export { Progress, type ProgressSnapshot, type TransferStatus } from "./transfer/progress.ts";
+// Types only: the class comes with the stream chunk (a `sendStream` made before it arrived reports through a stand-in).
+export type { Progress, ProgressSnapshot, TransferStatus } from "./transfer/progress.ts";
 export { type MemoryTransportOptions, memoryTransport } from "./transport/memory.ts";
 export { type ResolvedTransport, TransportRegistry } from "./transport/registry.ts";
 export type {

@@ -26,7 +26,8 @@ import type { Middleware, ResumeLookup } from "../router/types.ts";
 import { createRuntime, type Runtime } from "../runtime/runtime.ts";
 import { Transfer } from "../stream/transfer.ts";
 import type { SendStreamOptions, StreamHandler, StreamSource } from "../stream/types.ts";
-import { newTransferId, Progress } from "../transfer/progress.ts";
+import type { Progress } from "../transfer/progress.ts";
+import { newTransferId } from "../transfer/transfer-id.ts";
 import type { PeerCertificate, Transport } from "../transport/transport.ts";
 import { Emitter } from "../util/emitter.ts";
 import { handledRejection } from "../util/handled-rejection.ts";
@@ -41,6 +42,7 @@ import { greeting, Handshake } from "./handshake.ts";
 import type { Housekeeper } from "./housekeeping.ts";
 import { HousekeeperShell, housekeeperClass } from "./housekeeping-lazy.ts";
 import { Inbound } from "./inbound.ts";
+import { LateProgress } from "./late-progress.ts";
 import { budgetLimit, Link, resolveSettings } from "./link.ts";
 import { checkConnectionOptions } from "./options.ts";
 import { Outbox } from "./outbox.ts";
@@ -653,24 +655,27 @@ export class Connection extends Emitter<ConnectionEvents> {
 
   /** `sendStream` while the stream engine is not loaded (a browser's first stream): the transfer starts once it is. */
   private sendStreamLater(route: string, source: StreamSource, options: SendStreamOptions): Transfer {
-    const progress = new Progress(options.transferId ?? newTransferId(), options.total, options.progressIntervalMs);
+    // `Progress` comes with the engine: a stand-in until then, which then follows the transfer's own.
+    const progress = new LateProgress(options.transferId ?? newTransferId(), options.total);
     if (options.onProgress !== undefined) progress.on("progress", options.onProgress);
     const d = Promise.withResolvers<Uint8Array>();
     let started: Transfer | undefined;
     let cancelled: string | undefined;
     loadStreamEngine().then(
       (engine) => {
-        started = this.outStreams(engine).send(route, source, { ...options, onProgress: undefined }, progress);
+        const real = new engine.Progress(progress.transferId, options.total, options.progressIntervalMs);
+        progress.follow(real);
+        started = this.outStreams(engine).send(route, source, { ...options, onProgress: undefined }, real);
         started.done.then(d.resolve, d.reject);
         if (cancelled !== undefined) started.cancel(cancelled);
       },
       (err: unknown) => {
         const e = toPointSubError(err, "ERR_CONNECTION_CLOSED", "cannot load the stream engine: ");
-        progress.setStatus("failed", e);
+        progress.fail(e);
         d.reject(e);
       },
     );
-    return new Transfer(progress, d.promise, (reason) => {
+    return new Transfer(progress as unknown as Progress, d.promise, (reason) => {
       if (started !== undefined) started.cancel(reason);
       else cancelled ??= reason;
     });

@@ -13,6 +13,7 @@
  */
 
 import type { Router } from "../router/router.ts";
+import type { Progress } from "../transfer/progress.ts";
 import type { Dispatcher } from "./dispatch.ts";
 import type { Pacer } from "./pacer.ts";
 import type { IncomingStreams } from "./stream-in.ts";
@@ -28,6 +29,8 @@ export interface StreamEngine {
   readonly Dispatcher: typeof Dispatcher;
   /** Routes and middleware: only a dispatcher reads them, so the router comes with it. */
   readonly Router: typeof Router;
+  /** Progress of a transfer: only streams report it (a `sendStream` made before the engine loaded has a stand-in). */
+  readonly Progress: typeof Progress;
 }
 
 let engine: StreamEngine | undefined;

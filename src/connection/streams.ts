@@ -7,6 +7,7 @@
  */
 
 export { Router } from "../router/router.ts";
+export { Progress } from "../transfer/progress.ts";
 export { Dispatcher } from "./dispatch.ts";
 export { Pacer } from "./pacer.ts";
 export { IncomingStreams } from "./stream-in.ts";
