@@ -20,14 +20,25 @@ import {
   type ResilientOptions,
 } from "./client/resilient.ts";
 import type { Connection } from "./connection/connection.ts";
+import { type StreamEngine, useStreamLoader } from "./connection/stream-engine.ts";
 import { loadSuggestions } from "./errors/codes.ts";
 import { withSuggestion } from "./errors/error.ts";
+import type { Runtime } from "./runtime/runtime.ts";
 import type { Address } from "./transport/transport.ts";
 import { defaultRuntime } from "./web/runtime.ts";
 
 export type { ConnectOptions } from "./client/connect.ts";
 
 const noop = (): void => {};
+
+/** The stream engine's chunk, loaded the first time a connection streams (the only dynamic import of it). */
+const loadStreams = (): Promise<StreamEngine> => import("./web/stream-chunk.ts");
+
+/** `options` with the default runtime when they name none; installs the stream chunk's loader. */
+function withRuntime<O extends { runtime?: Runtime }>(options: O): O {
+  useStreamLoader(loadStreams);
+  return options.runtime === undefined ? { ...options, runtime: defaultRuntime() } : options;
+}
 
 /**
  * Settles like `opening`, once the error suggestions (`PointSubError.suggestion`,
@@ -52,9 +63,7 @@ function withTexts<T>(opening: Promise<T>): Promise<T> {
  * `options.runtime` is given.
  */
 export function connect(address: Address, options: ConnectOptions = {}): Promise<Connection> {
-  return withTexts(
-    coreConnect(address, options.runtime === undefined ? { ...options, runtime: defaultRuntime() } : options),
-  );
+  return withTexts(coreConnect(address, withRuntime(options)));
 }
 
 /** Options of {@link connectResilient}: those of {@link connect} plus reconnection, offline and retry policies. */
@@ -69,9 +78,7 @@ export function connectResilient(
   address: Address,
   options: ResilientConnectOptions = {},
 ): Promise<ResilientConnection> {
-  return withTexts(
-    coreConnectResilient(address, options.runtime === undefined ? { ...options, runtime: defaultRuntime() } : options),
-  );
+  return withTexts(coreConnectResilient(address, withRuntime(options)));
 }
 
 /**
@@ -81,7 +88,7 @@ export function connectResilient(
  */
 export class Client extends CoreClient {
   constructor(options: ClientOptions = {}) {
-    super(options.runtime === undefined ? { ...options, runtime: defaultRuntime() } : options);
+    super(withRuntime(options));
     loadSuggestions().catch(noop);
   }
 }
@@ -167,13 +174,15 @@ export {
   type RateLimits,
   rateLimit,
 } from "./router/rate-limit.ts";
-export { Router } from "./router/router.ts";
+// A type only: the class comes with the request dispatcher (the stream chunk), not in a page's first load.
+export type { Router } from "./router/router.ts";
 export type { CallContext, Middleware, StreamRoute } from "./router/types.ts";
 export { type Crc32cProvider, createRuntime, type Runtime, type RuntimeParts } from "./runtime/runtime.ts";
 export type { IncomingStream } from "./stream/incoming.ts";
 export { Transfer } from "./stream/transfer.ts";
 export type { CompressOption, SendStreamOptions, StreamHandler, StreamSource } from "./stream/types.ts";
-export { Progress, type ProgressSnapshot, type TransferStatus } from "./transfer/progress.ts";
+// Types only: the class comes with the stream chunk (a `sendStream` made before it arrived reports through a stand-in).
+export type { Progress, ProgressSnapshot, TransferStatus } from "./transfer/progress.ts";
 export { type MemoryTransportOptions, memoryTransport } from "./transport/memory.ts";
 export { type ResolvedTransport, TransportRegistry } from "./transport/registry.ts";
 export type {

@@ -20,12 +20,14 @@ import { decodeResumeAnswer, encodeResumeQuery, RESUME_ROUTE, type ResumePoint }
 import { Feature, type Settings } from "../codec/settings.ts";
 import { codeForErrno } from "../errors/codes.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
-import { Router } from "../router/router.ts";
+import { checkFunction, checkRoute } from "../router/check.ts";
+import type { Router } from "../router/router.ts";
 import type { Middleware, ResumeLookup } from "../router/types.ts";
 import { createRuntime, type Runtime } from "../runtime/runtime.ts";
 import { Transfer } from "../stream/transfer.ts";
 import type { SendStreamOptions, StreamHandler, StreamSource } from "../stream/types.ts";
-import { newTransferId, Progress } from "../transfer/progress.ts";
+import type { Progress } from "../transfer/progress.ts";
+import { newTransferId } from "../transfer/transfer-id.ts";
 import type { PeerCertificate, Transport } from "../transport/transport.ts";
 import { Emitter } from "../util/emitter.ts";
 import { handledRejection } from "../util/handled-rejection.ts";
@@ -33,13 +35,14 @@ import type { Ticker } from "../util/ticker.ts";
 import { MemoryBudget } from "./budget.ts";
 import { Caller } from "./caller.ts";
 import type { Dispatcher } from "./dispatch.ts";
-import { DispatchShell, dispatcherClass, toBytes } from "./dispatch-lazy.ts";
+import { DispatchShell, dispatcherClass, emptyRouter, routerClass, toBytes } from "./dispatch-lazy.ts";
 import { ReceiveWindow } from "./flow.ts";
 import { type FrameHooks, FrameRouter } from "./frames.ts";
 import { greeting, Handshake } from "./handshake.ts";
 import type { Housekeeper } from "./housekeeping.ts";
 import { HousekeeperShell, housekeeperClass } from "./housekeeping-lazy.ts";
 import { Inbound } from "./inbound.ts";
+import { LateProgress } from "./late-progress.ts";
 import { budgetLimit, Link, resolveSettings } from "./link.ts";
 import { checkConnectionOptions } from "./options.ts";
 import { Outbox } from "./outbox.ts";
@@ -81,9 +84,6 @@ function portableRuntime(): Runtime {
   portable ??= createRuntime({ name: "portable" });
   return portable;
 }
-
-/** The router of a connection that has no routes or middleware of its own and no server. */
-const EMPTY_ROUTER = new Router();
 
 /** The graceful close's wait, loaded on the first close (not in a page's first load). */
 let drainModule: Promise<typeof import("./drain.ts")> | undefined;
@@ -129,7 +129,9 @@ export class Connection extends Emitter<ConnectionEvents> {
   private readonly readGate: ReadGate;
   private readonly onOpenHook: ConnectionInit["onOpen"];
   private readonly onCloseHook: ConnectionInit["onClose"];
+  /** The connection has its own router (in front of the server's, `serverRouter`), or will have once loaded. */
   private ownRouter = false;
+  private readonly serverRouter: Router | undefined;
   /** Whether the connection closed for good (one function shared by the parts that ask). */
   private readonly isClosed: () => boolean;
   private readonly decoderImpl: FrameDecoder;
@@ -218,26 +220,18 @@ export class Connection extends Emitter<ConnectionEvents> {
     );
     this.caller.attach(this.outbox);
     this.window = new ReceiveWindow(local.connectionWindow, this.outbox);
+    this.serverRouter = init.router;
     const D = dispatcherClass();
     this.dispatcher =
       D !== undefined
-        ? new D(this.link, this.outbox, this.stats_, this.budget, this, init.router ?? EMPTY_ROUTER, init.onMessage)
-        : (new DispatchShell(
-            this.link,
-            this.outbox,
-            this.stats_,
-            this.budget,
-            this,
-            init.router ?? EMPTY_ROUTER,
-            init.onMessage,
-            {
-              replace: (d) => {
-                this.dispatcher = d;
-                this.inbound.dispatcher = d;
-              },
-              fail: (err) => this.fail(err),
+        ? new D(this.link, this.outbox, this.stats_, this.budget, this, init.router ?? emptyRouter(), init.onMessage)
+        : (new DispatchShell(this.link, this.outbox, this.stats_, this.budget, this, init.router, init.onMessage, {
+            replace: (d) => {
+              this.dispatcher = d;
+              this.inbound.dispatcher = d;
             },
-          ) as unknown as Dispatcher);
+            fail: (err) => this.fail(err),
+          }) as unknown as Dispatcher);
     this.dispatcher.readGate = this.readGate;
     this.inbound = new Inbound(
       this.link,
@@ -435,17 +429,27 @@ export class Connection extends Emitter<ConnectionEvents> {
     }
   }
 
-  /** This connection's own router (created on first route or middleware), falling back to the server's. */
-  private get ownRouterFor(): Router {
+  /**
+   * Adds a route or middleware (`apply`, its arguments checked) to this
+   * connection's own router, created on first use in front of the server's.
+   * A browser's connection has no router before the dispatcher is loaded
+   * (it comes with the stream engine): its shell keeps `apply` and starts
+   * loading — routes and middleware mean requests will come.
+   */
+  private route(apply: (r: Router) => void, middleware = false): this {
     // The dispatcher holds the router in effect (the incoming streams read it there).
     const d = this.dispatcher;
-    // Routes and middleware mean requests will come: a shell loads the dispatcher now.
-    if (d instanceof DispatchShell) d.load();
+    if (d instanceof DispatchShell) {
+      this.ownRouter = true;
+      d.configure(apply, middleware);
+      return this;
+    }
     if (!this.ownRouter) {
-      d.router = new Router(d.router === EMPTY_ROUTER ? undefined : d.router);
+      d.router = new (routerClass())(this.serverRouter);
       this.ownRouter = true;
     }
-    return d.router;
+    apply(d.router);
+    return this;
   }
 
   /** Current lifecycle state. */
@@ -477,8 +481,9 @@ export class Connection extends Emitter<ConnectionEvents> {
    * connection only (it takes precedence over a server's routes).
    */
   handle(route: string, handler: Handler): this {
-    this.ownRouterFor.handle(route, handler);
-    return this;
+    checkRoute(route);
+    checkFunction(handler, "handler");
+    return this.route((r) => r.handle(route, handler));
   }
 
   /**
@@ -488,8 +493,8 @@ export class Connection extends Emitter<ConnectionEvents> {
    * {@link Middleware}.
    */
   use(mw: Middleware): this {
-    this.ownRouterFor.use(mw);
-    return this;
+    checkFunction(mw, "middleware");
+    return this.route((r) => r.use(mw), true);
   }
 
   /**
@@ -629,8 +634,9 @@ export class Connection extends Emitter<ConnectionEvents> {
    * resumable: it says how far a transfer already got.
    */
   handleStream(route: string, handler: StreamHandler, options: { resume?: ResumeLookup } = {}): this {
-    this.ownRouterFor.handleStream(route, handler, options);
-    return this;
+    checkRoute(route);
+    checkFunction(handler, "handler");
+    return this.route((r) => r.handleStream(route, handler, options));
   }
 
   /**
@@ -649,24 +655,27 @@ export class Connection extends Emitter<ConnectionEvents> {
 
   /** `sendStream` while the stream engine is not loaded (a browser's first stream): the transfer starts once it is. */
   private sendStreamLater(route: string, source: StreamSource, options: SendStreamOptions): Transfer {
-    const progress = new Progress(options.transferId ?? newTransferId(), options.total, options.progressIntervalMs);
+    // `Progress` comes with the engine: a stand-in until then, which then follows the transfer's own.
+    const progress = new LateProgress(options.transferId ?? newTransferId(), options.total);
     if (options.onProgress !== undefined) progress.on("progress", options.onProgress);
     const d = Promise.withResolvers<Uint8Array>();
     let started: Transfer | undefined;
     let cancelled: string | undefined;
     loadStreamEngine().then(
       (engine) => {
-        started = this.outStreams(engine).send(route, source, { ...options, onProgress: undefined }, progress);
+        const real = new engine.Progress(progress.transferId, options.total, options.progressIntervalMs);
+        progress.follow(real);
+        started = this.outStreams(engine).send(route, source, { ...options, onProgress: undefined }, real);
         started.done.then(d.resolve, d.reject);
         if (cancelled !== undefined) started.cancel(cancelled);
       },
       (err: unknown) => {
         const e = toPointSubError(err, "ERR_CONNECTION_CLOSED", "cannot load the stream engine: ");
-        progress.setStatus("failed", e);
+        progress.fail(e);
         d.reject(e);
       },
     );
-    return new Transfer(progress, d.promise, (reason) => {
+    return new Transfer(progress as unknown as Progress, d.promise, (reason) => {
       if (started !== undefined) started.cancel(reason);
       else cancelled ??= reason;
     });

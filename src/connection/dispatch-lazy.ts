@@ -21,7 +21,7 @@ import type { Link } from "./link.ts";
 import type { Outbox } from "./outbox.ts";
 import type { ReadGate } from "./read-gate.ts";
 import type { Stats } from "./stats.ts";
-import { loadStreamEngine, streamEngine } from "./stream-engine.ts";
+import { loadStreamEngine, type StreamEngine, streamEngine } from "./stream-engine.ts";
 import type { Message } from "./types.ts";
 
 const decoder = new TextDecoder();
@@ -29,16 +29,33 @@ const decoder = new TextDecoder();
 export { toBytes } from "./to-bytes.ts";
 
 let cls: typeof Dispatcher | undefined;
+let routerCls: typeof Router | undefined;
+/** The router of a connection that has no routes or middleware of its own and no server. */
+let noRouter: Router | undefined;
 
-/** Installs the dispatcher class a caller imported statically. */
-export function useDispatcher(c: typeof Dispatcher): void {
-  cls ??= c;
+/** Installs the dispatcher and router classes the stream engine brings. */
+function install(e: StreamEngine): typeof Dispatcher {
+  cls ??= e.Dispatcher;
+  routerCls ??= e.Router;
+  return cls;
 }
 
-/** The dispatcher class if it is installed or loaded (the stream engine brings it too), else undefined. */
+/** The dispatcher class if it is installed or loaded (the stream engine brings it), else undefined. */
 export function dispatcherClass(): typeof Dispatcher | undefined {
-  cls ??= streamEngine()?.Dispatcher;
-  return cls;
+  if (cls !== undefined) return cls;
+  const e = streamEngine();
+  return e === undefined ? undefined : install(e);
+}
+
+/** The router class; only once {@link dispatcherClass} returned a class (they come together). */
+export function routerClass(): typeof Router {
+  return routerCls as typeof Router;
+}
+
+/** The shared empty router (no routes, no middleware); only once {@link dispatcherClass} returned a class. */
+export function emptyRouter(): Router {
+  noRouter ??= new (routerClass())();
+  return noRouter;
 }
 
 /** @internal For tests of the on-demand path: forgets the class (reset the stream engine too: it brings one). */
@@ -54,10 +71,7 @@ export function resetDispatcher(): void {
 export function loadDispatcher(): Promise<typeof Dispatcher> {
   const c = dispatcherClass();
   if (c !== undefined) return Promise.resolve(c);
-  return loadStreamEngine().then((e) => {
-    useDispatcher(e.Dispatcher);
-    return e.Dispatcher;
-  });
+  return loadStreamEngine().then(install);
 }
 
 class ShellMessage implements Message {
@@ -85,10 +99,15 @@ export class DispatchShell {
   readonly serving = { size: 0, get: (_id: number): ServerCall | undefined => undefined };
   openRequests = 0;
   readonly heldMessages = 0;
-  router: Router;
+  /** The server's router, if any (the dispatcher's, or the parent of the connection's own). */
+  readonly router: Router | undefined;
   readGate: ReadGate | undefined;
   private readonly args: ConstructorParameters<typeof Dispatcher>;
   private readonly hooks: ShellHooks;
+  /** Routes and middleware the application added meanwhile: applied to the connection's own router once loaded. */
+  private setup: ((r: Router) => void)[] | undefined;
+  /** Whether middleware is among them (one-way messages then wait for the dispatcher). */
+  private middleware = false;
   /** What arrived while the dispatcher loads, in order (undefined: nothing waits). */
   private queue: ((d: Dispatcher) => void)[] | undefined;
   private closed = false;
@@ -100,18 +119,19 @@ export class DispatchShell {
     stats: Stats,
     budget: MemoryBudget,
     session: Connection,
-    router: Router,
+    router: Router | undefined,
     onMessage: MessageHook | undefined,
     hooks: ShellHooks,
   ) {
-    this.args = [link, outbox, stats, budget, session, router, onMessage];
+    // The router is filled in by `become`.
+    this.args = [link, outbox, stats, budget, session, router as Router, onMessage];
     this.router = router;
     this.hooks = hooks;
   }
 
   /** A complete one-way message: the `message` event now, unless middleware runs or requests wait before it. */
   deliverMessage(data: Uint8Array): void {
-    if (this.queue === undefined && !this.router.hasMiddleware) {
+    if (this.queue === undefined && !this.middleware && this.router?.hasMiddleware !== true) {
       const msg = new ShellMessage(data);
       const [, , , , session, , onMessage] = this.args;
       try {
@@ -140,6 +160,18 @@ export class DispatchShell {
     if (this.queue === undefined) return false;
     this.enqueue((d) => d.cancelServed(id, reasonCode));
     return true;
+  }
+
+  /**
+   * A route or middleware the application added (`apply` adds it to a
+   * router, the arguments checked): kept until the dispatcher (and the
+   * router) are loaded, which starts now — requests will come.
+   */
+  configure(apply: (r: Router) => void, middleware: boolean): void {
+    this.setup ??= [];
+    this.setup.push(apply);
+    if (middleware) this.middleware = true;
+    this.load();
   }
 
   /** Starts loading the dispatcher (the application added a route or middleware: requests will come). */
@@ -184,7 +216,14 @@ export class DispatchShell {
     if (this.closed) return undefined;
     this.closed = true;
     const args = this.args;
-    args[5] = this.router;
+    let router = this.router;
+    if (this.setup !== undefined) {
+      // The connection's own router, in front of the server's.
+      router = new (routerClass())(router);
+      for (const apply of this.setup) apply(router);
+      this.setup = undefined;
+    }
+    args[5] = router ?? emptyRouter();
     const d = new c(...args);
     d.readGate = this.readGate;
     d.openRequests = this.openRequests;

@@ -4,10 +4,16 @@
  * planning) as code loaded on demand. A connection asks {@link streamEngine}
  * when it first streams; the Node entry and the server install the engine up
  * front ({@link useStreamEngine}: always synchronous there), the browser
- * entry loads it with a dynamic `import()` the first time a connection sends
- * or receives a stream, so a page that only sends messages and requests
- * never downloads it.
+ * entry installs a loader ({@link useStreamLoader}: a dynamic `import()` of
+ * its stream chunk, `web/stream-chunk.ts`) that runs the first time a
+ * connection sends or receives a stream, so a page that only sends messages
+ * and requests never downloads it. This file has no `import()` of its own:
+ * a second dynamic import of the stream halves would make a bundler split
+ * the page's first load in two files.
  */
+
+import type { Router } from "../router/router.ts";
+import type { Progress } from "../transfer/progress.ts";
 import type { Dispatcher } from "./dispatch.ts";
 import type { Pacer } from "./pacer.ts";
 import type { IncomingStreams } from "./stream-in.ts";
@@ -21,14 +27,15 @@ export interface StreamEngine {
   readonly Pacer: typeof Pacer;
   /** Serves the peer's requests (`dispatch-lazy.ts`): the incoming streams need it, so it comes with them. */
   readonly Dispatcher: typeof Dispatcher;
+  /** Routes and middleware: only a dispatcher reads them, so the router comes with it. */
+  readonly Router: typeof Router;
+  /** Progress of a transfer: only streams report it (a `sendStream` made before the engine loaded has a stand-in). */
+  readonly Progress: typeof Progress;
 }
-
-/** The dynamic import of the engine (a chunk of its own in a browser bundle). */
-const importEngine = (): Promise<StreamEngine> => import("./streams.ts");
 
 let engine: StreamEngine | undefined;
 let loading: Promise<StreamEngine> | undefined;
-let loader = importEngine;
+let loader: (() => Promise<StreamEngine>) | undefined;
 
 /** The stream engine if it is loaded, else undefined (then {@link loadStreamEngine}). */
 export function streamEngine(): StreamEngine | undefined {
@@ -40,9 +47,21 @@ export function useStreamEngine(e: StreamEngine): void {
   engine ??= e;
 }
 
-/** Loads the engine (once; a failed load, e.g. offline, is tried again by the next caller). */
+/** Installs how to load the engine on demand (the browser entry: a dynamic import of its stream chunk). */
+export function useStreamLoader(load: () => Promise<StreamEngine>): void {
+  loader ??= load;
+}
+
+/**
+ * Loads the engine (once; a failed load, e.g. offline, is tried again by the
+ * next caller). Rejects when neither an engine nor a loader is installed (a
+ * connection built outside every entry point).
+ */
 export function loadStreamEngine(): Promise<StreamEngine> {
   if (engine !== undefined) return Promise.resolve(engine);
+  if (loader === undefined) {
+    return Promise.reject(new Error("no stream engine installed: use pointsub through an entry point"));
+  }
   loading ??= loader().then(
     (m) => {
       engine ??= m;
@@ -58,10 +77,10 @@ export function loadStreamEngine(): Promise<StreamEngine> {
 
 /**
  * @internal For tests of the on-demand path: forgets the engine, so that the
- * next connection that streams loads it again through `load` (default: the
- * dynamic import).
+ * next connection that streams loads it again through `load` (default: no
+ * loader until one is installed).
  */
-export function resetStreamEngine(load: () => Promise<StreamEngine> = importEngine): void {
+export function resetStreamEngine(load?: () => Promise<StreamEngine>): void {
   engine = undefined;
   loading = undefined;
   loader = load;

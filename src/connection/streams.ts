@@ -1,10 +1,13 @@
 /**
  * The stream halves of the engine, the pacer of bulk data (chunked
  * messages and streams) and the request dispatcher (the incoming streams
- * serve stream routes through it) in one module: what `stream-engine.ts`
+ * serve stream routes through it) and the router it serves through, in one module: what `stream-engine.ts`
  * loads on demand (a chunk of its own in a browser bundle), or an entry
  * point installs up front.
  */
+
+export { Router } from "../router/router.ts";
+export { Progress } from "../transfer/progress.ts";
 export { Dispatcher } from "./dispatch.ts";
 export { Pacer } from "./pacer.ts";
 export { IncomingStreams } from "./stream-in.ts";

@@ -11,13 +11,8 @@
  */
 import { decodeResumeQuery, encodeResumeAnswer, RESUME_ROUTE, type ResumePoint } from "../codec/resume.ts";
 import { PointSubError } from "../errors/error.ts";
+import { checkFunction, checkRoute } from "./check.ts";
 import type { CallContext, Handler, HandlerResult, Middleware, ResumeLookup, StreamRoute } from "./types.ts";
-
-function checkRoute(route: string): void {
-  if (typeof route !== "string" || route.length === 0) {
-    throw new PointSubError("ERR_INVALID_ARGUMENT", "route must be a non-empty string");
-  }
-}
 
 const NO_MIDDLEWARE: readonly Middleware[] = Object.freeze([]);
 const NOTHING: ResumePoint = Object.freeze({ offset: 0, crc: 0 });
@@ -44,7 +39,7 @@ export class Router {
   /** Registers a request handler for `route` (replacing one registered before). */
   handle(route: string, handler: Handler): this {
     checkRoute(route);
-    if (typeof handler !== "function") throw new PointSubError("ERR_INVALID_ARGUMENT", "handler must be a function");
+    checkFunction(handler, "handler");
     this.routes ??= new Map();
     this.routes.set(route, handler);
     return this;
@@ -53,7 +48,7 @@ export class Router {
   /** Registers a stream handler for `route`; `resume` makes the route resumable. */
   handleStream(route: string, handler: StreamRoute["handler"], options: { resume?: ResumeLookup } = {}): this {
     checkRoute(route);
-    if (typeof handler !== "function") throw new PointSubError("ERR_INVALID_ARGUMENT", "handler must be a function");
+    checkFunction(handler, "handler");
     this.streamRoutes ??= new Map();
     this.streamRoutes.set(route, { handler, resume: options.resume });
     return this;
@@ -61,7 +56,7 @@ export class Router {
 
   /** Adds a middleware; it runs after those added before it (and after every middleware of the parent). */
   use(mw: Middleware): this {
-    if (typeof mw !== "function") throw new PointSubError("ERR_INVALID_ARGUMENT", "middleware must be a function");
+    checkFunction(mw, "middleware");
     this.own ??= [];
     this.own.push(mw);
     this.version++;

@@ -1,6 +1,8 @@
 import type { PointSubError } from "../errors/error.ts";
 import { Emitter } from "../util/emitter.ts";
 
+export { newTransferId } from "./transfer-id.ts";
+
 /** Lifecycle of a transfer, as progress reports it. */
 export type TransferStatus =
   | "initializing"
@@ -201,13 +203,4 @@ export class Progress extends Emitter<ProgressEvents> implements AsyncIterable<P
     if (this.listenerCount("progress") === 0) return;
     this.emit("progress", this.snapshot(now));
   }
-}
-
-/** A random transfer id (32 hex digits). */
-export function newTransferId(): string {
-  const b = new Uint8Array(16);
-  crypto.getRandomValues(b);
-  let s = "";
-  for (const x of b) s += x.toString(16).padStart(2, "0");
-  return s;
 }

@@ -11,6 +11,7 @@ import { connect } from "../../src/client/connect.ts";
 import { Connection } from "../../src/connection/connection.ts";
 import { ConnectionDiagnostics } from "../../src/connection/diagnostics.ts";
 import { publisherFor } from "../../src/connection/publisher.ts";
+import { useStreamLoader } from "../../src/connection/stream-engine.ts";
 import { createRuntime, localDiagnostics, NO_DIAGNOSTICS } from "../../src/runtime/runtime.ts";
 import { memoryTransport } from "../../src/transport/memory.ts";
 
@@ -21,6 +22,8 @@ describe("diagnostics publisher on demand", () => {
     assert.ok(!(before instanceof ConnectionDiagnostics), "no publisher class installed yet: the silent one");
     assert.equal(before.requestStart(1, "/x", 0), 0);
 
+    // No entry point here: the stream engine (which brings the dispatcher `handle` needs) is loaded as the browser entry does.
+    useStreamLoader(() => import("../../src/connection/streams.ts"));
     const memory = memoryTransport();
     const quiet = createRuntime({ name: "quiet", transports: [memory] });
     const sessions: Connection[] = [];

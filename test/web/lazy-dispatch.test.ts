@@ -8,7 +8,10 @@
  *   and is answered once it loaded, and a message sent after it is
  *   delivered after it (arrival order);
  * - a connection with no routes answers a request with ERR_NO_ROUTE once
- *   loaded, and its connection stays usable.
+ *   loaded, and its connection stays usable;
+ * - routes and middleware added before the load (the router comes with the
+ *   dispatcher): bad arguments throw at once, the rest apply in the order
+ *   added once loaded, and with middleware a message waits for them.
  */
 import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
@@ -61,6 +64,52 @@ describe("request serving loaded on demand", () => {
       assert.deepEqual(events, ["message:early", "request:x", "message:after"]);
       // Loaded: the next request is served at once.
       assert.equal(new TextDecoder().decode(await session.request("/hello/1", "y")), "hi y");
+    } finally {
+      await conn.close();
+      await server.close();
+    }
+  });
+
+  it("routes and middleware added before the load: bad arguments throw at once, the rest apply in order once loaded", async () => {
+    const gate = heldLoader();
+    const { server, conn, session } = await pair(gate);
+    try {
+      assert.throws(() => conn.handle("", () => "x"), { code: "ERR_INVALID_ARGUMENT" });
+      assert.throws(() => conn.handle("/a/1", 42 as never), { code: "ERR_INVALID_ARGUMENT" });
+      assert.throws(() => conn.use("mw" as never), { code: "ERR_INVALID_ARGUMENT" });
+      assert.throws(() => conn.handleStream("/s/1", undefined as never), { code: "ERR_INVALID_ARGUMENT" });
+      assert.equal(gate.calls(), 0, "a refused argument loads nothing");
+      const seen: string[] = [];
+      conn.use(async (ctx, next) => {
+        seen.push(`first:${ctx.kind}:${ctx.route}`);
+        return next();
+      });
+      conn.handle("/a/1", (req) => {
+        seen.push(`handler:${req.text()}`);
+        return "a";
+      });
+      conn.use(async (ctx, next) => {
+        seen.push(`second:${ctx.kind}`);
+        return next();
+      });
+      conn.handleStream("/s/1", async (s) => String((await s.bytes()).length));
+      conn.on("message", (m) => seen.push(`message:${m.text()}`));
+      assert.equal(gate.calls(), 1, "one load for all of them");
+      await session.send("m");
+      await new Promise((r) => setTimeout(r, 30));
+      assert.deepEqual(seen, [], "with middleware, a message waits for the dispatcher");
+      gate.release();
+      assert.equal(new TextDecoder().decode(await session.request("/a/1", "x")), "a");
+      assert.deepEqual(seen, [
+        "first:message:",
+        "second:message",
+        "message:m",
+        "first:request:/a/1",
+        "second:request",
+        "handler:x",
+      ]);
+      assert.equal(new TextDecoder().decode(await session.sendStream("/s/1", [new Uint8Array(1000)])), "1000");
+      assert.deepEqual(seen.slice(6), ["first:stream:/s/1", "second:stream"]);
     } finally {
       await conn.close();
       await server.close();

@@ -3,7 +3,9 @@
  * stream halves are a chunk of their own, fetched the first time a
  * connection streams), run here with a loader the test releases:
  * - a `sendStream` made before the engine is loaded returns its Transfer at
- *   once (progress, cancel) and starts once it is;
+ *   once (progress, cancel) and starts once it is; its progress (a stand-in:
+ *   `Progress` comes with the engine) follows the transfer's, by event and by
+ *   async iteration, or fails when the engine cannot be loaded;
  * - frames that arrive while it loads are held and handed on in arrival
  *   order (a message sent after a stream's frames is not delivered before
  *   the stream starts);
@@ -65,6 +67,61 @@ describe("the stream engine loaded on demand", () => {
       await assert.rejects(cancelled.done, { code: "ERR_CANCELLED" });
       // Loaded now: the next stream takes the synchronous path.
       assert.equal(new TextDecoder().decode(await conn.sendStream("/len/1", [new Uint8Array(7)])), "7");
+    } finally {
+      await conn.close();
+      await server.close();
+    }
+  });
+
+  it("the progress of a sendStream made before the load: iteration follows the transfer; a failed load fails it", async () => {
+    const server = createServer({ runtime: portable("lazy-test") });
+    server.handleStream("/len/1", async (s) => String((await s.bytes()).length));
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    // The engine cannot be loaded (offline): the transfer fails, its progress says so, the next load is tried again.
+    resetStreamEngine(() => Promise.reject(new Error("offline")));
+    const conn = await connect(url, { runtime: portable("lazy-test") });
+    try {
+      const failed = conn.sendStream("/len/1", [new Uint8Array(10)], { total: 10 });
+      await assert.rejects(
+        failed.done,
+        (e: PointSubError) => e.code === "ERR_CONNECTION_CLOSED" && /offline/.test(e.message),
+      );
+      const end = failed.snapshot();
+      assert.deepEqual(
+        [end.status, end.bytes, end.error?.code, failed.progress.done],
+        ["failed", 0, "ERR_CONNECTION_CLOSED", true],
+      );
+      const failedReports: string[] = [];
+      for await (const p of failed.progress) failedReports.push(p.status);
+      assert.deepEqual(failedReports, ["failed"]);
+
+      const gate = heldLoader();
+      resetStreamEngine(gate.load);
+      const t = conn.sendStream("/len/1", [new Uint8Array(300_000), new Uint8Array(200_000)], { total: 500_000 });
+      assert.equal(t.progress.total, 500_000);
+      assert.deepEqual(
+        [t.progress.status, t.progress.bytes, t.progress.done, t.snapshot().percent],
+        ["initializing", 0, false, 0],
+      );
+      const statuses: string[] = [];
+      let last = -1;
+      const iterated = (async () => {
+        for await (const p of t.progress) {
+          statuses.push(p.status);
+          last = p.bytes;
+        }
+      })();
+      await new Promise((r) => setTimeout(r, 20));
+      assert.deepEqual(statuses, ["initializing"], "nothing but the start before the engine loaded");
+      gate.release();
+      assert.equal(new TextDecoder().decode(await t), "500000");
+      await iterated;
+      assert.equal(statuses.at(-1), "completed", statuses.join(", "));
+      assert.equal(last, 500_000);
+      assert.deepEqual(
+        [t.progress.status, t.progress.bytes, t.progress.done, t.snapshot().percent],
+        ["completed", 500_000, true, 100],
+      );
     } finally {
       await conn.close();
       await server.close();

@@ -1,0 +1,19 @@
+/**
+ * The argument checks of route and middleware registration, apart from the
+ * router: a browser's connection checks `handle`/`use`/`handleStream`
+ * synchronously before its router (which comes with the stream engine
+ * chunk) is loaded.
+ */
+import { PointSubError } from "../errors/error.ts";
+
+/** Throws ERR_INVALID_ARGUMENT unless `route` is a non-empty string. */
+export function checkRoute(route: string): void {
+  if (typeof route !== "string" || route.length === 0) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", "route must be a non-empty string");
+  }
+}
+
+/** Throws ERR_INVALID_ARGUMENT unless `fn` is a function (`what`: "handler", "middleware"). */
+export function checkFunction(fn: unknown, what: string): void {
+  if (typeof fn !== "function") throw new PointSubError("ERR_INVALID_ARGUMENT", `${what} must be a function`);
+}
