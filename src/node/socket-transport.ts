@@ -48,7 +48,7 @@ function onSocketEnd(this: Socket): void {
   } else if (this.writableLength === 0 && (this as Partial<TLSSocket>).encrypted !== true) this.destroy();
 }
 
-/** Sockets whose peer ended, closed by {@link closeSome} (in order; each once: 'end' is emitted once). */
+/** Sockets whose peer ended, closed by {@link closeSome} from `endingHead` on (in order; each once: 'end' is emitted once). */
 let ending: Socket[] = [];
 let endingHead = 0;
 let endingScheduled = false;
@@ -67,12 +67,17 @@ function closeSome(): void {
     n++;
     if (s.destroyed) continue;
     if (s.writableLength === 0 && (s as Partial<TLSSocket>).encrypted !== true) s.destroy();
-    else s.end();
+    else if (!s.writableEnded) s.end();
   }
   if (endingHead === q.length) {
     ending = [];
     endingHead = 0;
   } else {
+    // Only sockets still to close stay listed (at most one entry per open socket), even when peers keep leaving faster than this.
+    if (endingHead >= 1024) {
+      ending = q.slice(endingHead);
+      endingHead = 0;
+    }
     endingScheduled = true;
     setImmediate(closeSome);
   }
