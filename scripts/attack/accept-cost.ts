@@ -10,7 +10,11 @@
  * preface only, half nothing; then kills itself, so every connection closes
  * at once. Prints one JSON line: the server's CPU (user + system, µs) per
  * accepted connection and per close, the heap each idle connection holds
- * (after full collections), and the GC time during the accepts.
+ * (after full collections), the GC time during the accepts, and for each
+ * phase the longest event-loop delay the server's main thread spent
+ * running (its thread CPU time within the delay of a 2 ms timer, as the
+ * attack server's `busyMaxMs`: what a burst costs in one turn, whatever
+ * the machine's load) with the longest GC pause.
  */
 import { spawn } from "node:child_process";
 import { resolve } from "node:path";
@@ -42,10 +46,29 @@ const [url] = await server.listen("tcp://127.0.0.1:0");
 const port = Number(new URL(url).port);
 
 let gcMs = 0;
+let gcMaxMs = 0;
 const obs = new PerformanceObserver((list) => {
-  for (const e of list.getEntries()) gcMs += e.duration;
+  for (const e of list.getEntries()) {
+    gcMs += e.duration;
+    if (e.duration > gcMaxMs) gcMaxMs = e.duration;
+  }
 });
 obs.observe({ entryTypes: ["gc"] });
+
+// The longest turn: a 2 ms timer's lateness, capped by the main thread's CPU time since it last fired.
+const TICK_MS = 2;
+let busyMaxMs = 0;
+let busyAt = performance.now();
+let busyCpu = process.threadCpuUsage();
+const busyTimer = setInterval(() => {
+  const now = performance.now();
+  const c = process.threadCpuUsage(busyCpu);
+  busyCpu = process.threadCpuUsage();
+  const busy = Math.min(now - busyAt - TICK_MS, (c.user + c.system) / 1000);
+  busyAt = now;
+  if (busy > busyMaxMs) busyMaxMs = busy;
+}, TICK_MS);
+const round1 = (x: number) => Math.round(x * 10) / 10;
 
 gc();
 gc();
@@ -77,15 +100,22 @@ await new Promise((r) => child.once("message", r));
 await new Promise((r) => setTimeout(r, 1500));
 const acceptCpu = process.cpuUsage(cpu0);
 const acceptGcMs = gcMs - gc0;
+const acceptTurn = { busyMaxMs: round1(busyMaxMs), gcMaxMs: round1(gcMaxMs) };
 gc();
 gc();
 const heapPerConn = (process.memoryUsage().heapUsed - heap0) / N;
+await new Promise((r) => setTimeout(r, 50));
+busyMaxMs = 0;
+gcMaxMs = 0;
 
 const cpu1 = process.cpuUsage();
 child.kill("SIGKILL");
 const deadline = Date.now() + 30_000;
 while (closed < N && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
 const closeCpu = process.cpuUsage(cpu1);
+await new Promise((r) => setTimeout(r, 50));
+const closeTurn = { busyMaxMs: round1(busyMaxMs), gcMaxMs: round1(gcMaxMs) };
+clearInterval(busyTimer);
 obs.disconnect();
 console.log(
   JSON.stringify({
@@ -94,8 +124,10 @@ console.log(
     closed,
     acceptCpuUsPerConn: Math.round((acceptCpu.user + acceptCpu.system) / N),
     acceptGcMs: Math.round(acceptGcMs),
+    acceptTurn,
     heapBytesPerIdleConn: Math.round(heapPerConn),
     closeCpuUsPerConn: Math.round((closeCpu.user + closeCpu.system) / Math.max(1, closed)),
+    closeTurn,
   }),
 );
 await server.close();

@@ -263,7 +263,11 @@ async function startServer(): Promise<ServerHandle> {
     h.exited = { code, signal };
     failed(new Error(`server exited during startup (${code ?? signal}): ${h.stderrTail}`));
   });
-  const timer = setTimeout(() => failed(new Error("server did not start within 20 s")), 20_000);
+  // Not started in time (a loaded machine): killed, or the child would keep this runner alive.
+  const timer = setTimeout(() => {
+    child.kill("SIGKILL");
+    failed(new Error("server did not start within 60 s"));
+  }, 60_000);
   const m = await readyP.finally(() => clearTimeout(timer));
   h.url = m.url;
   h.port = Number(new URL(m.url).port);

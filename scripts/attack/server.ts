@@ -71,7 +71,11 @@ server.on("message", () => {});
 const eld = monitorEventLoopDelay({ resolution: 10 });
 eld.enable();
 
-/** With POINTSUB_ATTACK_TRACE=<file>: long gaps and GC pauses (performance.now() times), written at exit. */
+/**
+ * With POINTSUB_ATTACK_TRACE=<file>: long gaps (`gap <start µs> <ms> cpu <ms of it the main thread ran>`)
+ * and GC pauses (`gc <start µs> <ms> kind <k>`), in µs of the monotonic clock (as a --cpu-prof profile's
+ * times: scripts/attack/long-turns.ts reads both), written at exit.
+ */
 const traceFile = process.env.POINTSUB_ATTACK_TRACE;
 const trace: string[] | undefined = traceFile === undefined ? undefined : [];
 const round = (x: number) => Math.round(x * 10) / 10;
@@ -123,6 +127,8 @@ const busyTimer = setInterval(() => {
       `gap ${Number(process.hrtime.bigint() / 1000n) - Math.round(late * 1000)} ${round(late)} cpu ${round(busy)}`,
     );
 }, BUSY_TICK_MS);
+/** performance.now() (ms) to the monotonic clock in µs of the gap lines (and of a --cpu-prof profile). */
+const hrBaseUs = Number(process.hrtime.bigint() / 1000n) - performance.now() * 1000;
 let gcMaxMs = 0;
 let gcTotalMs = 0;
 let gcCount = 0;
@@ -140,7 +146,7 @@ const gcObserver = new PerformanceObserver((list) => {
     if (e.duration > gcMaxMs) gcMaxMs = e.duration;
     if (trace !== undefined && (e.duration >= 5 || (e as { detail?: { kind?: number } }).detail?.kind === 4))
       trace.push(
-        `gc ${round(e.startTime)} ${round(e.duration)} kind ${(e as { detail?: { kind?: number } }).detail?.kind}`,
+        `gc ${Math.round(hrBaseUs + e.startTime * 1000)} ${round(e.duration)} kind ${(e as { detail?: { kind?: number } }).detail?.kind}`,
       );
   }
 });

@@ -44,12 +44,15 @@ function scheduleTurnEnd(): void {
 /**
  * The end of an event-loop turn with input (a setImmediate, after the
  * turn's I/O): resumes the gates that yielded, then works off waiting input
- * within a fresh budget — the rest waits for the next turn's end, after
- * that turn's timers.
+ * within what is left of the turn's budget — the I/O phase's decoding
+ * counts: a turn is the whole event-loop iteration, not each of its phases
+ * (both with a full budget made one iteration hold the loop twice as long
+ * under a flood) — the rest waits for the next turn's end, after that
+ * turn's timers (its I/O phase holds new input while older input waits, so
+ * that turn's end has the whole budget).
  */
 function endTurn(): void {
   turnEndScheduled = false;
-  turnMs = 0;
   const gates = yielded;
   yielded = resuming;
   for (let i = 0; i < gates.length; i++) gates[i].endYield();
@@ -60,6 +63,8 @@ function endTurn(): void {
       if (waiting[waitingHead].runWaiting()) waitingHead++;
     }
   } finally {
+    // The next iteration's budget starts here.
+    turnMs = 0;
     // Even when a listener threw: what still waits is worked off next turn, not stranded.
     if (waitingHead === waiting.length) {
       waiting.length = 0;

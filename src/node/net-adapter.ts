@@ -371,7 +371,8 @@ async function listenSocket(
   let fixedLocal: string | undefined;
   if (scheme === "tls") ({ server, dropPending } = await tlsServer(options, onTransport));
   else {
-    server = net.createServer({ noDelay: true }, (socket) =>
+    // allowHalfOpen: a socket whose peer ended is closed by its transport, a bounded number per turn (socket-transport.ts).
+    server = net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) =>
       onTransport(wrap(socket, scheme, url.pathname, readerForAccepted(socket), fixedLocal)),
     );
   }

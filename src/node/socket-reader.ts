@@ -44,15 +44,21 @@ export class SocketReader {
   /** Chunks read before {@link attach} (copies); rare. */
   private early: Uint8Array[] | undefined;
 
-  /** The value for `net.connect({ onread })` / `tls.connect({ onread })`. */
-  readonly onread = {
-    buffer: (): Uint8Array => this.nextBuffer(),
-    /** `landed` is the buffer this read went into. Returns true: keep reading (pausing goes through `socket.pause()`). */
-    callback: (n: number, landed: Uint8Array): boolean => {
-      this.onRead(n, landed);
-      return true;
-    },
-  };
+  /**
+   * The value for `net.connect({ onread })` / `tls.connect({ onread })`
+   * (two closures, made when asked for: an accepted socket's reader uses
+   * functions shared by every socket instead, see {@link readerForAccepted}).
+   */
+  get onread(): { buffer: () => Uint8Array; callback: (n: number, landed: Uint8Array) => boolean } {
+    return {
+      buffer: (): Uint8Array => this.nextBuffer(),
+      /** `landed` is the buffer this read went into. Returns true: keep reading (pausing goes through `socket.pause()`). */
+      callback: (n: number, landed: Uint8Array): boolean => {
+        this.onRead(n, landed);
+        return true;
+      },
+    };
+  }
 
   /** Size of the buffer the next read lands in. */
   get nextSize(): number {
@@ -90,8 +96,8 @@ export class SocketReader {
     if (b.length === BIG && b.byteOffset === 0 && free.length < FREE_MAX) free.push(b);
   }
 
-  /** The buffer for the next read: the receiver's own memory when it expects a large body, else ours. */
-  private nextBuffer(): Uint8Array {
+  /** @internal The buffer for the next read: the receiver's own memory when it expects a large body, else ours. */
+  nextBuffer(): Uint8Array {
     const t = this.sink?.readTarget?.();
     if (t !== undefined && t.length >= DIRECT_MIN) {
       this.direct = t;
@@ -101,7 +107,8 @@ export class SocketReader {
     return this.next;
   }
 
-  private onRead(n: number, landed: Uint8Array): void {
+  /** @internal A read of `n` bytes landed in `landed`. */
+  onRead(n: number, landed: Uint8Array): void {
     const sink = this.sink;
     if (landed === this.direct && sink !== undefined) {
       // Read into place: hand the receiver a view of its own memory.
@@ -192,10 +199,36 @@ export function readerForAccepted(socket: Socket): SocketReader | undefined {
   const slotsOf = socket as unknown as Record<symbol, unknown>;
   if (slotsOf[s.kBuffer] !== null || slotsOf[s.kBufferCb] !== null) return undefined;
   const reader = new SocketReader();
-  const first = reader.onread.buffer();
+  const first = reader.nextBuffer();
+  slotsOf[READER] = reader;
   slotsOf[s.kBuffer] = first;
-  slotsOf[s.kBufferCb] = reader.onread.callback;
-  slotsOf[s.kBufferGen] = reader.onread.buffer;
+  slotsOf[s.kBufferCb] = acceptedRead;
+  slotsOf[s.kBufferGen] = acceptedNextBuffer;
   handle.useUserBuffer(first);
   return reader;
+}
+
+/** Where an accepted socket keeps its reader, for the two functions below. */
+const READER = Symbol("pointsub.reader");
+/** The buffer {@link acceptedRead} chose for the socket it just served; taken at once by {@link acceptedNextBuffer}. */
+let handOut: Uint8Array | undefined;
+
+/**
+ * Node's read callback of every accepted socket (no closures per socket:
+ * an idle socket of a slowloris flood costs less). Node calls it as a
+ * method of the socket, then, in the same synchronous step, the buffer
+ * function below for the next read's buffer.
+ */
+function acceptedRead(this: Socket, n: number, landed: Uint8Array): boolean {
+  const reader = (this as unknown as Record<symbol, SocketReader>)[READER];
+  reader.onRead(n, landed);
+  handOut = reader.nextBuffer();
+  return true;
+}
+
+/** The next read's buffer of the socket {@link acceptedRead} just served (Node calls it without `this`). */
+function acceptedNextBuffer(): Uint8Array | undefined {
+  const b = handOut;
+  handOut = undefined;
+  return b;
 }

@@ -27,6 +27,62 @@ function onSocketDrain(this: Socket): void {
 function onSocketError(this: Socket, err: Error): void {
   (this as unknown as Slots)[TRANSPORT].error = err;
 }
+/**
+ * The peer ended its side (it sent a FIN; every byte it sent was read).
+ * Node would end ours next, after what is queued, with a shutdown request,
+ * its completion and a 'finish' before the close: with nothing queued,
+ * closing is the same on the wire (a FIN) for a third of the work. Sockets
+ * of a server (`allowHalfOpen`: Node leaves their end to us) are closed
+ * by {@link closeSome}, a bounded number per event-loop turn: thousands of
+ * idle peers that leave at once (a slowloris flood hanging up) do not hold
+ * the loop for all their closes. TLS sockets end as Node ends them (their
+ * close alert goes through `end`).
+ */
+function onSocketEnd(this: Socket): void {
+  if (this.allowHalfOpen) {
+    ending.push(this);
+    if (!endingScheduled) {
+      endingScheduled = true;
+      setImmediate(closeSome);
+    }
+  } else if (this.writableLength === 0 && (this as Partial<TLSSocket>).encrypted !== true) this.destroy();
+}
+
+/** Sockets whose peer ended, closed by {@link closeSome} from `endingHead` on (in order; each once: 'end' is emitted once). */
+let ending: Socket[] = [];
+let endingHead = 0;
+let endingScheduled = false;
+/** Most sockets closed per turn, and most time (ms) spent closing them; the rest on the next turns. */
+const CLOSE_PER_TURN = 256;
+const CLOSE_MS = 2;
+
+/** Closes (or ends, when writes are queued) sockets whose peer ended, within one turn's bound. */
+function closeSome(): void {
+  endingScheduled = false;
+  const t0 = performance.now();
+  const q = ending;
+  let n = 0;
+  while (endingHead < q.length && n < CLOSE_PER_TURN && (n & 15 || performance.now() - t0 < CLOSE_MS)) {
+    const s = q[endingHead++];
+    n++;
+    if (s.destroyed) continue;
+    if (s.writableLength === 0 && (s as Partial<TLSSocket>).encrypted !== true) s.destroy();
+    else if (!s.writableEnded) s.end();
+  }
+  if (endingHead === q.length) {
+    ending = [];
+    endingHead = 0;
+  } else {
+    // Only sockets still to close stay listed (at most one entry per open socket), even when peers keep leaving faster than this.
+    if (endingHead >= 1024) {
+      ending = q.slice(endingHead);
+      endingHead = 0;
+    }
+    endingScheduled = true;
+    setImmediate(closeSome);
+  }
+}
+
 function onSocketClose(this: Socket): void {
   const t = (this as unknown as Slots)[TRANSPORT];
   t.reader?.release();
@@ -70,9 +126,12 @@ export class SocketTransport implements Transport {
     s.on("data", onSocketData);
     s.on("drain", onSocketDrain);
     s.on("error", onSocketError);
+    s.on("end", onSocketEnd);
     // 'close' is emitted once.
     s.on("close", onSocketClose);
     if (s.destroyed) queueMicrotask(() => h.onClose(this.error));
+    // Its peer ended before we listened: a half-open server socket is ours to close.
+    else if (s.readableEnded) onSocketEnd.call(s);
   }
 
   write(chunks: readonly Uint8Array[]): boolean {
