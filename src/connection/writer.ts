@@ -520,6 +520,8 @@ export class FrameWriter {
           pacer.blocked(this.position);
         } else {
           const idle = pacer.idle(this.position);
+          // Bulk starts on an idle pipe: a probe goes first and measures the path alone.
+          if (idle) pacer.starting(this.position);
           if (this.sendOneChunk()) {
             progressed = true;
             pacer.sent(this.position, idle);
@@ -547,7 +549,7 @@ export class FrameWriter {
       const prefix = m.started ? 0 : varintLength(total) + m.head.length;
       const remaining = total - m.offset;
       const want = Math.min(
-        this.pacer === undefined ? m.chunk : Math.min(m.chunk, this.pacer.frameLimit()),
+        this.pacer === undefined ? m.chunk : Math.min(m.chunk, this.pacer.frameLimit(this.position)),
         prefix + remaining,
       );
       const avail = Math.min(m.credit, this.connCredit);
