@@ -149,6 +149,8 @@ export class Pacer {
   private drainSeq = 0;
   /** Drain probes answered: clean min-RTT samples taken. */
   private drains = 0;
+  /** The last clean sample's round trip, ms. */
+  private lastClean = Number.POSITIVE_INFINITY;
   /** No answer to a probe within NO_ACK_MS while blocked: not pacing until one comes. */
   unresponsive = false;
   /**
@@ -292,7 +294,10 @@ export class Pacer {
     if (this.drainSince !== 0 && (seq === this.drainSeq || now - this.drainSince > MAX_DRAIN_MS)) {
       // The queue was drained when this probe left: its round trip is the path's.
       if (seq === this.drainSeq) {
-        this.minRtt = rtt;
+        // The smaller of the last two clean samples: one probe answered late (a descheduled
+        // peer on a loaded machine) does not make the window larger until the next refresh.
+        this.minRtt = Math.min(rtt, this.lastClean);
+        this.lastClean = rtt;
         this.drains++;
       }
       this.minRttAt = now;
