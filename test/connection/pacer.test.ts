@@ -14,6 +14,8 @@ import { FrameType, MAGIC } from "../../src/codec/frame.ts";
 import { Pacer } from "../../src/connection/pacer.ts";
 import { FrameWriter, type OutMessage } from "../../src/connection/writer.ts";
 import { PointSubError } from "../../src/errors/error.ts";
+import type { StreamItem } from "../../src/stream/item.ts";
+import { Queue } from "../../src/util/queue.ts";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -138,5 +140,60 @@ describe("Pacer with a FrameWriter over a simulated 20 MB/s link", () => {
       run.clean >= 2,
       `${run.clean} of ${run.probes} probes had no bulk ahead (the start and a refresh expected)`,
     );
+  });
+
+  it("an open stream with nothing to send sends no probes; its first item goes behind one", async () => {
+    // Every probe is answered at once; each answer wakes the writer (a loop if it probed every time).
+    const kinds: string[] = [];
+    let pacer: Pacer | undefined;
+    const decoder = new FrameDecoder(
+      {
+        onPreface: () => {},
+        onFrame: (type, _flags, _id, buf, start, end) => {
+          if (type === FrameType.STREAM) kinds.push("stream");
+          if (type !== FrameType.PING) return;
+          const value = decodePing(buf.subarray(start, end));
+          kinds.push("probe");
+          setTimeout(() => pacer?.onAck(value), 1);
+        },
+      },
+      16 * MiB,
+    );
+    decoder.push(new Uint8Array([...MAGIC, 1, 1]));
+    const writer = new FrameWriter({
+      write(chunks) {
+        for (const c of chunks) decoder.push(c.slice());
+        return true;
+      },
+    });
+    writer.connCredit = 1 << 30;
+    writer.pacing = (w) => {
+      pacer = new Pacer(w);
+      return pacer;
+    };
+    const items = new Queue<StreamItem>();
+    writer.enqueue({
+      type: FrameType.STREAM,
+      id: 1,
+      head: new Uint8Array(0),
+      data: new Uint8Array(0),
+      crc: -1,
+      offset: 0,
+      started: false,
+      credit: 1 << 30,
+      chunk: 256 * KiB,
+      single: false,
+      items,
+      resolve: undefined,
+      reject: undefined,
+    });
+    await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(kinds, [], "nothing to send: no frame at all");
+    items.push({ flags: 0, head: new Uint8Array(0), data: new Uint8Array(32 * KiB), content: 32 * KiB, crc: -1 });
+    writer.itemsAdded();
+    await new Promise((r) => setTimeout(r, 100));
+    writer.close(new PointSubError("ERR_CANCELLED", "test over"));
+    assert.deepEqual(kinds.slice(0, 2), ["probe", "stream"], kinds.join(","));
+    assert.ok(kinds.filter((k) => k === "probe").length <= 2, `probes: ${kinds.join(",")}`);
   });
 });
