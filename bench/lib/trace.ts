@@ -66,6 +66,9 @@ export function traceAhead(conn: unknown): Record<string, number> {
   if (w === undefined) return {};
   const position = w.position as number;
   const out: Record<string, number> = { unflushed: position - (w.bytesOut as number) };
+  // tcp/unix/tls: what Node's socket holds (handed over, not yet taken by the kernel).
+  const socket = (conn as { transport?: { socket?: { writableLength?: unknown } } }).transport?.socket;
+  if (typeof socket?.writableLength === "number") out.nodeq = socket.writableLength;
   const p = w.pacer as { acked: number; rate: number; minRtt: number; extra: number; window(): number } | undefined;
   if (p !== undefined) {
     watchProbes(p);

@@ -149,8 +149,8 @@ export class Pacer {
   private drainSeq = 0;
   /** Drain probes answered: clean min-RTT samples taken. */
   private drains = 0;
-  /** The last clean sample's round trip, ms. */
-  private lastClean = Number.POSITIVE_INFINITY;
+  /** Smallest round trip of any probe since the refresh before the last one, ms. */
+  private periodMin = Number.POSITIVE_INFINITY;
   /** No answer to a probe within NO_ACK_MS while blocked: not pacing until one comes. */
   unresponsive = false;
   /**
@@ -291,13 +291,15 @@ export class Pacer {
       this.minRtt = rtt;
       this.minRttAt = now;
     }
+    if (rtt < this.periodMin) this.periodMin = rtt;
     if (this.drainSince !== 0 && (seq === this.drainSeq || now - this.drainSince > MAX_DRAIN_MS)) {
       // The queue was drained when this probe left: its round trip is the path's.
       if (seq === this.drainSeq) {
-        // The smaller of the last two clean samples: one probe answered late (a descheduled
-        // peer on a loaded machine) does not make the window larger until the next refresh.
-        this.minRtt = Math.min(rtt, this.lastClean);
-        this.lastClean = rtt;
+        // Every round trip is at least the path's: the smallest since the refresh before
+        // this one, so one clean probe answered late (a descheduled peer on a loaded machine)
+        // does not raise the min RTT above what other probes showed.
+        this.minRtt = Math.min(rtt, this.periodMin);
+        this.periodMin = rtt;
         this.drains++;
       }
       this.minRttAt = now;
