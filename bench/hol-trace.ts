@@ -49,8 +49,23 @@ for (const f of readdirSync(dir).filter((x) => x.startsWith("client-"))) {
   const lower = ["below", "ystream", "ywin", "noise", "tcpq", "sock"].filter((k) =>
     pings.some((r) => Number.isFinite(r[k])),
   );
-  const kib = new Set(["inflight", "window", "unflushed", "extra", ...lower]);
-  const keys = ["rtt", "late", "up", "down", "unflushed", "inflight", "window", "extra", "rate", "minRtt", ...lower];
+  // Over a socket (tcp://), `nodeq`: what Node's socket held (handed over, not taken by the kernel yet).
+  const nodeq = pings.some((r) => Number.isFinite(r.nodeq)) ? ["nodeq"] : [];
+  const kib = new Set(["inflight", "window", "unflushed", "extra", ...nodeq, ...lower]);
+  const keys = [
+    "rtt",
+    "late",
+    "up",
+    "down",
+    "unflushed",
+    ...nodeq,
+    "inflight",
+    "window",
+    "extra",
+    "rate",
+    "minRtt",
+    ...lower,
+  ];
   console.log(["", ...keys].join("\t"));
   for (const p of [50, 90, 99]) {
     console.log(

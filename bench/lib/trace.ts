@@ -66,8 +66,12 @@ export function traceAhead(conn: unknown): Record<string, number> {
   if (w === undefined) return {};
   const position = w.position as number;
   const out: Record<string, number> = { unflushed: position - (w.bytesOut as number) };
+  // tcp/unix/tls: what Node's socket holds (handed over, not yet taken by the kernel).
+  const socket = (conn as { transport?: { socket?: { writableLength?: unknown } } }).transport?.socket;
+  if (typeof socket?.writableLength === "number") out.nodeq = socket.writableLength;
   const p = w.pacer as { acked: number; rate: number; minRtt: number; extra: number; window(): number } | undefined;
   if (p !== undefined) {
+    watchProbes(p);
     out.inflight = position - p.acked;
     out.window = p.window();
     out.rate = p.rate;
@@ -75,4 +79,63 @@ export function traceAhead(conn: unknown): Record<string, number> {
     out.extra = p.extra;
   }
   return out;
+}
+
+/**
+ * Every acknowledgement the pacer takes (bench only, reads its internals):
+ * time, the probe's round trip, bytes in flight before it, and the pacer's
+ * state after it — `probes-<pid>.jsonl` beside the ping rows.
+ */
+const probeRows: string[] = [];
+const watched = new WeakSet<object>();
+function watchProbes(p: object): void {
+  if (watched.has(p)) return;
+  watched.add(p);
+  const q = p as {
+    onAck(v: number): boolean;
+    probes: number[];
+    acked: number;
+    rate: number;
+    minRtt: number;
+    extra: number;
+    drainSince: number;
+    window(): number;
+    frameLimit(): number;
+    writer: { position: number };
+  };
+  const onAck = q.onAck.bind(q);
+  q.onAck = (v: number) => {
+    const seq = -v;
+    let sentAt = Number.NaN;
+    let pos = Number.NaN;
+    for (let i = 0; i < q.probes.length; i += 3)
+      if (q.probes[i] === seq) {
+        sentAt = q.probes[i + 2];
+        pos = q.probes[i + 1];
+      }
+    const now = performance.now();
+    const before = { inflight: q.writer.position - q.acked, drain: q.drainSince !== 0 ? 1 : 0 };
+    const r = onAck(v);
+    probeRows.push(
+      JSON.stringify({
+        t: absNow(),
+        seq,
+        rtt: now - sentAt,
+        pos,
+        ...before,
+        rate: q.rate,
+        minRtt: q.minRtt,
+        extra: q.extra,
+        window: q.window(),
+        frame: q.frameLimit(),
+      }),
+    );
+    return r;
+  };
+  if (probeRows.length === 0)
+    process.once("exit", () => {
+      if (TRACE_DIR === undefined || probeRows.length === 0) return;
+      mkdirSync(TRACE_DIR, { recursive: true });
+      appendFileSync(join(TRACE_DIR, `probes-${process.pid}.jsonl`), `${probeRows.join("\n")}\n`);
+    });
 }

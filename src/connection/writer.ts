@@ -178,6 +178,8 @@ export class FrameWriter {
   private releases: (() => void)[] = NO_CALLBACKS;
   private bulk: OutMessage[] = [];
   private rr = 0;
+  /** The next bulk frame starts on an idle pipe: the pacer sends a probe before it ({@link beforeBulk}). */
+  private probeFirst = false;
 
   private readonly crc: Crc32c;
 
@@ -520,7 +522,11 @@ export class FrameWriter {
           pacer.blocked(this.position);
         } else {
           const idle = pacer.idle(this.position);
-          if (this.sendOneChunk()) {
+          // Bulk starts on an idle pipe: a probe goes before its frame and measures the path alone.
+          this.probeFirst = idle;
+          const sent = this.sendOneChunk();
+          this.probeFirst = false;
+          if (sent) {
             progressed = true;
             pacer.sent(this.position, idle);
             // The pacer's window bounds what goes ahead of a later small message: within it,
@@ -547,7 +553,7 @@ export class FrameWriter {
       const prefix = m.started ? 0 : varintLength(total) + m.head.length;
       const remaining = total - m.offset;
       const want = Math.min(
-        this.pacer === undefined ? m.chunk : Math.min(m.chunk, this.pacer.frameLimit()),
+        this.pacer === undefined ? m.chunk : Math.min(m.chunk, this.pacer.frameLimit(this.position)),
         prefix + remaining,
       );
       const avail = Math.min(m.credit, this.connCredit);
@@ -563,6 +569,7 @@ export class FrameWriter {
       const end = start + dataBytes;
       const last = end === total;
       const flags = (m.started ? 0 : Flag.START | (m.startFlags ?? 0)) | (last ? Flag.END : 0);
+      this.beforeBulk();
       this.encode(m.type, flags, m.id, m.started ? -1 : total, m.started ? EMPTY : m.head, m.data, start, end);
       if (!m.started) {
         this.assemblyOpen += total;
@@ -589,6 +596,13 @@ export class FrameWriter {
     return false;
   }
 
+  /** A bulk frame is about to be encoded: on an idle pipe, the pacer's probe goes first (only when a frame follows). */
+  private beforeBulk(): void {
+    if (!this.probeFirst) return;
+    this.probeFirst = false;
+    this.pacer?.starting(this.position);
+  }
+
   /** Sends the next queued frame of stream `m` if credit allows. */
   private sendStreamItem(m: OutMessage, idx: number): boolean {
     const item = (m.items as Queue<StreamItem>).peek();
@@ -597,6 +611,7 @@ export class FrameWriter {
     const cost = streamCost(item);
     if (cost > m.credit || size > this.connCredit) return false;
     (m.items as Queue<StreamItem>).shift();
+    this.beforeBulk();
     this.encode(m.type, item.flags, m.id, -1, item.head, item.data, 0, item.data.length, item.crc);
     if (item.release !== undefined) {
       if (this.releases === NO_CALLBACKS) this.releases = [];

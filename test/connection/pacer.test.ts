@@ -1,0 +1,199 @@
+/**
+ * The pacer (src/connection/pacer.ts) driving a real FrameWriter, against a
+ * simulated link: the test reads what the writer hands over with the real
+ * FrameDecoder (every CRC checked) and answers each probe PING once the
+ * bytes before it would have crossed a 20 MB/s link. What is asserted are
+ * counts of bytes and probes at the moments the writer writes — the same at
+ * any machine load, whatever window the pacer picks.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { decodePing } from "../../src/codec/control.ts";
+import { FrameDecoder } from "../../src/codec/decoder.ts";
+import { FrameType, MAGIC } from "../../src/codec/frame.ts";
+import { Pacer } from "../../src/connection/pacer.ts";
+import { FrameWriter, type OutMessage } from "../../src/connection/writer.ts";
+import { PointSubError } from "../../src/errors/error.ts";
+import type { StreamItem } from "../../src/stream/item.ts";
+import { Queue } from "../../src/util/queue.ts";
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+/** The simulated link: bytes per ms, and the path's round trip (ms). */
+const RATE = 20_000;
+const PATH_MS = 2;
+
+interface Run {
+  /** Bytes in flight beyond the pacer's window at each write (≤ 0: within it). */
+  overshoot: number[];
+  /** Probes sent with no probe unanswered and no bulk frame after the last answered one. */
+  clean: number;
+  /** Whether the first frame of the transfer was a probe. */
+  probeFirst: boolean;
+  /** Probes sent in all. */
+  probes: number;
+}
+
+/** Sends `size` bytes as one chunked message through a paced writer until it is done or `stop` says so. */
+async function transfer(size: number, stop: (r: Run) => boolean): Promise<Run> {
+  const run: Run = { overshoot: [], clean: 0, probeFirst: false, probes: 0 };
+  let writer: FrameWriter | undefined;
+  let pacer: Pacer | undefined;
+  let written = 0;
+  let frames = 0;
+  // MSG frames sent, and sent before a probe that was answered; probes not answered yet.
+  let msgs = 0;
+  let msgsAcked = 0;
+  let unanswered = 0;
+  // The simulated link: when it is free again, and how many bytes it has taken.
+  let linkFreeAt = 0;
+  let taken = 0;
+  const decoder = new FrameDecoder(
+    {
+      onPreface: () => {},
+      onFrame: (type, _flags, _id, buf, start, end) => {
+        frames++;
+        if (type === FrameType.MSG) msgs++;
+        if (type !== FrameType.PING) return;
+        const value = decodePing(buf.subarray(start, end));
+        if (value >= 0) return;
+        if (frames === 1) run.probeFirst = true;
+        run.probes++;
+        if (unanswered === 0 && msgsAcked === msgs) run.clean++;
+        unanswered++;
+        // The answer comes once every byte before the probe crossed the link, plus the path's round trip.
+        const now = performance.now();
+        linkFreeAt = Math.max(linkFreeAt, now) + (written - taken) / RATE;
+        taken = written;
+        const before = msgs;
+        setTimeout(
+          () => {
+            unanswered--;
+            msgsAcked = Math.max(msgsAcked, before);
+            pacer?.onAck(value);
+          },
+          Math.max(0, linkFreeAt + PATH_MS - now),
+        );
+      },
+    },
+    16 * MiB,
+  );
+  decoder.push(new Uint8Array([...MAGIC, 1, 1]));
+  const sink = {
+    write(chunks: readonly Uint8Array[]): boolean {
+      const w = writer as FrameWriter;
+      const p = pacer;
+      if (p !== undefined) run.overshoot.push(w.bytesOut - p.acked - p.window());
+      for (const c of chunks) {
+        written += c.length;
+        decoder.push(c.slice());
+      }
+      return true;
+    },
+  };
+  writer = new FrameWriter(sink);
+  writer.connCredit = 1 << 30;
+  writer.pacing = (w) => {
+    pacer = new Pacer(w);
+    return pacer;
+  };
+  let done = false;
+  const m: OutMessage = {
+    type: FrameType.MSG,
+    id: 1,
+    head: new Uint8Array(0),
+    data: new Uint8Array(size),
+    crc: -1,
+    offset: 0,
+    started: false,
+    credit: 1 << 30,
+    chunk: 256 * KiB,
+    single: false,
+    resolve: () => {
+      done = true;
+    },
+    reject: undefined,
+  };
+  writer.enqueue(m);
+  const deadline = performance.now() + 20_000;
+  while (!done && !stop(run) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+  writer.close(new PointSubError("ERR_CANCELLED", "test over"));
+  return run;
+}
+
+describe("Pacer with a FrameWriter over a simulated 20 MB/s link", () => {
+  it("bytes in flight stay within the window: a frame is cut to the window's room, not a quarter of the window past it", async () => {
+    const run = await transfer(4 * MiB, () => false);
+    assert.ok(run.overshoot.length >= 10, `${run.overshoot.length} writes`);
+    const worst = Math.max(...run.overshoot);
+    // At most one smallest frame (16 KiB) and a few control frames past the window; before,
+    // up to a quarter of the window (64 KiB and more) went past it.
+    assert.ok(worst <= 16 * KiB + 256, `in flight exceeded the window by ${worst} B`);
+  });
+
+  it("min RTT samples have no bulk ahead: a probe goes before bulk on an idle pipe, and a refresh drains the pipe before its probe", async () => {
+    // The first refresh comes 250 ms after the pacer's first measurements: the transfer
+    // (~0.8 s at 20 MB/s, longer when timers run late) outlasts it.
+    const run = await transfer(16 * MiB, (r) => r.clean >= 2);
+    assert.ok(run.probeFirst, "the transfer's first frame is a probe");
+    assert.ok(
+      run.clean >= 2,
+      `${run.clean} of ${run.probes} probes had no bulk ahead (the start and a refresh expected)`,
+    );
+  });
+
+  it("an open stream with nothing to send sends no probes; its first item goes behind one", async () => {
+    // Every probe is answered at once; each answer wakes the writer (a loop if it probed every time).
+    const kinds: string[] = [];
+    let pacer: Pacer | undefined;
+    const decoder = new FrameDecoder(
+      {
+        onPreface: () => {},
+        onFrame: (type, _flags, _id, buf, start, end) => {
+          if (type === FrameType.STREAM) kinds.push("stream");
+          if (type !== FrameType.PING) return;
+          const value = decodePing(buf.subarray(start, end));
+          kinds.push("probe");
+          setTimeout(() => pacer?.onAck(value), 1);
+        },
+      },
+      16 * MiB,
+    );
+    decoder.push(new Uint8Array([...MAGIC, 1, 1]));
+    const writer = new FrameWriter({
+      write(chunks) {
+        for (const c of chunks) decoder.push(c.slice());
+        return true;
+      },
+    });
+    writer.connCredit = 1 << 30;
+    writer.pacing = (w) => {
+      pacer = new Pacer(w);
+      return pacer;
+    };
+    const items = new Queue<StreamItem>();
+    writer.enqueue({
+      type: FrameType.STREAM,
+      id: 1,
+      head: new Uint8Array(0),
+      data: new Uint8Array(0),
+      crc: -1,
+      offset: 0,
+      started: false,
+      credit: 1 << 30,
+      chunk: 256 * KiB,
+      single: false,
+      items,
+      resolve: undefined,
+      reject: undefined,
+    });
+    await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(kinds, [], "nothing to send: no frame at all");
+    items.push({ flags: 0, head: new Uint8Array(0), data: new Uint8Array(32 * KiB), content: 32 * KiB, crc: -1 });
+    writer.itemsAdded();
+    await new Promise((r) => setTimeout(r, 100));
+    writer.close(new PointSubError("ERR_CANCELLED", "test over"));
+    assert.deepEqual(kinds.slice(0, 2), ["probe", "stream"], kinds.join(","));
+    assert.ok(kinds.filter((k) => k === "probe").length <= 2, `probes: ${kinds.join(",")}`);
+  });
+});
