@@ -115,36 +115,8 @@ const fsyncEntry = (fd: number): Promise<void> => call<void>((cb) => fsync(fd, c
  * written (the bound keeps hostile bundles from exhausting descriptors).
  */
 export const BUNDLE_HELD_FDS = 512;
-/**
- * Fsyncs a handler has on the thread pool at once (all its bundles), the
- * pool's size (`UV_THREADPOOL_SIZE`, default 4): more would queue there ahead of everything else that needs
- * it (a directory fsync, a slow disk's writes). Waiting ones go first come,
- * first served, so bundles commit in the order they were verified: the first
- * answer leaves as soon as its own fsyncs are done, not once every bundle's.
- */
-const SYNCING = Math.max(1, Math.min(1024, Number(process.env.UV_THREADPOOL_SIZE) || 4));
-
-/** First come, first served: at most `max` calls at once. */
-class Limiter {
-  private active = 0;
-  private readonly waiting: (() => void)[] = [];
-  private readonly max: number;
-  constructor(max: number) {
-    this.max = max;
-  }
-
-  async run<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.active >= this.max) await new Promise<void>((r) => this.waiting.push(r));
-    else this.active++;
-    try {
-      return await fn();
-    } finally {
-      const next = this.waiting.shift();
-      if (next !== undefined) next();
-      else this.active--;
-    }
-  }
-}
+/** Fsyncs of one bundle's group commit in flight at once (the thread pool queues the rest). */
+const SYNCING = 16;
 
 /**
  * Store operations run on the main thread while the disk is fast, on the
@@ -233,8 +205,6 @@ export function bundleHandler(store: BundleStore): StreamHandler {
   const syncFd = store.sync ?? fsyncEntry;
   /** Descriptors this handler holds open for group commits (all its bundles), at most {@link BUNDLE_HELD_FDS}. */
   let held = 0;
-  /** This handler's fsyncs on the thread pool ({@link SYNCING} at once, in order). */
-  const syncing = new Limiter(SYNCING);
   const syncGate = store.syncGate ?? new SyncGate();
   /** Runs a store operation on the main thread, timed; undefined when the disk was slow lately (use the pool). */
   const onMain = <T>(op: () => T): { value: T } | undefined => {
@@ -302,7 +272,7 @@ export function bundleHandler(store: BundleStore): StreamHandler {
           s.fd = fd;
           open_ = false;
         } else {
-          if (store.fsync) await syncing.run(() => syncFd(fd));
+          if (store.fsync) await syncFd(fd);
           open_ = false;
           if (pool) await call<void>((cb) => close(fd, cb));
           else closeSync(fd);
@@ -374,18 +344,20 @@ export function bundleHandler(store: BundleStore): StreamHandler {
       // Group commit: every entry written, the bundle verified; now their fsyncs, together (the
       // kernel's journal commits batch concurrent ones), before any is named.
       if (store.fsync) {
-        await Promise.all(
-          entries
-            .filter((s) => s.fd >= 0)
-            .map(async (s) => {
-              try {
-                await syncing.run(() => syncFd(s.fd));
-              } catch (err) {
-                s.error = storeError(err);
-              }
-              release1(s);
-            }),
-        );
+        const open_ = entries.filter((s) => s.fd >= 0);
+        let next = 0;
+        const syncer = async () => {
+          for (let i = next++; i < open_.length; i = next++) {
+            const s = open_[i];
+            try {
+              await syncFd(s.fd);
+            } catch (err) {
+              s.error = storeError(err);
+            }
+            release1(s);
+          }
+        };
+        await Promise.all(Array.from({ length: Math.min(SYNCING, open_.length) }, syncer));
       }
       // Verified: name them (direct writes are named already), a few at once, in order.
       const synced = new Set<string>();
