@@ -114,7 +114,7 @@ const fsyncEntry = (fd: number): Promise<void> => call<void>((cb) => fsync(fd, c
  * bundle's group commit; an entry over it is fsynced and closed as it is
  * written (the bound keeps hostile bundles from exhausting descriptors).
  */
-export const BUNDLE_HELD_FDS = 512;
+const HELD_FDS = 512;
 /** Fsyncs of one bundle's group commit in flight at once (the thread pool queues the rest). */
 const SYNCING = 16;
 
@@ -189,7 +189,7 @@ const NO_HARD_LINKS = new Set(["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS", "EXDE
  * never replaces, or a rename with overwrite), then each directory named
  * into fsynced once (shared with other bundles meanwhile), and only then
  * the answer — a receipt in it means the file's bytes and name are durable.
- * (Over {@link BUNDLE_HELD_FDS} descriptors held, an entry is fsynced and closed as
+ * (Over {@link HELD_FDS} descriptors held, an entry is fsynced and closed as
  * it is written instead.) With durability
  * "none" and no overwrite, each entry is written straight under its final
  * name, created exclusively (O_EXCL | O_NOFOLLOW: an existing name fails
@@ -203,7 +203,7 @@ const NO_HARD_LINKS = new Set(["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS", "EXDE
 export function bundleHandler(store: BundleStore): StreamHandler {
   const writer = store.write ?? writeEntry;
   const syncFd = store.sync ?? fsyncEntry;
-  /** Descriptors this handler holds open for group commits (all its bundles), at most {@link BUNDLE_HELD_FDS}. */
+  /** Descriptors this handler holds open for group commits (all its bundles), at most {@link HELD_FDS}. */
   let held = 0;
   const syncGate = store.syncGate ?? new SyncGate();
   /** Runs a store operation on the main thread, timed; undefined when the disk was slow lately (use the pool). */
@@ -266,7 +266,7 @@ export function bundleHandler(store: BundleStore): StreamHandler {
       let open_ = true;
       try {
         await writer(fd, content, pool);
-        if (store.fsync && held < BUNDLE_HELD_FDS) {
+        if (store.fsync && held < HELD_FDS) {
           // Synced with the rest of the bundle once it is verified (its group commit).
           held++;
           s.fd = fd;
