@@ -86,37 +86,35 @@ export function bundlePendingBytes(session: object): { now: number; peak: number
 }
 
 /**
- * Writes a new file's bytes to `fd` (`open` made it, O_EXCL; the handler
- * syncs and closes it); `pool`: on the thread pool (the disk is slow now),
- * else on the main thread.
+ * Writes a new file's bytes: `open` made it (O_EXCL), the writer writes,
+ * syncs (when asked) and closes it; `pool`: on the thread pool (the disk is
+ * slow now), else on the main thread.
  */
-export type BundleEntryWriter = (fd: number, content: Uint8Array, pool: boolean) => Promise<void>;
+export type BundleEntryWriter = (fd: number, content: Uint8Array, fsync: boolean, pool: boolean) => Promise<void>;
 
 /**
  * The default writer: a small file's write lands in the page cache in
  * microseconds, where a thread-pool round trip costs the main thread more
- * than the write — unless the disk is slow (`pool`).
+ * than the write — unless the disk is slow (`pool`). The fsync is always on
+ * the thread pool.
  */
-const writeEntry: BundleEntryWriter = async (fd, content, pool) => {
-  let n = 0;
-  while (n < content.length) {
-    n += pool
-      ? await call<number>((cb) => write(fd, content, n, content.length - n, n, cb))
-      : writeSync(fd, content, n, content.length - n, n);
+const writeEntry: BundleEntryWriter = async (fd, content, sync, pool) => {
+  let open_ = true;
+  try {
+    let n = 0;
+    while (n < content.length) {
+      n += pool
+        ? await call<number>((cb) => write(fd, content, n, content.length - n, n, cb))
+        : writeSync(fd, content, n, content.length - n, n);
+    }
+    if (sync) await call<void>((cb) => fsync(fd, cb));
+    open_ = false;
+    if (pool) await call<void>((cb) => close(fd, cb));
+    else closeSync(fd);
+  } finally {
+    if (open_) close(fd, () => {});
   }
 };
-
-/** The default durability call: fsync on the thread pool. */
-const fsyncEntry = (fd: number): Promise<void> => call<void>((cb) => fsync(fd, cb));
-
-/**
- * Files (descriptors) a handler keeps open between their write and their
- * bundle's group commit; an entry over it is fsynced and closed as it is
- * written (the bound keeps hostile bundles from exhausting descriptors).
- */
-const HELD_FDS = 512;
-/** Fsyncs of one bundle's group commit in flight at once (the thread pool queues the rest). */
-const SYNCING = 16;
 
 /**
  * Store operations run on the main thread while the disk is fast, on the
@@ -154,11 +152,6 @@ export interface BundleStore {
   syncGate?: SyncGate;
   /** How entries are written (default: {@link writeEntry}); tests slow it down. */
   write?: BundleEntryWriter;
-  /**
-   * How a written entry is made durable (with `fsync`; default: `fs.fsync` on
-   * the thread pool); tests count and hold the calls.
-   */
-  sync?: (fd: number) => Promise<void>;
   onBundle?: (results: BundleResult[], stream: IncomingStream, ctx: RequestContext) => void;
 }
 
@@ -170,8 +163,6 @@ interface Stored {
   crc: number;
   /** The file written: a partial, or (direct) the file under its final name. */
   partial: string | undefined;
-  /** Its descriptor, open until the bundle's group commit synced it (fsync only); else -1. */
-  fd: number;
   written: boolean;
   placed: boolean;
   error: PointSubError | undefined;
@@ -182,15 +173,10 @@ const NO_HARD_LINKS = new Set(["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS", "EXDE
 /**
  * The bundle route's handler. With the default durability (fsync), each
  * entry is written to a partial file of its own (exclusively, without
- * following links) as the bundle arrives, kept open; once the whole bundle
- * was received and its CRC32C verified, the bundle's group commit: every
- * entry fsynced together (the kernel batches concurrent fsyncs into few
- * journal commits), then each named as a single file is (a hard link that
- * never replaces, or a rename with overwrite), then each directory named
- * into fsynced once (shared with other bundles meanwhile), and only then
- * the answer — a receipt in it means the file's bytes and name are durable.
- * (Over {@link HELD_FDS} descriptors held, an entry is fsynced and closed as
- * it is written instead.) With durability
+ * following links) and fsynced, a few at once while the bundle arrives;
+ * once the whole bundle was received and its CRC32C verified, each is named
+ * as a single file is (a hard link that never replaces, or a rename with
+ * overwrite; its directory fsynced, group-committed). With durability
  * "none" and no overwrite, each entry is written straight under its final
  * name, created exclusively (O_EXCL | O_NOFOLLOW: an existing name fails
  * that entry, nothing is replaced), as tar does: one directory operation per
@@ -202,9 +188,6 @@ const NO_HARD_LINKS = new Set(["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS", "EXDE
  */
 export function bundleHandler(store: BundleStore): StreamHandler {
   const writer = store.write ?? writeEntry;
-  const syncFd = store.sync ?? fsyncEntry;
-  /** Descriptors this handler holds open for group commits (all its bundles), at most {@link HELD_FDS}. */
-  let held = 0;
   const syncGate = store.syncGate ?? new SyncGate();
   /** Runs a store operation on the main thread, timed; undefined when the disk was slow lately (use the pool). */
   const onMain = <T>(op: () => T): { value: T } | undefined => {
@@ -263,36 +246,8 @@ export function bundleHandler(store: BundleStore): StreamHandler {
         throw err;
       }
       s.partial = path;
-      let open_ = true;
-      try {
-        await writer(fd, content, pool);
-        if (store.fsync && held < HELD_FDS) {
-          // Synced with the rest of the bundle once it is verified (its group commit).
-          held++;
-          s.fd = fd;
-          open_ = false;
-        } else {
-          if (store.fsync) await syncFd(fd);
-          open_ = false;
-          if (pool) await call<void>((cb) => close(fd, cb));
-          else closeSync(fd);
-        }
-      } finally {
-        if (open_) close(fd, () => {});
-      }
+      await writer(fd, content, store.fsync, pool);
       s.written = true;
-    };
-    /** Closes an entry's held descriptor (once). */
-    const release1 = (s: Stored) => {
-      if (s.fd < 0) return;
-      const fd = s.fd;
-      s.fd = -1;
-      held--;
-      try {
-        closeSync(fd);
-      } catch {
-        // Closed already: nothing held.
-      }
     };
     try {
       const reader = new BundleReader();
@@ -309,7 +264,6 @@ export function bundleHandler(store: BundleStore): StreamHandler {
             size: content.length,
             crc: 0,
             partial: undefined,
-            fd: -1,
             written: false,
             placed: false,
             error: undefined,
@@ -341,24 +295,6 @@ export function bundleHandler(store: BundleStore): StreamHandler {
       }
       reader.end();
       await Promise.all(pending);
-      // Group commit: every entry written, the bundle verified; now their fsyncs, together (the
-      // kernel's journal commits batch concurrent ones), before any is named.
-      if (store.fsync) {
-        const open_ = entries.filter((s) => s.fd >= 0);
-        let next = 0;
-        const syncer = async () => {
-          for (let i = next++; i < open_.length; i = next++) {
-            const s = open_[i];
-            try {
-              await syncFd(s.fd);
-            } catch (err) {
-              s.error = storeError(err);
-            }
-            release1(s);
-          }
-        };
-        await Promise.all(Array.from({ length: Math.min(SYNCING, open_.length) }, syncer));
-      }
       // Verified: name them (direct writes are named already), a few at once, in order.
       const synced = new Set<string>();
       let next = 0;
@@ -420,7 +356,6 @@ export function bundleHandler(store: BundleStore): StreamHandler {
       return JSON.stringify({ files: results });
     } finally {
       await Promise.allSettled(pending);
-      for (const s of entries) release1(s);
       // Whatever was not named (a failed entry, a failed bundle) leaves nothing behind: a direct
       // write of a failed bundle is removed, and the directories it made (when empty).
       for (const s of entries) {
