@@ -98,23 +98,25 @@ export type BundleEntryWriter = (fd: number, content: Uint8Array, fsync: boolean
  * than the write — unless the disk is slow (`pool`). The fsync is always on
  * the thread pool.
  */
-const writeEntry: BundleEntryWriter = async (fd, content, sync, pool) => {
-  let open_ = true;
-  try {
-    let n = 0;
-    while (n < content.length) {
-      n += pool
-        ? await call<number>((cb) => write(fd, content, n, content.length - n, n, cb))
-        : writeSync(fd, content, n, content.length - n, n);
+const entryWriter =
+  (syncFd: (fd: number) => Promise<void>): BundleEntryWriter =>
+  async (fd, content, sync, pool) => {
+    let open_ = true;
+    try {
+      let n = 0;
+      while (n < content.length) {
+        n += pool
+          ? await call<number>((cb) => write(fd, content, n, content.length - n, n, cb))
+          : writeSync(fd, content, n, content.length - n, n);
+      }
+      if (sync) await syncFd(fd);
+      open_ = false;
+      if (pool) await call<void>((cb) => close(fd, cb));
+      else closeSync(fd);
+    } finally {
+      if (open_) close(fd, () => {});
     }
-    if (sync) await call<void>((cb) => fsync(fd, cb));
-    open_ = false;
-    if (pool) await call<void>((cb) => close(fd, cb));
-    else closeSync(fd);
-  } finally {
-    if (open_) close(fd, () => {});
-  }
-};
+  };
 
 /**
  * Store operations run on the main thread while the disk is fast, on the
@@ -150,8 +152,13 @@ export interface BundleStore {
    * main thread while the disk is fast); tests force the thread pool.
    */
   syncGate?: SyncGate;
-  /** How entries are written (default: {@link writeEntry}); tests slow it down. */
+  /** How entries are written (default: write, fsync through {@link sync}, close); tests slow it down. */
   write?: BundleEntryWriter;
+  /**
+   * How the default writer makes an entry durable (with `fsync`; default:
+   * `fs.fsync` on the thread pool); tests count and hold the calls.
+   */
+  sync?: (fd: number) => Promise<void>;
   onBundle?: (results: BundleResult[], stream: IncomingStream, ctx: RequestContext) => void;
 }
 
@@ -187,7 +194,7 @@ const NO_HARD_LINKS = new Set(["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS", "EXDE
  * whole and nothing is named.
  */
 export function bundleHandler(store: BundleStore): StreamHandler {
-  const writer = store.write ?? writeEntry;
+  const writer = store.write ?? entryWriter(store.sync ?? ((fd) => call<void>((cb) => fsync(fd, cb))));
   const syncGate = store.syncGate ?? new SyncGate();
   /** Runs a store operation on the main thread, timed; undefined when the disk was slow lately (use the pool). */
   const onMain = <T>(op: () => T): { value: T } | undefined => {
