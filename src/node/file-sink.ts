@@ -366,7 +366,11 @@ export async function fileCrc32c(path: string, length: number): Promise<number> 
 
 type Crypto = typeof import("node:crypto");
 let cryptoModule: Promise<Crypto> | undefined;
-/** node:crypto, loaded on first use (it costs a process a few MB of RSS). */
+/**
+ * node:crypto, loaded when the first sink is created (it costs a process a
+ * few MB of RSS, and its first load is a ~20 ms turn: at start-up, not on a
+ * peer's first transfer).
+ */
 const loadCrypto = () => {
   cryptoModule ??= import("node:crypto");
   return cryptoModule;
@@ -495,6 +499,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     throw new PointSubError("ERR_INVALID_ARGUMENT", 'durability must be "fsync" or "none"');
   }
   const fsync = durability === "fsync";
+  void loadCrypto();
   const entries = new Map<string, Entry>();
   /** tag → keys of partials of that transfer id. */
   const byTag = new Map<string, Set<string>>();
