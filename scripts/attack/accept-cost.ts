@@ -21,6 +21,7 @@ import { resolve } from "node:path";
 import { PerformanceObserver } from "node:perf_hooks";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
+import { BusyTurns } from "./busy-turns.ts";
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -56,18 +57,7 @@ const obs = new PerformanceObserver((list) => {
 obs.observe({ entryTypes: ["gc"] });
 
 // The longest turn: a 2 ms timer's lateness, capped by the main thread's CPU time since it last fired.
-const TICK_MS = 2;
-let busyMaxMs = 0;
-let busyAt = performance.now();
-let busyCpu = process.threadCpuUsage();
-const busyTimer = setInterval(() => {
-  const now = performance.now();
-  const c = process.threadCpuUsage(busyCpu);
-  busyCpu = process.threadCpuUsage();
-  const busy = Math.min(now - busyAt - TICK_MS, (c.user + c.system) / 1000);
-  busyAt = now;
-  if (busy > busyMaxMs) busyMaxMs = busy;
-}, TICK_MS);
+const busyTurns = new BusyTurns(2);
 const round1 = (x: number) => Math.round(x * 10) / 10;
 
 gc();
@@ -100,12 +90,12 @@ await new Promise((r) => child.once("message", r));
 await new Promise((r) => setTimeout(r, 1500));
 const acceptCpu = process.cpuUsage(cpu0);
 const acceptGcMs = gcMs - gc0;
-const acceptTurn = { busyMaxMs: round1(busyMaxMs), gcMaxMs: round1(gcMaxMs) };
+const acceptTurn = { busyMaxMs: round1(busyTurns.maxMs), gcMaxMs: round1(gcMaxMs) };
 gc();
 gc();
 const heapPerConn = (process.memoryUsage().heapUsed - heap0) / N;
 await new Promise((r) => setTimeout(r, 50));
-busyMaxMs = 0;
+busyTurns.reset();
 gcMaxMs = 0;
 
 const cpu1 = process.cpuUsage();
@@ -114,8 +104,8 @@ const deadline = Date.now() + 30_000;
 while (closed < N && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
 const closeCpu = process.cpuUsage(cpu1);
 await new Promise((r) => setTimeout(r, 50));
-const closeTurn = { busyMaxMs: round1(busyMaxMs), gcMaxMs: round1(gcMaxMs) };
-clearInterval(busyTimer);
+const closeTurn = { busyMaxMs: round1(busyTurns.maxMs), gcMaxMs: round1(gcMaxMs) };
+busyTurns.stop();
 obs.disconnect();
 console.log(
   JSON.stringify({

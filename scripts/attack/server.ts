@@ -16,6 +16,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { monitorEventLoopDelay, PerformanceObserver } from "node:perf_hooks";
 import { createServer, FILE_ROUTE, fileSink, type ServerOptions } from "../../src/index.ts";
+import { BusyTurns } from "./busy-turns.ts";
 import type { ServerChildConfig, ServerMessage, ServerStats } from "./common.ts";
 import { DISCARD_ROUTE, ECHO_ROUTE } from "./common.ts";
 
@@ -109,24 +110,13 @@ if (trace !== undefined && process.env.POINTSUB_ATTACK_TRACE_ALLOC === "1") {
 // The code's share of the delay: a 5 ms timer's lateness, capped by the main
 // thread's CPU time since it last fired (on a loaded machine most of a long
 // delay can be the scheduler running other processes).
-const BUSY_TICK_MS = 5;
-let busyMaxMs = 0;
-let busyAt = performance.now();
-let busyCpu = process.threadCpuUsage();
-const busyTimer = setInterval(() => {
-  const now = performance.now();
-  const c = process.threadCpuUsage(busyCpu);
-  busyCpu = process.threadCpuUsage();
-  const late = now - busyAt - BUSY_TICK_MS;
-  busyAt = now;
-  const busy = Math.min(late, (c.user + c.system) / 1000);
-  if (busy > busyMaxMs) busyMaxMs = busy;
+const busyTurns = new BusyTurns(5, (late, busy) => {
   // Times in µs of the monotonic clock (as in a --cpu-prof profile): the gap's start, its length, its CPU.
   if (trace !== undefined && busy >= 15)
     trace.push(
       `gap ${Number(process.hrtime.bigint() / 1000n) - Math.round(late * 1000)} ${round(late)} cpu ${round(busy)}`,
     );
-}, BUSY_TICK_MS);
+});
 /** performance.now() (ms) to the monotonic clock in µs of the gap lines (and of a --cpu-prof profile). */
 const hrBaseUs = Number(process.hrtime.bigint() / 1000n) - performance.now() * 1000;
 let gcMaxMs = 0;
@@ -194,7 +184,7 @@ const timer = setInterval(() => {
     arrayBuffers: m.arrayBuffers,
     eldMaxMs: eld.max / 1e6,
     eldMeanMs: Number.isNaN(eld.mean) ? 0 : eld.mean / 1e6,
-    busyMaxMs,
+    busyMaxMs: busyTurns.maxMs,
     gcMaxMs,
     cpuTotalMs: cpuMs(process.cpuUsage()),
     mainCpuTotalMs: cpuMs(process.threadCpuUsage()),
@@ -214,7 +204,7 @@ const timer = setInterval(() => {
   });
   last = now;
   eld.reset();
-  busyMaxMs = 0;
+  busyTurns.reset();
   gcMaxMs = 0;
 }, reportMs);
 
@@ -223,7 +213,7 @@ async function stop(): Promise<void> {
   if (stopping) return;
   stopping = true;
   clearInterval(timer);
-  clearInterval(busyTimer);
+  busyTurns.stop();
   gcObserver.disconnect();
   if (trace !== undefined)
     for (const [k, e] of [...allocs].sort((a, b) => b[1].bytes - a[1].bytes))
