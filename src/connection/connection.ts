@@ -794,6 +794,8 @@ export class Connection extends Emitter<ConnectionEvents> {
     if (this.state_ === "closed") return false;
     if (!this.readGate.admits()) {
       // This turn's decoding budget is spent (or older input waits): later, and kept until then.
+      // It arrived now, though: the peer is alive (keepalive counts input, not decoding).
+      this.housekeeper.lastInput = Date.now();
       this.readGate.hold(chunk);
       return true;
     }

@@ -62,6 +62,10 @@ export function housekeepingPeriod(times: HousekeepingTimes): number {
 
 const noop = () => {};
 
+/** Runs `f` after the current event-loop turn's I/O: Node's check phase, a new task elsewhere. */
+const afterIo: (f: () => void) => void =
+  typeof setImmediate === "function" ? (f) => void setImmediate(f) : (f) => void setTimeout(f, 0);
+
 /**
  * Default of `minProgressBytesPerSecond`: 1 KiB/s. At default settings a pointsub sender's
  * chunks of a message are at least 64 KiB (but its last), so a message
@@ -82,6 +86,8 @@ export class Housekeeper implements Tickable {
   lastActivity = Date.now();
   private activitySeen = -1;
   private pingAt = 0;
+  /** A due timeout waits for this turn's I/O ({@link confirmLater}). */
+  private confirming = false;
   /** When the last PING probing a held-paused peer went out. */
   private probeAt = 0;
   /** The shared ticker this runs on, if any. */
@@ -167,12 +173,37 @@ export class Housekeeper implements Tickable {
   }
 
   tick(now: number): void {
+    this.check(now, false);
+  }
+
+  /**
+   * A timeout that looks due at a tick waits for the rest of this event-loop
+   * turn's I/O before it acts: after a stall (a long GC, a busy loop, a
+   * starved process) timers run before the input that arrived meanwhile is
+   * read, and a pong or a drain sitting in the socket must not count as
+   * silence. Runs {@link check} again, confirmed, after the poll phase
+   * (`setImmediate`; `setTimeout(0)` where there is none).
+   */
+  private confirmLater(): void {
+    if (this.confirming) return;
+    this.confirming = true;
+    afterIo(() => {
+      this.confirming = false;
+      if (this.host.state !== "closed") this.check(Date.now(), true);
+    });
+  }
+
+  private check(now: number, confirmed: boolean): void {
     const ms = this.keepAliveMs;
     const slow = this.slowPeerTimeoutMs;
     const pt = this.progressTimeoutMs;
     const host = this.host;
     const blocked = this.writer.blockedSince;
     if (slow > 0 && blocked !== 0 && now - blocked >= slow) {
+      if (!confirmed) {
+        this.confirmLater();
+        return;
+      }
       host.timedOut(
         "ERR_SLOW_PEER",
         `${host.remoteUrl} took nothing this side sent for ${now - blocked} ms (slowPeerTimeoutMs ${slow})`,
@@ -192,6 +223,10 @@ export class Housekeeper implements Tickable {
     if (idleMs > 0) {
       if (host.inUse()) this.lastActivity = now;
       else if (now - this.observe() >= idleMs) {
+        if (!confirmed) {
+          this.confirmLater();
+          return;
+        }
         host.idle();
         return;
       }
@@ -216,6 +251,10 @@ export class Housekeeper implements Tickable {
     // No input for a tick: let the transport drop its bulk read buffer.
     if (idle >= ms >>> 1) this.transport.trim?.();
     if (this.pingAt !== 0 && idle >= ms * 2) {
+      if (!confirmed) {
+        this.confirmLater();
+        return;
+      }
       host.timedOut("ERR_KEEPALIVE", `no bytes from ${host.remoteUrl} for ${idle} ms`);
       return;
     }
