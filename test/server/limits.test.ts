@@ -43,6 +43,8 @@ describe("server connection limits", () => {
       while (server.connectionLimit < 10) {
         while (held.length < server.connectionLimit) held.push(await connect(url));
         const before = server.connectionLimit;
+        // Connections being opened count as used: on a slow machine the limit may reach max while they open.
+        if (before === 10) break;
         await until(() => server.connectionLimit !== before);
       }
       await until(() => server.connectionLimit === 10);

@@ -202,9 +202,10 @@ for (const scheme of ["tcp", "unix"] as const) {
       const reader = readerOf(((await session) as unknown as { transport: Transport }).transport);
       assert.ok(reader.directReads > 0, "no read went straight into the message");
       // Frame headers and trailers still come through a read buffer, replaced only when the
-      // receiver keeps a view of it (a frame split across reads; paced chunks make more of
-      // those): a handful for 64 MiB, where copying every read out would take ~1,000.
-      assert.ok(reader.buffers <= 8, `${reader.buffers} read buffers`);
+      // receiver keeps a view of it (a frame split across reads; a loaded machine's short reads
+      // split more of them): a few dozen at most for 64 MiB, where copying every 64 KiB read out
+      // would take ~1,000.
+      assert.ok(reader.buffers <= 48, `${reader.buffers} read buffers`);
     } finally {
       conn.destroy();
       await server.close();
