@@ -3,16 +3,18 @@
  * dashboard page opened with `#token=…` (the page is a pointsub browser
  * client of the server over ws://). A Node client connects and streams 2 MiB
  * slowly: the test sees its session appear in the page, its progress bar
- * move, saves docs/dashboard.png, and sees the session disappear when the
- * client closes. Without chromium it says so in one line (as chromium.test.ts).
+ * move, takes a screenshot (a temporary file; `npm run screenshot` writes
+ * the README's docs/dashboard.png through POINTSUB_SCREENSHOT), and sees the
+ * session disappear when the client closes. Without chromium it says so in one line (as chromium.test.ts).
  */
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 import { dashboard } from "../../src/dashboard/index.ts";
 import { connect, createServer } from "../../src/index.ts";
 
-const root = new URL("../..", import.meta.url).pathname;
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const TOKEN = "dashboard-test-token";
 
@@ -92,7 +94,12 @@ describe("the live dashboard in chromium", () => {
       t.diagnostic(`progress bar: ${first}% then ${later}%`);
       assert.ok(later > first, "the progress bar moved");
       phase("bar moved");
-      await page.screenshot({ path: `${root}docs/dashboard.png` });
+      const shot = process.env.POINTSUB_SCREENSHOT ?? join(tmpdir(), `pointsub-dashboard-${process.pid}.png`);
+      await page.screenshot({ path: shot });
+      const png = readFileSync(shot);
+      if (process.env.POINTSUB_SCREENSHOT === undefined) rmSync(shot, { force: true });
+      assert.deepEqual([...png.subarray(1, 4)], [0x50, 0x4e, 0x47], "a PNG"); // "PNG"
+      assert.ok(png.length > 10_000, `a screenshot of ${png.length} bytes`);
       assert.equal(new TextDecoder().decode(await transfer), String(32 * chunk.length));
 
       await client.close();
