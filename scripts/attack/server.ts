@@ -12,8 +12,8 @@
  * `server.memory` (the shared memory budget: used, limit, peak, refused).
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { Session } from "node:inspector/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { monitorEventLoopDelay, PerformanceObserver } from "node:perf_hooks";
 import { createServer, FILE_ROUTE, fileSink, type ServerOptions } from "../../src/index.ts";
