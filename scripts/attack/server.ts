@@ -12,6 +12,7 @@
  * `server.memory` (the shared memory budget: used, limit, peak, refused).
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { Session } from "node:inspector/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { monitorEventLoopDelay, PerformanceObserver } from "node:perf_hooks";
@@ -110,11 +111,12 @@ if (trace !== undefined && process.env.POINTSUB_ATTACK_TRACE_ALLOC === "1") {
 // The code's share of the delay: a 5 ms timer's lateness, capped by the main
 // thread's CPU time since it last fired (on a loaded machine most of a long
 // delay can be the scheduler running other processes).
-const busyTurns = new BusyTurns(5, (late, busy) => {
-  // Times in µs of the monotonic clock (as in a --cpu-prof profile): the gap's start, its length, its CPU.
-  if (trace !== undefined && busy >= 15)
+const busyTurns = new BusyTurns(5, (late, busy, processMs) => {
+  // Times in µs of the monotonic clock (as in a --cpu-prof profile): the gap's start, its length, its
+  // main thread's CPU and all threads' (pool, GC helpers). Gaps of 30 ms and more are kept whatever their CPU.
+  if (trace !== undefined && (busy >= 15 || late >= 30))
     trace.push(
-      `gap ${Number(process.hrtime.bigint() / 1000n) - Math.round(late * 1000)} ${round(late)} cpu ${round(busy)}`,
+      `gap ${Number(process.hrtime.bigint() / 1000n) - Math.round(late * 1000)} ${round(late)} cpu ${round(busy)} proc ${round(processMs)}`,
     );
 });
 /** performance.now() (ms) to the monotonic clock in µs of the gap lines (and of a --cpu-prof profile). */
@@ -141,6 +143,22 @@ const gcObserver = new PerformanceObserver((list) => {
   }
 });
 gcObserver.observe({ entryTypes: ["gc"] });
+
+/**
+ * With POINTSUB_ATTACK_ALLOC_PROFILE=<file>: V8's sampling heap profiler, keeping the samples of
+ * objects the GC already collected (what a run allocates, garbage included: what drives its GCs),
+ * written at exit as a `.heapprofile` (scripts/attack/alloc-sites.ts sums it by function).
+ */
+const allocProfileFile = process.env.POINTSUB_ATTACK_ALLOC_PROFILE;
+const inspector = allocProfileFile === undefined ? undefined : new Session();
+if (inspector !== undefined) {
+  inspector.connect();
+  await inspector.post("HeapProfiler.startSampling", {
+    samplingInterval: 32 * 1024,
+    includeObjectsCollectedByMajorGC: true,
+    includeObjectsCollectedByMinorGC: true,
+  });
+}
 
 const [url] = await server.listen(config.listen ?? "tcp://127.0.0.1:0");
 report({ type: "ready", url, pid: process.pid, sinkDir });
@@ -219,6 +237,10 @@ async function stop(): Promise<void> {
     for (const [k, e] of [...allocs].sort((a, b) => b[1].bytes - a[1].bytes))
       trace.push(`alloc ${e.n} ${round(e.bytes / 2 ** 20)}MiB ${k}`);
   if (traceFile !== undefined && trace !== undefined) writeFileSync(traceFile, `${trace.join("\n")}\n`);
+  if (inspector !== undefined && allocProfileFile !== undefined) {
+    const { profile } = await inspector.post("HeapProfiler.stopSampling");
+    writeFileSync(allocProfileFile, JSON.stringify(profile));
+  }
   const t = setTimeout(() => process.exit(0), 2000);
   t.unref();
   await server.close().catch(() => {});

@@ -163,6 +163,8 @@ export class Connection extends Emitter<ConnectionEvents> {
   private closeError: PointSubError | undefined;
   private closePromise: Promise<void> | undefined;
   private handshakeTimer: ReturnType<typeof setTimeout> | undefined;
+  /** After a fatal error: destroys a transport whose peer has not closed within a second (cleared when it closes). */
+  private destroyTimer: ReturnType<typeof setTimeout> | undefined;
   /** handshakeTimeoutMs. */
   private readonly handshakeMs: number;
   /** A {@link HousekeeperShell} until housekeeping is loaded (a browser's connection). */
@@ -942,13 +944,22 @@ export class Connection extends Emitter<ConnectionEvents> {
     this.outbox.sendGoAway(err.errno, err.message);
     this.writer.flush();
     this.transport.end();
+    // Cleared when the transport closes: a refused peer that hangs up at once
+    // does not keep the whole closed connection reachable for a second (a
+    // flood of them kept ~400 closed sessions alive, surviving and promoted
+    // by every young-generation GC).
     const t = setTimeout(() => this.transport.destroy(), 1000);
     (t as { unref?: () => void }).unref?.();
+    this.destroyTimer = t;
     this.teardown(err);
   }
 
   /** @internal */
   onTransportClose(error?: Error): void {
+    if (this.destroyTimer !== undefined) {
+      clearTimeout(this.destroyTimer);
+      this.destroyTimer = undefined;
+    }
     if (this.state_ === "closed") return;
     const graceful = this.state_ === "closing" && this.decoderImpl.idle;
     // A transport that knows why (a WebSocket peer's text message: ERR_PROTOCOL) says so with a PointSubError.

@@ -624,11 +624,13 @@ export class Server extends EventEmitter<ServerEvents> {
       // Say why instead of just closing: preface, then GOAWAY in place of HELLO (docs/PROTOCOL.md §1.1).
       const code = this.closing ? "ERR_GOING_AWAY" : "ERR_OVERLOADED";
       const reason = refused;
-      transport.attach({ onData: () => false, onDrain() {}, onClose() {} });
-      transport.write(refusalBytes(codeInfo(code).errno, reason));
-      transport.end();
+      // Destroyed if the peer has not closed within a second; the timer goes when it closes
+      // (a refused socket that hangs up at once is not held for that second).
       const t = setTimeout(() => transport.destroy(), 1000);
       (t as { unref?: () => void }).unref?.();
+      transport.attach({ onData: () => false, onDrain() {}, onClose: () => clearTimeout(t) });
+      transport.write(refusalBytes(codeInfo(code).errno, reason));
+      transport.end();
       this.publishRefused(transport.remoteUrl, reason, code);
       this.rejected(new PointSubError(code, `refused ${transport.remoteUrl}: ${reason}`));
       return;
