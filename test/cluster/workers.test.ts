@@ -356,7 +356,8 @@ describe("runWorkers: startTimeoutMs", { timeout: 20_000 }, () => {
       const pool = runWorkers({
         workers: 1,
         maxRestarts: 2,
-        startTimeoutMs: 1500,
+        // The first must start within it, on a loaded machine too (a Node process took > 1.5 s at load 17).
+        startTimeoutMs: 3000,
         signals: false,
         exec: join(import.meta.dirname, "stalling-worker.ts"),
         env: { POINTSUB_TEST_READY_ONCE: join(dir, "ready-once") },
