@@ -75,11 +75,11 @@ type State = (typeof State)[keyof typeof State];
  */
 export class FrameDecoder {
   /** Largest payload accepted (the local maxFrameSize setting). */
-  maxFrameSize: number;
+  declare maxFrameSize: number;
   /** Whether frames carry a CRC32C trailer (on until negotiated otherwise). */
   checksum = true;
 
-  private readonly sink: FrameSink;
+  declare private readonly sink: FrameSink;
   private state: State = State.Preface;
   /** A header split across pushes is completed here (allocated the first time one is). */
   private carry: Uint8Array = NO_BYTES;
@@ -103,7 +103,7 @@ export class FrameDecoder {
   /** Whether the current push handed views of its chunk to the sink. */
   private retained = false;
 
-  private readonly crc: Crc32c;
+  declare private readonly crc: Crc32c;
   private readonly alloc: (n: number) => Uint8Array;
 
   /**

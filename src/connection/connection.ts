@@ -110,44 +110,44 @@ let nextConnectionId = 1;
  */
 export class Connection extends Emitter<ConnectionEvents> {
   /** This connection's id: a server's session id (unique within that server), or a process-wide number on a client. */
-  readonly id: string;
+  declare readonly id: string;
   /** When the transport was accepted or connected (`Date.now()`). */
-  readonly connectedAt: number;
+  declare readonly connectedAt: number;
   /** The transport's addresses. */
-  readonly localUrl: string;
-  readonly remoteUrl: string;
+  declare readonly localUrl: string;
+  declare readonly remoteUrl: string;
   /** Resolves when the handshake completed; rejects if it failed. */
-  readonly ready: Promise<void>;
+  declare readonly ready: Promise<void>;
 
-  private readonly transport: Transport;
-  private readonly runtime: Runtime;
-  private readonly link: Link;
-  private readonly closeTimeoutMs: number;
-  private readonly requestTimeoutMs: number;
+  declare private readonly transport: Transport;
+  declare private readonly runtime: Runtime;
+  declare private readonly link: Link;
+  declare private readonly closeTimeoutMs: number;
+  declare private readonly requestTimeoutMs: number;
   /** What the peer may make this side hold (shared by a server's sessions). */
-  private readonly budget: MemoryBudget;
-  private readonly readGate: ReadGate;
-  private readonly onOpenHook: ConnectionInit["onOpen"];
-  private readonly onCloseHook: ConnectionInit["onClose"];
+  declare private readonly budget: MemoryBudget;
+  declare private readonly readGate: ReadGate;
+  declare private readonly onOpenHook: ConnectionInit["onOpen"];
+  declare private readonly onCloseHook: ConnectionInit["onClose"];
   /** The connection has its own router (in front of the server's, `serverRouter`), or will have once loaded. */
   private ownRouter = false;
-  private readonly serverRouter: Router | undefined;
+  declare private readonly serverRouter: Router | undefined;
   /** Whether the connection closed for good (one function shared by the parts that ask). */
   private readonly isClosed: () => boolean;
-  private readonly decoderImpl: FrameDecoder;
-  private readonly frames: FrameRouter;
-  private readonly writer: FrameWriter;
+  declare private readonly decoderImpl: FrameDecoder;
+  declare private readonly frames: FrameRouter;
+  declare private readonly writer: FrameWriter;
   /** Counters, and the diagnostics publisher (`stats_.diag`). */
-  private readonly stats_: Stats;
+  declare private readonly stats_: Stats;
   /** The handshake until it completed (dropped then: an open connection keeps only its result). */
-  private handshake: Handshake | undefined;
+  declare private handshake: Handshake | undefined;
   private principal_: unknown;
-  private readonly caller: Caller;
-  private readonly outbox: Outbox;
+  declare private readonly caller: Caller;
+  declare private readonly outbox: Outbox;
   /** Serves the peer's requests; a {@link DispatchShell} until that code is loaded (a browser's connection). */
   private dispatcher: Dispatcher;
-  private readonly inbound: Inbound;
-  private readonly window: ReceiveWindow;
+  declare private readonly inbound: Inbound;
+  declare private readonly window: ReceiveWindow;
   /** The stream halves, created on first use: most connections never stream. */
   private outStreams_: OutgoingStreams | undefined;
   private inStreams_: IncomingStreams | undefined;
@@ -164,14 +164,14 @@ export class Connection extends Emitter<ConnectionEvents> {
   private closePromise: Promise<void> | undefined;
   private handshakeTimer: ReturnType<typeof setTimeout> | undefined;
   /** handshakeTimeoutMs. */
-  private readonly handshakeMs: number;
+  declare private readonly handshakeMs: number;
   /** A {@link HousekeeperShell} until housekeeping is loaded (a browser's connection). */
-  private housekeeper: Housekeeper | HousekeeperShell;
+  declare private housekeeper: Housekeeper | HousekeeperShell;
   /** A server's shared ticker for housekeeping (undefined: the housekeeper makes its own). */
-  private readonly ticker: Ticker | undefined;
+  declare private readonly ticker: Ticker | undefined;
   private closeReason_ = "";
   private bytesIn = 0;
-  private readonly pinger: Pinger;
+  declare private readonly pinger: Pinger;
 
   /** @internal Use `connect()` or a server session. */
   constructor(transport: Transport, options: ConnectionOptions, init: ConnectionInit) {

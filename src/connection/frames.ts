@@ -54,12 +54,12 @@ export class FrameRouter implements FrameSink {
   inStreamsIfAny: IncomingStreams | undefined;
   outStreamsIfAny: OutgoingStreams | undefined;
   /** The handshake until it completed (then undefined: the connection drops it). */
-  handshake: Handshake | undefined;
+  declare handshake: Handshake | undefined;
   /** The peer's MSG/REQ/RES side (also checked for stalled messages by housekeeping). */
-  readonly inbound: Inbound;
-  private readonly pinger: Pinger;
-  private readonly writer: FrameWriter;
-  private readonly hooks: FrameHooks;
+  declare readonly inbound: Inbound;
+  declare private readonly pinger: Pinger;
+  declare private readonly writer: FrameWriter;
+  declare private readonly hooks: FrameHooks;
   private readonly v: VarintResult = { value: 0, next: 0 };
   /**
    * Frames held in arrival order from the first STREAM frame that came

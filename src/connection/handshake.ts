@@ -133,10 +133,10 @@ export class Handshake {
   principal: unknown;
   /** Authentication after HELLO: none pending, waiting for the peer's credentials, checking them, or waiting for the server's ACK. */
   private authState: 0 | typeof AUTH_WAIT_CREDENTIALS | typeof AUTH_CHECKING | typeof AUTH_WAIT_ACK = 0;
-  private readonly writer: FrameWriter;
-  private readonly authenticator: Authenticator | undefined;
-  private readonly credentials: Uint8Array;
-  private readonly port: HandshakePort;
+  declare private readonly writer: FrameWriter;
+  declare private readonly authenticator: Authenticator | undefined;
+  declare private readonly credentials: Uint8Array;
+  declare private readonly port: HandshakePort;
 
   constructor(
     writer: FrameWriter,

@@ -97,14 +97,14 @@ export class Inbound {
   private readonly v: VarintResult = { value: 0, next: 0 };
   private lastRouteBytes: Uint8Array = EMPTY_ROUTE;
   private lastRoute = "";
-  private readonly link: Link;
-  private readonly outbox: Outbox;
-  private readonly window: ReceiveWindow;
-  private readonly budget: MemoryBudget;
-  private readonly stats: Stats;
-  private readonly caller: Caller;
+  declare private readonly link: Link;
+  declare private readonly outbox: Outbox;
+  declare private readonly window: ReceiveWindow;
+  declare private readonly budget: MemoryBudget;
+  declare private readonly stats: Stats;
+  declare private readonly caller: Caller;
   /** Replaced once when a browser connection loads its dispatcher on demand (`dispatch-lazy.ts`). */
-  dispatcher: Dispatcher;
+  declare dispatcher: Dispatcher;
   /** The runtime's allocator of buffers written completely before use. */
   private readonly alloc: (n: number) => Uint8Array;
 

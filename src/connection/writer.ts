@@ -143,7 +143,7 @@ export class FrameWriter {
   /** Paces bulk by the link's measured delivery (made by {@link pacing} on the first chunked message or stream). */
   pacer: Pacer | undefined;
 
-  private readonly sink: WriterSink;
+  declare private readonly sink: WriterSink;
   /**
    * This writer's region of the shared write pool (see {@link ensure}):
    * `slabStart..slabPos` is encoded and not yet cut, the rest reserved.
@@ -181,7 +181,7 @@ export class FrameWriter {
   /** The next bulk frame starts on an idle pipe: the pacer sends a probe before it ({@link beforeBulk}). */
   private probeFirst = false;
 
-  private readonly crc: Crc32c;
+  declare private readonly crc: Crc32c;
 
   /** `crc` is the runtime's CRC32C implementation. */
   constructor(sink: WriterSink, crc: Crc32c = JS_CRC32C_IMPL) {
