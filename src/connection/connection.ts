@@ -171,6 +171,8 @@ export class Connection extends Emitter<ConnectionEvents> {
   declare private readonly ticker: Ticker | undefined;
   private closeReason_ = "";
   private bytesIn = 0;
+  /** The stream engine is being loaded for this connection ({@link loadEngine}). */
+  private engineLoading = false;
   declare private readonly pinger: Pinger;
 
   /** @internal Use `connect()` or a server session. */
@@ -363,6 +365,12 @@ export class Connection extends Emitter<ConnectionEvents> {
     inStreams(): IncomingStreams | undefined {
       return this.c.inStreams;
     }
+    assemblies(): boolean {
+      return this.c.assemblies();
+    }
+    awaitEngine(): void {
+      this.c.loadEngine();
+    }
     onGoAway(errno: number, reason: string): void {
       this.c.onGoAway(errno, reason);
     }
@@ -385,16 +393,13 @@ export class Connection extends Emitter<ConnectionEvents> {
   /**
    * The incoming half (a STREAM frame arrived), created on first use; while
    * the stream engine is still loading, undefined: the frame router holds
-   * this frame and every later one until {@link streamsLoaded}.
+   * this frame and every later one until it is ({@link loadEngine}).
    */
   private get inStreams(): IncomingStreams | undefined {
     if (this.inStreams_ !== undefined) return this.inStreams_;
     const engine = streamEngine();
     if (engine === undefined) {
-      loadStreamEngine().then(
-        () => this.streamsLoaded(),
-        (err: unknown) => this.fail(toPointSubError(err, "ERR_CONNECTION_CLOSED", "cannot load the stream engine: ")),
-      );
+      this.loadEngine();
       return undefined;
     }
     // The stream engine brought the dispatcher: the incoming streams serve through the real one.
@@ -419,14 +424,45 @@ export class Connection extends Emitter<ConnectionEvents> {
     return this.inStreams_;
   }
 
-  /** The stream engine loaded while the frame router held frames: they go through now, in order. */
-  private streamsLoaded(): void {
-    if (this.state_ === "closed") return;
-    try {
-      this.frames.release();
-    } catch (err) {
-      this.fail(toPointSubError(err, "ERR_PROTOCOL"));
+  /**
+   * Loads the stream engine (one load at a time) for what waits for it: the
+   * frames the frame router holds (from the first STREAM frame or chunked
+   * message on) go through once it is loaded, in order, and the writer
+   * sends the chunked messages it queued; a failed load fails the connection.
+   */
+  private loadEngine(): void {
+    if (this.engineLoading) return;
+    this.engineLoading = true;
+    loadStreamEngine().then(
+      () => {
+        this.engineLoading = false;
+        if (this.state_ === "closed") return;
+        // The chunked messages that waited go out paced, as later ones do.
+        const w = this.writer;
+        if (w.pacer === undefined && w.pacing !== undefined) w.pacer = w.pacing(w);
+        w.wake();
+        try {
+          this.frames.release();
+        } catch (err) {
+          this.fail(toPointSubError(err, "ERR_PROTOCOL"));
+        }
+      },
+      (err: unknown) => {
+        this.engineLoading = false;
+        this.fail(toPointSubError(err, "ERR_CONNECTION_CLOSED", "cannot load the stream engine: "));
+      },
+    );
+  }
+
+  /** The frame router's first chunked frame: the assembly of chunked messages, if the stream engine is loaded. */
+  private assemblies(): boolean {
+    const engine = streamEngine();
+    if (engine === undefined) {
+      this.loadEngine();
+      return false;
     }
+    this.inbound.chunked = new engine.Assemblies(this.inbound);
+    return true;
   }
 
   /**
@@ -989,7 +1025,8 @@ export class Connection extends Emitter<ConnectionEvents> {
 /**
  * Makes a connection's pacer of bulk data (FrameWriter.pacing; one shared
  * function, no closure per connection). It comes with the stream engine: in
- * a browser the first chunked message starts loading it and goes unpaced.
+ * a browser the first chunked message starts loading it (and waits for it:
+ * the writer's bulk pump comes with it too).
  */
 function newPacer(writer: FrameWriter): Pacer | undefined {
   const engine = streamEngine();

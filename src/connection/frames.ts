@@ -29,6 +29,12 @@ export interface FrameHooks {
    * the connection calls {@link FrameRouter.release}.
    */
   inStreams(): IncomingStreams | undefined;
+  /**
+   * Whether the code of chunked messages is there (the inbound side's
+   * `chunked`, made on the first chunked frame); false while the stream
+   * engine loads: the router holds frames as for {@link inStreams}.
+   */
+  assemblies(): boolean;
   /** GOAWAY: errno 0 is a graceful close, anything else a fatal error of the peer. */
   onGoAway(errno: number, reason: string): void;
 }
@@ -41,6 +47,9 @@ interface HeldFrame {
   payload: Uint8Array;
   crc: number;
 }
+
+/** The flags of a message in one frame. */
+const WHOLE = Flag.START | Flag.END;
 
 /** Bytes counted per held frame besides its payload (its header, roughly). */
 const HELD_FRAME_COST = 16;
@@ -97,7 +106,7 @@ export class FrameRouter implements FrameSink {
     if (this.held !== undefined) return undefined;
     if (type === FrameType.STREAM) return flags === 0 ? this.inStreamsIfAny?.frameBuffer(id, length) : undefined;
     if ((flags & Flag.START) !== 0 || type < FrameType.MSG || type > FrameType.RES) return undefined;
-    return this.inbound.frameTarget(type, id, length);
+    return this.inbound.chunked?.frameTarget(type, id, length);
   }
 
   /** Stream data frames are taken as views of the chunks they arrive in (no copy), unless the reader recycles buffers. */
@@ -137,17 +146,15 @@ export class FrameRouter implements FrameSink {
       case FrameType.MSG:
       case FrameType.REQ:
       case FrameType.RES:
-        this.inbound.onFrame(type, flags, id, buf, start, end);
+        // A chunked message's frames need `assembly.ts` (with the stream engine): held while it loads.
+        if ((flags & WHOLE) === WHOLE || this.inbound.chunked !== undefined || this.hooks.assemblies())
+          this.inbound.onFrame(type, flags, id, buf, start, end);
+        else this.holdFrom(type, flags, id, buf, start, end, crc);
         return;
       case FrameType.STREAM: {
         const ins = this.inStreamsIfAny ?? this.hooks.inStreams();
         if (ins !== undefined) ins.onFrame(flags, id, buf, start, end, crc);
-        else {
-          // The stream engine is loading: this frame and every later one wait for it, in order.
-          this.framesIn--;
-          this.held = [];
-          this.hold(type, flags, id, buf.slice(start, end), crc);
-        }
+        else this.holdFrom(type, flags, id, buf, start, end, crc);
         return;
       }
       case FrameType.CANCEL:
@@ -167,6 +174,21 @@ export class FrameRouter implements FrameSink {
       default:
         throw PointSubError.fromPeer("ERR_PROTOCOL", `${FRAME_TYPE_NAMES[type]} frame after the handshake`);
     }
+  }
+
+  /** The stream engine is loading: this frame and every later one wait for it, in order. */
+  private holdFrom(
+    type: number,
+    flags: number,
+    id: number,
+    buf: Uint8Array,
+    start: number,
+    end: number,
+    crc: number,
+  ): void {
+    this.framesIn--;
+    this.held = [];
+    this.hold(type, flags, id, buf.slice(start, end), crc);
   }
 
   private hold(type: number, flags: number, id: number, payload: Uint8Array, crc: number): void {

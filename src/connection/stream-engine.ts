@@ -14,6 +14,8 @@
 
 import type { Router } from "../router/router.ts";
 import type { Progress } from "../transfer/progress.ts";
+import type { Assemblies } from "./assembly.ts";
+import type { sendOneChunk } from "./bulk-pump.ts";
 import type { Dispatcher } from "./dispatch.ts";
 import type { Pacer } from "./pacer.ts";
 import type { IncomingStreams } from "./stream-in.ts";
@@ -31,6 +33,10 @@ export interface StreamEngine {
   readonly Router: typeof Router;
   /** Progress of a transfer: only streams report it (a `sendStream` made before the engine loaded has a stand-in). */
   readonly Progress: typeof Progress;
+  /** Chunked messages received (`assembly.ts`): the frame router holds frames from the first one until loaded. */
+  readonly Assemblies: typeof Assemblies;
+  /** The writer's pump of chunked messages and streams (`bulk-pump.ts`): they wait in its queue until loaded. */
+  readonly sendOneChunk: typeof sendOneChunk;
 }
 
 let engine: StreamEngine | undefined;
