@@ -9,12 +9,12 @@
  * | MSG, REQ, RES            | `inbound.ts` → `dispatch.ts` / `caller.ts`   |
  * | STREAM                   | `stream-in.ts` (theirs), `stream-out.ts` (ours) |
  * | CANCEL, CREDIT, PING, GOAWAY | here (`onCancel`, `onCredit`, ...)       |
- * | BATCH                    | unpacked by the decoder (`codec/decoder.ts`) |
+ * | BATCH                    | unpacked by the decoder (`codec/base-decoder.ts`) |
  *
  * Output goes through `outbox.ts` (ids, chunking, control frames) to the
  * frame writer (`writer.ts`).
  */
-import { FrameDecoder } from "../codec/decoder.ts";
+import { BaseDecoder } from "../codec/base-decoder.ts";
 import { FrameType } from "../codec/frame.ts";
 import { decodeResumeAnswer, encodeResumeQuery, RESUME_ROUTE, type ResumePoint } from "../codec/resume.ts";
 import { Feature, type Settings } from "../codec/settings.ts";
@@ -134,7 +134,8 @@ export class Connection extends Emitter<ConnectionEvents> {
   declare private readonly serverRouter: Router | undefined;
   /** Whether the connection closed for good (one function shared by the parts that ask). */
   private readonly isClosed: () => boolean;
-  declare private readonly decoderImpl: FrameDecoder;
+  /** A `FrameDecoder` when the stream engine is loaded (always in Node), else the browser's first `BaseDecoder`. */
+  declare private readonly decoderImpl: BaseDecoder;
   declare private readonly frames: FrameRouter;
   declare private readonly writer: FrameWriter;
   /** Counters, and the diagnostics publisher (`stats_.diag`). */
@@ -284,7 +285,8 @@ export class Connection extends Emitter<ConnectionEvents> {
     this.readGate.process = (chunk) => {
       this.processInput(chunk);
     };
-    this.decoderImpl = new FrameDecoder(this.frames, local.maxFrameSize, runtime.checksums, runtime.allocBody);
+    const Decoder = streamEngine()?.FrameDecoder ?? BaseDecoder;
+    this.decoderImpl = new Decoder(this.frames, local.maxFrameSize, runtime.checksums, runtime.allocBody);
     const accepted = init.accepted;
     if (accepted === undefined) {
       // Adapters may call these unbound (`socket.on("drain", h.onDrain)`): closures.

@@ -12,6 +12,7 @@
  * the page's first load in two files.
  */
 
+import type { FrameDecoder } from "../codec/decoder.ts";
 import type { Router } from "../router/router.ts";
 import type { Progress } from "../transfer/progress.ts";
 import type { Assemblies } from "./assembly.ts";
@@ -37,6 +38,12 @@ export interface StreamEngine {
   readonly Assemblies: typeof Assemblies;
   /** The writer's pump of chunked messages and streams (`bulk-pump.ts`): they wait in its queue until loaded. */
   readonly sendOneChunk: typeof sendOneChunk;
+  /**
+   * The decoder that fills frames spanning reads in place (stream data as
+   * views, chunked messages into their assembly): a connection made before
+   * the engine loaded keeps its `BaseDecoder`, which collects such frames whole.
+   */
+  readonly FrameDecoder: typeof FrameDecoder;
 }
 
 let engine: StreamEngine | undefined;

@@ -1,12 +1,14 @@
 /**
  * The stream halves of the engine, the pacer and pump of bulk data (chunked
  * messages and streams), the assembly of chunked messages received, the
+ * decoder that fills frames spanning reads in place (`codec/decoder.ts`), the
  * request dispatcher (the incoming streams serve stream routes through it)
  * and the router it serves through, in one module: what `stream-engine.ts`
  * loads on demand (a chunk of its own in a browser bundle), or an entry
  * point installs up front.
  */
 
+export { FrameDecoder } from "../codec/decoder.ts";
 export { Router } from "../router/router.ts";
 export { Progress } from "../transfer/progress.ts";
 export { Assemblies } from "./assembly.ts";
