@@ -15,8 +15,8 @@
  * frame writer (`writer.ts`).
  */
 import { BaseDecoder } from "../codec/base-decoder.ts";
-import { FrameType } from "../codec/frame.ts";
-import { decodeResumeAnswer, encodeResumeQuery, RESUME_ROUTE, type ResumePoint } from "../codec/resume.ts";
+import { FrameType, RESUME_ROUTE } from "../codec/frame.ts";
+import type { ResumePoint } from "../codec/resume.ts";
 import { Feature, type Settings } from "../codec/settings.ts";
 import { codeForErrno } from "../errors/codes.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
@@ -67,7 +67,8 @@ import type {
 } from "./types.ts";
 import { FrameWriter, type WriterSink } from "./writer.ts";
 
-export { RESUME_ROUTE, type ResumePoint } from "../codec/resume.ts";
+export { RESUME_ROUTE } from "../codec/frame.ts";
+export type { ResumePoint } from "../codec/resume.ts";
 export type { ResumeContext, ResumeLookup, StreamRoute } from "../router/types.ts";
 export { budgetLimit, resolveSettings } from "./link.ts";
 export type { ConnectionEvents, ConnectionInit, ConnectionState } from "./types.ts";
@@ -725,8 +726,10 @@ export class Connection extends Emitter<ConnectionEvents> {
    */
   async queryResume(route: string, transferId: string, options: RequestOptions = {}): Promise<ResumePoint> {
     if ((this.link.peer.features & Feature.RESUME) === 0) return { offset: 0, crc: 0 };
-    const answer = await this.request(RESUME_ROUTE, encodeResumeQuery({ route, transferId }), options);
-    return decodeResumeAnswer(answer);
+    // The codec of resume queries comes with the stream engine (resuming is for streams).
+    const engine = await loadStreamEngine();
+    const answer = await this.request(RESUME_ROUTE, engine.encodeResumeQuery({ route, transferId }), options);
+    return engine.decodeResumeAnswer(answer);
   }
 
   /** Measures the round-trip time to the peer, in milliseconds. */

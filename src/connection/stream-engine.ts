@@ -13,6 +13,7 @@
  */
 
 import type { FrameDecoder } from "../codec/decoder.ts";
+import type { decodeResumeAnswer, encodeResumeQuery } from "../codec/resume.ts";
 import type { Router } from "../router/router.ts";
 import type { Progress } from "../transfer/progress.ts";
 import type { Assemblies } from "./assembly.ts";
@@ -44,6 +45,9 @@ export interface StreamEngine {
    * the engine loaded keeps its `BaseDecoder`, which collects such frames whole.
    */
   readonly FrameDecoder: typeof FrameDecoder;
+  /** The codec of resume queries (`Connection.queryResume`: resuming is for streams). */
+  readonly encodeResumeQuery: typeof encodeResumeQuery;
+  readonly decodeResumeAnswer: typeof decodeResumeAnswer;
 }
 
 let engine: StreamEngine | undefined;
