@@ -17,6 +17,7 @@ import type { decodeResumeAnswer, encodeResumeQuery } from "../codec/resume.ts";
 import type { Router } from "../router/router.ts";
 import type { Progress } from "../transfer/progress.ts";
 import type { Assemblies } from "./assembly.ts";
+import type { checkCredentials } from "./auth-check.ts";
 import type { sendOneChunk } from "./bulk-pump.ts";
 import type { Dispatcher } from "./dispatch.ts";
 import type { Pacer } from "./pacer.ts";
@@ -48,6 +49,8 @@ export interface StreamEngine {
   /** The codec of resume queries (`Connection.queryResume`: resuming is for streams). */
   readonly encodeResumeQuery: typeof encodeResumeQuery;
   readonly decodeResumeAnswer: typeof decodeResumeAnswer;
+  /** A server's check of a client's credentials (`auth-check.ts`): a browser page is a client only. */
+  readonly checkCredentials: typeof checkCredentials;
 }
 
 let engine: StreamEngine | undefined;
