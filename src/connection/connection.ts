@@ -261,7 +261,10 @@ export class Connection extends Emitter<ConnectionEvents> {
         peerId: this.transport.peerId?.(),
       }),
     });
-    this.frames = new FrameRouter(this.handshake, this.inbound, this.pinger, this.writer, port);
+    // With the stream engine (always in Node), frames spanning reads are filled in place.
+    const engine = streamEngine();
+    const Frames = engine?.TargetingFrameRouter ?? FrameRouter;
+    this.frames = new Frames(this.handshake, this.inbound, this.pinger, this.writer, port);
     this.frames.holdLimit = local.connectionWindow + HOLD_SLACK;
     const hk: ConstructorParameters<typeof Housekeeper> = [
       {
@@ -286,7 +289,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     this.readGate.process = (chunk) => {
       this.processInput(chunk);
     };
-    const Decoder = streamEngine()?.FrameDecoder ?? BaseDecoder;
+    const Decoder = engine?.FrameDecoder ?? BaseDecoder;
     this.decoderImpl = new Decoder(this.frames, local.maxFrameSize, runtime.checksums, runtime.allocBody);
     const accepted = init.accepted;
     if (accepted === undefined) {

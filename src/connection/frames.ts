@@ -75,7 +75,7 @@ export class FrameRouter implements FrameSink {
    * while the stream engine was loading (a browser's first stream) until
    * {@link release}; undefined otherwise.
    */
-  private held: HeldFrame[] | undefined;
+  protected held: HeldFrame[] | undefined;
   private heldBytes = 0;
   /**
    * Most bytes held (set by the connection: its receive window, which a
@@ -99,29 +99,6 @@ export class FrameRouter implements FrameSink {
         `peer speaks protocol versions ${minVersion}..${maxVersion}, this side speaks ${PROTOCOL_VERSION}`,
       );
     }
-  }
-
-  /** Lets chunked-message bytes land directly in their buffer, and a stream's in buffers its reader handed back. */
-  frameTarget(type: number, flags: number, id: number, length: number): Uint8Array | undefined {
-    if (this.held !== undefined) return undefined;
-    if (type === FrameType.STREAM) return flags === 0 ? this.inStreamsIfAny?.frameBuffer(id, length) : undefined;
-    if ((flags & Flag.START) !== 0 || type < FrameType.MSG || type > FrameType.RES) return undefined;
-    return this.inbound.chunked?.frameTarget(type, id, length);
-  }
-
-  /** Stream data frames are taken as views of the chunks they arrive in (no copy), unless the reader recycles buffers. */
-  wantsPieces(type: number, flags: number, id: number, length: number): boolean {
-    return type === FrameType.STREAM && flags === 0 && this.inStreamsIfAny?.wantsPieces(id, length) === true;
-  }
-
-  onFramePieces(type: number, flags: number, id: number, pieces: Uint8Array[], length: number, crc: number): void {
-    if (this.closed) return;
-    this.framesIn++;
-    const ins = this.inStreamsIfAny;
-    if (type !== FrameType.STREAM || flags !== 0 || ins === undefined) {
-      throw PointSubError.fromPeer("ERR_PROTOCOL", `STREAM frame for unknown stream ${id}`);
-    }
-    ins.onPieces(id, pieces, length, crc);
   }
 
   onFrame(type: number, flags: number, id: number, buf: Uint8Array, start: number, end: number, crc: number): void {

@@ -20,6 +20,7 @@ import type { Assemblies } from "./assembly.ts";
 import type { checkCredentials } from "./auth-check.ts";
 import type { sendOneChunk } from "./bulk-pump.ts";
 import type { Dispatcher } from "./dispatch.ts";
+import type { TargetingFrameRouter } from "./frame-targets.ts";
 import type { Pacer } from "./pacer.ts";
 import type { IncomingStreams } from "./stream-in.ts";
 import type { OutgoingStreams } from "./stream-out.ts";
@@ -46,6 +47,8 @@ export interface StreamEngine {
    * the engine loaded keeps its `BaseDecoder`, which collects such frames whole.
    */
   readonly FrameDecoder: typeof FrameDecoder;
+  /** The frame router that goes with it: where frames spanning reads land (`frame-targets.ts`). */
+  readonly TargetingFrameRouter: typeof TargetingFrameRouter;
   /** The codec of resume queries (`Connection.queryResume`: resuming is for streams). */
   readonly encodeResumeQuery: typeof encodeResumeQuery;
   readonly decodeResumeAnswer: typeof decodeResumeAnswer;

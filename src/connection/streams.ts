@@ -17,6 +17,7 @@ export { Assemblies } from "./assembly.ts";
 export { checkCredentials } from "./auth-check.ts";
 export { sendOneChunk } from "./bulk-pump.ts";
 export { Dispatcher } from "./dispatch.ts";
+export { TargetingFrameRouter } from "./frame-targets.ts";
 export { Pacer } from "./pacer.ts";
 export { IncomingStreams } from "./stream-in.ts";
 export { OutgoingStreams } from "./stream-out.ts";
