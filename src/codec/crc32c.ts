@@ -58,9 +58,9 @@ function crc32cJsRange(data: Uint8Array, start: number, end: number, initial: nu
  */
 export class Crc32c {
   /** `"js"` or the native implementation's name. */
-  readonly name: string;
-  private readonly native: Crc32cFunction | undefined;
-  private readonly min: number;
+  declare readonly name: string;
+  declare private readonly native: Crc32cFunction | undefined;
+  declare private readonly min: number;
 
   constructor(native?: Crc32cFunction, name = "js", minLength = 0) {
     this.native = native;

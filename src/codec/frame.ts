@@ -10,6 +10,9 @@ export const PREFACE_LENGTH = 6;
 /** The protocol version this implementation speaks. */
 export const PROTOCOL_VERSION = 1;
 
+/** The built-in route of resume queries (docs/PROTOCOL.md §3.11; their codec is `resume.ts`). */
+export const RESUME_ROUTE = "/pointsub/resume/1";
+
 /** Frame types (high nibble of the first header byte). */
 export const FrameType = {
   HELLO: 0x0,

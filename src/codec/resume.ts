@@ -9,8 +9,7 @@ import { readVarint, type VarintResult, varintLength, writeVarint } from "./vari
 const utf8 = new TextEncoder();
 const fromUtf8 = new TextDecoder();
 
-/** The built-in route of resume queries. */
-export const RESUME_ROUTE = "/pointsub/resume/1";
+export { RESUME_ROUTE } from "./frame.ts";
 
 /** Where a resumable receiver stands on a transfer: content bytes it holds and their CRC32C. */
 export interface ResumePoint {

@@ -8,7 +8,7 @@
  */
 export class MemoryBudget {
   /** Most bytes charged at once. */
-  readonly limit: number;
+  declare readonly limit: number;
   /** Bytes charged now. */
   used = 0;
   /** Highest `used` seen. */

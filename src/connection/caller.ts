@@ -34,11 +34,11 @@ export class Caller {
   /** Set by the engine: whether new calls may start (false once closed). */
   closed = false;
   private outbox!: Outbox;
-  private readonly link: Link;
-  private readonly stats: Stats;
-  private readonly requestTimeoutMs: number;
+  declare private readonly link: Link;
+  declare private readonly stats: Stats;
+  declare private readonly requestTimeoutMs: number;
   /** The default timeout grows by this per payload byte (requestBytesPerSecond). */
-  private readonly msPerByte: number;
+  declare private readonly msPerByte: number;
   private deadlineTimer: ReturnType<typeof setTimeout> | undefined;
   private deadlineAt = Number.POSITIVE_INFINITY;
   /**

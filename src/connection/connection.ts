@@ -9,14 +9,14 @@
  * | MSG, REQ, RES            | `inbound.ts` → `dispatch.ts` / `caller.ts`   |
  * | STREAM                   | `stream-in.ts` (theirs), `stream-out.ts` (ours) |
  * | CANCEL, CREDIT, PING, GOAWAY | here (`onCancel`, `onCredit`, ...)       |
- * | BATCH                    | unpacked by the decoder (`codec/decoder.ts`) |
+ * | BATCH                    | unpacked by the decoder (`codec/base-decoder.ts`) |
  *
  * Output goes through `outbox.ts` (ids, chunking, control frames) to the
  * frame writer (`writer.ts`).
  */
-import { FrameDecoder } from "../codec/decoder.ts";
-import { FrameType } from "../codec/frame.ts";
-import { decodeResumeAnswer, encodeResumeQuery, RESUME_ROUTE, type ResumePoint } from "../codec/resume.ts";
+import { BaseDecoder } from "../codec/base-decoder.ts";
+import { FrameType, RESUME_ROUTE } from "../codec/frame.ts";
+import type { ResumePoint } from "../codec/resume.ts";
 import { Feature, type Settings } from "../codec/settings.ts";
 import { codeForErrno } from "../errors/codes.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
@@ -67,7 +67,8 @@ import type {
 } from "./types.ts";
 import { FrameWriter, type WriterSink } from "./writer.ts";
 
-export { RESUME_ROUTE, type ResumePoint } from "../codec/resume.ts";
+export { RESUME_ROUTE } from "../codec/frame.ts";
+export type { ResumePoint } from "../codec/resume.ts";
 export type { ResumeContext, ResumeLookup, StreamRoute } from "../router/types.ts";
 export { budgetLimit, resolveSettings } from "./link.ts";
 export type { ConnectionEvents, ConnectionInit, ConnectionState } from "./types.ts";
@@ -110,44 +111,45 @@ let nextConnectionId = 1;
  */
 export class Connection extends Emitter<ConnectionEvents> {
   /** This connection's id: a server's session id (unique within that server), or a process-wide number on a client. */
-  readonly id: string;
+  declare readonly id: string;
   /** When the transport was accepted or connected (`Date.now()`). */
-  readonly connectedAt: number;
+  declare readonly connectedAt: number;
   /** The transport's addresses. */
-  readonly localUrl: string;
-  readonly remoteUrl: string;
+  declare readonly localUrl: string;
+  declare readonly remoteUrl: string;
   /** Resolves when the handshake completed; rejects if it failed. */
-  readonly ready: Promise<void>;
+  declare readonly ready: Promise<void>;
 
-  private readonly transport: Transport;
-  private readonly runtime: Runtime;
-  private readonly link: Link;
-  private readonly closeTimeoutMs: number;
-  private readonly requestTimeoutMs: number;
+  declare private readonly transport: Transport;
+  declare private readonly runtime: Runtime;
+  declare private readonly link: Link;
+  declare private readonly closeTimeoutMs: number;
+  declare private readonly requestTimeoutMs: number;
   /** What the peer may make this side hold (shared by a server's sessions). */
-  private readonly budget: MemoryBudget;
-  private readonly readGate: ReadGate;
-  private readonly onOpenHook: ConnectionInit["onOpen"];
-  private readonly onCloseHook: ConnectionInit["onClose"];
+  declare private readonly budget: MemoryBudget;
+  declare private readonly readGate: ReadGate;
+  declare private readonly onOpenHook: ConnectionInit["onOpen"];
+  declare private readonly onCloseHook: ConnectionInit["onClose"];
   /** The connection has its own router (in front of the server's, `serverRouter`), or will have once loaded. */
   private ownRouter = false;
-  private readonly serverRouter: Router | undefined;
+  declare private readonly serverRouter: Router | undefined;
   /** Whether the connection closed for good (one function shared by the parts that ask). */
   private readonly isClosed: () => boolean;
-  private readonly decoderImpl: FrameDecoder;
-  private readonly frames: FrameRouter;
-  private readonly writer: FrameWriter;
+  /** A `FrameDecoder` when the stream engine is loaded (always in Node), else the browser's first `BaseDecoder`. */
+  declare private readonly decoderImpl: BaseDecoder;
+  declare private readonly frames: FrameRouter;
+  declare private readonly writer: FrameWriter;
   /** Counters, and the diagnostics publisher (`stats_.diag`). */
-  private readonly stats_: Stats;
+  declare private readonly stats_: Stats;
   /** The handshake until it completed (dropped then: an open connection keeps only its result). */
-  private handshake: Handshake | undefined;
+  declare private handshake: Handshake | undefined;
   private principal_: unknown;
-  private readonly caller: Caller;
-  private readonly outbox: Outbox;
+  declare private readonly caller: Caller;
+  declare private readonly outbox: Outbox;
   /** Serves the peer's requests; a {@link DispatchShell} until that code is loaded (a browser's connection). */
   private dispatcher: Dispatcher;
-  private readonly inbound: Inbound;
-  private readonly window: ReceiveWindow;
+  declare private readonly inbound: Inbound;
+  declare private readonly window: ReceiveWindow;
   /** The stream halves, created on first use: most connections never stream. */
   private outStreams_: OutgoingStreams | undefined;
   private inStreams_: IncomingStreams | undefined;
@@ -166,14 +168,16 @@ export class Connection extends Emitter<ConnectionEvents> {
   /** After a fatal error: destroys a transport whose peer has not closed within a second (cleared when it closes). */
   private destroyTimer: ReturnType<typeof setTimeout> | undefined;
   /** handshakeTimeoutMs. */
-  private readonly handshakeMs: number;
+  declare private readonly handshakeMs: number;
   /** A {@link HousekeeperShell} until housekeeping is loaded (a browser's connection). */
-  private housekeeper: Housekeeper | HousekeeperShell;
+  declare private housekeeper: Housekeeper | HousekeeperShell;
   /** A server's shared ticker for housekeeping (undefined: the housekeeper makes its own). */
-  private readonly ticker: Ticker | undefined;
+  declare private readonly ticker: Ticker | undefined;
   private closeReason_ = "";
   private bytesIn = 0;
-  private readonly pinger: Pinger;
+  /** The stream engine is being loaded for this connection ({@link loadEngine}). */
+  private engineLoading = false;
+  declare private readonly pinger: Pinger;
 
   /** @internal Use `connect()` or a server session. */
   constructor(transport: Transport, options: ConnectionOptions, init: ConnectionInit) {
@@ -259,7 +263,10 @@ export class Connection extends Emitter<ConnectionEvents> {
         peerId: this.transport.peerId?.(),
       }),
     });
-    this.frames = new FrameRouter(this.handshake, this.inbound, this.pinger, this.writer, port);
+    // With the stream engine (always in Node), frames spanning reads are filled in place.
+    const engine = streamEngine();
+    const Frames = engine?.TargetingFrameRouter ?? FrameRouter;
+    this.frames = new Frames(this.handshake, this.inbound, this.pinger, this.writer, port);
     this.frames.holdLimit = local.connectionWindow + HOLD_SLACK;
     const hk: ConstructorParameters<typeof Housekeeper> = [
       {
@@ -284,7 +291,8 @@ export class Connection extends Emitter<ConnectionEvents> {
     this.readGate.process = (chunk) => {
       this.processInput(chunk);
     };
-    this.decoderImpl = new FrameDecoder(this.frames, local.maxFrameSize, runtime.checksums, runtime.allocBody);
+    const Decoder = engine?.FrameDecoder ?? BaseDecoder;
+    this.decoderImpl = new Decoder(this.frames, local.maxFrameSize, runtime.checksums, runtime.allocBody);
     const accepted = init.accepted;
     if (accepted === undefined) {
       // Adapters may call these unbound (`socket.on("drain", h.onDrain)`): closures.
@@ -365,6 +373,12 @@ export class Connection extends Emitter<ConnectionEvents> {
     inStreams(): IncomingStreams | undefined {
       return this.c.inStreams;
     }
+    assemblies(): boolean {
+      return this.c.assemblies();
+    }
+    awaitEngine(): void {
+      this.c.loadEngine();
+    }
     onGoAway(errno: number, reason: string): void {
       this.c.onGoAway(errno, reason);
     }
@@ -387,16 +401,13 @@ export class Connection extends Emitter<ConnectionEvents> {
   /**
    * The incoming half (a STREAM frame arrived), created on first use; while
    * the stream engine is still loading, undefined: the frame router holds
-   * this frame and every later one until {@link streamsLoaded}.
+   * this frame and every later one until it is ({@link loadEngine}).
    */
   private get inStreams(): IncomingStreams | undefined {
     if (this.inStreams_ !== undefined) return this.inStreams_;
     const engine = streamEngine();
     if (engine === undefined) {
-      loadStreamEngine().then(
-        () => this.streamsLoaded(),
-        (err: unknown) => this.fail(toPointSubError(err, "ERR_CONNECTION_CLOSED", "cannot load the stream engine: ")),
-      );
+      this.loadEngine();
       return undefined;
     }
     // The stream engine brought the dispatcher: the incoming streams serve through the real one.
@@ -421,14 +432,45 @@ export class Connection extends Emitter<ConnectionEvents> {
     return this.inStreams_;
   }
 
-  /** The stream engine loaded while the frame router held frames: they go through now, in order. */
-  private streamsLoaded(): void {
-    if (this.state_ === "closed") return;
-    try {
-      this.frames.release();
-    } catch (err) {
-      this.fail(toPointSubError(err, "ERR_PROTOCOL"));
+  /**
+   * Loads the stream engine (one load at a time) for what waits for it: the
+   * frames the frame router holds (from the first STREAM frame or chunked
+   * message on) go through once it is loaded, in order, and the writer
+   * sends the chunked messages it queued; a failed load fails the connection.
+   */
+  private loadEngine(): void {
+    if (this.engineLoading) return;
+    this.engineLoading = true;
+    loadStreamEngine().then(
+      () => {
+        this.engineLoading = false;
+        if (this.state_ === "closed") return;
+        // The chunked messages that waited go out paced, as later ones do.
+        const w = this.writer;
+        if (w.pacer === undefined && w.pacing !== undefined) w.pacer = w.pacing(w);
+        w.wake();
+        try {
+          this.frames.release();
+        } catch (err) {
+          this.fail(toPointSubError(err, "ERR_PROTOCOL"));
+        }
+      },
+      (err: unknown) => {
+        this.engineLoading = false;
+        this.fail(toPointSubError(err, "ERR_CONNECTION_CLOSED", "cannot load the stream engine: "));
+      },
+    );
+  }
+
+  /** The frame router's first chunked frame: the assembly of chunked messages, if the stream engine is loaded. */
+  private assemblies(): boolean {
+    const engine = streamEngine();
+    if (engine === undefined) {
+      this.loadEngine();
+      return false;
     }
+    this.inbound.chunked = new engine.Assemblies(this.inbound);
+    return true;
   }
 
   /**
@@ -689,8 +731,10 @@ export class Connection extends Emitter<ConnectionEvents> {
    */
   async queryResume(route: string, transferId: string, options: RequestOptions = {}): Promise<ResumePoint> {
     if ((this.link.peer.features & Feature.RESUME) === 0) return { offset: 0, crc: 0 };
-    const answer = await this.request(RESUME_ROUTE, encodeResumeQuery({ route, transferId }), options);
-    return decodeResumeAnswer(answer);
+    // The codec of resume queries comes with the stream engine (resuming is for streams).
+    const engine = await loadStreamEngine();
+    const answer = await this.request(RESUME_ROUTE, engine.encodeResumeQuery({ route, transferId }), options);
+    return engine.decodeResumeAnswer(answer);
   }
 
   /** Measures the round-trip time to the peer, in milliseconds. */
@@ -1002,7 +1046,8 @@ export class Connection extends Emitter<ConnectionEvents> {
 /**
  * Makes a connection's pacer of bulk data (FrameWriter.pacing; one shared
  * function, no closure per connection). It comes with the stream engine: in
- * a browser the first chunked message starts loading it and goes unpaced.
+ * a browser the first chunked message starts loading it (and waits for it:
+ * the writer's bulk pump comes with it too).
  */
 function newPacer(writer: FrameWriter): Pacer | undefined {
   const engine = streamEngine();

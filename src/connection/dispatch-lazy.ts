@@ -75,7 +75,7 @@ export function loadDispatcher(): Promise<typeof Dispatcher> {
 }
 
 class ShellMessage implements Message {
-  readonly data: Uint8Array;
+  declare readonly data: Uint8Array;
   constructor(data: Uint8Array) {
     this.data = data;
   }
@@ -100,10 +100,10 @@ export class DispatchShell {
   openRequests = 0;
   readonly heldMessages = 0;
   /** The server's router, if any (the dispatcher's, or the parent of the connection's own). */
-  readonly router: Router | undefined;
+  declare readonly router: Router | undefined;
   readGate: ReadGate | undefined;
-  private readonly args: ConstructorParameters<typeof Dispatcher>;
-  private readonly hooks: ShellHooks;
+  declare private readonly args: ConstructorParameters<typeof Dispatcher>;
+  declare private readonly hooks: ShellHooks;
   /** Routes and middleware the application added meanwhile: applied to the connection's own router once loaded. */
   private setup: ((r: Router) => void)[] | undefined;
   /** Whether middleware is among them (one-way messages then wait for the dispatcher). */

@@ -18,8 +18,10 @@
  * closed with ERR_OVERLOADED — an honest sender (BATCH frames of at most
  * 16 KiB, 64 KiB reads) stays far below.
  */
+
+import { encodeErrorHead } from "../codec/error-head.ts";
 import { FrameType } from "../codec/frame.ts";
-import { encodeErrorHead, OK_HEAD } from "../codec/message-head.ts";
+import { OK_HEAD } from "../codec/message-head.ts";
 import { codeInfo, type ErrorCode } from "../errors/codes.ts";
 import { PointSubError } from "../errors/error.ts";
 import type { Router } from "../router/router.ts";

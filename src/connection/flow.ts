@@ -10,8 +10,8 @@ import type { Outbox } from "./outbox.ts";
 export class ReceiveWindow {
   private used = 0;
   private unacked = 0;
-  private readonly window: number;
-  private readonly outbox: Outbox;
+  declare private readonly window: number;
+  declare private readonly outbox: Outbox;
 
   constructor(window: number, outbox: Outbox) {
     this.window = window;

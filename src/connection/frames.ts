@@ -29,6 +29,12 @@ export interface FrameHooks {
    * the connection calls {@link FrameRouter.release}.
    */
   inStreams(): IncomingStreams | undefined;
+  /**
+   * Whether the code of chunked messages is there (the inbound side's
+   * `chunked`, made on the first chunked frame); false while the stream
+   * engine loads: the router holds frames as for {@link inStreams}.
+   */
+  assemblies(): boolean;
   /** GOAWAY: errno 0 is a graceful close, anything else a fatal error of the peer. */
   onGoAway(errno: number, reason: string): void;
 }
@@ -42,6 +48,9 @@ interface HeldFrame {
   crc: number;
 }
 
+/** The flags of a message in one frame. */
+const WHOLE = Flag.START | Flag.END;
+
 /** Bytes counted per held frame besides its payload (its header, roughly). */
 const HELD_FRAME_COST = 16;
 
@@ -54,19 +63,19 @@ export class FrameRouter implements FrameSink {
   inStreamsIfAny: IncomingStreams | undefined;
   outStreamsIfAny: OutgoingStreams | undefined;
   /** The handshake until it completed (then undefined: the connection drops it). */
-  handshake: Handshake | undefined;
+  declare handshake: Handshake | undefined;
   /** The peer's MSG/REQ/RES side (also checked for stalled messages by housekeeping). */
-  readonly inbound: Inbound;
-  private readonly pinger: Pinger;
-  private readonly writer: FrameWriter;
-  private readonly hooks: FrameHooks;
+  declare readonly inbound: Inbound;
+  declare private readonly pinger: Pinger;
+  declare private readonly writer: FrameWriter;
+  declare private readonly hooks: FrameHooks;
   private readonly v: VarintResult = { value: 0, next: 0 };
   /**
    * Frames held in arrival order from the first STREAM frame that came
    * while the stream engine was loading (a browser's first stream) until
    * {@link release}; undefined otherwise.
    */
-  private held: HeldFrame[] | undefined;
+  protected held: HeldFrame[] | undefined;
   private heldBytes = 0;
   /**
    * Most bytes held (set by the connection: its receive window, which a
@@ -92,29 +101,6 @@ export class FrameRouter implements FrameSink {
     }
   }
 
-  /** Lets chunked-message bytes land directly in their buffer, and a stream's in buffers its reader handed back. */
-  frameTarget(type: number, flags: number, id: number, length: number): Uint8Array | undefined {
-    if (this.held !== undefined) return undefined;
-    if (type === FrameType.STREAM) return flags === 0 ? this.inStreamsIfAny?.frameBuffer(id, length) : undefined;
-    if ((flags & Flag.START) !== 0 || type < FrameType.MSG || type > FrameType.RES) return undefined;
-    return this.inbound.frameTarget(type, id, length);
-  }
-
-  /** Stream data frames are taken as views of the chunks they arrive in (no copy), unless the reader recycles buffers. */
-  wantsPieces(type: number, flags: number, id: number, length: number): boolean {
-    return type === FrameType.STREAM && flags === 0 && this.inStreamsIfAny?.wantsPieces(id, length) === true;
-  }
-
-  onFramePieces(type: number, flags: number, id: number, pieces: Uint8Array[], length: number, crc: number): void {
-    if (this.closed) return;
-    this.framesIn++;
-    const ins = this.inStreamsIfAny;
-    if (type !== FrameType.STREAM || flags !== 0 || ins === undefined) {
-      throw PointSubError.fromPeer("ERR_PROTOCOL", `STREAM frame for unknown stream ${id}`);
-    }
-    ins.onPieces(id, pieces, length, crc);
-  }
-
   onFrame(type: number, flags: number, id: number, buf: Uint8Array, start: number, end: number, crc: number): void {
     if (this.closed) return;
     if (this.held !== undefined) {
@@ -137,17 +123,15 @@ export class FrameRouter implements FrameSink {
       case FrameType.MSG:
       case FrameType.REQ:
       case FrameType.RES:
-        this.inbound.onFrame(type, flags, id, buf, start, end);
+        // A chunked message's frames need `assembly.ts` (with the stream engine): held while it loads.
+        if ((flags & WHOLE) === WHOLE || this.inbound.chunked !== undefined || this.hooks.assemblies())
+          this.inbound.onFrame(type, flags, id, buf, start, end);
+        else this.holdFrom(type, flags, id, buf, start, end, crc);
         return;
       case FrameType.STREAM: {
         const ins = this.inStreamsIfAny ?? this.hooks.inStreams();
         if (ins !== undefined) ins.onFrame(flags, id, buf, start, end, crc);
-        else {
-          // The stream engine is loading: this frame and every later one wait for it, in order.
-          this.framesIn--;
-          this.held = [];
-          this.hold(type, flags, id, buf.slice(start, end), crc);
-        }
+        else this.holdFrom(type, flags, id, buf, start, end, crc);
         return;
       }
       case FrameType.CANCEL:
@@ -167,6 +151,21 @@ export class FrameRouter implements FrameSink {
       default:
         throw PointSubError.fromPeer("ERR_PROTOCOL", `${FRAME_TYPE_NAMES[type]} frame after the handshake`);
     }
+  }
+
+  /** The stream engine is loading: this frame and every later one wait for it, in order. */
+  private holdFrom(
+    type: number,
+    flags: number,
+    id: number,
+    buf: Uint8Array,
+    start: number,
+    end: number,
+    crc: number,
+  ): void {
+    this.framesIn--;
+    this.held = [];
+    this.hold(type, flags, id, buf.slice(start, end), crc);
   }
 
   private hold(type: number, flags: number, id: number, payload: Uint8Array, crc: number): void {

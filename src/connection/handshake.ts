@@ -23,6 +23,7 @@ import { decodeSettings, encodeSettings, Feature, type Settings } from "../codec
 import { readVarint, type VarintResult } from "../codec/varint.ts";
 import { codeForErrno } from "../errors/codes.ts";
 import { PointSubError } from "../errors/error.ts";
+import { loadStreamEngine } from "./stream-engine.ts";
 import type { Authenticator, AuthInfo } from "./types.ts";
 import type { FrameWriter } from "./writer.ts";
 
@@ -109,8 +110,6 @@ export function greeting(local: Settings, shared: boolean): Greeting {
 const AUTH_WAIT_CREDENTIALS = 1;
 const AUTH_CHECKING = 2;
 const AUTH_WAIT_ACK = 3;
-const EMPTY = new Uint8Array(0);
-const decoder = new TextDecoder();
 
 /** What the handshake needs from its connection. */
 export interface HandshakePort {
@@ -131,12 +130,13 @@ export class Handshake {
   helloReceived = false;
   /** What the server's `authenticate` hook returned for the peer's credentials. */
   principal: unknown;
-  /** Authentication after HELLO: none pending, waiting for the peer's credentials, checking them, or waiting for the server's ACK. */
-  private authState: 0 | typeof AUTH_WAIT_CREDENTIALS | typeof AUTH_CHECKING | typeof AUTH_WAIT_ACK = 0;
-  private readonly writer: FrameWriter;
-  private readonly authenticator: Authenticator | undefined;
-  private readonly credentials: Uint8Array;
-  private readonly port: HandshakePort;
+  /** @internal Authentication after HELLO: none pending, waiting for the peer's credentials, checking them, or waiting for the server's ACK. */
+  authState: 0 | typeof AUTH_WAIT_CREDENTIALS | typeof AUTH_CHECKING | typeof AUTH_WAIT_ACK = 0;
+  /** @internal These three: what `auth-check.ts` uses. */
+  declare readonly writer: FrameWriter;
+  declare readonly authenticator: Authenticator | undefined;
+  declare readonly port: HandshakePort;
+  declare private readonly credentials: Uint8Array;
 
   constructor(
     writer: FrameWriter,
@@ -204,26 +204,15 @@ export class Handshake {
     if (payload.length > MAX_AUTH_SIZE) throw PointSubError.fromPeer("ERR_PROTOCOL", "AUTH credentials too long");
     this.authState = AUTH_CHECKING;
     const credentials = payload.slice();
-    let result: unknown;
-    try {
-      result = (this.authenticator as Authenticator)(credentials, this.port.authInfo(decoder.decode(credentials)));
-    } catch (err) {
-      this.refuse(err);
-      return;
-    }
-    Promise.resolve(result).then(
-      (principal) => {
-        if (this.port.isClosed()) return;
-        this.principal = principal;
-        this.authState = 0;
-        this.writer.control(FrameType.AUTH, Flag.ACK, 0, EMPTY);
-        this.port.opened();
-      },
+    // The server's check (`auth-check.ts`) comes with the stream engine, which a server installs up front.
+    loadStreamEngine().then(
+      (engine) => engine.checkCredentials(this, credentials),
       (err: unknown) => this.refuse(err),
     );
   }
 
-  private refuse(err: unknown): void {
+  /** @internal Authentication failed (`auth-check.ts`): close, saying why. */
+  refuse(err: unknown): void {
     // The hook's own words only when it threw ERR_UNAUTHORIZED on purpose.
     const message =
       err instanceof PointSubError && err.code === "ERR_UNAUTHORIZED" ? err.message : "credentials refused";

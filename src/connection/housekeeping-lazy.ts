@@ -61,7 +61,7 @@ export class HousekeeperShell {
   lastInput = Date.now();
   lastOutput = Date.now();
   progressFloor = 0;
-  private readonly args: ConstructorParameters<typeof Housekeeper>;
+  declare private readonly args: ConstructorParameters<typeof Housekeeper>;
   private readonly replace: (h: Housekeeper) => void;
   private stopped = false;
 

@@ -11,8 +11,8 @@ import type { Progress, ProgressEvents, ProgressSnapshot, TransferStatus } from 
 import { Emitter } from "../util/emitter.ts";
 
 export class LateProgress extends Emitter<ProgressEvents> implements AsyncIterable<ProgressSnapshot> {
-  readonly transferId: string;
-  private readonly total_: number | undefined;
+  declare readonly transferId: string;
+  declare private readonly total_: number | undefined;
   private readonly started = Date.now();
   /** The transfer's own progress, once it started. */
   private real: Progress | undefined;

@@ -72,7 +72,7 @@ export function budgetLimit(o: ConnectionOptions, local: Settings, defaultLimit:
 /** Settings of both sides and what follows from them. */
 export class Link {
   /** This side's settings (shared by a server's sessions; never modified). */
-  readonly local: Settings;
+  declare readonly local: Settings;
   /** The peer's settings as this side sends by them: the defaults until its HELLO arrived. */
   peer: Settings = DEFAULT_SETTINGS;
   /** The peer's settings as its HELLO announced them (`peer` may send smaller frames). */
@@ -80,7 +80,7 @@ export class Link {
   /** Largest one-way message sent as one frame (from the peer's settings). */
   msgSingleMax = 0;
   /** Low bit of the stream ids this side allocates. */
-  readonly myParity: number;
+  declare readonly myParity: number;
 
   constructor(local: Settings, initiator: boolean) {
     this.local = local;

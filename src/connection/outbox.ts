@@ -19,14 +19,14 @@ const MAX_ROUTE_HEADS = 1024;
 const NO_ROUTE_HEADS: Map<string, Uint8Array> = new Map();
 
 export class Outbox {
-  readonly writer: FrameWriter;
+  declare readonly writer: FrameWriter;
   /** Created on first use: most connections never send a multi-frame message. */
   private chunked: Set<number> | undefined;
-  private readonly link: Link;
+  declare private readonly link: Link;
   /** This side's calls in flight: their ids are not reused until answered. */
-  private readonly pending: CallTable<PendingCall>;
-  private readonly firstId: number;
-  private nextId: number;
+  declare private readonly pending: CallTable<PendingCall>;
+  declare private readonly firstId: number;
+  declare private nextId: number;
   private routeHeads: Map<string, Uint8Array> = NO_ROUTE_HEADS;
 
   constructor(writer: FrameWriter, link: Link, pending: CallTable<PendingCall>, firstId: number) {

@@ -23,7 +23,7 @@ export class Pinger {
   private pings: Map<number, PendingPing> = NO_PINGS;
   /** The latest PING payload received while the transport could not take its answer (answered on drain). */
   private pendingPong: Uint8Array | undefined;
-  private readonly writer: FrameWriter;
+  declare private readonly writer: FrameWriter;
 
   constructor(writer: FrameWriter) {
     this.writer = writer;

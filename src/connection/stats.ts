@@ -68,9 +68,9 @@ export class Stats {
   readonly streams = { sent: 0, received: 0, bytesSent: 0, bytesReceived: 0 };
   readonly compression: Record<string, CompressionCounters> = {};
   /** The connection's diagnostics publisher (every part that counts also publishes through it). */
-  readonly diag: Publisher;
-  private readonly messageCh: DiagnosticsChannel;
-  private readonly errorCh: DiagnosticsChannel;
+  declare readonly diag: Publisher;
+  declare private readonly messageCh: DiagnosticsChannel;
+  declare private readonly errorCh: DiagnosticsChannel;
 
   constructor(diag: Publisher) {
     this.diag = diag;

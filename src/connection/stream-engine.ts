@@ -12,9 +12,15 @@
  * the page's first load in two files.
  */
 
+import type { FrameDecoder } from "../codec/decoder.ts";
+import type { decodeResumeAnswer, encodeResumeQuery } from "../codec/resume.ts";
 import type { Router } from "../router/router.ts";
 import type { Progress } from "../transfer/progress.ts";
+import type { Assemblies } from "./assembly.ts";
+import type { checkCredentials } from "./auth-check.ts";
+import type { sendOneChunk } from "./bulk-pump.ts";
 import type { Dispatcher } from "./dispatch.ts";
+import type { TargetingFrameRouter } from "./frame-targets.ts";
 import type { Pacer } from "./pacer.ts";
 import type { IncomingStreams } from "./stream-in.ts";
 import type { OutgoingStreams } from "./stream-out.ts";
@@ -31,6 +37,23 @@ export interface StreamEngine {
   readonly Router: typeof Router;
   /** Progress of a transfer: only streams report it (a `sendStream` made before the engine loaded has a stand-in). */
   readonly Progress: typeof Progress;
+  /** Chunked messages received (`assembly.ts`): the frame router holds frames from the first one until loaded. */
+  readonly Assemblies: typeof Assemblies;
+  /** The writer's pump of chunked messages and streams (`bulk-pump.ts`): they wait in its queue until loaded. */
+  readonly sendOneChunk: typeof sendOneChunk;
+  /**
+   * The decoder that fills frames spanning reads in place (stream data as
+   * views, chunked messages into their assembly): a connection made before
+   * the engine loaded keeps its `BaseDecoder`, which collects such frames whole.
+   */
+  readonly FrameDecoder: typeof FrameDecoder;
+  /** The frame router that goes with it: where frames spanning reads land (`frame-targets.ts`). */
+  readonly TargetingFrameRouter: typeof TargetingFrameRouter;
+  /** The codec of resume queries (`Connection.queryResume`: resuming is for streams). */
+  readonly encodeResumeQuery: typeof encodeResumeQuery;
+  readonly decodeResumeAnswer: typeof decodeResumeAnswer;
+  /** A server's check of a client's credentials (`auth-check.ts`): a browser page is a client only. */
+  readonly checkCredentials: typeof checkCredentials;
 }
 
 let engine: StreamEngine | undefined;

@@ -1,14 +1,23 @@
 /**
- * The stream halves of the engine, the pacer of bulk data (chunked
- * messages and streams) and the request dispatcher (the incoming streams
- * serve stream routes through it) and the router it serves through, in one module: what `stream-engine.ts`
+ * The stream halves of the engine, the pacer and pump of bulk data (chunked
+ * messages and streams), the assembly of chunked messages received, the
+ * decoder that fills frames spanning reads in place (`codec/decoder.ts`), a
+ * server's check of credentials (`auth-check.ts`), the
+ * request dispatcher (the incoming streams serve stream routes through it)
+ * and the router it serves through, in one module: what `stream-engine.ts`
  * loads on demand (a chunk of its own in a browser bundle), or an entry
  * point installs up front.
  */
 
+export { FrameDecoder } from "../codec/decoder.ts";
+export { decodeResumeAnswer, encodeResumeQuery } from "../codec/resume.ts";
 export { Router } from "../router/router.ts";
 export { Progress } from "../transfer/progress.ts";
+export { Assemblies } from "./assembly.ts";
+export { checkCredentials } from "./auth-check.ts";
+export { sendOneChunk } from "./bulk-pump.ts";
 export { Dispatcher } from "./dispatch.ts";
+export { TargetingFrameRouter } from "./frame-targets.ts";
 export { Pacer } from "./pacer.ts";
 export { IncomingStreams } from "./stream-in.ts";
 export { OutgoingStreams } from "./stream-out.ts";

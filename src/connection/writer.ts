@@ -3,9 +3,10 @@ import { headerLength, writeCrc, writeHeader } from "../codec/encoder.ts";
 import { BATCH_RESERVE, CRC_LENGTH, Flag, FrameType, MIN_FRAME_SIZE } from "../codec/frame.ts";
 import { varintLength, writeVarint } from "../codec/varint.ts";
 import type { PointSubError } from "../errors/error.ts";
-import { type StreamItem, streamCost } from "../stream/item.ts";
+import type { StreamItem } from "../stream/item.ts";
 import { Queue } from "../util/queue.ts";
 import type { Pacer } from "./pacer.ts";
+import { streamEngine } from "./stream-engine.ts";
 
 export { type StreamItem, streamCost } from "../stream/item.ts";
 
@@ -40,8 +41,6 @@ const BULK_FLUSH_BYTES = 256 * 1024;
  * once; docs/PROTOCOL.md §3.6 lets a receiver refuse more than 1024.
  */
 export const MAX_OPEN_CHUNKED = 256;
-/** A chunk smaller than this is not sent while more credit may come (avoids slivers). */
-const MIN_CHUNK = 16 * 1024;
 
 /** One outgoing message (MSG, REQ or RES body), single-frame or chunked. */
 export interface OutMessage {
@@ -85,6 +84,13 @@ export interface WriterSink {
    * to the kernel). Optional: without it, write memory is never recycled.
    */
   idle?(): boolean;
+  /**
+   * Chunked messages wait for the stream engine (`bulk-pump.ts` comes with
+   * it): load it and {@link FrameWriter.wake} the writer once loaded.
+   * Called at every pump while it loads. Optional: without it, they wait
+   * until someone else loads the engine.
+   */
+  awaitEngine?(): void;
 }
 
 /**
@@ -107,10 +113,10 @@ export class FrameWriter {
   batchMax = MIN_FRAME_SIZE;
   /** The peer's maxAssemblyBytes: declared totals of chunked messages open at once. */
   assemblyBudget = Number.MAX_SAFE_INTEGER;
-  /** Totals of the chunked messages started and not yet ended. */
-  private assemblyOpen = 0;
-  /** Chunked messages started and not yet ended (at most MAX_OPEN_CHUNKED). */
-  private chunkedOpen = 0;
+  /** @internal Totals of the chunked messages started and not yet ended. */
+  assemblyOpen = 0;
+  /** @internal Chunked messages started and not yet ended (at most MAX_OPEN_CHUNKED). */
+  chunkedOpen = 0;
   /** False after the transport asked us to wait for a drain. */
   writable = true;
   /**
@@ -143,7 +149,7 @@ export class FrameWriter {
   /** Paces bulk by the link's measured delivery (made by {@link pacing} on the first chunked message or stream). */
   pacer: Pacer | undefined;
 
-  private readonly sink: WriterSink;
+  declare private readonly sink: WriterSink;
   /**
    * This writer's region of the shared write pool (see {@link ensure}):
    * `slabStart..slabPos` is encoded and not yet cut, the rest reserved.
@@ -174,14 +180,16 @@ export class FrameWriter {
    * the transport idle. Undefined until the first region.
    */
   private unconfirmed: PoolEntry[] | undefined;
-  /** Buffer releases of stream frames written since the last drain (a shared empty array until the first). */
-  private releases: (() => void)[] = NO_CALLBACKS;
-  private bulk: OutMessage[] = [];
-  private rr = 0;
+  /** @internal Buffer releases of stream frames written since the last drain (a shared empty array until the first). */
+  releases: (() => void)[] = NO_CALLBACKS;
+  /** @internal Chunked messages and streams, sent one frame at a time round robin (`bulk-pump.ts`). */
+  bulk: OutMessage[] = [];
+  /** @internal Where the round robin resumes. */
+  rr = 0;
   /** The next bulk frame starts on an idle pipe: the pacer sends a probe before it ({@link beforeBulk}). */
   private probeFirst = false;
 
-  private readonly crc: Crc32c;
+  declare private readonly crc: Crc32c;
 
   /** `crc` is the runtime's CRC32C implementation. */
   constructor(sink: WriterSink, crc: Crc32c = JS_CRC32C_IMPL) {
@@ -540,103 +548,33 @@ export class FrameWriter {
     }
   }
 
+  /**
+   * One frame of one chunked message or stream, round robin: `bulk-pump.ts`,
+   * which comes with the stream engine (a browser page loads it the first
+   * time it sends a message of several frames: they wait in the queue
+   * meanwhile, as for credit); false when none could go.
+   */
   private sendOneChunk(): boolean {
-    const n = this.bulk.length;
-    for (let k = 0; k < n; k++) {
-      const idx = (this.rr + k) % n;
-      const m = this.bulk[idx];
-      if (m.items !== undefined) {
-        if (this.sendStreamItem(m, idx)) return true;
-        continue;
-      }
-      const total = m.data.length;
-      const prefix = m.started ? 0 : varintLength(total) + m.head.length;
-      const remaining = total - m.offset;
-      const want = Math.min(
-        this.pacer === undefined ? m.chunk : Math.min(m.chunk, this.pacer.frameLimit(this.position)),
-        prefix + remaining,
-      );
-      const avail = Math.min(m.credit, this.connCredit);
-      if (avail < want && avail < MIN_CHUNK) continue;
-      // Start a chunked message only when the peer's assembly budget has room.
-      // At most MAX_OPEN_CHUNKED at once: the rest wait their turn (receivers may refuse more).
-      if (!m.started && (this.assemblyOpen + total > this.assemblyBudget || this.chunkedOpen >= MAX_OPEN_CHUNKED))
-        continue;
-      const size = Math.min(want, avail);
-      const dataBytes = size - prefix;
-      if (dataBytes < 0) continue;
-      const start = m.offset;
-      const end = start + dataBytes;
-      const last = end === total;
-      const flags = (m.started ? 0 : Flag.START | (m.startFlags ?? 0)) | (last ? Flag.END : 0);
-      this.beforeBulk();
-      this.encode(m.type, flags, m.id, m.started ? -1 : total, m.started ? EMPTY : m.head, m.data, start, end);
-      if (!m.started) {
-        this.assemblyOpen += total;
-        this.chunkedOpen++;
-      }
-      const encoded = dataBytes + (m.started ? 0 : m.head.length);
-      if (m.type === FrameType.RES) this.answerQueued -= encoded;
-      this.queuedBytes -= encoded;
-      m.started = true;
-      m.offset = end;
-      m.credit -= size;
-      this.connCredit -= size;
-      if (last) {
-        this.assemblyOpen -= total;
-        this.chunkedOpen--;
-        this.bulk.splice(idx, 1);
-        this.rr = idx;
-        m.resolve?.();
-      } else {
-        this.rr = idx + 1;
-      }
-      return true;
-    }
+    const engine = streamEngine();
+    if (engine !== undefined) return engine.sendOneChunk(this);
+    this.sink.awaitEngine?.();
     return false;
   }
 
   /** A bulk frame is about to be encoded: on an idle pipe, the pacer's probe goes first (only when a frame follows). */
-  private beforeBulk(): void {
+  /** @internal */
+  beforeBulk(): void {
     if (!this.probeFirst) return;
     this.probeFirst = false;
     this.pacer?.starting(this.position);
-  }
-
-  /** Sends the next queued frame of stream `m` if credit allows. */
-  private sendStreamItem(m: OutMessage, idx: number): boolean {
-    const item = (m.items as Queue<StreamItem>).peek();
-    if (item === undefined) return false;
-    const size = item.head.length + item.data.length;
-    const cost = streamCost(item);
-    if (cost > m.credit || size > this.connCredit) return false;
-    (m.items as Queue<StreamItem>).shift();
-    this.beforeBulk();
-    this.encode(m.type, item.flags, m.id, -1, item.head, item.data, 0, item.data.length, item.crc);
-    if (item.release !== undefined) {
-      if (this.releases === NO_CALLBACKS) this.releases = [];
-      this.releases.push(item.release);
-    }
-    m.started = true;
-    m.credit -= cost;
-    this.connCredit -= size;
-    if ((item.flags & Flag.END) !== 0) {
-      this.bulk.splice(idx, 1);
-      this.rr = idx;
-      m.onItem?.(item);
-      m.resolve?.();
-    } else {
-      this.rr = idx + 1;
-      m.onItem?.(item);
-    }
-    return true;
   }
 
   /**
    * Encodes one frame: header, optional total-length varint (`total` >= 0),
    * `head`, `data[start..end)` and the CRC trailer.
    */
-  private encode(
+  /** @internal (`bulk-pump.ts` encodes through it.) */
+  encode(
     type: number,
     flags: number,
     id: number,

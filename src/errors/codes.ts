@@ -104,7 +104,7 @@ export function fallbackSuggestion(code: ErrorCode): string {
 }
 
 class Info implements ErrorCodeInfo {
-  readonly code: ErrorCode;
+  declare readonly code: ErrorCode;
   readonly errno: number;
   readonly severity: Severity;
   readonly retryable: boolean;

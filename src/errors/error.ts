@@ -39,15 +39,15 @@ export type TimeoutPhase = "connect" | "handshake" | "request" | "progress" | "p
  */
 export class PointSubError extends Error {
   /** Stable string code, e.g. `ERR_TIMEOUT`. */
-  readonly code: ErrorCode;
+  declare readonly code: ErrorCode;
   /** Numeric code: 1xxx network, 2xxx resources, 3xxx protocol, 4xxx application. */
-  readonly errno: number;
+  declare readonly errno: number;
   /** How serious the error is. */
-  readonly severity: Severity;
+  declare readonly severity: Severity;
   /** Whether trying the same operation again may succeed. */
-  readonly retryable: boolean;
+  declare readonly retryable: boolean;
   /** A sentence a user can act on. */
-  readonly suggestion: string;
+  declare readonly suggestion: string;
   /**
    * When the sender knows it: wait at least this many ms before trying
    * again (ERR_RATE_LIMITED carries it, and it crosses the wire in the

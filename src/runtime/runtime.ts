@@ -91,7 +91,7 @@ export function localDiagnostics(): Diagnostics {
 }
 
 class LocalChannel implements DiagnosticsChannel {
-  readonly name: string;
+  declare readonly name: string;
   /** Replaced, never changed in place: a publish iterates the list it started with. */
   listeners: readonly DiagnosticsListener[] = [];
   constructor(name: string) {

@@ -6,9 +6,9 @@ import type { Progress, ProgressSnapshot } from "../transfer/progress.ts";
  */
 export class Transfer implements PromiseLike<Uint8Array> {
   /** Progress: `transfer.progress.on("progress", fn)` or `for await (const p of transfer.progress)`. */
-  readonly progress: Progress;
+  declare readonly progress: Progress;
   /** Resolves to the receiver's answer once it verified the whole stream; rejects with a PointSubError. */
-  readonly done: Promise<Uint8Array>;
+  declare readonly done: Promise<Uint8Array>;
   private readonly cancelFn: (reason: string) => void;
 
   /** @internal Created by `Connection.sendStream`. */

@@ -108,7 +108,7 @@ export abstract class WsReceiver {
   private closeQueued = false;
   private closeReported = false;
   /** Most bytes held; more is ERR_FLOW_CONTROL (Infinity: the socket stops reading instead). */
-  protected readonly maxHeld: number;
+  declare protected readonly maxHeld: number;
 
   constructor(maxHeld: number) {
     this.maxHeld = maxHeld;

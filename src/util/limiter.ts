@@ -1,6 +1,6 @@
 /** Runs at most `max` async jobs at once; the rest wait in FIFO order. */
 export class Limiter {
-  max: number;
+  declare max: number;
   private running = 0;
   private readonly waiting: (() => void)[] = [];
 

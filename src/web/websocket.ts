@@ -52,10 +52,10 @@ interface Limits {
 
 /** One open WebSocket as a pointsub transport. */
 class WebSocketTransport extends WsReceiver implements Transport {
-  readonly localUrl: string;
-  readonly remoteUrl: string;
-  private readonly ws: WebSocket;
-  private readonly limits: Limits;
+  declare readonly localUrl: string;
+  declare readonly remoteUrl: string;
+  declare private readonly ws: WebSocket;
+  declare private readonly limits: Limits;
   private drainTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(ws: WebSocket, remoteUrl: string, limits: Limits) {

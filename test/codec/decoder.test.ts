@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
-import { FrameDecoder, type FrameSink } from "../../src/codec/decoder.ts";
+import { BaseDecoder, FrameDecoder, type FrameSink } from "../../src/codec/decoder.ts";
 import { encodeFrame } from "../../src/codec/encoder.ts";
 import { Flag, FrameType, MAGIC } from "../../src/codec/frame.ts";
 import { PointSubError } from "../../src/errors/error.ts";
@@ -16,14 +16,14 @@ interface Frame {
 const PREFACE = new Uint8Array([...MAGIC, 1, 1]);
 const MAX = 16 * 1024;
 
-function collect(maxFrameSize = MAX, checksum = true) {
+function collect(maxFrameSize = MAX, checksum = true, Decoder: typeof BaseDecoder = FrameDecoder) {
   const frames: Frame[] = [];
   const prefaces: number[][] = [];
   const sink: FrameSink = {
     onPreface: (a, b) => prefaces.push([a, b]),
     onFrame: (type, flags, id, buf, start, end) => frames.push({ type, flags, id, payload: buf.slice(start, end) }),
   };
-  const d = new FrameDecoder(sink, maxFrameSize);
+  const d = new Decoder(sink, maxFrameSize);
   d.checksum = checksum;
   return { d, frames, prefaces };
 }
@@ -375,5 +375,48 @@ describe("FrameDecoder", () => {
     }
     assert.equal(typed + clean, 100_000);
     assert.ok(typed > 50_000, `only ${typed} inputs were rejected`);
+  });
+});
+
+describe("BaseDecoder (a browser page's until its stream engine loads: frames spanning pushes collected whole)", () => {
+  it("decodes any split of any frame sequence as FrameDecoder does (property)", () => {
+    fc.assert(
+      fc.property(
+        fc.array(frameArb, { maxLength: 30 }),
+        fc.array(fc.nat(), { maxLength: 40 }),
+        fc.boolean(),
+        (raw, cuts, checksum) => {
+          const frames = concat(raw.map((f) => encodeFrame(f.type, f.flags, f.id, f.payload, checksum)));
+          const base = collect(MAX, true, BaseDecoder);
+          const full = collect(MAX, true);
+          for (const { d } of [base, full]) {
+            d.push(PREFACE);
+            d.checksum = checksum;
+            for (const part of split(frames, cuts)) d.push(part);
+            assert.ok(d.idle);
+          }
+          assert.deepEqual(base.frames, full.frames);
+          assert.equal(base.d.readTarget(), undefined);
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
+  it("verifies the CRC32C trailer of a frame split across pushes", () => {
+    const good = encodeFrame(FrameType.MSG, 3, 1, new Uint8Array(300).fill(9));
+    for (const at of [5, 100, good.length - 2]) {
+      const bad = good.slice();
+      bad[at] ^= 1;
+      const { d } = collect(MAX, true, BaseDecoder);
+      d.push(concat([PREFACE, bad.subarray(0, 3)]));
+      assert.throws(
+        () => {
+          d.push(bad.subarray(3, 150));
+          d.push(bad.subarray(150));
+        },
+        { code: "ERR_CHECKSUM" },
+      );
+    }
   });
 });

@@ -21,10 +21,10 @@ import {
 } from "../../src/codec/control.ts";
 import { FrameDecoder } from "../../src/codec/decoder.ts";
 import { encodeFrame } from "../../src/codec/encoder.ts";
+import { encodeErrorHead } from "../../src/codec/error-head.ts";
 import { Flag, FrameType, MAGIC, Status } from "../../src/codec/frame.ts";
 import {
   decodeErrorBody,
-  encodeErrorHead,
   encodeKeyedHead,
   encodeRouteHead,
   idempotencyKeyBytes,

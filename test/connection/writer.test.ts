@@ -8,10 +8,15 @@ import { describe, it } from "node:test";
 import { crc32c } from "../../src/codec/crc32c.ts";
 import { Flag, FrameType } from "../../src/codec/frame.ts";
 import { Pacer } from "../../src/connection/pacer.ts";
+import { useStreamEngine } from "../../src/connection/stream-engine.ts";
+import * as streams from "../../src/connection/streams.ts";
 import { FrameWriter, MAX_OPEN_CHUNKED, type OutMessage, type StreamItem } from "../../src/connection/writer.ts";
 import { PointSubError } from "../../src/errors/error.ts";
 import { Queue } from "../../src/util/queue.ts";
 import { assertBytes, concat, decodeFrames, leadingVarint, RecordingSink } from "../helpers/frame-sink.ts";
+
+// The writer's bulk pump comes with the stream engine (installed up front, as the Node entry does).
+useStreamEngine(streams);
 
 const EMPTY = new Uint8Array(0);
 const KiB = 1024;

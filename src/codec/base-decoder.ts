@@ -1,0 +1,389 @@
+import { PointSubError } from "../errors/error.ts";
+import { readU32 } from "./bytes.ts";
+import { type Crc32c, crc32cCombine, JS_CRC32C_IMPL } from "./crc32c.ts";
+import {
+  ALLOWED_FLAGS,
+  CRC_LENGTH,
+  Flag,
+  FRAME_TYPE_NAMES,
+  FrameType,
+  ID_VARINT_MAX,
+  LENGTH_VARINT_MAX,
+  MAGIC,
+  MAX_HEADER,
+  MAX_STREAM_ID,
+  PREFACE_LENGTH,
+} from "./frame.ts";
+import { readVarint, type VarintResult } from "./varint.ts";
+
+/** Receives what the decoder parses. */
+export interface FrameSink {
+  /** The 6-byte preface was read. */
+  onPreface(minVersion: number, maxVersion: number): void;
+  /**
+   * A whole, checksum-verified frame whose payload is `buf[start..end)`.
+   * `buf` may be the pushed chunk. For data frames (MSG, REQ, RES, STREAM)
+   * the sink may keep views of it ({@link FrameDecoder.push} then reports
+   * the chunk as kept); any other frame's payload must be used before
+   * onFrame returns, since the transport may read new bytes into that memory.
+   * `payloadCrc` is the CRC32C of the payload alone when the decoder computed
+   * it separately from the header (frames filled piece by piece, and STREAM
+   * frames of 4 KiB or more), else -1: a receiver extends an end-to-end
+   * checksum with it without another pass over the bytes.
+   */
+  onFrame(
+    type: number,
+    flags: number,
+    id: number,
+    buf: Uint8Array,
+    start: number,
+    end: number,
+    payloadCrc: number,
+  ): void;
+  /**
+   * Optional: a frame whose payload spans several pushes is starting. Return a
+   * view of exactly `length` bytes to receive the payload in place (saving a
+   * copy), or undefined to let the decoder allocate one.
+   */
+  frameTarget?(type: number, flags: number, id: number, length: number): Uint8Array | undefined;
+  /**
+   * Optional: a frame whose payload spans several pushes is starting. Return
+   * true to receive it as the list of views of the pushed chunks it lies in
+   * ({@link onFramePieces}), with no copy and no allocation.
+   */
+  wantsPieces?(type: number, flags: number, id: number, length: number): boolean;
+  /** A whole, checksum-verified frame delivered as pieces (see {@link wantsPieces}); `payloadCrc` as in onFrame. */
+  onFramePieces?(
+    type: number,
+    flags: number,
+    id: number,
+    pieces: Uint8Array[],
+    length: number,
+    payloadCrc: number,
+  ): void;
+}
+
+/** @internal The decoder's states. */
+export const State = { Preface: 0, Header: 1, Body: 2, Failed: 3 } as const;
+type State = (typeof State)[keyof typeof State];
+
+/**
+ * Incremental push decoder for protocol v1: preface, then frames. Feed it any
+ * split of the byte stream; it emits the same frames. It validates every
+ * header field before allocating, checks CRC32C trailers and throws a
+ * {@link PointSubError} (`ERR_PROTOCOL`, `ERR_FRAME_TOO_LARGE`,
+ * `ERR_CHECKSUM`) on bad input, after which it refuses further input.
+ *
+ * A frame whose bytes span pushes is collected whole (payload and trailer)
+ * in a buffer of its own, then verified and handed on: what a browser page
+ * starts with. `FrameDecoder` (`decoder.ts`, with the stream engine, and
+ * what Node uses) fills such frames in place instead: into a buffer the sink
+ * offers, as views of the pushed chunks, or where the transport read them,
+ * checksumming each piece as it arrives.
+ */
+export class BaseDecoder {
+  /** Largest payload accepted (the local maxFrameSize setting). */
+  declare maxFrameSize: number;
+  /** Whether frames carry a CRC32C trailer (on until negotiated otherwise). */
+  checksum = true;
+
+  declare protected readonly sink: FrameSink;
+  protected state: State = State.Preface;
+  /** A header split across pushes is completed here (allocated the first time one is). */
+  private carry: Uint8Array = NO_BYTES;
+  private carryLen = 0;
+  private readonly v: VarintResult = { value: 0, next: 0 };
+  // frame in progress
+  protected type = 0;
+  protected flags = 0;
+  protected id = 0;
+  protected length = 0;
+  private headLen = 0;
+  /** CRC32C of the header of the frame being filled. */
+  protected headCrc = 0;
+  protected body: Uint8Array = NO_BYTES;
+  protected filled = 0;
+  /** Whether the current push handed views of its chunk to the sink. */
+  protected retained = false;
+
+  declare protected readonly crc: Crc32c;
+  declare protected readonly alloc: (n: number) => Uint8Array;
+
+  /**
+   * `crc` and `alloc` come from the runtime: its CRC32C implementation and
+   * its allocator of frame bodies (which may skip zero-filling: every byte
+   * is written before use).
+   */
+  constructor(
+    sink: FrameSink,
+    maxFrameSize: number,
+    crc: Crc32c = JS_CRC32C_IMPL,
+    alloc: (n: number) => Uint8Array = allocateUninitialized,
+  ) {
+    this.sink = sink;
+    this.maxFrameSize = maxFrameSize;
+    this.crc = crc;
+    this.alloc = alloc;
+  }
+
+  /**
+   * Feeds bytes. Returns true when views of `chunk` were handed to the sink
+   * (a message, stream piece or batch), so its memory must stay as it is;
+   * false when everything was copied out or parsed, so a transport may read
+   * the next bytes into the same buffer. Throws PointSubError on invalid input.
+   */
+  push(chunk: Uint8Array): boolean {
+    if (this.state === State.Failed) throw PointSubError.fromPeer("ERR_PROTOCOL", "decoder already failed");
+    this.retained = false;
+    try {
+      this.run(chunk);
+    } catch (err) {
+      this.state = State.Failed;
+      throw err;
+    }
+    return this.retained;
+  }
+
+  /**
+   * Where the next bytes should go, when they are the rest of a frame body
+   * being filled into its own buffer: a view of exactly the missing bytes
+   * (never the CRC trailer or the next header), else undefined. A transport
+   * that reads into it and pushes a view of what it read saves the copy.
+   * (Always undefined here: `FrameDecoder` offers one.)
+   */
+  readTarget(): Uint8Array | undefined {
+    return undefined;
+  }
+
+  /** True when no partial frame is buffered (a clean place for the stream to end). */
+  get idle(): boolean {
+    return this.state === State.Header && this.carryLen === 0;
+  }
+
+  private run(chunk: Uint8Array): void {
+    let pos = 0;
+    const end = chunk.length;
+    while (pos < end) {
+      if (this.state === State.Body) {
+        pos = this.fillBody(chunk, pos, end);
+        continue;
+      }
+      if (this.carryLen > 0) {
+        // Complete a header (or preface) split across pushes: borrow just
+        // enough bytes from this chunk; at most MAX_HEADER bytes are copied.
+        const take = Math.min(MAX_HEADER - this.carryLen, end - pos);
+        this.carry.set(chunk.subarray(pos, pos + take), this.carryLen);
+        const avail = this.carryLen + take;
+        const wasPreface = this.state === State.Preface;
+        const used = this.parseHead(this.carry, 0, avail);
+        if (used === 0) {
+          this.carryLen = avail;
+          return;
+        }
+        pos += used - this.carryLen;
+        this.carryLen = 0;
+        if (!wasPreface) this.afterHeaderFromCarry();
+        continue;
+      }
+      const wasPreface = this.state === State.Preface;
+      const used = this.parseHead(chunk, pos, end);
+      if (used === 0) {
+        if (this.carry.length === 0) this.carry = new Uint8Array(MAX_HEADER);
+        this.carry.set(chunk.subarray(pos, end), 0);
+        this.carryLen = end - pos;
+        return;
+      }
+      if (wasPreface) {
+        pos += used;
+        continue;
+      }
+      const hstart = pos;
+      pos += used;
+      const total = this.length + (this.checksum ? CRC_LENGTH : 0);
+      if (end - pos >= total) {
+        // Whole frame in this chunk: verify and hand out a view, no copy.
+        const pstart = pos;
+        const pend = pos + this.length;
+        let payloadCrc = -1;
+        if (this.checksum) {
+          let crc: number;
+          if (this.type === FrameType.STREAM && this.length >= 4096) {
+            payloadCrc = this.crc.range(chunk, pstart, pend);
+            crc = crc32cCombine(this.crc.range(chunk, hstart, pstart), payloadCrc, this.length);
+          } else {
+            crc = this.crc.range(chunk, hstart, pend);
+          }
+          const t = pend;
+          const want = readU32(chunk, t);
+          if (crc !== want) throw this.checksumError();
+        }
+        pos += total;
+        if (KEEPS_PAYLOAD[this.type] === 1) this.retained = true;
+        this.emit(chunk, pstart, pend, payloadCrc);
+      } else {
+        if (this.checksum) this.headCrc = this.crc.range(chunk, hstart, pos);
+        this.beginBody();
+      }
+    }
+  }
+
+  /** After a header parsed out of the carry buffer: start the body. */
+  private afterHeaderFromCarry(): void {
+    if (this.checksum) this.headCrc = this.crc.range(this.carry, 0, this.headLen);
+    if (this.length === 0 && !this.checksum) {
+      this.sink.onFrame(this.type, this.flags, this.id, this.carry, 0, 0, -1);
+      return;
+    }
+    this.beginBody();
+  }
+
+  /** A frame whose bytes span pushes starts (its header parsed, `headCrc` computed). */
+  protected beginBody(): void {
+    this.body = this.alloc(this.length + (this.checksum ? CRC_LENGTH : 0));
+    this.filled = 0;
+    this.state = State.Body;
+  }
+
+  /** Bytes of the frame being collected: copied in; once whole, verified and handed on. Returns the new position. */
+  protected fillBody(chunk: Uint8Array, pos: number, end: number): number {
+    const body = this.body;
+    const n = Math.min(body.length - this.filled, end - pos);
+    body.set(chunk.subarray(pos, pos + n), this.filled);
+    this.filled += n;
+    pos += n;
+    if (this.filled < body.length) return pos;
+    this.state = State.Header;
+    this.body = NO_BYTES;
+    const len = this.length;
+    let payloadCrc = -1;
+    if (this.checksum) {
+      payloadCrc = this.crc.range(body, 0, len);
+      if (crc32cCombine(this.headCrc, payloadCrc, len) !== readU32(body, len)) throw this.checksumError();
+    }
+    this.emit(body, 0, len, payloadCrc);
+    return pos;
+  }
+
+  /** Hands a verified frame's payload `buf[start..end)` on (a BATCH's frames one by one). */
+  protected emit(buf: Uint8Array, start: number, end: number, payloadCrc: number): void {
+    if (this.type === FrameType.BATCH) this.unbatch(buf, start, end);
+    else this.sink.onFrame(this.type, this.flags, this.id, buf, start, end, payloadCrc);
+  }
+
+  /**
+   * Emits the frames inside a BATCH payload: complete frames without CRC
+   * trailers (the BATCH's own trailer covered them), never HELLO or BATCH.
+   */
+  protected unbatch(p: Uint8Array, from: number, end: number): void {
+    if (end === from) throw PointSubError.fromPeer("ERR_PROTOCOL", "empty BATCH");
+    let pos = from;
+    while (pos < end) {
+      const used = this.parseHead(p, pos, end);
+      if (used === 0) throw PointSubError.fromPeer("ERR_PROTOCOL", "truncated frame header inside BATCH");
+      const type = this.type;
+      if (type === FrameType.HELLO || type === FrameType.BATCH) {
+        throw PointSubError.fromPeer("ERR_PROTOCOL", `${FRAME_TYPE_NAMES[type]} inside BATCH`);
+      }
+      const start = pos + used;
+      pos = start + this.length;
+      if (pos > end) throw PointSubError.fromPeer("ERR_PROTOCOL", "frame runs past the end of its BATCH");
+      this.sink.onFrame(type, this.flags, this.id, p, start, pos, -1);
+    }
+  }
+
+  /**
+   * Parses a preface or frame header at `src[pos..end)`. Returns the bytes it
+   * used, or 0 when more are needed. Throws on invalid fields.
+   */
+  private parseHead(src: Uint8Array, pos: number, end: number): number {
+    if (this.state === State.Preface) {
+      if (end - pos < PREFACE_LENGTH) {
+        for (let i = 0; i < Math.min(4, end - pos); i++) {
+          if (src[pos + i] !== MAGIC[i]) throw this.prefaceError();
+        }
+        return 0;
+      }
+      for (let i = 0; i < 4; i++) if (src[pos + i] !== MAGIC[i]) throw this.prefaceError();
+      const min = src[pos + 4];
+      const max = src[pos + 5];
+      this.state = State.Header;
+      this.sink.onPreface(min, max);
+      return PREFACE_LENGTH;
+    }
+    const b0 = src[pos];
+    const type = b0 >> 4;
+    const flags = b0 & 0x0f;
+    if (type > FrameType.AUTH) {
+      throw PointSubError.fromPeer("ERR_PROTOCOL", `unknown frame type 0x${type.toString(16)}`);
+    }
+    // KEYED (REQ only) must come with START: a key belongs to a request's first frame.
+    if ((flags & ~ALLOWED_FLAGS[type]) !== 0 || ((flags & KEYED_OR_START) === Flag.KEYED && type === FrameType.REQ)) {
+      throw PointSubError.fromPeer(
+        "ERR_PROTOCOL",
+        `flags 0x${flags.toString(16)} not allowed on ${FRAME_TYPE_NAMES[type]}`,
+      );
+    }
+    const v = this.v;
+    let r = readVarint(src, pos + 1, end, ID_VARINT_MAX, v);
+    if (r === 0) return 0;
+    if (r < 0 || v.value > MAX_STREAM_ID) throw PointSubError.fromPeer("ERR_PROTOCOL", "invalid stream id encoding");
+    const id = v.value;
+    const idIsZero = id === 0;
+    const needsZero =
+      type === FrameType.HELLO ||
+      type === FrameType.PING ||
+      type === FrameType.GOAWAY ||
+      type === FrameType.BATCH ||
+      type === FrameType.AUTH;
+    const needsStream = (type >= FrameType.MSG && type <= FrameType.CANCEL) || type === FrameType.STREAM;
+    if ((needsZero && !idIsZero) || (needsStream && idIsZero)) {
+      throw PointSubError.fromPeer("ERR_PROTOCOL", `invalid stream id ${id} on ${FRAME_TYPE_NAMES[type]}`);
+    }
+    r = readVarint(src, v.next, end, LENGTH_VARINT_MAX, v);
+    if (r === 0) return 0;
+    if (r < 0) throw PointSubError.fromPeer("ERR_PROTOCOL", "invalid length encoding");
+    if (v.value > this.maxFrameSize) {
+      throw PointSubError.fromPeer(
+        "ERR_FRAME_TOO_LARGE",
+        `frame of ${v.value} bytes exceeds maxFrameSize ${this.maxFrameSize}`,
+      );
+    }
+    this.type = type;
+    this.flags = flags;
+    this.id = id;
+    this.length = v.value;
+    this.headLen = v.next - pos;
+    return this.headLen;
+  }
+
+  private prefaceError(): PointSubError {
+    return PointSubError.fromPeer("ERR_PROTOCOL", "peer did not send the pointsub preface (magic PSUB)");
+  }
+
+  protected checksumError(): PointSubError {
+    return PointSubError.fromPeer(
+      "ERR_CHECKSUM",
+      `CRC32C mismatch on ${FRAME_TYPE_NAMES[this.type]} frame (stream ${this.id}, ${this.length} bytes)`,
+    );
+  }
+}
+
+/** @internal */
+export const NO_BYTES = new Uint8Array(0);
+const KEYED_OR_START = Flag.KEYED | Flag.START;
+
+/**
+ * Frame types whose payload the sink may keep as a view (data a message or
+ * stream delivers, and batches of them); the others are parsed at once.
+ */
+const KEEPS_PAYLOAD = new Uint8Array(16);
+for (const t of [FrameType.MSG, FrameType.REQ, FrameType.RES, FrameType.STREAM, FrameType.BATCH]) KEEPS_PAYLOAD[t] = 1;
+
+/**
+ * The default allocator of bytes the caller overwrites completely before
+ * anyone reads them (frame bodies, chunked messages being assembled); a
+ * runtime may supply one that skips zero-filling.
+ */
+export function allocateUninitialized(n: number): Uint8Array {
+  return new Uint8Array(n);
+}

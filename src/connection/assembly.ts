@@ -1,0 +1,308 @@
+/**
+ * The peer's chunked MSG, REQ and RES messages being received
+ * (docs/PROTOCOL.md §3.1–§3.4): each is assembled in a buffer, charged to
+ * the memory budget and its per-message window, and handed back to
+ * {@link Inbound} when its END arrives; messages this side refuses are
+ * cancelled and their late frames dropped (tombstones). Comes with the
+ * stream engine (`streams.ts`): a browser page that only sends and
+ * receives single-frame messages never loads it; the frame router holds a
+ * connection's frames from the first chunked one on until it is loaded.
+ */
+
+import { Flag, FrameType } from "../codec/frame.ts";
+import { PointSubError } from "../errors/error.ts";
+import { ASSEMBLY_OVERHEAD } from "./budget.ts";
+import type { PendingCall } from "./calls.ts";
+import type { Inbound } from "./inbound.ts";
+import { creditDue } from "./link.ts";
+
+/**
+ * Unfinished chunked messages one peer may have open here; more are refused
+ * with ERR_OVERLOADED (senders keep at most MAX_OPEN_CHUNKED open, far fewer).
+ * Each costs a buffer allocation, so this bounds the work a flood of cheap
+ * START frames causes, whatever the budget.
+ */
+const MAX_OPEN_ASSEMBLIES = 1024;
+/** Ids of refused messages whose remaining frames are dropped, at most this many. */
+const MAX_TOMBSTONES = 4096;
+/**
+ * An assembly buffer holds only the first chunk (at least this much, or
+ * {@link FIRST_CHUNKS} times the first chunk, never past the declared
+ * length) until the peer sends more; then the whole message is allocated
+ * and the bytes so far copied once. A START that declares 256 MiB and sends
+ * nothing more costs 64 KiB, not a 256 MiB allocation (untouched, but V8
+ * counts it as external memory; a fuzz run allocated 4.6 GiB that way).
+ * Growing step by step (4x) was tried: it made the longest turn of a server
+ * receiving 16 MiB messages ~3x longer. The budget is charged on the
+ * declared length from the START either way.
+ */
+const FIRST_CAPACITY = 64 * 1024;
+const FIRST_CHUNKS = 4;
+
+/** A chunked message being received. */
+interface Assembly {
+  type: number;
+  total: number;
+  /**
+   * The bytes so far, in a buffer that grows as they arrive (exactly
+   * `total` long once complete); null when they are being discarded (a
+   * cancelled call's response).
+   */
+  buf: Uint8Array | null;
+  filled: number;
+  route: string;
+  /** A keyed request's idempotency key (a copy), else undefined. */
+  key: Uint8Array | undefined;
+  streamUsed: number;
+  streamUnacked: number;
+  /** Bytes of the memory budget this assembly holds (0 when discarding). */
+  charged: number;
+  /** When its last frame arrived (the connection's last input time). */
+  lastFrameAt: number;
+  /** Start of the current progress window (see {@link Assemblies.checkProgress}). */
+  windowAt: number;
+  /** `filled` when that window started. */
+  windowFilled: number;
+}
+
+/** The chunked messages of one connection's inbound side (created on the first one). */
+export class Assemblies {
+  private readonly map = new Map<number, Assembly>();
+  private bytes = 0;
+  /** Ids of the peer's messages this side refused or timed out: their late frames are dropped until END. */
+  private tombstones: Set<number> | undefined;
+  declare private readonly inbound: Inbound;
+
+  constructor(inbound: Inbound) {
+    this.inbound = inbound;
+  }
+
+  /** Chunked messages being received. */
+  get size(): number {
+    return this.map.size;
+  }
+
+  /** Whether a chunked message with this id is being received. */
+  has(id: number): boolean {
+    return this.map.has(id);
+  }
+
+  /** A new message on `id` started: if this side refused one there before, the peer has moved on. */
+  started(id: number): void {
+    this.tombstones?.delete(id);
+  }
+
+  /** FrameSink.frameTarget for MSG/REQ/RES continuations: the assembly buffer, so bytes land in place. */
+  frameTarget(type: number, id: number, length: number): Uint8Array | undefined {
+    const a = this.map.get(id);
+    if (a === undefined || a.buf === null || a.type !== type || a.filled + length > a.total) return undefined;
+    const buf = a.filled + length > a.buf.length ? this.grow(a) : a.buf;
+    return buf.subarray(a.filled, a.filled + length);
+  }
+
+  /** Gives `a` a buffer of its whole declared length, with the bytes so far copied. */
+  private grow(a: Assembly): Uint8Array {
+    const old = a.buf as Uint8Array;
+    const buf = this.alloc(a.total, a.total);
+    if (a.filled > 0) buf.set(old.subarray(0, a.filled), 0);
+    a.buf = buf;
+    return buf;
+  }
+
+  /** `n` bytes of a message of `total` (ERR_MESSAGE_TOO_LARGE when they cannot be allocated). */
+  private alloc(n: number, total: number): Uint8Array {
+    try {
+      return this.inbound.alloc(n);
+    } catch (cause) {
+      throw PointSubError.fromPeer("ERR_MESSAGE_TOO_LARGE", `cannot allocate ${total} bytes`, { cause });
+    }
+  }
+
+  /**
+   * The START frame of a chunked message of `total` bytes (its head parsed
+   * by {@link Inbound}): `data` is its first chunk, `frameBytes` the frame's
+   * payload length (counted on the message's window), `call` this side's
+   * call for a RES.
+   */
+  start(
+    type: number,
+    id: number,
+    total: number,
+    route: string,
+    key: Uint8Array | undefined,
+    call: PendingCall | undefined,
+    data: Uint8Array,
+    frameBytes: number,
+  ): void {
+    if (data.length > total) throw PointSubError.fromPeer("ERR_PROTOCOL", "first chunk larger than the message");
+    const inb = this.inbound;
+    let discard = call?.settled === true;
+    if (!discard) {
+      if (this.bytes + total > inb.link.local.maxAssemblyBytes) {
+        throw PointSubError.fromPeer("ERR_FLOW_CONTROL", "peer exceeded maxAssemblyBytes with unfinished messages");
+      }
+      const tooMany = this.map.size >= MAX_OPEN_ASSEMBLIES;
+      if (tooMany || !inb.budget.tryCharge(total + ASSEMBLY_OVERHEAD)) {
+        const b = inb.budget;
+        const err = PointSubError.fromPeer(
+          "ERR_OVERLOADED",
+          tooMany
+            ? `more than ${MAX_OPEN_ASSEMBLIES} unfinished messages; retry later`
+            : `no memory budget for ${total} more bytes (${b.used} of ${b.limit} in use); retry later`,
+        );
+        if (call === undefined) {
+          this.refuse(type, id, err);
+          return;
+        }
+        // The response to this side's own call: give up on it, tell the
+        // responder, and absorb the rest of it without storing.
+        inb.caller.settle(call, undefined, err);
+        inb.outbox.sendCancel(id, err.code);
+        discard = true;
+      } else {
+        this.bytes += total;
+      }
+    }
+    let target: Uint8Array | null = null;
+    if (!discard) {
+      // Delivered only once all `total` bytes were written into it (grown as they arrive).
+      target = this.alloc(Math.min(total, Math.max(FIRST_CAPACITY, data.length * FIRST_CHUNKS)), total);
+      target.set(data, 0);
+    }
+    const a: Assembly = {
+      type,
+      total,
+      buf: target,
+      filled: data.length,
+      route,
+      key,
+      streamUsed: frameBytes,
+      streamUnacked: frameBytes,
+      charged: discard ? 0 : total + ASSEMBLY_OVERHEAD,
+      lastFrameAt: inb.now,
+      windowAt: inb.now,
+      windowFilled: 0,
+    };
+    this.map.set(id, a);
+    this.messageCredit(id, a);
+  }
+
+  /** A frame after the START of message `id`. */
+  continuation(type: number, flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
+    const a = this.map.get(id);
+    if (a === undefined || a.type !== type) {
+      if (a === undefined && this.tombstones?.has(id) === true) {
+        // A refused message's frames still in flight: dropped (connection credit was counted).
+        if ((flags & Flag.END) !== 0) this.tombstones.delete(id);
+        return;
+      }
+      throw PointSubError.fromPeer("ERR_PROTOCOL", `continuation of unknown stream ${id}`);
+    }
+    const inb = this.inbound;
+    a.lastFrameAt = inb.now;
+    const len = end - start;
+    if (a.filled + len > a.total)
+      throw PointSubError.fromPeer("ERR_PROTOCOL", `stream ${id} overruns its declared length`);
+    a.streamUsed += len;
+    if (a.streamUsed > inb.link.local.streamWindow)
+      throw PointSubError.fromPeer("ERR_FLOW_CONTROL", `peer exceeded the window of stream ${id}`);
+    a.streamUnacked += len;
+    if (a.buf !== null) {
+      const inPlace = buf.buffer === a.buf.buffer && buf.byteOffset + start === a.buf.byteOffset + a.filled;
+      if (!inPlace) (a.filled + len > a.buf.length ? this.grow(a) : a.buf).set(buf.subarray(start, end), a.filled);
+    }
+    a.filled += len;
+    if ((flags & Flag.END) === 0) {
+      this.messageCredit(id, a);
+      return;
+    }
+    if (a.filled !== a.total)
+      throw PointSubError.fromPeer("ERR_PROTOCOL", `stream ${id} ended short of its declared length`);
+    this.map.delete(id);
+    const pending = inb.caller.pending;
+    if (a.buf === null) {
+      // Discarded response of a call already settled: its id is free now.
+      const call = pending.get(id);
+      if (call !== undefined) inb.caller.finishCall(call);
+      return;
+    }
+    this.bytes -= a.total;
+    inb.deliver(type, id, a.route, a.buf, type === FrameType.RES ? pending.get(id) : undefined, a.charged, a.key);
+  }
+
+  /**
+   * Refuses the peer's message or request `id` (CANCEL with `err`'s errno);
+   * its frames still in flight are dropped.
+   */
+  private refuse(type: number, id: number, err: PointSubError): void {
+    const inb = this.inbound;
+    if (type === FrameType.REQ) inb.dispatcher.openRequests--;
+    inb.stats.error(err.code);
+    inb.outbox.sendCancel(id, err.code);
+    this.tombstones ??= new Set();
+    if (this.tombstones.size >= MAX_TOMBSTONES) {
+      const oldest = this.tombstones.values().next().value as number;
+      this.tombstones.delete(oldest);
+    }
+    this.tombstones.add(id);
+  }
+
+  /** Removes the unfinished message `id` and returns what it held of the budget; returns its type or -1. */
+  drop(id: number): number {
+    const a = this.map.get(id);
+    if (a === undefined) return -1;
+    this.map.delete(id);
+    if (a.buf !== null) {
+      this.bytes -= a.total;
+      this.inbound.budget.release(a.charged);
+      a.charged = 0;
+    }
+    return a.type;
+  }
+
+  /** Returns credit on a chunked message's own window in quarter-window steps. */
+  private messageCredit(id: number, a: Assembly): void {
+    if (creditDue(a.streamUnacked, this.inbound.link.local.streamWindow)) {
+      this.inbound.outbox.sendCredit(id, a.streamUnacked);
+      a.streamUsed -= a.streamUnacked;
+      a.streamUnacked = 0;
+    }
+  }
+
+  /** See {@link Inbound.checkProgress}. */
+  checkProgress(now: number, timeoutMs: number, floor: number, minBytesPerSecond: number): void {
+    const perWindow = (minBytesPerSecond * timeoutMs) / 1000;
+    for (const [id, a] of this.map) {
+      if (a.type === FrameType.RES) continue; // this side's call: its request timeout rules
+      const last = a.lastFrameAt > floor ? a.lastFrameAt : floor;
+      let why: string;
+      if (now - last >= timeoutMs) {
+        why = `received nothing for ${now - last} ms`;
+      } else {
+        if (a.windowAt < floor) {
+          // Nothing could arrive while reading was paused: a new window from the resume.
+          a.windowAt = floor;
+          a.windowFilled = a.filled;
+        }
+        const span = now - a.windowAt;
+        if (span < timeoutMs) continue;
+        const got = a.filled - a.windowFilled;
+        const lacked = a.total - a.windowFilled;
+        if (got >= (lacked < perWindow ? lacked : perWindow)) {
+          a.windowAt = now;
+          a.windowFilled = a.filled;
+          continue;
+        }
+        why = `received ${got} bytes in ${span} ms (minProgressBytesPerSecond ${minBytesPerSecond})`;
+      }
+      this.drop(id);
+      this.refuse(a.type, id, PointSubError.fromPeer("ERR_TIMEOUT", `message ${id} ${why}; cancelled`));
+    }
+  }
+
+  /** The connection closed: drop every unfinished message. */
+  teardown(): void {
+    for (const id of [...this.map.keys()]) this.drop(id);
+    this.bytes = 0;
+  }
+}

@@ -1,0 +1,106 @@
+/**
+ * The frame writer's bulk pump: one frame of one chunked message (MSG, REQ,
+ * RES of several frames) or stream at a time, round robin, within the
+ * peer's connection and per-message credit, its assembly budget and the
+ * pacer's frame limit. Comes with the stream engine (`streams.ts`): a
+ * browser page that only sends single-frame messages never loads it; its
+ * first message of several frames waits in the writer's queue until it is
+ * loaded (`FrameWriter.sendOneChunk`).
+ */
+import { Flag, FrameType } from "../codec/frame.ts";
+import { varintLength } from "../codec/varint.ts";
+import { type StreamItem, streamCost } from "../stream/item.ts";
+import type { Queue } from "../util/queue.ts";
+import { type FrameWriter, MAX_OPEN_CHUNKED, type OutMessage } from "./writer.ts";
+
+/** A chunk smaller than this is not sent while more credit may come (avoids slivers). */
+const MIN_CHUNK = 16 * 1024;
+const EMPTY = new Uint8Array(0);
+
+/** Encodes the next frame of the first bulk message (from `w.rr` on) that can send one; false when none can. */
+export function sendOneChunk(w: FrameWriter): boolean {
+  const bulk = w.bulk;
+  const n = bulk.length;
+  for (let k = 0; k < n; k++) {
+    const idx = (w.rr + k) % n;
+    const m = bulk[idx];
+    if (m.items !== undefined) {
+      if (sendStreamItem(w, m, idx)) return true;
+      continue;
+    }
+    const total = m.data.length;
+    const prefix = m.started ? 0 : varintLength(total) + m.head.length;
+    const remaining = total - m.offset;
+    const want = Math.min(
+      w.pacer === undefined ? m.chunk : Math.min(m.chunk, w.pacer.frameLimit(w.position)),
+      prefix + remaining,
+    );
+    const avail = Math.min(m.credit, w.connCredit);
+    if (avail < want && avail < MIN_CHUNK) continue;
+    // Start a chunked message only when the peer's assembly budget has room.
+    // At most MAX_OPEN_CHUNKED at once: the rest wait their turn (receivers may refuse more).
+    if (!m.started && (w.assemblyOpen + total > w.assemblyBudget || w.chunkedOpen >= MAX_OPEN_CHUNKED)) continue;
+    const size = Math.min(want, avail);
+    const dataBytes = size - prefix;
+    if (dataBytes < 0) continue;
+    const start = m.offset;
+    const end = start + dataBytes;
+    const last = end === total;
+    const flags = (m.started ? 0 : Flag.START | (m.startFlags ?? 0)) | (last ? Flag.END : 0);
+    w.beforeBulk();
+    w.encode(m.type, flags, m.id, m.started ? -1 : total, m.started ? EMPTY : m.head, m.data, start, end);
+    if (!m.started) {
+      w.assemblyOpen += total;
+      w.chunkedOpen++;
+    }
+    const encoded = dataBytes + (m.started ? 0 : m.head.length);
+    if (m.type === FrameType.RES) w.answerQueued -= encoded;
+    w.queuedBytes -= encoded;
+    m.started = true;
+    m.offset = end;
+    m.credit -= size;
+    w.connCredit -= size;
+    if (last) {
+      w.assemblyOpen -= total;
+      w.chunkedOpen--;
+      bulk.splice(idx, 1);
+      w.rr = idx;
+      m.resolve?.();
+    } else {
+      w.rr = idx + 1;
+    }
+    return true;
+  }
+  return false;
+}
+
+/** Sends the next queued frame of stream `m` if credit allows. */
+function sendStreamItem(w: FrameWriter, m: OutMessage, idx: number): boolean {
+  const items = m.items as Queue<StreamItem>;
+  const item = items.peek();
+  if (item === undefined) return false;
+  const size = item.head.length + item.data.length;
+  const cost = streamCost(item);
+  if (cost > m.credit || size > w.connCredit) return false;
+  items.shift();
+  w.beforeBulk();
+  w.encode(m.type, item.flags, m.id, -1, item.head, item.data, 0, item.data.length, item.crc);
+  if (item.release !== undefined) {
+    // The writer's list is a shared empty array until the first release: replaced, never pushed to.
+    if (w.releases.length === 0) w.releases = [item.release];
+    else w.releases.push(item.release);
+  }
+  m.started = true;
+  m.credit -= cost;
+  w.connCredit -= size;
+  if ((item.flags & Flag.END) !== 0) {
+    w.bulk.splice(idx, 1);
+    w.rr = idx;
+    m.onItem?.(item);
+    m.resolve?.();
+  } else {
+    w.rr = idx + 1;
+    m.onItem?.(item);
+  }
+  return true;
+}

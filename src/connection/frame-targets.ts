@@ -1,0 +1,36 @@
+/**
+ * The frame router of a connection that has `FrameDecoder` (Node, or a
+ * browser connection made after its stream engine loaded): it also tells
+ * the decoder where the payload of a frame spanning reads may land — a
+ * chunked message's assembly buffer, a buffer a stream's reader handed back
+ * — and takes stream data as views of the chunks it arrived in. Comes with
+ * the stream engine (a `BaseDecoder` never asks).
+ */
+import { Flag, FrameType } from "../codec/frame.ts";
+import { PointSubError } from "../errors/error.ts";
+import { FrameRouter } from "./frames.ts";
+
+export class TargetingFrameRouter extends FrameRouter {
+  /** Lets chunked-message bytes land directly in their buffer, and a stream's in buffers its reader handed back. */
+  frameTarget(type: number, flags: number, id: number, length: number): Uint8Array | undefined {
+    if (this.held !== undefined) return undefined;
+    if (type === FrameType.STREAM) return flags === 0 ? this.inStreamsIfAny?.frameBuffer(id, length) : undefined;
+    if ((flags & Flag.START) !== 0 || type < FrameType.MSG || type > FrameType.RES) return undefined;
+    return this.inbound.chunked?.frameTarget(type, id, length);
+  }
+
+  /** Stream data frames are taken as views of the chunks they arrive in (no copy), unless the reader recycles buffers. */
+  wantsPieces(type: number, flags: number, id: number, length: number): boolean {
+    return type === FrameType.STREAM && flags === 0 && this.inStreamsIfAny?.wantsPieces(id, length) === true;
+  }
+
+  onFramePieces(type: number, flags: number, id: number, pieces: Uint8Array[], length: number, crc: number): void {
+    if (this.closed) return;
+    this.framesIn++;
+    const ins = this.inStreamsIfAny;
+    if (type !== FrameType.STREAM || flags !== 0 || ins === undefined) {
+      throw PointSubError.fromPeer("ERR_PROTOCOL", `STREAM frame for unknown stream ${id}`);
+    }
+    ins.onPieces(id, pieces, length, crc);
+  }
+}
