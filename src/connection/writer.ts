@@ -25,6 +25,13 @@ const MAX_STEP = 16 * 1024;
 /** Flush as soon as this many bytes are batched. */
 const FLUSH_BYTES = 16 * 1024;
 /**
+ * Room a new region needs after its first frame at the pool's end, else it
+ * starts a new pool: a batch flushed at {@link FLUSH_BYTES} then grows in
+ * place and goes out as one buffer (at most this much of a pool's end is
+ * left unused).
+ */
+const REGION_ROOM = FLUSH_BYTES + 1024;
+/**
  * Paced chunks of chunked messages and streams encoded in one pump are
  * handed to the transport together up to this many bytes (one writev): the
  * pacer cuts frames to a quarter of its window (tens of KiB on a fast link),
@@ -689,7 +696,9 @@ export class FrameWriter {
     // exactly what is needed, plus a step that doubles while this writer
     // keeps growing it in place before a flush (a flood's few regions per
     // flush; a broadcast's one-frame writers take no slack).
-    if (pool.length - poolPos < need) newPool(need);
+    // A region starts only where a whole flush's batch fits after it (a batch split between two
+    // pools goes out as two buffers: one writev instead of one write).
+    if (pool.length - poolPos < need + REGION_ROOM) newPool(need);
     // This writer holds the pool until the transport wrote its bytes (counted once per pool).
     this.unconfirmed ??= [];
     const u = this.unconfirmed;

@@ -131,6 +131,20 @@ describe("FrameWriter: trySendNow", () => {
     for (let i = 0; i < 20; i++) assert.deepEqual(frames[i].payload, bytes(50, i));
   });
 
+  it("a turn's batch goes out as one buffer however full the shared pool is (no batch split between pools)", async () => {
+    const { w, sink } = setup();
+    w.batching = true;
+    // 40 rounds of ~9.6 KB batches (as 128 pipelined 64 B requests) walk through several 64 KiB pools.
+    for (let round = 0; round < 40; round++) {
+      for (let i = 0; i < 128; i++) w.trySendNow(FrameType.REQ, 2 * i + 1, EMPTY, bytes(64, round + i));
+      await tick();
+    }
+    assert.equal(sink.writes.length, 40);
+    const split = sink.writes.filter((chunks) => chunks.length !== 1).length;
+    assert.equal(split, 0, `${split} of 40 writes split into several buffers`);
+    assert.equal(sink.frames().length, 40 * 128);
+  });
+
   it("flushes synchronously once 16 KiB are batched", () => {
     const { w, sink } = setup();
     assert.equal(w.trySendNow(FrameType.MSG, 1, EMPTY, bytes(9000)), true);
