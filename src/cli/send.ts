@@ -159,8 +159,9 @@ async function sendBundle(
 
 /**
  * A small file's content, read at the size the walk listed (one open, one
- * read, one close: no fstat as `readFileSync` makes). A file that shrank
- * since is sent as it is now; one that grew is read whole again.
+ * read of one byte more, one close: no fstat as `readFileSync` makes, no
+ * read to see the end). A file that shrank since is sent as it is now; one
+ * that grew is read whole again.
  */
 export function readListed(it: SendItem): Uint8Array {
   const fd = openSync(it.file, "r");
@@ -169,9 +170,11 @@ export function readListed(it: SendItem): Uint8Array {
     const buf = Buffer.allocUnsafe(it.size + 1);
     let n = 0;
     while (n < buf.length) {
-      const r = readSync(fd, buf, n, buf.length - n, n);
-      if (r === 0) break;
+      const want = buf.length - n;
+      const r = readSync(fd, buf, n, want, n);
       n += r;
+      // A short read of a regular file is its end: at the listed size, no second read to see 0.
+      if (r === 0 || (r < want && n >= it.size)) break;
     }
     return n <= it.size ? buf.subarray(0, n) : readFileSync(fd);
   } finally {
