@@ -1,4 +1,4 @@
-import { lstatSync, readFileSync } from "node:fs";
+import { closeSync, lstatSync, openSync, readFileSync, readSync } from "node:fs";
 import { readdir, stat } from "node:fs/promises";
 import { basename, join, resolve } from "node:path";
 import { SharedConnection } from "../client/resumable.ts";
@@ -98,7 +98,7 @@ async function sendBundle(
   const contents: Uint8Array[] = [];
   for (const it of group) {
     try {
-      const content = readFileSync(it.file);
+      const content = readListed(it);
       if (content.length > BUNDLE_FILE_MAX) throw new Error("it grew while being sent");
       contents.push(content);
       left.push(it);
@@ -157,6 +157,31 @@ async function sendBundle(
   return out;
 }
 
+/**
+ * A small file's content, read at the size the walk listed (one open, one
+ * read of one byte more, one close: no fstat as `readFileSync` makes, no
+ * read to see the end). A file that shrank since is sent as it is now; one
+ * that grew is read whole again.
+ */
+export function readListed(it: SendItem): Uint8Array {
+  const fd = openSync(it.file, "r");
+  try {
+    // One byte more than listed: a full read means the file grew.
+    const buf = Buffer.allocUnsafe(it.size + 1);
+    let n = 0;
+    while (n < buf.length) {
+      const want = buf.length - n;
+      const r = readSync(fd, buf, n, want, n);
+      n += r;
+      // A short read of a regular file is its end: at the listed size, no second read to see 0.
+      if (r === 0 || (r < want && n >= it.size)) break;
+    }
+    return n <= it.size ? buf.subarray(0, n) : readFileSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** Exit codes after a signal, as a shell reports a process it ended (128 + the signal's number). */
 const SIGNAL_EXIT: Record<string, number> = { SIGINT: 130, SIGTERM: 143 };
 
@@ -208,6 +233,7 @@ export async function collectFiles(
   args: readonly string[],
   recursive: boolean,
   skip: (path: string, why: string) => void = () => {},
+  argsChecked: () => void = () => {},
 ): Promise<SendItem[]> {
   const items: SendItem[] = [];
   const walk = async (dir: string, prefix: string) => {
@@ -220,6 +246,10 @@ export async function collectFiles(
       else skip(path, d.isSymbolicLink() ? "a symbolic link" : "not a regular file");
     }
   };
+  // Every argument is checked before any directory is walked (argsChecked: the send may begin connecting).
+  const checked: ((() => Promise<void>) | SendItem)[] = [];
+  /** File arguments by target: two for one name are refused here, before connecting (trees' after the walk). */
+  const argTargets = new Map<string, SendItem>();
   for (const arg of args) {
     const st = await stat(arg).catch(() => undefined);
     if (st?.isDirectory()) {
@@ -227,12 +257,21 @@ export async function collectFiles(
       const top = basename(resolve(arg));
       if (top === "")
         throw new PointSubError("ERR_INVALID_ARGUMENT", `${arg}: the root directory has no name to send it under`);
-      await walk(arg, top);
+      checked.push(() => walk(arg, top));
     } else if (st?.isFile()) {
-      items.push({ file: arg, target: basename(arg), tree: false, size: st.size });
+      const it: SendItem = { file: arg, target: basename(arg), tree: false, size: st.size };
+      const other = argTargets.get(it.target);
+      if (other !== undefined && resolve(other.file) !== resolve(arg)) throw twoForOneName(other, it);
+      argTargets.set(it.target, it);
+      checked.push(it);
     } else {
       throw new PointSubError("ERR_INVALID_ARGUMENT", `${arg} is not a readable file`);
     }
+  }
+  argsChecked();
+  for (const c of checked) {
+    if (typeof c === "function") await c();
+    else items.push(c);
   }
   // The same file named twice is sent once; two files for one name are an error, not a silent overwrite.
   const byTarget = new Map<string, SendItem>();
@@ -243,13 +282,17 @@ export async function collectFiles(
       byTarget.set(it.target, it);
       out.push(it);
     } else if (resolve(other.file) !== resolve(it.file)) {
-      throw new PointSubError(
-        "ERR_INVALID_ARGUMENT",
-        `${other.file} and ${it.file} would both be stored as ${it.target}; send their folders with -r, or send them separately`,
-      );
+      throw twoForOneName(other, it);
     }
   }
   return out;
+}
+
+function twoForOneName(a: SendItem, b: SendItem): PointSubError {
+  return new PointSubError(
+    "ERR_INVALID_ARGUMENT",
+    `${a.file} and ${b.file} would both be stored as ${b.target}; send their folders with -r, or send them separately`,
+  );
 }
 
 /**
@@ -303,12 +346,29 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
     else if (mode === "plain") writeOut(`${line}\n`);
   };
   const notices: string[] = [];
-  const all = await collectFiles(args, opts.recursive === true, (path, why) => {
-    say({ event: "skipped", file: path, reason: why }, `${path}: skipped, ${why}`);
-    if (mode === "tty") notices.push(`${path}: skipped, ${why}`);
-  });
-  const started = performance.now();
   const shared = new SharedConnection(() => connect(opts.to, connectOptions));
+  // The connection opens while the directories are walked (its handshake off the critical path);
+  // the quick check below takes it (or its error) as its first attempt.
+  let first: Promise<Connection> | undefined;
+  let all: SendItem[];
+  try {
+    all = await collectFiles(
+      args,
+      opts.recursive === true,
+      (path, why) => {
+        say({ event: "skipped", file: path, reason: why }, `${path}: skipped, ${why}`);
+        if (mode === "tty") notices.push(`${path}: skipped, ${why}`);
+      },
+      () => {
+        first = shared.get();
+        first.catch(() => {});
+      },
+    );
+  } catch (err) {
+    await shared.close().catch(() => {});
+    throw err;
+  }
+  const started = performance.now();
   // Ctrl-C (or a TERM) leaves the transfers as a dropped connection would: the server keeps what it
   // stored, and the same command run again resumes. The terminal is restored first (the view's own
   // handler), then one line says so.
@@ -333,7 +393,7 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
       let same: Set<SendItem> | undefined;
       for (let n = 0, delay = 200; ; n++, delay = Math.min(delay * 2, 5000)) {
         try {
-          same = await quickCheck(await shared.get(), all);
+          same = await quickCheck(await (n === 0 && first !== undefined ? first : shared.get()), all);
           break;
         } catch (err) {
           const e = toPointSubError(err, "ERR_CONNECT");

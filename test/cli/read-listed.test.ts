@@ -1,0 +1,72 @@
+/**
+ * `send` reads a bundled file at the size its walk listed (open, one read,
+ * close: no fstat per file), and still sends what the file holds when it
+ * changed since: a file that shrank is sent short, one that grew is read
+ * whole. The connection opens while directories are walked, only once every
+ * argument was checked: a bad argument fails without connecting.
+ */
+import assert from "node:assert/strict";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { collectFiles, readListed, sendCommand } from "../../src/cli/send.ts";
+
+describe("send reads small files at their listed size", () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "pointsub-read-listed-"));
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  it("reads exactly the listed bytes, and what is there when the file shrank or grew", async () => {
+    const file = join(dir, "a.bin");
+    const content = Buffer.from("0123456789abcdef");
+    await writeFile(file, content);
+    const [item] = await collectFiles([file], false);
+    assert.equal(item.size, 16);
+    assert.deepEqual(Buffer.from(readListed(item)), content);
+    await writeFile(file, content.subarray(0, 5));
+    assert.deepEqual(Buffer.from(readListed(item)), content.subarray(0, 5), "shrank: its present content");
+    const grown = Buffer.concat([content, Buffer.from("more bytes")]);
+    await writeFile(file, grown);
+    assert.deepEqual(Buffer.from(readListed(item)), grown, "grew: read whole");
+    await writeFile(file, "");
+    assert.equal(readListed({ ...item, size: 0 }).length, 0);
+    assert.deepEqual(Buffer.from(readListed({ ...item, size: 0 })), Buffer.alloc(0));
+    await writeFile(file, "x");
+    assert.deepEqual(Buffer.from(readListed({ ...item, size: 0 })), Buffer.from("x"), "an empty file that grew");
+  });
+
+  it("checks every argument before it connects (a bad one: no connection at all)", async () => {
+    let connections = 0;
+    const server = net.createServer((s) => {
+      connections++;
+      s.destroy();
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const port = (server.address() as net.AddressInfo).port;
+    try {
+      await writeFile(join(dir, "ok.bin"), "x");
+      await assert.rejects(
+        sendCommand([join(dir, "ok.bin"), join(dir, "missing.bin")], {
+          to: `tcp://127.0.0.1:${port}`,
+          compress: "off",
+          retries: 0,
+          resume: true,
+          json: true,
+        }),
+        (err: Error & { code?: string }) => err.code === "ERR_INVALID_ARGUMENT" && /missing\.bin/.test(err.message),
+      );
+      let armed = false;
+      await collectFiles([dir], true, undefined, () => {
+        armed = true;
+      });
+      assert.ok(armed, "the hook runs once the arguments are checked");
+      assert.equal(connections, 0);
+    } finally {
+      server.close();
+    }
+  });
+});
