@@ -11,7 +11,7 @@ import { describe, it } from "node:test";
 import { decodePing } from "../../src/codec/control.ts";
 import { FrameDecoder } from "../../src/codec/decoder.ts";
 import { FrameType, MAGIC } from "../../src/codec/frame.ts";
-import { Pacer } from "../../src/connection/pacer.ts";
+import { INITIAL_WINDOW, Pacer } from "../../src/connection/pacer.ts";
 import { FrameWriter, type OutMessage } from "../../src/connection/writer.ts";
 import { PointSubError } from "../../src/errors/error.ts";
 import type { StreamItem } from "../../src/stream/item.ts";
@@ -195,5 +195,51 @@ describe("Pacer with a FrameWriter over a simulated 20 MB/s link", () => {
     writer.close(new PointSubError("ERR_CANCELLED", "test over"));
     assert.deepEqual(kinds.slice(0, 2), ["probe", "stream"], kinds.join(","));
     assert.ok(kinds.filter((k) => k === "probe").length <= 2, `probes: ${kinds.join(",")}`);
+  });
+});
+
+describe("Pacer at the start of bulk (virtual clock: performance.now set by the test)", () => {
+  /** A writer that only counts bytes: each control frame is 16 bytes of header plus its payload. */
+  function countingWriter() {
+    return {
+      position: 0,
+      control(_type: number, _flags: number, _id: number, payload: Uint8Array): void {
+        this.position += 16 + payload.length;
+      },
+      wake(): void {},
+    };
+  }
+
+  it("the first probe, answered before any bulk crossed, is no rate sample; while the rate grows the window stays at least the initial one", () => {
+    const realNow = performance.now;
+    let t = 1000;
+    performance.now = () => t;
+    try {
+      const w = countingWriter();
+      const p = new Pacer(w);
+      // As the writer does: bulk on an idle pipe, the probe first, then the initial window in 64 KiB frames.
+      const idle = p.idle(w.position);
+      p.starting(w.position);
+      for (let i = 0; i < 4; i++) {
+        w.position += 64 * KiB;
+        p.sent(w.position, i === 0 && idle);
+      }
+      // The first probe is answered after a 10 ms round trip: it acknowledges a few bytes.
+      t += 10;
+      assert.ok(p.onAck(-1), "the first probe is known");
+      assert.ok(p.acked < 64, `acknowledged ${p.acked} B`);
+      // Before: a rate of a few bytes per ms from it, and the window fell to the 64 KiB floor.
+      assert.equal(p.rate, 0, "no rate sample from a few bytes");
+      assert.equal(p.window(), INITIAL_WINDOW);
+      // The next probe (after the first 64 KiB frame) comes 0.7 ms later: ~6 KB/ms, a window of
+      // ~6 KB/ms × 15 ms — less than what is in flight already. Startup keeps the initial window.
+      t += 0.7;
+      assert.ok(p.onAck(-2), "the second probe is known");
+      assert.ok(p.rate > 0 && p.rate * (p.minRtt + 5) < INITIAL_WINDOW / 2, `rate ${p.rate}`);
+      assert.ok(p.startup, "still in startup");
+      assert.ok(p.window() >= INITIAL_WINDOW, `window ${p.window()} B`);
+    } finally {
+      performance.now = realNow;
+    }
   });
 });
