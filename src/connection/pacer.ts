@@ -45,8 +45,8 @@
  *   far above what it delivers on average and the queue grows to many times
  *   its budget (loaded machine: a 2.5 MiB window at ~15 MB/s, pings waiting
  *   150–250 ms). A probe's round trip is exactly the wait of anything sent
- *   with it, so an acknowledgement that took longer than the window's time
- *   budget (min RTT + TARGET_MS + GUARD_MS) sets the rate to what was
+ *   with it, so an acknowledgement that took longer than min RTT +
+ *   TARGET_MS + {@link GUARD_MS} sets the rate to what was
  *   delivered while that probe was under way, and both filters start again
  *   from it.
  * - **Min RTT** comes only from probes sent with no bulk ahead of them: a
