@@ -37,8 +37,8 @@
  *   {@link STARTUP_GAIN}× and the window at least {@link INITIAL_WINDOW}:
  *   the first samples are taken while the window, not the link, limits
  *   delivery (a 16 MiB transfer on a 100 MB/s, 10 ms link reached 74 % of
- *   the link without it, 93 % with it; bench/lib/pacer-sim.ts). A sample of
- *   fewer than {@link MIN_FRAME} acknowledged bytes is none (the first
+ *   the link without it, 93 % with it; bench/lib/pacer-sim.ts). A rate
+ *   sample spans at least {@link MIN_FRAME} acknowledged bytes (the first
  *   probe goes before any bulk: its few bytes made a rate of bytes per ms).
  * - **Delay guard**: the max filter believes the fastest burst of the last
  *   second; when the receiver (or the machine) delivers in bursts, that is
@@ -352,14 +352,14 @@ export class Pacer {
     let k = -1;
     for (let j = 0; j < this.histN; j++) {
       const idx = (this.histHead - 1 - j + HISTORY) % HISTORY;
-      if (now - this.histT[idx] >= span) {
+      // At least MIN_FRAME bytes: fewer say nothing (the first probe goes before any bulk:
+      // its few bytes were a rate of bytes per ms); on a slow link the span grows to hold them.
+      if (now - this.histT[idx] >= span && this.acked - this.histP[idx] >= MIN_FRAME) {
         k = idx;
         break;
       }
     }
     if (k < 0) return;
-    // Too few bytes to say anything (the first probe goes before any bulk): no sample.
-    if (this.acked - this.histP[k] < MIN_FRAME) return;
     let value = (this.acked - this.histP[k]) / (now - this.histT[k]);
     if (!(value > 0)) return;
     if (this.rate > 0 && value > 2 * this.rate) value = 2 * this.rate;

@@ -132,9 +132,10 @@ describe("Pacer with a FrameWriter over a simulated 20 MB/s link", () => {
   });
 
   it("min RTT samples have no bulk ahead: a probe goes before bulk on an idle pipe, and a refresh drains the pipe before its probe", async () => {
-    // The first refresh comes 250 ms after the pacer's first measurements: the transfer
-    // (~0.8 s at 20 MB/s, longer when timers run late) outlasts it.
-    const run = await transfer(16 * MiB, (r) => r.clean >= 2);
+    // The first refresh comes 250 ms after the last new min RTT: the transfer (up to ~3.4 s
+    // at 20 MB/s; it stops at the second clean probe) outlasts it. 16 MiB (~0.8 s) did not
+    // always at load 12: late timers gave a new, lower min RTT now and then, postponing it.
+    const run = await transfer(64 * MiB, (r) => r.clean >= 2);
     assert.ok(run.probeFirst, "the transfer's first frame is a probe");
     assert.ok(
       run.clean >= 2,
@@ -238,6 +239,35 @@ describe("Pacer at the start of bulk (virtual clock: performance.now set by the 
       assert.ok(p.rate > 0 && p.rate * (p.minRtt + 5) < INITIAL_WINDOW / 2, `rate ${p.rate}`);
       assert.ok(p.startup, "still in startup");
       assert.ok(p.window() >= INITIAL_WINDOW, `window ${p.window()} B`);
+    } finally {
+      performance.now = realNow;
+    }
+  });
+
+  it("on a slow link a rate sample spans as many acknowledgements as hold 16 KiB (fewer bytes are no sample, but a slow link still gets one)", () => {
+    const realNow = performance.now;
+    let t = 1000;
+    performance.now = () => t;
+    try {
+      const w = countingWriter();
+      const p = new Pacer(w);
+      const idle = p.idle(w.position);
+      p.starting(w.position);
+      w.position += 8 * KiB;
+      p.sent(w.position, idle);
+      // A short path: min RTT 0.5 ms, so a sample spans at least 2 ms.
+      t += 0.5;
+      assert.ok(p.onAck(-1));
+      // Then 8 KiB per 2.5 ms (3.3 KB/ms): each acknowledgement holds less than 16 KiB.
+      for (let i = 0; i < 8; i++) {
+        p.blocked(w.position);
+        t += 2.5;
+        assert.ok(p.onAck(-p.probesSent), `probe ${p.probesSent}`);
+        w.position += 8 * KiB;
+        p.sent(w.position, false);
+      }
+      // Before: the latest acknowledgement 2 ms old held 8 KiB, so no sample was ever taken.
+      assert.ok(p.rate > 2000 && p.rate < 5000, `rate ${p.rate} B/ms`);
     } finally {
       performance.now = realNow;
     }
