@@ -46,10 +46,8 @@
  *   its budget (loaded machine: a 2.5 MiB window at ~15 MB/s, pings waiting
  *   150–250 ms). A probe's round trip is exactly the wait of anything sent
  *   with it, so an acknowledgement that took longer than min RTT +
- *   TARGET_MS + {@link GUARD_MS} sets the rate to what was delivered while
- *   that probe was under way, but at most halves it (as TCP's multiplicative
- *   decrease: a stall that delivered next to nothing dropped the window to
- *   its floor, 2-6 MB/s over ws at load 12), and both filters start again
+ *   TARGET_MS + {@link GUARD_MS} sets the rate to what was
+ *   delivered while that probe was under way, and both filters start again
  *   from it.
  * - **Min RTT** comes only from probes sent with no bulk ahead of them: a
  *   probe sent behind a queue measures the queue, and a min RTT that
@@ -386,7 +384,7 @@ export class Pacer {
    * The queue outgrew the window's time budget (an acknowledgement took longer
    * than min RTT + TARGET_MS + GUARD_MS): the rate was overestimated (the
    * max filter caught a burst). The rate becomes what was delivered while this
-   * probe was under way (at most halved), and the filters start again from it.
+   * probe was under way, and the filters start again from it.
    */
   private guard(now: number, rtt: number): void {
     if (this.rate === 0 || rtt <= this.minRtt + TARGET_MS + GUARD_MS) return;
@@ -400,12 +398,9 @@ export class Pacer {
     const value = (this.acked - this.histP[k]) / (now - this.histT[k]);
     if (!(value > 0) || value >= this.rate) return;
     this.startup = false;
-    // At most halved per slow acknowledgement (probes come ~4 per round trip, so an
-    // overestimate still goes within one or two): one stall of a loaded machine, with next to
-    // nothing delivered during it, no longer drops the window to its floor.
-    this.rate = Math.max(value, this.rate / 2);
+    this.rate = value;
     this.samples.length = 0;
-    this.samples.push(now, this.rate);
+    this.samples.push(now, value);
     this.extras.length = 0;
     this.extra = 0;
   }
