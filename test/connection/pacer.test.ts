@@ -32,11 +32,13 @@ interface Run {
   probeFirst: boolean;
   /** Probes sent in all. */
   probes: number;
+  /** Largest single write to the transport, bytes. */
+  maxWrite: number;
 }
 
 /** Sends `size` bytes as one chunked message through a paced writer until it is done or `stop` says so. */
-async function transfer(size: number, stop: (r: Run) => boolean): Promise<Run> {
-  const run: Run = { overshoot: [], clean: 0, probeFirst: false, probes: 0 };
+async function transfer(size: number, stop: (r: Run) => boolean, bulkFlushBytes?: number): Promise<Run> {
+  const run: Run = { overshoot: [], clean: 0, probeFirst: false, probes: 0, maxWrite: 0 };
   let writer: FrameWriter | undefined;
   let pacer: Pacer | undefined;
   let written = 0;
@@ -84,6 +86,9 @@ async function transfer(size: number, stop: (r: Run) => boolean): Promise<Run> {
       const w = writer as FrameWriter;
       const p = pacer;
       if (p !== undefined) run.overshoot.push(w.bytesOut - p.acked - p.window());
+      let bytes = 0;
+      for (const c of chunks) bytes += c.length;
+      if (bytes > run.maxWrite) run.maxWrite = bytes;
       for (const c of chunks) {
         written += c.length;
         decoder.push(c.slice());
@@ -93,6 +98,7 @@ async function transfer(size: number, stop: (r: Run) => boolean): Promise<Run> {
   };
   writer = new FrameWriter(sink);
   writer.connCredit = 1 << 30;
+  if (bulkFlushBytes !== undefined) writer.bulkFlushBytes = bulkFlushBytes;
   writer.pacing = (w) => {
     pacer = new Pacer(w);
     return pacer;
@@ -107,7 +113,8 @@ async function transfer(size: number, stop: (r: Run) => boolean): Promise<Run> {
     offset: 0,
     started: false,
     credit: 1 << 30,
-    chunk: 256 * KiB,
+    // A transport with its own frame limit (bulkFlushBytes) has frames no larger (link.ts).
+    chunk: bulkFlushBytes ?? 256 * KiB,
     single: false,
     resolve: () => {
       done = true;
@@ -129,6 +136,14 @@ describe("Pacer with a FrameWriter over a simulated 20 MB/s link", () => {
     // At most one smallest frame (16 KiB) and a few control frames past the window; before,
     // up to a quarter of the window (64 KiB and more) went past it.
     assert.ok(worst <= 16 * KiB + 256, `in flight exceeded the window by ${worst} B`);
+  });
+
+  it("paced frames go to the transport together up to 256 KiB, or one transport frame (64 KiB, a libp2p stream) per write when the transport sets its own", async () => {
+    const grouped = await transfer(4 * MiB, () => false);
+    assert.ok(grouped.maxWrite > 64 * KiB + 64, `largest write ${grouped.maxWrite} B`);
+    // Before: 256 KiB writes whatever the transport, so a yamux stream queued up to ~230 KiB of one.
+    const own = await transfer(4 * MiB, () => false, 64 * KiB);
+    assert.ok(own.maxWrite <= 64 * KiB + 64, `largest write ${own.maxWrite} B`);
   });
 
   it("min RTT samples have no bulk ahead: a probe goes before bulk on an idle pipe, and a refresh drains the pipe before its probe", async () => {
