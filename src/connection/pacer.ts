@@ -37,7 +37,7 @@
  *   {@link STARTUP_GAIN}× and the window at least {@link INITIAL_WINDOW}:
  *   the first samples are taken while the window, not the link, limits
  *   delivery (a 16 MiB transfer on a 100 MB/s, 10 ms link reached 74 % of
- *   the link without it, 93 % with it; bench/lib/pacer-sim.ts). A rate
+ *   the link without it, 91 % with it; bench/lib/pacer-sim.ts). A rate
  *   sample spans at least {@link MIN_FRAME} acknowledged bytes (the first
  *   probe goes before any bulk: its few bytes made a rate of bytes per ms).
  * - **Delay guard**: the max filter believes the fastest burst of the last
