@@ -28,6 +28,8 @@ export interface DirectionStats {
   delivered: number;
   /** Largest queue + wire seen on one connection (bytes read and not yet delivered). */
   maxHeld: number;
+  /** Chunks that arrived on an idle link and went onto the wire at once (not at the next tick). */
+  immediate: number;
 }
 
 export interface Shaper {
@@ -72,15 +74,19 @@ class Direction {
     this.spec = spec;
     this.limit = spec.queueBytes ?? Math.max(256 * 1024, Math.round(spec.rate * 0.05));
     from.on("data", (chunk: Buffer) => {
-      // The link was idle until now: it banks no capacity while it had nothing to send.
-      if (this.queued === 0) {
-        this.budget = 0;
+      // The link was idle until now: it banks no capacity while it had nothing to send, but what
+      // arrives now goes onto the wire at once (one tick's worth), not at the next tick — a tick
+      // late under load would add up to a few ms to every round trip, the proxy measuring itself.
+      const idle = this.queued === 0;
+      if (idle) {
+        this.budget = this.spec.rate / 1000;
         this.last = performance.now();
       }
       this.queue.push(chunk);
       this.queued += chunk.length;
       if (this.queued >= this.limit) from.pause();
-      this.kick();
+      if (idle) this.now();
+      else this.kick();
     });
     from.on("end", () => {
       this.ended = true;
@@ -92,6 +98,15 @@ class Direction {
     this.closed = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
+  }
+
+  /** Ticks now (a pending tick is replaced by the next one it schedules). */
+  private now(): void {
+    if (this.closed) return;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.stats.immediate++;
+    this.tick();
   }
 
   /** Makes sure a tick comes within 1 ms (a tick waiting for a delivery may be further away). */
@@ -160,7 +175,7 @@ class Direction {
  * 127.0.0.1); `up` shapes the bytes a client sends, `down` those it receives.
  */
 export async function startShaper(targetPort: number, up: LinkSpec, down: LinkSpec = up): Promise<Shaper> {
-  const stats = { up: { delivered: 0, maxHeld: 0 }, down: { delivered: 0, maxHeld: 0 } };
+  const stats = { up: { delivered: 0, maxHeld: 0, immediate: 0 }, down: { delivered: 0, maxHeld: 0, immediate: 0 } };
   const live = new Set<{ a: net.Socket; b: net.Socket; dirs: Direction[] }>();
   const server = net.createServer((client) => {
     const upstream = net.connect({ host: "127.0.0.1", port: targetPort });

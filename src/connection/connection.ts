@@ -896,6 +896,9 @@ export class Connection extends Emitter<ConnectionEvents> {
     w.checksum = checksum;
     w.batching = checksum;
     w.batchMax = Math.min(peer.maxFrameSize, BATCH_MAX);
+    // Paced bulk goes to a transport with its own frame limit one such frame per write (writer.ts).
+    const own = this.transport.maxFrameSize;
+    if (own !== undefined && own < w.bulkFlushBytes) w.bulkFlushBytes = own;
     w.connCredit = peer.connectionWindow;
     w.assemblyBudget = peer.maxAssemblyBytes;
   }

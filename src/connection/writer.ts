@@ -155,6 +155,15 @@ export class FrameWriter {
   pacing: ((writer: FrameWriter) => Pacer | undefined) | undefined;
   /** Paces bulk by the link's measured delivery (made by {@link pacing} on the first chunked message or stream). */
   pacer: Pacer | undefined;
+  /**
+   * Paced bulk frames go to the transport together up to this many bytes
+   * ({@link BULK_FLUSH_BYTES}); a transport with its own `maxFrameSize` sets
+   * it to that (connection.ts), and then a write holds at most that many
+   * bytes of bulk: a libp2p (yamux) stream queues what its
+   * window cannot take of one write, and a small frame waited behind up to
+   * 230 KiB of such a 256 KiB write at p99 (trace column `ystream`).
+   */
+  bulkFlushBytes = BULK_FLUSH_BYTES;
 
   declare private readonly sink: WriterSink;
   /**
@@ -545,9 +554,12 @@ export class FrameWriter {
             progressed = true;
             pacer.sent(this.position, idle);
             // The pacer's window bounds what goes ahead of a later small message: within it,
-            // frames go to the transport in groups (unbounded window: one by one, as unpaced).
-            if (this.batched() >= (pacer.window() === Number.POSITIVE_INFINITY ? FLUSH_BYTES : BULK_FLUSH_BYTES))
-              this.flush();
+            // frames go to the transport in groups of bulkFlushBytes (unbounded window: one by one,
+            // as unpaced). A transport with its own frame limit gets at most one such frame per
+            // write: flushed when the next frame would not fit.
+            const group = pacer.window() === Number.POSITIVE_INFINITY ? FLUSH_BYTES : this.bulkFlushBytes;
+            const ahead = this.bulkFlushBytes < BULK_FLUSH_BYTES ? pacer.frameLimit(this.position) : 0;
+            if (this.batched() + ahead >= group) this.flush();
           }
         }
       }

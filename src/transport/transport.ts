@@ -99,7 +99,8 @@ export interface Transport {
    * Optional: the largest frame payload this side should send over the
    * transport (at least 16 KiB), when smaller than what the peer accepts. A
    * transport whose own buffers a small frame cannot pass (a libp2p stream)
-   * sets it, so a small frame waits behind at most one such frame.
+   * sets it, so a small frame waits behind at most one such frame; paced
+   * bulk is then handed over one such frame per `write`.
    */
   readonly maxFrameSize?: number;
   /** Human-readable local and remote addresses as URLs, e.g. `tcp://127.0.0.1:4000`. */

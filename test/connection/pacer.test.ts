@@ -11,7 +11,7 @@ import { describe, it } from "node:test";
 import { decodePing } from "../../src/codec/control.ts";
 import { FrameDecoder } from "../../src/codec/decoder.ts";
 import { FrameType, MAGIC } from "../../src/codec/frame.ts";
-import { Pacer } from "../../src/connection/pacer.ts";
+import { INITIAL_WINDOW, Pacer } from "../../src/connection/pacer.ts";
 import { useStreamEngine } from "../../src/connection/stream-engine.ts";
 import * as streams from "../../src/connection/streams.ts";
 import { FrameWriter, type OutMessage } from "../../src/connection/writer.ts";
@@ -37,11 +37,13 @@ interface Run {
   probeFirst: boolean;
   /** Probes sent in all. */
   probes: number;
+  /** Largest single write to the transport, bytes. */
+  maxWrite: number;
 }
 
 /** Sends `size` bytes as one chunked message through a paced writer until it is done or `stop` says so. */
-async function transfer(size: number, stop: (r: Run) => boolean): Promise<Run> {
-  const run: Run = { overshoot: [], clean: 0, probeFirst: false, probes: 0 };
+async function transfer(size: number, stop: (r: Run) => boolean, bulkFlushBytes?: number): Promise<Run> {
+  const run: Run = { overshoot: [], clean: 0, probeFirst: false, probes: 0, maxWrite: 0 };
   let writer: FrameWriter | undefined;
   let pacer: Pacer | undefined;
   let written = 0;
@@ -89,6 +91,9 @@ async function transfer(size: number, stop: (r: Run) => boolean): Promise<Run> {
       const w = writer as FrameWriter;
       const p = pacer;
       if (p !== undefined) run.overshoot.push(w.bytesOut - p.acked - p.window());
+      let bytes = 0;
+      for (const c of chunks) bytes += c.length;
+      if (bytes > run.maxWrite) run.maxWrite = bytes;
       for (const c of chunks) {
         written += c.length;
         decoder.push(c.slice());
@@ -98,6 +103,7 @@ async function transfer(size: number, stop: (r: Run) => boolean): Promise<Run> {
   };
   writer = new FrameWriter(sink);
   writer.connCredit = 1 << 30;
+  if (bulkFlushBytes !== undefined) writer.bulkFlushBytes = bulkFlushBytes;
   writer.pacing = (w) => {
     pacer = new Pacer(w);
     return pacer;
@@ -112,7 +118,8 @@ async function transfer(size: number, stop: (r: Run) => boolean): Promise<Run> {
     offset: 0,
     started: false,
     credit: 1 << 30,
-    chunk: 256 * KiB,
+    // A transport with its own frame limit (bulkFlushBytes) has frames no larger (link.ts).
+    chunk: bulkFlushBytes ?? 256 * KiB,
     single: false,
     resolve: () => {
       done = true;
@@ -136,10 +143,19 @@ describe("Pacer with a FrameWriter over a simulated 20 MB/s link", () => {
     assert.ok(worst <= 16 * KiB + 256, `in flight exceeded the window by ${worst} B`);
   });
 
+  it("paced frames go to the transport together up to 256 KiB, or one transport frame (64 KiB, a libp2p stream) per write when the transport sets its own", async () => {
+    const grouped = await transfer(4 * MiB, () => false);
+    assert.ok(grouped.maxWrite > 64 * KiB + 64, `largest write ${grouped.maxWrite} B`);
+    // Before: 256 KiB writes whatever the transport, so a yamux stream queued up to ~230 KiB of one.
+    const own = await transfer(4 * MiB, () => false, 64 * KiB);
+    assert.ok(own.maxWrite <= 64 * KiB + 64, `largest write ${own.maxWrite} B`);
+  });
+
   it("min RTT samples have no bulk ahead: a probe goes before bulk on an idle pipe, and a refresh drains the pipe before its probe", async () => {
-    // The first refresh comes 250 ms after the pacer's first measurements: the transfer
-    // (~0.8 s at 20 MB/s, longer when timers run late) outlasts it.
-    const run = await transfer(16 * MiB, (r) => r.clean >= 2);
+    // The first refresh comes 250 ms after the last new min RTT: the transfer (up to ~3.4 s
+    // at 20 MB/s; it stops at the second clean probe) outlasts it. 16 MiB (~0.8 s) did not
+    // always at load 12: late timers gave a new, lower min RTT now and then, postponing it.
+    const run = await transfer(64 * MiB, (r) => r.clean >= 2);
     assert.ok(run.probeFirst, "the transfer's first frame is a probe");
     assert.ok(
       run.clean >= 2,
@@ -200,5 +216,80 @@ describe("Pacer with a FrameWriter over a simulated 20 MB/s link", () => {
     writer.close(new PointSubError("ERR_CANCELLED", "test over"));
     assert.deepEqual(kinds.slice(0, 2), ["probe", "stream"], kinds.join(","));
     assert.ok(kinds.filter((k) => k === "probe").length <= 2, `probes: ${kinds.join(",")}`);
+  });
+});
+
+describe("Pacer at the start of bulk (virtual clock: performance.now set by the test)", () => {
+  /** A writer that only counts bytes: each control frame is 16 bytes of header plus its payload. */
+  function countingWriter() {
+    return {
+      position: 0,
+      control(_type: number, _flags: number, _id: number, payload: Uint8Array): void {
+        this.position += 16 + payload.length;
+      },
+      wake(): void {},
+    };
+  }
+
+  it("the first probe, answered before any bulk crossed, is no rate sample; while the rate grows the window stays at least the initial one", () => {
+    const realNow = performance.now;
+    let t = 1000;
+    performance.now = () => t;
+    try {
+      const w = countingWriter();
+      const p = new Pacer(w);
+      // As the writer does: bulk on an idle pipe, the probe first, then the initial window in 64 KiB frames.
+      const idle = p.idle(w.position);
+      p.starting(w.position);
+      for (let i = 0; i < 4; i++) {
+        w.position += 64 * KiB;
+        p.sent(w.position, i === 0 && idle);
+      }
+      // The first probe is answered after a 10 ms round trip: it acknowledges a few bytes.
+      t += 10;
+      assert.ok(p.onAck(-1), "the first probe is known");
+      assert.ok(p.acked < 64, `acknowledged ${p.acked} B`);
+      // Before: a rate of a few bytes per ms from it, and the window fell to the 64 KiB floor.
+      assert.equal(p.rate, 0, "no rate sample from a few bytes");
+      assert.equal(p.window(), INITIAL_WINDOW);
+      // The next probe (after the first 64 KiB frame) comes 0.7 ms later: ~6 KB/ms, a window of
+      // ~6 KB/ms × 15 ms — less than what is in flight already. Startup keeps the initial window.
+      t += 0.7;
+      assert.ok(p.onAck(-2), "the second probe is known");
+      assert.ok(p.rate > 0 && p.rate * (p.minRtt + 5) < INITIAL_WINDOW / 2, `rate ${p.rate}`);
+      assert.ok(p.startup, "still in startup");
+      assert.ok(p.window() >= INITIAL_WINDOW, `window ${p.window()} B`);
+    } finally {
+      performance.now = realNow;
+    }
+  });
+
+  it("on a slow link a rate sample spans as many acknowledgements as hold 16 KiB (fewer bytes are no sample, but a slow link still gets one)", () => {
+    const realNow = performance.now;
+    let t = 1000;
+    performance.now = () => t;
+    try {
+      const w = countingWriter();
+      const p = new Pacer(w);
+      const idle = p.idle(w.position);
+      p.starting(w.position);
+      w.position += 8 * KiB;
+      p.sent(w.position, idle);
+      // A short path: min RTT 0.5 ms, so a sample spans at least 2 ms.
+      t += 0.5;
+      assert.ok(p.onAck(-1));
+      // Then 8 KiB per 2.5 ms (3.3 KB/ms): each acknowledgement holds less than 16 KiB.
+      for (let i = 0; i < 8; i++) {
+        p.blocked(w.position);
+        t += 2.5;
+        assert.ok(p.onAck(-p.probesSent), `probe ${p.probesSent}`);
+        w.position += 8 * KiB;
+        p.sent(w.position, false);
+      }
+      // Before: the latest acknowledgement 2 ms old held 8 KiB, so no sample was ever taken.
+      assert.ok(p.rate > 2000 && p.rate < 5000, `rate ${p.rate} B/ms`);
+    } finally {
+      performance.now = realNow;
+    }
   });
 });
