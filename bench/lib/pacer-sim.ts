@@ -19,8 +19,13 @@ import { decodePing } from "../../src/codec/control.ts";
 import { FrameDecoder } from "../../src/codec/decoder.ts";
 import { FrameType, MAGIC } from "../../src/codec/frame.ts";
 import { Pacer } from "../../src/connection/pacer.ts";
+import { useStreamEngine } from "../../src/connection/stream-engine.ts";
+import * as streams from "../../src/connection/streams.ts";
 import { FrameWriter, type OutMessage } from "../../src/connection/writer.ts";
 import { PointSubError } from "../../src/errors/error.ts";
+
+// The writer's bulk pump comes with the stream engine (installed up front, as the Node entry does).
+useStreamEngine(streams);
 
 export interface SimOptions {
   /** What the receiver reads per second while present, MB/s. */

@@ -166,7 +166,7 @@ export class Connection extends Emitter<ConnectionEvents> {
   private closePromise: Promise<void> | undefined;
   private handshakeTimer: ReturnType<typeof setTimeout> | undefined;
   /** After a fatal error: destroys a transport whose peer has not closed within a second (cleared when it closes). */
-  private destroyTimer: ReturnType<typeof setTimeout> | undefined;
+  declare private destroyTimer: ReturnType<typeof setTimeout> | undefined;
   /** handshakeTimeoutMs. */
   declare private readonly handshakeMs: number;
   /** A {@link HousekeeperShell} until housekeeping is loaded (a browser's connection). */
@@ -1003,10 +1003,7 @@ export class Connection extends Emitter<ConnectionEvents> {
 
   /** @internal */
   onTransportClose(error?: Error): void {
-    if (this.destroyTimer !== undefined) {
-      clearTimeout(this.destroyTimer);
-      this.destroyTimer = undefined;
-    }
+    clearTimeout(this.destroyTimer);
     if (this.state_ === "closed") return;
     const graceful = this.state_ === "closing" && this.decoderImpl.idle;
     // A transport that knows why (a WebSocket peer's text message: ERR_PROTOCOL) says so with a PointSubError.

@@ -67,6 +67,7 @@
  */
 import { encodePing } from "../codec/control.ts";
 import { FrameType } from "../codec/frame.ts";
+import { BULK_FLUSH_BYTES, FLUSH_BYTES } from "./writer.ts";
 
 /** What the pacer needs from the frame writer. */
 export interface PacedWriter {
@@ -210,6 +211,19 @@ export class Pacer {
     // Refreshing the min RTT: nothing more until every probe is answered and the drain probe left.
     if (this.drainSince !== 0 && this.drainSeq === 0 && !this.unresponsive && !this.readingPaused) return 0;
     return this.window() - (position - this.acked);
+  }
+
+  /**
+   * Whether the paced frames batched so far (`batched` bytes, the next frame
+   * at `position`) make a write (the writer's pump): groups of `group` bytes
+   * (the writer's bulkFlushBytes), one by one when the window is unbounded
+   * (as unpaced); a transport with its own frame limit (a group smaller than
+   * {@link BULK_FLUSH_BYTES}) gets at most one such frame per write, flushed
+   * when the next frame would not fit.
+   */
+  groupFull(batched: number, position: number, group: number): boolean {
+    if (this.window() === Number.POSITIVE_INFINITY) return batched >= FLUSH_BYTES;
+    return batched + (group < BULK_FLUSH_BYTES ? this.frameLimit(position) : 0) >= group;
   }
 
   /**

@@ -23,7 +23,7 @@ const POOL_SIZE = 64 * 1024;
 /** Largest in-place growth of a writer's region at once (a flood's regions double up to this). */
 const MAX_STEP = 16 * 1024;
 /** Flush as soon as this many bytes are batched. */
-const FLUSH_BYTES = 16 * 1024;
+export const FLUSH_BYTES = 16 * 1024;
 /**
  * Room a new region needs after its first frame at the pool's end, else it
  * starts a new pool: a batch flushed at {@link FLUSH_BYTES} then grows in
@@ -42,7 +42,7 @@ const REGION_ROOM = FLUSH_BYTES + 1024;
  * over {@link FLUSH_BYTES} is written at once, so a transport that asks to
  * wait stops the pump before the next chunk.
  */
-const BULK_FLUSH_BYTES = 256 * 1024;
+export const BULK_FLUSH_BYTES = 256 * 1024;
 /**
  * Chunked messages (MSG, REQ, RES) this side has started and not ended at
  * once; docs/PROTOCOL.md §3.6 lets a receiver refuse more than 1024.
@@ -554,12 +554,8 @@ export class FrameWriter {
             progressed = true;
             pacer.sent(this.position, idle);
             // The pacer's window bounds what goes ahead of a later small message: within it,
-            // frames go to the transport in groups of bulkFlushBytes (unbounded window: one by one,
-            // as unpaced). A transport with its own frame limit gets at most one such frame per
-            // write: flushed when the next frame would not fit.
-            const group = pacer.window() === Number.POSITIVE_INFINITY ? FLUSH_BYTES : this.bulkFlushBytes;
-            const ahead = this.bulkFlushBytes < BULK_FLUSH_BYTES ? pacer.frameLimit(this.position) : 0;
-            if (this.batched() + ahead >= group) this.flush();
+            // frames go to the transport in groups (Pacer.groupFull).
+            if (pacer.groupFull(this.batched(), this.position, this.bulkFlushBytes)) this.flush();
           }
         }
       }
