@@ -1,17 +1,5 @@
-import {
-  closeSync,
-  constants,
-  createReadStream,
-  lstat as lstatCb,
-  lstatSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  type Stats,
-  unlinkSync,
-  writeSync,
-} from "node:fs";
-import { type FileHandle, link, lstat, mkdir, open, readdir, rename, rm, unlink } from "node:fs/promises";
+import { constants, createReadStream, lstat as lstatCb, lstatSync, type Stats, unlinkSync } from "node:fs";
+import { type FileHandle, link, lstat, mkdir, open, readdir, readFile, rename, rm, unlink } from "node:fs/promises";
 import { basename, dirname, join, sep } from "node:path";
 import type { BundleResult } from "../codec/file-bundle.ts";
 import type { ResumePoint } from "../connection/connection.ts";
@@ -191,19 +179,21 @@ const LOCK_STALE_MS = 60 * 60 * 1000;
 /**
  * Whether the lock file at `path` is held: by this process (it is in
  * {@link heldLocks}) or by a live process (its pid answers signal 0). A
- * lock whose process is gone is stale.
+ * lock whose process is gone is stale. Asynchronous, as every file system
+ * call a peer's transfer causes: a synchronous one held the event loop for
+ * as long as the disk took (up to ~15 ms of one turn under the fuzzer).
  */
-function lockHeld(path: string): boolean {
+async function lockHeld(path: string): Promise<boolean> {
   let text: string;
   try {
-    text = readFileSync(path, { encoding: "utf8", flag: constants.O_RDONLY | constants.O_NOFOLLOW });
+    text = await readFile(path, { encoding: "utf8", flag: constants.O_RDONLY | constants.O_NOFOLLOW });
   } catch (err) {
     return errno(err) !== "ENOENT" && errno(err) !== "ELOOP";
   }
   const pid = Number(text);
   if (!Number.isSafeInteger(pid) || pid <= 0) {
     // Taken a moment ago, its pid not written yet: held; an old one without a pid is garbage.
-    const st = lstatSync(path, { throwIfNoEntry: false });
+    const st = await lstat(path).catch(() => undefined);
     return st !== undefined && st.mtimeMs > Date.now() - LOCK_WRITE_GRACE_MS;
   }
   if (pid === process.pid) return heldLocks.has(path);
@@ -216,8 +206,8 @@ function lockHeld(path: string): boolean {
   // arrive (and a transfer making no progress is cancelled long before), so a lock and a partial both
   // untouched for an hour are stale.
   const old = Date.now() - LOCK_STALE_MS;
-  const lock = lstatSync(path, { throwIfNoEntry: false });
-  const partial = lstatSync(path.replace(/\.lock$/, ".partial"), { throwIfNoEntry: false });
+  const lock = await lstat(path).catch(() => undefined);
+  const partial = await lstat(path.replace(/\.lock$/, ".partial")).catch(() => undefined);
   return !(lock !== undefined && lock.mtimeMs < old && (partial === undefined || partial.mtimeMs < old));
 }
 
@@ -226,33 +216,30 @@ function lockHeld(path: string): boolean {
  * in it); a stale one (its process gone) is removed and taken, once.
  * False when another receiver holds it.
  */
-function takeLock(path: string): boolean {
+async function takeLock(path: string): Promise<boolean> {
   for (let attempt = 0; attempt < 3; attempt++) {
-    let fd: number;
+    let fh: FileHandle;
     try {
-      fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+      fh = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
     } catch (err) {
       if (errno(err) === "ENOENT") {
         // The directory vanished while the sink runs: made again (as the partial's creation does).
-        mkdirSync(dirname(path), { recursive: true });
+        await mkdir(dirname(path), { recursive: true });
         continue;
       }
-      if (errno(err) !== "EEXIST" || lockHeld(path)) {
+      if (errno(err) !== "EEXIST" || (await lockHeld(path))) {
         if (errno(err) === "EEXIST") return false;
         throw err;
       }
-      try {
-        unlinkSync(path);
-      } catch {
-        // Someone else removed it: try again.
-      }
+      // Someone else may have removed it meanwhile: try again either way.
+      await unlink(path).catch(() => {});
       continue;
     }
     heldLocks.add(path);
     try {
-      writeSync(fd, String(process.pid));
+      await fh.write(String(process.pid));
     } finally {
-      closeSync(fd);
+      await fh.close();
     }
     return true;
   }
@@ -731,7 +718,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       if (m === null) continue;
       const key = m[1];
       partials.add(key);
-      if (entries.get(key)?.active || lockHeld(lockPath(key))) continue;
+      if (entries.get(key)?.active || (await lockHeld(lockPath(key)))) continue;
       const st = await lstat(join(dir, name)).catch(() => undefined);
       if (st === undefined || st.isDirectory()) continue;
       const before = entries.get(key);
@@ -770,7 +757,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     }
     // Locks left by a process that is gone.
     for (const name of names) {
-      if (LOCK_NAME.test(name) && !lockHeld(join(dir, name))) await unlink(join(dir, name)).catch(() => {});
+      if (LOCK_NAME.test(name) && !(await lockHeld(join(dir, name)))) await unlink(join(dir, name)).catch(() => {});
     }
     return removed;
   };
@@ -817,7 +804,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     }
     let best: Entry | undefined;
     for (const k of keys) {
-      if (entries.get(k)?.active || lockHeld(lockPath(k))) {
+      if (entries.get(k)?.active || (await lockHeld(lockPath(k)))) {
         throw PointSubError.fromPeer("ERR_RESUME", "this transfer is still being received; retry shortly");
       }
       // The disk is the truth: another process sharing the directory may have stored it.
@@ -1118,11 +1105,13 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     e.active = true;
     const lock = lockPath(key);
     let locked = false;
-    const lockNow = () => {
-      if (locked) return;
-      locked = takeLock(lock);
-      if (!locked) throw PointSubError.fromPeer("ERR_RESUME", "this transfer is being received by another process");
-    };
+    /** Takes the transfer's lock once (the first call's promise is every later call's). */
+    let locking: Promise<void> | undefined;
+    const lockNow = (): Promise<void> =>
+      (locking ??= takeLock(lock).then((ok) => {
+        locked = ok;
+        if (!ok) throw PointSubError.fromPeer("ERR_RESUME", "this transfer is being received by another process");
+      }));
     const partial = partialPath(key);
     const finalPath = segments === undefined ? join(dir, name) : join(dir, ...segments);
     const offset = stream.offset;
@@ -1134,7 +1123,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       // transfer — locked now when something is stored for it, else when its partial is created.
       await refresh(e, true);
       if (offset > 0 || e.exists) {
-        lockNow();
+        await lockNow();
         await refresh(e, true);
       }
       const tag = await transferTag(tid);
@@ -1201,7 +1190,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
        */
       const begin = async (): Promise<FileHandle> => {
         if (fh !== undefined) return fh;
-        lockNow();
+        await lockNow();
         fh = await createPartial(e);
         touched = true;
         e.exists = true;
@@ -1270,7 +1259,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       }
       await writing;
       // A transfer without content bytes creates its (empty) file now.
-      if (out === undefined && fh === undefined) lockNow();
+      if (out === undefined && fh === undefined) await lockNow();
       out ??= fh ?? (await createPartial(e));
       fh = out;
       touched = true;
