@@ -126,9 +126,10 @@ describe("request/response", () => {
     };
     try {
       calls = Array.from({ length: 200 }, (_, i) => conn.request("/echo/1.0.0", `r${i}`, { timeoutMs: 30_000 }));
-      // The run goes on for 80 ms after a request with a 60 ms timeout: its timeout counts from the run's end.
-      calls.push(conn.request("/slow/1.0.0", "20", { timeoutMs: 60 }));
-      busyUntil = realNow() + 80;
+      // The run goes on for 400 ms after a request with a 300 ms timeout: its timeout counts from the run's
+      // end (a 20 ms handler then has 280 ms to answer, on a loaded machine too).
+      calls.push(conn.request("/slow/1.0.0", "20", { timeoutMs: 300 }));
+      busyUntil = realNow() + 400;
       while (realNow() < busyUntil) {
         // a synchronous run that outlasts the last request's timeout
       }
