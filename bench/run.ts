@@ -173,7 +173,7 @@ const WORKLOADS: Record<Workload, WorkloadParams> = {
 const reps = Number(values.reps ?? (quick ? 1 : 3));
 const impls = (
   values.impl ??
-  "reference,reference-slab,pointsub,pointsub-unix,pointsub-lp,pointsub-ws,ws,socket.io,grpc,zeromq,nats,libp2p"
+  "reference,reference-slab,pointsub,pointsub-unix,pointsub-lp,pointsub-ws,ws,socket.io,grpc,zeromq,nats,libp2p,pointsub-libp2p"
 ).split(",");
 const requested = (values.workload ?? [...Object.keys(WORKLOADS), "broadcast", "files"].join(",")).split(",");
 /** `files` (bench/files.ts: 1 GiB file to file) is not per-implementation; it runs after the rest. */
