@@ -259,7 +259,7 @@ export class OutgoingStreams {
     };
     const st: OutState = { out, msg, call, outEnded: false, answered: false, trace, progress, offset };
     this.streams.set(id, st);
-    this.stats.streams.sent++;
+    this.stats.counts[20]++; // streams sent
     this.stats.diag.streamStart(trace, "out", id, call.route, progress.total, offset);
     out.start(head);
     writer.enqueue(msg);
@@ -275,7 +275,7 @@ export class OutgoingStreams {
       }
       if (!call.settled) this.caller.settle(call, undefined, e);
     }
-    this.stats.streams.bytesSent += out.produced - offset;
+    this.stats.counts[22] += out.produced - offset; // stream bytes sent
   }
 
   /** This side's half of stream `st` ended (END or CANCEL sent). */
