@@ -162,8 +162,10 @@ export class Dispatcher {
       const done = router.run(ctx, this.endpoints().message);
       // Finished at once (delivered, or dropped by a middleware without an error): nothing to wait for.
       if (!(done instanceof Promise)) return;
-      if (ctx.delivered) done.then(undefined, (this.refused ??= (err) => this.messageRefused(err)));
-      else this.hold(done, data.length);
+      if (ctx.delivered) {
+        this.refused ??= (err) => this.messageRefused(err);
+        done.then(undefined, this.refused);
+      } else this.hold(done, data.length);
       return;
     }
     this.emit(msg);
