@@ -41,10 +41,8 @@ const unstamped: (PendingCall | Caller)[] = [];
  * connection's among them) are skipped.
  */
 function stampDeadlines(): void {
-  const n = unstamped.length;
-  if (n === 0) return;
   const now = Date.now();
-  for (let i = 0; i < n; i += 2) {
+  for (let i = 0; i < unstamped.length; i += 2) {
     const call = unstamped[i] as PendingCall;
     if (call.settled) continue;
     call.deadline = now + call.timeoutMs;
