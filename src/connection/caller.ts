@@ -54,8 +54,8 @@ function stampDeadlines(): void {
 export class Caller {
   /** Calls written to the wire and not yet answered, by id. */
   readonly pending = new CallTable<PendingCall>();
-  /** Calls waiting for one of the peer's maxConcurrentRequests slots. */
-  readonly waiting = new Queue<PendingCall>();
+  /** Calls waiting for one of the peer's maxConcurrentRequests slots (created when the first has to wait). */
+  private waiting: Queue<PendingCall> | undefined;
   /** Set by the engine: the stream half, when there is one. */
   streams: CallerStreams | undefined;
   /** Set by the engine: whether new calls may start (false once closed). */
@@ -83,7 +83,7 @@ export class Caller {
 
   /** Calls in flight or waiting. */
   get size(): number {
-    return this.pending.size + this.waiting.length;
+    return this.pending.size + (this.waiting?.length ?? 0);
   }
 
   /**
@@ -144,8 +144,10 @@ export class Caller {
         };
         signal.addEventListener("abort", call.onAbort, { once: true });
       }
-      if (this.pending.size >= this.link.peer.maxConcurrentRequests) this.waiting.push(call);
-      else this.startCall(call);
+      if (this.pending.size >= this.link.peer.maxConcurrentRequests) {
+        this.waiting ??= new Queue();
+        this.waiting.push(call);
+      } else this.startCall(call);
     });
   }
 
@@ -166,7 +168,7 @@ export class Caller {
       return;
     }
     if (!call.started) {
-      this.waiting.remove((c) => c === call);
+      this.waiting?.remove((c) => c === call);
       return;
     }
     const where = this.outbox.writer.remove(FrameType.REQ, call.id, err);
@@ -202,7 +204,7 @@ export class Caller {
       else if (call.deadline < next) next = call.deadline;
     };
     for (const call of this.pending.values()) visit(call);
-    this.waiting.forEach(visit);
+    this.waiting?.forEach(visit);
     for (const call of expired) {
       this.abandon(
         call,
@@ -267,8 +269,10 @@ export class Caller {
   }
 
   private startWaiting(): void {
-    while (this.waiting.length !== 0 && this.pending.size < this.link.peer.maxConcurrentRequests) {
-      const call = this.waiting.shift() as PendingCall;
+    const waiting = this.waiting;
+    if (waiting === undefined) return;
+    while (waiting.length !== 0 && this.pending.size < this.link.peer.maxConcurrentRequests) {
+      const call = waiting.shift() as PendingCall;
       if (!call.settled && !this.closed) this.startCall(call);
     }
   }
@@ -279,6 +283,6 @@ export class Caller {
     if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer);
     for (const call of this.pending.values()) this.settle(call, undefined, failure);
     this.pending.clear();
-    for (const call of this.waiting.drain()) this.settle(call, undefined, failure);
+    for (const call of this.waiting?.drain() ?? []) this.settle(call, undefined, failure);
   }
 }

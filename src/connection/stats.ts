@@ -68,8 +68,8 @@ export class Stats {
   requestsHandled = 0;
   /** Errors by code (a shared empty map until the first: most connections count none). */
   private errors = NO_ERRORS as Map<ErrorCode, number>;
-  /** Created on first use: an idle connection holds none. */
-  private compression: Record<string, CompressionCounters> | undefined;
+  /** Compression counters by codec, created on first use (by the stream engine's `countCompression`): an idle connection holds none. */
+  compression: Record<string, CompressionCounters> | undefined;
   /** The connection's diagnostics publisher (every part that counts also publishes through it). */
   declare readonly diag: Publisher;
   declare private readonly messageCh: DiagnosticsChannel;
@@ -79,20 +79,6 @@ export class Stats {
     this.diag = diag;
     this.messageCh = diag.ch.message;
     this.errorCh = diag.ch.error;
-  }
-
-  /** Counts one outgoing STREAM frame's compression outcome. */
-  compressed(codec: string, before: number, after: number, used: boolean): void {
-    this.compression ??= {};
-    let c = this.compression[codec];
-    if (c === undefined) {
-      c = { bytesBefore: 0, bytesAfter: 0, compressed: 0, raw: 0 };
-      this.compression[codec] = c;
-    }
-    c.bytesBefore += before;
-    c.bytesAfter += used ? after : before;
-    if (used) c.compressed++;
-    else c.raw++;
   }
 
   sent(size: number): void {
