@@ -67,9 +67,6 @@ export interface FrameSink {
 export const State = { Preface: 0, Header: 1, Body: 2, Failed: 3 } as const;
 type State = (typeof State)[keyof typeof State];
 
-/** Varints read here (one for every connection: read and used with no call between). */
-const SCRATCH: VarintResult = { value: 0, next: 0 };
-
 /**
  * Incremental push decoder for protocol v1: preface, then frames. Feed it any
  * split of the byte stream; it emits the same frames. It validates every
@@ -95,6 +92,7 @@ export class BaseDecoder {
   /** A header split across pushes is completed here (allocated the first time one is). */
   private carry: Uint8Array = NO_BYTES;
   private carryLen = 0;
+  private readonly v: VarintResult = { value: 0, next: 0 };
   // frame in progress
   protected type = 0;
   protected flags = 0;
@@ -325,7 +323,7 @@ export class BaseDecoder {
         `flags 0x${flags.toString(16)} not allowed on ${FRAME_TYPE_NAMES[type]}`,
       );
     }
-    const v = SCRATCH;
+    const v = this.v;
     let r = readVarint(src, pos + 1, end, ID_VARINT_MAX, v);
     if (r === 0) return 0;
     if (r < 0 || v.value > MAX_STREAM_ID) throw PointSubError.fromPeer("ERR_PROTOCOL", "invalid stream id encoding");
