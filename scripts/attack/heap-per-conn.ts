@@ -154,7 +154,7 @@ if (process.env.HEAP_PER_CONN_CHILD !== undefined) {
     // Anonymous things (arrays, numbers, contexts, closures, empty-looking objects) are named by their first retainer
     // (shown with --keys).
     const anonymous =
-      /^(Array|Map|Set|\(array\)|\(number\)|\(hidden\)|closure |system \/ Context|Object \{\}|\(string\))$/;
+      /^(Array|Map|Set|\(array\)|\(code\)|\(number\)|\(hidden\)|closure |system \/ Context|Object \{\}|\(string\))$/;
     let by: (string | undefined)[] = new Array(count);
     // Two rounds: an anonymous retainer is named by its own retainer in the second.
     for (let round = 0; round < 2; round++) {
