@@ -172,7 +172,7 @@ export class Handshake {
     // Consecutive peers announcing the same settings share one object (a server's clients mostly do).
     const key = payload.join();
     if (key !== lastHello) {
-      lastPeer = decodeSettings(payload); // checks the size and every value
+      lastPeer = Object.freeze(decodeSettings(payload)); // checks the size and every value; frozen: shared
       lastHello = key;
     }
     const peer = lastPeer as Settings;

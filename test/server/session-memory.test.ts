@@ -13,7 +13,7 @@ import { describe, it } from "node:test";
 import { pathToFileURL } from "node:url";
 import v8 from "node:v8";
 import { runInNewContext } from "node:vm";
-import { createServer } from "../../src/index.ts";
+import { connect, createServer } from "../../src/index.ts";
 import { until } from "../helpers/wait.ts";
 
 v8.setFlagsFromString("--expose-gc");
@@ -129,4 +129,25 @@ describe("server: memory per open session", () => {
       );
     });
   }
+
+  it("consecutive sessions whose peers announce the same settings share one frozen settings object; different settings are their own", async () => {
+    const server = createServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const a = await connect(url);
+    const b = await connect(url);
+    const c = await connect(url, { maxConcurrentRequests: 7 });
+    try {
+      await until(() => server.sessions.size === 3, 5000);
+      const [sa, sb, sc] = [a, b, c].map((x) => [...server.sessions].find((s) => s.remoteUrl === x.localUrl));
+      assert.ok(sa !== undefined && sb !== undefined && sc !== undefined);
+      assert.equal(sa.peerSettings, sb.peerSettings, "one object for the same HELLO");
+      assert.ok(Object.isFrozen(sa.peerSettings), "shared, so never modified");
+      assert.notEqual(sc.peerSettings, sa.peerSettings);
+      assert.equal(sc.peerSettings.maxConcurrentRequests, 7);
+      assert.notEqual(sa.peerSettings.maxConcurrentRequests, 7);
+    } finally {
+      for (const x of [a, b, c]) x.destroy();
+      await server.close({ timeoutMs: 500 });
+    }
+  });
 });
