@@ -194,7 +194,11 @@ if (process.env.HEAP_PER_CONN_CHILD !== undefined) {
       env: { ...process.env, HEAP_PER_CONN_CHILD: url, HEAP_PER_CONN_N: String(n) },
       execArgv: [],
     });
-    await new Promise((r) => child.once("message", r));
+    // A client process that fails (e.g. pointsub clients against --raw-server) ends the run instead of hanging it.
+    await new Promise((r, j) => {
+      child.once("message", r);
+      child.once("exit", (code) => j(new Error(`client process exited (${code}) before its connections were open`)));
+    });
     return child;
   };
   // Warm-up: the code compiled for the first connections is not theirs to pay.
