@@ -1,3 +1,6 @@
+/** The slots of every empty table. */
+const NONE: never[] = [];
+
 /**
  * Calls in flight keyed by stream id, in a power-of-two array indexed by
  * `id >>> 1` (ids of one side share their parity, so consecutive ids take
@@ -10,8 +13,8 @@
  * when half full.
  */
 export class CallTable<T extends { id: number }> {
-  // Empty until the first call: an idle connection holds no slots.
-  private slots: (T | undefined)[] = [];
+  // A shared empty array until the first call (never written: `add` grows first): an idle connection holds no slots.
+  private slots: (T | undefined)[] = NONE;
   private mask = 0;
   /** Calls whose slot was taken by another id when they were added (peer-chosen ids only). */
   private overflow: Map<number, T> | undefined;
@@ -76,7 +79,7 @@ export class CallTable<T extends { id: number }> {
   }
 
   clear(): void {
-    this.slots = [];
+    this.slots = NONE;
     this.mask = 0;
     this.size = 0;
     this.overflow = undefined;

@@ -24,11 +24,38 @@ export interface CallerStreams {
   streamAnswered(id: number): void;
 }
 
+/**
+ * Calls with a timeout made in this synchronous run, their deadline not yet
+ * set, each followed by its caller (shared by every connection: a
+ * connection holds no list or closure for them): {@link stampDeadlines}
+ * reads the clock once for all of them (a clock read costs ~150 ns on a
+ * virtual machine's kvm-clock, as much as the rest of a request's own work).
+ */
+const unstamped: (PendingCall | Caller)[] = [];
+
+/**
+ * The calls made in the synchronous run that just ended get their deadlines
+ * from one clock read: a timeout counts from the end of the run that made
+ * the request (when its bytes go to the transport), so it may fire that
+ * run's duration late, never early. Calls settled meanwhile (a closed
+ * connection's among them) are skipped.
+ */
+function stampDeadlines(): void {
+  const now = Date.now();
+  for (let i = 0; i < unstamped.length; i += 2) {
+    const call = unstamped[i] as PendingCall;
+    if (call.settled) continue;
+    call.deadline = now + call.timeoutMs;
+    (unstamped[i + 1] as Caller).armDeadline(call.deadline);
+  }
+  unstamped.length = 0;
+}
+
 export class Caller {
   /** Calls written to the wire and not yet answered, by id. */
   readonly pending = new CallTable<PendingCall>();
-  /** Calls waiting for one of the peer's maxConcurrentRequests slots. */
-  readonly waiting = new Queue<PendingCall>();
+  /** Calls waiting for one of the peer's maxConcurrentRequests slots (created when the first has to wait). */
+  private waiting: Queue<PendingCall> | undefined;
   /** Set by the engine: the stream half, when there is one. */
   streams: CallerStreams | undefined;
   /** Set by the engine: whether new calls may start (false once closed). */
@@ -37,24 +64,16 @@ export class Caller {
   declare private readonly link: Link;
   declare private readonly stats: Stats;
   declare private readonly requestTimeoutMs: number;
-  /** The default timeout grows by this per payload byte (requestBytesPerSecond). */
-  declare private readonly msPerByte: number;
+  /** The default timeout grows by a second per this many payload bytes (requestBytesPerSecond). */
+  declare private readonly bytesPerSecond: number;
   private deadlineTimer: ReturnType<typeof setTimeout> | undefined;
   private deadlineAt = Number.POSITIVE_INFINITY;
-  /**
-   * Calls with a timeout made in this synchronous run, their deadline not
-   * yet set: {@link stampDeadlines} reads the clock once for all of them
-   * (a clock read costs ~150 ns on a virtual machine's kvm-clock, as much as
-   * the rest of a request's own work).
-   */
-  private unstamped: PendingCall[] = [];
-  private readonly stamp = (): void => this.stampDeadlines();
 
   constructor(link: Link, stats: Stats, requestTimeoutMs: number, bytesPerSecond: number) {
     this.link = link;
     this.stats = stats;
     this.requestTimeoutMs = requestTimeoutMs;
-    this.msPerByte = 1000 / bytesPerSecond;
+    this.bytesPerSecond = bytesPerSecond;
   }
 
   /** The outbox shares the pending table (ids in use), so it is attached after construction. */
@@ -64,7 +83,7 @@ export class Caller {
 
   /** Calls in flight or waiting. */
   get size(): number {
-    return this.pending.size + this.waiting.length;
+    return this.pending.size + (this.waiting?.length ?? 0);
   }
 
   /**
@@ -96,7 +115,8 @@ export class Caller {
     this.stats.sent(data.length);
     return new Promise<Uint8Array>((resolve, reject) => {
       const base = this.requestTimeoutMs;
-      const timeoutMs = options.timeoutMs ?? (base === 0 ? 0 : base + Math.ceil(data.length * this.msPerByte));
+      const timeoutMs =
+        options.timeoutMs ?? (base === 0 ? 0 : base + Math.ceil((data.length * 1000) / this.bytesPerSecond));
       const call: PendingCall = {
         id: 0,
         type: FrameType.REQ,
@@ -114,7 +134,7 @@ export class Caller {
         started: false,
       };
       this.stats.diag.callStart(call); // diagnostics
-      if (timeoutMs > 0 && this.unstamped.push(call) === 1) queueMicrotask(this.stamp);
+      if (timeoutMs > 0 && unstamped.push(call, this) === 2) queueMicrotask(stampDeadlines);
       if (signal !== undefined) {
         call.onAbort = () => {
           this.abandon(
@@ -124,8 +144,10 @@ export class Caller {
         };
         signal.addEventListener("abort", call.onAbort, { once: true });
       }
-      if (this.pending.size >= this.link.peer.maxConcurrentRequests) this.waiting.push(call);
-      else this.startCall(call);
+      if (this.pending.size >= this.link.peer.maxConcurrentRequests) {
+        this.waiting ??= new Queue();
+        this.waiting.push(call);
+      } else this.startCall(call);
     });
   }
 
@@ -146,7 +168,7 @@ export class Caller {
       return;
     }
     if (!call.started) {
-      this.waiting.remove((c) => c === call);
+      this.waiting?.remove((c) => c === call);
       return;
     }
     const where = this.outbox.writer.remove(FrameType.REQ, call.id, err);
@@ -160,31 +182,10 @@ export class Caller {
   }
 
   /**
-   * The calls made in the synchronous run that just ended get their
-   * deadlines from one clock read: a timeout counts from the end of the run
-   * that made the request (when its bytes go to the transport), so it may
-   * fire that run's duration late, never early.
-   */
-  private stampDeadlines(): void {
-    const calls = this.unstamped;
-    if (calls.length === 0) return;
-    const now = Date.now();
-    let first = Number.POSITIVE_INFINITY;
-    for (let i = 0; i < calls.length; i++) {
-      const call = calls[i];
-      if (call.settled) continue;
-      call.deadline = now + call.timeoutMs;
-      if (call.deadline < first) first = call.deadline;
-    }
-    calls.length = 0;
-    if (first !== Number.POSITIVE_INFINITY) this.armDeadline(first);
-  }
-
-  /**
    * Request timeouts share one timer per connection, armed for the earliest
    * deadline: no timer is created or cleared per request.
    */
-  private armDeadline(deadline: number): void {
+  armDeadline(deadline: number): void {
     if (deadline >= this.deadlineAt) return;
     if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer);
     this.deadlineAt = deadline;
@@ -203,7 +204,7 @@ export class Caller {
       else if (call.deadline < next) next = call.deadline;
     };
     for (const call of this.pending.values()) visit(call);
-    this.waiting.forEach(visit);
+    this.waiting?.forEach(visit);
     for (const call of expired) {
       this.abandon(
         call,
@@ -268,8 +269,10 @@ export class Caller {
   }
 
   private startWaiting(): void {
-    while (this.waiting.length !== 0 && this.pending.size < this.link.peer.maxConcurrentRequests) {
-      const call = this.waiting.shift() as PendingCall;
+    const waiting = this.waiting;
+    if (waiting === undefined) return;
+    while (waiting.length !== 0 && this.pending.size < this.link.peer.maxConcurrentRequests) {
+      const call = waiting.shift() as PendingCall;
       if (!call.settled && !this.closed) this.startCall(call);
     }
   }
@@ -277,10 +280,9 @@ export class Caller {
   /** The connection closed: every call fails with `failure`. */
   teardown(failure: PointSubError): void {
     this.closed = true;
-    this.unstamped.length = 0;
     if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer);
     for (const call of this.pending.values()) this.settle(call, undefined, failure);
     this.pending.clear();
-    for (const call of this.waiting.drain()) this.settle(call, undefined, failure);
+    for (const call of this.waiting?.drain() ?? []) this.settle(call, undefined, failure);
   }
 }

@@ -49,7 +49,7 @@ import { Outbox } from "./outbox.ts";
 import type { Pacer } from "./pacer.ts";
 import { Pinger } from "./pinger.ts";
 import { publisherFor } from "./publisher.ts";
-import { ReadGate } from "./read-gate.ts";
+import { ReadGate, type ReadGateHost } from "./read-gate.ts";
 import { Stats, type StatsSnapshot } from "./stats.ts";
 import { loadStreamEngine, type StreamEngine, streamEngine } from "./stream-engine.ts";
 import type { IncomingStreams } from "./stream-in.ts";
@@ -286,11 +286,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     // A browser's connection loads housekeeping once open (housekeeping-lazy.ts).
     const H = housekeeperClass();
     this.housekeeper = H !== undefined ? new H(...hk) : new HousekeeperShell(hk, (h) => (this.housekeeper = h));
-    // Nothing could arrive while held messages paused reading: progress counts from the resume.
-    this.readGate.onHeldResume = () => this.housekeeper.readingResumed();
-    this.readGate.process = (chunk) => {
-      this.processInput(chunk);
-    };
+    this.readGate.host = port;
     const Decoder = engine?.FrameDecoder ?? BaseDecoder;
     this.decoderImpl = new Decoder(this.frames, local.maxFrameSize, runtime.checksums, runtime.allocBody);
     const accepted = init.accepted;
@@ -357,7 +353,7 @@ export class Connection extends Emitter<ConnectionEvents> {
    * The writer's sink and the frame router's hooks, in one object per
    * connection whose methods live on the prototype (no closures).
    */
-  private static readonly Port = class implements WriterSink, FrameHooks {
+  private static readonly Port = class implements WriterSink, FrameHooks, ReadGateHost {
     private readonly c: Connection;
     constructor(c: Connection) {
       this.c = c;
@@ -381,6 +377,13 @@ export class Connection extends Emitter<ConnectionEvents> {
     }
     onGoAway(errno: number, reason: string): void {
       this.c.onGoAway(errno, reason);
+    }
+    processInput(chunk: Uint8Array): void {
+      this.c.processInput(chunk);
+    }
+    /** Nothing could arrive while held messages paused reading: progress counts from the resume. */
+    readingResumed(): void {
+      this.c.housekeeper.readingResumed();
     }
   };
 

@@ -260,7 +260,8 @@ export class ConnectionDiagnostics {
    * completes, so timing a request costs one clock read, at its end.
    */
   inputAt = 0;
-  private openedAt = 0;
+  /** When the handshake completed, in ms after `connection.connectedAt` (a small integer: no number box per connection). */
+  private openedAfter = 0;
 
   constructor(d: Diagnostics, connection: Connection, role: Role) {
     this.ch = channelsOf(d);
@@ -270,7 +271,7 @@ export class ConnectionDiagnostics {
 
   /** The handshake completed. */
   opened(): void {
-    this.openedAt = Date.now();
+    this.openedAfter = (Date.now() - this.connection.connectedAt) | 0; // an integer (| 0): stored unboxed
     const c = this.ch.connectionOpen;
     if (c.hasSubscribers) c.publish({ connection: this.connection, role: this.role } satisfies ConnectionOpenMessage);
   }
@@ -284,7 +285,7 @@ export class ConnectionDiagnostics {
         connection: this.connection,
         role: this.role,
         error,
-        durationMs: Date.now() - this.openedAt,
+        durationMs: Date.now() - this.connection.connectedAt - this.openedAfter,
       } satisfies ConnectionCloseMessage);
       return;
     }

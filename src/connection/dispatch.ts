@@ -162,17 +162,22 @@ export class Dispatcher {
       const done = router.run(ctx, this.endpoints().message);
       // Finished at once (delivered, or dropped by a middleware without an error): nothing to wait for.
       if (!(done instanceof Promise)) return;
-      if (ctx.delivered) done.then(undefined, this.messageRefused);
-      else this.hold(done, data.length);
+      if (ctx.delivered) {
+        this.refused ??= (err) => this.messageRefused(err);
+        done.then(undefined, this.refused);
+      } else this.hold(done, data.length);
       return;
     }
     this.emit(msg);
   }
 
+  /** {@link messageRefused} as a callback, made on first use (most connections never need it). */
+  private refused: ((err: unknown) => void) | undefined;
+
   /** A middleware refused (threw for) a message: dropped, and counted. */
-  private readonly messageRefused = (err: unknown): void => {
+  private messageRefused(err: unknown): void {
     this.stats.error(err instanceof PointSubError ? err.code : "ERR_HANDLER");
-  };
+  }
 
   /** A message's chain is still running: held until it settles; reading pauses over the bound. */
   private hold(done: Promise<HandlerResult>, bytes: number): void {
@@ -377,13 +382,13 @@ export class Dispatcher {
     // The request stays open (counted against maxConcurrentRequests) until
     // its answer is handed to the transport: a peer that does not read can
     // make this side hold at most that many answers.
-    this.outbox.writeBody(FrameType.RES, id, head, EMPTY, this.closeRequest);
+    this.outbox.writeBody(FrameType.RES, id, head, EMPTY, () => this.closeRequest());
   }
 
   /** One of the peer's requests or streams is no longer open here. */
-  readonly closeRequest = (): void => {
+  closeRequest(): void {
     this.openRequests--;
-  };
+  }
 
   /** Diagnostics: the peer's request `call` ended (streams publish their own end). */
   private ended(call: ServerCall, code: ErrorCode | undefined, bytesOut: number): void {

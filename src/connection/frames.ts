@@ -51,6 +51,9 @@ interface HeldFrame {
 /** The flags of a message in one frame. */
 const WHOLE = Flag.START | Flag.END;
 
+/** Varints read here (one for every connection: read and used with no call between). */
+const SCRATCH: VarintResult = { value: 0, next: 0 };
+
 /** Bytes counted per held frame besides its payload (its header, roughly). */
 const HELD_FRAME_COST = 16;
 
@@ -69,7 +72,6 @@ export class FrameRouter implements FrameSink {
   declare private readonly pinger: Pinger;
   declare private readonly writer: FrameWriter;
   declare private readonly hooks: FrameHooks;
-  private readonly v: VarintResult = { value: 0, next: 0 };
   /**
    * Frames held in arrival order from the first STREAM frame that came
    * while the stream engine was loading (a browser's first stream) until
@@ -138,7 +140,7 @@ export class FrameRouter implements FrameSink {
         this.inbound.onCancel(id, decodeCancel(buf.subarray(start, end)));
         return;
       case FrameType.CREDIT:
-        this.onCredit(id, decodeCredit(buf.subarray(start, end), this.v));
+        this.onCredit(id, decodeCredit(buf.subarray(start, end), SCRATCH));
         return;
       case FrameType.PING:
         this.pinger.onPing(flags, buf.subarray(start, end));

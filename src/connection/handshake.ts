@@ -86,6 +86,9 @@ export interface Greeting {
 
 /** Greetings by settings object: a server's sessions share one (encoded once, written whole). */
 const greetings = new WeakMap<Settings, Greeting>();
+/** The last HELLO payload decoded (as a string) and its settings (never modified: shared by connections). */
+let lastHello: string | undefined;
+let lastPeer: Settings | undefined;
 
 /**
  * The preface and HELLO frame (with its CRC32C, as every frame before HELLO
@@ -166,7 +169,13 @@ export class Handshake {
       throw PointSubError.fromPeer(codeForErrno(g.errno) ?? "ERR_CONNECT", `peer refused the connection: ${g.reason}`);
     }
     if (type !== FrameType.HELLO) throw PointSubError.fromPeer("ERR_PROTOCOL", "first frame is not HELLO");
-    const peer = decodeSettings(payload); // checks the size and every value
+    // Consecutive peers announcing the same settings share one object (a server's clients mostly do).
+    const key = payload.join();
+    if (key !== lastHello) {
+      lastPeer = Object.freeze(decodeSettings(payload)); // checks the size and every value; frozen: shared
+      lastHello = key;
+    }
+    const peer = lastPeer as Settings;
     this.port.applyPeer(peer);
     this.helloReceived = true;
     if (this.authenticator !== undefined) {

@@ -47,6 +47,31 @@ export interface HousekeepingTimes {
   idleTimeoutMs: number;
 }
 
+/** {@link HousekeepingTimes} with the default applied; never modified (shared). */
+type Times = Readonly<Required<HousekeepingTimes>>;
+
+/** Resolved times by value (at most 32: a process has few configurations). */
+const timesByValue = new Map<string, Times>();
+
+/** The shared resolved object for `t`'s values (one per configuration, not one per connection). */
+function sharedTimes(t: HousekeepingTimes): Times {
+  const min = t.minProgressBytesPerSecond ?? DEFAULT_MIN_PROGRESS_BYTES_PER_SECOND;
+  const key = `${t.keepAliveMs},${t.slowPeerTimeoutMs},${t.progressTimeoutMs},${min},${t.idleTimeoutMs}`;
+  let r = timesByValue.get(key);
+  if (r === undefined) {
+    if (timesByValue.size >= 32) timesByValue.clear();
+    r = Object.freeze({
+      keepAliveMs: t.keepAliveMs,
+      slowPeerTimeoutMs: t.slowPeerTimeoutMs,
+      progressTimeoutMs: t.progressTimeoutMs,
+      minProgressBytesPerSecond: min,
+      idleTimeoutMs: t.idleTimeoutMs,
+    });
+    timesByValue.set(key, r);
+  }
+  return r;
+}
+
 /**
  * How often housekeeping must run for `times`: half the keepalive interval,
  * a quarter of the other timeouts (0 disables each); Infinity when none is on.
@@ -94,11 +119,8 @@ export class Housekeeper implements Tickable {
   private ticker: Ticker | undefined;
   /** Its own interval otherwise (a client connection: cheaper than a wheel of its own). */
   private timer: ReturnType<typeof setInterval> | undefined;
-  private readonly keepAliveMs: number;
-  private readonly idleTimeoutMs: number;
-  private readonly slowPeerTimeoutMs: number;
-  private readonly progressTimeoutMs: number;
-  private readonly minProgressBytesPerSecond: number;
+  /** The times, shared by housekeepers with the same ones (a server's sessions). */
+  private readonly times: Times;
   private readonly writer: FrameWriter;
   private readonly transport: Transport;
   private readonly gate: ReadGate;
@@ -117,11 +139,7 @@ export class Housekeeper implements Tickable {
   ) {
     this.frames = frames;
     this.pinger = pinger;
-    this.keepAliveMs = times.keepAliveMs;
-    this.slowPeerTimeoutMs = times.slowPeerTimeoutMs;
-    this.progressTimeoutMs = times.progressTimeoutMs;
-    this.minProgressBytesPerSecond = times.minProgressBytesPerSecond ?? DEFAULT_MIN_PROGRESS_BYTES_PER_SECOND;
-    this.idleTimeoutMs = times.idleTimeoutMs;
+    this.times = sharedTimes(times);
     this.writer = writer;
     this.transport = transport;
     this.gate = gate;
@@ -133,12 +151,7 @@ export class Housekeeper implements Tickable {
    * ticker, whose period suits these times) or on an interval of its own.
    */
   start(shared?: Ticker): void {
-    const period = housekeepingPeriod({
-      keepAliveMs: this.keepAliveMs,
-      slowPeerTimeoutMs: this.slowPeerTimeoutMs,
-      progressTimeoutMs: this.progressTimeoutMs,
-      idleTimeoutMs: this.idleTimeoutMs,
-    });
+    const period = housekeepingPeriod(this.times);
     if (period === Number.POSITIVE_INFINITY) return;
     if (shared !== undefined) {
       this.ticker = shared;
@@ -194,9 +207,10 @@ export class Housekeeper implements Tickable {
   }
 
   private check(now: number, confirmed: boolean): void {
-    const ms = this.keepAliveMs;
-    const slow = this.slowPeerTimeoutMs;
-    const pt = this.progressTimeoutMs;
+    const times = this.times;
+    const ms = times.keepAliveMs;
+    const slow = times.slowPeerTimeoutMs;
+    const pt = times.progressTimeoutMs;
     const host = this.host;
     const blocked = this.writer.blockedSince;
     if (slow > 0 && blocked !== 0 && now - blocked >= slow) {
@@ -214,12 +228,12 @@ export class Housekeeper implements Tickable {
       // The peer's unfinished messages and streams, and this side's streams waiting for credit.
       const f = this.frames;
       const floor = this.progressFloor;
-      f.inbound.checkProgress(now, pt, floor, this.minProgressBytesPerSecond);
+      f.inbound.checkProgress(now, pt, floor, times.minProgressBytesPerSecond);
       f.inStreamsIfAny?.checkProgress(now, pt, floor);
       f.outStreamsIfAny?.checkProgress(now, pt, floor);
       if (host.state === "closed") return;
     }
-    const idleMs = this.idleTimeoutMs;
+    const idleMs = times.idleTimeoutMs;
     if (idleMs > 0) {
       if (host.inUse()) this.lastActivity = now;
       else if (now - this.observe() >= idleMs) {

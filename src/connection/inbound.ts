@@ -25,6 +25,9 @@ import type { Stats } from "./stats.ts";
 const decoder = new TextDecoder("utf-8", { fatal: true });
 const EMPTY_ROUTE = new Uint8Array(0);
 
+/** Varints read here (one for every connection: read and used with no call between). */
+const SCRATCH: VarintResult = { value: 0, next: 0 };
+
 /** What the inbound side needs to know of the peer's streams. */
 export interface InboundStreams {
   /** Whether the peer's stream `id` is open here. */
@@ -43,7 +46,6 @@ export class Inbound {
    * frame router on the first chunked frame (it holds frames until then).
    */
   chunked: Assemblies | undefined;
-  private readonly v: VarintResult = { value: 0, next: 0 };
   private lastRouteBytes: Uint8Array = EMPTY_ROUTE;
   private lastRoute = "";
   /** @internal What `assembly.ts` uses too. */
@@ -123,7 +125,7 @@ export class Inbound {
     // A new message on an id this side refused: the peer has moved on.
     this.chunked?.started(id);
     const single = (flags & Flag.END) !== 0;
-    const v = this.v;
+    const v = SCRATCH;
     let p = start;
     let total = -1;
     if (!single) {

@@ -75,15 +75,21 @@ function endTurn(): void {
   }
 }
 
+/** What the gate calls on its connection. */
+export interface ReadGateHost {
+  /** Processes input held back earlier. */
+  processInput(chunk: Uint8Array): void;
+  /** Reading resumed after a held pause (progress counts from then). */
+  readingResumed(): void;
+}
+
 export class ReadGate {
   /** Reading is paused because the peer does not read what it is owed. */
   slowPaused = false;
   /** Reading is paused because middleware holds too many of the peer's messages. */
   heldPaused = false;
-  /** Called when reading resumes after a held pause (set by the connection: progress counts from then). */
-  onHeldResume: (() => void) | undefined;
-  /** Processes input held back earlier (set by the connection). */
-  process: ((chunk: Uint8Array) => void) | undefined;
+  /** The connection's callbacks (set by it; one object, no closures per connection). */
+  host: ReadGateHost | undefined;
   /** Reading is paused until the next event-loop turn. */
   private yielding = false;
   /** Milliseconds spent decoding this peer's input since reading last yielded. */
@@ -136,7 +142,7 @@ export class ReadGate {
     const input = this.input as Uint8Array[];
     while (input.length !== 0 && !this.isClosed()) {
       if (turnMs >= TURN_MS) return false;
-      (this.process as (chunk: Uint8Array) => void)(input.shift() as Uint8Array);
+      (this.host as ReadGateHost).processInput(input.shift() as Uint8Array);
     }
     this.input = undefined;
     this.resumeIfFree();
@@ -210,7 +216,7 @@ export class ReadGate {
       return;
     }
     this.resumeIfFree();
-    this.onHeldResume?.();
+    this.host?.readingResumed();
   }
 
   /** Resumes reading unless something still keeps it paused. */

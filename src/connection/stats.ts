@@ -57,16 +57,19 @@ function emptyClasses(): Record<SizeClass, ClassCounters> {
 /** Mutable counters behind {@link StatsSnapshot}; flat arrays keep the hot path cheap. */
 export class Stats {
   // Plain arrays of numbers: cheaper per connection than typed arrays.
-  /** Per size class: messages sent [0..5), bytes sent [5..10), messages received [10..15), bytes received [15..20). */
-  private readonly counts = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+  /**
+   * Per size class: messages sent [0..5), bytes sent [5..10), messages received [10..15), bytes received [15..20);
+   * then streams sent, received, their bytes sent, received [20..24) (a literal: shared until first written).
+   */
+  readonly counts = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
   requestsSent = 0;
   requestsSucceeded = 0;
   requestsFailed = 0;
   requestsHandled = 0;
   /** Errors by code (a shared empty map until the first: most connections count none). */
   private errors = NO_ERRORS as Map<ErrorCode, number>;
-  readonly streams = { sent: 0, received: 0, bytesSent: 0, bytesReceived: 0 };
-  readonly compression: Record<string, CompressionCounters> = {};
+  /** Compression counters by codec, created on first use (by the stream engine's `countCompression`): an idle connection holds none. */
+  compression: Record<string, CompressionCounters> | undefined;
   /** The connection's diagnostics publisher (every part that counts also publishes through it). */
   declare readonly diag: Publisher;
   declare private readonly messageCh: DiagnosticsChannel;
@@ -76,19 +79,6 @@ export class Stats {
     this.diag = diag;
     this.messageCh = diag.ch.message;
     this.errorCh = diag.ch.error;
-  }
-
-  /** Counts one outgoing STREAM frame's compression outcome. */
-  compressed(codec: string, before: number, after: number, used: boolean): void {
-    let c = this.compression[codec];
-    if (c === undefined) {
-      c = { bytesBefore: 0, bytesAfter: 0, compressed: 0, raw: 0 };
-      this.compression[codec] = c;
-    }
-    c.bytesBefore += before;
-    c.bytesAfter += used ? after : before;
-    if (used) c.compressed++;
-    else c.raw++;
   }
 
   sent(size: number): void {
@@ -119,7 +109,7 @@ export class Stats {
 
   /** Changes whenever application data moves either way (messages, stream bytes): idle detection. */
   activity(): number {
-    return this.messagesSent + this.messagesReceived + this.streams.bytesSent + this.streams.bytesReceived;
+    return this.messagesSent + this.messagesReceived + this.counts[22] + this.counts[23];
   }
 
   error(code: ErrorCode): void {
@@ -131,9 +121,10 @@ export class Stats {
   snapshot(inFlight: number, wire: StatsSnapshot["wire"]): StatsSnapshot {
     const sent = emptyClasses();
     const received = emptyClasses();
-    SIZE_CLASSES.forEach((c, i) => {
-      sent[c] = { messages: this.counts[i], bytes: this.counts[5 + i] };
-      received[c] = { messages: this.counts[10 + i], bytes: this.counts[15 + i] };
+    const c = this.counts;
+    SIZE_CLASSES.forEach((k, i) => {
+      sent[k] = { messages: c[i], bytes: c[5 + i] };
+      received[k] = { messages: c[10 + i], bytes: c[15 + i] };
     });
     return {
       sent,
@@ -145,7 +136,7 @@ export class Stats {
         handled: this.requestsHandled,
         inFlight,
       },
-      streams: { ...this.streams },
+      streams: { sent: c[20], received: c[21], bytesSent: c[22], bytesReceived: c[23] },
       compression: copyCompression(this.compression),
       errors: Object.fromEntries(this.errors),
       wire,
@@ -153,8 +144,9 @@ export class Stats {
   }
 }
 
-function copyCompression(c: Record<string, CompressionCounters>): Record<string, CompressionCounters> {
+function copyCompression(c: Record<string, CompressionCounters> | undefined): Record<string, CompressionCounters> {
   const out: Record<string, CompressionCounters> = {};
+  if (c === undefined) return out;
   for (const k in c) out[k] = { ...c[k] };
   return out;
 }

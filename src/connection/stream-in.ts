@@ -168,7 +168,7 @@ export class IncomingStreams {
         throw PointSubError.fromPeer("ERR_PROTOCOL", "STREAM END cannot be compressed");
       const { length, crc } = decodeStreamEnd(buf, start, end);
       st.inDone = true;
-      this.stats.streams.received++;
+      this.stats.counts[21]++; // streams received
       st.stream.end(length, crc);
       this.release(st);
       return;

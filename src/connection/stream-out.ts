@@ -37,6 +37,20 @@ export interface EngineGate {
   unusableError(): PointSubError;
 }
 
+/** Counts one outgoing STREAM frame's compression outcome (here, in the stream engine: not in a page's first load). */
+function countCompression(stats: Stats, codec: string, before: number, after: number, used: boolean): void {
+  stats.compression ??= {};
+  let c = stats.compression[codec];
+  if (c === undefined) {
+    c = { bytesBefore: 0, bytesAfter: 0, compressed: 0, raw: 0 };
+    stats.compression[codec] = c;
+  }
+  c.bytesBefore += before;
+  c.bytesAfter += used ? after : before;
+  if (used) c.compressed++;
+  else c.raw++;
+}
+
 /** A stream this side is sending. */
 interface OutState {
   out: OutgoingStream;
@@ -224,7 +238,7 @@ export class OutgoingStreams {
       id,
       {
         itemsAdded: () => writer.itemsAdded(),
-        compressed: (codec, before, after, used) => this.stats.compressed(codec, before, after, used),
+        compressed: (codec, before, after, used) => countCompression(this.stats, codec, before, after, used),
       },
       progress,
       {
@@ -259,7 +273,7 @@ export class OutgoingStreams {
     };
     const st: OutState = { out, msg, call, outEnded: false, answered: false, trace, progress, offset };
     this.streams.set(id, st);
-    this.stats.streams.sent++;
+    this.stats.counts[20]++; // streams sent
     this.stats.diag.streamStart(trace, "out", id, call.route, progress.total, offset);
     out.start(head);
     writer.enqueue(msg);
@@ -275,7 +289,7 @@ export class OutgoingStreams {
       }
       if (!call.settled) this.caller.settle(call, undefined, e);
     }
-    this.stats.streams.bytesSent += out.produced - offset;
+    this.stats.counts[22] += out.produced - offset; // stream bytes sent
   }
 
   /** This side's half of stream `st` ended (END or CANCEL sent). */

