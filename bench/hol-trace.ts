@@ -2,7 +2,9 @@
  * Summarises hol ping traces (bench/lib/trace.ts): per run, the ping round
  * trip split into timer lateness (client busy when its ping was due), up (written →
  * arrived at the server: the queue ahead of it) and down (arrived → answer
- * read by the client), with what the writer held ahead of it when written.
+ * read by the client), with what the writer held ahead of it when written,
+ * and `gc`: the GC pauses of any traced process (client, server, runner)
+ * within its round trip (the slowest rows name the processes' pids).
  * The slowest 1 % of pings are listed with their parts, so the tail's source shows.
  *
  *   POINTSUB_BENCH_TRACE=/tmp/pace/trace node bench/run.ts --impl pointsub --workload hol --quick --out /tmp/pace/x.md
@@ -29,6 +31,26 @@ const q = (xs: number[], p: number) =>
     p,
   );
 
+// GC pauses of every traced process (trace.ts): start, end (ms) and pid.
+const gcs: { start: number; end: number; pid: string }[] = [];
+for (const f of readdirSync(dir).filter((x) => x.startsWith("gc-"))) {
+  const pid = f.slice("gc-".length, -".jsonl".length);
+  for (const g of rows(f)) gcs.push({ start: g.start, end: g.start + g.ms, pid });
+}
+/** GC pause time (ms) within [from, to], and the pids it came from. */
+function gcWithin(from: number, to: number): { ms: number; pids: string } {
+  let ms = 0;
+  const pids = new Set<string>();
+  for (const g of gcs) {
+    const o = Math.min(to, g.end) - Math.max(from, g.start);
+    if (o > 0) {
+      ms += o;
+      pids.add(g.pid);
+    }
+  }
+  return { ms, pids: [...pids].join("+") };
+}
+
 for (const f of readdirSync(dir).filter((x) => x.startsWith("client-"))) {
   const pid = f.slice("client-".length, -".jsonl".length);
   const arr = new Map<number, number>();
@@ -41,7 +63,9 @@ for (const f of readdirSync(dir).filter((x) => x.startsWith("client-"))) {
       const a = arr.get(r.n) ?? Number.NaN;
       // Over libp2p: every byte the layers below pointsub held ahead of the ping.
       const below = r.ywin === undefined ? Number.NaN : r.ystream + r.ywin + r.noise + r.tcpq + r.sock;
-      return { ...r, rtt: r.resp - r.sent, late: r.sent - r.due, up: a - r.sent, down: r.resp - a, below };
+      // GC pauses (any process) while the ping was under way; with no GC trace, unknown.
+      const gc = gcs.length === 0 ? Number.NaN : gcWithin(r.sent, r.resp).ms;
+      return { ...r, rtt: r.resp - r.sent, late: r.sent - r.due, up: a - r.sent, down: r.resp - a, gc, below };
     });
   if (pings.length === 0) continue;
   console.log(`\nrun ${pid}: ${pings.length} pings`);
@@ -57,6 +81,7 @@ for (const f of readdirSync(dir).filter((x) => x.startsWith("client-"))) {
     "late",
     "up",
     "down",
+    "gc",
     "unflushed",
     ...nodeq,
     "inflight",
@@ -83,7 +108,7 @@ for (const f of readdirSync(dir).filter((x) => x.startsWith("client-"))) {
   console.log("slowest (ms; KiB):");
   for (const r of tail.slice(0, Math.max(3, Math.ceil(pings.length / 100)))) {
     console.log(
-      `  n=${r.n} rtt=${fmt(r.rtt)} late=${fmt(r.late)} up=${fmt(r.up)} down=${fmt(r.down)} unflushed=${fmt((r.unflushed ?? Number.NaN) / 1024)} inflight=${fmt((r.inflight ?? Number.NaN) / 1024)} window=${fmt((r.window ?? Number.NaN) / 1024)} rate=${fmt(r.rate ?? Number.NaN)} minRtt=${fmt(r.minRtt ?? Number.NaN)} extra=${fmt((r.extra ?? Number.NaN) / 1024)}${lower.map((k) => ` ${k}=${fmt(r[k] / 1024)}`).join("")}`,
+      `  n=${r.n} rtt=${fmt(r.rtt)} late=${fmt(r.late)} up=${fmt(r.up)} down=${fmt(r.down)} gc=${fmt(r.gc)}${gcs.length === 0 ? "" : ` (${gcWithin(r.sent, r.resp).pids.replace(pid, "client") || "-"})`} unflushed=${fmt((r.unflushed ?? Number.NaN) / 1024)} inflight=${fmt((r.inflight ?? Number.NaN) / 1024)} window=${fmt((r.window ?? Number.NaN) / 1024)} rate=${fmt(r.rate ?? Number.NaN)} minRtt=${fmt(r.minRtt ?? Number.NaN)} extra=${fmt((r.extra ?? Number.NaN) / 1024)}${lower.map((k) => ` ${k}=${fmt(r[k] / 1024)}`).join("")}`,
     );
   }
 }

@@ -1,7 +1,8 @@
 /**
  * The pacer (src/connection/pacer.ts) in virtual time: a real FrameWriter
  * and Pacer send one chunked message over a simulated link, with
- * `performance.now` replaced by a clock this loop advances in 0.05 ms steps,
+ * `performance.now` replaced by a clock this loop advances in 0.05 ms steps
+ * (and `setTimeout` by timers on that clock, run at the first step due),
  * so the result is the same on any machine at any load (issue 17 tuning:
  * `node bench/hol-sim.ts`; and test/connection/pacer.test.ts).
  *
@@ -75,8 +76,27 @@ export async function simulatePacer(o: SimOptions): Promise<SimResult> {
   };
   const exp = (mean: number) => -Math.log(1 - rnd()) * mean;
   const realNow = performance.now;
+  const realSetTimeout = globalThis.setTimeout;
+  const realClearTimeout = globalThis.clearTimeout;
   let vt = 1000;
   performance.now = () => vt;
+  // Timers (the pacer's) run in virtual time too, at the first step at or after their time.
+  const timers = new Set<{ at: number; fn: () => void; unref(): void }>();
+  globalThis.setTimeout = ((fn: () => void, ms = 0) => {
+    const t = { at: vt + ms, fn, unref() {} };
+    timers.add(t);
+    return t;
+  }) as unknown as typeof setTimeout;
+  globalThis.clearTimeout = ((t: { at: number; fn: () => void; unref(): void }) => {
+    timers.delete(t);
+  }) as unknown as typeof clearTimeout;
+  const runTimers = () => {
+    for (const t of timers) {
+      if (t.at > vt) continue;
+      timers.delete(t);
+      t.fn();
+    }
+  };
   try {
     const party = () => ({ present: true, until: vt + exp(presentMean), presentMs: 0 });
     const step = (p: ReturnType<typeof party>, dt: number) => {
@@ -159,6 +179,8 @@ export async function simulatePacer(o: SimOptions): Promise<SimResult> {
       while (tx.present && answers.length !== 0 && answers[0].at <= vt) {
         pacer?.onAck((answers.shift() as { value: number }).value);
       }
+      // An absent sender runs no timers either.
+      if (tx.present) runTimers();
       while (pings.length !== 0 && pings[0].pos <= read) waits.push(vt + o.pathMs - (pings.shift() as { t: number }).t);
       if (written - read > maxInFlight) maxInFlight = written - read;
       const extra = (pacer as unknown as { extra: number } | undefined)?.extra ?? 0;
@@ -176,6 +198,8 @@ export async function simulatePacer(o: SimOptions): Promise<SimResult> {
     return { waits: waits.sort((a, b) => a - b), ms, mbps, utilisation: mbps / possible, maxInFlight, maxExtraMs };
   } finally {
     performance.now = realNow;
+    globalThis.setTimeout = realSetTimeout;
+    globalThis.clearTimeout = realClearTimeout;
   }
 }
 

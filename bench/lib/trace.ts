@@ -7,12 +7,39 @@
  * performance.now()` (ms), comparable across the two processes. Each ping
  * carries its number and the client's pid in its first 8 bytes; the files
  * are `client-<pid>.jsonl` and `server-<pid>.jsonl` (the client's pid).
+ * Every process that loads this module while tracing also records its
+ * garbage collections (`gc-<pid>.jsonl`: start, duration, V8's kind), so a
+ * slow ping's overlap with a GC pause of the client, the server or the
+ * runner (where hol-slow's shaping proxy lives) shows.
  * `node bench/hol-trace.ts <dir>` summarises them. Off (no cost) otherwise.
  */
 import { appendFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
+import { PerformanceObserver } from "node:perf_hooks";
 
 export const TRACE_DIR: string | undefined = process.env.POINTSUB_BENCH_TRACE || undefined;
+
+if (TRACE_DIR !== undefined) watchGc(TRACE_DIR);
+
+/** Records this process's GC pauses into `gc-<pid>.jsonl` at exit. */
+function watchGc(dir: string): void {
+  const rows: string[] = [];
+  const take = (entries: readonly PerformanceEntry[]) => {
+    for (const e of entries) {
+      const kind = (e as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind ?? 0;
+      rows.push(JSON.stringify({ start: performance.timeOrigin + e.startTime, ms: e.duration, kind }));
+    }
+  };
+  const observer = new PerformanceObserver((list) => take(list.getEntries()));
+  observer.observe({ entryTypes: ["gc"] });
+  process.once("exit", () => {
+    take(observer.takeRecords());
+    observer.disconnect();
+    if (rows.length === 0) return;
+    mkdirSync(dir, { recursive: true });
+    appendFileSync(join(dir, `gc-${process.pid}.jsonl`), `${rows.join("\n")}\n`);
+  });
+}
 
 /** Absolute time in ms, comparable between processes of this machine. */
 export function absNow(): number {

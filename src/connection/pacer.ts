@@ -32,8 +32,11 @@
  *   still has data while its sender is away. A link that delivers steadily
  *   adds nothing.
  * - **Startup** (as BBR's STARTUP): until the rate grew less than
- *   {@link STARTUP_GROWTH}× in {@link STARTUP_FLAT_ROUNDS} round trips, or
- *   the delay guard fired, the rate part of the window is
+ *   {@link STARTUP_GROWTH}× in {@link STARTUP_FLAT_ROUNDS} round trips, a
+ *   probe came back later than min RTT + TARGET_MS (a queue beyond the
+ *   target: the link is full — as HyStart's delay increase; startup's 1.5×
+ *   window had kept ~12 ms of queue on a 100 MB/s, 10 ms link for three
+ *   round trips), or the delay guard fired, the rate part of the window is
  *   {@link STARTUP_GAIN}× and the window at least {@link INITIAL_WINDOW}:
  *   the first samples are taken while the window, not the link, limits
  *   delivery (a 16 MiB transfer on a 100 MB/s, 10 ms link reached 74 % of
@@ -46,7 +49,9 @@
  *   its budget (loaded machine: a 2.5 MiB window at ~15 MB/s, pings waiting
  *   150–250 ms). A probe's round trip is exactly the wait of anything sent
  *   with it, so an acknowledgement that took longer than min RTT +
- *   TARGET_MS + {@link GUARD_MS} sets the rate to what was
+ *   TARGET_MS + the guard's margin (the min RTT, within
+ *   {@link GUARD_MIN_MS}..{@link GUARD_MS}: a reset costs about the round
+ *   trips the window takes to grow back, few on a short path) sets the rate to what was
  *   delivered while that probe was under way, and both filters start again
  *   from it.
  * - **Min RTT** comes only from probes sent with no bulk ahead of them: a
@@ -58,6 +63,15 @@
  *   (as BBR's ProbeRTT; the link idles for about one round trip). Measured:
  *   a 256 KiB first window at 10 MB/s made every later min RTT 17-21 ms on a
  *   10 ms link, and 6 ms on loopback — 12-16 ms of standing queue.
+ * - **Restart**: bulk that restarts on a pipe with no bulk in flight (after
+ *   a drain, or a pause of the application) would hand the whole window over
+ *   at once, and its last bytes wait window / rate + min RTT — a whole min
+ *   RTT more than at steady state, where acknowledgements come back while the
+ *   window is sent (a 25–27 ms ping after each drain on a 10 MB/s, 10 ms
+ *   link, 17 ms otherwise). Until an acknowledgement of what followed the
+ *   restart comes back (or one min RTT passed), bulk goes out at the rate
+ *   after the queue the window keeps (its bytes beyond rate × min RTT),
+ *   woken by a timer.
  * - **Chunks**: bulk frames are at most a quarter of the window and no larger
  *   than the window's room (at least {@link MIN_FRAME}), so what is in
  *   flight stays within the window and a small message never waits behind
@@ -119,6 +133,13 @@ const MAX_EXTRA_MS = 5;
  * +10 ms reset the rate on every stall and cost 5-10 % of the link.
  */
 const GUARD_MS = 10;
+/**
+ * The delay guard's margin on a short path (min RTT below this), ms: a rate
+ * reset there grows back within a few ms. Simulated loopback with the
+ * receiver and sender away 2 ms in 10 (bench/hol-sweep.ts): ping p99
+ * 22.0 → 18.5 ms, the same share of the receiver.
+ */
+const GUARD_MIN_MS = 5;
 /** Startup: the gain of the window's rate part until the rate stops growing (as BBR's STARTUP). */
 const STARTUP_GAIN = 1.5;
 /** Startup ends after this many round trips in which the rate grew less than {@link STARTUP_GROWTH}. */
@@ -189,6 +210,10 @@ export class Pacer {
    */
   readingPaused = false;
   private noAckTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Bulk restarted with none in flight at this time (0: not ramping), from this position. */
+  private rampT = 0;
+  private rampPos = 0;
+  private rampTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(writer: PacedWriter) {
     this.writer = writer;
@@ -210,7 +235,18 @@ export class Pacer {
   room(position: number): number {
     // Refreshing the min RTT: nothing more until every probe is answered and the drain probe left.
     if (this.drainSince !== 0 && this.drainSeq === 0 && !this.unresponsive && !this.readingPaused) return 0;
-    return this.window() - (position - this.acked);
+    const room = this.window() - (position - this.acked);
+    if (this.rampT === 0 || this.unresponsive || this.readingPaused) return room;
+    return Math.min(room, this.rampRoom(performance.now()) - (position - this.rampPos));
+  }
+
+  /**
+   * Bytes a restart may have handed over by `now`: at once the queue the
+   * window keeps (all of it but the rate × min RTT read while
+   * acknowledgements travel), then the rate.
+   */
+  private rampRoom(now: number): number {
+    return this.window() + this.rate * (now - this.rampT - this.minRtt);
   }
 
   /**
@@ -253,6 +289,11 @@ export class Pacer {
   /** A bulk frame went out; the writer is at `position` after it. */
   sent(position: number, idleBefore: boolean): void {
     const now = performance.now();
+    // No bulk was in flight before this frame (probes at most, as after a drain): a restart.
+    if (this.bulkPos <= this.acked && this.rate !== 0) {
+      this.rampT = now;
+      this.rampPos = this.acked;
+    }
     this.bulkPos = position;
     // The pipe was empty: rate samples start from here, not from the last acknowledgement.
     if (idleBefore) {
@@ -272,11 +313,23 @@ export class Pacer {
 
   /** Bulk waits for the window: make sure an acknowledgement of everything written will come. */
   blocked(position: number): void {
-    if (position > this.lastProbePos) this.probe(performance.now());
+    const now = performance.now();
+    if (this.rampT !== 0 && this.rampTimer === undefined && this.window() > position - this.acked) {
+      // Held by the restart's ramp, not by the window: wake when a smallest frame fits (≥ 1 ms on).
+      const need = position - this.rampPos + MIN_FRAME - this.rampRoom(now);
+      this.rampTimer = setTimeout(() => this.rampWake(), Math.max(1, need / this.rate));
+      (this.rampTimer as { unref?: () => void }).unref?.();
+    }
+    if (position > this.lastProbePos) this.probe(now);
     if (this.noAckTimer === undefined) {
       this.noAckTimer = setTimeout(() => this.noAck(), NO_ACK_MS);
       (this.noAckTimer as { unref?: () => void }).unref?.();
     }
+  }
+
+  private rampWake(): void {
+    this.rampTimer = undefined;
+    if (this.rampT !== 0) this.writer.wake();
   }
 
   /** NO_ACK_MS after bulk blocked: still waiting for a probe sent that long ago means the peer does not answer. */
@@ -330,6 +383,8 @@ export class Pacer {
     // The peer may answer only the latest of several PINGs: every earlier one is answered too.
     probes.splice(0, i + 3);
     if (position > this.acked) this.acked = position;
+    // What followed the restart is being acknowledged: acknowledgements clock bulk from here.
+    if (this.rampT !== 0 && (this.acked > this.rampPos || now - this.rampT >= this.minRtt)) this.rampT = 0;
     if (rtt < this.minRtt) {
       this.minRtt = rtt;
       this.minRttAt = now;
@@ -350,6 +405,8 @@ export class Pacer {
       this.drainSeq = 0;
     }
     this.sample(now);
+    // A queue beyond the target: the link is full, startup ends (the window drains to its steady size).
+    if (this.startup && this.rate !== 0 && rtt > this.minRtt + TARGET_MS) this.startup = false;
     this.guard(now, rtt);
     if (this.startup && this.acked >= this.roundEnd) this.round();
     this.aggregation(now);
@@ -396,12 +453,14 @@ export class Pacer {
 
   /**
    * The queue outgrew the window's time budget (an acknowledgement took longer
-   * than min RTT + TARGET_MS + GUARD_MS): the rate was overestimated (the
+   * than min RTT + TARGET_MS + the margin, the min RTT within
+   * GUARD_MIN_MS..GUARD_MS): the rate was overestimated (the
    * max filter caught a burst). The rate becomes what was delivered while this
    * probe was under way, and the filters start again from it.
    */
   private guard(now: number, rtt: number): void {
-    if (this.rate === 0 || rtt <= this.minRtt + TARGET_MS + GUARD_MS) return;
+    const margin = Math.min(GUARD_MS, Math.max(GUARD_MIN_MS, this.minRtt));
+    if (this.rate === 0 || rtt <= this.minRtt + TARGET_MS + margin) return;
     let k = -1;
     for (let j = 0; j < this.histN; j++) {
       const idx = (this.histHead - 1 - j + HISTORY) % HISTORY;

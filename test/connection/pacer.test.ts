@@ -11,7 +11,7 @@ import { describe, it } from "node:test";
 import { decodePing } from "../../src/codec/control.ts";
 import { FrameDecoder } from "../../src/codec/decoder.ts";
 import { FrameType, MAGIC } from "../../src/codec/frame.ts";
-import { INITIAL_WINDOW, Pacer } from "../../src/connection/pacer.ts";
+import { INITIAL_WINDOW, NO_ACK_MS, Pacer } from "../../src/connection/pacer.ts";
 import { useStreamEngine } from "../../src/connection/stream-engine.ts";
 import * as streams from "../../src/connection/streams.ts";
 import { FrameWriter, type OutMessage } from "../../src/connection/writer.ts";
@@ -259,6 +259,118 @@ describe("Pacer at the start of bulk (virtual clock: performance.now set by the 
       assert.ok(p.rate > 0 && p.rate * (p.minRtt + 5) < INITIAL_WINDOW / 2, `rate ${p.rate}`);
       assert.ok(p.startup, "still in startup");
       assert.ok(p.window() >= INITIAL_WINDOW, `window ${p.window()} B`);
+    } finally {
+      performance.now = realNow;
+    }
+  });
+
+  it("a restart with no bulk in flight hands over at once only the queue the window keeps, then the rate, woken by a timer", () => {
+    const realNow = performance.now;
+    const realSetTimeout = globalThis.setTimeout;
+    let t = 1000;
+    performance.now = () => t;
+    const timers: { fn: () => void; ms: number }[] = [];
+    globalThis.setTimeout = ((fn: () => void, ms: number) => {
+      timers.push({ fn, ms });
+      return { unref() {} };
+    }) as unknown as typeof setTimeout;
+    try {
+      let wakes = 0;
+      const w = { ...countingWriter(), wake: () => wakes++ };
+      const p = new Pacer(w);
+      // A 10 MB/s link with a 10 ms round trip, measured: the window is 10 KB/ms × (10 + 5) ms.
+      p.rate = 10_000;
+      p.minRtt = 10;
+      p.startup = false;
+      const window = p.window();
+      assert.equal(window, 150_000);
+      // As the writer does on an idle pipe: a probe first, then frames while there is room.
+      const sendAll = (first: boolean) => {
+        let n = 0;
+        while (p.room(w.position) > 0) {
+          w.position += p.frameLimit(w.position);
+          p.sent(w.position, first && n === 0);
+          n++;
+        }
+        p.blocked(w.position);
+      };
+      p.starting(w.position);
+      sendAll(true);
+      // Before: the whole window at once (150 KB), its last byte 15 ms of the link behind.
+      const queue = window - p.rate * p.minRtt;
+      assert.ok(w.position <= queue + 16 * KiB, `${w.position} B handed over at once (queue ${queue} B)`);
+      assert.ok(w.position >= queue, `${w.position} B handed over at once`);
+      // Held by the ramp, not the window: a timer wakes the writer when a frame fits.
+      // (The other timer is the unanswered-probe watch, NO_ACK_MS.)
+      const ramp = timers.filter((x) => x.ms < NO_ACK_MS);
+      assert.equal(ramp.length, 1, "a timer for the ramp");
+      assert.ok(ramp[0].ms >= 1 && ramp[0].ms <= 5, `timer in ${ramp[0].ms} ms`);
+      t += 5;
+      ramp[0].fn();
+      assert.equal(wakes, 1);
+      sendAll(false);
+      // 5 ms later: 5 ms more of the rate, not more.
+      assert.ok(w.position <= queue + 5 * p.rate + 16 * KiB, `${w.position} B after 5 ms`);
+      // The first probe's answer (what the restart sent is being acknowledged): the window rules again.
+      t += 5;
+      assert.ok(p.onAck(-1));
+      assert.ok(p.room(w.position) >= p.window() - (w.position - p.acked) - 1, "the ramp ended");
+    } finally {
+      performance.now = realNow;
+      globalThis.setTimeout = realSetTimeout;
+    }
+  });
+
+  it("startup ends when a probe comes back later than min RTT + 5 ms (a queue beyond the target)", () => {
+    const realNow = performance.now;
+    let t = 1000;
+    performance.now = () => t;
+    try {
+      const run = (rtt: number) => {
+        const w = countingWriter();
+        const p = new Pacer(w);
+        p.rate = 10_000;
+        p.minRtt = 10;
+        w.position += 32 * KiB;
+        p.sent(w.position, false);
+        p.blocked(w.position);
+        t += rtt;
+        assert.ok(p.onAck(-1));
+        return p.startup;
+      };
+      assert.equal(run(14), true, "4 ms of queue: startup goes on");
+      // Before: startup went on until three flat round trips or the delay guard (min RTT + 25 ms).
+      assert.equal(run(16), false, "6 ms of queue: startup ended");
+    } finally {
+      performance.now = realNow;
+    }
+  });
+
+  it("on a short path the delay guard fires at min RTT + 5 ms + 5 ms (not + 10 ms)", () => {
+    const realNow = performance.now;
+    let t = 1000;
+    performance.now = () => t;
+    try {
+      const w = countingWriter();
+      const p = new Pacer(w);
+      p.minRtt = 0.5;
+      p.startup = false;
+      // 256 KiB acknowledged 2.5 ms after it left an idle pipe: a rate of ~105 KB/ms.
+      w.position += 256 * KiB;
+      p.sent(w.position, true);
+      p.blocked(w.position);
+      t += 2.5;
+      assert.ok(p.onAck(-1));
+      const fast = p.rate;
+      assert.ok(fast > 100_000, `rate ${fast}`);
+      // The next 1 MiB is acknowledged 12 ms later: 12 ms of round trip on a 0.5 ms path.
+      w.position += 1024 * KiB;
+      p.sent(w.position, false);
+      p.blocked(w.position);
+      t += 12;
+      assert.ok(p.onAck(-p.probesSent));
+      // Before: no reset below 15.5 ms, and the window stayed sized for ~105 KB/ms.
+      assert.ok(p.rate < 0.9 * fast, `rate ${p.rate} after the slow acknowledgement (was ${fast})`);
     } finally {
       performance.now = realNow;
     }
