@@ -11,11 +11,13 @@ import {
   close,
   closeSync,
   constants,
+  fstatSync,
   fsync,
   linkSync,
   open,
   openSync,
   rmdirSync,
+  type Stats,
   unlinkSync,
   write,
   writeSync,
@@ -145,8 +147,11 @@ export interface BundleStore {
   place(partial: string, finalPath: string): Promise<void>;
   /** Fsyncs a directory after names changed in it (shared by callers meanwhile); nothing when fsync is off. */
   syncDir(path: string): Promise<void>;
-  /** Remembers a stored file's CRC32C (the quick check). */
-  remember(path: string, size: number, crc: number): void;
+  /**
+   * Remembers a stored file's CRC32C (the quick check); `stat`: the file's
+   * fstat taken after its last write (else the store lstats `path`).
+   */
+  remember(path: string, size: number, crc: number, stat?: Stats): void;
   /**
    * Where small store operations run (default: a gate of the handler's own,
    * main thread while the disk is fast); tests force the thread pool.
@@ -173,6 +178,8 @@ interface Stored {
   written: boolean;
   placed: boolean;
   error: PointSubError | undefined;
+  /** Its fstat after the write (the synchronous direct path), for {@link BundleStore.remember}. */
+  stat: Stats | undefined;
 }
 
 const NO_HARD_LINKS = new Set(["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS", "EXDEV", "EMLINK"]);
@@ -206,6 +213,12 @@ export function bundleHandler(store: BundleStore): StreamHandler {
     return { value };
   };
   const direct = !store.fsync && !store.overwrite;
+  /**
+   * Direct entries stored inline, synchronously, while the disk is fast:
+   * open, write, fstat, close, with no promise per file (the default
+   * writer only; a test's writer goes the general way).
+   */
+  const inline = direct && store.write === undefined;
   const FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
   return async (stream, ctx) => {
     const total = stream.total;
@@ -220,15 +233,53 @@ export function bundleHandler(store: BundleStore): StreamHandler {
     const pending = new Set<Promise<void>>();
     /** Directories made for this bundle (direct writes make them as entries arrive), by relative path. */
     const dirs = new Map<string, Promise<string[]>>();
+    /** Directories (keys of `dirs`) made or checked already: an entry under one needs no wait. */
+    const dirsReady = new Set<string>();
     const parents = (segments: string[]) => {
       const key = segments.slice(0, -1).join("/");
       let p = dirs.get(key);
       if (p === undefined) {
         p = store.parents(segments);
-        p.catch(() => {});
+        p.then(
+          () => dirsReady.add(key),
+          () => {},
+        );
         dirs.set(key, p);
       }
       return p;
+    };
+    /**
+     * Stores a direct entry now, on the main thread, when its directories
+     * are ready and the disk is fast; false when it must go the general way.
+     */
+    const storeInline = (s: Stored, content: Uint8Array): boolean => {
+      const segments = s.segments as string[];
+      if (segments.length > 1 && !dirsReady.has(segments.slice(0, -1).join("/"))) return false;
+      const t0 = performance.now();
+      if (!syncGate.mainThread(t0)) return false;
+      const path = join(store.dir, ...segments);
+      let fd: number;
+      try {
+        fd = openSync(path, FLAGS, 0o666);
+      } catch (err) {
+        s.error =
+          errno(err) === "EEXIST" ? new PointSubError("ERR_EXISTS", `${s.name} already exists`) : storeError(err);
+        return true;
+      } finally {
+        const t1 = performance.now();
+        syncGate.record(t1 - t0, t1);
+      }
+      s.partial = path;
+      try {
+        for (let n = 0; n < content.length; ) n += writeSync(fd, content, n, content.length - n, n);
+        s.stat = fstatSync(fd);
+        s.written = true;
+      } catch (err) {
+        s.error = storeError(err);
+      } finally {
+        closeSync(fd);
+      }
+      return true;
     };
     let ok = false;
     const store1 = async (s: Stored, content: Uint8Array) => {
@@ -236,6 +287,8 @@ export function bundleHandler(store: BundleStore): StreamHandler {
       if (direct) {
         const segments = s.segments as string[];
         if (segments.length > 1) await parents(segments);
+        // Its directories are ready now: inline unless the disk is slow.
+        if (inline && storeInline(s, content)) return;
         path = join(store.dir, ...segments);
       } else {
         path = join(store.dir, `.b${id}-${entries.length}.partial`);
@@ -274,6 +327,7 @@ export function bundleHandler(store: BundleStore): StreamHandler {
             written: false,
             placed: false,
             error: undefined,
+            stat: undefined,
           };
           try {
             const t = store.target(header);
@@ -285,8 +339,8 @@ export function bundleHandler(store: BundleStore): StreamHandler {
           } catch (err) {
             s.error = toPointSubError(err, "ERR_INVALID_ARGUMENT");
           }
-          if (s.error === undefined) {
-            s.crc = nodeCrc32c().compute(content, 0) >>> 0;
+          if (s.error === undefined) s.crc = nodeCrc32c().compute(content, 0) >>> 0;
+          if (s.error === undefined && !(inline && storeInline(s, content))) {
             await gate.acquire(content.length);
             const p = store1(s, content)
               .catch((err: unknown) => {
@@ -323,7 +377,7 @@ export function bundleHandler(store: BundleStore): StreamHandler {
               synced.add(dirname(finalPath));
             }
             s.placed = true;
-            store.remember(finalPath, s.size, s.crc);
+            store.remember(finalPath, s.size, s.crc, s.stat);
           } catch (err) {
             s.error = storeError(err);
           }

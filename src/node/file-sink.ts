@@ -983,12 +983,12 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
   const crcs = new Map<string, { id: string; crc: number }>();
   const identity = (st: Stats) => `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
   /**
-   * Caches a stored file's CRC32C under its identity: a synchronous lstat
+   * Caches a stored file's CRC32C under its identity: the fstat its writer took, or a synchronous lstat
    * (the inode was just written: cached, no disk access; a thread-pool round
    * trip per small file costs the main thread several times more).
    */
-  const remember = (path: string, size: number, crc: number) => {
-    const st = lstatSync(path, { throwIfNoEntry: false });
+  const remember = (path: string, size: number, crc: number, stat?: Stats) => {
+    const st = stat ?? lstatSync(path, { throwIfNoEntry: false });
     if (st?.isFile() === true && st.size === size) cacheCrc(path, identity(st), crc);
   };
   const cacheCrc = (path: string, id: string, crc: number) => {
