@@ -21,9 +21,9 @@
  * process each run: its start-up counts) into a running `pointsub serve`,
  * against `tar cf - DIR` written to a TCP socket (bash's /dev/tcp) whose
  * receiver pipes it into `tar xf -`, timed until the receiving tar exits.
- * tar does not fsync; the file sink fsyncs every file before naming it and
- * its directory after (one directory fsync shared by the files placed
- * meanwhile); a second send goes into a serve with `--durability none` (no
+ * tar does not fsync; the file sink fsyncs every file before naming it (a
+ * bundle's files written first, then fsynced together) and its directory
+ * after (one directory fsync shared by the files placed meanwhile); a second send goes into a serve with `--durability none` (no
  * fsync, as tar).
  */
 import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
@@ -553,8 +553,9 @@ export async function runManyFilesBench(
       "separate files), larger ones as streams of their own; the re-run finds every file whole on the server",
       "(size + CRC32C quick check) and sends none. tar is `tar cf - DIR > /dev/tcp/…` into a receiver piping",
       "the socket into `tar xf -`, timed until that tar exits. Durability differs: tar does not fsync; `pointsub",
-      "serve` by default (`--durability fsync`) fsyncs each file before linking it under its name and then its",
-      "directory (group commit: the files named while one directory fsync runs share the next), and answers a",
+      "serve` by default (`--durability fsync`) fsyncs each file before linking it under its name (a bundle's",
+      "files written first, then fsynced together) and then its directory (group commit: the files named while",
+      "one directory fsync runs share the next), and answers a",
       "bundle only then, so a file `send` reports stored survives a crash or power loss of the server. The row",
       "with `--durability none` is the same send into a serve that fsyncs nothing (as tar). Each round runs",
       "every variant back to back after an untimed warm-up round (source files in the page cache for all);",

@@ -37,8 +37,14 @@ import type { StreamHandler } from "../stream/types.ts";
 import { nodeCrc32c } from "./crc32c-native.ts";
 import { SyncGate } from "./file-sync-gate.ts";
 
-/** Files of one bundle being written (and fsynced) at once on the receiver. */
+/** Files of one bundle being written, or fsynced, at once on the receiver. */
 const STORING = 8;
+/**
+ * Entry files written and waiting for their fsync, each holding an open
+ * descriptor, per handler (all sessions): over it, a bundle fsyncs (and
+ * closes) what it wrote so far before it creates more.
+ */
+export const UNSYNCED_MAX = 256;
 /**
  * Bytes of received entries waiting to be written, per session (all its
  * bundles): over it, reading pauses (the sender waits for credit). With the
@@ -78,8 +84,8 @@ const gateOf = (session: object): ByteGate => {
 };
 
 /**
- * Bytes of a session's bundle entries received and not yet written (or,
- * with fsync, not yet durable): now, and the most at once. Bounded by 4 MiB
+ * Bytes of a session's bundle entries received and not yet written: now,
+ * and the most at once. Bounded by 4 MiB
  * (one entry more when a single entry is larger): reading pauses over it.
  */
 export function bundlePendingBytes(session: object): { now: number; peak: number } {
@@ -88,37 +94,32 @@ export function bundlePendingBytes(session: object): { now: number; peak: number
 }
 
 /**
- * Writes a new file's bytes: `open` made it (O_EXCL), the writer writes,
- * syncs (when asked) and closes it; `pool`: on the thread pool (the disk is
- * slow now), else on the main thread.
+ * Writes a new file's bytes: `open` made it (O_EXCL), the writer writes
+ * them (the handler fsyncs and closes the file after); `pool`: on the
+ * thread pool (the disk is slow now), else on the main thread.
  */
-export type BundleEntryWriter = (fd: number, content: Uint8Array, fsync: boolean, pool: boolean) => Promise<void>;
+export type BundleEntryWriter = (fd: number, content: Uint8Array, pool: boolean) => Promise<void>;
 
 /**
  * The default writer: a small file's write lands in the page cache in
  * microseconds, where a thread-pool round trip costs the main thread more
- * than the write — unless the disk is slow (`pool`). The fsync is always on
- * the thread pool.
+ * than the write — unless the disk is slow (`pool`).
  */
-const entryWriter =
-  (syncFd: (fd: number) => Promise<void>): BundleEntryWriter =>
-  async (fd, content, sync, pool) => {
-    let open_ = true;
-    try {
-      let n = 0;
-      while (n < content.length) {
-        n += pool
-          ? await call<number>((cb) => write(fd, content, n, content.length - n, n, cb))
-          : writeSync(fd, content, n, content.length - n, n);
-      }
-      if (sync) await syncFd(fd);
-      open_ = false;
-      if (pool) await call<void>((cb) => close(fd, cb));
-      else closeSync(fd);
-    } finally {
-      if (open_) close(fd, () => {});
-    }
-  };
+const entryWriter: BundleEntryWriter = async (fd, content, pool) => {
+  let n = 0;
+  while (n < content.length) {
+    n += pool
+      ? await call<number>((cb) => write(fd, content, n, content.length - n, n, cb))
+      : writeSync(fd, content, n, content.length - n, n);
+  }
+};
+
+/** Closes an entry's descriptor: on the main thread (microseconds) unless the disk is slow. */
+const closeFd = (fd: number, pool: boolean): Promise<void> | undefined => {
+  if (pool) return call<void>((cb) => close(fd, cb));
+  closeSync(fd);
+  return undefined;
+};
 
 /**
  * Store operations run on the main thread while the disk is fast, on the
@@ -157,7 +158,7 @@ export interface BundleStore {
    * main thread while the disk is fast); tests force the thread pool.
    */
   syncGate?: SyncGate;
-  /** How entries are written (default: write, fsync through {@link sync}, close); tests slow it down. */
+  /** How entries' bytes are written (default: `fs.writeSync`, or `fs.write` while the disk is slow); tests slow it down. */
   write?: BundleEntryWriter;
   /**
    * How the default writer makes an entry durable (with `fsync`; default:
@@ -201,7 +202,10 @@ const NO_HARD_LINKS = new Set(["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS", "EXDE
  * whole and nothing is named.
  */
 export function bundleHandler(store: BundleStore): StreamHandler {
-  const writer = store.write ?? entryWriter(store.sync ?? ((fd) => call<void>((cb) => fsync(fd, cb))));
+  const writer = store.write ?? entryWriter;
+  const syncFd = store.sync ?? ((fd: number) => call<void>((cb) => fsync(fd, cb)));
+  /** Entry files of this handler's bundles written and not yet fsynced (see {@link UNSYNCED_MAX}). */
+  let unsynced = 0;
   const syncGate = store.syncGate ?? new SyncGate();
   /** Runs a store operation on the main thread, timed; undefined when the disk was slow lately (use the pool). */
   const onMain = <T>(op: () => T): { value: T } | undefined => {
@@ -306,8 +310,48 @@ export function bundleHandler(store: BundleStore): StreamHandler {
         throw err;
       }
       s.partial = path;
-      await writer(fd, content, store.fsync, pool);
+      try {
+        await writer(fd, content, pool);
+      } catch (err) {
+        close(fd, () => {});
+        throw err;
+      }
       s.written = true;
+      if (!store.fsync) return closeFd(fd, pool);
+      // Durable: fsynced with the bundle's other files once all are written (see flush).
+      unsynced++;
+      toSync.push({ s, fd, pool });
+    };
+    /** Files written and not yet fsynced (their descriptors open), in order. */
+    const toSync: { s: Stored; fd: number; pool: boolean }[] = [];
+    /**
+     * Fsyncs and closes the files written so far, {@link STORING} at a
+     * time on the thread pool: a file whose fsync fails fails alone. Written
+     * first and fsynced together, a bundle's creates never wait behind its
+     * own fsyncs (on ext4 an fsync of a new file writes its directory's
+     * blocks too, which the next create in that directory must wait for).
+     */
+    const flush = async () => {
+      const batch = toSync.splice(0);
+      let next = 0;
+      const worker = async () => {
+        for (let i = next++; i < batch.length; i = next++) {
+          const { s, fd, pool } = batch[i];
+          try {
+            await syncFd(fd);
+          } catch (err) {
+            s.error = storeError(err);
+          } finally {
+            unsynced--;
+            try {
+              await closeFd(fd, pool);
+            } catch {
+              // Closed anyway (EIO after an fsync error is reported by the fsync).
+            }
+          }
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(STORING, batch.length) }, worker));
     };
     try {
       const reader = new BundleReader();
@@ -341,6 +385,11 @@ export function bundleHandler(store: BundleStore): StreamHandler {
           }
           if (s.error === undefined) s.crc = nodeCrc32c().compute(content, 0) >>> 0;
           if (s.error === undefined && !(inline && storeInline(s, content))) {
+            // Too many files of this handler wait for their fsync: this bundle fsyncs its own first.
+            if (unsynced + pending.size >= UNSYNCED_MAX && (toSync.length > 0 || pending.size > 0)) {
+              await Promise.all(pending);
+              await flush();
+            }
             await gate.acquire(content.length);
             const p = store1(s, content)
               .catch((err: unknown) => {
@@ -356,6 +405,7 @@ export function bundleHandler(store: BundleStore): StreamHandler {
       }
       reader.end();
       await Promise.all(pending);
+      await flush();
       // Verified: name them (direct writes are named already), a few at once, in order.
       const synced = new Set<string>();
       let next = 0;
@@ -417,6 +467,11 @@ export function bundleHandler(store: BundleStore): StreamHandler {
       return JSON.stringify({ files: results });
     } finally {
       await Promise.allSettled(pending);
+      // A failed bundle's files are not fsynced: closed, then removed below.
+      for (const { fd } of toSync.splice(0)) {
+        unsynced--;
+        close(fd, () => {});
+      }
       // Whatever was not named (a failed entry, a failed bundle) leaves nothing behind: a direct
       // write of a failed bundle is removed, and the directories it made (when empty).
       for (const s of entries) {

@@ -17,6 +17,7 @@ import { after, describe, it } from "node:test";
 import { type BundleResult, encodeBundle, FILE_BUNDLE_ROUTE } from "../../src/codec/file-bundle.ts";
 import { type Connection, connect, createServer, PointSubError, type Server } from "../../src/index.ts";
 import { type BundleStore, bundleHandler } from "../../src/node/file-bundle.ts";
+import { SyncGate } from "../../src/node/file-sync-gate.ts";
 
 const identity = (st: Stats) => `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
 
@@ -56,6 +57,8 @@ describe("bundles stored inline (durability none)", () => {
       remember: (path, size, _crc, stat) => {
         remembered.set(path, { size, stat });
       },
+      // The main thread throughout (a loaded machine's slow call would send entries to the pool).
+      syncGate: new SyncGate({ slowMs: Number.POSITIVE_INFINITY, stallMs: Number.POSITIVE_INFINITY }),
     };
     const server: Server = createServer();
     cleanup.push(() => server.close({ timeoutMs: 100 }));
