@@ -79,6 +79,9 @@ export function planBundles(items: readonly SendItem[]): { bundles: SendItem[][]
   return { bundles, single };
 }
 
+/** Bundles this process sent (their transfer ids). */
+let bundlesSent = 0;
+
 /** What happened to each file of a bundle: the server's receipt or an error. */
 type BundleOutcome = { item: SendItem; size: number; crc32c?: string; error?: PointSubError }[];
 
@@ -127,6 +130,8 @@ async function sendBundle(
         ),
       );
       const t = conn.sendStream(FILE_BUNDLE_ROUTE, [body], {
+        // An id of this process's own (a bundle is never resumed): no Web Crypto to load for it.
+        transferId: `bundle-${process.pid}-${++bundlesSent}`,
         total: body.length,
         meta: { files: left.length },
         compress: opts.compress,

@@ -232,7 +232,7 @@ export function bundleHandler(store: BundleStore): StreamHandler {
     await store.ready;
     const release = store.reserve(total);
     const gate = gateOf(ctx.session ?? store);
-    const id = Buffer.from(crypto.getRandomValues(new Uint8Array(12))).toString("hex");
+    const id = bundleId();
     const entries: Stored[] = [];
     const pending = new Set<Promise<void>>();
     /** Directories made for this bundle (direct writes make them as entries arrive), by relative path. */
@@ -501,6 +501,16 @@ export function bundleHandler(store: BundleStore): StreamHandler {
 }
 
 const errno = (err: unknown) => (err as { code?: unknown }).code;
+
+let bundles = 0;
+/**
+ * A bundle's partial files' prefix, unique on this machine: process id,
+ * start time and a counter (no random bytes: the first `crypto` call loads
+ * Web Crypto, ~12 ms of the first bundle). Predictable names are safe: the
+ * partials are created O_EXCL | O_NOFOLLOW (a name taken fails that entry)
+ * and no upload may be named like one.
+ */
+const bundleId = () => `${process.pid.toString(36)}_${Date.now().toString(36)}_${(bundles++).toString(36)}`;
 
 /**
  * A callback-style fs call as a promise: for a small file, the callback API

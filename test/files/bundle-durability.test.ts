@@ -68,7 +68,12 @@ describe("bundles: a receipt only after durability (durability fsync)", () => {
       remember: () => {},
       // The disk's fsync: held until the test lets it go; file 7's fails (EIO).
       sync: (fd) => {
-        if (fds.length === 0) partialsAtFirstSync = readdirSync(dir).filter((n) => n.endsWith(".partial")).length;
+        if (fds.length === 0) {
+          const partials = readdirSync(dir).filter((n) => n.endsWith(".partial"));
+          partialsAtFirstSync = partials.length;
+          // Named from the process id, time and a counter (no Web Crypto to load), as the sink's sweep knows them.
+          for (const n of partials) assert.match(n, /^\.b[0-9a-z]+_[0-9a-z]+_[0-9a-z]+-\d+\.partial$/);
+        }
         events.push("fsync");
         fds.push(fd);
         // File 7's (sizes are distinct): the fsyncs run in the order the files were written.
