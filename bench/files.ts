@@ -435,35 +435,41 @@ async function cliVsTar(
       spawnSync("sync");
     }
     // pointsub: a serve already listening; the send is a new process.
-    {
-      const { url, stop } = await startServe(cli, join(work, `ps-${r}`));
-      keep(times.send, await timed(process.execPath, [cli, "send", ...recursive, src, "--to", url], env));
-      keep(times.rerun, await timed(process.execPath, [cli, "send", ...recursive, src, "--to", url], env));
-      await stop();
-      spawnSync("sync");
-    }
-    if (noSync) {
-      const { url, stop } = await startServe(cli, join(work, `nosync-${r}`), ["--durability", "none"]);
-      keep(times.sendNoSync, await timed(process.execPath, [cli, "send", ...recursive, src, "--to", url], env));
-      await stop();
-      spawnSync("sync");
-    }
-    // An older build (--baseline-cli), right after: the same machine noise for both.
-    if (baselineCli !== undefined) {
-      const { url, stop } = await startServe(baselineCli, join(work, `base-${r}`));
-      keep(times.baseline, await timed(process.execPath, [baselineCli, "send", ...recursive, src, "--to", url], env));
+    const current = async () => {
+      {
+        const { url, stop } = await startServe(cli, join(work, `ps-${r}`));
+        keep(times.send, await timed(process.execPath, [cli, "send", ...recursive, src, "--to", url], env));
+        keep(times.rerun, await timed(process.execPath, [cli, "send", ...recursive, src, "--to", url], env));
+        await stop();
+        spawnSync("sync");
+      }
+      if (noSync) {
+        const { url, stop } = await startServe(cli, join(work, `nosync-${r}`), ["--durability", "none"]);
+        keep(times.sendNoSync, await timed(process.execPath, [cli, "send", ...recursive, src, "--to", url], env));
+        await stop();
+        spawnSync("sync");
+      }
+    };
+    // An older build (--baseline-cli), next to it: the same machine noise for both.
+    const baseline = async (main: string) => {
+      const { url, stop } = await startServe(main, join(work, `base-${r}`));
+      keep(times.baseline, await timed(process.execPath, [main, "send", ...recursive, src, "--to", url], env));
       await stop();
       spawnSync("sync");
       if (noSync) {
-        const ns = await startServe(baselineCli, join(work, `base-nosync-${r}`), ["--durability", "none"]);
+        const ns = await startServe(main, join(work, `base-nosync-${r}`), ["--durability", "none"]);
         keep(
           times.baselineNoSync,
-          await timed(process.execPath, [baselineCli, "send", ...recursive, src, "--to", ns.url], env),
+          await timed(process.execPath, [main, "send", ...recursive, src, "--to", ns.url], env),
         );
         await ns.stop();
         spawnSync("sync");
       }
-    }
+    };
+    // With a baseline, every other round runs it first (what ran before changes the disk's state).
+    if (baselineCli !== undefined && r % 2 !== 0) await baseline(baselineCli);
+    await current();
+    if (baselineCli !== undefined && r % 2 === 0) await baseline(baselineCli);
     if (r < 0) continue;
     log(
       `${label} ${r + 1}/${reps}: tar ${times.tar[r].toFixed(2)} s, send ${times.send[r].toFixed(2)} s, re-run ${times.rerun[r].toFixed(2)} s` +
