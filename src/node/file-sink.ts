@@ -383,6 +383,16 @@ async function transferTag(transferId: string): Promise<string> {
     .digest("hex");
 }
 
+/** A stored file's CRC32C and the identity it was computed for (inode, size, mtime, ctime). */
+interface CachedCrc {
+  ino: number;
+  dev: number;
+  size: number;
+  mtimeMs: number;
+  ctimeMs: number;
+  crc: number;
+}
+
 /** One transfer's partial file, as the sink knows it. */
 interface Entry {
   key: string;
@@ -980,8 +990,10 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
   };
 
   /** CRC32C of stored files, by path, valid while the file's identity (inode, size, mtime, ctime) is unchanged. */
-  const crcs = new Map<string, { id: string; crc: number }>();
-  const identity = (st: Stats) => `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
+  const crcs = new Map<string, CachedCrc>();
+  /** The same file, unchanged (compared field by field: no identity string formatted per stored file). */
+  const sameFile = (a: CachedCrc, b: Stats) =>
+    a.ino === b.ino && a.dev === b.dev && a.size === b.size && a.mtimeMs === b.mtimeMs && a.ctimeMs === b.ctimeMs;
   /**
    * Caches a stored file's CRC32C under its identity: the fstat its writer took, or a synchronous lstat
    * (the inode was just written: cached, no disk access; a thread-pool round
@@ -989,11 +1001,11 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
    */
   const remember = (path: string, size: number, crc: number, stat?: Stats) => {
     const st = stat ?? lstatSync(path, { throwIfNoEntry: false });
-    if (st?.isFile() === true && st.size === size) cacheCrc(path, identity(st), crc);
+    if (st?.isFile() === true && st.size === size) cacheCrc(path, st, crc);
   };
-  const cacheCrc = (path: string, id: string, crc: number) => {
+  const cacheCrc = (path: string, st: Stats, crc: number) => {
     crcs.delete(path);
-    crcs.set(path, { id, crc });
+    crcs.set(path, { ino: st.ino, dev: st.dev, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, crc });
     if (crcs.size > 100_000) crcs.delete(crcs.keys().next().value as string);
   };
 
@@ -1015,11 +1027,11 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     const st = await exists(target);
     if (st === undefined || !st.isFile()) return null;
     if (st.size !== q.size) return { size: st.size };
-    const id = identity(st);
-    let crc = crcs.get(target)?.id === id ? crcs.get(target)?.crc : undefined;
+    const cached = crcs.get(target);
+    let crc = cached !== undefined && sameFile(cached, st) ? cached.crc : undefined;
     if (crc === undefined) {
       crc = await fileCrc32c(target, st.size);
-      cacheCrc(target, id, crc);
+      cacheCrc(target, st, crc);
     }
     return { size: st.size, crc32c: (crc >>> 0).toString(16).padStart(8, "0") };
   };
