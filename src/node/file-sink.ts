@@ -1010,8 +1010,12 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
   };
 
   /** What is stored under one quick-check entry (a file the sink put there or not: any regular file). */
-  const lookup = async (q: FileCheckQuery, dirs: Map<string, Promise<boolean>>): Promise<FileCheckAnswer> => {
-    const segments = q.path === undefined ? [safeFileName(q.name)] : safeRelativePath(q.path);
+  const lookup = async (
+    q: FileCheckQuery,
+    dirs: Map<string, Promise<boolean>>,
+    checked?: string[],
+  ): Promise<FileCheckAnswer> => {
+    const segments = checked ?? (q.path === undefined ? [safeFileName(q.name)] : safeRelativePath(q.path));
     // Only through real directories (never a symbolic link out of the directory), each checked once
     // per request: a tree's files share their directories (and a missing one answers for all of them).
     for (let i = 1; i < segments.length; i++) {
@@ -1050,13 +1054,15 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         `files must be an array of at most ${FILE_CHECK_MAX} entries`,
       );
     }
-    const queries: FileCheckQuery[] = files.map((f: unknown) => {
+    /** Each relative path's segments, checked once (the lookup takes them as they are). */
+    const paths: (string[] | undefined)[] = new Array(files.length);
+    const queries: FileCheckQuery[] = files.map((f: unknown, i: number) => {
       const q = (typeof f === "object" && f !== null ? f : {}) as Record<string, unknown>;
       if (!isUint(q.size)) throw PointSubError.fromPeer("ERR_INVALID_ARGUMENT", "each entry needs a size");
       if (q.name !== undefined && typeof q.name !== "string") {
         throw PointSubError.fromPeer("ERR_INVALID_ARGUMENT", "name must be a string");
       }
-      if (q.path !== undefined) safeRelativePath(q.path);
+      if (q.path !== undefined) paths[i] = safeRelativePath(q.path);
       return { name: q.name as string | undefined, path: q.path as string | undefined, size: q.size };
     });
     await ready;
@@ -1065,7 +1071,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     let next = 0;
     const dirs = new Map<string, Promise<boolean>>();
     const worker = async () => {
-      for (let i = next++; i < queries.length; i = next++) answers[i] = await lookup(queries[i], dirs);
+      for (let i = next++; i < queries.length; i = next++) answers[i] = await lookup(queries[i], dirs, paths[i]);
     };
     await Promise.all(Array.from({ length: Math.min(8, queries.length) }, worker));
     return JSON.stringify({ files: answers });
