@@ -83,7 +83,7 @@ export function program(): Command {
     .addOption(
       new Option(
         "--durability <policy>",
-        "fsync: a stored file survives a power loss before the sender is told (each file fsynced, then its directory); none: no fsync, as tar, scp and rsync",
+        "fsync: a stored file survives a power loss before the sender is told (each file fsynced — a bundle's together, after all its files are written — then named, then its directory fsynced); none: no fsync, as tar, scp and rsync",
       )
         .choices(["fsync", "none"])
         .default("fsync"),

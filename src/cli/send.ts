@@ -79,6 +79,9 @@ export function planBundles(items: readonly SendItem[]): { bundles: SendItem[][]
   return { bundles, single };
 }
 
+/** Bundles this process sent (their transfer ids). */
+let bundlesSent = 0;
+
 /** What happened to each file of a bundle: the server's receipt or an error. */
 type BundleOutcome = { item: SendItem; size: number; crc32c?: string; error?: PointSubError }[];
 
@@ -127,6 +130,8 @@ async function sendBundle(
         ),
       );
       const t = conn.sendStream(FILE_BUNDLE_ROUTE, [body], {
+        // An id of this process's own (a bundle is never resumed): no Web Crypto to load for it.
+        transferId: `bundle-${process.pid}-${++bundlesSent}`,
         total: body.length,
         meta: { files: left.length },
         compress: opts.compress,
@@ -295,6 +300,9 @@ function twoForOneName(a: SendItem, b: SendItem): PointSubError {
   );
 }
 
+/** Quick-check requests in flight at once (each about up to {@link FILE_CHECK_MAX} files). */
+export const CHECKS_IN_FLIGHT = 4;
+
 /**
  * The quick check (like rsync's): asks the server which files it already
  * holds under their names, with their size and CRC32C, and returns the items
@@ -303,32 +311,43 @@ function twoForOneName(a: SendItem, b: SendItem): PointSubError {
  */
 export async function quickCheck(conn: Connection, items: readonly SendItem[]): Promise<Set<SendItem> | undefined> {
   const same = new Set<SendItem>();
-  for (let i = 0; i < items.length; i += FILE_CHECK_MAX) {
-    const batch = items.slice(i, i + FILE_CHECK_MAX);
-    const queries: FileCheckQuery[] = batch.map((it) =>
-      it.tree ? { path: it.target, size: it.size } : { name: it.target, size: it.size },
-    );
-    let answers: FileCheckAnswer[];
-    try {
-      const res = await conn.request(FILE_CHECK_ROUTE, JSON.stringify({ files: queries }), { timeoutMs: 0 });
-      answers = (JSON.parse(new TextDecoder().decode(res)) as { files: FileCheckAnswer[] }).files;
-    } catch (err) {
-      if (toPointSubError(err, "ERR_HANDLER").code === "ERR_NO_ROUTE") return undefined;
-      throw err;
-    }
-    // Local CRCs only of files the server holds at the same size; a few read at once.
-    let next = 0;
-    const worker = async () => {
-      for (let k = next++; k < batch.length; k = next++) {
-        const a = answers[k];
-        if (a?.crc32c === undefined || a.size !== batch[k].size) continue;
-        const crc = (await localCrc32c(batch[k].file, batch[k].size)) >>> 0;
-        if (crc.toString(16).padStart(8, "0") === a.crc32c) same.add(batch[k]);
+  const batches: SendItem[][] = [];
+  for (let i = 0; i < items.length; i += FILE_CHECK_MAX) batches.push(items.slice(i, i + FILE_CHECK_MAX));
+  let noRoute = false;
+  let nextBatch = 0;
+  /** Asks about one batch after another; {@link CHECKS_IN_FLIGHT} of these run at once (their round trips overlap). */
+  const asker = async () => {
+    for (let b = nextBatch++; b < batches.length && !noRoute; b = nextBatch++) {
+      const batch = batches[b];
+      const queries: FileCheckQuery[] = batch.map((it) =>
+        it.tree ? { path: it.target, size: it.size } : { name: it.target, size: it.size },
+      );
+      let answers: FileCheckAnswer[];
+      try {
+        const res = await conn.request(FILE_CHECK_ROUTE, JSON.stringify({ files: queries }), { timeoutMs: 0 });
+        answers = (JSON.parse(new TextDecoder().decode(res)) as { files: FileCheckAnswer[] }).files;
+      } catch (err) {
+        if (toPointSubError(err, "ERR_HANDLER").code === "ERR_NO_ROUTE") {
+          noRoute = true;
+          return;
+        }
+        throw err;
       }
-    };
-    await Promise.all(Array.from({ length: Math.min(8, batch.length) }, worker));
-  }
-  return same;
+      // Local CRCs only of files the server holds at the same size; a few read at once.
+      let next = 0;
+      const worker = async () => {
+        for (let k = next++; k < batch.length; k = next++) {
+          const a = answers[k];
+          if (a?.crc32c === undefined || a.size !== batch[k].size) continue;
+          const crc = (await localCrc32c(batch[k].file, batch[k].size)) >>> 0;
+          if (crc.toString(16).padStart(8, "0") === a.crc32c) same.add(batch[k]);
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(8, batch.length) }, worker));
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(CHECKS_IN_FLIGHT, batches.length) }, asker));
+  return noRoute ? undefined : same;
 }
 
 /**

@@ -11,11 +11,13 @@ import {
   close,
   closeSync,
   constants,
+  fstatSync,
   fsync,
   linkSync,
   open,
   openSync,
   rmdirSync,
+  type Stats,
   unlinkSync,
   write,
   writeSync,
@@ -35,8 +37,14 @@ import type { StreamHandler } from "../stream/types.ts";
 import { nodeCrc32c } from "./crc32c-native.ts";
 import { SyncGate } from "./file-sync-gate.ts";
 
-/** Files of one bundle being written (and fsynced) at once on the receiver. */
+/** Files of one bundle being written, or fsynced, at once on the receiver. */
 const STORING = 8;
+/**
+ * Entry files written and waiting for their fsync, each holding an open
+ * descriptor, per handler (all sessions): over it, a bundle fsyncs (and
+ * closes) what it wrote so far before it creates more.
+ */
+export const UNSYNCED_MAX = 256;
 /**
  * Bytes of received entries waiting to be written, per session (all its
  * bundles): over it, reading pauses (the sender waits for credit). With the
@@ -76,8 +84,8 @@ const gateOf = (session: object): ByteGate => {
 };
 
 /**
- * Bytes of a session's bundle entries received and not yet written (or,
- * with fsync, not yet durable): now, and the most at once. Bounded by 4 MiB
+ * Bytes of a session's bundle entries received and not yet written: now,
+ * and the most at once. Bounded by 4 MiB
  * (one entry more when a single entry is larger): reading pauses over it.
  */
 export function bundlePendingBytes(session: object): { now: number; peak: number } {
@@ -86,37 +94,32 @@ export function bundlePendingBytes(session: object): { now: number; peak: number
 }
 
 /**
- * Writes a new file's bytes: `open` made it (O_EXCL), the writer writes,
- * syncs (when asked) and closes it; `pool`: on the thread pool (the disk is
- * slow now), else on the main thread.
+ * Writes a new file's bytes: `open` made it (O_EXCL), the writer writes
+ * them (the handler fsyncs and closes the file after); `pool`: on the
+ * thread pool (the disk is slow now), else on the main thread.
  */
-export type BundleEntryWriter = (fd: number, content: Uint8Array, fsync: boolean, pool: boolean) => Promise<void>;
+export type BundleEntryWriter = (fd: number, content: Uint8Array, pool: boolean) => Promise<void>;
 
 /**
  * The default writer: a small file's write lands in the page cache in
  * microseconds, where a thread-pool round trip costs the main thread more
- * than the write — unless the disk is slow (`pool`). The fsync is always on
- * the thread pool.
+ * than the write — unless the disk is slow (`pool`).
  */
-const entryWriter =
-  (syncFd: (fd: number) => Promise<void>): BundleEntryWriter =>
-  async (fd, content, sync, pool) => {
-    let open_ = true;
-    try {
-      let n = 0;
-      while (n < content.length) {
-        n += pool
-          ? await call<number>((cb) => write(fd, content, n, content.length - n, n, cb))
-          : writeSync(fd, content, n, content.length - n, n);
-      }
-      if (sync) await syncFd(fd);
-      open_ = false;
-      if (pool) await call<void>((cb) => close(fd, cb));
-      else closeSync(fd);
-    } finally {
-      if (open_) close(fd, () => {});
-    }
-  };
+const entryWriter: BundleEntryWriter = async (fd, content, pool) => {
+  let n = 0;
+  while (n < content.length) {
+    n += pool
+      ? await call<number>((cb) => write(fd, content, n, content.length - n, n, cb))
+      : writeSync(fd, content, n, content.length - n, n);
+  }
+};
+
+/** Closes an entry's descriptor: on the main thread (microseconds) unless the disk is slow. */
+const closeFd = (fd: number, pool: boolean): Promise<void> | undefined => {
+  if (pool) return call<void>((cb) => close(fd, cb));
+  closeSync(fd);
+  return undefined;
+};
 
 /**
  * Store operations run on the main thread while the disk is fast, on the
@@ -145,14 +148,17 @@ export interface BundleStore {
   place(partial: string, finalPath: string): Promise<void>;
   /** Fsyncs a directory after names changed in it (shared by callers meanwhile); nothing when fsync is off. */
   syncDir(path: string): Promise<void>;
-  /** Remembers a stored file's CRC32C (the quick check). */
-  remember(path: string, size: number, crc: number): void;
+  /**
+   * Remembers a stored file's CRC32C (the quick check); `stat`: the file's
+   * fstat taken after its last write (else the store lstats `path`).
+   */
+  remember(path: string, size: number, crc: number, stat?: Stats): void;
   /**
    * Where small store operations run (default: a gate of the handler's own,
    * main thread while the disk is fast); tests force the thread pool.
    */
   syncGate?: SyncGate;
-  /** How entries are written (default: write, fsync through {@link sync}, close); tests slow it down. */
+  /** How entries' bytes are written (default: `fs.writeSync`, or `fs.write` while the disk is slow); tests slow it down. */
   write?: BundleEntryWriter;
   /**
    * How the default writer makes an entry durable (with `fsync`; default:
@@ -173,6 +179,8 @@ interface Stored {
   written: boolean;
   placed: boolean;
   error: PointSubError | undefined;
+  /** Its fstat after the write (the synchronous direct path), for {@link BundleStore.remember}. */
+  stat: Stats | undefined;
 }
 
 const NO_HARD_LINKS = new Set(["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS", "EXDEV", "EMLINK"]);
@@ -194,7 +202,10 @@ const NO_HARD_LINKS = new Set(["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS", "EXDE
  * whole and nothing is named.
  */
 export function bundleHandler(store: BundleStore): StreamHandler {
-  const writer = store.write ?? entryWriter(store.sync ?? ((fd) => call<void>((cb) => fsync(fd, cb))));
+  const writer = store.write ?? entryWriter;
+  const syncFd = store.sync ?? ((fd: number) => call<void>((cb) => fsync(fd, cb)));
+  /** Entry files of this handler's bundles written and not yet fsynced (see {@link UNSYNCED_MAX}). */
+  let unsynced = 0;
   const syncGate = store.syncGate ?? new SyncGate();
   /** Runs a store operation on the main thread, timed; undefined when the disk was slow lately (use the pool). */
   const onMain = <T>(op: () => T): { value: T } | undefined => {
@@ -206,6 +217,12 @@ export function bundleHandler(store: BundleStore): StreamHandler {
     return { value };
   };
   const direct = !store.fsync && !store.overwrite;
+  /**
+   * Direct entries stored inline, synchronously, while the disk is fast:
+   * open, write, fstat, close, with no promise per file (the default
+   * writer only; a test's writer goes the general way).
+   */
+  const inline = direct && store.write === undefined;
   const FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
   return async (stream, ctx) => {
     const total = stream.total;
@@ -215,20 +232,58 @@ export function bundleHandler(store: BundleStore): StreamHandler {
     await store.ready;
     const release = store.reserve(total);
     const gate = gateOf(ctx.session ?? store);
-    const id = Buffer.from(crypto.getRandomValues(new Uint8Array(12))).toString("hex");
+    const id = bundleId();
     const entries: Stored[] = [];
     const pending = new Set<Promise<void>>();
     /** Directories made for this bundle (direct writes make them as entries arrive), by relative path. */
     const dirs = new Map<string, Promise<string[]>>();
+    /** Directories (keys of `dirs`) made or checked already: an entry under one needs no wait. */
+    const dirsReady = new Set<string>();
     const parents = (segments: string[]) => {
       const key = segments.slice(0, -1).join("/");
       let p = dirs.get(key);
       if (p === undefined) {
         p = store.parents(segments);
-        p.catch(() => {});
+        p.then(
+          () => dirsReady.add(key),
+          () => {},
+        );
         dirs.set(key, p);
       }
       return p;
+    };
+    /**
+     * Stores a direct entry now, on the main thread, when its directories
+     * are ready and the disk is fast; false when it must go the general way.
+     */
+    const storeInline = (s: Stored, content: Uint8Array): boolean => {
+      const segments = s.segments as string[];
+      if (segments.length > 1 && !dirsReady.has(segments.slice(0, -1).join("/"))) return false;
+      const t0 = performance.now();
+      if (!syncGate.mainThread(t0)) return false;
+      const path = join(store.dir, ...segments);
+      let fd: number;
+      try {
+        fd = openSync(path, FLAGS, 0o666);
+      } catch (err) {
+        s.error =
+          errno(err) === "EEXIST" ? new PointSubError("ERR_EXISTS", `${s.name} already exists`) : storeError(err);
+        return true;
+      } finally {
+        const t1 = performance.now();
+        syncGate.record(t1 - t0, t1);
+      }
+      s.partial = path;
+      try {
+        for (let n = 0; n < content.length; ) n += writeSync(fd, content, n, content.length - n, n);
+        s.stat = fstatSync(fd);
+        s.written = true;
+      } catch (err) {
+        s.error = storeError(err);
+      } finally {
+        closeSync(fd);
+      }
+      return true;
     };
     let ok = false;
     const store1 = async (s: Stored, content: Uint8Array) => {
@@ -236,6 +291,8 @@ export function bundleHandler(store: BundleStore): StreamHandler {
       if (direct) {
         const segments = s.segments as string[];
         if (segments.length > 1) await parents(segments);
+        // Its directories are ready now: inline unless the disk is slow.
+        if (inline && storeInline(s, content)) return;
         path = join(store.dir, ...segments);
       } else {
         path = join(store.dir, `.b${id}-${entries.length}.partial`);
@@ -253,8 +310,48 @@ export function bundleHandler(store: BundleStore): StreamHandler {
         throw err;
       }
       s.partial = path;
-      await writer(fd, content, store.fsync, pool);
+      try {
+        await writer(fd, content, pool);
+      } catch (err) {
+        close(fd, () => {});
+        throw err;
+      }
       s.written = true;
+      if (!store.fsync) return closeFd(fd, pool);
+      // Durable: fsynced with the bundle's other files once all are written (see flush).
+      unsynced++;
+      toSync.push({ s, fd, pool });
+    };
+    /** Files written and not yet fsynced (their descriptors open), in order. */
+    const toSync: { s: Stored; fd: number; pool: boolean }[] = [];
+    /**
+     * Fsyncs and closes the files written so far, {@link STORING} at a
+     * time on the thread pool: a file whose fsync fails fails alone. Written
+     * first and fsynced together, a bundle's creates never wait behind its
+     * own fsyncs (on ext4 an fsync of a new file writes its directory's
+     * blocks too, which the next create in that directory must wait for).
+     */
+    const flush = async () => {
+      const batch = toSync.splice(0);
+      let next = 0;
+      const worker = async () => {
+        for (let i = next++; i < batch.length; i = next++) {
+          const { s, fd, pool } = batch[i];
+          try {
+            await syncFd(fd);
+          } catch (err) {
+            s.error = storeError(err);
+          } finally {
+            unsynced--;
+            try {
+              await closeFd(fd, pool);
+            } catch {
+              // Closed anyway (EIO after an fsync error is reported by the fsync).
+            }
+          }
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(STORING, batch.length) }, worker));
     };
     try {
       const reader = new BundleReader();
@@ -274,6 +371,7 @@ export function bundleHandler(store: BundleStore): StreamHandler {
             written: false,
             placed: false,
             error: undefined,
+            stat: undefined,
           };
           try {
             const t = store.target(header);
@@ -285,8 +383,13 @@ export function bundleHandler(store: BundleStore): StreamHandler {
           } catch (err) {
             s.error = toPointSubError(err, "ERR_INVALID_ARGUMENT");
           }
-          if (s.error === undefined) {
-            s.crc = nodeCrc32c().compute(content, 0) >>> 0;
+          if (s.error === undefined) s.crc = nodeCrc32c().compute(content, 0) >>> 0;
+          if (s.error === undefined && !(inline && storeInline(s, content))) {
+            // Too many files of this handler wait for their fsync: this bundle fsyncs its own first.
+            if (unsynced + pending.size >= UNSYNCED_MAX && (toSync.length > 0 || pending.size > 0)) {
+              await Promise.all(pending);
+              await flush();
+            }
             await gate.acquire(content.length);
             const p = store1(s, content)
               .catch((err: unknown) => {
@@ -302,6 +405,7 @@ export function bundleHandler(store: BundleStore): StreamHandler {
       }
       reader.end();
       await Promise.all(pending);
+      await flush();
       // Verified: name them (direct writes are named already), a few at once, in order.
       const synced = new Set<string>();
       let next = 0;
@@ -323,7 +427,7 @@ export function bundleHandler(store: BundleStore): StreamHandler {
               synced.add(dirname(finalPath));
             }
             s.placed = true;
-            store.remember(finalPath, s.size, s.crc);
+            store.remember(finalPath, s.size, s.crc, s.stat);
           } catch (err) {
             s.error = storeError(err);
           }
@@ -363,6 +467,11 @@ export function bundleHandler(store: BundleStore): StreamHandler {
       return JSON.stringify({ files: results });
     } finally {
       await Promise.allSettled(pending);
+      // A failed bundle's files are not fsynced: closed, then removed below.
+      for (const { fd } of toSync.splice(0)) {
+        unsynced--;
+        close(fd, () => {});
+      }
       // Whatever was not named (a failed entry, a failed bundle) leaves nothing behind: a direct
       // write of a failed bundle is removed, and the directories it made (when empty).
       for (const s of entries) {
@@ -392,6 +501,16 @@ export function bundleHandler(store: BundleStore): StreamHandler {
 }
 
 const errno = (err: unknown) => (err as { code?: unknown }).code;
+
+let bundles = 0;
+/**
+ * A bundle's partial files' prefix, unique on this machine: process id,
+ * start time and a counter (no random bytes: the first `crypto` call loads
+ * Web Crypto, ~12 ms of the first bundle). Predictable names are safe: the
+ * partials are created O_EXCL | O_NOFOLLOW (a name taken fails that entry)
+ * and no upload may be named like one.
+ */
+const bundleId = () => `${process.pid.toString(36)}_${Date.now().toString(36)}_${(bundles++).toString(36)}`;
 
 /**
  * A callback-style fs call as a promise: for a small file, the callback API

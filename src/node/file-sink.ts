@@ -383,6 +383,16 @@ async function transferTag(transferId: string): Promise<string> {
     .digest("hex");
 }
 
+/** A stored file's CRC32C and the identity it was computed for (inode, size, mtime, ctime). */
+interface CachedCrc {
+  ino: number;
+  dev: number;
+  size: number;
+  mtimeMs: number;
+  ctimeMs: number;
+  crc: number;
+}
+
 /** One transfer's partial file, as the sink knows it. */
 interface Entry {
   key: string;
@@ -980,26 +990,32 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
   };
 
   /** CRC32C of stored files, by path, valid while the file's identity (inode, size, mtime, ctime) is unchanged. */
-  const crcs = new Map<string, { id: string; crc: number }>();
-  const identity = (st: Stats) => `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
+  const crcs = new Map<string, CachedCrc>();
+  /** The same file, unchanged (compared field by field: no identity string formatted per stored file). */
+  const sameFile = (a: CachedCrc, b: Stats) =>
+    a.ino === b.ino && a.dev === b.dev && a.size === b.size && a.mtimeMs === b.mtimeMs && a.ctimeMs === b.ctimeMs;
   /**
-   * Caches a stored file's CRC32C under its identity: a synchronous lstat
+   * Caches a stored file's CRC32C under its identity: the fstat its writer took, or a synchronous lstat
    * (the inode was just written: cached, no disk access; a thread-pool round
    * trip per small file costs the main thread several times more).
    */
-  const remember = (path: string, size: number, crc: number) => {
-    const st = lstatSync(path, { throwIfNoEntry: false });
-    if (st?.isFile() === true && st.size === size) cacheCrc(path, identity(st), crc);
+  const remember = (path: string, size: number, crc: number, stat?: Stats) => {
+    const st = stat ?? lstatSync(path, { throwIfNoEntry: false });
+    if (st?.isFile() === true && st.size === size) cacheCrc(path, st, crc);
   };
-  const cacheCrc = (path: string, id: string, crc: number) => {
+  const cacheCrc = (path: string, st: Stats, crc: number) => {
     crcs.delete(path);
-    crcs.set(path, { id, crc });
+    crcs.set(path, { ino: st.ino, dev: st.dev, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, crc });
     if (crcs.size > 100_000) crcs.delete(crcs.keys().next().value as string);
   };
 
   /** What is stored under one quick-check entry (a file the sink put there or not: any regular file). */
-  const lookup = async (q: FileCheckQuery, dirs: Map<string, Promise<boolean>>): Promise<FileCheckAnswer> => {
-    const segments = q.path === undefined ? [safeFileName(q.name)] : safeRelativePath(q.path);
+  const lookup = async (
+    q: FileCheckQuery,
+    dirs: Map<string, Promise<boolean>>,
+    checked?: string[],
+  ): Promise<FileCheckAnswer> => {
+    const segments = checked ?? (q.path === undefined ? [safeFileName(q.name)] : safeRelativePath(q.path));
     // Only through real directories (never a symbolic link out of the directory), each checked once
     // per request: a tree's files share their directories (and a missing one answers for all of them).
     for (let i = 1; i < segments.length; i++) {
@@ -1015,11 +1031,11 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     const st = await exists(target);
     if (st === undefined || !st.isFile()) return null;
     if (st.size !== q.size) return { size: st.size };
-    const id = identity(st);
-    let crc = crcs.get(target)?.id === id ? crcs.get(target)?.crc : undefined;
+    const cached = crcs.get(target);
+    let crc = cached !== undefined && sameFile(cached, st) ? cached.crc : undefined;
     if (crc === undefined) {
       crc = await fileCrc32c(target, st.size);
-      cacheCrc(target, id, crc);
+      cacheCrc(target, st, crc);
     }
     return { size: st.size, crc32c: (crc >>> 0).toString(16).padStart(8, "0") };
   };
@@ -1038,13 +1054,15 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         `files must be an array of at most ${FILE_CHECK_MAX} entries`,
       );
     }
-    const queries: FileCheckQuery[] = files.map((f: unknown) => {
+    /** Each relative path's segments, checked once (the lookup takes them as they are). */
+    const paths: (string[] | undefined)[] = new Array(files.length);
+    const queries: FileCheckQuery[] = files.map((f: unknown, i: number) => {
       const q = (typeof f === "object" && f !== null ? f : {}) as Record<string, unknown>;
       if (!isUint(q.size)) throw PointSubError.fromPeer("ERR_INVALID_ARGUMENT", "each entry needs a size");
       if (q.name !== undefined && typeof q.name !== "string") {
         throw PointSubError.fromPeer("ERR_INVALID_ARGUMENT", "name must be a string");
       }
-      if (q.path !== undefined) safeRelativePath(q.path);
+      if (q.path !== undefined) paths[i] = safeRelativePath(q.path);
       return { name: q.name as string | undefined, path: q.path as string | undefined, size: q.size };
     });
     await ready;
@@ -1053,7 +1071,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     let next = 0;
     const dirs = new Map<string, Promise<boolean>>();
     const worker = async () => {
-      for (let i = next++; i < queries.length; i = next++) answers[i] = await lookup(queries[i], dirs);
+      for (let i = next++; i < queries.length; i = next++) answers[i] = await lookup(queries[i], dirs, paths[i]);
     };
     await Promise.all(Array.from({ length: Math.min(8, queries.length) }, worker));
     return JSON.stringify({ files: answers });

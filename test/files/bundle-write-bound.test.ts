@@ -7,7 +7,7 @@
  * stalled — and once the disk moves again every file is stored whole.
  */
 import assert from "node:assert/strict";
-import { closeSync, writeSync } from "node:fs";
+import { writeSync } from "node:fs";
 import { link, mkdtemp, readdir, readFile, rm, unlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -63,7 +63,6 @@ describe("bundles: a peer faster than the disk", () => {
     const slowDisk: BundleEntryWriter = async (fd, content) => {
       while (stalled) await new Promise<void>((r) => waiting.push(r));
       writeSync(fd, content);
-      closeSync(fd);
       written++;
     };
     const store: BundleStore = {
