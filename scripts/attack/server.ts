@@ -11,11 +11,12 @@
  * event-loop delay since the previous report, sessions and close codes, and
  * `server.memory` (the shared memory budget: used, limit, peak, refused).
  */
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { Session } from "node:inspector/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { monitorEventLoopDelay, PerformanceObserver } from "node:perf_hooks";
+import { getHeapStatistics } from "node:v8";
 import { createServer, FILE_ROUTE, fileSink, type ServerOptions } from "../../src/index.ts";
 import { BusyTurns } from "./busy-turns.ts";
 import type { ServerChildConfig, ServerMessage, ServerStats } from "./common.ts";
@@ -48,9 +49,13 @@ const server = createServer({ keepAliveMs: 30_000, ...(config.server ?? {}) } as
 server.handle(ECHO_ROUTE, (req) => req.data);
 server.handleStream(DISCARD_ROUTE, async (stream) => {
   let n = 0;
-  for await (const c of stream) n += c.length;
+  for await (const c of stream) {
+    n += c.length;
+    discarded += c.length;
+  }
   return String(n);
 });
+let discarded = 0;
 const sink = fileSink(sinkDir);
 server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
 
@@ -74,44 +79,95 @@ const eld = monitorEventLoopDelay({ resolution: 10 });
 eld.enable();
 
 /**
- * With POINTSUB_ATTACK_TRACE=<file>: long gaps (`gap <start µs> <ms> cpu <ms of it the main thread ran>`)
- * and GC pauses (`gc <start µs> <ms> kind <k>`), in µs of the monotonic clock (as a --cpu-prof profile's
- * times: scripts/attack/long-turns.ts reads both), written at exit.
+ * With POINTSUB_ATTACK_TRACE=<file>: long gaps (`gap <start µs> <ms> cpu <ms of it the main thread ran>
+ * proc <ms all threads ran>`) and GC pauses (`gc <start µs> <ms> kind <k>`), in µs of the monotonic clock
+ * (as a --cpu-prof profile's times, and `perf record -k mono`'s: scripts/attack/long-turns.ts reads both),
+ * written at exit with each thread's CPU time (`thread <name> <tid> user <ms> sys <ms>`: the main thread,
+ * libuv's pool, V8's workers — with --pin they all share one CPU), the bytes the discard route read, the
+ * scavenges and full GCs seen, and with the variables below the allocations (`alloc` lines) and the
+ * external memory between full GCs (`full` lines).
  */
 const traceFile = process.env.POINTSUB_ATTACK_TRACE;
 const trace: string[] | undefined = traceFile === undefined ? undefined : [];
 const round = (x: number) => Math.round(x * 10) / 10;
-/** With POINTSUB_ATTACK_TRACE_ALLOC=1 too: Buffer allocations of 64 KiB and more, by size and call site. */
-const allocs = new Map<string, { n: number; bytes: number }>();
+/**
+ * With POINTSUB_ATTACK_TRACE_ALLOC=1 too: ArrayBuffers of POINTSUB_ATTACK_TRACE_ALLOC_MIN bytes and
+ * more (default 64 KiB) made through Buffer.alloc*, `new Uint8Array(n)` or `Uint8Array#slice`, by size
+ * and call site, and how many of them lived through two scavenges or more: those were (most likely)
+ * promoted, so only a full GC frees them, and V8 counts their bytes towards starting the next one.
+ */
+const allocs = new Map<string, { n: number; bytes: number; old: number; oldBytes: number }>();
+/** Scavenges and full GCs so far (the GC observer below counts them). */
+const gcCounts = { scavenges: 0, full: 0 };
+const lifetimes = new FinalizationRegistry<{ e: { old: number; oldBytes: number }; n: number; scavengesAt: number }>(
+  (h) => {
+    if (gcCounts.scavenges - h.scavengesAt >= 2) {
+      h.e.old++;
+      h.e.oldBytes += h.n;
+    }
+  },
+);
 if (trace !== undefined && process.env.POINTSUB_ATTACK_TRACE_ALLOC === "1") {
+  const min = Number(process.env.POINTSUB_ATTACK_TRACE_ALLOC_MIN ?? 64 * 1024);
+  const note = (how: string, a: Uint8Array) => {
+    const n = a.byteLength;
+    // Only arrays with a buffer of their own (not Buffer's shared 8 KiB pool).
+    if (n < min || a.byteOffset !== 0 || a.buffer.byteLength !== n) return;
+    const stack = (new Error().stack ?? "")
+      .split("\n")
+      .slice(3, 7)
+      .map((l) =>
+        l
+          .trim()
+          .replace(/^at /, "")
+          .replace(/\(?file:\/\/\/[^)]*\/(src|scripts)\//, "$1/"),
+      );
+    const size = n >= 1 << 20 ? `${Math.round(n / (1 << 20))}MiB` : `${Math.round(n / 1024)}KiB`;
+    const k = `${how} ${size} ${stack.join(" < ")}`;
+    const e = allocs.get(k) ?? { n: 0, bytes: 0, old: 0, oldBytes: 0 };
+    e.n++;
+    e.bytes += n;
+    allocs.set(k, e);
+    lifetimes.register(a.buffer, { e, n, scavengesAt: gcCounts.scavenges });
+  };
   for (const name of ["allocUnsafe", "allocUnsafeSlow", "alloc"] as const) {
     const orig = Buffer[name] as (n: number, ...rest: unknown[]) => Buffer;
     (Buffer as unknown as Record<string, unknown>)[name] = (n: number, ...rest: unknown[]) => {
-      if (n >= 64 * 1024) {
-        const stack = (new Error().stack ?? "")
-          .split("\n")
-          .slice(2, 7)
-          .map((l) =>
-            l
-              .trim()
-              .replace(/^at /, "")
-              .replace(/\(?file:\/\/\/[^)]*\/(src|scripts)\//, "$1/"),
-          );
-        const k = `${name} ${n >= 1 << 20 ? `${Math.round(n / (1 << 20))}MiB` : `${Math.round(n / 1024)}KiB`} ${stack.join(" < ")}`;
-        const e = allocs.get(k) ?? { n: 0, bytes: 0 };
-        e.n++;
-        e.bytes += n;
-        allocs.set(k, e);
-      }
-      return orig.call(Buffer, n, ...rest);
+      const b = orig.call(Buffer, n, ...rest) as Buffer;
+      note(name, b);
+      return b;
     };
   }
+  const U8 = Uint8Array;
+  globalThis.Uint8Array = new Proxy(U8, {
+    construct(target, args, newTarget) {
+      const a = Reflect.construct(target, args, newTarget) as Uint8Array;
+      if (typeof args[0] === "number") note("new Uint8Array", a);
+      return a;
+    },
+  });
+  const slice = U8.prototype.slice;
+  U8.prototype.slice = function (this: Uint8Array, ...args: [number?, number?]) {
+    const a = slice.apply(this, args);
+    note("slice", a);
+    return a;
+  };
 }
 
 // The code's share of the delay: a 5 ms timer's lateness, capped by the main
 // thread's CPU time since it last fired (on a loaded machine most of a long
 // delay can be the scheduler running other processes).
+/** With POINTSUB_ATTACK_TRACE_EXTERNAL=1 too: V8's external memory (array buffers, zlib states) at each 5 ms tick, for the `full` lines. */
+const traceExternal = trace !== undefined && process.env.POINTSUB_ATTACK_TRACE_EXTERNAL === "1";
+const ext = { min: Number.POSITIVE_INFINITY, max: 0, now: 0, ab: 0, abMin: Number.POSITIVE_INFINITY };
 const busyTurns = new BusyTurns(5, (late, busy, processMs) => {
+  if (traceExternal) {
+    ext.now = getHeapStatistics().external_memory;
+    if (ext.now < ext.min) ext.min = ext.now;
+    if (ext.now > ext.max) ext.max = ext.now;
+    ext.ab = process.memoryUsage().arrayBuffers;
+    if (ext.ab < ext.abMin) ext.abMin = ext.ab;
+  }
   // Times in µs of the monotonic clock (as in a --cpu-prof profile): the gap's start, its length, its
   // main thread's CPU and all threads' (pool, GC helpers). Gaps of 30 ms and more are kept whatever their CPU.
   if (trace !== undefined && (busy >= 15 || late >= 30))
@@ -130,6 +186,21 @@ const gcObserver = new PerformanceObserver((list) => {
   for (const e of list.getEntries()) {
     gcTotalMs += e.duration;
     gcCount++;
+    const kind = (e as { detail?: { kind?: number } }).detail?.kind;
+    if (kind === 1) gcCounts.scavenges++;
+    else if (kind === 4) {
+      gcCounts.full++;
+      if (traceExternal && trace !== undefined) {
+        // External memory (MB) between the previous full GC and this one, seen at 5 ms ticks, and now (after it).
+        const mb = (x: number) => round(x / 2 ** 20);
+        trace.push(
+          `full ${Math.round(hrBaseUs + e.startTime * 1000)} ext min ${mb(ext.min)} max ${mb(ext.max)} last ${mb(ext.now)} after ${mb(getHeapStatistics().external_memory)} arrayBuffers min ${mb(ext.abMin)} last ${mb(ext.ab)} after ${mb(process.memoryUsage().arrayBuffers)}`,
+        );
+        ext.abMin = Number.POSITIVE_INFINITY;
+        ext.min = Number.POSITIVE_INFINITY;
+        ext.max = 0;
+      }
+    }
     // kind 4: a full mark-compact (major); 1: scavenge; 8: incremental marking; 16: weak callbacks
     if ((e as { detail?: { kind?: number } }).detail?.kind === 4) {
       gcMajorMs += e.duration;
@@ -226,6 +297,26 @@ const timer = setInterval(() => {
   gcMaxMs = 0;
 }, reportMs);
 
+/**
+ * Trace lines `thread <name> <tid> user <ms> sys <ms>`: CPU time of each of this process's threads so far
+ * (Linux /proc; none elsewhere): the main thread, libuv's pool (zlib, fs), V8's GC helpers.
+ */
+function threadTimes(): string[] {
+  const out: string[] = [];
+  try {
+    for (const tid of readdirSync("/proc/self/task")) {
+      const stat = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
+      const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")")).replace(/\s+/g, "_");
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      // Fields 14 and 15 (utime, stime) in clock ticks of 10 ms; f[0] is field 3.
+      out.push(`thread ${name} ${tid} user ${Number(f[11]) * 10} sys ${Number(f[12]) * 10}`);
+    }
+  } catch {
+    // not Linux
+  }
+  return out;
+}
+
 let stopping = false;
 async function stop(): Promise<void> {
   if (stopping) return;
@@ -235,7 +326,10 @@ async function stop(): Promise<void> {
   gcObserver.disconnect();
   if (trace !== undefined)
     for (const [k, e] of [...allocs].sort((a, b) => b[1].bytes - a[1].bytes))
-      trace.push(`alloc ${e.n} ${round(e.bytes / 2 ** 20)}MiB ${k}`);
+      trace.push(`alloc ${e.n} ${round(e.bytes / 2 ** 20)}MiB old ${e.old} ${round(e.oldBytes / 2 ** 20)}MiB ${k}`);
+  if (trace !== undefined) trace.push(`discarded ${discarded}`);
+  if (trace !== undefined) trace.push(`gcs scavenges ${gcCounts.scavenges} full ${gcCounts.full}`);
+  if (trace !== undefined) for (const t of threadTimes()) trace.push(t);
   if (traceFile !== undefined && trace !== undefined) writeFileSync(traceFile, `${trace.join("\n")}\n`);
   if (inspector !== undefined && allocProfileFile !== undefined) {
     const { profile } = await inspector.post("HeapProfiler.stopSampling");

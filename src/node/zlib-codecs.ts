@@ -59,8 +59,9 @@ function zlibCodec(
   /** Decoder options for a block of at most `maxLength` inflated bytes. */
   limits?: (maxLength: number) => Options,
 ): CompressionCodec {
+  // The peer's bytes: no stack trace (a hostile peer can make a server build many; see PointSubError.fromPeer).
   const refused = (err: unknown) =>
-    new PointSubError("ERR_PROTOCOL", `${name} data does not decompress: ${(err as Error).message}`);
+    PointSubError.fromPeer("ERR_PROTOCOL", `${name} data does not decompress: ${(err as Error).message}`);
   return {
     id,
     name,

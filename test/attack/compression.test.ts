@@ -84,6 +84,46 @@ describe("attack: compression bombs", () => {
     await server.close();
   });
 
+  it("a block that does not decompress fails its stream with ERR_PROTOCOL built without a stack trace (small blocks inflated inline and large ones on the thread pool)", async () => {
+    // The peer's bytes cause it: a hostile peer can make a server build one per frame, and capturing a stack
+    // costs more than the rest of the error (PointSubError.fromPeer).
+    const server = createServer();
+    const errors: unknown[] = [];
+    server.handleStream("/s", async (stream) => {
+      try {
+        for await (const _ of stream);
+      } catch (err) {
+        errors.push(err);
+      }
+      return "ok";
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const peer = await rawClient(url);
+    peer.socket.write(handshake({ features: Feature.STREAMS | Feature.RESUME, compression: 0b1111 }));
+    const garbage = (n: number) => new Uint8Array(n).map((_, i) => (i * 151 + 7) & 0xff);
+    // Declared 1,000 bytes (inflated inline) and 512 KiB (on the thread pool), both within the ratio.
+    peer.socket.write(
+      Buffer.concat([
+        start(1),
+        compressedFrame(1, 1000, garbage(100)),
+        start(3),
+        compressedFrame(3, 512 * 1024, garbage(4096)),
+      ]),
+    );
+    try {
+      await until(() => errors.length === 2);
+      for (const err of errors) {
+        const e = err as PointSubError;
+        assert.equal(e.code, "ERR_PROTOCOL");
+        assert.match(e.message, /does not decompress|inflated to/);
+        assert.equal(e.stack?.includes("\n    at "), false, `no stack frames: ${e.stack}`);
+      }
+    } finally {
+      peer.socket.destroy();
+      await server.close();
+    }
+  });
+
   it("a pointsub sender keeps frames within the receiver's ratio: extreme data goes raw and arrives intact", async () => {
     const server = createServer({ maxCompressionRatio: 8 });
     server.handleStream("/z", async (stream) => String((await stream.bytes()).reduce((a, b) => a + b, 0)));
