@@ -139,6 +139,7 @@ export class IncomingStreams {
     if (st === undefined || st.inDone)
       throw PointSubError.fromPeer("ERR_PROTOCOL", `STREAM frame for unknown stream ${id}`);
     st.lastFrameAt = Date.now();
+    this.stats.counts[23] += length; // stream bytes received
     if (this.charge(st, length)) st.stream.pushPieces(pieces, length, length, payloadCrc);
   }
 
@@ -310,6 +311,7 @@ export class IncomingStreams {
   private data(st: InState, flags: number, data: Uint8Array, crc = -1): void {
     st.lastFrameAt = Date.now();
     if ((flags & Flag.COMPRESSED) === 0) {
+      this.stats.counts[23] += data.length; // stream bytes received
       if (this.charge(st, data.length)) st.stream.push(data, data.length, crc);
       return;
     }
@@ -333,6 +335,7 @@ export class IncomingStreams {
       );
     }
     const cost = Math.max(data.length, length);
+    this.stats.counts[23] += length; // stream bytes received (content, inflated)
     if (!this.charge(st, cost)) return;
     const jobs = this.inflateJobs;
     st.stream.pushCompressed(block, cost, () => jobs.run(() => inflate(codec, block, length)));
