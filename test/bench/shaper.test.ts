@@ -1,7 +1,10 @@
 /**
  * The link-shaping proxy of `hol-slow` (bench/lib/shaper.ts): what arrives
  * on an idle link goes onto the wire at once, so a ping's round trip through
- * it is the link's, not the link's plus the proxy's timer ticks. Counts only.
+ * it is the link's, not the link's plus the proxy's timer ticks; and a
+ * sender whose every write finds the link's queue empty (as a paced one's
+ * do) still gets no more than the link's rate. No upper bound on time: a
+ * loaded machine only makes the link slower.
  */
 import assert from "node:assert/strict";
 import net from "node:net";
@@ -37,6 +40,47 @@ describe("shaper", () => {
       assert.equal(got, 5 * 64);
       assert.equal(shaper.stats.up.delivered, 5 * 64);
       assert.equal(shaper.stats.up.immediate, 5, "each message went onto the wire as it arrived");
+    } finally {
+      sock.destroy();
+      await shaper.close();
+      await new Promise((r) => sink.close(r));
+    }
+  });
+
+  it("writes that each find the queue empty are held to the link's rate (no fresh capacity per write)", async () => {
+    const total = 2_000_000;
+    const rate = 10_000_000;
+    let got = 0;
+    let done: () => void = () => {};
+    const all = new Promise<void>((r) => {
+      done = r;
+    });
+    const sink = net.createServer((s) =>
+      s.on("data", (c: Buffer) => {
+        got += c.length;
+        if (got >= total) done();
+      }),
+    );
+    await new Promise<void>((r) => sink.listen(0, "127.0.0.1", r));
+    const shaper = await startShaper((sink.address() as net.AddressInfo).port, { rate, delayMs: 1 });
+    const sock = net.connect({ host: "127.0.0.1", port: shaper.port });
+    try {
+      await new Promise((r) => sock.once("connect", r));
+      sock.setNoDelay(true);
+      const t0 = performance.now();
+      // 8,000 B writes (less than the 10,000 B a 1 ms tick carries at 10 MB/s), one per turn: the
+      // previous one has gone onto the wire, so each arrives at an empty queue.
+      const chunk = Buffer.alloc(8000, 7);
+      for (let sent = 0; sent < total; sent += chunk.length) {
+        sock.write(chunk);
+        await new Promise((r) => setImmediate(r));
+      }
+      await all;
+      const seconds = (performance.now() - t0) / 1000;
+      assert.equal(got, total);
+      // 2 MB at 10 MB/s is 0.2 s; the link may run ahead by what an idle link banks (1 ms) and the
+      // catch-up allowance (50 ms of the rate): at least 0.14 s. The old reset did it in ~0.03 s.
+      assert.ok(seconds >= 0.14, `2 MB crossed a 10 MB/s link in ${seconds.toFixed(3)} s`);
     } finally {
       sock.destroy();
       await shaper.close();
