@@ -29,6 +29,7 @@ import {
   type LpResilientOptions,
 } from "./lp/resilient.ts";
 import { LpServer, type LpServerOptions } from "./lp/server.ts";
+import { loadNativeCrc32c } from "./node/crc32c-native.ts";
 import type { NodeTransportOptions } from "./node/net-adapter.ts";
 import { defaultRuntime } from "./node/runtime.ts";
 import { type ServerOptions as CoreServerOptions, Server } from "./server/server.ts";
@@ -152,6 +153,9 @@ export interface ClientOptions extends CoreClientOptions, NodeTransportOptions {
  * checked here (ERR_INVALID_ARGUMENT for a value out of range).
  */
 export function createServer(options: ServerOptions = {}): Server {
+  // A server lives long: the native CRC32C (which a Node runtime loads on demand, after 4 MiB) is
+  // loaded now, at start-up, not in a turn of some peer's transfer.
+  loadNativeCrc32c();
   return new Server(options.runtime === undefined ? { ...options, runtime: defaultRuntime() } : options);
 }
 

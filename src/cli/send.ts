@@ -225,6 +225,9 @@ export function sentLine(file: string, r: SentFileReceipt, seconds: number): str
   return `${file}: sent ${formatBytes(r.size)} in ${seconds.toFixed(2)} s (${rate})${resumed}`;
 }
 
+/** Entries the directory walk lstats between two turns of the event loop. */
+const WALK_YIELD_EVERY = 256;
+
 /**
  * What `send` sends: each file argument under its base name; with
  * `recursive`, each directory argument's regular files under
@@ -241,9 +244,16 @@ export async function collectFiles(
   argsChecked: () => void = () => {},
 ): Promise<SendItem[]> {
   const items: SendItem[] = [];
+  let sinceYield = 0;
   const walk = async (dir: string, prefix: string) => {
     const entries = (await readdir(dir, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : 1));
     for (const d of entries) {
+      // The connection opens meanwhile: its connect and handshake are answered between lstats, so
+      // it is ready when the walk ends (not one round trip later).
+      if (++sinceYield >= WALK_YIELD_EVERY) {
+        sinceYield = 0;
+        await new Promise((r) => setImmediate(r));
+      }
       const path = join(dir, d.name);
       const target = `${prefix}/${d.name}`;
       if (d.isDirectory()) await walk(path, target);

@@ -942,6 +942,9 @@ export class Connection extends Emitter<ConnectionEvents> {
       this.closeReason_ = reason === "" ? "peer closing" : `peer: ${reason}`;
       this.emit("goaway", reason);
       void this.close();
+    } else if (this.state_ === "closing") {
+      // Our close may have waited only for this: it ends now, not at the drain's next poll.
+      drainModule?.then((m) => m.drainNow(), noop);
     }
   }
 

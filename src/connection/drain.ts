@@ -72,6 +72,15 @@ function drained(d: Drain, now: number): boolean {
   return false;
 }
 
+/**
+ * Checks the closing connections now, not at the next poll: called when a
+ * closing connection received the peer's GOAWAY (most often the last thing
+ * its close waited for; the poll would notice up to {@link DRAIN_POLL_MS} later).
+ */
+export function drainNow(): void {
+  if (draining.size > 0) pollDrains();
+}
+
 /** Waits (up to `timeoutMs`) for `conn`'s work in flight and the peer's GOAWAY, then ends its transport; resolves once closed. */
 export async function drainAndEnd(conn: DrainHost, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;

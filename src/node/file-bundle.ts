@@ -22,7 +22,7 @@ import {
   write,
   writeSync,
 } from "node:fs";
-import { basename, dirname, join } from "node:path";
+import { basename, dirname, join, sep } from "node:path";
 import {
   type BUNDLE_FILE_MAX,
   BUNDLE_MAX_BYTES,
@@ -181,6 +181,8 @@ interface Stored {
   error: PointSubError | undefined;
   /** Its fstat after the write (the synchronous direct path), for {@link BundleStore.remember}. */
   stat: Stats | undefined;
+  /** Where it is stored under its name (`join(dir, ...segments)`, built once). */
+  final: string;
 }
 
 const NO_HARD_LINKS = new Set(["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS", "EXDEV", "EMLINK"]);
@@ -224,6 +226,11 @@ export function bundleHandler(store: BundleStore): StreamHandler {
    */
   const inline = direct && store.write === undefined;
   const FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+  /**
+   * `join(store.dir, ...segments)` for checked segments (none empty, `.`, `..` or with a separator):
+   * the directory's normalized prefix and the segments, with no normalization per file.
+   */
+  const prefix = join(store.dir, "x").slice(0, -1);
   return async (stream, ctx) => {
     const total = stream.total;
     if (stream.offset !== 0 || total === undefined || total > BUNDLE_MAX_BYTES) {
@@ -261,7 +268,7 @@ export function bundleHandler(store: BundleStore): StreamHandler {
       if (segments.length > 1 && !dirsReady.has(segments.slice(0, -1).join("/"))) return false;
       const t0 = performance.now();
       if (!syncGate.mainThread(t0)) return false;
-      const path = join(store.dir, ...segments);
+      const path = s.final;
       let fd: number;
       try {
         fd = openSync(path, FLAGS, 0o666);
@@ -293,7 +300,7 @@ export function bundleHandler(store: BundleStore): StreamHandler {
         if (segments.length > 1) await parents(segments);
         // Its directories are ready now: inline unless the disk is slow.
         if (inline && storeInline(s, content)) return;
-        path = join(store.dir, ...segments);
+        path = s.final;
       } else {
         path = join(store.dir, `.b${id}-${entries.length}.partial`);
       }
@@ -372,11 +379,13 @@ export function bundleHandler(store: BundleStore): StreamHandler {
             placed: false,
             error: undefined,
             stat: undefined,
+            final: "",
           };
           try {
             const t = store.target(header);
             s.name = t.name;
             s.segments = t.segments;
+            s.final = prefix + t.segments.join(sep);
             if (store.maxFileSize > 0 && content.length > store.maxFileSize) {
               throw new PointSubError("ERR_QUOTA", `the file is over the ${store.maxFileSize}-byte limit`);
             }
@@ -420,7 +429,7 @@ export function bundleHandler(store: BundleStore): StreamHandler {
           if (!s.written || s.error !== undefined) continue;
           try {
             const segments = s.segments as string[];
-            const finalPath = join(store.dir, ...segments);
+            const finalPath = s.final;
             if (!direct) {
               if (segments.length > 1) await parents(segments);
               await placeOne(s.partial as string, finalPath);
@@ -457,7 +466,7 @@ export function bundleHandler(store: BundleStore): StreamHandler {
         s.error === undefined
           ? {
               name: s.name,
-              path: join(store.dir, ...(s.segments as string[])),
+              path: s.final,
               size: s.size,
               crc32c: s.crc.toString(16).padStart(8, "0"),
             }

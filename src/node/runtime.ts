@@ -15,7 +15,7 @@ import { SUGGESTIONS } from "../errors/suggestions.ts";
 import { createRuntime, type Diagnostics, type Runtime } from "../runtime/runtime.ts";
 import { memoryTransport } from "../transport/memory.ts";
 import type { TransportAdapter } from "../transport/transport.ts";
-import { loadNativeCrc32c } from "./crc32c-native.ts";
+import { lazyNativeCrc32c } from "./crc32c-native.ts";
 import { installDebugOutput } from "./debug.ts";
 import { lpTcpTransport, lpUnixTransport } from "./lp-adapter.ts";
 import { nodeMemoryLimit } from "./memory.ts";
@@ -27,7 +27,10 @@ import { zlibCodecs } from "./zlib-codecs.ts";
 export interface NodeRuntimeOptions {
   /** More adapters, added after tcp, tls, unix, ws/wss, memory, lp+tcp and lp+unix (one for a scheme they serve replaces it). */
   transports?: readonly TransportAdapter[];
-  /** Use `@node-rs/crc32` when it is installed. Default true. */
+  /**
+   * Use `@node-rs/crc32` when it is installed (loaded once 4 MiB were checksummed in JS: a short-lived
+   * process never pays its ~10 ms load). Default true.
+   */
   nativeCrc32c?: boolean;
   /** Offer node:zlib codecs (deflate-raw, gzip, brotli, zstd). Default true. */
   compression?: boolean;
@@ -65,7 +68,7 @@ function allocBody(n: number): Uint8Array {
  * Builds a Node.js runtime: `tcp://`, `tls://`, `unix://`, `ws://`, `wss://` and `memory://`
  * transports (the memory namespace is this runtime's own; also `lp+tcp://`
  * and `lp+unix://` for length-prefix peers), node:zlib codecs,
- * native CRC32C when available, unzeroed frame-body allocation, a memory
+ * native CRC32C when available (loaded on demand), unzeroed frame-body allocation, a memory
  * budget from the machine's (or cgroup's) memory, and diagnostics on
  * `node:diagnostics_channel` (printed to stderr when `NODE_DEBUG=pointsub`
  * or `DEBUG=pointsub*`).
@@ -79,7 +82,7 @@ export function createNodeRuntime(options: NodeRuntimeOptions = {}): Runtime {
   useSuggestions(SUGGESTIONS);
   useDiagnostics(ConnectionDiagnostics);
   useHousekeeper(Housekeeper);
-  const crc32c = options.nativeCrc32c === false ? undefined : loadNativeCrc32c();
+  const crc32c = options.nativeCrc32c === false ? undefined : lazyNativeCrc32c();
   // The machine's memory (a cgroup read) is looked up once per runtime, not per connection.
   let machine: number | undefined;
   const memoryLimit = options.memoryLimit ?? (() => (machine ??= nodeMemoryLimit()));
