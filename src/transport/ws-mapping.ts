@@ -36,8 +36,8 @@ const newBytes = (n: number): Uint8Array<ArrayBuffer> => new Uint8Array(n);
 
 /**
  * Hands one write to `send` as WebSocket messages: chunks of a write of at
- * most 64 KiB in one message (copied together), larger writes chunk by
- * chunk, each cut at `max` bytes ({@link WS_MAX_MESSAGE} unless smaller).
+ * most 64 KiB copied together into one message, larger writes chunk by
+ * chunk; every message cut at `max` bytes ({@link WS_MAX_MESSAGE} unless smaller).
  * `last` marks the final message of the write; `alloc` makes the buffer of
  * a coalesced message (it is overwritten whole: Node's may skip
  * zero-filling). Returns the bytes written.
@@ -58,7 +58,9 @@ export function sendAsMessages(
       copy.set(chunks[i], off);
       off += chunks[i].length;
     }
-    send(copy, true);
+    if (total <= max) send(copy, true);
+    else
+      for (off = 0; off < total; off += max) send(copy.subarray(off, Math.min(off + max, total)), off + max >= total);
     return total;
   }
   let last = chunks.length - 1;

@@ -143,6 +143,17 @@ describe("ws client: messages framed and masked into reused memory", () => {
       assert.ok(Buffer.from(big).equals(got.subarray(103)), "the bytes arrive in order");
       const largest = Math.max(...messages.map((m) => m.length));
       assert.ok(largest <= MASKED_MESSAGE_MAX, `largest message ${largest} bytes`);
+
+      // Small pieces of one write that fill the 64 KiB a write may coalesce: cut, not one 64 KiB message.
+      const before = messages.length;
+      const many = Array.from({ length: 64 }, (_, i) => new Uint8Array(1024).fill(i));
+      t.write(many);
+      for (let i = 0; i < 500 && messages.slice(before).reduce((n, m) => n + m.length, 0) < 65536; i++) {
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      const tail = Buffer.concat(messages.slice(before));
+      assert.ok(tail.equals(Buffer.concat(many)), "65,536 bytes of small pieces intact");
+      assert.ok(messages.slice(before).every((m) => m.length <= MASKED_MESSAGE_MAX));
     } finally {
       t.destroy();
       for (const c of wss.clients) c.terminate();
