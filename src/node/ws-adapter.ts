@@ -30,7 +30,7 @@ import {
 } from "../transport/ws-mapping.ts";
 import type { TlsOptions } from "./net-adapter.ts";
 import { hostUrl, peerCertificateOf, urlHost } from "./socket-transport.ts";
-import { MASKED_MESSAGE_MAX, MaskedFrameWriter } from "./ws-client-frames.ts";
+import { MaskedFrameWriter } from "./ws-client-frames.ts";
 
 export { WS_MAX_MESSAGE, WS_SUBPROTOCOL } from "../transport/ws-mapping.ts";
 
@@ -247,12 +247,7 @@ class WsTransport extends WsReceiver implements Transport {
       this.socket.cork();
       queueMicrotask(this.uncork);
     }
-    const n = sendAsMessages(
-      chunks,
-      this.send,
-      allocUnzeroed,
-      this.frames === undefined ? WS_MAX_MESSAGE : MASKED_MESSAGE_MAX,
-    );
+    const n = sendAsMessages(chunks, this.send, allocUnzeroed);
     if (n === 0) return true;
     this.sentBytes += n;
     if (this.sentBytes - this.markedBytes >= MARK_EVERY) this.mark();
@@ -388,6 +383,7 @@ class WsTransport extends WsReceiver implements Transport {
    */
   private readonly send = (message: Uint8Array, last: boolean): void => {
     const frames = this.frames;
+    // A client frames its messages itself, cut at MASKED_MESSAGE_MAX.
     if (frames !== undefined) frames.send(message);
     else this.ws.send(message, SEND_OPTIONS, last ? this.sent : undefined);
   };

@@ -67,8 +67,16 @@ export class MaskedFrameWriter {
     this.onWritten = onWritten;
   }
 
-  /** Frames `payload` (at most {@link MASKED_MESSAGE_MAX} bytes: the caller cuts) as one masked binary message and writes it. */
-  send(payload: Uint8Array): void {
+  /** Frames `data` as masked binary messages of at most {@link MASKED_MESSAGE_MAX} bytes and writes them. */
+  send(data: Uint8Array): void {
+    const n = data.length;
+    if (n <= MASKED_MESSAGE_MAX) this.sendOne(data);
+    else
+      for (let off = 0; off < n; off += MASKED_MESSAGE_MAX) this.sendOne(data.subarray(off, off + MASKED_MESSAGE_MAX));
+  }
+
+  /** One message of at most {@link MASKED_MESSAGE_MAX} bytes. */
+  private sendOne(payload: Uint8Array): void {
     const len = payload.length;
     const head = len < 126 ? 6 : 8;
     let slab = this.slab;

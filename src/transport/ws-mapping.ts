@@ -36,17 +36,15 @@ const newBytes = (n: number): Uint8Array<ArrayBuffer> => new Uint8Array(n);
 
 /**
  * Hands one write to `send` as WebSocket messages: chunks of a write of at
- * most 64 KiB copied together into one message, larger writes chunk by
- * chunk; every message cut at `max` bytes ({@link WS_MAX_MESSAGE} unless smaller).
- * `last` marks the final message of the write; `alloc` makes the buffer of
- * a coalesced message (it is overwritten whole: Node's may skip
- * zero-filling). Returns the bytes written.
+ * most 64 KiB in one message (copied together), larger writes chunk by
+ * chunk, each cut at {@link WS_MAX_MESSAGE}. `last` marks the final message
+ * of the write; `alloc` makes the buffer of a coalesced message (it is
+ * overwritten whole: Node's may skip zero-filling). Returns the bytes written.
  */
 export function sendAsMessages(
   chunks: readonly Uint8Array[],
   send: (message: Uint8Array<ArrayBuffer>, last: boolean) => void,
   alloc: (n: number) => Uint8Array<ArrayBuffer> = newBytes,
-  max = WS_MAX_MESSAGE,
 ): number {
   let total = 0;
   for (let i = 0; i < chunks.length; i++) total += chunks[i].length;
@@ -58,17 +56,15 @@ export function sendAsMessages(
       copy.set(chunks[i], off);
       off += chunks[i].length;
     }
-    if (total <= max) send(copy, true);
-    else
-      for (off = 0; off < total; off += max) send(copy.subarray(off, Math.min(off + max, total)), off + max >= total);
+    send(copy, true);
     return total;
   }
   let last = chunks.length - 1;
   while (last > 0 && chunks[last].length === 0) last--;
   for (let i = 0; i <= last; i++) {
     const c = chunks[i] as Uint8Array<ArrayBuffer>;
-    for (let off = 0; off < c.length; off += max) {
-      const end = Math.min(off + max, c.length);
+    for (let off = 0; off < c.length; off += WS_MAX_MESSAGE) {
+      const end = Math.min(off + WS_MAX_MESSAGE, c.length);
       send(off === 0 && end === c.length ? c : c.subarray(off, end), i === last && end === c.length);
     }
   }
