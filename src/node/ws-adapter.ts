@@ -379,11 +379,12 @@ class WsTransport extends WsReceiver implements Transport {
    * Sends one message. The last message of every write tells when it reached
    * the kernel: after a write that returned false, the last of these
    * callbacks sees the buffer drained (whether a write fills the buffer is
-   * known only after it, headers and TLS included).
+   * known only after it, headers and TLS included). A client frames its
+   * messages itself ({@link MaskedFrameWriter}: every socket write it makes
+   * calls back).
    */
   private readonly send = (message: Uint8Array, last: boolean): void => {
     const frames = this.frames;
-    // A client frames its messages itself, cut at MASKED_MESSAGE_MAX.
     if (frames !== undefined) frames.send(message);
     else this.ws.send(message, SEND_OPTIONS, last ? this.sent : undefined);
   };
