@@ -30,6 +30,7 @@ import {
 } from "../transport/ws-mapping.ts";
 import type { TlsOptions } from "./net-adapter.ts";
 import { hostUrl, peerCertificateOf, urlHost } from "./socket-transport.ts";
+import { MaskedFrameWriter } from "./ws-client-frames.ts";
 
 export { WS_MAX_MESSAGE, WS_SUBPROTOCOL } from "../transport/ws-mapping.ts";
 
@@ -199,6 +200,8 @@ class WsTransport extends WsReceiver implements Transport {
   private readonly socket: net.Socket | undefined;
   /** The in-flight bound (`ws.maxInFlightBytes`). */
   private readonly window: number;
+  /** A client's data messages, framed and masked into reused memory (ws-client-frames.ts); undefined: `ws` sends them. */
+  private readonly frames: MaskedFrameWriter | undefined;
 
   constructor(
     ws: Ws.WebSocket,
@@ -206,11 +209,16 @@ class WsTransport extends WsReceiver implements Transport {
     localUrl: string,
     remoteUrl: string,
     window = IN_FLIGHT_WINDOW,
+    randomFill?: (b: Uint8Array) => unknown,
   ) {
     super(Infinity);
     this.ws = ws;
     this.window = window;
     this.socket = socket;
+    this.frames =
+      randomFill !== undefined && socket !== undefined
+        ? new MaskedFrameWriter(socket, randomFill, this.sent)
+        : undefined;
     this.localUrl = localUrl;
     this.remoteUrl = remoteUrl;
     ws.binaryType = "nodebuffer";
@@ -371,10 +379,14 @@ class WsTransport extends WsReceiver implements Transport {
    * Sends one message. The last message of every write tells when it reached
    * the kernel: after a write that returned false, the last of these
    * callbacks sees the buffer drained (whether a write fills the buffer is
-   * known only after it, headers and TLS included).
+   * known only after it, headers and TLS included). A client frames its
+   * messages itself ({@link MaskedFrameWriter}: every socket write it makes
+   * calls back).
    */
   private readonly send = (message: Uint8Array, last: boolean): void => {
-    this.ws.send(message, SEND_OPTIONS, last ? this.sent : undefined);
+    const frames = this.frames;
+    if (frames !== undefined) frames.send(message);
+    else this.ws.send(message, SEND_OPTIONS, last ? this.sent : undefined);
   };
 
   /** A send callback: the message went to the kernel. */
@@ -423,6 +435,8 @@ function scheme(url: URL): "ws" | "wss" {
 async function connectWs(url: URL, options: TransportConnectOptions & WsTransportOptions): Promise<Transport> {
   const window = inFlightBound(options.ws);
   const { WebSocket } = await loadWs();
+  // ws loads it too: the masking keys of the messages this client frames itself.
+  const { randomFillSync } = await import("node:crypto");
   const o = options.tls ?? {};
   const host = urlHost(url);
   return new Promise((resolve, reject) => {
@@ -490,6 +504,7 @@ async function connectWs(url: URL, options: TransportConnectOptions & WsTranspor
           wsHref(scheme(url), s?.localAddress, s?.localPort, "/"),
           wsHref(scheme(url), s?.remoteAddress, s?.remotePort, path),
           window,
+          randomFillSync,
         ),
       );
     });
