@@ -3,7 +3,9 @@
  * it yields for an event-loop turn once one peer's input took a few
  * milliseconds of work (fairness between peers and timers), holds input
  * back unprocessed once all peers' input took its share of one turn (so
- * many peers' reads landing in one turn cannot hold the event loop either),
+ * many peers' reads landing in one turn cannot hold the event loop either)
+ * — looking at both every {@link STEP_FRAMES} frames, not only between
+ * reads (one read, or one BATCH, can carry thousands of frames),
  * stops reading a peer that does not read what it is owed (the slow-peer
  * bound), and while middleware holds too many of the peer's one-way
  * messages (`dispatch.ts`: a rate limit slowing a flood by backpressure).
@@ -22,6 +24,14 @@ const YIELD_MS = 4;
  * the same turn.
  */
 const TURN_MS = 10;
+/**
+ * Frames the decoder hands on between two looks at the clock (a BATCH's
+ * inner frames count one by one): what one read (or one BATCH) may run past
+ * the budgets above. Honest traffic's frames cost microseconds at most, so
+ * a step is well under a millisecond; a hostile peer's costliest ones keep
+ * it to a few.
+ */
+export const STEP_FRAMES = 256;
 
 /** Decoding time of this turn, all gates together (reset at the turn's end). */
 let turnMs = 0;
@@ -114,7 +124,7 @@ export class ReadGate {
    * of any peer waits).
    */
   admits(): boolean {
-    return turnMs < TURN_MS && waiting.length === 0;
+    return turnMs < TURN_MS && waiting.length === 0 && !this.yielding;
   }
 
   /** Input waits unprocessed (see {@link hold}). */
@@ -142,7 +152,10 @@ export class ReadGate {
     const input = this.input as Uint8Array[];
     while (input.length !== 0 && !this.isClosed()) {
       if (turnMs >= TURN_MS) return false;
+      const n = input.length - 1;
       (this.host as ReadGateHost).processInput(input.shift() as Uint8Array);
+      // What it held back is the rest of that piece (a step's frames were done): it goes first.
+      if (input.length > n) input.unshift(input.pop() as Uint8Array);
     }
     this.input = undefined;
     this.resumeIfFree();
