@@ -109,3 +109,39 @@ describe("attack: work per event-loop turn is bounded by a step of frames", () =
     });
   }
 });
+
+describe("attack: a peer's long input does not keep another peer's waiting", () => {
+  it("an honest request is answered while a BATCH of 20,000 costly messages is still being worked off", async () => {
+    const n = 20_000;
+    let delivered = 0;
+    const server = createServer();
+    server.handle("/echo/1.0.0", (r) => r.data);
+    server.on("message", () => {
+      spin(0.05);
+      delivered++;
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const flooder = await rawClient(url);
+    const honest = await rawClient(url);
+    try {
+      flooder.socket.write(handshake());
+      honest.socket.write(handshake());
+      await flooder.waitFor(8);
+      await honest.waitFor(8);
+      // ~1 s of work at 50 µs a message.
+      flooder.socket.write(batch(messages(n, 1, true)));
+      await until(() => delivered > 0, 30_000);
+      const before = honest.received().length;
+      honest.socket.write(req(1, "/echo/1.0.0", Buffer.from("my turn")));
+      await until(() => honest.received().subarray(before).includes(Buffer.from("my turn")), 60_000);
+      const atAnswer = delivered;
+      // Old code: the flooder's held BATCH was worked off whole before the next peer's input.
+      assert.ok(atAnswer < n, `answered after ${atAnswer} of ${n} messages`);
+      await until(() => delivered === n, 60_000);
+    } finally {
+      flooder.socket.destroy();
+      honest.socket.destroy();
+      await server.close();
+    }
+  });
+});
