@@ -559,6 +559,36 @@ async function pingFlood(ctx: Ctx): Promise<void> {
 }
 
 /**
+ * BATCH frames of the server's maxFrameSize, each packed with empty one-way
+ * messages (3 bytes each: ~350,000 per MiB), from clients that read: no
+ * credit is spent (empty payloads), so only the work per frame limits them.
+ * The server must keep its event loop turns short (the decoder stops every
+ * step of frames, inside a BATCH too) and deliver every message.
+ */
+async function batchFlood(ctx: Ctx): Promise<void> {
+  const lane = async () => {
+    while (!ctx.done) {
+      const peer = await open(ctx, { read: "parse" });
+      if (peer === undefined) {
+        await sleep(50);
+        continue;
+      }
+      const max = Math.min((peer.server as WireSettings).maxFrameSize, 1024 * 1024);
+      const n = Math.floor((max - 8) / 3);
+      const inners = new Uint8Array(n * 3);
+      for (let i = 0; i < inners.length; i += 3) inners[i] = (T.MSG << 4) | F.START | F.END;
+      for (let i = 1; i < inners.length; i += 3) inners[i] = 1; // id 1, length 0
+      const bytes = frame(T.BATCH, 0, 0, inners);
+      while (!ctx.done && (await sendUntil(ctx, peer, bytes, n))) await tick();
+      ctx.countGoaway(peer);
+      peer.destroy();
+      await peer.closed;
+    }
+  };
+  await Promise.all(Array.from({ length: ctx.p.conns ?? 1 }, lane));
+}
+
+/**
  * Requests (to a missing route, or 16 MiB echoes) from clients that never
  * read: one with its socket paused (TCP backpressure), one that reads but
  * announces a 16 KiB window and never grants credit (flow-control
@@ -1015,6 +1045,7 @@ export const SCENARIOS: Record<string, (ctx: Ctx) => Promise<void>> = {
   "dup-req-id": duplicateIds,
   "id-collision": idCollisions,
   "ping-flood-noread": pingFlood,
+  "batch-flood": batchFlood,
   "missing-route-noread": (ctx) => noReadRequests(ctx, "/missing/1.0.0", 16),
   "echo-16mib-noread": (ctx) => noReadRequests(ctx, ECHO_ROUTE, 16 * MIB),
   bomb,

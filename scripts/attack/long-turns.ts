@@ -60,13 +60,15 @@ const gaps =
     ? undefined
     : readFileSync(values.gaps, "utf8")
         .split("\n")
-        .map((l) => /^gap (\d+) ([\d.]+) cpu ([\d.]+)(?: proc ([\d.]+))?/.exec(l))
+        .map((l) => /^gap (\d+) ([\d.]+) cpu ([\d.]+)(?: proc ([\d.]+))?(.*)$/.exec(l))
         .filter((m) => m !== null && Number(m[3]) * 1000 >= minUs)
         .map((m) => ({
           from: Number(m?.[1]),
           to: Number(m?.[1]) + Number(m?.[2]) * 1000,
           cpu: Number(m?.[3]),
           proc: m?.[4] === undefined ? undefined : Number(m[4]),
+          /** What the server decoded in it (POINTSUB_ATTACK_TRACE_FRAMES=1): frames, chunks, frames by type. */
+          rest: (m?.[5] ?? "").trim(),
         }));
 /** The trace's GC pauses (`gc <start µs> <ms> kind <k>`: kind 4 full, 1 scavenge, 8 incremental marking step). */
 const gcs =
@@ -86,7 +88,7 @@ if (gaps !== undefined && positionals.length === 0) {
   // The trace alone: each long gap with the GC pauses in it.
   for (const g of gaps)
     console.log(
-      `gap at ${g.from} µs: ${((g.to - g.from) / 1000).toFixed(1)} ms, main thread ran ${g.cpu} ms${g.proc === undefined ? "" : `, all threads ${g.proc} ms`}; GC in it: ${gcsIn(g.from, g.to) || "none"}`,
+      `gap at ${g.from} µs: ${((g.to - g.from) / 1000).toFixed(1)} ms, main thread ran ${g.cpu} ms${g.proc === undefined ? "" : `, all threads ${g.proc} ms`}; GC in it: ${gcsIn(g.from, g.to) || "none"}${g.rest === "" ? "" : `; ${g.rest}`}`,
     );
 }
 

@@ -149,6 +149,11 @@ const SCENARIOS: Scenario[] = [
     attack: { durationMs: s(10_000, 4000), conns: 1 },
   },
   {
+    name: "batch-flood",
+    what: "BATCH frames of maxFrameSize packed with empty one-way messages (~350,000 per frame), 2 clients",
+    attack: { durationMs: s(8000, 3000), conns: 2 },
+  },
+  {
     name: "missing-route-noread",
     what: "requests to a missing route; one client paused, one granting no credit",
     attack: { durationMs: s(10_000, 4000) },

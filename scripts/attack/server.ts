@@ -85,7 +85,8 @@ eld.enable();
  * written at exit with each thread's CPU time (`thread <name> <tid> user <ms> sys <ms>`: the main thread,
  * libuv's pool, V8's workers — with --pin they all share one CPU), the bytes the discard route read, the
  * scavenges and full GCs seen, and with the variables below the allocations (`alloc` lines) and the
- * external memory between full GCs (`full` lines).
+ * external memory between full GCs (`full` lines), and (POINTSUB_ATTACK_TRACE_FRAMES=1) the frames
+ * decoded in each gap.
  */
 const traceFile = process.env.POINTSUB_ATTACK_TRACE;
 const trace: string[] | undefined = traceFile === undefined ? undefined : [];
@@ -154,6 +155,48 @@ if (trace !== undefined && process.env.POINTSUB_ATTACK_TRACE_ALLOC === "1") {
   };
 }
 
+/**
+ * With POINTSUB_ATTACK_TRACE_FRAMES=1 too: the frames the server's sessions handed on (by type) and the
+ * chunks they decoded (socket reads, or held rests) in each gap, appended to its `gap` line as
+ * `frames <n> chunks <n> [TYPE:n ...]` — what a long turn was made of. (It wraps two methods: a little
+ * slower, for looking only.)
+ */
+const traceFrames = trace !== undefined && process.env.POINTSUB_ATTACK_TRACE_FRAMES === "1";
+const framesByType = new Float64Array(16);
+let chunksSeen = 0;
+if (traceFrames) {
+  type Method = (this: unknown, ...args: unknown[]) => unknown;
+  const { FrameRouter } = await import("../../src/connection/frames.ts");
+  const { Connection } = await import("../../src/connection/connection.ts");
+  const router = FrameRouter.prototype as unknown as Record<string, Method>;
+  const onFrame = router.onFrame;
+  router.onFrame = function (this: unknown, ...args: unknown[]) {
+    framesByType[args[0] as number]++;
+    return onFrame.apply(this, args);
+  };
+  const conn = Connection.prototype as unknown as Record<string, Method>;
+  const processInput = conn.processInput;
+  conn.processInput = function (this: unknown, ...args: unknown[]) {
+    chunksSeen++;
+    return processInput.apply(this, args);
+  };
+}
+const TYPE_NAMES = ["HELLO", "MSG", "REQ", "RES", "CANCEL", "CREDIT", "PING", "GOAWAY", "BATCH", "STREAM", "AUTH"];
+/** The frames and chunks since the previous tick, as text for a gap line (and reset). */
+function framesSinceTick(): string {
+  let n = 0;
+  const kinds: string[] = [];
+  for (let t = 0; t < 16; t++) {
+    if (framesByType[t] === 0) continue;
+    n += framesByType[t];
+    kinds.push(`${TYPE_NAMES[t] ?? t}:${framesByType[t]}`);
+    framesByType[t] = 0;
+  }
+  const text = ` frames ${n} chunks ${chunksSeen}${kinds.length === 0 ? "" : ` ${kinds.join(" ")}`}`;
+  chunksSeen = 0;
+  return text;
+}
+
 // The code's share of the delay: a 5 ms timer's lateness, capped by the main
 // thread's CPU time since it last fired (on a loaded machine most of a long
 // delay can be the scheduler running other processes).
@@ -170,9 +213,10 @@ const busyTurns = new BusyTurns(5, (late, busy, processMs) => {
   }
   // Times in µs of the monotonic clock (as in a --cpu-prof profile): the gap's start, its length, its
   // main thread's CPU and all threads' (pool, GC helpers). Gaps of 30 ms and more are kept whatever their CPU.
+  const frames = traceFrames ? framesSinceTick() : "";
   if (trace !== undefined && (busy >= 15 || late >= 30))
     trace.push(
-      `gap ${Number(process.hrtime.bigint() / 1000n) - Math.round(late * 1000)} ${round(late)} cpu ${round(busy)} proc ${round(processMs)}`,
+      `gap ${Number(process.hrtime.bigint() / 1000n) - Math.round(late * 1000)} ${round(late)} cpu ${round(busy)} proc ${round(processMs)}${frames}`,
     );
 });
 /** performance.now() (ms) to the monotonic clock in µs of the gap lines (and of a --cpu-prof profile). */

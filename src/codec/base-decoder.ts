@@ -52,6 +52,13 @@ export interface FrameSink {
    * ({@link onFramePieces}), with no copy and no allocation.
    */
   wantsPieces?(type: number, flags: number, id: number, length: number): boolean;
+  /**
+   * Optional (`FrameDecoder`): at most this many frames per push (a BATCH's
+   * inner frames count one by one); a push stops at the frame boundary after
+   * them and says how much of its chunk it used, so that the pusher can look
+   * at its time before it pushes the rest.
+   */
+  readonly step?: number;
   /** A whole, checksum-verified frame delivered as pieces (see {@link wantsPieces}); `payloadCrc` as in onFrame. */
   onFramePieces?(
     type: number,
@@ -105,6 +112,14 @@ export class BaseDecoder {
   protected filled = 0;
   /** Whether the current push handed views of its chunk to the sink. */
   protected retained = false;
+  /**
+   * Steps of work this push may still take (a frame, or a piece of one): a
+   * push stops once none is left, having used {@link used} bytes of its
+   * chunk (`FrameDecoder` sets it from its sink's `step`; unlimited here).
+   */
+  left = Infinity;
+  /** Bytes of the chunk the last push used, when it stopped early ({@link left}). */
+  used = 0;
 
   declare protected readonly crc: Crc32c;
   declare protected readonly alloc: (n: number) => Uint8Array;
@@ -160,10 +175,10 @@ export class BaseDecoder {
     return this.state === State.Header && this.carryLen === 0;
   }
 
-  private run(chunk: Uint8Array): void {
+  protected run(chunk: Uint8Array): void {
     let pos = 0;
     const end = chunk.length;
-    while (pos < end) {
+    while (pos < end && this.left-- > 0) {
       if (this.state === State.Body) {
         pos = this.fillBody(chunk, pos, end);
         continue;
@@ -225,6 +240,7 @@ export class BaseDecoder {
         this.beginBody();
       }
     }
+    this.used = pos;
   }
 
   /** After a header parsed out of the carry buffer: start the body. */
@@ -276,19 +292,22 @@ export class BaseDecoder {
    */
   protected unbatch(p: Uint8Array, from: number, end: number): void {
     if (end === from) throw PointSubError.fromPeer("ERR_PROTOCOL", "empty BATCH");
-    let pos = from;
-    while (pos < end) {
-      const used = this.parseHead(p, pos, end);
-      if (used === 0) throw PointSubError.fromPeer("ERR_PROTOCOL", "truncated frame header inside BATCH");
-      const type = this.type;
-      if (type === FrameType.HELLO || type === FrameType.BATCH) {
-        throw PointSubError.fromPeer("ERR_PROTOCOL", `${FRAME_TYPE_NAMES[type]} inside BATCH`);
-      }
-      const start = pos + used;
-      pos = start + this.length;
-      if (pos > end) throw PointSubError.fromPeer("ERR_PROTOCOL", "frame runs past the end of its BATCH");
-      this.sink.onFrame(type, this.flags, this.id, p, start, pos, -1);
+    for (let pos = from; pos < end; ) pos = this.inner(p, pos, end);
+  }
+
+  /** Emits the frame at `p[pos..)` inside a BATCH ending at `end`; returns where the next one starts. */
+  protected inner(p: Uint8Array, pos: number, end: number): number {
+    const used = this.parseHead(p, pos, end);
+    if (used === 0) throw PointSubError.fromPeer("ERR_PROTOCOL", "truncated frame header inside BATCH");
+    const type = this.type;
+    if (type === FrameType.HELLO || type === FrameType.BATCH) {
+      throw PointSubError.fromPeer("ERR_PROTOCOL", `${FRAME_TYPE_NAMES[type]} inside BATCH`);
     }
+    const start = pos + used;
+    pos = start + this.length;
+    if (pos > end) throw PointSubError.fromPeer("ERR_PROTOCOL", "frame runs past the end of its BATCH");
+    this.sink.onFrame(type, this.flags, this.id, p, start, pos, -1);
+    return pos;
   }
 
   /**
@@ -297,13 +316,9 @@ export class BaseDecoder {
    */
   private parseHead(src: Uint8Array, pos: number, end: number): number {
     if (this.state === State.Preface) {
-      if (end - pos < PREFACE_LENGTH) {
-        for (let i = 0; i < Math.min(4, end - pos); i++) {
-          if (src[pos + i] !== MAGIC[i]) throw this.prefaceError();
-        }
-        return 0;
-      }
-      for (let i = 0; i < 4; i++) if (src[pos + i] !== MAGIC[i]) throw this.prefaceError();
+      // The magic's bytes that arrived so far are checked at once (a peer that is not one fails early).
+      for (let i = 0; i < Math.min(4, end - pos); i++) if (src[pos + i] !== MAGIC[i]) throw this.prefaceError();
+      if (end - pos < PREFACE_LENGTH) return 0;
       const min = src[pos + 4];
       const max = src[pos + 5];
       this.state = State.Header;
@@ -328,15 +343,7 @@ export class BaseDecoder {
     if (r === 0) return 0;
     if (r < 0 || v.value > MAX_STREAM_ID) throw PointSubError.fromPeer("ERR_PROTOCOL", "invalid stream id encoding");
     const id = v.value;
-    const idIsZero = id === 0;
-    const needsZero =
-      type === FrameType.HELLO ||
-      type === FrameType.PING ||
-      type === FrameType.GOAWAY ||
-      type === FrameType.BATCH ||
-      type === FrameType.AUTH;
-    const needsStream = (type >= FrameType.MSG && type <= FrameType.CANCEL) || type === FrameType.STREAM;
-    if ((needsZero && !idIsZero) || (needsStream && idIsZero)) {
+    if (((ZERO_ID >> type) & 1) === 1 ? id !== 0 : ((STREAM_ID >> type) & 1) === 1 && id === 0) {
       throw PointSubError.fromPeer("ERR_PROTOCOL", `invalid stream id ${id} on ${FRAME_TYPE_NAMES[type]}`);
     }
     r = readVarint(src, v.next, end, LENGTH_VARINT_MAX, v);
@@ -370,6 +377,10 @@ export class BaseDecoder {
 
 /** @internal */
 export const NO_BYTES = new Uint8Array(0);
+/** Frame types (bits `1 << type`) whose stream id must be 0: HELLO, PING, GOAWAY, BATCH, AUTH. */
+const ZERO_ID = 0x5c1;
+/** Frame types whose stream id must not be 0: MSG, REQ, RES, CANCEL, STREAM (CREDIT takes either). */
+const STREAM_ID = 0x21e;
 const KEYED_OR_START = Flag.KEYED | Flag.START;
 
 /**

@@ -8,6 +8,7 @@
  * while it is still in cache.
  */
 
+import { PointSubError } from "../errors/error.ts";
 import { BaseDecoder, NO_BYTES, State } from "./base-decoder.ts";
 import { crc32cCombine } from "./crc32c.ts";
 import { CRC_LENGTH } from "./frame.ts";
@@ -21,6 +22,42 @@ export class FrameDecoder extends BaseDecoder {
   private pieces: Uint8Array[] | undefined;
   /** The CRC trailer's bytes so far, accumulated into a number (big-endian). */
   private trailer = 0;
+  /** The inner frames of a BATCH a push stopped in, not handed on yet (see {@link unbatch}). */
+  private batch: Uint8Array = NO_BYTES;
+
+  /**
+   * Takes at most the sink's `step` (`FrameSink.step`) steps of work (frames,
+   * pieces of frames, a BATCH's inner frames one by one) on `chunk`, first
+   * the rest of a BATCH the previous push stopped in. When it stopped early,
+   * {@link left} is 0 or less and {@link used} says how much of `chunk` it
+   * used: the caller pushes the rest (maybe empty, when only a BATCH's
+   * frames are left) later, before anything else.
+   */
+  protected override run(chunk: Uint8Array): void {
+    this.left = this.sink.step ?? Number.POSITIVE_INFINITY;
+    const b = this.batch;
+    if (b !== NO_BYTES) {
+      this.batch = NO_BYTES;
+      this.unbatch(b, 0, b.length);
+      if (this.left <= 0) {
+        this.used = 0;
+        return;
+      }
+    }
+    this.used = chunk.length;
+    super.run(chunk);
+  }
+
+  /** As BaseDecoder's, a step per inner frame: where the steps run out, the rest is kept for the next push. */
+  protected override unbatch(p: Uint8Array, from: number, end: number): void {
+    if (end === from) throw PointSubError.fromPeer("ERR_PROTOCOL", "empty BATCH");
+    for (let pos = from; pos < end; pos = this.inner(p, pos, end)) {
+      if (this.left-- <= 0) {
+        this.batch = p.subarray(pos, end);
+        return;
+      }
+    }
+  }
 
   override readTarget(): Uint8Array | undefined {
     if (this.state !== State.Body || this.pieces !== undefined || this.filled >= this.length) return undefined;

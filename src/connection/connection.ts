@@ -841,6 +841,7 @@ export class Connection extends Emitter<ConnectionEvents> {
   /** @internal The transport's handlers (a server's pre-handshake binding forwards to these once it built the connection). */
   onTransportData(chunk: Uint8Array): boolean {
     if (this.state_ === "closed") return false;
+    this.bytesIn += chunk.length;
     if (!this.readGate.admits()) {
       // This turn's decoding budget is spent (or older input waits): later, and kept until then.
       // It arrived now, though: the peer is alive (keepalive counts input, not decoding).
@@ -851,18 +852,25 @@ export class Connection extends Emitter<ConnectionEvents> {
     return this.processInput(chunk);
   }
 
-  /** Decodes input from the transport; returns whether the decoder kept `chunk`. */
+  /**
+   * Decodes input from the transport, a step of frames at a time (the
+   * frame router's `step`, with the stream engine): after each, the read
+   * gate's budget decides whether the rest goes on now or waits, kept, for
+   * a later turn — a read full of tiny or costly frames (or a large BATCH
+   * of them) cannot hold the event loop past the budget by more than a
+   * step. Returns whether views of `chunk` were kept.
+   */
   private processInput(chunk: Uint8Array): boolean {
     if (this.state_ === "closed") return false;
-    this.bytesIn += chunk.length;
     const now = Date.now();
     this.housekeeper.lastInput = now;
     this.inbound.now = now;
+    const d = this.decoderImpl;
     let kept: boolean;
     const t0 = performance.now();
     this.stats_.diag.inputAt = t0; // diagnostics: when the requests this chunk completes arrived
     try {
-      kept = this.decoderImpl.push(chunk);
+      kept = d.push(chunk);
     } catch (err) {
       this.fail(toPointSubError(err, "ERR_PROTOCOL"));
       return true;
@@ -870,7 +878,12 @@ export class Connection extends Emitter<ConnectionEvents> {
     // Fairness: a flood of cheap or costly frames from one peer must not
     // hold the event loop for a whole burst of socket reads.
     this.readGate.afterInput(performance.now() - t0);
-    return kept;
+    if (d.left > 0) return kept;
+    // A step was done: the rest (of the chunk, or of a BATCH in it) now, or later and in order.
+    const rest = chunk.subarray(d.used);
+    if (this.readGate.admits()) return this.processInput(rest) || kept;
+    this.readGate.hold(rest);
+    return true;
   }
 
   /** @internal Where the next read should land (the rest of a large frame body), if anywhere. */

@@ -9,8 +9,11 @@
 import { Flag, FrameType } from "../codec/frame.ts";
 import { PointSubError } from "../errors/error.ts";
 import { FrameRouter } from "./frames.ts";
+import { STEP_FRAMES } from "./read-gate.ts";
 
 export class TargetingFrameRouter extends FrameRouter {
+  /** Frames per push: the connection's read gate looks at its budgets between steps. */
+  readonly step = STEP_FRAMES;
   /** Lets chunked-message bytes land directly in their buffer, and a stream's in buffers its reader handed back. */
   frameTarget(type: number, flags: number, id: number, length: number): Uint8Array | undefined {
     if (this.held !== undefined) return undefined;

@@ -3,7 +3,9 @@
  * it yields for an event-loop turn once one peer's input took a few
  * milliseconds of work (fairness between peers and timers), holds input
  * back unprocessed once all peers' input took its share of one turn (so
- * many peers' reads landing in one turn cannot hold the event loop either),
+ * many peers' reads landing in one turn cannot hold the event loop either)
+ * — looking at both every {@link STEP_FRAMES} frames, not only between
+ * reads (one read, or one BATCH, can carry thousands of frames),
  * stops reading a peer that does not read what it is owed (the slow-peer
  * bound), and while middleware holds too many of the peer's one-way
  * messages (`dispatch.ts`: a rate limit slowing a flood by backpressure).
@@ -22,6 +24,14 @@ const YIELD_MS = 4;
  * the same turn.
  */
 const TURN_MS = 10;
+/**
+ * Frames the decoder hands on between two looks at the clock (a BATCH's
+ * inner frames count one by one): what one read (or one BATCH) may run past
+ * the budgets above. Honest traffic's frames cost microseconds at most, so
+ * a step is well under a millisecond; a hostile peer's costliest ones keep
+ * it to a few.
+ */
+export const STEP_FRAMES = 256;
 
 /** Decoding time of this turn, all gates together (reset at the turn's end). */
 let turnMs = 0;
@@ -30,7 +40,7 @@ let turnEndScheduled = false;
 /** Gates that yielded this turn, resumed together at its end. */
 let yielded: ReadGate[] = [];
 let resuming: ReadGate[] = [];
-/** Gates with input waiting, oldest first; worked off a turn's budget at a time. */
+/** Gates with input waiting, oldest first; worked off a piece per gate in turn, a turn's budget at a time. */
 const waiting: ReadGate[] = [];
 /** Index of the first gate of {@link waiting} still waiting. */
 let waitingHead = 0;
@@ -59,19 +69,22 @@ function endTurn(): void {
   gates.length = 0;
   resuming = gates;
   try {
+    // A piece (a read, or a step of one) per gate in turn: one peer's long input (a BATCH of
+    // thousands of frames) does not keep the others' waiting until it is all done.
     while (waitingHead < waiting.length && turnMs < TURN_MS) {
-      if (waiting[waitingHead].runWaiting()) waitingHead++;
+      const gate = waiting[waitingHead];
+      const done = gate.runWaiting();
+      // (Not before: a gate whose listener threw keeps its place.)
+      waitingHead++;
+      if (!done) waiting.push(gate);
     }
   } finally {
     // The next iteration's budget starts here.
     turnMs = 0;
     // Even when a listener threw: what still waits is worked off next turn, not stranded.
-    if (waitingHead === waiting.length) {
-      waiting.length = 0;
-      waitingHead = 0;
-    } else {
-      scheduleTurnEnd();
-    }
+    waiting.splice(0, waitingHead);
+    waitingHead = 0;
+    if (waiting.length !== 0) scheduleTurnEnd();
   }
 }
 
@@ -114,7 +127,7 @@ export class ReadGate {
    * of any peer waits).
    */
   admits(): boolean {
-    return turnMs < TURN_MS && waiting.length === 0;
+    return turnMs < TURN_MS && waiting.length === 0 && !this.yielding;
   }
 
   /** Input waits unprocessed (see {@link hold}). */
@@ -135,14 +148,18 @@ export class ReadGate {
   }
 
   /**
-   * @internal Processes held input within the turn's budget; returns true
-   * when none is left (reading resumes unless paused for another reason).
+   * @internal Processes the next piece of held input (a read, or a step of
+   * one); returns true when none is left (reading resumes unless paused for
+   * another reason).
    */
   runWaiting(): boolean {
     const input = this.input as Uint8Array[];
-    while (input.length !== 0 && !this.isClosed()) {
-      if (turnMs >= TURN_MS) return false;
+    if (input.length !== 0 && !this.isClosed()) {
+      const n = input.length - 1;
       (this.host as ReadGateHost).processInput(input.shift() as Uint8Array);
+      // What it held back is the rest of that piece (a step's frames were done): it goes first.
+      if (input.length > n) input.unshift(input.pop() as Uint8Array);
+      if (input.length !== 0 && !this.isClosed()) return false;
     }
     this.input = undefined;
     this.resumeIfFree();

@@ -1,3 +1,4 @@
+import { availableParallelism } from "node:os";
 import * as zlib from "node:zlib";
 import { CodecId, type CodecName, type CompressionCodec, registerCodec } from "../codec/compression.ts";
 import { PointSubError } from "../errors/error.ts";
@@ -26,6 +27,34 @@ const SYNC_INFLATE_MAX = 16 * 1024;
 const SYNC_BUDGET_MS = 1;
 /** zlib's smallest output chunk. */
 const MIN_CHUNK = 64;
+
+/**
+ * Inflations on libuv's thread pool at once, process-wide: at most the CPUs
+ * this process may run on (`os.availableParallelism()`, which follows its
+ * CPU affinity). The pool has 4 threads; more CPU-bound jobs than CPUs only
+ * take the CPU from the event loop (on a server confined to one CPU, four
+ * running inflations left it a fifth of it). Others wait, first come first
+ * served; each connection has at most 2 jobs (`stream-in.ts`), so one peer's
+ * blocks cannot crowd out another's.
+ */
+let inflateSlots = 0;
+const inflateQueue: (() => void)[] = [];
+let inflating = 0;
+
+/** Runs `job` (an asynchronous inflation) once a slot is free; it calls {@link inflateDone} when it ends. */
+function inflateWhenFree(job: () => void): void {
+  if (inflateSlots === 0) inflateSlots = Math.max(1, availableParallelism());
+  if (inflating < inflateSlots) {
+    inflating++;
+    job();
+  } else inflateQueue.push(job);
+}
+
+function inflateDone(): void {
+  const next = inflateQueue.shift();
+  if (next === undefined) inflating--;
+  else next();
+}
 
 /** Time spent inflating synchronously in this event-loop iteration. */
 let syncSpentMs = 0;
@@ -96,7 +125,19 @@ function zlibCodec(
         }
       }
       return new Promise((resolve, reject) => {
-        decompress(data, opts, (err, out) => (err ? reject(refused(err)) : resolve(out)));
+        inflateWhenFree(() => {
+          try {
+            decompress(data, opts, (err, out) => {
+              inflateDone();
+              if (err) reject(refused(err));
+              else resolve(out);
+            });
+          } catch (err) {
+            // Refused before it started (no callback will come).
+            inflateDone();
+            reject(refused(err));
+          }
+        });
       });
     },
     probe(sample) {
