@@ -364,13 +364,13 @@ export class BaseDecoder {
   }
 
   private prefaceError(): PointSubError {
-    return PointSubError.fromPeer("ERR_PROTOCOL", "peer did not send the pointsub preface (magic PSUB)");
+    return PointSubError.fromPeer("ERR_PROTOCOL", "not a pointsub peer (no PSUB preface)");
   }
 
   protected checksumError(): PointSubError {
     return PointSubError.fromPeer(
       "ERR_CHECKSUM",
-      `CRC32C mismatch on ${FRAME_TYPE_NAMES[this.type]} frame (stream ${this.id}, ${this.length} bytes)`,
+      `CRC32C mismatch: ${FRAME_TYPE_NAMES[this.type]} frame, stream ${this.id}, ${this.length} B`,
     );
   }
 }

@@ -97,7 +97,7 @@ export class Inbound {
     if (type === FrameType.MSG && flags === (Flag.START | Flag.END)) {
       // Fast path: a whole one-way message in one frame.
       if ((id & 1) === this.link.myParity)
-        throw PointSubError.fromPeer("ERR_PROTOCOL", `MSG on stream ${id} has this side's parity`);
+        throw PointSubError.fromPeer("ERR_PROTOCOL", `stream id ${id} has the wrong parity for MSG`);
       if (this.has(id)) throw PointSubError.fromPeer("ERR_PROTOCOL", `stream ${id} started twice`);
       if (len > this.link.local.maxMessageSize) this.link.checkIncomingSize(len);
       this.stats.received(len);
