@@ -9,7 +9,7 @@
  */
 import { fork } from "node:child_process";
 import net from "node:net";
-import { startShaper } from "./lib/shaper.ts";
+import { startCountingSink, startShaper } from "./lib/shaper.ts";
 
 if (process.argv[2] === "child") {
   const rate = Number(process.argv[4]);
@@ -25,19 +25,8 @@ if (process.argv[2] === "child") {
 } else {
   const rate = Number(process.argv[2] ?? 100e6);
   const total = Number(process.argv[3] ?? 128 * 1024 * 1024);
-  let got = 0;
-  let done = (): void => {};
-  const finished = new Promise<void>((r) => {
-    done = r;
-  });
-  const sink = net.createServer((s) =>
-    s.on("data", (c: Buffer) => {
-      got += c.length;
-      if (got >= total) done();
-    }),
-  );
-  await new Promise<void>((r) => sink.listen(0, "127.0.0.1", r));
-  const target = (sink.address() as net.AddressInfo).port;
+  const sink = await startCountingSink(total);
+  const target = sink.port;
   const child = fork(new URL(import.meta.url).pathname, ["child", String(target), String(rate)], { timeout: 300_000 });
   const port = await new Promise<number>((r) => child.once("message", (m: { port: number }) => r(m.port)));
   const sock = net.connect({ host: "127.0.0.1", port });
@@ -47,7 +36,7 @@ if (process.argv[2] === "child") {
   for (let sent = 0; sent < total; sent += buf.length) {
     if (!sock.write(buf)) await new Promise((r) => sock.once("drain", r));
   }
-  await finished;
+  await sink.all;
   const s = (performance.now() - t0) / 1000;
   child.send("report");
   const cpu = await new Promise<{ userMs: number; sysMs: number }>((r) => child.once("message", r));

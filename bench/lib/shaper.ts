@@ -218,3 +218,22 @@ export async function startShaper(targetPort: number, up: LinkSpec, down: LinkSp
       }),
   };
 }
+
+/** A loopback TCP server that counts what it receives; `all` resolves once `total` bytes arrived (tests, bench/shaper-cost.ts). */
+export async function startCountingSink(
+  total: number,
+): Promise<{ port: number; all: Promise<void>; received: () => number; close: () => void }> {
+  let got = 0;
+  let done = (): void => {};
+  const all = new Promise<void>((r) => {
+    done = r;
+  });
+  const sink = net.createServer((s) =>
+    s.on("data", (c: Buffer) => {
+      got += c.length;
+      if (got >= total) done();
+    }),
+  );
+  await new Promise<void>((r) => sink.listen(0, "127.0.0.1", r));
+  return { port: (sink.address() as net.AddressInfo).port, all, received: () => got, close: () => sink.close() };
+}

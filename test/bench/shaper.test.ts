@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import { describe, it } from "node:test";
-import { startShaper } from "../../bench/lib/shaper.ts";
+import { startCountingSink, startShaper } from "../../bench/lib/shaper.ts";
 
 describe("shaper", () => {
   it("a small message on an idle link goes onto the wire when it arrives (not at the next tick), and every byte is delivered", async () => {
@@ -50,19 +50,8 @@ describe("shaper", () => {
   it("writes that each find the queue empty are held to the link's rate (no fresh capacity per write)", async () => {
     const total = 2_000_000;
     const rate = 10_000_000;
-    let got = 0;
-    let done: () => void = () => {};
-    const all = new Promise<void>((r) => {
-      done = r;
-    });
-    const sink = net.createServer((s) =>
-      s.on("data", (c: Buffer) => {
-        got += c.length;
-        if (got >= total) done();
-      }),
-    );
-    await new Promise<void>((r) => sink.listen(0, "127.0.0.1", r));
-    const shaper = await startShaper((sink.address() as net.AddressInfo).port, { rate, delayMs: 1 });
+    const sink = await startCountingSink(total);
+    const shaper = await startShaper(sink.port, { rate, delayMs: 1 });
     const sock = net.connect({ host: "127.0.0.1", port: shaper.port });
     try {
       await new Promise((r) => sock.once("connect", r));
@@ -75,16 +64,16 @@ describe("shaper", () => {
         sock.write(chunk);
         await new Promise((r) => setImmediate(r));
       }
-      await all;
+      await sink.all;
       const seconds = (performance.now() - t0) / 1000;
-      assert.equal(got, total);
+      assert.equal(sink.received(), total);
       // 2 MB at 10 MB/s is 0.2 s; the link may run ahead by what an idle link banks (1 ms) and the
       // catch-up allowance (50 ms of the rate): at least 0.14 s. The old reset did it in ~0.03 s.
       assert.ok(seconds >= 0.14, `2 MB crossed a 10 MB/s link in ${seconds.toFixed(3)} s`);
     } finally {
       sock.destroy();
       await shaper.close();
-      await new Promise((r) => sink.close(r));
+      sink.close();
     }
   });
 });
