@@ -108,6 +108,26 @@ describe("attack: work per event-loop turn is bounded by a step of frames", () =
       }
     });
   }
+
+  it(`${COUNT} costly messages and the peer's FIN right behind them: none is dropped with the held input`, async () => {
+    seen = [];
+    const peer = await rawClient(url);
+    try {
+      peer.socket.write(handshake());
+      await peer.waitFor(8);
+      // The rest of the read waits for later turns while the peer has already half-closed.
+      peer.socket.end(Buffer.concat(messages(COUNT, 1, false)));
+      await until(() => seen.length === COUNT, 60_000);
+      assert.deepEqual(
+        seen,
+        Array.from({ length: COUNT }, (_, i) => i),
+        "every message before the FIN arrived, in order",
+      );
+    } finally {
+      peer.socket.destroy();
+      await peer.closed;
+    }
+  });
 });
 
 describe("attack: a peer's long input does not keep another peer's waiting", () => {
