@@ -298,14 +298,14 @@ export class BaseDecoder {
   /** Emits the frame at `p[pos..)` inside a BATCH ending at `end`; returns where the next one starts. */
   protected inner(p: Uint8Array, pos: number, end: number): number {
     const used = this.parseHead(p, pos, end);
-    if (used === 0) throw PointSubError.fromPeer("ERR_PROTOCOL", "truncated frame header inside BATCH");
+    if (used === 0) throw PointSubError.fromPeer("ERR_PROTOCOL", "truncated frame inside BATCH");
     const type = this.type;
     if (type === FrameType.HELLO || type === FrameType.BATCH) {
       throw PointSubError.fromPeer("ERR_PROTOCOL", `${FRAME_TYPE_NAMES[type]} inside BATCH`);
     }
     const start = pos + used;
     pos = start + this.length;
-    if (pos > end) throw PointSubError.fromPeer("ERR_PROTOCOL", "frame runs past the end of its BATCH");
+    if (pos > end) throw PointSubError.fromPeer("ERR_PROTOCOL", "frame runs past its BATCH");
     this.sink.onFrame(type, this.flags, this.id, p, start, pos, -1);
     return pos;
   }
