@@ -26,12 +26,12 @@ const walk = (n: Node, parent: string) => {
   const where = f.url === "" ? "" : ` ${f.url.replace(/^.*\/(src|scripts|node_modules)\//, "$1/")}:${f.lineNumber + 1}`;
   const name = `${f.functionName === "" ? "(anonymous)" : f.functionName}${where}`;
   // Allocations in Node's internals are charged with their caller too, to show which of ours made them.
-  const key = f.url.startsWith("node:") && parent !== "" ? `${name} < ${parent}` : name;
+  const key = (f.url.startsWith("node:") || f.url === "") && parent !== "" ? `${name} < ${parent}` : name;
   if (n.selfSize > 0) {
     self.set(key, (self.get(key) ?? 0) + n.selfSize);
     total += n.selfSize;
   }
-  for (const c of n.children) walk(c, f.url.startsWith("node:") ? parent : name);
+  for (const c of n.children) walk(c, f.url.startsWith("node:") || f.url === "" ? parent : name);
 };
 walk(profile.head, "");
 console.log(`${(total / 2 ** 20).toFixed(1)} MiB sampled in all`);

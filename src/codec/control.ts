@@ -78,22 +78,14 @@ export interface GoAway {
 }
 
 /**
- * `text` as UTF-8, cut to at most {@link MAX_REASON_BYTES} bytes at a
- * character boundary (never half a character).
+ * GOAWAY: errno (u16) then the reason as UTF-8, at most {@link MAX_REASON_BYTES}
+ * bytes, cut at a character boundary (never half a character).
  */
-export function encodeReason(text: string): Uint8Array {
-  const head = text.length > MAX_REASON_BYTES ? text.slice(0, MAX_REASON_BYTES) : text;
-  const out = new Uint8Array(Math.min(head.length * 3, MAX_REASON_BYTES));
-  return out.subarray(0, utf8.encodeInto(head, out).written);
-}
-
-/** GOAWAY: errno (u16) then the reason as UTF-8, at most {@link MAX_REASON_BYTES} bytes (cut at a character). */
 export function encodeGoAway(errno: number, reason: string): Uint8Array {
-  const text = encodeReason(reason);
-  const out = new Uint8Array(2 + text.length);
+  const head = reason.length > MAX_REASON_BYTES ? reason.slice(0, MAX_REASON_BYTES) : reason;
+  const out = new Uint8Array(2 + Math.min(head.length * 3, MAX_REASON_BYTES));
   writeU16(out, 0, errno);
-  out.set(text, 2);
-  return out;
+  return out.subarray(0, 2 + utf8.encodeInto(head, out.subarray(2)).written);
 }
 
 /** Decodes a GOAWAY payload. */

@@ -41,7 +41,7 @@ import {
   encodeResumeQuery,
 } from "../../src/codec/resume.ts";
 import { decodeStreamEnd, decodeStreamHead, encodeStreamEnd, encodeStreamHead } from "../../src/codec/stream-prefix.ts";
-import { varintLength } from "../../src/codec/varint.ts";
+import { readVarint, varintLength } from "../../src/codec/varint.ts";
 import { isPointSubError } from "../../src/errors/error.ts";
 
 const RUNS = 2000;
@@ -127,6 +127,31 @@ describe("codec/control", () => {
       const { message } = decodeErrorBody(head, 1, head.length);
       assert.equal(message, reason);
     }
+  });
+  it("an error head's message bytes are exactly what GOAWAY's reason encoding writes, lone surrogates and cuts included", () => {
+    const messageBytes = (head: Uint8Array) => {
+      const v = { value: 0, next: 0 };
+      let p = readVarint(head, 3, head.length, 2, v) === 1 ? v.next + v.value : -1;
+      assert.equal(readVarint(head, p, head.length, 2, v), 1);
+      p = v.next;
+      assert.equal(p + v.value, head.length, "nothing after the message");
+      return head.subarray(p, p + v.value);
+    };
+    const edges = [
+      "",
+      "\ud800",
+      "a\udc00b",
+      "\ud83d\ude00",
+      `${"a".repeat(1021)}\ud83d\ude00`,
+      `${"a".repeat(1023)}\ud800`,
+    ];
+    for (const m of [...edges, "\u00e9".repeat(600), "x".repeat(3000)])
+      assert.deepEqual(messageBytes(encodeErrorHead(1, "ERR_PROTOCOL", m)), encodeGoAway(1, m).subarray(2));
+    fc.assert(
+      fc.property(fc.string({ unit: "binary", maxLength: 1400 }), (m) => {
+        assert.deepEqual(messageBytes(encodeErrorHead(7, "ERR_X", m)), encodeGoAway(1, m).subarray(2));
+      }),
+    );
   });
 });
 
