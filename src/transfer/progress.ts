@@ -58,8 +58,12 @@ export class Progress extends Emitter<ProgressEvents> implements AsyncIterable<P
   private readonly started = Date.now();
   private readonly intervalMs: number;
   private lastEmit = 0;
-  private readonly times = new Float64Array(SAMPLES);
-  private readonly counts = new Float64Array(SAMPLES);
+  /**
+   * The rate window: sample times in the first half, byte counts in the
+   * second. Made at the first sample: a transfer that never moves data (a
+   * refused or cancelled stream, many under a hostile peer) allocates none.
+   */
+  private samples: Float64Array | undefined;
   private sampleHead = 0;
   private sampleCount = 0;
   private lastSampleAt = 0;
@@ -170,21 +174,23 @@ export class Progress extends Emitter<ProgressEvents> implements AsyncIterable<P
   private rate(now: number): number {
     if (this.sampleCount === 0) return 0;
     const oldest = (this.sampleHead - this.sampleCount + SAMPLES) % SAMPLES;
-    const dt = now - this.times[oldest];
+    const w = this.samples as Float64Array;
+    const dt = now - w[oldest];
     if (dt <= 0) return 0;
-    return ((this.bytes_ - this.counts[oldest]) * 1000) / dt;
+    return ((this.bytes_ - w[SAMPLES + oldest]) * 1000) / dt;
   }
 
   private sample(now: number): void {
     this.lastSampleAt = now;
-    this.times[this.sampleHead] = now;
-    this.counts[this.sampleHead] = this.bytes_;
+    const w = (this.samples ??= new Float64Array(2 * SAMPLES));
+    w[this.sampleHead] = now;
+    w[SAMPLES + this.sampleHead] = this.bytes_;
     this.sampleHead = (this.sampleHead + 1) % SAMPLES;
     if (this.sampleCount < SAMPLES) this.sampleCount++;
     // Drop samples older than the window (keep at least one).
     while (this.sampleCount > 1) {
       const oldest = (this.sampleHead - this.sampleCount + SAMPLES) % SAMPLES;
-      if (now - this.times[oldest] <= WINDOW_MS) break;
+      if (now - w[oldest] <= WINDOW_MS) break;
       this.sampleCount--;
     }
   }
