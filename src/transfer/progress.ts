@@ -182,7 +182,8 @@ export class Progress extends Emitter<ProgressEvents> implements AsyncIterable<P
 
   private sample(now: number): void {
     this.lastSampleAt = now;
-    const w = (this.samples ??= new Float64Array(2 * SAMPLES));
+    this.samples ??= new Float64Array(2 * SAMPLES);
+    const w = this.samples;
     w[this.sampleHead] = now;
     w[SAMPLES + this.sampleHead] = this.bytes_;
     this.sampleHead = (this.sampleHead + 1) % SAMPLES;
