@@ -22,10 +22,12 @@ export interface FrameSink {
   onPreface(minVersion: number, maxVersion: number): void;
   /**
    * A whole, checksum-verified frame whose payload is `buf[start..end)`.
-   * `buf` may be the pushed chunk. For data frames (MSG, REQ, RES, STREAM)
-   * the sink may keep views of it ({@link FrameDecoder.push} then reports
-   * the chunk as kept); any other frame's payload must be used before
-   * onFrame returns, since the transport may read new bytes into that memory.
+   * `buf` may be the pushed chunk. For STREAM frames and whole MSG, REQ and
+   * RES frames (START and END set) the sink may keep views of it
+   * ({@link FrameDecoder.push} then reports the chunk as kept); any other
+   * frame's payload (a chunked message's frames included: copy them) must be
+   * used before onFrame returns, since the transport may read new bytes into
+   * that memory.
    * `payloadCrc` is the CRC32C of the payload alone when the decoder computed
    * it separately from the header (frames filled piece by piece, and STREAM
    * frames of 4 KiB or more), else -1: a receiver extends an end-to-end
@@ -233,7 +235,7 @@ export class BaseDecoder {
           if (crc !== want) throw this.checksumError();
         }
         pos += total;
-        if (KEEPS_PAYLOAD[this.type] === 1) this.retained = true;
+        if (KEEPS_PAYLOAD[this.type] + (this.flags & 3) > 5) this.retained = true;
         this.emit(chunk, pstart, pend, payloadCrc);
       } else {
         if (this.checksum) this.headCrc = this.crc.range(chunk, hstart, pos);
@@ -384,11 +386,15 @@ const STREAM_ID = 0x21e;
 const KEYED_OR_START = Flag.KEYED | Flag.START;
 
 /**
- * Frame types whose payload the sink may keep as a view (data a message or
- * stream delivers, and batches of them); the others are parsed at once.
+ * Frame types whose payload the sink may keep as a view: STREAM data and
+ * batches (of anything), always (6); MSG, REQ and RES (3) only whole, START
+ * and END set (the sum with `flags & 3` is over 5) — a chunked message's
+ * frames are copied into its assembly, so a read of them leaves the read
+ * buffer free for the next. The others (0) are parsed at once.
  */
 const KEEPS_PAYLOAD = new Uint8Array(16);
-for (const t of [FrameType.MSG, FrameType.REQ, FrameType.RES, FrameType.STREAM, FrameType.BATCH]) KEEPS_PAYLOAD[t] = 1;
+for (const t of [FrameType.MSG, FrameType.REQ, FrameType.RES, FrameType.STREAM, FrameType.BATCH])
+  KEEPS_PAYLOAD[t] = t > FrameType.RES ? 6 : 3;
 
 /**
  * The default allocator of bytes the caller overwrites completely before

@@ -155,9 +155,12 @@ describe("FrameDecoder", () => {
         fc.boolean(),
         fc.boolean(),
         (input, cuts, pieces, target) => {
-          // Like the connection, this sink keeps views of data frames (MSG,
-          // REQ, RES, STREAM) and uses control frames at once (copies here).
-          const data = new Set<number>([FrameType.MSG, FrameType.REQ, FrameType.RES, FrameType.STREAM]);
+          // Like the connection, this sink keeps views of STREAM frames and of
+          // whole MSG, REQ and RES frames (START and END), copies a chunked
+          // message's frames (into its assembly) and uses control frames at once.
+          const keeps = (type: number, flags: number) =>
+            type === FrameType.STREAM ||
+            ((type === FrameType.MSG || type === FrameType.REQ || type === FrameType.RES) && (flags & 3) === 3);
           const out: { type: number; flags: number; id: number; parts: Uint8Array[] }[] = [];
           const d = new FrameDecoder(
             {
@@ -167,7 +170,7 @@ describe("FrameDecoder", () => {
                   type,
                   flags,
                   id,
-                  parts: [data.has(type) ? buf.subarray(start, end) : buf.slice(start, end)],
+                  parts: [keeps(type, flags) ? buf.subarray(start, end) : buf.slice(start, end)],
                 }),
               wantsPieces: (type) => pieces && type === FrameType.STREAM,
               onFramePieces: (type, flags, id, parts) => out.push({ type, flags, id, parts }),
