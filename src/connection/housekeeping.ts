@@ -53,9 +53,23 @@ type Times = Readonly<Required<HousekeepingTimes>>;
 /** Resolved times by value (at most 32: a process has few configurations). */
 const timesByValue = new Map<string, Times>();
 
+/** The last object {@link sharedTimes} returned: a server's sessions ask for the same values one after the other. */
+let lastTimes: Times | undefined;
+
 /** The shared resolved object for `t`'s values (one per configuration, not one per connection). */
 function sharedTimes(t: HousekeepingTimes): Times {
   const min = t.minProgressBytesPerSecond ?? DEFAULT_MIN_PROGRESS_BYTES_PER_SECOND;
+  const last = lastTimes;
+  // No key string per connection when the values are the last ones (a burst of accepts makes no garbage here).
+  if (
+    last !== undefined &&
+    last.keepAliveMs === t.keepAliveMs &&
+    last.slowPeerTimeoutMs === t.slowPeerTimeoutMs &&
+    last.progressTimeoutMs === t.progressTimeoutMs &&
+    last.minProgressBytesPerSecond === min &&
+    last.idleTimeoutMs === t.idleTimeoutMs
+  )
+    return last;
   const key = `${t.keepAliveMs},${t.slowPeerTimeoutMs},${t.progressTimeoutMs},${min},${t.idleTimeoutMs}`;
   let r = timesByValue.get(key);
   if (r === undefined) {
@@ -69,6 +83,7 @@ function sharedTimes(t: HousekeepingTimes): Times {
     });
     timesByValue.set(key, r);
   }
+  lastTimes = r;
   return r;
 }
 
@@ -79,9 +94,10 @@ function sharedTimes(t: HousekeepingTimes): Times {
 export function housekeepingPeriod(times: HousekeepingTimes): number {
   let period = Number.POSITIVE_INFINITY;
   if (times.keepAliveMs > 0) period = times.keepAliveMs >>> 1;
-  for (const t of [times.slowPeerTimeoutMs, times.progressTimeoutMs, times.idleTimeoutMs]) {
-    if (t > 0) period = Math.min(period, t >>> 2);
-  }
+  // Three tests, not a loop over an array: this runs once per connection.
+  if (times.slowPeerTimeoutMs > 0) period = Math.min(period, times.slowPeerTimeoutMs >>> 2);
+  if (times.progressTimeoutMs > 0) period = Math.min(period, times.progressTimeoutMs >>> 2);
+  if (times.idleTimeoutMs > 0) period = Math.min(period, times.idleTimeoutMs >>> 2);
   return period === Number.POSITIVE_INFINITY ? period : Math.max(10, period);
 }
 
