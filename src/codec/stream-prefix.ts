@@ -59,7 +59,11 @@ export function encodeStreamHead(h: StreamHead): Uint8Array {
   return out;
 }
 
-/** Decodes the START prefix from `buf[start..end)`; returns it and where the data begins. */
+/**
+ * Decodes the START prefix from `buf[start..end)`; returns it and where the
+ * data begins. Its `meta` is a view of `buf` (decode it before `buf` is
+ * reused): a copy was an ArrayBuffer per stream a peer opens.
+ */
 export function decodeStreamHead(buf: Uint8Array, start: number, end: number): { head: StreamHead; dataStart: number } {
   const v: VarintResult = { value: 0, next: 0 };
   const bad = (what: string) => PointSubError.fromPeer("ERR_PROTOCOL", `bad STREAM start: ${what}`);
@@ -88,7 +92,7 @@ export function decodeStreamHead(buf: Uint8Array, start: number, end: number): {
   const codec = buf[p++];
   if (readVarint(buf, p, end, 3, v) !== 1 || v.value > MAX_META_BYTES) throw bad("metadata length");
   if (v.next + v.value > end) throw bad("metadata runs past the frame");
-  const meta = buf.slice(v.next, v.next + v.value);
+  const meta = buf.subarray(v.next, v.next + v.value);
   return { head: { total, offset, prefixCrc, route, codec, meta }, dataStart: v.next + v.value };
 }
 
