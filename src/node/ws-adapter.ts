@@ -241,7 +241,7 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
     // Hold the socket until the connection attaches (a server may accept on a later turn).
     ws.pause();
     if (ws instanceof RawServerWs) {
-      ws.owner = this;
+      ws.start(this);
       return;
     }
     ws.binaryType = "nodebuffer";
@@ -266,6 +266,11 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
     if (h !== undefined && !this.paused && this.inbox.length === 0) return h.onData(chunk);
     this.received(chunk);
     return true;
+  }
+
+  /** The socket under {@link RawServerWs} failed. */
+  onSocketError(err: Error): void {
+    this.error ??= wsError(err);
   }
 
   /** {@link RawServerWs} refused what the peer sent (it closes the socket with the matching code). */

@@ -50,6 +50,8 @@ export interface WsFrameOwner {
   onPong(payload: Uint8Array): void;
   /** The peer broke RFC 6455 or the mapping: the socket is being closed with a close code. */
   onProtocolError(err: PointSubError): void;
+  /** The socket failed (a reset): reported with the close that follows. */
+  onSocketError(err: Error): void;
   /** The socket closed; `code` is the peer's close code (1006: no close frame came). */
   onWsClose(code: number, reason: string): void;
 }
@@ -78,8 +80,10 @@ function validCloseCode(code: number): boolean {
  */
 export class RawServerWs {
   readyState = OPEN;
-  /** Set by the transport right after construction. */
-  owner: WsFrameOwner | undefined;
+  /** Where frames go ({@link start}). */
+  private owner: WsFrameOwner | undefined;
+  /** Bytes read past the upgrade request, parsed once the owner is known. */
+  private early: Uint8Array | undefined;
   /** The reusable-buffer reader (undefined: the runtime's internals differ, bytes come as 'data'). */
   readonly reader: SocketReader | undefined;
   private readonly socket: Socket;
@@ -120,16 +124,32 @@ export class RawServerWs {
     this.socket = socket;
     socket.setTimeout(0);
     socket.setNoDelay(true);
-    const reader = readerForAccepted(socket);
-    this.reader = reader;
-    if (head.length !== 0) this.onData(head);
-    reader?.attach(this as unknown as TransportHandlers);
-    // With a reader, no 'data' comes; listening keeps the socket flowing, so 'end' is emitted.
-    socket.on("data", this.onSocketData);
-    socket.on("end", this.onSocketEnd);
-    socket.on("error", noop);
-    socket.once("close", this.onSocketClose);
+    this.early = head.length !== 0 ? head : undefined;
+    this.reader = readerForAccepted(socket);
   }
+
+  /**
+   * Starts parsing into `owner` (in the same turn as the construction: the
+   * socket reads nothing before), the bytes read past the upgrade request first.
+   */
+  start(owner: WsFrameOwner): void {
+    this.owner = owner;
+    const early = this.early;
+    this.early = undefined;
+    if (early !== undefined) this.onData(early);
+    const s = this.socket;
+    this.reader?.attach(this as unknown as TransportHandlers);
+    // With a reader, no 'data' comes; listening keeps the socket flowing, so 'end' is emitted.
+    s.on("data", this.onSocketData);
+    s.on("end", this.onSocketEnd);
+    s.on("error", this.onSocketError);
+    s.once("close", this.onSocketClose);
+    if (s.destroyed) queueMicrotask(this.onSocketClose);
+  }
+
+  private readonly onSocketError = (err: Error): void => {
+    this.owner?.onSocketError(err);
+  };
 
   get bufferedAmount(): number {
     return this.socket.writableLength;
@@ -217,6 +237,7 @@ export class RawServerWs {
   };
 
   private readonly onSocketClose = (): void => {
+    if (this.readyState === CLOSED) return;
     this.readyState = CLOSED;
     this.stopped = true;
     if (this.closeTimer !== undefined) clearTimeout(this.closeTimer);
@@ -444,5 +465,3 @@ function headerLength(b1: number): number {
   const len = b1 & 0x7f;
   return (len < 126 ? 2 : len === 126 ? 4 : 10) + ((b1 & 0x80) !== 0 ? 4 : 0);
 }
-
-function noop(): void {}

@@ -41,7 +41,7 @@ interface ServerFrame {
 }
 
 /** A raw client: the upgrade by hand, then whatever bytes a test writes; the server's frames parsed. */
-async function rawWsClient(url: string, extraHeaders = "") {
+async function rawWsClient(url: string, extraHeaders = "", withRequest: Uint8Array = new Uint8Array(0)) {
   const u = new URL(url);
   const socket = net.connect(Number(u.port), u.hostname);
   sockets.push(socket);
@@ -50,7 +50,9 @@ async function rawWsClient(url: string, extraHeaders = "") {
   socket.write(
     `GET ${u.pathname} HTTP/1.1\r\nHost: ${u.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
       `Sec-WebSocket-Key: ${randomBytes(16).toString("base64")}\r\nSec-WebSocket-Version: 13\r\n` +
-      `Sec-WebSocket-Protocol: ${WS_SUBPROTOCOL}\r\n${extraHeaders}\r\n`,
+      `Sec-WebSocket-Protocol: ${WS_SUBPROTOCOL}\r\n${extraHeaders}\r\n` +
+      Buffer.from(withRequest).toString("latin1"),
+    "latin1",
   );
   let buf = Buffer.alloc(0);
   let response = "";
@@ -182,6 +184,13 @@ describe("ws:// server frames (RFC 6455, parsed by pointsub)", () => {
     await until(() => closes.length === 1 && c.ended());
     assert.equal(closes[0]?.code, "ERR_CONNECTION_CLOSED");
     assert.doesNotMatch(closes[0]?.message ?? "", /closed the WebSocket with/);
+  });
+
+  it("reads frames that came in the same packet as the upgrade request", async () => {
+    const { url, sessions } = await wsServer();
+    const c = await rawWsClient(url, "", Buffer.concat([binary(handshake()), frame(9, Buffer.from("early"))]));
+    await until(() => sessions.length === 1);
+    await until(() => c.frames.some((f) => f.opcode === 10 && f.payload.toString() === "early"));
   });
 
   it("refuses permessage-deflate at the upgrade (no extension is negotiated)", async () => {
