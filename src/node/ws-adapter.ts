@@ -254,9 +254,10 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
     ws.once("close", (code: number, reason: Buffer) => this.onWsClose(code, reason.toString()));
   }
 
-  /** Back to a small read buffer (the connection saw no input for a while); server side only. */
+  /** The connection went quiet: a server reads into a small buffer again, a client drops its free slabs. */
   trim(): void {
     if (this.ws instanceof RawServerWs) this.ws.trim();
+    this.frames?.trim();
   }
 
   /** Payload bytes from {@link RawServerWs} (a view of its read): delivered now, or held (views kept). */
