@@ -7,10 +7,13 @@
  * with its code and a typed error.
  */
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import net from "node:net";
 import { afterEach, describe, it } from "node:test";
 import { type Connection, createServer, type PointSubError, type Server, WS_SUBPROTOCOL } from "../../src/index.ts";
+import { wsTransport } from "../../src/node/ws-adapter.ts";
+import type { RawServerWs } from "../../src/node/ws-server-socket.ts";
+import type { Transport } from "../../src/transport/transport.ts";
 import { echoRequest, handshake } from "../helpers/raw-peer.ts";
 import { until } from "../helpers/wait.ts";
 
@@ -184,6 +187,50 @@ describe("ws:// server frames (RFC 6455, parsed by pointsub)", () => {
     await until(() => closes.length === 1 && c.ended());
     assert.equal(closes[0]?.code, "ERR_CONNECTION_CLOSED");
     assert.doesNotMatch(closes[0]?.message ?? "", /closed the WebSocket with/);
+  });
+
+  it("reads 32 MiB through one reused read buffer when the connection copies, unmasked intact", async () => {
+    let accept!: (t: Transport) => void;
+    const accepted = new Promise<Transport>((r) => {
+      accept = r;
+    });
+    const listener = await wsTransport.listen(new URL("ws://127.0.0.1:0/p"), {}, (t) => accept(t));
+    const client = await wsTransport.connect(new URL(listener.url), {});
+    const server = await accepted;
+    try {
+      const data = new Uint8Array(32 * 1024 * 1024);
+      for (let i = 0; i < data.length; i++) data[i] = (i * 2654435761) >>> 24;
+      const hash = createHash("sha256");
+      let got = 0;
+      const done = new Promise<void>((resolve) => {
+        server.attach({
+          onData(c) {
+            hash.update(c);
+            got += c.length;
+            if (got === data.length) resolve();
+            return false;
+          },
+          onDrain() {},
+          onClose() {},
+        });
+      });
+      let drained: (() => void) | undefined;
+      client.attach({ onData: () => false, onDrain: () => drained?.(), onClose() {} });
+      for (let off = 0; off < data.length; off += 1024 * 1024) {
+        if (!client.write([data.subarray(off, off + 1024 * 1024)])) await new Promise<void>((r) => (drained = r));
+      }
+      await done;
+      assert.equal(hash.digest("hex"), createHash("sha256").update(data).digest("hex"));
+      const reader = (server as unknown as { ws: RawServerWs }).ws.reader;
+      assert.ok(reader !== undefined, "the upgraded socket reads into reusable buffers");
+      // `ws` read into a new 64 KiB buffer per read: 512 of them for 32 MiB. Reads while the transport
+      // held chunks (before attach) take new ones; the rest land in the same memory.
+      assert.ok(reader.buffers + reader.reused <= 4, `${reader.buffers}+${reader.reused} read buffers`);
+    } finally {
+      client.destroy();
+      server.destroy();
+      await listener.close();
+    }
   });
 
   it("reads frames that came in the same packet as the upgrade request", async () => {
