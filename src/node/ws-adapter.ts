@@ -31,6 +31,7 @@ import {
 import type { TlsOptions } from "./net-adapter.ts";
 import { hostUrl, peerCertificateOf, urlHost } from "./socket-transport.ts";
 import { MaskedFrameWriter } from "./ws-client-frames.ts";
+import { RawServerWs, type WsFrameOwner } from "./ws-server-socket.ts";
 
 export { WS_MAX_MESSAGE, WS_SUBPROTOCOL } from "../transport/ws-mapping.ts";
 
@@ -176,13 +177,29 @@ function loadWs(): Promise<WsModule> {
 }
 
 /**
- * A pointsub transport over one open `ws` WebSocket. Pausing pauses the
- * socket; the messages `ws` had already parsed are held until resume.
+ * The part of a WebSocket the transport uses: a client's `ws` WebSocket,
+ * or on a server pointsub's own frames on the upgraded socket ({@link RawServerWs}).
  */
-class WsTransport extends WsReceiver implements Transport {
+interface WsLike {
+  readonly readyState: number;
+  readonly bufferedAmount: number;
+  send(data: Uint8Array, options: typeof SEND_OPTIONS, cb?: () => void): void;
+  ping(data: Uint8Array): void;
+  pong(data: Uint8Array): void;
+  close(code: number, reason?: string): void;
+  terminate(): void;
+  pause(): void;
+  resume(): void;
+}
+
+/**
+ * A pointsub transport over one open WebSocket. Pausing pauses the
+ * socket; the messages already parsed are held until resume.
+ */
+class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
   readonly localUrl: string;
   readonly remoteUrl: string;
-  private readonly ws: Ws.WebSocket;
+  private readonly ws: WsLike;
   private needDrain = false;
   /** Bytes handed to `ws` so far. */
   private sentBytes = 0;
@@ -204,7 +221,7 @@ class WsTransport extends WsReceiver implements Transport {
   private readonly frames: MaskedFrameWriter | undefined;
 
   constructor(
-    ws: Ws.WebSocket,
+    ws: Ws.WebSocket | RawServerWs,
     socket: net.Socket | undefined,
     localUrl: string,
     remoteUrl: string,
@@ -221,16 +238,46 @@ class WsTransport extends WsReceiver implements Transport {
         : undefined;
     this.localUrl = localUrl;
     this.remoteUrl = remoteUrl;
-    ws.binaryType = "nodebuffer";
     // Hold the socket until the connection attaches (a server may accept on a later turn).
     ws.pause();
+    if (ws instanceof RawServerWs) {
+      ws.start(this);
+      return;
+    }
+    ws.binaryType = "nodebuffer";
     ws.on("message", this.onMessage);
     ws.on("pong", this.onPong);
     ws.on("ping", this.onPing);
     ws.on("error", (err: Error & { code?: string }) => {
       this.error ??= wsError(err);
     });
-    ws.once("close", this.onWsClose);
+    ws.once("close", (code: number, reason: Buffer) => this.onWsClose(code, reason.toString()));
+  }
+
+  /** The connection went quiet: a server reads into a small buffer again, a client drops its free slabs. */
+  trim(): void {
+    if (this.ws instanceof RawServerWs) this.ws.trim();
+    this.frames?.trim();
+  }
+
+  /** Payload bytes from {@link RawServerWs} (a view of its read): delivered now, or held (views kept). */
+  onBinary(chunk: Uint8Array): boolean {
+    if (this.closed || this.error !== undefined) return false;
+    const h = this.handlers;
+    if (h !== undefined && !this.paused && this.inbox.length === 0) return h.onData(chunk);
+    this.received(chunk);
+    return true;
+  }
+
+  /** The socket under {@link RawServerWs} failed. */
+  onSocketError(err: Error): void {
+    this.error ??= wsError(err);
+  }
+
+  /** {@link RawServerWs} refused what the peer sent (it closes the socket with the matching code). */
+  onProtocolError(err: PointSubError): void {
+    this.error ??= err;
+    this.dropHeld();
   }
 
   peerCertificate(): PeerCertificate | undefined {
@@ -320,9 +367,9 @@ class WsTransport extends WsReceiver implements Transport {
   }
 
   /** A pong: the peer read everything sent before its ping (unknown pongs are ignored). */
-  private readonly onPong = (data: Buffer): void => {
+  readonly onPong = (data: Uint8Array): void => {
     if (data.length !== 4 || this.marks.length === 0) return;
-    const seq = data.readUInt32BE(0);
+    const seq = ((data[0] << 24) | (data[1] << 16) | (data[2] << 8) | data[3]) >>> 0;
     const i = this.marks.findIndex((m) => m.seq === seq);
     if (i < 0) return;
     this.ackedBytes = this.marks[i].bytes;
@@ -403,10 +450,10 @@ class WsTransport extends WsReceiver implements Transport {
     if (data.length !== 0) this.received(new Uint8Array(data.buffer, data.byteOffset, data.length));
   };
 
-  private readonly onWsClose = (code: number, reason: Buffer): void => {
+  readonly onWsClose = (code: number, reason: string): void => {
     if (this.pongTimer !== undefined) clearTimeout(this.pongTimer);
     this.pongTimer = undefined;
-    this.error ??= wsCloseError(code, reason.toString());
+    this.error ??= wsCloseError(code, reason);
     this.socketClosed();
   };
 }
@@ -552,7 +599,20 @@ async function listenWs(
   options: TransportListenOptions & WsTransportOptions,
   onTransport: (t: Transport) => void,
 ): Promise<TransportListener> {
-  const { WebSocketServer } = await loadWs();
+  const { WebSocketServer, WebSocket } = await loadWs();
+  /**
+   * `ws` validates the upgrade request and answers it; its WebSocket then
+   * only takes the socket (and the bytes read past the request): pointsub
+   * reads and writes the frames itself (ws-server-socket.ts).
+   */
+  class Upgraded extends WebSocket {
+    socket: net.Socket | undefined;
+    head: Buffer | undefined;
+    setSocket(socket: net.Socket, head: Buffer): void {
+      this.socket = socket;
+      this.head = head;
+    }
+  }
   const secure = url.protocol === "wss:";
   const path = url.pathname === "" ? "/" : url.pathname;
   const timeout = checkLimit("handshakeTimeoutMs", options.handshakeTimeoutMs, HANDSHAKE_TIMEOUT_MS, 2 ** 31 - 1);
@@ -566,11 +626,10 @@ async function listenWs(
   const onPending = options.onPending;
   const wss = new WebSocketServer({
     noServer: true,
+    // No extension is accepted: a client offering permessage-deflate gets none.
     perMessageDeflate: false,
-    // Pings are answered by each transport (onPing): once per turn.
-    autoPong: false,
-    maxPayload: WS_MAX_MESSAGE,
     clientTracking: false,
+    WebSocket: Upgraded,
     handleProtocols: (offered) => (offered.has(WS_SUBPROTOCOL) ? WS_SUBPROTOCOL : false),
   });
   /** Sockets admitted and not yet upgraded (nor closed), with their deadline. */
@@ -677,14 +736,22 @@ async function listenWs(
       return;
     }
     wss.handleUpgrade(req, socket, head, (ws) => {
-      if (!leave(raw)) {
+      const upgraded = (ws as Upgraded).socket;
+      if (!leave(raw) || upgraded === undefined) {
         // Timed out or closed meanwhile.
-        ws.terminate();
+        socket.destroy();
         return;
       }
+      const frames = new RawServerWs(upgraded, (ws as Upgraded).head ?? Buffer.alloc(0));
       const local = wsHref(scheme(url), socket.localAddress, socket.localPort, path);
       onTransport(
-        new WsTransport(ws, socket, local, wsHref(scheme(url), socket.remoteAddress, socket.remotePort, "/"), window),
+        new WsTransport(
+          frames,
+          socket,
+          local,
+          wsHref(scheme(url), socket.remoteAddress, socket.remotePort, "/"),
+          window,
+        ),
       );
     });
   };
