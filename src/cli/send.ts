@@ -413,16 +413,49 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
   process.on("SIGINT", interrupted);
   process.on("SIGTERM", interrupted);
   const failures: { file: string; error: PointSubError }[] = [];
-  let items = all;
   let sentFiles = 0;
   let sentBytes = 0;
+  /** Ends the send with this error (no file failed: the server cannot take them at all). */
+  let stopWith: PointSubError | undefined;
+  /** Files the quick check found whole on the server (not sent). */
+  let skipped = 0;
+  let skippedBytes = 0;
+  let lastSkipped = "";
+  const force = opts.force === true;
+  const { bundles, single } = planBundles(all);
+  /** Says that the server holds `it` whole (it is not sent). */
+  const unchanged = (it: SendItem) => {
+    skipped++;
+    skippedBytes += it.size;
+    lastSkipped = it.target;
+    view?.skip(1, it.size);
+    say(
+      { event: "skipped", file: it.file, name: it.target, size: it.size, reason: "unchanged" },
+      `${it.target}: skipped, the server holds it whole (${formatBytes(it.size)}, same CRC32C)`,
+    );
+  };
+  /** Servers without the quick-check route (older ones) have no tree storage either. */
+  const noTrees = () =>
+    new PointSubError("ERR_NO_ROUTE", "the server cannot store directories (an older pointsub serve)");
   try {
-    if (opts.force !== true && all.length > 0) {
-      // As patient as the transfers: a server that is restarting is waited for (--retries, same backoff).
-      let same: Set<SendItem> | undefined;
+    if (all.length > 0) {
+      // The connection (opened while the directories were walked), as patient as the transfers: a
+      // server that is restarting is waited for (--retries, same backoff). The files sent alone (over
+      // 64 KiB) are quick-checked here, in one go; each bundle's files just before it is sent (below),
+      // so the first bundle leaves after one small check, not after a check of every file.
       for (let n = 0, delay = 200; ; n++, delay = Math.min(delay * 2, 5000)) {
         try {
-          same = await quickCheck(await (n === 0 && first !== undefined ? first : shared.get()), all);
+          const conn = await (n === 0 && first !== undefined ? first : shared.get());
+          if (!force && single.length > 0) {
+            const same = await quickCheck(conn, single);
+            if (same === undefined && all.some((it) => it.tree)) throw noTrees();
+            if (same !== undefined && same.size > 0) {
+              for (const it of single) if (same.has(it)) unchanged(it);
+              const rest = single.filter((it) => !same.has(it));
+              single.length = 0;
+              single.push(...rest);
+            }
+          }
           break;
         } catch (err) {
           const e = toPointSubError(err, "ERR_CONNECT");
@@ -430,31 +463,13 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
           await new Promise((r) => setTimeout(r, delay));
         }
       }
-      if (same === undefined && all.some((it) => it.tree)) {
-        throw new PointSubError("ERR_NO_ROUTE", "the server cannot store directories (an older pointsub serve)");
-      }
-      if (same !== undefined && same.size > 0) {
-        items = all.filter((it) => !same.has(it));
-        for (const it of all) {
-          if (!same.has(it)) continue;
-          say(
-            { event: "skipped", file: it.file, name: it.target, size: it.size, reason: "unchanged" },
-            `${it.target}: skipped, the server holds it whole (${formatBytes(it.size)}, same CRC32C)`,
-          );
-        }
-        if (mode === "tty") {
-          notices.push(
-            same.size === 1
-              ? `${[...same][0].target}: skipped, the server holds it whole (--force sends it anyway)`
-              : `${same.size} files skipped: the server holds them whole (--force sends them anyway)`,
-          );
-        }
-      }
     }
-    view = new ProgressView(mode, { files: items.length, bytes: items.reduce((n, it) => n + it.size, 0) });
+    view = new ProgressView(mode, {
+      files: all.length - skipped,
+      bytes: all.reduce((n, it) => n + it.size, 0) - skippedBytes,
+    });
     for (const line of notices) view.log(line);
     const v = view;
-    const { bundles, single } = planBundles(items);
     // Large files first (they take longest), then the bundles of small ones.
     const queue: (SendItem | SendItem[])[] = [...single, ...bundles];
     let fatal = false;
@@ -462,9 +477,31 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
       failures.push({ file: target, error: e });
       if (!PER_FILE.has(e.code)) fatal = true;
       // With several files each failure gets its line (the final error names the first one).
-      if (items.length > 1 && mode === "plain") {
+      if (all.length > 1 && mode === "plain") {
         writeOut(`${target}: failed: ${e.code}: ${e.message}\n`);
       }
+    };
+    /**
+     * The files of `group` the server does not hold whole (quick check, one request). A check that
+     * fails sends them all: the bundle's own retries deal with the connection, and a bundle never
+     * replaces a file (it is refused with ERR_EXISTS, and a retried bundle checks again).
+     */
+    const toSend = async (group: SendItem[]): Promise<SendItem[]> => {
+      let same: Set<SendItem> | undefined;
+      try {
+        same = await quickCheck(await shared.get(), group);
+      } catch {
+        return group;
+      }
+      if (same === undefined) {
+        if (!group.some((it) => it.tree)) return group;
+        stopWith ??= noTrees();
+        fatal = true;
+        return [];
+      }
+      if (same.size === 0) return group;
+      for (const it of group) if (same.has(it)) unchanged(it);
+      return group.filter((it) => !same.has(it));
     };
     /** Bundles waiting for one of the {@link BUNDLES_IN_FLIGHT} turns. */
     let bundlesInFlight = 0;
@@ -480,15 +517,18 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
       bundlesInFlight++;
       const started = performance.now();
       let outcome: BundleOutcome | undefined;
+      let rest = group;
       try {
-        outcome = await sendBundle(shared, group, { compress: opts.compress, retries: opts.retries });
+        rest = force ? group : await toSend(group);
+        outcome =
+          rest.length === 0 ? [] : await sendBundle(shared, rest, { compress: opts.compress, retries: opts.retries });
       } finally {
         bundlesInFlight--;
         turns.shift()?.();
       }
       if (outcome === undefined) {
-        // An older server: one by one.
-        queue.push(...group);
+        // An older server: one by one (its files were checked).
+        queue.push(...rest);
         return;
       }
       const elapsedMs = performance.now() - started;
@@ -567,8 +607,16 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
     process.off("SIGTERM", interrupted);
     await shared.close().catch(() => {});
   }
+  if (stopWith !== undefined) throw stopWith;
   const secs = (performance.now() - started) / 1000;
-  const skipped = all.length - items.length;
+  const tried = all.length - skipped;
+  if (mode === "tty" && skipped > 0) {
+    process.stderr.write(
+      skipped === 1
+        ? `${lastSkipped}: skipped, the server holds it whole (--force sends it anyway)\n`
+        : `${skipped} files skipped: the server holds them whole (--force sends them anyway)\n`,
+    );
+  }
   if (all.length > 1 || skipped > 0) {
     const rate = formatRate(sentBytes / Math.max(secs, 1e-3));
     say(
@@ -594,13 +642,13 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
   }
   if (failures.length > 0) {
     const { file, error } = failures[0];
-    const message = items.length === 1 ? error.message : `${file}: ${error.message}`;
-    const notTried = items.length - sentFiles - failures.length;
+    const message = tried === 1 ? error.message : `${file}: ${error.message}`;
+    const notTried = tried - sentFiles - failures.length;
     throw new PointSubError(
       error.code,
       failures.length === 1 && notTried === 0
         ? message
-        : `${failures.length} of ${items.length} files failed${notTried > 0 ? ` (${notTried} not tried)` : ""}; first: ${message}`,
+        : `${failures.length} of ${tried} files failed${notTried > 0 ? ` (${notTried} not tried)` : ""}; first: ${message}`,
       { cause: error },
     );
   }

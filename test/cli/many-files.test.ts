@@ -244,6 +244,54 @@ describe("pointsub send: many files, directories, quick check", () => {
     }
   });
 
+  it("each bundle's files are quick-checked just before it is sent: the first bundle leaves before the last files are checked", async () => {
+    const src = join(work, "checked-per-bundle");
+    await mkdir(src);
+    const count = 128 * 9 + 5; // 10 bundles
+    for (let i = 0; i < count; i++) await writeFile(join(src, `c${i}.txt`), `checked ${i}\n`);
+    const inbox = join(work, "inbox-checked-per-bundle");
+    // Files 0..199 are on the server already (the first two bundles' worth, and some of the third).
+    await mkdir(join(inbox, "checked-per-bundle"), { recursive: true });
+    for (let i = 0; i < 200; i++) await writeFile(join(inbox, "checked-per-bundle", `c${i}.txt`), `checked ${i}\n`);
+    const sink = fileSink(inbox);
+    const server = createServer();
+    let checked = 0;
+    let biggestCheck = 0;
+    const checkedWhenBundlesBegan: number[] = [];
+    server.handle(FILE_CHECK_ROUTE, (req, ctx) => {
+      const n = (JSON.parse(new TextDecoder().decode(req.data)) as { files: unknown[] }).files.length;
+      checked += n;
+      biggestCheck = Math.max(biggestCheck, n);
+      return sink.check(req, ctx);
+    });
+    server.handleStream(FILE_BUNDLE_ROUTE, (stream, ctx) => {
+      checkedWhenBundlesBegan.push(checked);
+      return sink.bundle(stream, ctx);
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    try {
+      const r = await run(["send", "-r", src, "--to", url, "--json"]);
+      assert.equal(r.code, 0, r.stderr);
+      const ev = jsonLines(r.stdout);
+      assert.equal(ev.filter((e) => e.event === "sent").length, count - 200);
+      assert.equal(ev.filter((e) => e.event === "skipped" && e.reason === "unchanged").length, 200);
+      assert.equal(ev.find((e) => e.event === "summary")?.skipped, 200);
+      assert.equal(checked, count, "every file checked once");
+      assert.ok(biggestCheck <= 128, `a check of ${biggestCheck} files`);
+      // The first bundle began after at most the checks of the bundles in flight (4 × 128), not of all 1,157.
+      assert.ok(
+        checkedWhenBundlesBegan[0] <= 4 * 128,
+        `checked before the first bundle: ${checkedWhenBundlesBegan[0]}`,
+      );
+      for (const i of [0, 199, 200, count - 1]) {
+        assert.equal(await readFile(join(inbox, "checked-per-bundle", `c${i}.txt`), "utf8"), `checked ${i}\n`);
+      }
+    } finally {
+      await server.close({ timeoutMs: 100 });
+      sink.close();
+    }
+  });
+
   it("a server without the bundle route gets the small files one by one", async () => {
     const src = join(work, "older");
     await mkdir(src);
