@@ -9,6 +9,7 @@ import type { IncomingStream } from "../stream/incoming.ts";
 import type { StreamHandler } from "../stream/types.ts";
 import { nodeCrc32c } from "./crc32c-native.ts";
 import { bundleHandler } from "./file-bundle.ts";
+import { SyncGate } from "./file-sync-gate.ts";
 
 /** The route files are sent to by default. */
 export const FILE_ROUTE = "/pointsub/file/1.0.0";
@@ -1009,10 +1010,30 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     if (crcs.size > 100_000) crcs.delete(crcs.keys().next().value as string);
   };
 
+  /**
+   * Where the quick check's lstats run: on the main thread, synchronously, while the disk is fast (an
+   * lstat of a cached inode or a missing name takes a microsecond or two, a thread-pool round trip
+   * costs the main thread ten times that and a wake-up), on the thread pool while it is slow.
+   */
+  const lookupGate = new SyncGate();
+  /** {@link exists}, synchronously when {@link lookupGate} allows (undefined: ask the pool). */
+  const existsNow = (path: string): { st: Stats | undefined } | undefined => {
+    const t0 = performance.now();
+    if (!lookupGate.mainThread(t0)) return undefined;
+    let st: Stats | undefined;
+    try {
+      st = lstatSync(path, { throwIfNoEntry: false });
+    } catch {
+      // ENOTDIR, EACCES...: nothing there that can be checked.
+    }
+    const t1 = performance.now();
+    lookupGate.record(t1 - t0, t1);
+    return { st };
+  };
   /** What is stored under one quick-check entry (a file the sink put there or not: any regular file). */
   const lookup = async (
     q: FileCheckQuery,
-    dirs: Map<string, Promise<boolean>>,
+    dirs: Map<string, Promise<boolean> | boolean>,
     checked?: string[],
   ): Promise<FileCheckAnswer> => {
     const segments = checked ?? (q.path === undefined ? [safeFileName(q.name)] : safeRelativePath(q.path));
@@ -1022,13 +1043,16 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       const path = join(dir, ...segments.slice(0, i));
       let isDir = dirs.get(path);
       if (isDir === undefined) {
-        isDir = exists(path).then((st) => st?.isDirectory() === true);
+        const now = existsNow(path);
+        isDir =
+          now !== undefined ? now.st?.isDirectory() === true : exists(path).then((st) => st?.isDirectory() === true);
         dirs.set(path, isDir);
       }
-      if (!(await isDir)) return null;
+      if (!(isDir === true || (isDir !== false && (await isDir)))) return null;
     }
     const target = join(dir, ...segments);
-    const st = await exists(target);
+    const now = existsNow(target);
+    const st = now !== undefined ? now.st : await exists(target);
     if (st === undefined || !st.isFile()) return null;
     if (st.size !== q.size) return { size: st.size };
     const cached = crcs.get(target);
@@ -1069,9 +1093,17 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     const answers: FileCheckAnswer[] = new Array(queries.length).fill(null);
     // A few files read at once (their CRCs), in order of the list.
     let next = 0;
-    const dirs = new Map<string, Promise<boolean>>();
+    const dirs = new Map<string, Promise<boolean> | boolean>();
+    let turn = performance.now();
     const worker = async () => {
-      for (let i = next++; i < queries.length; i = next++) answers[i] = await lookup(queries[i], dirs, paths[i]);
+      for (let i = next++; i < queries.length; i = next++) {
+        // Synchronous lstats: other sessions are served between turns of at most ~2 ms.
+        if (performance.now() - turn > 2) {
+          await new Promise((r) => setImmediate(r));
+          turn = performance.now();
+        }
+        answers[i] = await lookup(queries[i], dirs, paths[i]);
+      }
     };
     await Promise.all(Array.from({ length: Math.min(8, queries.length) }, worker));
     return JSON.stringify({ files: answers });
