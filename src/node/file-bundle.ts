@@ -140,7 +140,10 @@ export interface BundleStore {
   maxFileSize: number;
   /** Counts `bytes` against the sink's quota (ERR_QUOTA when over); returns the release. */
   reserve(bytes: number): () => void;
-  /** The segments to store an entry under (throws ERR_INVALID_ARGUMENT for a refused path). */
+  /**
+   * The segments to store an entry under and its name, the segments joined by `/` (throws
+   * ERR_INVALID_ARGUMENT for a refused path).
+   */
   target(header: { path?: unknown; name?: unknown }): { name: string; segments: string[] };
   /** Makes (checks) the directories of a relative path; resolves to the directories it made. */
   parents(segments: string[]): Promise<string[]>;
@@ -183,6 +186,8 @@ interface Stored {
   stat: Stats | undefined;
   /** Where it is stored under its name (`join(dir, ...segments)`, built once). */
   final: string;
+  /** Its directory relative to the sink's (`segments` but the last, joined by `/`; "" for none). */
+  dirKey: string;
 }
 
 const NO_HARD_LINKS = new Set(["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS", "EXDEV", "EMLINK"]);
@@ -246,8 +251,7 @@ export function bundleHandler(store: BundleStore): StreamHandler {
     const dirs = new Map<string, Promise<string[]>>();
     /** Directories (keys of `dirs`) made or checked already: an entry under one needs no wait. */
     const dirsReady = new Set<string>();
-    const parents = (segments: string[]) => {
-      const key = segments.slice(0, -1).join("/");
+    const parents = (segments: string[], key: string) => {
       let p = dirs.get(key);
       if (p === undefined) {
         p = store.parents(segments);
@@ -264,8 +268,7 @@ export function bundleHandler(store: BundleStore): StreamHandler {
      * are ready and the disk is fast; false when it must go the general way.
      */
     const storeInline = (s: Stored, content: Uint8Array): boolean => {
-      const segments = s.segments as string[];
-      if (segments.length > 1 && !dirsReady.has(segments.slice(0, -1).join("/"))) return false;
+      if (s.dirKey !== "" && !dirsReady.has(s.dirKey)) return false;
       const t0 = performance.now();
       if (!syncGate.mainThread(t0)) return false;
       const path = s.final;
@@ -297,7 +300,7 @@ export function bundleHandler(store: BundleStore): StreamHandler {
       let path: string;
       if (direct) {
         const segments = s.segments as string[];
-        if (segments.length > 1) await parents(segments);
+        if (segments.length > 1) await parents(segments, s.dirKey);
         // Its directories are ready now: inline unless the disk is slow.
         if (inline && storeInline(s, content)) return;
         path = s.final;
@@ -380,12 +383,15 @@ export function bundleHandler(store: BundleStore): StreamHandler {
             error: undefined,
             stat: undefined,
             final: "",
+            dirKey: "",
           };
           try {
             const t = store.target(header);
             s.name = t.name;
             s.segments = t.segments;
-            s.final = prefix + t.segments.join(sep);
+            // The name is the segments joined by "/" (a relative path as it was sent, checked, never cleaned).
+            s.final = prefix + (sep === "/" ? t.name : t.segments.join(sep));
+            if (t.segments.length > 1) s.dirKey = t.name.slice(0, t.name.lastIndexOf("/"));
             if (store.maxFileSize > 0 && content.length > store.maxFileSize) {
               throw new PointSubError("ERR_QUOTA", `the file is over the ${store.maxFileSize}-byte limit`);
             }
@@ -431,7 +437,7 @@ export function bundleHandler(store: BundleStore): StreamHandler {
             const segments = s.segments as string[];
             const finalPath = s.final;
             if (!direct) {
-              if (segments.length > 1) await parents(segments);
+              if (segments.length > 1) await parents(segments, s.dirKey);
               await placeOne(s.partial as string, finalPath);
               synced.add(dirname(finalPath));
             }

@@ -306,7 +306,9 @@ export function safeRelativePath(path: unknown): string[] {
     );
   if (typeof path !== "string") throw PointSubError.fromPeer("ERR_INVALID_ARGUMENT", "meta.path must be a string");
   if (path.length === 0) throw bad("empty");
-  if (Buffer.byteLength(path) > PATH_MAX_BYTES) throw bad(`over ${PATH_MAX_BYTES} bytes`);
+  // A UTF-16 code unit is at most 3 UTF-8 bytes: short strings need no count.
+  if (path.length * 3 > PATH_MAX_BYTES && Buffer.byteLength(path) > PATH_MAX_BYTES)
+    throw bad(`over ${PATH_MAX_BYTES} bytes`);
   if (path.includes("\\")) throw bad("backslash (the separator is /)");
   // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point.
   if (/[\u0000-\u001f\u007f]/.test(path)) throw bad("NUL or control character");
@@ -316,10 +318,14 @@ export function safeRelativePath(path: unknown): string[] {
   for (const seg of segments) {
     if (seg === "") throw bad("empty segment");
     if (seg === "." || seg === "..") throw bad(`'${seg}' segment`);
-    if (Buffer.byteLength(seg) > SEGMENT_MAX_BYTES) throw bad(`a segment over ${SEGMENT_MAX_BYTES} bytes`);
+    if (seg.length * 3 > SEGMENT_MAX_BYTES && Buffer.byteLength(seg) > SEGMENT_MAX_BYTES) {
+      throw bad(`a segment over ${SEGMENT_MAX_BYTES} bytes`);
+    }
     if (sep === "\\" && (WINDOWS_RESERVED.test(seg) || /[. ]$/.test(seg))) throw bad("not a Windows name");
   }
-  if (PARTIAL_NAME.test(segments[0]) || SIDECAR_NAME.test(segments[0]) || LOCK_NAME.test(segments[0]))
+  // The sink's own files all begin with a dot.
+  const first = segments[0];
+  if (first.charCodeAt(0) === 46 && (PARTIAL_NAME.test(first) || SIDECAR_NAME.test(first) || LOCK_NAME.test(first)))
     throw bad("reserved for the sink's partial files");
   return segments;
 }
@@ -1406,7 +1412,8 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       target: (h) => {
         if (h.path !== undefined) {
           const segments = safeRelativePath(h.path);
-          return { name: segments.join("/"), segments };
+          // Checked as it is (never cleaned): the path is its segments joined by "/".
+          return { name: h.path as string, segments };
         }
         if (h.name !== undefined && typeof h.name !== "string") {
           throw new PointSubError("ERR_INVALID_ARGUMENT", "name must be a string");
