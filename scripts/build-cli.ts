@@ -5,7 +5,8 @@
  * `send` of one file to a closed port, CPU 0.47 → 0.33 s). Each command
  * stays in a chunk of its own (loaded when it runs); `serve` is not bundled
  * but loads tsc's `dist/cli/serve.js` (the dashboard serves the package's
- * own modules from beside it).
+ * own modules from beside it). commander's import of node:child_process
+ * is replaced by an object that loads it when first used (never, here).
  *
  *   node scripts/build-cli.ts [--src src/cli/main.ts] [--outdir dist/cli-bundle] [--serve ../cli/serve.js]
  */
@@ -41,6 +42,20 @@ await build({
   },
   logLevel: "warning",
   plugins: [
+    {
+      // commander imports node:child_process (for executable subcommands, which pointsub has none of):
+      // loading it, and the dgram and socket modules it pulls in, cost every command ~3 ms of start-up.
+      // The bundle gets an object that loads it on first use instead.
+      name: "lazy-child-process",
+      setup(b) {
+        b.onResolve({ filter: /^(node:)?child_process$/ }, () => ({ path: "child_process", namespace: "lazy" }));
+        b.onLoad({ filter: /.*/, namespace: "lazy" }, () => ({
+          contents:
+            'export default new Proxy({}, { get: (_, key) => process.getBuiltinModule("node:child_process")[key] });',
+          loader: "js",
+        }));
+      },
+    },
     {
       name: "serve-unbundled",
       setup(b) {
