@@ -76,7 +76,7 @@ describe("the bundled CLI (the package's bin)", () => {
     assert.equal(await readFile(join(inbox, "f0"), "utf8"), "file 0");
   });
 
-  it("does not load node:child_process (commander's, for executable subcommands) to run a command", async () => {
+  it("does not load node:child_process (commander's, for executable subcommands) nor fs.promises to run a command", async () => {
     const main = join(out, "main.js");
     // Prints the built-in modules loaded when the process exits.
     const hook = `data:text/javascript,${encodeURIComponent(
@@ -88,6 +88,12 @@ describe("the bundled CLI (the package's bin)", () => {
     assert.ok(loaded.includes("NativeModule net"), "the list is real (the CLI loads node:net)");
     assert.deepEqual(
       loaded.filter((m) => m.includes("child_process")),
+      [],
+    );
+    // An ES module import of node:fs evaluates its lazy getters (fs.promises and its readline...);
+    // the bundle takes built-ins from process.getBuiltinModule.
+    assert.deepEqual(
+      loaded.filter((m) => m.includes("fs/promises") || m.includes("readline")),
       [],
     );
   });
