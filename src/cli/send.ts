@@ -3,7 +3,13 @@ import { readdir, stat } from "node:fs/promises";
 import { basename, join, resolve } from "node:path";
 import { SharedConnection } from "../client/resumable.ts";
 import type { CodecName } from "../codec/compression.ts";
-import { BUNDLE_FILE_MAX, type BundleResult, encodeBundle, FILE_BUNDLE_ROUTE } from "../codec/file-bundle.ts";
+import {
+  BUNDLE_FILE_MAX,
+  BUNDLE_HEADER_MAX,
+  type BundleResult,
+  encodeBundle,
+  FILE_BUNDLE_ROUTE,
+} from "../codec/file-bundle.ts";
 import type { Connection } from "../connection/connection.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { FILE_CHECK_MAX, FILE_CHECK_ROUTE, type FileCheckAnswer, type FileCheckQuery } from "../node/file-sink.ts";
@@ -99,14 +105,19 @@ async function sendBundle(
   const out: BundleOutcome = [];
   let left: SendItem[] = [];
   const contents: Uint8Array[] = [];
-  for (const it of group) {
-    try {
-      const content = readListed(it);
-      if (content.length > BUNDLE_FILE_MAX) throw new Error("it grew while being sent");
-      contents.push(content);
-      left.push(it);
-    } catch (err) {
-      out.push({ item: it, size: it.size, error: toPointSubError(err, "ERR_SOURCE", `${it.file}: `) });
+  /** The whole bundle, read in place (undefined: encoded from `contents`). */
+  let body: Uint8Array | undefined = readBundle(group, contents);
+  if (body !== undefined) left = group.slice();
+  else {
+    for (const it of group) {
+      try {
+        const content = readListed(it);
+        if (content.length > BUNDLE_FILE_MAX) throw new Error("it grew while being sent");
+        contents.push(content);
+        left.push(it);
+      } catch (err) {
+        out.push({ item: it, size: it.size, error: toPointSubError(err, "ERR_SOURCE", `${it.file}: `) });
+      }
     }
   }
   for (let n = 0, delay = 200; left.length > 0; n++, delay = Math.min(delay * 2, 5000)) {
@@ -122,13 +133,17 @@ async function sendBundle(
         const kept = keep.map((i) => contents[i]);
         contents.length = 0;
         contents.push(...kept);
+        body = undefined;
         if (left.length === 0) break;
       }
-      const body = encodeBundle(
-        left.map((it, i) =>
-          it.tree ? { path: it.target, content: contents[i] } : { name: it.target, content: contents[i] },
-        ),
-      );
+      const payload =
+        body ??
+        encodeBundle(
+          left.map((it, i) =>
+            it.tree ? { path: it.target, content: contents[i] } : { name: it.target, content: contents[i] },
+          ),
+        );
+      body = payload;
       const t = conn.sendStream(FILE_BUNDLE_ROUTE, [body], {
         // An id of this process's own (a bundle is never resumed): no Web Crypto to load for it.
         transferId: `bundle-${process.pid}-${++bundlesSent}`,
@@ -160,6 +175,57 @@ async function sendBundle(
     }
   }
   return out;
+}
+
+/**
+ * The bundle of `group` (codec/file-bundle.ts's format) with every file
+ * read straight into its place at the size the walk listed: one buffer for
+ * the bundle, no buffer per file and no copy (`contents` gets each file's
+ * view of it, for a bundle sent again without some). Undefined when a file
+ * cannot be read or is no longer at its listed size (or its header is
+ * too long): the caller reads them one by one, and reports each failure.
+ */
+export function readBundle(group: readonly SendItem[], contents: Uint8Array[]): Buffer | undefined {
+  const heads = group.map((it) =>
+    JSON.stringify(it.tree ? { path: it.target, size: it.size } : { name: it.target, size: it.size }),
+  );
+  let total = 0;
+  const lengths = heads.map((h, i) => {
+    const n = Buffer.byteLength(h);
+    total += 2 + n + group[i].size;
+    return n;
+  });
+  if (lengths.some((n, i) => n > BUNDLE_HEADER_MAX || group[i].size > BUNDLE_FILE_MAX)) return undefined;
+  // One byte more than the bundle: each file is asked for one byte more than listed (a full read means
+  // it grew), which lands where the next header is written after it. A buffer of its own (not Node's
+  // shared pool): the stream holds it until the bundle is answered, and a retry sends it again.
+  const body = Buffer.allocUnsafeSlow(total + 1);
+  const views: Uint8Array[] = [];
+  let at = 0;
+  for (let i = 0; i < group.length; i++) {
+    const it = group[i];
+    body[at] = lengths[i] >>> 8;
+    body[at + 1] = lengths[i] & 0xff;
+    body.write(heads[i], at + 2, "utf8");
+    at += 2 + lengths[i];
+    let fd: number;
+    try {
+      fd = openSync(it.file, "r");
+    } catch {
+      return undefined;
+    }
+    try {
+      if (readSync(fd, body, at, it.size + 1, 0) !== it.size) return undefined;
+    } catch {
+      return undefined;
+    } finally {
+      closeSync(fd);
+    }
+    views.push(body.subarray(at, at + it.size));
+    at += it.size;
+  }
+  contents.push(...views);
+  return body.subarray(0, total);
 }
 
 /**
