@@ -1,6 +1,6 @@
 import { closeSync, lstatSync, openSync, readFileSync, readSync } from "node:fs";
 import { readdir, stat } from "node:fs/promises";
-import { basename, join, resolve } from "node:path";
+import { basename, join, resolve, sep } from "node:path";
 import { SharedConnection } from "../client/resumable.ts";
 import type { CodecName } from "../codec/compression.ts";
 import {
@@ -320,7 +320,8 @@ export async function collectFiles(
         sinceYield = 0;
         await new Promise((r) => setImmediate(r));
       }
-      const path = join(dir, d.name);
+      // `dir` is normalized (below): a name from readdir needs no normalizing join.
+      const path = dir + sep + d.name;
       const target = `${prefix}/${d.name}`;
       if (d.isDirectory()) await walk(path, target);
       else if (d.isFile()) items.push({ file: path, target, tree: true, size: lstatSync(path).size });
@@ -338,7 +339,9 @@ export async function collectFiles(
       const top = basename(resolve(arg));
       if (top === "")
         throw new PointSubError("ERR_INVALID_ARGUMENT", `${arg}: the root directory has no name to send it under`);
-      checked.push(() => walk(arg, top));
+      // Normalized once (a trailing separator dropped: "photos/" walks as "photos"; the root stays).
+      const root = join(arg);
+      checked.push(() => walk(root.length > 1 && root.endsWith(sep) ? root.slice(0, -1) : root, top));
     } else if (st?.isFile()) {
       const it: SendItem = { file: arg, target: basename(arg), tree: false, size: st.size };
       const other = argTargets.get(it.target);
