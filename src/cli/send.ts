@@ -551,7 +551,7 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
       }
     };
     /**
-     * The files of `group` the server does not hold whole (quick check, one request). A check that
+     * The files of `group` the server does not hold whole (quick check, one request; never rejects). A check that
      * fails sends them all: the bundle's own retries deal with the connection, and a bundle never
      * replaces a file (it is refused with ERR_EXISTS, and a retried bundle checks again).
      */
@@ -572,6 +572,32 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
       for (const it of group) if (same.has(it)) unchanged(it);
       return group.filter((it) => !same.has(it));
     };
+    /**
+     * Each bundle's quick check, run ahead of the bundles ({@link CHECKS_IN_FLIGHT} at once, in order,
+     * from now on): a bundle waits for its own check only, and the checks of a new tree mostly reach
+     * the server before its directory exists (one lstat for a request, not one per file).
+     */
+    const checks = new Map<SendItem[], Promise<SendItem[]>>();
+    if (!force && bundles.length > 0) {
+      const pending = bundles.map((group) => {
+        const d = Promise.withResolvers<SendItem[]>();
+        checks.set(group, d.promise);
+        return { group, resolve: d.resolve };
+      });
+      let nextCheck = 0;
+      const checker = async () => {
+        for (let k = nextCheck++; k < pending.length; k = nextCheck++) {
+          const { group, resolve } = pending[k];
+          let rest = group;
+          try {
+            rest = fatal ? group : await toSend(group);
+          } finally {
+            resolve(rest);
+          }
+        }
+      };
+      for (let i = 0; i < Math.min(CHECKS_IN_FLIGHT, pending.length); i++) void checker();
+    }
     /** Bundles waiting for one of the {@link BUNDLES_IN_FLIGHT} turns. */
     let bundlesInFlight = 0;
     const turns: (() => void)[] = [];
@@ -588,7 +614,7 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
       let outcome: BundleOutcome | undefined;
       let rest = group;
       try {
-        rest = force ? group : await toSend(group);
+        rest = (await checks.get(group)) ?? group;
         outcome =
           rest.length === 0 ? [] : await sendBundle(shared, rest, { compress: opts.compress, retries: opts.retries });
       } finally {
