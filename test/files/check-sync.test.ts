@@ -52,20 +52,26 @@ describe("file sink: quick-check lookups on the main thread", () => {
       return (JSON.parse(new TextDecoder().decode(res)) as { files: FileCheckAnswer[] }).files;
     };
     await ask(); // the first reads same.txt's CRC32C (cached after)
-    let poolCalls = 0;
-    const hook = createHook({
-      init(_id, type) {
-        if (type === "FSREQCALLBACK") poolCalls++;
-      },
-    }).enable();
-    let answers: FileCheckAnswer[];
-    try {
-      answers = await ask();
-    } finally {
-      hook.disable();
+    // On a loaded machine one lstat can take long enough that the gate sends the next second's calls to
+    // the pool (as it should on a slow disk): up to 5 tries, each after that second. Before: ≥ 200 each.
+    const tries: number[] = [];
+    let answers: FileCheckAnswer[] = [];
+    for (let i = 0; i < 5 && !(tries.length > 0 && Math.min(...tries) < 20); i++) {
+      if (i > 0) await new Promise((r) => setTimeout(r, 1100));
+      let calls = 0;
+      const hook = createHook({
+        init(_id, type) {
+          if (type === "FSREQCALLBACK") calls++;
+        },
+      }).enable();
+      try {
+        answers = await ask();
+      } finally {
+        hook.disable();
+      }
+      tries.push(calls);
     }
-    // Before: one lstat on the pool per file (200). A loaded machine may send a few to the pool.
-    assert.ok(poolCalls < 20, `${poolCalls} thread-pool calls for 200 files`);
+    assert.ok(Math.min(...tries) < 20, `thread-pool calls for 200 files: ${tries.join(", ")}`);
     assert.equal(answers.length, 200);
     const crc = crc32cJs(new TextEncoder().encode("hello")).toString(16).padStart(8, "0");
     assert.deepEqual(answers[0], { size: 5, crc32c: crc });
