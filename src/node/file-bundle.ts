@@ -230,6 +230,8 @@ export function bundleHandler(store: BundleStore): StreamHandler {
    * writer only; a test's writer goes the general way).
    */
   const inline = direct && store.write === undefined;
+  /** Durable entries' partials written inline likewise (the default writer; fsynced together after). */
+  const inlinePartial = !direct && store.write === undefined;
   const FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
   /**
    * `join(store.dir, ...segments)` for checked segments (none empty, `.`, `..` or with a separator):
@@ -293,6 +295,39 @@ export function bundleHandler(store: BundleStore): StreamHandler {
       } finally {
         closeSync(fd);
       }
+      return true;
+    };
+    /**
+     * Writes a durable entry's partial now, on the main thread, when the
+     * disk is fast (created as store1 would: exclusively, never through a
+     * link), and queues it for the bundle's fsyncs; false when it must go
+     * the general way (no promise, byte gate or thread-pool call per file).
+     */
+    const storePartialInline = (s: Stored, content: Uint8Array): boolean => {
+      const t0 = performance.now();
+      if (!syncGate.mainThread(t0)) return false;
+      const path = `${prefix}.b${id}-${entries.length}.partial`;
+      let fd: number;
+      try {
+        fd = openSync(path, FLAGS, 0o666);
+      } catch (err) {
+        s.error = storeError(err);
+        return true;
+      } finally {
+        const t1 = performance.now();
+        syncGate.record(t1 - t0, t1);
+      }
+      s.partial = path;
+      try {
+        for (let n = 0; n < content.length; ) n += writeSync(fd, content, n, content.length - n, n);
+      } catch (err) {
+        s.error = storeError(err);
+        closeSync(fd);
+        return true;
+      }
+      s.written = true;
+      unsynced++;
+      toSync.push({ s, fd, pool: false });
       return true;
     };
     let ok = false;
@@ -405,14 +440,16 @@ export function bundleHandler(store: BundleStore): StreamHandler {
               await Promise.all(pending);
               await flush();
             }
-            await gate.acquire(content.length);
-            const p = store1(s, content)
-              .catch((err: unknown) => {
-                s.error = storeError(err);
-              })
-              .finally(() => gate.release(content.length));
-            pending.add(p);
-            void p.finally(() => pending.delete(p));
+            if (!(inlinePartial && storePartialInline(s, content))) {
+              await gate.acquire(content.length);
+              const p = store1(s, content)
+                .catch((err: unknown) => {
+                  s.error = storeError(err);
+                })
+                .finally(() => gate.release(content.length));
+              pending.add(p);
+              void p.finally(() => pending.delete(p));
+            }
           }
           entries.push(s);
           if (pending.size >= STORING) await Promise.race(pending);
@@ -437,8 +474,8 @@ export function bundleHandler(store: BundleStore): StreamHandler {
             const segments = s.segments as string[];
             const finalPath = s.final;
             if (!direct) {
-              if (segments.length > 1) await parents(segments, s.dirKey);
-              await placeOne(s.partial as string, finalPath);
+              if (segments.length > 1 && !dirsReady.has(s.dirKey)) await parents(segments, s.dirKey);
+              if (!placeNow(s.partial as string, finalPath)) await placeOne(s.partial as string, finalPath);
               synced.add(dirname(finalPath));
             }
             s.placed = true;
@@ -447,6 +484,26 @@ export function bundleHandler(store: BundleStore): StreamHandler {
             s.error = storeError(err);
           }
         }
+      };
+      /**
+       * {@link placeOne} without a promise when it can be done at once (no overwrite, the disk fast,
+       * hard links supported): true when placed, false to go the async way; throws as placeOne.
+       */
+      const placeNow = (partial: string, finalPath: string): boolean => {
+        if (store.overwrite) return false;
+        try {
+          if (onMain(() => linkSync(partial, finalPath)) === undefined) return false;
+        } catch (err) {
+          if (errno(err) === "EEXIST") throw new PointSubError("ERR_EXISTS", `${basename(finalPath)} already exists`);
+          if (NO_HARD_LINKS.has(String(errno(err)))) return false;
+          throw err;
+        }
+        try {
+          unlinkSync(partial);
+        } catch {
+          // Removed by the finally below, or left for the sweep.
+        }
+        return true;
       };
       /** A hard link that never replaces (main thread: a metadata operation), the async way otherwise. */
       const placeOne = async (partial: string, finalPath: string) => {
