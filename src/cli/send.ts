@@ -379,7 +379,10 @@ function twoForOneName(a: SendItem, b: SendItem): PointSubError {
   );
 }
 
-/** Quick-check requests in flight at once (each about up to {@link FILE_CHECK_MAX} files). */
+/**
+ * Quick-check requests in flight at once: within one {@link quickCheck} (each about up to
+ * {@link FILE_CHECK_MAX} files), and the bundles' checks run ahead of them (one per bundle).
+ */
 export const CHECKS_IN_FLIGHT = 4;
 
 /**
