@@ -5,13 +5,15 @@
  * `send` of one file to a closed port, CPU 0.47 → 0.33 s). Each command
  * stays in a chunk of its own (loaded when it runs); `serve` is not bundled
  * but loads tsc's `dist/cli/serve.js` (the dashboard serves the package's
- * own modules from beside it).
+ * own modules from beside it). commander's import of node:child_process
+ * is replaced by an object that loads it when first used (never, here).
  *
  *   node scripts/build-cli.ts [--src src/cli/main.ts] [--outdir dist/cli-bundle] [--serve ../cli/serve.js]
  */
+import { builtinModules, createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { build } from "esbuild";
+import { build, type Plugin } from "esbuild";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const { values } = parseArgs({
@@ -21,6 +23,49 @@ const { values } = parseArgs({
     serve: { type: "string", default: "../cli/serve.js" },
   },
 });
+
+/**
+ * Built-in modules' getters the bundle imports by name (evaluated when the chunk loads). Any other getter
+ * imported by name fails the build ("No matching export"): add it here if it is cheap.
+ */
+const BUILTIN_GETTERS: Record<string, string[]> = { net: ["BlockList"] };
+
+/**
+ * An ES module `import … from "node:fs"` makes Node evaluate every lazy getter of the module to build
+ * its namespace (fs.promises, its streams, readline…): the CLI's imports of fs, util, process, net
+ * and os loaded ~60 internal modules, ~9 ms of every command's start-up. The bundle takes each
+ * built-in from `process.getBuiltinModule` instead: the default export is the module itself (its
+ * getters stay lazy), the named exports its plain values (and {@link BUILTIN_GETTERS}).
+ * (A namespace import, `import * as`, gets the same names: fine for zlib and diagnostics_channel,
+ * which have no getters.) `require()` calls (CommonJS packages) are left to the banner's require.
+ */
+const lazyBuiltins: Plugin = {
+  name: "lazy-builtins",
+  setup(b) {
+    const builtins = new Set(builtinModules);
+    const load = createRequire(import.meta.url);
+    b.onResolve({ filter: /^(node:)?[a-z_/]+$/ }, (args) => {
+      const name = args.path.replace(/^node:/, "");
+      if (!builtins.has(name) || args.kind === "require-call" || args.namespace === "builtin") return undefined;
+      return { path: name, namespace: "builtin" };
+    });
+    b.onLoad({ filter: /.*/, namespace: "builtin" }, (args) => {
+      const mod = load(`node:${args.path}`) as object;
+      const names = Object.entries(Object.getOwnPropertyDescriptors(mod))
+        .filter(([k, d]) => ("value" in d || BUILTIN_GETTERS[args.path]?.includes(k)) && /^[A-Za-z_$][\w$]*$/.test(k))
+        .map(([k]) => k)
+        .filter((k) => k !== "default");
+      return {
+        contents: [
+          `const m = process.getBuiltinModule(${JSON.stringify(`node:${args.path}`)});`,
+          "export default m;",
+          names.length > 0 ? `export const { ${names.join(", ")} } = m;` : "",
+        ].join("\n"),
+        loader: "js",
+      };
+    });
+  },
+};
 
 await build({
   entryPoints: [values.src as string],
@@ -41,6 +86,22 @@ await build({
   },
   logLevel: "warning",
   plugins: [
+    {
+      // commander imports node:child_process (for executable subcommands, which pointsub has none of):
+      // loading it, and the dgram and socket modules it pulls in, cost every command ~3 ms of start-up.
+      // The bundle gets an object that loads it on first use instead.
+      name: "lazy-child-process",
+      setup(b) {
+        b.onResolve({ filter: /^(node:)?child_process$/ }, () => ({ path: "child_process", namespace: "lazy" }));
+        b.onLoad({ filter: /.*/, namespace: "lazy" }, () => ({
+          contents:
+            'export default new Proxy({}, { get: (_, key) => process.getBuiltinModule("node:child_process")[key] });',
+          loader: "js",
+        }));
+      },
+    },
+    // After lazy-child-process (the first plugin to resolve an import wins).
+    lazyBuiltins,
     {
       name: "serve-unbundled",
       setup(b) {

@@ -114,8 +114,8 @@ export class ProgressView {
   private readonly lastLine = new Map<string, number>();
   /** Files whose outcome was counted: later reports of them are ignored. */
   private readonly ended = new Set<string>();
-  private readonly files: number | undefined;
-  private readonly totalBytes: number | undefined;
+  private files: number | undefined;
+  private totalBytes: number | undefined;
   private aggregate: SingleBar | undefined;
   private seq = 0;
   private finished = 0;
@@ -199,6 +199,12 @@ export class ProgressView {
     writeOut(
       `${name}: ${s.status}${pct} ${formatBytes(s.bytes)}/${formatBytes(s.total ?? 0)} ${formatRate(s.rate)} eta ${formatEta(s.etaSeconds)}\n`,
     );
+  }
+
+  /** `files` files of `bytes` bytes counted in the totals are not sent after all (the server holds them). */
+  skip(files: number, bytes: number): void {
+    if (this.files !== undefined) this.files -= files;
+    if (this.totalBytes !== undefined) this.totalBytes -= bytes;
   }
 
   /** Prints a line above the bars (on a terminal) or on stdout. */

@@ -1,9 +1,15 @@
 import { closeSync, lstatSync, openSync, readFileSync, readSync } from "node:fs";
 import { readdir, stat } from "node:fs/promises";
-import { basename, join, resolve } from "node:path";
+import { basename, join, resolve, sep } from "node:path";
 import { SharedConnection } from "../client/resumable.ts";
 import type { CodecName } from "../codec/compression.ts";
-import { BUNDLE_FILE_MAX, type BundleResult, encodeBundle, FILE_BUNDLE_ROUTE } from "../codec/file-bundle.ts";
+import {
+  BUNDLE_FILE_MAX,
+  BUNDLE_HEADER_MAX,
+  type BundleResult,
+  encodeBundle,
+  FILE_BUNDLE_ROUTE,
+} from "../codec/file-bundle.ts";
 import type { Connection } from "../connection/connection.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { FILE_CHECK_MAX, FILE_CHECK_ROUTE, type FileCheckAnswer, type FileCheckQuery } from "../node/file-sink.ts";
@@ -99,14 +105,19 @@ async function sendBundle(
   const out: BundleOutcome = [];
   let left: SendItem[] = [];
   const contents: Uint8Array[] = [];
-  for (const it of group) {
-    try {
-      const content = readListed(it);
-      if (content.length > BUNDLE_FILE_MAX) throw new Error("it grew while being sent");
-      contents.push(content);
-      left.push(it);
-    } catch (err) {
-      out.push({ item: it, size: it.size, error: toPointSubError(err, "ERR_SOURCE", `${it.file}: `) });
+  /** The whole bundle, read in place (undefined: encoded from `contents`). */
+  let body: Uint8Array | undefined = readBundle(group, contents);
+  if (body !== undefined) left = group.slice();
+  else {
+    for (const it of group) {
+      try {
+        const content = readListed(it);
+        if (content.length > BUNDLE_FILE_MAX) throw new Error("it grew while being sent");
+        contents.push(content);
+        left.push(it);
+      } catch (err) {
+        out.push({ item: it, size: it.size, error: toPointSubError(err, "ERR_SOURCE", `${it.file}: `) });
+      }
     }
   }
   for (let n = 0, delay = 200; left.length > 0; n++, delay = Math.min(delay * 2, 5000)) {
@@ -122,13 +133,17 @@ async function sendBundle(
         const kept = keep.map((i) => contents[i]);
         contents.length = 0;
         contents.push(...kept);
+        body = undefined;
         if (left.length === 0) break;
       }
-      const body = encodeBundle(
-        left.map((it, i) =>
-          it.tree ? { path: it.target, content: contents[i] } : { name: it.target, content: contents[i] },
-        ),
-      );
+      const payload =
+        body ??
+        encodeBundle(
+          left.map((it, i) =>
+            it.tree ? { path: it.target, content: contents[i] } : { name: it.target, content: contents[i] },
+          ),
+        );
+      body = payload;
       const t = conn.sendStream(FILE_BUNDLE_ROUTE, [body], {
         // An id of this process's own (a bundle is never resumed): no Web Crypto to load for it.
         transferId: `bundle-${process.pid}-${++bundlesSent}`,
@@ -160,6 +175,57 @@ async function sendBundle(
     }
   }
   return out;
+}
+
+/**
+ * The bundle of `group` (codec/file-bundle.ts's format) with every file
+ * read straight into its place at the size the walk listed: one buffer for
+ * the bundle, no buffer per file and no copy (`contents` gets each file's
+ * view of it, for a bundle sent again without some). Undefined when a file
+ * cannot be read or is no longer at its listed size (or its header is
+ * too long): the caller reads them one by one, and reports each failure.
+ */
+export function readBundle(group: readonly SendItem[], contents: Uint8Array[]): Buffer | undefined {
+  const heads = group.map((it) =>
+    JSON.stringify(it.tree ? { path: it.target, size: it.size } : { name: it.target, size: it.size }),
+  );
+  let total = 0;
+  const lengths = heads.map((h, i) => {
+    const n = Buffer.byteLength(h);
+    total += 2 + n + group[i].size;
+    return n;
+  });
+  if (lengths.some((n, i) => n > BUNDLE_HEADER_MAX || group[i].size > BUNDLE_FILE_MAX)) return undefined;
+  // One byte more than the bundle: each file is asked for one byte more than listed (a full read means
+  // it grew), which lands where the next header is written after it. A buffer of its own (not Node's
+  // shared pool): the stream holds it until the bundle is answered, and a retry sends it again.
+  const body = Buffer.allocUnsafeSlow(total + 1);
+  const views: Uint8Array[] = [];
+  let at = 0;
+  for (let i = 0; i < group.length; i++) {
+    const it = group[i];
+    body[at] = lengths[i] >>> 8;
+    body[at + 1] = lengths[i] & 0xff;
+    body.write(heads[i], at + 2, "utf8");
+    at += 2 + lengths[i];
+    let fd: number;
+    try {
+      fd = openSync(it.file, "r");
+    } catch {
+      return undefined;
+    }
+    try {
+      if (readSync(fd, body, at, it.size + 1, 0) !== it.size) return undefined;
+    } catch {
+      return undefined;
+    } finally {
+      closeSync(fd);
+    }
+    views.push(body.subarray(at, at + it.size));
+    at += it.size;
+  }
+  contents.push(...views);
+  return body.subarray(0, total);
 }
 
 /**
@@ -254,7 +320,8 @@ export async function collectFiles(
         sinceYield = 0;
         await new Promise((r) => setImmediate(r));
       }
-      const path = join(dir, d.name);
+      // `dir` is normalized (below): a name from readdir needs no normalizing join.
+      const path = dir + sep + d.name;
       const target = `${prefix}/${d.name}`;
       if (d.isDirectory()) await walk(path, target);
       else if (d.isFile()) items.push({ file: path, target, tree: true, size: lstatSync(path).size });
@@ -272,7 +339,9 @@ export async function collectFiles(
       const top = basename(resolve(arg));
       if (top === "")
         throw new PointSubError("ERR_INVALID_ARGUMENT", `${arg}: the root directory has no name to send it under`);
-      checked.push(() => walk(arg, top));
+      // Normalized once (a trailing separator dropped: "photos/" walks as "photos"; the root stays).
+      const root = join(arg);
+      checked.push(() => walk(root.length > 1 && root.endsWith(sep) ? root.slice(0, -1) : root, top));
     } else if (st?.isFile()) {
       const it: SendItem = { file: arg, target: basename(arg), tree: false, size: st.size };
       const other = argTargets.get(it.target);
@@ -310,7 +379,10 @@ function twoForOneName(a: SendItem, b: SendItem): PointSubError {
   );
 }
 
-/** Quick-check requests in flight at once (each about up to {@link FILE_CHECK_MAX} files). */
+/**
+ * Quick-check requests in flight at once: within one {@link quickCheck} (each about up to
+ * {@link FILE_CHECK_MAX} files), and the bundles' checks run ahead of them (one per bundle).
+ */
 export const CHECKS_IN_FLIGHT = 4;
 
 /**
@@ -413,16 +485,49 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
   process.on("SIGINT", interrupted);
   process.on("SIGTERM", interrupted);
   const failures: { file: string; error: PointSubError }[] = [];
-  let items = all;
   let sentFiles = 0;
   let sentBytes = 0;
+  /** Ends the send with this error (no file failed: the server cannot take them at all). */
+  let stopWith: PointSubError | undefined;
+  /** Files the quick check found whole on the server (not sent). */
+  let skipped = 0;
+  let skippedBytes = 0;
+  let lastSkipped = "";
+  const force = opts.force === true;
+  const { bundles, single } = planBundles(all);
+  /** Says that the server holds `it` whole (it is not sent). */
+  const unchanged = (it: SendItem) => {
+    skipped++;
+    skippedBytes += it.size;
+    lastSkipped = it.target;
+    view?.skip(1, it.size);
+    say(
+      { event: "skipped", file: it.file, name: it.target, size: it.size, reason: "unchanged" },
+      `${it.target}: skipped, the server holds it whole (${formatBytes(it.size)}, same CRC32C)`,
+    );
+  };
+  /** Servers without the quick-check route (older ones) have no tree storage either. */
+  const noTrees = () =>
+    new PointSubError("ERR_NO_ROUTE", "the server cannot store directories (an older pointsub serve)");
   try {
-    if (opts.force !== true && all.length > 0) {
-      // As patient as the transfers: a server that is restarting is waited for (--retries, same backoff).
-      let same: Set<SendItem> | undefined;
+    if (all.length > 0) {
+      // The connection (opened while the directories were walked), as patient as the transfers: a
+      // server that is restarting is waited for (--retries, same backoff). The files sent alone (over
+      // 64 KiB) are quick-checked here, in one go; each bundle's files just before it is sent (below),
+      // so the first bundle leaves after one small check, not after a check of every file.
       for (let n = 0, delay = 200; ; n++, delay = Math.min(delay * 2, 5000)) {
         try {
-          same = await quickCheck(await (n === 0 && first !== undefined ? first : shared.get()), all);
+          const conn = await (n === 0 && first !== undefined ? first : shared.get());
+          if (!force && single.length > 0) {
+            const same = await quickCheck(conn, single);
+            if (same === undefined && all.some((it) => it.tree)) throw noTrees();
+            if (same !== undefined && same.size > 0) {
+              for (const it of single) if (same.has(it)) unchanged(it);
+              const rest = single.filter((it) => !same.has(it));
+              single.length = 0;
+              single.push(...rest);
+            }
+          }
           break;
         } catch (err) {
           const e = toPointSubError(err, "ERR_CONNECT");
@@ -430,31 +535,13 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
           await new Promise((r) => setTimeout(r, delay));
         }
       }
-      if (same === undefined && all.some((it) => it.tree)) {
-        throw new PointSubError("ERR_NO_ROUTE", "the server cannot store directories (an older pointsub serve)");
-      }
-      if (same !== undefined && same.size > 0) {
-        items = all.filter((it) => !same.has(it));
-        for (const it of all) {
-          if (!same.has(it)) continue;
-          say(
-            { event: "skipped", file: it.file, name: it.target, size: it.size, reason: "unchanged" },
-            `${it.target}: skipped, the server holds it whole (${formatBytes(it.size)}, same CRC32C)`,
-          );
-        }
-        if (mode === "tty") {
-          notices.push(
-            same.size === 1
-              ? `${[...same][0].target}: skipped, the server holds it whole (--force sends it anyway)`
-              : `${same.size} files skipped: the server holds them whole (--force sends them anyway)`,
-          );
-        }
-      }
     }
-    view = new ProgressView(mode, { files: items.length, bytes: items.reduce((n, it) => n + it.size, 0) });
+    view = new ProgressView(mode, {
+      files: all.length - skipped,
+      bytes: all.reduce((n, it) => n + it.size, 0) - skippedBytes,
+    });
     for (const line of notices) view.log(line);
     const v = view;
-    const { bundles, single } = planBundles(items);
     // Large files first (they take longest), then the bundles of small ones.
     const queue: (SendItem | SendItem[])[] = [...single, ...bundles];
     let fatal = false;
@@ -462,10 +549,58 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
       failures.push({ file: target, error: e });
       if (!PER_FILE.has(e.code)) fatal = true;
       // With several files each failure gets its line (the final error names the first one).
-      if (items.length > 1 && mode === "plain") {
+      if (all.length > 1 && mode === "plain") {
         writeOut(`${target}: failed: ${e.code}: ${e.message}\n`);
       }
     };
+    /**
+     * The files of `group` the server does not hold whole (quick check, one request; never rejects). A check that
+     * fails sends them all: the bundle's own retries deal with the connection, and a bundle never
+     * replaces a file (it is refused with ERR_EXISTS, and a retried bundle checks again).
+     */
+    const toSend = async (group: SendItem[]): Promise<SendItem[]> => {
+      let same: Set<SendItem> | undefined;
+      try {
+        same = await quickCheck(await shared.get(), group);
+      } catch {
+        return group;
+      }
+      if (same === undefined) {
+        if (!group.some((it) => it.tree)) return group;
+        stopWith ??= noTrees();
+        fatal = true;
+        return [];
+      }
+      if (same.size === 0) return group;
+      for (const it of group) if (same.has(it)) unchanged(it);
+      return group.filter((it) => !same.has(it));
+    };
+    /**
+     * Each bundle's quick check, run ahead of the bundles ({@link CHECKS_IN_FLIGHT} at once, in order,
+     * from now on): a bundle waits for its own check only, and the checks of a new tree mostly reach
+     * the server before its directory exists (one lstat for a request, not one per file).
+     */
+    const checks = new Map<SendItem[], Promise<SendItem[]>>();
+    if (!force && bundles.length > 0) {
+      const pending = bundles.map((group) => {
+        const d = Promise.withResolvers<SendItem[]>();
+        checks.set(group, d.promise);
+        return { group, resolve: d.resolve };
+      });
+      let nextCheck = 0;
+      const checker = async () => {
+        for (let k = nextCheck++; k < pending.length; k = nextCheck++) {
+          const { group, resolve } = pending[k];
+          let rest = group;
+          try {
+            rest = fatal ? group : await toSend(group);
+          } finally {
+            resolve(rest);
+          }
+        }
+      };
+      for (let i = 0; i < Math.min(CHECKS_IN_FLIGHT, pending.length); i++) void checker();
+    }
     /** Bundles waiting for one of the {@link BUNDLES_IN_FLIGHT} turns. */
     let bundlesInFlight = 0;
     const turns: (() => void)[] = [];
@@ -480,15 +615,18 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
       bundlesInFlight++;
       const started = performance.now();
       let outcome: BundleOutcome | undefined;
+      let rest = group;
       try {
-        outcome = await sendBundle(shared, group, { compress: opts.compress, retries: opts.retries });
+        rest = (await checks.get(group)) ?? group;
+        outcome =
+          rest.length === 0 ? [] : await sendBundle(shared, rest, { compress: opts.compress, retries: opts.retries });
       } finally {
         bundlesInFlight--;
         turns.shift()?.();
       }
       if (outcome === undefined) {
-        // An older server: one by one.
-        queue.push(...group);
+        // An older server: one by one (its files were checked).
+        queue.push(...rest);
         return;
       }
       const elapsedMs = performance.now() - started;
@@ -567,8 +705,16 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
     process.off("SIGTERM", interrupted);
     await shared.close().catch(() => {});
   }
+  if (stopWith !== undefined) throw stopWith;
   const secs = (performance.now() - started) / 1000;
-  const skipped = all.length - items.length;
+  const tried = all.length - skipped;
+  if (mode === "tty" && skipped > 0) {
+    process.stderr.write(
+      skipped === 1
+        ? `${lastSkipped}: skipped, the server holds it whole (--force sends it anyway)\n`
+        : `${skipped} files skipped: the server holds them whole (--force sends them anyway)\n`,
+    );
+  }
   if (all.length > 1 || skipped > 0) {
     const rate = formatRate(sentBytes / Math.max(secs, 1e-3));
     say(
@@ -594,13 +740,13 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
   }
   if (failures.length > 0) {
     const { file, error } = failures[0];
-    const message = items.length === 1 ? error.message : `${file}: ${error.message}`;
-    const notTried = items.length - sentFiles - failures.length;
+    const message = tried === 1 ? error.message : `${file}: ${error.message}`;
+    const notTried = tried - sentFiles - failures.length;
     throw new PointSubError(
       error.code,
       failures.length === 1 && notTried === 0
         ? message
-        : `${failures.length} of ${items.length} files failed${notTried > 0 ? ` (${notTried} not tried)` : ""}; first: ${message}`,
+        : `${failures.length} of ${tried} files failed${notTried > 0 ? ` (${notTried} not tried)` : ""}; first: ${message}`,
       { cause: error },
     );
   }

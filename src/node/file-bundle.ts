@@ -140,7 +140,10 @@ export interface BundleStore {
   maxFileSize: number;
   /** Counts `bytes` against the sink's quota (ERR_QUOTA when over); returns the release. */
   reserve(bytes: number): () => void;
-  /** The segments to store an entry under (throws ERR_INVALID_ARGUMENT for a refused path). */
+  /**
+   * The segments to store an entry under and its name, the segments joined by `/` (throws
+   * ERR_INVALID_ARGUMENT for a refused path).
+   */
   target(header: { path?: unknown; name?: unknown }): { name: string; segments: string[] };
   /** Makes (checks) the directories of a relative path; resolves to the directories it made. */
   parents(segments: string[]): Promise<string[]>;
@@ -183,6 +186,8 @@ interface Stored {
   stat: Stats | undefined;
   /** Where it is stored under its name (`join(dir, ...segments)`, built once). */
   final: string;
+  /** Its directory relative to the sink's (`segments` but the last, joined by `/`; "" for none). */
+  dirKey: string;
 }
 
 const NO_HARD_LINKS = new Set(["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS", "EXDEV", "EMLINK"]);
@@ -225,6 +230,8 @@ export function bundleHandler(store: BundleStore): StreamHandler {
    * writer only; a test's writer goes the general way).
    */
   const inline = direct && store.write === undefined;
+  /** Durable entries' partials written inline likewise (the default writer; fsynced together after). */
+  const inlinePartial = !direct && store.write === undefined;
   const FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
   /**
    * `join(store.dir, ...segments)` for checked segments (none empty, `.`, `..` or with a separator):
@@ -246,8 +253,7 @@ export function bundleHandler(store: BundleStore): StreamHandler {
     const dirs = new Map<string, Promise<string[]>>();
     /** Directories (keys of `dirs`) made or checked already: an entry under one needs no wait. */
     const dirsReady = new Set<string>();
-    const parents = (segments: string[]) => {
-      const key = segments.slice(0, -1).join("/");
+    const parents = (segments: string[], key: string) => {
       let p = dirs.get(key);
       if (p === undefined) {
         p = store.parents(segments);
@@ -264,8 +270,7 @@ export function bundleHandler(store: BundleStore): StreamHandler {
      * are ready and the disk is fast; false when it must go the general way.
      */
     const storeInline = (s: Stored, content: Uint8Array): boolean => {
-      const segments = s.segments as string[];
-      if (segments.length > 1 && !dirsReady.has(segments.slice(0, -1).join("/"))) return false;
+      if (s.dirKey !== "" && !dirsReady.has(s.dirKey)) return false;
       const t0 = performance.now();
       if (!syncGate.mainThread(t0)) return false;
       const path = s.final;
@@ -292,12 +297,45 @@ export function bundleHandler(store: BundleStore): StreamHandler {
       }
       return true;
     };
+    /**
+     * Writes a durable entry's partial now, on the main thread, when the
+     * disk is fast (created as store1 would: exclusively, never through a
+     * link), and queues it for the bundle's fsyncs; false when it must go
+     * the general way (no promise, byte gate or thread-pool call per file).
+     */
+    const storePartialInline = (s: Stored, content: Uint8Array): boolean => {
+      const t0 = performance.now();
+      if (!syncGate.mainThread(t0)) return false;
+      const path = `${prefix}.b${id}-${entries.length}.partial`;
+      let fd: number;
+      try {
+        fd = openSync(path, FLAGS, 0o666);
+      } catch (err) {
+        s.error = storeError(err);
+        return true;
+      } finally {
+        const t1 = performance.now();
+        syncGate.record(t1 - t0, t1);
+      }
+      s.partial = path;
+      try {
+        for (let n = 0; n < content.length; ) n += writeSync(fd, content, n, content.length - n, n);
+      } catch (err) {
+        s.error = storeError(err);
+        closeSync(fd);
+        return true;
+      }
+      s.written = true;
+      unsynced++;
+      toSync.push({ s, fd, pool: false });
+      return true;
+    };
     let ok = false;
     const store1 = async (s: Stored, content: Uint8Array) => {
       let path: string;
       if (direct) {
         const segments = s.segments as string[];
-        if (segments.length > 1) await parents(segments);
+        if (segments.length > 1) await parents(segments, s.dirKey);
         // Its directories are ready now: inline unless the disk is slow.
         if (inline && storeInline(s, content)) return;
         path = s.final;
@@ -380,12 +418,15 @@ export function bundleHandler(store: BundleStore): StreamHandler {
             error: undefined,
             stat: undefined,
             final: "",
+            dirKey: "",
           };
           try {
             const t = store.target(header);
             s.name = t.name;
             s.segments = t.segments;
-            s.final = prefix + t.segments.join(sep);
+            // The name is the segments joined by "/" (a relative path as it was sent, checked, never cleaned).
+            s.final = prefix + (sep === "/" ? t.name : t.segments.join(sep));
+            if (t.segments.length > 1) s.dirKey = t.name.slice(0, t.name.lastIndexOf("/"));
             if (store.maxFileSize > 0 && content.length > store.maxFileSize) {
               throw new PointSubError("ERR_QUOTA", `the file is over the ${store.maxFileSize}-byte limit`);
             }
@@ -399,14 +440,16 @@ export function bundleHandler(store: BundleStore): StreamHandler {
               await Promise.all(pending);
               await flush();
             }
-            await gate.acquire(content.length);
-            const p = store1(s, content)
-              .catch((err: unknown) => {
-                s.error = storeError(err);
-              })
-              .finally(() => gate.release(content.length));
-            pending.add(p);
-            void p.finally(() => pending.delete(p));
+            if (!(inlinePartial && storePartialInline(s, content))) {
+              await gate.acquire(content.length);
+              const p = store1(s, content)
+                .catch((err: unknown) => {
+                  s.error = storeError(err);
+                })
+                .finally(() => gate.release(content.length));
+              pending.add(p);
+              void p.finally(() => pending.delete(p));
+            }
           }
           entries.push(s);
           if (pending.size >= STORING) await Promise.race(pending);
@@ -431,8 +474,8 @@ export function bundleHandler(store: BundleStore): StreamHandler {
             const segments = s.segments as string[];
             const finalPath = s.final;
             if (!direct) {
-              if (segments.length > 1) await parents(segments);
-              await placeOne(s.partial as string, finalPath);
+              if (segments.length > 1 && !dirsReady.has(s.dirKey)) await parents(segments, s.dirKey);
+              if (!placeNow(s.partial as string, finalPath)) await placeOne(s.partial as string, finalPath);
               synced.add(dirname(finalPath));
             }
             s.placed = true;
@@ -441,6 +484,26 @@ export function bundleHandler(store: BundleStore): StreamHandler {
             s.error = storeError(err);
           }
         }
+      };
+      /**
+       * {@link placeOne} without a promise when it can be done at once (no overwrite, the disk fast,
+       * hard links supported): true when placed, false to go the async way; throws as placeOne.
+       */
+      const placeNow = (partial: string, finalPath: string): boolean => {
+        if (store.overwrite) return false;
+        try {
+          if (onMain(() => linkSync(partial, finalPath)) === undefined) return false;
+        } catch (err) {
+          if (errno(err) === "EEXIST") throw new PointSubError("ERR_EXISTS", `${basename(finalPath)} already exists`);
+          if (NO_HARD_LINKS.has(String(errno(err)))) return false;
+          throw err;
+        }
+        try {
+          unlinkSync(partial);
+        } catch {
+          // Removed by the finally below, or left for the sweep.
+        }
+        return true;
       };
       /** A hard link that never replaces (main thread: a metadata operation), the async way otherwise. */
       const placeOne = async (partial: string, finalPath: string) => {

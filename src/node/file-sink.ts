@@ -9,6 +9,7 @@ import type { IncomingStream } from "../stream/incoming.ts";
 import type { StreamHandler } from "../stream/types.ts";
 import { nodeCrc32c } from "./crc32c-native.ts";
 import { bundleHandler } from "./file-bundle.ts";
+import { SyncGate } from "./file-sync-gate.ts";
 
 /** The route files are sent to by default. */
 export const FILE_ROUTE = "/pointsub/file/1.0.0";
@@ -305,7 +306,9 @@ export function safeRelativePath(path: unknown): string[] {
     );
   if (typeof path !== "string") throw PointSubError.fromPeer("ERR_INVALID_ARGUMENT", "meta.path must be a string");
   if (path.length === 0) throw bad("empty");
-  if (Buffer.byteLength(path) > PATH_MAX_BYTES) throw bad(`over ${PATH_MAX_BYTES} bytes`);
+  // A UTF-16 code unit is at most 3 UTF-8 bytes: short strings need no count.
+  if (path.length * 3 > PATH_MAX_BYTES && Buffer.byteLength(path) > PATH_MAX_BYTES)
+    throw bad(`over ${PATH_MAX_BYTES} bytes`);
   if (path.includes("\\")) throw bad("backslash (the separator is /)");
   // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point.
   if (/[\u0000-\u001f\u007f]/.test(path)) throw bad("NUL or control character");
@@ -315,10 +318,14 @@ export function safeRelativePath(path: unknown): string[] {
   for (const seg of segments) {
     if (seg === "") throw bad("empty segment");
     if (seg === "." || seg === "..") throw bad(`'${seg}' segment`);
-    if (Buffer.byteLength(seg) > SEGMENT_MAX_BYTES) throw bad(`a segment over ${SEGMENT_MAX_BYTES} bytes`);
+    if (seg.length * 3 > SEGMENT_MAX_BYTES && Buffer.byteLength(seg) > SEGMENT_MAX_BYTES) {
+      throw bad(`a segment over ${SEGMENT_MAX_BYTES} bytes`);
+    }
     if (sep === "\\" && (WINDOWS_RESERVED.test(seg) || /[. ]$/.test(seg))) throw bad("not a Windows name");
   }
-  if (PARTIAL_NAME.test(segments[0]) || SIDECAR_NAME.test(segments[0]) || LOCK_NAME.test(segments[0]))
+  // The sink's own files all begin with a dot.
+  const first = segments[0];
+  if (first.charCodeAt(0) === 46 && (PARTIAL_NAME.test(first) || SIDECAR_NAME.test(first) || LOCK_NAME.test(first)))
     throw bad("reserved for the sink's partial files");
   return segments;
 }
@@ -1009,10 +1016,30 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     if (crcs.size > 100_000) crcs.delete(crcs.keys().next().value as string);
   };
 
+  /**
+   * Where the quick check's lstats run: on the main thread, synchronously, while the disk is fast (an
+   * lstat of a cached inode or a missing name takes a microsecond or two, a thread-pool round trip
+   * costs the main thread ten times that and a wake-up), on the thread pool while it is slow.
+   */
+  const lookupGate = new SyncGate();
+  /** {@link exists}, synchronously when {@link lookupGate} allows (undefined: ask the pool). */
+  const existsNow = (path: string): { st: Stats | undefined } | undefined => {
+    const t0 = performance.now();
+    if (!lookupGate.mainThread(t0)) return undefined;
+    let st: Stats | undefined;
+    try {
+      st = lstatSync(path, { throwIfNoEntry: false });
+    } catch {
+      // ENOTDIR, EACCES...: nothing there that can be checked.
+    }
+    const t1 = performance.now();
+    lookupGate.record(t1 - t0, t1);
+    return { st };
+  };
   /** What is stored under one quick-check entry (a file the sink put there or not: any regular file). */
   const lookup = async (
     q: FileCheckQuery,
-    dirs: Map<string, Promise<boolean>>,
+    dirs: Map<string, Promise<boolean> | boolean>,
     checked?: string[],
   ): Promise<FileCheckAnswer> => {
     const segments = checked ?? (q.path === undefined ? [safeFileName(q.name)] : safeRelativePath(q.path));
@@ -1022,13 +1049,16 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       const path = join(dir, ...segments.slice(0, i));
       let isDir = dirs.get(path);
       if (isDir === undefined) {
-        isDir = exists(path).then((st) => st?.isDirectory() === true);
+        const now = existsNow(path);
+        isDir =
+          now !== undefined ? now.st?.isDirectory() === true : exists(path).then((st) => st?.isDirectory() === true);
         dirs.set(path, isDir);
       }
-      if (!(await isDir)) return null;
+      if (!(isDir === true || (isDir !== false && (await isDir)))) return null;
     }
     const target = join(dir, ...segments);
-    const st = await exists(target);
+    const now = existsNow(target);
+    const st = now !== undefined ? now.st : await exists(target);
     if (st === undefined || !st.isFile()) return null;
     if (st.size !== q.size) return { size: st.size };
     const cached = crcs.get(target);
@@ -1069,9 +1099,17 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     const answers: FileCheckAnswer[] = new Array(queries.length).fill(null);
     // A few files read at once (their CRCs), in order of the list.
     let next = 0;
-    const dirs = new Map<string, Promise<boolean>>();
+    const dirs = new Map<string, Promise<boolean> | boolean>();
+    let turn = performance.now();
     const worker = async () => {
-      for (let i = next++; i < queries.length; i = next++) answers[i] = await lookup(queries[i], dirs, paths[i]);
+      for (let i = next++; i < queries.length; i = next++) {
+        // Synchronous lstats: other sessions are served between turns of at most ~2 ms.
+        if (performance.now() - turn > 2) {
+          await new Promise((r) => setImmediate(r));
+          turn = performance.now();
+        }
+        answers[i] = await lookup(queries[i], dirs, paths[i]);
+      }
     };
     await Promise.all(Array.from({ length: Math.min(8, queries.length) }, worker));
     return JSON.stringify({ files: answers });
@@ -1374,7 +1412,8 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       target: (h) => {
         if (h.path !== undefined) {
           const segments = safeRelativePath(h.path);
-          return { name: segments.join("/"), segments };
+          // Checked as it is (never cleaned): the path is its segments joined by "/".
+          return { name: h.path as string, segments };
         }
         if (h.name !== undefined && typeof h.name !== "string") {
           throw new PointSubError("ERR_INVALID_ARGUMENT", "name must be a string");

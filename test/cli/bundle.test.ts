@@ -75,4 +75,26 @@ describe("the bundled CLI (the package's bin)", () => {
     });
     assert.equal(await readFile(join(inbox, "f0"), "utf8"), "file 0");
   });
+
+  it("does not load node:child_process (commander's, for executable subcommands) nor fs.promises to run a command", async () => {
+    const main = join(out, "main.js");
+    // Prints the built-in modules loaded when the process exits.
+    const hook = `data:text/javascript,${encodeURIComponent(
+      'process.on("exit", () => process.stderr.write(JSON.stringify(process.moduleLoadList)));',
+    )}`;
+    const { stdout, stderr } = await run(process.execPath, ["--import", hook, main, "--version"], { timeout: 30_000 });
+    assert.equal(stdout.trim(), "0.1.0");
+    const loaded = JSON.parse(stderr) as string[];
+    assert.ok(loaded.includes("NativeModule net"), "the list is real (the CLI loads node:net)");
+    assert.deepEqual(
+      loaded.filter((m) => m.includes("child_process")),
+      [],
+    );
+    // An ES module import of node:fs evaluates its lazy getters (fs.promises and its readline...);
+    // the bundle takes built-ins from process.getBuiltinModule.
+    assert.deepEqual(
+      loaded.filter((m) => m.includes("fs/promises") || m.includes("readline")),
+      [],
+    );
+  });
 });

@@ -244,6 +244,66 @@ describe("pointsub send: many files, directories, quick check", () => {
     }
   });
 
+  it("each bundle's files are quick-checked on their own (one request each): the first bundle leaves once its files are checked", async () => {
+    const src = join(work, "checked-per-bundle");
+    await mkdir(src);
+    const count = 128 * 9 + 5; // 10 bundles
+    for (let i = 0; i < count; i++) await writeFile(join(src, `c${i}.txt`), `checked ${i}\n`);
+    const inbox = join(work, "inbox-checked-per-bundle");
+    // Files 0..199 are on the server already (the first bundle's worth, and some of the second).
+    await mkdir(join(inbox, "checked-per-bundle"), { recursive: true });
+    for (let i = 0; i < 200; i++) await writeFile(join(inbox, "checked-per-bundle", `c${i}.txt`), `checked ${i}\n`);
+    const sink = fileSink(inbox);
+    const server = createServer();
+    let checked = 0;
+    let biggestCheck = 0;
+    let requests = 0;
+    let answered = 0;
+    /** Checks answered when the first bundle began: before all of them (it waited for its own only). */
+    let answeredWhenBundlesBegan = -1;
+    const firstBundle = Promise.withResolvers<void>();
+    server.handle(FILE_CHECK_ROUTE, async (req, ctx) => {
+      const n = (JSON.parse(new TextDecoder().decode(req.data)) as { files: unknown[] }).files.length;
+      checked += n;
+      biggestCheck = Math.max(biggestCheck, n);
+      // Every check but the first waits for a bundle to begin (or 5 s: a sender that waits for all
+      // its checks before sending gets its answers late, and the assertion below fails).
+      if (++requests > 1) await Promise.race([firstBundle.promise, new Promise((r) => setTimeout(r, 5000))]);
+      try {
+        return await sink.check(req, ctx);
+      } finally {
+        answered++;
+      }
+    });
+    server.handleStream(FILE_BUNDLE_ROUTE, (stream, ctx) => {
+      if (answeredWhenBundlesBegan < 0) answeredWhenBundlesBegan = answered;
+      firstBundle.resolve();
+      return sink.bundle(stream, ctx);
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    try {
+      const r = await run(["send", "-r", src, "--to", url, "--json"]);
+      assert.equal(r.code, 0, r.stderr);
+      const ev = jsonLines(r.stdout);
+      assert.equal(ev.filter((e) => e.event === "sent").length, count - 200);
+      assert.equal(ev.filter((e) => e.event === "skipped" && e.reason === "unchanged").length, 200);
+      assert.equal(ev.find((e) => e.event === "summary")?.skipped, 200);
+      assert.equal(checked, count, "every file checked once");
+      assert.ok(biggestCheck <= 128, `a check of ${biggestCheck} files`);
+      assert.equal(requests, 10, "one check per bundle");
+      assert.ok(
+        answeredWhenBundlesBegan >= 1 && answeredWhenBundlesBegan < 10,
+        `${answeredWhenBundlesBegan} checks answered before the first bundle`,
+      );
+      for (const i of [0, 199, 200, count - 1]) {
+        assert.equal(await readFile(join(inbox, "checked-per-bundle", `c${i}.txt`), "utf8"), `checked ${i}\n`);
+      }
+    } finally {
+      await server.close({ timeoutMs: 100 });
+      sink.close();
+    }
+  });
+
   it("a server without the bundle route gets the small files one by one", async () => {
     const src = join(work, "older");
     await mkdir(src);

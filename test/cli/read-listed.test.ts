@@ -6,12 +6,13 @@
  * argument was checked: a bad argument fails without connecting.
  */
 import assert from "node:assert/strict";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { collectFiles, readListed, sendCommand } from "../../src/cli/send.ts";
+import { collectFiles, readBundle, readListed, sendCommand } from "../../src/cli/send.ts";
+import { encodeBundle } from "../../src/codec/file-bundle.ts";
 
 describe("send reads small files at their listed size", () => {
   let dir: string;
@@ -19,6 +20,37 @@ describe("send reads small files at their listed size", () => {
     dir = await mkdtemp(join(tmpdir(), "pointsub-read-listed-"));
   });
   after(() => rm(dir, { recursive: true, force: true }));
+
+  it("reads a bundle's files straight into it (the same bytes as encodeBundle); a file that changed size is left to readListed", async () => {
+    const sub = join(dir, "tree");
+    await mkdir(sub);
+    const data = [Buffer.from("first file"), Buffer.alloc(0), Buffer.from("é — a third, with UTF-8")];
+    for (let i = 0; i < data.length; i++) await writeFile(join(sub, `f${i}`), data[i]);
+    await writeFile(join(sub, "plain"), "sent under its name");
+    const items = await collectFiles([sub], true);
+    const named = (await collectFiles([join(sub, "plain")], false))[0];
+    const group = [...items.filter((it) => it.target !== "tree/plain"), named];
+    const contents: Uint8Array[] = [];
+    const body = readBundle(group, contents);
+    assert.ok(body !== undefined);
+    const expected = encodeBundle(
+      group.map((it) =>
+        it.tree ? { path: it.target, content: readListed(it) } : { name: it.target, content: readListed(it) },
+      ),
+    );
+    assert.deepEqual(Buffer.from(body), Buffer.from(expected));
+    assert.deepEqual(
+      contents.map((c) => Buffer.from(c).toString()),
+      [...data.map((d) => d.toString()), "sent under its name"],
+    );
+    // Grown or shrunk since the walk listed it: not read in place (the caller reads each on its own).
+    await writeFile(join(sub, "f0"), "first file, longer now");
+    assert.equal(readBundle(group, []), undefined);
+    await writeFile(join(sub, "f0"), "first");
+    assert.equal(readBundle(group, []), undefined);
+    await rm(join(sub, "f0"));
+    assert.equal(readBundle(group, []), undefined, "gone");
+  });
 
   it("reads exactly the listed bytes, and what is there when the file shrank or grew", async () => {
     const file = join(dir, "a.bin");

@@ -47,6 +47,9 @@ describe("file sink: relative paths, quick check, one shared connection", () => 
   it("safeRelativePath refuses what could leave the directory", () => {
     assert.deepEqual(safeRelativePath("a/b/c.txt"), ["a", "b", "c.txt"]);
     assert.deepEqual(safeRelativePath(".config/x"), [".config", "x"]);
+    // At the limits, counted in UTF-8 bytes: a 255-byte segment and a dot file that is no partial are kept.
+    assert.deepEqual(safeRelativePath(`${"é".repeat(127)}a/x`), [`${"é".repeat(127)}a`, "x"]);
+    assert.deepEqual(safeRelativePath(".partial/x"), [".partial", "x"]);
     for (const bad of [
       "../x",
       "a/../../x",
@@ -60,8 +63,12 @@ describe("file sink: relative paths, quick check, one shared connection", () => 
       "a\0b",
       "a\nb",
       `${"s".repeat(256)}/x`,
+      // Bytes, not characters: 128 two-byte characters are 256 bytes; 17 segments of 85 three-byte ones 4,352.
+      `${"é".repeat(128)}/x`,
+      Array(17).fill("€".repeat(85)).join("/"),
       `${"a/".repeat(64)}x`,
       `.${"0".repeat(64)}.partial`,
+      `.${"b".repeat(64)}.lock`,
       42,
     ]) {
       assert.throws(() => safeRelativePath(bad), { code: "ERR_INVALID_ARGUMENT" }, JSON.stringify(bad));
