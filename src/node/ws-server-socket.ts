@@ -193,6 +193,12 @@ export class RawServerWs {
     r.copy(payload, 2);
     this.frame(0x88, payload);
     if (this.stopped) this.socket.end();
+    this.armCloseTimer();
+  }
+
+  /** The peer has {@link CLOSE_TIMEOUT_MS} to close its side once the close handshake started, then the socket is destroyed. */
+  private armCloseTimer(): void {
+    if (this.closeTimer !== undefined || this.readyState === CLOSED) return;
     this.closeTimer = setTimeout(this.terminate, CLOSE_TIMEOUT_MS);
     this.closeTimer.unref?.();
   }
@@ -443,6 +449,8 @@ export class RawServerWs {
       this.frame(0x88, echo);
     }
     this.socket.end();
+    // A peer that keeps its TCP side open (and leaves the socket half-open) does not keep it forever.
+    this.armCloseTimer();
   }
 
   /** A protocol error: the owner hears of it, a close frame with `code` goes out, the socket ends. Returns a position past any input. */
