@@ -166,6 +166,8 @@ export class RawServerWs {
   /** Back to the small read buffer (the connection saw no input for a while). */
   trim(): void {
     this.reader?.trim();
+    // The word view would pin the last read buffer unmasked with it (64 KiB of a burst) while the connection idles.
+    this.words = undefined;
   }
 
   /** Sends `data` as one binary message; `cb` when the socket wrote it. */

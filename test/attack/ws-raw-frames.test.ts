@@ -7,17 +7,23 @@
  * key, the 16- and 64-bit lengths, control frames between fragments,
  * pause/resume mid-frame) deliver exactly the bytes a `ws` client's
  * messages deliver; connections that keep views of their reads and
- * connections that copy them, reading at once, never see each other's bytes.
+ * connections that copy them, reading at once, never see each other's bytes;
+ * a connection gone quiet pins no read buffer of its last burst.
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import net from "node:net";
 import { afterEach, describe, it } from "node:test";
+import v8 from "node:v8";
+import { runInNewContext } from "node:vm";
 import { WebSocket } from "ws";
 import { WS_SUBPROTOCOL } from "../../src/index.ts";
 import { wsTransport } from "../../src/node/ws-adapter.ts";
 import type { Transport, TransportListener } from "../../src/transport/transport.ts";
 import { until } from "../helpers/wait.ts";
+
+v8.setFlagsFromString("--expose-gc");
+const gc = runInNewContext("gc") as () => void;
 
 const listeners: TransportListener[] = [];
 const sockets: net.Socket[] = [];
@@ -236,5 +242,41 @@ describe("attack: raw WebSocket frames against the server's own parser", () => {
     });
     await until(() => got.every((g, i) => g.bytes() >= wants[i].length));
     for (let i = 0; i < n; i++) assert.ok(got[i].all().equals(wants[i]), `connection ${i} got other bytes`);
+  });
+
+  it("a connection gone quiet (trimmed) pins no 64 KiB read buffer of its last burst", async () => {
+    const { url, accepted } = await listen();
+    const c = await rawClient(url);
+    await until(() => accepted.length === 1);
+    const t = accepted[0];
+    const big = new Set<ArrayBufferLike>();
+    let bytes = 0;
+    t.attach({
+      onData(d) {
+        // The reused 64 KiB read buffers (views of them are not kept: the next read lands there again).
+        if (d.buffer.byteLength === 64 * 1024) big.add(d.buffer);
+        bytes += d.length;
+        return false;
+      },
+      onDrain() {},
+      onClose() {},
+    });
+    c.socket.write(frame(2, randomBytes(300_000)));
+    await until(() => bytes === 300_000);
+    assert.ok(big.size >= 1, "the burst was read into a 64 KiB buffer");
+    const refs = [...big].map((b) => new WeakRef(b));
+    big.clear();
+    // The connection went quiet: back to the small shared buffer (after the read already posted).
+    t.trim?.();
+    // Then a client's keepalive traffic: small frames, each its own read.
+    for (let i = 1; i <= 3; i++) {
+      c.socket.write(frame(2, new Uint8Array(10)));
+      await until(() => bytes === 300_000 + 10 * i);
+    }
+    gc();
+    await new Promise((r) => setImmediate(r));
+    gc();
+    const alive = refs.filter((r) => r.deref() !== undefined).length;
+    assert.equal(alive, 0, `${alive} read buffer(s) of 64 KiB still reachable from an idle connection`);
   });
 });
