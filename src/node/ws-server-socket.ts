@@ -236,12 +236,19 @@ export class RawServerWs {
     this.onData(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.length));
   };
 
-  /** The peer ended its side without (or after) a close frame: end ours once what is queued left. */
+  /**
+   * The peer ended its side without (or after) a close frame: end ours once
+   * what is queued left — within the close timeout (a peer that does not
+   * read it does not keep the socket).
+   */
   private readonly onSocketEnd = (): void => {
     this.readyState = CLOSING;
     const s = this.socket;
     if (s.writableLength === 0) s.destroy();
-    else s.end();
+    else {
+      s.end();
+      this.armCloseTimer();
+    }
   };
 
   private readonly onSocketClose = (): void => {

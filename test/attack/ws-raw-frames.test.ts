@@ -2,7 +2,8 @@
  * Hostile raw WebSocket clients against the server's own frame parser
  * (`node/ws-server-socket.ts`), over real sockets: hand-made frames after a
  * valid upgrade. A client that sends its close frame and then keeps its TCP
- * side open does not keep the server's socket (and session) forever; random
+ * side open, or ends its side and never reads what is queued to it, does not
+ * keep the server's socket (and session) open past the close timeout; random
  * splits of random frames (at every kind of boundary: inside the masking
  * key, the 16- and 64-bit lengths, control frames between fragments,
  * pause/resume mid-frame) deliver exactly the bytes a `ws` client's
@@ -183,6 +184,26 @@ describe("attack: raw WebSocket frames against the server's own parser", () => {
       assert.ok(await turnsUntil(() => c.opcodes.includes(8) && c.state.ended), "the close is answered");
       assert.equal(got.closed(), false);
       // As `ws`: 30 s for the peer to close its side, then the socket is destroyed (before: never).
+      t.mock.timers.tick(30_000);
+      assert.ok(await turnsUntil(got.closed), "the socket is closed after the timeout");
+    } finally {
+      t.mock.timers.reset();
+    }
+  });
+
+  it("a client that ends its side while leaving what was written to it unread: destroyed after the close timeout", async (t) => {
+    const { url, accepted } = await listen();
+    const c = await rawClient(url, true);
+    await until(() => accepted.length === 1);
+    const got = collect(accepted[0]);
+    // The client reads nothing more; the server's socket holds what the kernel buffers cannot.
+    c.socket.pause();
+    accepted[0].write([new Uint8Array(16 * 1024 * 1024)]);
+    t.mock.timers.enable({ apis: ["setTimeout"] });
+    try {
+      c.socket.end();
+      // The server sees the end and ends its side once its queue drained — which never happens.
+      assert.equal(await turnsUntil(got.closed, 200), false);
       t.mock.timers.tick(30_000);
       assert.ok(await turnsUntil(got.closed), "the socket is closed after the timeout");
     } finally {
