@@ -166,6 +166,8 @@ export class RawServerWs {
   /** Back to the small read buffer (the connection saw no input for a while). */
   trim(): void {
     this.reader?.trim();
+    // The word view would pin the last read buffer unmasked with it (64 KiB of a burst) while the connection idles.
+    this.words = undefined;
   }
 
   /** Sends `data` as one binary message; `cb` when the socket wrote it. */
@@ -193,6 +195,12 @@ export class RawServerWs {
     r.copy(payload, 2);
     this.frame(0x88, payload);
     if (this.stopped) this.socket.end();
+    this.armCloseTimer();
+  }
+
+  /** The peer has {@link CLOSE_TIMEOUT_MS} to close its side once the close handshake started, then the socket is destroyed. */
+  private armCloseTimer(): void {
+    if (this.closeTimer !== undefined || this.readyState === CLOSED) return;
     this.closeTimer = setTimeout(this.terminate, CLOSE_TIMEOUT_MS);
     this.closeTimer.unref?.();
   }
@@ -228,12 +236,19 @@ export class RawServerWs {
     this.onData(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.length));
   };
 
-  /** The peer ended its side without (or after) a close frame: end ours once what is queued left. */
+  /**
+   * The peer ended its side without (or after) a close frame: end ours once
+   * what is queued left — within the close timeout (a peer that does not
+   * read it does not keep the socket).
+   */
   private readonly onSocketEnd = (): void => {
     this.readyState = CLOSING;
     const s = this.socket;
     if (s.writableLength === 0) s.destroy();
-    else s.end();
+    else {
+      s.end();
+      this.armCloseTimer();
+    }
   };
 
   private readonly onSocketClose = (): void => {
@@ -443,6 +458,8 @@ export class RawServerWs {
       this.frame(0x88, echo);
     }
     this.socket.end();
+    // A peer that keeps its TCP side open (and leaves the socket half-open) does not keep it forever.
+    this.armCloseTimer();
   }
 
   /** A protocol error: the owner hears of it, a close frame with `code` goes out, the socket ends. Returns a position past any input. */
