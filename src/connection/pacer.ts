@@ -16,8 +16,18 @@
  *   transport-independent acknowledgement, and a round-trip sample that
  *   includes the queue ahead of it. Nothing new on the wire.
  * - **Delivery rate**: acknowledged bytes per ms over at least one minimum
- *   round trip, the maximum of the samples of the last {@link RATE_WINDOW_MS}
- *   (as BBR's bottleneck-bandwidth filter; a sample may at most double it).
+ *   round trip ({@link SPAN_RTTS} after startup), the maximum of the samples
+ *   of the last {@link RATE_WINDOW_MS} (as BBR's bottleneck-bandwidth
+ *   filter; a sample may at most double it). A sample's bytes are divided by
+ *   the longer of the time their acknowledgements took to come and the time
+ *   they took to be sent (as BBR's max(send_elapsed, ack_elapsed)):
+ *   acknowledgements that come bunched (a receiver, link or machine that
+ *   delivers in bursts, a return path that holds them) make no rate the
+ *   sender never sent at. The max filter keeps the highest sample, so noise
+ *   in the samples' timing is an overestimate: over 100 MB/s, 10 ms links
+ *   (bench/lib/shaper.ts, whose ticks and late timers deliver in bursts)
+ *   samples over one round trip of acknowledgements put the rate at 112 KB/ms
+ *   (p50; 150 at p99), ~2 ms more queue than the target.
  * - **Window**: bulk bytes are handed over only while the bytes in flight
  *   (written, not yet acknowledged) are below rate × (min RTT + TARGET_MS),
  *   at least {@link FLOOR}. With spare capacity, delivery outgrows the
@@ -120,6 +130,13 @@ const MAX_PROBES = 32;
 /** Rate samples span at least this long, ms (and at least the min RTT). */
 const MIN_SPAN_MS = 2;
 /**
+ * After startup, rate samples span at least this many min RTTs: the timing
+ * noise of their ends (ms of ticks, late timers, bunched acknowledgements)
+ * is a smaller share of a longer span, and the max filter keeps less of it.
+ * Not in startup, where samples must follow a rate that grows each round trip.
+ */
+const SPAN_RTTS = 2;
+/**
  * The allowance for acknowledgements in bursts is at most this much of the
  * rate, ms. 10 ms before: a ping then waited up to 15 ms of the rate
  * behind bulk on loopback (simulated bursts, bench/hol-sim.ts: ping wait
@@ -147,8 +164,8 @@ const STARTUP_FLAT_ROUNDS = 3;
 const STARTUP_GROWTH = 1.25;
 /** Rate samples kept at most. */
 const MAX_SAMPLES = 64;
-/** Acknowledgements remembered to take rate samples from. */
-const HISTORY = 32;
+/** Acknowledgements remembered to take rate samples from (a span of {@link SPAN_RTTS} held up to 30 on a 100 MB/s link). */
+const HISTORY = 64;
 /**
  * Bulk blocked this long with a probe unanswered: the peer does not answer
  * PINGs (or not in time) and pacing stops until an answer comes — a peer
@@ -177,6 +194,8 @@ export class Pacer {
   /** Acknowledgements: time and position, a ring of HISTORY. */
   private readonly histT = new Float64Array(HISTORY);
   private readonly histP = new Float64Array(HISTORY);
+  /** ...and when the acknowledged probe was sent (every byte before it had been handed over by then). */
+  private readonly histS = new Float64Array(HISTORY);
   private histN = 0;
   private histHead = 0;
   /** Rate samples of the last RATE_WINDOW_MS: time and value, flat. */
@@ -297,7 +316,7 @@ export class Pacer {
     this.bulkPos = position;
     // The pipe was empty: rate samples start from here, not from the last acknowledgement.
     if (idleBefore) {
-      this.remember(now, this.acked);
+      this.remember(now, this.acked, now);
       this.aggT = now;
       this.aggPos = this.acked;
     }
@@ -379,7 +398,8 @@ export class Pacer {
     this.unresponsive = false;
     const position = probes[i + 1];
     const now = performance.now();
-    const rtt = now - probes[i + 2];
+    const sentAt = probes[i + 2];
+    const rtt = now - sentAt;
     // The peer may answer only the latest of several PINGs: every earlier one is answered too.
     probes.splice(0, i + 3);
     if (position > this.acked) this.acked = position;
@@ -404,22 +424,26 @@ export class Pacer {
       this.drainSince = 0;
       this.drainSeq = 0;
     }
-    this.sample(now);
+    this.sample(now, sentAt);
     // A queue beyond the target: the link is full, startup ends (the window drains to its steady size).
     if (this.startup && this.rate !== 0 && rtt > this.minRtt + TARGET_MS) this.startup = false;
     this.guard(now, rtt);
     if (this.startup && this.acked >= this.roundEnd) this.round();
     this.aggregation(now);
-    this.remember(now, this.acked);
+    this.remember(now, this.acked, sentAt);
     // Draining and every probe answered: the pipe is empty, the drain probe goes now (bulk follows it).
     if (this.drainSince !== 0 && this.drainSeq === 0 && this.empty()) this.probe(now);
     this.writer.wake();
     return true;
   }
 
-  /** A delivery-rate sample from the acknowledgements of the last min RTT or more. */
-  private sample(now: number): void {
-    const span = Math.max(MIN_SPAN_MS, this.minRtt);
+  /**
+   * A delivery-rate sample from the acknowledgements of the last min RTT or
+   * more ({@link SPAN_RTTS} after startup); `sentAt`: when the probe just
+   * answered was sent.
+   */
+  private sample(now: number, sentAt: number): void {
+    const span = Math.max(MIN_SPAN_MS, (this.startup ? 1 : SPAN_RTTS) * this.minRtt);
     let k = -1;
     for (let j = 0; j < this.histN; j++) {
       const idx = (this.histHead - 1 - j + HISTORY) % HISTORY;
@@ -431,7 +455,8 @@ export class Pacer {
       }
     }
     if (k < 0) return;
-    let value = (this.acked - this.histP[k]) / (now - this.histT[k]);
+    // Over the longer of the acknowledgements' interval and the one the bytes were sent in.
+    let value = (this.acked - this.histP[k]) / Math.max(now - this.histT[k], sentAt - this.histS[k]);
     if (!(value > 0)) return;
     if (this.rate > 0 && value > 2 * this.rate) value = 2 * this.rate;
     const s = this.samples;
@@ -496,8 +521,9 @@ export class Pacer {
     this.extra = max;
   }
 
-  private remember(t: number, position: number): void {
+  private remember(t: number, position: number, sentAt: number): void {
     this.histT[this.histHead] = t;
+    this.histS[this.histHead] = sentAt;
     this.histP[this.histHead] = position;
     this.histHead = (this.histHead + 1) % HISTORY;
     if (this.histN < HISTORY) this.histN++;
