@@ -16,18 +16,17 @@
  *   transport-independent acknowledgement, and a round-trip sample that
  *   includes the queue ahead of it. Nothing new on the wire.
  * - **Delivery rate**: acknowledged bytes per ms over at least one minimum
- *   round trip ({@link SPAN_RTTS} after startup), the maximum of the samples
- *   of the last {@link RATE_WINDOW_MS} (as BBR's bottleneck-bandwidth
- *   filter; a sample may at most double it). A sample's bytes are divided by
- *   the longer of the time their acknowledgements took to come and the time
- *   they took to be sent (as BBR's max(send_elapsed, ack_elapsed)):
- *   acknowledgements that come bunched (a receiver, link or machine that
- *   delivers in bursts, a return path that holds them) make no rate the
- *   sender never sent at. The max filter keeps the highest sample, so noise
- *   in the samples' timing is an overestimate: over 100 MB/s, 10 ms links
- *   (bench/lib/shaper.ts, whose ticks and late timers deliver in bursts)
- *   samples over one round trip of acknowledgements put the rate at 112 KB/ms
- *   (p50; 150 at p99), ~2 ms more queue than the target.
+ *   round trip, the maximum of the samples of the last {@link RATE_WINDOW_MS}
+ *   (as BBR's bottleneck-bandwidth filter; a sample may at most double it).
+ *   A sample's bytes are divided by the longer of the time their
+ *   acknowledgements took to come and the time they took to be sent (as
+ *   BBR's max(send_elapsed, ack_elapsed)): acknowledgements that come bunched
+ *   (a receiver, link or machine that delivers in bursts, a return path that
+ *   holds them) make no rate the sender never sent at. The max filter keeps
+ *   the highest sample, so timing noise is an overestimate: on a 100 MB/s,
+ *   10 ms shaped link (bench/lib/shaper.ts, whose ticks deliver in bursts)
+ *   acknowledgement intervals alone put the rate at 112 KB/ms (p50; 150 at
+ *   p99), ~2 ms more queue than the target.
  * - **Window**: bulk bytes are handed over only while the bytes in flight
  *   (written, not yet acknowledged) are below rate × (min RTT + TARGET_MS),
  *   at least {@link FLOOR}. With spare capacity, delivery outgrows the
@@ -130,13 +129,6 @@ const MAX_PROBES = 32;
 /** Rate samples span at least this long, ms (and at least the min RTT). */
 const MIN_SPAN_MS = 2;
 /**
- * After startup, rate samples span at least this many min RTTs: the timing
- * noise of their ends (ms of ticks, late timers, bunched acknowledgements)
- * is a smaller share of a longer span, and the max filter keeps less of it.
- * Not in startup, where samples must follow a rate that grows each round trip.
- */
-const SPAN_RTTS = 2;
-/**
  * The allowance for acknowledgements in bursts is at most this much of the
  * rate, ms. 10 ms before: a ping then waited up to 15 ms of the rate
  * behind bulk on loopback (simulated bursts, bench/hol-sim.ts: ping wait
@@ -164,8 +156,8 @@ const STARTUP_FLAT_ROUNDS = 3;
 const STARTUP_GROWTH = 1.25;
 /** Rate samples kept at most. */
 const MAX_SAMPLES = 64;
-/** Acknowledgements remembered to take rate samples from (a span of {@link SPAN_RTTS} held up to 30 on a 100 MB/s link). */
-const HISTORY = 64;
+/** Acknowledgements remembered to take rate samples from. */
+const HISTORY = 32;
 /**
  * Bulk blocked this long with a probe unanswered: the peer does not answer
  * PINGs (or not in time) and pacing stops until an answer comes — a peer
@@ -439,11 +431,10 @@ export class Pacer {
 
   /**
    * A delivery-rate sample from the acknowledgements of the last min RTT or
-   * more ({@link SPAN_RTTS} after startup); `sentAt`: when the probe just
-   * answered was sent.
+   * more; `sentAt`: when the probe just answered was sent.
    */
   private sample(now: number, sentAt: number): void {
-    const span = Math.max(MIN_SPAN_MS, (this.startup ? 1 : SPAN_RTTS) * this.minRtt);
+    const span = Math.max(MIN_SPAN_MS, this.minRtt);
     let k = -1;
     for (let j = 0; j < this.histN; j++) {
       const idx = (this.histHead - 1 - j + HISTORY) % HISTORY;
