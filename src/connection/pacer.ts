@@ -18,6 +18,15 @@
  * - **Delivery rate**: acknowledged bytes per ms over at least one minimum
  *   round trip, the maximum of the samples of the last {@link RATE_WINDOW_MS}
  *   (as BBR's bottleneck-bandwidth filter; a sample may at most double it).
+ *   A sample's bytes are divided by the longer of the time their
+ *   acknowledgements took to come and the time they took to be sent (as
+ *   BBR's max(send_elapsed, ack_elapsed)): acknowledgements that come bunched
+ *   (a receiver, link or machine that delivers in bursts, a return path that
+ *   holds them) make no rate the sender never sent at. The max filter keeps
+ *   the highest sample, so timing noise is an overestimate: on a 100 MB/s,
+ *   10 ms shaped link (bench/lib/shaper.ts, whose ticks deliver in bursts)
+ *   acknowledgement intervals alone put the rate at 112 KB/ms (p50; 150 at
+ *   p99), ~2 ms more queue than the target.
  * - **Window**: bulk bytes are handed over only while the bytes in flight
  *   (written, not yet acknowledged) are below rate × (min RTT + TARGET_MS),
  *   at least {@link FLOOR}. With spare capacity, delivery outgrows the
@@ -177,6 +186,8 @@ export class Pacer {
   /** Acknowledgements: time and position, a ring of HISTORY. */
   private readonly histT = new Float64Array(HISTORY);
   private readonly histP = new Float64Array(HISTORY);
+  /** ...and when the acknowledged probe was sent (every byte before it had been handed over by then). */
+  private readonly histS = new Float64Array(HISTORY);
   private histN = 0;
   private histHead = 0;
   /** Rate samples of the last RATE_WINDOW_MS: time and value, flat. */
@@ -297,7 +308,7 @@ export class Pacer {
     this.bulkPos = position;
     // The pipe was empty: rate samples start from here, not from the last acknowledgement.
     if (idleBefore) {
-      this.remember(now, this.acked);
+      this.remember(now, this.acked, now);
       this.aggT = now;
       this.aggPos = this.acked;
     }
@@ -379,7 +390,8 @@ export class Pacer {
     this.unresponsive = false;
     const position = probes[i + 1];
     const now = performance.now();
-    const rtt = now - probes[i + 2];
+    const sentAt = probes[i + 2];
+    const rtt = now - sentAt;
     // The peer may answer only the latest of several PINGs: every earlier one is answered too.
     probes.splice(0, i + 3);
     if (position > this.acked) this.acked = position;
@@ -404,21 +416,24 @@ export class Pacer {
       this.drainSince = 0;
       this.drainSeq = 0;
     }
-    this.sample(now);
+    this.sample(now, sentAt);
     // A queue beyond the target: the link is full, startup ends (the window drains to its steady size).
     if (this.startup && this.rate !== 0 && rtt > this.minRtt + TARGET_MS) this.startup = false;
     this.guard(now, rtt);
     if (this.startup && this.acked >= this.roundEnd) this.round();
     this.aggregation(now);
-    this.remember(now, this.acked);
+    this.remember(now, this.acked, sentAt);
     // Draining and every probe answered: the pipe is empty, the drain probe goes now (bulk follows it).
     if (this.drainSince !== 0 && this.drainSeq === 0 && this.empty()) this.probe(now);
     this.writer.wake();
     return true;
   }
 
-  /** A delivery-rate sample from the acknowledgements of the last min RTT or more. */
-  private sample(now: number): void {
+  /**
+   * A delivery-rate sample from the acknowledgements of the last min RTT or
+   * more; `sentAt`: when the probe just answered was sent.
+   */
+  private sample(now: number, sentAt: number): void {
     const span = Math.max(MIN_SPAN_MS, this.minRtt);
     let k = -1;
     for (let j = 0; j < this.histN; j++) {
@@ -431,7 +446,8 @@ export class Pacer {
       }
     }
     if (k < 0) return;
-    let value = (this.acked - this.histP[k]) / (now - this.histT[k]);
+    // Over the longer of the acknowledgements' interval and the one the bytes were sent in.
+    let value = (this.acked - this.histP[k]) / Math.max(now - this.histT[k], sentAt - this.histS[k]);
     if (!(value > 0)) return;
     if (this.rate > 0 && value > 2 * this.rate) value = 2 * this.rate;
     const s = this.samples;
@@ -496,8 +512,9 @@ export class Pacer {
     this.extra = max;
   }
 
-  private remember(t: number, position: number): void {
+  private remember(t: number, position: number, sentAt: number): void {
     this.histT[this.histHead] = t;
+    this.histS[this.histHead] = sentAt;
     this.histP[this.histHead] = position;
     this.histHead = (this.histHead + 1) % HISTORY;
     if (this.histN < HISTORY) this.histN++;
