@@ -23,13 +23,24 @@ export const CODEC_NAMES: Readonly<Record<number, CodecName>> = {
   4: "brotli",
 };
 
+/** What a queued inflation asks before it starts. */
+export interface InflateOwner {
+  /** Nothing the inflation would produce will be read. */
+  readonly abandoned: boolean;
+}
+
 /** One compression algorithm. Async methods must not block the event loop for large inputs. */
 export interface CompressionCodec {
   readonly id: number;
   readonly name: CodecName;
   compress(data: Uint8Array): Promise<Uint8Array>;
-  /** Rejects (with ERR_PROTOCOL) if the output would exceed `maxLength` or the input is corrupt. */
-  decompress(data: Uint8Array, maxLength: number): Promise<Uint8Array>;
+  /**
+   * Rejects (with ERR_PROTOCOL) if the output would exceed `maxLength` or the input is corrupt.
+   * With `owner`, a block whose owner is `abandoned` by the time its turn
+   * comes is not inflated (the promise rejects with ERR_CANCELLED): work
+   * queued for a stream nobody will read does not outlive it.
+   */
+  decompress(data: Uint8Array, maxLength: number, owner?: InflateOwner): Promise<Uint8Array>;
   /** Compressed size of a small sample, computed synchronously (cheap probe). */
   probe(sample: Uint8Array): number;
 }

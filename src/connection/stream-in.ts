@@ -4,7 +4,7 @@
  * data is charged to the stream's window and the memory budget and credited
  * back as the reader consumes it; COMPRESSED frames are inflated lazily.
  */
-import type { CompressionCodec } from "../codec/compression.ts";
+import type { CompressionCodec, InflateOwner } from "../codec/compression.ts";
 import { Flag } from "../codec/frame.ts";
 import { decodeMeta, decodeStreamEnd, decodeStreamHead } from "../codec/stream-prefix.ts";
 import { readVarint, type VarintResult } from "../codec/varint.ts";
@@ -50,8 +50,13 @@ interface InState {
 }
 
 /** Inflates one COMPRESSED block, which must decompress to exactly `length` bytes. */
-async function inflate(codec: CompressionCodec, block: Uint8Array, length: number): Promise<Uint8Array> {
-  const out = await codec.decompress(block, length);
+async function inflate(
+  codec: CompressionCodec,
+  block: Uint8Array,
+  length: number,
+  owner: InflateOwner,
+): Promise<Uint8Array> {
+  const out = await codec.decompress(block, length, owner);
   if (out.length !== length) {
     throw PointSubError.fromPeer(
       "ERR_PROTOCOL",
@@ -338,7 +343,8 @@ export class IncomingStreams {
     this.stats.counts[23] += length; // stream bytes received (content, inflated)
     if (!this.charge(st, cost)) return;
     const jobs = this.inflateJobs;
-    st.stream.pushCompressed(block, cost, () => jobs.run(() => inflate(codec, block, length)));
+    const stream = st.stream;
+    stream.pushCompressed(block, cost, () => jobs.run(() => inflate(codec, block, length, stream)));
   }
 
   /** The reader consumed `wire` bytes of stream `st`: return credit in quarter-window steps. */

@@ -1,6 +1,12 @@
 import { availableParallelism } from "node:os";
 import * as zlib from "node:zlib";
-import { CodecId, type CodecName, type CompressionCodec, registerCodec } from "../codec/compression.ts";
+import {
+  CodecId,
+  type CodecName,
+  type CompressionCodec,
+  type InflateOwner,
+  registerCodec,
+} from "../codec/compression.ts";
 import { PointSubError } from "../errors/error.ts";
 
 type Cb = (err: Error | null, out: Buffer) => void;
@@ -48,6 +54,21 @@ function inflateWhenFree(job: () => void): void {
     inflating++;
     job();
   } else inflateQueue.push(job);
+}
+
+/** Asynchronous inflations started in this process (tests: queued work of abandoned streams never starts). */
+let started = 0;
+
+/** @internal Asynchronous inflations started so far in this process. */
+export function inflationsStarted(): number {
+  return started;
+}
+
+/** The rejection of a block whose stream was abandoned before its turn (one object: a closing peer may leave many). */
+let abandonedError: PointSubError | undefined;
+function abandoned(): Promise<never> {
+  abandonedError ??= PointSubError.fromPeer("ERR_CANCELLED", "the stream was abandoned before this block was inflated");
+  return Promise.reject(abandonedError);
 }
 
 function inflateDone(): void {
@@ -99,7 +120,8 @@ function zlibCodec(
         compress(data, level, (err, out) => (err ? reject(err) : resolve(out)));
       });
     },
-    decompress(data, maxLength) {
+    decompress(data, maxLength, owner?: InflateOwner) {
+      if (owner?.abandoned === true) return abandoned();
       const opts: Options = {
         maxOutputLength: Math.max(1, maxLength),
         chunkSize: Math.max(MIN_CHUNK, maxLength + 1),
@@ -126,6 +148,13 @@ function zlibCodec(
       }
       return new Promise((resolve, reject) => {
         inflateWhenFree(() => {
+          // Its turn came after its stream was abandoned (the peer closed, the reader left): not run.
+          if (owner?.abandoned === true) {
+            inflateDone();
+            abandoned().catch(reject);
+            return;
+          }
+          started++;
           try {
             decompress(data, opts, (err, out) => {
               inflateDone();

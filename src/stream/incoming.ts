@@ -208,8 +208,35 @@ export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<
     if (this.finished || this.error !== undefined) return;
     this.error = err;
     this.drainFirst = drain;
+    // What is still compressed is dropped, not inflated for the reader: its peer is gone and
+    // its bytes are no longer charged to the budget (a peer that leaves after sending must not
+    // leave inflation work behind). What was plain stays readable, in order.
+    if (drain) this.dropFromCompressed();
     this.progress.setStatus(err.code === "ERR_CANCELLED" ? "cancelled" : "failed", err);
     this.wakeReader();
+  }
+
+  /** Drops the entries from the first one not yet inflated (or inflating) on. */
+  private dropFromCompressed(): void {
+    const q = this.entries;
+    let k = 0;
+    for (
+      let e = q.peekAt(0);
+      e !== undefined && e.inflate === undefined && !(e.data instanceof Promise);
+      e = q.peekAt(k)
+    )
+      k++;
+    if (k === q.length) return;
+    const all = q.drain();
+    for (let i = 0; i < k; i++) q.push(all[i]);
+  }
+
+  /**
+   * @internal Nothing more of this stream will be read (it failed, finished
+   * or was discarded): blocks still waiting to be inflated need not be.
+   */
+  get abandoned(): boolean {
+    return this.error !== undefined || this.finished || this.discarding;
   }
 
   /** @internal Stop buffering: the handler answered or the reader left. */
