@@ -22,6 +22,7 @@ import { WS_SUBPROTOCOL } from "../../src/index.ts";
 import { wsTransport } from "../../src/node/ws-adapter.ts";
 import type { Transport, TransportListener } from "../../src/transport/transport.ts";
 import { until } from "../helpers/wait.ts";
+import { type ServerFrame, takeServerFrames } from "../helpers/ws-server-frames.ts";
 
 v8.setFlagsFromString("--expose-gc");
 const gc = runInNewContext("gc") as () => void;
@@ -78,7 +79,7 @@ async function rawClient(url: string, allowHalfOpen = false) {
       `Sec-WebSocket-Key: ${randomBytes(16).toString("base64")}\r\nSec-WebSocket-Version: 13\r\n` +
       `Sec-WebSocket-Protocol: ${WS_SUBPROTOCOL}\r\n\r\n`,
   );
-  let buf = Buffer.alloc(0);
+  let buf: Buffer = Buffer.alloc(0);
   let upgraded = false;
   const opcodes: number[] = [];
   const state = { ended: false, closed: false };
@@ -96,23 +97,9 @@ async function rawClient(url: string, allowHalfOpen = false) {
       upgraded = true;
       buf = buf.subarray(end + 4);
     }
-    for (;;) {
-      if (buf.length < 2) return;
-      let len = buf[1] & 0x7f;
-      let at = 2;
-      if (len === 126) {
-        if (buf.length < 4) return;
-        len = buf.readUInt16BE(2);
-        at = 4;
-      } else if (len === 127) {
-        if (buf.length < 10) return;
-        len = Number(buf.readBigUInt64BE(2));
-        at = 10;
-      }
-      if (buf.length < at + len) return;
-      opcodes.push(buf[0] & 0x0f);
-      buf = buf.subarray(at + len);
-    }
+    const frames: ServerFrame[] = [];
+    buf = takeServerFrames(buf, frames);
+    for (const f of frames) opcodes.push(f.opcode);
   });
   await until(() => upgraded);
   return { socket, opcodes, state };

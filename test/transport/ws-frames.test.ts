@@ -16,6 +16,7 @@ import type { RawServerWs } from "../../src/node/ws-server-socket.ts";
 import type { Transport } from "../../src/transport/transport.ts";
 import { echoRequest, handshake } from "../helpers/raw-peer.ts";
 import { until } from "../helpers/wait.ts";
+import { type ServerFrame, takeServerFrames } from "../helpers/ws-server-frames.ts";
 
 const servers: Server[] = [];
 const sockets: net.Socket[] = [];
@@ -37,12 +38,6 @@ async function wsServer() {
   return { url, sessions, closes };
 }
 
-interface ServerFrame {
-  opcode: number;
-  fin: boolean;
-  payload: Buffer;
-}
-
 /** A raw client: the upgrade by hand, then whatever bytes a test writes; the server's frames parsed. */
 async function rawWsClient(url: string, extraHeaders = "", withRequest: Uint8Array = new Uint8Array(0)) {
   const u = new URL(url);
@@ -57,7 +52,7 @@ async function rawWsClient(url: string, extraHeaders = "", withRequest: Uint8Arr
       Buffer.from(withRequest).toString("latin1"),
     "latin1",
   );
-  let buf = Buffer.alloc(0);
+  let buf: Buffer = Buffer.alloc(0);
   let response = "";
   const frames: ServerFrame[] = [];
   let ended = false;
@@ -72,24 +67,10 @@ async function rawWsClient(url: string, extraHeaders = "", withRequest: Uint8Arr
       response = buf.subarray(0, end).toString();
       buf = buf.subarray(end + 4);
     }
-    for (;;) {
-      if (buf.length < 2) return;
-      assert.equal(buf[1] & 0x80, 0, "a server's frames are not masked");
-      let len = buf[1] & 0x7f;
-      let at = 2;
-      if (len === 126) {
-        if (buf.length < 4) return;
-        len = buf.readUInt16BE(2);
-        at = 4;
-      } else if (len === 127) {
-        if (buf.length < 10) return;
-        len = Number(buf.readBigUInt64BE(2));
-        at = 10;
-      }
-      if (buf.length < at + len) return;
-      frames.push({ opcode: buf[0] & 0x0f, fin: (buf[0] & 0x80) !== 0, payload: buf.subarray(at, at + len) });
-      buf = buf.subarray(at + len);
-    }
+    const before = frames.length;
+    buf = takeServerFrames(buf, frames);
+    for (let i = before; i < frames.length; i++)
+      assert.equal(frames[i].masked, false, "a server's frames are not masked");
   });
   await until(() => response !== "");
   assert.match(response, /^HTTP\/1\.1 101 /);
