@@ -266,21 +266,23 @@ export function bundleHandler(store: BundleStore): StreamHandler {
       return p;
     };
     /**
-     * Stores a direct entry now, on the main thread, when its directories
-     * are ready and the disk is fast; false when it must go the general way.
+     * Creates `path` (exclusively, never through a link) and writes `content`
+     * into it on the main thread, timed by the sync gate: the open fd; -1 when
+     * it failed (`s.error` says why, nothing is left open); undefined when the
+     * disk is slow and the work must go the general way (nothing was done).
      */
-    const storeInline = (s: Stored, content: Uint8Array): boolean => {
-      if (s.dirKey !== "" && !dirsReady.has(s.dirKey)) return false;
+    const createInline = (s: Stored, path: string, content: Uint8Array, exists: boolean): number | undefined => {
       const t0 = performance.now();
-      if (!syncGate.mainThread(t0)) return false;
-      const path = s.final;
+      if (!syncGate.mainThread(t0)) return undefined;
       let fd: number;
       try {
         fd = openSync(path, FLAGS, 0o666);
       } catch (err) {
         s.error =
-          errno(err) === "EEXIST" ? new PointSubError("ERR_EXISTS", `${s.name} already exists`) : storeError(err);
-        return true;
+          exists && errno(err) === "EEXIST"
+            ? new PointSubError("ERR_EXISTS", `${s.name} already exists`)
+            : storeError(err);
+        return -1;
       } finally {
         const t1 = performance.now();
         syncGate.record(t1 - t0, t1);
@@ -288,6 +290,23 @@ export function bundleHandler(store: BundleStore): StreamHandler {
       s.partial = path;
       try {
         for (let n = 0; n < content.length; ) n += writeSync(fd, content, n, content.length - n, n);
+      } catch (err) {
+        s.error = storeError(err);
+        closeSync(fd);
+        return -1;
+      }
+      return fd;
+    };
+    /**
+     * Stores a direct entry now, on the main thread, when its directories
+     * are ready and the disk is fast; false when it must go the general way.
+     */
+    const storeInline = (s: Stored, content: Uint8Array): boolean => {
+      if (s.dirKey !== "" && !dirsReady.has(s.dirKey)) return false;
+      const fd = createInline(s, s.final, content, true);
+      if (fd === undefined) return false;
+      if (fd < 0) return true;
+      try {
         s.stat = fstatSync(fd);
         s.written = true;
       } catch (err) {
@@ -304,27 +323,9 @@ export function bundleHandler(store: BundleStore): StreamHandler {
      * the general way (no promise, byte gate or thread-pool call per file).
      */
     const storePartialInline = (s: Stored, content: Uint8Array): boolean => {
-      const t0 = performance.now();
-      if (!syncGate.mainThread(t0)) return false;
-      const path = `${prefix}.b${id}-${entries.length}.partial`;
-      let fd: number;
-      try {
-        fd = openSync(path, FLAGS, 0o666);
-      } catch (err) {
-        s.error = storeError(err);
-        return true;
-      } finally {
-        const t1 = performance.now();
-        syncGate.record(t1 - t0, t1);
-      }
-      s.partial = path;
-      try {
-        for (let n = 0; n < content.length; ) n += writeSync(fd, content, n, content.length - n, n);
-      } catch (err) {
-        s.error = storeError(err);
-        closeSync(fd);
-        return true;
-      }
+      const fd = createInline(s, `${prefix}.b${id}-${entries.length}.partial`, content, false);
+      if (fd === undefined) return false;
+      if (fd < 0) return true;
       s.written = true;
       unsynced++;
       toSync.push({ s, fd, pool: false });
