@@ -22,7 +22,7 @@ import { WS_SUBPROTOCOL } from "../../src/index.ts";
 import { wsTransport } from "../../src/node/ws-adapter.ts";
 import type { Transport, TransportListener } from "../../src/transport/transport.ts";
 import { until } from "../helpers/wait.ts";
-import { type ServerFrame, takeServerFrames } from "../helpers/ws-server-frames.ts";
+import { type ServerFrame, takeServerFrames, upgradeRequest } from "../helpers/ws-server-frames.ts";
 
 v8.setFlagsFromString("--expose-gc");
 const gc = runInNewContext("gc") as () => void;
@@ -74,11 +74,7 @@ async function rawClient(url: string, allowHalfOpen = false) {
   sockets.push(socket);
   socket.on("error", () => {});
   await new Promise((r) => socket.once("connect", r));
-  socket.write(
-    `GET ${u.pathname} HTTP/1.1\r\nHost: ${u.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-      `Sec-WebSocket-Key: ${randomBytes(16).toString("base64")}\r\nSec-WebSocket-Version: 13\r\n` +
-      `Sec-WebSocket-Protocol: ${WS_SUBPROTOCOL}\r\n\r\n`,
-  );
+  socket.write(upgradeRequest(u));
   let buf: Buffer = Buffer.alloc(0);
   let upgraded = false;
   const opcodes: number[] = [];

@@ -3,6 +3,18 @@
  * frames (RFC 6455 §5.2) over a plain socket.
  */
 
+import { randomBytes } from "node:crypto";
+import { WS_SUBPROTOCOL } from "../../src/index.ts";
+
+/** The HTTP upgrade request a pointsub WebSocket client sends to `url` (with `extraHeaders`, each ending in CRLF). */
+export function upgradeRequest(url: URL, extraHeaders = ""): string {
+  return (
+    `GET ${url.pathname} HTTP/1.1\r\nHost: ${url.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+    `Sec-WebSocket-Key: ${randomBytes(16).toString("base64")}\r\nSec-WebSocket-Version: 13\r\n` +
+    `Sec-WebSocket-Protocol: ${WS_SUBPROTOCOL}\r\n${extraHeaders}\r\n`
+  );
+}
+
 /** One frame the server wrote. */
 export interface ServerFrame {
   opcode: number;

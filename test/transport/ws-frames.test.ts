@@ -10,13 +10,13 @@ import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import net from "node:net";
 import { afterEach, describe, it } from "node:test";
-import { type Connection, createServer, type PointSubError, type Server, WS_SUBPROTOCOL } from "../../src/index.ts";
+import { type Connection, createServer, type PointSubError, type Server } from "../../src/index.ts";
 import { wsTransport } from "../../src/node/ws-adapter.ts";
 import type { RawServerWs } from "../../src/node/ws-server-socket.ts";
 import type { Transport } from "../../src/transport/transport.ts";
 import { echoRequest, handshake } from "../helpers/raw-peer.ts";
 import { until } from "../helpers/wait.ts";
-import { type ServerFrame, takeServerFrames } from "../helpers/ws-server-frames.ts";
+import { type ServerFrame, takeServerFrames, upgradeRequest } from "../helpers/ws-server-frames.ts";
 
 const servers: Server[] = [];
 const sockets: net.Socket[] = [];
@@ -45,13 +45,7 @@ async function rawWsClient(url: string, extraHeaders = "", withRequest: Uint8Arr
   sockets.push(socket);
   socket.on("error", () => {});
   await new Promise((r) => socket.once("connect", r));
-  socket.write(
-    `GET ${u.pathname} HTTP/1.1\r\nHost: ${u.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-      `Sec-WebSocket-Key: ${randomBytes(16).toString("base64")}\r\nSec-WebSocket-Version: 13\r\n` +
-      `Sec-WebSocket-Protocol: ${WS_SUBPROTOCOL}\r\n${extraHeaders}\r\n` +
-      Buffer.from(withRequest).toString("latin1"),
-    "latin1",
-  );
+  socket.write(upgradeRequest(u, extraHeaders) + Buffer.from(withRequest).toString("latin1"), "latin1");
   let buf: Buffer = Buffer.alloc(0);
   let response = "";
   const frames: ServerFrame[] = [];
