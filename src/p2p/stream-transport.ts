@@ -35,6 +35,16 @@ export const MUXED_WRITE_HIGH_WATER = 0;
  */
 export const LIBP2P_MAX_FRAME = 64 * 1024;
 
+/**
+ * Size of the buffers writes are copied into and reused over yamux and Noise
+ * ({@link Libp2pStreamTransport}): one largest frame with its header and a
+ * few small frames; a larger write gets a buffer of its own.
+ */
+const SCRATCH_BYTES = LIBP2P_MAX_FRAME + 4096;
+
+/** Reused write buffers per stream at most (free and lent together). */
+const SCRATCH_BUFFERS = 4;
+
 /** What the transport needs besides the stream. */
 export interface StreamTransportInit {
   /** This node's peer id (the local address). */
@@ -55,10 +65,14 @@ function endUrl(multiaddr: string, peer: string): string {
 }
 
 /**
- * A libp2p (v3) stream as a {@link Transport}. Writes are copied into one
- * buffer per `write` (one muxer frame; the writer may reuse released stream
- * buffers once drained, and the muxer or Noise may still hold what they were
- * given), `send()` queues what the muxer cannot take, and the writer waits
+ * A libp2p (v3) stream as a {@link Transport}. Each `write` is copied into
+ * one buffer (one muxer frame; the writer may reuse released stream buffers
+ * once drained, and the muxer or Noise may still hold what they were given):
+ * over yamux and Noise one of a few reused ones: a buffer whose `send()`
+ * returned false may still be held (unencrypted) and is reused only after a
+ * later `send()` returns true (the stream takes writes in order, Noise
+ * encrypts into new memory).
+ * `send()` queues what the muxer cannot take, and the writer waits
  * as soon as a yamux stream queues anything ({@link MUXED_WRITE_HIGH_WATER})
  * or a QUIC stream 256 KiB ({@link WRITE_HIGH_WATER}; frames are at most
  * {@link LIBP2P_MAX_FRAME}), until 'drain'/'idle' bring it under. Reading is
@@ -76,6 +90,21 @@ export class Libp2pStreamTransport implements Transport {
   private readonly onClosed: (() => void) | undefined;
   /** Bytes the stream may queue before `write` asks the writer to wait. */
   private readonly highWater: number;
+  /**
+   * True when a `send` that returns true has already encrypted what it was
+   * given (yamux over Noise: the muxer hands the frame to Noise, which
+   * encrypts it into new memory before returning, unless the socket is full,
+   * and then `send` returns false), so the next write may reuse its memory.
+   */
+  private readonly consumesAtOnce: boolean;
+  /** Write buffers free for the next write (while {@link consumesAtOnce}); dropped on `trim`. */
+  private free: Uint8Array[] = [];
+  /**
+   * Write buffers libp2p may still hold (their `send` returned false). The
+   * stream takes writes in order, so a later `send` that returns true
+   * frees them all.
+   */
+  private lent: Uint8Array[] = [];
   private h: TransportHandlers | undefined;
   private paused = false;
   /** Chunks that arrived while paused (or not yet delivered when a pause came). */
@@ -96,6 +125,7 @@ export class Libp2pStreamTransport implements Transport {
     this.localUrl = endUrl("", init.localPeer);
     this.onClosed = init.onClosed;
     this.highWater = connection.multiplexer === "quic" ? WRITE_HIGH_WATER : MUXED_WRITE_HIGH_WATER;
+    this.consumesAtOnce = connection.encryption === "/noise" && connection.multiplexer === "/yamux/1.0.0";
     // pointsub's credit bounds what a well-behaved peer sends while this side does not read; more resets the stream.
     stream.maxReadBufferLength = init.maxReadBufferBytes;
   }
@@ -123,29 +153,47 @@ export class Libp2pStreamTransport implements Transport {
   write(chunks: readonly Uint8Array[]): boolean {
     if (this.closed || this.ended) return false;
     const s = this.stream;
-    let data: Uint8Array;
-    if (chunks.length === 1) data = chunks[0].slice();
-    else {
-      let n = 0;
-      for (let i = 0; i < chunks.length; i++) n += chunks[i].length;
-      data = new Uint8Array(n);
-      let p = 0;
-      for (let i = 0; i < chunks.length; i++) {
-        data.set(chunks[i], p);
-        p += chunks[i].length;
-      }
+    let n = 0;
+    for (let i = 0; i < chunks.length; i++) n += chunks[i].length;
+    if (n === 0) return true;
+    // One muxer frame per write, copied: the writer reuses its buffers. Where the stream consumes a write at
+    // once, the copy goes into one of a few reused buffers (a fresh 64 KiB per frame drove the sender's full GCs).
+    let buf: Uint8Array | undefined;
+    if (this.consumesAtOnce && n <= SCRATCH_BYTES) {
+      buf = this.free.pop();
+      if (buf === undefined && this.lent.length < SCRATCH_BUFFERS) buf = new Uint8Array(SCRATCH_BYTES);
     }
-    if (data.length === 0) return true;
+    const data = buf === undefined ? new Uint8Array(n) : buf.subarray(0, n);
+    let p = 0;
+    for (let i = 0; i < chunks.length; i++) {
+      data.set(chunks[i], p);
+      p += chunks[i].length;
+    }
+    let consumed: boolean;
     try {
-      s.send(data);
+      consumed = s.send(data);
     } catch (err) {
       // The stream closed for writing (peer reset, muxer gone): its 'close' event reports it.
       this.destroy(err as Error);
       return false;
     }
+    if (consumed) {
+      // Taken (and everything written before it): every buffer is free again.
+      if (this.lent.length !== 0) {
+        for (const b of this.lent) this.free.push(b);
+        this.lent.length = 0;
+      }
+      if (buf !== undefined) this.free.push(buf);
+    } else if (buf !== undefined) this.lent.push(buf); // libp2p may still hold it, unencrypted
     if (s.writeBufferLength <= this.highWater) return true;
     this.waitingDrain = true;
     return false;
+  }
+
+  /** An idle connection keeps no write buffer. */
+  trim(): void {
+    this.free = [];
+    this.lent = [];
   }
 
   pause(): void {
@@ -253,6 +301,7 @@ export class Libp2pStreamTransport implements Transport {
     if (this.closed) return;
     this.closed = true;
     this.held = [];
+    this.trim();
     const s = this.stream;
     s.removeEventListener("message", this.onMessage);
     s.removeEventListener("drain", this.onWritable);
