@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { Client, connect, createServer, rateLimit } from "../../src/index.ts";
 import { benchRoutes } from "../lib/pointsub-routes.ts";
 import { clientArgs, serveRole } from "../lib/role.ts";
-import { traceAhead } from "../lib/trace.ts";
+import { traceAhead, traceLarge } from "../lib/trace.ts";
 import { runWorkload } from "../lib/workload.ts";
 
 const GiB = 1024 ** 3;
@@ -78,6 +78,11 @@ async function client(): Promise<void> {
       echo,
       sink: (big) => conn.request("/sink/1.0.0", big, { timeoutMs: 0 }),
       traceAhead: () => traceAhead(conn),
+      // The empty one-way message marks the start for the server's side of the trace (pointsub-routes.ts).
+      traceLarge: () => {
+        conn.send(new Uint8Array(0));
+        return traceLarge(conn);
+      },
       close: async () => {
         await pool?.close();
         await conn.close();

@@ -11,11 +11,14 @@
  * garbage collections (`gc-<pid>.jsonl`: start, duration, V8's kind), so a
  * slow ping's overlap with a GC pause of the client, the server or the
  * runner (where hol-slow's shaping proxy lives) shows.
- * `node bench/hol-trace.ts <dir>` summarises them. Off (no cost) otherwise.
+ * `node bench/hol-trace.ts <dir>` summarises them. For `large`, pointsub
+ * writes `large-client-<pid>.json` and `large-server-<pid>.json`: what the
+ * sender waited for and what each side spent ({@link traceLarge}). Off (no
+ * cost) otherwise.
  */
 import { appendFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { PerformanceObserver } from "node:perf_hooks";
+import { performance as nodePerformance, PerformanceObserver } from "node:perf_hooks";
 
 export const TRACE_DIR: string | undefined = process.env.POINTSUB_BENCH_TRACE || undefined;
 
@@ -165,4 +168,148 @@ function watchProbes(p: object): void {
       mkdirSync(TRACE_DIR, { recursive: true });
       appendFileSync(join(TRACE_DIR, `probes-${process.pid}.jsonl`), `${probeRows.join("\n")}\n`);
     });
+}
+
+/**
+ * `large` tracing (issue 17: what each side waits for during one big
+ * message), when `POINTSUB_BENCH_TRACE` names a directory. Returns a
+ * function to call when the transfer ended; it writes `large-client-<pid>.json`:
+ * wall ms; the ms the connection's writer spent in each state, judged after
+ * every pump, flush and drain (`send`: frames could go; `pacer`: the
+ * pacer's window is full; `msgcredit` / `conncredit`: the peer's message or
+ * connection credit is short; `transport`: Node's socket asked to wait;
+ * `none`: nothing queued) and how often it entered each; the pacer's
+ * acknowledgements, its rate resets (a sample under 0.8× the rate before)
+ * and its largest round trip; the process's CPU (user, system), event-loop
+ * active ms, page faults, voluntary context switches and GC ms. Reads engine
+ * internals: bench only. Undefined when not tracing.
+ */
+export function traceLarge(conn: unknown): (() => void) | undefined {
+  if (TRACE_DIR === undefined) return undefined;
+  const w = (conn as { writer?: Record<string, unknown> }).writer as
+    | {
+        writable: boolean;
+        bulk: { credit: number }[];
+        connCredit: number;
+        position: number;
+        pacer?: { room(p: number): number; rate: number; onAck(v: number): boolean; probes: number[] };
+        [k: string]: unknown;
+      }
+    | undefined;
+  if (w === undefined) return undefined;
+  const MIN_CHUNK = 16 * 1024;
+  const stateOf = (): string => {
+    if (!w.writable) return "transport";
+    if (w.bulk.length === 0) return "none";
+    if (w.pacer !== undefined && w.pacer.room(w.position) <= 0) return "pacer";
+    if (w.connCredit < MIN_CHUNK) return "conncredit";
+    if (w.bulk[0].credit < MIN_CHUNK) return "msgcredit";
+    return "send";
+  };
+  const ms: Record<string, number> = {};
+  const entered: Record<string, number> = {};
+  let state = stateOf();
+  let since = performance.now();
+  const note = () => {
+    const s = stateOf();
+    if (s === state) return;
+    const now = performance.now();
+    ms[state] = (ms[state] ?? 0) + now - since;
+    entered[s] = (entered[s] ?? 0) + 1;
+    state = s;
+    since = now;
+  };
+  for (const k of ["pump", "flush", "onDrain"]) {
+    const f = w[k] as (...a: unknown[]) => unknown;
+    w[k] = (...a: unknown[]) => {
+      const r = f.apply(w, a);
+      note();
+      return r;
+    };
+  }
+  const pacer = { acks: 0, resets: 0, maxRtt: 0 };
+  let wrapped = false;
+  const wrapPacer = () => {
+    const p = w.pacer;
+    if (p === undefined || wrapped) return;
+    wrapped = true;
+    const onAck = p.onAck.bind(p);
+    p.onAck = (v: number) => {
+      const before = p.rate;
+      const i = p.probes.indexOf(-v);
+      if (i >= 0) pacer.maxRtt = Math.max(pacer.maxRtt, performance.now() - p.probes[i + 2]);
+      const r = onAck(v);
+      pacer.acks++;
+      if (p.rate < 0.8 * before) pacer.resets++;
+      return r;
+    };
+  };
+  // The pacer is made with the first chunked message: wrapped at the first pump after it.
+  const pump = w.pump as (...a: unknown[]) => unknown;
+  w.pump = (...a: unknown[]) => {
+    wrapPacer();
+    return pump.apply(w, a);
+  };
+  const end = processMeter();
+  const t0 = performance.now();
+  return () => {
+    note();
+    const now = performance.now();
+    ms[state] = (ms[state] ?? 0) + now - since;
+    const round = (o: Record<string, number>) =>
+      Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Math.round(v)]));
+    const row = { wall: Math.round(now - t0), writerMs: round(ms), entered, pacer, ...end() };
+    mkdirSync(TRACE_DIR, { recursive: true });
+    appendFileSync(join(TRACE_DIR, `large-client-${process.pid}.json`), `${JSON.stringify(row)}\n`);
+  };
+}
+
+/** Starts measuring this process: returns what it used since (CPU, event loop, page faults, context switches, GC). */
+export function processMeter(): () => Record<string, number> {
+  const cpu0 = process.cpuUsage();
+  const ru0 = process.resourceUsage();
+  const elu0 = nodePerformance.eventLoopUtilization();
+  let gcMs = 0;
+  const observer = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) gcMs += e.duration;
+  });
+  observer.observe({ entryTypes: ["gc"] });
+  return () => {
+    const cpu = process.cpuUsage(cpu0);
+    const ru = process.resourceUsage();
+    const elu = nodePerformance.eventLoopUtilization(elu0);
+    observer.disconnect();
+    return {
+      userMs: Math.round(cpu.user / 1000),
+      systemMs: Math.round(cpu.system / 1000),
+      loopActiveMs: Math.round(elu.active),
+      loopIdleMs: Math.round(elu.idle),
+      pageFaults: ru.minorPageFault - ru0.minorPageFault,
+      wakeups: ru.voluntaryContextSwitches - ru0.voluntaryContextSwitches,
+      gcMs: Math.round(gcMs),
+    };
+  };
+}
+
+/**
+ * Server side of `large` tracing: the same process figures from `start()`
+ * (the client's empty one-way message sent just before its big request,
+ * see `traceLarge` in impls/pointsub.ts) to `end()` (the sink request
+ * answered), into `large-server-<pid>.json`.
+ */
+export function traceSinkSession(): { start(): void; end(): void } | undefined {
+  if (TRACE_DIR === undefined) return undefined;
+  let end = processMeter();
+  let t0 = performance.now();
+  return {
+    start() {
+      end = processMeter();
+      t0 = performance.now();
+    },
+    end() {
+      const row = { wall: Math.round(performance.now() - t0), ...end() };
+      mkdirSync(TRACE_DIR, { recursive: true });
+      appendFileSync(join(TRACE_DIR, `large-server-${process.pid}.json`), `${JSON.stringify(row)}\n`);
+    },
+  };
 }

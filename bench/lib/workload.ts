@@ -28,6 +28,8 @@ export interface BenchClient {
   openConcurrency?: number;
   /** hol tracing (trace.ts): bytes queued ahead of a request just written, as this implementation sees them. */
   traceAhead?(): Record<string, number>;
+  /** large tracing (trace.ts `traceLarge`): starts recording what the sender waits for; call the result at the end. */
+  traceLarge?(): (() => void) | undefined;
 }
 
 /** Runs `workload` against `client` and prints the result line. */
@@ -121,11 +123,13 @@ export async function runWorkload(client: BenchClient, workload: Workload, param
     const big = new Uint8Array(params.largeSize).fill(3);
     const lat: number[] = [];
     let done = false;
+    const hol = workload === "hol" || workload === "hol-slow";
+    const traced = hol ? undefined : client.traceLarge?.();
     const t0 = performance.now();
     const sink = client.sink(big).then(() => {
       done = true;
+      traced?.();
     });
-    const hol = workload === "hol" || workload === "hol-slow";
     const trace: object[] = [];
     if (hol) {
       for (let n = 1; !done; n++) {
