@@ -78,11 +78,8 @@ async function client(): Promise<void> {
       echo,
       sink: (big) => conn.request("/sink/1.0.0", big, { timeoutMs: 0 }),
       traceAhead: () => traceAhead(conn),
-      // The empty one-way message marks the start for the server's side of the trace (pointsub-routes.ts).
-      traceLarge: () => {
-        conn.send(new Uint8Array(0));
-        return traceLarge(conn);
-      },
+      // While tracing, an empty one-way message marks the start for the server's side (pointsub-routes.ts).
+      traceLarge: () => traceLarge(conn, () => conn.send(new Uint8Array(0))),
       close: async () => {
         await pool?.close();
         await conn.close();

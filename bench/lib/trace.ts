@@ -182,10 +182,13 @@ function watchProbes(p: object): void {
  * acknowledgements, its rate resets (a sample under 0.8× the rate before)
  * and its largest round trip; the process's CPU (user, system), event-loop
  * active ms, page faults, voluntary context switches and GC ms. Reads engine
- * internals: bench only. Undefined when not tracing.
+ * internals: bench only. Undefined (and `mark` not called) when not tracing;
+ * `mark` tells the server its side starts now.
  */
-export function traceLarge(conn: unknown): (() => void) | undefined {
+export function traceLarge(conn: unknown, mark?: () => void): (() => void) | undefined {
   if (TRACE_DIR === undefined) return undefined;
+  // Tells the server's side of the trace that the transfer starts (traceSinkSession).
+  mark?.();
   const w = (conn as { writer?: Record<string, unknown> }).writer as
     | {
         writable: boolean;
