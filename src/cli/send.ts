@@ -351,13 +351,15 @@ const WALK_YIELD_EVERY = 256;
  * trailing slash: a trailing slash changes nothing). Symbolic links and
  * special files inside a directory are skipped (reported through `skip`);
  * empty directories are not recreated. Two arguments that would be stored
- * under the same name are refused before anything is sent.
+ * under the same name are refused before anything is sent. `onItem` sees
+ * each file as it is found, in order (before a file named twice is dropped).
  */
 export async function collectFiles(
   args: readonly string[],
   recursive: boolean,
   skip: (path: string, why: string) => void = () => {},
   argsChecked: () => void = () => {},
+  onItem: (it: SendItem) => void = () => {},
 ): Promise<SendItem[]> {
   const items: SendItem[] = [];
   let sinceYield = 0;
@@ -374,8 +376,11 @@ export async function collectFiles(
       const path = dir + sep + d.name;
       const target = `${prefix}/${d.name}`;
       if (d.isDirectory()) await walk(path, target);
-      else if (d.isFile()) items.push({ file: path, target, tree: true, size: lstatSync(path).size });
-      else skip(path, d.isSymbolicLink() ? "a symbolic link" : "not a regular file");
+      else if (d.isFile()) {
+        const it: SendItem = { file: path, target, tree: true, size: lstatSync(path).size };
+        items.push(it);
+        onItem(it);
+      } else skip(path, d.isSymbolicLink() ? "a symbolic link" : "not a regular file");
     }
   };
   // Every argument is checked before any directory is walked (argsChecked: the send may begin connecting).
@@ -405,7 +410,10 @@ export async function collectFiles(
   argsChecked();
   for (const c of checked) {
     if (typeof c === "function") await c();
-    else items.push(c);
+    else {
+      items.push(c);
+      onItem(c);
+    }
   }
   // The same file named twice is sent once; two files for one name are an error, not a silent overwrite.
   const byTarget = new Map<string, SendItem>();
@@ -501,6 +509,30 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
   // The connection opens while the directories are walked (its handshake off the critical path);
   // the quick check below takes it (or its error) as its first attempt.
   let first: Promise<Connection> | undefined;
+  const force = opts.force === true;
+  /**
+   * The quick checks of the first bundles ({@link CHECKS_IN_FLIGHT}), asked while the directories are
+   * still walked, by each bundle's first file: bundles are planned in the walk's order
+   * ({@link planBundles}), so a bundle the walk completed is one the plan makes (compared before use).
+   */
+  const early = new Map<SendItem, { group: SendItem[]; same: Promise<Set<SendItem> | undefined> }>();
+  let forming: SendItem[] = [];
+  let formingBytes = 0;
+  const onItem = (it: SendItem) => {
+    if (force || it.size > BUNDLE_SMALL_MAX || early.size >= CHECKS_IN_FLIGHT) return;
+    if (forming.length >= BUNDLE_FILES || formingBytes + it.size > BUNDLE_BYTES) {
+      const group = forming;
+      const same = first === undefined ? undefined : first.then((conn) => quickCheck(conn, group));
+      if (same !== undefined) {
+        same.catch(() => {});
+        early.set(group[0], { group, same });
+      }
+      forming = [];
+      formingBytes = 0;
+    }
+    forming.push(it);
+    formingBytes += it.size;
+  };
   let all: SendItem[];
   try {
     all = await collectFiles(
@@ -514,6 +546,7 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
         first = shared.get();
         first.catch(() => {});
       },
+      onItem,
     );
   } catch (err) {
     await shared.close().catch(() => {});
@@ -543,7 +576,6 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
   let skipped = 0;
   let skippedBytes = 0;
   let lastSkipped = "";
-  const force = opts.force === true;
   const { bundles, single } = planBundles(all);
   /** Says that the server holds `it` whole (it is not sent). */
   const unchanged = (it: SendItem) => {
@@ -610,8 +642,14 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
      */
     const toSend = async (group: SendItem[]): Promise<SendItem[]> => {
       let same: Set<SendItem> | undefined;
+      const asked = early.get(group[0]);
+      const ask = async () => quickCheck(await shared.get(), group);
       try {
-        same = await quickCheck(await shared.get(), group);
+        // An early check that failed (the first connection did) is asked again over the connection now.
+        same =
+          asked !== undefined && asked.group.length === group.length && asked.group.every((it, k) => it === group[k])
+            ? await asked.same.catch(ask)
+            : await ask();
       } catch {
         return group;
       }
