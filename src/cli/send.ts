@@ -88,6 +88,48 @@ export function planBundles(items: readonly SendItem[]): { bundles: SendItem[][]
 /** Bundles this process sent (their transfer ids). */
 let bundlesSent = 0;
 
+/**
+ * `compress: "auto"` across one send's bundles, as a stream does across its
+ * chunks: after a bundle that went raw (its probe found it incompressible)
+ * the next bundles go without a probe — 1, then 2, 4 … up to 64 of them —
+ * and a bundle that compressed resets it. Each bundle is a stream of its
+ * own, and each probe compresses a sample with a new zstd context (~1 ms of
+ * CPU): 12 bundles of random 60 KiB files made 48 probes, now 16.
+ */
+export class BundleCompression {
+  private skip = 0;
+  private backoff = 1;
+
+  /** The compress option of the next bundle: "auto" (probed), or "off" while skipping. */
+  next(): "auto" | "off" {
+    if (this.skip === 0) return "auto";
+    this.skip--;
+    return "off";
+  }
+
+  /** What an "auto" bundle's frames did: some compressed, or all went raw. */
+  result(compressed: boolean): void {
+    if (compressed) {
+      this.skip = 0;
+      this.backoff = 1;
+    } else {
+      this.skip = this.backoff;
+      this.backoff = Math.min(this.backoff * 2, 64);
+    }
+  }
+}
+
+/** Frames of `conn`'s outgoing streams compressed and sent raw so far (every algorithm). */
+function compressionFrames(conn: Connection): { compressed: number; raw: number } {
+  let compressed = 0;
+  let raw = 0;
+  for (const c of Object.values(conn.stats().compression)) {
+    compressed += c.compressed;
+    raw += c.raw;
+  }
+  return { compressed, raw };
+}
+
 /** What happened to each file of a bundle: the server's receipt or an error. */
 type BundleOutcome = { item: SendItem; size: number; crc32c?: string; error?: PointSubError }[];
 
@@ -100,7 +142,7 @@ type BundleOutcome = { item: SendItem; size: number; crc32c?: string; error?: Po
 async function sendBundle(
   shared: SharedConnection,
   group: readonly SendItem[],
-  opts: { compress: SendOptions["compress"]; retries: number },
+  opts: { compress: SendOptions["compress"]; retries: number; auto?: BundleCompression },
 ): Promise<BundleOutcome | undefined> {
   const out: BundleOutcome = [];
   let left: SendItem[] = [];
@@ -144,14 +186,22 @@ async function sendBundle(
           ),
         );
       body = payload;
+      const compress = opts.compress === "auto" && opts.auto !== undefined ? opts.auto.next() : opts.compress;
+      const before = compress === "auto" && opts.auto !== undefined ? compressionFrames(conn) : undefined;
       const t = conn.sendStream(FILE_BUNDLE_ROUTE, [body], {
         // An id of this process's own (a bundle is never resumed): no Web Crypto to load for it.
         transferId: `bundle-${process.pid}-${++bundlesSent}`,
         total: body.length,
         meta: { files: left.length },
-        compress: opts.compress,
+        compress,
       });
       const res = await t.done;
+      if (before !== undefined) {
+        // (Other bundles' frames of the same send may count too: the verdict is about this send's data.)
+        const after = compressionFrames(conn);
+        if (after.compressed > before.compressed) opts.auto?.result(true);
+        else if (after.raw > before.raw) opts.auto?.result(false);
+      }
       const results = (JSON.parse(new TextDecoder().decode(res)) as { files: BundleResult[] }).files;
       left.forEach((it, i) => {
         const r = results[i];
@@ -301,13 +351,15 @@ const WALK_YIELD_EVERY = 256;
  * trailing slash: a trailing slash changes nothing). Symbolic links and
  * special files inside a directory are skipped (reported through `skip`);
  * empty directories are not recreated. Two arguments that would be stored
- * under the same name are refused before anything is sent.
+ * under the same name are refused before anything is sent. `onItem` sees
+ * each file as it is found, in order (before a file named twice is dropped).
  */
 export async function collectFiles(
   args: readonly string[],
   recursive: boolean,
   skip: (path: string, why: string) => void = () => {},
   argsChecked: () => void = () => {},
+  onItem: (it: SendItem) => void = () => {},
 ): Promise<SendItem[]> {
   const items: SendItem[] = [];
   let sinceYield = 0;
@@ -324,8 +376,11 @@ export async function collectFiles(
       const path = dir + sep + d.name;
       const target = `${prefix}/${d.name}`;
       if (d.isDirectory()) await walk(path, target);
-      else if (d.isFile()) items.push({ file: path, target, tree: true, size: lstatSync(path).size });
-      else skip(path, d.isSymbolicLink() ? "a symbolic link" : "not a regular file");
+      else if (d.isFile()) {
+        const it: SendItem = { file: path, target, tree: true, size: lstatSync(path).size };
+        items.push(it);
+        onItem(it);
+      } else skip(path, d.isSymbolicLink() ? "a symbolic link" : "not a regular file");
     }
   };
   // Every argument is checked before any directory is walked (argsChecked: the send may begin connecting).
@@ -355,7 +410,10 @@ export async function collectFiles(
   argsChecked();
   for (const c of checked) {
     if (typeof c === "function") await c();
-    else items.push(c);
+    else {
+      items.push(c);
+      onItem(c);
+    }
   }
   // The same file named twice is sent once; two files for one name are an error, not a silent overwrite.
   const byTarget = new Map<string, SendItem>();
@@ -451,6 +509,30 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
   // The connection opens while the directories are walked (its handshake off the critical path);
   // the quick check below takes it (or its error) as its first attempt.
   let first: Promise<Connection> | undefined;
+  const force = opts.force === true;
+  /**
+   * The quick checks of the first bundles ({@link CHECKS_IN_FLIGHT}), asked while the directories are
+   * still walked, by each bundle's first file: bundles are planned in the walk's order
+   * ({@link planBundles}), so a bundle the walk completed is one the plan makes (compared before use).
+   */
+  const early = new Map<SendItem, { group: SendItem[]; same: Promise<Set<SendItem> | undefined> }>();
+  let forming: SendItem[] = [];
+  let formingBytes = 0;
+  const onItem = (it: SendItem) => {
+    if (force || it.size > BUNDLE_SMALL_MAX || early.size >= CHECKS_IN_FLIGHT) return;
+    if (forming.length >= BUNDLE_FILES || formingBytes + it.size > BUNDLE_BYTES) {
+      const group = forming;
+      const same = first === undefined ? undefined : first.then((conn) => quickCheck(conn, group));
+      if (same !== undefined) {
+        same.catch(() => {});
+        early.set(group[0], { group, same });
+      }
+      forming = [];
+      formingBytes = 0;
+    }
+    forming.push(it);
+    formingBytes += it.size;
+  };
   let all: SendItem[];
   try {
     all = await collectFiles(
@@ -464,6 +546,7 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
         first = shared.get();
         first.catch(() => {});
       },
+      onItem,
     );
   } catch (err) {
     await shared.close().catch(() => {});
@@ -493,7 +576,6 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
   let skipped = 0;
   let skippedBytes = 0;
   let lastSkipped = "";
-  const force = opts.force === true;
   const { bundles, single } = planBundles(all);
   /** Says that the server holds `it` whole (it is not sent). */
   const unchanged = (it: SendItem) => {
@@ -560,8 +642,14 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
      */
     const toSend = async (group: SendItem[]): Promise<SendItem[]> => {
       let same: Set<SendItem> | undefined;
+      const asked = early.get(group[0]);
+      const ask = async () => quickCheck(await shared.get(), group);
       try {
-        same = await quickCheck(await shared.get(), group);
+        // An early check that failed (the first connection did) is asked again over the connection now.
+        same =
+          asked !== undefined && asked.group.length === group.length && asked.group.every((it, k) => it === group[k])
+            ? await asked.same.catch(ask)
+            : await ask();
       } catch {
         return group;
       }
@@ -601,6 +689,8 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
       };
       for (let i = 0; i < Math.min(CHECKS_IN_FLIGHT, pending.length); i++) void checker();
     }
+    /** Whether the next bundles probe their compression (`compress auto`). */
+    const bundleCompression = new BundleCompression();
     /** Bundles waiting for one of the {@link BUNDLES_IN_FLIGHT} turns. */
     let bundlesInFlight = 0;
     const turns: (() => void)[] = [];
@@ -619,7 +709,13 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
       try {
         rest = (await checks.get(group)) ?? group;
         outcome =
-          rest.length === 0 ? [] : await sendBundle(shared, rest, { compress: opts.compress, retries: opts.retries });
+          rest.length === 0
+            ? []
+            : await sendBundle(shared, rest, {
+                compress: opts.compress,
+                retries: opts.retries,
+                auto: bundleCompression,
+              });
       } finally {
         bundlesInFlight--;
         turns.shift()?.();

@@ -1070,6 +1070,41 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     return { size: st.size, crc32c: (crc >>> 0).toString(16).padStart(8, "0") };
   };
 
+  /** `join(dir, ...segments)` for checked segments (none empty, `.`, `..` or with a separator): no normalizing per file. */
+  const dirPrefix = join(dir, "x").slice(0, -1);
+  /**
+   * {@link lookup} done synchronously when it can be (every lstat on the main thread, its directories
+   * known or checked now, a CRC cached or not needed): no promise per file. Undefined: ask `lookup`.
+   */
+  const lookupNow = (
+    segments: string[],
+    size: number,
+    dirs: Map<string, Promise<boolean> | boolean>,
+  ): FileCheckAnswer | undefined => {
+    let path = dirPrefix;
+    for (let i = 0; i < segments.length - 1; i++) {
+      path += i === 0 ? segments[0] : sep + segments[i];
+      let isDir = dirs.get(path);
+      if (isDir === undefined) {
+        const now = existsNow(path);
+        if (now === undefined) return undefined;
+        isDir = now.st?.isDirectory() === true;
+        dirs.set(path, isDir);
+      }
+      if (isDir === false) return null;
+      if (isDir !== true) return undefined;
+    }
+    const target = segments.length === 1 ? dirPrefix + segments[0] : `${path}${sep}${segments[segments.length - 1]}`;
+    const now = existsNow(target);
+    if (now === undefined) return undefined;
+    const st = now.st;
+    if (st === undefined || !st.isFile()) return null;
+    if (st.size !== size) return { size: st.size };
+    const cached = crcs.get(target);
+    if (cached === undefined || !sameFile(cached, st)) return undefined;
+    return { size: st.size, crc32c: (cached.crc >>> 0).toString(16).padStart(8, "0") };
+  };
+
   const checkHandler: Handler = async (req) => {
     let body: { files?: unknown };
     try {
@@ -1108,7 +1143,11 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
           await new Promise((r) => setImmediate(r));
           turn = performance.now();
         }
-        answers[i] = await lookup(queries[i], dirs, paths[i]);
+        const q = queries[i];
+        const segments = paths[i] ?? (q.path === undefined ? [safeFileName(q.name)] : undefined);
+        // (null is an answer: nothing there.)
+        const now = segments === undefined ? undefined : lookupNow(segments, q.size, dirs);
+        answers[i] = now !== undefined ? now : await lookup(q, dirs, segments);
       }
     };
     await Promise.all(Array.from({ length: Math.min(8, queries.length) }, worker));
