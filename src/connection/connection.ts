@@ -249,7 +249,7 @@ export class Connection extends Emitter<ConnectionEvents> {
       applyPeer: (peer) => this.applyPeer(peer),
       opened: () => this.opened(),
       refuse: (err) => this.fail(err),
-      isClosed: () => this.closed_,
+      isClosed: () => this.state_ === "closed",
       authInfo: (token) => ({
         token,
         remoteUrl: this.remoteUrl,
@@ -381,21 +381,16 @@ export class Connection extends Emitter<ConnectionEvents> {
       this.c.housekeeper.readingResumed();
     }
     isClosed(): boolean {
-      return this.c.closed_;
+      return this.c.state_ === "closed";
     }
   };
-
-  /** Whether the connection closed for good. */
-  private get closed_(): boolean {
-    return this.state_ === "closed";
-  }
 
   /** The outgoing half, created on first use from the (loaded) stream engine. */
   private outStreams(engine: StreamEngine): OutgoingStreams {
     if (this.outStreams_ !== undefined) return this.outStreams_;
     this.outStreams_ = new engine.OutgoingStreams(this.link, this.outbox, this.caller, this.stats_, {
       isOpen: () => this.state_ === "open",
-      isClosed: () => this.closed_,
+      isClosed: () => this.state_ === "closed",
       unusableError: () => this.unusableError(),
       runtime: this.runtime,
     });
@@ -428,7 +423,7 @@ export class Connection extends Emitter<ConnectionEvents> {
       this.dispatcher,
       {
         session: this,
-        isClosed: () => this.closed_,
+        isClosed: () => this.state_ === "closed",
         hasMessage: (id) => this.inbound.has(id),
         runtime: this.runtime,
       },
