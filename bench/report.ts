@@ -365,4 +365,10 @@ const NOTES = `## How to read this
   also include what a process costs before it does anything: Node 26 itself (~42 MB), its
   TypeScript loader (the harness runs \`.ts\` sources, ~35 MB) and each library's code
   (pointsub's built \`dist/\` adds ~17 MB, of which the native CRC32C addon is ~7 MB).
+* \`conns\` / \`conns-req\`: the server's peak RSS minus its RSS when it started listening, over the
+  connections held (opened 100 at a time). The client holds them until the server has reported
+  (closing thousands at once is not what a held connection costs). Most of the figure is V8's
+  heap: the old space holding the connections, and the young generation, which V8 doubles each
+  time the bytes surviving its scavenges since the last doubling exceed its size — so the
+  figure moves in steps with what every connection keeps, and varies between runs by ~1 KB.
 `;

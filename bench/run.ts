@@ -255,8 +255,10 @@ async function runOnce(impl: string, workload: Workload, params: WorkloadParams)
   const half = { rate, delayMs: (params.linkRttMs ?? 0) / 2 };
   const shaper = rate > 0 ? await startShaper(serverPort(serverUrl), half, half) : undefined;
   const url = shaper === undefined ? serverUrl : proxiedUrl(serverUrl, shaper.port);
+  // conns: the client holds its connections until its stdin ends, after the server reported (below).
+  const holds = workload === "conns" || workload === "conns-req";
   const client = spawn(process.execPath, [file, "client", url, workload, JSON.stringify(params), ...def.args], {
-    stdio: ["ignore", "pipe", "inherit"],
+    stdio: [holds ? "pipe" : "ignore", "pipe", "inherit"],
   });
   // Listen for the exit at once: a client may finish before we would look.
   const clientExited = new Promise((r) => client.once("exit", r).once("error", r));
@@ -283,6 +285,7 @@ async function runOnce(impl: string, workload: Workload, params: WorkloadParams)
     server.stdin?.write("report\n");
     const rep = await sl.next();
     const serverPeakRss = rep.done ? Number.NaN : (JSON.parse(rep.value) as { peakRss: number }).peakRss;
+    client.stdin?.end();
     await Promise.all([clientDone, killLater(server, serverExited)]);
     return { ...result, serverPeakRss, serverStartRss };
   } finally {

@@ -98,6 +98,9 @@ export async function runWorkload(client: BenchClient, workload: Workload, param
     // Hold them idle a moment so the server's resident set settles with all of them open.
     await new Promise((r) => setTimeout(r, 500));
     report({ rate: params.count / s, seconds: s, conns: held.length });
+    // Still held while the server reports its peak (bench/run.ts closes our stdin after it):
+    // the figure is what held connections cost, not what closing thousands at once does.
+    await stdinEnd();
     for (const h of held) h.close();
   } else if (workload === "flood") {
     await flood(warm, budgetMs / 5);
@@ -166,4 +169,13 @@ export async function runWorkload(client: BenchClient, workload: Workload, param
     writeClientTrace(trace);
   }
   await client.close();
+}
+
+/** Resolves when stdin ends (at once when it is not a pipe the orchestrator holds). */
+function stdinEnd(): Promise<void> {
+  return new Promise((resolve) => {
+    if (process.stdin.isTTY) return resolve();
+    process.stdin.once("end", () => resolve()).once("error", () => resolve());
+    process.stdin.resume();
+  });
 }

@@ -3,13 +3,14 @@
  * snapshots before and after N connections made by a child process):
  *
  *   node --expose-gc scripts/attack/heap-per-conn.ts [checkout] [--mode raw|idle|req] [--conns 2000] [--raw-server]
- *     [--warm 500] [--keys] [--rows 40]
+ *     [--bench-routes] [--warm 500] [--keys] [--rows 40]
  *
  * `raw`: sockets that connect and send nothing (a slowloris peer: what a
  * connection costs before its opening); `idle`: clients after the
  * handshake; `req`: clients after one 64 B request each. `--raw-server`
  * measures a plain node:net server (three listeners, a 40 B write per
- * socket) for comparison. Prints the total of self sizes per connection
+ * socket) for comparison; `--bench-routes` serves the conns bench's routes
+ * (bench/lib/pointsub-routes.ts: a per-session message count). Prints the total of self sizes per connection
  * (the snapshot's, native socket wrappers included) and the constructors
  * that grew by half an object or 16 B per connection. `--warm N` first
  * opens and drops N connections (the code compiled for them is not a
@@ -32,6 +33,7 @@ const { values, positionals } = parseArgs({
     mode: { type: "string", default: "raw" },
     conns: { type: "string", default: "2000" },
     "raw-server": { type: "boolean", default: false },
+    "bench-routes": { type: "boolean", default: false },
     warm: { type: "string", default: "500" },
     keys: { type: "boolean", default: false },
     rows: { type: "string", default: "40" },
@@ -90,7 +92,12 @@ if (process.env.HEAP_PER_CONN_CHILD !== undefined) {
   } else {
     const { createServer } = (await import(entry)) as { createServer(o: object): Srv };
     const srv = createServer({ maxConnections: 100_000 });
-    srv.handle("/echo/1.0.0", (req) => req.data);
+    if (values["bench-routes"]) {
+      const { benchRoutes } = (await import(pathToFileURL(resolve(dir, "bench/lib/pointsub-routes.ts")).href)) as {
+        benchRoutes(s: Srv): void;
+      };
+      benchRoutes(srv);
+    } else srv.handle("/echo/1.0.0", (req) => req.data);
     [url] = await srv.listen("tcp://127.0.0.1:0");
     close = () => srv.close();
   }

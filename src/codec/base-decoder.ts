@@ -101,7 +101,6 @@ export class BaseDecoder {
   /** A header split across pushes is completed here (allocated the first time one is). */
   private carry: Uint8Array = NO_BYTES;
   private carryLen = 0;
-  private readonly v: VarintResult = { value: 0, next: 0 };
   // frame in progress
   protected type = 0;
   protected flags = 0;
@@ -340,28 +339,28 @@ export class BaseDecoder {
         `flags 0x${flags.toString(16)} not allowed on ${FRAME_TYPE_NAMES[type]}`,
       );
     }
-    const v = this.v;
-    let r = readVarint(src, pos + 1, end, ID_VARINT_MAX, v);
+    let r = readVarint(src, pos + 1, end, ID_VARINT_MAX, VARINT);
     if (r === 0) return 0;
-    if (r < 0 || v.value > MAX_STREAM_ID) throw PointSubError.fromPeer("ERR_PROTOCOL", "invalid stream id encoding");
-    const id = v.value;
+    if (r < 0 || VARINT.value > MAX_STREAM_ID)
+      throw PointSubError.fromPeer("ERR_PROTOCOL", "invalid stream id encoding");
+    const id = VARINT.value;
     if (((ZERO_ID >> type) & 1) === 1 ? id !== 0 : ((STREAM_ID >> type) & 1) === 1 && id === 0) {
       throw PointSubError.fromPeer("ERR_PROTOCOL", `invalid stream id ${id} on ${FRAME_TYPE_NAMES[type]}`);
     }
-    r = readVarint(src, v.next, end, LENGTH_VARINT_MAX, v);
+    r = readVarint(src, VARINT.next, end, LENGTH_VARINT_MAX, VARINT);
     if (r === 0) return 0;
     if (r < 0) throw PointSubError.fromPeer("ERR_PROTOCOL", "invalid length encoding");
-    if (v.value > this.maxFrameSize) {
+    if (VARINT.value > this.maxFrameSize) {
       throw PointSubError.fromPeer(
         "ERR_FRAME_TOO_LARGE",
-        `frame of ${v.value} bytes exceeds maxFrameSize ${this.maxFrameSize}`,
+        `frame of ${VARINT.value} bytes exceeds maxFrameSize ${this.maxFrameSize}`,
       );
     }
     this.type = type;
     this.flags = flags;
     this.id = id;
-    this.length = v.value;
-    this.headLen = v.next - pos;
+    this.length = VARINT.value;
+    this.headLen = VARINT.next - pos;
     return this.headLen;
   }
 
@@ -384,6 +383,12 @@ const ZERO_ID = 0x5c1;
 /** Frame types whose stream id must not be 0: MSG, REQ, RES, CANCEL, STREAM (CREDIT takes either). */
 const STREAM_ID = 0x21e;
 const KEYED_OR_START = Flag.KEYED | Flag.START;
+/**
+ * The header varints' scratch, one for every decoder: each is read right
+ * after it is filled, with no call out in between (a decoder per connection
+ * kept its own: 48 B each).
+ */
+const VARINT: VarintResult = { value: 0, next: 0 };
 
 /**
  * Frame types whose payload the sink may keep as a view: STREAM data and

@@ -133,8 +133,6 @@ export class Connection extends Emitter<ConnectionEvents> {
   /** The connection has its own router (in front of the server's, `serverRouter`), or will have once loaded. */
   private ownRouter = false;
   declare private readonly serverRouter: Router | undefined;
-  /** Whether the connection closed for good (one function shared by the parts that ask). */
-  private readonly isClosed: () => boolean;
   /** A `FrameDecoder` when the stream engine is loaded (always in Node), else the browser's first `BaseDecoder`. */
   declare private readonly decoderImpl: BaseDecoder;
   declare private readonly frames: FrameRouter;
@@ -207,11 +205,8 @@ export class Connection extends Emitter<ConnectionEvents> {
     const port = new Connection.Port(this);
     this.writer = new FrameWriter(port, runtime.checksums);
     if (options.pacing !== false) this.writer.pacing = newPacer;
-    // One closure serves every part that asks whether the connection closed.
-    const isClosed = (): boolean => this.state_ === "closed";
-    this.isClosed = isClosed;
     this.pinger = new Pinger(this.writer);
-    this.readGate = new ReadGate(transport, this.writer, options.slowPeerBytes ?? 8 * 1024 * 1024, isClosed);
+    this.readGate = new ReadGate(transport, this.writer, options.slowPeerBytes ?? 8 * 1024 * 1024);
     this.caller = new Caller(
       this.link,
       this.stats_,
@@ -254,7 +249,7 @@ export class Connection extends Emitter<ConnectionEvents> {
       applyPeer: (peer) => this.applyPeer(peer),
       opened: () => this.opened(),
       refuse: (err) => this.fail(err),
-      isClosed,
+      isClosed: () => this.state_ === "closed",
       authInfo: (token) => ({
         token,
         remoteUrl: this.remoteUrl,
@@ -385,6 +380,9 @@ export class Connection extends Emitter<ConnectionEvents> {
     readingResumed(): void {
       this.c.housekeeper.readingResumed();
     }
+    isClosed(): boolean {
+      return this.c.state_ === "closed";
+    }
   };
 
   /** The outgoing half, created on first use from the (loaded) stream engine. */
@@ -392,7 +390,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     if (this.outStreams_ !== undefined) return this.outStreams_;
     this.outStreams_ = new engine.OutgoingStreams(this.link, this.outbox, this.caller, this.stats_, {
       isOpen: () => this.state_ === "open",
-      isClosed: this.isClosed,
+      isClosed: () => this.state_ === "closed",
       unusableError: () => this.unusableError(),
       runtime: this.runtime,
     });
@@ -425,7 +423,7 @@ export class Connection extends Emitter<ConnectionEvents> {
       this.dispatcher,
       {
         session: this,
-        isClosed: this.isClosed,
+        isClosed: () => this.state_ === "closed",
         hasMessage: (id) => this.inbound.has(id),
         runtime: this.runtime,
       },

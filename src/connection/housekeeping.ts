@@ -133,6 +133,8 @@ export class Housekeeper implements Tickable {
   private probeAt = 0;
   /** The shared ticker this runs on, if any. */
   private ticker: Ticker | undefined;
+  /** Its slot in that ticker (written by the ticker; -1: none). */
+  tickSlot = -1;
   /** Its own interval otherwise (a client connection: cheaper than a wheel of its own). */
   private timer: ReturnType<typeof setInterval> | undefined;
   /** The times, shared by housekeepers with the same ones (a server's sessions). */

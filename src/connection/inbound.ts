@@ -36,6 +36,14 @@ export interface InboundStreams {
   onCancel(id: number, errno: number): boolean;
 }
 
+/**
+ * The last route decoded, shared by every connection (a copy of its bytes):
+ * a server's sessions mostly call the same few routes, and an idle session
+ * keeps no buffer and string of its own.
+ */
+let lastRouteBytes: Uint8Array = EMPTY_ROUTE;
+let lastRoute = "";
+
 export class Inbound {
   /** Set by the engine once the stream half exists. */
   streams: InboundStreams | undefined;
@@ -46,8 +54,6 @@ export class Inbound {
    * frame router on the first chunked frame (it holds frames until then).
    */
   chunked: Assemblies | undefined;
-  private lastRouteBytes: Uint8Array = EMPTY_ROUTE;
-  private lastRoute = "";
   /** @internal What `assembly.ts` uses too. */
   declare readonly link: Link;
   declare readonly outbox: Outbox;
@@ -214,7 +220,7 @@ export class Inbound {
   }
 
   private decodeRoute(payload: Uint8Array, start: number, end: number): string {
-    const last = this.lastRouteBytes;
+    const last = lastRouteBytes;
     const n = end - start;
     if (last.length === n) {
       let same = true;
@@ -224,7 +230,7 @@ export class Inbound {
           break;
         }
       }
-      if (same) return this.lastRoute;
+      if (same) return lastRoute;
     }
     const bytes = payload.slice(start, end);
     let route: string;
@@ -233,8 +239,8 @@ export class Inbound {
     } catch {
       throw PointSubError.fromPeer("ERR_PROTOCOL", "route is not UTF-8");
     }
-    this.lastRouteBytes = bytes;
-    this.lastRoute = route;
+    lastRouteBytes = bytes;
+    lastRoute = route;
     return route;
   }
 

@@ -94,6 +94,8 @@ export interface ReadGateHost {
   processInput(chunk: Uint8Array): void;
   /** Reading resumed after a held pause (progress counts from then). */
   readingResumed(): void;
+  /** The connection closed for good. */
+  isClosed(): boolean;
 }
 
 export class ReadGate {
@@ -101,8 +103,8 @@ export class ReadGate {
   slowPaused = false;
   /** Reading is paused because middleware holds too many of the peer's messages. */
   heldPaused = false;
-  /** The connection's callbacks (set by it; one object, no closures per connection). */
-  host: ReadGateHost | undefined;
+  /** The connection's callbacks (set by it right after construction; one object, no closures per connection). */
+  declare host: ReadGateHost;
   /** Reading is paused until the next event-loop turn. */
   private yielding = false;
   /** Milliseconds spent decoding this peer's input since reading last yielded. */
@@ -112,13 +114,11 @@ export class ReadGate {
   private readonly transport: Transport;
   private readonly writer: FrameWriter;
   private readonly slowPeerBytes: number;
-  private readonly isClosed: () => boolean;
 
-  constructor(transport: Transport, writer: FrameWriter, slowPeerBytes: number, isClosed: () => boolean) {
+  constructor(transport: Transport, writer: FrameWriter, slowPeerBytes: number) {
     this.transport = transport;
     this.writer = writer;
     this.slowPeerBytes = slowPeerBytes;
-    this.isClosed = isClosed;
   }
 
   /**
@@ -154,12 +154,12 @@ export class ReadGate {
    */
   runWaiting(): boolean {
     const input = this.input as Uint8Array[];
-    if (input.length !== 0 && !this.isClosed()) {
+    if (input.length !== 0 && !this.host.isClosed()) {
       const n = input.length - 1;
-      (this.host as ReadGateHost).processInput(input.shift() as Uint8Array);
+      this.host.processInput(input.shift() as Uint8Array);
       // What it held back is the rest of that piece (a step's frames were done): it goes first.
       if (input.length > n) input.unshift(input.pop() as Uint8Array);
-      if (input.length !== 0 && !this.isClosed()) return false;
+      if (input.length !== 0 && !this.host.isClosed()) return false;
     }
     this.input = undefined;
     this.resumeIfFree();
@@ -173,7 +173,7 @@ export class ReadGate {
     // The turn's budget is reset at its end: scheduled once there is some to reset.
     if (turnMs >= YIELD_MS) scheduleTurnEnd();
     // A busy honest connection pauses a few times a second.
-    if (this.busyMs >= YIELD_MS && !this.yielding && !this.isClosed()) {
+    if (this.busyMs >= YIELD_MS && !this.yielding && !this.host.isClosed()) {
       this.busyMs = 0;
       this.yielding = true;
       this.transport.pause();
@@ -226,19 +226,19 @@ export class ReadGate {
 
   /** Stops (`true`) or restarts (`false`) reading for messages held by middleware. */
   holdMessages(on: boolean): void {
-    if (on === this.heldPaused || this.isClosed()) return;
+    if (on === this.heldPaused || this.host.isClosed()) return;
     this.heldPaused = on;
     if (on) {
       this.transport.pause();
       return;
     }
     this.resumeIfFree();
-    this.host?.readingResumed();
+    this.host.readingResumed();
   }
 
   /** Resumes reading unless something still keeps it paused. */
   private resumeIfFree(): void {
-    if (!this.yielding && !this.slowPaused && !this.heldPaused && this.input === undefined && !this.isClosed())
+    if (!this.yielding && !this.slowPaused && !this.heldPaused && this.input === undefined && !this.host.isClosed())
       this.transport.resume();
   }
 }

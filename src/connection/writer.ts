@@ -118,8 +118,12 @@ export class FrameWriter {
   batching = false;
   /** Largest BATCH payload: the peer's maxFrameSize, capped by the slab. */
   batchMax = MIN_FRAME_SIZE;
-  /** The peer's maxAssemblyBytes: declared totals of chunked messages open at once. */
-  assemblyBudget = Number.MAX_SAFE_INTEGER;
+  /**
+   * The peer's maxAssemblyBytes: declared totals of chunked messages open at
+   * once (set at the handshake; until then 2^31 - 1, a small integer: a
+   * larger start would keep the field a boxed double in every connection).
+   */
+  assemblyBudget = 2 ** 31 - 1;
   /** @internal Totals of the chunked messages started and not yet ended. */
   assemblyOpen = 0;
   /** @internal Chunked messages started and not yet ended (at most MAX_OPEN_CHUNKED). */

@@ -23,6 +23,10 @@ export type Endpoint = (ctx: CallContext) => HandlerResult | Promise<HandlerResu
 export class Router {
   /** Where lookups fall back to, and whose middleware runs first. */
   readonly parent: Router | undefined;
+  /** The first route registered, and its handler: a session's own router mostly has one (no Map for it). */
+  private route1: string | undefined;
+  private handler1: Handler | undefined;
+  /** The other routes. */
   private routes: Map<string, Handler> | undefined;
   private streamRoutes: Map<string, StreamRoute> | undefined;
   private own: Middleware[] | undefined;
@@ -40,8 +44,13 @@ export class Router {
   handle(route: string, handler: Handler): this {
     checkRoute(route);
     checkFunction(handler, "handler");
-    this.routes ??= new Map();
-    this.routes.set(route, handler);
+    if (this.route1 === undefined || this.route1 === route) {
+      this.route1 = route;
+      this.handler1 = handler;
+    } else {
+      this.routes ??= new Map();
+      this.routes.set(route, handler);
+    }
     return this;
   }
 
@@ -65,13 +74,17 @@ export class Router {
 
   /** The request handler for `route`: this router's, the parent's, or the built-in resume route's. */
   route(route: string): Handler | undefined {
-    const h = this.routes?.get(route) ?? this.parent?.routeOwnOrParent(route);
+    const h = this.ownRoute(route) ?? this.parent?.routeOwnOrParent(route);
     if (h !== undefined) return h;
     return route === RESUME_ROUTE ? this.resumeHandler : undefined;
   }
 
   private routeOwnOrParent(route: string): Handler | undefined {
-    return this.routes?.get(route) ?? this.parent?.routeOwnOrParent(route);
+    return this.ownRoute(route) ?? this.parent?.routeOwnOrParent(route);
+  }
+
+  private ownRoute(route: string): Handler | undefined {
+    return route === this.route1 ? this.handler1 : this.routes?.get(route);
   }
 
   /** The stream route for `route`: this router's or the parent's. */

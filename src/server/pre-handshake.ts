@@ -37,8 +37,12 @@ const LINGER_MS = 1000;
  */
 export class PreHandshake implements TransportHandlers {
   readonly transport: Transport;
-  /** When it was accepted (`Date.now()`). */
-  readonly acceptedAt: number;
+  /**
+   * When it was accepted, in ms after its server's {@link Openings.epoch}: a
+   * small integer for ~24 days (a `Date.now()` would be a boxed double in
+   * every connection).
+   */
+  private readonly at: number;
   /** The session, once built. */
   conn: Connection | undefined;
   /** Bytes of the opening received so far (undefined: none). */
@@ -50,8 +54,13 @@ export class PreHandshake implements TransportHandlers {
   constructor(transport: Transport, owner: Openings, acceptedAt: number) {
     this.transport = transport;
     this.owner = owner;
-    this.acceptedAt = acceptedAt;
+    this.at = acceptedAt - owner.epoch;
     transport.attach(this);
+  }
+
+  /** When it was accepted (`Date.now()`). */
+  get acceptedAt(): number {
+    return this.owner.epoch + this.at;
   }
 
   /** Whether any byte arrived. */
@@ -130,6 +139,8 @@ export class Openings {
   readonly pending = new Set<PreHandshake>();
   readonly host: OpeningHost;
   readonly timeoutMs: number;
+  /** `Date.now()` when the server started: accept times are kept relative to it. */
+  readonly epoch = Date.now();
   private readonly period: number;
   private readonly lingerMs: number;
   /** Transports given up with a GOAWAY, destroyed at `at` unless closed before (in order of `at`). */

@@ -12,6 +12,12 @@
 export interface Tickable {
   /** Called about once per period with the current `Date.now()`. */
   tick(now: number): void;
+  /**
+   * The slot its ticker keeps it in, -1 while not registered (start it at
+   * -1; the ticker writes it): a field on the job instead of an entry per
+   * job in a map (thousands of sessions).
+   */
+  tickSlot: number;
 }
 
 /** Slots of the wheel. */
@@ -21,8 +27,8 @@ export class Ticker {
   /** How often each job is ticked, in ms. */
   readonly period: number;
   private readonly slots: Set<Tickable>[] = [];
-  /** Where each job is (to remove it in O(1)). */
-  private readonly slotOf = new Map<Tickable, number>();
+  /** Jobs registered. */
+  private count = 0;
   private next = 0;
   private hand = 0;
   private timer: ReturnType<typeof setInterval> | undefined;
@@ -34,16 +40,17 @@ export class Ticker {
 
   /** Jobs registered. */
   get size(): number {
-    return this.slotOf.size;
+    return this.count;
   }
 
   /** Registers `job` (once; adding it again is a no-op). */
   add(job: Tickable): void {
-    if (this.slotOf.has(job)) return;
+    if (job.tickSlot >= 0) return;
     const slot = this.next;
     this.next = (slot + 1) % SLOTS;
     this.slots[slot].add(job);
-    this.slotOf.set(job, slot);
+    job.tickSlot = slot;
+    this.count++;
     if (this.timer === undefined) {
       this.timer = setInterval(this.turn, Math.max(1, Math.floor(this.period / SLOTS)));
       (this.timer as { unref?: () => void }).unref?.();
@@ -52,11 +59,11 @@ export class Ticker {
 
   /** Unregisters `job`; the interval stops with the last one. */
   delete(job: Tickable): void {
-    const slot = this.slotOf.get(job);
-    if (slot === undefined) return;
-    this.slotOf.delete(job);
-    this.slots[slot].delete(job);
-    if (this.slotOf.size === 0 && this.timer !== undefined) {
+    const slot = job.tickSlot;
+    if (slot < 0 || !this.slots[slot].delete(job)) return;
+    job.tickSlot = -1;
+    this.count--;
+    if (this.count === 0 && this.timer !== undefined) {
       clearInterval(this.timer);
       this.timer = undefined;
     }
