@@ -28,14 +28,14 @@ const MAX_TOMBSTONES = 4096;
 /**
  * An assembly buffer starts with room for {@link FIRST_CHUNKS} times the
  * first chunk (at least {@link MIN_CAPACITY}, never past the declared
- * length) and grows {@link FIRST_CHUNKS}-fold as bytes arrive while that
- * stays under {@link WHOLE_FROM}; past that the whole message is allocated
+ * length) and doubles (at least) as bytes arrive while that stays under
+ * {@link WHOLE_FROM}; past that the whole message is allocated
  * and the bytes so far copied once. A START that declares 256 MiB and sends
  * nothing more costs a few KiB, not a 256 MiB allocation (untouched, but V8
  * counts it as external memory; a fuzz run allocated 4.6 GiB that way).
  * Growing large messages step by step (4x) was tried: it made the longest
  * turn of a server receiving 16 MiB messages ~3x longer; below 64 KiB the
- * steps copy under 100 KiB in all. The budget is charged on the declared
+ * steps copy under 128 KiB in all. The budget is charged on the declared
  * length from the START either way.
  *
  * Why small steps matter: V8 starts a full GC after some megabytes of new
@@ -112,12 +112,12 @@ export class Assemblies {
 
   /**
    * Gives `a` a buffer for at least `need` bytes, with the bytes so far
-   * copied: {@link FIRST_CHUNKS} times that while under {@link WHOLE_FROM},
+   * copied: twice that while under {@link WHOLE_FROM},
    * else its whole declared length (never more).
    */
   private grow(a: Assembly, need: number): Uint8Array {
     const old = a.buf as Uint8Array;
-    const step = need * FIRST_CHUNKS;
+    const step = need * 2;
     const n = step < WHOLE_FROM && step < a.total ? step : a.total;
     const buf = this.alloc(n, a.total);
     if (a.filled > 0) buf.set(old.subarray(0, a.filled), 0);
