@@ -1,4 +1,4 @@
-import { constants, createReadStream, lstat as lstatCb, lstatSync, type Stats, unlinkSync } from "node:fs";
+import { constants, createReadStream, lstat as lstatCb, lstatSync, type Stats } from "node:fs";
 import { type FileHandle, link, lstat, mkdir, open, readdir, readFile, rename, rm, unlink } from "node:fs/promises";
 import { basename, dirname, join, sep } from "node:path";
 import type { BundleResult } from "../codec/file-bundle.ts";
@@ -172,6 +172,15 @@ const SIDECAR_NAME = /^\.([0-9a-f]{64})\.resume$/;
 const LOCK_NAME = /^\.([0-9a-f]{64})\.lock$/;
 /** Lock files this process holds (several sinks of one process may share a directory). */
 const heldLocks = new Set<string>();
+/**
+ * Locks this process released whose file is still being removed (on the
+ * thread pool: an unlink waits on the file system's journal, behind the
+ * pool's fdatasyncs, and held the event loop for milliseconds), by path.
+ * Such a lock is still this process's: nobody else removes it, and
+ * {@link takeLock} for the same path waits for its removal (an unlink
+ * still queued must never delete the lock taken after it).
+ */
+const droppingLocks = new Map<string, Promise<void>>();
 /** A lock file younger than this with no pid yet is being written by its taker: held. */
 const LOCK_WRITE_GRACE_MS = 2000;
 /** A lock (and its partial) untouched for this long is stale even if its pid now names a live process. */
@@ -197,7 +206,7 @@ async function lockHeld(path: string): Promise<boolean> {
     const st = await lstat(path).catch(() => undefined);
     return st !== undefined && st.mtimeMs > Date.now() - LOCK_WRITE_GRACE_MS;
   }
-  if (pid === process.pid) return heldLocks.has(path);
+  if (pid === process.pid) return heldLocks.has(path) || droppingLocks.has(path);
   try {
     process.kill(pid, 0);
   } catch (err) {
@@ -218,6 +227,7 @@ async function lockHeld(path: string): Promise<boolean> {
  * False when another receiver holds it.
  */
 async function takeLock(path: string): Promise<boolean> {
+  await droppingLocks.get(path);
   for (let attempt = 0; attempt < 3; attempt++) {
     let fh: FileHandle;
     try {
@@ -247,14 +257,23 @@ async function takeLock(path: string): Promise<boolean> {
   return false;
 }
 
-/** Releases a lock this process holds. */
-function dropLock(path: string): void {
-  if (!heldLocks.delete(path)) return;
-  try {
-    unlinkSync(path);
-  } catch {
-    // Gone already (a sweep of another process found it stale?).
-  }
+/**
+ * Releases a lock this process holds: its file is removed on the thread
+ * pool (never on the event loop); the promise settles once it is gone.
+ */
+function dropLock(path: string): Promise<void> {
+  if (!heldLocks.delete(path)) return Promise.resolve();
+  const done: Promise<void> = unlink(path).then(
+    () => {
+      if (droppingLocks.get(path) === done) droppingLocks.delete(path);
+    },
+    () => {
+      // Gone already (a sweep of another process found it stale?).
+      if (droppingLocks.get(path) === done) droppingLocks.delete(path);
+    },
+  );
+  droppingLocks.set(path, done);
+  return done;
 }
 /** Bytes handed to one writev: large enough to amortize the call, small enough to keep little in flight. */
 const BATCH = 1024 * 1024;
@@ -1391,7 +1410,8 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         // What this process leaves on disk is what it knows (no re-read on its next query).
         const st = e.exists ? lstatSync(partial, { throwIfNoEntry: false }) : undefined;
         e.ident = st === undefined ? undefined : `${st.ino}:${st.size}:${st.mtimeMs}`;
-        dropLock(lock);
+        // Off the event loop; the transfer stays active (its key refused) until the lock is gone.
+        await dropLock(lock);
       }
       e.active = false;
       setSize(e, e.size, 0);
