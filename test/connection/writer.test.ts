@@ -145,15 +145,17 @@ describe("FrameWriter: trySendNow", () => {
     assert.equal(sink.frames().length, 40 * 128);
   });
 
-  it("flushes synchronously once 16 KiB are batched", () => {
+  it("flushes synchronously once 32 KiB of single frames are batched (two BATCH frames per write)", () => {
     const { w, sink } = setup();
-    assert.equal(w.trySendNow(FrameType.MSG, 1, EMPTY, bytes(9000)), true);
-    assert.equal(sink.writes.length, 0);
-    assert.equal(w.trySendNow(FrameType.MSG, 3, EMPTY, bytes(9000)), true);
-    assert.equal(sink.writes.length, 1, "16 KiB reached: handed over at once");
+    for (const id of [1, 3, 5]) {
+      assert.equal(w.trySendNow(FrameType.MSG, id, EMPTY, bytes(9000)), true);
+      assert.equal(sink.writes.length, 0, "under 32 KiB: batched");
+    }
+    assert.equal(w.trySendNow(FrameType.MSG, 7, EMPTY, bytes(9000)), true);
+    assert.equal(sink.writes.length, 1, "32 KiB reached: handed over at once");
     assert.deepEqual(
       sink.frames().map((f) => f.id),
-      [1, 3],
+      [1, 3, 5, 7],
     );
   });
 
