@@ -143,10 +143,13 @@ export class Dispatcher {
   /** A complete one-way message from the peer. */
   deliverMessage(data: Uint8Array): void {
     const router = this.router;
+    if (!router.hasMiddleware) {
+      this.emit(new IncomingMessage(data));
+      return;
+    }
     if (
-      router.hasMiddleware &&
-      (this.heldMessages >= HOLD_HARD_MESSAGES ||
-        this.heldBytes + (this.heldMessages + 1) * HELD_OVERHEAD + data.length > HOLD_HARD_BYTES)
+      this.heldMessages >= HOLD_HARD_MESSAGES ||
+      this.heldBytes + (this.heldMessages + 1) * HELD_OVERHEAD + data.length > HOLD_HARD_BYTES
     ) {
       this.session.terminate(
         new PointSubError(
@@ -156,19 +159,14 @@ export class Dispatcher {
       );
       return;
     }
-    const msg = new IncomingMessage(data);
-    if (router.hasMiddleware) {
-      const ctx = new MessageContext(this.session, msg, this.stats.diag.inputAt);
-      const done = router.run(ctx, this.endpoints().message);
-      // Finished at once (delivered, or dropped by a middleware without an error): nothing to wait for.
-      if (!(done instanceof Promise)) return;
-      if (ctx.delivered) {
-        this.refused ??= (err) => this.messageRefused(err);
-        done.then(undefined, this.refused);
-      } else this.hold(done, data.length);
-      return;
-    }
-    this.emit(msg);
+    const ctx = new MessageContext(this.session, new IncomingMessage(data), this.stats.diag.inputAt);
+    const done = router.run(ctx, this.endpoints().message);
+    // Finished at once (delivered, or dropped by a middleware without an error): nothing to wait for.
+    if (!(done instanceof Promise)) return;
+    if (ctx.delivered) {
+      this.refused ??= (err) => this.messageRefused(err);
+      done.then(undefined, this.refused);
+    } else this.hold(done, data.length);
   }
 
   /** {@link messageRefused} as a callback, made on first use (most connections never need it). */

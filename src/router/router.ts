@@ -94,8 +94,10 @@ export class Router {
 
   /** Whether any middleware runs (here or in a parent): without, calls go straight to their handler. */
   get hasMiddleware(): boolean {
-    // Asked for every message and request: no chain is built for the answer.
-    return this.own !== undefined || this.parent?.hasMiddleware === true;
+    // Asked for every message and request: no chain is built for the answer (a loop: a
+    // recursive getter is not inlined into the per-message path).
+    for (let r: Router | undefined = this; r !== undefined; r = r.parent) if (r.own !== undefined) return true;
+    return false;
   }
 
   /** Every middleware, outermost first. */
