@@ -29,14 +29,17 @@ export const FLUSH_BYTES = 16 * 1024;
  * to the transport once this many bytes are batched: two BATCH frames per
  * write, half the writes (and syscalls) of {@link FLUSH_BYTES}.
  */
-const SINGLES_FLUSH_BYTES = 2 * FLUSH_BYTES;
+const SINGLES_FLUSH_BYTES = 32 * 1024;
 /**
  * Room a new region needs after its first frame at the pool's end, else it
- * starts a new pool: a batch flushed at {@link FLUSH_BYTES} then grows in
- * place and goes out as one buffer (at most this much of a pool's end is
- * left unused).
+ * starts a new pool: a batch flushed at {@link FLUSH_BYTES} (a turn's
+ * requests or answers) then grows in place and goes out as one buffer (at
+ * most this much of a pool's end is left unused). A flood's 32 KiB flushes
+ * fill pools to the end instead (every other one goes out as two buffers):
+ * room for a whole one would leave half of each pool unused, and twice the
+ * pools meant twice the fresh pages a flooding client touches.
  */
-const REGION_ROOM = SINGLES_FLUSH_BYTES + 1024;
+const REGION_ROOM = FLUSH_BYTES + 1024;
 /**
  * Paced chunks of chunked messages and streams encoded in one pump are
  * handed to the transport together up to this many bytes (one writev): the
