@@ -11,30 +11,17 @@
 import assert from "node:assert/strict";
 import { randomBytes, randomFillSync } from "node:crypto";
 import fs from "node:fs";
-import fsp, { mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
+import fsp, { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { syncBuiltinESMExports } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { type Connection, connect, createServer, FILE_ROUTE, type FileReceipt, fileSink } from "../../src/index.ts";
+import { type Connection, connect, createServer, FILE_ROUTE, fileSink } from "../../src/index.ts";
 import { partialKey } from "../../src/node/file-sink.ts";
+import { receipt, sizeOf, waitFor } from "../helpers/file-checks.ts";
 
-const receipt = (b: Uint8Array) => JSON.parse(new TextDecoder().decode(b)) as FileReceipt;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const random = (n: number) => randomFillSync(new Uint8Array(n));
-const sizeOf = (path: string) =>
-  stat(path).then(
-    (s) => s.size,
-    () => -1,
-  );
-
-async function until(cond: () => Promise<boolean> | boolean, what: string): Promise<void> {
-  for (let i = 0; i < 2000; i++) {
-    if (await cond()) return;
-    await sleep(5);
-  }
-  throw new Error(`gave up waiting for ${what}`);
-}
 
 describe("a transfer's lock is removed off the event loop", () => {
   let work: string;
@@ -128,7 +115,7 @@ describe("a transfer's lock is removed off the event loop", () => {
       return receipt(r);
     });
     // A stored its file and is removing its lock (held at the gate).
-    await until(() => lockUnlinks.length > before, "A to remove its lock");
+    await waitFor(() => lockUnlinks.length > before, "A to remove its lock");
     assert.deepEqual(await readFile(join(dir, "a.bin")), Buffer.from(first));
     assert.equal(aAnswered, false, "A answers once its lock is gone");
 
@@ -148,7 +135,7 @@ describe("a transfer's lock is removed off the event loop", () => {
       throw err;
     });
     doneB.catch(() => {});
-    await until(() => bStarted, "B to start the transfer");
+    await waitFor(() => bStarted, "B to start the transfer");
     await sleep(100);
     assert.equal(bFailed, undefined, "B is not refused while A's lock is being removed");
     assert.equal(await sizeOf(partial), -1, "B has not started storing before A's lock is gone");
@@ -156,7 +143,7 @@ describe("a transfer's lock is removed off the event loop", () => {
     open();
     assert.equal((await doneA).size, first.length);
     // B takes the lock after A's removal: A's unlink never deletes B's lock.
-    await until(async () => (await sizeOf(partial)) === 10_000, "B to store its first bytes");
+    await waitFor(async () => (await sizeOf(partial)) === 10_000, "B to store its first bytes");
     assert.ok((await sizeOf(lock)) >= 0, "B holds its lock");
     await sleep(20);
     assert.ok((await sizeOf(lock)) >= 0, "B still holds its lock");

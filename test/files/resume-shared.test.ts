@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { randomBytes, randomFillSync } from "node:crypto";
 import { utimesSync, writeFileSync } from "node:fs";
-import { mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -21,32 +21,17 @@ import {
   connect,
   createServer,
   FILE_ROUTE,
-  type FileReceipt,
   fileSink,
   type Server,
   type StreamSource,
   sendResumable,
 } from "../../src/index.ts";
 import { type FileSink, partialKey } from "../../src/node/file-sink.ts";
+import { receipt, sizeOf, waitFor } from "../helpers/file-checks.ts";
 
 const MiB = 1024 * 1024;
-const receipt = (b: Uint8Array) => JSON.parse(new TextDecoder().decode(b)) as FileReceipt;
 const newId = () => randomBytes(32).toString("hex");
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const random = (n: number) => randomFillSync(new Uint8Array(n));
-const sizeOf = (path: string) =>
-  stat(path).then(
-    (s) => s.size,
-    () => -1,
-  );
-
-async function until(cond: () => Promise<boolean> | boolean, what: string): Promise<void> {
-  for (let i = 0; i < 2000; i++) {
-    if (await cond()) return;
-    await sleep(5);
-  }
-  throw new Error(`gave up waiting for ${what}`);
-}
 
 /** One "worker": a sink on the shared directory behind a server of its own. */
 interface Worker {
@@ -100,7 +85,7 @@ describe("a partial upload is resumable from any process sharing the directory",
       (err: unknown) => err as Error,
     );
     const partial = join(dir, `.${await partialKey("", FILE_ROUTE, id)}.partial`);
-    await until(async () => (await sizeOf(partial)) >= keep, "the partial to fill");
+    await waitFor(async () => (await sizeOf(partial)) >= keep, "the partial to fill");
     return {
       outcome,
       drop: async () => {
@@ -137,7 +122,7 @@ describe("a partial upload is resumable from any process sharing the directory",
     const keep = MiB;
     const up = await holdUpload(a, dir, id, data, keep, "moved.bin");
     await up.drop();
-    await until(async () => (await a.sink.resume(id).catch(() => ({ offset: -1 }))).offset === keep, "A to stop");
+    await waitFor(async () => (await a.sink.resume(id).catch(() => ({ offset: -1 }))).offset === keep, "A to stop");
     // B never saw this transfer: it finds it on the disk.
     assert.deepEqual(await b.sink.resume(id), { offset: keep, crc: crc32c(data.subarray(0, keep)) });
     assert.equal(b.sink.usage().rescans, 0, "the state came from the sidecar, not from reading the partial");
@@ -180,7 +165,7 @@ describe("a partial upload is resumable from any process sharing the directory",
     const keep = MiB;
     const up = await holdUpload(a, dir, id, data, keep, "stale.bin");
     await up.drop();
-    await until(async () => (await a.sink.resume(id).catch(() => ({ offset: -1 }))).offset === keep, "A to stop");
+    await waitFor(async () => (await a.sink.resume(id).catch(() => ({ offset: -1 }))).offset === keep, "A to stop");
     // A crashed receiver's lock: its pid is that of a process that has exited.
     const dead = spawnSync(process.execPath, ["-e", "0"]).pid as number;
     const key = await partialKey("", FILE_ROUTE, id);
