@@ -1407,8 +1407,10 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     } finally {
       await fh?.close().catch(() => {});
       if (locked) {
-        // What this process leaves on disk is what it knows (no re-read on its next query).
-        const st = e.exists ? lstatSync(partial, { throwIfNoEntry: false }) : undefined;
+        // What this process leaves on disk is what it knows (no re-read on its next query). On the thread pool:
+        // a synchronous lstat per ended transfer, behind the pool's fdatasyncs on the same journal, showed in the
+        // fuzzer's longest turns (the transfer stays active, its key refused, until this is known).
+        const st = e.exists ? await lstat(partial).catch(() => undefined) : undefined;
         e.ident = st === undefined ? undefined : `${st.ino}:${st.size}:${st.mtimeMs}`;
         // Off the event loop; the transfer stays active (its key refused) until the lock is gone.
         await dropLock(lock);

@@ -28,6 +28,9 @@ describe("a transfer's lock is removed off the event loop", () => {
   const cleanup: (() => unknown)[] = [];
   const origUnlinkSync = fs.unlinkSync;
   const origUnlink = fsp.unlink;
+  const origLstatSync = fs.lstatSync;
+  /** Partials looked at with lstatSync (on the event loop). */
+  const syncPartialLstats: string[] = [];
   /** Lock files removed with unlinkSync (on the event loop). */
   const syncLockUnlinks: string[] = [];
   /** While set, the thread pool's next unlink of a lock waits for it (one unlink: later ones run at once). */
@@ -39,6 +42,10 @@ describe("a transfer's lock is removed off the event loop", () => {
     fs.unlinkSync = (path: fs.PathLike) => {
       if (String(path).endsWith(".lock")) syncLockUnlinks.push(String(path));
       origUnlinkSync(path);
+    };
+    (fs as { lstatSync: unknown }).lstatSync = (path: fs.PathLike, ...rest: unknown[]) => {
+      if (String(path).endsWith(".partial")) syncPartialLstats.push(String(path));
+      return (origLstatSync as (...a: unknown[]) => unknown)(path, ...rest);
     };
     fsp.unlink = async (path: fs.PathLike) => {
       if (String(path).endsWith(".lock")) {
@@ -54,6 +61,7 @@ describe("a transfer's lock is removed off the event loop", () => {
   after(async () => {
     fs.unlinkSync = origUnlinkSync;
     fsp.unlink = origUnlink;
+    (fs as { lstatSync: unknown }).lstatSync = origLstatSync;
     syncBuiltinESMExports();
     for (const f of cleanup.reverse()) await f();
     await rm(work, { recursive: true, force: true });
@@ -151,5 +159,37 @@ describe("a transfer's lock is removed off the event loop", () => {
     assert.equal((await doneB).size, second.length);
     assert.deepEqual(await readFile(join(dir, "b.bin")), Buffer.from(second));
     assert.deepEqual((await readdir(dir)).sort(), ["a.bin", "b.bin"], "no partial or lock left");
+  });
+
+  it("an interrupted transfer's partial is looked at on the thread pool, not with lstatSync, and its offset is known", async () => {
+    const dir = join(work, "interrupted");
+    const sink = fileSink(dir);
+    const server = createServer();
+    server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    await sink.ready;
+    const conn = await connect(url);
+    cleanup.push(
+      () => server.close({ timeoutMs: 100 }),
+      () => sink.close(),
+      () => conn.destroy(),
+    );
+    const id = randomBytes(32).toString("hex");
+    const lock = join(dir, `.${await partialKey("", FILE_ROUTE, id)}.lock`);
+    const partial = lock.replace(/\.lock$/, ".partial");
+    const data = random(30_000);
+    async function* source() {
+      yield data.subarray(0, 10_000);
+      await new Promise(() => {}); // the sender goes away mid-transfer
+    }
+    const t = conn.sendStream(FILE_ROUTE, source(), { transferId: id, meta: { name: "c.bin" }, total: data.length });
+    t.done.catch(() => {});
+    await waitFor(async () => (await sizeOf(partial)) === 10_000, "the first bytes to be stored");
+    const before = lockUnlinks.length;
+    conn.destroy();
+    await waitFor(() => lockUnlinks.length > before, "the interrupted transfer to drop its lock");
+    assert.deepEqual(syncPartialLstats, [], "no partial was looked at with lstatSync");
+    assert.equal(await sizeOf(partial), 10_000, "the partial is kept for a resume");
+    await waitFor(async () => (await sink.resume(id).catch(() => ({ offset: -1 }))).offset === 10_000, "the offset");
   });
 });
