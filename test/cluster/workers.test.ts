@@ -171,10 +171,19 @@ describe("serveWorkers: 2 workers on one port (SO_REUSEPORT), a cluster through 
       list.every((s) => s.node !== "w2"),
       "w2's sessions are gone",
     );
-    // New connections reach the replacement; a broadcast reaches both workers' sessions.
+    // New connections reach the replacement (the kernel spreads them over the listening workers by a hash
+    // of their addresses, and w3 may register before it listens: connect until one lands there, bounded);
+    // a broadcast reaches both workers' sessions.
     const fresh = await Promise.all(Array.from({ length: 6 }, client));
+    for (let i = 0; i < 60 && !fresh.some((c) => node(c) === "w3"); i++) {
+      await sleep(20);
+      fresh.push(await client());
+    }
     clients = [...clients.filter((c) => node(c) !== "w2"), ...fresh];
-    assert.ok(fresh.some((c) => node(c) === "w3"));
+    assert.ok(
+      fresh.some((c) => node(c) === "w3"),
+      `none of ${fresh.length} new connections reached w3`,
+    );
     await call(survivor.conn, "/ctl/broadcast", "after the restart");
     await until(() => clients.every((c) => count(c, "after the restart") === 1), 5000);
   });
