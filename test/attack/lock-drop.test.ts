@@ -17,7 +17,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { type Connection, connect, createServer, FILE_ROUTE, fileSink } from "../../src/index.ts";
-import { partialKey } from "../../src/node/file-sink.ts";
+import { type FileSink, partialKey } from "../../src/node/file-sink.ts";
 import { receipt, sizeOf, waitFor } from "../helpers/file-checks.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -67,7 +67,7 @@ describe("a transfer's lock is removed off the event loop", () => {
     await rm(work, { recursive: true, force: true });
   });
 
-  async function serve(dir: string, onStream?: () => void): Promise<Connection> {
+  async function serve(dir: string, onStream?: () => void): Promise<Connection & { sink: FileSink }> {
     const sink = fileSink(dir, { onStream });
     const server = createServer();
     server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
@@ -79,7 +79,7 @@ describe("a transfer's lock is removed off the event loop", () => {
       () => sink.close(),
       () => conn.destroy(),
     );
-    return conn;
+    return Object.assign(conn, { sink });
   }
 
   it("every transfer's lock is gone when it answers, and none was removed with unlinkSync", async () => {
@@ -163,17 +163,8 @@ describe("a transfer's lock is removed off the event loop", () => {
 
   it("an interrupted transfer's partial is looked at on the thread pool, not with lstatSync, and its offset is known", async () => {
     const dir = join(work, "interrupted");
-    const sink = fileSink(dir);
-    const server = createServer();
-    server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
-    const [url] = await server.listen("tcp://127.0.0.1:0");
-    await sink.ready;
-    const conn = await connect(url);
-    cleanup.push(
-      () => server.close({ timeoutMs: 100 }),
-      () => sink.close(),
-      () => conn.destroy(),
-    );
+    const conn = await serve(dir);
+    const sink = conn.sink;
     const id = randomBytes(32).toString("hex");
     const lock = join(dir, `.${await partialKey("", FILE_ROUTE, id)}.lock`);
     const partial = lock.replace(/\.lock$/, ".partial");
