@@ -1,6 +1,7 @@
 import { lstat, mkdir } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { SharedConnection } from "../client/resumable.ts";
+import { crc32cHex } from "../codec/crc32c.ts";
 import {
   decodeFileGetAnswer,
   decodeFileListAnswer,
@@ -223,7 +224,7 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
         const local = join(out, ...it.to.split("/"));
         const st = await lstat(local).catch(() => undefined);
         if (st?.isFile() && st.size === it.size) {
-          const crc = ((await fileCrc32c(local, st.size)) >>> 0).toString(16).padStart(8, "0");
+          const crc = crc32cHex(await fileCrc32c(local, st.size));
           have.set(it, { size: st.size, crc32c: crc });
         }
       }

@@ -3,6 +3,7 @@ import { readdir, stat } from "node:fs/promises";
 import { basename, join, resolve, sep } from "node:path";
 import { SharedConnection } from "../client/resumable.ts";
 import type { CodecName } from "../codec/compression.ts";
+import { crc32cHex } from "../codec/crc32c.ts";
 import {
   BUNDLE_FILE_MAX,
   BUNDLE_HEADER_MAX,
@@ -480,7 +481,7 @@ export async function quickCheck(conn: Connection, items: readonly SendItem[]): 
           const a = answers[k];
           if (a?.crc32c === undefined || a.size !== batch[k].size) continue;
           const crc = (await localCrc32c(batch[k].file, batch[k].size)) >>> 0;
-          if (crc.toString(16).padStart(8, "0") === a.crc32c) same.add(batch[k]);
+          if (crc32cHex(crc) === a.crc32c) same.add(batch[k]);
         }
       };
       await Promise.all(Array.from({ length: Math.min(8, batch.length) }, worker));

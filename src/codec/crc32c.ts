@@ -165,3 +165,8 @@ export function crc32cCombine(crcA: number, crcB: number, lengthB: number): numb
   if (lengthB === 0) return crcA >>> 0;
   return (multModP(x2nModP(lengthB, 3), crcA >>> 0) ^ crcB) >>> 0;
 }
+
+/** A CRC32C as receipts and quick checks write it: 8 lowercase hex digits. */
+export function crc32cHex(crc: number): string {
+  return (crc >>> 0).toString(16).padStart(8, "0");
+}

@@ -7,6 +7,7 @@
  * metadata, a transfer id, a receipt); a bundle costs one of each for up to
  * {@link BUNDLE_MAX_FILES} files.
  */
+
 import {
   close,
   closeSync,
@@ -23,6 +24,7 @@ import {
   writeSync,
 } from "node:fs";
 import { basename, dirname, join, sep } from "node:path";
+import { crc32cHex } from "../codec/crc32c.ts";
 import {
   type BUNDLE_FILE_MAX,
   BUNDLE_MAX_BYTES,
@@ -532,7 +534,7 @@ export function bundleHandler(store: BundleStore): StreamHandler {
               name: s.name,
               path: s.final,
               size: s.size,
-              crc32c: s.crc.toString(16).padStart(8, "0"),
+              crc32c: crc32cHex(s.crc),
             }
           : { name: s.name, error: { code: s.error.code, message: s.error.message } },
       );

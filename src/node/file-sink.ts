@@ -1,6 +1,7 @@
 import { constants, createReadStream, lstat as lstatCb, lstatSync, type Stats } from "node:fs";
 import { type FileHandle, link, lstat, mkdir, open, readdir, readFile, rename, rm, unlink } from "node:fs/promises";
 import { basename, dirname, join, sep } from "node:path";
+import { crc32cHex } from "../codec/crc32c.ts";
 import type { BundleResult } from "../codec/file-bundle.ts";
 import type { ResumePoint } from "../connection/connection.ts";
 import type { Handler, RequestContext } from "../connection/types.ts";
@@ -263,15 +264,11 @@ async function takeLock(path: string): Promise<boolean> {
  */
 function dropLock(path: string): Promise<void> {
   if (!heldLocks.delete(path)) return Promise.resolve();
-  const done: Promise<void> = unlink(path).then(
-    () => {
+  const done: Promise<void> = unlink(path)
+    .catch(() => {}) // gone already (a sweep of another process found it stale?)
+    .then(() => {
       if (droppingLocks.get(path) === done) droppingLocks.delete(path);
-    },
-    () => {
-      // Gone already (a sweep of another process found it stale?).
-      if (droppingLocks.get(path) === done) droppingLocks.delete(path);
-    },
-  );
+    });
   droppingLocks.set(path, done);
   return done;
 }
@@ -1086,7 +1083,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       crc = await fileCrc32c(target, st.size);
       cacheCrc(target, st, crc);
     }
-    return { size: st.size, crc32c: (crc >>> 0).toString(16).padStart(8, "0") };
+    return { size: st.size, crc32c: crc32cHex(crc) };
   };
 
   /** `join(dir, ...segments)` for checked segments (none empty, `.`, `..` or with a separator): no normalizing per file. */
@@ -1121,7 +1118,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     if (st.size !== size) return { size: st.size };
     const cached = crcs.get(target);
     if (cached === undefined || !sameFile(cached, st)) return undefined;
-    return { size: st.size, crc32c: (cached.crc >>> 0).toString(16).padStart(8, "0") };
+    return { size: st.size, crc32c: crc32cHex(cached.crc) };
   };
 
   const checkHandler: Handler = async (req) => {
@@ -1392,7 +1389,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         name,
         path: finalPath,
         size,
-        crc32c: stream.contentCrc.toString(16).padStart(8, "0"),
+        crc32c: crc32cHex(stream.contentCrc),
         resumedFrom: offset,
       };
       options.onFile?.(receipt, stream, ctx);

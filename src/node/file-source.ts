@@ -2,6 +2,7 @@ import type { Dirent, Stats } from "node:fs";
 import { lstat, readdir, realpath } from "node:fs/promises";
 import { join, sep } from "node:path";
 import type { CodecName } from "../codec/compression.ts";
+import { crc32cHex } from "../codec/crc32c.ts";
 import {
   decodeFileGetRequest,
   decodeFileListRequest,
@@ -227,7 +228,7 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
     inFlight.set(session, n + 1);
     try {
       if (r.have !== undefined && r.have.size === st.size) {
-        const crc = ((await fileCrc32c(real, st.size)) >>> 0).toString(16).padStart(8, "0");
+        const crc = crc32cHex(await fileCrc32c(real, st.size));
         if (crc === r.have.crc32c) {
           const answer: FileGetAnswer = {
             path: r.path,
