@@ -358,9 +358,15 @@ export class Dispatcher {
     }
     this.serving.add(call);
     this.outbox.writeBody(FrameType.RES, call.id, OK_HEAD, data, () => {
-      this.releaseCall(call);
       this.serving.delete(call.id);
       this.openRequests--;
+      // Its frames went out as views of `data`: while the transport holds any of them, the
+      // whole buffer stays in memory (a peer that stops reading near the end would pin it
+      // uncharged), so the charge is returned once the transport has written them.
+      const w = this.outbox.writer;
+      const release = (): void => this.releaseCall(call);
+      if (w.releases.length === 0) w.releases = [release];
+      else w.releases.push(release);
     });
   }
 

@@ -209,7 +209,13 @@ export class FrameWriter {
    * the transport idle. Undefined until the first region.
    */
   private unconfirmed: PoolEntry[] | undefined;
-  /** @internal Buffer releases of stream frames written since the last drain (a shared empty array until the first). */
+  /**
+   * @internal What waits for the bytes handed over so far to leave the
+   * transport (a drain, a write it took whole, a housekeeping tick that finds
+   * it idle, or its close): buffer releases of stream frames, and the budget
+   * charges of answers sent as views of their handler's memory. A shared
+   * empty array until the first.
+   */
   releases: (() => void)[] = NO_CALLBACKS;
   /** @internal Chunked messages and streams, sent one frame at a time round robin (`bulk-pump.ts`). */
   bulk: OutMessage[] = [];
@@ -349,11 +355,7 @@ export class FrameWriter {
     this.controlBacklog = 0;
     if (this.slab === EMPTY && this.out.length === 0 && this.sink.idle?.() === true) this.confirmWritten();
     // Everything written before the drain has left the transport's buffers.
-    if (this.releases.length !== 0) {
-      const r = this.releases;
-      this.releases = NO_CALLBACKS;
-      for (const f of r) f();
-    }
+    this.written();
     this.pump();
   }
 
@@ -410,7 +412,8 @@ export class FrameWriter {
     this.closed = true;
     this.answerQueued = 0;
     this.queuedBytes = 0;
-    this.releases = NO_CALLBACKS;
+    // The transport drops what it holds: budget charges waiting for the write are returned.
+    this.written();
     for (const m of this.singles.drain()) m.reject?.(err);
     const bulk = this.bulk;
     this.bulk = [];
@@ -465,7 +468,16 @@ export class FrameWriter {
     } else if (this.sink.idle?.() === true) {
       // Everything handed over went to the kernel: its pool memory may be reused.
       this.confirmWritten();
+      this.written();
     }
+  }
+
+  /** @internal Everything handed to the transport so far left it (or never will): runs {@link releases}. */
+  written(): void {
+    const r = this.releases;
+    if (r.length === 0) return;
+    this.releases = NO_CALLBACKS;
+    for (const f of r) f();
   }
 
   /**

@@ -6,6 +6,10 @@
  * `slowPeerTimeoutMs` is closed with ERR_SLOW_PEER.
  */
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 import { encodeFrame } from "../../src/codec/encoder.ts";
 import { Flag, FrameType } from "../../src/codec/frame.ts";
@@ -141,6 +145,55 @@ describe("attack: a peer that never reads", () => {
     } finally {
       peer.socket.destroy();
       await server.close();
+    }
+  });
+
+  it("answers a peer has not taken keep their budget charge while the transport holds them, and give it back once written", async () => {
+    // A unix socket: the kernel takes ~200 KiB of a peer that does not read, Node's buffer the rest.
+    const dir = mkdtempSync(join(tmpdir(), "ps-held-"));
+    // Unpaced: the writer hands frames over as fast as the socket takes them, as it does for a
+    // peer that acknowledges what it never reads.
+    const server: Server = createServer({ pacing: false });
+    server.handle("/echo/1.0.0", (req) => req.data);
+    const [url] = await server.listen(`unix://${join(dir, "s.sock")}`);
+    const socket = net.connect({ path: join(dir, "s.sock") });
+    const got: Buffer[] = [];
+    socket.on("data", (c: Buffer) => got.push(c));
+    socket.on("error", () => {});
+    try {
+      await new Promise<void>((resolve, reject) => {
+        socket.once("connect", resolve);
+        socket.once("error", reject);
+      });
+      socket.pause();
+      // 16 KiB frames toward this peer: each 256 KiB answer goes out as views of the echoed
+      // body, and the writer hands them to the socket until Node's buffer holds ~1 MiB.
+      socket.write(handshake({ maxFrameSize: 16 * 1024, connectionWindow: 2 ** 31 - 1, streamWindow: 2 ** 31 - 1 }));
+      const count = 8;
+      const size = 256 * 1024;
+      const route = Buffer.from("/echo/1.0.0");
+      for (let i = 0; i < count; i++) {
+        const body = Buffer.concat([Buffer.from([route.length]), route, Buffer.alloc(size, i + 1)]);
+        socket.write(encodeFrame(FrameType.REQ, Flag.START | Flag.END, 2 * i + 1, body));
+      }
+      assert.ok(url.startsWith("unix://"));
+      await until(() => [...server.sessions][0]?.stats().wire.bytesIn >= count * size, 10_000);
+      // Settled: every answer is handed over or queued. Before, an answer's charge went back when
+      // its last frame was handed to the socket, though Node still held it (and the whole body).
+      await sleep(200);
+      const held = server.memory.used;
+      assert.ok(
+        held >= (count - 1) * size,
+        `${held} bytes charged while ~${count * size} wait for a peer that reads nothing`,
+      );
+      socket.resume();
+      await until(() => server.memory.used === 0, 10_000);
+      const all = Buffer.concat(got);
+      for (let i = 1; i <= count; i++) assert.ok(all.includes(Buffer.alloc(1024, i)), `answer ${i} arrived`);
+    } finally {
+      socket.destroy();
+      await server.close();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
