@@ -8,7 +8,7 @@
  */
 const releases = new WeakMap<Uint8Array, () => void>();
 
-/** Registers `release` for `chunk` (called at most once, or never if the connection closes first). */
+/** Registers `release` for `chunk` (called at most once: when the transport has written it, or at the connection's close). */
 export function onChunkSent(chunk: Uint8Array, release: () => void): void {
   releases.set(chunk, release);
 }
