@@ -281,6 +281,48 @@ export function renderReport(machine: Machine, rows: Row[]): string {
       ),
     );
   }
+  // Issue 17: against the strongest reference, the coalescing reference-slab.
+  const vsSlab = (w: Workload, f: Metric) => ratio(med(find("pointsub", w), f), med(find("reference-slab", w), f));
+  const slabFlood = vsSlab("flood", (r) => r.rate);
+  out.push(
+    check("flood ≥ 0.9× reference-slab msgs/s", slabFlood === undefined ? undefined : slabFlood >= 0.9, f2(slabFlood)),
+  );
+  const slabPipe = vsSlab("rpc-pipe", (r) => r.rate);
+  out.push(
+    check("rpc-pipe ≥ 0.9× reference-slab req/s", slabPipe === undefined ? undefined : slabPipe >= 0.9, f2(slabPipe)),
+  );
+  const slabP50 = vsSlab("rpc-seq", (r) => r.latencyUs?.p50);
+  const slabP99 = vsSlab("rpc-seq", (r) => r.latencyUs?.p99);
+  out.push(
+    check(
+      "rpc-seq p50 ≤ 1.1× and p99 ≤ 1.3× reference-slab",
+      slabP50 === undefined || slabP99 === undefined ? undefined : slabP50 <= 1.1 && slabP99 <= 1.3,
+      `p50 ${f2(slabP50)}, p99 ${f2(slabP99)}`,
+    ),
+  );
+  // Issue 15: pointsub over libp2p streams, and the plain length-prefix mode.
+  const p2pPipe = ratio(
+    med(find("pointsub-libp2p", "rpc-pipe"), (r) => r.rate),
+    med(find("libp2p", "rpc-pipe"), (r) => r.rate),
+  );
+  out.push(
+    check("pointsub-libp2p rpc-pipe ≥ 2× libp2p req/s", p2pPipe === undefined ? undefined : p2pPipe >= 2, f2(p2pPipe)),
+  );
+  const p2pHol = med(find("pointsub-libp2p", "hol"), (r) => r.latencyUs?.p99);
+  out.push(
+    check(
+      "pointsub-libp2p hol ping p99 ≤ 20 ms",
+      p2pHol === undefined ? undefined : p2pHol.med <= 20_000,
+      p2pHol === undefined ? "n/a" : `${(p2pHol.med / 1000).toFixed(1)} ms`,
+    ),
+  );
+  const lpFlood = ratio(
+    med(find("pointsub-lp", "flood"), (r) => r.rate),
+    med(find("reference", "flood"), (r) => r.rate),
+  );
+  out.push(
+    check("pointsub-lp flood ≥ 0.9× reference msgs/s", lpFlood === undefined ? undefined : lpFlood >= 0.9, f2(lpFlood)),
+  );
   const natsFlood = ratio(
     med(find("pointsub", "flood"), (r) => r.rate),
     med(find("nats", "flood"), (r) => r.rate),
