@@ -362,7 +362,12 @@ export class Dispatcher {
       this.openRequests--;
       // Its frames went out as views of `data`: while the transport holds any of them, the
       // whole buffer stays in memory (a peer that stops reading near the end would pin it
-      // uncharged), so the charge is returned once the transport has written them.
+      // uncharged), so the charge is returned once the transport has written them — when
+      // it can tell (`Transport.idle`; the others hold what they are given only until a drain).
+      if (this.readGate?.transport.idle === undefined) {
+        this.releaseCall(call);
+        return;
+      }
       const w = this.outbox.writer;
       const release = (): void => this.releaseCall(call);
       if (w.releases.length === 0) w.releases = [release];

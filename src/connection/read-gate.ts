@@ -111,7 +111,8 @@ export class ReadGate {
   private busyMs = 0;
   /** Input held back, unprocessed, for a later turn (reading is paused meanwhile). */
   private input: Uint8Array[] | undefined;
-  private readonly transport: Transport;
+  /** @internal The transport it pauses and resumes (the dispatcher asks it whether it can tell when it wrote everything). */
+  readonly transport: Transport;
   private readonly writer: FrameWriter;
   private readonly slowPeerBytes: number;
 

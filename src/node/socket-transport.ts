@@ -9,6 +9,7 @@ import type { SocketReader } from "./socket-reader.ts";
  * a message queued behind it waits ~1 ms on loopback.
  */
 const WRITE_HIGH_WATER = 1024 * 1024;
+const NOTHING = new Uint8Array(0);
 
 /** Where a socket keeps its transport, for the shared listeners below. */
 const TRANSPORT = Symbol("pointsub.transport");
@@ -98,6 +99,8 @@ export class SocketTransport implements Transport {
   readonly reader: SocketReader | undefined;
   /** @internal The last socket error (the close reports it). */
   error: Error | undefined;
+  /** The callback of an empty write that will report the socket's buffer emptied ({@link idle}). */
+  private flushing: (() => void) | undefined = undefined;
   /** @internal What `attach` was given. */
   handlers: TransportHandlers | undefined;
 
@@ -146,9 +149,30 @@ export class SocketTransport implements Transport {
     return s.writableLength < WRITE_HIGH_WATER;
   }
 
-  /** Nothing written waits in Node's or libuv's buffers (a write the kernel took whole completes at once). */
+  /**
+   * Nothing written waits in Node's or libuv's buffers (a write the kernel
+   * took whole completes at once). When something does and Node will emit no
+   * 'drain' for it (it does only after its buffer reached its high-water
+   * mark), an empty write's callback reports the drain instead: the writer
+   * returns budget charges and reuses memory once the bytes are out.
+   */
   idle(): boolean {
-    return this.socket.writableLength === 0;
+    const s = this.socket;
+    if (s.writableLength === 0) return true;
+    if (this.flushing === undefined && !s.writableNeedDrain && !s.destroyed && !s.writableEnded) {
+      this.flushing = () => this.flushed();
+      s.write(NOTHING, this.flushing);
+    }
+    return false;
+  }
+
+  /** The empty write {@link idle} queued is done: everything before it went to the kernel. */
+  private flushed(): void {
+    this.flushing = undefined;
+    const s = this.socket;
+    if (s.destroyed) return;
+    if (s.writableLength === 0) this.handlers?.onDrain();
+    else this.idle();
   }
 
   trim(): void {
