@@ -116,7 +116,11 @@ export interface Transport {
   /**
    * Optional: true when the transport holds no reference to any chunk
    * handed to {@link write} any more (all of it went to the OS), so the
-   * caller may reuse that memory. Without it, written memory is never reused.
+   * caller may reuse that memory, and return the memory-budget charge of
+   * answers it sent as views of their handler's buffer. A transport that
+   * implements it must also call `onDrain` once a `write` it held part of
+   * has gone out (not only after `write` returned false). Without it,
+   * written memory is never reused and answers' charges return at hand-over.
    */
   idle?(): boolean;
   /**
