@@ -877,7 +877,7 @@ export class Connection extends Emitter<ConnectionEvents> {
       }
       // Fairness: a flood of cheap or costly frames from one peer must not
       // hold the event loop for a whole burst of socket reads.
-      this.readGate.afterInput(performance.now() - t0);
+      this.readGate.afterInput(t0);
       if (d.left > 0) return kept;
       // A step was done: the rest (of the chunk, or of a BATCH in it) now, or later and in order.
       chunk = chunk.subarray(d.used);

@@ -17,11 +17,13 @@ import type { FrameWriter } from "./writer.ts";
 /** Decoding time (ms) one peer's input may take before its reading yields to the event loop for a turn. */
 const YIELD_MS = 4;
 /**
- * Decoding time (ms) the input of all peers (of this thread) may take in one
- * event-loop turn: input arriving after it waits, unprocessed and with its
- * peer's reading paused, for a later turn. A single peer never reaches it
- * (it yields at YIELD_MS), so it only acts when many peers' reads land in
- * the same turn.
+ * Time (ms) an event-loop turn may run once it decoded input: input arriving
+ * after it waits, unprocessed and with its peer's reading paused, for a later
+ * turn. Wall time from the turn's first decoding, so what that input set off
+ * between reads (handlers' continuations, file and socket callbacks, garbage
+ * collection) counts as well as the decoding itself. A single peer's decoding
+ * alone never reaches it (it yields at YIELD_MS), so it acts when many peers'
+ * reads land in the same turn, or when what they set off is costly.
  */
 const TURN_MS = 10;
 /**
@@ -33,17 +35,21 @@ const TURN_MS = 10;
  */
 export const STEP_FRAMES = 256;
 
-/** Decoding time of this turn, all gates together (reset at the turn's end). */
-let turnMs = 0;
+/**
+ * When this turn first decoded input, and when it last did (performance.now()).
+ * A turn's end resets them; so does a pause of TURN_MS without decoding (a
+ * turn whose end was not scheduled, see {@link ReadGate.afterInput}).
+ */
+let turnStart = 0;
+let lastInput = 0;
+/** The turn's budget is spent (at `now`). */
+const spent = (now = performance.now()) => now - lastInput < TURN_MS && now - turnStart >= TURN_MS;
 /** A turn end is scheduled. */
 let turnEndScheduled = false;
 /** Gates that yielded this turn, resumed together at its end. */
-let yielded: ReadGate[] = [];
-let resuming: ReadGate[] = [];
+const yielded: ReadGate[] = [];
 /** Gates with input waiting, oldest first; worked off a piece per gate in turn, a turn's budget at a time. */
 const waiting: ReadGate[] = [];
-/** Index of the first gate of {@link waiting} still waiting. */
-let waitingHead = 0;
 
 function scheduleTurnEnd(): void {
   if (turnEndScheduled) return;
@@ -63,28 +69,36 @@ function scheduleTurnEnd(): void {
  */
 function endTurn(): void {
   turnEndScheduled = false;
-  const gates = yielded;
-  yielded = resuming;
-  for (let i = 0; i < gates.length; i++) gates[i].endYield();
-  gates.length = 0;
-  resuming = gates;
+  for (const gate of yielded.splice(0)) gate.endYield();
+  workOff(true);
+}
+
+/**
+ * Works off waiting input, a piece (a read, or a step of one) per gate in
+ * turn — one peer's long input (a BATCH of thousands of frames) does not
+ * keep the others' waiting until it is all done — each piece after the
+ * microtasks the one before set off (handlers' continuations: their time
+ * counts to the turn's), until the turn's budget is spent; at least one
+ * piece a turn, whatever ran before it: held input is never starved.
+ */
+function workOff(first?: boolean): void {
+  const gate = waiting[0];
+  let more = false;
   try {
-    // A piece (a read, or a step of one) per gate in turn: one peer's long input (a BATCH of
-    // thousands of frames) does not keep the others' waiting until it is all done.
-    while (waitingHead < waiting.length && turnMs < TURN_MS) {
-      const gate = waiting[waitingHead];
-      const done = gate.runWaiting();
+    if (gate && (first || !spent())) {
+      if (!gate.runWaiting()) waiting.push(gate);
       // (Not before: a gate whose listener threw keeps its place.)
-      waitingHead++;
-      if (!done) waiting.push(gate);
+      waiting.shift();
+      more = true;
     }
   } finally {
-    // The next iteration's budget starts here.
-    turnMs = 0;
-    // Even when a listener threw: what still waits is worked off next turn, not stranded.
-    waiting.splice(0, waitingHead);
-    waitingHead = 0;
-    if (waiting.length !== 0) scheduleTurnEnd();
+    if (more) queueMicrotask(workOff);
+    else {
+      // The next iteration's budget starts here.
+      lastInput = 0;
+      // Even when a listener threw: what still waits is worked off next turn, not stranded.
+      if (waiting[0]) scheduleTurnEnd();
+    }
   }
 }
 
@@ -128,7 +142,7 @@ export class ReadGate {
    * of any peer waits).
    */
   admits(): boolean {
-    return turnMs < TURN_MS && waiting.length === 0 && !this.yielding;
+    return waiting.length === 0 && !this.yielding && !spent();
   }
 
   /** Input waits unprocessed (see {@link hold}). */
@@ -155,24 +169,24 @@ export class ReadGate {
    */
   runWaiting(): boolean {
     const input = this.input as Uint8Array[];
-    if (input.length !== 0 && !this.host.isClosed()) {
+    if (input[0] && !this.host.isClosed()) {
       const n = input.length - 1;
       this.host.processInput(input.shift() as Uint8Array);
       // What it held back is the rest of that piece (a step's frames were done): it goes first.
       if (input.length > n) input.unshift(input.pop() as Uint8Array);
-      if (input.length !== 0 && !this.host.isClosed()) return false;
+      if (input[0] && !this.host.isClosed()) return false;
     }
     this.input = undefined;
     this.resumeIfFree();
     return true;
   }
 
-  /** Input took `ms` of work: yield and/or stop reading as needed. */
-  afterInput(ms: number): void {
-    this.busyMs += ms;
-    turnMs += ms;
-    // The turn's budget is reset at its end: scheduled once there is some to reset.
-    if (turnMs >= YIELD_MS) scheduleTurnEnd();
+  /** Decoding input took from `t0` (performance.now()) until now: yield and/or stop reading as needed. */
+  afterInput(t0: number): void {
+    const now = performance.now();
+    this.busyMs += now - t0;
+    if (t0 - lastInput >= TURN_MS) turnStart = t0;
+    lastInput = now;
     // A busy honest connection pauses a few times a second.
     if (this.busyMs >= YIELD_MS && !this.yielding && !this.host.isClosed()) {
       this.busyMs = 0;
