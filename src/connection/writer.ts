@@ -468,14 +468,12 @@ export class FrameWriter {
     } else if (this.sink.idle?.() === true) {
       // Everything handed over went to the kernel: its pool memory may be reused.
       this.confirmWritten();
-      this.written();
     }
   }
 
   /** @internal Everything handed to the transport so far left it (or never will): runs {@link releases}. */
   written(): void {
     const r = this.releases;
-    if (r.length === 0) return;
     this.releases = NO_CALLBACKS;
     for (const f of r) f();
   }
@@ -487,9 +485,12 @@ export class FrameWriter {
    */
   private confirmWritten(): void {
     const u = this.unconfirmed;
-    if (u === undefined || u.length === 0) return;
-    for (let i = 0; i < u.length; i++) unhold(u[i]);
-    u.length = 0;
+    if (u !== undefined) {
+      for (let i = 0; i < u.length; i++) unhold(u[i]);
+      u.length = 0;
+    }
+    // And so do the releases waiting for it.
+    this.written();
   }
 
   /** Bytes encoded and not yet handed to the transport. */

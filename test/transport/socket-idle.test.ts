@@ -29,7 +29,7 @@ describe("SocketTransport.idle", () => {
     try {
       const t = new SocketTransport(socket, "tcp://a", "tcp://b");
       let drains = 0;
-      t.attach({ onData: () => {}, onDrain: () => drains++, onClose: () => {} });
+      t.attach({ onData: () => true, onDrain: () => drains++, onClose: () => {} });
       // Small writes until the kernel is full: the last one stays (partly) in Node's buffer,
       // at most 16 KiB of it — under Node's high-water mark, so no 'drain' will follow.
       const piece = new Uint8Array(16 * 1024);
