@@ -532,7 +532,10 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
   let formingBytes = 0;
   let found = 0;
   const onItem = (it: SendItem) => {
-    if (found < CRC_NATIVE_FROM && (found += it.size) >= CRC_NATIVE_FROM) loadNativeCrc32c();
+    if (found < CRC_NATIVE_FROM) {
+      found += it.size;
+      if (found >= CRC_NATIVE_FROM) loadNativeCrc32c();
+    }
     if (force || it.size > BUNDLE_SMALL_MAX || early.size >= CHECKS_IN_FLIGHT) return;
     if (forming.length >= BUNDLE_FILES || formingBytes + it.size > BUNDLE_BYTES) {
       const group = forming;
