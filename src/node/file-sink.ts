@@ -1052,73 +1052,57 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     lookupGate.record(t1 - t0, t1);
     return { st };
   };
-  /** What is stored under one quick-check entry (a file the sink put there or not: any regular file). */
-  const lookup = async (
-    q: FileCheckQuery,
-    dirs: Map<string, Promise<boolean> | boolean>,
-    checked?: string[],
-  ): Promise<FileCheckAnswer> => {
-    const segments = checked ?? (q.path === undefined ? [safeFileName(q.name)] : safeRelativePath(q.path));
-    // Only through real directories (never a symbolic link out of the directory), each checked once
-    // per request: a tree's files share their directories (and a missing one answers for all of them).
-    for (let i = 1; i < segments.length; i++) {
-      const path = join(dir, ...segments.slice(0, i));
-      let isDir = dirs.get(path);
-      if (isDir === undefined) {
-        const now = existsNow(path);
-        isDir =
-          now !== undefined ? now.st?.isDirectory() === true : exists(path).then((st) => st?.isDirectory() === true);
-        dirs.set(path, isDir);
-      }
-      if (!(isDir === true || (isDir !== false && (await isDir)))) return null;
-    }
-    const target = join(dir, ...segments);
-    const now = existsNow(target);
-    const st = now !== undefined ? now.st : await exists(target);
-    if (st === undefined || !st.isFile()) return null;
-    if (st.size !== q.size) return { size: st.size };
-    const cached = crcs.get(target);
-    let crc = cached !== undefined && sameFile(cached, st) ? cached.crc : undefined;
-    if (crc === undefined) {
-      crc = await fileCrc32c(target, st.size);
-      cacheCrc(target, st, crc);
-    }
-    return { size: st.size, crc32c: crc32cHex(crc) };
-  };
-
   /** `join(dir, ...segments)` for checked segments (none empty, `.`, `..` or with a separator): no normalizing per file. */
   const dirPrefix = join(dir, "x").slice(0, -1);
   /**
-   * {@link lookup} done synchronously when it can be (every lstat on the main thread, its directories
-   * known or checked now, a CRC cached or not needed): no promise per file. Undefined: ask `lookup`.
+   * What is stored under one quick-check entry (a file the sink put there or not: any regular file),
+   * for its checked `segments`: the answer itself when every lstat ran on the main thread, its
+   * directories were known or checked now and its CRC32C was cached or not needed (no promise per
+   * file), else a promise of it (an lstat on the pool, a directory another entry is checking, a CRC
+   * to read). Only through real directories (never a symbolic link out of the directory), each
+   * checked once per request (`dirs`): a tree's files share their directories, and a missing one
+   * answers for all of them.
    */
-  const lookupNow = (
+  const lookup = (
     segments: string[],
     size: number,
     dirs: Map<string, Promise<boolean> | boolean>,
-  ): FileCheckAnswer | undefined => {
+  ): FileCheckAnswer | Promise<FileCheckAnswer> => {
     let path = dirPrefix;
     for (let i = 0; i < segments.length - 1; i++) {
       path += i === 0 ? segments[0] : sep + segments[i];
       let isDir = dirs.get(path);
       if (isDir === undefined) {
         const now = existsNow(path);
-        if (now === undefined) return undefined;
-        isDir = now.st?.isDirectory() === true;
+        if (now !== undefined) isDir = now.st?.isDirectory() === true;
+        else {
+          const dirPath = path;
+          // Settled, the answer replaces the promise: the walk below, started again, passes it.
+          isDir = exists(path).then((st) => {
+            const d = st?.isDirectory() === true;
+            dirs.set(dirPath, d);
+            return d;
+          });
+        }
         dirs.set(path, isDir);
       }
       if (isDir === false) return null;
-      if (isDir !== true) return undefined;
+      if (isDir !== true) return isDir.then((d) => (d ? lookup(segments, size, dirs) : null));
     }
     const target = segments.length === 1 ? dirPrefix + segments[0] : `${path}${sep}${segments[segments.length - 1]}`;
     const now = existsNow(target);
-    if (now === undefined) return undefined;
-    const st = now.st;
+    return now !== undefined ? stored(target, now.st, size) : exists(target).then((st) => stored(target, st, size));
+  };
+  /** The answer for what is at `target` (its lstat `st`), asked about at `size`: a promise only for a CRC to read. */
+  const stored = (target: string, st: Stats | undefined, size: number): FileCheckAnswer | Promise<FileCheckAnswer> => {
     if (st === undefined || !st.isFile()) return null;
     if (st.size !== size) return { size: st.size };
     const cached = crcs.get(target);
-    if (cached === undefined || !sameFile(cached, st)) return undefined;
-    return { size: st.size, crc32c: crc32cHex(cached.crc) };
+    if (cached !== undefined && sameFile(cached, st)) return { size: st.size, crc32c: crc32cHex(cached.crc) };
+    return fileCrc32c(target, st.size).then((crc) => {
+      cacheCrc(target, st, crc);
+      return { size: st.size, crc32c: crc32cHex(crc) };
+    });
   };
 
   const checkHandler: Handler = async (req) => {
@@ -1160,10 +1144,8 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
           turn = performance.now();
         }
         const q = queries[i];
-        const segments = paths[i] ?? (q.path === undefined ? [safeFileName(q.name)] : undefined);
-        // (null is an answer: nothing there.)
-        const now = segments === undefined ? undefined : lookupNow(segments, q.size, dirs);
-        answers[i] = now !== undefined ? now : await lookup(q, dirs, segments);
+        const answer = lookup(paths[i] ?? [safeFileName(q.name)], q.size, dirs);
+        answers[i] = answer instanceof Promise ? await answer : answer;
       }
     };
     await Promise.all(Array.from({ length: Math.min(8, queries.length) }, worker));

@@ -90,4 +90,71 @@ describe("file sink: quick-check lookups on the main thread", () => {
     await conn.close();
     sink.close();
   });
+  it("answers stay right when the lstats go to the thread pool (a slow disk) part of the way", async () => {
+    const dir = join(work, "slow");
+    await mkdir(join(dir, "tree", "sub"), { recursive: true });
+    await writeFile(join(dir, "tree", "same.txt"), "hello");
+    await writeFile(join(dir, "tree", "other.txt"), "a longer file");
+    await writeFile(join(dir, "tree", "sub", "deep.txt"), "hello");
+    await symlink(join(dir, "tree"), join(dir, "linked"));
+    const sink = fileSink(dir);
+    const srv = createServer();
+    srv.handle(FILE_CHECK_ROUTE, sink.check);
+    const [url] = await srv.listen("tcp://127.0.0.1:0");
+    await sink.ready;
+    const conn = await connect(url);
+    const files = [
+      { path: "tree/same.txt", size: 5 },
+      { path: "tree/other.txt", size: 5 },
+      { path: "tree/sub/deep.txt", size: 5 },
+      { path: "tree/sub", size: 0 },
+      { path: "linked/same.txt", size: 5 },
+      { path: "missing/a.txt", size: 5 },
+      { path: "tree/missing/b.txt", size: 5 },
+      { path: "tree/sub/deep.txt", size: 4 },
+    ];
+    const crc = crc32cJs(new TextEncoder().encode("hello")).toString(16).padStart(8, "0");
+    const expected = [
+      { size: 5, crc32c: crc },
+      { size: 13 },
+      { size: 5, crc32c: crc },
+      null,
+      null,
+      null,
+      null,
+      { size: 5 },
+    ];
+    // Every lstat the sink times looks like 25 ms (a stalled disk): the sink's gate sends the next
+    // ones to the pool for a second of this clock, then tries the main thread again — a request
+    // mixes both ways, directories answered later than the files below them are asked about.
+    const realNow = performance.now.bind(performance);
+    let skew = 0;
+    let poolCalls = 0;
+    const hook = createHook({
+      init(_id, type) {
+        if (type === "FSREQCALLBACK") poolCalls++;
+      },
+    });
+    for (let round = 0; round < 6; round++) {
+      const res = conn.request(FILE_CHECK_ROUTE, JSON.stringify({ files: [...files, ...files] }));
+      performance.now = () => {
+        skew += 12.5;
+        return realNow() + skew;
+      };
+      let answers: FileCheckAnswer[];
+      hook.enable();
+      try {
+        answers = (JSON.parse(new TextDecoder().decode(await res)) as { files: FileCheckAnswer[] }).files;
+      } finally {
+        hook.disable();
+        performance.now = realNow;
+      }
+      assert.deepEqual(answers, [...expected, ...expected], `round ${round}`);
+    }
+    // Both ways were taken: some lstats on the pool, not all of them (6 rounds × 16 entries).
+    assert.ok(poolCalls > 0 && poolCalls < 6 * 16 * 2, `thread-pool calls: ${poolCalls}`);
+    await conn.close();
+    await srv.close();
+    sink.close();
+  });
 });

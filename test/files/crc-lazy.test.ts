@@ -5,6 +5,8 @@
  * went through its runtimes (and the file code's CRC), then loads the native
  * module; the values never change. A server (createServer) loads it at once:
  * it lives long, and the load must not be a long turn in some peer's transfer.
+ * `pointsub send` loads it once its walk found CRC_NATIVE_FROM bytes to send
+ * (it will checksum them all: JS would cost more than the load).
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
@@ -58,4 +60,46 @@ it("createServer loads the native CRC32C at once", async () => {
     console.log(JSON.stringify({ before, after: nativeLoaded() }));
   `);
   assert.deepEqual(out, { before: false, after: true });
+});
+
+it("pointsub send loads the native CRC32C as soon as its walk found CRC_NATIVE_FROM bytes to send, not for a few small files", async () => {
+  const { mkdtemp, mkdir, writeFile, rm } = await import("node:fs/promises");
+  const { tmpdir } = await import("node:os");
+  const { join } = await import("node:path");
+  const { createServer, fileSink, FILE_ROUTE, FILE_BUNDLE_ROUTE, FILE_CHECK_ROUTE } = await import(
+    "../../src/index.ts"
+  );
+  const { CRC_NATIVE_FROM } = await import("../../src/cli/send.ts");
+  const work = await mkdtemp(join(tmpdir(), "pointsub-crc-send-"));
+  const sink = fileSink(join(work, "inbox"));
+  const server = createServer();
+  server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
+  server.handleStream(FILE_BUNDLE_ROUTE, sink.bundle);
+  server.handle(FILE_CHECK_ROUTE, sink.check);
+  const [url] = await server.listen("tcp://127.0.0.1:0");
+  try {
+    // A few small files; then files of 60 KiB (sent in bundles) just over CRC_NATIVE_FROM, well under
+    // the 4 MiB after which any process loads it.
+    const small = join(work, "small");
+    const many = join(work, "many");
+    await mkdir(small);
+    await mkdir(many);
+    for (let i = 0; i < 3; i++) await writeFile(join(small, `s${i}`), new Uint8Array(1024).fill(i));
+    const n = Math.ceil(CRC_NATIVE_FROM / (60 * 1024));
+    for (let i = 0; i < n; i++) await writeFile(join(many, `m${i}`), new Uint8Array(60 * 1024).fill(i));
+    const send = (dir: string) =>
+      fresh(`
+        const { sendCommand } = await import(${src("cli/send.ts")});
+        const { flushOut } = await import(${src("cli/output.ts")});
+        await sendCommand([${JSON.stringify(dir)}], { to: ${JSON.stringify(url)}, recursive: true, compress: "off", retries: 0, resume: true });
+        flushOut();
+        console.log(JSON.stringify({ loaded: nativeLoaded() }));
+      `);
+    assert.deepEqual(await send(small), { loaded: false });
+    assert.deepEqual(await send(many), { loaded: true });
+  } finally {
+    await server.close();
+    sink.close();
+    await rm(work, { recursive: true, force: true });
+  }
 });
