@@ -456,3 +456,58 @@ describe("Pacer at the start of bulk (virtual clock: performance.now set by the 
     }
   });
 });
+
+describe("Pacer min-RTT refresh (virtual clock set by the test)", () => {
+  /** A writer that counts bytes and remembers each probe's sequence number and send time. */
+  function probingWriter(now: () => number) {
+    const probes: { seq: number; at: number }[] = [];
+    return {
+      probes,
+      position: 0,
+      control(_type: number, _flags: number, _id: number, payload: Uint8Array): void {
+        this.position += 16 + payload.length;
+        probes.push({ seq: -decodePing(payload), at: now() });
+      },
+      wake(): void {},
+    };
+  }
+
+  it("a min-RTT refresh ends one round trip after the bulk is acknowledged, though a small message (and its probe) goes every 10 ms on a 12 ms path", () => {
+    const realNow = performance.now;
+    let t = 1000;
+    performance.now = () => t;
+    try {
+      const w = probingWriter(() => t);
+      const p = new Pacer(w);
+      p.rate = 10_000;
+      p.minRtt = 12;
+      p.startup = false;
+      // Bulk in flight, then the refresh is due (FIRST_REFRESH_MS after the last min RTT sample).
+      w.position += 100_000;
+      p.sent(w.position, false);
+      t += 300;
+      w.position += 16 * KiB;
+      p.sent(w.position, false);
+      assert.equal(p.room(w.position), 0, "the refresh holds bulk");
+      // Every 10 ms a small message goes (the writer then finds no room: blocked, a probe after it);
+      // each probe is answered 12 ms after it was sent.
+      let answered = 0;
+      let resumedAt = -1;
+      for (let ms = 0; ms < 400 && resumedAt < 0; ms++) {
+        t += 1;
+        while (answered < w.probes.length && w.probes[answered].at + 12 <= t) p.onAck(-w.probes[answered++].seq);
+        if (ms % 10 === 0) {
+          w.position += 100;
+          if (p.room(w.position) <= 0) p.blocked(w.position);
+        }
+        if (p.room(w.position) > 0) resumedAt = ms;
+      }
+      // Before: the drain probe had to find no probe unanswered, which never happened with a new
+      // one every 10 ms — bulk waited MAX_DRAIN_MS (500 ms).
+      assert.ok(resumedAt >= 0 && resumedAt <= 3 * 12, `bulk resumed after ${resumedAt} ms (-1: not in 400 ms)`);
+      assert.ok(p.minRtt >= 12, `min RTT ${p.minRtt} ms`);
+    } finally {
+      performance.now = realNow;
+    }
+  });
+});
