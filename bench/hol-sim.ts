@@ -4,7 +4,7 @@
  * of the link, the same on any machine at any load — for tuning the pacer
  * (issue 17) where wall-clock hol runs are too noisy.
  *
- *   node bench/hol-sim.ts [rate MB/s=100] [path RTT ms=0.3] [away mean ms=2] [present mean ms=8] [MiB=64] [seed=1] [link MB/s] [jitter ms]
+ *   node bench/hol-sim.ts [rate MB/s=100] [path RTT ms=0.3] [away mean ms=2] [present mean ms=8] [MiB=64] [seed=1] [link MB/s] [jitter ms] [tick ms]
  */
 import { simPercentile, simulatePacer } from "./lib/pacer-sim.ts";
 
@@ -18,6 +18,7 @@ const r = await simulatePacer({
   seed: a[5] || 1,
   linkMBps: a[6] || undefined,
   jitterMs: a[7] || 0,
+  tickMs: a[8] || 0,
 });
 const q = (p: number) => +simPercentile(r.waits, p).toFixed(1);
 console.log(

@@ -14,7 +14,8 @@
  * for spells of mean `awayMs` (0: always present) — a loaded machine, where
  * delivery and acknowledgements come in bursts; an absent sender takes no
  * answers (and so writes nothing). A ping written every 10 ms waits until
- * every byte ahead of it was read, plus `pathMs`.
+ * every byte ahead of it was read, plus `pathMs`. `PACER_SIM_DEBUG=1` prints
+ * the pacer's state every 10 ms of virtual time.
  */
 import { decodePing } from "../../src/codec/control.ts";
 import { FrameDecoder } from "../../src/codec/decoder.ts";
@@ -45,6 +46,13 @@ export interface SimOptions {
   linkMBps?: number;
   /** Answers come up to this much later at random, ms. */
   jitterMs?: number;
+  /**
+   * The link moves bytes only at ticks this far apart (plus up to as much
+   * again at random), what accrued since the last tick at once — as the
+   * bench's shaping proxy (bench/lib/shaper.ts), whose 1 ms timers fire late
+   * on a loaded machine; 0 (default): continuously.
+   */
+  tickMs?: number;
 }
 
 export interface SimResult {
@@ -69,6 +77,7 @@ export async function simulatePacer(o: SimOptions): Promise<SimResult> {
   const readPerMs = o.rateMBps * 1000;
   const linkPerMs = (o.linkMBps ?? Number.POSITIVE_INFINITY) * 1000;
   const jitter = o.jitterMs ?? 0;
+  const tickMs = o.tickMs ?? 0;
   let seed = (o.seed ?? 1) * 7919;
   const rnd = () => {
     seed = (seed * 1103515245 + 12345) & 0x7fffffff;
@@ -166,11 +175,21 @@ export async function simulatePacer(o: SimOptions): Promise<SimResult> {
     await flushed();
     const DT = 0.05;
     let nextPing = t0 + 10;
+    const debug = process.env.PACER_SIM_DEBUG === "1";
+    let nextDebug = t0;
+    let lastTick = vt;
+    let nextTick = vt + tickMs;
     while (!(done && read >= written) && vt - t0 < 600_000) {
       vt += DT;
       step(rx, DT);
       step(tx, DT);
-      linked = Math.min(written, linked + linkPerMs * DT);
+      if (tickMs === 0) linked = Math.min(written, linked + linkPerMs * DT);
+      else if (vt >= nextTick) {
+        // An idle link banks no capacity (as the proxy's).
+        linked = Math.min(written, linked + linkPerMs * (vt - lastTick));
+        lastTick = vt;
+        nextTick = vt + tickMs * (1 + rnd());
+      }
       if (rx.present) read = Math.min(linked, read + readPerMs * DT);
       while (rx.present && probes.length !== 0 && probes[0].pos <= read) {
         answers.push({ at: vt + o.pathMs + rnd() * jitter, value: (probes.shift() as { value: number }).value });
@@ -185,6 +204,13 @@ export async function simulatePacer(o: SimOptions): Promise<SimResult> {
       if (written - read > maxInFlight) maxInFlight = written - read;
       const extra = (pacer as unknown as { extra: number } | undefined)?.extra ?? 0;
       if (pacer !== undefined && pacer.rate > 0 && extra / pacer.rate > maxExtraMs) maxExtraMs = extra / pacer.rate;
+      if (debug && vt >= nextDebug && pacer !== undefined) {
+        nextDebug += 10;
+        const x = pacer as unknown as Record<string, number>;
+        console.log(
+          `${(vt - t0).toFixed(0)} rate ${x.rate.toFixed(0)} pace ${(x.pace ?? 0).toFixed(0)} minRtt ${x.minRtt.toFixed(1)} win ${(pacer.window() / 1024).toFixed(0)} inflight ${((written - read) / 1024).toFixed(0)} startup ${x.startup}`,
+        );
+      }
       if (vt >= nextPing) {
         nextPing += 10;
         pings.push({ t: vt, pos: written });

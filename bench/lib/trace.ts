@@ -128,6 +128,7 @@ function watchProbes(p: object): void {
     rate: number;
     minRtt: number;
     extra: number;
+    pace?: number;
     drainSince: number;
     window(): number;
     frameLimit(): number;
@@ -156,6 +157,7 @@ function watchProbes(p: object): void {
         rate: q.rate,
         minRtt: q.minRtt,
         extra: q.extra,
+        pace: q.pace ?? 0,
         window: q.window(),
         frame: q.frameLimit(),
       }),
