@@ -92,6 +92,9 @@ interface ListLike {
 /** Bytes of the ChaCha20-Poly1305 tag that ends every Noise transport message. */
 const TAG_BYTES = 16;
 
+/** Largest Noise transport message (its length is 2 bytes). */
+const MAX_MESSAGE = 65_535;
+
 /**
  * Noise (`@chainsafe/libp2p-noise` v17) whose encrypted streams decrypt
  * without the copy Noise makes of every message that spans two socket reads.
@@ -121,12 +124,16 @@ function lessCopying<T extends SecuredConnection>(secured: T): T {
   const stream = secured.connection as unknown as Partial<NoiseStream>;
   const handshake = stream.handshake;
   if (typeof stream.decrypt !== "function" || typeof handshake?.decrypt !== "function") return secured;
-  // One Noise message per call: the stream's decoder splits on its 2-byte length (at most 65,535 bytes).
+  const own = stream.decrypt.bind(stream);
+  // One Noise message per call: the stream's decoder splits on its 2-byte length (at most 65,535 bytes);
+  // anything longer (a Noise that hands over more at once) goes to Noise's own decrypt.
   stream.decrypt = (chunk: ListLike): unknown => {
     const n = chunk.byteLength;
+    if (n > MAX_MESSAGE) return own(chunk);
     if (n < TAG_BYTES) throw new Error("Invalid chunk");
     const one = chunk instanceof Uint8Array ? chunk : chunk.bufs?.length === 1 ? chunk.bufs[0] : undefined;
-    return handshake.decrypt(chunk, one?.subarray(0, n - TAG_BYTES));
+    // In place only where that costs no copy: the message's own memory, in one piece.
+    return handshake.decrypt(chunk, one?.byteLength === n ? one.subarray(0, n - TAG_BYTES) : undefined);
   };
   return secured;
 }
