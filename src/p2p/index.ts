@@ -39,6 +39,8 @@ export {
   LIBP2P_MAX_FRAME,
   Libp2pStreamTransport,
   MUXED_WRITE_HIGH_WATER,
+  START_GRANT_WAIT_MS,
+  START_IN_FLIGHT,
   type StreamTransportInit,
   WRITE_HIGH_WATER,
 } from "./stream-transport.ts";

@@ -45,6 +45,34 @@ const SCRATCH_BYTES = LIBP2P_MAX_FRAME + 4096;
 /** Reused write buffers per stream at most (free and lent together). */
 const SCRATCH_BUFFERS = 4;
 
+/**
+ * Bytes a new yamux stream may have in flight (sent, not yet granted back by
+ * the peer's window updates) before the writer is asked to wait: one largest
+ * frame at first, raised by half of every window update (×1.5 per round
+ * trip) until it reaches the stream's window, where yamux alone limits. A
+ * new connection is cold on both ends: its first frames are decrypted and
+ * parsed several times slower than later ones (measured: ~10 MB/s over the
+ * first 50 ms of a transfer, 130 MB/s warm), so a small frame written then
+ * waited ~6 ms behind every 64 KiB ahead of it, and the whole window plus a
+ * frame yamux queued (320 KiB) was ahead of the first pings of a transfer.
+ */
+export const START_IN_FLIGHT = LIBP2P_MAX_FRAME;
+
+/**
+ * Ms the writer waits for a window update while {@link START_IN_FLIGHT}
+ * holds it back; then the cap is lifted. A yamux peer that grants window only
+ * after half of it was used (go-yamux) would otherwise never grant any.
+ */
+export const START_GRANT_WAIT_MS = 100;
+
+/** The parts of a js-libp2p yamux stream (v8) the start cap reads and wraps. */
+interface YamuxSendWindow {
+  /** Bytes the peer lets this side send now. */
+  sendWindowCapacity: number;
+  /** Called by the muxer with each window update from the peer. */
+  handleWindowUpdate(frame: unknown): void;
+}
+
 /** What the transport needs besides the stream. */
 export interface StreamTransportInit {
   /** This node's peer id (the local address). */
@@ -75,7 +103,10 @@ function endUrl(multiaddr: string, peer: string): string {
  * `send()` queues what the muxer cannot take, and the writer waits
  * as soon as a yamux stream queues anything ({@link MUXED_WRITE_HIGH_WATER})
  * or a QUIC stream 256 KiB ({@link WRITE_HIGH_WATER}; frames are at most
- * {@link LIBP2P_MAX_FRAME}), until 'drain'/'idle' bring it under. Reading is
+ * {@link LIBP2P_MAX_FRAME}), until 'drain'/'idle' bring it under; a new
+ * yamux stream also while it has {@link START_IN_FLIGHT} in flight, a cap
+ * that grows with the peer's window updates until it reaches the window
+ * (or is lifted after {@link START_GRANT_WAIT_MS} without one). Reading is
  * paused with the stream's `pause()` (yamux stops granting window; QUIC
  * keeps reading, bounded by pointsub's own credit) and chunks the stream
  * delivered after a pause are held here until `resume`. The peer closing its
@@ -105,6 +136,16 @@ export class Libp2pStreamTransport implements Transport {
    * frees them all.
    */
   private lent: Uint8Array[] = [];
+  /** The yamux stream's send window while the start cap holds ({@link START_IN_FLIGHT}), else undefined. */
+  private yamux: YamuxSendWindow | undefined;
+  /** Its window update handler, as the stream had it (restored when the cap is lifted). */
+  private yamuxUpdate: ((frame: unknown) => void) | undefined;
+  /** The send window when the stream was handed over: bytes in flight are this minus what is left. */
+  private startWindow = 0;
+  /** Bytes in flight the start cap allows now (0: no cap). */
+  private startCap = 0;
+  /** Lifts the start cap when no window update came for {@link START_GRANT_WAIT_MS} while it held writes back. */
+  private capTimer: ReturnType<typeof setTimeout> | undefined;
   private h: TransportHandlers | undefined;
   private paused = false;
   /** Chunks that arrived while paused (or not yet delivered when a pause came). */
@@ -128,6 +169,57 @@ export class Libp2pStreamTransport implements Transport {
     this.consumesAtOnce = connection.encryption === "/noise" && connection.multiplexer === "/yamux/1.0.0";
     // pointsub's credit bounds what a well-behaved peer sends while this side does not read; more resets the stream.
     stream.maxReadBufferLength = init.maxReadBufferBytes;
+    if (connection.multiplexer === "/yamux/1.0.0") this.startSlow(stream as unknown as Partial<YamuxSendWindow>);
+  }
+
+  /** Caps the bytes in flight of a new yamux stream ({@link START_IN_FLIGHT}), if its internals are as expected. */
+  private startSlow(y: Partial<YamuxSendWindow>): void {
+    const update = y.handleWindowUpdate;
+    if (typeof y.sendWindowCapacity !== "number" || typeof update !== "function") return;
+    if (y.sendWindowCapacity <= START_IN_FLIGHT) return;
+    const ys = y as YamuxSendWindow;
+    this.yamux = ys;
+    this.yamuxUpdate = update;
+    this.startWindow = ys.sendWindowCapacity;
+    this.startCap = START_IN_FLIGHT;
+    ys.handleWindowUpdate = (frame: unknown): void => {
+      const before = ys.sendWindowCapacity;
+      update.call(ys, frame);
+      this.granted(ys.sendWindowCapacity - before);
+    };
+  }
+
+  /** The peer granted `bytes` more window: the start cap grows by half of them. */
+  private granted(bytes: number): void {
+    if (this.startCap === 0) return;
+    if (this.capTimer !== undefined) {
+      clearTimeout(this.capTimer);
+      this.capTimer = undefined;
+    }
+    this.startCap += bytes >>> 1;
+    if (this.startCap >= this.startWindow) this.endSlowStart();
+    this.onWritable();
+  }
+
+  /** Lifts the start cap: from now on the stream's own window limits what is in flight. */
+  private endSlowStart(): void {
+    this.startCap = 0;
+    if (this.capTimer !== undefined) {
+      clearTimeout(this.capTimer);
+      this.capTimer = undefined;
+    }
+    const y = this.yamux;
+    if (y === undefined) return;
+    this.yamux = undefined;
+    y.handleWindowUpdate = this.yamuxUpdate as (frame: unknown) => void;
+    this.yamuxUpdate = undefined;
+  }
+
+  /** True when the writer should wait: the stream queued more than {@link highWater}, or the start cap is reached. */
+  private heldBack(): boolean {
+    if (this.stream.writeBufferLength > this.highWater) return true;
+    const y = this.yamux;
+    return y !== undefined && this.startWindow - y.sendWindowCapacity >= this.startCap;
   }
 
   /** The remote peer id, authenticated by libp2p's Noise (TCP) or TLS (QUIC) handshake. */
@@ -185,8 +277,16 @@ export class Libp2pStreamTransport implements Transport {
       }
       if (buf !== undefined) this.free.push(buf);
     } else if (buf !== undefined) this.lent.push(buf); // libp2p may still hold it, unencrypted
-    if (s.writeBufferLength <= this.highWater) return true;
+    if (!this.heldBack()) return true;
     this.waitingDrain = true;
+    if (this.yamux !== undefined && this.capTimer === undefined && s.writeBufferLength <= this.highWater) {
+      // Held back by the start cap alone: a peer that grants late must not stall the stream.
+      this.capTimer = setTimeout(() => {
+        this.capTimer = undefined;
+        this.endSlowStart();
+        this.onWritable();
+      }, START_GRANT_WAIT_MS);
+    }
     return false;
   }
 
@@ -264,7 +364,7 @@ export class Libp2pStreamTransport implements Transport {
     this.drainCheck = true;
     queueMicrotask(() => {
       this.drainCheck = false;
-      if (!this.waitingDrain || this.closed || this.stream.writeBufferLength > this.highWater) return;
+      if (!this.waitingDrain || this.closed || this.heldBack()) return;
       this.waitingDrain = false;
       this.h?.onDrain();
     });
@@ -302,6 +402,7 @@ export class Libp2pStreamTransport implements Transport {
     this.closed = true;
     this.held = [];
     this.trim();
+    this.endSlowStart();
     const s = this.stream;
     s.removeEventListener("message", this.onMessage);
     s.removeEventListener("drain", this.onWritable);

@@ -2,13 +2,21 @@
  * Backpressure of the libp2p stream transport over yamux: the writer is told
  * to wait as soon as the stream queues what its send window cannot take, so
  * bulk waits in pointsub's writer (where small frames go first), not in the
- * stream. Real libp2p nodes of this process on loopback TCP.
+ * stream, and on a new stream once one frame is in flight, a cap that grows
+ * with the peer's window updates. Real libp2p nodes of this process on
+ * loopback TCP.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import type { Libp2p, Stream } from "@libp2p/interface";
 import { multiaddr } from "@multiformats/multiaddr";
-import { createLibp2pNode, Libp2pStreamTransport, MUXED_WRITE_HIGH_WATER, PROTOCOL_ID } from "../../src/p2p/index.ts";
+import {
+  createLibp2pNode,
+  Libp2pStreamTransport,
+  MUXED_WRITE_HIGH_WATER,
+  PROTOCOL_ID,
+  START_IN_FLIGHT,
+} from "../../src/p2p/index.ts";
 import { startProxy } from "../helpers/proxy.ts";
 import { until } from "../helpers/wait.ts";
 
@@ -27,7 +35,7 @@ describe("pointsub/libp2p stream transport backpressure (yamux)", () => {
     await receiver.stop();
   });
 
-  it("write asks the writer to wait once the stream queues anything; drain comes when the reader resumes, every byte arrives", async () => {
+  it("a new stream has one frame in flight until the peer grants window; a peer that grants none lifts that cap after START_GRANT_WAIT_MS, then the writer waits as soon as the stream queues anything; every byte arrives", async () => {
     let inbound: Stream | undefined;
     let got = 0;
     await receiver.handle(PROTOCOL_ID, (s) => {
@@ -49,8 +57,15 @@ describe("pointsub/libp2p stream transport backpressure (yamux)", () => {
       });
       let drains = 0;
       t.attach({ onData: () => true, onDrain: () => drains++, onClose: () => {} });
-      const chunk = new Uint8Array(64 * KiB).fill(1);
-      let written = 0;
+      const chunk = new Uint8Array(START_IN_FLIGHT).fill(1);
+      // One frame's worth in flight: the writer waits, though the window had room for three more
+      // (the old transport took chunks until the stream queued one: 256 KiB in flight and more queued).
+      assert.equal(t.write([chunk]), false, "writable with a whole frame in flight on a new stream");
+      assert.equal(out.writeBufferLength, 0, "held back by the start cap, not by the window");
+      let written = chunk.length;
+      assert.equal(drains, 0);
+      // No window update comes (the reader is paused): the cap is lifted, the writer resumes.
+      await until(() => drains === 1, 30_000);
       let writable = true;
       // 256 KiB of window, then the stream queues: at most a few chunks are taken.
       for (let i = 0; i < 64 && writable; i++) {
@@ -58,15 +73,64 @@ describe("pointsub/libp2p stream transport backpressure (yamux)", () => {
         written += chunk.length;
       }
       assert.equal(writable, false, `still writable after ${written} bytes`);
-      // The old transport went on until 256 KiB were queued in the stream (on top of the window).
       assert.ok(out.writeBufferLength > MUXED_WRITE_HIGH_WATER, "the stream queued what the window refused");
       assert.ok(out.writeBufferLength <= chunk.length, `${out.writeBufferLength} bytes queued in the stream`);
-      assert.equal(drains, 0);
+      assert.equal(drains, 1);
       await until(() => inbound !== undefined);
       inbound?.resume();
-      await until(() => drains === 1, 30_000);
+      await until(() => drains === 2, 30_000);
       assert.equal(out.writeBufferLength, 0);
       await until(() => got === written, 30_000);
+      t.destroy();
+    } finally {
+      await receiver.unhandle(PROTOCOL_ID);
+    }
+  });
+
+  it("with a reading peer the start cap grows with its window updates until the window alone limits; every byte arrives", async () => {
+    let got = 0;
+    await receiver.handle(PROTOCOL_ID, (s) => {
+      s.maxReadBufferLength = 64 * MiB;
+      s.addEventListener("message", (e) => {
+        got += e.data.byteLength;
+      });
+    });
+    try {
+      const out = await sender.dialProtocol(receiver.getMultiaddrs()[0], PROTOCOL_ID);
+      const connection = sender.getConnections(receiver.peerId)[0];
+      const t = new Libp2pStreamTransport(out, connection, {
+        localPeer: sender.peerId.toString(),
+        maxReadBufferBytes: MiB,
+      });
+      let drained: (() => void) | undefined;
+      t.attach({ onData: () => true, onDrain: () => drained?.(), onClose: () => {} });
+      const yamux = out as unknown as { sendWindowCapacity: number; handleWindowUpdate: unknown };
+      const window = yamux.sendWindowCapacity;
+      const chunk = new Uint8Array(START_IN_FLIGHT).fill(2);
+      // Each time the writer is told to wait: bytes in flight, and whether the stream itself queued any.
+      const holds: { inFlight: number; queued: number }[] = [];
+      let written = 0;
+      while (written < 8 * MiB) {
+        written += chunk.length;
+        if (t.write([chunk])) continue;
+        holds.push({ inFlight: window - yamux.sendWindowCapacity, queued: out.writeBufferLength });
+        await new Promise<void>((resolve) => {
+          drained = resolve;
+        });
+      }
+      await until(() => got === written, 30_000);
+      const capped = holds.findIndex((h) => h.queued !== 0);
+      assert.equal(holds[0].queued, 0, `the first wait came with ${holds[0].queued} bytes queued in the stream`);
+      assert.ok(holds[0].inFlight <= START_IN_FLIGHT + chunk.length, `${holds[0].inFlight} bytes in flight`);
+      // Once the stream queued (the cap reached the window), the cap never held the writer back again.
+      assert.ok(capped > 0, "the stream never queued: the cap never reached the window");
+      assert.deepEqual(
+        holds.slice(capped).filter((h) => h.queued === 0),
+        [],
+        "held back by the cap after it reached the window",
+      );
+      // The cap's hook on the stream's window updates is gone.
+      assert.equal(yamux.handleWindowUpdate, Object.getPrototypeOf(out).handleWindowUpdate);
       t.destroy();
     } finally {
       await receiver.unhandle(PROTOCOL_ID);
@@ -147,7 +211,9 @@ describe("pointsub/libp2p stream transport backpressure (yamux)", () => {
           }
         }
       });
-      await until(() => notTaken >= STREAMS, 30_000);
+      // Each stream waits once for its start cap (no window update comes through the held proxy; it is lifted
+      // after START_GRANT_WAIT_MS), then for its window or for Noise, whose socket filled.
+      await until(() => notTaken >= 2 * STREAMS, 30_000);
       proxy.release("up");
       await Promise.all(writers);
       const received = () => {
