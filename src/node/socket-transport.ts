@@ -134,6 +134,11 @@ export class SocketTransport implements Transport {
     else if (s.readableEnded) onSocketEnd.call(s);
   }
 
+  reattach(h: TransportHandlers): void {
+    this.handlers = h;
+    this.reader?.attach(h);
+  }
+
   write(chunks: readonly Uint8Array[]): boolean {
     const s = this.socket;
     if (s.destroyed || s.writableEnded) return false;
