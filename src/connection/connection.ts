@@ -348,7 +348,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     }
     write(chunks: readonly Uint8Array[]): boolean {
       const c = this.c;
-      c.housekeeper.lastOutput = Date.now();
+      c.housekeeper.output();
       return c.transport.write(chunks);
     }
     idle(): boolean {
@@ -853,7 +853,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     if (!this.readGate.admits()) {
       // This turn's decoding budget is spent (or older input waits): later, and kept until then.
       // It arrived now, though: the peer is alive (keepalive counts input, not decoding).
-      this.housekeeper.lastInput = Date.now();
+      this.housekeeper.input(Date.now());
       this.readGate.hold(chunk);
       return true;
     }
@@ -874,7 +874,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     for (;;) {
       if (this.state_ === "closed") return kept;
       const now = Date.now();
-      this.housekeeper.lastInput = now;
+      this.housekeeper.input(now);
       this.inbound.now = now;
       const d = this.decoderImpl;
       const t0 = performance.now();
