@@ -948,6 +948,8 @@ export class Connection extends Emitter<ConnectionEvents> {
     this.emit("open");
     this.readyD?.resolve();
     this.readyD = undefined;
+    // A shared settled promise from now on: an open connection keeps none of its own.
+    (this as { ready: Promise<void> }).ready = RESOLVED;
   }
 
   /** GOAWAY: errno 0 is a graceful close (finish what is in flight), anything else a fatal error of the peer. */
