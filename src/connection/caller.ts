@@ -67,7 +67,12 @@ export class Caller {
   /** The default timeout grows by a second per this many payload bytes (requestBytesPerSecond). */
   declare private readonly bytesPerSecond: number;
   private deadlineTimer: ReturnType<typeof setTimeout> | undefined;
-  private deadlineAt = Number.POSITIVE_INFINITY;
+  /**
+   * The armed timer's deadline (`Date.now()`); undefined when none. Not
+   * Infinity: a field that holds only non-integers is a number box in every
+   * connection, one that may hold undefined boxes only while armed.
+   */
+  private deadlineAt: number | undefined;
 
   constructor(link: Link, stats: Stats, requestTimeoutMs: number, bytesPerSecond: number) {
     this.link = link;
@@ -186,7 +191,7 @@ export class Caller {
    * deadline: no timer is created or cleared per request.
    */
   armDeadline(deadline: number): void {
-    if (deadline >= this.deadlineAt) return;
+    if (this.deadlineAt !== undefined && deadline >= this.deadlineAt) return;
     if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer);
     this.deadlineAt = deadline;
     this.deadlineTimer = setTimeout(() => this.sweepDeadlines(), Math.max(0, deadline - Date.now()));
@@ -194,7 +199,7 @@ export class Caller {
 
   private sweepDeadlines(): void {
     this.deadlineTimer = undefined;
-    this.deadlineAt = Number.POSITIVE_INFINITY;
+    this.deadlineAt = undefined;
     const now = Date.now();
     const expired: PendingCall[] = [];
     let next = Number.POSITIVE_INFINITY;

@@ -28,7 +28,7 @@ import { Transfer } from "../stream/transfer.ts";
 import type { SendStreamOptions, StreamHandler, StreamSource } from "../stream/types.ts";
 import type { Progress } from "../transfer/progress.ts";
 import { newTransferId } from "../transfer/transfer-id.ts";
-import type { PeerCertificate, Transport } from "../transport/transport.ts";
+import type { PeerCertificate, Transport, TransportHandlers } from "../transport/transport.ts";
 import { Emitter } from "../util/emitter.ts";
 import { handledRejection } from "../util/handled-rejection.ts";
 import type { Ticker } from "../util/ticker.ts";
@@ -285,15 +285,8 @@ export class Connection extends Emitter<ConnectionEvents> {
     const Decoder = engine?.FrameDecoder ?? BaseDecoder;
     this.decoderImpl = new Decoder(this.frames, local.maxFrameSize, runtime.checksums, runtime.allocBody);
     const accepted = init.accepted;
-    if (accepted === undefined) {
-      // Adapters may call these unbound (`socket.on("drain", h.onDrain)`): closures.
-      transport.attach({
-        onData: (chunk) => this.onTransportData(chunk),
-        readTarget: () => this.transportReadTarget(),
-        onDrain: () => this.onTransportDrain(),
-        onClose: (err) => this.onTransportClose(err),
-      });
-    }
+    // Transports call their handlers as methods: the port is them (no closures per connection).
+    if (accepted === undefined) transport.attach(port);
     // Preface and HELLO go out at once, in one write (encoded once per settings:
     // a server's sessions share theirs); nothing else until the peer's HELLO.
     // A server wrote them when it accepted the transport (`accepted`).
@@ -348,14 +341,14 @@ export class Connection extends Emitter<ConnectionEvents> {
    * The writer's sink and the frame router's hooks, in one object per
    * connection whose methods live on the prototype (no closures).
    */
-  private static readonly Port = class implements WriterSink, FrameHooks, ReadGateHost {
+  private static readonly Port = class implements WriterSink, FrameHooks, ReadGateHost, TransportHandlers {
     private readonly c: Connection;
     constructor(c: Connection) {
       this.c = c;
     }
     write(chunks: readonly Uint8Array[]): boolean {
       const c = this.c;
-      c.housekeeper.lastOutput = Date.now();
+      c.housekeeper.output();
       return c.transport.write(chunks);
     }
     idle(): boolean {
@@ -383,7 +376,24 @@ export class Connection extends Emitter<ConnectionEvents> {
     isClosed(): boolean {
       return this.c.state_ === "closed";
     }
+    onData(chunk: Uint8Array): boolean {
+      return this.c.onTransportData(chunk);
+    }
+    readTarget(): Uint8Array | undefined {
+      return this.c.transportReadTarget();
+    }
+    onDrain(): void {
+      this.c.onTransportDrain();
+    }
+    onClose(error?: Error): void {
+      this.c.onTransportClose(error);
+    }
   };
+
+  /** @internal The transport's handlers (a server's pre-handshake binding hands its transport over to them). */
+  get transportHandlers(): TransportHandlers {
+    return this.readGate.host as TransportHandlers & ReadGateHost;
+  }
 
   /** The outgoing half, created on first use from the (loaded) stream engine. */
   private outStreams(engine: StreamEngine): OutgoingStreams {
@@ -843,7 +853,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     if (!this.readGate.admits()) {
       // This turn's decoding budget is spent (or older input waits): later, and kept until then.
       // It arrived now, though: the peer is alive (keepalive counts input, not decoding).
-      this.housekeeper.lastInput = Date.now();
+      this.housekeeper.input(Date.now());
       this.readGate.hold(chunk);
       return true;
     }
@@ -864,7 +874,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     for (;;) {
       if (this.state_ === "closed") return kept;
       const now = Date.now();
-      this.housekeeper.lastInput = now;
+      this.housekeeper.input(now);
       this.inbound.now = now;
       const d = this.decoderImpl;
       const t0 = performance.now();
@@ -938,6 +948,8 @@ export class Connection extends Emitter<ConnectionEvents> {
     this.emit("open");
     this.readyD?.resolve();
     this.readyD = undefined;
+    // A shared settled promise from now on: an open connection keeps none of its own.
+    (this as { ready: Promise<void> }).ready = RESOLVED;
   }
 
   /** GOAWAY: errno 0 is a graceful close (finish what is in flight), anything else a fatal error of the peer. */

@@ -75,9 +75,7 @@ export class HousekeeperShell {
       if (this.stopped) return;
       this.stopped = true;
       const h = new C(...this.args);
-      h.lastInput = this.lastInput;
-      h.lastOutput = this.lastOutput;
-      h.progressFloor = this.progressFloor;
+      h.adopt(this);
       this.replace(h);
       h.start(shared);
     }, noop);
@@ -85,6 +83,16 @@ export class HousekeeperShell {
 
   stop(): void {
     this.stopped = true;
+  }
+
+  /** Input arrived at `now`. */
+  input(now: number): void {
+    this.lastInput = now;
+  }
+
+  /** Output was handed to the transport. */
+  output(): void {
+    this.lastOutput = Date.now();
   }
 
   /** When anything last moved (the real one refines it to application data). */

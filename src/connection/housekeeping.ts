@@ -103,6 +103,20 @@ export function housekeepingPeriod(times: HousekeepingTimes): number {
 
 const noop = () => {};
 
+/**
+ * The origin of a housekeeper's times: they are ms after it ({@link clock}),
+ * small integers for a process's first ~24 days, which every connection
+ * keeps in its fields unboxed (a `Date.now()` there is a 16 B number box per
+ * field and connection). 0 means never.
+ */
+const EPOCH = Date.now() - 1;
+
+/** `t` (a `Date.now()` time) as ms after {@link EPOCH}: `| 0` while in int32 range (a difference of doubles is a box even when whole). */
+function clock(t: number): number {
+  const n = t - EPOCH;
+  return n <= 0x7fffffff ? n | 0 : n;
+}
+
 /** Runs `f` after the current event-loop turn's I/O: Node's check phase, a new task elsewhere. */
 const afterIo: (f: () => void) => void =
   typeof setImmediate === "function" ? (f) => void setImmediate(f) : (f) => void setTimeout(f, 0);
@@ -117,14 +131,15 @@ const afterIo: (f: () => void) => void =
 export const DEFAULT_MIN_PROGRESS_BYTES_PER_SECOND = 1024;
 
 export class Housekeeper implements Tickable {
+  // Times are clock() values (ms after EPOCH: small integers); 0 is never.
   /** When input last arrived. */
-  lastInput = Date.now();
+  private lastInput = clock(Date.now());
   /** When output was last handed to the transport. */
-  lastOutput = Date.now();
-  /** Progress is measured from no earlier than this (reading was paused before it). */
-  progressFloor = 0;
+  private lastOutput = this.lastInput;
+  /** Progress is measured from no earlier than this (reading was paused before it; 0: no floor). */
+  private progressFloor = 0;
   /** When application data last moved, as far as the last check could tell. */
-  lastActivity = Date.now();
+  private lastActivity = this.lastInput;
   private activitySeen = -1;
   private pingAt = 0;
   /** A due timeout waits for this turn's I/O ({@link confirmLater}). */
@@ -187,8 +202,29 @@ export class Housekeeper implements Tickable {
     this.timer = undefined;
   }
 
-  /** Brings {@link lastActivity} up to date (to the nearest input or output). */
+  /** Input arrived at `now` (`Date.now()`). */
+  input(now: number): void {
+    this.lastInput = clock(now);
+  }
+
+  /** Output was handed to the transport. */
+  output(): void {
+    this.lastOutput = clock(Date.now());
+  }
+
+  /** Takes over the times a connection's {@link HousekeeperShell} recorded (`Date.now()` times). */
+  adopt(shell: { lastInput: number; lastOutput: number; progressFloor: number }): void {
+    this.lastInput = clock(shell.lastInput);
+    this.lastOutput = clock(shell.lastOutput);
+    if (shell.progressFloor !== 0) this.progressFloor = clock(shell.progressFloor);
+  }
+
+  /** Brings the last activity up to date (to the nearest input or output); returns it as a `Date.now()` time. */
   observe(): number {
+    return EPOCH + this.observed();
+  }
+
+  private observed(): number {
     const a = this.host.activity();
     if (a !== this.activitySeen) {
       this.activitySeen = a;
@@ -199,7 +235,7 @@ export class Housekeeper implements Tickable {
 
   /** Reading resumed after the peer drained: nothing could arrive meanwhile, so progress counts from now. */
   readingResumed(): void {
-    this.lastInput = Date.now();
+    this.lastInput = clock(Date.now());
     this.progressFloor = this.lastInput;
   }
 
@@ -224,8 +260,11 @@ export class Housekeeper implements Tickable {
     });
   }
 
+  /** `now`: a `Date.now()` time (as the writer's and the inbound side's times are). */
   private check(now: number, confirmed: boolean): void {
     const times = this.times;
+    /** `now` as this one's times are kept. */
+    const t = clock(now);
     const ms = times.keepAliveMs;
     const slow = times.slowPeerTimeoutMs;
     const pt = times.progressTimeoutMs;
@@ -247,7 +286,7 @@ export class Housekeeper implements Tickable {
     if (pt > 0 && !this.gate.paused) {
       // The peer's unfinished messages and streams, and this side's streams waiting for credit.
       const f = this.frames;
-      const floor = this.progressFloor;
+      const floor = this.progressFloor === 0 ? 0 : EPOCH + this.progressFloor;
       f.inbound.checkProgress(now, pt, floor, times.minProgressBytesPerSecond);
       f.inStreamsIfAny?.checkProgress(now, pt, floor);
       f.outStreamsIfAny?.checkProgress(now, pt, floor);
@@ -255,8 +294,8 @@ export class Housekeeper implements Tickable {
     }
     const idleMs = times.idleTimeoutMs;
     if (idleMs > 0) {
-      if (host.inUse()) this.lastActivity = now;
-      else if (now - this.observe() >= idleMs) {
+      if (host.inUse()) this.lastActivity = t;
+      else if (t - this.observed() >= idleMs) {
         if (!confirmed) {
           this.confirmLater();
           return;
@@ -273,15 +312,15 @@ export class Housekeeper implements Tickable {
       // socket fails and closes the connection (its held messages then go on at once).
       // One probe per interval, each given up after it (at most two outstanding): the
       // second write to a reset socket is the one that fails.
-      if (!gate.slowPaused && now - this.probeAt >= ms) {
-        this.probeAt = now;
+      if (!gate.slowPaused && t - this.probeAt >= ms) {
+        this.probeAt = t;
         this.pinger.ping(ms).catch(noop);
       }
       // Otherwise nothing can arrive: the slow-peer timeout rules.
       return;
     }
-    const idle = now - this.lastInput;
-    if (now - this.lastOutput >= ms) this.writer.trim();
+    const idle = t - this.lastInput;
+    if (t - this.lastOutput >= ms) this.writer.trim();
     // No input for a tick: let the transport drop its bulk read buffer.
     if (idle >= ms >>> 1) this.transport.trim?.();
     if (this.pingAt !== 0 && idle >= ms * 2) {
@@ -293,7 +332,7 @@ export class Housekeeper implements Tickable {
       return;
     }
     if (idle >= ms) {
-      this.pingAt = now;
+      this.pingAt = t;
       this.pinger.ping(0).then(() => {
         this.pingAt = 0;
       }, noop);

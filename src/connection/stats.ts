@@ -1,5 +1,4 @@
 import type { ErrorCode } from "../errors/codes.ts";
-import type { DiagnosticsChannel } from "../runtime/runtime.ts";
 import type { Publisher } from "./publisher.ts";
 import { SIZE_CLASSES, type SizeClass, sizeClassIndex } from "./size-class.ts";
 
@@ -72,27 +71,23 @@ export class Stats {
   compression: Record<string, CompressionCounters> | undefined;
   /** The connection's diagnostics publisher (every part that counts also publishes through it). */
   declare readonly diag: Publisher;
-  declare private readonly messageCh: DiagnosticsChannel;
-  declare private readonly errorCh: DiagnosticsChannel;
 
   constructor(diag: Publisher) {
     this.diag = diag;
-    this.messageCh = diag.ch.message;
-    this.errorCh = diag.ch.error;
   }
 
   sent(size: number): void {
     const i = sizeClassIndex(size);
     this.counts[i]++;
     this.counts[5 + i] += size;
-    if (this.messageCh.hasSubscribers) this.diag.publishMessage("out", size, SIZE_CLASSES[i]);
+    if (this.diag.ch.message.hasSubscribers) this.diag.publishMessage("out", size, SIZE_CLASSES[i]);
   }
 
   received(size: number): void {
     const i = sizeClassIndex(size);
     this.counts[10 + i]++;
     this.counts[15 + i] += size;
-    if (this.messageCh.hasSubscribers) this.diag.publishMessage("in", size, SIZE_CLASSES[i]);
+    if (this.diag.ch.message.hasSubscribers) this.diag.publishMessage("in", size, SIZE_CLASSES[i]);
   }
 
   /** Messages (one-way, requests and responses) sent so far. */
@@ -115,7 +110,7 @@ export class Stats {
   error(code: ErrorCode): void {
     if (this.errors === NO_ERRORS) this.errors = new Map();
     this.errors.set(code, (this.errors.get(code) ?? 0) + 1);
-    if (this.errorCh.hasSubscribers) this.diag.publishError(code);
+    if (this.diag.ch.error.hasSubscribers) this.diag.publishError(code);
   }
 
   snapshot(inFlight: number, wire: StatsSnapshot["wire"]): StatsSnapshot {

@@ -49,6 +49,34 @@ function onSocketEnd(this: Socket): void {
   } else if (this.writableLength === 0 && (this as Partial<TLSSocket>).encrypted !== true) this.destroy();
 }
 
+/** Node's own 'end' listener of every socket (net.js `onReadableStreamEnd`) once found; null: not found. */
+let nodeEnd: ((this: Socket) => void) | null | undefined;
+
+/**
+ * Listens for 'end' with no listener array per socket: every node:net socket
+ * comes with one 'end' listener of Node's own (the same function for all of
+ * them), and a second one turns the socket's entry into an array (about 100 B
+ * per connection). Ours takes the place of Node's and calls it first (the
+ * order of two listeners). A socket whose 'end' listeners are not just that
+ * one gets ours beside them.
+ */
+function listenEnd(s: Socket): void {
+  const own = s.listeners("end");
+  if (nodeEnd === undefined) {
+    const f = own.length === 1 ? own[0] : undefined;
+    nodeEnd = f !== undefined && f.name === "onReadableStreamEnd" ? (f as (this: Socket) => void) : null;
+  }
+  if (nodeEnd !== null && own.length === 1 && own[0] === nodeEnd) {
+    s.removeListener("end", nodeEnd);
+    s.on("end", onSocketEndAfterNode);
+  } else s.on("end", onSocketEnd);
+}
+
+function onSocketEndAfterNode(this: Socket): void {
+  (nodeEnd as (this: Socket) => void).call(this);
+  onSocketEnd.call(this);
+}
+
 /** Sockets whose peer ended, closed by {@link closeSome} from `endingHead` on (in order; each once: 'end' is emitted once). */
 let ending: Socket[] = [];
 let endingHead = 0;
@@ -129,12 +157,17 @@ export class SocketTransport implements Transport {
     s.on("data", onSocketData);
     s.on("drain", onSocketDrain);
     s.on("error", onSocketError);
-    s.on("end", onSocketEnd);
+    listenEnd(s);
     // 'close' is emitted once.
     s.on("close", onSocketClose);
     if (s.destroyed) queueMicrotask(() => h.onClose(this.error));
     // Its peer ended before we listened: a half-open server socket is ours to close.
     else if (s.readableEnded) onSocketEnd.call(s);
+  }
+
+  reattach(h: TransportHandlers): void {
+    this.handlers = h;
+    this.reader?.attach(h);
   }
 
   write(chunks: readonly Uint8Array[]): boolean {

@@ -31,9 +31,11 @@ const LINGER_MS = 1000;
 
 /**
  * One accepted connection before its opening arrived. It is its
- * transport's handlers (prototype methods: no closures per connection) and
- * forwards to the session once that is built (a transport is attached once).
- * Transports call handlers as methods of the object they were given.
+ * transport's handlers (prototype methods: no closures per connection)
+ * until the session is built, which then takes the transport's events
+ * itself (`Transport.reattach`: nothing of this is kept per session), or,
+ * on transports without it, is forwarded to. Transports call handlers as
+ * methods of the object they were given.
  */
 export class PreHandshake implements TransportHandlers {
   readonly transport: Transport;
@@ -100,7 +102,10 @@ export class PreHandshake implements TransportHandlers {
     owner.pending.delete(this);
     const built = owner.host.build(this);
     this.conn = built;
-    return built.start(bytes, this.acceptedAt + owner.timeoutMs) && bytes === chunk;
+    const deadline = this.acceptedAt + owner.timeoutMs;
+    // The session takes the transport's events itself where the transport allows (this object is then garbage).
+    this.transport.reattach?.(built.transportHandlers);
+    return built.start(bytes, deadline) && bytes === chunk;
   }
 
   /** @internal */

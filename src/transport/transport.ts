@@ -109,6 +109,14 @@ export interface Transport {
   /** Starts delivering events to `handlers`. Called exactly once, right after creation. */
   attach(handlers: TransportHandlers): void;
   /**
+   * Optional: delivers every later event to `handlers` instead of those
+   * given to {@link attach} (a server hands an accepted transport from its
+   * pre-handshake binding to the session built on it, which then keeps no
+   * forwarding object per connection). Without it, the first handlers
+   * forward.
+   */
+  reattach?(handlers: TransportHandlers): void;
+  /**
    * Writes the chunks in order (the transport may keep references until they
    * are written). Returns false when the caller should wait for `onDrain`.
    */
