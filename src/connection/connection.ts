@@ -351,8 +351,8 @@ export class Connection extends Emitter<ConnectionEvents> {
       c.housekeeper.output();
       return c.transport.write(chunks);
     }
-    idle(): boolean {
-      return this.c.transport.idle?.() === true;
+    idle(): boolean | undefined {
+      return this.c.transport.idle?.();
     }
     inStreams(): IncomingStreams | undefined {
       return this.c.inStreams;

@@ -97,9 +97,9 @@ export interface WriterSink {
   /**
    * True when every chunk handed to `write` so far has left the transport's
    * buffers, so their memory may be reused (a socket whose writes all went
-   * to the kernel). Optional: without it, write memory is never recycled.
+   * to the kernel); false or undefined (the transport cannot tell) otherwise. Optional: without it, write memory is never recycled.
    */
-  idle?(): boolean;
+  idle?(): boolean | undefined;
   /**
    * Chunked messages wait for the stream engine (`bulk-pump.ts` comes with
    * it): load it and {@link FrameWriter.wake} the writer once loaded.
@@ -353,7 +353,7 @@ export class FrameWriter {
   onDrain(): void {
     this.writable = true;
     this.controlBacklog = 0;
-    if (this.slab === EMPTY && this.out.length === 0 && this.sink.idle?.() === true) this.confirmWritten();
+    if (this.slab === EMPTY && this.out.length === 0 && this.sink.idle?.()) this.confirmWritten();
     // Everything written before the drain has left the transport's buffers.
     this.written();
     this.pump();
@@ -465,7 +465,7 @@ export class FrameWriter {
     if (!this.sink.write(chunks)) {
       this.writable = false;
       if (this.blockedSince === 0) this.blockedSince = Date.now();
-    } else if (this.sink.idle?.() === true) {
+    } else if (this.sink.idle?.()) {
       // Everything handed over went to the kernel: its pool memory may be reused.
       this.confirmWritten();
     }
