@@ -82,7 +82,7 @@
  *   after the queue the window keeps (its bytes beyond rate × min RTT),
  *   woken by a timer. Paced in time, the pace does this.
  * - **Pacing in time** (after startup, on a path whose min RTT is at least
- *   {@link PACE_MIN_RTT_MS}, measured clean twice): the window alone lets bulk go whenever an
+ *   {@link PACE_MIN_RTT_MS}): the window alone lets bulk go whenever an
  *   acknowledgement returns, and keeps the whole window's queue standing:
  *   TARGET_MS plus the burst allowance plus what the max filter
  *   overestimates (on the hol-slow 100 MB/s, 10 ms link ~6 ms at p50, a ping
@@ -173,16 +173,13 @@ const STARTUP_GAIN = 1.5;
 const STARTUP_FLAT_ROUNDS = 3;
 const STARTUP_GROWTH = 1.25;
 /**
- * Pacing in time: a path whose min RTT is at least this long, ms (measured
- * clean twice: two min-RTT refreshes), gets bulk released at a rate
- * ({@link Pacer.pace}) rather than per acknowledgement. On a shorter path
- * (loopback, a LAN) the link is as fast as the sender and a queue of a few
- * ms of it drains within the round trip the window allows: no timers there.
- * Loopback on a loaded machine measured 2-7 ms before its second refresh
- * (paced at 2 ms: `large` ~400 vs ~450 MB/s, 7 of 9 pairs slower); never
- * ≥ 5 ms after it.
+ * Pacing in time: a path whose min RTT is at least this long, ms, gets bulk
+ * released at a rate ({@link Pacer.pace}) rather than per acknowledgement.
+ * On a shorter path (loopback, a LAN) the link is as fast as the sender and
+ * a queue of a few ms of it drains within the round trip the window allows:
+ * no timers there.
  */
-const PACE_MIN_RTT_MS = 5;
+const PACE_MIN_RTT_MS = 2;
 /** The pacing bucket holds at most this much of the pace, ms (a late timer or a busy sender catches up no further). */
 const PACE_BURST_MS = 4;
 /**
@@ -276,7 +273,7 @@ export class Pacer {
   private timer: ReturnType<typeof setTimeout> | undefined;
   private timerFn: (() => void) | undefined;
   /**
-   * Pacing in time (after startup, on a path of at least PACE_MIN_RTT_MS, once a queue showed):
+   * Pacing in time (after startup, on a path of at least PACE_MIN_RTT_MS):
    * bulk leaves at this many bytes per ms (0: per acknowledgement only).
    */
   pace = 0;
@@ -578,13 +575,13 @@ export class Pacer {
    * the queue is drained to PACE_MID_MS within about two rounds, the pace
    * below the round's delivery rate (which, with a queue standing all round,
    * is the link's) by the excess. Between: the pace holds. Not in startup,
-   * not before two min-RTT refreshes, not on a short path, not across a min-RTT refresh (its idle round trip
+   * not on a short path, not across a min-RTT refresh (its idle round trip
    * is no delivery rate). The first pace is the rate.
    */
   private paceRound(now: number, sentAt: number): void {
     const span = Math.max(now - this.paceT0, sentAt - this.paceSent);
     const got = this.acked - this.paceAcked;
-    if (this.startup || this.drains < 2 || this.minRtt < PACE_MIN_RTT_MS || this.rate === 0) this.pace = 0;
+    if (this.startup || this.minRtt < PACE_MIN_RTT_MS || this.rate === 0) this.pace = 0;
     else if (this.paceT0 !== 0 && this.drainSince === 0 && span > 0 && got >= MIN_FRAME) {
       const d = got / span;
       // The queue the round's smallest round trip saw, less the frame each probe follows.

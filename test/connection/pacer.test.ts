@@ -587,8 +587,6 @@ describe("Pacer min-RTT refresh and pace (virtual clock and timers set by the te
         p.rate = 100_000;
         p.minRtt = path;
         p.startup = false;
-        // Two min-RTT refreshes done (the path measured clean twice).
-        (p as unknown as { drains: number }).drains = 2;
         const paces: number[] = [];
         let answered = 0;
         const perMs = 100_000;
