@@ -598,11 +598,10 @@ export class Pacer {
           const drain = d * (1 - (q - PACE_MID_MS) / (2 * Math.max(span, this.minRtt)));
           pace = Math.min(pace, Math.max(PACE_DRAIN_MIN * pace, drain));
         } else if (q < PACE_MID_MS) {
-          // At most PACE_PROBE× what was delivered (not the rate, whose max filter overestimates:
-          // it let the pace run to 1.5× a 10 MB/s link): a sender that cannot keep up (its CPU,
-          // not the link, is the limit) does not run the pace up without bound either.
+          // At most PACE_PROBE× what was delivered (or the rate): a sender that cannot keep up
+          // (its CPU, not the link, is the limit) does not run the pace up without bound.
           const up = Math.max(pace, d) * (q < PACE_LOW_MS ? PACE_PROBE : PACE_NUDGE);
-          pace = Math.max(pace, Math.min(up, PACE_PROBE * d));
+          pace = Math.max(pace, Math.min(up, PACE_PROBE * Math.max(d, this.rate)));
         }
         if (this.pace === 0) this.paceT = now;
         this.pace = pace;
