@@ -80,25 +80,7 @@
  *   link, 17 ms otherwise). Until an acknowledgement of what followed the
  *   restart comes back (or one min RTT passed), bulk goes out at the rate
  *   after the queue the window keeps (its bytes beyond rate × min RTT),
- *   woken by a timer. Paced in time, the pace does this.
- * - **Pacing in time** (after startup, on a path whose min RTT is at least
- *   {@link PACE_MIN_RTT_MS}): the window alone lets bulk go whenever an
- *   acknowledgement returns, and keeps the whole window's queue standing:
- *   TARGET_MS plus the burst allowance plus what the max filter
- *   overestimates (on the hol-slow 100 MB/s, 10 ms link ~6 ms at p50, a ping
- *   19.5 ms). Once a round's probes show a queue of {@link PACE_MID_MS} (the
- *   window fills the link), bulk leaves at a pace instead — a token bucket
- *   of at most {@link PACE_BURST_MS} of it, one timer per connection waking
- *   the writer when it is empty — and the pace follows the queue the
- *   smallest round trip of each round shows (less the frame its probe
- *   followed): it grows while the queue is below PACE_MID_MS, at most to
- *   {@link PACE_PROBE}× what was delivered, and drains it beyond
- *   {@link PACE_HIGH_MS}, as a delay-based controller (TCP Vegas, LEDBAT)
- *   rather than BBR's gain cycling, whose max filter is what overestimates
- *   here. The window stays as the bound; the delay guard is off while paced
- *   (a late probe, often the machine, reset the rate the pace needs to come
- *   back from a drain). A shorter path (loopback, a LAN) is not paced in
- *   time: no timers, as before.
+ *   woken by a timer.
  * - **Chunks**: bulk frames are at most a quarter of the window and no larger
  *   than the window's room (at least {@link MIN_FRAME}), so what is in
  *   flight stays within the window and a small message never waits behind
@@ -172,33 +154,6 @@ const STARTUP_GAIN = 1.5;
 /** Startup ends after this many round trips in which the rate grew less than {@link STARTUP_GROWTH}. */
 const STARTUP_FLAT_ROUNDS = 3;
 const STARTUP_GROWTH = 1.25;
-/**
- * Pacing in time: a path whose min RTT is at least this long, ms, gets bulk
- * released at a rate ({@link Pacer.pace}) rather than per acknowledgement.
- * On a shorter path (loopback, a LAN) the link is as fast as the sender and
- * a queue of a few ms of it drains within the round trip the window allows:
- * no timers there.
- */
-const PACE_MIN_RTT_MS = 2;
-/** The pacing bucket holds at most this much of the pace, ms (a late timer or a busy sender catches up no further). */
-const PACE_BURST_MS = 4;
-/**
- * The queue the pace keeps, ms beyond the min RTT (the smallest round trip
- * of a round, less the frame its probe followed): below
- * {@link PACE_LOW_MS} the pace grows by {@link PACE_PROBE} a round, below
- * {@link PACE_MID_MS} by {@link PACE_NUDGE}; above {@link PACE_HIGH_MS} it
- * drains to PACE_MID_MS. The shaped 1 ms ticks of the bench's link and the
- * answer's own way back put ~1-2 ms in the smallest round trip of an empty
- * link: a lower target slowed the pace with no queue to drain (90-92 % of
- * a 100 MB/s link in bench/lib/pacer-sim.ts; 92.5-92.9 % with these).
- */
-const PACE_LOW_MS = 2;
-const PACE_MID_MS = 3;
-const PACE_HIGH_MS = 4;
-const PACE_PROBE = 1.25;
-const PACE_NUDGE = 1.1;
-/** A drain slows the pace by at most this share a round (0.75: 92.6 → 92.9 % of the simulated link). */
-const PACE_DRAIN_MIN = 0.85;
 /** Rate samples kept at most. */
 const MAX_SAMPLES = 64;
 /** Acknowledgements remembered to take rate samples from. */
@@ -269,26 +224,7 @@ export class Pacer {
   /** Bulk restarted with none in flight at this time (0: not ramping), from this position. */
   private rampT = 0;
   private rampPos = 0;
-  /** The one timer of the restart's ramp and the pace (made once: {@link onTimer}). */
-  private timer: ReturnType<typeof setTimeout> | undefined;
-  private timerFn: (() => void) | undefined;
-  /**
-   * Pacing in time (after startup, on a path of at least PACE_MIN_RTT_MS):
-   * bulk leaves at this many bytes per ms (0: per acknowledgement only).
-   */
-  pace = 0;
-  /** The pacing bucket was empty at this time: what may go now is (now - paceT) × pace, at most PACE_BURST_MS of it. */
-  private paceT = 0;
-  /** The position the writer asked room for: where the next bulk frame starts. */
-  private frameAt = 0;
-  /** The pace's round: ends when `acked` reaches paceEnd; began at paceT0 with paceAcked acknowledged (its probe sent at paceSent); its smallest round trip. */
-  private paceEnd = 0;
-  private paceT0 = 0;
-  private paceAcked = 0;
-  private paceSent = 0;
-  private paceMin = Number.POSITIVE_INFINITY;
-  /** Bytes of the last paced frame (a probe behind it waits for them on the link too). */
-  private lastFrame = 0;
+  private rampTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(writer: PacedWriter) {
     this.writer = writer;
@@ -310,17 +246,9 @@ export class Pacer {
   room(position: number): number {
     // Refreshing the min RTT: nothing more until every probe is answered and the drain probe left.
     if (this.drainSince !== 0 && this.drainSeq === 0 && !this.unresponsive && !this.readingPaused) return 0;
-    this.frameAt = position;
     const room = this.window() - (position - this.acked);
-    if (this.unresponsive || this.readingPaused) return room;
-    if (this.pace !== 0) return Math.min(room, this.paceRoom(performance.now()));
-    if (this.rampT === 0) return room;
+    if (this.rampT === 0 || this.unresponsive || this.readingPaused) return room;
     return Math.min(room, this.rampRoom(performance.now()) - (position - this.rampPos));
-  }
-
-  /** Bytes the pace lets go now. */
-  private paceRoom(now: number): number {
-    return Math.min(PACE_BURST_MS, now - this.paceT) * this.pace;
   }
 
   /**
@@ -372,12 +300,6 @@ export class Pacer {
   /** A bulk frame went out; the writer is at `position` after it. */
   sent(position: number, idleBefore: boolean): void {
     const now = performance.now();
-    if (this.pace !== 0) {
-      // The bucket holds at most PACE_BURST_MS of the pace; this frame's bytes leave it.
-      this.paceT = Math.max(this.paceT, now - PACE_BURST_MS) + (position - this.frameAt) / this.pace;
-      this.lastFrame = position - this.frameAt;
-      this.frameAt = position;
-    }
     // No bulk was in flight before this frame (probes at most, as after a drain): a restart.
     if (this.bulkPos <= this.acked && this.rate !== 0) {
       this.rampT = now;
@@ -403,41 +325,22 @@ export class Pacer {
   /** Bulk waits for the window: make sure an acknowledgement of everything written will come. */
   blocked(position: number): void {
     const now = performance.now();
-    // Held by the pace, not by the window or a drain: a timer wakes the writer when the bucket
-    // has bytes again (≥ 1 ms on). No probe: frames go on within the window, and their own
-    // probes (one every quarter of it) come back meanwhile.
-    const paced =
-      this.pace !== 0 &&
-      !this.unresponsive &&
-      !this.readingPaused &&
-      this.drainSince === 0 &&
-      this.window() > position - this.acked;
-    if (paced) {
-      if (this.timer === undefined) this.arm(Math.max(1, this.paceT - now));
-    } else {
-      if (this.timer === undefined && this.rampT !== 0 && this.window() > position - this.acked) {
-        // Held by the restart's ramp, not by the window: wake when a smallest frame fits (≥ 1 ms on).
-        const need = position - this.rampPos + MIN_FRAME - this.rampRoom(now);
-        this.arm(Math.max(1, need / this.rate));
-      }
-      if (position > this.lastProbePos) this.probe(now);
+    if (this.rampT !== 0 && this.rampTimer === undefined && this.window() > position - this.acked) {
+      // Held by the restart's ramp, not by the window: wake when a smallest frame fits (≥ 1 ms on).
+      const need = position - this.rampPos + MIN_FRAME - this.rampRoom(now);
+      this.rampTimer = setTimeout(() => this.rampWake(), Math.max(1, need / this.rate));
+      (this.rampTimer as { unref?: () => void }).unref?.();
     }
+    if (position > this.lastProbePos) this.probe(now);
     if (this.noAckTimer === undefined) {
       this.noAckTimer = setTimeout(() => this.noAck(), NO_ACK_MS);
       (this.noAckTimer as { unref?: () => void }).unref?.();
     }
   }
 
-  /** Starts the one timer (its callback made once per pacer, not per wait). */
-  private arm(ms: number): void {
-    this.timerFn ??= () => this.onTimer();
-    this.timer = setTimeout(this.timerFn, ms);
-    (this.timer as { unref?: () => void }).unref?.();
-  }
-
-  private onTimer(): void {
-    this.timer = undefined;
-    if (this.rampT !== 0 || this.pace !== 0) this.writer.wake();
+  private rampWake(): void {
+    this.rampTimer = undefined;
+    if (this.rampT !== 0) this.writer.wake();
   }
 
   /** NO_ACK_MS after bulk blocked: still waiting for a probe sent that long ago means the peer does not answer. */
@@ -522,13 +425,9 @@ export class Pacer {
       this.drainSeq = 0;
     }
     this.sample(now, sentAt);
-    if (rtt < this.paceMin) this.paceMin = rtt;
-    if (this.acked >= this.paceEnd) this.paceRound(now, sentAt);
     // A queue beyond the target: the link is full, startup ends (the window drains to its steady size).
     if (this.startup && this.rate !== 0 && rtt > this.minRtt + TARGET_MS) this.startup = false;
-    // Paced, the queue is the pace's to keep (paceRound): a late probe (often the machine, not
-    // the link) would reset the rate the pace needs to come back from a drain.
-    if (this.pace === 0) this.guard(now, rtt);
+    this.guard(now, rtt);
     if (this.startup && this.acked >= this.roundEnd) this.round();
     this.aggregation(now);
     this.remember(now, this.acked, sentAt);
@@ -565,53 +464,6 @@ export class Pacer {
     let max = 0;
     for (let j = 1; j < s.length; j += 2) if (s[j] > max) max = s[j];
     this.rate = max;
-  }
-
-  /**
-   * The pace's round ended (what was in flight when it began is
-   * acknowledged): its smallest round trip says how much queue stood all
-   * round. Less than PACE_MID_MS: the link has room, the pace grows (by
-   * PACE_PROBE below PACE_LOW_MS, else PACE_NUDGE); more than PACE_HIGH_MS:
-   * the queue is drained to PACE_MID_MS within about two rounds, the pace
-   * below the round's delivery rate (which, with a queue standing all round,
-   * is the link's) by the excess. Between: the pace holds. Not in startup,
-   * not on a short path, not across a min-RTT refresh (its idle round trip
-   * is no delivery rate). The first pace is the rate.
-   */
-  private paceRound(now: number, sentAt: number): void {
-    const span = Math.max(now - this.paceT0, sentAt - this.paceSent);
-    const got = this.acked - this.paceAcked;
-    if (this.startup || this.minRtt < PACE_MIN_RTT_MS || this.rate === 0) this.pace = 0;
-    else if (this.paceT0 !== 0 && this.drainSince === 0 && span > 0 && got >= MIN_FRAME) {
-      const d = got / span;
-      // The queue the round's smallest round trip saw, less the frame each probe follows.
-      const q = this.paceMin - this.minRtt - this.lastFrame / d;
-      if (this.pace === 0 && q < PACE_MID_MS) {
-        // Not paced yet: the window grows by acknowledgements (faster than the pace would, by
-        // (min RTT + 5 ms) / min RTT a round) until a queue shows that it fills the link; the
-        // first pace is what the link delivered then.
-      } else {
-        let pace = this.pace === 0 ? d : this.pace;
-        // High: slower, by the excess over two rounds (the next round still shows most of it),
-        // at most to PACE_DRAIN_MIN of the pace a round. Low: faster.
-        if (q > PACE_HIGH_MS) {
-          const drain = d * (1 - (q - PACE_MID_MS) / (2 * Math.max(span, this.minRtt)));
-          pace = Math.min(pace, Math.max(PACE_DRAIN_MIN * pace, drain));
-        } else if (q < PACE_MID_MS) {
-          // At most PACE_PROBE× what was delivered (or the rate): a sender that cannot keep up
-          // (its CPU, not the link, is the limit) does not run the pace up without bound.
-          const up = Math.max(pace, d) * (q < PACE_LOW_MS ? PACE_PROBE : PACE_NUDGE);
-          pace = Math.max(pace, Math.min(up, PACE_PROBE * Math.max(d, this.rate)));
-        }
-        if (this.pace === 0) this.paceT = now;
-        this.pace = pace;
-      }
-    }
-    this.paceEnd = this.bulkPos;
-    this.paceT0 = now;
-    this.paceAcked = this.acked;
-    this.paceSent = sentAt;
-    this.paceMin = Number.POSITIVE_INFINITY;
   }
 
   /** A startup round trip ended: did the rate grow? Three that did not end startup. */
