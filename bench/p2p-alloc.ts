@@ -21,6 +21,7 @@ import { loadavg } from "node:os";
 import { constants, PerformanceObserver } from "node:perf_hooks";
 import { parseArgs } from "node:util";
 import { AbstractMessageStream } from "@libp2p/utils";
+import { countListCopies } from "../test/helpers/list-copies.ts";
 
 const { values } = parseArgs({ options: { size: { type: "string" }, reps: { type: "string" } } });
 const MiB = 1024 * 1024;
@@ -37,26 +38,9 @@ new PerformanceObserver((list) => {
 }).observe({ entryTypes: ["gc"] });
 
 // Noise (uint8arraylist 2) and @libp2p/utils (uint8arraylist 3) each load their own copy.
-type List = { bufs: Uint8Array[]; subarray(...a: number[]): Uint8Array };
-const copies = [
-  new URL("../node_modules/uint8arraylist/dist/src/index.js", import.meta.url).href,
-  new URL("../node_modules/@libp2p/utils/node_modules/uint8arraylist/dist/src/index.js", import.meta.url).href,
-];
-for (const href of copies) {
-  let mod: { Uint8ArrayList: { prototype: List } };
-  try {
-    mod = await import(href);
-  } catch {
-    continue;
-  }
-  const proto = mod.Uint8ArrayList.prototype;
-  const subarray = proto.subarray;
-  proto.subarray = function (this: List, ...a: number[]): Uint8Array {
-    const r = subarray.apply(this, a);
-    if (!this.bufs.some((b) => b.buffer === r.buffer)) bytes.listConcat += r.byteLength;
-    return r;
-  };
-}
+await countListCopies((n) => {
+  bytes.listConcat += n;
+});
 // Node's Cipheriv / Decipheriv classes are reached through an instance's prototype.
 const key = Buffer.alloc(32);
 const nonce = Buffer.alloc(12);

@@ -19,7 +19,7 @@ import { STEP_FRAMES } from "../../src/connection/read-gate.ts";
 import { createServer, type Server } from "../../src/index.ts";
 import { batch, F, frame, inner, req, T } from "../helpers/attacker.ts";
 import { handshake, rawClient } from "../helpers/raw-peer.ts";
-import { until } from "../helpers/wait.ts";
+import { TurnCounter, until } from "../helpers/wait.ts";
 
 const COUNT = 2000;
 
@@ -45,15 +45,7 @@ describe("attack: work per event-loop turn is bounded by a step of frames", () =
   let url: string;
   let seen: number[] = [];
   /** Messages delivered between two check phases (the largest so far). */
-  let mostPerTurn = 0;
-  let inTurn = 0;
-  let watching = false;
-
-  const watch = () => {
-    if (inTurn > mostPerTurn) mostPerTurn = inTurn;
-    inTurn = 0;
-    if (watching) setImmediate(watch);
-  };
+  const turns = new TurnCounter();
 
   before(async () => {
     server = createServer();
@@ -61,20 +53,18 @@ describe("attack: work per event-loop turn is bounded by a step of frames", () =
     server.on("message", (m) => {
       spin(0.05);
       seen.push((m.data[0] << 8) | m.data[1]);
-      inTurn++;
+      turns.hit();
     });
     [url] = await server.listen("tcp://127.0.0.1:0");
   });
   after(async () => {
-    watching = false;
+    turns.stop();
     await server.close();
   });
 
   for (const inBatch of [false, true]) {
     it(`${COUNT} costly messages ${inBatch ? "in one BATCH" : "in one write"}: at most two steps between check phases, all in order`, async () => {
       seen = [];
-      mostPerTurn = 0;
-      inTurn = 0;
       const peer = await rawClient(url);
       try {
         peer.socket.write(handshake());
@@ -82,11 +72,10 @@ describe("attack: work per event-loop turn is bounded by a step of frames", () =
         await peer.waitFor(8);
         const frames = messages(COUNT, 1, inBatch);
         const burst = inBatch ? batch(frames) : Buffer.concat(frames);
-        watching = true;
-        setImmediate(watch);
+        turns.start();
         peer.socket.write(burst);
         await until(() => seen.length === COUNT, 60_000);
-        watching = false;
+        turns.stop();
         assert.deepEqual(
           seen,
           Array.from({ length: COUNT }, (_, i) => i),
@@ -94,10 +83,10 @@ describe("attack: work per event-loop turn is bounded by a step of frames", () =
         );
         // Old code: a whole read (or the whole BATCH) in one turn — over 1,000 here.
         assert.ok(
-          mostPerTurn <= 2 * STEP_FRAMES,
-          `${mostPerTurn} messages between two check phases (step ${STEP_FRAMES})`,
+          turns.most <= 2 * STEP_FRAMES,
+          `${turns.most} messages between two check phases (step ${STEP_FRAMES})`,
         );
-        assert.ok(mostPerTurn > 0);
+        assert.ok(turns.most > 0);
         // The connection serves normally afterwards.
         const before = peer.received().length;
         peer.socket.write(req(2 * COUNT + 1, "/echo/1.0.0", Buffer.from("still here")));

@@ -16,7 +16,7 @@ import { after, before, describe, it } from "node:test";
 import { createServer, type Server } from "../../src/index.ts";
 import { F, frame, T } from "../helpers/attacker.ts";
 import { handshake, type RawPeer, rawClient } from "../helpers/raw-peer.ts";
-import { until } from "../helpers/wait.ts";
+import { TurnCounter, until } from "../helpers/wait.ts";
 
 const PEERS = 16;
 /** A continuation's cost (ms of wall time, busy). */
@@ -34,29 +34,21 @@ describe("attack: the turn budget counts the work decoded input sets off", () =>
   let server: Server;
   let url: string;
   let seen = 0;
-  let mostPerTurn = 0;
-  let inTurn = 0;
-  let watching = false;
+  const turns = new TurnCounter();
   const peers: RawPeer[] = [];
-
-  const watch = () => {
-    if (inTurn > mostPerTurn) mostPerTurn = inTurn;
-    inTurn = 0;
-    if (watching) setImmediate(watch);
-  };
 
   before(async () => {
     server = createServer();
     server.on("message", () => {
       seen++;
-      inTurn++;
+      turns.hit();
       // The handler's work after its first await: a microtask, outside the decoding.
       void Promise.resolve().then(() => spin(COST_MS));
     });
     [url] = await server.listen("tcp://127.0.0.1:0");
   });
   after(async () => {
-    watching = false;
+    turns.stop();
     for (const p of peers) p.socket.destroy();
     await server.close();
   });
@@ -69,14 +61,13 @@ describe("attack: the turn budget counts the work decoded input sets off", () =>
       // The preface and HELLO answer: the session is open.
       await peer.waitFor(8);
     }
-    watching = true;
-    setImmediate(watch);
+    turns.start();
     // All written before the server's next poll: its reads land in the same turn.
     for (const p of peers) p.socket.write(frame(T.MSG, F.START | F.END, 1, Uint8Array.of(1)));
     await until(() => seen === PEERS, 30_000);
-    watching = false;
+    turns.stop();
     // 10 ms of budget at 3 ms a message: 4 (and one step over); old code: all 16 at once.
-    assert.ok(mostPerTurn <= 6, `${mostPerTurn} messages between two check phases`);
-    assert.ok(mostPerTurn > 0);
+    assert.ok(turns.most <= 6, `${turns.most} messages between two check phases`);
+    assert.ok(turns.most > 0);
   });
 });

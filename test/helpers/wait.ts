@@ -9,3 +9,32 @@ export async function until(pred: () => boolean, ms = 10_000): Promise<void> {
     await sleep(5);
   }
 }
+
+/**
+ * Counts events between two check phases of the event loop (a `setImmediate`
+ * chain): `hit()` per event, `most` the largest count seen in one turn while
+ * started.
+ */
+export class TurnCounter {
+  most = 0;
+  private inTurn = 0;
+  private watching = false;
+  private readonly watch = (): void => {
+    if (this.inTurn > this.most) this.most = this.inTurn;
+    this.inTurn = 0;
+    if (this.watching) setImmediate(this.watch);
+  };
+  hit(): void {
+    this.inTurn++;
+  }
+  /** Starts counting afresh. */
+  start(): void {
+    this.most = 0;
+    this.inTurn = 0;
+    this.watching = true;
+    setImmediate(this.watch);
+  }
+  stop(): void {
+    this.watching = false;
+  }
+}

@@ -14,12 +14,11 @@ import { after, before, describe, it } from "node:test";
 import type { Libp2p } from "@libp2p/interface";
 import { multiaddr } from "@multiformats/multiaddr";
 import { createLibp2pNode, PROTOCOL_ID } from "../../src/p2p/index.ts";
+import { countListCopies } from "../helpers/list-copies.ts";
 import { until } from "../helpers/wait.ts";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
-
-type List = { bufs: Uint8Array[]; subarray(...a: number[]): Uint8Array };
 
 /** Forwards loopback TCP to `port`, client to server in pieces of `piece` bytes, one per event-loop turn. */
 async function slicingProxy(port: number, piece: number): Promise<{ port: number; close(): void }> {
@@ -67,42 +66,20 @@ async function slicingProxy(port: number, piece: number): Promise<{ port: number
   };
 }
 
-/** Noise (uint8arraylist 2) and @libp2p/utils (uint8arraylist 3) may each load their own copy. */
-const COPIES = [
-  new URL("../../node_modules/uint8arraylist/dist/src/index.js", import.meta.url).href,
-  new URL("../../node_modules/@libp2p/utils/node_modules/uint8arraylist/dist/src/index.js", import.meta.url).href,
-];
-
 describe("pointsub/libp2p Noise decryption (createLibp2pNode)", () => {
   let receiver: Libp2p;
   let sender: Libp2p;
   let copied = 0;
-  const restore: Array<() => void> = [];
+  let restore = (): void => {};
   before(async () => {
-    for (const href of COPIES) {
-      let mod: { Uint8ArrayList: { prototype: List } };
-      try {
-        mod = await import(href);
-      } catch {
-        continue;
-      }
-      const proto = mod.Uint8ArrayList.prototype;
-      const subarray = proto.subarray;
-      proto.subarray = function (this: List, ...a: number[]): Uint8Array {
-        const r = subarray.apply(this, a);
-        if (!this.bufs.some((b) => b.buffer === r.buffer)) copied += r.byteLength;
-        return r;
-      };
-      restore.push(() => {
-        proto.subarray = subarray;
-      });
-    }
-    assert.ok(restore.length > 0, "no copy of uint8arraylist found to count with");
+    restore = await countListCopies((n) => {
+      copied += n;
+    });
     receiver = await createLibp2pNode({ quic: false, listen: ["/ip4/127.0.0.1/tcp/0"] });
     sender = await createLibp2pNode({ quic: false });
   });
   after(async () => {
-    for (const r of restore) r();
+    restore();
     await sender.stop();
     await receiver.stop();
   });
