@@ -644,7 +644,8 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
    * partial itself unless the sidecar is missing or short of the file).
    */
   const refresh = async (e: Entry, owner = false): Promise<void> => {
-    const st = await lstat(partialPath(e.key)).catch(() => undefined);
+    // The callback lstat (`exists`): a missing partial makes no Error and no rejected promise.
+    const st = await exists(partialPath(e.key));
     const ident = st?.isFile() ? `${st.ino}:${st.size}:${st.mtimeMs}` : undefined;
     const s = st?.isFile() && !(e.exists && e.ident === ident) ? await readSidecar(e.key) : undefined;
     // A transfer of this process started meanwhile: its state is newer than what was read.
@@ -1389,7 +1390,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         // What this process leaves on disk is what it knows (no re-read on its next query). On the thread pool:
         // a synchronous lstat per ended transfer, behind the pool's fdatasyncs on the same journal, showed in the
         // fuzzer's longest turns (the transfer stays active, its key refused, until this is known).
-        const st = e.exists ? await lstat(partial).catch(() => undefined) : undefined;
+        const st = e.exists ? await exists(partial) : undefined;
         e.ident = st === undefined ? undefined : `${st.ino}:${st.size}:${st.mtimeMs}`;
         // Off the event loop; the transfer stays active (its key refused) until the lock is gone.
         await dropLock(lock);
