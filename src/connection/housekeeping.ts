@@ -269,8 +269,6 @@ export class Housekeeper implements Tickable {
     const slow = times.slowPeerTimeoutMs;
     const pt = times.progressTimeoutMs;
     const host = this.host;
-    // Releases waiting for written bytes whose transport took them without a drain (nothing left to drain).
-    if (this.writer.releases.length !== 0 && this.transport.idle?.() === true) this.writer.written();
     const blocked = this.writer.blockedSince;
     if (slow > 0 && blocked !== 0 && now - blocked >= slow) {
       if (!confirmed) {

@@ -211,8 +211,9 @@ export class FrameWriter {
   private unconfirmed: PoolEntry[] | undefined;
   /**
    * @internal What waits for the bytes handed over so far to leave the
-   * transport (a drain, a write it took whole, a housekeeping tick that finds
-   * it idle, or its close): buffer releases of stream frames, and the budget
+   * transport (a drain — a transport with `idle` reports one once a write it
+   * held part of went out —, a write it took whole, or its close): buffer
+   * releases of stream frames, and the budget
    * charges of answers sent as views of their handler's memory. A shared
    * empty array until the first.
    */
