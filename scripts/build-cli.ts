@@ -10,6 +10,7 @@
  *
  *   node scripts/build-cli.ts [--src src/cli/main.ts] [--outdir dist/cli-bundle] [--serve ../cli/serve.js]
  */
+import { execFileSync } from "node:child_process";
 import { builtinModules, createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -31,11 +32,41 @@ const { values } = parseArgs({
 const BUILTIN_GETTERS: Record<string, string[]> = { net: ["BlockList"] };
 
 /**
+ * Names of built-in `mod` that look like plain values but load internal modules when first read, in a
+ * fresh process (this process may have read them already): Node defines some as lazy data properties
+ * (util.diff loads the assertion's diff engine, ~3 ms; util.parseArgs, util.setTraceSigInt, fs.Dir).
+ * Destructured when a chunk loads, each would cost every command that loads the chunk. Found by reading
+ * each name's descriptor in a fresh process and watching `process.moduleLoadList` grow; again without
+ * the names found, until none is (one read may have loaded what another needed).
+ */
+function lazyValues(mod: string): Set<string> {
+  const lazy = new Set<string>();
+  for (let pass = 0; pass < 8; pass++) {
+    const script = `const m = process.getBuiltinModule(${JSON.stringify(`node:${mod}`)});
+const skip = new Set(${JSON.stringify([...lazy])});
+const found = [];
+for (const k of Reflect.ownKeys(m)) {
+  if (typeof k !== "string" || skip.has(k)) continue;
+  const n = process.moduleLoadList.length;
+  const d = Object.getOwnPropertyDescriptor(m, k);
+  if (process.moduleLoadList.length !== n && d !== undefined && "value" in d) found.push(k);
+}
+process.stdout.write(JSON.stringify(found));`;
+    const found = JSON.parse(
+      execFileSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8" }),
+    );
+    if (found.length === 0) return lazy;
+    for (const k of found as string[]) lazy.add(k);
+  }
+  return lazy;
+}
+
+/**
  * An ES module `import … from "node:fs"` makes Node evaluate every lazy getter of the module to build
  * its namespace (fs.promises, its streams, readline…): the CLI's imports of fs, util, process, net
  * and os loaded ~60 internal modules, ~9 ms of every command's start-up. The bundle takes each
  * built-in from `process.getBuiltinModule` instead: the default export is the module itself (its
- * getters stay lazy), the named exports its plain values (and {@link BUILTIN_GETTERS}).
+ * getters stay lazy), the named exports its plain values but {@link lazyValues} (and {@link BUILTIN_GETTERS}).
  * (A namespace import, `import * as`, gets the same names: fine for zlib and diagnostics_channel,
  * which have no getters.) `require()` calls (CommonJS packages) are left to the banner's require.
  */
@@ -51,8 +82,12 @@ const lazyBuiltins: Plugin = {
     });
     b.onLoad({ filter: /.*/, namespace: "builtin" }, (args) => {
       const mod = load(`node:${args.path}`) as object;
+      const lazy = lazyValues(args.path);
       const names = Object.entries(Object.getOwnPropertyDescriptors(mod))
-        .filter(([k, d]) => ("value" in d || BUILTIN_GETTERS[args.path]?.includes(k)) && /^[A-Za-z_$][\w$]*$/.test(k))
+        .filter(
+          ([k, d]) =>
+            (("value" in d && !lazy.has(k)) || BUILTIN_GETTERS[args.path]?.includes(k)) && /^[A-Za-z_$][\w$]*$/.test(k),
+        )
         .map(([k]) => k)
         .filter((k) => k !== "default");
       return {
