@@ -29,7 +29,7 @@
 import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
 import { randomFillSync } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
-import { mkdir, mkdtemp, open, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, open, readdir, readFile, rm, stat, statfs, symlink, writeFile } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -314,6 +314,18 @@ function timed(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env
   });
 }
 
+/** The file system `dir` is on, as the report names it (tmpfs, ext4…). */
+async function fileSystem(dir: string): Promise<string> {
+  const types = new Map([
+    [0x01021994, "tmpfs"],
+    [0xef53, "ext4"],
+    [0x9123683e, "btrfs"],
+    [0x58465342, "xfs"],
+  ]);
+  const type = (await statfs(dir)).type;
+  return `${types.get(type) ?? `a file system of type 0x${type.toString(16)}`} (${tmpdir()}, the system's temporary directory: set TMPDIR to choose)`;
+}
+
 /** Files under `dir` (recursively). */
 async function countFiles(dir: string): Promise<number> {
   return (await readdir(dir, { recursive: true, withFileTypes: true })).filter((d) => d.isFile()).length;
@@ -329,6 +341,15 @@ interface CliTimes {
   baseline: number[];
   /** The older build's send into its serve with `--durability none`, when both are measured. */
   baselineNoSync: number[];
+  /**
+   * With `warm`: the send into a serve that runs across the rounds (started before the warm-up round, so
+   * each timed send is at least its second), each round's tree under a name of its own; with fsync and
+   * with `--durability none`, and the baseline build's likewise.
+   */
+  warm: number[];
+  warmNoSync: number[];
+  baselineWarm: number[];
+  baselineWarmNoSync: number[];
   /** `pointsub --version`: the CLI's start-up alone. */
   startup: number;
 }
@@ -352,6 +373,7 @@ async function cliVsTar(
   baselineCli?: string,
   noSync = false,
   keepInboxes = false,
+  warm = false,
 ): Promise<CliTimes> {
   const cli = buildCli();
   const env = { ...process.env, POINTSUB_STATE_DIR: join(work, "state") };
@@ -364,6 +386,10 @@ async function cliVsTar(
     rerun: [],
     baseline: [],
     baselineNoSync: [],
+    warm: [],
+    warmNoSync: [],
+    baselineWarm: [],
+    baselineWarmNoSync: [],
     startup: 0,
   };
   /** Inboxes kept to the end (keepInboxes). */
@@ -382,7 +408,7 @@ async function cliVsTar(
    * Starts `serve` of `main` into a new inbox (its plain output, as a user runs it; read and dropped);
    * resolves to its URL and a stop that checks every file arrived.
    */
-  const startServe = async (main: string, inbox: string, flags: string[] = []) => {
+  const startServe = async (main: string, inbox: string, flags: string[] = [], expect = count) => {
     const serve = spawn(process.execPath, [main, "serve", "--listen", "tcp://127.0.0.1:0", "--dir", inbox, ...flags], {
       stdio: ["ignore", "pipe", "inherit"],
       env,
@@ -402,10 +428,35 @@ async function cliVsTar(
     const stop = async () => {
       serve.kill("SIGTERM");
       await exited(serve);
-      if ((await countFiles(inbox)) !== count) throw new Error(`${main}: files lost`);
+      if ((await countFiles(inbox)) !== expect) throw new Error(`${main}: files lost`);
       await removeInbox(inbox);
     };
     return { url, stop };
+  };
+  /**
+   * Serves that run across the rounds (warm): started before the warm-up round, whose send makes each
+   * timed send at least a serve's second, as a long-running `serve` meets them. Each round sends the same
+   * files under a name of its own (a symbolic link to the directory: `send -r` stores the tree under the
+   * link's name), so every round creates its 2,000 files as the cold rows do.
+   */
+  type Running = Awaited<ReturnType<typeof startServe>>;
+  const warmServes: { cur?: Running; curNone?: Running; base?: Running; baseNone?: Running } = {};
+  if (warm) {
+    const n = count * (reps + 1);
+    warmServes.cur = await startServe(cli, join(work, "warm"), [], n);
+    warmServes.curNone = await startServe(cli, join(work, "warm-nosync"), ["--durability", "none"], n);
+    if (baselineCli !== undefined) {
+      warmServes.base = await startServe(baselineCli, join(work, "base-warm"), [], n);
+      warmServes.baseNone = await startServe(baselineCli, join(work, "base-warm-nosync"), ["--durability", "none"], n);
+    }
+  }
+  /** This round's name for the source tree (a link to it), for the warm serves. */
+  const roundSrc = async (r: number) => {
+    const link = `${src}-r${r + 1}`;
+    await symlink(src, link).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== "EEXIST") throw err;
+    });
+    return link;
   };
   // Round -1 is a warm-up, not recorded: the source files in the page cache, the CLI's compile cache
   // and tar's binary warm for every variant alike (the first timed round is not the only cold one).
@@ -449,6 +500,16 @@ async function cliVsTar(
         await stop();
         spawnSync("sync");
       }
+      if (warmServes.cur !== undefined && warmServes.curNone !== undefined) {
+        const named = await roundSrc(r);
+        for (const [list, s] of [
+          [times.warm, warmServes.cur],
+          [times.warmNoSync, warmServes.curNone],
+        ] as const) {
+          keep(list, await timed(process.execPath, [cli, "send", ...recursive, named, "--to", s.url], env));
+        }
+        spawnSync("sync");
+      }
     };
     // An older build (--baseline-cli), next to it: the same machine noise for both.
     const baseline = async (main: string) => {
@@ -465,6 +526,16 @@ async function cliVsTar(
         await ns.stop();
         spawnSync("sync");
       }
+      if (warmServes.base !== undefined && warmServes.baseNone !== undefined) {
+        const named = await roundSrc(r);
+        for (const [list, s] of [
+          [times.baselineWarm, warmServes.base],
+          [times.baselineWarmNoSync, warmServes.baseNone],
+        ] as const) {
+          keep(list, await timed(process.execPath, [main, "send", ...recursive, named, "--to", s.url], env));
+        }
+        spawnSync("sync");
+      }
     };
     // With a baseline, every other round runs it first (what ran before changes the disk's state).
     if (baselineCli !== undefined && r % 2 !== 0) await baseline(baselineCli);
@@ -475,9 +546,16 @@ async function cliVsTar(
       `${label} ${r + 1}/${reps}: tar ${times.tar[r].toFixed(2)} s, send ${times.send[r].toFixed(2)} s, re-run ${times.rerun[r].toFixed(2)} s` +
         (noSync ? `, send without fsync ${times.sendNoSync[r].toFixed(2)} s` : "") +
         (baselineCli === undefined ? "" : `, baseline send ${times.baseline[r].toFixed(2)} s`) +
-        (times.baselineNoSync.length > r ? `, baseline without fsync ${times.baselineNoSync[r].toFixed(2)} s` : ""),
+        (times.baselineNoSync.length > r ? `, baseline without fsync ${times.baselineNoSync[r].toFixed(2)} s` : "") +
+        (warm
+          ? `; running serve: send ${times.warm[r].toFixed(2)} s, without fsync ${times.warmNoSync[r].toFixed(2)} s` +
+            (times.baselineWarm.length > r
+              ? `, baseline ${times.baselineWarm[r].toFixed(2)} s, without fsync ${times.baselineWarmNoSync[r].toFixed(2)} s`
+              : "")
+          : ""),
     );
   }
+  for (const s of [warmServes.cur, warmServes.curNone, warmServes.base, warmServes.baseNone]) await s?.stop();
   // One at a time (three at once measured the machine's two cores, not the start-up).
   const startups: number[] = [];
   for (let i = 0; i < 5; i++) startups.push(await timed(process.execPath, [cli, "--version"]));
@@ -521,6 +599,21 @@ function cliRows(
     ...(t.baselineNoSync.length === 0
       ? []
       : [row(`baseline build's send into serve --durability none`, median(t.baselineNoSync))]),
+    ...(t.warm.length === 0
+      ? []
+      : [
+          row(`${sendLabel.replace(/ \(.*/, "")} into a running serve (fsync per file)`, median(t.warm)),
+          row(
+            `${sendLabel.replace(/ \(.*/, "")} into a running serve --durability none (no fsync)`,
+            median(t.warmNoSync),
+          ),
+        ]),
+    ...(t.baselineWarm.length === 0
+      ? []
+      : [
+          row(`baseline build's send into a running serve`, median(t.baselineWarm)),
+          row(`baseline build's send into a running serve --durability none`, median(t.baselineWarmNoSync)),
+        ]),
   ];
 }
 
@@ -541,14 +634,17 @@ export async function runManyFilesBench(
     const src = join(work, "src", "many");
     await mkdir(src, { recursive: true });
     for (let i = 0; i < count; i++) await writeFile(join(src, `f${i}.bin`), randomFillSync(Buffer.alloc(fileSize)));
-    const t = await cliVsTar(work, "many", count, reps, "many files", log, baselineCli, true, keepInboxes);
+    const t = await cliVsTar(work, "many", count, reps, "many files", log, baselineCli, true, keepInboxes, true);
     const { ratio, spread } = pairedRatio(t.tar, t.send);
     const ratioNoSync = pairedRatio(t.tar, t.sendNoSync).ratio;
+    const ratioWarm = pairedRatio(t.tar, t.warm).ratio;
+    const ratioWarmNoSync = pairedRatio(t.tar, t.warmNoSync).ratio;
+    const fsType = await fileSystem(work);
     const vsBaseline =
       t.baselineNoSync.length === 0
         ? []
         : [
-            `Against the baseline build (paired median of its time over this build's): ${pairedRatio(t.baseline, t.send).ratio.toFixed(2)}× with fsync, ${pairedRatio(t.baselineNoSync, t.sendNoSync).ratio.toFixed(2)}× with \`--durability none\`.`,
+            `Against the baseline build (paired median of its time over this build's): ${pairedRatio(t.baseline, t.send).ratio.toFixed(2)}× with fsync, ${pairedRatio(t.baselineNoSync, t.sendNoSync).ratio.toFixed(2)}× with \`--durability none\`; into a running serve ${pairedRatio(t.baselineWarm, t.warm).ratio.toFixed(2)}× with fsync, ${pairedRatio(t.baselineWarmNoSync, t.warmNoSync).ratio.toFixed(2)}× with \`--durability none\`.`,
           ];
     return [
       `## Many small files over tcp (${count} × ${fileSize / 1024} KiB, median of ${reps})`,
@@ -566,6 +662,12 @@ export async function runManyFilesBench(
       "with `--durability none` is the same send into a serve that fsyncs nothing (as tar). Each round runs",
       "every variant back to back after an untimed warm-up round (source files in the page cache for all);",
       "the target figure is the median over rounds of that round's tar time over its send time.",
+      "The first rows start a new `serve` for each send (its first: cold, a fresh process whose code is",
+      'not yet optimized, as right after a restart); the rows "into a running serve" send into one',
+      "`serve` per variant started before the rounds (each timed send at least its second, as a",
+      "long-running server meets most sends), every round's tree under a name of its own (a symbolic link",
+      "to the same directory: `send -r` stores the tree under the link's name), 2,000 new files each time.",
+      `The work directory (sources and received trees) is on ${fsType}.`,
       keepInboxes
         ? "Received trees are removed after the last round (`--keep-inboxes`): every variant creates its files on a file system without fresh deletions."
         : "Each received tree is removed right after its variant: on this machine's ext4 (no journal) the next 2,000 creates then cost ~0.3 ms each instead of ~0.02 ms (the allocator skips inodes freed in the last ~30 s), for tar and pointsub alike; `--keep-inboxes` measures without that.",
@@ -573,7 +675,7 @@ export async function runManyFilesBench(
       ...cliRows(t, count, "files", baselineCli, "pointsub send -r (bundles, fsync per file)"),
       "",
       `CLI start-up alone (\`pointsub --version\`, median of 5 one at a time): ${t.startup.toFixed(2)} s. tar's times: ${spread}.`,
-      `Target ≥ 0.5× tar's speed (paired median): **${ratio.toFixed(2)}×** with fsync, ${ratioNoSync.toFixed(2)}× with \`--durability none\`.`,
+      `Target ≥ 0.5× tar's speed (paired median): **${ratio.toFixed(2)}×** with fsync, ${ratioNoSync.toFixed(2)}× with \`--durability none\` (a new serve per send); into a running serve ${ratioWarm.toFixed(2)}× with fsync, ${ratioWarmNoSync.toFixed(2)}× with \`--durability none\`.`,
       ...vsBaseline,
       "",
     ].join("\n");
