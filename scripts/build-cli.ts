@@ -62,6 +62,15 @@ process.stdout.write(JSON.stringify(found));`;
 }
 
 /**
+ * Built-ins loaded on their first call, not when the chunk that imports them loads: node:fs/promises
+ * (~1.5 ms and a dozen internal modules) is imported by the file sink, `get` and `send-file`, which
+ * share a chunk with `send`, whose small files never need it. Its named exports are functions that
+ * load it when called (a name that is not a function fails the build: "No matching export"); the
+ * default export a proxy that loads it when read.
+ */
+const ON_FIRST_CALL = new Set(["fs/promises"]);
+
+/**
  * An ES module `import … from "node:fs"` makes Node evaluate every lazy getter of the module to build
  * its namespace (fs.promises, its streams, readline…): the CLI's imports of fs, util, process, net
  * and os loaded ~60 internal modules, ~9 ms of every command's start-up. The bundle takes each
@@ -81,7 +90,20 @@ const lazyBuiltins: Plugin = {
       return { path: name, namespace: "builtin" };
     });
     b.onLoad({ filter: /.*/, namespace: "builtin" }, (args) => {
-      const mod = load(`node:${args.path}`) as object;
+      const mod = load(`node:${args.path}`) as Record<string, unknown>;
+      const spec = JSON.stringify(`node:${args.path}`);
+      if (ON_FIRST_CALL.has(args.path)) {
+        const fns = Object.keys(mod).filter((k) => typeof mod[k] === "function" && /^[A-Za-z_$][\w$]*$/.test(k));
+        return {
+          contents: [
+            "let m;",
+            `const get = () => (m ??= process.getBuiltinModule(${spec}));`,
+            "export default new Proxy({}, { get: (_, key) => get()[key] });",
+            ...fns.map((k) => `export function ${k}(...a) { return get().${k}(...a); }`),
+          ].join("\n"),
+          loader: "js",
+        };
+      }
       const lazy = lazyValues(args.path);
       const names = Object.entries(Object.getOwnPropertyDescriptors(mod))
         .filter(
@@ -92,7 +114,7 @@ const lazyBuiltins: Plugin = {
         .filter((k) => k !== "default");
       return {
         contents: [
-          `const m = process.getBuiltinModule(${JSON.stringify(`node:${args.path}`)});`,
+          `const m = process.getBuiltinModule(${spec});`,
           "export default m;",
           names.length > 0 ? `export const { ${names.join(", ")} } = m;` : "",
         ].join("\n"),

@@ -1,5 +1,14 @@
-import { closeSync, lstatSync, openSync, readFileSync, readSync } from "node:fs";
-import { readdir, stat } from "node:fs/promises";
+import {
+  closeSync,
+  type Dirent,
+  lstatSync,
+  openSync,
+  readdir,
+  readFileSync,
+  readSync,
+  type Stats,
+  stat,
+} from "node:fs";
 import { basename, join, resolve, sep } from "node:path";
 import { SharedConnection } from "../client/resumable.ts";
 import type { CodecName } from "../codec/compression.ts";
@@ -353,6 +362,18 @@ export function sentLine(file: string, r: SentFileReceipt, seconds: number): str
  */
 export const CRC_NATIVE_FROM = 1024 * 1024;
 
+/**
+ * A directory's entries with their types, and what is at a path (undefined: nothing readable): the
+ * callback API as promises, so a send of small files never loads node:fs/promises (the CLI bundle
+ * loads it on first use, scripts/build-cli.ts).
+ */
+const listDir = (dir: string) =>
+  new Promise<Dirent[]>((resolve, reject) =>
+    readdir(dir, { withFileTypes: true }, (err, entries) => (err === null ? resolve(entries) : reject(err))),
+  );
+const statOf = (path: string) =>
+  new Promise<Stats | undefined>((resolve) => stat(path, (err, st) => resolve(err === null ? st : undefined)));
+
 /** Entries the directory walk lstats between two turns of the event loop. */
 const WALK_YIELD_EVERY = 256;
 
@@ -376,7 +397,7 @@ export async function collectFiles(
   const items: SendItem[] = [];
   let sinceYield = 0;
   const walk = async (dir: string, prefix: string) => {
-    const entries = (await readdir(dir, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : 1));
+    const entries = (await listDir(dir)).sort((a, b) => (a.name < b.name ? -1 : 1));
     for (const d of entries) {
       // The connection opens meanwhile: its connect and handshake are answered between lstats, so
       // it is ready when the walk ends (not one round trip later).
@@ -400,7 +421,7 @@ export async function collectFiles(
   /** File arguments by target: two for one name are refused here, before connecting (trees' after the walk). */
   const argTargets = new Map<string, SendItem>();
   for (const arg of args) {
-    const st = await stat(arg).catch(() => undefined);
+    const st = await statOf(arg);
     if (st?.isDirectory()) {
       if (!recursive) throw new PointSubError("ERR_INVALID_ARGUMENT", `${arg} is a directory (send it with -r)`);
       const top = basename(resolve(arg));

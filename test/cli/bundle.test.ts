@@ -29,6 +29,10 @@ describe("the bundled CLI (the package's bin)", () => {
   const out = join(root, `.build-test-cli-${process.pid}`);
   let work: string;
   let server: Server | undefined;
+  /** Prints the built-in modules loaded when the process exits (`--import` it). */
+  const hook = `data:text/javascript,${encodeURIComponent(
+    'process.on("exit", () => process.stderr.write(JSON.stringify(process.moduleLoadList)));',
+  )}`;
   before(async () => {
     work = await mkdtemp(join(tmpdir(), "pointsub-bundle-cli-"));
     await run(process.execPath, [join(root, "scripts/build-cli.ts"), "--outdir", out], { timeout: 60_000 });
@@ -39,7 +43,7 @@ describe("the bundled CLI (the package's bin)", () => {
     await rm(work, { recursive: true, force: true });
   });
 
-  it("has the bin's shebang, prints its version, sends a tree over one connection", async () => {
+  it("has the bin's shebang, prints its version, sends a tree over one connection (without node:fs/promises)", async () => {
     const main = join(out, "main.js");
     assert.match(await readFile(main, "utf8"), /^#!\/usr\/bin\/env node\n/);
     const { stdout } = await run(process.execPath, [main, "--version"], { timeout: 30_000 });
@@ -54,10 +58,17 @@ describe("the bundled CLI (the package's bin)", () => {
     server.handleStream(FILE_BUNDLE_ROUTE, sink.bundle);
     server.handle(FILE_CHECK_ROUTE, sink.check);
     const [url] = await server.listen("tcp://127.0.0.1:0");
-    await run(process.execPath, [main, "send", "-r", src, "--to", url, "--json"], {
+    const { stderr } = await run(process.execPath, ["--import", hook, main, "send", "-r", src, "--to", url, "--json"], {
       timeout: 60_000,
       env: { ...process.env, POINTSUB_STATE_DIR: join(work, "state") },
     });
+    // Small files never need node:fs/promises (the bundle loads it on its first call).
+    const loaded = JSON.parse(stderr) as string[];
+    assert.ok(loaded.includes("NativeModule net"), "the list is real (the send loads node:net)");
+    assert.deepEqual(
+      loaded.filter((m) => m.includes("fs/promises")),
+      [],
+    );
     assert.deepEqual((await readdir(join(inbox, "tree"), { recursive: true })).sort(), [
       "f0",
       "f2",
@@ -78,10 +89,6 @@ describe("the bundled CLI (the package's bin)", () => {
 
   it("does not load node:child_process (commander's, for executable subcommands), fs.promises nor util's lazy values to run a command", async () => {
     const main = join(out, "main.js");
-    // Prints the built-in modules loaded when the process exits.
-    const hook = `data:text/javascript,${encodeURIComponent(
-      'process.on("exit", () => process.stderr.write(JSON.stringify(process.moduleLoadList)));',
-    )}`;
     const { stdout, stderr } = await run(process.execPath, ["--import", hook, main, "--version"], { timeout: 30_000 });
     assert.equal(stdout.trim(), "0.1.0");
     const loaded = JSON.parse(stderr) as string[];
