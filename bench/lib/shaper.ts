@@ -10,7 +10,10 @@
  * `MAX_UNDELIVERED` (a receiver that does not read stops the link, as TCP's
  * window would). Timers run only while bytes move; `close()` ends it all.
  */
+import { appendFileSync, mkdirSync } from "node:fs";
 import net from "node:net";
+import { join } from "node:path";
+import { absNow, TRACE_DIR } from "./trace.ts";
 
 /** One direction of the link. */
 export interface LinkSpec {
@@ -49,6 +52,17 @@ const MAX_UNDELIVERED = 1024 * 1024;
  */
 const MAX_CATCH_UP_MS = 50;
 
+/** Traced: the proxy's late ticks, written to `shaper-<pid>.jsonl` at exit. */
+const lateTicks: string[] = [];
+if (TRACE_DIR !== undefined) {
+  const dir = TRACE_DIR;
+  process.once("exit", () => {
+    if (lateTicks.length === 0) return;
+    mkdirSync(dir, { recursive: true });
+    appendFileSync(join(dir, `shaper-${process.pid}.jsonl`), `${lateTicks.join("\n")}\n`);
+  });
+}
+
 class Direction {
   private readonly stats: DirectionStats;
   private readonly queue: Buffer[] = [];
@@ -67,8 +81,11 @@ class Direction {
   private readonly to: net.Socket;
   private readonly spec: LinkSpec;
 
-  constructor(from: net.Socket, to: net.Socket, spec: LinkSpec, stats: DirectionStats) {
+  private readonly name: string;
+
+  constructor(from: net.Socket, to: net.Socket, spec: LinkSpec, stats: DirectionStats, name: string) {
     this.stats = stats;
+    this.name = name;
     this.from = from;
     this.to = to;
     this.spec = spec;
@@ -109,6 +126,7 @@ class Direction {
     if (this.closed) return;
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
+    this.dueAt = 0;
     this.stats.immediate++;
     this.tick();
   }
@@ -133,6 +151,18 @@ class Direction {
     this.timer = undefined;
     if (this.closed) return;
     const now = performance.now();
+    // Traced (trace.ts): a tick more than 2 ms late while bytes waited — the proxy itself holding them.
+    if (TRACE_DIR !== undefined && this.dueAt !== 0 && now - this.dueAt > 2 && this.queued + this.onWire > 0)
+      lateTicks.push(
+        JSON.stringify({
+          t: absNow(),
+          dir: this.name,
+          late: now - this.dueAt,
+          queued: this.queued,
+          onWire: this.onWire,
+        }),
+      );
+    this.dueAt = 0;
     const held = this.queued + this.onWire;
     if (held > this.stats.maxHeld) this.stats.maxHeld = held;
     // Serialise onto the wire what the elapsed time allows (the link stops while the far side does not read).
@@ -184,8 +214,8 @@ export async function startShaper(targetPort: number, up: LinkSpec, down: LinkSp
   const server = net.createServer((client) => {
     const upstream = net.connect({ host: "127.0.0.1", port: targetPort });
     // Counters of every connection through the proxy, together (tests use one connection).
-    const u = new Direction(client, upstream, up, stats.up);
-    const d = new Direction(upstream, client, down, stats.down);
+    const u = new Direction(client, upstream, up, stats.up, "up");
+    const d = new Direction(upstream, client, down, stats.down, "down");
     const entry = { a: client, b: upstream, dirs: [u, d] };
     live.add(entry);
     const end = () => {
