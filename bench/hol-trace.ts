@@ -4,7 +4,11 @@
  * arrived at the server: the queue ahead of it) and down (arrived → answer
  * read by the client), with what the writer held ahead of it when written,
  * and `gc`: the GC pauses of any traced process (client, server, runner)
- * within its round trip (the slowest rows name the processes' pids).
+ * within its round trip (the slowest rows name the processes' pids);
+ * `proxy`: the shaping proxy's ticks more than 2 ms late within it (hol-slow);
+ * `stall`: the longest event-loop stall of any traced process overlapping it,
+ * with the CPU that process used meanwhile (near 100 %: busy, e.g. GC; near
+ * 0 %: descheduled on a loaded machine — trace.ts).
  * The slowest 1 % of pings are listed with their parts, so the tail's source shows.
  *
  *   POINTSUB_BENCH_TRACE=/tmp/pace/trace node bench/run.ts --impl pointsub --workload hol --quick --out /tmp/pace/x.md
@@ -51,6 +55,44 @@ function gcWithin(from: number, to: number): { ms: number; pids: string } {
   return { ms, pids: [...pids].join("+") };
 }
 
+// Event-loop stalls of every traced process (trace.ts): end, gap and CPU used meanwhile (ms), pid.
+const stalls: { end: number; gap: number; cpu: number; pid: string }[] = [];
+for (const f of readdirSync(dir).filter((x) => x.startsWith("loop-"))) {
+  const pid = f.slice("loop-".length, -".jsonl".length);
+  for (const l of rows(f)) stalls.push({ end: l.t, gap: l.gap, cpu: l.cpu, pid });
+}
+/** The longest stall overlapping [from, to]: its overlap (ms), pid and CPU share while it lasted. */
+function stallWithin(from: number, to: number): { ms: number; what: string } {
+  let ms = 0;
+  let what = "";
+  for (const l of stalls) {
+    const o = Math.min(to, l.end) - Math.max(from, l.end - l.gap);
+    if (o > ms) {
+      ms = o;
+      what = `${l.pid} ${fmt(l.gap)} ms, cpu ${Math.round((100 * l.cpu) / l.gap)} %`;
+    }
+  }
+  return { ms, what };
+}
+
+// The shaping proxy's late ticks (shaper.ts, traced): when, which direction, how late (ms).
+const ticks: { end: number; late: number; dir: string }[] = [];
+for (const f of readdirSync(dir).filter((x) => x.startsWith("shaper-")))
+  for (const t of rows(f)) ticks.push({ end: t.t, late: t.late, dir: String(t.dir) });
+/** The proxy's time late (ms) within [from, to]: the late ticks' overlap with it, and their directions. */
+function proxyLate(from: number, to: number): { ms: number; dirs: string } {
+  let ms = 0;
+  const dirs = new Set<string>();
+  for (const t of ticks) {
+    const o = Math.min(to, t.end) - Math.max(from, t.end - t.late);
+    if (o > 0) {
+      ms += o;
+      dirs.add(t.dir);
+    }
+  }
+  return { ms, dirs: [...dirs].join("+") };
+}
+
 for (const f of readdirSync(dir).filter((x) => x.startsWith("client-"))) {
   const pid = f.slice("client-".length, -".jsonl".length);
   const arr = new Map<number, number>();
@@ -65,7 +107,21 @@ for (const f of readdirSync(dir).filter((x) => x.startsWith("client-"))) {
       const below = r.ywin === undefined ? Number.NaN : r.ystream + r.ywin + r.noise + r.tcpq + r.sock;
       // GC pauses (any process) while the ping was under way; with no GC trace, unknown.
       const gc = gcs.length === 0 ? Number.NaN : gcWithin(r.sent, r.resp).ms;
-      return { ...r, rtt: r.resp - r.sent, late: r.sent - r.due, up: a - r.sent, down: r.resp - a, gc, below };
+      // The proxy's late ticks while the ping was under way; with no shaper trace, unknown.
+      const proxy = ticks.length === 0 ? Number.NaN : proxyLate(r.sent, r.resp).ms;
+      // The longest event-loop stall of a traced process while the ping was under way.
+      const stall = stalls.length === 0 ? Number.NaN : stallWithin(r.sent, r.resp).ms;
+      return {
+        ...r,
+        rtt: r.resp - r.sent,
+        late: r.sent - r.due,
+        up: a - r.sent,
+        down: r.resp - a,
+        gc,
+        proxy,
+        stall,
+        below,
+      };
     });
   if (pings.length === 0) continue;
   console.log(`\nrun ${pid}: ${pings.length} pings`);
@@ -82,6 +138,8 @@ for (const f of readdirSync(dir).filter((x) => x.startsWith("client-"))) {
     "up",
     "down",
     "gc",
+    "proxy",
+    "stall",
     "unflushed",
     ...nodeq,
     "inflight",
@@ -108,7 +166,7 @@ for (const f of readdirSync(dir).filter((x) => x.startsWith("client-"))) {
   console.log("slowest (ms; KiB):");
   for (const r of tail.slice(0, Math.max(3, Math.ceil(pings.length / 100)))) {
     console.log(
-      `  n=${r.n} rtt=${fmt(r.rtt)} late=${fmt(r.late)} up=${fmt(r.up)} down=${fmt(r.down)} gc=${fmt(r.gc)}${gcs.length === 0 ? "" : ` (${gcWithin(r.sent, r.resp).pids.replace(pid, "client") || "-"})`} unflushed=${fmt((r.unflushed ?? Number.NaN) / 1024)} inflight=${fmt((r.inflight ?? Number.NaN) / 1024)} window=${fmt((r.window ?? Number.NaN) / 1024)} rate=${fmt(r.rate ?? Number.NaN)} minRtt=${fmt(r.minRtt ?? Number.NaN)} extra=${fmt((r.extra ?? Number.NaN) / 1024)}${lower.map((k) => ` ${k}=${fmt(r[k] / 1024)}`).join("")}`,
+      `  n=${r.n} rtt=${fmt(r.rtt)} late=${fmt(r.late)} up=${fmt(r.up)} down=${fmt(r.down)} gc=${fmt(r.gc)}${gcs.length === 0 ? "" : ` (${gcWithin(r.sent, r.resp).pids.replace(pid, "client") || "-"})`}${ticks.length === 0 ? "" : ` proxy=${fmt(r.proxy)} (${proxyLate(r.sent, r.resp).dirs || "-"})`}${stalls.length === 0 ? "" : ` stall=${fmt(r.stall)} (${stallWithin(r.sent, r.resp).what.replace(pid, "client") || "-"})`} unflushed=${fmt((r.unflushed ?? Number.NaN) / 1024)} inflight=${fmt((r.inflight ?? Number.NaN) / 1024)} window=${fmt((r.window ?? Number.NaN) / 1024)} rate=${fmt(r.rate ?? Number.NaN)} minRtt=${fmt(r.minRtt ?? Number.NaN)} extra=${fmt((r.extra ?? Number.NaN) / 1024)}${lower.map((k) => ` ${k}=${fmt(r[k] / 1024)}`).join("")}`,
     );
   }
 }

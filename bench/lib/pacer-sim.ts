@@ -13,8 +13,9 @@
  * and sender are present for exponential spells of mean `presentMs`, away
  * for spells of mean `awayMs` (0: always present) — a loaded machine, where
  * delivery and acknowledgements come in bursts; an absent sender takes no
- * answers (and so writes nothing). A ping written every 10 ms waits until
- * every byte ahead of it was read, plus `pathMs`. `PACER_SIM_DEBUG=1` prints
+ * answers (and so writes nothing). A ping (a real 64 B message through the
+ * writer, followed by the pacer's probe as on a socket) written every 10 ms
+ * waits until every byte ahead of it was read, plus `pathMs`. `PACER_SIM_DEBUG=1` prints
  * the pacer's state every 10 ms of virtual time.
  */
 import { decodePing } from "../../src/codec/control.ts";
@@ -69,6 +70,8 @@ export interface SimResult {
   /** Largest allowance for acknowledgement bursts the pacer's window held, in ms of its rate. */
   maxExtraMs: number;
 }
+
+const EMPTY = new Uint8Array(0);
 
 /** Sends `bytes` through a paced writer over the simulated link; see the module comment. */
 export async function simulatePacer(o: SimOptions): Promise<SimResult> {
@@ -175,6 +178,7 @@ export async function simulatePacer(o: SimOptions): Promise<SimResult> {
     await flushed();
     const DT = 0.05;
     let nextPing = t0 + 10;
+    let pingId = 1;
     const debug = process.env.PACER_SIM_DEBUG === "1";
     let nextDebug = t0;
     let lastTick = vt;
@@ -213,6 +217,27 @@ export async function simulatePacer(o: SimOptions): Promise<SimResult> {
       }
       if (vt >= nextPing) {
         nextPing += 10;
+        // A real 64 B message, as the bench's pings (a request goes out at once when it can): the
+        // probe the pacer sends after it (at its next pump) is answered after it, as on a socket.
+        const ping = new Uint8Array(64);
+        pingId += 2;
+        if (!writer.trySendNow(FrameType.MSG, pingId, EMPTY, ping)) {
+          writer.enqueue({
+            type: FrameType.MSG,
+            id: pingId,
+            head: EMPTY,
+            data: ping,
+            crc: -1,
+            offset: 0,
+            started: false,
+            credit: 0,
+            chunk: 0,
+            single: true,
+            resolve: undefined,
+            reject: undefined,
+          });
+        }
+        await flushed();
         pings.push({ t: vt, pos: written });
       }
       await flushed();

@@ -22,7 +22,41 @@ import { performance as nodePerformance, PerformanceObserver } from "node:perf_h
 
 export const TRACE_DIR: string | undefined = process.env.POINTSUB_BENCH_TRACE || undefined;
 
-if (TRACE_DIR !== undefined) watchGc(TRACE_DIR);
+if (TRACE_DIR !== undefined) {
+  watchGc(TRACE_DIR);
+  watchLoop(TRACE_DIR);
+}
+
+/**
+ * Records this process's event-loop stalls into `loop-<pid>.jsonl` at exit:
+ * a 2 ms interval that fired more than 6 ms late, with when it ended, how long
+ * the loop was away and the CPU (user + system) the process used meanwhile —
+ * CPU close to the gap: the process was busy; far below it: it was not
+ * running (descheduled on a loaded machine) or waited in a system call.
+ */
+function watchLoop(dir: string): void {
+  const rows: string[] = [];
+  let last = performance.now();
+  let cpu = process.cpuUsage();
+  const t = setInterval(() => {
+    const now = performance.now();
+    const c = process.cpuUsage();
+    const gap = now - last;
+    if (gap > 8) {
+      const used = (c.user - cpu.user + c.system - cpu.system) / 1000;
+      rows.push(JSON.stringify({ t: performance.timeOrigin + now, gap, cpu: used }));
+    }
+    last = now;
+    cpu = c;
+  }, 2);
+  t.unref();
+  process.once("exit", () => {
+    clearInterval(t);
+    if (rows.length === 0) return;
+    mkdirSync(dir, { recursive: true });
+    appendFileSync(join(dir, `loop-${process.pid}.jsonl`), `${rows.join("\n")}\n`);
+  });
+}
 
 /** Records this process's GC pauses into `gc-<pid>.jsonl` at exit. */
 function watchGc(dir: string): void {

@@ -77,10 +77,10 @@
  *   at once, and its last bytes wait window / rate + min RTT — a whole min
  *   RTT more than at steady state, where acknowledgements come back while the
  *   window is sent (a 25–27 ms ping after each drain on a 10 MB/s, 10 ms
- *   link, 17 ms otherwise). Until an acknowledgement of what followed the
- *   restart comes back (or one min RTT passed), bulk goes out at the rate
- *   after the queue the window keeps (its bytes beyond rate × min RTT),
- *   woken by a timer.
+ *   link, 17 ms otherwise). Until an acknowledgement of what the restart
+ *   sent comes back (not of a probe sent before it, after a small message)
+ *   or one min RTT passed, bulk goes out at the rate after the queue the
+ *   window keeps (its bytes beyond rate × min RTT), woken by a timer.
  * - **Chunks**: bulk frames are at most a quarter of the window and no larger
  *   than the window's room (at least {@link MIN_FRAME}), so what is in
  *   flight stays within the window and a small message never waits behind
@@ -224,6 +224,8 @@ export class Pacer {
   /** Bulk restarted with none in flight at this time (0: not ramping), from this position. */
   private rampT = 0;
   private rampPos = 0;
+  /** ...and the end of its first bulk frame: an acknowledgement from there on is one of what the restart sent. */
+  private rampFrom = 0;
   private rampTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(writer: PacedWriter) {
@@ -304,6 +306,7 @@ export class Pacer {
     if (this.bulkPos <= this.acked && this.rate !== 0) {
       this.rampT = now;
       this.rampPos = this.acked;
+      this.rampFrom = position;
     }
     this.bulkPos = position;
     // The pipe was empty: rate samples start from here, not from the last acknowledgement.
@@ -403,8 +406,11 @@ export class Pacer {
     // The peer may answer only the latest of several PINGs: every earlier one is answered too.
     probes.splice(0, i + 3);
     if (position > this.acked) this.acked = position;
-    // What followed the restart is being acknowledged: acknowledgements clock bulk from here.
-    if (this.rampT !== 0 && (this.acked > this.rampPos || now - this.rampT >= this.minRtt)) this.rampT = 0;
+    // What the restart sent is being acknowledged: acknowledgements clock bulk from here. Not the
+    // answer to a probe sent before it (after a small message, during the drain): that one ended the
+    // ramp a few ms into it and the whole window went at once (hol-slow 100 MB/s: a ping behind it
+    // waited 27-35 ms after each min-RTT refresh, the run's slowest).
+    if (this.rampT !== 0 && (this.acked >= this.rampFrom || now - this.rampT >= this.minRtt)) this.rampT = 0;
     if (rtt < this.minRtt) {
       this.minRtt = rtt;
       this.minRttAt = now;

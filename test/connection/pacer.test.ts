@@ -321,6 +321,57 @@ describe("Pacer at the start of bulk (virtual clock: performance.now set by the 
     }
   });
 
+  it("a restart's ramp is not ended by the answer to a probe sent before it (after a small message during the drain)", () => {
+    const realNow = performance.now;
+    const realSetTimeout = globalThis.setTimeout;
+    let t = 1000;
+    performance.now = () => t;
+    globalThis.setTimeout = (() => ({ unref() {} })) as unknown as typeof setTimeout;
+    try {
+      const w = countingWriter();
+      const p = new Pacer(w);
+      // A 100 MB/s link with a 10 ms round trip, measured; no bulk in flight (a min-RTT refresh drained it).
+      p.rate = 100_000;
+      p.minRtt = 10;
+      p.startup = false;
+      const window = p.window();
+      // A small message (a ping) went during the drain, and the pacer's probe after it (as the writer's
+      // pump does when bulk waits): unanswered when bulk restarts.
+      w.position += 100;
+      p.blocked(w.position);
+      assert.equal(p.probesSent, 1);
+      // Bulk restarts 9 ms later; the probe's answer comes 11 ms after it was sent.
+      t += 9;
+      const sendAll = () => {
+        while (p.room(w.position) > 0) {
+          w.position += p.frameLimit(w.position);
+          p.sent(w.position, false);
+        }
+        p.blocked(w.position);
+      };
+      sendAll();
+      const queue = window - p.rate * p.minRtt;
+      assert.ok(w.position <= queue + 128 * KiB, `${w.position} B handed over at once (queue ${queue} B)`);
+      // 2 ms into the restart the ping's probe is answered: it acknowledges nothing the restart sent.
+      t += 2;
+      assert.ok(p.onAck(-1));
+      sendAll();
+      // Before: that answer ended the ramp and the whole window went at once (1.5 MB; a ping behind it
+      // waited 27-35 ms on hol-slow's 100 MB/s link). Now: 2 ms more of the rate.
+      assert.ok(
+        w.position <= queue + 2 * p.rate + 128 * KiB,
+        `${w.position} B after 2 ms (window ${Math.round(window)} B, queue ${queue} B)`,
+      );
+      // One min RTT after the restart the window rules again.
+      t += 8;
+      sendAll();
+      assert.ok(w.position - p.acked >= window - 128 * KiB, `${w.position - p.acked} B in flight after one min RTT`);
+    } finally {
+      performance.now = realNow;
+      globalThis.setTimeout = realSetTimeout;
+    }
+  });
+
   it("startup ends when a probe comes back later than min RTT + 5 ms (a queue beyond the target)", () => {
     const realNow = performance.now;
     let t = 1000;
