@@ -33,6 +33,13 @@ const MAX_TOMBSTONES = 4096;
  * and the bytes so far copied once. A START that declares 256 MiB and sends
  * nothing more costs a few KiB, not a 256 MiB allocation (untouched, but V8
  * counts it as external memory; a fuzz run allocated 4.6 GiB that way).
+ * A START whose first chunk alone would double past {@link WHOLE_FROM}
+ * (32 KiB or more: a sender's large message, whose frames are 16 KiB and up)
+ * gets the whole buffer at once, as its next frame would: the full GC that
+ * V8 starts on so much new external memory then begins a frame earlier —
+ * ~10 ms over a new libp2p connection, whose first frames are slow — and
+ * is over sooner for the requests that follow the message's start (issue
+ * 15: the first pings of `hol` waited 20-35 ms behind it).
  * Growing large messages step by step (4x) was tried: it made the longest
  * turn of a server receiving 16 MiB messages ~3x longer; below 64 KiB the
  * steps copy under 128 KiB in all. The budget is charged on the declared
@@ -182,7 +189,8 @@ export class Assemblies {
     let target: Uint8Array | null = null;
     if (!discard) {
       // Delivered only once all `total` bytes were written into it (grown as they arrive).
-      target = this.alloc(Math.min(total, Math.max(MIN_CAPACITY, data.length * FIRST_CHUNKS)), total);
+      const n = data.length * 2 < WHOLE_FROM ? Math.max(MIN_CAPACITY, data.length * FIRST_CHUNKS) : total;
+      target = this.alloc(n < total ? n : total, total);
       target.set(data, 0);
     }
     const a: Assembly = {
