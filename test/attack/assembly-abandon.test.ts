@@ -84,4 +84,30 @@ describe("attack: abandoned large messages", () => {
     assert.ok(whole <= 10, `${whole} buffers of 256 MiB for ${n} abandoned messages`);
     assert.ok(whole >= 1, "the first abandoned message still got its whole buffer (no change for honest senders)");
   });
+
+  it("40 messages declaring 256 MiB whose START carries 32 KiB, then cancelled, get a few whole buffers, not 40", async () => {
+    const { runtime, sizes } = countingRuntime();
+    const server = createServer({ runtime });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const peer = await rawClient(url);
+    cleanup.push(
+      () => server.close(),
+      () => peer.socket.destroy(),
+    );
+    peer.socket.write(handshake());
+    await until(() => server.sessions.size === 1);
+    const n = 40;
+    const first = new Uint8Array(32 * KiB);
+    for (let i = 0; i < n; i++) {
+      const id = 2 * i + 1;
+      peer.socket.write(Buffer.concat([startFrame(id, 256 * MiB, first), cancelFrame(id)]));
+    }
+    // A one-frame message after them: all of them were read once it arrives.
+    const got: Uint8Array[] = [];
+    server.on("message", (m) => got.push(m.data));
+    peer.socket.write(encodeFrame(FrameType.MSG, Flag.START | Flag.END, 2 * n + 1, Uint8Array.of(7)));
+    await until(() => got.length === 1);
+    const whole = sizes.filter((s) => s === 256 * MiB).length;
+    assert.ok(whole <= 10, `${whole} buffers of 256 MiB for ${n} abandoned messages`);
+  });
 });
