@@ -12,7 +12,8 @@
  * connections, default 0.25; the others scale it down), --seed, --bomb-format
  * auto|plain|length-prefixed, --rss-bound-mib, --rss-kill-mib, --max-eld-ms,
  * --max-p99-ms, --max-honest-errors, --max-cpu-after-pct, --skip a,b,
- * "--server-node-args=--cpu-prof --cpu-prof-dir=/tmp/prof", --pin (the server
+ * "--server-node-args=--cpu-prof --cpu-prof-dir=/tmp/prof", --big-rate-mb (the
+ * big-abandon scenarios' rate cap, MiB/s, default 16; 0: none), --pin (the server
  * on CPU 0, attackers and the honest client on the other CPUs — as on
  * separate machines: a 2-core box otherwise measures the attacker's CPU
  * use as the server's event-loop delay; needs taskset).
@@ -119,7 +120,7 @@ const fuzzFrames = args.frames !== undefined ? Number(args.frames) : s(1_000_000
 
 /** big-abandon: the declared length (the server's maxMessageSize) and the attacker's rate. */
 const maxMessageSize = typeof serverOptions.maxMessageSize === "number" ? serverOptions.maxMessageSize : 256 * MIB;
-const bigRate = Number(args["big-rate-mb"] ?? "4") * MIB;
+const bigRate = Number(args["big-rate-mb"] ?? "16") * MIB;
 
 const SCENARIOS: Scenario[] = [
   {
