@@ -15,6 +15,7 @@ import {
   type CodecName,
   type CompressedFormat,
   cancel,
+  chunk,
   chunkStart,
   compressedBomb,
   concat,
@@ -1005,6 +1006,74 @@ async function unfinishedChunks(ctx: Ctx): Promise<void> {
   }
 }
 
+/**
+ * GC amplification through large assemblies: each connection starts a
+ * chunked MSG declaring `size` bytes (maxMessageSize), sends `chunkBytes` of
+ * it (past the point where the receiver allocates the whole declared
+ * length), then abandons it (CANCEL, or closes and reconnects) and starts
+ * the next one. The budget charge is returned at once; what is left is
+ * the allocation V8 counts as external memory. "complete" sends the same
+ * bytes as whole messages of `chunkBytes` (the control).
+ */
+async function bigAbandon(ctx: Ctx): Promise<void> {
+  const total = ctx.p.size ?? 256 * MIB;
+  const first = ctx.p.firstBytes ?? 1;
+  const rest = ctx.p.chunkBytes ?? 32 * 1024;
+  const mode = ctx.p.abandon ?? "cancel";
+  const rate = ctx.p.bytesPerSecond ?? 0;
+  const data = new Uint8Array(Math.max(first, rest, 1)).fill(0x61);
+  const t0 = Date.now();
+  let sentBytes = 0;
+  let started = 0;
+  const pace = async () => {
+    if (rate <= 0) return tick();
+    const due = t0 + (sentBytes / rate) * 1000 - Date.now();
+    return due > 0 ? sleep(due) : tick();
+  };
+  const lane = async () => {
+    let peer: Peer | undefined;
+    let id = 1;
+    while (!ctx.done) {
+      if (peer === undefined || peer.isClosed) {
+        if (peer !== undefined) ctx.countGoaway(peer);
+        peer = await open(ctx, { read: "discard" });
+        if (peer === undefined) {
+          await sleep(20);
+          continue;
+        }
+        id = 1;
+      }
+      const parts = [chunkStart(T.MSG, id, mode === "complete" ? first + rest : total, data.subarray(0, first))];
+      if (rest > 0 || mode === "complete") parts.push(chunk(T.MSG, id, data.subarray(0, rest), mode === "complete"));
+      if (mode === "cancel") parts.push(cancel(id, 4004));
+      const bytes = concat(...parts);
+      const frames = parts.length;
+      id += 2;
+      if (!(await sendUntil(ctx, peer, bytes, frames))) {
+        peer.destroy();
+        continue;
+      }
+      sentBytes += bytes.length;
+      started++;
+      if (mode === "reconnect") {
+        const p = peer;
+        await Promise.race([p.drained(), sleep(50)]);
+        p.destroy();
+        ctx.countGoaway(p);
+        peer = undefined;
+      }
+      await pace();
+    }
+    if (peer !== undefined) {
+      ctx.countGoaway(peer);
+      peer.destroy();
+    }
+  };
+  await Promise.all(Array.from({ length: ctx.p.conns ?? 1 }, lane));
+  ctx.notes.messagesStarted = started;
+  ctx.notes.mbPerSecond = Number((sentBytes / MIB / ((Date.now() - t0) / 1000)).toFixed(2));
+}
+
 async function slowloris(ctx: Ctx): Promise<void> {
   const total = ctx.p.conns ?? 4000;
   const live = new Set<Peer>();
@@ -1052,6 +1121,7 @@ export const SCENARIOS: Record<string, (ctx: Ctx) => Promise<void>> = {
   "bomb-refused": bombRefused,
   "bomb-lie": bombLie,
   "unfinished-chunks": unfinishedChunks,
+  "big-abandon": bigAbandon,
   slowloris,
 };
 

@@ -96,6 +96,17 @@ export interface AttackParams {
   /** Unfinished chunked messages per connection, and their size. */
   count?: number;
   size?: number;
+  /**
+   * big-abandon: how each large message is given up (CANCEL, the
+   * connection closed and reopened, or "complete": the same bytes sent as
+   * whole messages, the harmless control), the bytes its START carries and
+   * those of the one continuation after it, and the most bytes a second
+   * (0: as fast as the socket takes them).
+   */
+  abandon?: "cancel" | "reconnect" | "complete";
+  firstBytes?: number;
+  chunkBytes?: number;
+  bytesPerSecond?: number;
 }
 
 /** What the worker reports back. */

@@ -12,7 +12,8 @@
  * connections, default 0.25; the others scale it down), --seed, --bomb-format
  * auto|plain|length-prefixed, --rss-bound-mib, --rss-kill-mib, --max-eld-ms,
  * --max-p99-ms, --max-honest-errors, --max-cpu-after-pct, --skip a,b,
- * "--server-node-args=--cpu-prof --cpu-prof-dir=/tmp/prof", --pin (the server
+ * "--server-node-args=--cpu-prof --cpu-prof-dir=/tmp/prof", --big-rate-mb (the
+ * big-abandon scenarios' rate cap, MiB/s, default 16; 0: none), --pin (the server
  * on CPU 0, attackers and the honest client on the other CPUs — as on
  * separate machines: a 2-core box otherwise measures the attacker's CPU
  * use as the server's event-loop delay; needs taskset).
@@ -73,6 +74,7 @@ const { values: args } = parseArgs({
     "server-node-args": { type: "string", default: "" },
     list: { type: "boolean", default: false },
     pin: { type: "boolean", default: false },
+    "big-rate-mb": { type: "string" },
   },
 });
 
@@ -115,6 +117,10 @@ interface Scenario {
 
 const s = (full: number, q: number) => (quick ? q : full);
 const fuzzFrames = args.frames !== undefined ? Number(args.frames) : s(1_000_000, 20_000);
+
+/** big-abandon: the declared length (the server's maxMessageSize) and the attacker's rate. */
+const maxMessageSize = typeof serverOptions.maxMessageSize === "number" ? serverOptions.maxMessageSize : 256 * MIB;
+const bigRate = Number(args["big-rate-mb"] ?? "16") * MIB;
 
 const SCENARIOS: Scenario[] = [
   {
@@ -199,6 +205,29 @@ const SCENARIOS: Scenario[] = [
     what: "80,000 unfinished 4 KiB chunked messages (START only) on each of 4 connections",
     attack: { durationMs: s(12_000, 8000), conns: 4, count: 80_000, size: 4096 },
   },
+  ...(
+    [
+      ["big-abandon-cancel", "cancel", 1, 32 * 1024, "a 1-byte START and a 32 KiB chunk, then CANCEL"],
+      ["big-abandon-start", "cancel", 32 * 1024, 0, "a 32 KiB START, then CANCEL"],
+      ["big-abandon-reconnect", "reconnect", 1, 32 * 1024, "a 1-byte START and a 32 KiB chunk, then a new connection"],
+      ["big-abandon-control", "complete", 1, 32 * 1024, "(control) the same bytes as whole 32 KiB messages"],
+    ] as const
+  ).map(
+    ([name, abandon, firstBytes, chunkBytes, how]): Scenario => ({
+      name,
+      what: `chunked MSGs declaring maxMessageSize: ${how}, at most ${bigRate / MIB} MiB/s over 2 connections (GC amplification: the receiver allocates the whole declared length)`,
+      attack: {
+        scenario: "big-abandon",
+        abandon,
+        durationMs: s(10_000, 4000),
+        conns: 2,
+        size: maxMessageSize,
+        firstBytes,
+        chunkBytes,
+        bytesPerSecond: bigRate,
+      },
+    }),
+  ),
   {
     name: "slowloris",
     what: `${s(4000, 1000)} connections sending the preface only or nothing, reopened when closed`,
