@@ -60,7 +60,7 @@ const MAY_IMPORT: Record<Layer, readonly Layer[]> = {
   server: ["connection", "errors", "router", "runtime", "stream", "transport", "util"],
   lp: ["client", "connection", "errors", "runtime", "transport", "util"],
   web: ["client", "codec", "connection", "errors", "runtime", "transport"],
-  node: ["client", "codec", "connection", "errors", "lp", "runtime", "stream", "transport"],
+  node: ["client", "codec", "connection", "errors", "lp", "runtime", "stream", "transport", "util"],
   cluster: ["connection", "errors", "router", "server"],
   index: [
     "client",
