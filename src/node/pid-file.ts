@@ -1,61 +1,25 @@
 import { constants, copyFile, rmSync } from "node:fs";
-import { lstat, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-
-const PREFIX = "pointsub-pid-";
-const DIR_NAME = /^pointsub-pid-[A-Za-z0-9]{6}$/;
 
 /**
  * A private file holding this process's pid (in a directory of its own
  * under the system's temporary directory, removed when the process exits),
- * made on first use; undefined when it cannot be made. A process that was
- * killed leaves its directory behind: the next one to make its pid file
- * removes those of this user whose process is gone.
+ * made on first use; undefined when it cannot be made.
  */
 let pidFile: Promise<string | undefined> | undefined;
 
 function pidTemplate(): Promise<string | undefined> {
-  pidFile ??= mkdtemp(join(tmpdir(), PREFIX))
+  pidFile ??= mkdtemp(join(tmpdir(), "pointsub-pid-"))
     .then(async (dir) => {
       const path = join(dir, "pid");
       await writeFile(path, String(process.pid), { mode: 0o600, flag: "wx" });
       process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
-      void sweepLeftovers(dir);
       return path;
     })
     .catch(() => undefined);
   return pidFile;
-}
-
-/** Removes the pid-file directories of this user's processes that are gone (best effort, once per process). */
-async function sweepLeftovers(own: string): Promise<void> {
-  try {
-    const base = tmpdir();
-    const uid = process.getuid?.();
-    for (const name of await readdir(base)) {
-      if (!DIR_NAME.test(name)) continue;
-      const dir = join(base, name);
-      if (dir === own) continue;
-      const st = await lstat(dir).catch(() => undefined);
-      if (st === undefined || !st.isDirectory() || (uid !== undefined && st.uid !== uid)) continue;
-      const pid = Number(await readFile(join(dir, "pid"), "utf8").catch(() => ""));
-      // No pid yet: being made (or a crash in between; left, harmless).
-      if (!Number.isSafeInteger(pid) || pid <= 0 || alive(pid)) continue;
-      await rm(dir, { recursive: true, force: true }).catch(() => {});
-    }
-  } catch {
-    // The temporary directory cannot be listed: nothing to sweep.
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
 }
 
 /**

@@ -6,7 +6,6 @@
  * server's longest turns.
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import { randomBytes, randomFillSync } from "node:crypto";
 import type fs from "node:fs";
 import fsp, { lstat, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
@@ -16,7 +15,7 @@ import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { connect, createServer, FILE_ROUTE, fileSink } from "../../src/index.ts";
 import { createPidFile, pidFilePath } from "../../src/node/pid-file.ts";
-import { receipt, waitFor } from "../helpers/file-checks.ts";
+import { receipt } from "../helpers/file-checks.ts";
 
 const code = (err: unknown) => (err as NodeJS.ErrnoException).code;
 
@@ -68,24 +67,6 @@ describe("a transfer's lock is taken in one file-system operation", () => {
     assert.equal(await createPidFile(path), true);
     assert.equal(await readFile(path, "utf8"), String(process.pid));
     assert.notEqual(await pidFilePath(), template);
-  });
-
-  it("the pid-file directories of processes that are gone are removed by the next one", async () => {
-    // A process that was killed (no exit handler ran) left its directory behind.
-    const left = await mkdtemp(join(tmpdir(), "pointsub-pid-"));
-    const dead = spawnSync(process.execPath, ["-e", "process.stdout.write(String(process.pid))"], { encoding: "utf8" });
-    await writeFile(join(left, "pid"), dead.stdout);
-    // This process's pid file is made again (its directory removed): the sweep runs then.
-    const template = await pidFilePath();
-    assert.ok(template !== undefined);
-    await rm(dirname(template), { recursive: true, force: true });
-    await assert.rejects(createPidFile(join(work, "f.lock")));
-    assert.equal(await createPidFile(join(work, "f.lock")), true);
-    await waitFor(async () => (await lstat(left).catch(() => undefined)) === undefined, "the leftover to be removed");
-    // Its own directory stays.
-    const own = await pidFilePath();
-    assert.ok(own !== undefined);
-    assert.equal(await readFile(own, "utf8"), String(process.pid));
   });
 
   it("the file sink's transfers take their locks without opening them", async () => {
