@@ -11,7 +11,6 @@ import type { StreamHandler } from "../stream/types.ts";
 import { nodeCrc32c } from "./crc32c-native.ts";
 import { bundleHandler } from "./file-bundle.ts";
 import { SyncGate } from "./file-sync-gate.ts";
-import { createPidFile } from "./pid-file.ts";
 
 /** The route files are sent to by default. */
 export const FILE_ROUTE = "/pointsub/file/1.0.0";
@@ -231,11 +230,9 @@ async function lockHeld(path: string): Promise<boolean> {
 async function takeLock(path: string): Promise<boolean> {
   await droppingLocks.get(path);
   for (let attempt = 0; attempt < 3; attempt++) {
-    let fh: FileHandle | undefined;
+    let fh: FileHandle;
     try {
-      // One file-system operation (a copy of this process's pid file), or else open, write and close.
-      if (!(await createPidFile(path)))
-        fh = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+      fh = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
     } catch (err) {
       if (errno(err) === "ENOENT") {
         // The directory vanished while the sink runs: made again (as the partial's creation does).
@@ -251,7 +248,6 @@ async function takeLock(path: string): Promise<boolean> {
       continue;
     }
     heldLocks.add(path);
-    if (fh === undefined) return true;
     try {
       await fh.write(String(process.pid));
     } finally {
