@@ -126,19 +126,8 @@ export class SocketReader {
       if (n === landed.length && landed.length < BIG && this.next === landed) this.next = this.bigBuffer();
       return;
     }
-    const kept = sink.onData(new Uint8Array(landed.buffer, landed.byteOffset, n));
-    if (this.next !== landed) return;
-    if (!kept) {
-      // The rest of a buffer (below) filled: more is coming, read it in whole buffers again.
-      if (n === landed.length && landed.length < BIG) this.next = this.bigBuffer();
-    } else {
-      // Views of the read were kept: the next read goes after them, into the rest of the same buffer
-      // while that holds a read worth keeping. A peer whose reads are kept (small messages handed out
-      // as views) then costs read-buffer memory by the bytes it sent, not a 64 KiB buffer per read:
-      // under the mutation fuzzer those buffers were ~30 % of the server's ArrayBuffer bytes, and V8
-      // starts a full GC after every few megabytes of new ArrayBuffers.
-      const rest = landed.length - n;
-      this.next = rest >= COPY_BELOW ? landed.subarray(n) : this.bigBuffer();
+    if (sink.onData(new Uint8Array(landed.buffer, landed.byteOffset, n)) && this.next === landed) {
+      this.next = this.bigBuffer();
     }
   }
 

@@ -47,13 +47,10 @@ async function pair(adapter: TransportAdapter<NodeTransportOptions>, url: string
 async function transfer(from: Transport, to: Transport, data: Uint8Array, keep: boolean) {
   const got: Uint8Array[] = [];
   const chunkSizes: number[] = [];
-  /** The kept chunks themselves (views of the read buffers). */
-  const views: Uint8Array[] = [];
   const closed = new Promise<void>((resolve) => {
     to.attach({
       onData(c) {
         chunkSizes.push(c.length);
-        if (keep) views.push(c);
         got.push(keep ? c : c.slice());
         // Overwrite-detection: a kept chunk must never change afterwards.
         return keep;
@@ -69,23 +66,7 @@ async function transfer(from: Transport, to: Transport, data: Uint8Array, keep: 
   }
   from.end();
   await closed;
-  return { bytes: Buffer.concat(got), chunkSizes, views };
-}
-
-/** Pairs of kept chunks that share memory (each read must land in memory no kept chunk uses). */
-function overlaps(views: Uint8Array[]): number {
-  const byBuffer = new Map<ArrayBufferLike, [number, number][]>();
-  for (const v of views) {
-    const list = byBuffer.get(v.buffer) ?? [];
-    list.push([v.byteOffset, v.byteOffset + v.length]);
-    byBuffer.set(v.buffer, list);
-  }
-  let n = 0;
-  for (const list of byBuffer.values()) {
-    list.sort((a, b) => a[0] - b[0]);
-    for (let i = 1; i < list.length; i++) if (list[i][0] < list[i - 1][1]) n++;
-  }
-  return n;
+  return { bytes: Buffer.concat(got), chunkSizes };
 }
 
 function readerOf(t: Transport) {
@@ -108,18 +89,17 @@ for (const [name, adapter, url] of targets) {
         await listener.close();
       });
 
-      it(`${side} socket: kept chunks stay intact, each read lands in memory no kept chunk uses`, async () => {
+      it(`${side} socket: kept chunks stay intact, each read gets new memory`, async () => {
         const { listener, client, server } = await pair(adapter, url());
         const [from, to] = side === "accepted" ? [client, server] : [server, client];
         const data = pattern(8 * MiB);
-        const { bytes, chunkSizes, views } = await transfer(from, to, data, true);
+        const { bytes, chunkSizes } = await transfer(from, to, data, true);
         assert.equal(sha256(bytes), sha256(data));
-        // Kept reads never share memory (a read after a kept one goes into a new buffer, or into the
-        // rest of the same one, after it), and never take more than a buffer each.
-        assert.equal(overlaps(views), 0);
+        // Kept reads never share memory: each large one got a buffer of its own (allocated, or a
+        // closed socket's from the free list).
         const big = chunkSizes.filter((s) => s >= 16 * 1024).length;
         const r = readerOf(to);
-        assert.ok(r.buffers + r.reused <= big + 1, `${r.buffers}+${r.reused} buffers for ${big} large reads`);
+        assert.ok(r.buffers + r.reused >= big, `${r.buffers}+${r.reused} buffers for ${big} large reads`);
         await listener.close();
       });
     }
@@ -162,48 +142,6 @@ for (const [name, adapter, url] of targets) {
       server.destroy();
       await listener.close();
     });
-
-    if (name !== "tls")
-      // (TLS records are at most 16 KiB: its reads are short ones, copied.)
-      it("kept 20 KiB reads share a read buffer: the next read lands in the rest of it", async () => {
-        const { listener, client, server } = await pair(adapter, url());
-        const views: Uint8Array[] = [];
-        let arrived: (() => void) | undefined;
-        let have = 0;
-        server.attach({
-          onData(c) {
-            views.push(c);
-            have += c.length;
-            arrived?.();
-            return true;
-          },
-          onDrain() {},
-          onClose() {},
-        });
-        client.attach({ onData: () => false, onDrain() {}, onClose() {} });
-        try {
-          const piece = 20 * 1024;
-          const data = pattern(30 * piece);
-          for (let i = 0; i < 30; i++) {
-            client.write([data.subarray(i * piece, (i + 1) * piece)]);
-            while (have < (i + 1) * piece) await new Promise<void>((r) => (arrived = r));
-          }
-          assert.equal(sha256(Buffer.concat(views)), sha256(data));
-          assert.equal(overlaps(views), 0);
-          const big = views.filter((v) => v.length >= 16 * 1024).length;
-          const r = readerOf(server);
-          // Three 20 KiB reads per 64 KiB buffer (the old reader took one per kept read).
-          assert.ok(big >= 10, `${big} large reads`);
-          assert.ok(
-            r.buffers + r.reused <= Math.ceil(big / 2),
-            `${r.buffers}+${r.reused} buffers for ${big} large reads`,
-          );
-        } finally {
-          client.destroy();
-          server.destroy();
-          await listener.close();
-        }
-      });
 
     it("a short read arrives in a buffer of its own size (never pins a whole read buffer)", async () => {
       const { listener, client, server } = await pair(adapter, url());
