@@ -11,38 +11,12 @@
 import assert from "node:assert/strict";
 import { randomFillSync } from "node:crypto";
 import { afterEach, describe, it } from "node:test";
-import { encodeFrame } from "../../src/codec/encoder.ts";
-import { Flag, FrameType } from "../../src/codec/frame.ts";
-import { writeVarint } from "../../src/codec/varint.ts";
-import { createServer, type Runtime } from "../../src/index.ts";
-import { createNodeRuntime } from "../../src/node/runtime.ts";
+import { createServer } from "../../src/index.ts";
+import { chunkFrame, countingRuntime, startFrame } from "../helpers/chunked-frames.ts";
 import { handshake, rawClient } from "../helpers/raw-peer.ts";
 import { until } from "../helpers/wait.ts";
 
 const KiB = 1024;
-
-/** The START frame of a chunked one-way message declaring `total` bytes, carrying `first`. */
-function startFrame(id: number, total: number, first: Uint8Array): Uint8Array {
-  const head = new Uint8Array(16);
-  const n = writeVarint(head, 0, total);
-  return encodeFrame(FrameType.MSG, Flag.START, id, Buffer.concat([head.subarray(0, n), first]));
-}
-const chunkFrame = (id: number, data: Uint8Array, end: boolean) =>
-  encodeFrame(FrameType.MSG, end ? Flag.END : 0, id, data);
-
-/** A Node runtime that records the size of every frame-body buffer it allocates. */
-function countingRuntime(): { runtime: Runtime; sizes: number[] } {
-  const base = createNodeRuntime();
-  const sizes: number[] = [];
-  const runtime: Runtime = {
-    ...base,
-    allocBody: (n: number) => {
-      sizes.push(n);
-      return base.allocBody(n);
-    },
-  };
-  return { runtime, sizes };
-}
 
 describe("attack: chunked messages' buffers", () => {
   const cleanup: (() => unknown)[] = [];
