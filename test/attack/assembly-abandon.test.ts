@@ -12,9 +12,7 @@ import { randomFillSync } from "node:crypto";
 import { afterEach, describe, it } from "node:test";
 import { encodeFrame } from "../../src/codec/encoder.ts";
 import { Flag, FrameType } from "../../src/codec/frame.ts";
-import { createServer } from "../../src/index.ts";
-import { cancelFrame, chunkFrame, countingRuntime, startFrame } from "../helpers/chunked-frames.ts";
-import { handshake, rawClient } from "../helpers/raw-peer.ts";
+import { cancelFrame, chunkFrame, countedSession, startFrame } from "../helpers/chunked-frames.ts";
 import { until } from "../helpers/wait.ts";
 
 const KiB = 1024;
@@ -27,18 +25,7 @@ describe("attack: abandoned large messages", () => {
   });
 
   it("40 messages declaring 256 MiB, 33 KiB sent of each then cancelled, get a few whole buffers, not 40", async () => {
-    const { runtime, sizes } = countingRuntime();
-    const server = createServer({ runtime });
-    const [url] = await server.listen("tcp://127.0.0.1:0");
-    const got: Uint8Array[] = [];
-    server.on("message", (m) => got.push(m.data));
-    const peer = await rawClient(url);
-    cleanup.push(
-      () => server.close(),
-      () => peer.socket.destroy(),
-    );
-    peer.socket.write(handshake());
-    await until(() => server.sessions.size === 1);
+    const { peer, sizes, got } = await countedSession(cleanup);
     const n = 40;
     const chunk = new Uint8Array(32 * KiB);
     for (let i = 0; i < n; i++) {
@@ -63,16 +50,7 @@ describe("attack: abandoned large messages", () => {
   });
 
   it("40 messages declaring 256 MiB whose START carries 32 KiB, then cancelled, get a few whole buffers, not 40", async () => {
-    const { runtime, sizes } = countingRuntime();
-    const server = createServer({ runtime });
-    const [url] = await server.listen("tcp://127.0.0.1:0");
-    const peer = await rawClient(url);
-    cleanup.push(
-      () => server.close(),
-      () => peer.socket.destroy(),
-    );
-    peer.socket.write(handshake());
-    await until(() => server.sessions.size === 1);
+    const { peer, sizes, got } = await countedSession(cleanup);
     const n = 40;
     const first = new Uint8Array(32 * KiB);
     for (let i = 0; i < n; i++) {
@@ -80,8 +58,6 @@ describe("attack: abandoned large messages", () => {
       peer.socket.write(Buffer.concat([startFrame(id, 256 * MiB, first), cancelFrame(id)]));
     }
     // A one-frame message after them: all of them were read once it arrives.
-    const got: Uint8Array[] = [];
-    server.on("message", (m) => got.push(m.data));
     peer.socket.write(encodeFrame(FrameType.MSG, Flag.START | Flag.END, 2 * n + 1, Uint8Array.of(7)));
     await until(() => got.length === 1);
     const whole = sizes.filter((s) => s === 256 * MiB).length;

@@ -11,9 +11,7 @@
 import assert from "node:assert/strict";
 import { randomFillSync } from "node:crypto";
 import { afterEach, describe, it } from "node:test";
-import { createServer } from "../../src/index.ts";
-import { chunkFrame, countingRuntime, startFrame } from "../helpers/chunked-frames.ts";
-import { handshake, rawClient } from "../helpers/raw-peer.ts";
+import { chunkFrame, countedSession, startFrame } from "../helpers/chunked-frames.ts";
 import { until } from "../helpers/wait.ts";
 
 const KiB = 1024;
@@ -25,16 +23,7 @@ describe("attack: chunked messages' buffers", () => {
   });
 
   it("200 messages declaring 60 KiB that send 2 KiB each cost a few KiB apiece, not 60", async () => {
-    const { runtime, sizes } = countingRuntime();
-    const server = createServer({ runtime });
-    const [url] = await server.listen("tcp://127.0.0.1:0");
-    const peer = await rawClient(url);
-    cleanup.push(
-      () => server.close(),
-      () => peer.socket.destroy(),
-    );
-    peer.socket.write(handshake());
-    await until(() => server.sessions.size === 1);
+    const { peer, sizes, got } = await countedSession(cleanup);
     const before = sizes.length;
     const n = 200;
     const frames: Uint8Array[] = [];
@@ -44,8 +33,6 @@ describe("attack: chunked messages' buffers", () => {
     }
     // A whole message after them: everything before it was read once it arrives.
     const last = randomFillSync(new Uint8Array(100));
-    const got: Uint8Array[] = [];
-    server.on("message", (m) => got.push(m.data));
     frames.push(startFrame(2 * n + 1, 100, last.subarray(0, 10)), chunkFrame(2 * n + 1, last.subarray(10), true));
     peer.socket.write(Buffer.concat(frames));
     await until(() => got.length === 1);
@@ -56,17 +43,7 @@ describe("attack: chunked messages' buffers", () => {
   });
 
   it("messages complete intact through every growth step, small and large chunks (read into place) alike", async () => {
-    const { runtime } = countingRuntime();
-    const server = createServer({ runtime, maxMessageSize: 8 * 1024 * KiB });
-    const [url] = await server.listen("tcp://127.0.0.1:0");
-    const got: Uint8Array[] = [];
-    server.on("message", (m) => got.push(m.data));
-    const peer = await rawClient(url);
-    cleanup.push(
-      () => server.close(),
-      () => peer.socket.destroy(),
-    );
-    peer.socket.write(handshake());
+    const { peer, got } = await countedSession(cleanup, { maxMessageSize: 8 * 1024 * KiB });
     // Chunk sizes per message: tiny first chunks then growth past 64 KiB; large frames read straight into the buffer.
     const plans = [
       [1, 1, 5000, 3, 20_000, 100_000, 10],

@@ -10,9 +10,7 @@ import { randomFillSync } from "node:crypto";
 import { afterEach, describe, it } from "node:test";
 import { encodeFrame } from "../../src/codec/encoder.ts";
 import { Flag, FrameType } from "../../src/codec/frame.ts";
-import { createServer } from "../../src/index.ts";
-import { chunkFrame, countingRuntime, startFrame } from "../helpers/chunked-frames.ts";
-import { handshake, rawClient } from "../helpers/raw-peer.ts";
+import { chunkFrame, countedSession, startFrame } from "../helpers/chunked-frames.ts";
 import { until } from "../helpers/wait.ts";
 
 const KiB = 1024;
@@ -24,19 +22,8 @@ describe("a chunked message's first buffer", () => {
   });
 
   it("is the whole message when its START carries 32 KiB or more, a few KiB when it carries less", async () => {
-    const { runtime, sizes } = countingRuntime();
     const total = 2 * 1024 * KiB;
-    const server = createServer({ runtime, maxMessageSize: 8 * 1024 * KiB });
-    const [url] = await server.listen("tcp://127.0.0.1:0");
-    const got: Uint8Array[] = [];
-    server.on("message", (m) => got.push(m.data));
-    const peer = await rawClient(url);
-    cleanup.push(
-      () => server.close(),
-      () => peer.socket.destroy(),
-    );
-    peer.socket.write(handshake());
-    await until(() => server.sessions.size === 1);
+    const { peer, sizes, got } = await countedSession(cleanup, { maxMessageSize: 8 * 1024 * KiB });
     const big = randomFillSync(new Uint8Array(total));
     const small = randomFillSync(new Uint8Array(total));
     // The STARTs only, then a whole message: once it arrives, both STARTs were read.

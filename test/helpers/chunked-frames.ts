@@ -7,8 +7,10 @@
 import { encodeFrame } from "../../src/codec/encoder.ts";
 import { Flag, FrameType } from "../../src/codec/frame.ts";
 import { writeVarint } from "../../src/codec/varint.ts";
-import type { Runtime } from "../../src/index.ts";
+import { createServer, type Runtime, type Server, type ServerOptions } from "../../src/index.ts";
 import { createNodeRuntime } from "../../src/node/runtime.ts";
+import { handshake, type RawPeer, rawClient } from "./raw-peer.ts";
+import { until } from "./wait.ts";
 
 /** The START frame of a chunked one-way message declaring `total` bytes, carrying `first`. */
 export function startFrame(id: number, total: number, first: Uint8Array): Uint8Array {
@@ -36,4 +38,28 @@ export function countingRuntime(): { runtime: Runtime; sizes: number[] } {
     },
   };
   return { runtime, sizes };
+}
+
+/**
+ * A server on 127.0.0.1 with a {@link countingRuntime} (and `options`), the
+ * one-way messages it receives in `got`, and a raw peer whose session is
+ * open; both are closed by the `cleanup` list the caller runs after the test.
+ */
+export async function countedSession(
+  cleanup: (() => unknown)[],
+  options: ServerOptions = {},
+): Promise<{ server: Server; peer: RawPeer; sizes: number[]; got: Uint8Array[] }> {
+  const { runtime, sizes } = countingRuntime();
+  const server = createServer({ ...options, runtime });
+  const [url] = await server.listen("tcp://127.0.0.1:0");
+  const got: Uint8Array[] = [];
+  server.on("message", (m) => got.push(m.data));
+  const peer = await rawClient(url);
+  cleanup.push(
+    () => server.close(),
+    () => peer.socket.destroy(),
+  );
+  peer.socket.write(handshake());
+  await until(() => server.sessions.size === 1);
+  return { server, peer, sizes, got };
 }
