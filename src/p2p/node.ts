@@ -76,10 +76,23 @@ export async function createLibp2pNode(options: Libp2pNodeOptions = {}): Promise
   });
 }
 
-/** The parts of `@chainsafe/libp2p-noise`'s (v17) encrypted stream that {@link decryptingWithoutCopies} replaces. */
+/** The parts of `@chainsafe/libp2p-noise`'s (v17) encrypted stream that {@link decryptingWithoutCopies} replaces or reads. */
 interface NoiseStream {
   decrypt(chunk: ListLike): unknown;
   readonly handshake: { decrypt(ciphertext: ListLike, dst?: Uint8Array): unknown };
+  /** Open until the stream ends or is aborted. */
+  readonly status?: string;
+  /** The connection below (for TCP: libp2p's stream of the socket, whose 'message' events carry its reads). */
+  readonly stream?: SocketStream;
+  /** Noise's length-prefix decoder: `buffer` holds what arrived of the next messages. */
+  readonly decoder?: { readonly buffer?: ListLike };
+}
+
+/** The parts of `@libp2p/tcp`'s (v11) socket stream that {@link releasingReads} reads. */
+interface SocketStream {
+  /** The socket: present on TCP's stream only. */
+  readonly socket?: { setNoDelay?: unknown };
+  addEventListener(type: "message", listener: (e: { data: ListLike | Uint8Array }) => void): void;
 }
 
 /** A `Uint8ArrayList` (one Noise message, ciphertext and tag) or a `Uint8Array`. */
@@ -97,15 +110,19 @@ const MAX_MESSAGE = 65_535;
 
 /**
  * Noise (`@chainsafe/libp2p-noise` v17) whose encrypted streams decrypt
- * without the copy Noise makes of every message that spans two socket reads.
+ * without the copy Noise makes of every message that spans two socket reads,
+ * and over TCP free each socket read as soon as every message in it is
+ * decrypted ({@link releasingReads}).
  * Noise passes the decipher a `dst` (the ciphertext's own memory, to decrypt
  * in place) and builds it with `subarray()`, which concatenates a message
  * held in two read buffers into new memory; Node's decipher never writes
  * into `dst`, so those copies (52-56 MiB per 64 MiB received, ~30 % of a
  * receiver's new memory, which drives its major GCs) are garbage at once.
  * Here `dst` is given only when the message lies in one buffer (a view, no
- * copy). The stream's `decrypt` is replaced only when it and the handshake's
- * are there as expected; anything else is left as Noise made it.
+ * copy) and its reads are not released; where they are, never (the
+ * plaintext must not live in memory about to be freed). The stream's
+ * `decrypt` is replaced only when it and the handshake's are there as
+ * expected; anything else is left as Noise made it.
  */
 function decryptingWithoutCopies<C>(
   factory: (components: C) => ConnectionEncrypter,
@@ -125,17 +142,71 @@ function lessCopying<T extends SecuredConnection>(secured: T): T {
   const handshake = stream.handshake;
   if (typeof stream.decrypt !== "function" || typeof handshake?.decrypt !== "function") return secured;
   const own = stream.decrypt.bind(stream);
+  const inPlace = !releasingReads(stream);
   // One Noise message per call: the stream's decoder splits on its 2-byte length (at most 65,535 bytes);
   // anything longer (a Noise that hands over more at once) goes to Noise's own decrypt.
   stream.decrypt = (chunk: ListLike): unknown => {
     const n = chunk.byteLength;
     if (n > MAX_MESSAGE) return own(chunk);
     if (n < TAG_BYTES) throw new Error("Invalid chunk");
+    if (!inPlace) return handshake.decrypt(chunk, undefined);
     const one = chunk instanceof Uint8Array ? chunk : chunk.bufs?.length === 1 ? chunk.bufs[0] : undefined;
     // In place only where that costs no copy: the message's own memory, in one piece.
     return handshake.decrypt(chunk, one?.byteLength === n ? one.subarray(0, n - TAG_BYTES) : undefined);
   };
   return secured;
+}
+
+/**
+ * Over TCP, frees each socket read (detaches its ArrayBuffer) once Noise has
+ * decrypted every message in it; true when set up. V8 counts a fresh
+ * ArrayBuffer as external memory until a GC frees it, and what was
+ * allocated since the last full GC counts against the old generation's
+ * limit: with the few MiB of room V8 leaves there, the reads of a fast
+ * receiver (half its fresh memory, the other half Noise's plaintext) started
+ * a full GC every few MiB received (issue 15). A detached buffer is freed at
+ * once and no longer counted. Only TCP's stream is trusted: each of its
+ * 'message' events carries whole socket reads (Node gives every read an
+ * ArrayBuffer of its own, at offset 0), read by nothing but Noise, whose
+ * listener runs first and keeps only a read holding the start of a message
+ * not yet complete (checked in its decoder's buffer; such a read is freed
+ * with a later event).
+ */
+function releasingReads(stream: Partial<NoiseStream>): boolean {
+  const below = stream.stream;
+  const decoder = stream.decoder;
+  if (
+    typeof below?.socket?.setNoDelay !== "function" ||
+    typeof below.addEventListener !== "function" ||
+    decoder?.buffer?.bufs === undefined
+  ) {
+    return false;
+  }
+  /** Reads still holding part of a message Noise has not decrypted yet. */
+  let waiting: ArrayBuffer[] = [];
+  below.addEventListener("message", (e) => {
+    if (stream.status !== "open") return;
+    const left = decoder.buffer?.bufs;
+    if (left === undefined) return;
+    const reads = e.data instanceof Uint8Array ? [e.data] : (e.data.bufs ?? []);
+    const next: ArrayBuffer[] = [];
+    const release = (ab: ArrayBuffer): void => {
+      for (const b of left) {
+        if (b.buffer === ab) {
+          next.push(ab);
+          return;
+        }
+      }
+      if (!ab.detached) ab.transfer(0);
+    };
+    for (const ab of waiting) release(ab);
+    for (const r of reads) {
+      const ab = r.buffer;
+      if (r.byteOffset === 0 && ab instanceof ArrayBuffer && !ab.resizable) release(ab);
+    }
+    waiting = next;
+  });
+  return true;
 }
 
 async function load<T>(name: string, importer: () => Promise<T>): Promise<T> {
