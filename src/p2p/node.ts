@@ -88,11 +88,16 @@ interface NoiseStream {
   readonly decoder?: { readonly buffer?: ListLike };
 }
 
-/** The parts of `@libp2p/tcp`'s (v11) socket stream that {@link releasingReads} reads. */
+/** The parts of `@libp2p/tcp`'s (v11) socket stream that {@link releasingReads} and {@link releasingWrites} use. */
 interface SocketStream {
   /** The socket: present on TCP's stream only. */
-  readonly socket?: { setNoDelay?: unknown };
+  readonly socket?: {
+    setNoDelay?: unknown;
+    write(data: Uint8Array, done?: (error?: Error | null) => void): boolean;
+  };
   addEventListener(type: "message", listener: (e: { data: ListLike | Uint8Array }) => void): void;
+  /** Writes to the socket what the stream queued; `sentBytes` of it were taken. */
+  sendData(data: Iterable<Uint8Array>): { sentBytes: number; canSendMore: boolean };
 }
 
 /** A `Uint8ArrayList` (one Noise message, ciphertext and tag) or a `Uint8Array`. */
@@ -143,6 +148,7 @@ function lessCopying<T extends SecuredConnection>(secured: T): T {
   if (typeof stream.decrypt !== "function" || typeof handshake?.decrypt !== "function") return secured;
   const own = stream.decrypt.bind(stream);
   const inPlace = !releasingReads(stream);
+  releasingWrites(stream);
   // One Noise message per call: the stream's decoder splits on its 2-byte length (at most 65,535 bytes);
   // anything longer (a Noise that hands over more at once) goes to Noise's own decrypt.
   stream.decrypt = (chunk: ListLike): unknown => {
@@ -206,6 +212,62 @@ function releasingReads(stream: Partial<NoiseStream>): boolean {
     }
     waiting = next;
   });
+  return true;
+}
+
+/** Smallest write {@link releasingWrites} frees: smaller ones may share Node's Buffer pool. */
+const OWN_WRITE_BYTES = 4096;
+
+/**
+ * Over TCP, frees each Noise message once the socket has written it
+ * (detaches its ArrayBuffer in the write's callback); true when set up. A
+ * sender's new memory is the ciphertext of what it sends: counted by V8 as
+ * external memory until a GC frees it, it drove the sender's full-GC loop as
+ * the socket reads drove the receiver's ({@link releasingReads}). TCP's
+ * `sendData` is replaced by the same loop with a callback on each write of
+ * a buffer that is a whole ArrayBuffer of its own (Noise's cipher output;
+ * 4 KiB or more, so never Node's shared Buffer pool); nothing holds a
+ * ciphertext once the socket took it. Callbacks come in write order; one
+ * with an error (the socket was destroyed) frees nothing.
+ */
+function releasingWrites(stream: Partial<NoiseStream>): boolean {
+  const below = stream.stream;
+  const socket = below?.socket;
+  if (typeof below?.sendData !== "function" || typeof socket?.write !== "function") return false;
+  const written: (ArrayBuffer | undefined)[] = [];
+  let head = 0;
+  const done = (error?: Error | null): void => {
+    const ab = written[head];
+    written[head++] = undefined;
+    if (head === written.length) {
+      written.length = 0;
+      head = 0;
+    } else if (head >= 1024) {
+      written.splice(0, head);
+      head = 0;
+    }
+    if (ab !== undefined && (error === undefined || error === null) && !ab.detached) ab.transfer(0);
+  };
+  below.sendData = (data) => {
+    let sentBytes = 0;
+    let canSendMore = true;
+    for (const buf of data) {
+      sentBytes += buf.byteLength;
+      const ab = buf.buffer;
+      if (
+        buf.byteLength >= OWN_WRITE_BYTES &&
+        buf.byteOffset === 0 &&
+        ab instanceof ArrayBuffer &&
+        ab.byteLength === buf.byteLength &&
+        !ab.resizable
+      ) {
+        written.push(ab);
+        canSendMore = socket.write(buf, done);
+      } else canSendMore = socket.write(buf);
+      if (!canSendMore) break;
+    }
+    return { sentBytes, canSendMore };
+  };
   return true;
 }
 
