@@ -154,7 +154,11 @@ function summarise(label: string, out: string, result: Row, v8: string[]): void 
   for (const r of worst.slice(0, slowest)) {
     const a = arrived.get(r.n) ?? Number.NaN;
     console.log(
-      `  ping ${r.n} at ${f(r.sent - t0)} ms: rtt ${rtt(r).toFixed(1)} (up ${(a - r.sent).toFixed(1)}, down ${(r.resp - a).toFixed(1)})`,
+      `  ping ${r.n} at ${f(r.sent - t0)} ms: rtt ${rtt(r).toFixed(1)} (up ${(a - r.sent).toFixed(1)}, down ${(r.resp - a).toFixed(1)})` +
+        ` ahead ${Object.entries(r)
+          .filter(([k]) => !["n", "due", "sent", "resp"].includes(k))
+          .map(([k, v]) => `${k} ${v}`)
+          .join(" ")}`,
     );
     for (const e of ev) {
       const at = e.t + offset;
