@@ -4,9 +4,17 @@
  * streams) when that package is installed. The packages are loaded on first
  * use, so `pointsub/libp2p` with a node of your own loads none of them.
  */
-import type { ConnectionEncrypter, Libp2p, SecuredConnection } from "@libp2p/interface";
+import type {
+  ConnectionEncrypter,
+  Libp2p,
+  MultiaddrConnection,
+  SecuredConnection,
+  StreamMuxer,
+  StreamMuxerFactory,
+} from "@libp2p/interface";
 import type { Libp2pOptions } from "libp2p";
 import { PointSubError } from "../index.ts";
+import { plaintextTallies } from "./stream-transport.ts";
 
 /** Options of {@link createLibp2pNode}. */
 export interface Libp2pNodeOptions {
@@ -72,7 +80,12 @@ export async function createLibp2pNode(options: Libp2pNodeOptions = {}): Promise
     addresses: { ...extra.addresses, listen: [...listen, ...(extra.addresses?.listen ?? [])] },
     transports: [...transports, ...(extra.transports ?? [])],
     connectionEncrypters: extra.connectionEncrypters ?? [decryptingWithoutCopies(noise())],
-    streamMuxers: extra.streamMuxers ?? [yamux({ streamOptions: { maxStreamWindowSize: streamWindow } })],
+    streamMuxers: extra.streamMuxers ?? [
+      // Plaintext is freed only when it is this node's own Noise's (whole buffers of their own).
+      (extra.connectionEncrypters === undefined ? releasingPlaintext : noWrap)(
+        yamux({ streamOptions: { maxStreamWindowSize: streamWindow } }),
+      ),
+    ],
   });
 }
 
@@ -213,6 +226,106 @@ function releasingReads(stream: Partial<NoiseStream>): boolean {
     waiting = next;
   });
   return true;
+}
+
+const noWrap = <T>(x: T): T => x;
+
+/** The parts of `@chainsafe/libp2p-yamux`'s (v8) muxer that {@link releasingPlaintext} wraps and reads. */
+interface YamuxMuxer {
+  onData(data: ListLike | Uint8Array): void;
+  handleFrame(frame: { data?: ListLike | null }): void;
+  /** Its frame decoder: `buffer` holds what arrived of the next frames. */
+  readonly decoder?: { readonly buffer?: ListLike };
+}
+
+/** Smallest decrypted buffer {@link releasingPlaintext} watches. */
+const WATCHED_PLAINTEXT_BYTES = 4096;
+
+/**
+ * Yamux whose muxers free each decrypted buffer (Noise's plaintext) once
+ * it is parsed and every data byte in it was consumed by a pointsub
+ * connection without keeping a view: with the socket reads freed
+ * ({@link releasingReads}), the plaintext was a receiver's only fresh memory
+ * (issue 15: V8 counts it against the old generation's limit until a GC).
+ * A buffer is watched when it reaches the muxer whole (a view at offset 0 of
+ * all its ArrayBuffer, 4 KiB or more): this node's Noise hands over each
+ * decrypted message in memory of its own. The muxer's `handleFrame` adds
+ * up the data bytes of each watched buffer it hands to a stream
+ * ({@link plaintextTallies}), the pointsub transport what it consumed
+ * without keeping, and once the muxer's decoder holds nothing of the
+ * buffer, equal sums free it: data for any other protocol, a paused stream,
+ * a dropped frame or a connection that kept a view leaves it to the GC.
+ * Muxers without `onData`, `handleFrame` and `decoder.buffer` as expected
+ * are left as they are.
+ */
+function releasingPlaintext<C>(factory: (components: C) => StreamMuxerFactory): (components: C) => StreamMuxerFactory {
+  return (components) => {
+    const f = factory(components);
+    const create = f.createStreamMuxer.bind(f);
+    f.createStreamMuxer = (maConn: MultiaddrConnection): StreamMuxer => {
+      const muxer = create(maConn);
+      watchPlaintext(muxer as unknown as Partial<YamuxMuxer>);
+      return muxer;
+    };
+    return f;
+  };
+}
+
+function watchPlaintext(m: Partial<YamuxMuxer>): void {
+  const decoder = m.decoder;
+  if (typeof m.onData !== "function" || typeof m.handleFrame !== "function" || decoder?.buffer?.bufs === undefined) {
+    return;
+  }
+  const onData = m.onData.bind(m);
+  const handleFrame = m.handleFrame.bind(m);
+  /** Watched buffers the decoder may still hold part of. */
+  let watched: ArrayBuffer[] = [];
+  m.handleFrame = (frame) => {
+    const d = frame.data;
+    if (d !== undefined && d !== null) {
+      for (const b of d instanceof Uint8Array ? [d] : (d.bufs ?? [])) {
+        const t = plaintextTallies.get(b.buffer);
+        if (t !== undefined) t.data += b.byteLength;
+      }
+    }
+    handleFrame(frame);
+  };
+  m.onData = (data) => {
+    for (const b of data instanceof Uint8Array ? [data] : (data.bufs ?? [])) {
+      const ab = b.buffer;
+      if (
+        b.byteOffset === 0 &&
+        b.byteLength >= WATCHED_PLAINTEXT_BYTES &&
+        ab instanceof ArrayBuffer &&
+        ab.byteLength === b.byteLength &&
+        !ab.resizable &&
+        !plaintextTallies.has(ab)
+      ) {
+        plaintextTallies.set(ab, { data: 0, consumed: 0 });
+        watched.push(ab);
+      }
+    }
+    onData(data);
+    const left = decoder.buffer?.bufs ?? [];
+    const next: ArrayBuffer[] = [];
+    for (const ab of watched) {
+      let held = false;
+      for (const b of left) {
+        if (b.buffer === ab) {
+          held = true;
+          break;
+        }
+      }
+      if (held) {
+        next.push(ab);
+        continue;
+      }
+      const t = plaintextTallies.get(ab);
+      plaintextTallies.delete(ab);
+      if (t !== undefined && t.data === t.consumed && !ab.detached) ab.transfer(0);
+    }
+    watched = next;
+  };
 }
 
 /** Smallest write {@link releasingWrites} frees: smaller ones may share Node's Buffer pool. */
