@@ -176,6 +176,9 @@ function lessCopying<T extends SecuredConnection>(secured: T): T {
   return secured;
 }
 
+/** Smallest socket read {@link releasingReads} frees: a smaller one costs more to detach than it weighs. */
+const WATCHED_READ_BYTES = 4096;
+
 /**
  * Over TCP, frees each socket read (detaches its ArrayBuffer) once Noise has
  * decrypted every message in it; true when set up. V8 counts a fresh
@@ -189,7 +192,7 @@ function lessCopying<T extends SecuredConnection>(secured: T): T {
  * ArrayBuffer of its own, at offset 0), read by nothing but Noise, whose
  * listener runs first and keeps only a read holding the start of a message
  * not yet complete (checked in its decoder's buffer; such a read is freed
- * with a later event).
+ * with a later event). Reads under 4 KiB are left to the GC.
  */
 function releasingReads(stream: Partial<NoiseStream>): boolean {
   const below = stream.stream;
@@ -221,7 +224,9 @@ function releasingReads(stream: Partial<NoiseStream>): boolean {
     for (const ab of waiting) release(ab);
     for (const r of reads) {
       const ab = r.buffer;
-      if (r.byteOffset === 0 && ab instanceof ArrayBuffer && !ab.resizable) release(ab);
+      if (r.byteOffset === 0 && ab.byteLength >= WATCHED_READ_BYTES && ab instanceof ArrayBuffer && !ab.resizable) {
+        release(ab);
+      }
     }
     waiting = next;
   });
