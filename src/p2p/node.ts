@@ -109,8 +109,6 @@ interface SocketStream {
     write(data: Uint8Array, done?: (error?: Error | null) => void): boolean;
   };
   addEventListener(type: "message", listener: (e: { data: ListLike | Uint8Array }) => void): void;
-  /** Writes to the socket what the stream queued; `sentBytes` of it were taken. */
-  sendData(data: Iterable<Uint8Array>): { sentBytes: number; canSendMore: boolean };
 }
 
 /** A `Uint8ArrayList` (one Noise message, ciphertext and tag) or a `Uint8Array`. */
@@ -341,17 +339,18 @@ const OWN_WRITE_BYTES = 4096;
  * (detaches its ArrayBuffer in the write's callback); true when set up. A
  * sender's new memory is the ciphertext of what it sends: counted by V8 as
  * external memory until a GC frees it, it drove the sender's full-GC loop as
- * the socket reads drove the receiver's ({@link releasingReads}). TCP's
- * `sendData` is replaced by the same loop with a callback on each write of
- * a buffer that is a whole ArrayBuffer of its own (Noise's cipher output;
- * 4 KiB or more, so never Node's shared Buffer pool); nothing holds a
- * ciphertext once the socket took it. Callbacks come in write order; one
- * with an error (the socket was destroyed) frees nothing.
+ * the socket reads drove the receiver's ({@link releasingReads}). The
+ * socket's `write` is wrapped: a write given a buffer alone (as TCP's
+ * `sendData` writes Noise's output), that is a whole ArrayBuffer of its own
+ * (Noise's cipher output; 4 KiB or more, so never Node's shared Buffer
+ * pool), gets a callback; any other write goes through as it came. Nothing
+ * holds a ciphertext once the socket took it. Callbacks come in write
+ * order; one with an error (the socket was destroyed) frees nothing.
  */
 function releasingWrites(stream: Partial<NoiseStream>): boolean {
-  const below = stream.stream;
-  const socket = below?.socket;
-  if (typeof below?.sendData !== "function" || typeof socket?.write !== "function") return false;
+  const socket = stream.stream?.socket;
+  if (typeof socket?.write !== "function" || typeof socket.setNoDelay !== "function") return false;
+  const write = socket.write;
   const written: (ArrayBuffer | undefined)[] = [];
   let head = 0;
   const done = (error?: Error | null): void => {
@@ -366,25 +365,21 @@ function releasingWrites(stream: Partial<NoiseStream>): boolean {
     }
     if (ab !== undefined && (error === undefined || error === null)) freeSent(ab);
   };
-  below.sendData = (data) => {
-    let sentBytes = 0;
-    let canSendMore = true;
-    for (const buf of data) {
-      sentBytes += buf.byteLength;
-      const ab = buf.buffer;
-      if (
-        buf.byteLength >= OWN_WRITE_BYTES &&
-        buf.byteOffset === 0 &&
-        ab instanceof ArrayBuffer &&
-        ab.byteLength === buf.byteLength &&
-        !ab.resizable
-      ) {
-        written.push(ab);
-        canSendMore = socket.write(buf, done);
-      } else canSendMore = socket.write(buf);
-      if (!canSendMore) break;
+  socket.write = function (this: unknown, data: Uint8Array, ...rest: unknown[]): boolean {
+    const ab = data?.buffer;
+    if (
+      rest.length !== 0 ||
+      !(data instanceof Uint8Array) ||
+      data.byteLength < OWN_WRITE_BYTES ||
+      data.byteOffset !== 0 ||
+      !(ab instanceof ArrayBuffer) ||
+      ab.byteLength !== data.byteLength ||
+      ab.resizable
+    ) {
+      return (write as (...a: unknown[]) => boolean).call(this, data, ...rest);
     }
-    return { sentBytes, canSendMore };
+    written.push(ab);
+    return write.call(this, data, done);
   };
   return true;
 }
