@@ -7,7 +7,9 @@
  * not: 52-57 MiB per 64 MiB before, 0.0 since), socket reads, and the major GCs and
  * CPU time per request. Every byte of these is a fresh ArrayBuffer that V8
  * counts as external memory until a GC frees it; it drives the mark-compacts
- * of a receiver (issue 15: a hol ping waits behind them).
+ * of a receiver (issue 15: a hol ping waits behind them) — unless freed at
+ * once: what createLibp2pNode detaches as soon as nothing holds it is
+ * counted too.
  *
  *   node bench/p2p-alloc.ts [--size 67108864] [--reps 2]
  *
@@ -28,7 +30,16 @@ const MiB = 1024 * 1024;
 const size = Number(values.size ?? 64 * MiB);
 const reps = Number(values.reps ?? 2);
 
-const bytes = { cipherOut: 0, decipherOut: 0, listConcat: 0, socketRead: 0, writeCopies: 0 };
+const bytes = {
+  cipherOut: 0,
+  decipherOut: 0,
+  listConcat: 0,
+  socketRead: 0,
+  writeCopies: 0,
+  freedRead: 0,
+  freedSent: 0,
+  freedPlaintext: 0,
+};
 let majors = 0;
 new PerformanceObserver((list) => {
   for (const e of list.getEntries()) {
@@ -60,6 +71,17 @@ const emit = Socket.prototype.emit as (this: Socket, event: string | symbol, ...
 Socket.prototype.emit = function (this: Socket, event: string | symbol, ...args: unknown[]): boolean {
   if (event === "data") bytes.socketRead += (args[0] as Uint8Array).byteLength;
   return emit.call(this, event, ...args);
+};
+
+// What createLibp2pNode frees at once (detaches) rather than leaving to a GC, by the function of
+// src/p2p/node.ts that frees it (a stack per call: a diagnostic).
+const transfer = ArrayBuffer.prototype.transfer;
+ArrayBuffer.prototype.transfer = function (this: ArrayBuffer, length?: number): ArrayBuffer {
+  const site = /freeRead|freeSent|freePlaintext/.exec(new Error().stack ?? "")?.[0];
+  if (site === "freeRead") bytes.freedRead += this.byteLength;
+  else if (site === "freeSent") bytes.freedSent += this.byteLength;
+  else if (site === "freePlaintext") bytes.freedPlaintext += this.byteLength;
+  return transfer.call(this, length);
 };
 
 // pointsub's writes reach the yamux stream as one Uint8Array each (libp2p's own layers pass lists): count the
@@ -101,6 +123,10 @@ console.log(
 console.log(
   `  receiver: socket reads ${per(bytes.socketRead)}, Noise's concatenations ${per(bytes.listConcat)}, ` +
     `decipher outputs ${per(bytes.decipherOut)}, pointsub's assembly ${per(size * reps)} (kept)`,
+);
+console.log(
+  `  freed at once (detached, not left to a GC): socket reads ${per(bytes.freedRead)}, ` +
+    `ciphertext sent ${per(bytes.freedSent)}, plaintext consumed ${per(bytes.freedPlaintext)}`,
 );
 console.log(
   `  frames ${((conn.stats().wire.framesOut - frames0) / reps).toFixed(0)}, major GCs ${((majors - majors0) / reps).toFixed(1)}, ` +

@@ -15,24 +15,38 @@
  * them. Checkouts given with `--dir` (one or more, comma-separated) run
  * alternately, for A/B comparisons.
  *
- *   node bench/p2p-gc.ts [--runs 4] [--dir .,/tmp/base] [--slow 0] [--size 268435456]
+ * `--flags="…"` adds V8 flags to the server (e.g. `--trace-gc-nvp`); `--dump DIR`
+ * writes each run's raw server V8 trace there.
+ *
+ *   node bench/p2p-gc.ts [--runs 4] [--dir .,/tmp/base] [--slow 0] [--size 268435456] [--flags="…"] [--dump DIR]
  *
  * A diagnostic, not a benchmark: the V8 tracing costs the server some time.
  */
 import { spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 
 const { values } = parseArgs({
-  options: { runs: { type: "string" }, dir: { type: "string" }, slow: { type: "string" }, size: { type: "string" } },
+  options: {
+    runs: { type: "string" },
+    dir: { type: "string" },
+    slow: { type: "string" },
+    size: { type: "string" },
+    flags: { type: "string" },
+    dump: { type: "string" },
+  },
 });
 const runs = Number(values.runs ?? 4);
 const dirs = (values.dir ?? ".").split(",").map((d) => resolve(d));
 const slowest = Number(values.slow ?? 0);
 const largeSize = Number(values.size ?? 256 * 1024 * 1024);
+/** More V8 flags for the server (space-separated), e.g. `--trace-gc-nvp`. */
+const extraFlags = (values.flags ?? "").split(" ").filter((f) => f !== "");
+/** A directory to write each run's raw server V8 trace into. */
+const dump = values.dump;
 
 type Row = Record<string, number>;
 const jsonl = (f: string): Row[] =>
@@ -45,7 +59,7 @@ const jsonl = (f: string): Row[] =>
 async function runOnce(checkout: string, out: string): Promise<{ result: Row; v8: string[] }> {
   const file = join(checkout, "bench", "impls", "pointsub-libp2p.ts");
   const env = { ...process.env, POINTSUB_BENCH_TRACE: out };
-  const server = spawn(process.execPath, ["--trace-gc", "--trace-incremental-marking", file, "server"], {
+  const server = spawn(process.execPath, ["--trace-gc", "--trace-incremental-marking", ...extraFlags, file, "server"], {
     stdio: ["pipe", "pipe", "inherit"],
     env,
   });
@@ -140,7 +154,11 @@ function summarise(label: string, out: string, result: Row, v8: string[]): void 
   for (const r of worst.slice(0, slowest)) {
     const a = arrived.get(r.n) ?? Number.NaN;
     console.log(
-      `  ping ${r.n} at ${f(r.sent - t0)} ms: rtt ${rtt(r).toFixed(1)} (up ${(a - r.sent).toFixed(1)}, down ${(r.resp - a).toFixed(1)})`,
+      `  ping ${r.n} at ${f(r.sent - t0)} ms: rtt ${rtt(r).toFixed(1)} (up ${(a - r.sent).toFixed(1)}, down ${(r.resp - a).toFixed(1)})` +
+        ` ahead ${Object.entries(r)
+          .filter(([k]) => !["n", "due", "sent", "resp"].includes(k))
+          .map(([k, v]) => `${k} ${v}`)
+          .join(" ")}`,
     );
     for (const e of ev) {
       const at = e.t + offset;
@@ -162,6 +180,7 @@ try {
       mkdirSync(out);
       const load = loadavg()[0].toFixed(2);
       const { result, v8 } = await runOnce(d, out);
+      if (dump !== undefined) writeFileSync(join(dump, `server-v8-${i}-${dirs.indexOf(d)}.log`), `${v8.join("\n")}\n`);
       summarise(`${dirs.length > 1 ? `${d} ` : ""}run ${i} (load ${load})`, out, result, v8);
     }
   }

@@ -4,9 +4,17 @@
  * streams) when that package is installed. The packages are loaded on first
  * use, so `pointsub/libp2p` with a node of your own loads none of them.
  */
-import type { ConnectionEncrypter, Libp2p, SecuredConnection } from "@libp2p/interface";
+import type {
+  ConnectionEncrypter,
+  Libp2p,
+  MultiaddrConnection,
+  SecuredConnection,
+  StreamMuxer,
+  StreamMuxerFactory,
+} from "@libp2p/interface";
 import type { Libp2pOptions } from "libp2p";
 import { PointSubError } from "../index.ts";
+import { plaintextTallies } from "./stream-transport.ts";
 
 /** Options of {@link createLibp2pNode}. */
 export interface Libp2pNodeOptions {
@@ -72,14 +80,35 @@ export async function createLibp2pNode(options: Libp2pNodeOptions = {}): Promise
     addresses: { ...extra.addresses, listen: [...listen, ...(extra.addresses?.listen ?? [])] },
     transports: [...transports, ...(extra.transports ?? [])],
     connectionEncrypters: extra.connectionEncrypters ?? [decryptingWithoutCopies(noise())],
-    streamMuxers: extra.streamMuxers ?? [yamux({ streamOptions: { maxStreamWindowSize: streamWindow } })],
+    streamMuxers: extra.streamMuxers ?? [
+      // Plaintext is freed only when it is this node's own Noise's (whole buffers of their own).
+      (extra.connectionEncrypters === undefined ? releasingPlaintext : noWrap)(
+        yamux({ streamOptions: { maxStreamWindowSize: streamWindow } }),
+      ),
+    ],
   });
 }
 
-/** The parts of `@chainsafe/libp2p-noise`'s (v17) encrypted stream that {@link decryptingWithoutCopies} replaces. */
+/** The parts of `@chainsafe/libp2p-noise`'s (v17) encrypted stream that {@link decryptingWithoutCopies} replaces or reads. */
 interface NoiseStream {
   decrypt(chunk: ListLike): unknown;
   readonly handshake: { decrypt(ciphertext: ListLike, dst?: Uint8Array): unknown };
+  /** Open until the stream ends or is aborted. */
+  readonly status?: string;
+  /** The connection below (for TCP: libp2p's stream of the socket, whose 'message' events carry its reads). */
+  readonly stream?: SocketStream;
+  /** Noise's length-prefix decoder: `buffer` holds what arrived of the next messages. */
+  readonly decoder?: { readonly buffer?: ListLike };
+}
+
+/** The parts of `@libp2p/tcp`'s (v11) socket stream that {@link releasingReads} and {@link releasingWrites} use. */
+interface SocketStream {
+  /** The socket: present on TCP's stream only. */
+  readonly socket?: {
+    setNoDelay?: unknown;
+    write(data: Uint8Array, done?: (error?: Error | null) => void): boolean;
+  };
+  addEventListener(type: "message", listener: (e: { data: ListLike | Uint8Array }) => void): void;
 }
 
 /** A `Uint8ArrayList` (one Noise message, ciphertext and tag) or a `Uint8Array`. */
@@ -97,15 +126,19 @@ const MAX_MESSAGE = 65_535;
 
 /**
  * Noise (`@chainsafe/libp2p-noise` v17) whose encrypted streams decrypt
- * without the copy Noise makes of every message that spans two socket reads.
+ * without the copy Noise makes of every message that spans two socket reads,
+ * and over TCP free each socket read as soon as every message in it is
+ * decrypted ({@link releasingReads}).
  * Noise passes the decipher a `dst` (the ciphertext's own memory, to decrypt
  * in place) and builds it with `subarray()`, which concatenates a message
  * held in two read buffers into new memory; Node's decipher never writes
  * into `dst`, so those copies (52-56 MiB per 64 MiB received, ~30 % of a
  * receiver's new memory, which drives its major GCs) are garbage at once.
  * Here `dst` is given only when the message lies in one buffer (a view, no
- * copy). The stream's `decrypt` is replaced only when it and the handshake's
- * are there as expected; anything else is left as Noise made it.
+ * copy) and its reads are not released; where they are, never (the
+ * plaintext must not live in memory about to be freed). The stream's
+ * `decrypt` is replaced only when it and the handshake's are there as
+ * expected; anything else is left as Noise made it.
  */
 function decryptingWithoutCopies<C>(
   factory: (components: C) => ConnectionEncrypter,
@@ -125,17 +158,249 @@ function lessCopying<T extends SecuredConnection>(secured: T): T {
   const handshake = stream.handshake;
   if (typeof stream.decrypt !== "function" || typeof handshake?.decrypt !== "function") return secured;
   const own = stream.decrypt.bind(stream);
+  const inPlace = !releasingReads(stream);
+  releasingWrites(stream);
   // One Noise message per call: the stream's decoder splits on its 2-byte length (at most 65,535 bytes);
   // anything longer (a Noise that hands over more at once) goes to Noise's own decrypt.
   stream.decrypt = (chunk: ListLike): unknown => {
     const n = chunk.byteLength;
     if (n > MAX_MESSAGE) return own(chunk);
     if (n < TAG_BYTES) throw new Error("Invalid chunk");
+    if (!inPlace) return handshake.decrypt(chunk, undefined);
     const one = chunk instanceof Uint8Array ? chunk : chunk.bufs?.length === 1 ? chunk.bufs[0] : undefined;
     // In place only where that costs no copy: the message's own memory, in one piece.
     return handshake.decrypt(chunk, one?.byteLength === n ? one.subarray(0, n - TAG_BYTES) : undefined);
   };
   return secured;
+}
+
+/** Smallest socket read {@link releasingReads} frees: a smaller one costs more to detach than it weighs. */
+const WATCHED_READ_BYTES = 4096;
+
+/**
+ * Over TCP, frees each socket read (detaches its ArrayBuffer) once Noise has
+ * decrypted every message in it; true when set up. V8 counts a fresh
+ * ArrayBuffer as external memory until a GC frees it, and what was
+ * allocated since the last full GC counts against the old generation's
+ * limit: with the few MiB of room V8 leaves there, the reads of a fast
+ * receiver (half its fresh memory, the other half Noise's plaintext) started
+ * a full GC every few MiB received (issue 15). A detached buffer is freed at
+ * once and no longer counted. Only TCP's stream is trusted: each of its
+ * 'message' events carries whole socket reads (Node gives every read an
+ * ArrayBuffer of its own, at offset 0), read by nothing but Noise, whose
+ * listener runs first and keeps only a read holding the start of a message
+ * not yet complete (checked in its decoder's buffer; such a read is freed
+ * with a later event). Reads under 4 KiB are left to the GC.
+ */
+function releasingReads(stream: Partial<NoiseStream>): boolean {
+  const below = stream.stream;
+  const decoder = stream.decoder;
+  if (
+    typeof below?.socket?.setNoDelay !== "function" ||
+    typeof below.addEventListener !== "function" ||
+    decoder?.buffer?.bufs === undefined
+  ) {
+    return false;
+  }
+  /** Reads still holding part of a message Noise has not decrypted yet. */
+  let waiting: ArrayBuffer[] = [];
+  below.addEventListener("message", (e) => {
+    if (stream.status !== "open") return;
+    const left = decoder.buffer?.bufs;
+    if (left === undefined) return;
+    const reads = e.data instanceof Uint8Array ? [e.data] : (e.data.bufs ?? []);
+    const next: ArrayBuffer[] = [];
+    const release = (ab: ArrayBuffer): void => {
+      for (const b of left) {
+        if (b.buffer === ab) {
+          next.push(ab);
+          return;
+        }
+      }
+      freeRead(ab);
+    };
+    for (const ab of waiting) release(ab);
+    for (const r of reads) {
+      const ab = r.buffer;
+      if (r.byteOffset === 0 && ab.byteLength >= WATCHED_READ_BYTES && ab instanceof ArrayBuffer && !ab.resizable) {
+        release(ab);
+      }
+    }
+    waiting = next;
+  });
+  return true;
+}
+
+const noWrap = <T>(x: T): T => x;
+
+/** The parts of `@chainsafe/libp2p-yamux`'s (v8) muxer that {@link releasingPlaintext} wraps and reads. */
+interface YamuxMuxer {
+  onData(data: ListLike | Uint8Array): void;
+  handleFrame(frame: { data?: ListLike | null }): void;
+  /** Its frame decoder: `buffer` holds what arrived of the next frames. */
+  readonly decoder?: { readonly buffer?: ListLike };
+}
+
+/** Smallest decrypted buffer {@link releasingPlaintext} watches. */
+const WATCHED_PLAINTEXT_BYTES = 4096;
+
+/**
+ * Yamux whose muxers free each decrypted buffer (Noise's plaintext) once
+ * it is parsed and every data byte in it was consumed by a pointsub
+ * connection without keeping a view: with the socket reads freed
+ * ({@link releasingReads}), the plaintext was a receiver's only fresh memory
+ * (issue 15: V8 counts it against the old generation's limit until a GC).
+ * A buffer is watched when it reaches the muxer whole (a view at offset 0 of
+ * all its ArrayBuffer, 4 KiB or more): this node's Noise hands over each
+ * decrypted message in memory of its own. The muxer's `handleFrame` adds
+ * up the data bytes of each watched buffer it hands to a stream
+ * ({@link plaintextTallies}), the pointsub transport what it consumed
+ * without keeping, and once the muxer's decoder holds nothing of the
+ * buffer, equal sums free it: data for any other protocol, a paused stream,
+ * a dropped frame or a connection that kept a view leaves it to the GC.
+ * Muxers without `onData`, `handleFrame` and `decoder.buffer` as expected
+ * are left as they are.
+ */
+function releasingPlaintext<C>(factory: (components: C) => StreamMuxerFactory): (components: C) => StreamMuxerFactory {
+  return (components) => {
+    const f = factory(components);
+    const create = f.createStreamMuxer.bind(f);
+    f.createStreamMuxer = (maConn: MultiaddrConnection): StreamMuxer => {
+      const muxer = create(maConn);
+      watchPlaintext(muxer as unknown as Partial<YamuxMuxer>);
+      return muxer;
+    };
+    return f;
+  };
+}
+
+function watchPlaintext(m: Partial<YamuxMuxer>): void {
+  const decoder = m.decoder;
+  if (typeof m.onData !== "function" || typeof m.handleFrame !== "function" || decoder?.buffer?.bufs === undefined) {
+    return;
+  }
+  const onData = m.onData.bind(m);
+  const handleFrame = m.handleFrame.bind(m);
+  /** Watched buffers the decoder may still hold part of. */
+  let watched: ArrayBuffer[] = [];
+  m.handleFrame = (frame) => {
+    const d = frame.data;
+    if (d !== undefined && d !== null) {
+      for (const b of d instanceof Uint8Array ? [d] : (d.bufs ?? [])) {
+        const t = plaintextTallies.get(b.buffer);
+        if (t !== undefined) t.data += b.byteLength;
+      }
+    }
+    handleFrame(frame);
+  };
+  m.onData = (data) => {
+    for (const b of data instanceof Uint8Array ? [data] : (data.bufs ?? [])) {
+      const ab = b.buffer;
+      if (
+        b.byteOffset === 0 &&
+        b.byteLength >= WATCHED_PLAINTEXT_BYTES &&
+        ab instanceof ArrayBuffer &&
+        ab.byteLength === b.byteLength &&
+        !ab.resizable &&
+        !plaintextTallies.has(ab)
+      ) {
+        plaintextTallies.set(ab, { data: 0, consumed: 0 });
+        watched.push(ab);
+      }
+    }
+    onData(data);
+    const left = decoder.buffer?.bufs ?? [];
+    const next: ArrayBuffer[] = [];
+    for (const ab of watched) {
+      let held = false;
+      for (const b of left) {
+        if (b.buffer === ab) {
+          held = true;
+          break;
+        }
+      }
+      if (held) {
+        next.push(ab);
+        continue;
+      }
+      const t = plaintextTallies.get(ab);
+      plaintextTallies.delete(ab);
+      if (t !== undefined && t.data === t.consumed) freePlaintext(ab);
+    }
+    watched = next;
+  };
+}
+
+/** Smallest write {@link releasingWrites} frees: smaller ones may share Node's Buffer pool. */
+const OWN_WRITE_BYTES = 4096;
+
+/**
+ * Over TCP, frees each Noise message once the socket has written it
+ * (detaches its ArrayBuffer in the write's callback); true when set up. A
+ * sender's new memory is the ciphertext of what it sends: counted by V8 as
+ * external memory until a GC frees it, it drove the sender's full-GC loop as
+ * the socket reads drove the receiver's ({@link releasingReads}). The
+ * socket's `write` is wrapped: a write given a buffer alone (as TCP's
+ * `sendData` writes Noise's output), that is a whole ArrayBuffer of its own
+ * (Noise's cipher output; 4 KiB or more, so never Node's shared Buffer
+ * pool), gets a callback; any other write goes through as it came. Nothing
+ * holds a ciphertext once the socket took it. Callbacks come in write
+ * order; one with an error (the socket was destroyed) frees nothing.
+ */
+function releasingWrites(stream: Partial<NoiseStream>): boolean {
+  const socket = stream.stream?.socket;
+  if (typeof socket?.write !== "function" || typeof socket.setNoDelay !== "function") return false;
+  const write = socket.write;
+  const written: (ArrayBuffer | undefined)[] = [];
+  let head = 0;
+  const done = (error?: Error | null): void => {
+    const ab = written[head];
+    written[head++] = undefined;
+    if (head === written.length) {
+      written.length = 0;
+      head = 0;
+    } else if (head >= 1024) {
+      written.splice(0, head);
+      head = 0;
+    }
+    if (ab !== undefined && (error === undefined || error === null)) freeSent(ab);
+  };
+  socket.write = function (this: unknown, data: Uint8Array, ...rest: unknown[]): boolean {
+    const ab = data?.buffer;
+    if (
+      rest.length !== 0 ||
+      !(data instanceof Uint8Array) ||
+      data.byteLength < OWN_WRITE_BYTES ||
+      data.byteOffset !== 0 ||
+      !(ab instanceof ArrayBuffer) ||
+      ab.byteLength !== data.byteLength ||
+      ab.resizable
+    ) {
+      return (write as (...a: unknown[]) => boolean).call(this, data, ...rest);
+    }
+    written.push(ab);
+    return write.call(this, data, done);
+  };
+  return true;
+}
+
+/**
+ * Frees `ab` at once: detached, its memory is released and no longer counted
+ * by V8 (a view of it reads as empty). One function per kind of buffer, so a
+ * profile or test tells them apart.
+ */
+function freeRead(ab: ArrayBuffer): void {
+  if (!ab.detached) ab.transfer(0);
+}
+
+/** As {@link freeRead}, for a ciphertext the socket wrote. */
+function freeSent(ab: ArrayBuffer): void {
+  if (!ab.detached) ab.transfer(0);
+}
+
+/** As {@link freeRead}, for a decrypted buffer nothing holds. */
+function freePlaintext(ab: ArrayBuffer): void {
+  if (!ab.detached) ab.transfer(0);
 }
 
 async function load<T>(name: string, importer: () => Promise<T>): Promise<T> {

@@ -65,6 +65,23 @@ export const START_IN_FLIGHT = LIBP2P_MAX_FRAME;
  */
 export const START_GRANT_WAIT_MS = 100;
 
+/**
+ * What became of a decrypted buffer the muxer of `createLibp2pNode` watches
+ * (node.ts, `releasingPlaintext`): bytes of it in data frames, and bytes of
+ * those the connections here consumed without keeping a view. When the two
+ * agree once the muxer is done with the buffer, nothing holds it and it is
+ * freed at once.
+ */
+export interface PlaintextTally {
+  /** Bytes of the buffer in data frames the muxer handed to its streams. */
+  data: number;
+  /** Bytes of them a pointsub connection consumed without keeping a view ({@link TransportHandlers.onData} false). */
+  consumed: number;
+}
+
+/** The tallies of the decrypted buffers being watched (by their ArrayBuffer). */
+export const plaintextTallies = new WeakMap<ArrayBufferLike, PlaintextTally>();
+
 /** The parts of a js-libp2p yamux stream (v8) the start cap reads and wraps. */
 interface YamuxSendWindow {
   /** Bytes the peer lets this side send now. */
@@ -348,7 +365,10 @@ export class Libp2pStreamTransport implements Transport {
     const chunk =
       data.constructor === Uint8Array ? data : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
     if (this.paused || this.held.length !== 0) this.held.push(chunk);
-    else this.h?.onData(chunk);
+    else if (this.h?.onData(chunk) === false) {
+      const t = plaintextTallies.get(chunk.buffer);
+      if (t !== undefined) t.consumed += chunk.byteLength;
+    }
   }
 
   private deliverHeld(): void {
