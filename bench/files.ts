@@ -326,9 +326,12 @@ async function fileSystem(dir: string): Promise<string> {
   return `${types.get(type) ?? `a file system of type 0x${type.toString(16)}`} (${tmpdir()}, the system's temporary directory: set TMPDIR to choose)`;
 }
 
-/** Files under `dir` (recursively). */
+/** Files under `dir` (recursively), but not the file sink's CRC records (in `.pointsub/`). */
 async function countFiles(dir: string): Promise<number> {
-  return (await readdir(dir, { recursive: true, withFileTypes: true })).filter((d) => d.isFile()).length;
+  const meta = join(dir, ".pointsub");
+  return (await readdir(dir, { recursive: true, withFileTypes: true })).filter(
+    (d) => d.isFile() && d.parentPath !== meta,
+  ).length;
 }
 
 /** Times of `pointsub send` (and its re-run, and an older build's send) against tar over a TCP socket. */
