@@ -1,4 +1,13 @@
-import { constants, createReadStream, lstat as lstatCb, lstatSync, type Stats } from "node:fs";
+import {
+  closeSync,
+  constants,
+  createReadStream,
+  lstat as lstatCb,
+  lstatSync,
+  openSync,
+  readSync,
+  type Stats,
+} from "node:fs";
 import { type FileHandle, link, lstat, mkdir, open, readdir, readFile, rename, rm, unlink } from "node:fs/promises";
 import { basename, dirname, join, sep } from "node:path";
 import { crc32cHex } from "../codec/crc32c.ts";
@@ -363,6 +372,17 @@ export function safeRelativePath(path: unknown): string[] {
   }
   return segments;
 }
+
+/**
+ * Stored files up to this size a quick check reads for their CRC32C on the
+ * main thread, synchronously, while the disk is fast (the lookups' gate): a
+ * few microseconds each where the thread pool's open, read and close cost
+ * three round trips and a promise per file (a re-run of 2,000 small files
+ * into a restarted `serve`).
+ */
+const SYNC_CRC_MAX = 64 * 1024;
+/** The buffer those reads share (one at a time: they are synchronous). */
+let syncCrcBuf: Buffer | undefined;
 
 /** Prefixes up to this length are read in one call by {@link fileCrc32c}. */
 const SMALL_CRC_BYTES = 256 * 1024;
@@ -1130,7 +1150,38 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     if (st.size !== size) return { size: st.size };
     const cached = crcs.get(target);
     if (cached !== undefined && sameFile(cached, st)) return { size: st.size, crc32c: crc32cHex(cached.crc) };
+    const now = st.size <= SYNC_CRC_MAX ? crcNow(target, st) : undefined;
+    if (now !== undefined) return { size: st.size, crc32c: crc32cHex(now) };
     return storedCrc(target, st).then((crc) => ({ size: st.size, crc32c: crc32cHex(crc) }));
+  };
+  /**
+   * A small stored file's CRC32C read synchronously when {@link lookupGate} allows (undefined: read it on the
+   * pool), cached under the identity `st` seen before the read (a change meanwhile makes another identity).
+   */
+  const crcNow = (target: string, st: Stats): number | undefined => {
+    const t0 = performance.now();
+    if (!lookupGate.mainThread(t0)) return undefined;
+    let crc: number | undefined;
+    let fd = -1;
+    try {
+      fd = openSync(target, constants.O_RDONLY | constants.O_NOFOLLOW);
+      syncCrcBuf ??= Buffer.allocUnsafe(SYNC_CRC_MAX);
+      let n = 0;
+      while (n < st.size) {
+        const r = readSync(fd, syncCrcBuf, n, st.size - n, n);
+        if (r === 0) break;
+        n += r;
+      }
+      crc = nodeCrc32c().compute(syncCrcBuf.subarray(0, n), 0);
+    } catch {
+      // Gone, or not readable now: the pool's read says what it is.
+    } finally {
+      if (fd >= 0) closeSync(fd);
+    }
+    const t1 = performance.now();
+    lookupGate.record(t1 - t0, t1);
+    if (crc !== undefined) cacheCrc(target, st, crc);
+    return crc;
   };
   /** Reads of stored files for their CRC32C in progress, by path (see {@link CRC_READS_AT_ONCE}). */
   const crcReads = new Map<string, { st: Stats; crc: Promise<number> }>();
