@@ -169,7 +169,10 @@ export interface FileSink {
   dir: string;
   /** Settles once the startup scan (loading resume state, removing expired partials) is done. */
   ready: Promise<void>;
-  /** Removes expired and foreign partial files now; resolves to how many files were removed. */
+  /**
+   * Removes expired and foreign partial files now, and CRC records of files
+   * removed or changed since (`crcRecords`); resolves to how many files were removed.
+   */
   sweep(): Promise<number>;
   /** Partial files held and quota use. */
   usage(): FileSinkUsage;
