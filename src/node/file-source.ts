@@ -45,6 +45,13 @@ export interface FileSourceOptions {
   onGet?: (request: FileGetRequest, transfer: FileTransfer, ctx: RequestContext) => void;
   /** Called when a download ends: the answer, or the error. */
   onGetEnd?: (request: FileGetRequest, result: FileGetAnswer | PointSubError, ctx: RequestContext) => void;
+  /**
+   * Use and keep large files' CRC32C records in `dir/.pointsub/` (as
+   * `fileSink` does, default true): a download the asker already holds
+   * whole is answered without reading the file. False: such a file is read
+   * each time, and nothing is written in `dir`.
+   */
+  crcRecords?: boolean;
 }
 
 /** The request handlers of a served directory. */
@@ -112,7 +119,7 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
   const maxPerSession = options.maxDownloadsPerSession ?? 8;
   const inFlight = new WeakMap<Connection, number>();
   let root: Promise<string> | undefined;
-  const crcDisk = crcStore(dir);
+  const crcDisk = options.crcRecords === false ? undefined : crcStore(dir);
   const realRoot = () => {
     root ??= realpath(dir);
     return root;
@@ -237,10 +244,10 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
     try {
       if (r.have !== undefined && r.have.size === st.size) {
         // A large file's CRC from its record (the sink's, or one made here), else read (and recorded).
-        let n = await crcDisk.get(st);
+        let n = await crcDisk?.get(st);
         if (n === undefined) {
           n = await fileCrc32c(real, st.size);
-          if (st.size >= CRC_PERSIST_MIN) await crcDisk.put(segments.join("/"), st, n, false);
+          if (st.size >= CRC_PERSIST_MIN) await crcDisk?.put(segments.join("/"), st, n, false);
         }
         const crc = crc32cHex(n);
         if (crc === r.have.crc32c) {

@@ -18,7 +18,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { crc32c } from "../../src/codec/crc32c.ts";
-import { decodeFileListAnswer, encodeFileGetRequest, encodeFileListRequest } from "../../src/codec/file-routes.ts";
+import {
+  decodeFileGetAnswer,
+  decodeFileListAnswer,
+  encodeFileGetRequest,
+  encodeFileListRequest,
+} from "../../src/codec/file-routes.ts";
 import {
   type Connection,
   connect,
@@ -97,6 +102,19 @@ describe("a large stored file's CRC32C is kept on disk", () => {
       assert.deepEqual(answer, { size, crc32c: receipt.crc32c });
       // Before: the whole file (16 MiB) once per process. Now its record (under 1 KiB) and the socket's bytes.
       assert.ok(read < MiB, `read ${read} B to answer for a ${size / MiB} MiB file`);
+    }
+
+    // A download the asker already holds whole: the file source answers from the record too.
+    {
+      const before = bytesRead();
+      const answer = decodeFileGetAnswer(
+        await c.conn.request(
+          FILE_GET_ROUTE,
+          encodeFileGetRequest({ path: "sub/big.bin", to: "big.bin", have: { size, crc32c: receipt.crc32c } }),
+        ),
+      );
+      assert.equal(answer.skipped, true);
+      assert.ok(bytesRead() - before < MiB, "the download's check read no file");
     }
 
     // Changed on disk with its size and mtime kept (another writer): the ctime moved, so it is read again.
