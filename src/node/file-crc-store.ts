@@ -104,15 +104,19 @@ export interface CrcStore {
   sweep(): Promise<number>;
 }
 
-/** The persisted CRCs of the files under `dir`. */
-export function crcStore(dir: string): CrcStore {
-  const meta = join(dir, META_DIR);
+/**
+ * The persisted CRCs of the files under `dir`, kept in `dir/.pointsub/`
+ * (or `metaDir`: a sender keeps its own files' CRCs in its state
+ * directory, with `dir` the file system's root).
+ */
+export function crcStore(dir: string, opts: { metaDir?: string } = {}): CrcStore {
+  const meta = opts.metaDir ?? join(dir, META_DIR);
   const recordPath = (st: Stats) => join(meta, `crc-${st.dev}-${st.ino}.json`);
   /** The metadata directory is there and a real directory (never a link planted in its place). */
   let made: Promise<boolean> | undefined;
   const ensureDir = (): Promise<boolean> => {
     made ??= (async () => {
-      await mkdir(meta, { mode: 0o700 }).catch(() => {});
+      await mkdir(meta, { mode: 0o700, recursive: opts.metaDir !== undefined }).catch(() => {});
       const st = await lstat(meta).catch(() => undefined);
       return st?.isDirectory() === true;
     })();
