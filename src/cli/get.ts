@@ -231,6 +231,8 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
     }
     sink = fileSink(out, {
       overwrite: true,
+      // Nothing but the files in the user's directory (no `.pointsub/` of CRC records).
+      crcRecords: false,
       maxFileSize: items.reduce((n, it) => Math.max(n, it.size), 1),
       onStream: (stream) => {
         const to = stream.meta.path;

@@ -7,9 +7,11 @@
  * (about a third of the CPU time of sending 2,000 files of 1 KiB).
  */
 import { closeSync, openSync, readSync, statSync } from "node:fs";
+import { dirname, join, resolve, sep } from "node:path";
 import { nodeCrc32c } from "../node/crc32c-native.ts";
+import { CRC_PERSIST_MIN, type CrcStore, crcStore } from "../node/file-crc-store.ts";
 import { fileCrc32c } from "../node/file-sink.ts";
-import { type FileAccess, readFileFrom } from "../node/send-file.ts";
+import { type FileAccess, readFileFrom, resumeKeyPath } from "../node/send-file.ts";
 
 /** Files whose rest (from the offset sent from) is at most this many bytes are read synchronously. */
 export const SYNC_READ_MAX = 64 * 1024;
@@ -45,8 +47,36 @@ export const cliFiles: FileAccess = {
     size - offset <= SYNC_READ_MAX ? readSmall(path, offset, size) : readFileFrom(path, offset, size),
 };
 
-/** CRC32C of the first `length` bytes of `path` (the quick check's), a small file read synchronously. */
+let records: CrcStore | undefined;
+/**
+ * The sender's records of its own large files' CRC32C, in its state
+ * directory (beside the resume key: `crc/`), as the server keeps its
+ * files' (`file-crc-store.ts`): valid while the file's size, mtime, ctime,
+ * inode and device are unchanged, in the boot that computed it.
+ */
+const localRecords = () => {
+  records ??= crcStore(sep, { metaDir: join(dirname(resumeKeyPath()), "crc") });
+  return records;
+};
+
+/**
+ * CRC32C of the first `length` bytes of `path` (the quick check's), a small
+ * file read synchronously; a file of {@link CRC_PERSIST_MIN} or more whose
+ * whole CRC is asked for is read once and recorded (a re-run after that
+ * reads none of it).
+ */
 export async function localCrc32c(path: string, length: number): Promise<number> {
+  if (length >= CRC_PERSIST_MIN) {
+    const st = statSync(path, { throwIfNoEntry: false });
+    if (st?.isFile() && st.size === length) {
+      const recorded = await localRecords().get(st);
+      if (recorded !== undefined) return recorded;
+      const crc = await fileCrc32c(path, length);
+      // Recorded for the identity seen before the read (a change during it makes another identity).
+      await localRecords().put(resolve(path).split(sep).filter(Boolean).join("/"), st, crc, false);
+      return crc;
+    }
+  }
   if (length > SYNC_READ_MAX) return fileCrc32c(path, length);
   let crc = 0;
   for (const chunk of readSmall(path, 0, length)) crc = nodeCrc32c().compute(chunk, crc);

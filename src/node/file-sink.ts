@@ -1,4 +1,13 @@
-import { constants, createReadStream, lstat as lstatCb, lstatSync, type Stats } from "node:fs";
+import {
+  closeSync,
+  constants,
+  createReadStream,
+  lstat as lstatCb,
+  lstatSync,
+  openSync,
+  readSync,
+  type Stats,
+} from "node:fs";
 import { type FileHandle, link, lstat, mkdir, open, readdir, readFile, rename, rm, unlink } from "node:fs/promises";
 import { basename, dirname, join, sep } from "node:path";
 import { crc32cHex } from "../codec/crc32c.ts";
@@ -11,6 +20,7 @@ import type { StreamHandler } from "../stream/types.ts";
 import { Limiter } from "../util/limiter.ts";
 import { nodeCrc32c } from "./crc32c-native.ts";
 import { bundleHandler } from "./file-bundle.ts";
+import { CRC_PERSIST_MIN, crcStore, isMetaName } from "./file-crc-store.ts";
 import { SyncGate } from "./file-sync-gate.ts";
 
 /** The route files are sent to by default. */
@@ -102,6 +112,18 @@ export interface FileSinkOptions {
    * stored: each file's receipt or error, in the bundle's order.
    */
   onBundle?: (results: BundleResult[], stream: IncomingStream, ctx: RequestContext) => void;
+  /**
+   * Keep large files' CRC32C on disk (default true): a file of 1 MiB or
+   * more that the sink stores, or reads for a quick check, gets a small
+   * record in the directory's hidden `.pointsub/` (named by the file's
+   * device and inode, holding the identity it is valid for: size, mtime,
+   * ctime), so quick checks in another process sharing the directory
+   * (`serve --workers N`) or after a restart answer without reading the
+   * file. A file changed on disk since is read again. The name `.pointsub`
+   * (any case) is refused as a path's first segment either way. False: the
+   * CRCs are cached in memory only, nothing is written besides the files.
+   */
+  crcRecords?: boolean;
 }
 
 /**
@@ -147,7 +169,10 @@ export interface FileSink {
   dir: string;
   /** Settles once the startup scan (loading resume state, removing expired partials) is done. */
   ready: Promise<void>;
-  /** Removes expired and foreign partial files now; resolves to how many files were removed. */
+  /**
+   * Removes expired and foreign partial files now, and CRC records of files
+   * removed or changed since (`crcRecords`); resolves to how many files were removed.
+   */
   sweep(): Promise<number>;
   /** Partial files held and quota use. */
   usage(): FileSinkUsage;
@@ -311,8 +336,9 @@ const WINDOWS_RESERVED = /[:*?"<>|]/;
  * separates segments; an empty path or segment (so an absolute path or
  * `a//b`), `.` and `..`, a backslash, NUL or other control character, a
  * segment over 255 bytes, a path over 4096 bytes or 64 segments, a first
- * segment that looks like the sink's own `.partial`/`.resume` files (and on
- * Windows `:*?"<>|`) are refused with `ERR_INVALID_ARGUMENT`. Dot files are
+ * segment that looks like the sink's own `.partial`/`.resume` files or is its
+ * metadata directory (`.pointsub`, any case), and on Windows `:*?"<>|`, are
+ * refused with `ERR_INVALID_ARGUMENT`. Dot files are
  * kept as they are (the tree arrives as sent).
  */
 export function safeRelativePath(path: unknown): string[] {
@@ -342,10 +368,24 @@ export function safeRelativePath(path: unknown): string[] {
   }
   // The sink's own files all begin with a dot.
   const first = segments[0];
-  if (first.charCodeAt(0) === 46 && (PARTIAL_NAME.test(first) || SIDECAR_NAME.test(first) || LOCK_NAME.test(first)))
-    throw bad("reserved for the sink's partial files");
+  if (first.charCodeAt(0) === 46) {
+    if (PARTIAL_NAME.test(first) || SIDECAR_NAME.test(first) || LOCK_NAME.test(first))
+      throw bad("reserved for the sink's partial files");
+    if (isMetaName(first)) throw bad("reserved for the sink's metadata");
+  }
   return segments;
 }
+
+/**
+ * Stored files up to this size a quick check reads for their CRC32C on the
+ * main thread, synchronously, while the disk is fast (the lookups' gate): a
+ * few microseconds each where the thread pool's open, read and close cost
+ * three round trips and a promise per file (a re-run of 2,000 small files
+ * into a restarted `serve`).
+ */
+const SYNC_CRC_MAX = 64 * 1024;
+/** The buffer those reads share (one at a time: they are synchronous). */
+let syncCrcBuf: Buffer | undefined;
 
 /** Prefixes up to this length are read in one call by {@link fileCrc32c}. */
 const SMALL_CRC_BYTES = 256 * 1024;
@@ -529,6 +569,8 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     throw new PointSubError("ERR_INVALID_ARGUMENT", 'durability must be "fsync" or "none"');
   }
   const fsync = durability === "fsync";
+  /** Large stored files' CRC32C on disk: quick checks in other processes and after a restart read no file. */
+  const crcDisk = options.crcRecords === false ? undefined : crcStore(dir);
   void loadCrypto();
   const entries = new Map<string, Entry>();
   /** tag → keys of partials of that transfer id. */
@@ -819,6 +861,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         if (sweeping) return; // a slow scan of a large directory is never run twice at once
         sweeping = true;
         scan(false)
+          .then(() => crcDisk?.sweep())
           .catch(() => {})
           .finally(() => {
             sweeping = false;
@@ -1110,7 +1153,38 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     if (st.size !== size) return { size: st.size };
     const cached = crcs.get(target);
     if (cached !== undefined && sameFile(cached, st)) return { size: st.size, crc32c: crc32cHex(cached.crc) };
+    const now = st.size <= SYNC_CRC_MAX ? crcNow(target, st) : undefined;
+    if (now !== undefined) return { size: st.size, crc32c: crc32cHex(now) };
     return storedCrc(target, st).then((crc) => ({ size: st.size, crc32c: crc32cHex(crc) }));
+  };
+  /**
+   * A small stored file's CRC32C read synchronously when {@link lookupGate} allows (undefined: read it on the
+   * pool), cached under the identity `st` seen before the read (a change meanwhile makes another identity).
+   */
+  const crcNow = (target: string, st: Stats): number | undefined => {
+    const t0 = performance.now();
+    if (!lookupGate.mainThread(t0)) return undefined;
+    let crc: number | undefined;
+    let fd = -1;
+    try {
+      fd = openSync(target, constants.O_RDONLY | constants.O_NOFOLLOW);
+      syncCrcBuf ??= Buffer.allocUnsafe(SYNC_CRC_MAX);
+      let n = 0;
+      while (n < st.size) {
+        const r = readSync(fd, syncCrcBuf, n, st.size - n, n);
+        if (r === 0) break;
+        n += r;
+      }
+      crc = nodeCrc32c().compute(syncCrcBuf.subarray(0, n), 0);
+    } catch {
+      // Gone, or not readable now: the pool's read says what it is.
+    } finally {
+      if (fd >= 0) closeSync(fd);
+    }
+    const t1 = performance.now();
+    lookupGate.record(t1 - t0, t1);
+    if (crc !== undefined) cacheCrc(target, st, crc);
+    return crc;
   };
   /** Reads of stored files for their CRC32C in progress, by path (see {@link CRC_READS_AT_ONCE}). */
   const crcReads = new Map<string, { st: Stats; crc: Promise<number> }>();
@@ -1119,11 +1193,20 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
   const storedCrc = (target: string, st: Stats): Promise<number> => {
     const reading = crcReads.get(target);
     if (reading !== undefined && sameFile(reading.st, st)) return reading.crc;
-    const crc = crcLimiter.run(() => {
-      // A read that finished while this one waited may have cached it.
-      const c = crcs.get(target);
-      return c !== undefined && sameFile(c, st) ? Promise.resolve(c.crc) : fileCrc32c(target, st.size);
-    });
+    const large = crcDisk !== undefined && st.size >= CRC_PERSIST_MIN;
+    const crc = (large ? crcDisk.get(st) : Promise.resolve(undefined)).then((recorded) =>
+      recorded !== undefined
+        ? recorded
+        : crcLimiter.run(async () => {
+            // A read that finished while this one waited may have cached it.
+            const c = crcs.get(target);
+            if (c !== undefined && sameFile(c, st)) return c.crc;
+            const v = await fileCrc32c(target, st.size);
+            // Recorded for the identity seen before the read (a change during it makes another identity).
+            if (large) void crcDisk?.put(target.slice(dirPrefix.length).split(sep).join("/"), st, v, false);
+            return v;
+          }),
+    );
     const entry = { st, crc };
     crcReads.set(target, entry);
     const done = () => {
@@ -1389,12 +1472,22 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       touched = true;
       e.exists = true;
       if (fsync) await out.sync();
+      // The inode written, for a large file's CRC record: what is named after `place` must be it.
+      const written = crcDisk !== undefined && size >= CRC_PERSIST_MIN ? await out.stat() : undefined;
       await out.close();
       fh = undefined;
       e.point = { offset: size, crc: stream.contentCrc };
       if (segments !== undefined && segments.length > 1) await parents(segments);
       await place(partial, finalPath);
-      remember(finalPath, size, stream.contentCrc);
+      if (written === undefined) remember(finalPath, size, stream.contentCrc);
+      else {
+        const st = lstatSync(finalPath, { throwIfNoEntry: false });
+        // Another transfer (with overwrite) may have replaced it meanwhile: then nothing is recorded.
+        if (st?.isFile() && st.ino === written.ino && st.dev === written.dev && st.size === size) {
+          cacheCrc(finalPath, st, stream.contentCrc);
+          await crcDisk?.put(name, st, stream.contentCrc, fsync);
+        }
+      }
       // Most transfers never wrote one (a small file, an anonymous peer): no unlink that fails.
       if (e.sidecar) await unlink(sidecarPath(key)).catch(() => {});
       forget(e);
@@ -1451,7 +1544,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     ready,
     sweep: async () => {
       await ready;
-      return scan(false);
+      return (await scan(false)) + ((await crcDisk?.sweep()) ?? 0);
     },
     usage: () => {
       let partials = 0;

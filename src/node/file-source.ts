@@ -17,6 +17,7 @@ import {
 import type { Connection } from "../connection/connection.ts";
 import type { Handler, RequestContext } from "../connection/types.ts";
 import { PointSubError } from "../errors/error.ts";
+import { CRC_PERSIST_MIN, crcStore, isMetaName } from "./file-crc-store.ts";
 import { FILE_ROUTE, fileCrc32c, safeRelativePath } from "./file-sink.ts";
 import { type FileTransfer, sendFile } from "./send-file.ts";
 
@@ -44,6 +45,13 @@ export interface FileSourceOptions {
   onGet?: (request: FileGetRequest, transfer: FileTransfer, ctx: RequestContext) => void;
   /** Called when a download ends: the answer, or the error. */
   onGetEnd?: (request: FileGetRequest, result: FileGetAnswer | PointSubError, ctx: RequestContext) => void;
+  /**
+   * Use and keep large files' CRC32C records in `dir/.pointsub/` (as
+   * `fileSink` does, default true): a download the asker already holds
+   * whole is answered without reading the file. False: such a file is read
+   * each time, and nothing is written in `dir`.
+   */
+  crcRecords?: boolean;
 }
 
 /** The request handlers of a served directory. */
@@ -57,7 +65,9 @@ export interface FileSource {
 }
 
 /** Names of the file sink's own files in the directory's top level (never listed or served). */
-const SINK_FILE = /^\.[A-Za-z0-9_-]{1,128}\.(partial|resume)$/;
+const SINK_FILE = /^\.[A-Za-z0-9_-]{1,128}\.(partial|resume|lock)$/;
+/** The sink's files and metadata directory (see {@link SINK_FILE}, `isMetaName`). */
+const sinkName = (name: string) => name.charCodeAt(0) === 46 && (SINK_FILE.test(name) || isMetaName(name));
 /** Deepest tree a listing descends (segments from the served root), as the sink's paths. */
 const MAX_DEPTH = 64;
 /** An answer stops before its JSON grows past about this many bytes (paths may be long). */
@@ -85,8 +95,12 @@ function segmentsOf(path: string | undefined): string[] {
  *   that is not a regular file or directory, is `ERR_NOT_FOUND`, as is a
  *   missing name; the file's real path is checked to be inside `dir`
  *   before it is opened;
- * * the sink's own files (`.<key>.partial`, `.<key>.resume`: unfinished
- *   uploads) are never listed nor served, nor are symbolic links;
+ * * the sink's own files (`.<key>.partial`, `.<key>.resume`, `.<key>.lock`:
+ *   unfinished uploads) and its metadata directory (`.pointsub`) are never
+ *   listed nor served, nor are symbolic links;
+ * * a large file's CRC32C (for a download the asker already holds whole) is
+ *   read from its record in `.pointsub` when that matches the file, as the
+ *   sink's quick check does, else computed and recorded;
  * * a listing answers at most 1000 entries (and about 512 KiB) with a
  *   cursor to continue; it reads one directory at a time;
  * * a download streams the file back to the asker's file route
@@ -105,6 +119,7 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
   const maxPerSession = options.maxDownloadsPerSession ?? 8;
   const inFlight = new WeakMap<Connection, number>();
   let root: Promise<string> | undefined;
+  const crcDisk = options.crcRecords === false ? undefined : crcStore(dir);
   const realRoot = () => {
     root ??= realpath(dir);
     return root;
@@ -115,7 +130,7 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
     let abs = dir;
     let st = await lstat(dir);
     for (const [i, seg] of segments.entries()) {
-      if (i === 0 && SINK_FILE.test(seg)) throw notFound(shown);
+      if (i === 0 && sinkName(seg)) throw notFound(shown);
       abs = join(abs, seg);
       try {
         st = await lstat(abs);
@@ -175,7 +190,7 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
           }
           cur = undefined;
         }
-        if (rel.length === 0 && SINK_FILE.test(d.name)) continue;
+        if (rel.length === 0 && sinkName(d.name)) continue;
         if (d.isSymbolicLink() || !(d.isFile() || d.isDirectory())) continue;
         const p = [...rel, d.name];
         const path = p.join("/");
@@ -228,7 +243,13 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
     inFlight.set(session, n + 1);
     try {
       if (r.have !== undefined && r.have.size === st.size) {
-        const crc = crc32cHex(await fileCrc32c(real, st.size));
+        // A large file's CRC from its record (the sink's, or one made here), else read (and recorded).
+        let n = await crcDisk?.get(st);
+        if (n === undefined) {
+          n = await fileCrc32c(real, st.size);
+          if (st.size >= CRC_PERSIST_MIN) await crcDisk?.put(segments.join("/"), st, n, false);
+        }
+        const crc = crc32cHex(n);
         if (crc === r.have.crc32c) {
           const answer: FileGetAnswer = {
             path: r.path,

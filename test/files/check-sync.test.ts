@@ -90,6 +90,49 @@ describe("file sink: quick-check lookups on the main thread", () => {
     await conn.close();
     sink.close();
   });
+  it("small stored files the sink did not store (a restarted serve, another worker) are read for their CRC32C on the main thread", async () => {
+    const dir = join(work, "small");
+    const sink = fileSink(dir);
+    const srv = createServer();
+    srv.handle(FILE_CHECK_ROUTE, sink.check);
+    const [url] = await srv.listen("tcp://127.0.0.1:0");
+    await sink.ready;
+    const conn = await connect(url);
+    const body = (i: number) => `file ${i} `.repeat(100);
+    // As in check 1: a loaded machine may send a second's calls to the pool; each try asks about files
+    // not read before (a directory of its own), so nothing is cached. Before: ≥ 3 pool calls per file.
+    const tries: number[] = [];
+    for (let t = 0; t < 5 && !(tries.length > 0 && Math.min(...tries) < 20); t++) {
+      if (t > 0) await new Promise((r) => setTimeout(r, 1100));
+      await mkdir(join(dir, `t${t}`), { recursive: true });
+      for (let i = 0; i < 200; i++) await writeFile(join(dir, `t${t}`, `f${i}.txt`), body(i));
+      const files = Array.from({ length: 200 }, (_, i) => ({ path: `t${t}/f${i}.txt`, size: body(i).length }));
+      let calls = 0;
+      const hook = createHook({
+        init(_id, type) {
+          if (type === "FSREQCALLBACK" || type === "FSREQPROMISE") calls++;
+        },
+      }).enable();
+      let answers: FileCheckAnswer[];
+      try {
+        const res = await conn.request(FILE_CHECK_ROUTE, JSON.stringify({ files }));
+        answers = (JSON.parse(new TextDecoder().decode(res)) as { files: FileCheckAnswer[] }).files;
+      } finally {
+        hook.disable();
+      }
+      tries.push(calls);
+      answers.forEach((a, i) => {
+        const crc = crc32cJs(new TextEncoder().encode(body(i)))
+          .toString(16)
+          .padStart(8, "0");
+        assert.deepEqual(a, { size: body(i).length, crc32c: crc });
+      });
+    }
+    assert.ok(Math.min(...tries) < 20, `thread-pool calls for 200 small files: ${tries.join(", ")}`);
+    await conn.close();
+    await srv.close();
+    sink.close();
+  });
   it("answers stay right when the lstats go to the thread pool (a slow disk) part of the way", async () => {
     const dir = join(work, "slow");
     await mkdir(join(dir, "tree", "sub"), { recursive: true });

@@ -98,7 +98,8 @@ const sizeOf = (path: string) =>
     (s) => s.size,
     () => -1,
   );
-const listing = async (dir: string) => (await readdir(dir)).sort();
+/** What the directory holds, without the sink's metadata directory (large files' CRC records). */
+const listing = async (dir: string) => (await readdir(dir)).filter((n) => n !== ".pointsub").sort();
 
 /**
  * Starts an upload of `data` under `id`, lets `keep` bytes reach the

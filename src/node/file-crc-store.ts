@@ -1,0 +1,246 @@
+/**
+ * Stored files' CRC32C kept on disk, next to them, so a quick check (size +
+ * CRC compare) or a download's "already have it" check answers without
+ * reading a large file: in any process sharing the directory (`serve
+ * --workers N`) and after a restart. One small JSON file per stored file in
+ * the served directory's hidden metadata directory ({@link META_DIR}),
+ * named by the file's device and inode, holding the CRC and the identity it
+ * was computed for (device, inode, size, mtime, ctime): a file changed on
+ * disk since (by anyone: its size, mtime or ctime differs; ctime cannot be
+ * set back) or replaced (another inode) is never answered from it. Names in
+ * the metadata directory are refused for upload, download and listing.
+ */
+import { constants, readFileSync, type Stats } from "node:fs";
+import { type FileHandle, lstat, mkdir, open, readdir, rename, unlink } from "node:fs/promises";
+import { uptime } from "node:os";
+import { join } from "node:path";
+
+/**
+ * The served directory's hidden metadata directory (top level). A name
+ * that equals it ignoring case is reserved (case-insensitive file systems
+ * would alias it).
+ */
+export const META_DIR = ".pointsub";
+
+/**
+ * Files from this size on have their CRC persisted: below it reading the
+ * file costs about as much as reading its record (one open and read
+ * either way), and small files (bundles' entries are at most 256 KiB)
+ * cost no extra write each.
+ */
+export const CRC_PERSIST_MIN = 1024 * 1024;
+
+/** Whether a path's first segment is the metadata directory's name (ignoring case). */
+export function isMetaName(segment: string): boolean {
+  return segment.length === META_DIR.length && segment.toLowerCase() === META_DIR;
+}
+
+/** What a record holds (JSON). */
+interface CrcRecord {
+  v: 1;
+  /** The file's path relative to the directory, `/`-separated: for the sweep. */
+  path: string;
+  dev: number;
+  ino: number;
+  size: number;
+  mtimeMs: number;
+  ctimeMs: number;
+  crc: number;
+  /**
+   * The file's data was fsynced before the CRC was recorded. Else `boot`
+   * says which boot of the machine recorded it: after a crash a file
+   * written without fsync may keep its size and times with other data
+   * (some file systems), so such a record is trusted in that boot only.
+   */
+  synced: boolean;
+  boot?: string;
+}
+
+const RECORD = /^crc-(\d+)-(\d+)\.json$/;
+const TEMP = /^crc-\d+-\d+\.json\.\d+\.\d+\.tmp$/;
+/** Largest record read (a path of 4,096 bytes escaped, and the numbers). */
+const RECORD_MAX = 32 * 1024;
+
+let bootId: string | undefined;
+/**
+ * This boot of the machine: Linux's boot id, elsewhere the boot time in
+ * seconds (from the uptime; compared with a tolerance for clock steps).
+ */
+function currentBoot(): string {
+  if (bootId === undefined) {
+    try {
+      bootId = readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
+    } catch {
+      bootId = `t${Math.round(Date.now() / 1000 - uptime())}`;
+    }
+  }
+  return bootId;
+}
+function sameBoot(a: string | undefined): boolean {
+  const b = currentBoot();
+  if (a === undefined) return false;
+  if (a === b) return true;
+  // Boot times from the uptime move with the wall clock: a few seconds apart is the same boot.
+  return a[0] === "t" && b[0] === "t" && Math.abs(Number(a.slice(1)) - Number(b.slice(1))) <= 5;
+}
+
+const same = (r: CrcRecord, st: Stats) =>
+  r.ino === st.ino && r.dev === st.dev && r.size === st.size && r.mtimeMs === st.mtimeMs && r.ctimeMs === st.ctimeMs;
+
+const isNum = (n: unknown): n is number => typeof n === "number" && Number.isFinite(n) && n >= 0;
+
+/** A directory's persisted CRCs (see the module's description). */
+export interface CrcStore {
+  /** The CRC recorded for the file whose lstat is `st`, when its record matches it; never throws. */
+  get(st: Stats): Promise<number | undefined>;
+  /**
+   * Records `crc` for the file at `path` (relative, `/`-separated) whose
+   * lstat is `st` (taken after the file was put in place and checked to be
+   * the inode that was written); `synced`: its data was fsynced. Best
+   * effort, never throws; files under {@link CRC_PERSIST_MIN} are skipped.
+   */
+  put(path: string, st: Stats, crc: number, synced: boolean): Promise<void>;
+  /** Removes records whose file is gone or changed, and stale temporary files; resolves to how many. */
+  sweep(): Promise<number>;
+}
+
+/**
+ * The persisted CRCs of the files under `dir`, kept in `dir/.pointsub/`
+ * (or `metaDir`: a sender keeps its own files' CRCs in its state
+ * directory, with `dir` the file system's root).
+ */
+export function crcStore(dir: string, opts: { metaDir?: string } = {}): CrcStore {
+  const meta = opts.metaDir ?? join(dir, META_DIR);
+  const recordPath = (st: Stats) => join(meta, `crc-${st.dev}-${st.ino}.json`);
+  /** The metadata directory is there and a real directory (never a link planted in its place). */
+  let made: Promise<boolean> | undefined;
+  const ensureDir = (): Promise<boolean> => {
+    made ??= (async () => {
+      await mkdir(meta, { mode: 0o700, recursive: opts.metaDir !== undefined }).catch(() => {});
+      const st = await lstat(meta).catch(() => undefined);
+      return st?.isDirectory() === true;
+    })();
+    // Retried next time when it failed (the directory itself may have been missing).
+    void made.then((ok) => {
+      if (!ok) made = undefined;
+    });
+    return made;
+  };
+  let temps = 0;
+
+  const read = async (path: string, maxBytes = RECORD_MAX): Promise<CrcRecord | undefined> => {
+    let fh: FileHandle | undefined;
+    try {
+      fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+      const buf = Buffer.allocUnsafe(maxBytes + 1);
+      const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+      if (bytesRead > maxBytes) return undefined;
+      const r = JSON.parse(buf.toString("utf8", 0, bytesRead)) as Partial<CrcRecord>;
+      if (
+        r.v !== 1 ||
+        typeof r.path !== "string" ||
+        !isNum(r.dev) ||
+        !isNum(r.ino) ||
+        !isNum(r.size) ||
+        !isNum(r.mtimeMs) ||
+        !isNum(r.ctimeMs) ||
+        !isNum(r.crc) ||
+        !Number.isInteger(r.crc) ||
+        r.crc > 0xffffffff ||
+        typeof r.synced !== "boolean"
+      ) {
+        return undefined;
+      }
+      return r as CrcRecord;
+    } catch {
+      return undefined;
+    } finally {
+      await fh?.close().catch(() => {});
+    }
+  };
+
+  return {
+    get: async (st) => {
+      if (st.size < CRC_PERSIST_MIN) return undefined;
+      const r = await read(recordPath(st));
+      if (r === undefined || !same(r, st) || !(r.synced || sameBoot(r.boot))) return undefined;
+      return r.crc;
+    },
+    put: async (path, st, crc, synced) => {
+      if (st.size < CRC_PERSIST_MIN || !st.isFile()) return;
+      let tmp: string | undefined;
+      try {
+        if (!(await ensureDir())) return;
+        const r: CrcRecord = {
+          v: 1,
+          path,
+          dev: st.dev,
+          ino: st.ino,
+          size: st.size,
+          mtimeMs: st.mtimeMs,
+          ctimeMs: st.ctimeMs,
+          crc: crc >>> 0,
+          synced,
+          ...(synced ? {} : { boot: currentBoot() }),
+        };
+        // Written aside and renamed: a reader sees a whole record or none. Not fsynced: a record lost
+        // or torn in a crash only costs one read of the file (a torn one does not parse).
+        const final = recordPath(st);
+        tmp = `${final}.${process.pid}.${temps++}.tmp`;
+        const fh = await open(
+          tmp,
+          constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+          0o600,
+        );
+        try {
+          await fh.writeFile(JSON.stringify(r));
+        } finally {
+          await fh.close();
+        }
+        await rename(tmp, final);
+        tmp = undefined;
+      } catch {
+        // Best effort: without a record the file is read once more.
+      } finally {
+        if (tmp !== undefined) await unlink(tmp).catch(() => {});
+      }
+    },
+    sweep: async () => {
+      let names: string[];
+      try {
+        names = await readdir(meta);
+      } catch {
+        return 0;
+      }
+      let removed = 0;
+      const now = Date.now();
+      for (const name of names) {
+        const file = join(meta, name);
+        let stale: boolean;
+        if (TEMP.test(name)) {
+          // A writer that died between writing and renaming (a live one renames within moments).
+          const st = await lstat(file).catch(() => undefined);
+          stale = st !== undefined && st.mtimeMs < now - 60_000;
+        } else if (RECORD.test(name)) {
+          const r = await read(file);
+          const st =
+            r === undefined || r.path.split("/").some((s) => s === "" || s === "." || s === "..")
+              ? undefined
+              : await lstat(join(dir, ...r.path.split("/"))).catch(() => undefined);
+          stale = r === undefined || st === undefined || !same(r, st) || !(r.synced || sameBoot(r.boot));
+        } else {
+          continue;
+        }
+        if (
+          stale &&
+          (await unlink(file).then(
+            () => true,
+            () => false,
+          ))
+        )
+          removed++;
+      }
+      return removed;
+    },
+  };
+}
