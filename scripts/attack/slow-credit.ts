@@ -1,7 +1,10 @@
 /**
  * Reproduction: a peer that withholds credit and grants a trickle of it
- * keeps answers charged to the server's memory budget for longer than
- * slowPeerTimeoutMs (each frame the trickle lets out counts as progress).
+ * kept answers charged to the server's memory budget for longer than
+ * slowPeerTimeoutMs (each frame the trickle let out counted as progress).
+ * Now held to a deadline (slowPeerTimeoutMs + owed / minAnswerBytesPerSecond,
+ * 16× the rate while the budget refuses work) and to 1/16 of the budget
+ * per peer: docs/SECURITY.md, test/attack/trickled-credit.test.ts.
  *
  *   node scripts/attack/slow-credit.ts [--conns 4] [--seconds 20] [--slow-ms 3000]
  *
@@ -34,7 +37,11 @@ server.handle("/echo/1.0.0", (req) => req.data);
 const [url] = await server.listen("tcp://127.0.0.1:0");
 const port = Number(new URL(url).port);
 let closed = 0;
-server.on("sessionClose", () => closed++);
+let slowPeer = 0;
+server.on("sessionClose", (_s, err) => {
+  closed++;
+  if (err?.code === "ERR_SLOW_PEER") slowPeer++;
+});
 
 const body = new Uint8Array(16 * MIB).fill(0x61);
 const peers: Peer[] = [];
@@ -61,7 +68,7 @@ const show = async (label: string) => {
   }
   await honest.close();
   console.log(
-    `${label} t=${((Date.now() - t0) / 1000).toFixed(1)}s budget ${(m.used / MIB).toFixed(1)} of ${(m.limit / MIB).toFixed(0)} MiB, refused ${m.refused}; attacker peers alive ${peers.filter((p) => !p.isClosed).length}/${peers.length}, sessions closed ${closed}; honest ${a["honest-mib"]} MiB echo: ${outcome}`,
+    `${label} t=${((Date.now() - t0) / 1000).toFixed(1)}s budget ${(m.used / MIB).toFixed(1)} of ${(m.limit / MIB).toFixed(0)} MiB, refused ${m.refused}; attacker peers alive ${peers.filter((p) => !p.isClosed).length}/${peers.length}, sessions closed ${closed} (ERR_SLOW_PEER ${slowPeer}); honest ${a["honest-mib"]} MiB echo: ${outcome}`,
   );
 };
 const seconds = Number(a.seconds);

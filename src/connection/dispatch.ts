@@ -256,7 +256,7 @@ export class Dispatcher {
     }
     // Over its share of answers owed (waiting for its credit or its reading): no more work for it.
     const owed = this.outbox.writer.answerQueued;
-    if (owed > this.budget.limit / ANSWER_SHARE) {
+    if (owed * ANSWER_SHARE > this.budget.limit) {
       if (charged > 0) this.budget.release(charged);
       this.stats.diag.requestEnd(id, route, t0, "ERR_OVERLOADED", data.length, 0, false); // diagnostics
       this.respondError(id, "ERR_OVERLOADED", `${owed} bytes of answers wait for this peer to take them; retry later`);

@@ -13,12 +13,14 @@ import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
 import { type Connection, connect, createServer, type PointSubError, type Server } from "../../src/index.ts";
 import {
+  chunkStart,
   connectPeer,
   credit,
   ECHO_ROUTE,
   errnoName,
   type ParsedFrame,
   type Peer,
+  ping,
   requestFrames,
   T,
 } from "../helpers/attacker.ts";
@@ -201,5 +203,49 @@ describe("attack: answers held by a trickle of credit", () => {
     assert.ok((got.get(1) ?? 0) >= 2 * MiB, `got ${got.get(1)} bytes`);
     assert.deepEqual(closes, []);
     await until(() => used(server) === 0, 5000);
+  });
+  it("a peer that keeps reading paused by taking its answers at a trickle does not keep its unfinished message clear of progressTimeoutMs", async () => {
+    // Reading pauses while more than slowPeerBytes is owed and the transport is full. Before,
+    // progress was not checked while paused, and each resume (a drain the peer's trickle of
+    // reading set off) started its measure afresh: a 32 MiB message with one frame stayed
+    // charged for as long as the peer kept that up. (The answer floor is off here: this is
+    // the progress rule alone.)
+    const progressTimeoutMs = 1000;
+    const { server, port } = await echoServer({
+      progressTimeoutMs,
+      slowPeerTimeoutMs: 60_000,
+      slowPeerBytes: 256 * KiB,
+      minAnswerBytesPerSecond: 0,
+      memoryBudget: 1024 * MiB,
+    });
+    const peer = await connectPeer({ port, read: "paused" });
+    let timer: ReturnType<typeof setInterval> | undefined;
+    cleanups.push(async () => {
+      clearInterval(timer);
+      peer.destroy();
+      await server.close();
+    });
+    const declared = 32 * MiB;
+    await peer.send(chunkStart(T.MSG, 101, declared, new Uint8Array(16 * KiB)));
+    const body = new Uint8Array(8 * MiB).fill(0x62);
+    const maxFrame = peer.server?.maxFrameSize ?? MiB;
+    // Four 8 MiB echoes: more answer than the loopback socket buffers hold. Not awaited (the
+    // server stops reading once it owes more than slowPeerBytes to a full transport).
+    void (async () => {
+      for (const id of [1, 3, 5, 7]) for (const f of requestFrames(id, ECHO_ROUTE, body, maxFrame)) await peer.send(f);
+    })();
+    await until(() => used(server) >= declared, 10_000);
+    // The trickle: one read of the socket's buffer (up to 64 KiB) every 250 ms — the server's
+    // transport drains now and then — and a PING, read by the server, which pauses reading again.
+    timer = setInterval(() => {
+      if (peer.isClosed) return;
+      peer.socket.once("data", () => peer.socket.pause());
+      peer.socket.resume();
+      peer.write(ping());
+    }, 250);
+    // Now: cancelled (ERR_TIMEOUT) once it got no frame for progressTimeoutMs, its charge returned.
+    await until(() => used(server) < declared, 15_000);
+    clearInterval(timer);
+    assert.equal(peer.isClosed, false);
   });
 });
