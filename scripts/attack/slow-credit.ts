@@ -37,10 +37,14 @@ server.handle("/echo/1.0.0", (req) => req.data);
 const [url] = await server.listen("tcp://127.0.0.1:0");
 const port = Number(new URL(url).port);
 let closed = 0;
+let t0 = Date.now();
 let slowPeer = 0;
 server.on("sessionClose", (_s, err) => {
   closed++;
-  if (err?.code === "ERR_SLOW_PEER") slowPeer++;
+  if (err?.code !== "ERR_SLOW_PEER") return;
+  slowPeer++;
+  if (slowPeer === 1)
+    console.log(`  first ERR_SLOW_PEER at t=${((Date.now() - t0) / 1000).toFixed(1)}s: ${err.message}`);
 });
 
 const body = new Uint8Array(16 * MIB).fill(0x61);
@@ -51,7 +55,7 @@ for (let c = 0; c < Number(a.conns); c++) {
   for (const id of [1, 3]) for (const f of requestFrames(id, "/echo/1.0.0", body, maxFrame)) await peer.send(f);
   peers.push(peer);
 }
-const t0 = Date.now();
+t0 = Date.now();
 const trickle = setInterval(() => {
   for (const p of peers)
     if (!p.isClosed) p.write(Buffer.concat([credit(0, 16384), credit(1, 16384), credit(3, 16384)]));
