@@ -310,6 +310,13 @@ export class Housekeeper implements Tickable {
     const d = this.frames.inbound.dispatcher;
     const added = d.answerEnqueued;
     if (added > 0) d.answerEnqueued = 0;
+    // Pressed: a charge was refused in the last slowPeerTimeoutMs (as far as the ticks can tell:
+    // any of the budget's housekeepers notes the time it first sees the count of refusals move).
+    const b = this.frames.inbound.budget;
+    if (b.refused !== (b.refusedSeen ?? 0)) {
+      b.refusedSeen = b.refused;
+      b.refusedAt = t;
+    }
     const owed = this.writer.answerQueued;
     if (owed <= 0) {
       this.answersDue = 0;
@@ -331,12 +338,6 @@ export class Housekeeper implements Tickable {
     if (fast - t > MAX_AHEAD_MS) fast = t + MAX_AHEAD_MS;
     this.answersDue = due;
     this.answersDueFast = fast;
-    // Pressed: a charge was refused in the last slowPeerTimeoutMs (as far as the ticks can tell).
-    const b = this.frames.inbound.budget;
-    if (b.refused !== (b.refusedSeen ?? 0)) {
-      b.refusedSeen = b.refused;
-      b.refusedAt = t;
-    }
     const pressed = b.refusedAt !== undefined && t - b.refusedAt < slow;
     return t > (pressed ? fast : due);
   }
