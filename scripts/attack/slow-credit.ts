@@ -47,19 +47,20 @@ server.on("sessionClose", (_s, err) => {
     console.log(`  first ERR_SLOW_PEER at t=${((Date.now() - t0) / 1000).toFixed(1)}s: ${err.message}`);
 });
 
-const body = new Uint8Array(16 * MIB).fill(0x61);
 const peers: Peer[] = [];
-for (let c = 0; c < Number(a.conns); c++) {
-  const peer = await connectPeer({ port, read: "parse", settings: { connectionWindow: 16384, streamWindow: 16384 } });
-  const maxFrame = peer.server?.maxFrameSize ?? MIB;
-  for (const id of [1, 3]) for (const f of requestFrames(id, "/echo/1.0.0", body, maxFrame)) await peer.send(f);
-  peers.push(peer);
-}
-t0 = Date.now();
 const trickle = setInterval(() => {
   for (const p of peers)
     if (!p.isClosed) p.write(Buffer.concat([credit(0, 16384), credit(1, 16384), credit(3, 16384)]));
 }, slowMs / 2);
+const body = new Uint8Array(16 * MIB).fill(0x61);
+for (let c = 0; c < Number(a.conns); c++) {
+  const peer = await connectPeer({ port, read: "parse", settings: { connectionWindow: 16384, streamWindow: 16384 } });
+  // Trickled from the start (a peer not yet trickling while others upload would be a peer that takes nothing).
+  peers.push(peer);
+  const maxFrame = peer.server?.maxFrameSize ?? MIB;
+  for (const id of [1, 3]) for (const f of requestFrames(id, "/echo/1.0.0", body, maxFrame)) await peer.send(f);
+}
+t0 = Date.now();
 const show = async (label: string) => {
   const m = (server as unknown as { memory: { used: number; limit: number; refused: number } }).memory;
   const honest = await connect(url);

@@ -61,9 +61,12 @@ export const ASSEMBLY_OVERHEAD = 1024;
 export const CALL_OVERHEAD = 512;
 /**
  * A peer's share of the budget for answers owed to it: once more than
- * `limit / ANSWER_SHARE` of answers wait for its credit or its reading, its
- * new requests are refused with ERR_OVERLOADED until it takes them (a server
- * at the default 1 GiB: 64 MiB). Peers that take what they are owed keep
- * theirs; a few that do not cannot hold the whole budget.
+ * `limit / ANSWER_SHARE` of answers wait for its credit or its reading, and
+ * more than half the budget is in use, its new requests are refused with
+ * ERR_OVERLOADED until it takes them (a server at the default 1 GiB:
+ * 64 MiB). Peers that take what they are owed keep theirs; a few that do
+ * not cannot hold the whole budget. (On a quiet server one client may
+ * pipeline past its share: a fast one's answers queue behind its own
+ * window too.)
  */
 export const ANSWER_SHARE = 16;

@@ -254,10 +254,12 @@ export class Dispatcher {
       this.respondError(id, "ERR_NO_ROUTE", `no handler for route ${route}`);
       return;
     }
-    // Over its share of answers owed (waiting for its credit or its reading): no more work for it.
+    // Over its share of answers owed (waiting for its credit or its reading) while the budget is
+    // more than half used: no more work for it (alone, a client may pipeline past its share).
     const owed = this.outbox.writer.answerQueued;
-    if (owed * ANSWER_SHARE > this.budget.limit) {
-      if (charged > 0) this.budget.release(charged);
+    const budget = this.budget;
+    if (owed * ANSWER_SHARE > budget.limit && budget.used * 2 > budget.limit) {
+      if (charged > 0) budget.release(charged);
       this.stats.diag.requestEnd(id, route, t0, "ERR_OVERLOADED", data.length, 0, false); // diagnostics
       this.respondError(id, "ERR_OVERLOADED", `${owed} bytes of answers wait for this peer to take them; retry later`);
       return;

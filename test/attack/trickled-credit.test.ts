@@ -116,29 +116,37 @@ describe("attack: answers held by a trickle of credit", () => {
     await until(() => used(server) === 0, 5000);
   });
 
-  it("a peer owed more than 1/16 of the budget gets ERR_OVERLOADED for new requests: one connection cannot hold the budget", async () => {
-    // Budget 16 MiB: a share of 1 MiB. Four 2 MiB echo requests with no credit granted after.
+  it("a peer owed more than 1/16 of the budget gets ERR_OVERLOADED for new requests once half the budget is in use: one connection cannot hold the budget", async () => {
+    // Budget 16 MiB: a share of 1 MiB. Six 2 MiB echo requests, no credit granted after the windows.
     const { server, port } = await echoServer({ slowPeerTimeoutMs: 30_000, memoryBudget: 16 * MiB });
     const { got, onFrame } = answerBytes();
-    const errors: number[] = [];
-    const peer = await requester(port, [1, 3, 5, 7], 2 * MiB, (f) => {
+    const refusedIds: number[] = [];
+    const ids = [1, 3, 5, 7, 9, 11];
+    const peer = await requester(port, ids, 2 * MiB, (f) => {
       onFrame(f);
-      if (f.type === T.RES && f.id !== 1) errors.push(f.id);
+      // An answer in one frame is an error answer here (the echoes are chunked).
+      if (f.type === T.RES && (f.flags & 3) === 3) refusedIds.push(f.id);
     });
     cleanups.push(async () => {
       peer.destroy();
       await server.close();
     });
-    // Every request was read: the first answer is owed, the others refused (their bodies released).
-    await until(() => server.stats().requests.handled >= 4, 10_000);
+    // Every request was read: answers are owed (and charged) until half the budget is in use
+    // (three of them: the fourth's own body, charged as it arrived, takes it past 8 MiB), the
+    // others refused and their bodies released.
+    await until(() => server.stats().requests.handled >= ids.length, 10_000);
     await sleep(50);
-    // Before: all four answers owed and charged (8 MiB); now the first one only.
-    assert.ok(used(server) < 3 * MiB, `${used(server)} bytes held for one peer`);
-    // The refusals wait behind the first answer for connection credit: grant it all.
-    peer.write(credit(0, 4 * MiB));
-    peer.write(credit(1, 4 * MiB));
-    await until(() => (got.get(1) ?? 0) >= 2 * MiB && errors.length === 3, 10_000);
-    assert.deepEqual([...new Set(errors)].sort(), [3, 5, 7]);
+    // Before: all six answers owed and charged (12 MiB).
+    assert.ok(used(server) < 7 * MiB, `${used(server)} bytes held for one peer`);
+    // The refusals wait behind the answers for connection credit: grant it all.
+    peer.write(credit(0, 64 * MiB));
+    for (const id of ids) peer.write(credit(id, 4 * MiB));
+    const answered = [1, 3, 5];
+    await until(() => refusedIds.length === 3 && answered.every((id) => (got.get(id) ?? 0) >= 2 * MiB), 10_000);
+    assert.deepEqual(
+      refusedIds.sort((a, b) => a - b),
+      [7, 9, 11],
+    );
     await until(() => used(server) === 0, 5000);
     assert.equal(peer.isClosed, false);
   });
