@@ -151,6 +151,22 @@ describe("attack: answers held by a trickle of credit", () => {
     assert.equal(peer.isClosed, false);
   });
 
+  it("an honest client pipelining past its share of answers on a server with room is not refused", async () => {
+    // Budget 256 MiB (share 16 MiB); a real client with a 1 MiB receive window sends 48 echo requests
+    // of 1 MiB at once: up to ~47 MiB of answers wait for its window, the budget stays under half.
+    const { server, url, closes } = await echoServer({ memoryBudget: 256 * MiB });
+    const client = await connect(url, { connectionWindow: MiB, streamWindow: MiB });
+    cleanups.push(async () => {
+      await client.close();
+      await server.close();
+    });
+    const body = new Uint8Array(MiB).fill(3);
+    const answers = await Promise.all(Array.from({ length: 48 }, () => client.request(ECHO_ROUTE, body)));
+    assert.ok(answers.every((a) => a.length === MiB));
+    assert.equal(server.memory.refused, 0);
+    assert.deepEqual(closes, []);
+  });
+
   it("while the budget refuses work, peers that take their answers at a trickle are closed at 16× the floor and the refused honest client then succeeds", async () => {
     const slowPeerTimeoutMs = 1000;
     // Budget 8 MiB (share 512 KiB): seven attackers hold 1 MiB answers each, a 2 MiB echo does not fit.
