@@ -144,6 +144,7 @@ const KNOWN = new Set([
   "slowPeerBytes",
   "slowPeerTimeoutMs",
   "progressTimeoutMs",
+  "minAnswerBytesPerSecond",
   "memoryBudget",
   "connectTimeoutMs",
   "retries",

@@ -15,6 +15,14 @@ export class MemoryBudget {
   peak = 0;
   /** Charges refused so far. */
   refused = 0;
+  /**
+   * @internal Kept by housekeeping (`housekeeping.ts`, not in a page's first
+   * load): {@link refused} when it last looked, and the time (its clock) it
+   * saw that count change — connections owed answers are then held to a
+   * higher floor.
+   */
+  declare refusedSeen?: number;
+  declare refusedAt?: number;
 
   constructor(limit: number) {
     this.limit = limit;
@@ -51,3 +59,14 @@ export class MemoryBudget {
 export const ASSEMBLY_OVERHEAD = 1024;
 /** Bytes charged per request whose handler is running, on top of its body. */
 export const CALL_OVERHEAD = 512;
+/**
+ * A peer's share of the budget for answers owed to it: once more than
+ * `limit / ANSWER_SHARE` of answers wait for its credit or its reading, and
+ * more than half the budget is in use, its new requests are refused with
+ * ERR_OVERLOADED until it takes them (a server at the default 1 GiB:
+ * 64 MiB). Peers that take what they are owed keep theirs; a few that do
+ * not cannot hold the whole budget. (On a quiet server one client may
+ * pipeline past its share: a fast one's answers queue behind its own
+ * window too.)
+ */
+export const ANSWER_SHARE = 16;

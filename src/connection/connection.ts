@@ -264,11 +264,12 @@ export class Connection extends Emitter<ConnectionEvents> {
     this.frames = new Frames(this.handshake, this.inbound, this.pinger, this.writer, port);
     this.frames.holdLimit = local.connectionWindow + HOLD_SLACK;
     const hk: ConstructorParameters<typeof Housekeeper> = [
+      // The rates come as they are (housekeeping has their defaults: not in a page's first load).
       {
+        ...options,
         keepAliveMs: options.keepAliveMs ?? 30_000,
         slowPeerTimeoutMs: options.slowPeerTimeoutMs ?? 30_000,
         progressTimeoutMs: options.progressTimeoutMs ?? 60_000,
-        minProgressBytesPerSecond: options.minProgressBytesPerSecond,
         idleTimeoutMs: options.idleTimeoutMs ?? 0,
       },
       this.writer,
@@ -909,10 +910,9 @@ export class Connection extends Emitter<ConnectionEvents> {
     this.writer.onDrain();
     if (this.state_ === "closed") return;
     this.pinger.onDrain();
-    if (this.readGate.onDrain()) {
-      // Nothing could arrive while reading was paused: progress counts from now.
-      this.housekeeper.readingResumed();
-    }
+    // Reading resumed after the peer took what it was owed: nothing arrived meanwhile, so no
+    // keepalive is due; progress is measured on (that pause was the peer's doing).
+    if (this.readGate.onDrain()) this.housekeeper.input(Date.now());
   }
 
   /** The peer's HELLO arrived: everything that depends on its settings. */

@@ -26,7 +26,7 @@ import { codeInfo, type ErrorCode } from "../errors/codes.ts";
 import { PointSubError } from "../errors/error.ts";
 import type { Router } from "../router/router.ts";
 import type { CallContext } from "../router/types.ts";
-import { CALL_OVERHEAD, type MemoryBudget } from "./budget.ts";
+import { ANSWER_SHARE, CALL_OVERHEAD, type MemoryBudget } from "./budget.ts";
 import { CallTable } from "./call-table.ts";
 import { ServerCall } from "./calls.ts";
 import type { Connection } from "./connection.ts";
@@ -121,6 +121,13 @@ export class Dispatcher {
   /** One-way messages middleware holds now (see the file's comment), and their bytes. */
   heldMessages = 0;
   heldBytes = 0;
+  /**
+   * @internal Bytes of answers handed to the writer since housekeeping last
+   * looked (it resets this): each extends the time the peer has to take what
+   * it is owed (`minAnswerBytesPerSecond`). Counted here, not in the writer:
+   * this file is not in a page's first load.
+   */
+  answerEnqueued = 0;
 
   constructor(
     link: Link,
@@ -247,6 +254,16 @@ export class Dispatcher {
       this.respondError(id, "ERR_NO_ROUTE", `no handler for route ${route}`);
       return;
     }
+    // Over its share of answers owed (waiting for its credit or its reading) while the budget is
+    // more than half used: no more work for it (alone, a client may pipeline past its share).
+    const owed = this.outbox.writer.answerQueued;
+    const budget = this.budget;
+    if (owed * ANSWER_SHARE > budget.limit && budget.used * 2 > budget.limit) {
+      if (charged > 0) budget.release(charged);
+      this.stats.diag.requestEnd(id, route, t0, "ERR_OVERLOADED", data.length, 0, false); // diagnostics
+      this.respondError(id, "ERR_OVERLOADED", `${owed} bytes of answers wait for this peer to take them; retry later`);
+      return;
+    }
     if (charged < 0) {
       charged = data.length + CALL_OVERHEAD;
       if (!this.budget.tryCharge(charged)) {
@@ -357,6 +374,7 @@ export class Dispatcher {
       call.charged += data.length;
     }
     this.serving.add(call);
+    this.answerEnqueued += OK_HEAD.length + data.length;
     this.outbox.writeBody(FrameType.RES, call.id, OK_HEAD, data, () => {
       this.serving.delete(call.id);
       this.openRequests--;
@@ -388,6 +406,7 @@ export class Dispatcher {
   respondError(id: number, errCode: ErrorCode, message: string, retryAfterMs?: number): void {
     this.stats.error(errCode);
     const head = encodeErrorHead(codeInfo(errCode).errno, errCode, message, retryAfterMs);
+    this.answerEnqueued += head.length;
     // The request stays open (counted against maxConcurrentRequests) until
     // its answer is handed to the transport: a peer that does not read can
     // make this side hold at most that many answers.

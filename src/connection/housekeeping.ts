@@ -44,6 +44,8 @@ export interface HousekeepingTimes {
   progressTimeoutMs: number;
   /** Bytes a second each unfinished message of the peer must receive, measured over progressTimeoutMs (0: any frame is progress). Default {@link DEFAULT_MIN_PROGRESS_BYTES_PER_SECOND}. */
   minProgressBytesPerSecond?: number | undefined;
+  /** Bytes a second the peer must take of the answers owed to it, beyond slowPeerTimeoutMs of grace (0: no floor). Default {@link DEFAULT_MIN_ANSWER_BYTES_PER_SECOND}. */
+  minAnswerBytesPerSecond?: number | undefined;
   idleTimeoutMs: number;
 }
 
@@ -59,6 +61,7 @@ let lastTimes: Times | undefined;
 /** The shared resolved object for `t`'s values (one per configuration, not one per connection). */
 function sharedTimes(t: HousekeepingTimes): Times {
   const min = t.minProgressBytesPerSecond ?? DEFAULT_MIN_PROGRESS_BYTES_PER_SECOND;
+  const answers = t.minAnswerBytesPerSecond ?? DEFAULT_MIN_ANSWER_BYTES_PER_SECOND;
   const last = lastTimes;
   // No key string per connection when the values are the last ones (a burst of accepts makes no garbage here).
   if (
@@ -67,10 +70,11 @@ function sharedTimes(t: HousekeepingTimes): Times {
     last.slowPeerTimeoutMs === t.slowPeerTimeoutMs &&
     last.progressTimeoutMs === t.progressTimeoutMs &&
     last.minProgressBytesPerSecond === min &&
+    last.minAnswerBytesPerSecond === answers &&
     last.idleTimeoutMs === t.idleTimeoutMs
   )
     return last;
-  const key = `${t.keepAliveMs},${t.slowPeerTimeoutMs},${t.progressTimeoutMs},${min},${t.idleTimeoutMs}`;
+  const key = `${t.keepAliveMs},${t.slowPeerTimeoutMs},${t.progressTimeoutMs},${min},${answers},${t.idleTimeoutMs}`;
   let r = timesByValue.get(key);
   if (r === undefined) {
     if (timesByValue.size >= 32) timesByValue.clear();
@@ -79,6 +83,7 @@ function sharedTimes(t: HousekeepingTimes): Times {
       slowPeerTimeoutMs: t.slowPeerTimeoutMs,
       progressTimeoutMs: t.progressTimeoutMs,
       minProgressBytesPerSecond: min,
+      minAnswerBytesPerSecond: answers,
       idleTimeoutMs: t.idleTimeoutMs,
     });
     timesByValue.set(key, r);
@@ -130,6 +135,31 @@ const afterIo: (f: () => void) => void =
  */
 export const DEFAULT_MIN_PROGRESS_BYTES_PER_SECOND = 1024;
 
+/**
+ * Default of `minAnswerBytesPerSecond`: 64 KiB/s (a 512 kbit/s link). The
+ * answers a peer is owed are charged to the memory budget until they are
+ * handed to the transport, and a peer that grants credit (or reads its
+ * socket) at a trickle lets out a frame now and then, which keeps
+ * slowPeerTimeoutMs from ever firing. So what the peer owes must go out
+ * within slowPeerTimeoutMs plus its size at this rate (a 16 MiB answer:
+ * 30 s + 256 s at the defaults), counted from when it was owed, not from
+ * the last frame. A reader as fast as this is never cut; a slower one only
+ * when an answer takes longer than that.
+ */
+export const DEFAULT_MIN_ANSWER_BYTES_PER_SECOND = 64 * 1024;
+
+/**
+ * While the memory budget refuses work (a refusal in the last
+ * slowPeerTimeoutMs), answers owed must go out this many times faster
+ * (1 MiB/s at the default floor): peers that hold the budget by taking
+ * their answers slowly make room for those refused, within
+ * slowPeerTimeoutMs plus what they are owed at that rate.
+ */
+const PRESSED_FACTOR = 16;
+
+/** Longest the answer deadline may lie ahead (ms): keeps it a small integer (a floor of 1 B/s and a 4 GiB answer would not be). */
+const MAX_AHEAD_MS = 0x1fffffff;
+
 export class Housekeeper implements Tickable {
   // Times are clock() values (ms after EPOCH: small integers); 0 is never.
   /** When input last arrived. */
@@ -146,6 +176,15 @@ export class Housekeeper implements Tickable {
   private confirming = false;
   /** When the last PING probing a held-paused peer went out. */
   private probeAt = 0;
+  /**
+   * When the answers owed to the peer must have gone out (0: none owed at
+   * the last tick): slowPeerTimeoutMs after they were first seen owed, plus
+   * every owed byte at minAnswerBytesPerSecond. Only the peer taking all it
+   * is owed resets it; frames that go out meanwhile do not.
+   */
+  private answersDue = 0;
+  /** The same deadline at PRESSED_FACTOR times the rate: the one that holds while the budget refuses work. */
+  private answersDueFast = 0;
   /** The shared ticker this runs on, if any. */
   private ticker: Ticker | undefined;
   /** Its slot in that ticker (written by the ticker; -1: none). */
@@ -233,7 +272,7 @@ export class Housekeeper implements Tickable {
     return this.lastActivity;
   }
 
-  /** Reading resumed after the peer drained: nothing could arrive meanwhile, so progress counts from now. */
+  /** Reading resumed after middleware held the peer's messages: nothing could arrive meanwhile, so progress counts from now. */
   readingResumed(): void {
     this.lastInput = clock(Date.now());
     this.progressFloor = this.lastInput;
@@ -260,6 +299,49 @@ export class Housekeeper implements Tickable {
     });
   }
 
+  /**
+   * Whether the answers owed to the peer are past their deadline (`t`: a
+   * {@link clock} time). Extends the deadline by the answers queued since the
+   * last tick; no cost per frame (the dispatcher adds up the answers it
+   * hands to the writer).
+   */
+  private answersLate(t: number, slow: number, rate: number): boolean {
+    // (A browser connection's dispatcher may not be loaded yet: its stand-in has no count.)
+    const d = this.frames.inbound.dispatcher;
+    const added = d.answerEnqueued;
+    if (added > 0) d.answerEnqueued = 0;
+    // Pressed: a charge was refused in the last slowPeerTimeoutMs (as far as the ticks can tell:
+    // any of the budget's housekeepers notes the time it first sees the count of refusals move).
+    const b = this.frames.inbound.budget;
+    if (b.refused !== (b.refusedSeen ?? 0)) {
+      b.refusedSeen = b.refused;
+      b.refusedAt = t;
+    }
+    const owed = this.writer.answerQueued;
+    if (owed <= 0) {
+      this.answersDue = 0;
+      return false;
+    }
+    let due = this.answersDue;
+    let fast = this.answersDueFast;
+    // First seen owed: the grace, then what is owed now at the rate. Later: what was queued since.
+    if (due === 0) {
+      const ms = (owed * 1000) / rate;
+      due = t + slow + Math.ceil(ms);
+      fast = t + slow + Math.ceil(ms / PRESSED_FACTOR);
+    } else if (added > 0) {
+      const ms = (added * 1000) / rate;
+      due += Math.ceil(ms);
+      fast += Math.ceil(ms / PRESSED_FACTOR);
+    }
+    if (due - t > MAX_AHEAD_MS) due = t + MAX_AHEAD_MS;
+    if (fast - t > MAX_AHEAD_MS) fast = t + MAX_AHEAD_MS;
+    this.answersDue = due;
+    this.answersDueFast = fast;
+    const pressed = b.refusedAt !== undefined && t - b.refusedAt < slow;
+    return t > (pressed ? fast : due);
+  }
+
   /** `now`: a `Date.now()` time (as the writer's and the inbound side's times are). */
   private check(now: number, confirmed: boolean): void {
     const times = this.times;
@@ -281,7 +363,23 @@ export class Housekeeper implements Tickable {
       );
       return;
     }
-    if (pt > 0 && !this.gate.paused) {
+    const rate = times.minAnswerBytesPerSecond;
+    if (slow > 0 && rate > 0 && this.answersLate(t, slow, rate)) {
+      if (!confirmed) {
+        this.confirmLater();
+        return;
+      }
+      host.timedOut(
+        "ERR_SLOW_PEER",
+        `${host.remoteUrl} took the answers owed to it slower than minAnswerBytesPerSecond (${rate}, ×${PRESSED_FACTOR} while the memory budget refuses work): ${this.writer.answerQueued} bytes still owed`,
+      );
+      return;
+    }
+    // Not while middleware holds the peer's messages (this side's doing: nothing can arrive).
+    // While reading is paused because the peer does not take what it is owed, they are checked:
+    // that pause is the peer's doing, and a peer taking a trickle of its answers (each drain
+    // resumes reading) would otherwise keep its unfinished messages clear of the rate rule.
+    if (pt > 0 && !this.gate.heldPaused) {
       // The peer's unfinished messages and streams, and this side's streams waiting for credit.
       const f = this.frames;
       const floor = this.progressFloor === 0 ? 0 : EPOCH + this.progressFloor;
@@ -304,7 +402,8 @@ export class Housekeeper implements Tickable {
     }
     if (ms <= 0) return;
     const gate = this.gate;
-    if (gate.paused) {
+    // Reading is paused for a reason other than a yield: nothing arrives from the peer meanwhile.
+    if (gate.slowPaused || gate.heldPaused) {
       // Paused while middleware holds the peer's messages (not a slow reader): nothing is
       // read, so a peer that went away is noticed only by writing — a PING to a reset
       // socket fails and closes the connection (its held messages then go on at once).

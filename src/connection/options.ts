@@ -4,7 +4,7 @@
  * The protocol limits (maxMessageSize, windows, …) are checked as settings
  * (`codec/settings.ts`); this covers the times and byte counts.
  *
- * Thirteen numeric fields of four kinds: a table and one function rather
+ * Fifteen numeric fields of four kinds: a table and one function rather
  * than a schema library, which would be most of the bytes the engine's
  * option checking adds to a browser bundle.
  */
@@ -27,6 +27,7 @@ const FIELDS: Readonly<Record<string, Kind>> = {
   progressTimeoutMs: "ms",
   // A rate that may be 0 (no minimum): finite and >= 0, as milliseconds are.
   minProgressBytesPerSecond: "ms",
+  minAnswerBytesPerSecond: "ms",
   idleTimeoutMs: "ms",
   slowPeerBytes: "bytes",
   memoryBudget: "bytes",

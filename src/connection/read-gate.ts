@@ -214,11 +214,6 @@ export class ReadGate {
     }
   }
 
-  /** Reading is paused for any reason but a yield: nothing arrives from the peer meanwhile. */
-  get paused(): boolean {
-    return this.slowPaused || this.heldPaused;
-  }
-
   /** @internal The turn after a yield came. */
   endYield(): void {
     this.yielding = false;

@@ -182,6 +182,16 @@ export interface ConnectionOptions {
    */
   minProgressBytesPerSecond?: number;
   /**
+   * The slowest the peer may take the answers it is owed (responses queued
+   * for its credit or its reading, which hold the memory budget until they
+   * go out): what it is owed must go out within slowPeerTimeoutMs plus its
+   * size at this rate, counted from when it was first owed (frames a
+   * trickle of credit lets out meanwhile do not restart it), else the
+   * connection is closed with ERR_SLOW_PEER. Off with slowPeerTimeoutMs 0;
+   * 0 = no floor. Default 65536 (64 KiB/s).
+   */
+  minAnswerBytesPerSecond?: number;
+  /**
    * Close gracefully (GOAWAY with reason "idle") once no message, request,
    * response or stream data moved either way for this long and nothing is
    * in flight; keepalive pings do not count as activity. A server session
