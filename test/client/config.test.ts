@@ -69,6 +69,17 @@ describe("options as JSON", () => {
     }
   });
 
+  it("every plain connection option round-trips (the list of known keys misses none)", () => {
+    const o = {
+      minProgressBytesPerSecond: 2048,
+      minAnswerBytesPerSecond: 32768,
+      idleTimeoutMs: 60_000,
+      progressTimeoutMs: 30_000,
+      slowPeerTimeoutMs: 10_000,
+    };
+    assert.deepEqual(optionsFromJSON(optionsToJSON(o)), o);
+  });
+
   it("leaves out what JSON cannot hold or must not (runtime, signal, credentials, tls)", () => {
     const json = optionsToJSON({
       keepAliveMs: 1000,
