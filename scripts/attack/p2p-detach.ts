@@ -10,7 +10,10 @@
  * other protocol. Counts what was detached and any mismatch, empty
  * message or "detached" error.
  *
- *   node scripts/attack/p2p-detach.ts [seconds=20] [seed=1]
+ * With `hangup`, the client also hangs up the libp2p connection every
+ * ~2 s mid-transfer and connects again (the raw protocol is left out then).
+ *
+ *   node scripts/attack/p2p-detach.ts [seconds=20] [seed=1] [hangup]
  */
 import type { Libp2p } from "@libp2p/interface";
 import { connect, createLibp2pNode, createServer } from "../../src/p2p/index.ts";
@@ -18,6 +21,7 @@ import { connect, createLibp2pNode, createServer } from "../../src/p2p/index.ts"
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const SECONDS = Number(process.argv[2] ?? 20);
+const HANGUP = process.argv[4] === "hangup";
 let seed = Number(process.argv[3] ?? 1) >>> 0 || 1;
 const rnd = (n: number) => {
   seed ^= seed << 13;
@@ -58,7 +62,9 @@ server.handle("/slow", async (req) => {
   return req.data;
 });
 const [url] = await server.listen(serverNode.peerId.toString());
-const conn = await connect(url, { ...limits, libp2p: clientNode });
+let conn = await connect(url, { ...limits, libp2p: clientNode });
+let hangups = 0;
+let closedErrors = 0;
 
 // The raw protocol: chunks kept as delivered, checked at the end.
 const rawChunks: Uint8Array[] = [];
@@ -72,7 +78,7 @@ await serverNode.handle("/raw-keeper/1", (s) => {
     }
   });
 });
-const RAW = 8 * MiB;
+const RAW = HANGUP ? 0 : 8 * MiB;
 const raw = pattern(99, RAW);
 const out = await clientNode.dialProtocol(serverNode.getMultiaddrs()[0], "/raw-keeper/1");
 const rawDone = (async () => {
@@ -104,7 +110,7 @@ async function worker(w: number): Promise<void> {
       if (body.length < 4) continue;
       new DataView(body.buffer).setUint32(0, sentMsgs.length);
       sentMsgs.push(body.slice());
-      conn.send(body);
+      void Promise.resolve(conn.send(body)).catch(() => {});
       continue;
     }
     const abort = rnd(6) === 0;
@@ -119,14 +125,25 @@ async function worker(w: number): Promise<void> {
     } catch (err) {
       const code = (err as { code?: string }).code;
       if (code === "ERR_TIMEOUT" || code === "ERR_CANCELLED") aborted++;
-      else {
+      else if (HANGUP && (code === "ERR_CONNECTION_CLOSED" || code === "ERR_CLOSED" || code === "ERR_NOT_CONNECTED")) {
+        closedErrors++;
+        await new Promise((r) => setTimeout(r, 20));
+      } else {
         other++;
         if (other < 5) console.log(`error: ${code} ${String(err)}`);
       }
     }
   }
 }
-await Promise.all([worker(1), worker(2), worker(3), worker(4)]);
+const hanger = (async () => {
+  while (HANGUP && Date.now() < end - 1000) {
+    await new Promise((r) => setTimeout(r, 1500 + rnd(1000)));
+    await clientNode.hangUp(serverNode.peerId).catch(() => {});
+    hangups++;
+    conn = await connect(url, { ...limits, libp2p: clientNode });
+  }
+})();
+await Promise.all([worker(1), worker(2), worker(3), worker(4), hanger]);
 await rawDone;
 const waitEnd = Date.now() + 10_000;
 while ((rawBytes < RAW || kept.length < sentMsgs.length) && Date.now() < waitEnd)
@@ -143,6 +160,8 @@ console.log(
     echoOk: ok,
     echoBad: bad,
     aborted,
+    hangups,
+    closedErrors,
     otherErrors: other,
     messagesSent: sentMsgs.length,
     messagesKept: kept.length,
