@@ -117,7 +117,14 @@ async function worker(w: number): Promise<void> {
     const route = rnd(5) === 0 ? "/slow" : "/echo";
     try {
       const got = (await conn.request(route, body, { timeoutMs: abort ? 1 + rnd(30) : 60_000 })) as Uint8Array;
-      if (same(got, pattern(tag, size))) ok++;
+      // The sender's own body must be left as it was (never detached or encrypted in place).
+      if ((body.buffer as ArrayBuffer).detached || !same(body, pattern(tag, size))) {
+        bad++;
+        if (bad < 5)
+          console.log(
+            `the sent body of ${size} B was ${(body.buffer as ArrayBuffer).detached ? "detached" : "changed"}`,
+          );
+      } else if (same(got, pattern(tag, size))) ok++;
       else {
         bad++;
         if (bad < 5) console.log(`mismatch: ${route} ${size} B -> ${got.length} B`);
