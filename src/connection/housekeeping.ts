@@ -11,6 +11,7 @@
  */
 import type { Transport } from "../transport/transport.ts";
 import type { Tickable, Ticker } from "../util/ticker.ts";
+import { ANSWER_SHARE } from "./budget.ts";
 import type { FrameRouter } from "./frames.ts";
 import type { Pinger } from "./pinger.ts";
 import type { ReadGate } from "./read-gate.ts";
@@ -153,7 +154,10 @@ export const DEFAULT_MIN_ANSWER_BYTES_PER_SECOND = 64 * 1024;
  * slowPeerTimeoutMs), answers owed must go out this many times faster
  * (1 MiB/s at the default floor): peers that hold the budget by taking
  * their answers slowly make room for those refused, within
- * slowPeerTimeoutMs plus what they are owed at that rate.
+ * slowPeerTimeoutMs plus what they are owed at that rate. Only peers owed
+ * more than their share (`limit / ANSWER_SHARE`) are held to it: any peer
+ * can make the budget refuse, and an honest slow reader owed little must
+ * not be cut for it.
  */
 const PRESSED_FACTOR = 16;
 
@@ -338,7 +342,9 @@ export class Housekeeper implements Tickable {
     if (fast - t > MAX_AHEAD_MS) fast = t + MAX_AHEAD_MS;
     this.answersDue = due;
     this.answersDueFast = fast;
-    const pressed = b.refusedAt !== undefined && t - b.refusedAt < slow;
+    // Only a peer owed more than its share is held to the pressed floor: any peer can make the
+    // budget refuse (a START declaring more than is free), which must not cut honest slow readers.
+    const pressed = owed > b.limit / ANSWER_SHARE && b.refusedAt !== undefined && t - b.refusedAt < slow;
     return t > (pressed ? fast : due);
   }
 
