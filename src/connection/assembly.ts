@@ -219,7 +219,13 @@ export class Assemblies {
    */
   private alloc(n: number, total: number): Uint8Array {
     const b = reuse(n);
-    if (b !== undefined) return b.length > total ? b.subarray(0, total) : b;
+    if (b !== undefined) {
+      if (b.length <= total) return b;
+      // The message is delivered as a view of this buffer: the bytes past it (another
+      // message's, maybe another connection's) must not be reachable through `data.buffer`.
+      b.fill(0, total);
+      return b.subarray(0, total);
+    }
     try {
       return this.inbound.alloc(n);
     } catch (cause) {

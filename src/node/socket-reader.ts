@@ -107,7 +107,12 @@ export class SocketReader {
   release(): void {
     const b = this.next;
     this.next = sharedSmallBuffer();
-    if (b.length === BIG && b.byteOffset === 0 && free.length < FREE_MAX) free.push(b);
+    if (b.length === BIG && b.byteOffset === 0 && free.length < FREE_MAX) {
+      // Another socket's reads land in it next, and a message may be delivered as a view of
+      // part of it: this connection's bytes must not be reachable through that view's buffer.
+      b.fill(0);
+      free.push(b);
+    }
   }
 
   /** @internal The buffer for the next read: the receiver's own memory when it expects a large body, else ours. */

@@ -12,6 +12,8 @@ import assert from "node:assert/strict";
 import { afterEach, describe, it } from "node:test";
 import { createServer } from "../../src/index.ts";
 import { cancelFrame, chunkFrame, startFrame } from "../helpers/chunked-frames.ts";
+import { encodeFrame } from "../../src/codec/encoder.ts";
+import { Flag, FrameType } from "../../src/codec/frame.ts";
 import { handshake, rawClient } from "../helpers/raw-peer.ts";
 import { until } from "../helpers/wait.ts";
 
@@ -66,5 +68,41 @@ describe("reused assembly buffers: another peer's bytes", () => {
       0,
       `${foreign} bytes of peer A's cancelled message behind peer B's message (buffer ${behind.length} B)`,
     );
+  });
+  it("the memory behind a message read in place holds nothing a closed connection sent (read buffers pass between sockets)", async () => {
+    const server = createServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    cleanup.push(() => server.close());
+    const got: Uint8Array[] = [];
+    server.on("message", (m) => got.push(m.data));
+    const one = (n: number, fill: number) =>
+      encodeFrame(FrameType.MSG, Flag.START | Flag.END, 1, new Uint8Array(n).fill(fill));
+    // Peer A fills its 64 KiB read buffer with its secret (0xA5), then leaves: the buffer goes
+    // to the free list for the next socket.
+    const a = await rawClient(url);
+    a.socket.write(handshake());
+    await until(() => server.sessions.size === 1);
+    a.socket.write(one(2 * KiB, 0xa5));
+    await until(() => got.length === 1);
+    a.socket.write(one(60 * KiB, 0xa5));
+    await until(() => got.length === 2);
+    a.socket.destroy();
+    await until(() => server.sessions.size === 0);
+    // Peer B: a 2 KiB message fills its small first buffer (the next read takes a 64 KiB one,
+    // A's), then a 20 KiB message read in one piece and delivered as a view of that buffer.
+    const b = await rawClient(url);
+    cleanup.push(() => b.socket.destroy());
+    b.socket.write(handshake());
+    await until(() => server.sessions.size === 1);
+    b.socket.write(one(2 * KiB, 0));
+    await until(() => got.length === 3);
+    await new Promise((r) => setTimeout(r, 20));
+    b.socket.write(one(20 * KiB, 0));
+    await until(() => got.length === 4);
+    const d = got[3];
+    assert.equal(d.length, 20 * KiB);
+    const behind = new Uint8Array(d.buffer);
+    const foreign = behind.filter((x) => x === 0xa5).length;
+    assert.equal(foreign, 0, `${foreign} bytes of peer A's behind peer B's message (buffer ${behind.length} B)`);
   });
 });
