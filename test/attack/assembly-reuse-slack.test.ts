@@ -10,10 +10,10 @@
  */
 import assert from "node:assert/strict";
 import { afterEach, describe, it } from "node:test";
-import { createServer } from "../../src/index.ts";
-import { cancelFrame, chunkFrame, startFrame } from "../helpers/chunked-frames.ts";
 import { encodeFrame } from "../../src/codec/encoder.ts";
 import { Flag, FrameType } from "../../src/codec/frame.ts";
+import { createServer } from "../../src/index.ts";
+import { cancelFrame, chunkFrame, startFrame } from "../helpers/chunked-frames.ts";
 import { handshake, rawClient } from "../helpers/raw-peer.ts";
 import { until } from "../helpers/wait.ts";
 
