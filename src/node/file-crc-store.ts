@@ -30,9 +30,26 @@ export const META_DIR = ".pointsub";
  */
 export const CRC_PERSIST_MIN = 1024 * 1024;
 
-/** Whether a path's first segment is the metadata directory's name (ignoring case). */
+const NOT_ASCII = /[^ -~]/;
+/** Code points HFS+ ignores in names (git's `is_hfs_dotgit` list): joiners, direction marks, the BOM. */
+const HFS_IGNORED = /[\u200c-\u200f\u202a-\u202e\u206a-\u206f\ufeff]/g;
+
+/**
+ * Whether a path's first segment names the metadata directory on some file
+ * system: equal to `.pointsub` after Unicode compatibility normalization
+ * and case folding (`.pointſub` on case-insensitive volumes), with the code
+ * points HFS+ ignores removed, and the trailing dots and spaces NTFS drops
+ * (and anything from a `:`, NTFS's stream separator); or its NTFS 8.3 short
+ * name (`POINTS~1`). As git guards `.git`.
+ */
 export function isMetaName(segment: string): boolean {
-  return segment.length === META_DIR.length && segment.toLowerCase() === META_DIR;
+  // Most names: no leading dot, no `~`, plain ASCII (no normalization needed).
+  if (segment.charCodeAt(0) !== 46 && !segment.includes("~") && !NOT_ASCII.test(segment)) return false;
+  let s = segment.replace(HFS_IGNORED, "").normalize("NFKC").toUpperCase().toLowerCase();
+  const colon = s.indexOf(":");
+  if (colon >= 0) s = s.slice(0, colon);
+  s = s.replace(/[. ]+$/, "");
+  return s === META_DIR || /^points~[0-9]+$/.test(s);
 }
 
 /** What a record holds (JSON). */
@@ -100,6 +117,8 @@ export interface CrcStore {
    * effort, never throws; files under {@link CRC_PERSIST_MIN} are skipped.
    */
   put(path: string, st: Stats, crc: number, synced: boolean): Promise<void>;
+  /** Removes the record of the file whose lstat was `st` (a file being replaced); never throws. */
+  forget(st: Stats): Promise<void>;
   /** Removes records whose file is gone or changed, and stale temporary files; resolves to how many. */
   sweep(): Promise<number>;
 }
@@ -205,6 +224,7 @@ export function crcStore(dir: string, opts: { metaDir?: string } = {}): CrcStore
         if (tmp !== undefined) await unlink(tmp).catch(() => {});
       }
     },
+    forget: (st) => (st.size < CRC_PERSIST_MIN ? Promise.resolve() : unlink(recordPath(st)).catch(() => {})),
     sweep: async () => {
       let names: string[];
       try {

@@ -368,10 +368,11 @@ export function safeRelativePath(path: unknown): string[] {
   }
   // The sink's own files all begin with a dot.
   const first = segments[0];
+  // (Also names that alias the metadata directory elsewhere, such as its 8.3 short name.)
+  if (isMetaName(first)) throw bad("reserved for the sink's metadata");
   if (first.charCodeAt(0) === 46) {
     if (PARTIAL_NAME.test(first) || SIDECAR_NAME.test(first) || LOCK_NAME.test(first))
       throw bad("reserved for the sink's partial files");
-    if (isMetaName(first)) throw bad("reserved for the sink's metadata");
   }
   return segments;
 }
@@ -1008,9 +1009,11 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
   /** Puts a complete partial file in place under `finalPath`, never replacing a file unless `overwrite`. */
   const place = async (partial: string, finalPath: string) => {
     if (overwrite) {
-      if ((await exists(finalPath))?.isDirectory())
-        throw PointSubError.fromPeer("ERR_EXISTS", "a directory has that name");
+      const old = await exists(finalPath);
+      if (old?.isDirectory()) throw PointSubError.fromPeer("ERR_EXISTS", "a directory has that name");
       await rename(partial, finalPath);
+      // The replaced file's CRC record goes with it (else one per overwrite until the sweep).
+      if (old?.isFile() && old.nlink <= 1) void crcDisk?.forget(old);
     } else {
       try {
         await link(partial, finalPath);

@@ -67,7 +67,7 @@ export interface FileSource {
 /** Names of the file sink's own files in the directory's top level (never listed or served). */
 const SINK_FILE = /^\.[A-Za-z0-9_-]{1,128}\.(partial|resume|lock)$/;
 /** The sink's files and metadata directory (see {@link SINK_FILE}, `isMetaName`). */
-const sinkName = (name: string) => name.charCodeAt(0) === 46 && (SINK_FILE.test(name) || isMetaName(name));
+const sinkName = (name: string) => (name.charCodeAt(0) === 46 && SINK_FILE.test(name)) || isMetaName(name);
 /** Deepest tree a listing descends (segments from the served root), as the sink's paths. */
 const MAX_DEPTH = 64;
 /** An answer stops before its JSON grows past about this many bytes (paths may be long). */

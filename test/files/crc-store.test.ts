@@ -59,8 +59,8 @@ describe("a large stored file's CRC32C is kept on disk", () => {
   });
 
   /** One "worker": a sink (and a file source) on the directory behind a server of its own, and a client of it. */
-  async function worker(dir: string, durability: "fsync" | "none" = "fsync") {
-    const sink: FileSink = fileSink(dir, { durability });
+  async function worker(dir: string, durability: "fsync" | "none" = "fsync", overwrite = false) {
+    const sink: FileSink = fileSink(dir, { durability, overwrite });
     const server: Server = createServer();
     server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
     server.handle(FILE_CHECK_ROUTE, sink.check);
@@ -140,6 +140,26 @@ describe("a large stored file's CRC32C is kept on disk", () => {
     const before2 = bytesRead();
     assert.deepEqual(await check(d.conn, "sub/big.bin", size), { size, crc32c: hex(crc32c(data)) });
     assert.ok(bytesRead() - before2 < MiB);
+  });
+
+  it("a file replaced by an upload (overwrite) takes its record with it: one record per stored file, not one per upload", async () => {
+    const dir = join(work, "overwrite");
+    const { conn } = await worker(dir, "none", true);
+    const src = join(work, "overwrite-src.bin");
+    for (let i = 0; i < 4; i++) {
+      writeFileSync(src, randomFillSync(Buffer.alloc(1024 * 1024)));
+      await sendFile(conn, src, { name: "same.bin" });
+    }
+    // Records are written and removed in the background of each upload: wait for the last one alone.
+    const deadline = Date.now() + 10_000;
+    let names: string[] = [];
+    while (Date.now() < deadline) {
+      names = (await readdir(join(dir, META_DIR))).filter((n) => n.endsWith(".json"));
+      const { ino } = statSync(join(dir, "same.bin"));
+      if (names.length === 1 && names[0].endsWith(`-${ino}.json`)) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(names.length, 1, `records after 4 uploads to one name: ${names.join(", ")}`);
   });
 
   it("a record of a file stored without fsync is trusted in this boot only", async () => {
