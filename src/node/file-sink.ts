@@ -2,6 +2,7 @@ import {
   closeSync,
   constants,
   createReadStream,
+  fstatSync,
   lstat as lstatCb,
   lstatSync,
   openSync,
@@ -1170,7 +1171,12 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     let crc: number | undefined;
     let fd = -1;
     try {
-      fd = openSync(target, constants.O_RDONLY | constants.O_NOFOLLOW);
+      // Non-blocking, then checked to be the regular file that was looked up: a FIFO swapped in
+      // between the lstat and the open must not block the event loop.
+      fd = openSync(target, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+      const opened = fstatSync(fd);
+      if (!opened.isFile() || opened.ino !== st.ino || opened.dev !== st.dev || opened.size !== st.size)
+        return undefined;
       syncCrcBuf ??= Buffer.allocUnsafe(SYNC_CRC_MAX);
       let n = 0;
       while (n < st.size) {
