@@ -11,7 +11,6 @@
  */
 import type { Transport } from "../transport/transport.ts";
 import type { Tickable, Ticker } from "../util/ticker.ts";
-import { ANSWER_SHARE } from "./budget.ts";
 import type { FrameRouter } from "./frames.ts";
 import type { Pinger } from "./pinger.ts";
 import type { ReadGate } from "./read-gate.ts";
@@ -344,7 +343,8 @@ export class Housekeeper implements Tickable {
     this.answersDueFast = fast;
     // Only a peer owed more than its share is held to the pressed floor: any peer can make the
     // budget refuse (a START declaring more than is free), which must not cut honest slow readers.
-    const pressed = owed > b.limit / ANSWER_SHARE && b.refusedAt !== undefined && t - b.refusedAt < slow;
+    // (16: budget.ts's ANSWER_SHARE, not imported: that would pull budget.ts out of this chunk.)
+    const pressed = owed > b.limit / 16 && b.refusedAt !== undefined && t - b.refusedAt < slow;
     return t > (pressed ? fast : due);
   }
 
