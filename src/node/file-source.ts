@@ -37,6 +37,23 @@ export {
 export interface FileSourceOptions {
   /** Downloads one session may have in flight; more are answered `ERR_TOO_MANY_REQUESTS`. Default 8. */
   maxDownloadsPerSession?: number;
+  /**
+   * Downloads in flight at once over all sessions; more are answered
+   * `ERR_TOO_MANY_REQUESTS`. Each holds up to two file-read buffers (1 MiB
+   * each) outside the memory budget, so this bounds them: default 64
+   * (128 MiB).
+   */
+  maxDownloads?: number;
+  /**
+   * A download must be taken within `downloadGraceMs` plus its size at
+   * this rate, counted from its start (a trickle of credit does not extend
+   * it), else it is stopped with `ERR_SLOW_PEER`: a peer cannot keep
+   * downloads (and their buffers) open by reading them slowly. Default
+   * 65536 (64 KiB/s, as `minAnswerBytesPerSecond`); 0: no deadline.
+   */
+  minDownloadBytesPerSecond?: number;
+  /** The grace of {@link minDownloadBytesPerSecond}'s deadline, in ms. Default 30000. */
+  downloadGraceMs?: number;
   /** Compression of the file streams. Default "auto". */
   compress?: "auto" | "off" | CodecName;
   /** Key of the transfer ids (see `fileTransferId`). Default: this user's resume key. */
@@ -107,7 +124,9 @@ function segmentsOf(path: string | undefined): string[] {
  *   (`/pointsub/file/1.0.0`, which the asker serves on its connection, e.g.
  *   with a `fileSink`) with `sendFile`: resumable from what the asker's
  *   sink holds, checked end to end with CRC32C; at most
- *   `maxDownloadsPerSession` per session at once.
+ *   `maxDownloadsPerSession` per session and `maxDownloads` in all at
+ *   once, each taken within `downloadGraceMs` plus its size at
+ *   `minDownloadBytesPerSecond` (else `ERR_SLOW_PEER`).
  *
  * ```ts
  * const source = fileSource("/srv/files");
@@ -117,7 +136,12 @@ function segmentsOf(path: string | undefined): string[] {
  */
 export function fileSource(dir: string, options: FileSourceOptions = {}): FileSource {
   const maxPerSession = options.maxDownloadsPerSession ?? 8;
+  const maxDownloads = options.maxDownloads ?? 64;
+  const minRate = options.minDownloadBytesPerSecond ?? 65536;
+  const graceMs = options.downloadGraceMs ?? 30_000;
   const inFlight = new WeakMap<Connection, number>();
+  /** Downloads in flight over all sessions. */
+  let downloads = 0;
   let root: Promise<string> | undefined;
   const crcDisk = options.crcRecords === false ? undefined : crcStore(dir);
   const realRoot = () => {
@@ -240,7 +264,13 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
     if (n >= maxPerSession) {
       throw new PointSubError("ERR_TOO_MANY_REQUESTS", `at most ${maxPerSession} downloads at once per session`);
     }
+    if (downloads >= maxDownloads) {
+      throw new PointSubError("ERR_TOO_MANY_REQUESTS", `at most ${maxDownloads} downloads at once; retry later`);
+    }
     inFlight.set(session, n + 1);
+    downloads++;
+    let deadline: ReturnType<typeof setTimeout> | undefined;
+    let stop: AbortController | undefined;
     try {
       if (r.have !== undefined && r.have.size === st.size) {
         // A large file's CRC from its record (the sink's, or one made here), else read (and recorded).
@@ -263,12 +293,29 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
           return encodeFileGetAnswer(answer);
         }
       }
+      let signal = ctx.signal;
+      if (minRate > 0) {
+        // From the start, for the whole file: taking it at a trickle does not move it.
+        stop = new AbortController();
+        const ms = graceMs + Math.ceil((st.size * 1000) / minRate);
+        deadline = setTimeout(
+          () =>
+            stop?.abort(
+              new PointSubError(
+                "ERR_SLOW_PEER",
+                `download of ${r.path} not taken within ${ms} ms (${graceMs} ms + its size at minDownloadBytesPerSecond ${minRate})`,
+              ),
+            ),
+          Math.min(ms, 0x7fffffff),
+        );
+        signal = AbortSignal.any([ctx.signal, stop.signal]);
+      }
       const t = sendFile(session, real, {
         route: FILE_ROUTE,
         relativePath: r.to,
         compress: options.compress,
         resumeKey: options.resumeKey,
-        signal: ctx.signal,
+        signal,
         retries: 0,
       });
       options.onGet?.(r, t, ctx);
@@ -288,11 +335,15 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
         options.onGetEnd?.(r, answer, ctx);
         return encodeFileGetAnswer(answer);
       } catch (err) {
-        const e = err instanceof PointSubError ? err : new PointSubError("ERR_SOURCE", String(err), { cause: err });
+        // Stopped by its deadline: say so, not the cancellation it caused.
+        const cause = stop?.signal.aborted === true && !ctx.signal.aborted ? stop.signal.reason : err;
+        const e = cause instanceof PointSubError ? cause : new PointSubError("ERR_SOURCE", String(cause), { cause });
         options.onGetEnd?.(r, e, ctx);
         throw e;
       }
     } finally {
+      if (deadline !== undefined) clearTimeout(deadline);
+      downloads--;
       const left = (inFlight.get(session) ?? 1) - 1;
       if (left > 0) inFlight.set(session, left);
       else inFlight.delete(session);

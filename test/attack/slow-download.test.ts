@@ -1,0 +1,91 @@
+/**
+ * Downloads a peer takes at a trickle (atk, session 19): the file source's
+ * streams are not answers, so the answer deadline does not cover them, and
+ * each open download holds up to two 1 MiB file-read buffers outside the
+ * memory budget. A download must now be taken within `downloadGraceMs`
+ * plus its size at `minDownloadBytesPerSecond` (from its start; a trickle
+ * of credit does not move it), and at most `maxDownloads` run at once over
+ * all sessions. Reproduction of the old behaviour:
+ * `node scripts/attack/slow-download.ts`.
+ */
+import assert from "node:assert/strict";
+import { randomFillSync } from "node:crypto";
+import { statSync, writeFileSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import { encodeFileGetRequest } from "../../src/codec/file-routes.ts";
+import {
+  type Connection,
+  connect,
+  createServer,
+  FILE_GET_ROUTE,
+  FILE_ROUTE,
+  fileSink,
+  fileSource,
+} from "../../src/index.ts";
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+describe("downloads taken at a trickle", () => {
+  const cleanup: (() => unknown)[] = [];
+  after(async () => {
+    for (const f of cleanup.reverse()) await f();
+  });
+
+  it("are stopped once past their deadline, and no more than maxDownloads run at once", async () => {
+    const work = await mkdtemp(join(tmpdir(), "pointsub-slow-dl-"));
+    cleanup.push(() => rm(work, { recursive: true, force: true }));
+    writeFileSync(join(work, "big.bin"), randomFillSync(Buffer.alloc(2 * MiB)));
+    const server = createServer({ slowPeerTimeoutMs: 60_000, progressTimeoutMs: 60_000 });
+    // 2 MiB at 1 MiB/s: due 2.5 s after it starts. The trickle below takes 64 KiB a second (32 s).
+    const source = fileSource(work, {
+      crcRecords: false,
+      maxDownloads: 3,
+      minDownloadBytesPerSecond: MiB,
+      downloadGraceMs: 500,
+    });
+    server.handle(FILE_GET_ROUTE, source.get);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    cleanup.push(() => server.close({ timeoutMs: 100 }));
+    const slowReader = async (): Promise<Connection> => {
+      const conn = await connect(url, { streamWindow: 64 * KiB, connectionWindow: MiB });
+      cleanup.push(() => conn.destroy());
+      conn.handleStream(FILE_ROUTE, async (stream) => {
+        try {
+          for await (const _ of stream as AsyncIterable<Uint8Array>) await new Promise((r) => setTimeout(r, 1000));
+        } catch {
+          // stopped by the sender
+        }
+        return undefined;
+      });
+      return conn;
+    };
+    const a = await slowReader();
+    const b = await slowReader();
+    const t0 = Date.now();
+    const get = (conn: Connection, i: number) =>
+      conn.request(FILE_GET_ROUTE, encodeFileGetRequest({ path: "big.bin", to: `x${i}` }), { timeoutMs: 0 }).then(
+        () => "ok",
+        (e: { code?: string }) => String(e.code),
+      );
+    const started = [get(a, 0), get(a, 1), get(b, 2)];
+    await new Promise((r) => setTimeout(r, 200));
+    // A fourth while three run: refused, server-wide (b has one of its own 8 in flight).
+    assert.equal(await get(b, 3), "ERR_TOO_MANY_REQUESTS");
+    const outcomes = await Promise.all(started);
+    const ms = Date.now() - t0;
+    assert.deepEqual(outcomes, ["ERR_SLOW_PEER", "ERR_SLOW_PEER", "ERR_SLOW_PEER"], `after ${ms} ms`);
+    assert.ok(ms < 15_000, `stopped after ${ms} ms (due 2.5 s after each started)`);
+    // Their slots are free again: a reader that keeps up gets the file.
+    const fast = await connect(url);
+    cleanup.push(() => fast.destroy());
+    const inbox = join(work, "inbox");
+    const sink = fileSink(inbox, { crcRecords: false });
+    fast.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
+    assert.equal(await get(fast, 9), "ok");
+    assert.equal(statSync(join(inbox, "x9")).size, 2 * MiB);
+  });
+});
