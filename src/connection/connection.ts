@@ -142,7 +142,10 @@ export class Connection extends Emitter<ConnectionEvents> {
   /** The handshake until it completed (dropped then: an open connection keeps only its result). */
   declare private handshake: Handshake | undefined;
   private principal_: unknown;
-  declare private readonly caller: Caller;
+  /** This side's calls, created with the first: a server's sessions mostly never call their peer. */
+  private caller_: Caller | undefined;
+  /** requestBytesPerSecond, for the caller. */
+  declare private readonly bytesPerSecond: number;
   declare private readonly outbox: Outbox;
   /** Serves the peer's requests; a {@link DispatchShell} until that code is loaded (a browser's connection). */
   private dispatcher: Dispatcher;
@@ -207,19 +210,8 @@ export class Connection extends Emitter<ConnectionEvents> {
     if (options.pacing !== false) this.writer.pacing = newPacer;
     this.pinger = new Pinger(this.writer);
     this.readGate = new ReadGate(transport, this.writer, options.slowPeerBytes ?? 8 * 1024 * 1024);
-    this.caller = new Caller(
-      this.link,
-      this.stats_,
-      this.requestTimeoutMs,
-      options.requestBytesPerSecond ?? 10 * 1024 * 1024,
-    );
-    this.outbox = new Outbox(
-      this.writer,
-      this.link,
-      this.caller.pending,
-      init.firstStreamId ?? (init.initiator ? 1 : 2),
-    );
-    this.caller.attach(this.outbox);
+    this.bytesPerSecond = options.requestBytesPerSecond ?? 10 * 1024 * 1024;
+    this.outbox = new Outbox(this.writer, this.link, init.firstStreamId ?? (init.initiator ? 1 : 2));
     this.window = new ReceiveWindow(local.connectionWindow, this.outbox);
     this.serverRouter = init.router;
     const D = dispatcherClass();
@@ -240,7 +232,6 @@ export class Connection extends Emitter<ConnectionEvents> {
       this.window,
       this.budget,
       this.stats_,
-      this.caller,
       this.dispatcher,
       runtime.allocBody,
     );
@@ -393,6 +384,16 @@ export class Connection extends Emitter<ConnectionEvents> {
   /** @internal The transport's handlers (a server's pre-handshake binding hands its transport over to them). */
   get transportHandlers(): TransportHandlers {
     return this.readGate.host as TransportHandlers & ReadGateHost;
+  }
+
+  /** This side's calls (created by the first; see {@link caller_}). */
+  private get caller(): Caller {
+    let c = this.caller_;
+    if (c === undefined) {
+      c = this.caller_ = new Caller(this.outbox, this.link, this.stats_, this.requestTimeoutMs, this.bytesPerSecond);
+      this.inbound.caller = c;
+    }
+    return c;
   }
 
   /** The outgoing half, created on first use from the (loaded) stream engine. */
@@ -641,7 +642,7 @@ export class Connection extends Emitter<ConnectionEvents> {
       bytesOut: this.writer.bytesOut,
       messagesIn: this.stats_.messagesReceived,
       messagesOut: this.stats_.messagesSent,
-      requestsInFlight: this.caller.size + this.dispatcher.serving.size,
+      requestsInFlight: this.inFlight + this.dispatcher.serving.size,
       streamsOpen: (this.inStreams_?.size ?? 0) + (this.outStreams_?.size ?? 0),
       bufferedAmount: this.writer.queuedBytes,
       rtt: this.pinger.rtt,
@@ -756,7 +757,7 @@ export class Connection extends Emitter<ConnectionEvents> {
 
   /** Calls this side made that have no answer yet (including those queued for the peer's maxConcurrentRequests). */
   get inFlight(): number {
-    return this.caller.size;
+    return this.caller_?.size ?? 0;
   }
 
   /**
@@ -769,7 +770,7 @@ export class Connection extends Emitter<ConnectionEvents> {
 
   /** Counters per size class, requests, errors by code and wire totals. */
   stats(): StatsSnapshot {
-    return this.stats_.snapshot(this.caller.size + this.dispatcher.serving.size, {
+    return this.stats_.snapshot(this.inFlight + this.dispatcher.serving.size, {
       framesOut: this.writer.framesOut,
       bytesOut: this.writer.bytesOut,
       framesIn: this.frames.framesIn,
@@ -995,7 +996,7 @@ export class Connection extends Emitter<ConnectionEvents> {
   /** @internal Housekeeping: calls, messages or streams in flight in either direction (never idle then). */
   inUse(): boolean {
     return (
-      this.caller.size !== 0 ||
+      this.inFlight !== 0 ||
       this.dispatcher.serving.size !== 0 ||
       this.writer.pending !== 0 ||
       this.inbound.size !== 0 ||
@@ -1061,7 +1062,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     this.housekeeper.stop();
     const failure = error ?? new PointSubError("ERR_CONNECTION_CLOSED", "connection closed");
     this.writer.close(failure);
-    this.caller.teardown(failure);
+    this.caller_?.teardown(failure);
     this.dispatcher.teardown(failure);
     this.inbound.teardown();
     this.pinger.teardown(failure);

@@ -13,6 +13,7 @@ import { codeForErrno } from "../errors/codes.ts";
 import { PointSubError } from "../errors/error.ts";
 import type { Assemblies } from "./assembly.ts";
 import type { MemoryBudget } from "./budget.ts";
+import { NO_CALLS } from "./call-table.ts";
 import type { Caller } from "./caller.ts";
 import type { PendingCall } from "./calls.ts";
 import type { Dispatcher } from "./dispatch.ts";
@@ -42,6 +43,7 @@ export interface InboundStreams {
  * keeps no buffer and string of its own.
  */
 let lastRouteBytes: Uint8Array = EMPTY_ROUTE;
+const NO_CALLER = { pending: NO_CALLS } as unknown as Caller;
 let lastRoute = "";
 
 export class Inbound {
@@ -59,7 +61,12 @@ export class Inbound {
   declare readonly outbox: Outbox;
   declare readonly budget: MemoryBudget;
   declare readonly stats: Stats;
-  declare readonly caller: Caller;
+  /**
+   * This side's calls: until it made one (the connection creates its caller
+   * then), a stand-in with only the always-empty table, which is all this
+   * side reads of a caller without a call in it.
+   */
+  caller: Caller = NO_CALLER;
   declare private readonly window: ReceiveWindow;
   /** Replaced once when a browser connection loads its dispatcher on demand (`dispatch-lazy.ts`). */
   declare dispatcher: Dispatcher;
@@ -72,7 +79,6 @@ export class Inbound {
     window: ReceiveWindow,
     budget: MemoryBudget,
     stats: Stats,
-    caller: Caller,
     dispatcher: Dispatcher,
     alloc: (n: number) => Uint8Array,
   ) {
@@ -82,7 +88,6 @@ export class Inbound {
     this.window = window;
     this.budget = budget;
     this.stats = stats;
-    this.caller = caller;
     this.dispatcher = dispatcher;
   }
 
