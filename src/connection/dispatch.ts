@@ -101,9 +101,15 @@ export type MessageHook = (msg: Message, conn: Connection) => void;
 
 export { toBytes } from "./to-bytes.ts";
 
+/** The table of every dispatcher that served nothing yet (always empty: {@link Dispatcher.serve} replaces it). */
+const NOT_SERVING = new CallTable<ServerCall>();
+
 export class Dispatcher {
-  /** Handlers running for the peer's calls (requests and streams), by id. */
-  readonly serving = new CallTable<ServerCall>();
+  /**
+   * Handlers running for the peer's calls (requests and streams), by id: a
+   * shared empty table until the first ({@link serve}: an idle session holds none).
+   */
+  serving: CallTable<ServerCall> = NOT_SERVING;
   /** The peer's requests and streams open here, from START until the answer is handed to the transport. */
   openRequests = 0;
   private readonly link: Link;
@@ -138,6 +144,12 @@ export class Dispatcher {
     this.session = session;
     this.router = router;
     this.onMessage = onMessage;
+  }
+
+  /** Tracks a call being served (its table made with the first). */
+  serve(call: ServerCall): void {
+    if (this.serving === NOT_SERVING) this.serving = new CallTable();
+    this.serving.add(call);
   }
 
   /** A complete one-way message from the peer. */
@@ -280,7 +292,7 @@ export class Dispatcher {
       typeof (result as Promise<HandlerResult>).then === "function"
     ) {
       // Only a call still running can be cancelled: track it from here.
-      this.serving.add(call);
+      this.serve(call);
       (result as Promise<HandlerResult>).then(
         (value) => this.finishHandler(call, value, undefined, false),
         (err) => this.finishHandler(call, undefined, err, true),
@@ -356,7 +368,7 @@ export class Dispatcher {
       this.budget.force(data.length);
       call.charged += data.length;
     }
-    this.serving.add(call);
+    this.serve(call);
     this.outbox.writeBody(FrameType.RES, call.id, OK_HEAD, data, () => {
       this.serving.delete(call.id);
       this.openRequests--;
