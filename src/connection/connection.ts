@@ -262,11 +262,8 @@ export class Connection extends Emitter<ConnectionEvents> {
         minProgressBytesPerSecond: options.minProgressBytesPerSecond,
         idleTimeoutMs: options.idleTimeoutMs ?? 0,
       },
-      this.writer,
-      transport,
       this.readGate,
       this.frames,
-      this.pinger,
       this,
     ];
     // A browser's connection loads housekeeping once open (housekeeping-lazy.ts).

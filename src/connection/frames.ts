@@ -69,8 +69,10 @@ export class FrameRouter implements FrameSink {
   declare handshake: Handshake | undefined;
   /** The peer's MSG/REQ/RES side (also checked for stalled messages by housekeeping). */
   declare readonly inbound: Inbound;
-  declare private readonly pinger: Pinger;
-  declare private readonly writer: FrameWriter;
+  /** @internal (housekeeping reaches them here) */
+  declare readonly pinger: Pinger;
+  /** @internal */
+  declare readonly writer: FrameWriter;
   declare private readonly hooks: FrameHooks;
   /**
    * Frames held in arrival order from the first STREAM frame that came
