@@ -36,7 +36,6 @@ import { MemoryBudget } from "./budget.ts";
 import { Caller } from "./caller.ts";
 import type { Dispatcher } from "./dispatch.ts";
 import { DispatchShell, dispatcherClass, emptyRouter, routerClass, toBytes } from "./dispatch-lazy.ts";
-import { ReceiveWindow } from "./flow.ts";
 import { type FrameHooks, FrameRouter } from "./frames.ts";
 import { greeting, Handshake } from "./handshake.ts";
 import type { Housekeeper } from "./housekeeping.ts";
@@ -150,7 +149,6 @@ export class Connection extends Emitter<ConnectionEvents> {
   /** Serves the peer's requests; a {@link DispatchShell} until that code is loaded (a browser's connection). */
   private dispatcher: Dispatcher;
   declare private readonly inbound: Inbound;
-  declare private readonly window: ReceiveWindow;
   /** The stream halves, created on first use: most connections never stream. */
   private outStreams_: OutgoingStreams | undefined;
   private inStreams_: IncomingStreams | undefined;
@@ -212,7 +210,6 @@ export class Connection extends Emitter<ConnectionEvents> {
     this.readGate = new ReadGate(transport, this.writer, options.slowPeerBytes ?? 8 * 1024 * 1024);
     this.bytesPerSecond = options.requestBytesPerSecond ?? 10 * 1024 * 1024;
     this.outbox = new Outbox(this.writer, this.link, init.firstStreamId ?? (init.initiator ? 1 : 2));
-    this.window = new ReceiveWindow(local.connectionWindow, this.outbox);
     this.serverRouter = init.router;
     const D = dispatcherClass();
     this.dispatcher =
@@ -226,15 +223,7 @@ export class Connection extends Emitter<ConnectionEvents> {
             fail: (err) => this.fail(err),
           }) as unknown as Dispatcher);
     this.dispatcher.readGate = this.readGate;
-    this.inbound = new Inbound(
-      this.link,
-      this.outbox,
-      this.window,
-      this.budget,
-      this.stats_,
-      this.dispatcher,
-      runtime.allocBody,
-    );
+    this.inbound = new Inbound(this.link, this.outbox, this.budget, this.stats_, this.dispatcher, runtime.allocBody);
     const credentials = options.credentials === undefined ? EMPTY : toBytes(options.credentials, "credentials");
     this.handshake = new Handshake(this.writer, init.authenticate, credentials, {
       applyPeer: (peer) => this.applyPeer(peer),
@@ -425,7 +414,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     this.inStreams_ = new engine.IncomingStreams(
       this.link,
       this.outbox,
-      this.window,
+      this.inbound,
       this.budget,
       this.stats_,
       this.dispatcher,
