@@ -46,7 +46,6 @@ import { budgetLimit, Link, resolveSettings } from "./link.ts";
 import { checkConnectionOptions } from "./options.ts";
 import { Outbox } from "./outbox.ts";
 import type { Pacer } from "./pacer.ts";
-import { Pinger } from "./pinger.ts";
 import { publisherFor } from "./publisher.ts";
 import { ReadGate, type ReadGateHost } from "./read-gate.ts";
 import { Stats, type StatsSnapshot } from "./stats.ts";
@@ -176,7 +175,6 @@ export class Connection extends Emitter<ConnectionEvents> {
   private bytesIn = 0;
   /** The stream engine is being loaded for this connection ({@link loadEngine}). */
   private engineLoading = false;
-  declare private readonly pinger: Pinger;
 
   /** @internal Use `connect()` or a server session. */
   constructor(transport: Transport, options: ConnectionOptions, init: ConnectionInit) {
@@ -206,7 +204,6 @@ export class Connection extends Emitter<ConnectionEvents> {
     const port = new Connection.Port(this);
     this.writer = new FrameWriter(port, runtime.checksums);
     if (options.pacing !== false) this.writer.pacing = newPacer;
-    this.pinger = new Pinger(this.writer);
     this.readGate = new ReadGate(transport, this.writer, options.slowPeerBytes ?? 8 * 1024 * 1024);
     this.bytesPerSecond = options.requestBytesPerSecond ?? 10 * 1024 * 1024;
     this.outbox = new Outbox(this.writer, this.link, init.firstStreamId ?? (init.initiator ? 1 : 2));
@@ -241,7 +238,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     // With the stream engine (always in Node), frames spanning reads are filled in place.
     const engine = streamEngine();
     const Frames = engine?.TargetingFrameRouter ?? FrameRouter;
-    this.frames = new Frames(this.handshake, this.inbound, this.pinger, this.writer, port);
+    this.frames = new Frames(this.handshake, this.inbound, this.writer, port);
     this.frames.holdLimit = local.connectionWindow + HOLD_SLACK;
     const hk: ConstructorParameters<typeof Housekeeper> = [
       {
@@ -631,7 +628,7 @@ export class Connection extends Emitter<ConnectionEvents> {
       requestsInFlight: this.inFlight + this.dispatcher.serving.size,
       streamsOpen: (this.inStreams_?.size ?? 0) + (this.outStreams_?.size ?? 0),
       bufferedAmount: this.writer.queuedBytes,
-      rtt: this.pinger.rtt,
+      rtt: this.rtt,
     };
   }
 
@@ -738,7 +735,7 @@ export class Connection extends Emitter<ConnectionEvents> {
   /** Measures the round-trip time to the peer, in milliseconds. */
   ping(options: { timeoutMs?: number } = {}): Promise<number> {
     if (this.state_ !== "open") return Promise.reject(this.unusableError());
-    return this.pinger.ping(options.timeoutMs ?? this.requestTimeoutMs);
+    return this.frames.pinger.ping(options.timeoutMs ?? this.requestTimeoutMs);
   }
 
   /** Calls this side made that have no answer yet (including those queued for the peer's maxConcurrentRequests). */
@@ -751,7 +748,7 @@ export class Connection extends Emitter<ConnectionEvents> {
    * keepalive pings, weight 1/8 per sample); undefined before the first.
    */
   get rtt(): number | undefined {
-    return this.pinger.rtt;
+    return this.frames.pingerIfAny?.rtt;
   }
 
   /** Counters per size class, requests, errors by code and wire totals. */
@@ -895,7 +892,7 @@ export class Connection extends Emitter<ConnectionEvents> {
   onTransportDrain(): void {
     this.writer.onDrain();
     if (this.state_ === "closed") return;
-    this.pinger.onDrain();
+    this.frames.pingerIfAny?.onDrain();
     if (this.readGate.onDrain()) {
       // Nothing could arrive while reading was paused: progress counts from now.
       this.housekeeper.readingResumed();
@@ -1051,7 +1048,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     this.caller_?.teardown(failure);
     this.dispatcher.teardown(failure);
     this.inbound.teardown();
-    this.pinger.teardown(failure);
+    this.frames.pingerIfAny?.teardown(failure);
     this.inStreams_?.teardown(failure);
     this.outStreams_?.teardown(failure);
     if (!this.openedOnce) this.readyD?.reject(failure);
