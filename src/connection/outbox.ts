@@ -25,14 +25,12 @@ export class Outbox {
   declare private readonly link: Link;
   /** This side's calls in flight: their ids are not reused until answered (the caller's, once there is one). */
   pending: CallTable<PendingCall> = NO_CALLS;
-  declare private readonly firstId: number;
   declare private nextId: number;
   private routeHeads: Map<string, Uint8Array> = NO_ROUTE_HEADS;
 
   constructor(writer: FrameWriter, link: Link, firstId: number) {
     this.writer = writer;
     this.link = link;
-    this.firstId = link.myParity === 1 ? 1 : 2;
     this.nextId = firstId;
   }
 
@@ -47,7 +45,8 @@ export class Outbox {
     let id = this.nextId;
     for (;;) {
       const next = id + 2;
-      this.nextId = next > MAX_STREAM_ID ? this.firstId : next;
+      // Past the last id: from this side's first again (1 or 2, the parity's smallest).
+      this.nextId = next > MAX_STREAM_ID ? 2 - this.link.myParity : next;
       if (!this.pending.slotBusy(id) && (this.chunked === undefined || !this.chunked.has(id))) return id;
       id = this.nextId;
     }
