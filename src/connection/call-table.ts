@@ -104,3 +104,6 @@ export class CallTable<T extends { id: number }> {
     if (overflow.size === 0) this.overflow = undefined;
   }
 }
+
+/** The table of a connection that made no call yet: always empty (nothing is ever added to it). */
+export const NO_CALLS: CallTable<never> = new CallTable();

@@ -60,7 +60,7 @@ export class Caller {
   streams: CallerStreams | undefined;
   /** Set by the engine: whether new calls may start (false once closed). */
   closed = false;
-  private outbox!: Outbox;
+  declare private readonly outbox: Outbox;
   declare private readonly link: Link;
   declare private readonly stats: Stats;
   declare private readonly requestTimeoutMs: number;
@@ -74,16 +74,14 @@ export class Caller {
    */
   private deadlineAt: number | undefined;
 
-  constructor(link: Link, stats: Stats, requestTimeoutMs: number, bytesPerSecond: number) {
+  /** Created with the connection's first call: the outbox shares its table of calls (ids in use) from then on. */
+  constructor(outbox: Outbox, link: Link, stats: Stats, requestTimeoutMs: number, bytesPerSecond: number) {
+    this.outbox = outbox;
+    outbox.pending = this.pending;
     this.link = link;
     this.stats = stats;
     this.requestTimeoutMs = requestTimeoutMs;
     this.bytesPerSecond = bytesPerSecond;
-  }
-
-  /** The outbox shares the pending table (ids in use), so it is attached after construction. */
-  attach(outbox: Outbox): void {
-    this.outbox = outbox;
   }
 
   /** Calls in flight or waiting. */

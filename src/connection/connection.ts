@@ -36,7 +36,6 @@ import { MemoryBudget } from "./budget.ts";
 import { Caller } from "./caller.ts";
 import type { Dispatcher } from "./dispatch.ts";
 import { DispatchShell, dispatcherClass, emptyRouter, routerClass, toBytes } from "./dispatch-lazy.ts";
-import { ReceiveWindow } from "./flow.ts";
 import { type FrameHooks, FrameRouter } from "./frames.ts";
 import { greeting, Handshake } from "./handshake.ts";
 import type { Housekeeper } from "./housekeeping.ts";
@@ -47,7 +46,6 @@ import { budgetLimit, Link, resolveSettings } from "./link.ts";
 import { checkConnectionOptions } from "./options.ts";
 import { Outbox } from "./outbox.ts";
 import type { Pacer } from "./pacer.ts";
-import { Pinger } from "./pinger.ts";
 import { publisherFor } from "./publisher.ts";
 import { ReadGate, type ReadGateHost } from "./read-gate.ts";
 import { Stats, type StatsSnapshot } from "./stats.ts";
@@ -142,12 +140,14 @@ export class Connection extends Emitter<ConnectionEvents> {
   /** The handshake until it completed (dropped then: an open connection keeps only its result). */
   declare private handshake: Handshake | undefined;
   private principal_: unknown;
-  declare private readonly caller: Caller;
+  /** This side's calls, created with the first: a server's sessions mostly never call their peer. */
+  private caller_: Caller | undefined;
+  /** requestBytesPerSecond, for the caller. */
+  declare private readonly bytesPerSecond: number;
   declare private readonly outbox: Outbox;
   /** Serves the peer's requests; a {@link DispatchShell} until that code is loaded (a browser's connection). */
   private dispatcher: Dispatcher;
   declare private readonly inbound: Inbound;
-  declare private readonly window: ReceiveWindow;
   /** The stream halves, created on first use: most connections never stream. */
   private outStreams_: OutgoingStreams | undefined;
   private inStreams_: IncomingStreams | undefined;
@@ -175,7 +175,6 @@ export class Connection extends Emitter<ConnectionEvents> {
   private bytesIn = 0;
   /** The stream engine is being loaded for this connection ({@link loadEngine}). */
   private engineLoading = false;
-  declare private readonly pinger: Pinger;
 
   /** @internal Use `connect()` or a server session. */
   constructor(transport: Transport, options: ConnectionOptions, init: ConnectionInit) {
@@ -205,22 +204,9 @@ export class Connection extends Emitter<ConnectionEvents> {
     const port = new Connection.Port(this);
     this.writer = new FrameWriter(port, runtime.checksums);
     if (options.pacing !== false) this.writer.pacing = newPacer;
-    this.pinger = new Pinger(this.writer);
     this.readGate = new ReadGate(transport, this.writer, options.slowPeerBytes ?? 8 * 1024 * 1024);
-    this.caller = new Caller(
-      this.link,
-      this.stats_,
-      this.requestTimeoutMs,
-      options.requestBytesPerSecond ?? 10 * 1024 * 1024,
-    );
-    this.outbox = new Outbox(
-      this.writer,
-      this.link,
-      this.caller.pending,
-      init.firstStreamId ?? (init.initiator ? 1 : 2),
-    );
-    this.caller.attach(this.outbox);
-    this.window = new ReceiveWindow(local.connectionWindow, this.outbox);
+    this.bytesPerSecond = options.requestBytesPerSecond ?? 10 * 1024 * 1024;
+    this.outbox = new Outbox(this.writer, this.link, init.firstStreamId ?? (init.initiator ? 1 : 2));
     this.serverRouter = init.router;
     const D = dispatcherClass();
     this.dispatcher =
@@ -234,16 +220,7 @@ export class Connection extends Emitter<ConnectionEvents> {
             fail: (err) => this.fail(err),
           }) as unknown as Dispatcher);
     this.dispatcher.readGate = this.readGate;
-    this.inbound = new Inbound(
-      this.link,
-      this.outbox,
-      this.window,
-      this.budget,
-      this.stats_,
-      this.caller,
-      this.dispatcher,
-      runtime.allocBody,
-    );
+    this.inbound = new Inbound(this.link, this.outbox, this.budget, this.stats_, this.dispatcher, runtime.allocBody);
     const credentials = options.credentials === undefined ? EMPTY : toBytes(options.credentials, "credentials");
     this.handshake = new Handshake(this.writer, init.authenticate, credentials, {
       applyPeer: (peer) => this.applyPeer(peer),
@@ -261,7 +238,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     // With the stream engine (always in Node), frames spanning reads are filled in place.
     const engine = streamEngine();
     const Frames = engine?.TargetingFrameRouter ?? FrameRouter;
-    this.frames = new Frames(this.handshake, this.inbound, this.pinger, this.writer, port);
+    this.frames = new Frames(this.handshake, this.inbound, this.writer, port);
     this.frames.holdLimit = local.connectionWindow + HOLD_SLACK;
     const hk: ConstructorParameters<typeof Housekeeper> = [
       // The rates come as they are (housekeeping has their defaults: not in a page's first load).
@@ -272,11 +249,8 @@ export class Connection extends Emitter<ConnectionEvents> {
         progressTimeoutMs: options.progressTimeoutMs ?? 60_000,
         idleTimeoutMs: options.idleTimeoutMs ?? 0,
       },
-      this.writer,
-      transport,
       this.readGate,
       this.frames,
-      this.pinger,
       this,
     ];
     // A browser's connection loads housekeeping once open (housekeeping-lazy.ts).
@@ -396,6 +370,16 @@ export class Connection extends Emitter<ConnectionEvents> {
     return this.readGate.host as TransportHandlers & ReadGateHost;
   }
 
+  /** This side's calls (created by the first; see {@link caller_}). */
+  private get caller(): Caller {
+    let c = this.caller_;
+    if (c === undefined) {
+      c = this.caller_ = new Caller(this.outbox, this.link, this.stats_, this.requestTimeoutMs, this.bytesPerSecond);
+      this.inbound.caller = c;
+    }
+    return c;
+  }
+
   /** The outgoing half, created on first use from the (loaded) stream engine. */
   private outStreams(engine: StreamEngine): OutgoingStreams {
     if (this.outStreams_ !== undefined) return this.outStreams_;
@@ -428,7 +412,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     this.inStreams_ = new engine.IncomingStreams(
       this.link,
       this.outbox,
-      this.window,
+      this.inbound,
       this.budget,
       this.stats_,
       this.dispatcher,
@@ -642,10 +626,10 @@ export class Connection extends Emitter<ConnectionEvents> {
       bytesOut: this.writer.bytesOut,
       messagesIn: this.stats_.messagesReceived,
       messagesOut: this.stats_.messagesSent,
-      requestsInFlight: this.caller.size + this.dispatcher.serving.size,
+      requestsInFlight: this.inFlight + this.dispatcher.serving.size,
       streamsOpen: (this.inStreams_?.size ?? 0) + (this.outStreams_?.size ?? 0),
       bufferedAmount: this.writer.queuedBytes,
-      rtt: this.pinger.rtt,
+      rtt: this.rtt,
     };
   }
 
@@ -752,12 +736,12 @@ export class Connection extends Emitter<ConnectionEvents> {
   /** Measures the round-trip time to the peer, in milliseconds. */
   ping(options: { timeoutMs?: number } = {}): Promise<number> {
     if (this.state_ !== "open") return Promise.reject(this.unusableError());
-    return this.pinger.ping(options.timeoutMs ?? this.requestTimeoutMs);
+    return this.frames.pinger.ping(options.timeoutMs ?? this.requestTimeoutMs);
   }
 
   /** Calls this side made that have no answer yet (including those queued for the peer's maxConcurrentRequests). */
   get inFlight(): number {
-    return this.caller.size;
+    return this.caller_?.size ?? 0;
   }
 
   /**
@@ -765,12 +749,12 @@ export class Connection extends Emitter<ConnectionEvents> {
    * keepalive pings, weight 1/8 per sample); undefined before the first.
    */
   get rtt(): number | undefined {
-    return this.pinger.rtt;
+    return this.frames.pingerIfAny?.rtt;
   }
 
   /** Counters per size class, requests, errors by code and wire totals. */
   stats(): StatsSnapshot {
-    return this.stats_.snapshot(this.caller.size + this.dispatcher.serving.size, {
+    return this.stats_.snapshot(this.inFlight + this.dispatcher.serving.size, {
       framesOut: this.writer.framesOut,
       bytesOut: this.writer.bytesOut,
       framesIn: this.frames.framesIn,
@@ -909,7 +893,7 @@ export class Connection extends Emitter<ConnectionEvents> {
   onTransportDrain(): void {
     this.writer.onDrain();
     if (this.state_ === "closed") return;
-    this.pinger.onDrain();
+    this.frames.pingerIfAny?.onDrain();
     // Reading resumed after the peer took what it was owed: nothing arrived meanwhile, so no
     // keepalive is due; progress is measured on (that pause was the peer's doing).
     if (this.readGate.onDrain()) this.housekeeper.input(Date.now());
@@ -995,7 +979,7 @@ export class Connection extends Emitter<ConnectionEvents> {
   /** @internal Housekeeping: calls, messages or streams in flight in either direction (never idle then). */
   inUse(): boolean {
     return (
-      this.caller.size !== 0 ||
+      this.inFlight !== 0 ||
       this.dispatcher.serving.size !== 0 ||
       this.writer.pending !== 0 ||
       this.inbound.size !== 0 ||
@@ -1061,10 +1045,10 @@ export class Connection extends Emitter<ConnectionEvents> {
     this.housekeeper.stop();
     const failure = error ?? new PointSubError("ERR_CONNECTION_CLOSED", "connection closed");
     this.writer.close(failure);
-    this.caller.teardown(failure);
+    this.caller_?.teardown(failure);
     this.dispatcher.teardown(failure);
     this.inbound.teardown();
-    this.pinger.teardown(failure);
+    this.frames.pingerIfAny?.teardown(failure);
     this.inStreams_?.teardown(failure);
     this.outStreams_?.teardown(failure);
     if (!this.openedOnce) this.readyD?.reject(failure);

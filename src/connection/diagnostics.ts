@@ -250,6 +250,9 @@ import type { StreamTrace } from "./publisher.ts";
  * role. Callers test the channel's `hasSubscribers` before calling a
  * `publish…` method, so nothing is built when nobody listens.
  */
+/** See {@link ConnectionDiagnostics.inputAt}. */
+let inputAt = 0;
+
 export class ConnectionDiagnostics {
   readonly ch: Channels;
   readonly connection: Connection;
@@ -257,9 +260,18 @@ export class ConnectionDiagnostics {
   /**
    * performance.now() when the transport chunk being processed arrived (set
    * by the connection for each chunk): the start time of the requests it
-   * completes, so timing a request costs one clock read, at its end.
+   * completes, so timing a request costs one clock read, at its end. One
+   * time for every connection (chunks are processed one at a time): a
+   * connection keeps no field (and number box) for it. Frames a connection
+   * held and processes later (while its stream engine loaded) read the time
+   * of the chunk processed last.
    */
-  inputAt = 0;
+  get inputAt(): number {
+    return inputAt;
+  }
+  set inputAt(t: number) {
+    inputAt = t;
+  }
   /** When the handshake completed, in ms after `connection.connectedAt` (a small integer: no number box per connection). */
   private openedAfter = 0;
 

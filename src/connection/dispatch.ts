@@ -94,6 +94,11 @@ class MessageContext implements CallContext {
 interface Endpoints {
   message: (ctx: CallContext) => undefined;
   request: (ctx: CallContext) => HandlerResult | Promise<HandlerResult>;
+  /** {@link Dispatcher.messageRefused} as a callback. */
+  refused: (err: unknown) => void;
+  /** One-way messages middleware holds now (see the file's comment), and their bytes. */
+  held: number;
+  heldBytes: number;
 }
 
 /** A server's hook for every one-way message, called before the connection's 'message' event. */
@@ -101,9 +106,15 @@ export type MessageHook = (msg: Message, conn: Connection) => void;
 
 export { toBytes } from "./to-bytes.ts";
 
+/** The table of every dispatcher that served nothing yet (always empty: {@link Dispatcher.serve} replaces it). */
+const NOT_SERVING = new CallTable<ServerCall>();
+
 export class Dispatcher {
-  /** Handlers running for the peer's calls (requests and streams), by id. */
-  readonly serving = new CallTable<ServerCall>();
+  /**
+   * Handlers running for the peer's calls (requests and streams), by id: a
+   * shared empty table until the first ({@link serve}: an idle session holds none).
+   */
+  serving: CallTable<ServerCall> = NOT_SERVING;
   /** The peer's requests and streams open here, from START until the answer is handed to the transport. */
   openRequests = 0;
   private readonly link: Link;
@@ -118,9 +129,6 @@ export class Dispatcher {
   private endpoints_: Endpoints | undefined;
   /** Set by the connection: pauses reading while too many messages are held. */
   readGate: ReadGate | undefined;
-  /** One-way messages middleware holds now (see the file's comment), and their bytes. */
-  heldMessages = 0;
-  heldBytes = 0;
   /**
    * @internal Bytes of answers handed to the writer since housekeeping last
    * looked (it resets this): each extends the time the peer has to take what
@@ -147,6 +155,12 @@ export class Dispatcher {
     this.onMessage = onMessage;
   }
 
+  /** Tracks a call being served (its table made with the first). */
+  serve(call: ServerCall): void {
+    if (this.serving === NOT_SERVING) this.serving = new CallTable();
+    this.serving.add(call);
+  }
+
   /** A complete one-way message from the peer. */
   deliverMessage(data: Uint8Array): void {
     const router = this.router;
@@ -154,30 +168,28 @@ export class Dispatcher {
       this.emit(new IncomingMessage(data));
       return;
     }
-    if (
-      this.heldMessages >= HOLD_HARD_MESSAGES ||
-      this.heldBytes + (this.heldMessages + 1) * HELD_OVERHEAD + data.length > HOLD_HARD_BYTES
-    ) {
+    const e = this.endpoints();
+    if (e.held >= HOLD_HARD_MESSAGES || e.heldBytes + (e.held + 1) * HELD_OVERHEAD + data.length > HOLD_HARD_BYTES) {
       this.session.terminate(
         new PointSubError(
           "ERR_OVERLOADED",
-          `peer sent more than ${this.heldMessages} one-way messages while they were held (reading was paused)`,
+          `peer sent more than ${e.held} one-way messages while they were held (reading was paused)`,
         ),
       );
       return;
     }
     const ctx = new MessageContext(this.session, new IncomingMessage(data), this.stats.diag.inputAt);
-    const done = router.run(ctx, this.endpoints().message);
+    const done = router.run(ctx, e.message);
     // Finished at once (delivered, or dropped by a middleware without an error): nothing to wait for.
     if (!(done instanceof Promise)) return;
-    if (ctx.delivered) {
-      this.refused ??= (err) => this.messageRefused(err);
-      done.then(undefined, this.refused);
-    } else this.hold(done, data.length);
+    if (ctx.delivered) done.then(undefined, e.refused);
+    else this.hold(e, done, data.length);
   }
 
-  /** {@link messageRefused} as a callback, made on first use (most connections never need it). */
-  private refused: ((err: unknown) => void) | undefined;
+  /** One-way messages middleware holds now (see the file's comment). */
+  get heldMessages(): number {
+    return this.endpoints_?.held ?? 0;
+  }
 
   /** A middleware refused (threw for) a message: dropped, and counted. */
   private messageRefused(err: unknown): void {
@@ -185,19 +197,19 @@ export class Dispatcher {
   }
 
   /** A message's chain is still running: held until it settles; reading pauses over the bound. */
-  private hold(done: Promise<HandlerResult>, bytes: number): void {
-    this.heldMessages++;
-    this.heldBytes += bytes;
+  private hold(e: Endpoints, done: Promise<HandlerResult>, bytes: number): void {
+    e.held++;
+    e.heldBytes += bytes;
     // Held data is memory the peer makes this side keep: charged (past the limit if need be,
     // it is already here) so that new assemblies are refused while it is held.
     const charge = bytes + HELD_OVERHEAD;
     this.budget.force(charge);
-    if (this.heldMessages > HOLD_MAX_MESSAGES || this.heldBytes > HOLD_MAX_BYTES) this.readGate?.holdMessages(true);
+    if (e.held > HOLD_MAX_MESSAGES || e.heldBytes > HOLD_MAX_BYTES) this.readGate?.holdMessages(true);
     const release = (): void => {
-      this.heldMessages--;
-      this.heldBytes -= bytes;
+      e.held--;
+      e.heldBytes -= bytes;
       this.budget.release(charge);
-      if (this.heldMessages <= HOLD_MAX_MESSAGES >>> 1 && this.heldBytes <= HOLD_MAX_BYTES >>> 1) {
+      if (e.held <= HOLD_MAX_MESSAGES >>> 1 && e.heldBytes <= HOLD_MAX_BYTES >>> 1) {
         this.readGate?.holdMessages(false);
       }
     };
@@ -213,11 +225,17 @@ export class Dispatcher {
     return undefined;
   }
 
-  /** The ends of the middleware chains, bound to this dispatcher on first use (only with middleware). */
+  /**
+   * The ends of the middleware chains bound to this dispatcher, and what it
+   * holds for middleware, made on first use (only with middleware).
+   */
   private endpoints(): Endpoints {
     this.endpoints_ ??= {
       message: (ctx) => this.emitFromContext(ctx),
       request: (ctx) => this.requestEndpoint(ctx),
+      refused: (err) => this.messageRefused(err),
+      held: 0,
+      heldBytes: 0,
     };
     return this.endpoints_;
   }
@@ -297,7 +315,7 @@ export class Dispatcher {
       typeof (result as Promise<HandlerResult>).then === "function"
     ) {
       // Only a call still running can be cancelled: track it from here.
-      this.serving.add(call);
+      this.serve(call);
       (result as Promise<HandlerResult>).then(
         (value) => this.finishHandler(call, value, undefined, false),
         (err) => this.finishHandler(call, undefined, err, true),
@@ -373,7 +391,7 @@ export class Dispatcher {
       this.budget.force(data.length);
       call.charged += data.length;
     }
-    this.serving.add(call);
+    this.serve(call);
     this.answerEnqueued += OK_HEAD.length + data.length;
     this.outbox.writeBody(FrameType.RES, call.id, OK_HEAD, data, () => {
       this.serving.delete(call.id);

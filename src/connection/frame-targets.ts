@@ -12,8 +12,10 @@ import { FrameRouter } from "./frames.ts";
 import { STEP_FRAMES } from "./read-gate.ts";
 
 export class TargetingFrameRouter extends FrameRouter {
-  /** Frames per push: the connection's read gate looks at its budgets between steps. */
-  readonly step = STEP_FRAMES;
+  /** Frames per push: the connection's read gate looks at its budgets between steps (a getter: no field per connection). */
+  get step(): number {
+    return STEP_FRAMES;
+  }
   /** Lets chunked-message bytes land directly in their buffer, and a stream's in buffers its reader handed back. */
   frameTarget(type: number, flags: number, id: number, length: number): Uint8Array | undefined {
     if (this.held !== undefined) return undefined;

@@ -13,7 +13,7 @@ import type { VarintResult } from "../codec/varint.ts";
 import { PointSubError } from "../errors/error.ts";
 import type { Handshake } from "./handshake.ts";
 import type { Inbound } from "./inbound.ts";
-import type { Pinger } from "./pinger.ts";
+import { Pinger } from "./pinger.ts";
 import type { IncomingStreams } from "./stream-in.ts";
 import type { OutgoingStreams } from "./stream-out.ts";
 import type { FrameWriter } from "./writer.ts";
@@ -69,8 +69,10 @@ export class FrameRouter implements FrameSink {
   declare handshake: Handshake | undefined;
   /** The peer's MSG/REQ/RES side (also checked for stalled messages by housekeeping). */
   declare readonly inbound: Inbound;
-  declare private readonly pinger: Pinger;
-  declare private readonly writer: FrameWriter;
+  /** The pinger, once there is one ({@link pinger}). */
+  pingerIfAny: Pinger | undefined;
+  /** @internal (housekeeping reaches it here) */
+  declare readonly writer: FrameWriter;
   declare private readonly hooks: FrameHooks;
   /**
    * Frames held in arrival order from the first STREAM frame that came
@@ -86,12 +88,17 @@ export class FrameRouter implements FrameSink {
    */
   holdLimit = 0;
 
-  constructor(handshake: Handshake, inbound: Inbound, pinger: Pinger, writer: FrameWriter, hooks: FrameHooks) {
+  constructor(handshake: Handshake, inbound: Inbound, writer: FrameWriter, hooks: FrameHooks) {
     this.handshake = handshake;
     this.inbound = inbound;
-    this.pinger = pinger;
     this.writer = writer;
     this.hooks = hooks;
+  }
+
+  /** The connection's pings (and answers to the peer's), created on first use: an idle connection has none yet. */
+  get pinger(): Pinger {
+    this.pingerIfAny ??= new Pinger(this.writer);
+    return this.pingerIfAny;
   }
 
   onPreface(minVersion: number, maxVersion: number): void {

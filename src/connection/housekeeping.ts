@@ -9,12 +9,9 @@
  * ({@link housekeepingPeriod}); a server's sessions share one {@link Ticker}
  * instead of an interval each.
  */
-import type { Transport } from "../transport/transport.ts";
 import type { Tickable, Ticker } from "../util/ticker.ts";
 import type { FrameRouter } from "./frames.ts";
-import type { Pinger } from "./pinger.ts";
 import type { ReadGate } from "./read-gate.ts";
-import type { FrameWriter } from "./writer.ts";
 
 /**
  * What housekeeping needs from its connection besides the parts it is given
@@ -196,27 +193,15 @@ export class Housekeeper implements Tickable {
   private timer: ReturnType<typeof setInterval> | undefined;
   /** The times, shared by housekeepers with the same ones (a server's sessions). */
   private readonly times: Times;
-  private readonly writer: FrameWriter;
-  private readonly transport: Transport;
+  /** The read gate (and through it the transport). */
   private readonly gate: ReadGate;
+  /** The frame router (and through it the writer and the pinger): fewer fields per connection. */
   private readonly frames: FrameRouter;
-  private readonly pinger: Pinger;
   private readonly host: HousekeepingHost;
 
-  constructor(
-    times: HousekeepingTimes,
-    writer: FrameWriter,
-    transport: Transport,
-    gate: ReadGate,
-    frames: FrameRouter,
-    pinger: Pinger,
-    host: HousekeepingHost,
-  ) {
+  constructor(times: HousekeepingTimes, gate: ReadGate, frames: FrameRouter, host: HousekeepingHost) {
     this.frames = frames;
-    this.pinger = pinger;
     this.times = sharedTimes(times);
-    this.writer = writer;
-    this.transport = transport;
     this.gate = gate;
     this.host = host;
   }
@@ -320,7 +305,7 @@ export class Housekeeper implements Tickable {
       b.refusedSeen = b.refused;
       b.refusedAt = t;
     }
-    const owed = this.writer.answerQueued;
+    const owed = this.frames.writer.answerQueued;
     if (owed <= 0) {
       this.answersDue = 0;
       return false;
@@ -357,7 +342,7 @@ export class Housekeeper implements Tickable {
     const slow = times.slowPeerTimeoutMs;
     const pt = times.progressTimeoutMs;
     const host = this.host;
-    const blocked = this.writer.blockedSince;
+    const blocked = this.frames.writer.blockedSince;
     if (slow > 0 && blocked !== 0 && now - blocked >= slow) {
       if (!confirmed) {
         this.confirmLater();
@@ -377,7 +362,7 @@ export class Housekeeper implements Tickable {
       }
       host.timedOut(
         "ERR_SLOW_PEER",
-        `${host.remoteUrl} took the answers owed to it slower than minAnswerBytesPerSecond (${rate}, ×${PRESSED_FACTOR} while the memory budget refuses work): ${this.writer.answerQueued} bytes still owed`,
+        `${host.remoteUrl} took the answers owed to it slower than minAnswerBytesPerSecond (${rate}, ×${PRESSED_FACTOR} while the memory budget refuses work): ${this.frames.writer.answerQueued} bytes still owed`,
       );
       return;
     }
@@ -417,15 +402,15 @@ export class Housekeeper implements Tickable {
       // second write to a reset socket is the one that fails.
       if (!gate.slowPaused && t - this.probeAt >= ms) {
         this.probeAt = t;
-        this.pinger.ping(ms).catch(noop);
+        this.frames.pinger.ping(ms).catch(noop);
       }
       // Otherwise nothing can arrive: the slow-peer timeout rules.
       return;
     }
     const idle = t - this.lastInput;
-    if (t - this.lastOutput >= ms) this.writer.trim();
+    if (t - this.lastOutput >= ms) this.frames.writer.trim();
     // No input for a tick: let the transport drop its bulk read buffer.
-    if (idle >= ms >>> 1) this.transport.trim?.();
+    if (idle >= ms >>> 1) this.gate.transport.trim?.();
     if (this.pingAt !== 0 && idle >= ms * 2) {
       if (!confirmed) {
         this.confirmLater();
@@ -436,7 +421,7 @@ export class Housekeeper implements Tickable {
     }
     if (idle >= ms) {
       this.pingAt = t;
-      this.pinger.ping(0).then(() => {
+      this.frames.pinger.ping(0).then(() => {
         this.pingAt = 0;
       }, noop);
     }

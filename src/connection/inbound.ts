@@ -13,11 +13,12 @@ import { codeForErrno } from "../errors/codes.ts";
 import { PointSubError } from "../errors/error.ts";
 import type { Assemblies } from "./assembly.ts";
 import type { MemoryBudget } from "./budget.ts";
+import { NO_CALLS } from "./call-table.ts";
 import type { Caller } from "./caller.ts";
 import type { PendingCall } from "./calls.ts";
 import type { Dispatcher } from "./dispatch.ts";
 import type { ReceiveWindow } from "./flow.ts";
-import type { Link } from "./link.ts";
+import { creditDue, type Link } from "./link.ts";
 import type { Outbox } from "./outbox.ts";
 import type { Stats } from "./stats.ts";
 
@@ -42,9 +43,10 @@ export interface InboundStreams {
  * keeps no buffer and string of its own.
  */
 let lastRouteBytes: Uint8Array = EMPTY_ROUTE;
+const NO_CALLER = { pending: NO_CALLS } as unknown as Caller;
 let lastRoute = "";
 
-export class Inbound {
+export class Inbound implements ReceiveWindow {
   /** Set by the engine once the stream half exists. */
   streams: InboundStreams | undefined;
   /** Time of the input being processed (set by the engine per read). */
@@ -59,8 +61,12 @@ export class Inbound {
   declare readonly outbox: Outbox;
   declare readonly budget: MemoryBudget;
   declare readonly stats: Stats;
-  declare readonly caller: Caller;
-  declare private readonly window: ReceiveWindow;
+  /**
+   * This side's calls: until it made one (the connection creates its caller
+   * then), a stand-in with only the always-empty table, which is all this
+   * side reads of a caller without a call in it.
+   */
+  caller: Caller = NO_CALLER;
   /** Replaced once when a browser connection loads its dispatcher on demand (`dispatch-lazy.ts`). */
   declare dispatcher: Dispatcher;
   /** The runtime's allocator of buffers written completely before use. */
@@ -69,21 +75,33 @@ export class Inbound {
   constructor(
     link: Link,
     outbox: Outbox,
-    window: ReceiveWindow,
     budget: MemoryBudget,
     stats: Stats,
-    caller: Caller,
     dispatcher: Dispatcher,
     alloc: (n: number) => Uint8Array,
   ) {
     this.alloc = alloc;
     this.link = link;
     this.outbox = outbox;
-    this.window = window;
     this.budget = budget;
     this.stats = stats;
-    this.caller = caller;
     this.dispatcher = dispatcher;
+  }
+
+  /** The connection window (flow.ts): received data bytes not yet returned as CREDIT, and those not yet acknowledged. */
+  private used = 0;
+  private unacked = 0;
+
+  take(len: number): void {
+    this.used += len;
+    const window = this.link.local.connectionWindow;
+    if (this.used > window) throw PointSubError.fromPeer("ERR_FLOW_CONTROL", "peer exceeded the connection window");
+    this.unacked += len;
+    if (creditDue(this.unacked, window)) {
+      this.outbox.sendCredit(0, this.unacked);
+      this.used -= this.unacked;
+      this.unacked = 0;
+    }
   }
 
   /** Chunked messages being received (in flight for a graceful close). */
@@ -99,7 +117,7 @@ export class Inbound {
   /** A MSG, REQ or RES frame. */
   onFrame(type: number, flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
     const len = end - start;
-    this.window.take(len);
+    this.take(len);
     if (type === FrameType.MSG && flags === (Flag.START | Flag.END)) {
       // Fast path: a whole one-way message in one frame.
       if ((id & 1) === this.link.myParity)

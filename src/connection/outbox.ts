@@ -8,7 +8,7 @@ import { FrameType, MAX_STREAM_ID } from "../codec/frame.ts";
 import { encodeRouteHead } from "../codec/message-head.ts";
 import { codeInfo, type ErrorCode } from "../errors/codes.ts";
 import type { PointSubError } from "../errors/error.ts";
-import type { CallTable } from "./call-table.ts";
+import { type CallTable, NO_CALLS } from "./call-table.ts";
 import type { PendingCall } from "./calls.ts";
 import { frameLimit, type Link } from "./link.ts";
 import { chunkSizeFor } from "./size-class.ts";
@@ -23,17 +23,14 @@ export class Outbox {
   /** Created on first use: most connections never send a multi-frame message. */
   private chunked: Set<number> | undefined;
   declare private readonly link: Link;
-  /** This side's calls in flight: their ids are not reused until answered. */
-  declare private readonly pending: CallTable<PendingCall>;
-  declare private readonly firstId: number;
+  /** This side's calls in flight: their ids are not reused until answered (the caller's, once there is one). */
+  pending: CallTable<PendingCall> = NO_CALLS;
   declare private nextId: number;
   private routeHeads: Map<string, Uint8Array> = NO_ROUTE_HEADS;
 
-  constructor(writer: FrameWriter, link: Link, pending: CallTable<PendingCall>, firstId: number) {
+  constructor(writer: FrameWriter, link: Link, firstId: number) {
     this.writer = writer;
     this.link = link;
-    this.pending = pending;
-    this.firstId = link.myParity === 1 ? 1 : 2;
     this.nextId = firstId;
   }
 
@@ -48,7 +45,8 @@ export class Outbox {
     let id = this.nextId;
     for (;;) {
       const next = id + 2;
-      this.nextId = next > MAX_STREAM_ID ? this.firstId : next;
+      // Past the last id: from this side's first again (1 or 2, the parity's smallest).
+      this.nextId = next > MAX_STREAM_ID ? 2 - this.link.myParity : next;
       if (!this.pending.slotBusy(id) && (this.chunked === undefined || !this.chunked.has(id))) return id;
       id = this.nextId;
     }

@@ -38,7 +38,7 @@ export class Pinger {
     this.writer.control(FrameType.PING, 0, 0, encodePing(seq));
     if (timeoutMs > 0) {
       const t = setTimeout(() => {
-        if (this.pings.delete(seq))
+        if (this.done(seq))
           d.reject(new PointSubError("ERR_TIMEOUT", `no pong within ${timeoutMs} ms`, { phase: "ping" }));
       }, timeoutMs);
       d.promise.then(
@@ -64,10 +64,17 @@ export class Pinger {
     }
     const p = this.pings.get(seq);
     if (p === undefined) return;
-    this.pings.delete(seq);
+    this.done(seq);
     const sample = performance.now() - p.start;
     this.rtt = this.rtt === undefined ? sample : this.rtt + (sample - this.rtt) / 8;
     p.d.resolve(sample);
+  }
+
+  /** Ping `seq` is answered or given up: whether it was in flight. No ping in flight: back to the shared empty map (keepalive pings leave no map behind on an idle connection). */
+  private done(seq: number): boolean {
+    const had = this.pings.delete(seq);
+    if (this.pings.size === 0) this.pings = NO_PINGS;
+    return had;
   }
 
   /** The transport drained: answer the PING held back, if any. */

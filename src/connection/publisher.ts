@@ -55,45 +55,25 @@ export function streamTrace(): StreamTrace {
 }
 
 const SILENT = NO_DIAGNOSTICS.channel("");
+/** Every channel of a silent publisher: the one silent channel, whatever its name (no list of the names up front). */
+const SILENT_CHANNELS = new Proxy({}, { get: () => SILENT });
 const noop = (): void => {};
+/**
+ * The silent publisher, shared by every connection that has one (nothing
+ * reads a publisher's connection or role but its own methods): its fields,
+ * else its channels (`ch`), else a method that does nothing.
+ */
+const SILENT_PUBLISHER = new Proxy({ inputAt: 0, requestStart: () => 0 } as Record<PropertyKey, unknown>, {
+  get: (t, k) => (k in t ? t[k] : k === "ch" ? SILENT_CHANNELS : noop),
+}) as unknown as Publisher;
 
 /**
  * The publisher of `connection`: a {@link ConnectionDiagnostics} once the
  * class is installed or loaded, else (nobody can listen, or the class is
- * still loading) a silent one.
+ * still loading) the silent one.
  */
 export function publisherFor(d: Diagnostics, connection: Connection, role: Role): Publisher {
   if (factory !== undefined) return factory(d, connection, role);
   if (d !== NO_DIAGNOSTICS) void loadDiagnostics().catch(noop);
-  return {
-    ch: {
-      connectionOpen: SILENT,
-      connectionClose: SILENT,
-      handshakeError: SILENT,
-      requestStart: SILENT,
-      requestEnd: SILENT,
-      callStart: SILENT,
-      callEnd: SILENT,
-      message: SILENT,
-      streamStart: SILENT,
-      streamProgress: SILENT,
-      streamEnd: SILENT,
-      error: SILENT,
-      refused: SILENT,
-    },
-    connection,
-    role,
-    inputAt: 0,
-    opened: noop,
-    closed: noop,
-    publishMessage: noop,
-    publishError: noop,
-    requestStart: () => 0,
-    requestEnd: noop,
-    callStart: noop,
-    publishCallEnd: noop,
-    streamStart: noop,
-    streamProgress: noop,
-    streamEnd: noop,
-  };
+  return SILENT_PUBLISHER;
 }

@@ -236,7 +236,7 @@ export class IncomingStreams {
     const router = this.dispatcher.router;
     let result: HandlerResult | Promise<HandlerResult>;
     if (router.hasMiddleware) {
-      this.dispatcher.serving.add(call);
+      this.dispatcher.serve(call);
       result = router.run(call, this.endpoint);
     } else {
       const route = router.streamRoute(head.route);
@@ -249,7 +249,7 @@ export class IncomingStreams {
         );
         return;
       }
-      this.dispatcher.serving.add(call);
+      this.dispatcher.serve(call);
       try {
         result = route.handler(st.stream, call);
       } catch (err) {

@@ -195,7 +195,8 @@ export class FrameWriter {
   private batchStart = -1;
   private batchInner = 0;
   private batchCount = 0;
-  private out: Uint8Array[] = [];
+  /** What the next flush hands to the transport (a shared empty array when nothing: {@link emit}). */
+  private out: Uint8Array[] = NO_CHUNKS;
   private outBytes = 0;
   private flushScheduled = false;
   private pumping = false;
@@ -459,7 +460,7 @@ export class FrameWriter {
     this.release();
     if (this.out.length === 0) return;
     const chunks = this.out;
-    this.out = [];
+    this.out = NO_CHUNKS;
     this.bytesOut += this.outBytes;
     this.outBytes = 0;
     if (this.closed) return;
@@ -654,8 +655,7 @@ export class FrameWriter {
       }
       this.slabPos = p;
       this.cut();
-      this.out.push(view);
-      this.outBytes += dataLen;
+      this.emit(view, dataLen);
       if (this.checksum) {
         this.slabPos = writeCrc(slab, this.slabPos, crc);
       }
@@ -714,8 +714,7 @@ export class FrameWriter {
       writeHeader(slab, hs, FrameType.BATCH, 0, 0, len);
     }
     if (this.batchStart > this.slabStart) {
-      this.out.push(slab.subarray(this.slabStart, this.batchStart));
-      this.outBytes += this.batchStart - this.slabStart;
+      this.emit(slab.subarray(this.slabStart, this.batchStart), this.batchStart - this.slabStart);
     }
     this.slabStart = hs;
     this.slabPos = writeCrc(slab, end, this.crc.range(slab, hs, end));
@@ -769,12 +768,18 @@ export class FrameWriter {
     return true;
   }
 
+  /** Adds `chunk` (`n` bytes of data) to what the next flush hands to the transport. */
+  private emit(chunk: Uint8Array, n: number): void {
+    if (this.out === NO_CHUNKS) this.out = [];
+    this.out.push(chunk);
+    this.outBytes += n;
+  }
+
   /** Moves the encoded slab region into the list handed to the transport. */
   private cut(): void {
     this.closeBatch();
     if (this.slabPos > this.slabStart) {
-      this.out.push(this.slab.subarray(this.slabStart, this.slabPos));
-      this.outBytes += this.slabPos - this.slabStart;
+      this.emit(this.slab.subarray(this.slabStart, this.slabPos), this.slabPos - this.slabStart);
       this.slabStart = this.slabPos;
     }
   }
@@ -840,6 +845,8 @@ function flushAll(): void {
 
 /** Shared empty stand-in for callback lists (never pushed to). */
 const NO_CALLBACKS: (() => void)[] = [];
+/** The list of a writer with nothing to hand over (never written). */
+const NO_CHUNKS: Uint8Array[] = [];
 
 /** Writes a frame header, the total-length varint (when `total` >= 0) and `head`; returns the offset after them. */
 function writeFrameHead(

@@ -98,12 +98,17 @@ async function loadTls(): Promise<typeof Tls> {
  */
 function wrap(socket: net.Socket, scheme: Scheme, path?: string, reader?: SocketReader, localUrl?: string): Transport {
   if (scheme === "unix") return new SocketTransport(socket, `unix://${path}`, `unix://${path}`, reader);
-  return new SocketTransport(
+  const t = new SocketTransport(
     socket,
     localUrl ?? hostUrl(scheme, socket.localAddress, socket.localPort),
     hostUrl(scheme, socket.remoteAddress, socket.remotePort),
     reader,
   );
+  // Node caches the peer's address in an object of its own (with the address
+  // string: ~90 B per connection) once asked; the transport keeps it as its
+  // URL. Dropped here: a later remoteAddress asks the kernel again.
+  (socket as unknown as { _peername?: unknown })._peername = undefined;
+  return t;
 }
 
 function port(url: URL): number {

@@ -17,6 +17,18 @@ import type { CallContext, Handler, HandlerResult, Middleware, ResumeLookup, Str
 const NO_MIDDLEWARE: readonly Middleware[] = Object.freeze([]);
 const NOTHING: ResumePoint = Object.freeze({ offset: 0, crc: 0 });
 
+/** A router's parts most routers never have. */
+interface More {
+  /** Routes after the first. */
+  routes: Map<string, Handler> | undefined;
+  streamRoutes: Map<string, StreamRoute> | undefined;
+  /** Every middleware, outermost first, as of {@link chainVersion} (the stamp it was built at). */
+  chain: readonly Middleware[];
+  chainVersion: number;
+  /** The built-in resume route's handler, made on first use. */
+  resume: Handler | undefined;
+}
+
 /** What runs at the end of a middleware chain: the route's handler (or a built-in answer). */
 export type Endpoint = (ctx: CallContext) => HandlerResult | Promise<HandlerResult>;
 
@@ -26,15 +38,10 @@ export class Router {
   /** The first route registered, and its handler: a session's own router mostly has one (no Map for it). */
   private route1: string | undefined;
   private handler1: Handler | undefined;
-  /** The other routes. */
-  private routes: Map<string, Handler> | undefined;
-  private streamRoutes: Map<string, StreamRoute> | undefined;
+  /** Middleware added here (only ever appended: its length tells a child whether its cached chain is stale). */
   private own: Middleware[] | undefined;
-  /** Bumped whenever middleware is added, so a child knows its cached chain is stale. */
-  private version = 0;
-  private chainCache: readonly Middleware[] = NO_MIDDLEWARE;
-  private chainVersion = -1;
-  private resumeHandler_: Handler | undefined;
+  /** The rest, created on first use: a session's own router mostly has one route and nothing else. */
+  private more: More | undefined;
 
   constructor(parent?: Router) {
     this.parent = parent;
@@ -48,8 +55,9 @@ export class Router {
       this.route1 = route;
       this.handler1 = handler;
     } else {
-      this.routes ??= new Map();
-      this.routes.set(route, handler);
+      const m = this.extra();
+      m.routes ??= new Map();
+      m.routes.set(route, handler);
     }
     return this;
   }
@@ -58,8 +66,9 @@ export class Router {
   handleStream(route: string, handler: StreamRoute["handler"], options: { resume?: ResumeLookup } = {}): this {
     checkRoute(route);
     checkFunction(handler, "handler");
-    this.streamRoutes ??= new Map();
-    this.streamRoutes.set(route, { handler, resume: options.resume });
+    const m = this.extra();
+    m.streamRoutes ??= new Map();
+    m.streamRoutes.set(route, { handler, resume: options.resume });
     return this;
   }
 
@@ -68,8 +77,18 @@ export class Router {
     checkFunction(mw, "middleware");
     this.own ??= [];
     this.own.push(mw);
-    this.version++;
     return this;
+  }
+
+  private extra(): More {
+    this.more ??= {
+      routes: undefined,
+      streamRoutes: undefined,
+      chain: NO_MIDDLEWARE,
+      chainVersion: -1,
+      resume: undefined,
+    };
+    return this.more;
   }
 
   /** The request handler for `route`: this router's, the parent's, or the built-in resume route's. */
@@ -84,12 +103,12 @@ export class Router {
   }
 
   private ownRoute(route: string): Handler | undefined {
-    return route === this.route1 ? this.handler1 : this.routes?.get(route);
+    return route === this.route1 ? this.handler1 : this.more?.routes?.get(route);
   }
 
   /** The stream route for `route`: this router's or the parent's. */
   streamRoute(route: string): StreamRoute | undefined {
-    return this.streamRoutes?.get(route) ?? this.parent?.streamRoute(route);
+    return this.more?.streamRoutes?.get(route) ?? this.parent?.streamRoute(route);
   }
 
   /** Whether any middleware runs (here or in a parent): without, calls go straight to their handler. */
@@ -102,16 +121,18 @@ export class Router {
 
   /** Every middleware, outermost first. */
   chain(): readonly Middleware[] {
-    const v = this.version + (this.parent === undefined ? 0 : this.parent.stamp() * 65536);
-    if (v === this.chainVersion) return this.chainCache;
+    const m = this.extra();
+    const v = this.stamp();
+    if (v === m.chainVersion) return m.chain;
     const up = this.parent?.chain() ?? NO_MIDDLEWARE;
-    this.chainCache = this.own === undefined ? up : up.length === 0 ? this.own.slice() : [...up, ...this.own];
-    this.chainVersion = v;
-    return this.chainCache;
+    m.chain = this.own === undefined ? up : up.length === 0 ? this.own.slice() : [...up, ...this.own];
+    m.chainVersion = v;
+    return m.chain;
   }
 
+  /** Changes whenever middleware is added here or in a parent. */
   private stamp(): number {
-    return this.version + (this.parent === undefined ? 0 : this.parent.stamp() * 65536);
+    return (this.own?.length ?? 0) + (this.parent === undefined ? 0 : this.parent.stamp() * 65536);
   }
 
   /**
@@ -162,12 +183,13 @@ export class Router {
    * from the `resume` lookup of the stream route asked about.
    */
   get resumeHandler(): Handler {
-    this.resumeHandler_ ??= async (req, ctx) => {
+    const m = this.extra();
+    m.resume ??= async (req, ctx) => {
       const { route, transferId } = decodeResumeQuery(req.data);
       const sr = this.streamRoute(route);
       const point = sr?.resume === undefined ? NOTHING : await sr.resume(transferId, { route, session: ctx.session });
       return encodeResumeAnswer(point);
     };
-    return this.resumeHandler_;
+    return m.resume;
   }
 }
