@@ -13,16 +13,6 @@ const SMALL = 1024;
  * small message kept by the application never pins a whole read buffer.
  */
 const COPY_BELOW = 16 * 1024;
-/**
- * Reads shorter than this are copied too while the receiver keeps what it
- * reads (its previous read was kept): a kept read of 16-32 KiB otherwise
- * costs a new 64 KiB buffer, where the copy costs its own size and the next
- * read lands in the same memory. New ArrayBuffer bytes are what start V8's
- * full GCs: the mutation fuzzer's reads are ~20 KiB, most kept. A receiver
- * that copies out what it reads (a large message into its assembly, 16 KiB
- * TLS records) gets views and no copies.
- */
-const COPY_KEPT_BELOW = BIG / 2;
 /** Smallest rest of a frame body worth reading into place rather than through a read buffer. */
 const DIRECT_MIN = 32 * 1024;
 /** Free 64 KiB read buffers kept per thread for the next socket that needs one (closed sockets return theirs). */
@@ -45,10 +35,6 @@ export class SocketReader {
   reused = 0;
   /** Reads that went straight into the receiver's memory (frame bodies). */
   directReads = 0;
-  /** Reads of {@link COPY_BELOW} bytes or more copied out (see {@link COPY_KEPT_BELOW}). */
-  copies = 0;
-  /** Whether the receiver kept views of the last read it was handed. */
-  private kept = false;
   /** Where the next read lands. */
   private next: Uint8Array = sharedSmallBuffer();
   /** Where chunks go (called as methods: handlers need not be closures). */
@@ -136,18 +122,18 @@ export class SocketReader {
       sink.onData(n === landed.length ? landed : landed.subarray(0, n));
       return;
     }
-    if (n < COPY_BELOW || sink === undefined || (this.kept && n < COPY_KEPT_BELOW)) {
+    if (n < COPY_BELOW || sink === undefined) {
       const copy = landed.slice(0, n);
-      if (n >= COPY_BELOW) this.copies++;
-      if (sink !== undefined) this.kept = sink.onData(copy);
+      if (sink !== undefined) sink.onData(copy);
       else if (this.early === undefined) this.early = [copy];
       else this.early.push(copy);
       // A full small buffer: more is coming, read it in bigger steps.
       if (n === landed.length && landed.length < BIG && this.next === landed) this.next = this.bigBuffer();
       return;
     }
-    this.kept = sink.onData(new Uint8Array(landed.buffer, landed.byteOffset, n));
-    if (this.kept && this.next === landed) this.next = this.bigBuffer();
+    if (sink.onData(new Uint8Array(landed.buffer, landed.byteOffset, n)) && this.next === landed) {
+      this.next = this.bigBuffer();
+    }
   }
 
   private bigBuffer(): Uint8Array {

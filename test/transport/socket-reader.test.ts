@@ -95,56 +95,14 @@ for (const [name, adapter, url] of targets) {
         const data = pattern(8 * MiB);
         const { bytes, chunkSizes } = await transfer(from, to, data, true);
         assert.equal(sha256(bytes), sha256(data));
-        // Kept reads never share memory: each large one got a buffer of its own (allocated, a
-        // closed socket's from the free list, or a copy of its own size).
+        // Kept reads never share memory: each large one got a buffer of its own (allocated, or a
+        // closed socket's from the free list).
         const big = chunkSizes.filter((s) => s >= 16 * 1024).length;
         const r = readerOf(to);
-        assert.ok(
-          r.buffers + r.reused + r.copies >= big,
-          `${r.buffers}+${r.reused}+${r.copies} buffers for ${big} large reads`,
-        );
+        assert.ok(r.buffers + r.reused >= big, `${r.buffers}+${r.reused} buffers for ${big} large reads`);
         await listener.close();
       });
     }
-
-    it("a receiver that keeps 16-32 KiB reads gets copies of their size, not a 64 KiB buffer each", async () => {
-      const { listener, client, server } = await pair(adapter, url());
-      const reader = readerOf(server);
-      const got: Uint8Array[] = [];
-      let have = 0;
-      let arrived: (() => void) | undefined;
-      server.attach({
-        onData(c) {
-          got.push(c);
-          have += c.length;
-          arrived?.();
-          return true;
-        },
-        onDrain() {},
-        onClose() {},
-      });
-      client.attach({ onData: () => false, onDrain() {}, onClose() {} });
-      const sent: Uint8Array[] = [];
-      for (let i = 0; i < 40; i++) {
-        // One write at a time, each read before the next goes out: reads of ~20 KiB (16 KiB + 4 KiB over TLS).
-        const piece = new Uint8Array(20 * 1024).fill(i + 1);
-        sent.push(piece);
-        const want = have + piece.length;
-        client.write([piece]);
-        while (have < want) await new Promise<void>((r) => (arrived = r));
-      }
-      // Kept chunks are intact (none was overwritten by a later read) ...
-      assert.equal(sha256(Buffer.concat(got)), sha256(Buffer.concat(sent)));
-      // ... and were copied out of one read buffer: at most the first kept read got a 64 KiB buffer.
-      assert.ok(
-        reader.buffers + reader.reused <= 2,
-        `${reader.buffers}+${reader.reused} read buffers for 40 kept reads`,
-      );
-      assert.ok(reader.copies >= 30, `${reader.copies} copies`);
-      client.destroy();
-      server.destroy();
-      await listener.close();
-    });
 
     it("starts small, grows for bulk data, and trims back when the connection is quiet", async () => {
       const { listener, client, server } = await pair(adapter, url());
