@@ -122,8 +122,27 @@ function wholeOk(now: number): boolean {
   return waste < WASTE_MAX;
 }
 
+/**
+ * A secret permutation of 32-bit stream ids, drawn once per realm: the key
+ * of the table of unfinished messages. V8 hashes small-integer Map keys
+ * without a seed, so ids a peer chooses could all fall into one bucket and
+ * make each frame's lookup walk them all (1,024 colliding messages sent in
+ * 1-byte chunks cost 2.5-4.6x the CPU: `scripts/attack/hash-flood.ts`);
+ * xor with a secret and multiplied by a secret odd number (both bijective
+ * on 32 bits), the keys cannot be aimed. The result is an int32: a small
+ * integer to V8 (no boxing) where pointers are not compressed, as in Node.
+ */
+const SECRET = new Uint32Array(2);
+if (globalThis.crypto?.getRandomValues !== undefined) globalThis.crypto.getRandomValues(SECRET);
+else for (let i = 0; i < 2; i++) SECRET[i] = Math.floor(Math.random() * 2 ** 32);
+const MUL = SECRET[0] | 1;
+const XOR = SECRET[1] | 0;
+const idKey = (id: number): number => Math.imul(id ^ XOR, MUL);
+
 /** A chunked message being received. */
 interface Assembly {
+  /** Its stream id (the table's key is {@link idKey} of it). */
+  id: number;
   type: number;
   total: number;
   /**
@@ -173,7 +192,7 @@ export class Assemblies {
 
   /** Whether a chunked message with this id is being received. */
   has(id: number): boolean {
-    return this.map.has(id);
+    return this.map.has(idKey(id));
   }
 
   /** A new message on `id` started: if this side refused one there before, the peer has moved on. */
@@ -183,7 +202,7 @@ export class Assemblies {
 
   /** FrameSink.frameTarget for MSG/REQ/RES continuations: the assembly buffer, so bytes land in place. */
   frameTarget(type: number, id: number, length: number): Uint8Array | undefined {
-    const a = this.map.get(id);
+    const a = this.map.get(idKey(id));
     if (a === undefined || a.buf === null || a.type !== type || a.filled + length > a.total) return undefined;
     const buf = a.filled + length > a.buf.length ? this.grow(a, a.filled + length) : a.buf;
     this.target = buf.buffer;
@@ -288,6 +307,7 @@ export class Assemblies {
       target.set(data, 0);
     }
     const a: Assembly = {
+      id,
       type,
       total,
       buf: target,
@@ -301,14 +321,14 @@ export class Assemblies {
       windowAt: inb.now,
       windowFilled: 0,
     };
-    this.map.set(id, a);
+    this.map.set(idKey(id), a);
     this.messageCredit(id, a);
   }
 
   /** A frame after the START of message `id`. */
   continuation(type: number, flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
     this.target = undefined; // a whole frame was decoded: the decoder holds no target now
-    const a = this.map.get(id);
+    const a = this.map.get(idKey(id));
     if (a === undefined || a.type !== type) {
       if (a === undefined && this.tombstones?.has(id) === true) {
         // A refused message's frames still in flight: dropped (connection credit was counted).
@@ -338,7 +358,7 @@ export class Assemblies {
     }
     if (a.filled !== a.total)
       throw PointSubError.fromPeer("ERR_PROTOCOL", `stream ${id} ended short of its declared length`);
-    this.map.delete(id);
+    this.map.delete(idKey(id));
     const pending = inb.caller.pending;
     if (a.buf === null) {
       // Discarded response of a call already settled: its id is free now.
@@ -369,9 +389,9 @@ export class Assemblies {
 
   /** Removes the unfinished message `id` and returns what it held of the budget; returns its type or -1. */
   drop(id: number): number {
-    const a = this.map.get(id);
+    const a = this.map.get(idKey(id));
     if (a === undefined) return -1;
-    this.map.delete(id);
+    this.map.delete(idKey(id));
     if (a.buf !== null) {
       wholeOk(this.inbound.now);
       waste += a.buf.length - a.filled;
@@ -396,7 +416,8 @@ export class Assemblies {
   /** See {@link Inbound.checkProgress}. */
   checkProgress(now: number, timeoutMs: number, floor: number, minBytesPerSecond: number): void {
     const perWindow = (minBytesPerSecond * timeoutMs) / 1000;
-    for (const [id, a] of this.map) {
+    for (const a of this.map.values()) {
+      const id = a.id;
       if (a.type === FrameType.RES) continue; // this side's call: its request timeout rules
       const last = a.lastFrameAt > floor ? a.lastFrameAt : floor;
       let why: string;
@@ -426,7 +447,7 @@ export class Assemblies {
 
   /** The connection closed: drop every unfinished message. */
   teardown(): void {
-    for (const id of [...this.map.keys()]) this.drop(id);
+    for (const a of [...this.map.values()]) this.drop(a.id);
     this.bytes = 0;
   }
 }
