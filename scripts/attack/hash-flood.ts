@@ -1,6 +1,7 @@
 /**
- * Reproduction (not fixed, documented in docs/SECURITY.md): chunked one-way
- * messages whose ids collide in V8's integer hash. V8 hashes small-integer
+ * Reproduction (fixed: the table is keyed by a secret permutation of the
+ * id; docs/SECURITY.md): chunked one-way messages whose ids collide in V8's
+ * integer hash. V8 hashes small-integer
  * Map keys without a seed, so a peer can choose ids that all land in one
  * bucket of the receiver's table of unfinished messages; every continuation
  * frame then walks that chain. The server caps unfinished messages per
