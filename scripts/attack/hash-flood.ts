@@ -14,23 +14,12 @@
  */
 import { parseArgs } from "node:util";
 import { chunkFrame, countedSession, startFrame } from "../../test/helpers/chunked-frames.ts";
+import { v8Hash } from "../../test/helpers/v8-hash.ts";
 import { until } from "../../test/helpers/wait.ts";
 
 const { values } = parseArgs({ options: { msgs: { type: "string" }, rounds: { type: "string" } } });
 const K = Number(values.msgs ?? 1024);
 const R = Number(values.rounds ?? 256);
-
-/** V8's ComputeUnseededHash (src/utils/utils.h), the hash of a Smi Map key. */
-function v8Hash(key: number): number {
-  let h = key >>> 0;
-  h = (~h + (h << 15)) >>> 0;
-  h = (h ^ (h >>> 12)) >>> 0;
-  h = (h + (h << 2)) >>> 0;
-  h = (h ^ (h >>> 4)) >>> 0;
-  h = Math.imul(h, 2057) >>> 0;
-  h = (h ^ (h >>> 16)) >>> 0;
-  return h & 0x3fffffff;
-}
 
 for (const mode of ["sequential", "colliding", "sequential", "colliding"]) {
   const ids: number[] = [];

@@ -11,19 +11,8 @@
 import assert from "node:assert/strict";
 import { afterEach, describe, it } from "node:test";
 import { countedSession, startFrame } from "../helpers/chunked-frames.ts";
+import { v8Hash } from "../helpers/v8-hash.ts";
 import { until } from "../helpers/wait.ts";
-
-/** V8's ComputeUnseededHash (src/utils/utils.h), the hash of a small-integer Map key. */
-function v8Hash(key: number): number {
-  let h = key >>> 0;
-  h = (~h + (h << 15)) >>> 0;
-  h = (h ^ (h >>> 12)) >>> 0;
-  h = (h + (h << 2)) >>> 0;
-  h = (h ^ (h >>> 4)) >>> 0;
-  h = Math.imul(h, 2057) >>> 0;
-  h = (h ^ (h >>> 16)) >>> 0;
-  return h & 0x3fffffff;
-}
 
 describe("message ids chosen to collide in V8's integer hash", () => {
   const cleanup: (() => unknown)[] = [];
