@@ -7,6 +7,7 @@
  * (about a third of the CPU time of sending 2,000 files of 1 KiB).
  */
 import { closeSync, openSync, readSync, statSync } from "node:fs";
+import { utimes, writeFile } from "node:fs/promises";
 import { dirname, join, resolve, sep } from "node:path";
 import { nodeCrc32c } from "../node/crc32c-native.ts";
 import { CRC_PERSIST_MIN, type CrcStore, crcStore } from "../node/file-crc-store.ts";
@@ -55,9 +56,30 @@ let records: CrcStore | undefined;
  * inode and device are unchanged, in the boot that computed it.
  */
 const localRecords = () => {
-  records ??= crcStore(sep, { metaDir: join(dirname(resumeKeyPath()), "crc") });
+  records ??= crcStore(sep, { metaDir: localRecordsDir() });
   return records;
 };
+const localRecordsDir = () => join(dirname(resumeKeyPath()), "crc");
+
+/** How often the sender's records are swept (records of files gone or changed removed): daily, as a serve's. */
+export const LOCAL_SWEEP_MS = 24 * 60 * 60 * 1000;
+let swept = false;
+/**
+ * Sweeps the sender's records when the last sweep (the mtime of `crc/.swept`)
+ * is {@link LOCAL_SWEEP_MS} old or there was none: at most once per process,
+ * after it recorded a file (so the directory cannot grow by a record per
+ * file ever sent). Best effort, never throws.
+ */
+async function sweepLocalRecords(): Promise<void> {
+  if (swept) return;
+  swept = true;
+  const stamp = join(localRecordsDir(), ".swept");
+  const last = statSync(stamp, { throwIfNoEntry: false })?.mtimeMs ?? 0;
+  if (Date.now() - last < LOCAL_SWEEP_MS) return;
+  const now = new Date();
+  await utimes(stamp, now, now).catch(() => writeFile(stamp, "", { mode: 0o600 }).catch(() => {}));
+  await localRecords().sweep();
+}
 
 /**
  * CRC32C of the first `length` bytes of `path` (the quick check's), a small
@@ -74,6 +96,7 @@ export async function localCrc32c(path: string, length: number): Promise<number>
       const crc = await fileCrc32c(path, length);
       // Recorded for the identity seen before the read (a change during it makes another identity).
       await localRecords().put(resolve(path).split(sep).filter(Boolean).join("/"), st, crc, false);
+      await sweepLocalRecords();
       return crc;
     }
   }

@@ -5,11 +5,12 @@
  * ctime, inode, device) is unchanged: the third send of a completed 8 MiB
  * file reads ~none of it. A file touched since is read again. Bytes read
  * counted in the CLI child (/proc/self/io `rchar`, printed at its exit).
+ * The records of files gone or changed are swept daily (`crc/.swept`).
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { randomFillSync } from "node:crypto";
-import { utimesSync } from "node:fs";
+import { statSync, utimesSync } from "node:fs";
 import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -53,7 +54,8 @@ describe("send: the sender's record of a large file's CRC32C", () => {
     const rerun = await send(file);
     assert.equal(rerun.code, 0);
     assert.match(rerun.out, /skipped/);
-    assert.deepEqual(await readdir(join(work, "state", "crc")).then((n) => n.length), 1);
+    const records = await readdir(join(work, "state", "crc")).then((n) => n.filter((x) => x.endsWith(".json")));
+    assert.equal(records.length, 1);
     const again = await send(file);
     assert.equal(again.code, 0);
     assert.match(again.out, /skipped/);
@@ -65,5 +67,32 @@ describe("send: the sender's record of a large file's CRC32C", () => {
     const touched = await send(file);
     assert.match(touched.out, /skipped/);
     assert.ok(touched.read - again.read >= 7 * MiB, `a touched file is read again (${touched.read} bytes)`);
+  });
+
+  it("records of files gone or changed are swept once a day, when a send records a file", async () => {
+    const dir = join(work, "state", "crc");
+    const stale = join(dir, "crc-1-424242.json");
+    const record = { v: 1, path: "gone/away.bin", dev: 1, ino: 424242, size: 2 * MiB, mtimeMs: 1, ctimeMs: 1 };
+    await writeFile(stale, JSON.stringify({ ...record, crc: 7, synced: true }));
+    const recordOf = async (name: string) => {
+      const file = join(work, name);
+      await writeFile(file, randomFillSync(Buffer.alloc(2 * MiB)));
+      assert.equal((await send(file)).code, 0);
+      const rerun = await send(file); // the quick check records its CRC
+      assert.match(rerun.out, /skipped/);
+      return `crc-${statSync(file).dev}-${statSync(file).ino}.json`;
+    };
+    // Swept within the day already (the first test's record made the stamp): the stale record stays.
+    const first = await recordOf("second.bin");
+    let names = await readdir(dir);
+    assert.ok(names.includes(first) && names.includes("crc-1-424242.json"), names.join(" "));
+    // A day later: the next record sweeps it.
+    const old = new Date(Date.now() - 25 * 60 * 60 * 1000);
+    utimesSync(join(dir, ".swept"), old, old);
+    const next = await recordOf("third.bin");
+    names = await readdir(dir);
+    assert.ok(!names.includes("crc-1-424242.json"), `the stale record was swept: ${names.join(" ")}`);
+    assert.ok(names.includes(first) && names.includes(next), "live files' records stay");
+    assert.ok(statSync(join(dir, ".swept")).mtimeMs > Date.now() - 60_000, "the stamp moved");
   });
 });
