@@ -21,6 +21,11 @@
  * - `AB_SERVER_CHECKOUT=<dir>` runs every server from that checkout (the
  *   client stays A's or B's): does a cost follow the server's code or its
  *   peer's?
+ * - `AB_SERVER_WRAP=<executable>` starts every server as `<executable> node cpu.ts …`: a
+ *   script that runs its arguments under `perf record -g`, `strace -c` or with
+ *   an environment (e.g. `GLIBC_TUNABLES`) profiles or changes the server only.
+ * - `AB_LARGE_MIB=256`: the large workload's message size (64 MiB by default,
+ *   sent in 256 KiB frames; 256 MiB is the bench's `large`, in 1 MiB frames).
  * - `POINTSUB_PROF_MARKS=1` with `NODE_OPTIONS="--cpu-prof --cpu-prof-dir=…"`:
  *   the server prints `prof-mark <µs>` at the measured part's start and end,
  *   on the profiles' clock, so a profile can be cut to that window.
@@ -37,7 +42,8 @@ const SELF = fileURLToPath(import.meta.url);
 /** A run (server + client) is killed after this long. */
 const RUN_TIMEOUT_MS = 180_000;
 const MiB = 1024 * 1024;
-const LARGE = 64 * MiB;
+/** The large workload's message: 64 MiB, or `AB_LARGE_MIB` MiB (256: the bench's `large`, sent in 1 MiB frames instead of 256 KiB). */
+const LARGE = Number(process.env.AB_LARGE_MIB ?? 64) * MiB;
 
 type Workload = "flood" | "rpc-pipe" | "large";
 interface RunResult {
@@ -145,9 +151,11 @@ async function server(checkout: string, options: object): Promise<void> {
 /** Client role: runs the workload against a server of the same checkout; prints one JSON line. */
 async function client(checkout: string, workload: Workload, count: number, optionsJson: string | undefined) {
   const writes = countWrites();
+  const wrap = process.env.AB_SERVER_WRAP;
   const srv = spawn(
-    process.execPath,
+    wrap ?? process.execPath,
     [
+      ...(wrap === undefined ? [] : [process.execPath]),
       SELF,
       "--role",
       "server",
@@ -320,30 +328,32 @@ if (values.role === "server") {
     "clientSysUs",
     "serverWrites",
     "clientWrites",
+    "serverFaults",
   ] as const;
   const lines = [
     `A: ${a}${values["a-options"] ? ` ${values["a-options"]}` : ""}; B: ${b}${values["b-options"] ? ` ${values["b-options"]}` : ""}; ${reps} alternated runs, medians`,
-    "CPU: main thread, µs per message (flood), request (rpc-pipe) or MB (large); writes per 1,000 (per MB for large)",
+    "CPU: main thread, µs per message (flood), request (rpc-pipe) or MB (large); writes and minor page faults per 1,000 (per MB for large)",
     "",
-    "| workload | side | rate | server CPU | client CPU | server+client | server sys | client sys | server writes | client writes |",
-    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    "| workload | side | rate | server CPU | client CPU | server+client | server sys | client sys | server writes | client writes | server faults |",
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
   ];
   for (const w of workloads) {
     const med: Record<string, Record<string, number>> = {};
     for (const side of ["A", "B"]) {
       const rs = results.filter((r) => r.workload === w && r.side === side);
-      med[side] = Object.fromEntries(fields.map((f) => [f, median(rs.map((r) => r[f]))]));
+      // Rounded: a median of two runs is their mean, printed with float noise otherwise.
+      med[side] = Object.fromEntries(fields.map((f) => [f, Math.round(median(rs.map((r) => r[f])) * 1000) / 1000]));
       med[side].sum = median(rs.map((r) => r.serverUs + r.clientUs));
     }
     for (const side of ["A", "B"]) {
       const m = med[side];
       lines.push(
-        `| ${w} | ${side} | ${m.rate} | ${m.serverUs} | ${m.clientUs} | ${m.sum.toFixed(3)} | ${m.serverSysUs} | ${m.clientSysUs} | ${m.serverWrites} | ${m.clientWrites} |`,
+        `| ${w} | ${side} | ${m.rate} | ${m.serverUs} | ${m.clientUs} | ${m.sum.toFixed(3)} | ${m.serverSysUs} | ${m.clientSysUs} | ${m.serverWrites} | ${m.clientWrites} | ${m.serverFaults} |`,
       );
     }
     const q = (f: string) => (med.B[f] / med.A[f]).toFixed(2);
     lines.push(
-      `| ${w} | B/A | ${q("rate")} | ${q("serverUs")} | ${q("clientUs")} | ${q("sum")} | ${q("serverSysUs")} | ${q("clientSysUs")} | ${q("serverWrites")} | ${q("clientWrites")} |`,
+      `| ${w} | B/A | ${q("rate")} | ${q("serverUs")} | ${q("clientUs")} | ${q("sum")} | ${q("serverSysUs")} | ${q("clientSysUs")} | ${q("serverWrites")} | ${q("clientWrites")} | ${q("serverFaults")} |`,
     );
   }
   const table = lines.join("\n");
