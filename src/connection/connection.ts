@@ -94,6 +94,9 @@ function loadDrain(): Promise<typeof import("./drain.ts")> {
   return drainModule;
 }
 
+/** The error of a connection closed without one. */
+const closedError = () => new PointSubError("ERR_CONNECTION_CLOSED", "connection closed");
+
 /** Characters of a peer's GOAWAY reason kept (in errors and `closeReason`). */
 const MAX_REASON = 256;
 /** What the frame router may hold beyond the receive window while the stream engine loads (heads, control frames). */
@@ -115,8 +118,6 @@ export class Connection extends Emitter<ConnectionEvents> {
   /** The transport's addresses. */
   declare readonly localUrl: string;
   declare readonly remoteUrl: string;
-  /** Resolves when the handshake completed; rejects if it failed. */
-  declare readonly ready: Promise<void>;
 
   declare private readonly transport: Transport;
   declare private readonly runtime: Runtime;
@@ -156,8 +157,10 @@ export class Connection extends Emitter<ConnectionEvents> {
   private openedOnce = false;
   /** The peer's GOAWAY(0) arrived: it starts nothing new after it. */
   private peerGoAway = false;
-  /** Settles `ready`; dropped once it did (an open connection keeps no resolvers). */
-  private readyD: PromiseWithResolvers<void> | undefined = Promise.withResolvers<void>();
+  /** Settles `ready`: made when someone first asks for `ready` during the handshake (most server sessions never do). */
+  private readyD: PromiseWithResolvers<void> | undefined;
+  /** `ready` while the handshake runs (once asked for), or once it failed. */
+  private ready_: Promise<void> | undefined;
   /** Created when someone first waits for the close. */
   private closedD: PromiseWithResolvers<void> | undefined;
   private closeError: PointSubError | undefined;
@@ -197,8 +200,6 @@ export class Connection extends Emitter<ConnectionEvents> {
     this.stats_ = new Stats(publisherFor(runtime.diagnostics, this, init.initiator ? "client" : "server"));
     this.onOpenHook = init.onOpen;
     this.onCloseHook = init.onClose;
-    this.ready = (this.readyD as PromiseWithResolvers<void>).promise;
-    this.ready.catch(noop);
     // One object is the writer's sink and the frame router's hooks: its
     // methods are on the prototype, not closures.
     const port = new Connection.Port(this);
@@ -240,19 +241,9 @@ export class Connection extends Emitter<ConnectionEvents> {
     const Frames = engine?.TargetingFrameRouter ?? FrameRouter;
     this.frames = new Frames(this.handshake, this.inbound, this.writer, port);
     this.frames.holdLimit = local.connectionWindow + HOLD_SLACK;
-    const hk: ConstructorParameters<typeof Housekeeper> = [
-      // The rates come as they are (housekeeping has their defaults: not in a page's first load).
-      {
-        ...options,
-        keepAliveMs: options.keepAliveMs ?? 30_000,
-        slowPeerTimeoutMs: options.slowPeerTimeoutMs ?? 30_000,
-        progressTimeoutMs: options.progressTimeoutMs ?? 60_000,
-        idleTimeoutMs: options.idleTimeoutMs ?? 0,
-      },
-      this.readGate,
-      this.frames,
-      this,
-    ];
+    // The options as they are: housekeeping applies the defaults (not in a page's first load) and keeps
+    // one shared object per set of times (no object per connection).
+    const hk: ConstructorParameters<typeof Housekeeper> = [options, this.readGate, this.frames, this];
     // A browser's connection loads housekeeping once open (housekeeping-lazy.ts).
     const H = housekeeperClass();
     this.housekeeper = H !== undefined ? new H(...hk) : new HousekeeperShell(hk, (h) => (this.housekeeper = h));
@@ -278,6 +269,27 @@ export class Connection extends Emitter<ConnectionEvents> {
     // burst do not all time out in the same tick.
     const ht = this.handshakeMs;
     this.armHandshakeTimer(ht + Math.floor(Math.random() * ht * 0.1));
+  }
+
+  /**
+   * Resolves when the handshake completed; rejects if it failed. (Made on
+   * first use: a server's sessions mostly never wait for it, and a promise
+   * with its resolvers per accepted connection is garbage that makes the
+   * young generation grow.)
+   */
+  get ready(): Promise<void> {
+    if (this.openedOnce) return RESOLVED;
+    let p = this.ready_;
+    if (p === undefined) {
+      if (this.state_ === "closed") p = Promise.reject(this.closeError ?? closedError());
+      else {
+        this.readyD = Promise.withResolvers<void>();
+        p = this.readyD.promise;
+      }
+      p.catch(noop);
+      this.ready_ = p;
+    }
+    return p;
   }
 
   /**
@@ -933,7 +945,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     this.readyD?.resolve();
     this.readyD = undefined;
     // A shared settled promise from now on: an open connection keeps none of its own.
-    (this as { ready: Promise<void> }).ready = RESOLVED;
+    this.ready_ = undefined;
   }
 
   /** GOAWAY: errno 0 is a graceful close (finish what is in flight), anything else a fatal error of the peer. */
@@ -1043,7 +1055,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     if (this.closeReason_ === "") this.closeReason_ = error === undefined ? "closed" : error.code;
     clearTimeout(this.handshakeTimer);
     this.housekeeper.stop();
-    const failure = error ?? new PointSubError("ERR_CONNECTION_CLOSED", "connection closed");
+    const failure = error ?? closedError();
     this.writer.close(failure);
     this.caller_?.teardown(failure);
     this.dispatcher.teardown(failure);
