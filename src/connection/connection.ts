@@ -37,7 +37,7 @@ import { Caller } from "./caller.ts";
 import type { Dispatcher } from "./dispatch.ts";
 import { DispatchShell, dispatcherClass, emptyRouter, routerClass, toBytes } from "./dispatch-lazy.ts";
 import { type FrameHooks, FrameRouter } from "./frames.ts";
-import { greeting, Handshake } from "./handshake.ts";
+import { greeting, Handshake, type HandshakePort } from "./handshake.ts";
 import type { Housekeeper } from "./housekeeping.ts";
 import { HousekeeperShell, housekeeperClass } from "./housekeeping-lazy.ts";
 import { Inbound } from "./inbound.ts";
@@ -53,6 +53,7 @@ import { loadStreamEngine, type StreamEngine, streamEngine } from "./stream-engi
 import type { IncomingStreams } from "./stream-in.ts";
 import type { OutgoingStreams } from "./stream-out.ts";
 import type {
+  AuthInfo,
   CloseOptions,
   ConnectionEvents,
   ConnectionInfo,
@@ -93,9 +94,6 @@ function loadDrain(): Promise<typeof import("./drain.ts")> {
   });
   return drainModule;
 }
-
-/** The error of a connection closed without one. */
-const closedError = () => new PointSubError("ERR_CONNECTION_CLOSED", "connection closed");
 
 /** Characters of a peer's GOAWAY reason kept (in errors and `closeReason`). */
 const MAX_REASON = 256;
@@ -159,7 +157,7 @@ export class Connection extends Emitter<ConnectionEvents> {
   private peerGoAway = false;
   /** Settles `ready`: made when someone first asks for `ready` during the handshake (most server sessions never do). */
   private readyD: PromiseWithResolvers<void> | undefined;
-  /** `ready` while the handshake runs (once asked for), or once it failed. */
+  /** `ready` while the handshake runs (once asked for), and once it failed. */
   private ready_: Promise<void> | undefined;
   /** Created when someone first waits for the close. */
   private closedD: PromiseWithResolvers<void> | undefined;
@@ -223,19 +221,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     this.dispatcher.readGate = this.readGate;
     this.inbound = new Inbound(this.link, this.outbox, this.budget, this.stats_, this.dispatcher, runtime.allocBody);
     const credentials = options.credentials === undefined ? EMPTY : toBytes(options.credentials, "credentials");
-    this.handshake = new Handshake(this.writer, init.authenticate, credentials, {
-      applyPeer: (peer) => this.applyPeer(peer),
-      opened: () => this.opened(),
-      refuse: (err) => this.fail(err),
-      isClosed: () => this.state_ === "closed",
-      authInfo: (token) => ({
-        token,
-        remoteUrl: this.remoteUrl,
-        localUrl: this.localUrl,
-        peerCertificate: this.transport.peerCertificate?.(),
-        peerId: this.transport.peerId?.(),
-      }),
-    });
+    this.handshake = new Handshake(this.writer, init.authenticate, credentials, port);
     // With the stream engine (always in Node), frames spanning reads are filled in place.
     const engine = streamEngine();
     const Frames = engine?.TargetingFrameRouter ?? FrameRouter;
@@ -279,17 +265,12 @@ export class Connection extends Emitter<ConnectionEvents> {
    */
   get ready(): Promise<void> {
     if (this.openedOnce) return RESOLVED;
-    let p = this.ready_;
-    if (p === undefined) {
-      if (this.state_ === "closed") p = Promise.reject(this.closeError ?? closedError());
-      else {
-        this.readyD = Promise.withResolvers<void>();
-        p = this.readyD.promise;
-      }
-      p.catch(noop);
-      this.ready_ = p;
+    if (this.ready_ === undefined) {
+      this.readyD = Promise.withResolvers<void>();
+      this.ready_ = this.readyD.promise;
+      this.ready_.catch(noop);
     }
-    return p;
+    return this.ready_;
   }
 
   /**
@@ -325,10 +306,12 @@ export class Connection extends Emitter<ConnectionEvents> {
   }
 
   /**
-   * The writer's sink and the frame router's hooks, in one object per
-   * connection whose methods live on the prototype (no closures).
+   * The writer's sink, the frame router's and the handshake's hooks, in one
+   * object per connection whose methods live on the prototype (no closures).
    */
-  private static readonly Port = class implements WriterSink, FrameHooks, ReadGateHost, TransportHandlers {
+  private static readonly Port = class
+    implements WriterSink, FrameHooks, ReadGateHost, TransportHandlers, HandshakePort
+  {
     private readonly c: Connection;
     constructor(c: Connection) {
       this.c = c;
@@ -362,6 +345,25 @@ export class Connection extends Emitter<ConnectionEvents> {
     }
     isClosed(): boolean {
       return this.c.state_ === "closed";
+    }
+    applyPeer(peer: Settings): void {
+      this.c.applyPeer(peer);
+    }
+    opened(): void {
+      this.c.opened();
+    }
+    refuse(err: PointSubError): void {
+      this.c.fail(err);
+    }
+    authInfo(token: string): AuthInfo {
+      const c = this.c;
+      return {
+        token,
+        remoteUrl: c.remoteUrl,
+        localUrl: c.localUrl,
+        peerCertificate: c.transport.peerCertificate?.(),
+        peerId: c.transport.peerId?.(),
+      };
     }
     onData(chunk: Uint8Array): boolean {
       return this.c.onTransportData(chunk);
@@ -1055,7 +1057,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     if (this.closeReason_ === "") this.closeReason_ = error === undefined ? "closed" : error.code;
     clearTimeout(this.handshakeTimer);
     this.housekeeper.stop();
-    const failure = error ?? closedError();
+    const failure = error ?? new PointSubError("ERR_CONNECTION_CLOSED", "connection closed");
     this.writer.close(failure);
     this.caller_?.teardown(failure);
     this.dispatcher.teardown(failure);
@@ -1063,7 +1065,11 @@ export class Connection extends Emitter<ConnectionEvents> {
     this.frames.pingerIfAny?.teardown(failure);
     this.inStreams_?.teardown(failure);
     this.outStreams_?.teardown(failure);
-    if (!this.openedOnce) this.readyD?.reject(failure);
+    if (!this.openedOnce) {
+      // Made now if nobody asked for it yet: whoever asks later learns of the failure.
+      void this.ready;
+      this.readyD?.reject(failure);
+    }
     this.readyD = undefined;
     this.stats_.diag.closed(this.openedOnce, error, failure);
     this.onCloseHook?.(this, error);
