@@ -1,7 +1,9 @@
 /**
- * Reproduction: the server's tables of a peer's calls and streams keyed by
- * ids the peer chose to collide in V8's integer hash (V8 hashes
- * small-integer Map keys without a seed; `test/helpers/v8-hash.ts`).
+ * Reproduction (fixed: both Maps are keyed by a secret permutation of the
+ * id, `src/connection/id-key.ts`; docs/SECURITY.md): the server's tables of a
+ * peer's calls and streams keyed by ids the peer chose to collide in V8's
+ * integer hash (V8 hashes small-integer Map keys without a seed;
+ * `test/helpers/v8-hash.ts`).
  *
  * - `calls`: the call table keeps calls in an array indexed by the id's low
  *   bits and puts a call whose slot is taken in an overflow Map. A peer
@@ -15,8 +17,10 @@
  *
  *   node scripts/attack/hash-flood-tables.ts [--table calls|streams] [--cancels 200000]
  *
- * Prints the server's wall and CPU time (one process: the raw peer's cost is
- * the same in both modes) for ordinary ids and for colliding ids, twice.
+ * Prints, for ordinary ids and for colliding ids, twice: the keys in the Map
+ * the lookups walk and how many share its fullest V8 bucket, and the
+ * server's wall and CPU time (one process: the raw peer's cost is the same
+ * in both modes).
  */
 import { parseArgs } from "node:util";
 import { encodeFrame } from "../../src/codec/encoder.ts";
