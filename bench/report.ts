@@ -6,7 +6,7 @@ export interface Row {
   impl: string;
   workload: Workload;
   params: WorkloadParams;
-  runs: (ClientResult & { serverPeakRss: number; serverStartRss: number })[];
+  runs: (ClientResult & { serverPeakRss: number; serverStartRss: number; serverCpuUsPerMsg?: number })[];
   /** Why the implementation did not run this workload. */
   note?: string;
 }
@@ -41,7 +41,14 @@ const cell = (m: ReturnType<typeof med>, digits = 0, scale = 1) =>
 const MB = 1e6;
 
 const COLUMNS: Record<Workload, { head: string; metrics: [string, Metric, number, number][] }> = {
-  flood: { head: "flood: one-way 64 B", metrics: [["msgs/s", (r) => r.rate, 0, 1]] },
+  flood: {
+    head: "flood: one-way 64 B",
+    metrics: [
+      ["msgs/s", (r) => r.rate, 0, 1],
+      ["client CPU µs/msg", (r) => r.cpuUsPerMsg, 3, 1],
+      ["server CPU µs/msg", (r) => r.serverCpuUsPerMsg, 3, 1],
+    ],
+  },
   "rpc-seq": {
     head: "rpc-seq: sequential 64 B round trips",
     metrics: [
@@ -55,6 +62,8 @@ const COLUMNS: Record<Workload, { head: string; metrics: [string, Metric, number
     metrics: [
       ["req/s", (r) => r.rate, 0, 1],
       ["p99 µs", (r) => r.latencyUs?.p99, 0, 1],
+      ["client CPU µs/req", (r) => r.cpuUsPerMsg, 3, 1],
+      ["server CPU µs/req", (r) => r.serverCpuUsPerMsg, 3, 1],
     ],
   },
   large: {

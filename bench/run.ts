@@ -284,10 +284,21 @@ async function runOnce(impl: string, workload: Workload, params: WorkloadParams)
     const clientDone = killLater(client, clientExited);
     server.stdin?.write("report\n");
     const rep = await sl.next();
-    const serverPeakRss = rep.done ? Number.NaN : (JSON.parse(rep.value) as { peakRss: number }).peakRss;
+    const srv = rep.done ? undefined : (JSON.parse(rep.value) as { peakRss: number; cpuUs?: number });
+    const serverPeakRss = srv?.peakRss ?? Number.NaN;
+    // The server's CPU per message or request over the whole run (warm-up included; connection setup is noise).
+    const serverCpuUsPerMsg =
+      srv?.cpuUs !== undefined && result.messages !== undefined && result.messages > 0
+        ? srv.cpuUs / result.messages
+        : undefined;
     client.stdin?.end();
     await Promise.all([clientDone, killLater(server, serverExited)]);
-    return { ...result, serverPeakRss, serverStartRss };
+    return {
+      ...result,
+      serverPeakRss,
+      serverStartRss,
+      ...(serverCpuUsPerMsg === undefined ? {} : { serverCpuUsPerMsg }),
+    };
   } finally {
     await shaper?.close();
     clearTimeout(timeout);

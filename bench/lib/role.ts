@@ -1,7 +1,8 @@
 /**
  * The contract between the bench orchestrator and an implementation's
  * processes. A server prints one JSON line `{ "url": ... }` and, when a line
- * `report` arrives on stdin, prints `{ "peakRss": bytes }` and exits. A client
+ * `report` arrives on stdin, prints `{ "peakRss": bytes, "cpuUs": µs }` (CPU time
+ * since it printed its URL) and exits. A client
  * runs one workload against the URL and prints one JSON result line.
  */
 import { createInterface } from "node:readline";
@@ -49,6 +50,15 @@ export interface ClientResult {
   pings?: number;
   /** Seconds the measured part took. */
   seconds: number;
+  /**
+   * flood / rpc-seq / rpc-pipe: the client's CPU time (user + system) per
+   * message or request of the measured part, in µs. Unlike the rate, it
+   * hardly changes when other processes load the machine: the figure to
+   * compare two builds by on a shared machine.
+   */
+  cpuUsPerMsg?: number;
+  /** flood / rpc-seq / rpc-pipe: messages or requests sent in all, warm-up included (the server's CPU is divided by it). */
+  messages?: number;
   /** conns: connections opened and held. */
   conns?: number;
 }
@@ -58,12 +68,14 @@ export async function serveRole(
   start: () => Promise<{ url: string; close?: () => Promise<void> | void }>,
 ): Promise<void> {
   const { url, close } = await start();
+  const cpu0 = process.cpuUsage();
   // The resident set before any client connects: the baseline of the conns workload.
   process.stdout.write(`${JSON.stringify({ url, rss: process.memoryUsage().rss })}\n`);
   const rl = createInterface({ input: process.stdin });
   for await (const line of rl) {
     if (line.trim() === "report") {
-      process.stdout.write(`${JSON.stringify({ peakRss: peakRss() })}\n`);
+      const cpu = process.cpuUsage(cpu0);
+      process.stdout.write(`${JSON.stringify({ peakRss: peakRss(), cpuUs: cpu.user + cpu.system })}\n`);
       await close?.();
       process.exit(0);
     }

@@ -103,20 +103,32 @@ export async function runWorkload(client: BenchClient, workload: Workload, param
     await stdinEnd();
     for (const h of held) h.close();
   } else if (workload === "flood") {
-    await flood(warm, budgetMs / 5);
+    const warmed = await flood(warm, budgetMs / 5);
     const t0 = performance.now();
+    const cpu0 = process.cpuUsage();
     const sent = await flood(params.count, budgetMs);
+    const cpuUsPerMsg = cpuSince(cpu0) / sent;
     const s = (performance.now() - t0) / 1000;
-    report({ rate: sent / s, seconds: s, ...(sent < params.count ? { count: sent } : {}) });
+    report({
+      rate: sent / s,
+      seconds: s,
+      cpuUsPerMsg,
+      messages: warmed + sent,
+      ...(sent < params.count ? { count: sent } : {}),
+    });
   } else if (workload === "rpc-seq" || workload === "rpc-pipe") {
     const inFlight = workload === "rpc-seq" ? 1 : params.inFlight;
-    await rpc(warm, inFlight, undefined, budgetMs / 5);
+    const warmed = await rpc(warm, inFlight, undefined, budgetMs / 5);
     const lat = new Float64Array(params.count);
     const t0 = performance.now();
+    const cpu0 = process.cpuUsage();
     const done = await rpc(params.count, inFlight, lat, budgetMs);
+    const cpuUsPerMsg = cpuSince(cpu0) / done;
     const s = (performance.now() - t0) / 1000;
     report({
       rate: done / s,
+      cpuUsPerMsg,
+      messages: warmed + done,
       latencyUs: latencySummary(done < params.count ? lat.subarray(0, done) : lat),
       seconds: s,
       ...(done < params.count ? { count: done } : {}),
@@ -178,4 +190,10 @@ function stdinEnd(): Promise<void> {
     process.stdin.once("end", () => resolve()).once("error", () => resolve());
     process.stdin.resume();
   });
+}
+
+/** CPU time (user + system, µs) this process used since `start`. */
+function cpuSince(start: NodeJS.CpuUsage): number {
+  const u = process.cpuUsage(start);
+  return u.user + u.system;
 }

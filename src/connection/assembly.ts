@@ -13,6 +13,7 @@ import { Flag, FrameType } from "../codec/frame.ts";
 import { PointSubError } from "../errors/error.ts";
 import { ASSEMBLY_OVERHEAD } from "./budget.ts";
 import type { PendingCall } from "./calls.ts";
+import { idKey } from "./id-key.ts";
 import type { Inbound } from "./inbound.ts";
 import { creditDue } from "./link.ts";
 
@@ -121,23 +122,6 @@ function wholeOk(now: number): boolean {
   }
   return waste < WASTE_MAX;
 }
-
-/**
- * A secret permutation of 32-bit stream ids, drawn once per realm: the key
- * of the table of unfinished messages. V8 hashes small-integer Map keys
- * without a seed, so ids a peer chooses could all fall into one bucket and
- * make each frame's lookup walk them all (1,024 colliding messages sent in
- * 1-byte chunks cost 2.5-4.6x the CPU: `scripts/attack/hash-flood.ts`);
- * xor with a secret and multiplied by a secret odd number (both bijective
- * on 32 bits), the keys cannot be aimed. The result is an int32: a small
- * integer to V8 (no boxing) where pointers are not compressed, as in Node.
- */
-const SECRET = new Uint32Array(2);
-if (globalThis.crypto?.getRandomValues !== undefined) globalThis.crypto.getRandomValues(SECRET);
-else for (let i = 0; i < 2; i++) SECRET[i] = Math.floor(Math.random() * 2 ** 32);
-const MUL = SECRET[0] | 1;
-const XOR = SECRET[1] | 0;
-const idKey = (id: number): number => Math.imul(id ^ XOR, MUL);
 
 /** A chunked message being received. */
 interface Assembly {

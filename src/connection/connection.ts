@@ -37,7 +37,7 @@ import { Caller } from "./caller.ts";
 import type { Dispatcher } from "./dispatch.ts";
 import { DispatchShell, dispatcherClass, emptyRouter, routerClass, toBytes } from "./dispatch-lazy.ts";
 import { type FrameHooks, FrameRouter } from "./frames.ts";
-import { greeting, Handshake } from "./handshake.ts";
+import { greeting, Handshake, type HandshakePort } from "./handshake.ts";
 import type { Housekeeper } from "./housekeeping.ts";
 import { HousekeeperShell, housekeeperClass } from "./housekeeping-lazy.ts";
 import { Inbound } from "./inbound.ts";
@@ -53,6 +53,7 @@ import { loadStreamEngine, type StreamEngine, streamEngine } from "./stream-engi
 import type { IncomingStreams } from "./stream-in.ts";
 import type { OutgoingStreams } from "./stream-out.ts";
 import type {
+  AuthInfo,
   CloseOptions,
   ConnectionEvents,
   ConnectionInfo,
@@ -115,8 +116,6 @@ export class Connection extends Emitter<ConnectionEvents> {
   /** The transport's addresses. */
   declare readonly localUrl: string;
   declare readonly remoteUrl: string;
-  /** Resolves when the handshake completed; rejects if it failed. */
-  declare readonly ready: Promise<void>;
 
   declare private readonly transport: Transport;
   declare private readonly runtime: Runtime;
@@ -156,8 +155,10 @@ export class Connection extends Emitter<ConnectionEvents> {
   private openedOnce = false;
   /** The peer's GOAWAY(0) arrived: it starts nothing new after it. */
   private peerGoAway = false;
-  /** Settles `ready`; dropped once it did (an open connection keeps no resolvers). */
-  private readyD: PromiseWithResolvers<void> | undefined = Promise.withResolvers<void>();
+  /** Settles `ready`: made when someone first asks for `ready` during the handshake (most server sessions never do). */
+  private readyD: PromiseWithResolvers<void> | undefined;
+  /** `ready` while the handshake runs (once asked for), and once it failed. */
+  private ready_: Promise<void> | undefined;
   /** Created when someone first waits for the close. */
   private closedD: PromiseWithResolvers<void> | undefined;
   private closeError: PointSubError | undefined;
@@ -197,8 +198,6 @@ export class Connection extends Emitter<ConnectionEvents> {
     this.stats_ = new Stats(publisherFor(runtime.diagnostics, this, init.initiator ? "client" : "server"));
     this.onOpenHook = init.onOpen;
     this.onCloseHook = init.onClose;
-    this.ready = (this.readyD as PromiseWithResolvers<void>).promise;
-    this.ready.catch(noop);
     // One object is the writer's sink and the frame router's hooks: its
     // methods are on the prototype, not closures.
     const port = new Connection.Port(this);
@@ -222,37 +221,15 @@ export class Connection extends Emitter<ConnectionEvents> {
     this.dispatcher.readGate = this.readGate;
     this.inbound = new Inbound(this.link, this.outbox, this.budget, this.stats_, this.dispatcher, runtime.allocBody);
     const credentials = options.credentials === undefined ? EMPTY : toBytes(options.credentials, "credentials");
-    this.handshake = new Handshake(this.writer, init.authenticate, credentials, {
-      applyPeer: (peer) => this.applyPeer(peer),
-      opened: () => this.opened(),
-      refuse: (err) => this.fail(err),
-      isClosed: () => this.state_ === "closed",
-      authInfo: (token) => ({
-        token,
-        remoteUrl: this.remoteUrl,
-        localUrl: this.localUrl,
-        peerCertificate: this.transport.peerCertificate?.(),
-        peerId: this.transport.peerId?.(),
-      }),
-    });
+    this.handshake = new Handshake(this.writer, init.authenticate, credentials, port);
     // With the stream engine (always in Node), frames spanning reads are filled in place.
     const engine = streamEngine();
     const Frames = engine?.TargetingFrameRouter ?? FrameRouter;
     this.frames = new Frames(this.handshake, this.inbound, this.writer, port);
     this.frames.holdLimit = local.connectionWindow + HOLD_SLACK;
-    const hk: ConstructorParameters<typeof Housekeeper> = [
-      // The rates come as they are (housekeeping has their defaults: not in a page's first load).
-      {
-        ...options,
-        keepAliveMs: options.keepAliveMs ?? 30_000,
-        slowPeerTimeoutMs: options.slowPeerTimeoutMs ?? 30_000,
-        progressTimeoutMs: options.progressTimeoutMs ?? 60_000,
-        idleTimeoutMs: options.idleTimeoutMs ?? 0,
-      },
-      this.readGate,
-      this.frames,
-      this,
-    ];
+    // The options as they are: housekeeping applies the defaults (not in a page's first load) and keeps
+    // one shared object per set of times (no object per connection).
+    const hk: ConstructorParameters<typeof Housekeeper> = [options, this.readGate, this.frames, this];
     // A browser's connection loads housekeeping once open (housekeeping-lazy.ts).
     const H = housekeeperClass();
     this.housekeeper = H !== undefined ? new H(...hk) : new HousekeeperShell(hk, (h) => (this.housekeeper = h));
@@ -278,6 +255,22 @@ export class Connection extends Emitter<ConnectionEvents> {
     // burst do not all time out in the same tick.
     const ht = this.handshakeMs;
     this.armHandshakeTimer(ht + Math.floor(Math.random() * ht * 0.1));
+  }
+
+  /**
+   * Resolves when the handshake completed; rejects if it failed. (Made on
+   * first use: a server's sessions mostly never wait for it, and a promise
+   * with its resolvers per accepted connection is garbage that makes the
+   * young generation grow.)
+   */
+  get ready(): Promise<void> {
+    if (this.openedOnce) return RESOLVED;
+    if (this.ready_ === undefined) {
+      this.readyD = Promise.withResolvers<void>();
+      this.ready_ = this.readyD.promise;
+      this.ready_.catch(noop);
+    }
+    return this.ready_;
   }
 
   /**
@@ -313,10 +306,12 @@ export class Connection extends Emitter<ConnectionEvents> {
   }
 
   /**
-   * The writer's sink and the frame router's hooks, in one object per
-   * connection whose methods live on the prototype (no closures).
+   * The writer's sink, the frame router's and the handshake's hooks, in one
+   * object per connection whose methods live on the prototype (no closures).
    */
-  private static readonly Port = class implements WriterSink, FrameHooks, ReadGateHost, TransportHandlers {
+  private static readonly Port = class
+    implements WriterSink, FrameHooks, ReadGateHost, TransportHandlers, HandshakePort
+  {
     private readonly c: Connection;
     constructor(c: Connection) {
       this.c = c;
@@ -350,6 +345,25 @@ export class Connection extends Emitter<ConnectionEvents> {
     }
     isClosed(): boolean {
       return this.c.state_ === "closed";
+    }
+    applyPeer(peer: Settings): void {
+      this.c.applyPeer(peer);
+    }
+    opened(): void {
+      this.c.opened();
+    }
+    refuse(err: PointSubError): void {
+      this.c.fail(err);
+    }
+    authInfo(token: string): AuthInfo {
+      const c = this.c;
+      return {
+        token,
+        remoteUrl: c.remoteUrl,
+        localUrl: c.localUrl,
+        peerCertificate: c.transport.peerCertificate?.(),
+        peerId: c.transport.peerId?.(),
+      };
     }
     onData(chunk: Uint8Array): boolean {
       return this.c.onTransportData(chunk);
@@ -933,7 +947,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     this.readyD?.resolve();
     this.readyD = undefined;
     // A shared settled promise from now on: an open connection keeps none of its own.
-    (this as { ready: Promise<void> }).ready = RESOLVED;
+    this.ready_ = undefined;
   }
 
   /** GOAWAY: errno 0 is a graceful close (finish what is in flight), anything else a fatal error of the peer. */
@@ -1051,7 +1065,11 @@ export class Connection extends Emitter<ConnectionEvents> {
     this.frames.pingerIfAny?.teardown(failure);
     this.inStreams_?.teardown(failure);
     this.outStreams_?.teardown(failure);
-    if (!this.openedOnce) this.readyD?.reject(failure);
+    if (!this.openedOnce) {
+      // Made now if nobody asked for it yet: whoever asks later learns of the failure.
+      void this.ready;
+      this.readyD?.reject(failure);
+    }
     this.readyD = undefined;
     this.stats_.diag.closed(this.openedOnce, error, failure);
     this.onCloseHook?.(this, error);

@@ -32,6 +32,7 @@ import { ServerCall } from "./calls.ts";
 import type { Connection } from "./connection.ts";
 import type { Link } from "./link.ts";
 import type { Outbox } from "./outbox.ts";
+import { PeerCalls } from "./peer-calls.ts";
 import type { ReadGate } from "./read-gate.ts";
 import type { Stats } from "./stats.ts";
 import { toBytes } from "./to-bytes.ts";
@@ -157,7 +158,7 @@ export class Dispatcher {
 
   /** Tracks a call being served (its table made with the first). */
   serve(call: ServerCall): void {
-    if (this.serving === NOT_SERVING) this.serving = new CallTable();
+    if (this.serving === NOT_SERVING) this.serving = new PeerCalls<ServerCall>();
     this.serving.add(call);
   }
 

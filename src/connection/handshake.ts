@@ -86,8 +86,8 @@ export interface Greeting {
 
 /** Greetings by settings object: a server's sessions share one (encoded once, written whole). */
 const greetings = new WeakMap<Settings, Greeting>();
-/** The last HELLO payload decoded (as a string) and its settings (never modified: shared by connections). */
-let lastHello: string | undefined;
+/** A copy of the last HELLO payload decoded and its settings (never modified: shared by connections). */
+let lastHello: Uint8Array | undefined;
 let lastPeer: Settings | undefined;
 
 /**
@@ -170,10 +170,10 @@ export class Handshake {
     }
     if (type !== FrameType.HELLO) throw PointSubError.fromPeer("ERR_PROTOCOL", "first frame is not HELLO");
     // Consecutive peers announcing the same settings share one object (a server's clients mostly do).
-    const key = payload.join();
-    if (key !== lastHello) {
+    // Compared in place, byte for byte: no string per connection.
+    if (payload.length !== lastHello?.length || !payload.every((b, i) => b === (lastHello as Uint8Array)[i])) {
       lastPeer = Object.freeze(decodeSettings(payload)); // checks the size and every value; frozen: shared
-      lastHello = key;
+      lastHello = payload.slice();
     }
     const peer = lastPeer as Settings;
     this.port.applyPeer(peer);

@@ -36,14 +36,18 @@ export interface HousekeepingHost {
 }
 
 export interface HousekeepingTimes {
-  keepAliveMs: number;
-  slowPeerTimeoutMs: number;
-  progressTimeoutMs: number;
+  /** Default 30,000. */
+  keepAliveMs?: number | undefined;
+  /** Default 30,000. */
+  slowPeerTimeoutMs?: number | undefined;
+  /** Default 60,000. */
+  progressTimeoutMs?: number | undefined;
   /** Bytes a second each unfinished message of the peer must receive, measured over progressTimeoutMs (0: any frame is progress). Default {@link DEFAULT_MIN_PROGRESS_BYTES_PER_SECOND}. */
   minProgressBytesPerSecond?: number | undefined;
   /** Bytes a second the peer must take of the answers owed to it, beyond slowPeerTimeoutMs of grace (0: no floor). Default {@link DEFAULT_MIN_ANSWER_BYTES_PER_SECOND}. */
   minAnswerBytesPerSecond?: number | undefined;
-  idleTimeoutMs: number;
+  /** Default 0 (off). */
+  idleTimeoutMs?: number | undefined;
 }
 
 /** {@link HousekeepingTimes} with the default applied; never modified (shared). */
@@ -57,31 +61,36 @@ let lastTimes: Times | undefined;
 
 /** The shared resolved object for `t`'s values (one per configuration, not one per connection). */
 function sharedTimes(t: HousekeepingTimes): Times {
+  // The defaults are applied here, read straight from a connection's options (no object per connection).
+  const keepAlive = t.keepAliveMs ?? 30_000;
+  const slowPeer = t.slowPeerTimeoutMs ?? 30_000;
+  const progress = t.progressTimeoutMs ?? 60_000;
+  const idle = t.idleTimeoutMs ?? 0;
   const min = t.minProgressBytesPerSecond ?? DEFAULT_MIN_PROGRESS_BYTES_PER_SECOND;
   const answers = t.minAnswerBytesPerSecond ?? DEFAULT_MIN_ANSWER_BYTES_PER_SECOND;
   const last = lastTimes;
   // No key string per connection when the values are the last ones (a burst of accepts makes no garbage here).
   if (
     last !== undefined &&
-    last.keepAliveMs === t.keepAliveMs &&
-    last.slowPeerTimeoutMs === t.slowPeerTimeoutMs &&
-    last.progressTimeoutMs === t.progressTimeoutMs &&
+    last.keepAliveMs === keepAlive &&
+    last.slowPeerTimeoutMs === slowPeer &&
+    last.progressTimeoutMs === progress &&
     last.minProgressBytesPerSecond === min &&
     last.minAnswerBytesPerSecond === answers &&
-    last.idleTimeoutMs === t.idleTimeoutMs
+    last.idleTimeoutMs === idle
   )
     return last;
-  const key = `${t.keepAliveMs},${t.slowPeerTimeoutMs},${t.progressTimeoutMs},${min},${answers},${t.idleTimeoutMs}`;
+  const key = `${keepAlive},${slowPeer},${progress},${min},${answers},${idle}`;
   let r = timesByValue.get(key);
   if (r === undefined) {
     if (timesByValue.size >= 32) timesByValue.clear();
     r = Object.freeze({
-      keepAliveMs: t.keepAliveMs,
-      slowPeerTimeoutMs: t.slowPeerTimeoutMs,
-      progressTimeoutMs: t.progressTimeoutMs,
+      keepAliveMs: keepAlive,
+      slowPeerTimeoutMs: slowPeer,
+      progressTimeoutMs: progress,
       minProgressBytesPerSecond: min,
       minAnswerBytesPerSecond: answers,
-      idleTimeoutMs: t.idleTimeoutMs,
+      idleTimeoutMs: idle,
     });
     timesByValue.set(key, r);
   }
@@ -93,7 +102,9 @@ function sharedTimes(t: HousekeepingTimes): Times {
  * How often housekeeping must run for `times`: half the keepalive interval,
  * a quarter of the other timeouts (0 disables each); Infinity when none is on.
  */
-export function housekeepingPeriod(times: HousekeepingTimes): number {
+export function housekeepingPeriod(
+  times: Readonly<Record<"keepAliveMs" | "slowPeerTimeoutMs" | "progressTimeoutMs" | "idleTimeoutMs", number>>,
+): number {
   let period = Number.POSITIVE_INFINITY;
   if (times.keepAliveMs > 0) period = times.keepAliveMs >>> 1;
   // Three tests, not a loop over an array: this runs once per connection.

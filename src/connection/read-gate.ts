@@ -36,14 +36,15 @@ const TURN_MS = 10;
 export const STEP_FRAMES = 256;
 
 /**
- * When this turn first decoded input, and when it last did (performance.now()).
- * A turn's end resets them; so does a pause of TURN_MS without decoding (a
- * turn whose end was not scheduled, see {@link ReadGate.afterInput}).
+ * When this turn first decoded input (performance.now()); Infinity until it
+ * does. Its first decoding schedules the turn's end, which resets it — a
+ * turn, not a pause in the wall clock: a process the OS descheduled for a
+ * while within a turn (a loaded machine) is still in that turn, its budget
+ * spent, where a pause of TURN_MS used to start a fresh budget mid-turn.
  */
-let turnStart = 0;
-let lastInput = 0;
+let turnStart = Infinity;
 /** The turn's budget is spent (at `now`). */
-const spent = (now = performance.now()) => now - lastInput < TURN_MS && now - turnStart >= TURN_MS;
+const spent = (now = performance.now()) => now - turnStart >= TURN_MS;
 /** A turn end is scheduled. */
 let turnEndScheduled = false;
 /** Gates that yielded this turn, resumed together at its end. */
@@ -94,8 +95,8 @@ function workOff(first?: boolean): void {
   } finally {
     if (more) queueMicrotask(workOff);
     else {
-      // The next iteration's budget starts here.
-      lastInput = 0;
+      // The next iteration's budget starts with its first decoding.
+      turnStart = Infinity;
       // Even when a listener threw: what still waits is worked off next turn, not stranded.
       if (waiting[0]) scheduleTurnEnd();
     }
@@ -185,8 +186,10 @@ export class ReadGate {
   afterInput(t0: number): void {
     const now = performance.now();
     this.busyMs += now - t0;
-    if (t0 - lastInput >= TURN_MS) turnStart = t0;
-    lastInput = now;
+    if (turnStart === Infinity) {
+      turnStart = t0;
+      scheduleTurnEnd();
+    }
     // A busy honest connection pauses a few times a second.
     if (this.busyMs >= YIELD_MS && !this.yielding && !this.host.isClosed()) {
       this.busyMs = 0;

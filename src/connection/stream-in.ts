@@ -19,6 +19,7 @@ import { ServerCall } from "./calls.ts";
 import type { Connection } from "./connection.ts";
 import type { Dispatcher } from "./dispatch.ts";
 import type { ReceiveWindow } from "./flow.ts";
+import { idKey } from "./id-key.ts";
 import { creditDue, type Link } from "./link.ts";
 import type { Outbox } from "./outbox.ts";
 import { type StreamTrace, streamTrace } from "./publisher.ts";
@@ -79,7 +80,7 @@ export interface StreamInHost {
 }
 
 export class IncomingStreams {
-  /** Streams the peer sends, by id, until both directions ended. */
+  /** Streams the peer sends, until both directions ended, by {@link idKey} of their id (ids it chose: see `id-key.ts`). */
   private readonly streams = new Map<number, InState>();
   /**
    * Decompression jobs of this connection: at most two at once, so one
@@ -120,27 +121,27 @@ export class IncomingStreams {
 
   /** Whether the peer's stream `id` is open here. */
   hasIn(id: number): boolean {
-    return this.streams.has(id);
+    return this.streams.has(idKey(id));
   }
 
   /** FrameSink.wantsPieces for STREAM frames: views of the socket chunks, unless the reader recycles buffers. */
   wantsPieces(id: number, length: number): boolean {
     if (length < 32 * 1024 || this.streams.size === 0) return false;
-    const st = this.streams.get(id);
+    const st = this.streams.get(idKey(id));
     return st !== undefined && !st.inDone && !st.stream.recycles;
   }
 
   /** FrameSink.frameTarget for STREAM data frames: a buffer the reader handed back, if any. */
   frameBuffer(id: number, length: number): Uint8Array | undefined {
     if (this.streams.size === 0) return undefined;
-    const st = this.streams.get(id);
+    const st = this.streams.get(idKey(id));
     return st === undefined || st.inDone ? undefined : st.stream.frameBuffer(length);
   }
 
   /** A STREAM data frame that arrived as pieces (see {@link wantsPieces}). */
   onPieces(id: number, pieces: Uint8Array[], length: number, payloadCrc: number): void {
     this.window.take(length);
-    const st = this.streams.get(id);
+    const st = this.streams.get(idKey(id));
     if (st === undefined || st.inDone)
       throw PointSubError.fromPeer("ERR_PROTOCOL", `STREAM frame for unknown stream ${id}`);
     st.lastFrameAt = Date.now();
@@ -150,7 +151,7 @@ export class IncomingStreams {
 
   /** A CANCEL frame for one of the peer's streams; false when `id` is not one. */
   onCancel(id: number, errno: number): boolean {
-    const st = this.streams.get(id);
+    const st = this.streams.get(idKey(id));
     if (st === undefined) return false;
     this.onCancelled(st, errno);
     return true;
@@ -166,7 +167,7 @@ export class IncomingStreams {
       this.onStart(flags, id, buf, start, end);
       return;
     }
-    const st = this.streams.get(id);
+    const st = this.streams.get(idKey(id));
     if (st === undefined || st.inDone)
       throw PointSubError.fromPeer("ERR_PROTOCOL", `STREAM frame for unknown stream ${id}`);
     if ((flags & Flag.END) !== 0) {
@@ -184,7 +185,7 @@ export class IncomingStreams {
 
   private onStart(flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
     if ((flags & Flag.END) !== 0) throw PointSubError.fromPeer("ERR_PROTOCOL", "STREAM START cannot carry END");
-    if (this.streams.has(id) || this.host.hasMessage(id)) {
+    if (this.streams.has(idKey(id)) || this.host.hasMessage(id)) {
       throw PointSubError.fromPeer("ERR_PROTOCOL", `stream ${id} started twice`);
     }
     const { head, dataStart } = decodeStreamHead(buf, start, end);
@@ -226,7 +227,7 @@ export class IncomingStreams {
       alloc: this.host.runtime.allocBody,
     });
     call.stream = st.stream;
-    this.streams.set(id, st);
+    this.streams.set(idKey(id), st);
     this.stats.diag.streamStart(st.trace, "in", id, head.route, head.total, head.offset);
     this.charge(st, dataStart - start);
     // The prefix is consumed at once; data after it is credited as it is read.
@@ -421,7 +422,7 @@ export class IncomingStreams {
   }
 
   private release(st: InState): void {
-    if (st.inDone && st.outDone && this.streams.get(st.id) === st) this.streams.delete(st.id);
+    if (st.inDone && st.outDone && this.streams.get(idKey(st.id)) === st) this.streams.delete(idKey(st.id));
   }
 
   /**

@@ -554,7 +554,10 @@ describe("attack: one-way messages held by the rate limiter", () => {
 
   it("large messages held by the rate limiter stay charged to the memory budget (many sessions cannot hold more than it)", async () => {
     const size = 8 * MiB;
-    const limiter = rateLimit({ session: { messages: { perSecond: 0.2, burst: 1 } } });
+    // A token per 1,000 s: every message held stays held while the six sessions connect. At 0.2/s (5 s)
+    // the first one went on before the third was sent on a loaded machine (its connect and 8 MiB took
+    // 4.8 s beside two busy loops, load 22): the count of held and refused fell back and was never reached.
+    const limiter = rateLimit({ session: { messages: { perSecond: 0.001, burst: 1 } } });
     const server = createServer({ memoryBudget: 16 * MiB, maxMessageSize: size });
     server.use(limiter);
     const [url] = await server.listen("tcp://127.0.0.1:0");
@@ -563,7 +566,7 @@ describe("attack: one-way messages held by the rate limiter", () => {
       for (let i = 0; i < 6; i++) {
         const c = await connect(url);
         clients.push(c);
-        await c.send("t"); // takes the session's token: the next message waits ~5 s
+        await c.send("t"); // takes the session's token: the next message waits ~1,000 s
         c.send(new Uint8Array(size)).catch(() => {});
         // One after the other: each is assembled (charged), then held (no longer charged).
         await until(() => limiter.stats().waiting + server.memory.refused >= i + 1, 20_000);

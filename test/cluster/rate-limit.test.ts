@@ -62,17 +62,20 @@ async function burst(
   urls: string[],
   principals: string[],
   n: number,
-): Promise<{ ok: number; refused: PointSubError[]; windows: Set<number> }> {
+): Promise<{ ok: number; refused: PointSubError[]; windows: number }> {
   const conns = await Promise.all(
     principals.map((p, i) => connect(urls[i % urls.length] as string, { credentials: p })),
   );
   // Start at the beginning of a window, so that the burst most likely stays within it.
   while (Date.now() % 1000 > 100) await new Promise((r) => setTimeout(r, 5));
-  const windows = new Set<number>([Math.floor(Date.now() / 1000)]);
+  const first = Math.floor(Date.now() / 1000);
   const results = await Promise.allSettled(
     conns.flatMap((c) => Array.from({ length: n }, () => c.request("/work", "x"))),
   );
-  windows.add(Math.floor(Date.now() / 1000));
+  // Every window from the first to the last: on a loaded machine the burst spanned three (7.9 s
+  // for the test beside two busy loops, load 25), and counting only the first and the last made
+  // 85 and 90 admitted look like more than two windows allow.
+  const windows = Math.floor(Date.now() / 1000) - first + 1;
   await Promise.all(conns.map((c) => c.close()));
   return {
     ok: results.filter((r) => r.status === "fulfilled").length,
@@ -92,7 +95,7 @@ describe("clusterRateLimit", { timeout: 20_000 }, () => {
       const perWindow = new Map<number, number>();
       for (const t of admitted) perWindow.set(Math.floor(t / 1000), (perWindow.get(Math.floor(t / 1000)) ?? 0) + 1);
       for (const [w, n] of perWindow) assert.ok(n <= 40, `window ${w}: ${n} admitted`);
-      assert.ok(r.ok <= 40 * r.windows.size, `${r.ok} admitted in ${r.windows.size} window(s)`);
+      assert.ok(r.ok <= 40 * r.windows, `${r.ok} admitted in ${r.windows} window(s)`);
       assert.equal(r.ok + r.refused.length, 240);
       for (const e of r.refused) {
         assert.equal(e.code, "ERR_RATE_LIMITED");
@@ -113,7 +116,7 @@ describe("clusterRateLimit", { timeout: 20_000 }, () => {
       const urls = servers.map((s) => s.urls[0] as string);
       // alice on both nodes, bob on both: each gets at most 10 per window, and both get some.
       const r = await burst(urls, ["alice", "alice", "bob", "bob"], 30);
-      assert.ok(r.ok <= 2 * 10 * r.windows.size, `${r.ok} admitted in ${r.windows.size} window(s)`);
+      assert.ok(r.ok <= 2 * 10 * r.windows, `${r.ok} admitted in ${r.windows} window(s)`);
       assert.ok(r.ok >= 2, "both principals were admitted");
       assert.ok(r.refused.every((e) => e.code === "ERR_RATE_LIMITED"));
     } finally {

@@ -416,7 +416,11 @@ describe("IpcRelay (the primary's side), in process", () => {
     relay.close();
   });
 
-  it("bounds the shared store by keys and bytes; compare-and-set by revision; time to live", async () => {
+  it("bounds the shared store by keys and bytes; compare-and-set by revision; time to live", (t) => {
+    // The relay's clock (Date.now) is the test's: on the wall clock, a loaded machine that
+    // descheduled the process for 30 ms between two lines expired "b" before "c" was to find
+    // the store full (a fresh-clone suite run beside other work, load ~20).
+    t.mock.timers.enable({ apis: ["Date"], now: 1_000_000 });
     const relay = new IpcRelay({ advanced: true, maxKeys: 2, maxBytes: 100 });
     const p = peer();
     const kv = (m: Record<string, unknown>) => {
@@ -432,7 +436,7 @@ describe("IpcRelay (the primary's side), in process", () => {
     assert.equal(kv({ id: 7, op: "update", key: "a", value: "9", rev: "nope", ttl: 60_000 }).ok, false);
     assert.equal(kv({ id: 8, op: "update", key: "a", value: "9", rev, ttl: 60_000 }).ok, true);
     assert.equal(kv({ id: 9, op: "get", key: "a" }).value, "9");
-    await sleep(40);
+    t.mock.timers.tick(40);
     assert.equal(kv({ id: 10, op: "get", key: "b" }).value, undefined, "expired");
     assert.equal(kv({ id: 11, op: "create", key: "c", value: "3", ttl: 60_000 }).ok, true, "room again");
     assert.equal(relay.keys, 2);

@@ -105,6 +105,43 @@ describe("FrameDecoder", () => {
     );
   });
 
+  it("verifies a BATCH split across pushes (its running CRC continues the header's): whole, any split; any flipped bit fails", () => {
+    const input: Frame[] = Array.from({ length: 40 }, (_, i) => ({
+      type: FrameType.MSG,
+      flags: 3,
+      id: i * 2 + 1,
+      payload: new Uint8Array(64).fill(i),
+    }));
+    const batch = encodeFrame(
+      FrameType.BATCH,
+      0,
+      0,
+      concat(input.map((f) => encodeFrame(f.type, f.flags, f.id, f.payload, false))),
+    );
+    for (let at = 1; at < batch.length; at += 7) {
+      const { d, frames } = collect();
+      d.push(PREFACE);
+      d.push(batch.subarray(0, at));
+      d.push(batch.subarray(at));
+      assert.deepEqual(frames, input);
+      assert.ok(d.idle);
+    }
+    // A flipped bit in an inner frame or the trailer, the frame split after its header.
+    for (const at of [10, 1000, 2000, batch.length - 1]) {
+      const bad = batch.slice();
+      bad[at] ^= 4;
+      const { d } = collect();
+      d.push(concat([PREFACE, bad.subarray(0, 5)]));
+      assert.throws(
+        () => {
+          d.push(bad.subarray(5, 900));
+          d.push(bad.subarray(900));
+        },
+        { code: "ERR_CHECKSUM" },
+      );
+    }
+  });
+
   it("rejects BATCH misuse: nested BATCH, HELLO inside, truncated or overrunning inner frames, empty", () => {
     const m = encodeFrame(FrameType.MSG, 3, 1, new Uint8Array(3), false);
     rejects(encodeFrame(FrameType.BATCH, 0, 0, encodeFrame(FrameType.BATCH, 0, 0, m, false)), "ERR_PROTOCOL");

@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { CallTable } from "../../src/connection/call-table.ts";
+import { PeerCalls } from "../../src/connection/peer-calls.ts";
 
-describe("CallTable", () => {
+describe("CallTable and PeerCalls", () => {
   it("stores, finds and removes calls by id, growing as it fills", () => {
     const t = new CallTable<{ id: number }>();
     const calls = Array.from({ length: 1000 }, (_, i) => ({ id: 2 * i + 1 }));
@@ -17,7 +18,7 @@ describe("CallTable", () => {
   });
 
   it("never confuses two ids that share a slot; peer-chosen colliding ids go to the overflow map", () => {
-    const t = new CallTable<{ id: number }>();
+    const t = new PeerCalls<{ id: number }>();
     const a = { id: 3 };
     const b = { id: 3 + 2 * 64 }; // same slot in a 64-slot table
     t.add(a);
@@ -34,7 +35,7 @@ describe("CallTable", () => {
   });
 
   it("ids that share every slot up to 2^30 (1 and 0x80000001) cost O(1), not a 2^31-slot table", () => {
-    const t = new CallTable<{ id: number }>();
+    const t = new PeerCalls<{ id: number }>();
     const a = { id: 1 };
     const b = { id: 0x80000001 };
     t.add(a);
@@ -53,7 +54,7 @@ describe("CallTable", () => {
   });
 
   it("overflow calls move into the array when it grows", () => {
-    const t = new CallTable<{ id: number }>();
+    const t = new PeerCalls<{ id: number }>();
     const calls = [{ id: 5 }, { id: 5 + 128 }, { id: 5 + 256 }];
     for (const c of calls) t.add(c);
     for (let i = 0; i < 40; i++) t.add({ id: 1001 + 2 * i });

@@ -13,3 +13,19 @@ export function v8Hash(key: number): number {
   h = (h ^ (h >>> 16)) >>> 0;
   return h & 0x3fffffff;
 }
+
+/**
+ * `n` odd ids (a client's) that share one slot of the call table for any
+ * table of up to 2,048 slots (bits 1-11 zero: it has 2,048 for 512 to 1,023
+ * calls) and one bucket of a V8 Map of up to 512 buckets (the low 9 bits of
+ * {@link v8Hash}): about 2,000 such ids exist (of the 2^20 with bits 1-11 zero).
+ */
+export function collidingIds(n: number): number[] {
+  const out: number[] = [];
+  for (let j = 0; out.length < n; j++) {
+    if (j >= 2 ** 20) throw new Error(`only ${out.length} colliding ids`);
+    const id = ((j << 12) | 1) >>> 0;
+    if ((v8Hash(id) & 511) === 0x123) out.push(id);
+  }
+  return out;
+}
