@@ -45,7 +45,7 @@ describe("attack: hostile openings", () => {
       ],
       [
         "HELLO with a bad CRC",
-        Buffer.concat([hello.subarray(0, hello.length - 1), Uint8Array.of(hello.at(-1) ^ 1)]),
+        Buffer.concat([hello.subarray(0, hello.length - 1), Uint8Array.of((hello.at(-1) ?? 0) ^ 1)]),
         true,
       ],
       // A HELLO that announces 16 MiB of settings: refused on its header, not buffered.
