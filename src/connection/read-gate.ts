@@ -43,8 +43,16 @@ export const STEP_FRAMES = 256;
  * spent, where a pause of TURN_MS used to start a fresh budget mid-turn.
  */
 let turnStart = Infinity;
+/**
+ * When input was last decoded, where the turn's end is a 0 ms timer (no
+ * setImmediate: a browser page), which a background tab throttles to a
+ * second or a minute while its network events go on: there a pause of
+ * TURN_MS without decoding also begins a turn, or input arriving after the
+ * first decoding's TURN_MS would wait for that timer.
+ */
+let lastInput = typeof setImmediate === "function" ? Infinity : 0;
 /** The turn's budget is spent (at `now`). */
-const spent = (now = performance.now()) => now - turnStart >= TURN_MS;
+const spent = (now = performance.now()) => now - turnStart >= TURN_MS && now - lastInput < TURN_MS;
 /** A turn end is scheduled. */
 let turnEndScheduled = false;
 /** Gates that yielded this turn, resumed together at its end. */
@@ -186,10 +194,11 @@ export class ReadGate {
   afterInput(t0: number): void {
     const now = performance.now();
     this.busyMs += now - t0;
-    if (turnStart === Infinity) {
+    if (turnStart === Infinity || t0 - lastInput >= TURN_MS) {
       turnStart = t0;
       scheduleTurnEnd();
     }
+    if (lastInput !== Infinity) lastInput = now;
     // A busy honest connection pauses a few times a second.
     if (this.busyMs >= YIELD_MS && !this.yielding && !this.host.isClosed()) {
       this.busyMs = 0;

@@ -1,0 +1,66 @@
+/**
+ * The read gate where the runtime has no setImmediate (a browser page: its
+ * turn end is a 0 ms timer) and 0 ms timers are throttled — a page in a
+ * background tab: once a second, and once a minute for a page hidden a few
+ * minutes (Chrome's intensive throttling) — while network events are not.
+ *
+ * Since a read's turn runs from its first decoding to its scheduled end (not
+ * to a pause of 10 ms without decoding), input that arrives more than 10 ms
+ * after the turn's first decoding is held, with reading paused, until that
+ * timer fires: a message 100 ms after another waits for the
+ * throttled timer (a minute: the peer's PINGs go unanswered and a 30 s
+ * keepalive closes the connection). Before, a pause of 10 ms without input
+ * began a fresh budget and each message was delivered as it arrived.
+ *
+ * Emulated here in Node: setImmediate removed and 0 ms timers delayed by a
+ * minute before the library loads (this file runs in its own process). Counts
+ * messages delivered, within a bounded wait; no timing is asserted.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+
+const realSetTimeout = globalThis.setTimeout;
+const throttled: ReturnType<typeof setTimeout>[] = [];
+(globalThis as { setImmediate?: unknown }).setImmediate = undefined;
+globalThis.setTimeout = ((fn: (...a: unknown[]) => void, ms?: number, ...a: unknown[]) => {
+  if (ms !== undefined && ms > 0) return realSetTimeout(fn, ms, ...a);
+  const t = realSetTimeout(fn, 60_000, ...a);
+  throttled.push(t);
+  return t;
+}) as typeof setTimeout;
+const sleep = (ms: number) => new Promise((resolve) => realSetTimeout(resolve, ms));
+
+const { connect } = await import("../../src/index.ts");
+const { encodeFrame } = await import("../../src/codec/encoder.ts");
+const { Flag, FrameType } = await import("../../src/codec/frame.ts");
+const { handshake, rawServer } = await import("../helpers/raw-peer.ts");
+
+describe("attack: the read gate under throttled 0 ms timers (no setImmediate)", () => {
+  it("messages arriving 100 ms apart are each delivered without waiting for the throttled turn end", async () => {
+    // The server is a raw peer on the real timers (a Node server); only this client is throttled.
+    const raw = await rawServer();
+    const connP = connect(raw.url);
+    const peer = await raw.peer;
+    peer.socket.setNoDelay(true);
+    peer.socket.write(handshake());
+    const client = await connP;
+    let delivered = 0;
+    client.on("message", () => {
+      delivered++;
+    });
+    const N = 5;
+    try {
+      for (let i = 0; i < N; i++) {
+        peer.socket.write(encodeFrame(FrameType.MSG, Flag.START | Flag.END, 2 * i + 2, new TextEncoder().encode("x")));
+        await sleep(100);
+      }
+      for (let i = 0; i < 100 && delivered < N; i++) await sleep(20);
+      assert.equal(delivered, N, "messages held until the throttled turn end");
+    } finally {
+      client.destroy();
+      peer.socket.destroy();
+      await raw.close();
+      for (const t of throttled) clearTimeout(t);
+    }
+  });
+});
