@@ -47,8 +47,11 @@ function alive(pid: number): boolean {
   }
 }
 
+// The deadlines below are waits for processes to start, not timing assertions: beside two busy loops
+// and other work (load 31) a primary and its two workers took 41 s to be ready (a bare `node` start
+// 10-15 s), past the 15 s this waited and the 30 s each describe had.
 describe("serveWorkers: 2 workers on one port (SO_REUSEPORT), a cluster through the primary", {
-  timeout: 30_000,
+  timeout: 120_000,
 }, () => {
   let primary: ChildProcess;
   const events: Record<string, unknown>[] = [];
@@ -91,7 +94,7 @@ describe("serveWorkers: 2 workers on one port (SO_REUSEPORT), a cluster through 
         if (typeof pid === "number") pids.add(pid);
       }
     });
-    await until(() => events.some((e) => e.event === "ready"), 15_000);
+    await until(() => events.some((e) => e.event === "ready"), 90_000);
     url = String(events.find((e) => e.event === "ready")?.url);
     clients = await Promise.all(Array.from({ length: 40 }, client));
   });
@@ -217,7 +220,7 @@ async function startServeWorkers(
   return { serve, workerPids, kill };
 }
 
-describe("pointsub serve --workers 2", { timeout: 30_000 }, () => {
+describe("pointsub serve --workers 2", { timeout: 120_000 }, () => {
   it("prints one listening line once both workers listen, serves from both, closes both on SIGTERM", async () => {
     const dir = await mkdtemp(join(tmpdir(), "pointsub-workers-"));
     const { serve, workerPids, kill } = await startServeWorkers(["--dir", dir, "--workers", "2"]);
@@ -243,7 +246,7 @@ describe("pointsub serve --workers 2", { timeout: 30_000 }, () => {
   });
 });
 
-describe("pointsub serve without --workers", { timeout: 30_000 }, () => {
+describe("pointsub serve without --workers", { timeout: 120_000 }, () => {
   it("one worker per core (at most the connection limit), the limit divided among them: never more sessions than --max-connections", async () => {
     const dir = await mkdtemp(join(tmpdir(), "pointsub-workers-"));
     const { serve, workerPids, kill } = await startServeWorkers(["--dir", dir, "--max-connections", "2"], {
@@ -279,7 +282,7 @@ describe("pointsub serve without --workers", { timeout: 30_000 }, () => {
   });
 });
 
-describe("pointsub serve --workers 2 --metrics", { timeout: 30_000 }, () => {
+describe("pointsub serve --workers 2 --metrics", { timeout: 120_000 }, () => {
   it("the primary serves both workers' metrics aggregated: requests on each worker counted once in the sum", async () => {
     const dir = await mkdtemp(join(tmpdir(), "pointsub-workers-"));
     const { serve, kill } = await startServeWorkers(["--dir", dir, "--workers", "2", "--metrics", "127.0.0.1:0"]);
