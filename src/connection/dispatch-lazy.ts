@@ -152,7 +152,7 @@ export class DispatchShell {
     this.serving.size++;
     this.enqueue((d) => {
       this.serving.size--;
-      d.handleRequest(id, route, data, charged, key);
+      d.replayRequest(id, route, data, charged, key);
     });
   }
 

@@ -260,6 +260,22 @@ export class Dispatcher {
    * key of a keyed request (docs/PROTOCOL.md §3.4.1), for the middleware
    * and the handler to see.
    */
+  /**
+   * A request that waited in the shell (`dispatch-lazy.ts`) while this
+   * dispatcher loaded. The shell could not tell whether its id was still
+   * served, so that is checked here, in arrival order: a START for an id
+   * still open is the peer's protocol error, as it is once loaded
+   * (`inbound.ts`), and closes the connection.
+   */
+  replayRequest(id: number, route: string, data: Uint8Array, charged: number, key?: Uint8Array): void {
+    if (this.serving.size !== 0 && this.serving.get(id) !== undefined) {
+      if (charged > 0) this.budget.release(charged);
+      this.session.terminate(PointSubError.fromPeer("ERR_PROTOCOL", `stream ${id} started twice`));
+      return;
+    }
+    this.handleRequest(id, route, data, charged, key);
+  }
+
   handleRequest(id: number, route: string, data: Uint8Array, charged: number, key?: Uint8Array): void {
     this.stats.requestsHandled++;
     const t0 = this.stats.diag.requestStart(id, route, data.length); // diagnostics
