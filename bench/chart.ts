@@ -41,6 +41,7 @@ export function barChart(title: string, unit: string, bars: Bar[], lowerIsBetter
   const parts: string[] = [];
   parts.push(
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="system-ui, -apple-system, Segoe UI, sans-serif" font-size="13">`,
+    `<title>${esc(title)} (${esc(unit)}${lowerIsBetter ? ", lower is better" : ", higher is better"})</title>`,
     `<rect width="100%" height="100%" fill="#ffffff"/>`,
     `<text x="${left}" y="20" font-size="15" font-weight="600" fill="#1f2328">${esc(title)}</text>`,
     `<text x="${left}" y="40" fill="#59636e">${esc(unit)}${lowerIsBetter ? ", lower is better" : ", higher is better"}</text>`,
