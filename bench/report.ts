@@ -389,7 +389,10 @@ const NOTES = `## How to read this
   \`connect("lp+tcp://…")\`), the reference's wire format without its kind byte; one-way
   messages only, so it runs flood and conns (the count query is an empty message).
 * Every flood/rpc run first performs a fifth of its count unmeasured (JIT warm-up), for every
-  implementation alike.
+  implementation alike. flood sends 5,000,000 messages: over 1,000,000 (a tenth of a second)
+  reference-slab's rate was bimodal (a third of its runs 2–3× slower, its client paging in
+  ~45 MB of fresh slab memory before V8's GC freed the old slabs). The CPU columns (µs per
+  message) move less with the machine's load than rates do.
 * pointsub's flood client uses the documented high-rate pattern (\`conn.send(x)\` without
   awaiting, \`await conn.drain()\` when \`conn.writable\` is false).
 * \`large\` sends one message of the given size as a request to a route that answers with an

@@ -159,8 +159,20 @@ const IMPLS: Record<string, Impl> = {
     needs: "nats-server",
   },
 };
+/**
+ * flood: 5,000,000 messages (1,000,000 before session 21). Over 1,000,000 (0.1–0.3 s)
+ * reference-slab's rate was bimodal — 8.5–12.6M msgs/s in most runs, 2.8–4.5M in a third
+ * of them, on a quiet machine alike: in the slow runs its client (a new 64 KiB slab per
+ * 32 KiB written, freed only by V8's GC) touched ~45 MB of fresh memory (+9–12k minor
+ * page faults, fewer scavenges, +100 ms user and +120 ms system CPU), a one-off cost as
+ * long as the fast runs themselves. Over 5,000,000 that cost is a few per cent: 12 of 12
+ * runs at 8.5–18M (the high ones when the two processes had a core each). On a loaded
+ * machine the two processes share the cores and a flood's rate is about 1 / (client CPU +
+ * server CPU per message): the CPU columns (client: the measured part; server: the whole
+ * run) move far less with the load than rates do — compare builds by them.
+ */
 const WORKLOADS: Record<Workload, WorkloadParams> = {
-  flood: { count: quick ? 200_000 : 1_000_000, size: 64, inFlight: 1, largeSize: 0, pingEveryMs: 0 },
+  flood: { count: quick ? 200_000 : 5_000_000, size: 64, inFlight: 1, largeSize: 0, pingEveryMs: 0 },
   "rpc-seq": { count: quick ? 5_000 : 20_000, size: 64, inFlight: 1, largeSize: 0, pingEveryMs: 0 },
   "rpc-pipe": { count: quick ? 50_000 : 200_000, size: 64, inFlight: 128, largeSize: 0, pingEveryMs: 0 },
   large: { count: 1, size: 64, inFlight: 1, largeSize: (quick ? 64 : 256) * MiB, pingEveryMs: 0 },
