@@ -800,16 +800,33 @@ interface PoolEntry {
   retired: boolean;
 }
 
-/** Most pools one writer waits to confirm (see {@link FrameWriter.unconfirmed}). */
-const MAX_UNCONFIRMED = 8;
-/** Most retired pools kept for reuse (256 KiB). */
-const MAX_FREE_POOLS = 4;
+/**
+ * Most pools one writer waits to confirm (see {@link FrameWriter.unconfirmed}):
+ * a transport holds up to its write high-water mark (1 MiB over node:net:
+ * 16 pools) plus what the batch being written spans. With 8, a flooding
+ * client lost pools at every full transport and allocated a fresh one for
+ * each (100–470 fresh 64 KiB pools per 3M messages of a flood).
+ */
+const MAX_UNCONFIRMED = 32;
+/**
+ * Most retired pools kept for reuse (1.5 MiB per thread): what a node:net
+ * transport full to its 1 MiB high-water mark returns at once when it drains,
+ * with the batches that overshoot it. With 4, each such drain dropped a dozen.
+ */
+const MAX_FREE_POOLS = 24;
 const freePools: PoolEntry[] = [];
 
 /** The shared write pool and the offset of its first untaken byte (see {@link POOL_SIZE}). */
 let poolEntry: PoolEntry = { buf: new Uint8Array(POOL_SIZE), holders: 0, retired: false };
 let pool = poolEntry.buf;
 let poolPos = 0;
+
+let poolsAllocated = 1;
+
+/** @internal Write pools allocated by this thread so far (the rest were reused), for tests. */
+export function writePoolsAllocated(): number {
+  return poolsAllocated;
+}
 
 /** Retires the current pool and takes a free one (or a fresh one) of at least `need` bytes. */
 function newPool(need: number): void {
@@ -818,6 +835,7 @@ function newPool(need: number): void {
   if (old.holders === 0) recycle(old);
   const reused = need <= POOL_SIZE ? freePools.pop() : undefined;
   if (reused !== undefined) reused.retired = false;
+  if (reused === undefined) poolsAllocated++;
   poolEntry = reused ?? { buf: new Uint8Array(Math.max(POOL_SIZE, need)), holders: 0, retired: false };
   pool = poolEntry.buf;
   poolPos = 0;
