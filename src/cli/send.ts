@@ -810,7 +810,7 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
         onItem,
       );
     } catch (err) {
-      // Bundles sent meanwhile stay stored (a re-run skips them); those not yet sent are not.
+      // Bundles answered meanwhile stay stored (a re-run skips them); one cut off leaves nothing.
       fatal = true;
       shared.destroy();
       await Promise.allSettled(bundleRuns);

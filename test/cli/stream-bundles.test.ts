@@ -20,12 +20,29 @@ import { after, before, describe, it } from "node:test";
  * order, not on the time).
  */
 let holdDir = "";
+/** The walk fails to list this directory (EACCES), once the server received a bundle. */
+let failDir = "";
 let bundleSeen: () => void = () => {};
 let held = false;
 {
   const readdir = fs.readdir;
   (fs as { readdir: unknown }).readdir = (...a: unknown[]) => {
     const call = () => (readdir as (...b: unknown[]) => void)(...a);
+    if (failDir !== "" && a[0] === failDir) {
+      const cb = a[a.length - 1] as (err: NodeJS.ErrnoException) => void;
+      const err: NodeJS.ErrnoException = new Error(`EACCES: permission denied, scandir '${failDir}'`);
+      err.code = "EACCES";
+      // Once a bundle reached the server (as the hold below).
+      const seen = new Promise<void>((r) => {
+        bundleSeen = r;
+      });
+      let timer: NodeJS.Timeout | undefined;
+      void Promise.race([seen, new Promise((r) => (timer = setTimeout(r, 5000)))]).then(() => {
+        clearTimeout(timer);
+        cb(err);
+      });
+      return;
+    }
     if (holdDir === "" || a[0] !== holdDir) return call();
     const seen = new Promise<void>((r) => {
       bundleSeen = r;
@@ -58,17 +75,21 @@ describe("send -r: bundles sent while the walk goes on", () => {
     server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
     server.handle(FILE_CHECK_ROUTE, sink.check);
     const listedAtBundle: boolean[] = [];
+    /** The bundle handlers' runs (a bundle cut off by a failed send cleans up after its connection closed). */
+    const handled: Promise<unknown>[] = [];
     server.handleStream(FILE_BUNDLE_ROUTE, (stream, ctx) => {
       listedAtBundle.push(held);
       bundleSeen();
-      return sink.bundle(stream, ctx);
+      const run = Promise.resolve(sink.bundle(stream, ctx));
+      handled.push(run.catch(() => {}));
+      return run;
     });
     const [url] = await server.listen("tcp://127.0.0.1:0");
     const stop = async () => {
       await server.close({ timeoutMs: 100 });
       sink.close();
     };
-    return { url, listedAtBundle, stop };
+    return { url, listedAtBundle, handled, stop };
   };
   /** Runs `send` (JSON output), resolves to its events, or rejects with its error. */
   const send = async (args: string[], url: string) => {
@@ -119,6 +140,32 @@ describe("send -r: bundles sent while the walk goes on", () => {
       assert.deepEqual([again?.sent, again?.skipped, again?.failed], [0, 310, 0]);
     } finally {
       holdDir = "";
+      await s.stop();
+    }
+  });
+
+  it("a walk that fails after bundles left: the send fails with the walk's error and ends; a re-run completes it", async () => {
+    const src = join(work, "failing");
+    await fsp.mkdir(join(src, "a"), { recursive: true });
+    await fsp.mkdir(join(src, "b"));
+    for (let i = 0; i < 300; i++) await fsp.writeFile(join(src, "a", `f${String(i).padStart(3, "0")}`), `a ${i}`);
+    await fsp.writeFile(join(src, "b", "g"), "b");
+    const inbox = join(work, "inbox-failing");
+    const s = await start(inbox);
+    try {
+      failDir = join(src, "b");
+      await assert.rejects(send([src], s.url), (err: NodeJS.ErrnoException) => err.code === "EACCES");
+      failDir = "";
+      assert.ok(s.listedAtBundle.length >= 1, "a bundle left before the walk failed");
+      await Promise.all(s.handled);
+      // A bundle answered before the failure stays stored, one cut off leaves nothing: a re-run (the walk
+      // now succeeds) skips the stored files and sends the rest, none refused.
+      const again = (await send([src], s.url)).find((e) => e.event === "summary");
+      assert.equal(again?.failed, 0);
+      assert.equal(Number(again?.sent) + Number(again?.skipped), 301);
+      assert.equal((await fsp.readdir(join(inbox, "failing", "a"))).length, 300);
+    } finally {
+      failDir = "";
       await s.stop();
     }
   });
