@@ -137,6 +137,11 @@ await build({
   chunkNames: "chunk-[hash]",
   entryNames: "[name]",
   legalComments: "none",
+  // No comments nor indentation: the chunks are ASCII (a comment's "—" or "§" made the library's 369 KB
+  // chunk a two-byte source, decoded from UTF-8 at every start) and 37 % smaller (369 → 232 KB). Names are
+  // kept (stack traces stay readable). `send -r` of an empty directory: main-thread CPU 205 → 187 ms
+  // (median of 15, alternated, loaded machine).
+  minifyWhitespace: true,
   // CommonJS packages (ws) require Node's built-ins: an ES module bundle gives them a `require`.
   banner: {
     js: 'import { createRequire as __cjsRequire } from "node:module"; const require = __cjsRequire(import.meta.url);',

@@ -201,6 +201,12 @@ export class ProgressView {
     );
   }
 
+  /** `files` more files of `bytes` bytes to send (found while others are sent already). */
+  add(files: number, bytes: number): void {
+    this.files = (this.files ?? 0) + files;
+    this.totalBytes = (this.totalBytes ?? 0) + bytes;
+  }
+
   /** `files` files of `bytes` bytes counted in the totals are not sent after all (the server holds them). */
   skip(files: number, bytes: number): void {
     if (this.files !== undefined) this.files -= files;

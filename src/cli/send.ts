@@ -71,28 +71,64 @@ export const BUNDLE_BYTES = 1024 * 1024;
  */
 export const BUNDLES_IN_FLIGHT = 4;
 
+/**
+ * Groups small files into bundles as they are found, in order (up to
+ * {@link BUNDLE_FILES} files or {@link BUNDLE_BYTES} bytes each): `send -r`
+ * sends each bundle as soon as the walk completed it, while it goes on.
+ */
+export class BundlePlanner {
+  private cur: SendItem[] = [];
+  private bytes = 0;
+  /** Bundles completed so far. */
+  private made = 0;
+
+  /** Adds a file of at most {@link BUNDLE_SMALL_MAX} bytes; returns the bundle it completed (the one before it), if any. */
+  add(it: SendItem): SendItem[] | undefined {
+    let done: SendItem[] | undefined;
+    if (this.cur.length >= BUNDLE_FILES || this.bytes + it.size > BUNDLE_BYTES) {
+      done = this.cur;
+      this.made++;
+      this.cur = [];
+      this.bytes = 0;
+    }
+    this.cur.push(it);
+    this.bytes += it.size;
+    return done;
+  }
+
+  /**
+   * The last bundle, after the last file: none when there were no small
+   * files; a send's only small file goes as a file of its own (`single`: a
+   * server without bundles takes it too).
+   */
+  end(): { bundle?: SendItem[]; single?: SendItem } {
+    const last = this.cur;
+    this.cur = [];
+    this.bytes = 0;
+    if (last.length === 0) return {};
+    if (this.made === 0 && last.length === 1) return { single: last[0] };
+    this.made++;
+    return { bundle: last };
+  }
+}
+
 /** Groups the small files of `items` into bundles, in order; the others are returned as they are. */
 export function planBundles(items: readonly SendItem[]): { bundles: SendItem[][]; single: SendItem[] } {
+  const planner = new BundlePlanner();
   const bundles: SendItem[][] = [];
   const single: SendItem[] = [];
-  let cur: SendItem[] = [];
-  let bytes = 0;
   for (const it of items) {
     if (it.size > BUNDLE_SMALL_MAX) {
       single.push(it);
       continue;
     }
-    if (cur.length >= BUNDLE_FILES || bytes + it.size > BUNDLE_BYTES) {
-      bundles.push(cur);
-      cur = [];
-      bytes = 0;
-    }
-    cur.push(it);
-    bytes += it.size;
+    const done = planner.add(it);
+    if (done !== undefined) bundles.push(done);
   }
-  if (cur.length > 0) bundles.push(cur);
-  // One small file alone goes as a file of its own (a server without bundles takes it too).
-  if (bundles.length === 1 && bundles[0].length === 1) return { bundles: [], single: items.slice() };
+  const last = planner.end();
+  if (last.bundle !== undefined) bundles.push(last.bundle);
+  // One small file alone goes as a file of its own, in its place among the others.
+  if (last.single !== undefined) return { bundles: [], single: items.slice() };
   return { bundles, single };
 }
 
@@ -385,13 +421,20 @@ const WALK_YIELD_EVERY = 256;
  * special files inside a directory are skipped (reported through `skip`);
  * empty directories are not recreated. Two arguments that would be stored
  * under the same name are refused before anything is sent. `onItem` sees
- * each file as it is found, in order (before a file named twice is dropped).
+ * each file as it is found, in order. `argsChecked` runs once the arguments
+ * were checked, before any directory is walked; `unique` tells that the
+ * walk finds every file under a name of its own (no two directory
+ * arguments have the same name), so each file `onItem` sees is one of the
+ * list returned (may be sent at once); otherwise two directories of one
+ * name may both hold a file for one name (refused after the walk, before
+ * anything is sent) or be the same directory (walked twice, its files
+ * listed once), and `onItem` may see a file that is not sent.
  */
 export async function collectFiles(
   args: readonly string[],
   recursive: boolean,
   skip: (path: string, why: string) => void = () => {},
-  argsChecked: () => void = () => {},
+  argsChecked: (unique: boolean) => void = () => {},
   onItem: (it: SendItem) => void = () => {},
 ): Promise<SendItem[]> {
   const items: SendItem[] = [];
@@ -420,6 +463,9 @@ export async function collectFiles(
   const checked: ((() => Promise<void>) | SendItem)[] = [];
   /** File arguments by target: two for one name are refused here, before connecting (trees' after the walk). */
   const argTargets = new Map<string, SendItem>();
+  /** Directory arguments' names (their trees' first segment). */
+  const tops = new Set<string>();
+  let unique = true;
   for (const arg of args) {
     const st = await statOf(arg);
     if (st?.isDirectory()) {
@@ -427,6 +473,8 @@ export async function collectFiles(
       const top = basename(resolve(arg));
       if (top === "")
         throw new PointSubError("ERR_INVALID_ARGUMENT", `${arg}: the root directory has no name to send it under`);
+      if (tops.has(top)) unique = false;
+      tops.add(top);
       // Normalized once (a trailing separator dropped: "photos/" walks as "photos"; the root stays).
       const root = join(arg);
       checked.push(() => walk(root.length > 1 && root.endsWith(sep) ? root.slice(0, -1) : root, top));
@@ -434,13 +482,15 @@ export async function collectFiles(
       const it: SendItem = { file: arg, target: basename(arg), tree: false, size: st.size };
       const other = argTargets.get(it.target);
       if (other !== undefined && resolve(other.file) !== resolve(arg)) throw twoForOneName(other, it);
+      // The same file named twice is sent once (a file's name has no separator: no tree's file has it).
+      if (other !== undefined) continue;
       argTargets.set(it.target, it);
       checked.push(it);
     } else {
       throw new PointSubError("ERR_INVALID_ARGUMENT", `${arg} is not a readable file`);
     }
   }
-  argsChecked();
+  argsChecked(unique);
   for (const c of checked) {
     if (typeof c === "function") await c();
     else {
@@ -528,7 +578,9 @@ export async function quickCheck(conn: Connection, items: readonly SendItem[]): 
  * connection, `parallel` at a time, each resumable on its own (a dropped
  * connection is reopened once for all of them, and each continues from what
  * the server stored); files the server already holds whole are skipped
- * unless `force`.
+ * unless `force`. With `-r`, each bundle of small files is checked and sent
+ * as soon as the walk completed it, while the walk goes on (the server
+ * stores the first files while the sender still lists the others).
  */
 export async function sendCommand(args: string[], opts: SendOptions): Promise<void> {
   const mode = outputMode(opts.json);
@@ -537,66 +589,28 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
     if (mode === "json") jsonLine(event);
     else if (mode === "plain") writeOut(`${line}\n`);
   };
-  const notices: string[] = [];
   const shared = new SharedConnection(() => connect(opts.to, connectOptions));
   // The connection opens while the directories are walked (its handshake off the critical path);
-  // the quick check below takes it (or its error) as its first attempt.
+  // the first quick check takes it (or its error) as its first attempt.
   let first: Promise<Connection> | undefined;
   const force = opts.force === true;
-  /**
-   * The quick checks of the first bundles ({@link CHECKS_IN_FLIGHT}), asked while the directories are
-   * still walked, by each bundle's first file: bundles are planned in the walk's order
-   * ({@link planBundles}), so a bundle the walk completed is one the plan makes (compared before use).
-   */
-  const early = new Map<SendItem, { group: SendItem[]; same: Promise<Set<SendItem> | undefined> }>();
-  let forming: SendItem[] = [];
-  let formingBytes = 0;
-  let found = 0;
-  const onItem = (it: SendItem) => {
-    if (found < CRC_NATIVE_FROM) {
-      found += it.size;
-      if (found >= CRC_NATIVE_FROM) loadNativeCrc32c();
-    }
-    if (force || it.size > BUNDLE_SMALL_MAX || early.size >= CHECKS_IN_FLIGHT) return;
-    if (forming.length >= BUNDLE_FILES || formingBytes + it.size > BUNDLE_BYTES) {
-      const group = forming;
-      const same = first === undefined ? undefined : first.then((conn) => quickCheck(conn, group));
-      if (same !== undefined) {
-        same.catch(() => {});
-        early.set(group[0], { group, same });
-      }
-      forming = [];
-      formingBytes = 0;
-    }
-    forming.push(it);
-    formingBytes += it.size;
-  };
-  let all: SendItem[];
-  try {
-    all = await collectFiles(
-      args,
-      opts.recursive === true,
-      (path, why) => {
-        say({ event: "skipped", file: path, reason: why }, `${path}: skipped, ${why}`);
-        if (mode === "tty") notices.push(`${path}: skipped, ${why}`);
-      },
-      () => {
-        first = shared.get();
-        first.catch(() => {});
-      },
-      onItem,
-    );
-  } catch (err) {
-    await shared.close().catch(() => {});
-    throw err;
-  }
-  const started = performance.now();
+  const failures: { file: string; error: PointSubError }[] = [];
+  let sentFiles = 0;
+  let sentBytes = 0;
+  /** Ends the send with this error (no file failed: the server cannot take them at all). */
+  let stopWith: PointSubError | undefined;
+  /** Files the quick check found whole on the server (not sent). */
+  let skipped = 0;
+  let lastSkipped = "";
+  /** The send stops taking new files (a failure that every file would meet). */
+  let fatal = false;
+  // Its totals grow as the walk finds files (bundles are sent meanwhile).
+  const view = new ProgressView(mode, { files: 0, bytes: 0 });
   // Ctrl-C (or a TERM) leaves the transfers as a dropped connection would: the server keeps what it
   // stored, and the same command run again resumes. The terminal is restored first (the view's own
   // handler), then one line says so.
-  let view: ProgressView | undefined;
   const interrupted = (signal: NodeJS.Signals) => {
-    view?.stop();
+    view.stop();
     printError(
       new PointSubError("ERR_CANCELLED", `interrupted by ${signal}; run the same command again to resume`),
       errorMode(mode),
@@ -605,22 +619,11 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
   };
   process.on("SIGINT", interrupted);
   process.on("SIGTERM", interrupted);
-  const failures: { file: string; error: PointSubError }[] = [];
-  let sentFiles = 0;
-  let sentBytes = 0;
-  /** Ends the send with this error (no file failed: the server cannot take them at all). */
-  let stopWith: PointSubError | undefined;
-  /** Files the quick check found whole on the server (not sent). */
-  let skipped = 0;
-  let skippedBytes = 0;
-  let lastSkipped = "";
-  const { bundles, single } = planBundles(all);
   /** Says that the server holds `it` whole (it is not sent). */
   const unchanged = (it: SendItem) => {
     skipped++;
-    skippedBytes += it.size;
     lastSkipped = it.target;
-    view?.skip(1, it.size);
+    view.skip(1, it.size);
     say(
       { event: "skipped", file: it.file, name: it.target, size: it.size, reason: "unchanged" },
       `${it.target}: skipped, the server holds it whole (${formatBytes(it.size)}, same CRC32C)`,
@@ -629,16 +632,213 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
   /** Servers without the quick-check route (older ones) have no tree storage either. */
   const noTrees = () =>
     new PointSubError("ERR_NO_ROUTE", "the server cannot store directories (an older pointsub serve)");
+  /** Files (or bundles of them) for the workers: large files, and the files of bundles an older server refused. */
+  const queue: (SendItem | SendItem[])[] = [];
+  /** How many files were found (all of them once the walk ended). */
+  let found = 0;
+  const failed = (target: string, e: PointSubError) => {
+    failures.push({ file: target, error: e });
+    if (!PER_FILE.has(e.code)) fatal = true;
+    // With several files each failure gets its line (the final error names the first one).
+    if (found > 1 && mode === "plain") {
+      writeOut(`${target}: failed: ${e.code}: ${e.message}\n`);
+    }
+  };
+  /**
+   * The files of `group` the server does not hold whole (quick check, one request; never rejects). A check that
+   * fails sends them all: the bundle's own retries deal with the connection, and a bundle never
+   * replaces a file (it is refused with ERR_EXISTS, and a retried bundle checks again).
+   */
+  const toSend = async (group: SendItem[]): Promise<SendItem[]> => {
+    let same: Set<SendItem> | undefined;
+    try {
+      same = await quickCheck(await shared.get(), group);
+    } catch {
+      return group;
+    }
+    if (same === undefined) {
+      if (!group.some((it) => it.tree)) return group;
+      stopWith ??= noTrees();
+      fatal = true;
+      return [];
+    }
+    if (same.size === 0) return group;
+    for (const it of group) if (same.has(it)) unchanged(it);
+    return group.filter((it) => !same.has(it));
+  };
+  /**
+   * Each bundle's quick check, run ahead of the bundles ({@link CHECKS_IN_FLIGHT} at once, in the
+   * order the bundles were made): a bundle waits for its own check only, and the checks of a new
+   * tree mostly reach the server before its directory exists (one lstat for a request, not one per file).
+   */
+  const checks = new Map<SendItem[], Promise<SendItem[]>>();
+  const checkQueue: { group: SendItem[]; resolve: (rest: SendItem[]) => void }[] = [];
+  let checkers = 0;
+  const checker = async () => {
+    try {
+      for (let job = checkQueue.shift(); job !== undefined; job = checkQueue.shift()) {
+        let rest = job.group;
+        try {
+          rest = fatal ? job.group : await toSend(job.group);
+        } finally {
+          job.resolve(rest);
+        }
+      }
+    } finally {
+      checkers--;
+    }
+  };
+  /** Whether the next bundles probe their compression (`compress auto`). */
+  const bundleCompression = new BundleCompression();
+  /** Bundles waiting for one of the {@link BUNDLES_IN_FLIGHT} turns. */
+  let bundlesInFlight = 0;
+  const turns: (() => void)[] = [];
+  /** A bundle: its files are counted and reported when the server answered for all of them. */
+  const bundle = async (group: SendItem[]) => {
+    while (bundlesInFlight >= BUNDLES_IN_FLIGHT) await new Promise<void>((r) => turns.push(r));
+    if (fatal) {
+      // The send stopped while this bundle waited: its files are not tried; the next waiter learns it too.
+      turns.shift()?.();
+      return;
+    }
+    bundlesInFlight++;
+    const started = performance.now();
+    let outcome: BundleOutcome | undefined;
+    let rest = group;
+    try {
+      rest = (await checks.get(group)) ?? group;
+      outcome =
+        rest.length === 0 || fatal
+          ? []
+          : await sendBundle(shared, rest, {
+              compress: opts.compress,
+              retries: opts.retries,
+              auto: bundleCompression,
+            });
+    } finally {
+      bundlesInFlight--;
+      turns.shift()?.();
+    }
+    if (outcome === undefined) {
+      // An older server: one by one (its files were checked).
+      queue.push(...rest);
+      return;
+    }
+    const elapsedMs = performance.now() - started;
+    const secs = elapsedMs / 1000;
+    for (const { item, size, crc32c, error } of outcome) {
+      const snap = {
+        transferId: "",
+        total: size,
+        bytes: error === undefined ? size : 0,
+        percent: error === undefined ? 100 : 0,
+        rate: 0,
+        etaSeconds: undefined,
+        status: error === undefined ? ("completed" as const) : ("failed" as const),
+        elapsedMs,
+        error,
+      };
+      view.update(item.target, snap);
+      if (error !== undefined) {
+        failed(item.target, error);
+        continue;
+      }
+      sentFiles++;
+      sentBytes += size;
+      const rate = formatRate(size / Math.max(secs, 1e-3));
+      if (mode === "json") {
+        jsonLine({ event: "sent", file: item.file, name: item.target, size, crc32c, bytesSent: size, seconds: secs });
+      } else if (mode === "plain") {
+        writeOut(`${item.target}: sent ${formatBytes(size)} in ${secs.toFixed(2)} s (${rate}, in a bundle)\n`);
+      }
+    }
+  };
+  /** Bundles checked and sent so far (each settles when its files were answered or failed). */
+  const bundleRuns: Promise<void>[] = [];
+  /** Checks `group` (unless `force`) and sends it when its turn comes. */
+  const dispatch = (group: SendItem[]) => {
+    if (!force) {
+      const d = Promise.withResolvers<SendItem[]>();
+      checks.set(group, d.promise);
+      checkQueue.push({ group, resolve: d.resolve });
+      if (checkers < CHECKS_IN_FLIGHT) {
+        checkers++;
+        void checker();
+      }
+    }
+    const run = bundle(group);
+    // A bundle reports its own failures (each file's); anything else is found when all are awaited.
+    run.catch(() => {});
+    bundleRuns.push(run);
+  };
+  /** Small files become bundles as they are found, sent at once when the walk finds files under names of their own. */
+  const planner = new BundlePlanner();
+  let streaming = false;
+  const single: SendItem[] = [];
+  let foundBytes = 0;
+  const onItem = (it: SendItem) => {
+    if (foundBytes < CRC_NATIVE_FROM) {
+      foundBytes += it.size;
+      if (foundBytes >= CRC_NATIVE_FROM) loadNativeCrc32c();
+    }
+    if (!streaming) return;
+    found++;
+    view.add(1, it.size);
+    if (it.size > BUNDLE_SMALL_MAX) {
+      single.push(it);
+      return;
+    }
+    const done = planner.add(it);
+    if (done !== undefined) dispatch(done);
+  };
+  const started = performance.now();
+  let all: SendItem[] = [];
   try {
-    if (all.length > 0) {
+    try {
+      all = await collectFiles(
+        args,
+        opts.recursive === true,
+        (path, why) => {
+          say({ event: "skipped", file: path, reason: why }, `${path}: skipped, ${why}`);
+          if (mode === "tty") view.log(`${path}: skipped, ${why}`);
+        },
+        (unique) => {
+          streaming = unique;
+          first = shared.get();
+          first.catch(() => {});
+        },
+        onItem,
+      );
+    } catch (err) {
+      // Bundles answered meanwhile stay stored (a re-run skips them); one cut off leaves nothing.
+      fatal = true;
+      shared.destroy();
+      await Promise.allSettled(bundleRuns);
+      throw err;
+    }
+    if (streaming) {
+      const last = planner.end();
+      if (last.bundle !== undefined) dispatch(last.bundle);
+      if (last.single !== undefined) single.push(last.single);
+    } else {
+      // Two directories of one name: planned once the list is final (files named twice listed once).
+      found = all.length;
+      view.add(
+        all.length,
+        all.reduce((n, it) => n + it.size, 0),
+      );
+      const plan = planBundles(all);
+      single.push(...plan.single);
+      for (const group of plan.bundles) dispatch(group);
+    }
+    if (single.length > 0) {
       // The connection (opened while the directories were walked), as patient as the transfers: a
       // server that is restarting is waited for (--retries, same backoff). The files sent alone (over
-      // 64 KiB) are quick-checked here, in one go; each bundle's files just before it is sent (below),
-      // so the first bundle leaves after one small check, not after a check of every file.
+      // 64 KiB) are quick-checked here, in one go; each bundle's files just before it is sent.
       for (let n = 0, delay = 200; ; n++, delay = Math.min(delay * 2, 5000)) {
         try {
           const conn = await (n === 0 && first !== undefined ? first : shared.get());
-          if (!force && single.length > 0) {
+          if (!force) {
             const same = await quickCheck(conn, single);
             if (same === undefined && all.some((it) => it.tree)) throw noTrees();
             if (same !== undefined && same.size > 0) {
@@ -651,147 +851,18 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
           break;
         } catch (err) {
           const e = toPointSubError(err, "ERR_CONNECT");
-          if (!e.retryable || n >= opts.retries) throw e;
+          if (!e.retryable || n >= opts.retries) {
+            // No file is sent (the bundles stop where they are).
+            fatal = true;
+            await Promise.allSettled(bundleRuns);
+            throw e;
+          }
           await new Promise((r) => setTimeout(r, delay));
         }
       }
     }
-    view = new ProgressView(mode, {
-      files: all.length - skipped,
-      bytes: all.reduce((n, it) => n + it.size, 0) - skippedBytes,
-    });
-    for (const line of notices) view.log(line);
-    const v = view;
-    // Large files first (they take longest), then the bundles of small ones.
-    const queue: (SendItem | SendItem[])[] = [...single, ...bundles];
-    let fatal = false;
-    const failed = (target: string, e: PointSubError) => {
-      failures.push({ file: target, error: e });
-      if (!PER_FILE.has(e.code)) fatal = true;
-      // With several files each failure gets its line (the final error names the first one).
-      if (all.length > 1 && mode === "plain") {
-        writeOut(`${target}: failed: ${e.code}: ${e.message}\n`);
-      }
-    };
-    /**
-     * The files of `group` the server does not hold whole (quick check, one request; never rejects). A check that
-     * fails sends them all: the bundle's own retries deal with the connection, and a bundle never
-     * replaces a file (it is refused with ERR_EXISTS, and a retried bundle checks again).
-     */
-    const toSend = async (group: SendItem[]): Promise<SendItem[]> => {
-      let same: Set<SendItem> | undefined;
-      const asked = early.get(group[0]);
-      const ask = async () => quickCheck(await shared.get(), group);
-      try {
-        // An early check that failed (the first connection did) is asked again over the connection now.
-        same =
-          asked !== undefined && asked.group.length === group.length && asked.group.every((it, k) => it === group[k])
-            ? await asked.same.catch(ask)
-            : await ask();
-      } catch {
-        return group;
-      }
-      if (same === undefined) {
-        if (!group.some((it) => it.tree)) return group;
-        stopWith ??= noTrees();
-        fatal = true;
-        return [];
-      }
-      if (same.size === 0) return group;
-      for (const it of group) if (same.has(it)) unchanged(it);
-      return group.filter((it) => !same.has(it));
-    };
-    /**
-     * Each bundle's quick check, run ahead of the bundles ({@link CHECKS_IN_FLIGHT} at once, in order,
-     * from now on): a bundle waits for its own check only, and the checks of a new tree mostly reach
-     * the server before its directory exists (one lstat for a request, not one per file).
-     */
-    const checks = new Map<SendItem[], Promise<SendItem[]>>();
-    if (!force && bundles.length > 0) {
-      const pending = bundles.map((group) => {
-        const d = Promise.withResolvers<SendItem[]>();
-        checks.set(group, d.promise);
-        return { group, resolve: d.resolve };
-      });
-      let nextCheck = 0;
-      const checker = async () => {
-        for (let k = nextCheck++; k < pending.length; k = nextCheck++) {
-          const { group, resolve } = pending[k];
-          let rest = group;
-          try {
-            rest = fatal ? group : await toSend(group);
-          } finally {
-            resolve(rest);
-          }
-        }
-      };
-      for (let i = 0; i < Math.min(CHECKS_IN_FLIGHT, pending.length); i++) void checker();
-    }
-    /** Whether the next bundles probe their compression (`compress auto`). */
-    const bundleCompression = new BundleCompression();
-    /** Bundles waiting for one of the {@link BUNDLES_IN_FLIGHT} turns. */
-    let bundlesInFlight = 0;
-    const turns: (() => void)[] = [];
-    /** A bundle: its files are counted and reported when the server answered for all of them. */
-    const bundle = async (group: SendItem[]) => {
-      while (bundlesInFlight >= BUNDLES_IN_FLIGHT) await new Promise<void>((r) => turns.push(r));
-      if (fatal) {
-        // The send stopped while this bundle waited: its files are not tried; the next waiter learns it too.
-        turns.shift()?.();
-        return;
-      }
-      bundlesInFlight++;
-      const started = performance.now();
-      let outcome: BundleOutcome | undefined;
-      let rest = group;
-      try {
-        rest = (await checks.get(group)) ?? group;
-        outcome =
-          rest.length === 0
-            ? []
-            : await sendBundle(shared, rest, {
-                compress: opts.compress,
-                retries: opts.retries,
-                auto: bundleCompression,
-              });
-      } finally {
-        bundlesInFlight--;
-        turns.shift()?.();
-      }
-      if (outcome === undefined) {
-        // An older server: one by one (its files were checked).
-        queue.push(...rest);
-        return;
-      }
-      const elapsedMs = performance.now() - started;
-      const secs = elapsedMs / 1000;
-      for (const { item, size, crc32c, error } of outcome) {
-        const snap = {
-          transferId: "",
-          total: size,
-          bytes: error === undefined ? size : 0,
-          percent: error === undefined ? 100 : 0,
-          rate: 0,
-          etaSeconds: undefined,
-          status: error === undefined ? ("completed" as const) : ("failed" as const),
-          elapsedMs,
-          error,
-        };
-        v.update(item.target, snap);
-        if (error !== undefined) {
-          failed(item.target, error);
-          continue;
-        }
-        sentFiles++;
-        sentBytes += size;
-        const rate = formatRate(size / Math.max(secs, 1e-3));
-        if (mode === "json") {
-          jsonLine({ event: "sent", file: item.file, name: item.target, size, crc32c, bytesSent: size, seconds: secs });
-        } else if (mode === "plain") {
-          writeOut(`${item.target}: sent ${formatBytes(size)} in ${secs.toFixed(2)} s (${rate}, in a bundle)\n`);
-        }
-      }
-    };
+    // Large files (the bundles of small ones are under way already).
+    queue.push(...single);
     const worker = async () => {
       for (let job = queue.shift(); job !== undefined && !fatal; job = queue.shift()) {
         if (Array.isArray(job)) {
@@ -807,11 +878,11 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
           // lookup per file, more than resending it would.
           resume: opts.resume && it.size > RESUME_MIN_BYTES,
           progressIntervalMs: 200,
-          onProgress: (s) => v.update(target, s),
+          onProgress: (s) => view.update(target, s),
           ...(it.tree ? { relativePath: target } : { name: target }),
         });
         // Its bar shows at once (initializing while it connects).
-        v.update(target, t.snapshot());
+        view.update(target, t.snapshot());
         try {
           const r = await t;
           const secs = t.snapshot().elapsedMs / 1000;
@@ -832,9 +903,18 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
       }
     };
     const parallel = Math.max(1, opts.parallel ?? 32);
-    await Promise.all(Array.from({ length: Math.min(parallel, queue.length) }, worker));
+    // Until the bundles were all answered: files of one an older server refused come back to the queue.
+    for (let done = 0; ; ) {
+      await Promise.all([
+        ...Array.from({ length: Math.min(parallel, queue.length) }, worker),
+        ...bundleRuns.slice(done),
+      ]);
+      done = bundleRuns.length;
+      if (fatal || queue.length === 0) break;
+    }
+    await Promise.allSettled(bundleRuns);
   } finally {
-    view?.stop();
+    view.stop();
     process.off("SIGINT", interrupted);
     process.off("SIGTERM", interrupted);
     await shared.close().catch(() => {});

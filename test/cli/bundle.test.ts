@@ -43,6 +43,22 @@ describe("the bundled CLI (the package's bin)", () => {
     await rm(work, { recursive: true, force: true });
   });
 
+  it("is ASCII throughout, without comments (no chunk decoded as UTF-8 nor held as a two-byte source at start-up)", async () => {
+    const files = (await readdir(out)).filter((f) => f.endsWith(".js"));
+    assert.ok(files.length > 1, `chunks: ${files.join(", ")}`);
+    for (const f of files) {
+      const bytes = await readFile(join(out, f));
+      const at = bytes.findIndex((b) => b > 0x7f);
+      assert.equal(
+        at,
+        -1,
+        `${f}: a non-ASCII byte at ${at}: ${bytes.subarray(Math.max(0, at - 40), at + 10).toString()}`,
+      );
+      // A JSDoc comment left in would be the first place a non-ASCII character comes back.
+      assert.doesNotMatch(bytes.toString("latin1"), /\n\s*\/\*\*\s/, `${f}: a doc comment`);
+    }
+  });
+
   it("has the bin's shebang, prints its version, sends a tree over one connection (without node:fs/promises)", async () => {
     const main = join(out, "main.js");
     assert.match(await readFile(main, "utf8"), /^#!\/usr\/bin\/env node\n/);

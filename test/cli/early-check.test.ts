@@ -5,6 +5,7 @@
  * still skips them all.
  */
 import assert from "node:assert/strict";
+import fs from "node:fs";
 import fsp from "node:fs/promises";
 import { syncBuiltinESMExports } from "node:module";
 import { tmpdir } from "node:os";
@@ -16,18 +17,18 @@ let holdDir = "";
 let checkSeen: () => void = () => {};
 let bListed = false;
 {
-  const readdir = fsp.readdir;
-  (fsp as { readdir: unknown }).readdir = async (...a: Parameters<typeof readdir>) => {
-    if (holdDir !== "" && a[0] === holdDir) {
-      const seen = new Promise<void>((r) => {
-        checkSeen = r;
-      });
-      await Promise.race([seen, new Promise((r) => setTimeout(r, 2000))]);
-      const out = await readdir(...a);
+  // send.ts lists directories with the callback API (node:fs readdir): that is the one held.
+  const readdir = fs.readdir;
+  (fs as { readdir: unknown }).readdir = (...a: unknown[]) => {
+    const call = () => (readdir as (...b: unknown[]) => void)(...a);
+    if (holdDir === "" || a[0] !== holdDir) return call();
+    const seen = new Promise<void>((r) => {
+      checkSeen = r;
+    });
+    void Promise.race([seen, new Promise((r) => setTimeout(r, 2000))]).then(() => {
       bListed = true;
-      return out;
-    }
-    return readdir(...a);
+      call();
+    });
   };
   // send.ts imports readdir by name: its binding follows the module object now.
   syncBuiltinESMExports();
