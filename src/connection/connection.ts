@@ -105,10 +105,11 @@ let nextConnectionId = 1;
 const T0 = Date.now();
 
 /**
- * What every connection built with the same options and by the same server
- * (or client setup) shares: one frozen object the connection points at.
+ * What every connection built with the same options by the same server
+ * shares: one object the connection points at (a server makes it once,
+ * `ConnectionInit.shared`; never modified).
  */
-interface Shared {
+export interface ConnectionShared {
   readonly runtime: Runtime;
   /** What the peer may make this side hold (shared by a server's sessions). */
   readonly budget: MemoryBudget;
@@ -125,57 +126,42 @@ interface Shared {
   /** handshakeTimeoutMs. */
   readonly handshakeMs: number;
 }
-/** The last one made: a server's sessions are built one after another with the same. */
-let lastShared: Shared | undefined;
-function sharedFor(options: ConnectionOptions, init: ConnectionInit, runtime: Runtime, budget: MemoryBudget): Shared {
-  const requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
-  const closeTimeoutMs = options.closeTimeoutMs ?? 5_000;
-  const bytesPerSecond = options.requestBytesPerSecond ?? 10 * 1024 * 1024;
-  const handshakeMs = options.handshakeTimeoutMs ?? 10_000;
-  const s = lastShared;
-  if (
-    s !== undefined &&
-    s.runtime === runtime &&
-    s.budget === budget &&
-    s.ticker === init.ticker &&
-    s.router === init.router &&
-    s.onOpen === init.onOpen &&
-    s.onClose === init.onClose &&
-    s.requestTimeoutMs === requestTimeoutMs &&
-    s.closeTimeoutMs === closeTimeoutMs &&
-    s.bytesPerSecond === bytesPerSecond &&
-    s.handshakeMs === handshakeMs
-  )
-    return s;
-  lastShared = Object.freeze({
+
+/** @internal The {@link ConnectionShared} of `options` and `init` (a server's: once for all its sessions). */
+export function connectionShared(
+  options: ConnectionOptions,
+  init: ConnectionInit,
+  runtime: Runtime,
+  budget: MemoryBudget,
+): ConnectionShared {
+  return {
     runtime,
     budget,
     ticker: init.ticker,
     router: init.router,
     onOpen: init.onOpen,
     onClose: init.onClose,
-    requestTimeoutMs,
-    closeTimeoutMs,
-    bytesPerSecond,
-    handshakeMs,
-  });
-  return lastShared;
+    requestTimeoutMs: options.requestTimeoutMs ?? 30_000,
+    closeTimeoutMs: options.closeTimeoutMs ?? 5_000,
+    bytesPerSecond: options.requestBytesPerSecond ?? 10 * 1024 * 1024,
+    handshakeMs: options.handshakeTimeoutMs ?? 10_000,
+  };
 }
 
 /** A connection's lifecycle state beyond `state` ({@link Connection.life}): made when first needed. */
-class Life {
+interface Life {
   /** Settles `ready`: made when someone first asks for `ready` during the handshake (most server sessions never do). */
-  readyD: PromiseWithResolvers<void> | undefined = undefined;
+  readyD?: PromiseWithResolvers<void> | undefined;
   /** `ready` while the handshake runs (once asked for), and once it failed. */
-  ready: Promise<void> | undefined = undefined;
+  ready?: Promise<void> | undefined;
   /** Created when someone first waits for the close. */
-  closedD: PromiseWithResolvers<void> | undefined = undefined;
-  closeError: PointSubError | undefined = undefined;
-  closePromise: Promise<void> | undefined = undefined;
-  handshakeTimer: ReturnType<typeof setTimeout> | undefined = undefined;
+  closedD?: PromiseWithResolvers<void> | undefined;
+  closeError?: PointSubError | undefined;
+  closePromise?: Promise<void> | undefined;
+  handshakeTimer?: ReturnType<typeof setTimeout> | undefined;
   /** After a fatal error: destroys a transport whose peer has not closed within a second (cleared when it closes). */
-  destroyTimer: ReturnType<typeof setTimeout> | undefined = undefined;
-  closeReason = "";
+  destroyTimer?: ReturnType<typeof setTimeout> | undefined;
+  closeReason: string;
 }
 
 /**
@@ -195,7 +181,7 @@ export class Connection extends Emitter<ConnectionEvents> {
 
   declare private readonly transport: Transport;
   /** What every connection built with the same options and server shares (one frozen object, not ten fields each). */
-  declare private readonly shared: Shared;
+  declare private readonly shared: ConnectionShared;
   declare private readonly link: Link;
   declare private readonly readGate: ReadGate;
   /** The connection has its own router (in front of the server's, `shared.router`), or will have once loaded. */
@@ -251,9 +237,9 @@ export class Connection extends Emitter<ConnectionEvents> {
 
   /** See {@link life}. */
   private get lifecycle(): Life {
-    let life = this.life;
-    if (life === undefined) life = this.life = new Life();
-    return life;
+    // (One shape: its fields are added as they are needed, on a cold path.)
+    this.life ??= { closeReason: "" };
+    return this.life;
   }
 
   /** @internal Use `connect()` or a server session. */
@@ -268,7 +254,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     const local = init.localSettings ?? resolveSettings(options, false, runtime.codecs.mask());
     this.link = new Link(local, init.initiator);
     const budget = init.budget ?? new MemoryBudget(budgetLimit(options, local, runtime.memoryLimit()));
-    this.shared = sharedFor(options, init, runtime, budget);
+    this.shared = init.shared ?? connectionShared(options, init, runtime, budget);
     this.stats_ = new Stats(publisherFor(runtime.diagnostics, this, init.initiator ? "client" : "server"));
     // One object is the writer's sink and the frame router's hooks: its
     // methods are on the prototype, not closures.
@@ -865,7 +851,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     const timeoutMs = options.timeoutMs ?? this.shared.closeTimeoutMs;
     this.state_ = "closing";
     const life = this.lifecycle;
-    if (life.closeReason === "") life.closeReason = reason;
+    life.closeReason ||= reason;
     // Nothing but HELLO goes out before the peer's HELLO: while the handshake
     // runs, GOAWAY waits for it (bounded by the handshake timeout).
     if (!handshaking) this.outbox.sendGoAway(0, reason);
@@ -1015,10 +1001,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     this.openedOnce = true;
     if (this.state_ === "handshaking") this.state_ = "open";
     const life = this.life;
-    if (life !== undefined) {
-      clearTimeout(life.handshakeTimer);
-      life.handshakeTimer = undefined;
-    }
+    clearTimeout(life?.handshakeTimer);
     // Without a hook's answer, the identity the transport authenticated (a libp2p peer id), if any.
     this.principal_ = this.handshake?.principal ?? this.transport.peerId?.();
     this.handshake = undefined;
@@ -1029,12 +1012,8 @@ export class Connection extends Emitter<ConnectionEvents> {
     this.emit("open");
     if (life !== undefined) {
       life.readyD?.resolve();
-      life.readyD = undefined;
       // A shared settled promise from now on: an open connection keeps none of its own.
-      life.ready = undefined;
-      // Nothing left in it (a close that began during the handshake keeps its own).
-      if (life.closePromise === undefined && life.closedD === undefined && life.closeReason === "")
-        this.life = undefined;
+      life.readyD = life.ready = life.handshakeTimer = undefined;
     }
   }
 
@@ -1143,7 +1122,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     this.frames.closed = true;
     const life = this.lifecycle;
     life.closeError = error;
-    if (life.closeReason === "") life.closeReason = error === undefined ? "closed" : error.code;
+    life.closeReason ||= error === undefined ? "closed" : error.code;
     clearTimeout(life.handshakeTimer);
     this.housekeeper.stop();
     const failure = error ?? new PointSubError("ERR_CONNECTION_CLOSED", "connection closed");
