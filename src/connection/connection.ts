@@ -225,6 +225,13 @@ export class Connection extends Emitter<ConnectionEvents> {
     return T0 + this.connectedRel;
   }
 
+  /** See {@link life}. */
+  private get lifecycle(): Life {
+    // (One shape: its fields are added as they are needed, on a cold path.)
+    this.life ??= { closeReason: "" };
+    return this.life;
+  }
+
   /** The transport's local address. */
   get localUrl(): string {
     return this.transport.localUrl;
@@ -235,19 +242,13 @@ export class Connection extends Emitter<ConnectionEvents> {
     return this.transport.remoteUrl;
   }
 
-  /** See {@link life}. */
-  private get lifecycle(): Life {
-    // (One shape: its fields are added as they are needed, on a cold path.)
-    this.life ??= { closeReason: "" };
-    return this.life;
-  }
-
   /** @internal Use `connect()` or a server session. */
   constructor(transport: Transport, options: ConnectionOptions, init: ConnectionInit) {
     super();
     this.transport = transport;
     this.id = init.id ?? String(nextConnectionId++);
-    this.connectedRel = (init.accepted?.acceptedAt ?? Date.now()) - T0;
+    // `| 0`: a difference of doubles is a number box even when whole (whole ms since T0, to about 2^53).
+    this.connectedRel = Math.trunc((init.accepted?.acceptedAt ?? Date.now()) - T0);
     // A server checked its options once for all sessions.
     if (init.localSettings === undefined) checkConnectionOptions(options);
     const runtime = init.runtime ?? portableRuntime();
@@ -843,14 +844,13 @@ export class Connection extends Emitter<ConnectionEvents> {
    * sends in flight finish (up to closeTimeoutMs), then ends the transport.
    */
   close(options: CloseOptions = {}): Promise<void> {
-    const closing = this.life?.closePromise;
-    if (closing !== undefined) return closing;
+    const life = this.lifecycle;
+    if (life.closePromise !== undefined) return life.closePromise;
     if (this.state_ === "closed") return RESOLVED;
     const handshaking = this.handshake !== undefined && !this.handshake.helloReceived;
     const reason = options.reason ?? "closing";
     const timeoutMs = options.timeoutMs ?? this.shared.closeTimeoutMs;
     this.state_ = "closing";
-    const life = this.lifecycle;
     life.closeReason ||= reason;
     // Nothing but HELLO goes out before the peer's HELLO: while the handshake
     // runs, GOAWAY waits for it (bounded by the handshake timeout).
