@@ -39,7 +39,7 @@ import { DispatchShell, dispatcherClass, emptyRouter, routerClass, toBytes } fro
 import { type FrameHooks, FrameRouter } from "./frames.ts";
 import { greeting, Handshake, type HandshakePort } from "./handshake.ts";
 import type { Housekeeper } from "./housekeeping.ts";
-import { HousekeeperShell, housekeeperClass } from "./housekeeping-lazy.ts";
+import { HousekeeperShell, housekeeperClass, loadHousekeeper } from "./housekeeping-lazy.ts";
 import { Inbound } from "./inbound.ts";
 import { LateProgress } from "./late-progress.ts";
 import { budgetLimit, Link, resolveSettings } from "./link.ts";
@@ -94,6 +94,9 @@ function loadDrain(): Promise<typeof import("./drain.ts")> {
   });
   return drainModule;
 }
+
+/** A ping without its answer after `ms`. */
+const pingTimeout = (ms: number) => new PointSubError("ERR_TIMEOUT", `no pong within ${ms} ms`, { phase: "ping" });
 
 /** Characters of a peer's GOAWAY reason kept (in errors and `closeReason`). */
 const MAX_REASON = 256;
@@ -813,7 +816,13 @@ export class Connection extends Emitter<ConnectionEvents> {
   /** Measures the round-trip time to the peer, in milliseconds. */
   ping(options: { timeoutMs?: number } = {}): Promise<number> {
     if (this.state_ !== "open") return Promise.reject(this.unusableError());
-    return this.frames.pinger.ping(options.timeoutMs ?? this.shared.requestTimeoutMs);
+    const ms = options.timeoutMs ?? this.shared.requestTimeoutMs;
+    // Sending pings comes with housekeeping (loaded up front in Node; in a page, once a connection opens).
+    const H = housekeeperClass();
+    if (H !== undefined) return H.ping(this.frames.pinger, ms, pingTimeout);
+    return loadHousekeeper().then((C) =>
+      this.state_ === "open" ? C.ping(this.frames.pinger, ms, pingTimeout) : this.ping(),
+    );
   }
 
   /** Calls this side made that have no answer yet (including those queued for the peer's maxConcurrentRequests). */

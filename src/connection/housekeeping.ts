@@ -11,6 +11,7 @@
  */
 import type { Tickable, Ticker } from "../util/ticker.ts";
 import type { FrameRouter } from "./frames.ts";
+import { sendPing } from "./ping.ts";
 import type { ReadGate } from "./read-gate.ts";
 
 /**
@@ -172,6 +173,9 @@ const PRESSED_FACTOR = 16;
 const MAX_AHEAD_MS = 0x1fffffff;
 
 export class Housekeeper implements Tickable {
+  /** `Connection.ping` (this side's PINGs come with housekeeping: see `ping.ts`). */
+  static readonly ping = sendPing;
+
   // Times are clock() values (ms after EPOCH: small integers); 0 is never.
   /** When input last arrived. */
   private lastInput = clock(Date.now());
@@ -413,7 +417,7 @@ export class Housekeeper implements Tickable {
       // second write to a reset socket is the one that fails.
       if (!gate.slowPaused && t - this.probeAt >= ms) {
         this.probeAt = t;
-        this.frames.pinger.ping(ms).catch(noop);
+        sendPing(this.frames.pinger, ms).catch(noop);
       }
       // Otherwise nothing can arrive: the slow-peer timeout rules.
       return;
@@ -432,7 +436,7 @@ export class Housekeeper implements Tickable {
     }
     if (idle >= ms) {
       this.pingAt = t;
-      this.frames.pinger.ping(0).then(() => {
+      sendPing(this.frames.pinger, 0).then(() => {
         this.pingAt = 0;
       }, noop);
     }
