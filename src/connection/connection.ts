@@ -39,8 +39,8 @@ import { DispatchShell, dispatcherClass, emptyRouter, routerClass, toBytes } fro
 import { type FrameHooks, FrameRouter } from "./frames.ts";
 import { greeting, Handshake, type HandshakePort } from "./handshake.ts";
 import type { Housekeeper } from "./housekeeping.ts";
-import { HousekeeperShell, housekeeperClass } from "./housekeeping-lazy.ts";
-import { Inbound } from "./inbound.ts";
+import { HousekeeperShell, housekeeperClass, loadHousekeeper } from "./housekeeping-lazy.ts";
+import { Inbound, inputClock } from "./inbound.ts";
 import { LateProgress } from "./late-progress.ts";
 import { budgetLimit, Link, resolveSettings } from "./link.ts";
 import { checkConnectionOptions } from "./options.ts";
@@ -95,12 +95,77 @@ function loadDrain(): Promise<typeof import("./drain.ts")> {
   return drainModule;
 }
 
+/** A ping without its answer after `ms`. */
+const pingTimeout = (ms: number) => new PointSubError("ERR_TIMEOUT", `no pong within ${ms} ms`, { phase: "ping" });
+
 /** Characters of a peer's GOAWAY reason kept (in errors and `closeReason`). */
 const MAX_REASON = 256;
 /** What the frame router may hold beyond the receive window while the stream engine loads (heads, control frames). */
 const HOLD_SLACK = 1024 * 1024;
 /** Ids of connections made without one (clients); a server numbers its sessions itself. */
 let nextConnectionId = 1;
+/** When this module loaded: connections keep their `connectedAt` relative to it (see `connectedRel`). */
+const T0 = Date.now();
+
+/**
+ * What every connection built with the same options by the same server
+ * shares: one object the connection points at (a server makes it once,
+ * `ConnectionInit.shared`; never modified).
+ */
+export interface ConnectionShared {
+  readonly runtime: Runtime;
+  /** What the peer may make this side hold (shared by a server's sessions). */
+  readonly budget: MemoryBudget;
+  /** A server's shared ticker for housekeeping (undefined: the housekeeper makes its own). */
+  readonly ticker: Ticker | undefined;
+  /** A server's router: the parent of a connection's own. */
+  readonly router: Router | undefined;
+  readonly onOpen: ConnectionInit["onOpen"];
+  readonly onClose: ConnectionInit["onClose"];
+  readonly requestTimeoutMs: number;
+  readonly closeTimeoutMs: number;
+  /** requestBytesPerSecond, for the caller. */
+  readonly bytesPerSecond: number;
+  /** handshakeTimeoutMs. */
+  readonly handshakeMs: number;
+}
+
+/** @internal The {@link ConnectionShared} of `options` and `init` (a server's: once for all its sessions). */
+export function connectionShared(
+  options: ConnectionOptions,
+  init: ConnectionInit,
+  runtime: Runtime,
+  budget: MemoryBudget,
+): ConnectionShared {
+  return {
+    runtime,
+    budget,
+    ticker: init.ticker,
+    router: init.router,
+    onOpen: init.onOpen,
+    onClose: init.onClose,
+    requestTimeoutMs: options.requestTimeoutMs ?? 30_000,
+    closeTimeoutMs: options.closeTimeoutMs ?? 5_000,
+    bytesPerSecond: options.requestBytesPerSecond ?? 10 * 1024 * 1024,
+    handshakeMs: options.handshakeTimeoutMs ?? 10_000,
+  };
+}
+
+/** A connection's lifecycle state beyond `state` ({@link Connection.life}): made when first needed. */
+interface Life {
+  /** Settles `ready`: made when someone first asks for `ready` during the handshake (most server sessions never do). */
+  readyD?: PromiseWithResolvers<void> | undefined;
+  /** `ready` while the handshake runs (once asked for), and once it failed. */
+  ready?: Promise<void> | undefined;
+  /** Created when someone first waits for the close. */
+  closedD?: PromiseWithResolvers<void> | undefined;
+  closeError?: PointSubError | undefined;
+  closePromise?: Promise<void> | undefined;
+  handshakeTimer?: ReturnType<typeof setTimeout> | undefined;
+  /** After a fatal error: destroys a transport whose peer has not closed within a second (cleared when it closes). */
+  destroyTimer?: ReturnType<typeof setTimeout> | undefined;
+  closeReason: string;
+}
 
 /**
  * One pointsub connection over one transport: multiplexed one-way messages
@@ -111,25 +176,19 @@ let nextConnectionId = 1;
 export class Connection extends Emitter<ConnectionEvents> {
   /** This connection's id: a server's session id (unique within that server), or a process-wide number on a client. */
   declare readonly id: string;
-  /** When the transport was accepted or connected (`Date.now()`). */
-  declare readonly connectedAt: number;
-  /** The transport's addresses. */
-  declare readonly localUrl: string;
-  declare readonly remoteUrl: string;
+  /**
+   * `connectedAt` less the time this module loaded: a small integer (no
+   * number box per connection) for the first 24 days of a process.
+   */
+  declare private readonly connectedRel: number;
 
   declare private readonly transport: Transport;
-  declare private readonly runtime: Runtime;
+  /** What every connection built with the same options and server shares (one frozen object, not ten fields each). */
+  declare private readonly shared: ConnectionShared;
   declare private readonly link: Link;
-  declare private readonly closeTimeoutMs: number;
-  declare private readonly requestTimeoutMs: number;
-  /** What the peer may make this side hold (shared by a server's sessions). */
-  declare private readonly budget: MemoryBudget;
   declare private readonly readGate: ReadGate;
-  declare private readonly onOpenHook: ConnectionInit["onOpen"];
-  declare private readonly onCloseHook: ConnectionInit["onClose"];
-  /** The connection has its own router (in front of the server's, `serverRouter`), or will have once loaded. */
+  /** The connection has its own router (in front of the server's, `shared.router`), or will have once loaded. */
   private ownRouter = false;
-  declare private readonly serverRouter: Router | undefined;
   /** A `FrameDecoder` when the stream engine is loaded (always in Node), else the browser's first `BaseDecoder`. */
   declare private readonly decoderImpl: BaseDecoder;
   declare private readonly frames: FrameRouter;
@@ -141,8 +200,6 @@ export class Connection extends Emitter<ConnectionEvents> {
   private principal_: unknown;
   /** This side's calls, created with the first: a server's sessions mostly never call their peer. */
   private caller_: Caller | undefined;
-  /** requestBytesPerSecond, for the caller. */
-  declare private readonly bytesPerSecond: number;
   declare private readonly outbox: Outbox;
   /** Serves the peer's requests; a {@link DispatchShell} until that code is loaded (a browser's connection). */
   private dispatcher: Dispatcher;
@@ -155,63 +212,66 @@ export class Connection extends Emitter<ConnectionEvents> {
   private openedOnce = false;
   /** The peer's GOAWAY(0) arrived: it starts nothing new after it. */
   private peerGoAway = false;
-  /** Settles `ready`: made when someone first asks for `ready` during the handshake (most server sessions never do). */
-  private readyD: PromiseWithResolvers<void> | undefined;
-  /** `ready` while the handshake runs (once asked for), and once it failed. */
-  private ready_: Promise<void> | undefined;
-  /** Created when someone first waits for the close. */
-  private closedD: PromiseWithResolvers<void> | undefined;
-  private closeError: PointSubError | undefined;
-  private closePromise: Promise<void> | undefined;
-  private handshakeTimer: ReturnType<typeof setTimeout> | undefined;
-  /** After a fatal error: destroys a transport whose peer has not closed within a second (cleared when it closes). */
-  declare private destroyTimer: ReturnType<typeof setTimeout> | undefined;
-  /** handshakeTimeoutMs. */
-  declare private readonly handshakeMs: number;
+  /**
+   * The handshake's timer, `ready`'s promise, the close's: made when first
+   * needed (an open server session that nobody waits on has none).
+   */
+  private life: Life | undefined;
   /** A {@link HousekeeperShell} until housekeeping is loaded (a browser's connection). */
   declare private housekeeper: Housekeeper | HousekeeperShell;
-  /** A server's shared ticker for housekeeping (undefined: the housekeeper makes its own). */
-  declare private readonly ticker: Ticker | undefined;
-  private closeReason_ = "";
   private bytesIn = 0;
   /** The stream engine is being loaded for this connection ({@link loadEngine}). */
   private engineLoading = false;
+
+  /** When the transport was accepted or connected (`Date.now()`). */
+  get connectedAt(): number {
+    return T0 + this.connectedRel;
+  }
+
+  /** See {@link life}. */
+  private get lifecycle(): Life {
+    // (One shape: its fields are added as they are needed, on a cold path.)
+    this.life ??= { closeReason: "" };
+    return this.life;
+  }
+
+  /** The transport's local address. */
+  get localUrl(): string {
+    return this.transport.localUrl;
+  }
+
+  /** The transport's remote address. */
+  get remoteUrl(): string {
+    return this.transport.remoteUrl;
+  }
 
   /** @internal Use `connect()` or a server session. */
   constructor(transport: Transport, options: ConnectionOptions, init: ConnectionInit) {
     super();
     this.transport = transport;
     this.id = init.id ?? String(nextConnectionId++);
-    this.connectedAt = init.accepted?.acceptedAt ?? Date.now();
-    this.ticker = init.ticker;
-    this.localUrl = transport.localUrl;
-    this.remoteUrl = transport.remoteUrl;
+    // `| 0`: a difference of doubles is a number box even when whole (whole ms since T0, to about 2^53).
+    this.connectedRel = Math.trunc((init.accepted?.acceptedAt ?? Date.now()) - T0);
     // A server checked its options once for all sessions.
     if (init.localSettings === undefined) checkConnectionOptions(options);
     const runtime = init.runtime ?? portableRuntime();
     const local = init.localSettings ?? resolveSettings(options, false, runtime.codecs.mask());
     this.link = new Link(local, init.initiator);
-    this.requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
-    this.closeTimeoutMs = options.closeTimeoutMs ?? 5_000;
-    this.budget = init.budget ?? new MemoryBudget(budgetLimit(options, local, runtime.memoryLimit()));
-    this.runtime = runtime;
+    const budget = init.budget ?? new MemoryBudget(budgetLimit(options, local, runtime.memoryLimit()));
+    this.shared = init.shared ?? connectionShared(options, init, runtime, budget);
     this.stats_ = new Stats(publisherFor(runtime.diagnostics, this, init.initiator ? "client" : "server"));
-    this.onOpenHook = init.onOpen;
-    this.onCloseHook = init.onClose;
     // One object is the writer's sink and the frame router's hooks: its
     // methods are on the prototype, not closures.
     const port = new Connection.Port(this);
     this.writer = new FrameWriter(port, runtime.checksums);
     if (options.pacing !== false) this.writer.pacing = newPacer;
     this.readGate = new ReadGate(transport, this.writer, options.slowPeerBytes ?? 8 * 1024 * 1024);
-    this.bytesPerSecond = options.requestBytesPerSecond ?? 10 * 1024 * 1024;
     this.outbox = new Outbox(this.writer, this.link, init.firstStreamId ?? (init.initiator ? 1 : 2));
-    this.serverRouter = init.router;
     const D = dispatcherClass();
     this.dispatcher =
       D !== undefined
-        ? new D(this.link, this.outbox, this.stats_, this.budget, this, init.router ?? emptyRouter(), init.onMessage)
-        : (new DispatchShell(this.link, this.outbox, this.stats_, this.budget, this, init.router, init.onMessage, {
+        ? new D(this.link, this.outbox, this.stats_, budget, this, init.router ?? emptyRouter(), init.onMessage)
+        : (new DispatchShell(this.link, this.outbox, this.stats_, budget, this, init.router, init.onMessage, {
             replace: (d) => {
               this.dispatcher = d;
               this.inbound.dispatcher = d;
@@ -219,7 +279,7 @@ export class Connection extends Emitter<ConnectionEvents> {
             fail: (err) => this.fail(err),
           }) as unknown as Dispatcher);
     this.dispatcher.readGate = this.readGate;
-    this.inbound = new Inbound(this.link, this.outbox, this.budget, this.stats_, this.dispatcher, runtime.allocBody);
+    this.inbound = new Inbound(this.link, this.outbox, budget, this.stats_, this.dispatcher, runtime.allocBody);
     const credentials = options.credentials === undefined ? EMPTY : toBytes(options.credentials, "credentials");
     this.handshake = new Handshake(this.writer, init.authenticate, credentials, port);
     // With the stream engine (always in Node), frames spanning reads are filled in place.
@@ -248,12 +308,11 @@ export class Connection extends Emitter<ConnectionEvents> {
     this.writer.bytesOut += hello.helloLength;
     // From here on, small frames written in one turn share BATCH frames.
     this.writer.batching = true;
-    this.handshakeMs = options.handshakeTimeoutMs ?? 10_000;
     // A server's connection gets its input, and keeps the rest of the server's deadline, in `start`.
     if (accepted !== undefined) return;
     // Up to 10 % later at random: thousands of connections accepted in one
     // burst do not all time out in the same tick.
-    const ht = this.handshakeMs;
+    const ht = this.shared.handshakeMs;
     this.armHandshakeTimer(ht + Math.floor(Math.random() * ht * 0.1));
   }
 
@@ -265,12 +324,13 @@ export class Connection extends Emitter<ConnectionEvents> {
    */
   get ready(): Promise<void> {
     if (this.openedOnce) return RESOLVED;
-    if (this.ready_ === undefined) {
-      this.readyD = Promise.withResolvers<void>();
-      this.ready_ = this.readyD.promise;
-      this.ready_.catch(noop);
+    const life = this.lifecycle;
+    if (life.ready === undefined) {
+      life.readyD = Promise.withResolvers<void>();
+      life.ready = life.readyD.promise;
+      life.ready.catch(noop);
     }
-    return this.ready_;
+    return life.ready;
   }
 
   /**
@@ -289,8 +349,8 @@ export class Connection extends Emitter<ConnectionEvents> {
 
   /** Fails the handshake after `ms`. */
   private armHandshakeTimer(ms: number): void {
-    this.handshakeTimer = setTimeout(() => {
-      const ht = this.handshakeMs;
+    this.lifecycle.handshakeTimer = setTimeout(() => {
+      const ht = this.shared.handshakeMs;
       const err = PointSubError.fromPeer(
         "ERR_TIMEOUT",
         `no pointsub handshake from ${this.remoteUrl} within ${ht} ms`,
@@ -388,7 +448,13 @@ export class Connection extends Emitter<ConnectionEvents> {
   private get caller(): Caller {
     let c = this.caller_;
     if (c === undefined) {
-      c = this.caller_ = new Caller(this.outbox, this.link, this.stats_, this.requestTimeoutMs, this.bytesPerSecond);
+      c = this.caller_ = new Caller(
+        this.outbox,
+        this.link,
+        this.stats_,
+        this.shared.requestTimeoutMs,
+        this.shared.bytesPerSecond,
+      );
       this.inbound.caller = c;
     }
     return c;
@@ -401,7 +467,7 @@ export class Connection extends Emitter<ConnectionEvents> {
       isOpen: () => this.state_ === "open",
       isClosed: () => this.state_ === "closed",
       unusableError: () => this.unusableError(),
-      runtime: this.runtime,
+      runtime: this.shared.runtime,
     });
     this.caller.streams = this.outStreams_;
     this.frames.outStreamsIfAny = this.outStreams_;
@@ -427,14 +493,14 @@ export class Connection extends Emitter<ConnectionEvents> {
       this.link,
       this.outbox,
       this.inbound,
-      this.budget,
+      this.shared.budget,
       this.stats_,
       this.dispatcher,
       {
         session: this,
         isClosed: () => this.state_ === "closed",
         hasMessage: (id) => this.inbound.has(id),
-        runtime: this.runtime,
+        runtime: this.shared.runtime,
       },
     );
     this.inbound.streams = this.inStreams_;
@@ -499,7 +565,7 @@ export class Connection extends Emitter<ConnectionEvents> {
       return this;
     }
     if (!this.ownRouter) {
-      d.router = new (routerClass())(this.serverRouter);
+      d.router = new (routerClass())(this.shared.router);
       this.ownRouter = true;
     }
     apply(d.router);
@@ -653,7 +719,7 @@ export class Connection extends Emitter<ConnectionEvents> {
    * peer's GOAWAY reason, or the error code; `""` while open.
    */
   get closeReason(): string {
-    return this.closeReason_;
+    return this.life?.closeReason ?? "";
   }
 
   /** Resolves once everything queued was handed to the transport (or the connection closed). */
@@ -750,7 +816,13 @@ export class Connection extends Emitter<ConnectionEvents> {
   /** Measures the round-trip time to the peer, in milliseconds. */
   ping(options: { timeoutMs?: number } = {}): Promise<number> {
     if (this.state_ !== "open") return Promise.reject(this.unusableError());
-    return this.frames.pinger.ping(options.timeoutMs ?? this.requestTimeoutMs);
+    const ms = options.timeoutMs ?? this.shared.requestTimeoutMs;
+    // Sending pings comes with housekeeping (loaded up front in Node; in a page, once a connection opens).
+    const H = housekeeperClass();
+    if (H !== undefined) return H.ping(this.frames.pinger, ms, pingTimeout);
+    return loadHousekeeper().then((C) =>
+      this.state_ === "open" ? C.ping(this.frames.pinger, ms, pingTimeout) : this.ping(),
+    );
   }
 
   /** Calls this side made that have no answer yet (including those queued for the peer's maxConcurrentRequests). */
@@ -781,24 +853,26 @@ export class Connection extends Emitter<ConnectionEvents> {
    * sends in flight finish (up to closeTimeoutMs), then ends the transport.
    */
   close(options: CloseOptions = {}): Promise<void> {
-    if (this.closePromise !== undefined) return this.closePromise;
+    const life = this.lifecycle;
+    if (life.closePromise !== undefined) return life.closePromise;
     if (this.state_ === "closed") return RESOLVED;
     const handshaking = this.handshake !== undefined && !this.handshake.helloReceived;
     const reason = options.reason ?? "closing";
-    const timeoutMs = options.timeoutMs ?? this.closeTimeoutMs;
+    const timeoutMs = options.timeoutMs ?? this.shared.closeTimeoutMs;
     this.state_ = "closing";
-    if (this.closeReason_ === "") this.closeReason_ = reason;
+    life.closeReason ||= reason;
     // Nothing but HELLO goes out before the peer's HELLO: while the handshake
     // runs, GOAWAY waits for it (bounded by the handshake timeout).
     if (!handshaking) this.outbox.sendGoAway(0, reason);
-    this.closePromise = (handshaking ? this.ready.then(() => this.outbox.sendGoAway(0, reason), noop) : RESOLVED)
+    const p = (handshaking ? this.ready.then(() => this.outbox.sendGoAway(0, reason), noop) : RESOLVED)
       .then(loadDrain)
       .then(
         (m) => m.drainAndEnd(this, timeoutMs),
         // Not loaded (a page gone offline): closed at once, what is in flight fails.
         () => this.destroy(),
       );
-    return this.closePromise;
+    life.closePromise = p;
+    return p;
   }
 
   /**
@@ -819,11 +893,12 @@ export class Connection extends Emitter<ConnectionEvents> {
 
   /** Resolves once the connection is closed. */
   get closed(): Promise<void> {
-    if (this.closedD === undefined) {
-      this.closedD = Promise.withResolvers<void>();
-      if (this.state_ === "closed") this.closedD.resolve();
+    const life = this.lifecycle;
+    if (life.closedD === undefined) {
+      life.closedD = Promise.withResolvers<void>();
+      if (this.state_ === "closed") life.closedD.resolve();
     }
-    return this.closedD.promise;
+    return life.closedD.promise;
   }
 
   // ---------------------------------------------------------------- sending
@@ -831,7 +906,7 @@ export class Connection extends Emitter<ConnectionEvents> {
   private unusableError(): PointSubError {
     if (this.state_ === "handshaking") return new PointSubError("ERR_CONNECTION_CLOSED", "connection is not open yet");
     if (this.state_ === "closing") return new PointSubError("ERR_GOING_AWAY", "connection is closing");
-    return new PointSubError("ERR_CONNECTION_CLOSED", "connection is closed", { cause: this.closeError });
+    return new PointSubError("ERR_CONNECTION_CLOSED", "connection is closed", { cause: this.life?.closeError });
   }
 
   private checkSize(size: number): PointSubError | undefined {
@@ -874,7 +949,7 @@ export class Connection extends Emitter<ConnectionEvents> {
       if (this.state_ === "closed") return kept;
       const now = Date.now();
       this.housekeeper.input(now);
-      this.inbound.now = now;
+      inputClock.now = now;
       const d = this.decoderImpl;
       const t0 = performance.now();
       this.stats_.diag.inputAt = t0; // diagnostics: when the requests this chunk completes arrived
@@ -934,20 +1009,21 @@ export class Connection extends Emitter<ConnectionEvents> {
     if (this.state_ === "closed") return;
     this.openedOnce = true;
     if (this.state_ === "handshaking") this.state_ = "open";
-    clearTimeout(this.handshakeTimer);
-    this.handshakeTimer = undefined;
+    const life = this.life;
+    clearTimeout(life?.handshakeTimer);
     // Without a hook's answer, the identity the transport authenticated (a libp2p peer id), if any.
     this.principal_ = this.handshake?.principal ?? this.transport.peerId?.();
     this.handshake = undefined;
     this.frames.handshake = undefined;
-    this.housekeeper.start(this.ticker);
+    this.housekeeper.start(this.shared.ticker);
     this.stats_.diag.opened();
-    this.onOpenHook?.(this);
+    this.shared.onOpen?.(this);
     this.emit("open");
-    this.readyD?.resolve();
-    this.readyD = undefined;
-    // A shared settled promise from now on: an open connection keeps none of its own.
-    this.ready_ = undefined;
+    if (life !== undefined) {
+      life.readyD?.resolve();
+      // A shared settled promise from now on: an open connection keeps none of its own.
+      life.readyD = life.ready = life.handshakeTimer = undefined;
+    }
   }
 
   /** GOAWAY: errno 0 is a graceful close (finish what is in flight), anything else a fatal error of the peer. */
@@ -964,7 +1040,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     }
     this.peerGoAway = true;
     if (this.state_ === "open") {
-      this.closeReason_ = reason === "" ? "peer closing" : `peer: ${reason}`;
+      this.lifecycle.closeReason = reason === "" ? "peer closing" : `peer: ${reason}`;
       this.emit("goaway", reason);
       void this.close();
     } else if (this.state_ === "closing") {
@@ -1028,13 +1104,13 @@ export class Connection extends Emitter<ConnectionEvents> {
     // by every young-generation GC).
     const t = setTimeout(() => this.transport.destroy(), 1000);
     (t as { unref?: () => void }).unref?.();
-    this.destroyTimer = t;
+    this.lifecycle.destroyTimer = t;
     this.teardown(err);
   }
 
   /** @internal */
   onTransportClose(error?: Error): void {
-    clearTimeout(this.destroyTimer);
+    clearTimeout(this.life?.destroyTimer);
     if (this.state_ === "closed") return;
     const graceful = this.state_ === "closing" && this.decoderImpl.idle;
     // A transport that knows why (a WebSocket peer's text message: ERR_PROTOCOL) says so with a PointSubError.
@@ -1053,9 +1129,10 @@ export class Connection extends Emitter<ConnectionEvents> {
     if (this.state_ === "closed") return;
     this.state_ = "closed";
     this.frames.closed = true;
-    this.closeError = error;
-    if (this.closeReason_ === "") this.closeReason_ = error === undefined ? "closed" : error.code;
-    clearTimeout(this.handshakeTimer);
+    const life = this.lifecycle;
+    life.closeError = error;
+    life.closeReason ||= error === undefined ? "closed" : error.code;
+    clearTimeout(life.handshakeTimer);
     this.housekeeper.stop();
     const failure = error ?? new PointSubError("ERR_CONNECTION_CLOSED", "connection closed");
     this.writer.close(failure);
@@ -1068,13 +1145,13 @@ export class Connection extends Emitter<ConnectionEvents> {
     if (!this.openedOnce) {
       // Made now if nobody asked for it yet: whoever asks later learns of the failure.
       void this.ready;
-      this.readyD?.reject(failure);
+      life.readyD?.reject(failure);
     }
-    this.readyD = undefined;
+    life.readyD = undefined;
     this.stats_.diag.closed(this.openedOnce, error, failure);
-    this.onCloseHook?.(this, error);
+    this.shared.onClose?.(this, error);
     this.emit("close", error);
-    this.closedD?.resolve();
+    life.closedD?.resolve();
   }
 }
 

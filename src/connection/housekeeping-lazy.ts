@@ -35,7 +35,8 @@ export function resetHousekeeper(load?: () => Promise<{ Housekeeper: typeof Hous
 const importHousekeeping = (): Promise<{ Housekeeper: typeof Housekeeper }> => import("./housekeeping.ts");
 let loader = importHousekeeping;
 
-function loadHousekeeper(): Promise<typeof Housekeeper> {
+/** Loads the housekeeper class (once; a failed load is tried again by the next caller). */
+export function loadHousekeeper(): Promise<typeof Housekeeper> {
   if (cls !== undefined) return Promise.resolve(cls);
   loading ??= loader().then(
     (m) => {

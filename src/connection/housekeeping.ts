@@ -11,6 +11,7 @@
  */
 import type { Tickable, Ticker } from "../util/ticker.ts";
 import type { FrameRouter } from "./frames.ts";
+import { sendPing } from "./ping.ts";
 import type { ReadGate } from "./read-gate.ts";
 
 /**
@@ -172,6 +173,9 @@ const PRESSED_FACTOR = 16;
 const MAX_AHEAD_MS = 0x1fffffff;
 
 export class Housekeeper implements Tickable {
+  /** `Connection.ping` (this side's PINGs come with housekeeping: see `ping.ts`). */
+  static readonly ping = sendPing;
+
   // Times are clock() values (ms after EPOCH: small integers); 0 is never.
   /** When input last arrived. */
   private lastInput = clock(Date.now());
@@ -196,12 +200,14 @@ export class Housekeeper implements Tickable {
   private answersDue = 0;
   /** The same deadline at PRESSED_FACTOR times the rate: the one that holds while the budget refuses work. */
   private answersDueFast = 0;
-  /** The shared ticker this runs on, if any. */
-  private ticker: Ticker | undefined;
-  /** Its slot in that ticker (written by the ticker; -1: none). */
+  /**
+   * What it runs on once started: the shared ticker (a server's sessions),
+   * or its own interval (a client connection: cheaper than a wheel of its
+   * own). One field for either.
+   */
+  private runsOn: Ticker | ReturnType<typeof setInterval> | undefined;
+  /** Its slot in the ticker (written by the ticker; -1: none). */
   tickSlot = -1;
-  /** Its own interval otherwise (a client connection: cheaper than a wheel of its own). */
-  private timer: ReturnType<typeof setInterval> | undefined;
   /** The times, shared by housekeepers with the same ones (a server's sessions). */
   private readonly times: Times;
   /** The read gate (and through it the transport). */
@@ -225,19 +231,22 @@ export class Housekeeper implements Tickable {
     const period = housekeepingPeriod(this.times);
     if (period === Number.POSITIVE_INFINITY) return;
     if (shared !== undefined) {
-      this.ticker = shared;
+      this.runsOn = shared;
       shared.add(this);
       return;
     }
-    this.timer = setInterval(() => this.tick(Date.now()), period);
-    (this.timer as { unref?: () => void }).unref?.();
+    const timer = setInterval(() => this.tick(Date.now()), period);
+    (timer as { unref?: () => void }).unref?.();
+    this.runsOn = timer;
   }
 
   stop(): void {
-    this.ticker?.delete(this);
-    this.ticker = undefined;
-    if (this.timer !== undefined) clearInterval(this.timer);
-    this.timer = undefined;
+    const r = this.runsOn;
+    this.runsOn = undefined;
+    if (r === undefined) return;
+    // A timer is a number in a browser, an object without `delete` in Node.
+    if (typeof r === "object" && "delete" in r) r.delete(this);
+    else clearInterval(r);
   }
 
   /** Input arrived at `now` (`Date.now()`). */
@@ -413,7 +422,7 @@ export class Housekeeper implements Tickable {
       // second write to a reset socket is the one that fails.
       if (!gate.slowPaused && t - this.probeAt >= ms) {
         this.probeAt = t;
-        this.frames.pinger.ping(ms).catch(noop);
+        sendPing(this.frames.pinger, ms).catch(noop);
       }
       // Otherwise nothing can arrive: the slow-peer timeout rules.
       return;
@@ -432,7 +441,7 @@ export class Housekeeper implements Tickable {
     }
     if (idle >= ms) {
       this.pingAt = t;
-      this.frames.pinger.ping(0).then(() => {
+      sendPing(this.frames.pinger, 0).then(() => {
         this.pingAt = 0;
       }, noop);
     }

@@ -2,14 +2,16 @@
  * PING (docs/PROTOCOL.md §3.7): this side's round-trip measurements, and
  * answers to the peer's PINGs, coalesced to the latest one while the
  * transport cannot take more (a peer that floods PINGs and reads nothing
- * costs one answer, not one per PING).
+ * costs one answer, not one per PING). Sending this side's PINGs
+ * (`ping.ts`) comes with housekeeping: not in a browser page's first load.
  */
 import { decodePing, encodePing } from "../codec/control.ts";
 import { Flag, FrameType } from "../codec/frame.ts";
-import { PointSubError } from "../errors/error.ts";
+import type { PointSubError } from "../errors/error.ts";
 import type { FrameWriter } from "./writer.ts";
 
-interface PendingPing {
+/** @internal A ping in flight (`ping.ts`). */
+export interface PendingPing {
   start: number;
   d: PromiseWithResolvers<number>;
 }
@@ -19,34 +21,22 @@ const NO_PINGS: Map<number, PendingPing> = new Map();
 export class Pinger {
   /** Smoothed round-trip time in ms (EWMA, weight 1/8 per sample, as TCP's SRTT); undefined before the first pong. */
   rtt: number | undefined;
-  private seq = 0;
-  private pings: Map<number, PendingPing> = NO_PINGS;
+  /** @internal The last ping's sequence number (`ping.ts`). */
+  seq = 0;
+  /** @internal Pings in flight (`ping.ts`). */
+  pings: Map<number, PendingPing> = NO_PINGS;
   /** The latest PING payload received while the transport could not take its answer (answered on drain). */
   private pendingPong: Uint8Array | undefined;
-  declare private readonly writer: FrameWriter;
+  /** @internal */
+  declare readonly writer: FrameWriter;
 
   constructor(writer: FrameWriter) {
     this.writer = writer;
   }
 
-  /** Sends a PING; resolves to the round-trip time in ms, or rejects with ERR_TIMEOUT after `timeoutMs` (0: never). */
-  ping(timeoutMs: number): Promise<number> {
-    const seq = ++this.seq;
-    const d = Promise.withResolvers<number>();
-    if (this.pings === NO_PINGS) this.pings = new Map();
-    this.pings.set(seq, { start: performance.now(), d });
+  /** @internal Writes this side's PING `seq` (`ping.ts`). */
+  send(seq: number): void {
     this.writer.control(FrameType.PING, 0, 0, encodePing(seq));
-    if (timeoutMs > 0) {
-      const t = setTimeout(() => {
-        if (this.done(seq))
-          d.reject(new PointSubError("ERR_TIMEOUT", `no pong within ${timeoutMs} ms`, { phase: "ping" }));
-      }, timeoutMs);
-      d.promise.then(
-        () => clearTimeout(t),
-        () => clearTimeout(t),
-      );
-    }
-    return d.promise;
   }
 
   /** A PING or PING ACK from the peer. */
@@ -71,7 +61,7 @@ export class Pinger {
   }
 
   /** Ping `seq` is answered or given up: whether it was in flight. No ping in flight: back to the shared empty map (keepalive pings leave no map behind on an idle connection). */
-  private done(seq: number): boolean {
+  done(seq: number): boolean {
     const had = this.pings.delete(seq);
     if (this.pings.size === 0) this.pings = NO_PINGS;
     return had;

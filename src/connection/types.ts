@@ -5,7 +5,7 @@ import type { Runtime } from "../runtime/runtime.ts";
 import type { PeerCertificate } from "../transport/transport.ts";
 import type { Ticker } from "../util/ticker.ts";
 import type { MemoryBudget } from "./budget.ts";
-import type { Connection } from "./connection.ts";
+import type { Connection, ConnectionShared } from "./connection.ts";
 
 /** Bytes or text; text is sent as UTF-8. */
 export type Payload = Uint8Array | string;
@@ -297,6 +297,8 @@ export interface ConnectionInit {
   authenticate?: Authenticator;
   /** The ticker of a server's sessions (default: one per connection). */
   ticker?: Ticker;
+  /** What a server's sessions share (`connectionShared` of the server's options and these fields, made once). */
+  shared?: ConnectionShared;
   /** This connection's id (a server numbers its sessions; default: a process-wide counter). */
   id?: string;
   /** Test hook: first stream id to allocate. */

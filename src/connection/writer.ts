@@ -219,8 +219,12 @@ export class FrameWriter {
    * empty array until the first.
    */
   releases: (() => void)[] = NO_CALLBACKS;
-  /** @internal Chunked messages and streams, sent one frame at a time round robin (`bulk-pump.ts`). */
-  bulk: OutMessage[] = [];
+  /**
+   * @internal Chunked messages and streams, sent one frame at a time round
+   * robin (`bulk-pump.ts`); a shared empty list until the first (never
+   * changed: entries are only removed once found).
+   */
+  bulk: OutMessage[] = NO_BULK;
   /** @internal Where the round robin resumes. */
   rr = 0;
   /** The next bulk frame starts on an idle pipe: the pacer sends a probe before it ({@link beforeBulk}). */
@@ -287,6 +291,7 @@ export class FrameWriter {
     if (m.single) this.singles.push(m);
     else {
       if (this.pacer === undefined && this.pacing !== undefined) this.pacer = this.pacing(this);
+      if (this.bulk === NO_BULK) this.bulk = [];
       this.bulk.push(m);
     }
     this.pump();
@@ -418,7 +423,7 @@ export class FrameWriter {
     this.written();
     for (const m of this.singles.drain()) m.reject?.(err);
     const bulk = this.bulk;
-    this.bulk = [];
+    this.bulk = NO_BULK;
     for (const m of bulk) m.reject?.(err);
     this.notifyDrained();
   }
@@ -865,6 +870,8 @@ function flushAll(): void {
 const NO_CALLBACKS: (() => void)[] = [];
 /** The list of a writer with nothing to hand over (never written). */
 const NO_CHUNKS: Uint8Array[] = [];
+/** {@link FrameWriter.bulk} of every writer that queued no chunked message yet. */
+const NO_BULK: OutMessage[] = [];
 
 /** Writes a frame header, the total-length varint (when `total` >= 0) and `head`; returns the offset after them. */
 function writeFrameHead(

@@ -18,6 +18,14 @@ const DIRECT_MIN = 32 * 1024;
 /** Free 64 KiB read buffers kept per thread for the next socket that needs one (closed sockets return theirs). */
 const FREE_MAX = 32;
 
+/** See {@link SocketReader.counts}. */
+interface ReaderCounts {
+  buffers: number;
+  reused: number;
+  directReads: number;
+}
+const newCounts = (): ReaderCounts => ({ buffers: 0, reused: 0, directReads: 0 });
+
 /**
  * Reads a socket into reusable buffers (Node's `onread` option) instead of
  * a fresh 64 KiB allocation per read. After each read the connection says
@@ -29,12 +37,24 @@ const FREE_MAX = 32;
  * (the connection does that once it saw no input for a keep-alive tick).
  */
 export class SocketReader {
+  /** The counters below, made by the first count (an idle socket keeps no fields for them). */
+  private counts: ReaderCounts | undefined;
+  private count(): ReaderCounts {
+    this.counts ??= newCounts();
+    return this.counts;
+  }
   /** 64 KiB read buffers allocated so far (1 for a transfer the receiver copies, 0 if it found a free one). */
-  buffers = 0;
+  get buffers(): number {
+    return this.counts?.buffers ?? 0;
+  }
   /** 64 KiB read buffers taken from the free list (closed sockets' buffers). */
-  reused = 0;
+  get reused(): number {
+    return this.counts?.reused ?? 0;
+  }
   /** Reads that went straight into the receiver's memory (frame bodies). */
-  directReads = 0;
+  get directReads(): number {
+    return this.counts?.directReads ?? 0;
+  }
   /** Where the next read lands. */
   private next: Uint8Array = sharedSmallBuffer();
   /** Where chunks go (called as methods: handlers need not be closures). */
@@ -118,7 +138,7 @@ export class SocketReader {
     if (landed === this.direct && sink !== undefined) {
       // Read into place: hand the receiver a view of its own memory.
       this.direct = undefined;
-      this.directReads++;
+      this.count().directReads++;
       sink.onData(n === landed.length ? landed : landed.subarray(0, n));
       return;
     }
@@ -139,10 +159,10 @@ export class SocketReader {
   private bigBuffer(): Uint8Array {
     const reused = free.pop();
     if (reused !== undefined) {
-      this.reused++;
+      this.count().reused++;
       return reused;
     }
-    this.buffers++;
+    this.count().buffers++;
     const b = Buffer.allocUnsafeSlow(BIG);
     return new Uint8Array(b.buffer, b.byteOffset, b.length);
   }

@@ -1,6 +1,6 @@
 import { EventEmitter } from "eventemitter3";
 import { MemoryBudget } from "../connection/budget.ts";
-import { budgetLimit, Connection, resolveSettings } from "../connection/connection.ts";
+import { budgetLimit, Connection, connectionShared, resolveSettings } from "../connection/connection.ts";
 import {
   ConnectionDiagnostics,
   channelsOf,
@@ -644,6 +644,19 @@ export class Server extends EventEmitter<ServerEvents> {
 
   /** The hooks of {@link Openings}: one object per server. */
   private openingHost(): OpeningHost {
+    // Every session points at one object of these (and the options' timeouts): they are not in each session's init.
+    const shared = connectionShared(
+      this.options,
+      {
+        initiator: false,
+        router: this.router,
+        onOpen: this.sessionOpened,
+        onClose: this.sessionClosed,
+        ticker: this.ticker,
+      },
+      this.runtime,
+      this.budget,
+    );
     return {
       auth: this.options.authenticate !== undefined,
       build: (p) => {
@@ -655,9 +668,7 @@ export class Server extends EventEmitter<ServerEvents> {
           onMessage: this.dispatchMessage,
           budget: this.budget,
           authenticate: this.options.authenticate,
-          onOpen: this.sessionOpened,
-          onClose: this.sessionClosed,
-          ticker: this.ticker,
+          shared,
           id: this.idPrefix + String(++this.nextId),
           accepted: p,
         });

@@ -7,7 +7,10 @@
  * - once loaded (one load for all connections), the real housekeeper runs
  *   with the times the shell recorded: the idle timeout closes the
  *   connection with reason "idle";
- * - a connection closed before the load never starts a housekeeper.
+ * - a connection closed before the load never starts a housekeeper;
+ * - `ping()` (sending pings comes with housekeeping, `connection/ping.ts`)
+ *   waits for the load, then measures; one whose connection closed
+ *   meanwhile rejects with ERR_CONNECTION_CLOSED.
  */
 import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
@@ -72,6 +75,35 @@ describe("housekeeping loaded on demand", () => {
       // The server's sessions, built after the reset, waited for the same load.
       assert.equal(gate.started(), 2, "started for conn and its session: none for the pair closed before the load");
       assert.equal(gate.calls(), 1, "one load for both connections");
+    } finally {
+      await conn.close();
+      await server.close();
+    }
+  });
+
+  it("ping() waits for housekeeping to load, then measures; a connection closed meanwhile rejects it", async () => {
+    const server = createServer({ runtime: portable("lazy-housekeeping") });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const gate = heldHousekeeping();
+    resetHousekeeper(gate.load);
+    const conn = await connect(url, { runtime: portable("lazy-housekeeping") });
+    const gone = await connect(url, { runtime: portable("lazy-housekeeping") });
+    try {
+      let settled = false;
+      const rtt = conn.ping().finally(() => {
+        settled = true;
+      });
+      const refused = gone.ping();
+      refused.catch(() => {});
+      gone.destroy();
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(settled, false, "no ping without the code that sends it");
+      assert.equal(conn.rtt, undefined);
+      gate.release();
+      const ms = await rtt;
+      assert.ok(ms >= 0, `round trip ${ms} ms`);
+      assert.equal(conn.rtt, ms, "the first sample is the smoothed round trip");
+      await assert.rejects(refused, { code: "ERR_CONNECTION_CLOSED" });
     } finally {
       await conn.close();
       await server.close();

@@ -1,0 +1,33 @@
+/**
+ * This side's PINGs (docs/PROTOCOL.md §3.7): comes with housekeeping
+ * (`housekeeping.ts`), which sends keepalive pings, so a browser page loads
+ * it once a connection is open, not up front; `Connection.ping` waits for
+ * that load. Answers to the peer's PINGs are the pinger's (`pinger.ts`).
+ * It imports no code (types only): the modules it would need stay in the
+ * page's one shared chunk (a static import from here would split them out).
+ */
+import type { Pinger } from "./pinger.ts";
+
+/**
+ * Sends a PING; resolves to the round-trip time in ms. After `timeoutMs`
+ * (0: never) it is given up: rejected with `timeoutError(timeoutMs)`, or
+ * left unsettled without one (housekeeping's probes, whose outcome only
+ * their answer tells).
+ */
+export function sendPing(p: Pinger, timeoutMs: number, timeoutError?: (ms: number) => Error): Promise<number> {
+  const seq = ++p.seq;
+  const d = Promise.withResolvers<number>();
+  if (p.pings.size === 0) p.pings = new Map();
+  p.pings.set(seq, { start: performance.now(), d });
+  p.send(seq);
+  if (timeoutMs > 0) {
+    const t = setTimeout(() => {
+      if (p.done(seq) && timeoutError !== undefined) d.reject(timeoutError(timeoutMs));
+    }, timeoutMs);
+    d.promise.then(
+      () => clearTimeout(t),
+      () => clearTimeout(t),
+    );
+  }
+  return d.promise;
+}
