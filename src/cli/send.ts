@@ -1,5 +1,6 @@
 import {
   closeSync,
+  constants,
   type Dirent,
   lstatSync,
   openSync,
@@ -307,7 +308,7 @@ export function readBundle(group: readonly SendItem[], contents: Uint8Array[]): 
     at += 2 + lengths[i];
     let fd: number;
     try {
-      fd = openSync(it.file, "r");
+      fd = openSync(it.file, openFlags(it));
     } catch {
       return undefined;
     }
@@ -332,7 +333,7 @@ export function readBundle(group: readonly SendItem[], contents: Uint8Array[]): 
  * that grew is read whole again.
  */
 export function readListed(it: SendItem): Uint8Array {
-  const fd = openSync(it.file, "r");
+  const fd = openSync(it.file, openFlags(it));
   try {
     // One byte more than listed: a full read means the file grew.
     const buf = Buffer.allocUnsafe(it.size + 1);
@@ -349,6 +350,15 @@ export function readListed(it: SendItem): Uint8Array {
     closeSync(fd);
   }
 }
+
+/**
+ * How a file to send is opened: a tree's file without following a link
+ * (O_NOFOLLOW: the walk listed a regular file, and one replaced by a link
+ * since — to a file outside the tree — fails with ELOOP, ERR_SOURCE, rather
+ * than being sent under the tree's name); a file argument as named (a link
+ * the user named is followed).
+ */
+const openFlags = (it: SendItem): number | string => (it.tree ? constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0) : "r");
 
 /** Exit codes after a signal, as a shell reports a process it ended (128 + the signal's number). */
 const SIGNAL_EXIT: Record<string, number> = { SIGINT: 130, SIGTERM: 143 };
@@ -410,6 +420,9 @@ const listDir = (dir: string) =>
 const statOf = (path: string) =>
   new Promise<Stats | undefined>((resolve) => stat(path, (err, st) => resolve(err === null ? st : undefined)));
 
+/** Whether `path` is a directory itself now (not a link to one, nor gone). */
+const isDirectoryNow = (path: string): boolean => lstatSync(path, { throwIfNoEntry: false })?.isDirectory() === true;
+
 /** Entries the directory walk lstats between two turns of the event loop. */
 const WALK_YIELD_EVERY = 256;
 
@@ -439,8 +452,16 @@ export async function collectFiles(
 ): Promise<SendItem[]> {
   const items: SendItem[] = [];
   let sinceYield = 0;
-  const walk = async (dir: string, prefix: string) => {
-    const entries = (await listDir(dir)).sort((a, b) => (a.name < b.name ? -1 : 1));
+  const walk = async (dir: string, prefix: string, sub: boolean) => {
+    const entries = await listDir(dir);
+    // readdir follows a link: a directory inside the tree that was replaced by one (to a directory
+    // outside it) between its parent's listing and its own is not walked. (Its name is looked up
+    // again when its files are read: a tree's file is opened without following a link, readListed.)
+    if (sub && !isDirectoryNow(dir)) {
+      skip(dir, "changed while it was walked (no longer a directory)");
+      return;
+    }
+    entries.sort((a, b) => (a.name < b.name ? -1 : 1));
     for (const d of entries) {
       // The connection opens meanwhile: its connect and handshake are answered between lstats, so
       // it is ready when the walk ends (not one round trip later).
@@ -451,7 +472,7 @@ export async function collectFiles(
       // `dir` is normalized (below): a name from readdir needs no normalizing join.
       const path = dir + sep + d.name;
       const target = `${prefix}/${d.name}`;
-      if (d.isDirectory()) await walk(path, target);
+      if (d.isDirectory()) await walk(path, target, true);
       else if (d.isFile()) {
         const it: SendItem = { file: path, target, tree: true, size: lstatSync(path).size };
         items.push(it);
@@ -477,7 +498,7 @@ export async function collectFiles(
       tops.add(top);
       // Normalized once (a trailing separator dropped: "photos/" walks as "photos"; the root stays).
       const root = join(arg);
-      checked.push(() => walk(root.length > 1 && root.endsWith(sep) ? root.slice(0, -1) : root, top));
+      checked.push(() => walk(root.length > 1 && root.endsWith(sep) ? root.slice(0, -1) : root, top, false));
     } else if (st?.isFile()) {
       const it: SendItem = { file: arg, target: basename(arg), tree: false, size: st.size };
       const other = argTargets.get(it.target);
