@@ -15,6 +15,12 @@ import { sendPing } from "./ping.ts";
 import type { ReadGate } from "./read-gate.ts";
 
 /**
+ * Most PINGs in flight (unanswered) for keepalive to send another: a peer
+ * that answers none keeps at most these in the pinger's table
+ * (`attack/keepalive-pings.test.ts`; before, one more every period).
+ */
+const MAX_PINGS_IN_FLIGHT = 8;
+/**
  * What housekeeping needs from its connection besides the parts it is given
  * (the Connection implements it with prototype methods: no closures per
  * connection).
@@ -439,7 +445,9 @@ export class Housekeeper implements Tickable {
       host.timedOut("ERR_KEEPALIVE", `no bytes from ${host.remoteUrl} for ${idle} ms`);
       return;
     }
-    if (idle >= ms) {
+    // A keepalive PING waits for its answer without a timeout: a peer that answers none but sends
+    // other input before the close would otherwise leave one in the pinger's table every period.
+    if (idle >= ms && this.frames.pinger.pings.size < MAX_PINGS_IN_FLIGHT) {
       this.pingAt = t;
       sendPing(this.frames.pinger, 0).then(() => {
         this.pingAt = 0;
