@@ -51,7 +51,8 @@ describe("attack: keepalive PINGs left unanswered by a peer that keeps sending",
       const quietUntil = Date.now() + KEEPALIVE_MS * 1.8;
       await until(() => pinger.seq > seen || Date.now() >= quietUntil, 10_000);
       seen = pinger.seq;
-      peer.socket.write(frame(T.MSG, F.START | F.END, (id += 2), Uint8Array.of(1)));
+      id += 2;
+      peer.socket.write(frame(T.MSG, F.START | F.END, id, Uint8Array.of(1)));
     }
     assert.equal(server.sessions.size, 1, "the session is open");
     assert.ok(pinger.pings.size <= 8, `${pinger.pings.size} PINGs in flight after ${CYCLES} unanswered`);
