@@ -46,16 +46,11 @@ let lastRouteBytes: Uint8Array = EMPTY_ROUTE;
 const NO_CALLER = { pending: NO_CALLS } as unknown as Caller;
 let lastRoute = "";
 
-/**
- * When the input being processed arrived (`Date.now()`, set by the engine
- * before each decoding and read during it): one for all connections, not a
- * number box in each.
- */
-export const inputClock = { now: 0 };
-
 export class Inbound implements ReceiveWindow {
   /** Set by the engine once the stream half exists. */
   streams: InboundStreams | undefined;
+  /** Time of the input being processed (set by the engine per read). */
+  now = 0;
   /**
    * The chunked messages being received, made from the stream engine by the
    * frame router on the first chunked frame (it holds frames until then).
