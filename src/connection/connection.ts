@@ -183,7 +183,7 @@ export class Connection extends Emitter<ConnectionEvents> {
   declare private readonly connectedRel: number;
 
   declare private readonly transport: Transport;
-  /** What every connection built with the same options and server shares (one frozen object, not ten fields each). */
+  /** What every connection built with the same options and server shares (one object, made once per server and never written: not ten fields each). */
   declare private readonly shared: ConnectionShared;
   declare private readonly link: Link;
   declare private readonly readGate: ReadGate;
