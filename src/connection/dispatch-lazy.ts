@@ -129,9 +129,8 @@ export class DispatchShell {
     this.hooks = hooks;
   }
 
-  /** A complete one-way message, `buf[start..end)`: the `message` event now, unless middleware runs or requests wait before it. */
-  deliverMessage(buf: Uint8Array, start: number, end: number): void {
-    const data = buf.subarray(start, end);
+  /** A complete one-way message: the `message` event now, unless middleware runs or requests wait before it. */
+  deliverMessage(data: Uint8Array): void {
     if (this.queue === undefined && !this.middleware && this.router?.hasMiddleware !== true) {
       const msg = new ShellMessage(data);
       const [, , , , session, , onMessage] = this.args;
@@ -146,7 +145,7 @@ export class DispatchShell {
       }
       return;
     }
-    this.enqueue((d) => d.deliverMessage(data, 0, data.length));
+    this.enqueue((d) => d.deliverMessage(data));
   }
 
   handleRequest(id: number, route: string, data: Uint8Array, charged: number, key?: Uint8Array): void {

@@ -53,27 +53,10 @@ export const HOLD_HARD_BYTES = 64 * 1024 * 1024;
 /** What a held message costs besides its data (its message, context and promises), for the hard bound. */
 const HELD_OVERHEAD = 512;
 
-/**
- * A one-way message: `buf[start..end)`, its view made on first access of
- * `data` (and kept: every access returns the same view). A listener that
- * looks only at some messages, or only counts them, makes no view per
- * message (issue 17: the view was a fifth of a flood receiver's work per
- * message). `buf` is the read buffer or the assembled message; the decoder
- * has marked it kept (`FrameDecoder.push`), as it did for the view.
- */
 class IncomingMessage implements Message {
-  readonly #buf: Uint8Array;
-  readonly #start: number;
-  readonly #end: number;
-  #data: Uint8Array | undefined = undefined;
-  constructor(buf: Uint8Array, start: number, end: number) {
-    this.#buf = buf;
-    this.#start = start;
-    this.#end = end;
-  }
-  get data(): Uint8Array {
-    this.#data ??= this.#buf.subarray(this.#start, this.#end);
-    return this.#data;
+  readonly data: Uint8Array;
+  constructor(data: Uint8Array) {
+    this.data = data;
   }
   text(): string {
     return decoder.decode(this.data);
@@ -179,14 +162,13 @@ export class Dispatcher {
     this.serving.add(call);
   }
 
-  /** A complete one-way message from the peer: `buf[start..end)`. */
-  deliverMessage(buf: Uint8Array, start: number, end: number): void {
+  /** A complete one-way message from the peer. */
+  deliverMessage(data: Uint8Array): void {
     const router = this.router;
     if (!router.hasMiddleware) {
-      this.emit(new IncomingMessage(buf, start, end));
+      this.emit(new IncomingMessage(data));
       return;
     }
-    const data = buf.subarray(start, end);
     const e = this.endpoints();
     if (e.held >= HOLD_HARD_MESSAGES || e.heldBytes + (e.held + 1) * HELD_OVERHEAD + data.length > HOLD_HARD_BYTES) {
       this.session.terminate(
@@ -197,7 +179,7 @@ export class Dispatcher {
       );
       return;
     }
-    const ctx = new MessageContext(this.session, new IncomingMessage(data, 0, data.length), this.stats.diag.inputAt);
+    const ctx = new MessageContext(this.session, new IncomingMessage(data), this.stats.diag.inputAt);
     const done = router.run(ctx, e.message);
     // Finished at once (delivered, or dropped by a middleware without an error): nothing to wait for.
     if (!(done instanceof Promise)) return;

@@ -125,7 +125,7 @@ export class Inbound implements ReceiveWindow {
       if (this.has(id)) throw PointSubError.fromPeer("ERR_PROTOCOL", `stream ${id} started twice`);
       if (len > this.link.local.maxMessageSize) this.link.checkIncomingSize(len);
       this.stats.received(len);
-      this.dispatcher.deliverMessage(buf, start, end);
+      this.dispatcher.deliverMessage(buf.subarray(start, end));
       return;
     }
     if ((type === FrameType.RES) !== this.link.isMine(id)) {
@@ -226,7 +226,7 @@ export class Inbound implements ReceiveWindow {
     }
     if (charged > 0) this.budget.release(charged);
     if (type === FrameType.MSG) {
-      this.dispatcher.deliverMessage(data, 0, data.length);
+      this.dispatcher.deliverMessage(data);
       return;
     }
     this.caller.answer(call as PendingCall, data);

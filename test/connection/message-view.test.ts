@@ -1,10 +1,9 @@
 /**
- * A one-way message's `data` is made on first access (dispatch.ts
- * `IncomingMessage`): a listener that keeps messages and reads their bytes
- * only later — after many more reads landed, in 64 KiB read buffers and
- * BATCH frames shared by hundreds of messages — sees each message's own
- * bytes, and the same view on every access. With and without middleware
- * (its context reads the bytes at once), and for a chunked message.
+ * One-way messages kept by a listener and read only later — after many
+ * more reads landed, in 64 KiB read buffers and BATCH frames shared by
+ * hundreds of messages — still hold their own bytes, and the same view on
+ * every access (read buffers are reused only when nothing kept a view of
+ * them). With and without middleware, and for a chunked message.
  */
 import assert from "node:assert/strict";
 import { afterEach, describe, it } from "node:test";
