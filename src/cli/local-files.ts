@@ -6,7 +6,7 @@
  * less than the three thread-pool round trips of an asynchronous read
  * (about a third of the CPU time of sending 2,000 files of 1 KiB).
  */
-import { closeSync, openSync, readSync, statSync } from "node:fs";
+import { closeSync, constants, lstatSync, openSync, readSync, statSync } from "node:fs";
 import { utimes, writeFile } from "node:fs/promises";
 import { dirname, join, resolve, sep } from "node:path";
 import { nodeCrc32c } from "../node/crc32c-native.ts";
@@ -18,9 +18,9 @@ import { type FileAccess, readFileFrom, resumeKeyPath } from "../node/send-file.
 export const SYNC_READ_MAX = 64 * 1024;
 
 /** Reads `path` from `offset` to `size` in one synchronous read, when iterated. */
-function* readSmall(path: string, offset: number, size: number): Generator<Uint8Array> {
+function* readSmall(path: string, offset: number, size: number, flags: string | number = "r"): Generator<Uint8Array> {
   if (size <= offset) return;
-  const fd = openSync(path, "r");
+  const fd = openSync(path, flags);
   try {
     const buf = Buffer.allocUnsafe(size - offset);
     let n = 0;
@@ -46,6 +46,31 @@ export const cliFiles: FileAccess = {
   },
   open: (path, offset, size) =>
     size - offset <= SYNC_READ_MAX ? readSmall(path, offset, size) : readFileFrom(path, offset, size),
+};
+
+/** Opening a file inside a tree: read-only, and never through a symbolic link (see {@link treeFiles}). */
+const NO_FOLLOW = constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0);
+
+/**
+ * The CLI's file access for the large files of a tree (`send -r`): the walk
+ * listed a regular file, so one that is a symbolic link by the time it is
+ * sent (the tree changed meanwhile) is not a file here (`lstat`) and is not
+ * opened through the link (O_NOFOLLOW): a link to a file outside the tree is
+ * never read and sent under the tree's name. Small files of a tree go in
+ * bundles, opened the same way (`send.ts`).
+ */
+export const treeFiles: FileAccess = {
+  stat: async (path) => {
+    try {
+      return lstatSync(path);
+    } catch {
+      return undefined;
+    }
+  },
+  open: (path, offset, size) =>
+    size - offset <= SYNC_READ_MAX
+      ? readSmall(path, offset, size, NO_FOLLOW)
+      : readFileFrom(path, offset, size, NO_FOLLOW),
 };
 
 let records: CrcStore | undefined;

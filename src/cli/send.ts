@@ -29,7 +29,7 @@ import { type SentFileReceipt, sendFileVia } from "../node/send-file.ts";
 import { type ClientAuthFlags, clientConnectOptions } from "./auth.ts";
 import { connect } from "./connect.ts";
 import { formatBytes, formatRate } from "./format.ts";
-import { cliFiles, localCrc32c } from "./local-files.ts";
+import { cliFiles, localCrc32c, treeFiles } from "./local-files.ts";
 import { jsonLine, type OutputMode, outputMode, ProgressView, printError, writeOut } from "./output.ts";
 
 export interface SendOptions extends ClientAuthFlags {
@@ -892,7 +892,7 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
         }
         const it = job;
         const { file, target } = it;
-        const t = sendFileVia(cliFiles, shared, file, {
+        const t = sendFileVia(it.tree ? treeFiles : cliFiles, shared, file, {
           compress: opts.compress,
           retries: opts.retries,
           // A small file is sent whole: asking the server where to resume costs a round trip and a

@@ -119,8 +119,13 @@ const POOL = 8;
  * `size`, it reads no further (and a small file costs one buffer of its
  * size, not 1 MiB).
  */
-export async function* readFileFrom(path: string, start = 0, size?: number): AsyncGenerator<Uint8Array> {
-  const fh = await open(path, "r");
+export async function* readFileFrom(
+  path: string,
+  start = 0,
+  size?: number,
+  flags: string | number = "r",
+): AsyncGenerator<Uint8Array> {
+  const fh = await open(path, flags);
   const pool: Buffer[] = [];
   const chunk = size === undefined ? READ_CHUNK : Math.max(1, Math.min(READ_CHUNK, size - start));
   const done = { bytesRead: 0, buffer: Buffer.alloc(0) };

@@ -8,6 +8,10 @@
  * (`readdir` follows links): the outside files' bytes reached the server
  * under the tree's names.
  *
+ * A large file of the tree (sent as a stream of its own, after the
+ * bundles) swapped the same way is not followed either (`treeFiles`: lstat
+ * and O_NOFOLLOW).
+ *
  * The swaps are made from the walk's own `readdir` calls (the callback API,
  * which send.ts uses), so they land at a fixed point of the walk.
  */
@@ -112,6 +116,37 @@ describe("attack: send -r sends nothing from outside the tree when the tree chan
       const contents = await stored(inbox);
       assert.ok(!contents.includes(SECRET), `the outside file was stored: ${lines.join("\n")}`);
       assert.ok(contents.includes("a 0") && contents.includes("b"), `the others arrive: ${contents.join(", ")}`);
+    } finally {
+      onList = undefined;
+      await s.stop();
+    }
+  });
+
+  it("a large listed file (sent on its own, not in a bundle) replaced by a link to a file outside: not followed", async () => {
+    const src = join(work, "t3");
+    await fsp.mkdir(join(src, "a"), { recursive: true });
+    await fsp.mkdir(join(src, "b"));
+    // Over 64 KiB: sent as a stream of its own, through `sendFileVia` after the bundles.
+    await fsp.writeFile(join(src, "a", "big"), "L".repeat(200 * 1024));
+    await fsp.writeFile(join(src, "a", "small"), "a");
+    await fsp.writeFile(join(src, "b", "g"), "b");
+    const bigSecret = SECRET.repeat(8 * 1024);
+    await fsp.writeFile(join(work, "outside", "big-secret"), bigSecret);
+    const inbox = join(work, "inbox3");
+    const s = await start(inbox);
+    try {
+      onList = {
+        dir: join(src, "b"),
+        run: () => {
+          fs.rmSync(join(src, "a", "big"));
+          fs.symlinkSync(join(work, "outside", "big-secret"), join(src, "a", "big"));
+        },
+      };
+      const lines = await send([src], s.url);
+      assert.equal(onList, undefined, "the swap ran");
+      const contents = await stored(inbox);
+      assert.ok(!contents.some((c) => c.includes(SECRET)), `the outside file was stored: ${lines.join("\n")}`);
+      assert.ok(contents.includes("a") && contents.includes("b"), `the others arrive: ${contents.length} files`);
     } finally {
       onList = undefined;
       await s.stop();
