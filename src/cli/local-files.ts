@@ -35,21 +35,28 @@ function* readSmall(path: string, offset: number, size: number, flags: string | 
   }
 }
 
-/** The CLI's file access (see the module's comment). */
-export const cliFiles: FileAccess = {
-  stat: async (path) => {
-    try {
-      return statSync(path);
-    } catch {
-      return undefined;
-    }
-  },
-  open: (path, offset, size) =>
-    size - offset <= SYNC_READ_MAX ? readSmall(path, offset, size) : readFileFrom(path, offset, size),
-};
-
 /** Opening a file inside a tree: read-only, and never through a symbolic link (see {@link treeFiles}). */
-const NO_FOLLOW = constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0);
+export const NO_FOLLOW = constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0);
+
+/** File access that follows symbolic links (`stat`, "r") or not (`lstat`, {@link NO_FOLLOW}). */
+function fileAccess(follow: boolean): FileAccess {
+  const statOf = follow ? statSync : lstatSync;
+  const flags = follow ? "r" : NO_FOLLOW;
+  return {
+    stat: async (path) => {
+      try {
+        return statOf(path);
+      } catch {
+        return undefined;
+      }
+    },
+    open: (path, offset, size) =>
+      size - offset <= SYNC_READ_MAX ? readSmall(path, offset, size, flags) : readFileFrom(path, offset, size, flags),
+  };
+}
+
+/** The CLI's file access (see the module's comment). */
+export const cliFiles: FileAccess = fileAccess(true);
 
 /**
  * The CLI's file access for the large files of a tree (`send -r`): the walk
@@ -59,19 +66,7 @@ const NO_FOLLOW = constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0);
  * never read and sent under the tree's name. Small files of a tree go in
  * bundles, opened the same way (`send.ts`).
  */
-export const treeFiles: FileAccess = {
-  stat: async (path) => {
-    try {
-      return lstatSync(path);
-    } catch {
-      return undefined;
-    }
-  },
-  open: (path, offset, size) =>
-    size - offset <= SYNC_READ_MAX
-      ? readSmall(path, offset, size, NO_FOLLOW)
-      : readFileFrom(path, offset, size, NO_FOLLOW),
-};
+export const treeFiles: FileAccess = fileAccess(false);
 
 let records: CrcStore | undefined;
 /**

@@ -1,6 +1,5 @@
 import {
   closeSync,
-  constants,
   type Dirent,
   lstatSync,
   openSync,
@@ -29,7 +28,7 @@ import { type SentFileReceipt, sendFileVia } from "../node/send-file.ts";
 import { type ClientAuthFlags, clientConnectOptions } from "./auth.ts";
 import { connect } from "./connect.ts";
 import { formatBytes, formatRate } from "./format.ts";
-import { cliFiles, localCrc32c, treeFiles } from "./local-files.ts";
+import { cliFiles, localCrc32c, NO_FOLLOW, treeFiles } from "./local-files.ts";
 import { jsonLine, type OutputMode, outputMode, ProgressView, printError, writeOut } from "./output.ts";
 
 export interface SendOptions extends ClientAuthFlags {
@@ -358,7 +357,7 @@ export function readListed(it: SendItem): Uint8Array {
  * than being sent under the tree's name); a file argument as named (a link
  * the user named is followed).
  */
-const openFlags = (it: SendItem): number | string => (it.tree ? constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0) : "r");
+const openFlags = (it: SendItem): number | string => (it.tree ? NO_FOLLOW : "r");
 
 /** Exit codes after a signal, as a shell reports a process it ended (128 + the signal's number). */
 const SIGNAL_EXIT: Record<string, number> = { SIGINT: 130, SIGTERM: 143 };
