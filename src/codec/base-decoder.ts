@@ -74,6 +74,8 @@ export interface FrameSink {
 
 /** @internal The decoder's states. */
 export const State = { Preface: 0, Header: 1, Body: 2, Failed: 3 } as const;
+/** @internal A push's steps when unlimited (more frames than any chunk holds; a small integer, unlike Infinity). */
+export const UNLIMITED_STEPS = 2 ** 30;
 type State = (typeof State)[keyof typeof State];
 
 /**
@@ -116,9 +118,11 @@ export class BaseDecoder {
   /**
    * Steps of work this push may still take (a frame, or a piece of one): a
    * push stops once none is left, having used {@link used} bytes of its
-   * chunk (`FrameDecoder` sets it from its sink's `step`; unlimited here).
+   * chunk (`FrameDecoder` sets it from its sink's `step`; unlimited here:
+   * {@link UNLIMITED_STEPS}, a small integer, not Infinity, which would be a
+   * number box in every decoder).
    */
-  left = Infinity;
+  left = UNLIMITED_STEPS;
   /** Bytes of the chunk the last push used, when it stopped early ({@link left}). */
   used = 0;
 

@@ -9,7 +9,7 @@
  */
 
 import { PointSubError } from "../errors/error.ts";
-import { BaseDecoder, NO_BYTES, State } from "./base-decoder.ts";
+import { BaseDecoder, NO_BYTES, State, UNLIMITED_STEPS } from "./base-decoder.ts";
 import { crc32cCombine } from "./crc32c.ts";
 import { CRC_LENGTH, FrameType } from "./frame.ts";
 
@@ -38,7 +38,7 @@ export class FrameDecoder extends BaseDecoder {
    * frames are left) later, before anything else.
    */
   protected override run(chunk: Uint8Array): void {
-    this.left = this.sink.step ?? Number.POSITIVE_INFINITY;
+    this.left = this.sink.step ?? UNLIMITED_STEPS;
     const b = this.batch;
     if (b !== NO_BYTES) {
       this.batch = NO_BYTES;

@@ -14,7 +14,7 @@ import { PointSubError } from "../errors/error.ts";
 import { ASSEMBLY_OVERHEAD } from "./budget.ts";
 import type { PendingCall } from "./calls.ts";
 import { idKey } from "./id-key.ts";
-import type { Inbound } from "./inbound.ts";
+import { type Inbound, inputTime } from "./inbound.ts";
 import { creditDue } from "./link.ts";
 
 /**
@@ -207,7 +207,7 @@ export class Assemblies {
     const old = a.buf as Uint8Array;
     const step = need * 2;
     const n =
-      step < WHOLE_FROM && step < a.total ? step : wholeOk(this.inbound.now) ? a.total : Math.min(a.total, need * 4);
+      step < WHOLE_FROM && step < a.total ? step : wholeOk(inputTime.now) ? a.total : Math.min(a.total, need * 4);
     const buf = this.alloc(n, a.total);
     if (a.filled > 0) buf.set(old.subarray(0, a.filled), 0);
     a.buf = buf;
@@ -286,7 +286,9 @@ export class Assemblies {
     if (!discard) {
       // Delivered only once all `total` bytes were written into it (grown as they arrive).
       const n =
-        data.length * 2 < WHOLE_FROM || !wholeOk(inb.now) ? Math.max(MIN_CAPACITY, data.length * FIRST_CHUNKS) : total;
+        data.length * 2 < WHOLE_FROM || !wholeOk(inputTime.now)
+          ? Math.max(MIN_CAPACITY, data.length * FIRST_CHUNKS)
+          : total;
       target = this.alloc(n < total ? n : total, total);
       target.set(data, 0);
     }
@@ -301,8 +303,8 @@ export class Assemblies {
       streamUsed: frameBytes,
       streamUnacked: frameBytes,
       charged: discard ? 0 : total + ASSEMBLY_OVERHEAD,
-      lastFrameAt: inb.now,
-      windowAt: inb.now,
+      lastFrameAt: inputTime.now,
+      windowAt: inputTime.now,
       windowFilled: 0,
     };
     this.map.set(idKey(id), a);
@@ -322,7 +324,7 @@ export class Assemblies {
       throw PointSubError.fromPeer("ERR_PROTOCOL", `continuation of unknown stream ${id}`);
     }
     const inb = this.inbound;
-    a.lastFrameAt = inb.now;
+    a.lastFrameAt = inputTime.now;
     const len = end - start;
     if (a.filled + len > a.total)
       throw PointSubError.fromPeer("ERR_PROTOCOL", `stream ${id} overruns its declared length`);
@@ -377,7 +379,7 @@ export class Assemblies {
     if (a === undefined) return -1;
     this.map.delete(idKey(id));
     if (a.buf !== null) {
-      wholeOk(this.inbound.now);
+      wholeOk(inputTime.now);
       waste += a.buf.length - a.filled;
       this.bytes -= a.total;
       this.inbound.budget.release(a.charged);

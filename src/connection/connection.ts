@@ -40,7 +40,7 @@ import { type FrameHooks, FrameRouter } from "./frames.ts";
 import { greeting, Handshake, type HandshakePort } from "./handshake.ts";
 import type { Housekeeper } from "./housekeeping.ts";
 import { HousekeeperShell, housekeeperClass, loadHousekeeper } from "./housekeeping-lazy.ts";
-import { Inbound } from "./inbound.ts";
+import { Inbound, inputTime } from "./inbound.ts";
 import { LateProgress } from "./late-progress.ts";
 import { budgetLimit, Link, resolveSettings } from "./link.ts";
 import { checkConnectionOptions } from "./options.ts";
@@ -949,7 +949,7 @@ export class Connection extends Emitter<ConnectionEvents> {
       if (this.state_ === "closed") return kept;
       const now = Date.now();
       this.housekeeper.input(now);
-      this.inbound.now = now;
+      inputTime.now = now;
       const d = this.decoderImpl;
       const t0 = performance.now();
       this.stats_.diag.inputAt = t0; // diagnostics: when the requests this chunk completes arrived

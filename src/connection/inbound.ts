@@ -46,11 +46,17 @@ let lastRouteBytes: Uint8Array = EMPTY_ROUTE;
 const NO_CALLER = { pending: NO_CALLS } as unknown as Caller;
 let lastRoute = "";
 
+/**
+ * @internal `Date.now()` of the input being processed, set by the
+ * connection per read (what chunked messages being received stamp their
+ * frames with): one for every connection, as input is processed one read
+ * at a time — a field per connection was a number box in each.
+ */
+export const inputTime = { now: 0 };
+
 export class Inbound implements ReceiveWindow {
   /** Set by the engine once the stream half exists. */
   streams: InboundStreams | undefined;
-  /** Time of the input being processed (set by the engine per read). */
-  now = 0;
   /**
    * The chunked messages being received, made from the stream engine by the
    * frame router on the first chunked frame (it holds frames until then).
