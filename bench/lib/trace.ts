@@ -228,7 +228,7 @@ export function traceLarge(conn: unknown, mark?: () => void): (() => void) | und
   const w = (conn as { writer?: Record<string, unknown> }).writer as
     | {
         writable: boolean;
-        bulk: { credit: number }[];
+        bulkState?: { list: { credit: number }[] };
         connCredit: number;
         position: number;
         pacer?: { room(p: number): number; rate: number; onAck(v: number): boolean; probes: number[] };
@@ -239,10 +239,11 @@ export function traceLarge(conn: unknown, mark?: () => void): (() => void) | und
   const MIN_CHUNK = 16 * 1024;
   const stateOf = (): string => {
     if (!w.writable) return "transport";
-    if (w.bulk.length === 0) return "none";
+    const list = w.bulkState?.list ?? [];
+    if (list.length === 0) return "none";
     if (w.pacer !== undefined && w.pacer.room(w.position) <= 0) return "pacer";
     if (w.connCredit < MIN_CHUNK) return "conncredit";
-    if (w.bulk[0].credit < MIN_CHUNK) return "msgcredit";
+    if (list[0].credit < MIN_CHUNK) return "msgcredit";
     return "send";
   };
   const ms: Record<string, number> = {};

@@ -24,7 +24,7 @@ export class FrameDecoder extends BaseDecoder {
   private runningCrc = 0;
   /** The frame being filled as views of the pushed chunks (see FrameSink.wantsPieces). */
   private pieces: Uint8Array[] | undefined;
-  /** The CRC trailer's bytes so far, accumulated into a number (big-endian). */
+  /** The CRC trailer's bytes so far, accumulated into a number (big-endian, signed 32-bit). */
   private trailer = 0;
   /** The inner frames of a BATCH a push stopped in, not handed on yet (see {@link unbatch}). */
   private batch: Uint8Array = NO_BYTES;
@@ -104,15 +104,16 @@ export class FrameDecoder extends BaseDecoder {
     if (this.filled >= len && this.checksum) {
       const have = this.filled - len;
       const n = Math.min(CRC_LENGTH - have, end - pos);
-      // The trailer's bytes accumulate into a number (big-endian).
-      for (let i = 0; i < n; i++) this.trailer = ((this.trailer << 8) | chunk[pos + i]) >>> 0;
+      // The trailer's bytes accumulate into a number (big-endian), kept signed: a small
+      // integer, where an unsigned one over 2^31 made the field a number box in every decoder.
+      for (let i = 0; i < n; i++) this.trailer = (this.trailer << 8) | chunk[pos + i];
       this.filled += n;
       pos += n;
       if (this.filled < len + CRC_LENGTH) return pos;
       // A BATCH's running CRC covers its header already (see runningCrc): a
       // flood's batches span reads, and the combine cost 2-3 % of a receiver's CPU.
       const whole = this.type === FrameType.BATCH ? this.runningCrc : crc32cCombine(this.headCrc, this.runningCrc, len);
-      if (whole !== this.trailer) throw this.checksumError();
+      if ((whole | 0) !== this.trailer) throw this.checksumError();
     } else if (this.filled < len) {
       return pos;
     }

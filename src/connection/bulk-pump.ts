@@ -5,41 +5,79 @@
  * pacer's frame limit. Comes with the stream engine (`streams.ts`): a
  * browser page that only sends single-frame messages never loads it; its
  * first message of several frames waits in the writer's queue until it is
- * loaded (`FrameWriter.sendOneChunk`).
+ * loaded (`FrameWriter.pumpBulk`).
  */
 import { Flag, FrameType } from "../codec/frame.ts";
 import { varintLength } from "../codec/varint.ts";
 import { type StreamItem, streamCost } from "../stream/item.ts";
 import type { Queue } from "../util/queue.ts";
-import { type FrameWriter, MAX_OPEN_CHUNKED, type OutMessage } from "./writer.ts";
+import { type BulkState, FLUSH_BYTES, type FrameWriter, MAX_OPEN_CHUNKED, type OutMessage } from "./writer.ts";
 
 /** A chunk smaller than this is not sent while more credit may come (avoids slivers). */
 const MIN_CHUNK = 16 * 1024;
 const EMPTY = new Uint8Array(0);
 
-/** Encodes the next frame of the first bulk message (from `w.rr` on) that can send one; false when none can. */
-export function sendOneChunk(w: FrameWriter): boolean {
-  const bulk = w.bulk;
+/**
+ * The writer pump's bulk step (`FrameWriter.pumpBulk`): one frame of one
+ * chunked message or stream, round robin, within the pacer's window; false
+ * when none could go.
+ */
+export function pumpBulk(w: FrameWriter, b: BulkState): boolean {
+  let pacer = b.pacer;
+  // Bulk that waited for the stream engine (in a browser) without a pacer gets one now.
+  if (pacer === undefined && w.pacing !== undefined) pacer = b.pacer = w.pacing(w);
+  if (pacer === undefined) {
+    if (!sendOneChunk(w, b)) return false;
+    if (w.batched() >= FLUSH_BYTES) w.flush();
+    return true;
+  }
+  if (pacer.room(w.position) <= 0) {
+    pacer.blocked(w.position);
+    return false;
+  }
+  const idle = pacer.idle(w.position);
+  // Bulk starts on an idle pipe: a probe goes before its frame and measures the path alone.
+  b.probeFirst = idle;
+  const sent = sendOneChunk(w, b);
+  b.probeFirst = false;
+  if (!sent) return false;
+  pacer.sent(w.position, idle);
+  // The pacer's window bounds what goes ahead of a later small message: within it,
+  // frames go to the transport in groups (Pacer.groupFull).
+  if (pacer.groupFull(w.batched(), w.position, w.bulkFlushBytes)) w.flush();
+  return true;
+}
+
+/** A bulk frame is about to be encoded: on an idle pipe, the pacer's probe goes first (only when a frame follows). */
+function beforeBulk(w: FrameWriter, b: BulkState): void {
+  if (!b.probeFirst) return;
+  b.probeFirst = false;
+  b.pacer?.starting(w.position);
+}
+
+/** Encodes the next frame of the first bulk message (from the round robin's place on) that can send one; false when none can. */
+function sendOneChunk(w: FrameWriter, b: BulkState): boolean {
+  const bulk = b.list;
   const n = bulk.length;
   for (let k = 0; k < n; k++) {
-    const idx = (w.rr + k) % n;
+    const idx = (b.rr + k) % n;
     const m = bulk[idx];
     if (m.items !== undefined) {
-      if (sendStreamItem(w, m, idx)) return true;
+      if (sendStreamItem(w, b, m, idx)) return true;
       continue;
     }
     const total = m.data.length;
     const prefix = m.started ? 0 : varintLength(total) + m.head.length;
     const remaining = total - m.offset;
     const want = Math.min(
-      w.pacer === undefined ? m.chunk : Math.min(m.chunk, w.pacer.frameLimit(w.position)),
+      b.pacer === undefined ? m.chunk : Math.min(m.chunk, b.pacer.frameLimit(w.position)),
       prefix + remaining,
     );
     const avail = Math.min(m.credit, w.connCredit);
     if (avail < want && avail < MIN_CHUNK) continue;
     // Start a chunked message only when the peer's assembly budget has room.
     // At most MAX_OPEN_CHUNKED at once: the rest wait their turn (receivers may refuse more).
-    if (!m.started && (w.assemblyOpen + total > w.assemblyBudget || w.chunkedOpen >= MAX_OPEN_CHUNKED)) continue;
+    if (!m.started && (b.assemblyOpen + total > w.assemblyBudget || b.chunkedOpen >= MAX_OPEN_CHUNKED)) continue;
     const size = Math.min(want, avail);
     const dataBytes = size - prefix;
     if (dataBytes < 0) continue;
@@ -47,11 +85,11 @@ export function sendOneChunk(w: FrameWriter): boolean {
     const end = start + dataBytes;
     const last = end === total;
     const flags = (m.started ? 0 : Flag.START | (m.startFlags ?? 0)) | (last ? Flag.END : 0);
-    w.beforeBulk();
+    beforeBulk(w, b);
     w.encode(m.type, flags, m.id, m.started ? -1 : total, m.started ? EMPTY : m.head, m.data, start, end);
     if (!m.started) {
-      w.assemblyOpen += total;
-      w.chunkedOpen++;
+      b.assemblyOpen += total;
+      b.chunkedOpen++;
     }
     const encoded = dataBytes + (m.started ? 0 : m.head.length);
     if (m.type === FrameType.RES) w.answerQueued -= encoded;
@@ -61,13 +99,13 @@ export function sendOneChunk(w: FrameWriter): boolean {
     m.credit -= size;
     w.connCredit -= size;
     if (last) {
-      w.assemblyOpen -= total;
-      w.chunkedOpen--;
+      b.assemblyOpen -= total;
+      b.chunkedOpen--;
       bulk.splice(idx, 1);
-      w.rr = idx;
+      b.rr = idx;
       m.resolve?.();
     } else {
-      w.rr = idx + 1;
+      b.rr = idx + 1;
     }
     return true;
   }
@@ -75,7 +113,7 @@ export function sendOneChunk(w: FrameWriter): boolean {
 }
 
 /** Sends the next queued frame of stream `m` if credit allows. */
-function sendStreamItem(w: FrameWriter, m: OutMessage, idx: number): boolean {
+function sendStreamItem(w: FrameWriter, b: BulkState, m: OutMessage, idx: number): boolean {
   const items = m.items as Queue<StreamItem>;
   const item = items.peek();
   if (item === undefined) return false;
@@ -83,7 +121,7 @@ function sendStreamItem(w: FrameWriter, m: OutMessage, idx: number): boolean {
   const cost = streamCost(item);
   if (cost > m.credit || size > w.connCredit) return false;
   items.shift();
-  w.beforeBulk();
+  beforeBulk(w, b);
   w.encode(m.type, item.flags, m.id, -1, item.head, item.data, 0, item.data.length, item.crc);
   if (item.release !== undefined) {
     // The writer's list is a shared empty array until the first release: replaced, never pushed to.
@@ -94,12 +132,12 @@ function sendStreamItem(w: FrameWriter, m: OutMessage, idx: number): boolean {
   m.credit -= cost;
   w.connCredit -= size;
   if ((item.flags & Flag.END) !== 0) {
-    w.bulk.splice(idx, 1);
-    w.rr = idx;
+    b.list.splice(idx, 1);
+    b.rr = idx;
     m.onItem?.(item);
     m.resolve?.();
   } else {
-    w.rr = idx + 1;
+    b.rr = idx + 1;
     m.onItem?.(item);
   }
   return true;

@@ -521,10 +521,8 @@ export class Connection extends Emitter<ConnectionEvents> {
       () => {
         this.engineLoading = false;
         if (this.state_ === "closed") return;
-        // The chunked messages that waited go out paced, as later ones do.
-        const w = this.writer;
-        if (w.pacer === undefined && w.pacing !== undefined) w.pacer = w.pacing(w);
-        w.wake();
+        // The chunked messages that waited go out paced, as later ones do (their pacer is made at the next pump).
+        this.writer.wake();
         try {
           this.frames.release();
         } catch (err) {

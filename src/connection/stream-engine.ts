@@ -18,7 +18,7 @@ import type { Router } from "../router/router.ts";
 import type { Progress } from "../transfer/progress.ts";
 import type { Assemblies } from "./assembly.ts";
 import type { checkCredentials } from "./auth-check.ts";
-import type { sendOneChunk } from "./bulk-pump.ts";
+import type { pumpBulk } from "./bulk-pump.ts";
 import type { Dispatcher } from "./dispatch.ts";
 import type { TargetingFrameRouter } from "./frame-targets.ts";
 import type { Pacer } from "./pacer.ts";
@@ -40,7 +40,7 @@ export interface StreamEngine {
   /** Chunked messages received (`assembly.ts`): the frame router holds frames from the first one until loaded. */
   readonly Assemblies: typeof Assemblies;
   /** The writer's pump of chunked messages and streams (`bulk-pump.ts`): they wait in its queue until loaded. */
-  readonly sendOneChunk: typeof sendOneChunk;
+  readonly pumpBulk: typeof pumpBulk;
   /**
    * The decoder that fills frames spanning reads in place (stream data as
    * views, chunked messages into their assembly): a connection made before

@@ -15,7 +15,7 @@ export { Router } from "../router/router.ts";
 export { Progress } from "../transfer/progress.ts";
 export { Assemblies } from "./assembly.ts";
 export { checkCredentials } from "./auth-check.ts";
-export { sendOneChunk } from "./bulk-pump.ts";
+export { pumpBulk } from "./bulk-pump.ts";
 export { Dispatcher } from "./dispatch.ts";
 export { TargetingFrameRouter } from "./frame-targets.ts";
 export { Pacer } from "./pacer.ts";

@@ -133,10 +133,6 @@ export class FrameWriter {
    * larger start would keep the field a boxed double in every connection).
    */
   assemblyBudget = 2 ** 31 - 1;
-  /** @internal Totals of the chunked messages started and not yet ended. */
-  assemblyOpen = 0;
-  /** @internal Chunked messages started and not yet ended (at most MAX_OPEN_CHUNKED). */
-  chunkedOpen = 0;
   /** False after the transport asked us to wait for a drain. */
   writable = true;
   /**
@@ -166,8 +162,6 @@ export class FrameWriter {
    * first one; undefined: bulk is not paced.
    */
   pacing: ((writer: FrameWriter) => Pacer | undefined) | undefined;
-  /** Paces bulk by the link's measured delivery (made by {@link pacing} on the first chunked message or stream). */
-  pacer: Pacer | undefined;
   /**
    * Paced bulk frames go to the transport together up to this many bytes
    * ({@link BULK_FLUSH_BYTES}); a transport with its own `maxFrameSize` sets
@@ -203,7 +197,8 @@ export class FrameWriter {
   private closed = false;
   /** Callers of whenDrained (a shared empty array until the first). */
   private drainWaiters: (() => void)[] = NO_CALLBACKS;
-  private readonly singles = new Queue<OutMessage>();
+  /** Single-frame messages waiting (a shared empty queue, never pushed to, until the first). */
+  private singles = NO_SINGLES;
   /**
    * Pools this writer took regions of whose bytes the transport may still
    * hold (see {@link PoolEntry}); confirmed at a flush or drain that finds
@@ -219,16 +214,8 @@ export class FrameWriter {
    * empty array until the first.
    */
   releases: (() => void)[] = NO_CALLBACKS;
-  /**
-   * @internal Chunked messages and streams, sent one frame at a time round
-   * robin (`bulk-pump.ts`); a shared empty list until the first (never
-   * changed: entries are only removed once found).
-   */
-  bulk: OutMessage[] = NO_BULK;
-  /** @internal Where the round robin resumes. */
-  rr = 0;
-  /** The next bulk frame starts on an idle pipe: the pacer sends a probe before it ({@link beforeBulk}). */
-  private probeFirst = false;
+  /** @internal Chunked messages and streams and their round robin's state, made by the first one. */
+  bulkState: BulkState | undefined;
 
   declare private readonly crc: Crc32c;
 
@@ -257,7 +244,12 @@ export class FrameWriter {
 
   /** Messages waiting or in progress. */
   get pending(): number {
-    return this.singles.length + this.bulk.length;
+    return this.singles.length + (this.bulkState?.list.length ?? 0);
+  }
+
+  /** Paces bulk by the link's measured delivery (made by {@link pacing} with the first chunked message or stream). */
+  get pacer(): Pacer | undefined {
+    return this.bulkState?.pacer;
   }
 
   /** Writes a control frame (not flow-controlled) now. */
@@ -288,11 +280,17 @@ export class FrameWriter {
   enqueue(m: OutMessage): void {
     if (m.type === FrameType.RES) this.answerQueued += m.head.length + m.data.length;
     if (m.items === undefined) this.queuedBytes += m.head.length + m.data.length;
-    if (m.single) this.singles.push(m);
-    else {
-      if (this.pacer === undefined && this.pacing !== undefined) this.pacer = this.pacing(this);
-      if (this.bulk === NO_BULK) this.bulk = [];
-      this.bulk.push(m);
+    if (m.single) {
+      if (this.singles === NO_SINGLES) this.singles = new Queue();
+      this.singles.push(m);
+    } else {
+      let b = this.bulkState;
+      if (b === undefined) {
+        b = { list: [], rr: 0, pacer: undefined, probeFirst: false, assemblyOpen: 0, chunkedOpen: 0 };
+        this.bulkState = b;
+      }
+      if (b.pacer === undefined && this.pacing !== undefined) b.pacer = this.pacing(this);
+      b.list.push(m);
     }
     this.pump();
   }
@@ -305,8 +303,8 @@ export class FrameWriter {
    */
   get stalled(): boolean {
     if (!this.writable) return true;
-    const p = this.pacer;
-    return p !== undefined && this.bulk.length !== 0 && p.room(this.position) <= 0;
+    const b = this.bulkState;
+    return b !== undefined && b.pacer !== undefined && b.list.length !== 0 && b.pacer.room(this.position) <= 0;
   }
 
   /**
@@ -346,7 +344,7 @@ export class FrameWriter {
 
   /** The peer granted more credit on message `id`; false if no such message is in progress. */
   addStreamCredit(id: number, n: number): boolean {
-    for (const m of this.bulk) {
+    for (const m of this.bulkState?.list ?? NO_BULK) {
       if (m.id === id) {
         m.credit += n;
         this.pump();
@@ -388,19 +386,20 @@ export class FrameWriter {
 
   /** Chunked messages waiting or in progress. */
   get chunkedPending(): number {
-    return this.bulk.length;
+    return this.bulkState?.list.length ?? 0;
   }
 
   /** {@link remove} for a chunked message only (single-frame ones are left alone). */
   removeChunked(type: number, id: number, err: PointSubError): "none" | "queued" | "started" {
-    const i = this.bulk.findIndex((m) => m.id === id && m.type === type);
-    if (i < 0) return "none";
-    const [m] = this.bulk.splice(i, 1);
+    const b = this.bulkState;
+    const i = b === undefined ? -1 : b.list.findIndex((m) => m.id === id && m.type === type);
+    if (b === undefined || i < 0) return "none";
+    const [m] = b.list.splice(i, 1);
     this.unqueue(m);
     m.reject?.(err);
     if (m.started && m.items === undefined) {
-      this.assemblyOpen -= m.data.length;
-      this.chunkedOpen--;
+      b.assemblyOpen -= m.data.length;
+      b.chunkedOpen--;
     }
     this.pump();
     return m.started ? "started" : "queued";
@@ -422,8 +421,7 @@ export class FrameWriter {
     // The transport drops what it holds: budget charges waiting for the write are returned.
     this.written();
     for (const m of this.singles.drain()) m.reject?.(err);
-    const bulk = this.bulk;
-    this.bulk = NO_BULK;
+    const bulk = this.bulkState?.list.splice(0) ?? NO_BULK;
     for (const m of bulk) m.reject?.(err);
     this.notifyDrained();
   }
@@ -500,8 +498,8 @@ export class FrameWriter {
     this.written();
   }
 
-  /** Bytes encoded and not yet handed to the transport. */
-  private batched(): number {
+  /** @internal Bytes encoded and not yet handed to the transport. */
+  batched(): number {
     return this.outBytes + this.slabPos - this.slabStart;
   }
 
@@ -533,7 +531,7 @@ export class FrameWriter {
 
   /** Whether a chunked message (not a stream) is still queued after a pump: it waits for credit. */
   private messageWaiting(): boolean {
-    for (const m of this.bulk) if (m.items === undefined) return true;
+    for (const m of this.bulkState?.list ?? NO_BULK) if (m.items === undefined) return true;
     return false;
   }
 
@@ -568,53 +566,24 @@ export class FrameWriter {
       }
       if (this.singles.length !== 0) break; // blocked on credit: keep order, wait
       // 2. one chunk of one chunked message, within the pacer's window
-      if (this.bulk.length !== 0) {
-        const pacer = this.pacer;
-        if (pacer === undefined) {
-          if (this.sendOneChunk()) {
-            progressed = true;
-            if (this.batched() >= FLUSH_BYTES) this.flush();
-          }
-        } else if (pacer.room(this.position) <= 0) {
-          pacer.blocked(this.position);
-        } else {
-          const idle = pacer.idle(this.position);
-          // Bulk starts on an idle pipe: a probe goes before its frame and measures the path alone.
-          this.probeFirst = idle;
-          const sent = this.sendOneChunk();
-          this.probeFirst = false;
-          if (sent) {
-            progressed = true;
-            pacer.sent(this.position, idle);
-            // The pacer's window bounds what goes ahead of a later small message: within it,
-            // frames go to the transport in groups (Pacer.groupFull).
-            if (pacer.groupFull(this.batched(), this.position, this.bulkFlushBytes)) this.flush();
-          }
-        }
-      }
+      const b = this.bulkState;
+      if (b !== undefined && b.list.length !== 0 && this.pumpBulk(b)) progressed = true;
       if (!progressed) break;
     }
   }
 
   /**
-   * One frame of one chunked message or stream, round robin: `bulk-pump.ts`,
-   * which comes with the stream engine (a browser page loads it the first
-   * time it sends a message of several frames: they wait in the queue
-   * meanwhile, as for credit); false when none could go.
+   * One frame of one chunked message or stream, round robin, within the
+   * pacer's window: `bulk-pump.ts`, which comes with the stream engine (a
+   * browser page loads it the first time it sends a message of several
+   * frames: they wait in the queue meanwhile, as for credit); false when
+   * none could go.
    */
-  private sendOneChunk(): boolean {
+  private pumpBulk(b: BulkState): boolean {
     const engine = streamEngine();
-    if (engine !== undefined) return engine.sendOneChunk(this);
+    if (engine !== undefined) return engine.pumpBulk(this, b);
     this.sink.awaitEngine?.();
     return false;
-  }
-
-  /** A bulk frame is about to be encoded: on an idle pipe, the pacer's probe goes first (only when a frame follows). */
-  /** @internal */
-  beforeBulk(): void {
-    if (!this.probeFirst) return;
-    this.probeFirst = false;
-    this.pacer?.starting(this.position);
   }
 
   /**
@@ -870,8 +839,31 @@ function flushAll(): void {
 const NO_CALLBACKS: (() => void)[] = [];
 /** The list of a writer with nothing to hand over (never written). */
 const NO_CHUNKS: Uint8Array[] = [];
-/** {@link FrameWriter.bulk} of every writer that queued no chunked message yet. */
+/** The bulk list of every writer that queued no chunked message yet (never pushed to). */
 const NO_BULK: OutMessage[] = [];
+/** The single-frame queue of every writer that queued none yet (never pushed to). */
+const NO_SINGLES = new Queue<OutMessage>();
+
+/**
+ * @internal A writer's chunked messages and streams and the state of their
+ * round robin (`bulk-pump.ts`), made with the first one: a writer that never
+ * queued one (an idle connection, one that only sends small messages)
+ * holds none of it.
+ */
+export interface BulkState {
+  /** Chunked messages and streams, sent one frame at a time round robin (entries are removed once found). */
+  readonly list: OutMessage[];
+  /** Where the round robin resumes. */
+  rr: number;
+  /** Paces bulk by the link's measured delivery (made by `FrameWriter.pacing`), or undefined: not paced. */
+  pacer: Pacer | undefined;
+  /** The next bulk frame starts on an idle pipe: the pacer sends a probe before it (`FrameWriter.beforeBulk`). */
+  probeFirst: boolean;
+  /** Totals of the chunked messages started and not yet ended. */
+  assemblyOpen: number;
+  /** Chunked messages started and not yet ended (at most MAX_OPEN_CHUNKED). */
+  chunkedOpen: number;
+}
 
 /** Writes a frame header, the total-length varint (when `total` >= 0) and `head`; returns the offset after them. */
 function writeFrameHead(
