@@ -109,7 +109,11 @@ export class BaseDecoder {
   protected id = 0;
   protected length = 0;
   private headLen = 0;
-  /** CRC32C of the header of the frame being filled. */
+  /**
+   * CRC32C of the header of the frame being filled, kept signed (`| 0`): a
+   * small integer, where an unsigned one over 2^31 made the field a number
+   * box in every decoder made after the first such frame.
+   */
   protected headCrc = 0;
   protected body: Uint8Array = NO_BYTES;
   protected filled = 0;
@@ -241,7 +245,7 @@ export class BaseDecoder {
         if (KEEPS_PAYLOAD[this.type] + (this.flags & 3) > 5) this.retained = true;
         this.emit(chunk, pstart, pend, payloadCrc);
       } else {
-        if (this.checksum) this.headCrc = this.crc.range(chunk, hstart, pos);
+        if (this.checksum) this.headCrc = this.crc.range(chunk, hstart, pos) | 0;
         this.beginBody();
       }
     }
@@ -250,7 +254,7 @@ export class BaseDecoder {
 
   /** After a header parsed out of the carry buffer: start the body. */
   private afterHeaderFromCarry(): void {
-    if (this.checksum) this.headCrc = this.crc.range(this.carry, 0, this.headLen);
+    if (this.checksum) this.headCrc = this.crc.range(this.carry, 0, this.headLen) | 0;
     if (this.length === 0 && !this.checksum) {
       this.sink.onFrame(this.type, this.flags, this.id, this.carry, 0, 0, -1);
       return;

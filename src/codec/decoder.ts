@@ -19,7 +19,8 @@ export class FrameDecoder extends BaseDecoder {
   /**
    * CRC32C of the payload bytes of the frame being filled: from 0, or, for
    * a BATCH (whose payload's own CRC nobody needs), continuing the header's,
-   * so the trailer is checked without combining the two.
+   * so the trailer is checked without combining the two. Signed, as
+   * `headCrc` (unsigned where handed on).
    */
   private runningCrc = 0;
   /** The frame being filled as views of the pushed chunks (see FrameSink.wantsPieces). */
@@ -97,7 +98,7 @@ export class FrameDecoder extends BaseDecoder {
         this.body.set(piece, this.filled);
       } // else the transport read it into place (readTarget)
       // Checksum each piece as it arrives, while it is still in cache.
-      if (this.checksum) this.runningCrc = this.crc.compute(piece, this.runningCrc);
+      if (this.checksum) this.runningCrc = this.crc.compute(piece, this.runningCrc >>> 0) | 0;
       this.filled += n;
       pos += n;
     }
@@ -120,7 +121,7 @@ export class FrameDecoder extends BaseDecoder {
     this.state = State.Header;
     const body = this.body;
     this.body = NO_BYTES;
-    const payloadCrc = this.checksum && this.type !== FrameType.BATCH ? this.runningCrc : -1;
+    const payloadCrc = this.checksum && this.type !== FrameType.BATCH ? this.runningCrc >>> 0 : -1;
     if (this.pieces !== undefined) {
       const pieces = this.pieces;
       this.pieces = undefined;
