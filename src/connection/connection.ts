@@ -100,8 +100,6 @@ const pingTimeout = (ms: number) => new PointSubError("ERR_TIMEOUT", `no pong wi
 
 /** Characters of a peer's GOAWAY reason kept (in errors and `closeReason`). */
 const MAX_REASON = 256;
-/** What the frame router may hold beyond the receive window while the stream engine loads (heads, control frames). */
-const HOLD_SLACK = 1024 * 1024;
 /** Ids of connections made without one (clients); a server numbers its sessions itself. */
 let nextConnectionId = 1;
 /** When this module loaded: connections keep their `connectedAt` relative to it (see `connectedRel`). */
@@ -286,7 +284,6 @@ export class Connection extends Emitter<ConnectionEvents> {
     const engine = streamEngine();
     const Frames = engine?.TargetingFrameRouter ?? FrameRouter;
     this.frames = new Frames(this.handshake, this.inbound, this.writer, port);
-    this.frames.holdLimit = local.connectionWindow + HOLD_SLACK;
     // The options as they are: housekeeping applies the defaults (not in a page's first load) and keeps
     // one shared object per set of times (no object per connection).
     const hk: ConstructorParameters<typeof Housekeeper> = [options, this.readGate, this.frames, this];

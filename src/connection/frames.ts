@@ -56,6 +56,8 @@ const SCRATCH: VarintResult = { value: 0, next: 0 };
 
 /** Bytes counted per held frame besides its payload (its header, roughly). */
 const HELD_FRAME_COST = 16;
+/** What the frame router may hold beyond the receive window while the stream engine loads (heads, control frames). */
+const HOLD_SLACK = 1024 * 1024;
 
 export class FrameRouter implements FrameSink {
   /** Frames received. */
@@ -81,12 +83,6 @@ export class FrameRouter implements FrameSink {
    */
   protected held: HeldFrame[] | undefined;
   private heldBytes = 0;
-  /**
-   * Most bytes held (set by the connection: its receive window, which a
-   * conforming peer's data cannot exceed, plus room for heads and control
-   * frames); more is ERR_FLOW_CONTROL.
-   */
-  holdLimit = 0;
 
   constructor(handshake: Handshake, inbound: Inbound, writer: FrameWriter, hooks: FrameHooks) {
     this.handshake = handshake;
@@ -179,8 +175,11 @@ export class FrameRouter implements FrameSink {
 
   private hold(type: number, flags: number, id: number, payload: Uint8Array, crc: number): void {
     this.heldBytes += payload.length + HELD_FRAME_COST;
-    if (this.heldBytes > this.holdLimit) {
-      throw PointSubError.fromPeer("ERR_FLOW_CONTROL", `peer sent over ${this.holdLimit} bytes beyond its window`);
+    // At most the receive window (which a conforming peer's data cannot exceed) and room for heads and control
+    // frames; more is ERR_FLOW_CONTROL.
+    const limit = this.inbound.link.local.connectionWindow + HOLD_SLACK;
+    if (this.heldBytes > limit) {
+      throw PointSubError.fromPeer("ERR_FLOW_CONTROL", `peer sent over ${limit} bytes beyond its window`);
     }
     (this.held as HeldFrame[]).push({ type, flags, id, payload, crc });
   }
