@@ -100,6 +100,8 @@ export interface PacedWriter {
   control(type: number, flags: number, id: number, payload: Uint8Array): void;
   /** The window opened: try sending bulk again. */
   wake(): void;
+  /** Hands everything batched to the transport now. */
+  flush(): void;
 }
 
 const KIB = 1024;
@@ -220,6 +222,18 @@ export class Pacer {
    * goes to the transport, whose drain resumes reading, as without pacing.
    */
   readingPaused = false;
+  /**
+   * Reading the peer stopped (`true`, the slow-peer bound) or resumed (sets
+   * {@link readingPaused}): when it stops, what waits is handed to the
+   * transport now, as without pacing.
+   */
+  pauseReading(on: boolean): void {
+    if (this.readingPaused === on) return;
+    this.readingPaused = on;
+    if (!on) return;
+    this.writer.wake();
+    this.writer.flush();
+  }
   private noAckTimer: ReturnType<typeof setTimeout> | undefined;
   /** Bulk restarted with none in flight at this time (0: not ramping), from this position. */
   private rampT = 0;

@@ -224,7 +224,7 @@ export class ReadGate {
         // Held by the pacer: no acknowledgement can be read now, so the answers go to
         // the transport, and its drain resumes reading — as without pacing. A transport
         // that took them all is not full: read on.
-        w.readingPaused(true);
+        w.pacer?.pauseReading(true);
         if (w.writable) this.slowResume();
       }
     }
@@ -246,7 +246,7 @@ export class ReadGate {
   /** The slow-peer pause ends: reading (and pacing) go on. */
   private slowResume(): void {
     this.slowPaused = false;
-    this.writer.readingPaused(false);
+    this.writer.pacer?.pauseReading(false);
     this.resumeIfFree();
   }
 

@@ -204,7 +204,7 @@ export class FrameWriter {
    * hold (see {@link PoolEntry}); confirmed at a flush or drain that finds
    * the transport idle. Undefined until the first region.
    */
-  private unconfirmed: PoolEntry[] | undefined;
+  private unconfirmed: PoolEntry | PoolEntry[] | undefined;
   /**
    * @internal What waits for the bytes handed over so far to leave the
    * transport (a drain — a transport with `idle` reports one once a write it
@@ -305,20 +305,6 @@ export class FrameWriter {
     if (!this.writable) return true;
     const b = this.bulkState;
     return b !== undefined && b.pacer !== undefined && b.list.length !== 0 && b.pacer.room(this.position) <= 0;
-  }
-
-  /**
-   * Reading the peer stopped (`true`, the slow-peer bound) or resumed: no
-   * acknowledgement can be read meanwhile, so bulk is not paced — what waits
-   * is handed to the transport now, as without pacing.
-   */
-  readingPaused(on: boolean): void {
-    const p = this.pacer;
-    if (p === undefined || p.readingPaused === on) return;
-    p.readingPaused = on;
-    if (!on) return;
-    this.pump();
-    this.flush();
   }
 
   /** Byte-stream position of the next frame: every byte encoded so far. */
@@ -490,9 +476,13 @@ export class FrameWriter {
    */
   private confirmWritten(): void {
     const u = this.unconfirmed;
-    if (u !== undefined) {
+    if (Array.isArray(u)) {
       for (let i = 0; i < u.length; i++) unhold(u[i]);
       u.length = 0;
+    } else if (u !== undefined) {
+      // One pool, the usual case (a request's answer): nothing is kept once it is confirmed.
+      unhold(u);
+      this.unconfirmed = undefined;
     }
     // And so do the releases waiting for it.
     this.written();
@@ -708,14 +698,19 @@ export class FrameWriter {
     // pools goes out as two buffers: one writev instead of one write).
     if (pool.length - poolPos < need + REGION_ROOM) newPool(need);
     // This writer holds the pool until the transport wrote its bytes (counted once per pool).
-    this.unconfirmed ??= [];
+    // One pool is held as itself (no list: a connection that answered a request keeps nothing once its write
+    // is confirmed); a list once a writer spans pools before a confirmation (a flood), kept from then on.
     const u = this.unconfirmed;
-    if (u.length === 0 || u[u.length - 1] !== poolEntry) {
-      // A transport never found idle: the oldest pool is given up (never
-      // recycled, collected once unreferenced), so the list stays short.
-      if (u.length === MAX_UNCONFIRMED) u.shift();
+    if (u !== poolEntry && (!Array.isArray(u) || u[u.length - 1] !== poolEntry)) {
       poolEntry.holders++;
-      u.push(poolEntry);
+      if (u === undefined) this.unconfirmed = poolEntry;
+      else if (!Array.isArray(u)) this.unconfirmed = [u, poolEntry];
+      else {
+        // A transport never found idle: the oldest pool is given up (never
+        // recycled, collected once unreferenced), so the list stays short.
+        if (u.length === MAX_UNCONFIRMED) u.shift();
+        u.push(poolEntry);
+      }
     }
     const size = Math.min(need + this.step, pool.length - poolPos);
     this.slab = pool.subarray(poolPos, poolPos + size);

@@ -228,6 +228,7 @@ describe("Pacer at the start of bulk (virtual clock: performance.now set by the 
         this.position += 16 + payload.length;
       },
       wake(): void {},
+      flush(): void {},
     };
   }
 
@@ -441,6 +442,7 @@ describe("Pacer at the start of bulk (virtual clock: performance.now set by the 
           sent.push({ seq: sent.length + 1, at: t });
         },
         wake(): void {},
+        flush(): void {},
       };
       const p = new Pacer(w);
       // The application hands over 50 KB/ms, steadily; the path's round trip is 10 ms, and each
@@ -520,6 +522,7 @@ describe("Pacer min-RTT refresh (virtual clock set by the test)", () => {
         probes.push({ seq: -decodePing(payload), at: now() });
       },
       wake(): void {},
+      flush(): void {},
     };
   }
 
