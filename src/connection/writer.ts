@@ -278,7 +278,17 @@ export class FrameWriter {
       return false;
     }
     this.connCredit -= len;
-    this.encode(type, Flag.START | Flag.END | startFlags, id, -1, head, data, 0, data.length, dataCrc);
+    const flags = Flag.START | Flag.END | startFlags;
+    const n = headerLength(id, len) + len;
+    // An open BATCH with room (its frames are at most batchMax, below COPY_THRESHOLD): appended
+    // to it, without encode's general path (a flood's messages, a turn's answers).
+    if (
+      this.batchStart >= 0 &&
+      this.slabPos + n - this.batchInner <= this.batchMax &&
+      this.slab.length - this.slabPos >= n + CRC_LENGTH
+    )
+      this.append(type, flags, id, -1, head, data, 0, data.length, len);
+    else this.encode(type, flags, id, -1, head, data, 0, data.length, dataCrc);
     if (this.batched() >= SINGLES_FLUSH_BYTES) this.flush();
     else this.scheduleFlush();
     return true;
@@ -695,9 +705,29 @@ export class FrameWriter {
       this.batchInner = this.slabPos;
       this.batchCount = 0;
     }
+    this.append(type, flags, id, total, head, data, start, end, len);
+  }
+
+  /** Appends a small frame, without its own CRC, to the open BATCH, which has room for it. */
+  private append(
+    type: number,
+    flags: number,
+    id: number,
+    total: number,
+    head: Uint8Array,
+    data: Uint8Array,
+    start: number,
+    end: number,
+    len: number,
+  ): void {
     const slab = this.slab;
-    const p = writeFrameHead(slab, this.slabPos, type, flags, id, len, total, head);
-    this.slabPos = copyData(slab, p, data, start, end);
+    this.slabPos = copyData(
+      slab,
+      writeFrameHead(slab, this.slabPos, type, flags, id, len, total, head),
+      data,
+      start,
+      end,
+    );
     this.batchCount++;
     this.framesOut++;
   }
