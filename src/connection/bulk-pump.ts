@@ -11,14 +11,50 @@ import { Flag, FrameType } from "../codec/frame.ts";
 import { varintLength } from "../codec/varint.ts";
 import { type StreamItem, streamCost } from "../stream/item.ts";
 import type { Queue } from "../util/queue.ts";
-import { type FrameWriter, MAX_OPEN_CHUNKED, type OutMessage } from "./writer.ts";
+import { FLUSH_BYTES, type FrameWriter, MAX_OPEN_CHUNKED, type OutMessage } from "./writer.ts";
 
 /** A chunk smaller than this is not sent while more credit may come (avoids slivers). */
 const MIN_CHUNK = 16 * 1024;
 const EMPTY = new Uint8Array(0);
 
-/** Encodes the next frame of the first bulk message (from `w.rr` on) that can send one; false when none can. */
+/** A bulk frame is about to be encoded: on an idle pipe, the pacer's probe goes first (only when a frame follows). */
+function beforeBulk(w: FrameWriter): void {
+  if (!w.probeFirst) return;
+  w.probeFirst = false;
+  w.pacer?.starting(w.position);
+}
+
+/**
+ * The writer's pump, step 2: one frame of one chunked message or stream,
+ * within the pacer's window (without a pacer, handed to the transport once
+ * FLUSH_BYTES are batched); false when none could go.
+ */
 export function sendOneChunk(w: FrameWriter): boolean {
+  const pacer = w.pacer;
+  if (pacer === undefined) {
+    if (!nextChunk(w)) return false;
+    if (w.batched() >= FLUSH_BYTES) w.flush();
+    return true;
+  }
+  if (pacer.room(w.position) <= 0) {
+    pacer.blocked(w.position);
+    return false;
+  }
+  const idle = pacer.idle(w.position);
+  // Bulk starts on an idle pipe: a probe goes before its frame and measures the path alone.
+  w.probeFirst = idle;
+  const sent = nextChunk(w);
+  w.probeFirst = false;
+  if (!sent) return false;
+  pacer.sent(w.position, idle);
+  // The pacer's window bounds what goes ahead of a later small message: within it,
+  // frames go to the transport in groups (Pacer.groupFull).
+  if (pacer.groupFull(w.batched(), w.position, w.bulkFlushBytes)) w.flush();
+  return true;
+}
+
+/** Encodes the next frame of the first bulk message (from `w.rr` on) that can send one; false when none can. */
+function nextChunk(w: FrameWriter): boolean {
   const bulk = w.bulk;
   const n = bulk.length;
   for (let k = 0; k < n; k++) {
@@ -47,7 +83,7 @@ export function sendOneChunk(w: FrameWriter): boolean {
     const end = start + dataBytes;
     const last = end === total;
     const flags = (m.started ? 0 : Flag.START | (m.startFlags ?? 0)) | (last ? Flag.END : 0);
-    w.beforeBulk();
+    beforeBulk(w);
     w.encode(m.type, flags, m.id, m.started ? -1 : total, m.started ? EMPTY : m.head, m.data, start, end);
     if (!m.started) {
       w.assemblyOpen += total;
@@ -83,7 +119,7 @@ function sendStreamItem(w: FrameWriter, m: OutMessage, idx: number): boolean {
   const cost = streamCost(item);
   if (cost > m.credit || size > w.connCredit) return false;
   items.shift();
-  w.beforeBulk();
+  beforeBulk(w);
   w.encode(m.type, item.flags, m.id, -1, item.head, item.data, 0, item.data.length, item.crc);
   if (item.release !== undefined) {
     // The writer's list is a shared empty array until the first release: replaced, never pushed to.

@@ -227,8 +227,12 @@ export class FrameWriter {
   bulk: OutMessage[] = NO_BULK;
   /** @internal Where the round robin resumes. */
   rr = 0;
-  /** The next bulk frame starts on an idle pipe: the pacer sends a probe before it ({@link beforeBulk}). */
-  private probeFirst = false;
+  /**
+   * @internal The next bulk frame starts on an idle pipe: the pacer sends a
+   * probe before it (`beforeBulk` in `bulk-pump.ts`, the only code that
+   * encodes bulk frames: not in a browser page's first load).
+   */
+  probeFirst = false;
 
   declare private readonly crc: Crc32c;
 
@@ -278,7 +282,7 @@ export class FrameWriter {
       return false;
     }
     this.connCredit -= len;
-    const flags = Flag.START | Flag.END | startFlags;
+    const flags = WHOLE | startFlags;
     const n = headerLength(id, len) + len;
     // An open BATCH with room (its frames are at most batchMax, below COPY_THRESHOLD): appended
     // to it, without encode's general path (a flood's messages, a turn's answers).
@@ -338,7 +342,11 @@ export class FrameWriter {
     return this.bytesOut + this.batched();
   }
 
-  /** The pacer's window opened: send what waits. */
+  /**
+   * Something that waited can go now: the pacer's window opened, the stream
+   * engine loaded, or a stream's producer queued more items (on a message
+   * that must be enqueued). Sends what waits.
+   */
   wake(): void {
     this.pump();
   }
@@ -346,11 +354,6 @@ export class FrameWriter {
   /** The peer granted more connection credit. */
   addConnCredit(n: number): void {
     this.connCredit += n;
-    this.pump();
-  }
-
-  /** A stream's producer queued more items on `m` (which must be enqueued). */
-  itemsAdded(): void {
     this.pump();
   }
 
@@ -510,8 +513,8 @@ export class FrameWriter {
     this.written();
   }
 
-  /** Bytes encoded and not yet handed to the transport. */
-  private batched(): number {
+  /** @internal Bytes encoded and not yet handed to the transport. */
+  batched(): number {
     return this.outBytes + this.slabPos - this.slabStart;
   }
 
@@ -558,17 +561,7 @@ export class FrameWriter {
         this.connCredit -= len;
         if (m.type === FrameType.RES) this.answerQueued -= len;
         this.queuedBytes -= len;
-        this.encode(
-          m.type,
-          Flag.START | Flag.END | (m.startFlags ?? 0),
-          m.id,
-          -1,
-          m.head,
-          m.data,
-          0,
-          m.data.length,
-          m.crc,
-        );
+        this.encode(m.type, WHOLE | (m.startFlags ?? 0), m.id, -1, m.head, m.data, 0, m.data.length, m.crc);
         progressed = true;
         m.resolve?.();
         if (this.batched() >= SINGLES_FLUSH_BYTES) {
@@ -577,54 +570,24 @@ export class FrameWriter {
         }
       }
       if (this.singles.length !== 0) break; // blocked on credit: keep order, wait
-      // 2. one chunk of one chunked message, within the pacer's window
-      if (this.bulk.length !== 0) {
-        const pacer = this.pacer;
-        if (pacer === undefined) {
-          if (this.sendOneChunk()) {
-            progressed = true;
-            if (this.batched() >= FLUSH_BYTES) this.flush();
-          }
-        } else if (pacer.room(this.position) <= 0) {
-          pacer.blocked(this.position);
-        } else {
-          const idle = pacer.idle(this.position);
-          // Bulk starts on an idle pipe: a probe goes before its frame and measures the path alone.
-          this.probeFirst = idle;
-          const sent = this.sendOneChunk();
-          this.probeFirst = false;
-          if (sent) {
-            progressed = true;
-            pacer.sent(this.position, idle);
-            // The pacer's window bounds what goes ahead of a later small message: within it,
-            // frames go to the transport in groups (Pacer.groupFull).
-            if (pacer.groupFull(this.batched(), this.position, this.bulkFlushBytes)) this.flush();
-          }
-        }
-      }
+      // 2. one chunk of one chunked message or stream, within the pacer's window
+      if (this.bulk.length !== 0 && this.sendOneChunk()) progressed = true;
       if (!progressed) break;
     }
   }
 
   /**
-   * One frame of one chunked message or stream, round robin: `bulk-pump.ts`,
-   * which comes with the stream engine (a browser page loads it the first
-   * time it sends a message of several frames: they wait in the queue
-   * meanwhile, as for credit); false when none could go.
+   * One frame of one chunked message or stream, round robin, within the
+   * pacer's window: `bulk-pump.ts`, which comes with the stream engine (a
+   * browser page loads it the first time it sends a message of several
+   * frames: they wait in the queue meanwhile, as for credit); false when
+   * none could go.
    */
   private sendOneChunk(): boolean {
     const engine = streamEngine();
     if (engine !== undefined) return engine.sendOneChunk(this);
     this.sink.awaitEngine?.();
     return false;
-  }
-
-  /** A bulk frame is about to be encoded: on an idle pipe, the pacer's probe goes first (only when a frame follows). */
-  /** @internal */
-  beforeBulk(): void {
-    if (!this.probeFirst) return;
-    this.probeFirst = false;
-    this.pacer?.starting(this.position);
   }
 
   /**
@@ -821,6 +784,8 @@ export class FrameWriter {
 }
 
 const EMPTY = new Uint8Array(0);
+/** The flags of a message in one frame. */
+const WHOLE = Flag.START | Flag.END;
 
 /**
  * A write pool and how many writers may still have bytes of it in a

@@ -689,7 +689,7 @@ describe("FrameWriter: flow control", () => {
       content: 1800,
       crc: -1,
     });
-    w.itemsAdded();
+    w.wake();
     await tick();
     assert.equal(sink.frames().length, 1, "the compressed item costs 1800 > 988 credit left");
     assert.equal(s.m.credit, 1000 - 12);
@@ -697,7 +697,7 @@ describe("FrameWriter: flow control", () => {
     await tick();
     assert.equal(s.m.credit, 0);
     s.items.push({ flags: Flag.END, head: EMPTY, data: bytes(5), content: 0, crc: -1 });
-    w.itemsAdded();
+    w.wake();
     await tick();
     assert.equal(s.resolved, 0, "the END item waits for credit too");
     w.addStreamCredit(3, 5);
@@ -733,7 +733,7 @@ describe("FrameWriter: flow control", () => {
       crc: crc32c(data),
       release: () => released++,
     });
-    w.itemsAdded();
+    w.wake();
     await tick();
     const outer = sink.outer();
     assert.equal(outer.length, 1);
@@ -981,7 +981,7 @@ describe("FrameWriter: accounting", () => {
     w.enqueue(s.m);
     assert.equal(w.blockedSince, 0, "no items yet");
     s.items.push({ flags: 0, head: EMPTY, data: bytes(100), content: 100, crc: -1 });
-    w.itemsAdded();
+    w.wake();
     assert.equal(w.pending, 1);
     assert.equal(w.blockedSince, 0, "the reader has not returned stream credit: its choice");
     const c = message(3, bytes(50_000), { credit: 16 * KiB });
