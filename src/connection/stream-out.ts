@@ -237,7 +237,7 @@ export class OutgoingStreams {
     const out: OutgoingStream = new OutgoingStream(
       id,
       {
-        itemsAdded: () => writer.itemsAdded(),
+        itemsAdded: () => writer.wake(),
         compressed: (codec, before, after, used) => countCompression(this.stats, codec, before, after, used),
       },
       progress,

@@ -270,7 +270,17 @@ export class FrameWriter {
       return false;
     }
     this.connCredit -= len;
-    this.encode(type, Flag.START | Flag.END | startFlags, id, -1, head, data, 0, data.length, dataCrc);
+    const flags = WHOLE | startFlags;
+    const n = headerLength(id, len) + len;
+    // An open BATCH with room (its frames are at most batchMax, below COPY_THRESHOLD): appended
+    // to it, without encode's general path (a flood's messages, a turn's answers).
+    if (
+      this.batchStart >= 0 &&
+      this.slabPos + n - this.batchInner <= this.batchMax &&
+      this.slab.length - this.slabPos >= n + CRC_LENGTH
+    )
+      this.append(type, flags, id, -1, head, data, 0, data.length, len);
+    else this.encode(type, flags, id, -1, head, data, 0, data.length, dataCrc);
     if (this.batched() >= SINGLES_FLUSH_BYTES) this.flush();
     else this.scheduleFlush();
     return true;
@@ -312,7 +322,11 @@ export class FrameWriter {
     return this.bytesOut + this.batched();
   }
 
-  /** The pacer's window opened: send what waits. */
+  /**
+   * Something that waited can go now: the pacer's window opened, the stream
+   * engine loaded, or a stream's producer queued more items (on a message
+   * that must be enqueued). Sends what waits.
+   */
   wake(): void {
     this.pump();
   }
@@ -320,11 +334,6 @@ export class FrameWriter {
   /** The peer granted more connection credit. */
   addConnCredit(n: number): void {
     this.connCredit += n;
-    this.pump();
-  }
-
-  /** A stream's producer queued more items on `m` (which must be enqueued). */
-  itemsAdded(): void {
     this.pump();
   }
 
@@ -536,17 +545,7 @@ export class FrameWriter {
         this.connCredit -= len;
         if (m.type === FrameType.RES) this.answerQueued -= len;
         this.queuedBytes -= len;
-        this.encode(
-          m.type,
-          Flag.START | Flag.END | (m.startFlags ?? 0),
-          m.id,
-          -1,
-          m.head,
-          m.data,
-          0,
-          m.data.length,
-          m.crc,
-        );
+        this.encode(m.type, WHOLE | (m.startFlags ?? 0), m.id, -1, m.head, m.data, 0, m.data.length, m.crc);
         progressed = true;
         m.resolve?.();
         if (this.batched() >= SINGLES_FLUSH_BYTES) {
@@ -654,9 +653,29 @@ export class FrameWriter {
       this.batchInner = this.slabPos;
       this.batchCount = 0;
     }
+    this.append(type, flags, id, total, head, data, start, end, len);
+  }
+
+  /** Appends a small frame, without its own CRC, to the open BATCH, which has room for it. */
+  private append(
+    type: number,
+    flags: number,
+    id: number,
+    total: number,
+    head: Uint8Array,
+    data: Uint8Array,
+    start: number,
+    end: number,
+    len: number,
+  ): void {
     const slab = this.slab;
-    const p = writeFrameHead(slab, this.slabPos, type, flags, id, len, total, head);
-    this.slabPos = copyData(slab, p, data, start, end);
+    this.slabPos = copyData(
+      slab,
+      writeFrameHead(slab, this.slabPos, type, flags, id, len, total, head),
+      data,
+      start,
+      end,
+    );
     this.batchCount++;
     this.framesOut++;
   }
@@ -755,6 +774,8 @@ export class FrameWriter {
 }
 
 const EMPTY = new Uint8Array(0);
+/** The flags of a message in one frame. */
+const WHOLE = Flag.START | Flag.END;
 
 /**
  * A write pool and how many writers may still have bytes of it in a

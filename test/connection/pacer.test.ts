@@ -211,7 +211,7 @@ describe("Pacer with a FrameWriter over a simulated 20 MB/s link", () => {
     await new Promise((r) => setTimeout(r, 100));
     assert.deepEqual(kinds, [], "nothing to send: no frame at all");
     items.push({ flags: 0, head: new Uint8Array(0), data: new Uint8Array(32 * KiB), content: 32 * KiB, crc: -1 });
-    writer.itemsAdded();
+    writer.wake();
     await new Promise((r) => setTimeout(r, 100));
     writer.close(new PointSubError("ERR_CANCELLED", "test over"));
     assert.deepEqual(kinds.slice(0, 2), ["probe", "stream"], kinds.join(","));

@@ -375,6 +375,52 @@ describe("FrameWriter: batching", () => {
     );
   });
 
+  it("appends to the open BATCH in place exactly as encode would: heads and start flags kept, a frame that fills batchMax to the byte stays, one byte more starts the next", async () => {
+    const { w, sink } = setup();
+    w.batching = true;
+    w.batchMax = 1024;
+    // Traffic first: the writer's region grows, so that room in the slab is not what splits batches.
+    for (let i = 0; i < 40; i++) w.trySendNow(FrameType.MSG, 2001 + 2 * i, EMPTY, bytes(900, i));
+    await tick();
+    const warm = sink.copies.length;
+    const route = new Uint8Array([3, 0x2f, 0x61, 0x62]);
+    // First frame opens the batch (encode); the others are appended while they fit.
+    w.trySendNow(FrameType.MSG, 1, EMPTY, bytes(10, 1)); // 1 + 1 + 1 + 10 = 13 bytes
+    w.trySendNow(FrameType.RES, 2, new Uint8Array([0]), bytes(20, 2)); // 1 + 1 + 1 + 21 = 24
+    w.trySendNow(FrameType.REQ, 3, route, bytes(30, 3), Flag.KEYED); // 1 + 1 + 1 + 34 = 37
+    // Exactly the rest of batchMax: 1024 - 74 = 950 bytes = 1 + 1 + 2 + 946.
+    w.trySendNow(FrameType.MSG, 5, EMPTY, bytes(946, 5));
+    // Nothing left: the next frame, of one byte, starts a new batch.
+    w.trySendNow(FrameType.MSG, 7, EMPTY, bytes(1, 7));
+    w.trySendNow(FrameType.MSG, 9, EMPTY, bytes(2, 9));
+    await tick();
+    const after = new RecordingSink();
+    for (const c of sink.copies.slice(warm)) after.write([c]);
+    const outer = after.outer();
+    assert.deepEqual(
+      outer.map((f) => [f.type, f.length, f.crcOk, f.inner.map((i) => i.id)]),
+      [
+        [FrameType.BATCH, 1024, true, [1, 2, 3, 5]],
+        [FrameType.BATCH, 9, true, [7, 9]],
+      ],
+    );
+    const frames = after.frames();
+    assert.deepEqual(
+      frames.map((f) => [f.type, f.flags, f.id, f.payload.length]),
+      [
+        [FrameType.MSG, Flag.START | Flag.END, 1, 10],
+        [FrameType.RES, Flag.START | Flag.END, 2, 21],
+        [FrameType.REQ, Flag.START | Flag.END | Flag.KEYED, 3, 34],
+        [FrameType.MSG, Flag.START | Flag.END, 5, 946],
+        [FrameType.MSG, Flag.START | Flag.END, 7, 1],
+        [FrameType.MSG, Flag.START | Flag.END, 9, 2],
+      ],
+    );
+    assert.deepEqual(frames[1].payload, concat([new Uint8Array([0]), bytes(20, 2)]));
+    assert.deepEqual(frames[2].payload, concat([route, bytes(30, 3)]));
+    assert.deepEqual(frames[3].payload, bytes(946, 5));
+  });
+
   it("batches control frames with data frames of the same turn", async () => {
     const { w, sink } = setup();
     w.batching = true;
@@ -689,7 +735,7 @@ describe("FrameWriter: flow control", () => {
       content: 1800,
       crc: -1,
     });
-    w.itemsAdded();
+    w.wake();
     await tick();
     assert.equal(sink.frames().length, 1, "the compressed item costs 1800 > 988 credit left");
     assert.equal(s.m.credit, 1000 - 12);
@@ -697,7 +743,7 @@ describe("FrameWriter: flow control", () => {
     await tick();
     assert.equal(s.m.credit, 0);
     s.items.push({ flags: Flag.END, head: EMPTY, data: bytes(5), content: 0, crc: -1 });
-    w.itemsAdded();
+    w.wake();
     await tick();
     assert.equal(s.resolved, 0, "the END item waits for credit too");
     w.addStreamCredit(3, 5);
@@ -733,7 +779,7 @@ describe("FrameWriter: flow control", () => {
       crc: crc32c(data),
       release: () => released++,
     });
-    w.itemsAdded();
+    w.wake();
     await tick();
     const outer = sink.outer();
     assert.equal(outer.length, 1);
@@ -981,7 +1027,7 @@ describe("FrameWriter: accounting", () => {
     w.enqueue(s.m);
     assert.equal(w.blockedSince, 0, "no items yet");
     s.items.push({ flags: 0, head: EMPTY, data: bytes(100), content: 100, crc: -1 });
-    w.itemsAdded();
+    w.wake();
     assert.equal(w.pending, 1);
     assert.equal(w.blockedSince, 0, "the reader has not returned stream credit: its choice");
     const c = message(3, bytes(50_000), { credit: 16 * KiB });
