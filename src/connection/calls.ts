@@ -7,9 +7,21 @@ import type { IncomingRequest, RequestContext } from "./types.ts";
 
 const decoder = new TextDecoder();
 
+/** What few calls use (a key, a stream, a signal, state): made on first use, so a plain request's object is smaller. */
+interface CallExtra {
+  idempotencyKey: Uint8Array | undefined;
+  stream: IncomingStream | undefined;
+  ac: AbortController | undefined;
+  abortReason: PointSubError | undefined;
+  state: Record<string, unknown> | undefined;
+}
+
 /**
  * Server-side state of one request or stream being handled; also the
- * handler's and the middleware's context (one object per call).
+ * handler's and the middleware's context (one object per call). Allocated
+ * for every request the peer makes: what only some calls use lives in
+ * {@link CallExtra}, made when first needed (a pipelined server allocates
+ * one of these per request; every field is 8 bytes of it).
  */
 export class ServerCall implements RequestContext, IncomingRequest, CallContext {
   readonly kind: "request" | "stream";
@@ -17,28 +29,14 @@ export class ServerCall implements RequestContext, IncomingRequest, CallContext 
   readonly route: string;
   readonly id: number;
   readonly data: Uint8Array;
-  /**
-   * The request's idempotency key (a keyed REQ, docs/PROTOCOL.md §3.4.1),
-   * or undefined. A copy: it stays valid after the call.
-   */
-  readonly idempotencyKey: Uint8Array | undefined;
-  /** The incoming stream, for a stream call. */
-  stream: IncomingStream | undefined = undefined;
   done = false;
   /** Bytes of the connection's memory budget this call holds until its handler finishes. */
   charged = 0;
   /** performance.now() when a request started, for its diagnostics end message (0: not observed). */
   startedAt = 0;
-
-  /** See {@link CallContext.receivedAt}. */
-  get receivedAt(): number {
-    return this.startedAt;
-  }
   /** Diagnostics: the handler of its route was called (not refused before: no route, middleware, budget). */
   routed = false;
-  private ac: AbortController | undefined;
-  private abortReason: PointSubError | undefined;
-  private state_: Record<string, unknown> | undefined;
+  private extra: CallExtra | undefined = undefined;
   constructor(
     kind: "request" | "stream",
     session: Connection,
@@ -52,7 +50,39 @@ export class ServerCall implements RequestContext, IncomingRequest, CallContext 
     this.route = route;
     this.id = id;
     this.data = data;
-    this.idempotencyKey = idempotencyKey;
+    if (idempotencyKey !== undefined) this.more().idempotencyKey = idempotencyKey;
+  }
+
+  private more(): CallExtra {
+    this.extra ??= {
+      idempotencyKey: undefined,
+      stream: undefined,
+      ac: undefined,
+      abortReason: undefined,
+      state: undefined,
+    };
+    return this.extra;
+  }
+
+  /**
+   * The request's idempotency key (a keyed REQ, docs/PROTOCOL.md §3.4.1),
+   * or undefined. A copy: it stays valid after the call.
+   */
+  get idempotencyKey(): Uint8Array | undefined {
+    return this.extra?.idempotencyKey;
+  }
+
+  /** The incoming stream, for a stream call. */
+  get stream(): IncomingStream | undefined {
+    return this.extra?.stream;
+  }
+  set stream(s: IncomingStream | undefined) {
+    this.more().stream = s;
+  }
+
+  /** See {@link CallContext.receivedAt}. */
+  get receivedAt(): number {
+    return this.startedAt;
   }
   text(): string {
     return decoder.decode(this.data);
@@ -61,21 +91,24 @@ export class ServerCall implements RequestContext, IncomingRequest, CallContext 
     return this.session.principal;
   }
   get state(): Record<string, unknown> {
-    this.state_ ??= {};
-    return this.state_;
+    const m = this.more();
+    m.state ??= {};
+    return m.state;
   }
   /** Created on first use: most handlers never look. */
   get signal(): AbortSignal {
-    if (this.ac === undefined) {
-      this.ac = new AbortController();
-      if (this.abortReason !== undefined) this.ac.abort(this.abortReason);
+    const m = this.more();
+    if (m.ac === undefined) {
+      m.ac = new AbortController();
+      if (m.abortReason !== undefined) m.ac.abort(m.abortReason);
     }
-    return this.ac.signal;
+    return m.ac.signal;
   }
   abort(reason: PointSubError): void {
-    if (this.abortReason !== undefined) return;
-    this.abortReason = reason;
-    this.ac?.abort(reason);
+    const m = this.more();
+    if (m.abortReason !== undefined) return;
+    m.abortReason = reason;
+    m.ac?.abort(reason);
   }
 }
 

@@ -121,7 +121,8 @@ export class IncomingStreams {
 
   /** Whether the peer's stream `id` is open here. */
   hasIn(id: number): boolean {
-    return this.streams.has(idKey(id));
+    // Asked for every request the peer starts: no lookup while no stream is open (most of the time).
+    return this.streams.size !== 0 && this.streams.has(idKey(id));
   }
 
   /** FrameSink.wantsPieces for STREAM frames: views of the socket chunks, unless the reader recycles buffers. */

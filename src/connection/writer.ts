@@ -894,10 +894,8 @@ function writeFrameHead(
 ): number {
   let p = writeHeader(slab, offset, type, flags, id, len);
   if (total >= 0) p = writeVarint(slab, p, total);
-  if (head.length !== 0) {
-    slab.set(head, p);
-    p += head.length;
-  }
+  // A response's status byte, a request's route prefix: byte by byte (a `set` call costs more for a few bytes).
+  for (let i = 0; i < head.length; i++) slab[p++] = head[i];
   return p;
 }
 
