@@ -550,9 +550,14 @@ export const CHECKS_IN_FLIGHT = 4;
  * The quick check (like rsync's): asks the server which files it already
  * holds under their names, with their size and CRC32C, and returns the items
  * whose size and CRC32C equal the local file's. Undefined when the server
- * has no quick-check route (an older server: nothing is skipped).
+ * has no quick-check route (an older server: nothing is skipped). `found.held`
+ * counts the files the server holds under their names, whole or not.
  */
-export async function quickCheck(conn: Connection, items: readonly SendItem[]): Promise<Set<SendItem> | undefined> {
+export async function quickCheck(
+  conn: Connection,
+  items: readonly SendItem[],
+  found?: { held: number },
+): Promise<Set<SendItem> | undefined> {
   const same = new Set<SendItem>();
   const batches: SendItem[][] = [];
   for (let i = 0; i < items.length; i += FILE_CHECK_MAX) batches.push(items.slice(i, i + FILE_CHECK_MAX));
@@ -576,6 +581,7 @@ export async function quickCheck(conn: Connection, items: readonly SendItem[]): 
         }
         throw err;
       }
+      if (found !== undefined) for (const a of answers) if (a != null) found.held++;
       // Local CRCs only of files the server holds at the same size; a few read at once.
       let next = 0;
       const worker = async () => {
@@ -669,11 +675,12 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
    * fails sends them all: the bundle's own retries deal with the connection, and a bundle never
    * replaces a file (it is refused with ERR_EXISTS, and a retried bundle checks again).
    */
-  const toSend = async (group: SendItem[]): Promise<SendItem[]> => {
+  const toSend = async (group: SendItem[], found?: { held: number }): Promise<SendItem[]> => {
     let same: Set<SendItem> | undefined;
     try {
-      same = await quickCheck(await shared.get(), group);
+      same = await quickCheck(await shared.get(), group, found);
     } catch {
+      if (found !== undefined) found.held = -1;
       return group;
     }
     if (same === undefined) {
@@ -690,22 +697,57 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
    * Each bundle's quick check, run ahead of the bundles ({@link CHECKS_IN_FLIGHT} at once, in the
    * order the bundles were made): a bundle waits for its own check only, and the checks of a new
    * tree mostly reach the server before its directory exists (one lstat for a request, not one per file).
+   *
+   * The first bundle's check runs alone. When the server holds none of its files (not even under
+   * their names: a new tree, as most first sends are), the bundles after it go unchecked (`unchecked`):
+   * a request and a lookup per file on the server saved for each, where the check would find nothing.
+   * A file such a bundle finds on the server is refused (ERR_EXISTS, the server never replaces
+   * unless `--overwrite`) and checked then ({@link settleExisting}): skipped when whole, as a check
+   * ahead would have found it; and the bundles after that are checked again.
    */
   const checks = new Map<SendItem[], Promise<SendItem[]>>();
   const checkQueue: { group: SendItem[]; resolve: (rest: SendItem[]) => void }[] = [];
   let checkers = 0;
+  /** Settles once the first bundle's check was answered (`unchecked` is then decided). */
+  const firstChecked = Promise.withResolvers<void>();
+  let firstTaken = false;
+  /** Bundles go without a check ahead: the first one's found none of its files on the server. */
+  let unchecked = false;
   const checker = async () => {
     try {
       for (let job = checkQueue.shift(); job !== undefined; job = checkQueue.shift()) {
         let rest = job.group;
+        const first = !firstTaken;
+        firstTaken = true;
         try {
-          rest = fatal ? job.group : await toSend(job.group);
+          if (first) {
+            const found = { held: 0 };
+            rest = fatal ? job.group : await toSend(job.group, found);
+            unchecked = !fatal && found.held === 0;
+          } else {
+            await firstChecked.promise;
+            if (!fatal && !unchecked) rest = await toSend(job.group);
+          }
         } finally {
+          if (first) firstChecked.resolve();
           job.resolve(rest);
         }
       }
     } finally {
       checkers--;
+    }
+  };
+  /**
+   * The files of an unchecked bundle the server refused because it holds a file under their
+   * names: checked now (one request), those it holds whole are skipped (returned), the others stay
+   * refused; the bundles after it are checked ahead again. Never rejects (a failed check keeps them refused).
+   */
+  const settleExisting = async (items: SendItem[]): Promise<Set<SendItem>> => {
+    unchecked = false;
+    try {
+      return (await quickCheck(await shared.get(), items)) ?? new Set();
+    } catch {
+      return new Set();
     }
   };
   /** Whether the next bundles probe their compression (`compress auto`). */
@@ -744,9 +786,16 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
       queue.push(...rest);
       return;
     }
+    // Unchecked (or named on the server since its check): a file it holds whole is skipped, not failed.
+    const existing = force ? [] : outcome.filter((o) => o.error?.code === "ERR_EXISTS").map((o) => o.item);
+    const whole = existing.length > 0 ? await settleExisting(existing) : undefined;
     const elapsedMs = performance.now() - started;
     const secs = elapsedMs / 1000;
     for (const { item, size, crc32c, error } of outcome) {
+      if (whole?.has(item)) {
+        unchanged(item);
+        continue;
+      }
       const snap = {
         transferId: "",
         total: size,
@@ -777,7 +826,7 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
   const bundleRuns: Promise<void>[] = [];
   /** Checks `group` (unless `force`) and sends it when its turn comes. */
   const dispatch = (group: SendItem[]) => {
-    if (!force) {
+    if (!force && !unchecked) {
       const d = Promise.withResolvers<SendItem[]>();
       checks.set(group, d.promise);
       checkQueue.push({ group, resolve: d.resolve });
