@@ -1,6 +1,7 @@
 import {
   closeSync,
   type Dirent,
+  fstatSync,
   lstatSync,
   openSync,
   readdir,
@@ -42,6 +43,8 @@ export interface SendOptions extends ClientAuthFlags {
   force?: boolean;
   /** Files in flight at once over the connection. Default 32. */
   parallel?: number;
+  /** Bytes of small files a `-r` walk reads ahead of their bundles' answers. Default {@link READ_AHEAD_BYTES}. */
+  readAhead?: number;
   json?: boolean;
 }
 
@@ -70,6 +73,14 @@ export const BUNDLE_BYTES = 1024 * 1024;
  * arrive all along, and an interrupted send loses at most these bundles.
  */
 export const BUNDLES_IN_FLIGHT = 4;
+/**
+ * Bytes of small files a `-r` walk holds read and not yet answered for in
+ * the bundles it made (in flight or waiting for a turn): over it, the walk
+ * waits for an answer. A slow server holds the sender's read-ahead to this,
+ * plus the bundle being made (at most {@link BUNDLE_BYTES}) and the file
+ * being read.
+ */
+export const READ_AHEAD_BYTES = 2 * BUNDLES_IN_FLIGHT * BUNDLE_BYTES;
 
 /**
  * Groups small files into bundles as they are found, in order (up to
@@ -200,7 +211,7 @@ async function sendBundle(
   else {
     for (const it of group) {
       try {
-        const content = readListed(it);
+        const content = it.content ?? readListed(it);
         if (content.length > BUNDLE_FILE_MAX) throw new Error("it grew while being sent");
         contents.push(content);
         left.push(it);
@@ -276,7 +287,8 @@ async function sendBundle(
 
 /**
  * The bundle of `group` (codec/file-bundle.ts's format) with every file
- * read straight into its place at the size the walk listed: one buffer for
+ * the walk read already copied in (its `content`), every other one read
+ * straight into its place at the size the walk listed: one buffer for
  * the bundle, no buffer per file and no copy (`contents` gets each file's
  * view of it, for a bundle sent again without some). Undefined when a file
  * cannot be read or is no longer at its listed size (or its header is
@@ -305,6 +317,12 @@ export function readBundle(group: readonly SendItem[], contents: Uint8Array[]): 
     body[at + 1] = lengths[i] & 0xff;
     body.write(heads[i], at + 2, "utf8");
     at += 2 + lengths[i];
+    if (it.content !== undefined) {
+      body.set(it.content, at);
+      views.push(body.subarray(at, at + it.size));
+      at += it.size;
+      continue;
+    }
     let fd: number;
     try {
       fd = openSync(it.file, openFlags(it));
@@ -385,6 +403,46 @@ export interface SendItem {
   /** True when `target` is a relative path (sent as `meta.path`, the server makes its directories). */
   tree: boolean;
   size: number;
+  /**
+   * Its bytes, read when the walk found it (a tree's file of at most {@link BUNDLE_SMALL_MAX} bytes,
+   * with {@link ReadAhead}); dropped once its bundle was answered.
+   */
+  content?: Uint8Array;
+}
+
+/**
+ * A walk that reads each small file as it finds it (`on`), instead of an
+ * lstat now and an open, read and close when its bundle is sent: one
+ * open, read and close in all, no stat. `room` holds the walk while the
+ * bytes read and not yet answered for are over the send's bound.
+ */
+export interface ReadAhead {
+  on: boolean;
+  /** Undefined when another file may be read now, else a promise of that. */
+  room(): Promise<void> | undefined;
+}
+
+/** Where {@link readTreeFile} reads (one file at a time: it is synchronous). */
+let scratch: Buffer | undefined;
+
+/**
+ * A tree's file found by the walk, read now when small: opened without
+ * following a link (as {@link openFlags}: a file replaced by a link since
+ * its directory was listed fails with ELOOP), read once into a buffer one
+ * byte longer than {@link BUNDLE_SMALL_MAX} (a short read of a regular file
+ * is its end: its size), closed. A larger one is only fstatted (its bytes
+ * are read when it is sent, as a stream of its own).
+ */
+export function readTreeFile(file: string, target: string): SendItem {
+  const fd = openSync(file, NO_FOLLOW);
+  try {
+    scratch ??= Buffer.allocUnsafeSlow(BUNDLE_SMALL_MAX + 1);
+    const n = readSync(fd, scratch, 0, scratch.length, 0);
+    if (n < scratch.length) return { file, target, tree: true, size: n, content: Buffer.from(scratch.subarray(0, n)) };
+    return { file, target, tree: true, size: fstatSync(fd).size };
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /**
@@ -449,6 +507,7 @@ export async function collectFiles(
   skip: (path: string, why: string) => void = () => {},
   argsChecked: (unique: boolean) => void = () => {},
   onItem: (it: SendItem) => void = () => {},
+  readAhead?: ReadAhead,
 ): Promise<SendItem[]> {
   const items: SendItem[] = [];
   let sinceYield = 0;
@@ -474,7 +533,18 @@ export async function collectFiles(
       const target = `${prefix}/${d.name}`;
       if (d.isDirectory()) await walk(path, target, true);
       else if (d.isFile()) {
-        const it: SendItem = { file: path, target, tree: true, size: lstatSync(path).size };
+        let it: SendItem;
+        if (readAhead?.on === true) {
+          const wait = readAhead.room();
+          if (wait !== undefined) await wait;
+          try {
+            it = readTreeFile(path, target);
+          } catch {
+            // Not readable now (replaced by a link since its directory was listed: ELOOP...): listed as
+            // the walk lists it otherwise, and its read when its bundle is sent reports the file's failure.
+            it = { file: path, target, tree: true, size: lstatSync(path).size };
+          }
+        } else it = { file: path, target, tree: true, size: lstatSync(path).size };
         items.push(it);
         onItem(it);
       } else skip(path, d.isSymbolicLink() ? "a symbolic link" : "not a regular file");
@@ -761,6 +831,7 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
     while (bundlesInFlight >= BUNDLES_IN_FLIGHT) await new Promise<void>((r) => turns.push(r));
     if (fatal) {
       // The send stopped while this bundle waited: its files are not tried; the next waiter learns it too.
+      releaseContent(group);
       turns.shift()?.();
       return;
     }
@@ -781,6 +852,8 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
     } finally {
       bundlesInFlight--;
       turns.shift()?.();
+      // Sent (or failed, or left to the one-by-one way, which reads the files again): their bytes go.
+      releaseContent(group);
     }
     if (outcome === undefined) {
       // An older server: one by one (its files were checked).
@@ -835,6 +908,7 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
   const bundleRuns: Promise<void>[] = [];
   /** Checks `group` (unless `force`) and sends it when its turn comes. */
   const dispatch = (group: SendItem[]) => {
+    for (const it of group) if (it.content !== undefined) held += it.content.length;
     if (!force && !unchecked) {
       const d = Promise.withResolvers<SendItem[]>();
       checks.set(group, d.promise);
@@ -848,6 +922,26 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
     // A bundle reports its own failures (each file's); anything else is found when all are awaited.
     run.catch(() => {});
     bundleRuns.push(run);
+  };
+  /**
+   * Bytes the walk read ahead (files' `content`) in bundles made and not yet answered; who waits for
+   * room. The bundle being made (at most {@link BUNDLE_BYTES}) is not counted: it must complete.
+   */
+  let held = 0;
+  const roomWaiters: (() => void)[] = [];
+  const readAheadMax = Math.max(1, opts.readAhead ?? READ_AHEAD_BYTES);
+  const readAhead: ReadAhead = {
+    on: false,
+    room: () => (held < readAheadMax ? undefined : new Promise<void>((r) => roomWaiters.push(r))),
+  };
+  /** A bundle is done with its files' bytes: they are dropped, and the walk may read more. */
+  const releaseContent = (group: SendItem[]) => {
+    for (const it of group) {
+      if (it.content === undefined) continue;
+      held -= it.content.length;
+      it.content = undefined;
+    }
+    if (held < readAheadMax) for (const wake of roomWaiters.splice(0)) wake();
   };
   /** Small files become bundles as they are found, sent at once when the walk finds files under names of their own. */
   const planner = new BundlePlanner();
@@ -882,10 +976,13 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
         },
         (unique) => {
           streaming = unique;
+          // Read as found only when each file found is sent (its bundle answered frees its bytes).
+          readAhead.on = unique;
           first = shared.get();
           first.catch(() => {});
         },
         onItem,
+        readAhead,
       );
     } catch (err) {
       // Bundles answered meanwhile stay stored (a re-run skips them); one cut off leaves nothing.
