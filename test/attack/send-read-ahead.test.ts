@@ -87,6 +87,11 @@ describe("attack: a server that does not answer bundles holds the sender's read-
       answer.resolve();
       await sending;
       assert.equal((await fsp.readdir(join(inbox, "tree"))).length, count);
+      // Each file's bytes as they were (read side by side into shared buffers, several of them).
+      for (let i = 0; i < count; i++) {
+        const got = await fsp.readFile(join(inbox, "tree", `f${String(i).padStart(5, "0")}`));
+        assert.ok(got.equals(Buffer.alloc(size, i)), `f${i}`);
+      }
       assert.equal(opened, count, "each file opened once");
     } finally {
       answer.resolve();
