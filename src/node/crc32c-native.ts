@@ -1,4 +1,3 @@
-import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { Crc32c, type Crc32cFunction, crc32cJs, setCrc32cImplementation } from "../codec/crc32c.ts";
 import type { Crc32cProvider } from "../runtime/runtime.ts";
@@ -19,53 +18,16 @@ export const NATIVE_LOAD_AFTER = 4 * 1024 * 1024;
 let loaded: Crc32cProvider | null | undefined;
 
 /**
- * The package of `@node-rs/crc32`'s binary for this platform, where telling
- * it is cheap: what its own loader would pick first (on Linux, musl when
- * `/usr/bin/ldd` names it, as that loader's first test; unreadable: left to
- * it). Undefined elsewhere: its loader decides.
- */
-export function crc32BinaryPackage(platform = process.platform, arch = process.arch): string | undefined {
-  if (platform === "darwin" && (arch === "x64" || arch === "arm64")) return `@node-rs/crc32-darwin-${arch}`;
-  if (platform === "win32" && (arch === "x64" || arch === "arm64" || arch === "ia32")) {
-    return `@node-rs/crc32-win32-${arch}-msvc`;
-  }
-  if (platform === "linux" && (arch === "x64" || arch === "arm64")) {
-    let musl: boolean;
-    try {
-      musl = readFileSync("/usr/bin/ldd", "utf8").includes("musl");
-    } catch {
-      return undefined;
-    }
-    return `@node-rs/crc32-linux-${arch}-${musl ? "musl" : "gnu"}`;
-  }
-  return undefined;
-}
-
-/**
  * `@node-rs/crc32` (an optional dependency) as a CRC32C provider, when it is
  * installed and agrees with the JS implementation on a test vector; else
- * undefined. Loads it on the first call only: its platform's binary
- * package straight away where {@link crc32BinaryPackage} names it (its
- * generated loader costs a process a few ms more: it tries a binary beside
- * itself, then the package, then reads the package's package.json), else,
- * or when that fails, through its loader.
+ * undefined. Loads it on the first call only.
  */
 export function loadNativeCrc32c(): Crc32cProvider | undefined {
   if (loaded === undefined) {
     loaded = null;
     try {
       const require = createRequire(import.meta.url);
-      type Mod = { crc32c(input: Uint8Array, initial?: number): number };
-      const binary = crc32BinaryPackage();
-      let mod: Mod | undefined;
-      if (binary !== undefined) {
-        try {
-          mod = require(binary) as Mod;
-        } catch {
-          // Not installed where it resolves, or not loadable here: the package's own loader decides.
-        }
-      }
-      mod ??= require("@node-rs/crc32") as Mod;
+      const mod = require("@node-rs/crc32") as { crc32c(input: Uint8Array, initial?: number): number };
       const probe = new TextEncoder().encode("123456789");
       if (mod.crc32c(probe) === 0xe3069283)
         loaded = { name: "@node-rs/crc32", compute: mod.crc32c, minLength: NATIVE_MIN };

@@ -103,31 +103,3 @@ it("pointsub send loads the native CRC32C as soon as its walk found CRC_NATIVE_F
     await rm(work, { recursive: true, force: true });
   }
 });
-
-it("loads the platform's binary package of @node-rs/crc32 straight away, not through the package's generated loader", async () => {
-  const out = (await fresh(`
-    const { loadNativeCrc32c, crc32BinaryPackage } = await import(${src("node/crc32c-native.ts")});
-    const p = loadNativeCrc32c();
-    const keys = Object.keys(cache).filter((k) => k.includes("@node-rs"));
-    console.log(JSON.stringify({
-      name: p?.name,
-      check: p?.compute(new TextEncoder().encode("123456789")),
-      binary: crc32BinaryPackage(),
-      loader: keys.some((k) => /@node-rs[\\\\/]crc32[\\\\/]index\\.js$/.test(k)),
-      binaries: keys.filter((k) => k.endsWith(".node")).length,
-      mapping: [["linux", "arm64"], ["darwin", "arm64"], ["win32", "ia32"], ["freebsd", "x64"], ["linux", "ppc64"]].map(
-        ([pl, a]) => crc32BinaryPackage(pl, a)),
-    }));
-  `)) as Record<string, unknown>;
-  assert.equal(out.name, "@node-rs/crc32");
-  assert.equal(out.check, 0xe3069283);
-  assert.equal(out.binaries, 1);
-  if (out.binary !== undefined) assert.equal(out.loader, false, "the generated loader was run");
-  assert.deepEqual((out.mapping as unknown[]).slice(1), [
-    "@node-rs/crc32-darwin-arm64",
-    "@node-rs/crc32-win32-ia32-msvc",
-    null,
-    null,
-  ]);
-  assert.match(String((out.mapping as unknown[])[0]), /^@node-rs\/crc32-linux-arm64-(gnu|musl)$/);
-});
