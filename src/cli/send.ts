@@ -1,6 +1,7 @@
 import {
   closeSync,
   type Dirent,
+  fstatSync,
   lstatSync,
   openSync,
   readdir,
@@ -42,6 +43,8 @@ export interface SendOptions extends ClientAuthFlags {
   force?: boolean;
   /** Files in flight at once over the connection. Default 32. */
   parallel?: number;
+  /** Bytes of small files a `-r` walk reads ahead of their bundles' answers. Default {@link READ_AHEAD_BYTES}. */
+  readAhead?: number;
   json?: boolean;
 }
 
@@ -70,6 +73,14 @@ export const BUNDLE_BYTES = 1024 * 1024;
  * arrive all along, and an interrupted send loses at most these bundles.
  */
 export const BUNDLES_IN_FLIGHT = 4;
+/**
+ * Bytes of small files a `-r` walk holds read and not yet answered for in
+ * the bundles it made (in flight or waiting for a turn): over it, the walk
+ * waits for an answer. A slow server holds the sender's read-ahead to this,
+ * plus the bundle being made (at most {@link BUNDLE_BYTES}) and the file
+ * being read.
+ */
+export const READ_AHEAD_BYTES = 2 * BUNDLES_IN_FLIGHT * BUNDLE_BYTES;
 
 /**
  * Groups small files into bundles as they are found, in order (up to
@@ -200,7 +211,7 @@ async function sendBundle(
   else {
     for (const it of group) {
       try {
-        const content = readListed(it);
+        const content = it.content ?? readListed(it);
         if (content.length > BUNDLE_FILE_MAX) throw new Error("it grew while being sent");
         contents.push(content);
         left.push(it);
@@ -276,7 +287,8 @@ async function sendBundle(
 
 /**
  * The bundle of `group` (codec/file-bundle.ts's format) with every file
- * read straight into its place at the size the walk listed: one buffer for
+ * the walk read already copied in (its `content`), every other one read
+ * straight into its place at the size the walk listed: one buffer for
  * the bundle, no buffer per file and no copy (`contents` gets each file's
  * view of it, for a bundle sent again without some). Undefined when a file
  * cannot be read or is no longer at its listed size (or its header is
@@ -305,6 +317,12 @@ export function readBundle(group: readonly SendItem[], contents: Uint8Array[]): 
     body[at + 1] = lengths[i] & 0xff;
     body.write(heads[i], at + 2, "utf8");
     at += 2 + lengths[i];
+    if (it.content !== undefined) {
+      body.set(it.content, at);
+      views.push(body.subarray(at, at + it.size));
+      at += it.size;
+      continue;
+    }
     let fd: number;
     try {
       fd = openSync(it.file, openFlags(it));
@@ -385,6 +403,63 @@ export interface SendItem {
   /** True when `target` is a relative path (sent as `meta.path`, the server makes its directories). */
   tree: boolean;
   size: number;
+  /**
+   * Its bytes, read when the walk found it (a tree's file of at most {@link BUNDLE_SMALL_MAX} bytes,
+   * with {@link ReadAhead}); dropped once its bundle was answered.
+   */
+  content?: Uint8Array;
+}
+
+/**
+ * A walk that reads each small file as it finds it (`on`), instead of an
+ * lstat now and an open, read and close when its bundle is sent: one
+ * open, read and close in all, no stat. `room` holds the walk while the
+ * bytes read and not yet answered for are over the send's bound.
+ */
+export interface ReadAhead {
+  on: boolean;
+  /** Undefined when another file may be read now, else a promise of that. */
+  room(): Promise<void> | undefined;
+}
+
+/**
+ * Where {@link readTreeFile} reads: files side by side in buffers of this
+ * size (each file's `content` a view of one), not a buffer per file (a
+ * pooled `Buffer` per 1 KiB file cost ~2.5 µs and garbage; a view ~0.05).
+ * A buffer is kept while a view of it is (until their bundles were
+ * answered): the read-ahead bound plus at most 64 KiB per buffer.
+ */
+const READ_ARENA_BYTES = 1024 * 1024;
+let arena: Buffer | undefined;
+let arenaAt = 0;
+
+/**
+ * A tree's file found by the walk, read now when small: opened without
+ * following a link (as {@link openFlags}: a file replaced by a link since
+ * its directory was listed fails with ELOOP), read once, one byte more than
+ * {@link BUNDLE_SMALL_MAX} asked (a short read of a regular file is its end:
+ * its size), into the next free bytes of a shared buffer
+ * ({@link READ_ARENA_BYTES}), closed. A larger one is only fstatted (its bytes
+ * are read when it is sent, as a stream of its own).
+ */
+export function readTreeFile(file: string, target: string): SendItem {
+  const fd = openSync(file, NO_FOLLOW);
+  try {
+    const want = BUNDLE_SMALL_MAX + 1;
+    if (arena === undefined || arena.length - arenaAt < want) {
+      arena = Buffer.allocUnsafeSlow(READ_ARENA_BYTES);
+      arenaAt = 0;
+    }
+    const n = readSync(fd, arena, arenaAt, want, 0);
+    if (n < want) {
+      const content = arena.subarray(arenaAt, arenaAt + n);
+      arenaAt += n;
+      return { file, target, tree: true, size: n, content };
+    }
+    return { file, target, tree: true, size: fstatSync(fd).size };
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /**
@@ -403,9 +478,10 @@ export function sentLine(file: string, r: SentFileReceipt, seconds: number): str
  * bytes were checksummed in JS. Every byte sent is checksummed once (its
  * frame's CRC32C; 2,000 files of 1 KiB: 2.5 MB with the requests): the JS,
  * cold, takes 3–7 ms per MiB here, the load 4–7 ms once. A send of a few
- * small files never loads it.
+ * small files never loads it. (At 1 MiB, a tree's bundles sent while the
+ * walk went on had been checksummed in JS up to then: ~1 MB of 2,000 × 1 KiB.)
  */
-export const CRC_NATIVE_FROM = 1024 * 1024;
+export const CRC_NATIVE_FROM = 256 * 1024;
 
 /**
  * A directory's entries with their types, and what is at a path (undefined: nothing readable): the
@@ -448,6 +524,7 @@ export async function collectFiles(
   skip: (path: string, why: string) => void = () => {},
   argsChecked: (unique: boolean) => void = () => {},
   onItem: (it: SendItem) => void = () => {},
+  readAhead?: ReadAhead,
 ): Promise<SendItem[]> {
   const items: SendItem[] = [];
   let sinceYield = 0;
@@ -473,7 +550,18 @@ export async function collectFiles(
       const target = `${prefix}/${d.name}`;
       if (d.isDirectory()) await walk(path, target, true);
       else if (d.isFile()) {
-        const it: SendItem = { file: path, target, tree: true, size: lstatSync(path).size };
+        let it: SendItem;
+        if (readAhead?.on === true) {
+          const wait = readAhead.room();
+          if (wait !== undefined) await wait;
+          try {
+            it = readTreeFile(path, target);
+          } catch {
+            // Not readable now (replaced by a link since its directory was listed: ELOOP...): listed as
+            // the walk lists it otherwise, and its read when its bundle is sent reports the file's failure.
+            it = { file: path, target, tree: true, size: lstatSync(path).size };
+          }
+        } else it = { file: path, target, tree: true, size: lstatSync(path).size };
         items.push(it);
         onItem(it);
       } else skip(path, d.isSymbolicLink() ? "a symbolic link" : "not a regular file");
@@ -550,9 +638,14 @@ export const CHECKS_IN_FLIGHT = 4;
  * The quick check (like rsync's): asks the server which files it already
  * holds under their names, with their size and CRC32C, and returns the items
  * whose size and CRC32C equal the local file's. Undefined when the server
- * has no quick-check route (an older server: nothing is skipped).
+ * has no quick-check route (an older server: nothing is skipped). `found.held`
+ * counts the files the server holds under their names, whole or not.
  */
-export async function quickCheck(conn: Connection, items: readonly SendItem[]): Promise<Set<SendItem> | undefined> {
+export async function quickCheck(
+  conn: Connection,
+  items: readonly SendItem[],
+  found?: { held: number },
+): Promise<Set<SendItem> | undefined> {
   const same = new Set<SendItem>();
   const batches: SendItem[][] = [];
   for (let i = 0; i < items.length; i += FILE_CHECK_MAX) batches.push(items.slice(i, i + FILE_CHECK_MAX));
@@ -576,6 +669,7 @@ export async function quickCheck(conn: Connection, items: readonly SendItem[]): 
         }
         throw err;
       }
+      if (found !== undefined) for (const a of answers) if (a != null) found.held++;
       // Local CRCs only of files the server holds at the same size; a few read at once.
       let next = 0;
       const worker = async () => {
@@ -669,11 +763,12 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
    * fails sends them all: the bundle's own retries deal with the connection, and a bundle never
    * replaces a file (it is refused with ERR_EXISTS, and a retried bundle checks again).
    */
-  const toSend = async (group: SendItem[]): Promise<SendItem[]> => {
+  const toSend = async (group: SendItem[], found?: { held: number }): Promise<SendItem[]> => {
     let same: Set<SendItem> | undefined;
     try {
-      same = await quickCheck(await shared.get(), group);
+      same = await quickCheck(await shared.get(), group, found);
     } catch {
+      if (found !== undefined) found.held = -1;
       return group;
     }
     if (same === undefined) {
@@ -690,22 +785,57 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
    * Each bundle's quick check, run ahead of the bundles ({@link CHECKS_IN_FLIGHT} at once, in the
    * order the bundles were made): a bundle waits for its own check only, and the checks of a new
    * tree mostly reach the server before its directory exists (one lstat for a request, not one per file).
+   *
+   * The first bundle's check runs alone. When the server holds none of its files (not even under
+   * their names: a new tree, as most first sends are), the bundles after it go unchecked (`unchecked`):
+   * a request and a lookup per file on the server saved for each, where the check would find nothing.
+   * A file such a bundle finds on the server is refused (ERR_EXISTS, the server never replaces
+   * unless `--overwrite`) and checked then ({@link settleExisting}): skipped when whole, as a check
+   * ahead would have found it; and the bundles after that are checked again.
    */
   const checks = new Map<SendItem[], Promise<SendItem[]>>();
   const checkQueue: { group: SendItem[]; resolve: (rest: SendItem[]) => void }[] = [];
   let checkers = 0;
+  /** Settles once the first bundle's check was answered (`unchecked` is then decided). */
+  const firstChecked = Promise.withResolvers<void>();
+  let firstTaken = false;
+  /** Bundles go without a check ahead: the first one's found none of its files on the server. */
+  let unchecked = false;
   const checker = async () => {
     try {
       for (let job = checkQueue.shift(); job !== undefined; job = checkQueue.shift()) {
         let rest = job.group;
+        const first = !firstTaken;
+        firstTaken = true;
         try {
-          rest = fatal ? job.group : await toSend(job.group);
+          if (first) {
+            const found = { held: 0 };
+            rest = fatal ? job.group : await toSend(job.group, found);
+            unchecked = !fatal && found.held === 0;
+          } else {
+            await firstChecked.promise;
+            if (!fatal && !unchecked) rest = await toSend(job.group);
+          }
         } finally {
+          if (first) firstChecked.resolve();
           job.resolve(rest);
         }
       }
     } finally {
       checkers--;
+    }
+  };
+  /**
+   * The files of an unchecked bundle the server refused because it holds a file under their
+   * names: checked now (one request), those it holds whole are skipped (returned), the others stay
+   * refused; the bundles after it are checked ahead again. Never rejects (a failed check keeps them refused).
+   */
+  const settleExisting = async (items: SendItem[]): Promise<Set<SendItem>> => {
+    unchecked = false;
+    try {
+      return (await quickCheck(await shared.get(), items)) ?? new Set();
+    } catch {
+      return new Set();
     }
   };
   /** Whether the next bundles probe their compression (`compress auto`). */
@@ -718,6 +848,7 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
     while (bundlesInFlight >= BUNDLES_IN_FLIGHT) await new Promise<void>((r) => turns.push(r));
     if (fatal) {
       // The send stopped while this bundle waited: its files are not tried; the next waiter learns it too.
+      releaseContent(group);
       turns.shift()?.();
       return;
     }
@@ -738,38 +869,55 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
     } finally {
       bundlesInFlight--;
       turns.shift()?.();
+      // Sent (or failed, or left to the one-by-one way, which reads the files again): their bytes go.
+      releaseContent(group);
     }
     if (outcome === undefined) {
       // An older server: one by one (its files were checked).
       queue.push(...rest);
       return;
     }
+    // Unchecked (or named on the server since its check): a file it holds whole is skipped, not failed.
+    const existing = force ? [] : outcome.filter((o) => o.error?.code === "ERR_EXISTS").map((o) => o.item);
+    const whole = existing.length > 0 ? await settleExisting(existing) : undefined;
     const elapsedMs = performance.now() - started;
     const secs = elapsedMs / 1000;
+    /** The plain line's end for files of `lineSize` bytes (a bundle's files mostly share a few sizes). */
+    let lineSize = -1;
+    let lineEnd = "";
     for (const { item, size, crc32c, error } of outcome) {
-      const snap = {
-        transferId: "",
-        total: size,
-        bytes: error === undefined ? size : 0,
-        percent: error === undefined ? 100 : 0,
-        rate: 0,
-        etaSeconds: undefined,
-        status: error === undefined ? ("completed" as const) : ("failed" as const),
-        elapsedMs,
-        error,
-      };
-      view.update(item.target, snap);
+      if (whole?.has(item)) {
+        unchanged(item);
+        continue;
+      }
+      // Plain lines: the view prints nothing for a finished file (the line below says it).
+      if (mode !== "plain") {
+        view.update(item.target, {
+          transferId: "",
+          total: size,
+          bytes: error === undefined ? size : 0,
+          percent: error === undefined ? 100 : 0,
+          rate: 0,
+          etaSeconds: undefined,
+          status: error === undefined ? "completed" : "failed",
+          elapsedMs,
+          error,
+        });
+      }
       if (error !== undefined) {
         failed(item.target, error);
         continue;
       }
       sentFiles++;
       sentBytes += size;
-      const rate = formatRate(size / Math.max(secs, 1e-3));
       if (mode === "json") {
         jsonLine({ event: "sent", file: item.file, name: item.target, size, crc32c, bytesSent: size, seconds: secs });
       } else if (mode === "plain") {
-        writeOut(`${item.target}: sent ${formatBytes(size)} in ${secs.toFixed(2)} s (${rate}, in a bundle)\n`);
+        if (size !== lineSize) {
+          lineSize = size;
+          lineEnd = `${formatBytes(size)} in ${secs.toFixed(2)} s (${formatRate(size / Math.max(secs, 1e-3))}, in a bundle)\n`;
+        }
+        writeOut(`${item.target}: sent ${lineEnd}`);
       }
     }
   };
@@ -777,7 +925,8 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
   const bundleRuns: Promise<void>[] = [];
   /** Checks `group` (unless `force`) and sends it when its turn comes. */
   const dispatch = (group: SendItem[]) => {
-    if (!force) {
+    for (const it of group) if (it.content !== undefined) held += it.content.length;
+    if (!force && !unchecked) {
       const d = Promise.withResolvers<SendItem[]>();
       checks.set(group, d.promise);
       checkQueue.push({ group, resolve: d.resolve });
@@ -790,6 +939,26 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
     // A bundle reports its own failures (each file's); anything else is found when all are awaited.
     run.catch(() => {});
     bundleRuns.push(run);
+  };
+  /**
+   * Bytes the walk read ahead (files' `content`) in bundles made and not yet answered; who waits for
+   * room. The bundle being made (at most {@link BUNDLE_BYTES}) is not counted: it must complete.
+   */
+  let held = 0;
+  const roomWaiters: (() => void)[] = [];
+  const readAheadMax = Math.max(1, opts.readAhead ?? READ_AHEAD_BYTES);
+  const readAhead: ReadAhead = {
+    on: false,
+    room: () => (held < readAheadMax ? undefined : new Promise<void>((r) => roomWaiters.push(r))),
+  };
+  /** A bundle is done with its files' bytes: they are dropped, and the walk may read more. */
+  const releaseContent = (group: SendItem[]) => {
+    for (const it of group) {
+      if (it.content === undefined) continue;
+      held -= it.content.length;
+      it.content = undefined;
+    }
+    if (held < readAheadMax) for (const wake of roomWaiters.splice(0)) wake();
   };
   /** Small files become bundles as they are found, sent at once when the walk finds files under names of their own. */
   const planner = new BundlePlanner();
@@ -824,10 +993,13 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
         },
         (unique) => {
           streaming = unique;
+          // Read as found only when each file found is sent (its bundle answered frees its bytes).
+          readAhead.on = unique;
           first = shared.get();
           first.catch(() => {});
         },
         onItem,
+        readAhead,
       );
     } catch (err) {
       // Bundles answered meanwhile stay stored (a re-run skips them); one cut off leaves nothing.

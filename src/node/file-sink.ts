@@ -459,13 +459,90 @@ async function transferTag(transferId: string): Promise<string> {
  */
 const CRC_READS_AT_ONCE = 2;
 
-interface CachedCrc {
-  ino: number;
-  dev: number;
-  size: number;
-  mtimeMs: number;
-  ctimeMs: number;
-  crc: number;
+/** What identifies a stored file's content for the CRC cache (a `Stats`' fields). */
+type FileIdentity = Pick<Stats, "ino" | "dev" | "size" | "mtimeMs" | "ctimeMs">;
+
+/** Numbers a {@link CrcCache} record holds: ino, dev, size, mtimeMs, ctimeMs, crc. */
+const CRC_RECORD = 6;
+
+/**
+ * CRC32C of stored files by path, each valid under the identity (inode,
+ * device, size, mtime, ctime) it was recorded for; at most `max` paths, the
+ * oldest written first out. The records are numbers in one Float64Array
+ * (grown by doubling up to `max` records), the map holds a record's index
+ * per path: no object per stored file. (An object per file, referenced
+ * from the long-lived map, cost a `serve` storing 2,000 small files 4–8 µs
+ * each, mostly in young-generation collections copying them; ~1 µs now.)
+ * A path written again gets a new record, its old one goes stale (skipped
+ * when its turn to be reused comes).
+ */
+export class CrcCache {
+  private readonly index = new Map<string, number>();
+  private records: Float64Array;
+  private paths: (string | undefined)[];
+  /** Records allocated so far (up to `max`), and the next to reuse once all are. */
+  private used = 0;
+  private next = 0;
+  private readonly max: number;
+
+  constructor(max = 100_000) {
+    this.max = max;
+    const cap = Math.min(max, 1024);
+    this.records = new Float64Array(cap * CRC_RECORD);
+    this.paths = new Array(cap);
+  }
+
+  /** Paths with a record. */
+  get size(): number {
+    return this.index.size;
+  }
+
+  /** Records `crc` for `path` under `st`'s identity (replacing its record, if any). */
+  set(path: string, st: FileIdentity, crc: number): void {
+    let slot: number;
+    if (this.used < this.max) {
+      if (this.used * CRC_RECORD === this.records.length) this.grow();
+      slot = this.used++;
+    } else {
+      slot = this.next;
+      this.next = (this.next + 1) % this.max;
+      const old = this.paths[slot];
+      if (old !== undefined && this.index.get(old) === slot) this.index.delete(old);
+    }
+    this.paths[slot] = path;
+    this.index.set(path, slot);
+    const r = this.records;
+    const o = slot * CRC_RECORD;
+    r[o] = st.ino;
+    r[o + 1] = st.dev;
+    r[o + 2] = st.size;
+    r[o + 3] = st.mtimeMs;
+    r[o + 4] = st.ctimeMs;
+    r[o + 5] = crc;
+  }
+
+  /** The CRC recorded for `path` when `st` is the identity it was recorded under; else undefined. */
+  get(path: string, st: FileIdentity): number | undefined {
+    const slot = this.index.get(path);
+    if (slot === undefined) return undefined;
+    const r = this.records;
+    const o = slot * CRC_RECORD;
+    return r[o] === st.ino &&
+      r[o + 1] === st.dev &&
+      r[o + 2] === st.size &&
+      r[o + 3] === st.mtimeMs &&
+      r[o + 4] === st.ctimeMs
+      ? r[o + 5]
+      : undefined;
+  }
+
+  private grow(): void {
+    const cap = Math.min(this.max, (this.records.length / CRC_RECORD) * 2);
+    const records = new Float64Array(cap * CRC_RECORD);
+    records.set(this.records);
+    this.records = records;
+    this.paths.length = cap;
+  }
 }
 
 /** One transfer's partial file, as the sink knows it. */
@@ -1071,9 +1148,9 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
   };
 
   /** CRC32C of stored files, by path, valid while the file's identity (inode, size, mtime, ctime) is unchanged. */
-  const crcs = new Map<string, CachedCrc>();
+  const crcs = new CrcCache();
   /** The same file, unchanged (compared field by field: no identity string formatted per stored file). */
-  const sameFile = (a: Omit<CachedCrc, "crc">, b: Stats) =>
+  const sameFile = (a: FileIdentity, b: FileIdentity) =>
     a.ino === b.ino && a.dev === b.dev && a.size === b.size && a.mtimeMs === b.mtimeMs && a.ctimeMs === b.ctimeMs;
   /**
    * Caches a stored file's CRC32C under its identity: the fstat its writer took, or a synchronous lstat
@@ -1084,11 +1161,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     const st = stat ?? lstatSync(path, { throwIfNoEntry: false });
     if (st?.isFile() === true && st.size === size) cacheCrc(path, st, crc);
   };
-  const cacheCrc = (path: string, st: Stats, crc: number) => {
-    crcs.delete(path);
-    crcs.set(path, { ino: st.ino, dev: st.dev, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, crc });
-    if (crcs.size > 100_000) crcs.delete(crcs.keys().next().value as string);
-  };
+  const cacheCrc = (path: string, st: Stats, crc: number) => crcs.set(path, st, crc);
 
   /**
    * Where the quick check's lstats run: on the main thread, synchronously, while the disk is fast (an
@@ -1155,8 +1228,8 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
   const stored = (target: string, st: Stats | undefined, size: number): FileCheckAnswer | Promise<FileCheckAnswer> => {
     if (st === undefined || !st.isFile()) return null;
     if (st.size !== size) return { size: st.size };
-    const cached = crcs.get(target);
-    if (cached !== undefined && sameFile(cached, st)) return { size: st.size, crc32c: crc32cHex(cached.crc) };
+    const cached = crcs.get(target, st);
+    if (cached !== undefined) return { size: st.size, crc32c: crc32cHex(cached) };
     const now = st.size <= SYNC_CRC_MAX ? crcNow(target, st) : undefined;
     if (now !== undefined) return { size: st.size, crc32c: crc32cHex(now) };
     return storedCrc(target, st).then((crc) => ({ size: st.size, crc32c: crc32cHex(crc) }));
@@ -1208,8 +1281,8 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         ? recorded
         : crcLimiter.run(async () => {
             // A read that finished while this one waited may have cached it.
-            const c = crcs.get(target);
-            if (c !== undefined && sameFile(c, st)) return c.crc;
+            const c = crcs.get(target, st);
+            if (c !== undefined) return c;
             const v = await fileCrc32c(target, st.size);
             // Recorded for the identity seen before the read (a change during it makes another identity).
             if (large) void crcDisk?.put(target.slice(dirPrefix.length).split(sep).join("/"), st, v, false);

@@ -25,6 +25,8 @@ import { after, before, describe, it } from "node:test";
 
 /** Run (once) just before the walk lists this directory. */
 let onList: { dir: string; run: () => void } | undefined;
+/** Run (once) once this directory was listed, before the walk sees the listing (it reads its files then). */
+let onListed: { dir: string; run: () => void } | undefined;
 {
   const readdir = fs.readdir;
   (fs as { readdir: unknown }).readdir = (...a: unknown[]) => {
@@ -32,6 +34,15 @@ let onList: { dir: string; run: () => void } | undefined;
       const { run } = onList;
       onList = undefined;
       run();
+    }
+    if (onListed !== undefined && a[0] === onListed.dir) {
+      const { run } = onListed;
+      onListed = undefined;
+      const cb = a[a.length - 1] as (...r: unknown[]) => void;
+      a[a.length - 1] = (...r: unknown[]) => {
+        run();
+        cb(...r);
+      };
     }
     return (readdir as (...b: unknown[]) => void)(...a);
   };
@@ -118,6 +129,33 @@ describe("attack: send -r sends nothing from outside the tree when the tree chan
       assert.ok(contents.includes("a 0") && contents.includes("b"), `the others arrive: ${contents.join(", ")}`);
     } finally {
       onList = undefined;
+      await s.stop();
+    }
+  });
+
+  it("a file replaced by a link between its directory's listing and its read (the walk reads small files as it finds them): not followed, it fails alone", async () => {
+    const src = join(work, "t4");
+    await fsp.mkdir(join(src, "a"), { recursive: true });
+    for (let i = 0; i < 3; i++) await fsp.writeFile(join(src, "a", `f${i}`), `a ${i}`);
+    const inbox = join(work, "inbox4");
+    const s = await start(inbox);
+    try {
+      onListed = {
+        dir: join(src, "a"),
+        run: () => {
+          fs.rmSync(join(src, "a", "f1"));
+          fs.symlinkSync(join(work, "outside", "secret"), join(src, "a", "f1"));
+        },
+      };
+      const lines = await send([src], s.url);
+      assert.equal(onListed, undefined, "the swap ran");
+      const contents = await stored(inbox);
+      assert.ok(!contents.includes(SECRET), `the outside file was stored: ${lines.join("\n")}`);
+      assert.deepEqual(contents.sort(), ["a 0", "a 2"], `the others arrive: ${lines.join("\n")}`);
+      const events = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+      assert.equal(events.find((e) => e.event === "summary")?.failed, 1, lines.join("\n"));
+    } finally {
+      onListed = undefined;
       await s.stop();
     }
   });

@@ -304,6 +304,56 @@ describe("pointsub send: many files, directories, quick check", () => {
     }
   });
 
+  it("a new tree is checked once (its first bundle): the bundles after it go unchecked; a file found then is skipped when whole, refused when not", async () => {
+    const src = join(work, "unchecked");
+    await mkdir(src);
+    const count = 128 * 4 + 3; // 5 bundles
+    const name = (i: number) => `u${String(i).padStart(4, "0")}.txt`;
+    for (let i = 0; i < count; i++) await writeFile(join(src, name(i)), `unchecked ${i}\n`);
+    const inbox = join(work, "inbox-unchecked");
+    const sink = fileSink(inbox, { durability: "none" });
+    const server = createServer();
+    let requests = 0;
+    let checked = 0;
+    server.handle(FILE_CHECK_ROUTE, (req, ctx) => {
+      requests++;
+      checked += (JSON.parse(new TextDecoder().decode(req.data)) as { files: unknown[] }).files.length;
+      return sink.check(req, ctx);
+    });
+    server.handleStream(FILE_BUNDLE_ROUTE, sink.bundle);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    try {
+      // A new tree: one check (the first bundle's 128 files), every file sent.
+      const r = await run(["send", "-r", src, "--to", url, "--json"]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(jsonLines(r.stdout).filter((e) => e.event === "sent").length, count);
+      assert.deepEqual([requests, checked], [1, 128], "only the first bundle checked");
+
+      // The server lost the first bundle's files; it holds the others, two of them changed there.
+      for (let i = 0; i < 128; i++) await rm(join(inbox, "unchecked", name(i)));
+      await writeFile(join(inbox, "unchecked", name(300)), "changed on the server\n");
+      await writeFile(join(inbox, "unchecked", name(301)), `unchecked ${301}\n`.toUpperCase());
+      requests = 0;
+      const again = await run(["send", "-r", src, "--to", url, "--json"]);
+      assert.equal(again.code, 1, "two files refused");
+      const ev = jsonLines(again.stdout);
+      assert.equal(ev.filter((e) => e.event === "sent").length, 128, "the first bundle's files sent again");
+      assert.equal(
+        ev.filter((e) => e.event === "skipped" && e.reason === "unchanged").length,
+        count - 128 - 2,
+        "the files the server holds whole skipped, though their bundles went unchecked",
+      );
+      assert.equal(ev.find((e) => e.event === "error")?.code, "ERR_EXISTS");
+      const summary = ev.find((e) => e.event === "summary");
+      assert.deepEqual([summary?.sent, summary?.skipped, summary?.failed], [128, count - 130, 2]);
+      assert.equal(await readFile(join(inbox, "unchecked", name(300)), "utf8"), "changed on the server\n");
+      assert.equal(await readFile(join(inbox, "unchecked", name(0)), "utf8"), "unchecked 0\n");
+    } finally {
+      await server.close({ timeoutMs: 100 });
+      sink.close();
+    }
+  });
+
   it("a server without the bundle route gets the small files one by one", async () => {
     const src = join(work, "older");
     await mkdir(src);
