@@ -159,6 +159,8 @@ export class BaseDecoder {
   push(chunk: Uint8Array): boolean {
     if (this.state === State.Failed) throw PointSubError.fromPeer("ERR_PROTOCOL", "decoder already failed");
     this.retained = false;
+    // Per push: a count over the decoder's life would run out after 2^30 frames (`FrameDecoder.run` sets its own).
+    this.left = UNLIMITED_STEPS;
     try {
       this.run(chunk);
     } catch (err) {

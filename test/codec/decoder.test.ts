@@ -459,4 +459,20 @@ describe("BaseDecoder (a browser page's until its stream engine loads: frames sp
       );
     }
   });
+
+  it("counts its steps per push, not over its life: it decodes on after 2^30 frames", () => {
+    // A connection that keeps its BaseDecoder (made before the engine loaded) decoded nothing more once
+    // 2^30 frames had come in over its life (tiny PINGs pushed 65,536 a chunk: 1,073,741,823 decoded of
+    // 1,139,277,824, in 92 s): its step count went down over every push. Here it starts where that left it.
+    const { d, frames } = collect(MAX, true, BaseDecoder);
+    d.push(PREFACE);
+    d.left = 1;
+    const f = (i: number) => encodeFrame(FrameType.MSG, 3, 2 * i + 1, new Uint8Array([i]));
+    d.push(concat([f(0), f(1), f(2)]));
+    d.push(f(3));
+    assert.deepEqual(
+      frames.map((x) => x.payload[0]),
+      [0, 1, 2, 3],
+    );
+  });
 });
