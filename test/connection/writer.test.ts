@@ -10,15 +10,22 @@ import { Flag, FrameType } from "../../src/codec/frame.ts";
 import { Pacer } from "../../src/connection/pacer.ts";
 import { useStreamEngine } from "../../src/connection/stream-engine.ts";
 import * as streams from "../../src/connection/streams.ts";
-import { FrameWriter, MAX_OPEN_CHUNKED, type OutMessage, type StreamItem } from "../../src/connection/writer.ts";
+import {
+  FrameWriter,
+  MAX_OPEN_CHUNKED,
+  type OutMessage,
+  type StreamItem,
+  writePoolsAllocated,
+} from "../../src/connection/writer.ts";
 import { PointSubError } from "../../src/errors/error.ts";
 import { Queue } from "../../src/util/queue.ts";
-import { assertBytes, concat, decodeFrames, leadingVarint, RecordingSink } from "../helpers/frame-sink.ts";
+import { assertBytes, concat, decodeFrames, leadingVarint, outerFrames, RecordingSink } from "../helpers/frame-sink.ts";
 
 // The writer's bulk pump comes with the stream engine (installed up front, as the Node entry does).
 useStreamEngine(streams);
 
 const EMPTY = new Uint8Array(0);
+const WHOLE = Flag.START | Flag.END;
 const KiB = 1024;
 /** Lets queued microtasks (the writer's flush) and I/O callbacks run. */
 const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
@@ -518,6 +525,85 @@ describe("FrameWriter: checksums and memory handed over", () => {
       assertBytes(concat(sink.writes[i]), sink.copies[i], `write ${i} (changed after it was handed over)`);
     }
     assert.equal(sink.frames().length, 12 * (40 + 4 + 1));
+  });
+
+  it("two writers on the shared pool, their transports holding views until they drain (pools reused once confirmed): every frame arrives as sent", async () => {
+    // Covers the BATCH appended to in trySendNow and the pool a writer holds as itself (no list).
+    let seed = 7;
+    const rnd = (n: number) => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return Math.floor((seed / 0x80000000) * n);
+    };
+    const sides = [0, 1].map(() => {
+      const side = { held: [] as Uint8Array[], idle: true, out: [] as Uint8Array[], data: [] as string[] };
+      const w = new FrameWriter({
+        write(chunks) {
+          side.held.push(...chunks);
+          side.idle = false;
+          return rnd(5) !== 0;
+        },
+        idle: () => side.idle,
+      });
+      w.batching = true;
+      w.batchMax = 16 * KiB;
+      w.connCredit = 2 ** 40;
+      return Object.assign(side, { w, next: 1, pings: 0 });
+    });
+    /** The transport wrote what it held: its bytes are read only now (a pool reused too early shows here). */
+    const drain = (side: (typeof sides)[number]) => {
+      for (const c of side.held) side.out.push(c.slice());
+      side.held = [];
+      side.idle = true;
+      side.w.onDrain();
+    };
+    const poolsBefore = writePoolsAllocated();
+    let payloadBytes = 0;
+    for (let step = 0; step < 30_000; step++) {
+      const side = sides[rnd(2)];
+      const r = rnd(100);
+      if (r < 70) {
+        const n = rnd(20) === 0 ? 16 * KiB + rnd(20_000) : rnd(rnd(2) === 0 ? 40 : 3000);
+        const data = bytes(n, step);
+        const head = rnd(3) === 0 ? bytes(1 + rnd(3), step + 1) : EMPTY;
+        const type = [FrameType.MSG, FrameType.RES, FrameType.REQ][rnd(3)];
+        const keyed = type === FrameType.REQ && rnd(3) === 0 ? Flag.KEYED : 0;
+        const id = side.next;
+        side.next += 2;
+        side.data.push(`${type}/${WHOLE | keyed}/${id}/${Buffer.from(concat([head, data])).toString("hex")}`);
+        payloadBytes += n;
+        if (!side.w.trySendNow(type, id, head, data, keyed)) {
+          const m = message(id, data, { type, head, single: true }).m;
+          m.startFlags = keyed;
+          side.w.enqueue(m);
+        }
+      } else if (r < 80) {
+        side.w.control(FrameType.PING, 0, 0, bytes(8, side.pings++));
+      } else if (r < 88) side.w.flush();
+      else if (r < 96) drain(side);
+      else await Promise.resolve();
+    }
+    for (const side of sides) {
+      side.w.flush();
+      drain(side);
+      await tick();
+      drain(side);
+    }
+    assert.ok(writePoolsAllocated() - poolsBefore < payloadBytes / (64 * KiB), "pools were reused");
+    for (const side of sides) {
+      const all = concat(side.out);
+      for (const f of outerFrames(all))
+        if (f.type === FrameType.BATCH) assert.ok(f.length <= 16 * KiB, `a BATCH of ${f.length} B (batchMax 16 KiB)`);
+      const frames = decodeFrames(all);
+      const got = frames
+        .filter((f) => f.type !== FrameType.PING)
+        .map((f) => `${f.type}/${f.flags}/${f.id}/${Buffer.from(f.payload).toString("hex")}`);
+      assert.equal(got.length, side.data.length);
+      for (let i = 0; i < got.length; i++) assert.equal(got[i], side.data[i], `frame ${i}`);
+      assert.deepEqual(
+        frames.filter((f) => f.type === FrameType.PING).map((f) => f.payload),
+        Array.from({ length: side.pings }, (_, i) => bytes(8, i)),
+      );
+    }
   });
 });
 
