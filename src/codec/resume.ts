@@ -9,7 +9,9 @@ import { readVarint, type VarintResult, varintLength, writeVarint } from "./vari
 const utf8 = new TextEncoder();
 const fromUtf8 = new TextDecoder();
 
-export { RESUME_ROUTE } from "./frame.ts";
+import { RESUME_ROUTE } from "./frame.ts";
+
+export { RESUME_ROUTE };
 
 /** Where a resumable receiver stands on a transfer: content bytes it holds and their CRC32C. */
 export interface ResumePoint {
@@ -60,4 +62,17 @@ export function decodeResumeAnswer(a: Uint8Array): ResumePoint {
     throw PointSubError.fromPeer("ERR_PROTOCOL", "bad resume answer");
   }
   return { offset: v.value, crc: readU32(a, v.next) };
+}
+
+/**
+ * Asks a peer where a transfer stands: `request` sends the query on
+ * {@link RESUME_ROUTE} and resolves to the answer (`Connection.queryResume`,
+ * which loads this with the stream engine: resuming is for streams).
+ */
+export async function askResume(
+  request: (route: string, payload: Uint8Array) => Promise<Uint8Array>,
+  route: string,
+  transferId: string,
+): Promise<ResumePoint> {
+  return decodeResumeAnswer(await request(RESUME_ROUTE, encodeResumeQuery({ route, transferId })));
 }

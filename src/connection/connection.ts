@@ -15,7 +15,7 @@
  * frame writer (`writer.ts`).
  */
 import { BaseDecoder } from "../codec/base-decoder.ts";
-import { FrameType, RESUME_ROUTE } from "../codec/frame.ts";
+import { FrameType } from "../codec/frame.ts";
 import type { ResumePoint } from "../codec/resume.ts";
 import { Feature, type Settings } from "../codec/settings.ts";
 import { codeForErrno } from "../errors/codes.ts";
@@ -804,8 +804,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     if ((this.link.peer.features & Feature.RESUME) === 0) return { offset: 0, crc: 0 };
     // The codec of resume queries comes with the stream engine (resuming is for streams).
     const engine = await loadStreamEngine();
-    const answer = await this.request(RESUME_ROUTE, engine.encodeResumeQuery({ route, transferId }), options);
-    return engine.decodeResumeAnswer(answer);
+    return engine.askResume((r, payload) => this.request(r, payload, options), route, transferId);
   }
 
   /** Measures the round-trip time to the peer, in milliseconds. */

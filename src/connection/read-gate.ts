@@ -130,12 +130,8 @@ export class ReadGate {
   declare host: ReadGateHost;
   /** Reading is paused until the next event-loop turn. */
   private yielding = false;
-  /**
-   * Microseconds spent decoding this peer's input since reading last
-   * yielded: a small integer (fractional milliseconds would be a number box
-   * in every gate).
-   */
-  private busyUs = 0;
+  /** Milliseconds spent decoding this peer's input since reading last yielded. */
+  private busyMs = 0;
   /** Input held back, unprocessed, for a later turn (reading is paused meanwhile). */
   private input: Uint8Array[] | undefined;
   /** @internal The transport it pauses and resumes (the dispatcher asks it whether it can tell when it wrote everything). */
@@ -197,15 +193,15 @@ export class ReadGate {
   /** Decoding input took from `t0` (performance.now()) until now: yield and/or stop reading as needed. */
   afterInput(t0: number): void {
     const now = performance.now();
-    this.busyUs += ((now - t0) * 1000) | 0;
+    this.busyMs += now - t0;
     if (turnStart === Infinity || t0 - lastInput >= TURN_MS) {
       turnStart = t0;
       scheduleTurnEnd();
     }
     if (lastInput !== Infinity) lastInput = now;
     // A busy honest connection pauses a few times a second.
-    if (this.busyUs >= YIELD_MS * 1000 && !this.yielding && !this.host.isClosed()) {
-      this.busyUs = 0;
+    if (this.busyMs >= YIELD_MS && !this.yielding && !this.host.isClosed()) {
+      this.busyMs = 0;
       this.yielding = true;
       this.transport.pause();
       // One callback at the turn's end resumes every gate that yielded in it (no closure per gate).

@@ -13,7 +13,7 @@
  */
 
 import type { FrameDecoder } from "../codec/decoder.ts";
-import type { decodeResumeAnswer, encodeResumeQuery } from "../codec/resume.ts";
+import type { askResume } from "../codec/resume.ts";
 import type { Router } from "../router/router.ts";
 import type { Progress } from "../transfer/progress.ts";
 import type { Assemblies } from "./assembly.ts";
@@ -49,9 +49,8 @@ export interface StreamEngine {
   readonly FrameDecoder: typeof FrameDecoder;
   /** The frame router that goes with it: where frames spanning reads land (`frame-targets.ts`). */
   readonly TargetingFrameRouter: typeof TargetingFrameRouter;
-  /** The codec of resume queries (`Connection.queryResume`: resuming is for streams). */
-  readonly encodeResumeQuery: typeof encodeResumeQuery;
-  readonly decodeResumeAnswer: typeof decodeResumeAnswer;
+  /** A resume query and its answer (`Connection.queryResume`: resuming is for streams). */
+  readonly askResume: typeof askResume;
   /** A server's check of a client's credentials (`auth-check.ts`): a browser page is a client only. */
   readonly checkCredentials: typeof checkCredentials;
 }

@@ -10,7 +10,7 @@
  */
 
 export { FrameDecoder } from "../codec/decoder.ts";
-export { decodeResumeAnswer, encodeResumeQuery } from "../codec/resume.ts";
+export { askResume } from "../codec/resume.ts";
 export { Router } from "../router/router.ts";
 export { Progress } from "../transfer/progress.ts";
 export { Assemblies } from "./assembly.ts";
