@@ -3,6 +3,7 @@ import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { Transfer } from "../stream/transfer.ts";
 import type { SendStreamOptions, StreamSource } from "../stream/types.ts";
 import { Progress } from "../transfer/progress.ts";
+import { answerWithin, watchLastSent } from "./answer-deadline.ts";
 import { fullJitterBackoff } from "./backoff.ts";
 
 /** A source that can be reopened at any offset: what a resumable transfer needs. */
@@ -120,6 +121,17 @@ export interface SendResumableOptions
   retryDelayMs?: number;
   /** Called for each attempt with the offset it starts from. */
   onAttempt?: (attempt: number, offset: number) => void;
+  /**
+   * Fail an attempt with `ERR_TIMEOUT` (retried as `retries` allows, from
+   * what the receiver then holds) when the receiver's answer has not arrived
+   * this many ms after the transport wrote the attempt's last byte: a
+   * receiver that takes the whole content and never answers. Nothing is
+   * timed while bytes are being sent (a receiver that stops taking them is
+   * the connection's `progressTimeoutMs`). Allow for the receiver's work
+   * after the last byte (an fsync of the file). Default 0: the answer is
+   * awaited as long as the connection lives.
+   */
+  answerTimeoutMs?: number;
 }
 
 /**
@@ -164,7 +176,9 @@ export function sendResumable(
     if (offset > 0 || n > 0) progress.setStatus("resuming");
     progress.setBase(offset);
     if (cancelled !== undefined) throw cancelled;
-    const t = conn.sendStream(route, src.open(offset), {
+    const answerMs = options.answerTimeoutMs ?? 0;
+    const watched = answerMs > 0 ? watchLastSent(src.open(offset)) : undefined;
+    const t = conn.sendStream(route, watched?.source ?? src.open(offset), {
       total: src.size,
       offset,
       prefixCrc,
@@ -184,7 +198,9 @@ export function sendResumable(
     };
     t.progress.on("progress", forward);
     try {
-      return await t;
+      return await (watched === undefined
+        ? t.done
+        : answerWithin(t, watched.sent, answerMs, `the receiver did not answer the stream to ${route}`));
     } finally {
       t.progress.off("progress", forward);
       current = undefined;

@@ -1,0 +1,106 @@
+/**
+ * A deadline for a stream's answer, counted from when the transport wrote
+ * its last byte: a receiver that takes a whole stream and never answers
+ * fails the transfer with ERR_TIMEOUT instead of leaving the sender waiting
+ * for as long as the connection lives. Nothing is timed while bytes are
+ * still being sent (a slow but healthy transfer of any size is never cut
+ * short by it; a receiver that stops taking bytes is the connection's
+ * `progressTimeoutMs`).
+ */
+import { PointSubError } from "../errors/error.ts";
+import { onChunkSent, takeRelease } from "../stream/release.ts";
+import type { Transfer } from "../stream/transfer.ts";
+import type { StreamSource } from "../stream/types.ts";
+
+/**
+ * `source` as it is, and `sent`: settles once the transport has written
+ * (drained past) the last chunk of it, after the source ended. Each chunk's
+ * own release ({@link onChunkSent}, a file reader's buffer pool) still runs.
+ */
+export function watchLastSent(source: StreamSource): { source: AsyncIterable<Uint8Array>; sent: Promise<void> } {
+  const d = Promise.withResolvers<void>();
+  let yielded = 0;
+  let written = 0;
+  let ended = false;
+  async function* chunks(): AsyncGenerator<Uint8Array> {
+    for await (const chunk of iterable(source)) {
+      const own = takeRelease(chunk);
+      if (chunk.length === 0) {
+        // Never framed (no release runs for it): not waited for.
+        if (own !== undefined) onChunkSent(chunk, own);
+      } else {
+        yielded++;
+        onChunkSent(chunk, () => {
+          written++;
+          if (ended && written === yielded) d.resolve();
+          own?.();
+        });
+      }
+      yield chunk;
+    }
+    ended = true;
+    if (written === yielded) d.resolve();
+  }
+  return { source: chunks(), sent: d.promise };
+}
+
+/** `source` for `for await`: a ReadableStream without async iteration (older browsers) through its reader. */
+function iterable(source: StreamSource): AsyncIterable<Uint8Array> | Iterable<Uint8Array> {
+  const s = source as unknown as Record<symbol | string, unknown>;
+  if (typeof s[Symbol.asyncIterator] === "function" || typeof s[Symbol.iterator] === "function") {
+    return source as AsyncIterable<Uint8Array>;
+  }
+  const reader = (source as ReadableStream<Uint8Array>).getReader();
+  return {
+    [Symbol.asyncIterator]: () => ({
+      next: () => reader.read() as Promise<IteratorResult<Uint8Array>>,
+      return: async () => {
+        await reader.cancel();
+        return { done: true as const, value: undefined };
+      },
+    }),
+  };
+}
+
+/**
+ * `t`'s answer, or ERR_TIMEOUT when it has not arrived `ms` after `sent`
+ * settled (the transfer is then cancelled: the receiver sees ERR_CANCELLED
+ * with the same message). `what` begins the message (`the receiver did
+ * not answer the stream to /x`; the deadline follows). `ms`
+ * 0 waits for the answer as long as the connection lives.
+ */
+export function answerWithin(t: Transfer, sent: Promise<void>, ms: number, what: string): Promise<Uint8Array> {
+  if (!(ms > 0)) return t.done;
+  return new Promise<Uint8Array>((resolve, reject) => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let over = false;
+    sent.then(() => {
+      if (over) return;
+      timer = setTimeout(() => {
+        over = true;
+        const e = new PointSubError("ERR_TIMEOUT", `${what} within ${formatMs(ms)} of its last byte`, {
+          phase: "request",
+        });
+        t.cancel(e.message);
+        reject(e);
+      }, ms);
+    });
+    t.done.then(
+      (answer) => {
+        over = true;
+        clearTimeout(timer);
+        resolve(answer);
+      },
+      (err: unknown) => {
+        over = true;
+        clearTimeout(timer);
+        reject(err);
+      },
+    );
+  });
+}
+
+/** `ms` for a message: "300 ms", "30 s", "2.5 s". */
+export function formatMs(ms: number): string {
+  return ms < 1000 ? `${Math.round(ms)} ms` : `${Number((ms / 1000).toFixed(1))} s`;
+}
