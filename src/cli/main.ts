@@ -144,6 +144,12 @@ export function program(): Command {
         .default("auto"),
     )
     .option("--retries <n>", "reconnection attempts per file (0 = none)", integer(0, 1000), 10)
+    .option(
+      "--timeout <ms>",
+      "how long the server may take to answer each quick check, and each file or bundle after its last byte (plus 0.1 s per MiB); then ERR_TIMEOUT, retried as --retries (0 = wait forever)",
+      integer(0, 2 ** 31 - 1),
+      30000,
+    )
     .option("--no-resume", "start from the beginning even if the server holds part of the file")
     .option("--json", "print JSON lines")
     .action(run(sendAction));

@@ -11,6 +11,7 @@ import {
   stat,
 } from "node:fs";
 import { basename, join, resolve, sep } from "node:path";
+import { answerWithin, formatMs, watchLastSent } from "../client/answer-deadline.ts";
 import { SharedConnection } from "../client/resumable.ts";
 import type { CodecName } from "../codec/compression.ts";
 import { crc32cHex } from "../codec/crc32c.ts";
@@ -45,7 +46,33 @@ export interface SendOptions extends ClientAuthFlags {
   parallel?: number;
   /** Bytes of small files a `-r` walk reads ahead of their bundles' answers. Default {@link READ_AHEAD_BYTES}. */
   readAhead?: number;
+  /**
+   * How long (ms) the server may take to answer: each quick-check request,
+   * and each stream (a bundle, a larger file) after its last byte was sent,
+   * plus that stream's size at {@link ANSWER_BYTES_PER_SECOND}. An answer
+   * that does not come in time is `ERR_TIMEOUT`, retried (`retries`) like a
+   * dropped connection. 0: wait as long as the connection lives. Default
+   * {@link DEFAULT_TIMEOUT_MS}.
+   */
+  timeout?: number;
   json?: boolean;
+}
+
+/** `send --timeout`'s default: 30 s, as `request --timeout` and a connection's `requestTimeoutMs`. */
+export const DEFAULT_TIMEOUT_MS = 30_000;
+
+/**
+ * The rate at which a stream's answer deadline grows with its size: the
+ * server's work after the last byte (an fsync of what it wrote) grows with
+ * it — 10 MiB/s, as a request's default deadline grows with its payload
+ * (`requestBytesPerSecond`). A 1 MiB bundle waits 0.1 s more, a 10 GiB file
+ * ~17 min more.
+ */
+export const ANSWER_BYTES_PER_SECOND = 10 * 1024 * 1024;
+
+/** How long the answer to a stream of `bytes` is awaited after its last byte (0: no deadline). */
+export function answerTimeoutMs(timeout: number, bytes: number): number {
+  return timeout > 0 ? timeout + Math.ceil((bytes * 1000) / ANSWER_BYTES_PER_SECOND) : 0;
 }
 
 /**
@@ -200,7 +227,7 @@ type BundleOutcome = { item: SendItem; size: number; crc32c?: string; error?: Po
 async function sendBundle(
   shared: SharedConnection,
   group: readonly SendItem[],
-  opts: { compress: SendOptions["compress"]; retries: number; auto?: BundleCompression },
+  opts: { compress: SendOptions["compress"]; retries: number; timeout: number; auto?: BundleCompression },
 ): Promise<BundleOutcome | undefined> {
   const out: BundleOutcome = [];
   let left: SendItem[] = [];
@@ -226,7 +253,7 @@ async function sendBundle(
       conn = await shared.get();
       if (n > 0) {
         // Sent again: files the server named before the failure are not sent twice.
-        const same = (await quickCheck(conn, left)) ?? new Set<SendItem>();
+        const same = (await quickCheck(conn, left, undefined, opts.timeout)) ?? new Set<SendItem>();
         for (const it of left) if (same.has(it)) out.push({ item: it, size: it.size });
         const keep = left.map((it, i) => (same.has(it) ? -1 : i)).filter((i) => i >= 0);
         left = keep.map((i) => left[i]);
@@ -246,14 +273,21 @@ async function sendBundle(
       body = payload;
       const compress = opts.compress === "auto" && opts.auto !== undefined ? opts.auto.next() : opts.compress;
       const before = compress === "auto" && opts.auto !== undefined ? compressionFrames(conn) : undefined;
-      const t = conn.sendStream(FILE_BUNDLE_ROUTE, [body], {
+      // Its answer is awaited --timeout after its last byte left (the server verifies, writes and fsyncs ~1 MiB).
+      const watched = watchLastSent([body]);
+      const t = conn.sendStream(FILE_BUNDLE_ROUTE, watched.source, {
         // An id of this process's own (a bundle is never resumed): no Web Crypto to load for it.
         transferId: `bundle-${process.pid}-${++bundlesSent}`,
         total: body.length,
         meta: { files: left.length },
         compress,
       });
-      const res = await t.done;
+      const res = await answerWithin(
+        t,
+        watched.sent,
+        answerTimeoutMs(opts.timeout, body.length),
+        `the server did not answer a bundle of ${someFiles(left, formatBytes(body.length))}`,
+      );
       if (before !== undefined) {
         // (Other bundles' frames of the same send may count too: the verdict is about this send's data.)
         const after = compressionFrames(conn);
@@ -283,6 +317,14 @@ async function sendBundle(
     }
   }
   return out;
+}
+
+/** Names `items` in a message: `1 file (a.txt)`, `128 files (a.txt …, 1.0 MiB)` with `more`. */
+function someFiles(items: readonly SendItem[], more = ""): string {
+  const tail = more === "" ? "" : `, ${more}`;
+  return items.length === 1
+    ? `1 file (${items[0].target}${tail})`
+    : `${items.length} files (${items[0].target} …${tail})`;
 }
 
 /**
@@ -645,6 +687,7 @@ export async function quickCheck(
   conn: Connection,
   items: readonly SendItem[],
   found?: { held: number },
+  timeoutMs = 0,
 ): Promise<Set<SendItem> | undefined> {
   const same = new Set<SendItem>();
   const batches: SendItem[][] = [];
@@ -660,12 +703,20 @@ export async function quickCheck(
       );
       let answers: FileCheckAnswer[];
       try {
-        const res = await conn.request(FILE_CHECK_ROUTE, JSON.stringify({ files: queries }), { timeoutMs: 0 });
+        const res = await conn.request(FILE_CHECK_ROUTE, JSON.stringify({ files: queries }), { timeoutMs });
         answers = (JSON.parse(new TextDecoder().decode(res)) as { files: FileCheckAnswer[] }).files;
       } catch (err) {
-        if (toPointSubError(err, "ERR_HANDLER").code === "ERR_NO_ROUTE") {
+        const e = toPointSubError(err, "ERR_HANDLER");
+        if (e.code === "ERR_NO_ROUTE") {
           noRoute = true;
           return;
+        }
+        if (e.code === "ERR_TIMEOUT" && e.phase === "request") {
+          throw new PointSubError(
+            "ERR_TIMEOUT",
+            `the server did not answer the quick check of ${someFiles(batch)} within ${formatMs(timeoutMs)}`,
+            { phase: "request", cause: e },
+          );
         }
         throw err;
       }
@@ -703,7 +754,9 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
     if (mode === "json") jsonLine(event);
     else if (mode === "plain") writeOut(`${line}\n`);
   };
-  const shared = new SharedConnection(() => connect(opts.to, connectOptions));
+  const timeout = opts.timeout ?? DEFAULT_TIMEOUT_MS;
+  // Its requests (a large file's resume query) are answered within --timeout too.
+  const shared = new SharedConnection(() => connect(opts.to, { ...connectOptions, requestTimeoutMs: timeout }));
   // The connection opens while the directories are walked (its handshake off the critical path);
   // the first quick check takes it (or its error) as its first attempt.
   let first: Promise<Connection> | undefined;
@@ -761,15 +814,30 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
   /**
    * The files of `group` the server does not hold whole (quick check, one request; never rejects). A check that
    * fails sends them all: the bundle's own retries deal with the connection, and a bundle never
-   * replaces a file (it is refused with ERR_EXISTS, and a retried bundle checks again).
+   * replaces a file (it is refused with ERR_EXISTS, and a retried bundle checks again). A check the
+   * server leaves unanswered for --timeout is asked again (--retries, with backoff), then stops the
+   * send with that ERR_TIMEOUT: a server that does not answer is not sent to blind.
    */
   const toSend = async (group: SendItem[], found?: { held: number }): Promise<SendItem[]> => {
     let same: Set<SendItem> | undefined;
-    try {
-      same = await quickCheck(await shared.get(), group, found);
-    } catch {
-      if (found !== undefined) found.held = -1;
-      return group;
+    for (let n = 0, delay = 200; ; n++, delay = Math.min(delay * 2, 5000)) {
+      try {
+        same = await quickCheck(await shared.get(), group, found, timeout);
+        break;
+      } catch (err) {
+        const e = toPointSubError(err, "ERR_CONNECT");
+        if (e.code === "ERR_TIMEOUT" && !fatal) {
+          if (n < opts.retries) {
+            await new Promise((r) => setTimeout(r, delay));
+            continue;
+          }
+          stopWith ??= e;
+          fatal = true;
+        }
+        if (fatal) return [];
+        if (found !== undefined) found.held = -1;
+        return group;
+      }
     }
     if (same === undefined) {
       if (!group.some((it) => it.tree)) return group;
@@ -833,7 +901,7 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
   const settleExisting = async (items: SendItem[]): Promise<Set<SendItem>> => {
     unchecked = false;
     try {
-      return (await quickCheck(await shared.get(), items)) ?? new Set();
+      return (await quickCheck(await shared.get(), items, undefined, timeout)) ?? new Set();
     } catch {
       return new Set();
     }
@@ -864,6 +932,7 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
           : await sendBundle(shared, rest, {
               compress: opts.compress,
               retries: opts.retries,
+              timeout,
               auto: bundleCompression,
             });
     } finally {
@@ -1031,7 +1100,7 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
         try {
           const conn = await (n === 0 && first !== undefined ? first : shared.get());
           if (!force) {
-            const same = await quickCheck(conn, single);
+            const same = await quickCheck(conn, single, undefined, timeout);
             if (same === undefined && all.some((it) => it.tree)) throw noTrees();
             if (same !== undefined && same.size > 0) {
               for (const it of single) if (same.has(it)) unchanged(it);
@@ -1069,6 +1138,8 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
           // A small file is sent whole: asking the server where to resume costs a round trip and a
           // lookup per file, more than resending it would.
           resume: opts.resume && it.size > RESUME_MIN_BYTES,
+          // The server's answer after the last byte (its receipt, once it verified and stored the file).
+          answerTimeoutMs: answerTimeoutMs(timeout, it.size),
           progressIntervalMs: 200,
           onProgress: (s) => view.update(target, s),
           ...(it.tree ? { relativePath: target } : { name: target }),
@@ -1109,7 +1180,11 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
     view.stop();
     process.off("SIGINT", interrupted);
     process.off("SIGTERM", interrupted);
-    await shared.close().catch(() => {});
+    // A server that left answers unanswered to the end is not waited for again (a graceful close
+    // would wait closeTimeoutMs for the streams it never answered).
+    const unanswered = stopWith?.code === "ERR_TIMEOUT" || failures.some((f) => f.error.code === "ERR_TIMEOUT");
+    if (unanswered) shared.destroy();
+    else await shared.close().catch(() => {});
   }
   if (stopWith !== undefined) throw stopWith;
   const secs = (performance.now() - started) / 1000;
