@@ -1,5 +1,6 @@
 import { lstat, mkdir } from "node:fs/promises";
 import { join, resolve } from "node:path";
+import { formatMs } from "../client/answer-deadline.ts";
 import { SharedConnection } from "../client/resumable.ts";
 import { crc32cHex } from "../codec/crc32c.ts";
 import {
@@ -32,6 +33,13 @@ export interface GetOptions extends ClientAuthFlags {
   /** Download files even when a file of the same size and CRC32C is already there. */
   force?: boolean;
   retries: number;
+  /**
+   * ERR_TIMEOUT (retried as `retries` allows) when a listing is not answered
+   * within this many ms, or a file's download sees nothing arrive for as
+   * long (its bytes, then its answer). 0 waits as long as the connection
+   * lives. Default 30000.
+   */
+  timeout?: number;
   /** Files in flight at once over the connection. Default 4. */
   parallel?: number;
   json?: boolean;
@@ -44,6 +52,46 @@ const SIGNAL_EXIT: Record<string, number> = { SIGINT: 130, SIGTERM: 143 };
 const PER_FILE = new Set(["ERR_NOT_FOUND", "ERR_INVALID_ARGUMENT", "ERR_CHECKSUM", "ERR_RESUME", "ERR_QUOTA"]);
 
 const NO_SOURCE = "the server serves no files (not a pointsub serve --dir, or an older one)";
+
+/** The default of `--timeout` (ms), as `send` and `request`. */
+const DEFAULT_TIMEOUT_MS = 30_000;
+/** Bytes per ms of extra time a downloaded file gets after its last byte (0.1 s per MiB: the local fsync). */
+const BYTES_PER_EXTRA_MS = (1024 * 1024) / 100;
+
+/**
+ * A request answered by a download: ERR_TIMEOUT once nothing arrived for
+ * `ms` after `seen.at` (performance.now(): the request's start, then each
+ * progress of the file's stream; its last byte's a little later), so a slow
+ * but moving download of any size is never cut short and a server that goes
+ * silent is. 0: no deadline.
+ */
+async function requestWhileMoving(
+  conn: Connection,
+  route: string,
+  payload: Uint8Array,
+  ms: number,
+  seen: { at: number },
+): Promise<Uint8Array> {
+  if (!(ms > 0)) return conn.request(route, payload, { timeoutMs: 0 });
+  const ac = new AbortController();
+  const silent = new PointSubError("ERR_TIMEOUT", `nothing arrived from the server for ${formatMs(ms)}`, {
+    phase: "request",
+  });
+  seen.at = performance.now();
+  const timer = setInterval(
+    () => {
+      if (performance.now() - seen.at >= ms) ac.abort(silent);
+    },
+    Math.min(1000, Math.max(10, ms / 4)),
+  );
+  try {
+    return await conn.request(route, payload, { timeoutMs: 0, signal: ac.signal });
+  } catch (err) {
+    throw ac.signal.aborted ? silent : err;
+  } finally {
+    clearInterval(timer);
+  }
+}
 
 /** The normalized form of a name on the server: no leading `./`, no trailing `/`; "" for the served directory. */
 export function remoteName(name: string): string {
@@ -80,7 +128,14 @@ export async function withConnection<T>(
 export async function listRemote(
   shared: SharedConnection,
   name: string,
-  options: { recursive?: boolean; retries?: number; limit?: number; onPage?: (entries: FileListEntry[]) => void },
+  options: {
+    recursive?: boolean;
+    retries?: number;
+    limit?: number;
+    /** ms each page may take (ERR_TIMEOUT, retried as `retries` allows); 0 waits as long as the connection lives. Default 30000. */
+    timeoutMs?: number;
+    onPage?: (entries: FileListEntry[]) => void;
+  },
 ): Promise<{ type: "file" | "dir"; entries: FileListEntry[] }> {
   const entries: FileListEntry[] = [];
   let cursor: string | undefined;
@@ -93,7 +148,9 @@ export async function listRemote(
       ...(options.limit === undefined ? {} : { limit: options.limit }),
     });
     const a: FileListAnswer = await withConnection(shared, options.retries ?? 0, async (conn) =>
-      decodeFileListAnswer(await conn.request(FILE_LIST_ROUTE, request, { timeoutMs: 0 })),
+      decodeFileListAnswer(
+        await conn.request(FILE_LIST_ROUTE, request, { timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS }),
+      ),
     );
     type = a.type;
     if (options.onPage !== undefined) options.onPage(a.entries);
@@ -129,13 +186,14 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
   const mode = outputMode(opts.json);
   const connectOptions = await clientConnectOptions(opts.from, opts);
   const out = resolve(opts.out ?? ".");
+  const timeoutMs = opts.timeout ?? DEFAULT_TIMEOUT_MS;
   await mkdir(out, { recursive: true });
   const say = (event: Record<string, unknown>, line: string) => {
     if (mode === "json") jsonLine(event);
     else if (mode === "plain") writeOut(`${line}\n`);
   };
   /** Targets asked for: a stream to any other is refused (a server only writes what was asked). */
-  const wanted = new Map<string, { size: number; streams: IncomingStream[] }>();
+  const wanted = new Map<string, { size: number; streams: IncomingStream[]; seen: { at: number } }>();
   let view: ProgressView | undefined;
   /** Made once the listing gave the sizes: no file it stores may grow past the largest listed. */
   let sink: FileSink | undefined;
@@ -186,6 +244,7 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
         const r = await listRemote(shared, name, {
           recursive: opts.recursive === true,
           retries: opts.retries,
+          timeoutMs,
           ...(opts.recursive === true ? {} : { limit: 1 }),
         });
         const found: GetItem[] = [];
@@ -248,7 +307,11 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
           );
         }
         w.streams.push(stream);
-        stream.progress.on("progress", (s) => view?.update(to, s));
+        stream.progress.on("progress", (s) => {
+          // Once every byte is here, the local sink's fsync comes before the answer: 0.1 s more per MiB, as send's.
+          w.seen.at = performance.now() + (s.bytes >= w.size ? w.size / BYTES_PER_EXTRA_MS : 0);
+          view?.update(to, s);
+        });
       },
     });
     await sink.ready;
@@ -257,14 +320,14 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
     const queue = [...items];
     const worker = async () => {
       for (let it = queue.shift(); it !== undefined && !fatal; it = queue.shift()) {
-        const w = { size: it.size, streams: [] as IncomingStream[] };
+        const w = { size: it.size, streams: [] as IncomingStream[], seen: { at: 0 } };
         wanted.set(it.to, w);
         const t0 = performance.now();
         try {
           const h = have.get(it);
           const request = encodeFileGetRequest({ path: it.path, to: it.to, ...(h === undefined ? {} : { have: h }) });
           const a = await withConnection(shared, opts.retries, async (conn) =>
-            decodeFileGetAnswer(await conn.request(FILE_GET_ROUTE, request, { timeoutMs: 0 })),
+            decodeFileGetAnswer(await requestWhileMoving(conn, FILE_GET_ROUTE, request, timeoutMs, w.seen)),
           );
           const secs = (performance.now() - t0) / 1000;
           // Bytes that arrived over every attempt (a dropped one's included).
@@ -306,7 +369,9 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
     view?.stop();
     process.off("SIGINT", interrupted);
     process.off("SIGTERM", interrupted);
-    await shared.close().catch(() => {});
+    // A server that went silent would not answer a polite close either: dropped.
+    if (failures.some((f) => f.error.code === "ERR_TIMEOUT")) shared.destroy();
+    else await shared.close().catch(() => {});
     sink?.close();
   }
   const secs = (performance.now() - started) / 1000;
@@ -351,6 +416,8 @@ export function entryLine(e: FileListEntry): string {
 export interface LsOptions extends ClientAuthFlags {
   from: string;
   recursive?: boolean;
+  /** ms each page of the listing may take (ERR_TIMEOUT); 0 waits as long as the connection lives. Default 30000. */
+  timeout?: number;
   json?: boolean;
 }
 
@@ -362,6 +429,7 @@ export async function lsCommand(path: string | undefined, opts: LsOptions): Prom
   try {
     await listRemote(shared, remoteName(path ?? ""), {
       recursive: opts.recursive === true,
+      timeoutMs: opts.timeout ?? DEFAULT_TIMEOUT_MS,
       onPage: (entries) => {
         for (const e of entries) {
           if (mode === "json") jsonLine({ event: "entry", ...e });
@@ -369,6 +437,10 @@ export async function lsCommand(path: string | undefined, opts: LsOptions): Prom
         }
       },
     });
+  } catch (err) {
+    // A server that went silent would not answer a polite close either: dropped.
+    if (err instanceof PointSubError && err.code === "ERR_TIMEOUT") shared.destroy();
+    throw err;
   } finally {
     await shared.close().catch(() => {});
   }

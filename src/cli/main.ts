@@ -188,6 +188,12 @@ export function program(): Command {
     .option("--force", "download files even when one of the same size and CRC32C is already here")
     .option("-j, --parallel <n>", "files in flight at once over the one connection (1 to 8)", integer(1, 8), 4)
     .option("--retries <n>", "reconnection attempts per file (0 = none)", integer(0, 1000), 10)
+    .option(
+      "--timeout <ms>",
+      "how long the server may take to answer a listing, or stay silent during a file's download; then ERR_TIMEOUT, retried as --retries (0 = wait forever)",
+      integer(0, 2 ** 31 - 1),
+      30000,
+    )
     .option("--json", "print JSON lines")
     .action(run(getAction));
   clientAuthOptions(get);
@@ -198,6 +204,12 @@ export function program(): Command {
     .argument("[path]", "directory or file on the server (default: all it serves)")
     .addOption(serverUrlOption("-f, --from <url>"))
     .option("-r, --recursive", "list the files of the whole tree")
+    .option(
+      "--timeout <ms>",
+      "how long the server may take to answer the listing (each page); then ERR_TIMEOUT (0 = wait forever)",
+      integer(0, 2 ** 31 - 1),
+      30000,
+    )
     .option("--json", "print JSON lines")
     .action(run(lsAction));
   clientAuthOptions(ls);
