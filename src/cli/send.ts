@@ -558,14 +558,15 @@ const WALK_YIELD_EVERY = 256;
  * list returned (may be sent at once); otherwise two directories of one
  * name may both hold a file for one name (refused after the walk, before
  * anything is sent) or be the same directory (walked twice, its files
- * listed once), and `onItem` may see a file that is not sent.
+ * listed once), and `onItem` may see a file that is not sent. An `onItem` that returns true
+ * (it handed a bundle to the connection) gives the event loop a turn before the walk goes on.
  */
 export async function collectFiles(
   args: readonly string[],
   recursive: boolean,
   skip: (path: string, why: string) => void = () => {},
   argsChecked: (unique: boolean) => void = () => {},
-  onItem: (it: SendItem) => void = () => {},
+  onItem: (it: SendItem) => boolean | undefined = () => undefined,
   readAhead?: ReadAhead,
 ): Promise<SendItem[]> {
   const items: SendItem[] = [];
@@ -605,7 +606,13 @@ export async function collectFiles(
           }
         } else it = { file: path, target, tree: true, size: lstatSync(path).size };
         items.push(it);
-        onItem(it);
+        // A bundle was handed over: its check or bytes leave, and an answer waiting is read, before the
+        // walk reads on (it read up to 256 files more otherwise: the first bundle's check answered,
+        // the bundle left a walk's stretch later).
+        if (onItem(it) === true) {
+          sinceYield = 0;
+          await new Promise((r) => setImmediate(r));
+        }
       } else skip(path, d.isSymbolicLink() ? "a symbolic link" : "not a regular file");
     }
   };
@@ -1034,20 +1041,24 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
   let streaming = false;
   const single: SendItem[] = [];
   let foundBytes = 0;
-  const onItem = (it: SendItem) => {
+  const onItem = (it: SendItem): boolean | undefined => {
     if (foundBytes < CRC_NATIVE_FROM) {
       foundBytes += it.size;
-      if (foundBytes >= CRC_NATIVE_FROM) loadNativeCrc32c();
+      // On the next turn of the event loop: after the bundle made meanwhile left (its ~5-8 ms not
+      // between the first check's answer and the first bundle).
+      if (foundBytes >= CRC_NATIVE_FROM) setImmediate(loadNativeCrc32c);
     }
-    if (!streaming) return;
+    if (!streaming) return undefined;
     found++;
     view.add(1, it.size);
     if (it.size > BUNDLE_SMALL_MAX) {
       single.push(it);
-      return;
+      return undefined;
     }
     const done = planner.add(it);
-    if (done !== undefined) dispatch(done);
+    if (done === undefined) return undefined;
+    dispatch(done);
+    return true;
   };
   const started = performance.now();
   let all: SendItem[] = [];

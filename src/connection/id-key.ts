@@ -13,11 +13,26 @@
  * boxing) where pointers are not compressed, as in Node. Comes with the
  * stream engine (never in a browser page's first load).
  */
-const SECRET = new Uint32Array(2);
-if (globalThis.crypto?.getRandomValues !== undefined) globalThis.crypto.getRandomValues(SECRET);
-else for (let i = 0; i < 2; i++) SECRET[i] = Math.floor(Math.random() * 2 ** 32);
-const MUL = SECRET[0] | 1;
-const XOR = SECRET[1] | 0;
+/** The secret odd multiplier; 0 until {@link drawSecret} ran. */
+let MUL = 0;
+let XOR = 0;
+
+/**
+ * Draws the secret, at the first key asked for, not when the module loads: in Node the first
+ * `crypto.getRandomValues` loads webcrypto's internal modules (~3-5 ms of a process's CPU), which a
+ * command that never keys a peer-chosen id (`pointsub send` of small files: single-frame answers,
+ * no peer streams) never pays. Every key is made after the draw, so all agree.
+ */
+function drawSecret(): void {
+  const secret = new Uint32Array(2);
+  if (globalThis.crypto?.getRandomValues !== undefined) globalThis.crypto.getRandomValues(secret);
+  else for (let i = 0; i < 2; i++) secret[i] = Math.floor(Math.random() * 2 ** 32);
+  MUL = secret[0] | 1;
+  XOR = secret[1] | 0;
+}
 
 /** The Map key of a peer-chosen stream id (a bijection: distinct ids, distinct keys). */
-export const idKey = (id: number): number => Math.imul(id ^ XOR, MUL);
+export const idKey = (id: number): number => {
+  if (MUL === 0) drawSecret();
+  return Math.imul(id ^ XOR, MUL);
+};

@@ -59,7 +59,7 @@ describe("the bundled CLI (the package's bin)", () => {
     }
   });
 
-  it("has the bin's shebang, prints its version, sends a tree over one connection (without node:fs/promises)", async () => {
+  it("has the bin's shebang, prints its version, sends a tree over one connection (without node:fs/promises nor crypto)", async () => {
     const main = join(out, "main.js");
     assert.match(await readFile(main, "utf8"), /^#!\/usr\/bin\/env node\n/);
     const { stdout } = await run(process.execPath, [main, "--version"], { timeout: 30_000 });
@@ -83,6 +83,12 @@ describe("the bundled CLI (the package's bin)", () => {
     assert.ok(loaded.includes("NativeModule net"), "the list is real (the send loads node:net)");
     assert.deepEqual(
       loaded.filter((m) => m.includes("fs/promises")),
+      [],
+    );
+    // Nor crypto: the id key's secret is drawn at the first peer-chosen id keyed (connection/id-key.ts),
+    // which a send of small files never keys (webcrypto's modules cost a process ~3-5 ms).
+    assert.deepEqual(
+      loaded.filter((m) => m.includes("crypto")),
       [],
     );
     assert.deepEqual((await readdir(join(inbox, "tree"), { recursive: true })).sort(), [

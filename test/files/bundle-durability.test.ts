@@ -7,7 +7,8 @@
  * fsync, before the answer. The fsyncs start once every file of the bundle
  * was written (no create waits behind an fsync), and the files waiting for
  * theirs (each an open descriptor) stay bounded: a 1,000-file bundle
- * fsyncs what it wrote when UNSYNCED_MAX wait.
+ * fsyncs what it wrote when UNSYNCED_MAX wait. SYNCING (16) fsyncs of a
+ * bundle are in flight at once.
  */
 import assert from "node:assert/strict";
 import { randomFillSync } from "node:crypto";
@@ -18,7 +19,7 @@ import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { type BundleResult, encodeBundle, FILE_BUNDLE_ROUTE } from "../../src/codec/file-bundle.ts";
 import { type Connection, connect, createServer, PointSubError, type Server } from "../../src/index.ts";
-import { type BundleStore, bundleHandler, UNSYNCED_MAX } from "../../src/node/file-bundle.ts";
+import { type BundleStore, bundleHandler, SYNCING, UNSYNCED_MAX } from "../../src/node/file-bundle.ts";
 import { until } from "../helpers/wait.ts";
 
 describe("bundles: a receipt only after durability (durability fsync)", () => {
@@ -98,10 +99,11 @@ describe("bundles: a receipt only after durability (durability fsync)", () => {
       answered = true;
       return res;
     });
-    // Several fsyncs are waiting.
-    await until(() => held.length > 1);
+    // SYNCING fsyncs are waiting (the bundle's files were all written first), no more.
+    await until(() => held.length >= SYNCING);
     // While they are held: nothing named, no directory synced, no answer.
     await new Promise((r) => setImmediate(r));
+    assert.equal(held.length, SYNCING, "fsyncs in flight at once");
     assert.deepEqual(
       (await readdir(dir, { recursive: true })).filter((n) => /f\d+$/.test(n)),
       [],
