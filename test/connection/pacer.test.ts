@@ -152,10 +152,12 @@ describe("Pacer with a FrameWriter over a simulated 20 MB/s link", () => {
   });
 
   it("min RTT samples have no bulk ahead: a probe goes before bulk on an idle pipe, and a refresh drains the pipe before its probe", async () => {
-    // The first refresh comes 250 ms after the last new min RTT: the transfer (up to ~3.4 s
-    // at 20 MB/s; it stops at the second clean probe) outlasts it. 16 MiB (~0.8 s) did not
-    // always at load 12: late timers gave a new, lower min RTT now and then, postponing it.
-    const run = await transfer(64 * MiB, (r) => r.clean >= 2);
+    // The first refresh comes 250 ms after the last new min RTT: the transfer (up to ~13 s
+    // at 20 MB/s, within transfer()'s 20 s; it stops at the second clean probe, ~0.5 s when
+    // idle) outlasts it. 16 MiB (~0.8 s) did not always at load 12, nor 64 MiB (~3.4 s) once
+    // in CI: late timers gave a new, lower min RTT now and then, postponing it, and a drain
+    // whose answers came late ran past MAX_DRAIN_MS and was given up.
+    const run = await transfer(256 * MiB, (r) => r.clean >= 2);
     assert.ok(run.probeFirst, "the transfer's first frame is a probe");
     assert.ok(
       run.clean >= 2,
