@@ -23,6 +23,7 @@ import { type ClientAuthFlags, clientConnectOptions } from "./auth.ts";
 import { connect } from "./connect.ts";
 import { formatBytes, formatRate } from "./format.ts";
 import { jsonLine, type OutputMode, outputMode, ProgressView, printError, writeOut } from "./output.ts";
+import { RetryNotices, retryDelay } from "./retry.ts";
 
 export interface GetOptions extends ClientAuthFlags {
   from: string;
@@ -104,8 +105,9 @@ export async function withConnection<T>(
   shared: SharedConnection,
   retries: number,
   fn: (conn: Connection) => Promise<T>,
+  notices?: RetryNotices,
 ): Promise<T> {
-  for (let n = 0, delay = 200; ; n++, delay = Math.min(delay * 2, 5000)) {
+  for (let n = 0; ; n++) {
     let conn: Connection | undefined;
     try {
       conn = await shared.get();
@@ -115,6 +117,8 @@ export async function withConnection<T>(
       if (conn !== undefined) shared.failed(conn, e);
       if (e.code === "ERR_NO_ROUTE") throw new PointSubError("ERR_NO_ROUTE", NO_SOURCE, { cause: e });
       if (!e.retryable || n >= retries) throw e;
+      const delay = retryDelay(n);
+      notices?.note(e, n + 1, delay);
       await new Promise((r) => setTimeout(r, delay));
     }
   }
@@ -131,6 +135,8 @@ export async function listRemote(
   options: {
     recursive?: boolean;
     retries?: number;
+    /** Says when a page is asked again. */
+    notices?: RetryNotices;
     limit?: number;
     /** ms each page may take (ERR_TIMEOUT, retried as `retries` allows); 0 waits as long as the connection lives. Default 30000. */
     timeoutMs?: number;
@@ -147,10 +153,14 @@ export async function listRemote(
       ...(cursor === undefined ? {} : { cursor }),
       ...(options.limit === undefined ? {} : { limit: options.limit }),
     });
-    const a: FileListAnswer = await withConnection(shared, options.retries ?? 0, async (conn) =>
-      decodeFileListAnswer(
-        await conn.request(FILE_LIST_ROUTE, request, { timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS }),
-      ),
+    const a: FileListAnswer = await withConnection(
+      shared,
+      options.retries ?? 0,
+      async (conn) =>
+        decodeFileListAnswer(
+          await conn.request(FILE_LIST_ROUTE, request, { timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS }),
+        ),
+      options.notices,
     );
     type = a.type;
     if (options.onPage !== undefined) options.onPage(a.entries);
@@ -187,6 +197,8 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
   const connectOptions = await clientConnectOptions(opts.from, opts);
   const out = resolve(opts.out ?? ".");
   const timeoutMs = opts.timeout ?? DEFAULT_TIMEOUT_MS;
+  /** One line per round of retries (every download that failed together). */
+  const notices = new RetryNotices(mode, opts.retries);
   await mkdir(out, { recursive: true });
   const say = (event: Record<string, unknown>, line: string) => {
     if (mode === "json") jsonLine(event);
@@ -244,6 +256,7 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
         const r = await listRemote(shared, name, {
           recursive: opts.recursive === true,
           retries: opts.retries,
+          notices,
           timeoutMs,
           ...(opts.recursive === true ? {} : { limit: 1 }),
         });
@@ -316,6 +329,7 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
     });
     await sink.ready;
     view = new ProgressView(mode, { files: items.length, bytes: items.reduce((n, it) => n + it.size, 0) });
+    notices.view = view;
     const v = view;
     const queue = [...items];
     const worker = async () => {
@@ -326,8 +340,12 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
         try {
           const h = have.get(it);
           const request = encodeFileGetRequest({ path: it.path, to: it.to, ...(h === undefined ? {} : { have: h }) });
-          const a = await withConnection(shared, opts.retries, async (conn) =>
-            decodeFileGetAnswer(await requestWhileMoving(conn, FILE_GET_ROUTE, request, timeoutMs, w.seen)),
+          const a = await withConnection(
+            shared,
+            opts.retries,
+            async (conn) =>
+              decodeFileGetAnswer(await requestWhileMoving(conn, FILE_GET_ROUTE, request, timeoutMs, w.seen)),
+            notices,
           );
           const secs = (performance.now() - t0) / 1000;
           // Bytes that arrived over every attempt (a dropped one's included).

@@ -32,6 +32,7 @@ import { connect } from "./connect.ts";
 import { formatBytes, formatRate } from "./format.ts";
 import { cliFiles, localCrc32c, NO_FOLLOW, treeFiles } from "./local-files.ts";
 import { jsonLine, type OutputMode, outputMode, ProgressView, printError, writeOut } from "./output.ts";
+import { RetryNotices, retryDelay } from "./retry.ts";
 
 export interface SendOptions extends ClientAuthFlags {
   to: string;
@@ -227,7 +228,13 @@ type BundleOutcome = { item: SendItem; size: number; crc32c?: string; error?: Po
 async function sendBundle(
   shared: SharedConnection,
   group: readonly SendItem[],
-  opts: { compress: SendOptions["compress"]; retries: number; timeout: number; auto?: BundleCompression },
+  opts: {
+    compress: SendOptions["compress"];
+    retries: number;
+    timeout: number;
+    auto?: BundleCompression;
+    notices?: RetryNotices;
+  },
 ): Promise<BundleOutcome | undefined> {
   const out: BundleOutcome = [];
   let left: SendItem[] = [];
@@ -247,7 +254,7 @@ async function sendBundle(
       }
     }
   }
-  for (let n = 0, delay = 200; left.length > 0; n++, delay = Math.min(delay * 2, 5000)) {
+  for (let n = 0; left.length > 0; n++) {
     let conn: Connection | undefined;
     try {
       conn = await shared.get();
@@ -313,6 +320,8 @@ async function sendBundle(
         for (const it of left) out.push({ item: it, size: it.size, error: e });
         return out;
       }
+      const delay = retryDelay(n);
+      opts.notices?.note(e, n + 1, delay);
       await new Promise((r) => setTimeout(r, delay));
     }
   }
@@ -780,6 +789,8 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
   let fatal = false;
   // Its totals grow as the walk finds files (bundles are sent meanwhile).
   const view = new ProgressView(mode, { files: 0, bytes: 0 });
+  /** One line per round of retries (every bundle and file that failed together). */
+  const notices = new RetryNotices(mode, opts.retries, view);
   // Ctrl-C (or a TERM) leaves the transfers as a dropped connection would: the server keeps what it
   // stored, and the same command run again resumes. The terminal is restored first (the view's own
   // handler), then one line says so.
@@ -827,7 +838,7 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
    */
   const toSend = async (group: SendItem[], found?: { held: number }): Promise<SendItem[]> => {
     let same: Set<SendItem> | undefined;
-    for (let n = 0, delay = 200; ; n++, delay = Math.min(delay * 2, 5000)) {
+    for (let n = 0; ; n++) {
       try {
         same = await quickCheck(await shared.get(), group, found, timeout);
         break;
@@ -835,6 +846,8 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
         const e = toPointSubError(err, "ERR_CONNECT");
         if (e.code === "ERR_TIMEOUT" && !fatal) {
           if (n < opts.retries) {
+            const delay = retryDelay(n);
+            notices.note(e, n + 1, delay);
             await new Promise((r) => setTimeout(r, delay));
             continue;
           }
@@ -941,6 +954,7 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
               retries: opts.retries,
               timeout,
               auto: bundleCompression,
+              notices,
             });
     } finally {
       bundlesInFlight--;
@@ -1107,7 +1121,7 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
       // The connection (opened while the directories were walked), as patient as the transfers: a
       // server that is restarting is waited for (--retries, same backoff). The files sent alone (over
       // 64 KiB) are quick-checked here, in one go; each bundle's files just before it is sent.
-      for (let n = 0, delay = 200; ; n++, delay = Math.min(delay * 2, 5000)) {
+      for (let n = 0; ; n++) {
         try {
           const conn = await (n === 0 && first !== undefined ? first : shared.get());
           if (!force) {
@@ -1129,6 +1143,8 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
             await Promise.allSettled(bundleRuns);
             throw e;
           }
+          const delay = retryDelay(n);
+          notices.note(e, n + 1, delay);
           await new Promise((r) => setTimeout(r, delay));
         }
       }
@@ -1151,6 +1167,7 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
           resume: opts.resume && it.size > RESUME_MIN_BYTES,
           // The server's answer after the last byte (its receipt, once it verified and stored the file).
           answerTimeoutMs: answerTimeoutMs(timeout, it.size),
+          onRetry: (e, attempt, delay) => notices.note(e, attempt, delay),
           progressIntervalMs: 200,
           onProgress: (s) => view.update(target, s),
           ...(it.tree ? { relativePath: target } : { name: target }),

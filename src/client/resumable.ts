@@ -122,6 +122,12 @@ export interface SendResumableOptions
   /** Called for each attempt with the offset it starts from. */
   onAttempt?: (attempt: number, offset: number) => void;
   /**
+   * Called when an attempt failed with an error a new connection may cure
+   * and another follows: the error, the retry's number (1 for the first)
+   * and the wait before it (ms). For telling a user why a transfer paused.
+   */
+  onRetry?: (error: PointSubError, attempt: number, delayMs: number) => void;
+  /**
    * Fail an attempt with `ERR_TIMEOUT` (retried as `retries` allows, from
    * what the receiver then holds) when the receiver's answer has not arrived
    * this many ms after the transport wrote the attempt's last byte: a
@@ -256,6 +262,7 @@ export function sendResumable(
         )
           throw e;
         progress.setStatus("paused", e);
+        options.onRetry?.(e, n + 1, backoff.duration);
         await pause(backoff.duration);
         backoff = backoff.next(undefined);
       }

@@ -93,6 +93,20 @@ describe("ls and get: a server that goes silent (ERR_TIMEOUT, not a hang)", () =
     assert.match(r.stderr, /^pointsub: ERR_TIMEOUT: .*300 ?ms.*\n$/);
   });
 
+  it("get: a listing left unanswered is asked again (--retries 1), and stderr says so before the error", async () => {
+    const url = await server(true);
+    const r = await run(
+      ["get", "big.bin", "--from", url, "--out", join(work, "out-retry"), "--timeout", "300", "--retries", "1"],
+      env,
+    );
+    assert.equal(r.hung, false, "get still waiting");
+    assert.equal(r.code, 1, r.stderr);
+    const lines = r.stderr.trim().split("\n");
+    assert.equal(lines.length, 2, r.stderr);
+    assert.match(lines[0], /^pointsub: retrying \(1 of 1\) in 0\.2 s after ERR_TIMEOUT: /);
+    assert.match(lines[1], /^pointsub: ERR_TIMEOUT: /);
+  });
+
   it("get: a download whose bytes stop coming ends with ERR_TIMEOUT after --timeout of silence, exit 1", async () => {
     const proxy = await startProxy(await server());
     try {

@@ -96,12 +96,19 @@ describe("send: a server that never answers (ERR_TIMEOUT, not a hang)", () => {
     return dir;
   }
 
+  /** What the last {@link send} printed (JSON lines). */
+  let printed = "";
+
   /** `send -r dir --timeout TIMEOUT --retries 1 --json` in this process: how it ended (within HUNG_MS). */
   async function send(dir: string, url: string): Promise<PointSubError> {
     const out = process.stdout.write;
     let timer: ReturnType<typeof setTimeout> | undefined;
+    printed = "";
     try {
-      process.stdout.write = (() => true) as typeof process.stdout.write;
+      process.stdout.write = ((chunk: string | Uint8Array) => {
+        printed += String(chunk);
+        return true;
+      }) as typeof process.stdout.write;
       const sent = sendCommand([dir], {
         to: url,
         compress: "off",
@@ -132,6 +139,17 @@ describe("send: a server that never answers (ERR_TIMEOUT, not a hang)", () => {
     assert.equal(err.code, "ERR_TIMEOUT", err.message);
     assert.match(err.message, /the server did not answer a bundle of 128 files .* within \d+ ms of its last byte/);
     assert.ok(asked.bundle >= 2, `bundles sent: ${asked.bundle} (retried)`);
+    // The retry was said once (three bundles failed together: one round), as a JSON event.
+    const retries = printed
+      .split("\n")
+      .filter((l) => l.startsWith("{"))
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((e) => e.event === "retry");
+    assert.equal(retries.length, 1, printed);
+    assert.equal(retries[0].attempt, 1);
+    assert.equal(retries[0].retries, 1);
+    assert.equal(retries[0].code, "ERR_TIMEOUT");
+    assert.equal(retries[0].delayMs, 200);
   });
 
   it("send -r: a quick check the server never answers ends with ERR_TIMEOUT, asked again once (--retries 1)", async () => {
@@ -149,6 +167,13 @@ describe("send: a server that never answers (ERR_TIMEOUT, not a hang)", () => {
     assert.equal(err.code, "ERR_TIMEOUT", err.message);
     assert.match(err.message, /did not answer the stream to \/pointsub\/file\/1\.0\.0 within \d+ ms of its last byte/);
     assert.equal(asked.file, 2, "sent, then again once");
+    const retry = printed
+      .split("\n")
+      .filter((l) => l.includes('"event":"retry"'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.equal(retry.length, 1, printed);
+    assert.equal(retry[0].attempt, 1);
+    assert.equal(retry[0].code, "ERR_TIMEOUT");
   });
 
   it("the CLI: --timeout, one line `pointsub: ERR_TIMEOUT: …` and exit 1", async () => {
@@ -169,5 +194,31 @@ describe("send: a server that never answers (ERR_TIMEOUT, not a hang)", () => {
     const lines = stderr.trim().split("\n");
     assert.equal(lines.length, 1, stderr);
     assert.match(lines[0], /^pointsub: ERR_TIMEOUT: .*the server did not answer a bundle of \d+ files?/);
+  });
+
+  it("the CLI: each round of retries says so on stderr (one line each, not one per bundle), then the error", async () => {
+    const { url, asked } = await server("bundle");
+    const dir = await tree("cli-retry", BUNDLE_FILES * 2);
+    const child = spawn(
+      process.execPath,
+      [MAIN, "send", "-r", dir, "--to", url, "--timeout", String(TIMEOUT), "--retries", "2"],
+      { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, POINTSUB_STATE_DIR: join(work, "state") } },
+    );
+    let stderr = "";
+    child.stderr.on("data", (d) => (stderr += d));
+    child.stdout.resume();
+    const killer = setTimeout(() => child.kill("SIGKILL"), HUNG_MS);
+    const code = await new Promise<number | null>((r) => child.on("close", r));
+    clearTimeout(killer);
+    assert.equal(code, 1, `exit ${code}: ${stderr}`);
+    assert.ok(asked.bundle >= 4, `bundles sent: ${asked.bundle} (two bundles, each retried)`);
+    const lines = stderr.trim().split("\n");
+    assert.equal(lines.length, 3, stderr);
+    assert.match(
+      lines[0],
+      /^pointsub: retrying \(1 of 2\) in 0\.2 s after ERR_TIMEOUT: the server did not answer a bundle/,
+    );
+    assert.match(lines[1], /^pointsub: retrying \(2 of 2\) in 0\.4 s after ERR_TIMEOUT: /);
+    assert.match(lines[2], /^pointsub: ERR_TIMEOUT: .*the server did not answer a bundle of \d+ files?/);
   });
 });

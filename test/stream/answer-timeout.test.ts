@@ -31,6 +31,7 @@ describe("sendResumable answerTimeoutMs", () => {
     );
     const [url] = await server.listen("tcp://127.0.0.1:0");
     let released = 0;
+    const retried: { code: string; attempt: number; delayMs: number }[] = [];
     const chunks = () =>
       Array.from({ length: 4 }, (_, i) => {
         const c = new Uint8Array(64 * 1024).fill(i);
@@ -42,7 +43,12 @@ describe("sendResumable answerTimeoutMs", () => {
         () => connect(url),
         "/never/1",
         { size: 4 * 64 * 1024, transferId: "never-answered-1", open: () => chunks() },
-        { answerTimeoutMs: 200, retries: 1, retryDelayMs: 10 },
+        {
+          answerTimeoutMs: 200,
+          retries: 1,
+          retryDelayMs: 10,
+          onRetry: (e, attempt, delayMs) => retried.push({ code: e.code, attempt, delayMs }),
+        },
       );
       const err = await t.done.then(
         () => assert.fail("answered"),
@@ -56,6 +62,11 @@ describe("sendResumable answerTimeoutMs", () => {
       assert.equal(received, 2 * 4 * 64 * 1024);
       assert.equal(released, 2 * 4, "each chunk's own release ran");
       assert.equal(t.snapshot().status, "failed");
+      // onRetry told of the one retry (before its wait, within the jitter's ceiling); not of the final failure.
+      assert.equal(retried.length, 1, JSON.stringify(retried));
+      assert.equal(retried[0].code, "ERR_TIMEOUT");
+      assert.equal(retried[0].attempt, 1);
+      assert.ok(retried[0].delayMs >= 0 && retried[0].delayMs <= 10, `delay ${retried[0].delayMs}`);
     } finally {
       never.resolve();
       await server.close({ timeoutMs: 100 });

@@ -1,0 +1,51 @@
+import type { PointSubError } from "../errors/error.ts";
+import { jsonLine, type OutputMode } from "./output.ts";
+
+/**
+ * The wait (ms) before retry `n` (0 for the first) of a command's own
+ * requests: 200 ms, doubled each time up to 5 s.
+ */
+export function retryDelay(n: number): number {
+  return Math.min(200 * 2 ** n, 5000);
+}
+
+/** Where a notice goes on a terminal while bars are drawn (above them). */
+interface LineSink {
+  log(line: string): void;
+}
+
+/**
+ * Says that a command is retrying, once per round: every bundle, check or
+ * file that failed together (a dropped or silent server fails them all)
+ * makes one line, `pointsub: retrying (1 of 10) in 0.2 s after ERR_TIMEOUT: …`,
+ * on stderr (above the bars on a terminal), or a `retry` event with
+ * `--json`. Without it a server that never answers kept `send` silent for
+ * minutes (`--retries` 10 of `--timeout` 30 s each) before its one error line.
+ */
+export class RetryNotices {
+  /** The highest retry number announced. */
+  private announced = 0;
+  private readonly mode: OutputMode;
+  private readonly retries: number;
+  /** Where lines go on a terminal while bars are drawn (set once there are bars). */
+  view: LineSink | undefined;
+
+  constructor(mode: OutputMode, retries: number, view?: LineSink) {
+    this.mode = mode;
+    this.retries = retries;
+    this.view = view;
+  }
+
+  /** Retry `attempt` (1 for the first) follows `error` after `delayMs`. */
+  note(error: PointSubError, attempt: number, delayMs: number): void {
+    if (attempt <= this.announced) return;
+    this.announced = attempt;
+    if (this.mode === "json") {
+      jsonLine({ event: "retry", attempt, retries: this.retries, delayMs, code: error.code, message: error.message });
+      return;
+    }
+    const line = `pointsub: retrying (${attempt} of ${this.retries}) in ${(delayMs / 1000).toFixed(1)} s after ${error.code}: ${error.message}`;
+    if (this.mode === "tty" && this.view !== undefined) this.view.log(line);
+    else process.stderr.write(`${line}\n`);
+  }
+}
