@@ -40,6 +40,8 @@ const DEFAULTS: Partial<Record<Workload, WorkloadParams>> = {
   flood: { count: 5_000_000, size: 64, inFlight: 1, largeSize: 0, pingEveryMs: 0 },
   "rpc-pipe": { count: 1_000_000, size: 64, inFlight: 128, largeSize: 0, pingEveryMs: 0 },
   "rpc-seq": { count: 50_000, size: 64, inFlight: 1, largeSize: 0, pingEveryMs: 0 },
+  // One 256 MiB request (its "per message" figures are the whole transfer's).
+  large: { count: 1, size: 64, inFlight: 1, largeSize: 256 * 1024 * 1024, pingEveryMs: 0 },
 };
 const workload = values.workload as Workload;
 const base = DEFAULTS[workload];

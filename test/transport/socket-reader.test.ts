@@ -43,8 +43,12 @@ async function pair(adapter: TransportAdapter<NodeTransportOptions>, url: string
   return { listener, client, server: await accepted };
 }
 
-/** Sends `data` from `from` to `to`; `to` keeps its chunks or copies them. */
-async function transfer(from: Transport, to: Transport, data: Uint8Array, keep: boolean) {
+/**
+ * Sends `data` from `from` to `to`; `to` keeps its chunks or copies them. With `body`, `to` says
+ * it is receiving a body of that many bytes all along (its reads go through the bulk buffer).
+ */
+async function transfer(from: Transport, to: Transport, data: Uint8Array, keep: boolean, body?: number) {
+  const target = body === undefined ? undefined : new Uint8Array(body);
   const got: Uint8Array[] = [];
   const chunkSizes: number[] = [];
   const closed = new Promise<void>((resolve) => {
@@ -55,6 +59,7 @@ async function transfer(from: Transport, to: Transport, data: Uint8Array, keep: 
         // Overwrite-detection: a kept chunk must never change afterwards.
         return keep;
       },
+      ...(target === undefined ? {} : { readTarget: () => target }),
       onDrain() {},
       onClose: () => resolve(),
     });
@@ -101,6 +106,24 @@ for (const [name, adapter, url] of targets) {
         const r = readerOf(to);
         assert.ok(r.buffers + r.reused >= big, `${r.buffers}+${r.reused} buffers for ${big} large reads`);
         await listener.close();
+      });
+
+      it(`${side} socket: bulk reads (a large body missing) go through one buffer, or new memory for each read kept`, async () => {
+        for (const keep of [false, true]) {
+          const { listener, client, server } = await pair(adapter, url());
+          const [from, to] = side === "accepted" ? [client, server] : [server, client];
+          const data = pattern(8 * MiB, keep ? 3 : 4);
+          const { bytes, chunkSizes } = await transfer(from, to, data, keep, 200 * 1024);
+          assert.equal(sha256(bytes), sha256(data), keep ? "a kept read was overwritten" : "bytes lost");
+          const r = readerOf(to);
+          // Reads stop at the body's rest (200 KiB): the bulk buffer is 256 KiB.
+          assert.ok(Math.max(...chunkSizes) <= 200 * 1024, `largest read ${Math.max(...chunkSizes)} B`);
+          assert.ok(r.bulkReads >= 8, `${r.bulkReads} bulk reads`);
+          if (keep)
+            assert.ok(r.bulkBuffers >= r.bulkReads, `${r.bulkBuffers} bulk buffers for ${r.bulkReads} kept reads`);
+          else assert.equal(r.bulkBuffers, 1);
+          await listener.close();
+        }
       });
     }
 
@@ -187,7 +210,7 @@ it("a connection trims its transport's read buffer after a quiet keep-alive tick
 });
 
 for (const scheme of ["tcp", "unix"] as const) {
-  it(`${scheme}: a large message is read straight into its own buffer, intact`, async () => {
+  it(`${scheme}: a large message's body is read in 256 KiB steps through one reused bulk buffer, intact`, async () => {
     const server = createServer();
     const session = new Promise<Connection>((r) => server.once("session", r));
     const received = new Promise<Uint8Array>((r) => server.once("message", (m) => r(m.data)));
@@ -200,7 +223,12 @@ for (const scheme of ["tcp", "unix"] as const) {
       await conn.send(data);
       assert.equal(sha256(await received), sha256(data));
       const reader = readerOf(((await session) as unknown as { transport: Transport }).transport);
-      assert.ok(reader.directReads > 0, "no read went straight into the message");
+      // 64 MiB in 1 MiB frames: most of each body came through the bulk buffer (a read of up to
+      // 256 KiB that stops at the body's end), at least a quarter of the reads a 64 KiB buffer needs.
+      assert.ok(reader.bulkReads >= 64, `${reader.bulkReads} bulk reads`);
+      // One bulk buffer for the whole message, or a few: a read held for a later turn (a loaded
+      // machine) keeps its memory, and the next read gets new memory.
+      assert.ok(reader.bulkBuffers >= 1 && reader.bulkBuffers <= 48, `${reader.bulkBuffers} bulk buffers`);
       // Frame headers and trailers still come through a read buffer, replaced only when the
       // receiver keeps a view of it (a frame split across reads; a loaded machine's short reads
       // split more of them): a few dozen at most for 64 MiB, where copying every 64 KiB read out
@@ -212,6 +240,45 @@ for (const scheme of ["tcp", "unix"] as const) {
     }
   });
 }
+
+it("bulk reads held for a later turn keep their bytes: 4 peers' large messages at once to a server whose handlers hold the event loop", async (t) => {
+  // Each message's handler busies the loop for 30 ms: the other peers' reads land while this
+  // turn's budget is spent and are held (a view kept), so their next reads must get new memory.
+  const server = createServer({ maxMessageSize: 64 * MiB, maxAssemblyBytes: 256 * MiB });
+  const readers: ReturnType<typeof readerOf>[] = [];
+  server.on("session", (s) => {
+    readers.push(readerOf((s as unknown as { transport: Transport }).transport));
+  });
+  const hashes: string[] = [];
+  server.on("message", (m) => {
+    hashes.push(sha256(m.data));
+    const end = performance.now() + 30;
+    while (performance.now() < end);
+  });
+  const [url] = await server.listen("tcp://127.0.0.1:0");
+  const conns = await Promise.all(Array.from({ length: 4 }, () => connect(url, { pacing: false })));
+  try {
+    const sent: string[] = [];
+    await Promise.all(
+      conns.map(async (c, i) => {
+        for (let k = 0; k < 3; k++) {
+          const data = pattern(8 * MiB + i * 4096 + k, i * 10 + k);
+          sent.push(sha256(data));
+          await c.send(data);
+        }
+      }),
+    );
+    await until(() => hashes.length === sent.length, 20_000);
+    assert.deepEqual([...hashes].sort(), [...sent].sort(), "every message intact");
+    const bulk = readers.reduce((n, r) => n + r.bulkReads, 0);
+    const made = readers.reduce((n, r) => n + r.bulkBuffers, 0);
+    t.diagnostic(`${bulk} bulk reads, ${made} bulk buffers made for ${readers.length} connections`);
+    assert.ok(bulk > 0, "the bodies came through bulk buffers");
+  } finally {
+    for (const c of conns) c.destroy();
+    await server.close();
+  }
+});
 
 it("a chunked message's frames, copied into its assembly, leave the read buffer free for the next read", async () => {
   // Frames of at most 16 KiB: a 64 KiB read holds three or four whole continuation frames, each
