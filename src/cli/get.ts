@@ -23,7 +23,7 @@ import { type ClientAuthFlags, clientConnectOptions } from "./auth.ts";
 import { connect } from "./connect.ts";
 import { formatBytes, formatRate } from "./format.ts";
 import { jsonLine, type OutputMode, outputMode, ProgressView, printError, writeOut } from "./output.ts";
-import { RetryNotices, retryDelay } from "./retry.ts";
+import { RetryNotices, retryAfter } from "./retry.ts";
 
 export interface GetOptions extends ClientAuthFlags {
   from: string;
@@ -117,9 +117,7 @@ export async function withConnection<T>(
       if (conn !== undefined) shared.failed(conn, e);
       if (e.code === "ERR_NO_ROUTE") throw new PointSubError("ERR_NO_ROUTE", NO_SOURCE, { cause: e });
       if (!e.retryable || n >= retries) throw e;
-      const delay = retryDelay(n);
-      notices?.note(e, n + 1, delay);
-      await new Promise((r) => setTimeout(r, delay));
+      await retryAfter(e, n, notices);
     }
   }
 }

@@ -9,6 +9,16 @@ export function retryDelay(n: number): number {
   return Math.min(200 * 2 ** n, 5000);
 }
 
+/**
+ * Waits before retry `n` (0 for the first) after `error`, having said so
+ * through `notices` (if any).
+ */
+export function retryAfter(error: PointSubError, n: number, notices: RetryNotices | undefined): Promise<void> {
+  const delay = retryDelay(n);
+  notices?.note(error, n + 1, delay);
+  return new Promise((r) => setTimeout(r, delay));
+}
+
 /** Where a notice goes on a terminal while bars are drawn (above them). */
 interface LineSink {
   log(line: string): void;

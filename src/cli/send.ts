@@ -32,7 +32,7 @@ import { connect } from "./connect.ts";
 import { formatBytes, formatRate } from "./format.ts";
 import { cliFiles, localCrc32c, NO_FOLLOW, treeFiles } from "./local-files.ts";
 import { jsonLine, type OutputMode, outputMode, ProgressView, printError, writeOut } from "./output.ts";
-import { RetryNotices, retryDelay } from "./retry.ts";
+import { RetryNotices, retryAfter } from "./retry.ts";
 
 export interface SendOptions extends ClientAuthFlags {
   to: string;
@@ -320,9 +320,7 @@ async function sendBundle(
         for (const it of left) out.push({ item: it, size: it.size, error: e });
         return out;
       }
-      const delay = retryDelay(n);
-      opts.notices?.note(e, n + 1, delay);
-      await new Promise((r) => setTimeout(r, delay));
+      await retryAfter(e, n, opts.notices);
     }
   }
   return out;
@@ -846,9 +844,7 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
         const e = toPointSubError(err, "ERR_CONNECT");
         if (e.code === "ERR_TIMEOUT" && !fatal) {
           if (n < opts.retries) {
-            const delay = retryDelay(n);
-            notices.note(e, n + 1, delay);
-            await new Promise((r) => setTimeout(r, delay));
+            await retryAfter(e, n, notices);
             continue;
           }
           stopWith ??= e;
@@ -1143,9 +1139,7 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
             await Promise.allSettled(bundleRuns);
             throw e;
           }
-          const delay = retryDelay(n);
-          notices.note(e, n + 1, delay);
-          await new Promise((r) => setTimeout(r, delay));
+          await retryAfter(e, n, notices);
         }
       }
     }

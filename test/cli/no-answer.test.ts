@@ -133,6 +133,22 @@ describe("send: a server that never answers (ERR_TIMEOUT, not a hang)", () => {
     assert.fail("the send succeeded");
   }
 
+  /** `pointsub send -r dir --timeout TIMEOUT --retries N` in a process of its own: its exit code and stderr (killed after HUNG_MS). */
+  async function cliSend(dir: string, url: string, retries: number): Promise<{ code: number | null; stderr: string }> {
+    const child = spawn(
+      process.execPath,
+      [MAIN, "send", "-r", dir, "--to", url, "--timeout", String(TIMEOUT), "--retries", String(retries)],
+      { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, POINTSUB_STATE_DIR: join(work, "state") } },
+    );
+    let stderr = "";
+    child.stderr.on("data", (d) => (stderr += d));
+    child.stdout.resume();
+    const killer = setTimeout(() => child.kill("SIGKILL"), HUNG_MS);
+    const code = await new Promise<number | null>((r) => child.on("close", r));
+    clearTimeout(killer);
+    return { code, stderr };
+  }
+
   it("send -r: bundles the server never answers end with ERR_TIMEOUT, each sent again once (--retries 1)", async () => {
     const { url, asked } = await server("bundle");
     const err = await send(await tree("bundles", BUNDLE_FILES * 3), url);
@@ -179,17 +195,7 @@ describe("send: a server that never answers (ERR_TIMEOUT, not a hang)", () => {
   it("the CLI: --timeout, one line `pointsub: ERR_TIMEOUT: …` and exit 1", async () => {
     const { url } = await server("bundle");
     const dir = await tree("cli", BUNDLE_FILES + 1);
-    const child = spawn(
-      process.execPath,
-      [MAIN, "send", "-r", dir, "--to", url, "--timeout", String(TIMEOUT), "--retries", "0"],
-      { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, POINTSUB_STATE_DIR: join(work, "state") } },
-    );
-    let stderr = "";
-    child.stderr.on("data", (d) => (stderr += d));
-    child.stdout.resume();
-    const killer = setTimeout(() => child.kill("SIGKILL"), HUNG_MS);
-    const code = await new Promise<number | null>((r) => child.on("close", r));
-    clearTimeout(killer);
+    const { code, stderr } = await cliSend(dir, url, 0);
     assert.equal(code, 1, `exit ${code}: ${stderr}`);
     const lines = stderr.trim().split("\n");
     assert.equal(lines.length, 1, stderr);
@@ -199,17 +205,7 @@ describe("send: a server that never answers (ERR_TIMEOUT, not a hang)", () => {
   it("the CLI: each round of retries says so on stderr (one line each, not one per bundle), then the error", async () => {
     const { url, asked } = await server("bundle");
     const dir = await tree("cli-retry", BUNDLE_FILES * 2);
-    const child = spawn(
-      process.execPath,
-      [MAIN, "send", "-r", dir, "--to", url, "--timeout", String(TIMEOUT), "--retries", "2"],
-      { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, POINTSUB_STATE_DIR: join(work, "state") } },
-    );
-    let stderr = "";
-    child.stderr.on("data", (d) => (stderr += d));
-    child.stdout.resume();
-    const killer = setTimeout(() => child.kill("SIGKILL"), HUNG_MS);
-    const code = await new Promise<number | null>((r) => child.on("close", r));
-    clearTimeout(killer);
+    const { code, stderr } = await cliSend(dir, url, 2);
     assert.equal(code, 1, `exit ${code}: ${stderr}`);
     assert.ok(asked.bundle >= 4, `bundles sent: ${asked.bundle} (two bundles, each retried)`);
     const lines = stderr.trim().split("\n");
