@@ -24,7 +24,7 @@ import {
 } from "../codec/file-bundle.ts";
 import type { Connection } from "../connection/connection.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
-import { loadNativeCrc32c } from "../node/crc32c-native.ts";
+import { loadNativeCrc32c, nodeCrc32c } from "../node/crc32c-native.ts";
 import { FILE_CHECK_MAX, FILE_CHECK_ROUTE, type FileCheckAnswer, type FileCheckQuery } from "../node/file-sink.ts";
 import { type SentFileReceipt, sendFileVia } from "../node/send-file.ts";
 import { type ClientAuthFlags, clientConnectOptions } from "./auth.ts";
@@ -741,7 +741,11 @@ export async function quickCheck(
         for (let k = next++; k < batch.length; k = next++) {
           const a = answers[k];
           if (a?.crc32c === undefined || a.size !== batch[k].size) continue;
-          const crc = (await localCrc32c(batch[k].file, batch[k].size)) >>> 0;
+          const it = batch[k];
+          // A tree's small file was read by the walk: its CRC is of those bytes (what its bundle would send), not of a second read.
+          const crc =
+            (it.content !== undefined ? nodeCrc32c().compute(it.content, 0) : await localCrc32c(it.file, it.size)) >>>
+            0;
           if (crc32cHex(crc) === a.crc32c) same.add(batch[k]);
         }
       };

@@ -75,4 +75,31 @@ describe("send's quick check", () => {
     assert.ok(most >= 2, `requests were asked one after another (at most ${most} in flight)`);
     assert.deepEqual([...(same ?? [])].map((it) => it.target).sort(), whole.map((i) => `t/f${i}`).sort());
   });
+
+  it("checks a walked file by the bytes the walk read, without reading it again", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "pointsub-quick-check-"));
+    cleanup.push(() => rm(dir, { recursive: true, force: true }));
+    const bytes = new TextEncoder().encode("hello");
+    const crc = (nodeCrc32c().compute(bytes, 0) >>> 0).toString(16).padStart(8, "0");
+    // The walk read these (`content`); the files are gone now: a second read would fail the send.
+    const items: SendItem[] = [
+      { file: join(dir, "gone-a"), target: "t/a", tree: true, size: 5, content: bytes },
+      { file: join(dir, "gone-b"), target: "t/b", tree: true, size: 5, content: new TextEncoder().encode("world") },
+    ];
+    const server: Server = createServer();
+    cleanup.push(() => server.close({ timeoutMs: 100 }));
+    server.handle(FILE_CHECK_ROUTE, (req) => {
+      const { files } = JSON.parse(new TextDecoder().decode(req.data)) as { files: { path: string }[] };
+      return JSON.stringify({ files: files.map(() => ({ size: 5, crc32c: crc })) });
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn: Connection = await connect(url);
+    cleanup.push(() => conn.destroy());
+    const same = await quickCheck(conn, items);
+    assert.deepEqual(
+      [...(same ?? [])].map((it) => it.target),
+      ["t/a"],
+      "only the file whose read bytes match",
+    );
+  });
 });
