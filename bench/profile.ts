@@ -42,6 +42,9 @@ const DEFAULTS: Partial<Record<Workload, WorkloadParams>> = {
   "rpc-seq": { count: 50_000, size: 64, inFlight: 1, largeSize: 0, pingEveryMs: 0 },
   // One 256 MiB request (its "per message" figures are the whole transfer's).
   large: { count: 1, size: 64, inFlight: 1, largeSize: 256 * 1024 * 1024, pingEveryMs: 0 },
+  // Connections opened 100 at a time and held (the client lets go at once: its standard input is empty).
+  conns: { count: 5_000, size: 0, inFlight: 100, largeSize: 0, pingEveryMs: 0 },
+  "conns-req": { count: 5_000, size: 64, inFlight: 100, largeSize: 0, pingEveryMs: 0 },
 };
 const workload = values.workload as Workload;
 const base = DEFAULTS[workload];
