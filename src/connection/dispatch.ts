@@ -107,6 +107,14 @@ export type MessageHook = (msg: Message, conn: Connection) => void;
 
 export { toBytes } from "./to-bytes.ts";
 
+/**
+ * Charged besides a call's own charge while its handler runs on after the call
+ * ended (cancelled by the peer, or its connection closed): what a pending
+ * handler holds (its promise, closures, a timer) — ~1.3 KB measured for one
+ * that awaits a timer. (Here, not in budget.ts: a page's first load does not carry it.)
+ */
+export const ABANDONED_OVERHEAD = 1024;
+
 /** The table of every dispatcher that served nothing yet (always empty: {@link Dispatcher.serve} replaces it). */
 const NOT_SERVING = new CallTable<ServerCall>();
 
@@ -118,6 +126,18 @@ export class Dispatcher {
   serving: CallTable<ServerCall> = NOT_SERVING;
   /** The peer's requests and streams open here, from START until the answer is handed to the transport. */
   openRequests = 0;
+  /**
+   * Handlers still running for calls that ended early (the peer cancelled
+   * them, or the connection closed): each keeps its charge (and
+   * {@link ABANDONED_OVERHEAD}) until it settles, and a connection with
+   * `maxConcurrentRequests` of them is refused new calls (ERR_OVERLOADED) —
+   * a peer that starts and cancels calls whose handlers ignore the signal
+   * cannot pile up handlers without bound.
+   */
+  private abandonedCalls: Set<ServerCall> | undefined;
+  get abandoned(): number {
+    return this.abandonedCalls?.size ?? 0;
+  }
   private readonly link: Link;
   private readonly outbox: Outbox;
   private readonly stats: Stats;
@@ -289,6 +309,12 @@ export class Dispatcher {
       this.respondError(id, "ERR_NO_ROUTE", `no handler for route ${route}`);
       return;
     }
+    if (this.abandoned >= this.link.local.maxConcurrentRequests) {
+      if (charged > 0) this.budget.release(charged);
+      this.stats.diag.requestEnd(id, route, t0, "ERR_OVERLOADED", data.length, 0, false); // diagnostics
+      this.respondError(id, "ERR_OVERLOADED", this.abandonedReason());
+      return;
+    }
     // Over its share of answers owed (waiting for its credit or its reading) while the budget is
     // more than half used: no more work for it (alone, a client may pipeline past its share).
     const owed = this.outbox.writer.answerQueued;
@@ -345,7 +371,7 @@ export class Dispatcher {
   /** A handler (request or stream) finished: answer the peer. */
   finishHandler(call: ServerCall, value: HandlerResult, err: unknown, failed: boolean): void {
     if (call.done) {
-      this.releaseCall(call);
+      this.handlerSettled(call);
       return; // cancelled, or the connection closed
     }
     call.done = true;
@@ -468,6 +494,30 @@ export class Dispatcher {
     }
   }
 
+  /**
+   * `call` ends now, before its handler settled (its signal is aborted next):
+   * what the handler holds stays charged, with {@link ABANDONED_OVERHEAD}, until
+   * it settles ({@link handlerSettled}).
+   */
+  abandon(call: ServerCall): void {
+    this.abandonedCalls ??= new Set();
+    if (this.abandonedCalls.has(call)) return;
+    this.abandonedCalls.add(call);
+    this.budget.force(ABANDONED_OVERHEAD);
+    call.charged += ABANDONED_OVERHEAD;
+  }
+
+  /** The handler of a call that had ended (cancelled, connection closed) settled: what it held is returned. */
+  handlerSettled(call: ServerCall): void {
+    this.abandonedCalls?.delete(call);
+    this.releaseCall(call);
+  }
+
+  /** Why a call is refused while {@link abandoned} is at its bound. */
+  abandonedReason(): string {
+    return `${this.abandoned} handlers of cancelled calls still run for this connection; retry later`;
+  }
+
   /** The peer cancelled its request `id` while its handler runs; false when no handler runs for it. */
   cancelServed(id: number, reasonCode: "ERR_TIMEOUT" | "ERR_CANCELLED"): boolean {
     const call = this.serving.get(id);
@@ -475,8 +525,11 @@ export class Dispatcher {
     // Built only when a handler runs (a CANCEL for an unknown id costs no error object).
     const reason = PointSubError.fromPeer(reasonCode, "cancelled by the caller");
     this.serving.delete(id);
-    this.releaseCall(call);
-    if (!call.done) this.ended(call, reason.code, 0); // diagnostics
+    // A handler still running keeps what it holds charged; an answer still queued is dropped below.
+    if (!call.done) {
+      this.ended(call, reason.code, 0); // diagnostics
+      this.abandon(call);
+    } else this.releaseCall(call);
     call.done = true;
     call.abort(reason);
     this.outbox.writer.remove(FrameType.RES, id, reason);
@@ -490,8 +543,12 @@ export class Dispatcher {
   teardown(failure: PointSubError): void {
     if (this.serving.size === 0) return;
     for (const call of this.serving.values()) {
-      this.releaseCall(call);
-      if (!call.done) this.ended(call, failure.code, 0); // diagnostics
+      // Handlers still running keep their charges until they settle (a peer that closes
+      // and reconnects cannot leave handlers behind uncharged).
+      if (!call.done) {
+        this.ended(call, failure.code, 0); // diagnostics
+        this.abandon(call);
+      } else this.releaseCall(call);
       call.done = true;
       call.abort(failure);
     }

@@ -242,6 +242,10 @@ export class IncomingStreams {
     this.consumed(st, dataStart - start);
     if (dataStart < end) this.data(st, flags, buf.subarray(dataStart, end));
     this.stats.requestsHandled++;
+    if (this.dispatcher.abandoned >= local.maxConcurrentRequests) {
+      this.finishHandler(st, undefined, PointSubError.fromPeer("ERR_OVERLOADED", this.dispatcher.abandonedReason()), true);
+      return;
+    }
     const router = this.dispatcher.router;
     let result: HandlerResult | Promise<HandlerResult>;
     if (router.hasMiddleware) {
@@ -380,6 +384,8 @@ export class IncomingStreams {
     this.ended(st, err.code);
     st.stream.discard();
     this.dropCharge(st);
+    // Its handler still runs (it has not answered): counted until it settles.
+    this.dispatcher.abandon(st.call);
     st.call.done = true;
     this.dispatcher.serving.delete(st.id);
     this.dispatcher.closeRequest();
@@ -401,6 +407,7 @@ export class IncomingStreams {
     if (!st.outDone) {
       st.outDone = true;
       this.ended(st, code);
+      this.dispatcher.abandon(st.call);
       st.call.done = true;
       st.call.abort(err);
       this.dispatcher.serving.delete(st.id);
@@ -411,7 +418,10 @@ export class IncomingStreams {
   }
 
   private finishHandler(st: InState, value: HandlerResult, err: unknown, failed: boolean): void {
-    if (st.call.done || this.host.isClosed()) return;
+    if (st.call.done || this.host.isClosed()) {
+      this.dispatcher.handlerSettled(st.call);
+      return;
+    }
     // §3.10: a stream whose END did not match what was read is never a success, whatever the handler returned.
     const bad = failed ? undefined : st.stream.endFailure;
     const error = bad ?? err;
