@@ -123,7 +123,14 @@ export async function withConnection<T>(
 }
 
 /**
- * Lists `name` on the server, following the cursor to the end: what it is,
+ * Most entries one listing follows (`get -r` keeps them all, ~200 B each; `ls` prints them as
+ * they come): past it the listing fails instead of growing with whatever a server keeps sending.
+ */
+export const MAX_LISTED = 1_000_000;
+
+/**
+ * Lists `name` on the server, following the cursor to the end (a page with a cursor must list
+ * something new; at most {@link MAX_LISTED} entries): what it is,
  * and its entries (files of the whole tree with `recursive`). `onPage`
  * gets each answer's entries as they come (`ls` prints them at once).
  */
@@ -144,6 +151,7 @@ export async function listRemote(
   const entries: FileListEntry[] = [];
   let cursor: string | undefined;
   let type: "file" | "dir" = "dir";
+  let listed = 0;
   do {
     const request = encodeFileListRequest({
       path: name,
@@ -160,6 +168,21 @@ export async function listRemote(
         ),
       options.notices,
     );
+    // A page that carries a cursor lists something and moves on (a server that keeps answering with
+    // the same cursor, or with none of its entries, would be followed for ever).
+    if (a.cursor !== undefined && (a.cursor === cursor || a.entries.length === 0)) {
+      throw new PointSubError(
+        "ERR_PROTOCOL",
+        `the server's listing of ${name === "" ? "its directory" : name} did not advance (cursor ${JSON.stringify(a.cursor.slice(0, 80))} after ${listed} entries)`,
+      );
+    }
+    listed += a.entries.length;
+    if (listed > MAX_LISTED) {
+      throw new PointSubError(
+        "ERR_INVALID_ARGUMENT",
+        `the server lists more than ${MAX_LISTED.toLocaleString("en-US")} entries under ${name === "" ? "its directory" : name}: ask for a narrower path`,
+      );
+    }
     type = a.type;
     if (options.onPage !== undefined) options.onPage(a.entries);
     else entries.push(...a.entries);

@@ -1,0 +1,87 @@
+/**
+ * `get -r` and `ls -r` against a hostile file server whose listing never
+ * ends: the same page and cursor again and again, or pages of nothing with
+ * a new cursor each time. Before, `get` followed it for ever, gathering the
+ * entries (its memory grew ~400 MB in 5 s) and `ls` printed without end;
+ * now the listing fails with ERR_PROTOCOL at the first page that does not
+ * advance (exit 1, one line). Real loopback socket, the CLI as a child
+ * process.
+ */
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { createServer, FILE_LIST_ROUTE, type Server } from "../../src/index.ts";
+
+const MAIN = join(import.meta.dirname, "../../src/cli/main.ts");
+const HUNG_MS = 20_000;
+
+function run(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; stderr: string; hung: boolean }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [MAIN, ...args], { stdio: ["ignore", "ignore", "pipe"], env });
+    let stderr = "";
+    let hung = false;
+    child.stderr.on("data", (d) => (stderr += d));
+    const killer = setTimeout(() => {
+      hung = true;
+      child.kill("SIGKILL");
+    }, HUNG_MS);
+    child.on("close", (code) => {
+      clearTimeout(killer);
+      resolve({ code, stderr, hung });
+    });
+  });
+}
+
+describe("get -r / ls -r: a listing that never ends", () => {
+  let work: string;
+  let env: NodeJS.ProcessEnv;
+  const servers: Server[] = [];
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), "pointsub-list-loop-"));
+    env = { ...process.env, POINTSUB_STATE_DIR: join(work, "state") };
+    delete env.POINTSUB_TOKEN;
+  });
+  after(async () => {
+    for (const s of servers) await s.close({ timeoutMs: 100 });
+    await rm(work, { recursive: true, force: true, maxRetries: 3 });
+  });
+
+  /** A server whose listing answers `page(n)` to its n-th request; counts the requests. */
+  async function hostile(page: (n: number) => object): Promise<{ url: string; asked: () => number }> {
+    const s = createServer();
+    servers.push(s);
+    let n = 0;
+    s.handle(FILE_LIST_ROUTE, () => JSON.stringify(page(n++)));
+    const [url] = await s.listen("tcp://127.0.0.1:0");
+    return { url, asked: () => n };
+  }
+
+  const entries = Array.from({ length: 1000 }, (_, i) => ({ path: `d/f${i}`, type: "file", size: 1, mtime: 0 }));
+
+  for (const cmd of ["get", "ls"]) {
+    it(`${cmd} -r: the same page and cursor again ends with ERR_PROTOCOL at the second page`, async () => {
+      const { url, asked } = await hostile(() => ({ type: "dir", entries, cursor: "d/f999" }));
+      const args = cmd === "get" ? ["get", "-r", "d", "--out", join(work, "out")] : ["ls", "-r", "d"];
+      const r = await run([...args, "--from", url], env);
+      assert.equal(r.hung, false, `${cmd} still following the listing after ${asked()} pages`);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(
+        r.stderr,
+        /^pointsub: ERR_PROTOCOL: the server's listing of d did not advance .*after 1000 entries\)\n$/,
+      );
+      assert.equal(asked(), 2);
+    });
+  }
+
+  it("get -r: pages of nothing with a new cursor each end at the first", async () => {
+    const { url, asked } = await hostile((n) => ({ type: "dir", entries: [], cursor: `d/x${n}` }));
+    const r = await run(["get", "-r", "d", "--out", join(work, "out2"), "--from", url], env);
+    assert.equal(r.hung, false, `get still following the listing after ${asked()} pages`);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /ERR_PROTOCOL: the server's listing of d did not advance/);
+    assert.equal(asked(), 1);
+  });
+});
