@@ -1090,8 +1090,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     if (this.state_ === "closed") return;
     this.stats_.error(err.code);
     this.outbox.sendGoAway(err.errno, err.message);
-    this.writer.flush();
-    this.transport.end();
+    this.endTransport();
     // Cleared when the transport closes: a refused peer that hangs up at once
     // does not keep the whole closed connection reachable for a second (a
     // flood of them kept ~400 closed sessions alive, surviving and promoted
@@ -1100,6 +1099,9 @@ export class Connection extends Emitter<ConnectionEvents> {
     (t as { unref?: () => void }).unref?.();
     this.lifecycle.destroyTimer = t;
     this.teardown(err);
+    // Input is dropped from now on: read it (reading may be paused for held messages or a
+    // slow turn) so the peer's close is seen, not only the timer's (unref'd) destroy.
+    this.transport.resume();
   }
 
   /** @internal */
