@@ -50,13 +50,27 @@ export function jsonLine(obj: Record<string, unknown>): void {
   writeOut(`${JSON.stringify(obj)}\n`);
 }
 
+/** C0 and C1 control characters and DEL (see {@link printable}). */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point.
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/g;
+
+/**
+ * Text that may come from a peer (an error's message, a name) made safe for a
+ * terminal: control characters — escape sequences that retitle the window or
+ * clear the screen, carriage returns and new lines that forge lines — shown as
+ * `\xNN` instead.
+ */
+export function printable(text: string): string {
+  return text.replace(CONTROL, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
+}
+
 /** Prints a typed error as one line on stderr. */
 export function printError(err: PointSubError, mode: OutputMode): void {
   if (mode === "json") {
     jsonLine({ event: "error", code: err.code, errno: err.errno, message: err.message, suggestion: err.suggestion });
     return;
   }
-  process.stderr.write(`pointsub: ${err.code}: ${err.message}\n`);
+  process.stderr.write(`pointsub: ${err.code}: ${printable(err.message)}\n`);
 }
 
 /** Shows the cursor and turns line wrapping back on (cli-progress hides the one; a crash could leave either off). */
@@ -215,8 +229,8 @@ export class ProgressView {
 
   /** Prints a line above the bars (on a terminal) or on stdout. */
   log(line: string): void {
-    if (this.multi !== undefined && !this.stopped) this.multi.log(`${line}\n`);
-    else if (this.mode !== "json") writeOut(`${line}\n`);
+    if (this.multi !== undefined && !this.stopped) this.multi.log(`${printable(line)}\n`);
+    else if (this.mode !== "json") writeOut(`${printable(line)}\n`);
   }
 
   private updateBars(name: string, s: ProgressSnapshot): void {

@@ -1,5 +1,5 @@
 import type { PointSubError } from "../errors/error.ts";
-import { jsonLine, type OutputMode } from "./output.ts";
+import { jsonLine, type OutputMode, printable } from "./output.ts";
 
 /**
  * The wait (ms) before retry `n` (0 for the first) of a command's own
@@ -54,7 +54,7 @@ export class RetryNotices {
       jsonLine({ event: "retry", attempt, retries: this.retries, delayMs, code: error.code, message: error.message });
       return;
     }
-    const line = `pointsub: retrying (${attempt} of ${this.retries}) in ${(delayMs / 1000).toFixed(1)} s after ${error.code}: ${error.message}`;
+    const line = `pointsub: retrying (${attempt} of ${this.retries}) in ${(delayMs / 1000).toFixed(1)} s after ${error.code}: ${printable(error.message)}`;
     if (this.mode === "tty" && this.view !== undefined) this.view.log(line);
     else process.stderr.write(`${line}\n`);
   }
