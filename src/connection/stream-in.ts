@@ -243,7 +243,12 @@ export class IncomingStreams {
     if (dataStart < end) this.data(st, flags, buf.subarray(dataStart, end));
     this.stats.requestsHandled++;
     if (this.dispatcher.abandoned >= local.maxConcurrentRequests) {
-      this.finishHandler(st, undefined, PointSubError.fromPeer("ERR_OVERLOADED", this.dispatcher.abandonedReason()), true);
+      this.finishHandler(
+        st,
+        undefined,
+        PointSubError.fromPeer("ERR_OVERLOADED", this.dispatcher.abandonedReason()),
+        true,
+      );
       return;
     }
     const router = this.dispatcher.router;
