@@ -55,6 +55,16 @@ export interface FrameSink {
    */
   wantsPieces?(type: number, flags: number, id: number, length: number): boolean;
   /**
+   * Optional (`FrameDecoder`): the decoder allocates `length` bytes (at least
+   * `BODY_CHARGE_MIN`, decoder.ts) of its own for a frame spanning pushes (no
+   * target, no pieces) — memory a peer makes the receiver hold by declaring a
+   * frame and sending part of it. The sink charges them to its budget until
+   * {@link releaseBody}; it throws (ERR_OVERLOADED) to refuse.
+   */
+  chargeBody?(length: number): void;
+  /** Optional: the frame of the last {@link chargeBody} is whole (or its connection closed): its charge is returned. */
+  releaseBody?(): void;
+  /**
    * Optional (`FrameDecoder`): at most this many frames per push (a BATCH's
    * inner frames count one by one); a push stops at the frame boundary after
    * them and says how much of its chunk it used, so that the pusher can look

@@ -15,6 +15,13 @@ import { CRC_LENGTH, FrameType } from "./frame.ts";
 
 export { allocateUninitialized, BaseDecoder, type FrameSink } from "./base-decoder.ts";
 
+/**
+ * Bodies of frames spanning pushes from this size on are charged to the sink's
+ * budget (`FrameSink.chargeBody`); smaller ones are bounded by the connection's
+ * read buffers already. (Here, not in base-decoder.ts: a page's first load does not carry it.)
+ */
+export const BODY_CHARGE_MIN = 32 * 1024;
+
 export class FrameDecoder extends BaseDecoder {
   /**
    * CRC32C of the payload bytes of the frame being filled: from 0, or, for
@@ -81,7 +88,12 @@ export class FrameDecoder extends BaseDecoder {
     }
     this.pieces = undefined;
     const t = this.length > 0 ? this.sink.frameTarget?.(this.type, this.flags, this.id, this.length) : undefined;
-    this.body = t !== undefined && t.length === this.length ? t : this.alloc(this.length);
+    if (t !== undefined && t.length === this.length) this.body = t;
+    else {
+      // Memory of its own for a frame the peer may never finish: charged (or refused) first.
+      if (this.length >= BODY_CHARGE_MIN) this.sink.chargeBody?.(this.length);
+      this.body = this.alloc(this.length);
+    }
     this.filled = 0;
     this.state = State.Body;
   }
@@ -121,6 +133,8 @@ export class FrameDecoder extends BaseDecoder {
     this.state = State.Header;
     const body = this.body;
     this.body = NO_BYTES;
+    // Whole: what its own body held of the budget goes back (the message's owner charges it its own way).
+    if (len >= BODY_CHARGE_MIN) this.sink.releaseBody?.();
     const payloadCrc = this.checksum && this.type !== FrameType.BATCH ? this.runningCrc >>> 0 : -1;
     if (this.pieces !== undefined) {
       const pieces = this.pieces;

@@ -24,6 +24,27 @@ export class TargetingFrameRouter extends FrameRouter {
     return this.inbound.chunked?.frameTarget(type, id, length);
   }
 
+  /** Budget bytes held for the body of the frame being read into memory of its own (see FrameSink.chargeBody). */
+  private bodyCharged = 0;
+
+  chargeBody(length: number): void {
+    const b = this.inbound.budget;
+    if (!b.tryCharge(length)) {
+      throw PointSubError.fromPeer(
+        "ERR_OVERLOADED",
+        `no memory budget for a frame of ${length} bytes (${b.used} of ${b.limit} in use)`,
+      );
+    }
+    this.bodyCharged = length;
+  }
+
+  /** Also when the connection closes (housekeeping's stop): a frame left unfinished gives its charge back. */
+  releaseBody(): void {
+    if (this.bodyCharged === 0) return;
+    this.inbound.budget.release(this.bodyCharged);
+    this.bodyCharged = 0;
+  }
+
   /** Stream data frames are taken as views of the chunks they arrive in (no copy), unless the reader recycles buffers. */
   wantsPieces(type: number, flags: number, id: number, length: number): boolean {
     return type === FrameType.STREAM && flags === 0 && this.inStreamsIfAny?.wantsPieces(id, length) === true;

@@ -247,6 +247,8 @@ export class Housekeeper implements Tickable {
   }
 
   stop(): void {
+    // The connection closed: a frame it was reading into memory of its own gives back its charge.
+    (this.frames as { releaseBody?(): void }).releaseBody?.();
     const r = this.runsOn;
     this.runsOn = undefined;
     if (r === undefined) return;

@@ -1,0 +1,82 @@
+/**
+ * Peers that declare a large single frame (a whole 1 MiB request in one
+ * frame) and send only part of it: the receiver allocates the frame's body
+ * when its header arrives, so each such connection makes the server hold
+ * ~1 MiB (plus its bulk read buffer) for as long as the peer trickles. Those
+ * bodies are charged to the memory budget while they are filled: past the
+ * budget, a connection declaring one more is closed with ERR_OVERLOADED
+ * (GOAWAY 2003), and the charge goes back when the frame completes or its
+ * connection closes. Before, 800 such connections held 314 MB with a
+ * 140 MiB budget at 0 (attack review). Real loopback sockets.
+ */
+import assert from "node:assert/strict";
+import { after, describe, it } from "node:test";
+import { createServer, type Server } from "../../src/index.ts";
+import { connectPeer, F, frame, type Peer, T } from "../helpers/attacker.ts";
+import { until } from "../helpers/wait.ts";
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const BODY = MiB - 64;
+const ROUTE = "/echo/1.0.0";
+
+/** A REQ frame carrying `BODY` bytes in one frame, cut after `sent` bytes of it. */
+function partialRequest(id: number, sent: number): { head: Uint8Array; rest: Uint8Array } {
+  const r = new TextEncoder().encode(ROUTE);
+  const payload = new Uint8Array(1 + r.length + BODY);
+  payload[0] = r.length;
+  payload.set(r, 1);
+  const whole = frame(T.REQ, F.START | F.END, id, payload);
+  return { head: whole.subarray(0, sent), rest: whole.subarray(sent) };
+}
+
+describe("frames sent in part", () => {
+  const cleanup: (() => unknown)[] = [];
+  after(async () => {
+    for (const f of cleanup.reverse()) await f();
+  });
+
+  it("are charged while they are filled: past the budget a connection is refused, and all is given back", async () => {
+    const budget = 6 * MiB;
+    const server: Server = createServer({ memoryBudget: budget, maxMessageSize: 2 * MiB, keepAliveMs: 0 });
+    cleanup.push(() => server.close({ timeoutMs: 200 }));
+    server.handle(ROUTE, (req) => String(req.data.length));
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const port = Number(new URL(url).port);
+    const peers: Peer[] = [];
+    cleanup.push(() => {
+      for (const p of peers) p.destroy();
+    });
+    const halves: Uint8Array[] = [];
+    for (let i = 0; i < 10; i++) {
+      const p = await connectPeer({ port, read: "parse" });
+      peers.push(p);
+      const { head, rest } = partialRequest(1, 256 * KiB);
+      halves.push(rest);
+      p.write(head);
+      // Each held body is charged; the ones that do not fit are refused at once.
+      await until(() => server.memory.used >= (i + 1) * BODY || p.goaway !== undefined, 5000);
+    }
+    const refused = peers.filter((p) => p.goaway !== undefined);
+    const held = peers.filter((p) => p.goaway === undefined);
+    assert.ok(held.length >= 4 && held.length <= 6, `${held.length} bodies held under a ${budget / MiB} MiB budget`);
+    assert.equal(refused.length, 10 - held.length);
+    for (const p of refused) assert.equal(p.goaway?.errno, 2003, JSON.stringify(p.goaway));
+    assert.ok(server.memory.used <= budget, `charged ${server.memory.used} of ${budget}`);
+    assert.ok(server.memory.used >= held.length * BODY, `charged ${server.memory.used} for ${held.length} bodies`);
+
+    // One peer finishes its frame: answered, and its body's charge returned.
+    const first = peers.indexOf(held[0]);
+    held[0].write(halves[first]);
+    await until(() => server.memory.used < held.length * BODY, 5000);
+    // The others hang up mid-frame: their charges go back with their connections.
+    for (const p of held.slice(1)) p.destroy();
+    await until(() => server.memory.used === 0, 5000);
+    // Memory is there again for a new peer's large frame.
+    const late = await connectPeer({ port, read: "parse" });
+    peers.push(late);
+    late.write(partialRequest(1, 256 * KiB).head);
+    await until(() => server.memory.used >= BODY, 5000);
+    assert.equal(late.goaway, undefined);
+  });
+});
