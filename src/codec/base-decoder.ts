@@ -64,6 +64,8 @@ export interface FrameSink {
   chargeBody?(length: number): void;
   /** Optional: the frame of the last {@link chargeBody} is whole (or its connection closed): its charge is returned. */
   releaseBody?(): void;
+  /** Optional: `filled` bytes of the frame of the last {@link chargeBody} have arrived (its progress). */
+  bodyProgress?(filled: number): void;
   /**
    * Optional (`FrameDecoder`): at most this many frames per push (a BATCH's
    * inner frames count one by one); a push stops at the frame boundary after

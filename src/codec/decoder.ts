@@ -113,6 +113,7 @@ export class FrameDecoder extends BaseDecoder {
       if (this.checksum) this.runningCrc = this.crc.compute(piece, this.runningCrc >>> 0) | 0;
       this.filled += n;
       pos += n;
+      if (len >= BODY_CHARGE_MIN) this.sink.bodyProgress?.(this.filled);
     }
     if (this.filled >= len && this.checksum) {
       const have = this.filled - len;

@@ -1051,7 +1051,7 @@ export class Connection extends Emitter<ConnectionEvents> {
   }
 
   /** @internal Housekeeping: a keepalive or slow-peer timeout — close at once, telling the peer. */
-  timedOut(code: "ERR_SLOW_PEER" | "ERR_KEEPALIVE", message: string): void {
+  timedOut(code: "ERR_SLOW_PEER" | "ERR_KEEPALIVE" | "ERR_TIMEOUT", message: string): void {
     this.fail(new PointSubError(code, message));
   }
 

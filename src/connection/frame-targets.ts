@@ -11,6 +11,14 @@ import { PointSubError } from "../errors/error.ts";
 import { FrameRouter } from "./frames.ts";
 import { STEP_FRAMES } from "./read-gate.ts";
 
+/** A frame read into memory of its own: its charge, its progress and the progress window's start. */
+interface ChargedBody {
+  length: number;
+  filled: number;
+  windowAt: number;
+  windowFilled: number;
+}
+
 export class TargetingFrameRouter extends FrameRouter {
   /** Frames per push: the connection's read gate looks at its budgets between steps (a getter: no field per connection). */
   get step(): number {
@@ -24,8 +32,8 @@ export class TargetingFrameRouter extends FrameRouter {
     return this.inbound.chunked?.frameTarget(type, id, length);
   }
 
-  /** Budget bytes held for the body of the frame being read into memory of its own (see FrameSink.chargeBody). */
-  private bodyCharged = 0;
+  /** The frame being read into memory of its own, charged to the budget (see FrameSink.chargeBody); made per such frame. */
+  private body: ChargedBody | undefined;
 
   chargeBody(length: number): void {
     const b = this.inbound.budget;
@@ -35,14 +43,42 @@ export class TargetingFrameRouter extends FrameRouter {
         `no memory budget for a frame of ${length} bytes (${b.used} of ${b.limit} in use)`,
       );
     }
-    this.bodyCharged = length;
+    this.body = { length, filled: 0, windowAt: Date.now(), windowFilled: 0 };
+  }
+
+  bodyProgress(filled: number): void {
+    if (this.body !== undefined) this.body.filled = filled;
   }
 
   /** Also when the connection closes (housekeeping's stop): a frame left unfinished gives its charge back. */
   releaseBody(): void {
-    if (this.bodyCharged === 0) return;
-    this.inbound.budget.release(this.bodyCharged);
-    this.bodyCharged = 0;
+    if (this.body === undefined) return;
+    this.inbound.budget.release(this.body.length);
+    this.body = undefined;
+  }
+
+  /**
+   * Housekeeping: why the charged frame being read is too slow — fewer than
+   * `minBytesPerSecond` over the last `windowMs` (a peer that declares a large
+   * frame and trickles it would hold its charge for ever) — or undefined.
+   * `floor`: when reading last resumed after this side paused it (0: never).
+   */
+  bodyStalled(now: number, windowMs: number, floor: number, minBytesPerSecond: number): string | undefined {
+    const b = this.body;
+    if (b === undefined) return undefined;
+    if (floor > b.windowAt) {
+      // Reading was paused by this side meanwhile: the window starts again at the resume.
+      b.windowAt = floor;
+      b.windowFilled = b.filled;
+    }
+    if (now - b.windowAt < windowMs) return undefined;
+    const got = b.filled - b.windowFilled;
+    if (got < (minBytesPerSecond * (now - b.windowAt)) / 1000) {
+      return `${got} bytes of a frame of ${b.length} arrived in ${now - b.windowAt} ms (${b.filled} in all): slower than minProgressBytesPerSecond (${minBytesPerSecond})`;
+    }
+    b.windowAt = now;
+    b.windowFilled = b.filled;
+    return undefined;
   }
 
   /** Stream data frames are taken as views of the chunks they arrive in (no copy), unless the reader recycles buffers. */

@@ -10,6 +10,7 @@
  * instead of an interval each.
  */
 import type { Tickable, Ticker } from "../util/ticker.ts";
+import type { TargetingFrameRouter } from "./frame-targets.ts";
 import type { FrameRouter } from "./frames.ts";
 import { sendPing } from "./ping.ts";
 import type { ReadGate } from "./read-gate.ts";
@@ -33,7 +34,7 @@ export interface HousekeepingHost {
    * host: this file stays free of the error classes, a chunk of its own in a
    * browser bundle), telling the peer.
    */
-  timedOut(code: "ERR_SLOW_PEER" | "ERR_KEEPALIVE", message: string): void;
+  timedOut(code: "ERR_SLOW_PEER" | "ERR_KEEPALIVE" | "ERR_TIMEOUT", message: string): void;
   /** A number that changes whenever application data moves (messages, requests, streams). */
   activity(): number;
   /** Whether calls, messages or streams are in flight (never idle then). */
@@ -402,6 +403,21 @@ export class Housekeeper implements Tickable {
       // The peer's unfinished messages and streams, and this side's streams waiting for credit.
       const f = this.frames;
       const floor = this.progressFloor === 0 ? 0 : EPOCH + this.progressFloor;
+      const stalled = (f as { bodyStalled?: TargetingFrameRouter["bodyStalled"] }).bodyStalled?.(
+        now,
+        pt,
+        floor,
+        times.minProgressBytesPerSecond,
+      );
+      if (stalled !== undefined) {
+        if (!confirmed) {
+          this.confirmLater();
+          return;
+        }
+        // A frame cannot be skipped: the connection goes.
+        host.timedOut("ERR_TIMEOUT", `${host.remoteUrl}: ${stalled}`);
+        return;
+      }
       f.inbound.checkProgress(now, pt, floor, times.minProgressBytesPerSecond);
       f.inStreamsIfAny?.checkProgress(now, pt, floor);
       f.outStreamsIfAny?.checkProgress(now, pt, floor);

@@ -79,4 +79,44 @@ describe("frames sent in part", () => {
     await until(() => server.memory.used >= BODY, 5000);
     assert.equal(late.goaway, undefined);
   });
+
+  it("that trickle slower than minProgressBytesPerSecond end their connection (ERR_TIMEOUT); a slow but steady one completes", async () => {
+    const server: Server = createServer({
+      maxMessageSize: 2 * MiB,
+      keepAliveMs: 0,
+      progressTimeoutMs: 400,
+      minProgressBytesPerSecond: 64 * KiB,
+    });
+    cleanup.push(() => server.close({ timeoutMs: 200 }));
+    let answered = 0;
+    server.handle(ROUTE, (req) => {
+      answered++;
+      return String(req.data.length);
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const port = Number(new URL(url).port);
+    /** Sends the rest of a partial frame in `step`-byte pieces every 50 ms until done or closed. */
+    const trickle = async (p: Peer, rest: Uint8Array, step: number) => {
+      for (let at = 0; at < rest.length && p.goaway === undefined; at += step) {
+        p.write(rest.subarray(at, at + step));
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    };
+    const slow = await connectPeer({ port, read: "parse" });
+    const steady = await connectPeer({ port, read: "parse" });
+    cleanup.push(() => slow.destroy());
+    cleanup.push(() => steady.destroy());
+    const a = partialRequest(1, 256 * KiB);
+    const b = partialRequest(1, 256 * KiB);
+    slow.write(a.head);
+    steady.write(b.head);
+    await until(() => server.memory.used >= 2 * BODY, 5000);
+    // 1 KiB per 50 ms (20 KiB/s) against 16 KiB per 50 ms (320 KiB/s): the first is given up within a few windows.
+    await Promise.all([trickle(slow, a.rest, KiB), trickle(steady, b.rest, 16 * KiB)]);
+    await until(() => slow.goaway !== undefined, 10_000);
+    assert.equal(slow.goaway?.errno, 1001, JSON.stringify(slow.goaway));
+    assert.match(slow.goaway?.reason ?? "", /slower than minProgressBytesPerSecond/);
+    await until(() => answered === 1 && server.memory.used === 0, 10_000);
+    assert.equal(steady.goaway, undefined);
+  });
 });
