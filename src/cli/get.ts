@@ -22,7 +22,7 @@ import type { IncomingStream } from "../stream/incoming.ts";
 import { type ClientAuthFlags, clientConnectOptions } from "./auth.ts";
 import { connect } from "./connect.ts";
 import { formatBytes, formatRate } from "./format.ts";
-import { jsonLine, type OutputMode, outputMode, ProgressView, printError, writeOut } from "./output.ts";
+import { jsonLine, type OutputMode, outputMode, ProgressView, printable, printError, writeOut } from "./output.ts";
 import { RetryNotices, retryAfter } from "./retry.ts";
 
 export interface GetOptions extends ClientAuthFlags {
@@ -123,10 +123,12 @@ export async function withConnection<T>(
 }
 
 /**
- * Most entries one listing follows (`get -r` keeps them all, ~200 B each; `ls` prints them as
+ * Most entries one listing follows (`get -r` keeps them all, ~200 B each and their paths; `ls` prints them as
  * they come): past it the listing fails instead of growing with whatever a server keeps sending.
  */
 export const MAX_LISTED = 1_000_000;
+/** Most characters of paths one listing follows (paths may be 4 KiB each: 1,000,000 of them would be gigabytes). */
+export const MAX_LISTED_BYTES = 64 * 1024 * 1024;
 
 /**
  * Lists `name` on the server, following the cursor to the end (a page with a cursor must list
@@ -152,6 +154,7 @@ export async function listRemote(
   let cursor: string | undefined;
   let type: "file" | "dir" = "dir";
   let listed = 0;
+  let listedBytes = 0;
   do {
     const request = encodeFileListRequest({
       path: name,
@@ -177,10 +180,11 @@ export async function listRemote(
       );
     }
     listed += a.entries.length;
-    if (listed > MAX_LISTED) {
+    for (const e of a.entries) listedBytes += e.path.length;
+    if (listed > MAX_LISTED || listedBytes > MAX_LISTED_BYTES) {
       throw new PointSubError(
         "ERR_INVALID_ARGUMENT",
-        `the server lists more than ${MAX_LISTED.toLocaleString("en-US")} entries under ${name === "" ? "its directory" : name}: ask for a narrower path`,
+        `the server lists more than ${MAX_LISTED.toLocaleString("en-US")} entries (or ${MAX_LISTED_BYTES / 1024 / 1024} MiB of paths) under ${name === "" ? "its directory" : name}: ask for a narrower path`,
       );
     }
     type = a.type;
@@ -264,7 +268,7 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
     failures.push({ file, error: e });
     if (!PER_FILE.has(e.code)) fatal = true;
     if (mode === "plain" && (names.length > 1 || items.length > 1)) {
-      writeOut(`${file}: failed: ${e.code}: ${e.message}\n`);
+      writeOut(`${printable(`${file}: failed: ${e.code}: ${e.message}`)}\n`);
     }
   };
   try {
@@ -472,7 +476,7 @@ export async function lsCommand(path: string | undefined, opts: LsOptions): Prom
       onPage: (entries) => {
         for (const e of entries) {
           if (mode === "json") jsonLine({ event: "entry", ...e });
-          else writeOut(`${entryLine(e)}\n`);
+          else writeOut(`${printable(entryLine(e))}\n`);
         }
       },
     });

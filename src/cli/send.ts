@@ -31,7 +31,7 @@ import { type ClientAuthFlags, clientConnectOptions } from "./auth.ts";
 import { connect } from "./connect.ts";
 import { formatBytes, formatRate } from "./format.ts";
 import { cliFiles, localCrc32c, NO_FOLLOW, treeFiles } from "./local-files.ts";
-import { jsonLine, type OutputMode, outputMode, ProgressView, printError, writeOut } from "./output.ts";
+import { jsonLine, type OutputMode, outputMode, ProgressView, printable, printError, writeOut } from "./output.ts";
 import { RetryNotices, retryAfter } from "./retry.ts";
 
 export interface SendOptions extends ClientAuthFlags {
@@ -828,7 +828,7 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
     if (!PER_FILE.has(e.code)) fatal = true;
     // With several files each failure gets its line (the final error names the first one).
     if (found > 1 && mode === "plain") {
-      writeOut(`${target}: failed: ${e.code}: ${e.message}\n`);
+      writeOut(`${printable(`${target}: failed: ${e.code}: ${e.message}`)}\n`);
     }
   };
   /**

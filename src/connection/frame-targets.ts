@@ -36,6 +36,9 @@ export class TargetingFrameRouter extends FrameRouter {
   private body: ChargedBody | undefined;
 
   chargeBody(length: number): void {
+    // Closed meanwhile (a GOAWAY or the application's destroy earlier in the same read): what is
+    // left of the read is dropped, and nothing would return a charge made now.
+    if (this.closed) return;
     const b = this.inbound.budget;
     if (!b.tryCharge(length)) {
       throw PointSubError.fromPeer(

@@ -241,6 +241,8 @@ export class IncomingStreams {
     // The prefix is consumed at once; data after it is credited as it is read.
     this.consumed(st, dataStart - start);
     if (dataStart < end) this.data(st, flags, buf.subarray(dataStart, end));
+    // Refused already (the budget, at its START): cancelled and answered, no handler runs.
+    if (st.outDone) return;
     this.stats.requestsHandled++;
     if (this.dispatcher.abandoned >= local.maxConcurrentRequests) {
       this.finishHandler(
@@ -389,14 +391,19 @@ export class IncomingStreams {
     this.ended(st, err.code);
     st.stream.discard();
     this.dropCharge(st);
-    // Its handler still runs (it has not answered): counted until it settles.
-    this.dispatcher.abandon(st.call);
+    // Its handler, when one runs (it has not answered), is counted until it settles.
+    if (this.handlerRuns(st)) this.dispatcher.abandon(st.call);
     st.call.done = true;
     this.dispatcher.serving.delete(st.id);
     this.dispatcher.closeRequest();
     this.stats.error(err.code);
     this.outbox.sendCancel(st.id, err.code);
     this.release(st);
+  }
+
+  /** Whether stream `st`'s handler was started (it is served: see `onStart`) and has not settled. */
+  private handlerRuns(st: InState): boolean {
+    return this.dispatcher.serving.size !== 0 && this.dispatcher.serving.get(st.id) === st.call;
   }
 
   /** The sender cancelled its stream (or its source failed). */
@@ -412,7 +419,7 @@ export class IncomingStreams {
     if (!st.outDone) {
       st.outDone = true;
       this.ended(st, code);
-      this.dispatcher.abandon(st.call);
+      if (this.handlerRuns(st)) this.dispatcher.abandon(st.call);
       st.call.done = true;
       st.call.abort(err);
       this.dispatcher.serving.delete(st.id);

@@ -12,7 +12,7 @@
 import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
 import { createServer, type Server } from "../../src/index.ts";
-import { connectPeer, F, frame, type Peer, T } from "../helpers/attacker.ts";
+import { connectPeer, F, frame, goaway, type Peer, streamStart, T } from "../helpers/attacker.ts";
 import { until } from "../helpers/wait.ts";
 
 const KiB = 1024;
@@ -118,5 +118,52 @@ describe("frames sent in part", () => {
     assert.match(slow.goaway?.reason ?? "", /slower than minProgressBytesPerSecond/);
     await until(() => answered === 1 && server.memory.used === 0, 10_000);
     assert.equal(steady.goaway, undefined);
+  });
+
+  it("charge nothing once their connection closed earlier in the same read (a GOAWAY before them)", async () => {
+    const server: Server = createServer({ maxMessageSize: 2 * MiB, keepAliveMs: 0 });
+    cleanup.push(() => server.close({ timeoutMs: 200 }));
+    server.handle(ROUTE, (req) => String(req.data.length));
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const port = Number(new URL(url).port);
+    for (let i = 0; i < 5; i++) {
+      const p = await connectPeer({ port, read: "parse" });
+      cleanup.push(() => p.destroy());
+      // One write: a fatal GOAWAY, then the start of a large frame the closed connection still decodes.
+      p.write(Buffer.concat([goaway(3001, "bye"), partialRequest(1, 1000).head]));
+      await p.closed;
+    }
+    await until(() => server.sessions.size === 0, 5000);
+    // Before, each left its frame's ~1 MiB charged for ever.
+    assert.equal(server.memory.used, 0);
+  });
+
+  it("a stream refused by the budget at its START runs no handler, and a second CANCEL of it changes nothing", async () => {
+    const server: Server = createServer({ memoryBudget: 1024, maxConcurrentRequests: 2, keepAliveMs: 0 });
+    cleanup.push(() => server.close({ timeoutMs: 200 }));
+    let handlers = 0;
+    const gate = Promise.withResolvers<void>();
+    cleanup.push(() => gate.resolve());
+    server.handleStream("/up", async () => {
+      handlers++;
+      await gate.promise;
+      return "ok";
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const p = await connectPeer({ port: Number(new URL(url).port), read: "parse" });
+    cleanup.push(() => p.destroy());
+    // STARTs carrying 8 KiB of data (over the 1 KiB budget at once), each then cancelled by the peer too.
+    for (let i = 0; i < 6; i++) {
+      const id = 2 * i + 1;
+      p.write(streamStart(id, { route: "/up" }, new Uint8Array(8 * KiB)));
+      p.write(frame(T.CANCEL, 0, id, Uint8Array.of(0x0f, 0xa4)));
+    }
+    // Then as many streams as maxConcurrentRequests allows (their handlers wait), and one more.
+    for (let i = 6; i < 9; i++) p.write(streamStart(2 * i + 1, { route: "/up" }));
+    await until(() => p.goaway !== undefined || p.isClosed, 5000);
+    // Before, every refused START still ran its handler, and the second CANCEL of each counted its
+    // request slot free again: 2 + 6 handlers ran before the limit held.
+    assert.equal(p.goaway?.errno, 2002, JSON.stringify(p.goaway));
+    assert.equal(handlers, 2, `${handlers} handlers ran with maxConcurrentRequests 2`);
   });
 });

@@ -10,22 +10,24 @@ import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { printable } from "../../src/cli/output.ts";
-import { createServer, type Server } from "../../src/index.ts";
+import { createServer, FILE_LIST_ROUTE, type Server } from "../../src/index.ts";
 
 const MAIN = join(import.meta.dirname, "../../src/cli/main.ts");
 const EVIL = "\x1b]0;pwned\x07\x1b[2J\rpointsub: all good\n\x9b31m";
 
-function run(args: string[]): Promise<{ code: number | null; stderr: string }> {
+function run(args: string[]): Promise<{ code: number | null; stderr: string; out: string }> {
   return new Promise((resolve) => {
     const env = { ...process.env };
     delete env.POINTSUB_TOKEN;
-    const child = spawn(process.execPath, [MAIN, ...args], { stdio: ["ignore", "ignore", "pipe"], env });
+    const child = spawn(process.execPath, [MAIN, ...args], { stdio: ["ignore", "pipe", "pipe"], env });
     let stderr = "";
+    let out = "";
     child.stderr.on("data", (d) => (stderr += d));
+    child.stdout.on("data", (d) => (out += d));
     const killer = setTimeout(() => child.kill("SIGKILL"), 20_000);
     child.on("close", (code) => {
       clearTimeout(killer);
-      resolve({ code, stderr });
+      resolve({ code, stderr, out });
     });
   });
 }
@@ -52,5 +54,25 @@ describe("the CLI shows a peer's text without its control characters", () => {
       r.stderr,
       /^pointsub: ERR_HANDLER: .*\\x1b\]0;pwned\\x07\\x1b\[2J\\x0dpointsub: all good\\x0a\\x9b31m\n$/,
     );
+  });
+
+  it("ls: a listed path with escape sequences is printed inert", async () => {
+    const s = createServer();
+    const [url] = await s.listen("tcp://127.0.0.1:0");
+    s.handle(FILE_LIST_ROUTE, () =>
+      JSON.stringify({
+        type: "dir",
+        entries: [{ path: `a${EVIL.replaceAll("\n", "")}`, type: "file", size: 1, mtime: 0 }],
+      }),
+    );
+    try {
+      const r = await run(["ls", "--from", url]);
+      assert.equal(r.code, 0, r.stderr);
+      const controls = [...r.out.slice(0, -1)].filter((c) => c.charCodeAt(0) < 0x20 || (c >= "\x7f" && c <= "\x9f"));
+      assert.deepEqual(controls, [], JSON.stringify(r.out));
+      assert.match(r.out, /\\x1b\]0;pwned\\x07/);
+    } finally {
+      await s.close({ timeoutMs: 100 });
+    }
   });
 });

@@ -84,4 +84,23 @@ describe("get -r / ls -r: a listing that never ends", () => {
     assert.match(r.stderr, /ERR_PROTOCOL: the server's listing of d did not advance/);
     assert.equal(asked(), 1);
   });
+
+  it("get -r: a listing of long paths ends at MAX_LISTED_BYTES of them, not at gigabytes", async () => {
+    // 1,000 entries of ~4 KB paths a page, each page a new cursor.
+    const { url, asked } = await hostile((n) => ({
+      type: "dir",
+      entries: Array.from({ length: 1000 }, (_, i) => ({
+        path: `d/${String(n).padStart(6, "0")}-${String(i).padStart(4, "0")}-${"x".repeat(4000)}`,
+        type: "file",
+        size: 1,
+        mtime: 0,
+      })),
+      cursor: `d/${String(n).padStart(6, "0")}-0999-${"x".repeat(4000)}`,
+    }));
+    const r = await run(["get", "-r", "d", "--out", join(work, "out3"), "--from", url], env);
+    assert.equal(r.hung, false, `get still following the listing after ${asked()} pages`);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /ERR_INVALID_ARGUMENT: the server lists more than 1,000,000 entries \(or 64 MiB of paths\)/);
+    assert.ok(asked() <= 17, `${asked()} pages followed`);
+  });
 });
