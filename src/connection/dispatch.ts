@@ -134,9 +134,8 @@ export class Dispatcher {
    * a peer that starts and cancels calls whose handlers ignore the signal
    * cannot pile up handlers without bound.
    */
-  private abandonedCalls: Set<ServerCall> | undefined;
   get abandoned(): number {
-    return this.abandonedCalls?.size ?? 0;
+    return (this.serving as PeerCalls<ServerCall>).abandoned?.size ?? 0;
   }
   private readonly link: Link;
   private readonly outbox: Outbox;
@@ -500,16 +499,18 @@ export class Dispatcher {
    * it settles ({@link handlerSettled}).
    */
   abandon(call: ServerCall): void {
-    this.abandonedCalls ??= new Set();
-    if (this.abandonedCalls.has(call)) return;
-    this.abandonedCalls.add(call);
+    // Only a call that was served (its handler returned a promise) is abandoned: the table is this dispatcher's own.
+    const served = this.serving as PeerCalls<ServerCall>;
+    served.abandoned ??= new Set();
+    if (served.abandoned.has(call)) return;
+    served.abandoned.add(call);
     this.budget.force(ABANDONED_OVERHEAD);
     call.charged += ABANDONED_OVERHEAD;
   }
 
   /** The handler of a call that had ended (cancelled, connection closed) settled: what it held is returned. */
   handlerSettled(call: ServerCall): void {
-    this.abandonedCalls?.delete(call);
+    (this.serving as PeerCalls<ServerCall>).abandoned?.delete(call);
     this.releaseCall(call);
   }
 

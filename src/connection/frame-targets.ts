@@ -19,6 +19,13 @@ interface ChargedBody {
   windowFilled: number;
 }
 
+/**
+ * The frame each router is reading into memory of its own, charged to the
+ * budget (see FrameSink.chargeBody): beside the routers, not a field of each
+ * (a connection reads such a frame rarely; every idle session would carry the field).
+ */
+const chargedBodies = new WeakMap<TargetingFrameRouter, ChargedBody>();
+
 export class TargetingFrameRouter extends FrameRouter {
   /** Frames per push: the connection's read gate looks at its budgets between steps (a getter: no field per connection). */
   get step(): number {
@@ -32,9 +39,6 @@ export class TargetingFrameRouter extends FrameRouter {
     return this.inbound.chunked?.frameTarget(type, id, length);
   }
 
-  /** The frame being read into memory of its own, charged to the budget (see FrameSink.chargeBody); made per such frame. */
-  private body: ChargedBody | undefined;
-
   chargeBody(length: number): void {
     // Closed meanwhile (a GOAWAY or the application's destroy earlier in the same read): what is
     // left of the read is dropped, and nothing would return a charge made now.
@@ -46,18 +50,20 @@ export class TargetingFrameRouter extends FrameRouter {
         `no memory budget for a frame of ${length} bytes (${b.used} of ${b.limit} in use)`,
       );
     }
-    this.body = { length, filled: 0, windowAt: Date.now(), windowFilled: 0 };
+    chargedBodies.set(this, { length, filled: 0, windowAt: Date.now(), windowFilled: 0 });
   }
 
   bodyProgress(filled: number): void {
-    if (this.body !== undefined) this.body.filled = filled;
+    const b = chargedBodies.get(this);
+    if (b !== undefined) b.filled = filled;
   }
 
   /** Also when the connection closes (housekeeping's stop): a frame left unfinished gives its charge back. */
   releaseBody(): void {
-    if (this.body === undefined) return;
-    this.inbound.budget.release(this.body.length);
-    this.body = undefined;
+    const b = chargedBodies.get(this);
+    if (b === undefined) return;
+    chargedBodies.delete(this);
+    this.inbound.budget.release(b.length);
   }
 
   /**
@@ -67,7 +73,7 @@ export class TargetingFrameRouter extends FrameRouter {
    * `floor`: when reading last resumed after this side paused it (0: never).
    */
   bodyStalled(now: number, windowMs: number, floor: number, minBytesPerSecond: number): string | undefined {
-    const b = this.body;
+    const b = chargedBodies.get(this);
     if (b === undefined) return undefined;
     if (floor > b.windowAt) {
       // Reading was paused by this side meanwhile: the window starts again at the resume.

@@ -17,6 +17,12 @@ import { idKey } from "./id-key.ts";
 export class PeerCalls<T extends { id: number }> extends CallTable<T> {
   /** Calls whose slot was taken by another id when they were added, by {@link idKey} of their id. */
   private overflow: Map<number, T> | undefined;
+  /**
+   * Calls that ended early (cancelled, connection closed) while their handlers
+   * still run, no longer in the table (the dispatcher's `abandoned`; here, not
+   * in the dispatcher: a connection that never served an async handler has none).
+   */
+  abandoned: Set<T> | undefined;
 
   override get(id: number): T | undefined {
     return super.get(id) ?? this.overflow?.get(idKey(id));
