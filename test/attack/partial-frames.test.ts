@@ -111,8 +111,9 @@ describe("frames sent in part", () => {
     slow.write(a.head);
     steady.write(b.head);
     await until(() => server.memory.used >= 2 * BODY, 5000);
-    // 1 KiB per 50 ms (20 KiB/s) against 16 KiB per 50 ms (320 KiB/s): the first is given up within a few windows.
-    await Promise.all([trickle(slow, a.rest, KiB), trickle(steady, b.rest, 16 * KiB)]);
+    // 1 KiB per 50 ms (20 KiB/s) against 64 KiB per 50 ms (1.25 MiB/s: one write in a 400 ms window is enough,
+    // should a loaded machine stall this process): the first is given up within a few windows.
+    await Promise.all([trickle(slow, a.rest, KiB), trickle(steady, b.rest, 64 * KiB)]);
     await until(() => slow.goaway !== undefined, 10_000);
     assert.equal(slow.goaway?.errno, 1001, JSON.stringify(slow.goaway));
     assert.match(slow.goaway?.reason ?? "", /slower than minProgressBytesPerSecond/);
