@@ -6,31 +6,17 @@
  * child process.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { printable } from "../../src/cli/output.ts";
 import { createServer, FILE_LIST_ROUTE, type Server } from "../../src/index.ts";
+import { runCli } from "../helpers/cli-run.ts";
 
-const MAIN = join(import.meta.dirname, "../../src/cli/main.ts");
+const run = (args: string[]) => {
+  const env = { ...process.env };
+  delete env.POINTSUB_TOKEN;
+  return runCli(args, env, 20_000);
+};
 const EVIL = "\x1b]0;pwned\x07\x1b[2J\rpointsub: all good\n\x9b31m";
-
-function run(args: string[]): Promise<{ code: number | null; stderr: string; out: string }> {
-  return new Promise((resolve) => {
-    const env = { ...process.env };
-    delete env.POINTSUB_TOKEN;
-    const child = spawn(process.execPath, [MAIN, ...args], { stdio: ["ignore", "pipe", "pipe"], env });
-    let stderr = "";
-    let out = "";
-    child.stderr.on("data", (d) => (stderr += d));
-    child.stdout.on("data", (d) => (out += d));
-    const killer = setTimeout(() => child.kill("SIGKILL"), 20_000);
-    child.on("close", (code) => {
-      clearTimeout(killer);
-      resolve({ code, stderr, out });
-    });
-  });
-}
 
 describe("the CLI shows a peer's text without its control characters", () => {
   let server: Server | undefined;
@@ -68,9 +54,9 @@ describe("the CLI shows a peer's text without its control characters", () => {
     try {
       const r = await run(["ls", "--from", url]);
       assert.equal(r.code, 0, r.stderr);
-      const controls = [...r.out.slice(0, -1)].filter((c) => c.charCodeAt(0) < 0x20 || (c >= "\x7f" && c <= "\x9f"));
-      assert.deepEqual(controls, [], JSON.stringify(r.out));
-      assert.match(r.out, /\\x1b\]0;pwned\\x07/);
+      const controls = [...r.stdout.slice(0, -1)].filter((c) => c.charCodeAt(0) < 0x20 || (c >= "\x7f" && c <= "\x9f"));
+      assert.deepEqual(controls, [], JSON.stringify(r.stdout));
+      assert.match(r.stdout, /\\x1b\]0;pwned\\x07/);
     } finally {
       await s.close({ timeoutMs: 100 });
     }

@@ -7,45 +7,19 @@
  * slow but keeps moving is not cut short, however long it takes in all.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { randomFillSync } from "node:crypto";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createServer, FILE_GET_ROUTE, FILE_LIST_ROUTE, fileSource, type Server } from "../../src/index.ts";
+import { runCli } from "../helpers/cli-run.ts";
 import { MiB, sha256 } from "../helpers/data.ts";
 import { startProxy } from "../helpers/proxy.ts";
 
-const MAIN = join(import.meta.dirname, "../../src/cli/main.ts");
 /** How long a command may take here before it counts as hung (each ends in ~1–2 s). */
 const HUNG_MS = 15_000;
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  hung: boolean;
-}
-
-function run(args: string[], env: NodeJS.ProcessEnv): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [MAIN, ...args], { stdio: ["ignore", "pipe", "pipe"], env });
-    let stdout = "";
-    let stderr = "";
-    let hung = false;
-    child.stdout.on("data", (d) => (stdout += d));
-    child.stderr.on("data", (d) => (stderr += d));
-    const killer = setTimeout(() => {
-      hung = true;
-      child.kill("SIGKILL");
-    }, HUNG_MS);
-    child.on("close", (code) => {
-      clearTimeout(killer);
-      resolve({ code, stdout, stderr, hung });
-    });
-  });
-}
+const run = (args: string[], env: NodeJS.ProcessEnv) => runCli(args, env, HUNG_MS);
 
 describe("ls and get: a server that goes silent (ERR_TIMEOUT, not a hang)", () => {
   let work: string;

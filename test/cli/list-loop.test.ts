@@ -8,32 +8,14 @@
  * process.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createServer, FILE_LIST_ROUTE, type Server } from "../../src/index.ts";
+import { runCli } from "../helpers/cli-run.ts";
 
-const MAIN = join(import.meta.dirname, "../../src/cli/main.ts");
-const HUNG_MS = 20_000;
-
-function run(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; stderr: string; hung: boolean }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [MAIN, ...args], { stdio: ["ignore", "ignore", "pipe"], env });
-    let stderr = "";
-    let hung = false;
-    child.stderr.on("data", (d) => (stderr += d));
-    const killer = setTimeout(() => {
-      hung = true;
-      child.kill("SIGKILL");
-    }, HUNG_MS);
-    child.on("close", (code) => {
-      clearTimeout(killer);
-      resolve({ code, stderr, hung });
-    });
-  });
-}
+const run = (args: string[], env: NodeJS.ProcessEnv) => runCli(args, env, 20_000);
 
 describe("get -r / ls -r: a listing that never ends", () => {
   let work: string;
