@@ -508,6 +508,20 @@ export class Dispatcher {
     call.charged += ABANDONED_OVERHEAD;
   }
 
+  /**
+   * A served call ends early (`code`: cancelled, connection closed): a handler
+   * still running keeps what it holds charged until it settles (a peer that
+   * cancels, or closes and reconnects, leaves no handler uncharged); an
+   * answered call returns its charge now.
+   */
+  private endServed(call: ServerCall, code: ErrorCode): void {
+    if (!call.done) {
+      this.ended(call, code, 0); // diagnostics
+      this.abandon(call);
+    } else this.releaseCall(call);
+    call.done = true;
+  }
+
   /** The handler of a call that had ended (cancelled, connection closed) settled: what it held is returned. */
   handlerSettled(call: ServerCall): void {
     (this.serving as PeerCalls<ServerCall>).abandoned?.delete(call);
@@ -526,12 +540,8 @@ export class Dispatcher {
     // Built only when a handler runs (a CANCEL for an unknown id costs no error object).
     const reason = PointSubError.fromPeer(reasonCode, "cancelled by the caller");
     this.serving.delete(id);
-    // A handler still running keeps what it holds charged; an answer still queued is dropped below.
-    if (!call.done) {
-      this.ended(call, reason.code, 0); // diagnostics
-      this.abandon(call);
-    } else this.releaseCall(call);
-    call.done = true;
+    // An answer still queued is dropped below.
+    this.endServed(call, reason.code);
     call.abort(reason);
     this.outbox.writer.remove(FrameType.RES, id, reason);
     this.openRequests--;
@@ -544,13 +554,7 @@ export class Dispatcher {
   teardown(failure: PointSubError): void {
     if (this.serving.size === 0) return;
     for (const call of this.serving.values()) {
-      // Handlers still running keep their charges until they settle (a peer that closes
-      // and reconnects cannot leave handlers behind uncharged).
-      if (!call.done) {
-        this.ended(call, failure.code, 0); // diagnostics
-        this.abandon(call);
-      } else this.releaseCall(call);
-      call.done = true;
+      this.endServed(call, failure.code);
       call.abort(failure);
     }
     this.serving.clear();
