@@ -467,8 +467,8 @@ const CRC_RECORD = 6;
 
 /**
  * CRC32C of stored files by path, each valid under the identity (inode,
- * device, size, mtime, ctime) it was recorded for; at most `max` paths, the
- * oldest written first out. The records are numbers in one Float64Array
+ * device, size, mtime, ctime) it was recorded for; at most `max` paths
+ * and `maxChars` characters of them, the oldest written first out. The records are numbers in one Float64Array
  * (grown by doubling up to `max` records), the map holds a record's index
  * per path: no object per stored file. (An object per file, referenced
  * from the long-lived map, cost a `serve` storing 2,000 small files 4–8 µs
@@ -480,13 +480,22 @@ export class CrcCache {
   private readonly index = new Map<string, number>();
   private records: Float64Array;
   private paths: (string | undefined)[];
-  /** Records allocated so far (up to `max`), and the next to reuse once all are. */
-  private used = 0;
-  private next = 0;
+  /** The oldest record's slot, and how many slots from it on are in use (a ring of `max` slots). */
+  private head = 0;
+  private count = 0;
+  /** Characters of the paths the slots in use hold (stale ones included). */
+  private chars = 0;
   private readonly max: number;
+  private readonly maxChars: number;
 
-  constructor(max = 100_000) {
+  /**
+   * At most `max` records, and at most `maxChars` characters of paths in
+   * them (a peer chooses the paths: 100,000 of 4 KB would hold ~400 MB);
+   * the oldest go first.
+   */
+  constructor(max = 100_000, maxChars = 8 * 1024 * 1024) {
     this.max = max;
+    this.maxChars = maxChars;
     const cap = Math.min(max, 1024);
     this.records = new Float64Array(cap * CRC_RECORD);
     this.paths = new Array(cap);
@@ -497,19 +506,20 @@ export class CrcCache {
     return this.index.size;
   }
 
+  /** Characters of the paths held (at most `maxChars`, or one path's when that alone is more). */
+  get pathChars(): number {
+    return this.chars;
+  }
+
   /** Records `crc` for `path` under `st`'s identity (replacing its record, if any). */
   set(path: string, st: FileIdentity, crc: number): void {
-    let slot: number;
-    if (this.used < this.max) {
-      if (this.used * CRC_RECORD === this.records.length) this.grow();
-      slot = this.used++;
-    } else {
-      slot = this.next;
-      this.next = (this.next + 1) % this.max;
-      const old = this.paths[slot];
-      if (old !== undefined && this.index.get(old) === slot) this.index.delete(old);
-    }
+    while (this.count > 0 && (this.count >= this.max || this.chars + path.length > this.maxChars)) this.evict();
+    let slot = this.head + this.count;
+    if (slot >= this.max) slot -= this.max;
+    if (slot * CRC_RECORD >= this.records.length) this.grow();
+    this.count++;
     this.paths[slot] = path;
+    this.chars += path.length;
     this.index.set(path, slot);
     const r = this.records;
     const o = slot * CRC_RECORD;
@@ -534,6 +544,19 @@ export class CrcCache {
       r[o + 4] === st.ctimeMs
       ? r[o + 5]
       : undefined;
+  }
+
+  /** Frees the oldest slot (its path's record unless the path was written again since). */
+  private evict(): void {
+    const slot = this.head;
+    const old = this.paths[slot];
+    if (old !== undefined) {
+      if (this.index.get(old) === slot) this.index.delete(old);
+      this.chars -= old.length;
+      this.paths[slot] = undefined;
+    }
+    this.head = slot + 1 === this.max ? 0 : slot + 1;
+    this.count--;
   }
 
   private grow(): void {

@@ -1,5 +1,5 @@
-import type { Dirent, Stats } from "node:fs";
-import { lstat, readdir, realpath } from "node:fs/promises";
+import type { Stats } from "node:fs";
+import { lstat, realpath } from "node:fs/promises";
 import { join, sep } from "node:path";
 import type { CodecName } from "../codec/compression.ts";
 import { crc32cHex } from "../codec/crc32c.ts";
@@ -17,6 +17,7 @@ import {
 import type { Connection } from "../connection/connection.ts";
 import type { Handler, RequestContext } from "../connection/types.ts";
 import { PointSubError } from "../errors/error.ts";
+import { type DirRound, firstNames, KIND_DIR, KIND_FILE } from "./dir-names.ts";
 import { CRC_PERSIST_MIN, crcStore, isMetaName } from "./file-crc-store.ts";
 import { FILE_ROUTE, fileCrc32c, safeRelativePath } from "./file-sink.ts";
 import { type FileTransfer, sendFile } from "./send-file.ts";
@@ -54,6 +55,13 @@ export interface FileSourceOptions {
   minDownloadBytesPerSecond?: number;
   /** The grace of {@link minDownloadBytesPerSecond}'s deadline, in ms. Default 30000. */
   downloadGraceMs?: number;
+  /** Listings one session may have running; more are answered `ERR_TOO_MANY_REQUESTS`. Default 2. */
+  maxListingsPerSession?: number;
+  /**
+   * Listings running at once over all sessions (each reads a directory and
+   * holds up to 1000 names); more wait for one to end, in order. Default 8.
+   */
+  maxListings?: number;
   /** Compression of the file streams. Default "auto". */
   compress?: "auto" | "off" | CodecName;
   /** Key of the transfer ids (see `fileTransferId`). Default: this user's resume key. */
@@ -119,7 +127,10 @@ function segmentsOf(path: string | undefined): string[] {
  *   read from its record in `.pointsub` when that matches the file, as the
  *   sink's quick check does, else computed and recorded;
  * * a listing answers at most 1000 entries (and about 512 KiB) with a
- *   cursor to continue; it reads one directory at a time;
+ *   cursor to continue; it streams one directory at a time, keeping at
+ *   most 1000 of its names whatever it holds; at most
+ *   `maxListingsPerSession` per session, and `maxListings` in all run at
+ *   once (the others wait their turn);
  * * a download streams the file back to the asker's file route
  *   (`/pointsub/file/1.0.0`, which the asker serves on its connection, e.g.
  *   with a `fileSink`) with `sendFile`: resumable from what the asker's
@@ -142,6 +153,13 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
   const inFlight = new WeakMap<Connection, number>();
   /** Downloads in flight over all sessions. */
   let downloads = 0;
+  const maxListingsPerSession = options.maxListingsPerSession ?? 2;
+  const maxListings = options.maxListings ?? 8;
+  /** Listings running (or waiting for a slot) per session, and running over all sessions. */
+  const listingsOf = new WeakMap<Connection, number>();
+  let listings = 0;
+  /** Listings waiting for one of the {@link maxListings} slots, in order. */
+  const listWaiters: (() => void)[] = [];
   let root: Promise<string> | undefined;
   const crcDisk = options.crcRecords === false ? undefined : crcStore(dir);
   const realRoot = () => {
@@ -175,8 +193,49 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
     mtime: Math.max(0, Math.floor(st.mtimeMs)),
   });
 
-  const list: Handler = async (req) => {
-    const r = decodeFileListRequest(req.data);
+  /** Runs a listing in one of the {@link maxListings} slots (waiting for one in order), at most {@link maxListingsPerSession} per session. */
+  const list: Handler = async (req, ctx) => {
+    const session = ctx.session;
+    const n = listingsOf.get(session) ?? 0;
+    if (n >= maxListingsPerSession) {
+      throw new PointSubError("ERR_TOO_MANY_REQUESTS", `at most ${maxListingsPerSession} listings at once per session`);
+    }
+    listingsOf.set(session, n + 1);
+    try {
+      if (listings >= maxListings) {
+        const signal = ctx.signal;
+        await new Promise<void>((resolve, reject) => {
+          const go = () => {
+            signal.removeEventListener("abort", gone);
+            resolve();
+          };
+          const gone = () => {
+            const i = listWaiters.indexOf(go);
+            if (i >= 0) listWaiters.splice(i, 1);
+            reject(signal.reason);
+          };
+          if (signal.aborted) return reject(signal.reason);
+          signal.addEventListener("abort", gone, { once: true });
+          listWaiters.push(go);
+        });
+      } else listings++;
+      try {
+        return await listOne(req.data);
+      } finally {
+        // The slot passes to the next waiter (still counted), or is freed.
+        const next = listWaiters.shift();
+        if (next !== undefined) next();
+        else listings--;
+      }
+    } finally {
+      const left = (listingsOf.get(session) ?? 1) - 1;
+      if (left > 0) listingsOf.set(session, left);
+      else listingsOf.delete(session);
+    }
+  };
+
+  const listOne = async (data: Uint8Array) => {
+    const r = decodeFileListRequest(data);
     const base = segmentsOf(r.path);
     const shown = base.join("/");
     const { abs, st } = await resolveInside(base, shown);
@@ -195,55 +254,56 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
     let cursor: string | undefined;
     // Depth-first in name order (code units); `cur` is what is left of the cursor at this level.
     const walk = async (absDir: string, rel: string[], cur: string[] | undefined): Promise<boolean> => {
-      let names: Dirent[];
-      try {
-        names = await readdir(absDir, { withFileTypes: true });
-      } catch (err) {
-        // A directory removed or made unreadable while listed: its entries are left out.
-        if (rel.length > base.length) return false;
-        throw err;
-      }
-      names.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-      for (const d of names) {
-        let sub: string[] | undefined;
-        if (cur !== undefined) {
-          if (d.name < cur[0]) continue;
-          if (d.name === cur[0]) {
-            if (cur.length === 1 || !r.recursive) continue;
-            sub = cur.slice(1);
+      // Where this level starts: after the cursor's name, or at it when the cursor goes deeper.
+      let from = cur?.[0];
+      let inclusive = cur !== undefined && cur.length > 1 && r.recursive === true;
+      for (;;) {
+        let round: DirRound;
+        try {
+          round = await firstNames(absDir, from, inclusive, limit);
+        } catch (err) {
+          // A directory removed or made unreadable while listed: its entries are left out.
+          if (rel.length > base.length) return false;
+          throw err;
+        }
+        for (let i = 0; i < round.names.length; i++) {
+          const name = round.names[i];
+          const kind = round.kinds[i];
+          const sub = inclusive && name === from ? (cur as string[]).slice(1) : undefined;
+          if (rel.length === 0 && sinkName(name)) continue;
+          if (kind !== KIND_FILE && kind !== KIND_DIR) continue;
+          const p = [...rel, name];
+          const path = p.join("/");
+          try {
+            if (Buffer.byteLength(path) > FILE_PATH_MAX) continue;
+            safeRelativePath(path);
+          } catch {
+            continue; // a name nobody could ask for (control characters, a backslash, too long)
           }
-          cur = undefined;
+          const child = join(absDir, name);
+          if (kind === KIND_DIR && r.recursive) {
+            if (p.length < MAX_DEPTH && (await walk(child, p, sub))) return true;
+            continue;
+          }
+          let cst: Stats;
+          try {
+            cst = await lstat(child);
+          } catch {
+            continue;
+          }
+          if (cst.isSymbolicLink()) continue;
+          entries.push(entryOf(path, cst));
+          bytes += Buffer.byteLength(path) + 64;
+          if (entries.length >= limit || bytes >= ANSWER_BYTES) {
+            cursor = path;
+            return true;
+          }
         }
-        if (rel.length === 0 && sinkName(d.name)) continue;
-        if (d.isSymbolicLink() || !(d.isFile() || d.isDirectory())) continue;
-        const p = [...rel, d.name];
-        const path = p.join("/");
-        try {
-          if (Buffer.byteLength(path) > FILE_PATH_MAX) continue;
-          safeRelativePath(path);
-        } catch {
-          continue; // a name nobody could ask for (control characters, a backslash, too long)
-        }
-        const child = join(absDir, d.name);
-        if (d.isDirectory() && r.recursive) {
-          if (p.length < MAX_DEPTH && (await walk(child, p, sub))) return true;
-          continue;
-        }
-        let cst: Stats;
-        try {
-          cst = await lstat(child);
-        } catch {
-          continue;
-        }
-        if (cst.isSymbolicLink()) continue;
-        entries.push(entryOf(path, cst));
-        bytes += Buffer.byteLength(path) + 64;
-        if (entries.length >= limit || bytes >= ANSWER_BYTES) {
-          cursor = path;
-          return true;
-        }
+        if (!round.more) return false;
+        // The next names of this level (entries of empty or unlisted kinds left room on the page).
+        from = round.names[round.names.length - 1];
+        inclusive = false;
       }
-      return false;
     };
     await walk(abs, base, after);
     return encodeFileListAnswer({ type: "dir", entries, ...(cursor === undefined ? {} : { cursor }) });

@@ -52,3 +52,25 @@ it("keeps at most max paths, the oldest written first out, and grows past its fi
   assert.equal(big.get("/f1000", id(1000)), 1000);
   assert.equal(big.get("/f5999", id(5999)), 5999);
 });
+
+it("keeps at most maxChars characters of paths, the oldest written first out (a peer chooses the paths)", () => {
+  const c = new CrcCache(100_000, 10_000);
+  const long = (i: number) => `/${"d".repeat(900)}/${String(i).padStart(90, "0")}`; // 992 characters
+  for (let i = 0; i < 50; i++) c.set(long(i), id(i), i);
+  assert.ok(c.pathChars <= 10_000, `${c.pathChars} characters held`);
+  assert.equal(c.size, 10);
+  assert.equal(c.get(long(39), id(39)), undefined, "the oldest went");
+  assert.equal(c.get(long(40), id(40)), 40);
+  assert.equal(c.get(long(49), id(49)), 49);
+  // Short paths fill the cache again (the ring's slots are reused in order).
+  for (let i = 0; i < 3000; i++) c.set(`/s${i}`, id(i), i);
+  assert.ok(c.pathChars <= 10_000);
+  assert.equal(c.get("/s2999", id(2999)), 2999);
+  assert.equal(c.get(long(49), id(49)), undefined);
+  // A path written again counts once live; its stale record's characters go when its slot's turn comes.
+  const d = new CrcCache(100_000, 100);
+  for (let i = 0; i < 1000; i++) d.set("/same", id(1), i);
+  assert.equal(d.size, 1);
+  assert.ok(d.pathChars <= 100);
+  assert.equal(d.get("/same", id(1)), 999);
+});
