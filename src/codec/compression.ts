@@ -38,9 +38,11 @@ export interface CompressionCodec {
    * Rejects (with ERR_PROTOCOL) if the output would exceed `maxLength` or the input is corrupt.
    * With `owner`, a block whose owner is `abandoned` by the time its turn
    * comes is not inflated (the promise rejects with ERR_CANCELLED): work
-   * queued for a stream nobody will read does not outlive it.
+   * queued for a stream nobody will read does not outlive it. Blocks of
+   * one `group` (a connection's) share their turns: a codec that queues
+   * work serves the group that used it least lately first.
    */
-  decompress(data: Uint8Array, maxLength: number, owner?: InflateOwner): Promise<Uint8Array>;
+  decompress(data: Uint8Array, maxLength: number, owner?: InflateOwner, group?: object): Promise<Uint8Array>;
   /** Compressed size of a small sample, computed synchronously (cheap probe). */
   probe(sample: Uint8Array): number;
 }

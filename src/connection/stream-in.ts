@@ -56,8 +56,9 @@ async function inflate(
   block: Uint8Array,
   length: number,
   owner: InflateOwner,
+  group: object,
 ): Promise<Uint8Array> {
-  const out = await codec.decompress(block, length, owner);
+  const out = await codec.decompress(block, length, owner, group);
   if (out.length !== length) {
     throw PointSubError.fromPeer(
       "ERR_PROTOCOL",
@@ -84,7 +85,9 @@ export class IncomingStreams {
   private readonly streams = new Map<number, InState>();
   /**
    * Decompression jobs of this connection: at most two at once, so one
-   * peer's frames cannot fill the runtime's thread pool ahead of others'.
+   * peer's frames cannot fill the runtime's thread pool ahead of others'
+   * (and a queueing codec serves the connection that used it least lately
+   * first: this object is their group).
    */
   private readonly inflateJobs = new Limiter(2);
   private readonly v: VarintResult = { value: 0, next: 0 };
@@ -364,7 +367,7 @@ export class IncomingStreams {
     if (!this.charge(st, cost)) return;
     const jobs = this.inflateJobs;
     const stream = st.stream;
-    stream.pushCompressed(block, cost, () => jobs.run(() => inflate(codec, block, length, stream)));
+    stream.pushCompressed(block, cost, () => jobs.run(() => inflate(codec, block, length, stream, this)));
   }
 
   /** The reader consumed `wire` bytes of stream `st`: return credit in quarter-window steps. */

@@ -39,21 +39,63 @@ const MIN_CHUNK = 64;
  * this process may run on (`os.availableParallelism()`, which follows its
  * CPU affinity). The pool has 4 threads; more CPU-bound jobs than CPUs only
  * take the CPU from the event loop (on a server confined to one CPU, four
- * running inflations left it a fifth of it). Others wait, first come first
- * served; each connection has at most 2 jobs (`stream-in.ts`), so one peer's
- * blocks cannot crowd out another's.
+ * running inflations left it a fifth of it). Others wait, the connection
+ * that used the pool least lately first ({@link InflateGroup}); each
+ * connection has at most 2 jobs (`stream-in.ts`).
  */
 let inflateSlots = 0;
-const inflateQueue: (() => void)[] = [];
 let inflating = 0;
 
+/**
+ * Thread-pool time one group of blocks (a connection's) used lately, and
+ * its blocks waiting for a slot. When a slot frees, the waiting group with
+ * the fewest blocks on the pool, then the least time used (halving every
+ * {@link SPENT_HALF_LIFE_MS}) goes next, in the order groups began waiting
+ * among equals: a peer whose
+ * blocks are costly (a 14-byte brotli block can take 45 ms) waits behind
+ * connections that used the pool little, instead of every connection
+ * waiting behind its queue (first come first served, before: 100 such
+ * peers held an honest block ~2 s).
+ */
+interface InflateGroup {
+  spent: number;
+  at: number;
+  /** Its blocks on the pool now. */
+  running: number;
+  jobs: ((group: InflateGroup) => void)[];
+}
+const SPENT_HALF_LIFE_MS = 1000;
+const groups = new WeakMap<object, InflateGroup>();
+/** Blocks without a group share one. */
+const NO_GROUP = {};
+/** Groups with blocks waiting, in the order they began waiting. */
+const waitingGroups: InflateGroup[] = [];
+
+function groupOf(key: object): InflateGroup {
+  let g = groups.get(key);
+  if (g === undefined) {
+    g = { spent: 0, at: 0, running: 0, jobs: [] };
+    groups.set(key, g);
+  }
+  return g;
+}
+
+/** A group's time used, decayed to `now`. */
+const spentAt = (g: InflateGroup, now: number) =>
+  g.spent === 0 ? 0 : g.spent * 2 ** (-(now - g.at) / SPENT_HALF_LIFE_MS);
+
 /** Runs `job` (an asynchronous inflation) once a slot is free; it calls {@link inflateDone} when it ends. */
-function inflateWhenFree(job: () => void): void {
+function inflateWhenFree(job: (group: InflateGroup) => void, key: object): void {
   if (inflateSlots === 0) inflateSlots = Math.max(1, availableParallelism());
+  const g = groupOf(key);
   if (inflating < inflateSlots) {
     inflating++;
-    job();
-  } else inflateQueue.push(job);
+    g.running++;
+    job(g);
+  } else {
+    if (g.jobs.length === 0) waitingGroups.push(g);
+    g.jobs.push(job);
+  }
 }
 
 /** Asynchronous inflations started in this process (tests: queued work of abandoned streams never starts). */
@@ -71,10 +113,36 @@ function abandoned(): Promise<never> {
   return Promise.reject(abandonedError);
 }
 
-function inflateDone(): void {
-  const next = inflateQueue.shift();
-  if (next === undefined) inflating--;
-  else next();
+/** `group`'s inflation ended after `ms` on the pool: charged to it, and the slot goes to the next waiting block. */
+function inflateDone(group: InflateGroup, ms: number): void {
+  const now = performance.now();
+  group.running--;
+  if (ms > 0) {
+    group.spent = spentAt(group, now) + ms;
+    group.at = now;
+  }
+  if (waitingGroups.length === 0) {
+    inflating--;
+    return;
+  }
+  let best = 0;
+  let fewest = waitingGroups[0].running;
+  let least = spentAt(waitingGroups[0], now);
+  for (let i = 1; i < waitingGroups.length && (fewest > 0 || least > 0); i++) {
+    const w = waitingGroups[i];
+    if (w.running > fewest) continue;
+    const s = spentAt(w, now);
+    if (w.running < fewest || s < least) {
+      fewest = w.running;
+      least = s;
+      best = i;
+    }
+  }
+  const g = waitingGroups[best];
+  const next = g.jobs.shift() as (group: InflateGroup) => void;
+  if (g.jobs.length === 0) waitingGroups.splice(best, 1);
+  g.running++;
+  next(g);
 }
 
 /** Time spent inflating synchronously in this event-loop iteration. */
@@ -120,7 +188,7 @@ function zlibCodec(
         compress(data, level, (err, out) => (err ? reject(err) : resolve(out)));
       });
     },
-    decompress(data, maxLength, owner?: InflateOwner) {
+    decompress(data, maxLength, owner?: InflateOwner, group?: object) {
       if (owner?.abandoned === true) return abandoned();
       const opts: Options = {
         maxOutputLength: Math.max(1, maxLength),
@@ -147,26 +215,27 @@ function zlibCodec(
         }
       }
       return new Promise((resolve, reject) => {
-        inflateWhenFree(() => {
+        inflateWhenFree((g) => {
           // Its turn came after its stream was abandoned (the peer closed, the reader left): not run.
           if (owner?.abandoned === true) {
-            inflateDone();
+            inflateDone(g, 0);
             abandoned().catch(reject);
             return;
           }
           started++;
+          const t0 = performance.now();
           try {
             decompress(data, opts, (err, out) => {
-              inflateDone();
+              inflateDone(g, performance.now() - t0);
               if (err) reject(refused(err));
               else resolve(out);
             });
           } catch (err) {
             // Refused before it started (no callback will come).
-            inflateDone();
+            inflateDone(g, 0);
             reject(refused(err));
           }
-        });
+        }, group ?? NO_GROUP);
       });
     },
     probe(sample) {
