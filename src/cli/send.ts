@@ -25,7 +25,13 @@ import {
 import type { Connection } from "../connection/connection.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { loadNativeCrc32c, nodeCrc32c } from "../node/crc32c-native.ts";
-import { FILE_CHECK_MAX, FILE_CHECK_ROUTE, type FileCheckAnswer, type FileCheckQuery } from "../node/file-sink.ts";
+import {
+  FILE_CHECK_MAX,
+  FILE_CHECK_ROUTE,
+  type FileCheckAnswer,
+  type FileCheckQuery,
+  safeFileName,
+} from "../node/file-sink.ts";
 import { type SentFileReceipt, sendFileVia } from "../node/send-file.ts";
 import { type ClientAuthFlags, clientConnectOptions } from "./auth.ts";
 import { connect } from "./connect.ts";
@@ -643,7 +649,9 @@ export async function collectFiles(
       const root = join(arg);
       checked.push(() => walk(root.length > 1 && root.endsWith(sep) ? root.slice(0, -1) : root, top, false));
     } else if (st?.isFile()) {
-      const it: SendItem = { file: arg, target: basename(arg), tree: false, size: st.size };
+      // Its target is the name the server stores it under (a name it would clean, e.g. `a\b.txt` or
+      // `.x`, is shown and checked for clashes as stored: `b.txt`, `x`).
+      const it: SendItem = { file: arg, target: safeFileName(basename(arg)), tree: false, size: st.size };
       const other = argTargets.get(it.target);
       if (other !== undefined && resolve(other.file) !== resolve(arg)) throw twoForOneName(other, it);
       // The same file named twice is sent once (a file's name has no separator: no tree's file has it).

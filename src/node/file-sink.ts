@@ -309,9 +309,10 @@ const DISCARD = new Set(["ERR_CANCELLED", "ERR_CHECKSUM", "ERR_PROTOCOL", "ERR_Q
 const DEFAULT_TTL_MS = 24 * 60 * 60 * 1000;
 
 /**
- * A safe file name from what a peer sent: the last path segment only, no
- * control characters, no leading dots, at most 200 bytes; never "." or
- * "..", never a path.
+ * A safe file name from what a peer sent: the last path segment only (`\`
+ * counts as a separator), no control characters nor `:*?"<>|` (each made
+ * `_`), no leading dots or spaces, at most 200 bytes; never "." or "..",
+ * never a path. A safe name is its own safe name.
  */
 export function safeFileName(name: unknown): string {
   let s = typeof name === "string" ? name : "";
@@ -321,6 +322,9 @@ export function safeFileName(name: unknown): string {
   s = s.replace(/[\u0000-\u001f\u007f/:*?"<>|]/g, "_");
   s = s.replace(/^[.\s]+/, "").trim();
   while (Buffer.byteLength(s) > 200) s = s.slice(0, -1);
+  // Cut, it may end in a space: trimmed again, so that a safe name stays itself (a sender can
+  // tell the name its file will be stored under: safeFileName(safeFileName(x)) === safeFileName(x)).
+  s = s.trimEnd();
   return s.length === 0 ? "file" : s;
 }
 

@@ -402,7 +402,27 @@ describe("pointsub send: many files, directories, quick check", () => {
       const dir = await run(["send", d, "--to", s.url]);
       assert.equal(dir.code, 1);
       assert.match(dir.stderr, /is a directory \(send it with -r\)/);
+      // Names the server would clean to one (a backslash is a separator there, a leading dot goes):
+      // before, both were reported sent and one replaced the other (with --overwrite).
+      await writeFile(join(d, "one/a\\b.txt"), "first");
+      await writeFile(join(d, "two/c\\b.txt"), "second");
+      await writeFile(join(d, "one/.y.txt"), "dot");
+      await writeFile(join(d, "two/y.txt"), "plain");
+      for (const [a, b, stored] of [
+        ["one/a\\b.txt", "two/c\\b.txt", "b\\.txt"],
+        ["one/.y.txt", "two/y.txt", "y\\.txt"],
+      ]) {
+        const clash = await run(["send", join(d, a), join(d, b), "--to", s.url]);
+        assert.equal(clash.code, 1, clash.stderr);
+        assert.match(clash.stderr, new RegExp(`^pointsub: ERR_INVALID_ARGUMENT: .*both be stored as ${stored};`));
+      }
       assert.equal(s.count("session"), 0, "nothing connected");
+      // Reported under the name it is stored under.
+      const one = await run(["send", join(d, "one/a\\b.txt"), "--to", s.url, "--json"]);
+      assert.equal(one.code, 0, one.stderr);
+      const sent = jsonLines(one.stdout).find((e) => e.event === "sent");
+      assert.equal(sent?.name, "b.txt");
+      assert.equal(await readFile(join(inbox, "b.txt"), "utf8"), "first");
     } finally {
       await s.stop();
     }

@@ -78,7 +78,12 @@ describe("files: sendFile and the file sink", () => {
       const n = safeFileName(bad);
       assert.ok(!n.includes("/") && !n.includes("\\") && n !== ".." && n !== "." && !n.startsWith("."), n);
       assert.ok(n.length > 0);
+      assert.equal(safeFileName(n), n, "a safe name is its own (a sender can tell the stored name)");
     }
+    // Cut at 200 bytes right after a space: the space goes too (else a second pass would differ).
+    const cut = safeFileName(`${"a".repeat(199)} tail`);
+    assert.equal(cut, "a".repeat(199));
+    assert.equal(safeFileName(cut), cut);
     assert.equal(safeFileName("report 2026.pdf"), "report 2026.pdf");
   });
 
