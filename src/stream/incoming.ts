@@ -98,6 +98,13 @@ export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<
     this.progress.setStatus(head.offset > 0 ? "resuming" : "transferring");
   }
 
+  /** `n` bytes read: counted; a resumed stream is transferring from its first byte on. */
+  private moved(n: number): void {
+    const p = this.progress;
+    if (p.status === "resuming") p.setStatus("transferring");
+    p.add(n);
+  }
+
   /** The sender's transfer id (from metadata), if it gave one. */
   get transferId(): string | undefined {
     return typeof this.meta.transferId === "string" ? this.meta.transferId : undefined;
@@ -354,7 +361,7 @@ export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<
       if (e.crc < 0) this.crc = this.crcImpl.compute(piece, this.crc);
       if (e.index < e.data.length) {
         this.received += piece.length;
-        this.progress.add(piece.length);
+        this.moved(piece.length);
         return piece;
       }
     } else {
@@ -364,7 +371,7 @@ export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<
     this.entries.shift();
     this.received += piece.length;
     this.port.consumed(e.wire);
-    this.progress.add(piece.length);
+    this.moved(piece.length);
     return piece;
   }
 

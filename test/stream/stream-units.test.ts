@@ -201,11 +201,17 @@ describe("IncomingStream", () => {
     const rest = bytes(500, 2);
     const all = concat([prefix, rest]);
     const ok = incoming({ offset: 1000, prefixCrc: crc32c(prefix), total: 1500 });
+    const statuses: string[] = [ok.s.progress.status];
+    ok.s.progress.on("progress", (p) => {
+      if (statuses.at(-1) !== p.status) statuses.push(p.status);
+    });
     ok.s.push(rest, rest.length);
     ok.s.end(1500, crc32c(all));
     assert.deepEqual(await readAll(ok.s), [rest]);
     assert.equal(ok.s.bytesRead, 500);
     assert.equal(ok.s.contentCrc, crc32c(all));
+    // Resuming until its first byte is read, transferring from then on (it stayed "resuming" before).
+    assert.deepEqual(statuses, ["resuming", "transferring", "completed"]);
 
     const bad = incoming({ offset: 1000, prefixCrc: crc32c(bytes(1000, 9)) });
     bad.s.push(rest, rest.length);
