@@ -24,7 +24,12 @@ export interface TlsFileFlags {
 /** `send`, `request`, `bench`: a token and TLS files. */
 export interface ClientAuthFlags extends TlsFileFlags {
   token?: string;
+  /** The command's `--timeout` (ms; 0 = none): it also bounds connecting, up to the default 10 s. */
+  timeout?: number;
 }
+
+/** The connect timeout of the library (connecting and the handshake), which a shorter `--timeout` lowers. */
+const CONNECT_TIMEOUT_MS = 10_000;
 
 /** `serve`: a token, TLS files, mutual TLS, and `--no-auth` (which commander reports as `auth: false`). */
 export interface ServeAuthFlags extends TlsFileFlags {
@@ -91,6 +96,9 @@ export async function clientConnectOptions(url: string, flags: ClientAuthFlags):
   const given = tlsFlagsGiven(flags);
   const options: ConnectOptions = {};
   if (credentials !== undefined) options.credentials = credentials;
+  // `--timeout 2000` against a server that never answers the handshake: 2 s, not the fixed 10.
+  if (flags.timeout !== undefined && flags.timeout > 0)
+    options.connectTimeoutMs = Math.min(flags.timeout, CONNECT_TIMEOUT_MS);
   if (given.length === 0) return options;
   if (!TLS_SCHEMES.includes(schemeOf(url))) {
     throw invalid(`${given.join(", ")}: only for tls:// and wss:// URLs, not ${url}`);

@@ -1,5 +1,6 @@
-import { lstat, mkdir } from "node:fs/promises";
+import { lstat } from "node:fs/promises";
 import { join, resolve } from "node:path";
+import { InvalidArgumentError } from "commander";
 import { formatMs } from "../client/answer-deadline.ts";
 import { SharedConnection } from "../client/resumable.ts";
 import { crc32cHex } from "../codec/crc32c.ts";
@@ -18,6 +19,7 @@ import {
 import type { Connection } from "../connection/connection.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { FILE_ROUTE, type FileSink, fileCrc32c, fileSink } from "../node/file-sink.ts";
+import { makeDirectory } from "../node/make-dir.ts";
 import type { IncomingStream } from "../stream/incoming.ts";
 import { type ClientAuthFlags, clientConnectOptions } from "./auth.ts";
 import { connect } from "./connect.ts";
@@ -224,7 +226,11 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
   const timeoutMs = opts.timeout ?? DEFAULT_TIMEOUT_MS;
   /** One line per round of retries (every download that failed together). */
   const notices = new RetryNotices(mode, opts.retries);
-  await mkdir(out, { recursive: true });
+  try {
+    await makeDirectory(out);
+  } catch (err) {
+    throw new InvalidArgumentError(`--out ${out}: ${(err as Error).message}`);
+  }
   const say = (event: Record<string, unknown>, line: string) => {
     if (mode === "json") jsonLine(event);
     else if (mode === "plain") writeOut(`${line}\n`);

@@ -17,7 +17,7 @@ import { flushOut, outputMode, printError } from "./output.ts";
 import type { requestCommand } from "./request.ts";
 import type { sendCommand } from "./send.ts";
 import type { serveCommand } from "./serve.ts";
-import { serverUrlOption, TOKEN_ENV, URL_ENV } from "./url.ts";
+import { collectUrls, serverUrlOption, TOKEN_ENV, URL_ENV } from "./url.ts";
 
 // The modules each command loads below are compiled once and cached on disk (Node's compile cache,
 // in the system's temporary directory): a command's start-up then skips most of V8's parsing.
@@ -33,9 +33,6 @@ const requestAction = async (...a: Parameters<typeof requestCommand>) =>
 const benchAction = async (...a: Parameters<typeof benchCommand>) => (await import("./bench.ts")).benchCommand(...a);
 const getAction = async (...a: Parameters<typeof getCommand>) => (await import("./get.ts")).getCommand(...a);
 const lsAction = async (...a: Parameters<typeof lsCommand>) => (await import("./get.ts")).lsCommand(...a);
-
-/** Repeatable option: no default, so a missing one is reported as missing (and help shows no `default: []`). */
-const collect = (v: string, prev: string[] | undefined) => [...(prev ?? []), v];
 
 const SERVE_HELP = `
 Authentication: a server that listens beyond loopback (anything but 127.0.0.0/8,
@@ -77,7 +74,7 @@ export function program(): Command {
     .description(
       "receive files into a directory and serve them (get, ls), answer /echo/1.0.0, print sessions and transfers",
     )
-    .requiredOption("-l, --listen <url>", "URL to listen on (repeatable)", collect)
+    .requiredOption("-l, --listen <url>", "URL to listen on (repeatable)", collectUrls)
     .requiredOption("-d, --dir <dir>", "directory to receive files into and serve files from")
     .option("--overwrite", "replace files that already exist (default: refuse them with ERR_EXISTS)")
     .addOption(
@@ -146,7 +143,7 @@ export function program(): Command {
     .option("--retries <n>", "reconnection attempts per file (0 = none)", integer(0, 1000), 10)
     .option(
       "--timeout <ms>",
-      "how long the server may take to answer each quick check, and each file or bundle after its last byte (plus 0.1 s per MiB); then ERR_TIMEOUT, retried as --retries (0 = wait forever)",
+      "how long the server may take to answer each quick check, and each file or bundle after its last byte (plus 0.1 s per MiB); then ERR_TIMEOUT, retried as --retries (0 = wait forever); also bounds connecting (at most 10 s)",
       integer(0, 2 ** 31 - 1),
       30000,
     )
@@ -161,7 +158,7 @@ export function program(): Command {
     .argument("[data]", "request payload, or - to read standard input", "")
     .addOption(serverUrlOption("-t, --to <url>"))
     .requiredOption("-r, --route <route>", "route, e.g. /echo/1.0.0")
-    .option("--timeout <ms>", "request timeout in milliseconds (0 = none)", integer(0, 2 ** 31 - 1), 30000)
+    .option("--timeout <ms>", "request timeout in milliseconds (0 = none); also bounds connecting (at most 10 s)", integer(0, 2 ** 31 - 1), 30000)
     .option("--json", "print a JSON line")
     .action(run(requestAction));
   clientAuthOptions(request);
@@ -190,7 +187,7 @@ export function program(): Command {
     .option("--retries <n>", "reconnection attempts per file (0 = none)", integer(0, 1000), 10)
     .option(
       "--timeout <ms>",
-      "how long the server may take to answer a listing, or stay silent during a file's download; then ERR_TIMEOUT, retried as --retries (0 = wait forever)",
+      "how long the server may take to answer a listing, or stay silent during a file's download; then ERR_TIMEOUT, retried as --retries (0 = wait forever); also bounds connecting (at most 10 s)",
       integer(0, 2 ** 31 - 1),
       30000,
     )
@@ -206,7 +203,7 @@ export function program(): Command {
     .option("-r, --recursive", "list the files of the whole tree")
     .option(
       "--timeout <ms>",
-      "how long the server may take to answer the listing (each page); then ERR_TIMEOUT (0 = wait forever)",
+      "how long the server may take to answer the listing (each page); then ERR_TIMEOUT (0 = wait forever); also bounds connecting (at most 10 s)",
       integer(0, 2 ** 31 - 1),
       30000,
     )
@@ -228,8 +225,14 @@ function run<A extends Action>(fn: A): (...args: Parameters<A>) => Promise<void>
       await fn(...args);
       process.exitCode = process.exitCode ?? 0;
     } catch (err) {
-      printError(toPointSubError(err, "ERR_HANDLER"), outputMode(opts?.json, process.stderr));
-      process.exitCode = 1;
+      // A usage error found once the command began (a --dir that is a file): one line, exit 2. By its
+      // code, not its class: `serve` runs unbundled, with commander's own copy of the class.
+      const usage = (err as { code?: unknown }).code === "commander.invalidArgument";
+      printError(
+        usage ? new PointSubError("ERR_INVALID_ARGUMENT", (err as Error).message) : toPointSubError(err, "ERR_HANDLER"),
+        outputMode(opts?.json, process.stderr),
+      );
+      process.exitCode = usage ? 2 : 1;
     }
   };
 }

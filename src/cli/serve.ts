@@ -1,8 +1,10 @@
 import { resolve } from "node:path";
+import { InvalidArgumentError } from "commander";
 import { FILE_BUNDLE_ROUTE } from "../codec/file-bundle.ts";
 import { PointSubError } from "../errors/error.ts";
 import { createServer } from "../index.ts";
 import { FILE_CHECK_ROUTE, FILE_ROUTE, fileSink } from "../node/file-sink.ts";
+import { makeDirectory } from "../node/make-dir.ts";
 import type { IncomingStream } from "../stream/incoming.ts";
 import { type ServeAuthFlags, serveSecurity } from "./auth.ts";
 import { formatBytes, formatRate } from "./format.ts";
@@ -90,6 +92,12 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
   const metricsModule = opts.metrics === undefined ? undefined : await loadMetrics();
   metricsModule?.parseHostPort(opts.metrics as string);
   const dir = resolve(opts.dir);
+  // Made (and checked to be a directory) before anything listens: a file there failed every send.
+  try {
+    await makeDirectory(dir);
+  } catch (err) {
+    throw new InvalidArgumentError(`--dir ${dir}: ${(err as Error).message}`);
+  }
   const role = await serveRole(opts.workers, opts.dashboard !== undefined, [
     opts.maxConnections,
     opts.maxConnectionsPerAddress,

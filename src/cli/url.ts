@@ -1,4 +1,4 @@
-import { Option } from "commander";
+import { InvalidArgumentError, Option } from "commander";
 
 /** The environment variable read when `--token` is absent (here, not in auth.ts: the help text needs it, not the library). */
 export const TOKEN_ENV = "POINTSUB_TOKEN";
@@ -12,5 +12,31 @@ export const URL_ENV = "POINTSUB_URL";
  */
 export function serverUrlOption(flags: string, description = "server URL"): Option {
   // Commander's help adds "(env: POINTSUB_URL)".
-  return new Option(flags, description).env(URL_ENV).makeOptionMandatory();
+  return new Option(flags, description).env(URL_ENV).makeOptionMandatory().argParser(checkUrl);
 }
+
+/** The URL schemes the CLI connects to and listens on. */
+const SCHEMES = ["tcp", "tls", "unix", "ws", "wss", "lp+tcp", "lp+unix"];
+
+/**
+ * A URL option's value, checked when the command line is read: a bad one is a usage error (exit
+ * 2, the option named) rather than a connection's ERR_UNSUPPORTED_URL after the command started.
+ */
+export function checkUrl(value: string): string {
+  const scheme = /^([a-z0-9+.-]+):\/\//i.exec(value)?.[1]?.toLowerCase();
+  let ok = scheme !== undefined && SCHEMES.includes(scheme);
+  if (ok) {
+    try {
+      new URL(value);
+    } catch {
+      ok = false;
+    }
+  }
+  if (!ok) {
+    throw new InvalidArgumentError(`Expected a URL such as tcp://host:port (schemes: ${SCHEMES.join(", ")}).`);
+  }
+  return value;
+}
+
+/** `--listen`'s values, each checked as {@link checkUrl} does. */
+export const collectUrls = (v: string, prev: string[] | undefined): string[] => [...(prev ?? []), checkUrl(v)];

@@ -23,6 +23,7 @@ import { nodeCrc32c } from "./crc32c-native.ts";
 import { bundleHandler } from "./file-bundle.ts";
 import { CRC_PERSIST_MIN, crcStore, isMetaName } from "./file-crc-store.ts";
 import { SyncGate } from "./file-sync-gate.ts";
+import { makeDirectory } from "./make-dir.ts";
 
 /** The route files are sent to by default. */
 export const FILE_ROUTE = "/pointsub/file/1.0.0";
@@ -955,7 +956,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
   };
 
   const ready = (async () => {
-    await mkdir(dir, { recursive: true }).catch(() => {});
+    await makeDirectory(dir).catch(() => {});
     await scan(true);
   })().catch(() => {});
 

@@ -184,16 +184,25 @@ describe("pointsub CLI", () => {
   it("send: a non-retryable error ends it with exit 1 and one line (a --dir that is a file; a codec the server lacks)", async () => {
     const notADir = join(work, "not-a-dir");
     await writeFile(notADir, "a file");
-    const s = await startServe(["--dir", notADir]);
+    // `serve` itself refuses such a --dir (a usage error) before it listens.
+    const refused = await run(["serve", "--listen", "tcp://127.0.0.1:0", "--dir", notADir], "", { killAfterMs: 60_000 });
+    assert.equal(refused.code, 2, refused.stderr);
+    assert.match(refused.stderr, /^pointsub: ERR_INVALID_ARGUMENT: --dir [^\n]*not a directory[^\n]*\n$/);
+    // A library server whose file sink was given one: each store fails, typed, and the send ends.
+    const odd = createServer();
+    const oddSink = fileSink(notADir);
+    odd.handleStream(FILE_ROUTE, oddSink.handler, { resume: oddSink.resume });
+    const [oddUrl] = await odd.listen("tcp://127.0.0.1:0");
     const src = join(work, "refused.txt");
     await writeFile(src, "refused");
     try {
       // killAfterMs only ends a send that hangs (then code is null and the test fails).
-      const r = await run(["send", src, "--to", s.url], "", { killAfterMs: 60_000 });
+      const r = await run(["send", src, "--to", oddUrl], "", { killAfterMs: 60_000 });
       assert.equal(r.code, 1, r.stderr);
       assert.match(r.stderr, /^pointsub: ERR_HANDLER: [^\n]*\n$/);
     } finally {
-      await s.stop();
+      oddSink.close();
+      await odd.close({ timeoutMs: 1000 });
     }
     const server = createServer({ runtime: createNodeRuntime({ compression: false }) });
     const sink = fileSink(join(work, "inbox-no-codecs"));

@@ -5,6 +5,9 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 
@@ -71,6 +74,37 @@ describe("CLI usage errors", () => {
       assert.ok(r.stderr.includes(flag), `${what}: ${r.stderr}`);
       assert.ok(r.stderr.includes(`'${value}'`), `${what}: ${r.stderr}`);
     });
+  });
+
+  it("a URL the CLI cannot use, a --dir that is a file, an --out it cannot make: exit 2, one line naming it", async () => {
+    const work = await mkdtemp(join(tmpdir(), "pointsub-usage-"));
+    try {
+      const file = join(work, "a-file");
+      await writeFile(file, "x");
+      const cases: [args: string[], named: string][] = [
+        [["send", file, "--to", "notaurl"], "--to"],
+        [["send", file, "--to", "http://127.0.0.1:1"], "--to"],
+        [["ls", "--from", "tcp//127.0.0.1:1"], "--from"],
+        // Before: refused for want of authentication, the scheme never named.
+        [["serve", "--listen", "foo://x", "--dir", work], "--listen"],
+        // Before: it started ("receiving into …/a-file") and every send failed with ENOTDIR.
+        [["serve", "--listen", "tcp://127.0.0.1:0", "--dir", file], "--dir"],
+        [["get", "x", "--from", "tcp://127.0.0.1:1", "--out", join(file, "sub")], "--out"],
+      ];
+      // Node's recursive mkdir never settles under /proc (it spun a CPU: `get --out /proc/x` hung).
+      if (existsSync("/proc/self"))
+        cases.push([["get", "x", "--from", "tcp://127.0.0.1:1", "--out", "/proc/pointsub-nope"], "--out"]);
+      const runs = await runMany(cases.map(([args]) => args));
+      runs.forEach((r, i) => {
+        const [args, named] = cases[i];
+        const what = args.join(" ");
+        assert.equal(r.code, 2, `${what}: ${r.stderr}`);
+        assert.match(r.stderr, /^pointsub: ERR_INVALID_ARGUMENT: [^\n]+\n$/, what);
+        assert.ok(r.stderr.includes(named), `${what}: ${r.stderr}`);
+      });
+    } finally {
+      await rm(work, { recursive: true, force: true });
+    }
   });
 
   it("a missing required option is one line, also under --json; serve without --listen too", async () => {
