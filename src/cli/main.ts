@@ -158,7 +158,12 @@ export function program(): Command {
     .argument("[data]", "request payload, or - to read standard input", "")
     .addOption(serverUrlOption("-t, --to <url>"))
     .requiredOption("-r, --route <route>", "route, e.g. /echo/1.0.0")
-    .option("--timeout <ms>", "request timeout in milliseconds (0 = none); also bounds connecting (at most 10 s)", integer(0, 2 ** 31 - 1), 30000)
+    .option(
+      "--timeout <ms>",
+      "request timeout in milliseconds (0 = none); also bounds connecting (at most 10 s)",
+      integer(0, 2 ** 31 - 1),
+      30000,
+    )
     .option("--json", "print a JSON line")
     .action(run(requestAction));
   clientAuthOptions(request);

@@ -185,7 +185,9 @@ describe("pointsub CLI", () => {
     const notADir = join(work, "not-a-dir");
     await writeFile(notADir, "a file");
     // `serve` itself refuses such a --dir (a usage error) before it listens.
-    const refused = await run(["serve", "--listen", "tcp://127.0.0.1:0", "--dir", notADir], "", { killAfterMs: 60_000 });
+    const refused = await run(["serve", "--listen", "tcp://127.0.0.1:0", "--dir", notADir], "", {
+      killAfterMs: 60_000,
+    });
     assert.equal(refused.code, 2, refused.stderr);
     assert.match(refused.stderr, /^pointsub: ERR_INVALID_ARGUMENT: --dir [^\n]*not a directory[^\n]*\n$/);
     // A library server whose file sink was given one: each store fails, typed, and the send ends.
