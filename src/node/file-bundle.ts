@@ -23,7 +23,7 @@ import {
   write,
   writeSync,
 } from "node:fs";
-import { basename, dirname, join, sep } from "node:path";
+import { basename, dirname, join, resolve, sep } from "node:path";
 import { crc32cHex } from "../codec/crc32c.ts";
 import {
   type BUNDLE_FILE_MAX,
@@ -537,18 +537,26 @@ export function bundleHandler(store: BundleStore): StreamHandler {
       // One directory fsync per directory named into (group-committed with other bundles').
       await Promise.all([...synced].map((d) => store.syncDir(d)));
       ok = true;
+      // The peer learns each file's path under the directory (its name); `onBundle` the absolute one.
       const results: BundleResult[] = entries.map((s) =>
         s.error === undefined
           ? {
               name: s.name,
-              path: s.final,
+              path: s.name,
               size: s.size,
               crc32c: crc32cHex(s.crc),
             }
           : { name: s.name, error: { code: s.error.code, message: s.error.message } },
       );
-      store.onBundle?.(results, stream, ctx);
-      return JSON.stringify({ files: results });
+      const answer = JSON.stringify({ files: results });
+      if (store.onBundle !== undefined) {
+        for (let i = 0; i < results.length; i++) {
+          const r = results[i];
+          if (!("error" in r)) r.path = resolve(entries[i].final);
+        }
+        store.onBundle(results, stream, ctx);
+      }
+      return answer;
     } finally {
       await Promise.allSettled(pending);
       // A failed bundle's files are not fsynced: closed, then removed below.
@@ -610,10 +618,18 @@ function call<T>(fn: (cb: (err: NodeJS.ErrnoException | null, value?: T) => void
   });
 }
 
-function storeError(err: unknown): PointSubError {
+/**
+ * A store operation's failure as the peer sees it: a full disk is ERR_QUOTA;
+ * another fs error is ERR_HANDLER with its code only (its message names
+ * this machine's paths: `open '/srv/inbox/.…lock'`); a PointSubError as it is.
+ */
+export function storeError(err: unknown): PointSubError {
   const code = (err as { code?: unknown }).code;
   if (code === "ENOSPC" || code === "EDQUOT") {
     return new PointSubError("ERR_QUOTA", "the receiver's disk is full", { cause: err });
+  }
+  if (!(err instanceof PointSubError) && typeof code === "string" && /^E[A-Z0-9]+$/.test(code)) {
+    return new PointSubError("ERR_HANDLER", `the receiver could not store the file (${code})`, { cause: err });
   }
   return toPointSubError(err, "ERR_HANDLER");
 }

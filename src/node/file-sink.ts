@@ -10,7 +10,7 @@ import {
   type Stats,
 } from "node:fs";
 import { type FileHandle, link, lstat, mkdir, open, readdir, readFile, rename, rm, unlink } from "node:fs/promises";
-import { basename, dirname, join, sep } from "node:path";
+import { basename, dirname, join, resolve, sep } from "node:path";
 import { crc32cHex } from "../codec/crc32c.ts";
 import type { BundleResult } from "../codec/file-bundle.ts";
 import type { ResumePoint } from "../connection/connection.ts";
@@ -20,7 +20,7 @@ import type { IncomingStream } from "../stream/incoming.ts";
 import type { StreamHandler } from "../stream/types.ts";
 import { Limiter } from "../util/limiter.ts";
 import { nodeCrc32c } from "./crc32c-native.ts";
-import { bundleHandler } from "./file-bundle.ts";
+import { bundleHandler, storeError } from "./file-bundle.ts";
 import { CRC_PERSIST_MIN, crcStore, isMetaName } from "./file-crc-store.ts";
 import { SyncGate } from "./file-sync-gate.ts";
 import { makeDirectory } from "./make-dir.ts";
@@ -56,7 +56,11 @@ export type FileCheckAnswer = { size: number; crc32c?: string } | null;
 export interface FileReceipt {
   /** File name within the directory (sanitized). */
   name: string;
-  /** Absolute path of the stored file. */
+  /**
+   * Where the file is stored: on the receiver (`onFile`), its absolute
+   * path; in the answer the sender gets, its path under the receiver's
+   * directory (`/`-separated; the receiver's own paths stay its own).
+   */
   path: string;
   size: number;
   /** CRC32C of the content, hex. */
@@ -1601,20 +1605,12 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       // Most transfers never wrote one (a small file, an anonymous peer): no unlink that fails.
       if (e.sidecar) await unlink(sidecarPath(key)).catch(() => {});
       forget(e);
-      const receipt: FileReceipt = {
-        name,
-        path: finalPath,
-        size,
-        crc32c: crc32cHex(stream.contentCrc),
-        resumedFrom: offset,
-      };
-      options.onFile?.(receipt, stream, ctx);
-      return JSON.stringify(receipt);
+      const crc32c = crc32cHex(stream.contentCrc);
+      options.onFile?.({ name, path: resolve(finalPath), size, crc32c, resumedFrom: offset }, stream, ctx);
+      // The peer learns where under this directory, not this machine's paths.
+      return JSON.stringify({ name, path: name, size, crc32c, resumedFrom: offset } satisfies FileReceipt);
     } catch (err) {
-      let failure = err;
-      if (errno(err) === "ENOSPC" || errno(err) === "EDQUOT") {
-        failure = new PointSubError("ERR_QUOTA", "the receiver's disk is full", { cause: err });
-      }
+      const failure = storeError(err);
       if (touched) await stopped(e, fh, errno(failure));
       throw failure;
     } finally {

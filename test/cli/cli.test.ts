@@ -201,7 +201,9 @@ describe("pointsub CLI", () => {
       // killAfterMs only ends a send that hangs (then code is null and the test fails).
       const r = await run(["send", src, "--to", oddUrl], "", { killAfterMs: 60_000 });
       assert.equal(r.code, 1, r.stderr);
-      assert.match(r.stderr, /^pointsub: ERR_HANDLER: [^\n]*\n$/);
+      assert.match(r.stderr, /^pointsub: ERR_HANDLER: the receiver could not store the file \(E[A-Z]+\)\n$/);
+      // The server's own paths stay its own (the fs error's message named them).
+      assert.ok(!r.stderr.includes(work), r.stderr);
     } finally {
       oddSink.close();
       await odd.close({ timeoutMs: 1000 });

@@ -116,6 +116,16 @@ describe("pointsub send: many files, directories, quick check", () => {
         assert.equal(sha256(await readFile(join(inbox, "photos", rel))), sha256(data), rel);
       }
       assert.equal(s.count("file"), 5);
+      // The sender learns where under the served directory, never the server's own paths; the
+      // server's own events give its absolute paths.
+      assert.ok(!first.stdout.includes(inbox), first.stdout);
+      const sentPaths = jsonLines(first.stdout)
+        .filter((e) => e.event === "sent" && typeof e.path === "string")
+        .map((e) => e.path);
+      for (const p of sentPaths) assert.ok(!String(p).startsWith("/"), String(p));
+      for (const e of s.events.filter((e) => e.event === "file")) {
+        assert.ok(String(e.path).startsWith(join(inbox, "photos")), String(e.path));
+      }
       // The four small files went in one bundle, the 70 kB one as a stream of its own.
       const transfers = s.count("transfer");
       assert.equal(transfers, 1);

@@ -53,9 +53,10 @@ describe("files: sendFile and the file sink", () => {
     await writeFile(src, data);
     const r = receipt(await sendFile(conn, src, { name: "../../etc/evil.bin" }));
     assert.equal(r.name, "evil.bin");
-    assert.equal(r.path, join(inbox, "evil.bin"));
+    // The sender learns where under the receiver's directory, never the receiver's own paths.
+    assert.equal(r.path, "evil.bin");
     assert.equal(r.size, data.length);
-    assert.equal(sha256(await readFile(r.path)), sha256(data));
+    assert.equal(sha256(await readFile(join(inbox, r.path))), sha256(data));
     const left = await readdir(inbox);
     assert.deepEqual(
       left.filter((f) => f.endsWith(".partial")),
