@@ -10,7 +10,7 @@ import { encodeMeta, encodeStreamHead } from "../codec/stream-prefix.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import { type StreamItem, streamCost } from "../stream/item.ts";
-import { OutgoingStream, planCompression } from "../stream/outgoing.ts";
+import { isStreamSource, OutgoingStream, planCompression } from "../stream/outgoing.ts";
 import { Transfer } from "../stream/transfer.ts";
 import type { SendStreamOptions, StreamSource } from "../stream/types.ts";
 import { newTransferId, Progress } from "../transfer/progress.ts";
@@ -159,6 +159,13 @@ export class OutgoingStreams {
       }
       if (!Number.isSafeInteger(offset) || offset < 0 || (total !== undefined && offset > total)) {
         throw new PointSubError("ERR_INVALID_ARGUMENT", "offset must be an integer between 0 and total");
+      }
+      // Refused here, before the peer's handler is started for a stream that cannot be read.
+      if (!isStreamSource(source)) {
+        throw new PointSubError(
+          "ERR_INVALID_ARGUMENT",
+          "stream source must be an AsyncIterable, a ReadableStream or an Iterable of Uint8Array",
+        );
       }
       plan = planCompression(
         options.compress,

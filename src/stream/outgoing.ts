@@ -259,6 +259,17 @@ function describe(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+/** Whether `source` is something {@link toIterator} can read (checked before a stream's START goes out). */
+export function isStreamSource(source: unknown): boolean {
+  if (source === null || (typeof source !== "object" && typeof source !== "function")) return false;
+  const s = source as Record<symbol | string, unknown>;
+  return (
+    typeof s[Symbol.asyncIterator] === "function" ||
+    typeof s.getReader === "function" ||
+    typeof s[Symbol.iterator] === "function"
+  );
+}
+
 function toIterator(source: StreamSource): AsyncIterator<Uint8Array> | Iterator<Uint8Array> {
   const s = source as unknown as Record<symbol | string, unknown>;
   if (typeof s[Symbol.asyncIterator] === "function")

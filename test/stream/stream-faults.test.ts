@@ -141,3 +141,36 @@ describe("stream faults: bad input gets a typed error, nothing hangs, memory sta
     await server.close();
   });
 });
+
+describe("a stream whose source cannot be read", () => {
+  it("is refused locally with ERR_INVALID_ARGUMENT before the peer's handler starts", async () => {
+    const { connect } = await import("../../src/index.ts");
+    const server = createServer();
+    let handlers = 0;
+    server.handleStream("/s", async (stream) => {
+      handlers++;
+      for await (const _ of stream) {
+        // drained
+      }
+      return "ok";
+    });
+    server.handle("/echo/1.0.0", (req) => req.data);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    try {
+      for (const bad of [42, null, "text", { length: 3 }]) {
+        await assert.rejects(
+          conn.sendStream("/s", bad as never).done,
+          (err: PointSubError) => err.code === "ERR_INVALID_ARGUMENT",
+          String(bad),
+        );
+      }
+      // Anything sent before this request has reached the server by its answer.
+      await conn.request("/echo/1.0.0", "x");
+      assert.equal(handlers, 0, "no stream START went out");
+    } finally {
+      await conn.close();
+      await server.close();
+    }
+  });
+});
