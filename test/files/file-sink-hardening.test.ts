@@ -357,7 +357,11 @@ describe("file server hardening: fileSink against hostile peers", () => {
         );
         const own = random(MiB);
         const r = receipt(await mallory.sendStream(FILE_ROUTE, [own], { transferId: id, meta: { name: "m.bin" } }));
-        assert.equal(sha256(await readFile(r.path)), sha256(own), "mallory's upload under the same id is her own");
+        assert.equal(
+          sha256(await readFile(join(e.dir, r.path))),
+          sha256(own),
+          "mallory's upload under the same id is her own",
+        );
         assert.equal(await sizeOf(alicePartial), keep, "alice's partial is untouched");
         assert.ok(!(await listing(e.dir)).includes("stolen.bin"));
 
@@ -391,7 +395,7 @@ describe("file server hardening: fileSink against hostile peers", () => {
         assert.deepEqual(await conn.queryResume(FILE_ROUTE, id), { offset: 0, crc: 0 }, "not locked");
         const data = random(2 * MiB);
         const r = receipt(await conn.sendStream(FILE_ROUTE, [data], { transferId: id, meta: { name: "ok.bin" } }));
-        assert.equal(sha256(await readFile(r.path)), sha256(data));
+        assert.equal(sha256(await readFile(join(e.dir, r.path))), sha256(data));
         assert.deepEqual(await listing(e.dir), ["ok.bin"]);
       } finally {
         await e.close();
@@ -448,7 +452,7 @@ describe("file server hardening: fileSink against hostile peers", () => {
           code: "ERR_RESUME",
         });
         go();
-        assert.equal(sha256(await readFile(receipt(await t).path)), sha256(data));
+        assert.equal(sha256(await readFile(join(e.dir, receipt(await t).path))), sha256(data));
         assert.deepEqual(await conn.queryResume(FILE_ROUTE, id), { offset: 0, crc: 0 });
       } finally {
         await e.close();
@@ -717,7 +721,7 @@ describe("file server hardening: fileSink against hostile peers", () => {
         await symlink(outside, await partialOf(e.dir, id));
         const data = random(MiB);
         const r = receipt(await conn.sendStream(FILE_ROUTE, [data], { transferId: id, meta: { name: "a.bin" } }));
-        assert.equal(sha256(await readFile(r.path)), sha256(data));
+        assert.equal(sha256(await readFile(join(e.dir, r.path))), sha256(data));
         assert.equal(await readFile(outside, "utf8"), "precious");
 
         // A partial swapped for a link to a file with the same prefix (which following would accept).
@@ -739,7 +743,7 @@ describe("file server hardening: fileSink against hostile peers", () => {
         const r2 = receipt(await t);
         assert.deepEqual(attempts, [2 * MiB, 0], "the link was refused, then the transfer restarted");
         assert.equal(r2.resumedFrom, 0);
-        assert.equal(sha256(await readFile(r2.path)), sha256(data2));
+        assert.equal(sha256(await readFile(join(e.dir, r2.path))), sha256(data2));
         assert.equal(
           sha256(await readFile(target)),
           sha256(data2.subarray(0, 2 * MiB)),
@@ -844,7 +848,7 @@ describe("file server hardening: fileSink against hostile peers", () => {
         assert.deepEqual(await listing(e.dir), []);
         const data = random(5000);
         const r = receipt(await conn.sendStream(FILE_ROUTE, [data], { transferId: id, meta: { name: "c.bin" } }));
-        assert.equal(sha256(await readFile(r.path)), sha256(data));
+        assert.equal(sha256(await readFile(join(e.dir, r.path))), sha256(data));
         assert.deepEqual(await listing(e.dir), ["c.bin"]);
       } finally {
         await e.close();
@@ -858,7 +862,7 @@ describe("file server hardening: fileSink against hostile peers", () => {
         const r = receipt(await conn.sendStream(FILE_ROUTE, [], { transferId: newId(), meta: { name: "empty.bin" } }));
         assert.equal(r.size, 0);
         assert.equal(r.crc32c, "00000000");
-        assert.equal((await stat(r.path)).size, 0);
+        assert.equal((await stat(join(e.dir, r.path))).size, 0);
         assert.deepEqual(await listing(e.dir), ["empty.bin"]);
       } finally {
         await e.close();
@@ -915,7 +919,7 @@ describe("file server hardening: fileSink against hostile peers", () => {
         assert.equal(e.sink.usage().rescans, 0, "answered from the sidecar");
         const r = receipt(await resumeUpload(c, id, data, "s.bin"));
         assert.equal(r.resumedFrom, keep);
-        assert.equal(sha256(await readFile(r.path)), sha256(data));
+        assert.equal(sha256(await readFile(join(dir, r.path))), sha256(data));
         assert.deepEqual(await listing(dir), ["s.bin"]);
       } finally {
         await e.close();
@@ -1022,7 +1026,7 @@ describe("file server hardening: fileSink against hostile peers", () => {
         const r = receipt(
           await conn.sendStream(FILE_ROUTE, [data], { transferId: newId(), meta: { name: "back.bin" } }),
         );
-        assert.equal(sha256(await readFile(r.path)), sha256(data));
+        assert.equal(sha256(await readFile(join(e.dir, r.path))), sha256(data));
         assert.deepEqual(await listing(e.dir), ["back.bin"]);
       } finally {
         await e.close();
@@ -1106,7 +1110,7 @@ describe("file server hardening: fileSink against hostile peers", () => {
               meta: { name: `${alg}.txt` },
             }),
           );
-          assert.equal(sha256(await readFile(r.path)), sha256(whole), alg);
+          assert.equal(sha256(await readFile(join(e.dir, r.path))), sha256(whole), alg);
           assert.ok((conn.stats().compression[alg]?.compressed ?? 0) > before, `${alg}: blocks went compressed`);
         }
         assert.ok(tried >= 3, "deflate-raw, gzip and brotli at least");
