@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { randomFillSync } from "node:crypto";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -196,6 +196,7 @@ describe("sendFile / sendResumable: ends, receipts and counts", () => {
         attempts: 1,
       });
       assert.match(r.crc32c, /^[0-9a-f]{8}$/);
+      assert.equal(await readFile(join(dir, r.path), "utf8"), "hello receipt");
     } finally {
       await conn.close();
     }
