@@ -23,7 +23,8 @@ const SCHEMES = ["tcp", "tls", "unix", "ws", "wss", "lp+tcp", "lp+unix"];
  * 2, the option named) rather than a connection's ERR_UNSUPPORTED_URL after the command started.
  */
 export function checkUrl(value: string): string {
-  const scheme = /^([a-z0-9+.-]+):\/\//i.exec(value)?.[1]?.toLowerCase();
+  // `scheme://…`, or `unix:/path` (the library takes both).
+  const scheme = /^([a-z0-9+.-]+):/i.exec(value)?.[1]?.toLowerCase();
   let ok = scheme !== undefined && SCHEMES.includes(scheme);
   if (ok) {
     try {

@@ -19,6 +19,14 @@ export const KIND_DIR = 2;
 /** Anything else: a symbolic link, a socket, a device… */
 export const KIND_OTHER = 0;
 
+/** Directories read so far in this process (tests: a listing reads each directory a bounded number of times). */
+let reads = 0;
+
+/** @internal How many directory reads {@link firstNames} started in this process. */
+export function directoryReads(): number {
+  return reads;
+}
+
 /** One page of a directory's names (ascending, by UTF-16 code units) and their kinds. */
 export interface DirRound {
   names: string[];
@@ -30,35 +38,46 @@ export interface DirRound {
 const kindOf = (d: Dirent): number => (d.isFile() ? KIND_FILE : d.isDirectory() ? KIND_DIR : KIND_OTHER);
 
 /**
- * The first `k` names of `dir` (ascending by code units) after `from`, or
- * from `from` on when `inclusive` (undefined: from the first name), and
- * whether more follow. Reads the whole directory once, keeping at most `k`
- * names (a max-heap: a name smaller than the largest kept replaces it).
+ * The first `k` names of `dir` that `accept` takes (ascending by code
+ * units) after `from`, or from `from` on when `inclusive` (undefined: from
+ * the first name), and whether more follow. Reads the whole directory
+ * once, keeping at most `k` names (a max-heap: a name smaller than the
+ * largest kept replaces it). Names `accept` refuses take no place: a
+ * directory of links or odd names costs one read, not one per page.
  */
 export async function firstNames(
   dir: string,
   from: string | undefined,
   inclusive: boolean,
   k: number,
+  accept: (name: string, kind: number) => boolean = () => true,
 ): Promise<DirRound> {
   const heap: string[] = [];
   const kinds = new Map<string, number>();
   let seen = 0;
   const handle = await opendir(dir, { bufferSize: BATCH });
+  reads++;
   try {
     // read() rather than the async iterator: a third of its cost per entry here.
     for (let d = await handle.read(); d !== null; d = await handle.read()) {
       const name = d.name;
       if (from !== undefined && (inclusive ? name < from : name <= from)) continue;
+      // Only a name that could enter the heap is checked.
+      if (heap.length >= k && name >= heap[0]) {
+        seen++;
+        continue;
+      }
+      const kind = kindOf(d);
+      if (!accept(name, kind)) continue;
       seen++;
       if (heap.length < k) {
         heap.push(name);
-        kinds.set(name, kindOf(d));
+        kinds.set(name, kind);
         siftUp(heap, heap.length - 1);
-      } else if (name < heap[0]) {
+      } else {
         kinds.delete(heap[0]);
         heap[0] = name;
-        kinds.set(name, kindOf(d));
+        kinds.set(name, kind);
         siftDown(heap, 0);
       }
     }

@@ -38,6 +38,7 @@ import type { IncomingStream } from "../stream/incoming.ts";
 import type { StreamHandler } from "../stream/types.ts";
 import { nodeCrc32c } from "./crc32c-native.ts";
 import { SyncGate } from "./file-sync-gate.ts";
+import { fsFailure } from "./fs-error.ts";
 
 /** Files of one bundle being written, or named, at once on the receiver. */
 const STORING = 8;
@@ -618,18 +619,7 @@ function call<T>(fn: (cb: (err: NodeJS.ErrnoException | null, value?: T) => void
   });
 }
 
-/**
- * A store operation's failure as the peer sees it: a full disk is ERR_QUOTA;
- * another fs error is ERR_HANDLER with its code only (its message names
- * this machine's paths: `open '/srv/inbox/.…lock'`); a PointSubError as it is.
- */
+/** A store operation's failure as the peer sees it (see {@link fsFailure}). */
 export function storeError(err: unknown): PointSubError {
-  const code = (err as { code?: unknown }).code;
-  if (code === "ENOSPC" || code === "EDQUOT") {
-    return new PointSubError("ERR_QUOTA", "the receiver's disk is full", { cause: err });
-  }
-  if (!(err instanceof PointSubError) && typeof code === "string" && /^E[A-Z0-9]+$/.test(code)) {
-    return new PointSubError("ERR_HANDLER", `the receiver could not store the file (${code})`, { cause: err });
-  }
-  return toPointSubError(err, "ERR_HANDLER");
+  return fsFailure(err, "the receiver could not store the file");
 }

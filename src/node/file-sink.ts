@@ -14,7 +14,7 @@ import { basename, dirname, join, resolve, sep } from "node:path";
 import { crc32cHex } from "../codec/crc32c.ts";
 import type { BundleResult } from "../codec/file-bundle.ts";
 import type { ResumePoint } from "../connection/connection.ts";
-import type { Handler, RequestContext } from "../connection/types.ts";
+import type { Handler, IncomingRequest, RequestContext } from "../connection/types.ts";
 import { PointSubError } from "../errors/error.ts";
 import type { IncomingStream } from "../stream/incoming.ts";
 import type { StreamHandler } from "../stream/types.ts";
@@ -23,6 +23,7 @@ import { nodeCrc32c } from "./crc32c-native.ts";
 import { bundleHandler, storeError } from "./file-bundle.ts";
 import { CRC_PERSIST_MIN, crcStore, isMetaName } from "./file-crc-store.ts";
 import { SyncGate } from "./file-sync-gate.ts";
+import { fsFailure } from "./fs-error.ts";
 import { makeDirectory } from "./make-dir.ts";
 
 /** The route files are sent to by default. */
@@ -1333,7 +1334,12 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     return crc;
   };
 
-  const checkHandler: Handler = async (req) => {
+  /** The quick check; an fs failure reaches the peer as its code only (see fsFailure). */
+  const checkHandler: Handler = (req) =>
+    checkFiles(req).catch((err: unknown) => {
+      throw fsFailure(err, "the receiver could not check the files");
+    });
+  const checkFiles = async (req: IncomingRequest) => {
     let body: { files?: unknown };
     try {
       body = JSON.parse(new TextDecoder().decode(req.data)) as { files?: unknown };

@@ -15,11 +15,12 @@ import {
   type FileListEntry,
 } from "../codec/file-routes.ts";
 import type { Connection } from "../connection/connection.ts";
-import type { Handler, RequestContext } from "../connection/types.ts";
+import type { Handler, IncomingRequest, RequestContext } from "../connection/types.ts";
 import { PointSubError } from "../errors/error.ts";
 import { type DirRound, firstNames, KIND_DIR, KIND_FILE } from "./dir-names.ts";
 import { CRC_PERSIST_MIN, crcStore, isMetaName } from "./file-crc-store.ts";
 import { FILE_ROUTE, fileCrc32c, safeRelativePath } from "./file-sink.ts";
+import { fsFailure } from "./fs-error.ts";
 import { type FileTransfer, sendFile } from "./send-file.ts";
 
 export {
@@ -95,6 +96,21 @@ const SINK_FILE = /^\.[A-Za-z0-9_-]{1,128}\.(partial|resume|lock)$/;
 const sinkName = (name: string) => (name.charCodeAt(0) === 46 && SINK_FILE.test(name)) || isMetaName(name);
 /** Deepest tree a listing descends (segments from the served root), as the sink's paths. */
 const MAX_DEPTH = 64;
+/** The most names one round of a listing keeps of a directory (see `dir-names.ts`). */
+const ROUND_MAX = 16 * FILE_LIST_MAX;
+
+/** Whether `rel/name` could be asked for (checked as the sink checks uploads' paths: no control characters, backslash…, not too long). */
+function listable(rel: string[], name: string): boolean {
+  const path = rel.length === 0 ? name : `${rel.join("/")}/${name}`;
+  try {
+    if (Buffer.byteLength(path) > FILE_PATH_MAX) return false;
+    safeRelativePath(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** An answer stops before its JSON grows past about this many bytes (paths may be long). */
 const ANSWER_BYTES = 512 * 1024;
 
@@ -155,6 +171,17 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
   let downloads = 0;
   const maxListingsPerSession = options.maxListingsPerSession ?? 2;
   const maxListings = options.maxListings ?? 8;
+  if (
+    !Number.isSafeInteger(maxListings) ||
+    maxListings < 1 ||
+    !Number.isSafeInteger(maxListingsPerSession) ||
+    maxListingsPerSession < 1
+  ) {
+    throw new PointSubError(
+      "ERR_INVALID_ARGUMENT",
+      "maxListings and maxListingsPerSession are whole numbers of at least 1",
+    );
+  }
   /** Listings running (or waiting for a slot) per session, and running over all sessions. */
   const listingsOf = new WeakMap<Connection, number>();
   let listings = 0;
@@ -221,6 +248,8 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
       } else listings++;
       try {
         return await listOne(req.data);
+      } catch (err) {
+        throw fsFailure(err, "the server could not list it");
       } finally {
         // The slot passes to the next waiter (still counted), or is freed.
         const next = listWaiters.shift();
@@ -257,10 +286,14 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
       // Where this level starts: after the cursor's name, or at it when the cursor goes deeper.
       let from = cur?.[0];
       let inclusive = cur !== undefined && cur.length > 1 && r.recursive === true;
-      for (;;) {
+      // Names a listing would skip take no place in a round; a round that listed nothing (empty
+      // directories, in a recursive listing) makes the next one larger: few reads of the directory.
+      const accept = (name: string, kind: number) =>
+        (kind === KIND_FILE || kind === KIND_DIR) && !(rel.length === 0 && sinkName(name)) && listable(rel, name);
+      for (let k = FILE_LIST_MAX; ; k = Math.min(k * 2, ROUND_MAX)) {
         let round: DirRound;
         try {
-          round = await firstNames(absDir, from, inclusive, limit);
+          round = await firstNames(absDir, from, inclusive, k, accept);
         } catch (err) {
           // A directory removed or made unreadable while listed: its entries are left out.
           if (rel.length > base.length) return false;
@@ -270,16 +303,8 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
           const name = round.names[i];
           const kind = round.kinds[i];
           const sub = inclusive && name === from ? (cur as string[]).slice(1) : undefined;
-          if (rel.length === 0 && sinkName(name)) continue;
-          if (kind !== KIND_FILE && kind !== KIND_DIR) continue;
           const p = [...rel, name];
           const path = p.join("/");
-          try {
-            if (Buffer.byteLength(path) > FILE_PATH_MAX) continue;
-            safeRelativePath(path);
-          } catch {
-            continue; // a name nobody could ask for (control characters, a backslash, too long)
-          }
           const child = join(absDir, name);
           if (kind === KIND_DIR && r.recursive) {
             if (p.length < MAX_DEPTH && (await walk(child, p, sub))) return true;
@@ -309,7 +334,13 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
     return encodeFileListAnswer({ type: "dir", entries, ...(cursor === undefined ? {} : { cursor }) });
   };
 
-  const get: Handler = async (req, ctx) => {
+  /** A download; an fs failure reaches the asker as its code only (see fsFailure). */
+  const get: Handler = (req, ctx) =>
+    getOne(req, ctx).catch((err: unknown) => {
+      throw fsFailure(err, "the server could not read the file");
+    });
+
+  const getOne = async (req: IncomingRequest, ctx: RequestContext): Promise<Uint8Array> => {
     const r = decodeFileGetRequest(req.data);
     safeRelativePath(r.to);
     const segments = segmentsOf(r.path);
@@ -397,7 +428,8 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
       } catch (err) {
         // Stopped by its deadline: say so, not the cancellation it caused.
         const cause = stop?.signal.aborted === true && !ctx.signal.aborted ? stop.signal.reason : err;
-        const e = cause instanceof PointSubError ? cause : new PointSubError("ERR_SOURCE", String(cause), { cause });
+        // Reading the file failed: its code only, and never its real path (the name asked for instead).
+        const e = fsFailure(cause, "the server could not read the file", { path: real, shown: r.path });
         options.onGetEnd?.(r, e, ctx);
         throw e;
       }

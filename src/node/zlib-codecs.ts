@@ -84,17 +84,53 @@ function groupOf(key: object): InflateGroup {
 const spentAt = (g: InflateGroup, now: number) =>
   g.spent === 0 ? 0 : g.spent * 2 ** (-(now - g.at) / SPENT_HALF_LIFE_MS);
 
-/** Runs `job` (an asynchronous inflation) once a slot is free; it calls {@link inflateDone} when it ends. */
-function inflateWhenFree(job: (group: InflateGroup) => void, key: object): void {
+/**
+ * A queued inflation: started when its turn comes; true when it runs on the
+ * pool (it calls {@link inflateDone} when it ends), false when it ended at
+ * once (its stream was abandoned, or zlib refused it): the slot goes on.
+ */
+type InflateJob = (group: InflateGroup) => boolean;
+
+/** Queues `job` (an asynchronous inflation) in `key`'s group and starts what the free slots allow. */
+function inflateWhenFree(job: InflateJob, key: object): void {
   if (inflateSlots === 0) inflateSlots = Math.max(1, availableParallelism());
   const g = groupOf(key);
-  if (inflating < inflateSlots) {
+  if (g.jobs.length === 0) waitingGroups.push(g);
+  g.jobs.push(job);
+  pumpInflations();
+}
+
+/**
+ * Starts waiting jobs while slots are free, the group with the fewest jobs
+ * running, then the least time used lately, first (in waiting order among
+ * equals). A loop, not a recursion: a long run of jobs that end at once
+ * (thousands of closed connections' queued blocks) cannot overflow the stack.
+ */
+function pumpInflations(): void {
+  while (inflating < inflateSlots && waitingGroups.length > 0) {
+    const now = performance.now();
+    let best = 0;
+    let fewest = waitingGroups[0].running;
+    let least = spentAt(waitingGroups[0], now);
+    for (let i = 1; i < waitingGroups.length && (fewest > 0 || least > 0); i++) {
+      const w = waitingGroups[i];
+      if (w.running > fewest) continue;
+      const s = spentAt(w, now);
+      if (w.running < fewest || s < least) {
+        fewest = w.running;
+        least = s;
+        best = i;
+      }
+    }
+    const g = waitingGroups[best];
+    const next = g.jobs.shift() as InflateJob;
+    if (g.jobs.length === 0) waitingGroups.splice(best, 1);
     inflating++;
     g.running++;
-    job(g);
-  } else {
-    if (g.jobs.length === 0) waitingGroups.push(g);
-    g.jobs.push(job);
+    if (!next(g)) {
+      inflating--;
+      g.running--;
+    }
   }
 }
 
@@ -115,34 +151,14 @@ function abandoned(): Promise<never> {
 
 /** `group`'s inflation ended after `ms` on the pool: charged to it, and the slot goes to the next waiting block. */
 function inflateDone(group: InflateGroup, ms: number): void {
-  const now = performance.now();
+  inflating--;
   group.running--;
   if (ms > 0) {
+    const now = performance.now();
     group.spent = spentAt(group, now) + ms;
     group.at = now;
   }
-  if (waitingGroups.length === 0) {
-    inflating--;
-    return;
-  }
-  let best = 0;
-  let fewest = waitingGroups[0].running;
-  let least = spentAt(waitingGroups[0], now);
-  for (let i = 1; i < waitingGroups.length && (fewest > 0 || least > 0); i++) {
-    const w = waitingGroups[i];
-    if (w.running > fewest) continue;
-    const s = spentAt(w, now);
-    if (w.running < fewest || s < least) {
-      fewest = w.running;
-      least = s;
-      best = i;
-    }
-  }
-  const g = waitingGroups[best];
-  const next = g.jobs.shift() as (group: InflateGroup) => void;
-  if (g.jobs.length === 0) waitingGroups.splice(best, 1);
-  g.running++;
-  next(g);
+  pumpInflations();
 }
 
 /** Time spent inflating synchronously in this event-loop iteration. */
@@ -218,9 +234,8 @@ function zlibCodec(
         inflateWhenFree((g) => {
           // Its turn came after its stream was abandoned (the peer closed, the reader left): not run.
           if (owner?.abandoned === true) {
-            inflateDone(g, 0);
             abandoned().catch(reject);
-            return;
+            return false;
           }
           started++;
           const t0 = performance.now();
@@ -230,10 +245,11 @@ function zlibCodec(
               if (err) reject(refused(err));
               else resolve(out);
             });
+            return true;
           } catch (err) {
             // Refused before it started (no callback will come).
-            inflateDone(g, 0);
             reject(refused(err));
+            return false;
           }
         }, group ?? NO_GROUP);
       });

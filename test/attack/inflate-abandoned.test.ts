@@ -41,6 +41,24 @@ describe("attack: inflation of abandoned streams", () => {
     assert.equal(inflationsStarted() - before, availableParallelism(), "the abandoned block never started");
   });
 
+  it("thousands of queued blocks abandoned at once end without recursion (no stack overflow)", {
+    timeout: 60_000,
+  }, async () => {
+    const brotli = zlibCodecs().find((c) => c.name === "brotli");
+    assert.ok(brotli !== undefined);
+    const big = brotliCompressSync(new Uint8Array(MiB));
+    const busy = Array.from({ length: availableParallelism() }, () => brotli.decompress(big, MiB, undefined, {}));
+    // Before: the slot freed by a running block started the next, whose owner was abandoned, which
+    // started the next… one stack frame each: 5,000 overflowed the stack inside a zlib callback.
+    const owners = Array.from({ length: 8000 }, () => ({ abandoned: false }));
+    const queued = owners.map((o) => brotli.decompress(big, MiB, o, {}).catch((e: PointSubError) => e.code));
+    for (const o of owners) o.abandoned = true;
+    for (const out of await Promise.all(busy)) assert.equal(out.length, MiB);
+    const codes = await Promise.all(queued);
+    assert.equal(codes.length, 8000);
+    assert.ok(codes.every((c) => c === "ERR_CANCELLED"));
+  });
+
   it("a closed connection's compressed stream data is dropped, not inflated for the handler draining it", {
     timeout: 20_000,
   }, async () => {

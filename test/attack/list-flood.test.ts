@@ -11,7 +11,7 @@
  * the files behind more empty directories than a page holds.
  */
 import assert from "node:assert/strict";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -25,6 +25,7 @@ import {
   PointSubError,
   type Server,
 } from "../../src/index.ts";
+import { directoryReads } from "../../src/node/dir-names.ts";
 
 const enc = new TextEncoder();
 const json = (v: unknown) => enc.encode(JSON.stringify(v));
@@ -58,6 +59,12 @@ describe("attack: many listings of a large directory at once", () => {
       ),
     );
     await writeFile(join(dir, "deep", "b-last.txt"), "found");
+    // 3,000 symbolic links (never listed) before one file.
+    await mkdir(join(dir, "links"));
+    await Promise.all(
+      Array.from({ length: 3000 }, (_, i) => symlink("/nowhere", join(dir, "links", `l${String(i).padStart(4, "0")}`))),
+    );
+    await writeFile(join(dir, "links", "zzz.txt"), "the one file");
     server = createServer();
     const source = fileSource(dir);
     server.handle(FILE_LIST_ROUTE, source.list);
@@ -97,6 +104,18 @@ describe("attack: many listings of a large directory at once", () => {
       ["deep/b-last.txt"],
     );
     assert.equal(a.cursor, undefined);
+  });
+
+  it("names a listing skips take no place: a page of 1 behind 3,000 links reads the directory once", async () => {
+    const before = directoryReads();
+    const a = await list(conns[0], { path: "links", limit: 1 });
+    assert.deepEqual(
+      a.entries.map((e) => e.path),
+      ["links/zzz.txt"],
+    );
+    // Before (review): a round kept `limit` names before looking at them, links included, and the
+    // next round read the whole directory again: 3,001 reads here.
+    assert.ok(directoryReads() - before <= 2, `${directoryReads() - before} directory reads`);
   });
 
   it("many listings at once: a session runs 2 (more are refused, typed), the server's heap stays small", async () => {

@@ -1,0 +1,23 @@
+/**
+ * A file route's failure as its peer sees it. An fs error's message names
+ * this machine's paths (`open '/srv/inbox/.…lock'`): the peer gets what
+ * failed and the error's code only. A full disk is ERR_QUOTA; a
+ * PointSubError passes as it is, its message without the paths `hide`
+ * names (a file's real path, replaced by the name the peer asked for).
+ */
+import { PointSubError, toPointSubError } from "../errors/error.ts";
+
+export function fsFailure(err: unknown, doing: string, hide?: { path: string; shown: string }): PointSubError {
+  const code = (err as { code?: unknown }).code;
+  if (code === "ENOSPC" || code === "EDQUOT") {
+    return new PointSubError("ERR_QUOTA", "the receiver's disk is full", { cause: err });
+  }
+  if (err instanceof PointSubError) {
+    if (hide === undefined || !err.message.includes(hide.path)) return err;
+    return new PointSubError(err.code, err.message.split(hide.path).join(hide.shown), { cause: err });
+  }
+  if (typeof code === "string" && /^E[A-Z0-9]+$/.test(code)) {
+    return new PointSubError("ERR_HANDLER", `${doing} (${code})`, { cause: err });
+  }
+  return toPointSubError(err, "ERR_HANDLER");
+}
