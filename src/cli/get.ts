@@ -25,7 +25,7 @@ import { type ClientAuthFlags, clientConnectOptions } from "./auth.ts";
 import { connect } from "./connect.ts";
 import { formatBytes, formatRate } from "./format.ts";
 import { jsonLine, type OutputMode, outputMode, ProgressView, printable, printError, writeOut } from "./output.ts";
-import { RetryNotices, retryAfter } from "./retry.ts";
+import { RetryNotices, retryAfter, stopRetrying } from "./retry.ts";
 
 export interface GetOptions extends ClientAuthFlags {
   from: string;
@@ -118,7 +118,7 @@ export async function withConnection<T>(
       const e = toPointSubError(err, "ERR_CONNECT");
       if (conn !== undefined) shared.failed(conn, e);
       if (e.code === "ERR_NO_ROUTE") throw new PointSubError("ERR_NO_ROUTE", NO_SOURCE, { cause: e });
-      if (!e.retryable || n >= retries) throw e;
+      if (stopRetrying(e, n, retries, shared)) throw e;
       await retryAfter(e, n, notices);
     }
   }

@@ -140,7 +140,12 @@ export function program(): Command {
         .choices(["auto", "off", "deflate-raw", "gzip", "zstd", "brotli"])
         .default("auto"),
     )
-    .option("--retries <n>", "reconnection attempts per file (0 = none)", integer(0, 1000), 10)
+    .option(
+      "--retries <n>",
+      "reconnection attempts per file after a dropped connection (0 = none; a server never reached fails at once)",
+      integer(0, 1000),
+      10,
+    )
     .option(
       "--timeout <ms>",
       "how long the server may take to answer each quick check, and each file or bundle after its last byte (plus 0.1 s per MiB); then ERR_TIMEOUT, retried as --retries (0 = wait forever); also bounds connecting (at most 10 s)",
@@ -189,7 +194,12 @@ export function program(): Command {
     .option("-r, --recursive", "get directories, keeping their tree under the directory's name")
     .option("--force", "download files even when one of the same size and CRC32C is already here")
     .option("-j, --parallel <n>", "files in flight at once over the one connection (1 to 8)", integer(1, 8), 4)
-    .option("--retries <n>", "reconnection attempts per file (0 = none)", integer(0, 1000), 10)
+    .option(
+      "--retries <n>",
+      "reconnection attempts per file after a dropped connection (0 = none; a server never reached fails at once)",
+      integer(0, 1000),
+      10,
+    )
     .option(
       "--timeout <ms>",
       "how long the server may take to answer a listing, or stay silent during a file's download; then ERR_TIMEOUT, retried as --retries (0 = wait forever); also bounds connecting (at most 10 s)",

@@ -1,3 +1,4 @@
+import type { SharedConnection } from "../client/resumable.ts";
 import type { PointSubError } from "../errors/error.ts";
 import { jsonLine, type OutputMode, printable } from "./output.ts";
 
@@ -7,6 +8,23 @@ import { jsonLine, type OutputMode, printable } from "./output.ts";
  */
 export function retryDelay(n: number): number {
   return Math.min(200 * 2 ** n, 5000);
+}
+
+/**
+ * Whether a command stops retrying after `e`, its attempt `n` (0 for the
+ * first) failed: the error is not one a new connection may cure, the
+ * `retries` are used up, or the server was never reached — the command's
+ * first connection was refused, not found or not answered. A wrong address
+ * or a server that is not running is then said at once, as `ls` and
+ * `request` say it, not after ~30 s of retries; the retries are for a
+ * server that was there and dropped.
+ */
+export function stopRetrying(e: PointSubError, n: number, retries: number, shared: SharedConnection): boolean {
+  return (
+    !e.retryable ||
+    n >= retries ||
+    (shared.opened === 0 && (e.code === "ERR_CONNECT" || e.phase === "connect" || e.phase === "handshake"))
+  );
 }
 
 /**

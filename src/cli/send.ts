@@ -38,7 +38,7 @@ import { connect } from "./connect.ts";
 import { formatBytes, formatRate } from "./format.ts";
 import { cliFiles, localCrc32c, NO_FOLLOW, treeFiles } from "./local-files.ts";
 import { jsonLine, type OutputMode, outputMode, ProgressView, printable, printError, writeOut } from "./output.ts";
-import { RetryNotices, retryAfter } from "./retry.ts";
+import { RetryNotices, retryAfter, stopRetrying } from "./retry.ts";
 
 export interface SendOptions extends ClientAuthFlags {
   to: string;
@@ -322,7 +322,7 @@ async function sendBundle(
       const e = toPointSubError(err, "ERR_CONNECT");
       if (conn !== undefined) shared.failed(conn, e);
       if (e.code === "ERR_NO_ROUTE" && out.length === 0 && n === 0) return undefined;
-      if (!e.retryable || n >= opts.retries) {
+      if (stopRetrying(e, n, opts.retries, shared)) {
         for (const it of left) out.push({ item: it, size: it.size, error: e });
         return out;
       }
@@ -855,7 +855,7 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
       } catch (err) {
         const e = toPointSubError(err, "ERR_CONNECT");
         if (e.code === "ERR_TIMEOUT" && !fatal) {
-          if (n < opts.retries) {
+          if (!stopRetrying(e, n, opts.retries, shared)) {
             await retryAfter(e, n, notices);
             continue;
           }
@@ -1145,7 +1145,7 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
           break;
         } catch (err) {
           const e = toPointSubError(err, "ERR_CONNECT");
-          if (!e.retryable || n >= opts.retries) {
+          if (stopRetrying(e, n, opts.retries, shared)) {
             // No file is sent (the bundles stop where they are).
             fatal = true;
             await Promise.allSettled(bundleRuns);

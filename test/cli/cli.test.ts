@@ -136,10 +136,21 @@ describe("pointsub CLI", () => {
     assert.match(gone.stderr, /^pointsub: ERR_INVALID_ARGUMENT: .*missing\.bin/);
     const src = join(work, "small.txt");
     await writeFile(src, "x");
-    const refused = await run(["send", src, "--to", "tcp://127.0.0.1:1", "--retries", "0", "--json"]);
-    assert.equal(refused.code, 1);
-    const line = JSON.parse(refused.stdout.trim().split("\n").at(-1) as string) as { code: string };
-    assert.equal(line.code, "ERR_CONNECT");
+    // A server never reached is said at once, with the default --retries (10, ~32 s of backoff
+    // before): the retries are for a server that was there and dropped.
+    for (const args of [
+      ["send", src, "--to", "tcp://127.0.0.1:1", "--json"],
+      ["get", "small.txt", "--from", "tcp://127.0.0.1:1", "--out", join(work, "never"), "--json"],
+    ]) {
+      const refused = await run(args);
+      assert.equal(refused.code, 1, args[0]);
+      const events = refused.stdout
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l) as { event?: string; code?: string });
+      assert.equal(events.at(-1)?.code, "ERR_CONNECT", args[0]);
+      assert.equal(events.filter((e) => e.event === "retry").length, 0, `${args[0]}: no retry`);
+    }
   });
 
   it("send: a killed sender, re-run, resumes where the server stopped", async () => {
