@@ -223,7 +223,8 @@ function compressionFrames(conn: Connection): { compressed: number; raw: number 
 }
 
 /** What happened to each file of a bundle: the server's receipt or an error. */
-type BundleOutcome = { item: SendItem; size: number; crc32c?: string; error?: PointSubError }[];
+/** Each file of a bundle: its outcome, and the transfer id of the bundle's last attempt ("" when none was sent). */
+type BundleOutcome = { item: SendItem; size: number; crc32c?: string; error?: PointSubError; transferId?: string }[];
 
 /**
  * Sends `group` as one bundle over the shared connection, again (up to
@@ -243,6 +244,7 @@ async function sendBundle(
   },
 ): Promise<BundleOutcome | undefined> {
   const out: BundleOutcome = [];
+  let transferId = "";
   let left: SendItem[] = [];
   const contents: Uint8Array[] = [];
   /** The whole bundle, read in place (undefined: encoded from `contents`). */
@@ -288,9 +290,10 @@ async function sendBundle(
       const before = compress === "auto" && opts.auto !== undefined ? compressionFrames(conn) : undefined;
       // Its answer is awaited --timeout after its last byte left (the server verifies, writes and fsyncs ~1 MiB).
       const watched = watchLastSent([body]);
+      // An id of this process's own (a bundle is never resumed): no Web Crypto to load for it.
+      transferId = `bundle-${process.pid}-${++bundlesSent}`;
       const t = conn.sendStream(FILE_BUNDLE_ROUTE, watched.source, {
-        // An id of this process's own (a bundle is never resumed): no Web Crypto to load for it.
-        transferId: `bundle-${process.pid}-${++bundlesSent}`,
+        transferId,
         total: body.length,
         meta: { files: left.length },
         compress,
@@ -317,18 +320,24 @@ async function sendBundle(
           out.push({ item: it, size: it.size, error: new PointSubError(code, r.error.message) });
         } else out.push({ item: it, size: r.size, crc32c: r.crc32c });
       });
-      return out;
+      return withTransferId(out, transferId);
     } catch (err) {
       const e = toPointSubError(err, "ERR_CONNECT");
       if (conn !== undefined) shared.failed(conn, e);
       if (e.code === "ERR_NO_ROUTE" && out.length === 0 && n === 0) return undefined;
       if (stopRetrying(e, n, opts.retries, shared)) {
         for (const it of left) out.push({ item: it, size: it.size, error: e });
-        return out;
+        return withTransferId(out, transferId);
       }
       await retryAfter(e, n, opts.notices);
     }
   }
+  return withTransferId(out, transferId);
+}
+
+/** `out` with `id` as the transfer id of the entries that have none. */
+function withTransferId(out: BundleOutcome, id: string): BundleOutcome {
+  for (const o of out) o.transferId ??= id;
   return out;
 }
 
@@ -983,7 +992,7 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
     /** The plain line's end for files of `lineSize` bytes (a bundle's files mostly share a few sizes). */
     let lineSize = -1;
     let lineEnd = "";
-    for (const { item, size, crc32c, error } of outcome) {
+    for (const { item, size, crc32c, error, transferId } of outcome) {
       if (whole?.has(item)) {
         unchanged(item);
         continue;
@@ -991,7 +1000,7 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
       // Plain lines: the view prints nothing for a finished file (the line below says it).
       if (mode !== "plain") {
         view.update(item.target, {
-          transferId: "",
+          transferId: transferId ?? "",
           total: size,
           bytes: error === undefined ? size : 0,
           percent: error === undefined ? 100 : 0,

@@ -23,7 +23,7 @@ import {
   write,
   writeSync,
 } from "node:fs";
-import { basename, dirname, join, resolve, sep } from "node:path";
+import { dirname, join, resolve, sep } from "node:path";
 import { crc32cHex } from "../codec/crc32c.ts";
 import {
   type BUNDLE_FILE_MAX,
@@ -38,7 +38,7 @@ import type { IncomingStream } from "../stream/incoming.ts";
 import type { StreamHandler } from "../stream/types.ts";
 import { nodeCrc32c } from "./crc32c-native.ts";
 import { SyncGate } from "./file-sync-gate.ts";
-import { fsFailure } from "./fs-error.ts";
+import { fsFailure, nameUnder } from "./fs-error.ts";
 
 /** Files of one bundle being written, or named, at once on the receiver. */
 const STORING = 8;
@@ -507,7 +507,8 @@ export function bundleHandler(store: BundleStore): StreamHandler {
         try {
           if (onMain(() => linkSync(partial, finalPath)) === undefined) return false;
         } catch (err) {
-          if (errno(err) === "EEXIST") throw new PointSubError("ERR_EXISTS", `${basename(finalPath)} already exists`);
+          if (errno(err) === "EEXIST")
+            throw new PointSubError("ERR_EXISTS", `${nameUnder(store.dir, finalPath)} already exists`);
           if (NO_HARD_LINKS.has(String(errno(err)))) return false;
           throw err;
         }
@@ -524,7 +525,8 @@ export function bundleHandler(store: BundleStore): StreamHandler {
         try {
           if (onMain(() => linkSync(partial, finalPath)) === undefined) return store.place(partial, finalPath);
         } catch (err) {
-          if (errno(err) === "EEXIST") throw new PointSubError("ERR_EXISTS", `${basename(finalPath)} already exists`);
+          if (errno(err) === "EEXIST")
+            throw new PointSubError("ERR_EXISTS", `${nameUnder(store.dir, finalPath)} already exists`);
           if (NO_HARD_LINKS.has(String(errno(err)))) return store.place(partial, finalPath);
           throw err;
         }

@@ -23,7 +23,7 @@ import { nodeCrc32c } from "./crc32c-native.ts";
 import { bundleHandler, storeError } from "./file-bundle.ts";
 import { CRC_PERSIST_MIN, crcStore, isMetaName } from "./file-crc-store.ts";
 import { SyncGate } from "./file-sync-gate.ts";
-import { fsFailure } from "./fs-error.ts";
+import { fsFailure, nameUnder } from "./fs-error.ts";
 import { makeDirectory } from "./make-dir.ts";
 
 /** The route files are sent to by default. */
@@ -1130,12 +1130,12 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         await link(partial, finalPath);
       } catch (err) {
         if (errno(err) === "EEXIST")
-          throw PointSubError.fromPeer("ERR_EXISTS", `${basename(finalPath)} already exists`);
+          throw PointSubError.fromPeer("ERR_EXISTS", `${nameUnder(dir, finalPath)} already exists`);
         if (!["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS", "EXDEV", "EMLINK"].includes(String(errno(err)))) throw err;
         // No hard links on this file system: check, then rename. A file
         // created under the same name between the two is replaced (accepted race).
         if ((await exists(finalPath)) !== undefined) {
-          throw PointSubError.fromPeer("ERR_EXISTS", `${basename(finalPath)} already exists`);
+          throw PointSubError.fromPeer("ERR_EXISTS", `${nameUnder(dir, finalPath)} already exists`);
         }
         await rename(partial, finalPath);
       }

@@ -5,6 +5,7 @@
  * PointSubError passes as it is, its message without the paths `hide`
  * names (a file's real path, replaced by the name the peer asked for).
  */
+import { relative, sep } from "node:path";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 
 export function fsFailure(err: unknown, doing: string, hide?: { path: string; shown: string }): PointSubError {
@@ -20,4 +21,12 @@ export function fsFailure(err: unknown, doing: string, hide?: { path: string; sh
     return new PointSubError("ERR_HANDLER", `${doing} (${code})`, { cause: err });
   }
   return toPointSubError(err, "ERR_HANDLER");
+}
+
+/**
+ * `path`, a file under `dir`, as the peer knows it: relative to `dir`,
+ * `/`-separated (what receipts and errors name; never this side's own path).
+ */
+export function nameUnder(dir: string, path: string): string {
+  return relative(dir, path).split(sep).join("/");
 }

@@ -74,10 +74,18 @@ describe("the bundled CLI (the package's bin)", () => {
     server.handleStream(FILE_BUNDLE_ROUTE, sink.bundle);
     server.handle(FILE_CHECK_ROUTE, sink.check);
     const [url] = await server.listen("tcp://127.0.0.1:0");
-    const { stderr } = await run(process.execPath, ["--import", hook, main, "send", "-r", src, "--to", url, "--json"], {
+    const { stdout: events, stderr } = await run(process.execPath, ["--import", hook, main, "send", "-r", src, "--to", url, "--json"], {
       timeout: 60_000,
       env: { ...process.env, POINTSUB_STATE_DIR: join(work, "state") },
     });
+    // Each bundled file's --json progress names the bundle's transfer (it was "" before).
+    const progress = events
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { event: string; transferId?: string })
+      .filter((e) => e.event === "progress");
+    assert.equal(progress.length, 5, events);
+    for (const e of progress) assert.match(e.transferId ?? "", /^bundle-\d+-\d+$/);
     // Small files never need node:fs/promises (the bundle loads it on its first call).
     const loaded = JSON.parse(stderr) as string[];
     assert.ok(loaded.includes("NativeModule net"), "the list is real (the send loads node:net)");

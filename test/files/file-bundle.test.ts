@@ -99,6 +99,8 @@ describe("file bundles", () => {
       const env = await setup(`per-file-${durability}`, { durability });
       await mkdir(env.dir, { recursive: true });
       await writeFile(join(env.dir, "taken"), "mine");
+      await mkdir(join(env.dir, "sub"));
+      await writeFile(join(env.dir, "sub", "taken"), "mine");
       await symlink(tmpdir(), join(env.dir, "link"));
       const results = await env.send(
         encodeBundle([
@@ -106,10 +108,16 @@ describe("file bundles", () => {
           { name: "taken", content: Buffer.from("theirs") },
           { path: "link/through", content: Buffer.from("x") },
           { name: "fine", content: Buffer.from("fine") },
+          { path: "sub/taken", content: Buffer.from("theirs") },
         ]),
       );
       const codes = results.map((r) => ("error" in r ? r.error.code : "ok"));
-      assert.deepEqual(codes, ["ERR_INVALID_ARGUMENT", "ERR_EXISTS", "ERR_EXISTS", "ok"]);
+      assert.deepEqual(codes, ["ERR_INVALID_ARGUMENT", "ERR_EXISTS", "ERR_EXISTS", "ok", "ERR_EXISTS"]);
+      // An existing file is named by its path under the directory, as a single file's is.
+      const messages = results.map((r) => ("error" in r ? r.error.message : ""));
+      assert.equal(messages[1], "taken already exists");
+      assert.equal(messages[4], "sub/taken already exists");
+      assert.equal(await readFile(join(env.dir, "sub", "taken"), "utf8"), "mine");
       assert.equal(await readFile(join(env.dir, "taken"), "utf8"), "mine");
       assert.equal(await readFile(join(env.dir, "fine"), "utf8"), "fine");
       await assert.rejects(readFile(join(tmpdir(), "through")));
