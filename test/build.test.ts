@@ -75,6 +75,28 @@ describe("published build", () => {
     }
   });
 
+  it("every entry point also loads with require() (Node's require of ES modules: no top-level await in them)", () => {
+    const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as {
+      exports: Record<string, { default?: string; types?: string }>;
+    };
+    const script = Object.values(pkg.exports)
+      .map((e) => (e.default as string).replace(/^\.\/dist\//, ""))
+      .map((f) => `n += Object.keys(require(${JSON.stringify(join(out, f))})).length;`)
+      .concat([`if (typeof require(${JSON.stringify(join(out, "index.js"))}).connect !== "function") n = -1;`])
+      .join("\n");
+    const stdout = execFileSync(
+      process.execPath,
+      ["--input-type=commonjs", "-e", `let n = 0;\n${script}\nprocess.stdout.write(String(n));`],
+      { encoding: "utf8", cwd: root },
+    );
+    assert.ok(Number(stdout) > 50, `exports seen: ${stdout}`);
+    // TypeScript's older moduleResolution node10 (TS 5.x) sees no exports map: typesVersions names
+    // each subpath's types, the same file as its export's.
+    const tv = (pkg as unknown as { typesVersions: Record<string, Record<string, string[]>> }).typesVersions["*"];
+    const subpaths = Object.entries(pkg.exports).filter(([k]) => k !== ".");
+    assert.deepEqual(Object.fromEntries(subpaths.map(([k, e]) => [k.slice(2), [e.types]])), tv);
+  });
+
   it("the CLI is emitted with its shebang and runs (tsc's build, which `serve` loads; the bin is its bundle: test/cli/bundle.test.ts)", () => {
     const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
     assert.equal(pkg.bin.pointsub, "./dist/cli-bundle/main.js");
