@@ -192,6 +192,8 @@ function zlibCodec(
   level: Options,
   /** Decoder options for a block of at most `maxLength` inflated bytes. */
   limits?: (maxLength: number) => Options,
+  /** Why a block of `maxLength` inflated bytes is refused before any inflation (undefined: it is not). */
+  precheck?: (data: Uint8Array, maxLength: number) => string | undefined,
 ): CompressionCodec {
   // The peer's bytes: no stack trace (a hostile peer can make a server build many; see PointSubError.fromPeer).
   const refused = (err: unknown) =>
@@ -206,6 +208,8 @@ function zlibCodec(
     },
     decompress(data, maxLength, owner?: InflateOwner, group?: object) {
       if (owner?.abandoned === true) return abandoned();
+      const why = precheck?.(data, maxLength);
+      if (why !== undefined) return Promise.reject(PointSubError.fromPeer("ERR_PROTOCOL", `${name} data ${why}`));
       const opts: Options = {
         maxOutputLength: Math.max(1, maxLength),
         chunkSize: Math.max(MIN_CHUNK, maxLength + 1),
@@ -297,6 +301,8 @@ export function zlibCodecs(): CompressionCodec[] {
       undefined,
       zlib.brotliCompressSync as SyncFn,
       { params: { [zlib.constants.BROTLI_PARAM_QUALITY]: 1 } },
+      undefined,
+      brotliPrecheck,
     ),
   );
   const z = zlib as unknown as Record<string, unknown>;
@@ -330,6 +336,39 @@ export function zlibCodecs(): CompressionCodec[] {
     );
   }
   return list;
+}
+
+/**
+ * The window a brotli stream's header asks for, as its log2 (WBITS, RFC
+ * 7932 §9.2: 10 to 24), or -1 for the large-window extension.
+ */
+export function brotliWindowBits(data: Uint8Array): number {
+  // The header's bits, least significant first: 0 → 16; else 3 bits n, n > 0 → 17 + n;
+  // else 3 bits m: m = 1 → large window, m > 1 → 8 + m, m = 0 → 17.
+  const b = data.length === 0 ? 0 : data[0] | ((data[1] ?? 0) << 8);
+  if ((b & 1) === 0) return 16;
+  const n = (b >> 1) & 7;
+  if (n !== 0) return 17 + n;
+  const m = (b >> 4) & 7;
+  return m === 1 ? -1 : m === 0 ? 17 : 8 + m;
+}
+
+/** The largest brotli window a block may ask for unless it declares more: 4 MiB, what every encoder's default (quality 0-11) asks. */
+const BROTLI_WBITS_DEFAULT = 22;
+
+/**
+ * A brotli decoder works through its whole window before the output limit
+ * stops it: 14 bytes asking for 16 MiB (WBITS 24) of zeros cost ~35 ms of a
+ * pool thread, 27 bytes asking for 4 MiB ~9 ms. A block may ask for at most
+ * max(4 MiB, its declared length) — encoders ask 4 MiB by default whatever
+ * the input's size — so such a block costs at most a quarter as much.
+ */
+function brotliPrecheck(data: Uint8Array, maxLength: number): string | undefined {
+  const bits = brotliWindowBits(data);
+  const most = Math.max(BROTLI_WBITS_DEFAULT, Math.ceil(Math.log2(maxLength + 1)));
+  if (bits === -1) return "asks for a large window (not RFC 7932)";
+  if (bits > most) return `asks for a window of 2^${bits} bytes (a block of ${maxLength} bytes may ask at most 2^${most})`;
+  return undefined;
 }
 
 /** Registers {@link zlibCodecs} in the process-wide registry (compatibility; runtimes take them directly). */
