@@ -18,7 +18,14 @@ import {
 } from "../codec/file-routes.ts";
 import type { Connection } from "../connection/connection.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
-import { FILE_ROUTE, type FileSink, fileCrc32c, fileSink } from "../node/file-sink.ts";
+import {
+  FILE_ROUTE,
+  type FileReceipt,
+  type FileSink,
+  fileCrc32c,
+  fileSink,
+  safeRelativePath,
+} from "../node/file-sink.ts";
 import { makeDirectory } from "../node/make-dir.ts";
 import type { IncomingStream } from "../stream/incoming.ts";
 import { type ClientAuthFlags, clientConnectOptions } from "./auth.ts";
@@ -157,6 +164,8 @@ export async function listRemote(
   let type: "file" | "dir" = "dir";
   let listed = 0;
   let listedBytes = 0;
+  /** The last entry's path, as segments: each entry must come after it. */
+  let last: string[] | undefined;
   do {
     const request = encodeFileListRequest({
       path: name,
@@ -182,7 +191,10 @@ export async function listRemote(
       );
     }
     listed += a.entries.length;
-    for (const e of a.entries) listedBytes += e.path.length;
+    for (const e of a.entries) {
+      listedBytes += e.path.length;
+      last = checkListed(name, e, last);
+    }
     if (listed > MAX_LISTED || listedBytes > MAX_LISTED_BYTES) {
       throw new PointSubError(
         "ERR_INVALID_ARGUMENT",
@@ -198,6 +210,48 @@ export async function listRemote(
   return { type, entries };
 }
 
+/** Segment-wise order of listed paths (depth first, names in UTF-16 code-unit order): < 0, 0 or > 0. */
+function comparePaths(a: readonly string[], b: readonly string[]): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return a[i] < b[i] ? -1 : 1;
+  return a.length - b.length;
+}
+
+/**
+ * An entry of the listing of `name` is a path a request could name (the
+ * rules of an upload's `meta.path`: no `..`, absolute path, backslash or
+ * control character), under `name`, and after the entry before it (`last`,
+ * in the order the server lists: depth first, names in code-unit order);
+ * returns its segments. Else the listing is the server's error: a path that
+ * leads out of the output directory is never looked at (its size and
+ * CRC32C would go back to the server as what this side holds), and a
+ * server cannot page in circles.
+ */
+function checkListed(name: string, e: FileListEntry, last: string[] | undefined): string[] {
+  let segments: string[];
+  try {
+    segments = safeRelativePath(e.path);
+  } catch (err) {
+    throw new PointSubError(
+      "ERR_PROTOCOL",
+      `the server listed a path no request could name: ${(err as Error).message}`,
+    );
+  }
+  if (name !== "" && e.path !== name && !e.path.startsWith(`${name}/`)) {
+    throw new PointSubError(
+      "ERR_PROTOCOL",
+      `the server listed ${JSON.stringify(e.path.slice(0, 100))} under ${JSON.stringify(name.slice(0, 100))}`,
+    );
+  }
+  if (last !== undefined && comparePaths(segments, last) <= 0) {
+    throw new PointSubError(
+      "ERR_PROTOCOL",
+      `the server's listing went back: ${JSON.stringify(e.path.slice(0, 100))} after ${JSON.stringify(last.join("/").slice(0, 100))}`,
+    );
+  }
+  return segments;
+}
+
 /** A file to get: its path on the server, where it goes under the output directory, its listed size. */
 interface GetItem {
   path: string;
@@ -205,8 +259,21 @@ interface GetItem {
   size: number;
 }
 
+/** A file being downloaded: its listed size, its streams (one per attempt), when bytes last arrived, what the sink stored. */
+interface Wanted {
+  size: number;
+  streams: IncomingStream[];
+  seen: { at: number };
+  stored: FileReceipt | undefined;
+}
+
 /** The plain summary of a received file. */
-function receivedLine(to: string, a: FileGetAnswer, bytes: number, seconds: number): string {
+function receivedLine(
+  to: string,
+  a: Pick<FileGetAnswer, "size" | "resumedFrom">,
+  bytes: number,
+  seconds: number,
+): string {
   const resumed = a.resumedFrom > 0 ? `, resumed at ${formatBytes(a.resumedFrom)}` : "";
   return `${to}: received ${formatBytes(a.size)} in ${seconds.toFixed(2)} s (${formatRate(bytes / Math.max(seconds, 1e-3))})${resumed}`;
 }
@@ -236,7 +303,7 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
     else if (mode === "plain") writeOut(`${line}\n`);
   };
   /** Targets asked for: a stream to any other is refused (a server only writes what was asked). */
-  const wanted = new Map<string, { size: number; streams: IncomingStream[]; seen: { at: number } }>();
+  const wanted = new Map<string, Wanted>();
   let view: ProgressView | undefined;
   /** Made once the listing gave the sizes: no file it stores may grow past the largest listed. */
   let sink: FileSink | undefined;
@@ -301,7 +368,10 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
           for (const e of r.entries) {
             if (e.type !== "file") continue;
             const rel = name === "" ? e.path : e.path.slice(name.length + 1);
-            found.push({ path: e.path, to: top === "" ? rel : `${top}/${rel}`, size: e.size });
+            const to = top === "" ? rel : `${top}/${rel}`;
+            // (Checked as the listing's paths are: the output directory's files are looked at under it.)
+            safeRelativePath(to);
+            found.push({ path: e.path, to, size: e.size });
           }
         }
         for (const it of found) {
@@ -337,6 +407,10 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
       // Nothing but the files in the user's directory (no `.pointsub/` of CRC records).
       crcRecords: false,
       maxFileSize: items.reduce((n, it) => Math.max(n, it.size), 1),
+      // What this side stored for each asked file (the server's answer is not taken as proof).
+      onFile: (receipt, stream) => {
+        for (const w of wanted.values()) if (w.streams.includes(stream)) w.stored = receipt;
+      },
       onStream: (stream) => {
         const to = stream.meta.path;
         const w = typeof to === "string" ? wanted.get(to) : undefined;
@@ -365,7 +439,7 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
     const queue = [...items];
     const worker = async () => {
       for (let it = queue.shift(); it !== undefined && !fatal; it = queue.shift()) {
-        const w = { size: it.size, streams: [] as IncomingStream[], seen: { at: 0 } };
+        const w: Wanted = { size: it.size, streams: [], seen: { at: 0 }, stored: undefined };
         wanted.set(it.to, w);
         const t0 = performance.now();
         try {
@@ -381,15 +455,31 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
           const secs = (performance.now() - t0) / 1000;
           // Bytes that arrived over every attempt (a dropped one's included).
           const bytes = w.streams.reduce((n, s) => n + Math.max(0, s.progress.bytes - s.offset), 0);
+          const shown = printable(it.to);
           if (a.skipped === true) {
+            // Only what this side said it holds (the listed size, the CRC32C it sent) can be skipped.
+            if (h === undefined || a.size !== h.size) {
+              throw new PointSubError("ERR_PROTOCOL", "the server skipped a file this side does not hold");
+            }
             skipped++;
             say(
-              { event: "skipped", name: it.path, file: join(out, it.to), size: a.size, reason: "unchanged" },
-              `${it.to}: skipped, already here whole (${formatBytes(a.size)}, same CRC32C)`,
+              { event: "skipped", name: it.path, file: join(out, it.to), size: h.size, reason: "unchanged" },
+              `${shown}: skipped, already here whole (${formatBytes(h.size)}, same CRC32C)`,
             );
-            if (mode === "tty") v.log(`${it.to}: skipped, already here whole (--force gets it anyway)`);
+            if (mode === "tty") v.log(`${shown}: skipped, already here whole (--force gets it anyway)`);
             continue;
           }
+          // Received only when this side's sink stored it whole, of the listed size (what it says is ours).
+          const stored = w.stored;
+          if (stored === undefined || stored.size !== it.size) {
+            throw new PointSubError(
+              "ERR_PROTOCOL",
+              stored === undefined
+                ? "the server answered the download but sent no file"
+                : `the server sent ${stored.size} bytes where its listing said ${it.size}`,
+            );
+          }
+          const got1 = { size: stored.size, crc32c: stored.crc32c, resumedFrom: stored.resumedFrom };
           got++;
           bytesReceived += bytes;
           if (mode === "json") {
@@ -397,14 +487,12 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
               event: "received",
               name: it.path,
               file: join(out, it.to),
-              size: a.size,
-              crc32c: a.crc32c,
-              resumedFrom: a.resumedFrom,
+              ...got1,
               bytesReceived: bytes,
               seconds: secs,
               rate: Math.round(bytes / Math.max(secs, 1e-3)),
             });
-          } else if (mode === "plain") writeOut(`${receivedLine(it.to, a, bytes, secs)}\n`);
+          } else if (mode === "plain") writeOut(`${receivedLine(shown, got1, bytes, secs)}\n`);
         } catch (err) {
           fail(it.to, err);
         } finally {

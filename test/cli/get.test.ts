@@ -344,6 +344,61 @@ describe("pointsub get and ls", () => {
     }
   });
 
+  it("a hostile listing: paths out of --out are never looked at, escapes never printed, circles and lies about what was stored refused", async () => {
+    // A file outside --out that the listing names through "..": its size and CRC32C went back to
+    // the server as what this side holds (attack review, session 27).
+    const secret = join(work, "secret.txt");
+    await writeFile(secret, "top secret");
+    const out = join(work, "out-listing");
+    await mkdir(out, { recursive: true });
+    const rel = `p/${"../".repeat(12)}${secret.slice(1)}`;
+    let listing: (r: { cursor?: string }) => unknown = () => ({});
+    let answer: (r: FileGetRequest) => unknown = () => ({});
+    const asked: FileGetRequest[] = [];
+    const server = createServer();
+    server.handle(FILE_LIST_ROUTE, (req) =>
+      JSON.stringify(listing(JSON.parse(new TextDecoder().decode(req.data)) as { cursor?: string })),
+    );
+    server.handle(FILE_GET_ROUTE, (req) => {
+      const r = JSON.parse(new TextDecoder().decode(req.data)) as FileGetRequest;
+      asked.push(r);
+      return JSON.stringify(answer(r));
+    });
+    const [evilUrl] = await server.listen("tcp://127.0.0.1:0");
+    const get = (...args: string[]) => run(["get", ...args, "--from", evilUrl, "--out", out, "--retries", "0"]);
+    try {
+      const file = (path: string, size = 10) => ({ path, type: "file", size, mtime: 0 });
+      for (const bad of [rel, "/etc/hostname", "a/./b", "e\u001b]0;PWNED\u0007\u001b[2Jvil\nFAKE.txt"]) {
+        listing = () => ({ type: "dir", entries: [file("ok.txt"), file(bad)] });
+        answer = (r) => ({ path: r.path, size: 10, crc32c: "00000000", resumedFrom: 0, bytesSent: 10, skipped: true });
+        const r = await get(".", "-r");
+        assert.equal(r.code, 1, bad);
+        assert.match(r.stderr, /^pointsub: ERR_PROTOCOL: .*the server listed a path no request could name/, bad);
+        assert.doesNotMatch(r.stdout + r.stderr, /\u001b/, "no escape printed");
+      }
+      assert.deepEqual(asked, [], "nothing was asked for (no size or CRC32C of any file went back)");
+      // Not under what was asked; out of order (a listing that pages in circles repeats an entry).
+      listing = () => ({ type: "dir", entries: [file("other/x")] });
+      assert.match((await get("sub", "-r")).stderr, /ERR_PROTOCOL: .*listed "other\/x" under "sub"/);
+      listing = (q) => ({ type: "dir", entries: [file("same.txt")], cursor: q.cursor === "A" ? "B" : "A" });
+      assert.match((await get(".", "-r")).stderr, /ERR_PROTOCOL: .*listing went back: "same.txt" after "same.txt"/);
+      // A download answered OK without a file, and one "skipped" that this side never said it held:
+      // not received (before: "received", exit 0, nothing stored).
+      listing = () => ({ type: "file", entries: [file("a.txt")] });
+      answer = (r) => ({ path: r.path, size: 10, crc32c: "00000000", resumedFrom: 0, bytesSent: 10 });
+      const none = await get("a.txt");
+      assert.equal(none.code, 1);
+      assert.match(none.stderr, /ERR_PROTOCOL: a\.txt: the server answered the download but sent no file/);
+      answer = (r) => ({ path: r.path, size: 10, crc32c: "00000000", resumedFrom: 0, bytesSent: 0, skipped: true });
+      const skip = await get("a.txt");
+      assert.equal(skip.code, 1);
+      assert.match(skip.stderr, /ERR_PROTOCOL: a\.txt: the server skipped a file this side does not hold/);
+      assert.deepEqual(await readdir(out), []);
+    } finally {
+      await server.close();
+    }
+  });
+
   it("a server that serves no files: ls and get say so in one line, exit 1", async () => {
     const server = createServer();
     server.handle("/echo/1.0.0", (req) => req.data);

@@ -41,11 +41,17 @@ describe("get -r / ls -r: a listing that never ends", () => {
     return { url, asked: () => n };
   }
 
-  const entries = Array.from({ length: 1000 }, (_, i) => ({ path: `d/f${i}`, type: "file", size: 1, mtime: 0 }));
+  // (In the order a server lists: names in code-unit order.)
+  const entries = Array.from({ length: 1000 }, (_, i) => ({
+    path: `d/f${String(i).padStart(4, "0")}`,
+    type: "file",
+    size: 1,
+    mtime: 0,
+  }));
 
   for (const cmd of ["get", "ls"]) {
     it(`${cmd} -r: the same page and cursor again ends with ERR_PROTOCOL at the second page`, async () => {
-      const { url, asked } = await hostile(() => ({ type: "dir", entries, cursor: "d/f999" }));
+      const { url, asked } = await hostile(() => ({ type: "dir", entries, cursor: "d/f0999" }));
       const args = cmd === "get" ? ["get", "-r", "d", "--out", join(work, "out")] : ["ls", "-r", "d"];
       const r = await run([...args, "--from", url], env);
       assert.equal(r.hung, false, `${cmd} still following the listing after ${asked()} pages`);
@@ -68,16 +74,17 @@ describe("get -r / ls -r: a listing that never ends", () => {
   });
 
   it("get -r: a listing of long paths ends at MAX_LISTED_BYTES of them, not at gigabytes", async () => {
-    // 1,000 entries of ~4 KB paths a page, each page a new cursor.
+    // 1,000 entries of ~4 KB paths (17 segments, 16 of 250 bytes) a page, each page a new cursor.
+    const deep = `/${"x".repeat(250)}`.repeat(16);
     const { url, asked } = await hostile((n) => ({
       type: "dir",
       entries: Array.from({ length: 1000 }, (_, i) => ({
-        path: `d/${String(n).padStart(6, "0")}-${String(i).padStart(4, "0")}-${"x".repeat(4000)}`,
+        path: `d/${String(n).padStart(6, "0")}-${String(i).padStart(4, "0")}${deep}`,
         type: "file",
         size: 1,
         mtime: 0,
       })),
-      cursor: `d/${String(n).padStart(6, "0")}-0999-${"x".repeat(4000)}`,
+      cursor: `d/${String(n).padStart(6, "0")}-0999${deep}`,
     }));
     const r = await run(["get", "-r", "d", "--out", join(work, "out3"), "--from", url], env);
     assert.equal(r.hung, false, `get still following the listing after ${asked()} pages`);
