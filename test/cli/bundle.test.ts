@@ -74,10 +74,14 @@ describe("the bundled CLI (the package's bin)", () => {
     server.handleStream(FILE_BUNDLE_ROUTE, sink.bundle);
     server.handle(FILE_CHECK_ROUTE, sink.check);
     const [url] = await server.listen("tcp://127.0.0.1:0");
-    const { stdout: events, stderr } = await run(process.execPath, ["--import", hook, main, "send", "-r", src, "--to", url, "--json"], {
-      timeout: 60_000,
-      env: { ...process.env, POINTSUB_STATE_DIR: join(work, "state") },
-    });
+    const { stdout: events, stderr } = await run(
+      process.execPath,
+      ["--import", hook, main, "send", "-r", src, "--to", url, "--json"],
+      {
+        timeout: 60_000,
+        env: { ...process.env, POINTSUB_STATE_DIR: join(work, "state") },
+      },
+    );
     // Each bundled file's --json progress names the bundle's transfer (it was "" before).
     const progress = events
       .trim()
