@@ -367,7 +367,8 @@ function brotliPrecheck(data: Uint8Array, maxLength: number): string | undefined
   const bits = brotliWindowBits(data);
   const most = Math.max(BROTLI_WBITS_DEFAULT, Math.ceil(Math.log2(maxLength + 1)));
   if (bits === -1) return "asks for a large window (not RFC 7932)";
-  if (bits > most) return `asks for a window of 2^${bits} bytes (a block of ${maxLength} bytes may ask at most 2^${most})`;
+  if (bits > most)
+    return `asks for a window of 2^${bits} bytes (a block of ${maxLength} bytes may ask at most 2^${most})`;
   return undefined;
 }
 
