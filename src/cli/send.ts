@@ -18,11 +18,12 @@ import { crc32cHex } from "../codec/crc32c.ts";
 import {
   BUNDLE_FILE_MAX,
   BUNDLE_HEADER_MAX,
-  type BundleResult,
+  decodeBundleAnswer,
   encodeBundle,
   FILE_BUNDLE_ROUTE,
 } from "../codec/file-bundle.ts";
 import type { Connection } from "../connection/connection.ts";
+import { ERROR_CODES, type ErrorCode } from "../errors/codes.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { loadNativeCrc32c, nodeCrc32c } from "../node/crc32c-native.ts";
 import {
@@ -310,14 +311,16 @@ async function sendBundle(
         if (after.compressed > before.compressed) opts.auto?.result(true);
         else if (after.raw > before.raw) opts.auto?.result(false);
       }
-      const results = (JSON.parse(new TextDecoder().decode(res)) as { files: BundleResult[] }).files;
+      const results = decodeBundleAnswer(res, left.length);
       left.forEach((it, i) => {
         const r = results[i];
         if (r === undefined) {
           out.push({ item: it, size: it.size, error: new PointSubError("ERR_PROTOCOL", "no answer for this file") });
         } else if ("error" in r) {
-          const code = r.error.code as PointSubError["code"];
-          out.push({ item: it, size: it.size, error: new PointSubError(code, r.error.message) });
+          out.push({ item: it, size: it.size, error: peerError(r.error.code, r.error.message) });
+        } else if (r.size !== it.size) {
+          const error = new PointSubError("ERR_PROTOCOL", `the server stored ${r.size} bytes of the ${it.size} sent`);
+          out.push({ item: it, size: it.size, error });
         } else out.push({ item: it, size: r.size, crc32c: r.crc32c });
       });
       return withTransferId(out, transferId);
@@ -333,6 +336,13 @@ async function sendBundle(
     }
   }
   return withTransferId(out, transferId);
+}
+
+/** The error a server named for a file: its code when this side knows it, else ERR_HANDLER naming it. */
+function peerError(code: string, message: string): PointSubError {
+  return (ERROR_CODES as readonly string[]).includes(code)
+    ? new PointSubError(code as ErrorCode, message)
+    : new PointSubError("ERR_HANDLER", `${code}: ${message}`);
 }
 
 /** `out` with `id` as the transfer id of the entries that have none. */

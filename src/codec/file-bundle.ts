@@ -173,3 +173,43 @@ export function decodeBundle(bytes: Uint8Array): BundleEntry[] {
   reader.end();
   return out;
 }
+
+/**
+ * A bundle's answer (`{"files": [result, …]}`, docs/PROTOCOL.md §3.12.1)
+ * for a bundle of `count` files: at most one result per file, each a stored
+ * file (`name`, `path` strings, `size` a non-negative integer, `crc32c` 8 hex
+ * digits) or a refusal (`name`, `error.code` and `error.message` strings,
+ * the message cut at 1,000 characters); else `ERR_PROTOCOL`.
+ */
+export function decodeBundleAnswer(answer: Uint8Array, count: number): BundleResult[] {
+  const fail = (why: string) => new PointSubError("ERR_PROTOCOL", `malformed bundle answer: ${why}`);
+  let o: unknown;
+  try {
+    o = JSON.parse(fromUtf8.decode(answer));
+  } catch {
+    throw fail("not UTF-8 JSON");
+  }
+  const files = (o as { files?: unknown } | null)?.files;
+  if (!Array.isArray(files) || files.length > count) throw fail(`files must be a list of at most ${count} results`);
+  return files.map((f: unknown): BundleResult => {
+    const r = (typeof f === "object" && f !== null ? f : {}) as Record<string, unknown>;
+    if (typeof r.name !== "string") throw fail("a result without a name");
+    if (r.error !== undefined) {
+      const e = (typeof r.error === "object" && r.error !== null ? r.error : {}) as Record<string, unknown>;
+      if (typeof e.code !== "string" || typeof e.message !== "string") throw fail("an error without code and message");
+      return { name: r.name, error: { code: e.code.slice(0, 64), message: e.message.slice(0, 1000) } };
+    }
+    const size = r.size;
+    if (
+      typeof r.path !== "string" ||
+      typeof size !== "number" ||
+      !Number.isSafeInteger(size) ||
+      size < 0 ||
+      typeof r.crc32c !== "string" ||
+      !/^[0-9a-f]{8}$/.test(r.crc32c)
+    ) {
+      throw fail("a stored file needs path, size and crc32c");
+    }
+    return { name: r.name, path: r.path, size, crc32c: r.crc32c };
+  });
+}

@@ -49,6 +49,40 @@ export interface SendFileOptions extends SendResumableOptions {
 type Progress = Transfer["progress"];
 type ProgressSnapshot = ReturnType<Transfer["snapshot"]>;
 
+/**
+ * The receiver's receipt of a file of `size` bytes (docs/PROTOCOL.md
+ * §3.12): a JSON object whose `name` and `path` are strings, `size` is the
+ * size sent (when known), `crc32c` 8 hex digits and `resumedFrom` at most the size; else
+ * `ERR_PROTOCOL` (a receiver's answer is shown to users and added up: a
+ * string where a number belongs printed the receiver's text as a size).
+ */
+export function decodeFileReceipt(answer: Uint8Array, size: number | undefined): FileReceipt {
+  let o: unknown;
+  try {
+    o = JSON.parse(new TextDecoder().decode(answer));
+  } catch (err) {
+    throw new PointSubError("ERR_PROTOCOL", "the receiver's receipt is not JSON", { cause: err });
+  }
+  const r = (typeof o === "object" && o !== null ? o : {}) as Record<string, unknown>;
+  const uint = (v: unknown) => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
+  if (
+    typeof r.name !== "string" ||
+    typeof r.path !== "string" ||
+    !uint(r.size) ||
+    (size !== undefined && r.size !== size) ||
+    typeof r.crc32c !== "string" ||
+    !/^[0-9a-f]{8}$/.test(r.crc32c) ||
+    !uint(r.resumedFrom) ||
+    (r.resumedFrom as number) > (r.size as number)
+  ) {
+    throw new PointSubError(
+      "ERR_PROTOCOL",
+      `the receiver's receipt is not one of the ${size ?? "?"} bytes sent (name, path, size, crc32c, resumedFrom)`,
+    );
+  }
+  return { name: r.name, path: r.path, size: r.size as number, crc32c: r.crc32c, resumedFrom: r.resumedFrom as number };
+}
+
 /** What {@link sendFile} resolves to: the receiver's receipt, and what this call sent. */
 export interface SentFileReceipt extends FileReceipt {
   /** The transfer id (the capability to resume it). */
@@ -360,13 +394,8 @@ export function sendFileVia(
       options.onAttempt?.(n, offset);
     },
   });
-  const done = inner.done.then((answer): SentFileReceipt => {
-    let receipt: FileReceipt;
-    try {
-      receipt = JSON.parse(new TextDecoder().decode(answer)) as FileReceipt;
-    } catch (err) {
-      throw new PointSubError("ERR_PROTOCOL", "the receiver's receipt is not JSON", { cause: err });
-    }
+  const done = inner.done.then(async (answer): Promise<SentFileReceipt> => {
+    const receipt = decodeFileReceipt(answer, (await source).size);
     return { ...receipt, transferId: inner.id, bytesSent: sent + Math.max(0, receipt.size - base), attempts };
   });
   return new FileTransfer(inner, done);
