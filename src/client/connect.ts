@@ -65,5 +65,7 @@ export async function connect(address: Address, options: ConnectOptions = {}): P
   } finally {
     signal?.removeEventListener("abort", onAbort);
   }
+  // Its HELLO and a fatal GOAWAY in one read: opened and closed before this resumed.
+  if (conn.state === "closed") throw new PointSubError("ERR_CONNECTION_CLOSED", conn.closeReason);
   return conn;
 }

@@ -94,6 +94,9 @@ export function payloadSize(p: Payload): number {
  * connection type; `E` the subclass's events (a superset of
  * {@link ReconnectingEvents}).
  */
+/** A connection that drops within this long (or the longest backoff delay, when longer) after it opened keeps the backoff going. */
+const STABLE_MS = 1000;
+
 export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEvents> extends EventEmitter<E> {
   private state_: ResilientState = "disconnected";
   /** The connection while connected (or being closed by close()). */
@@ -110,6 +113,15 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
   private waiters: { resolve: () => void; reject: (e: PointSubError) => void }[] = [];
   private sleepCancel: (() => void) | undefined;
   private closeError: PointSubError | undefined;
+  /**
+   * The backoff of this run of attempts: kept across a connection that
+   * dropped soon after it opened ({@link STABLE_MS}), so a server that
+   * accepts and closes at once is retried with growing delays, not in a
+   * tight loop (before: ~6,000 connections a second).
+   */
+  private backoffStep: BackoffStep | undefined;
+  /** When the current connection was adopted (`Date.now()`). */
+  private adoptedAt = 0;
 
   /** Checks and takes the reconnection and offline policies. */
   protected constructor(reconnect: ReconnectOptions | false | undefined, offline: OfflineOptions | undefined) {
@@ -254,18 +266,24 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
     this.events().emit("state", to, from);
   }
 
-  /** Connects until it succeeds, the attempts run out, or it is closed. */
-  private async loop(): Promise<void> {
+  /**
+   * Connects until it succeeds, the attempts run out, or it is closed;
+   * `delayFirst`: the connection before dropped soon after it opened, so
+   * even the first attempt waits its backoff.
+   */
+  private async loop(delayFirst = false): Promise<void> {
     let attempt = 0;
-    let backoff: BackoffStep | undefined;
     for (;;) {
       if (this.state_ === "closed") return;
-      if (attempt > 0) {
+      if (attempt > 0 || delayFirst) {
         // Full jitter (a uniformly random delay up to the ceiling): clients cut off together do not return together.
-        backoff =
-          backoff === undefined ? fullJitterBackoff(this.initialDelayMs, this.maxDelayMs) : backoff.next(undefined);
-        this.events().emit("backoff", attempt + 1, backoff.duration);
-        await this.sleep(backoff.duration);
+        const step =
+          this.backoffStep === undefined
+            ? fullJitterBackoff(this.initialDelayMs, this.maxDelayMs)
+            : this.backoffStep.next(undefined);
+        this.backoffStep = step;
+        this.events().emit("backoff", attempt + 1, step.duration);
+        await this.sleep(step.duration);
         if ((this.state_ as ResilientState) === "closed") return;
       }
       attempt++;
@@ -300,6 +318,7 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
 
   private adopt(conn: C): void {
     this.conn = conn;
+    this.adoptedAt = Date.now();
     this.attachTo(conn);
     conn.once("close", (err) => this.dropped(conn, err));
     this.setState("connected");
@@ -319,8 +338,12 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
       this.shutdown(err ?? new PointSubError("ERR_CONNECTION_CLOSED", "connection closed (reconnect is off)"));
       return;
     }
+    // A connection that lived a while starts a new run of attempts (the first at once); one that
+    // dropped soon after it opened continues the backoff.
+    const flapped = Date.now() - this.adoptedAt < Math.max(STABLE_MS, this.maxDelayMs);
+    if (!flapped) this.backoffStep = undefined;
     this.setState("reconnecting");
-    void this.loop();
+    void this.loop(flapped);
   }
 
   private sleep(ms: number): Promise<void> {

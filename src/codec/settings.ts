@@ -93,33 +93,21 @@ export function defaultAssemblyBytes(maxMessageSize: number): number {
 /** Throws ERR_PROTOCOL/ERR_INVALID_ARGUMENT when a setting is out of range. */
 export function validateSettings(s: Settings, fromPeer: boolean): void {
   const code = fromPeer ? "ERR_PROTOCOL" : "ERR_INVALID_ARGUMENT";
-  const check = (ok: boolean, what: string) => {
-    if (!ok)
-      throw fromPeer
-        ? PointSubError.fromPeer(code, `invalid setting ${what}`)
-        : new PointSubError(code, `invalid setting ${what}`);
+  const check = (ok: boolean, name: keyof Settings) => {
+    if (ok) return;
+    const message = `invalid setting ${name} ${s[name]}`;
+    throw fromPeer ? PointSubError.fromPeer(code, message) : new PointSubError(code, message);
   };
-  check(s.maxFrameSize >= MIN_FRAME_SIZE && s.maxFrameSize <= MAX_FRAME_SIZE, `maxFrameSize ${s.maxFrameSize}`);
-  check(Number.isSafeInteger(s.maxMessageSize) && s.maxMessageSize >= 0, `maxMessageSize ${s.maxMessageSize}`);
-  check(s.checksum === 0 || s.checksum === 1, `checksum ${s.checksum}`);
-  check(
-    s.connectionWindow >= MIN_FRAME_SIZE && s.connectionWindow <= MAX_WINDOW,
-    `connectionWindow ${s.connectionWindow}`,
-  );
-  check(s.streamWindow >= MIN_FRAME_SIZE && s.streamWindow <= MAX_WINDOW, `streamWindow ${s.streamWindow}`);
-  check(
-    Number.isSafeInteger(s.maxConcurrentRequests) && s.maxConcurrentRequests >= 1,
-    `maxConcurrentRequests ${s.maxConcurrentRequests}`,
-  );
-  check(Number.isSafeInteger(s.maxAssemblyBytes) && s.maxAssemblyBytes >= 0, `maxAssemblyBytes ${s.maxAssemblyBytes}`);
-  check(
-    Number.isSafeInteger(s.maxConcurrentStreams) && s.maxConcurrentStreams >= 0,
-    `maxConcurrentStreams ${s.maxConcurrentStreams}`,
-  );
-  check(
-    Number.isSafeInteger(s.maxCompressionRatio) && s.maxCompressionRatio >= 1,
-    `maxCompressionRatio ${s.maxCompressionRatio}`,
-  );
+  const atLeast = (name: keyof Settings, min: number) => check(Number.isSafeInteger(s[name]) && s[name] >= min, name);
+  check(s.maxFrameSize >= MIN_FRAME_SIZE && s.maxFrameSize <= MAX_FRAME_SIZE, "maxFrameSize");
+  atLeast("maxMessageSize", 0);
+  check(s.checksum === 0 || s.checksum === 1, "checksum");
+  check(s.connectionWindow >= MIN_FRAME_SIZE && s.connectionWindow <= MAX_WINDOW, "connectionWindow");
+  check(s.streamWindow >= MIN_FRAME_SIZE && s.streamWindow <= MAX_WINDOW, "streamWindow");
+  atLeast("maxConcurrentRequests", 1);
+  atLeast("maxAssemblyBytes", 0);
+  atLeast("maxConcurrentStreams", 0);
+  atLeast("maxCompressionRatio", 1);
 }
 
 /** Encodes settings as a HELLO payload: (varint key, varint value) pairs. */

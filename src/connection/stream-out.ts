@@ -150,7 +150,8 @@ export class OutgoingStreams {
     try {
       if (!this.gate.isOpen()) throw this.gate.unusableError();
       const peer = this.link.peer;
-      if ((peer.features & Feature.STREAMS) === 0) {
+      // (maxConcurrentStreams 0 says the same: a stream would wait for a slot for ever.)
+      if ((peer.features & Feature.STREAMS) === 0 || peer.maxConcurrentStreams === 0) {
         throw new PointSubError("ERR_PROTOCOL", "the peer does not accept streams");
       }
       const total = options.total;

@@ -70,6 +70,9 @@ describe("resilient client", () => {
     const delays: [number, number][] = [];
     client.on("backoff", (attempt, ms) => delays.push([attempt, ms]));
     const closed = new Promise<unknown>((r) => client.once("close", r));
+    // A connection that lived a second or more starts a new run (one that drops sooner continues
+    // its backoff: test/client/hostile-server.test.ts).
+    await sleep(1100);
     await server.close();
     await closed;
     // Attempt 1 after the drop is immediate; attempts 2..6 wait, ceilings 8, 16, 30, 30, 30.

@@ -1,0 +1,107 @@
+/**
+ * Clients against a hostile server (attack review, session 27), over real
+ * loopback sockets with a hand-driven server:
+ * - its HELLO and a fatal GOAWAY in one write: `connect()` resolved with a
+ *   connection already closed (its close event gone before anyone
+ *   listened), and the resilient client and the pool kept it for good;
+ * - a server that answers HELLO and closes at once: the resilient client
+ *   reconnected with no delay, ~6,000 times a second;
+ * - a server announcing maxConcurrentStreams 0: every stream waited for a
+ *   slot for ever.
+ */
+import assert from "node:assert/strict";
+import net from "node:net";
+import { describe, it } from "node:test";
+import { encodeGoAway } from "../../src/codec/control.ts";
+import { encodeFrame } from "../../src/codec/encoder.ts";
+import { FrameType } from "../../src/codec/frame.ts";
+import { Feature } from "../../src/codec/settings.ts";
+import { Client, connect, connectResilient } from "../../src/index.ts";
+import { handshake } from "../helpers/raw-peer.ts";
+import { sleep } from "../helpers/wait.ts";
+
+/** A TCP server that answers every connection with `bytes` (then ends it when `end`); counts connections. */
+async function scripted(
+  bytes: Uint8Array,
+  end: boolean,
+): Promise<{ url: string; count: () => number; close(): Promise<void> }> {
+  let n = 0;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((s) => {
+    n++;
+    sockets.add(s);
+    s.on("error", () => {});
+    s.on("close", () => sockets.delete(s));
+    // Ignores what the client sends; its answer in one write.
+    s.write(bytes);
+    if (end) s.end();
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const port = (server.address() as net.AddressInfo).port;
+  return {
+    url: `tcp://127.0.0.1:${port}`,
+    count: () => n,
+    close: () => {
+      for (const s of sockets) s.destroy();
+      return new Promise((r) => server.close(() => r()));
+    },
+  };
+}
+
+const helloThenGoAway = Buffer.concat([
+  handshake(),
+  encodeFrame(FrameType.GOAWAY, 0, 0, encodeGoAway(3001, "no thanks")),
+]);
+
+describe("clients against a hostile server", () => {
+  it("connect() rejects when the HELLO and a fatal GOAWAY arrive in one read (it resolved with a closed connection)", async () => {
+    const s = await scripted(helloThenGoAway, false);
+    try {
+      await assert.rejects(connect(s.url), (err: Error & { code?: string }) => {
+        assert.equal(err.code, "ERR_CONNECTION_CLOSED");
+        return true;
+      });
+      // The pool does not keep such a connection: each call tries a new one.
+      const client = new Client({ connectTimeoutMs: 2000 });
+      try {
+        for (let i = 0; i < 3; i++) await assert.rejects(client.request(s.url, "/x", "y"));
+        assert.ok(s.count() >= 4, `${s.count()} connections: the pool reused a dead one`);
+      } finally {
+        await client.close();
+      }
+    } finally {
+      await s.close();
+    }
+  });
+
+  it("the resilient client backs off from a server that answers HELLO and closes at once", async () => {
+    const s = await scripted(handshake(), true);
+    const client = await connectResilient(s.url, { reconnect: { initialDelayMs: 20, maxDelayMs: 200 } });
+    try {
+      await sleep(1500);
+      // With the backoff (20, 40, 80, 160, 200 ms … with full jitter) a dozen or two; before, thousands.
+      assert.ok(s.count() < 60, `${s.count()} connections in 1.5 s`);
+      assert.ok(s.count() >= 2, "it did reconnect");
+    } finally {
+      await client.close();
+      await s.close();
+    }
+  });
+
+  it("a server that announces maxConcurrentStreams 0 refuses streams at once (they waited for ever)", async () => {
+    const s = await scripted(handshake({ maxConcurrentStreams: 0, features: Feature.STREAMS | Feature.RESUME }), false);
+    try {
+      const conn = await connect(s.url);
+      try {
+        await assert.rejects(conn.sendStream("/s", [new Uint8Array(10)]).done, {
+          code: "ERR_PROTOCOL",
+          message: "the peer does not accept streams",
+        });
+      } finally {
+        conn.destroy();
+      }
+    } finally {
+      await s.close();
+    }
+  });
+});
