@@ -55,16 +55,20 @@ const scan: VarintResult = { value: 0, next: 0 };
  * Whether the opening bytes a client sent so far are enough to build its
  * connection on (a server keeps only these bytes until then): the preface
  * and a whole HELLO frame, and with `auth` the whole frame after it (the
- * client's AUTH) — or bytes that cannot open a valid handshake (wrong magic,
+ * client's AUTH, without its CRC when both sides' settings turn checksums
+ * off: `localChecksum` false and the client's HELLO says 0) — or bytes that
+ * cannot open a valid handshake (wrong magic,
  * another frame type, an oversized or malformed header), which the
  * connection then refuses with its typed error. False while more is needed;
  * never needs more than the preface, two headers, MAX_HELLO_SIZE and
  * MAX_AUTH_SIZE bytes (and two CRCs).
  */
-export function openingComplete(b: Uint8Array, auth: boolean): boolean {
+export function openingComplete(b: Uint8Array, auth: boolean, localChecksum = true): boolean {
   const n = b.length;
   for (let i = 0; i < MAGIC.length && i < n; i++) if (b[i] !== MAGIC[i]) return true;
   let at = PREFACE_LENGTH;
+  // HELLO always carries its CRC; the AUTH after it only while either HELLO asks for checksums.
+  let crcLength = CRC_LENGTH;
   for (let frame = 0; frame < (auth ? 2 : 1); frame++) {
     if (n <= at) return false;
     if (b[at] >>> 4 !== (frame === 0 ? FrameType.HELLO : FrameType.AUTH)) return true;
@@ -73,7 +77,17 @@ export function openingComplete(b: Uint8Array, auth: boolean): boolean {
     r = readVarint(b, scan.next, n, LENGTH_VARINT_MAX, scan);
     if (r !== 1) return r < 0;
     if (scan.value > (frame === 0 ? MAX_HELLO_SIZE : MAX_AUTH_SIZE)) return true;
-    at = scan.next + scan.value + CRC_LENGTH;
+    const start = scan.next;
+    at = start + scan.value + crcLength;
+    if (frame === 0 && auth && !localChecksum && n >= at) {
+      // Both sides without checksums: the client's AUTH comes without its CRC (before, the server
+      // waited for 4 more bytes that never came, and the handshake timed out).
+      try {
+        if (decodeSettings(b.subarray(start, at - CRC_LENGTH)).checksum === 0) crcLength = 0;
+      } catch {
+        return true; // a malformed HELLO: the connection refuses it
+      }
+    }
   }
   return n >= at;
 }

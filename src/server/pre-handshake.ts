@@ -18,6 +18,8 @@ import { nextTurn } from "../util/next-turn.ts";
 export interface OpeningHost {
   /** The opening must include the client's AUTH frame (the server authenticates). */
   readonly auth: boolean;
+  /** The server's own settings ask for checksums (else a client's may turn them off, and its AUTH has no CRC). */
+  readonly checksum: boolean;
   /** Builds the session on `p`'s transport (attached and greeted already); `p.start` hands it the input. */
   build(p: PreHandshake): Connection;
   /** `p` ended before its session was built (closed, timed out, given up); `error` says why. */
@@ -94,7 +96,7 @@ export class PreHandshake implements TransportHandlers {
       bytes.set(chunk, prev.length);
     }
     const owner = this.owner;
-    if (!openingComplete(bytes, owner.host.auth)) {
+    if (!openingComplete(bytes, owner.host.auth, owner.host.checksum)) {
       this.input = bytes;
       return bytes === chunk;
     }

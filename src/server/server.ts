@@ -659,6 +659,7 @@ export class Server extends EventEmitter<ServerEvents> {
     );
     return {
       auth: this.options.authenticate !== undefined,
+      checksum: this.settings.checksum === 1,
       build: (p) => {
         const conn = new Connection(p.transport, this.options, {
           localSettings: this.settings,

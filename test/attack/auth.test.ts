@@ -15,8 +15,8 @@ import { testCerts } from "../helpers/certs.ts";
 import { handshake, rawClient } from "../helpers/raw-peer.ts";
 import { sleep } from "../helpers/wait.ts";
 
-async function guarded(authenticate = tokenAuth("s3cret")) {
-  const server = createServer({ authenticate });
+async function guarded(authenticate = tokenAuth("s3cret"), checksum = true) {
+  const server = createServer({ authenticate, checksum });
   const served: string[] = [];
   const sessions: Connection[] = [];
   const closes: (PointSubError | undefined)[] = [];
@@ -50,6 +50,20 @@ describe("attack: authentication", () => {
     assert.equal(sessions[0].principal, "token:0");
     await c.close();
     await server.close();
+  });
+
+  it("with checksums off on both sides too (the client's AUTH then has no CRC: the server waited for 4 more bytes)", async () => {
+    const { server, url, sessions } = await guarded(tokenAuth("s3cret"), false);
+    try {
+      for (const checksum of [false, true]) {
+        const c = await connect(url, { credentials: "s3cret", checksum, handshakeTimeoutMs: 5000 });
+        assert.equal(Buffer.from(await c.request("/who")).toString(), "token:0");
+        await c.close();
+      }
+      assert.equal(sessions.length, 2);
+    } finally {
+      await server.close();
+    }
   });
 
   it("a wrong or missing token is refused with ERR_UNAUTHORIZED, and nothing is served", async () => {
