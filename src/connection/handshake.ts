@@ -180,7 +180,13 @@ export class Handshake {
     if (type === FrameType.GOAWAY) {
       // A server refusing the connection (its limit, or closing) says why instead of HELLO (docs/PROTOCOL.md §1.1).
       const g = decodeGoAway(payload);
-      throw PointSubError.fromPeer(codeForErrno(g.errno) ?? "ERR_CONNECT", `peer refused the connection: ${g.reason}`);
+      const err = PointSubError.fromPeer(
+        codeForErrno(g.errno) ?? "ERR_CONNECT",
+        `peer refused the connection: ${g.reason}`,
+      );
+      // The peer has closed: nothing is said back (no GOAWAY in reply, docs/PROTOCOL.md §3.8).
+      this.writer.close(err);
+      throw err;
     }
     if (type !== FrameType.HELLO) throw PointSubError.fromPeer("ERR_PROTOCOL", "first frame is not HELLO");
     // Consecutive peers announcing the same settings share one object (a server's clients mostly do).

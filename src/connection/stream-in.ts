@@ -189,6 +189,8 @@ export class IncomingStreams {
 
   private onStart(flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
     if ((flags & Flag.END) !== 0) throw PointSubError.fromPeer("ERR_PROTOCOL", "STREAM START cannot carry END");
+    if ((flags & Flag.COMPRESSED) !== 0)
+      throw PointSubError.fromPeer("ERR_PROTOCOL", "STREAM START cannot carry COMPRESSED data");
     // A request of the peer's still served on this id counts too: two calls on one id, the
     // stream's end would take the request's place in the table (and its abort at close).
     const serving = this.dispatcher.serving;

@@ -8,6 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { encodeGoAway } from "../../src/codec/control.ts";
 import { encodeFrame } from "../../src/codec/encoder.ts";
 import { FrameType, MAGIC } from "../../src/codec/frame.ts";
 import { DEFAULT_SETTINGS, encodeSettings } from "../../src/codec/settings.ts";
@@ -69,6 +70,42 @@ describe("attack: hostile openings", () => {
     const c = await connect(url);
     assert.equal(Buffer.from(await c.request("/echo", "ok")).toString(), "ok");
     await c.close();
+    await server.close();
+  });
+
+  it("a GOAWAY in place of HELLO is not answered with a GOAWAY (the peer has closed: docs/PROTOCOL.md §3.8)", async () => {
+    const server = createServer();
+    const rejects: PointSubError[] = [];
+    server.on("reject", (err) => rejects.push(err));
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    // What the server writes every connection first (preface and HELLO), from a peer that says nothing.
+    const quiet = await rawClient(url);
+    await quiet.waitFor(PREFACE.length + 3);
+    await sleep(100);
+    const greeting = quiet.received().length;
+    quiet.socket.destroy();
+    await quiet.closed;
+    await sleep(50);
+    const before = rejects.length;
+    for (const errno of [2003, 0]) {
+      const peer = await rawClient(url);
+      peer.socket.write(Buffer.concat([PREFACE, encodeFrame(FrameType.GOAWAY, 0, 0, encodeGoAway(errno, "busy"))]));
+      await peer.closed;
+      // (Before: a GOAWAY 1003 "peer refused the connection: busy" came back.)
+      assert.equal(peer.received().length, greeting, `errno ${errno}: only the greeting`);
+    }
+    assert.equal(rejects.length - before, 2);
+    // And a client refused by a server's GOAWAY in place of HELLO says nothing back either.
+    const raw = await rawServer();
+    const refused = outcome(connect(raw.url, { connectTimeoutMs: 5000 }));
+    const srv = await raw.peer;
+    srv.socket.write(Buffer.concat([PREFACE, encodeFrame(FrameType.GOAWAY, 0, 0, encodeGoAway(2003, "full"))]));
+    assert.equal(await refused, "ERR_OVERLOADED");
+    await srv.closed;
+    const sent = srv.received();
+    // The client's preface and HELLO, nothing after.
+    assert.equal(sent.length, handshake().length, `${sent.length} bytes`);
+    await raw.close();
     await server.close();
   });
 

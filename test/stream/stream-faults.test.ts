@@ -72,9 +72,27 @@ describe("stream faults: bad input gets a typed error, nothing hangs, memory sta
     await server.close();
   });
 
-  it("a codec the receiver did not offer closes with ERR_COMPRESSION; metadata that is not a JSON object with ERR_PROTOCOL", async () => {
+  it("a codec the receiver did not offer closes with ERR_COMPRESSION; metadata that is not a JSON object, a START flagged COMPRESSED, with ERR_PROTOCOL", async () => {
+    const head = encodeStreamHead({
+      total: undefined,
+      offset: 0,
+      prefixCrc: 0,
+      route: "/s",
+      codec: 1,
+      meta: new Uint8Array(0),
+    });
     for (const [frame, code] of [
       [start(1, 9), "ERR_COMPRESSION"],
+      // (It was served, the deflate block inside START inflated: interop review, session 27.)
+      [
+        encodeFrame(
+          FrameType.STREAM,
+          Flag.START | Flag.COMPRESSED,
+          1,
+          Buffer.concat([head, compressed(3, deflateRawSync("abc"))]),
+        ),
+        "ERR_PROTOCOL",
+      ],
       [start(1, 0, enc.encode("[1,2]")), "ERR_PROTOCOL"],
       [start(1, 0, enc.encode("{not json")), "ERR_PROTOCOL"],
     ] as const) {
