@@ -91,6 +91,14 @@ function checkCertKeyPair(f: TlsFileFlags): void {
 }
 
 /** connect() options for a client command: credentials and TLS files (tls:// and wss:// URLs only). */
+/**
+ * Largest message `send`, `get` and `ls` accept from a server (their
+ * `maxMessageSize`): its answers are JSON of at most 1,000 files (a bundle's
+ * of long paths ~9 MB, a listing page ~512 KiB); files come as streams. A
+ * server cannot make them hold the default 256 MiB for one answer.
+ */
+export const FILE_ANSWER_MAX = 16 * 1024 * 1024;
+
 export async function clientConnectOptions(url: string, flags: ClientAuthFlags): Promise<ConnectOptions> {
   const credentials = resolveToken(flags.token);
   const given = tlsFlagsGiven(flags);

@@ -28,7 +28,7 @@ import {
 } from "../node/file-sink.ts";
 import { makeDirectory } from "../node/make-dir.ts";
 import type { IncomingStream } from "../stream/incoming.ts";
-import { type ClientAuthFlags, clientConnectOptions } from "./auth.ts";
+import { type ClientAuthFlags, clientConnectOptions, FILE_ANSWER_MAX } from "./auth.ts";
 import { connect } from "./connect.ts";
 import { formatBytes, formatRate } from "./format.ts";
 import { jsonLine, type OutputMode, outputMode, ProgressView, printable, printError, writeOut } from "./output.ts";
@@ -308,7 +308,7 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
   /** Made once the listing gave the sizes: no file it stores may grow past the largest listed. */
   let sink: FileSink | undefined;
   const shared = new SharedConnection(async () => {
-    const conn = await connect(opts.from, connectOptions);
+    const conn = await connect(opts.from, { ...connectOptions, maxMessageSize: FILE_ANSWER_MAX });
     conn.handleStream(
       FILE_ROUTE,
       (stream, ctx) => {
@@ -562,7 +562,7 @@ export interface LsOptions extends ClientAuthFlags {
 export async function lsCommand(path: string | undefined, opts: LsOptions): Promise<void> {
   const mode: OutputMode = outputMode(opts.json);
   const connectOptions = await clientConnectOptions(opts.from, opts);
-  const shared = new SharedConnection(() => connect(opts.from, connectOptions));
+  const shared = new SharedConnection(() => connect(opts.from, { ...connectOptions, maxMessageSize: FILE_ANSWER_MAX }));
   try {
     await listRemote(shared, remoteName(path ?? ""), {
       recursive: opts.recursive === true,

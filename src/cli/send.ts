@@ -34,7 +34,7 @@ import {
   safeFileName,
 } from "../node/file-sink.ts";
 import { type SentFileReceipt, sendFileVia } from "../node/send-file.ts";
-import { type ClientAuthFlags, clientConnectOptions } from "./auth.ts";
+import { type ClientAuthFlags, clientConnectOptions, FILE_ANSWER_MAX } from "./auth.ts";
 import { connect } from "./connect.ts";
 import { formatBytes, formatRate } from "./format.ts";
 import { cliFiles, localCrc32c, NO_FOLLOW, treeFiles } from "./local-files.ts";
@@ -801,7 +801,9 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
   };
   const timeout = opts.timeout ?? DEFAULT_TIMEOUT_MS;
   // Its requests (a large file's resume query) are answered within --timeout too.
-  const shared = new SharedConnection(() => connect(opts.to, { ...connectOptions, requestTimeoutMs: timeout }));
+  const shared = new SharedConnection(() =>
+    connect(opts.to, { ...connectOptions, requestTimeoutMs: timeout, maxMessageSize: FILE_ANSWER_MAX }),
+  );
   // The connection opens while the directories are walked (its handshake off the critical path);
   // the first quick check takes it (or its error) as its first attempt.
   let first: Promise<Connection> | undefined;

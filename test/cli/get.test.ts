@@ -382,6 +382,9 @@ describe("pointsub get and ls", () => {
       assert.match((await get("sub", "-r")).stderr, /ERR_PROTOCOL: .*listed "other\/x" under "sub"/);
       listing = (q) => ({ type: "dir", entries: [file("same.txt")], cursor: q.cursor === "A" ? "B" : "A" });
       assert.match((await get(".", "-r")).stderr, /ERR_PROTOCOL: .*listing went back: "same.txt" after "same.txt"/);
+      // An answer over 16 MiB (FILE_ANSWER_MAX; the default maxMessageSize is 256 MiB) is not taken.
+      listing = () => ({ type: "dir", entries: [file("x")], pad: "x".repeat(17 * MiB) });
+      assert.match((await run(["ls", "--from", evilUrl])).stderr, /^pointsub: ERR_MESSAGE_TOO_LARGE: /);
       // A download answered OK without a file, and one "skipped" that this side never said it held:
       // not received (before: "received", exit 0, nothing stored).
       listing = () => ({ type: "file", entries: [file("a.txt")] });
