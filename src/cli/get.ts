@@ -191,9 +191,10 @@ export async function listRemote(
       );
     }
     listed += a.entries.length;
-    for (const e of a.entries) {
+    for (let i = 0; i < a.entries.length; i++) {
+      const e = a.entries[i];
       listedBytes += e.path.length;
-      last = checkListed(name, e, last);
+      last = checkListed(name, e, last, i > 0);
     }
     if (listed > MAX_LISTED || listedBytes > MAX_LISTED_BYTES) {
       throw new PointSubError(
@@ -221,16 +222,18 @@ function comparePaths(a: readonly string[], b: readonly string[]): number {
  * An entry of the listing of `name` is a path a request could name (the
  * rules of an upload's `meta.path`: no `..`, absolute path, backslash or
  * control character), under `name`, and after the entry before it (`last`,
- * in the order the server lists: depth first, names in code-unit order);
+ * in the order the server lists: depth first, names in code-unit order; an
+ * entry equal to the one before only in the same page);
  * returns its segments. Else the listing is the server's error: a path that
  * leads out of the output directory is never looked at (its size and
  * CRC32C would go back to the server as what this side holds), and a
  * server cannot page in circles.
  */
-function checkListed(name: string, e: FileListEntry, last: string[] | undefined): string[] {
+function checkListed(name: string, e: FileListEntry, last: string[] | undefined, samePage: boolean): string[] {
   let segments: string[];
   try {
-    segments = safeRelativePath(e.path);
+    // The rules of every platform (a Windows client's own refuses its reserved names file by file).
+    segments = safeRelativePath(e.path, false);
   } catch (err) {
     throw new PointSubError(
       "ERR_PROTOCOL",
@@ -243,7 +246,9 @@ function checkListed(name: string, e: FileListEntry, last: string[] | undefined)
       `the server listed ${JSON.stringify(e.path.slice(0, 100))} under ${JSON.stringify(name.slice(0, 100))}`,
     );
   }
-  if (last !== undefined && comparePaths(segments, last) <= 0) {
+  // Equal within a page: two names the file system holds that decode to one string (invalid UTF-8).
+  const order = last === undefined ? 1 : comparePaths(segments, last);
+  if (last !== undefined && (order < 0 || (order === 0 && !samePage))) {
     throw new PointSubError(
       "ERR_PROTOCOL",
       `the server's listing went back: ${JSON.stringify(e.path.slice(0, 100))} after ${JSON.stringify(last.join("/").slice(0, 100))}`,
@@ -370,7 +375,7 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
             const rel = name === "" ? e.path : e.path.slice(name.length + 1);
             const to = top === "" ? rel : `${top}/${rel}`;
             // (Checked as the listing's paths are: the output directory's files are looked at under it.)
-            safeRelativePath(to);
+            safeRelativePath(to, false);
             found.push({ path: e.path, to, size: e.size });
           }
         }

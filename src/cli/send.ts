@@ -318,8 +318,10 @@ async function sendBundle(
           out.push({ item: it, size: it.size, error: new PointSubError("ERR_PROTOCOL", "no answer for this file") });
         } else if ("error" in r) {
           out.push({ item: it, size: it.size, error: peerError(r.error.code, r.error.message) });
-        } else if (r.size !== it.size) {
-          const error = new PointSubError("ERR_PROTOCOL", `the server stored ${r.size} bytes of the ${it.size} sent`);
+        } else if (r.size !== contents[i].length) {
+          // (What was sent: a file that changed size since the walk is sent as it is now.)
+          const sent = contents[i].length;
+          const error = new PointSubError("ERR_PROTOCOL", `the server stored ${r.size} bytes of the ${sent} sent`);
           out.push({ item: it, size: it.size, error });
         } else out.push({ item: it, size: r.size, crc32c: r.crc32c });
       });

@@ -2,6 +2,7 @@ import { Connection } from "../connection/connection.ts";
 import { checkConnectionOptions } from "../connection/options.ts";
 import { loadDiagnostics } from "../connection/publisher.ts";
 import type { ConnectionOptions } from "../connection/types.ts";
+import type { ErrorCode } from "../errors/codes.ts";
 import { PointSubError } from "../errors/error.ts";
 import { NO_DIAGNOSTICS, type Runtime } from "../runtime/runtime.ts";
 import type { Address, TransportConnectOptions } from "../transport/transport.ts";
@@ -66,6 +67,10 @@ export async function connect(address: Address, options: ConnectOptions = {}): P
     signal?.removeEventListener("abort", onAbort);
   }
   // Its HELLO and a fatal GOAWAY in one read: opened and closed before this resumed.
-  if (conn.state === "closed") throw new PointSubError("ERR_CONNECTION_CLOSED", conn.closeReason);
+  // Its code is the GOAWAY's (closeReason is the closing error's code).
+  if (conn.state === "closed") {
+    const why = conn.closeReason;
+    throw new PointSubError(why.startsWith("ERR_") ? (why as ErrorCode) : "ERR_CONNECTION_CLOSED", why);
+  }
   return conn;
 }

@@ -74,14 +74,11 @@ export class SharedConnection {
 
   /**
    * A transfer on `conn` failed with `err`: a connection that is no longer
-   * open is dropped (the next {@link get} opens a new one), and so is one
-   * whose peer left an answer past its timeout (`ERR_TIMEOUT`): a peer that
-   * does not answer keeps the ids of the streams it leaves unanswered, so
-   * later transfers could wait for a stream slot for ever. Any other error
-   * was that stream's: the connection is kept for the other transfers.
+   * open is dropped (the next {@link get} opens a new one); an open one is
+   * kept for the other transfers (the error was that stream's).
    */
-  failed(conn: Connection, err: PointSubError): void {
-    if (conn === this.current && (conn.state !== "open" || err.code === "ERR_TIMEOUT")) {
+  failed(conn: Connection, _err: PointSubError): void {
+    if (conn === this.current && conn.state !== "open") {
       if (conn.state !== "closed") conn.destroy();
       this.current = undefined;
     }

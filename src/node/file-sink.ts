@@ -348,11 +348,11 @@ const WINDOWS_RESERVED = /[:*?"<>|]/;
  * `a//b`), `.` and `..`, a backslash, NUL or other control character, a
  * segment over 255 bytes, a path over 4096 bytes or 64 segments, a first
  * segment that looks like the sink's own `.partial`/`.resume` files or is its
- * metadata directory (`.pointsub`, any case), and on Windows `:*?"<>|`, are
- * refused with `ERR_INVALID_ARGUMENT`. Dot files are
+ * metadata directory (`.pointsub`, any case), and on Windows (`windows`,
+ * default: this platform's) `:*?"<>|`, are refused with `ERR_INVALID_ARGUMENT`. Dot files are
  * kept as they are (the tree arrives as sent).
  */
-export function safeRelativePath(path: unknown): string[] {
+export function safeRelativePath(path: unknown, windows = sep === "\\"): string[] {
   const bad = (why: string) =>
     PointSubError.fromPeer(
       "ERR_INVALID_ARGUMENT",
@@ -375,7 +375,7 @@ export function safeRelativePath(path: unknown): string[] {
     if (seg.length * 3 > SEGMENT_MAX_BYTES && Buffer.byteLength(seg) > SEGMENT_MAX_BYTES) {
       throw bad(`a segment over ${SEGMENT_MAX_BYTES} bytes`);
     }
-    if (sep === "\\" && (WINDOWS_RESERVED.test(seg) || /[. ]$/.test(seg))) throw bad("not a Windows name");
+    if (windows && (WINDOWS_RESERVED.test(seg) || /[. ]$/.test(seg))) throw bad("not a Windows name");
   }
   // The sink's own files all begin with a dot.
   const first = segments[0];

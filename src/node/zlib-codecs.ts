@@ -365,7 +365,8 @@ const BROTLI_WBITS_DEFAULT = 22;
  */
 function brotliPrecheck(data: Uint8Array, maxLength: number): string | undefined {
   const bits = brotliWindowBits(data);
-  const most = Math.max(BROTLI_WBITS_DEFAULT, Math.ceil(Math.log2(maxLength + 1)));
+  // (A window of 2^W holds 2^W - 16 bytes: an encoder sizing it to the input asks one bit more just below a power of two.)
+  const most = Math.max(BROTLI_WBITS_DEFAULT, Math.ceil(Math.log2(maxLength + 16)));
   if (bits === -1) return "asks for a large window (not RFC 7932)";
   if (bits > most)
     return `asks for a window of 2^${bits} bytes (a block of ${maxLength} bytes may ask at most 2^${most})`;

@@ -10,7 +10,7 @@
  * a child process.
  */
 import assert from "node:assert/strict";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { appendFile, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -20,6 +20,7 @@ import {
   FILE_BUNDLE_ROUTE,
   FILE_CHECK_ROUTE,
   FILE_ROUTE,
+  fileSink,
   type Server,
   sendFile,
 } from "../../src/index.ts";
@@ -126,6 +127,32 @@ describe("send against a hostile receiver", () => {
       assert.match(r.stderr, expected, answer);
       assert.doesNotMatch(r.stderr, /retrying/, `${answer}: not retried`);
       assert.ok(!(r.stdout + r.stderr).includes("\u001b"), `${answer}: an escape reached the terminal`);
+    }
+  });
+
+  it("send: a file that grew after the walk is sent as it is now, and the server's answer of that size is taken", async () => {
+    const dir = join(work, "grow");
+    await mkdir(dir, { recursive: true });
+    const log = join(dir, "log.txt");
+    await writeFile(log, "line 1\n");
+    await writeFile(join(dir, "b.txt"), "b");
+    const sink = fileSink(join(work, "grow-inbox"));
+    const honest = createServer();
+    honest.handle(FILE_CHECK_ROUTE, async (req, ctx) => {
+      // The file grows between the walk and its reading (a log being written).
+      await appendFile(log, "line 2 and more\n");
+      return sink.check(req, ctx);
+    });
+    honest.handleStream(FILE_BUNDLE_ROUTE, sink.bundle);
+    honest.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
+    const [honestUrl] = await honest.listen("tcp://127.0.0.1:0");
+    try {
+      const r = await runCli(["send", log, join(dir, "b.txt"), "--to", honestUrl], env, 30_000);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /2 of 2 files sent/);
+      assert.equal(await readFile(join(work, "grow-inbox", "log.txt"), "utf8"), "line 1\nline 2 and more\n");
+    } finally {
+      await honest.close({ timeoutMs: 100 });
     }
   });
 });
