@@ -142,7 +142,7 @@ export function program(): Command {
     )
     .option(
       "--retries <n>",
-      "reconnection attempts per file after a dropped connection (0 = none; a server never reached: at most 3)",
+      "reconnection attempts per file after a dropped connection (0 = none; a server never reached: at most 5)",
       integer(0, 1000),
       10,
     )
@@ -196,7 +196,7 @@ export function program(): Command {
     .option("-j, --parallel <n>", "files in flight at once over the one connection (1 to 8)", integer(1, 8), 4)
     .option(
       "--retries <n>",
-      "reconnection attempts per file after a dropped connection (0 = none; a server never reached: at most 3)",
+      "reconnection attempts per file after a dropped connection (0 = none; a server never reached: at most 5)",
       integer(0, 1000),
       10,
     )

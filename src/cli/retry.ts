@@ -12,17 +12,18 @@ export function retryDelay(n: number): number {
 
 /**
  * Retries of a connection that never opened (the command's first one
- * refused, not found or not answered): 0.2 + 0.4 + 0.8 s, enough for a
- * server started with the command (a script that runs `serve` then `send`).
+ * refused, not found or not answered): 0.2 + 0.4 + 0.8 + 1.6 + 3.2 s, ~6 s,
+ * enough for a server started with the command (a script that runs `serve`
+ * then `send`; a Node process starts in ~0.1–2 s).
  */
-export const NEVER_REACHED_RETRIES = 3;
+export const NEVER_REACHED_RETRIES = 5;
 
 /**
  * Whether a command stops retrying after `e`, its attempt `n` (0 for the
  * first) failed: the error is not one a new connection may cure, the
  * `retries` are used up, or the server was never reached and
  * {@link NEVER_REACHED_RETRIES} are used up. A wrong address or a server
- * that is not running is said in ~1.4 s, not after ~32 s of retries; the
+ * that is not running is said in ~6 s, not after ~32 s of retries; the
  * full `retries` are for a server that was there and dropped.
  */
 export function stopRetrying(e: PointSubError, n: number, retries: number, shared: SharedConnection): boolean {

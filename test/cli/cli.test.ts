@@ -136,7 +136,7 @@ describe("pointsub CLI", () => {
     assert.match(gone.stderr, /^pointsub: ERR_INVALID_ARGUMENT: .*missing\.bin/);
     const src = join(work, "small.txt");
     await writeFile(src, "x");
-    // A server never reached is said after 3 retries (~1.4 s), with the default --retries (10,
+    // A server never reached is said after 5 retries (~6 s), with the default --retries (10,
     // ~32 s of backoff before): the retries are for a server that was there and dropped.
     for (const args of [
       ["send", src, "--to", "tcp://127.0.0.1:1", "--json"],
@@ -149,7 +149,7 @@ describe("pointsub CLI", () => {
         .split("\n")
         .map((l) => JSON.parse(l) as { event?: string; code?: string });
       assert.equal(events.at(-1)?.code, "ERR_CONNECT", args[0]);
-      assert.equal(events.filter((e) => e.event === "retry").length, 3, `${args[0]}: 3 retries`);
+      assert.equal(events.filter((e) => e.event === "retry").length, 5, `${args[0]}: 5 retries`);
     }
   });
 
