@@ -296,8 +296,6 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
   const connectOptions = await clientConnectOptions(opts.from, opts);
   const out = resolve(opts.out ?? ".");
   const timeoutMs = opts.timeout ?? DEFAULT_TIMEOUT_MS;
-  /** One line per round of retries (every download that failed together). */
-  const notices = new RetryNotices(mode, opts.retries);
   try {
     await makeDirectory(out);
   } catch (err) {
@@ -324,6 +322,8 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
     );
     return conn;
   });
+  /** One line per round of retries (every download that failed together). */
+  const notices = new RetryNotices(mode, opts.retries, shared);
   const interrupted = (signal: NodeJS.Signals) => {
     view?.stop();
     printError(

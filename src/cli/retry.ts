@@ -27,13 +27,12 @@ export const NEVER_REACHED_RETRIES = 5;
  * full `retries` are for a server that was there and dropped.
  */
 export function stopRetrying(e: PointSubError, n: number, retries: number, shared: SharedConnection): boolean {
-  return (
-    !e.retryable ||
-    n >= retries ||
-    (shared.opened === 0 &&
-      n >= NEVER_REACHED_RETRIES &&
-      (e.code === "ERR_CONNECT" || e.phase === "connect" || e.phase === "handshake"))
-  );
+  return !e.retryable || n >= retries || (n >= NEVER_REACHED_RETRIES && neverReached(e, shared));
+}
+
+/** Whether `e` is a failure to reach a server `shared` never had a connection to. */
+function neverReached(e: PointSubError, shared: SharedConnection): boolean {
+  return shared.opened === 0 && (e.code === "ERR_CONNECT" || e.phase === "connect" || e.phase === "handshake");
 }
 
 /**
@@ -66,10 +65,13 @@ export class RetryNotices {
   private readonly retries: number;
   /** Where lines go on a terminal while bars are drawn (set once there are bars). */
   view: LineSink | undefined;
+  /** The command's connection: a server it never reached gets {@link NEVER_REACHED_RETRIES}, and the line says so. */
+  private readonly shared: SharedConnection | undefined;
 
-  constructor(mode: OutputMode, retries: number, view?: LineSink) {
+  constructor(mode: OutputMode, retries: number, shared?: SharedConnection, view?: LineSink) {
     this.mode = mode;
     this.retries = retries;
+    this.shared = shared;
     this.view = view;
   }
 
@@ -77,11 +79,16 @@ export class RetryNotices {
   note(error: PointSubError, attempt: number, delayMs: number): void {
     if (attempt <= this.announced) return;
     this.announced = attempt;
+    // (A server never reached is retried fewer times: "1 of 5", not "1 of 10" and then an error after 5.)
+    const retries =
+      this.shared !== undefined && neverReached(error, this.shared)
+        ? Math.min(this.retries, NEVER_REACHED_RETRIES)
+        : this.retries;
     if (this.mode === "json") {
-      jsonLine({ event: "retry", attempt, retries: this.retries, delayMs, code: error.code, message: error.message });
+      jsonLine({ event: "retry", attempt, retries, delayMs, code: error.code, message: error.message });
       return;
     }
-    const line = `pointsub: retrying (${attempt} of ${this.retries}) in ${(delayMs / 1000).toFixed(1)} s after ${error.code}: ${printable(error.message)}`;
+    const line = `pointsub: retrying (${attempt} of ${retries}) in ${(delayMs / 1000).toFixed(1)} s after ${error.code}: ${printable(error.message)}`;
     if (this.mode === "tty" && this.view !== undefined) this.view.log(line);
     else process.stderr.write(`${line}\n`);
   }

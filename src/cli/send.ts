@@ -568,6 +568,43 @@ const listDir = (dir: string) =>
   new Promise<Dirent[]>((resolve, reject) =>
     readdir(dir, { withFileTypes: true }, (err, entries) => (err === null ? resolve(entries) : reject(err))),
   );
+
+/** A directory entry as the walk reads it: its name as a string and its type. */
+type WalkEntry = Pick<Dirent, "name" | "isFile" | "isDirectory" | "isSymbolicLink">;
+
+/** Decodes a name's bytes, throwing on bytes that are not UTF-8. */
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * `dir`'s entries whose names are UTF-8, read again as bytes, when a name
+ * read as a string holds U+FFFD (what Node puts for bytes that are not
+ * UTF-8, and a character a real name may hold): a name that is not
+ * UTF-8 cannot be stored under its own name on the server, and opened by
+ * its string (U+FFFD encoded) it is not found, or is another file of the
+ * tree (one named with U+FFFD itself). `odd` hears of each left out.
+ */
+function utf8Entries(dir: string, odd: (name: string) => void): Promise<WalkEntry[]> {
+  return new Promise((resolve, reject) =>
+    readdir(dir, { withFileTypes: true, encoding: "buffer" }, (err, entries) => {
+      if (err !== null) return reject(err);
+      const out: WalkEntry[] = [];
+      for (const d of entries) {
+        try {
+          const name = utf8.decode(d.name);
+          out.push({
+            name,
+            isFile: () => d.isFile(),
+            isDirectory: () => d.isDirectory(),
+            isSymbolicLink: () => d.isSymbolicLink(),
+          });
+        } catch {
+          odd(d.name.toString());
+        }
+      }
+      resolve(out);
+    }),
+  );
+}
 const statOf = (path: string) =>
   new Promise<Stats | undefined>((resolve) => stat(path, (err, st) => resolve(err === null ? st : undefined)));
 
@@ -606,7 +643,10 @@ export async function collectFiles(
   const items: SendItem[] = [];
   let sinceYield = 0;
   const walk = async (dir: string, prefix: string, sub: boolean) => {
-    const entries = await listDir(dir);
+    let entries: WalkEntry[] = await listDir(dir);
+    if (entries.some((d) => d.name.includes("\uFFFD"))) {
+      entries = await utf8Entries(dir, (name) => skip(dir + sep + name, "its name is not UTF-8"));
+    }
     // readdir follows a link: a directory inside the tree that was replaced by one (to a directory
     // outside it) between its parent's listing and its own is not walked. (Its name is looked up
     // again when its files are read: a tree's file is opened without following a link, readListed.)
@@ -823,7 +863,7 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
   // Its totals grow as the walk finds files (bundles are sent meanwhile).
   const view = new ProgressView(mode, { files: 0, bytes: 0 });
   /** One line per round of retries (every bundle and file that failed together). */
-  const notices = new RetryNotices(mode, opts.retries, view);
+  const notices = new RetryNotices(mode, opts.retries, shared, view);
   // Ctrl-C (or a TERM) leaves the transfers as a dropped connection would: the server keeps what it
   // stored, and the same command run again resumes. The terminal is restored first (the view's own
   // handler), then one line says so.

@@ -63,9 +63,10 @@ export class Caller {
   declare private readonly outbox: Outbox;
   declare private readonly link: Link;
   declare private readonly stats: Stats;
-  declare private readonly requestTimeoutMs: number;
+  /** The default timeout of a request (and of a stream's answer after its END, `stream-out.ts`). */
+  declare readonly requestTimeoutMs: number;
   /** The default timeout grows by a second per this many payload bytes (requestBytesPerSecond). */
-  declare private readonly bytesPerSecond: number;
+  declare readonly bytesPerSecond: number;
   private deadlineTimer: ReturnType<typeof setTimeout> | undefined;
   /**
    * The armed timer's deadline (`Date.now()`); undefined when none. Not

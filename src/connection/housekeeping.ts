@@ -4,12 +4,17 @@
  * buffers, closing a connection whose peer stopped taking what it is sent
  * (slowPeerTimeoutMs), and cancelling messages and streams that stalled
  * (progressTimeoutMs; unfinished messages also below
- * minProgressBytesPerSecond), and closing a connection left idle (idleTimeoutMs).
+ * minProgressBytesPerSecond), failing this side's streams not answered in
+ * time after their END (requestTimeoutMs), closing a connection whose peer
+ * leaves this side's CANCEL unanswered (progressTimeoutMs), and closing a
+ * connection left idle (idleTimeoutMs).
  * Its period is a fraction of the shortest of those times
  * ({@link housekeepingPeriod}); a server's sessions share one {@link Ticker}
  * instead of an interval each.
  */
 import type { Tickable, Ticker } from "../util/ticker.ts";
+import type { CallTable } from "./call-table.ts";
+import type { PendingCall } from "./calls.ts";
 import type { TargetingFrameRouter } from "./frame-targets.ts";
 import type { FrameRouter } from "./frames.ts";
 import { sendPing } from "./ping.ts";
@@ -123,6 +128,38 @@ export function housekeepingPeriod(
 }
 
 const noop = () => {};
+
+/** When housekeeping first saw each call this side gave up on still waiting for the peer's final frame. */
+const givenUpSeen = new WeakMap<PendingCall, number>();
+
+/**
+ * Why the peer is cut for ids it never frees, or undefined: a call this side
+ * gave up on (settled while still in `pending`: its CANCEL went out, see
+ * `Caller.abandon` and `OutgoingStreams.stopOut`) whose final frame has not
+ * come `windowMs` (progressTimeoutMs) after housekeeping first saw it so,
+ * or after `floor` (reading resumed after this side paused it) if later.
+ */
+function unansweredCancel(
+  pending: CallTable<PendingCall>,
+  now: number,
+  windowMs: number,
+  floor: number,
+): string | undefined {
+  if (pending.size === 0) return undefined;
+  for (const call of pending.values()) {
+    if (!call.settled) continue;
+    const seen = givenUpSeen.get(call);
+    if (seen === undefined) {
+      givenUpSeen.set(call, now);
+      continue;
+    }
+    const since = seen > floor ? seen : floor;
+    if (now - since >= windowMs) {
+      return `the peer did not answer this side's CANCEL of the call ${call.id} to ${call.route} within ${now - since} ms (progressTimeoutMs ${windowMs}): its id stays in use`;
+    }
+  }
+  return undefined;
+}
 
 /**
  * The origin of a housekeeper's times: they are ms after it ({@link clock}),
@@ -399,6 +436,23 @@ export class Housekeeper implements Tickable {
     // While reading is paused because the peer does not take what it is owed, they are checked:
     // that pause is the peer's doing, and a peer taking a trickle of its answers (each drain
     // resumes reading) would otherwise keep its unfinished messages clear of the rate rule.
+    if (!this.gate.heldPaused) {
+      // This side's streams whose END went out: answered within their time (requestTimeoutMs), else cancelled.
+      const floor = this.progressFloor === 0 ? 0 : EPOCH + this.progressFloor;
+      this.frames.outStreamsIfAny?.checkAnswers(now, floor);
+      // What this side gave up on (CANCEL sent): the peer answers at once (§3.4, §3.10), or its ids would be
+      // held for ever (a stream waiting for a slot behind them for ever); one that does not is cut.
+      const late = pt > 0 ? unansweredCancel(this.frames.inbound.caller.pending, now, pt, floor) : undefined;
+      if (late !== undefined) {
+        if (!confirmed) {
+          this.confirmLater();
+          return;
+        }
+        host.timedOut("ERR_TIMEOUT", `${host.remoteUrl}: ${late}`);
+        return;
+      }
+      if (host.state === "closed") return;
+    }
     if (pt > 0 && !this.gate.heldPaused) {
       // The peer's unfinished messages and streams, and this side's streams waiting for credit.
       const f = this.frames;

@@ -58,6 +58,10 @@ interface OutState {
   call: PendingCall;
   /** END or CANCEL went out. */
   outEnded: boolean;
+  /** `Date.now()` when END or CANCEL went out (0: not yet): the answer is due {@link answerDueMs} after it. */
+  endedAt: number;
+  /** This side sent CANCEL (instead of END, or after it): the receiver's answer is that CANCEL's. */
+  cancelSent: boolean;
   /** The receiver's final frame (RES or CANCEL) arrived. */
   answered: boolean;
   /** Diagnostics: start time and bytes reported. */
@@ -101,9 +105,22 @@ export class OutgoingStreams {
     this.stats.diag.streamProgress(st.trace, "out", id, st.call.route, p.bytes - st.offset, p.total);
   }
 
-  /** This side gave up on its stream `id` (timeout, abort): stop the producer, which sends CANCEL. */
+  /**
+   * This side gave up on its stream `id` (timeout, abort): stop the
+   * producer, which sends CANCEL; once END went out, CANCEL is sent here
+   * (the receiver stops its handler and answers it at once, §3.10), so the
+   * id does not wait for a handler that may never answer.
+   */
   stopOut(id: number, err: PointSubError): void {
-    this.streams.get(id)?.out.stop(err);
+    const st = this.streams.get(id);
+    if (st === undefined) return;
+    if (!st.outEnded) {
+      st.out.stop(err);
+      return;
+    }
+    if (st.answered || st.cancelSent || this.gate.isClosed()) return;
+    st.cancelSent = true;
+    this.outbox.sendCancel(id, err.code);
   }
 
   /**
@@ -279,7 +296,18 @@ export class OutgoingStreams {
         if ((item.flags & Flag.END) !== 0) this.outEnded(st);
       },
     };
-    const st: OutState = { out, msg, call, outEnded: false, answered: false, trace, progress, offset };
+    const st: OutState = {
+      out,
+      msg,
+      call,
+      outEnded: false,
+      endedAt: 0,
+      cancelSent: false,
+      answered: false,
+      trace,
+      progress,
+      offset,
+    };
     this.streams.set(id, st);
     this.stats.counts[20]++; // streams sent
     this.stats.diag.streamStart(trace, "out", id, call.route, progress.total, offset);
@@ -293,6 +321,7 @@ export class OutgoingStreams {
       if (!st.outEnded && !this.gate.isClosed()) {
         writer.remove(FrameType.STREAM, id, e);
         this.outbox.sendCancel(id, e.code);
+        st.cancelSent = true;
         this.outEnded(st);
       }
       if (!call.settled) this.caller.settle(call, undefined, e);
@@ -304,6 +333,7 @@ export class OutgoingStreams {
   private outEnded(st: OutState): void {
     if (st.outEnded) return;
     st.outEnded = true;
+    st.endedAt = Date.now();
     this.release(st);
   }
 
@@ -343,6 +373,41 @@ export class OutgoingStreams {
         ),
       );
     }
+  }
+
+  /**
+   * Housekeeping: streams whose END went out and whose answer has not come
+   * within {@link answerDueMs} fail with ERR_TIMEOUT (and CANCEL tells the
+   * receiver, {@link stopOut}). `floor`: when reading last resumed after this
+   * side paused it (an answer could not be read before).
+   */
+  checkAnswers(now: number, floor: number): void {
+    if (this.streams.size === 0) return;
+    for (const st of this.streams.values()) {
+      if (!st.outEnded || st.answered || st.call.settled) continue;
+      const due = this.answerDueMs(st);
+      const since = st.endedAt > floor ? st.endedAt : floor;
+      if (due === 0 || now - since < due) continue;
+      this.caller.abandon(
+        st.call,
+        new PointSubError(
+          "ERR_TIMEOUT",
+          `stream to ${st.call.route}: no answer ${now - since} ms after its end (requestTimeoutMs plus its size at requestBytesPerSecond: ${due} ms)`,
+          { phase: "request" },
+        ),
+      );
+    }
+  }
+
+  /**
+   * How long stream `st`'s receiver may take to answer once its END went
+   * out: the connection's `requestTimeoutMs` plus the bytes sent at
+   * `requestBytesPerSecond` (a file sink verifies and syncs what it got);
+   * 0 (never) when `requestTimeoutMs` is 0.
+   */
+  private answerDueMs(st: OutState): number {
+    const base = this.caller.requestTimeoutMs;
+    return base === 0 ? 0 : base + Math.ceil(((st.out.produced - st.offset) * 1000) / this.caller.bytesPerSecond);
   }
 
   /** The connection closed: stop every producer. */

@@ -10,6 +10,9 @@
 import type { Dirent } from "node:fs";
 import { opendir } from "node:fs/promises";
 
+/** A name's bytes as UTF-8 (throws on bytes that are not: such a name cannot be asked for by a client). */
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
 /** Entries read from the directory per thread-pool call. */
 const BATCH = 256;
 
@@ -35,7 +38,7 @@ export interface DirRound {
   more: boolean;
 }
 
-const kindOf = (d: Dirent): number => (d.isFile() ? KIND_FILE : d.isDirectory() ? KIND_DIR : KIND_OTHER);
+const kindOf = (d: Dirent<Buffer>): number => (d.isFile() ? KIND_FILE : d.isDirectory() ? KIND_DIR : KIND_OTHER);
 
 /**
  * The first `k` names of `dir` that `accept` takes (ascending by code
@@ -43,7 +46,10 @@ const kindOf = (d: Dirent): number => (d.isFile() ? KIND_FILE : d.isDirectory() 
  * the first name), and whether more follow. Reads the whole directory
  * once, keeping at most `k` names (a max-heap: a name smaller than the
  * largest kept replaces it). Names `accept` refuses take no place: a
- * directory of links or odd names costs one read, not one per page.
+ * directory of links or odd names costs one read, not one per page. A
+ * name whose bytes are not UTF-8 is left out: read as a string it would
+ * be listed with U+FFFD in place of its odd bytes, a name a client would
+ * ask for and not get (or get another file that decodes alike).
  */
 export async function firstNames(
   dir: string,
@@ -55,12 +61,21 @@ export async function firstNames(
   const heap: string[] = [];
   const kinds = new Map<string, number>();
   let seen = 0;
-  const handle = await opendir(dir, { bufferSize: BATCH });
+  // Names as bytes ("buffer": Node supports it for a Dir, its types do not say so).
+  const handle = (await opendir(dir, { bufferSize: BATCH, encoding: "buffer" as BufferEncoding })) as unknown as {
+    read(): Promise<Dirent<Buffer> | null>;
+    close(): Promise<void>;
+  };
   reads++;
   try {
     // read() rather than the async iterator: a third of its cost per entry here.
     for (let d = await handle.read(); d !== null; d = await handle.read()) {
-      const name = d.name;
+      let name: string;
+      try {
+        name = utf8.decode(d.name);
+      } catch {
+        continue;
+      }
       if (from !== undefined && (inclusive ? name < from : name <= from)) continue;
       // Only a name that could enter the heap is checked.
       if (heap.length >= k && name >= heap[0]) {

@@ -197,6 +197,25 @@ describe("attack: the file source (list and get routes)", () => {
     await rm(long, { recursive: true });
   });
 
+  it("a name that is not UTF-8 is not listed (it was listed with U+FFFD: twice, beside the real name it decodes to)", async () => {
+    const odd = join(dir, "odd");
+    await mkdir(odd);
+    // b<0xff>.t (not UTF-8) and the real name "b\uFFFD.t" (its UTF-8 bytes: EF BF BD).
+    await writeFile(Buffer.concat([Buffer.from(`${odd}/`), Buffer.from([0x62, 0xff, 0x2e, 0x74])]), "not UTF-8");
+    await writeFile(join(odd, "b\uFFFD.t"), "the real one");
+    try {
+      const a = await list({ path: "odd" });
+      assert.deepEqual(
+        a.entries.map((e) => [e.path, e.size]),
+        [["odd/b\uFFFD.t", "the real one".length]],
+      );
+      const r = await list({ path: "odd", recursive: true });
+      assert.equal(r.entries.length, 1);
+    } finally {
+      await rm(odd, { recursive: true });
+    }
+  });
+
   it("a deep tree is listed down to 64 levels, no deeper", async () => {
     let d = join(dir, "deep");
     for (let i = 0; i < 70; i++) {

@@ -147,9 +147,16 @@ describe("pointsub CLI", () => {
       const events = refused.stdout
         .trim()
         .split("\n")
-        .map((l) => JSON.parse(l) as { event?: string; code?: string });
+        .map((l) => JSON.parse(l) as { event?: string; code?: string; attempt?: number; retries?: number });
       assert.equal(events.at(-1)?.code, "ERR_CONNECT", args[0]);
-      assert.equal(events.filter((e) => e.event === "retry").length, 5, `${args[0]}: 5 retries`);
+      const retries = events.filter((e) => e.event === "retry");
+      assert.equal(retries.length, 5, `${args[0]}: 5 retries`);
+      // Each says how many there will be: 5 (it said "of 10" and stopped at 5).
+      assert.deepEqual(
+        retries.map((e) => `${e.attempt} of ${e.retries}`),
+        ["1 of 5", "2 of 5", "3 of 5", "4 of 5", "5 of 5"],
+        args[0],
+      );
     }
   });
 

@@ -101,4 +101,24 @@ describe("send reads small files at their listed size", () => {
       server.close();
     }
   });
+
+  it("a name that is not UTF-8 is skipped and said (it was sent as the file whose name it decodes to, or failed as not found)", async () => {
+    const sub = join(dir, "odd");
+    await mkdir(sub);
+    await writeFile(Buffer.concat([Buffer.from(`${sub}/`), Buffer.from([0x62, 0xff, 0x2e, 0x74])]), "not UTF-8");
+    await writeFile(join(sub, "b\uFFFD.t"), "the real one");
+    await writeFile(join(sub, "plain"), "plain");
+    const skipped: [string, string][] = [];
+    const items = await collectFiles([sub], true, (path, why) => skipped.push([path, why]));
+    assert.deepEqual(
+      items.map((it) => [it.target, it.size]),
+      [
+        ["odd/b\uFFFD.t", "the real one".length],
+        ["odd/plain", 5],
+      ],
+    );
+    assert.equal(skipped.length, 1, JSON.stringify(skipped));
+    assert.equal(skipped[0][1], "its name is not UTF-8");
+    assert.ok(skipped[0][0].startsWith(`${sub}/b`), skipped[0][0]);
+  });
 });

@@ -8,6 +8,10 @@
  *   reconnected with no delay, ~6,000 times a second;
  * - a server announcing maxConcurrentStreams 0: every stream waited for a
  *   slot for ever.
+ * - a server that never answers a stream, a request, nor this side's CANCEL:
+ *   a stream whose END went out waited for its answer for ever, and held its
+ *   id (the peer's slot) for ever, and the streams after it waited for that
+ *   slot for ever (session 28).
  */
 import assert from "node:assert/strict";
 import net from "node:net";
@@ -16,7 +20,7 @@ import { encodeGoAway } from "../../src/codec/control.ts";
 import { encodeFrame } from "../../src/codec/encoder.ts";
 import { FrameType } from "../../src/codec/frame.ts";
 import { Feature } from "../../src/codec/settings.ts";
-import { Client, connect, connectResilient } from "../../src/index.ts";
+import { Client, connect, connectResilient, type PointSubError } from "../../src/index.ts";
 import { handshake } from "../helpers/raw-peer.ts";
 import { sleep } from "../helpers/wait.ts";
 
@@ -95,6 +99,70 @@ describe("clients against a hostile server", () => {
           code: "ERR_PROTOCOL",
           message: "the peer does not accept streams",
         });
+      } finally {
+        conn.destroy();
+      }
+    } finally {
+      await s.close();
+    }
+  });
+
+  it("a server that answers no stream and no CANCEL: the stream fails at requestTimeoutMs after its END, the connection is cut at progressTimeoutMs, the stream waiting for the slot fails (all waited for ever)", async () => {
+    const s = await scripted(handshake({ maxConcurrentStreams: 1, features: Feature.STREAMS | Feature.RESUME }), false);
+    try {
+      const conn = await connect(s.url, { requestTimeoutMs: 300, progressTimeoutMs: 400, keepAliveMs: 0 });
+      try {
+        const t0 = Date.now();
+        const first = conn.sendStream("/s", [new Uint8Array(100)], { total: 100 }).done;
+        // Waits for the one slot, which the first holds until the server answers (never).
+        const second = conn.sendStream("/s", [new Uint8Array(10)]).done;
+        const firstFailed = first.then(
+          () => assert.fail("the first stream succeeded without an answer"),
+          (err) => err,
+        );
+        const secondFailed = second.then(
+          () => assert.fail("the second stream succeeded without an answer"),
+          (err) => err,
+        );
+        const e1 = await firstFailed;
+        assert.equal(e1.code, "ERR_TIMEOUT");
+        assert.equal(e1.phase, "request");
+        assert.match(e1.message, /no answer .* after its end/);
+        const e2 = await secondFailed;
+        assert.equal(e2.code, "ERR_CONNECTION_CLOSED");
+        assert.match(String(e2.cause?.message), /did not answer this side.s CANCEL of the call 1 to \/s/);
+        assert.match(conn.closeReason, /ERR_TIMEOUT/);
+        assert.equal(conn.state, "closed");
+        // requestTimeoutMs, then progressTimeoutMs for the CANCEL, each up to a tick (100 ms) late.
+        assert.ok(Date.now() - t0 < 5000, `${Date.now() - t0} ms`);
+      } finally {
+        conn.destroy();
+      }
+    } finally {
+      await s.close();
+    }
+  });
+
+  it("a server that answers no request and no CANCEL: the requests time out, the connection is cut, a stream waiting for a request slot fails (it waited for ever)", async () => {
+    const s = await scripted(
+      handshake({ maxConcurrentRequests: 2, features: Feature.STREAMS | Feature.RESUME }),
+      false,
+    );
+    try {
+      const conn = await connect(s.url, { requestTimeoutMs: 200, progressTimeoutMs: 400, keepAliveMs: 0 });
+      try {
+        const requests = [conn.request("/r", "a"), conn.request("/r", "b")];
+        const stream = conn.sendStream("/s", [new Uint8Array(10)]).done;
+        for (const r of requests) await assert.rejects(r, { code: "ERR_TIMEOUT", phase: "request" });
+        // Their ids stay in use until the server answers their CANCEL: the stream waits for one, then
+        // the connection is cut for the CANCELs never answered.
+        await assert.rejects(stream, (err: PointSubError) => {
+          assert.equal(err.code, "ERR_CONNECTION_CLOSED");
+          assert.match(String((err.cause as Error).message), /did not answer this side.s CANCEL/);
+          return true;
+        });
+        assert.equal(conn.state, "closed");
+        assert.match(conn.closeReason, /ERR_TIMEOUT/);
       } finally {
         conn.destroy();
       }

@@ -3,8 +3,12 @@
  * and never answers fails the attempt with ERR_TIMEOUT once that long
  * passed after the last byte was written, retried as `retries` allows;
  * the source's own chunk releases (a file reader's buffer pool) still run.
- * Without the option the answer is awaited as before (not tested here: it
- * would wait for ever).
+ * Without the option the connection's own bound applies (session 28): a
+ * stream's answer is due `requestTimeoutMs` plus its size at
+ * `requestBytesPerSecond` after its END; then the stream fails with
+ * ERR_TIMEOUT and CANCEL stops the receiver's handler, which answers it at
+ * once and frees the stream's slot (before: the answer was awaited for
+ * ever, and the slot held).
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
@@ -95,6 +99,45 @@ describe("sendResumable answerTimeoutMs", () => {
       assert.equal(new TextDecoder().decode(await t), "3");
     } finally {
       await server.close();
+    }
+  });
+
+  it("a plain sendStream whose receiver never answers fails requestTimeoutMs after its END; the CANCEL frees the receiver's only slot", async () => {
+    const server = createServer({ maxConcurrentStreams: 1 });
+    const never = Promise.withResolvers<void>();
+    let aborted = 0;
+    server.handleStream("/never/2", async (stream, ctx) => {
+      ctx.signal.addEventListener("abort", () => aborted++);
+      for await (const _ of stream);
+      // Ignores the abort: its result is dropped when it settles.
+      await never.promise;
+    });
+    server.handleStream("/count/1", async (stream) => {
+      let n = 0;
+      for await (const c of stream) n += c.length;
+      return String(n);
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    // (Checked by housekeeping: its tick is a quarter of progressTimeoutMs here.)
+    const conn = await connect(url, { requestTimeoutMs: 300, progressTimeoutMs: 400 });
+    try {
+      const err = await conn.sendStream("/never/2", [new Uint8Array(1000)], { total: 1000 }).done.then(
+        () => assert.fail("answered"),
+        (e: unknown) => e,
+      );
+      assert.ok(err instanceof PointSubError, String(err));
+      assert.equal(err.code, "ERR_TIMEOUT");
+      assert.equal(err.phase, "request");
+      assert.match(err.message, /stream to \/never\/2: no answer \d+ ms after its end/);
+      // The server's one slot is free again (the stream waited for it for ever before) and the connection open.
+      const t = conn.sendStream("/count/1", [new Uint8Array(5)], { total: 5 });
+      assert.equal(new TextDecoder().decode(await t), "5");
+      assert.equal(aborted, 1, "the handler's signal fired");
+      assert.equal(conn.state, "open");
+    } finally {
+      never.resolve();
+      conn.destroy();
+      await server.close({ timeoutMs: 100 });
     }
   });
 });
