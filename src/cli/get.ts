@@ -52,6 +52,12 @@ export interface GetOptions extends ClientAuthFlags {
   timeout?: number;
   /** Files in flight at once over the connection. Default 4. */
   parallel?: number;
+  /**
+   * Largest file downloaded (bytes; 0 or undefined: no limit): a larger
+   * listed file fails with ERR_QUOTA and is not asked for, the others are
+   * downloaded. A server cannot send more than it listed for a file.
+   */
+  maxFileSize?: number;
   json?: boolean;
 }
 
@@ -348,6 +354,7 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
     if (mode === "plain" && (names.length > 1 || items.length > 1)) {
       writeOut(`${printable(`${file}: failed: ${e.code}: ${e.message}`)}\n`);
     }
+    if (mode === "json") jsonLine({ event: "failed", file, code: e.code, errno: e.errno, message: e.message });
   };
   try {
     // What each name is: a file, or (with -r) a directory's files.
@@ -394,6 +401,20 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
       } catch (err) {
         fail(arg, err);
       }
+    }
+    const max = opts.maxFileSize ?? 0;
+    if (max > 0) {
+      const small = items.filter((it) => it.size <= max);
+      for (const it of items) {
+        if (it.size > max) {
+          fail(
+            it.path,
+            new PointSubError("ERR_QUOTA", `${formatBytes(it.size)}, over --max-file-size (${formatBytes(max)})`),
+          );
+        }
+      }
+      items.length = 0;
+      items.push(...small);
     }
     // Files already here whole are skipped (the server compares CRC32Cs); others are replaced.
     const have = new Map<GetItem, FileHave>();

@@ -195,6 +195,12 @@ export function program(): Command {
     .option("--force", "download files even when one of the same size and CRC32C is already here")
     .option("-j, --parallel <n>", "files in flight at once over the one connection (1 to 8)", integer(1, 8), 4)
     .option(
+      "--max-file-size <bytes>",
+      "largest file to download, e.g. 4GiB; a larger one fails with ERR_QUOTA, the others are downloaded (0 = unlimited)",
+      parseBytes,
+      0,
+    )
+    .option(
       "--retries <n>",
       "reconnection attempts per file after a dropped connection (0 = none; a server never reached: at most 5)",
       integer(0, 1000),

@@ -901,6 +901,7 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
     if (found > 1 && mode === "plain") {
       writeOut(`${printable(`${target}: failed: ${e.code}: ${e.message}`)}\n`);
     }
+    if (mode === "json") jsonLine({ event: "failed", file: target, code: e.code, errno: e.errno, message: e.message });
   };
   /**
    * The files of `group` the server does not hold whole (quick check, one request; never rejects). A check that

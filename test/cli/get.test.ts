@@ -248,6 +248,45 @@ describe("pointsub get and ls", () => {
     assert.match(mixed.stderr, /^pointsub: ERR_NOT_FOUND: nope\.txt: no such file/);
   });
 
+  it("--max-file-size: a listed file over it fails with ERR_QUOTA and is not asked for; the others arrive", async () => {
+    const out = join(work, "out-max");
+    // b.bin is 1 MiB + 17; tree/x/y.bin 300,000 B.
+    const r = await run([
+      "get",
+      "a.txt",
+      "b.bin",
+      "-r",
+      "tree",
+      "--from",
+      url,
+      "--out",
+      out,
+      "--max-file-size",
+      "256KiB",
+      "--json",
+    ]);
+    assert.equal(r.code, 1, r.stderr);
+    const evs = events(r.stdout);
+    const failed = evs.filter((e) => e.event === "failed");
+    assert.ok(
+      failed.some((e) => e.code === "ERR_QUOTA" && e.file === "b.bin"),
+      JSON.stringify(failed),
+    );
+    assert.ok(
+      failed.some((e) => e.code === "ERR_QUOTA" && e.file === "tree/x/y.bin"),
+      r.stdout,
+    );
+    assert.equal(failed.length, 2, JSON.stringify(failed));
+    assert.equal(evs.filter((e) => e.event === "received").length, 3);
+    assert.equal(await readFile(join(out, "a.txt"), "utf8"), "hello\n");
+    assert.equal(await readFile(join(out, "tree", "z.txt"), "utf8"), "zzz");
+    await assert.rejects(stat(join(out, "b.bin")), { code: "ENOENT" });
+    await assert.rejects(stat(join(out, "tree", "x", "y.bin")), { code: "ENOENT" });
+    const bad = await run(["get", "a.txt", "--from", url, "--out", out, "--max-file-size", "lots"]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--max-file-size/);
+  });
+
   it("a connection dropped mid-download is reopened and the download continues where it stopped", async () => {
     const size = 48 * MiB;
     const data = randomFillSync(new Uint8Array(size));
