@@ -298,6 +298,8 @@ async function sendBundle(
         total: body.length,
         meta: { files: left.length },
         compress,
+        // Watched here (answerWithin, below): not the connection's deadline too, with its own error.
+        answerTimeoutMs: 0,
       });
       const res = await answerWithin(
         t,
@@ -572,8 +574,8 @@ const listDir = (dir: string) =>
 /** A directory entry as the walk reads it: its name as a string and its type. */
 type WalkEntry = Pick<Dirent, "name" | "isFile" | "isDirectory" | "isSymbolicLink">;
 
-/** Decodes a name's bytes, throwing on bytes that are not UTF-8. */
-const utf8 = new TextDecoder("utf-8", { fatal: true });
+/** Decodes a name's bytes, throwing on bytes that are not UTF-8 (a leading U+FEFF kept: part of the name). */
+const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /**
  * `dir`'s entries whose names are UTF-8, read again as bytes, when a name
@@ -607,6 +609,12 @@ function utf8Entries(dir: string, odd: (name: string) => void): Promise<WalkEntr
 }
 const statOf = (path: string) =>
   new Promise<Stats | undefined>((resolve) => stat(path, (err, st) => resolve(err === null ? st : undefined)));
+
+/** A tree's file as the walk lists it without reading it (its size now), or undefined when it is gone. */
+function listed(path: string, target: string): SendItem | undefined {
+  const st = lstatSync(path, { throwIfNoEntry: false });
+  return st === undefined ? undefined : { file: path, target, tree: true, size: st.size };
+}
 
 /** Whether `path` is a directory itself now (not a link to one, nor gone). */
 const isDirectoryNow = (path: string): boolean => lstatSync(path, { throwIfNoEntry: false })?.isDirectory() === true;
@@ -667,7 +675,7 @@ export async function collectFiles(
       const target = `${prefix}/${d.name}`;
       if (d.isDirectory()) await walk(path, target, true);
       else if (d.isFile()) {
-        let it: SendItem;
+        let it: SendItem | undefined;
         if (readAhead?.on === true) {
           const wait = readAhead.room();
           if (wait !== undefined) await wait;
@@ -676,9 +684,14 @@ export async function collectFiles(
           } catch {
             // Not readable now (replaced by a link since its directory was listed: ELOOP...): listed as
             // the walk lists it otherwise, and its read when its bundle is sent reports the file's failure.
-            it = { file: path, target, tree: true, size: lstatSync(path).size };
+            it = listed(path, target);
           }
-        } else it = { file: path, target, tree: true, size: lstatSync(path).size };
+        } else it = listed(path, target);
+        if (it === undefined) {
+          // Removed since its directory was listed (as rsync's "vanished" files): the others go on.
+          skip(path, "gone since its directory was listed");
+          continue;
+        }
         items.push(it);
         // A bundle was handed over: its check or bytes leave, and an answer waiting is read, before the
         // walk reads on (it read up to 256 files more otherwise: the first bundle's check answered,

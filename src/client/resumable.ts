@@ -134,8 +134,12 @@ export interface SendResumableOptions
    * receiver that takes the whole content and never answers. Nothing is
    * timed while bytes are being sent (a receiver that stops taking them is
    * the connection's `progressTimeoutMs`). Allow for the receiver's work
-   * after the last byte (an fsync of the file). Default 0: the answer is
-   * awaited as long as the connection lives.
+   * after the last byte (an fsync of the file). Default: the connection's
+   * own deadline for a stream's answer (`SendStreamOptions.answerTimeoutMs`:
+   * its `requestTimeoutMs` plus the bytes sent at `requestBytesPerSecond`
+   * after END, counted again from each credit returned); 0: the answer is
+   * awaited as long as the connection lives. A value given replaces the
+   * connection's deadline for each attempt's stream.
    */
   answerTimeoutMs?: number;
 }
@@ -193,6 +197,8 @@ export function sendResumable(
       compress: options.compress,
       signal: options.signal,
       progressIntervalMs: options.progressIntervalMs,
+      // Watched here when given (from the last byte written, its own error), else the connection's default.
+      answerTimeoutMs: options.answerTimeoutMs === undefined ? undefined : 0,
     });
     current = t;
     const forward = (s: { bytes: number; status: string }) => {

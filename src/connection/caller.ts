@@ -20,7 +20,10 @@ import type { RequestOptions } from "./types.ts";
 export interface CallerStreams {
   /** This side gave up on its stream `id`: stop the producer. */
   stopOut(id: number, err: PointSubError): void;
-  /** The receiver's final frame for stream `id` arrived. */
+  /**
+   * The peer's final frame for call `id` arrived: a stream's (its slot is
+   * free), or a request's (its request slot may be what a stream waits for).
+   */
   streamAnswered(id: number): void;
 }
 
@@ -240,8 +243,8 @@ export class Caller {
   /** The peer sent the final frame for `call`: its id is free again. */
   finishCall(call: PendingCall): void {
     this.pending.delete(call.id);
-    if (call.type === FrameType.STREAM) this.streams?.streamAnswered(call.id);
-    else if (this.outbox.writer.chunkedPending !== 0) this.stopBody(call);
+    this.streams?.streamAnswered(call.id);
+    if (call.type !== FrameType.STREAM && this.outbox.writer.chunkedPending !== 0) this.stopBody(call);
     this.startWaiting();
   }
 

@@ -132,19 +132,22 @@ const noop = () => {};
 /** When housekeeping first saw each call this side gave up on still waiting for the peer's final frame. */
 const givenUpSeen = new WeakMap<PendingCall, number>();
 
+/** Housekeepers whose PING probing an unanswered CANCEL is out ({@link Housekeeper.probeCancel}). */
+const probing = new WeakSet<Housekeeper>();
+
 /**
- * Why the peer is cut for ids it never frees, or undefined: a call this side
- * gave up on (settled while still in `pending`: its CANCEL went out, see
- * `Caller.abandon` and `OutgoingStreams.stopOut`) whose final frame has not
- * come `windowMs` (progressTimeoutMs) after housekeeping first saw it so,
- * or after `floor` (reading resumed after this side paused it) if later.
+ * A call this side gave up on (settled while still in `pending`: its
+ * CANCEL went out, see `Caller.abandon` and `OutgoingStreams.stopOut`)
+ * whose final frame has not come `windowMs` (progressTimeoutMs) after
+ * housekeeping first saw it so, or after `floor` (reading resumed after
+ * this side paused it) if later; or undefined.
  */
 function unansweredCancel(
   pending: CallTable<PendingCall>,
   now: number,
   windowMs: number,
   floor: number,
-): string | undefined {
+): PendingCall | undefined {
   if (pending.size === 0) return undefined;
   for (const call of pending.values()) {
     if (!call.settled) continue;
@@ -153,10 +156,7 @@ function unansweredCancel(
       givenUpSeen.set(call, now);
       continue;
     }
-    const since = seen > floor ? seen : floor;
-    if (now - since >= windowMs) {
-      return `the peer did not answer this side's CANCEL of the call ${call.id} to ${call.route} within ${now - since} ms (progressTimeoutMs ${windowMs}): its id stays in use`;
-    }
+    if (now - (seen > floor ? seen : floor) >= windowMs) return call;
   }
   return undefined;
 }
@@ -399,6 +399,28 @@ export class Housekeeper implements Tickable {
     return t > (pressed ? fast : due);
   }
 
+  /**
+   * Sends a PING after the peer left `call`'s CANCEL unanswered for
+   * `windowMs`; when its answer comes and `call` still holds its id (the
+   * peer read the CANCEL and kept the id), the connection closes with
+   * ERR_TIMEOUT.
+   */
+  private probeCancel(call: PendingCall, windowMs: number): void {
+    probing.add(this);
+    const host = this.host;
+    sendPing(this.frames.pinger, windowMs, () => new Error("no pong")).then(
+      () => {
+        probing.delete(this);
+        if (host.state === "closed" || this.frames.inbound.caller.pending.get(call.id) !== call) return;
+        host.timedOut(
+          "ERR_TIMEOUT",
+          `${host.remoteUrl}: the peer did not answer this side's CANCEL of the call ${call.id} to ${call.route} in over ${windowMs} ms, though it answered a PING sent after it (progressTimeoutMs ${windowMs}): it keeps the id in use`,
+        );
+      },
+      () => probing.delete(this),
+    );
+  }
+
   /** `now`: a `Date.now()` time (as the writer's and the inbound side's times are). */
   private check(now: number, confirmed: boolean): void {
     const times = this.times;
@@ -436,22 +458,15 @@ export class Housekeeper implements Tickable {
     // While reading is paused because the peer does not take what it is owed, they are checked:
     // that pause is the peer's doing, and a peer taking a trickle of its answers (each drain
     // resumes reading) would otherwise keep its unfinished messages clear of the rate rule.
-    if (!this.gate.heldPaused) {
-      // This side's streams whose END went out: answered within their time (requestTimeoutMs), else cancelled.
+    // What this side gave up on (CANCEL sent): the peer answers at once (§3.4, §3.10), or its ids would be
+    // held for ever (a stream waiting for a slot behind them for ever). One still unanswered after
+    // progressTimeoutMs is probed with a PING: a peer that answers it has read the CANCEL (frames are
+    // read in order) and keeps the id anyway, and is cut. (One that reads nothing — its own backpressure,
+    // a dead link — answers no PING either: the slow-peer and keepalive rules are for that.)
+    if (pt > 0 && !probing.has(this)) {
       const floor = this.progressFloor === 0 ? 0 : EPOCH + this.progressFloor;
-      this.frames.outStreamsIfAny?.checkAnswers(now, floor);
-      // What this side gave up on (CANCEL sent): the peer answers at once (§3.4, §3.10), or its ids would be
-      // held for ever (a stream waiting for a slot behind them for ever); one that does not is cut.
-      const late = pt > 0 ? unansweredCancel(this.frames.inbound.caller.pending, now, pt, floor) : undefined;
-      if (late !== undefined) {
-        if (!confirmed) {
-          this.confirmLater();
-          return;
-        }
-        host.timedOut("ERR_TIMEOUT", `${host.remoteUrl}: ${late}`);
-        return;
-      }
-      if (host.state === "closed") return;
+      const late = unansweredCancel(this.frames.inbound.caller.pending, now, pt, floor);
+      if (late !== undefined) this.probeCancel(late, pt);
     }
     if (pt > 0 && !this.gate.heldPaused) {
       // The peer's unfinished messages and streams, and this side's streams waiting for credit.

@@ -58,10 +58,10 @@ interface OutState {
   call: PendingCall;
   /** END or CANCEL went out. */
   outEnded: boolean;
-  /** `Date.now()` when END or CANCEL went out (0: not yet): the answer is due {@link answerDueMs} after it. */
-  endedAt: number;
   /** This side sent CANCEL (instead of END, or after it): the receiver's answer is that CANCEL's. */
   cancelSent: boolean;
+  /** `SendStreamOptions.answerTimeoutMs` (undefined: the connection's default, {@link OutgoingStreams.answerDue}). */
+  answerMs: number | undefined;
   /** The receiver's final frame (RES or CANCEL) arrived. */
   answered: boolean;
   /** Diagnostics: start time and bytes reported. */
@@ -101,26 +101,30 @@ export class OutgoingStreams {
     const st = this.streams.get(id);
     if (st === undefined) return;
     st.out.onAck(n);
+    // After END: the receiver is still reading what was sent, and its answer is due that long from now.
+    const call = st.call;
+    if (call.deadline !== 0 && !call.settled) call.deadline = Date.now() + call.timeoutMs;
     const p = st.progress;
     this.stats.diag.streamProgress(st.trace, "out", id, st.call.route, p.bytes - st.offset, p.total);
   }
 
   /**
-   * This side gave up on its stream `id` (timeout, abort): stop the
-   * producer, which sends CANCEL; once END went out, CANCEL is sent here
-   * (the receiver stops its handler and answers it at once, §3.10), so the
-   * id does not wait for a handler that may never answer.
+   * This side gave up on its stream `id` (timeout, abort): its direction
+   * ends now with CANCEL — what is queued of it is dropped, and its
+   * producer stops (not waiting for a source that may not yield for long)
+   * — or, once END went out, CANCEL follows it (the receiver stops its
+   * handler and answers it at once, §3.10). Either way the id is freed by
+   * the receiver's answer, not by a handler that may never finish.
    */
   stopOut(id: number, err: PointSubError): void {
     const st = this.streams.get(id);
     if (st === undefined) return;
-    if (!st.outEnded) {
-      st.out.stop(err);
-      return;
-    }
+    st.out.stop(err);
     if (st.answered || st.cancelSent || this.gate.isClosed()) return;
+    if (!st.outEnded) this.outbox.writer.remove(FrameType.STREAM, id, err);
     st.cancelSent = true;
     this.outbox.sendCancel(id, err.code);
+    this.outEnded(st);
   }
 
   /**
@@ -178,6 +182,10 @@ export class OutgoingStreams {
       if (!Number.isSafeInteger(offset) || offset < 0 || (total !== undefined && offset > total)) {
         throw new PointSubError("ERR_INVALID_ARGUMENT", "offset must be an integer between 0 and total");
       }
+      const answerMs = options.answerTimeoutMs;
+      if (answerMs !== undefined && !(Number.isSafeInteger(answerMs) && answerMs >= 0)) {
+        throw new PointSubError("ERR_INVALID_ARGUMENT", "answerTimeoutMs must be a non-negative integer");
+      }
       // Refused here, before the peer's handler is started for a stream that cannot be read.
       if (!isStreamSource(source)) {
         throw new PointSubError(
@@ -218,7 +226,7 @@ export class OutgoingStreams {
       signal.addEventListener("abort", call.onAbort, { once: true });
     }
     progress.setBase(offset);
-    void this.run(call, head, source, plan, offset, options.prefixCrc ?? 0, progress, trace);
+    void this.run(call, head, source, plan, offset, options.prefixCrc ?? 0, progress, trace, options.answerTimeoutMs);
     return transfer;
   }
 
@@ -231,18 +239,25 @@ export class OutgoingStreams {
     prefixCrc: number,
     progress: Progress,
     trace: StreamTrace,
+    answerMs: number | undefined,
   ): Promise<void> {
+    let waited = false;
     while (
       this.gate.isOpen() &&
       !call.settled &&
       (this.inUse >= this.link.peer.maxConcurrentStreams ||
         this.caller.pending.size >= this.link.peer.maxConcurrentRequests)
     ) {
+      waited = true;
       await new Promise<void>((r) => {
         this.waiters.push(r);
       });
     }
-    if (call.settled) return;
+    if (call.settled) {
+      // Given up while it waited: the slot it was woken for goes to the next one.
+      if (waited) this.waiters.shift()?.();
+      return;
+    }
     if (!this.gate.isOpen()) {
       this.caller.settle(call, undefined, this.gate.unusableError());
       return;
@@ -301,8 +316,8 @@ export class OutgoingStreams {
       msg,
       call,
       outEnded: false,
-      endedAt: 0,
       cancelSent: false,
+      answerMs,
       answered: false,
       trace,
       progress,
@@ -333,14 +348,27 @@ export class OutgoingStreams {
   private outEnded(st: OutState): void {
     if (st.outEnded) return;
     st.outEnded = true;
-    st.endedAt = Date.now();
+    const call = st.call;
+    if (!st.cancelSent && !st.answered && !call.settled) {
+      // END went out: the answer is due (the caller's deadline timer, moved on by each credit, see onAck).
+      const due = this.answerDue(st);
+      if (due > 0) {
+        call.timeoutMs = due;
+        call.deadline = Date.now() + due;
+        this.caller.armDeadline(call.deadline);
+      }
+    }
     this.release(st);
   }
 
-  /** The receiver's final frame for stream `id` arrived. */
+  /** The receiver's final frame for stream `id` arrived (or for request `id`: {@link CallerStreams.streamAnswered}). */
   streamAnswered(id: number): void {
     const st = this.streams.get(id);
-    if (st === undefined) return;
+    if (st === undefined) {
+      // A request's slot is free: a stream that has a stream slot may be waiting for it.
+      if (this.waiters.length !== 0 && this.inUse < this.link.peer.maxConcurrentStreams) this.waiters.shift()?.();
+      return;
+    }
     st.answered = true;
     if (!st.outEnded) st.out.stop(new PointSubError("ERR_CANCELLED", "the receiver answered before the stream ended"));
     this.release(st);
@@ -376,36 +404,14 @@ export class OutgoingStreams {
   }
 
   /**
-   * Housekeeping: streams whose END went out and whose answer has not come
-   * within {@link answerDueMs} fail with ERR_TIMEOUT (and CANCEL tells the
-   * receiver, {@link stopOut}). `floor`: when reading last resumed after this
-   * side paused it (an answer could not be read before).
-   */
-  checkAnswers(now: number, floor: number): void {
-    if (this.streams.size === 0) return;
-    for (const st of this.streams.values()) {
-      if (!st.outEnded || st.answered || st.call.settled) continue;
-      const due = this.answerDueMs(st);
-      const since = st.endedAt > floor ? st.endedAt : floor;
-      if (due === 0 || now - since < due) continue;
-      this.caller.abandon(
-        st.call,
-        new PointSubError(
-          "ERR_TIMEOUT",
-          `stream to ${st.call.route}: no answer ${now - since} ms after its end (requestTimeoutMs plus its size at requestBytesPerSecond: ${due} ms)`,
-          { phase: "request" },
-        ),
-      );
-    }
-  }
-
-  /**
    * How long stream `st`'s receiver may take to answer once its END went
-   * out: the connection's `requestTimeoutMs` plus the bytes sent at
-   * `requestBytesPerSecond` (a file sink verifies and syncs what it got);
-   * 0 (never) when `requestTimeoutMs` is 0.
+   * out, counted again from each credit it returns: its
+   * `answerTimeoutMs`, by default the connection's `requestTimeoutMs` plus
+   * the bytes sent at `requestBytesPerSecond` (a file sink verifies and
+   * syncs what it got); 0 (never) when that is 0.
    */
-  private answerDueMs(st: OutState): number {
+  private answerDue(st: OutState): number {
+    if (st.answerMs !== undefined) return st.answerMs;
     const base = this.caller.requestTimeoutMs;
     return base === 0 ? 0 : base + Math.ceil(((st.out.produced - st.offset) * 1000) / this.caller.bytesPerSecond);
   }

@@ -10,8 +10,8 @@
 import type { Dirent } from "node:fs";
 import { opendir } from "node:fs/promises";
 
-/** A name's bytes as UTF-8 (throws on bytes that are not: such a name cannot be asked for by a client). */
-const utf8 = new TextDecoder("utf-8", { fatal: true });
+/** A name's bytes as UTF-8 (throws on bytes that are not: such a name cannot be asked for by a client; a leading U+FEFF is kept: it is part of the name). */
+const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /** Entries read from the directory per thread-pool call. */
 const BATCH = 256;

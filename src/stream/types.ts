@@ -30,6 +30,15 @@ export interface SendStreamOptions {
   compress?: CompressOption;
   /** Cancels the transfer (the receiver sees ERR_CANCELLED). */
   signal?: AbortSignal;
+  /**
+   * How long the receiver may take to answer once this stream's END went
+   * out, counted again from each credit it returns (it is still reading
+   * what was sent); then the transfer fails with `ERR_TIMEOUT` (phase
+   * `"request"`) and CANCEL tells the receiver, which stops its handler.
+   * Default: the connection's `requestTimeoutMs` plus the bytes sent at
+   * `requestBytesPerSecond`; 0 waits as long as the connection lives.
+   */
+  answerTimeoutMs?: number;
   /** Progress callback (also available as `transfer.progress`). */
   onProgress?: (snapshot: ProgressSnapshot) => void;
   /** Least time between progress reports. Default 100 ms. */

@@ -203,14 +203,19 @@ describe("attack: the file source (list and get routes)", () => {
     // b<0xff>.t (not UTF-8) and the real name "b\uFFFD.t" (its UTF-8 bytes: EF BF BD).
     await writeFile(Buffer.concat([Buffer.from(`${odd}/`), Buffer.from([0x62, 0xff, 0x2e, 0x74])]), "not UTF-8");
     await writeFile(join(odd, "b\uFFFD.t"), "the real one");
+    // A leading U+FEFF is part of a name (a UTF-8 decoder drops it by default: it was listed as "bom").
+    await writeFile(join(odd, "\uFEFFbom"), "bom");
     try {
       const a = await list({ path: "odd" });
       assert.deepEqual(
         a.entries.map((e) => [e.path, e.size]),
-        [["odd/b\uFFFD.t", "the real one".length]],
+        [
+          ["odd/b\uFFFD.t", "the real one".length],
+          ["odd/\uFEFFbom", 3],
+        ],
       );
       const r = await list({ path: "odd", recursive: true });
-      assert.equal(r.entries.length, 1);
+      assert.equal(r.entries.length, 2);
     } finally {
       await rm(odd, { recursive: true });
     }

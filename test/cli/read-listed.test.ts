@@ -6,6 +6,7 @@
  * argument was checked: a bad argument fails without connecting.
  */
 import assert from "node:assert/strict";
+import { rmSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -108,6 +109,8 @@ describe("send reads small files at their listed size", () => {
     await writeFile(Buffer.concat([Buffer.from(`${sub}/`), Buffer.from([0x62, 0xff, 0x2e, 0x74])]), "not UTF-8");
     await writeFile(join(sub, "b\uFFFD.t"), "the real one");
     await writeFile(join(sub, "plain"), "plain");
+    // A name that starts with U+FEFF keeps it (a UTF-8 decoder drops a leading BOM by default).
+    await writeFile(join(sub, "\uFEFFbom"), "bom");
     const skipped: [string, string][] = [];
     const items = await collectFiles([sub], true, (path, why) => skipped.push([path, why]));
     assert.deepEqual(
@@ -115,10 +118,34 @@ describe("send reads small files at their listed size", () => {
       [
         ["odd/b\uFFFD.t", "the real one".length],
         ["odd/plain", 5],
+        ["odd/\uFEFFbom", 3],
       ],
     );
     assert.equal(skipped.length, 1, JSON.stringify(skipped));
     assert.equal(skipped[0][1], "its name is not UTF-8");
     assert.ok(skipped[0][0].startsWith(`${sub}/b`), skipped[0][0]);
+  });
+
+  it("a file removed while the walk goes on is skipped and said; the others are listed (the whole send failed with ENOENT)", async () => {
+    const sub = join(dir, "vanish");
+    await mkdir(sub);
+    for (const n of ["a", "b", "c"]) await writeFile(join(sub, n), n);
+    const skipped: [string, string][] = [];
+    const items = await collectFiles(
+      [sub],
+      true,
+      (path, why) => skipped.push([path, why]),
+      () => {},
+      (it) => {
+        // "b" goes once "a" was listed, before the walk reaches it.
+        if (it.target === "vanish/a") rmSync(join(sub, "b"));
+        return undefined;
+      },
+    );
+    assert.deepEqual(
+      items.map((it) => it.target),
+      ["vanish/a", "vanish/c"],
+    );
+    assert.deepEqual(skipped, [[join(sub, "b"), "gone since its directory was listed"]]);
   });
 });

@@ -17,17 +17,22 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import { describe, it } from "node:test";
 import { encodeGoAway } from "../../src/codec/control.ts";
+import { FrameDecoder } from "../../src/codec/decoder.ts";
 import { encodeFrame } from "../../src/codec/encoder.ts";
-import { FrameType } from "../../src/codec/frame.ts";
+import { Flag, FrameType } from "../../src/codec/frame.ts";
 import { Feature } from "../../src/codec/settings.ts";
 import { Client, connect, connectResilient, type PointSubError } from "../../src/index.ts";
 import { handshake } from "../helpers/raw-peer.ts";
 import { sleep } from "../helpers/wait.ts";
 
-/** A TCP server that answers every connection with `bytes` (then ends it when `end`); counts connections. */
+/**
+ * A TCP server that answers every connection with `bytes` (then ends it when `end`); counts connections.
+ * It ignores what the client sends, but for PINGs when `pongs` (answered as a live peer does).
+ */
 async function scripted(
   bytes: Uint8Array,
   end: boolean,
+  pongs = false,
 ): Promise<{ url: string; count: () => number; close(): Promise<void> }> {
   let n = 0;
   const sockets = new Set<net.Socket>();
@@ -36,7 +41,21 @@ async function scripted(
     sockets.add(s);
     s.on("error", () => {});
     s.on("close", () => sockets.delete(s));
-    // Ignores what the client sends; its answer in one write.
+    if (pongs) {
+      const d = new FrameDecoder(
+        {
+          onPreface: () => {},
+          onFrame: (type, flags, _id, buf, start, end) => {
+            if (type === FrameType.PING && (flags & Flag.ACK) === 0) {
+              s.write(encodeFrame(FrameType.PING, Flag.ACK, 0, buf.slice(start, end)));
+            }
+          },
+        },
+        16 * 1024 * 1024 - 1,
+      );
+      s.on("data", (c: Buffer) => d.push(new Uint8Array(c.buffer, c.byteOffset, c.length)));
+    }
+    // Its answer in one write.
     s.write(bytes);
     if (end) s.end();
   });
@@ -107,8 +126,12 @@ describe("clients against a hostile server", () => {
     }
   });
 
-  it("a server that answers no stream and no CANCEL: the stream fails at requestTimeoutMs after its END, the connection is cut at progressTimeoutMs, the stream waiting for the slot fails (all waited for ever)", async () => {
-    const s = await scripted(handshake({ maxConcurrentStreams: 1, features: Feature.STREAMS | Feature.RESUME }), false);
+  it("a server that answers no stream and no CANCEL (but PINGs): the stream fails at requestTimeoutMs after its END, the connection is cut once a PING after the CANCEL was answered, the stream waiting for the slot fails (all waited for ever)", async () => {
+    const s = await scripted(
+      handshake({ maxConcurrentStreams: 1, features: Feature.STREAMS | Feature.RESUME }),
+      false,
+      true,
+    );
     try {
       const conn = await connect(s.url, { requestTimeoutMs: 300, progressTimeoutMs: 400, keepAliveMs: 0 });
       try {
@@ -127,10 +150,13 @@ describe("clients against a hostile server", () => {
         const e1 = await firstFailed;
         assert.equal(e1.code, "ERR_TIMEOUT");
         assert.equal(e1.phase, "request");
-        assert.match(e1.message, /no answer .* after its end/);
+        assert.match(e1.message, /^request to \/s timed out after \d+ ms$/);
         const e2 = await secondFailed;
         assert.equal(e2.code, "ERR_CONNECTION_CLOSED");
-        assert.match(String(e2.cause?.message), /did not answer this side.s CANCEL of the call 1 to \/s/);
+        assert.match(
+          String(e2.cause?.message),
+          /did not answer this side.s CANCEL of the call 1 to \/s in over 400 ms, though it answered a PING sent after it/,
+        );
         assert.match(conn.closeReason, /ERR_TIMEOUT/);
         assert.equal(conn.state, "closed");
         // requestTimeoutMs, then progressTimeoutMs for the CANCEL, each up to a tick (100 ms) late.
@@ -143,10 +169,11 @@ describe("clients against a hostile server", () => {
     }
   });
 
-  it("a server that answers no request and no CANCEL: the requests time out, the connection is cut, a stream waiting for a request slot fails (it waited for ever)", async () => {
+  it("a server that answers no request and no CANCEL (but PINGs): the requests time out, the connection is cut, a stream waiting for a request slot fails (it waited for ever)", async () => {
     const s = await scripted(
       handshake({ maxConcurrentRequests: 2, features: Feature.STREAMS | Feature.RESUME }),
       false,
+      true,
     );
     try {
       const conn = await connect(s.url, { requestTimeoutMs: 200, progressTimeoutMs: 400, keepAliveMs: 0 });
@@ -163,6 +190,28 @@ describe("clients against a hostile server", () => {
         });
         assert.equal(conn.state, "closed");
         assert.match(conn.closeReason, /ERR_TIMEOUT/);
+      } finally {
+        conn.destroy();
+      }
+    } finally {
+      await s.close();
+    }
+  });
+
+  it("a server that answers nothing at all, PINGs included: the keepalive ends the connection and the stream waiting for a slot fails", async () => {
+    const s = await scripted(handshake({ maxConcurrentStreams: 1, features: Feature.STREAMS | Feature.RESUME }), false);
+    try {
+      const conn = await connect(s.url, { requestTimeoutMs: 200, progressTimeoutMs: 300, keepAliveMs: 300 });
+      try {
+        const first = conn.sendStream("/s", [new Uint8Array(10)]).done;
+        const second = conn.sendStream("/s", [new Uint8Array(10)]).done;
+        await assert.rejects(first, { code: "ERR_TIMEOUT" });
+        // No PONG: the peer is not known to read (the CANCEL probe never cuts it); the keepalive does.
+        await assert.rejects(second, (err: PointSubError) => {
+          assert.equal(err.code, "ERR_CONNECTION_CLOSED");
+          assert.equal((err.cause as PointSubError).code, "ERR_KEEPALIVE");
+          return true;
+        });
       } finally {
         conn.destroy();
       }

@@ -1,0 +1,260 @@
+/**
+ * Giving up on a stream, between two pointsub peers over loopback (review
+ * of session 28's answer deadline and unanswered-CANCEL rule):
+ * - an abort while the source waits for data ends the stream with CANCEL
+ *   at once (it went out only when the source yielded: the receiver's
+ *   handler ran on, and the connection was cut for the "unanswered" CANCEL);
+ * - an abort after the source ended but before its queued frames went out
+ *   drops them and cancels (the receiver got the whole stream anyway);
+ * - a stream aborted while waiting for a slot passes its wake-up on (the
+ *   next waiter waited until the connection closed);
+ * - a stream waiting for a request slot starts when a request ends (it
+ *   waited until the connection closed);
+ * - a receiver that reads slowly after END is not timed out while it reads
+ *   (each credit moves the answer's deadline);
+ * - a server that stops reading (documented backpressure) is not cut for a
+ *   CANCEL it has not read yet.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { connect, createServer, PointSubError } from "../../src/index.ts";
+import { sleep } from "../helpers/wait.ts";
+
+const MiB = 1024 * 1024;
+
+describe("giving up on a stream", () => {
+  it("an abort while the source waits sends CANCEL at once: the handler hears it, the connection stays open", async () => {
+    const server = createServer();
+    let abortedAt = 0;
+    server.handleStream("/feed", async (stream, ctx) => {
+      ctx.signal.addEventListener("abort", () => (abortedAt = Date.now()));
+      let n = 0;
+      for await (const c of stream) n += c.length;
+      return String(n);
+    });
+    server.handle("/ping", () => "pong");
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url, { progressTimeoutMs: 300, keepAliveMs: 0 });
+    const stop = Promise.withResolvers<void>();
+    try {
+      async function* live() {
+        yield new Uint8Array(10);
+        await stop.promise; // a live feed with nothing to say for now
+      }
+      const ac = new AbortController();
+      const t = conn.sendStream("/feed", live(), { signal: ac.signal });
+      await sleep(100);
+      const abortAt = Date.now();
+      ac.abort();
+      await assert.rejects(t.done, { code: "ERR_CANCELLED" });
+      for (let i = 0; i < 50 && abortedAt === 0; i++) await sleep(10);
+      assert.ok(
+        abortedAt !== 0 && abortedAt - abortAt < 400,
+        `the handler heard of it ${abortedAt - abortAt} ms later`,
+      );
+      // Past progressTimeoutMs (and its tick): the CANCEL was answered, nothing is cut.
+      await sleep(800);
+      assert.equal(new TextDecoder().decode(await conn.request("/ping", "x")), "pong");
+      assert.equal(conn.state, "open");
+    } finally {
+      stop.resolve();
+      conn.destroy();
+      await server.close({ timeoutMs: 100 });
+    }
+  });
+
+  it("an abort after the source ended, its frames still queued for credit: they are dropped and the stream cancelled", async () => {
+    const server = createServer({ streamWindow: 256 * 1024 });
+    let got = -1;
+    let abortedAt = 0;
+    server.handleStream("/s", async (stream, ctx) => {
+      ctx.signal.addEventListener("abort", () => (abortedAt = Date.now()));
+      let n = 0;
+      for await (const c of stream) {
+        n += c.length;
+        await sleep(100); // a slow reader: credit trickles back
+      }
+      got = n;
+      return String(n);
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url, { progressTimeoutMs: 400, keepAliveMs: 0 });
+    try {
+      const ac = new AbortController();
+      // 320 KiB through a 256 KiB window: the source is wholly queued (END too) while part waits for credit.
+      const total = 5 * 64 * 1024;
+      const chunks = Array.from({ length: 5 }, () => new Uint8Array(64 * 1024));
+      const t = conn.sendStream("/s", chunks, { total, signal: ac.signal });
+      await sleep(100);
+      const abortAt = Date.now();
+      ac.abort();
+      await assert.rejects(t.done, { code: "ERR_CANCELLED" });
+      for (let i = 0; i < 100 && abortedAt === 0; i++) await sleep(10);
+      // At once (the CANCEL is not queued behind the stream's frames, which wait for credit).
+      assert.ok(
+        abortedAt !== 0 && abortedAt - abortAt < 300,
+        `the handler heard of it ${abortedAt - abortAt} ms later`,
+      );
+      await sleep(1200);
+      assert.ok(got < total, `the receiver read ${got} of ${total} bytes: the queued rest went out anyway`);
+      assert.equal(conn.state, "open");
+    } finally {
+      conn.destroy();
+      await server.close({ timeoutMs: 100 });
+    }
+  });
+
+  it("a stream aborted while it waits for the only slot passes the slot on: the next one runs", async () => {
+    const server = createServer({ maxConcurrentStreams: 1 });
+    server.handleStream("/slow", async (stream) => {
+      for await (const _ of stream);
+      await sleep(200);
+      return "done";
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    try {
+      const a = conn.sendStream("/slow", [new Uint8Array(10)]).done;
+      const acB = new AbortController();
+      const b = conn.sendStream("/slow", [new Uint8Array(10)], { signal: acB.signal }).done;
+      const c = conn.sendStream("/slow", [new Uint8Array(10)]).done;
+      await sleep(20);
+      acB.abort();
+      await assert.rejects(b, { code: "ERR_CANCELLED" });
+      assert.equal(new TextDecoder().decode(await a), "done");
+      const r = await Promise.race([c, sleep(3000).then(() => "still waiting")]);
+      assert.equal(typeof r === "string" ? r : new TextDecoder().decode(r), "done");
+    } finally {
+      conn.destroy();
+      await server.close({ timeoutMs: 100 });
+    }
+  });
+
+  it("a stream waiting for one of the peer's request slots starts when a request ends", async () => {
+    const server = createServer({ maxConcurrentRequests: 1 });
+    server.handle("/slow", async () => {
+      await sleep(200);
+      return "ok";
+    });
+    server.handleStream("/count", async (stream) => {
+      let n = 0;
+      for await (const c of stream) n += c.length;
+      return String(n);
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    try {
+      const r = conn.request("/slow", "x");
+      const s = conn.sendStream("/count", [new Uint8Array(7)]).done;
+      assert.equal(new TextDecoder().decode(await r), "ok");
+      const got = await Promise.race([s, sleep(3000).then(() => "still waiting")]);
+      assert.equal(typeof got === "string" ? got : new TextDecoder().decode(got), "7");
+    } finally {
+      conn.destroy();
+      await server.close({ timeoutMs: 100 });
+    }
+  });
+
+  it("a receiver still reading after END is not timed out: each credit moves the answer's deadline", async () => {
+    const server = createServer();
+    let aborted = false;
+    server.handleStream("/slow", async (stream, ctx) => {
+      ctx.signal.addEventListener("abort", () => (aborted = true));
+      let n = 0;
+      for await (const c of stream) {
+        n += c.length;
+        await sleep((c.length / (2 * MiB)) * 1000); // 2 MiB/s: ~2 s for all, END went out at once
+      }
+      return String(n);
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    // An answer is due 400 ms (+ 0.4 s for 4 MiB at requestBytesPerSecond) after END, or after the last credit.
+    const conn = await connect(url, { requestTimeoutMs: 400, progressTimeoutMs: 2000, keepAliveMs: 0 });
+    try {
+      const chunks = Array.from({ length: 64 }, () => new Uint8Array(64 * 1024));
+      const r = await conn.sendStream("/slow", chunks, { total: 4 * MiB });
+      assert.equal(new TextDecoder().decode(r), String(4 * MiB));
+      assert.equal(aborted, false);
+    } finally {
+      conn.destroy();
+      await server.close({ timeoutMs: 100 });
+    }
+  });
+
+  it("answerTimeoutMs: a stream's own deadline (shorter or longer than the connection's; 0: none); a bad value is refused", async () => {
+    const server = createServer();
+    server.handleStream("/late", async (stream) => {
+      for await (const _ of stream);
+      await sleep(600);
+      return "late";
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    // The connection's deadline alone would fail /late; and it has no housekeeping at all (the caller's timer is used).
+    const conn = await connect(url, {
+      requestTimeoutMs: 200,
+      keepAliveMs: 0,
+      progressTimeoutMs: 0,
+      slowPeerTimeoutMs: 0,
+    });
+    try {
+      const t0 = Date.now();
+      await assert.rejects(conn.sendStream("/late", [new Uint8Array(1)]).done, {
+        code: "ERR_TIMEOUT",
+        phase: "request",
+      });
+      assert.ok(Date.now() - t0 < 550, `${Date.now() - t0} ms`);
+      assert.equal(
+        new TextDecoder().decode(await conn.sendStream("/late", [new Uint8Array(1)], { answerTimeoutMs: 0 })),
+        "late",
+      );
+      assert.equal(
+        new TextDecoder().decode(await conn.sendStream("/late", [new Uint8Array(1)], { answerTimeoutMs: 5000 })),
+        "late",
+      );
+      const t1 = Date.now();
+      await assert.rejects(conn.sendStream("/late", [new Uint8Array(1)], { answerTimeoutMs: 100 }).done, {
+        code: "ERR_TIMEOUT",
+      });
+      assert.ok(Date.now() - t1 < 450, `${Date.now() - t1} ms`);
+      for (const bad of [-1, 1.5, Number.NaN]) {
+        const err = await conn.sendStream("/late", [new Uint8Array(1)], { answerTimeoutMs: bad }).done.then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        assert.ok(err instanceof PointSubError && err.code === "ERR_INVALID_ARGUMENT", String(err));
+      }
+    } finally {
+      conn.destroy();
+      await server.close({ timeoutMs: 100 });
+    }
+  });
+
+  it("a server that stops reading (backpressure) is not cut for a CANCEL it has not read yet", async () => {
+    const server = createServer();
+    let tokens = 0;
+    const refill = setInterval(() => (tokens += 40), 100); // 400 messages a second
+    server.use(async (ctx, next) => {
+      if (ctx.kind === "message") {
+        while (tokens <= 0) await sleep(10);
+        tokens--;
+      }
+      return next();
+    });
+    server.handle("/r", () => "ok");
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url, { progressTimeoutMs: 300, keepAliveMs: 0 });
+    try {
+      // ~1 s of held messages: the server reads nothing more meanwhile, this side's CANCEL included.
+      for (let i = 0; i < 400; i++) conn.send(new Uint8Array(100)).catch(() => {});
+      await sleep(30);
+      await assert.rejects(conn.request("/r", "x", { timeoutMs: 100 }), { code: "ERR_TIMEOUT" });
+      await sleep(1500);
+      assert.equal(new TextDecoder().decode(await conn.request("/r", "x")), "ok");
+      assert.equal(conn.state, "open", conn.closeReason);
+    } finally {
+      clearInterval(refill);
+      conn.destroy();
+      await server.close({ timeoutMs: 100 });
+    }
+  });
+});
