@@ -180,8 +180,8 @@ export class Caller {
     }
     const where = this.outbox.writer.remove(FrameType.REQ, call.id, err);
     if (where === "queued") {
-      this.pending.delete(call.id);
-      this.startWaiting();
+      // Never sent: its id is free (and a request or stream waiting for its slot goes on).
+      this.finishCall(call);
       return;
     }
     // Sent (wholly or partly): the id stays reserved until the peer's final frame.

@@ -62,6 +62,11 @@ interface OutState {
   cancelSent: boolean;
   /** `SendStreamOptions.answerTimeoutMs` (undefined: the connection's default, {@link OutgoingStreams.answerDue}). */
   answerMs: number | undefined;
+  /** Window bytes its frames cost as they went out, and the credit returned for them (what the receiver has yet to read: the difference). */
+  sentWire: number;
+  ackedWire: number;
+  /** Credit returned since the answer's deadline last moved ({@link OutgoingStreams.onAck}). */
+  ackRun: number;
   /** The receiver's final frame (RES or CANCEL) arrived. */
   answered: boolean;
   /** Diagnostics: start time and bytes reported. */
@@ -74,6 +79,12 @@ export class OutgoingStreams {
   /** Streams this side sends, by id, until both directions ended. */
   private readonly streams = new Map<number, OutState>();
   private inUse = 0;
+  /**
+   * The connection's `progressTimeoutMs`, as housekeeping last checked this
+   * side's streams with it ({@link checkProgress}; 0 before, or when off):
+   * how long a receiver still reading may go between credits after END.
+   */
+  private progressMs = 0;
   /** Streams waiting for a free slot (maxConcurrentStreams). */
   private readonly waiters: (() => void)[] = [];
   private readonly link: Link;
@@ -101,9 +112,21 @@ export class OutgoingStreams {
     const st = this.streams.get(id);
     if (st === undefined) return;
     st.out.onAck(n);
-    // After END: the receiver is still reading what was sent, and its answer is due that long from now.
+    const owed = st.sentWire - st.ackedWire;
+    st.ackRun += n;
+    st.ackedWire += n;
+    // After END (its deadline armed): the receiver is still reading what was sent. The answer's deadline
+    // moves on for credit of an eighth of the window (or all it still owed), not any credit: a receiver
+    // trickling 1-byte credits would keep it for ever; this way at most ~8 times after END.
     const call = st.call;
-    if (call.deadline !== 0 && !call.settled) call.deadline = Date.now() + call.timeoutMs;
+    if (
+      call.deadline !== 0 &&
+      !call.settled &&
+      owed > 0 &&
+      st.ackRun >= Math.min(this.link.peer.streamWindow >>> 3, owed)
+    ) {
+      this.armAnswer(st);
+    }
     const p = st.progress;
     this.stats.diag.streamProgress(st.trace, "out", id, st.call.route, p.bytes - st.offset, p.total);
   }
@@ -121,8 +144,29 @@ export class OutgoingStreams {
     if (st === undefined) return;
     st.out.stop(err);
     if (st.answered || st.cancelSent || this.gate.isClosed()) return;
-    if (!st.outEnded) this.outbox.writer.remove(FrameType.STREAM, id, err);
+    if (!st.outEnded) {
+      this.giveUp(st, err);
+      return;
+    }
     st.cancelSent = true;
+    this.outbox.sendCancel(id, err.code);
+  }
+
+  /**
+   * Ends this side's direction of `st` before its END (given up, or its
+   * source failed): its queued frames are dropped and CANCEL goes out — or,
+   * when none of it went out (its START still queued), nothing: the
+   * receiver never saw the id (it would ignore a CANCEL and never answer),
+   * so the id and the slot are freed here.
+   */
+  private giveUp(st: OutState, err: PointSubError): void {
+    const id = st.msg.id;
+    st.cancelSent = true;
+    if (this.outbox.writer.remove(FrameType.STREAM, id, err) === "queued") {
+      st.outEnded = true;
+      this.caller.finishCall(st.call);
+      return;
+    }
     this.outbox.sendCancel(id, err.code);
     this.outEnded(st);
   }
@@ -307,6 +351,7 @@ export class OutgoingStreams {
       reject: (e) => out.stop(e),
       items: out.items,
       onItem: (item: StreamItem) => {
+        st.sentWire += streamCost(item);
         out.onItemSent(item);
         if ((item.flags & Flag.END) !== 0) this.outEnded(st);
       },
@@ -318,6 +363,9 @@ export class OutgoingStreams {
       outEnded: false,
       cancelSent: false,
       answerMs,
+      sentWire: 0,
+      ackedWire: 0,
+      ackRun: 0,
       answered: false,
       trace,
       progress,
@@ -333,12 +381,7 @@ export class OutgoingStreams {
       await out.run(source);
     } catch (err) {
       const e = toPointSubError(err, "ERR_SOURCE");
-      if (!st.outEnded && !this.gate.isClosed()) {
-        writer.remove(FrameType.STREAM, id, e);
-        this.outbox.sendCancel(id, e.code);
-        st.cancelSent = true;
-        this.outEnded(st);
-      }
+      if (!st.outEnded && !this.gate.isClosed()) this.giveUp(st, e);
       if (!call.settled) this.caller.settle(call, undefined, e);
     }
     this.stats.counts[22] += out.produced - offset; // stream bytes sent
@@ -348,15 +391,10 @@ export class OutgoingStreams {
   private outEnded(st: OutState): void {
     if (st.outEnded) return;
     st.outEnded = true;
-    const call = st.call;
-    if (!st.cancelSent && !st.answered && !call.settled) {
-      // END went out: the answer is due (the caller's deadline timer, moved on by each credit, see onAck).
-      const due = this.answerDue(st);
-      if (due > 0) {
-        call.timeoutMs = due;
-        call.deadline = Date.now() + due;
-        this.caller.armDeadline(call.deadline);
-      }
+    if (!st.cancelSent && !st.answered && !st.call.settled) {
+      // END went out: the answer is due (the caller's deadline timer, moved on by credit, see onAck).
+      st.ackRun = 0;
+      this.armAnswer(st);
     }
     this.release(st);
   }
@@ -386,6 +424,7 @@ export class OutgoingStreams {
 
   /** Cancels streams waiting for stream credit the receiver has not returned for `timeoutMs`. */
   checkProgress(now: number, timeoutMs: number, floor: number): void {
+    this.progressMs = timeoutMs;
     for (const st of this.streams.values()) {
       if (st.outEnded || st.call.settled) continue;
       const head = st.msg.items?.peek();
@@ -410,6 +449,25 @@ export class OutgoingStreams {
    * the bytes sent at `requestBytesPerSecond` (a file sink verifies and
    * syncs what it got); 0 (never) when that is 0.
    */
+  /**
+   * (Re)arms stream `st`'s answer deadline on the caller's timer, from now:
+   * {@link answerDue}; by default, while the receiver may have yet to read
+   * some of what was sent (not all of it credited back: a receiver credits
+   * in steps, and the last part of a stream usually never), at least
+   * `progressTimeoutMs` (a reader may take that long between credits before
+   * END too). A stream's own `answerTimeoutMs` is kept as given. Nothing
+   * when the answer is not timed (0).
+   */
+  private armAnswer(st: OutState): void {
+    const due = this.answerDue(st);
+    if (due === 0) return;
+    const call = st.call;
+    const reading = st.answerMs === undefined && st.sentWire > st.ackedWire;
+    call.timeoutMs = reading ? Math.max(due, this.progressMs) : due;
+    call.deadline = Date.now() + call.timeoutMs;
+    this.caller.armDeadline(call.deadline);
+  }
+
   private answerDue(st: OutState): number {
     if (st.answerMs !== undefined) return st.answerMs;
     const base = this.caller.requestTimeoutMs;

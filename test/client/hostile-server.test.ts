@@ -16,7 +16,7 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import { describe, it } from "node:test";
-import { encodeGoAway } from "../../src/codec/control.ts";
+import { encodeCredit, encodeGoAway } from "../../src/codec/control.ts";
 import { FrameDecoder } from "../../src/codec/decoder.ts";
 import { encodeFrame } from "../../src/codec/encoder.ts";
 import { Flag, FrameType } from "../../src/codec/frame.ts";
@@ -217,6 +217,53 @@ describe("clients against a hostile server", () => {
       }
     } finally {
       await s.close();
+    }
+  });
+
+  it("a receiver trickling 1-byte credits after END does not keep the answer waiting (each credit moved its deadline on)", async () => {
+    let credits = 0;
+    const timers = new Set<ReturnType<typeof setInterval>>();
+    const server = net.createServer((sock) => {
+      sock.on("error", () => {});
+      sock.write(handshake({ features: Feature.STREAMS | Feature.RESUME }));
+      const d = new FrameDecoder(
+        {
+          onPreface: () => {},
+          onFrame: (type, flags, id, buf, start, end) => {
+            if (type === FrameType.PING && (flags & Flag.ACK) === 0) {
+              sock.write(encodeFrame(FrameType.PING, Flag.ACK, 0, buf.slice(start, end)));
+            }
+            if (type === FrameType.STREAM && end > start) {
+              sock.write(encodeFrame(FrameType.CREDIT, 0, 0, encodeCredit(end - start)));
+            }
+            if (type === FrameType.STREAM && (flags & Flag.END) !== 0) {
+              const t = setInterval(() => {
+                credits++;
+                sock.write(encodeFrame(FrameType.CREDIT, 0, id, encodeCredit(1)));
+              }, 50);
+              timers.add(t);
+              sock.on("close", () => clearInterval(t));
+            }
+          },
+        },
+        16 * 1024 * 1024 - 1,
+      );
+      sock.on("data", (c: Buffer) => d.push(new Uint8Array(c.buffer, c.byteOffset, c.length)));
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const url = `tcp://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+    const conn = await connect(url, { requestTimeoutMs: 300, progressTimeoutMs: 400, keepAliveMs: 0 });
+    try {
+      const t0 = Date.now();
+      await assert.rejects(conn.sendStream("/s", [new Uint8Array(1000)], { total: 1000 }).done, {
+        code: "ERR_TIMEOUT",
+      });
+      assert.ok(Date.now() - t0 < 2000, `${Date.now() - t0} ms`);
+      assert.ok(credits >= 4, `${credits} credits came meanwhile`);
+    } finally {
+      conn.destroy();
+      for (const t of timers) clearInterval(t);
+      await new Promise((r) => server.close(r));
     }
   });
 });

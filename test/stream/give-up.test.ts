@@ -257,4 +257,95 @@ describe("giving up on a stream", () => {
       await server.close({ timeoutMs: 100 });
     }
   });
+
+  it("a stream given up while its START is still queued sends nothing and frees its slot (a CANCEL for an id the peer never saw got the connection cut)", async () => {
+    const server = createServer();
+    server.handleStream("/count", async (stream) => {
+      let n = 0;
+      for await (const c of stream) n += c.length;
+      return String(n);
+    });
+    server.handle("/ping", () => "pong");
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url, { progressTimeoutMs: 300, keepAliveMs: 0 });
+    const internals = conn as unknown as {
+      writer: { bulkState?: { list: { items?: unknown; started: boolean }[] } };
+      frames: { inbound: { caller: { pending: { size: number } } } };
+    };
+    try {
+      async function* zeros(n: number) {
+        const b = new Uint8Array(MiB);
+        for (let i = 0; i < n; i++) yield b;
+      }
+      const big = conn.sendStream("/count", zeros(200), { total: 200 * MiB });
+      let queuedAborts = 0;
+      for (let i = 0; i < 300 && queuedAborts < 3; i++) {
+        await sleep(2);
+        const ac = new AbortController();
+        const t = conn.sendStream("/count", [new Uint8Array(100)], { signal: ac.signal, total: 100 });
+        const list = internals.writer.bulkState?.list ?? [];
+        const m = list[list.length - 1];
+        if (m !== undefined && m.items !== undefined && !m.started) {
+          ac.abort();
+          queuedAborts++;
+          await assert.rejects(t.done, { code: "ERR_CANCELLED" });
+        } else await t.done;
+      }
+      assert.ok(queuedAborts > 0, "no stream was aborted with its START queued");
+      assert.equal(new TextDecoder().decode(await big), String(200 * MiB));
+      // Past progressTimeoutMs and its probe: nothing left in flight, nothing cut.
+      await sleep(900);
+      assert.equal(internals.frames.inbound.caller.pending.size, 0);
+      assert.equal(new TextDecoder().decode(await conn.request("/ping", "x")), "pong");
+      assert.equal(conn.state, "open", conn.closeReason);
+    } finally {
+      conn.destroy();
+      await server.close({ timeoutMs: 100 });
+    }
+  });
+
+  it("a request given up while still queued wakes a stream waiting for its request slot", async () => {
+    const server = createServer({ maxConcurrentRequests: 2 });
+    server.handleStream("/count", async (stream) => {
+      let n = 0;
+      for await (const c of stream) n += c.length;
+      return String(n);
+    });
+    server.handle("/r", () => "ok");
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    const internals = conn as unknown as { writer: { bulkState?: { list: { type: number; started: boolean }[] } } };
+    const stop = Promise.withResolvers<void>();
+    try {
+      async function* live() {
+        const b = new Uint8Array(MiB);
+        for (let i = 0; i < 64; i++) yield b;
+        await stop.promise;
+      }
+      const s1 = conn.sendStream("/count", live());
+      let queued = false;
+      let ac = new AbortController();
+      let r: Promise<unknown> = Promise.resolve();
+      for (let i = 0; i < 500 && !queued; i++) {
+        await sleep(1);
+        ac = new AbortController();
+        r = conn.request("/r", new Uint8Array(2 * MiB), { signal: ac.signal }).catch((e: PointSubError) => e.code);
+        queued = (internals.writer.bulkState?.list ?? []).some((m) => m.type === 2 && !m.started);
+        if (!queued) await r;
+      }
+      assert.ok(queued, "no request stayed queued");
+      // Its two request slots: the live stream's and the queued request's.
+      const s2 = conn.sendStream("/count", [new Uint8Array(10)]).done;
+      ac.abort();
+      assert.equal(await r, "ERR_CANCELLED");
+      const got = await Promise.race([s2, sleep(3000).then(() => "still waiting")]);
+      assert.equal(typeof got === "string" ? got : new TextDecoder().decode(got), "10");
+      stop.resolve();
+      await s1;
+    } finally {
+      stop.resolve();
+      conn.destroy();
+      await server.close({ timeoutMs: 100 });
+    }
+  });
 });
