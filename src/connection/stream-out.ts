@@ -65,8 +65,10 @@ interface OutState {
   /** Window bytes its frames cost as they went out, and the credit returned for them (what the receiver has yet to read: the difference). */
   sentWire: number;
   ackedWire: number;
-  /** Credit returned since the answer's deadline last moved ({@link OutgoingStreams.onAck}). */
+  /** Credit returned since the last progress ({@link OutgoingStreams.onAck}). */
   ackRun: number;
+  /** `Date.now()` of the last progress: credit of an eighth of the window (or the start). */
+  progressAt: number;
   /** The receiver's final frame (RES or CANCEL) arrived. */
   answered: boolean;
   /** Diagnostics: start time and bytes reported. */
@@ -115,17 +117,14 @@ export class OutgoingStreams {
     const owed = st.sentWire - st.ackedWire;
     st.ackRun += n;
     st.ackedWire += n;
-    // After END (its deadline armed): the receiver is still reading what was sent. The answer's deadline
-    // moves on for credit of an eighth of the window (or all it still owed), not any credit: a receiver
-    // trickling 1-byte credits would keep it for ever; this way at most ~8 times after END.
-    const call = st.call;
-    if (
-      call.deadline !== 0 &&
-      !call.settled &&
-      owed > 0 &&
-      st.ackRun >= Math.min(this.link.peer.streamWindow >>> 3, owed)
-    ) {
-      this.armAnswer(st);
+    // Progress is credit of an eighth of the window (or all that was still owed) since the last, not any
+    // credit: a receiver trickling 1-byte credits would hold a stalled upload (checkProgress) or, after
+    // END, the answer's deadline (moved on at most ~8 times this way) for ever.
+    if (owed > 0 && st.ackRun >= Math.min(this.link.peer.streamWindow >>> 3, owed)) {
+      st.ackRun = 0;
+      st.progressAt = Date.now();
+      const call = st.call;
+      if (call.deadline !== 0 && !call.settled) this.armAnswer(st);
     }
     const p = st.progress;
     this.stats.diag.streamProgress(st.trace, "out", id, st.call.route, p.bytes - st.offset, p.total);
@@ -366,6 +365,7 @@ export class OutgoingStreams {
       sentWire: 0,
       ackedWire: 0,
       ackRun: 0,
+      progressAt: Date.now(),
       answered: false,
       trace,
       progress,
@@ -429,7 +429,7 @@ export class OutgoingStreams {
       if (st.outEnded || st.call.settled) continue;
       const head = st.msg.items?.peek();
       if (head === undefined || streamCost(head) <= st.msg.credit) continue;
-      const last = st.out.lastAckAt > floor ? st.out.lastAckAt : floor;
+      const last = st.progressAt > floor ? st.progressAt : floor;
       if (now - last < timeoutMs) continue;
       this.caller.abandon(
         st.call,

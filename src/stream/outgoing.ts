@@ -194,12 +194,8 @@ export class OutgoingStream {
     }
   }
 
-  /** `Date.now()` of the last credit from the receiver (or of the start). */
-  lastAckAt = Date.now();
-
   /** The receiver returned `n` bytes of stream credit: they were consumed. */
   onAck(n: number): void {
-    this.lastAckAt = Date.now();
     let left = n + this.ackCarry;
     let content = 0;
     for (;;) {

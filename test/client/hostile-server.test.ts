@@ -220,12 +220,26 @@ describe("clients against a hostile server", () => {
     }
   });
 
-  it("a receiver trickling 1-byte credits after END does not keep the answer waiting (each credit moved its deadline on)", async () => {
+  /**
+   * A raw stream receiver that answers PINGs and returns connection credit, never answers a stream,
+   * and trickles 1-byte stream credits every 50 ms: from the stream's START (`from: "start"`) or
+   * its END, after one credit of `first` bytes then.
+   */
+  async function trickler(from: "start" | "end", first = 0) {
     let credits = 0;
     const timers = new Set<ReturnType<typeof setInterval>>();
     const server = net.createServer((sock) => {
       sock.on("error", () => {});
       sock.write(handshake({ features: Feature.STREAMS | Feature.RESUME }));
+      const trickle = (id: number) => {
+        if (first > 0) sock.write(encodeFrame(FrameType.CREDIT, 0, id, encodeCredit(first)));
+        const t = setInterval(() => {
+          credits++;
+          sock.write(encodeFrame(FrameType.CREDIT, 0, id, encodeCredit(1)));
+        }, 50);
+        timers.add(t);
+        sock.on("close", () => clearInterval(t));
+      };
       const d = new FrameDecoder(
         {
           onPreface: () => {},
@@ -233,17 +247,9 @@ describe("clients against a hostile server", () => {
             if (type === FrameType.PING && (flags & Flag.ACK) === 0) {
               sock.write(encodeFrame(FrameType.PING, Flag.ACK, 0, buf.slice(start, end)));
             }
-            if (type === FrameType.STREAM && end > start) {
-              sock.write(encodeFrame(FrameType.CREDIT, 0, 0, encodeCredit(end - start)));
-            }
-            if (type === FrameType.STREAM && (flags & Flag.END) !== 0) {
-              const t = setInterval(() => {
-                credits++;
-                sock.write(encodeFrame(FrameType.CREDIT, 0, id, encodeCredit(1)));
-              }, 50);
-              timers.add(t);
-              sock.on("close", () => clearInterval(t));
-            }
+            if (type !== FrameType.STREAM) return;
+            if (end > start) sock.write(encodeFrame(FrameType.CREDIT, 0, 0, encodeCredit(end - start)));
+            if ((flags & (from === "start" ? Flag.START : Flag.END)) !== 0) trickle(id);
           },
         },
         16 * 1024 * 1024 - 1,
@@ -251,19 +257,54 @@ describe("clients against a hostile server", () => {
       sock.on("data", (c: Buffer) => d.push(new Uint8Array(c.buffer, c.byteOffset, c.length)));
     });
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-    const url = `tcp://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
-    const conn = await connect(url, { requestTimeoutMs: 300, progressTimeoutMs: 400, keepAliveMs: 0 });
+    return {
+      url: `tcp://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+      credits: () => credits,
+      close: () => {
+        for (const t of timers) clearInterval(t);
+        return new Promise((r) => server.close(r));
+      },
+    };
+  }
+
+  for (const [what, size, first] of [
+    ["a small stream", 1000, 0],
+    ["2 MiB, one credit of a quarter of it first", 2 * 1024 * 1024, 512 * 1024],
+  ] as const) {
+    it(`a receiver trickling 1-byte credits after END does not keep the answer waiting (each credit moved its deadline on): ${what}`, async () => {
+      const s = await trickler("end", first);
+      const conn = await connect(s.url, { requestTimeoutMs: 300, progressTimeoutMs: 400, keepAliveMs: 0 });
+      try {
+        const t0 = Date.now();
+        await assert.rejects(conn.sendStream("/s", [new Uint8Array(size)], { total: size }).done, {
+          code: "ERR_TIMEOUT",
+        });
+        assert.ok(Date.now() - t0 < 3000, `${Date.now() - t0} ms`);
+        assert.ok(s.credits() >= 4, `${s.credits()} credits came meanwhile`);
+      } finally {
+        conn.destroy();
+        await s.close();
+      }
+    });
+  }
+
+  it("a receiver trickling 1-byte credits before END does not keep a stalled upload going (any credit was progress)", async () => {
+    const s = await trickler("start");
+    const conn = await connect(s.url, { progressTimeoutMs: 400, keepAliveMs: 0 });
     try {
       const t0 = Date.now();
-      await assert.rejects(conn.sendStream("/s", [new Uint8Array(1000)], { total: 1000 }).done, {
-        code: "ERR_TIMEOUT",
+      // 8 MiB through the peer's 4 MiB stream window: the rest waits for credit that never really comes.
+      const chunks = Array.from({ length: 128 }, () => new Uint8Array(64 * 1024));
+      await assert.rejects(conn.sendStream("/s", chunks, { total: 8 * 1024 * 1024 }).done, (err: PointSubError) => {
+        assert.equal(err.code, "ERR_TIMEOUT");
+        assert.match(err.message, /returned no credit/);
+        return true;
       });
-      assert.ok(Date.now() - t0 < 2000, `${Date.now() - t0} ms`);
-      assert.ok(credits >= 4, `${credits} credits came meanwhile`);
+      assert.ok(Date.now() - t0 < 3000, `${Date.now() - t0} ms`);
+      assert.ok(s.credits() >= 4, `${s.credits()} credits came meanwhile`);
     } finally {
       conn.destroy();
-      for (const t of timers) clearInterval(t);
-      await new Promise((r) => server.close(r));
+      await s.close();
     }
   });
 });

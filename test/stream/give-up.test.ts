@@ -22,6 +22,27 @@ import { sleep } from "../helpers/wait.ts";
 
 const MiB = 1024 * 1024;
 
+/** A stream handler that reads everything and answers the number of bytes. */
+async function countBytes(stream: AsyncIterable<Uint8Array>): Promise<string> {
+  let n = 0;
+  for await (const c of stream) n += c.length;
+  return String(n);
+}
+
+/**
+ * Aborts `ac` 100 ms from now; `done` must reject with ERR_CANCELLED and the
+ * receiver's handler hear of it (`heardAt()` set) within `withinMs`.
+ */
+async function abortAndHear(ac: AbortController, done: Promise<unknown>, heardAt: () => number, withinMs: number) {
+  await sleep(100);
+  const abortAt = Date.now();
+  ac.abort();
+  await assert.rejects(done, { code: "ERR_CANCELLED" });
+  for (let i = 0; i < 100 && heardAt() === 0; i++) await sleep(10);
+  const heard = heardAt();
+  assert.ok(heard !== 0 && heard - abortAt < withinMs, `the handler heard of it ${heard - abortAt} ms later`);
+}
+
 describe("giving up on a stream", () => {
   it("an abort while the source waits sends CANCEL at once: the handler hears it, the connection stays open", async () => {
     const server = createServer();
@@ -43,15 +64,7 @@ describe("giving up on a stream", () => {
       }
       const ac = new AbortController();
       const t = conn.sendStream("/feed", live(), { signal: ac.signal });
-      await sleep(100);
-      const abortAt = Date.now();
-      ac.abort();
-      await assert.rejects(t.done, { code: "ERR_CANCELLED" });
-      for (let i = 0; i < 50 && abortedAt === 0; i++) await sleep(10);
-      assert.ok(
-        abortedAt !== 0 && abortedAt - abortAt < 400,
-        `the handler heard of it ${abortedAt - abortAt} ms later`,
-      );
+      await abortAndHear(ac, t.done, () => abortedAt, 400);
       // Past progressTimeoutMs (and its tick): the CANCEL was answered, nothing is cut.
       await sleep(800);
       assert.equal(new TextDecoder().decode(await conn.request("/ping", "x")), "pong");
@@ -85,16 +98,8 @@ describe("giving up on a stream", () => {
       const total = 5 * 64 * 1024;
       const chunks = Array.from({ length: 5 }, () => new Uint8Array(64 * 1024));
       const t = conn.sendStream("/s", chunks, { total, signal: ac.signal });
-      await sleep(100);
-      const abortAt = Date.now();
-      ac.abort();
-      await assert.rejects(t.done, { code: "ERR_CANCELLED" });
-      for (let i = 0; i < 100 && abortedAt === 0; i++) await sleep(10);
       // At once (the CANCEL is not queued behind the stream's frames, which wait for credit).
-      assert.ok(
-        abortedAt !== 0 && abortedAt - abortAt < 300,
-        `the handler heard of it ${abortedAt - abortAt} ms later`,
-      );
+      await abortAndHear(ac, t.done, () => abortedAt, 300);
       await sleep(1200);
       assert.ok(got < total, `the receiver read ${got} of ${total} bytes: the queued rest went out anyway`);
       assert.equal(conn.state, "open");
@@ -136,11 +141,7 @@ describe("giving up on a stream", () => {
       await sleep(200);
       return "ok";
     });
-    server.handleStream("/count", async (stream) => {
-      let n = 0;
-      for await (const c of stream) n += c.length;
-      return String(n);
-    });
+    server.handleStream("/count", countBytes);
     const [url] = await server.listen("tcp://127.0.0.1:0");
     const conn = await connect(url);
     try {
@@ -260,11 +261,7 @@ describe("giving up on a stream", () => {
 
   it("a stream given up while its START is still queued sends nothing and frees its slot (a CANCEL for an id the peer never saw got the connection cut)", async () => {
     const server = createServer();
-    server.handleStream("/count", async (stream) => {
-      let n = 0;
-      for await (const c of stream) n += c.length;
-      return String(n);
-    });
+    server.handleStream("/count", countBytes);
     server.handle("/ping", () => "pong");
     const [url] = await server.listen("tcp://127.0.0.1:0");
     const conn = await connect(url, { progressTimeoutMs: 300, keepAliveMs: 0 });
@@ -306,11 +303,7 @@ describe("giving up on a stream", () => {
 
   it("a request given up while still queued wakes a stream waiting for its request slot", async () => {
     const server = createServer({ maxConcurrentRequests: 2 });
-    server.handleStream("/count", async (stream) => {
-      let n = 0;
-      for await (const c of stream) n += c.length;
-      return String(n);
-    });
+    server.handleStream("/count", countBytes);
     server.handle("/r", () => "ok");
     const [url] = await server.listen("tcp://127.0.0.1:0");
     const conn = await connect(url);
