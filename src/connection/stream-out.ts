@@ -428,7 +428,12 @@ export class OutgoingStreams {
     for (const st of this.streams.values()) {
       if (st.outEnded || st.call.settled) continue;
       const head = st.msg.items?.peek();
-      if (head === undefined || streamCost(head) <= st.msg.credit) continue;
+      if (head === undefined || streamCost(head) <= st.msg.credit) {
+        // Not waiting for credit now: a wait that begins later is measured from here (a stream quiet for
+        // long, then a burst, was cut at the first check as if its receiver had owed credit all along).
+        st.progressAt = now;
+        continue;
+      }
       const last = st.progressAt > floor ? st.progressAt : floor;
       if (now - last < timeoutMs) continue;
       this.caller.abandon(

@@ -341,4 +341,33 @@ describe("giving up on a stream", () => {
       await server.close({ timeoutMs: 100 });
     }
   });
+
+  it("a stream quiet for longer than progressTimeoutMs, then a burst through a steady reader, is not cut as if credit had been owed all along", async () => {
+    const server = createServer({ streamWindow: 64 * 1024 });
+    server.handleStream("/up", async (stream) => {
+      let n = 0;
+      for await (const c of stream) {
+        n += c.length;
+        await sleep(130); // a credit every ~130-260 ms while the sender waits, inside the 400 ms rule
+      }
+      return String(n);
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url, { progressTimeoutMs: 400, keepAliveMs: 0 });
+    try {
+      async function* feed() {
+        // Small events for 1 s (below the receiver's credit step: no credit comes back), then a burst.
+        for (let t = 0; t < 1000; t += 100) {
+          yield new Uint8Array(1000);
+          await sleep(100);
+        }
+        yield new Uint8Array(512 * 1024);
+      }
+      const r = await conn.sendStream("/up", feed()).done;
+      assert.equal(new TextDecoder().decode(r), String(10 * 1000 + 512 * 1024));
+    } finally {
+      conn.destroy();
+      await server.close({ timeoutMs: 100 });
+    }
+  });
 });
