@@ -448,13 +448,6 @@ export class OutgoingStreams {
   }
 
   /**
-   * How long stream `st`'s receiver may take to answer once its END went
-   * out, counted again from each credit it returns: its
-   * `answerTimeoutMs`, by default the connection's `requestTimeoutMs` plus
-   * the bytes sent at `requestBytesPerSecond` (a file sink verifies and
-   * syncs what it got); 0 (never) when that is 0.
-   */
-  /**
    * (Re)arms stream `st`'s answer deadline on the caller's timer, from now:
    * {@link answerDue}; by default, while the receiver may have yet to read
    * some of what was sent (not all of it credited back: a receiver credits
@@ -473,6 +466,13 @@ export class OutgoingStreams {
     this.caller.armDeadline(call.deadline);
   }
 
+  /**
+   * How long stream `st`'s receiver may take to answer once its END went
+   * out, counted again at each progress of its credit ({@link onAck}): its
+   * `answerTimeoutMs`, by default the connection's `requestTimeoutMs` plus
+   * the bytes sent at `requestBytesPerSecond` (a file sink verifies and
+   * syncs what it got); 0 (never) when that is 0.
+   */
   private answerDue(st: OutState): number {
     if (st.answerMs !== undefined) return st.answerMs;
     const base = this.caller.requestTimeoutMs;
