@@ -126,6 +126,8 @@ export interface ConnectionShared {
   readonly bytesPerSecond: number;
   /** handshakeTimeoutMs. */
   readonly handshakeMs: number;
+  /** progressTimeoutMs (housekeeping applies it; a stream's answer deadline after END is at least this, `stream-out.ts`). */
+  readonly progressTimeoutMs: number;
 }
 
 /** @internal The {@link ConnectionShared} of `options` and `init` (a server's: once for all its sessions). */
@@ -146,6 +148,7 @@ export function connectionShared(
     closeTimeoutMs: options.closeTimeoutMs ?? 5_000,
     bytesPerSecond: options.requestBytesPerSecond ?? 10 * 1024 * 1024,
     handshakeMs: options.handshakeTimeoutMs ?? 10_000,
+    progressTimeoutMs: options.progressTimeoutMs ?? 60_000,
   };
 }
 
@@ -461,10 +464,8 @@ export class Connection extends Emitter<ConnectionEvents> {
   private outStreams(engine: StreamEngine): OutgoingStreams {
     if (this.outStreams_ !== undefined) return this.outStreams_;
     this.outStreams_ = new engine.OutgoingStreams(this.link, this.outbox, this.caller, this.stats_, {
-      isOpen: () => this.state_ === "open",
-      isClosed: () => this.state_ === "closed",
-      unusableError: () => this.unusableError(),
-      runtime: this.shared.runtime,
+      session: this,
+      shared: this.shared,
     });
     this.caller.streams = this.outStreams_;
     this.frames.outStreamsIfAny = this.outStreams_;
@@ -497,7 +498,7 @@ export class Connection extends Emitter<ConnectionEvents> {
         session: this,
         isClosed: () => this.state_ === "closed",
         hasMessage: (id) => this.inbound.has(id),
-        runtime: this.shared.runtime,
+        shared: this.shared,
       },
     );
     this.inbound.streams = this.inStreams_;
@@ -897,7 +898,8 @@ export class Connection extends Emitter<ConnectionEvents> {
 
   // ---------------------------------------------------------------- sending
 
-  private unusableError(): PointSubError {
+  /** @internal The error of a call made now (the connection is not open). */
+  unusableError(): PointSubError {
     if (this.state_ === "handshaking") return new PointSubError("ERR_CONNECTION_CLOSED", "connection is not open yet");
     if (this.state_ === "closing") return new PointSubError("ERR_GOING_AWAY", "connection is closing");
     return new PointSubError("ERR_CONNECTION_CLOSED", "connection is closed", { cause: this.life?.closeError });

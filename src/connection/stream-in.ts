@@ -11,12 +11,11 @@ import { readVarint, type VarintResult } from "../codec/varint.ts";
 import { codeForErrno, type ErrorCode } from "../errors/codes.ts";
 import { PointSubError } from "../errors/error.ts";
 import type { CallContext } from "../router/types.ts";
-import type { Runtime } from "../runtime/runtime.ts";
 import { IncomingStream } from "../stream/incoming.ts";
 import { Limiter } from "../util/limiter.ts";
 import type { MemoryBudget } from "./budget.ts";
 import { ServerCall } from "./calls.ts";
-import type { Connection } from "./connection.ts";
+import type { Connection, ConnectionShared } from "./connection.ts";
 import type { Dispatcher } from "./dispatch.ts";
 import type { ReceiveWindow } from "./flow.ts";
 import { idKey } from "./id-key.ts";
@@ -76,8 +75,8 @@ export interface StreamInHost {
   isClosed(): boolean;
   /** Whether the peer's chunked message `id` is being received (ids are shared). */
   hasMessage(id: number): boolean;
-  /** Codecs, CRC32C and allocator. */
-  readonly runtime: Runtime;
+  /** The connection's shared settings: its runtime (codecs, CRC32C, allocator). */
+  readonly shared: ConnectionShared;
 }
 
 export class IncomingStreams {
@@ -236,8 +235,8 @@ export class IncomingStreams {
     st.stream = new IncomingStream(id, head, meta, {
       consumed: (wire) => this.consumed(st, wire),
       cancel: (err) => this.cancel(st, err),
-      crc: this.host.runtime.checksums,
-      alloc: this.host.runtime.allocBody,
+      crc: this.host.shared.runtime.checksums,
+      alloc: this.host.shared.runtime.allocBody,
     });
     call.stream = st.stream;
     this.streams.set(idKey(id), st);
@@ -345,7 +344,7 @@ export class IncomingStreams {
       if (this.charge(st, data.length)) st.stream.push(data, data.length, crc);
       return;
     }
-    const codec = this.host.runtime.codecs.get(st.codec);
+    const codec = this.host.shared.runtime.codecs.get(st.codec);
     if (codec === undefined)
       throw PointSubError.fromPeer("ERR_PROTOCOL", "COMPRESSED frame on a stream without a codec");
     const v = this.v;

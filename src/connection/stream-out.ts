@@ -8,7 +8,6 @@ import { Flag, FrameType } from "../codec/frame.ts";
 import { Feature } from "../codec/settings.ts";
 import { encodeMeta, encodeStreamHead } from "../codec/stream-prefix.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
-import type { Runtime } from "../runtime/runtime.ts";
 import { type StreamItem, streamCost } from "../stream/item.ts";
 import { isStreamSource, OutgoingStream, planCompression } from "../stream/outgoing.ts";
 import { Transfer } from "../stream/transfer.ts";
@@ -16,6 +15,7 @@ import type { SendStreamOptions, StreamSource } from "../stream/types.ts";
 import { newTransferId, Progress } from "../transfer/progress.ts";
 import type { Caller } from "./caller.ts";
 import type { PendingCall } from "./calls.ts";
+import type { Connection, ConnectionShared } from "./connection.ts";
 import type { Link } from "./link.ts";
 import type { Outbox } from "./outbox.ts";
 import { type StreamTrace, streamTrace } from "./publisher.ts";
@@ -28,13 +28,10 @@ const MIB = 1024 * 1024;
 
 /** Whether the connection takes new work, and the error when it does not; and the runtime. */
 export interface EngineGate {
-  /** Codecs, CRC32C and the compression-job bound. */
-  readonly runtime: Runtime;
-  /** The connection is open (not handshaking, closing or closed). */
-  isOpen(): boolean;
-  /** The connection is closed for good. */
-  isClosed(): boolean;
-  unusableError(): PointSubError;
+  /** The connection: its state, and the error a call made while it is not open gets. */
+  readonly session: Connection;
+  /** The connection's shared settings: its runtime (codecs, CRC32C, the compression-job bound), progressTimeoutMs. */
+  readonly shared: ConnectionShared;
 }
 
 /** Counts one outgoing STREAM frame's compression outcome (here, in the stream engine: not in a page's first load). */
@@ -81,12 +78,6 @@ export class OutgoingStreams {
   /** Streams this side sends, by id, until both directions ended. */
   private readonly streams = new Map<number, OutState>();
   private inUse = 0;
-  /**
-   * The connection's `progressTimeoutMs`, as housekeeping last checked this
-   * side's streams with it ({@link checkProgress}; 0 before, or when off):
-   * how long a receiver still reading may go between credits after END.
-   */
-  private progressMs = 0;
   /** Streams waiting for a free slot (maxConcurrentStreams). */
   private readonly waiters: (() => void)[] = [];
   private readonly link: Link;
@@ -101,6 +92,15 @@ export class OutgoingStreams {
     this.caller = caller;
     this.stats = stats;
     this.gate = gate;
+  }
+  /** The connection is open (not handshaking, closing or closed). */
+  private isOpen(): boolean {
+    return this.gate.session.state === "open";
+  }
+
+  /** The connection is closed for good. */
+  private isClosed(): boolean {
+    return this.gate.session.state === "closed";
   }
 
   /** Streams open (in flight for a graceful close). */
@@ -142,7 +142,7 @@ export class OutgoingStreams {
     const st = this.streams.get(id);
     if (st === undefined) return;
     st.out.stop(err);
-    if (st.answered || st.cancelSent || this.gate.isClosed()) return;
+    if (st.answered || st.cancelSent || this.isClosed()) return;
     if (!st.outEnded) {
       this.giveUp(st, err);
       return;
@@ -212,7 +212,7 @@ export class OutgoingStreams {
     let head: Uint8Array;
     let plan: ReturnType<typeof planCompression>;
     try {
-      if (!this.gate.isOpen()) throw this.gate.unusableError();
+      if (!this.isOpen()) throw this.gate.session.unusableError();
       const peer = this.link.peer;
       // (maxConcurrentStreams 0 says the same: a stream would wait for a slot for ever.)
       if ((peer.features & Feature.STREAMS) === 0 || peer.maxConcurrentStreams === 0) {
@@ -241,7 +241,7 @@ export class OutgoingStreams {
         peer.compression,
         this.link.local.compression,
         AUTO_ORDER,
-        this.gate.runtime.codecs,
+        this.gate.shared.runtime.codecs,
       );
       head = encodeStreamHead({
         total,
@@ -286,7 +286,7 @@ export class OutgoingStreams {
   ): Promise<void> {
     let waited = false;
     while (
-      this.gate.isOpen() &&
+      this.isOpen() &&
       !call.settled &&
       (this.inUse >= this.link.peer.maxConcurrentStreams ||
         this.caller.pending.size >= this.link.peer.maxConcurrentRequests)
@@ -301,8 +301,8 @@ export class OutgoingStreams {
       if (waited) this.waiters.shift()?.();
       return;
     }
-    if (!this.gate.isOpen()) {
-      this.caller.settle(call, undefined, this.gate.unusableError());
+    if (!this.isOpen()) {
+      this.caller.settle(call, undefined, this.gate.session.unusableError());
       return;
     }
     const id = this.outbox.allocId();
@@ -331,8 +331,8 @@ export class OutgoingStreams {
         prefixCrc,
         plan,
         maxRatio: p.maxCompressionRatio,
-        crc: this.gate.runtime.checksums,
-        jobs: this.gate.runtime.compressionJobs,
+        crc: this.gate.shared.runtime.checksums,
+        jobs: this.gate.shared.runtime.compressionJobs,
       },
     );
     const msg: OutMessage = {
@@ -381,7 +381,7 @@ export class OutgoingStreams {
       await out.run(source);
     } catch (err) {
       const e = toPointSubError(err, "ERR_SOURCE");
-      if (!st.outEnded && !this.gate.isClosed()) this.giveUp(st, e);
+      if (!st.outEnded && !this.isClosed()) this.giveUp(st, e);
       if (!call.settled) this.caller.settle(call, undefined, e);
     }
     this.stats.counts[22] += out.produced - offset; // stream bytes sent
@@ -424,7 +424,6 @@ export class OutgoingStreams {
 
   /** Cancels streams waiting for stream credit the receiver has not returned for `timeoutMs`. */
   checkProgress(now: number, timeoutMs: number, floor: number): void {
-    this.progressMs = timeoutMs;
     for (const st of this.streams.values()) {
       if (st.outEnded || st.call.settled) continue;
       const head = st.msg.items?.peek();
@@ -461,7 +460,7 @@ export class OutgoingStreams {
     if (due === 0) return;
     const call = st.call;
     const reading = st.answerMs === undefined && st.sentWire > st.ackedWire;
-    call.timeoutMs = reading ? Math.max(due, this.progressMs) : due;
+    call.timeoutMs = reading ? Math.max(due, this.gate.shared.progressTimeoutMs) : due;
     call.deadline = Date.now() + call.timeoutMs;
     this.caller.armDeadline(call.deadline);
   }

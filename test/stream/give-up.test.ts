@@ -182,6 +182,26 @@ describe("giving up on a stream", () => {
     }
   });
 
+  it("a connection's first stream gets the progressTimeoutMs minimum too (before housekeeping's first check)", async () => {
+    const server = createServer();
+    server.handleStream("/think", async (stream) => {
+      const n = await countBytes(stream);
+      await sleep(800); // past requestTimeoutMs + bytes, well short of progressTimeoutMs
+      return n;
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    // Housekeeping first checks streams a quarter of progressTimeoutMs (1 s) after the connection opened: the
+    // stream ends and is answered before that. 1 MiB is under a quarter of the window: none of it is credited.
+    const conn = await connect(url, { requestTimeoutMs: 300, progressTimeoutMs: 4000, keepAliveMs: 0 });
+    try {
+      const r = await conn.sendStream("/think", [new Uint8Array(MiB)]);
+      assert.equal(new TextDecoder().decode(r), String(MiB));
+    } finally {
+      conn.destroy();
+      await server.close({ timeoutMs: 100 });
+    }
+  });
+
   it("answerTimeoutMs: a stream's own deadline (shorter or longer than the connection's; 0: none); a bad value is refused", async () => {
     const server = createServer();
     server.handleStream("/late", async (stream) => {
