@@ -243,7 +243,7 @@ export class Server extends EventEmitter<ServerEvents> {
   /** Accepted connections whose peer's opening (HELLO, and AUTH when required) has not arrived: no session yet. */
   private readonly openings: Openings;
   /** While closing: what waits for each connection that was still in `openings`. */
-  private openingWaiters: Map<PreHandshake, () => void> | undefined;
+  private openingWaiters: Map<PreHandshake, (() => void)[]> | undefined;
   /** What `close` was given (for sessions built while it runs). */
   private closeOptions: { reason: string; timeoutMs: number | undefined } | undefined;
   /** `pointsub:handshake:error` of the runtime's diagnostics. */
@@ -561,10 +561,18 @@ export class Server extends EventEmitter<ServerEvents> {
     const handshaking = [...this.connecting].map((s) => s.close(close));
     // Connections whose opening has not arrived: closed gracefully like those above once
     // their session is built (see build in openingHost), or given up by the timer.
-    const waiters = new Map<PreHandshake, () => void>();
-    this.openingWaiters = waiters;
+    // Each close() waits for them (a second close, e.g. SIGINT then SIGTERM, must not leave the first pending).
+    this.openingWaiters ??= new Map();
+    const waiters = this.openingWaiters;
     this.closeOptions = close;
-    const opening = [...this.openings.pending].map((p) => new Promise<void>((resolve) => waiters.set(p, resolve)));
+    const opening = [...this.openings.pending].map(
+      (p) =>
+        new Promise<void>((resolve) => {
+          const w = waiters.get(p);
+          if (w === undefined) waiters.set(p, [resolve]);
+          else w.push(resolve);
+        }),
+    );
     await Promise.all([...listeners, ...sessions, ...handshaking, ...opening]);
     clearTimeout(late);
     if (this.clusterStarted !== undefined) await this.cluster?.stop();
@@ -674,11 +682,14 @@ export class Server extends EventEmitter<ServerEvents> {
           accepted: p,
         });
         this.connecting.add(conn);
-        const waiter = this.openingWaiters?.get(p);
-        if (waiter !== undefined) {
+        const waiters = this.openingWaiters?.get(p);
+        if (waiters !== undefined) {
           // The server is closing: this session closes gracefully once its handshake completes.
           this.openingWaiters?.delete(p);
-          conn.close(this.closeOptions).then(waiter, waiter);
+          const done = () => {
+            for (const w of waiters) w();
+          };
+          conn.close(this.closeOptions).then(done, done);
         }
         return conn;
       },
@@ -694,10 +705,10 @@ export class Server extends EventEmitter<ServerEvents> {
           } satisfies HandshakeErrorMessage);
         }
         this.rejected(error);
-        const waiter = this.openingWaiters?.get(p);
-        if (waiter !== undefined) {
+        const waiters = this.openingWaiters?.get(p);
+        if (waiters !== undefined) {
           this.openingWaiters?.delete(p);
-          waiter();
+          for (const w of waiters) w();
         }
       },
     };

@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { once } from "node:events";
+import { createConnection } from "node:net";
 import { describe, it } from "node:test";
 import { connect, createServer, isPointSubError } from "../../src/index.ts";
 import { KiB, pattern } from "../helpers/data.ts";
@@ -76,6 +78,27 @@ describe("graceful shutdown", () => {
     }
     assert.ok(took < 4000, `close took ${took} ms with timeoutMs 200`);
     await client.closed;
+  });
+
+  it("close() called twice (SIGINT then SIGTERM) while a client has sent nothing yet: both settle by the timeout", async () => {
+    const server = createServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const silent = createConnection({ host: "127.0.0.1", port: Number(new URL(url).port) });
+    silent.on("error", () => {});
+    try {
+      await once(silent, "connect");
+      await sleep(100); // accepted: the server waits for the opening the client never sends
+      const t0 = Date.now();
+      const first = server.close({ timeoutMs: 400 }).then(() => Date.now() - t0);
+      await sleep(50);
+      const second = server.close({ timeoutMs: 400 }).then(() => Date.now() - t0);
+      const never = sleep(3000).then(() => -1);
+      const [a, b] = await Promise.all([Promise.race([first, never]), Promise.race([second, never])]);
+      assert.ok(a >= 0 && a < 2000, `the first close settled after ${a} ms (-1: not within 3 s)`);
+      assert.ok(b >= 0 && b < 2000, `the second close settled after ${b} ms (-1: not within 3 s)`);
+    } finally {
+      silent.destroy();
+    }
   });
 
   it("closing 2,000 busy sessions at once waits on one shared timer, not a timer per session", async () => {
