@@ -430,7 +430,24 @@ export class Dispatcher {
     // memory) until the answer is handed to the transport, so answers a peer
     // does not take (no credit, no reading) count against the budget.
     if (data.length !== 0 && data.buffer !== call.data.buffer) {
-      this.budget.force(data.length);
+      const budget = this.budget;
+      if (!budget.tryCharge(data.length)) {
+        if (data.length > CALL_OVERHEAD) {
+          // The budget is full: a peer that reads nothing must not make this side hold its answers past it
+          // (pipelined requests are all admitted before any answer exists). The peer gets ERR_OVERLOADED in
+          // place of the answer; with an idempotency key a retry gets the stored one (the handler ran).
+          this.releaseCall(call);
+          this.serving.delete(call.id);
+          this.ended(call, "ERR_OVERLOADED", 0); // diagnostics
+          this.respondError(
+            call.id,
+            "ERR_OVERLOADED",
+            `the answer to ${call.route} (${data.length} bytes) does not fit the memory budget (${budget.used} of ${budget.limit} bytes in use) while it waits to be sent; retry later`,
+          );
+          return;
+        }
+        budget.force(data.length); // no larger than the error that would replace it
+      }
       call.charged += data.length;
     }
     this.serve(call);

@@ -84,8 +84,9 @@ export interface ServerOptions extends ConnectionOptions, AdmissionOptions {
   idempotency?: boolean | IdempotencyOptions;
   /**
    * Install the {@link rateLimit} middleware with these limits (per session
-   * and global token buckets for requests, messages and bytes), after
-   * `idempotency` and before any middleware added with `use`. Default none.
+   * and global token buckets for requests, messages and bytes), first:
+   * before `idempotency` (a duplicate of a keyed request counts as a
+   * request) and any middleware added with `use`. Default none.
    */
   rateLimit?: RateLimitOptions;
   /**
@@ -289,13 +290,15 @@ export class Server extends EventEmitter<ServerEvents> {
     this.settings = resolveSettings(options, options.authenticate !== undefined, this.runtime.codecs.mask());
     this.cluster = options.cluster?.join(this.clusterLocal());
     this.idPrefix = this.cluster === undefined ? "" : `${this.cluster.nodeId}.`;
+    // The rate limit first: a duplicate of a keyed request is a request too (answered from the
+    // store, it would pass any limit, each answer up to the store's maxResponseBytes).
+    if (options.rateLimit !== undefined) this.router.use(rateLimit(options.rateLimit));
     if (options.idempotency !== undefined && options.idempotency !== false) {
-      // Outermost, so that nothing else runs twice for a duplicate either.
+      // Next, so that nothing else runs twice for a duplicate.
       const o = options.idempotency === true ? {} : options.idempotency;
       const shared = this.cluster?.idempotencyStore;
       this.router.use(idempotency(o.store === undefined && shared !== undefined ? { ...o, store: shared } : o));
     }
-    if (options.rateLimit !== undefined) this.router.use(rateLimit(options.rateLimit));
     this.budget = new MemoryBudget(budgetLimit(options, this.settings, this.runtime.memoryLimit()));
     const period = housekeepingPeriod({
       keepAliveMs: options.keepAliveMs ?? 30_000,

@@ -96,6 +96,32 @@ describe("router: rateLimit", () => {
     }
   });
 
+  it("createServer({ idempotency, rateLimit }): duplicates of a keyed request count against the limit too (not answered from the store past it)", async () => {
+    const server = createServer({
+      idempotency: true,
+      rateLimit: { session: { requests: { perSecond: 1, burst: 1 } } },
+    });
+    let runs = 0;
+    server.handle("/big", () => {
+      runs++;
+      return new Uint8Array(64 * 1024);
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    try {
+      assert.equal((await conn.request("/big", "x", { idempotencyKey: "k1" })).length, 64 * 1024);
+      const { ok, limited } = await tally(
+        Array.from({ length: 20 }, () => conn.request("/big", "x", { idempotencyKey: "k1" })),
+      );
+      assert.equal(ok + limited.length, 20);
+      assert.ok(limited.length >= 19, `${limited.length} of 20 duplicates refused`);
+      assert.equal(runs, 1);
+    } finally {
+      await conn.close();
+      await server.close();
+    }
+  });
+
   it("a global limit is shared by every session", async () => {
     // 4 at once for everyone, then one per 10 s: nothing refills during the test.
     const { server, url } = await serve({ global: { requests: { perSecond: 0.1, burst: 4 } } });

@@ -1,0 +1,81 @@
+/**
+ * Answers owed to peers that read nothing stay within the memory budget
+ * (attack review, session 29): pipelined requests to an async handler are
+ * all admitted before any answer exists, so the per-peer share checked when
+ * a request starts does not stop them; each answer was then charged past
+ * the budget (two peers sending 33 KiB made a 64 MiB server hold 1 GB).
+ * Now an answer that does not fit is replaced by ERR_OVERLOADED.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { createServer } from "../../src/index.ts";
+import { concat, connectPeer, F, frame, type Peer, routeBytes, T, utf8 } from "../helpers/attacker.ts";
+import { sleep, until } from "../helpers/wait.ts";
+
+const MiB = 1024 * 1024;
+const ANSWER = 512 * 1024;
+const REQUESTS = 600;
+
+describe("answers a peer does not read", () => {
+  it("are held within the memory budget: those that do not fit get ERR_OVERLOADED in their place", async () => {
+    const server = createServer({ memoryBudget: 64 * MiB, maxMessageSize: 4 * MiB });
+    server.handle("/report", async () => {
+      await sleep(20);
+      return new Uint8Array(ANSWER).fill(1);
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const port = Number(new URL(url).port);
+    const counts = [
+      { ok: 0, overloaded: 0, other: 0 },
+      { ok: 0, overloaded: 0, other: 0 },
+    ];
+    const peers: Peer[] = [];
+    try {
+      for (const c of counts) {
+        const p = await connectPeer({
+          port,
+          read: "paused",
+          onFrame: (f) => {
+            if (f.type !== T.RES || (f.flags & F.START) === 0) return;
+            const error = (f.flags & F.END) !== 0 && f.payload?.[0] === 1;
+            if (!error) c.ok++;
+            else if (f.payload !== undefined && ((f.payload[1] << 8) | f.payload[2]) === 2003) c.overloaded++;
+            else c.other++;
+          },
+        });
+        const frames = Array.from({ length: REQUESTS }, (_, i) =>
+          frame(T.REQ, F.START | F.END, 2 * i + 1, concat(routeBytes("/report"), utf8("q"))),
+        );
+        p.write(concat(...frames));
+        peers.push(p);
+      }
+      // Every handler has run (20 ms each, all at once) and its answer waits: the budget's peak.
+      let peak = 0;
+      const t0 = Date.now();
+      while (Date.now() - t0 < 2000) {
+        peak = Math.max(peak, server.memory.used);
+        await sleep(20);
+      }
+      assert.ok(
+        peak <= server.memory.limit + MiB,
+        `${(peak / MiB).toFixed(1)} MiB charged with a budget of ${server.memory.limit / MiB} MiB`,
+      );
+      // Read now: every request is answered, with its bytes (their START: this peer returns no credit)
+      // or with ERR_OVERLOADED.
+      for (const p of peers) p.socket.resume();
+      await until(() => counts.every((c) => c.ok + c.overloaded + c.other === REQUESTS), 20_000).catch((e) => {
+        throw new Error(`${JSON.stringify(counts)} used ${server.memory.used}`, { cause: e });
+      });
+      for (const c of counts) assert.equal(c.other, 0);
+      const ok = counts[0].ok + counts[1].ok;
+      const overloaded = counts[0].overloaded + counts[1].overloaded;
+      assert.ok(ok >= (64 * MiB) / ANSWER / 2, `${ok} answers sent`);
+      assert.ok(overloaded > 0, "none refused");
+      for (const p of peers) p.destroy();
+      await until(() => server.memory.used === 0);
+    } finally {
+      for (const p of peers) p.destroy();
+      await server.close({ timeoutMs: 200 });
+    }
+  });
+});
