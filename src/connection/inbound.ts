@@ -120,6 +120,16 @@ export class Inbound implements ReceiveWindow {
     return this.chunked?.has(id) === true;
   }
 
+  /**
+   * Whether the peer's id is open here (docs/PROTOCOL.md §2.2): a chunked
+   * message being received, a stream, or a request not yet answered — a
+   * START of any type on it is the peer's protocol error.
+   */
+  private isOpen(id: number): boolean {
+    const serving = this.dispatcher.serving;
+    return this.has(id) || this.streams?.hasIn(id) === true || (serving.size !== 0 && serving.get(id) !== undefined);
+  }
+
   /** A MSG, REQ or RES frame. */
   onFrame(type: number, flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
     const len = end - start;
@@ -128,7 +138,7 @@ export class Inbound implements ReceiveWindow {
       // Fast path: a whole one-way message in one frame.
       if ((id & 1) === this.link.myParity)
         throw PointSubError.fromPeer("ERR_PROTOCOL", `stream id ${id} has the wrong parity for MSG`);
-      if (this.has(id)) throw PointSubError.fromPeer("ERR_PROTOCOL", `stream ${id} started twice`);
+      if (this.isOpen(id)) throw PointSubError.fromPeer("ERR_PROTOCOL", `stream ${id} started twice`);
       if (len > this.link.local.maxMessageSize) this.link.checkIncomingSize(len);
       this.stats.received(len);
       this.dispatcher.deliverMessage(buf.subarray(start, end));
@@ -146,12 +156,7 @@ export class Inbound implements ReceiveWindow {
 
   private onStart(type: number, flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
     const dispatcher = this.dispatcher;
-    if (
-      this.has(id) ||
-      this.streams?.hasIn(id) === true ||
-      (type === FrameType.REQ && dispatcher.serving.size !== 0 && dispatcher.serving.get(id) !== undefined)
-    )
-      throw PointSubError.fromPeer("ERR_PROTOCOL", `stream ${id} started twice`);
+    if (this.isOpen(id)) throw PointSubError.fromPeer("ERR_PROTOCOL", `stream ${id} started twice`);
     // A new message on an id this side refused: the peer has moved on.
     this.chunked?.started(id);
     const single = (flags & Flag.END) !== 0;

@@ -1,6 +1,7 @@
 /**
- * Duplicate ids through the peer's tables (issue 9): a START for an id
- * still open — as a request being served, a stream, or a call kept in the
+ * Duplicate ids through the peer's tables (issue 9): a START (of any type,
+ * a one-way message's too) for an id still open — as a request being
+ * served, a stream, or a call kept in the
  * overflow of the table of calls (its slot taken by a colliding id: the
  * overflow is keyed by the secret permutation `idKey`) — is a typed
  * ERR_PROTOCOL at once, whichever kind came first.
@@ -18,6 +19,11 @@ import { sleep } from "../helpers/wait.ts";
 function req(id: number, route: string): Uint8Array {
   const r = Buffer.from(route);
   return encodeFrame(FrameType.REQ, Flag.START | Flag.END, id, Buffer.concat([Buffer.from([r.length]), r]));
+}
+
+/** A MSG frame with `flags` carrying one byte (a START without END first declares a 2-byte total). */
+function msg(id: number, flags: number): Uint8Array {
+  return encodeFrame(FrameType.MSG, flags, id, (flags & Flag.END) !== 0 ? Uint8Array.of(7) : Uint8Array.of(2, 7));
 }
 
 function streamStart(id: number, route: string): Uint8Array {
@@ -110,6 +116,10 @@ describe("attack: duplicate ids", () => {
       "REQ then STREAM (call in the overflow)",
       [req(1, "/slow"), req(0x80000001, "/slow"), streamStart(0x80000001, "/s")],
     ],
+    // A one-way message on an id still open (found by an interop review: it was delivered, and the request answered after it).
+    ["REQ then MSG (one frame)", [req(9, "/slow"), msg(9, Flag.START | Flag.END)]],
+    ["REQ then MSG (chunked)", [req(11, "/slow"), msg(11, Flag.START)]],
+    ["STREAM then MSG (one frame)", [streamStart(13, "/s"), msg(13, Flag.START | Flag.END)]],
   ];
   for (const [name, frames] of cases) {
     it(`${name}: ERR_PROTOCOL`, async () => {
