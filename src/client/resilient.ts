@@ -62,12 +62,16 @@ export interface ResilientRequestOptions extends RequestOptions {
   retry?: boolean;
   /**
    * Time allowed for each attempt of a retryable request (`retry` or an
-   * `idempotencyKey`): an attempt that gets no answer within it is given up
-   * with ERR_TIMEOUT and the request is sent again under the same key —
-   * counted against `retries`, within the overall `timeoutMs`. Safe because
-   * the key makes the server run the handler at most once: a repeat of a
-   * request still running waits for it, a repeat of a finished one gets its
-   * stored answer. Default: none (one attempt may take the whole deadline).
+   * `idempotencyKey`): when an attempt gets no answer within it, the
+   * request is sent again under the same key — counted against `retries`,
+   * within the overall `timeoutMs` — and the attempt is left running (not
+   * cancelled: that would abort its handler); the first answer wins, and
+   * the last attempt waits until the overall deadline. Safe because the key
+   * makes the server run the handler at most once: a repeat of a request
+   * still running waits for it, a repeat of a finished one gets its stored
+   * answer. To a server without idempotency keys an attempt that runs out
+   * fails with ERR_TIMEOUT. Default: none (one attempt may take the whole
+   * deadline).
    */
   attemptTimeoutMs?: number;
 }
@@ -83,6 +87,8 @@ const IDEMPOTENCY_FEATURE = 0x8;
 /** Longest retry-after hint a request waits out; a longer one is the caller's to handle. */
 const MAX_RATE_WAIT_MS = 60_000;
 const LOST: ReadonlySet<string> = new Set(["ERR_CONNECTION_CLOSED", "ERR_GOING_AWAY", "ERR_KEEPALIVE"]);
+/** Errors that are a request's last word (a repeat's, its retries done): not retried again. */
+const FINAL = new WeakSet<object>();
 const utf8 = new TextEncoder();
 
 /**
@@ -206,8 +212,16 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
     // A retryable request's attempt may be given less than what is left (attemptTimeoutMs).
     const attemptMs = perAttempt > 0 && (left === 0 || perAttempt < left) ? perAttempt : left;
     try {
-      return await c.request(route, payload, { ...options, timeoutMs: attemptMs });
+      if (keyed && attemptMs !== left && tries < this.retries) {
+        return await this.repeatAfter(c.request(route, payload, { ...options, timeoutMs: left }), attemptMs, () =>
+          this.attempt(route, payload, options, deadline, tries + 1, limited, perAttempt),
+        );
+      }
+      // The last of a keyed request's attempts waits for the overall deadline (the earlier ones do).
+      const ms = keyed ? left : attemptMs;
+      return await c.request(route, payload, { ...options, timeoutMs: ms });
     } catch (err) {
+      if (FINAL.has(err as object)) throw err;
       const e = toPointSubError(err, "ERR_CONNECTION_CLOSED");
       if (e.code === "ERR_RATE_LIMITED") {
         await this.rateLimited(e, deadline, limited);
@@ -220,6 +234,45 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
       }
       return this.attempt(route, payload, options, deadline, tries + 1, limited, perAttempt);
     }
+  }
+
+  /**
+   * A keyed attempt (`call`) whose own time, `ms` (attemptTimeoutMs), ends
+   * before the overall deadline: then the request goes again under the same
+   * key (`repeat`, the next attempt) and this one is left running. A CANCEL
+   * would abort its handler and free the key, so that the repeat ran the
+   * handler again (and again at each attempt's end: it could never finish);
+   * the server's store makes the repeat wait for it instead. The first
+   * answer wins. Once the repeat began, its outcome (its own retries done)
+   * is the request's: an error of this attempt is dropped.
+   */
+  private repeatAfter(call: Promise<Uint8Array>, ms: number, repeat: () => Promise<Uint8Array>): Promise<Uint8Array> {
+    return new Promise<Uint8Array>((resolve, reject) => {
+      let done = false;
+      let repeated = false;
+      const win = (v: Uint8Array): void => {
+        if (done) return;
+        done = true;
+        clearTimeout(t);
+        resolve(v);
+      };
+      const t = setTimeout(() => {
+        if (done) return;
+        repeated = true;
+        repeat().then(win, (e: unknown) => {
+          if (done) return;
+          done = true;
+          if (typeof e === "object" && e !== null) FINAL.add(e);
+          reject(e);
+        });
+      }, ms);
+      call.then(win, (e: unknown) => {
+        if (done || repeated) return; // the repeat's outcome decides
+        done = true;
+        clearTimeout(t);
+        reject(e); // the caller's catch decides on a retry, as for any attempt
+      });
+    });
   }
 
   /**

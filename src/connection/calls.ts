@@ -14,6 +14,8 @@ interface CallExtra {
   ac: AbortController | undefined;
   abortReason: PointSubError | undefined;
   state: Record<string, unknown> | undefined;
+  /** Its handler is not aborted when the connection ends (see {@link ServerCall.outliveConnection}). */
+  outlives: boolean;
 }
 
 /**
@@ -60,6 +62,7 @@ export class ServerCall implements RequestContext, IncomingRequest, CallContext 
       ac: undefined,
       abortReason: undefined,
       state: undefined,
+      outlives: false,
     };
     return this.extra;
   }
@@ -95,6 +98,15 @@ export class ServerCall implements RequestContext, IncomingRequest, CallContext 
     m.state ??= {};
     return m.state;
   }
+  /**
+   * @internal The handler runs on when the connection ends (its signal is
+   * aborted only by the caller's CANCEL): the idempotency middleware's, for
+   * a keyed request, whose answer a retry on another connection will want.
+   */
+  outliveConnection(): void {
+    this.more().outlives = true;
+  }
+
   /** Created on first use: most handlers never look. */
   get signal(): AbortSignal {
     const m = this.more();
@@ -104,9 +116,14 @@ export class ServerCall implements RequestContext, IncomingRequest, CallContext 
     }
     return m.ac.signal;
   }
-  abort(reason: PointSubError): void {
+  /**
+   * Aborts the handler's signal with `reason`: the caller cancelled
+   * (`byCaller`), or the connection ended — not then for a call that
+   * {@link outliveConnection outlives it}.
+   */
+  abort(reason: PointSubError, byCaller = true): void {
     const m = this.more();
-    if (m.abortReason !== undefined) return;
+    if (m.abortReason !== undefined || (!byCaller && m.outlives)) return;
     m.abortReason = reason;
     m.ac?.abort(reason);
   }

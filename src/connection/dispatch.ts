@@ -572,7 +572,7 @@ export class Dispatcher {
     if (this.serving.size === 0) return;
     for (const call of this.serving.values()) {
       this.endServed(call, failure.code);
-      call.abort(failure);
+      call.abort(failure, false);
     }
     this.serving.clear();
   }

@@ -26,7 +26,11 @@ export interface IncomingRequest extends Message {
 
 /** Everything a handler knows about the call besides its bytes. */
 export interface RequestContext {
-  /** Aborted when the caller cancels or times out, or the connection closes; `reason` is a PointSubError. */
+  /**
+   * Aborted when the caller cancels or times out, or the connection closes
+   * (not then for a keyed request the idempotency middleware runs: a retry
+   * will want its answer); `reason` is a PointSubError.
+   */
   readonly signal: AbortSignal;
   /** The connection the request came on (a server session, or a client connection). */
   readonly session: Connection;

@@ -593,9 +593,10 @@ function randomToken(): string {
  *   repeating, which release the key instead: retryable codes
  *   (ERR_TIMEOUT, ERR_CONNECTION_CLOSED, ERR_OVERLOADED, ERR_GOING_AWAY,
  *   …), ERR_CANCELLED, ERR_NO_ROUTE and ERR_UNAUTHORIZED, and any error
- *   thrown after the call was cancelled or its connection closed. A
- *   response is stored even when its connection closed before it was
- *   sent, so a retry on a new connection gets it.
+ *   thrown after the caller cancelled the call. The handler's signal is not
+ *   aborted when the connection closes (only by the caller's CANCEL): it
+ *   runs to its end, and its answer is stored even when its connection
+ *   closed before it was sent, so a retry on a new connection gets it.
  *
  * Unkeyed requests, streams and one-way messages pass through untouched.
  */
@@ -641,7 +642,12 @@ export function idempotency(options: IdempotencyOptions = {}): Middleware {
     const deadline = Date.now() + waitMs;
     for (;;) {
       const entry = await store.begin(key, token, leaseMs);
-      if (entry === undefined) break; // claimed: this attempt runs the handler
+      if (entry === undefined) {
+        // Claimed: this attempt runs the handler, to the end even if its connection ends (a retry on
+        // another connection will want the answer): only the caller's CANCEL aborts its signal.
+        (ctx as { outliveConnection?(): void }).outliveConnection?.();
+        break;
+      }
       if (entry.state === "done") return replay(entry.outcome);
       const settled = await waitFor(key, ctx, deadline);
       if (settled?.state === "done") return replay(settled.outcome);

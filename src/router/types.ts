@@ -32,7 +32,11 @@ export interface CallContext {
   readonly session: Connection;
   /** What the server's `authenticate` hook returned for this session (undefined without authentication). */
   readonly principal: unknown;
-  /** Aborted when the caller cancels or times out, or the connection closes. */
+  /**
+   * Aborted when the caller cancels or times out, or the connection closes
+   * — except, for a keyed request the idempotency middleware runs,
+   * the connection's close: its retry will want the answer.
+   */
   readonly signal: AbortSignal;
   /** The request or message bytes (empty for a stream: read `stream`). */
   readonly data: Uint8Array;

@@ -260,6 +260,42 @@ describe("resilient client and a deduplicating server", () => {
 });
 
 describe("retrying a timed-out attempt (attemptTimeoutMs)", () => {
+  it("a handler that honours ctx.signal still runs once per key: across a drop mid-handler, and across attempts that run out (attemptTimeoutMs)", async () => {
+    // Before: the drop aborted the handler's signal, the middleware freed the key and the retry ran it
+    // again; each attempt that ran out sent a CANCEL, which did the same (6 runs, and ERR_TIMEOUT).
+    const server = createServer({ idempotency: true });
+    let runs = 0;
+    server.handle("/charge/1", async (req, ctx) => {
+      const run = ++runs;
+      await new Promise<void>((resolve, reject) => {
+        const t = setTimeout(resolve, 400);
+        ctx.signal.addEventListener("abort", () => {
+          clearTimeout(t);
+          reject(ctx.signal.reason);
+        });
+      });
+      return `charged ${req.text()} (run ${run})`;
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const proxy = await startProxy(url);
+    const client = await connectResilient(proxy.url, { reconnect: { initialDelayMs: 10, maxDelayMs: 50 }, retries: 5 });
+    try {
+      const p = client.request("/charge/1", "42", { idempotencyKey: "order-7", timeoutMs: 10_000 });
+      await until(() => runs === 1);
+      await sleep(50);
+      proxy.cutAll();
+      assert.equal(text(await p), "charged 42 (run 1)");
+      assert.equal(runs, 1);
+      const q = await client.request("/charge/1", "43", { idempotencyKey: "order-8", attemptTimeoutMs: 150 });
+      assert.equal(text(q), "charged 43 (run 2)");
+      assert.equal(runs, 2);
+    } finally {
+      await client.close();
+      await proxy.close();
+      await server.close();
+    }
+  });
+
   it("a keyed request whose attempt times out is sent again under the same key; the handler still runs once", async () => {
     const server = createServer({ idempotency: true });
     let runs = 0;
@@ -280,9 +316,12 @@ describe("retrying a timed-out attempt (attemptTimeoutMs)", () => {
       // Without retry marking, the attempt timeout does not apply: one attempt, the whole deadline.
       const plain = await client.request("/slow/1", "plain", { attemptTimeoutMs: 150, timeoutMs: 10_000 });
       assert.equal(text(plain), "done plain (run 2)");
-      // Retries used up: the caller gets the attempt's ERR_TIMEOUT.
+      // Retries used up: the last attempt waits for the overall deadline (the first is still running:
+      // its answer comes), and past that deadline the caller gets ERR_TIMEOUT.
       const few = await connectResilient(url, { retries: 1 });
-      await assert.rejects(few.request("/slow/1", "x", { retry: true, attemptTimeoutMs: 100, timeoutMs: 10_000 }), {
+      const late = await few.request("/slow/1", "y", { retry: true, attemptTimeoutMs: 100, timeoutMs: 10_000 });
+      assert.equal(text(late), "done y (run 3)");
+      await assert.rejects(few.request("/slow/1", "x", { retry: true, attemptTimeoutMs: 100, timeoutMs: 400 }), {
         code: "ERR_TIMEOUT",
       });
       await few.close();
