@@ -69,12 +69,32 @@ export interface Droppable {
   destroy(): void;
 }
 
+/** A call's own bounds while it is held: its deadline (`Date.now()`, 0: none) and abort signal. */
+export interface HoldLimits {
+  deadline?: number;
+  signal?: AbortSignal | undefined;
+  /** What the call is, for its error ("request to /route"). */
+  what?: string;
+}
+
 interface Held {
   bytes: number;
   at: number;
   run: () => void;
   reject: (err: PointSubError) => void;
+  /** Settled on its own (its deadline or signal): skipped, its bytes already returned. */
+  gone: boolean;
 }
+
+/**
+ * Bytes each held call counts against `offline.maxBytes` besides its payload
+ * (its closure and entry): empty calls are bounded too (a million empty
+ * requests held 1.4 GB).
+ */
+export const HELD_OVERHEAD = 64;
+/** Floors of the backoff ceilings (ms): 0 made a tight reconnect loop against a server that accepts and closes (565 a second). */
+const MIN_INITIAL_DELAY_MS = 1;
+const MIN_MAX_DELAY_MS = 10;
 
 /** Throws ERR_INVALID_ARGUMENT unless `v` is undefined or a number >= `min` (finite unless `allowInfinity`). */
 export function checkNumber(name: string, v: number | undefined, min: number, allowInfinity = false): void {
@@ -113,6 +133,13 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
   private waiters: { resolve: () => void; reject: (e: PointSubError) => void }[] = [];
   private sleepCancel: (() => void) | undefined;
   private closeError: PointSubError | undefined;
+  /** Aborts the connection attempt under way (close() ends it at once). */
+  private attemptAbort: AbortController | undefined;
+  /**
+   * Connections that said GOAWAY: their calls in flight finish on them while
+   * new ones go to the next connection; close() closes them too.
+   */
+  private readonly draining = new Set<C>();
   /**
    * The backoff of this run of attempts: kept across a connection that
    * dropped soon after it opened ({@link STABLE_MS}), so a server that
@@ -139,16 +166,16 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
         `offline.policy must be "queue" or "fail", got ${String(policy)}`,
       );
     }
-    this.initialDelayMs = r.initialDelayMs ?? 100;
-    this.maxDelayMs = Math.max(r.maxDelayMs ?? 5000, this.initialDelayMs);
+    this.initialDelayMs = Math.max(r.initialDelayMs ?? 100, MIN_INITIAL_DELAY_MS);
+    this.maxDelayMs = Math.max(r.maxDelayMs ?? 5000, this.initialDelayMs, MIN_MAX_DELAY_MS);
     this.maxAttempts = r.maxAttempts ?? Number.POSITIVE_INFINITY;
     this.policy = policy;
     this.maxBytes = offline?.maxBytes ?? 8 * 1024 * 1024;
     this.maxAgeMs = offline?.maxAgeMs ?? 10_000;
   }
 
-  /** One connection attempt. */
-  protected abstract open(): Promise<C>;
+  /** One connection attempt; `signal` aborts it (close()). */
+  protected abstract open(signal: AbortSignal): Promise<C>;
 
   /** A new connection is in use (before held calls run on it): attach listeners and routes. */
   protected abstract attachTo(conn: C): void;
@@ -175,19 +202,42 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
     const conn = this.conn;
     this.conn = undefined;
     this.shutdown(undefined);
-    if (conn !== undefined) await conn.close();
+    const draining = [...this.draining];
+    this.draining.clear();
+    await Promise.all([conn?.close(), ...draining.map((d) => d.close())]);
+  }
+
+  /**
+   * `conn` said GOAWAY (its server is closing): new calls go to the next
+   * connection from now on (held meanwhile, offline policy), while those in
+   * flight finish on it. Before: it stayed "connected" until it had drained,
+   * and every call made meanwhile failed at once with ERR_GOING_AWAY.
+   */
+  protected retire(conn: C): void {
+    if (this.conn !== conn || this.state_ === "closed") return;
+    this.draining.add(conn);
+    conn.once("close", () => this.draining.delete(conn));
+    this.dropped(conn, undefined);
   }
 
   /** @internal Connects (with the reconnection policy) and resolves once connected. */
   async start(): Promise<void> {
+    if (this.state_ === "closed") return Promise.reject(this.closedError()); // its signal was aborted already
     this.setState("connecting");
     void this.loop();
     return this.whenConnected();
   }
 
-  /** Holds a call of `bytes` until connected, then runs it; or rejects it per the offline policy. */
-  protected hold(bytes: number, run: () => unknown): Promise<void> {
+  /**
+   * Holds a call of `bytes` until connected, then runs it; or rejects it per
+   * the offline policy, or when `limits` (the call's deadline or signal) end
+   * it first.
+   */
+  protected hold(bytes: number, run: () => unknown, limits?: HoldLimits): Promise<void> {
     if (this.state_ === "closed") return Promise.reject(this.closedError());
+    const signal = limits?.signal;
+    if (signal?.aborted) return Promise.reject(cancelled(limits?.what, signal));
+    bytes += HELD_OVERHEAD;
     if (this.policy === "fail") {
       return Promise.reject(
         new PointSubError("ERR_OFFLINE", `not connected (${this.state_}); offline policy is "fail"`),
@@ -199,14 +249,46 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
       );
     }
     return new Promise<void>((resolve, reject) => {
-      this.held.push({
+      const deadline = limits?.deadline ?? 0;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const unbind = (): void => {
+        if (timer !== undefined) clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+      };
+      const h: Held = {
         bytes,
         at: Date.now(),
         run: () => {
+          unbind();
           Promise.resolve(run()).then(() => resolve(), reject);
         },
-        reject,
-      });
+        reject: (e) => {
+          unbind();
+          reject(e);
+        },
+        gone: false,
+      };
+      // Ends the held call on its own: skipped when the queue is next drained or aged.
+      const drop = (e: PointSubError): void => {
+        if (h.gone) return;
+        h.gone = true;
+        this.heldBytes -= h.bytes;
+        h.reject(e);
+      };
+      const onAbort = (): void => drop(cancelled(limits?.what, signal as AbortSignal));
+      signal?.addEventListener("abort", onAbort, { once: true });
+      if (deadline > 0) {
+        timer = setTimeout(
+          () =>
+            drop(
+              new PointSubError("ERR_TIMEOUT", `${limits?.what ?? "call"} timed out while not connected`, {
+                phase: "request",
+              }),
+            ),
+          Math.min(MAX_TIMER_MS, Math.max(0, deadline - Date.now())),
+        );
+      }
+      this.held.push(h);
       this.heldBytes += bytes;
       this.armAgeTimer();
     });
@@ -231,8 +313,34 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
     this.heldBytes = 0;
     if (this.ageTimer !== undefined) clearTimeout(this.ageTimer);
     this.ageTimer = undefined;
-    for (const h of held) h.reject(failure);
+    for (const h of held) if (!h.gone) h.reject(failure);
+    this.attemptAbort?.abort(failure);
     this.events().emit("close", error);
+  }
+
+  /**
+   * The caller's `signal` ends the first connect (its attempts and the
+   * backoff between them) with ERR_CANCELLED; once connected it has no
+   * further effect.
+   */
+  protected abortFirstConnect(signal: AbortSignal | undefined): void {
+    if (signal === undefined) return;
+    const onAbort = (): void => {
+      if (this.state_ === "connecting" || this.state_ === "reconnecting" || this.state_ === "disconnected") {
+        this.shutdown(cancelled("connect", signal));
+      }
+    };
+    if (signal.aborted) {
+      onAbort();
+      return;
+    }
+    signal.addEventListener("abort", onAbort, { once: true });
+    const off = (to: ResilientState): void => {
+      if (to !== "connected" && to !== "closed") return;
+      signal.removeEventListener("abort", onAbort);
+      this.events().off("state", off);
+    };
+    this.events().on("state", off);
   }
 
   /** Subclass waits that close() must end at once. */
@@ -248,8 +356,9 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
     this.ageTimer = setTimeout(() => {
       this.ageTimer = undefined;
       const now = Date.now();
-      while (this.held.length !== 0 && now - this.held[0].at >= this.maxAgeMs) {
+      while (this.held.length !== 0 && (this.held[0].gone || now - this.held[0].at >= this.maxAgeMs)) {
         const h = this.held.shift() as Held;
+        if (h.gone) continue;
         this.heldBytes -= h.bytes;
         h.reject(new PointSubError("ERR_OFFLINE", `not connected for ${this.maxAgeMs} ms (offline.maxAgeMs)`));
       }
@@ -288,9 +397,12 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
       }
       attempt++;
       let conn: C;
+      const ac = new AbortController();
+      this.attemptAbort = ac;
       try {
-        conn = await this.open();
+        conn = await this.open(ac.signal);
       } catch (err) {
+        if ((this.state_ as ResilientState) === "closed") return; // close() ended the attempt
         const e = toPointSubError(err, "ERR_CONNECT");
         this.events().emit("attemptFailed", attempt, e);
         if (!codeInfo(e.code).retryable) {
@@ -307,6 +419,7 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
         if (this.state_ === "connecting") this.setState("reconnecting");
         continue;
       }
+      if (this.attemptAbort === ac) this.attemptAbort = undefined;
       if ((this.state_ as ResilientState) === "closed") {
         conn.destroy();
         return;
@@ -328,7 +441,7 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
     this.heldBytes = 0;
     if (this.ageTimer !== undefined) clearTimeout(this.ageTimer);
     this.ageTimer = undefined;
-    for (const h of held) h.run();
+    for (const h of held) if (!h.gone) h.run();
   }
 
   private dropped(conn: C, err: PointSubError | undefined): void {
@@ -356,4 +469,12 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
       this.sleepCancel = done;
     });
   }
+}
+
+/** Longest delay a timer takes (ms): a longer one fires at once (Node's TimeoutOverflowWarning, 1 ms). */
+const MAX_TIMER_MS = 0x7fffffff;
+
+/** ERR_CANCELLED for `what`, aborted by `signal`. */
+function cancelled(what: string | undefined, signal: AbortSignal): PointSubError {
+  return new PointSubError("ERR_CANCELLED", `${what ?? "call"} aborted`, { cause: signal.reason });
 }

@@ -111,15 +111,18 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
     this.address = address;
     this.options = options;
     this.retries = options.retries ?? 2;
+    this.abortFirstConnect(options.signal);
   }
 
-  protected open(): Promise<Connection> {
-    return connect(this.address, this.options);
+  protected open(signal: AbortSignal): Promise<Connection> {
+    // The caller's signal ends the first connect (abortFirstConnect, which aborts this one's).
+    return connect(this.address, { ...this.options, signal });
   }
 
   protected attachTo(conn: Connection): void {
     for (const apply of this.routes) apply(conn);
     conn.on("message", (m) => this.emit("message", m));
+    conn.once("goaway", () => this.retire(conn));
   }
 
   protected override onShutdown(): void {
@@ -175,6 +178,11 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
         new PointSubError("ERR_INVALID_ARGUMENT", `attemptTimeoutMs must be > 0 (got ${attemptTimeoutMs})`),
       );
     }
+    if (options.signal?.aborted === true) {
+      return Promise.reject(
+        new PointSubError("ERR_CANCELLED", `request to ${route} aborted`, { cause: options.signal.reason }),
+      );
+    }
     const perAttempt = retry ? (attemptTimeoutMs ?? 0) : 0;
     return this.attempt(
       route,
@@ -198,7 +206,9 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
   ): Promise<Uint8Array> {
     let c = this.connection;
     if (c === undefined) {
-      await this.hold(payloadSize(payload), noop);
+      const what = `request to ${route}`;
+      const limits = { deadline: Number.isFinite(deadline) ? deadline : 0, signal: options.signal, what };
+      await this.hold(payloadSize(payload), noop, limits);
       c = this.connection;
       if (c === undefined) return this.attempt(route, payload, options, deadline, tries, limited, perAttempt);
     }
@@ -224,7 +234,7 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
       if (FINAL.has(err as object)) throw err;
       const e = toPointSubError(err, "ERR_CONNECTION_CLOSED");
       if (e.code === "ERR_RATE_LIMITED") {
-        await this.rateLimited(e, deadline, limited);
+        await this.rateLimited(e, deadline, limited, options.signal);
         return this.attempt(route, payload, options, deadline, tries, limited + 1, perAttempt);
       }
       // Only this attempt's own time ran out (not the overall deadline): the same key again.
@@ -280,8 +290,13 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
    * waits `max(retryAfterMs, backoff)` for retry number `limited + 1`, or
    * rethrows `e` when retries are used up or the wait would pass `deadline`.
    */
-  private async rateLimited(e: PointSubError, deadline: number, limited: number): Promise<void> {
-    if (limited >= this.retries || this.state === "closed") throw e;
+  private async rateLimited(
+    e: PointSubError,
+    deadline: number,
+    limited: number,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
+    if (limited >= this.retries || this.state === "closed" || signal?.aborted === true) throw e;
     const wait = Math.max(e.retryAfterMs ?? 0, fullJitterDelay(limited, this.initialDelayMs, this.maxDelayMs));
     // A hint past the deadline, or longer than a client should sit on a call, goes to the caller.
     if (Date.now() + wait >= deadline || wait > MAX_RATE_WAIT_MS) throw e;
@@ -289,17 +304,29 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
       const done = (): void => {
         clearTimeout(t);
         this.rateWaits.delete(done);
+        signal?.removeEventListener("abort", done);
         resolve();
       };
       const t = setTimeout(done, wait);
       (t as { unref?: () => void }).unref?.();
       this.rateWaits.add(done);
+      signal?.addEventListener("abort", done, { once: true });
     });
     if ((this.state as ResilientState) === "closed") throw this.closedError();
+    if (signal !== undefined && isAborted(signal)) {
+      throw new PointSubError("ERR_CANCELLED", "request aborted while waiting out the server's rate limit", {
+        cause: signal.reason,
+      });
+    }
   }
 }
 
 function noop(): void {}
+
+/** Whether `signal` is aborted (a call: TypeScript keeps its narrowing of `aborted` across an await). */
+function isAborted(signal: AbortSignal): boolean {
+  return signal.aborted;
+}
 
 /** A random idempotency key (16 bytes as 32 hex characters). */
 function randomKey(): Uint8Array {

@@ -57,10 +57,11 @@ export class LpResilientConnection extends Reconnecting<LpConnection, LpResilien
     super(options.reconnect, options.offline);
     this.address = address;
     this.options = options;
+    this.abortFirstConnect(options.signal);
   }
 
-  protected open(): Promise<LpConnection> {
-    return connectLp(this.address, this.options);
+  protected open(signal: AbortSignal): Promise<LpConnection> {
+    return connectLp(this.address, { ...this.options, signal });
   }
 
   protected attachTo(conn: LpConnection): void {

@@ -1,0 +1,179 @@
+/**
+ * The resilient client's edges (client review, session 29): a server's
+ * GOAWAY moves new calls to the next connection at once; a call's own
+ * deadline and signal end it while it is held offline or waits out a rate
+ * limit; the signal of connectResilient ends its backoff; close() ends a
+ * connection attempt under way; empty calls held offline are bounded; a
+ * zero initial delay does not make a tight reconnect loop.
+ */
+import assert from "node:assert/strict";
+import net from "node:net";
+import { describe, it } from "node:test";
+import { connectResilient, createServer, type PointSubError } from "../../src/index.ts";
+import { sleep, until } from "../helpers/wait.ts";
+
+const text = (b: Uint8Array) => new TextDecoder().decode(b);
+const outcome = (p: Promise<unknown>): Promise<string> =>
+  p.then(
+    () => "ok",
+    (e: PointSubError) => e.code,
+  );
+
+describe("resilient client edges", () => {
+  it("after a GOAWAY new calls go to the next connection (the old one drains its calls in flight)", async () => {
+    const s1 = createServer();
+    s1.handle("/slow/1", async () => {
+      await sleep(1500);
+      return "slow done";
+    });
+    const [url] = await s1.listen("tcp://127.0.0.1:0");
+    const client = await connectResilient(url, { reconnect: { initialDelayMs: 10, maxDelayMs: 50 } });
+    const s2 = createServer();
+    s2.handle("/echo/1", (r) => r.data);
+    const states: string[] = [];
+    client.on("state", (to) => states.push(to));
+    try {
+      const slow = client.request("/slow/1", "x", { timeoutMs: 10_000 });
+      await sleep(100);
+      const closing = s1.close({ timeoutMs: 5000 }); // graceful: GOAWAY, then it drains
+      await s2.listen(url); // the same port: a restart
+      await until(() => states.includes("reconnecting"));
+      const t0 = Date.now();
+      // Before: "connected" to the closing connection until it drained; each of these failed at once.
+      assert.equal(await outcome(client.send("hello")), "ok");
+      assert.equal(text(await client.request("/echo/1", "a", { timeoutMs: 5000 })), "a");
+      assert.equal(text(await client.request("/echo/1", "b", { idempotencyKey: "k-1", timeoutMs: 5000 })), "b");
+      assert.ok(Date.now() - t0 < 1000, `${Date.now() - t0} ms`);
+      assert.equal(text(await slow), "slow done");
+      await closing;
+    } finally {
+      await client.close();
+      await s2.close();
+    }
+  });
+
+  it("a held request ends at its own timeoutMs or signal; one already aborted at once", async () => {
+    const server = createServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const client = await connectResilient(url, { reconnect: { initialDelayMs: 10, maxDelayMs: 50 } });
+    await server.close();
+    try {
+      await until(() => client.state === "reconnecting");
+      let t0 = Date.now();
+      await assert.rejects(client.request("/x", "a", { timeoutMs: 200 }), { code: "ERR_TIMEOUT" });
+      assert.ok(Date.now() - t0 < 1500, `${Date.now() - t0} ms (offline.maxAgeMs is 10 s)`);
+      const ac = new AbortController();
+      setTimeout(() => ac.abort(), 100);
+      t0 = Date.now();
+      await assert.rejects(client.request("/x", "b", { signal: ac.signal }), { code: "ERR_CANCELLED" });
+      assert.ok(Date.now() - t0 < 1500, `${Date.now() - t0} ms`);
+      await assert.rejects(client.request("/x", "c", { signal: AbortSignal.abort() }), { code: "ERR_CANCELLED" });
+    } finally {
+      await client.close();
+    }
+  });
+
+  it("a request waiting out a rate limit's retry-after ends when its signal aborts", async () => {
+    const server = createServer({ rateLimit: { session: { requests: { perSecond: 0.1, burst: 1 } } } });
+    server.handle("/echo/1", (r) => r.data);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const client = await connectResilient(url, { retries: 3, reconnect: { initialDelayMs: 10, maxDelayMs: 50 } });
+    try {
+      await client.request("/echo/1", "first");
+      const ac = new AbortController();
+      const p = client.request("/echo/1", "second", { signal: ac.signal, timeoutMs: 30_000 });
+      await sleep(200); // refused (a token every 10 s): waiting
+      const t0 = Date.now();
+      ac.abort();
+      await assert.rejects(p, { code: "ERR_CANCELLED" });
+      assert.ok(Date.now() - t0 < 500, `${Date.now() - t0} ms`);
+    } finally {
+      await client.close();
+      await server.close();
+    }
+  });
+
+  it("connectResilient's signal ends its backoff at once", async () => {
+    const probe = net.createServer();
+    await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
+    const port = (probe.address() as net.AddressInfo).port;
+    await new Promise<void>((r) => probe.close(() => r())); // nothing listens there now
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(), 300);
+    const t0 = Date.now();
+    await assert.rejects(
+      connectResilient(`tcp://127.0.0.1:${port}`, {
+        signal: ac.signal,
+        reconnect: { initialDelayMs: 4000, maxDelayMs: 8000 },
+      }),
+      { code: "ERR_CANCELLED" },
+    );
+    assert.ok(Date.now() - t0 < 1500, `${Date.now() - t0} ms`);
+    await assert.rejects(connectResilient(`tcp://127.0.0.1:${port}`, { signal: AbortSignal.abort() }), {
+      code: "ERR_CANCELLED",
+    });
+  });
+
+  it("close() ends a connection attempt under way (no event after close)", async () => {
+    const server = createServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const port = Number(new URL(url).port);
+    const client = await connectResilient(url, { reconnect: { initialDelayMs: 10, maxDelayMs: 20 } });
+    await server.close();
+    const sockets: net.Socket[] = [];
+    let ended = 0;
+    const hole = net.createServer((s) => {
+      s.on("error", () => {});
+      s.resume(); // reads (and drops) the preface and HELLO, so its end is seen
+      s.on("end", () => ended++);
+      sockets.push(s);
+    });
+    await new Promise<void>((r) => hole.listen(port, "127.0.0.1", r));
+    const events: string[] = [];
+    client.on("attemptFailed", () => events.push("attemptFailed"));
+    client.on("close", () => events.push("close"));
+    try {
+      await until(() => sockets.length > 0); // an attempt waits for a handshake that never comes
+      await client.close();
+      // Before: the attempt's socket stayed open until connectTimeoutMs (10 s), holding the process.
+      await until(() => ended === sockets.length, 2000);
+      await sleep(50);
+      assert.deepEqual(events.slice(events.indexOf("close")), ["close"]);
+    } finally {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => hole.close(() => r()));
+    }
+  });
+
+  it("empty calls held offline count against offline.maxBytes too; initialDelayMs 0 still backs off", async () => {
+    let accepted = 0;
+    const flapper = net.createServer((s) => {
+      accepted++;
+      s.destroy();
+    });
+    const server = createServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const port = Number(new URL(url).port);
+    const client = await connectResilient(url, {
+      offline: { maxBytes: 1024 },
+      reconnect: { initialDelayMs: 0, maxDelayMs: 5000 },
+    });
+    await server.close();
+    await new Promise<void>((r) => flapper.listen(port, "127.0.0.1", r));
+    try {
+      await until(() => client.state === "reconnecting");
+      const calls = Array.from({ length: 100 }, () => outcome(client.request("/x", new Uint8Array(0))));
+      await sleep(20);
+      const n0 = accepted;
+      await sleep(1000);
+      // Before: 565 connections a second (the backoff's ceiling stayed 0).
+      assert.ok(accepted - n0 < 60, `${accepted - n0} connections in a second`);
+      await client.close();
+      const results = await Promise.all(calls);
+      const full = results.filter((r) => r === "ERR_OFFLINE").length;
+      assert.ok(full >= 80, `${full} of 100 refused as over offline.maxBytes (1024 B, 64 B each)`);
+    } finally {
+      await new Promise<void>((r) => flapper.close(() => r()));
+    }
+  });
+});
