@@ -69,6 +69,8 @@ const NODE_FAILURES: ReadonlySet<string> = new Set([
   "ERR_POOL_EXHAUSTED",
   "ERR_SLOW_PEER",
 ]);
+/** Node failures of calls that were sent (their handler may have run): not failed over unless keyed. */
+const MAYBE_RAN = new WeakSet<PointSubError>();
 
 const utf8 = new TextEncoder();
 
@@ -235,6 +237,8 @@ export class Client {
 
   /** One call on pooled connection `p`; returns it to the pool when answered. */
   private run(p: Pooled, node: string, route: string, payload: Payload, options: RequestOptions): Promise<Uint8Array> {
+    // A call made on an open connection may have reached the node's handler when the connection fails.
+    const sent = p.conn.state === "open";
     return p.conn.request(route, payload, options).then(
       (answer) => {
         if (this.health.get(node)?.failures) this.succeeded(node);
@@ -242,7 +246,10 @@ export class Client {
       },
       (err: unknown) => {
         const e = toPointSubError(err, "ERR_CONNECTION_CLOSED");
-        if (NODE_FAILURES.has(e.code)) this.failed(node);
+        if (NODE_FAILURES.has(e.code)) {
+          this.failed(node);
+          if (sent) MAYBE_RAN.add(e);
+        }
         throw e;
       },
     );
@@ -254,7 +261,10 @@ export class Client {
    * measured yet come after measured ones, in list order), or with `key`
    * the smallest XOR distance of SHA-256 digests. A node that fails (cannot
    * connect, connection lost) is skipped for its breaker's cooldown and the
-   * call goes to the next; after the cooldown one call probes it
+   * call goes to the next — unless it was sent before its connection was
+   * lost and has no `idempotencyKey`: its handler may have run, so the
+   * caller gets the error (a keyed call goes on: a shared idempotency store
+   * runs it once); after the cooldown one call probes it
    * (half-open). A node whose rate limit refused the call
    * (ERR_RATE_LIMITED: its handler did not run) is not a failure: the call
    * goes to the next node, and when no node answered and one refused it,
@@ -293,6 +303,10 @@ export class Client {
             : toPointSubError(err, "ERR_CONNECT");
         if (e.code === "ERR_RATE_LIMITED") limited = e;
         else if (!NODE_FAILURES.has(e.code)) throw e;
+        // Lost after it was sent: its handler may have run. Only a keyed call goes to the next node (the
+        // nodes' shared idempotency store runs it at most once); another would run twice (fanout > 1 asks
+        // for several runs anyway).
+        else if (batch.length === 1 && MAYBE_RAN.has(e) && callOptions.idempotencyKey === undefined) throw e;
         else last = e;
       }
     }

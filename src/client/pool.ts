@@ -171,6 +171,9 @@ export class Pool {
     }
     e.conns.push(p);
     conn.once("close", () => this.forget(p));
+    // A connection whose server said GOAWAY takes no new call (it failed each with ERR_GOING_AWAY until it
+    // had drained): out of the pool at once, its calls in flight finish on it.
+    conn.once("goaway", () => this.forget(p));
     this.armSweeper();
     // Calls that waited while every allowed connection was still opening can use this one now.
     this.wakeWaiters();

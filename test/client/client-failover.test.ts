@@ -1,0 +1,96 @@
+/**
+ * The multi-node Client's failover never runs an un-keyed handler twice,
+ * and its pool gives no new call to a connection whose server said GOAWAY
+ * (client review, session 29).
+ */
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { describe, it } from "node:test";
+import { Client, createServer, type Server } from "../../src/index.ts";
+import { startProxy } from "../helpers/proxy.ts";
+import { sleep, until } from "../helpers/wait.ts";
+
+const text = (b: Uint8Array) => new TextDecoder().decode(b);
+
+/** A key whose XOR distance puts `first` before `second` (requestClosest's key order). */
+function keyFavouring(first: string, second: string): string {
+  const h = (s: string) => createHash("sha256").update(s).digest();
+  const a = h(first);
+  const b = h(second);
+  for (let key = 0; ; key++) {
+    const k = h(String(key));
+    let cmp = 0;
+    for (let i = 0; i < 32 && cmp === 0; i++) cmp = (a[i] ^ k[i]) - (b[i] ^ k[i]);
+    if (cmp < 0) return String(key);
+  }
+}
+
+describe("Client failover and GOAWAY", () => {
+  it("a call lost after it reached a node's handler goes to the next node only when keyed", async () => {
+    const runs: string[] = [];
+    const servers: Server[] = [];
+    const node = async (name: string) => {
+      const s = createServer();
+      s.handle("/pay/1", async () => {
+        runs.push(name);
+        await sleep(200);
+        return `paid on ${name}`;
+      });
+      servers.push(s);
+      return (await s.listen("tcp://127.0.0.1:0"))[0];
+    };
+    const a = await startProxy(await node("A"));
+    const b = await node("B");
+    const client = new Client();
+    client.addNode("/pay/1", a.url).addNode("/pay/1", b);
+    // A second client, its breakers fresh (the first skips A after its failure).
+    const other = new Client();
+    other.addNode("/pay/1", a.url).addNode("/pay/1", b);
+    const key = keyFavouring(a.url, b);
+    try {
+      const plain = client.requestClosest("/pay/1", "100", { key, timeoutMs: 5000 });
+      await until(() => runs.length === 1);
+      a.cutAll();
+      // Before: sent on to B, and paid twice.
+      await assert.rejects(plain, { code: "ERR_CONNECTION_CLOSED" });
+      assert.deepEqual(runs, ["A"]);
+      runs.length = 0;
+      const keyed = other.requestClosest("/pay/1", "100", { key, idempotencyKey: "order-1", timeoutMs: 5000 });
+      await until(() => runs.length === 1);
+      a.cutAll();
+      assert.equal(text(await keyed), "paid on B");
+      assert.deepEqual(runs, ["A", "B"]);
+    } finally {
+      await client.close();
+      await other.close();
+      await a.close();
+      for (const s of servers) await s.close();
+    }
+  });
+
+  it("the pool gives no new call to a connection whose server said GOAWAY", async () => {
+    const s1 = createServer();
+    s1.handle("/slow/1", async () => {
+      await sleep(1000);
+      return "slow";
+    });
+    const [url] = await s1.listen("tcp://127.0.0.1:0");
+    const s2 = createServer();
+    s2.handle("/who/1", () => "s2");
+    const client = new Client();
+    try {
+      const slow = client.request(url, "/slow/1", "x", { timeoutMs: 5000 });
+      await sleep(100);
+      const closing = s1.close({ timeoutMs: 5000 });
+      await s2.listen(url);
+      await sleep(50);
+      // Before: ERR_GOING_AWAY at once, on the draining connection.
+      assert.equal(text(await client.request(url, "/who/1", "y", { timeoutMs: 5000 })), "s2");
+      assert.equal(text(await slow), "slow");
+      await closing;
+    } finally {
+      await client.close();
+      await s2.close();
+    }
+  });
+});
