@@ -170,14 +170,21 @@ export function sendResumable(
   if (options.onProgress !== undefined) progress.on("progress", options.onProgress);
   const owned = typeof target === "function";
   const shared = target instanceof SharedConnection ? target : undefined;
+  // Aborted by cancel() or the caller's signal: ends a connect, a resume query or a prefix check under
+  // way at once (they ran to their own timeouts, and the transfer failed with their error).
+  const stop = new AbortController();
+  const signal = options.signal === undefined ? stop.signal : AbortSignal.any([options.signal, stop.signal]);
 
   const attempt = async (conn: Connection, src: ResumableSource, n: number): Promise<Uint8Array> => {
     let offset = 0;
     let prefixCrc = 0;
     if (options.resume !== false) {
-      const point = await conn.queryResume(route, src.transferId);
+      const point = await conn.queryResume(route, src.transferId, { signal });
       const fits = point.offset > 0 && (src.size === undefined || point.offset <= src.size);
-      if (fits && (src.prefixCrc === undefined || (await src.prefixCrc(point.offset)) === point.crc)) {
+      if (
+        fits &&
+        (src.prefixCrc === undefined || (await untilAborted(src.prefixCrc(point.offset), signal)) === point.crc)
+      ) {
         offset = point.offset;
         prefixCrc = point.crc;
       }
@@ -246,16 +253,17 @@ export function sendResumable(
       try {
         conn =
           shared !== undefined
-            ? await shared.get()
+            ? await untilAborted(shared.get(), signal)
             : owned
-              ? await (target as () => Promise<Connection>)()
+              ? await untilAborted((target as () => Promise<Connection>)(), signal, (late) => late.destroy())
               : (target as Connection);
         const answer = await attempt(conn, src, n);
         progress.setStatus("completed");
         if (owned) await conn.close();
         return answer;
       } catch (err) {
-        const e = toPointSubError(err, "ERR_SOURCE");
+        // Cancelled or aborted: that is the outcome, whatever the step under way failed with.
+        const e = stoppedBy(signal) ?? toPointSubError(err, "ERR_SOURCE");
         // A connection this transfer opened is its own to end, whatever happens next.
         if (owned && conn !== undefined && conn.state !== "closed") conn.destroy();
         if (shared !== undefined && conn !== undefined) shared.failed(conn, e);
@@ -281,7 +289,48 @@ export function sendResumable(
   });
   return new Transfer(progress, done, (reason) => {
     cancelled = new PointSubError("ERR_CANCELLED", reason);
+    stop.abort(cancelled);
     current?.cancel(reason);
     wake?.();
+  });
+}
+
+/** ERR_CANCELLED once `signal` is aborted (by cancel(): its error; by the caller's signal), else undefined. */
+function stoppedBy(signal: AbortSignal): PointSubError | undefined {
+  if (!signal.aborted) return undefined;
+  const r: unknown = signal.reason;
+  if (r instanceof PointSubError && r.code === "ERR_CANCELLED") return r;
+  return new PointSubError("ERR_CANCELLED", "aborted by the signal", { cause: r });
+}
+
+/**
+ * `p`, or ERR_CANCELLED as soon as `signal` aborts; `p` is then left to
+ * settle, and what it resolves to goes to `late` (a connection opened for
+ * nothing is destroyed).
+ */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal, late?: (v: T) => void): Promise<T> {
+  const leave = () => {
+    p.then(late, () => {});
+  };
+  if (signal.aborted) {
+    leave();
+    return Promise.reject(stoppedBy(signal));
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => {
+      leave();
+      reject(stoppedBy(signal));
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(e);
+      },
+    );
   });
 }

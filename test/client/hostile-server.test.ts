@@ -21,7 +21,7 @@ import { FrameDecoder } from "../../src/codec/decoder.ts";
 import { encodeFrame } from "../../src/codec/encoder.ts";
 import { Flag, FrameType } from "../../src/codec/frame.ts";
 import { Feature } from "../../src/codec/settings.ts";
-import { Client, connect, connectResilient, type PointSubError } from "../../src/index.ts";
+import { Client, connect, connectResilient, type PointSubError, sendResumable } from "../../src/index.ts";
 import { handshake } from "../helpers/raw-peer.ts";
 import { sleep } from "../helpers/wait.ts";
 
@@ -305,6 +305,36 @@ describe("clients against a hostile server", () => {
     } finally {
       conn.destroy();
       await s.close();
+    }
+  });
+
+  it("sendResumable: cancel() and the signal end a resume query the server never answers, and a connect it never completes", async () => {
+    // Before: the transfer waited for requestTimeoutMs (the query) or handshakeTimeoutMs (the connect),
+    // then failed with ERR_TIMEOUT.
+    const s = await scripted(handshake({ features: Feature.STREAMS | Feature.RESUME }), false, true);
+    const source = { size: 10, transferId: "t1", open: () => [new Uint8Array(10)] };
+    const conn = await connect(s.url, { requestTimeoutMs: 8000 });
+    const hole = net.createServer((sock) => sock.on("error", () => {}));
+    await new Promise<void>((r) => hole.listen(0, "127.0.0.1", r));
+    const holeUrl = `tcp://127.0.0.1:${(hole.address() as net.AddressInfo).port}`;
+    try {
+      const t = sendResumable(conn, "/pointsub/file/1.0.0", source);
+      setTimeout(() => t.cancel("user cancelled"), 100);
+      let t0 = Date.now();
+      await assert.rejects(t.done, { code: "ERR_CANCELLED", message: "user cancelled" });
+      assert.ok(Date.now() - t0 < 1000, `${Date.now() - t0} ms`);
+      const ac = new AbortController();
+      const u = sendResumable(() => connect(holeUrl, { handshakeTimeoutMs: 8000 }), "/pointsub/file/1.0.0", source, {
+        signal: ac.signal,
+      });
+      setTimeout(() => ac.abort(), 100);
+      t0 = Date.now();
+      await assert.rejects(u.done, { code: "ERR_CANCELLED" });
+      assert.ok(Date.now() - t0 < 1000, `${Date.now() - t0} ms`);
+    } finally {
+      conn.destroy();
+      await s.close();
+      hole.close();
     }
   });
 });
