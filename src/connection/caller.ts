@@ -118,12 +118,16 @@ export class Caller {
         new PointSubError("ERR_CANCELLED", `request to ${route} aborted`, { cause: signal.reason }),
       );
     }
+    const base = this.requestTimeoutMs;
+    const timeoutMs =
+      options.timeoutMs ?? (base === 0 ? 0 : base + Math.ceil((data.length * 1000) / this.bytesPerSecond));
+    // NaN or negative meant no timeout at all.
+    if (!(timeoutMs >= 0)) {
+      return Promise.reject(new PointSubError("ERR_INVALID_ARGUMENT", `invalid timeoutMs ${timeoutMs}`));
+    }
     this.stats.requestsSent++;
     this.stats.sent(data.length);
     return new Promise<Uint8Array>((resolve, reject) => {
-      const base = this.requestTimeoutMs;
-      const timeoutMs =
-        options.timeoutMs ?? (base === 0 ? 0 : base + Math.ceil((data.length * 1000) / this.bytesPerSecond));
       const call: PendingCall = {
         id: 0,
         type: FrameType.REQ,
@@ -196,7 +200,11 @@ export class Caller {
     if (this.deadlineAt !== undefined && deadline >= this.deadlineAt) return;
     if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer);
     this.deadlineAt = deadline;
-    this.deadlineTimer = setTimeout(() => this.sweepDeadlines(), Math.max(0, deadline - Date.now()));
+    // At most 2^31 - 1 ms (~24.8 days): a longer delay fires at once, and the sweep re-armed it every 1 ms.
+    this.deadlineTimer = setTimeout(
+      () => this.sweepDeadlines(),
+      Math.min(0x7fffffff, Math.max(0, deadline - Date.now())),
+    );
   }
 
   private sweepDeadlines(): void {

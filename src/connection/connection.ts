@@ -277,7 +277,6 @@ export class Connection extends Emitter<ConnectionEvents> {
               this.dispatcher = d;
               this.inbound.dispatcher = d;
             },
-            fail: (err) => this.fail(err),
           }) as unknown as Dispatcher);
     this.dispatcher.readGate = this.readGate;
     this.inbound = new Inbound(this.link, this.outbox, budget, this.stats_, this.dispatcher, runtime.allocBody);
@@ -494,12 +493,7 @@ export class Connection extends Emitter<ConnectionEvents> {
       this.shared.budget,
       this.stats_,
       this.dispatcher,
-      {
-        session: this,
-        isClosed: () => this.state_ === "closed",
-        hasMessage: (id) => this.inbound.has(id),
-        shared: this.shared,
-      },
+      { session: this, shared: this.shared },
     );
     this.inbound.streams = this.inStreams_;
     this.frames.inStreamsIfAny = this.inStreams_;

@@ -84,10 +84,9 @@ class ShellMessage implements Message {
   }
 }
 
-/** What the shell tells its connection: the dispatcher that replaces it, or why it could not load. */
+/** What the shell tells its connection: the dispatcher that replaces it (why it could not load: `terminate`). */
 export interface ShellHooks {
   replace(d: Dispatcher): void;
-  fail(err: PointSubError): void;
 }
 
 /**
@@ -183,7 +182,9 @@ export class DispatchShell {
       (err: unknown) => {
         this.loadStarted = false;
         if (this.queue !== undefined && !this.closed) {
-          this.hooks.fail(toPointSubError(err, "ERR_CONNECTION_CLOSED", "cannot load the request dispatcher: "));
+          (this.args[4] as Connection).terminate(
+            toPointSubError(err, "ERR_CONNECTION_CLOSED", "cannot load the request dispatcher: "),
+          );
         }
       },
     );

@@ -69,14 +69,16 @@ async function inflate(
 
 /** What the incoming streams need from their connection. */
 export interface StreamInHost {
-  /** The connection handlers see as `ctx.session`. */
+  /** The connection handlers see as `ctx.session` (and whose state says whether it closed for good). */
   readonly session: Connection;
-  /** Whether the connection closed for good. */
-  isClosed(): boolean;
-  /** Whether the peer's chunked message `id` is being received (ids are shared). */
-  hasMessage(id: number): boolean;
   /** The connection's shared settings: its runtime (codecs, CRC32C, allocator). */
   readonly shared: ConnectionShared;
+}
+
+/** The connection's window on the peer's data, and its chunked messages (ids are shared with streams). */
+export interface StreamInWindow extends ReceiveWindow {
+  /** Whether the peer's chunked message `id` is being received. */
+  has(id: number): boolean;
 }
 
 export class IncomingStreams {
@@ -92,7 +94,7 @@ export class IncomingStreams {
   private readonly v: VarintResult = { value: 0, next: 0 };
   private readonly link: Link;
   private readonly outbox: Outbox;
-  private readonly window: ReceiveWindow;
+  private readonly window: StreamInWindow;
   private readonly budget: MemoryBudget;
   private readonly stats: Stats;
   private readonly dispatcher: Dispatcher;
@@ -101,7 +103,7 @@ export class IncomingStreams {
   constructor(
     link: Link,
     outbox: Outbox,
-    window: ReceiveWindow,
+    window: StreamInWindow,
     budget: MemoryBudget,
     stats: Stats,
     dispatcher: Dispatcher,
@@ -195,7 +197,7 @@ export class IncomingStreams {
     const serving = this.dispatcher.serving;
     if (
       this.streams.has(idKey(id)) ||
-      this.host.hasMessage(id) ||
+      this.window.has(id) ||
       (serving.size !== 0 && serving.get(id) !== undefined)
     ) {
       throw PointSubError.fromPeer("ERR_PROTOCOL", `stream ${id} started twice`);
@@ -379,7 +381,7 @@ export class IncomingStreams {
       st.charged -= r;
     }
     st.unacked += wire;
-    if (st.outDone || this.host.isClosed()) return;
+    if (st.outDone || this.host.session.state === "closed") return;
     this.stats.diag.streamProgress(st.trace, "in", st.id, st.call.route, st.stream.bytesRead, st.stream.total);
     if (creditDue(st.unacked, this.link.local.streamWindow)) {
       this.outbox.sendCredit(st.id, st.unacked);
@@ -390,7 +392,7 @@ export class IncomingStreams {
 
   /** This side cancels stream `st` (its reader did, or it made no progress). */
   private cancel(st: InState, err: PointSubError): void {
-    if (st.outDone || this.host.isClosed()) return;
+    if (st.outDone || this.host.session.state === "closed") return;
     st.outDone = true;
     this.ended(st, err.code);
     st.stream.discard();
@@ -434,7 +436,7 @@ export class IncomingStreams {
   }
 
   private finishHandler(st: InState, value: HandlerResult, err: unknown, failed: boolean): void {
-    if (st.call.done || this.host.isClosed()) {
+    if (st.call.done || this.host.session.state === "closed") {
       this.dispatcher.handlerSettled(st.call);
       return;
     }

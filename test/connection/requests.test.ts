@@ -58,6 +58,26 @@ describe("request/response", () => {
     await server.close();
   });
 
+  it("timeoutMs: negative or NaN is ERR_INVALID_ARGUMENT; past 2^31 - 1 ms the deadline timer does not spin (client review)", async () => {
+    for (const bad of [-1, Number.NaN]) {
+      await assert.rejects(conn.request("/echo/1.0.0", "x", { timeoutMs: bad }), { code: "ERR_INVALID_ARGUMENT" });
+    }
+    // Before: a delay over 2^31 - 1 ms fires after 1 ms (TimeoutOverflowWarning) and the sweep re-armed it
+    // every millisecond for as long as the request was pending.
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.name);
+    process.on("warning", onWarning);
+    try {
+      assert.equal(text(await conn.request("/slow/1.0.0", "200", { timeoutMs: 2 ** 32 })), "late");
+    } finally {
+      process.off("warning", onWarning);
+    }
+    assert.deepEqual(
+      warnings.filter((w) => w === "TimeoutOverflowWarning"),
+      [],
+    );
+  });
+
   it("answers with the handler's bytes, text or empty result", async () => {
     assert.equal(text(await conn.request("/echo/1.0.0", "abc")), "abc");
     assert.equal((await conn.request("/empty/1.0.0")).length, 0);
