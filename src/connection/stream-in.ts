@@ -195,11 +195,7 @@ export class IncomingStreams {
     // A request of the peer's still served on this id counts too: two calls on one id, the
     // stream's end would take the request's place in the table (and its abort at close).
     const serving = this.dispatcher.serving;
-    if (
-      this.streams.has(idKey(id)) ||
-      this.window.has(id) ||
-      (serving.size !== 0 && serving.get(id) !== undefined)
-    ) {
+    if (this.streams.has(idKey(id)) || this.window.has(id) || (serving.size !== 0 && serving.get(id) !== undefined)) {
       throw PointSubError.fromPeer("ERR_PROTOCOL", `stream ${id} started twice`);
     }
     const { head, dataStart } = decodeStreamHead(buf, start, end);
