@@ -14,8 +14,8 @@ interface CallExtra {
   ac: AbortController | undefined;
   abortReason: PointSubError | undefined;
   state: Record<string, unknown> | undefined;
-  /** Its handler is not aborted when the connection ends (see {@link ServerCall.outliveConnection}). */
-  outlives: boolean;
+  /** How long its handler runs on when the connection ends (ms; 0: aborted at once). See {@link ServerCall.outliveConnection}. */
+  outlives: number;
 }
 
 /**
@@ -62,7 +62,7 @@ export class ServerCall implements RequestContext, IncomingRequest, CallContext 
       ac: undefined,
       abortReason: undefined,
       state: undefined,
-      outlives: false,
+      outlives: 0,
     };
     return this.extra;
   }
@@ -99,12 +99,18 @@ export class ServerCall implements RequestContext, IncomingRequest, CallContext 
     return m.state;
   }
   /**
-   * @internal The handler runs on when the connection ends (its signal is
-   * aborted only by the caller's CANCEL): the idempotency middleware's, for
-   * a keyed request, whose answer a retry on another connection will want.
+   * @internal The handler runs on for up to `graceMs` when the connection
+   * ends (`orphans.ts`; the caller's CANCEL still aborts it at once): the
+   * idempotency middleware's, for a keyed request, whose answer a retry on
+   * another connection will want.
    */
-  outliveConnection(): void {
-    this.more().outlives = true;
+  outliveConnection(graceMs: number): void {
+    this.more().outlives = graceMs;
+  }
+
+  /** @internal See {@link outliveConnection} (0: none). */
+  get outlives(): number {
+    return this.extra?.outlives ?? 0;
   }
 
   /** Created on first use: most handlers never look. */
@@ -116,14 +122,9 @@ export class ServerCall implements RequestContext, IncomingRequest, CallContext 
     }
     return m.ac.signal;
   }
-  /**
-   * Aborts the handler's signal with `reason`: the caller cancelled
-   * (`byCaller`), or the connection ended — not then for a call that
-   * {@link outliveConnection outlives it}.
-   */
-  abort(reason: PointSubError, byCaller = true): void {
+  abort(reason: PointSubError): void {
     const m = this.more();
-    if (m.abortReason !== undefined || (!byCaller && m.outlives)) return;
+    if (m.abortReason !== undefined) return;
     m.abortReason = reason;
     m.ac?.abort(reason);
   }

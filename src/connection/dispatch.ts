@@ -31,6 +31,7 @@ import { CallTable } from "./call-table.ts";
 import { ServerCall } from "./calls.ts";
 import type { Connection } from "./connection.ts";
 import type { Link } from "./link.ts";
+import { adoptOrphan, orphanSettled } from "./orphans.ts";
 import type { Outbox } from "./outbox.ts";
 import { PeerCalls } from "./peer-calls.ts";
 import type { ReadGate } from "./read-gate.ts";
@@ -367,11 +368,15 @@ export class Dispatcher {
     }
   }
 
-  /** A handler (request or stream) finished: answer the peer. */
-  finishHandler(call: ServerCall, value: HandlerResult, err: unknown, failed: boolean): void {
+  /**
+   * A handler (request or stream) finished: answer the peer. Returns the
+   * code of the error answered in place of its result (undefined: its
+   * result was sent, or the call had ended).
+   */
+  finishHandler(call: ServerCall, value: HandlerResult, err: unknown, failed: boolean): ErrorCode | undefined {
     if (call.done) {
       this.handlerSettled(call);
-      return; // cancelled, or the connection closed
+      return undefined; // cancelled, or the connection closed
     }
     call.done = true;
     if (failed) {
@@ -386,7 +391,7 @@ export class Dispatcher {
       this.serving.delete(call.id);
       this.ended(call, e.code, 0); // diagnostics
       this.respondError(call.id, e.code, e.message, e.retryAfterMs);
-      return;
+      return e.code;
     }
     let data: Uint8Array;
     try {
@@ -397,7 +402,7 @@ export class Dispatcher {
       const pe = e as PointSubError;
       this.ended(call, pe.code, 0); // diagnostics
       this.respondError(call.id, pe.code, pe.message);
-      return;
+      return pe.code;
     }
     const peer = this.link.peer;
     // Over the caller's maxMessageSize, or chunked and over its whole assembly budget (it would wait for ever).
@@ -413,18 +418,18 @@ export class Dispatcher {
         "ERR_MESSAGE_TOO_LARGE",
         `response of ${data.length} bytes exceeds the caller's maxMessageSize (${peer.maxMessageSize}) or maxAssemblyBytes (${peer.maxAssemblyBytes})`,
       );
-      return;
+      return "ERR_MESSAGE_TOO_LARGE";
     }
-    this.stats.sent(data.length);
-    this.ended(call, undefined, data.length); // diagnostics
     if (
       data.length <= this.link.msgSingleMax - 1 &&
       this.outbox.writer.trySendNow(FrameType.RES, call.id, OK_HEAD, data)
     ) {
+      this.stats.sent(data.length);
+      this.ended(call, undefined, data.length); // diagnostics
       this.releaseCall(call);
       this.serving.delete(call.id);
       this.openRequests--;
-      return;
+      return undefined;
     }
     // Queued: the request's charge stays (plus the answer, when it is other
     // memory) until the answer is handed to the transport, so answers a peer
@@ -432,24 +437,28 @@ export class Dispatcher {
     if (data.length !== 0 && data.buffer !== call.data.buffer) {
       const budget = this.budget;
       if (!budget.tryCharge(data.length)) {
-        if (data.length > CALL_OVERHEAD) {
-          // The budget is full: a peer that reads nothing must not make this side hold its answers past it
-          // (pipelined requests are all admitted before any answer exists). The peer gets ERR_OVERLOADED in
-          // place of the answer; with an idempotency key a retry gets the stored one (the handler ran).
+        if (data.length > CALL_OVERHEAD && this.outbox.writer.answerQueued !== 0) {
+          // The budget is full and this peer is owed other answers already: a peer that reads nothing must not
+          // make this side hold its answers past the budget (pipelined requests are all admitted before any
+          // answer exists). It gets ERR_OVERLOADED in place of the answer (the handler ran: with an
+          // idempotency key a retry gets the stored answer, when the store kept it). A peer owed nothing
+          // else gets its answer whatever its size (at most one past the budget per connection).
           this.releaseCall(call);
           this.serving.delete(call.id);
           this.ended(call, "ERR_OVERLOADED", 0); // diagnostics
           this.respondError(
             call.id,
             "ERR_OVERLOADED",
-            `the answer to ${call.route} (${data.length} bytes) does not fit the memory budget (${budget.used} of ${budget.limit} bytes in use) while it waits to be sent; retry later`,
+            `the answer to ${call.route} (${data.length} bytes) does not fit the memory budget (${budget.used} of ${budget.limit} bytes in use) while other answers wait for this peer; retry later`,
           );
-          return;
+          return "ERR_OVERLOADED";
         }
-        budget.force(data.length); // no larger than the error that would replace it
+        budget.force(data.length); // small (no larger than an error), or the only answer this peer is owed
       }
       call.charged += data.length;
     }
+    this.stats.sent(data.length);
+    this.ended(call, undefined, data.length); // diagnostics
     this.serve(call);
     this.answerEnqueued += OK_HEAD.length + data.length;
     this.outbox.writeBody(FrameType.RES, call.id, OK_HEAD, data, () => {
@@ -468,6 +477,7 @@ export class Dispatcher {
       if (w.releases.length === 0) w.releases = [release];
       else w.releases.push(release);
     });
+    return undefined;
   }
 
   /** The end of a request's middleware chain: its route's handler, or ERR_NO_ROUTE. */
@@ -542,6 +552,7 @@ export class Dispatcher {
   /** The handler of a call that had ended (cancelled, connection closed) settled: what it held is returned. */
   handlerSettled(call: ServerCall): void {
     (this.serving as PeerCalls<ServerCall>).abandoned?.delete(call);
+    if (call.outlives !== 0) orphanSettled(this.budget, call);
     this.releaseCall(call);
   }
 
@@ -567,12 +578,17 @@ export class Dispatcher {
     return true;
   }
 
-  /** The connection closed: every running handler sees its signal aborted with `failure`. */
+  /**
+   * The connection closed: every running handler sees its signal aborted
+   * with `failure` — but for keyed calls the idempotency middleware runs,
+   * which run on for a grace period, within a bound (`orphans.ts`).
+   */
   teardown(failure: PointSubError): void {
     if (this.serving.size === 0) return;
     for (const call of this.serving.values()) {
       this.endServed(call, failure.code);
-      call.abort(failure, false);
+      const grace = call.outlives;
+      if (grace === 0 || !adoptOrphan(this.budget, call, grace, failure)) call.abort(failure);
     }
     this.serving.clear();
   }

@@ -440,9 +440,10 @@ export class IncomingStreams {
     const bad = failed ? undefined : st.stream.endFailure;
     const error = bad ?? err;
     const fails = failed || bad !== undefined;
-    this.dispatcher.finishHandler(st.call, value, error, fails);
+    const answered = this.dispatcher.finishHandler(st.call, value, error, fails);
     st.outDone = true;
-    this.ended(st, fails ? (error instanceof PointSubError ? error.code : "ERR_HANDLER") : undefined);
+    // What was answered: the handler's error, or one in place of its result (ERR_OVERLOADED, a bad result).
+    this.ended(st, fails ? (error instanceof PointSubError ? error.code : "ERR_HANDLER") : answered);
     st.stream.discard();
     this.dropCharge(st);
     this.release(st);

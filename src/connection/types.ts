@@ -28,8 +28,8 @@ export interface IncomingRequest extends Message {
 export interface RequestContext {
   /**
    * Aborted when the caller cancels or times out, or the connection closes
-   * (not then for a keyed request the idempotency middleware runs: a retry
-   * will want its answer); `reason` is a PointSubError.
+   * (for a keyed request the idempotency middleware runs, its `waitMs`
+   * later: a retry will want its answer); `reason` is a PointSubError.
    */
   readonly signal: AbortSignal;
   /** The connection the request came on (a server session, or a client connection). */

@@ -593,10 +593,11 @@ function randomToken(): string {
  *   repeating, which release the key instead: retryable codes
  *   (ERR_TIMEOUT, ERR_CONNECTION_CLOSED, ERR_OVERLOADED, ERR_GOING_AWAY,
  *   …), ERR_CANCELLED, ERR_NO_ROUTE and ERR_UNAUTHORIZED, and any error
- *   thrown after the caller cancelled the call. The handler's signal is not
- *   aborted when the connection closes (only by the caller's CANCEL): it
- *   runs to its end, and its answer is stored even when its connection
- *   closed before it was sent, so a retry on a new connection gets it.
+ *   thrown after its signal aborted. When its connection closes, the
+ *   handler's signal is aborted only `waitMs` later (at once when the
+ *   server closes, or when 1024 such handlers of the server already run
+ *   on): a retry on a new connection waits for it and gets its answer,
+ *   which is stored even when its connection closed before it was sent.
  *
  * Unkeyed requests, streams and one-way messages pass through untouched.
  */
@@ -643,9 +644,9 @@ export function idempotency(options: IdempotencyOptions = {}): Middleware {
     for (;;) {
       const entry = await store.begin(key, token, leaseMs);
       if (entry === undefined) {
-        // Claimed: this attempt runs the handler, to the end even if its connection ends (a retry on
-        // another connection will want the answer): only the caller's CANCEL aborts its signal.
-        (ctx as { outliveConnection?(): void }).outliveConnection?.();
+        // Claimed: this attempt runs the handler, on for up to waitMs if its connection ends (a retry on
+        // another connection will want the answer; orphans.ts bounds them): the caller's CANCEL aborts it.
+        (ctx as { outliveConnection?(graceMs: number): void }).outliveConnection?.(waitMs);
         break;
       }
       if (entry.state === "done") return replay(entry.outcome);

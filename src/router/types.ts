@@ -34,8 +34,8 @@ export interface CallContext {
   readonly principal: unknown;
   /**
    * Aborted when the caller cancels or times out, or the connection closes
-   * — except, for a keyed request the idempotency middleware runs,
-   * the connection's close: its retry will want the answer.
+   * — for a keyed request the idempotency middleware runs, its `waitMs`
+   * after the connection's close (its retry will want the answer).
    */
   readonly signal: AbortSignal;
   /** The request or message bytes (empty for a stream: read `stream`). */

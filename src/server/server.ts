@@ -12,6 +12,7 @@ import { greeting, refusalBytes } from "../connection/handshake.ts";
 import { Housekeeper, housekeepingPeriod } from "../connection/housekeeping.ts";
 import { useHousekeeper } from "../connection/housekeeping-lazy.ts";
 import { checkConnectionOptions } from "../connection/options.ts";
+import { abortOrphans } from "../connection/orphans.ts";
 import { useDiagnostics } from "../connection/publisher.ts";
 import { addStats, emptyStats, type StatsSnapshot, sumStats } from "../connection/stats.ts";
 import { useStreamEngine } from "../connection/stream-engine.ts";
@@ -543,6 +544,8 @@ export class Server extends EventEmitter<ServerEvents> {
   async close(options: { timeoutMs?: number } = {}): Promise<void> {
     this.closing = true;
     this.admission.stop();
+    // Keyed handlers whose connection ended, still running for a retry that will not come here now.
+    abortOrphans(this.budget, new PointSubError("ERR_GOING_AWAY", "server closing"));
     const close = { reason: "server closing", timeoutMs: options.timeoutMs };
     // A listener's close resolves only once its connections are gone, so
     // close sessions at the same time.

@@ -1,0 +1,81 @@
+/**
+ * Keyed handlers whose connection ended run on for a bounded time (review,
+ * session 29): a handler honouring ctx.signal was aborted by a drop and its
+ * retry ran it again; keeping them all running let a client that keeps
+ * disconnecting pile up thousands, and held a closing server's process.
+ * Now they run on for the middleware's waitMs, at most 1024 per server, and
+ * the server's close aborts them.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { connect, createServer, idempotency } from "../../src/index.ts";
+import { sleep, until } from "../helpers/wait.ts";
+
+/** A server whose /job handler waits `ms` or until its signal aborts; counts how each ended. */
+async function jobServer(ms: number, options: Parameters<typeof createServer>[0] = {}) {
+  const counts = { running: 0, aborted: 0, finished: 0 };
+  const server = createServer(options);
+  server.use(idempotency({ waitMs: 400 }));
+  server.handle("/job", async (_req, ctx) => {
+    counts.running++;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const t = setTimeout(resolve, ms);
+        ctx.signal.addEventListener("abort", () => {
+          clearTimeout(t);
+          reject(ctx.signal.reason);
+        });
+      });
+      counts.finished++;
+      return "done";
+    } catch (err) {
+      counts.aborted++;
+      throw err;
+    } finally {
+      counts.running--;
+    }
+  });
+  const [url] = await server.listen("tcp://127.0.0.1:0");
+  return { server, url, counts };
+}
+
+describe("idempotency: handlers that outlive their connection", () => {
+  it("run on for waitMs after a drop, then are aborted; unkeyed ones are aborted at once", async () => {
+    const { server, url, counts } = await jobServer(60_000);
+    try {
+      const conn = await connect(url);
+      const calls = [
+        conn.request("/job", "a", { idempotencyKey: "k1" }),
+        conn.request("/job", "b", { idempotencyKey: "k2" }),
+        conn.request("/job", "c"),
+      ];
+      for (const c of calls) c.catch(() => {});
+      await until(() => counts.running === 3);
+      conn.destroy();
+      await until(() => counts.aborted === 1); // the unkeyed one
+      await sleep(200);
+      assert.equal(counts.running, 2, "the keyed ones run on");
+      await until(() => counts.running === 0, 3000); // waitMs (400 ms) after the drop
+      assert.equal(counts.aborted, 3);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it("at most 1024 per server run on; the server's close aborts them at once", async () => {
+    const { server, url, counts } = await jobServer(60_000, { maxConcurrentRequests: 2000 });
+    const conn = await connect(url, { requestTimeoutMs: 0 });
+    const calls = Array.from({ length: 1100 }, (_, i) => conn.request("/job", "x", { idempotencyKey: `k${i}` }));
+    for (const c of calls) c.catch(() => {});
+    await until(() => counts.running === 1100);
+    conn.destroy();
+    await until(() => counts.aborted === 1100 - 1024);
+    await sleep(100);
+    assert.equal(counts.running, 1024);
+    const t0 = Date.now();
+    await server.close({ timeoutMs: 200 });
+    await until(() => counts.running === 0, 2000);
+    assert.ok(Date.now() - t0 < 1500, `${Date.now() - t0} ms`);
+    assert.equal(counts.finished, 0);
+  });
+});
