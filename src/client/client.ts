@@ -72,6 +72,13 @@ const NODE_FAILURES: ReadonlySet<string> = new Set([
 /** Node failures of calls that were sent (their handler may have run): not failed over unless keyed. */
 const MAYBE_RAN = new WeakSet<PointSubError>();
 
+/** Whether a node failure (or any of a batch's, an AggregateError) came after its call was sent. */
+function mayHaveRun(err: unknown): boolean {
+  if (err instanceof AggregateError)
+    return err.errors.some((x: unknown) => x instanceof PointSubError && MAYBE_RAN.has(x));
+  return err instanceof PointSubError && MAYBE_RAN.has(err);
+}
+
 const utf8 = new TextEncoder();
 
 function nodeKey(address: Address): string {
@@ -304,9 +311,9 @@ export class Client {
         if (e.code === "ERR_RATE_LIMITED") limited = e;
         else if (!NODE_FAILURES.has(e.code)) throw e;
         // Lost after it was sent: its handler may have run. Only a keyed call goes to the next node (the
-        // nodes' shared idempotency store runs it at most once); another would run twice (fanout > 1 asks
-        // for several runs anyway).
-        else if (batch.length === 1 && MAYBE_RAN.has(e) && callOptions.idempotencyKey === undefined) throw e;
+        // nodes' shared idempotency store runs it at most once); another would run again there (a batch of
+        // fanout > 1: on the next batch, beyond the runs asked for).
+        else if (callOptions.idempotencyKey === undefined && mayHaveRun(err)) throw e;
         else last = e;
       }
     }

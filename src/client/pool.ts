@@ -57,6 +57,8 @@ function positive(name: string, v: number | undefined, dflt: number, min = 1): n
 }
 
 export class Pool {
+  /** Connections whose server said GOAWAY: out of the pool, their calls in flight finishing (closed by close()). */
+  private readonly draining = new Set<Connection>();
   readonly maxPerNode: number;
   readonly maxTotal: number;
   readonly maxInFlight: number;
@@ -172,8 +174,12 @@ export class Pool {
     e.conns.push(p);
     conn.once("close", () => this.forget(p));
     // A connection whose server said GOAWAY takes no new call (it failed each with ERR_GOING_AWAY until it
-    // had drained): out of the pool at once, its calls in flight finish on it.
-    conn.once("goaway", () => this.forget(p));
+    // had drained): out of the pool at once, its calls in flight finish on it (close() waits for them).
+    conn.once("goaway", () => {
+      this.forget(p);
+      this.draining.add(conn);
+      conn.once("close", () => this.draining.delete(conn));
+    });
     this.armSweeper();
     // Calls that waited while every allowed connection was still opening can use this one now.
     this.wakeWaiters();
@@ -278,6 +284,8 @@ export class Pool {
     }
     const all: Promise<void>[] = [];
     for (const e of this.nodes.values()) for (const p of e.conns) all.push(p.conn.close());
+    for (const c of this.draining) all.push(c.close());
+    this.draining.clear();
     this.nodes.clear();
     this.total = 0;
     await Promise.allSettled(all);

@@ -129,6 +129,8 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
   private readonly maxAgeMs: number;
   private held: Held[] = [];
   private heldBytes = 0;
+  /** Entries of {@link held} that settled on their own (compacted once they are half of it). */
+  private heldGone = 0;
   private ageTimer: ReturnType<typeof setTimeout> | undefined;
   private waiters: { resolve: () => void; reject: (e: PointSubError) => void }[] = [];
   private sleepCancel: (() => void) | undefined;
@@ -273,6 +275,11 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
         if (h.gone) return;
         h.gone = true;
         this.heldBytes -= h.bytes;
+        // Out of the queue soon: held calls that time out at a high rate must not pile up in it.
+        if (++this.heldGone * 2 > this.held.length) {
+          this.held = this.held.filter((x) => !x.gone);
+          this.heldGone = 0;
+        }
         h.reject(e);
       };
       const onAbort = (): void => drop(cancelled(limits?.what, signal as AbortSignal));
@@ -311,6 +318,7 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
     const held = this.held;
     this.held = [];
     this.heldBytes = 0;
+    this.heldGone = 0;
     if (this.ageTimer !== undefined) clearTimeout(this.ageTimer);
     this.ageTimer = undefined;
     for (const h of held) if (!h.gone) h.reject(failure);
@@ -358,7 +366,10 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
       const now = Date.now();
       while (this.held.length !== 0 && (this.held[0].gone || now - this.held[0].at >= this.maxAgeMs)) {
         const h = this.held.shift() as Held;
-        if (h.gone) continue;
+        if (h.gone) {
+          this.heldGone--;
+          continue;
+        }
         this.heldBytes -= h.bytes;
         h.reject(new PointSubError("ERR_OFFLINE", `not connected for ${this.maxAgeMs} ms (offline.maxAgeMs)`));
       }
@@ -439,6 +450,7 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
     const held = this.held;
     this.held = [];
     this.heldBytes = 0;
+    this.heldGone = 0;
     if (this.ageTimer !== undefined) clearTimeout(this.ageTimer);
     this.ageTimer = undefined;
     for (const h of held) if (!h.gone) h.run();

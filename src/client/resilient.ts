@@ -169,6 +169,10 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
     options: ResilientRequestOptions = {},
   ): Promise<Uint8Array> {
     const timeoutMs = options.timeoutMs ?? this.options.requestTimeoutMs ?? 30_000;
+    if (!(timeoutMs >= 0)) {
+      // NaN or negative meant no deadline at all (as the connection's own request refuses it).
+      return Promise.reject(new PointSubError("ERR_INVALID_ARGUMENT", `invalid timeoutMs ${timeoutMs}`));
+    }
     const deadline = timeoutMs > 0 ? Date.now() + timeoutMs : Number.POSITIVE_INFINITY;
     const retry = options.retry === true || options.idempotencyKey !== undefined;
     const { retry: _, attemptTimeoutMs, ...rest } = options;
@@ -253,34 +257,47 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
    * would abort its handler and free the key, so that the repeat ran the
    * handler again (and again at each attempt's end: it could never finish);
    * the server's store makes the repeat wait for it instead. The first
-   * answer wins. Once the repeat began, its outcome (its own retries done)
-   * is the request's: an error of this attempt is dropped.
+   * answer wins; an error counts once both have one (the repeat's: its own
+   * retries are done), so an answer still coming on this attempt is not
+   * lost to the repeat's error (the store's waitMs, an offline policy).
    */
   private repeatAfter(call: Promise<Uint8Array>, ms: number, repeat: () => Promise<Uint8Array>): Promise<Uint8Array> {
     return new Promise<Uint8Array>((resolve, reject) => {
       let done = false;
       let repeated = false;
+      /** What failed so far: this attempt (its error), the repeat (its error). */
+      let callFailed = false;
+      let repeatError: { e: unknown } | undefined;
       const win = (v: Uint8Array): void => {
         if (done) return;
         done = true;
         clearTimeout(t);
         resolve(v);
       };
+      const lose = (e: unknown): void => {
+        done = true;
+        if (typeof e === "object" && e !== null) FINAL.add(e);
+        reject(e);
+      };
       const t = setTimeout(() => {
         if (done) return;
         repeated = true;
         repeat().then(win, (e: unknown) => {
           if (done) return;
-          done = true;
-          if (typeof e === "object" && e !== null) FINAL.add(e);
-          reject(e);
+          if (callFailed) lose(e);
+          else repeatError = { e }; // this attempt may still answer
         });
       }, ms);
       call.then(win, (e: unknown) => {
-        if (done || repeated) return; // the repeat's outcome decides
-        done = true;
-        clearTimeout(t);
-        reject(e); // the caller's catch decides on a retry, as for any attempt
+        if (done) return;
+        if (!repeated) {
+          done = true;
+          clearTimeout(t);
+          reject(e); // the caller's catch decides on a retry, as for any attempt
+          return;
+        }
+        callFailed = true;
+        if (repeatError !== undefined) lose(repeatError.e);
       });
     });
   }

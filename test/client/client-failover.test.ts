@@ -86,11 +86,50 @@ describe("Client failover and GOAWAY", () => {
       await sleep(50);
       // Before: ERR_GOING_AWAY at once, on the draining connection.
       assert.equal(text(await client.request(url, "/who/1", "y", { timeoutMs: 5000 })), "s2");
+      // close() waits for the draining connection's call (it was out of the pool: close() resolved at once).
+      let answered = false;
+      slow.then(() => {
+        answered = true;
+      });
+      await client.close();
+      assert.equal(answered, true);
       assert.equal(text(await slow), "slow");
       await closing;
     } finally {
       await client.close();
       await s2.close();
+    }
+  });
+
+  it("fanout: an un-keyed batch whose calls were sent and lost does not go on to the next batch", async () => {
+    const runs: string[] = [];
+    const servers: Server[] = [];
+    const proxies = new Map<string, Awaited<ReturnType<typeof startProxy>>>();
+    const client = new Client();
+    try {
+      for (const name of ["A", "B", "C"]) {
+        const s = createServer();
+        s.handle("/pay/1", async () => {
+          runs.push(name);
+          await sleep(300);
+          return `paid on ${name}`;
+        });
+        servers.push(s);
+        const p = await startProxy((await s.listen("tcp://127.0.0.1:0"))[0]);
+        proxies.set(name, p);
+        client.addNode("/pay/1", p.url);
+      }
+      const call = client.requestClosest("/pay/1", "100", { fanout: 2, timeoutMs: 5000 });
+      await until(() => runs.length === 2);
+      for (const name of runs) proxies.get(name)?.cutAll();
+      // Before: on to the third node (three runs for a fanout of 2).
+      await assert.rejects(call, { code: "ERR_CONNECTION_CLOSED" });
+      await sleep(100);
+      assert.equal(runs.length, 2);
+    } finally {
+      await client.close();
+      for (const p of proxies.values()) await p.close();
+      for (const s of servers) await s.close();
     }
   });
 });

@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import { describe, it } from "node:test";
-import { connectResilient, createServer, type PointSubError } from "../../src/index.ts";
+import { connectResilient, createServer, idempotency, type PointSubError } from "../../src/index.ts";
 import { sleep, until } from "../helpers/wait.ts";
 
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -174,6 +174,53 @@ describe("resilient client edges", () => {
       assert.ok(full >= 80, `${full} of 100 refused as over offline.maxBytes (1024 B, 64 B each)`);
     } finally {
       await new Promise<void>((r) => flapper.close(() => r()));
+    }
+  });
+
+  it("an answer still coming on a keyed attempt wins over its repeat's error (the store's waitMs ran out first)", async () => {
+    const server = createServer();
+    server.use(idempotency({ waitMs: 300 }));
+    let runs = 0;
+    server.handle("/job/1", async () => {
+      runs++;
+      await sleep(900);
+      return "job done";
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const client = await connectResilient(url);
+    try {
+      const r = await client.request("/job/1", "x", { idempotencyKey: "k", timeoutMs: 3000, attemptTimeoutMs: 100 });
+      assert.equal(text(r), "job done");
+      assert.equal(runs, 1);
+      await assert.rejects(client.request("/job/1", "x", { timeoutMs: -1 }), { code: "ERR_INVALID_ARGUMENT" });
+      await assert.rejects(client.request("/job/1", "x", { timeoutMs: Number.NaN, retry: true }), {
+        code: "ERR_INVALID_ARGUMENT",
+      });
+    } finally {
+      await client.close();
+      await server.close();
+    }
+  });
+
+  it("held calls that time out leave the queue (it does not grow with them)", async () => {
+    const server = createServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const client = await connectResilient(url, {
+      offline: { maxBytes: 64 * 1024, maxAgeMs: 60_000 },
+      reconnect: { initialDelayMs: 10, maxDelayMs: 50 },
+    });
+    await server.close();
+    try {
+      await until(() => client.state === "reconnecting");
+      for (let round = 0; round < 20; round++) {
+        const calls = Array.from({ length: 500 }, () => outcome(client.request("/x", "a", { timeoutMs: 1 })));
+        for (const r of await Promise.all(calls)) assert.equal(r, "ERR_TIMEOUT");
+      }
+      // Before: 10,000 entries settled but kept until maxAgeMs (60 s), whatever offline.maxBytes said.
+      const held = (client as unknown as { held: unknown[] }).held;
+      assert.ok(held.length < 1000, `${held.length} entries held`);
+    } finally {
+      await client.close();
     }
   });
 });
