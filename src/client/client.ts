@@ -72,13 +72,6 @@ const NODE_FAILURES: ReadonlySet<string> = new Set([
 /** Node failures of calls that were sent (their handler may have run): not failed over unless keyed. */
 const MAYBE_RAN = new WeakSet<PointSubError>();
 
-/** Whether a node failure (or any of a batch's, an AggregateError) came after its call was sent. */
-function mayHaveRun(err: unknown): boolean {
-  if (err instanceof AggregateError)
-    return err.errors.some((x: unknown) => x instanceof PointSubError && MAYBE_RAN.has(x));
-  return err instanceof PointSubError && MAYBE_RAN.has(err);
-}
-
 const utf8 = new TextEncoder();
 
 function nodeKey(address: Address): string {
@@ -304,17 +297,21 @@ export class Client {
         if (batch.length === 1) return await this.call(batch[0], route, payload, callOptions);
         return await Promise.any(batch.map((n) => this.call(n, route, payload, callOptions)));
       } catch (err) {
-        const e =
-          err instanceof AggregateError
-            ? toPointSubError(err.errors[err.errors.length - 1], "ERR_CONNECT")
-            : toPointSubError(err, "ERR_CONNECT");
-        if (e.code === "ERR_RATE_LIMITED") limited = e;
-        else if (!NODE_FAILURES.has(e.code)) throw e;
+        const errors = (err instanceof AggregateError ? err.errors : [err]).map((x: unknown) =>
+          toPointSubError(x, "ERR_CONNECT"),
+        );
+        // An error of the call itself (the handler's, a bad route) is the answer, whichever of a batch gave it.
+        const own = errors.find((x) => x.code !== "ERR_RATE_LIMITED" && !NODE_FAILURES.has(x.code));
+        if (own !== undefined) throw own;
         // Lost after it was sent: its handler may have run. Only a keyed call goes to the next node (the
         // nodes' shared idempotency store runs it at most once); another would run again there (a batch of
         // fanout > 1: on the next batch, beyond the runs asked for).
-        else if (callOptions.idempotencyKey === undefined && mayHaveRun(err)) throw e;
-        else last = e;
+        const ran = errors.find((x) => MAYBE_RAN.has(x));
+        if (ran !== undefined && callOptions.idempotencyKey === undefined) throw ran;
+        for (const x of errors) {
+          if (x.code === "ERR_RATE_LIMITED") limited = x;
+          else last = x;
+        }
       }
     }
     if (limited !== undefined) throw limited;

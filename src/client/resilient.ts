@@ -87,6 +87,8 @@ const IDEMPOTENCY_FEATURE = 0x8;
 /** Longest retry-after hint a request waits out; a longer one is the caller's to handle. */
 const MAX_RATE_WAIT_MS = 60_000;
 const LOST: ReadonlySet<string> = new Set(["ERR_CONNECTION_CLOSED", "ERR_GOING_AWAY", "ERR_KEEPALIVE"]);
+/** A timer's longest delay (ms): a longer one fires at once. */
+const MAX_TIMER_MS = 0x7fffffff;
 /** Errors that are a request's last word (a repeat's, its retries done): not retried again. */
 const FINAL = new WeakSet<object>();
 const utf8 = new TextEncoder();
@@ -279,15 +281,18 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
         if (typeof e === "object" && e !== null) FINAL.add(e);
         reject(e);
       };
-      const t = setTimeout(() => {
-        if (done) return;
-        repeated = true;
-        repeat().then(win, (e: unknown) => {
+      const t = setTimeout(
+        () => {
           if (done) return;
-          if (callFailed) lose(e);
-          else repeatError = { e }; // this attempt may still answer
-        });
-      }, ms);
+          repeated = true;
+          repeat().then(win, (e: unknown) => {
+            if (done) return;
+            if (callFailed) lose(e);
+            else repeatError = { e }; // this attempt may still answer
+          });
+        },
+        Math.min(ms, MAX_TIMER_MS),
+      );
       call.then(win, (e: unknown) => {
         if (done) return;
         if (!repeated) {

@@ -16,6 +16,8 @@ interface CallExtra {
   state: Record<string, unknown> | undefined;
   /** How long its handler runs on when the connection ends (ms; 0: aborted at once). See {@link ServerCall.outliveConnection}. */
   outlives: number;
+  /** Its answer is charged past the memory budget (`dispatch.ts`: one such answer per budget at a time). */
+  pastBudget: boolean;
 }
 
 /**
@@ -63,6 +65,7 @@ export class ServerCall implements RequestContext, IncomingRequest, CallContext 
       abortReason: undefined,
       state: undefined,
       outlives: 0,
+      pastBudget: false,
     };
     return this.extra;
   }
@@ -106,6 +109,14 @@ export class ServerCall implements RequestContext, IncomingRequest, CallContext 
    */
   outliveConnection(graceMs: number): void {
     this.more().outlives = graceMs;
+  }
+
+  /** @internal Whether its answer is charged past the memory budget (see {@link markPastBudget}). */
+  get pastBudget(): boolean {
+    return this.extra?.pastBudget === true;
+  }
+  set pastBudget(v: boolean) {
+    this.more().pastBudget = v;
   }
 
   /** @internal See {@link outliveConnection} (0: none). */

@@ -32,6 +32,10 @@ import { ServerCall } from "./calls.ts";
 import type { Connection } from "./connection.ts";
 import type { Link } from "./link.ts";
 import { adoptOrphan, orphanSettled } from "./orphans.ts";
+
+/** Budgets holding an answer charged past them (one at a time each: see {@link Dispatcher.finishHandler}). */
+const pastBudget = new WeakSet<MemoryBudget>();
+
 import type { Outbox } from "./outbox.ts";
 import { PeerCalls } from "./peer-calls.ts";
 import type { ReadGate } from "./read-gate.ts";
@@ -437,23 +441,28 @@ export class Dispatcher {
     if (data.length !== 0 && data.buffer !== call.data.buffer) {
       const budget = this.budget;
       if (!budget.tryCharge(data.length)) {
-        if (data.length > CALL_OVERHEAD && this.outbox.writer.answerQueued !== 0) {
-          // The budget is full and this peer is owed other answers already: a peer that reads nothing must not
-          // make this side hold its answers past the budget (pipelined requests are all admitted before any
-          // answer exists). It gets ERR_OVERLOADED in place of the answer (the handler ran: with an
-          // idempotency key a retry gets the stored answer, when the store kept it). A peer owed nothing
-          // else gets its answer whatever its size (at most one past the budget per connection).
+        const large = data.length > CALL_OVERHEAD;
+        if (large && pastBudget.has(budget)) {
+          // The budget is full, and holds an answer past it already: peers that read nothing must not make
+          // this side hold their answers past the budget (pipelined requests are all admitted before any
+          // answer exists). This one gets ERR_OVERLOADED in place of the answer (the handler ran: with an
+          // idempotency key a retry gets the stored answer, when the store kept it). One answer at a time
+          // may go past the budget, whatever its size: one larger than the whole budget still gets out.
           this.releaseCall(call);
           this.serving.delete(call.id);
           this.ended(call, "ERR_OVERLOADED", 0); // diagnostics
           this.respondError(
             call.id,
             "ERR_OVERLOADED",
-            `the answer to ${call.route} (${data.length} bytes) does not fit the memory budget (${budget.used} of ${budget.limit} bytes in use) while other answers wait for this peer; retry later`,
+            `the answer to ${call.route} (${data.length} bytes) does not fit the memory budget (${budget.used} of ${budget.limit} bytes in use) while it waits to be sent; retry later`,
           );
           return "ERR_OVERLOADED";
         }
-        budget.force(data.length); // small (no larger than an error), or the only answer this peer is owed
+        budget.force(data.length); // small (no larger than an error), or the one answer past the budget
+        if (large) {
+          pastBudget.add(budget);
+          call.pastBudget = true;
+        }
       }
       call.charged += data.length;
     }
@@ -517,6 +526,10 @@ export class Dispatcher {
     if (call.charged !== 0) {
       this.budget.release(call.charged);
       call.charged = 0;
+      if (call.pastBudget) {
+        call.pastBudget = false;
+        pastBudget.delete(this.budget);
+      }
     }
   }
 
@@ -585,10 +598,14 @@ export class Dispatcher {
    */
   teardown(failure: PointSubError): void {
     if (this.serving.size === 0) return;
+    // Orphans only of a server's sessions (a client's connection that serves keyed calls ends them with it)
+    // and only while their handler runs (one that finished has only its answer left to send).
+    const server = this.link.myParity === 0;
     for (const call of this.serving.values()) {
+      const running = !call.done;
       this.endServed(call, failure.code);
       const grace = call.outlives;
-      if (grace === 0 || !adoptOrphan(this.budget, call, grace, failure)) call.abort(failure);
+      if (grace === 0 || !running || !server || !adoptOrphan(this.budget, call, grace, failure)) call.abort(failure);
     }
     this.serving.clear();
   }

@@ -33,10 +33,13 @@ export function adoptOrphan(owner: object, call: ServerCall, graceMs: number, fa
   }
   if (orphans.size >= MAX_ORPHANS) return false;
   const all = orphans;
-  const t = setTimeout(() => {
-    all.delete(call);
-    call.abort(failure);
-  }, graceMs);
+  const t = setTimeout(
+    () => {
+      all.delete(call);
+      call.abort(failure);
+    },
+    Math.min(graceMs, 0x7fffffff), // a longer delay fires at once
+  );
   (t as { unref?: () => void }).unref?.();
   orphans.set(call, t);
   return true;

@@ -595,8 +595,9 @@ function randomToken(): string {
  *   …), ERR_CANCELLED, ERR_NO_ROUTE and ERR_UNAUTHORIZED, and any error
  *   thrown after its signal aborted. When its connection closes, the
  *   handler's signal is aborted only `waitMs` later (at once when the
- *   server closes, or when 1024 such handlers of the server already run
- *   on): a retry on a new connection waits for it and gets its answer,
+ *   server closes, when 1024 such handlers of the server already run on,
+ *   or on a client's connection): a retry on a new connection waits for
+ *   it and gets its answer,
  *   which is stored even when its connection closed before it was sent.
  *
  * Unkeyed requests, streams and one-way messages pass through untouched.
@@ -622,7 +623,7 @@ export function idempotency(options: IdempotencyOptions = {}): Middleware {
     );
     if (left <= 0) throw timeout;
     const ac = new AbortController();
-    const timer = setTimeout(() => ac.abort(timeout), left);
+    const timer = setTimeout(() => ac.abort(timeout), Math.min(left, 0x7fffffff)); // a longer delay fires at once
     const outer = ctx.signal;
     const onAbort = () => ac.abort(outer.reason);
     if (outer.aborted) onAbort();

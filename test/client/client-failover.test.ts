@@ -25,6 +25,23 @@ function keyFavouring(first: string, second: string): string {
   }
 }
 
+/** A key whose XOR distance puts `last` after both others (requestClosest's key order). */
+function keyWithLast(others: string[], last: string): string {
+  const h = (s: string) => createHash("sha256").update(s).digest();
+  const z = h(last);
+  for (let key = 0; ; key++) {
+    const k = h(String(key));
+    const closer = (a: Buffer) => {
+      for (let i = 0; i < 32; i++) {
+        const d = (a[i] ^ k[i]) - (z[i] ^ k[i]);
+        if (d !== 0) return d < 0;
+      }
+      return false;
+    };
+    if (others.every((o) => closer(h(o)))) return String(key);
+  }
+}
+
 describe("Client failover and GOAWAY", () => {
   it("a call lost after it reached a node's handler goes to the next node only when keyed", async () => {
     const runs: string[] = [];
@@ -130,6 +147,39 @@ describe("Client failover and GOAWAY", () => {
       await client.close();
       for (const p of proxies.values()) await p.close();
       for (const s of servers) await s.close();
+    }
+  });
+
+  it("fanout: a handler's own error in a batch is the answer (not failed over because another node was down)", async () => {
+    const runs: string[] = [];
+    const a = createServer();
+    a.handle("/pay/1", () => {
+      runs.push("A");
+      throw new Error("card declined");
+    });
+    const c = createServer();
+    c.handle("/pay/1", () => {
+      runs.push("C");
+      return "paid on C";
+    });
+    const [aUrl] = await a.listen("tcp://127.0.0.1:0");
+    const [cUrl] = await c.listen("tcp://127.0.0.1:0");
+    const gone = createServer();
+    const [bUrl] = await gone.listen("tcp://127.0.0.1:0");
+    await gone.close(); // B: nothing listens there
+    const client = new Client();
+    client.addNode("/pay/1", aUrl).addNode("/pay/1", bUrl).addNode("/pay/1", cUrl);
+    try {
+      const key = keyWithLast([aUrl, bUrl], cUrl);
+      // Before: B's failure (the batch's last error) sent the call on to C, and A's error was lost.
+      await assert.rejects(client.requestClosest("/pay/1", "100", { key, fanout: 2, timeoutMs: 5000 }), {
+        code: "ERR_HANDLER",
+      });
+      assert.deepEqual(runs, ["A"]);
+    } finally {
+      await client.close();
+      await a.close();
+      await c.close();
     }
   });
 });

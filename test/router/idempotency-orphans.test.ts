@@ -8,7 +8,9 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { orphanCount } from "../../src/connection/orphans.ts";
 import { connect, createServer, idempotency } from "../../src/index.ts";
+import { concat, connectPeer, F, frame, routeBytes, T, utf8 } from "../helpers/attacker.ts";
 import { sleep, until } from "../helpers/wait.ts";
 
 /** A server whose /job handler waits `ms` or until its signal aborts; counts how each ended. */
@@ -77,5 +79,56 @@ describe("idempotency: handlers that outlive their connection", () => {
     await until(() => counts.running === 0, 2000);
     assert.ok(Date.now() - t0 < 1500, `${Date.now() - t0} ms`);
     assert.equal(counts.finished, 0);
+  });
+
+  it("a keyed call whose handler finished (its answer still queued) is not kept running; a client's connection keeps none", async () => {
+    // Before: a finished handler never settles again, so it held one of the 1024 places for waitMs.
+    const server = createServer({ maxConcurrentRequests: 2000 });
+    server.use(idempotency({ waitMs: 10_000 }));
+    server.handle("/fast", () => new Uint8Array(256 * 1024));
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const budget = (server as unknown as { budget: object }).budget;
+    const peer = await connectPeer({ port: Number(new URL(url).port), read: "paused" });
+    try {
+      const frames = Array.from({ length: 200 }, (_, i) =>
+        frame(T.REQ, F.START | F.END | 4, 2 * i + 1, concat(routeBytes("/fast"), Uint8Array.of(2), utf8(`k${i}`))),
+      );
+      peer.write(concat(...frames));
+      await until(() => server.memory.used > 0);
+      await sleep(300); // every handler answered; the answers wait for this peer to read
+      peer.destroy();
+      await until(() => server.memory.used === 0);
+      assert.equal(orphanCount(budget), 0);
+    } finally {
+      peer.destroy();
+      await server.close();
+    }
+    // A client's connection that serves keyed calls ends their handlers with it (they kept its process up).
+    const s2 = createServer();
+    const [url2] = await s2.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url2);
+    conn.use(idempotency({ waitMs: 10_000 }));
+    let aborted = false;
+    conn.handle(
+      "/job",
+      (_r, ctx) =>
+        new Promise<string>((_resolve, reject) => {
+          ctx.signal.addEventListener("abort", () => {
+            aborted = true;
+            reject(ctx.signal.reason);
+          });
+        }),
+    );
+    try {
+      await until(() => s2.sessions.size === 1);
+      const session = [...s2.sessions][0];
+      const call = session.request("/job", "x", { idempotencyKey: "k" });
+      call.catch(() => {});
+      await sleep(100);
+      conn.destroy();
+      await until(() => aborted, 2000);
+    } finally {
+      await s2.close();
+    }
   });
 });
