@@ -473,6 +473,12 @@ export class Dispatcher {
     this.outbox.writeBody(FrameType.RES, call.id, OK_HEAD, data, () => {
       this.serving.delete(call.id);
       this.openRequests--;
+      // Handed to the transport: the next answer may go past the budget (this one's charge stays until
+      // the transport wrote it, which a peer that stops reading may put off as long as it stays).
+      if (call.pastBudget) {
+        call.pastBudget = false;
+        pastBudget.delete(this.budget);
+      }
       // Its frames went out as views of `data`: while the transport holds any of them, the
       // whole buffer stays in memory (a peer that stops reading near the end would pin it
       // uncharged), so the charge is returned once the transport has written them — when

@@ -245,6 +245,12 @@ export class Housekeeper implements Tickable {
   /** The same deadline at PRESSED_FACTOR times the rate: the one that holds while the budget refuses work. */
   private answersDueFast = 0;
   /**
+   * Since when (clock(); 0: not) the transport has held bytes none of which
+   * went out (`Transport.bytesHeld`/`bytesTaken`), and how much it had sent then.
+   */
+  private heldSince = 0;
+  private heldSent = 0;
+  /**
    * What it runs on once started: the shared ticker (a server's sessions),
    * or its own interval (a client connection: cheaper than a wheel of its
    * own). One field for either.
@@ -400,6 +406,30 @@ export class Housekeeper implements Tickable {
   }
 
   /**
+   * Whether the transport has held bytes none of which went out for `slow`
+   * ms (at `t`, a clock() time). The writer's own rule (`blockedSince`) sees
+   * only a write the transport refused: bytes a socket accepted below its
+   * high-water mark, then kept because the peer stopped reading, wait for
+   * ever otherwise — and with them the budget charges of the answers they
+   * carry (one peer could hold the budget over its limit for good).
+   */
+  private heldTooLong(t: number, slow: number): boolean {
+    const tr = this.gate.transport;
+    const unsent = tr.bytesHeld?.() ?? 0;
+    if (unsent === 0) {
+      this.heldSince = 0;
+      return false;
+    }
+    const sent = tr.bytesTaken?.() ?? 0;
+    if (this.heldSince === 0 || sent !== this.heldSent) {
+      this.heldSince = t;
+      this.heldSent = sent;
+      return false;
+    }
+    return t - this.heldSince >= slow;
+  }
+
+  /**
    * Sends a PING after the peer left `call`'s CANCEL unanswered for
    * `windowMs`; when its answer comes and `call` still holds its id (the
    * peer read the CANCEL and kept the id), the connection closes with
@@ -439,6 +469,17 @@ export class Housekeeper implements Tickable {
       host.timedOut(
         "ERR_SLOW_PEER",
         `${host.remoteUrl} took nothing this side sent for ${now - blocked} ms (slowPeerTimeoutMs ${slow})`,
+      );
+      return;
+    }
+    if (slow > 0 && this.heldTooLong(t, slow)) {
+      if (!confirmed) {
+        this.confirmLater();
+        return;
+      }
+      host.timedOut(
+        "ERR_SLOW_PEER",
+        `${host.remoteUrl} took none of the ${this.gate.transport.bytesHeld?.()} bytes its transport holds for over ${slow} ms (slowPeerTimeoutMs)`,
       );
       return;
     }

@@ -306,6 +306,15 @@ export class SocketTransport implements Transport {
     return false;
   }
 
+  bytesHeld(): number {
+    return this.socket.writableLength;
+  }
+
+  bytesTaken(): number {
+    const s = this.socket;
+    return s.bytesWritten - s.writableLength;
+  }
+
   /** The empty write {@link idle} queued is done: everything before it went to the kernel. */
   private flushed(): void {
     this.flushing = undefined;

@@ -132,6 +132,15 @@ export interface Transport {
    */
   idle?(): boolean;
   /**
+   * Optional, with {@link bytesTaken}: bytes handed to {@link write} that the OS
+   * has not taken yet. Housekeeping closes a connection whose transport holds
+   * bytes that none of went out for `slowPeerTimeoutMs` (a peer that stopped
+   * reading after `write` accepted them: no backpressure ever shows).
+   */
+  bytesHeld?(): number;
+  /** Optional: bytes the OS has taken so far (grows as the peer reads). See {@link bytesHeld}. */
+  bytesTaken?(): number;
+  /**
    * Stops delivering data (receive backpressure): no `onData` after it
    * returns until {@link resume}. The connection calls it when the peer is
    * owed more than it reads, and to yield the event loop.

@@ -109,4 +109,46 @@ describe("answers a peer does not read", () => {
       await server.close();
     }
   });
+
+  it("a peer that stops reading after the socket took its answers is closed after slowPeerTimeoutMs, and their charges return", async () => {
+    // Answers handed whole to the socket below its high-water mark wait for a drain that never comes: no
+    // backpressure shows, nothing is owed, and a peer sending a message now and then passes keepalive.
+    // Before: the connection and its charges stayed for ever (the budget over its limit: every request
+    // to the server got ERR_OVERLOADED).
+    const server = createServer({ memoryBudget: 512 * 1024, slowPeerTimeoutMs: 1000, keepAliveMs: 2000 });
+    server.handle("/fill", () => new Uint8Array(200 * 1024).fill(1));
+    server.handle("/small", () => "ok");
+    const closes: (string | undefined)[] = [];
+    server.on("sessionClose", (_s, err) => closes.push(err?.code));
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const hog = await connectPeer({
+      port: Number(new URL(url).port),
+      read: "paused",
+      settings: { connectionWindow: 256 * MiB },
+    });
+    const conn = await connect(url);
+    try {
+      let id = 1;
+      for (let i = 0; i < 100 && !hog.isClosed && server.memory.used <= server.memory.limit; i++) {
+        hog.write(frame(T.REQ, F.START | F.END, id, concat(routeBytes("/fill"), utf8("q"))));
+        id += 2;
+        await sleep(100);
+      }
+      const t0 = Date.now();
+      let msgId = 100_001;
+      while (!hog.isClosed && Date.now() - t0 < 10_000) {
+        hog.write(frame(T.MSG, F.START | F.END, msgId, utf8("x"))); // input now and then
+        msgId += 2;
+        await sleep(200);
+      }
+      assert.equal(hog.isClosed, true, "the peer that reads nothing is still connected after 10 s");
+      assert.deepEqual(closes, ["ERR_SLOW_PEER"]);
+      await until(() => server.memory.used === 0);
+      assert.equal(new TextDecoder().decode(await conn.request("/small")), "ok");
+    } finally {
+      hog.destroy();
+      await conn.close();
+      await server.close({ timeoutMs: 200 });
+    }
+  });
 });
