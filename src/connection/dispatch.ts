@@ -32,16 +32,15 @@ import { ServerCall } from "./calls.ts";
 import type { Connection } from "./connection.ts";
 import type { Link } from "./link.ts";
 import { adoptOrphan, orphanSettled } from "./orphans.ts";
-
-/** Budgets holding an answer charged past them (one at a time each: see {@link Dispatcher.finishHandler}). */
-const pastBudget = new WeakSet<MemoryBudget>();
-
 import type { Outbox } from "./outbox.ts";
 import { PeerCalls } from "./peer-calls.ts";
 import type { ReadGate } from "./read-gate.ts";
 import type { Stats } from "./stats.ts";
 import { toBytes } from "./to-bytes.ts";
 import type { HandlerResult, Message } from "./types.ts";
+
+/** Budgets holding an answer charged past them (one at a time each: see {@link Dispatcher.finishHandler}). */
+const pastBudget = new WeakSet<MemoryBudget>();
 
 const EMPTY = new Uint8Array(0);
 const decoder = new TextDecoder();
