@@ -383,7 +383,6 @@ export class Dispatcher {
     }
     call.done = true;
     if (failed) {
-      this.releaseCall(call);
       const e =
         err instanceof PointSubError
           ? err
@@ -391,21 +390,14 @@ export class Dispatcher {
               "ERR_HANDLER",
               `handler for ${call.route} failed: ${err instanceof Error ? err.message : String(err)}`,
             );
-      this.serving.delete(call.id);
-      this.ended(call, e.code, 0); // diagnostics
-      this.respondError(call.id, e.code, e.message, e.retryAfterMs);
-      return e.code;
+      return this.answerError(call, e.code, e.message, e.retryAfterMs);
     }
     let data: Uint8Array;
     try {
       data = value === undefined ? EMPTY : toBytes(value, "handler result");
     } catch (e) {
-      this.releaseCall(call);
-      this.serving.delete(call.id);
       const pe = e as PointSubError;
-      this.ended(call, pe.code, 0); // diagnostics
-      this.respondError(call.id, pe.code, pe.message);
-      return pe.code;
+      return this.answerError(call, pe.code, pe.message);
     }
     const peer = this.link.peer;
     // Over the caller's maxMessageSize, or chunked and over its whole assembly budget (it would wait for ever).
@@ -413,15 +405,11 @@ export class Dispatcher {
       data.length > peer.maxMessageSize ||
       (data.length > this.link.msgSingleMax - 1 && data.length > peer.maxAssemblyBytes)
     ) {
-      this.releaseCall(call);
-      this.serving.delete(call.id);
-      this.ended(call, "ERR_MESSAGE_TOO_LARGE", 0); // diagnostics
-      this.respondError(
-        call.id,
+      return this.answerError(
+        call,
         "ERR_MESSAGE_TOO_LARGE",
         `response of ${data.length} bytes exceeds the caller's maxMessageSize (${peer.maxMessageSize}) or maxAssemblyBytes (${peer.maxAssemblyBytes})`,
       );
-      return "ERR_MESSAGE_TOO_LARGE";
     }
     if (
       data.length <= this.link.msgSingleMax - 1 &&
@@ -447,15 +435,11 @@ export class Dispatcher {
           // answer exists). This one gets ERR_OVERLOADED in place of the answer (the handler ran: with an
           // idempotency key a retry gets the stored answer, when the store kept it). One answer at a time
           // may go past the budget, whatever its size: one larger than the whole budget still gets out.
-          this.releaseCall(call);
-          this.serving.delete(call.id);
-          this.ended(call, "ERR_OVERLOADED", 0); // diagnostics
-          this.respondError(
-            call.id,
+          return this.answerError(
+            call,
             "ERR_OVERLOADED",
             `the answer to ${call.route} (${data.length} bytes) does not fit the memory budget (${budget.used} of ${budget.limit} bytes in use) while it waits to be sent; retry later`,
           );
-          return "ERR_OVERLOADED";
         }
         budget.force(data.length); // small (no larger than an error), or the one answer past the budget
         if (large) {
@@ -492,6 +476,15 @@ export class Dispatcher {
       else w.releases.push(release);
     });
     return undefined;
+  }
+
+  /** Answers `call` (its handler done) with an error in place of its result; returns the error's code. */
+  private answerError(call: ServerCall, code: ErrorCode, message: string, retryAfterMs?: number): ErrorCode {
+    this.releaseCall(call);
+    this.serving.delete(call.id);
+    this.ended(call, code, 0); // diagnostics
+    this.respondError(call.id, code, message, retryAfterMs);
+    return code;
   }
 
   /** The end of a request's middleware chain: its route's handler, or ERR_NO_ROUTE. */
