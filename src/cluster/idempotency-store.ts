@@ -16,10 +16,12 @@ import type { IdempotencyEntry, IdempotencyOutcome, IdempotencyStore } from "../
 import { isErrorCode } from "./codes.ts";
 import type { ClusterEngine } from "./engine.ts";
 
-type Stored =
+/** An entry as JSON; `f`: the fingerprint of the claim's payload, when it has one. */
+type Stored = (
   | { s: "r"; t: string; n: string; e: number }
   | { s: "d"; e: number; ok: true; d: string }
-  | { s: "d"; e: number; ok: false; c: string; m: string };
+  | { s: "d"; e: number; ok: false; c: string; m: string }
+) & { f?: string };
 
 interface Read {
   /** The live entry, or undefined. */
@@ -65,19 +67,35 @@ class EngineStore implements IdempotencyStore {
     const v = parse(kv.value);
     const now = Date.now();
     if (v === undefined || v.e <= now) return { entry: undefined, revision: kv.revision };
+    const print = typeof v.f === "string" ? { fingerprint: v.f } : {};
     if (v.s === "r") {
       const live = v.n === this.o.nodeId || this.o.holds(v.n);
-      return { entry: live ? { state: "running", token: v.t } : undefined, token: v.t, revision: kv.revision };
+      return {
+        entry: live ? { state: "running", token: v.t, ...print } : undefined,
+        token: v.t,
+        revision: kv.revision,
+      };
     }
     const outcome: IdempotencyOutcome = v.ok
       ? { ok: true, data: new Uint8Array(Buffer.from(v.d, "base64")) }
       : { ok: false, code: isErrorCode(v.c) ? v.c : "ERR_HANDLER", message: String(v.m) };
-    return { entry: { state: "done", outcome }, revision: kv.revision };
+    return { entry: { state: "done", outcome, ...print }, revision: kv.revision };
   }
 
-  async begin(key: string, token: string, leaseMs: number): Promise<IdempotencyEntry | undefined> {
+  async begin(
+    key: string,
+    token: string,
+    leaseMs: number,
+    fingerprint?: string,
+  ): Promise<IdempotencyEntry | undefined> {
     const k = this.o.prefix + key;
-    const claim = JSON.stringify({ s: "r", t: token, n: this.o.nodeId, e: Date.now() + leaseMs } satisfies Stored);
+    const claim = JSON.stringify({
+      s: "r",
+      t: token,
+      n: this.o.nodeId,
+      e: Date.now() + leaseMs,
+      f: fingerprint,
+    } satisfies Stored);
     for (let attempt = 0; attempt < 5; attempt++) {
       if (await this.engine.kvCreate(k, claim, leaseMs)) return undefined;
       const r = await this.read(key);
@@ -93,12 +111,12 @@ class EngineStore implements IdempotencyStore {
     return (await this.read(key)).entry;
   }
 
-  async complete(key: string, token: string, outcome: IdempotencyOutcome): Promise<void> {
+  async complete(key: string, token: string, outcome: IdempotencyOutcome, fingerprint?: string): Promise<void> {
     const k = this.o.prefix + key;
     const ttl = this.o.ttlMs;
     const stored: Stored = outcome.ok
-      ? { s: "d", e: Date.now() + ttl, ok: true, d: Buffer.from(outcome.data).toString("base64") }
-      : { s: "d", e: Date.now() + ttl, ok: false, c: outcome.code, m: outcome.message };
+      ? { s: "d", e: Date.now() + ttl, ok: true, d: Buffer.from(outcome.data).toString("base64"), f: fingerprint }
+      : { s: "d", e: Date.now() + ttl, ok: false, c: outcome.code, m: outcome.message, f: fingerprint };
     const value = JSON.stringify(stored);
     for (let attempt = 0; attempt < 5; attempt++) {
       const r = await this.read(key);

@@ -11,6 +11,7 @@
  * {@link memoryIdempotencyStore} is the in-process one, bounded by entry
  * count, bytes and age.
  */
+import { crc32c, crc32cHex } from "../codec/crc32c.ts";
 import { codeInfo, type ErrorCode } from "../errors/codes.ts";
 import { PointSubError } from "../errors/error.ts";
 import type { CallContext, HandlerResult, Middleware } from "./types.ts";
@@ -20,12 +21,17 @@ export type IdempotencyOutcome =
   | { readonly ok: true; readonly data: Uint8Array }
   | { readonly ok: false; readonly code: ErrorCode; readonly message: string };
 
-/** A key's entry in an {@link IdempotencyStore}. */
+/**
+ * A key's entry in an {@link IdempotencyStore}. `fingerprint` is what the
+ * claim was made with ({@link IdempotencyStore.begin}): a duplicate whose
+ * request differs is refused. A store that keeps none leaves it out (then
+ * nothing is compared).
+ */
 export type IdempotencyEntry =
   /** A handler runs for the key (claimed by `token`). */
-  | { readonly state: "running"; readonly token: string }
+  | { readonly state: "running"; readonly token: string; readonly fingerprint?: string }
   /** The key's request was answered with `outcome`. */
-  | { readonly state: "done"; readonly outcome: IdempotencyOutcome };
+  | { readonly state: "done"; readonly outcome: IdempotencyOutcome; readonly fingerprint?: string };
 
 /**
  * Where the {@link idempotency} middleware keeps keys: claimed (a handler
@@ -44,16 +50,19 @@ export interface IdempotencyStore {
    * {@link complete} or {@link fail}). Otherwise resolves to the entry as
    * it stands and changes nothing. May reject with ERR_OVERLOADED when the
    * store has no room for another running key (nothing runs then).
+   * `fingerprint` identifies the request's payload: the store keeps it with
+   * the claim and the answer and returns it in the entry.
    */
-  begin(key: string, token: string, leaseMs: number): Promise<IdempotencyEntry | undefined>;
+  begin(key: string, token: string, leaseMs: number, fingerprint?: string): Promise<IdempotencyEntry | undefined>;
   /** The live entry of `key`, or undefined. */
   get(key: string): Promise<IdempotencyEntry | undefined>;
   /**
    * Records the answer of the claim `token` on `key` (or of a key whose
    * claim expired meanwhile), wakes its waiters and keeps it for the
    * store's time to live. Does nothing when another claim holds the key.
+   * `fingerprint` is the one the claim was made with.
    */
-  complete(key: string, token: string, outcome: IdempotencyOutcome): Promise<void>;
+  complete(key: string, token: string, outcome: IdempotencyOutcome, fingerprint?: string): Promise<void>;
   /**
    * Drops the claim `token` on `key` without an answer (the attempt failed
    * in a way worth retrying): the next attempt with the key runs the
@@ -144,14 +153,17 @@ interface ScopeUse {
 
 interface RunningSlot {
   readonly token: string;
+  readonly fingerprint: string | undefined;
   readonly bytes: number;
   readonly expiresAt: number;
   readonly scope: ScopeUse;
   waiters: Waiter[] | undefined;
 }
 
+type DoneEntry = IdempotencyEntry & { state: "done" };
+
 interface DoneSlot {
-  readonly entry: IdempotencyEntry & { state: "done" };
+  readonly entry: DoneEntry;
   readonly bytes: number;
   readonly expiresAt: number;
   readonly scope: ScopeUse;
@@ -234,11 +246,11 @@ class MemoryStore implements MemoryIdempotencyStore {
     for (const [key, d] of [...this.done]) this.dropDone(key, d);
   }
 
-  begin(key: string, token: string, leaseMs: number): Promise<IdempotencyEntry | undefined> {
+  begin(key: string, token: string, leaseMs: number, fingerprint?: string): Promise<IdempotencyEntry | undefined> {
     const now = Date.now();
     const live = this.live(key, now);
     if (live !== undefined) return Promise.resolve(live);
-    const bytes = MEMORY_ENTRY_OVERHEAD + 2 * key.length;
+    const bytes = MEMORY_ENTRY_OVERHEAD + 2 * (key.length + (fingerprint?.length ?? 0));
     const scope = this.scopeUse(scopeOfKey(key));
     if (!this.makeScopeRoom(scope, bytes, now)) {
       this.refused++;
@@ -254,7 +266,7 @@ class MemoryStore implements MemoryIdempotencyStore {
         new PointSubError("ERR_OVERLOADED", "the idempotency store is full of running requests; retry later"),
       );
     }
-    this.running.set(key, { token, bytes, expiresAt: now + leaseMs, scope, waiters: undefined });
+    this.running.set(key, { token, fingerprint, bytes, expiresAt: now + leaseMs, scope, waiters: undefined });
     this.account(scope, 1, bytes);
     return Promise.resolve(undefined);
   }
@@ -263,7 +275,7 @@ class MemoryStore implements MemoryIdempotencyStore {
     return Promise.resolve(this.live(key, Date.now()));
   }
 
-  complete(key: string, token: string, outcome: IdempotencyOutcome): Promise<void> {
+  complete(key: string, token: string, outcome: IdempotencyOutcome, fingerprint?: string): Promise<void> {
     const now = Date.now();
     const r = this.running.get(key);
     if (r !== undefined && r.token !== token && r.expiresAt > now) return RESOLVED; // another claim holds it
@@ -274,7 +286,9 @@ class MemoryStore implements MemoryIdempotencyStore {
       return RESOLVED;
     }
     if (d !== undefined) this.dropDone(key, d);
-    const entry = { state: "done", outcome } as const;
+    const print = r?.fingerprint ?? fingerprint;
+    const entry: DoneEntry =
+      print === undefined ? { state: "done", outcome } : { state: "done", outcome, fingerprint: print };
     const scope = r?.scope ?? this.scopeUse(scopeOfKey(key));
     if (r !== undefined) {
       // Counted out without forgetting the scope: the answer usually takes the claim's place.
@@ -283,7 +297,7 @@ class MemoryStore implements MemoryIdempotencyStore {
       scope.bytes -= r.bytes;
       scope.entries--;
     }
-    const bytes = MEMORY_ENTRY_OVERHEAD + 2 * key.length + outcomeBytes(outcome);
+    const bytes = MEMORY_ENTRY_OVERHEAD + 2 * (key.length + (print?.length ?? 0)) + outcomeBytes(outcome);
     if (
       bytes <= this.maxBytes &&
       bytes <= this.maxBytesPerScope &&
@@ -346,7 +360,11 @@ class MemoryStore implements MemoryIdempotencyStore {
     }
     const r = this.running.get(key);
     if (r === undefined) return undefined;
-    if (r.expiresAt > now) return { state: "running", token: r.token };
+    if (r.expiresAt > now) {
+      return r.fingerprint === undefined
+        ? { state: "running", token: r.token }
+        : { state: "running", token: r.token, fingerprint: r.fingerprint };
+    }
     this.expired++;
     this.endRunning(key, r, undefined);
     return undefined;
@@ -483,6 +501,14 @@ export interface IdempotencyOptions {
    * from `ctx.principal` (see {@link principalScope}).
    */
   scope?: (ctx: CallContext) => string;
+  /**
+   * Whether a duplicate must carry the same payload as the request that
+   * claimed its key: a key reused for a different payload (a client bug:
+   * one key for two operations) is refused with ERR_INVALID_ARGUMENT
+   * instead of being answered with the other operation's result. The
+   * store keeps the payload's length and CRC32C with the key. Default true.
+   */
+  checkPayload?: boolean;
 }
 
 const objectIds = new WeakMap<object, number>();
@@ -556,6 +582,11 @@ function keepsError(code: ErrorCode): boolean {
 
 const utf8 = new TextEncoder();
 
+/** What a claim records of its request's payload: its length and CRC32C (a check for a key reused by mistake, not a MAC). */
+function payloadFingerprint(data: Uint8Array): string {
+  return `${data.length}.${crc32cHex(crc32c(data))}`;
+}
+
 function positiveMs(name: string, v: number | undefined, fallback: number): number {
   if (v === undefined) return fallback;
   if (typeof v !== "number" || !(v > 0)) {
@@ -608,6 +639,7 @@ export function idempotency(options: IdempotencyOptions = {}): Middleware {
   const leaseMs = positiveMs("leaseMs", options.leaseMs, 600_000);
   const maxResponseBytes = positiveMs("maxResponseBytes", options.maxResponseBytes, 1024 * 1024);
   const scopeOf = options.scope ?? principalScope;
+  const checkPayload = options.checkPayload ?? true;
 
   const replay = (o: IdempotencyOutcome): Uint8Array => {
     if (o.ok) return o.data.slice();
@@ -642,17 +674,26 @@ export function idempotency(options: IdempotencyOptions = {}): Middleware {
     const key = idempotencyStoreKey(scopeOf(ctx), ctx.route, raw);
     const token = randomToken();
     const deadline = Date.now() + waitMs;
+    const print = checkPayload ? payloadFingerprint(ctx.data) : undefined;
+    /** A duplicate must be of the same request: an entry made for another payload is not its answer. */
+    const same = (e: IdempotencyEntry): IdempotencyEntry => {
+      if (print === undefined || e.fingerprint === undefined || e.fingerprint === print) return e;
+      throw new PointSubError(
+        "ERR_INVALID_ARGUMENT",
+        `this idempotency key was used for a different request to ${ctx.route} (another payload); use a new key for a new request`,
+      );
+    };
     for (;;) {
-      const entry = await store.begin(key, token, leaseMs);
+      const entry = await store.begin(key, token, leaseMs, print);
       if (entry === undefined) {
         // Claimed: this attempt runs the handler, on for up to waitMs if its connection ends (a retry on
         // another connection will want the answer; orphans.ts bounds them): the caller's CANCEL aborts it.
         (ctx as { outliveConnection?(graceMs: number): void }).outliveConnection?.(waitMs);
         break;
       }
-      if (entry.state === "done") return replay(entry.outcome);
+      if (same(entry).state === "done") return replay((entry as DoneEntry).outcome);
       const settled = await waitFor(key, ctx, deadline);
-      if (settled?.state === "done") return replay(settled.outcome);
+      if (settled?.state === "done") return replay((same(settled) as DoneEntry).outcome);
       // The running attempt gave up without an answer: claim the key again.
     }
     let value: HandlerResult;
@@ -667,7 +708,7 @@ export function idempotency(options: IdempotencyOptions = {}): Middleware {
           e !== undefined
             ? e.message
             : `handler for ${ctx.route} failed: ${err instanceof Error ? err.message : String(err)}`;
-        await store.complete(key, token, { ok: false, code: e?.code ?? "ERR_HANDLER", message });
+        await store.complete(key, token, { ok: false, code: e?.code ?? "ERR_HANDLER", message }, print);
       }
       throw err;
     }
@@ -690,6 +731,7 @@ export function idempotency(options: IdempotencyOptions = {}): Middleware {
             code: "ERR_HANDLER",
             message: `the response to this idempotency key (${data.length} bytes) was too large to keep; the handler ran once`,
           },
+      print,
     );
     return value;
   };

@@ -201,11 +201,15 @@ for (const kind of ["redis", "nats"] as const) {
       }
     });
 
-    it("a keyed request repeated on another node is answered from the shared store: its handler ran once", async () => {
+    it("a keyed request repeated on another node is answered from the shared store: its handler ran once; another payload under the key is refused", async () => {
       const key = `pay-${kind}`;
       const first = await call(ctl.get("a") as Connection, "/count", key, key);
       assert.equal(await call(ctl.get("b") as Connection, "/count", key, key), first);
       assert.equal(await call(ctl.get("c") as Connection, "/count", key, key), first);
+      // The key reused for another payload on another node: refused from the shared entry, nothing runs.
+      await assert.rejects(call(ctl.get("b") as Connection, "/count", "other payload", key), {
+        code: "ERR_INVALID_ARGUMENT",
+      });
       const ran = nodes.flatMap((n) => n.events).filter((e) => e.event === "ran" && e.key === key);
       assert.equal(ran.length, 1);
     });

@@ -74,9 +74,9 @@ describe("idempotency: a handler runs at most once per key", () => {
   /** Waits seen by the store, and how they ended. */
   const waits = { started: 0, aborted: 0 };
   const watched: IdempotencyStore = {
-    begin: (k, t, l) => store.begin(k, t, l),
+    begin: (k, t, l, f) => store.begin(k, t, l, f),
     get: (k) => store.get(k),
-    complete: (k, t, o) => store.complete(k, t, o),
+    complete: (k, t, o, f) => store.complete(k, t, o, f),
     fail: (k, t) => store.fail(k, t),
     wait: async (k, signal) => {
       waits.started++;
@@ -160,6 +160,54 @@ describe("idempotency: a handler runs at most once per key", () => {
     // The same key on another route is another request.
     await assert.rejects(c.request("/invalid/1", "x", { idempotencyKey: "dup-1" }), { code: "ERR_INVALID_ARGUMENT" });
     assert.equal(ran("alice", "/invalid/1", "dup-1"), 1);
+  });
+
+  it("a key reused for another payload is refused with ERR_INVALID_ARGUMENT, done or running; the handler does not run again", async () => {
+    const c = await open("tok-alice");
+    assert.equal(
+      text(await c.request("/count/1", "pay 10", { idempotencyKey: "reuse-1" })),
+      "alice:reuse-1:pay 10:run1",
+    );
+    const other = c.request("/count/1", "pay 99", { idempotencyKey: "reuse-1" });
+    await assert.rejects(other, (err: PointSubError) => {
+      assert.equal(err.code, "ERR_INVALID_ARGUMENT");
+      assert.match(err.message, /different request to \/count\/1/);
+      return true;
+    });
+    await assert.rejects(c.request("/count/1", "", { idempotencyKey: "reuse-1" }), { code: "ERR_INVALID_ARGUMENT" });
+    // The same payload still gets its stored answer.
+    assert.equal(
+      text(await c.request("/count/1", "pay 10", { idempotencyKey: "reuse-1" })),
+      "alice:reuse-1:pay 10:run1",
+    );
+    assert.equal(ran("alice", "/count/1", "reuse-1"), 1);
+    // While the first still runs: refused at once, not made to wait for an answer that is not its own.
+    slow = gate();
+    const first = c.request("/slow/1", "a", { idempotencyKey: "reuse-2" });
+    await until(() => ran("alice", "/slow/1", "reuse-2") === 1);
+    const waitsBefore = waits.started;
+    await assert.rejects(c.request("/slow/1", "b", { idempotencyKey: "reuse-2" }), { code: "ERR_INVALID_ARGUMENT" });
+    assert.equal(waits.started, waitsBefore);
+    slow.open();
+    assert.equal(text(await first), "slow:a:run1");
+    assert.equal(ran("alice", "/slow/1", "reuse-2"), 1);
+  });
+
+  it("checkPayload: false answers a reused key from the store whatever the payload", async () => {
+    const s = createServer({});
+    s.use(idempotency({ checkPayload: false }));
+    let runs = 0;
+    s.handle("/n", (req) => `${req.text()}:${++runs}`);
+    const [u] = await s.listen("tcp://127.0.0.1:0");
+    const c = await connect(u);
+    try {
+      assert.equal(text(await c.request("/n", "a", { idempotencyKey: "k" })), "a:1");
+      assert.equal(text(await c.request("/n", "b", { idempotencyKey: "k" })), "a:1");
+      assert.equal(runs, 1);
+    } finally {
+      await c.close();
+      await s.close();
+    }
   });
 
   it("concurrent duplicates of a running request: one execution, every attempt gets its answer", async () => {
@@ -575,6 +623,49 @@ describe("idempotency: the memory store stays bounded", () => {
       assert.equal(runs, 1);
     } finally {
       await conn.close();
+      await server.close();
+    }
+  });
+
+  it("leaseMs, maxResponseBytes and scope of the middleware", async () => {
+    const hold = gate();
+    const server = createServer({ authenticate: (credentials) => text(credentials) });
+    server.use(idempotency({ leaseMs: 40, maxResponseBytes: 8, scope: () => "everyone" }));
+    let runs = 0;
+    server.handle("/slow/1", async () => {
+      runs++;
+      await hold.promise;
+      return "ok";
+    });
+    server.handle("/big/1", () => {
+      runs++;
+      return "0123456789";
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const alice = await connect(url, { credentials: "alice" });
+    const bob = await connect(url, { credentials: "bob" });
+    try {
+      // leaseMs: a handler still running after its lease no longer holds the key.
+      const first = alice.request("/slow/1", "", { idempotencyKey: "l" });
+      await until(() => runs === 1);
+      await sleep(60);
+      const second = alice.request("/slow/1", "", { idempotencyKey: "l" });
+      await until(() => runs === 2);
+      hold.open();
+      assert.deepEqual([text(await first), text(await second)], ["ok", "ok"]);
+      // maxResponseBytes: the first caller gets the answer, a duplicate an error in its place; one run.
+      runs = 0;
+      assert.equal(text(await alice.request("/big/1", "", { idempotencyKey: "b" })), "0123456789");
+      // scope: one scope for every principal, so bob's duplicate is alice's request.
+      await assert.rejects(bob.request("/big/1", "", { idempotencyKey: "b" }), (err: PointSubError) => {
+        assert.equal(err.code, "ERR_HANDLER");
+        assert.match(err.message, /too large to keep/);
+        return true;
+      });
+      assert.equal(runs, 1);
+    } finally {
+      await alice.close();
+      await bob.close();
       await server.close();
     }
   });
