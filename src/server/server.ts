@@ -262,6 +262,8 @@ export class Server extends EventEmitter<ServerEvents> {
   private readonly budget: MemoryBudget;
   private closedTotals: StatsSnapshot | undefined;
   private closing = false;
+  /** While closing: the earliest deadline (`Date.now()`) a `close` gave. */
+  private closeBy: number | undefined;
   /** The cluster this server joined, if any. */
   private readonly cluster: ClusterMembership | undefined;
   /** Prefix of session ids: the cluster node id and a dot, or "". */
@@ -539,10 +541,23 @@ export class Server extends EventEmitter<ServerEvents> {
    * elsewhere), lets requests, messages and transfers in flight finish for
    * up to `timeoutMs` (default each session's `closeTimeoutMs`), then closes
    * what is left, whose calls fail with ERR_CONNECTION_CLOSED. Resolves when
-   * everything is closed.
+   * everything is closed. A second call (SIGINT, then SIGTERM) resolves with
+   * the first; with a shorter timeout, it brings the end forward for the
+   * sessions the first is draining too.
    */
   async close(options: { timeoutMs?: number } = {}): Promise<void> {
     this.closing = true;
+    const ms = options.timeoutMs ?? this.options.closeTimeoutMs ?? 5_000;
+    const by = Date.now() + ms;
+    let cut: ReturnType<typeof setTimeout> | undefined;
+    if (this.closeBy !== undefined && by < this.closeBy) {
+      // Sessions a close with a later deadline drains end by this one's (their own end waits 100 ms for the peer's).
+      const gone = new PointSubError("ERR_CONNECTION_CLOSED", "server closed before this finished");
+      cut = setTimeout(() => {
+        for (const s of [...this.sessions_]) s.destroy(gone);
+      }, ms + 100);
+    }
+    this.closeBy = Math.min(this.closeBy ?? by, by);
     this.admission.stop();
     // Keyed handlers whose connection ended, still running for a retry that will not come here now.
     abortOrphans(this.budget, new PointSubError("ERR_GOING_AWAY", "server closing"));
@@ -562,7 +577,7 @@ export class Server extends EventEmitter<ServerEvents> {
         // Those whose opening never came: a GOAWAY to those that said something, the others closed.
         this.openings.giveUpAll(refused);
       },
-      options.timeoutMs ?? this.options.closeTimeoutMs ?? 5_000,
+      ms,
     );
     const handshaking = [...this.connecting].map((s) => s.close(close));
     // Connections whose opening has not arrived: closed gracefully like those above once
@@ -581,6 +596,7 @@ export class Server extends EventEmitter<ServerEvents> {
     );
     await Promise.all([...listeners, ...sessions, ...handshaking, ...opening]);
     clearTimeout(late);
+    clearTimeout(cut);
     if (this.clusterStarted !== undefined) await this.cluster?.stop();
     for (const st of [...this.subscribers]) st.end();
   }

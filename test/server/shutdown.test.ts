@@ -101,6 +101,34 @@ describe("graceful shutdown", () => {
     }
   });
 
+  it("a second close() with a shorter timeout ends the sessions the first is draining by its own deadline", async () => {
+    const server = createServer();
+    let started = 0;
+    server.handle("/hold/1.0.0", async (_req, ctx) => {
+      started++;
+      await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve, { once: true }));
+      return "late";
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const client = await connect(url);
+    try {
+      const call = client.request("/hold/1.0.0", "", { timeoutMs: 60_000 });
+      call.catch(() => {});
+      await until(() => started === 1);
+      const t0 = Date.now();
+      const first = server.close({ timeoutMs: 30_000 }).then(() => Date.now() - t0);
+      await sleep(50);
+      const second = server.close({ timeoutMs: 200 }).then(() => Date.now() - t0);
+      const never = sleep(5000).then(() => -1);
+      const [a, b] = await Promise.all([Promise.race([first, never]), Promise.race([second, never])]);
+      assert.ok(b >= 200 && b < 2000, `the second close settled after ${b} ms (-1: not within 5 s)`);
+      assert.ok(a >= 0 && a < 2000, `the first close settled after ${a} ms (-1: not within 5 s)`);
+      await assert.rejects(call, { code: "ERR_CONNECTION_CLOSED" });
+    } finally {
+      await client.close();
+    }
+  });
+
   it("closing 2,000 busy sessions at once waits on one shared timer, not a timer per session", async () => {
     const server = createServer();
     let started = 0;
