@@ -570,15 +570,12 @@ export class Server extends EventEmitter<ServerEvents> {
     // that just connected sees a clean GOAWAY), but no later than the timeout: a stalled
     // handshake must not hold the shutdown for handshakeTimeoutMs.
     const refused = new PointSubError("ERR_GOING_AWAY", "server closing");
-    const late = setTimeout(
-      () => {
-        // Those built meanwhile too (their opening arrived during the close).
-        for (const s of [...this.connecting]) s.terminate(refused);
-        // Those whose opening never came: a GOAWAY to those that said something, the others closed.
-        this.openings.giveUpAll(refused);
-      },
-      ms,
-    );
+    const late = setTimeout(() => {
+      // Those built meanwhile too (their opening arrived during the close).
+      for (const s of [...this.connecting]) s.terminate(refused);
+      // Those whose opening never came: a GOAWAY to those that said something, the others closed.
+      this.openings.giveUpAll(refused);
+    }, ms);
     const handshaking = [...this.connecting].map((s) => s.close(close));
     // Connections whose opening has not arrived: closed gracefully like those above once
     // their session is built (see build in openingHost), or given up by the timer.
