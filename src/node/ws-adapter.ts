@@ -308,6 +308,17 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
     return false;
   }
 
+  /** Bytes the socket under the WebSocket holds, not yet taken by the OS (housekeeping's slow-peer rule). */
+  bytesHeld(): number {
+    return this.socket?.writableLength ?? 0;
+  }
+
+  /** Bytes the OS took from the socket so far (framing included). */
+  bytesTaken(): number {
+    const s = this.socket;
+    return s === undefined ? 0 : s.bytesWritten - s.writableLength;
+  }
+
   /** The socket is corked until the end of this turn. */
   private corked = false;
   private readonly uncork = (): void => {

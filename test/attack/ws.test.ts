@@ -16,6 +16,7 @@ import {
   WS_MAX_MESSAGE,
   WS_SUBPROTOCOL,
 } from "../../src/index.ts";
+import { concat, F, frame, T, utf8, varint } from "../helpers/attacker.ts";
 import { echoRequest, handshake } from "../helpers/raw-peer.ts";
 import { sleep, until } from "../helpers/wait.ts";
 
@@ -125,6 +126,37 @@ describe("attack: hostile WebSocket clients", () => {
     assert.ok(Math.max(...times) - t0 < 2000, "the rest closed at the 300 ms deadline");
     assert.equal(rejects.length, 0);
     await server.close();
+  });
+
+  it("a client that stops reading once the socket took its small answers is closed after slowPeerTimeoutMs, and their charges return", async () => {
+    // Answers below the transport's high-water mark leave no backpressure: only the socket's own
+    // counts (Transport.bytesHeld/bytesTaken) show that none of them went out. Messages now and then
+    // keep the connection past keepalive. Before: it stayed open for ever.
+    const { server, url, sessions, closes } = await wsServer({ slowPeerTimeoutMs: 1000, keepAliveMs: 2000 });
+    server.handle("/some", () => new Uint8Array(2048).fill(1));
+    const { ws } = await rawWs(url, { connectionWindow: 2 ** 31 - 1 });
+    await until(() => sessions.length === 1);
+    ws.pause();
+    (ws as unknown as { _socket: net.Socket })._socket.pause(); // the kernel's buffers fill, then nothing goes out
+    // The server's side of the socket (test-only access): answers until it holds bytes the kernel would not take.
+    const serverSocket = (sessions[0] as unknown as { transport: { socket: net.Socket } }).transport.socket;
+    const route = utf8("/some");
+    let id = 1;
+    for (let burst = 0; burst < 2000 && serverSocket.writableLength === 0; burst++) {
+      for (let i = 0; i < 20; i++, id += 2)
+        ws.send(frame(T.REQ, F.START | F.END, id, concat(varint(route.length), route)));
+      await sleep(10);
+    }
+    assert.ok(serverSocket.writableLength > 0, "the kernel took every answer");
+    let msgId = 100_001;
+    const t0 = Date.now();
+    while (closes.length === 0 && Date.now() - t0 < 10_000) {
+      ws.send(frame(T.MSG, F.START | F.END, msgId, utf8("x")));
+      msgId += 2;
+      await sleep(200);
+    }
+    assert.equal(closes[0]?.code, "ERR_SLOW_PEER", `the session is still open after 10 s (${closes.length} closes)`);
+    await until(() => server.memory.used === 0);
   });
 
   it("a client that never reads: the server stops reading it (bounded memory), then closes it with ERR_SLOW_PEER", async () => {
