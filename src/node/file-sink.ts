@@ -102,6 +102,22 @@ export interface FileSinkOptions {
    */
   maxBytes?: number;
   /**
+   * Most unfinished uploads (partial files) kept at once, whatever their
+   * size: each costs two files and ~0.6 KiB of memory, and a peer that
+   * starts transfers, sends a byte and drops the connection makes one per
+   * transfer. A new transfer over it removes the least recently touched
+   * partial no transfer is writing (ERR_QUOTA when all are being written).
+   * Default 10,000; 0 or Infinity: unlimited. Counted per process.
+   */
+  maxPartials?: number;
+  /**
+   * Most partials one principal keeps (every unauthenticated peer is the
+   * principal ""): over it, a new transfer of that principal removes that
+   * principal's least recently touched partial, never another's. Default a
+   * quarter of `maxPartials`.
+   */
+  maxPartialsPerPrincipal?: number;
+  /**
    * What a receipt promises about the stored file. `"fsync"` (the default):
    * the file's content is fsynced before it is named and its directory after
    * (directory fsyncs are shared by the files named meanwhile), so a file
@@ -151,6 +167,8 @@ export interface FileSinkUsage {
   partials: number;
   /** Bytes counted against `maxBytes`: partial files plus declared sizes of transfers in progress. */
   bytes: number;
+  /** Partials removed to make room for new transfers (`maxPartials`, `maxPartialsPerPrincipal`). */
+  evicted: number;
   /**
    * Times a partial file had to be read to answer a resume query: whole
    * when its sidecar was missing or invalid, from the last checkpoint on
@@ -313,6 +331,7 @@ const CHECKPOINT_MS = 1000;
 /** Codes after which a partial file is useless: removed. */
 const DISCARD = new Set(["ERR_CANCELLED", "ERR_CHECKSUM", "ERR_PROTOCOL", "ERR_QUOTA"]);
 const DEFAULT_TTL_MS = 24 * 60 * 60 * 1000;
+const DEFAULT_MAX_PARTIALS = 10_000;
 
 /**
  * A safe file name from what a peer sent: the last path segment only (`\`
@@ -581,6 +600,8 @@ export class CrcCache {
 /** One transfer's partial file, as the sink knows it. */
 interface Entry {
   key: string;
+  /** The principal whose transfer it is, once one of its transfers ran in this process (the key is a hash). */
+  owner: string | undefined;
   /** {@link transferTag} of its transfer id, when known. */
   tag: string | undefined;
   route: string | undefined;
@@ -676,6 +697,11 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
   const maxFileSize = limit(options.maxFileSize, "maxFileSize");
   const maxBytes = limit(options.maxBytes, "maxBytes");
   const ttl = limit(options.partialTtlMs ?? DEFAULT_TTL_MS, "partialTtlMs");
+  const maxPartials = limit(options.maxPartials ?? DEFAULT_MAX_PARTIALS, "maxPartials");
+  const maxPartialsPer = limit(
+    options.maxPartialsPerPrincipal ?? (maxPartials > 0 ? Math.max(1, Math.floor(maxPartials / 4)) : 0),
+    "maxPartialsPerPrincipal",
+  );
   const durability = options.durability ?? "fsync";
   if (durability !== "fsync" && durability !== "none") {
     throw new PointSubError("ERR_INVALID_ARGUMENT", 'durability must be "fsync" or "none"');
@@ -691,6 +717,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
   const routes = new Set<string>([FILE_ROUTE]);
   let held = 0;
   let rescans = 0;
+  let evicted = 0;
   const partialPath = (key: string) => join(dir, `.${key}.partial`);
   const sidecarPath = (key: string) => join(dir, `.${key}.resume`);
   const lockPath = (key: string) => join(dir, `.${key}.lock`);
@@ -701,6 +728,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     if (e === undefined) {
       e = {
         key,
+        owner: undefined,
         tag: undefined,
         route: undefined,
         exists: false,
@@ -749,6 +777,56 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     }
     if (!e.active) entries.delete(e.key);
   };
+  /**
+   * Room for the partial a new transfer of `owner` may create (`e`, already
+   * active): under `maxPartialsPerPrincipal` and `maxPartials`, counting
+   * partials and transfers in progress, made by removing the least recently
+   * touched partials no transfer writes — the owner's own while it is over
+   * its share, else anybody's. ERR_QUOTA when every candidate is being
+   * written. A scan of the entries: only a new transfer pays it.
+   */
+  const makeRoom = async (e: Entry, owner: string): Promise<void> => {
+    if (maxPartials === 0 && maxPartialsPer === 0) return;
+    const skip = new Set<Entry>();
+    for (;;) {
+      let total = 0;
+      let mine = 0;
+      let oldestMine: Entry | undefined;
+      let oldest: Entry | undefined;
+      for (const x of entries.values()) {
+        if (x === e || !(x.exists || x.active)) continue;
+        total++;
+        const own = x.owner === owner;
+        if (own) mine++;
+        if (x.active || skip.has(x)) continue;
+        if (own && (oldestMine === undefined || x.touched < oldestMine.touched)) oldestMine = x;
+        if (oldest === undefined || x.touched < oldest.touched) oldest = x;
+      }
+      const overMine = maxPartialsPer > 0 && mine >= maxPartialsPer;
+      if (!overMine && !(maxPartials > 0 && total >= maxPartials)) return;
+      const victim = overMine ? oldestMine : oldest;
+      if (victim === undefined) {
+        throw PointSubError.fromPeer(
+          "ERR_QUOTA",
+          overMine
+            ? `this peer has ${mine} unfinished uploads being received (maxPartialsPerPrincipal ${maxPartialsPer})`
+            : `the sink has ${total} unfinished uploads being received (maxPartials ${maxPartials})`,
+        );
+      }
+      // Another process sharing the directory may be receiving it: left alone.
+      victim.active = true;
+      const busy = await lockHeld(lockPath(victim.key));
+      if (!busy) {
+        await unlink(sidecarPath(victim.key)).catch(() => {});
+        await unlink(partialPath(victim.key)).catch(() => {});
+        evicted++;
+      }
+      victim.active = false;
+      if (busy) skip.add(victim);
+      else forget(victim);
+    }
+  };
+
   /** Removes an entry's partial and sidecar. */
   const discard = async (e: Entry) => {
     // unlink, not rm: rm checks the path synchronously first (a cost per
@@ -1470,6 +1548,8 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         }
       }
       setSize(e, e.size, stream.total ?? 0);
+      e.owner = principal;
+      if (!e.exists) await makeRoom(e, principal);
       await e.computing?.catch(() => {});
       if (offset > 0) {
         const have = e.exists ? await pointOf(e) : undefined;
@@ -1661,7 +1741,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     usage: () => {
       let partials = 0;
       for (const e of entries.values()) if (e.exists) partials++;
-      return { partials, bytes: held, rescans };
+      return { partials, bytes: held, evicted, rescans };
     },
     close: () => {
       if (timer !== undefined) clearInterval(timer);

@@ -495,13 +495,52 @@ describe("file server hardening: fileSink against hostile peers", () => {
       }
     });
 
+    it("maxPartials / maxPartialsPerPrincipal: dropped uploads evict the flooder's own oldest partials, then the oldest overall", async () => {
+      // Before: every transfer that sent a byte and dropped its connection kept a partial and a sidecar for
+      // partialTtlMs (24 h), charged one byte of maxBytes: 410 per second from one client, without bound.
+      const dir = await mkdtemp(join(work, "inbox-"));
+      const sink = fileSink(dir, { maxPartials: 8, maxPartialsPerPrincipal: 3 });
+      const server = createServer({ authenticate: (c) => new TextDecoder().decode(c) });
+      server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
+      const [url] = await server.listen("tcp://127.0.0.1:0");
+      const e = { dir, sink, url } as Env;
+      const data = random(64 * 1024);
+      const drop = async (principal: string) => {
+        const id = newId();
+        await dropUpload(e, id, data, 16 * 1024, { conn: await connect(url, { credentials: principal }), principal });
+        await sleep(5); // distinct touch times
+        return id;
+      };
+      const kept = async (id: string) => (await sink.resume(id)).offset > 0;
+      try {
+        const alice = [await drop("alice"), await drop("alice")];
+        const mallory: string[] = [];
+        for (let i = 0; i < 10; i++) mallory.push(await drop("mallory"));
+        assert.equal(sink.usage().partials, 5, "alice's 2 and mallory's share of 3");
+        assert.equal(sink.usage().evicted, 7);
+        assert.deepEqual(await Promise.all(mallory.map(kept)), [...Array(7).fill(false), true, true, true]);
+        assert.deepEqual(await Promise.all(alice.map(kept)), [true, true], "another principal's partials stay");
+        for (let i = 0; i < 3; i++) await drop("eve");
+        assert.equal(sink.usage().partials, 8);
+        // The sink is full: the next new transfer removes the least recently touched partial of anybody.
+        await drop("trent");
+        assert.equal(sink.usage().partials, 8);
+        assert.deepEqual(await Promise.all(alice.map(kept)), [false, true]);
+        assert.equal((await readdir(dir)).filter((n) => n.endsWith(".partial")).length, 8);
+        assert.equal((await readdir(dir)).filter((n) => n.endsWith(".resume")).length, 8);
+      } finally {
+        await server.close();
+        sink.close();
+      }
+    });
+
     it("maxBytes bounds stored partials plus declared sizes in progress", async () => {
       const e = await env({ maxBytes: 6 * MiB });
       try {
         const conn = await e.connect();
         const a = newId();
         await dropUpload(e, a, random(4 * MiB), 3 * MiB);
-        assert.deepEqual(e.sink.usage(), { partials: 1, bytes: 3 * MiB, rescans: 0 });
+        assert.deepEqual(e.sink.usage(), { partials: 1, bytes: 3 * MiB, evicted: 0, rescans: 0 });
         await assert.rejects(
           conn.sendStream(FILE_ROUTE, [random(4 * MiB)], {
             transferId: newId(),
@@ -522,7 +561,11 @@ describe("file server hardening: fileSink against hostile peers", () => {
           await conn.sendStream(FILE_ROUTE, [d], { transferId: newId(), meta: { name: "d.bin" }, total: d.length }),
         );
         assert.equal(r.size, d.length);
-        assert.deepEqual(e.sink.usage(), { partials: 1, bytes: 3 * MiB, rescans: 0 }, "finished files do not count");
+        assert.deepEqual(
+          e.sink.usage(),
+          { partials: 1, bytes: 3 * MiB, evicted: 0, rescans: 0 },
+          "finished files do not count",
+        );
       } finally {
         await e.close();
       }
@@ -818,7 +861,7 @@ describe("file server hardening: fileSink against hostile peers", () => {
           }
         }, "the sink to release the transfer");
         assert.deepEqual(await listing(e.dir), []);
-        assert.deepEqual(e.sink.usage(), { partials: 0, bytes: 0, rescans: 0 });
+        assert.deepEqual(e.sink.usage(), { partials: 0, bytes: 0, evicted: 0, rescans: 0 });
       } finally {
         await e.close();
       }
