@@ -332,6 +332,16 @@ const CHECKPOINT_MS = 1000;
 const DISCARD = new Set(["ERR_CANCELLED", "ERR_CHECKSUM", "ERR_PROTOCOL", "ERR_QUOTA"]);
 const DEFAULT_TTL_MS = 24 * 60 * 60 * 1000;
 const DEFAULT_MAX_PARTIALS = 10_000;
+/** A transfer that wrote nothing for this long closes its partial's descriptor (reopened with its next bytes). */
+const PARK_IDLE_MS = 2000;
+
+/** A transfer's open partial, as the sink's idle check sees it. */
+interface OpenPartial {
+  /** When it last wrote (`Date.now()`). */
+  last: number;
+  /** Closes the descriptor if the transfer is idle and not writing; resolves once done. */
+  park(): Promise<void>;
+}
 
 /**
  * A safe file name from what a peer sent: the last path segment only (`\`
@@ -718,6 +728,26 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
   let held = 0;
   let rescans = 0;
   let evicted = 0;
+  /**
+   * Transfers holding a partial's descriptor. One that writes nothing for
+   * {@link PARK_IDLE_MS} closes it (a peer trickling a byte now and then to
+   * each of its streams held a descriptor per stream for ever: 65 per
+   * connection, until the process ran out and refused every connection).
+   */
+  const openPartials = new Set<OpenPartial>();
+  let parkTimer: ReturnType<typeof setInterval> | undefined;
+  const watchIdle = (p: OpenPartial) => {
+    openPartials.add(p);
+    parkTimer ??= setInterval(() => {
+      const now = Date.now();
+      for (const o of openPartials) if (now - o.last >= PARK_IDLE_MS) void o.park();
+      if (openPartials.size === 0) {
+        clearInterval(parkTimer);
+        parkTimer = undefined;
+      }
+    }, PARK_IDLE_MS / 2);
+    parkTimer.unref?.();
+  };
   const partialPath = (key: string) => join(dir, `.${key}.partial`);
   const sidecarPath = (key: string) => join(dir, `.${key}.resume`);
   const lockPath = (key: string) => join(dir, `.${key}.lock`);
@@ -1615,6 +1645,47 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       // has holes.
       let writing: Promise<unknown> = Promise.resolve();
       let out: FileHandle | undefined;
+      /** The partial's identity while its descriptor is parked (closed while the transfer is idle). */
+      let parked: { dev: number; ino: number } | undefined;
+      let parking: Promise<void> | undefined;
+      const idle: OpenPartial = {
+        last: Date.now(),
+        park: () =>
+          (parking ??= (async () => {
+            const f = out;
+            if (f === undefined || writing !== settledWrite) return;
+            await checkpoint;
+            // What was written stays durable for the resume point (a sidecar may claim it).
+            const st = await f.stat();
+            await f.datasync();
+            // Bytes that came meanwhile are being written through this descriptor: kept open.
+            if (out !== f || writing !== settledWrite || Date.now() - idle.last < PARK_IDLE_MS) return;
+            parked = { dev: st.dev, ino: st.ino };
+            out = undefined;
+            fh = undefined;
+            openPartials.delete(idle);
+            await f.close();
+          })().finally(() => {
+            parking = undefined;
+          })),
+      };
+      /** The parked partial opened again (the same file, else ERR_RESUME). */
+      const unpark = async (): Promise<FileHandle> => {
+        await parking;
+        if (parked === undefined) return out ?? (await begin());
+        const f = await openPartial(key, constants.O_RDWR);
+        const st = await f?.stat();
+        if (f === undefined || st === undefined || st.dev !== parked.dev || st.ino !== parked.ino) {
+          await f?.close().catch(() => {});
+          throw PointSubError.fromPeer("ERR_RESUME", "the partial file was replaced while the transfer was idle");
+        }
+        parked = undefined;
+        fh = f;
+        watchIdle(idle);
+        return f;
+      };
+      /** `writing` when no write is in flight (a write marks itself done by setting it back). */
+      let settledWrite: Promise<unknown> = writing;
       try {
         for (let batch = await stream.readBatch(BATCH); batch !== null; batch = await stream.readBatch(BATCH)) {
           let n = 0;
@@ -1627,17 +1698,24 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
           }
           const point = { offset: size + n, crc: stream.contentCrc };
           await writing;
-          out ??= await begin();
+          idle.last = Date.now();
+          if (out === undefined) {
+            out = parked !== undefined || parking !== undefined ? await unpark() : await begin();
+            if (!openPartials.has(idle)) watchIdle(idle);
+          }
           const at = size;
           size += n;
           setSize(e, size);
           const chunks = batch;
-          writing = out.writev(chunks, at).then(({ bytesWritten }) => {
+          const w = out.writev(chunks, at).then(({ bytesWritten }) => {
             if (bytesWritten !== n) throw new PointSubError("ERR_QUOTA", "the disk is full");
             // Written: the stream may receive later frames into these buffers.
             stream.release(chunks);
             e.point = point;
+            idle.last = Date.now();
+            if (writing === w) settledWrite = w;
           });
+          writing = w;
           sinceCheckpoint += n;
           if (
             checkpoint === undefined &&
@@ -1660,11 +1738,15 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
           }
         }
       } finally {
+        openPartials.delete(idle);
         await writing.catch(() => {});
         // Never let a checkpoint's sidecar land after the final one.
         await checkpoint;
+        await parking;
       }
       await writing;
+      if (out === undefined && parked !== undefined) out = await unpark();
+      openPartials.delete(idle);
       // A transfer without content bytes creates its (empty) file now.
       if (out === undefined && fh === undefined) await lockNow();
       out ??= fh ?? (await createPartial(e));
@@ -1746,6 +1828,8 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     close: () => {
       if (timer !== undefined) clearInterval(timer);
       timer = undefined;
+      if (parkTimer !== undefined) clearInterval(parkTimer);
+      parkTimer = undefined;
     },
     check: checkHandler,
     bundle: bundleHandler({

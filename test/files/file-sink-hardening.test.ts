@@ -6,7 +6,19 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { randomBytes, randomFillSync } from "node:crypto";
 import { existsSync, writeFileSync } from "node:fs";
-import { mkdtemp, open, readdir, readFile, rm, stat, symlink, unlink, utimes, writeFile } from "node:fs/promises";
+import {
+  mkdtemp,
+  open,
+  readdir,
+  readFile,
+  readlink,
+  rm,
+  stat,
+  symlink,
+  unlink,
+  utimes,
+  writeFile,
+} from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -531,6 +543,53 @@ describe("file server hardening: fileSink against hostile peers", () => {
       } finally {
         await server.close();
         sink.close();
+      }
+    });
+
+    it("a transfer that trickles closes its partial's descriptor while idle, and finishes whole", async () => {
+      // Before: each stream that had sent a byte held its partial open for as long as it lived; one
+      // byte every 20 s (under progressTimeoutMs) held 64 descriptors per connection for ever.
+      const e = await env();
+      const openPartialFds = async () => {
+        let n = 0;
+        for (const fd of await readdir("/proc/self/fd")) {
+          const target = await readlink(`/proc/self/fd/${fd}`).catch(() => "");
+          if (target.startsWith(e.dir) && target.endsWith(".partial")) n++;
+        }
+        return n;
+      };
+      try {
+        const conn = await e.connect();
+        const datas = Array.from({ length: 8 }, () => random(3000));
+        const gates = datas.map(() => Promise.withResolvers<void>());
+        const transfers = datas.map((d, i) => {
+          async function* trickle() {
+            yield d.subarray(0, 1000);
+            await gates[i].promise;
+            yield d.subarray(1000, 2000);
+            await sleep(2600); // idle again
+            yield d.subarray(2000);
+          }
+          return conn.sendStream(FILE_ROUTE, trickle(), {
+            transferId: newId(),
+            meta: { name: `t${i}.bin` },
+            total: 3000,
+          });
+        });
+        await until(async () => (await openPartialFds()) === 8, "the 8 partials to be open");
+        await until(async () => (await openPartialFds()) === 0, "the idle partials' descriptors to close");
+        assert.equal(e.sink.usage().partials, 8);
+        for (const g of gates) g.resolve();
+        const receipts = (await Promise.all(transfers)).map(receipt);
+        assert.deepEqual(
+          receipts.map((r) => r.size),
+          datas.map(() => 3000),
+        );
+        for (let i = 0; i < datas.length; i++)
+          assert.deepEqual(await readFile(join(e.dir, `t${i}.bin`)), Buffer.from(datas[i]));
+        assert.equal(await openPartialFds(), 0);
+      } finally {
+        await e.close();
       }
     });
 
