@@ -422,12 +422,20 @@ export class OutgoingStreams {
     this.waiters.shift()?.();
   }
 
-  /** Cancels streams waiting for stream credit the receiver has not returned for `timeoutMs`. */
+  /**
+   * Cancels streams waiting for credit the receiver has not returned for
+   * `timeoutMs`: the stream's own, or the connection's (a receiver that
+   * returns stream credit but never connection credit held a stream for ever).
+   */
   checkProgress(now: number, timeoutMs: number, floor: number): void {
+    const connCredit = this.outbox.writer.connCredit;
     for (const st of this.streams.values()) {
       if (st.outEnded || st.call.settled) continue;
       const head = st.msg.items?.peek();
-      if (head === undefined || streamCost(head) <= st.msg.credit) {
+      if (
+        head === undefined ||
+        (streamCost(head) <= st.msg.credit && head.head.length + head.data.length <= connCredit)
+      ) {
         // Not waiting for credit now: a wait that begins later is measured from here (a stream quiet for
         // long, then a burst, was cut at the first check as if its receiver had owed credit all along).
         st.progressAt = now;
@@ -439,7 +447,7 @@ export class OutgoingStreams {
         st.call,
         new PointSubError(
           "ERR_TIMEOUT",
-          `the receiver returned no credit for stream ${st.msg.id} for ${now - last} ms`,
+          `the receiver returned no ${streamCost(head) <= st.msg.credit ? "connection " : ""}credit for stream ${st.msg.id} for ${now - last} ms`,
           { phase: "progress" },
         ),
       );

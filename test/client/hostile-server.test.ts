@@ -308,6 +308,61 @@ describe("clients against a hostile server", () => {
     }
   });
 
+  it("a receiver that returns stream credit but never connection credit does not keep an upload going for ever", async () => {
+    // Before: the stream's progress check looked at its stream credit only, and the writer's
+    // slow-peer rule skips streams: the upload stayed pending, the connection open, for ever.
+    const server = net.createServer((sock) => {
+      sock.on("error", () => {});
+      // A connection window of 256 KiB (16 MiB by default: unacknowledged, the pacer spreads it over ~15 s).
+      sock.write(handshake({ features: Feature.STREAMS | Feature.RESUME, connectionWindow: 256 * 1024 }));
+      const d = new FrameDecoder(
+        {
+          onPreface: () => {},
+          onFrame: (type, flags, id, buf, start, end) => {
+            if (type === FrameType.PING && (flags & Flag.ACK) === 0) {
+              sock.write(encodeFrame(FrameType.PING, Flag.ACK, 0, buf.slice(start, end)));
+            }
+            // Stream credit for all it reads; connection credit (id 0) never.
+            if (type === FrameType.STREAM && end > start) {
+              sock.write(encodeFrame(FrameType.CREDIT, 0, id, encodeCredit(end - start)));
+            }
+          },
+        },
+        16 * 1024 * 1024 - 1,
+      );
+      sock.on("data", (c: Buffer) => d.push(new Uint8Array(c.buffer, c.byteOffset, c.length)));
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const conn = await connect(`tcp://127.0.0.1:${(server.address() as net.AddressInfo).port}`, {
+      progressTimeoutMs: 400,
+    });
+    try {
+      let pulled = 0;
+      async function* endless() {
+        for (let i = 0; i < 100_000; i++) {
+          pulled += 64 * 1024;
+          yield new Uint8Array(64 * 1024);
+        }
+      }
+      const t0 = Date.now();
+      const outcome = await Promise.race([
+        conn.sendStream("/up", endless()).done.then(
+          () => "resolved",
+          (err: PointSubError) => err,
+        ),
+        sleep(10_000).then(() => "pending after 10 s"),
+      ]);
+      assert.equal(typeof outcome, "object", String(outcome));
+      assert.equal((outcome as PointSubError).code, "ERR_TIMEOUT");
+      assert.match((outcome as PointSubError).message, /no connection credit/);
+      assert.ok(Date.now() - t0 < 5000, `${Date.now() - t0} ms`);
+      assert.ok(pulled < 64 * 1024 * 1024, `pulled ${pulled} bytes`);
+    } finally {
+      conn.destroy();
+      await new Promise((r) => server.close(r));
+    }
+  });
+
   it("sendResumable: cancel() and the signal end a resume query the server never answers, and a connect it never completes", async () => {
     // Before: the transfer waited for requestTimeoutMs (the query) or handshakeTimeoutMs (the connect),
     // then failed with ERR_TIMEOUT.
