@@ -332,6 +332,8 @@ export class Assemblies {
     if (a.streamUsed > inb.link.local.streamWindow)
       throw PointSubError.fromPeer("ERR_FLOW_CONTROL", `peer exceeded the window of stream ${id}`);
     a.streamUnacked += len;
+    // This side gave up on the call (its CANCEL went out): the rest of the answer is absorbed, not stored.
+    if (a.buf !== null && type === FrameType.RES && inb.caller.pending.get(id)?.settled !== false) this.release(a);
     if (a.buf !== null) {
       const inPlace = buf.buffer === a.buf.buffer && buf.byteOffset + start === a.buf.byteOffset + a.filled;
       if (!inPlace)
@@ -378,16 +380,20 @@ export class Assemblies {
     const a = this.map.get(idKey(id));
     if (a === undefined) return -1;
     this.map.delete(idKey(id));
-    if (a.buf !== null) {
-      wholeOk(inputTime.now);
-      waste += a.buf.length - a.filled;
-      this.bytes -= a.total;
-      this.inbound.budget.release(a.charged);
-      a.charged = 0;
-      this.free(a.buf);
-      a.buf = null;
-    }
+    this.release(a);
     return a.type;
+  }
+
+  /** Stops storing `a`: its memory and budget charge go back; its frames are still counted. */
+  private release(a: Assembly): void {
+    if (a.buf === null) return;
+    wholeOk(inputTime.now);
+    waste += a.buf.length - a.filled;
+    this.bytes -= a.total;
+    this.inbound.budget.release(a.charged);
+    a.charged = 0;
+    this.free(a.buf);
+    a.buf = null;
   }
 
   /** Returns credit on a chunked message's own window in quarter-window steps. */

@@ -22,8 +22,9 @@ import { encodeFrame } from "../../src/codec/encoder.ts";
 import { Flag, FrameType } from "../../src/codec/frame.ts";
 import { Feature } from "../../src/codec/settings.ts";
 import { Client, connect, connectResilient, type PointSubError, sendResumable } from "../../src/index.ts";
+import { chunk, chunkStart, T } from "../helpers/attacker.ts";
 import { handshake } from "../helpers/raw-peer.ts";
-import { sleep } from "../helpers/wait.ts";
+import { sleep, until } from "../helpers/wait.ts";
 
 /**
  * A TCP server that answers every connection with `bytes` (then ends it when `end`); counts connections.
@@ -358,6 +359,62 @@ describe("clients against a hostile server", () => {
       assert.ok(Date.now() - t0 < 5000, `${Date.now() - t0} ms`);
       assert.ok(pulled < 64 * 1024 * 1024, `pulled ${pulled} bytes`);
     } finally {
+      conn.destroy();
+      await new Promise((r) => server.close(r));
+    }
+  });
+
+  it("an aborted request whose answer keeps coming stores none of the rest, and its budget charge returns", async () => {
+    // Before: the abort sent CANCEL but the open answer was still stored frame by frame and kept its
+    // charge of the declared length (200 MB) until the unanswered-CANCEL probe cut the connection.
+    let pump: ReturnType<typeof setInterval> | undefined;
+    let sentAfterCancel = 0;
+    const server = net.createServer((sock) => {
+      sock.on("error", () => {});
+      sock.write(handshake({ features: Feature.STREAMS | Feature.RESUME }));
+      const d = new FrameDecoder(
+        {
+          onPreface: () => {},
+          onFrame: (type, flags, id, buf, start, end) => {
+            if (type === FrameType.PING && (flags & Flag.ACK) === 0) {
+              sock.write(encodeFrame(FrameType.PING, Flag.ACK, 0, buf.slice(start, end)));
+            }
+            if (type === FrameType.REQ) {
+              // A chunked answer declaring 200 MB: START with 60 KB, then silence until the CANCEL.
+              sock.write(chunkStart(T.RES, id, 200_000_000, new Uint8Array(60_000)));
+            }
+            if (type === FrameType.CANCEL && pump === undefined) {
+              // The CANCEL is ignored: 256 KiB frames of the answer keep coming, up to 12 MiB.
+              pump = setInterval(() => {
+                if (sentAfterCancel >= 12 * 1024 * 1024 || sock.destroyed) return;
+                sock.write(chunk(T.RES, id, new Uint8Array(256 * 1024).fill(7), false));
+                sentAfterCancel += 256 * 1024;
+              }, 5);
+            }
+          },
+        },
+        16 * 1024 * 1024 - 1,
+      );
+      sock.on("data", (c: Buffer) => d.push(new Uint8Array(c.buffer, c.byteOffset, c.length)));
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const conn = await connect(`tcp://127.0.0.1:${(server.address() as net.AddressInfo).port}`, {
+      progressTimeoutMs: 60_000,
+    });
+    // Test-only access to the client connection's memory budget.
+    const budget = (conn as unknown as { shared: { budget: { used: number } } }).shared.budget;
+    try {
+      const ac = new AbortController();
+      const call = conn.request("/x", "hi", { signal: ac.signal });
+      await until(() => budget.used >= 200_000_000, 5000);
+      ac.abort();
+      await assert.rejects(call, { code: "ERR_CANCELLED" });
+      await until(() => sentAfterCancel >= 4 * 1024 * 1024, 10_000);
+      await sleep(100);
+      assert.equal(budget.used, 0, "the abandoned answer still holds the budget");
+      assert.equal(conn.state, "open");
+    } finally {
+      clearInterval(pump);
       conn.destroy();
       await new Promise((r) => server.close(r));
     }
