@@ -220,7 +220,8 @@ export class Connection extends Emitter<ConnectionEvents> {
   private life: Life | undefined;
   /** A {@link HousekeeperShell} until housekeeping is loaded (a browser's connection). */
   declare private housekeeper: Housekeeper | HousekeeperShell;
-  private bytesIn = 0;
+  /** @internal Bytes received (housekeeping's liveness). */
+  bytesIn = 0;
   /** The stream engine is being loaded for this connection ({@link loadEngine}). */
   private engineLoading = false;
 

@@ -26,6 +26,8 @@ import type { ReadGate } from "./read-gate.ts";
  * (`attack/keepalive-pings.test.ts`; before, one more every period).
  */
 const MAX_PINGS_IN_FLIGHT = 8;
+/** Bytes of an unfinished frame that count as hearing from the peer (a large frame arriving slowly). */
+const LIVE_BYTES = 16 * 1024;
 /**
  * What housekeeping needs from its connection besides the parts it is given
  * (the Connection implements it with prototype methods: no closures per
@@ -42,6 +44,8 @@ export interface HousekeepingHost {
   timedOut(code: "ERR_SLOW_PEER" | "ERR_KEEPALIVE" | "ERR_TIMEOUT", message: string): void;
   /** A number that changes whenever application data moves (messages, requests, streams). */
   activity(): number;
+  /** Bytes received so far. */
+  readonly bytesIn: number;
   /** Whether calls, messages or streams are in flight (never idle then). */
   inUse(): boolean;
   /** Closes gracefully because nothing happened for idleTimeoutMs. */
@@ -230,6 +234,15 @@ export class Housekeeper implements Tickable {
   /** When application data last moved, as far as the last check could tell. */
   private lastActivity = this.lastInput;
   private activitySeen = -1;
+  /** `frames.framesIn` at the last check. */
+  private framesSeen = 0;
+  /** `host.bytesIn` when {@link lastHeard} last moved for bytes. */
+  private bytesSeen = 0;
+  /**
+   * When the peer was last heard, as far as the checks can tell: the input
+   * that brought a whole frame, or {@link LIVE_BYTES} since the last time.
+   */
+  private lastHeard = this.lastInput;
   private pingAt = 0;
   /** A due timeout waits for this turn's I/O ({@link confirmLater}). */
   private confirming = false;
@@ -313,7 +326,7 @@ export class Housekeeper implements Tickable {
 
   /** Takes over the times a connection's {@link HousekeeperShell} recorded (`Date.now()` times). */
   adopt(shell: { lastInput: number; lastOutput: number; progressFloor: number }): void {
-    this.lastInput = clock(shell.lastInput);
+    this.lastInput = this.lastHeard = clock(shell.lastInput);
     this.lastOutput = clock(shell.lastOutput);
     if (shell.progressFloor !== 0) this.progressFloor = clock(shell.progressFloor);
   }
@@ -334,7 +347,7 @@ export class Housekeeper implements Tickable {
 
   /** Reading resumed after middleware held the peer's messages: nothing could arrive meanwhile, so progress counts from now. */
   readingResumed(): void {
-    this.lastInput = clock(Date.now());
+    this.lastInput = this.lastHeard = clock(Date.now());
     this.progressFloor = this.lastInput;
   }
 
@@ -561,16 +574,30 @@ export class Housekeeper implements Tickable {
       // Otherwise nothing can arrive: the slow-peer timeout rules.
       return;
     }
-    const idle = t - this.lastInput;
-    if (t - this.lastOutput >= ms) this.frames.writer.trim();
+    // The peer is heard while whole frames arrive, or bytes by the 16 KiB (a large frame): one that drips a
+    // byte of a frame it never finishes now and then answered no PING, yet passed for alive for ever.
+    const f = this.frames;
+    const bytes = host.bytesIn;
+    if (f.framesIn !== this.framesSeen || bytes - this.bytesSeen >= LIVE_BYTES) {
+      this.framesSeen = f.framesIn;
+      this.bytesSeen = bytes;
+      this.lastHeard = this.lastInput;
+    }
+    const idle = t - this.lastHeard;
+    if (t - this.lastOutput >= ms) f.writer.trim();
     // No input for a tick: let the transport drop its bulk read buffer.
-    if (idle >= ms >>> 1) this.gate.transport.trim?.();
+    if (t - this.lastInput >= ms >>> 1) this.gate.transport.trim?.();
     if (this.pingAt !== 0 && idle >= ms * 2) {
       if (!confirmed) {
         this.confirmLater();
         return;
       }
-      host.timedOut("ERR_KEEPALIVE", `no bytes from ${host.remoteUrl} for ${idle} ms`);
+      host.timedOut(
+        "ERR_KEEPALIVE",
+        t - this.lastInput >= idle
+          ? `no bytes from ${host.remoteUrl} for ${idle} ms`
+          : `nothing but ${bytes - this.bytesSeen} bytes of an unfinished frame from ${host.remoteUrl} in ${idle} ms`,
+      );
       return;
     }
     // A keepalive PING waits for its answer without a timeout: a peer that answers none but sends

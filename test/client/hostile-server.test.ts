@@ -22,7 +22,7 @@ import { encodeFrame } from "../../src/codec/encoder.ts";
 import { Flag, FrameType } from "../../src/codec/frame.ts";
 import { Feature } from "../../src/codec/settings.ts";
 import { Client, connect, connectResilient, type PointSubError, sendResumable } from "../../src/index.ts";
-import { chunk, chunkStart, T } from "../helpers/attacker.ts";
+import { chunk, chunkStart, F, header, T } from "../helpers/attacker.ts";
 import { handshake } from "../helpers/raw-peer.ts";
 import { sleep, until } from "../helpers/wait.ts";
 
@@ -415,6 +415,36 @@ describe("clients against a hostile server", () => {
       assert.equal(conn.state, "open");
     } finally {
       clearInterval(pump);
+      conn.destroy();
+      await new Promise((r) => server.close(r));
+    }
+  });
+
+  it("a server that drips bytes of a frame it never finishes is dead to keepalive (ERR_KEEPALIVE)", async () => {
+    // Before: keepalive counted bytes: a byte now and then kept the connection "alive" for ever while
+    // no PING was answered and every request timed out (a resilient client never failed over).
+    let drip: ReturnType<typeof setInterval> | undefined;
+    const server = net.createServer((sock) => {
+      sock.on("error", () => {});
+      sock.write(handshake({ features: Feature.STREAMS | Feature.RESUME }));
+      const bytes = header(T.MSG, F.START | F.END, 2, 16_000); // a 16,000-byte frame, then a byte at a time
+      let i = 0;
+      drip = setInterval(() => {
+        if (!sock.destroyed) sock.write(i < bytes.length ? bytes.subarray(i, i + 1) : new Uint8Array(1));
+        i++;
+      }, 100);
+      sock.on("close", () => clearInterval(drip));
+      sock.resume(); // reads (and drops) what the client sends, its close included
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const conn = await connect(`tcp://127.0.0.1:${(server.address() as net.AddressInfo).port}`, { keepAliveMs: 400 });
+    try {
+      const closed = new Promise<PointSubError | undefined>((r) => conn.once("close", r));
+      const outcome = await Promise.race([closed, sleep(10_000).then(() => "open after 10 s")]);
+      assert.equal((outcome as PointSubError | undefined)?.code, "ERR_KEEPALIVE", String(outcome));
+      assert.match((outcome as PointSubError).message, /unfinished frame/);
+    } finally {
+      clearInterval(drip);
       conn.destroy();
       await new Promise((r) => server.close(r));
     }
