@@ -65,7 +65,14 @@ export interface GetOptions extends ClientAuthFlags {
 const SIGNAL_EXIT: Record<string, number> = { SIGINT: 130, SIGTERM: 143 };
 
 /** Failures about one file: the others go on. Any other error stops taking new files. */
-const PER_FILE = new Set(["ERR_NOT_FOUND", "ERR_INVALID_ARGUMENT", "ERR_CHECKSUM", "ERR_RESUME", "ERR_QUOTA"]);
+const PER_FILE = new Set([
+  "ERR_NOT_FOUND",
+  "ERR_INVALID_ARGUMENT",
+  "ERR_CHECKSUM",
+  "ERR_RESUME",
+  "ERR_QUOTA",
+  "ERR_EXISTS",
+]);
 
 const NO_SOURCE = "the server serves no files (not a pointsub serve --dir, or an older one)";
 

@@ -40,6 +40,9 @@ export function workerShare(limit: number | undefined): number | undefined {
   return Math.max(1, Math.floor(limit / n));
 }
 
+/** The largest `--workers` accepted is 4 per core, and never less than this. */
+const MAX_WORKERS_MIN = 16;
+
 /**
  * The role from `--workers`: by default one worker per core
  * (`os.availableParallelism()`), or this process alone with `--dashboard`
@@ -65,6 +68,14 @@ export async function serveRole(
     throw new PointSubError(
       "ERR_INVALID_ARGUMENT",
       "--dashboard serves one process's figures: use it with --workers 1 (its default)",
+    );
+  }
+  // A typo (--workers 1000) must not start a thousand processes of ~75 MB each.
+  const most = Math.max(MAX_WORKERS_MIN, 4 * availableParallelism());
+  if (workers !== undefined && workers > most) {
+    throw new PointSubError(
+      "ERR_INVALID_ARGUMENT",
+      `--workers ${workers}: at most ${most} on this machine (4 per core, at least ${MAX_WORKERS_MIN})`,
     );
   }
   // Each worker gets at least one of every connection limit: no more workers than the smallest.

@@ -98,10 +98,25 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
   } catch (err) {
     throw new InvalidArgumentError(`--dir ${dir}: ${(err as Error).message}`);
   }
-  const role = await serveRole(opts.workers, opts.dashboard !== undefined, [
-    opts.maxConnections,
-    opts.maxConnectionsPerAddress,
-  ]);
+  // A unix socket is one process's (each worker would find the first one's socket in use): one process.
+  const unix = opts.listen.some((u) => /^(lp\+)?unix:/i.test(u));
+  if (unix && opts.workers !== undefined && opts.workers > 1) {
+    throw new InvalidArgumentError(
+      `--workers ${opts.workers} with a unix:// listener: a unix socket is served by one process (--workers 1, the default with unix://)`,
+    );
+  }
+  let role: Awaited<ReturnType<typeof serveRole>>;
+  try {
+    role = await serveRole(opts.workers ?? (unix ? 1 : undefined), opts.dashboard !== undefined, [
+      opts.maxConnections,
+      opts.maxConnectionsPerAddress,
+    ]);
+  } catch (err) {
+    // A wrong --workers: a usage error (exit 2).
+    if (err instanceof PointSubError && err.code === "ERR_INVALID_ARGUMENT")
+      throw new InvalidArgumentError(err.message);
+    throw err;
+  }
   const ttl = opts.partialTtl ?? 86400;
   const limits = {
     overwrite: opts.overwrite === true,

@@ -287,6 +287,23 @@ describe("pointsub get and ls", () => {
     assert.match(bad.stderr, /--max-file-size/);
   });
 
+  it("a name that exists as a directory in --out fails alone (ERR_EXISTS): the other files still arrive", async () => {
+    // Before: ERR_EXISTS stopped the whole download; later names were neither received nor reported.
+    const out = join(work, "out-exists");
+    await mkdir(join(out, "a.txt"), { recursive: true });
+    const r = await run(["get", "a.txt", "b.bin", "tree/z.txt", "-j", "1", "--from", url, "--out", out, "--json"]);
+    assert.equal(r.code, 1, r.stderr);
+    const evs = events(r.stdout);
+    const failed = evs.filter((e) => e.event === "failed");
+    assert.deepEqual(
+      failed.map((e) => [e.file, e.code]),
+      [["a.txt", "ERR_EXISTS"]],
+    );
+    assert.equal(evs.filter((e) => e.event === "received").length, 2, r.stdout);
+    assert.deepEqual(await readFile(join(out, "b.bin")), Buffer.from(files["b.bin"]));
+    assert.equal(await readFile(join(out, "z.txt"), "utf8"), "zzz"); // a file named alone lands under its base name
+  });
+
   it("a connection dropped mid-download is reopened and the download continues where it stopped", async () => {
     const size = 48 * MiB;
     const data = randomFillSync(new Uint8Array(size));

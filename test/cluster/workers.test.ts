@@ -19,7 +19,7 @@ import { after, before, describe, it } from "node:test";
 import { IpcRelay, runWorkers } from "../../src/cluster/index.ts";
 import { type Connection, connect, type PointSubError } from "../../src/index.ts";
 import { parseExposition, sampleKey } from "../helpers/prometheus-text.ts";
-import { type ServeProcess, startServeProcess } from "../helpers/serve-process.ts";
+import { CLI_MAIN, type ServeProcess, startServeProcess } from "../helpers/serve-process.ts";
 import { sleep, until } from "../helpers/wait.ts";
 
 const SCRIPT = join(import.meta.dirname, "workers-process.ts");
@@ -274,8 +274,48 @@ describe("pointsub serve without --workers", { timeout: 120_000 }, () => {
     try {
       await assert.rejects(
         startServeProcess(["--dir", dir, "--workers", "3", "--max-connections", "2"]),
-        /exited with 1/,
+        /exited with 2/,
       );
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("--workers over 4 per core is a usage error; a unix:// listener is served by one process (more is a usage error)", async () => {
+    // Before: --workers 1000 started a thousand processes; with unix:// every worker after the first
+    // found the socket in use and was restarted for ever (the README's first serve example, on 2 cores).
+    const dir = await mkdtemp(join(tmpdir(), "pointsub-workers-"));
+    const sock = join(dir, "s.sock");
+    const serve = (args: string[]) =>
+      new Promise<{ code: number | null; stderr: string }>((resolve) => {
+        const child = spawn(process.execPath, [CLI_MAIN, "serve", "--dir", join(dir, "in"), ...args], {
+          stdio: ["ignore", "ignore", "pipe"],
+        });
+        let stderr = "";
+        child.stderr.on("data", (d) => (stderr += d));
+        child.on("close", (code) => resolve({ code, stderr }));
+      });
+    try {
+      const tooMany = await serve(["--listen", "tcp://127.0.0.1:0", "--workers", "100000"]);
+      assert.equal(tooMany.code, 2, tooMany.stderr);
+      assert.match(tooMany.stderr, /--workers 100000: at most \d+/);
+      assert.equal(tooMany.stderr.trim().split("\n").length, 1);
+      const unixMany = await serve(["--listen", `unix://${sock}`, "--workers", "2"]);
+      assert.equal(unixMany.code, 2, unixMany.stderr);
+      assert.match(unixMany.stderr, /unix:\/\/ listener/);
+      const one = await startServeProcess(["--dir", join(dir, "in")], { listen: `unix://${sock}`, workers: "default" });
+      try {
+        assert.equal(
+          one.events.find((e) => e.event === "workers"),
+          undefined,
+          "no workers: this process serves",
+        );
+        const conn = await connect(one.url);
+        assert.equal(conn.state, "open");
+        await conn.close();
+      } finally {
+        await one.stop();
+      }
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
