@@ -12,7 +12,7 @@ import { Command, CommanderError, Option } from "commander";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import type { benchCommand } from "./bench.ts";
 import type { getCommand, lsCommand } from "./get.ts";
-import { bytes, integer, parseBytes, parseSeconds } from "./options.ts";
+import { bytes, integer, nodeTooOld, parseBytes, parseSeconds } from "./options.ts";
 import { flushOut, outputMode, printError } from "./output.ts";
 import type { requestCommand } from "./request.ts";
 import type { sendCommand } from "./send.ts";
@@ -243,6 +243,9 @@ function run<A extends Action>(fn: A): (...args: Parameters<A>) => Promise<void>
       | { json?: boolean }
       | undefined;
     try {
+      // An older Node fails on the first API it lacks (Promise.withResolvers…) with a misleading error.
+      const old = nodeTooOld(process.versions.node);
+      if (old !== undefined) throw new PointSubError("ERR_INVALID_ARGUMENT", old);
       await fn(...args);
       process.exitCode = process.exitCode ?? 0;
     } catch (err) {

@@ -50,3 +50,13 @@ export const parseSeconds: (value: string) => number = (value) => {
     throw new InvalidArgumentError("Expected a whole number of seconds.");
   }
 };
+
+/** The oldest Node.js the CLI runs on (package.json's `engines`). */
+export const NODE_MIN: readonly [number, number] = [22, 18];
+
+/** Why Node.js `version` (`process.versions.node`) cannot run the CLI, or undefined when it can. */
+export function nodeTooOld(version: string): string | undefined {
+  const [major, minor] = version.split(".").map(Number);
+  if (major > NODE_MIN[0] || (major === NODE_MIN[0] && minor >= NODE_MIN[1])) return undefined;
+  return `pointsub needs Node.js ${NODE_MIN.join(".")} or later; this is ${version}`;
+}

@@ -59,6 +59,29 @@ describe("the bundled CLI (the package's bin)", () => {
     }
   });
 
+  it("on a Node.js older than engines says so in one line (it failed with 'Promise.withResolvers is not a function')", async () => {
+    // The version the process reports, set before the CLI loads: as Node 20 would report it.
+    const old = `data:text/javascript,${encodeURIComponent(
+      'Object.defineProperty(process, "versions", { value: { ...process.versions, node: "20.19.5" } });',
+    )}`;
+    const main = join(out, "main.js");
+    const r = await run(
+      process.execPath,
+      ["--import", old, main, "send", join(work, "nothing"), "--to", "tcp://127.0.0.1:9"],
+      {
+        timeout: 30_000,
+      },
+    ).then(
+      () => ({ code: 0, stderr: "" }),
+      (err: { code: number; stderr: string }) => err,
+    );
+    assert.equal(r.code, 1);
+    assert.equal(
+      r.stderr.trim(),
+      "pointsub: ERR_INVALID_ARGUMENT: pointsub needs Node.js 22.18 or later; this is 20.19.5",
+    );
+  });
+
   it("has the bin's shebang, prints its version, sends a tree over one connection (without node:fs/promises nor crypto)", async () => {
     const main = join(out, "main.js");
     assert.match(await readFile(main, "utf8"), /^#!\/usr\/bin\/env node\n/);
