@@ -651,7 +651,18 @@ export async function collectFiles(
   const items: SendItem[] = [];
   let sinceYield = 0;
   const walk = async (dir: string, prefix: string, sub: boolean) => {
-    let entries: WalkEntry[] = await listDir(dir);
+    let entries: WalkEntry[];
+    try {
+      entries = await listDir(dir);
+    } catch (err) {
+      const code = (err as { code?: string }).code ?? "an error";
+      // A directory inside the tree that cannot be listed is skipped, as a special file is: the rest goes.
+      if (sub) {
+        skip(dir, `cannot be listed (${code})`);
+        return;
+      }
+      throw new PointSubError("ERR_SOURCE", `${dir}: cannot be listed (${code})`, { cause: err });
+    }
     if (entries.some((d) => d.name.includes("\uFFFD"))) {
       entries = await utf8Entries(dir, (name) => skip(dir + sep + name, "its name is not UTF-8"));
     }
