@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { once } from "node:events";
 import { createConnection } from "node:net";
 import { describe, it } from "node:test";
-import { connect, createServer, isPointSubError } from "../../src/index.ts";
+import { connect, createServer, isPointSubError, type PointSubError } from "../../src/index.ts";
 import { KiB, pattern } from "../helpers/data.ts";
 import { sleep, until } from "../helpers/wait.ts";
 
@@ -78,6 +78,38 @@ describe("graceful shutdown", () => {
     }
     assert.ok(took < 4000, `close took ${took} ms with timeoutMs 200`);
     await client.closed;
+  });
+
+  it("a close that runs out of time with work in flight is not a clean one: its close event carries ERR_CONNECTION_CLOSED", async () => {
+    // Before: the calls failed with ERR_CONNECTION_CLOSED but the close event said the close was clean.
+    const server = createServer();
+    let started = 0;
+    server.handle("/stuck/1.0.0", async (_req, ctx) => {
+      started++;
+      await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve, { once: true }));
+      return "late";
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const client = await connect(url, { requestTimeoutMs: 60_000 });
+    try {
+      const closes: (PointSubError | undefined)[] = [];
+      client.on("close", (err) => closes.push(err));
+      const call = client.request("/stuck/1.0.0");
+      call.catch(() => {});
+      await until(() => started === 1);
+      await client.close({ timeoutMs: 200 });
+      await assert.rejects(call, { code: "ERR_CONNECTION_CLOSED", message: /with work in flight/ });
+      assert.equal(closes.length, 1);
+      assert.equal(closes[0]?.code, "ERR_CONNECTION_CLOSED");
+      // Nothing in flight: a clean close, as before.
+      const idle = await connect(url);
+      const idleCloses: (PointSubError | undefined)[] = [];
+      idle.on("close", (err) => idleCloses.push(err));
+      await idle.close({ timeoutMs: 200 });
+      assert.deepEqual(idleCloses, [undefined]);
+    } finally {
+      await server.close({ timeoutMs: 100 });
+    }
   });
 
   it("close() called twice (SIGINT then SIGTERM) while a client has sent nothing yet: both settle by the timeout", async () => {
