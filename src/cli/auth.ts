@@ -41,7 +41,8 @@ export interface ServeAuthFlags extends TlsFileFlags {
 /** How a server authenticates its clients. */
 export type AuthMode = "none" | "token" | "certificate" | "token+certificate";
 
-const invalid = (message: string) => new PointSubError("ERR_INVALID_ARGUMENT", message);
+/** A wrong flag (or environment variable): ERR_INVALID_ARGUMENT, and a usage error for the command's exit code (2). */
+const invalid = (message: string) => Object.assign(new PointSubError("ERR_INVALID_ARGUMENT", message), { usage: true });
 
 /**
  * The token: `--token`, else POINTSUB_TOKEN, else undefined. An empty or

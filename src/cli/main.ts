@@ -251,7 +251,8 @@ function run<A extends Action>(fn: A): (...args: Parameters<A>) => Promise<void>
     } catch (err) {
       // A usage error found once the command began (a --dir that is a file): one line, exit 2. By its
       // code, not its class: `serve` runs unbundled, with commander's own copy of the class.
-      const usage = (err as { code?: unknown }).code === "commander.invalidArgument";
+      const usage =
+        (err as { code?: unknown }).code === "commander.invalidArgument" || (err as { usage?: unknown }).usage === true;
       printError(
         usage ? new PointSubError("ERR_INVALID_ARGUMENT", (err as Error).message) : toPointSubError(err, "ERR_HANDLER"),
         outputMode(opts?.json, process.stderr),

@@ -647,6 +647,7 @@ export async function collectFiles(
   argsChecked: (unique: boolean) => void = () => {},
   onItem: (it: SendItem) => boolean | undefined = () => undefined,
   readAhead?: ReadAhead,
+  unlisted: (dir: string, err: PointSubError) => void = (dir, err) => skip(dir, err.message),
 ): Promise<SendItem[]> {
   const items: SendItem[] = [];
   let sinceYield = 0;
@@ -656,12 +657,10 @@ export async function collectFiles(
       entries = await listDir(dir);
     } catch (err) {
       const code = (err as { code?: string }).code ?? "an error";
-      // A directory inside the tree that cannot be listed is skipped, as a special file is: the rest goes.
-      if (sub) {
-        skip(dir, `cannot be listed (${code})`);
-        return;
-      }
-      throw new PointSubError("ERR_SOURCE", `${dir}: cannot be listed (${code})`, { cause: err });
+      // A directory inside the tree that cannot be listed fails alone (`unlisted`): the rest goes.
+      if (!sub) throw new PointSubError("ERR_SOURCE", `${dir}: cannot be listed (${code})`, { cause: err });
+      unlisted(dir, new PointSubError("ERR_SOURCE", `cannot be listed (${code})`, { cause: err }));
+      return;
     }
     if (entries.some((d) => d.name.includes("\uFFFD"))) {
       entries = await utf8Entries(dir, (name) => skip(dir + sep + name, "its name is not UTF-8"));
@@ -1190,6 +1189,11 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
         },
         onItem,
         readAhead,
+        // A directory inside a tree that cannot be listed fails as a file would (exit 1): the rest goes.
+        (dir, e) => {
+          found++;
+          failed(dir, e);
+        },
       );
     } catch (err) {
       // Bundles answered meanwhile stay stored (a re-run skips them); one cut off leaves nothing.

@@ -360,7 +360,7 @@ describe("pointsub CLI", () => {
       assert.equal(env.code, 0, env.stderr);
       assert.equal(env.stdout, "hi");
       const empty = await req([], { POINTSUB_TOKEN: "" });
-      assert.equal(empty.code, 1);
+      assert.equal(empty.code, 2);
       assert.match(empty.stderr, /^pointsub: ERR_INVALID_ARGUMENT: POINTSUB_TOKEN is empty\n$/);
 
       const src = join(work, "token.txt");
@@ -403,7 +403,7 @@ describe("pointsub CLI", () => {
       const r = await run(["serve", "--listen", "tcp://127.0.0.1:0", "--listen", exposed, "--dir", dir, "--json"], "", {
         killAfterMs: 20_000,
       });
-      assert.equal(r.code, 1, r.stdout);
+      assert.equal(r.code, 2, r.stdout);
       const lines = r.stdout.trim().split("\n");
       assert.equal(lines.length, 1, r.stdout);
       const err = JSON.parse(lines[0]) as { event: string; code: string; message: string };
@@ -412,7 +412,7 @@ describe("pointsub CLI", () => {
       assert.match(err.message, /^refusing to listen on .+ without authentication: pass --token .*--no-auth$/);
     }
     const plain = await run(["serve", "--listen", "tcp://0.0.0.0:0", "--dir", dir], "", { killAfterMs: 20_000 });
-    assert.equal(plain.code, 1);
+    assert.equal(plain.code, 2);
     assert.equal(plain.stdout, "");
     assert.match(plain.stderr, /^pointsub: ERR_INVALID_ARGUMENT: refusing to listen on tcp:\/\/0\.0\.0\.0:0 without/);
     // Conflicting or incomplete flags are refused the same way.
@@ -424,7 +424,7 @@ describe("pointsub CLI", () => {
       [["--listen", "tcp://127.0.0.1:0", "--tls-cert", "c.pem", "--tls-key", "k.pem"], {}, /only for tls:\/\//],
     ] as const) {
       const r = await run(["serve", ...args, "--dir", dir], "", { env, killAfterMs: 20_000 });
-      assert.equal(r.code, 1, args.join(" "));
+      assert.equal(r.code, 2, args.join(" ")); // a wrong command line (flags, environment): exit 2
       assert.match(r.stderr, /^pointsub: ERR_INVALID_ARGUMENT: .+\n$/);
       assert.match(r.stderr, message);
     }
@@ -501,7 +501,7 @@ describe("pointsub CLI", () => {
       assert.equal(untrusted.code, 1);
       assert.match(untrusted.stderr, /^pointsub: ERR_[A-Z_]+: .+\n$/);
       const notTls = await run(["request", "--to", "tcp://127.0.0.1:1", "--route", "/r", "--tls-ca", ca]);
-      assert.equal(notTls.code, 1);
+      assert.equal(notTls.code, 2);
       assert.match(notTls.stderr, /^pointsub: ERR_INVALID_ARGUMENT: --tls-ca: only for tls:\/\//);
     } finally {
       await s.stop();

@@ -144,7 +144,7 @@ describe("send -r: bundles sent while the walk goes on", () => {
     }
   });
 
-  it("a walk that fails after bundles left: the send fails with the walk's error and ends; a re-run completes it", async () => {
+  it("a directory the walk cannot list after bundles left: it fails alone (ERR_SOURCE, exit 1), the rest is sent; a re-run completes it", async () => {
     const src = join(work, "failing");
     await fsp.mkdir(join(src, "a"), { recursive: true });
     await fsp.mkdir(join(src, "b"));
@@ -154,10 +154,16 @@ describe("send -r: bundles sent while the walk goes on", () => {
     const s = await start(inbox);
     try {
       failDir = join(src, "b");
-      await assert.rejects(send([src], s.url), (err: NodeJS.ErrnoException) => err.code === "EACCES");
+      // Before: the whole send failed with the raw EACCES (reported as ERR_HANDLER by the CLI).
+      await assert.rejects(send([src], s.url), (err: Error & { code?: string }) => {
+        assert.equal(err.code, "ERR_SOURCE");
+        assert.match(err.message, /failing\/b: cannot be listed \(EACCES\)/);
+        return true;
+      });
       failDir = "";
       assert.ok(s.listedAtBundle.length >= 1, "a bundle left before the walk failed");
       await Promise.all(s.handled);
+      assert.equal((await fsp.readdir(join(inbox, "failing", "a"))).length, 300, "the rest of the tree was sent");
       // A bundle answered before the failure stays stored, one cut off leaves nothing: a re-run (the walk
       // now succeeds) skips the stored files and sends the rest, none refused.
       const again = (await send([src], s.url)).find((e) => e.event === "summary");
