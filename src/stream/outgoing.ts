@@ -130,6 +130,10 @@ export class OutgoingStream {
           const piece = value.subarray(off, end);
           // The chunk's buffer may be reused once its last frame has left.
           const last = end === value.length ? release : undefined;
+          const total = this.progress.total;
+          if (total !== undefined && this.length + piece.length > total) {
+            throw new PointSubError("ERR_SOURCE", `the source yielded more than its declared ${total} bytes`);
+          }
           const pieceCrc = this.crcImpl.compute(piece);
           this.crc = crc32cCombine(this.crc, pieceCrc, piece.length);
           this.length += piece.length;
@@ -148,6 +152,14 @@ export class OutgoingStream {
       }
       while (ahead.length !== 0) this.enqueue(await (ahead.shift() as Promise<StreamItem>));
       if (this.stopped !== undefined) throw this.stopped;
+      const total = this.progress.total;
+      if (total !== undefined && this.length !== total) {
+        // A file truncated while it was sent: said here, not as the receiver's ERR_PROTOCOL about the peer.
+        throw new PointSubError(
+          "ERR_SOURCE",
+          `the source ended after ${this.length} of its declared ${total} bytes (changed while being sent?)`,
+        );
+      }
       this.enqueue({
         flags: Flag.END,
         head: EMPTY,
