@@ -26,7 +26,7 @@ import type { ReadGate } from "./read-gate.ts";
  * (`attack/keepalive-pings.test.ts`; before, one more every period).
  */
 const MAX_PINGS_IN_FLIGHT = 8;
-/** Bytes of an unfinished frame that count as hearing from the peer (a large frame arriving slowly). */
+/** Bytes of an unfinished frame that always count as hearing from the peer (a large frame arriving slowly). */
 const LIVE_BYTES = 16 * 1024;
 /**
  * What housekeeping needs from its connection besides the parts it is given
@@ -240,7 +240,8 @@ export class Housekeeper implements Tickable {
   private bytesSeen = 0;
   /**
    * When the peer was last heard, as far as the checks can tell: the input
-   * that brought a whole frame, or {@link LIVE_BYTES} since the last time.
+   * that brought a whole frame, or bytes at `minProgressBytesPerSecond`
+   * since the last time (at most {@link LIVE_BYTES}).
    */
   private lastHeard = this.lastInput;
   private pingAt = 0;
@@ -574,11 +575,13 @@ export class Housekeeper implements Tickable {
       // Otherwise nothing can arrive: the slow-peer timeout rules.
       return;
     }
-    // The peer is heard while whole frames arrive, or bytes by the 16 KiB (a large frame): one that drips a
-    // byte of a frame it never finishes now and then answered no PING, yet passed for alive for ever.
+    // The peer is heard while whole frames arrive, or bytes of one at minProgressBytesPerSecond (an honest
+    // large frame on a slow link; at most 16 KiB asked): one that drips a byte of a frame it never finishes
+    // now and then answered no PING, yet passed for alive for ever.
     const f = this.frames;
     const bytes = host.bytesIn;
-    if (f.framesIn !== this.framesSeen || bytes - this.bytesSeen >= LIVE_BYTES) {
+    const need = Math.min(LIVE_BYTES, Math.max(1, (times.minProgressBytesPerSecond * (t - this.lastHeard)) / 1000));
+    if (f.framesIn !== this.framesSeen || bytes - this.bytesSeen >= need) {
       this.framesSeen = f.framesIn;
       this.bytesSeen = bytes;
       this.lastHeard = this.lastInput;

@@ -21,7 +21,7 @@ import { FrameDecoder } from "../../src/codec/decoder.ts";
 import { encodeFrame } from "../../src/codec/encoder.ts";
 import { Flag, FrameType } from "../../src/codec/frame.ts";
 import { Feature } from "../../src/codec/settings.ts";
-import { Client, connect, connectResilient, type PointSubError, sendResumable } from "../../src/index.ts";
+import { Client, connect, connectResilient, createServer, type PointSubError, sendResumable } from "../../src/index.ts";
 import { chunk, chunkStart, F, header, T } from "../helpers/attacker.ts";
 import { handshake } from "../helpers/raw-peer.ts";
 import { sleep, until } from "../helpers/wait.ts";
@@ -447,6 +447,53 @@ describe("clients against a hostile server", () => {
       clearInterval(drip);
       conn.destroy();
       await new Promise((r) => server.close(r));
+    }
+  });
+
+  it("an honest large frame over a slow link (8 KB/s) is not cut by a short keepalive (bytes at minProgressBytesPerSecond count)", async () => {
+    // The same rule must not cut a peer whose frame simply arrives slowly: with a fixed 16 KiB per
+    // 2 × keepAliveMs (the first version of the fix), 8 KB/s under keepAliveMs 500 was ERR_KEEPALIVE.
+    const server = createServer({ keepAliveMs: 500 });
+    const closes: (string | undefined)[] = [];
+    server.on("sessionClose", (_s, err) => closes.push(err?.code));
+    server.handle("/up", (req) => String(req.data.length));
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const target = new URL(url);
+    const proxy = net.createServer((c) => {
+      const u = net.connect({ host: target.hostname, port: Number(target.port) });
+      for (const s of [c, u]) s.on("error", () => {});
+      u.pipe(c);
+      // Client to server: 400 bytes every 50 ms.
+      const queue: Buffer[] = [];
+      c.on("data", (b: Buffer) => queue.push(b));
+      const tick = setInterval(() => {
+        let budget = 400;
+        while (budget > 0 && queue.length > 0) {
+          const b = queue[0];
+          const n = Math.min(budget, b.length);
+          u.write(b.subarray(0, n));
+          if (n === b.length) queue.shift();
+          else queue[0] = b.subarray(n);
+          budget -= n;
+        }
+      }, 50);
+      c.on("close", () => {
+        clearInterval(tick);
+        u.destroy();
+      });
+      u.on("close", () => c.destroy());
+    });
+    await new Promise<void>((r) => proxy.listen(0, "127.0.0.1", r));
+    const conn = await connect(`tcp://127.0.0.1:${(proxy.address() as net.AddressInfo).port}`, { keepAliveMs: 0 });
+    try {
+      // 24,000 bytes in one frame: about 3 s through the link, no whole frame meanwhile.
+      const answer = await conn.request("/up", new Uint8Array(24_000), { timeoutMs: 20_000 });
+      assert.equal(new TextDecoder().decode(answer), "24000");
+      assert.deepEqual(closes, []);
+    } finally {
+      conn.destroy();
+      await server.close({ timeoutMs: 100 });
+      await new Promise((r) => proxy.close(r));
     }
   });
 
