@@ -12,6 +12,7 @@ import type {
 } from "../transport/transport.ts";
 import { readerForAccepted, SocketReader } from "./socket-reader.ts";
 import { hostUrl, SocketTransport, urlHost } from "./socket-transport.ts";
+import { tlsError } from "./tls-errors.ts";
 import type { WsTransportOptions } from "./ws-adapter.ts";
 
 type Scheme = "tcp" | "tls" | "unix";
@@ -159,7 +160,10 @@ function connectSocket(
       reject(
         err instanceof PointSubError
           ? err
-          : new PointSubError("ERR_CONNECT", `cannot connect to ${url.href}`, { cause: err }),
+          : (tlsError(err, url.href) ??
+              new PointSubError("ERR_CONNECT", `cannot connect to ${url.href}: ${(err as Error).message}`, {
+                cause: err,
+              })),
       );
       return;
     }
@@ -194,7 +198,10 @@ export function whenConnected(
       reject(err);
     };
     const onError = (err: Error) =>
-      fail(new PointSubError("ERR_CONNECT", `cannot connect to ${url.href}: ${err.message}`, { cause: err }));
+      fail(
+        tlsError(err, url.href) ??
+          new PointSubError("ERR_CONNECT", `cannot connect to ${url.href}: ${err.message}`, { cause: err }),
+      );
     const onAbort = () =>
       fail(new PointSubError("ERR_CANCELLED", `connect to ${url.href} aborted`, { cause: options.signal?.reason }));
     const onConnect = () => {

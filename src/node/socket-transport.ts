@@ -2,6 +2,7 @@ import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import type { PeerCertificate, Transport, TransportHandlers } from "../transport/transport.ts";
 import type { SocketReader } from "./socket-reader.ts";
+import { tlsError } from "./tls-errors.ts";
 
 /**
  * Bytes queued in the socket before the writer is asked to wait for 'drain'.
@@ -105,7 +106,9 @@ function onSocketDrain(this: Socket): void {
   (this as unknown as Slots)[TRANSPORT].handlers?.onDrain();
 }
 function onSocketError(this: Socket, err: Error): void {
-  (this as unknown as Slots)[TRANSPORT].error = err;
+  const t = (this as unknown as Slots)[TRANSPORT];
+  // A TLS alert after the handshake (TLS 1.3 sends "certificate required" then): said plainly, with its code.
+  t.error = tlsError(err, t.remoteUrl) ?? err;
 }
 /**
  * The peer ended its side (it sent a FIN; every byte it sent was read).

@@ -30,15 +30,39 @@ describe("TLS verification", () => {
     await good.close();
     // Without a client certificate the server ends the TLS session; the client
     // sees the connect or the handshake fail, never a working connection.
+    // It says why (before: ERR_CONNECTION_CLOSED "connection … closed", the alert only in its cause).
     await assert.rejects(
       (async () => {
         const conn = await connect(url, { tls: { ca: c.ca }, connectTimeoutMs: 3000 });
         await conn.request("/who/1.0.0");
       })(),
-      (e: unknown) => ["ERR_CONNECT", "ERR_CONNECTION_CLOSED", "ERR_TIMEOUT"].includes((e as { code: string }).code),
+      (e: PointSubError) => {
+        assert.equal(e.code, "ERR_UNAUTHORIZED");
+        assert.match(e.message, /requires a client certificate/);
+        return true;
+      },
     );
     assert.equal(server.sessions.size, 0);
+    // A key that is not the certificate's (before: "cannot connect to …" and nothing more).
+    await assert.rejects(connect(url, { tls: { ca: c.ca, cert: c.clientCert, key: c.serverKey } }), {
+      code: "ERR_INVALID_ARGUMENT",
+      message: "the TLS key does not match the certificate",
+    });
     await server.close();
+  });
+
+  it("tls:// to a plaintext port says so (before: OpenSSL's text, its source file and line)", async () => {
+    const plain = createServer();
+    const [url] = await plain.listen("tcp://127.0.0.1:0");
+    try {
+      await assert.rejects(connect(url.replace("tcp:", "tls:"), { connectTimeoutMs: 3000 }), (e: PointSubError) => {
+        assert.equal(e.code, "ERR_CONNECT");
+        assert.match(e.message, /does not speak TLS \(a plaintext port\?\)$/);
+        return true;
+      });
+    } finally {
+      await plain.close();
+    }
   });
 
   it("listening on tls:// without a certificate, or with garbage, is a clear typed error", async () => {

@@ -1,0 +1,36 @@
+/**
+ * OpenSSL's failures said plainly: its text names the library's source
+ * file and line (`…:ssl3_read_bytes:tlsv13 alert certificate required:
+ * ../deps/openssl/…`), and the commonest causes — a server that requires a
+ * client certificate, a key that is not the certificate's, a tls:// URL
+ * pointing at a plaintext port — deserve a sentence and the right code.
+ */
+import { PointSubError } from "../errors/error.ts";
+
+/** Alerts a peer sends when it refused this side's certificate. */
+const REFUSED_CERT =
+  /^ERR_SSL_(SSLV3_ALERT_(BAD|UNSUPPORTED|CERTIFICATE_UNKNOWN|CERTIFICATE_EXPIRED|CERTIFICATE_REVOKED)|TLSV1_ALERT_(UNKNOWN_CA|ACCESS_DENIED))/;
+
+/** `err` (a socket's or tls.connect's) as a PointSubError about `url`, when it is one of the known TLS failures; else undefined. */
+export function tlsError(err: unknown, url: string): PointSubError | undefined {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  if (typeof code !== "string") return undefined;
+  const cause = { cause: err };
+  if (code === "ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED") {
+    return new PointSubError("ERR_UNAUTHORIZED", `${url} requires a client certificate (mutual TLS)`, cause);
+  }
+  if (REFUSED_CERT.test(code)) {
+    const alert = code
+      .replace(/^ERR_SSL_(SSLV3|TLSV1)_ALERT_/, "")
+      .toLowerCase()
+      .replaceAll("_", " ");
+    return new PointSubError("ERR_UNAUTHORIZED", `${url} refused this side's certificate (${alert})`, cause);
+  }
+  if (code === "ERR_OSSL_X509_KEY_VALUES_MISMATCH") {
+    return new PointSubError("ERR_INVALID_ARGUMENT", "the TLS key does not match the certificate", cause);
+  }
+  if (code === "ERR_SSL_WRONG_VERSION_NUMBER" || code === "ERR_SSL_PACKET_LENGTH_TOO_LONG") {
+    return new PointSubError("ERR_CONNECT", `${url} does not speak TLS (a plaintext port?)`, cause);
+  }
+  return undefined;
+}
