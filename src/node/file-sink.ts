@@ -1653,13 +1653,13 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         park: () =>
           (parking ??= (async () => {
             const f = out;
-            if (f === undefined || writing !== settledWrite) return;
+            if (f === undefined || inFlight) return;
             await checkpoint;
             // What was written stays durable for the resume point (a sidecar may claim it).
             const st = await f.stat();
             await f.datasync();
             // Bytes that came meanwhile are being written through this descriptor: kept open.
-            if (out !== f || writing !== settledWrite || Date.now() - idle.last < PARK_IDLE_MS) return;
+            if (out !== f || inFlight || Date.now() - idle.last < PARK_IDLE_MS) return;
             parked = { dev: st.dev, ino: st.ino };
             out = undefined;
             fh = undefined;
@@ -1684,8 +1684,8 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         watchIdle(idle);
         return f;
       };
-      /** `writing` when no write is in flight (a write marks itself done by setting it back). */
-      let settledWrite: Promise<unknown> = writing;
+      /** A write is in flight (or failed: the transfer ends then, never parked). */
+      let inFlight = false;
       try {
         for (let batch = await stream.readBatch(BATCH); batch !== null; batch = await stream.readBatch(BATCH)) {
           let n = 0;
@@ -1707,15 +1707,15 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
           size += n;
           setSize(e, size);
           const chunks = batch;
-          const w = out.writev(chunks, at).then(({ bytesWritten }) => {
+          inFlight = true;
+          writing = out.writev(chunks, at).then(({ bytesWritten }) => {
             if (bytesWritten !== n) throw new PointSubError("ERR_QUOTA", "the disk is full");
             // Written: the stream may receive later frames into these buffers.
             stream.release(chunks);
             e.point = point;
             idle.last = Date.now();
-            if (writing === w) settledWrite = w;
+            inFlight = false;
           });
-          writing = w;
           sinceCheckpoint += n;
           if (
             checkpoint === undefined &&
