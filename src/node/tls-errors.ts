@@ -29,7 +29,12 @@ export function tlsError(err: unknown, url: string): PointSubError | undefined {
   if (code === "ERR_OSSL_X509_KEY_VALUES_MISMATCH") {
     return new PointSubError("ERR_INVALID_ARGUMENT", "the TLS key does not match the certificate", cause);
   }
-  if (code === "ERR_SSL_WRONG_VERSION_NUMBER" || code === "ERR_SSL_PACKET_LENGTH_TOO_LONG") {
+  // A write that met the plaintext answer fails as EPROTO with OpenSSL's text (the ws client's first write).
+  const plaintext =
+    code === "EPROTO"
+      ? /:(wrong version number|packet length too long):/.test(String((err as Error).message))
+      : code === "ERR_SSL_WRONG_VERSION_NUMBER" || code === "ERR_SSL_PACKET_LENGTH_TOO_LONG";
+  if (plaintext) {
     return new PointSubError("ERR_CONNECT", `${url} does not speak TLS (a plaintext port?)`, cause);
   }
   return undefined;

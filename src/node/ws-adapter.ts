@@ -30,6 +30,7 @@ import {
 } from "../transport/ws-mapping.ts";
 import type { TlsOptions } from "./net-adapter.ts";
 import { hostUrl, peerCertificateOf, urlHost } from "./socket-transport.ts";
+import { tlsError } from "./tls-errors.ts";
 import { MaskedFrameWriter } from "./ws-client-frames.ts";
 import { RawServerWs, type WsFrameOwner } from "./ws-server-socket.ts";
 
@@ -520,7 +521,10 @@ async function connectWs(url: URL, options: TransportConnectOptions & WsTranspor
       };
       ws = new WebSocket(url.href, [WS_SUBPROTOCOL], clientOptions);
     } catch (cause) {
-      reject(new PointSubError("ERR_CONNECT", `cannot connect to ${url.href}: ${(cause as Error).message}`, { cause }));
+      reject(
+        tlsError(cause, url.href) ??
+          new PointSubError("ERR_CONNECT", `cannot connect to ${url.href}: ${(cause as Error).message}`, { cause }),
+      );
       return;
     }
     let settled = false;
@@ -545,9 +549,10 @@ async function connectWs(url: URL, options: TransportConnectOptions & WsTranspor
     ws.once("error", (err: Error) => {
       const timedOut = /timed out/i.test(err.message);
       fail(
-        new PointSubError(timedOut ? "ERR_TIMEOUT" : "ERR_CONNECT", `cannot connect to ${url.href}: ${err.message}`, {
-          cause: err,
-        }),
+        tlsError(err, url.href) ??
+          new PointSubError(timedOut ? "ERR_TIMEOUT" : "ERR_CONNECT", `cannot connect to ${url.href}: ${err.message}`, {
+            cause: err,
+          }),
       );
     });
     ws.once("open", () => {

@@ -65,6 +65,38 @@ describe("TLS verification", () => {
     }
   });
 
+  it("wss:// says the same as tls:// (before: ERR_CONNECT with OpenSSL's text, its source file and line)", async () => {
+    const c = await testCerts();
+    const server = createServer({ tls: { cert: c.serverCert, key: c.serverKey, ca: c.ca, requestCert: true } });
+    server.handle("/who/1.0.0", () => "hello, verified client");
+    const [url] = await server.listen("wss://127.0.0.1:0");
+    const plain = createServer();
+    const [plainUrl] = await plain.listen("ws://127.0.0.1:0");
+    try {
+      const good = await connect(url, { tls: { ca: c.ca, cert: c.clientCert, key: c.clientKey } });
+      assert.equal(new TextDecoder().decode(await good.request("/who/1.0.0")), "hello, verified client");
+      await good.close();
+      await assert.rejects(connect(url, { tls: { ca: c.ca }, connectTimeoutMs: 3000 }), (e: PointSubError) => {
+        assert.equal(e.code, "ERR_UNAUTHORIZED");
+        assert.match(e.message, /requires a client certificate \(mutual TLS\)$/);
+        return true;
+      });
+      await assert.rejects(connect(url, { tls: { ca: c.ca, cert: c.clientCert, key: c.serverKey } }), {
+        code: "ERR_INVALID_ARGUMENT",
+        message: "the TLS key does not match the certificate",
+      });
+      await assert.rejects(connect(plainUrl.replace("ws:", "wss:"), { connectTimeoutMs: 3000 }), (e: PointSubError) => {
+        assert.equal(e.code, "ERR_CONNECT");
+        assert.match(e.message, /does not speak TLS \(a plaintext port\?\)$/);
+        return true;
+      });
+      assert.equal(server.sessions.size, 0);
+    } finally {
+      await plain.close();
+      await server.close();
+    }
+  });
+
   it("listening on tls:// without a certificate, or with garbage, is a clear typed error", async () => {
     await assert.rejects(createServer().listen("tls://127.0.0.1:0"), { code: "ERR_INVALID_ARGUMENT" });
     const bad = createServer({ tls: { cert: "not a certificate", key: "not a key" } });
