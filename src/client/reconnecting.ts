@@ -75,6 +75,12 @@ export interface HoldLimits {
   signal?: AbortSignal | undefined;
   /** What the call is, for its error ("request to /route"). */
   what?: string;
+  /**
+   * A call that was in flight when its connection dropped, being sent again
+   * (a keyed request): held even under offline policy "fail", which is about
+   * calls made while not connected.
+   */
+  again?: boolean;
 }
 
 interface Held {
@@ -240,7 +246,7 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
     const signal = limits?.signal;
     if (signal?.aborted) return Promise.reject(cancelled(limits?.what, signal));
     bytes += HELD_OVERHEAD;
-    if (this.policy === "fail") {
+    if (this.policy === "fail" && limits?.again !== true) {
       return Promise.reject(
         new PointSubError("ERR_OFFLINE", `not connected (${this.state_}); offline policy is "fail"`),
       );

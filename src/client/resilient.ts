@@ -57,7 +57,9 @@ export interface ResilientRequestOptions extends RequestOptions {
   /**
    * Retry this request if its connection drops before the answer (under a
    * generated idempotency key unless `idempotencyKey` is given; giving one
-   * implies `retry`). Default false: it fails with the drop's error.
+   * implies `retry`), when the server deduplicates keys (its idempotency
+   * middleware; else the drop's error, "not retried": a repeat could run
+   * the handler twice). Default false: it fails with the drop's error.
    */
   retry?: boolean;
   /**
@@ -69,9 +71,10 @@ export interface ResilientRequestOptions extends RequestOptions {
    * the last attempt waits until the overall deadline. Safe because the key
    * makes the server run the handler at most once: a repeat of a request
    * still running waits for it, a repeat of a finished one gets its stored
-   * answer. To a server without idempotency keys an attempt that runs out
-   * fails with ERR_TIMEOUT. Default: none (one attempt may take the whole
-   * deadline).
+   * answer. To a server that does not deduplicate keys (no idempotency
+   * middleware: its HELLO lacks features bit 16) nothing is sent twice: an
+   * attempt that runs out fails with ERR_TIMEOUT, "not retried". Default:
+   * none (one attempt may take the whole deadline).
    */
   attemptTimeoutMs?: number;
 }
@@ -82,10 +85,16 @@ export interface ResilientEvents extends ReconnectingEvents {
   message: [msg: Message];
 }
 
-/** HELLO feature bit of a peer that deduplicates keyed requests (docs/PROTOCOL.md §4). */
-const IDEMPOTENCY_FEATURE = 0x8;
+/**
+ * HELLO feature bit of a peer that runs a keyed request's handler at most once per key (an
+ * idempotency middleware: docs/PROTOCOL.md §3.4.1, §4; `DEDUPLICATES_FEATURE` of router/idempotency.ts).
+ * Bit 8 (it understands keys) is not enough: a server without the middleware would run each attempt.
+ */
+const DEDUPLICATES_FEATURE = 0x10;
 /** Longest retry-after hint a request waits out; a longer one is the caller's to handle. */
 const MAX_RATE_WAIT_MS = 60_000;
+const NO_DEDUP =
+  "the server does not deduplicate keyed requests, so a repeat could run its handler twice; give it createServer({ idempotency: true }) or use(idempotency())";
 const LOST: ReadonlySet<string> = new Set(["ERR_CONNECTION_CLOSED", "ERR_GOING_AWAY", "ERR_KEEPALIVE"]);
 /** A timer's longest delay (ms): a longer one fires at once. */
 const MAX_TIMER_MS = 0x7fffffff;
@@ -213,7 +222,13 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
     let c = this.connection;
     if (c === undefined) {
       const what = `request to ${route}`;
-      const limits = { deadline: Number.isFinite(deadline) ? deadline : 0, signal: options.signal, what };
+      // A repeat (tries > 0) of a request that was in flight waits for the next connection whatever the offline policy.
+      const limits = {
+        deadline: Number.isFinite(deadline) ? deadline : 0,
+        signal: options.signal,
+        what,
+        again: tries > 0,
+      };
       await this.hold(payloadSize(payload), noop, limits);
       c = this.connection;
       if (c === undefined) return this.attempt(route, payload, options, deadline, tries, limited, perAttempt);
@@ -224,7 +239,7 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
         phase: "request",
       });
     }
-    const keyed = options.idempotencyKey !== undefined && (c.peerSettings.features & IDEMPOTENCY_FEATURE) !== 0;
+    const keyed = options.idempotencyKey !== undefined && (c.peerSettings.features & DEDUPLICATES_FEATURE) !== 0;
     // A retryable request's attempt may be given less than what is left (attemptTimeoutMs).
     const attemptMs = perAttempt > 0 && (left === 0 || perAttempt < left) ? perAttempt : left;
     try {
@@ -246,7 +261,13 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
       // Only this attempt's own time ran out (not the overall deadline): the same key again.
       const attemptTimedOut = e.code === "ERR_TIMEOUT" && attemptMs !== left && Date.now() < deadline;
       if (!keyed || tries >= this.retries || !(LOST.has(e.code) || attemptTimedOut) || this.state === "closed") {
-        throw e;
+        if (keyed || options.idempotencyKey === undefined || !(LOST.has(e.code) || attemptTimedOut)) throw e;
+        // Retryable, but sending it again could run its handler twice: say why it was not.
+        throw new PointSubError(e.code, `${e.message} (not retried: ${NO_DEDUP})`, {
+          cause: e,
+          phase: e.phase,
+          retryAfterMs: e.retryAfterMs,
+        });
       }
       return this.attempt(route, payload, options, deadline, tries + 1, limited, perAttempt);
     }

@@ -606,6 +606,21 @@ function randomToken(): string {
 }
 
 /**
+ * HELLO feature bit (docs/PROTOCOL.md §3.4.1, §4) a server announces once an
+ * {@link idempotency} middleware is in its chain: it runs a keyed request's
+ * handler at most once per key, so a client may send such a request again
+ * (after a drop, or when an attempt ran out of time). Bit `8` only says that
+ * a side understands keys.
+ */
+export const DEDUPLICATES_FEATURE = 0x10;
+const dedupers = new WeakSet<Middleware>();
+
+/** Whether `mw` came from {@link idempotency} (its server announces {@link DEDUPLICATES_FEATURE}). */
+export function isDeduplicating(mw: Middleware): boolean {
+  return dedupers.has(mw);
+}
+
+/**
  * A middleware that runs a handler at most once per idempotency key
  * (`conn.request(route, data, { idempotencyKey })`, docs/PROTOCOL.md
  * §3.4.1). Use it with `server.use(idempotency({ store }))` (or
@@ -668,7 +683,7 @@ export function idempotency(options: IdempotencyOptions = {}): Middleware {
     }
   };
 
-  return async (ctx, next) => {
+  const mw: Middleware = async (ctx, next) => {
     const raw = ctx.idempotencyKey;
     if (raw === undefined || ctx.kind !== "request") return next();
     const key = idempotencyStoreKey(scopeOf(ctx), ctx.route, raw);
@@ -735,4 +750,6 @@ export function idempotency(options: IdempotencyOptions = {}): Middleware {
     );
     return value;
   };
+  dedupers.add(mw);
+  return mw;
 }

@@ -28,7 +28,13 @@ import type {
 import { codeInfo, type ErrorCode, useSuggestions } from "../errors/codes.ts";
 import { PointSubError } from "../errors/error.ts";
 import { SUGGESTIONS } from "../errors/suggestions.ts";
-import { type IdempotencyOptions, type IdempotencyStore, idempotency } from "../router/idempotency.ts";
+import {
+  DEDUPLICATES_FEATURE,
+  type IdempotencyOptions,
+  type IdempotencyStore,
+  idempotency,
+  isDeduplicating,
+} from "../router/idempotency.ts";
 import { type RateLimitOptions, rateLimit } from "../router/rate-limit.ts";
 import { Router } from "../router/router.ts";
 import type { Middleware, ResumeLookup } from "../router/types.ts";
@@ -227,8 +233,11 @@ export class Server extends EventEmitter<ServerEvents> {
   private readonly runtime: Runtime;
   /** `pointsub:refused` of the runtime's diagnostics (docs/OBSERVABILITY.md). */
   private readonly refusedChannel: DiagnosticsChannel;
-  /** Every session's settings, resolved and validated once. */
-  private readonly settings: ReturnType<typeof resolveSettings>;
+  /**
+   * Every session's settings, resolved and validated once; replaced (for the sessions that open
+   * after) when an idempotency middleware joins the chain: then they announce DEDUPLICATES_FEATURE.
+   */
+  private settings: ReturnType<typeof resolveSettings>;
   /** Routes and middleware of every session (each session's own router falls back to it). */
   private readonly router = new Router();
   private readonly bound: TransportListener[] = [];
@@ -300,7 +309,7 @@ export class Server extends EventEmitter<ServerEvents> {
       // Next, so that nothing else runs twice for a duplicate.
       const o = options.idempotency === true ? {} : options.idempotency;
       const shared = this.cluster?.idempotencyStore;
-      this.router.use(idempotency(o.store === undefined && shared !== undefined ? { ...o, store: shared } : o));
+      this.use(idempotency(o.store === undefined && shared !== undefined ? { ...o, store: shared } : o));
     }
     this.budget = new MemoryBudget(budgetLimit(options, this.settings, this.runtime.memoryLimit()));
     const period = housekeepingPeriod({
@@ -338,6 +347,9 @@ export class Server extends EventEmitter<ServerEvents> {
    */
   use(mw: Middleware): this {
     this.router.use(mw);
+    if (isDeduplicating(mw) && (this.settings.features & DEDUPLICATES_FEATURE) === 0) {
+      this.settings = { ...this.settings, features: this.settings.features | DEDUPLICATES_FEATURE };
+    }
     return this;
   }
 

@@ -7,7 +7,15 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { fullJitterDelay } from "../../src/client/backoff.ts";
-import { connectResilient, createServer, isPointSubError, type ResilientState, type Server } from "../../src/index.ts";
+import {
+  connectResilient,
+  createServer,
+  idempotency,
+  isPointSubError,
+  type PointSubError,
+  type ResilientState,
+  type Server,
+} from "../../src/index.ts";
 import { startProxy } from "../helpers/proxy.ts";
 import { sleep, until } from "../helpers/wait.ts";
 
@@ -176,6 +184,37 @@ describe("resilient client", () => {
     }
   });
 
+  it("offline policy 'fail' refuses new calls, not the repeat of a keyed request that was in flight at the drop", async () => {
+    // Before: the repeat met the policy and failed with ERR_OFFLINE ("not connected") 10 ms after the
+    // cut, although the request had left and its handler ran: the caller was told it never went.
+    const server = createServer({ idempotency: true });
+    let runs = 0;
+    server.handle("/charge/1", async (req) => {
+      runs++;
+      await sleep(300);
+      return `charged ${req.text()}`;
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const proxy = await startProxy(url);
+    const client = await connectResilient(proxy.url, {
+      reconnect: { initialDelayMs: 20, maxDelayMs: 50 },
+      offline: { policy: "fail" },
+    });
+    try {
+      const p = client.request("/charge/1", "42", { idempotencyKey: "order-1", timeoutMs: 10_000 });
+      await until(() => runs === 1);
+      proxy.cutAll();
+      await until(() => client.state !== "connected");
+      await assert.rejects(client.send("new while offline"), { code: "ERR_OFFLINE" });
+      assert.equal(text(await p), "charged 42");
+      assert.equal(runs, 1);
+    } finally {
+      await client.close();
+      await proxy.close();
+      await server.close();
+    }
+  });
+
   it("a stalled link (nothing passes either way) is declared dead by keepalive and the client reconnects", async () => {
     const server = echoServer();
     const [url] = await server.listen("tcp://127.0.0.1:0");
@@ -260,6 +299,60 @@ describe("resilient client and a deduplicating server", () => {
 });
 
 describe("retrying a timed-out attempt (attemptTimeoutMs)", () => {
+  it("to a server without an idempotency middleware nothing is sent twice: an attempt that runs out and a drop fail, saying why; the handler ran once", async () => {
+    // Before: every pointsub server announced keys (bit 8) and the client took that for
+    // deduplication: a 1.2 s handler with attemptTimeoutMs 150 ran 4 times at once.
+    const server = createServer();
+    let runs = 0;
+    server.handle("/slow/1", async (req) => {
+      runs++;
+      await sleep(1200);
+      return `done ${req.text()}`;
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const proxy = await startProxy(url);
+    const client = await connectResilient(proxy.url, { reconnect: { initialDelayMs: 10, maxDelayMs: 50 }, retries: 5 });
+    try {
+      assert.equal((client.connection?.peerSettings.features ?? 0) & 0x10, 0);
+      await assert.rejects(
+        client.request("/slow/1", "job", { retry: true, attemptTimeoutMs: 150, timeoutMs: 10_000 }),
+        (e: PointSubError) => {
+          assert.equal(e.code, "ERR_TIMEOUT");
+          assert.match(e.message, /not retried: the server does not deduplicate keyed requests/);
+          return true;
+        },
+      );
+      await sleep(1300);
+      assert.equal(runs, 1, "the handler ran once");
+      const p = client.request("/slow/1", "cut", { idempotencyKey: "order-9", timeoutMs: 10_000 });
+      await until(() => runs === 2);
+      proxy.cutAll();
+      await assert.rejects(p, (e: PointSubError) => {
+        assert.match(e.code, /^ERR_(CONNECTION_CLOSED|KEEPALIVE|GOING_AWAY)$/);
+        assert.match(e.message, /not retried/);
+        return true;
+      });
+      await sleep(1300);
+      assert.equal(runs, 2, "the handler ran once more, not twice");
+      // An idempotency middleware added later: the sessions that open after announce it (bit 0x10),
+      // and the same call is then repeated under its key, its handler running once.
+      server.use(idempotency());
+      proxy.cutAll();
+      await until(() => client.state === "connected" && ((client.connection?.peerSettings.features ?? 0) & 0x10) !== 0);
+      const answer = await client.request("/slow/1", "again", {
+        retry: true,
+        attemptTimeoutMs: 150,
+        timeoutMs: 10_000,
+      });
+      assert.equal(text(answer), "done again");
+      assert.equal(runs, 3);
+    } finally {
+      await client.close();
+      await proxy.close();
+      await server.close();
+    }
+  });
+
   it("a handler that honours ctx.signal still runs once per key: across a drop mid-handler, and across attempts that run out (attemptTimeoutMs)", async () => {
     // Before: the drop aborted the handler's signal, the middleware freed the key and the retry ran it
     // again; each attempt that ran out sent a CANCEL, which did the same (6 runs, and ERR_TIMEOUT).
