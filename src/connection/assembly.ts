@@ -255,6 +255,8 @@ export class Assemblies {
     this.target = undefined; // a whole frame was decoded: the decoder holds no target now
     if (data.length > total) throw PointSubError.fromPeer("ERR_PROTOCOL", "first chunk larger than the message");
     const inb = this.inbound;
+    if (frameBytes > inb.link.local.streamWindow)
+      throw PointSubError.fromPeer("ERR_FLOW_CONTROL", `peer exceeded the window of stream ${id}`);
     let discard = call?.settled === true;
     if (!discard) {
       if (this.bytes + total > inb.link.local.maxAssemblyBytes) {

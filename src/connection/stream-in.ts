@@ -41,6 +41,11 @@ interface InState {
   charged: number;
   /** When its last frame arrived. */
   lastFrameAt: number;
+  /**
+   * Content bytes from byte 0 the sender has sent so far (its START's offset plus each data
+   * frame's content: a COMPRESSED frame's declared length), checked against its declared total.
+   */
+  content: number;
   /** The sender's END or CANCEL arrived. */
   inDone: boolean;
   /** This side's RES or CANCEL went out. */
@@ -226,6 +231,7 @@ export class IncomingStreams {
       unacked: 0,
       charged: 0,
       lastFrameAt: Date.now(),
+      content: head.offset,
       inDone: false,
       outDone: false,
       trace: streamTrace(),
@@ -318,6 +324,26 @@ export class IncomingStreams {
     return true;
   }
 
+  /**
+   * Counts `n` content bytes of stream `st`; false when they run past the
+   * total its START declared: the stream fails and is cancelled with
+   * ERR_PROTOCOL at once (only it: docs/PROTOCOL.md §3.10), not at its END,
+   * so a receiver never stores more than it was told (a file sink's
+   * partial).
+   */
+  private within(st: InState, n: number): boolean {
+    st.content += n;
+    const total = st.stream.total;
+    if (total === undefined || st.content <= total) return true;
+    const err = PointSubError.fromPeer(
+      "ERR_PROTOCOL",
+      `stream ${st.id} carried more than the ${total} bytes it declared`,
+    );
+    st.stream.fail(err);
+    this.cancel(st, err);
+    return false;
+  }
+
   /** Returns everything stream `st` holds of the budget (it was answered, cancelled or closed). */
   private dropCharge(st: InState): void {
     if (st.charged !== 0) {
@@ -339,7 +365,7 @@ export class IncomingStreams {
     st.lastFrameAt = Date.now();
     if ((flags & Flag.COMPRESSED) === 0) {
       this.stats.counts[23] += data.length; // stream bytes received
-      if (this.charge(st, data.length)) st.stream.push(data, data.length, crc);
+      if (this.charge(st, data.length) && this.within(st, data.length)) st.stream.push(data, data.length, crc);
       return;
     }
     const codec = this.host.shared.runtime.codecs.get(st.codec);
@@ -363,7 +389,7 @@ export class IncomingStreams {
     }
     const cost = Math.max(data.length, length);
     this.stats.counts[23] += length; // stream bytes received (content, inflated)
-    if (!this.charge(st, cost)) return;
+    if (!this.charge(st, cost) || !this.within(st, length)) return;
     const jobs = this.inflateJobs;
     const stream = st.stream;
     stream.pushCompressed(block, cost, () => jobs.run(() => inflate(codec, block, length, stream, this)));

@@ -139,6 +139,31 @@ describe("faults", () => {
     await server.close();
   });
 
+  it("the START frame of a chunked message larger than streamWindow is ERR_FLOW_CONTROL, as any later frame is", async () => {
+    // Before: only frames after the START were checked against the stream window; a 20,003-byte
+    // START with a 16 KiB streamWindow was taken (and credited back), a later frame of it refused.
+    const { server, url, closes } = await recordingServer({
+      streamWindow: 16 * 1024,
+      connectionWindow: 64 * 1024,
+      maxFrameSize: 64 * 1024,
+    });
+    const peer = await rawClient(url);
+    peer.socket.write(handshake());
+    peer.socket.write(msgStart(1, 40_000, new Uint8Array(20_000)));
+    await until(() => closes.length === 1);
+    assert.equal(closes[0]?.code, "ERR_FLOW_CONTROL");
+    await peer.closed;
+    assert.ok(peer.received().includes(Buffer.from([0x07, 0xd1])), "GOAWAY carries errno 2001");
+    // At the window, it is taken.
+    const ok = await rawClient(url);
+    ok.socket.write(handshake());
+    ok.socket.write(msgStart(1, 40_000, new Uint8Array(16 * 1024 - 8)));
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(closes.length, 1);
+    ok.socket.destroy();
+    await server.close();
+  });
+
   it("a message over the peer's limit is refused before a byte is written; the connection stays usable", async () => {
     const { server, url } = await recordingServer({ maxMessageSize: 1000 });
     const conn = await connect(url);

@@ -141,6 +141,25 @@ describe("stream faults: bad input gets a typed error, nothing hangs, memory sta
     await server.close();
   });
 
+  it("data past the total a START declared fails the stream at once (CANCEL 3001), not at its END; the connection stays", async () => {
+    // Before: the receiver took and stored every byte (a file sink's partial grew past the declared
+    // size, up to maxFileSize) and refused the stream only at its END.
+    const { server, peer, closes, seen } = await setup();
+    peer.socket.write(Buffer.concat([start(5, 0, new Uint8Array(0), 3), data(5, new Uint8Array(5).fill(1))]));
+    await until(() => seen.length === 1 && seen[0]?.error !== undefined);
+    assert.equal(seen[0]?.error, "ERR_PROTOCOL");
+    await until(() => peer.received().includes(Buffer.from([0x40, 0x05, 0x02, 0x0b, 0xb9])));
+    // Later frames of it are dropped; the connection serves the next stream.
+    peer.socket.write(Buffer.concat([data(5, new Uint8Array(100)), end(5, 105, 0)]));
+    const body = new Uint8Array(10).fill(2);
+    peer.socket.write(Buffer.concat([start(7, 0, new Uint8Array(0), 10), data(7, body), end(7, 10, crc32c(body))]));
+    await until(() => seen.length === 2 && seen[1]?.bytes === 10);
+    await sleep(20);
+    assert.equal(seen[1]?.error, undefined);
+    assert.equal(closes.length, 0, "the connection stays open");
+    await server.close();
+  });
+
   it("compressed data that does not decompress, or inflates past its declared length, fails the stream with ERR_PROTOCOL", async () => {
     const { server, peer, closes, seen } = await setup({ maxFrameSize: 64 * 1024 });
     // A 16 MiB run of zeros deflates to ~16 KiB: declared as 60,000 bytes, it inflates past that.
