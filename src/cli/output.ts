@@ -47,12 +47,20 @@ process.on("exit", flushOut);
 
 /** Writes one JSON object per line. */
 export function jsonLine(obj: Record<string, unknown>): void {
-  writeOut(`${JSON.stringify(obj)}\n`);
+  // JSON leaves C1 controls and bidi overrides raw: escaped (\uXXXX, still the same JSON) for a terminal that shows the line.
+  writeOut(
+    `${JSON.stringify(obj).replace(UNSAFE_IN_JSON, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`)}\n`,
+  );
 }
 
-/** C0 and C1 control characters and DEL (see {@link printable}). */
+/**
+ * C0 and C1 control characters, DEL, and the bidirectional controls that make
+ * a name read backwards (`x\u202etxt.exe` shown as `xexe.txt`) (see {@link printable}).
+ */
 // biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point.
-const CONTROL = /[\u0000-\u001f\u007f-\u009f]/g;
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+/** What JSON.stringify leaves raw of {@link CONTROL}: C1 controls, DEL and the bidirectional controls. */
+const UNSAFE_IN_JSON = /[\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
 
 /**
  * Text that may come from a peer (an error's message, a name) made safe for a
@@ -61,7 +69,10 @@ const CONTROL = /[\u0000-\u001f\u007f-\u009f]/g;
  * `\xNN` instead.
  */
 export function printable(text: string): string {
-  return text.replace(CONTROL, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
+  return text.replace(CONTROL, (c) => {
+    const n = c.charCodeAt(0);
+    return n < 0x100 ? `\\x${n.toString(16).padStart(2, "0")}` : `\\u${n.toString(16)}`;
+  });
 }
 
 /** Prints a typed error as one line on stderr. */
@@ -211,7 +222,7 @@ export class ProgressView {
     }
     const pct = s.percent === undefined ? "" : ` ${s.percent.toFixed(1)}%`;
     writeOut(
-      `${name}: ${s.status}${pct} ${formatBytes(s.bytes)}/${formatBytes(s.total ?? 0)} ${formatRate(s.rate)} eta ${formatEta(s.etaSeconds)}\n`,
+      `${printable(name)}: ${s.status}${pct} ${formatBytes(s.bytes)}/${formatBytes(s.total ?? 0)} ${formatRate(s.rate)} eta ${formatEta(s.etaSeconds)}\n`,
     );
   }
 
@@ -255,7 +266,7 @@ export class ProgressView {
         e.bar = undefined;
         if (s.status !== "completed") {
           const why = s.error === undefined ? s.status : `${s.error.code}: ${s.error.message}`;
-          multi.log(`${name}: ${why}\n`);
+          multi.log(`${printable(`${name}: ${why}`)}\n`);
         }
       }
     }
@@ -292,7 +303,7 @@ export class ProgressView {
     const pct = s.percent === undefined ? "" : `${s.percent.toFixed(1)}% `;
     const size = total === undefined ? "" : `/${formatBytes(total)}`;
     const figures = `${pct}${formatBytes(s.bytes)}${size} ${formatRate(s.rate)} ETA ${formatEta(s.etaSeconds)} ${s.status}`;
-    return progressLine(e.name, fraction, figures, width);
+    return progressLine(printable(e.name), fraction, figures, width);
   }
 
   private aggregateLine(width: number): string {

@@ -8,7 +8,7 @@ import { makeDirectory } from "../node/make-dir.ts";
 import type { IncomingStream } from "../stream/incoming.ts";
 import { type ServeAuthFlags, serveSecurity } from "./auth.ts";
 import { formatBytes, formatRate } from "./format.ts";
-import { jsonLine, outputMode, writeOut } from "./output.ts";
+import { jsonLine, outputMode, printable, writeOut } from "./output.ts";
 import { serveFiles } from "./serve-files.ts";
 import { servePrimary, serveRole, workerShare } from "./serve-workers.ts";
 
@@ -81,7 +81,7 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
   const mode = outputMode(opts.json);
   const say = (event: string, fields: Record<string, unknown>, line: string) => {
     if (mode === "json") jsonLine({ event, ...fields });
-    else writeOut(`${line}\n`);
+    else writeOut(`${printable(line)}\n`); // names and reasons come from peers
   };
   // Every check (the secure default, the TLS files) happens before anything is created or listens.
   const security = await serveSecurity(opts.listen, opts);

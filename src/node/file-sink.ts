@@ -354,7 +354,7 @@ export function safeFileName(name: unknown): string {
   s = s.replace(/\\/g, "/");
   s = basename(s);
   // biome-ignore lint/suspicious/noControlCharactersInRegex: stripping control characters is the point.
-  s = s.replace(/[\u0000-\u001f\u007f/:*?"<>|]/g, "_");
+  s = s.replace(/[\u0000-\u001f\u007f-\u009f/:*?"<>|]/g, "_");
   s = s.replace(/^[.\s]+/, "").trim();
   while (Buffer.byteLength(s) > 200) s = s.slice(0, -1);
   // Cut, it may end in a space: trimmed again, so that a safe name stays itself (a sender can
@@ -394,7 +394,7 @@ export function safeRelativePath(path: unknown, windows = sep === "\\"): string[
     throw bad(`over ${PATH_MAX_BYTES} bytes`);
   if (path.includes("\\")) throw bad("backslash (the separator is /)");
   // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point.
-  if (/[\u0000-\u001f\u007f]/.test(path)) throw bad("NUL or control character");
+  if (/[\u0000-\u001f\u007f-\u009f]/.test(path)) throw bad("NUL or control character");
   if (path.startsWith("/")) throw bad("absolute");
   const segments = path.split("/");
   if (segments.length > PATH_MAX_DEPTH) throw bad(`over ${PATH_MAX_DEPTH} segments`);

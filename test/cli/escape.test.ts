@@ -7,8 +7,8 @@
  */
 import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
-import { printable } from "../../src/cli/output.ts";
-import { createServer, FILE_LIST_ROUTE, type Server } from "../../src/index.ts";
+import { ProgressView, printable } from "../../src/cli/output.ts";
+import { createServer, FILE_LIST_ROUTE, PointSubError, type Server } from "../../src/index.ts";
 import { runCli } from "../helpers/cli-run.ts";
 
 const run = (args: string[]) => {
@@ -24,6 +24,59 @@ describe("the CLI shows a peer's text without its control characters", () => {
 
   it("printable() shows C0, DEL and C1 controls as \\xNN and leaves the rest", () => {
     assert.equal(printable("a\x1b[2Jb\x07c\rd\ne\x7ff\x9bg – ü"), "a\\x1b[2Jb\\x07c\\x0dd\\x0ae\\x7ff\\x9bg – ü");
+  });
+
+  it("printable() shows the bidirectional controls (a name that reads backwards) as \\uXXXX", () => {
+    assert.equal(printable("x\u202etxt.exe \u2066a\u2069 \u200f"), "x\\u202etxt.exe \\u2066a\\u2069 \\u200f");
+  });
+
+  it("the progress view on a terminal (several files): a failure's message and a file's name from the peer are drawn inert", () => {
+    // Before: the line a failed file leaves above the bars carried the server's ESC ]0;… BEL and
+    // ESC [2J raw, and the bars' names their C1 controls (U+009B is CSI).
+    let raw = "";
+    const stream = {
+      isTTY: true,
+      columns: 100,
+      write(t: string) {
+        raw += t;
+        return true;
+      },
+    };
+    const view = new ProgressView("tty", { files: 2, bytes: 2000, stream, fps: 1 });
+    const base = { transferId: "t", total: 1000, bytes: 10, percent: 1, rate: 5, etaSeconds: 10, elapsedMs: 1 };
+    try {
+      view.update("in\x9b2Jflight", { ...base, status: "transferring" });
+      view.render();
+      const error = new PointSubError("ERR_HANDLER", EVIL);
+      view.update("bad\x1b]0;t\x07.bin", { ...base, status: "failed", error });
+      view.render();
+    } finally {
+      view.stop();
+    }
+    for (const evil of ["\x1b]", "\x07", "\x1b[2J", "\x9b", "\rpointsub"])
+      assert.ok(!raw.includes(evil), JSON.stringify(evil));
+    assert.ok(raw.includes("bad\\x1b]0;t\\x07.bin: ERR_HANDLER: \\x1b]0;pwned\\x07"), raw);
+    assert.ok(raw.includes("in\\x9b2Jflight"), raw);
+  });
+
+  it("ls: a listed name with a bidirectional override is shown escaped, in plain and in --json output", async () => {
+    const s = createServer();
+    const [url] = await s.listen("tcp://127.0.0.1:0");
+    s.handle(FILE_LIST_ROUTE, () =>
+      JSON.stringify({ type: "dir", entries: [{ path: "x\u202etxt.exe", type: "file", size: 1, mtime: 0 }] }),
+    );
+    try {
+      const plain = await run(["ls", "--from", url]);
+      assert.equal(plain.code, 0, plain.stderr);
+      assert.ok(!plain.stdout.includes("\u202e") && plain.stdout.includes("x\\u202etxt.exe"), plain.stdout);
+      const json = await run(["ls", "--from", url, "--json"]);
+      assert.equal(json.code, 0, json.stderr);
+      assert.ok(!json.stdout.includes("\u202e"), JSON.stringify(json.stdout));
+      const entry = JSON.parse(json.stdout.trim().split("\n")[0] ?? "") as { path?: string; name?: string };
+      assert.equal(entry.path ?? entry.name, "x\u202etxt.exe", "still the same JSON value");
+    } finally {
+      await s.close({ timeoutMs: 100 });
+    }
   });
 
   it("request: a handler's error message with escape sequences is printed inert, on one line", async () => {
