@@ -280,9 +280,22 @@ interface GetItem {
 /** A file being downloaded: its listed size, its streams (one per attempt), when bytes last arrived, what the sink stored. */
 interface Wanted {
   size: number;
+  /** Requests sent for it (one per attempt): the server opens one stream per request, no more. */
+  asked: number;
   streams: IncomingStream[];
   seen: { at: number };
   stored: FileReceipt | undefined;
+}
+
+/** Whether every directory of `segments` (all but the last) under `out` is a real directory, no link. */
+async function plainDirs(out: string, segments: readonly string[]): Promise<boolean> {
+  let dir = out;
+  for (const seg of segments.slice(0, -1)) {
+    dir = join(dir, seg);
+    const st = await lstat(dir).catch(() => undefined);
+    if (st === undefined || !st.isDirectory()) return false;
+  }
+  return true;
 }
 
 /** The plain summary of a received file. */
@@ -427,7 +440,11 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
     const have = new Map<GetItem, FileHave>();
     if (opts.force !== true) {
       for (const it of items) {
-        const local = join(out, ...it.to.split("/"));
+        const segments = it.to.split("/");
+        const local = join(out, ...segments);
+        // Only what is really under --out: a symbolic link on the way (a directory) is not looked through
+        // (its file's size and CRC32C would tell the server what lies outside). The sink refuses it too.
+        if (!(await plainDirs(out, segments))) continue;
         const st = await lstat(local).catch(() => undefined);
         if (st?.isFile() && st.size === it.size) {
           const crc = crc32cHex(await fileCrc32c(local, st.size));
@@ -440,6 +457,9 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
       // Nothing but the files in the user's directory (no `.pointsub/` of CRC records).
       crcRecords: false,
       maxFileSize: items.reduce((n, it) => Math.max(n, it.size), 1),
+      // Unfinished downloads kept for a re-run to resume: about one per file asked for (the oldest go first).
+      maxPartials: items.length + 64,
+      maxPartialsPerPrincipal: items.length + 64,
       // What this side stored for each asked file (the server's answer is not taken as proof).
       onFile: (receipt, stream) => {
         for (const w of wanted.values()) if (w.streams.includes(stream)) w.stored = receipt;
@@ -457,6 +477,14 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
             `${to}: the server sent ${stream.total ?? "an unknown number of"} bytes where its listing said ${w.size} (changed since? run again)`,
           );
         }
+        // One stream per request: a server opening more (each a new transfer, each leaving a partial
+        // when it stops short) would multiply the disk the listing said this file takes.
+        if (w.streams.length >= w.asked) {
+          throw new PointSubError(
+            "ERR_INVALID_ARGUMENT",
+            `${to}: the server sent it ${w.streams.length + 1} times for ${w.asked} request(s)`,
+          );
+        }
         w.streams.push(stream);
         stream.progress.on("progress", (s) => {
           // Once every byte is here, the local sink's fsync comes before the answer: 0.1 s more per MiB, as send's.
@@ -472,7 +500,7 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
     const queue = [...items];
     const worker = async () => {
       for (let it = queue.shift(); it !== undefined && !fatal; it = queue.shift()) {
-        const w: Wanted = { size: it.size, streams: [], seen: { at: 0 }, stored: undefined };
+        const w: Wanted = { size: it.size, asked: 0, streams: [], seen: { at: 0 }, stored: undefined };
         wanted.set(it.to, w);
         const t0 = performance.now();
         try {
@@ -481,8 +509,10 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
           const a = await withConnection(
             shared,
             opts.retries,
-            async (conn) =>
-              decodeFileGetAnswer(await requestWhileMoving(conn, FILE_GET_ROUTE, request, timeoutMs, w.seen)),
+            async (conn) => {
+              w.asked++;
+              return decodeFileGetAnswer(await requestWhileMoving(conn, FILE_GET_ROUTE, request, timeoutMs, w.seen));
+            },
             notices,
           );
           const secs = (performance.now() - t0) / 1000;

@@ -124,6 +124,15 @@ function uint(v: unknown, what: string, fail: Fail): number {
   return v;
 }
 
+/** The latest time a Date holds (ms since 1970): a listing's mtime past it is no time at all. */
+const MAX_DATE_MS = 8.64e15;
+
+function mtime(v: unknown): number {
+  const n = uint(v, "mtime", answerFail);
+  if (n > MAX_DATE_MS) throw answerFail(`mtime ${n} is past the latest date (${MAX_DATE_MS} ms)`);
+  return n;
+}
+
 const bytes = (o: object) => enc.encode(JSON.stringify(o));
 
 export function encodeFileListRequest(r: FileListRequest): Uint8Array {
@@ -165,7 +174,7 @@ export function decodeFileListAnswer(b: Uint8Array): FileListAnswer {
       path: path(x.path, "path", answerFail),
       type: type(x.type, answerFail),
       size: uint(x.size, "size", answerFail),
-      mtime: uint(x.mtime, "mtime", answerFail),
+      mtime: mtime(x.mtime),
     };
   });
   const a: FileListAnswer = { type: type(o.type, answerFail), entries };

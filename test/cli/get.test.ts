@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { randomFillSync } from "node:crypto";
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -400,6 +400,60 @@ describe("pointsub get and ls", () => {
     }
   });
 
+  it("a hostile server learns nothing through a symbolic link in --out, and gets one transfer per request", async () => {
+    // Before: the quick check read <out>/docs/key.txt through the link docs -> a directory outside
+    // --out and sent its size and CRC32C (4 bytes: the content, inverted); and a server could open
+    // any number of transfers for one request, each leaving an unfinished file.
+    const secretDir = join(work, "secret-dir");
+    await mkdir(secretDir, { recursive: true });
+    await writeFile(join(secretDir, "key.txt"), "PW=7");
+    const out = join(work, "out-link");
+    await mkdir(out, { recursive: true });
+    await symlink(secretDir, join(out, "docs"));
+    const src = join(work, "twice-src.txt");
+    await writeFile(src, "01234");
+    const asked: FileGetRequest[] = [];
+    const refusals: string[] = [];
+    let listed = { path: "docs/key.txt", type: "file", size: 4, mtime: 0 };
+    const server = createServer();
+    server.handle(FILE_LIST_ROUTE, () =>
+      JSON.stringify({ type: listed.path === "a.txt" ? "file" : "dir", entries: [listed] }),
+    );
+    server.handle(FILE_GET_ROUTE, async (req, ctx) => {
+      const r = JSON.parse(new TextDecoder().decode(req.data)) as FileGetRequest;
+      asked.push(r);
+      if (r.path === "a.txt") {
+        for (const key of ["k", "l", "m"]) {
+          try {
+            await sendFile(ctx.session, src, { relativePath: "a.txt", retries: 0, resumeKey: key.repeat(32) });
+          } catch (err) {
+            refusals.push((err as Error).message);
+          }
+        }
+      }
+      return JSON.stringify({ path: r.path, size: 5, crc32c: "00000000", resumedFrom: 0, bytesSent: 5 });
+    });
+    const [evilUrl] = await server.listen("tcp://127.0.0.1:0");
+    try {
+      await run(["get", ".", "-r", "--from", evilUrl, "--out", out, "--retries", "0"]);
+      assert.equal(asked.length, 1);
+      assert.equal(asked[0]?.have, undefined, "no size or CRC32C of a file behind the link went back");
+      assert.equal(await readFile(join(secretDir, "key.txt"), "utf8"), "PW=7");
+      listed = { path: "a.txt", type: "file", size: 5, mtime: 0 };
+      const r = await run(["get", "a.txt", "--from", evilUrl, "--out", out, "--retries", "0"]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(await readFile(join(out, "a.txt"), "utf8"), "01234");
+      assert.equal(refusals.length, 2, refusals.join("; "));
+      for (const m of refusals) assert.match(m, /a\.txt: the server sent it [23] times for 1 request/);
+      assert.deepEqual(
+        (await readdir(out)).filter((n) => n.endsWith(".partial")),
+        [],
+      );
+    } finally {
+      await server.close();
+    }
+  });
+
   it("a hostile listing: paths out of --out are never looked at, escapes never printed, circles and lies about what was stored refused", async () => {
     // A file outside --out that the listing names through "..": its size and CRC32C went back to
     // the server as what this side holds (attack review, session 27).
@@ -438,6 +492,12 @@ describe("pointsub get and ls", () => {
       assert.match((await get("sub", "-r")).stderr, /ERR_PROTOCOL: .*listed "other\/x" under "sub"/);
       listing = (q) => ({ type: "dir", entries: [file("same.txt")], cursor: q.cursor === "A" ? "B" : "A" });
       assert.match((await get(".", "-r")).stderr, /ERR_PROTOCOL: .*listing went back: "same.txt" after "same.txt"/);
+      // An mtime past the latest date (before: ls died on `Invalid time value` and showed nothing after it).
+      listing = () => ({ type: "dir", entries: [{ path: "t.txt", type: "file", size: 1, mtime: 2 ** 53 - 1 }] });
+      assert.match(
+        (await run(["ls", "--from", evilUrl])).stderr,
+        /^pointsub: ERR_PROTOCOL: .*mtime \d+ is past the latest date/,
+      );
       // The same path twice in one page is two names that decode alike (invalid UTF-8): not a circle.
       listing = () => ({ type: "dir", entries: [file("dup"), file("dup")] });
       assert.equal((await run(["ls", "--from", evilUrl])).code, 0);
