@@ -57,8 +57,8 @@ const scan: VarintResult = { value: 0, next: 0 };
  * and a whole HELLO frame, and with `auth` the whole frame after it (the
  * client's AUTH, without its CRC when both sides' settings turn checksums
  * off: `localChecksum` false and the client's HELLO says 0) — or bytes that
- * cannot open a valid handshake (wrong magic,
- * another frame type, an oversized or malformed header), which the
+ * cannot open a valid handshake (wrong magic, a
+ * version range without this side's, another frame type, an oversized or malformed header), which the
  * connection then refuses with its typed error. False while more is needed;
  * never needs more than the preface, two headers, MAX_HELLO_SIZE and
  * MAX_AUTH_SIZE bytes (and two CRCs).
@@ -66,6 +66,8 @@ const scan: VarintResult = { value: 0, next: 0 };
 export function openingComplete(b: Uint8Array, auth: boolean, localChecksum = true): boolean {
   const n = b.length;
   for (let i = 0; i < MAGIC.length && i < n; i++) if (b[i] !== MAGIC[i]) return true;
+  // A version range without ours (or inverted): refused at once with ERR_VERSION, whatever follows.
+  if (n >= PREFACE_LENGTH && (b[4] > PROTOCOL_VERSION || b[5] < PROTOCOL_VERSION || b[4] > b[5])) return true;
   let at = PREFACE_LENGTH;
   // HELLO always carries its CRC; the AUTH after it only while either HELLO asks for checksums.
   let crcLength = CRC_LENGTH;
@@ -90,6 +92,21 @@ export function openingComplete(b: Uint8Array, auth: boolean, localChecksum = tr
     }
   }
   return n >= at;
+}
+
+/**
+ * Whether a client's opening (complete by {@link openingComplete}, for a
+ * server that requires authentication) has a GOAWAY where its AUTH belongs:
+ * the client gave up before authenticating (docs/PROTOCOL.md §4.1 allows it),
+ * and there is nothing to finish.
+ */
+export function goAwayInOpening(b: Uint8Array): boolean {
+  const at = PREFACE_LENGTH;
+  if (b.length <= at || b[at] >>> 4 !== FrameType.HELLO) return false;
+  if (readVarint(b, at + 1, b.length, ID_VARINT_MAX, scan) !== 1) return false;
+  if (readVarint(b, scan.next, b.length, LENGTH_VARINT_MAX, scan) !== 1) return false;
+  const next = scan.next + scan.value + CRC_LENGTH;
+  return next < b.length && b[next] >>> 4 === FrameType.GOAWAY;
 }
 
 /** What each side writes first: the preface and its HELLO, in one buffer; `helloLength` is the HELLO frame's part. */

@@ -8,7 +8,7 @@
  * deadlines are kept by one sweep per server, not a timer each.
  */
 import type { Connection } from "../connection/connection.ts";
-import { handshakeGoAway, openingComplete } from "../connection/handshake.ts";
+import { goAwayInOpening, handshakeGoAway, openingComplete } from "../connection/handshake.ts";
 import { codeInfo } from "../errors/codes.ts";
 import { PointSubError } from "../errors/error.ts";
 import type { Transport, TransportHandlers } from "../transport/transport.ts";
@@ -101,6 +101,17 @@ export class PreHandshake implements TransportHandlers {
       return bytes === chunk;
     }
     this.input = undefined;
+    if (owner.host.auth && goAwayInOpening(bytes)) {
+      // Gone before authenticating: its slot is free now, not at the handshake's deadline.
+      this.end(
+        PointSubError.fromPeer(
+          "ERR_GOING_AWAY",
+          `${this.transport.remoteUrl} closed the connection before authenticating`,
+        ),
+      );
+      this.transport.destroy();
+      return false;
+    }
     owner.pending.delete(this);
     const built = owner.host.build(this);
     this.conn = built;

@@ -201,7 +201,43 @@ describe("faults", () => {
     assert.equal((await rejected).code, "ERR_VERSION");
     await peer.closed;
     assert.equal(closes.length, 0);
+    // The preface alone, no HELLO after it (before: the server waited for a HELLO and refused it
+    // handshakeTimeoutMs later with ERR_TIMEOUT); an inverted range too.
+    for (const range of [
+      [2, 2],
+      [1, 0],
+    ]) {
+      const alone = await rawClient(url);
+      const refused = new Promise<PointSubError>((resolve) => server.once("reject", resolve));
+      alone.socket.write(Buffer.from([0x50, 0x53, 0x55, 0x42, ...range]));
+      const t0 = Date.now();
+      assert.equal((await refused).code, "ERR_VERSION");
+      assert.ok(Date.now() - t0 < 2000);
+      await alone.closed;
+    }
     await server.close();
+  });
+
+  it("a client that says GOAWAY where its AUTH belongs frees its slot at once (before: at handshakeTimeoutMs)", async () => {
+    const server = createServer({ authenticate: () => ({ principal: "x" }), maxConnections: 1 });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    try {
+      const peer = await rawClient(url);
+      const rejected = new Promise<PointSubError>((resolve) => server.once("reject", resolve));
+      const bye = encodeFrame(FrameType.GOAWAY, 0, 0, new Uint8Array([0, 0, 0x62, 0x79, 0x65]));
+      peer.socket.write(Buffer.concat([handshake(), bye]));
+      const t0 = Date.now();
+      const err = await rejected;
+      assert.equal(err.code, "ERR_GOING_AWAY");
+      assert.match(err.message, /closed the connection before authenticating/);
+      assert.ok(Date.now() - t0 < 2000);
+      await peer.closed;
+      // The one slot (maxConnections 1) is free: the next client is served.
+      const ok = await connect(url, { credentials: "t" });
+      await ok.close();
+    } finally {
+      await server.close();
+    }
   });
 
   it("garbage instead of a preface is refused with ERR_PROTOCOL", async () => {
