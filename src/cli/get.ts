@@ -145,12 +145,18 @@ export async function withConnection<T>(
 }
 
 /**
- * Most entries one listing follows (`get -r` keeps them all, ~200 B each and their paths; `ls` prints them as
+ * Most entries one listing follows (`get -r` keeps them all, ~700 B each with a 60-character path; `ls` prints them as
  * they come): past it the listing fails instead of growing with whatever a server keeps sending.
  */
 export const MAX_LISTED = 1_000_000;
 /** Most characters of paths one listing follows (paths may be 4 KiB each: 1,000,000 of them would be gigabytes). */
 export const MAX_LISTED_BYTES = 64 * 1024 * 1024;
+/**
+ * Slowest listing followed, in entries a second over the whole listing: a listing may take the
+ * page timeout plus 10 ms per entry listed so far (a server answering one entry per page, each just
+ * inside the timeout, would take a year over MAX_LISTED entries).
+ */
+export const MIN_LISTED_PER_SECOND = 100;
 
 /**
  * Lists `name` on the server, following the cursor to the end (a page with a cursor must list
@@ -179,6 +185,8 @@ export async function listRemote(
   let listedBytes = 0;
   /** The last entry's path, as segments: each entry must come after it. */
   let last: string[] | undefined;
+  const pageMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const t0 = Date.now();
   do {
     const request = encodeFileListRequest({
       path: name,
@@ -213,6 +221,13 @@ export async function listRemote(
       throw new PointSubError(
         "ERR_INVALID_ARGUMENT",
         `the server lists more than ${MAX_LISTED.toLocaleString("en-US")} entries (or ${MAX_LISTED_BYTES / 1024 / 1024} MiB of paths) under ${name === "" ? "its directory" : name}: ask for a narrower path`,
+      );
+    }
+    const ms = Date.now() - t0;
+    if (a.cursor !== undefined && pageMs > 0 && ms > pageMs + (listed * 1000) / MIN_LISTED_PER_SECOND) {
+      throw new PointSubError(
+        "ERR_TIMEOUT",
+        `the server's listing of ${name === "" ? "its directory" : name} is slower than ${MIN_LISTED_PER_SECOND} entries a second (${listed} in ${(ms / 1000).toFixed(1)} s)`,
       );
     }
     type = a.type;

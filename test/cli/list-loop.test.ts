@@ -73,6 +73,31 @@ describe("get -r / ls -r: a listing that never ends", () => {
     assert.equal(asked(), 1);
   });
 
+  it("ls -r: one new entry per page, each just inside --timeout, ends with ERR_TIMEOUT (a listing moves at 100 entries a second)", async () => {
+    // Before: followed for as long as the server liked (1,000,000 entries at 29 s a page: a year).
+    const s = createServer();
+    servers.push(s);
+    let n = 0;
+    s.handle(FILE_LIST_ROUTE, async () => {
+      const i = n++;
+      await new Promise((r) => setTimeout(r, 300));
+      return JSON.stringify({
+        type: "dir",
+        entries: [{ path: `d/f${String(i).padStart(6, "0")}`, type: "file", size: 1, mtime: 0 }],
+        cursor: `d/f${String(i).padStart(6, "0")}`,
+      });
+    });
+    const [url] = await s.listen("tcp://127.0.0.1:0");
+    const r = await run(["ls", "-r", "d", "--timeout", "500", "--from", url], env);
+    assert.equal(r.hung, false, `ls still following the listing after ${n} pages`);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(
+      r.stderr,
+      /ERR_TIMEOUT: the server's listing of d is slower than 100 entries a second \(\d+ in [\d.]+ s\)\n$/,
+    );
+    assert.ok(n <= 4, `${n} pages followed`);
+  });
+
   it("get -r: a listing of long paths ends at MAX_LISTED_BYTES of them, not at gigabytes", async () => {
     // 1,000 entries of ~4 KB paths (17 segments, 16 of 250 bytes) a page, each page a new cursor.
     const deep = `/${"x".repeat(250)}`.repeat(16);
