@@ -349,6 +349,28 @@ const ASYNC_FILES: FileAccess = {
   open: (path, offset, size) => readFileFrom(path, offset, size),
 };
 
+/**
+ * The content of `path` from `offset`, after checking that the file is still
+ * the one a transfer's first attempt found (size and mtime): a file that grew
+ * or was rewritten between attempts fails with ERR_SOURCE instead of being
+ * stored as a mix of both, or cut to its old size and reported whole.
+ */
+async function* unchanged(
+  files: FileAccess,
+  path: string,
+  was: { size: number; mtimeMs: number },
+  offset: number,
+): AsyncGenerator<Uint8Array> {
+  const now = await files.stat(path);
+  if (now === undefined || now.size !== was.size || now.mtimeMs !== was.mtimeMs) {
+    throw new PointSubError(
+      "ERR_SOURCE",
+      `${path} changed since its transfer began (${was.size} bytes then, ${now === undefined ? "gone" : `${now.size} now`}); send it again`,
+    );
+  }
+  yield* files.open(path, offset, was.size) as AsyncIterable<Uint8Array>;
+}
+
 /** @internal {@link sendFile} with its file access given (the CLI's reads small files synchronously). */
 export function sendFileVia(
   files: FileAccess,
@@ -368,10 +390,12 @@ export function sendFileVia(
     if (st === undefined || !st.isFile()) {
       throw new PointSubError("ERR_INVALID_ARGUMENT", `${path} is not a readable file`);
     }
+    let opens = 0;
     return {
       size: st.size,
       transferId: options.transferId ?? (await transferIdOf(resolve(path), st, { key: options.resumeKey, route })),
-      open: (offset) => files.open(path, offset, st.size),
+      // A later attempt sends the rest of the file the first one began: not one changed meanwhile.
+      open: (offset) => (opens++ === 0 ? files.open(path, offset, st.size) : unchanged(files, path, st, offset)),
       prefixCrc: (length) => fileCrc32c(path, length),
     };
   })();

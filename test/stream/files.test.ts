@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { randomFillSync } from "node:crypto";
+import { appendFileSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -11,6 +12,7 @@ import {
   FILE_ROUTE,
   type FileReceipt,
   fileSink,
+  type PointSubError,
   type Server,
   safeFileName,
   sendFile,
@@ -144,6 +146,30 @@ describe("files: sendFile and the file sink", () => {
       assert.ok(from > size * 0.3 && from <= size * 0.5, `resumed from ${from}`);
       assert.equal(r.resumedFrom, from);
       assert.equal(sha256(await readFile(join(inbox, r.path))), sha256(data));
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it("a file that changed between attempts fails with ERR_SOURCE instead of being sent at its old size", async () => {
+    // Before: the retry sent the rest of the first attempt's size and the receipt said the file was
+    // stored whole, while the bytes appended meanwhile were never sent.
+    const size = 16 * MiB;
+    const src = join(work, "grows.bin");
+    await writeFile(src, randomFillSync(new Uint8Array(size)));
+    const proxy = await startProxy(url, { cutAt: { dir: "up", bytes: [Math.floor(size * 0.5)] } });
+    try {
+      const t = sendFile(() => connect(proxy.url), src, {
+        retries: 3,
+        onAttempt: (n) => {
+          if (n === 1) appendFileSync(src, "appended between the attempts");
+        },
+      });
+      await assert.rejects(t.done, (e: PointSubError) => {
+        assert.equal(e.code, "ERR_SOURCE");
+        assert.match(e.message, /changed since its transfer began \(16777216 bytes then, 16777245 now\)/);
+        return true;
+      });
     } finally {
       await proxy.close();
     }
