@@ -71,6 +71,13 @@ const NODE_FAILURES: ReadonlySet<string> = new Set([
 ]);
 /** Node failures of calls that were sent (their handler may have run): not failed over unless keyed. */
 const MAYBE_RAN = new WeakSet<PointSubError>();
+/**
+ * Of those, the ones lost on a node that does not deduplicate keyed requests (its HELLO lacks
+ * features bit 16: no idempotency middleware): a keyed call is not failed over either.
+ */
+const UNGUARDED = new WeakSet<PointSubError>();
+/** HELLO feature bit of a node that runs a keyed request's handler at most once per key (docs/PROTOCOL.md §3.4.1). */
+const DEDUPLICATES_FEATURE = 0x10;
 
 const utf8 = new TextEncoder();
 
@@ -248,7 +255,10 @@ export class Client {
         const e = toPointSubError(err, "ERR_CONNECTION_CLOSED");
         if (NODE_FAILURES.has(e.code)) {
           this.failed(node);
-          if (sent) MAYBE_RAN.add(e);
+          if (sent) {
+            MAYBE_RAN.add(e);
+            if ((p.conn.peerSettings.features & DEDUPLICATES_FEATURE) === 0) UNGUARDED.add(e);
+          }
         }
         throw e;
       },
@@ -262,9 +272,11 @@ export class Client {
    * the smallest XOR distance of SHA-256 digests. A node that fails (cannot
    * connect, connection lost) is skipped for its breaker's cooldown and the
    * call goes to the next — unless it was sent before its connection was
-   * lost and has no `idempotencyKey`: its handler may have run, so the
-   * caller gets the error (a keyed call goes on: a shared idempotency store
-   * runs it once); after the cooldown one call probes it
+   * lost and has no `idempotencyKey`, or was lost on a node that does not
+   * deduplicate keyed requests (no idempotency middleware: its HELLO lacks
+   * features bit 16): its handler may have run, so the caller gets the
+   * error (a keyed call lost on a deduplicating node goes on: the nodes'
+   * shared idempotency store runs it once); after the cooldown one call probes it
    * (half-open). A node whose rate limit refused the call
    * (ERR_RATE_LIMITED: its handler did not run) is not a failure: the call
    * goes to the next node, and when no node answered and one refused it,
@@ -307,7 +319,9 @@ export class Client {
         // nodes' shared idempotency store runs it at most once); another would run again there (a batch of
         // fanout > 1: on the next batch, beyond the runs asked for).
         const ran = errors.find((x) => MAYBE_RAN.has(x));
-        if (ran !== undefined && callOptions.idempotencyKey === undefined) throw ran;
+        if (ran !== undefined && (callOptions.idempotencyKey === undefined || errors.some((x) => UNGUARDED.has(x)))) {
+          throw ran;
+        }
         for (const x of errors) {
           if (x.code === "ERR_RATE_LIMITED") limited = x;
           else last = x;

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { describe, it } from "node:test";
-import { Client, createServer, type Server } from "../../src/index.ts";
+import { Client, createServer, idempotency, memoryIdempotencyStore, type Server } from "../../src/index.ts";
 import { startProxy } from "../helpers/proxy.ts";
 import { sleep, until } from "../helpers/wait.ts";
 
@@ -43,11 +43,14 @@ function keyWithLast(others: string[], last: string): string {
 }
 
 describe("Client failover and GOAWAY", () => {
-  it("a call lost after it reached a node's handler goes to the next node only when keyed", async () => {
+  it("a call lost after it reached a node's handler goes to the next node only when keyed and the nodes deduplicate", async () => {
     const runs: string[] = [];
     const servers: Server[] = [];
-    const node = async (name: string) => {
+    // Nodes that share one idempotency store (as a cluster's nodes do), or none.
+    const store = memoryIdempotencyStore();
+    const node = async (name: string, dedup: boolean) => {
       const s = createServer();
+      if (dedup) s.use(idempotency({ store }));
       s.handle("/pay/1", async () => {
         runs.push(name);
         await sleep(200);
@@ -56,31 +59,46 @@ describe("Client failover and GOAWAY", () => {
       servers.push(s);
       return (await s.listen("tcp://127.0.0.1:0"))[0];
     };
-    const a = await startProxy(await node("A"));
-    const b = await node("B");
-    const client = new Client();
-    client.addNode("/pay/1", a.url).addNode("/pay/1", b);
-    // A second client, its breakers fresh (the first skips A after its failure).
-    const other = new Client();
-    other.addNode("/pay/1", a.url).addNode("/pay/1", b);
+    const a = await startProxy(await node("A", false));
+    const b = await node("B", false);
+    const a2 = await startProxy(await node("A", true));
+    const b2 = await node("B", true);
+    const fresh = (x: string, y: string) => new Client().addNode("/pay/1", x).addNode("/pay/1", y);
+    // A client per call: its breakers fresh (one skips A after its failure).
+    const clients = [fresh(a.url, b), fresh(a.url, b), fresh(a2.url, b2)];
     const key = keyFavouring(a.url, b);
+    const key2 = keyFavouring(a2.url, b2);
     try {
-      const plain = client.requestClosest("/pay/1", "100", { key, timeoutMs: 5000 });
+      const plain = clients[0].requestClosest("/pay/1", "100", { key, timeoutMs: 5000 });
       await until(() => runs.length === 1);
       a.cutAll();
       // Before: sent on to B, and paid twice.
       await assert.rejects(plain, { code: "ERR_CONNECTION_CLOSED" });
       assert.deepEqual(runs, ["A"]);
       runs.length = 0;
-      const keyed = other.requestClosest("/pay/1", "100", { key, idempotencyKey: "order-1", timeoutMs: 5000 });
+      // Keyed, but the nodes do not deduplicate (no idempotency middleware, HELLO without bit 16):
+      // before, it went on to B and was paid twice as well.
+      const keyed = clients[1].requestClosest("/pay/1", "100", { key, idempotencyKey: "order-1", timeoutMs: 5000 });
       await until(() => runs.length === 1);
       a.cutAll();
-      assert.equal(text(await keyed), "paid on B");
-      assert.deepEqual(runs, ["A", "B"]);
+      await assert.rejects(keyed, { code: "ERR_CONNECTION_CLOSED" });
+      await sleep(300);
+      assert.deepEqual(runs, ["A"]);
+      runs.length = 0;
+      // Keyed on nodes sharing a store: B waits for A's run (it goes on after the drop) and answers with it.
+      const guarded = clients[2].requestClosest("/pay/1", "100", {
+        key: key2,
+        idempotencyKey: "order-2",
+        timeoutMs: 5000,
+      });
+      await until(() => runs.length === 1);
+      a2.cutAll();
+      assert.equal(text(await guarded), "paid on A");
+      assert.deepEqual(runs, ["A"]);
     } finally {
-      await client.close();
-      await other.close();
+      for (const c of clients) await c.close();
       await a.close();
+      await a2.close();
       for (const s of servers) await s.close();
     }
   });
