@@ -11,6 +11,7 @@ import { useDiagnostics } from "../connection/publisher.ts";
 import { useStreamEngine } from "../connection/stream-engine.ts";
 import * as streams from "../connection/streams.ts";
 import { useSuggestions } from "../errors/codes.ts";
+import { PointSubError } from "../errors/error.ts";
 import { SUGGESTIONS } from "../errors/suggestions.ts";
 import { createRuntime, type Diagnostics, type Runtime } from "../runtime/runtime.ts";
 import { memoryTransport } from "../transport/memory.ts";
@@ -77,6 +78,13 @@ function allocBody(n: number): Uint8Array {
  * memory default from it; building one changes nothing process-wide.
  */
 export function createNodeRuntime(options: NodeRuntimeOptions = {}): Runtime {
+  // An end-of-life Node (20 and older) would fail mid-connection (its first keepalive): say so up front.
+  if (typeof (Promise as { withResolvers?: unknown }).withResolvers !== "function") {
+    throw new PointSubError(
+      "ERR_INVALID_ARGUMENT",
+      `pointsub needs Node.js 22.18 or later; this is ${process.version} (no Promise.withResolvers)`,
+    );
+  }
   // Node loads the stream halves up front: a connection's first stream starts synchronously.
   useStreamEngine(streams);
   useSuggestions(SUGGESTIONS);
