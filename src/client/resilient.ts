@@ -95,6 +95,14 @@ const DEDUPLICATES_FEATURE = 0x10;
 const MAX_RATE_WAIT_MS = 60_000;
 const NO_DEDUP =
   "the server does not deduplicate keyed requests, so a repeat could run its handler twice; give it createServer({ idempotency: true }) or use(idempotency())";
+/** Retryable error `e` of a keyed request not sent again, because a repeat could run its handler twice: says why. */
+function notRetried(e: PointSubError): PointSubError {
+  return new PointSubError(e.code, `${e.message} (not retried: ${NO_DEDUP})`, {
+    cause: e,
+    phase: e.phase,
+    retryAfterMs: e.retryAfterMs,
+  });
+}
 const LOST: ReadonlySet<string> = new Set(["ERR_CONNECTION_CLOSED", "ERR_GOING_AWAY", "ERR_KEEPALIVE"]);
 /** A timer's longest delay (ms): a longer one fires at once. */
 const MAX_TIMER_MS = 0x7fffffff;
@@ -218,20 +226,21 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
     tries: number,
     limited: number,
     perAttempt = 0,
+    prev?: PointSubError,
   ): Promise<Uint8Array> {
     let c = this.connection;
     if (c === undefined) {
       const what = `request to ${route}`;
-      // A repeat (tries > 0) of a request that was in flight waits for the next connection whatever the offline policy.
+      // A repeat (`prev`: why) of a request that was in flight waits for the next connection whatever the offline policy.
       const limits = {
         deadline: Number.isFinite(deadline) ? deadline : 0,
         signal: options.signal,
         what,
-        again: tries > 0,
+        again: prev !== undefined,
       };
       await this.hold(payloadSize(payload), noop, limits);
       c = this.connection;
-      if (c === undefined) return this.attempt(route, payload, options, deadline, tries, limited, perAttempt);
+      if (c === undefined) return this.attempt(route, payload, options, deadline, tries, limited, perAttempt, prev);
     }
     const left = deadline === Number.POSITIVE_INFINITY ? 0 : deadline - Date.now();
     if (deadline !== Number.POSITIVE_INFINITY && left <= 0) {
@@ -240,12 +249,18 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
       });
     }
     const keyed = options.idempotencyKey !== undefined && (c.peerSettings.features & DEDUPLICATES_FEATURE) !== 0;
+    // A repeat goes only to a server that deduplicates: the new connection may reach another (a restart without
+    // the middleware, a balancer in front of mixed servers).
+    if (prev !== undefined && !keyed) throw notRetried(prev);
     // A retryable request's attempt may be given less than what is left (attemptTimeoutMs).
     const attemptMs = perAttempt > 0 && (left === 0 || perAttempt < left) ? perAttempt : left;
     try {
       if (keyed && attemptMs !== left && tries < this.retries) {
+        const ran = new PointSubError("ERR_TIMEOUT", `request to ${route}: no answer within attemptTimeoutMs`, {
+          phase: "request",
+        });
         return await this.repeatAfter(c.request(route, payload, { ...options, timeoutMs: left }), attemptMs, () =>
-          this.attempt(route, payload, options, deadline, tries + 1, limited, perAttempt),
+          this.attempt(route, payload, options, deadline, tries + 1, limited, perAttempt, ran),
         );
       }
       // The last of a keyed request's attempts waits for the overall deadline (the earlier ones do).
@@ -256,20 +271,15 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
       const e = toPointSubError(err, "ERR_CONNECTION_CLOSED");
       if (e.code === "ERR_RATE_LIMITED") {
         await this.rateLimited(e, deadline, limited, options.signal);
-        return this.attempt(route, payload, options, deadline, tries, limited + 1, perAttempt);
+        return this.attempt(route, payload, options, deadline, tries, limited + 1, perAttempt, prev);
       }
       // Only this attempt's own time ran out (not the overall deadline): the same key again.
       const attemptTimedOut = e.code === "ERR_TIMEOUT" && attemptMs !== left && Date.now() < deadline;
       if (!keyed || tries >= this.retries || !(LOST.has(e.code) || attemptTimedOut) || this.state === "closed") {
         if (keyed || options.idempotencyKey === undefined || !(LOST.has(e.code) || attemptTimedOut)) throw e;
-        // Retryable, but sending it again could run its handler twice: say why it was not.
-        throw new PointSubError(e.code, `${e.message} (not retried: ${NO_DEDUP})`, {
-          cause: e,
-          phase: e.phase,
-          retryAfterMs: e.retryAfterMs,
-        });
+        throw notRetried(e);
       }
-      return this.attempt(route, payload, options, deadline, tries + 1, limited, perAttempt);
+      return this.attempt(route, payload, options, deadline, tries + 1, limited, perAttempt, e);
     }
   }
 

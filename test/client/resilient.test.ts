@@ -184,6 +184,38 @@ describe("resilient client", () => {
     }
   });
 
+  it("a keyed request whose new connection reaches a server that does not deduplicate is not sent again there", async () => {
+    // Before: the repeat went out on whatever the reconnection reached (a restart without the
+    // middleware, a balancer in front of mixed servers): the handler ran on both.
+    const runs: string[] = [];
+    const serve = async (name: string, dedup: boolean, port = 0) => {
+      const s = createServer(dedup ? { idempotency: true } : {});
+      s.handle("/charge/1", async () => {
+        runs.push(name);
+        await sleep(300);
+        return `charged on ${name}`;
+      });
+      return { s, url: (await s.listen(`tcp://127.0.0.1:${port}`))[0] };
+    };
+    const a = await serve("A", true);
+    const client = await connectResilient(a.url, { reconnect: { initialDelayMs: 50, maxDelayMs: 100 } });
+    let b: Server | undefined;
+    try {
+      const p = client.request("/charge/1", "42", { idempotencyKey: "order-3", timeoutMs: 10_000 });
+      await until(() => runs.length === 1);
+      await a.s.close({ timeoutMs: 20 });
+      b = (await serve("B", false, Number(new URL(a.url).port))).s;
+      await assert.rejects(p, (e: PointSubError) => {
+        assert.match(e.message, /not retried: the server does not deduplicate keyed requests/);
+        return true;
+      });
+      assert.deepEqual(runs, ["A"]);
+    } finally {
+      await client.close();
+      await b?.close();
+    }
+  });
+
   it("offline policy 'fail' refuses new calls, not the repeat of a keyed request that was in flight at the drop", async () => {
     // Before: the repeat met the policy and failed with ERR_OFFLINE ("not connected") 10 ms after the
     // cut, although the request had left and its handler ran: the caller was told it never went.
@@ -206,6 +238,10 @@ describe("resilient client", () => {
       proxy.cutAll();
       await until(() => client.state !== "connected");
       await assert.rejects(client.send("new while offline"), { code: "ERR_OFFLINE" });
+      // A plain request made while offline is refused at once too (a second-round review found it held).
+      const t0 = Date.now();
+      await assert.rejects(client.request("/charge/1", "plain", { timeoutMs: 5000 }), { code: "ERR_OFFLINE" });
+      assert.ok(Date.now() - t0 < 1000);
       assert.equal(text(await p), "charged 42");
       assert.equal(runs, 1);
     } finally {
