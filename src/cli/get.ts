@@ -152,8 +152,8 @@ export const MAX_LISTED = 1_000_000;
 /** Most characters of paths one listing follows (paths may be 4 KiB each: 1,000,000 of them would be gigabytes). */
 export const MAX_LISTED_BYTES = 64 * 1024 * 1024;
 /**
- * Slowest listing followed, in entries a second over the whole listing: a listing may take the
- * page timeout plus 10 ms per entry listed so far (a server answering one entry per page, each just
+ * Slowest listing followed, in entries a second over the whole listing: its answered pages may take
+ * the page timeout plus 10 ms per entry listed so far (retries after an outage not counted) (a server answering one entry per page, each just
  * inside the timeout, would take a year over MAX_LISTED entries).
  */
 export const MIN_LISTED_PER_SECOND = 100;
@@ -186,7 +186,8 @@ export async function listRemote(
   /** The last entry's path, as segments: each entry must come after it. */
   let last: string[] | undefined;
   const pageMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-  const t0 = Date.now();
+  /** Time the server took to answer the pages it answered (an outage's retries and backoff are not its pace). */
+  let answeredMs = 0;
   do {
     const request = encodeFileListRequest({
       path: name,
@@ -197,10 +198,12 @@ export async function listRemote(
     const a: FileListAnswer = await withConnection(
       shared,
       options.retries ?? 0,
-      async (conn) =>
-        decodeFileListAnswer(
-          await conn.request(FILE_LIST_ROUTE, request, { timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS }),
-        ),
+      async (conn) => {
+        const p0 = Date.now();
+        const answer = await conn.request(FILE_LIST_ROUTE, request, { timeoutMs: pageMs });
+        answeredMs += Date.now() - p0;
+        return decodeFileListAnswer(answer);
+      },
       options.notices,
     );
     // A page that carries a cursor lists something and moves on (a server that keeps answering with
@@ -223,7 +226,7 @@ export async function listRemote(
         `the server lists more than ${MAX_LISTED.toLocaleString("en-US")} entries (or ${MAX_LISTED_BYTES / 1024 / 1024} MiB of paths) under ${name === "" ? "its directory" : name}: ask for a narrower path`,
       );
     }
-    const ms = Date.now() - t0;
+    const ms = answeredMs;
     if (a.cursor !== undefined && pageMs > 0 && ms > pageMs + (listed * 1000) / MIN_LISTED_PER_SECOND) {
       throw new PointSubError(
         "ERR_TIMEOUT",

@@ -54,13 +54,14 @@ export function jsonLine(obj: Record<string, unknown>): void {
 }
 
 /**
- * C0 and C1 control characters, DEL, and the bidirectional controls that make
- * a name read backwards (`x\u202etxt.exe` shown as `xexe.txt`) (see {@link printable}).
+ * C0 and C1 control characters, DEL, the bidirectional controls that make
+ * a name read backwards (`x\u202etxt.exe` shown as `xexe.txt`), the line and
+ * paragraph separators, and the invisible zero-width space and BOM (see {@link printable}).
  */
 // biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point.
-const CONTROL = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
-/** What JSON.stringify leaves raw of {@link CONTROL}: C1 controls, DEL and the bidirectional controls. */
-const UNSAFE_IN_JSON = /[\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u061c\u200b\u200e\u200f\u2028-\u202e\u2066-\u2069\ufeff]/g;
+/** What JSON.stringify leaves raw of {@link CONTROL}: C1 controls, DEL, bidirectional and invisible ones. */
+const UNSAFE_IN_JSON = /[\u007f-\u009f\u061c\u200b\u200e\u200f\u2028-\u202e\u2066-\u2069\ufeff]/g;
 
 /**
  * Text that may come from a peer (an error's message, a name) made safe for a

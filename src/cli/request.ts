@@ -1,6 +1,6 @@
 import { type ClientAuthFlags, clientConnectOptions } from "./auth.ts";
 import { connect } from "./connect.ts";
-import { jsonLine, outputMode } from "./output.ts";
+import { jsonLine, outputMode, printable } from "./output.ts";
 
 export interface RequestCliOptions extends ClientAuthFlags {
   to: string;
@@ -37,9 +37,12 @@ export async function requestCommand(data: string, opts: RequestCliOptions): Pro
         text,
         base64: text === null ? Buffer.from(answer).toString("base64") : undefined,
       });
+    } else if (process.stdout.isTTY) {
+      // A terminal shows the answer as text with its control characters inert (a server's escape
+      // sequences would retitle the window, clear the screen); a pipe or a file gets its bytes as sent.
+      process.stdout.write(`${printable(new TextDecoder().decode(answer))}\n`);
     } else {
       process.stdout.write(answer);
-      if (process.stdout.isTTY) process.stdout.write("\n");
     }
   } finally {
     await conn.close();

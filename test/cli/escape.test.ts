@@ -6,6 +6,8 @@
  * child process.
  */
 import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { ProgressView, printable } from "../../src/cli/output.ts";
 import { createServer, FILE_LIST_ROUTE, PointSubError, type Server } from "../../src/index.ts";
@@ -16,6 +18,7 @@ const run = (args: string[]) => {
   delete env.POINTSUB_TOKEN;
   return runCli(args, env, 20_000);
 };
+const MAIN = join(import.meta.dirname, "../../src/cli/main.ts");
 const EVIL = "\x1b]0;pwned\x07\x1b[2J\rpointsub: all good\n\x9b31m";
 
 describe("the CLI shows a peer's text without its control characters", () => {
@@ -28,6 +31,40 @@ describe("the CLI shows a peer's text without its control characters", () => {
 
   it("printable() shows the bidirectional controls (a name that reads backwards) as \\uXXXX", () => {
     assert.equal(printable("x\u202etxt.exe \u2066a\u2069 \u200f"), "x\\u202etxt.exe \\u2066a\\u2069 \\u200f");
+    // Line and paragraph separators, the zero-width space and the BOM too; a joiner in an emoji stays.
+    assert.equal(
+      printable("a\u2028b\u2029c\u200bd\ufeffe \u{1F469}\u200d\u{1F4BB}"),
+      "a\\u2028b\\u2029c\\u200bd\\ufeffe \u{1F469}\u200d\u{1F4BB}",
+    );
+  });
+
+  it("request on a terminal: the answer's escape sequences are shown inert (a pipe still gets the bytes)", {
+    skip: spawnSync("script", ["--version"]).status === 0 ? false : "no `script` (util-linux) to run a pseudo-terminal",
+  }, async () => {
+    // Before: written raw, so a server's answer retitled the window and cleared the screen.
+    const s = createServer();
+    s.handle("/evil", () => EVIL);
+    const [url] = await s.listen("tcp://127.0.0.1:0");
+    try {
+      const env = { ...process.env };
+      delete env.POINTSUB_TOKEN;
+      const command = `exec '${process.execPath}' '${MAIN}' request --to ${url} --route /evil x`;
+      // Spawned, not spawnSync: this process serves the request meanwhile.
+      const child = spawn("script", ["-qefc", command, "/dev/null"], { env, stdio: ["pipe", "pipe", "inherit"] });
+      let out = "";
+      child.stdout.on("data", (d) => (out += d));
+      const kill = setTimeout(() => child.kill("SIGKILL"), 20_000);
+      const status = await new Promise<number | null>((r) => child.on("close", r));
+      clearTimeout(kill);
+      const tty = { status, stdout: out };
+      assert.equal(tty.status, 0, tty.stdout);
+      assert.ok(!tty.stdout.includes("\x1b]0;") && !tty.stdout.includes("\x9b"), JSON.stringify(tty.stdout));
+      assert.ok(tty.stdout.includes("\\x1b]0;pwned\\x07\\x1b[2J"), JSON.stringify(tty.stdout));
+      const piped = await run(["request", "--to", url, "--route", "/evil", "x"]);
+      assert.equal(piped.stdout, EVIL);
+    } finally {
+      await s.close({ timeoutMs: 100 });
+    }
   });
 
   it("the progress view on a terminal (several files): a failure's message and a file's name from the peer are drawn inert", () => {

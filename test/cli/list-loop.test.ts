@@ -12,7 +12,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { createServer, FILE_LIST_ROUTE, type Server } from "../../src/index.ts";
+import { createServer, FILE_LIST_ROUTE, PointSubError, type Server } from "../../src/index.ts";
 import { runCli } from "../helpers/cli-run.ts";
 
 const run = (args: string[], env: NodeJS.ProcessEnv) => runCli(args, env, 20_000);
@@ -96,6 +96,38 @@ describe("get -r / ls -r: a listing that never ends", () => {
       /ERR_TIMEOUT: the server's listing of d is slower than 100 entries a second \(\d+ in [\d.]+ s\)\n$/,
     );
     assert.ok(n <= 4, `${n} pages followed`);
+  });
+
+  it("get -r: a connection lost mid-listing and retried does not count against the listing's pace", async () => {
+    // Before: the retry's backoff counted as the server's time, and an honest listing that came back
+    // after an outage failed with ERR_TIMEOUT (a second-round review).
+    const s = createServer();
+    servers.push(s);
+    let n = 0;
+    const page = (i: number, more: boolean) =>
+      JSON.stringify({
+        type: "dir",
+        entries: [{ path: `d/f${i}`, type: "file", size: 1, mtime: 0 }],
+        ...(more ? { cursor: `d/f${i}` } : {}),
+      });
+    s.handle(FILE_LIST_ROUTE, (_req, ctx) => {
+      const i = n++;
+      if (i === 1) {
+        // Lost after most of a page's time: with the retry's backoff, more than the pace allows 1 entry.
+        setTimeout(() => ctx.session.terminate(new PointSubError("ERR_CONNECTION_CLOSED", "cut")), 450);
+        return new Promise(() => {});
+      }
+      return page(i, i < 3);
+    });
+    const [url] = await s.listen("tcp://127.0.0.1:0");
+    // get -r retries a lost listing (ls does not); this server serves no downloads: the listing is what counts.
+    const r = await run(
+      ["get", "-r", "d", "--out", join(work, "out5"), "--timeout", "500", "--retries", "2", "--from", url],
+      env,
+    );
+    assert.equal(n, 4, r.stderr);
+    assert.doesNotMatch(r.stderr, /slower than/);
+    assert.match(r.stderr, /retrying/);
   });
 
   it("get -r: a listing of long paths ends at MAX_LISTED_BYTES of them, not at gigabytes", async () => {
