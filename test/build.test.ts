@@ -37,6 +37,16 @@ describe("published build", () => {
     await server.close();
   });
 
+  it("the declarations import Node's modules as namespaces: they compile without esModuleInterop (CommonJS, node10)", () => {
+    // Before: dist/node/net-adapter.d.ts said `import net from "node:net"`, TS1192 for a consumer on
+    // module commonjs / moduleResolution node10 without esModuleInterop or skipLibCheck.
+    const dts = readdirSync(out, { recursive: true, encoding: "utf8" }).filter((f) => f.endsWith(".d.ts"));
+    assert.ok(dts.length > 50);
+    for (const f of dts) {
+      assert.doesNotMatch(readFileSync(join(out, f), "utf8"), /^import [A-Za-z_$][\w$]* from "node:/m, f);
+    }
+  });
+
   it("pointsub/metrics is a second entry point: dist/metrics with its types", async () => {
     const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
     assert.deepEqual(pkg.exports["./metrics"], {

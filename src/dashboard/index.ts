@@ -14,7 +14,7 @@
  *
  * @packageDocumentation
  */
-import http from "node:http";
+import * as http from "node:http";
 import { type Diagnostics, nodeDiagnostics, PointSubError, type Server } from "../index.ts";
 import { Collector } from "./collector.ts";
 import { moduleFiles } from "./modules.ts";

@@ -7,7 +7,7 @@
  * ERR_UNSUPPORTED_URL, since it would write pointsub frames to a peer that
  * expects lengths.
  */
-import net from "node:net";
+import * as net from "node:net";
 import { PointSubError } from "../errors/error.ts";
 import { LP_FRAMING, type LpTransportOptions } from "../lp/options.ts";
 import type { ReleasingWrite } from "../lp/writer.ts";

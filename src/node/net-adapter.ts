@@ -1,5 +1,5 @@
 import { existsSync, unlinkSync } from "node:fs";
-import net from "node:net";
+import * as net from "node:net";
 import type * as Tls from "node:tls";
 import { PointSubError } from "../errors/error.ts";
 import type {

@@ -7,7 +7,7 @@
  */
 import type * as Http from "node:http";
 import type * as Https from "node:https";
-import net from "node:net";
+import * as net from "node:net";
 import type { Duplex } from "node:stream";
 import type * as Tls from "node:tls";
 import type * as Ws from "ws";
