@@ -76,6 +76,8 @@ const MAYBE_RAN = new WeakSet<PointSubError>();
  * features bit 16: no idempotency middleware): a keyed call is not failed over either.
  */
 const UNGUARDED = new WeakSet<PointSubError>();
+/** A keyed call's repeat refused by this side: the next node does not deduplicate (see `run`). */
+const NOT_REPEATED = new WeakSet<PointSubError>();
 /** HELLO feature bit of a node that runs a keyed request's handler at most once per key (docs/PROTOCOL.md §3.4.1). */
 const DEDUPLICATES_FEATURE = 0x10;
 
@@ -227,13 +229,19 @@ export class Client {
     return this.call(node, route, payload, options);
   }
 
-  private call(node: string, route: string, payload: Payload, options: RequestOptions): Promise<Uint8Array> {
+  private call(
+    node: string,
+    route: string,
+    payload: Payload,
+    options: RequestOptions,
+    again?: PointSubError,
+  ): Promise<Uint8Array> {
     if (this.closed) return Promise.reject(new PointSubError("ERR_CONNECTION_CLOSED", "client closed"));
     // Hot path: an open connection with room takes the call at once (no extra promise hop).
     const ready = this.pool.tryAcquire(node);
-    if (ready !== undefined) return this.run(ready, node, route, payload, options);
+    if (ready !== undefined) return this.run(ready, node, route, payload, options, again);
     return this.pool.acquire(node).then(
-      (p) => this.run(p, node, route, payload, options),
+      (p) => this.run(p, node, route, payload, options, again),
       (err: unknown) => {
         const e = toPointSubError(err, "ERR_CONNECT");
         if (NODE_FAILURES.has(e.code)) this.failed(node);
@@ -243,7 +251,25 @@ export class Client {
   }
 
   /** One call on pooled connection `p`; returns it to the pool when answered. */
-  private run(p: Pooled, node: string, route: string, payload: Payload, options: RequestOptions): Promise<Uint8Array> {
+  private run(
+    p: Pooled,
+    node: string,
+    route: string,
+    payload: Payload,
+    options: RequestOptions,
+    again?: PointSubError,
+  ): Promise<Uint8Array> {
+    // The repeat of a keyed call that may have run elsewhere (`again`: how it was lost) goes only to a node
+    // that deduplicates; another would run its handler again.
+    if (again !== undefined && (p.conn.peerSettings.features & DEDUPLICATES_FEATURE) === 0) {
+      const e = new PointSubError(
+        again.code,
+        `${again.message} (not sent on to ${node}: it does not deduplicate keyed requests, a repeat could run the handler twice)`,
+        { cause: again },
+      );
+      NOT_REPEATED.add(e);
+      return Promise.reject(e);
+    }
     // A call made on an open connection may have reached the node's handler when the connection fails.
     const sent = p.conn.state === "open";
     return p.conn.request(route, payload, options).then(
@@ -275,8 +301,10 @@ export class Client {
    * lost and has no `idempotencyKey`, or was lost on a node that does not
    * deduplicate keyed requests (no idempotency middleware: its HELLO lacks
    * features bit 16): its handler may have run, so the caller gets the
-   * error (a keyed call lost on a deduplicating node goes on: the nodes'
-   * shared idempotency store runs it once); after the cooldown one call probes it
+   * error (a keyed call lost on a deduplicating node goes on, to nodes that
+   * deduplicate too — the nodes' shared idempotency store runs it once; a
+   * node that does not is not sent it, and the caller gets the loss, "not
+   * sent on"); after the cooldown one call probes it
    * (half-open). A node whose rate limit refused the call
    * (ERR_RATE_LIMITED: its handler did not run) is not a failure: the call
    * goes to the next node, and when no node answered and one refused it,
@@ -303,11 +331,13 @@ export class Client {
     const queue = usable.length !== 0 ? usable : order;
     let last: PointSubError | undefined;
     let limited: PointSubError | undefined;
+    /** A keyed call lost after it was sent: the next nodes must deduplicate (`run`), else this is the error. */
+    let ranOn: PointSubError | undefined;
     while (queue.length !== 0) {
       const batch = queue.splice(0, fanout);
       try {
-        if (batch.length === 1) return await this.call(batch[0], route, payload, callOptions);
-        return await Promise.any(batch.map((n) => this.call(n, route, payload, callOptions)));
+        if (batch.length === 1) return await this.call(batch[0], route, payload, callOptions, ranOn);
+        return await Promise.any(batch.map((n) => this.call(n, route, payload, callOptions, ranOn)));
       } catch (err) {
         const errors = (err instanceof AggregateError ? err.errors : [err]).map((x: unknown) =>
           toPointSubError(x, "ERR_CONNECT"),
@@ -315,6 +345,9 @@ export class Client {
         // An error of the call itself (the handler's, a bad route) is the answer, whichever of a batch gave it.
         const own = errors.find((x) => x.code !== "ERR_RATE_LIMITED" && !NODE_FAILURES.has(x.code));
         if (own !== undefined) throw own;
+        // A keyed call that may have run, not repeated on a node that does not deduplicate: that is the answer.
+        const stop = errors.find((x) => NOT_REPEATED.has(x));
+        if (stop !== undefined) throw stop;
         // Lost after it was sent: its handler may have run. Only a keyed call goes to the next node (the
         // nodes' shared idempotency store runs it at most once); another would run again there (a batch of
         // fanout > 1: on the next batch, beyond the runs asked for).
@@ -322,6 +355,7 @@ export class Client {
         if (ran !== undefined && (callOptions.idempotencyKey === undefined || errors.some((x) => UNGUARDED.has(x)))) {
           throw ran;
         }
+        ranOn ??= ran;
         for (const x of errors) {
           if (x.code === "ERR_RATE_LIMITED") limited = x;
           else last = x;

@@ -6,7 +6,14 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { describe, it } from "node:test";
-import { Client, createServer, idempotency, memoryIdempotencyStore, type Server } from "../../src/index.ts";
+import {
+  Client,
+  createServer,
+  idempotency,
+  memoryIdempotencyStore,
+  type PointSubError,
+  type Server,
+} from "../../src/index.ts";
 import { startProxy } from "../helpers/proxy.ts";
 import { sleep, until } from "../helpers/wait.ts";
 
@@ -65,9 +72,10 @@ describe("Client failover and GOAWAY", () => {
     const b2 = await node("B", true);
     const fresh = (x: string, y: string) => new Client().addNode("/pay/1", x).addNode("/pay/1", y);
     // A client per call: its breakers fresh (one skips A after its failure).
-    const clients = [fresh(a.url, b), fresh(a.url, b), fresh(a2.url, b2)];
+    const clients = [fresh(a.url, b), fresh(a.url, b), fresh(a2.url, b2), fresh(a2.url, b)];
     const key = keyFavouring(a.url, b);
     const key2 = keyFavouring(a2.url, b2);
+    const key3 = keyFavouring(a2.url, b);
     try {
       const plain = clients[0].requestClosest("/pay/1", "100", { key, timeoutMs: 5000 });
       await until(() => runs.length === 1);
@@ -94,6 +102,21 @@ describe("Client failover and GOAWAY", () => {
       await until(() => runs.length === 1);
       a2.cutAll();
       assert.equal(text(await guarded), "paid on A");
+      assert.deepEqual(runs, ["A"]);
+      runs.length = 0;
+      // Lost on a deduplicating node, the next one does not deduplicate: not sent on (before: run there too).
+      const mixed = clients[3].requestClosest("/pay/1", "100", {
+        key: key3,
+        idempotencyKey: "order-3",
+        timeoutMs: 5000,
+      });
+      await until(() => runs.length === 1);
+      a2.cutAll();
+      await assert.rejects(mixed, (e: PointSubError) => {
+        assert.match(e.message, /not sent on to .*: it does not deduplicate keyed requests/);
+        return true;
+      });
+      await sleep(300);
       assert.deepEqual(runs, ["A"]);
     } finally {
       for (const c of clients) await c.close();
