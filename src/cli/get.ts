@@ -128,8 +128,10 @@ export async function withConnection<T>(
   retries: number,
   fn: (conn: Connection) => Promise<T>,
   notices?: RetryNotices,
+  /** Retries shared by several calls (a listing's pages): `used` so far, counted on. */
+  budget?: { used: number },
 ): Promise<T> {
-  for (let n = 0; ; n++) {
+  for (let n = budget?.used ?? 0; ; n++) {
     let conn: Connection | undefined;
     try {
       conn = await shared.get();
@@ -139,6 +141,7 @@ export async function withConnection<T>(
       if (conn !== undefined) shared.failed(conn, e);
       if (e.code === "ERR_NO_ROUTE") throw new PointSubError("ERR_NO_ROUTE", NO_SOURCE, { cause: e });
       if (stopRetrying(e, n, retries, shared)) throw e;
+      if (budget !== undefined) budget.used = n + 1;
       await retryAfter(e, n, notices);
     }
   }
@@ -153,7 +156,7 @@ export const MAX_LISTED = 1_000_000;
 export const MAX_LISTED_BYTES = 64 * 1024 * 1024;
 /**
  * Slowest listing followed, in entries a second over the whole listing: its answered pages may take
- * the page timeout plus 10 ms per entry listed so far (retries after an outage not counted) (a server answering one entry per page, each just
+ * the page timeout plus 10 ms per entry listed so far (the listing's `retries`, shared by its pages, not counted) (a server answering one entry per page, each just
  * inside the timeout, would take a year over MAX_LISTED entries).
  */
 export const MIN_LISTED_PER_SECOND = 100;
@@ -188,6 +191,11 @@ export async function listRemote(
   const pageMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   /** Time the server took to answer the pages it answered (an outage's retries and backoff are not its pace). */
   let answeredMs = 0;
+  /**
+   * `retries` for the whole listing, not for each page: pages that fail and are retried cost the server nothing
+   * against the pace, so a budget per page would let it fail every page `retries` times (years over MAX_LISTED).
+   */
+  const budget = { used: 0 };
   do {
     const request = encodeFileListRequest({
       path: name,
@@ -205,6 +213,7 @@ export async function listRemote(
         return decodeFileListAnswer(answer);
       },
       options.notices,
+      budget,
     );
     // A page that carries a cursor lists something and moves on (a server that keeps answering with
     // the same cursor, or with none of its entries, would be followed for ever).

@@ -130,6 +130,30 @@ describe("get -r / ls -r: a listing that never ends", () => {
     assert.match(r.stderr, /retrying/);
   });
 
+  it("get -r: --retries counts for the whole listing, not for each page (a server failing every page, then answering it)", async () => {
+    // Before: each page had its own --retries, and failed pages cost nothing against the pace: a server
+    // refusing each page 10 times before answering it kept get -r going for a year over 1,000,000 pages.
+    const s = createServer();
+    servers.push(s);
+    let asked = 0;
+    let answered = 0;
+    s.handle(FILE_LIST_ROUTE, () => {
+      if (asked++ % 3 !== 2) throw new PointSubError("ERR_OVERLOADED", "busy, ask again");
+      const i = answered++;
+      return JSON.stringify({
+        type: "dir",
+        entries: [{ path: `d/f${String(i).padStart(4, "0")}`, type: "file", size: 1, mtime: 0 }],
+        ...(i < 20 ? { cursor: `d/f${String(i).padStart(4, "0")}` } : {}),
+      });
+    });
+    const [url] = await s.listen("tcp://127.0.0.1:0");
+    const r = await run(["get", "-r", "d", "--out", join(work, "out6"), "--retries", "5", "--from", url], env);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /pointsub: ERR_OVERLOADED: busy, ask again\n$/);
+    assert.equal(answered, 2, "two pages answered, five retries used, the sixth failure ends it");
+    assert.match(r.stderr, /retrying \(5 of 5\)/);
+  });
+
   it("get -r: a listing of long paths ends at MAX_LISTED_BYTES of them, not at gigabytes", async () => {
     // 1,000 entries of ~4 KB paths (17 segments, 16 of 250 bytes) a page, each page a new cursor.
     const deep = `/${"x".repeat(250)}`.repeat(16);
