@@ -38,7 +38,7 @@ export class ServerCall implements RequestContext, IncomingRequest, CallContext 
   charged = 0;
   /** performance.now() when a request started, for its diagnostics end message (0: not observed). */
   startedAt = 0;
-  /** Diagnostics: the handler of its route was called (not refused before: no route, middleware, budget). */
+  /** The handler of its route was called (not refused before: no route, middleware, budget): diagnostics, and a handler's ERR_RATE_LIMITED is its failure. */
   routed = false;
   private extra: CallExtra | undefined = undefined;
   constructor(

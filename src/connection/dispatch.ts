@@ -345,7 +345,7 @@ export class Dispatcher {
     const call = new ServerCall("request", this.session, route, id, data, key);
     call.charged = charged;
     call.startedAt = t0; // diagnostics
-    call.routed = direct; // diagnostics: its route's handler runs
+    call.routed = direct; // its route's handler runs (diagnostics; a handler's ERR_RATE_LIMITED: finishHandler)
     let result: HandlerResult | Promise<HandlerResult>;
     try {
       result = direct
@@ -383,12 +383,14 @@ export class Dispatcher {
     }
     call.done = true;
     if (failed) {
+      // ERR_RATE_LIMITED tells the caller its handler did not run (it retries): one a handler threw
+      // (a limit it met downstream) is its failure, not this server's refusal.
       const e =
-        err instanceof PointSubError
+        err instanceof PointSubError && (err.code !== "ERR_RATE_LIMITED" || !call.routed)
           ? err
           : new PointSubError(
               "ERR_HANDLER",
-              `handler for ${call.route} failed: ${err instanceof Error ? err.message : String(err)}`,
+              `handler for ${call.route} failed: ${err instanceof PointSubError ? `${err.code}: ` : ""}${err instanceof Error ? err.message : String(err)}`,
             );
       return this.answerError(call, e.code, e.message, e.retryAfterMs);
     }
@@ -492,7 +494,7 @@ export class Dispatcher {
     const call = ctx as ServerCall;
     const handler = this.router.route(call.route);
     if (handler === undefined) throw PointSubError.fromPeer("ERR_NO_ROUTE", `no handler for route ${call.route}`);
-    call.routed = true; // diagnostics
+    call.routed = true; // diagnostics, and a handler's ERR_RATE_LIMITED (finishHandler)
     return handler(call, call);
   }
 

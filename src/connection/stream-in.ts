@@ -278,6 +278,7 @@ export class IncomingStreams {
         return;
       }
       this.dispatcher.serve(call);
+      call.routed = true;
       try {
         result = route.handler(st.stream, call);
       } catch (err) {
@@ -296,6 +297,7 @@ export class IncomingStreams {
     const call = ctx as ServerCall;
     const route = this.dispatcher.router.streamRoute(call.route);
     if (route === undefined) throw PointSubError.fromPeer("ERR_NO_ROUTE", `no stream handler for route ${call.route}`);
+    call.routed = true;
     return route.handler(call.stream as IncomingStream, call);
   };
 

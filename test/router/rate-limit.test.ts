@@ -122,6 +122,47 @@ describe("router: rateLimit", () => {
     }
   });
 
+  it("ERR_RATE_LIMITED from a handler (a limit it met downstream) is its failure, ERR_HANDLER: no client runs it again", async () => {
+    // Before: passed on as ERR_RATE_LIMITED, which says "refused before the handler ran": the resilient
+    // client ran the handler three times, and requestClosest once on every node.
+    const server = createServer();
+    let runs = 0;
+    server.handle("/proxy/1", () => {
+      runs++;
+      throw new PointSubError("ERR_RATE_LIMITED", "the upstream API said 429", { retryAfterMs: 10 });
+    });
+    server.handleStream("/up/1", async (stream) => {
+      runs++;
+      for await (const _ of stream);
+      throw new PointSubError("ERR_RATE_LIMITED", "the upstream store said 429");
+    });
+    server.use(async (_ctx, next) => next()); // through middleware too
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const client = await connectResilient(url, { retries: 3 });
+    const nodes = new Client();
+    nodes.addNode("/proxy/1", url);
+    try {
+      for (const call of [() => client.request("/proxy/1", "x"), () => nodes.requestClosest("/proxy/1", "x")]) {
+        runs = 0;
+        await assert.rejects(call(), (e: PointSubError) => {
+          assert.equal(e.code, "ERR_HANDLER");
+          assert.match(e.message, /handler for \/proxy\/1 failed: ERR_RATE_LIMITED: the upstream API said 429/);
+          return true;
+        });
+        assert.equal(runs, 1);
+      }
+      runs = 0;
+      const conn = await connect(url);
+      await assert.rejects(conn.sendStream("/up/1", [new Uint8Array(10)]).done, { code: "ERR_HANDLER" });
+      assert.equal(runs, 1);
+      await conn.close();
+    } finally {
+      await client.close();
+      await nodes.close();
+      await server.close();
+    }
+  });
+
   it("a global limit is shared by every session", async () => {
     // 4 at once for everyone, then one per 10 s: nothing refills during the test.
     const { server, url } = await serve({ global: { requests: { perSecond: 0.1, burst: 4 } } });
