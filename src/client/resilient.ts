@@ -97,12 +97,16 @@ const NO_DEDUP =
   "the server does not deduplicate keyed requests, so a repeat could run its handler twice; give it createServer({ idempotency: true }) or use(idempotency())";
 /** Retryable error `e` of a keyed request not sent again, because a repeat could run its handler twice: says why. */
 function notRetried(e: PointSubError): PointSubError {
-  return new PointSubError(e.code, `${e.message} (not retried: ${NO_DEDUP})`, {
+  const err = new PointSubError(e.code, `${e.message} (not retried: ${NO_DEDUP})`, {
     cause: e,
     phase: e.phase,
     retryAfterMs: e.retryAfterMs,
   });
+  NOT_RETRIED.add(err);
+  return err;
 }
+/** Errors made by {@link notRetried}. */
+const NOT_RETRIED = new WeakSet<object>();
 const LOST: ReadonlySet<string> = new Set(["ERR_CONNECTION_CLOSED", "ERR_GOING_AWAY", "ERR_KEEPALIVE"]);
 /** A timer's longest delay (ms): a longer one fires at once. */
 const MAX_TIMER_MS = 0x7fffffff;
@@ -299,8 +303,14 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
       let done = false;
       let repeated = false;
       /** What failed so far: this attempt (its error), the repeat (its error). */
-      let callFailed = false;
+      let callError: { e: unknown } | undefined;
       let repeatError: { e: unknown } | undefined;
+      /** Both failed: the repeat's error — or, when the repeat was never sent ("not retried"), this attempt's loss. */
+      const both = (): unknown => {
+        const r = (repeatError as { e: unknown }).e;
+        const c = (callError as { e: unknown }).e;
+        return NOT_RETRIED.has(r as object) ? notRetried(toPointSubError(c, "ERR_CONNECTION_CLOSED")) : r;
+      };
       const win = (v: Uint8Array): void => {
         if (done) return;
         done = true;
@@ -318,8 +328,8 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
           repeated = true;
           repeat().then(win, (e: unknown) => {
             if (done) return;
-            if (callFailed) lose(e);
-            else repeatError = { e }; // this attempt may still answer
+            repeatError = { e };
+            if (callError !== undefined) lose(both()); // else this attempt may still answer
           });
         },
         Math.min(ms, MAX_TIMER_MS),
@@ -332,8 +342,8 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
           reject(e); // the caller's catch decides on a retry, as for any attempt
           return;
         }
-        callFailed = true;
-        if (repeatError !== undefined) lose(repeatError.e);
+        callError = { e };
+        if (repeatError !== undefined) lose(both());
       });
     });
   }

@@ -216,6 +216,40 @@ describe("resilient client", () => {
     }
   });
 
+  it("an attempt left running that is then lost, its repeat not sent (no deduplication there): the loss is the error, not a timeout", async () => {
+    // Before: ERR_TIMEOUT "no answer within attemptTimeoutMs (not retried…)", 0.7 s into a 5 s deadline.
+    const runs: string[] = [];
+    const serve = async (name: string, dedup: boolean, port = 0) => {
+      const s = createServer(dedup ? { idempotency: true } : {});
+      s.handle("/op/1", async () => {
+        runs.push(name);
+        await sleep(2000);
+        return name;
+      });
+      return { s, url: (await s.listen(`tcp://127.0.0.1:${port}`))[0] };
+    };
+    const a = await serve("A", true);
+    const client = await connectResilient(a.url, { reconnect: { initialDelayMs: 10, maxDelayMs: 20 } });
+    let b: Server | undefined;
+    try {
+      const p = client.request("/op/1", "x", { retry: true, attemptTimeoutMs: 300, timeoutMs: 5000 });
+      p.catch(() => {});
+      await until(() => runs.length === 1);
+      const closing = a.s.close({ timeoutMs: 600 });
+      b = (await serve("B", false, Number(new URL(a.url).port))).s;
+      await assert.rejects(p, (e: PointSubError) => {
+        assert.match(e.code, /^ERR_(CONNECTION_CLOSED|GOING_AWAY)$/);
+        assert.match(e.message, /not retried: the server does not deduplicate/);
+        return true;
+      });
+      await closing;
+      assert.deepEqual(runs, ["A"]);
+    } finally {
+      await client.close();
+      await b?.close();
+    }
+  });
+
   it("offline policy 'fail' refuses new calls, not the repeat of a keyed request that was in flight at the drop", async () => {
     // Before: the repeat met the policy and failed with ERR_OFFLINE ("not connected") 10 ms after the
     // cut, although the request had left and its handler ran: the caller was told it never went.
