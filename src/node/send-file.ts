@@ -363,10 +363,13 @@ async function* unchanged(
 ): AsyncGenerator<Uint8Array> {
   const now = await files.stat(path);
   if (now === undefined || now.size !== was.size || now.mtimeMs !== was.mtimeMs) {
-    throw new PointSubError(
-      "ERR_SOURCE",
-      `${path} changed since its transfer began (${was.size} bytes then, ${now === undefined ? "gone" : `${now.size} now`}); send it again`,
-    );
+    const how =
+      now === undefined
+        ? `${was.size} bytes then, gone now`
+        : now.size !== was.size
+          ? `${was.size} bytes then, ${now.size} now`
+          : `modified at ${new Date(was.mtimeMs).toISOString()} then, ${new Date(now.mtimeMs).toISOString()} now`;
+    throw new PointSubError("ERR_SOURCE", `${path} changed since its transfer began (${how}); send it again`);
   }
   yield* files.open(path, offset, was.size) as AsyncIterable<Uint8Array>;
 }
