@@ -159,10 +159,15 @@ describe("files: sendFile and the file sink", () => {
     await writeFile(src, randomFillSync(new Uint8Array(size)));
     const proxy = await startProxy(url, { cutAt: { dir: "up", bytes: [Math.floor(size * 0.5)] } });
     try {
+      let appended = false;
       const t = sendFile(() => connect(proxy.url), src, {
         retries: 3,
+        // (The first retry: an attempt that fails before it starts, e.g. its resume query, calls no onAttempt.)
         onAttempt: (n) => {
-          if (n === 1) appendFileSync(src, "appended between the attempts");
+          if (n > 0 && !appended) {
+            appended = true;
+            appendFileSync(src, "appended between the attempts");
+          }
         },
       });
       await assert.rejects(t.done, (e: PointSubError) => {
