@@ -46,7 +46,7 @@ describe("files: sendFile and the file sink", () => {
   after(async () => {
     await conn.close();
     await server.close();
-    await rm(work, { recursive: true, force: true });
+    await rm(work, { recursive: true, force: true, maxRetries: 3 });
   });
 
   it("stores a file under a safe name via a .partial file and an atomic rename", async () => {
