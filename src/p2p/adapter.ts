@@ -128,18 +128,25 @@ function dialSignal(options: ConnectOptions): AbortSignal | undefined {
   return signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals);
 }
 
-function connectError(to: string, err: unknown, options: ConnectOptions): PointSubError {
+function connectError(to: string, err: unknown, options: ConnectOptions, signal?: AbortSignal): PointSubError {
   if (err instanceof PointSubError) return err;
   if (options.signal?.aborted) {
     return new PointSubError("ERR_CANCELLED", `connect to ${to} aborted`, { cause: options.signal.reason });
   }
   const name = (err as Error | undefined)?.name;
-  if (name === "TimeoutError" || name === "AbortError") {
+  // A timeout only when the connect timeout fired: a peer refusing the dial aborts it too (QUIC's limits).
+  if (name === "TimeoutError" || (name === "AbortError" && signal?.aborted === true)) {
     return new PointSubError("ERR_TIMEOUT", `connect to ${to} timed out after ${options.connectTimeoutMs} ms`, {
       cause: err,
     });
   }
-  const message = err instanceof Error ? err.message : String(err);
+  // libp2p may reject with an Event (a stream's abort): its type says more than "[object Event]".
+  const message =
+    err instanceof Error
+      ? err.message
+      : typeof (err as { type?: unknown } | undefined)?.type === "string"
+        ? `the peer ended the dial (${(err as { type: string }).type})`
+        : String(err);
   return new PointSubError("ERR_CONNECT", `cannot connect to ${to}: ${message}`, { cause: err });
 }
 
@@ -186,7 +193,7 @@ export function libp2pTransport(): TransportAdapter<Libp2pTransportOptions> {
         return wrap(stream, connection, node, options, release);
       } catch (err) {
         release?.();
-        throw connectError(to.toString(), err, options);
+        throw connectError(to.toString(), err, options, signal);
       }
     },
 

@@ -46,6 +46,14 @@ const SCRATCH_BYTES = LIBP2P_MAX_FRAME + 4096;
 const SCRATCH_BUFFERS = 4;
 
 /**
+ * Writes up to this size are copied into a buffer of their own size, not a
+ * reused one: a session that only handshakes and pings (or sends small
+ * answers) holds no 68 KiB scratch buffer — memory outside the budget, per
+ * session, that a peer could keep there by talking.
+ */
+const SMALL_WRITE = 8 * 1024;
+
+/**
  * Bytes a new yamux stream may have in flight (sent, not yet granted back by
  * the peer's window updates) before the writer is asked to wait: one largest
  * frame at first, raised by half of every window update (×1.5 per round
@@ -268,7 +276,7 @@ export class Libp2pStreamTransport implements Transport {
     // One muxer frame per write, copied: the writer reuses its buffers. Where the stream consumes a write at
     // once, the copy goes into one of a few reused buffers (a fresh 64 KiB per frame drove the sender's full GCs).
     let buf: Uint8Array | undefined;
-    if (this.consumesAtOnce && n <= SCRATCH_BYTES) {
+    if (this.consumesAtOnce && n > SMALL_WRITE && n <= SCRATCH_BYTES) {
       buf = this.free.pop();
       if (buf === undefined && this.lent.length < SCRATCH_BUFFERS) buf = new Uint8Array(SCRATCH_BYTES);
     }
@@ -430,6 +438,9 @@ export class Libp2pStreamTransport implements Transport {
     s.removeEventListener("remoteCloseWrite", this.onRemoteCloseWrite);
     s.removeEventListener("close", this.onStreamClose);
     this.onClosed?.();
-    this.h?.onClose(error);
+    // Reported on a microtask, as the other transports do: a connection destroying its transport with an
+    // error (a handshake timeout) records that error first, and is not torn down as a plain close.
+    const h = this.h;
+    if (h !== undefined) queueMicrotask(() => h.onClose(error));
   }
 }

@@ -7,6 +7,8 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import type { Libp2p } from "@libp2p/interface";
 import { multiaddr } from "@multiformats/multiaddr";
 import type { PointSubError } from "../../src/index.ts";
@@ -63,6 +65,66 @@ describe("pointsub/libp2p against a hostile peer", () => {
     } finally {
       await server.close({ timeoutMs: 500 });
       await serverNode.stop();
+    }
+  });
+
+  it("TCP: sessions that only handshake and ping hold no 64 KiB write buffers (memory outside the budget)", async () => {
+    // Before: every write, even a 20-byte HELLO or PING, took a 68 KiB reused buffer: ~68 KiB per
+    // session on each side, outside the memory budget, for as long as the peer kept talking.
+    const server = createServer();
+    server.handle("/echo", (req) => req.data);
+    const [url] = await server.listen("/ip4/127.0.0.1/tcp/0");
+    const conns: { ping(): Promise<number>; close(): Promise<void> }[] = [];
+    // A real collection before each reading: garbage of the tests before is not this test's growth.
+    setFlagsFromString("--expose-gc");
+    const gc = runInNewContext("gc") as () => void;
+    try {
+      gc();
+      const before = process.memoryUsage().arrayBuffers;
+      for (let i = 0; i < 24; i++) conns.push(await connect(url, { libp2p: attacker }));
+      for (const c of conns) await c.ping();
+      gc();
+      const grown = process.memoryUsage().arrayBuffers - before;
+      // 24 sessions, both sides in this process: 3.3 MB of scratch buffers before.
+      assert.ok(grown < 1.5 * MiB, `array buffers grew ${(grown / MiB).toFixed(2)} MiB for 24 sessions`);
+    } finally {
+      for (const c of conns) await c.close();
+      await server.close();
+    }
+  });
+
+  it("TCP: a server that takes the stream and says nothing fails connect with ERR_TIMEOUT (was ERR_CONNECTION_CLOSED)", async () => {
+    // Before: the connection destroyed its libp2p stream with the timeout error and the stream reported
+    // its close synchronously, so the connection was torn down as a plain close first.
+    const silent = await createLibp2pNode({ listen: ["/ip4/127.0.0.1/tcp/0"] });
+    await silent.handle(PROTOCOL_ID, () => {});
+    try {
+      const url = silent.getMultiaddrs()[0]?.toString() as string;
+      await assert.rejects(connect(url, { libp2p: attacker, connectTimeoutMs: 800 }), (e: PointSubError) => {
+        assert.equal(e.code, "ERR_TIMEOUT");
+        assert.match(e.message, /handshake/);
+        return true;
+      });
+    } finally {
+      await silent.stop();
+    }
+  });
+
+  it("a dial the peer aborts (QUIC's inbound limits do) is ERR_CONNECT, not a timeout; an Event as the reason is named", async () => {
+    // Before: any AbortError read as the connect timeout ("timed out after 10000 ms" after 100 ms), and an
+    // Event thrown by libp2p became "[object Event]". A stand-in node: the refusal is what is tested.
+    const abort = Object.assign(new Error("The operation was aborted"), { name: "AbortError" });
+    const addr = "/ip4/127.0.0.1/tcp/9/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
+    for (const [thrown, expect] of [
+      [abort, /cannot connect to .*: The operation was aborted/],
+      [new Event("abort"), /cannot connect to .*: the peer ended the dial \(abort\)/],
+    ] as const) {
+      const node = { dial: () => Promise.reject(thrown) } as unknown as Libp2p;
+      await assert.rejects(connect(addr, { libp2p: node, connectTimeoutMs: 10_000 }), (e: PointSubError) => {
+        assert.equal(e.code, "ERR_CONNECT");
+        assert.match(e.message, expect);
+        return true;
+      });
     }
   });
 
