@@ -184,10 +184,17 @@ export class Admission {
   };
 }
 
-/** The host part of a URL (`tcp://[::1]:7000` → `[::1]`, `[::ffff:1.2.3.4]` → `1.2.3.4`); the whole URL when it has none (unix, memory). */
+/**
+ * The host part of a URL (`tcp://[::1]:7000` → `[::1]`, `[::ffff:1.2.3.4]` → `1.2.3.4`; a libp2p peer's
+ * `libp2p:/ip4/1.2.3.4/tcp/…/p2p/…` → `1.2.3.4`, whatever its port and peer id); the whole URL when it
+ * has none (unix, memory, a relayed peer).
+ */
 function addressKey(url: string): string {
   const start = url.indexOf("://");
-  if (start < 0) return url;
+  if (start < 0) {
+    const ip = /^libp2p:\/ip([46])\/([^/]+)/.exec(url);
+    return ip === null ? url : ip[1] === "6" ? `[${ip[2]}]` : ip[2];
+  }
   const rest = url.slice(start + 3);
   if (rest.startsWith("/") || rest === "") return url;
   if (rest.startsWith("[")) {

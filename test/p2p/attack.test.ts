@@ -128,6 +128,31 @@ describe("pointsub/libp2p against a hostile peer", () => {
     }
   });
 
+  it("maxConnectionsPerAddress counts a host's sessions, whatever its libp2p connections and peer ids", async () => {
+    // Before: the key was the whole remote URL (port and peer id in it): every new libp2p connection
+    // or generated peer id got a fresh quota (10 sessions from one host under a limit of 2).
+    const server = createServer({ maxConnectionsPerAddress: 2 });
+    server.handle("/echo", (req) => req.data);
+    const [url] = await server.listen("/ip4/127.0.0.1/tcp/0");
+    const other = await createLibp2pNode();
+    const conns: { close(): Promise<void> }[] = [];
+    try {
+      conns.push(await connect(url, { libp2p: attacker }));
+      conns.push(await connect(url, { libp2p: other }));
+      for (const node of [attacker, other]) {
+        await assert.rejects(connect(url, { libp2p: node, connectTimeoutMs: 3000 }), (e: PointSubError) => {
+          assert.match(e.code, /^ERR_(OVERLOADED|CONNECT|CONNECTION_CLOSED)$/);
+          return true;
+        });
+      }
+      assert.equal(server.sessions.size, 2);
+    } finally {
+      for (const c of conns) await c.close();
+      await server.close();
+      await other.stop();
+    }
+  });
+
   it("TCP: a peer that opens /pointsub/1 and says nothing is closed after handshakeTimeoutMs", async () => {
     const server = createServer({ handshakeTimeoutMs: 300 });
     const [url] = await server.listen("/ip4/127.0.0.1/tcp/0");
