@@ -48,20 +48,27 @@ process.on("exit", flushOut);
 /** Writes one JSON object per line. */
 export function jsonLine(obj: Record<string, unknown>): void {
   // JSON leaves C1 controls and bidi overrides raw: escaped (\uXXXX, still the same JSON) for a terminal that shows the line.
-  writeOut(
-    `${JSON.stringify(obj).replace(UNSAFE_IN_JSON, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`)}\n`,
-  );
+  const json = JSON.stringify(obj).replace(UNSAFE_IN_JSON, (c) => {
+    let out = "";
+    for (let i = 0; i < c.length; i++) out += `\\u${c.charCodeAt(i).toString(16).padStart(4, "0")}`; // a pair: both halves
+    return out;
+  });
+  writeOut(`${json}\n`);
 }
 
 /**
  * C0 and C1 control characters, DEL, the bidirectional controls that make
  * a name read backwards (`x\u202etxt.exe` shown as `xexe.txt`), the line and
- * paragraph separators, and the invisible zero-width space and BOM (see {@link printable}).
+ * paragraph separators, and characters that show as nothing (zero-width space, word joiners,
+ * invisible operators, soft hyphen, Hangul fillers, tag characters, BOM); and the backslash
+ * itself, doubled (see {@link printable}).
  */
-// biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point.
-const CONTROL = /[\u0000-\u001f\u007f-\u009f\u061c\u200b\u200e\u200f\u2028-\u202e\u2066-\u2069\ufeff]/g;
+const CONTROL =
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point.
+  /[\u0000-\u001f\\\u007f-\u009f\u00ad\u061c\u115f\u1160\u200b\u200e\u200f\u2028-\u202e\u2060-\u2064\u2066-\u2069\u3164\ufeff\uffa0]|\udb40[\udc00-\udc7f]/g;
 /** What JSON.stringify leaves raw of {@link CONTROL}: C1 controls, DEL, bidirectional and invisible ones. */
-const UNSAFE_IN_JSON = /[\u007f-\u009f\u061c\u200b\u200e\u200f\u2028-\u202e\u2066-\u2069\ufeff]/g;
+const UNSAFE_IN_JSON =
+  /[\u007f-\u009f\u00ad\u061c\u115f\u1160\u200b\u200e\u200f\u2028-\u202e\u2060-\u2064\u2066-\u2069\u3164\ufeff\uffa0]|\udb40[\udc00-\udc7f]/g;
 
 /**
  * Text that may come from a peer (an error's message, a name) made safe for a
@@ -71,8 +78,14 @@ const UNSAFE_IN_JSON = /[\u007f-\u009f\u061c\u200b\u200e\u200f\u2028-\u202e\u206
  */
 export function printable(text: string): string {
   return text.replace(CONTROL, (c) => {
-    const n = c.charCodeAt(0);
-    return n < 0x100 ? `\\x${n.toString(16).padStart(2, "0")}` : `\\u${n.toString(16)}`;
+    // A backslash is doubled, so that a peer's literal "\x1b" never reads as an escaped ESC.
+    if (c === "\\") return "\\\\";
+    const n = c.codePointAt(0) as number;
+    return n < 0x100
+      ? `\\x${n.toString(16).padStart(2, "0")}`
+      : n < 0x10000
+        ? `\\u${n.toString(16)}`
+        : `\\u{${n.toString(16)}}`;
   });
 }
 

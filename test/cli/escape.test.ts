@@ -38,6 +38,12 @@ describe("the CLI shows a peer's text without its control characters", () => {
     );
   });
 
+  it("printable() shows what would print as nothing, and doubles a backslash (a peer's literal \\x1b is not an escaped ESC)", () => {
+    // Word joiner, invisible times, soft hyphen, Hangul fillers, tag characters (U+E0041 'A').
+    assert.equal(printable("a\u2060b\u2062c\u00add\u3164e\u{E0041}f"), "a\\u2060b\\u2062c\\xadd\\u3164e\\u{e0041}f");
+    assert.equal(printable("literal \\x1b and ESC \x1b"), "literal \\\\x1b and ESC \\x1b");
+  });
+
   it("request on a terminal: the answer's escape sequences are shown inert (a pipe still gets the bytes)", {
     skip: spawnSync("script", ["--version"]).status === 0 ? false : "no `script` (util-linux) to run a pseudo-terminal",
   }, async () => {
