@@ -78,7 +78,11 @@ const MAYBE_RAN = new WeakSet<PointSubError>();
 const UNGUARDED = new WeakSet<PointSubError>();
 /** A keyed call's repeat refused by this side: the next node does not deduplicate (see `run`). */
 const NOT_REPEATED = new WeakSet<PointSubError>();
-/** HELLO feature bit of a node that runs a keyed request's handler at most once per key (docs/PROTOCOL.md §3.4.1). */
+/**
+ * HELLO feature bit of a node that runs a keyed request's handler at most once per key (docs/PROTOCOL.md
+ * §3.4.1): a copy of router/idempotency.ts's `DEDUPLICATES_FEATURE`, as in resilient.ts — exported from
+ * codec/settings.ts it lands, with its export, in a browser page's first load (+3 B over the budget).
+ */
 const DEDUPLICATES_FEATURE = 0x10;
 
 const utf8 = new TextEncoder();

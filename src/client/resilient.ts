@@ -87,7 +87,7 @@ export interface ResilientEvents extends ReconnectingEvents {
 
 /**
  * HELLO feature bit of a peer that runs a keyed request's handler at most once per key (an
- * idempotency middleware: docs/PROTOCOL.md §3.4.1, §4; `DEDUPLICATES_FEATURE` of router/idempotency.ts).
+ * idempotency middleware: docs/PROTOCOL.md §3.4.1, §4; a copy of `DEDUPLICATES_FEATURE` of router/idempotency.ts, see client.ts).
  * Bit 8 (it understands keys) is not enough: a server without the middleware would run each attempt.
  */
 const DEDUPLICATES_FEATURE = 0x10;
