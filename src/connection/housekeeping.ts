@@ -581,13 +581,20 @@ export class Housekeeper implements Tickable {
     const f = this.frames;
     const bytes = host.bytesIn;
     const need = Math.min(LIVE_BYTES, Math.max(1, (times.minProgressBytesPerSecond * (t - this.lastHeard)) / 1000));
-    if (f.framesIn !== this.framesSeen || bytes - this.bytesSeen >= need) {
+    const fresh = bytes - this.bytesSeen;
+    if (f.framesIn !== this.framesSeen || fresh >= need) {
       this.framesSeen = f.framesIn;
       this.bytesSeen = bytes;
       this.lastHeard = this.lastInput;
     }
     const idle = t - this.lastHeard;
     if (t - this.lastOutput >= ms) f.writer.trim();
+    // The peer sends (bytes at minProgressBytesPerSecond since the last check) and this side said nothing
+    // for half an interval: a PING nobody waits for (§3.7: its answer, matching no PING outstanding, is
+    // ignored), so the peer hears from this side. Else it may hear nothing: this side's CREDIT comes once a
+    // quarter of the window arrived (minutes on a slow link), and the peer's keepalive PING waits behind
+    // its own upload in the link's queues.
+    if (t - this.lastOutput >= ms >>> 1 && fresh >= need) f.pinger.send(0);
     // No input for a tick: let the transport drop its bulk read buffer.
     if (t - this.lastInput >= ms >>> 1) this.gate.transport.trim?.();
     if (this.pingAt !== 0 && idle >= ms * 2) {

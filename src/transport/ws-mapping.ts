@@ -18,8 +18,17 @@ export const WS_SUBPROTOCOL = "pointsub.v1";
  * buffers, not the size of pointsub frames or messages.
  */
 export const WS_MAX_MESSAGE = 1024 * 1024;
-/** Small chunks of one write are sent as one message up to this size. */
-const COALESCE_BYTES = 64 * 1024;
+/**
+ * Chunks of one write are sent as one message up to this size (copied
+ * together), and larger chunks are cut at it: a receiver that sees only
+ * whole messages (a browser, `ws`) hears from its peer at least every
+ * 16 KiB, the bytes that always count as hearing from a peer
+ * (docs/PROTOCOL.md §3.7), so a large message arriving on a slow link is
+ * not taken for silence by its keepalive (a 1 MiB message was, at 20 KB/s
+ * with `keepAliveMs` 1000). A Node client cuts its own at 16 KiB too
+ * (`ws-client-frames.ts`).
+ */
+const COALESCE_BYTES = 16 * 1024;
 
 /** `address` as a ws:// or wss:// URL, or ERR_UNSUPPORTED_URL. */
 export function wsUrl(address: TransportAddress): URL {
@@ -36,8 +45,8 @@ const newBytes = (n: number): Uint8Array<ArrayBuffer> => new Uint8Array(n);
 
 /**
  * Hands one write to `send` as WebSocket messages: chunks of a write of at
- * most 64 KiB in one message (copied together), larger writes chunk by
- * chunk, each cut at {@link WS_MAX_MESSAGE}. `last` marks the final message
+ * most 16 KiB ({@link COALESCE_BYTES}) in one message (copied together),
+ * larger writes chunk by chunk, each cut at 16 KiB. `last` marks the final message
  * of the write; `alloc` makes the buffer of a coalesced message (it is
  * overwritten whole: Node's may skip zero-filling). Returns the bytes written.
  */
@@ -63,8 +72,8 @@ export function sendAsMessages(
   while (last > 0 && chunks[last].length === 0) last--;
   for (let i = 0; i <= last; i++) {
     const c = chunks[i] as Uint8Array<ArrayBuffer>;
-    for (let off = 0; off < c.length; off += WS_MAX_MESSAGE) {
-      const end = Math.min(off + WS_MAX_MESSAGE, c.length);
+    for (let off = 0; off < c.length; off += COALESCE_BYTES) {
+      const end = Math.min(off + COALESCE_BYTES, c.length);
       send(off === 0 && end === c.length ? c : c.subarray(off, end), i === last && end === c.length);
     }
   }
