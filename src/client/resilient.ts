@@ -9,6 +9,7 @@
  */
 import type { Connection } from "../connection/connection.ts";
 import type { Handler, Message, Payload, RequestOptions } from "../connection/types.ts";
+import { UNSENT } from "../connection/unsent.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import type { Middleware, ResumeLookup } from "../router/types.ts";
 import type { StreamHandler } from "../stream/types.ts";
@@ -273,6 +274,10 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
     } catch (err) {
       if (FINAL.has(err as object)) throw err;
       const e = toPointSubError(err, "ERR_CONNECTION_CLOSED");
+      // Nothing was sent for it (its connection closed gracefully while it waited for a request slot, drain.ts):
+      // any request may go again, on the next connection; counted with the rate-limited ones.
+      if (UNSENT.has(e) && limited < this.retries && this.state !== "closed")
+        return this.attempt(route, payload, options, deadline, tries, limited + 1, perAttempt, prev);
       if (e.code === "ERR_RATE_LIMITED") {
         await this.rateLimited(e, deadline, limited, options.signal);
         return this.attempt(route, payload, options, deadline, tries, limited + 1, perAttempt, prev);

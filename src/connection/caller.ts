@@ -57,8 +57,12 @@ function stampDeadlines(): void {
 export class Caller {
   /** Calls written to the wire and not yet answered, by id. */
   readonly pending = new CallTable<PendingCall>();
-  /** Calls waiting for one of the peer's maxConcurrentRequests slots (created when the first has to wait). */
-  private waiting: Queue<PendingCall> | undefined;
+  /**
+   * @internal Calls waiting for one of the peer's maxConcurrentRequests
+   * slots (created when the first has to wait); a graceful close refuses
+   * them (`drain.ts`).
+   */
+  waiting: Queue<PendingCall> | undefined;
   /** Set by the engine: the stream half, when there is one. */
   streams: CallerStreams | undefined;
   /** Set by the engine: whether new calls may start (false once closed). */

@@ -204,7 +204,8 @@ export class Connection extends Emitter<ConnectionEvents> {
   declare private readonly outbox: Outbox;
   /** Serves the peer's requests; a {@link DispatchShell} until that code is loaded (a browser's connection). */
   private dispatcher: Dispatcher;
-  declare private readonly inbound: Inbound;
+  /** @internal The peer's messages, and this side's calls (`inbound.caller`: a graceful close refuses those not sent, `drain.ts`). */
+  declare readonly inbound: Inbound;
   /** The stream halves, created on first use: most connections never stream. */
   private outStreams_: OutgoingStreams | undefined;
   private inStreams_: IncomingStreams | undefined;

@@ -7,7 +7,9 @@
  * new work at once, only the wait starts once this is loaded.
  */
 import type { PointSubError } from "../errors/error.ts";
+import type { Caller } from "./caller.ts";
 import type { ConnectionState } from "./types.ts";
+import { UNSENT } from "./unsent.ts";
 
 /** What a closing connection tells (`Connection`'s internal methods). */
 export interface DrainHost {
@@ -27,6 +29,8 @@ export interface DrainHost {
   destroy(error?: PointSubError): void;
   /** The error of a call made now (a PointSubError: its class, without importing it here). */
   unusableError(): PointSubError;
+  /** This side's calls (`caller`: a stand-in without `waiting` until the first call). */
+  readonly inbound: { readonly caller: Pick<Caller, "waiting" | "abandon"> };
 }
 
 /** A connection closing gracefully: until when it waits, and for what. */
@@ -84,9 +88,30 @@ export function drainNow(): void {
   if (draining.size > 0) pollDrains();
 }
 
+/**
+ * Fails the requests still waiting for one of the peer's
+ * maxConcurrentRequests slots with ERR_GOING_AWAY (marked {@link UNSENT}):
+ * nothing was sent for them, and a closing side starts no new work
+ * (docs/PROTOCOL.md §3.8). They went out after this side's GOAWAY when a
+ * slot freed, or waited out the close timeout and failed with
+ * ERR_CONNECTION_CLOSED, which a resilient client cannot tell from a loss.
+ */
+function refuseWaiting(conn: DrainHost): void {
+  const caller = conn.inbound.caller;
+  const waiting = caller.waiting;
+  if (waiting === undefined || waiting.length === 0) return;
+  const E = conn.unusableError().constructor as typeof PointSubError;
+  for (const call of waiting.drain()) {
+    const err = new E("ERR_GOING_AWAY", `request to ${call.route} not sent: the connection is closing`);
+    UNSENT.add(err);
+    caller.abandon(call, err);
+  }
+}
+
 /** Waits (up to `timeoutMs`) for `conn`'s work in flight and the peer's GOAWAY, then ends its transport; resolves once closed. */
 export async function drainAndEnd(conn: DrainHost, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
+  refuseWaiting(conn);
   // With nothing in flight, only the peer's GOAWAY is awaited (a START it sent
   // before it saw ours would come first). A conforming peer answers within a
   // round trip; one that never does (idle, old, hostile) must not hold the

@@ -1,0 +1,97 @@
+/**
+ * Requests waiting for one of the peer's maxConcurrentRequests slots when a
+ * graceful close starts (the peer's GOAWAY or this side's `close()`) fail at
+ * once with ERR_GOING_AWAY, and nothing is sent for them (docs/PROTOCOL.md
+ * §3.8: a closing side starts no new work). Before, the first of them went
+ * out after the GOAWAY as soon as a slot freed (the server ran its handler
+ * after it said it was closing) and the others waited out the close and
+ * failed with ERR_CONNECTION_CLOSED. A resilient client sends such requests
+ * again on its next connection, keyed or not: no handler saw them.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { connect, connectResilient, createServer, type PointSubError } from "../../src/index.ts";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const text = (b: Uint8Array) => new TextDecoder().decode(b);
+
+/** A server with one request slot whose handler takes `ms`, counting its runs. */
+async function slowServer(ms: number) {
+  const server = createServer({ maxConcurrentRequests: 1 });
+  const runs: string[] = [];
+  server.handle("/slow", async (req) => {
+    runs.push(text(req.data));
+    await sleep(ms);
+    return req.data;
+  });
+  const [url] = await server.listen("tcp://127.0.0.1:0");
+  return { server, url, runs };
+}
+
+const outcome = (p: Promise<Uint8Array>) =>
+  p.then(
+    (r) => `ok ${text(r)}`,
+    (e: PointSubError) => e.code,
+  );
+
+describe("requests waiting for a slot at a graceful close", () => {
+  it("the peer's GOAWAY: the waiting requests fail at once with ERR_GOING_AWAY and are never sent; the one in flight finishes", async () => {
+    const { server, url, runs } = await slowServer(400);
+    const conn = await connect(url);
+    try {
+      const settled: string[] = [];
+      const calls = ["a", "b", "c"].map((x) =>
+        outcome(conn.request("/slow", x, { timeoutMs: 0 })).then((o) => {
+          settled.push(`${x} ${o}`);
+          return o;
+        }),
+      );
+      await sleep(100);
+      const closing = server.close();
+      await Promise.all(calls);
+      // Refused at the GOAWAY, before the first answer freed the slot.
+      assert.deepEqual(settled, ["b ERR_GOING_AWAY", "c ERR_GOING_AWAY", "a ok a"]);
+      await closing;
+      assert.deepEqual(runs, ["a"]);
+    } finally {
+      conn.destroy();
+      await server.close();
+    }
+  });
+
+  it("this side's close(): the waiting requests fail with ERR_GOING_AWAY, not sent; the one in flight finishes", async () => {
+    const { server, url, runs } = await slowServer(300);
+    const conn = await connect(url);
+    try {
+      const calls = ["a", "b", "c"].map((x) => outcome(conn.request("/slow", x, { timeoutMs: 0 })));
+      await sleep(50);
+      const closing = conn.close();
+      assert.deepEqual(await Promise.all(calls), ["ok a", "ERR_GOING_AWAY", "ERR_GOING_AWAY"]);
+      await closing;
+      await sleep(400);
+      assert.deepEqual(runs, ["a"]);
+    } finally {
+      conn.destroy();
+      await server.close();
+    }
+  });
+
+  it("a resilient client sends them again on its next connection (not keyed: nothing ran), each handler once", async () => {
+    const { server, url, runs } = await slowServer(300);
+    let sessions = 0;
+    server.on("session", (s) => {
+      // The first session is closed gracefully by the server once its first request is running.
+      if (++sessions === 1) setTimeout(() => void s.close(), 100);
+    });
+    const rc = await connectResilient(url, { reconnect: { initialDelayMs: 10, maxDelayMs: 50 } });
+    try {
+      const calls = ["a", "b", "c"].map((x) => outcome(rc.request("/slow", x, { timeoutMs: 10_000 })));
+      assert.deepEqual(await Promise.all(calls), ["ok a", "ok b", "ok c"]);
+      assert.deepEqual([...runs].sort(), ["a", "b", "c"]);
+      assert.ok(sessions >= 2, `sessions ${sessions}`);
+    } finally {
+      await rc.close();
+      await server.close();
+    }
+  });
+});
