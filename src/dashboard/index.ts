@@ -67,6 +67,28 @@ function hostPort(listen: string): { host: string; port: number } {
 
 /** Connections the dashboard's http server holds at once; more are closed as they arrive. */
 export const DASHBOARD_MAX_CONNECTIONS = 64;
+/**
+ * Requests one connection may have unanswered at once (pipelined: each
+ * answer waits in memory until the client read those before it); a client
+ * that sends more is disconnected. A browser sends one at a time.
+ */
+export const DASHBOARD_MAX_PIPELINED = 8;
+
+/** Unanswered requests per socket. */
+const unanswered = new WeakMap<object, number>();
+
+/** Counts `req` against its socket's {@link DASHBOARD_MAX_PIPELINED}; false (the socket destroyed) past it. */
+function admit(req: http.IncomingMessage, res: http.ServerResponse): boolean {
+  const socket = req.socket;
+  const n = (unanswered.get(socket) ?? 0) + 1;
+  if (n > DASHBOARD_MAX_PIPELINED) {
+    socket.destroy();
+    return false;
+  }
+  unanswered.set(socket, n);
+  res.once("close", () => unanswered.set(socket, (unanswered.get(socket) ?? 1) - 1));
+  return true;
+}
 
 /**
  * Serves a live dashboard of `server` over http (see the module comment).
@@ -89,6 +111,7 @@ export async function dashboard(server: Server, options: DashboardOptions = {}):
   const web = http.createServer(
     { headersTimeout: 10_000, requestTimeout: 20_000, connectionsCheckingInterval: 1000 },
     (req, res) => {
+      if (!admit(req, res)) return;
       const path = (req.url ?? "/").split("?")[0];
       if (req.method !== "GET") {
         res.writeHead(405).end();

@@ -22,8 +22,14 @@ export interface ModuleFiles {
   readonly importMap: Record<string, string>;
   /** The browser entry's URL path. */
   readonly entry: string;
-  /** The JavaScript at URL `path`, or undefined when it is not one of these files. */
-  read(path: string): Promise<string | undefined>;
+  /**
+   * The JavaScript at URL `path`, or undefined when it is not one of these
+   * files. Each file is read (and its types stripped) once, on its first
+   * request: a flood of requests for it shares one buffer, where a fresh
+   * ~200 KB string each (a client pipelining thousands it never read) ran
+   * the process out of memory.
+   */
+  read(path: string): Promise<Buffer | undefined>;
 }
 
 const SCRIPT = /\.(?:m?js|ts)$/;
@@ -47,25 +53,42 @@ export async function moduleFiles(): Promise<ModuleFiles> {
   }
   // From sources: the type stripper takes a second or two to start; start it now, not on the page's first request.
   if (ext === ".ts") setImmediate(() => stripTypeScriptTypes(""));
+  /** Files served so far, by path (only files that exist under the roots: a bounded set); a miss is not kept. */
+  const served = new Map<string, Promise<Buffer | undefined>>([
+    [EVENTEMITTER, Promise.resolve(Buffer.from(eventEmitter))],
+  ]);
+  const load = async (path: string): Promise<Buffer | undefined> => {
+    if (!SCRIPT.test(path) || path.includes("..")) return undefined;
+    for (const [prefix, dir] of roots) {
+      if (!path.startsWith(prefix)) continue;
+      const file = normalize(join(dir, decodeURIComponent(path.slice(prefix.length))));
+      if (!file.startsWith(dir + sep)) return undefined;
+      let text: string;
+      try {
+        text = await readFile(file, "utf8");
+      } catch {
+        return undefined;
+      }
+      return Buffer.from(file.endsWith(".ts") ? stripTypeScriptTypes(text) : text);
+    }
+    return undefined;
+  };
   return {
     importMap,
     entry: `/m/pointsub/browser${ext}`,
-    async read(path: string): Promise<string | undefined> {
-      if (path === EVENTEMITTER) return eventEmitter;
-      if (!SCRIPT.test(path) || path.includes("..")) return undefined;
-      for (const [prefix, dir] of roots) {
-        if (!path.startsWith(prefix)) continue;
-        const file = normalize(join(dir, decodeURIComponent(path.slice(prefix.length))));
-        if (!file.startsWith(dir + sep)) return undefined;
-        let text: string;
-        try {
-          text = await readFile(file, "utf8");
-        } catch {
-          return undefined;
-        }
-        return file.endsWith(".ts") ? stripTypeScriptTypes(text) : text;
+    read(path: string): Promise<Buffer | undefined> {
+      let p = served.get(path);
+      if (p === undefined) {
+        p = load(path);
+        served.set(path, p);
+        p.then(
+          (b) => {
+            if (b === undefined) served.delete(path);
+          },
+          () => served.delete(path),
+        );
       }
-      return undefined;
+      return p;
     },
   };
 }

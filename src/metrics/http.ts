@@ -3,7 +3,7 @@
  * any other path, 405 for other methods on it. For `pointsub serve
  * --metrics <host:port>`.
  */
-import { createServer, type Server } from "node:http";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { PointSubError } from "../index.ts";
 
@@ -40,6 +40,29 @@ export function parseHostPort(address: string): { host: string; port: number } {
   return { host: m[1] ?? m[2], port };
 }
 
+/**
+ * Requests one connection may have unanswered at once (pipelined: each
+ * answer waits in memory until the client read those before it); a client
+ * that sends more is disconnected. A scraper sends one at a time.
+ */
+export const METRICS_MAX_PIPELINED = 4;
+
+/** Unanswered requests per socket. */
+const unanswered = new WeakMap<object, number>();
+
+/** Counts `req` against its socket's {@link METRICS_MAX_PIPELINED}; false (the socket destroyed) past it. */
+function admit(req: IncomingMessage, res: ServerResponse): boolean {
+  const socket = req.socket;
+  const n = (unanswered.get(socket) ?? 0) + 1;
+  if (n > METRICS_MAX_PIPELINED) {
+    socket.destroy();
+    return false;
+  }
+  unanswered.set(socket, n);
+  res.once("close", () => unanswered.set(socket, (unanswered.get(socket) ?? 1) - 1));
+  return true;
+}
+
 /** What {@link serveMetrics} answers from: a prom-client `Registry`, or anything that renders an exposition the same way. */
 export interface MetricsSource {
   /** The exposition's content type. */
@@ -63,6 +86,19 @@ export async function serveMetrics(
   if (!Number.isInteger(maxConnections) || maxConnections < 1 || !(headersTimeout > 0)) {
     throw new PointSubError("ERR_INVALID_ARGUMENT", "maxConnections must be an integer ≥ 1 and headersTimeoutMs > 0");
   }
+  // Scrapes that arrive while one renders share its text (a render walks every metric: thousands of
+  // requests at once each rendering burned the CPU and held a copy each).
+  let rendering: Promise<string> | undefined;
+  const render = (): Promise<string> => {
+    if (rendering === undefined) {
+      rendering = registry.metrics();
+      const done = () => {
+        rendering = undefined;
+      };
+      rendering.then(done, done);
+    }
+    return rendering;
+  };
   const server: Server = createServer(
     {
       headersTimeout,
@@ -71,6 +107,7 @@ export async function serveMetrics(
       connectionsCheckingInterval: Math.min(1000, headersTimeout),
     },
     (req, res) => {
+      if (!admit(req, res)) return;
       const path = (req.url ?? "").split("?")[0];
       if (path !== "/metrics") {
         res.writeHead(404, { "content-type": "text/plain" }).end("not found\n");
@@ -80,7 +117,7 @@ export async function serveMetrics(
         res.writeHead(405, { allow: "GET, HEAD", "content-type": "text/plain" }).end("method not allowed\n");
         return;
       }
-      registry.metrics().then(
+      render().then(
         (text) => {
           res.writeHead(200, { "content-type": registry.contentType });
           res.end(req.method === "HEAD" ? undefined : text);

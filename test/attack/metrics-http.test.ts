@@ -8,7 +8,9 @@
 import assert from "node:assert/strict";
 import type net from "node:net";
 import { describe, it } from "node:test";
+import { METRICS_MAX_PIPELINED } from "../../src/metrics/http.ts";
 import { prometheusMetrics, serveMetrics } from "../../src/metrics/index.ts";
+import { pipelineUnread } from "../helpers/pipeline-http.ts";
 import { slowHttpClient } from "../helpers/slow-http.ts";
 import { until } from "../helpers/wait.ts";
 
@@ -52,6 +54,35 @@ describe("attack: metrics endpoint", () => {
       });
     } finally {
       metrics.close();
+    }
+  });
+
+  it("a client pipelining scrapes it never reads is disconnected; scrapes at once share one render", async () => {
+    const metrics = prometheusMetrics();
+    let renders = 0;
+    const source = {
+      contentType: metrics.registry.contentType,
+      metrics: async () => {
+        renders++;
+        await new Promise((r) => setTimeout(r, 50));
+        return metrics.registry.metrics();
+      },
+    };
+    const endpoint = await serveMetrics(source, "127.0.0.1:0");
+    const port = Number(new URL(endpoint.url).port);
+    try {
+      const r = await pipelineUnread(port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 500);
+      assert.ok(r.closed, "the socket pipelining 500 unread scrapes was closed");
+      assert.ok(r.answers <= METRICS_MAX_PIPELINED, `${r.answers} answers`);
+      renders = 0;
+      const answers = await Promise.all(Array.from({ length: 8 }, () => fetch(endpoint.url)));
+      assert.deepEqual(
+        answers.map((r) => r.status),
+        Array(8).fill(200),
+      );
+      assert.ok(renders < 8, `${renders} renders for 8 scrapes at once`);
+    } finally {
+      await endpoint.close();
     }
   });
 });

@@ -1,0 +1,33 @@
+import net from "node:net";
+
+/**
+ * A client that pipelines `count` copies of `request` (a whole GET) on one
+ * socket and reads nothing for `holdMs`, then reads what comes until the
+ * socket closes or `withinMs` more passed. Resolves with whether the server
+ * closed it and how many answers (status lines) it had sent: a server that
+ * answers them all buffers every answer while the client does not read.
+ */
+export async function pipelineUnread(
+  port: number,
+  request: string,
+  count: number,
+  holdMs = 500,
+  withinMs = 2000,
+): Promise<{ closed: boolean; answers: number }> {
+  const s = net.connect(port, "127.0.0.1");
+  s.pause();
+  s.on("error", () => {});
+  await new Promise((r) => s.once("connect", r));
+  let text = "";
+  s.setEncoding("latin1");
+  s.on("data", (d: string) => {
+    text += d;
+  });
+  const closed = new Promise<boolean>((r) => s.once("close", () => r(true)));
+  s.write(request.repeat(count));
+  await new Promise((r) => setTimeout(r, holdMs));
+  s.resume();
+  const outcome = await Promise.race([closed, new Promise<boolean>((r) => setTimeout(() => r(false), withinMs))]);
+  s.destroy();
+  return { closed: outcome, answers: text.split("HTTP/1.1 ").length - 1 };
+}
