@@ -6,7 +6,7 @@ import { createServer } from "../index.ts";
 import { FILE_CHECK_ROUTE, FILE_ROUTE, fileSink } from "../node/file-sink.ts";
 import { makeDirectory } from "../node/make-dir.ts";
 import type { IncomingStream } from "../stream/incoming.ts";
-import { type ServeAuthFlags, serveSecurity } from "./auth.ts";
+import { isLoopbackUrl, type ServeAuthFlags, serveSecurity, TOKEN_ENV } from "./auth.ts";
 import { formatBytes, formatRate } from "./format.ts";
 import { jsonLine, outputMode, printable, writeOut } from "./output.ts";
 import { serveFiles } from "./serve-files.ts";
@@ -88,6 +88,24 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
   if (security.warning !== undefined) {
     if (mode === "json") jsonLine({ event: "warning", message: security.warning });
     else process.stderr.write(`pointsub: warning: ${security.warning}\n`);
+  }
+  // --dashboard without a ws:// or wss:// listener adds one on the page's host (wss:// when the server has TLS):
+  // it serves every route, so it is held to the same secure default as --listen.
+  const dashboardModule = opts.dashboard === undefined ? undefined : await import("../dashboard/index.ts");
+  const dashboardWs =
+    dashboardModule === undefined || opts.listen.some((u) => /^wss?:/i.test(u))
+      ? undefined
+      : dashboardModule.dashboardWsUrl(opts.dashboard as string, security.tls !== undefined);
+  if (dashboardWs !== undefined && security.mode === "none" && !isLoopbackUrl(dashboardWs)) {
+    if (opts.auth !== false) {
+      throw new InvalidArgumentError(
+        `--dashboard ${opts.dashboard}: its page connects to this server on ${dashboardWs}, which serves every route: ` +
+          `refusing that without authentication: pass --token (or set ${TOKEN_ENV}), --require-client-cert with --tls-ca, or --no-auth`,
+      );
+    }
+    const warning = `--no-auth: anyone who can reach ${dashboardWs} (the dashboard's listener) may send files and requests without authentication`;
+    if (mode === "json") jsonLine({ event: "warning", message: warning });
+    else process.stderr.write(`pointsub: warning: ${warning}\n`);
   }
   const metricsModule = opts.metrics === undefined ? undefined : await loadMetrics();
   metricsModule?.parseHostPort(opts.metrics as string);
@@ -250,14 +268,17 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
   if (metricsServer !== undefined) say("metrics", { url: metricsServer.url }, `metrics on ${metricsServer.url}`);
   // --dashboard: the page is a pointsub client of this server (over ws://), behind its authentication.
   const board =
-    opts.dashboard === undefined
+    dashboardModule === undefined
       ? undefined
-      : await (await import("../dashboard/index.ts")).dashboard(server, { listen: opts.dashboard });
+      : await dashboardModule.dashboard(server, {
+          listen: opts.dashboard,
+          wsUrl: dashboardWs === undefined ? undefined : (await server.listen(dashboardWs))[0],
+        });
   if (board !== undefined) {
     say(
       "dashboard",
       { url: board.url, ws: board.wsUrl },
-      `dashboard on ${board.url}${security.mode === "none" ? "" : " (open it as <url>#token=<token>)"}`,
+      `dashboard on ${board.url}${security.mode === "none" ? "" : " (open it as <url>#token=<token>)"}; its page connects to ${board.wsUrl}`,
     );
   }
   // With workers, the primary prints the listening lines once they all listen.

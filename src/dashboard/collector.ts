@@ -69,6 +69,8 @@ const SAMPLE_MS = 500;
 const LATENCIES = 1024;
 /** Most routes, transfers and error codes tracked (further ones are not). */
 const MAX_ROUTES = 256;
+/** The row of requests to routes no handler serves (ERR_NO_ROUTE), whatever the peer named. */
+export const UNROUTED = "(no route)";
 const MAX_TRANSFERS = 1024;
 
 interface RouteStats {
@@ -165,11 +167,14 @@ export class Collector {
   }
 
   private requestEnded(r: RequestEndMessage): void {
-    let s = this.routes.get(r.route);
+    // A route no handler serves is the peer's text: one row for all (made-up names filled the table's
+    // slots, so the server's own routes were never shown).
+    const route = r.routed ? r.route : UNROUTED;
+    let s = this.routes.get(route);
     if (s === undefined) {
       if (this.routes.size >= MAX_ROUTES) return;
       s = { count: 0, errors: 0, latencies: new Float64Array(LATENCIES), next: 0 };
-      this.routes.set(r.route, s);
+      this.routes.set(route, s);
     }
     s.count++;
     if (r.status === "error") s.errors++;

@@ -41,6 +41,14 @@ export interface DashboardOptions {
   wsUrl?: string;
   /** Where the server's connections publish. Default `nodeDiagnostics` (that of the default Node runtime). */
   diagnostics?: Diagnostics;
+  /**
+   * Who may read the figures: called with the requesting session's
+   * principal; false refuses with ERR_UNAUTHORIZED. The figures name every
+   * session's principal and address, so a server whose principals differ
+   * in privilege passes this. Default: every session (after the server's
+   * authentication).
+   */
+  authorize?: (principal: unknown) => boolean;
 }
 
 /** A running dashboard. */
@@ -65,6 +73,17 @@ function hostPort(listen: string): { host: string; port: number } {
   return { host: m[1].replace(/^\[|\]$/g, ""), port };
 }
 
+/**
+ * The pointsub listener a dashboard adds when its server has no ws:// or
+ * wss:// one: `ws://<host>:0/pointsub` on the page's host (`wss://` when
+ * `secure`), where the page connects. A CLI checks it like its own
+ * listeners (a non-loopback host serves every route to whoever reaches it).
+ */
+export function dashboardWsUrl(listen: string, secure = false): string {
+  const { host } = hostPort(listen);
+  return `${secure ? "wss" : "ws"}://${host.includes(":") ? `[${host}]` : host}:0/pointsub`;
+}
+
 /** Connections the dashboard's http server holds at once; more are closed as they arrive. */
 export const DASHBOARD_MAX_CONNECTIONS = 64;
 /**
@@ -73,6 +92,9 @@ export const DASHBOARD_MAX_CONNECTIONS = 64;
  * that sends more is disconnected. A browser sends one at a time.
  */
 export const DASHBOARD_MAX_PIPELINED = 8;
+
+/** How long (ms) one snapshot of the figures answers the dashboard route (the page asks twice a second). */
+export const SNAPSHOT_REUSE_MS = 250;
 
 /** Unanswered requests per socket. */
 const unanswered = new WeakMap<object, number>();
@@ -100,11 +122,24 @@ export async function dashboard(server: Server, options: DashboardOptions = {}):
   const { host, port } = hostPort(options.listen ?? "127.0.0.1:8080");
   const files = await moduleFiles();
   let wsUrl = options.wsUrl ?? server.urls.find((u) => u.startsWith("ws://") || u.startsWith("wss://"));
-  if (wsUrl === undefined) {
-    [wsUrl] = await server.listen(`ws://${host.includes(":") ? `[${host}]` : host}:0/pointsub`);
-  }
+  if (wsUrl === undefined) [wsUrl] = await server.listen(dashboardWsUrl(options.listen ?? "127.0.0.1:8080"));
   const collector = new Collector(server, options.diagnostics ?? nodeDiagnostics);
-  server.handle(DASHBOARD_ROUTE, () => JSON.stringify(collector.snapshot()));
+  const authorize = options.authorize;
+  // One snapshot serves every request within SNAPSHOT_REUSE_MS (a snapshot sorts every route's
+  // latencies: requests in a burst each paid 15-34 ms of it).
+  let snapshotAt = Number.NEGATIVE_INFINITY;
+  let snapshotJson = "";
+  server.handle(DASHBOARD_ROUTE, (_req, ctx) => {
+    if (authorize !== undefined && !authorize(ctx.session.principal)) {
+      throw new PointSubError("ERR_UNAUTHORIZED", "this principal may not read the dashboard");
+    }
+    const now = performance.now();
+    if (now - snapshotAt >= SNAPSHOT_REUSE_MS) {
+      snapshotJson = JSON.stringify(collector.snapshot());
+      snapshotAt = now;
+    }
+    return snapshotJson;
+  });
   const page = pageHtml(files.importMap, files.entry, wsUrl);
   // Bounded like the metrics endpoint (it shares the server's process and file descriptors): a
   // browser opens a few connections; sockets that never finish a request are closed after 10 s.

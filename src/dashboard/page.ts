@@ -64,13 +64,16 @@ function draw(s) {
   table("errors", [["code"], ["count", 1]], s.errors.map((e) => ({ cells: [e.code, String(e.count)] })));
 }
 const token = new URLSearchParams(location.hash.slice(1)).get("token") ?? undefined;
+// A listener on every address (0.0.0.0, ::) is reached at the address this page came from.
+const wsUrl = new URL(config.ws);
+if (wsUrl.hostname === "0.0.0.0" || wsUrl.hostname === "[::]") wsUrl.hostname = location.hostname;
 const status = document.getElementById("status");
 async function run() {
   const { connect } = await import(config.entry);
   for (;;) {
     let conn;
     try {
-      conn = await connect(config.ws, token === undefined ? {} : { credentials: token });
+      conn = await connect(wsUrl.href, token === undefined ? {} : { credentials: token });
       status.textContent = "connected";
       while (conn.state === "open") {
         draw(JSON.parse(new TextDecoder().decode(await conn.request(config.route, ""))));

@@ -434,6 +434,23 @@ describe("pointsub CLI", () => {
     await open.stop();
   });
 
+  it("serve --dashboard on a non-loopback host is held to the secure default: the listener its page connects to serves every route", async () => {
+    const dir = join(work, "inbox-dashboard-exposed");
+    const r = await run(
+      ["serve", "--listen", "tcp://127.0.0.1:0", "--dir", dir, "--dashboard", "0.0.0.0:0", "--json"],
+      "",
+      { killAfterMs: 20_000 },
+    );
+    assert.equal(r.code, 2, r.stdout);
+    const err = JSON.parse(r.stdout.trim().split("\n")[0]) as { code: string; message: string };
+    assert.equal(err.code, "ERR_INVALID_ARGUMENT");
+    assert.match(
+      err.message,
+      /^--dashboard 0\.0\.0\.0:0: its page connects to this server on ws:\/\/0\.0\.0\.0:0\/pointsub.+--no-auth$/,
+    );
+    await assert.rejects(stat(dir), "serve created nothing");
+  });
+
   it("the secure default: loopback and unix:// need nothing; other addresses a token, mutual TLS or --no-auth (warned)", () => {
     for (const u of [
       "tcp://127.0.0.1:7000",

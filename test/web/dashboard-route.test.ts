@@ -1,0 +1,57 @@
+/**
+ * The dashboard's figures route (`DASHBOARD_ROUTE`) against its sessions,
+ * over real loopback sockets: requests to routes no handler serves share one
+ * row (made-up names filled every slot of the routes table, and the server's
+ * own routes were never shown), and `authorize` decides which principals may
+ * read the figures (they name every session's principal and address).
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { UNROUTED } from "../../src/dashboard/collector.ts";
+import { DASHBOARD_ROUTE, type DashboardSnapshot, dashboard } from "../../src/dashboard/index.ts";
+import { connect, createServer, type PointSubError } from "../../src/index.ts";
+
+const credentials = (name: string) => ({ credentials: name });
+
+describe("the dashboard's figures route", () => {
+  it("requests to routes no handler serves share one row: the server's own routes still show", async () => {
+    const server = createServer();
+    server.handle("/echo/1.0.0", (req) => req.data);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const board = await dashboard(server, { listen: "127.0.0.1:0" });
+    const conn = await connect(url);
+    try {
+      for (let i = 0; i < 300; i++) await conn.request(`/made-up/${i}`, "x").catch(() => {});
+      await conn.request("/echo/1.0.0", "x");
+      const s = board.snapshot();
+      const names = s.routes.map((r) => r.route).sort();
+      assert.ok(names.includes("/echo/1.0.0"), names.slice(0, 5).join(", "));
+      assert.equal(s.routes.find((r) => r.route === UNROUTED)?.count, 300);
+      assert.ok(names.every((n) => !n.startsWith("/made-up/")));
+    } finally {
+      await conn.close();
+      await board.close();
+      await server.close();
+    }
+  });
+
+  it("authorize: a principal it refuses gets ERR_UNAUTHORIZED, one it allows the figures", async () => {
+    const server = createServer({ authenticate: (cred) => new TextDecoder().decode(cred) });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const board = await dashboard(server, { listen: "127.0.0.1:0", authorize: (p) => p === "admin" });
+    const alice = await connect(url, credentials("alice"));
+    const admin = await connect(url, credentials("admin"));
+    try {
+      await assert.rejects(alice.request(DASHBOARD_ROUTE, ""), (e: PointSubError) => e.code === "ERR_UNAUTHORIZED");
+      const figures = JSON.parse(
+        new TextDecoder().decode(await admin.request(DASHBOARD_ROUTE, "")),
+      ) as DashboardSnapshot;
+      assert.ok(figures.sessions.length >= 2);
+    } finally {
+      await alice.close();
+      await admin.close();
+      await board.close();
+      await server.close();
+    }
+  });
+});
