@@ -30,12 +30,30 @@ export function debugSelects(debug: string | undefined, name: string): boolean {
   return selected;
 }
 
+/**
+ * Characters a terminal acts on or shows as nothing, which JSON.stringify
+ * leaves as they are: DEL, C1 (U+009B is an 8-bit CSI), bidirectional
+ * controls, line and paragraph separators, zero-width and other invisible
+ * format characters, BOM. Routes, reasons and addresses come from peers.
+ */
+const UNSAFE =
+  /[\u007f-\u009f\u00ad\u061c\u115f\u1160\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\u3164\ufeff\uffa0\ufff9-\ufffb]/g;
+
+/** `s` as a JSON string with {@link UNSAFE} characters escaped too (JSON.stringify escapes C0 and lone surrogates). */
+function quoted(s: string): string {
+  return JSON.stringify(s).replace(UNSAFE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+}
+
 function field(v: unknown): string {
-  if (typeof v === "string") return /[\s"=]/.test(v) || v === "" ? JSON.stringify(v) : v;
+  if (typeof v === "string") {
+    UNSAFE.lastIndex = 0;
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: C0 controls are quoted (and escaped) too
+    return /[\s"=\u0000-\u001f]/.test(v) || v === "" || UNSAFE.test(v) ? quoted(v) : v;
+  }
   if (typeof v === "number") return Number.isInteger(v) ? String(v) : v.toFixed(3);
   if (v instanceof Error) {
     const code = (v as { code?: unknown }).code;
-    return JSON.stringify(typeof code === "string" ? `${code}: ${v.message}` : v.message);
+    return quoted(typeof code === "string" ? `${code}: ${v.message}` : v.message);
   }
   return String(v);
 }

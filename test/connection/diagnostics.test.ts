@@ -35,7 +35,7 @@ import {
   type StreamStartMessage,
   tokenAuth,
 } from "../../src/index.ts";
-import { debugSelects, installDebugOutput } from "../../src/node/debug.ts";
+import { debugSelects, formatDebugLine, installDebugOutput } from "../../src/node/debug.ts";
 import { sleep, until } from "../helpers/wait.ts";
 
 const INDEX = new URL("../../src/index.ts", import.meta.url).href;
@@ -391,6 +391,19 @@ describe("debug output", () => {
     assert.doesNotMatch(out, /pointsub:message/);
     const node = runWith({ NODE_DEBUG: "pointsub" });
     assert.match(node, /^POINTSUB \d+: pointsub:message \S+ direction=out size=2 sizeClass=tiny$/m);
+  });
+
+  it("a route a peer chose prints with terminal controls escaped (ESC, 8-bit CSI, bidi overrides, line separators)", () => {
+    const line = formatDebugLine("pointsub:request:end", {
+      route: "/x\x1b[1A\x1b[2K\x1b]0;owned\x07\x9b31mFAKE\u202e\u2028",
+      status: "ok",
+    });
+    assert.equal(
+      line,
+      'pointsub:request:end route="/x\\u001b[1A\\u001b[2K\\u001b]0;owned\\u0007\\u009b31mFAKE\\u202e\\u2028" status=ok',
+    );
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: no control character may be left
+    assert.doesNotMatch(line, /[\x00-\x1f\x7f-\x9f\u202e\u2028]/);
   });
 
   it("nothing is printed on import alone", () => {
