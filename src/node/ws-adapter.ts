@@ -100,6 +100,18 @@ export interface WsOptions {
   /** Connect: extra HTTP headers of the upgrade request (a cookie, an authorization header). */
   headers?: Record<string, string>;
   /**
+   * Listen: the web pages (`Origin` header of a browser's upgrade request,
+   * e.g. `"https://app.example"`) allowed to connect: a list (`"*"`: any),
+   * or a predicate. Requests without an `Origin` (clients other than
+   * browsers) are always taken. Default: any origin when the server
+   * authenticates its clients (an `authenticate` hook: a page elsewhere
+   * cannot present the credentials); otherwise only pages served from the
+   * listener's own host name (any port) — else any web site a user of this
+   * machine visits could use a server that authenticates nobody, such as a
+   * loopback `pointsub serve`. Others are refused with 403.
+   */
+  origins?: readonly string[] | ((origin: string) => boolean);
+  /**
    * Most bytes sent and not yet read by the peer's WebSocket (acknowledged
    * by the pong to a ping sent after them) before the transport asks the
    * connection to wait: bulk data then waits in pointsub's scheduler, where
@@ -587,6 +599,36 @@ function checkLimit(name: string, value: number | undefined, fallback: number, m
   return value;
 }
 
+/** The host name of an origin or a Host header (brackets of an IPv6 address kept), lower case; undefined when unparsable. */
+function hostnameOf(originOrHost: string, isHost: boolean): string | undefined {
+  try {
+    return new URL(isHost ? `http://${originOrHost}` : originOrHost).hostname;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Which browser origins a listener takes (see {@link WsOptions.origins}). */
+function originPolicy(
+  options: TransportListenOptions & WsTransportOptions,
+): (origin: string, host: string | undefined) => boolean {
+  const origins = options.ws?.origins;
+  if (typeof origins === "function") return (origin) => origins(origin) === true;
+  if (origins !== undefined) {
+    if (!Array.isArray(origins) || origins.some((o) => typeof o !== "string")) {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", "ws.origins must be a list of origins or a function");
+    }
+    const allowed = new Set(origins);
+    return (origin) => allowed.has("*") || allowed.has(origin);
+  }
+  // The server's own options come with the adapter's (TransportAdapter): an authenticate hook decides who connects.
+  if (typeof (options as { authenticate?: unknown }).authenticate === "function") return () => true;
+  return (origin, host) => {
+    const page = hostnameOf(origin, false);
+    return page !== undefined && host !== undefined && page === hostnameOf(host, true);
+  };
+}
+
 /** Answers an upgrade request that is refused, and closes its socket. */
 function refuse(socket: net.Socket, status: number, text: string): void {
   if (socket.writable) {
@@ -640,6 +682,7 @@ async function listenWs(
   );
   const window = inFlightBound(options.ws);
   const onPending = options.onPending;
+  const originAllowed = originPolicy(options);
   const wss = new WebSocketServer({
     noServer: true,
     // No extension is accepted: a client offering permessage-deflate gets none.
@@ -741,6 +784,12 @@ async function listenWs(
     if (external && !admit(raw)) return;
     if (!pending.has(raw)) {
       socket.destroy();
+      return;
+    }
+    const origin = req.headers.origin;
+    if (origin !== undefined && !originAllowed(origin, req.headers.host)) {
+      leave(raw);
+      refuse(socket, 403, `pointsub: pages from ${origin} may not connect here (ws.origins)`);
       return;
     }
     const offered = String(req.headers["sec-websocket-protocol"] ?? "")
