@@ -9,9 +9,14 @@
  */
 import { fromIpc, isTagged, TAG, type ToPrimary, type ToWorker, toIpc } from "./ipc-wire.ts";
 
-/** A worker as the relay sees it: something to send IPC messages to. */
+/**
+ * A worker as the relay sees it: something to send IPC messages to (a
+ * `node:cluster` Worker or a ChildProcess). Its `send` calls `callback` once
+ * the message was written to the channel (Node's do): until then the
+ * message counts against the worker's {@link IpcRelayOptions.maxQueuedBytes}.
+ */
 export interface RelayPeer {
-  send(message: unknown): unknown;
+  send(message: unknown, sendHandle?: undefined, options?: undefined, callback?: (err: Error | null) => void): unknown;
 }
 
 /** Options of {@link IpcRelay}. */
@@ -22,6 +27,14 @@ export interface IpcRelayOptions {
   maxKeys?: number;
   /** Most bytes of keys and values it holds (UTF-16 code units counted as bytes). Default 64 MiB. */
   maxBytes?: number;
+  /**
+   * Most bytes of published messages queued for one worker and not yet
+   * written to its channel (a worker stopped or too busy to read); while
+   * over it, messages published to that worker are dropped and counted
+   * ({@link IpcRelay.dropped}), as Redis and NATS cut a slow subscriber.
+   * Default 32 MiB.
+   */
+  maxQueuedBytes?: number;
 }
 
 interface Entry {
@@ -33,6 +46,8 @@ interface Entry {
 interface PeerState {
   subjects: Set<string>;
   will?: { s: string; d: Uint8Array };
+  /** Bytes of messages handed to its channel and not yet written. */
+  queued: number;
 }
 
 /** Longest key or value taken from a worker, in characters. */
@@ -46,6 +61,7 @@ export class IpcRelay {
   private readonly kv = new Map<string, Entry>();
   private kvBytes = 0;
   private rev = 0;
+  private dropped_ = 0;
   private readonly sweeper: ReturnType<typeof setInterval>;
 
   constructor(options: IpcRelayOptions) {
@@ -53,9 +69,15 @@ export class IpcRelay {
       advanced: options.advanced,
       maxKeys: options.maxKeys ?? 100_000,
       maxBytes: options.maxBytes ?? 64 * 1024 * 1024,
+      maxQueuedBytes: options.maxQueuedBytes ?? 32 * 1024 * 1024,
     };
     this.sweeper = setInterval(() => this.sweep(), 5_000);
     this.sweeper.unref();
+  }
+
+  /** Messages not sent to a worker because too many bytes were queued for it ({@link IpcRelayOptions.maxQueuedBytes}). */
+  get dropped(): number {
+    return this.dropped_;
   }
 
   /** Keys in the shared store (expired ones included until the next sweep). */
@@ -69,7 +91,7 @@ export class IpcRelay {
     const m = message as unknown as ToPrimary;
     let state = this.peers.get(peer);
     if (state === undefined) {
-      state = { subjects: new Set() };
+      state = { subjects: new Set(), queued: 0 };
       this.peers.set(peer, state);
     }
     switch (m[TAG]) {
@@ -136,7 +158,26 @@ export class IpcRelay {
     const set = this.subscribers.get(s);
     if (set === undefined) return;
     const m: ToWorker = { [TAG]: "msg", s, d: toIpc(d, this.o.advanced) };
-    for (const p of set) this.sendTo(p, m);
+    // What the message costs queued in a channel: its bytes (base64 without advanced serialization) and a little.
+    const size = 64 + (typeof m.d === "string" ? m.d.length : m.d.byteLength);
+    for (const p of set) {
+      const state = this.peers.get(p);
+      if (state === undefined) continue;
+      if (state.queued + size > this.o.maxQueuedBytes) {
+        this.dropped_++;
+        continue;
+      }
+      state.queued += size;
+      const written = () => {
+        state.queued -= size;
+      };
+      try {
+        p.send(m, undefined, undefined, written);
+      } catch {
+        // A worker whose channel just closed: its exit detaches it.
+        written();
+      }
+    }
   }
 
   private sendTo(peer: RelayPeer, m: ToWorker): void {

@@ -459,6 +459,27 @@ describe("IpcRelay (the primary's side), in process", () => {
     relay.close();
   });
 
+  it("a worker that does not read its channel gets at most maxQueuedBytes of published messages queued; the rest are dropped and counted", () => {
+    // A stopped worker (SIGSTOP) grew the primary by ~6 MB/s of queued broadcasts, without end.
+    const relay = new IpcRelay({ advanced: true, maxQueuedBytes: 1024 * 1024 });
+    const stalled = { got: 0, send: (_m: unknown) => stalled.got++ }; // never written: no callback
+    const healthy = {
+      got: 0,
+      send: (_m: unknown, _h?: undefined, _o?: undefined, written?: (err: Error | null) => void) => {
+        healthy.got++;
+        written?.(null);
+      },
+    };
+    relay.receive(stalled, { [TAG]: "sub", s: "x" });
+    relay.receive(healthy, { [TAG]: "sub", s: "x" });
+    const d = new Uint8Array(64 * 1024);
+    for (let i = 0; i < 100; i++) relay.receive(healthy, { [TAG]: "pub", s: "x", d });
+    assert.equal(healthy.got, 100);
+    assert.ok(stalled.got >= 15 && stalled.got <= 16, `the stalled worker was handed ${stalled.got}`);
+    assert.equal(relay.dropped, 100 - stalled.got);
+    relay.close();
+  });
+
   it("bounds the shared store by keys and bytes; compare-and-set by revision; time to live", (t) => {
     // The relay's clock (Date.now) is the test's: on the wall clock, a loaded machine that
     // descheduled the process for 30 ms between two lines expired "b" before "c" was to find
