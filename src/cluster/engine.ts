@@ -39,6 +39,13 @@ export interface ClusterEngine {
    * thing: there a dead node is noticed by its missing heartbeats).
    */
   setWill?(subject: string, data: Uint8Array): void;
+  /**
+   * Optional: the cluster stopped reading its own heartbeats back (the
+   * engine frozen, or a partition that reset nothing): drop the connection
+   * without waiting for the engine and connect again. Commands in flight
+   * reject; `onState(true)` once a new connection is up.
+   */
+  reset?(): void;
   /** Calls `onState(true | false)` when the connection to the engine comes up or goes down. */
   onState(cb: (up: boolean) => void): void;
   /** Sets `key` to `value` for `ttlMs` if it has no value; false when it has one. */
@@ -49,6 +56,6 @@ export interface ClusterEngine {
   kvUpdate(key: string, value: string, revision: string, ttlMs: number): Promise<boolean>;
   /** Deletes `key` if it is still at `revision`. */
   kvDelete(key: string, revision: string): Promise<void>;
-  /** Disconnects. */
+  /** Disconnects: gracefully if the engine answers within a short grace, else by dropping the connection. */
   close(): Promise<void>;
 }

@@ -22,7 +22,12 @@ import type { ClusterEngine } from "./engine.ts";
 import { engineIdempotencyStore } from "./idempotency-store.ts";
 import { type BusHeader, decode, encode, type Heartbeat } from "./wire.ts";
 
-/** A broadcast filter registered by name on every node: `arg` is the broadcast's `filterArg`. */
+/**
+ * A broadcast filter registered by name on every node: `arg` is the
+ * broadcast's `filterArg`. One that throws for a session leaves that
+ * session out (on every node alike, the sender's included) and is counted
+ * in {@link ClusterStats.handlerErrors}.
+ */
 export type NamedFilter = (session: Connection, arg: string | undefined) => boolean;
 
 /** Options common to every cluster engine. */
@@ -39,6 +44,17 @@ export interface ClusterOptions {
   requestTimeoutMs?: number;
   /** How long the first `listen` waits for the engine; then it rejects with ERR_CONNECT (a later `listen` tries again). Default 10,000. */
   connectTimeoutMs?: number;
+  /**
+   * Longest wait for one engine call (a publish, a key-value read or
+   * compare-and-set), in ms: past it the call rejects with ERR_TIMEOUT
+   * (retryable), so a frozen or partitioned engine cannot hold a request,
+   * a rate-limit lease or `close` (whose `bye` waits this long at most).
+   * Once this node no longer reads its own heartbeats back for
+   * `deadAfterMs`, the engine counts as down (the `engine` event): calls
+   * then fail at once with ERR_CONNECTION_CLOSED until it is back.
+   * Default 2,000.
+   */
+  engineTimeoutMs?: number;
   /** Largest payload sent across the bus (broadcast, sendTo), in bytes; larger ones fail with ERR_MESSAGE_TOO_LARGE. Default 512 KiB. */
   maxBusMessageBytes?: number;
   /** Broadcast filters by name, the same on every node. */
@@ -68,7 +84,12 @@ export interface ClusterEvents {
   nodeJoined: [node: ClusterNode];
   /** A node left: closed, or not heard from for `deadAfterMs`. */
   nodeLeft: [id: string, reason: "left" | "timeout"];
-  /** The engine connection went down or came back. */
+  /**
+   * The engine connection went down or came back: down when the client
+   * lost it, or when this node did not read its own heartbeats back for
+   * `deadAfterMs` (a frozen engine, a partition); up once its own `hello`
+   * comes back through the engine.
+   */
   engine: [up: boolean];
   /** Something published to the bus failed (at most once: it is not retried). */
   busError: [error: Error];
@@ -87,6 +108,14 @@ export interface ClusterStats {
   /** Broadcasts naming a filter this node does not have (dropped). */
   unknownFilters: number;
   busErrors: number;
+  /**
+   * Exceptions thrown by a named filter or by a listener of this cluster's
+   * events (`nodeJoined`, …): caught and counted, the node keeps reading
+   * the bus (a filter that throws leaves its session out).
+   */
+  handlerErrors: number;
+  /** Broadcasts and sendTos read while the engine counted as down (late, from before an outage): dropped. */
+  stale: number;
 }
 
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -145,6 +174,13 @@ function jsonSafe(info: ConnectionInfo): unknown {
 const utf8 = new TextEncoder();
 const fromUtf8 = new TextDecoder();
 
+/** An engine call's failure as a PointSubError: the engine client's own errors are ERR_CONNECTION_CLOSED (retryable). */
+function engineError(engine: string, what: string, err: unknown): PointSubError {
+  if (err instanceof PointSubError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new PointSubError("ERR_CONNECTION_CLOSED", `${engine} ${what} failed: ${message}`);
+}
+
 /**
  * A cluster on one engine, for one server (`createServer({ cluster })`).
  * Built by `redisCluster` / `natsCluster`.
@@ -158,6 +194,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private readonly deadAfterMs: number;
   private readonly requestTimeoutMs: number;
   private readonly connectTimeoutMs: number;
+  private readonly engineTimeoutMs: number;
   private readonly maxBusBytes: number;
   private readonly filters: Map<string, NamedFilter>;
   private readonly store: IdempotencyStore | undefined;
@@ -170,8 +207,16 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private nextMsg = 0;
   /** Random per instance: a node restarted under the same id does not reuse message ids the others remember. */
   private readonly incarnation = randomId();
-  /** Since when the engine connection is up (0: down). */
+  /** Since when the engine connection is up: this node reads its own messages back (0: down). */
   private upSince = 0;
+  /** Whether the engine's client reports its connection up. */
+  private engineUp = false;
+  /** When this node last read one of its own heartbeats back. */
+  private lastEcho = 0;
+  /** When the engine was last reset or reported up while it counted as down (a reset is not repeated sooner than deadAfterMs). */
+  private lastAttempt = 0;
+  /** Probe number of the echo key: while down, only the latest probe's echo brings the engine back. */
+  private probe = 0;
   private stopped = false;
   private readonly counters: ClusterStats = {
     broadcastsSent: 0,
@@ -182,6 +227,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     malformed: 0,
     unknownFilters: 0,
     busErrors: 0,
+    handlerErrors: 0,
+    stale: 0,
   };
 
   /** Use `redisCluster` or `natsCluster`. */
@@ -204,6 +251,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     }
     this.requestTimeoutMs = positive("requestTimeoutMs", options.requestTimeoutMs, 5000);
     this.connectTimeoutMs = positive("connectTimeoutMs", options.connectTimeoutMs, 10_000);
+    this.engineTimeoutMs = positive("engineTimeoutMs", options.engineTimeoutMs, 2000);
     this.maxBusBytes = positive("maxBusMessageBytes", options.maxBusMessageBytes, 512 * 1024);
     this.filters = new Map(Object.entries(options.filters ?? {}));
     for (const [k, f] of this.filters) {
@@ -212,7 +260,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     this.store =
       options.idempotency === false || !engine.hasKv
         ? undefined
-        : engineIdempotencyStore(engine, {
+        : engineIdempotencyStore(this.guarded(), {
             prefix: `${this.prefix}.idem.`,
             nodeId: this.nodeId,
             holds: (id) => this.holds(id),
@@ -254,26 +302,101 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    * `name` (created at 0 and kept `ttlMs` after each take, in the engine's
    * key-value store) by compare-and-set: resolves to how many it took (0:
    * none left). The building block of {@link clusterRateLimit}. Rejects with
-   * ERR_INVALID_ARGUMENT when the engine has no key-value store, and with
-   * ERR_OVERLOADED when other nodes won the compare-and-set 8 times running.
+   * ERR_INVALID_ARGUMENT when the engine has no key-value store, with
+   * ERR_OVERLOADED when other nodes won the compare-and-set 8 times running,
+   * and, like every engine call, with ERR_TIMEOUT when the engine does not
+   * answer within `engineTimeoutMs` or ERR_CONNECTION_CLOSED when it is
+   * down (both retryable).
    */
   async reserve(name: string, want: number, limit: number, ttlMs: number): Promise<number> {
     if (!this.engine.hasKv) {
       throw new PointSubError("ERR_INVALID_ARGUMENT", `the ${this.engine.name} engine has no key-value store`);
     }
     const key = `${this.prefix}.count.${name}`;
+    const e = this.engine;
     for (let attempt = 0; attempt < 8; attempt++) {
-      const cur = await this.engine.kvGet(key);
+      const cur = await this.call("kvGet", () => e.kvGet(key));
       const used = cur === undefined ? 0 : Number(cur.value) || 0;
       const take = Math.min(want, limit - used);
       if (take <= 0) return 0;
       const ok =
         cur === undefined
-          ? await this.engine.kvCreate(key, String(take), ttlMs)
-          : await this.engine.kvUpdate(key, String(used + take), cur.revision, ttlMs);
+          ? await this.call("kvCreate", () => e.kvCreate(key, String(take), ttlMs))
+          : await this.call("kvUpdate", () => e.kvUpdate(key, String(used + take), cur.revision, ttlMs));
       if (ok) return take;
     }
     throw new PointSubError("ERR_OVERLOADED", `counter ${name} contended by other nodes; retry later`);
+  }
+
+  /**
+   * Runs one engine call with a deadline: rejects with ERR_TIMEOUT after
+   * `engineTimeoutMs`, at once with ERR_CONNECTION_CLOSED while the engine
+   * counts as down (unless `always`: the heartbeats that find out whether it
+   * is back), and turns the engine client's own errors into
+   * ERR_CONNECTION_CLOSED (retryable; the message keeps the client's words).
+   */
+  private call<T>(what: string, op: () => Promise<T>, always = false): Promise<T> {
+    const name = this.engine.name;
+    if (!always && (this.upSince === 0 || this.stopped)) {
+      return Promise.reject(
+        new PointSubError("ERR_CONNECTION_CLOSED", `the cluster's engine (${name}) is unreachable: ${what} not sent`),
+      );
+    }
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(
+        () =>
+          reject(
+            new PointSubError(
+              "ERR_TIMEOUT",
+              `${name} did not answer ${what} within ${this.engineTimeoutMs} ms (engine frozen or unreachable)`,
+            ),
+          ),
+        this.engineTimeoutMs,
+      );
+      let p: Promise<T>;
+      try {
+        p = op();
+      } catch (err) {
+        p = Promise.reject(err);
+      }
+      p.then(
+        (v) => {
+          clearTimeout(timer);
+          resolve(v);
+        },
+        (err: unknown) => {
+          clearTimeout(timer);
+          reject(engineError(name, what, err));
+        },
+      );
+    });
+  }
+
+  /** The engine as the shared store sees it: every call through {@link Cluster.call}. */
+  private guarded(): ClusterEngine {
+    const e = this.engine;
+    return {
+      name: e.name,
+      hasKv: e.hasKv,
+      connect: () => e.connect(),
+      publish: (subject, data) => this.call("publish", () => e.publish(subject, data)),
+      subscribe: (subject, onMessage) => e.subscribe(subject, onMessage),
+      onState: (cb) => e.onState(cb),
+      kvCreate: (key, value, ttlMs) => this.call("kvCreate", () => e.kvCreate(key, value, ttlMs)),
+      kvGet: (key) => this.call("kvGet", () => e.kvGet(key)),
+      kvUpdate: (key, value, revision, ttlMs) => this.call("kvUpdate", () => e.kvUpdate(key, value, revision, ttlMs)),
+      kvDelete: (key, revision) => this.call("kvDelete", () => e.kvDelete(key, revision)),
+      close: () => e.close(),
+    };
+  }
+
+  /** Emits `event` to the application's listeners; one that throws is counted, not thrown into the bus reader or a timer. */
+  private safeEmit<K extends keyof ClusterEvents>(event: K, ...args: ClusterEvents[K]): void {
+    try {
+      (this.emit as (e: K, ...a: ClusterEvents[K]) => boolean)(event, ...args);
+    } catch {
+      this.counters.handlerErrors++;
+    }
   }
 
   /** Whether claims of node `id` still hold: it is a member, or this node has not been connected long enough to know. */
@@ -323,12 +446,21 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     } finally {
       clearTimeout(timer);
     }
-    const onBus = (data: Uint8Array) => this.onBus(data);
+    const onBus = (data: Uint8Array) => {
+      try {
+        this.onBus(data);
+      } catch {
+        // Whatever throws while one message is handled (the application's code included) is counted;
+        // the engine's reader never sees it, so the node keeps receiving.
+        this.counters.handlerErrors++;
+      }
+    };
     await this.engine.subscribe(this.subject("members"), onBus);
     await this.engine.subscribe(this.subject("bc"), onBus);
     await this.engine.subscribe(this.subject(`node.${this.nodeId}`), onBus);
     this.engine.setWill?.(this.subject("members"), encode({ t: "bye", n: this.nodeId }));
-    this.upSince = Date.now();
+    this.upSince = this.lastEcho = Date.now();
+    this.engineUp = true;
     this.announce("hello");
     this.timer = setInterval(() => this.tick(), this.heartbeatMs);
     (this.timer as { unref?: () => void }).unref?.();
@@ -338,7 +470,11 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     if (this.stopped) return;
     this.stopped = true;
     clearInterval(this.timer);
-    await this.publish(this.subject("members"), encode({ t: "bye", n: this.nodeId }));
+    // Not to an engine known to be down; otherwise within engineTimeoutMs (a frozen engine does not answer).
+    if (this.upSince !== 0) {
+      const bye = encode({ t: "bye", n: this.nodeId });
+      await this.call("bye", () => this.engine.publish(this.subject("members"), bye), true).catch(() => {});
+    }
     const closed = new PointSubError("ERR_CONNECTION_CLOSED", "the server left the cluster");
     for (const [id, p] of this.sends) {
       clearTimeout(p.timer);
@@ -349,26 +485,66 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     await this.engine.close();
   }
 
+  /** What the engine's client reports. Up counts only once this node's own `hello` comes back through it. */
   private engineState(up: boolean): void {
-    const was = this.upSince !== 0;
-    if (up === was || this.stopped) return;
-    this.upSince = up ? Date.now() : 0;
-    this.emit("engine", up);
-    if (up) this.announce("hello"); // the others learn of this node again at once
+    if (this.stopped) return;
+    this.engineUp = up;
+    if (!up) this.setLive(false);
+    else if (this.upSince === 0) {
+      this.lastAttempt = Date.now();
+      this.announce("hello", true);
+    }
   }
 
-  private announce(t: "hb" | "hello"): void {
+  /** The engine counts as up (this node reads its own messages back) or down; emits `engine` on a change. */
+  private setLive(live: boolean): void {
+    if (live === (this.upSince !== 0) || this.stopped) return;
+    const now = Date.now();
+    this.upSince = live ? now : 0;
+    if (live) this.lastEcho = now;
+    else this.lastAttempt = now;
+    this.safeEmit("engine", live);
+    if (live) this.announce("hello"); // the others learn of this node again at once, and answer
+  }
+
+  /** One of this node's own heartbeats read back with echo key `k`. */
+  private onEcho(k: string | undefined): void {
+    if (this.upSince !== 0) {
+      if (k === undefined || k.startsWith(`${this.incarnation}.`)) this.lastEcho = Date.now();
+    } else if (k === `${this.incarnation}.${this.probe}`) this.setLive(true);
+  }
+
+  /** Publishes a heartbeat; `probe`: a `hello` whose echo brings a down engine back (heartbeats stop while it is down). */
+  private announce(t: "hb" | "hello", probe = false): void {
     const local = this.local;
-    if (local === undefined) return;
-    void this.publish(
-      this.subject("members"),
-      encode({ t, n: this.nodeId, urls: local.urls, sessions: local.sessionCount }),
-    );
+    if (local === undefined || this.stopped) return;
+    if (probe) this.probe++;
+    else if (this.upSince === 0) return;
+    const header = {
+      t,
+      n: this.nodeId,
+      urls: local.urls,
+      sessions: local.sessionCount,
+      k: `${this.incarnation}.${this.probe}`,
+    };
+    void this.publish(this.subject("members"), encode(header), true);
   }
 
   private tick(): void {
+    const now = Date.now();
+    if (this.upSince !== 0 && now - this.lastEcho > this.deadAfterMs) {
+      // Connected, but nothing of this node's came back for deadAfterMs: the engine is frozen or cut
+      // off without a reset. Down until a new connection carries this node's hello back.
+      this.setLive(false);
+      this.engine.reset?.();
+    } else if (this.upSince === 0 && this.engineUp && now - this.lastAttempt > this.deadAfterMs) {
+      // Reported up, yet the probe did not come back: reset again, and probe again.
+      this.lastAttempt = now;
+      this.engine.reset?.();
+      this.announce("hello", true);
+    }
     this.announce("hb");
-    const deadline = Date.now() - this.deadAfterMs;
+    const deadline = now - this.deadAfterMs;
     for (const [id, m] of this.members) if (m.lastSeen < deadline) this.removeMember(id, "timeout");
   }
 
@@ -387,17 +563,17 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     for (const p of this.infos.values()) {
       if (p.waiting.delete(id) && p.waiting.size === 0) p.done();
     }
-    this.emit("nodeLeft", id, reason);
+    this.safeEmit("nodeLeft", id, reason);
   }
 
-  private async publish(subject: string, data: Uint8Array): Promise<boolean> {
+  private async publish(subject: string, data: Uint8Array, always = false): Promise<boolean> {
     try {
-      await this.engine.publish(subject, data);
+      await this.call("publish", () => this.engine.publish(subject, data), always);
       return true;
     } catch (err) {
       this.counters.busErrors++;
       if (this.listenerCount("busError") !== 0)
-        this.emit("busError", err instanceof Error ? err : new Error(String(err)));
+        this.safeEmit("busError", err instanceof Error ? err : new Error(String(err)));
       return false;
     }
   }
@@ -449,13 +625,27 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       ...(options.highWaterMark === undefined ? {} : { hw: options.highWaterMark }),
       ...(options.slowSessions === undefined ? {} : { sl: options.slowSessions }),
     };
-    this.counters.broadcastsSent++;
-    void this.publish(this.subject("bc"), encode(header, data));
-    return local.broadcast(data, {
-      filter: named === undefined ? undefined : (s) => named(s, filterArg),
+    // This node's sessions first: the same filter semantics as on the others (a throw leaves the session out).
+    const result = local.broadcast(data, {
+      filter: named === undefined ? undefined : this.safeFilter(named, filterArg),
       highWaterMark: options.highWaterMark,
       slowSessions: options.slowSessions,
     });
+    this.counters.broadcastsSent++;
+    void this.publish(this.subject("bc"), encode(header, data));
+    return result;
+  }
+
+  /** A named filter for one broadcast: a throw is counted and leaves that session out. */
+  private safeFilter(named: NamedFilter, arg: string | undefined): (s: Connection) => boolean {
+    return (s) => {
+      try {
+        return named(s, arg) === true;
+      } catch {
+        this.counters.handlerErrors++;
+        return false;
+      }
+    };
   }
 
   private sendTo(id: string, data: Uint8Array): Promise<void> {
@@ -525,10 +715,16 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       return;
     }
     const h = m.header;
+    if (this.upSince === 0 && (h.t === "bc" || h.t === "to")) {
+      // Read while the engine counts as down: from before or during an outage, late. Not delivered.
+      this.counters.stale++;
+      return;
+    }
     switch (h.t) {
       case "hb":
       case "hello":
         if (h.n !== this.nodeId) this.onHeartbeat(h);
+        else this.onEcho(typeof h.k === "string" ? h.k : undefined);
         return;
       case "bye":
         if (h.n !== this.nodeId) this.removeMember(h.n, "left");
@@ -563,7 +759,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     const m: Member = { urls, sessions: h.sessions, lastSeen: Date.now() };
     this.members.set(h.n, m);
     if (known === undefined) {
-      this.emit("nodeJoined", { id: h.n, urls, sessions: h.sessions, lastSeen: m.lastSeen, self: false });
+      this.safeEmit("nodeJoined", { id: h.n, urls, sessions: h.sessions, lastSeen: m.lastSeen, self: false });
     }
     if (h.t === "hello") this.announce("hb");
   }
@@ -577,8 +773,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         this.counters.unknownFilters++;
         return;
       }
-      const arg = h.a;
-      filter = (s) => named(s, arg);
+      filter = this.safeFilter(named, h.a);
     }
     const hw = typeof h.hw === "number" && h.hw > 0 ? h.hw : undefined;
     const sl = h.sl === "disconnect" ? "disconnect" : undefined;

@@ -119,7 +119,25 @@ class NatsEngine implements ClusterEngine {
   }
 
   async subscribe(subject: string, onMessage: (data: Uint8Array) => void): Promise<void> {
-    this.conn.subscribe(subject, { callback: (err, msg) => err === null && onMessage(msg.data) });
+    this.conn.subscribe(subject, {
+      callback: (err, msg) => {
+        if (err !== null) return;
+        try {
+          onMessage(msg.data);
+        } catch {
+          // An exception thrown into nats.js's callback closes the subscription's reader (the node
+          // went deaf for seconds): the cluster catches and counts its own, nothing reaches nats.js.
+        }
+      },
+    });
+  }
+
+  reset(): void {
+    const nc = this.nc;
+    if (this.closed || nc === undefined || nc.isClosed()) return;
+    this.state(false);
+    // Drops the socket and connects again (the status loop reports the reconnection).
+    nc.reconnect().catch(() => {});
   }
 
   onState(cb: (up: boolean) => void): void {
@@ -164,9 +182,19 @@ class NatsEngine implements ClusterEngine {
     this.closed = true;
     const nc = this.nc;
     this.nc = undefined;
-    if (nc !== undefined && !nc.isClosed()) await nc.close();
+    if (nc === undefined || nc.isClosed()) return;
+    // close() flushes first: a frozen server would hold it for ever, so it has CLOSE_GRACE_MS.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const grace = new Promise<void>((r) => {
+      timer = setTimeout(r, CLOSE_GRACE_MS);
+    });
+    await Promise.race([nc.close().catch(() => {}), grace]);
+    clearTimeout(timer);
   }
 }
+
+/** How long {@link NatsEngine.close} waits for the connection to close, in ms. */
+const CLOSE_GRACE_MS = 500;
 
 /** JetStream's refusal of a create/update/delete whose expected revision does not hold. */
 function isWrongSequence(err: unknown): boolean {

@@ -4,7 +4,13 @@
  * SUBSCRIBE for the bus, SET NX PX and two small Lua compare-and-set
  * scripts for the key-value store. Two connections: commands and the
  * subscriber. Commands are not queued while Redis is unreachable (they
- * reject), so nothing published during an outage arrives late.
+ * reject). A Redis that stops answering without closing the connection
+ * (frozen, or a partition that resets nothing) is noticed by the cluster
+ * (its own heartbeats stop coming back, and every call has a deadline:
+ * `member.ts`), which then calls {@link RedisEngine.reset}: both
+ * connections are dropped and made again, and nothing more is published
+ * until the cluster reads its own messages back. What was already written
+ * to the old connection may still run when a frozen Redis resumes.
  */
 import { PointSubError } from "../errors/error.ts";
 import type { ClusterEngine, KvEntry } from "./engine.ts";
@@ -50,6 +56,10 @@ class RedisEngine implements ClusterEngine {
   private closed = false;
   /** The `redis` package, once loaded. */
   private lib: typeof import("redis") | undefined;
+  /** Subscriptions, made again on the connections a reset opens. */
+  private readonly subs: [subject: string, listener: (message: Buffer) => void][] = [];
+  /** Whether the current connections carry every subscription (false while a reset reconnects). */
+  private subscribed = false;
 
   constructor(o: RedisEngineOptions) {
     if (typeof o?.url !== "string") throw new PointSubError("ERR_INVALID_ARGUMENT", "redisCluster needs a url");
@@ -92,8 +102,13 @@ class RedisEngine implements ClusterEngine {
   async connect(): Promise<void> {
     this.closed = false;
     await this.load();
-    const { createClient } = this.lib as typeof import("redis");
     if (this.closed) throw new PointSubError("ERR_CONNECTION_CLOSED", "closed while connecting");
+    await this.open();
+  }
+
+  /** Makes both connections (and the subscriptions, after a reset); the old ones, if any, are dropped first. */
+  private async open(): Promise<void> {
+    const { createClient } = this.lib as typeof import("redis");
     const options = this.clientOptions();
     const cmd = createClient(options) as unknown as RedisClient;
     const sub = createClient(options) as unknown as RedisClient;
@@ -101,12 +116,39 @@ class RedisEngine implements ClusterEngine {
       // Errors are reported as state changes; an unhandled "error" event would end the process.
       c.on("error", () => {});
     }
-    cmd.on("ready", () => this.state(true));
-    cmd.on("end", () => this.state(false));
-    cmd.on("reconnecting", () => this.state(false));
+    // Only the current connections report: a dropped one's events are not the engine's state.
+    cmd.on("ready", () => this.cmd_ === cmd && this.subscribed && this.state(true));
+    cmd.on("end", () => this.cmd_ === cmd && this.state(false));
+    cmd.on("reconnecting", () => this.cmd_ === cmd && this.state(false));
     this.cmd_ = cmd;
     this.sub_ = sub;
+    this.subscribed = this.subs.length === 0;
     await Promise.all([cmd.connect(), sub.connect()]);
+    if (this.subscribed) return;
+    for (const [subject, listener] of this.subs) await sub.subscribe(subject, listener, true);
+    if (this.sub_ !== sub) return; // reset again meanwhile
+    this.subscribed = true;
+    if (cmd.isReady) this.state(true);
+  }
+
+  reset(): void {
+    if (this.closed || this.lib === undefined) return;
+    const old = [this.cmd_, this.sub_];
+    this.cmd_ = this.sub_ = undefined;
+    this.state(false);
+    for (const c of old) drop(c);
+    const again = () => {
+      if (this.closed || this.cmd_ !== undefined) return;
+      this.open().catch(() => {
+        // Not reached (refused, or the first reply never came): drop what was made and try again later.
+        if (this.closed) return;
+        for (const c of [this.cmd_, this.sub_]) drop(c);
+        this.cmd_ = this.sub_ = undefined;
+        const t = setTimeout(again, this.o.maxReconnectDelayMs ?? 1000);
+        (t as { unref?: () => void }).unref?.();
+      });
+    };
+    again();
   }
 
   async publish(subject: string, data: Uint8Array): Promise<void> {
@@ -114,7 +156,15 @@ class RedisEngine implements ClusterEngine {
   }
 
   async subscribe(subject: string, onMessage: (data: Uint8Array) => void): Promise<void> {
-    await this.sub.subscribe(subject, (message) => onMessage(message), true);
+    const listener = (message: Buffer) => {
+      try {
+        onMessage(message);
+      } catch {
+        // The cluster catches and counts its own errors; nothing thrown here reaches node-redis's reader.
+      }
+    };
+    this.subs.push([subject, listener]);
+    await this.sub.subscribe(subject, listener, true);
   }
 
   onState(cb: (up: boolean) => void): void {
@@ -144,8 +194,27 @@ class RedisEngine implements ClusterEngine {
     this.closed = true;
     const clients = [this.cmd_, this.sub_];
     this.cmd_ = this.sub_ = undefined;
-    // A client that is not connected (reconnecting) is dropped at once; a connected one finishes its commands.
-    await Promise.allSettled(clients.map((c) => (c?.isReady ? c.close() : c?.destroy())));
+    // A client that is not connected (reconnecting) is dropped at once; a connected one finishes its
+    // commands, for CLOSE_GRACE_MS at most: a frozen Redis that still looks connected would hold it forever.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const grace = new Promise<void>((r) => {
+      timer = setTimeout(r, CLOSE_GRACE_MS);
+    });
+    await Promise.race([Promise.allSettled(clients.map((c) => (c?.isReady ? c.close() : drop(c)))), grace]);
+    clearTimeout(timer);
+    for (const c of clients) drop(c);
+  }
+}
+
+/** How long {@link RedisEngine.close} lets a connected client finish its commands before dropping it, in ms. */
+const CLOSE_GRACE_MS = 500;
+
+/** Drops a client's connection now (nothing more is read or written); one already closed is left alone. */
+function drop(c: RedisClient | undefined): void {
+  try {
+    c?.destroy();
+  } catch {
+    // already closed
   }
 }
 

@@ -16,6 +16,12 @@ export interface Heartbeat {
   readonly n: string;
   readonly urls: string[];
   readonly sessions: number;
+  /**
+   * The sender's echo key (its incarnation and probe number): a node that
+   * reads its own key back knows the engine still carries its messages.
+   * Optional: older nodes send none.
+   */
+  readonly k?: string;
 }
 /** A node leaves (graceful close). */
 export interface Bye {

@@ -509,6 +509,15 @@ export interface IdempotencyOptions {
    * store keeps the payload's length and CRC32C with the key. Default true.
    */
   checkPayload?: boolean;
+  /**
+   * Called when the store fails to record an attempt's end (`complete`
+   * after the handler answered or threw, `fail` when its key is released):
+   * the caller still gets the handler's own answer or error — the handler
+   * ran, so a store failure is not reported as the request's — and the key
+   * stays claimed until its lease ends (a duplicate meanwhile waits, then
+   * fails with ERR_TIMEOUT). Default: nothing (the failure is dropped).
+   */
+  onStoreError?: (error: unknown, operation: "complete" | "fail") => void;
 }
 
 const objectIds = new WeakMap<object, number>();
@@ -655,6 +664,19 @@ export function idempotency(options: IdempotencyOptions = {}): Middleware {
   const maxResponseBytes = positiveMs("maxResponseBytes", options.maxResponseBytes, 1024 * 1024);
   const scopeOf = options.scope ?? principalScope;
   const checkPayload = options.checkPayload ?? true;
+  const onStoreError = options.onStoreError;
+  /** Records an attempt's end; a store that fails does not change what the caller gets. */
+  const settle = async (operation: "complete" | "fail", op: () => Promise<void>): Promise<void> => {
+    try {
+      await op();
+    } catch (err) {
+      try {
+        onStoreError?.(err, operation);
+      } catch {
+        // the application's reporter failing changes nothing either
+      }
+    }
+  };
 
   const replay = (o: IdempotencyOutcome): Uint8Array => {
     if (o.ok) return o.data.slice();
@@ -717,13 +739,14 @@ export function idempotency(options: IdempotencyOptions = {}): Middleware {
     } catch (err) {
       const e = err instanceof PointSubError ? err : undefined;
       if (ctx.signal.aborted || (e !== undefined && !keepsError(e.code))) {
-        await store.fail(key, token);
+        await settle("fail", () => store.fail(key, token));
       } else {
         const message =
           e !== undefined
             ? e.message
             : `handler for ${ctx.route} failed: ${err instanceof Error ? err.message : String(err)}`;
-        await store.complete(key, token, { ok: false, code: e?.code ?? "ERR_HANDLER", message }, print);
+        const code = e?.code ?? "ERR_HANDLER";
+        await settle("complete", () => store.complete(key, token, { ok: false, code, message }, print));
       }
       throw err;
     }
@@ -733,21 +756,19 @@ export function idempotency(options: IdempotencyOptions = {}): Middleware {
     else if (value instanceof Uint8Array) data = value.slice();
     else {
       // Not an answer the dispatcher can send (it fails the call): nothing to keep.
-      await store.fail(key, token);
+      await settle("fail", () => store.fail(key, token));
       return value;
     }
-    await store.complete(
-      key,
-      token,
+    const outcome: IdempotencyOutcome =
       data.length <= maxResponseBytes
         ? { ok: true, data }
         : {
             ok: false,
             code: "ERR_HANDLER",
             message: `the response to this idempotency key (${data.length} bytes) was too large to keep; the handler ran once`,
-          },
-      print,
-    );
+          };
+    // The handler answered: that answer is this caller's even if the store cannot keep it (engine down).
+    await settle("complete", () => store.complete(key, token, outcome, print));
     return value;
   };
   dedupers.add(mw);

@@ -2,7 +2,8 @@
  * Real redis-server and nats-server for test/cluster/: each on a free
  * loopback port, nothing persisted (redis: --save '' --appendonly no; nats:
  * JetStream in a temporary directory), stopped by PID. `restart` kills the
- * server (SIGKILL) and starts it again on the same port.
+ * server (SIGKILL) and starts it again on the same port; `pause` / `resume`
+ * freeze and thaw it (SIGSTOP / SIGCONT: a partition that resets nothing).
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -18,6 +19,10 @@ export interface EngineServer {
   restart(): Promise<void>;
   /** SIGKILL; resolves once exited. */
   kill(): Promise<void>;
+  /** SIGSTOP: the server keeps its connections open and answers nothing. */
+  pause(): void;
+  /** SIGCONT after {@link EngineServer.pause}. */
+  resume(): void;
   /** Kills it and removes its files. */
   stop(): Promise<void>;
 }
@@ -102,6 +107,8 @@ export async function startEngine(kind: "redis" | "nats", o: { jetstream?: boole
       child = await launch();
     },
     kill: () => killed(child),
+    pause: () => void child.kill("SIGSTOP"),
+    resume: () => void child.kill("SIGCONT"),
     async stop() {
       await killed(child);
       rmSync(dir, { recursive: true, force: true });
