@@ -93,6 +93,15 @@ export interface ClusterEvents {
   engine: [up: boolean];
   /** Something published to the bus failed (at most once: it is not retried). */
   busError: [error: Error];
+  /**
+   * Another node announces this node's id (a configuration error: two
+   * servers given the same `nodeId`). Their session ids collide — a
+   * `sendTo` meant for a session of one reaches a session of the other —
+   * so give every node its own id. Emitted once per other node (an
+   * ERR_INVALID_ARGUMENT naming the id), and counted in
+   * {@link ClusterStats.duplicateNodeIds}.
+   */
+  duplicateNodeId: [error: PointSubError];
 }
 
 /** Counters of a {@link Cluster}. */
@@ -116,9 +125,13 @@ export interface ClusterStats {
   handlerErrors: number;
   /** Broadcasts and sendTos read while the engine counted as down (late, from before an outage): dropped. */
   stale: number;
+  /** Heartbeats of another node announcing this node's id (see the `duplicateNodeId` event). */
+  duplicateNodeIds: number;
 }
 
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;
+/** Other nodes with this node's id reported by the `duplicateNodeId` event (later ones are only counted). */
+const MAX_REPORTED_DUPLICATES = 16;
 const NODE = /^[A-Za-z0-9_-]{1,32}$/;
 /** Message ids remembered per node against duplicates. */
 const SEEN_MAX = 8192;
@@ -217,6 +230,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private lastAttempt = 0;
   /** Probe number of the echo key: while down, only the latest probe's echo brings the engine back. */
   private probe = 0;
+  /** Other nodes seen announcing this node's id (reported once each; at most {@link MAX_REPORTED_DUPLICATES}). */
+  private readonly otherIncarnations = new Set<string>();
   private stopped = false;
   private readonly counters: ClusterStats = {
     broadcastsSent: 0,
@@ -229,6 +244,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     busErrors: 0,
     handlerErrors: 0,
     stale: 0,
+    duplicateNodeIds: 0,
   };
 
   /** Use `redisCluster` or `natsCluster`. */
@@ -509,6 +525,22 @@ export class Cluster extends EventEmitter<ClusterEvents> {
 
   /** One of this node's own heartbeats read back with echo key `k`. */
   private onEcho(k: string | undefined): void {
+    if (k !== undefined && !k.startsWith(`${this.incarnation}.`)) {
+      // Not this node's: another one uses its id.
+      this.counters.duplicateNodeIds++;
+      const other = k.slice(0, k.indexOf("."));
+      if (this.otherIncarnations.size < MAX_REPORTED_DUPLICATES && !this.otherIncarnations.has(other)) {
+        this.otherIncarnations.add(other);
+        this.safeEmit(
+          "duplicateNodeId",
+          new PointSubError(
+            "ERR_INVALID_ARGUMENT",
+            `another node announces this node's id "${this.nodeId}": session ids of the two collide (a sendTo may reach the wrong session); give every node its own nodeId`,
+          ),
+        );
+      }
+      return;
+    }
     if (this.upSince !== 0) {
       if (k === undefined || k.startsWith(`${this.incarnation}.`)) this.lastEcho = Date.now();
     } else if (k === `${this.incarnation}.${this.probe}`) this.setLive(true);

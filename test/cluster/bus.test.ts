@@ -93,6 +93,28 @@ for (const kind of ["redis", "nats"] as const) {
       await until(() => got[1].includes("still fine"), 5000);
     });
 
+    it("another node announcing this node's id is reported (duplicateNodeId, once per node) and counted", async () => {
+      // Two servers given one nodeId hand out the same session ids: a sendTo reached a session on each.
+      const q = clusters[1];
+      const reported: string[] = [];
+      q.on("duplicateNodeId", (e) => reported.push(`${e.code} ${e.message}`));
+      const before = q.stats().duplicateNodeIds;
+      const hb = encode({ t: "hb", n: "q", urls: ["tcp://127.0.0.1:9"], sessions: 0, k: "impostor.0" });
+      await raw.publish("pointsub.bus.members", hb);
+      await raw.publish("pointsub.bus.members", hb);
+      await until(() => q.stats().duplicateNodeIds >= before + 2, 5000);
+      assert.equal(reported.length, 1);
+      assert.match(reported[0], /^ERR_INVALID_ARGUMENT another node announces this node's id "q"/);
+      assert.deepEqual(
+        q
+          .nodes()
+          .map((n) => n.id)
+          .sort(),
+        ["p", "q"],
+        "the impostor is not a member",
+      );
+    });
+
     it("a duplicate broadcast or sendTo on the bus (a retry) reaches the session once", async () => {
       const payload = new TextEncoder().encode("only once");
       const bc = encode({ t: "bc", n: "elsewhere", i: "elsewhere:dup1" }, payload);
