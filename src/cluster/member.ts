@@ -135,8 +135,10 @@ const MAX_REPORTED_DUPLICATES = 16;
 const NODE = /^[A-Za-z0-9_-]{1,32}$/;
 /** Message ids remembered per node against duplicates. */
 const SEEN_MAX = 8192;
-/** Session infos per page of a session-list answer. */
+/** Session infos per page of a session-list answer (and at most `maxBusMessageBytes` of them). */
 const INFO_PAGE = 200;
+/** Room left in a page of session infos for the bus header. */
+const INFO_HEADER_ROOM = 1024;
 
 interface Member {
   urls: string[];
@@ -825,14 +827,45 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     );
   }
 
+  /**
+   * Answers a session list in pages of at most {@link INFO_PAGE} sessions
+   * and `maxBusMessageBytes` (a page over the engine's limit — NATS: 1 MiB —
+   * was lost, and the asker got an empty list after its timeout). A session
+   * whose info alone is over the limit is left out and counted as malformed.
+   */
   private onInfoRequest(from: string, i: string): void {
     const all = (this.local as ClusterLocal).sessionsInfo();
     const subject = this.subject(`node.${from}`);
-    for (let k = 0; k === 0 || k < all.length; k += INFO_PAGE) {
-      const page = all.slice(k, k + INFO_PAGE).map(jsonSafe);
-      const last = k + INFO_PAGE >= all.length;
-      void this.publish(subject, encode({ t: "infos", n: this.nodeId, i, last }, utf8.encode(JSON.stringify(page))));
+    const room = Math.max(INFO_HEADER_ROOM, this.maxBusBytes - INFO_HEADER_ROOM);
+    const send = (page: Uint8Array[], last: boolean) => {
+      const body = new Uint8Array(page.reduce((n, p) => n + p.length + 1, 1));
+      body[0] = 0x5b; // [
+      let at = 1;
+      for (let k = 0; k < page.length; k++) {
+        if (k > 0) body[at++] = 0x2c; // ,
+        body.set(page[k], at);
+        at += page[k].length;
+      }
+      body[at++] = 0x5d; // ]
+      void this.publish(subject, encode({ t: "infos", n: this.nodeId, i, last }, body.subarray(0, at)));
+    };
+    let page: Uint8Array[] = [];
+    let bytes = 2;
+    for (const info of all) {
+      const one = utf8.encode(JSON.stringify(jsonSafe(info)));
+      if (one.length + 2 > room) {
+        this.counters.malformed++;
+        continue;
+      }
+      if (page.length === INFO_PAGE || bytes + one.length + 1 > room) {
+        send(page, false);
+        page = [];
+        bytes = 2;
+      }
+      page.push(one);
+      bytes += one.length + 1;
     }
+    send(page, true);
   }
 
   private onInfoPage(from: string, i: string, last: boolean, payload: Uint8Array): void {

@@ -150,6 +150,27 @@ for (const kind of ["redis", "nats"] as const) {
       assert.ok(!got[1].includes("local only"));
     });
 
+    it("sessionsInfo({ cluster: true }) gets every session of a node whose list is over the bus limit (paged by bytes)", async () => {
+      // 30 principals of 40 KB: 1.2 MB of infos in one page was over NATS's 1 MiB; the asker got none of them.
+      const big = "p".repeat(40_000);
+      const x = make("x");
+      const xs = createServer({ cluster: x, authenticate: () => big });
+      await xs.listen("tcp://127.0.0.1:0");
+      const conns: Connection[] = [];
+      try {
+        await until(() => clusters[0].nodes().some((n) => n.id === "x"), 5000);
+        for (let i = 0; i < 30; i++) conns.push(await connect(xs.urls[0], { credentials: "x" }));
+        const all = await servers[0].sessionsInfo({ cluster: true });
+        const fromX = all.filter((s) => (s as { node?: string }).node === "x");
+        assert.equal(fromX.length, 30);
+        assert.ok(fromX.every((s) => s.principal === big));
+      } finally {
+        await Promise.all(conns.map((c) => c.close({ timeoutMs: 100 })));
+        await xs.close({ timeoutMs: 100 });
+        await until(() => !clusters[0].nodes().some((n) => n.id === "x"), 5000);
+      }
+    });
+
     it("the shared store: one of many concurrent claims across nodes wins; a node that left loses its claims", async () => {
       const [sp, sq] = clusters.map((c) => c.idempotencyStore as IdempotencyStore);
       const key = `k-${kind}-${Date.now()}`;
