@@ -108,7 +108,9 @@ export interface WsOptions {
    * cannot present the credentials); otherwise only pages served from the
    * listener's own host name (any port) — else any web site a user of this
    * machine visits could use a server that authenticates nobody, such as a
-   * loopback `pointsub serve`. Others are refused with 403.
+   * loopback `pointsub serve` — and, against DNS rebinding, only when that
+   * name is an address, `localhost` or the listen URL's host. Others are
+   * refused with 403.
    */
   origins?: readonly string[] | ((origin: string) => boolean);
   /**
@@ -611,6 +613,7 @@ function hostnameOf(originOrHost: string, isHost: boolean): string | undefined {
 /** Which browser origins a listener takes (see {@link WsOptions.origins}). */
 function originPolicy(
   options: TransportListenOptions & WsTransportOptions,
+  listenName: string,
 ): (origin: string, host: string | undefined) => boolean {
   const origins = options.ws?.origins;
   if (typeof origins === "function") return (origin) => origins(origin) === true;
@@ -625,7 +628,11 @@ function originPolicy(
   if (typeof (options as { authenticate?: unknown }).authenticate === "function") return () => true;
   return (origin, host) => {
     const page = hostnameOf(origin, false);
-    return page !== undefined && host !== undefined && page === hostnameOf(host, true);
+    const named = host === undefined ? undefined : hostnameOf(host, true);
+    if (page === undefined || named === undefined || page !== named) return false;
+    // DNS rebinding: a foreign name made to resolve to this machine comes as that name in Origin and Host
+    // alike. Taken: addresses, localhost and the listen URL's own name.
+    return named === "localhost" || named === listenName || net.isIP(named.replace(/^\[(.*)\]$/, "$1")) !== 0;
   };
 }
 
@@ -682,7 +689,7 @@ async function listenWs(
   );
   const window = inFlightBound(options.ws);
   const onPending = options.onPending;
-  const originAllowed = originPolicy(options);
+  const originAllowed = originPolicy(options, url.hostname.toLowerCase());
   const wss = new WebSocketServer({
     noServer: true,
     // No extension is accepted: a client offering permessage-deflate gets none.

@@ -14,11 +14,19 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { connect, createServer, type PointSubError, type ServerOptions } from "../../src/index.ts";
 
-/** Connects with `origin` as the upgrade request's Origin; resolves to "ok" or the error code. */
-async function tryOrigin(url: string, origin: string | undefined, credentials?: string): Promise<string> {
+/** Connects with `origin` as the upgrade request's Origin (and `host` as its Host); resolves to "ok" or the error code. */
+async function tryOrigin(
+  url: string,
+  origin: string | undefined,
+  credentials?: string,
+  host?: string,
+): Promise<string> {
   try {
+    const headers: Record<string, string> = {};
+    if (origin !== undefined) headers.Origin = origin;
+    if (host !== undefined) headers.Host = host;
     const conn = await connect(url, {
-      ...(origin === undefined ? {} : { ws: { headers: { Origin: origin } } }),
+      ws: { headers },
       ...(credentials === undefined ? {} : { credentials }),
       connectTimeoutMs: 5000,
     });
@@ -49,6 +57,13 @@ describe("ws.origins: web pages allowed to connect", () => {
       assert.equal(await tryOrigin(url, "https://evil.example"), "ERR_CONNECT");
       assert.equal(await tryOrigin(url, "null"), "ERR_CONNECT");
       assert.equal(await tryOrigin(url, "http://localhost.evil.example:8080"), "ERR_CONNECT");
+      // DNS rebinding: evil.example made to resolve to 127.0.0.1 sends its own name as Origin and Host.
+      const port = new URL(url).port;
+      assert.equal(
+        await tryOrigin(url, `http://evil.example:${port}`, undefined, `evil.example:${port}`),
+        "ERR_CONNECT",
+      );
+      assert.equal(await tryOrigin(url, `http://localhost:8080`, undefined, `localhost:${port}`), "ok");
     });
   });
 
