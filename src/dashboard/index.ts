@@ -140,7 +140,8 @@ export async function dashboard(server: Server, options: DashboardOptions = {}):
     }
     return snapshotJson;
   });
-  const page = pageHtml(files.importMap, files.entry, wsUrl);
+  const wsHost = new URL(wsUrl).hostname.replace(/^\[(.*)\]$/, "$1");
+  const page = pageHtml(files.importMap, files.entry, wsUrl, wsHost === host);
   // Bounded like the metrics endpoint (it shares the server's process and file descriptors): a
   // browser opens a few connections; sockets that never finish a request are closed after 10 s.
   const web = http.createServer(

@@ -30,6 +30,8 @@ export interface ModuleFiles {
    * the process out of memory.
    */
   read(path: string): Promise<Buffer | undefined>;
+  /** Files read and kept so far (each once, however its URL path is spelled). */
+  readonly cachedFiles: number;
 }
 
 const SCRIPT = /\.(?:m?js|ts)$/;
@@ -53,39 +55,58 @@ export async function moduleFiles(): Promise<ModuleFiles> {
   }
   // From sources: the type stripper takes a second or two to start; start it now, not on the page's first request.
   if (ext === ".ts") setImmediate(() => stripTypeScriptTypes(""));
-  /** Files served so far, by path (only files that exist under the roots: a bounded set); a miss is not kept. */
-  const served = new Map<string, Promise<Buffer | undefined>>([
-    [EVENTEMITTER, Promise.resolve(Buffer.from(eventEmitter))],
-  ]);
-  const load = async (path: string): Promise<Buffer | undefined> => {
+  /**
+   * Files served so far, by resolved file name — not by URL path: `/a/./b`
+   * and `/a/b` are one entry (keyed by the path, every spelling of a file
+   * was read and kept again: memory without bound). Only files that exist
+   * under the roots (a bounded set); a miss is not kept.
+   */
+  const served = new Map<string, Promise<Buffer | undefined>>();
+  const eventEmitterBytes = Promise.resolve(Buffer.from(eventEmitter));
+  /** The file URL `path` names under one of the roots, if any. */
+  const fileOf = (path: string): string | undefined => {
     if (!SCRIPT.test(path) || path.includes("..")) return undefined;
     for (const [prefix, dir] of roots) {
       if (!path.startsWith(prefix)) continue;
-      const file = normalize(join(dir, decodeURIComponent(path.slice(prefix.length))));
-      if (!file.startsWith(dir + sep)) return undefined;
-      let text: string;
+      let rel: string;
       try {
-        text = await readFile(file, "utf8");
+        rel = decodeURIComponent(path.slice(prefix.length));
       } catch {
-        return undefined;
+        return undefined; // a malformed escape
       }
-      return Buffer.from(file.endsWith(".ts") ? stripTypeScriptTypes(text) : text);
+      const file = normalize(join(dir, rel));
+      return file.startsWith(dir + sep) && SCRIPT.test(file) ? file : undefined;
     }
     return undefined;
+  };
+  const load = async (file: string): Promise<Buffer | undefined> => {
+    let text: string;
+    try {
+      text = await readFile(file, "utf8");
+    } catch {
+      return undefined;
+    }
+    return Buffer.from(file.endsWith(".ts") ? stripTypeScriptTypes(text) : text);
   };
   return {
     importMap,
     entry: `/m/pointsub/browser${ext}`,
+    get cachedFiles(): number {
+      return served.size;
+    },
     read(path: string): Promise<Buffer | undefined> {
-      let p = served.get(path);
+      if (path === EVENTEMITTER) return eventEmitterBytes;
+      const file = fileOf(path);
+      if (file === undefined) return Promise.resolve(undefined);
+      let p = served.get(file);
       if (p === undefined) {
-        p = load(path);
-        served.set(path, p);
+        p = load(file);
+        served.set(file, p);
         p.then(
           (b) => {
-            if (b === undefined) served.delete(path);
+            if (b === undefined) served.delete(file);
           },
-          () => served.delete(path),
+          () => served.delete(file),
         );
       }
       return p;

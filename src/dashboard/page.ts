@@ -64,9 +64,9 @@ function draw(s) {
   table("errors", [["code"], ["count", 1]], s.errors.map((e) => ({ cells: [e.code, String(e.count)] })));
 }
 const token = new URLSearchParams(location.hash.slice(1)).get("token") ?? undefined;
-// A listener on every address (0.0.0.0, ::) is reached at the address this page came from.
+// A listener on this page's host or on every address (0.0.0.0, ::) is reached by the name this page came from.
 const wsUrl = new URL(config.ws);
-if (wsUrl.hostname === "0.0.0.0" || wsUrl.hostname === "[::]") wsUrl.hostname = location.hostname;
+if (config.pageHost || wsUrl.hostname === "0.0.0.0" || wsUrl.hostname === "[::]") wsUrl.hostname = location.hostname;
 const status = document.getElementById("status");
 async function run() {
   const { connect } = await import(config.entry);
@@ -90,9 +90,14 @@ async function run() {
 run();
 `;
 
-/** The page, for a server whose pointsub WebSocket listener is `wsUrl`. */
-export function pageHtml(importMap: Record<string, string>, entry: string, wsUrl: string): string {
-  const config = { entry, ws: wsUrl, route: DASHBOARD_ROUTE };
+/**
+ * The page, for a server whose pointsub WebSocket listener is `wsUrl`;
+ * `pageHost`: that listener is on the page's own host, so the page connects
+ * to it by the name the page was opened with (a page opened as `localhost`
+ * connecting to `127.0.0.1` is another site to the listener's Origin check).
+ */
+export function pageHtml(importMap: Record<string, string>, entry: string, wsUrl: string, pageHost = false): string {
+  const config = { entry, ws: wsUrl, route: DASHBOARD_ROUTE, pageHost };
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>pointsub dashboard</title>
 <style>${STYLE}</style>

@@ -115,4 +115,29 @@ describe("the live dashboard in chromium", () => {
       await server.close();
     }
   });
+
+  it("a server that authenticates nobody: the page opened as localhost goes live (it connects by the name it was opened with)", async (t) => {
+    if (!existsSync(CHROMIUM)) {
+      if (process.env.CI === "true") assert.fail(`chromium not found at ${CHROMIUM}`);
+      t.skip(`chromium not found at ${CHROMIUM}`);
+      return;
+    }
+    // The page connected to ws://127.0.0.1:…, to which a page from "localhost" is another site: 403.
+    const { chromium } = await import("playwright-core");
+    const server = createServer();
+    await server.listen("tcp://127.0.0.1:0");
+    const board = await dashboard(server, { listen: "127.0.0.1:0" });
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
+    try {
+      const page = await browser.newPage();
+      await page.goto(board.url.replace("127.0.0.1", "localhost"));
+      await page.waitForFunction(() => document.getElementById("status")?.textContent?.startsWith("live"), null, {
+        timeout: 10_000,
+      });
+    } finally {
+      await browser.close();
+      await board.close();
+      await server.close();
+    }
+  });
 });

@@ -86,3 +86,24 @@ describe("dashboard http", () => {
     await conn.close();
   });
 });
+
+describe("dashboard module files", () => {
+  it("a file is read and kept once however its URL path is spelled (/./, %2E); a malformed escape is not found", async () => {
+    // Keyed by the URL path, every spelling of a file was read, its types stripped and kept: ~156 KB a request, for ever.
+    const { moduleFiles } = await import("../../src/dashboard/modules.ts");
+    const files = await moduleFiles();
+    const first = await files.read(files.entry);
+    assert.ok(first !== undefined && first.length > 1000);
+    const [dir, name] = [
+      files.entry.slice(0, files.entry.lastIndexOf("/") + 1),
+      files.entry.slice(files.entry.lastIndexOf("/") + 1),
+    ];
+    for (let i = 1; i <= 50; i++) {
+      const spelled = await files.read(`${dir}${"./".repeat(i)}${name}`);
+      assert.equal(spelled, first);
+    }
+    assert.equal(await files.read(`${dir}%2E/${name}`), first);
+    assert.equal(await files.read(`${dir}%E0%A4%A/${name}`), undefined);
+    assert.equal(files.cachedFiles, 1);
+  });
+});
