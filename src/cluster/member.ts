@@ -228,6 +228,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private engineUp = false;
   /** When this node last read one of its own heartbeats back. */
   private lastEcho = 0;
+  /** When the oldest heartbeat of this node not yet read back was sent (0: none outstanding). */
+  private unechoedSince = 0;
+  /** A liveness check waits for the end of this turn's I/O ({@link tick}). */
+  private checking = false;
   /** When the engine was last reset or reported up while it counted as down (a reset is not repeated sooner than deadAfterMs). */
   private lastAttempt = 0;
   /** Probe number of the echo key: while down, only the latest probe's echo brings the engine back. */
@@ -519,6 +523,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     if (live === (this.upSince !== 0) || this.stopped) return;
     const now = Date.now();
     this.upSince = live ? now : 0;
+    this.unechoedSince = 0;
     if (live) this.lastEcho = now;
     else this.lastAttempt = now;
     this.safeEmit("engine", live);
@@ -544,7 +549,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       return;
     }
     if (this.upSince !== 0) {
-      if (k === undefined || k.startsWith(`${this.incarnation}.`)) this.lastEcho = Date.now();
+      if (k === undefined || k.startsWith(`${this.incarnation}.`)) {
+        this.lastEcho = Date.now();
+        this.unechoedSince = 0;
+      }
     } else if (k === `${this.incarnation}.${this.probe}`) this.setLive(true);
   }
 
@@ -561,14 +569,29 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       sessions: local.sessionCount,
       k: `${this.incarnation}.${this.probe}`,
     };
+    if (!probe && this.unechoedSince === 0) this.unechoedSince = Date.now();
     void this.publish(this.subject("members"), encode(header), true);
   }
 
   private tick(): void {
+    this.announce("hb");
+    if (this.checking) return;
+    this.checking = true;
+    // Checked after this turn's I/O: right after the event loop stalled (a GC pause, a blocking call),
+    // heartbeats — this node's own echoes and the others' — may wait unread in the engine's socket, and
+    // are not missing (a 2.5 s stall took a healthy engine for down and the other nodes for gone).
+    setImmediate(() => {
+      this.checking = false;
+      this.checkLiveness();
+    });
+  }
+
+  private checkLiveness(): void {
+    if (this.stopped) return;
     const now = Date.now();
-    if (this.upSince !== 0 && now - this.lastEcho > this.deadAfterMs) {
-      // Connected, but nothing of this node's came back for deadAfterMs: the engine is frozen or cut
-      // off without a reset. Down until a new connection carries this node's hello back.
+    if (this.upSince !== 0 && this.unechoedSince !== 0 && now - this.unechoedSince > this.deadAfterMs) {
+      // Connected, but a heartbeat of this node's did not come back for deadAfterMs: the engine is frozen
+      // or cut off without a reset. Down until a new connection carries this node's hello back.
       this.setLive(false);
       this.engine.reset?.();
     } else if (this.upSince === 0 && this.engineUp && now - this.lastAttempt > this.deadAfterMs) {
@@ -577,7 +600,6 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       this.engine.reset?.();
       this.announce("hello", true);
     }
-    this.announce("hb");
     const deadline = now - this.deadAfterMs;
     for (const [id, m] of this.members) if (m.lastSeen < deadline) this.removeMember(id, "timeout");
   }

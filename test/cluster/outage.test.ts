@@ -110,6 +110,30 @@ for (const kind of ["redis", "nats"] as const) {
       await engine?.stop();
     });
 
+    it("event-loop stalls shorter than deadAfterMs on a healthy engine do not take it for down", async () => {
+      // The check ran before the I/O that carried this node's own heartbeats back: a 2.5 s stall with the
+      // defaults (dead after 3 s) reported the engine down and dropped and remade its connections.
+      const downs: string[] = [];
+      const onEngine = (up: boolean) => {
+        if (!up) downs.push("down");
+      };
+      for (const c of clusters) c.on("engine", onEngine);
+      try {
+        for (let i = 0; i < 3; i++) {
+          const end = Date.now() + 390;
+          while (Date.now() < end) {
+            // a synchronous job: nothing else runs
+          }
+          await sleep(300);
+        }
+        await sleep(500);
+        assert.deepEqual(downs, []);
+      } finally {
+        for (const c of clusters) c.off("engine", onEngine);
+      }
+      await until(() => clusters.every((c) => c.nodes().length === 2), 5000);
+    });
+
     it("a named filter that throws leaves its session out on every node; the sender's call resolves and the nodes keep receiving", async () => {
       const [a, b] = clusters;
       const before = b.stats().handlerErrors;
