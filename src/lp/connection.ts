@@ -19,14 +19,6 @@ import { LpWriter, type LpWriterHooks } from "./writer.ts";
 
 const RESOLVED: Promise<void> = Promise.resolve();
 /**
- * What a peer the writer waits for must take of this side's bytes within
- * each `slowPeerTimeoutMs` (see `LpOptions.slowPeerTimeoutMs`): a
- * trickle under it ends the connection with ERR_SLOW_PEER, one over it
- * starts a new period: ~8.5 KiB/s at the default 30 s (less than the
- * drain of the socket's 1 MiB of writes that restarted the time before).
- */
-export const SLOW_PEER_MIN_BYTES = 256 * 1024;
-/**
  * What a queued send costs besides its bytes — its queue entry, its
  * promise and the caller's view of the bytes (~470 B measured) — counted in
  * {@link LpConnection.owedBytes}: a flood of empty messages, echoed, is
@@ -118,17 +110,8 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
   private bytesIn = 0;
   private messagesIn = 0;
   private lastInput = 0;
-  /**
-   * Since when sends have waited for the peer (`Date.now()`; 0: nothing
-   * waits): set when the transport first asks to wait, moved on only when
-   * the peer took {@link SLOW_PEER_MIN_BYTES} in a `slowPeerTimeoutMs`,
-   * cleared once nothing waits any more — not at every partial drain.
-   */
+  /** Since when the transport has been backed up (0: it is not). */
   private blockedSince = 0;
-  /** Bytes the peer had taken at `blockedSince` (see {@link taken}). */
-  private takenAtBlock = 0;
-  /** Reading is paused because more than `slowPeerBytes` is owed to a peer that does not take it. */
-  private owedPaused = false;
   private slowTimer: ReturnType<typeof setTimeout> | undefined;
   private progressTimer: ReturnType<typeof setTimeout> | undefined;
   private heartbeatTimer: ReturnType<typeof setInterval> | undefined;
@@ -170,9 +153,6 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
     }
     blocked(on: boolean): void {
       this.c.onBlocked(on);
-    }
-    pumped(): void {
-      this.c.onPumped();
     }
   };
 
@@ -216,6 +196,7 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
     if (this.writer.tryWrite(data)) return RESOLVED;
     const p = this.writer.enqueue(data);
     p.catch(noop);
+    this.checkOwed();
     return p;
   }
 
@@ -233,18 +214,11 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
    * Bytes owed to the peer: {@link bufferedAmount}, 512 more per queued
    * send (what queuing it costs in memory), and what the transport holds,
    * not yet taken by the OS (when the transport can tell: lp+tcp, lp+unix).
-   * Once the transport asked to wait and this exceeds `slowPeerBytes`, the
-   * peer is read no further until it is back within it
-   * ({@link readingPaused}).
+   * Past `maxOwedBytes` the connection closes with ERR_SLOW_PEER.
    */
   get owedBytes(): number {
     const w = this.writer;
     return w.queuedBytes + w.pending * QUEUED_SEND_COST + (this.transport.bytesHeld?.() ?? 0);
-  }
-
-  /** True while the peer is read no further because it does not take what it is owed (see `slowPeerBytes`). */
-  get readingPaused(): boolean {
-    return this.owedPaused;
   }
 
   /** Resolves once nothing is queued and the transport takes bytes again (or the connection closed). */
@@ -356,9 +330,6 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
       this.fail(toPointSubError(err, "ERR_PROTOCOL"));
       return true;
     }
-    // What the messages of this read made us owe a peer that does not take it: read no further
-    // (the transport's pause; TCP then slows the peer) until it drains (onPumped).
-    if (!this.writer.writable && !this.owedPaused) this.checkOwed();
     if (this.progressTimer === undefined && !this.decoder.idle && this.options.progressTimeoutMs > 0) {
       this.armProgress(this.options.progressTimeoutMs);
     }
@@ -374,25 +345,23 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
     this.emit("message", msg);
   }
 
-  /** Stops reading when more than `slowPeerBytes` is owed (the writer is backed up). */
+  /**
+   * Closes with ERR_SLOW_PEER once more than `maxOwedBytes` is owed to the
+   * peer (it does not read what it is sent: an echo server flooded by a
+   * non-reader grew by ~160 MiB/s). Reading goes on meanwhile: a side that
+   * stopped reading while it owed much could deadlock two honest peers that
+   * each send more than they read (both stop, neither drains).
+   */
   private checkOwed(): void {
-    // (A handler may have closed it.)
-    if (this.state_ === "closed" || this.owedBytes <= this.options.slowPeerBytes) return;
-    this.owedPaused = true;
-    this.transport.pause();
-  }
-
-  /** The writer handed queued bytes on: reading resumes once what is owed fell to `slowPeerBytes`; nothing waits: no slow-peer period. */
-  private onPumped(): void {
     if (this.state_ === "closed") return;
-    const writable = this.writer.writable;
-    if (writable) this.blockedSince = 0;
-    if (this.owedPaused && (writable || this.owedBytes <= this.options.slowPeerBytes)) {
-      this.owedPaused = false;
-      // Progress of an unfinished message counts from here: it could not arrive while we did not read.
-      this.lastInput = Date.now();
-      this.transport.resume();
-    }
+    const owed = this.owedBytes;
+    if (owed <= this.options.maxOwedBytes) return;
+    this.fail(
+      new PointSubError(
+        "ERR_SLOW_PEER",
+        `${this.remoteUrl} does not take what it is sent: ${owed} bytes owed to it, over maxOwedBytes ${this.options.maxOwedBytes}`,
+      ),
+    );
   }
 
   /** An unfinished message must keep moving (a peer trickling nothing holds no connection forever). */
@@ -400,11 +369,6 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
     this.progressTimer = setTimeout(() => {
       this.progressTimer = undefined;
       if (this.state_ === "closed" || this.decoder.idle) return;
-      // Not read meanwhile (it owes us reading): its slow-peer timer judges it.
-      if (this.owedPaused) {
-        this.armProgress(this.options.progressTimeoutMs);
-        return;
-      }
       const limit = this.options.progressTimeoutMs;
       const quiet = Date.now() - this.lastInput;
       if (quiet >= limit) {
@@ -418,58 +382,31 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
     }, wait);
   }
 
-  /**
-   * The transport backed up (true) or took bytes again (false). Backing up
-   * starts a slow-peer period unless one runs; taking bytes again does not
-   * end it (a trickle reader would restart it forever): {@link onPumped}
-   * does once nothing waits.
-   */
+  /** The transport backed up (true) or drained (false): a peer that reads nothing is dropped after slowPeerTimeoutMs. */
   private onBlocked(on: boolean): void {
-    if (!on || this.blockedSince !== 0) return;
+    if (!on) {
+      this.blockedSince = 0;
+      return;
+    }
     this.blockedSince = Date.now();
-    this.takenAtBlock = this.taken();
     const limit = this.options.slowPeerTimeoutMs;
     if (limit > 0 && this.slowTimer === undefined) this.armSlow(limit);
   }
 
-  /** Bytes the peer has taken: what the OS took (when the transport tells), else what the transport was handed. */
-  private taken(): number {
-    return this.transport.bytesTaken?.() ?? this.writer.bytesOut;
-  }
-
-  /**
-   * A peer that takes less than {@link SLOW_PEER_MIN_BYTES} in a
-   * slowPeerTimeoutMs while sends wait for it is dropped (ERR_SLOW_PEER);
-   * one that takes more starts a new period.
-   */
   private armSlow(wait: number): void {
     this.slowTimer = setTimeout(() => {
       this.slowTimer = undefined;
       if (this.state_ === "closed" || this.blockedSince === 0) return;
-      if (this.writer.writable) {
-        this.blockedSince = 0;
-        return;
-      }
       const limit = this.options.slowPeerTimeoutMs;
-      const now = Date.now();
-      const stuck = now - this.blockedSince;
-      if (stuck < limit) {
-        this.armSlow(limit - stuck);
-        return;
-      }
-      const took = this.taken() - this.takenAtBlock;
-      if (took < SLOW_PEER_MIN_BYTES) {
+      const stuck = Date.now() - this.blockedSince;
+      if (stuck >= limit) {
         this.fail(
           new PointSubError(
             "ERR_SLOW_PEER",
-            `${this.remoteUrl} took ${took} bytes in ${stuck} ms while sends waited (less than ${SLOW_PEER_MIN_BYTES} in slowPeerTimeoutMs ${limit}; ${this.owedBytes} bytes owed)`,
+            `${this.remoteUrl} read nothing for ${limit} ms (${this.writer.queuedBytes} bytes queued)`,
           ),
         );
-        return;
-      }
-      this.blockedSince = now;
-      this.takenAtBlock = this.taken();
-      this.armSlow(limit);
+      } else this.armSlow(limit - stuck);
     }, wait);
   }
 

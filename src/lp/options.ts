@@ -8,8 +8,8 @@ import type { Runtime } from "../runtime/runtime.ts";
 import type { TransportConnectOptions } from "../transport/transport.ts";
 import { LP_MAX_LENGTH } from "./decoder.ts";
 
-/** Default of {@link LpOptions.slowPeerBytes}: as the pointsub mode's `slowPeerBytes`. */
-export const DEFAULT_SLOW_PEER_BYTES = 8 * 1024 * 1024;
+/** Default of {@link LpOptions.maxOwedBytes}. */
+export const DEFAULT_MAX_OWED_BYTES = 64 * 1024 * 1024;
 
 /** Options of a length-prefix connection (client) or of every session (server). */
 export interface LpOptions {
@@ -34,25 +34,20 @@ export interface LpOptions {
    */
   heartbeat?: boolean;
   /**
-   * Bytes this side may hold for a peer that does not read them (sends
-   * queued behind backpressure, each counted 512 bytes more for its
-   * bookkeeping, plus what the transport holds): once the
-   * transport asked to wait and more than this is owed, the peer is read no
-   * further until what is owed drains below it, so a peer that floods
-   * messages the application answers but never reads the answers is slowed
-   * by TCP instead of growing this side's memory. A side that itself sends
-   * more than this without awaiting `drain()` stops reading its peer too.
-   * Default 8 MiB; `Infinity` = never stop reading.
+   * Most bytes this side holds for a peer that does not take them: sends
+   * queued behind backpressure (each counted 512 bytes more for its
+   * bookkeeping) plus what the transport holds. Past it the connection
+   * closes with ERR_SLOW_PEER and queued sends reject with it — a peer that
+   * floods messages the application answers, and never reads the answers,
+   * cannot grow this side's memory (as NATS and Redis cut a slow consumer).
+   * Reading is never paused for it: two honest peers that each send more
+   * than they read go on. Default 64 MiB; `Infinity` = no bound.
    */
-  slowPeerBytes?: number;
+  maxOwedBytes?: number;
   /**
-   * How long sends may wait for a peer that takes (almost) nothing: once
-   * the transport asks to wait, the peer must take at least 256 KiB of what
-   * this side sends within each period of this length until nothing waits
-   * any more (everything queued handed to a transport that takes more),
-   * else the connection is closed with ERR_SLOW_PEER and queued sends
-   * reject with that error. A peer that reads a trickle does not restart
-   * the period with every bit it reads. Default 30000 ms; 0 = never.
+   * How long the connection may stay unable to send (the peer reads
+   * nothing) before it is closed with ERR_SLOW_PEER; queued sends then
+   * reject with that error. Default 30000 ms; 0 = never.
    */
   slowPeerTimeoutMs?: number;
   /**
@@ -106,7 +101,7 @@ export interface ResolvedLpOptions {
   maxMessageSize: number;
   keepAliveMs: number;
   heartbeat: boolean;
-  slowPeerBytes: number;
+  maxOwedBytes: number;
   slowPeerTimeoutMs: number;
   progressTimeoutMs: number;
   closeTimeoutMs: number;
@@ -132,8 +127,8 @@ export function resolveLpOptions(o: LpOptions): ResolvedLpOptions {
   if (o.heartbeat !== undefined && typeof o.heartbeat !== "boolean") {
     throw new PointSubError("ERR_INVALID_ARGUMENT", `heartbeat must be a boolean, got ${String(o.heartbeat)}`);
   }
-  if (o.slowPeerBytes !== undefined && (typeof o.slowPeerBytes !== "number" || !(o.slowPeerBytes >= 0))) {
-    throw new PointSubError("ERR_INVALID_ARGUMENT", `slowPeerBytes must be a number >= 0, got ${o.slowPeerBytes}`);
+  if (o.maxOwedBytes !== undefined && (typeof o.maxOwedBytes !== "number" || !(o.maxOwedBytes >= 0))) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", `maxOwedBytes must be a number >= 0, got ${o.maxOwedBytes}`);
   }
   if (o.memoryBudget !== undefined && !(o.memoryBudget >= 0)) {
     throw new PointSubError("ERR_INVALID_ARGUMENT", `memoryBudget must be a number >= 0, got ${o.memoryBudget}`);
@@ -142,7 +137,7 @@ export function resolveLpOptions(o: LpOptions): ResolvedLpOptions {
     maxMessageSize: max,
     keepAliveMs: ms("keepAliveMs", o.keepAliveMs, 30_000),
     heartbeat: o.heartbeat === true,
-    slowPeerBytes: o.slowPeerBytes ?? DEFAULT_SLOW_PEER_BYTES,
+    maxOwedBytes: o.maxOwedBytes ?? DEFAULT_MAX_OWED_BYTES,
     slowPeerTimeoutMs: ms("slowPeerTimeoutMs", o.slowPeerTimeoutMs, 30_000),
     progressTimeoutMs: ms("progressTimeoutMs", o.progressTimeoutMs, 60_000),
     closeTimeoutMs: ms("closeTimeoutMs", o.closeTimeoutMs, 5_000),

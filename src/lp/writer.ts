@@ -67,12 +67,6 @@ interface Queued {
 export interface LpWriterHooks {
   /** The transport stopped (true) or resumed (false) taking bytes. */
   blocked(on: boolean): void;
-  /**
-   * The writer handed what it could of its queue to the transport (after a
-   * drain, or a release of a write's memory): what waits for the peer may
-   * have shrunk, and {@link LpWriter.writable} may be true again.
-   */
-  pumped?(): void;
 }
 
 /** Writes length-prefixed messages to a transport, with backpressure. */
@@ -315,7 +309,6 @@ export class LpWriter {
       this.queueHead = 0;
     }
     if (this.writable) this.wakeDrainWaiters();
-    this.hooks.pumped?.();
   }
 
   private wakeDrainWaiters(): void {
