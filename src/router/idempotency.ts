@@ -678,8 +678,15 @@ export function idempotency(options: IdempotencyOptions = {}): Middleware {
     }
   };
 
+  /**
+   * The stored answer, as it is: every duplicate answered from it sends the
+   * same bytes (an answer is only read once handed back). A copy each — the
+   * duplicates waiting for one running attempt all woke at once — made
+   * 1,000 waiting duplicates of a 1 MiB answer hold 1 GiB at the same time,
+   * past the memory budget, which saw each copy only once it existed.
+   */
   const replay = (o: IdempotencyOutcome): Uint8Array => {
-    if (o.ok) return o.data.slice();
+    if (o.ok) return o.data;
     throw new PointSubError(o.code, o.message);
   };
 

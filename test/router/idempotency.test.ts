@@ -677,3 +677,39 @@ describe("idempotency: the memory store stays bounded", () => {
     assert.throws(() => idempotency({ waitMs: 0 }), { code: "ERR_INVALID_ARGUMENT" });
   });
 });
+
+describe("idempotency: duplicates waiting for a running attempt", () => {
+  it("all get the stored answer's bytes, not a copy each (1,000 duplicates of a 1 MiB answer held 1 GiB at once)", async () => {
+    const server = createServer();
+    const seen: Uint8Array[] = [];
+    // Registered before the idempotency middleware: sees what each call answers.
+    server.use(async (_ctx, next) => {
+      const r = await next();
+      if (r instanceof Uint8Array) seen.push(r);
+      return r;
+    });
+    server.use(idempotency());
+    let runs = 0;
+    server.handle("/slow", async () => {
+      runs++;
+      await sleep(200);
+      return new Uint8Array(1 << 20).fill(7);
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    try {
+      const answers = await Promise.all(
+        Array.from({ length: 20 }, () => conn.request("/slow", "x", { idempotencyKey: "order-42" })),
+      );
+      assert.equal(runs, 1);
+      assert.ok(answers.every((a) => a.length === 1 << 20 && a[0] === 7 && a[(1 << 20) - 1] === 7));
+      assert.equal(seen.length, 20);
+      // The handler's own answer, and the stored one every duplicate sends.
+      const buffers = new Set(seen.map((s) => s.buffer));
+      assert.equal(buffers.size, 2, `${buffers.size} separate buffers for 20 calls`);
+    } finally {
+      await conn.close();
+      await server.close();
+    }
+  });
+});
