@@ -1,4 +1,5 @@
 import { createHash, randomFillSync } from "node:crypto";
+import { constants, deflateRawSync } from "node:zlib";
 
 /**
  * `size` bytes of pseudo-random data, made quickly: one random 1 MiB block
@@ -26,3 +27,12 @@ export function sha256(data: Uint8Array): string {
 export const KiB = 1024;
 export const MiB = 1024 * KiB;
 export const GiB = 1024 * MiB;
+
+/**
+ * A deflate-raw block of `mib` MiB of zero bytes (~1,028:1): one 64 MiB block
+ * sync-flushed (so blocks follow it) repeated, then an empty final block.
+ */
+export function deflateBomb(mib: number): Buffer {
+  const part = deflateRawSync(Buffer.alloc(64 * MiB), { level: 9, finishFlush: constants.Z_SYNC_FLUSH });
+  return Buffer.concat([...Array<Buffer>(Math.ceil(mib / 64)).fill(part), deflateRawSync(Buffer.alloc(0))]);
+}

@@ -4,14 +4,17 @@
  * Node server's zlib codecs over ws://: streams compressed both ways arrive
  * intact and were compressed on the wire; a corrupt block or one that
  * inflates past its declared length is ERR_PROTOCOL; the probe tells text
- * from noise.
+ * from noise; a deflate bomb (1 MB inflating to 1 GiB, declared 1 MiB) goes
+ * into the DecompressionStream a few KiB at a time and no further than its
+ * declared length (Chromium inflated a chunk written whole at once: 1 GiB
+ * and 11 s of a frozen page, `test/browser/compression-bomb.test.ts`).
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { describe, it } from "node:test";
 import { connect as browserConnect, createBrowserRuntime, webCompressionCodecs } from "../../src/browser.ts";
 import { createServer } from "../../src/index.ts";
-import { sha256 } from "../helpers/data.ts";
+import { deflateBomb, sha256 } from "../helpers/data.ts";
 
 /** 4 MiB of text: compresses well. */
 const text = new TextEncoder()
@@ -54,5 +57,42 @@ describe("web compression codecs (CompressionStream) against Node's zlib", () =>
     const noise = randomBytes(8192);
     assert.ok(deflate.probe(noise) > noise.length * 0.95, "noise does not look compressible");
     assert.ok(deflate.probe(text.subarray(0, 8192)) < 8192 * 0.9, "text looks compressible");
+  });
+
+  it("a deflate bomb goes into the DecompressionStream in slices, stopped as soon as its output passes the declared length", async () => {
+    const bomb = deflateBomb(1024);
+    const Native = globalThis.DecompressionStream;
+    /** Bytes the codec wrote into the platform's stream, and its largest write. */
+    const fed = { bytes: 0, largest: 0 };
+    /** The platform's stream behind a writable side that counts what goes in. */
+    class Counting {
+      readonly readable: ReadableStream<Uint8Array>;
+      readonly writable: WritableStream<Uint8Array>;
+      constructor(format: CompressionFormat) {
+        const inner = new Native(format);
+        const writer = inner.writable.getWriter();
+        this.readable = inner.readable as ReadableStream<Uint8Array>;
+        this.writable = new WritableStream<Uint8Array>({
+          write: (chunk) => {
+            fed.bytes += chunk.length;
+            fed.largest = Math.max(fed.largest, chunk.length);
+            return writer.write(chunk as Uint8Array<ArrayBuffer>);
+          },
+          close: () => writer.close(),
+          abort: (reason) => writer.abort(reason),
+        });
+      }
+    }
+    globalThis.DecompressionStream = Counting as unknown as typeof DecompressionStream;
+    try {
+      const [deflate] = webCompressionCodecs();
+      await assert.rejects(deflate.decompress(bomb, 1 << 20), { code: "ERR_PROTOCOL", message: /past/ });
+      assert.ok(fed.largest <= 4096, `written in slices of at most 4 KiB, not ${fed.largest} bytes at once`);
+      // 4 KiB inflates to 4 MiB here: the first slice passes the declared 1 MiB. Node's stream takes
+      // a few slices more into its own buffer (64 KiB) before it pushes back; Chromium takes one.
+      assert.ok(fed.bytes <= 256 * 1024, `${fed.bytes} of the bomb's ${bomb.length} bytes went in`);
+    } finally {
+      globalThis.DecompressionStream = Native;
+    }
   });
 });
