@@ -878,8 +878,9 @@ export class Connection extends Emitter<ConnectionEvents> {
   /** Closes at once: everything in flight fails with ERR_CONNECTION_CLOSED (or `error`). */
   destroy(error?: PointSubError): void {
     if (this.state_ === "closed") return;
-    this.transport.destroy();
+    // Closed first: a transport that reports its close at once (the browser's) would close it without `error`.
     this.teardown(error);
+    this.transport.destroy();
   }
 
   /** Resolves once the connection is closed. */
@@ -1026,8 +1027,7 @@ export class Connection extends Emitter<ConnectionEvents> {
       const code = codeForErrno(errno) ?? "ERR_PROTOCOL";
       const err = PointSubError.fromPeer(code, `peer closed the connection: ${reason}`);
       this.stats_.error(code);
-      this.transport.destroy();
-      this.teardown(err);
+      this.destroy(err);
       return;
     }
     this.peerGoAway = true;

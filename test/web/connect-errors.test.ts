@@ -1,0 +1,79 @@
+/**
+ * The browser entry's connect and close errors, on Node's global WebSocket
+ * (undici, the WHATWG API browsers have) against hand-driven ws:// servers:
+ * a server that accepts the WebSocket and says nothing fails the handshake
+ * with ERR_TIMEOUT (the web transport reported its close synchronously from
+ * `destroy`, so the connection closed first as ERR_CONNECTION_CLOSED),
+ * `Connection.destroy(err)` closes with `err`, a peer's GOAWAY with an
+ * error closes with that error.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { WebSocketServer, type WebSocket as WsSocket } from "ws";
+import { connect as browserConnect } from "../../src/browser.ts";
+import { encodeFrame } from "../../src/codec/encoder.ts";
+import { FrameType } from "../../src/codec/frame.ts";
+import { createServer, PointSubError } from "../../src/index.ts";
+import { handshake } from "../helpers/raw-peer.ts";
+
+describe("browser entry: connect and close errors over the web WebSocket transport", () => {
+  /** A server accepting the subprotocol; `behave` says what it does with each connection. */
+  let wss: WebSocketServer;
+  let url = "";
+  let behave: (ws: WsSocket) => void = () => {};
+
+  before(async () => {
+    wss = new WebSocketServer({ host: "127.0.0.1", port: 0, handleProtocols: () => "pointsub.v1" });
+    wss.on("connection", (ws) => behave(ws));
+    await new Promise((r) => wss.once("listening", r));
+    url = `ws://127.0.0.1:${(wss.address() as { port: number }).port}/`;
+  });
+
+  after(async () => {
+    for (const c of wss.clients) c.terminate();
+    await new Promise((r) => wss.close(r));
+  });
+
+  it("a server that says nothing fails connect with ERR_TIMEOUT after handshakeTimeoutMs", async () => {
+    behave = () => {};
+    const t0 = performance.now();
+    await assert.rejects(browserConnect(url, { handshakeTimeoutMs: 300 }), (err: PointSubError) => {
+      assert.equal(err.code, "ERR_TIMEOUT", `${err.code}: ${err.message}`);
+      assert.match(err.message, /no pointsub handshake .* within 300 ms/);
+      return true;
+    });
+    assert.ok(performance.now() - t0 < 5000);
+  });
+
+  it("destroy(err) closes the connection with err: its close event and what was in flight", async () => {
+    const server = createServer();
+    server.handle("/never/1", () => new Promise<never>(() => {}));
+    const [wsUrl] = await server.listen("ws://127.0.0.1:0/pointsub");
+    try {
+      const conn = await browserConnect(wsUrl);
+      const closed = new Promise<Error | undefined>((resolve) => conn.once("close", resolve));
+      const call = conn.request("/never/1", "");
+      const why = new PointSubError("ERR_CANCELLED", "the page went away");
+      conn.destroy(why);
+      assert.equal(await closed, why);
+      await assert.rejects(call, (err: PointSubError) => err === why);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it("a GOAWAY with an error after the handshake closes the connection with the peer's error", async () => {
+    // Preface and HELLO, then, once the client's HELLO arrived, GOAWAY 2003 "full".
+    behave = (ws) => {
+      ws.send(handshake());
+      ws.once("message", () => {
+        const goAway = Uint8Array.from([0x07, 0xd3, ...new TextEncoder().encode("full")]);
+        setTimeout(() => ws.send(encodeFrame(FrameType.GOAWAY, 0, 0, goAway)), 50);
+      });
+    };
+    const conn = await browserConnect(url);
+    const err = await new Promise<PointSubError | undefined>((resolve) => conn.once("close", resolve));
+    assert.equal(err?.code, "ERR_OVERLOADED", `${err?.code}: ${err?.message}`);
+    assert.match(err?.message ?? "", /peer closed the connection: full/);
+  });
+});
