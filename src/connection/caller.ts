@@ -25,6 +25,12 @@ export interface CallerStreams {
    * free), or a request's (its request slot may be what a stream waits for).
    */
   streamAnswered(id: number): void;
+  /**
+   * A graceful close began (`drain.ts`): streams waiting for a slot fail
+   * now with ERR_GOING_AWAY (nothing was sent for them), not when a slot
+   * frees or the close ends.
+   */
+  refuseWaiting?(): void;
 }
 
 /**

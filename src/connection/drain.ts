@@ -30,7 +30,7 @@ export interface DrainHost {
   /** The error of a call made now (a PointSubError: its class, without importing it here). */
   unusableError(): PointSubError;
   /** This side's calls (`caller`: a stand-in without `waiting` until the first call). */
-  readonly inbound: { readonly caller: Pick<Caller, "waiting" | "abandon"> };
+  readonly inbound: { readonly caller: Pick<Caller, "waiting" | "abandon" | "streams"> };
 }
 
 /** A connection closing gracefully: until when it waits, and for what. */
@@ -98,6 +98,7 @@ export function drainNow(): void {
  */
 function refuseWaiting(conn: DrainHost): void {
   const caller = conn.inbound.caller;
+  caller.streams?.refuseWaiting?.();
   const waiting = caller.waiting;
   if (waiting === undefined || waiting.length === 0) return;
   const E = conn.unusableError().constructor as typeof PointSubError;

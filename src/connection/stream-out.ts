@@ -93,6 +93,11 @@ export class OutgoingStreams {
     this.stats = stats;
     this.gate = gate;
   }
+  /** {@link CallerStreams.refuseWaiting}: every waiting stream wakes, finds the connection closing, and fails. */
+  refuseWaiting(): void {
+    for (const wake of this.waiters.splice(0)) wake();
+  }
+
   /** The connection is open (not handshaking, closing or closed). */
   private isOpen(): boolean {
     return this.gate.session.state === "open";

@@ -94,4 +94,51 @@ describe("requests waiting for a slot at a graceful close", () => {
       await server.close();
     }
   });
+
+  it("streams waiting for a stream slot fail at once with ERR_GOING_AWAY too (this side's close and the peer's GOAWAY), never started", async () => {
+    // They waited for the stream holding the slot to finish, then failed: the last with ERR_CONNECTION_CLOSED.
+    for (const who of ["self", "peer"] as const) {
+      const server = createServer({ maxConcurrentStreams: 1 });
+      const started: string[] = [];
+      server.handleStream("/up", async (stream) => {
+        started.push(String(stream.meta?.name));
+        let n = 0;
+        for await (const c of stream) {
+          n += c.length;
+          await sleep(100);
+        }
+        return String(n);
+      });
+      const [url] = await server.listen("tcp://127.0.0.1:0");
+      const conn = await connect(url);
+      try {
+        const settled: string[] = [];
+        const out = ["a", "b", "c"].map((name) =>
+          conn
+            .sendStream(
+              "/up",
+              Array.from({ length: 8 }, () => new Uint8Array(4096)),
+              { meta: { name } },
+            )
+            .then(
+              () => `${name} ok`,
+              (e: unknown) => `${name} ${(e as PointSubError).code}`,
+            )
+            .then((o) => {
+              settled.push(o);
+              return o;
+            }),
+        );
+        await sleep(100);
+        const closing = who === "self" ? conn.close() : server.close();
+        await Promise.all(out);
+        assert.deepEqual(settled, ["b ERR_GOING_AWAY", "c ERR_GOING_AWAY", "a ok"], who);
+        await closing;
+        assert.deepEqual(started, ["a"], who);
+      } finally {
+        conn.destroy();
+        await server.close();
+      }
+    }
+  });
 });
