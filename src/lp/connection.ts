@@ -25,6 +25,10 @@ const RESOLVED: Promise<void> = Promise.resolve();
  * bounded too.
  */
 export const QUEUED_SEND_COST = 512;
+/** Bytes a second a peer owed more than `maxOwedBytes` must take of them (see `LpConnection.overOwed`). */
+export const OWED_MIN_RATE = 64 * 1024;
+/** How often that is checked, in ms. */
+export const OWED_CHECK_MS = 1000;
 const noop = () => {};
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -113,6 +117,8 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
   /** Since when the transport has been backed up (0: it is not). */
   private blockedSince = 0;
   private slowTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Checks a peer owed more than `maxOwedBytes` (see {@link overOwed}). */
+  private owedTimer: ReturnType<typeof setTimeout> | undefined;
   private progressTimer: ReturnType<typeof setTimeout> | undefined;
   private heartbeatTimer: ReturnType<typeof setInterval> | undefined;
 
@@ -194,9 +200,11 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
       );
     }
     if (this.writer.tryWrite(data)) return RESOLVED;
-    const p = this.writer.enqueue(data);
+    // Queued: a view of a larger buffer (an echoed message is one of a 64 KiB read) would keep all of it
+    // while it waits, 4× what is counted owed: the message's own bytes are kept instead.
+    const p = this.writer.enqueue(data.byteLength * 2 < data.buffer.byteLength ? data.slice() : data);
     p.catch(noop);
-    this.checkOwed();
+    if (this.owedBytes > this.options.maxOwedBytes) this.overOwed();
     return p;
   }
 
@@ -346,22 +354,48 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
   }
 
   /**
-   * Closes with ERR_SLOW_PEER once more than `maxOwedBytes` is owed to the
-   * peer (it does not read what it is sent: an echo server flooded by a
-   * non-reader grew by ~160 MiB/s). Reading goes on meanwhile: a side that
-   * stopped reading while it owed much could deadlock two honest peers that
-   * each send more than they read (both stop, neither drains).
+   * More than `maxOwedBytes` is owed to the peer. Past twice it, or while
+   * over it the peer takes less than {@link OWED_MIN_RATE} bytes a second
+   * (checked every {@link OWED_CHECK_MS}), the connection closes with
+   * ERR_SLOW_PEER: a peer that does not read what it is sent (an echo
+   * server flooded by a non-reader grew by ~160 MiB/s) cannot grow this
+   * side's memory, and an honest one that reads while this side answers a
+   * burst of its requests is not cut. Reading goes on meanwhile: a side that
+   * stopped reading while it owed much deadlocked two honest peers that
+   * each send more than they read.
    */
-  private checkOwed(): void {
+  private overOwed(): void {
     if (this.state_ === "closed") return;
     const owed = this.owedBytes;
-    if (owed <= this.options.maxOwedBytes) return;
-    this.fail(
-      new PointSubError(
-        "ERR_SLOW_PEER",
-        `${this.remoteUrl} does not take what it is sent: ${owed} bytes owed to it, over maxOwedBytes ${this.options.maxOwedBytes}`,
-      ),
-    );
+    if (owed > 2 * this.options.maxOwedBytes) {
+      this.slowOwed(`${owed} bytes owed to it, over twice maxOwedBytes ${this.options.maxOwedBytes}`);
+      return;
+    }
+    if (this.owedTimer !== undefined) return;
+    const from = this.taken();
+    const since = Date.now();
+    this.owedTimer = setTimeout(() => {
+      this.owedTimer = undefined;
+      if (this.state_ === "closed" || this.owedBytes <= this.options.maxOwedBytes) return;
+      const took = this.taken() - from;
+      const ms = Date.now() - since;
+      if (took < (OWED_MIN_RATE * ms) / 1000) {
+        this.slowOwed(
+          `it took ${took} bytes in ${ms} ms with ${this.owedBytes} owed (over maxOwedBytes ${this.options.maxOwedBytes})`,
+        );
+        return;
+      }
+      this.overOwed();
+    }, OWED_CHECK_MS);
+  }
+
+  private slowOwed(why: string): void {
+    this.fail(new PointSubError("ERR_SLOW_PEER", `${this.remoteUrl} does not take what it is sent: ${why}`));
+  }
+
+  /** Bytes the peer has taken: what the OS took (when the transport tells), else what the transport was handed. */
+  private taken(): number {
+    return this.transport.bytesTaken?.() ?? this.writer.bytesOut;
   }
 
   /** An unfinished message must keep moving (a peer trickling nothing holds no connection forever). */
@@ -457,6 +491,7 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
     this.state_ = "closed";
     if (this.closeReason_ === "") this.closeReason_ = error === undefined ? "closed" : error.code;
     clearTimeout(this.slowTimer);
+    clearTimeout(this.owedTimer);
     clearTimeout(this.progressTimer);
     clearInterval(this.heartbeatTimer);
     this.decoder.stop();
