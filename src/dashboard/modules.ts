@@ -36,13 +36,16 @@ export interface ModuleFiles {
 
 const SCRIPT = /\.(?:m?js|ts)$/;
 
-/** The module files of this pointsub (src/ or dist/) and its browser packages. */
-export async function moduleFiles(): Promise<ModuleFiles> {
+/**
+ * The module files of this pointsub (src/ or dist/) and its browser
+ * packages; `moreRoots` (URL prefix → folder, for tests) serves others too.
+ */
+export async function moduleFiles(moreRoots: ReadonlyMap<string, string> = new Map()): Promise<ModuleFiles> {
   // This file is <root>/dashboard/modules.{ts,js}: <root> is src/ or dist/.
   const self = fileURLToPath(import.meta.url);
   const root = dirname(dirname(self));
   const ext = self.endsWith(".ts") ? ".ts" : ".js";
-  const roots = new Map<string, string>([["/m/pointsub/", root]]);
+  const roots = new Map<string, string>([["/m/pointsub/", root], ...moreRoots]);
   const importMap: Record<string, string> = { eventemitter3: EVENTEMITTER };
   const require = createRequire(import.meta.url);
   const ee = await readFile(require.resolve("eventemitter3"), "utf8");
@@ -63,6 +66,7 @@ export async function moduleFiles(): Promise<ModuleFiles> {
    */
   const served = new Map<string, Promise<Buffer | undefined>>();
   const eventEmitterBytes = Promise.resolve(Buffer.from(eventEmitter));
+  const realRoots = await Promise.all([...roots.values()].map((d) => realpath(d)));
   /** The file URL `path` names under one of the roots, if any. */
   const fileOf = (path: string): string | undefined => {
     if (!SCRIPT.test(path) || path.includes("..")) return undefined;
@@ -94,10 +98,19 @@ export async function moduleFiles(): Promise<ModuleFiles> {
     get cachedFiles(): number {
       return served.size;
     },
-    read(path: string): Promise<Buffer | undefined> {
+    async read(path: string): Promise<Buffer | undefined> {
       if (path === EVENTEMITTER) return eventEmitterBytes;
-      const file = fileOf(path);
-      if (file === undefined) return Promise.resolve(undefined);
+      const named = fileOf(path);
+      if (named === undefined) return undefined;
+      // Kept by the file's real name: a symbolic link (a loop such as `dir/loop -> .`) gives a file
+      // endless names; one that leads out of the roots is not served.
+      let file: string;
+      try {
+        file = await realpath(named);
+      } catch {
+        return undefined;
+      }
+      if (!realRoots.some((r) => file.startsWith(r + sep))) return undefined;
       let p = served.get(file);
       if (p === undefined) {
         p = load(file);

@@ -107,3 +107,33 @@ describe("dashboard module files", () => {
     assert.equal(files.cachedFiles, 1);
   });
 });
+
+describe("dashboard module files and symbolic links", () => {
+  it("a file reached through a link loop is kept once; a link out of the served folders is not followed", async () => {
+    const { mkdtempSync, rmSync, symlinkSync, writeFileSync, mkdirSync } = await import("node:fs");
+    const { join } = await import("node:path");
+    const { tmpdir } = await import("node:os");
+    const { moduleFiles } = await import("../../src/dashboard/modules.ts");
+    // A served folder of its own (not src/: a link loop there would disturb tests walking it).
+    const base = mkdtempSync(join(tmpdir(), "dash-links-"));
+    const served = join(base, "served");
+    const elsewhere = join(base, "elsewhere");
+    mkdirSync(served);
+    mkdirSync(elsewhere);
+    writeFileSync(join(served, "a.js"), `export const a = "${"a".repeat(200)}";\n`);
+    writeFileSync(join(elsewhere, "secret.js"), "export const secret = 1;\n");
+    symlinkSync(".", join(served, "loop"));
+    symlinkSync(elsewhere, join(served, "out"));
+    try {
+      const files = await moduleFiles(new Map([["/m/t/", served]]));
+      for (let i = 0; i <= 20; i++) {
+        const got = await files.read(`/m/t/${"loop/".repeat(i)}a.js`);
+        assert.ok(got !== undefined && got.length > 200);
+      }
+      assert.equal(files.cachedFiles, 1);
+      assert.equal(await files.read("/m/t/out/secret.js"), undefined);
+    } finally {
+      rmSync(base, { recursive: true, force: true });
+    }
+  });
+});
