@@ -324,14 +324,6 @@ function dropLock(path: string): Promise<void> {
   return done;
 }
 /** Bytes handed to one writev: large enough to amortize the call, small enough to keep little in flight. */
-/**
- * While uploads are refused for the quota, a transfer filled slower than
- * this (bytes a second since it began) keeps only what arrived reserved of
- * its declared total (`makeBytes`): ~5 minutes for a 20 MB upload.
- */
-const MIN_RESERVED_RATE = 64 * 1024;
-/** …once it has run this long (ms). */
-const RESERVE_GRACE_MS = 2000;
 const BATCH = 1024 * 1024;
 /** Resume state is made durable (fdatasync, sidecar) after this many bytes and at least this often apart. */
 const CHECKPOINT_BYTES = 64 * 1024 * 1024;
@@ -629,9 +621,6 @@ interface Entry {
   size: number;
   /** Declared total of a transfer in progress (counts against maxBytes). */
   reserved: number;
-  /** When that was reserved (`Date.now()`), and the partial's size then: how fast it is being filled. */
-  reservedAt: number;
-  reservedFrom: number;
   /** Content bytes stored and their CRC32C, when known: what a resume query answers. */
   point: ResumePoint | undefined;
   /** A checkpoint short of the file's end (after a crash): the point is computed from there on. */
@@ -775,8 +764,6 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         exists: false,
         size: 0,
         reserved: 0,
-        reservedAt: 0,
-        reservedFrom: 0,
         point: undefined,
         base: undefined,
         computing: undefined,
@@ -828,41 +815,6 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
    * its share, else anybody's. ERR_QUOTA when every candidate is being
    * written. A scan of the entries: only a new transfer pays it.
    */
-  /**
-   * Removes an idle partial `victim` (and its sidecar) unless another process
-   * sharing the directory is receiving it; whether it went.
-   */
-  const evict = async (victim: Entry): Promise<boolean> => {
-    victim.active = true;
-    const busy = await lockHeld(lockPath(victim.key));
-    if (!busy) {
-      await unlink(sidecarPath(victim.key)).catch(() => {});
-      await unlink(partialPath(victim.key)).catch(() => {});
-      evicted++;
-    }
-    victim.active = false;
-    if (!busy) forget(victim);
-    return !busy;
-  };
-
-  /**
-   * Makes room under maxBytes for `need` bytes of `e` when there is not:
-   * the reservations of transfers filled slower than
-   * {@link MIN_RESERVED_RATE} since they began (after
-   * {@link RESERVE_GRACE_MS}) shrink to what arrived. A peer that declared
-   * the whole quota and sent a byte now and then held every other upload
-   * out (ERR_QUOTA) for as long as it liked. (Idle partials keep their
-   * bytes: they go by `partialTtlMs`, or by count, `makeRoom`.)
-   */
-  const makeBytes = (e: Entry, need: number): void => {
-    if (held - weight(e) + need <= maxBytes) return;
-    const now = Date.now();
-    for (const x of entries.values()) {
-      if (x === e || !x.active || x.reserved <= x.size || now - x.reservedAt < RESERVE_GRACE_MS) continue;
-      if ((x.size - x.reservedFrom) * 1000 < MIN_RESERVED_RATE * (now - x.reservedAt)) setSize(x, x.size, x.size);
-    }
-  };
-
   const makeRoom = async (e: Entry, owner: string): Promise<void> => {
     if (maxPartials === 0 && maxPartialsPer === 0) return;
     const skip = new Set<Entry>();
@@ -892,7 +844,16 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         );
       }
       // Another process sharing the directory may be receiving it: left alone.
-      if (!(await evict(victim))) skip.add(victim);
+      victim.active = true;
+      const busy = await lockHeld(lockPath(victim.key));
+      if (!busy) {
+        await unlink(sidecarPath(victim.key)).catch(() => {});
+        await unlink(partialPath(victim.key)).catch(() => {});
+        evicted++;
+      }
+      victim.active = false;
+      if (busy) skip.add(victim);
+      else forget(victim);
     }
   };
 
@@ -1609,7 +1570,6 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       }
       if (maxBytes > 0) {
         const need = Math.max(stream.total ?? 0, offset, e.size);
-        makeBytes(e, need);
         if (held - weight(e) + need > maxBytes) {
           throw PointSubError.fromPeer(
             "ERR_QUOTA",
@@ -1618,8 +1578,6 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         }
       }
       setSize(e, e.size, stream.total ?? 0);
-      e.reservedAt = Date.now();
-      e.reservedFrom = offset;
       e.owner = principal;
       if (!e.exists) await makeRoom(e, principal);
       await e.computing?.catch(() => {});
