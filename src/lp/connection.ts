@@ -25,10 +25,8 @@ const RESOLVED: Promise<void> = Promise.resolve();
  * bounded too.
  */
 export const QUEUED_SEND_COST = 512;
-/** Bytes a second a peer owed more than `maxOwedBytes` must take of them (see `LpConnection.overOwed`). */
-export const OWED_MIN_RATE = 64 * 1024;
-/** How often that is checked, in ms. */
-export const OWED_CHECK_MS = 1000;
+/** Queued views up to this size of a buffer more than twice as large are copied (see `LpConnection.send`). */
+export const COPY_QUEUED_MAX = 64 * 1024;
 const noop = () => {};
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -117,8 +115,6 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
   /** Since when the transport has been backed up (0: it is not). */
   private blockedSince = 0;
   private slowTimer: ReturnType<typeof setTimeout> | undefined;
-  /** Checks a peer owed more than `maxOwedBytes` (see {@link overOwed}). */
-  private owedTimer: ReturnType<typeof setTimeout> | undefined;
   private progressTimer: ReturnType<typeof setTimeout> | undefined;
   private heartbeatTimer: ReturnType<typeof setInterval> | undefined;
 
@@ -200,9 +196,11 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
       );
     }
     if (this.writer.tryWrite(data)) return RESOLVED;
-    // Queued: a view of a larger buffer (an echoed message is one of a 64 KiB read) would keep all of it
-    // while it waits, 4× what is counted owed: the message's own bytes are kept instead.
-    const p = this.writer.enqueue(data.byteLength * 2 < data.buffer.byteLength ? data.slice() : data);
+    // Queued: a small view of a larger buffer (an echoed message is one of a 64 KiB read) would keep all of
+    // it while it waits, up to 4× what is counted owed: its own bytes are kept instead. (A large one, a
+    // part of the sender's own data, is not copied: the sender keeps that buffer anyway.)
+    const small = data.byteLength <= COPY_QUEUED_MAX && data.byteLength * 2 < data.buffer.byteLength;
+    const p = this.writer.enqueue(small ? data.slice() : data);
     p.catch(noop);
     if (this.owedBytes > this.options.maxOwedBytes) this.overOwed();
     return p;
@@ -222,7 +220,7 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
    * Bytes owed to the peer: {@link bufferedAmount}, 512 more per queued
    * send (what queuing it costs in memory), and what the transport holds,
    * not yet taken by the OS (when the transport can tell: lp+tcp, lp+unix).
-   * Past `maxOwedBytes` the connection closes with ERR_SLOW_PEER.
+   * Past `maxOwedBytes` the connection closes with ERR_SLOW_PEER (a send that queues past it).
    */
   get owedBytes(): number {
     const w = this.writer;
@@ -354,48 +352,23 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
   }
 
   /**
-   * More than `maxOwedBytes` is owed to the peer. Past twice it, or while
-   * over it the peer takes less than {@link OWED_MIN_RATE} bytes a second
-   * (checked every {@link OWED_CHECK_MS}), the connection closes with
-   * ERR_SLOW_PEER: a peer that does not read what it is sent (an echo
-   * server flooded by a non-reader grew by ~160 MiB/s) cannot grow this
-   * side's memory, and an honest one that reads while this side answers a
-   * burst of its requests is not cut. Reading goes on meanwhile: a side that
-   * stopped reading while it owed much deadlocked two honest peers that
-   * each send more than they read.
+   * More than `maxOwedBytes` is owed to the peer: the connection closes with
+   * ERR_SLOW_PEER (a peer that does not read what it is sent — an echo
+   * server flooded by a non-reader grew by ~160 MiB/s — cannot grow this
+   * side's memory). Reading goes on meanwhile: a side that stopped reading
+   * while it owed much deadlocked two honest peers that each send more
+   * than they read. (A rule on how fast an owed peer takes its bytes cut
+   * honest readers: the kernel takes from a blocked socket in steps of
+   * megabytes, seconds apart.)
    */
   private overOwed(): void {
     if (this.state_ === "closed") return;
-    const owed = this.owedBytes;
-    if (owed > 2 * this.options.maxOwedBytes) {
-      this.slowOwed(`${owed} bytes owed to it, over twice maxOwedBytes ${this.options.maxOwedBytes}`);
-      return;
-    }
-    if (this.owedTimer !== undefined) return;
-    const from = this.taken();
-    const since = Date.now();
-    this.owedTimer = setTimeout(() => {
-      this.owedTimer = undefined;
-      if (this.state_ === "closed" || this.owedBytes <= this.options.maxOwedBytes) return;
-      const took = this.taken() - from;
-      const ms = Date.now() - since;
-      if (took < (OWED_MIN_RATE * ms) / 1000) {
-        this.slowOwed(
-          `it took ${took} bytes in ${ms} ms with ${this.owedBytes} owed (over maxOwedBytes ${this.options.maxOwedBytes})`,
-        );
-        return;
-      }
-      this.overOwed();
-    }, OWED_CHECK_MS);
-  }
-
-  private slowOwed(why: string): void {
-    this.fail(new PointSubError("ERR_SLOW_PEER", `${this.remoteUrl} does not take what it is sent: ${why}`));
-  }
-
-  /** Bytes the peer has taken: what the OS took (when the transport tells), else what the transport was handed. */
-  private taken(): number {
-    return this.transport.bytesTaken?.() ?? this.writer.bytesOut;
+    this.fail(
+      new PointSubError(
+        "ERR_SLOW_PEER",
+        `${this.remoteUrl} does not take what it is sent: ${this.owedBytes} bytes owed to it, over maxOwedBytes ${this.options.maxOwedBytes}`,
+      ),
+    );
   }
 
   /** An unfinished message must keep moving (a peer trickling nothing holds no connection forever). */
@@ -491,7 +464,6 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
     this.state_ = "closed";
     if (this.closeReason_ === "") this.closeReason_ = error === undefined ? "closed" : error.code;
     clearTimeout(this.slowTimer);
-    clearTimeout(this.owedTimer);
     clearTimeout(this.progressTimer);
     clearInterval(this.heartbeatTimer);
     this.decoder.stop();

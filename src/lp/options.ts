@@ -9,7 +9,7 @@ import type { TransportConnectOptions } from "../transport/transport.ts";
 import { LP_MAX_LENGTH } from "./decoder.ts";
 
 /** Default of {@link LpOptions.maxOwedBytes}. */
-export const DEFAULT_MAX_OWED_BYTES = 64 * 1024 * 1024;
+export const DEFAULT_MAX_OWED_BYTES = 128 * 1024 * 1024;
 
 /** Options of a length-prefix connection (client) or of every session (server). */
 export interface LpOptions {
@@ -41,7 +41,9 @@ export interface LpOptions {
    * floods messages the application answers, and never reads the answers,
    * cannot grow this side's memory (as NATS and Redis cut a slow consumer).
    * Reading is never paused for it: two honest peers that each send more
-   * than they read go on. Default 64 MiB; `Infinity` = no bound.
+   * than they read go on. A side that answers a burst of requests larger
+   * than this without awaiting `drain()` is cut too. Default 128 MiB;
+   * `Infinity` = no bound.
    */
   maxOwedBytes?: number;
   /**
