@@ -4,7 +4,7 @@
  * --metrics <host:port>`.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
+import { type AddressInfo, isIP } from "node:net";
 import { PointSubError } from "../index.ts";
 
 /** A running metrics endpoint. */
@@ -25,6 +25,46 @@ export interface MetricsHttpOptions {
   maxConnections?: number;
   /** Time (ms) a connection may take to send a request's headers (and, ×2, the whole request). Default 10,000. */
   headersTimeoutMs?: number;
+  /**
+   * Host names a request's `Host` header may name (port ignored), or `"*"`
+   * for any; other requests get 403. Default: on a loopback address
+   * (`127.0.0.0/8`, `::1`, `localhost`) only addresses, `localhost` and the
+   * listen host — a web page whose own name an attacker made resolve to
+   * this machine (DNS rebinding) could otherwise read the metrics from a
+   * browser on it; elsewhere any (scrapers name the machine as they like).
+   */
+  allowedHosts?: readonly string[] | "*";
+}
+
+/** Whether `host` names this machine's loopback interface. */
+function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || (isIP(host) === 4 && host.startsWith("127."));
+}
+
+/**
+ * Decides from a request's `Host` header whether it is answered (see
+ * {@link MetricsHttpOptions.allowedHosts}); `listenHost` is the address the
+ * endpoint listens on.
+ */
+export function hostPolicy(
+  listenHost: string,
+  allowed: MetricsHttpOptions["allowedHosts"],
+): (hostHeader: string | undefined) => boolean {
+  if (allowed === "*" || (allowed === undefined && !isLoopback(listenHost))) return () => true;
+  if (allowed !== undefined && (!Array.isArray(allowed) || allowed.some((h) => typeof h !== "string"))) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", 'allowedHosts must be a list of host names or "*"');
+  }
+  const names = new Set((allowed ?? [listenHost, "localhost"]).map((h) => h.toLowerCase().replace(/^\[(.*)\]$/, "$1")));
+  return (header) => {
+    if (header === undefined) return true; // not a browser: every browser request names its host
+    let name: string;
+    try {
+      name = new URL(`http://${header}`).hostname.replace(/^\[(.*)\]$/, "$1");
+    } catch {
+      return false;
+    }
+    return names.has(name) || (allowed === undefined && isIP(name) !== 0);
+  };
 }
 
 /** Splits `host:port` (`[::1]:9464` for IPv6); ERR_INVALID_ARGUMENT when it is not one. */
@@ -86,6 +126,7 @@ export async function serveMetrics(
   if (!Number.isInteger(maxConnections) || maxConnections < 1 || !(headersTimeout > 0)) {
     throw new PointSubError("ERR_INVALID_ARGUMENT", "maxConnections must be an integer ≥ 1 and headersTimeoutMs > 0");
   }
+  const hostAllowed = hostPolicy(host, options.allowedHosts);
   // Scrapes that arrive while one renders share its text (a render walks every metric: thousands of
   // requests at once each rendering burned the CPU and held a copy each).
   let rendering: Promise<string> | undefined;
@@ -108,6 +149,10 @@ export async function serveMetrics(
     },
     (req, res) => {
       if (!admit(req, res)) return;
+      if (!hostAllowed(req.headers.host)) {
+        res.writeHead(403, { "content-type": "text/plain" }).end("host not allowed\n");
+        return;
+      }
       const path = (req.url ?? "").split("?")[0];
       if (path !== "/metrics") {
         res.writeHead(404, { "content-type": "text/plain" }).end("not found\n");

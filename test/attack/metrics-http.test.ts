@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import type net from "node:net";
+import { connect } from "node:net";
 import { describe, it } from "node:test";
 import { METRICS_MAX_PIPELINED } from "../../src/metrics/http.ts";
 import { prometheusMetrics, serveMetrics } from "../../src/metrics/index.ts";
@@ -15,7 +16,7 @@ import { slowHttpClient } from "../helpers/slow-http.ts";
 import { until } from "../helpers/wait.ts";
 
 /** Half a request: never finished. */
-const REQUEST = "GET /metrics HTTP/1.1\r\nHost: x";
+const REQUEST = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1";
 
 describe("attack: metrics endpoint", () => {
   it("sockets that never finish a request: beyond maxConnections closed at once, the rest after the headers timeout; close() does not wait", async () => {
@@ -71,7 +72,7 @@ describe("attack: metrics endpoint", () => {
     const endpoint = await serveMetrics(source, "127.0.0.1:0");
     const port = Number(new URL(endpoint.url).port);
     try {
-      const r = await pipelineUnread(port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 500);
+      const r = await pipelineUnread(port, "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 500);
       assert.ok(r.closed, "the socket pipelining 500 unread scrapes was closed");
       assert.ok(r.answers <= METRICS_MAX_PIPELINED, `${r.answers} answers`);
       renders = 0;
@@ -85,4 +86,44 @@ describe("attack: metrics endpoint", () => {
       await endpoint.close();
     }
   });
+
+  it("a page on a rebound name (DNS rebinding) cannot read a loopback endpoint: Host must be an address, localhost or the listen host", async () => {
+    const metrics = prometheusMetrics();
+    const endpoint = await serveMetrics(metrics.registry, "127.0.0.1:0");
+    const port = Number(new URL(endpoint.url).port);
+    const named = await serveMetrics(metrics.registry, "127.0.0.1:0", { allowedHosts: ["metrics.internal"] });
+    const namedPort = Number(new URL(named.url).port);
+    try {
+      // A browser on this machine opening http://attacker.example:<port>/ after its name was made to resolve
+      // to 127.0.0.1 sends that name as Host.
+      assert.equal((await rawGet(port, "attacker.example")).status, 403);
+      assert.equal((await rawGet(port, `attacker.example:${port}`)).status, 403);
+      for (const ok of [`127.0.0.1:${port}`, `localhost:${port}`, "[::1]"]) {
+        const r = await rawGet(port, ok);
+        assert.equal(r.status, 200, `Host ${ok}`);
+        assert.match(r.body, /# HELP/);
+      }
+      // Own list: only those names.
+      assert.equal((await rawGet(namedPort, `metrics.internal:${namedPort}`)).status, 200);
+      assert.equal((await rawGet(namedPort, `127.0.0.1:${namedPort}`)).status, 403);
+      await assert.rejects(serveMetrics(metrics.registry, "127.0.0.1:0", { allowedHosts: "all" as unknown as "*" }), {
+        code: "ERR_INVALID_ARGUMENT",
+      });
+    } finally {
+      await endpoint.close();
+      await named.close();
+      metrics.close();
+    }
+  });
 });
+
+/** One GET /metrics over a raw socket with this Host header (none when undefined); status and body. */
+async function rawGet(port: number, host: string | undefined): Promise<{ status: number; body: string }> {
+  const socket = connect(port, "127.0.0.1");
+  socket.end(`GET /metrics HTTP/1.1\r\n${host === undefined ? "" : `Host: ${host}\r\n`}Connection: close\r\n\r\n`);
+  let text = "";
+  socket.setEncoding("latin1");
+  for await (const chunk of socket) text += chunk;
+  const m = /^HTTP\/1\.1 (\d{3})/.exec(text);
+  return { status: m === null ? 0 : Number(m[1]), body: text.slice(text.indexOf("\r\n\r\n") + 4) };
+}
