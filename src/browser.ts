@@ -41,20 +41,17 @@ function withRuntime<O extends { runtime?: Runtime }>(options: O): O {
 }
 
 /**
- * Settles like `opening`, once the error suggestions (`PointSubError.suggestion`,
- * text loaded on demand, not in a page's first load) are loaded too: they are
- * fetched while the connection opens, so every error after it carries its
- * suggestion (and so does a failed connect's).
+ * Settles like `opening`; fetches the error suggestions (`PointSubError.suggestion`,
+ * text loaded on demand, not in a page's first load) meanwhile, and a failed
+ * connect's error carries its suggestion. An open connection is handed over
+ * at once, not after the texts: a message or close the peer sent meanwhile
+ * would have found no listener.
  */
 function withTexts<T>(opening: Promise<T>): Promise<T> {
-  const texts = loadSuggestions().catch(noop);
-  return opening.then(
-    (v) => texts.then(() => v),
-    async (err: unknown) => {
-      await texts;
-      throw await withSuggestion(err);
-    },
-  );
+  loadSuggestions().catch(noop);
+  return opening.catch(async (err: unknown) => {
+    throw await withSuggestion(err);
+  });
 }
 
 /**

@@ -1,0 +1,92 @@
+/**
+ * connect() in a real browser hands the connection over as soon as it is
+ * open, while its on-demand chunks (error suggestions, housekeeping) are
+ * still being fetched: a message the server sends the moment the session
+ * starts, and the close that follows, reach the listeners the page attaches
+ * right after `await connect(…)`. Here the page's chunks come 1.5 s late
+ * (a slow CDN); before, connect waited for the suggestions, and the message
+ * and the close went by with no listener.
+ */
+import assert from "node:assert/strict";
+import http from "node:http";
+import { describe, it } from "node:test";
+import { createServer } from "../../src/index.ts";
+import { browserBundle, browserMissing, CHROMIUM } from "../helpers/browser.ts";
+
+const CHUNK_DELAY_MS = 1500;
+
+const PAGE = `
+window.run = async (url) => {
+  const t0 = performance.now();
+  const conn = await window.pointsub.connect(url);
+  const connectMs = performance.now() - t0;
+  const got = [];
+  conn.on("message", (m) => got.push(new TextDecoder().decode(m.data)));
+  const closed = await new Promise((resolve) => {
+    conn.on("close", () => resolve(true));
+    setTimeout(() => resolve(false), ${CHUNK_DELAY_MS + 3000});
+  });
+  return { got, closed, connectMs, state: conn.state };
+};
+`;
+
+describe("browser connect() hand-over", () => {
+  it("a message and a close sent as the session starts reach the page while its chunks are still loading", async (t) => {
+    const why = await browserMissing();
+    if (why !== undefined) {
+      if (process.env.CI === "true") assert.fail(why);
+      t.skip(why);
+      return;
+    }
+    const { chromium } = await import("playwright-core");
+    const scripts = await browserBundle();
+    const web = http.createServer((req, res) => {
+      const script = scripts.get(req.url ?? "");
+      const answer = (text: string, type: string) => {
+        res.writeHead(200, { "Content-Type": type });
+        res.end(text);
+      };
+      if (script !== undefined) {
+        // The entry at once; the chunks it loads on demand late.
+        if (req.url === "/js/pointsub.js") answer(script, "text/javascript");
+        else setTimeout(() => answer(script, "text/javascript"), CHUNK_DELAY_MS);
+      } else if (req.url === "/page.js") answer(PAGE, "text/javascript");
+      else {
+        answer(
+          '<!doctype html><script type="module">import * as p from "/js/pointsub.js"; window.pointsub = p;</script><script type="module" src="/page.js"></script>',
+          "text/html",
+        );
+      }
+    });
+    await new Promise<void>((resolve) => web.listen(0, "127.0.0.1", resolve));
+    const pagePort = (web.address() as { port: number }).port;
+    const server = createServer();
+    server.on("session", (session) => {
+      session.send("welcome").then(
+        () => setTimeout(() => void session.close(), 100),
+        () => {},
+      );
+    });
+    const [url] = await server.listen("ws://127.0.0.1:0/pointsub");
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
+    try {
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on("pageerror", (e) => errors.push(String(e)));
+      await page.goto(`http://127.0.0.1:${pagePort}/`);
+      const r = await page.evaluate(
+        (u) => (window as unknown as { run(u: string): Promise<Record<string, unknown>> }).run(u),
+        url,
+      );
+      t.diagnostic(`connect settled in ${Math.round(r.connectMs as number)} ms (chunks ${CHUNK_DELAY_MS} ms late)`);
+      assert.deepEqual(errors, []);
+      assert.deepEqual(r.got, ["welcome"], "the message sent as the session started reached the page's listener");
+      assert.equal(r.closed, true, "the server's close reached the page's close listener");
+      assert.equal(r.state, "closed");
+    } finally {
+      await browser.close();
+      await server.close();
+      await new Promise((resolve) => web.close(resolve));
+    }
+  });
+});
