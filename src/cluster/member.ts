@@ -127,6 +127,8 @@ export interface ClusterStats {
   stale: number;
   /** Heartbeats of another node announcing this node's id (see the `duplicateNodeId` event). */
   duplicateNodeIds: number;
+  /** Heartbeats of new nodes ignored: {@link MAX_CLUSTER_NODES} other nodes were already known. */
+  ignoredNodes: number;
 }
 
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -139,6 +141,14 @@ const SEEN_MAX = 8192;
 const INFO_PAGE = 200;
 /** Room left in a page of session infos for the bus header. */
 const INFO_HEADER_ROOM = 1024;
+/**
+ * Other nodes a node keeps track of: heartbeats of new node ids beyond it are
+ * ignored and counted ({@link ClusterStats.ignoredNodes}), so a publisher on
+ * the bus inventing ids cannot grow the member table without bound.
+ */
+export const MAX_CLUSTER_NODES = 1024;
+/** Session infos one cluster-wide session list gathers at most (more are dropped and counted as malformed). */
+export const MAX_LISTED_SESSIONS = 262_144;
 
 interface Member {
   urls: string[];
@@ -251,7 +261,11 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     handlerErrors: 0,
     stale: 0,
     duplicateNodeIds: 0,
+    ignoredNodes: 0,
   };
+  /** When this node last answered a `hello` with a heartbeat, and the answer deferred to the end of the window, if any. */
+  private helloAnsweredAt = Number.NEGATIVE_INFINITY;
+  private helloAnswer: ReturnType<typeof setTimeout> | undefined;
 
   /** Use `redisCluster` or `natsCluster`. */
   constructor(engine: ClusterEngine, options: ClusterOptions) {
@@ -492,6 +506,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     if (this.stopped) return;
     this.stopped = true;
     clearInterval(this.timer);
+    clearTimeout(this.helloAnswer);
     // Not to an engine known to be down; otherwise within engineTimeoutMs (a frozen engine does not answer).
     if (this.upSince !== 0) {
       const bye = encode({ t: "bye", n: this.nodeId });
@@ -810,14 +825,43 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   }
 
   private onHeartbeat(h: Heartbeat): void {
+    if (!NODE.test(h.n) || !Number.isFinite(h.sessions)) {
+      this.counters.malformed++;
+      return;
+    }
     const known = this.members.get(h.n);
+    if (known === undefined && this.members.size >= MAX_CLUSTER_NODES) {
+      this.counters.ignoredNodes++;
+      return;
+    }
     const urls = h.urls.filter((u): u is string => typeof u === "string").slice(0, 16);
     const m: Member = { urls, sessions: h.sessions, lastSeen: Date.now() };
     this.members.set(h.n, m);
     if (known === undefined) {
       this.safeEmit("nodeJoined", { id: h.n, urls, sessions: h.sessions, lastSeen: m.lastSeen, self: false });
     }
-    if (h.t === "hello") this.announce("hb");
+    if (h.t === "hello") this.answerHello();
+  }
+
+  /**
+   * Answers a `hello` with a heartbeat (the newcomer learns of this node at
+   * once), at most once per quarter of `heartbeatMs`: hellos meanwhile share
+   * one answer at the end of that window (every node reads every heartbeat),
+   * so a flood of hellos is not answered by every node, each time.
+   */
+  private answerHello(): void {
+    const window = this.heartbeatMs / 4;
+    const wait = this.helloAnsweredAt + window - performance.now();
+    if (wait <= 0) {
+      this.helloAnsweredAt = performance.now();
+      this.announce("hb");
+    } else if (this.helloAnswer === undefined) {
+      this.helloAnswer = setTimeout(() => {
+        this.helloAnswer = undefined;
+        this.helloAnsweredAt = performance.now();
+        this.announce("hb");
+      }, wait);
+    }
   }
 
   private onBroadcast(h: BusHeader & { t: "bc" }, payload: Uint8Array): void {
@@ -902,6 +946,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     }
     if (Array.isArray(page)) {
       for (const info of page) {
+        if (p.infos.length >= MAX_LISTED_SESSIONS) {
+          this.counters.malformed++;
+          break;
+        }
         if (typeof info === "object" && info !== null) p.infos.push({ ...(info as ConnectionInfo), node: from });
       }
     }

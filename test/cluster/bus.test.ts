@@ -13,7 +13,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import type { ClusterEngine } from "../../src/cluster/engine.ts";
 import { natsCluster, redisCluster } from "../../src/cluster/index.ts";
-import { Cluster } from "../../src/cluster/member.ts";
+import { Cluster, MAX_CLUSTER_NODES } from "../../src/cluster/member.ts";
 import { natsEngine } from "../../src/cluster/nats-engine.ts";
 import { redisEngine } from "../../src/cluster/redis-engine.ts";
 import { encode } from "../../src/cluster/wire.ts";
@@ -113,6 +113,41 @@ for (const kind of ["redis", "nats"] as const) {
         ["p", "q"],
         "the impostor is not a member",
       );
+    });
+
+    it("a publisher inventing node ids: ids that are not ids dropped, at most MAX_CLUSTER_NODES members; a hello flood answered once per window", async () => {
+      const q = clusters[1];
+      const hb = (n: string, t: "hb" | "hello" = "hb") => encode({ t, n, urls: [], sessions: 0 });
+      const start = q.stats();
+      await raw.publish("pointsub.bus.members", hb("x".repeat(5000)));
+      await raw.publish("pointsub.bus.members", hb("a.b"));
+      await until(() => q.stats().malformed >= start.malformed + 2, 5000);
+      // Heard from q on the bus while hellos of invented nodes pour in: its answers.
+      let answers = 0;
+      await raw.subscribe("pointsub.bus.members", (d) => {
+        if (new TextDecoder().decode(d).includes('"t":"hb","n":"q"')) answers++;
+      });
+      const t0 = performance.now();
+      const extra = 100;
+      await Promise.all(
+        Array.from({ length: MAX_CLUSTER_NODES + extra }, (_, i) =>
+          raw.publish("pointsub.bus.members", hb(`fake${i}`, "hello")),
+        ),
+      );
+      await until(() => q.stats().ignoredNodes >= start.ignoredNodes + extra, 10_000);
+      const ms = performance.now() - t0;
+      assert.ok(q.nodes().length <= MAX_CLUSTER_NODES + 1, `${q.nodes().length} nodes`);
+      await sleep(50);
+      // One answer per heartbeatMs / 4 (25 ms) at most, plus its periodic heartbeats (every 100 ms).
+      const bound = Math.ceil((ms + 50) / 25) + Math.ceil((ms + 50) / 100) + 2;
+      assert.ok(
+        answers <= bound,
+        `${answers} heartbeats from q for ${MAX_CLUSTER_NODES + extra} hellos in ${Math.round(ms)} ms (bound ${bound})`,
+      );
+      // The invented nodes time out (deadAfterMs 300); p is still a member, and broadcasts flow.
+      await until(() => q.nodes().length === 2, 5000);
+      await servers[0].broadcast("after the fakes");
+      await until(() => got[1].includes("after the fakes"), 5000);
     });
 
     it("a duplicate broadcast or sendTo on the bus (a retry) reaches the session once", async () => {
