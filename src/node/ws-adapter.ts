@@ -17,6 +17,7 @@ import type {
   Transport,
   TransportAdapter,
   TransportConnectOptions,
+  TransportHandlers,
   TransportListener,
   TransportListenOptions,
 } from "../transport/transport.ts";
@@ -222,8 +223,8 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
   private ackedBytes = 0;
   /** `sentBytes` at the last ping. */
   private markedBytes = 0;
-  /** Pings awaiting their pong: ping number and `sentBytes` when it was sent, oldest first. */
-  private marks: { seq: number; bytes: number }[] = [];
+  /** Pings awaiting their pong: ping number and `sentBytes` when it was sent, oldest first (made on the first). */
+  private marks: { seq: number; bytes: number }[] | undefined;
   private nextSeq = 0;
   /** No pong came in time: the in-flight bound is lifted until the next pong. */
   private windowLifted = false;
@@ -249,7 +250,7 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
     this.socket = socket;
     this.frames =
       randomFill !== undefined && socket !== undefined
-        ? new MaskedFrameWriter(socket, randomFill, this.sent)
+        ? new MaskedFrameWriter(socket, randomFill, this.sentCallback())
         : undefined;
     this.localUrl = localUrl;
     this.remoteUrl = remoteUrl;
@@ -259,14 +260,20 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
       ws.start(this);
       return;
     }
+    // A client's `ws` WebSocket: its events (a server's RawServerWs calls the WsFrameOwner methods).
     ws.binaryType = "nodebuffer";
-    ws.on("message", this.onMessage);
-    ws.on("pong", this.onPong);
-    ws.on("ping", this.onPing);
+    ws.on("message", (data: Buffer, isBinary: boolean) => this.onMessage(data, isBinary));
+    ws.on("pong", (data: Buffer) => this.onPong(data));
+    ws.on("ping", (data: Buffer) => this.onPing(data));
     ws.on("error", (err: Error & { code?: string }) => {
       this.error ??= wsError(err);
     });
     ws.once("close", (code: number, reason: Buffer) => this.onWsClose(code, reason.toString()));
+  }
+
+  /** Later events go to `h` (a server's session takes them from its pre-handshake binding). */
+  reattach(h: TransportHandlers): void {
+    this.handlers = h;
   }
 
   /** The connection went quiet: a server reads into a small buffer again, a client drops its free slabs. */
@@ -307,9 +314,10 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
     if (!this.corked && this.socket !== undefined) {
       this.corked = true;
       this.socket.cork();
-      queueMicrotask(this.uncork);
+      uncorkLater(this);
     }
-    const n = sendAsMessages(chunks, this.send, allocUnzeroed);
+    this.sendFn ??= (m, last) => this.send(m, last);
+    const n = sendAsMessages(chunks, this.sendFn, allocUnzeroed);
     if (n === 0) return true;
     this.sentBytes += n;
     if (this.sentBytes - this.markedBytes >= MARK_EVERY) this.mark();
@@ -317,8 +325,8 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
     if (this.writable()) return true;
     this.needDrain = true;
     // Pings await their pongs: if none comes in time, the in-flight bound is lifted (pongLate).
-    if (this.pongTimer === undefined && this.marks.length !== 0 && !this.windowLifted) {
-      this.pongTimer = setTimeout(this.pongLate, PONG_WAIT_MS);
+    if (this.pongTimer === undefined && this.marks !== undefined && this.marks.length !== 0 && !this.windowLifted) {
+      this.pongTimer = setTimeout(pongLate, PONG_WAIT_MS, this);
     }
     return false;
   }
@@ -336,11 +344,15 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
 
   /** The socket is corked until the end of this turn. */
   private corked = false;
-  private readonly uncork = (): void => {
+  /** {@link send} as a function (made on the first write). */
+  private sendFn: ((message: Uint8Array<ArrayBuffer>, last: boolean) => void) | undefined;
+  /** {@link sent} as a function (made when first needed). */
+  private sentFn: (() => void) | undefined;
+  uncork(): void {
     if (!this.corked) return;
     this.corked = false;
     this.socket?.uncork();
-  };
+  }
 
   /** The newest ping not answered yet. */
   private pingData: Buffer | undefined;
@@ -350,22 +362,22 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
    * pong acknowledges everything sent before its ping. A peer that floods
    * pings gets one pong per read, not one per ping.
    */
-  private readonly onPing = (data: Buffer): void => {
-    if (this.pingData === undefined) queueMicrotask(this.pong);
+  private onPing(data: Buffer): void {
+    if (this.pingData === undefined) queueMicrotask(() => this.pong());
     this.pingData = data;
-  };
-  private readonly pong = (): void => {
+  }
+  private pong(): void {
     const data = this.pingData;
     this.pingData = undefined;
     if (data !== undefined && this.ws.readyState === 1) this.ws.pong(data);
-  };
+  }
 
   /** No pong within {@link PONG_WAIT_MS} while held back by the in-flight bound. */
-  private readonly pongLate = (): void => {
+  pongLate(): void {
     this.pongTimer = undefined;
     this.windowLifted = true;
     this.drainIfWritable();
-  };
+  }
 
   /**
    * Room below both bounds: `ws`'s unsent bytes and the bytes in flight to
@@ -385,30 +397,34 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
     if (this.ws.readyState !== 1) return;
     const seq = this.nextSeq++ >>> 0;
     this.markedBytes = this.sentBytes;
-    if (this.marks.length >= MAX_MARKS) this.marks.shift();
-    this.marks.push({ seq, bytes: this.sentBytes });
+    this.marks ??= [];
+    const marks = this.marks;
+    if (marks.length >= MAX_MARKS) marks.shift();
+    marks.push({ seq, bytes: this.sentBytes });
     const payload = Buffer.allocUnsafe(4);
     payload.writeUInt32BE(seq);
     this.ws.ping(payload);
   }
 
   /** A pong: the peer read everything sent before its ping (unknown pongs are ignored). */
-  readonly onPong = (data: Uint8Array): void => {
-    if (data.length !== 4 || this.marks.length === 0) return;
+  onPong(data: Uint8Array): void {
+    const marks = this.marks;
+    if (data.length !== 4 || marks === undefined || marks.length === 0) return;
     const seq = ((data[0] << 24) | (data[1] << 16) | (data[2] << 8) | data[3]) >>> 0;
-    const i = this.marks.findIndex((m) => m.seq === seq);
-    if (i < 0) return;
-    this.ackedBytes = this.marks[i].bytes;
-    this.marks.splice(0, i + 1);
+    let i = 0;
+    while (i < marks.length && marks[i].seq !== seq) i++;
+    if (i === marks.length) return;
+    this.ackedBytes = marks[i].bytes;
+    marks.splice(0, i + 1);
     this.windowLifted = false;
     if (this.pongTimer !== undefined) {
       clearTimeout(this.pongTimer);
       this.pongTimer = undefined;
     }
     // Every ping is answered: mark what was sent since the last one, so it is acknowledged too.
-    if (this.marks.length === 0 && this.sentBytes > this.markedBytes) this.mark();
+    if (marks.length === 0 && this.sentBytes > this.markedBytes) this.mark();
     this.drainIfWritable();
-  };
+  }
 
   private drainIfWritable(): void {
     if (!this.needDrain || this.closed || !this.writable()) return;
@@ -432,7 +448,7 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
   protected stopReading(): void {
     this.ws.pause();
     // Writes waiting for pongs may go on (see writable()).
-    if (this.needDrain) queueMicrotask(this.sent);
+    if (this.needDrain) queueMicrotask(this.sentCallback());
   }
 
   protected startReading(): void {
@@ -456,32 +472,56 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
    * messages itself ({@link MaskedFrameWriter}: every socket write it makes
    * calls back).
    */
-  private readonly send = (message: Uint8Array, last: boolean): void => {
+  private send(message: Uint8Array, last: boolean): void {
     const frames = this.frames;
     if (frames !== undefined) frames.send(message);
-    else this.ws.send(message, SEND_OPTIONS, last ? this.sent : undefined);
-  };
+    else this.ws.send(message, SEND_OPTIONS, last ? this.sentCallback() : undefined);
+  }
 
   /** A send callback: the message went to the kernel. */
-  private readonly sent = (): void => {
-    this.drainIfWritable();
-  };
+  private sentCallback(): () => void {
+    this.sentFn ??= () => this.drainIfWritable();
+    return this.sentFn;
+  }
 
-  private readonly onMessage = (data: Buffer, isBinary: boolean): void => {
+  private onMessage(data: Buffer, isBinary: boolean): void {
     if (this.closed || this.error !== undefined) return;
     if (!isBinary) {
       this.fail(new PointSubError("ERR_PROTOCOL", "pointsub takes binary WebSocket messages only, got a text message"));
       return;
     }
     if (data.length !== 0) this.received(new Uint8Array(data.buffer, data.byteOffset, data.length));
-  };
+  }
 
-  readonly onWsClose = (code: number, reason: string): void => {
+  onWsClose(code: number, reason: string): void {
     if (this.pongTimer !== undefined) clearTimeout(this.pongTimer);
     this.pongTimer = undefined;
     this.error ??= wsCloseError(code, reason);
     this.socketClosed();
-  };
+  }
+}
+
+/** Transports corked this turn: uncorked together at its end (one microtask, no closure per connection). */
+let corkedNow: WsTransport[] = [];
+function uncorkLater(t: WsTransport): void {
+  if (corkedNow.length === 0) queueMicrotask(uncorkAll);
+  corkedNow.push(t);
+}
+function uncorkAll(): void {
+  const list = corkedNow;
+  corkedNow = [];
+  for (let i = 0; i < list.length; i++) list[i].uncork();
+}
+
+function pongLate(t: WsTransport): void {
+  t.pongLate();
+}
+
+/** Drops the addresses Node cached on `socket` (a later `remoteAddress` asks the kernel again). */
+function forgetAddresses(socket: net.Socket): void {
+  const s = socket as unknown as { _peername?: unknown; _sockname?: unknown };
+  s._peername = undefined;
+  s._sockname = undefined;
 }
 
 /** A `ws` error as a typed one. */
@@ -773,6 +813,8 @@ async function listenWs(
     const parent = (socket as { _parent?: unknown })._parent;
     return parent instanceof net.Socket ? parent : socket;
   };
+  /** The URL of every accepted connection's local end, when the listener is bound to one address (set once listening). */
+  let ownUrl: string | undefined;
   const onConnection = (socket: net.Socket) => {
     admit(socket);
   };
@@ -815,7 +857,7 @@ async function listenWs(
         return;
       }
       const frames = new RawServerWs(upgraded, (ws as Upgraded).head ?? Buffer.alloc(0));
-      const local = wsHref(scheme(url), socket.localAddress, socket.localPort, path);
+      const local = ownUrl ?? wsHref(scheme(url), socket.localAddress, socket.localPort, path);
       onTransport(
         new WsTransport(
           frames,
@@ -825,6 +867,10 @@ async function listenWs(
           window,
         ),
       );
+      // Node caches both ends' addresses in objects of their own once asked (~180 B per
+      // connection with their strings); the transport keeps them as its URLs.
+      forgetAddresses(socket);
+      if (raw !== socket) forgetAddresses(raw);
     });
   };
   if (hook !== undefined) {
@@ -857,6 +903,10 @@ async function listenWs(
   const addr = web.address();
   const bound =
     typeof addr === "object" && addr !== null ? wsHref(scheme(url), addr.address, addr.port, path) : url.href;
+  // Bound to one address by this listener: every accepted socket's local end is that address.
+  if (shared === undefined && typeof addr === "object" && addr !== null && net.isIP(addr.address) !== 0) {
+    if (addr.address !== "0.0.0.0" && addr.address !== "::") ownUrl = bound;
+  }
   return {
     url: bound,
     close: () =>

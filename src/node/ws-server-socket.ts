@@ -20,7 +20,8 @@
  * UTF-8 reason — 1007. Nothing here grows with what a peer sends: payloads
  * go straight to the connection, a control frame's payload (≤ 125 bytes)
  * is gathered in a buffer of its own, a header split across reads in
- * another (14 bytes). Pings are answered once per turn, the newest only,
+ * another (14 bytes); both are made when first needed (an idle connection
+ * holds neither). Pings are answered once per turn, the newest only,
  * and not while the peer leaves unread what was written to it.
  */
 import type { Socket } from "node:net";
@@ -61,9 +62,11 @@ const OPEN = 1;
 const CLOSING = 2;
 const CLOSED = 3;
 
-/** A masking key as bytes and as a word in the platform's byte order, for unmasking a word at a time. */
+/** The current frame's masking key as bytes and as a word in the platform's byte order, for unmasking (one frame at a time, synchronously). */
+const frameKey = new Uint8Array(4);
 const keyWord = new Int32Array(1);
 const keyBytes = new Uint8Array(keyWord.buffer);
+const EMPTY = new Uint8Array(0);
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 /** Close codes a peer may send (RFC 6455 §7.4.1, §7.4.2; 1004–1006 and 1015 never go on the wire). */
@@ -72,6 +75,33 @@ function validCloseCode(code: number): boolean {
     (code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999)
   );
 }
+
+/** Where a socket keeps its WebSocket, for the shared listeners below. */
+const WS = Symbol("pointsub.ws");
+interface Slots {
+  [WS]: RawServerWs;
+}
+const wsOf = (socket: Socket): RawServerWs => (socket as unknown as Slots)[WS];
+
+// Listeners shared by every socket (no closures per connection); `this` is the socket.
+function onSocketData(this: Socket, chunk: Buffer): void {
+  wsOf(this).onData(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.length));
+}
+function onSocketError(this: Socket, err: Error): void {
+  wsOf(this).socketError(err);
+}
+function onSocketEnd(this: Socket): void {
+  wsOf(this).socketEnded();
+}
+function onSocketClose(this: Socket): void {
+  wsOf(this).socketClosed();
+}
+function destroySocket(socket: Socket): void {
+  socket.destroy();
+}
+
+/** Control frame payload, then the newest ping's, in one buffer made on the first control frame. */
+const PING_AT = 125;
 
 /**
  * A server-side WebSocket on a socket whose upgrade is complete: parses the
@@ -89,21 +119,21 @@ export class RawServerWs {
   private readonly socket: Socket;
 
   // Parser state.
-  /** A frame header split across reads, gathered here (at most 14 bytes). */
-  private readonly head = new Uint8Array(14);
+  /** A frame header split across reads, gathered here (at most 14 bytes; made on the first split). */
+  private head: Uint8Array | undefined;
   private headLen = 0;
   /** Payload bytes of the current frame not read yet (-1: a header comes next). */
   private remaining = -1;
   private opcode = 0;
-  /** The current frame's masking key, and how many of its payload bytes were unmasked so far. */
-  private readonly key = new Uint8Array(4);
+  /** The current frame's masking key (its 4 bytes big-endian), and how many of its payload bytes were unmasked so far. */
+  private mask = 0;
   private keyPhase = 0;
   /** A fragmented binary message is in progress. */
   private inMessage = false;
   /** Payload bytes of the current message so far (bounded by {@link WS_MAX_MESSAGE}). */
   private messageBytes = 0;
-  /** A control frame's payload, gathered (at most 125 bytes). */
-  private readonly control = new Uint8Array(125);
+  /** A control frame's payload, gathered (at most 125 bytes at 0), and the newest ping's (at {@link PING_AT}). */
+  private control: Uint8Array | undefined;
   private controlLen = 0;
   /** Nothing more is parsed (a close frame came, or a protocol error). */
   private stopped = false;
@@ -111,7 +141,6 @@ export class RawServerWs {
   private words: Int32Array | undefined;
 
   // Ping answers.
-  private readonly pingData = new Uint8Array(125);
   private pingLen = -1;
 
   // Close.
@@ -138,18 +167,20 @@ export class RawServerWs {
     this.early = undefined;
     if (early !== undefined) this.onData(early);
     const s = this.socket;
+    (s as unknown as Slots)[WS] = this;
     this.reader?.attach(this as unknown as TransportHandlers);
     // With a reader, no 'data' comes; listening keeps the socket flowing, so 'end' is emitted.
-    s.on("data", this.onSocketData);
-    s.on("end", this.onSocketEnd);
-    s.on("error", this.onSocketError);
-    s.once("close", this.onSocketClose);
-    if (s.destroyed) queueMicrotask(this.onSocketClose);
+    s.on("data", onSocketData);
+    s.on("end", onSocketEnd);
+    s.on("error", onSocketError);
+    s.on("close", onSocketClose); // (emitted once: no once-wrapper per socket)
+    if (s.destroyed) queueMicrotask(() => this.socketClosed());
   }
 
-  private readonly onSocketError = (err: Error): void => {
+  /** The socket failed. */
+  socketError(err: Error): void {
     this.owner?.onSocketError(err);
-  };
+  }
 
   get bufferedAmount(): number {
     return this.socket.writableLength;
@@ -201,13 +232,13 @@ export class RawServerWs {
   /** The peer has {@link CLOSE_TIMEOUT_MS} to close its side once the close handshake started, then the socket is destroyed. */
   private armCloseTimer(): void {
     if (this.closeTimer !== undefined || this.readyState === CLOSED) return;
-    this.closeTimer = setTimeout(this.terminate, CLOSE_TIMEOUT_MS);
+    this.closeTimer = setTimeout(destroySocket, CLOSE_TIMEOUT_MS, this.socket);
     this.closeTimer.unref?.();
   }
 
-  readonly terminate = (): void => {
+  terminate(): void {
     this.socket.destroy();
-  };
+  }
 
   /** Writes one unmasked frame (RFC 6455 §5.2): its header, then the payload, in one writev. */
   private frame(first: number, payload: Uint8Array, cb?: () => void): void {
@@ -232,16 +263,12 @@ export class RawServerWs {
     if (cork) s.uncork();
   }
 
-  private readonly onSocketData = (chunk: Buffer): void => {
-    this.onData(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.length));
-  };
-
   /**
    * The peer ended its side without (or after) a close frame: end ours once
    * what is queued left — within the close timeout (a peer that does not
    * read it does not keep the socket).
    */
-  private readonly onSocketEnd = (): void => {
+  socketEnded(): void {
     this.readyState = CLOSING;
     const s = this.socket;
     if (s.writableLength === 0) s.destroy();
@@ -249,16 +276,17 @@ export class RawServerWs {
       s.end();
       this.armCloseTimer();
     }
-  };
+  }
 
-  private readonly onSocketClose = (): void => {
+  /** The socket closed. */
+  socketClosed(): void {
     if (this.readyState === CLOSED) return;
     this.readyState = CLOSED;
     this.stopped = true;
     if (this.closeTimer !== undefined) clearTimeout(this.closeTimer);
     this.reader?.release();
     this.owner?.onWsClose(this.closeCode, this.closeReason);
-  };
+  }
 
   /** For the reader (called as a method of a `TransportHandlers`); unused. */
   onDrain(): void {}
@@ -286,6 +314,7 @@ export class RawServerWs {
           const owner = this.owner;
           if (owner?.onBinary(chunk.subarray(p, p + take))) kept = true;
         } else {
+          this.control ??= new Uint8Array(2 * PING_AT);
           this.control.set(chunk.subarray(p, p + take), this.controlLen);
           this.controlLen += take;
         }
@@ -310,6 +339,7 @@ export class RawServerWs {
       next = p + headerLength(chunk[p + 1]);
     } else {
       // Split across reads: gather the header's bytes first.
+      this.head ??= new Uint8Array(14);
       const hb = this.head;
       while (p < n && (this.headLen < 2 || this.headLen < headerLength(hb[1]))) hb[this.headLen++] = chunk[p++];
       if (this.headLen < 2 || this.headLen < headerLength(hb[1])) return p;
@@ -356,11 +386,7 @@ export class RawServerWs {
       }
       this.inMessage = !fin;
     }
-    const key = this.key;
-    key[0] = h[q];
-    key[1] = h[q + 1];
-    key[2] = h[q + 2];
-    key[3] = h[q + 3];
+    this.mask = (h[q] << 24) | (h[q + 1] << 16) | (h[q + 2] << 8) | h[q + 3];
     this.keyPhase = 0;
     this.opcode = opcode;
     this.remaining = len;
@@ -369,7 +395,12 @@ export class RawServerWs {
 
   /** Unmasks `len` bytes of `b` from `start` in place (RFC 6455 §5.3), continuing the current frame's key. */
   private unmask(b: Uint8Array, start: number, len: number): void {
-    const key = this.key;
+    const m = this.mask;
+    const key = frameKey;
+    key[0] = m >>> 24;
+    key[1] = m >>> 16;
+    key[2] = m >>> 8;
+    key[3] = m;
     const phase = this.keyPhase;
     this.keyPhase = (phase + len) & 3;
     let i = 0;
@@ -400,7 +431,7 @@ export class RawServerWs {
     this.remaining = -1;
     const op = this.opcode;
     if (op < 8) return;
-    const data = this.control.subarray(0, this.controlLen);
+    const data = this.controlLen === 0 ? EMPTY : (this.control as Uint8Array).subarray(0, this.controlLen);
     if (op === 9) this.onPing(data);
     else if (op === 10) this.owner?.onPong(data);
     else this.onCloseFrame(data);
@@ -413,18 +444,21 @@ export class RawServerWs {
    * not read what was written to it.
    */
   private onPing(data: Uint8Array): void {
-    if (this.pingLen < 0) queueMicrotask(this.answerPing);
-    this.pingData.set(data);
+    if (this.pingLen < 0) queueMicrotask(() => this.answerPing());
+    if (data.length !== 0) {
+      this.control ??= new Uint8Array(2 * PING_AT);
+      this.control.set(data, PING_AT);
+    }
     this.pingLen = data.length;
   }
 
-  private readonly answerPing = (): void => {
+  private answerPing(): void {
     const n = this.pingLen;
     this.pingLen = -1;
     if (this.readyState === OPEN && this.socket.writableLength < PONG_HIGH_WATER) {
-      this.frame(0x8a, Buffer.from(this.pingData.subarray(0, n)));
+      this.frame(0x8a, n === 0 ? EMPTY : Buffer.from((this.control as Uint8Array).subarray(PING_AT, PING_AT + n)));
     }
-  };
+  }
 
   /** The peer's close frame: answered with the same code, then the socket ends. */
   private onCloseFrame(data: Uint8Array): void {

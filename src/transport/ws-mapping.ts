@@ -200,11 +200,11 @@ export abstract class WsReceiver {
   private scheduleFlush(): void {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
-    queueMicrotask(this.flush);
+    queueMicrotask(() => this.flush());
   }
 
   /** Delivers what is held, then reports a queued close or lets the socket read again. */
-  private readonly flush = (): void => {
+  private flush(): void {
     this.flushScheduled = false;
     const h = this.handlers;
     if (h === undefined || this.paused) return;
@@ -216,5 +216,5 @@ export abstract class WsReceiver {
     if (this.paused || this.inbox.length !== 0) return;
     if (this.closeQueued) this.reportClose();
     else if (!this.closed) this.startReading();
-  };
+  }
 }
