@@ -582,9 +582,11 @@ async function connectWs(url: URL, options: TransportConnectOptions & WsTranspor
       return;
     }
     let settled = false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
     const cleanup = () => {
       settled = true;
       options.signal?.removeEventListener("abort", onAbort);
+      if (timer !== undefined) clearTimeout(timer);
     };
     const fail = (err: PointSubError) => {
       if (settled) return;
@@ -595,6 +597,19 @@ async function connectWs(url: URL, options: TransportConnectOptions & WsTranspor
     const onAbort = () =>
       fail(new PointSubError("ERR_CANCELLED", `connect to ${url.href} aborted`, { cause: options.signal?.reason }));
     options.signal?.addEventListener("abort", onAbort, { once: true });
+    // ws's handshakeTimeout is the socket's idle timeout: a server that trickles its TLS
+    // flight or its 101 answer a byte at a time would hold the connect for hours. This
+    // deadline counts from now, whatever arrives.
+    const ms = options.connectTimeoutMs;
+    if (ms !== undefined && ms > 0) {
+      timer = setTimeout(
+        () =>
+          fail(
+            new PointSubError("ERR_TIMEOUT", `connect to ${url.href} timed out after ${ms} ms`, { phase: "connect" }),
+          ),
+        ms,
+      );
+    }
     ws.once("unexpected-response", (_req: unknown, res: Http.IncomingMessage) => {
       fail(
         new PointSubError("ERR_CONNECT", `cannot connect to ${url.href}: HTTP ${res.statusCode} ${res.statusMessage}`),
