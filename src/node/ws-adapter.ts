@@ -753,15 +753,19 @@ async function listenWs(
     WebSocket: Upgraded,
     handleProtocols: (offered) => (offered.has(WS_SUBPROTOCOL) ? WS_SUBPROTOCOL : false),
   });
-  /** Sockets admitted and not yet upgraded (nor closed), with their deadline. */
-  const pending = new Map<net.Socket, ReturnType<typeof setTimeout>>();
+  /**
+   * Sockets admitted and not yet upgraded (nor closed), with their deadline
+   * and their remote end (counted per address by the server, as tls:// counts
+   * its handshakes; undefined when the socket does not say).
+   */
+  const pending = new Map<net.Socket, { timer: ReturnType<typeof setTimeout>; peer: string | undefined }>();
   function leave(socket: net.Socket): boolean {
-    const timer = pending.get(socket);
-    if (timer === undefined) return false;
-    clearTimeout(timer);
+    const entry = pending.get(socket);
+    if (entry === undefined) return false;
+    clearTimeout(entry.timer);
     pending.delete(socket);
     socket.off("close", onPendingClose);
-    onPending?.(-1);
+    onPending?.(-1, entry.peer);
     return true;
   }
   function onPendingClose(this: net.Socket): void {
@@ -769,7 +773,11 @@ async function listenWs(
   }
   /** Admits a connection into the pending set, or closes it. */
   function admit(socket: net.Socket): boolean {
-    if (pending.size >= maxPending || onPending?.(1) === false) {
+    const peer =
+      typeof socket.remoteAddress === "string"
+        ? hostUrl(scheme(url), socket.remoteAddress, socket.remotePort)
+        : undefined;
+    if (pending.size >= maxPending || onPending?.(1, peer) === false) {
       socket.destroy();
       return false;
     }
@@ -777,7 +785,7 @@ async function listenWs(
       if (leave(socket)) socket.destroy();
     }, timeout);
     timer.unref?.();
-    pending.set(socket, timer);
+    pending.set(socket, { timer, peer });
     socket.once("close", onPendingClose);
     return true;
   }
