@@ -189,6 +189,18 @@ export const certificateAuth: Authenticator = (_credentials, info) => {
 };
 
 /**
+ * A token and mutual TLS: both are needed on every listener (a client of a
+ * plaintext tcp:// or unix:// listener of the same server has no
+ * certificate, and is refused); the principal is the token's.
+ */
+function tokenAndCertificate(byToken: Authenticator): Authenticator {
+  return (credentials, info) => {
+    certificateAuth(credentials, info);
+    return byToken(credentials, info);
+  };
+}
+
+/**
  * Checks serve's flags (all before anything listens) and reads its PEM
  * files. Throws ERR_INVALID_ARGUMENT for a combination that does not work
  * or breaks the secure default.
@@ -220,8 +232,10 @@ export async function serveSecurity(
 
   const out: ServeSecurity = { mode, warning };
   // Loaded here: the client commands, which use this module too, never load the server.
-  if (token !== undefined) out.authenticate = (await import("../index.ts")).tokenAuth(token);
-  else if (mutualTls) out.authenticate = certificateAuth;
+  if (token !== undefined) {
+    const byToken = (await import("../index.ts")).tokenAuth(token);
+    out.authenticate = mutualTls ? tokenAndCertificate(byToken) : byToken;
+  } else if (mutualTls) out.authenticate = certificateAuth;
   if (flags.tlsCert !== undefined && flags.tlsKey !== undefined) {
     const tls: TlsOptions = {
       cert: await readPem("--tls-cert", flags.tlsCert),
