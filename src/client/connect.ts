@@ -66,11 +66,12 @@ export async function connect(address: Address, options: ConnectOptions = {}): P
   } finally {
     signal?.removeEventListener("abort", onAbort);
   }
-  // Its HELLO and a fatal GOAWAY in one read: opened and closed before this resumed.
-  // Its code is the GOAWAY's (closeReason is the closing error's code).
-  if (conn.state === "closed") {
+  // Its HELLO and a GOAWAY in one read: closed (a fatal GOAWAY: its code, which closeReason is) or closing
+  // (GOAWAY(0), which closeReason names: it takes no new work; its goaway event fired before anyone listened)
+  // before this resumed.
+  if (conn.state !== "open") {
     const why = conn.closeReason;
-    throw new PointSubError(why.startsWith("ERR_") ? (why as ErrorCode) : "ERR_CONNECTION_CLOSED", why);
+    throw new PointSubError(why.startsWith("ERR_") ? (why as ErrorCode) : "ERR_GOING_AWAY", why);
   }
   return conn;
 }
