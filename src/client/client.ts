@@ -7,6 +7,7 @@
  */
 import type { Connection } from "../connection/connection.ts";
 import type { Payload, RequestOptions } from "../connection/types.ts";
+import { UNSENT } from "../connection/unsent.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import type { Address } from "../transport/transport.ts";
 import { type ConnectOptions, connect } from "./connect.ts";
@@ -285,7 +286,9 @@ export class Client {
         const e = toPointSubError(err, "ERR_CONNECTION_CLOSED");
         if (NODE_FAILURES.has(e.code)) {
           this.failed(node);
-          if (sent) {
+          // Refused before it was sent (it waited for a request slot when the node began a graceful close,
+          // drain.ts): no handler saw it, it goes on to the next node keyed or not.
+          if (sent && !UNSENT.has(e)) {
             MAYBE_RAN.add(e);
             if ((p.conn.peerSettings.features & DEDUPLICATES_FEATURE) === 0) UNGUARDED.add(e);
           }
