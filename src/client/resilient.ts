@@ -232,20 +232,23 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
     limited: number,
     perAttempt = 0,
     prev?: PointSubError,
+    unsent = false,
   ): Promise<Uint8Array> {
     let c = this.connection;
     if (c === undefined) {
       const what = `request to ${route}`;
-      // A repeat (`prev`: why) of a request that was in flight waits for the next connection whatever the offline policy.
+      // A repeat (`prev`: why) of a request that was in flight, or one a graceful close refused unsent
+      // (`unsent`), was made while connected: it waits for the next connection whatever the offline policy.
       const limits = {
         deadline: Number.isFinite(deadline) ? deadline : 0,
         signal: options.signal,
         what,
-        again: prev !== undefined,
+        again: prev !== undefined || unsent,
       };
       await this.hold(payloadSize(payload), noop, limits);
       c = this.connection;
-      if (c === undefined) return this.attempt(route, payload, options, deadline, tries, limited, perAttempt, prev);
+      if (c === undefined)
+        return this.attempt(route, payload, options, deadline, tries, limited, perAttempt, prev, unsent);
     }
     const left = deadline === Number.POSITIVE_INFINITY ? 0 : deadline - Date.now();
     if (deadline !== Number.POSITIVE_INFINITY && left <= 0) {
@@ -277,7 +280,7 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
       // Nothing was sent for it (its connection closed gracefully while it waited for a request slot, drain.ts):
       // any request may go again, on the next connection; counted with the rate-limited ones.
       if (UNSENT.has(e) && limited < this.retries && this.state !== "closed")
-        return this.attempt(route, payload, options, deadline, tries, limited + 1, perAttempt, prev);
+        return this.attempt(route, payload, options, deadline, tries, limited + 1, perAttempt, prev, true);
       if (e.code === "ERR_RATE_LIMITED") {
         await this.rateLimited(e, deadline, limited, options.signal);
         return this.attempt(route, payload, options, deadline, tries, limited + 1, perAttempt, prev);

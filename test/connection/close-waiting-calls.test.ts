@@ -95,6 +95,26 @@ describe("requests waiting for a slot at a graceful close", () => {
     }
   });
 
+  it("a resilient client with offline policy 'fail' sends them again too (they were made while connected; they failed with ERR_OFFLINE)", async () => {
+    const { server, url, runs } = await slowServer(300);
+    let sessions = 0;
+    server.on("session", (s) => {
+      if (++sessions === 1) setTimeout(() => void s.close(), 100);
+    });
+    const rc = await connectResilient(url, {
+      reconnect: { initialDelayMs: 10, maxDelayMs: 50 },
+      offline: { policy: "fail" },
+    });
+    try {
+      const calls = ["a", "b", "c"].map((x) => outcome(rc.request("/slow", x, { timeoutMs: 10_000 })));
+      assert.deepEqual(await Promise.all(calls), ["ok a", "ok b", "ok c"]);
+      assert.deepEqual([...runs].sort(), ["a", "b", "c"]);
+    } finally {
+      await rc.close();
+      await server.close();
+    }
+  });
+
   it("streams waiting for a stream slot fail at once with ERR_GOING_AWAY too (this side's close and the peer's GOAWAY), never started", async () => {
     // They waited for the stream holding the slot to finish, then failed: the last with ERR_CONNECTION_CLOSED.
     for (const who of ["self", "peer"] as const) {
