@@ -73,7 +73,21 @@ describe("attack: compression bombs", () => {
     await server.close();
   });
 
-  it("a frame declaring more than maxFrameSize closes the connection with ERR_PROTOCOL", async () => {
+  it("a plain frame over maxFrameSize closes the connection with ERR_FRAME_TOO_LARGE from its header, before its body arrived", async () => {
+    const { server, peer, closes } = await setup({ maxFrameSize: 64 * 1024 });
+    const frame = encodeFrame(FrameType.MSG, Flag.START | Flag.END, 1, new Uint8Array(64 * 1024 + 1));
+    try {
+      // The header and a few bytes of the body: the rest never comes.
+      peer.socket.write(frame.subarray(0, 64));
+      await until(() => closes.length === 1);
+      assert.equal(closes[0]?.code, "ERR_FRAME_TOO_LARGE");
+    } finally {
+      peer.socket.destroy();
+      await server.close();
+    }
+  });
+
+  it("a COMPRESSED frame declaring more than maxFrameSize inflated closes the connection with ERR_PROTOCOL", async () => {
     const { server, peer, closes } = await setup({ maxFrameSize: 64 * 1024 });
     peer.socket.write(
       Buffer.concat([start(1), compressedFrame(1, 65 * 1024, deflateRawSync(new Uint8Array(65 * 1024)))]),
