@@ -30,7 +30,8 @@ const WORKERS_ENV = "POINTSUB_SERVE_WORKERS";
 
 /**
  * Each worker's share of a limit of the whole server (`--max-bytes`,
- * `--max-connections`, the per-address limit): `limit / workers`, rounded
+ * `--max-connections`, the per-address limit, the default memory budget):
+ * `limit / workers`, rounded
  * down but at least 1, so N workers together never allow more than the
  * limit. Unchanged in a single process (or when the limit is unset).
  */

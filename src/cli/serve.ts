@@ -2,9 +2,10 @@ import { resolve } from "node:path";
 import { InvalidArgumentError } from "commander";
 import { FILE_BUNDLE_ROUTE } from "../codec/file-bundle.ts";
 import { PointSubError } from "../errors/error.ts";
-import { createServer } from "../index.ts";
+import { createNodeRuntime, createServer } from "../index.ts";
 import { FILE_CHECK_ROUTE, FILE_ROUTE, fileSink } from "../node/file-sink.ts";
 import { makeDirectory } from "../node/make-dir.ts";
+import { nodeMemoryLimit } from "../node/memory.ts";
 import type { IncomingStream } from "../stream/incoming.ts";
 import { isLoopbackUrl, type ServeAuthFlags, serveSecurity, TOKEN_ENV } from "./auth.ts";
 import { formatBytes, formatRate } from "./format.ts";
@@ -157,6 +158,12 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
   }
   const server = createServer({
     cluster: role.kind === "worker" ? role.cluster : undefined,
+    // The default memory budget is the whole server's, divided as the limits above (each worker alone would
+    // take a process's default: N workers N times the smaller of 1 GiB and a quarter of the machine's memory).
+    runtime:
+      role.kind === "worker"
+        ? createNodeRuntime({ memoryLimit: () => workerShare(nodeMemoryLimit()) as number })
+        : undefined,
     authenticate: security.authenticate,
     tls: security.tls,
     maxConnections: workerShare(opts.maxConnections),
