@@ -18,6 +18,7 @@ import { fullJitterDelay } from "./backoff.ts";
 import { type ConnectOptions, connect } from "./connect.ts";
 import {
   checkNumber,
+  HELD_REQUEST_OVERHEAD,
   type OfflineOptions,
   payloadSize,
   Reconnecting,
@@ -245,7 +246,7 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
         what,
         again: prev !== undefined || unsent,
       };
-      await this.hold(payloadSize(payload), noop, limits);
+      await this.hold(payloadSize(payload) + HELD_REQUEST_OVERHEAD, noop, limits);
       c = this.connection;
       if (c === undefined)
         return this.attempt(route, payload, options, deadline, tries, limited, perAttempt, prev, unsent);

@@ -171,7 +171,7 @@ describe("resilient client edges", () => {
       await client.close();
       const results = await Promise.all(calls);
       const full = results.filter((r) => r === "ERR_OFFLINE").length;
-      assert.ok(full >= 80, `${full} of 100 refused as over offline.maxBytes (1024 B, 64 B each)`);
+      assert.ok(full >= 80, `${full} of 100 refused as over offline.maxBytes (1024 B, 3,072 B each)`);
     } finally {
       await new Promise<void>((r) => flapper.close(() => r()));
     }
@@ -206,7 +206,8 @@ describe("resilient client edges", () => {
     const server = createServer();
     const [url] = await server.listen("tcp://127.0.0.1:0");
     const client = await connectResilient(url, {
-      offline: { maxBytes: 64 * 1024, maxAgeMs: 60_000 },
+      // Room for the 500 of a round (3,072 B each), not for the 10,000 of all rounds.
+      offline: { maxBytes: 2 * 1024 * 1024, maxAgeMs: 60_000 },
       reconnect: { initialDelayMs: 10, maxDelayMs: 50 },
     });
     await server.close();
