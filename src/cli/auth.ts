@@ -179,13 +179,21 @@ export interface ServeSecurity {
   warning?: string;
 }
 
-/** Mutual TLS without a token: a verified client certificate is the credential; the principal is `cert:<CN>`. */
+/**
+ * Mutual TLS without a token: a verified client certificate is the
+ * credential; the principal is `cert:<CN>`, or `cert-sha256:<fingerprint>`
+ * for a certificate without one common name free of commas (several CNs are
+ * reported joined by ", ": one CN "alice, admin" and two CNs "alice" and
+ * "admin" would be one principal; a CN spelling a fingerprint cannot pass for
+ * a certificate without a CN either).
+ */
 export const certificateAuth: Authenticator = (_credentials, info) => {
   const cert = info.peerCertificate;
   if (cert === undefined || !cert.authorized) {
     throw new PointSubError("ERR_UNAUTHORIZED", "a trusted client certificate is required (tls:// and wss:// only)");
   }
-  return `cert:${cert.subject.CN ?? cert.fingerprint256}`;
+  const cn = cert.subject.CN;
+  return cn !== undefined && cn !== "" && !cn.includes(",") ? `cert:${cn}` : `cert-sha256:${cert.fingerprint256}`;
 };
 
 /**

@@ -38,7 +38,8 @@ const SERVE_HELP = `
 Authentication: a server that listens beyond loopback (anything but 127.0.0.0/8,
 ::1, localhost and unix://) refuses to start unless clients must authenticate:
 --token (or ${TOKEN_ENV}), or --require-client-cert with --tls-ca (mutual TLS;
-without a token the client certificate is the credential, principal cert:<CN>).
+without a token the client certificate is the credential, principal cert:<CN>
+or cert-sha256:<fingerprint>).
 --no-auth starts it anyway, with a warning. Prefer ${TOKEN_ENV} to --token:
 command lines are visible to other users of the machine.
 

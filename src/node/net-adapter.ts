@@ -27,7 +27,10 @@ export interface TlsOptions {
   ca?: string | Uint8Array | (string | Uint8Array)[];
   /** Client: verify the server certificate (default true). Server: reject clients without a valid cert when requestCert is on (default true). */
   rejectUnauthorized?: boolean;
-  /** Server: ask clients for a certificate (mutual TLS). */
+  /**
+   * Server: ask clients for a certificate (mutual TLS). Give `ca` with it:
+   * without, client certificates of every CA in the system store are trusted.
+   */
   requestCert?: boolean;
   /** Client: server name for SNI and verification; defaults to the URL host. */
   servername?: string;
