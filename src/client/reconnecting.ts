@@ -159,6 +159,12 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
    * tight loop (before: ~6,000 connections a second).
    */
   private backoffStep: BackoffStep | undefined;
+  /**
+   * Connections in a row that dropped soon after they opened: `maxAttempts`
+   * of them end the run too (a server that completes every handshake and
+   * closes at once would be reconnected to for ever).
+   */
+  private flaps = 0;
   /** When the current connection was adopted (`Date.now()`). */
   private adoptedAt = 0;
 
@@ -475,8 +481,21 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
     }
     // A connection that lived a while starts a new run of attempts (the first at once); one that
     // dropped soon after it opened continues the backoff.
-    const flapped = Date.now() - this.adoptedAt < Math.max(STABLE_MS, this.maxDelayMs);
-    if (!flapped) this.backoffStep = undefined;
+    const stableMs = Math.max(STABLE_MS, this.maxDelayMs);
+    const flapped = Date.now() - this.adoptedAt < stableMs;
+    if (!flapped) {
+      this.backoffStep = undefined;
+      this.flaps = 0;
+    } else if (++this.flaps >= Math.max(1, this.maxAttempts)) {
+      this.shutdown(
+        new PointSubError(
+          "ERR_CONNECT",
+          `gave up after ${this.flaps} connections in a row closed within ${stableMs} ms of opening`,
+          { cause: err },
+        ),
+      );
+      return;
+    }
     this.setState("reconnecting");
     void this.loop(flapped);
   }

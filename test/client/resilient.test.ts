@@ -71,6 +71,32 @@ describe("resilient client", () => {
     await assert.rejects(client.request("/echo/1", "x"), { code: "ERR_CONNECT" });
   });
 
+  it("gives up after maxAttempts connections in a row that the server closed right after the handshake", async () => {
+    const server = echoServer();
+    let sessions = 0;
+    server.on("session", (s) => {
+      sessions++;
+      // Each session after the first is closed at once (the first is the client's initial connection).
+      if (sessions > 1) s.destroy();
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const client = await connectResilient(url, { reconnect: { initialDelayMs: 5, maxDelayMs: 20, maxAttempts: 3 } });
+    const closed = new Promise<unknown>((r) => client.once("close", r));
+    try {
+      // The first connection drops: every reconnection then completes its handshake and is closed at once.
+      await until(() => server.sessions.size === 1);
+      [...server.sessions][0].destroy();
+      const err = await Promise.race([closed, sleep(5000).then(() => "still reconnecting")]);
+      assert.ok(isPointSubError(err) && err.code === "ERR_CONNECT", `${String(err)} after ${sessions} sessions`);
+      assert.match(err.message, /3 connections in a row closed within/);
+      // The first lived under a second too: it is the first of the three.
+      assert.equal(sessions, 3, "three connections, each closed within a second of opening");
+    } finally {
+      await client.close();
+      await server.close();
+    }
+  });
+
   it("waits between attempts a full-jitter delay below a ceiling doubling from initialDelayMs to maxDelayMs", async () => {
     const server = echoServer();
     const [url] = await server.listen("tcp://127.0.0.1:0");
