@@ -27,6 +27,13 @@ export const MASKED_MESSAGE_MAX = 16 * 1024;
 /** Bytes of one slab: 16 messages of the largest size, with their headers. */
 const SLAB_BYTES = 16 * (MASKED_MESSAGE_MAX + 16);
 /**
+ * Bytes of a writer's first slab (again after {@link MaskedFrameWriter.trim}):
+ * a client that sends a few small messages (its handshake, a request now and
+ * then) holds this, not a whole slab (3,000 idle clients held 585 MB); the
+ * next slab it needs is a whole one. Small slabs are not kept for reuse.
+ */
+const SMALL_SLAB_BYTES = 4096;
+/**
  * Free slabs kept per writer for reuse (with the current one: at most
  * 1.25 MiB held by a client that sent bulk, until {@link MaskedFrameWriter.trim}).
  * Writes complete on the turn after they were made, so a turn's writes (up
@@ -61,6 +68,8 @@ const keyBytes = new Uint8Array(keyWord.buffer);
 export class MaskedFrameWriter {
   /** Slabs allocated so far (a long upload reuses a few). */
   slabs = 0;
+  /** A small slab was taken since the last trim: the next new one is whole. */
+  private tookSmall = false;
   declare private readonly socket: Socket;
   declare private readonly randomFill: (b: Uint8Array) => unknown;
   private slab: Slab | undefined;
@@ -91,9 +100,9 @@ export class MaskedFrameWriter {
     let slab = this.slab;
     // The payload starts 4-aligned, so it is masked a word at a time.
     let at = slab === undefined ? 0 : ((slab.pos + head + 3) & ~3) - head;
-    if (slab === undefined || at + head + len > SLAB_BYTES) {
+    if (slab === undefined || at + head + len > slab.bytes.length) {
       if (slab !== undefined) this.retire(slab);
-      slab = this.take();
+      slab = this.take(head + 3 + len);
       at = ((head + 3) & ~3) - head;
     }
     const b = slab.bytes;
@@ -127,7 +136,7 @@ export class MaskedFrameWriter {
   /** A write finished (or failed: the socket is gone, and so is what it held). */
   private readonly written = (): void => {
     const slab = this.inFlight.shift();
-    if (slab !== undefined && --slab.pending === 0 && slab.retired && this.free.length < FREE_MAX) {
+    if (slab !== undefined && --slab.pending === 0 && slab.retired && this.reusable(slab)) {
       slab.retired = false;
       slab.pos = 0;
       this.free.push(slab);
@@ -138,21 +147,30 @@ export class MaskedFrameWriter {
   /** Drops the free slabs (the connection went quiet); the next message takes a new one. */
   trim(): void {
     this.free = [];
+    this.tookSmall = false;
+  }
+
+  /** A slab no write uses any more is kept for reuse: a whole one, while fewer than {@link FREE_MAX} are. */
+  private reusable(slab: Slab): boolean {
+    return slab.bytes.length === SLAB_BYTES && this.free.length < FREE_MAX;
   }
 
   private retire(slab: Slab): void {
     this.slab = undefined;
     if (slab.pending === 0) {
       slab.pos = 0;
-      if (this.free.length < FREE_MAX) this.free.push(slab);
+      if (this.reusable(slab)) this.free.push(slab);
     } else slab.retired = true;
   }
 
-  private take(): Slab {
+  /** A slab with room for `need` bytes from its start. */
+  private take(need: number): Slab {
     let slab = this.free.pop();
     if (slab === undefined) {
       this.slabs++;
-      const buffer = new ArrayBuffer(SLAB_BYTES);
+      const small = !this.tookSmall && need <= SMALL_SLAB_BYTES;
+      if (small) this.tookSmall = true;
+      const buffer = new ArrayBuffer(small ? SMALL_SLAB_BYTES : SLAB_BYTES);
       slab = { bytes: new Uint8Array(buffer), words: new Int32Array(buffer), pos: 0, pending: 0, retired: false };
     }
     this.slab = slab;
