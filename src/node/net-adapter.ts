@@ -11,7 +11,7 @@ import type {
   TransportListenOptions,
 } from "../transport/transport.ts";
 import { readerForAccepted, SocketReader } from "./socket-reader.ts";
-import { hostUrl, SocketTransport, urlHost } from "./socket-transport.ts";
+import { connectDeadline, hostUrl, SocketTransport, urlHost } from "./socket-transport.ts";
 import { tlsError } from "./tls-errors.ts";
 import type { WsTransportOptions } from "./ws-adapter.ts";
 
@@ -217,16 +217,7 @@ export function whenConnected(
       if (options.signal.aborted) onAbort();
       else options.signal.addEventListener("abort", onAbort, { once: true });
     }
-    const ms = options.connectTimeoutMs;
-    if (ms !== undefined && ms > 0) {
-      timer = setTimeout(
-        () =>
-          fail(
-            new PointSubError("ERR_TIMEOUT", `connect to ${url.href} timed out after ${ms} ms`, { phase: "connect" }),
-          ),
-        ms,
-      );
-    }
+    timer = connectDeadline(url, options.connectTimeoutMs, fail);
   });
 }
 

@@ -1,5 +1,6 @@
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
+import { PointSubError } from "../errors/error.ts";
 import type { PeerCertificate, Transport, TransportHandlers } from "../transport/transport.ts";
 import type { SocketReader } from "./socket-reader.ts";
 import { tlsError } from "./tls-errors.ts";
@@ -380,4 +381,22 @@ export function hostUrl(scheme: string, host: string | undefined, port: number |
 export function urlHost(url: URL): string {
   const h = url.hostname;
   return h.startsWith("[") && h.endsWith("]") ? h.slice(1, -1) : h;
+}
+
+/**
+ * A connect's deadline, counted from now whatever arrives meanwhile: `fail`
+ * gets ERR_TIMEOUT after `ms` (no deadline when it is unset or 0). Clear the
+ * returned timer once the connect settled.
+ */
+export function connectDeadline(
+  url: URL,
+  ms: number | undefined,
+  fail: (err: PointSubError) => void,
+): ReturnType<typeof setTimeout> | undefined {
+  if (ms === undefined || !(ms > 0)) return undefined;
+  return setTimeout(
+    () =>
+      fail(new PointSubError("ERR_TIMEOUT", `connect to ${url.href} timed out after ${ms} ms`, { phase: "connect" })),
+    ms,
+  );
 }

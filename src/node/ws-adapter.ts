@@ -30,7 +30,7 @@ import {
   wsUrl,
 } from "../transport/ws-mapping.ts";
 import type { TlsOptions } from "./net-adapter.ts";
-import { hostUrl, peerCertificateOf, urlHost } from "./socket-transport.ts";
+import { connectDeadline, hostUrl, peerCertificateOf, urlHost } from "./socket-transport.ts";
 import { tlsError } from "./tls-errors.ts";
 import { MaskedFrameWriter } from "./ws-client-frames.ts";
 import { RawServerWs, type WsFrameOwner } from "./ws-server-socket.ts";
@@ -600,16 +600,7 @@ async function connectWs(url: URL, options: TransportConnectOptions & WsTranspor
     // ws's handshakeTimeout is the socket's idle timeout: a server that trickles its TLS
     // flight or its 101 answer a byte at a time would hold the connect for hours. This
     // deadline counts from now, whatever arrives.
-    const ms = options.connectTimeoutMs;
-    if (ms !== undefined && ms > 0) {
-      timer = setTimeout(
-        () =>
-          fail(
-            new PointSubError("ERR_TIMEOUT", `connect to ${url.href} timed out after ${ms} ms`, { phase: "connect" }),
-          ),
-        ms,
-      );
-    }
+    timer = connectDeadline(url, options.connectTimeoutMs, fail);
     ws.once("unexpected-response", (_req: unknown, res: Http.IncomingMessage) => {
       fail(
         new PointSubError("ERR_CONNECT", `cannot connect to ${url.href}: HTTP ${res.statusCode} ${res.statusMessage}`),
