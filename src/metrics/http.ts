@@ -4,7 +4,7 @@
  * --metrics <host:port>`.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import { type AddressInfo, isIP } from "node:net";
+import { type AddressInfo, BlockList, isIP } from "node:net";
 import { PointSubError } from "../index.ts";
 
 /** A running metrics endpoint. */
@@ -36,9 +36,16 @@ export interface MetricsHttpOptions {
   allowedHosts?: readonly string[] | "*";
 }
 
-/** Whether `host` names this machine's loopback interface. */
+const LOOPBACK = new BlockList();
+LOOPBACK.addSubnet("127.0.0.0", 8, "ipv4");
+LOOPBACK.addAddress("::1", "ipv6");
+
+/** Whether `host` names this machine's loopback interface (an address in any of its spellings: `::ffff:127.0.0.1`, `0:0:0:0:0:0:0:1`). */
 function isLoopback(host: string): boolean {
-  return host === "localhost" || host === "::1" || (isIP(host) === 4 && host.startsWith("127."));
+  const h = host.toLowerCase().replace(/^\[(.*)\]$/, "$1");
+  if (h === "localhost") return true;
+  const family = isIP(h);
+  return family !== 0 && LOOPBACK.check(h, family === 4 ? "ipv4" : "ipv6");
 }
 
 /**
@@ -49,8 +56,11 @@ function isLoopback(host: string): boolean {
 export function hostPolicy(
   listenHost: string,
   allowed: MetricsHttpOptions["allowedHosts"],
+  boundAddress?: string,
 ): (hostHeader: string | undefined) => boolean {
-  if (allowed === "*" || (allowed === undefined && !isLoopback(listenHost))) return () => true;
+  // The address bound decides (a name such as the machine's own, or `LOCALHOST`, may resolve to loopback).
+  const loopback = isLoopback(listenHost) || (boundAddress !== undefined && isLoopback(boundAddress));
+  if (allowed === "*" || (allowed === undefined && !loopback)) return () => true;
   if (allowed !== undefined && (!Array.isArray(allowed) || allowed.some((h) => typeof h !== "string"))) {
     throw new PointSubError("ERR_INVALID_ARGUMENT", 'allowedHosts must be a list of host names or "*"');
   }
@@ -126,7 +136,8 @@ export async function serveMetrics(
   if (!Number.isInteger(maxConnections) || maxConnections < 1 || !(headersTimeout > 0)) {
     throw new PointSubError("ERR_INVALID_ARGUMENT", "maxConnections must be an integer ≥ 1 and headersTimeoutMs > 0");
   }
-  const hostAllowed = hostPolicy(host, options.allowedHosts);
+  // Checked now (invalid allowedHosts: nothing listens); made again from the address bound once listening.
+  let hostAllowed = hostPolicy(host, options.allowedHosts);
   // Scrapes that arrive while one renders share its text (a render walks every metric: thousands of
   // requests at once each rendering burned the CPU and held a copy each).
   let rendering: Promise<string> | undefined;
@@ -182,6 +193,7 @@ export async function serveMetrics(
     });
   });
   const bound = server.address() as AddressInfo;
+  hostAllowed = hostPolicy(host, options.allowedHosts, bound.address);
   const shown = bound.family === "IPv6" ? `[${bound.address}]` : bound.address;
   return {
     url: `http://${shown}:${bound.port}/metrics`,

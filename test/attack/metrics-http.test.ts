@@ -117,6 +117,26 @@ describe("attack: metrics endpoint", () => {
   });
 });
 
+describe("metrics endpoint: loopback decided by the address bound", () => {
+  it("a listen host spelled otherwise than localhost/127.x/::1 that binds loopback is guarded too (LOCALHOST, 127.1, ::ffff:127.0.0.1)", async () => {
+    const metrics = prometheusMetrics();
+    try {
+      for (const address of ["LOCALHOST:0", "127.1:0", "[::ffff:127.0.0.1]:0"]) {
+        const endpoint = await serveMetrics(metrics.registry, address);
+        const port = Number(new URL(endpoint.url).port);
+        try {
+          assert.equal((await rawGet(port, `attacker.example:${port}`)).status, 403, `listening on ${address}`);
+          assert.equal((await rawGet(port, `127.0.0.1:${port}`)).status, 200, `listening on ${address}`);
+        } finally {
+          await endpoint.close();
+        }
+      }
+    } finally {
+      metrics.close();
+    }
+  });
+});
+
 /** One GET /metrics over a raw socket with this Host header (none when undefined); status and body. */
 async function rawGet(port: number, host: string | undefined): Promise<{ status: number; body: string }> {
   const socket = connect(port, "127.0.0.1");
