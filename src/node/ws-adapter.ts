@@ -882,9 +882,13 @@ async function listenWs(
         ),
       );
       // Node caches both ends' addresses in objects of their own once asked (~180 B per
-      // connection with their strings); the transport keeps them as its URLs.
-      forgetAddresses(socket);
-      if (raw !== socket) forgetAddresses(raw);
+      // connection with their strings); the transport keeps them as its URLs. Only on a
+      // server of the listener's own: an application's (httpServer, upgrade) may read them
+      // again, in its own close handler too, when the kernel no longer says.
+      if (!external) {
+        forgetAddresses(socket);
+        if (raw !== socket) forgetAddresses(raw);
+      }
     });
   };
   if (hook !== undefined) {

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import http from "node:http";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
 import { describe, it } from "node:test";
 import { WebSocket, WebSocketServer } from "ws";
 import { connect, createServer, wsUpgradeHandler } from "../../src/index.ts";
@@ -96,6 +96,48 @@ describe("ws.upgrade: the application routes upgrade requests to pointsub", () =
     await again.close();
     chat.close();
     await new Promise((resolve) => web.close(resolve));
+  });
+
+  it("the application's socket keeps the addresses it read (its close handler still sees the peer)", async () => {
+    for (const mode of ["upgrade", "httpServer"] as const) {
+      const upgrade = wsUpgradeHandler();
+      const web = http.createServer();
+      const seen: { atUpgrade?: string; atClose?: string; portAtClose?: number }[] = [];
+      const closed: Promise<void>[] = [];
+      web.on("upgrade", (req, duplex, head) => {
+        const socket = duplex as Socket;
+        // An access log: the peer read as the request came, and again as its socket closes.
+        const entry: (typeof seen)[number] = { atUpgrade: socket.remoteAddress };
+        seen.push(entry);
+        closed.push(
+          new Promise((resolve) =>
+            socket.once("close", () => {
+              entry.atClose = socket.remoteAddress;
+              entry.portAtClose = socket.remotePort;
+              resolve();
+            }),
+          ),
+        );
+        if (mode === "upgrade") upgrade.handleUpgrade(req, duplex, head);
+      });
+      await new Promise<void>((resolve) => web.listen(0, "127.0.0.1", resolve));
+      const server = createServer({ ws: mode === "upgrade" ? { upgrade } : { httpServer: web } });
+      await server.listen("ws://127.0.0.1:0/pointsub");
+      try {
+        const url = `ws://127.0.0.1:${(web.address() as AddressInfo).port}/pointsub`;
+        const conn = await connect(url);
+        await conn.close();
+        await server.close();
+        await Promise.all(closed);
+        assert.equal(seen.length, 1, mode);
+        assert.equal(seen[0].atUpgrade, "127.0.0.1", mode);
+        assert.equal(seen[0].atClose, "127.0.0.1", `${mode}: remoteAddress in the application's close handler`);
+        assert.equal(typeof seen[0].portAtClose, "number", mode);
+      } finally {
+        await server.close();
+        await new Promise((resolve) => web.close(resolve));
+      }
+    }
   });
 
   it("a hook that is not one, or with ws.httpServer, is ERR_INVALID_ARGUMENT", async () => {
