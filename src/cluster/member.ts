@@ -861,6 +861,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         this.helloAnsweredAt = performance.now();
         this.announce("hb");
       }, wait);
+      (this.helloAnswer as { unref?: () => void }).unref?.();
     }
   }
 
