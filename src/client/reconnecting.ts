@@ -481,16 +481,18 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
     }
     // A connection that lived a while starts a new run of attempts (the first at once); one that
     // dropped soon after it opened continues the backoff.
-    const stableMs = Math.max(STABLE_MS, this.maxDelayMs);
-    const flapped = Date.now() - this.adoptedAt < stableMs;
-    if (!flapped) {
-      this.backoffStep = undefined;
-      this.flaps = 0;
-    } else if (++this.flaps >= Math.max(1, this.maxAttempts)) {
+    const lived = Date.now() - this.adoptedAt;
+    const flapped = lived < Math.max(STABLE_MS, this.maxDelayMs);
+    if (!flapped) this.backoffStep = undefined;
+    // Only a connection closed within STABLE_MS counts towards giving up, whatever maxDelayMs: a server's
+    // idle timeout or connection age (seconds) under a long maxDelayMs is no failure — an honest client
+    // whose every connection served its calls gave up after maxAttempts of them.
+    if (lived >= STABLE_MS) this.flaps = 0;
+    else if (++this.flaps >= Math.max(1, this.maxAttempts)) {
       this.shutdown(
         new PointSubError(
           "ERR_CONNECT",
-          `gave up after ${this.flaps} connections in a row closed within ${stableMs} ms of opening`,
+          `gave up after ${this.flaps} connections in a row closed within ${STABLE_MS} ms of opening`,
           { cause: err },
         ),
       );

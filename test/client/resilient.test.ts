@@ -97,6 +97,30 @@ describe("resilient client", () => {
     }
   });
 
+  it("does not give up on a server whose idle timeout (over a second) closes each connection sooner than maxDelayMs", async () => {
+    // An honest server closing idle connections after 1.2 s; the client's maxDelayMs (3 s) is longer. Each
+    // such connection lived over a second: none counts towards maxAttempts (all of them did: it gave up).
+    const server = createServer({ idleTimeoutMs: 1200 });
+    server.handle("/echo/1", (req) => req.data);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    let sessions = 0;
+    server.on("session", () => sessions++);
+    const client = await connectResilient(url, { reconnect: { initialDelayMs: 5, maxDelayMs: 3000, maxAttempts: 2 } });
+    let closedWith: unknown = "open";
+    client.once("close", (e) => {
+      closedWith = e;
+    });
+    try {
+      // Three idle closes (and reconnections) in a row.
+      await until(() => sessions >= 3 || closedWith !== "open", 15_000);
+      assert.equal(closedWith, "open", `closed after ${sessions} connections: ${String(closedWith)}`);
+      assert.equal(text(await client.request("/echo/1", "still here", { timeoutMs: 10_000 })), "still here");
+    } finally {
+      await client.close();
+      await server.close();
+    }
+  });
+
   it("waits between attempts a full-jitter delay below a ceiling doubling from initialDelayMs to maxDelayMs", async () => {
     const server = echoServer();
     const [url] = await server.listen("tcp://127.0.0.1:0");
