@@ -67,6 +67,8 @@ export function hostPolicy(
   const names = new Set((allowed ?? [listenHost, "localhost"]).map((h) => h.toLowerCase().replace(/^\[(.*)\]$/, "$1")));
   return (header) => {
     if (header === undefined) return true; // not a browser: every browser request names its host
+    // A Host is a name and a port: userinfo, a path or a query would be parsed away below.
+    if (/[@/?#\\]/.test(header)) return false;
     let name: string;
     try {
       name = new URL(`http://${header}`).hostname.replace(/^\[(.*)\]$/, "$1");

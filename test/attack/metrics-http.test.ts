@@ -98,6 +98,9 @@ describe("attack: metrics endpoint", () => {
       // to 127.0.0.1 sends that name as Host.
       assert.equal((await rawGet(port, "attacker.example")).status, 403);
       assert.equal((await rawGet(port, `attacker.example:${port}`)).status, 403);
+      // Userinfo or a path in Host (no browser sends them) are not parsed away.
+      assert.equal((await rawGet(port, `attacker.example@127.0.0.1:${port}`)).status, 403);
+      assert.equal((await rawGet(port, `127.0.0.1:${port}/x`)).status, 403);
       for (const ok of [`127.0.0.1:${port}`, `localhost:${port}`, "[::1]"]) {
         const r = await rawGet(port, ok);
         assert.equal(r.status, 200, `Host ${ok}`);
