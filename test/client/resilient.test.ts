@@ -319,9 +319,11 @@ describe("resilient client", () => {
     try {
       const p = client.request("/charge/1", "42", { idempotencyKey: "order-1", timeoutMs: 10_000 });
       await until(() => runs === 1);
-      // Offline until released: the client's reconnection waits for its handshake (a full-jitter delay
-      // can be ~0 ms, and a poll for the state then missed the whole outage: 1 run in 3 timed out).
+      // Offline until released: the client's reconnection waits for its handshake both ways (a client is
+      // connected once the server's HELLO came, so holding only its own bytes let it reconnect within
+      // ~3 ms, and a poll for the state missed the outage: 1 run in 3-7 timed out).
       proxy.hold("up");
+      proxy.hold("down");
       proxy.cutAll();
       await until(() => client.state !== "connected");
       await assert.rejects(client.send("new while offline"), { code: "ERR_OFFLINE" });
@@ -330,6 +332,7 @@ describe("resilient client", () => {
       await assert.rejects(client.request("/charge/1", "plain", { timeoutMs: 5000 }), { code: "ERR_OFFLINE" });
       assert.ok(Date.now() - t0 < 1000);
       proxy.release("up");
+      proxy.release("down");
       assert.equal(text(await p), "charged 42");
       assert.equal(runs, 1);
     } finally {
