@@ -17,7 +17,7 @@ import assert from "node:assert/strict";
 import http from "node:http";
 import { describe, it } from "node:test";
 import { createServer } from "../../src/index.ts";
-import { browserBundle, browserMissing, CHROMIUM } from "../helpers/browser.ts";
+import { browserBundle, browserReady, openChromium, openPage } from "../helpers/browser.ts";
 import { MiB, sha256 } from "../helpers/data.ts";
 
 /** What the page runs: every result comes back to the test as JSON. */
@@ -69,13 +69,7 @@ window.runScenario = async (url) => {
 
 describe("the browser entry in chromium (playwright-core)", () => {
   it("connects over ws:// from a page: request, 16 MiB both ways, 16 MiB server push, streams both ways", async (t) => {
-    const why = await browserMissing();
-    if (why !== undefined) {
-      if (process.env.CI === "true") assert.fail(why);
-      t.skip(why);
-      return;
-    }
-    const { chromium } = await import("playwright-core");
+    if (!(await browserReady(t))) return;
 
     // The page: the browser entry bundled by esbuild as ES modules with code splitting (the
     // stream halves in a chunk of their own, loaded on demand), exposed as window.pointsub.
@@ -116,12 +110,9 @@ describe("the browser entry in chromium (playwright-core)", () => {
     });
     const [url] = await server.listen("ws://127.0.0.1:0/pointsub");
 
-    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
+    const browser = await openChromium();
     try {
-      const page = await browser.newPage();
-      const errors: string[] = [];
-      page.on("pageerror", (e) => errors.push(String(e)));
-      await page.goto(`http://127.0.0.1:${pagePort}/`);
+      const { page, errors } = await openPage(browser, `http://127.0.0.1:${pagePort}/`);
       const r = await page.evaluate(
         (u) => (window as unknown as { runScenario(u: string): Promise<Record<string, unknown>> }).runScenario(u),
         url,

@@ -9,15 +9,11 @@
  * says so in one line (as chromium.test.ts).
  */
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
 import http from "node:http";
 import { describe, it } from "node:test";
 import { deflateRawSync } from "node:zlib";
-import * as esbuild from "esbuild";
+import { browserBundle, browserReady, openChromium, openPage } from "../helpers/browser.ts";
 import { deflateBomb } from "../helpers/data.ts";
-
-const root = new URL("../..", import.meta.url).pathname;
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 
 /** What the page runs: the bomb, then an honest block, through the web deflate-raw codec. */
 const PAGE = `
@@ -42,30 +38,14 @@ window.run = async () => {
 
 describe("web compression codecs in chromium", () => {
   it("a deflate bomb (1 MB → 1 GiB, declared 1 MiB) fails with ERR_PROTOCOL within ms, the page responsive; an honest block inflates", async (t) => {
-    if (!existsSync(CHROMIUM)) {
-      const why = `chromium not found at ${CHROMIUM}: install it with \`apt-get install -y chromium\` or set CHROMIUM_PATH`;
-      if (process.env.CI === "true") assert.fail(why);
-      t.skip(why);
-      return;
-    }
-    const { chromium } = await import("playwright-core");
-    const bundle = await esbuild.build({
-      entryPoints: { codecs: `${root}src/web/compression.ts` },
-      bundle: true,
-      platform: "browser",
-      format: "esm",
-      minify: true,
-      write: false,
-      outdir: "/js",
-      logLevel: "silent",
-    });
-    const script = bundle.outputFiles[0].text;
+    if (!(await browserReady(t))) return;
+    const scripts = await browserBundle({ codecs: "src/web/compression.ts" });
     const bomb = deflateBomb(1024);
     const plain = new Uint8Array(1 << 20).map((_, i) => (i % 251) ^ (i >> 12));
     let want = 0;
     for (let i = 0; i < plain.length; i++) want = (want * 31 + plain[i]) >>> 0;
     const bodies: Record<string, [string, string | Uint8Array]> = {
-      "/js/codecs.js": ["text/javascript", script],
+      ...Object.fromEntries([...scripts].map(([path, text]) => [path, ["text/javascript", text]])),
       "/page.js": ["text/javascript", PAGE],
       "/bomb": ["application/octet-stream", bomb],
       "/honest": ["application/octet-stream", deflateRawSync(plain)],
@@ -80,12 +60,9 @@ describe("web compression codecs in chromium", () => {
     });
     await new Promise<void>((resolve) => web.listen(0, "127.0.0.1", resolve));
     const port = (web.address() as { port: number }).port;
-    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
+    const browser = await openChromium();
     try {
-      const page = await browser.newPage();
-      const errors: string[] = [];
-      page.on("pageerror", (e) => errors.push(String(e)));
-      await page.goto(`http://127.0.0.1:${port}/`);
+      const { page, errors } = await openPage(browser, `http://127.0.0.1:${port}/`);
       await page.waitForFunction(() => "codecs" in window && "run" in window);
       const r = await page.evaluate(() =>
         (

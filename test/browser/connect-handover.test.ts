@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import http from "node:http";
 import { describe, it } from "node:test";
 import { createServer } from "../../src/index.ts";
-import { browserBundle, browserMissing, CHROMIUM } from "../helpers/browser.ts";
+import { browserBundle, browserReady, openChromium, openPage } from "../helpers/browser.ts";
 
 const CHUNK_DELAY_MS = 1500;
 
@@ -32,13 +32,7 @@ window.run = async (url) => {
 
 describe("browser connect() hand-over", () => {
   it("a message and a close sent as the session starts reach the page while its chunks are still loading", async (t) => {
-    const why = await browserMissing();
-    if (why !== undefined) {
-      if (process.env.CI === "true") assert.fail(why);
-      t.skip(why);
-      return;
-    }
-    const { chromium } = await import("playwright-core");
+    if (!(await browserReady(t))) return;
     const scripts = await browserBundle();
     const web = http.createServer((req, res) => {
       const script = scripts.get(req.url ?? "");
@@ -68,12 +62,9 @@ describe("browser connect() hand-over", () => {
       );
     });
     const [url] = await server.listen("ws://127.0.0.1:0/pointsub");
-    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
+    const browser = await openChromium();
     try {
-      const page = await browser.newPage();
-      const errors: string[] = [];
-      page.on("pageerror", (e) => errors.push(String(e)));
-      await page.goto(`http://127.0.0.1:${pagePort}/`);
+      const { page, errors } = await openPage(browser, `http://127.0.0.1:${pagePort}/`);
       const r = await page.evaluate(
         (u) => (window as unknown as { run(u: string): Promise<Record<string, unknown>> }).run(u),
         url,

@@ -8,25 +8,19 @@
  * session disappear when the client closes. Without chromium it says so in one line (as chromium.test.ts).
  */
 import assert from "node:assert/strict";
-import { existsSync, readFileSync, rmSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { dashboard } from "../../src/dashboard/index.ts";
 import { connect, createServer } from "../../src/index.ts";
+import { browserReady, openChromium } from "../helpers/browser.ts";
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const TOKEN = "dashboard-test-token";
 
 describe("the live dashboard in chromium", () => {
   it("shows a session appear, its transfer's progress bar move, and the session go", async (t) => {
-    if (!existsSync(CHROMIUM)) {
-      const why = `chromium not found at ${CHROMIUM}: install it with \`apt-get install -y chromium\` or set CHROMIUM_PATH`;
-      if (process.env.CI === "true") assert.fail(why);
-      t.skip(why);
-      return;
-    }
-    const { chromium } = await import("playwright-core");
+    if (!(await browserReady(t))) return;
     const t0 = performance.now();
     const phases: string[] = [];
     const phase = (name: string) => phases.push(`${name} ${Math.round(performance.now() - t0)} ms`);
@@ -43,7 +37,7 @@ describe("the live dashboard in chromium", () => {
     });
     const [tcp] = await server.listen("tcp://127.0.0.1:0");
     const board = await dashboard(server, { listen: "127.0.0.1:0" });
-    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
+    const browser = await openChromium();
     phase("chromium up");
     try {
       const page = await browser.newPage({ viewport: { width: 900, height: 760 } });
@@ -117,17 +111,12 @@ describe("the live dashboard in chromium", () => {
   });
 
   it("a server that authenticates nobody: the page opened as localhost goes live (it connects by the name it was opened with)", async (t) => {
-    if (!existsSync(CHROMIUM)) {
-      if (process.env.CI === "true") assert.fail(`chromium not found at ${CHROMIUM}`);
-      t.skip(`chromium not found at ${CHROMIUM}`);
-      return;
-    }
+    if (!(await browserReady(t))) return;
     // The page connected to ws://127.0.0.1:…, to which a page from "localhost" is another site: 403.
-    const { chromium } = await import("playwright-core");
     const server = createServer();
     await server.listen("tcp://127.0.0.1:0");
     const board = await dashboard(server, { listen: "127.0.0.1:0" });
-    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
+    const browser = await openChromium();
     try {
       const page = await browser.newPage();
       await page.goto(board.url.replace("127.0.0.1", "localhost"));

@@ -3,8 +3,11 @@
  * and the browser entry (src/browser.ts) bundled by esbuild as a page would
  * (ES modules, code splitting).
  */
+import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
+import type { TestContext } from "node:test";
 import * as esbuild from "esbuild";
+import type { Browser, Page } from "playwright-core";
 
 const root = new URL("../..", import.meta.url).pathname;
 
@@ -24,10 +27,44 @@ export async function browserMissing(): Promise<string | undefined> {
   return undefined;
 }
 
-/** The browser entry bundled for a page: script text by URL path (`/js/pointsub.js` the entry, chunks beside it). */
-export async function browserBundle(): Promise<Map<string, string>> {
+/**
+ * Whether test `t` can drive a browser here; when not, the test is skipped
+ * saying why — except under CI (CI=true), where that fails it, since .ci/run
+ * installs chromium and playwright-core.
+ */
+export async function browserReady(t: TestContext): Promise<boolean> {
+  const why = await browserMissing();
+  if (why === undefined) return true;
+  if (process.env.CI === "true") assert.fail(why);
+  t.skip(why);
+  return false;
+}
+
+/** Launches chromium (after {@link browserReady}). */
+export async function openChromium(): Promise<Browser> {
+  const { chromium } = await import("playwright-core");
+  return chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
+}
+
+/** A new page of `browser` opened at `url`, with the errors it throws collected (a test expects none). */
+export async function openPage(browser: Browser, url: string): Promise<{ page: Page; errors: string[] }> {
+  const page = await browser.newPage();
+  const errors: string[] = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  await page.goto(url);
+  return { page, errors };
+}
+
+/**
+ * Sources (by output name, paths from the repository's root) bundled for a
+ * page: script text by URL path (`/js/<name>.js`, chunks beside them). Default:
+ * the browser entry as `/js/pointsub.js`.
+ */
+export async function browserBundle(
+  entries: Record<string, string> = { pointsub: "src/browser.ts" },
+): Promise<Map<string, string>> {
   const bundle = await esbuild.build({
-    entryPoints: { pointsub: `${root}src/browser.ts` },
+    entryPoints: Object.fromEntries(Object.entries(entries).map(([k, v]) => [k, `${root}${v}`])),
     bundle: true,
     splitting: true,
     platform: "browser",
