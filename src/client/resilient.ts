@@ -7,6 +7,7 @@
  * the server deduplicates, so a handler never runs twice — and of requests
  * a rate limit refused before their handler ran (after its `retryAfterMs`).
  */
+import { idempotencyKeyBytes } from "../codec/message-head.ts";
 import type { Connection } from "../connection/connection.ts";
 import type { Handler, Message, Payload, RequestOptions } from "../connection/types.ts";
 import { UNSENT } from "../connection/unsent.ts";
@@ -206,6 +207,14 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
       return Promise.reject(
         new PointSubError("ERR_INVALID_ARGUMENT", `attemptTimeoutMs must be > 0 (got ${attemptTimeoutMs})`),
       );
+    }
+    // Checked now, not when sent: a call held while offline keeps its key uncharged.
+    if (options.idempotencyKey !== undefined) {
+      try {
+        idempotencyKeyBytes(options.idempotencyKey);
+      } catch (err) {
+        return Promise.reject(err);
+      }
     }
     if (options.signal?.aborted === true) {
       return Promise.reject(

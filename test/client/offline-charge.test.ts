@@ -60,4 +60,22 @@ describe("resilient client: offline queue charges", () => {
       }
     });
   }
+
+  it("an idempotency key that cannot be sent (over 64 bytes, empty) is refused at once, not held while offline", async () => {
+    const server = createServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const client = await connectResilient(url, { reconnect: { initialDelayMs: 1000, maxDelayMs: 1000 } });
+    await server.close();
+    try {
+      await until(() => client.state === "reconnecting");
+      for (const key of ["k".repeat(65), "", new Uint8Array(1000)]) {
+        // Held, it would have ended with ERR_TIMEOUT (nothing reconnects within the 2 s).
+        await assert.rejects(client.request("/x", "", { idempotencyKey: key, timeoutMs: 2000 }), {
+          code: "ERR_INVALID_ARGUMENT",
+        });
+      }
+    } finally {
+      await client.close();
+    }
+  });
 });
