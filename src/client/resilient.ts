@@ -7,7 +7,7 @@
  * the server deduplicates, so a handler never runs twice — and of requests
  * a rate limit refused before their handler ran (after its `retryAfterMs`).
  */
-import { idempotencyKeyBytes } from "../codec/message-head.ts";
+import { idempotencyKeyBytes } from "../connection/caller.ts";
 import type { Connection } from "../connection/connection.ts";
 import type { Handler, Message, Payload, RequestOptions } from "../connection/types.ts";
 import { UNSENT } from "../connection/unsent.ts";

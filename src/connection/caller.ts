@@ -16,6 +16,9 @@ import type { Outbox } from "./outbox.ts";
 import type { Stats } from "./stats.ts";
 import type { RequestOptions } from "./types.ts";
 
+/** Checks a request's idempotency key (1..64 bytes) before it is sent: the resilient client refuses one at once rather than hold it. */
+export { idempotencyKeyBytes };
+
 /** What the caller needs to hear about streams (the stream half, once created). */
 export interface CallerStreams {
   /** This side gave up on its stream `id`: stop the producer. */
