@@ -351,9 +351,10 @@ const ASYNC_FILES: FileAccess = {
 
 /**
  * The content of `path` from `offset`, after checking that the file is still
- * the one a transfer's first attempt found (size and mtime): a file that grew
- * or was rewritten between attempts fails with ERR_SOURCE instead of being
- * stored as a mix of both, or cut to its old size and reported whole.
+ * the one the transfer's stat found (size and mtime): a file that grew or was
+ * rewritten since (between attempts, or before the first one opened it)
+ * fails with ERR_SOURCE instead of being stored as a mix of both, or cut to
+ * its old size and reported whole.
  */
 async function* unchanged(
   files: FileAccess,
@@ -393,12 +394,13 @@ export function sendFileVia(
     if (st === undefined || !st.isFile()) {
       throw new PointSubError("ERR_INVALID_ARGUMENT", `${path} is not a readable file`);
     }
-    let opens = 0;
     return {
       size: st.size,
       transferId: options.transferId ?? (await transferIdOf(resolve(path), st, { key: options.resumeKey, route })),
-      // A later attempt sends the rest of the file the first one began: not one changed meanwhile.
-      open: (offset) => (opens++ === 0 ? files.open(path, offset, st.size) : unchanged(files, path, st, offset)),
+      // Every attempt sends the file this stat found, the first one too: it opens the file only after the
+      // receiver answered its resume query (a round trip the receiver times), and a file replaced meanwhile
+      // was read cut to the old size and stored as whole (neither version).
+      open: (offset) => unchanged(files, path, st, offset),
       prefixCrc: (length) => fileCrc32c(path, length),
     };
   })();

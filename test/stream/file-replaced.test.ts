@@ -1,0 +1,126 @@
+/**
+ * A file replaced (renamed over, as an editor's save or an upload with
+ * `--overwrite` does) after `sendFile` looked at it and before it opened it:
+ * the first attempt opens the file only after the receiver answered its
+ * resume query, a round trip the receiver times. Before, that attempt read
+ * the new file cut to the old one's size and the receiver stored it as
+ * whole (its CRC32C matched what was sent): neither version, reported sent.
+ * A download (`fileSource`, `pointsub get`) is a `sendFile` of the served
+ * file, so a file replaced on the server while the asker answers its resume
+ * query reached the asker the same way. Now ERR_SOURCE, as a later attempt's
+ * check already did. Real server, real sockets.
+ */
+import assert from "node:assert/strict";
+import { mkdir, mkdtemp, readdir, rename, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import {
+  connect,
+  createServer,
+  FILE_GET_ROUTE,
+  FILE_ROUTE,
+  fileSink,
+  fileSource,
+  type PointSubError,
+  sendFile,
+} from "../../src/index.ts";
+
+describe("a file replaced between sendFile's look at it and its read", () => {
+  let work: string;
+
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), "pointsub-file-replaced-"));
+  });
+  after(async () => {
+    await rm(work, { recursive: true, force: true });
+  });
+
+  /** Writes `content` aside and renames it over `path` (a new inode: what an atomic save does). */
+  const replace = async (path: string, content: string) => {
+    await writeFile(`${path}.new`, content);
+    await rename(`${path}.new`, path);
+  };
+
+  it("an upload fails with ERR_SOURCE instead of storing the new file cut to the old size", async () => {
+    const inbox = join(work, "inbox");
+    const sink = fileSink(inbox);
+    const server = createServer();
+    const src = join(work, "doc.txt");
+    await writeFile(src, "A".repeat(100_000));
+    let queried = false;
+    server.handleStream(FILE_ROUTE, sink.handler, {
+      // The file is saved again while the receiver answers the resume query.
+      resume: async (id, ctx) => {
+        if (!queried) {
+          queried = true;
+          await replace(src, "B".repeat(150_000));
+        }
+        return sink.resume(id, ctx);
+      },
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    try {
+      await assert.rejects(sendFile(conn, src, { resumeKey: "k".repeat(40) }).done, (e: PointSubError) => {
+        assert.equal(e.code, "ERR_SOURCE");
+        assert.match(e.message, /changed since its transfer began \(100000 bytes then, 150000 now\)/);
+        return true;
+      });
+      assert.ok(queried);
+      // Nothing was stored under its name.
+      assert.deepEqual(
+        (await readdir(inbox)).filter((n) => !n.startsWith(".")),
+        [],
+      );
+    } finally {
+      await conn.close();
+      await server.close({ timeoutMs: 100 });
+      sink.close();
+    }
+  });
+
+  it("a download fails instead of giving the asker the new file cut to the listed size", async () => {
+    const served = join(work, "served");
+    await mkdir(served);
+    await writeFile(join(served, "doc.txt"), "A".repeat(100_000));
+    const source = fileSource(served, { resumeKey: "s".repeat(40) });
+    const server = createServer();
+    server.handle(FILE_GET_ROUTE, source.get);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const out = join(work, "out");
+    const sink = fileSink(out, { overwrite: true, crcRecords: false });
+    const conn = await connect(url);
+    let queried = false;
+    conn.handleStream(FILE_ROUTE, sink.handler, {
+      // The served file is replaced (an upload with --overwrite) while the asker answers.
+      resume: async (id, ctx) => {
+        if (!queried) {
+          queried = true;
+          await replace(join(served, "doc.txt"), "B".repeat(150_000));
+        }
+        return sink.resume(id, ctx);
+      },
+    });
+    try {
+      await assert.rejects(
+        conn.request(FILE_GET_ROUTE, JSON.stringify({ path: "doc.txt", to: "doc.txt" })),
+        (e: PointSubError) => {
+          assert.equal(e.code, "ERR_SOURCE");
+          // The server's own path is not named.
+          assert.doesNotMatch(e.message, new RegExp(served));
+          return true;
+        },
+      );
+      assert.ok(queried);
+      assert.deepEqual(
+        (await readdir(out)).filter((n) => !n.startsWith(".")),
+        [],
+      );
+    } finally {
+      await conn.close();
+      await server.close({ timeoutMs: 100 });
+      sink.close();
+    }
+  });
+});
