@@ -1278,14 +1278,32 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         }
         st = await lstat(cur).catch(() => undefined);
       }
-      if (st === undefined || !st.isDirectory()) {
-        throw PointSubError.fromPeer(
-          "ERR_EXISTS",
-          `${segments.join("/")}: ${cur.slice(dir.length + 1)} is ${st?.isSymbolicLink() ? "a symbolic link" : "not a directory"} on the receiver`,
-        );
-      }
+      if (st === undefined || !st.isDirectory()) throw notADirectory(segments, cur, st);
     }
     return made;
+  };
+
+  /** What {@link parents} answers for `cur`, a directory on the way of `segments` that is not one. */
+  const notADirectory = (segments: string[], cur: string, st: Stats | undefined) =>
+    PointSubError.fromPeer(
+      "ERR_EXISTS",
+      `${segments.join("/")}: ${cur.slice(dir.length + 1)} is ${st?.isSymbolicLink() ? "a symbolic link" : "not a directory"} on the receiver`,
+    );
+
+  /**
+   * The directories of a relative path under `dir`, checked without making them (as {@link parents}
+   * checks them: ERR_EXISTS for a file or a symbolic link in the way); false when one is missing
+   * (nothing is stored under it yet: made once the content arrived).
+   */
+  const dirsOnTheWay = async (segments: string[]): Promise<boolean> => {
+    let cur = dir;
+    for (const seg of segments.slice(0, -1)) {
+      cur = join(cur, seg);
+      const st = await exists(cur);
+      if (st === undefined) return false;
+      if (!st.isDirectory()) throw notADirectory(segments, cur, st);
+    }
+    return true;
   };
 
   /** CRC32C of stored files, by path, valid while the file's identity (inode, size, mtime, ctime) is unchanged. */
@@ -1565,7 +1583,12 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       setTag(e, tag, route);
       // The directory was made when the sink started (and is made again
       // should it vanish, when the partial is created): no mkdir per transfer.
-      if (!overwrite && (await exists(finalPath)) !== undefined) {
+      // The directories on the way are checked now, not once the whole content arrived (a file or a
+      // symbolic link in the way), and the name is looked up only through real directories: through a
+      // link an existing name answered ERR_EXISTS at once and a missing one only after the upload,
+      // which told the peer what exists outside the directory.
+      const through = segments === undefined || segments.length === 1 || (await dirsOnTheWay(segments));
+      if (!overwrite && through && (await exists(finalPath)) !== undefined) {
         throw PointSubError.fromPeer("ERR_EXISTS", `${name} already exists`);
       }
       if (maxBytes > 0) {
