@@ -777,6 +777,37 @@ function twoForOneName(a: SendItem, b: SendItem): PointSubError {
 }
 
 /**
+ * A quick check's answer (docs/PROTOCOL.md §3.12.1) to `count` queries: `{"files": [...]}`, at most
+ * one answer per query, each `null` or `{"size": n}` with `crc32c` (8 lowercase hex digits) when the
+ * size is the one asked about; else the server's `ERR_PROTOCOL` (before, a TypeError of whatever it
+ * was, taken for a connection failure: retried, then reported as ERR_CONNECT).
+ */
+export function decodeCheckAnswer(answer: Uint8Array, count: number): FileCheckAnswer[] {
+  const fail = (why: string) => new PointSubError("ERR_PROTOCOL", `malformed quick-check answer: ${why}`);
+  let o: unknown;
+  try {
+    o = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(answer));
+  } catch {
+    throw fail("not UTF-8 JSON");
+  }
+  const files = (typeof o === "object" && o !== null ? o : {}) as { files?: unknown };
+  if (!Array.isArray(files.files) || files.files.length > count) {
+    throw fail(`files must be a list of at most ${count} answers`);
+  }
+  return files.files.map((a: unknown): FileCheckAnswer => {
+    if (a === null) return null;
+    const r = (typeof a === "object" ? a : {}) as Record<string, unknown>;
+    if (typeof r.size !== "number" || !Number.isSafeInteger(r.size) || r.size < 0)
+      throw fail("an answer without a size");
+    if (r.crc32c === undefined) return { size: r.size };
+    if (typeof r.crc32c !== "string" || !/^[0-9a-f]{8}$/.test(r.crc32c)) {
+      throw fail("crc32c must be 8 lowercase hex digits");
+    }
+    return { size: r.size, crc32c: r.crc32c };
+  });
+}
+
+/**
  * Quick-check requests in flight at once: within one {@link quickCheck} (each about up to
  * {@link FILE_CHECK_MAX} files), and the bundles' checks run ahead of them (one per bundle).
  */
@@ -807,10 +838,9 @@ export async function quickCheck(
       const queries: FileCheckQuery[] = batch.map((it) =>
         it.tree ? { path: it.target, size: it.size } : { name: it.target, size: it.size },
       );
-      let answers: FileCheckAnswer[];
+      let res: Uint8Array;
       try {
-        const res = await conn.request(FILE_CHECK_ROUTE, JSON.stringify({ files: queries }), { timeoutMs });
-        answers = (JSON.parse(new TextDecoder().decode(res)) as { files: FileCheckAnswer[] }).files;
+        res = await conn.request(FILE_CHECK_ROUTE, JSON.stringify({ files: queries }), { timeoutMs });
       } catch (err) {
         const e = toPointSubError(err, "ERR_HANDLER");
         if (e.code === "ERR_NO_ROUTE") {
@@ -826,6 +856,7 @@ export async function quickCheck(
         }
         throw err;
       }
+      const answers = decodeCheckAnswer(res, batch.length);
       if (found !== undefined) for (const a of answers) if (a != null) found.held++;
       // Local CRCs only of files the server holds at the same size; a few read at once.
       let next = 0;
