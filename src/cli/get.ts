@@ -64,7 +64,10 @@ export interface GetOptions extends ClientAuthFlags {
 /** Exit codes after a signal, as a shell reports a process it ended (128 + the signal's number). */
 const SIGNAL_EXIT: Record<string, number> = { SIGINT: 130, SIGTERM: 143 };
 
-/** Failures about one file: the others go on. Any other error stops taking new files. */
+/**
+ * Failures about one file: the others go on. Any other error stops taking new files. ERR_SOURCE: the
+ * server's file changed while it was sent (replaced, or cut short), as `send`'s local files.
+ */
 const PER_FILE = new Set([
   "ERR_NOT_FOUND",
   "ERR_INVALID_ARGUMENT",
@@ -72,6 +75,7 @@ const PER_FILE = new Set([
   "ERR_RESUME",
   "ERR_QUOTA",
   "ERR_EXISTS",
+  "ERR_SOURCE",
 ]);
 
 const NO_SOURCE = "the server serves no files (not a pointsub serve --dir, or an older one)";
