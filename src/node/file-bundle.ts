@@ -252,7 +252,14 @@ export function bundleHandler(store: BundleStore): StreamHandler {
   const prefix = join(store.dir, "x").slice(0, -1);
   return async (stream, ctx) => {
     const total = stream.total;
-    if (stream.offset !== 0 || total === undefined || total > BUNDLE_MAX_BYTES) {
+    if (stream.offset !== 0) {
+      // §3.12.4: no resume; naming the size here sent a peer looking for the wrong mistake.
+      throw new PointSubError(
+        "ERR_INVALID_ARGUMENT",
+        `a bundle is never resumed: it starts at offset 0, not ${stream.offset}; send it again whole`,
+      );
+    }
+    if (total === undefined || total > BUNDLE_MAX_BYTES) {
       throw new PointSubError("ERR_INVALID_ARGUMENT", `a bundle declares its size, at most ${BUNDLE_MAX_BYTES} bytes`);
     }
     await store.ready;

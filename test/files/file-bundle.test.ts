@@ -12,6 +12,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { crc32c } from "../../src/codec/crc32c.ts";
 import {
   BUNDLE_FILE_MAX,
   BUNDLE_MAX_FILES,
@@ -169,7 +170,16 @@ describe("file bundles", () => {
       });
     }
     // No declared total: refused before anything is read.
-    await assert.rejects(env.send(good, null), { code: "ERR_INVALID_ARGUMENT" });
+    await assert.rejects(env.send(good, null), { code: "ERR_INVALID_ARGUMENT", message: /declares its size/ });
+    // A resumed bundle (offset > 0): refused, and the message says why (it named the size before).
+    await assert.rejects(
+      env.conn.sendStream(FILE_BUNDLE_ROUTE, [good.subarray(2)], {
+        total: good.length,
+        offset: 2,
+        prefixCrc: crc32c(good.subarray(0, 2)),
+      }).done,
+      { code: "ERR_INVALID_ARGUMENT", message: /never resumed.*offset 0, not 2/ },
+    );
     const names = await readdir(env.dir);
     assert.deepEqual(names, [], "nothing named, no partial, no directory left");
     const ok = await env.send(good);
