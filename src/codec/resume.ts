@@ -7,7 +7,11 @@ import { readU32, writeU32 } from "./bytes.ts";
 import { readVarint, type VarintResult, varintLength, writeVarint } from "./varint.ts";
 
 const utf8 = new TextEncoder();
-const fromUtf8 = new TextDecoder();
+/**
+ * Strict: a route or transfer id that is not UTF-8 is a bad query (§3.11), never decoded leniently,
+ * and a leading U+FEFF is kept: two different byte strings must not name one route or transfer (§3.1).
+ */
+const fromUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 import { RESUME_ROUTE } from "./frame.ts";
 
@@ -42,10 +46,14 @@ export function decodeResumeQuery(q: Uint8Array): ResumeQuery {
   const v: VarintResult = { value: 0, next: 0 };
   const bad = () => PointSubError.fromPeer("ERR_PROTOCOL", "bad resume query");
   if (readVarint(q, 0, q.length, 2, v) !== 1 || v.next + v.value > q.length) throw bad();
-  const route = fromUtf8.decode(q.subarray(v.next, v.next + v.value));
+  const routeBytes = q.subarray(v.next, v.next + v.value);
   const p = v.next + v.value;
   if (readVarint(q, p, q.length, 2, v) !== 1 || v.next + v.value !== q.length) throw bad();
-  return { route, transferId: fromUtf8.decode(q.subarray(v.next)) };
+  try {
+    return { route: fromUtf8.decode(routeBytes), transferId: fromUtf8.decode(q.subarray(v.next)) };
+  } catch {
+    throw bad();
+  }
 }
 
 /** Answer: varint offset, then the CRC32C of those bytes (u32). */

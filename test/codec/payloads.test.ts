@@ -304,6 +304,19 @@ describe("codec/resume", () => {
     total(decodeResumeQuery);
     total(decodeResumeAnswer);
   });
+
+  it("a query whose route or transfer id is not UTF-8 is refused, and a leading U+FEFF is kept (§3.1, §3.11)", () => {
+    const query = (route: number[], id: number[]) => new Uint8Array([route.length, ...route, id.length, ...id]);
+    const slash = [0x2f, 0x61];
+    // Lenient decoding made [ff] and [fe] one transfer id (U+FFFD), and a BOM vanish from a route.
+    for (const q of [query(slash, [0xff]), query([0x2f, 0xc3, 0x28], [0x61]), query(slash, [0xed, 0xa0, 0x80])]) {
+      assert.throws(() => decodeResumeQuery(q), { code: "ERR_PROTOCOL" });
+    }
+    assert.deepEqual(decodeResumeQuery(query([0xef, 0xbb, 0xbf, ...slash], [0x61])), {
+      route: "\ufeff/a",
+      transferId: "a",
+    });
+  });
 });
 
 describe("codec/stream-prefix", () => {
