@@ -314,9 +314,17 @@ async function sendBundle(
         else if (after.raw > before.raw) opts.auto?.result(false);
       }
       const results = decodeBundleAnswer(res, left.length);
+      // An answer before the END verified nothing it did not read (docs/PROTOCOL.md §3.10): no receipt.
+      const early = t.contentCrc === undefined;
       left.forEach((it, i) => {
         const r = results[i];
-        if (r === undefined) {
+        if (early) {
+          const error = new PointSubError(
+            "ERR_PROTOCOL",
+            "the server answered the bundle before it received all of it",
+          );
+          out.push({ item: it, size: it.size, error });
+        } else if (r === undefined) {
           out.push({ item: it, size: it.size, error: new PointSubError("ERR_PROTOCOL", "no answer for this file") });
         } else if ("error" in r) {
           out.push({ item: it, size: it.size, error: peerError(r.error.code, r.error.message) });
@@ -324,6 +332,13 @@ async function sendBundle(
           // (What was sent: a file that changed size since the walk is sent as it is now.)
           const sent = contents[i].length;
           const error = new PointSubError("ERR_PROTOCOL", `the server stored ${r.size} bytes of the ${sent} sent`);
+          out.push({ item: it, size: it.size, error });
+        } else if (r.crc32c !== crc32cHex(nodeCrc32c().compute(contents[i], 0))) {
+          // Its receipt names other bytes than those sent: not reported stored.
+          const error = new PointSubError(
+            "ERR_CHECKSUM",
+            `the server's receipt names CRC32C ${r.crc32c}, not that of the bytes sent`,
+          );
           out.push({ item: it, size: it.size, error });
         } else out.push({ item: it, size: r.size, crc32c: r.crc32c });
       });

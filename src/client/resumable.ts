@@ -217,9 +217,12 @@ export function sendResumable(
     };
     t.progress.on("progress", forward);
     try {
-      return await (watched === undefined
+      const answer = await (watched === undefined
         ? t.done
         : answerWithin(t, watched.sent, answerMs, `the receiver did not answer the stream to ${route}`));
+      // The last attempt's (its END covered the whole content: offset included).
+      (outer as { contentCrc: number | undefined }).contentCrc = t.contentCrc;
+      return answer;
     } finally {
       t.progress.off("progress", forward);
       current = undefined;
@@ -287,12 +290,13 @@ export function sendResumable(
     progress.setStatus(e.code === "ERR_CANCELLED" ? "cancelled" : "failed", e);
     throw e;
   });
-  return new Transfer(progress, done, (reason) => {
+  const outer: Transfer = new Transfer(progress, done, (reason) => {
     cancelled = new PointSubError("ERR_CANCELLED", reason);
     stop.abort(cancelled);
     current?.cancel(reason);
     wake?.();
   });
+  return outer;
 }
 
 /** ERR_CANCELLED once `signal` is aborted (by cancel(): its error; by the caller's signal), else undefined. */

@@ -9,7 +9,7 @@ import { Feature } from "../codec/settings.ts";
 import { encodeMeta, encodeStreamHead } from "../codec/stream-prefix.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { type StreamItem, streamCost } from "../stream/item.ts";
-import { isStreamSource, OutgoingStream, planCompression } from "../stream/outgoing.ts";
+import { isStreamSource, OutgoingStream, planCompression, setContentCrc } from "../stream/outgoing.ts";
 import { Transfer } from "../stream/transfer.ts";
 import type { SendStreamOptions, StreamSource } from "../stream/types.ts";
 import { newTransferId, Progress } from "../transfer/progress.ts";
@@ -274,7 +274,18 @@ export class OutgoingStreams {
       signal.addEventListener("abort", call.onAbort, { once: true });
     }
     progress.setBase(offset);
-    void this.run(call, head, source, plan, offset, options.prefixCrc ?? 0, progress, trace, options.answerTimeoutMs);
+    void this.run(
+      call,
+      head,
+      source,
+      plan,
+      offset,
+      options.prefixCrc ?? 0,
+      progress,
+      trace,
+      options.answerTimeoutMs,
+      transfer,
+    );
     return transfer;
   }
 
@@ -288,6 +299,7 @@ export class OutgoingStreams {
     progress: Progress,
     trace: StreamTrace,
     answerMs: number | undefined,
+    transfer: Transfer,
   ): Promise<void> {
     let waited = false;
     while (
@@ -377,6 +389,12 @@ export class OutgoingStreams {
       offset,
     };
     this.streams.set(id, st);
+    // An answer after END: the content's CRC is the one the receiver checked (Transfer.contentCrc).
+    const resolve = call.resolve;
+    call.resolve = (data) => {
+      if (st.outEnded && !st.cancelSent) setContentCrc(transfer, out.contentCrc);
+      resolve(data);
+    };
     this.stats.counts[20]++; // streams sent
     this.stats.diag.streamStart(trace, "out", id, call.route, progress.total, offset);
     out.start(head);

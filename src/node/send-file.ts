@@ -8,6 +8,7 @@ import {
   type SharedConnection,
   sendResumable,
 } from "../client/resumable.ts";
+import { crc32cHex } from "../codec/crc32c.ts";
 import type { Connection } from "../connection/connection.ts";
 import { PointSubError } from "../errors/error.ts";
 import { onChunkSent } from "../stream/release.ts";
@@ -81,6 +82,29 @@ export function decodeFileReceipt(answer: Uint8Array, size: number | undefined):
     );
   }
   return { name: r.name, path: r.path, size: r.size as number, crc32c: r.crc32c, resumedFrom: r.resumedFrom as number };
+}
+
+/**
+ * The receipt's CRC32C against the content's as this side sent it (`sent`:
+ * the transfer's `contentCrc`, undefined when the receiver answered before
+ * the END): a receiver that stored other bytes, or answered OK before it had
+ * the whole file, fails the transfer (`ERR_CHECKSUM`, `ERR_PROTOCOL`) instead
+ * of being reported as holding it (docs/PROTOCOL.md §3.10: an early OK
+ * verified nothing it did not read).
+ */
+export function checkReceiptCrc(receipt: FileReceipt, sent: number | undefined): void {
+  if (sent === undefined) {
+    throw new PointSubError(
+      "ERR_PROTOCOL",
+      `the receiver answered before the whole of ${receipt.name} was sent: its receipt verifies nothing`,
+    );
+  }
+  if (receipt.crc32c !== crc32cHex(sent)) {
+    throw new PointSubError(
+      "ERR_CHECKSUM",
+      `the receiver's receipt names CRC32C ${receipt.crc32c} for ${receipt.name}, not the ${crc32cHex(sent)} sent`,
+    );
+  }
 }
 
 /** What {@link sendFile} resolves to: the receiver's receipt, and what this call sent. */
@@ -425,6 +449,7 @@ export function sendFileVia(
   });
   const done = inner.done.then(async (answer): Promise<SentFileReceipt> => {
     const receipt = decodeFileReceipt(answer, (await source).size);
+    checkReceiptCrc(receipt, inner.contentCrc);
     return { ...receipt, transferId: inner.id, bytesSent: sent + Math.max(0, receipt.size - base), attempts };
   });
   return new FileTransfer(inner, done);

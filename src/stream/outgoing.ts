@@ -10,6 +10,7 @@ import { Limiter } from "../util/limiter.ts";
 import { Queue } from "../util/queue.ts";
 import { type StreamItem, streamCost } from "./item.ts";
 import { takeRelease } from "./release.ts";
+import type { Transfer } from "./transfer.ts";
 import type { StreamSource } from "./types.ts";
 
 const EMPTY = new Uint8Array(0);
@@ -42,6 +43,15 @@ export interface CompressionPlan {
  * the end-to-end CRC32C, compresses when it pays, and tracks acknowledged
  * bytes for progress.
  */
+/**
+ * Sets a transfer's {@link Transfer.contentCrc} (the stream engine and a
+ * resumable transfer's last attempt): here, with the code loaded on demand,
+ * not in transfer.ts, which a browser page loads up front.
+ */
+export function setContentCrc(t: Transfer, crc: number | undefined): void {
+  (t as { contentCrc: number | undefined }).contentCrc = crc;
+}
+
 export class OutgoingStream {
   readonly id: number;
   readonly items = new Queue<StreamItem>();
@@ -179,6 +189,11 @@ export class OutgoingStream {
   /** Content bytes produced so far (offset included). */
   get produced(): number {
     return this.length;
+  }
+
+  /** CRC32C of the content produced so far (offset included): the whole content's once END is queued. */
+  get contentCrc(): number {
+    return this.crc >>> 0;
   }
 
   /** Stops producing (answer arrived, cancelled, connection closed). */

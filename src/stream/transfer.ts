@@ -9,6 +9,16 @@ export class Transfer implements PromiseLike<Uint8Array> {
   declare readonly progress: Progress;
   /** Resolves to the receiver's answer once it verified the whole stream; rejects with a PointSubError. */
   declare readonly done: Promise<Uint8Array>;
+  /**
+   * CRC32C of the whole content as this side sent it (offset included, so a
+   * resumed transfer's covers the whole content too), once the receiver
+   * answered after its END; undefined before, and when the receiver answered
+   * before the END (an early answer, which verified only what it read).
+   * Compare it with a CRC the receiver's answer names to know it stored
+   * exactly what was sent. (Declared only: set by the stream engine, so the
+   * browser's first load carries no code for it.)
+   */
+  declare readonly contentCrc: number | undefined;
   private readonly cancelFn: (reason: string) => void;
 
   /** @internal Created by `Connection.sendStream`. */

@@ -14,6 +14,7 @@ import { appendFile, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/pro
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { crc32c, crc32cHex } from "../../src/codec/crc32c.ts";
 import {
   connect,
   createServer,
@@ -81,11 +82,15 @@ describe("send against a hostile receiver", () => {
         receipt = () => bad;
         await assert.rejects(Promise.resolve(sendFile(conn, file, { retries: 0 })), { code: "ERR_PROTOCOL" }, bad);
       }
+      // A receipt of the right shape naming other bytes: ERR_CHECKSUM (test/stream/receipt-crc.test.ts).
       receipt = () =>
         JSON.stringify({ name: "five.bin", path: "five.bin", size: 5, crc32c: "0badcafe", resumedFrom: 0 });
+      await assert.rejects(Promise.resolve(sendFile(conn, file, { retries: 0 })), { code: "ERR_CHECKSUM" });
+      const crc = crc32cHex(crc32c(new TextEncoder().encode("12345")));
+      receipt = () => JSON.stringify({ name: "five.bin", path: "five.bin", size: 5, crc32c: crc, resumedFrom: 0 });
       const ok = await sendFile(conn, file, { retries: 0 });
       assert.equal(ok.size, 5);
-      assert.equal(ok.crc32c, "0badcafe");
+      assert.equal(ok.crc32c, crc);
     } finally {
       await conn.close();
     }
