@@ -392,7 +392,12 @@ export class OutgoingStreams {
     // An answer after END: the content's CRC is the one the receiver checked (Transfer.contentCrc).
     const resolve = call.resolve;
     call.resolve = (data) => {
-      if (st.outEnded && !st.cancelSent) setContentCrc(transfer, out.contentCrc);
+      if (st.outEnded && !st.cancelSent) {
+        setContentCrc(transfer, out.contentCrc);
+        // It read all that was sent, the last part it never credits back too: counted as done (a stream
+        // of unknown size that fit in the window completed at 0 bytes).
+        out.onAnswered();
+      }
       resolve(data);
     };
     this.stats.counts[20]++; // streams sent

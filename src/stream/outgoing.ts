@@ -236,6 +236,22 @@ export class OutgoingStream {
     if (content !== 0) this.progress.add(content);
   }
 
+  /**
+   * The receiver answered the stream with success: it read all that was sent,
+   * including the last part it never credits back. Counts that part as done
+   * (a stream of unknown size completed at the bytes acknowledged before:
+   * 0 for one that fit in the window).
+   */
+  onAnswered(): void {
+    let content = 0;
+    while (this.unacked.length > 0) {
+      this.unacked.shift();
+      content += this.unacked.shift() as number;
+    }
+    this.ackCarry = 0;
+    if (content !== 0) this.progress.add(content);
+  }
+
   private enqueue(item: StreamItem): void {
     this.queued += item.head.length + item.data.length;
     this.items.push(item);

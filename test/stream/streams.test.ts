@@ -234,6 +234,18 @@ describe("streams", () => {
     assert.equal(iterated.at(-1)?.status, "completed");
   });
 
+  it("without a total, a completed stream's progress counts every byte sent (the receiver credits the last part never)", async () => {
+    for (const size of [1000, 200 * KiB, 3 * MiB + 5]) {
+      const t = conn.sendStream("/hash/1.0.0", generate(size, 64 * KiB));
+      assert.equal(text(await t), expectedHash(size, 64 * KiB));
+      const s = t.snapshot();
+      assert.equal(s.status, "completed");
+      assert.equal(s.percent, 100);
+      assert.equal(s.bytes, size, `${size} bytes sent`);
+      assert.equal(s.total, size, `${size} bytes sent`);
+    }
+  });
+
   it("cancels from the sender: the receiver sees ERR_CANCELLED", async () => {
     let seen: unknown;
     let started!: () => void;
