@@ -12,7 +12,7 @@ import { Command, CommanderError, Option } from "commander";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import type { benchCommand } from "./bench.ts";
 import type { getCommand, lsCommand } from "./get.ts";
-import { bytes, integer, nodeTooOld, parseBytes, parseSeconds } from "./options.ts";
+import { bytes, integer, nodeTooOld, parseBytes, parseHostPort, parseSeconds } from "./options.ts";
 import { flushOut, outputMode, printError } from "./output.ts";
 import type { requestCommand } from "./request.ts";
 import type { sendCommand } from "./send.ts";
@@ -112,7 +112,11 @@ export function program(): Command {
       integer(1),
     )
     .option("--shutdown-timeout <seconds>", "on SIGINT/SIGTERM, how long work in flight may finish", parseSeconds, 10)
-    .option("--metrics <host:port>", "serve Prometheus metrics at http://<host:port>/metrics (needs prom-client)")
+    .option(
+      "--metrics <host:port>",
+      "serve Prometheus metrics at http://<host:port>/metrics (needs prom-client)",
+      parseHostPort,
+    )
     .option(
       "--workers <n>",
       "worker processes sharing the port as one cluster, the server's limits divided among them (default: the machine's cores; 1 with --dashboard)",
@@ -121,6 +125,7 @@ export function program(): Command {
     .option(
       "--dashboard <host:port>",
       "serve a live dashboard page at http://<host:port>/ (add #token=<token> with auth)",
+      parseHostPort,
     )
     .option("--json", "print JSON lines")
     .addHelpText("after", SERVE_HELP)

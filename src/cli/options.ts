@@ -51,6 +51,19 @@ export const parseSeconds: (value: string) => number = (value) => {
   }
 };
 
+/**
+ * A `host:port` address (`--metrics`, `--dashboard`): a host name or IPv4
+ * address, or an IPv6 address in brackets (`[::1]:9464`), and a port
+ * 0..65535 (0: a free one).
+ */
+export const parseHostPort: (value: string) => string = (value) => {
+  const m = /^(?:\[[0-9a-fA-F:.]+\]|[^:[\]\s]+):(\d{1,5})$/.exec(value);
+  if (m === null || Number(m[1]) > 65535) {
+    throw new InvalidArgumentError("Expected host:port, e.g. 127.0.0.1:9464 or [::1]:9464.");
+  }
+  return value;
+};
+
 /** The oldest Node.js the CLI runs on (package.json's `engines`). */
 export const NODE_MIN: readonly [number, number] = [22, 18];
 

@@ -89,14 +89,17 @@ describe("pointsub serve --metrics", () => {
     await assert.rejects(fetch(metricsUrl), "the metrics endpoint closed with the server");
   });
 
-  it("a malformed --metrics address exits 1 with a typed error before anything listens", () => {
+  it("a malformed --metrics address is a usage error (exit 2, one line) before anything listens", () => {
     const r = spawnSync(
       process.execPath,
       [MAIN, "serve", "--listen", "tcp://127.0.0.1:0", "--dir", join(work, "never"), "--metrics", "9464"],
       { env, encoding: "utf8", timeout: 30_000 },
     );
-    assert.equal(r.status, 1);
-    assert.match(r.stderr, /^pointsub: ERR_INVALID_ARGUMENT: metrics address must be host:port, got "9464"\n$/);
+    assert.equal(r.status, 2);
+    assert.match(
+      r.stderr,
+      /^pointsub: ERR_INVALID_ARGUMENT: option '--metrics <host:port>' argument '9464' is invalid\. [^\n]+\n$/,
+    );
     assert.doesNotMatch(r.stdout, /listening/);
   });
 });

@@ -63,6 +63,10 @@ describe("CLI usage errors", () => {
       [[...SERVE, "--partial-ttl", "-1"], "--partial-ttl", "-1"],
       [[...SERVE, "--max-file-size", "4XB"], "--max-file-size", "4XB"],
       [[...SERVE, "--max-bytes", "lots"], "--max-bytes", "lots"],
+      [[...SERVE, "--metrics", "9464"], "--metrics", "9464"],
+      [[...SERVE, "--metrics", "127.0.0.1:99999"], "--metrics", "127.0.0.1:99999"],
+      [[...SERVE, "--dashboard", "nope"], "--dashboard", "nope"],
+      [[...SERVE, "--dashboard", "::1:8080"], "--dashboard", "::1:8080"],
     ];
     const runs = await runMany(cases.map(([args]) => args));
     runs.forEach((r, i) => {
