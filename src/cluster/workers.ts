@@ -33,7 +33,13 @@ import { Cluster, type ClusterOptions } from "./member.ts";
 export interface WorkersOptions {
   /** Worker processes. Default: the machine's cores (`os.availableParallelism()`). */
   workers?: number;
-  /** Most workers restarted within `restartWindowMs`; beyond, a worker that dies is not replaced (`gaveUp`). Default 10. */
+  /**
+   * Most workers restarted within `restartWindowMs`; beyond, a worker that
+   * dies is not replaced (`gaveUp`). Default 10. A first worker that exits
+   * before it is ready is not restarted: the pool did not start (its
+   * listen failed, a port in use, a bad certificate…: a new process would
+   * fail alike), so `ready` rejects and the pool closes.
+   */
   maxRestarts?: number;
   /** The window of `maxRestarts`, in ms. Default 60,000. */
   restartWindowMs?: number;
@@ -246,6 +252,19 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
     this.relay.detach(entry.worker);
     let replacement: Entry | undefined;
     const voluntary = entry.worker.exitedAfterDisconnect === true;
+    if (this.closing === undefined && !voluntary && this.readyLeft > 0 && entry.info.urls.length === 0) {
+      // A first worker died before it was ready: the pool did not start. Not restarted (before, a port
+      // in use had maxRestarts workers fail one after the other, each printing its error, for seconds).
+      this.emit("exit", { ...entry.info }, code, signal, undefined);
+      this.rejectReady(
+        new PointSubError(
+          "ERR_CONNECTION_CLOSED",
+          `worker ${entry.info.id} (pid ${entry.info.pid}) exited (${signal ?? `code ${code}`}) before it was ready`,
+        ),
+      );
+      void this.close();
+      return;
+    }
     if (this.closing === undefined && !voluntary) {
       const now = Date.now();
       while (this.restarts.length > 0 && (this.restarts[0] as number) <= now - this.restartWindowMs)

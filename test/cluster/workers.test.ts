@@ -359,13 +359,13 @@ describe("runWorkers: restarts are bounded", { timeout: 20_000 }, () => {
       workers: 1,
       maxRestarts: 2,
       signals: false,
-      exec: join(import.meta.dirname, "crashing-worker.ts"),
+      exec: join(import.meta.dirname, "ready-then-crash-worker.ts"),
     });
     const exits: { code: number | null; replaced: boolean }[] = [];
     let gaveUp = 0;
     pool.on("exit", (_w, code, _s, replacement) => exits.push({ code, replaced: replacement !== undefined }));
     pool.on("gaveUp", () => gaveUp++);
-    await assert.rejects(pool.ready, /every worker exited/);
+    assert.equal((await pool.ready).length, 1);
     await pool.closed;
     assert.deepEqual(exits, [
       { code: 3, replaced: true },
@@ -374,6 +374,32 @@ describe("runWorkers: restarts are bounded", { timeout: 20_000 }, () => {
     ]);
     assert.equal(gaveUp, 1);
     assert.deepEqual(pool.workers(), []);
+  });
+});
+
+describe("runWorkers: a first worker that exits before it is ready", { timeout: 20_000 }, () => {
+  it("is not restarted: ready rejects naming its exit, the pool closes (a port in use failed maxRestarts workers in a row)", async () => {
+    const t0 = Date.now();
+    const pool = runWorkers({
+      workers: 1,
+      maxRestarts: 5,
+      signals: false,
+      exec: join(import.meta.dirname, "crashing-worker.ts"),
+    });
+    const exits: { code: number | null; replaced: boolean }[] = [];
+    let gaveUp = 0;
+    pool.on("exit", (_w, code, _s, replacement) => exits.push({ code, replaced: replacement !== undefined }));
+    pool.on("gaveUp", () => gaveUp++);
+    await assert.rejects(pool.ready, (e: PointSubError) => {
+      assert.equal(e.code, "ERR_CONNECTION_CLOSED");
+      assert.match(e.message, /exited \(code 3\) before it was ready/);
+      return true;
+    });
+    await pool.closed;
+    assert.deepEqual(exits, [{ code: 3, replaced: false }]);
+    assert.equal(gaveUp, 0);
+    assert.deepEqual(pool.workers(), []);
+    assert.ok(Date.now() - t0 < 15_000);
   });
 });
 
