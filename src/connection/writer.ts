@@ -150,8 +150,9 @@ export class FrameWriter {
    * `Date.now()` since when the writer has had work it cannot hand over —
    * the transport asked to wait, or queued messages lack the peer's
    * connection or message credit — without any frame going out; 0 when not
-   * blocked. Streams waiting for stream credit do not count (a slow reader
-   * is the receiving application's choice).
+   * blocked. Streams waiting for credit do not count, whether stream or
+   * connection credit (a slow reader is the receiving application's choice;
+   * `progressTimeoutMs` bounds a stream that gets none).
    */
   blockedSince = 0;
   /** Frames and bytes handed to the transport. */

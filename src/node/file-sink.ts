@@ -678,9 +678,10 @@ const limit = (n: number | undefined, what: string): number => {
  *   checkpoint) is it read, once, however many queries arrive. A wrong
  *   prefix CRC or offset answers `ERR_RESUME` and keeps the partial;
  * * the resume lookup is bound to the principal when it is given a
- *   context ({@link FileResumeContext}); the connection does not pass one
- *   yet, so a query with the transfer id finds any principal's partial, but
- *   only the principal that stored it can resume or extend it;
+ *   context ({@link FileResumeContext}), as the router gives it (a query
+ *   from another principal with the same transfer id finds nothing); called
+ *   without one, it finds any principal's partial, but only the principal
+ *   that stored it can resume or extend it;
  * * processes may share the directory (`serve --workers N`): a transfer
  *   is received by one at a time (`.<key>.lock`, created exclusively,
  *   holding the receiver's pid; a lock whose process is gone is stale), and
