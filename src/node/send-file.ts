@@ -378,7 +378,8 @@ const ASYNC_FILES: FileAccess = {
  * the one the transfer's stat found (size and mtime): a file that grew or was
  * rewritten since (between attempts, or before the first one opened it)
  * fails with ERR_SOURCE instead of being stored as a mix of both, or cut to
- * its old size and reported whole.
+ * its old size and reported whole; and checked again once read to its end
+ * (before the END goes out): one written to while it was read fails alike.
  */
 async function* unchanged(
   files: FileAccess,
@@ -397,6 +398,12 @@ async function* unchanged(
     throw new PointSubError("ERR_SOURCE", `${path} changed since its transfer began (${how}); send it again`);
   }
   yield* files.open(path, offset, was.size) as AsyncIterable<Uint8Array>;
+  // Read to its end: a file written meanwhile (in place, or appended to) was read torn — what the
+  // END's CRC would vouch for is neither version. Said as tar says "file changed as we read it".
+  const end = await files.stat(path);
+  if (end === undefined || end.size !== was.size || end.mtimeMs !== was.mtimeMs) {
+    throw new PointSubError("ERR_SOURCE", `${path} changed while it was sent (written to meanwhile); send it again`);
+  }
 }
 
 /** @internal {@link sendFile} with its file access given (the CLI's reads small files synchronously). */

@@ -11,7 +11,7 @@
  * check already did. Real server, real sockets.
  */
 import assert from "node:assert/strict";
-import { mkdir, mkdtemp, readdir, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, open, readdir, rename, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -25,6 +25,7 @@ import {
   type PointSubError,
   sendFile,
 } from "../../src/index.ts";
+import { until } from "../helpers/wait.ts";
 
 describe("a file replaced between sendFile's look at it and its read", () => {
   let work: string;
@@ -77,6 +78,50 @@ describe("a file replaced between sendFile's look at it and its read", () => {
       await conn.close();
       await server.close({ timeoutMs: 100 });
       sink.close();
+    }
+  });
+
+  it("a file written to while it is read fails with ERR_SOURCE before its END (a torn read is not vouched for)", async () => {
+    // Before: the content read (part old, part new) went out with an END whose CRC matched it, and the
+    // receiver stored it as whole: neither version. Now the file is looked at again once read.
+    const src = join(work, "log.bin");
+    await writeFile(src, Buffer.alloc(8 * 1024 * 1024, 1));
+    const server = createServer();
+    let handlerSaw: string | undefined;
+    let ended = false;
+    server.handleStream(FILE_ROUTE, async (stream) => {
+      try {
+        let first = true;
+        for await (const _ of stream) {
+          if (first) {
+            first = false;
+            // Written in place while the sender is still reading it (it waits for this reader's credit).
+            const fh = await open(src, "r+");
+            await fh.write(Buffer.alloc(4096, 2), 0, 4096, 4 * 1024 * 1024);
+            await fh.close();
+          }
+        }
+        ended = true;
+      } catch (e) {
+        handlerSaw = (e as PointSubError).code;
+        throw e;
+      }
+      return "{}";
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    try {
+      await assert.rejects(sendFile(conn, src, { resume: false }).done, (e: PointSubError) => {
+        assert.equal(e.code, "ERR_SOURCE");
+        assert.match(e.message, /changed while it was sent/);
+        return true;
+      });
+      await until(() => handlerSaw !== undefined || ended, 5000);
+      assert.equal(ended, false, "the receiver read the stream to a good END");
+      assert.equal(handlerSaw, "ERR_SOURCE");
+    } finally {
+      await conn.close();
+      await server.close({ timeoutMs: 100 });
     }
   });
 
