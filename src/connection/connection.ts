@@ -777,7 +777,8 @@ export class Connection extends Emitter<ConnectionEvents> {
       (engine) => {
         const real = new engine.Progress(progress.transferId, options.total, options.progressIntervalMs);
         progress.follow(real);
-        started = this.outStreams(engine).send(route, source, { ...options, onProgress: undefined }, real);
+        // `t`: the transfer handed out, whose contentCrc the engine sets too.
+        started = this.outStreams(engine).send(route, source, { ...options, onProgress: undefined }, real, t);
         started.done.then(d.resolve, d.reject);
         if (cancelled !== undefined) started.cancel(cancelled);
       },
@@ -787,10 +788,11 @@ export class Connection extends Emitter<ConnectionEvents> {
         d.reject(e);
       },
     );
-    return new Transfer(progress as unknown as Progress, d.promise, (reason) => {
+    const t = new Transfer(progress as unknown as Progress, d.promise, (reason) => {
       if (started !== undefined) started.cancel(reason);
       else cancelled ??= reason;
     });
+    return t;
   }
 
   /**

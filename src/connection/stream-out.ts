@@ -177,9 +177,16 @@ export class OutgoingStreams {
 
   /**
    * See {@link Connection.sendStream}. `given`: the progress of a transfer
-   * the connection handed out before the stream engine was loaded.
+   * the connection handed out before the stream engine was loaded, and
+   * `handedOut` that transfer (its {@link Transfer.contentCrc} is set too).
    */
-  send(route: string, source: StreamSource, options: SendStreamOptions, given?: Progress): Transfer {
+  send(
+    route: string,
+    source: StreamSource,
+    options: SendStreamOptions,
+    given?: Progress,
+    handedOut?: Transfer,
+  ): Transfer {
     let progress: Progress;
     if (given === undefined) {
       progress = new Progress(options.transferId ?? newTransferId(), options.total, options.progressIntervalMs ?? 100);
@@ -285,6 +292,7 @@ export class OutgoingStreams {
       trace,
       options.answerTimeoutMs,
       transfer,
+      handedOut,
     );
     return transfer;
   }
@@ -300,6 +308,7 @@ export class OutgoingStreams {
     trace: StreamTrace,
     answerMs: number | undefined,
     transfer: Transfer,
+    handedOut: Transfer | undefined,
   ): Promise<void> {
     let waited = false;
     while (
@@ -394,6 +403,8 @@ export class OutgoingStreams {
     call.resolve = (data) => {
       if (st.outEnded && !st.cancelSent) {
         setContentCrc(transfer, out.contentCrc);
+        // A transfer handed out before the engine was loaded: its answer follows this one's.
+        if (handedOut !== undefined) setContentCrc(handedOut, out.contentCrc);
         // It read all that was sent, the last part it never credits back too: counted as done (a stream
         // of unknown size that fit in the window completed at 0 bytes).
         out.onAnswered();
