@@ -99,6 +99,8 @@ interface Entry {
   info: { id: number; pid: number; nodeId: string; urls: string[] };
   /** Until it is ready: kills it at `startTimeoutMs`. */
   startTimer: ReturnType<typeof setTimeout> | undefined;
+  /** One of the pool's first workers (`ready` waits for them), not a replacement. */
+  initial: boolean;
 }
 
 /** prom-client's `AggregatorRegistry` answers (`{ type: "prom-client:…" }`): not the application's. */
@@ -177,7 +179,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
       process.on("SIGINT", this.onSignal);
       process.on("SIGTERM", this.onSignal);
     }
-    for (let i = 0; i < n; i++) this.fork();
+    for (let i = 0; i < n; i++) this.fork(true);
   }
 
   private readonly env: Record<string, string>;
@@ -196,12 +198,13 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
     return this.relay.keys;
   }
 
-  private fork(): Entry {
+  private fork(initial = false): Entry {
     const worker = nodeCluster.fork(this.env);
     const entry: Entry = {
       worker,
       info: { id: worker.id, pid: worker.process.pid ?? 0, nodeId: `w${worker.id}`, urls: [] },
       startTimer: undefined,
+      initial,
     };
     entry.startTimer = setTimeout(() => this.onStartTimeout(entry), this.startTimeoutMs);
     this.entries.set(worker.id, entry);
@@ -224,7 +227,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
     if (!this.entries.has(entry.info.id)) return;
     this.emit("startTimeout", { ...entry.info });
     entry.worker.process.kill("SIGKILL");
-    if (this.readyLeft > 0 && this.closing === undefined) {
+    if (entry.initial && this.readyLeft > 0 && this.closing === undefined) {
       // A first worker: the pool did not start.
       this.rejectReady(
         new PointSubError(
@@ -242,7 +245,8 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
     const first = entry.info.urls.length === 0;
     entry.info.urls = urls.filter((u): u is string => typeof u === "string").slice(0, 16);
     this.emit("ready", { ...entry.info });
-    if (first && this.readyLeft > 0 && --this.readyLeft === 0) this.resolveReady(this.workers());
+    // A first worker's: a replacement's (of one that was ready) is not one of those `ready` waits for.
+    if (first && entry.initial && this.readyLeft > 0 && --this.readyLeft === 0) this.resolveReady(this.workers());
   }
 
   private onExit(entry: Entry, code: number | null, signal: string | null): void {
@@ -252,7 +256,13 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
     this.relay.detach(entry.worker);
     let replacement: Entry | undefined;
     const voluntary = entry.worker.exitedAfterDisconnect === true;
-    if (this.closing === undefined && !voluntary && this.readyLeft > 0 && entry.info.urls.length === 0) {
+    if (
+      this.closing === undefined &&
+      !voluntary &&
+      entry.initial &&
+      this.readyLeft > 0 &&
+      entry.info.urls.length === 0
+    ) {
       // A first worker died before it was ready: the pool did not start. Not restarted (before, a port
       // in use had maxRestarts workers fail one after the other, each printing its error, for seconds).
       this.emit("exit", { ...entry.info }, code, signal, undefined);
