@@ -26,6 +26,8 @@ export interface StreamHead {
 
 const utf8 = new TextEncoder();
 const fromUtf8 = new TextDecoder("utf-8", { fatal: true });
+/** A route's: a leading U+FEFF is kept (two different byte strings never name one route, §3.1; the resume query's too). */
+const routeUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /** Encodes the START prefix. Throws ERR_INVALID_ARGUMENT for a route or metadata over their limits. */
 export function encodeStreamHead(h: StreamHead): Uint8Array {
@@ -83,7 +85,7 @@ export function decodeStreamHead(buf: Uint8Array, start: number, end: number): {
   if (v.next + v.value > end) throw bad("route runs past the frame");
   let route: string;
   try {
-    route = fromUtf8.decode(buf.subarray(v.next, v.next + v.value));
+    route = routeUtf8.decode(buf.subarray(v.next, v.next + v.value));
   } catch {
     throw bad("route is not UTF-8");
   }
