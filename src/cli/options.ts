@@ -53,11 +53,13 @@ export const parseSeconds: (value: string) => number = (value) => {
 
 /**
  * A `host:port` address (`--metrics`, `--dashboard`): a host name or IPv4
- * address, or an IPv6 address in brackets (`[::1]:9464`), and a port
- * 0..65535 (0: a free one).
+ * address, or an IPv6 address in brackets (`[::1]:9464`; with a zone too,
+ * `[fe80::1%eth0]:8080`, which `--dashboard` serves on, as it did before
+ * this check; `--metrics`' own parser refuses a zone), and a port 0..65535
+ * (0: a free one).
  */
 export const parseHostPort: (value: string) => string = (value) => {
-  const m = /^(?:\[[0-9a-fA-F:.]+\]|[^:[\]\s]+):(\d{1,5})$/.exec(value);
+  const m = /^(?:\[[0-9a-fA-F:.]+(?:%[^\]\s%]+)?\]|[^:[\]\s]+):(\d{1,5})$/.exec(value);
   if (m === null || Number(m[1]) > 65535) {
     throw new InvalidArgumentError("Expected host:port, e.g. 127.0.0.1:9464 or [::1]:9464.");
   }
