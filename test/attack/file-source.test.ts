@@ -12,6 +12,7 @@ import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { crc32c, crc32cHex } from "../../src/codec/crc32c.ts";
 import {
   type Connection,
   connect,
@@ -60,10 +61,10 @@ describe("attack: the file source (list and get routes)", () => {
     conn = await connect(url);
     conn.handleStream(FILE_ROUTE, async (s) => {
       streamed.push(s.meta);
-      for await (const _ of s) {
-        // drained
-      }
-      return JSON.stringify({ name: "x", path: "x", size: s.total, crc32c: "00000000", resumedFrom: 0 });
+      let crc = 0;
+      for await (const c of s) crc = crc32c(c, crc);
+      // A receipt naming what it got (the server checks it against what it sent).
+      return JSON.stringify({ name: "x", path: "x", size: s.total, crc32c: crc32cHex(crc), resumedFrom: 0 });
     });
   });
 
@@ -245,10 +246,9 @@ describe("attack: the file source (list and get routes)", () => {
     c.handleStream(FILE_ROUTE, async (s) => {
       started++;
       await gate;
-      for await (const _ of s) {
-        // drained
-      }
-      return JSON.stringify({ name: "x", path: "x", size: 4, crc32c: "00000000", resumedFrom: 0 });
+      let crc = 0;
+      for await (const c of s) crc = crc32c(c, crc);
+      return JSON.stringify({ name: "x", path: "x", size: 4, crc32c: crc32cHex(crc), resumedFrom: 0 });
     });
     const gets = Array.from({ length: 8 }, (_, i) =>
       c.request(FILE_GET_ROUTE, json({ path: "slow.txt", to: `t${i}` }), { timeoutMs: 0 }),
