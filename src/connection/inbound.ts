@@ -22,8 +22,8 @@ import { creditDue, type Link } from "./link.ts";
 import type { Outbox } from "./outbox.ts";
 import type { Stats } from "./stats.ts";
 
-/** Routes must be valid UTF-8 (docs/PROTOCOL.md §3.1): a lenient decoder would map different bytes to one route. */
-const decoder = new TextDecoder("utf-8", { fatal: true });
+/** Routes must be valid UTF-8 (docs/PROTOCOL.md §3.1): a lenient decoder would map different bytes to one route (a leading U+FEFF is kept: stripped, "\uFEFF/x" named "/x"). */
+const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 const EMPTY_ROUTE = new Uint8Array(0);
 
 /** Varints read here (one for every connection: read and used with no call between). */

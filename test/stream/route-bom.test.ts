@@ -49,4 +49,20 @@ describe("a stream route's leading U+FEFF", () => {
       await server.close();
     }
   });
+
+  it('names another request route too (the request decoder dropped it: a request to "\uFEFF/x" reached /x)', async () => {
+    const server = createServer();
+    server.handle("/x", () => "x");
+    server.handle("\uFEFF/y", () => "y");
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url as string);
+    try {
+      await assert.rejects(conn.request("\uFEFF/x", "hi"), { code: "ERR_NO_ROUTE" });
+      assert.equal(new TextDecoder().decode(await conn.request("\uFEFF/y", "hi")), "y");
+      assert.equal(new TextDecoder().decode(await conn.request("/x", "hi")), "x");
+    } finally {
+      await conn.close();
+      await server.close();
+    }
+  });
 });
