@@ -23,7 +23,7 @@ import { encodeErrorHead } from "../codec/error-head.ts";
 import { FrameType } from "../codec/frame.ts";
 import { OK_HEAD } from "../codec/message-head.ts";
 import { codeInfo, type ErrorCode } from "../errors/codes.ts";
-import { PointSubError } from "../errors/error.ts";
+import { describeThrown, PointSubError } from "../errors/error.ts";
 import type { Router } from "../router/router.ts";
 import type { CallContext } from "../router/types.ts";
 import { ANSWER_SHARE, CALL_OVERHEAD, type MemoryBudget } from "./budget.ts";
@@ -390,7 +390,7 @@ export class Dispatcher {
           ? err
           : new PointSubError(
               "ERR_HANDLER",
-              `handler for ${call.route} failed: ${err instanceof PointSubError ? `${err.code}: ` : ""}${err instanceof Error ? err.message : String(err)}`,
+              `handler for ${call.route} failed: ${err instanceof PointSubError ? `${err.code}: ` : ""}${describeThrown(err)}`,
             );
       return this.answerError(call, e.code, e.message, e.retryAfterMs);
     }

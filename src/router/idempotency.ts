@@ -13,7 +13,7 @@
  */
 import { crc32c, crc32cHex } from "../codec/crc32c.ts";
 import { codeInfo, type ErrorCode } from "../errors/codes.ts";
-import { PointSubError } from "../errors/error.ts";
+import { describeThrown, PointSubError } from "../errors/error.ts";
 import type { CallContext, HandlerResult, Middleware } from "./types.ts";
 
 /** What a keyed request was answered with, as a store keeps it. */
@@ -748,10 +748,7 @@ export function idempotency(options: IdempotencyOptions = {}): Middleware {
       if (ctx.signal.aborted || (e !== undefined && !keepsError(e.code))) {
         await settle("fail", () => store.fail(key, token));
       } else {
-        const message =
-          e !== undefined
-            ? e.message
-            : `handler for ${ctx.route} failed: ${err instanceof Error ? err.message : String(err)}`;
+        const message = e !== undefined ? e.message : `handler for ${ctx.route} failed: ${describeThrown(err)}`;
         const code = e?.code ?? "ERR_HANDLER";
         await settle("complete", () => store.complete(key, token, { ok: false, code, message }, print));
       }

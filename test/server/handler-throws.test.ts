@@ -1,0 +1,119 @@
+/**
+ * A handler or middleware that throws (or rejects with) a value `String`
+ * cannot convert — `Object.create(null)`, an object whose `toString` throws —
+ * is answered like any other failure: ERR_HANDLER, the session kept, the
+ * process alive. Before, building the error's message threw inside the
+ * dispatcher: a synchronous throw closed the session with ERR_PROTOCOL (the
+ * client was blamed), an asynchronous one was an unhandled rejection that
+ * ended the server's process, its caller waiting for its timeout.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { connect, createServer, type Handler, isPointSubError, type Middleware } from "../../src/index.ts";
+
+const unprintable = (): unknown => Object.create(null);
+const throwingToString = (): unknown => ({
+  toString() {
+    throw new Error("no text for you");
+  },
+});
+
+describe("a handler that throws a value String cannot convert", () => {
+  const cases: [string, (bad: () => unknown) => { handler?: Handler; mw?: Middleware; keyed?: boolean }][] = [
+    [
+      "a synchronous handler",
+      (bad) => ({
+        handler: () => {
+          throw bad();
+        },
+      }),
+    ],
+    [
+      "an async handler",
+      (bad) => ({
+        handler: async () => {
+          throw bad();
+        },
+      }),
+    ],
+    [
+      "a middleware",
+      (bad) => ({
+        mw: () => {
+          throw bad();
+        },
+      }),
+    ],
+    [
+      "a handler behind the idempotency middleware (a keyed request)",
+      (bad) => ({
+        handler: async () => {
+          throw bad();
+        },
+        keyed: true,
+      }),
+    ],
+  ];
+  for (const [name, make] of cases) {
+    for (const [kind, bad] of [
+      ["Object.create(null)", unprintable],
+      ["a throwing toString", throwingToString],
+    ] as const) {
+      it(`${name} throwing ${kind}: ERR_HANDLER, the session and the process go on`, async () => {
+        const setup = make(bad);
+        const server = createServer({ idempotency: setup.keyed === true });
+        if (setup.mw !== undefined) {
+          const mw = setup.mw;
+          server.use((ctx, next) => (ctx.route === "/bad/1" ? mw(ctx, next) : next()));
+        }
+        server.handle("/bad/1", setup.handler ?? (() => "unreached"));
+        server.handle("/ok/1", () => "fine");
+        const [url] = await server.listen("tcp://127.0.0.1:0");
+        const client = await connect(url);
+        try {
+          const options = { timeoutMs: 5000, ...(setup.keyed === true ? { idempotencyKey: "k1" } : {}) };
+          await assert.rejects(client.request("/bad/1", "x", options), (e: unknown) => {
+            assert.ok(isPointSubError(e), String(e));
+            assert.equal(e.code, "ERR_HANDLER", e.message);
+            return true;
+          });
+          // The same key again: answered from the store (the entry was completed), not left running.
+          if (setup.keyed === true) {
+            await assert.rejects(client.request("/bad/1", "x", options), (e: unknown) => {
+              assert.ok(isPointSubError(e), String(e));
+              assert.equal(e.code, "ERR_HANDLER", e.message);
+              return true;
+            });
+          }
+          assert.equal(new TextDecoder().decode(await client.request("/ok/1")), "fine");
+          assert.equal(client.state, "open");
+        } finally {
+          await client.close();
+          await server.close({ timeoutMs: 1000 });
+        }
+      });
+    }
+  }
+
+  it("a stream handler rejecting with Object.create(null): the transfer fails with ERR_HANDLER, the session goes on", async () => {
+    const server = createServer();
+    server.handleStream("/bad-stream/1", async (stream) => {
+      for await (const _ of stream);
+      throw unprintable();
+    });
+    server.handle("/ok/1", () => "fine");
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const client = await connect(url);
+    try {
+      await assert.rejects(client.sendStream("/bad-stream/1", [new Uint8Array(10)]).done, (e: unknown) => {
+        assert.ok(isPointSubError(e), String(e));
+        assert.equal(e.code, "ERR_HANDLER", e.message);
+        return true;
+      });
+      assert.equal(new TextDecoder().decode(await client.request("/ok/1")), "fine");
+    } finally {
+      await client.close();
+      await server.close({ timeoutMs: 1000 });
+    }
+  });
+});
