@@ -9,7 +9,8 @@
  * A session whose queue already holds more than `highWaterMark` bytes the
  * transport has not taken is a slow reader: by the `slowSessions` policy the
  * message is skipped for it (default) or it is disconnected with
- * ERR_SLOW_PEER — never queued without bound. One failing session never
+ * ERR_SLOW_PEER — never queued without bound (at most the mark plus one
+ * message). One failing session never
  * stops the others; each failure is listed in the result. The broadcast
  * never waits for a session: it resolves once every session wrote or
  * queued the message.
@@ -22,8 +23,9 @@ export interface BroadcastOptions {
   /** Only sessions for which this returns true receive the message. */
   filter?: (session: Connection) => boolean;
   /**
-   * Bytes a session may have queued (`session.bufferedAmount`) before this
-   * message is no longer queued for it. Default 1 MiB.
+   * A session with more than this many bytes queued (`session.bufferedAmount`)
+   * is a slow reader: the message is not queued for it, so it holds at most
+   * this plus one message. Default 1 MiB.
    */
   highWaterMark?: number;
   /**
@@ -78,7 +80,10 @@ export function broadcastTo(
   for (const s of sessions) {
     if (filter !== undefined && !filter(s)) continue;
     const buffered = s.bufferedAmount;
-    if (buffered !== 0 && buffered + data.length > high) {
+    // More than the high-water mark already queued: a slow reader. This message is not counted:
+    // with it, a fast reader holding the tail of the last message (pacing keeps it in the queue
+    // for some ms) was skipped, or disconnected, by any message over half the mark.
+    if (buffered > high) {
       const error = new PointSubError(
         "ERR_SLOW_PEER",
         `session ${s.id} has ${buffered} bytes queued (highWaterMark ${high}): ${disconnect ? "disconnected" : "skipped"}`,

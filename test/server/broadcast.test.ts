@@ -9,6 +9,7 @@ import {
   createServer,
   type PointSubError,
 } from "../../src/index.ts";
+import { connectPeer } from "../helpers/attacker.ts";
 import { KiB, pattern } from "../helpers/data.ts";
 import { handshake, rawClient } from "../helpers/raw-peer.ts";
 import { until } from "../helpers/wait.ts";
@@ -148,6 +149,56 @@ describe("server broadcast", () => {
       await server.close();
     });
   }
+
+  it('a fast reader still sending the last message is not a slow reader: two 700 KiB broadcasts in a row reach it (slowSessions "disconnect")', async () => {
+    // Before, the new message counted against highWaterMark: a session with any byte of the
+    // previous one queued (pacing keeps it there for some ms) was disconnected by a message
+    // over half the mark, and lost both ("has 454748 bytes queued (highWaterMark 1048576)").
+    const server = createServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const client = await connect(url);
+    const got: number[] = [];
+    client.on("message", (m) => got.push(m.data.length));
+    await until(() => server.sessions.size === 1);
+    try {
+      const a = await server.broadcast(pattern(700 * KiB, 1), { slowSessions: "disconnect" });
+      const b = await server.broadcast(pattern(700 * KiB, 2), { slowSessions: "disconnect" });
+      assert.deepEqual([a.failed.map((f) => f.error.message), b.failed.map((f) => f.error.message)], [[], []]);
+      await until(() => got.length === 2);
+      assert.equal(client.state, "open");
+    } finally {
+      await client.close();
+      await server.close();
+    }
+  });
+
+  it("highWaterMark counts what is already queued: a peer granting no credit is skipped only once more than the mark waits, and holds at most the mark plus one message", async () => {
+    const server = createServer({ slowPeerTimeoutMs: 0 });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    // Reads its socket, grants no credit beyond the smallest connection window: what it is sent stays queued.
+    const starved = await connectPeer({
+      port: Number(new URL(url).port),
+      read: "discard",
+      settings: { connectionWindow: 16 * KiB },
+    });
+    await until(() => server.sessions.size === 1);
+    const [session] = server.sessions;
+    const high = 100 * KiB;
+    const payload = pattern(60 * KiB, 3);
+    try {
+      const outcomes: string[] = [];
+      for (let i = 0; i < 4; i++) {
+        const r = await server.broadcast(payload, { highWaterMark: high });
+        outcomes.push(r.failed.length === 0 ? "queued" : r.failed[0].error.code);
+        assert.ok(session.bufferedAmount <= high + payload.length, `${session.bufferedAmount} bytes queued`);
+      }
+      // Nothing goes out (a 60 KiB frame needs 60 KiB of credit): 60 KiB queued (under the mark), then 120 KiB (over it).
+      assert.deepEqual(outcomes, ["queued", "queued", "ERR_SLOW_PEER", "ERR_SLOW_PEER"]);
+    } finally {
+      starved.destroy();
+      await server.close();
+    }
+  });
 
   it("a session closing during a broadcast is listed as failed; the others still get it", async () => {
     const server = createServer();
