@@ -271,6 +271,8 @@ export class Server extends EventEmitter<ServerEvents> {
   private readonly budget: MemoryBudget;
   private closedTotals: StatsSnapshot | undefined;
   private closing = false;
+  /** A close finished: event streams asked for from now on end at once. */
+  private closed = false;
   /** While closing: the earliest deadline (`Date.now()`) a `close` gave. */
   private closeBy: number | undefined;
   /** The cluster this server joined, if any. */
@@ -535,7 +537,10 @@ export class Server extends EventEmitter<ServerEvents> {
    * `overflow` event; the stream ends when the server closed.
    */
   events(options: ServerEventOptions = {}): ServerEventStream {
-    return new ServerEventStream(this.subscribers, options);
+    const st = new ServerEventStream(this.subscribers, options);
+    // Asked after the close: nothing will come (a `for await` over it would never end).
+    if (this.closed) st.end();
+    return st;
   }
 
   /** Totals over all sessions, past and present. */
@@ -607,6 +612,7 @@ export class Server extends EventEmitter<ServerEvents> {
     clearTimeout(late);
     clearTimeout(cut);
     if (this.clusterStarted !== undefined) await this.cluster?.stop();
+    this.closed = true;
     for (const st of [...this.subscribers]) st.end();
   }
 

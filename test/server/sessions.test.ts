@@ -202,4 +202,20 @@ describe("server sessions", () => {
     await c.closed;
     assert.deepEqual(types, ["session", "sessionClose"]);
   });
+
+  it("events() asked for after the server closed ends at once (a for await over it never ended)", async () => {
+    const server = createServer();
+    await server.listen("tcp://127.0.0.1:0");
+    await server.close();
+    const stream = server.events();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const r = await Promise.race([
+      stream.next(),
+      new Promise<"hangs">((resolve) => {
+        timer = setTimeout(() => resolve("hangs"), 2000);
+      }),
+    ]);
+    clearTimeout(timer);
+    assert.deepEqual(r, { value: undefined, done: true });
+  });
 });
