@@ -177,6 +177,11 @@ function notFound(id: string): PointSubError {
   return new PointSubError("ERR_NOT_FOUND", `no open session with id ${shown}`);
 }
 
+/** What `listen` rejects with once `close` was called. */
+function closedForListen(): PointSubError {
+  return new PointSubError("ERR_GOING_AWAY", "the server was closed: it listens no more");
+}
+
 /** Connections set up per event-loop turn; more wait for the next turn. */
 const ACCEPT_PER_TURN = 128;
 /**
@@ -369,10 +374,13 @@ export class Server extends EventEmitter<ServerEvents> {
    * Starts listening on every address (`tcp://host:port`, `tls://host:port`,
    * `unix:///path`, `memory://name`, or whatever the runtime's transports
    * take). Resolves to the bound URLs, in order (port 0 replaced by the real
-   * port). If one fails, those already bound are closed.
+   * port). If one fails, those already bound are closed. Rejects with
+   * ERR_GOING_AWAY once `close` was called (also when it is called while
+   * this listen is binding: nothing stays bound after the close).
    */
   async listen(...addresses: Address[]): Promise<string[]> {
     if (addresses.length === 0) throw new PointSubError("ERR_INVALID_ARGUMENT", "listen needs at least one URL");
+    if (this.closing) throw closedForListen();
     if (this.cluster !== undefined) {
       this.clusterStarted ??= this.cluster.start().catch((err: unknown) => {
         this.clusterStarted = undefined; // a later listen tries again
@@ -387,6 +395,8 @@ export class Server extends EventEmitter<ServerEvents> {
       for (const a of addresses) {
         const { adapter, address } = this.runtime.transports.resolve(a);
         started.push(await adapter.listen(address, options, (t) => this.accept(t)));
+        // A close that ran meanwhile did not see these listeners: they would stay bound after it.
+        if (this.closing) throw closedForListen();
       }
     } catch (err) {
       await Promise.all(started.map((l) => l.close()));

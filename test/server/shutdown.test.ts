@@ -192,4 +192,22 @@ describe("graceful shutdown", () => {
       for (const c of clients) c.destroy();
     }
   });
+  it("a listen racing close(), or after it, leaves nothing bound: it rejects with ERR_GOING_AWAY and its listeners are closed", async () => {
+    // Before, close() took the listeners bound so far: one still binding was added after it and
+    // stayed bound for good, refusing every client with "server closing" (so did a later listen).
+    const server = createServer();
+    const listening = server.listen("tcp://127.0.0.1:0", "ws://127.0.0.1:0/late");
+    await server.close();
+    await assert.rejects(listening, (e: unknown) => isPointSubError(e, "ERR_GOING_AWAY"));
+    assert.deepEqual(server.urls, []);
+    await assert.rejects(server.listen("tcp://127.0.0.1:0"), (e: unknown) => isPointSubError(e, "ERR_GOING_AWAY"));
+    assert.deepEqual(server.urls, []);
+    // Nothing of the server keeps the event loop: no listener is left.
+    await until(() => !process.getActiveResourcesInfo().includes("TCPServerWrap"), 2000).catch(() => {});
+    assert.equal(
+      process.getActiveResourcesInfo().filter((r) => r === "TCPServerWrap").length,
+      0,
+      String(process.getActiveResourcesInfo()),
+    );
+  });
 });
