@@ -182,6 +182,12 @@ function closedForListen(): PointSubError {
   return new PointSubError("ERR_GOING_AWAY", "the server was closed: it listens no more");
 }
 
+/**
+ * Refused connections that may wait (up to a second each) for their peer to
+ * take the GOAWAY saying why and hang up; more are closed once it is written.
+ */
+const MAX_LINGERING_REFUSALS = 1024;
+
 /** Connections set up per event-loop turn; more wait for the next turn. */
 const ACCEPT_PER_TURN = 128;
 /**
@@ -272,6 +278,8 @@ export class Server extends EventEmitter<ServerEvents> {
   /** Time (ms) accepts took since the last accept turn. */
   private acceptMs = 0;
   private acceptTurnScheduled = false;
+  /** Refused connections waiting for their peer to hang up (at most MAX_LINGERING_REFUSALS). */
+  private lingering = 0;
   /** One budget for everything all sessions' peers make the server hold. */
   private readonly budget: MemoryBudget;
   private closedTotals: StatsSnapshot | undefined;
@@ -680,12 +688,30 @@ export class Server extends EventEmitter<ServerEvents> {
       const code = this.closing ? "ERR_GOING_AWAY" : "ERR_OVERLOADED";
       const reason = refused;
       // Destroyed if the peer has not closed within a second; the timer goes when it closes
-      // (a refused socket that hangs up at once is not held for that second).
-      const t = setTimeout(() => transport.destroy(), 1000);
-      (t as { unref?: () => void }).unref?.();
-      transport.attach({ onData: () => false, onDrain() {}, onClose: () => clearTimeout(t) });
+      // (a refused socket that hangs up at once is not held for that second). At most
+      // MAX_LINGERING_REFUSALS wait so: refused connections are counted by no limit, and a flood
+      // of connects that never hang up held one descriptor per connect of the last second
+      // (thousands, with maxConnections 10); past it they are closed once the GOAWAY is written.
+      const linger = this.lingering < MAX_LINGERING_REFUSALS;
+      let t: ReturnType<typeof setTimeout> | undefined;
+      if (linger) {
+        this.lingering++;
+        t = setTimeout(() => transport.destroy(), 1000);
+        (t as { unref?: () => void }).unref?.();
+      }
+      transport.attach({
+        onData: () => false,
+        onDrain() {},
+        onClose: () => {
+          if (t === undefined) return;
+          clearTimeout(t);
+          t = undefined;
+          this.lingering--;
+        },
+      });
       transport.write(refusalBytes(codeInfo(code).errno, reason));
       transport.end();
+      if (!linger) transport.destroy();
       this.publishRefused(transport.remoteUrl, reason, code);
       this.rejected(new PointSubError(code, `refused ${transport.remoteUrl}: ${reason}`));
       return;

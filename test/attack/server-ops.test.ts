@@ -6,6 +6,8 @@
  * problem that still needs a fix outside src/server (see each message).
  */
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { readdirSync } from "node:fs";
 import net from "node:net";
 import { describe, it } from "node:test";
 import v8 from "node:v8";
@@ -266,6 +268,57 @@ describe("attack: connection admission", () => {
       await c.close();
     } finally {
       await server.close();
+    }
+  });
+
+  it("a flood of connects that never hang up, refused at maxConnections, holds a bounded number of descriptors (the GOAWAY's 1 s wait is for at most 1,024 of them)", {
+    skip: process.platform !== "linux" && "counts /proc/self/fd",
+  }, async () => {
+    // Before, every refused connection waited up to a second for its peer to hang up, whatever
+    // their number: 6,000 connects in a second from a peer that never closed held ~2,000–4,000
+    // descriptors of a server with maxConnections 2 (refused ones are counted by no limit).
+    const server = createServer({ maxConnections: 2 });
+    let refused = 0;
+    server.on("reject", () => refused++);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const fds = () => readdirSync("/proc/self/fd").length;
+    const holders = [await connect(url), await connect(url)];
+    const base = fds();
+    const n = 6000;
+    // The attacker in a process of its own (its sockets are not this process's descriptors).
+    const attacker = spawn(
+      process.execPath,
+      [
+        "-e",
+        `const net = require("node:net"); const all = []; let n = 0;
+       (function go() { for (let i = 0; i < 250 && n < ${n}; i++, n++) { const s = net.connect(${new URL(url).port}, "127.0.0.1"); s.on("error", () => {}); s.pause(); all.push(s); }
+         if (n < ${n}) setImmediate(go); else process.send?.("done"); })();
+       setTimeout(() => process.exit(0), 20000);`,
+      ],
+      { stdio: ["ignore", "ignore", "inherit", "ipc"] },
+    );
+    let peak = 0;
+    try {
+      const t0 = Date.now();
+      // Until the refusals stop coming for a second (connects the kernel's backlog dropped retry later), at most 15 s.
+      let seen = 0;
+      let since = t0;
+      while (Date.now() - t0 < 15_000 && (refused < n / 2 || Date.now() - since < 1000)) {
+        peak = Math.max(peak, fds() - base);
+        if (refused !== seen) {
+          seen = refused;
+          since = Date.now();
+        }
+        await sleep(10);
+      }
+      assert.ok(refused > n / 2, `only ${refused} of ${n} connects were refused in 15 s`);
+      assert.ok(peak <= 1024 + 256, `${peak} descriptors held for refused connections`);
+      // The sessions within the limit are served throughout.
+      assert.equal(typeof (await holders[0].ping()), "number");
+    } finally {
+      attacker.kill();
+      for (const h of holders) h.destroy();
+      await server.close({ timeoutMs: 500 });
     }
   });
 
