@@ -125,19 +125,6 @@ export function isPointSubError(value: unknown, code?: ErrorCode): value is Poin
 /** Wraps anything thrown into a PointSubError of `code`, keeping PointSubErrors as they are. */
 export function toPointSubError(value: unknown, code: ErrorCode, prefix = ""): PointSubError {
   if (value instanceof PointSubError) return value;
-  return new PointSubError(code, prefix + describeThrown(value), { cause: value });
-}
-
-/**
- * The text of anything thrown: an Error's message, else the value as a
- * string. Never throws itself: a handler may throw (or reject with) a value
- * `String` cannot convert (`Object.create(null)`, a throwing `toString`),
- * and this is called where a throw would leave a call unanswered.
- */
-export function describeThrown(value: unknown): string {
-  try {
-    return value instanceof Error ? String(value.message) : String(value);
-  } catch {
-    return `a thrown ${typeof value} that cannot be shown as text`;
-  }
+  const message = value instanceof Error ? value.message : String(value);
+  return new PointSubError(code, prefix + message, { cause: value });
 }

@@ -13,7 +13,8 @@
  */
 import { crc32c, crc32cHex } from "../codec/crc32c.ts";
 import { codeInfo, type ErrorCode } from "../errors/codes.ts";
-import { describeThrown, PointSubError } from "../errors/error.ts";
+import { describeThrown } from "../errors/describe.ts";
+import { PointSubError } from "../errors/error.ts";
 import type { CallContext, HandlerResult, Middleware } from "./types.ts";
 
 /** What a keyed request was answered with, as a store keeps it. */
