@@ -602,8 +602,12 @@ async function connectWs(url: URL, options: TransportConnectOptions & WsTranspor
     // deadline counts from now, whatever arrives.
     timer = connectDeadline(url, options.connectTimeoutMs, fail);
     ws.once("unexpected-response", (_req: unknown, res: Http.IncomingMessage) => {
+      // 503: the server is over its connection limits (or closing): retryable, as tcp://'s GOAWAY says.
       fail(
-        new PointSubError("ERR_CONNECT", `cannot connect to ${url.href}: HTTP ${res.statusCode} ${res.statusMessage}`),
+        new PointSubError(
+          res.statusCode === 503 ? "ERR_OVERLOADED" : "ERR_CONNECT",
+          `cannot connect to ${url.href}: HTTP ${res.statusCode} ${res.statusMessage}`,
+        ),
       );
     });
     ws.once("error", (err: Error) => {
@@ -683,6 +687,9 @@ function originPolicy(
 }
 
 /** Answers an upgrade request that is refused, and closes its socket. */
+/** The 503 a listener answers a connection over its limits with (the client's ERR_OVERLOADED). */
+const REFUSED_TEXT = "Service Unavailable: connection limit reached; retry later";
+
 function refuse(socket: net.Socket, status: number, text: string): void {
   if (socket.writable) {
     socket.end(
@@ -763,13 +770,18 @@ async function listenWs(
     leave(this);
   }
   /** Admits a connection into the pending set, or closes it. */
-  function admit(socket: net.Socket): boolean {
+  function admit(socket: net.Socket, upgrade?: net.Socket): boolean {
     const peer =
       typeof socket.remoteAddress === "string"
         ? hostUrl(scheme(url), socket.remoteAddress, socket.remotePort)
         : undefined;
     if (pending.size >= maxPending || onPending?.(1, peer) === false) {
-      socket.destroy();
+      // Told why where HTTP can be spoken (the upgrade request's socket; a plain ws:// connection
+      // before its request): the client's connect rejects with ERR_OVERLOADED, as tcp://'s GOAWAY
+      // does, not with a hang-up. A wss:// connection refused before its TLS handshake is just closed.
+      const via = upgrade ?? (secure ? undefined : socket);
+      if (via !== undefined) refuse(via, 503, REFUSED_TEXT);
+      else socket.destroy();
       return false;
     }
     const timer = setTimeout(() => {
@@ -844,7 +856,7 @@ async function listenWs(
       return;
     }
     const raw = rawOf(socket);
-    if (external && !admit(raw)) return;
+    if (external && !admit(raw, socket)) return;
     if (!pending.has(raw)) {
       socket.destroy();
       return;

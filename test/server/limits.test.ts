@@ -96,6 +96,27 @@ describe("server connection limits", () => {
     await server.close();
   });
 
+  it("ws:// over its limits answers 503 and the client's connect rejects with ERR_OVERLOADED (it was a hang-up: ERR_CONNECT)", async () => {
+    const server = createServer({ maxConnections: 1 });
+    const [url] = await server.listen("ws://127.0.0.1:0/pointsub");
+    const a = await connect(url);
+    try {
+      await assert.rejects(connect(url, { connectTimeoutMs: 5000 }), (e: PointSubError) => {
+        assert.equal(e.code, "ERR_OVERLOADED");
+        assert.equal(e.retryable, true);
+        assert.match(e.message, /HTTP 503/);
+        return true;
+      });
+      // The slot frees with the session: the next one is admitted.
+      await a.close();
+      await until(() => server.sessions.size === 0);
+      const b = await connect(url);
+      await b.close();
+    } finally {
+      await server.close();
+    }
+  });
+
   it("createServer({ rateLimit }) installs the rate limiter for every session", async () => {
     // One request per 100 s: the second is refused however slow the machine is.
     const server = createServer({ rateLimit: { session: { requests: { perSecond: 0.01, burst: 1 } } } });
