@@ -326,9 +326,14 @@ if (isMain()) {
   }
   const code = await main(process.argv);
   process.exitCode = code;
-  // The command is over: nothing it started may keep the process alive. This only ever cuts short
-  // a leak (every command closes what it opened); output written so far is flushed first.
-  setTimeout(() => {
-    process.stdout.write("", () => process.stderr.write("", () => process.exit(code)));
-  }, 1000).unref();
+  // The command is over (every command closes what it opened): the process ends once what it wrote
+  // was handed to stdout and stderr, without tearing down the heap and the isolate as a natural exit
+  // does (~10 ms here after `send -r` of 2,000 files). The compile cache is written first: an exit
+  // may otherwise end before it is (Node writes it when the process ends naturally).
+  process.stdout.write("", () =>
+    process.stderr.write("", () => {
+      (nodeModule as { flushCompileCache?: () => void }).flushCompileCache?.();
+      process.exit(code);
+    }),
+  );
 }
