@@ -654,7 +654,7 @@ export async function runManyFilesBench(
       "",
       "Wall-clock time of one command on loopback, its process start-up included, the receiver already",
       "running. `pointsub send -r` is the built CLI (as the package ships it: the esbuild bundle of scripts/build-cli.ts), every file over one",
-      "connection: files of at most 64 KiB go in bundles (up to 128 files or 1 MiB in one stream, stored as",
+      "connection: files of at most 64 KiB go in bundles (up to 256 files or 1 MiB in one stream, stored as",
       "separate files), larger ones as streams of their own; the re-run finds every file whole on the server",
       "(size + CRC32C quick check) and sends none. tar is `tar cf - DIR > /dev/tcp/…` into a receiver piping",
       "the socket into `tar xf -`, timed until that tar exits. Durability differs: tar does not fsync; `pointsub",

@@ -33,7 +33,7 @@ let bListed = false;
   // send.ts imports readdir by name: its binding follows the module object now.
   syncBuiltinESMExports();
 }
-const { sendCommand } = await import("../../src/cli/send.ts");
+const { BUNDLE_FILES, sendCommand } = await import("../../src/cli/send.ts");
 const { flushOut } = await import("../../src/cli/output.ts");
 const { createServer, FILE_BUNDLE_ROUTE, FILE_CHECK_ROUTE, FILE_ROUTE, fileSink } = await import("../../src/index.ts");
 
@@ -46,10 +46,11 @@ describe("send -r: early quick checks", () => {
 
   it("asks the first bundle's quick check before the walk ends; every file arrives, a re-run skips them all", async () => {
     const src = join(work, "tree");
-    // a/ holds the first bundle (128 files) and two more; b/ is walked after it.
+    // a/ holds the first bundle (BUNDLE_FILES files) and two more; b/ is walked after it.
+    const nA = BUNDLE_FILES + 2;
     await fsp.mkdir(join(src, "a"), { recursive: true });
     await fsp.mkdir(join(src, "b"));
-    for (let i = 0; i < 130; i++) await fsp.writeFile(join(src, "a", `f${String(i).padStart(3, "0")}`), `a ${i}`);
+    for (let i = 0; i < nA; i++) await fsp.writeFile(join(src, "a", `f${String(i).padStart(3, "0")}`), `a ${i}`);
     for (let i = 0; i < 10; i++) await fsp.writeFile(join(src, "b", `g${i}`), `b ${i}`);
     const inbox = join(work, "inbox");
     const sink = fileSink(inbox, { durability: "none" });
@@ -79,7 +80,7 @@ describe("send -r: early quick checks", () => {
       holdDir = join(src, "b");
       await send();
       assert.equal(listedAtCheck[0], false, `b/ listed at each check: ${listedAtCheck.join(", ")}`);
-      assert.equal((await fsp.readdir(join(inbox, "tree", "a"))).length, 130);
+      assert.equal((await fsp.readdir(join(inbox, "tree", "a"))).length, nA);
       assert.equal((await fsp.readdir(join(inbox, "tree", "b"))).length, 10);
       // The re-run: the early check finds the first bundle's files whole (none sent, nothing fails).
       const lines: string[] = [];
@@ -94,7 +95,7 @@ describe("send -r: early quick checks", () => {
         process.stdout.write = out;
       }
       const summary = lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((e) => e.event === "summary");
-      assert.deepEqual([summary?.sent, summary?.skipped, summary?.failed], [0, 140, 0]);
+      assert.deepEqual([summary?.sent, summary?.skipped, summary?.failed], [0, nA + 10, 0]);
     } finally {
       holdDir = "";
       await server.close({ timeoutMs: 100 });

@@ -12,6 +12,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { BUNDLE_FILES } from "../../src/cli/send.ts";
 import { createServer, FILE_BUNDLE_ROUTE, FILE_CHECK_ROUTE, FILE_ROUTE, fileSink } from "../../src/index.ts";
 import { sha256 } from "../helpers/data.ts";
 import { startServeProcess } from "../helpers/serve-process.ts";
@@ -215,7 +216,7 @@ describe("pointsub send: many files, directories, quick check", () => {
   it("a -r send of many small files keeps at most 4 bundles in flight, answered all along; every file arrives", async () => {
     const src = join(work, "pipelined");
     await mkdir(src);
-    const count = 128 * 9 + 5; // 10 bundles
+    const count = BUNDLE_FILES * 9 + 5; // 10 bundles
     for (let i = 0; i < count; i++) await writeFile(join(src, `p${i}.txt`), `small file ${i}\n`);
     const inbox = join(work, "inbox-pipelined");
     const sink = fileSink(inbox);
@@ -257,12 +258,13 @@ describe("pointsub send: many files, directories, quick check", () => {
   it("each bundle's files are quick-checked on their own (one request each): the first bundle leaves once its files are checked", async () => {
     const src = join(work, "checked-per-bundle");
     await mkdir(src);
-    const count = 128 * 9 + 5; // 10 bundles
+    const count = BUNDLE_FILES * 9 + 5; // 10 bundles
     for (let i = 0; i < count; i++) await writeFile(join(src, `c${i}.txt`), `checked ${i}\n`);
     const inbox = join(work, "inbox-checked-per-bundle");
-    // Files 0..199 are on the server already (the first bundle's worth, and some of the second).
+    // The first bundle's files and some of the second's are on the server already.
+    const held = BUNDLE_FILES + 72;
     await mkdir(join(inbox, "checked-per-bundle"), { recursive: true });
-    for (let i = 0; i < 200; i++) await writeFile(join(inbox, "checked-per-bundle", `c${i}.txt`), `checked ${i}\n`);
+    for (let i = 0; i < held; i++) await writeFile(join(inbox, "checked-per-bundle", `c${i}.txt`), `checked ${i}\n`);
     const sink = fileSink(inbox);
     const server = createServer();
     let checked = 0;
@@ -295,17 +297,17 @@ describe("pointsub send: many files, directories, quick check", () => {
       const r = await run(["send", "-r", src, "--to", url, "--json"]);
       assert.equal(r.code, 0, r.stderr);
       const ev = jsonLines(r.stdout);
-      assert.equal(ev.filter((e) => e.event === "sent").length, count - 200);
-      assert.equal(ev.filter((e) => e.event === "skipped" && e.reason === "unchanged").length, 200);
-      assert.equal(ev.find((e) => e.event === "summary")?.skipped, 200);
+      assert.equal(ev.filter((e) => e.event === "sent").length, count - held);
+      assert.equal(ev.filter((e) => e.event === "skipped" && e.reason === "unchanged").length, held);
+      assert.equal(ev.find((e) => e.event === "summary")?.skipped, held);
       assert.equal(checked, count, "every file checked once");
-      assert.ok(biggestCheck <= 128, `a check of ${biggestCheck} files`);
+      assert.ok(biggestCheck <= BUNDLE_FILES, `a check of ${biggestCheck} files`);
       assert.equal(requests, 10, "one check per bundle");
       assert.ok(
         answeredWhenBundlesBegan >= 1 && answeredWhenBundlesBegan < 10,
         `${answeredWhenBundlesBegan} checks answered before the first bundle`,
       );
-      for (const i of [0, 199, 200, count - 1]) {
+      for (const i of [0, held - 1, held, count - 1]) {
         assert.equal(await readFile(join(inbox, "checked-per-bundle", `c${i}.txt`), "utf8"), `checked ${i}\n`);
       }
     } finally {
@@ -317,7 +319,7 @@ describe("pointsub send: many files, directories, quick check", () => {
   it("a new tree is checked once (its first bundle): the bundles after it go unchecked; a file found then is skipped when whole, refused when not", async () => {
     const src = join(work, "unchecked");
     await mkdir(src);
-    const count = 128 * 4 + 3; // 5 bundles
+    const count = BUNDLE_FILES * 4 + 3; // 5 bundles
     const name = (i: number) => `u${String(i).padStart(4, "0")}.txt`;
     for (let i = 0; i < count; i++) await writeFile(join(src, name(i)), `unchecked ${i}\n`);
     const inbox = join(work, "inbox-unchecked");
@@ -333,30 +335,32 @@ describe("pointsub send: many files, directories, quick check", () => {
     server.handleStream(FILE_BUNDLE_ROUTE, sink.bundle);
     const [url] = await server.listen("tcp://127.0.0.1:0");
     try {
-      // A new tree: one check (the first bundle's 128 files), every file sent.
+      // A new tree: one check (the first bundle's files), every file sent.
       const r = await run(["send", "-r", src, "--to", url, "--json"]);
       assert.equal(r.code, 0, r.stderr);
       assert.equal(jsonLines(r.stdout).filter((e) => e.event === "sent").length, count);
-      assert.deepEqual([requests, checked], [1, 128], "only the first bundle checked");
+      assert.deepEqual([requests, checked], [1, BUNDLE_FILES], "only the first bundle checked");
 
       // The server lost the first bundle's files; it holds the others, two of them changed there.
-      for (let i = 0; i < 128; i++) await rm(join(inbox, "unchecked", name(i)));
-      await writeFile(join(inbox, "unchecked", name(300)), "changed on the server\n");
-      await writeFile(join(inbox, "unchecked", name(301)), `unchecked ${301}\n`.toUpperCase());
+      for (let i = 0; i < BUNDLE_FILES; i++) await rm(join(inbox, "unchecked", name(i)));
+      // Two files of later bundles (the second's first two) changed on the server.
+      const [c1, c2] = [BUNDLE_FILES, BUNDLE_FILES + 1];
+      await writeFile(join(inbox, "unchecked", name(c1)), "changed on the server\n");
+      await writeFile(join(inbox, "unchecked", name(c2)), `unchecked ${c2}\n`.toUpperCase());
       requests = 0;
       const again = await run(["send", "-r", src, "--to", url, "--json"]);
       assert.equal(again.code, 1, "two files refused");
       const ev = jsonLines(again.stdout);
-      assert.equal(ev.filter((e) => e.event === "sent").length, 128, "the first bundle's files sent again");
+      assert.equal(ev.filter((e) => e.event === "sent").length, BUNDLE_FILES, "the first bundle's files sent again");
       assert.equal(
         ev.filter((e) => e.event === "skipped" && e.reason === "unchanged").length,
-        count - 128 - 2,
+        count - BUNDLE_FILES - 2,
         "the files the server holds whole skipped, though their bundles went unchecked",
       );
       assert.equal(ev.find((e) => e.event === "error")?.code, "ERR_EXISTS");
       const summary = ev.find((e) => e.event === "summary");
-      assert.deepEqual([summary?.sent, summary?.skipped, summary?.failed], [128, count - 130, 2]);
-      assert.equal(await readFile(join(inbox, "unchecked", name(300)), "utf8"), "changed on the server\n");
+      assert.deepEqual([summary?.sent, summary?.skipped, summary?.failed], [BUNDLE_FILES, count - BUNDLE_FILES - 2, 2]);
+      assert.equal(await readFile(join(inbox, "unchecked", name(c1)), "utf8"), "changed on the server\n");
       assert.equal(await readFile(join(inbox, "unchecked", name(0)), "utf8"), "unchecked 0\n");
     } finally {
       await server.close({ timeoutMs: 100 });

@@ -57,7 +57,7 @@ let held = false;
   // send.ts imports readdir by name: its binding follows the module object now.
   syncBuiltinESMExports();
 }
-const { sendCommand } = await import("../../src/cli/send.ts");
+const { BUNDLE_FILES, sendCommand } = await import("../../src/cli/send.ts");
 const { flushOut } = await import("../../src/cli/output.ts");
 const { createServer, FILE_BUNDLE_ROUTE, FILE_CHECK_ROUTE, FILE_ROUTE, fileSink } = await import("../../src/index.ts");
 
@@ -110,10 +110,11 @@ describe("send -r: bundles sent while the walk goes on", () => {
 
   it("the first bundle reaches the server before the walk listed the last directory; every file arrives once", async () => {
     const src = join(work, "tree");
-    // a/ holds two full bundles (128 files each) and the start of a third; b/ is walked after it.
+    // a/ holds two full bundles and the start of a third; b/ is walked after it.
+    const nA = BUNDLE_FILES * 2 + 44;
     await fsp.mkdir(join(src, "a"), { recursive: true });
     await fsp.mkdir(join(src, "b"));
-    for (let i = 0; i < 300; i++) await fsp.writeFile(join(src, "a", `f${String(i).padStart(3, "0")}`), `a ${i}`);
+    for (let i = 0; i < nA; i++) await fsp.writeFile(join(src, "a", `f${String(i).padStart(3, "0")}`), `a ${i}`);
     for (let i = 0; i < 10; i++) await fsp.writeFile(join(src, "b", `g${i}`), `b ${i}`);
     const inbox = join(work, "inbox");
     const s = await start(inbox);
@@ -125,19 +126,19 @@ describe("send -r: bundles sent while the walk goes on", () => {
       assert.equal(s.listedAtBundle[0], false, `b/ listed at each bundle: ${s.listedAtBundle.join(", ")}`);
       assert.ok(held, "b/ was listed");
       const summary = events.find((e) => e.event === "summary");
-      assert.deepEqual([summary?.files, summary?.sent, summary?.failed], [310, 310, 0]);
+      assert.deepEqual([summary?.files, summary?.sent, summary?.failed], [nA + 10, nA + 10, 0]);
       const names = events.filter((e) => e.event === "sent").map((e) => e.name as string);
-      assert.equal(new Set(names).size, 310, "each file sent once");
+      assert.equal(new Set(names).size, nA + 10, "each file sent once");
       const a = (await fsp.readdir(join(inbox, "tree", "a"))).sort();
-      assert.equal(a.length, 300);
-      for (const name of [a[0], a[127], a[128], a[299]]) {
+      assert.equal(a.length, nA);
+      for (const name of [a[0], a[BUNDLE_FILES - 1], a[BUNDLE_FILES], a[nA - 1]]) {
         assert.equal(await fsp.readFile(join(inbox, "tree", "a", name), "utf8"), `a ${Number(name.slice(1))}`);
       }
       assert.equal((await fsp.readdir(join(inbox, "tree", "b"))).length, 10);
       assert.equal(await fsp.readFile(join(inbox, "tree", "b", "g9"), "utf8"), "b 9");
       // The re-run sends none: each bundle's check, asked while the walk goes on, finds its files whole.
       const again = (await send([src], s.url)).find((e) => e.event === "summary");
-      assert.deepEqual([again?.sent, again?.skipped, again?.failed], [0, 310, 0]);
+      assert.deepEqual([again?.sent, again?.skipped, again?.failed], [0, nA + 10, 0]);
     } finally {
       holdDir = "";
       await s.stop();
@@ -181,7 +182,7 @@ describe("send -r: bundles sent while the walk goes on", () => {
     const two = join(work, "two", "t");
     await fsp.mkdir(one, { recursive: true });
     await fsp.mkdir(two, { recursive: true });
-    // Enough files for several bundles before the walk reaches the second directory's clash.
+    // Enough files for a bundle before the walk reaches the second directory's clash.
     for (let i = 0; i < 300; i++) await fsp.writeFile(join(one, `f${String(i).padStart(3, "0")}`), `one ${i}`);
     await fsp.writeFile(join(two, "f299"), "two");
     const inbox = join(work, "inbox-clash");
