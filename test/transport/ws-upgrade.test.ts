@@ -46,9 +46,9 @@ describe("ws.upgrade: the application routes upgrade requests to pointsub", () =
     const port = (web.address() as AddressInfo).port;
     const url = `ws://127.0.0.1:${port}/pointsub`;
 
-    // Not listening yet: the hook refuses with 503.
+    // Not listening yet: the hook refuses with 503, which a client takes as "retry later".
     await assert.rejects(connect(url), (err: Error & { code?: string }) => {
-      assert.equal(err.code, "ERR_CONNECT");
+      assert.equal(err.code, "ERR_OVERLOADED");
       assert.match(err.message, /503/);
       return true;
     });
