@@ -691,7 +691,7 @@ export class Server extends EventEmitter<ServerEvents> {
       // (a refused socket that hangs up at once is not held for that second). At most
       // MAX_LINGERING_REFUSALS wait so: refused connections are counted by no limit, and a flood
       // of connects that never hang up held one descriptor per connect of the last second
-      // (thousands, with maxConnections 10); past it they are closed once the GOAWAY is written.
+      // (thousands, with maxConnections 10); past it they are closed on the next turn, once the GOAWAY is written.
       const linger = this.lingering < MAX_LINGERING_REFUSALS;
       let t: ReturnType<typeof setTimeout> | undefined;
       if (linger) {
@@ -711,7 +711,9 @@ export class Server extends EventEmitter<ServerEvents> {
       });
       transport.write(refusalBytes(codeInfo(code).errno, reason));
       transport.end();
-      if (!linger) transport.destroy();
+      // On the next turn, not now: a transport may still hold the GOAWAY (ws:// corks its writes until
+      // the end of the turn; a runtime's socket may write asynchronously), and destroying drops it.
+      if (!linger) nextTurn(() => transport.destroy());
       this.publishRefused(transport.remoteUrl, reason, code);
       this.rejected(new PointSubError(code, `refused ${transport.remoteUrl}: ${reason}`));
       return;

@@ -117,6 +117,34 @@ describe("server connection limits", () => {
     }
   });
 
+  it("a ws:// connection refused after its WebSocket handshake while 1,024 refusals linger still gets its GOAWAY (ERR_OVERLOADED, not a hang-up)", async () => {
+    // Past MAX_LINGERING_REFUSALS a refused transport was destroyed right after end(): a ws://
+    // transport corks its writes until the end of the turn, so the GOAWAY was dropped with the socket.
+    const server = createServer({ maxConnections: 10 });
+    const s = server as unknown as {
+      lingering: number;
+      admission: { limit: number };
+      acceptNow: (t: unknown) => void;
+    };
+    const acceptNow = s.acceptNow.bind(server);
+    // The limit shrank (adaptiveConnections) while this connection was in its WebSocket handshake,
+    // and a flood's refusals hold every lingering slot.
+    s.acceptNow = (t) => {
+      s.admission.limit = 0;
+      s.lingering = 1024;
+      acceptNow(t);
+    };
+    const [url] = await server.listen("ws://127.0.0.1:0/pointsub");
+    try {
+      await assert.rejects(connect(url, { connectTimeoutMs: 5000 }), (e: PointSubError) => {
+        assert.equal(e.code, "ERR_OVERLOADED", e.message);
+        return true;
+      });
+    } finally {
+      await server.close({ timeoutMs: 500 });
+    }
+  });
+
   it("createServer({ rateLimit }) installs the rate limiter for every session", async () => {
     // One request per 100 s: the second is refused however slow the machine is.
     const server = createServer({ rateLimit: { session: { requests: { perSecond: 0.01, burst: 1 } } } });
