@@ -78,6 +78,16 @@ export interface ServerOptions extends ConnectionOptions, AdmissionOptions {
   /** Most connections from one remote address (host) at once. Default unlimited. */
   maxConnectionsPerAddress?: number;
   /**
+   * `sendTo` sends nothing and rejects with ERR_SLOW_PEER when the session
+   * already has more than this many bytes queued (its `bufferedAmount`):
+   * what a relay holds for a peer that does not read stays bounded (as
+   * `broadcast`'s `highWaterMark` bounds it for broadcasts), instead of
+   * growing until `slowPeerTimeoutMs` closes the session. The message that
+   * crosses the mark is queued whole. With a cluster each node applies its
+   * own to its sessions. `Infinity` turns the check off. Default 64 MiB.
+   */
+  sendToHighWaterMark?: number;
+  /**
    * Checks each client's credentials (`connect(url, { credentials })`)
    * before anything of it is served; its result is `session.principal`, a
    * throw refuses the client with ERR_UNAUTHORIZED. See {@link tokenAuth}.
@@ -178,6 +188,18 @@ function notFound(id: string): PointSubError {
 }
 
 /** What `listen` rejects with once `close` was called. */
+/** Default {@link ServerOptions.sendToHighWaterMark}: NATS's slow-consumer limit (max_pending). */
+const SEND_TO_HIGH_WATER = 64 * 1024 * 1024;
+
+/** Checks {@link ServerOptions.sendToHighWaterMark}: a number >= 0 (Infinity: no mark). */
+function sendToHighWaterMark(x: unknown): number {
+  if (x === undefined) return SEND_TO_HIGH_WATER;
+  if (typeof x !== "number" || Number.isNaN(x) || x < 0) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", `sendToHighWaterMark must be a number >= 0 (got ${String(x)})`);
+  }
+  return x;
+}
+
 function closedForListen(): PointSubError {
   return new PointSubError("ERR_GOING_AWAY", "the server was closed: it listens no more");
 }
@@ -282,6 +304,8 @@ export class Server extends EventEmitter<ServerEvents> {
   private lingering = 0;
   /** One budget for everything all sessions' peers make the server hold. */
   private readonly budget: MemoryBudget;
+  /** {@link ServerOptions.sendToHighWaterMark}, checked. */
+  private readonly sendToHighWater: number;
   private closedTotals: StatsSnapshot | undefined;
   private closing = false;
   /** A close finished: event streams asked for from now on end at once. */
@@ -314,6 +338,7 @@ export class Server extends EventEmitter<ServerEvents> {
     this.handshakeErrorChannel = channels.handshakeError;
     this.options = options;
     checkConnectionOptions(options);
+    this.sendToHighWater = sendToHighWaterMark(options.sendToHighWaterMark);
     this.settings = resolveSettings(options, options.authenticate !== undefined, this.runtime.codecs.mask());
     this.cluster = options.cluster?.join(this.clusterLocal());
     this.idPrefix = this.cluster === undefined ? "" : `${this.cluster.nodeId}.`;
@@ -506,15 +531,23 @@ export class Server extends EventEmitter<ServerEvents> {
       }
       return this.cluster.sendTo(id, data);
     }
-    const s = this.byId.get(id);
-    if (s === undefined || s.state !== "open") return Promise.reject(notFound(id));
-    return s.send(payload);
+    return this.sendLocal(id, payload);
   }
 
-  private sendLocal(id: string, data: Uint8Array): Promise<void> {
+  /** {@link sendTo} to a session of this node (a cluster's sendTo from another node ends here too). */
+  private sendLocal(id: string, payload: Payload): Promise<void> {
     const s = this.byId.get(id);
     if (s === undefined || s.state !== "open") return Promise.reject(notFound(id));
-    return s.send(data);
+    const buffered = s.bufferedAmount;
+    if (buffered > this.sendToHighWater) {
+      return Promise.reject(
+        new PointSubError(
+          "ERR_SLOW_PEER",
+          `session ${id} has ${buffered} bytes queued (sendToHighWaterMark ${this.sendToHighWater}): not sent`,
+        ),
+      );
+    }
+    return s.send(payload);
   }
 
   /**

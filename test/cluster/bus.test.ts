@@ -25,6 +25,7 @@ import {
   type PointSubError,
   type Server,
 } from "../../src/index.ts";
+import { connectPeer, type Peer } from "../helpers/attacker.ts";
 import { sleep, until } from "../helpers/wait.ts";
 import { type EngineServer, startEngine } from "./engines.ts";
 
@@ -183,6 +184,41 @@ for (const kind of ["redis", "nats"] as const) {
       await p.sendTo([...p.sessions][0].id, big);
       await sleep(50);
       assert.ok(!got[1].includes("local only"));
+    });
+
+    it("a sendTo from another node to a session that does not read is refused by the session's node (its sendToHighWaterMark)", async () => {
+      const y = make("y");
+      const ys = createServer({ cluster: y, sendToHighWaterMark: 256 * 1024 });
+      const [url] = await ys.listen("tcp://127.0.0.1:0");
+      let peer: Peer | undefined;
+      try {
+        await until(() => clusters[0].nodes().some((n) => n.id === "y"), 5000);
+        peer = await connectPeer({ port: Number(new URL(url).port), read: "paused" });
+        await until(() => ys.sessions.size === 1, 5000);
+        const id = [...ys.sessions][0].id;
+        const chunk = new Uint8Array(64 * 1024).fill(1);
+        const codes: string[] = [];
+        const sends = Array.from({ length: 200 }, () =>
+          servers[0].sendTo(id, chunk).then(
+            () => codes.push("ok"),
+            (err: PointSubError) => codes.push(err.code),
+          ),
+        );
+        // 12.5 MiB sent across the bus: what y queued for its reader stays near the mark, the rest is refused.
+        await until(() => codes.filter((c) => c === "ERR_SLOW_PEER").length >= 100, 10_000);
+        assert.ok(([...ys.sessions][0]?.bufferedAmount ?? 0) <= 256 * 1024 + chunk.length);
+        // Gone: what y queued fails, what was still on the bus finds no session.
+        peer.destroy();
+        await Promise.all(sends);
+        const after = ["ERR_SLOW_PEER", "ok", "ERR_CONNECTION_CLOSED", "ERR_NOT_FOUND"];
+        assert.deepEqual(
+          [...new Set(codes)].filter((c) => !after.includes(c)),
+          [],
+        );
+      } finally {
+        peer?.destroy();
+        await ys.close({ timeoutMs: 100 });
+      }
     });
 
     it("sessionsInfo({ cluster: true }) gets every session of a node whose list is over the bus limit (paged by bytes)", async () => {

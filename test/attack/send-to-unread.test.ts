@@ -1,0 +1,113 @@
+/**
+ * `sendTo` to a session that does not read (session 35): a server relaying
+ * what one peer sends to another queued without bound for a peer that took
+ * nothing — 340 MB in 4 s — until `slowPeerTimeoutMs` (30 s) closed it.
+ * Now a sendTo to a session already holding more than
+ * `sendToHighWaterMark` bytes queued (default 64 MiB) sends nothing and
+ * rejects with ERR_SLOW_PEER; a reading session is not affected.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { connect, createServer, type PointSubError, type Server } from "../../src/index.ts";
+import { connectPeer, type Peer } from "../helpers/attacker.ts";
+import { until } from "../helpers/wait.ts";
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const CHUNK = new Uint8Array(64 * KiB).fill(7);
+
+/** Calls sendTo `n` times without waiting; returns how many rejected at once with each code, and the peak queue. */
+async function relayTo(server: Server, id: string, n: number): Promise<{ codes: Map<string, number>; peak: number }> {
+  const codes = new Map<string, number>();
+  const pending: Promise<void>[] = [];
+  let peak = 0;
+  for (let i = 0; i < n; i++) {
+    pending.push(
+      server.sendTo(id, CHUNK).catch((err: PointSubError) => {
+        codes.set(err.code, (codes.get(err.code) ?? 0) + 1);
+      }),
+    );
+    peak = Math.max(peak, server.session(id)?.bufferedAmount ?? 0);
+  }
+  // Refusals reject at once: let their handlers run (the queued sends stay pending).
+  await new Promise((r) => setImmediate(r));
+  return { codes, peak };
+}
+
+describe("sendTo to a session that does not read", () => {
+  it("queues at most sendToHighWaterMark (plus the message that crossed it), then rejects with ERR_SLOW_PEER", async () => {
+    const server = createServer({ sendToHighWaterMark: 1 * MiB });
+    const ids: string[] = [];
+    server.on("session", (s) => ids.push(s.id));
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    let peer: Peer | undefined;
+    try {
+      peer = await connectPeer({ port: Number(new URL(url).port), read: "paused" });
+      await until(() => ids.length === 1);
+      // 1,000 × 64 KiB (62.5 MiB) without the mark.
+      const { codes, peak } = await relayTo(server, ids[0], 1000);
+      assert.ok((codes.get("ERR_SLOW_PEER") ?? 0) > 900, `refused: ${JSON.stringify([...codes])}`);
+      assert.equal(codes.size, 1, `only ERR_SLOW_PEER: ${JSON.stringify([...codes])}`);
+      assert.ok(peak <= 1 * MiB + CHUNK.length, `queued ${peak} bytes`);
+      assert.ok((server.session(ids[0])?.bufferedAmount ?? 0) <= 1 * MiB + CHUNK.length);
+      // The refusal names the session and the mark.
+      await assert.rejects(server.sendTo(ids[0], CHUNK), (err: PointSubError) => {
+        assert.equal(err.code, "ERR_SLOW_PEER");
+        assert.match(err.message, /sendToHighWaterMark 1048576/);
+        return true;
+      });
+    } finally {
+      peer?.destroy();
+      await server.close({ timeoutMs: 500 });
+    }
+  });
+
+  it("has a default mark (64 MiB): a relay to a non-reader is bounded without any option", async () => {
+    const server = createServer();
+    const ids: string[] = [];
+    server.on("session", (s) => ids.push(s.id));
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    let peer: Peer | undefined;
+    try {
+      peer = await connectPeer({ port: Number(new URL(url).port), read: "paused" });
+      await until(() => ids.length === 1);
+      // 1,500 × 64 KiB (~94 MiB; one buffer, queued by reference).
+      const { codes, peak } = await relayTo(server, ids[0], 1500);
+      assert.ok((codes.get("ERR_SLOW_PEER") ?? 0) > 400, `refused: ${JSON.stringify([...codes])}`);
+      assert.ok(peak <= 64 * MiB + CHUNK.length, `queued ${peak} bytes`);
+    } finally {
+      peer?.destroy();
+      await server.close({ timeoutMs: 500 });
+    }
+  });
+
+  it("a session that reads gets every message of a burst larger than its socket takes at once", async () => {
+    const server = createServer({ sendToHighWaterMark: 4 * MiB });
+    const ids: string[] = [];
+    server.on("session", (s) => ids.push(s.id));
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const client = await connect(url);
+    let got = 0;
+    client.on("message", () => got++);
+    try {
+      await until(() => ids.length === 1);
+      // 48 × 64 KiB (3 MiB) at once: under the mark, all queued and delivered.
+      const sends = Array.from({ length: 48 }, () => server.sendTo(ids[0], CHUNK));
+      await Promise.all(sends);
+      await until(() => got === 48);
+      // Awaiting each send keeps the queue short: 200 more (12.5 MiB) all arrive.
+      for (let i = 0; i < 200; i++) await server.sendTo(ids[0], CHUNK);
+      await until(() => got === 248);
+    } finally {
+      await client.close();
+      await server.close({ timeoutMs: 500 });
+    }
+  });
+
+  it("refuses a mark that is not a number >= 0", () => {
+    for (const bad of [-1, Number.NaN, "1" as unknown as number]) {
+      assert.throws(() => createServer({ sendToHighWaterMark: bad }), { code: "ERR_INVALID_ARGUMENT" });
+    }
+    assert.doesNotThrow(() => createServer({ sendToHighWaterMark: Number.POSITIVE_INFINITY }));
+  });
+});
