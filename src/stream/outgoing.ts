@@ -4,6 +4,7 @@ import { type Crc32c, crc32cCombine, JS_CRC32C_IMPL } from "../codec/crc32c.ts";
 import { Flag } from "../codec/frame.ts";
 import { encodeStreamEnd } from "../codec/stream-prefix.ts";
 import { varintLength, writeVarint } from "../codec/varint.ts";
+import { describeThrown } from "../errors/describe.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import type { Progress } from "../transfer/progress.ts";
 import { Limiter } from "../util/limiter.ts";
@@ -126,7 +127,7 @@ export class OutgoingStream {
         try {
           r = await iterator.next();
         } catch (err) {
-          throw new PointSubError("ERR_SOURCE", `stream source failed: ${describe(err)}`, { cause: err });
+          throw new PointSubError("ERR_SOURCE", `stream source failed: ${describeThrown(err)}`, { cause: err });
         }
         if (this.stopped !== undefined) throw this.stopped;
         if (r.done === true) break;
@@ -292,10 +293,6 @@ export class OutgoingStream {
     release?.();
     return { flags: Flag.COMPRESSED, head, data: out, content: piece.length, crc: -1 };
   }
-}
-
-function describe(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 /** Whether `source` is something {@link toIterator} can read (checked before a stream's START goes out). */
