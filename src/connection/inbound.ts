@@ -282,9 +282,11 @@ export class Inbound implements ReceiveWindow {
     if (this.link.isMine(id)) {
       const call = this.caller.pending.get(id);
       if (call === undefined) {
-        // A chunked one-way message the receiver refused: stop sending it, reject its send.
+        // A chunked one-way message the receiver refused: stop sending it, reject its send. Only the
+        // chunked queue: a CANCEL is never about a single-frame one (scanning every queued answer for
+        // it let a flood of CANCELs for ids never used cost O(queued answers) each).
         const kept = code === "ERR_TIMEOUT" || code === "ERR_OVERLOADED" || code === "ERR_GOING_AWAY";
-        this.outbox.writer.remove(
+        this.outbox.writer.removeChunked(
           FrameType.MSG,
           id,
           PointSubError.fromPeer(kept ? code : "ERR_CANCELLED", "message refused by the peer"),
