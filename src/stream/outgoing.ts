@@ -145,6 +145,14 @@ export class OutgoingStream {
           if (total !== undefined && this.length + piece.length > total) {
             throw new PointSubError("ERR_SOURCE", `the source yielded more than its declared ${total} bytes`);
           }
+          // Unknown total: END's length may not pass 2^53 - 1 (docs/PROTOCOL.md §2, varint bounds). Reached
+          // only from a huge offset: a resume answer of a receiver that claims (nearly) 2^53 bytes held.
+          if (this.length + piece.length > Number.MAX_SAFE_INTEGER) {
+            throw new PointSubError(
+              "ERR_SOURCE",
+              `the content would pass 2^53 - 1 bytes, a stream's largest length (${this.length} before this chunk)`,
+            );
+          }
           const pieceCrc = this.crcImpl.compute(piece);
           this.crc = crc32cCombine(this.crc, pieceCrc, piece.length);
           this.length += piece.length;

@@ -22,7 +22,7 @@ import { encodeFrame } from "../../src/codec/encoder.ts";
 import { Flag, FrameType } from "../../src/codec/frame.ts";
 import { Feature } from "../../src/codec/settings.ts";
 import { Client, connect, connectResilient, createServer, type PointSubError, sendResumable } from "../../src/index.ts";
-import { chunk, chunkStart, F, header, T } from "../helpers/attacker.ts";
+import { chunk, chunkStart, concat, F, header, readVarintAt, res, T, u32, utf8, varint } from "../helpers/attacker.ts";
 import { handshake } from "../helpers/raw-peer.ts";
 import { sleep, until } from "../helpers/wait.ts";
 
@@ -494,6 +494,49 @@ describe("clients against a hostile server", () => {
       conn.destroy();
       await server.close({ timeoutMs: 100 });
       await new Promise((r) => proxy.close(r));
+    }
+  });
+
+  it("sendResumable: a resume answer of 2^53 - 1 bytes held for a source of unknown size fails the transfer with ERR_SOURCE (its END carried a length over the varint bound)", async () => {
+    // Before: the transfer went on from that offset and its END named 2^53 + 9 bytes, a varint that
+    // PROTOCOL.md §2 says no sender writes (a conforming receiver closes the connection with ERR_PROTOCOL).
+    const ends: number[] = [];
+    const server = net.createServer((sock) => {
+      sock.on("error", () => {});
+      sock.write(handshake({ features: Feature.STREAMS | Feature.RESUME }));
+      const d = new FrameDecoder(
+        {
+          onPreface: () => {},
+          onFrame: (type, flags, id, buf, start, end) => {
+            if (type === FrameType.PING && (flags & Flag.ACK) === 0) {
+              sock.write(encodeFrame(FrameType.PING, Flag.ACK, 0, buf.slice(start, end)));
+            }
+            // The resume query: "I hold 2^53 - 1 bytes".
+            if (type === FrameType.REQ) sock.write(res(id, concat(varint(Number.MAX_SAFE_INTEGER), u32(0x12345678))));
+            if (type === FrameType.STREAM && (flags & Flag.END) !== 0) {
+              ends.push(readVarintAt(buf, start, end, 9)?.value ?? -1);
+              sock.write(res(id, utf8("ok")));
+            }
+          },
+        },
+        16 * 1024 * 1024 - 1,
+      );
+      sock.on("data", (c: Buffer) => d.push(new Uint8Array(c.buffer, c.byteOffset, c.length)));
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const conn = await connect(`tcp://127.0.0.1:${(server.address() as net.AddressInfo).port}`);
+    try {
+      const source = { size: undefined, transferId: "t".repeat(40), open: () => [new Uint8Array(10)] };
+      await assert.rejects(sendResumable(conn, "/up", source).done, (err: PointSubError) => {
+        assert.equal(err.code, "ERR_SOURCE");
+        assert.match(err.message, /2\^53 - 1/);
+        return true;
+      });
+      assert.deepEqual(ends, [], "an END went out");
+      assert.equal(conn.state, "open");
+    } finally {
+      conn.destroy();
+      await new Promise((r) => server.close(r));
     }
   });
 
