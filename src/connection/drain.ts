@@ -141,7 +141,21 @@ export async function drainAndEnd(conn: DrainHost, timeoutMs: number): Promise<v
     return;
   }
   conn.endTransport();
-  const t = setTimeout(() => conn.destroy(), Math.max(100, deadline - Date.now()));
+  // The peer closes its side once it read everything (our end included). Not closed by the deadline:
+  // the peer took none of what is left (it stopped reading), or said nothing: either way what was sent
+  // last may not have arrived, and the close is not a clean one.
+  const t = setTimeout(
+    () => {
+      const E = conn.unusableError().constructor as typeof PointSubError;
+      conn.destroy(
+        new E(
+          "ERR_CONNECTION_CLOSED",
+          `closed after ${timeoutMs} ms (the close's timeout) before the peer closed its side: what was sent last may not have arrived`,
+        ),
+      );
+    },
+    Math.max(100, deadline - Date.now()),
+  );
   await conn.closed;
   clearTimeout(t);
 }

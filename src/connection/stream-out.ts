@@ -231,8 +231,9 @@ export class OutgoingStreams {
         throw new PointSubError("ERR_PROTOCOL", "the peer does not accept streams");
       }
       const total = options.total;
-      if (total !== undefined && (!Number.isSafeInteger(total) || total < 0)) {
-        throw new PointSubError("ERR_INVALID_ARGUMENT", "total must be a non-negative integer");
+      // START carries total + 1 (0: unknown), a varint of at most 2^53 - 1 (docs/PROTOCOL.md §2).
+      if (total !== undefined && (!Number.isSafeInteger(total) || total < 0 || total >= Number.MAX_SAFE_INTEGER)) {
+        throw new PointSubError("ERR_INVALID_ARGUMENT", "total must be an integer from 0 to 2^53 - 2");
       }
       if (!Number.isSafeInteger(offset) || offset < 0 || (total !== undefined && offset > total)) {
         throw new PointSubError("ERR_INVALID_ARGUMENT", "offset must be an integer between 0 and total");

@@ -29,6 +29,18 @@ describe("a stream's declared total", () => {
     await server.close();
   });
 
+  it("a total START cannot carry (2^53 - 1: the field holds total + 1) is refused before anything is sent", async () => {
+    const before = handled;
+    for (const total of [Number.MAX_SAFE_INTEGER, 2 ** 53, -1, 1.5]) {
+      await assert.rejects(conn.sendStream("/up", [new Uint8Array(10)], { total }).done, {
+        code: "ERR_INVALID_ARGUMENT",
+        message: /total must be an integer from 0 to 2\^53 - 2/,
+      });
+    }
+    assert.equal(new TextDecoder().decode(await conn.sendStream("/up", [new Uint8Array(10)], { total: 10 })), "10");
+    assert.equal(handled, before + 1);
+  });
+
   for (const [what, chunks, message] of [
     [
       "ends short of it",
