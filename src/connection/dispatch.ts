@@ -582,10 +582,12 @@ export class Dispatcher {
     // Built only when a handler runs (a CANCEL for an unknown id costs no error object).
     const reason = PointSubError.fromPeer(reasonCode, "cancelled by the caller");
     this.serving.delete(id);
-    // An answer still queued is dropped below.
+    const answered = call.done;
     this.endServed(call, reason.code);
     call.abort(reason);
-    this.outbox.writer.remove(FrameType.RES, id, reason);
+    // An answer still queued is dropped. A handler still running has none: no scan of the
+    // queued answers (a peer owed many, cancelling its running calls, made each CANCEL O(queued)).
+    if (answered) this.outbox.writer.remove(FrameType.RES, id, reason);
     this.openRequests--;
     // The handler saw the requester's reason; the answer is always 4004 (PROTOCOL §3.4).
     this.outbox.sendCancel(id, "ERR_CANCELLED");

@@ -86,4 +86,65 @@ describe("attack: CANCEL for ids never used", () => {
     await until(() => answers === REQUESTS);
     assert.equal(peer.isClosed, false);
   });
+
+  it("a CANCEL of a call whose handler still runs does not scan the answers queued for others", async () => {
+    const server: Server = createServer();
+    cleanup.push(() => server.close({ timeoutMs: 200 }));
+    server.handle(ROUTE, (r) => r.data);
+    let aborted = 0;
+    server.handle(
+      "/slow",
+      (_r, ctx) =>
+        new Promise<undefined>((resolve) => {
+          ctx.signal.addEventListener("abort", () => {
+            aborted++;
+            resolve(undefined);
+          });
+        }),
+    );
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    let answers = 0;
+    let pongs = 0;
+    let cancels = 0;
+    const peer = await connectPeer({
+      port: Number(new URL(url).port),
+      settings: { connectionWindow: 16_384, streamWindow: 16_384 },
+      onFrame: (f) => {
+        if (f.type === T.RES && (f.flags & F.END) !== 0) answers++;
+        if (f.type === T.PING && (f.flags & F.ACK) !== 0) pongs++;
+        if (f.type === T.CANCEL) cancels++;
+      },
+    });
+    cleanup.push(() => peer.destroy());
+    const SLOW = 200;
+    const frames: Uint8Array[] = [];
+    for (let i = 0; i < REQUESTS; i++) frames.push(req(2 * i + 1, ROUTE, new Uint8Array(200)));
+    for (let i = 0; i < SLOW; i++) frames.push(req(2 * (REQUESTS + i) + 1, "/slow", new Uint8Array(1)));
+    peer.write(concat(...frames));
+    peer.write(ping());
+    await until(() => pongs === 1);
+    assert.ok(answers < REQUESTS / 2, `most answers wait for credit (${answers} of ${REQUESTS} arrived)`);
+
+    let visited = 0;
+    const original = Queue.prototype.remove;
+    Queue.prototype.remove = function (this: Queue<unknown>, pred) {
+      visited += this.length;
+      return original.call(this, pred);
+    };
+    cleanup.push(() => {
+      Queue.prototype.remove = original;
+    });
+    const inners: Uint8Array[] = [];
+    for (let i = 0; i < SLOW; i++) inners.push(inner(T.CANCEL, 0, 2 * (REQUESTS + i) + 1, u16(4004)));
+    peer.write(batch(inners));
+    peer.write(ping());
+    await until(() => pongs === 2 && aborted === SLOW);
+    Queue.prototype.remove = original;
+    assert.ok(visited === 0, `${SLOW} CANCELs of running calls made the server scan ${visited} queued answers`);
+
+    // Every queued answer still arrives, and every cancelled call is answered with a CANCEL.
+    peer.write(credit(0, 1 << 20));
+    await until(() => answers === REQUESTS && cancels === SLOW);
+    assert.equal(peer.isClosed, false);
+  });
 });
