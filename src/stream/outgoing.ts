@@ -5,7 +5,7 @@ import { Flag } from "../codec/frame.ts";
 import { encodeStreamEnd } from "../codec/stream-prefix.ts";
 import { varintLength, writeVarint } from "../codec/varint.ts";
 import { describeThrown } from "../errors/describe.ts";
-import { PointSubError, toPointSubError } from "../errors/error.ts";
+import { PointSubError } from "../errors/error.ts";
 import type { Progress } from "../transfer/progress.ts";
 import { Limiter } from "../util/limiter.ts";
 import { Queue } from "../util/queue.ts";
@@ -118,9 +118,16 @@ export class OutgoingStream {
    * stream stopped (ERR_SOURCE when the source failed).
    */
   async run(source: StreamSource): Promise<void> {
-    const iterator = toIterator(source);
+    let iterator: AsyncIterator<Uint8Array> | Iterator<Uint8Array> | undefined;
     const ahead: Promise<StreamItem>[] = [];
     try {
+      // In the try: a source whose [Symbol.asyncIterator]() (getReader(), [Symbol.iterator]()) throws fails the send too.
+      try {
+        iterator = toIterator(source);
+      } catch (err) {
+        if (err instanceof PointSubError) throw err;
+        throw new PointSubError("ERR_SOURCE", `stream source failed: ${describeThrown(err)}`, { cause: err });
+      }
       for (;;) {
         if (this.stopped !== undefined) throw this.stopped;
         let r: IteratorResult<Uint8Array>;
@@ -188,10 +195,13 @@ export class OutgoingStream {
       });
     } catch (err) {
       Promise.resolve()
-        .then(() => iterator.return?.())
+        .then(() => iterator?.return?.())
         .catch(() => {});
       for (const p of ahead) p.catch(() => {});
-      throw toPointSubError(err, "ERR_SOURCE");
+      // As toPointSubError, without its String(err): a value String cannot convert (a result whose `done`
+      // getter threw one) made that throw a TypeError here, and the send failed with it instead.
+      if (err instanceof PointSubError) throw err;
+      throw new PointSubError("ERR_SOURCE", describeThrown(err), { cause: err });
     }
   }
 

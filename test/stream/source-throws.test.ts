@@ -3,7 +3,10 @@
  * threw — also when that is a value `String` cannot convert
  * (`Object.create(null)`, a throwing `toString`): before, building the
  * message threw a TypeError in its place, and the send failed with that
- * instead of a PointSubError.
+ * instead of a PointSubError. The same for a source whose iterator cannot
+ * even be made (its [Symbol.asyncIterator](), getReader() or
+ * [Symbol.iterator]() throws such a value): before, an unhandled rejection
+ * and a send that never settled.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
@@ -50,6 +53,63 @@ describe("a stream source that throws", () => {
         assert.equal(err.code, "ERR_SOURCE");
         assert.match(err.message, /^stream source failed: /);
         if (what === "an Error") assert.match(err.message, /disk gone/);
+        return true;
+      });
+      const answer = await conn.sendStream("/up", [new Uint8Array(5000)]);
+      assert.equal(new TextDecoder().decode(answer), "5000");
+    });
+  }
+
+  // Before: the iterator was made outside the send's error handling. An Error became ERR_SOURCE by luck (the
+  // caller's toPointSubError), a value String cannot convert threw from that conversion: an unhandled
+  // rejection (which ends a Node process) and a send that never settled.
+  const throwingSources = [
+    [
+      "[Symbol.asyncIterator]()",
+      () => ({
+        [Symbol.asyncIterator]() {
+          throw Object.create(null);
+        },
+      }),
+    ],
+    [
+      "getReader()",
+      () => ({
+        getReader() {
+          throw Object.create(null);
+        },
+      }),
+    ],
+    [
+      "[Symbol.iterator]()",
+      () => ({
+        [Symbol.iterator]() {
+          throw Object.create(null);
+        },
+      }),
+    ],
+    [
+      "a result's done getter",
+      () => ({
+        [Symbol.asyncIterator]() {
+          return {
+            next: async () => ({
+              get done(): boolean {
+                throw Object.create(null);
+              },
+              value: undefined,
+            }),
+          };
+        },
+      }),
+    ],
+  ] as const;
+  for (const [what, make] of throwingSources) {
+    it(`a source whose ${what} throws a value String cannot convert: ERR_SOURCE, and the connection serves on`, async () => {
+      await assert.rejects(conn.sendStream("/up", make() as unknown as Iterable<Uint8Array>).done, (err: unknown) => {
+        assert.ok(err instanceof PointSubError, `a PointSubError: ${Object.prototype.toString.call(err)}`);
+        assert.equal(err.code, "ERR_SOURCE");
+        assert.match(err.message, /cannot be shown as text/);
         return true;
       });
       const answer = await conn.sendStream("/up", [new Uint8Array(5000)]);
