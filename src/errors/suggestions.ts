@@ -19,7 +19,7 @@ export const SUGGESTIONS: Readonly<Record<ErrorCode, string>> = {
   ERR_OVERLOADED:
     "The receiver's memory budget for buffered messages is exhausted; retry later or send smaller messages.",
   ERR_SLOW_PEER:
-    "The peer stopped reading what this side sends (its backlog stayed over the bound); it was disconnected.",
+    "The peer stopped reading what this side sends (its backlog stayed over the bound): a connection closed with this was disconnected; a server's sendTo refused with it queued nothing and the session stays open (send again once its bufferedAmount is back under sendToHighWaterMark).",
   ERR_QUOTA:
     "The receiver's storage quota (file size or total bytes) would be exceeded; free space or raise the limit.",
   ERR_POOL_EXHAUSTED:

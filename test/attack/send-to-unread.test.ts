@@ -54,8 +54,12 @@ describe("sendTo to a session that does not read", () => {
       await assert.rejects(server.sendTo(ids[0], CHUNK), (err: PointSubError) => {
         assert.equal(err.code, "ERR_SLOW_PEER");
         assert.match(err.message, /sendToHighWaterMark 1048576/);
+        // Its suggestion does not tell the operator the session was disconnected (it stays open): before,
+        // ERR_SLOW_PEER's only suggestion was "…; it was disconnected."
+        assert.match(err.suggestion, /sendTo refused with it queued nothing and the session stays open/);
         return true;
       });
+      assert.equal(server.session(ids[0])?.state, "open");
     } finally {
       peer?.destroy();
       await server.close({ timeoutMs: 500 });
