@@ -48,6 +48,8 @@ interface Drain {
 const PEER_GOAWAY_WAIT_MS = 250;
 /** How often closing connections are checked for work still in flight. */
 const DRAIN_POLL_MS = 5;
+/** The longest delay setTimeout takes (2^31 - 1 ms); a longer one fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 const noop = () => {};
 
 /** Connections closing gracefully, waiting for their work in flight. */
@@ -154,7 +156,9 @@ export async function drainAndEnd(conn: DrainHost, timeoutMs: number): Promise<v
         ),
       );
     },
-    Math.max(100, deadline - Date.now()),
+    // At most a timer's largest delay: a longer one (close({ timeoutMs: Infinity }): wait as long as it
+    // takes) fires after 1 ms, which reported a healthy peer's close as an error.
+    Math.min(MAX_TIMER_MS, Math.max(100, deadline - Date.now())),
   );
   await conn.closed;
   clearTimeout(t);

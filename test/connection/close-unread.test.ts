@@ -52,6 +52,42 @@ describe("a graceful close whose bytes the peer never takes", () => {
     }
   });
 
+  it("close({ timeoutMs: Infinity }) to a peer that takes everything: a clean close, no timer overflow", async () => {
+    // Before: the wait for the peer's side was setTimeout(Infinity), which Node fires after 1 ms
+    // (TimeoutOverflowWarning): a healthy peer's close was reported with ERR_CONNECTION_CLOSED ("closed
+    // after Infinity ms"); before that error was added, the same 1 ms timer cut the close, reporting none.
+    const server = createServer();
+    let got = 0;
+    server.on("session", (s) => s.on("message", () => got++));
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const overflows: Error[] = [];
+    const onWarning = (w: Error) => {
+      if (w.name === "TimeoutOverflowWarning") overflows.push(w);
+    };
+    process.on("warning", onWarning);
+    try {
+      const conn = await connect(url);
+      let closed = false;
+      let closeError: PointSubError | undefined;
+      conn.on("close", (e) => {
+        closed = true;
+        closeError = e;
+      });
+      const chunk = new Uint8Array(256 * 1024).fill(5);
+      for (let i = 0; i < 64; i++) void conn.send(chunk);
+      await conn.close({ timeoutMs: Number.POSITIVE_INFINITY });
+      await until(() => closed);
+      assert.equal(closeError, undefined, closeError?.message);
+      await until(() => got === 64);
+      // Warnings are emitted on the next tick.
+      await new Promise((r) => setImmediate(r));
+      assert.deepEqual(overflows, []);
+    } finally {
+      process.off("warning", onWarning);
+      await server.close();
+    }
+  });
+
   it("a peer that takes everything and closes: a clean close, as before", async () => {
     const server = createServer();
     let got = 0;
