@@ -158,7 +158,8 @@ export async function drainAndEnd(conn: DrainHost, timeoutMs: number): Promise<v
     },
     // At most a timer's largest delay: a longer one (close({ timeoutMs: Infinity }): wait as long as it
     // takes) fires after 1 ms, which reported a healthy peer's close as an error.
-    Math.min(MAX_TIMER_MS, Math.max(100, deadline - Date.now())),
+    // At least two round trips (our end reaching the peer, its own coming back) for a peer far away.
+    Math.min(MAX_TIMER_MS, Math.max(100, 2 * (conn.rtt ?? 0), deadline - Date.now())),
   );
   await conn.closed;
   clearTimeout(t);

@@ -28,6 +28,8 @@ export const QUEUED_SEND_COST = 512;
 /** Queued views up to this size of a buffer more than twice as large are copied (see `LpConnection.send`). */
 export const COPY_QUEUED_MAX = 64 * 1024;
 const noop = () => {};
+/** The longest delay setTimeout takes (2^31 - 1 ms); a longer one fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 let nextId = 1;
@@ -307,15 +309,37 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
       await Promise.race([
         this.writer.whenDrained(),
         new Promise<void>((resolve) => {
-          timer = setTimeout(resolve, timeoutMs);
+          // At most a timer's largest delay: a longer one (Infinity) fires at once.
+          timer = setTimeout(resolve, Math.min(MAX_TIMER_MS, timeoutMs));
         }),
       ]);
       clearTimeout(timer);
     }
     if (this.state_ === "closed") return;
+    if (this.writer.pending !== 0) {
+      // Out of time with sends queued: they fail, and the close is not a clean one.
+      this.destroy(
+        new PointSubError(
+          "ERR_CONNECTION_CLOSED",
+          `closed after ${timeoutMs} ms (the close's timeout) with sends queued`,
+        ),
+      );
+      return;
+    }
     this.writer.flush();
     this.transport.end();
-    const t = setTimeout(() => this.destroy(), Math.max(100, deadline - Date.now()));
+    // The peer closes its side once it read everything. Not closed by the deadline: it may not have
+    // read what was sent last (it stopped reading), and the close is not a clean one.
+    const t = setTimeout(
+      () =>
+        this.destroy(
+          new PointSubError(
+            "ERR_CONNECTION_CLOSED",
+            `closed after ${timeoutMs} ms (the close's timeout) before the peer closed its side: what was sent last may not have arrived`,
+          ),
+        ),
+      Math.min(MAX_TIMER_MS, Math.max(100, deadline - Date.now())),
+    );
     await this.closed;
     clearTimeout(t);
   }
