@@ -11,9 +11,9 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import { describe, it } from "node:test";
-import { connect, createServer, type PointSubError } from "../../src/index.ts";
+import { connect, createServer } from "../../src/index.ts";
 import { handshake } from "../helpers/raw-peer.ts";
-import { until } from "../helpers/wait.ts";
+import { closeOutcome, until } from "../helpers/wait.ts";
 
 describe("a graceful close whose bytes the peer never takes", () => {
   it("reports ERR_CONNECTION_CLOSED on its close event (not a clean close)", async () => {
@@ -29,12 +29,7 @@ describe("a graceful close whose bytes the peer never takes", () => {
     const port = (server.address() as net.AddressInfo).port;
     try {
       const conn = await connect(`tcp://127.0.0.1:${port}`, { closeTimeoutMs: 400, keepAliveMs: 0 });
-      let closed = false;
-      let closeError: PointSubError | undefined;
-      conn.on("close", (e) => {
-        closed = true;
-        closeError = e;
-      });
+      const outcome = closeOutcome(conn);
       const chunk = new Uint8Array(64 * 1024).fill(3);
       // Sends until the transport pushes back: each is handed to it (resolves), none waits in pointsub's queue.
       const sends: Promise<void>[] = [];
@@ -43,9 +38,9 @@ describe("a graceful close whose bytes the peer never takes", () => {
       assert.equal(conn.bufferedAmount, 0, "nothing waits in pointsub's queue");
       assert.ok(sends.length > 1, `${sends.length} sends`);
       await conn.close();
-      await until(() => closed);
-      assert.equal(closeError?.code, "ERR_CONNECTION_CLOSED");
-      assert.match(closeError?.message ?? "", /may not have arrived/);
+      await until(() => outcome.closed);
+      assert.equal(outcome.error?.code, "ERR_CONNECTION_CLOSED");
+      assert.match(outcome.error?.message ?? "", /may not have arrived/);
     } finally {
       for (const s of sockets) s.destroy();
       await new Promise<void>((r) => server.close(() => r()));
@@ -67,17 +62,12 @@ describe("a graceful close whose bytes the peer never takes", () => {
     process.on("warning", onWarning);
     try {
       const conn = await connect(url);
-      let closed = false;
-      let closeError: PointSubError | undefined;
-      conn.on("close", (e) => {
-        closed = true;
-        closeError = e;
-      });
+      const outcome = closeOutcome(conn);
       const chunk = new Uint8Array(256 * 1024).fill(5);
       for (let i = 0; i < 64; i++) void conn.send(chunk);
       await conn.close({ timeoutMs: Number.POSITIVE_INFINITY });
-      await until(() => closed);
-      assert.equal(closeError, undefined, closeError?.message);
+      await until(() => outcome.closed);
+      assert.equal(outcome.error, undefined, outcome.error?.message);
       await until(() => got === 64);
       // Warnings are emitted on the next tick.
       await new Promise((r) => setImmediate(r));
@@ -95,17 +85,12 @@ describe("a graceful close whose bytes the peer never takes", () => {
     const [url] = await server.listen("tcp://127.0.0.1:0");
     try {
       const conn = await connect(url, { closeTimeoutMs: 2000 });
-      let closed = false;
-      let closeError: PointSubError | undefined;
-      conn.on("close", (e) => {
-        closed = true;
-        closeError = e;
-      });
+      const outcome = closeOutcome(conn);
       const chunk = new Uint8Array(64 * 1024).fill(3);
       for (let i = 0; i < 64; i++) void conn.send(chunk);
       await conn.close();
-      await until(() => closed);
-      assert.equal(closeError, undefined);
+      await until(() => outcome.closed);
+      assert.equal(outcome.error, undefined);
       await until(() => got === 64);
     } finally {
       await server.close();

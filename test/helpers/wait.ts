@@ -1,3 +1,5 @@
+import type { PointSubError } from "../../src/index.ts";
+
 /** Resolves after `ms` milliseconds. */
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -37,4 +39,17 @@ export class TurnCounter {
   stop(): void {
     this.watching = false;
   }
+}
+
+/** What a connection's `close` event said: `closed` once it fired, and its error (undefined: a clean close). */
+export function closeOutcome(conn: { on(event: "close", fn: (error: PointSubError | undefined) => void): unknown }): {
+  readonly closed: boolean;
+  readonly error: PointSubError | undefined;
+} {
+  const o: { closed: boolean; error: PointSubError | undefined } = { closed: false, error: undefined };
+  conn.on("close", (e) => {
+    o.closed = true;
+    o.error = e;
+  });
+  return o;
 }

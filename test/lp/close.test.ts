@@ -11,8 +11,8 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import { describe, it } from "node:test";
-import { connectLp, createLpServer, type PointSubError } from "../../src/index.ts";
-import { until } from "../helpers/wait.ts";
+import { connectLp, createLpServer } from "../../src/index.ts";
+import { closeOutcome, until } from "../helpers/wait.ts";
 
 describe("lp: a graceful close", () => {
   it("whose bytes the peer never takes reports ERR_CONNECTION_CLOSED (not a clean close)", async () => {
@@ -26,21 +26,16 @@ describe("lp: a graceful close", () => {
     const port = (server.address() as net.AddressInfo).port;
     try {
       const conn = await connectLp(`lp+tcp://127.0.0.1:${port}`);
-      let closed = false;
-      let closeError: PointSubError | undefined;
-      conn.on("close", (e) => {
-        closed = true;
-        closeError = e;
-      });
+      const outcome = closeOutcome(conn);
       const chunk = new Uint8Array(64 * 1024).fill(3);
       const sends: Promise<void>[] = [];
       for (let i = 0; i < 2000 && conn.writable; i++) sends.push(conn.send(chunk));
       await Promise.all(sends);
       assert.ok(sends.length > 1, `${sends.length} sends`);
       await conn.close({ timeoutMs: 300 });
-      await until(() => closed);
-      assert.equal(closeError?.code, "ERR_CONNECTION_CLOSED");
-      assert.match(closeError?.message ?? "", /may not have arrived|with sends queued/);
+      await until(() => outcome.closed);
+      assert.equal(outcome.error?.code, "ERR_CONNECTION_CLOSED");
+      assert.match(outcome.error?.message ?? "", /may not have arrived|with sends queued/);
     } finally {
       for (const s of sockets) s.destroy();
       await new Promise<void>((r) => server.close(() => r()));
@@ -57,17 +52,12 @@ describe("lp: a graceful close", () => {
     process.on("warning", onWarning);
     try {
       const conn = await connectLp(url);
-      let closed = false;
-      let closeError: PointSubError | undefined;
-      conn.on("close", (e) => {
-        closed = true;
-        closeError = e;
-      });
+      const outcome = closeOutcome(conn);
       const chunk = new Uint8Array(64 * 1024).fill(3);
       for (let i = 0; i < 64; i++) void conn.send(chunk);
       await conn.close({ timeoutMs: Number.POSITIVE_INFINITY });
-      await until(() => closed);
-      assert.equal(closeError, undefined);
+      await until(() => outcome.closed);
+      assert.equal(outcome.error, undefined);
       assert.equal(got, 64);
       assert.ok(!warnings.includes("TimeoutOverflowWarning"), warnings.join());
     } finally {
