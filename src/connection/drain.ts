@@ -7,6 +7,7 @@
  * new work at once, only the wait starts once this is loaded.
  */
 import type { PointSubError } from "../errors/error.ts";
+import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 import type { Caller } from "./caller.ts";
 import type { ConnectionState } from "./types.ts";
 import { UNSENT } from "./unsent.ts";
@@ -48,8 +49,6 @@ interface Drain {
 const PEER_GOAWAY_WAIT_MS = 250;
 /** How often closing connections are checked for work still in flight. */
 const DRAIN_POLL_MS = 5;
-/** The longest delay setTimeout takes (2^31 - 1 ms); a longer one fires at once. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 const noop = () => {};
 
 /** Connections closing gracefully, waiting for their work in flight. */
@@ -156,9 +155,8 @@ export async function drainAndEnd(conn: DrainHost, timeoutMs: number): Promise<v
         ),
       );
     },
-    // At most a timer's largest delay: a longer one (close({ timeoutMs: Infinity }): wait as long as it
-    // takes) fires after 1 ms, which reported a healthy peer's close as an error.
-    // At least two round trips (our end reaching the peer, its own coming back) for a peer far away.
+    // At least two round trips (our end reaching the peer, its own coming back) for a peer far away; at
+    // most a timer's largest delay (close({ timeoutMs: Infinity }): a longer one fired after 1 ms).
     Math.min(MAX_TIMER_MS, Math.max(100, 2 * (conn.rtt ?? 0), deadline - Date.now())),
   );
   await conn.closed;

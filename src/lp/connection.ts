@@ -13,6 +13,7 @@ import type { CloseOptions, ConnectionState, Message, Payload } from "../connect
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import type { Transport } from "../transport/transport.ts";
 import { handledRejection } from "../util/handled-rejection.ts";
+import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 import { LpDecoder, type LpDecoderSink } from "./decoder.ts";
 import type { ResolvedLpOptions } from "./options.ts";
 import { LpWriter, type LpWriterHooks } from "./writer.ts";
@@ -28,8 +29,6 @@ export const QUEUED_SEND_COST = 512;
 /** Queued views up to this size of a buffer more than twice as large are copied (see `LpConnection.send`). */
 export const COPY_QUEUED_MAX = 64 * 1024;
 const noop = () => {};
-/** The longest delay setTimeout takes (2^31 - 1 ms); a longer one fires at once. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 let nextId = 1;

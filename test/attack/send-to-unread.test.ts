@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { connect, createServer, type PointSubError, type Server } from "../../src/index.ts";
+import { connect, createServer, type PointSubError, type Server, type ServerOptions } from "../../src/index.ts";
 import { connectPeer, type Peer } from "../helpers/attacker.ts";
 import { until } from "../helpers/wait.ts";
 
@@ -34,24 +34,37 @@ async function relayTo(server: Server, id: string, n: number): Promise<{ codes: 
   return { codes, peak };
 }
 
+/** A server with `options` and one session whose raw peer completed the handshake and reads nothing. */
+async function withNonReader(
+  options: ServerOptions,
+  body: (server: Server, id: string) => Promise<void>,
+): Promise<void> {
+  const server = createServer(options);
+  const ids: string[] = [];
+  server.on("session", (s) => ids.push(s.id));
+  const [url] = await server.listen("tcp://127.0.0.1:0");
+  let peer: Peer | undefined;
+  try {
+    peer = await connectPeer({ port: Number(new URL(url).port), read: "paused" });
+    await until(() => ids.length === 1);
+    await body(server, ids[0]);
+  } finally {
+    peer?.destroy();
+    await server.close({ timeoutMs: 500 });
+  }
+}
+
 describe("sendTo to a session that does not read", () => {
   it("queues at most sendToHighWaterMark (plus the message that crossed it), then rejects with ERR_SLOW_PEER", async () => {
-    const server = createServer({ sendToHighWaterMark: 1 * MiB });
-    const ids: string[] = [];
-    server.on("session", (s) => ids.push(s.id));
-    const [url] = await server.listen("tcp://127.0.0.1:0");
-    let peer: Peer | undefined;
-    try {
-      peer = await connectPeer({ port: Number(new URL(url).port), read: "paused" });
-      await until(() => ids.length === 1);
+    await withNonReader({ sendToHighWaterMark: 1 * MiB }, async (server, id) => {
       // 1,000 × 64 KiB (62.5 MiB) without the mark.
-      const { codes, peak } = await relayTo(server, ids[0], 1000);
+      const { codes, peak } = await relayTo(server, id, 1000);
       assert.ok((codes.get("ERR_SLOW_PEER") ?? 0) > 900, `refused: ${JSON.stringify([...codes])}`);
       assert.equal(codes.size, 1, `only ERR_SLOW_PEER: ${JSON.stringify([...codes])}`);
       assert.ok(peak <= 1 * MiB + CHUNK.length, `queued ${peak} bytes`);
-      assert.ok((server.session(ids[0])?.bufferedAmount ?? 0) <= 1 * MiB + CHUNK.length);
+      assert.ok((server.session(id)?.bufferedAmount ?? 0) <= 1 * MiB + CHUNK.length);
       // The refusal names the session and the mark.
-      await assert.rejects(server.sendTo(ids[0], CHUNK), (err: PointSubError) => {
+      await assert.rejects(server.sendTo(id, CHUNK), (err: PointSubError) => {
         assert.equal(err.code, "ERR_SLOW_PEER");
         assert.match(err.message, /sendToHighWaterMark 1048576/);
         // Its suggestion does not tell the operator the session was disconnected (it stays open): before,
@@ -59,30 +72,17 @@ describe("sendTo to a session that does not read", () => {
         assert.match(err.suggestion, /sendTo refused with it queued nothing and the session stays open/);
         return true;
       });
-      assert.equal(server.session(ids[0])?.state, "open");
-    } finally {
-      peer?.destroy();
-      await server.close({ timeoutMs: 500 });
-    }
+      assert.equal(server.session(id)?.state, "open");
+    });
   });
 
   it("has a default mark (64 MiB): a relay to a non-reader is bounded without any option", async () => {
-    const server = createServer();
-    const ids: string[] = [];
-    server.on("session", (s) => ids.push(s.id));
-    const [url] = await server.listen("tcp://127.0.0.1:0");
-    let peer: Peer | undefined;
-    try {
-      peer = await connectPeer({ port: Number(new URL(url).port), read: "paused" });
-      await until(() => ids.length === 1);
+    await withNonReader({}, async (server, id) => {
       // 1,500 × 64 KiB (~94 MiB; one buffer, queued by reference).
-      const { codes, peak } = await relayTo(server, ids[0], 1500);
+      const { codes, peak } = await relayTo(server, id, 1500);
       assert.ok((codes.get("ERR_SLOW_PEER") ?? 0) > 400, `refused: ${JSON.stringify([...codes])}`);
       assert.ok(peak <= 64 * MiB + CHUNK.length, `queued ${peak} bytes`);
-    } finally {
-      peer?.destroy();
-      await server.close({ timeoutMs: 500 });
-    }
+    });
   });
 
   it("a session that reads gets every message of a burst larger than its socket takes at once", async () => {
