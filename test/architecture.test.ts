@@ -51,7 +51,7 @@ const MAY_IMPORT: Record<Layer, readonly Layer[]> = {
   util: [],
   codec: ["errors"],
   transport: ["errors", "util"],
-  runtime: ["codec", "errors", "transport", "util"],
+  runtime: ["codec", "errors", "transport"],
   transfer: ["errors", "util"],
   stream: ["codec", "errors", "transfer", "util"],
   router: ["codec", "errors", "stream", "util"],

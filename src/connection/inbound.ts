@@ -134,21 +134,20 @@ export class Inbound implements ReceiveWindow {
   onFrame(type: number, flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
     const len = end - start;
     this.take(len);
-    if (type === FrameType.MSG && flags === (Flag.START | Flag.END)) {
-      // Fast path: a whole one-way message in one frame.
-      if ((id & 1) === this.link.myParity)
-        throw PointSubError.fromPeer("ERR_PROTOCOL", `stream id ${id} has the wrong parity for MSG`);
-      if (this.isOpen(id)) throw PointSubError.fromPeer("ERR_PROTOCOL", `stream ${id} started twice`);
-      if (len > this.link.local.maxMessageSize) this.link.checkIncomingSize(len);
-      this.stats.received(len);
-      this.dispatcher.deliverMessage(buf.subarray(start, end));
-      return;
-    }
+    // A RES answers one of this side's ids; MSG and REQ start on the peer's.
     if ((type === FrameType.RES) !== this.link.isMine(id)) {
       throw PointSubError.fromPeer(
         "ERR_PROTOCOL",
         `stream id ${id} has the wrong parity for ${type === FrameType.RES ? "RES" : "MSG/REQ"}`,
       );
+    }
+    if (type === FrameType.MSG && flags === (Flag.START | Flag.END)) {
+      // Fast path: a whole one-way message in one frame.
+      if (this.isOpen(id)) throw PointSubError.fromPeer("ERR_PROTOCOL", `stream ${id} started twice`);
+      if (len > this.link.local.maxMessageSize) this.link.checkIncomingSize(len);
+      this.stats.received(len);
+      this.dispatcher.deliverMessage(buf.subarray(start, end));
+      return;
     }
     if ((flags & Flag.START) !== 0) this.onStart(type, flags, id, buf, start, end);
     else (this.chunked as Assemblies).continuation(type, flags, id, buf, start, end);

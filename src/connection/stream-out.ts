@@ -8,11 +8,13 @@ import { Flag, FrameType } from "../codec/frame.ts";
 import { Feature } from "../codec/settings.ts";
 import { encodeMeta, encodeStreamHead } from "../codec/stream-prefix.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
+import type { Runtime } from "../runtime/runtime.ts";
 import { type StreamItem, streamCost } from "../stream/item.ts";
 import { isStreamSource, OutgoingStream, planCompression, setContentCrc } from "../stream/outgoing.ts";
 import { Transfer } from "../stream/transfer.ts";
 import type { SendStreamOptions, StreamSource } from "../stream/types.ts";
 import { newTransferId, Progress } from "../transfer/progress.ts";
+import { Limiter } from "../util/limiter.ts";
 import type { Caller } from "./caller.ts";
 import type { PendingCall } from "./calls.ts";
 import type { Connection, ConnectionShared } from "./connection.ts";
@@ -25,6 +27,24 @@ import type { OutMessage } from "./writer.ts";
 
 const EMPTY = new Uint8Array(0);
 const MIB = 1024 * 1024;
+
+/** Compression jobs at once, for all connections of one runtime. */
+const COMPRESSION_JOBS = 4;
+const jobsByRuntime = new WeakMap<Runtime, Limiter>();
+
+/**
+ * The bound every connection of `runtime` shares on compression jobs, made
+ * with its first compressed stream (here, not in the runtime: a page that
+ * never streams does not load it).
+ */
+function compressionJobs(runtime: Runtime): Limiter {
+  let jobs = jobsByRuntime.get(runtime);
+  if (jobs === undefined) {
+    jobs = new Limiter(COMPRESSION_JOBS);
+    jobsByRuntime.set(runtime, jobs);
+  }
+  return jobs;
+}
 
 /** Whether the connection takes new work, and the error when it does not; and the runtime. */
 export interface EngineGate {
@@ -359,7 +379,7 @@ export class OutgoingStreams {
         plan,
         maxRatio: p.maxCompressionRatio,
         crc: this.gate.shared.runtime.checksums,
-        jobs: this.gate.shared.runtime.compressionJobs,
+        jobs: compressionJobs(this.gate.shared.runtime),
       },
     );
     const msg: OutMessage = {

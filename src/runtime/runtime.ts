@@ -10,7 +10,6 @@ import { Crc32c, type Crc32cFunction, crc32cJs } from "../codec/crc32c.ts";
 import { PointSubError } from "../errors/error.ts";
 import { TransportRegistry } from "../transport/registry.ts";
 import type { TransportAdapter } from "../transport/transport.ts";
-import { Limiter } from "../util/limiter.ts";
 
 /** A CRC32C implementation (it must agree with the pure-JS one). */
 export interface Crc32cProvider {
@@ -125,8 +124,6 @@ export interface Runtime {
   readonly crc32c: Crc32cProvider;
   /** The same, as the object the decoder, writer and streams call. */
   readonly checksums: Crc32c;
-  /** Compression jobs of all connections of this runtime share this bound (4 at once). */
-  readonly compressionJobs: Limiter;
   /**
    * Allocates `n` bytes the caller overwrites completely before reading
    * (frame bodies, messages being assembled): may skip zero-filling.
@@ -183,7 +180,6 @@ export function createRuntime(parts: RuntimeParts = {}): Runtime {
     codecs,
     crc32c,
     checksums: new Crc32c(crc32c === JS_CRC32C ? undefined : crc32c.compute, crc32c.name, crc32c.minLength),
-    compressionJobs: new Limiter(4),
     allocBody: parts.allocBody ?? ((n) => new Uint8Array(n)),
     memoryLimit,
     diagnostics: parts.diagnostics ?? NO_DIAGNOSTICS,
