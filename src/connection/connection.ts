@@ -854,16 +854,15 @@ export class Connection extends Emitter<ConnectionEvents> {
     const timeoutMs = options.timeoutMs ?? this.shared.closeTimeoutMs;
     this.state_ = "closing";
     life.closeReason ||= reason;
-    // Nothing but HELLO goes out before the peer's HELLO: while the handshake
-    // runs, GOAWAY waits for it (bounded by the handshake timeout).
-    if (!handshaking) this.outbox.sendGoAway(0, reason);
-    const p = (handshaking ? this.ready.then(() => this.outbox.sendGoAway(0, reason), noop) : RESOLVED)
-      .then(loadDrain)
-      .then(
-        (m) => m.drainAndEnd(this, timeoutMs),
-        // Not loaded (a page gone offline): closed at once, what is in flight fails.
-        () => this.destroy(),
-      );
+    // GOAWAY goes out now, or, with sends queued, once every one of them has started (drain.ts). Nothing
+    // but HELLO goes out before the peer's HELLO: while the handshake runs, it waits (bounded by its timeout).
+    let goAway: (() => void) | undefined = () => this.outbox.sendGoAway(0, reason);
+    if (!handshaking && this.writer.pending === 0) goAway = void goAway();
+    const p = (handshaking ? this.ready.then(noop, noop) : RESOLVED).then(loadDrain).then(
+      (m) => m.drainAndEnd(this, timeoutMs, this.writer, goAway),
+      // Not loaded (a page gone offline): closed at once, what is in flight fails.
+      () => this.destroy(),
+    );
     life.closePromise = p;
     return p;
   }
@@ -1025,8 +1024,11 @@ export class Connection extends Emitter<ConnectionEvents> {
   private onGoAway(errno: number, peerReason: string): void {
     // The peer chooses the reason's length (up to a frame): keep what a person reads.
     const reason = peerReason.length > MAX_REASON ? `${peerReason.slice(0, MAX_REASON)}…` : peerReason;
-    if (errno !== 0) {
-      const code = codeForErrno(errno) ?? "ERR_PROTOCOL";
+    // Before the handshake completed (a server that says GOAWAY(0) where its AUTH acknowledgement belongs:
+    // it is closing), a GOAWAY(0) ends the connection too: nothing was started, and `connect` fails now,
+    // retryable, not at the handshake's deadline with ERR_TIMEOUT.
+    if (errno !== 0 || !this.openedOnce) {
+      const code = codeForErrno(errno || 4007) ?? "ERR_PROTOCOL"; // 4007: ERR_GOING_AWAY
       const err = PointSubError.fromPeer(code, `peer closed the connection: ${reason}`);
       this.stats_.error(code);
       this.destroy(err);
@@ -1108,7 +1110,8 @@ export class Connection extends Emitter<ConnectionEvents> {
   onTransportClose(error?: Error): void {
     clearTimeout(this.life?.destroyTimer);
     if (this.state_ === "closed") return;
-    const graceful = this.state_ === "closing" && this.decoderImpl.idle;
+    // Closing, nothing half-read, and nothing of ours cut (a peer that ended while we still had work: that work failed).
+    const graceful = this.state_ === "closing" && this.decoderImpl.idle && !this.inUse();
     // A transport that knows why (a WebSocket peer's text message: ERR_PROTOCOL) says so with a PointSubError.
     this.teardown(
       graceful

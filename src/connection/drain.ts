@@ -11,6 +11,7 @@ import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 import type { Caller } from "./caller.ts";
 import type { ConnectionState } from "./types.ts";
 import { UNSENT } from "./unsent.ts";
+import type { FrameWriter } from "./writer.ts";
 
 /** What a closing connection tells (`Connection`'s internal methods). */
 export interface DrainHost {
@@ -43,6 +44,23 @@ interface Drain {
   /** Since when nothing was in flight (0: something is). */
   quietSince: number;
   done: () => void;
+  writer: Queued;
+  /** Sends this side's GOAWAY(0); undefined once sent. */
+  goAway: (() => void) | undefined;
+}
+
+/** What a closing connection's writer tells: sends queued, and the chunked ones among them. */
+type Queued = Pick<FrameWriter, "pending" | "bulkState">;
+
+/**
+ * Whether a send accepted before the close has not started yet: a message
+ * waiting for credit, for a slot among the peer's open chunked messages
+ * (MAX_OPEN_CHUNKED), or for the stream engine (a page's first one).
+ */
+function unstarted(w: Queued): boolean {
+  let started = 0;
+  for (const m of w.bulkState?.list ?? []) if (m.started) started++;
+  return w.pending > started;
 }
 
 /** How long a closing connection with nothing in flight waits for the peer's GOAWAY (at least; 4 RTTs if longer). */
@@ -72,6 +90,14 @@ function pollDrains(): void {
 function drained(d: Drain, now: number): boolean {
   const c = d.conn;
   if (c.state === "closed" || now >= d.deadline) return true;
+  if (d.goAway !== undefined) {
+    // GOAWAY says this side starts nothing after it: it waits for the sends queued before the close
+    // started. Sent ahead of them, it let the peer end the byte stream once what had started was done
+    // (both GOAWAYs seen, nothing in flight), and the rest failed although both sides closed cleanly.
+    if (unstarted(d.writer)) return false;
+    d.goAway();
+    d.goAway = undefined;
+  }
   const work = c.drainWork();
   if (work === 0) return true;
   if (work === 2) d.quietSince = 0;
@@ -110,8 +136,17 @@ function refuseWaiting(conn: DrainHost): void {
   }
 }
 
-/** Waits (up to `timeoutMs`) for `conn`'s work in flight and the peer's GOAWAY, then ends its transport; resolves once closed. */
-export async function drainAndEnd(conn: DrainHost, timeoutMs: number): Promise<void> {
+/**
+ * Sends `conn`'s GOAWAY (unless sent: `goAway` undefined) once every send queued has started, waits (up to
+ * `timeoutMs`) for its work in flight and the peer's GOAWAY, then ends its
+ * transport; resolves once closed.
+ */
+export async function drainAndEnd(
+  conn: DrainHost,
+  timeoutMs: number,
+  writer: Queued,
+  goAway: (() => void) | undefined,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   refuseWaiting(conn);
   // With nothing in flight, only the peer's GOAWAY is awaited (a START it sent
@@ -119,7 +154,7 @@ export async function drainAndEnd(conn: DrainHost, timeoutMs: number): Promise<v
   // round trip; one that never does (idle, old, hostile) must not hold the
   // close for the whole timeout.
   const peerWait = Math.max(PEER_GOAWAY_WAIT_MS, 4 * (conn.rtt ?? 0));
-  const d: Drain = { conn, deadline, peerWait, quietSince: 0, done: noop };
+  const d: Drain = { conn, deadline, peerWait, quietSince: 0, done: noop, writer, goAway };
   if (!drained(d, Date.now())) {
     // Checked with every other closing connection by one timer, not a timer each
     // (a server closing 10,000 sessions at once).

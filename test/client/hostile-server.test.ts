@@ -96,6 +96,29 @@ describe("clients against a hostile server", () => {
     }
   });
 
+  it("a server that says GOAWAY(0) where its AUTH acknowledgement belongs: connect fails at once with ERR_GOING_AWAY (before: ERR_TIMEOUT at the handshake's deadline)", async () => {
+    // The server asks for credentials (features: AUTH), then, closing, answers them with GOAWAY(0) and
+    // keeps the socket open: the client's close of its own is what ends it.
+    const bytes = Buffer.concat([
+      handshake({ features: Feature.AUTH }),
+      encodeFrame(FrameType.GOAWAY, 0, 0, encodeGoAway(0, "restarting")),
+    ]);
+    const s = await scripted(bytes, false);
+    try {
+      const t0 = Date.now();
+      const err = await connect(s.url, { credentials: "t", handshakeTimeoutMs: 5000 }).then(
+        () => undefined,
+        (e: PointSubError) => e,
+      );
+      assert.equal(err?.code, "ERR_GOING_AWAY");
+      assert.equal(err?.retryable, true);
+      assert.match(err?.message ?? "", /restarting/);
+      assert.ok(Date.now() - t0 < 4000, `${Date.now() - t0} ms: it waited for the handshake's deadline`);
+    } finally {
+      await s.close();
+    }
+  });
+
   it("the resilient client backs off from a server that answers HELLO and closes at once", async () => {
     const s = await scripted(handshake(), true);
     const client = await connectResilient(s.url, { reconnect: { initialDelayMs: 20, maxDelayMs: 200 } });
