@@ -83,8 +83,10 @@ export interface ServerOptions extends ConnectionOptions, AdmissionOptions {
    * what a relay holds for a peer that does not read stays bounded (as
    * `broadcast`'s `highWaterMark` bounds it for broadcasts), instead of
    * growing until `slowPeerTimeoutMs` closes the session. The message that
-   * crosses the mark is queued whole. With a cluster each node applies its
-   * own to its sessions. `Infinity` turns the check off. Default 64 MiB.
+   * crosses the mark is queued whole. A payload that could never be sent
+   * (not bytes or text, or over the peer's maxMessageSize) gets its own
+   * error first, not the retryable ERR_SLOW_PEER. With a cluster each node
+   * applies its own to its sessions. `Infinity` turns the check off. Default 64 MiB.
    */
   sendToHighWaterMark?: number;
   /**
@@ -540,6 +542,15 @@ export class Server extends EventEmitter<ServerEvents> {
     if (s === undefined || s.state !== "open") return Promise.reject(notFound(id));
     const buffered = s.bufferedAmount;
     if (buffered > this.sendToHighWater) {
+      // A payload that could never be sent says so first (ERR_INVALID_ARGUMENT, ERR_MESSAGE_TOO_LARGE):
+      // ERR_SLOW_PEER is retryable, and retrying it could never succeed.
+      let size: number;
+      try {
+        size = toBytes(payload, "payload").length;
+      } catch (err) {
+        return Promise.reject(err);
+      }
+      if (size > s.peerSettings.maxMessageSize) return s.send(payload);
       return Promise.reject(
         new PointSubError(
           "ERR_SLOW_PEER",

@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { connect, createServer, type PointSubError, type Server, type ServerOptions } from "../../src/index.ts";
-import { connectPeer, type Peer } from "../helpers/attacker.ts";
+import { connectPeer, type Peer, type WireSettings } from "../helpers/attacker.ts";
 import { until } from "../helpers/wait.ts";
 
 const KiB = 1024;
@@ -34,10 +34,11 @@ async function relayTo(server: Server, id: string, n: number): Promise<{ codes: 
   return { codes, peak };
 }
 
-/** A server with `options` and one session whose raw peer completed the handshake and reads nothing. */
+/** A server with `options` and one session whose raw peer (HELLO `settings`) completed the handshake and reads nothing. */
 async function withNonReader(
   options: ServerOptions,
   body: (server: Server, id: string) => Promise<void>,
+  settings: Partial<WireSettings> = {},
 ): Promise<void> {
   const server = createServer(options);
   const ids: string[] = [];
@@ -45,7 +46,7 @@ async function withNonReader(
   const [url] = await server.listen("tcp://127.0.0.1:0");
   let peer: Peer | undefined;
   try {
-    peer = await connectPeer({ port: Number(new URL(url).port), read: "paused" });
+    peer = await connectPeer({ port: Number(new URL(url).port), read: "paused", settings });
     await until(() => ids.length === 1);
     await body(server, ids[0]);
   } finally {
@@ -56,24 +57,33 @@ async function withNonReader(
 
 describe("sendTo to a session that does not read", () => {
   it("queues at most sendToHighWaterMark (plus the message that crossed it), then rejects with ERR_SLOW_PEER", async () => {
-    await withNonReader({ sendToHighWaterMark: 1 * MiB }, async (server, id) => {
-      // 1,000 × 64 KiB (62.5 MiB) without the mark.
-      const { codes, peak } = await relayTo(server, id, 1000);
-      assert.ok((codes.get("ERR_SLOW_PEER") ?? 0) > 900, `refused: ${JSON.stringify([...codes])}`);
-      assert.equal(codes.size, 1, `only ERR_SLOW_PEER: ${JSON.stringify([...codes])}`);
-      assert.ok(peak <= 1 * MiB + CHUNK.length, `queued ${peak} bytes`);
-      assert.ok((server.session(id)?.bufferedAmount ?? 0) <= 1 * MiB + CHUNK.length);
-      // The refusal names the session and the mark.
-      await assert.rejects(server.sendTo(id, CHUNK), (err: PointSubError) => {
-        assert.equal(err.code, "ERR_SLOW_PEER");
-        assert.match(err.message, /sendToHighWaterMark 1048576/);
-        // Its suggestion does not tell the operator the session was disconnected (it stays open): before,
-        // ERR_SLOW_PEER's only suggestion was "…; it was disconnected."
-        assert.match(err.suggestion, /sendTo refused with it queued nothing and the session stays open/);
-        return true;
-      });
-      assert.equal(server.session(id)?.state, "open");
-    });
+    await withNonReader(
+      { sendToHighWaterMark: 1 * MiB },
+      async (server, id) => {
+        // 1,000 × 64 KiB (62.5 MiB) without the mark.
+        const { codes, peak } = await relayTo(server, id, 1000);
+        assert.ok((codes.get("ERR_SLOW_PEER") ?? 0) > 900, `refused: ${JSON.stringify([...codes])}`);
+        assert.equal(codes.size, 1, `only ERR_SLOW_PEER: ${JSON.stringify([...codes])}`);
+        assert.ok(peak <= 1 * MiB + CHUNK.length, `queued ${peak} bytes`);
+        assert.ok((server.session(id)?.bufferedAmount ?? 0) <= 1 * MiB + CHUNK.length);
+        // The refusal names the session and the mark.
+        await assert.rejects(server.sendTo(id, CHUNK), (err: PointSubError) => {
+          assert.equal(err.code, "ERR_SLOW_PEER");
+          assert.match(err.message, /sendToHighWaterMark 1048576/);
+          // Its suggestion does not tell the operator the session was disconnected (it stays open): before,
+          // ERR_SLOW_PEER's only suggestion was "…; it was disconnected."
+          assert.match(err.suggestion, /sendTo refused with it queued nothing and the session stays open/);
+          return true;
+        });
+        assert.equal(server.session(id)?.state, "open");
+        // Over the mark, a payload that could never be sent gets its own error, not the retryable ERR_SLOW_PEER
+        // (before: ERR_SLOW_PEER, which invites a retry that cannot succeed).
+        await assert.rejects(server.sendTo(id, new Uint8Array(2 * MiB + 1)), { code: "ERR_MESSAGE_TOO_LARGE" });
+        await assert.rejects(server.sendTo(id, 42 as unknown as Uint8Array), { code: "ERR_INVALID_ARGUMENT" });
+        assert.equal(server.session(id)?.state, "open");
+      },
+      { maxMessageSize: 2 * MiB },
+    );
   });
 
   it("has a default mark (64 MiB): a relay to a non-reader is bounded without any option", async () => {
