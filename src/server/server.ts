@@ -85,7 +85,9 @@ export interface ServerOptions extends ConnectionOptions, AdmissionOptions {
    * growing until `slowPeerTimeoutMs` closes the session. The message that
    * crosses the mark is queued whole. A payload that could never be sent
    * (not bytes or text, or over the peer's maxMessageSize) gets its own
-   * error first, not the retryable ERR_SLOW_PEER. With a cluster each node
+   * error first, not the retryable ERR_SLOW_PEER. What `sendTo` queues is
+   * also charged to `memoryBudget` until written (a full budget refuses it
+   * with ERR_OVERLOADED): many non-readers together stay bounded. With a cluster each node
    * applies its own to its sessions. `Infinity` turns the check off. Default 64 MiB.
    */
   sendToHighWaterMark?: number;
@@ -540,17 +542,17 @@ export class Server extends EventEmitter<ServerEvents> {
   private sendLocal(id: string, payload: Payload): Promise<void> {
     const s = this.byId.get(id);
     if (s === undefined || s.state !== "open") return Promise.reject(notFound(id));
+    let data: Uint8Array;
+    try {
+      data = toBytes(payload, "payload");
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    // A payload that could never be sent says so (ERR_MESSAGE_TOO_LARGE) before the refusals below:
+    // they are retryable, and retrying it could never succeed.
+    if (data.length > s.peerSettings.maxMessageSize) return s.send(data);
     const buffered = s.bufferedAmount;
     if (buffered > this.sendToHighWater) {
-      // A payload that could never be sent says so first (ERR_INVALID_ARGUMENT, ERR_MESSAGE_TOO_LARGE):
-      // ERR_SLOW_PEER is retryable, and retrying it could never succeed.
-      let size: number;
-      try {
-        size = toBytes(payload, "payload").length;
-      } catch (err) {
-        return Promise.reject(err);
-      }
-      if (size > s.peerSettings.maxMessageSize) return s.send(payload);
       return Promise.reject(
         new PointSubError(
           "ERR_SLOW_PEER",
@@ -558,7 +560,28 @@ export class Server extends EventEmitter<ServerEvents> {
         ),
       );
     }
-    return s.send(payload);
+    // What waits in a session's queue is memory the server holds for its peer: charged to the server's
+    // budget while it waits, so that many sessions that do not read are bounded together, not only
+    // each by the mark (a thousand of them held up to 64 GiB).
+    const budget = this.budget;
+    const n = data.length;
+    if (!budget.tryCharge(n)) {
+      return Promise.reject(
+        new PointSubError(
+          "ERR_OVERLOADED",
+          `the server's memory budget is full (${budget.used} of ${budget.limit} bytes): sendTo ${id} not sent`,
+        ),
+      );
+    }
+    const p = s.send(data);
+    if (s.bufferedAmount <= buffered) {
+      // Written at once (or refused): nothing waits.
+      budget.release(n);
+      return p;
+    }
+    const release = () => budget.release(n);
+    p.then(release, release);
+    return p;
   }
 
   /**

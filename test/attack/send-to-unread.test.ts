@@ -118,6 +118,51 @@ describe("sendTo to a session that does not read", () => {
     }
   });
 
+  it("what sendTo queues for sessions that do not read is charged to the server's memoryBudget: many of them together are bounded, and it returns when they go", async () => {
+    // Each non-reader may hold 4 MiB (the mark); three of them would hold 12 MiB, over the 8 MiB budget.
+    const server = createServer({ sendToHighWaterMark: 4 * MiB, memoryBudget: 8 * MiB });
+    const ids: string[] = [];
+    server.on("session", (s) => ids.push(s.id));
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const peers: Peer[] = [];
+    try {
+      for (let i = 0; i < 3; i++) {
+        peers.push(await connectPeer({ port: Number(new URL(url).port), read: "paused" }));
+        await until(() => ids.length === i + 1);
+      }
+      const pending: Promise<unknown>[] = [];
+      const codes = new Map<string, number>();
+      for (const id of ids) {
+        for (let i = 0; i < 200; i++) {
+          pending.push(
+            server.sendTo(id, CHUNK).catch((err: PointSubError) => {
+              codes.set(err.code, (codes.get(err.code) ?? 0) + 1);
+            }),
+          );
+        }
+        await new Promise((r) => setImmediate(r));
+      }
+      assert.ok((codes.get("ERR_OVERLOADED") ?? 0) > 0, `refused: ${JSON.stringify([...codes])}`);
+      const mem = server.memory;
+      assert.ok(mem.used <= 8 * MiB, `charged ${mem.used} bytes`);
+      const queued = ids.reduce((n, id) => n + (server.session(id)?.bufferedAmount ?? 0), 0);
+      // The socket and kernel took some of each session's first sends; what waits beyond that is bounded by the budget.
+      assert.ok(queued <= 8 * MiB + 3 * CHUNK.length, `queued ${queued} bytes over the sessions`);
+      await assert.rejects(server.sendTo(ids[2], CHUNK), (err: PointSubError) => {
+        assert.ok(err.code === "ERR_OVERLOADED" || err.code === "ERR_SLOW_PEER", err.code);
+        return true;
+      });
+      // The non-readers go: their queued sends fail, and what they held returns to the budget.
+      for (const p of peers) p.destroy();
+      await Promise.all(pending);
+      await until(() => server.sessions.size === 0);
+      assert.equal(server.memory.used, 0, "everything charged came back");
+    } finally {
+      for (const p of peers) p.destroy();
+      await server.close({ timeoutMs: 500 });
+    }
+  });
+
   it("refuses a mark that is not a number >= 0", () => {
     for (const bad of [-1, Number.NaN, "1" as unknown as number]) {
       assert.throws(() => createServer({ sendToHighWaterMark: bad }), { code: "ERR_INVALID_ARGUMENT" });
