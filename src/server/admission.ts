@@ -185,24 +185,47 @@ export class Admission {
 }
 
 /**
- * The host part of a URL (`tcp://[::1]:7000` → `[::1]`, `[::ffff:1.2.3.4]` → `1.2.3.4`; a libp2p peer's
- * `libp2p:/ip4/1.2.3.4/tcp/…/p2p/…` → `1.2.3.4`, whatever its port and peer id); the whole URL when it
- * has none (unix, memory, a relayed peer).
+ * Who a connection counts against (exported for tests): the host part of a URL (`tcp://1.2.3.4:7000` →
+ * `1.2.3.4`; `[::ffff:1.2.3.4]` → `1.2.3.4`; a libp2p peer's `libp2p:/ip4/1.2.3.4/tcp/…/p2p/…` →
+ * `1.2.3.4`, whatever its port and peer id), an IPv6 host by its /64 ({@link ipv6Prefix64}); the whole
+ * URL when it has none (unix, memory, a relayed peer).
  */
-function addressKey(url: string): string {
+export function addressKey(url: string): string {
   const start = url.indexOf("://");
   if (start < 0) {
     const ip = /^libp2p:\/ip([46])\/([^/]+)/.exec(url);
-    return ip === null ? url : ip[1] === "6" ? `[${ip[2]}]` : ip[2];
+    return ip === null ? url : ip[1] === "6" ? ipv6Prefix64(ip[2]) : ip[2];
   }
   const rest = url.slice(start + 3);
   if (rest.startsWith("/") || rest === "") return url;
   if (rest.startsWith("[")) {
     const end = rest.indexOf("]");
-    const host = end < 0 ? rest : rest.slice(0, end + 1);
+    const host = end < 0 ? rest.slice(1) : rest.slice(1, end);
     // An IPv4 client of a dual-stack listener ([::ffff:1.2.3.4]) is the same host as 1.2.3.4.
-    return /^\[::ffff:\d+\.\d+\.\d+\.\d+\]$/i.test(host) ? host.slice(8, -1) : host;
+    return /^::ffff:\d+\.\d+\.\d+\.\d+$/i.test(host) ? host.slice(7) : ipv6Prefix64(host);
   }
   const colon = rest.lastIndexOf(":");
   return colon < 0 ? rest : rest.slice(0, colon);
+}
+
+/**
+ * The /64 an IPv6 address is in (`2001:db8::1` and `2001:db8::2` → `2001:db8:0:0::/64`): one host, or
+ * one network behind it, usually holds a whole /64 (RFC 6177), so a per-address limit by exact address
+ * would let one client take as many places as it has addresses (2^64). The address as given when it
+ * is not one.
+ */
+function ipv6Prefix64(address: string): string {
+  const a = address.split("%")[0]; // a zone (fe80::1%eth0) names an interface, not the host
+  const halves = a.split("::");
+  if (halves.length > 2) return address;
+  const part = (s: string): string[] => (s === "" ? [] : s.split(":"));
+  // How many 16-bit groups a part holds: an IPv4 tail (64:ff9b::1.2.3.4) is two.
+  const width = (p: string[]): number => p.length + (p.length > 0 && p[p.length - 1].includes(".") ? 1 : 0);
+  const head = part(halves[0]);
+  const tail = halves.length === 2 ? part(halves[1]) : [];
+  const zeros = 8 - width(head) - width(tail);
+  if (halves.length === 1 ? zeros !== 0 : zeros < 1) return address;
+  const groups = [...head, ...Array<string>(zeros).fill("0"), ...tail].slice(0, 4);
+  if (!groups.every((g) => /^[0-9a-f]{1,4}$/i.test(g))) return address;
+  return `${groups.map((g) => Number.parseInt(g, 16).toString(16)).join(":")}::/64`;
 }

@@ -75,7 +75,11 @@ export interface ServerOptions extends ConnectionOptions, AdmissionOptions {
    * limit is nearly used. `true` for the defaults. See {@link AdaptiveLimitOptions}.
    */
   adaptiveConnections?: boolean | AdaptiveLimitOptions;
-  /** Most connections from one remote address (host) at once. Default unlimited. */
+  /**
+   * Most connections from one remote address (host) at once: an IPv4
+   * address, an IPv6 /64 (a host usually holds a whole /64), a libp2p peer
+   * by the IP of its multiaddr. Default unlimited.
+   */
   maxConnectionsPerAddress?: number;
   /**
    * `sendTo` sends nothing and rejects with ERR_SLOW_PEER when the session
