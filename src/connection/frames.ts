@@ -199,7 +199,12 @@ export class FrameRouter implements FrameSink {
       if (w.connCredit + n > MAX_WINDOW) throw PointSubError.fromPeer("ERR_FLOW_CONTROL", "connection credit overflow");
       w.addConnCredit(n);
     } else {
-      w.addStreamCredit(id, n);
+      // Only for an id this side sends on (its calls, messages and streams; its answers to the peer's
+      // calls): a CREDIT for any other (a flood of made-up ids) scanned every queued message.
+      const ib = this.inbound;
+      if (ib.link.isMine(id) ? ib.outbox.uses(id) : ib.dispatcher.serving.get(id) !== undefined) {
+        w.addStreamCredit(id, n);
+      }
       this.outStreamsIfAny?.onAck(id, n);
     }
   }

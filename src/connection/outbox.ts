@@ -40,6 +40,11 @@ export class Outbox {
     return this.chunked;
   }
 
+  /** Whether this side uses its id `id`: a call in flight, a multi-frame message or stream. */
+  uses(id: number): boolean {
+    return this.pending.get(id) !== undefined || this.chunked?.has(id) === true;
+  }
+
   /** A free stream id of this side's parity. */
   allocId(): number {
     let id = this.nextId;
