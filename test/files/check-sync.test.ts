@@ -8,6 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { createHook } from "node:async_hooks";
+import { execFileSync } from "node:child_process";
 import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -90,6 +91,35 @@ describe("file sink: quick-check lookups on the main thread", () => {
     await conn.close();
     sink.close();
   });
+  it("a FIFO or a symbolic link under a name the sink never cached is no file, and the check does not block on it", async () => {
+    const dir = join(work, "special");
+    await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, "real.txt"), "hello");
+    await symlink(join(dir, "real.txt"), join(dir, "link.txt"));
+    // Opened first (no lstat) for a name without a cached CRC: non-blocking, so a FIFO with no writer
+    // answers at once instead of holding the event loop.
+    execFileSync("mkfifo", [join(dir, "fifo")]);
+    const sink = fileSink(dir);
+    const srv = createServer();
+    srv.handle(FILE_CHECK_ROUTE, sink.check);
+    const [url] = await srv.listen("tcp://127.0.0.1:0");
+    await sink.ready;
+    const conn = await connect(url);
+    const files = [
+      { path: "fifo", size: 0 },
+      { path: "link.txt", size: 5 },
+      { path: "real.txt", size: 5 },
+      { path: "real.txt/x", size: 5 },
+    ];
+    const res = await conn.request(FILE_CHECK_ROUTE, JSON.stringify({ files }), { timeoutMs: 10_000 });
+    const answers = (JSON.parse(new TextDecoder().decode(res)) as { files: FileCheckAnswer[] }).files;
+    const crc = crc32cJs(new TextEncoder().encode("hello")).toString(16).padStart(8, "0");
+    assert.deepEqual(answers, [null, null, { size: 5, crc32c: crc }, null]);
+    await conn.close();
+    await srv.close();
+    sink.close();
+  });
+
   it("small stored files the sink did not store (a restarted serve, another worker) are read for their CRC32C on the main thread", async () => {
     const dir = join(work, "small");
     const sink = fileSink(dir);
