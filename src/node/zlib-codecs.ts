@@ -1,5 +1,5 @@
 import { availableParallelism } from "node:os";
-import * as zlib from "node:zlib";
+import type * as zlib from "node:zlib";
 import {
   CodecId,
   type CodecName,
@@ -8,6 +8,17 @@ import {
   registerCodec,
 } from "../codec/compression.ts";
 import { PointSubError } from "../errors/error.ts";
+
+/**
+ * node:zlib, loaded when a codec first compresses, probes or inflates, not when a runtime lists its
+ * codecs: loading it (and the internal modules it pulls in) cost a process ~8 ms here, which a CLI
+ * command that never compresses (a `send` whose files the server holds, `ls`) paid at start-up.
+ */
+let zlibModule: typeof zlib | undefined;
+const z = (): typeof zlib => {
+  zlibModule ??= process.getBuiltinModule("node:zlib") as typeof zlib;
+  return zlibModule;
+};
 
 type Cb = (err: Error | null, out: Buffer) => void;
 type Options = zlib.ZlibOptions & zlib.BrotliOptions;
@@ -189,7 +200,8 @@ function zlibCodec(
   decompress: AsyncFn,
   decompressSync: SyncFn | undefined,
   probe: SyncFn,
-  level: Options,
+  /** Encoder options, or a function that makes them (once, on first use: they may need zlib's constants). */
+  levelOf: Options | (() => Options),
   /** Decoder options for a block of at most `maxLength` inflated bytes. */
   limits?: (maxLength: number) => Options,
   /** Why a block of `maxLength` inflated bytes is refused before any inflation (undefined: it is not). */
@@ -198,12 +210,17 @@ function zlibCodec(
   // The peer's bytes: no stack trace (a hostile peer can make a server build many; see PointSubError.fromPeer).
   const refused = (err: unknown) =>
     PointSubError.fromPeer("ERR_PROTOCOL", `${name} data does not decompress: ${(err as Error).message}`);
+  let levelOpts: Options | undefined;
+  const level = () => {
+    levelOpts ??= typeof levelOf === "function" ? levelOf() : levelOf;
+    return levelOpts;
+  };
   return {
     id,
     name,
     compress(data) {
       return new Promise((resolve, reject) => {
-        compress(data, level, (err, out) => (err ? reject(err) : resolve(out)));
+        compress(data, level(), (err, out) => (err ? reject(err) : resolve(out)));
       });
     },
     decompress(data, maxLength, owner?: InflateOwner, group?: object) {
@@ -259,7 +276,7 @@ function zlibCodec(
       });
     },
     probe(sample) {
-      return probe(sample, level).length;
+      return probe(sample, level()).length;
     },
   };
 }
@@ -269,15 +286,16 @@ function zlibCodec(
  * zstd, for a runtime's `CodecRegistry` (`createNodeRuntime` takes them).
  */
 export function zlibCodecs(): CompressionCodec[] {
+  // Each function is node:zlib's, looked up when first called (see `z`).
   const list: CompressionCodec[] = [];
   list.push(
     zlibCodec(
       CodecId.DEFLATE_RAW,
       "deflate-raw",
-      zlib.deflateRaw as AsyncFn,
-      zlib.inflateRaw as AsyncFn,
-      zlib.inflateRawSync as SyncFn,
-      zlib.deflateRawSync as SyncFn,
+      (d, o, cb) => z().deflateRaw(d, o, cb),
+      (d, o, cb) => z().inflateRaw(d, o, cb),
+      (d, o) => z().inflateRawSync(d, o),
+      (d, o) => z().deflateRawSync(d, o),
       { level: 1 },
     ),
   );
@@ -285,10 +303,10 @@ export function zlibCodecs(): CompressionCodec[] {
     zlibCodec(
       CodecId.GZIP,
       "gzip",
-      zlib.gzip as AsyncFn,
-      zlib.gunzip as AsyncFn,
-      zlib.gunzipSync as SyncFn,
-      zlib.gzipSync as SyncFn,
+      (d, o, cb) => z().gzip(d, o, cb),
+      (d, o, cb) => z().gunzip(d, o, cb),
+      (d, o) => z().gunzipSync(d, o),
+      (d, o) => z().gzipSync(d, o),
       { level: 1 },
     ),
   );
@@ -296,32 +314,27 @@ export function zlibCodecs(): CompressionCodec[] {
     zlibCodec(
       CodecId.BROTLI,
       "brotli",
-      zlib.brotliCompress as AsyncFn,
-      zlib.brotliDecompress as AsyncFn,
+      (d, o, cb) => z().brotliCompress(d, o, cb),
+      (d, o, cb) => z().brotliDecompress(d, o, cb),
       undefined,
-      zlib.brotliCompressSync as SyncFn,
-      { params: { [zlib.constants.BROTLI_PARAM_QUALITY]: 1 } },
+      (d, o) => z().brotliCompressSync(d, o),
+      () => ({ params: { [z().constants.BROTLI_PARAM_QUALITY]: 1 } }),
       undefined,
       brotliPrecheck,
     ),
   );
-  const z = zlib as unknown as Record<string, unknown>;
-  if (
-    typeof z.zstdCompress === "function" &&
-    typeof z.zstdDecompress === "function" &&
-    typeof z.zstdDecompressSync === "function" &&
-    typeof (zlib.constants as unknown as Record<string, unknown>).ZSTD_d_windowLogMax === "number"
-  ) {
-    const c = zlib.constants as unknown as Record<string, number>;
+  if (hasZstd()) {
+    const fn = (name: string) => (z() as unknown as Record<string, unknown>)[name] as AsyncFn & SyncFn;
+    const c = () => z().constants as unknown as Record<string, number>;
     list.push(
       zlibCodec(
         CodecId.ZSTD,
         "zstd",
-        z.zstdCompress as AsyncFn,
-        z.zstdDecompress as AsyncFn,
-        z.zstdDecompressSync as SyncFn,
-        z.zstdCompressSync as SyncFn,
-        { params: { [c.ZSTD_c_compressionLevel]: 1 } } as zlib.ZlibOptions,
+        (d, o, cb) => fn("zstdCompress")(d, o, cb),
+        (d, o, cb) => fn("zstdDecompress")(d, o, cb),
+        (d, o) => fn("zstdDecompressSync")(d, o),
+        (d, o) => fn("zstdCompressSync")(d, o),
+        () => ({ params: { [c().ZSTD_c_compressionLevel]: 1 } }) as zlib.ZlibOptions,
         // The decoder allocates the window a frame header asks for, up to
         // 128 MiB by default: an 18-byte frame asking for that cost 2 ms of
         // this thread and 128 MiB per block. A window need not exceed the
@@ -330,12 +343,28 @@ export function zlibCodecs(): CompressionCodec[] {
         // zstd format recommends decoders to support.
         (maxLength) =>
           ({
-            params: { [c.ZSTD_d_windowLogMax]: Math.min(27, Math.max(23, Math.ceil(Math.log2(maxLength + 1)))) },
+            params: { [c().ZSTD_d_windowLogMax]: Math.min(27, Math.max(23, Math.ceil(Math.log2(maxLength + 1)))) },
           }) as zlib.ZlibOptions,
       ),
     );
   }
   return list;
+}
+
+/**
+ * Whether this Node.js has zstd (22.15 and 23.8 on): a Node built with it names its version in
+ * `process.versions.zstd`, without loading node:zlib; else zlib is asked (its functions and the
+ * decoder's window limit).
+ */
+function hasZstd(): boolean {
+  if (typeof process.versions.zstd === "string") return true;
+  const m = z() as unknown as Record<string, unknown>;
+  return (
+    typeof m.zstdCompress === "function" &&
+    typeof m.zstdDecompress === "function" &&
+    typeof m.zstdDecompressSync === "function" &&
+    typeof (z().constants as unknown as Record<string, unknown>).ZSTD_d_windowLogMax === "number"
+  );
 }
 
 /**
