@@ -18,6 +18,8 @@ export interface DrainHost {
   readonly state: ConnectionState;
   /** Smoothed round-trip time in ms, if measured. */
   readonly rtt: number | undefined;
+  /** Bytes received so far. */
+  readonly bytesIn: number;
   /** Resolves once the connection closed. */
   readonly closed: Promise<void>;
   /**
@@ -41,8 +43,10 @@ interface Drain {
   deadline: number;
   /** How long a quiet connection waits for the peer's GOAWAY. */
   peerWait: number;
-  /** Since when nothing was in flight (0: something is). */
+  /** Since when nothing was in flight and nothing arrived (0: something is, or did since the last check). */
   quietSince: number;
+  /** The connection's bytes received at the last check. */
+  lastIn: number;
   done: () => void;
   writer: Queued;
   /** Sends this side's GOAWAY(0); undefined once sent. */
@@ -100,8 +104,12 @@ function drained(d: Drain, now: number): boolean {
   }
   const work = c.drainWork();
   if (work === 0) return true;
-  if (work === 2) d.quietSince = 0;
-  else if (d.quietSince === 0) d.quietSince = now;
+  // Input since the last check: the peer is still sending (what it started before it saw our GOAWAY, or
+  // what it held back until its own sends started, with its GOAWAY after them): not quiet.
+  if (work === 2 || c.bytesIn !== d.lastIn) {
+    d.quietSince = 0;
+    d.lastIn = c.bytesIn;
+  } else if (d.quietSince === 0) d.quietSince = now;
   else if (now - d.quietSince >= d.peerWait) return true;
   return false;
 }
@@ -154,7 +162,7 @@ export async function drainAndEnd(
   // round trip; one that never does (idle, old, hostile) must not hold the
   // close for the whole timeout.
   const peerWait = Math.max(PEER_GOAWAY_WAIT_MS, 4 * (conn.rtt ?? 0));
-  const d: Drain = { conn, deadline, peerWait, quietSince: 0, done: noop, writer, goAway };
+  const d: Drain = { conn, deadline, peerWait, quietSince: 0, lastIn: conn.bytesIn, done: noop, writer, goAway };
   if (!drained(d, Date.now())) {
     // Checked with every other closing connection by one timer, not a timer each
     // (a server closing 10,000 sessions at once).
