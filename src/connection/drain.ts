@@ -49,12 +49,14 @@ interface Drain {
   lastIn: number;
   done: () => void;
   writer: Queued;
+  /** When this side last told a peer waiting for its GOAWAY that it is still there (a PING). */
+  keptAt: number;
   /** Sends this side's GOAWAY(0); undefined once sent. */
   goAway: (() => void) | undefined;
 }
 
 /** What a closing connection's writer tells: sends queued, and the chunked ones among them. */
-type Queued = Pick<FrameWriter, "pending" | "bulkState">;
+type Queued = Pick<FrameWriter, "pending" | "bulkState" | "control">;
 
 /**
  * Whether a send accepted before the close has not started yet: a message
@@ -69,6 +71,15 @@ function unstarted(w: Queued): boolean {
 
 /** How long a closing connection with nothing in flight waits for the peer's GOAWAY (at least; 4 RTTs if longer). */
 const PEER_GOAWAY_WAIT_MS = 250;
+/** While this side holds its GOAWAY, how often it shows the peer it is there (well within PEER_GOAWAY_WAIT_MS). */
+const KEEP_MS = 100;
+/**
+ * FrameType.PING: a value, not an import of codec/frame.ts (that import split the modules this chunk
+ * shares with a page's first load into a chunk of their own: +250 bytes up front).
+ */
+const PING = 6;
+/** A PING with sequence 0 (a float64): its answer matches no ping of this side's (they count from 1) and is ignored. */
+const PING_0 = new Uint8Array(8);
 /** How often closing connections are checked for work still in flight. */
 const DRAIN_POLL_MS = 5;
 const noop = () => {};
@@ -98,7 +109,15 @@ function drained(d: Drain, now: number): boolean {
     // GOAWAY says this side starts nothing after it: it waits for the sends queued before the close
     // started. Sent ahead of them, it let the peer end the byte stream once what had started was done
     // (both GOAWAYs seen, nothing in flight), and the rest failed although both sides closed cleanly.
-    if (unstarted(d.writer)) return false;
+    if (unstarted(d.writer)) {
+      // A peer that closed first waits for this GOAWAY only briefly while nothing of ours arrives (the
+      // sends may wait for a page's stream engine, sending nothing): a PING now and then keeps it waiting.
+      if (now - d.keptAt >= KEEP_MS) {
+        d.keptAt = now;
+        d.writer.control(PING, 0, 0, PING_0);
+      }
+      return false;
+    }
     d.goAway();
     d.goAway = undefined;
   }
@@ -162,7 +181,17 @@ export async function drainAndEnd(
   // round trip; one that never does (idle, old, hostile) must not hold the
   // close for the whole timeout.
   const peerWait = Math.max(PEER_GOAWAY_WAIT_MS, 4 * (conn.rtt ?? 0));
-  const d: Drain = { conn, deadline, peerWait, quietSince: 0, lastIn: conn.bytesIn, done: noop, writer, goAway };
+  const d: Drain = {
+    conn,
+    deadline,
+    peerWait,
+    quietSince: 0,
+    lastIn: conn.bytesIn,
+    done: noop,
+    writer,
+    keptAt: Date.now(),
+    goAway,
+  };
   if (!drained(d, Date.now())) {
     // Checked with every other closing connection by one timer, not a timer each
     // (a server closing 10,000 sessions at once).
