@@ -1406,6 +1406,20 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     return storedCrc(target, st).then((crc) => ({ size: st.size, crc32c: crc32cHex(crc) }));
   };
   /**
+   * The CRC32C of the `size` bytes (at most SYNC_CRC_MAX) of the file open as `fd`, read synchronously
+   * into one shared buffer; undefined when it ended short (it shrank meanwhile).
+   */
+  const crcOfFd = (fd: number, size: number): number | undefined => {
+    syncCrcBuf ??= Buffer.allocUnsafe(SYNC_CRC_MAX);
+    let n = 0;
+    while (n < size) {
+      const r = readSync(fd, syncCrcBuf, n, size - n, n);
+      if (r === 0) break;
+      n += r;
+    }
+    return n === size ? nodeCrc32c().compute(syncCrcBuf.subarray(0, n), 0) : undefined;
+  };
+  /**
    * A small stored file's CRC32C read synchronously when {@link lookupGate} allows (undefined: read it on the
    * pool), cached under the identity `st` seen before the read (a change meanwhile makes another identity).
    */
@@ -1421,14 +1435,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       const opened = fstatSync(fd);
       if (!opened.isFile() || opened.ino !== st.ino || opened.dev !== st.dev || opened.size !== st.size)
         return undefined;
-      syncCrcBuf ??= Buffer.allocUnsafe(SYNC_CRC_MAX);
-      let n = 0;
-      while (n < st.size) {
-        const r = readSync(fd, syncCrcBuf, n, st.size - n, n);
-        if (r === 0) break;
-        n += r;
-      }
-      crc = nodeCrc32c().compute(syncCrcBuf.subarray(0, n), 0);
+      crc = crcOfFd(fd, st.size);
     } catch {
       // Gone, or not readable now: the pool's read says what it is.
     } finally {
@@ -1458,16 +1465,9 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       if (!st.isFile()) answer = null;
       else if (st.size !== size) answer = { size: st.size };
       else if (st.size <= SYNC_CRC_MAX) {
-        syncCrcBuf ??= Buffer.allocUnsafe(SYNC_CRC_MAX);
-        let n = 0;
-        while (n < st.size) {
-          const r = readSync(fd, syncCrcBuf, n, st.size - n, n);
-          if (r === 0) break;
-          n += r;
-        }
+        const crc = crcOfFd(fd, st.size);
         // Read short (it shrank meanwhile): the lstat way says what is there now.
-        if (n === st.size) {
-          const crc = nodeCrc32c().compute(syncCrcBuf.subarray(0, n), 0);
+        if (crc !== undefined) {
           cacheCrc(target, st, crc);
           answer = { size: st.size, crc32c: crc32cHex(crc) };
         }
