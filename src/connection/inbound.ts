@@ -281,10 +281,9 @@ export class Inbound implements ReceiveWindow {
     if (this.link.isMine(id)) {
       const call = this.caller.pending.get(id);
       if (call === undefined) {
-        // A chunked one-way message the receiver refused: stop sending it, reject its send. Only the
-        // chunked queue: a CANCEL is never about a single-frame one (scanning every queued answer for
-        // it let a flood of CANCELs for ids never used cost O(queued answers) each).
-        // Only for an id in use (a flood of CANCELs for made-up ids scanned the chunked queue each).
+        // A chunked one-way message the receiver refused: stop sending it, reject its send. Only for an
+        // id in use, and only in the chunked queue (a CANCEL is never about a single-frame one): a flood
+        // of CANCELs for made-up ids scanned every queued answer, then the chunked queue, each.
         if (!this.outbox.uses(id)) return;
         const kept = code === "ERR_TIMEOUT" || code === "ERR_OVERLOADED" || code === "ERR_GOING_AWAY";
         this.outbox.writer.removeChunked(
