@@ -225,7 +225,15 @@ function ipv6Prefix64(address: string): string {
   const tail = halves.length === 2 ? part(halves[1]) : [];
   const zeros = 8 - width(head) - width(tail);
   if (halves.length === 1 ? zeros !== 0 : zeros < 1) return address;
-  const groups = [...head, ...Array<string>(zeros).fill("0"), ...tail].slice(0, 4);
+  const all = [...head, ...Array<string>(zeros).fill("0"), ...tail];
+  const groups = all.slice(0, 4);
   if (!groups.every((g) => /^[0-9a-f]{1,4}$/i.test(g))) return address;
+  // IPv4-mapped in any spelling (libp2p's multiaddr writes ::ffff:1.2.3.4 as ::ffff:102:304): the IPv4
+  // host, not the /64 (::/64) every IPv4 client of a dual-stack libp2p listener would share.
+  if (all.slice(0, 5).every((g) => /^0{1,4}$/.test(g)) && /^0{0,3}ffff$/i.test(all[5])) {
+    const v4 = all.length === 7 ? all[6] : all.slice(6).map((g) => Number.parseInt(g, 16));
+    if (typeof v4 === "string") return v4;
+    if (v4.every((x) => x >= 0 && x <= 0xffff)) return `${v4[0] >> 8}.${v4[0] & 255}.${v4[1] >> 8}.${v4[1] & 255}`;
+  }
   return `${groups.map((g) => Number.parseInt(g, 16).toString(16)).join(":")}::/64`;
 }

@@ -46,4 +46,19 @@ describe("maxConnectionsPerAddress and IPv6", () => {
     ];
     for (const [url, key] of cases) assert.equal(addressKey(url), key, url);
   });
+
+  it("an IPv4 client of a dual-stack libp2p listener is its IPv4 host, not ::/64 with every other one", () => {
+    // @libp2p/tcp makes the remote multiaddr from the socket's ::ffff:1.2.3.4, which multiaddr writes
+    // as ::ffff:102:304. Before: every IPv4 peer counted against the one key 0:0:0:0::/64, so under
+    // maxConnectionsPerAddress 2 the first two IPv4 peers locked out all others.
+    const cases: [string, string][] = [
+      ["libp2p:/ip6/::ffff:102:304/tcp/4001/p2p/x", "1.2.3.4"],
+      ["libp2p:/ip6/::ffff:506:708/tcp/4001/p2p/y", "5.6.7.8"],
+      ["libp2p:/ip6/::ffff:1.2.3.4/tcp/4001/p2p/x", "1.2.3.4"],
+      ["tcp://[::ffff:0102:0304]:9", "1.2.3.4"],
+      ["tcp://[0:0:0:0:0:FFFF:7f00:2]:9", "127.0.0.2"],
+      ["tcp://[::1]:9", "0:0:0:0::/64"],
+    ];
+    for (const [url, key] of cases) assert.equal(addressKey(url), key, url);
+  });
 });
