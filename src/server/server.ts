@@ -1,5 +1,5 @@
 import { EventEmitter } from "eventemitter3";
-import { MemoryBudget } from "../connection/budget.ts";
+import { ANSWER_SHARE, MemoryBudget } from "../connection/budget.ts";
 import { budgetLimit, Connection, connectionShared, resolveSettings } from "../connection/connection.ts";
 import {
   ConnectionDiagnostics,
@@ -556,18 +556,21 @@ export class Server extends EventEmitter<ServerEvents> {
     // they are retryable, and retrying it could never succeed.
     if (data.length > s.peerSettings.maxMessageSize) return s.send(data);
     const buffered = s.bufferedAmount;
-    if (buffered > this.sendToHighWater) {
+    const budget = this.budget;
+    // Past half the budget, a session holding more than its share (as for answers owed: ANSWER_SHARE)
+    // is the slow one: refused alone, not every session's sendTo and every peer's input with it.
+    const pressed = budget.used * 2 > budget.limit && (buffered + data.length) * ANSWER_SHARE > budget.limit;
+    if (buffered > this.sendToHighWater || (pressed && buffered > 0)) {
       return Promise.reject(
         new PointSubError(
           "ERR_SLOW_PEER",
-          `session ${id} has ${buffered} bytes queued (sendToHighWaterMark ${this.sendToHighWater}): not sent`,
+          `session ${id} has ${buffered} bytes queued (sendToHighWaterMark ${this.sendToHighWater}, memory budget ${budget.used} of ${budget.limit} bytes used): not sent`,
         ),
       );
     }
     // What waits in a session's queue is memory the server holds for its peer: charged to the server's
     // budget while it waits, so that many sessions that do not read are bounded together, not only
     // each by the mark (a thousand of them held up to 64 GiB).
-    const budget = this.budget;
     const n = data.length;
     if (!budget.tryCharge(n)) {
       return Promise.reject(

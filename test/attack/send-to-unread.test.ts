@@ -142,7 +142,9 @@ describe("sendTo to a session that does not read", () => {
         }
         await new Promise((r) => setImmediate(r));
       }
-      assert.ok((codes.get("ERR_OVERLOADED") ?? 0) > 0, `refused: ${JSON.stringify([...codes])}`);
+      // Refused: ERR_SLOW_PEER for a session over its share of a budget past half, ERR_OVERLOADED when full.
+      const refused = (codes.get("ERR_OVERLOADED") ?? 0) + (codes.get("ERR_SLOW_PEER") ?? 0);
+      assert.ok(refused > 0, `refused: ${JSON.stringify([...codes])}`);
       const mem = server.memory;
       assert.ok(mem.used <= 8 * MiB, `charged ${mem.used} bytes`);
       const queued = ids.reduce((n, id) => n + (server.session(id)?.bufferedAmount ?? 0), 0);
