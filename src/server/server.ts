@@ -91,7 +91,9 @@ export interface ServerOptions extends ConnectionOptions, AdmissionOptions {
    * (not bytes or text, or over the peer's maxMessageSize) gets its own
    * error first, not the retryable ERR_SLOW_PEER. What `sendTo` queues is
    * also charged to `memoryBudget` until written (a full budget refuses it
-   * with ERR_OVERLOADED): many non-readers together stay bounded. With a cluster each node
+   * with ERR_OVERLOADED): many non-readers together stay bounded; past half
+   * the budget, a session holding more than its share (the budget / 16) is
+   * refused with ERR_SLOW_PEER alone. With a cluster each node
    * applies its own to its sessions. `Infinity` turns the check off. Default 64 MiB.
    */
   sendToHighWaterMark?: number;
