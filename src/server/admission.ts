@@ -211,11 +211,12 @@ export function addressKey(url: string): string {
 /**
  * The /64 an IPv6 address is in (`2001:db8::1` and `2001:db8::2` → `2001:db8:0:0::/64`): one host, or
  * one network behind it, usually holds a whole /64 (RFC 6177), so a per-address limit by exact address
- * would let one client take as many places as it has addresses (2^64). The address as given when it
- * is not one.
+ * would let one client take as many places as it has addresses (2^64). An IPv4-mapped or NAT64
+ * (64:ff9b::/96) address is its IPv4 host; a link-local one (fe80::/10) is itself with its zone. The
+ * address as given when it is not one.
  */
 function ipv6Prefix64(address: string): string {
-  const a = address.split("%")[0]; // a zone (fe80::1%eth0) names an interface, not the host
+  const a = address.split("%")[0]; // a zone (fe80::1%eth0) names an interface: kept for link-local only
   const halves = a.split("::");
   if (halves.length > 2) return address;
   const part = (s: string): string[] => (s === "" ? [] : s.split(":"));
@@ -228,12 +229,24 @@ function ipv6Prefix64(address: string): string {
   const all = [...head, ...Array<string>(zeros).fill("0"), ...tail];
   const groups = all.slice(0, 4);
   if (!groups.every((g) => /^[0-9a-f]{1,4}$/i.test(g))) return address;
-  // IPv4-mapped in any spelling (libp2p's multiaddr writes ::ffff:1.2.3.4 as ::ffff:102:304): the IPv4
-  // host, not the /64 (::/64) every IPv4 client of a dual-stack libp2p listener would share.
-  if (all.slice(0, 5).every((g) => /^0{1,4}$/.test(g)) && /^0{0,3}ffff$/i.test(all[5])) {
-    const v4 = all.length === 7 ? all[6] : all.slice(6).map((g) => Number.parseInt(g, 16));
+  const g = groups.map((x) => Number.parseInt(x, 16));
+  // IPv4-mapped in any spelling (libp2p's multiaddr writes ::ffff:1.2.3.4 as ::ffff:102:304), and IPv4
+  // hosts behind a NAT64 gateway (the well-known prefix 64:ff9b::/96, RFC 6052): the IPv4 host, not the
+  // /64 that every IPv4 client of a dual-stack listener, or of that gateway, would share.
+  const zero = (x: string): boolean => /^0{1,4}$/.test(x);
+  const mapped = all.slice(0, 5).every(zero) && /^0{0,3}ffff$/i.test(all[5]);
+  const nat64 = g[0] === 0x64 && g[1] === 0xff9b && all.slice(2, 6).every(zero);
+  if (mapped || nat64) {
+    const v4 = all.length === 7 ? all[6] : all.slice(6).map((x) => Number.parseInt(x, 16));
     if (typeof v4 === "string") return v4;
     if (v4.every((x) => x >= 0 && x <= 0xffff)) return `${v4[0] >> 8}.${v4[0] & 255}.${v4[1] >> 8}.${v4[1] & 255}`;
   }
-  return `${groups.map((g) => Number.parseInt(g, 16).toString(16)).join(":")}::/64`;
+  // Link-local (fe80::/10): every host on every link has the same fe80::/64, so the address itself,
+  // with its zone (the interface: the same address on two links is two hosts).
+  if ((g[0] & 0xffc0) === 0xfe80) {
+    const zone = address.indexOf("%");
+    const exact = all.length === 8 ? all.map((x) => Number.parseInt(x, 16).toString(16)).join(":") : a.toLowerCase();
+    return zone < 0 ? exact : `${exact}${address.slice(zone)}`;
+  }
+  return `${g.map((x) => x.toString(16)).join(":")}::/64`;
 }

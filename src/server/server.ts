@@ -77,8 +77,9 @@ export interface ServerOptions extends ConnectionOptions, AdmissionOptions {
   adaptiveConnections?: boolean | AdaptiveLimitOptions;
   /**
    * Most connections from one remote address (host) at once: an IPv4
-   * address, an IPv6 /64 (a host usually holds a whole /64), a libp2p peer
-   * by the IP of its multiaddr. Default unlimited.
+   * address, an IPv6 /64 (a host usually holds a whole /64; IPv4-mapped and
+   * NAT64 addresses count as their IPv4 host, link-local ones by address and
+   * interface), a libp2p peer by the IP of its multiaddr. Default unlimited.
    */
   maxConnectionsPerAddress?: number;
   /**

@@ -30,15 +30,14 @@ describe("maxConnectionsPerAddress and IPv6", () => {
     assert.match(results["2001:db8:0:1::1"], /^open from tcp:\/\/\[2001:db8:0:1::1\]/);
   });
 
-  it("keys: an IPv4 host, an IPv4-mapped one, IPv6 by /64 (any spelling, zone dropped), libp2p peers by their IP", () => {
+  it("keys: an IPv4 host, an IPv4-mapped one, IPv6 by /64 (any spelling), libp2p peers by their IP", () => {
     const cases: [string, string][] = [
       ["tcp://1.2.3.4:9", "1.2.3.4"],
       ["tcp://[::ffff:1.2.3.4]:9", "1.2.3.4"],
       ["tcp://[2001:db8::1]:5", "2001:db8:0:0::/64"],
       ["tls://[2001:DB8:0:0:ffff:2:3:4]:5", "2001:db8:0:0::/64"],
       ["tcp://[2001:db8:0:1::1]:5", "2001:db8:0:1::/64"],
-      ["tcp://[fe80::1%eth0]:1", "fe80:0:0:0::/64"],
-      ["tcp://[64:ff9b::1.2.3.4]:1", "64:ff9b:0:0::/64"],
+      ["tcp://[64:ff9b:0:1::1]:1", "64:ff9b:0:1::/64"],
       ["libp2p:/ip6/2001:db8:a:b:c:d:e:f/tcp/1/p2p/x", "2001:db8:a:b::/64"],
       ["libp2p:/ip4/1.2.3.4/tcp/1/p2p/x", "1.2.3.4"],
       ["unix:///tmp/s.sock", "unix:///tmp/s.sock"],
@@ -58,6 +57,22 @@ describe("maxConnectionsPerAddress and IPv6", () => {
       ["tcp://[::ffff:0102:0304]:9", "1.2.3.4"],
       ["tcp://[0:0:0:0:0:FFFF:7f00:2]:9", "127.0.0.2"],
       ["tcp://[::1]:9", "0:0:0:0::/64"],
+    ];
+    for (const [url, key] of cases) assert.equal(addressKey(url), key, url);
+  });
+
+  it("NAT64 clients are their IPv4 hosts; link-local ones are each address on its interface", () => {
+    // Before: every client behind a NAT64 gateway shared 64:ff9b:0:0::/64, and every link-local
+    // client on every interface shared fe80:0:0:0::/64 (one peer could lock all of them out).
+    const cases: [string, string][] = [
+      ["tcp://[64:ff9b::1.2.3.4]:1", "1.2.3.4"],
+      ["tcp://[64:ff9b::506:708]:1", "5.6.7.8"],
+      ["libp2p:/ip6/64:ff9b::102:304/tcp/1/p2p/x", "1.2.3.4"],
+      ["tcp://[fe80::1%eth0]:1", "fe80:0:0:0:0:0:0:1%eth0"],
+      ["tcp://[fe80::1%eth1]:1", "fe80:0:0:0:0:0:0:1%eth1"],
+      ["tcp://[FE80::0002]:1", "fe80:0:0:0:0:0:0:2"],
+      ["tcp://[febf::2]:1", "febf:0:0:0:0:0:0:2"],
+      ["tcp://[fec0::2]:1", "fec0:0:0:0::/64"],
     ];
     for (const [url, key] of cases) assert.equal(addressKey(url), key, url);
   });
