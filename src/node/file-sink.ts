@@ -425,6 +425,12 @@ export function safeRelativePath(path: unknown, windows = sep === "\\"): string[
  * into a restarted `serve`).
  */
 const SYNC_CRC_MAX = 64 * 1024;
+/**
+ * How the quick check opens a name on the main thread: never through a link, without blocking (a
+ * FIFO), and without making a terminal device placed in the directory this process's controlling
+ * terminal (O_NOCTTY); only a regular file is then read.
+ */
+const QUICK_OPEN = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | (constants.O_NOCTTY ?? 0);
 /** The buffer those reads share (one at a time: they are synchronous). */
 let syncCrcBuf: Buffer | undefined;
 
@@ -1431,7 +1437,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     try {
       // Non-blocking, then checked to be the regular file that was looked up: a FIFO swapped in
       // between the lstat and the open must not block the event loop.
-      fd = openSync(target, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+      fd = openSync(target, QUICK_OPEN);
       const opened = fstatSync(fd);
       if (!opened.isFile() || opened.ino !== st.ino || opened.dev !== st.dev || opened.size !== st.size)
         return undefined;
@@ -1460,7 +1466,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     let answer: FileCheckAnswer | undefined;
     let fd = -1;
     try {
-      fd = openSync(target, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+      fd = openSync(target, QUICK_OPEN);
       const st = fstatSync(fd);
       if (!st.isFile()) answer = null;
       else if (st.size !== size) answer = { size: st.size };
