@@ -65,7 +65,7 @@ export class Crc32c {
   constructor(native?: Crc32cFunction, name = "js", minLength = 0) {
     this.native = native;
     this.name = native === undefined ? "js" : name;
-    this.min = native === undefined ? Number.POSITIVE_INFINITY : minLength;
+    this.min = native === undefined ? Infinity : minLength;
   }
 
   /** CRC32C of `data`, continuing from `initial`. */

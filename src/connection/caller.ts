@@ -74,7 +74,7 @@ export class Caller {
   waiting: Queue<PendingCall> | undefined;
   /** Set by the engine: the stream half, when there is one. */
   streams: CallerStreams | undefined;
-  /** Set by the engine: whether new calls may start (false once closed). */
+  /** Set by the engine: no call waiting for a slot starts any more (closing or closed). */
   closed = false;
   declare private readonly outbox: Outbox;
   declare private readonly link: Link;
@@ -225,7 +225,7 @@ export class Caller {
     this.deadlineAt = undefined;
     const now = Date.now();
     const expired: PendingCall[] = [];
-    let next = Number.POSITIVE_INFINITY;
+    let next = Infinity;
     const visit = (call: PendingCall) => {
       if (call.settled || call.deadline === 0) return;
       if (call.deadline <= now) expired.push(call);
@@ -241,7 +241,7 @@ export class Caller {
         }),
       );
     }
-    if (next !== Number.POSITIVE_INFINITY) this.armDeadline(next);
+    if (next !== Infinity) this.armDeadline(next);
   }
 
   /** Hands the caller its answer or error (once; later calls do nothing). */
@@ -298,10 +298,11 @@ export class Caller {
 
   private startWaiting(): void {
     const waiting = this.waiting;
-    if (waiting === undefined) return;
+    // Closing: they stay queued for the close's refusal (drain.ts) or the teardown.
+    if (waiting === undefined || this.closed) return;
     while (waiting.length !== 0 && this.pending.size < this.link.peer.maxConcurrentRequests) {
       const call = waiting.shift() as PendingCall;
-      if (!call.settled && !this.closed) this.startCall(call);
+      if (!call.settled) this.startCall(call);
     }
   }
 

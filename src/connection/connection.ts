@@ -853,6 +853,8 @@ export class Connection extends Emitter<ConnectionEvents> {
     const reason = options.reason ?? "closing";
     const timeoutMs = options.timeoutMs ?? this.shared.closeTimeoutMs;
     this.state_ = "closing";
+    // Calls waiting for a slot start no more (an answer freeing one may come before drain.ts refuses them).
+    if (this.caller_ !== undefined) this.caller_.closed = true;
     life.closeReason ||= reason;
     // GOAWAY goes out now, or, with sends queued, once every one of them has started (drain.ts). Nothing
     // but HELLO goes out before the peer's HELLO: while the handshake runs, it waits (bounded by its timeout).

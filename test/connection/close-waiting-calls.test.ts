@@ -76,6 +76,36 @@ describe("requests waiting for a slot at a graceful close", () => {
     }
   });
 
+  it("this side's close() from a message event, with the answer that frees the slot in the same read: the waiting request is not sent", async () => {
+    // The server's message and its answer to "a" share one BATCH, so the client decodes the
+    // answer in the same step as the message whose listener closes. Before: the answer freed the
+    // slot and "b" went out after the GOAWAY, before the close's refusal of waiting requests ran
+    // (the graceful close's code is loaded, a microtask away, or in a page a fetch away).
+    const server = createServer({ maxConcurrentRequests: 1 });
+    const runs: string[] = [];
+    server.handle("/a", (req, ctx) => {
+      runs.push(text(req.data));
+      void ctx.session.send("bye");
+      return req.data;
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    try {
+      let closing: Promise<void> | undefined;
+      conn.on("message", () => {
+        closing ??= conn.close();
+      });
+      const calls = ["a", "b"].map((x) => outcome(conn.request("/a", x, { timeoutMs: 0 })));
+      assert.deepEqual(await Promise.all(calls), ["ok a", "ERR_GOING_AWAY"]);
+      await closing;
+      await sleep(100);
+      assert.deepEqual(runs, ["a"]);
+    } finally {
+      conn.destroy();
+      await server.close();
+    }
+  });
+
   it("a resilient client sends them again on its next connection (not keyed: nothing ran), each handler once", async () => {
     const { server, url, runs } = await slowServer(300);
     let sessions = 0;
