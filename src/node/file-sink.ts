@@ -367,6 +367,13 @@ export function safeFileName(name: unknown): string {
 const PATH_MAX_BYTES = 4096;
 const SEGMENT_MAX_BYTES = 255;
 const PATH_MAX_DEPTH = 64;
+/**
+ * Longest path the file system takes, in bytes with its NUL (PATH_MAX: Linux 4096, macOS and the BSDs
+ * 1024; Node gives Windows long paths). A relative path that fits {@link PATH_MAX_BYTES} may not fit
+ * under the receiver's directory: refused when the transfer starts (ERR_INVALID_ARGUMENT), before
+ * any directory on its way is made.
+ */
+const FS_PATH_MAX = process.platform === "win32" ? 32767 : process.platform === "linux" ? 4096 : 1024;
 /** Characters Windows does not allow in names (refused there only). */
 const WINDOWS_RESERVED = /[:*?"<>|]/;
 
@@ -760,6 +767,24 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     }, PARK_IDLE_MS / 2);
     parkTimer.unref?.();
   };
+  /** Bytes of the directory's path with its separator (the prefix of every stored file's). */
+  const dirBytes = Buffer.byteLength(join(dir, "x")) - 1;
+  /**
+   * Throws ERR_INVALID_ARGUMENT when `segments` (checked) are too long a path under this directory
+   * for the file system: its directories would be made and its name refused (ENAMETOOLONG), an
+   * empty directory left per segment.
+   */
+  const fitsDir = (segments: string[]): string[] => {
+    let n = dirBytes + segments.length - 1;
+    for (const seg of segments) n += Buffer.byteLength(seg);
+    if (n >= FS_PATH_MAX) {
+      throw PointSubError.fromPeer(
+        "ERR_INVALID_ARGUMENT",
+        `refused path ${JSON.stringify(segments.join("/").slice(0, 100))}: too long for the receiver's directory (${n} of at most ${FS_PATH_MAX - 1} bytes)`,
+      );
+    }
+    return segments;
+  };
   const partialPath = (key: string) => join(dir, `.${key}.partial`);
   const sidecarPath = (key: string) => join(dir, `.${key}.resume`);
   const lockPath = (key: string) => join(dir, `.${key}.lock`);
@@ -1151,7 +1176,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     if (raw !== undefined && typeof raw !== "string") {
       throw PointSubError.fromPeer("ERR_INVALID_ARGUMENT", "meta.name must be a string");
     }
-    const rel = stream.meta.path === undefined ? undefined : safeRelativePath(stream.meta.path);
+    const rel = stream.meta.path === undefined ? undefined : fitsDir(safeRelativePath(stream.meta.path));
     if (
       !isUint(stream.offset) ||
       (stream.total !== undefined && (!isUint(stream.total) || stream.offset > stream.total))
@@ -1164,7 +1189,9 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         `file of ${stream.total ?? stream.offset} bytes is over the ${maxFileSize}-byte limit`,
       );
     }
-    return { tid, name: rel === undefined ? safeFileName(raw) : rel.join("/"), segments: rel };
+    const name = rel === undefined ? safeFileName(raw) : rel.join("/");
+    if (rel === undefined) fitsDir([name]);
+    return { tid, name, segments: rel };
   };
 
   /** lstat calls in flight, by path: transfers checking the same name at once share one. */
@@ -1937,7 +1964,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       },
       target: (h) => {
         if (h.path !== undefined) {
-          const segments = safeRelativePath(h.path);
+          const segments = fitsDir(safeRelativePath(h.path));
           // Checked as it is (never cleaned): the path is its segments joined by "/".
           return { name: h.path as string, segments };
         }
@@ -1945,7 +1972,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
           throw new PointSubError("ERR_INVALID_ARGUMENT", "name must be a string");
         }
         const name = safeFileName(h.name);
-        return { name, segments: [name] };
+        return { name, segments: fitsDir([name]) };
       },
       parents,
       place,
