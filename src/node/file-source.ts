@@ -49,8 +49,10 @@ export interface FileSourceOptions {
   /**
    * A download must be taken within `downloadGraceMs` plus its size at
    * this rate, counted from its start (a trickle of credit does not extend
-   * it), else it is stopped with `ERR_SLOW_PEER`: a peer cannot keep
-   * downloads (and their buffers) open by reading them slowly. Default
+   * it), and once past the grace must have taken at least this rate × the
+   * time since (or all it lacked), else it is stopped with `ERR_SLOW_PEER`:
+   * a peer cannot keep downloads (and their buffers) open by reading them
+   * slowly. Default
    * 65536 (64 KiB/s, as `minAnswerBytesPerSecond`); 0: no deadline.
    */
   minDownloadBytesPerSecond?: number;
@@ -361,6 +363,7 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
     inFlight.set(session, n + 1);
     downloads++;
     let deadline: ReturnType<typeof setTimeout> | undefined;
+    let pace: ReturnType<typeof setInterval> | undefined;
     let stop: AbortController | undefined;
     try {
       if (r.have !== undefined && r.have.size === st.size) {
@@ -385,6 +388,9 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
         }
       }
       let signal = ctx.signal;
+      /** The content offset this download started from (the asker's resume point), once known. */
+      let from: number | undefined;
+      let t: FileTransfer | undefined;
       if (minRate > 0) {
         // From the start, for the whole file: taking it at a trickle does not move it.
         stop = new AbortController();
@@ -400,14 +406,39 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
           Math.min(ms, 0x7fffffff),
         );
         signal = AbortSignal.any([ctx.signal, stop.signal]);
+        // And all along, not only at the end: past the grace, what the asker took keeps pace with the
+        // rate (or is all it lacked). Before, a peer taking a large file at a trickle (an eighth of a
+        // 16 KiB window per progress timeout) held its download, and its slot, until that deadline:
+        // hours for a GiB, so 8 connections held every one of maxDownloads for hours.
+        const started = Date.now();
+        const stopper = stop;
+        pace = setInterval(
+          () => {
+            const late = Date.now() - started - graceMs;
+            if (late <= 0 || t === undefined) return;
+            const taken = from === undefined ? 0 : t.progress.bytes - from;
+            const due = Math.min(st.size - (from ?? 0), (late * minRate) / 1000);
+            if (taken >= due) return;
+            stopper.abort(
+              new PointSubError(
+                "ERR_SLOW_PEER",
+                `download of ${r.path} taken slower than minDownloadBytesPerSecond ${minRate} (${taken} bytes in ${graceMs + late} ms, ${graceMs} ms of grace)`,
+              ),
+            );
+          },
+          Math.max(50, Math.min(1000, graceMs / 4)),
+        );
       }
-      const t = sendFile(session, real, {
+      t = sendFile(session, real, {
         route: FILE_ROUTE,
         relativePath: r.to,
         compress: options.compress,
         resumeKey: options.resumeKey,
         signal,
         retries: 0,
+        onAttempt: (_n, offset) => {
+          from = offset;
+        },
       });
       options.onGet?.(r, t, ctx);
       try {
@@ -435,6 +466,7 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
       }
     } finally {
       if (deadline !== undefined) clearTimeout(deadline);
+      if (pace !== undefined) clearInterval(pace);
       downloads--;
       const left = (inFlight.get(session) ?? 1) - 1;
       if (left > 0) inFlight.set(session, left);

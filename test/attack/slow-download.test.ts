@@ -88,4 +88,45 @@ describe("downloads taken at a trickle", () => {
     assert.equal(await get(fast, 9), "ok");
     assert.equal(statSync(join(inbox, "x9")).size, 2 * MiB);
   });
+
+  it("are stopped once they fall behind the rate, not only at a deadline that a large file puts hours away", async () => {
+    // Before: the deadline (grace + size at the rate) was the only check, so a large file taken at a
+    // trickle (an eighth of a 16 KiB window per progress timeout keeps a stream alive: ~70 B/s) held
+    // its slot for hours (1 GiB at 64 KiB/s: 4.5 h); 8 connections held every one of maxDownloads'
+    // 64. Here 32 MiB at 1 MiB/s: a deadline 32.5 s away; the trickle takes 64 KiB a second.
+    const work = await mkdtemp(join(tmpdir(), "pointsub-slow-dl-pace-"));
+    cleanup.push(() => rm(work, { recursive: true, force: true }));
+    writeFileSync(join(work, "big.bin"), randomFillSync(Buffer.alloc(32 * MiB)));
+    const server = createServer({ slowPeerTimeoutMs: 60_000, progressTimeoutMs: 60_000 });
+    const source = fileSource(work, { crcRecords: false, minDownloadBytesPerSecond: MiB, downloadGraceMs: 500 });
+    server.handle(FILE_GET_ROUTE, source.get);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    cleanup.push(() => server.close({ timeoutMs: 100 }));
+    const slow = await connect(url, { streamWindow: 64 * KiB, connectionWindow: MiB });
+    cleanup.push(() => slow.destroy());
+    slow.handleStream(FILE_ROUTE, async (stream) => {
+      try {
+        for await (const _ of stream as AsyncIterable<Uint8Array>) await new Promise((r) => setTimeout(r, 1000));
+      } catch {
+        // stopped by the sender
+      }
+      return undefined;
+    });
+    const t0 = Date.now();
+    const outcome = await Promise.race([
+      slow.request(FILE_GET_ROUTE, encodeFileGetRequest({ path: "big.bin", to: "x" }), { timeoutMs: 0 }).then(
+        () => "ok",
+        (e: { code?: string }) => String(e.code),
+      ),
+      new Promise((r) => setTimeout(() => r("still running after 4 s"), 4000)),
+    ]);
+    assert.equal(outcome, "ERR_SLOW_PEER", `after ${Date.now() - t0} ms`);
+    // A reader that keeps up is not stopped (32 MiB at well over 1 MiB/s on loopback).
+    const fast = await connect(url);
+    cleanup.push(() => fast.destroy());
+    const sink = fileSink(join(work, "inbox"), { crcRecords: false, durability: "none" });
+    fast.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
+    await fast.request(FILE_GET_ROUTE, encodeFileGetRequest({ path: "big.bin", to: "y" }), { timeoutMs: 0 });
+    assert.equal(statSync(join(work, "inbox", "y")).size, 32 * MiB);
+  });
 });
