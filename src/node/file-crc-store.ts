@@ -52,6 +52,27 @@ export function isMetaName(segment: string): boolean {
   return s === META_DIR || /^points~[0-9]+$/.test(s);
 }
 
+/** The sink's own files in the served directory's top level, folded (see {@link isSinkFileAlias}). */
+const SINK_FILE_FOLDED = /^\.[a-z0-9_-]{1,128}\.(partial|resume|lock)$/;
+
+/**
+ * Whether a path's first segment names one of the file sink's own files
+ * (`.<key>.partial`, `.<key>.resume`, `.<key>.lock`, a bundle's
+ * `.b<id>-<n>.partial`) on some file system: as {@link isMetaName} folds
+ * (case, `ſ` for `s`, `K` for `k`, the code points HFS+ ignores, NTFS's
+ * trailing dots and spaces and stream suffix). On a case-insensitive volume
+ * `.<key>.PARTIAL` is the partial itself: a download of it served another
+ * peer's unfinished upload, an upload with overwrite replaced it.
+ */
+export function isSinkFileAlias(segment: string): boolean {
+  if (segment.charCodeAt(0) !== 46 && !NOT_ASCII.test(segment)) return false;
+  let s = segment.replace(HFS_IGNORED, "").normalize("NFKC").toUpperCase().toLowerCase();
+  const colon = s.indexOf(":");
+  if (colon >= 0) s = s.slice(0, colon);
+  s = s.replace(/[. ]+$/, "");
+  return SINK_FILE_FOLDED.test(s);
+}
+
 /** What a record holds (JSON). */
 interface CrcRecord {
   v: 1;

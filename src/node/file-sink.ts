@@ -21,7 +21,7 @@ import type { StreamHandler } from "../stream/types.ts";
 import { Limiter } from "../util/limiter.ts";
 import { nodeCrc32c } from "./crc32c-native.ts";
 import { bundleHandler, storeError } from "./file-bundle.ts";
-import { CRC_PERSIST_MIN, crcStore, isMetaName } from "./file-crc-store.ts";
+import { CRC_PERSIST_MIN, crcStore, isMetaName, isSinkFileAlias } from "./file-crc-store.ts";
 import { SyncGate } from "./file-sync-gate.ts";
 import { fsFailure, nameUnder } from "./fs-error.ts";
 import { makeDirectory } from "./make-dir.ts";
@@ -417,10 +417,8 @@ export function safeRelativePath(path: unknown, windows = sep === "\\"): string[
   const first = segments[0];
   // (Also names that alias the metadata directory elsewhere, such as its 8.3 short name.)
   if (isMetaName(first)) throw bad("reserved for the sink's metadata");
-  if (first.charCodeAt(0) === 46) {
-    if (PARTIAL_NAME.test(first) || SIDECAR_NAME.test(first) || LOCK_NAME.test(first))
-      throw bad("reserved for the sink's partial files");
-  }
+  // Also in another case and the other spellings file systems fold together (`.<key>.PARTIAL`).
+  if (isSinkFileAlias(first)) throw bad("reserved for the sink's partial files");
   return segments;
 }
 

@@ -18,7 +18,7 @@ import type { Connection } from "../connection/connection.ts";
 import type { Handler, IncomingRequest, RequestContext } from "../connection/types.ts";
 import { PointSubError } from "../errors/error.ts";
 import { type DirRound, firstNames, KIND_DIR, KIND_FILE } from "./dir-names.ts";
-import { CRC_PERSIST_MIN, crcStore, isMetaName } from "./file-crc-store.ts";
+import { CRC_PERSIST_MIN, crcStore, isMetaName, isSinkFileAlias } from "./file-crc-store.ts";
 import { FILE_ROUTE, fileCrc32c, safeRelativePath } from "./file-sink.ts";
 import { fsFailure } from "./fs-error.ts";
 import { type FileTransfer, sendFile } from "./send-file.ts";
@@ -92,10 +92,12 @@ export interface FileSource {
   get: Handler;
 }
 
-/** Names of the file sink's own files in the directory's top level (never listed or served). */
-const SINK_FILE = /^\.[A-Za-z0-9_-]{1,128}\.(partial|resume|lock)$/;
-/** The sink's files and metadata directory (see {@link SINK_FILE}, `isMetaName`). */
-const sinkName = (name: string) => (name.charCodeAt(0) === 46 && SINK_FILE.test(name)) || isMetaName(name);
+/**
+ * The sink's own files (`.<key>.partial`, `.resume`, `.lock`) and metadata directory in the directory's
+ * top level, under any name a file system folds to theirs (`isSinkFileAlias`, `isMetaName`): never
+ * listed or served.
+ */
+const sinkName = (name: string) => isSinkFileAlias(name) || isMetaName(name);
 /** Deepest tree a listing descends (segments from the served root), as the sink's paths. */
 const MAX_DEPTH = 64;
 /** The most names one round of a listing keeps of a directory (see `dir-names.ts`). */
