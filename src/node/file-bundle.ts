@@ -15,6 +15,7 @@ import {
   fstatSync,
   fsync,
   linkSync,
+  lstat,
   open,
   openSync,
   rmdirSync,
@@ -37,6 +38,7 @@ import { PointSubError, toPointSubError } from "../errors/error.ts";
 import type { IncomingStream } from "../stream/incoming.ts";
 import type { StreamHandler } from "../stream/types.ts";
 import { nodeCrc32c } from "./crc32c-native.ts";
+import { foldedPath } from "./file-crc-store.ts";
 import { SyncGate } from "./file-sync-gate.ts";
 import { fsFailure, nameUnder } from "./fs-error.ts";
 
@@ -183,6 +185,16 @@ export interface BundleStore {
   onBundle?: (results: BundleResult[], stream: IncomingStream, ctx: RequestContext) => void;
 }
 
+/** Entries of one bundle whose paths fold alike ({@link foldedPath}). */
+interface FoldGroup {
+  /** Their indexes, in order. */
+  members: number[];
+  /** Members whose inode was looked up (the first ones). */
+  recorded: number;
+  /** `dev:ino` of the members named, by index. */
+  inodes: Map<string, number>;
+}
+
 /** One entry as the handler tracks it. */
 interface Stored {
   name: string;
@@ -200,6 +212,11 @@ interface Stored {
   final: string;
   /** Its directory relative to the sink's (`segments` but the last, joined by `/`; "" for none). */
   dirKey: string;
+  /**
+   * Its folded path ({@link foldedPath}) when an earlier entry of the bundle has the same (one file
+   * on a case-insensitive or normalizing volume): named after the others, one at a time, in order.
+   */
+  fold: string | undefined;
 }
 
 const NO_HARD_LINKS = new Set(["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS", "EXDEV", "EMLINK"]);
@@ -216,7 +233,10 @@ const NO_HARD_LINKS = new Set(["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS", "EXDE
  * that entry, nothing is replaced), as tar does: one directory operation per
  * file instead of three; a bundle that fails removes every file (and
  * directory) it created. The answer lists each entry's receipt or error in
- * order: a refused path or a name that exists fails its entry only; a
+ * order: a refused path, a name that exists, or a path an earlier entry of
+ * the bundle named (also where this file system makes it the same file:
+ * case, normalization) fails its entry only, so each receipt is the file
+ * on disk; a
  * malformed bundle (framing, sizes, over {@link BUNDLE_MAX_FILES}) fails the
  * whole and nothing is named.
  */
@@ -267,6 +287,17 @@ export function bundleHandler(store: BundleStore): StreamHandler {
     const gate = gateOf(ctx.session ?? store);
     const id = bundleId();
     const entries: Stored[] = [];
+    /**
+     * Each path the bundle names (as stored: a name sanitized, a path as sent), by the first entry
+     * naming it: a later entry naming it again is refused alone. Before, each got a success receipt
+     * and, entries being named a few at once, which one's content ended on disk was chance.
+     */
+    const named = new Map<string, number>();
+    /**
+     * Entries by their folded path: the first entry's index, or once another folds alike, the group
+     * (its entries in order, and the inodes of those named so far: each looked up once).
+     */
+    const folds = new Map<string, number | FoldGroup>();
     const pending = new Set<Promise<void>>();
     /** Directories made for this bundle (direct writes make them as entries arrive), by relative path. */
     const dirs = new Map<string, Promise<string[]>>();
@@ -439,6 +470,7 @@ export function bundleHandler(store: BundleStore): StreamHandler {
             stat: undefined,
             final: "",
             dirKey: "",
+            fold: undefined,
           };
           try {
             const t = store.target(header);
@@ -450,10 +482,29 @@ export function bundleHandler(store: BundleStore): StreamHandler {
             if (store.maxFileSize > 0 && content.length > store.maxFileSize) {
               throw new PointSubError("ERR_QUOTA", `the file is over the ${store.maxFileSize}-byte limit`);
             }
+            const first = named.get(t.name);
+            if (first !== undefined) {
+              throw new PointSubError(
+                "ERR_INVALID_ARGUMENT",
+                `${JSON.stringify(t.name.slice(0, 200))} is named by entry ${first} of this bundle already (a bundle stores each path once)`,
+              );
+            }
+            named.set(t.name, entries.length);
+            const folded = foldedPath(t.segments);
+            const group = folds.get(folded);
+            if (group === undefined) folds.set(folded, entries.length);
+            else {
+              s.fold = folded;
+              if (typeof group === "number") {
+                folds.set(folded, { members: [group, entries.length], recorded: 0, inodes: new Map() });
+              } else group.members.push(entries.length);
+            }
           } catch (err) {
             s.error = toPointSubError(err, "ERR_INVALID_ARGUMENT");
           }
           if (s.error === undefined) s.crc = nodeCrc32c().compute(content, 0) >>> 0;
+          // Created under its name now (direct): after the entries it may alias, so that the first wins.
+          if (direct && s.fold !== undefined && s.error === undefined) await Promise.all(pending);
           if (s.error === undefined && !(inline && storeInline(s, content))) {
             // Too many files of this handler wait for their fsync: this bundle fsyncs its own first.
             if (unsynced + pending.size >= UNSYNCED_MAX && (toSync.length > 0 || pending.size > 0)) {
@@ -482,6 +533,8 @@ export function bundleHandler(store: BundleStore): StreamHandler {
       const synced = new Set<string>();
       let next = 0;
       let turn = performance.now();
+      /** Entries that may alias an earlier one: named after the others, one at a time, in order. */
+      const later: number[] = [];
       const placer = async () => {
         for (let i = next++; i < entries.length; i = next++) {
           if (performance.now() - turn > SYNC_TURN_MS) {
@@ -490,20 +543,46 @@ export function bundleHandler(store: BundleStore): StreamHandler {
           }
           const s = entries[i];
           if (!s.written || s.error !== undefined) continue;
-          try {
-            const segments = s.segments as string[];
-            const finalPath = s.final;
-            if (!direct) {
-              if (segments.length > 1 && !dirsReady.has(s.dirKey)) await parents(segments, s.dirKey);
-              if (!placeNow(s.partial as string, finalPath)) await placeOne(s.partial as string, finalPath);
-              synced.add(dirname(finalPath));
-            }
-            s.placed = true;
-            store.remember(finalPath, s.size, s.crc, s.stat);
-          } catch (err) {
-            s.error = storeError(err);
-          }
+          if (s.fold !== undefined && !direct) later.push(i);
+          else await placeEntry(s);
         }
+      };
+      const placeEntry = async (s: Stored) => {
+        try {
+          const segments = s.segments as string[];
+          const finalPath = s.final;
+          if (!direct) {
+            if (segments.length > 1 && !dirsReady.has(s.dirKey)) await parents(segments, s.dirKey);
+            if (!placeNow(s.partial as string, finalPath)) await placeOne(s.partial as string, finalPath);
+            synced.add(dirname(finalPath));
+          }
+          s.placed = true;
+          store.remember(finalPath, s.size, s.crc, s.stat);
+        } catch (err) {
+          s.error = storeError(err);
+        }
+      };
+      /**
+       * Where this file system makes `s`'s path one file with an earlier entry's (a case-insensitive or
+       * normalizing volume: `Dup.txt` is `dup.txt`), `s` is refused as a repeated path is, else named.
+       */
+      const placeAlias = async (i: number) => {
+        const s = entries[i];
+        const g = folds.get(s.fold as string);
+        if (g === undefined || typeof g === "number") return placeEntry(s);
+        // The group's entries before this one, as named (all of them are by now).
+        while (g.recorded < g.members.length && g.members[g.recorded] < i) {
+          const e = entries[g.members[g.recorded++]];
+          const st = e.placed ? await lstatOf(e.final) : undefined;
+          if (st !== undefined) g.inodes.set(`${st.dev}:${st.ino}`, g.members[g.recorded - 1]);
+        }
+        const here = await lstatOf(s.final);
+        const j = here === undefined ? undefined : g.inodes.get(`${here.dev}:${here.ino}`);
+        if (j === undefined) return placeEntry(s);
+        s.error = new PointSubError(
+          "ERR_INVALID_ARGUMENT",
+          `${JSON.stringify(s.name.slice(0, 200))} is named by entry ${j} of this bundle already (${JSON.stringify(entries[j].name.slice(0, 200))} on the receiver's file system; a bundle stores each path once)`,
+        );
       };
       /**
        * {@link placeOne} without a promise when it can be done at once (no overwrite, the disk fast,
@@ -544,6 +623,8 @@ export function bundleHandler(store: BundleStore): StreamHandler {
         }
       };
       await Promise.all(Array.from({ length: Math.min(STORING, entries.length) }, placer));
+      later.sort((a, b) => a - b);
+      for (const s of later) await placeAlias(s);
       // One directory fsync per directory named into (group-committed with other bundles').
       await Promise.all([...synced].map((d) => store.syncDir(d)));
       ok = true;
@@ -603,6 +684,10 @@ export function bundleHandler(store: BundleStore): StreamHandler {
 }
 
 const errno = (err: unknown) => (err as { code?: unknown }).code;
+
+/** What is at `path`, not following links (undefined: nothing, or not looked at). */
+const lstatOf = (path: string): Promise<Stats | undefined> =>
+  new Promise((resolve) => lstat(path, (err, st) => resolve(err === null ? st : undefined)));
 
 let bundles = 0;
 /**

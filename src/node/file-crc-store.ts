@@ -45,11 +45,32 @@ const HFS_IGNORED = /[\u200c-\u200f\u202a-\u202e\u206a-\u206f\ufeff]/g;
 export function isMetaName(segment: string): boolean {
   // Most names: no leading dot, no `~`, plain ASCII (no normalization needed).
   if (segment.charCodeAt(0) !== 46 && !segment.includes("~") && !NOT_ASCII.test(segment)) return false;
-  let s = segment.replace(HFS_IGNORED, "").normalize("NFKC").toUpperCase().toLowerCase();
+  const s = foldSegment(segment);
+  return s === META_DIR || /^points~[0-9]+$/.test(s);
+}
+
+/**
+ * A path segment as the file systems that alias names would fold it: the
+ * code points HFS+ ignores removed, Unicode compatibility normalization
+ * (NFKC; APFS and HFS+ compare canonically equivalent names as one), case
+ * folding (`ſ` and `s`, `K` and `k`), and NTFS's stream suffix (from a `:`)
+ * and trailing dots and spaces dropped. Two segments that fold alike may
+ * be one file on some volume (never on a case-sensitive one unless equal).
+ */
+export function foldSegment(segment: string): string {
+  let s = NOT_ASCII.test(segment)
+    ? segment.replace(HFS_IGNORED, "").normalize("NFKC").toUpperCase().toLowerCase()
+    : segment.toLowerCase();
   const colon = s.indexOf(":");
   if (colon >= 0) s = s.slice(0, colon);
-  s = s.replace(/[. ]+$/, "");
-  return s === META_DIR || /^points~[0-9]+$/.test(s);
+  return s.replace(/[. ]+$/, "");
+}
+
+/** A relative path's checked segments folded ({@link foldSegment}), joined by `/`. */
+export function foldedPath(segments: readonly string[]): string {
+  let out = "";
+  for (let i = 0; i < segments.length; i++) out += (i === 0 ? "" : "/") + foldSegment(segments[i]);
+  return out;
 }
 
 /** The sink's own files in the served directory's top level, folded (see {@link isSinkFileAlias}). */
@@ -66,11 +87,7 @@ const SINK_FILE_FOLDED = /^\.[a-z0-9_-]{1,128}\.(partial|resume|lock)$/;
  */
 export function isSinkFileAlias(segment: string): boolean {
   if (segment.charCodeAt(0) !== 46 && !NOT_ASCII.test(segment)) return false;
-  let s = segment.replace(HFS_IGNORED, "").normalize("NFKC").toUpperCase().toLowerCase();
-  const colon = s.indexOf(":");
-  if (colon >= 0) s = s.slice(0, colon);
-  s = s.replace(/[. ]+$/, "");
-  return SINK_FILE_FOLDED.test(s);
+  return SINK_FILE_FOLDED.test(foldSegment(segment));
 }
 
 /** What a record holds (JSON). */
