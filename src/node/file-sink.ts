@@ -343,25 +343,55 @@ interface OpenPartial {
   park(): Promise<void>;
 }
 
+/** An unpaired UTF-16 surrogate (a string that is not Unicode text). */
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+
+/** Longest safe file name, in UTF-8 bytes. */
+const NAME_MAX_BYTES = 200;
+
 /**
  * A safe file name from what a peer sent: the last path segment only (`\`
- * counts as a separator), no control characters nor `:*?"<>|` (each made
- * `_`), no leading dots or spaces, at most 200 bytes; never "." or "..",
- * never a path. A safe name is its own safe name.
+ * counts as a separator), no control characters nor `:*?"<>|` nor unpaired
+ * UTF-16 surrogates (each made `_`), no leading dots or spaces, at most 200
+ * bytes (cut between code points); never "." or "..", never a path. A safe
+ * name is its own safe name, and Unicode text (what is stored under it is
+ * named by it: the file system would store an unpaired surrogate as U+FFFD).
+ * The file sink refuses a `name` that is not Unicode text
+ * (`ERR_INVALID_ARGUMENT`) before it gets here.
  */
 export function safeFileName(name: unknown): string {
   let s = typeof name === "string" ? name : "";
+  if (!s.isWellFormed()) s = s.replace(LONE_SURROGATE, "_");
   s = s.replace(/\\/g, "/");
   s = basename(s);
   // biome-ignore lint/suspicious/noControlCharactersInRegex: stripping control characters is the point.
   s = s.replace(/[\u0000-\u001f\u007f-\u009f/:*?"<>|]/g, "_");
   s = s.replace(/^[.\s]+/, "").trim();
-  while (Buffer.byteLength(s) > 200) s = s.slice(0, -1);
+  // Cut between code points (cutting a code unit at a time left half of a surrogate pair: stored as U+FFFD).
+  if (s.length > NAME_MAX_BYTES / 3 && Buffer.byteLength(s) > NAME_MAX_BYTES) {
+    let bytes = 0;
+    let end = 0;
+    for (const ch of s) {
+      const c = ch.codePointAt(0) as number;
+      const n = c < 0x80 ? 1 : c < 0x800 ? 2 : c < 0x10000 ? 3 : 4;
+      if (bytes + n > NAME_MAX_BYTES) break;
+      bytes += n;
+      end += ch.length;
+    }
+    s = s.slice(0, end);
+  }
   // Cut, it may end in a space: trimmed again, so that a safe name stays itself (a sender can
   // tell the name its file will be stored under: safeFileName(safeFileName(x)) === safeFileName(x)).
   s = s.trimEnd();
   return s.length === 0 ? "file" : s;
 }
+
+/**
+ * A peer's name that is not Unicode text (an unpaired UTF-16 surrogate): refused, as such a path
+ * is. The file system would store it as U+FFFD, under another string than the receipt's.
+ */
+const notText = (what: string) =>
+  PointSubError.fromPeer("ERR_INVALID_ARGUMENT", `${what} is not Unicode text (an unpaired UTF-16 surrogate)`);
 
 /** Longest relative path (bytes), path segment (bytes) and depth a sink accepts. */
 const PATH_MAX_BYTES = 4096;
@@ -396,6 +426,9 @@ export function safeRelativePath(path: unknown, windows = sep === "\\"): string[
     );
   if (typeof path !== "string") throw PointSubError.fromPeer("ERR_INVALID_ARGUMENT", "meta.path must be a string");
   if (path.length === 0) throw bad("empty");
+  // Stored as U+FFFD by the file system: the receipt would name another string than the file, and
+  // different paths ("a\ud800", "a\udbff") one file.
+  if (!path.isWellFormed()) throw bad("not Unicode text (an unpaired UTF-16 surrogate)");
   // A UTF-16 code unit is at most 3 UTF-8 bytes: short strings need no count.
   if (path.length * 3 > PATH_MAX_BYTES && Buffer.byteLength(path) > PATH_MAX_BYTES)
     throw bad(`over ${PATH_MAX_BYTES} bytes`);
@@ -1174,6 +1207,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     if (raw !== undefined && typeof raw !== "string") {
       throw PointSubError.fromPeer("ERR_INVALID_ARGUMENT", "meta.name must be a string");
     }
+    if (raw !== undefined && !raw.isWellFormed()) throw notText("meta.name");
     const rel = stream.meta.path === undefined ? undefined : fitsDir(safeRelativePath(stream.meta.path));
     if (
       !isUint(stream.offset) ||
@@ -1575,6 +1609,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       if (q.name !== undefined && typeof q.name !== "string") {
         throw PointSubError.fromPeer("ERR_INVALID_ARGUMENT", "name must be a string");
       }
+      if (q.name !== undefined && !q.name.isWellFormed()) throw notText("name");
       if (q.path !== undefined) paths[i] = safeRelativePath(q.path);
       return { name: q.name as string | undefined, path: q.path as string | undefined, size: q.size };
     });
@@ -1969,6 +2004,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         if (h.name !== undefined && typeof h.name !== "string") {
           throw new PointSubError("ERR_INVALID_ARGUMENT", "name must be a string");
         }
+        if (h.name !== undefined && !h.name.isWellFormed()) throw notText("name");
         const name = safeFileName(h.name);
         return { name, segments: fitsDir([name]) };
       },
