@@ -115,6 +115,10 @@ function listable(rel: string[], name: string): boolean {
   }
 }
 
+/** The same file, unchanged: inode, device, size, mtime and ctime. */
+const sameFile = (a: Stats, b: Stats) =>
+  a.ino === b.ino && a.dev === b.dev && a.size === b.size && a.mtimeMs === b.mtimeMs && a.ctimeMs === b.ctimeMs;
+
 /** An answer stops before its JSON grows past about this many bytes (paths may be long). */
 const ANSWER_BYTES = 512 * 1024;
 
@@ -145,7 +149,8 @@ function segmentsOf(path: string | undefined): string[] {
  *   listed nor served, nor are symbolic links;
  * * a large file's CRC32C (for a download the asker already holds whole) is
  *   read from its record in `.pointsub` when that matches the file, as the
- *   sink's quick check does, else computed and recorded;
+ *   sink's quick check does, else computed (one read shared by the
+ *   downloads of that unchanged file meanwhile) and recorded;
  * * a listing answers at most 1000 entries (and about 512 KiB) with a
  *   cursor to continue; it streams one directory at a time, keeping at
  *   most 1000 of its names whatever it holds; at most
@@ -215,6 +220,37 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
       if (st.isSymbolicLink() || !(st.isDirectory() || (last && st.isFile()))) throw notFound(shown);
     }
     return { abs, st };
+  };
+
+  /**
+   * CRC32C reads of served files in progress (downloads whose `have` has the file's size), by device
+   * and inode: concurrent downloads of one unchanged file (same size, mtime, ctime) share one read
+   * and one record. Each is awaited by a download holding one of the {@link maxDownloads} slots
+   * (never given up before it settles), so there are at most that many; removed when done. Before,
+   * each download read the whole file: up to 64 reads of one large file at once before its record
+   * was saved.
+   */
+  const crcReads = new Map<string, { st: Stats; crc: Promise<number> }>();
+  /** A large file's CRC32C from its record (the sink's, or one made here), else read (and recorded). */
+  const crcOf = (real: string, st: Stats, segments: string[]): Promise<number> => {
+    const key = `${st.dev}:${st.ino}`;
+    const reading = crcReads.get(key);
+    if (reading !== undefined && sameFile(reading.st, st)) return reading.crc;
+    const crc = (async () => {
+      let n = await crcDisk?.get(st);
+      if (n === undefined) {
+        n = await fileCrc32c(real, st.size);
+        if (st.size >= CRC_PERSIST_MIN) await crcDisk?.put(segments.join("/"), st, n, false);
+      }
+      return n;
+    })();
+    const entry = { st, crc };
+    crcReads.set(key, entry);
+    const done = () => {
+      if (crcReads.get(key) === entry) crcReads.delete(key);
+    };
+    crc.then(done, done);
+    return crc;
   };
 
   const entryOf = (path: string, st: Stats): FileListEntry => ({
@@ -369,13 +405,7 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
     let stop: AbortController | undefined;
     try {
       if (r.have !== undefined && r.have.size === st.size) {
-        // A large file's CRC from its record (the sink's, or one made here), else read (and recorded).
-        let n = await crcDisk?.get(st);
-        if (n === undefined) {
-          n = await fileCrc32c(real, st.size);
-          if (st.size >= CRC_PERSIST_MIN) await crcDisk?.put(segments.join("/"), st, n, false);
-        }
-        const crc = crc32cHex(n);
+        const crc = crc32cHex(await crcOf(real, st, segments));
         if (crc === r.have.crc32c) {
           const answer: FileGetAnswer = {
             path: r.path,
