@@ -483,7 +483,9 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
           path: r.path,
           size: receipt.size,
           crc32c: receipt.crc32c,
-          resumedFrom: Number.isSafeInteger(receipt.resumedFrom) ? Math.max(0, receipt.resumedFrom) : 0,
+          // §3.12.3: the content offset this side's stream started from, which it knows; not the
+          // asker's claim (a receipt saying 0 or 4 for a stream sent from 2 was passed on as is).
+          resumedFrom: from ?? 0,
           bytesSent: receipt.bytesSent,
         };
         options.onGetEnd?.(r, answer, ctx);
