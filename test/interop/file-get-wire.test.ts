@@ -121,4 +121,19 @@ describe("interop: the download route's answer (§3.12.3) to a raw asker", () =>
       });
     }
   });
+  it("the asker's receipt is the file store route's, all five fields (§3.12): else ERR_PROTOCOL; a wrong crc32c ERR_CHECKSUM", async () => {
+    const full = { name: "a.txt", path: "a.txt", size: 5, crc32c: "9a71bb4c", resumedFrom: 0 };
+    const cases: [string, unknown, string][] = [
+      ["size and crc32c only", { size: 5, crc32c: "9a71bb4c" }, "ERR_PROTOCOL"],
+      ["no path", { ...full, path: undefined }, "ERR_PROTOCOL"],
+      ["resumedFrom over size", { ...full, resumedFrom: 6 }, "ERR_PROTOCOL"],
+      ["upper-case crc32c", { ...full, crc32c: "9A71BB4C" }, "ERR_PROTOCOL"],
+      ["another size", { ...full, size: 4 }, "ERR_PROTOCOL"],
+      ["another crc32c", { ...full, crc32c: "00000000" }, "ERR_CHECKSUM"],
+    ];
+    for (const [what, receipt, code] of cases) {
+      const d = await download(port, "", () => receipt);
+      assert.equal(d.answer.ok ? "OK" : d.answer.code, code, what);
+    }
+  });
 });
