@@ -35,12 +35,13 @@ export const T = {
   GOAWAY: 0x7,
   BATCH: 0x8,
   STREAM: 0x9,
+  AUTH: 0xa,
 } as const;
 
 /** Frame flags (low nibble). */
 export const F = { START: 0x1, END: 0x2, ACK: 0x1, COMPRESSED: 0x4 } as const;
 
-export const TYPE_NAMES = ["HELLO", "MSG", "REQ", "RES", "CANCEL", "CREDIT", "PING", "GOAWAY", "BATCH", "STREAM"];
+export const TYPE_NAMES = ["HELLO", "MSG", "REQ", "RES", "CANCEL", "CREDIT", "PING", "GOAWAY", "BATCH", "STREAM", "AUTH"];
 
 /** Errnos of docs/PROTOCOL.md §7 (the ones an attacker sends or expects back). */
 export const ERRNO: Readonly<Record<number, string>> = {
