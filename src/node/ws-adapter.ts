@@ -269,6 +269,11 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
       this.error ??= wsError(err);
     });
     ws.once("close", (code: number, reason: Buffer) => this.onWsClose(code, reason.toString()));
+    // `ws` ends its side of the socket once nothing more will be read (close frames exchanged, the
+    // peer's FIN, a protocol error): the socket goes now. Before, a server that sent its close frame
+    // (or broke the mapping) and kept its TCP side open held the connection, and every call on it,
+    // for `ws`'s close timeout (30 s).
+    socket?.once("finish", destroySocket);
   }
 
   /** Later events go to `h` (a server's session takes them from its pre-handshake binding). */
@@ -462,6 +467,8 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
     this.error ??= err;
     this.dropHeld();
     this.ws.close(CLOSE_UNSUPPORTED_DATA, err.message.slice(0, 120));
+    // Our close frame, then our FIN (and the socket goes: the 'finish' above): the peer's answer is not awaited.
+    this.socket?.end();
   }
 
   /**
@@ -511,6 +518,10 @@ function uncorkAll(): void {
   const list = corkedNow;
   corkedNow = [];
   for (let i = 0; i < list.length; i++) list[i].uncork();
+}
+
+function destroySocket(this: net.Socket): void {
+  this.destroy();
 }
 
 function pongLate(t: WsTransport): void {
