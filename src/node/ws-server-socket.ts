@@ -42,6 +42,15 @@ const CLOSE_TIMEOUT_MS = 30_000;
 const PONG_HIGH_WATER = 64 * 1024;
 /** Chunks shorter than this are unmasked a byte at a time (a word view is not worth making). */
 const WORDS_MIN = 64;
+/**
+ * Frames a socket's reads may parse before it yields the event loop for a
+ * turn (its reading paused until the next check phase). Control frames and
+ * empty data frames never reach the connection, so its read gate never
+ * counted them: a client flooding 10-byte pongs had libuv's 32 reads of 64 KiB
+ * a turn parsed in one go (up to 60 ms of parsing in one turn). An honest
+ * client's frames carry up to 16 KiB each: it yields every 16 MiB or more.
+ */
+const FRAMES_PER_TURN = 1024;
 
 /** Where the frames go: the transport over this socket. */
 export interface WsFrameOwner {
@@ -100,6 +109,14 @@ function destroySocket(socket: Socket): void {
   socket.destroy();
 }
 
+/** Sockets that parsed {@link FRAMES_PER_TURN} frames, reading again at the next check phase (one immediate for all). */
+let yielded: RawServerWs[] = [];
+function resumeYielded(): void {
+  const list = yielded;
+  yielded = [];
+  for (let i = 0; i < list.length; i++) list[i].turnEnded();
+}
+
 /** Control frame payload, then the newest ping's, in one buffer made on the first control frame. */
 const PING_AT = 125;
 
@@ -139,6 +156,11 @@ export class RawServerWs {
   private stopped = false;
   /** The word view of the last read buffer unmasked a word at a time. */
   private words: Int32Array | undefined;
+  /** Frame headers parsed since the socket last yielded ({@link FRAMES_PER_TURN}). */
+  private frames = 0;
+  /** Reading paused by the transport (the connection), and until the next turn by the frame count. */
+  private paused = false;
+  private yielding = false;
 
   // Ping answers.
   private pingLen = -1;
@@ -187,11 +209,20 @@ export class RawServerWs {
   }
 
   pause(): void {
+    this.paused = true;
     this.socket.pause();
   }
 
   resume(): void {
-    this.socket.resume();
+    this.paused = false;
+    if (!this.yielding) this.socket.resume();
+  }
+
+  /** The turn in which this socket yielded is over: it reads again (unless the connection paused it). */
+  turnEnded(): void {
+    this.yielding = false;
+    this.frames = 0;
+    if (!this.paused && this.readyState !== CLOSED) this.socket.resume();
   }
 
   /** Back to the small read buffer (the connection saw no input for a while). */
@@ -350,6 +381,13 @@ export class RawServerWs {
     const b0 = h[at];
     const b1 = h[at + 1];
     this.headLen = 0;
+    if (++this.frames === FRAMES_PER_TURN && !this.yielding) {
+      // The rest of this read is parsed; the socket reads no more this turn.
+      this.yielding = true;
+      this.socket.pause();
+      if (yielded.length === 0) setImmediate(resumeYielded);
+      yielded.push(this);
+    }
     const opcode = b0 & 0x0f;
     const fin = (b0 & 0x80) !== 0;
     if ((b0 & 0x70) !== 0) return this.fail(CLOSE_PROTOCOL_ERROR, "reserved bits set (no extension was negotiated)");
