@@ -63,6 +63,8 @@ const CORK_MAX = 16 * 1024;
  * not at all) slows to the old behaviour, it never stalls.
  */
 const PONG_WAIT_MS = 100;
+/** Control frames (and empty messages) a client's reads may bring before it yields a turn (as the server's parser, ws-server-socket.ts). */
+const FRAMES_PER_TURN = 1024;
 /** Most marks awaiting their pong (more: the oldest is forgotten, a later pong covers it). */
 const MAX_MARKS = 256;
 /** A coalesced message's buffer: overwritten whole, so not zero-filled. */
@@ -263,8 +265,14 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
     // A client's `ws` WebSocket: its events (a server's RawServerWs calls the WsFrameOwner methods).
     ws.binaryType = "nodebuffer";
     ws.on("message", (data: Buffer, isBinary: boolean) => this.onMessage(data, isBinary));
-    ws.on("pong", (data: Buffer) => this.onPong(data));
-    ws.on("ping", (data: Buffer) => this.onPing(data));
+    ws.on("pong", (data: Buffer) => {
+      this.counted();
+      this.onPong(data);
+    });
+    ws.on("ping", (data: Buffer) => {
+      this.counted();
+      this.onPing(data);
+    });
     ws.on("error", (err: Error & { code?: string }) => {
       this.error ??= wsError(err);
     });
@@ -457,7 +465,7 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
   }
 
   protected startReading(): void {
-    this.ws.resume();
+    if (!this.yielding) this.ws.resume();
   }
 
   protected reported(): void {}
@@ -491,8 +499,33 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
     return this.sentFn;
   }
 
+  /** Control frames and empty messages `ws` parsed since this client last yielded ({@link FRAMES_PER_TURN}). */
+  private controlFrames = 0;
+  private yielding = false;
+
+  /**
+   * A frame that does not reach the connection (whose read gate counts only
+   * what does): after {@link FRAMES_PER_TURN} of them the socket reads no
+   * more this turn. Before, a server flooding pings had every read libuv made
+   * in a turn (up to 32 of 64 KiB) parsed in one go.
+   */
+  private counted(): void {
+    if (++this.controlFrames < FRAMES_PER_TURN || this.yielding) return;
+    this.yielding = true;
+    this.ws.pause();
+    setImmediate(endYield, this);
+  }
+
+  /** The turn in which this client yielded is over: it reads again (unless the connection paused it). */
+  endYield(): void {
+    this.yielding = false;
+    this.controlFrames = 0;
+    if (!this.paused && !this.closed) this.ws.resume();
+  }
+
   private onMessage(data: Buffer, isBinary: boolean): void {
     if (this.closed || this.error !== undefined) return;
+    if (data.length === 0) this.counted();
     if (!isBinary) {
       this.fail(new PointSubError("ERR_PROTOCOL", "pointsub takes binary WebSocket messages only, got a text message"));
       return;
@@ -522,6 +555,10 @@ function uncorkAll(): void {
 
 function destroySocket(this: net.Socket): void {
   this.destroy();
+}
+
+function endYield(t: WsTransport): void {
+  t.endYield();
 }
 
 function pongLate(t: WsTransport): void {
