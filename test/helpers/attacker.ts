@@ -41,7 +41,19 @@ export const T = {
 /** Frame flags (low nibble). */
 export const F = { START: 0x1, END: 0x2, ACK: 0x1, COMPRESSED: 0x4 } as const;
 
-export const TYPE_NAMES = ["HELLO", "MSG", "REQ", "RES", "CANCEL", "CREDIT", "PING", "GOAWAY", "BATCH", "STREAM", "AUTH"];
+export const TYPE_NAMES = [
+  "HELLO",
+  "MSG",
+  "REQ",
+  "RES",
+  "CANCEL",
+  "CREDIT",
+  "PING",
+  "GOAWAY",
+  "BATCH",
+  "STREAM",
+  "AUTH",
+];
 
 /** Errnos of docs/PROTOCOL.md §7 (the ones an attacker sends or expects back). */
 export const ERRNO: Readonly<Record<number, string>> = {
