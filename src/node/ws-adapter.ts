@@ -63,7 +63,7 @@ const CORK_MAX = 16 * 1024;
  * not at all) slows to the old behaviour, it never stalls.
  */
 const PONG_WAIT_MS = 100;
-/** Control frames (and empty messages) a client's reads may bring before it yields a turn (as the server's parser, ws-server-socket.ts). */
+/** Frames (any: control, data, empty fragments) a client's reads may bring before it yields a turn (as the server's parser, ws-server-socket.ts). */
 const FRAMES_PER_TURN = 1024;
 /** Most marks awaiting their pong (more: the oldest is forgotten, a later pong covers it). */
 const MAX_MARKS = 256;
@@ -265,12 +265,24 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
     // A client's `ws` WebSocket: its events (a server's RawServerWs calls the WsFrameOwner methods).
     ws.binaryType = "nodebuffer";
     ws.on("message", (data: Buffer, isBinary: boolean) => this.onMessage(data, isBinary));
+    // Every frame `ws` parses counts (its receiver reads each frame's first two bytes in getInfo): a
+    // message's empty fragments raise no event, so counting pings, pongs and empty messages alone let a
+    // server flood 2-byte fragments (up to 16,384 a message) with every read of a turn parsed in one go.
+    const receiver = (ws as unknown as { _receiver?: { getInfo?: (cb: unknown) => void } })._receiver;
+    const getInfo = receiver?.getInfo;
+    this.countsEvents = typeof getInfo !== "function";
+    if (receiver !== undefined && typeof getInfo === "function") {
+      receiver.getInfo = (cb: unknown) => {
+        this.counted();
+        getInfo.call(receiver, cb);
+      };
+    }
     ws.on("pong", (data: Buffer) => {
-      this.counted();
+      if (this.countsEvents) this.counted();
       this.onPong(data);
     });
     ws.on("ping", (data: Buffer) => {
-      this.counted();
+      if (this.countsEvents) this.counted();
       this.onPing(data);
     });
     ws.on("error", (err: Error & { code?: string }) => {
@@ -499,15 +511,18 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
     return this.sentFn;
   }
 
-  /** Control frames and empty messages `ws` parsed since this client last yielded ({@link FRAMES_PER_TURN}). */
+  /** Frames `ws` parsed since this client last yielded ({@link FRAMES_PER_TURN}). */
   private controlFrames = 0;
   private yielding = false;
+  /** `ws`'s receiver could not be hooked: only the frames its events tell of count (pings, pongs, empty messages). */
+  private countsEvents = true;
 
   /**
-   * A frame that does not reach the connection (whose read gate counts only
-   * what does): after {@link FRAMES_PER_TURN} of them the socket reads no
-   * more this turn. Before, a server flooding pings had every read libuv made
-   * in a turn (up to 32 of 64 KiB) parsed in one go.
+   * A frame parsed (control frames, empty fragments and empty messages never
+   * reach the connection, whose read gate counts only what does): after
+   * {@link FRAMES_PER_TURN} of them the socket reads no more this turn.
+   * Before, a server flooding pings (or empty fragments) had every read
+   * libuv made in a turn (up to 32 of 64 KiB) parsed in one go.
    */
   private counted(): void {
     if (++this.controlFrames < FRAMES_PER_TURN || this.yielding) return;
@@ -525,7 +540,7 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
 
   private onMessage(data: Buffer, isBinary: boolean): void {
     if (this.closed || this.error !== undefined) return;
-    if (data.length === 0) this.counted();
+    if (data.length === 0 && this.countsEvents) this.counted();
     if (!isBinary) {
       this.fail(new PointSubError("ERR_PROTOCOL", "pointsub takes binary WebSocket messages only, got a text message"));
       return;
