@@ -49,8 +49,10 @@ export interface FileSourceOptions {
   /**
    * A download must be taken within `downloadGraceMs` plus its size at
    * this rate, counted from its start (a trickle of credit does not extend
-   * it), and once past the grace must have taken at least this rate × the
-   * time since (or all it lacked), else it is stopped with `ERR_SLOW_PEER`:
+   * it), and once past the grace (from the start of this side's stream,
+   * after the asker's resume answer and the check of the prefix it holds)
+   * must have taken at least this rate × the time since (or all it
+   * lacked), else it is stopped with `ERR_SLOW_PEER`:
    * a peer cannot keep downloads (and their buffers) open by reading them
    * slowly. Default
    * 65536 (64 KiB/s, as `minAnswerBytesPerSecond`); 0: no deadline.
@@ -422,6 +424,8 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
       let signal = ctx.signal;
       /** The content offset this download started from (the asker's resume point), once known. */
       let from: number | undefined;
+      /** When this side's stream started (Date.now(), after the resume answer and the prefix check). */
+      let streamAt: number | undefined;
       let t: FileTransfer | undefined;
       if (minRate > 0) {
         // From the start, for the whole file: taking it at a trickle does not move it.
@@ -442,19 +446,23 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
         // rate (or is all it lacked). Before, a peer taking a large file at a trickle (an eighth of a
         // 16 KiB window per progress timeout) held its download, and its slot, until that deadline:
         // hours for a GiB, so 8 connections held every one of maxDownloads for hours.
-        const started = Date.now();
+        // The grace counted from the stream's start: the time before it (the asker's resume answer,
+        // bounded by the request timeout, and this side's own read of the prefix the asker holds, to
+        // check its CRC32C) is not the asker taking nothing. Counted from the request, a resume of a
+        // large file from a slow disk (a prefix read over the grace) was stopped before its first byte.
         const stopper = stop;
         pace = setInterval(
           () => {
-            const late = Date.now() - started - graceMs;
-            if (late <= 0 || t === undefined) return;
-            const taken = from === undefined ? 0 : t.progress.bytes - from;
-            const due = Math.min(st.size - (from ?? 0), (late * minRate) / 1000);
+            if (t === undefined || from === undefined || streamAt === undefined) return;
+            const late = Date.now() - streamAt - graceMs;
+            if (late <= 0) return;
+            const taken = t.progress.bytes - from;
+            const due = Math.min(st.size - from, (late * minRate) / 1000);
             if (taken >= due) return;
             stopper.abort(
               new PointSubError(
                 "ERR_SLOW_PEER",
-                `download of ${r.path} taken slower than minDownloadBytesPerSecond ${minRate} (${taken} bytes in ${graceMs + late} ms, ${graceMs} ms of grace)`,
+                `download of ${r.path} taken slower than minDownloadBytesPerSecond ${minRate} (${taken} bytes in the ${late} ms past its ${graceMs} ms of grace)`,
               ),
             );
           },
@@ -470,6 +478,7 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
         retries: 0,
         onAttempt: (_n, offset) => {
           from = offset;
+          streamAt = Date.now();
         },
       });
       options.onGet?.(r, t, ctx);
