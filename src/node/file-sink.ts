@@ -500,6 +500,44 @@ export async function fileCrc32c(path: string, length: number): Promise<number> 
   return crc;
 }
 
+/**
+ * CRC32C of the first `expect.size` bytes of the file at `path`, read through one descriptor, and
+ * whether that file is `expect` (device, inode, size, mtime): only then may the CRC be recorded under
+ * `expect`'s identity. A file renamed over the path between the lstat and the open is another file:
+ * its CRC, recorded for the first one's inode (still reachable under a hard link), would later answer
+ * for content it is not.
+ */
+export async function fileCrc32cOf(path: string, expect: Stats): Promise<{ crc: number; same: boolean }> {
+  const fh = await open(path, "r");
+  try {
+    const st = await fh.stat();
+    const same =
+      st.ino === expect.ino && st.dev === expect.dev && st.size === expect.size && st.mtimeMs === expect.mtimeMs;
+    const length = expect.size;
+    if (length === 0) return { crc: 0, same };
+    if (length <= SMALL_CRC_BYTES) {
+      const buf = Buffer.allocUnsafe(length);
+      let n = 0;
+      while (n < length) {
+        const { bytesRead } = await fh.read(buf, n, length - n, n);
+        if (bytesRead === 0) break;
+        n += bytesRead;
+      }
+      return { crc: nodeCrc32c().compute(buf.subarray(0, n), 0), same: same && n === length };
+    }
+    let crc = 0;
+    let n = 0;
+    const rs = fh.createReadStream({ start: 0, end: length - 1, highWaterMark: 1 << 20, autoClose: false });
+    for await (const chunk of rs) {
+      crc = nodeCrc32c().compute(chunk as Buffer, crc);
+      n += (chunk as Buffer).length;
+    }
+    return { crc, same: same && n === length };
+  } finally {
+    await fh.close();
+  }
+}
+
 type Crypto = typeof import("node:crypto");
 let cryptoModule: Promise<Crypto> | undefined;
 /**

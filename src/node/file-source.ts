@@ -19,7 +19,7 @@ import type { Handler, IncomingRequest, RequestContext } from "../connection/typ
 import { PointSubError } from "../errors/error.ts";
 import { type DirRound, firstNames, KIND_DIR, KIND_FILE } from "./dir-names.ts";
 import { CRC_PERSIST_MIN, crcStore, isMetaName, isSinkFileAlias } from "./file-crc-store.ts";
-import { FILE_ROUTE, fileCrc32c, safeRelativePath } from "./file-sink.ts";
+import { FILE_ROUTE, fileCrc32cOf, safeRelativePath } from "./file-sink.ts";
 import { fsFailure } from "./fs-error.ts";
 import { type FileTransfer, sendFile } from "./send-file.ts";
 
@@ -120,6 +120,19 @@ function listable(rel: string[], name: string): boolean {
 /** The same file, unchanged: inode, device, size, mtime and ctime. */
 const sameFile = (a: Stats, b: Stats) =>
   a.ino === b.ino && a.dev === b.dev && a.size === b.size && a.mtimeMs === b.mtimeMs && a.ctimeMs === b.ctimeMs;
+
+/**
+ * `p`, or `signal`'s reason once it aborts (what `p` does then is left to it). A download waiting for a
+ * CRC32C read that other downloads share must not keep its slot after its asker gave up.
+ */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const gone = () => reject(signal.reason);
+    signal.addEventListener("abort", gone, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener("abort", gone));
+  });
+}
 
 /** An answer stops before its JSON grows past about this many bytes (paths may be long). */
 const ANSWER_BYTES = 512 * 1024;
@@ -232,18 +245,23 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
    * each download read the whole file: up to 64 reads of one large file at once before its record
    * was saved.
    */
-  const crcReads = new Map<string, { st: Stats; crc: Promise<number> }>();
-  /** A large file's CRC32C from its record (the sink's, or one made here), else read (and recorded). */
-  const crcOf = (real: string, st: Stats, segments: string[]): Promise<number> => {
+  const crcReads = new Map<string, { st: Stats; crc: Promise<number | undefined> }>();
+  /**
+   * A large file's CRC32C from its record (the sink's, or one made here), else read (and recorded);
+   * undefined when the file read is no longer the one looked up (`st`: renamed over meanwhile): then
+   * nothing is recorded (its CRC under `st`'s inode, still reachable under a hard link, would answer
+   * for other content), and the asker's `have` matches nothing.
+   */
+  const crcOf = (real: string, st: Stats, segments: string[]): Promise<number | undefined> => {
     const key = `${st.dev}:${st.ino}`;
     const reading = crcReads.get(key);
     if (reading !== undefined && sameFile(reading.st, st)) return reading.crc;
     const crc = (async () => {
-      let n = await crcDisk?.get(st);
-      if (n === undefined) {
-        n = await fileCrc32c(real, st.size);
-        if (st.size >= CRC_PERSIST_MIN) await crcDisk?.put(segments.join("/"), st, n, false);
-      }
+      const recorded = await crcDisk?.get(st);
+      if (recorded !== undefined) return recorded;
+      const { crc: n, same } = await fileCrc32cOf(real, st);
+      if (!same) return undefined;
+      if (st.size >= CRC_PERSIST_MIN) await crcDisk?.put(segments.join("/"), st, n, false);
       return n;
     })();
     const entry = { st, crc };
@@ -407,8 +425,10 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
     let stop: AbortController | undefined;
     try {
       if (r.have !== undefined && r.have.size === st.size) {
-        const crc = crc32cHex(await crcOf(real, st, segments));
-        if (crc === r.have.crc32c) {
+        // Waited for as the asker waits (its abort frees this download's slot; the read goes on for others).
+        const n = await untilAborted(crcOf(real, st, segments), ctx.signal);
+        const crc = n === undefined ? undefined : crc32cHex(n);
+        if (crc !== undefined && crc === r.have.crc32c) {
           const answer: FileGetAnswer = {
             path: r.path,
             size: st.size,
