@@ -1506,7 +1506,10 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     if (cached !== undefined) return { size: st.size, crc32c: crc32cHex(cached) };
     const now = st.size <= SYNC_CRC_MAX ? crcNow(target, st) : undefined;
     if (now !== undefined) return { size: st.size, crc32c: crc32cHex(now) };
-    return storedCrc(target, st).then((crc) => ({ size: st.size, crc32c: crc32cHex(crc) }));
+    // Replaced while it was read: its size, no CRC32C (the sender sends; the transfer's own checks decide).
+    return storedCrc(target, st).then((crc) =>
+      crc === undefined ? { size: st.size } : { size: st.size, crc32c: crc32cHex(crc) },
+    );
   };
   /**
    * The CRC32C of the `size` bytes (at most SYNC_CRC_MAX) of the file open as `fd`, read synchronously
@@ -1588,10 +1591,10 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     return answer;
   };
   /** Reads of stored files for their CRC32C in progress, by path (see {@link CRC_READS_AT_ONCE}). */
-  const crcReads = new Map<string, { st: Stats; crc: Promise<number> }>();
+  const crcReads = new Map<string, { st: Stats; crc: Promise<number | undefined> }>();
   const crcLimiter = new Limiter(CRC_READS_AT_ONCE);
   /** The CRC32C of the file at `target` (`st`): a read in progress of the same file, or one more read in turn. */
-  const storedCrc = (target: string, st: Stats): Promise<number> => {
+  const storedCrc = (target: string, st: Stats): Promise<number | undefined> => {
     const reading = crcReads.get(target);
     if (reading !== undefined && sameFile(reading.st, st)) return reading.crc;
     const large = crcDisk !== undefined && st.size >= CRC_PERSIST_MIN;
@@ -1602,7 +1605,9 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
             // A read that finished while this one waited may have cached it.
             const c = crcs.get(target, st);
             if (c !== undefined) return c;
-            const v = await fileCrc32c(target, st.size);
+            const { crc: v, same } = await fileCrc32cOf(target, st);
+            // Not the file looked up (one renamed over the name since): its CRC is not `st`'s to record.
+            if (!same) return undefined;
             // Recorded for the identity seen before the read (a change during it makes another identity).
             if (large) void crcDisk?.put(target.slice(dirPrefix.length).split(sep).join("/"), st, v, false);
             return v;
@@ -1614,7 +1619,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       if (crcReads.get(target) === entry) crcReads.delete(target);
     };
     crc.then((v) => {
-      cacheCrc(target, st, v);
+      if (v !== undefined) cacheCrc(target, st, v);
       done();
     }, done);
     return crc;
