@@ -1,14 +1,4 @@
-import {
-  closeSync,
-  constants,
-  createReadStream,
-  fstatSync,
-  lstat as lstatCb,
-  lstatSync,
-  openSync,
-  readSync,
-  type Stats,
-} from "node:fs";
+import { closeSync, constants, fstatSync, lstat as lstatCb, lstatSync, openSync, readSync, type Stats } from "node:fs";
 import { type FileHandle, link, lstat, mkdir, open, readdir, readFile, rename, rm, unlink } from "node:fs/promises";
 import { basename, dirname, join, resolve, sep } from "node:path";
 import { crc32cHex } from "../codec/crc32c.ts";
@@ -478,26 +468,12 @@ const SMALL_CRC_BYTES = 256 * 1024;
 /** CRC32C of the first `length` bytes of a file. */
 export async function fileCrc32c(path: string, length: number): Promise<number> {
   if (length === 0) return 0;
-  if (length <= SMALL_CRC_BYTES) {
-    // One read: open, read, close (a read stream costs twice the calls and its machinery, per file).
-    const fh = await open(path, "r");
-    try {
-      const buf = Buffer.allocUnsafe(length);
-      let n = 0;
-      while (n < length) {
-        const { bytesRead } = await fh.read(buf, n, length - n, n);
-        if (bytesRead === 0) break;
-        n += bytesRead;
-      }
-      return nodeCrc32c().compute(buf.subarray(0, n), 0);
-    } finally {
-      await fh.close();
-    }
+  const fh = await open(path, "r");
+  try {
+    return (await crcOfHandle(fh, length)).crc;
+  } finally {
+    await fh.close();
   }
-  let crc = 0;
-  const rs = createReadStream(path, { start: 0, end: length - 1, highWaterMark: 1 << 20 });
-  for await (const chunk of rs) crc = nodeCrc32c().compute(chunk as Buffer, crc);
-  return crc;
 }
 
 /**
@@ -513,29 +489,35 @@ export async function fileCrc32cOf(path: string, expect: Stats): Promise<{ crc: 
     const st = await fh.stat();
     const same =
       st.ino === expect.ino && st.dev === expect.dev && st.size === expect.size && st.mtimeMs === expect.mtimeMs;
-    const length = expect.size;
-    if (length === 0) return { crc: 0, same };
-    if (length <= SMALL_CRC_BYTES) {
-      const buf = Buffer.allocUnsafe(length);
-      let n = 0;
-      while (n < length) {
-        const { bytesRead } = await fh.read(buf, n, length - n, n);
-        if (bytesRead === 0) break;
-        n += bytesRead;
-      }
-      return { crc: nodeCrc32c().compute(buf.subarray(0, n), 0), same: same && n === length };
-    }
-    let crc = 0;
-    let n = 0;
-    const rs = fh.createReadStream({ start: 0, end: length - 1, highWaterMark: 1 << 20, autoClose: false });
-    for await (const chunk of rs) {
-      crc = nodeCrc32c().compute(chunk as Buffer, crc);
-      n += (chunk as Buffer).length;
-    }
-    return { crc, same: same && n === length };
+    const { crc, read } = await crcOfHandle(fh, expect.size);
+    return { crc, same: same && read === expect.size };
   } finally {
     await fh.close();
   }
+}
+
+/** CRC32C of the first `length` bytes of an open file, and how many it read (fewer: it is shorter). */
+async function crcOfHandle(fh: FileHandle, length: number): Promise<{ crc: number; read: number }> {
+  if (length === 0) return { crc: 0, read: 0 };
+  if (length <= SMALL_CRC_BYTES) {
+    // One read (a read stream costs twice the calls and its machinery, per file).
+    const buf = Buffer.allocUnsafe(length);
+    let n = 0;
+    while (n < length) {
+      const { bytesRead } = await fh.read(buf, n, length - n, n);
+      if (bytesRead === 0) break;
+      n += bytesRead;
+    }
+    return { crc: nodeCrc32c().compute(buf.subarray(0, n), 0), read: n };
+  }
+  let crc = 0;
+  let n = 0;
+  const rs = fh.createReadStream({ start: 0, end: length - 1, highWaterMark: 1 << 20, autoClose: false });
+  for await (const chunk of rs) {
+    crc = nodeCrc32c().compute(chunk as Buffer, crc);
+    n += (chunk as Buffer).length;
+  }
+  return { crc, read: n };
 }
 
 type Crypto = typeof import("node:crypto");
