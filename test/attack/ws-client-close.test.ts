@@ -12,50 +12,19 @@
  * error. Real loopback sockets.
  */
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
-import net from "node:net";
-import { after, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import { connect, type PointSubError } from "../../src/index.ts";
+import { hostileWsServer, serverFrame } from "../helpers/hostile-ws-server.ts";
 import { handshake } from "../helpers/raw-peer.ts";
 
-const servers: net.Server[] = [];
-const sockets = new Set<net.Socket>();
-after(() => {
-  for (const s of sockets) s.destroy();
-  for (const s of servers) s.close();
-});
-
-/** An unmasked server frame (payloads under 126 bytes). */
-function serverFrame(opcode: number, payload: Uint8Array): Buffer {
-  return Buffer.concat([Buffer.from([0x80 | opcode, payload.length]), payload]);
-}
-
 /** A server that completes the upgrade and the pointsub handshake, then sends `then` 150 ms later and keeps its TCP side open. */
-async function hostile(then: Buffer): Promise<string> {
-  const server = net.createServer({ allowHalfOpen: true }, (s) => {
-    sockets.add(s);
-    s.on("error", () => {});
-    let request = "";
-    const onData = (c: Buffer) => {
-      request += c.toString("latin1");
-      if (!request.includes("\r\n\r\n")) return;
-      s.off("data", onData);
-      const key = (/sec-websocket-key: *(\S+)/i.exec(request) as RegExpExecArray)[1];
-      const accept = createHash("sha1").update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest("base64");
-      s.write(
-        `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-          `Sec-WebSocket-Accept: ${accept}\r\nSec-WebSocket-Protocol: pointsub.v1\r\n\r\n`,
-      );
-      s.write(serverFrame(2, handshake()));
-      // Reads (and drops) whatever comes, its close frame and FIN included; never ends its side.
-      s.resume();
-      setTimeout(() => s.write(then), 150);
-    };
-    s.on("data", onData);
+function hostile(then: Buffer): Promise<string> {
+  return hostileWsServer((s) => {
+    s.write(serverFrame(2, handshake()));
+    // Reads (and drops) whatever comes, its close frame and FIN included; never ends its side.
+    s.resume();
+    setTimeout(() => s.write(then), 150);
   });
-  servers.push(server);
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return `ws://127.0.0.1:${(server.address() as net.AddressInfo).port}/`;
 }
 
 async function callAgainst(then: Buffer): Promise<{ ms: number; err: PointSubError }> {
