@@ -19,6 +19,12 @@ export interface ClusterEngine {
   /** Whether it has the key-value store (a NATS server without JetStream has not). */
   readonly hasKv: boolean;
   /**
+   * Optional: the largest value, in UTF-8 bytes, {@link kvCreate} and
+   * {@link kvUpdate} take (NATS: its `max_payload`, less room for headers;
+   * the workers' relay: 1 MiB). Undefined: no limit worth checking (Redis).
+   */
+  readonly maxValueBytes?: number;
+  /**
    * Optional: loads the engine's client library. Called before the connect
    * timeout starts, which counts reaching the engine, not module loading
    * (seconds on a loaded machine).

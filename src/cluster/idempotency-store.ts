@@ -50,6 +50,13 @@ export interface EngineIdempotencyStoreOptions {
   holds(id: string): boolean;
   /** How long a done entry is kept, in ms. */
   ttlMs: number;
+  /**
+   * The largest value the engine takes, in UTF-8 bytes (undefined: no
+   * limit). An answer whose entry would be larger is kept as an error
+   * (ERR_HANDLER, too large to keep) so that a retry still gets an answer
+   * and the handler does not run again.
+   */
+  maxValueBytes?: () => number | undefined;
 }
 
 class EngineStore implements IdempotencyStore {
@@ -117,7 +124,21 @@ class EngineStore implements IdempotencyStore {
     const stored: Stored = outcome.ok
       ? { s: "d", e: Date.now() + ttl, ok: true, d: Buffer.from(outcome.data).toString("base64"), f: fingerprint }
       : { s: "d", e: Date.now() + ttl, ok: false, c: outcome.code, m: outcome.message, f: fingerprint };
-    const value = JSON.stringify(stored);
+    let value = JSON.stringify(stored);
+    const max = this.o.maxValueBytes?.();
+    if (max !== undefined && Buffer.byteLength(value) > max) {
+      // The engine would refuse it and leave the key claimed for its whole lease (every retry ERR_TIMEOUT):
+      // keep that the handler ran, as the middleware does for an answer over maxResponseBytes.
+      const what = outcome.ok ? `response (${outcome.data.length} bytes)` : `error (${outcome.code})`;
+      value = JSON.stringify({
+        s: "d",
+        e: stored.e,
+        ok: false,
+        c: "ERR_HANDLER",
+        m: `the ${what} to this idempotency key was too large to keep in the cluster's store; the handler ran once`,
+        f: fingerprint,
+      } satisfies Stored);
+    }
     for (let attempt = 0; attempt < 5; attempt++) {
       const r = await this.read(key);
       if (r.entry?.state === "done") return; // the first answer stays

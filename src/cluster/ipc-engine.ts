@@ -7,7 +7,16 @@
  */
 import { PointSubError } from "../errors/error.ts";
 import type { ClusterEngine, KvEntry } from "./engine.ts";
-import { fromIpc, isTagged, SERIALIZATION_ENV, TAG, type ToPrimary, type ToWorker, toIpc } from "./ipc-wire.ts";
+import {
+  fromIpc,
+  isTagged,
+  MAX_KV_STRING,
+  SERIALIZATION_ENV,
+  TAG,
+  type ToPrimary,
+  type ToWorker,
+  toIpc,
+} from "./ipc-wire.ts";
 
 /** The part of a process with an IPC channel (`process` in a worker) this engine uses. */
 export interface IpcChannel {
@@ -29,6 +38,8 @@ interface PendingKv {
 class IpcEngine implements ClusterEngine {
   readonly name = "ipc";
   readonly hasKv = true;
+  /** What the relay takes (ipc-relay.ts: 1 Mi characters; a UTF-8 byte count is never fewer). */
+  readonly maxValueBytes = MAX_KV_STRING;
   private readonly channel: IpcChannel;
   private readonly advanced: boolean;
   private readonly subs = new Map<string, (data: Uint8Array) => void>();

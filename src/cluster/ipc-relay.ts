@@ -7,7 +7,7 @@
  * of after `deadAfterMs`. Nothing is queued or retried: a message goes to
  * the workers subscribed at that moment.
  */
-import { fromIpc, isTagged, TAG, type ToPrimary, type ToWorker, toIpc } from "./ipc-wire.ts";
+import { fromIpc, isTagged, MAX_KV_STRING, TAG, type ToPrimary, type ToWorker, toIpc } from "./ipc-wire.ts";
 
 /**
  * A worker as the relay sees it: something to send IPC messages to (a
@@ -49,9 +49,6 @@ interface PeerState {
   /** Bytes of messages handed to its channel and not yet written. */
   queued: number;
 }
-
-/** Longest key or value taken from a worker, in characters. */
-const MAX_KV_STRING = 1 << 20;
 
 /** The relay a primary runs for its workers. */
 export class IpcRelay {

@@ -11,6 +11,9 @@
 export const TAG = "@pointsub";
 
 /** The environment variable that tells a worker its channel's serialization (`advanced`; else JSON). */
+/** Longest key or value the primary's relay keeps, in characters. */
+export const MAX_KV_STRING = 1 << 20;
+
 export const SERIALIZATION_ENV = "POINTSUB_IPC_SERIALIZATION";
 
 /** Bytes as the channel carries them. */

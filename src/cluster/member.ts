@@ -301,6 +301,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
             nodeId: this.nodeId,
             holds: (id) => this.holds(id),
             ttlMs: positive("idempotencyTtlMs", options.idempotencyTtlMs, 600_000),
+            maxValueBytes: () => engine.maxValueBytes,
           });
     engine.onState((up) => this.engineState(up));
   }

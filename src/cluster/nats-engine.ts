@@ -46,6 +46,15 @@ class NatsEngine implements ClusterEngine {
   /** The `nats` package, once loaded. */
   private lib: typeof import("nats") | undefined;
 
+  /**
+   * The server's max_payload (1 MiB by default) less 4 KiB for the
+   * subject and JetStream headers: a larger put is refused by the server.
+   */
+  get maxValueBytes(): number {
+    const max = this.nc?.info?.max_payload;
+    return (typeof max === "number" && max > 0 ? max : 1024 * 1024) - 4096;
+  }
+
   constructor(o: NatsEngineOptions) {
     this.o = o;
     this.hasKv = o.jetstream !== false;
