@@ -59,16 +59,74 @@ export interface EngineIdempotencyStoreOptions {
   maxValueBytes?: () => number | undefined;
 }
 
+/** Most bytes of answers a node keeps read from the engine ({@link EngineStore}'s done cache). */
+const DONE_CACHE_BYTES = 16 * 1024 * 1024;
+/** Most answers it keeps. */
+const DONE_CACHE_ENTRIES = 1024;
+/** How long it serves one without asking the engine again, in ms (at most until the entry's own expiry). */
+const DONE_CACHE_MS = 30_000;
+
+interface Cached {
+  readonly entry: IdempotencyEntry;
+  readonly bytes: number;
+  readonly until: number;
+}
+
 class EngineStore implements IdempotencyStore {
   private readonly engine: ClusterEngine;
   private readonly o: EngineIdempotencyStoreOptions;
+  /**
+   * Done entries read from the engine, least recently used first: an answer
+   * never changes while it lives, so the duplicates of one key — waiting
+   * for it, or sent again and again — share one read and one copy of it
+   * instead of each fetching and decoding its own (300 duplicates of a 1 MiB
+   * answer were 300 reads of 1.4 MB, which timed out the node's engine link).
+   */
+  private readonly cache = new Map<string, Cached>();
+  private cacheBytes = 0;
+  /** Reads under way: concurrent ones of a key share one. */
+  private readonly reading = new Map<string, Promise<Read>>();
 
   constructor(engine: ClusterEngine, o: EngineIdempotencyStoreOptions) {
     this.engine = engine;
     this.o = o;
   }
 
-  private async read(key: string): Promise<Read> {
+  private read(key: string): Promise<Read> {
+    const c = this.cache.get(key);
+    if (c !== undefined) {
+      this.cache.delete(key);
+      if (c.until > Date.now()) {
+        this.cache.set(key, c);
+        return Promise.resolve({ entry: c.entry });
+      }
+      this.cacheBytes -= c.bytes;
+    }
+    let p = this.reading.get(key);
+    if (p === undefined) {
+      p = this.readEngine(key).finally(() => this.reading.delete(key));
+      this.reading.set(key, p);
+    }
+    return p;
+  }
+
+  private remember(key: string, entry: IdempotencyEntry, bytes: number, expires: number): void {
+    if (bytes > DONE_CACHE_BYTES) return;
+    const old = this.cache.get(key);
+    if (old !== undefined) {
+      this.cache.delete(key);
+      this.cacheBytes -= old.bytes;
+    }
+    while (this.cache.size >= DONE_CACHE_ENTRIES || this.cacheBytes + bytes > DONE_CACHE_BYTES) {
+      const [k, v] = this.cache.entries().next().value as [string, Cached];
+      this.cache.delete(k);
+      this.cacheBytes -= v.bytes;
+    }
+    this.cache.set(key, { entry, bytes, until: Math.min(expires, Date.now() + DONE_CACHE_MS) });
+    this.cacheBytes += bytes;
+  }
+
+  private async readEngine(key: string): Promise<Read> {
     const kv = await this.engine.kvGet(this.o.prefix + key);
     if (kv === undefined) return { entry: undefined };
     const v = parse(kv.value);
@@ -86,7 +144,9 @@ class EngineStore implements IdempotencyStore {
     const outcome: IdempotencyOutcome = v.ok
       ? { ok: true, data: new Uint8Array(Buffer.from(v.d, "base64")) }
       : { ok: false, code: isErrorCode(v.c) ? v.c : "ERR_HANDLER", message: String(v.m) };
-    return { entry: { state: "done", outcome, ...print }, revision: kv.revision };
+    const entry: IdempotencyEntry = { state: "done", outcome, ...print };
+    this.remember(key, entry, 256 + key.length + kv.value.length, v.e);
+    return { entry, revision: kv.revision };
   }
 
   async begin(
