@@ -10,10 +10,10 @@
 /** The key that marks pointsub's IPC messages. */
 export const TAG = "@pointsub";
 
-/** The environment variable that tells a worker its channel's serialization (`advanced`; else JSON). */
 /** Longest key or value the primary's relay keeps, in characters. */
 export const MAX_KV_STRING = 1 << 20;
 
+/** The environment variable that tells a worker its channel's serialization (`advanced`; else JSON). */
 export const SERIALIZATION_ENV = "POINTSUB_IPC_SERIALIZATION";
 
 /** Bytes as the channel carries them. */
