@@ -14,18 +14,39 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { crc32cJs } from "../../src/codec/crc32c.ts";
-import { connect, createServer, fileSink, type Server } from "../../src/index.ts";
+import { connect, createServer, fileSink } from "../../src/index.ts";
 import { FILE_CHECK_ROUTE, type FileCheckAnswer } from "../../src/node/file-sink.ts";
+
+/** A sink over `dir` that serves the quick check, and a connection to it. */
+async function checkServer(dir: string) {
+  const sink = fileSink(dir);
+  const srv = createServer();
+  srv.handle(FILE_CHECK_ROUTE, sink.check);
+  const [url] = await srv.listen("tcp://127.0.0.1:0");
+  await sink.ready;
+  const conn = await connect(url);
+  const close = async () => {
+    await conn.close();
+    await srv.close();
+    sink.close();
+  };
+  return { conn, close };
+}
+
+/** A quick check's answers. */
+const answersOf = (res: Uint8Array) =>
+  (JSON.parse(new TextDecoder().decode(res)) as { files: FileCheckAnswer[] }).files;
+
+/** The CRC32C of `text` as a check answers it (8 lowercase hex digits). */
+const crcHex = (text: string) => crc32cJs(new TextEncoder().encode(text)).toString(16).padStart(8, "0");
 
 describe("file sink: quick-check lookups on the main thread", () => {
   let work: string;
-  let server: Server;
 
   before(async () => {
     work = await mkdtemp(join(tmpdir(), "pointsub-check-sync-"));
   });
   after(async () => {
-    await server?.close();
     await rm(work, { recursive: true, force: true });
   });
 
@@ -35,12 +56,7 @@ describe("file sink: quick-check lookups on the main thread", () => {
     await writeFile(join(dir, "tree", "same.txt"), "hello");
     await writeFile(join(dir, "tree", "other.txt"), "a longer file");
     await symlink(join(dir, "tree", "same.txt"), join(dir, "tree", "link.txt"));
-    const sink = fileSink(dir);
-    server = createServer();
-    server.handle(FILE_CHECK_ROUTE, sink.check);
-    const [url] = await server.listen("tcp://127.0.0.1:0");
-    await sink.ready;
-    const conn = await connect(url);
+    const { conn, close } = await checkServer(dir);
     const files = [
       { path: "tree/same.txt", size: 5 },
       { path: "tree/other.txt", size: 5 },
@@ -50,7 +66,7 @@ describe("file sink: quick-check lookups on the main thread", () => {
     ];
     const ask = async () => {
       const res = await conn.request(FILE_CHECK_ROUTE, JSON.stringify({ files }));
-      return (JSON.parse(new TextDecoder().decode(res)) as { files: FileCheckAnswer[] }).files;
+      return answersOf(res);
     };
     await ask(); // the first reads same.txt's CRC32C (cached after)
     // On a loaded machine one lstat can take long enough that the gate sends the next second's calls to
@@ -82,14 +98,13 @@ describe("file sink: quick-check lookups on the main thread", () => {
     const best = tries.indexOf(Math.min(...tries));
     assert.ok(promises[best] < 100, `promises for 200 files: ${promises.join(", ")}`);
     assert.equal(answers.length, 200);
-    const crc = crc32cJs(new TextEncoder().encode("hello")).toString(16).padStart(8, "0");
+    const crc = crcHex("hello");
     assert.deepEqual(answers[0], { size: 5, crc32c: crc });
     assert.deepEqual(answers[1], { size: 13 });
     assert.equal(answers[2], null, "a directory is no file");
     assert.equal(answers[3], null, "a symbolic link is no file");
     for (const a of answers.slice(4)) assert.equal(a, null);
-    await conn.close();
-    sink.close();
+    await close();
   });
   it("a FIFO or a symbolic link under a name the sink never cached is no file, and the check does not block on it", async () => {
     const dir = join(work, "special");
@@ -99,12 +114,7 @@ describe("file sink: quick-check lookups on the main thread", () => {
     // Opened first (no lstat) for a name without a cached CRC: non-blocking, so a FIFO with no writer
     // answers at once instead of holding the event loop.
     execFileSync("mkfifo", [join(dir, "fifo")]);
-    const sink = fileSink(dir);
-    const srv = createServer();
-    srv.handle(FILE_CHECK_ROUTE, sink.check);
-    const [url] = await srv.listen("tcp://127.0.0.1:0");
-    await sink.ready;
-    const conn = await connect(url);
+    const { conn, close } = await checkServer(dir);
     const files = [
       { path: "fifo", size: 0 },
       { path: "link.txt", size: 5 },
@@ -112,22 +122,15 @@ describe("file sink: quick-check lookups on the main thread", () => {
       { path: "real.txt/x", size: 5 },
     ];
     const res = await conn.request(FILE_CHECK_ROUTE, JSON.stringify({ files }), { timeoutMs: 10_000 });
-    const answers = (JSON.parse(new TextDecoder().decode(res)) as { files: FileCheckAnswer[] }).files;
-    const crc = crc32cJs(new TextEncoder().encode("hello")).toString(16).padStart(8, "0");
+    const answers = answersOf(res);
+    const crc = crcHex("hello");
     assert.deepEqual(answers, [null, null, { size: 5, crc32c: crc }, null]);
-    await conn.close();
-    await srv.close();
-    sink.close();
+    await close();
   });
 
   it("small stored files the sink did not store (a restarted serve, another worker) are read for their CRC32C on the main thread", async () => {
     const dir = join(work, "small");
-    const sink = fileSink(dir);
-    const srv = createServer();
-    srv.handle(FILE_CHECK_ROUTE, sink.check);
-    const [url] = await srv.listen("tcp://127.0.0.1:0");
-    await sink.ready;
-    const conn = await connect(url);
+    const { conn, close } = await checkServer(dir);
     const body = (i: number) => `file ${i} `.repeat(100);
     // As in check 1: a loaded machine may send a second's calls to the pool; each try asks about files
     // not read before (a directory of its own), so nothing is cached. Before: ≥ 3 pool calls per file.
@@ -146,22 +149,18 @@ describe("file sink: quick-check lookups on the main thread", () => {
       let answers: FileCheckAnswer[];
       try {
         const res = await conn.request(FILE_CHECK_ROUTE, JSON.stringify({ files }));
-        answers = (JSON.parse(new TextDecoder().decode(res)) as { files: FileCheckAnswer[] }).files;
+        answers = answersOf(res);
       } finally {
         hook.disable();
       }
       tries.push(calls);
       answers.forEach((a, i) => {
-        const crc = crc32cJs(new TextEncoder().encode(body(i)))
-          .toString(16)
-          .padStart(8, "0");
+        const crc = crcHex(body(i));
         assert.deepEqual(a, { size: body(i).length, crc32c: crc });
       });
     }
     assert.ok(Math.min(...tries) < 20, `thread-pool calls for 200 small files: ${tries.join(", ")}`);
-    await conn.close();
-    await srv.close();
-    sink.close();
+    await close();
   });
   it("answers stay right when the lstats go to the thread pool (a slow disk) part of the way", async () => {
     const dir = join(work, "slow");
@@ -170,12 +169,7 @@ describe("file sink: quick-check lookups on the main thread", () => {
     await writeFile(join(dir, "tree", "other.txt"), "a longer file");
     await writeFile(join(dir, "tree", "sub", "deep.txt"), "hello");
     await symlink(join(dir, "tree"), join(dir, "linked"));
-    const sink = fileSink(dir);
-    const srv = createServer();
-    srv.handle(FILE_CHECK_ROUTE, sink.check);
-    const [url] = await srv.listen("tcp://127.0.0.1:0");
-    await sink.ready;
-    const conn = await connect(url);
+    const { conn, close } = await checkServer(dir);
     const files = [
       { path: "tree/same.txt", size: 5 },
       { path: "tree/other.txt", size: 5 },
@@ -186,7 +180,7 @@ describe("file sink: quick-check lookups on the main thread", () => {
       { path: "tree/missing/b.txt", size: 5 },
       { path: "tree/sub/deep.txt", size: 4 },
     ];
-    const crc = crc32cJs(new TextEncoder().encode("hello")).toString(16).padStart(8, "0");
+    const crc = crcHex("hello");
     const expected = [
       { size: 5, crc32c: crc },
       { size: 13 },
@@ -217,7 +211,7 @@ describe("file sink: quick-check lookups on the main thread", () => {
       let answers: FileCheckAnswer[];
       hook.enable();
       try {
-        answers = (JSON.parse(new TextDecoder().decode(await res)) as { files: FileCheckAnswer[] }).files;
+        answers = answersOf(await res);
       } finally {
         hook.disable();
         performance.now = realNow;
@@ -226,8 +220,6 @@ describe("file sink: quick-check lookups on the main thread", () => {
     }
     // Both ways were taken: some lstats on the pool, not all of them (6 rounds × 16 entries).
     assert.ok(poolCalls > 0 && poolCalls < 6 * 16 * 2, `thread-pool calls: ${poolCalls}`);
-    await conn.close();
-    await srv.close();
-    sink.close();
+    await close();
   });
 });
