@@ -11,6 +11,7 @@
  *   node scripts/build-cli.ts [--src src/cli/main.ts] [--outdir dist/cli-bundle] [--serve ../cli/serve.js]
  */
 import { execFileSync } from "node:child_process";
+import { rmSync } from "node:fs";
 import { builtinModules, createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -123,6 +124,10 @@ const lazyBuiltins: Plugin = {
     });
   },
 };
+
+// Chunks are named by their hash: a rebuild into the old directory would leave every earlier build's
+// chunks beside the new ones (254 files after a day of rebuilds, all shipped by `npm pack`).
+rmSync(values.outdir as string, { recursive: true, force: true });
 
 await build({
   entryPoints: [values.src as string],
