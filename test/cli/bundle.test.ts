@@ -59,6 +59,14 @@ describe("the bundled CLI (the package's bin)", () => {
     }
   });
 
+  it("a rebuild into the same directory leaves only its own chunks (npm pack ships the directory whole)", async () => {
+    const built = (await readdir(out)).sort();
+    // A chunk of an earlier build: chunks are named by their content's hash.
+    await writeFile(join(out, "chunk-EARLIER0.js"), "export {};\n");
+    await run(process.execPath, [join(root, "scripts/build-cli.ts"), "--outdir", out], { timeout: 60_000 });
+    assert.deepEqual((await readdir(out)).sort(), built);
+  });
+
   it("on a Node.js older than engines says so in one line (it failed with 'Promise.withResolvers is not a function')", async () => {
     // The version the process reports, set before the CLI loads: as Node 20 would report it.
     const old = `data:text/javascript,${encodeURIComponent(
