@@ -40,7 +40,7 @@ export interface ClusterOptions {
   heartbeatMs?: number;
   /** A node not heard from for this long is removed, with its sessions, in ms. Default 3 × `heartbeatMs`. */
   deadAfterMs?: number;
-  /** How long a `sendTo` or a node's session list is waited for, in ms. Default 5,000. */
+  /** How long a `sendTo`, or a page of a node's session list, is waited for, in ms. Default 5,000. */
   requestTimeoutMs?: number;
   /** How long the first `listen` waits for the engine; then it rejects with ERR_CONNECT (a later `listen` tries again). Default 10,000. */
   connectTimeoutMs?: number;
@@ -142,6 +142,11 @@ const INFO_PAGE = 200;
 /** Room left in a page of session infos for the bus header. */
 const INFO_HEADER_ROOM = 1024;
 /**
+ * Nodes a session list asks pages of at once: what the engine holds for the
+ * asker is at most this many pages (each at most `maxBusMessageBytes`).
+ */
+const INFO_NODES_AT_ONCE = 4;
+/**
  * Other nodes a node keeps track of: heartbeats of new node ids beyond it are
  * ignored and counted ({@link ClusterStats.ignoredNodes}), so a publisher on
  * the bus inventing ids cannot grow the member table without bound.
@@ -165,8 +170,21 @@ interface PendingSend {
 
 interface PendingInfo {
   infos: ClusterSessionInfo[];
-  waiting: Set<string>;
+  /** Nodes not asked yet. */
+  queued: string[];
+  /** Nodes asked: the timer of the page each owes, and whether a page was asked for and not yet received. */
+  waiting: Map<string, { timer: ReturnType<typeof setTimeout>; asked: boolean }>;
+  /** Stops waiting for `node` (its list is complete, or it is left out) and asks the next one. */
+  finish(node: string): void;
   done(): void;
+}
+
+/** A session list this node answers a page at a time: what it had when asked, and where the next page starts. */
+interface InfoSnapshot {
+  readonly i: string;
+  readonly sessions: Connection[];
+  at: number;
+  timer: ReturnType<typeof setTimeout> | undefined;
 }
 
 function randomId(): string {
@@ -226,6 +244,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private readonly members = new Map<string, Member>();
   private readonly sends = new Map<string, PendingSend>();
   private readonly infos = new Map<string, PendingInfo>();
+  /** The session list being gathered, shared by every caller meanwhile. */
+  private gathering: Promise<ClusterSessionInfo[]> | undefined;
+  /** Lists this node answers page by page, per asking node (its latest request). */
+  private readonly snapshots = new Map<string, InfoSnapshot>();
   private readonly seen = new Set<string>();
   private local: ClusterLocal | undefined;
   private timer: ReturnType<typeof setInterval> | undefined;
@@ -519,7 +541,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       this.sends.delete(id);
       p.reject(closed);
     }
-    for (const p of this.infos.values()) p.done();
+    for (const p of [...this.infos.values()]) p.done();
+    for (const snap of this.snapshots.values()) clearTimeout(snap.timer);
+    this.snapshots.clear();
     await this.engine.close();
   }
 
@@ -632,8 +656,11 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       this.sends.delete(rid);
       p.reject(gone);
     }
-    for (const p of this.infos.values()) {
-      if (p.waiting.delete(id) && p.waiting.size === 0) p.done();
+    for (const p of this.infos.values()) if (p.waiting.has(id)) p.finish(id);
+    const snap = this.snapshots.get(id);
+    if (snap !== undefined) {
+      clearTimeout(snap.timer);
+      this.snapshots.delete(id);
     }
     this.safeEmit("nodeLeft", id, reason);
   }
@@ -756,7 +783,29 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     });
   }
 
+  /**
+   * Every node's sessions. Calls while a list is being gathered share it
+   * (each gets its own array): a node gathers one list at a time, so
+   * callers asking at once do not multiply what crosses the bus.
+   */
   private sessionsInfo(): Promise<ClusterSessionInfo[]> {
+    this.gathering ??= this.gather().finally(() => {
+      this.gathering = undefined;
+    });
+    return this.gathering.then((list) => list.slice());
+  }
+
+  /**
+   * Asks the other nodes for their sessions, a page at a time: the next
+   * page once the one before arrived, from at most
+   * {@link INFO_NODES_AT_ONCE} nodes at once, so the engine holds at most
+   * that many pages for this node (every page at once — a 40 MB list, or
+   * 20 lists of 4 MB — went over Redis's output limit for a subscriber, or
+   * NATS's for a slow consumer: the engine cut this node off). A node that
+   * does not answer a page within `requestTimeoutMs` is left out (with the
+   * pages it sent).
+   */
+  private gather(): Promise<ClusterSessionInfo[]> {
     const local = this.local as ClusterLocal;
     const infos: ClusterSessionInfo[] = local.sessionsInfo().map((s) => ({ ...s, node: this.nodeId }));
     if (this.members.size === 0) return Promise.resolve(infos);
@@ -764,19 +813,48 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     return new Promise((resolve) => {
       const p: PendingInfo = {
         infos,
-        waiting: new Set(this.members.keys()),
+        queued: [...this.members.keys()],
+        waiting: new Map(),
+        finish: (node) => {
+          clearTimeout(p.waiting.get(node)?.timer);
+          p.waiting.delete(node);
+          this.askNext(i, p);
+        },
         done: () => {
-          clearTimeout(timer);
+          for (const w of p.waiting.values()) clearTimeout(w.timer);
+          p.waiting.clear();
+          p.queued.length = 0;
           this.infos.delete(i);
           resolve(p.infos);
         },
       };
-      const timer = setTimeout(p.done, this.requestTimeoutMs);
       this.infos.set(i, p);
-      for (const node of p.waiting) {
-        void this.publish(this.subject(`node.${node}`), encode({ t: "info", n: this.nodeId, i }));
-      }
+      this.askNext(i, p);
     });
+  }
+
+  /** Asks the next queued nodes for their first page, up to {@link INFO_NODES_AT_ONCE} at once; done when none is left. */
+  private askNext(i: string, p: PendingInfo): void {
+    while (p.waiting.size < INFO_NODES_AT_ONCE && p.queued.length !== 0) {
+      const node = p.queued.shift() as string;
+      if (this.members.has(node)) this.askPage(i, p, node, 0);
+    }
+    if (p.waiting.size === 0 && this.infos.get(i) === p) p.done();
+  }
+
+  /** Asks `node` for the page of request `i` at cursor `c`; left out if it does not come within `requestTimeoutMs`. */
+  private askPage(i: string, p: PendingInfo, node: string, c: number): void {
+    this.expectPage(p, node, true);
+    const w = p.waiting.get(node);
+    void this.publish(this.subject(`node.${node}`), encode({ t: "info", n: this.nodeId, i, c })).then((ok) => {
+      if (!ok && p.waiting.get(node) === w) p.finish(node); // not sent: nothing will come
+    });
+  }
+
+  /** Waits `requestTimeoutMs` (again) for `node`'s next page; past it the node is left out. */
+  private expectPage(p: PendingInfo, node: string, asked: boolean): void {
+    clearTimeout(p.waiting.get(node)?.timer);
+    p.waiting.set(node, { timer: setTimeout(() => p.finish(node), this.requestTimeoutMs), asked });
   }
 
   private onBus(data: Uint8Array): void {
@@ -817,10 +895,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         return;
       }
       case "info":
-        this.onInfoRequest(h.n, h.i);
+        this.onInfoRequest(h.n, h.i, h.c);
         return;
       case "infos":
-        this.onInfoPage(h.n, h.i, h.last, m.payload);
+        this.onInfoPage(h.n, h.i, h.last, h.c, m.payload);
         return;
     }
   }
@@ -900,13 +978,19 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    * and `maxBusMessageBytes` (a page over the engine's limit — NATS: 1 MiB —
    * was lost, and the asker got an empty list after its timeout). A session
    * whose info alone is over the limit is left out and counted as malformed.
+   * With a cursor `c`, one page: the first (`c` 0) takes this node's
+   * sessions as they are, each later one continues from the cursor of the
+   * page before (one list per asking node is kept, for `requestTimeoutMs`
+   * after its last page was asked for; a cursor that is not the expected one
+   * gets an empty last page and drops it). Without one (an older node), every
+   * page at once.
    */
-  private onInfoRequest(from: string, i: string): void {
-    const all = (this.local as ClusterLocal).sessionsInfo();
+  private onInfoRequest(from: string, i: string, c: unknown): void {
     const subject = this.subject(`node.${from}`);
     const room = Math.max(INFO_HEADER_ROOM, this.maxBusBytes - INFO_HEADER_ROOM);
-    const send = (page: Uint8Array[], last: boolean) => {
-      const body = new Uint8Array(page.reduce((n, p) => n + p.length + 1, 1));
+    const send = (page: Uint8Array[], last: boolean, next?: number) => {
+      // "[" + the infos with a comma between each + "]" (2 bytes for an empty page: 1 made it "[", not JSON).
+      const body = new Uint8Array(page.reduce((n, p) => n + p.length + 1, 2));
       body[0] = 0x5b; // [
       let at = 1;
       for (let k = 0; k < page.length; k++) {
@@ -915,46 +999,108 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         at += page[k].length;
       }
       body[at++] = 0x5d; // ]
-      void this.publish(subject, encode({ t: "infos", n: this.nodeId, i, last }, body.subarray(0, at)));
+      const header: BusHeader =
+        next === undefined ? { t: "infos", n: this.nodeId, i, last } : { t: "infos", n: this.nodeId, i, last, c: next };
+      void this.publish(subject, encode(header, body.subarray(0, at)));
     };
-    let page: Uint8Array[] = [];
-    let bytes = 2;
-    for (const info of all) {
+    /** The JSON of a session's info, or undefined (counted) when it could never fit in a page. */
+    const json = (info: ConnectionInfo): Uint8Array | undefined => {
       const one = utf8.encode(JSON.stringify(jsonSafe(info)));
-      if (one.length + 2 > room) {
-        this.counters.malformed++;
-        continue;
+      if (one.length + 2 <= room) return one;
+      this.counters.malformed++;
+      return undefined;
+    };
+    if (c === undefined) {
+      let page: Uint8Array[] = [];
+      let bytes = 2;
+      for (const info of (this.local as ClusterLocal).sessionsInfo()) {
+        const one = json(info);
+        if (one === undefined) continue;
+        if (page.length === INFO_PAGE || bytes + one.length + 1 > room) {
+          send(page, false);
+          page = [];
+          bytes = 2;
+        }
+        page.push(one);
+        bytes += one.length + 1;
       }
-      if (page.length === INFO_PAGE || bytes + one.length + 1 > room) {
-        send(page, false);
-        page = [];
-        bytes = 2;
+      send(page, true);
+      return;
+    }
+    let snap = this.snapshots.get(from);
+    if (c === 0) {
+      if (snap !== undefined) clearTimeout(snap.timer);
+      if (snap === undefined && this.snapshots.size >= MAX_CLUSTER_NODES) {
+        const [oldest, s] = this.snapshots.entries().next().value as [string, InfoSnapshot];
+        clearTimeout(s.timer);
+        this.snapshots.delete(oldest);
       }
+      this.snapshots.delete(from);
+      snap = { i, sessions: (this.local as ClusterLocal).sessions(), at: 0, timer: undefined };
+      this.snapshots.set(from, snap);
+    } else if (snap === undefined || snap.i !== i || snap.at !== c) {
+      // Not the page the list is at (a repeat, an expired list, a cursor not given): the list ends here.
+      if (snap !== undefined) {
+        clearTimeout(snap.timer);
+        this.snapshots.delete(from);
+      }
+      send([], true, 0);
+      return;
+    } else clearTimeout(snap.timer);
+    const page: Uint8Array[] = [];
+    let bytes = 2;
+    let at = snap.at;
+    for (; at < snap.sessions.length && page.length < INFO_PAGE; at++) {
+      const s = snap.sessions[at];
+      if (s.state === "closed") continue;
+      const one = json(s.info());
+      if (one === undefined) continue;
+      if (page.length !== 0 && bytes + one.length + 1 > room) break;
       page.push(one);
       bytes += one.length + 1;
     }
-    send(page, true);
+    const last = at >= snap.sessions.length;
+    if (last) this.snapshots.delete(from);
+    else {
+      snap.at = at;
+      const kept = snap;
+      kept.timer = setTimeout(() => {
+        if (this.snapshots.get(from) === kept) this.snapshots.delete(from);
+      }, this.requestTimeoutMs);
+    }
+    send(page, last, at);
   }
 
-  private onInfoPage(from: string, i: string, last: boolean, payload: Uint8Array): void {
+  private onInfoPage(from: string, i: string, last: boolean, c: unknown, payload: Uint8Array): void {
     const p = this.infos.get(i);
     if (p === undefined || !p.waiting.has(from)) return;
+    const pulled = typeof c === "number" && Number.isSafeInteger(c) && c >= 0;
+    if (pulled && p.waiting.get(from)?.asked !== true) return; // a page not asked for (a repeat)
     let page: unknown;
     try {
       page = JSON.parse(fromUtf8.decode(payload));
     } catch {
       this.counters.malformed++;
-      return;
+      page = undefined;
     }
+    let full = false;
     if (Array.isArray(page)) {
       for (const info of page) {
         if (p.infos.length >= MAX_LISTED_SESSIONS) {
           this.counters.malformed++;
+          full = true;
           break;
         }
         if (typeof info === "object" && info !== null) p.infos.push({ ...(info as ConnectionInfo), node: from });
       }
     }
-    if (last && p.waiting.delete(from) && p.waiting.size === 0) p.done();
+    if (last || full || (pulled && (page === undefined || (Array.isArray(page) && page.length === 0)))) {
+      p.finish(from);
+    } else if (pulled) {
+      this.askPage(i, p, from, c as number);
+    } else {
+      // An older node pushes every page unasked: wait for its next one.
+      this.expectPage(p, from, false);
+    }
   }
 }

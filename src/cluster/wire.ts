@@ -52,18 +52,28 @@ export interface AckHeader {
   readonly code?: string;
   readonly message?: string;
 }
-/** Node `n` asks for the receiving node's sessions (request `i`). */
+/**
+ * Node `n` asks for the receiving node's sessions (request `i`), one page
+ * from cursor `c` (0: the first, which takes the list; then the `c` of the
+ * page before). Without `c` (older nodes) every page is sent at once.
+ */
 export interface InfoRequest {
   readonly t: "info";
   readonly n: string;
   readonly i: string;
+  readonly c?: number;
 }
-/** A page of session infos (JSON array in the payload) answering request `i`; `last` on the final page. */
+/**
+ * A page of session infos (JSON array in the payload) answering request `i`;
+ * `last` on the final page. `c`: the cursor to ask for the next page with
+ * (present when the page was asked for with a cursor).
+ */
 export interface InfoPage {
   readonly t: "infos";
   readonly n: string;
   readonly i: string;
   readonly last: boolean;
+  readonly c?: number;
 }
 
 export type BusHeader = Heartbeat | Bye | BroadcastHeader | SendHeader | AckHeader | InfoRequest | InfoPage;

@@ -159,6 +159,8 @@ export interface ClusterLocal {
   sendTo(id: string, data: Uint8Array): Promise<void>;
   /** This node's sessions. */
   sessionsInfo(): ConnectionInfo[];
+  /** This node's sessions as they are now (a list answered a page at a time reads each one's info when its page goes). */
+  sessions(): Connection[];
   /** This node's session count. */
   readonly sessionCount: number;
   /** This node's bound URLs. */
@@ -482,7 +484,9 @@ export class Server extends EventEmitter<ServerEvents> {
    * (without a cluster: this server's, with node `""`), gathered from the
    * live nodes when called. Other nodes' entries are JSON copies (a
    * principal as its JSON, certificate bytes left out). A node that does
-   * not answer within the cluster's `requestTimeoutMs` is left out.
+   * not answer a page of its list within the cluster's `requestTimeoutMs`
+   * is left out (with the pages it sent). Calls while a list is gathered
+   * share it: each gets its own array of the same entries.
    */
   sessionsInfo(options: { cluster: true }): Promise<ClusterSessionInfo[]>;
   sessionsInfo(options?: { cluster?: boolean }): ConnectionInfo[] | Promise<ClusterSessionInfo[]> {
@@ -506,6 +510,7 @@ export class Server extends EventEmitter<ServerEvents> {
       broadcast: (data, options) => this.broadcastLocal(data, options),
       sendTo: (id, data) => this.sendLocal(id, data),
       sessionsInfo: () => this.localInfo(),
+      sessions: () => [...this.sessions_],
       get sessionCount() {
         return server.sessions_.size;
       },
