@@ -25,6 +25,13 @@ export interface ClusterEngine {
    */
   readonly maxValueBytes?: number;
   /**
+   * Optional: how long the store keeps a key after its last write whatever
+   * the `ttlMs` asked for, in ms (NATS: the JetStream bucket's max age, which
+   * ages every key alike). Undefined: each key is kept for its own `ttlMs`
+   * (Redis, the workers' relay).
+   */
+  readonly kvMaxAgeMs?: number;
+  /**
    * Optional: loads the engine's client library. Called before the connect
    * timeout starts, which counts reaching the engine, not module loading
    * (seconds on a loaded machine).

@@ -57,6 +57,13 @@ export interface EngineIdempotencyStoreOptions {
    * and the handler does not run again.
    */
   maxValueBytes?: () => number | undefined;
+  /**
+   * How long the engine keeps a key after its last write whatever its time
+   * to live (NATS: the bucket's max age; undefined: each key for its own).
+   * A claim whose lease is longer is written again every half of it while
+   * its handler runs, so it does not vanish under the handler.
+   */
+  maxAgeMs?: () => number | undefined;
 }
 
 /** Most bytes of answers a node keeps read from the engine ({@link EngineStore}'s done cache). */
@@ -86,6 +93,8 @@ class EngineStore implements IdempotencyStore {
   private cacheBytes = 0;
   /** Reads under way: concurrent ones of a key share one. */
   private readonly reading = new Map<string, Promise<Read>>();
+  /** Claims of this node written again while their handler runs ({@link EngineIdempotencyStoreOptions.maxAgeMs}), by key. */
+  private readonly renewing = new Map<string, { token: string; timer: ReturnType<typeof setTimeout> }>();
 
   constructor(engine: ClusterEngine, o: EngineIdempotencyStoreOptions) {
     this.engine = engine;
@@ -164,14 +173,57 @@ class EngineStore implements IdempotencyStore {
       f: fingerprint,
     } satisfies Stored);
     for (let attempt = 0; attempt < 5; attempt++) {
-      if (await this.engine.kvCreate(k, claim, leaseMs)) return undefined;
+      if (await this.engine.kvCreate(k, claim, leaseMs)) return this.hold(key, token, Date.now() + leaseMs);
       const r = await this.read(key);
       if (r.entry !== undefined) return r.entry;
       if (r.revision === undefined) continue; // gone meanwhile: create again
       // Expired, or claimed by a node that left: take it over, unless another node does first.
-      if (await this.engine.kvUpdate(k, claim, r.revision, leaseMs)) return undefined;
+      if (await this.engine.kvUpdate(k, claim, r.revision, leaseMs)) return this.hold(key, token, Date.now() + leaseMs);
     }
     throw new PointSubError("ERR_OVERLOADED", "idempotency key contended by other nodes; retry later");
+  }
+
+  /**
+   * Keeps this node's new claim of `key` in an engine that ages keys by a
+   * max age shorter than the lease (a JetStream bucket: a claim vanished
+   * after `idempotencyTtlMs` and a retry ran the handler again): the claim
+   * is written again, unchanged, every half of that age until its lease
+   * ends, it is completed or released, or it is no longer this one.
+   */
+  private hold(key: string, token: string, leaseEnd: number): undefined {
+    const age = this.o.maxAgeMs?.();
+    if (age === undefined || !(age > 0) || Date.now() + age >= leaseEnd) return undefined;
+    const k = this.o.prefix + key;
+    const every = age / 2;
+    const renew = async () => {
+      if (this.renewing.get(key) !== held) return;
+      try {
+        const kv = await this.engine.kvGet(k);
+        const v = kv === undefined ? undefined : parse(kv.value);
+        if (kv === undefined || v?.s !== "r" || v.t !== token) {
+          this.release(key, token);
+          return;
+        }
+        await this.engine.kvUpdate(k, kv.value, kv.revision, leaseEnd - Date.now());
+      } catch {
+        // The engine did not answer: again at the next turn (the claim lives `age` from its last write).
+      }
+      if (this.renewing.get(key) !== held) return;
+      if (Date.now() + age >= leaseEnd) this.release(key, token);
+      else held.timer = later(renew, every);
+    };
+    this.release(key, this.renewing.get(key)?.token ?? "");
+    const held = { token, timer: later(renew, every) };
+    this.renewing.set(key, held);
+    return undefined;
+  }
+
+  /** Stops writing `key`'s claim again, if it is `token`'s. */
+  private release(key: string, token: string): void {
+    const held = this.renewing.get(key);
+    if (held === undefined || held.token !== token) return;
+    clearTimeout(held.timer);
+    this.renewing.delete(key);
   }
 
   async get(key: string): Promise<IdempotencyEntry | undefined> {
@@ -179,6 +231,7 @@ class EngineStore implements IdempotencyStore {
   }
 
   async complete(key: string, token: string, outcome: IdempotencyOutcome, fingerprint?: string): Promise<void> {
+    this.release(key, token);
     const k = this.o.prefix + key;
     const ttl = this.o.ttlMs;
     const stored: Stored = outcome.ok
@@ -210,6 +263,7 @@ class EngineStore implements IdempotencyStore {
   }
 
   async fail(key: string, token: string): Promise<void> {
+    this.release(key, token);
     const r = await this.read(key);
     if (r.token === token && r.revision !== undefined) await this.engine.kvDelete(this.o.prefix + key, r.revision);
   }
@@ -232,6 +286,13 @@ class EngineStore implements IdempotencyStore {
       delay = Math.min(delay * 2, 250);
     }
   }
+}
+
+/** A timer that does not keep the process alive. */
+function later(fn: () => Promise<void>, ms: number): ReturnType<typeof setTimeout> {
+  const t = setTimeout(() => void fn(), ms);
+  (t as { unref?: () => void }).unref?.();
+  return t;
 }
 
 /** An {@link IdempotencyStore} on a cluster engine's key-value store, shared by every node. */

@@ -61,7 +61,11 @@ export interface ClusterOptions {
   filters?: Record<string, NamedFilter>;
   /** Share the idempotency store through the engine. Default true. */
   idempotency?: boolean;
-  /** How long the shared store keeps an answer, in ms. Default 600,000. */
+  /**
+   * How long the shared store keeps an answer, in ms (on NATS also the
+   * bucket's max age, when this node makes it: a claim whose lease is
+   * longer is written again while its handler runs). Default 600,000.
+   */
   idempotencyTtlMs?: number;
 }
 
@@ -324,6 +328,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
             holds: (id) => this.holds(id),
             ttlMs: positive("idempotencyTtlMs", options.idempotencyTtlMs, 600_000),
             maxValueBytes: () => engine.maxValueBytes,
+            maxAgeMs: () => engine.kvMaxAgeMs,
           });
     engine.onState((up) => this.engineState(up));
   }

@@ -45,6 +45,13 @@ class NatsEngine implements ClusterEngine {
   private closed = false;
   /** The `nats` package, once loaded. */
   private lib: typeof import("nats") | undefined;
+  /** The bucket's max age as the server has it (a bucket made earlier keeps its own). */
+  private maxAge: number | undefined;
+
+  /** The bucket's max age: JetStream drops a key this long after its last write, whatever its lease. */
+  get kvMaxAgeMs(): number | undefined {
+    return this.kv === undefined ? undefined : (this.maxAge ?? this.o.bucketTtlMs);
+  }
 
   /**
    * The server's max_payload (1 MiB by default) less 4 KiB for the
@@ -106,6 +113,8 @@ class NatsEngine implements ClusterEngine {
     if (this.o.jetstream !== false) {
       try {
         this.kv = await nc.jetstream().views.kv(this.o.bucket, { history: 1, ttl: this.o.bucketTtlMs });
+        const ttl = (await this.kv.status()).ttl;
+        this.maxAge = ttl > 0 ? ttl : undefined;
       } catch (err) {
         await nc.close();
         throw new PointSubError(

@@ -1,0 +1,67 @@
+/**
+ * A keyed handler that runs longer than the cluster's `idempotencyTtlMs`
+ * but within its lease (`leaseMs`, 10 min by default), against real
+ * engines: a retry on another node waits for it and gets its answer — the
+ * handler runs once. Redis keeps a claim for its lease; a JetStream bucket
+ * ages every key by its max age (`idempotencyTtlMs`) whatever the lease, so
+ * on NATS the claim vanished after 1 s here and the retry on the other node
+ * ran the handler a second time (2 runs, two different answers).
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { type Cluster, natsCluster, redisCluster } from "../../src/cluster/index.ts";
+import { type Connection, connect, createServer, type Server } from "../../src/index.ts";
+import { sleep, until } from "../helpers/wait.ts";
+import { type EngineServer, startEngine } from "./engines.ts";
+
+const utf8 = new TextDecoder();
+
+for (const kind of ["redis", "nats"] as const) {
+  describe(`cluster idempotency lease on ${kind}`, { timeout: 60_000 }, () => {
+    let engine: EngineServer;
+    const clusters: Cluster[] = [];
+    const servers: Server[] = [];
+    const conns: Connection[] = [];
+    let runs = 0;
+
+    before(async () => {
+      engine = await startEngine(kind);
+      for (const id of ["a", "b"]) {
+        const o = { nodeId: id, name: "lease", heartbeatMs: 200, idempotencyTtlMs: 1000 };
+        const cluster =
+          kind === "redis" ? redisCluster({ ...o, url: engine.url }) : natsCluster({ ...o, servers: engine.url });
+        const server = createServer({ cluster, idempotency: { waitMs: 10_000 } });
+        server.handle("/slow", async () => {
+          runs++;
+          await sleep(3000);
+          return `ran on ${id}`;
+        });
+        await server.listen("tcp://127.0.0.1:0");
+        clusters.push(cluster);
+        servers.push(server);
+      }
+      await until(() => clusters.every((c) => c.nodes().length === 2), 5000);
+      for (const s of servers) conns.push(await connect(s.urls[0]));
+    });
+
+    after(async () => {
+      await Promise.all(conns.map((c) => c.close({ timeoutMs: 100 })));
+      await Promise.all(servers.map((s) => s.close({ timeoutMs: 100 })));
+      await engine?.stop();
+    });
+
+    it("a handler running past idempotencyTtlMs (within its lease) runs once: a retry on another node gets its answer", async () => {
+      const key = new TextEncoder().encode(`k-${kind}`);
+      const first = conns[0].request("/slow", "x", { idempotencyKey: key });
+      await sleep(1800); // past the 1 s idempotencyTtlMs, well within the lease
+      const retry = conns[1].request("/slow", "x", { idempotencyKey: key });
+      const answers = (await Promise.all([first, retry])).map((d) => utf8.decode(d));
+      assert.equal(runs, 1, `the handler ran ${runs} times (answers: ${answers.join(", ")})`);
+      assert.deepEqual(answers, ["ran on a", "ran on a"]);
+      // Done, the claim is no longer written again: the answer ages out after idempotencyTtlMs and the key runs anew.
+      await sleep(1500);
+      assert.equal(utf8.decode(await conns[1].request("/slow", "x", { idempotencyKey: key })), "ran on b");
+      assert.equal(runs, 2);
+    });
+  });
+}
