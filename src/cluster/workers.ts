@@ -101,6 +101,8 @@ interface Entry {
   startTimer: ReturnType<typeof setTimeout> | undefined;
   /** One of the pool's first workers (`ready` waits for them), not a replacement. */
   initial: boolean;
+  /** It said it is ready (its server listens: on `info.urls`, which may be none). */
+  ready: boolean;
 }
 
 /** prom-client's `AggregatorRegistry` answers (`{ type: "prom-client:…" }`): not the application's. */
@@ -123,7 +125,13 @@ function count(name: string, v: number | undefined, fallback: number, min: numbe
  * {@link runWorkers}.
  */
 export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
-  /** Resolves once every first worker is ready (told its URLs). */
+  /**
+   * Resolves once every first worker is ready (told its URLs) and no
+   * replacement is still starting: every worker it lists is ready (a
+   * replacement of a first worker that died after it was ready, forked while
+   * another first worker still started, was listed not ready yet, without
+   * its URLs).
+   */
   readonly ready: Promise<WorkerInfo[]>;
   /** Resolves once the pool closed: every worker exited (after `close`, or when all died and none could be replaced). */
   readonly closed: Promise<void>;
@@ -138,6 +146,8 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
   private readonly signalsOn: boolean;
   private resolveClosed!: () => void;
   private readyLeft: number;
+  /** `ready` resolved. */
+  private readyDone = false;
   private resolveReady!: (w: WorkerInfo[]) => void;
   private rejectReady!: (e: Error) => void;
 
@@ -205,6 +215,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
       info: { id: worker.id, pid: worker.process.pid ?? 0, nodeId: `w${worker.id}`, urls: [] },
       startTimer: undefined,
       initial,
+      ready: false,
     };
     entry.startTimer = setTimeout(() => this.onStartTimeout(entry), this.startTimeoutMs);
     this.entries.set(worker.id, entry);
@@ -242,11 +253,21 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
   private onReady(entry: Entry, urls: unknown[]): void {
     clearTimeout(entry.startTimer);
     entry.startTimer = undefined;
-    const first = entry.info.urls.length === 0;
+    const first = !entry.ready;
+    entry.ready = true;
     entry.info.urls = urls.filter((u): u is string => typeof u === "string").slice(0, 16);
     this.emit("ready", { ...entry.info });
     // A first worker's: a replacement's (of one that was ready) is not one of those `ready` waits for.
-    if (first && entry.initial && this.readyLeft > 0 && --this.readyLeft === 0) this.resolveReady(this.workers());
+    if (first && entry.initial && this.readyLeft > 0) this.readyLeft--;
+    this.settleReady();
+  }
+
+  /** Resolves `ready` once every first worker was ready and every worker now in the pool is (see {@link ready}). */
+  private settleReady(): void {
+    if (this.readyDone || this.readyLeft > 0 || this.closing !== undefined || this.entries.size === 0) return;
+    for (const e of this.entries.values()) if (!e.ready) return;
+    this.readyDone = true;
+    this.resolveReady(this.workers());
   }
 
   private onExit(entry: Entry, code: number | null, signal: string | null): void {
@@ -256,13 +277,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
     this.relay.detach(entry.worker);
     let replacement: Entry | undefined;
     const voluntary = entry.worker.exitedAfterDisconnect === true;
-    if (
-      this.closing === undefined &&
-      !voluntary &&
-      entry.initial &&
-      this.readyLeft > 0 &&
-      entry.info.urls.length === 0
-    ) {
+    if (this.closing === undefined && !voluntary && entry.initial && this.readyLeft > 0 && !entry.ready) {
       // A first worker died before it was ready: the pool did not start. Not restarted (before, a port
       // in use had maxRestarts workers fail one after the other, each printing its error, for seconds).
       this.emit("exit", { ...entry.info }, code, signal, undefined);
@@ -290,7 +305,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
     if (this.entries.size === 0) {
       this.rejectReady(new PointSubError("ERR_CONNECTION_CLOSED", "every worker exited"));
       void this.close();
-    }
+    } else this.settleReady(); // a replacement still starting died, and none replaced it: the others may all be ready
   }
 
   /**
