@@ -16,9 +16,13 @@ import type { IdempotencyEntry, IdempotencyOutcome, IdempotencyStore } from "../
 import { isErrorCode } from "./codes.ts";
 import type { ClusterEngine } from "./engine.ts";
 
-/** An entry as JSON; `f`: the fingerprint of the claim's payload, when it has one. */
+/**
+ * An entry as JSON; `f`: the fingerprint of the claim's payload, when it has
+ * one; a claim's `r`: the incarnation (process) of node `n` that made it,
+ * and `b` when (`Date.now()` on its clock; both absent from older nodes' claims).
+ */
 type Stored = (
-  | { s: "r"; t: string; n: string; e: number }
+  | { s: "r"; t: string; n: string; e: number; r?: string; b?: number }
   | { s: "d"; e: number; ok: true; d: string }
   | { s: "d"; e: number; ok: false; c: string; m: string }
 ) & { f?: string };
@@ -46,8 +50,18 @@ export interface EngineIdempotencyStoreOptions {
   prefix: string;
   /** This node's id (recorded with its claims). */
   nodeId: string;
-  /** Whether node `id`'s claims still hold (false once the membership removed it). */
-  holds(id: string): boolean;
+  /**
+   * This node's incarnation (recorded with its claims): its claims tell this
+   * process from an earlier one under the same node id. Default none.
+   */
+  incarnation?: string;
+  /**
+   * Whether claims of node `id` still hold (false once the membership removed
+   * it); `incarnation` and `madeAt`: the claim's process and when it was
+   * made, when recorded (false once that process is known to be gone: its
+   * node restarted under the same id).
+   */
+  holds(id: string, incarnation?: string, madeAt?: number): boolean;
   /** How long a done entry is kept, in ms. */
   ttlMs: number;
   /**
@@ -143,7 +157,9 @@ class EngineStore implements IdempotencyStore {
     if (v === undefined || v.e <= now) return { entry: undefined, revision: kv.revision };
     const print = typeof v.f === "string" ? { fingerprint: v.f } : {};
     if (v.s === "r") {
-      const live = v.n === this.o.nodeId || this.o.holds(v.n);
+      const r = typeof v.r === "string" ? v.r : undefined;
+      const mine = v.n === this.o.nodeId && (r === undefined || r === this.o.incarnation);
+      const live = mine || this.o.holds(v.n, r, typeof v.b === "number" ? v.b : undefined);
       return {
         entry: live ? { state: "running", token: v.t, ...print } : undefined,
         token: v.t,
@@ -169,6 +185,8 @@ class EngineStore implements IdempotencyStore {
       s: "r",
       t: token,
       n: this.o.nodeId,
+      r: this.o.incarnation,
+      b: Date.now(),
       e: Date.now() + leaseMs,
       f: fingerprint,
     } satisfies Stored);

@@ -163,7 +163,30 @@ interface Member {
   urls: string[];
   sessions: number;
   lastSeen: number;
+  /** The incarnation (process) its heartbeats announce; undefined from an older node, which sends none. */
+  incarnation: string | undefined;
+  /** When that incarnation started, on its clock (undefined: not said). */
+  since: number | undefined;
+  /**
+   * Its earlier incarnations, latest last (at most {@link SUPERSEDED_MAX}):
+   * it restarted under the same id, and their claims no longer hold.
+   */
+  superseded: string[];
+  /** An earlier incarnation announced itself again: two processes share the id, and no claim of it is taken as gone. */
+  twins: boolean;
 }
+
+/**
+ * Characters of the incarnation in this node's session ids
+ * (`<nodeId>.<incarnation>.<n>`): a node restarted under the same id does
+ * not give an earlier run's session ids (kept by an application, a
+ * `sendTo` on its way) to its new sessions.
+ */
+const SESSION_ID_INCARNATION = 6;
+/** Earlier incarnations of a node kept to tell its dead claims by. */
+const SUPERSEDED_MAX = 4;
+/** An incarnation in a heartbeat's echo key (`<incarnation>.<probe>`). */
+const INCARNATION = /^[0-9a-z]{1,32}$/;
 
 interface PendingSend {
   node: string;
@@ -258,6 +281,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private nextMsg = 0;
   /** Random per instance: a node restarted under the same id does not reuse message ids the others remember. */
   private readonly incarnation = randomId();
+  /** When this incarnation started (`Date.now()`): claims of this node's id made before are an earlier process's. */
+  private readonly startedAt = Date.now();
   /** Since when the engine connection is up: this node reads its own messages back (0: down). */
   private upSince = 0;
   /** Whether the engine's client reports its connection up. */
@@ -325,7 +350,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         : engineIdempotencyStore(this.guarded(), {
             prefix: `${this.prefix}.idem.`,
             nodeId: this.nodeId,
-            holds: (id) => this.holds(id),
+            incarnation: this.incarnation,
+            holds: (id, incarnation, madeAt) => this.holds(id, incarnation, madeAt),
             ttlMs: positive("idempotencyTtlMs", options.idempotencyTtlMs, 600_000),
             maxValueBytes: () => engine.maxValueBytes,
             maxAgeMs: () => engine.kvMaxAgeMs,
@@ -463,10 +489,34 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     }
   }
 
-  /** Whether claims of node `id` still hold: it is a member, or this node has not been connected long enough to know. */
-  private holds(id: string): boolean {
-    if (this.members.has(id)) return true;
-    return this.upSince === 0 || Date.now() - this.upSince < this.deadAfterMs;
+  /**
+   * Whether claims of node `id` (made by its `incarnation` at `madeAt`, when
+   * the claim says) still hold: it is a member and that incarnation is not
+   * known to be gone, or this node has not been connected long enough to
+   * know. A node restarted under the same id (a respawned worker, a pod
+   * with a fixed name) left its earlier run's claims behind, each held for
+   * its lease (10 minutes by default) though no handler runs it any more:
+   * they are released once the node's heartbeats name a newer incarnation
+   * (one that started after the claim was made, or that replaced the
+   * claim's) — or, for this node's own earlier run, once it has been up
+   * `deadAfterMs` without hearing that run announce itself. Every claim of
+   * an id that two processes announce at once holds.
+   */
+  private holds(id: string, incarnation?: string, madeAt?: number): boolean {
+    const unsure = this.upSince === 0 || Date.now() - this.upSince < this.deadAfterMs;
+    if (id === this.nodeId) {
+      if (incarnation === undefined || incarnation === this.incarnation) return true;
+      return (
+        unsure || this.otherIncarnations.has(incarnation) || this.otherIncarnations.size >= MAX_REPORTED_DUPLICATES
+      );
+    }
+    const m = this.members.get(id);
+    if (m === undefined) return unsure;
+    if (incarnation === undefined || incarnation === m.incarnation || m.twins) return true;
+    if (m.superseded.includes(incarnation)) return false;
+    // Made before the node's present incarnation started: by a process that is gone. (Else it may be a
+    // newer one not heard from yet.)
+    return !(madeAt !== undefined && m.since !== undefined && madeAt < m.since);
   }
 
   /** Called by the server's constructor (`createServer({ cluster })`). */
@@ -476,6 +526,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     this.local = local;
     return {
       nodeId: this.nodeId,
+      sessionIdPrefix: `${this.nodeId}.${this.incarnation.slice(0, SESSION_ID_INCARNATION)}.`,
       idempotencyStore: this.store,
       start: () => this.start(),
       stop: () => this.stop(),
@@ -613,6 +664,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       urls: local.urls,
       sessions: local.sessionCount,
       k: `${this.incarnation}.${this.probe}`,
+      since: this.startedAt,
     };
     if (!probe && this.unechoedSince === 0) this.unechoedSince = Date.now();
     void this.publish(this.subject("members"), encode(header), true);
@@ -919,7 +971,19 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       return;
     }
     const urls = h.urls.filter((u): u is string => typeof u === "string").slice(0, 16);
-    const m: Member = { urls, sessions: h.sessions, lastSeen: Date.now() };
+    const dot = typeof h.k === "string" ? h.k.indexOf(".") : -1;
+    const said = dot > 0 ? (h.k as string).slice(0, dot) : undefined;
+    const incarnation = said !== undefined && INCARNATION.test(said) ? said : known?.incarnation;
+    let superseded = known?.superseded ?? [];
+    let twins = known?.twins ?? false;
+    if (known?.incarnation !== undefined && incarnation !== known.incarnation) {
+      // Restarted under the same id; or, if this one was seen before, two processes take turns.
+      if (superseded.includes(incarnation as string)) twins = true;
+      else superseded = [...superseded.slice(1 - SUPERSEDED_MAX), known.incarnation];
+    }
+    const since =
+      incarnation === said && typeof h.since === "number" && Number.isFinite(h.since) ? h.since : known?.since;
+    const m: Member = { urls, sessions: h.sessions, lastSeen: Date.now(), incarnation, since, superseded, twins };
     this.members.set(h.n, m);
     if (known === undefined) {
       this.safeEmit("nodeJoined", { id: h.n, urls, sessions: h.sessions, lastSeen: m.lastSeen, self: false });

@@ -22,6 +22,12 @@ export interface Heartbeat {
    * Optional: older nodes send none.
    */
   readonly k?: string;
+  /**
+   * When the sender's incarnation started (`Date.now()` on its clock): a
+   * claim its node made before that was made by an earlier process under
+   * the same id. Optional: older nodes send none.
+   */
+  readonly since?: number;
 }
 /** A node leaves (graceful close). */
 export interface Bye {

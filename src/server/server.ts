@@ -119,7 +119,7 @@ export interface ServerOptions extends ConnectionOptions, AdmissionOptions {
   rateLimit?: RateLimitOptions;
   /**
    * Join this cluster (`redisCluster` / `natsCluster` of `pointsub/cluster`):
-   * session ids become unique cluster-wide (`<nodeId>.<n>`), `broadcast`,
+   * session ids become unique cluster-wide (`<nodeId>.<incarnation>.<n>`), `broadcast`,
    * `sendTo` and `sessionsInfo({ cluster: true })` reach every node's
    * sessions, and `idempotency` uses the cluster's shared store unless it
    * is given one. Joined on the first `listen`, left on `close`. Default none.
@@ -171,6 +171,12 @@ export interface ClusterLocal {
 export interface ClusterMembership {
   /** This node's id, unique in the cluster: the prefix of its session ids. */
   readonly nodeId: string;
+  /**
+   * What this node's session ids start with (then a number): `nodeId` and a
+   * dot, then what tells this process from an earlier one under the same
+   * id. Default `<nodeId>.`.
+   */
+  readonly sessionIdPrefix?: string;
   /** The cluster's shared idempotency store, if it has one. */
   readonly idempotencyStore: IdempotencyStore | undefined;
   /** Connects to the engine and announces the node (first `listen`). */
@@ -354,7 +360,7 @@ export class Server extends EventEmitter<ServerEvents> {
     this.sendToHighWater = sendToHighWaterMark(options.sendToHighWaterMark);
     this.settings = resolveSettings(options, options.authenticate !== undefined, this.runtime.codecs.mask());
     this.cluster = options.cluster?.join(this.clusterLocal());
-    this.idPrefix = this.cluster === undefined ? "" : `${this.cluster.nodeId}.`;
+    this.idPrefix = this.cluster === undefined ? "" : (this.cluster.sessionIdPrefix ?? `${this.cluster.nodeId}.`);
     // The rate limit first: a duplicate of a keyed request is a request too (answered from the
     // store, it would pass any limit, each answer up to the store's maxResponseBytes).
     if (options.rateLimit !== undefined) this.router.use(rateLimit(options.rateLimit));

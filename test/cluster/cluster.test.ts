@@ -14,74 +14,14 @@
  * other again and broadcast and sendTo work across them.
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { after, before, describe, it } from "node:test";
 import { type Connection, connect, Client as NodeListClient, type PointSubError } from "../../src/index.ts";
 import { sleep, until } from "../helpers/wait.ts";
 import { type EngineServer, startEngine } from "./engines.ts";
+import { type NodeProcess, startNode } from "./node-spawn.ts";
 
-const NODE_SCRIPT = join(import.meta.dirname, "node-process.ts");
 const PER_NODE = 300;
 const utf8 = new TextDecoder();
-
-interface NodeProcess {
-  id: string;
-  url: string;
-  child: ChildProcess;
-  events: Record<string, unknown>[];
-  kill(): Promise<void>;
-}
-
-async function startNode(engine: EngineServer, id: string): Promise<NodeProcess> {
-  const child = spawn(
-    process.execPath,
-    [
-      NODE_SCRIPT,
-      JSON.stringify({ engine: engine.kind, url: engine.url, nodeId: id, slowMs: id === "c" ? 10_000 : 100 }),
-    ],
-    {
-      stdio: ["ignore", "pipe", "inherit"],
-      // Three processes load the same sources: compile them once.
-      env: { ...process.env, NODE_COMPILE_CACHE: join(tmpdir(), "pointsub-test-compile-cache") },
-    },
-  );
-  // Whatever ends the test process (a timeout included), its nodes do not outlive it.
-  const onExit = () => child.kill("SIGKILL");
-  process.once("exit", onExit);
-  child.once("exit", () => process.off("exit", onExit));
-  const events: Record<string, unknown>[] = [];
-  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL"); // a node that did not start is not left running
-      reject(new Error(`node ${id} did not start`));
-    }, 45_000);
-    child.once("exit", (code) => reject(new Error(`node ${id} exited with ${code}`)));
-    lines.on("line", (line) => {
-      const ev = JSON.parse(line) as Record<string, unknown>;
-      events.push(ev);
-      if (ev.event === "listening") {
-        clearTimeout(timer);
-        resolve(String(ev.url));
-      }
-    });
-  });
-  return {
-    id,
-    url,
-    child,
-    events,
-    kill() {
-      if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-      const exited = new Promise<void>((r) => child.once("exit", () => r()));
-      child.kill("SIGKILL");
-      return exited;
-    },
-  };
-}
 
 /** A client session and every message it received, in order. */
 interface Client {
@@ -117,7 +57,9 @@ for (const kind of ["redis", "nats"] as const) {
     before(async () => {
       engine = await startEngine(kind);
       // Each node is recorded as soon as it runs, so `after` ends it even when another failed to start.
-      await Promise.all(["a", "b", "c"].map(async (id) => nodes.push(await startNode(engine, id))));
+      await Promise.all(
+        ["a", "b", "c"].map(async (id) => nodes.push(await startNode(engine, id, id === "c" ? 10_000 : 100))),
+      );
       nodes.sort((x, y) => x.id.localeCompare(y.id));
       for (const n of nodes) ctl.set(n.id, await connect(n.url));
       clients = (await Promise.all(nodes.map((n) => clientsOf(n, PER_NODE)))).flat();
@@ -173,7 +115,7 @@ for (const kind of ["redis", "nats"] as const) {
       const onC = clients.find((c) => c.node === "c") as Client;
       const idB = await call(onB.conn, "/whoami");
       const idC = await call(onC.conn, "/whoami");
-      assert.match(idB, /^b\.\d+$/);
+      assert.match(idB, /^b\.[0-9a-z]{6}\.\d+$/);
       const a = ctl.get("a") as Connection;
       assert.equal(await call(a, "/ctl/send-to", JSON.stringify({ id: idB, text: "direct to b" })), "sent");
       assert.equal(await call(a, "/ctl/send-to", JSON.stringify({ id: idC, text: "direct to c" })), "sent");
