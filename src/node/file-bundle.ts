@@ -12,13 +12,11 @@ import {
   close,
   closeSync,
   constants,
-  fstatSync,
   fsync,
   linkSync,
   lstat,
   open,
   openSync,
-  rmdirSync,
   type Stats,
   unlinkSync,
   write,
@@ -201,13 +199,11 @@ interface Stored {
   segments: string[] | undefined;
   size: number;
   crc: number;
-  /** The file written: a partial, or (direct) the file under its final name. */
+  /** The partial file written. */
   partial: string | undefined;
   written: boolean;
   placed: boolean;
   error: PointSubError | undefined;
-  /** Its fstat after the write (the synchronous direct path), for {@link BundleStore.remember}. */
-  stat: Stats | undefined;
   /** Where it is stored under its name (`join(dir, ...segments)`, built once). */
   final: string;
   /** Its directory relative to the sink's (`segments` but the last, joined by `/`; "" for none). */
@@ -228,11 +224,11 @@ const NO_HARD_LINKS = new Set(["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS", "EXDE
  * once the whole bundle was received and its CRC32C verified, each is named
  * as a single file is (a hard link that never replaces, or a rename with
  * overwrite; its directory fsynced, group-committed). With durability
- * "none" and no overwrite, each entry is written straight under its final
- * name, created exclusively (O_EXCL | O_NOFOLLOW: an existing name fails
- * that entry, nothing is replaced), as tar does: one directory operation per
- * file instead of three; a bundle that fails removes every file (and
- * directory) it created. The answer lists each entry's receipt or error in
+ * "none" the same, without the fsyncs. (Entries were written straight under
+ * their final names then, as tar does: one directory operation per file
+ * instead of three, but a receiver killed meanwhile left files cut short,
+ * or empty, under their names — 1 to 13 of 2,000 in 4 of 8 kills during a
+ * `send -r` — which a re-run could not replace: ERR_EXISTS.) The answer lists each entry's receipt or error in
  * order: a refused path, a name that exists, or a path an earlier entry of
  * the bundle named (also where this file system makes it the same file:
  * case, normalization) fails its entry only, so each receipt is the file
@@ -255,15 +251,12 @@ export function bundleHandler(store: BundleStore): StreamHandler {
     syncGate.record(t1 - t0, t1);
     return { value };
   };
-  const direct = !store.fsync && !store.overwrite;
   /**
-   * Direct entries stored inline, synchronously, while the disk is fast:
-   * open, write, fstat, close, with no promise per file (the default
-   * writer only; a test's writer goes the general way).
+   * Entries' partials written inline, synchronously, while the disk is fast: open, write (and
+   * without fsync close), with no promise per file (the default writer only; a test's writer goes
+   * the general way). With fsync they are fsynced together after.
    */
-  const inline = direct && store.write === undefined;
-  /** Durable entries' partials written inline likewise (the default writer; fsynced together after). */
-  const inlinePartial = !direct && store.write === undefined;
+  const inlinePartial = store.write === undefined;
   const FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
   /**
    * `join(store.dir, ...segments)` for checked segments (none empty, `.`, `..` or with a separator):
@@ -299,7 +292,7 @@ export function bundleHandler(store: BundleStore): StreamHandler {
      */
     const folds = new Map<string, number | FoldGroup>();
     const pending = new Set<Promise<void>>();
-    /** Directories made for this bundle (direct writes make them as entries arrive), by relative path. */
+    /** Directories made for this bundle (as its entries are named), by relative path. */
     const dirs = new Map<string, Promise<string[]>>();
     /** Directories (keys of `dirs`) made or checked already: an entry under one needs no wait. */
     const dirsReady = new Set<string>();
@@ -321,17 +314,14 @@ export function bundleHandler(store: BundleStore): StreamHandler {
      * it failed (`s.error` says why, nothing is left open); undefined when the
      * disk is slow and the work must go the general way (nothing was done).
      */
-    const createInline = (s: Stored, path: string, content: Uint8Array, exists: boolean): number | undefined => {
+    const createInline = (s: Stored, path: string, content: Uint8Array): number | undefined => {
       const t0 = performance.now();
       if (!syncGate.mainThread(t0)) return undefined;
       let fd: number;
       try {
         fd = openSync(path, FLAGS, 0o666);
       } catch (err) {
-        s.error =
-          exists && errno(err) === "EEXIST"
-            ? new PointSubError("ERR_EXISTS", `${s.name} already exists`)
-            : storeError(err);
+        s.error = storeError(err);
         return -1;
       } finally {
         const t1 = performance.now();
@@ -348,63 +338,31 @@ export function bundleHandler(store: BundleStore): StreamHandler {
       return fd;
     };
     /**
-     * Stores a direct entry now, on the main thread, when its directories
-     * are ready and the disk is fast; false when it must go the general way.
-     */
-    const storeInline = (s: Stored, content: Uint8Array): boolean => {
-      if (s.dirKey !== "" && !dirsReady.has(s.dirKey)) return false;
-      const fd = createInline(s, s.final, content, true);
-      if (fd === undefined) return false;
-      if (fd < 0) return true;
-      try {
-        s.stat = fstatSync(fd);
-        s.written = true;
-      } catch (err) {
-        s.error = storeError(err);
-      } finally {
-        closeSync(fd);
-      }
-      return true;
-    };
-    /**
-     * Writes a durable entry's partial now, on the main thread, when the
-     * disk is fast (created as store1 would: exclusively, never through a
-     * link), and queues it for the bundle's fsyncs; false when it must go
-     * the general way (no promise, byte gate or thread-pool call per file).
+     * Writes an entry's partial now, on the main thread, when the disk is
+     * fast (created as store1 would: exclusively, never through a link), and
+     * with fsync queues it for the bundle's fsyncs (else closes it); false
+     * when it must go the general way (no promise, byte gate or thread-pool
+     * call per file).
      */
     const storePartialInline = (s: Stored, content: Uint8Array): boolean => {
-      const fd = createInline(s, `${prefix}.b${id}-${entries.length}.partial`, content, false);
+      const fd = createInline(s, `${prefix}.b${id}-${entries.length}.partial`, content);
       if (fd === undefined) return false;
       if (fd < 0) return true;
       s.written = true;
+      if (!store.fsync) {
+        closeSync(fd);
+        return true;
+      }
       unsynced++;
       toSync.push({ s, fd, pool: false });
       return true;
     };
     let ok = false;
     const store1 = async (s: Stored, content: Uint8Array) => {
-      let path: string;
-      if (direct) {
-        const segments = s.segments as string[];
-        if (segments.length > 1) await parents(segments, s.dirKey);
-        // Its directories are ready now: inline unless the disk is slow.
-        if (inline && storeInline(s, content)) return;
-        path = s.final;
-      } else {
-        path = join(store.dir, `.b${id}-${entries.length}.partial`);
-      }
-      let fd: number;
-      let pool = false;
-      try {
-        const sync = onMain(() => openSync(path, FLAGS, 0o666));
-        pool = sync === undefined;
-        fd = sync?.value ?? (await call<number>((cb) => open(path, FLAGS, 0o666, cb)));
-      } catch (err) {
-        if (direct && errno(err) === "EEXIST") {
-          throw new PointSubError("ERR_EXISTS", `${s.name} already exists`);
-        }
-        throw err;
-      }
+      const path = join(store.dir, `.b${id}-${entries.length}.partial`);
+      const sync = onMain(() => openSync(path, FLAGS, 0o666));
+      const pool = sync === undefined;
+      const fd = sync?.value ?? (await call<number>((cb) => open(path, FLAGS, 0o666, cb)));
       s.partial = path;
       try {
         await writer(fd, content, pool);
@@ -467,7 +425,6 @@ export function bundleHandler(store: BundleStore): StreamHandler {
             written: false,
             placed: false,
             error: undefined,
-            stat: undefined,
             final: "",
             dirKey: "",
             fold: undefined,
@@ -503,9 +460,7 @@ export function bundleHandler(store: BundleStore): StreamHandler {
             s.error = toPointSubError(err, "ERR_INVALID_ARGUMENT");
           }
           if (s.error === undefined) s.crc = nodeCrc32c().compute(content, 0) >>> 0;
-          // Created under its name now (direct): after the entries it may alias, so that the first wins.
-          if (direct && s.fold !== undefined && s.error === undefined) await Promise.all(pending);
-          if (s.error === undefined && !(inline && storeInline(s, content))) {
+          if (s.error === undefined) {
             // Too many files of this handler wait for their fsync: this bundle fsyncs its own first.
             if (unsynced + pending.size >= UNSYNCED_MAX && (toSync.length > 0 || pending.size > 0)) {
               await Promise.all(pending);
@@ -529,7 +484,7 @@ export function bundleHandler(store: BundleStore): StreamHandler {
       reader.end();
       await Promise.all(pending);
       await flush();
-      // Verified: name them (direct writes are named already), a few at once, in order.
+      // Verified: name them, a few at once, in order.
       const synced = new Set<string>();
       let next = 0;
       let turn = performance.now();
@@ -543,7 +498,7 @@ export function bundleHandler(store: BundleStore): StreamHandler {
           }
           const s = entries[i];
           if (!s.written || s.error !== undefined) continue;
-          if (s.fold !== undefined && !direct) later.push(i);
+          if (s.fold !== undefined) later.push(i);
           else await placeEntry(s);
         }
       };
@@ -551,13 +506,11 @@ export function bundleHandler(store: BundleStore): StreamHandler {
         try {
           const segments = s.segments as string[];
           const finalPath = s.final;
-          if (!direct) {
-            if (segments.length > 1 && !dirsReady.has(s.dirKey)) await parents(segments, s.dirKey);
-            if (!placeNow(s.partial as string, finalPath)) await placeOne(s.partial as string, finalPath);
-            synced.add(dirname(finalPath));
-          }
+          if (segments.length > 1 && !dirsReady.has(s.dirKey)) await parents(segments, s.dirKey);
+          if (!placeNow(s.partial as string, finalPath)) await placeOne(s.partial as string, finalPath);
+          synced.add(dirname(finalPath));
           s.placed = true;
-          store.remember(finalPath, s.size, s.crc, s.stat);
+          store.remember(finalPath, s.size, s.crc);
         } catch (err) {
           s.error = storeError(err);
         }
@@ -655,26 +608,13 @@ export function bundleHandler(store: BundleStore): StreamHandler {
         unsynced--;
         close(fd, () => {});
       }
-      // Whatever was not named (a failed entry, a failed bundle) leaves nothing behind: a direct
-      // write of a failed bundle is removed, and the directories it made (when empty).
+      // Whatever was not named (a failed entry, a failed bundle) leaves nothing behind.
       for (const s of entries) {
         if (s.partial !== undefined && !(ok && s.placed)) {
           try {
             unlinkSync(s.partial);
           } catch {
             // Gone already.
-          }
-        }
-      }
-      if (!ok && direct) {
-        const made = (await Promise.allSettled(dirs.values())).flatMap((r) =>
-          r.status === "fulfilled" ? r.value : [],
-        );
-        for (const d of made.sort((a, b) => b.length - a.length)) {
-          try {
-            rmdirSync(d);
-          } catch {
-            // Not empty (another bundle's files), or gone.
           }
         }
       }
