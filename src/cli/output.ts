@@ -252,6 +252,16 @@ export class ProgressView {
     if (this.totalBytes !== undefined) this.totalBytes -= bytes;
   }
 
+  /** The file `name` shown since it started is skipped after all: its bar goes, counted nowhere. */
+  drop(name: string): void {
+    this.ended.add(name);
+    const e = this.entries.get(name);
+    if (e === undefined) return;
+    this.entries.delete(name);
+    if (e.bar !== undefined) (this.multi as MultiBar).remove(e.bar);
+    this.layout();
+  }
+
   /** Prints a line above the bars (on a terminal) or on stdout. */
   log(line: string): void {
     if (this.multi !== undefined && !this.stopped) this.multi.log(`${printable(line)}\n`);

@@ -1317,7 +1317,10 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
           answerTimeoutMs: answerTimeoutMs(timeout, it.size),
           onRetry: (e, attempt, delay) => notices.note(e, attempt, delay),
           progressIntervalMs: 200,
-          onProgress: (s) => view.update(target, s),
+          // A refusal as existing is told once it is known not to be this file, whole (below).
+          onProgress: (s) => {
+            if (!(s.status === "failed" && s.error?.code === "ERR_EXISTS")) view.update(target, s);
+          },
           ...(it.tree ? { relativePath: target } : { name: target }),
         });
         // Its bar shows at once (initializing while it connects).
@@ -1337,7 +1340,20 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
             });
           } else if (mode === "plain") writeOut(`${sentLine(target, r, secs)}\n`);
         } catch (err) {
-          failed(target, toPointSubError(err, "ERR_SOURCE"));
+          const e = toPointSubError(err, "ERR_SOURCE");
+          // Named on the server since its check: by an earlier attempt of this send whose receipt was lost (the
+          // server died, or the connection dropped, after it stored the file) or by another sender. Checked
+          // now: skipped when the server holds it whole, as a bundle's file is.
+          if (e.code === "ERR_EXISTS" && !force) {
+            const same = await quickCheck(await shared.get(), [it], undefined, timeout).catch(() => undefined);
+            if (same?.has(it)) {
+              view.drop(target);
+              unchanged(it);
+              continue;
+            }
+          }
+          if (e.code === "ERR_EXISTS") view.update(target, t.snapshot());
+          failed(target, e);
         }
       }
     };

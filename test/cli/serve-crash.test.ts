@@ -15,7 +15,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { runCli } from "../helpers/cli-run.ts";
-import { sha256 } from "../helpers/data.ts";
+import { MiB, sha256 } from "../helpers/data.ts";
+import { startProxy } from "../helpers/proxy.ts";
 import { startServeProcess } from "../helpers/serve-process.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -63,8 +64,8 @@ describe("serve killed while files arrive, then restarted on the same directory"
     await rm(work, { recursive: true, force: true });
   });
 
-  async function serve(dir: string, args: string[] = []) {
-    const p = await startServeProcess(["--dir", dir, ...args], { env, workers: 1 });
+  async function serve(dir: string, args: string[] = [], listen?: string) {
+    const p = await startServeProcess(["--dir", dir, ...args], { env, workers: 1, listen });
     children.push(p.child);
     return p;
   }
@@ -148,6 +149,46 @@ describe("serve killed while files arrive, then restarted on the same directory"
       assert.deepEqual(await wrongFiles(inbox), [], `round ${round}: files cut short under their names (path, bytes)`);
       const s = await rerun(inbox, args);
       await s.stop();
+    }
+  });
+
+  it("a large file the server stored but whose receipt it never sent: send's retry reports it held whole, exit 0", async () => {
+    // The server names the file, then dies before its answer leaves (SIGKILL; here its answer is held
+    // back by a proxy so the kill lands in that window); a new server on the same port answers the
+    // retry. Before, the retry (from 0: nothing partial is left) was refused ERR_EXISTS and the send
+    // exited 1 ("big.bin already exists") although the server held exactly that file.
+    const inbox = join(work, "lost-receipt");
+    const file = join(work, "big.bin");
+    const data = randomFillSync(new Uint8Array(8 * MiB));
+    await writeFile(file, data);
+    const first = await serve(inbox);
+    const proxy = await startProxy(first.url);
+    try {
+      const sent = runCli(["send", file, "--to", proxy.url, "--json"], env, 60_000);
+      let named = false;
+      for (let i = 0; i < 3000 && !named; i++) {
+        await sleep(2);
+        // Every content byte went up: from now on nothing comes down (the receipt is held).
+        if (proxy.bytes.up >= data.length) proxy.hold("down");
+        named = (await readdir(inbox).catch(() => [] as string[])).includes("big.bin");
+      }
+      assert.ok(named, "the server never named the file");
+      await kill(first);
+      proxy.cutAll();
+      proxy.release("down");
+      const second = await serve(inbox, [], first.url);
+      try {
+        const r = await sent;
+        assert.equal(r.hung, false);
+        assert.equal(r.code, 0, r.stdout.slice(-600));
+        const skipped = r.stdout.split("\n").find((l) => l.includes('"event":"skipped"'));
+        assert.ok(skipped?.includes('"reason":"unchanged"'), r.stdout.slice(-600));
+        assert.equal(sha256(await readFile(join(inbox, "big.bin"))), sha256(data));
+      } finally {
+        await second.stop();
+      }
+    } finally {
+      await proxy.close();
     }
   });
 });
