@@ -223,6 +223,26 @@ const heldLocks = new Set<string>();
  * still queued must never delete the lock taken after it).
  */
 const droppingLocks = new Map<string, Promise<void>>();
+/**
+ * A bundle's partial file (`file-bundle.ts`: `.b<pid>_<time>_<n>-<i>.partial`, its receiver's pid and
+ * the bundle's start in ms, base 36). Never resumed, so never a resumable entry: removed by a scan once
+ * its receiver is gone (before, a killed receiver's stayed until partialTtlMs after its restart).
+ */
+const BUNDLE_PARTIAL = /^\.b([0-9a-z]{1,8})_([0-9a-z]{1,10})_[0-9a-z]{1,10}-\d{1,4}\.partial$/;
+
+/** Whether the process that wrote the bundle partial `m` ({@link BUNDLE_PARTIAL}) is gone. */
+function bundleWriterGone(m: RegExpExecArray): boolean {
+  const pid = Number.parseInt(m[1], 36);
+  // This pid: an earlier process's (a restart in a container is often the same pid) if older than this one.
+  if (pid === process.pid) return Number.parseInt(m[2], 36) < Math.floor(performance.timeOrigin);
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (err) {
+    return errno(err) === "ESRCH";
+  }
+}
+
 /** A lock file younger than this with no pid yet is being written by its taker: held. */
 const LOCK_WRITE_GRACE_MS = 2000;
 /** A lock (and its partial) untouched for this long is stale even if its pid now names a live process. */
@@ -1108,6 +1128,20 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     let removed = 0;
     const partials = new Set<string>();
     for (const name of names) {
+      const b = BUNDLE_PARTIAL.exec(name);
+      if (b !== null) {
+        // A live receiver's bundle in progress is left alone (and a stale one, should its pid be reused, goes
+        // after the TTL).
+        const gone = bundleWriterGone(b);
+        const st = gone ? undefined : await lstat(join(dir, name)).catch(() => undefined);
+        if (gone || (ttl > 0 && st?.isFile() === true && st.mtimeMs < now - ttl)) {
+          await unlink(join(dir, name)).then(
+            () => removed++,
+            () => {},
+          );
+        }
+        continue;
+      }
       const m = PARTIAL_NAME.exec(name);
       if (m === null) continue;
       const key = m[1];
