@@ -243,6 +243,18 @@ function bundleWriterGone(m: RegExpExecArray): boolean {
   }
 }
 
+/**
+ * When process `pid` started, in clock ticks since boot (`/proc/<pid>/stat`'s 22nd field: Linux),
+ * undefined where that cannot be read. A lock holds its taker's pid and this: a live process with the
+ * pid but another start is not its taker (pids are reused; a restarted container hands out the same).
+ */
+const processStart = (pid: number): Promise<string | undefined> =>
+  readFile(`/proc/${pid}/stat`, "utf8").then(
+    (s) => s.slice(s.lastIndexOf(")") + 2).split(" ")[19],
+    () => undefined,
+  );
+let ownStart: Promise<string | undefined> | undefined;
+
 /** A lock file younger than this with no pid yet is being written by its taker: held. */
 const LOCK_WRITE_GRACE_MS = 2000;
 /** A lock (and its partial) untouched for this long is stale even if its pid now names a live process. */
@@ -250,8 +262,10 @@ const LOCK_STALE_MS = 60 * 60 * 1000;
 
 /**
  * Whether the lock file at `path` is held: by this process (it is in
- * {@link heldLocks}) or by a live process (its pid answers signal 0). A
- * lock whose process is gone is stale. Asynchronous, as every file system
+ * {@link heldLocks}) or by a live process (its pid answers signal 0, and
+ * started when the lock's taker did, where the lock says and the system
+ * tells: {@link processStart}). A lock whose process is gone is stale.
+ * Asynchronous, as every file system
  * call a peer's transfer causes: a synchronous one held the event loop for
  * as long as the disk took (up to ~15 ms of one turn under the fuzzer).
  */
@@ -262,7 +276,9 @@ async function lockHeld(path: string): Promise<boolean> {
   } catch (err) {
     return errno(err) !== "ENOENT" && errno(err) !== "ELOOP";
   }
-  const pid = Number(text);
+  // "<pid> <start>", or "<pid>" where the start is unknown (and from older versions).
+  const [pidText, start] = text.split(" ");
+  const pid = Number(pidText);
   if (!Number.isSafeInteger(pid) || pid <= 0) {
     // Taken a moment ago, its pid not written yet: held; an old one without a pid is garbage.
     const st = await lstat(path).catch(() => undefined);
@@ -274,7 +290,13 @@ async function lockHeld(path: string): Promise<boolean> {
   } catch (err) {
     if (errno(err) !== "EPERM") return false;
   }
-  // A live pid, but maybe reused since its receiver crashed: a receiver writes its partial as bytes
+  // A live pid, reused since its receiver crashed: a serve killed and started again took the same pids
+  // in a container, and the transfers its locks named could not be resumed nor restarted for an hour.
+  if (start !== undefined && start !== "") {
+    const now = await processStart(pid);
+    if (now !== undefined && now !== start) return false;
+  }
+  // A live pid, but maybe reused since its receiver crashed (where its start is not known): a receiver writes its partial as bytes
   // arrive (and a transfer making no progress is cancelled long before), so a lock and a partial both
   // untouched for an hour are stale.
   const old = Date.now() - LOCK_STALE_MS;
@@ -290,6 +312,8 @@ async function lockHeld(path: string): Promise<boolean> {
  */
 async function takeLock(path: string): Promise<boolean> {
   await droppingLocks.get(path);
+  ownStart ??= processStart(process.pid);
+  const start = await ownStart;
   for (let attempt = 0; attempt < 3; attempt++) {
     let fh: FileHandle;
     try {
@@ -310,7 +334,7 @@ async function takeLock(path: string): Promise<boolean> {
     }
     heldLocks.add(path);
     try {
-      await fh.write(String(process.pid));
+      await fh.write(start === undefined ? String(process.pid) : `${process.pid} ${start}`);
     } finally {
       await fh.close();
     }
@@ -773,7 +797,8 @@ const limit = (n: number | undefined, what: string): number => {
  *   that stored it can resume or extend it;
  * * processes may share the directory (`serve --workers N`): a transfer
  *   is received by one at a time (`.<key>.lock`, created exclusively,
- *   holding the receiver's pid; a lock whose process is gone is stale), and
+ *   holding the receiver's pid and, on Linux, its start: a lock whose process is
+ *   gone, or whose pid now names a process started since, is stale), and
  *   a resume query or a resumed upload reads the transfer's state from the
  *   disk (an lstat; the sidecar when the partial changed since this process
  *   last knew it), so an upload dropped on one process resumes on another.

@@ -10,12 +10,12 @@
 import assert from "node:assert/strict";
 import type { ChildProcess } from "node:child_process";
 import { randomFillSync } from "node:crypto";
-import { lstat, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { runCli } from "../helpers/cli-run.ts";
-import { MiB, sha256 } from "../helpers/data.ts";
+import { MiB, pattern, sha256 } from "../helpers/data.ts";
 import { startProxy } from "../helpers/proxy.ts";
 import { startServeProcess } from "../helpers/serve-process.ts";
 
@@ -221,5 +221,45 @@ describe("serve killed while files arrive, then restarted on the same directory"
       await s.stop();
     }
     await (await rerun(inbox, [])).stop();
+  });
+
+  it("an upload resumes after the restart though the dead server's pid now names another live process", async () => {
+    // Pids are reused (a container restarted hands out the same ones). Before, a lock naming a live pid
+    // was held for an hour: the resume query and the upload were refused ERR_RESUME ("still being
+    // received"), `send` exited 1 after its 10 retries (16 s), and so did every re-run for an hour.
+    const inbox = join(work, "pid-reused");
+    const file = join(work, "resume.bin");
+    const data = pattern(96 * MiB);
+    await writeFile(file, data);
+    const s = await serve(inbox);
+    const sent = runCli(["send", file, "--to", s.url, "--retries", "0", "--json"], env, 60_000);
+    const partialSize = async () => {
+      const p = (await readdir(inbox).catch(() => [] as string[])).find((n) => n.endsWith(".partial"));
+      return p === undefined ? 0 : ((await stat(join(inbox, p)).catch(() => undefined))?.size ?? 0);
+    };
+    for (let i = 0; i < 3000 && (await partialSize()) < 8 * MiB; i++) await sleep(5);
+    await kill(s);
+    assert.notEqual((await sent).code, 0);
+    const held = await partialSize();
+    assert.ok(held >= 8 * MiB && held < data.length, `the partial held ${held} bytes`);
+    // The dead server's lock, its pid now that of a live process (this test's).
+    const lock = (await readdir(inbox)).find((n) => n.endsWith(".lock")) as string;
+    assert.ok(lock !== undefined, "no lock left");
+    const text = await readFile(join(inbox, lock), "utf8");
+    await writeFile(join(inbox, lock), text.replace(/^\d+/, String(process.pid)));
+    const again = await serve(inbox);
+    try {
+      const r = await runCli(["send", file, "--to", again.url, "--retries", "2", "--json"], env, 60_000);
+      assert.equal(r.code, 0, r.stdout.slice(-600));
+      const ev = JSON.parse(r.stdout.split("\n").find((l) => l.includes('"event":"sent"')) as string);
+      assert.ok(ev.resumedFrom > 0, `resumed from ${ev.resumedFrom}`);
+      assert.equal(sha256(await readFile(join(inbox, "resume.bin"))), sha256(data));
+      assert.deepEqual(
+        (await readdir(inbox)).filter((n) => n.startsWith(".") && n !== ".pointsub"),
+        [],
+      );
+    } finally {
+      await again.stop();
+    }
   });
 });
