@@ -1153,6 +1153,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       page = undefined;
     }
     let full = false;
+    let added = 0;
     if (Array.isArray(page)) {
       for (const info of page) {
         if (p.infos.length >= MAX_LISTED_SESSIONS) {
@@ -1160,10 +1161,16 @@ export class Cluster extends EventEmitter<ClusterEvents> {
           full = true;
           break;
         }
-        if (typeof info === "object" && info !== null) p.infos.push({ ...(info as ConnectionInfo), node: from });
+        if (typeof info === "object" && info !== null) {
+          p.infos.push({ ...(info as ConnectionInfo), node: from });
+          added++;
+        }
       }
     }
-    if (last || full || (pulled && (page === undefined || (Array.isArray(page) && page.length === 0)))) {
+    // A page asked for that adds no session (empty, not JSON, not an array, no object in it) ends the node's
+    // list: every page but the last holds one at least, and asking on after one that adds none looped for as
+    // long as the node answered (thousands of pages a second, the list never settled).
+    if (last || full || (pulled && added === 0)) {
       p.finish(from);
     } else if (pulled) {
       this.askPage(i, p, from, c as number);
