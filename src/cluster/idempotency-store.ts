@@ -108,7 +108,7 @@ class EngineStore implements IdempotencyStore {
   /** Reads under way: concurrent ones of a key share one. */
   private readonly reading = new Map<string, Promise<Read>>();
   /** Claims of this node written again while their handler runs ({@link EngineIdempotencyStoreOptions.maxAgeMs}), by key. */
-  private readonly renewing = new Map<string, { token: string; timer: ReturnType<typeof setTimeout> }>();
+  private readonly renewing = new Map<string, Held>();
 
   constructor(engine: ClusterEngine, o: EngineIdempotencyStoreOptions) {
     this.engine = engine;
@@ -228,20 +228,30 @@ class EngineStore implements IdempotencyStore {
       }
       if (this.renewing.get(key) !== held) return;
       if (Date.now() + age >= leaseEnd) this.release(key, token);
-      else held.timer = later(renew, every);
+      else held.timer = later(run, every);
+    };
+    const run = () => {
+      held.busy = renew();
+      return held.busy;
     };
     this.release(key, this.renewing.get(key)?.token ?? "");
-    const held = { token, timer: later(renew, every) };
+    const held: Held = { token, timer: later(run, every), busy: undefined };
     this.renewing.set(key, held);
     return undefined;
   }
 
-  /** Stops writing `key`'s claim again, if it is `token`'s. */
-  private release(key: string, token: string): void {
+  /**
+   * Stops writing `key`'s claim again, if it is `token`'s: the write under
+   * way, if any, settles with the promise returned (a completion or a
+   * failure reads the claim after it, else a delete on the revision read
+   * before it misses).
+   */
+  private release(key: string, token: string): Promise<void> | undefined {
     const held = this.renewing.get(key);
-    if (held === undefined || held.token !== token) return;
+    if (held === undefined || held.token !== token) return undefined;
     clearTimeout(held.timer);
     this.renewing.delete(key);
+    return held.busy;
   }
 
   async get(key: string): Promise<IdempotencyEntry | undefined> {
@@ -249,7 +259,7 @@ class EngineStore implements IdempotencyStore {
   }
 
   async complete(key: string, token: string, outcome: IdempotencyOutcome, fingerprint?: string): Promise<void> {
-    this.release(key, token);
+    await this.release(key, token);
     const k = this.o.prefix + key;
     const ttl = this.o.ttlMs;
     const stored: Stored = outcome.ok
@@ -281,7 +291,10 @@ class EngineStore implements IdempotencyStore {
   }
 
   async fail(key: string, token: string): Promise<void> {
-    this.release(key, token);
+    // After a rewrite under way: the claim's revision read before it was gone once it landed, and the
+    // delete on that revision missed (the claim stayed, live, until the bucket aged it out: a retry
+    // waited for it and failed ERR_TIMEOUT).
+    await this.release(key, token);
     const r = await this.read(key);
     if (r.token === token && r.revision !== undefined) await this.engine.kvDelete(this.o.prefix + key, r.revision);
   }
@@ -304,6 +317,13 @@ class EngineStore implements IdempotencyStore {
       delay = Math.min(delay * 2, 250);
     }
   }
+}
+
+/** A claim written again while its handler runs: the timer of the next write, and the write under way. */
+interface Held {
+  readonly token: string;
+  timer: ReturnType<typeof setTimeout>;
+  busy: Promise<void> | undefined;
 }
 
 /** A timer that does not keep the process alive. */
