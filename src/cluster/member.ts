@@ -1174,8 +1174,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       p.finish(from);
     } else if (pulled) {
       this.askPage(i, p, from, c as number);
-    } else {
-      // An older node pushes every page unasked: wait for its next one.
+    } else if (added !== 0) {
+      // An older node pushes every page unasked: wait for its next one. (Not again after a page that added
+      // nothing: pages of "{}" pushed every 100 ms held the list for as long as they came.)
       this.expectPage(p, from, false);
     }
   }

@@ -33,6 +33,9 @@ for (const kind of ["redis", "nats"] as const) {
     /** What "loop" answers each page with (undefined: nothing). */
     let payload: Uint8Array | undefined;
     let asked = 0;
+    /** Whether "loop" answers as an older node would, pushing pages unasked (here a page of "{}" every 100 ms, at most 60). */
+    let pushJunk = false;
+    const pushers: ReturnType<typeof setInterval>[] = [];
 
     before(async () => {
       engine = await startEngine(kind);
@@ -46,10 +49,25 @@ for (const kind of ["redis", "nats"] as const) {
           ? redisEngine({ url: engine.url })
           : natsEngine({ servers: engine.url, bucket: "pointsub_loop", bucketTtlMs: 600_000, jetstream: false });
       await raw.connect();
-      // "loop" answers every page it is asked for at once, never the last, with the next cursor.
+      // "loop" answers every page it is asked for at once, never the last, with the next cursor (or, pushJunk,
+      // pushes pages unasked).
       await raw.subscribe("pointsub.loop.node.loop", (d) => {
         const m = decode(d);
-        if (m?.header.t !== "info" || payload === undefined) return;
+        if (m?.header.t !== "info") return;
+        if (pushJunk) {
+          const { i, n: from } = m.header;
+          let n = 0;
+          const push = setInterval(() => {
+            if (++n > 60) clearInterval(push);
+            else {
+              const junk = encode({ t: "infos", n: "loop", i, last: false }, utf8.encode("{}"));
+              void raw.publish(`pointsub.loop.node.${from}`, junk);
+            }
+          }, 100);
+          pushers.push(push);
+          return;
+        }
+        if (payload === undefined) return;
         asked++;
         const c = typeof m.header.c === "number" ? m.header.c + 1 : undefined;
         const header = {
@@ -70,12 +88,34 @@ for (const kind of ["redis", "nats"] as const) {
 
     after(async () => {
       payload = undefined;
+      pushJunk = false;
+      for (const t of pushers) clearInterval(t);
       clearInterval(beat);
       await sleep(0);
       await raw?.close();
       await conn?.close({ timeoutMs: 100 });
       await a?.close({ timeoutMs: 100 });
       await engine?.stop();
+    });
+
+    it("an older node's pushed pages that add nothing do not hold the list past requestTimeoutMs", async () => {
+      // "loop" answers as a node without cursors would (every page pushed unasked), but with no end: a page of
+      // "{}" every 100 ms (at most 60), never the last.
+      payload = undefined;
+      pushJunk = true;
+      try {
+        const t0 = performance.now();
+        const list = await a.sessionsInfo({ cluster: true });
+        const ms = performance.now() - t0;
+        assert.deepEqual(
+          list.map((s) => s.node),
+          ["a"],
+        );
+        assert.ok(ms < 2500, `${Math.round(ms)} ms (requestTimeoutMs 1000)`);
+      } finally {
+        pushJunk = false;
+        for (const t of pushers) clearInterval(t);
+      }
     });
 
     for (const [what, body] of [
