@@ -1345,7 +1345,11 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
           // server died, or the connection dropped, after it stored the file) or by another sender. Checked
           // now: skipped when the server holds it whole, as a bundle's file is.
           if (e.code === "ERR_EXISTS" && !force) {
-            const same = await quickCheck(await shared.get(), [it], undefined, timeout).catch(() => undefined);
+            // (A connection that cannot be made again now leaves this file's ERR_EXISTS, not the send's end.)
+            const same = await shared
+              .get()
+              .then((c) => quickCheck(c, [it], undefined, timeout))
+              .catch(() => undefined);
             if (same?.has(it)) {
               view.drop(target);
               unchanged(it);
