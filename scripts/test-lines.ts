@@ -8,7 +8,7 @@
  *   npm run test:lines -- 22      # one line
  */
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -32,11 +32,29 @@ for (const line of lines) {
   const flags = line === "22" ? ["--experimental-strip-types", "--no-warnings"] : [];
   const r = spawnSync(
     bin,
-    [...flags, "--test", "--test-concurrency=2", "--test-timeout=300000", "--test-reporter=dot", "test/**/*.test.ts"],
+    // As `npm test` runs it (a test left hanging ends with its file, not 300 s later), with the dot reporter
+    // on the terminal and a count of tests, passes and failures at the end (the spec reporter's summary).
+    [
+      ...flags,
+      "--import",
+      "./test/helpers/blocking-stdio.ts",
+      "--test",
+      "--test-concurrency=2",
+      "--test-timeout=300000",
+      "--test-force-exit",
+      "--test-reporter=dot",
+      "--test-reporter-destination=stdout",
+      "--test-reporter=spec",
+      `--test-reporter-destination=${join(dir, "last-run.txt")}`,
+      "test/**/*.test.ts",
+    ],
     { cwd: root, stdio: "inherit" },
   );
+  // The spec report's closing counts ("ℹ tests 1489", "ℹ pass …", "ℹ fail …").
+  const report = existsSync(join(dir, "last-run.txt")) ? readFileSync(join(dir, "last-run.txt"), "utf8") : "";
+  for (const m of report.matchAll(/^ℹ (tests|pass|fail|cancelled|skipped|duration_ms) .*$/gm)) console.log(m[0]);
   if (r.status !== 0) {
-    console.error(`tests failed on Node ${version}`);
+    console.error(`tests failed on Node ${version} (the spec report: ${join(dir, "last-run.txt")})`);
     failed = true;
   }
 }
