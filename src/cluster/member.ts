@@ -493,7 +493,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    * Whether claims of node `id` (made by its `incarnation` at `madeAt`, when
    * the claim says) still hold: it is a member and that incarnation is not
    * known to be gone, or this node has not been connected long enough to
-   * know. A node restarted under the same id (a respawned worker, a pod
+   * know. A node restarted under the same id (a service manager restarting it, a pod
    * with a fixed name) left its earlier run's claims behind, each held for
    * its lease (10 minutes by default) though no handler runs it any more:
    * they are released once the node's heartbeats name a newer incarnation

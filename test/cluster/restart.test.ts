@@ -1,5 +1,5 @@
 /**
- * A node restarted under the same node id (a respawned worker, a pod with a
+ * A node restarted under the same node id (a service manager restarting it, a pod with a
  * fixed name), against real engines: node b (a child process,
  * node-process.ts) is SIGKILLed while two keyed handlers run, and started
  * again as b. Its killed run left the keys' claims behind and session ids
