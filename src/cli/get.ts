@@ -134,9 +134,13 @@ export async function withConnection<T>(
   notices?: RetryNotices,
   /** Retries shared by several calls (a listing's pages): `used` so far, counted on. */
   budget?: { used: number },
+  /** Before each retry: what the failed attempt achieved after all, when no retry is needed (else undefined). */
+  achieved?: () => T | undefined,
 ): Promise<T> {
-  for (let n = budget?.used ?? 0; ; n++) {
+  for (let n = budget?.used ?? 0, first = true; ; n++, first = false) {
     let conn: Connection | undefined;
+    const done = first ? undefined : achieved?.();
+    if (done !== undefined) return done;
     try {
       conn = await shared.get();
       return await fn(conn);
@@ -545,6 +549,20 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
               return decodeFileGetAnswer(await requestWhileMoving(conn, FILE_GET_ROUTE, request, timeoutMs, w.seen));
             },
             notices,
+            undefined,
+            // Stored here whole (its END checked) before the answer was lost with the connection: received.
+            // Asked again, the server sent the whole file again (this side held it under its name now, but
+            // the request said what it held before).
+            (): FileGetAnswer | undefined =>
+              w.stored?.size === it.size
+                ? {
+                    path: it.path,
+                    size: w.stored.size,
+                    crc32c: w.stored.crc32c,
+                    resumedFrom: w.stored.resumedFrom,
+                    bytesSent: w.stored.size - w.stored.resumedFrom,
+                  }
+                : undefined,
           );
           const secs = (performance.now() - t0) / 1000;
           // Bytes that arrived over every attempt (a dropped one's included).

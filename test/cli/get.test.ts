@@ -400,6 +400,39 @@ describe("pointsub get and ls", () => {
     }
   });
 
+  it("a file stored here whole whose answer was lost with the connection is received: not asked for again", async () => {
+    // The server streams the file, then the connection drops before its answer (the server died, a
+    // network cut): before, the retry asked again and the whole file came a second time.
+    const src = join(work, "lost-answer.bin");
+    const size = 4 * MiB;
+    await writeFile(src, randomFillSync(Buffer.alloc(size)));
+    let asked = 0;
+    const server = createServer();
+    server.handle(FILE_LIST_ROUTE, () =>
+      JSON.stringify({ type: "file", entries: [{ path: "l.bin", type: "file", size, mtime: 0 }] }),
+    );
+    server.handle(FILE_GET_ROUTE, async (req, ctx) => {
+      asked++;
+      const r = JSON.parse(new TextDecoder().decode(req.data)) as FileGetRequest;
+      const receipt = await sendFile(ctx.session, src, { relativePath: r.to, retries: 0, resumeKey: "k".repeat(32) });
+      if (asked === 1) ctx.session.destroy(); // the file went whole; its answer does not
+      return JSON.stringify({ path: r.path, size, crc32c: receipt.crc32c, resumedFrom: 0, bytesSent: size });
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    try {
+      const out = join(work, "out-lost-answer");
+      const r = await run(["get", "l.bin", "--from", url, "--out", out, "--json"]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(sha256(await readFile(join(out, "l.bin"))), sha256(await readFile(src)));
+      assert.equal(asked, 1, "the file was asked for again after it was stored whole");
+      const received = events(r.stdout).filter((e) => e.event === "received");
+      assert.equal(received.length, 1);
+      assert.equal(received[0].size, size);
+    } finally {
+      await server.close();
+    }
+  });
+
   it("a hostile server learns nothing through a symbolic link in --out, and gets one transfer per request", async () => {
     // Before: the quick check read <out>/docs/key.txt through the link docs -> a directory outside
     // --out and sent its size and CRC32C (4 bytes: the content, inverted); and a server could open
