@@ -18,16 +18,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { crc32c, crc32cHex } from "../../src/codec/crc32c.ts";
-import {
-  type BundleResult,
-  connect,
-  createServer,
-  encodeBundle,
-  FILE_BUNDLE_ROUTE,
-  type FileSinkOptions,
-  fileSink,
-} from "../../src/index.ts";
+import { type BundleResult, encodeBundle, FILE_BUNDLE_ROUTE, type FileSinkOptions } from "../../src/index.ts";
 import { foldedPath } from "../../src/node/file-crc-store.ts";
+import { fileServer } from "../helpers/file-server.ts";
 
 const decode = (b: Uint8Array) => (JSON.parse(new TextDecoder().decode(b)) as { files: BundleResult[] }).files;
 const COPIES = 12;
@@ -48,17 +41,7 @@ describe("attack: a bundle naming one path twice", () => {
     it(`stores the first entry, refuses the later ones alone (${JSON.stringify(options)})`, async () => {
       const work = await mkdtemp(join(tmpdir(), "pointsub-atk-bundle-dup-"));
       cleanup.push(() => rm(work, { recursive: true, force: true }));
-      const sink = fileSink(join(work, "in"), options);
-      const server = createServer();
-      server.handleStream(FILE_BUNDLE_ROUTE, sink.bundle);
-      const [url] = await server.listen("tcp://127.0.0.1:0");
-      const conn = await connect(url);
-      cleanup.push(
-        () => server.close({ timeoutMs: 100 }),
-        () => sink.close(),
-        () => conn.destroy(),
-      );
-      await sink.ready;
+      const { conn, sink } = await fileServer(join(work, "in"), cleanup, { sink: options });
       const dir = sink.dir;
       // Is this directory case-sensitive (Linux: yes; APFS, NTFS: no)?
       await writeFile(join(dir, "probe"), "");

@@ -21,8 +21,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { encodeFileGetRequest } from "../../src/codec/file-routes.ts";
-import { connect, createServer, FILE_GET_ROUTE, FILE_ROUTE, fileSink, fileSource, sendFile } from "../../src/index.ts";
+import { FILE_GET_ROUTE, sendFile } from "../../src/index.ts";
 import { FILE_CHECK_ROUTE } from "../../src/node/file-sink.ts";
+import { fileServer } from "../helpers/file-server.ts";
 
 /** Names that alias `.pointsub` on case-insensitive (Unicode-folding), HFS+ or NTFS volumes. */
 export const ALIASES = [".point\u017Fub", ".POINT\u017FUB", ".point\u200Csub", ".pointsub\uFEFF", "POINTS~1"];
@@ -37,20 +38,7 @@ describe("the CRC records' directory under names that alias it", () => {
     const work = await mkdtemp(join(tmpdir(), "pointsub-atk-meta-"));
     cleanup.push(() => rm(work, { recursive: true, force: true }));
     const dir = join(work, "serve");
-    const sink = fileSink(dir);
-    const source = fileSource(dir);
-    const server = createServer();
-    server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
-    server.handle(FILE_CHECK_ROUTE, sink.check);
-    server.handle(FILE_GET_ROUTE, source.get);
-    const [url] = await server.listen("tcp://127.0.0.1:0");
-    const conn = await connect(url);
-    cleanup.push(
-      () => server.close({ timeoutMs: 100 }),
-      () => sink.close(),
-      () => conn.destroy(),
-    );
-    await sink.ready;
+    const { conn } = await fileServer(dir, cleanup);
     const src = join(work, "record.json");
     writeFileSync(
       src,

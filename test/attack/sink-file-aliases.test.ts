@@ -21,16 +21,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { encodeFileGetRequest, encodeFileListRequest } from "../../src/codec/file-routes.ts";
-import {
-  connect,
-  createServer,
-  FILE_GET_ROUTE,
-  FILE_LIST_ROUTE,
-  FILE_ROUTE,
-  fileSink,
-  fileSource,
-  type PointSubError,
-} from "../../src/index.ts";
+import { FILE_GET_ROUTE, FILE_LIST_ROUTE, FILE_ROUTE, type PointSubError } from "../../src/index.ts";
+import { fileServer } from "../helpers/file-server.ts";
 
 const key = "ab".repeat(32);
 /** Names a case-insensitive (Unicode-folding), HFS+ or NTFS volume takes for one of the sink's own files. */
@@ -58,19 +50,7 @@ describe("the sink's partial, sidecar and lock files under names that alias them
     // What a case-insensitive volume would show under the alias: here a file of its own, put there locally.
     writeFileSync(join(dir, ALIASES[0]), "another peer's unfinished upload");
     writeFileSync(join(dir, "plain.txt"), "listed");
-    const sink = fileSink(dir);
-    const source = fileSource(dir, { crcRecords: false });
-    const server = createServer();
-    server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
-    server.handle(FILE_GET_ROUTE, source.get);
-    server.handle(FILE_LIST_ROUTE, source.list);
-    const [url] = await server.listen("tcp://127.0.0.1:0");
-    const conn = await connect(url);
-    cleanup.push(
-      () => server.close({ timeoutMs: 100 }),
-      () => sink.close(),
-      () => conn.destroy(),
-    );
+    const { conn } = await fileServer(dir, cleanup, { source: { crcRecords: false } });
     const code = (p: Promise<unknown>) =>
       p.then(
         () => "stored",

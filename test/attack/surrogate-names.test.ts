@@ -12,26 +12,23 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { crc32c, crc32cHex } from "../../src/codec/crc32c.ts";
 import {
   type BundleResult,
-  connect,
-  createServer,
   encodeBundle,
   FILE_BUNDLE_ROUTE,
   FILE_GET_ROUTE,
   FILE_LIST_ROUTE,
   FILE_ROUTE,
-  fileSink,
-  fileSource,
   type PointSubError,
   safeFileName,
 } from "../../src/index.ts";
 import { FILE_CHECK_ROUTE } from "../../src/node/file-sink.ts";
+import { fileServer } from "../helpers/file-server.ts";
 
 const enc = new TextEncoder();
 const json = (v: unknown) => enc.encode(JSON.stringify(v));
@@ -51,24 +48,10 @@ describe("attack: paths and names with unpaired surrogates", () => {
     const work = await mkdtemp(join(tmpdir(), "pointsub-atk-surrogate-"));
     cleanup.push(() => rm(work, { recursive: true, force: true }));
     const dir = join(work, "served");
-    const sink = fileSink(dir, { overwrite: true });
-    await sink.ready;
+    await mkdir(dir);
     // A file whose name is U+FFFD where a request writes an unpaired surrogate.
     await writeFile(join(dir, "x\ufffd.txt"), "not the file asked for");
-    const source = fileSource(dir, { crcRecords: false });
-    const server = createServer();
-    server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
-    server.handleStream(FILE_BUNDLE_ROUTE, sink.bundle);
-    server.handle(FILE_CHECK_ROUTE, sink.check);
-    server.handle(FILE_GET_ROUTE, source.get);
-    server.handle(FILE_LIST_ROUTE, source.list);
-    const [url] = await server.listen("tcp://127.0.0.1:0");
-    const conn = await connect(url);
-    cleanup.push(
-      () => server.close({ timeoutMs: 100 }),
-      () => sink.close(),
-      () => conn.destroy(),
-    );
+    const { conn } = await fileServer(dir, cleanup, { sink: { overwrite: true }, source: { crcRecords: false } });
     /** Downloads the server streamed to this side's file route. */
     const served: unknown[] = [];
     conn.handleStream(FILE_ROUTE, async (s) => {
