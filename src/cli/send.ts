@@ -26,14 +26,8 @@ import type { Connection } from "../connection/connection.ts";
 import { ERROR_CODES, type ErrorCode } from "../errors/codes.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { loadNativeCrc32c, nodeCrc32c } from "../node/crc32c-native.ts";
-import {
-  FILE_CHECK_MAX,
-  FILE_CHECK_ROUTE,
-  type FileCheckAnswer,
-  type FileCheckQuery,
-  safeFileName,
-} from "../node/file-sink.ts";
-import { type SentFileReceipt, sendFileVia } from "../node/send-file.ts";
+import { FILE_CHECK_MAX, FILE_CHECK_ROUTE, type FileCheckQuery, safeFileName } from "../node/file-sink.ts";
+import { decodeCheckAnswer, type SentFileReceipt, sendFileVia } from "../node/send-file.ts";
 import { type ClientAuthFlags, clientConnectOptions, FILE_ANSWER_MAX } from "./auth.ts";
 import { connect } from "./connect.ts";
 import { formatBytes, formatRate } from "./format.ts";
@@ -793,37 +787,6 @@ function twoForOneName(a: SendItem, b: SendItem): PointSubError {
     "ERR_INVALID_ARGUMENT",
     `${a.file} and ${b.file} would both be stored as ${b.target}; send their folders with -r, or send them separately`,
   );
-}
-
-/**
- * A quick check's answer (docs/PROTOCOL.md §3.12.1) to `count` queries: `{"files": [...]}`, at most
- * one answer per query, each `null` or `{"size": n}` with `crc32c` (8 lowercase hex digits) when the
- * size is the one asked about; else the server's `ERR_PROTOCOL` (before, a TypeError of whatever it
- * was, taken for a connection failure: retried, then reported as ERR_CONNECT).
- */
-export function decodeCheckAnswer(answer: Uint8Array, count: number): FileCheckAnswer[] {
-  const fail = (why: string) => new PointSubError("ERR_PROTOCOL", `malformed quick-check answer: ${why}`);
-  let o: unknown;
-  try {
-    o = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(answer));
-  } catch {
-    throw fail("not UTF-8 JSON");
-  }
-  const files = (typeof o === "object" && o !== null ? o : {}) as { files?: unknown };
-  if (!Array.isArray(files.files) || files.files.length > count) {
-    throw fail(`files must be a list of at most ${count} answers`);
-  }
-  return files.files.map((a: unknown): FileCheckAnswer => {
-    if (a === null) return null;
-    const r = (typeof a === "object" ? a : {}) as Record<string, unknown>;
-    if (typeof r.size !== "number" || !Number.isSafeInteger(r.size) || r.size < 0)
-      throw fail("an answer without a size");
-    if (r.crc32c === undefined) return { size: r.size };
-    if (typeof r.crc32c !== "string" || !/^[0-9a-f]{8}$/.test(r.crc32c)) {
-      throw fail("crc32c must be 8 lowercase hex digits");
-    }
-    return { size: r.size, crc32c: r.crc32c };
-  });
 }
 
 /**

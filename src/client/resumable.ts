@@ -162,6 +162,31 @@ export function sendResumable(
   source: ResumableSource | Promise<ResumableSource>,
   options: SendResumableOptions = {},
 ): Transfer {
+  return sendResumableWith(target, route, source, options, undefined);
+}
+
+/**
+ * @internal What a retry refused with an error a new connection cannot cure
+ * may still have achieved: `recover` gets the refusal and the connection it
+ * came on (still open) and returns the transfer's answer and content CRC
+ * when the receiver turns out to hold the content already (`sendFile`: a
+ * file stored by an earlier attempt whose receipt was lost with its
+ * connection is refused `ERR_EXISTS` on the retry), else undefined.
+ */
+export type Recover = (
+  err: PointSubError,
+  conn: Connection,
+  signal: AbortSignal,
+) => Promise<{ answer: Uint8Array; contentCrc: number } | undefined>;
+
+/** @internal {@link sendResumable} with what a refused retry may have achieved looked at (see {@link Recover}). */
+export function sendResumableWith(
+  target: Connection | (() => Promise<Connection>) | SharedConnection,
+  route: string,
+  source: ResumableSource | Promise<ResumableSource>,
+  options: SendResumableOptions,
+  recover: Recover | undefined,
+): Transfer {
   let cancelled: PointSubError | undefined;
   let current: Transfer | undefined;
   /** Ends the wait between attempts early (cancel, abort). */
@@ -267,6 +292,23 @@ export function sendResumable(
       } catch (err) {
         // Cancelled or aborted: that is the outcome, whatever the step under way failed with.
         const e = stoppedBy(signal) ?? toPointSubError(err, "ERR_SOURCE");
+        // A retry refused: an earlier attempt may have finished on the receiver, its answer lost with its connection.
+        if (
+          recover !== undefined &&
+          n > 0 &&
+          !e.retryable &&
+          cancelled === undefined &&
+          !signal.aborted &&
+          conn?.state === "open"
+        ) {
+          const found = await recover(e, conn, signal).catch(() => undefined);
+          if (found !== undefined && cancelled === undefined && !signal.aborted) {
+            (outer as { contentCrc: number | undefined }).contentCrc = found.contentCrc;
+            progress.setStatus("completed");
+            if (owned) await conn.close();
+            return found.answer;
+          }
+        }
         // A connection this transfer opened is its own to end, whatever happens next.
         if (owned && conn !== undefined && conn.state !== "closed") conn.destroy();
         if (shared !== undefined && conn !== undefined) shared.failed(conn, e);

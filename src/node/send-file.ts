@@ -3,10 +3,11 @@ import { link, mkdir, open, readFile, rm, stat } from "node:fs/promises";
 import { homedir } from "node:os";
 import { basename, dirname, isAbsolute, join, resolve } from "node:path";
 import {
+  type Recover,
   type ResumableSource,
   type SendResumableOptions,
   type SharedConnection,
-  sendResumable,
+  sendResumableWith,
 } from "../client/resumable.ts";
 import { crc32cHex } from "../codec/crc32c.ts";
 import type { Connection } from "../connection/connection.ts";
@@ -14,7 +15,14 @@ import { PointSubError } from "../errors/error.ts";
 import { onChunkSent } from "../stream/release.ts";
 import type { Transfer } from "../stream/transfer.ts";
 import type { StreamSource } from "../stream/types.ts";
-import { FILE_ROUTE, type FileReceipt, fileCrc32c } from "./file-sink.ts";
+import {
+  FILE_CHECK_ROUTE,
+  FILE_ROUTE,
+  type FileCheckAnswer,
+  type FileCheckQuery,
+  type FileReceipt,
+  fileCrc32c,
+} from "./file-sink.ts";
 
 /** Options of {@link sendFile}. */
 export interface SendFileOptions extends SendResumableOptions {
@@ -82,6 +90,37 @@ export function decodeFileReceipt(answer: Uint8Array, size: number | undefined):
     );
   }
   return { name: r.name, path: r.path, size: r.size as number, crc32c: r.crc32c, resumedFrom: r.resumedFrom as number };
+}
+
+/**
+ * A quick check's answer (docs/PROTOCOL.md §3.12.1) to `count` queries: `{"files": [...]}`, at most
+ * one answer per query, each `null` or `{"size": n}` with `crc32c` (8 lowercase hex digits) when the
+ * size is the one asked about; else the server's `ERR_PROTOCOL` (before, a TypeError of whatever it
+ * was, taken for a connection failure: retried, then reported as ERR_CONNECT).
+ */
+export function decodeCheckAnswer(answer: Uint8Array, count: number): FileCheckAnswer[] {
+  const fail = (why: string) => new PointSubError("ERR_PROTOCOL", `malformed quick-check answer: ${why}`);
+  let o: unknown;
+  try {
+    o = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(answer));
+  } catch {
+    throw fail("not UTF-8 JSON");
+  }
+  const files = (typeof o === "object" && o !== null ? o : {}) as { files?: unknown };
+  if (!Array.isArray(files.files) || files.files.length > count) {
+    throw fail(`files must be a list of at most ${count} answers`);
+  }
+  return files.files.map((a: unknown): FileCheckAnswer => {
+    if (a === null) return null;
+    const r = (typeof a === "object" ? a : {}) as Record<string, unknown>;
+    if (typeof r.size !== "number" || !Number.isSafeInteger(r.size) || r.size < 0)
+      throw fail("an answer without a size");
+    if (r.crc32c === undefined) return { size: r.size };
+    if (typeof r.crc32c !== "string" || !/^[0-9a-f]{8}$/.test(r.crc32c)) {
+      throw fail("crc32c must be 8 lowercase hex digits");
+    }
+    return { size: r.size, crc32c: r.crc32c };
+  });
 }
 
 /**
@@ -344,7 +383,11 @@ async function transferIdOf(
  * Resolves (the returned {@link FileTransfer}) to the receipt, an object:
  * `{ name, path, size, crc32c, resumedFrom, transferId, bytesSent, attempts }`.
  * The receiver refuses to replace an existing file (`ERR_EXISTS`) unless
- * its sink allows it, and may refuse a file over its quota (`ERR_QUOTA`).
+ * its sink allows it, and may refuse a file over its quota (`ERR_QUOTA`);
+ * a retry refused `ERR_EXISTS` (an earlier attempt stored the file, its
+ * receipt lost with its connection) resolves when the receiver's quick
+ * check (`FILE_CHECK_ROUTE`) finds the file whole at this size and CRC32C
+ * (`resumedFrom` is then the size).
  * An error no new connection can cure ends it at once (see `sendResumable`);
  * a connection it opened is closed whenever it ends.
  */
@@ -406,6 +449,14 @@ async function* unchanged(
   }
 }
 
+/** Whether `now` is the file `was` found (same size and modification time). */
+function sameFile(
+  now: { size: number; mtimeMs: number } | undefined,
+  was: { size: number; mtimeMs: number } | undefined,
+): boolean {
+  return now !== undefined && was !== undefined && now.size === was.size && now.mtimeMs === was.mtimeMs;
+}
+
 /** @internal {@link sendFile} with its file access given (the CLI's reads small files synchronously). */
 export function sendFileVia(
   files: FileAccess,
@@ -414,6 +465,8 @@ export function sendFileVia(
   options: SendFileOptions = {},
 ): FileTransfer {
   const route = options.route ?? FILE_ROUTE;
+  /** What the transfer's stat found (every attempt sends that file). */
+  let stated: { size: number; mtimeMs: number } | undefined;
   const source = (async (): Promise<ResumableSource> => {
     if (options.transferId !== undefined && !/^[A-Za-z0-9_-]{32,128}$/.test(options.transferId)) {
       throw new PointSubError(
@@ -425,6 +478,7 @@ export function sendFileVia(
     if (st === undefined || !st.isFile()) {
       throw new PointSubError("ERR_INVALID_ARGUMENT", `${path} is not a readable file`);
     }
+    stated = st;
     return {
       size: st.size,
       transferId: options.transferId ?? (await transferIdOf(resolve(path), st, { key: options.resumeKey, route })),
@@ -439,21 +493,52 @@ export function sendFileVia(
   let sent = 0;
   let base = 0;
   let attempts = 0;
-  const inner: Transfer = sendResumable(target, route, source, {
-    ...options,
-    meta: {
-      ...options.meta,
-      name: options.name ?? basename(path),
-      ...(options.relativePath === undefined ? {} : { path: options.relativePath }),
+  const name = options.name ?? basename(path);
+  /**
+   * A retry refused ERR_EXISTS: the attempt before it may have stored the file, its receipt lost with
+   * its connection (the receiver died, or the link was cut, between naming the file and answering).
+   * Asked with the quick check (docs/PROTOCOL.md §3.12.1): a file held whole under the name, at this
+   * size and CRC32C, is this content (the file unchanged here since the transfer's stat) — the
+   * transfer's outcome, as `pointsub send` reports such a file. Undefined otherwise (the refusal stands).
+   */
+  const recover: Recover = async (err, conn, signal) => {
+    if (err.code !== "ERR_EXISTS") return undefined;
+    const src = await source;
+    const size = src.size as number;
+    const query: FileCheckQuery =
+      options.relativePath === undefined ? { name, size } : { path: options.relativePath, size };
+    const res = await conn.request(FILE_CHECK_ROUTE, JSON.stringify({ files: [query] }), { signal });
+    const [held] = decodeCheckAnswer(res, 1);
+    if (held?.crc32c === undefined || held.size !== size) return undefined;
+    const before = await files.stat(path);
+    const crc = (await fileCrc32c(path, size)) >>> 0;
+    const after = await files.stat(path);
+    if (crc32cHex(crc) !== held.crc32c || !sameFile(before, stated) || !sameFile(after, stated)) return undefined;
+    const stored = options.relativePath ?? name;
+    const receipt: FileReceipt = { name: stored, path: stored, size, crc32c: held.crc32c, resumedFrom: size };
+    return { answer: new TextEncoder().encode(JSON.stringify(receipt)), contentCrc: crc };
+  };
+  const inner: Transfer = sendResumableWith(
+    target,
+    route,
+    source,
+    {
+      ...options,
+      meta: {
+        ...options.meta,
+        name,
+        ...(options.relativePath === undefined ? {} : { path: options.relativePath }),
+      },
+      onAttempt: (n, offset) => {
+        // Called before the attempt resets the progress: it still holds where the last one stopped.
+        if (n > 0) sent += Math.max(0, inner.progress.bytes - base);
+        base = offset;
+        attempts = n + 1;
+        options.onAttempt?.(n, offset);
+      },
     },
-    onAttempt: (n, offset) => {
-      // Called before the attempt resets the progress: it still holds where the last one stopped.
-      if (n > 0) sent += Math.max(0, inner.progress.bytes - base);
-      base = offset;
-      attempts = n + 1;
-      options.onAttempt?.(n, offset);
-    },
-  });
+    recover,
+  );
   const done = inner.done.then(async (answer): Promise<SentFileReceipt> => {
     const receipt = decodeFileReceipt(answer, (await source).size);
     checkReceiptCrc(receipt, inner.contentCrc);

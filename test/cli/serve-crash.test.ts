@@ -159,7 +159,7 @@ describe("serve killed while files arrive, then restarted on the same directory"
     }
   });
 
-  it("a large file the server stored but whose receipt it never sent: send's retry reports it held whole, exit 0", async () => {
+  it("a large file the server stored but whose receipt it never sent: send's retry finds it held whole, exit 0", async () => {
     // The server names the file, then dies before its answer leaves (SIGKILL; here its answer is held
     // back by a proxy so the kill lands in that window); a new server on the same port answers the
     // retry. Before, the retry (from 0: nothing partial is left) was refused ERR_EXISTS and the send
@@ -188,8 +188,15 @@ describe("serve killed while files arrive, then restarted on the same directory"
         const r = await sent;
         assert.equal(r.hung, false);
         assert.equal(r.code, 0, r.stdout.slice(-600));
-        const skipped = r.stdout.split("\n").find((l) => l.includes('"event":"skipped"'));
-        assert.ok(skipped?.includes('"reason":"unchanged"'), r.stdout.slice(-600));
+        // Sent by this run (its first attempt), found whole by the retry's quick check: the receipt the
+        // server never sent is made from it (resumedFrom: the whole file was there when the retry began).
+        const line = r.stdout.split("\n").find((l) => l.includes('"event":"sent"'));
+        assert.ok(line !== undefined, r.stdout.slice(-600));
+        const ev = JSON.parse(line) as { name: string; size: number; resumedFrom: number; attempts: number };
+        assert.equal(ev.name, "big.bin");
+        assert.equal(ev.size, data.length);
+        assert.equal(ev.resumedFrom, data.length);
+        assert.ok(ev.attempts >= 2, line);
         assert.equal(sha256(await readFile(join(inbox, "big.bin"))), sha256(data));
       } finally {
         await second.stop();
