@@ -12,7 +12,13 @@
  * Waiting for a running key polls the store (25 ms, doubling to 250 ms).
  */
 import { PointSubError } from "../errors/error.ts";
-import type { IdempotencyEntry, IdempotencyOutcome, IdempotencyStore } from "../router/idempotency.ts";
+import {
+  type IdempotencyEntry,
+  type IdempotencyOutcome,
+  type IdempotencyStore,
+  positive,
+  scopeOfKey,
+} from "../router/idempotency.ts";
 import { isErrorCode } from "./codes.ts";
 import type { ClusterEngine } from "./engine.ts";
 
@@ -78,6 +84,58 @@ export interface EngineIdempotencyStoreOptions {
    * its handler runs, so it does not vanish under the handler.
    */
   maxAgeMs?: () => number | undefined;
+  /**
+   * Most answers this node keeps in the engine at once (the done entries it
+   * wrote, until their time to live ends): past it the oldest are deleted
+   * from the engine, so what peers can make the shared store hold is this
+   * node's quota times the nodes, not their request rate times `ttlMs`.
+   * Default 10,000 (as the in-memory store's `maxEntries`).
+   */
+  maxEntries?: number;
+  /** Most bytes of those answers (their JSON and key, plus 128 each). Default 32 MiB. */
+  maxBytes?: number;
+  /**
+   * Most answers one scope (one principal) keeps through this node: at its
+   * quota a scope's own oldest answers are deleted, never another's.
+   * Default: a quarter of `maxEntries`.
+   */
+  maxEntriesPerScope?: number;
+  /** Most bytes one scope keeps through this node. Default: a quarter of `maxBytes`. An answer larger is kept as an error (too large to keep; the handler ran once). */
+  maxBytesPerScope?: number;
+}
+
+/** What the shared store holds through this node ({@link EngineIdempotencyStore.stats}). */
+export interface EngineIdempotencyStats {
+  /** Answers this node wrote that live in the engine now (their time to live not over). */
+  kept: number;
+  /** Their bytes as counted against `maxBytes`. */
+  bytes: number;
+  /** Answers this node deleted from the engine to stay within its quotas (oldest first). */
+  evicted: number;
+}
+
+/** The shared store, with what it holds through this node. */
+export interface EngineIdempotencyStore extends IdempotencyStore {
+  stats(): EngineIdempotencyStats;
+}
+
+/** Bytes counted per kept answer besides its JSON and key (the engine's own bookkeeping, this node's ledger). */
+const KEPT_OVERHEAD = 128;
+
+/** An answer this node wrote to the engine, until its time to live ends. */
+interface Kept {
+  readonly key: string;
+  readonly bytes: number;
+  /** Its `e`: when it expires, also how it is told from a later answer under the key. */
+  readonly expires: number;
+  readonly scope: KeptScope;
+}
+
+/** What one scope keeps through this node, oldest first. */
+interface KeptScope {
+  readonly name: string;
+  bytes: number;
+  readonly kept: Map<string, Kept>;
 }
 
 /** Most bytes of answers a node keeps read from the engine ({@link EngineStore}'s done cache). */
@@ -93,9 +151,18 @@ interface Cached {
   readonly until: number;
 }
 
-class EngineStore implements IdempotencyStore {
+class EngineStore implements EngineIdempotencyStore {
   private readonly engine: ClusterEngine;
   private readonly o: EngineIdempotencyStoreOptions;
+  private readonly maxEntries: number;
+  private readonly maxBytes: number;
+  private readonly maxEntriesPerScope: number;
+  private readonly maxBytesPerScope: number;
+  /** The answers this node wrote that still live, oldest first (they all live `ttlMs`). */
+  private readonly kept = new Map<string, Kept>();
+  private keptBytes = 0;
+  private readonly keptScopes = new Map<string, KeptScope>();
+  private evicted = 0;
   /**
    * Done entries read from the engine, least recently used first: an answer
    * never changes while it lives, so the duplicates of one key — waiting
@@ -113,6 +180,94 @@ class EngineStore implements IdempotencyStore {
   constructor(engine: ClusterEngine, o: EngineIdempotencyStoreOptions) {
     this.engine = engine;
     this.o = o;
+    this.maxEntries = positive("maxEntries", o.maxEntries, 10_000);
+    this.maxBytes = positive("maxBytes", o.maxBytes, 32 * 1024 * 1024);
+    this.maxEntriesPerScope = positive(
+      "maxEntriesPerScope",
+      o.maxEntriesPerScope,
+      Math.max(1, Math.floor(this.maxEntries / 4)),
+    );
+    this.maxBytesPerScope = positive(
+      "maxBytesPerScope",
+      o.maxBytesPerScope,
+      Math.max(1, Math.floor(this.maxBytes / 4)),
+    );
+  }
+
+  stats(): EngineIdempotencyStats {
+    this.expireKept(Date.now());
+    return { kept: this.kept.size, bytes: this.keptBytes, evicted: this.evicted };
+  }
+
+  /** Forgets the answers whose time to live is over (the engine dropped them). */
+  private expireKept(now: number): void {
+    for (const k of this.kept.values()) {
+      if (k.expires > now) return;
+      this.unkeep(k);
+    }
+  }
+
+  private unkeep(k: Kept): void {
+    this.kept.delete(k.key);
+    this.keptBytes -= k.bytes;
+    k.scope.kept.delete(k.key);
+    k.scope.bytes -= k.bytes;
+    if (k.scope.kept.size === 0) this.keptScopes.delete(k.scope.name);
+  }
+
+  /**
+   * Counts an answer just written under `key` against this node's quotas,
+   * deleting from the engine the oldest ones (its scope's first) past them.
+   */
+  private async keep(key: string, bytes: number, expires: number): Promise<void> {
+    this.expireKept(Date.now());
+    const old = this.kept.get(key);
+    if (old !== undefined) this.unkeep(old);
+    const name = scopeOfKey(key);
+    let scope = this.keptScopes.get(name);
+    if (scope === undefined) {
+      scope = { name, bytes: 0, kept: new Map() };
+      this.keptScopes.set(name, scope);
+    }
+    const out: Kept[] = [];
+    while (
+      scope.kept.size > 0 &&
+      (scope.kept.size + 1 > this.maxEntriesPerScope || scope.bytes + bytes > this.maxBytesPerScope)
+    ) {
+      const first = scope.kept.values().next().value as Kept;
+      this.unkeep(first);
+      out.push(first);
+    }
+    while (this.kept.size > 0 && (this.kept.size + 1 > this.maxEntries || this.keptBytes + bytes > this.maxBytes)) {
+      const first = this.kept.values().next().value as Kept;
+      this.unkeep(first);
+      out.push(first);
+    }
+    if (scope.kept.size === 0) this.keptScopes.set(name, scope);
+    const k: Kept = { key, bytes, expires, scope };
+    this.kept.set(key, k);
+    this.keptBytes += bytes;
+    scope.kept.set(key, k);
+    scope.bytes += bytes;
+    if (out.length > 0) await Promise.all(out.map((e) => this.evict(e)));
+  }
+
+  /** Deletes an answer this node wrote from the engine, if it is still that answer (not a later one under its key). */
+  private async evict(k: Kept): Promise<void> {
+    this.evicted++;
+    const c = this.cache.get(k.key);
+    if (c !== undefined) {
+      this.cache.delete(k.key);
+      this.cacheBytes -= c.bytes;
+    }
+    try {
+      const kv = await this.engine.kvGet(this.o.prefix + k.key);
+      const v = kv === undefined ? undefined : parse(kv.value);
+      if (kv !== undefined && v?.s === "d" && v.e === k.expires)
+        await this.engine.kvDelete(this.o.prefix + k.key, kv.revision);
+    } catch {
+      // The engine did not answer: the answer lives out its time to live.
+    }
   }
 
   private read(key: string): Promise<Read> {
@@ -267,9 +422,11 @@ class EngineStore implements IdempotencyStore {
       : { s: "d", e: Date.now() + ttl, ok: false, c: outcome.code, m: outcome.message, f: fingerprint };
     let value = JSON.stringify(stored);
     const max = this.o.maxValueBytes?.();
-    if (max !== undefined && Buffer.byteLength(value) > max) {
-      // The engine would refuse it and leave the key claimed for its whole lease (every retry ERR_TIMEOUT):
-      // keep that the handler ran, as the middleware does for an answer over maxResponseBytes.
+    let bytes = Buffer.byteLength(value);
+    if ((max !== undefined && bytes > max) || KEPT_OVERHEAD + k.length + bytes > this.maxBytesPerScope) {
+      // The engine would refuse it and leave the key claimed for its whole lease (every retry ERR_TIMEOUT),
+      // or it is over the scope's quota alone: keep that the handler ran, as the middleware does for an
+      // answer over maxResponseBytes.
       const what = outcome.ok ? `response (${outcome.data.length} bytes)` : `error (${outcome.code})`;
       value = JSON.stringify({
         s: "d",
@@ -279,14 +436,20 @@ class EngineStore implements IdempotencyStore {
         m: `the ${what} to this idempotency key was too large to keep in the cluster's store; the handler ran once`,
         f: fingerprint,
       } satisfies Stored);
+      bytes = Buffer.byteLength(value);
     }
     for (let attempt = 0; attempt < 5; attempt++) {
       const r = await this.read(key);
       if (r.entry?.state === "done") return; // the first answer stays
       if (r.entry?.state === "running" && r.entry.token !== token) return; // another claim holds it
-      if (r.revision === undefined) {
-        if (await this.engine.kvCreate(k, value, ttl)) return;
-      } else if (await this.engine.kvUpdate(k, value, r.revision, ttl)) return;
+      const written =
+        r.revision === undefined
+          ? await this.engine.kvCreate(k, value, ttl)
+          : await this.engine.kvUpdate(k, value, r.revision, ttl);
+      if (written) {
+        await this.keep(key, KEPT_OVERHEAD + k.length + bytes, stored.e);
+        return;
+      }
     }
   }
 
@@ -337,6 +500,6 @@ function later(fn: () => Promise<void>, ms: number): ReturnType<typeof setTimeou
 export function engineIdempotencyStore(
   engine: ClusterEngine,
   options: EngineIdempotencyStoreOptions,
-): IdempotencyStore {
+): EngineIdempotencyStore {
   return new EngineStore(engine, options);
 }

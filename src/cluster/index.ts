@@ -28,7 +28,12 @@ export type {
   ServerCluster,
 } from "../server/server.ts";
 export type { ClusterEngine, KvEntry } from "./engine.ts";
-export { type EngineIdempotencyStoreOptions, engineIdempotencyStore } from "./idempotency-store.ts";
+export {
+  type EngineIdempotencyStats,
+  type EngineIdempotencyStore,
+  type EngineIdempotencyStoreOptions,
+  engineIdempotencyStore,
+} from "./idempotency-store.ts";
 export { type IpcChannel, ipcEngine } from "./ipc-engine.ts";
 export { IpcRelay, type IpcRelayOptions, type RelayPeer } from "./ipc-relay.ts";
 export {

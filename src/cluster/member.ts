@@ -14,12 +14,11 @@ import { EventEmitter } from "eventemitter3";
 import type { Connection } from "../connection/connection.ts";
 import type { ConnectionInfo } from "../connection/types.ts";
 import { PointSubError } from "../errors/error.ts";
-import type { IdempotencyStore } from "../router/idempotency.ts";
 import type { BroadcastResult } from "../server/broadcast.ts";
 import type { ClusterLocal, ClusterMembership, ClusterSessionInfo, ServerBroadcastOptions } from "../server/server.ts";
 import { isErrorCode } from "./codes.ts";
 import type { ClusterEngine } from "./engine.ts";
-import { engineIdempotencyStore } from "./idempotency-store.ts";
+import { type EngineIdempotencyStore, engineIdempotencyStore } from "./idempotency-store.ts";
 import { type BusHeader, decode, encode, type Heartbeat } from "./wire.ts";
 
 /**
@@ -67,6 +66,23 @@ export interface ClusterOptions {
    * longer is written again while its handler runs). Default 600,000.
    */
   idempotencyTtlMs?: number;
+  /**
+   * Most answers this node keeps in the shared store at once (those it
+   * wrote, until `idempotencyTtlMs` ends): past it its oldest are deleted
+   * from the engine (a retry of one runs the handler again), so peers
+   * flooding unique keys cannot fill Redis or the bucket. Default 10,000.
+   */
+  idempotencyMaxEntries?: number;
+  /** Most bytes of those answers (JSON, key, 128 each). Default 32 MiB. */
+  idempotencyMaxBytes?: number;
+  /**
+   * Most answers one principal keeps through this node: at its quota its own
+   * oldest go, never another's. Default: a quarter of `idempotencyMaxEntries`
+   * (unauthenticated clients share one scope: raise it on such a server).
+   */
+  idempotencyMaxEntriesPerScope?: number;
+  /** Most bytes one principal keeps through this node. Default: a quarter of `idempotencyMaxBytes`. */
+  idempotencyMaxBytesPerScope?: number;
 }
 
 /** A live node, as {@link Cluster.nodes} lists it. */
@@ -267,7 +283,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private readonly engineTimeoutMs: number;
   private readonly maxBusBytes: number;
   private readonly filters: Map<string, NamedFilter>;
-  private readonly store: IdempotencyStore | undefined;
+  private readonly store: EngineIdempotencyStore | undefined;
   private readonly members = new Map<string, Member>();
   private readonly sends = new Map<string, PendingSend>();
   private readonly infos = new Map<string, PendingInfo>();
@@ -355,12 +371,16 @@ export class Cluster extends EventEmitter<ClusterEvents> {
             ttlMs: positive("idempotencyTtlMs", options.idempotencyTtlMs, 600_000),
             maxValueBytes: () => engine.maxValueBytes,
             maxAgeMs: () => engine.kvMaxAgeMs,
+            maxEntries: options.idempotencyMaxEntries,
+            maxBytes: options.idempotencyMaxBytes,
+            maxEntriesPerScope: options.idempotencyMaxEntriesPerScope,
+            maxBytesPerScope: options.idempotencyMaxBytesPerScope,
           });
     engine.onState((up) => this.engineState(up));
   }
 
   /** The cluster's shared idempotency store (what `createServer({ cluster, idempotency: true })` uses), if any. */
-  get idempotencyStore(): IdempotencyStore | undefined {
+  get idempotencyStore(): EngineIdempotencyStore | undefined {
     return this.store;
   }
 

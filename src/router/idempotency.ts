@@ -170,15 +170,16 @@ interface DoneSlot {
   readonly scope: ScopeUse;
 }
 
-/** The scope part of a store key built by {@link idempotencyStoreKey} (`"<length>:<scope>…"`); `""` for other keys. */
-function scopeOfKey(key: string): string {
+/** @internal The scope part of a store key built by {@link idempotencyStoreKey} (`"<length>:<scope>…"`); `""` for other keys. */
+export function scopeOfKey(key: string): string {
   const colon = key.indexOf(":");
   if (colon <= 0 || colon > 10) return "";
   const n = Number(key.slice(0, colon));
   return Number.isSafeInteger(n) && n >= 0 && colon + 1 + n <= key.length ? key.slice(colon + 1, colon + 1 + n) : "";
 }
 
-function positive(name: string, value: number | undefined, fallback: number): number {
+/** @internal A positive integer option (or Infinity), `fallback` when not given; else ERR_INVALID_ARGUMENT. */
+export function positive(name: string, value: number | undefined, fallback: number): number {
   if (value === undefined) return fallback;
   if (typeof value !== "number" || !(value > 0) || (!Number.isSafeInteger(value) && value !== Infinity)) {
     throw new PointSubError("ERR_INVALID_ARGUMENT", `${name} must be a positive integer, not ${String(value)}`);
