@@ -4,7 +4,7 @@
  * The protocol limits (maxMessageSize, windows, …) are checked as settings
  * (`codec/settings.ts`); this covers the times and byte counts.
  *
- * Fifteen numeric fields of four kinds: a table and one function rather
+ * Sixteen numeric fields of four kinds: a table and one function rather
  * than a schema library, which would be most of the bytes the engine's
  * option checking adds to a browser bundle.
  */
@@ -20,6 +20,8 @@ const FIELDS: Readonly<Record<string, Kind>> = {
   maxConnections: "count",
   maxConnectionsPerAddress: "count",
   requestTimeoutMs: "ms",
+  // connect's own (servers have none): checked before the transport connects, by its name.
+  connectTimeoutMs: "ms",
   handshakeTimeoutMs: "ms",
   closeTimeoutMs: "ms",
   keepAliveMs: "ms",

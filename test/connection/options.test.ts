@@ -33,6 +33,15 @@ describe("options", () => {
     });
   });
 
+  it("connect refuses an invalid connectTimeoutMs at once, naming it (it connected first and blamed handshakeTimeoutMs)", async () => {
+    for (const connectTimeoutMs of [-1, Number.NaN, Number.POSITIVE_INFINITY]) {
+      await assert.rejects(connect("tcp://127.0.0.1:1", { connectTimeoutMs }), {
+        code: "ERR_INVALID_ARGUMENT",
+        message: /^connectTimeoutMs must be/,
+      });
+    }
+  });
+
   it("connectResilient does not retry what cannot succeed (bad options)", async () => {
     await assert.rejects(connectResilient("tcp://127.0.0.1:1", { requestTimeoutMs: -1 }), {
       code: "ERR_INVALID_ARGUMENT",
