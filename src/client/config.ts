@@ -4,9 +4,11 @@
  * trip; what cannot be written as JSON — the runtime, signals, credentials,
  * hooks — is left out and must be added in code).
  */
+import { resolveSettings } from "../connection/link.ts";
 import { checkConnectionOptions } from "../connection/options.ts";
 import { PointSubError } from "../errors/error.ts";
 import type { ClientOptions } from "./client.ts";
+import { checkNumber } from "./reconnecting.ts";
 import type { ResilientOptions } from "./resilient.ts";
 
 /** Names of {@link PRESETS}. */
@@ -121,8 +123,51 @@ export function optionsFromJSON(json: string): PresetOptions {
     }
   }
   checkConnectionOptions(o);
+  resolveSettings(o, false, 0); // the protocol limits (maxFrameSize, windows, …), as connect checks them
+  for (const k of ["checksum", "pacing"]) {
+    if (o[k] !== undefined && typeof o[k] !== "boolean") {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", `${k} must be a boolean, got ${String(o[k])}`);
+    }
+  }
+  checkNumber("retries", o.retries as number | undefined, 0);
+  checkNumber("rttProbeMs", o.rttProbeMs as number | undefined, 0);
+  for (const k of NESTED) {
+    const v = o[k] as Record<string, unknown> | undefined;
+    if (v === undefined) continue;
+    for (const [f, x] of Object.entries(v)) {
+      const rule = NESTED_FIELDS[k][f];
+      if (rule === undefined) throw new PointSubError("ERR_INVALID_ARGUMENT", `unknown option ${k}.${f}`);
+      if (rule === "policy") {
+        if (x !== "queue" && x !== "fail") {
+          throw new PointSubError("ERR_INVALID_ARGUMENT", `${k}.${f} must be "queue" or "fail", got ${String(x)}`);
+        }
+      } else if (rule[1] && x !== undefined && !(Number.isInteger(x) && (x as number) >= rule[0])) {
+        throw new PointSubError("ERR_INVALID_ARGUMENT", `${k}.${f} must be an integer >= ${rule[0]}, got ${String(x)}`);
+      } else {
+        checkNumber(`${k}.${f}`, x as number | undefined, rule[0], rule[2]);
+      }
+    }
+  }
   return o as PresetOptions;
 }
+
+/**
+ * The nested policies' fields, checked as the resilient client, the pool and
+ * the breaker check them when built: [least value, an integer, Infinity
+ * allowed], or the offline policy's two words.
+ */
+const NESTED_FIELDS: Record<(typeof NESTED)[number], Record<string, [number, boolean, boolean] | "policy">> = {
+  reconnect: { initialDelayMs: [0, false, false], maxDelayMs: [0, false, false], maxAttempts: [0, false, true] },
+  offline: { policy: "policy", maxBytes: [0, false, false], maxAgeMs: [0, false, false] },
+  pool: {
+    maxPerNode: [1, true, false],
+    maxTotal: [1, true, false],
+    maxInFlight: [1, true, false],
+    idleTimeoutMs: [0, true, false],
+    acquireTimeoutMs: [0, true, false],
+  },
+  breaker: { failureThreshold: [1, false, false], cooldownMs: [0, false, false], maxCooldownMs: [0, false, false] },
+};
 
 /** Top-level option names {@link optionsFromJSON} accepts. */
 const KNOWN = new Set([

@@ -7,6 +7,7 @@ import {
   createServer,
   optionsFromJSON,
   optionsToJSON,
+  PointSubError,
   PRESETS,
   type PresetName,
   preset,
@@ -96,5 +97,39 @@ describe("options as JSON", () => {
     assert.throws(() => optionsFromJSON('{"reconnect": 3}'), /reconnect must be an object/);
     assert.throws(() => optionsFromJSON("[1]"), /JSON object/);
     assert.throws(() => optionsFromJSON("{"), /not valid JSON/);
+  });
+
+  it("checks every field it takes: protocol limits, the client's own options and the nested policies (each of these was accepted)", () => {
+    const refused: [string, RegExp][] = [
+      ['{"maxFrameSize": 5}', /maxFrameSize/],
+      ['{"streamWindow": 1.5}', /streamWindow/],
+      ['{"checksum": "yes"}', /checksum must be a boolean/],
+      ['{"pacing": 3}', /pacing must be a boolean/],
+      ['{"connectTimeoutMs": -1}', /connectTimeoutMs must be >= 0/],
+      ['{"retries": -1}', /retries must be a number >= 0/],
+      ['{"rttProbeMs": -1}', /rttProbeMs must be a number >= 0/],
+      ['{"reconnect": {"maxAttempts": -1}}', /reconnect\.maxAttempts must be a number >= 0/],
+      ['{"reconnect": {"initialDelayMs": "x"}}', /reconnect\.initialDelayMs must be a number >= 0/],
+      ['{"reconnect": {"bogus": 1}}', /unknown option reconnect\.bogus/],
+      ['{"offline": {"policy": "nope"}}', /offline\.policy must be "queue" or "fail"/],
+      ['{"offline": {"maxBytes": -5}}', /offline\.maxBytes must be a number >= 0/],
+      ['{"pool": {"maxPerNode": 0}}', /pool\.maxPerNode must be an integer >= 1/],
+      ['{"pool": {"maxInFlight": 1.5}}', /pool\.maxInFlight must be an integer >= 1/],
+      ['{"breaker": {"cooldownMs": -1}}', /breaker\.cooldownMs must be a number >= 0/],
+    ];
+    for (const [json, message] of refused) {
+      assert.throws(
+        () => optionsFromJSON(json),
+        (e: unknown) => e instanceof PointSubError && e.code === "ERR_INVALID_ARGUMENT" && message.test(e.message),
+        json,
+      );
+    }
+    // What the checks allow still loads: Infinity attempts, 0 delays, the presets.
+    const ok = {
+      reconnect: { maxAttempts: Infinity, initialDelayMs: 0 },
+      offline: { policy: "fail" as const },
+      retries: 0,
+    };
+    assert.deepEqual(optionsFromJSON(optionsToJSON(ok)), ok);
   });
 });
