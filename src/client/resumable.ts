@@ -199,6 +199,8 @@ export function sendResumableWith(
   // way at once (they ran to their own timeouts, and the transfer failed with their error).
   const stop = new AbortController();
   const signal = options.signal === undefined ? stop.signal : AbortSignal.any([options.signal, stop.signal]);
+  /** Whether an attempt got as far as opening its stream to the receiver (else a refusal is a first one). */
+  let streamed = false;
 
   const attempt = async (conn: Connection, src: ResumableSource, n: number): Promise<Uint8Array> => {
     let offset = 0;
@@ -220,6 +222,7 @@ export function sendResumableWith(
     if (cancelled !== undefined) throw cancelled;
     const answerMs = options.answerTimeoutMs ?? 0;
     const watched = answerMs > 0 ? watchLastSent(src.open(offset)) : undefined;
+    streamed = true;
     const t = conn.sendStream(route, watched?.source ?? src.open(offset), {
       total: src.size,
       offset,
@@ -278,6 +281,8 @@ export function sendResumableWith(
       if (cancelled !== undefined) throw cancelled;
       if (options.signal?.aborted) throw new PointSubError("ERR_CANCELLED", "aborted by the signal");
       let conn: Connection | undefined;
+      // Whether an earlier attempt reached the receiver: only then may a refusal of this one hide its outcome.
+      const reached = streamed;
       try {
         conn =
           shared !== undefined
@@ -291,23 +296,27 @@ export function sendResumableWith(
         return answer;
       } catch (err) {
         // Cancelled or aborted: that is the outcome, whatever the step under way failed with.
-        const e = stoppedBy(signal) ?? toPointSubError(err, "ERR_SOURCE");
+        let e = stoppedBy(signal) ?? toPointSubError(err, "ERR_SOURCE");
         // A retry refused: an earlier attempt may have finished on the receiver, its answer lost with its connection.
         if (
           recover !== undefined &&
           n > 0 &&
+          reached &&
           !e.retryable &&
           cancelled === undefined &&
           !signal.aborted &&
           conn?.state === "open"
         ) {
-          const found = await recover(e, conn, signal).catch(() => undefined);
+          // Ended at once by a cancel or an abort (the check, or reading the file for its CRC, may take long).
+          const found = await untilAborted(recover(e, conn, signal), signal).catch(() => undefined);
           if (found !== undefined && cancelled === undefined && !signal.aborted) {
             (outer as { contentCrc: number | undefined }).contentCrc = found.contentCrc;
             progress.setStatus("completed");
             if (owned) await conn.close();
             return found.answer;
           }
+          // Cancelled or aborted meanwhile: that is the outcome (not the refusal).
+          e = stoppedBy(signal) ?? e;
         }
         // A connection this transfer opened is its own to end, whatever happens next.
         if (owned && conn !== undefined && conn.state !== "closed") conn.destroy();
