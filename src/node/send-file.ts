@@ -22,6 +22,7 @@ import {
   type FileCheckQuery,
   type FileReceipt,
   fileCrc32c,
+  safeFileName,
 } from "./file-sink.ts";
 
 /** Options of {@link sendFile}. */
@@ -493,6 +494,11 @@ export function sendFileVia(
   let sent = 0;
   let base = 0;
   let attempts = 0;
+  // `sent` and `base` before the last attempt began: a recovered outcome is the attempt before it's.
+  let sentBefore = 0;
+  let baseBefore = 0;
+  /** Whether the outcome is the one {@link recover} found (the attempt before the last stored the file). */
+  let recovered = false;
   const name = options.name ?? basename(path);
   /**
    * A retry refused ERR_EXISTS: the attempt before it may have stored the file, its receipt lost with
@@ -514,8 +520,10 @@ export function sendFileVia(
     const crc = (await fileCrc32c(path, size)) >>> 0;
     const after = await files.stat(path);
     if (crc32cHex(crc) !== held.crc32c || !sameFile(before, stated) || !sameFile(after, stated)) return undefined;
-    const stored = options.relativePath ?? name;
+    // As the sink names it in its receipt: a relative path as sent (it refuses one it would change), a name cleaned.
+    const stored = options.relativePath ?? safeFileName(name);
     const receipt: FileReceipt = { name: stored, path: stored, size, crc32c: held.crc32c, resumedFrom: size };
+    recovered = true;
     return { answer: new TextEncoder().encode(JSON.stringify(receipt)), contentCrc: crc };
   };
   const inner: Transfer = sendResumableWith(
@@ -531,6 +539,8 @@ export function sendFileVia(
       },
       onAttempt: (n, offset) => {
         // Called before the attempt resets the progress: it still holds where the last one stopped.
+        sentBefore = sent;
+        baseBefore = base;
         if (n > 0) sent += Math.max(0, inner.progress.bytes - base);
         base = offset;
         attempts = n + 1;
@@ -542,7 +552,13 @@ export function sendFileVia(
   const done = inner.done.then(async (answer): Promise<SentFileReceipt> => {
     const receipt = decodeFileReceipt(answer, (await source).size);
     checkReceiptCrc(receipt, inner.contentCrc);
-    return { ...receipt, transferId: inner.id, bytesSent: sent + Math.max(0, receipt.size - base), attempts };
+    // Recovered: the attempt before the refused one sent the rest of the file from its offset (the
+    // receiver stored it whole; its last acknowledgements may have been lost with the connection), the
+    // refused one nothing (counted as the whole file again, 3,000,000 + 2,097,152 reported for a 3 MB file).
+    const bytesSent = recovered
+      ? sentBefore + Math.max(0, receipt.size - baseBefore)
+      : sent + Math.max(0, receipt.size - base);
+    return { ...receipt, transferId: inner.id, bytesSent, attempts };
   });
   return new FileTransfer(inner, done);
 }

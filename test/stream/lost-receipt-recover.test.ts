@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { randomFillSync } from "node:crypto";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -83,6 +83,34 @@ describe("sendFile: recovering a refused retry", () => {
       open();
       checkGate = undefined;
     }
+  });
+
+  it("the receipt names the file as the sink stored it (a name it cleans)", async () => {
+    const src = join(work, "what?.bin");
+    const data = randomFillSync(new Uint8Array(30_000));
+    await writeFile(src, data);
+    // The sink stores "what?.bin" as "what_.bin": its receipt (and onFile) name that.
+    cutAfterStoring.add("what_.bin");
+    const r = await sendFile(() => connect(url), src, { retryDelayMs: 10 });
+    assert.equal(r.attempts, 2, "recovered on the retry");
+    assert.equal(r.name, "what_.bin");
+    assert.equal(r.path, "what_.bin");
+    assert.deepEqual(await readFile(join(inbox, "what_.bin")), Buffer.from(data));
+  });
+
+  it("bytesSent counts the file once: the attempt that stored it, not the refused retry again", async () => {
+    const src = join(work, "count.bin");
+    const size = 5 * 1024 * 1024 + 7;
+    await writeFile(src, randomFillSync(new Uint8Array(size)));
+    cutAfterStoring.add("count.bin");
+    const t = sendFile(() => connect(url), src, { retryDelayMs: 10 });
+    const r = await t;
+    assert.equal(r.attempts, 2);
+    assert.equal(r.resumedFrom, size);
+    // The first attempt sent the whole file (the receiver stored it); the retry was refused at once.
+    assert.equal(r.bytesSent, size, `bytesSent ${r.bytesSent} for a file of ${size} bytes sent once`);
+    assert.equal(t.progress.status, "completed");
+    assert.equal(t.progress.bytes, size);
   });
 
   it("a retry whose earlier attempts never reached the receiver keeps ERR_EXISTS (the file was there before)", async () => {
