@@ -8,7 +8,7 @@
  * and the cluster has no shared store.
  */
 import { createHash } from "node:crypto";
-import type { KV, NatsConnection } from "nats";
+import type { JetStreamManager, KV, NatsConnection } from "nats";
 import { PointSubError } from "../errors/error.ts";
 import type { ClusterEngine, KvEntry } from "./engine.ts";
 
@@ -37,6 +37,8 @@ class NatsEngine implements ClusterEngine {
   readonly hasKv: boolean;
   private nc: NatsConnection | undefined;
   private kv: KV | undefined;
+  /** The bucket's stream, for {@link kvDelete}'s purge. */
+  private jsm: JetStreamManager | undefined;
   private readonly stateListeners: ((up: boolean) => void)[] = [];
   private readonly o: NatsEngineOptions;
   /** Whether the connection is up: nothing is published while it is not (the client would hold it for later). */
@@ -113,6 +115,7 @@ class NatsEngine implements ClusterEngine {
     if (this.o.jetstream !== false) {
       try {
         this.kv = await nc.jetstream().views.kv(this.o.bucket, { history: 1, ttl: this.o.bucketTtlMs });
+        this.jsm = await nc.jetstreamManager();
         const ttl = (await this.kv.status()).ttl;
         this.maxAge = ttl > 0 ? ttl : undefined;
       } catch (err) {
@@ -188,12 +191,20 @@ class NatsEngine implements ClusterEngine {
     }
   }
 
+  /**
+   * Purges the key's messages up to and including `revision` from the
+   * bucket's stream: a later write (a higher sequence) stays, so it is the
+   * same compare-and-delete as a KV delete with `previousSeq` — which left a
+   * delete marker per key in the stream for the bucket's whole max age (the
+   * shared idempotency store deleting its oldest answers past its quota left
+   * 200 messages of 200 keys sent with a quota of 10; now 10).
+   */
   async kvDelete(key: string, revision: string): Promise<void> {
-    try {
-      await this.store.delete(kvKey(key), { previousSeq: Number(revision) });
-    } catch (err) {
-      if (!isWrongSequence(err)) throw err;
-    }
+    const jsm = this.jsm;
+    if (jsm === undefined) return void this.store; // throws: no key-value store
+    const seq = Number(revision);
+    if (!Number.isSafeInteger(seq) || seq <= 0) return;
+    await jsm.streams.purge(`KV_${this.o.bucket}`, { filter: `$KV.${this.o.bucket}.${kvKey(key)}`, seq: seq + 1 });
   }
 
   async close(): Promise<void> {
