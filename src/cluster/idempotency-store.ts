@@ -121,6 +121,8 @@ export interface EngineIdempotencyStore extends IdempotencyStore {
 
 /** Bytes counted per kept answer besides its JSON and key (the engine's own bookkeeping, this node's ledger). */
 const KEPT_OVERHEAD = 128;
+/** Deletes that failed tried again per answer kept (each a read and a delete in the engine). */
+const RETRY_PER_KEEP = 8;
 
 /** An answer this node wrote to the engine, until its time to live ends. */
 interface Kept {
@@ -164,6 +166,16 @@ class EngineStore implements EngineIdempotencyStore {
   private readonly keptScopes = new Map<string, KeptScope>();
   private evicted = 0;
   /**
+   * Answers whose delete failed (the engine did not answer: down, or slower
+   * than the cluster's `engineTimeoutMs`), oldest first: they live in the
+   * engine still, so they count as kept, and each {@link keep} deletes up to
+   * {@link RETRY_PER_KEEP} of them again, until their time to live ends
+   * (they were forgotten: what the engine held grew past the quota by every
+   * delete that failed).
+   */
+  private undeleted: Kept[] = [];
+  private undeletedBytes = 0;
+  /**
    * Done entries read from the engine, least recently used first: an answer
    * never changes while it lives, so the duplicates of one key — waiting
    * for it, or sent again and again — share one read and one copy of it
@@ -196,14 +208,22 @@ class EngineStore implements EngineIdempotencyStore {
 
   stats(): EngineIdempotencyStats {
     this.expireKept(Date.now());
-    return { kept: this.kept.size, bytes: this.keptBytes, evicted: this.evicted };
+    return {
+      kept: this.kept.size + this.undeleted.length,
+      bytes: this.keptBytes + this.undeletedBytes,
+      evicted: this.evicted,
+    };
   }
 
   /** Forgets the answers whose time to live is over (the engine dropped them). */
   private expireKept(now: number): void {
     for (const k of this.kept.values()) {
-      if (k.expires > now) return;
+      if (k.expires > now) break;
       this.unkeep(k);
+    }
+    if (this.undeleted.some((k) => k.expires <= now)) {
+      this.undeleted = this.undeleted.filter((k) => k.expires > now);
+      this.undeletedBytes = this.undeleted.reduce((n, k) => n + k.bytes, 0);
     }
   }
 
@@ -229,7 +249,11 @@ class EngineStore implements EngineIdempotencyStore {
       scope = { name, bytes: 0, kept: new Map() };
       this.keptScopes.set(name, scope);
     }
-    const out: Kept[] = [];
+    // Deletes that failed before, again (not counted against the quotas: the engine's trouble is not the
+    // scopes'); past the most kept, the oldest are forgotten (they live out their time to live).
+    const out: Kept[] = this.undeleted.splice(0, RETRY_PER_KEEP);
+    if (this.undeleted.length > this.maxEntries) this.undeleted.splice(0, this.undeleted.length - this.maxEntries);
+    this.undeletedBytes = this.undeleted.reduce((n, k) => n + k.bytes, 0);
     while (
       scope.kept.size > 0 &&
       (scope.kept.size + 1 > this.maxEntriesPerScope || scope.bytes + bytes > this.maxBytesPerScope)
@@ -254,7 +278,6 @@ class EngineStore implements EngineIdempotencyStore {
 
   /** Deletes an answer this node wrote from the engine, if it is still that answer (not a later one under its key). */
   private async evict(k: Kept): Promise<void> {
-    this.evicted++;
     const c = this.cache.get(k.key);
     if (c !== undefined) {
       this.cache.delete(k.key);
@@ -265,8 +288,13 @@ class EngineStore implements EngineIdempotencyStore {
       const v = kv === undefined ? undefined : parse(kv.value);
       if (kv !== undefined && v?.s === "d" && v.e === k.expires)
         await this.engine.kvDelete(this.o.prefix + k.key, kv.revision);
+      this.evicted++;
     } catch {
-      // The engine did not answer: the answer lives out its time to live.
+      // The engine did not answer: deleted again at a later keep (unless its time to live ends first).
+      if (k.expires > Date.now() && !this.kept.has(k.key)) {
+        this.undeleted.push(k);
+        this.undeletedBytes += k.bytes;
+      }
     }
   }
 
