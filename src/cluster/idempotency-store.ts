@@ -194,15 +194,15 @@ class EngineStore implements EngineIdempotencyStore {
     this.o = o;
     this.maxEntries = positive("maxEntries", o.maxEntries, 10_000);
     this.maxBytes = positive("maxBytes", o.maxBytes, 32 * 1024 * 1024);
-    this.maxEntriesPerScope = positive(
-      "maxEntriesPerScope",
-      o.maxEntriesPerScope,
-      Math.max(1, Math.floor(this.maxEntries / 4)),
+    // A scope's quota set over the node's is the node's (an answer over maxBytes but not over the scope's
+    // deleted every other answer this node kept, and was kept over maxBytes: 8,197 bytes of 4,000).
+    this.maxEntriesPerScope = Math.min(
+      this.maxEntries,
+      positive("maxEntriesPerScope", o.maxEntriesPerScope, Math.max(1, Math.floor(this.maxEntries / 4))),
     );
-    this.maxBytesPerScope = positive(
-      "maxBytesPerScope",
-      o.maxBytesPerScope,
-      Math.max(1, Math.floor(this.maxBytes / 4)),
+    this.maxBytesPerScope = Math.min(
+      this.maxBytes,
+      positive("maxBytesPerScope", o.maxBytesPerScope, Math.max(1, Math.floor(this.maxBytes / 4))),
     );
   }
 

@@ -78,10 +78,11 @@ export interface ClusterOptions {
   /**
    * Most answers one principal keeps through this node: at its quota its own
    * oldest go, never another's. Default: a quarter of `idempotencyMaxEntries`
-   * (unauthenticated clients share one scope: raise it on such a server).
+   * (unauthenticated clients share one scope: raise it on such a server;
+   * it is at most `idempotencyMaxEntries`).
    */
   idempotencyMaxEntriesPerScope?: number;
-  /** Most bytes one principal keeps through this node. Default: a quarter of `idempotencyMaxBytes`. */
+  /** Most bytes one principal keeps through this node (at most `idempotencyMaxBytes`). Default: a quarter of `idempotencyMaxBytes`. */
   idempotencyMaxBytesPerScope?: number;
 }
 

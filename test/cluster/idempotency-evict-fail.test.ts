@@ -89,4 +89,29 @@ describe("cluster idempotency store: a delete past the quota that fails", { time
     assert.equal(await store.get(key(0)), undefined);
     assert.equal((await store.get(key(3)))?.state, "done");
   });
+
+  it("a scope's quota set over the node's is held to the node's: one answer cannot take it all", async () => {
+    // The per-principal quota raised (as advised for a server whose clients are not authenticated) past
+    // the node's own: an answer over the node's bytes deleted every other answer and was kept, over it.
+    const store = engineIdempotencyStore(redis, {
+      prefix: "evict.big.",
+      nodeId: "a",
+      holds: () => true,
+      ttlMs: 60_000,
+      maxBytes: 4000,
+      maxBytesPerScope: 100_000,
+    });
+    const key = (scope: string, i: number) => idempotencyStoreKey(scope, "/r", enc.encode(`k${i}`));
+    for (let i = 0; i < 3; i++) {
+      assert.equal(await store.begin(key("quiet", i), `q${i}`, 10_000), undefined);
+      await store.complete(key("quiet", i), `q${i}`, { ok: true, data: new Uint8Array(200) });
+    }
+    assert.equal(await store.begin(key("noisy", 0), "n0", 10_000), undefined);
+    await store.complete(key("noisy", 0), "n0", { ok: true, data: new Uint8Array(6000) });
+    const s = store.stats();
+    assert.ok(s.bytes <= 4000, `${s.bytes} bytes kept (maxBytes 4,000)`);
+    assert.equal(s.evicted, 0, "the quiet scope's answers stay");
+    const e = await store.get(key("noisy", 0));
+    assert.ok(e?.state === "done" && !e.outcome.ok && e.outcome.code === "ERR_HANDLER", "kept as too large");
+  });
 });
