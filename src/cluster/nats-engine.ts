@@ -39,6 +39,8 @@ class NatsEngine implements ClusterEngine {
   private kv: KV | undefined;
   /** The bucket's stream, for {@link kvDelete}'s purge. */
   private jsm: JetStreamManager | undefined;
+  /** Set once the server refused this account a purge of the bucket's stream: {@link kvDelete} deletes instead. */
+  private purgeDenied = false;
   private readonly stateListeners: ((up: boolean) => void)[] = [];
   private readonly o: NatsEngineOptions;
   /** Whether the connection is up: nothing is published while it is not (the client would hold it for later). */
@@ -204,7 +206,21 @@ class NatsEngine implements ClusterEngine {
     if (jsm === undefined) return void this.store; // throws: no key-value store
     const seq = Number(revision);
     if (!Number.isSafeInteger(seq) || seq <= 0) return;
-    await jsm.streams.purge(`KV_${this.o.bucket}`, { filter: `$KV.${this.o.bucket}.${kvKey(key)}`, seq: seq + 1 });
+    if (!this.purgeDenied) {
+      try {
+        await jsm.streams.purge(`KV_${this.o.bucket}`, { filter: `$KV.${this.o.bucket}.${kvKey(key)}`, seq: seq + 1 });
+        return;
+      } catch (err) {
+        // An account that may use the bucket but not purge its stream: the KV delete, as before.
+        if ((err as { code?: unknown })?.code !== "PERMISSIONS_VIOLATION") throw err;
+        this.purgeDenied = true;
+      }
+    }
+    try {
+      await this.store.delete(kvKey(key), { previousSeq: seq });
+    } catch (err) {
+      if (!isWrongSequence(err)) throw err;
+    }
   }
 
   async close(): Promise<void> {
