@@ -14,6 +14,7 @@ import { EventEmitter } from "eventemitter3";
 import type { Connection } from "../connection/connection.ts";
 import type { ConnectionInfo } from "../connection/types.ts";
 import { PointSubError } from "../errors/error.ts";
+import { positive as positiveInteger } from "../router/idempotency.ts";
 import type { BroadcastResult } from "../server/broadcast.ts";
 import type { ClusterLocal, ClusterMembership, ClusterSessionInfo, ServerBroadcastOptions } from "../server/server.ts";
 import { isErrorCode } from "./codes.ts";
@@ -247,6 +248,11 @@ function positive(name: string, v: number | undefined, fallback: number): number
   return v;
 }
 
+/** A quota option of the shared idempotency store: a positive integer or Infinity, else ERR_INVALID_ARGUMENT naming it. */
+function quota(name: string, v: number | undefined): number | undefined {
+  return v === undefined ? undefined : positiveInteger(name, v, 1);
+}
+
 /** JSON that never throws: bigints as strings, bytes dropped, a value that cannot be written as undefined. */
 function jsonSafe(info: ConnectionInfo): unknown {
   const replacer = (_k: string, v: unknown) =>
@@ -372,10 +378,11 @@ export class Cluster extends EventEmitter<ClusterEvents> {
             ttlMs: positive("idempotencyTtlMs", options.idempotencyTtlMs, 600_000),
             maxValueBytes: () => engine.maxValueBytes,
             maxAgeMs: () => engine.kvMaxAgeMs,
-            maxEntries: options.idempotencyMaxEntries,
-            maxBytes: options.idempotencyMaxBytes,
-            maxEntriesPerScope: options.idempotencyMaxEntriesPerScope,
-            maxBytesPerScope: options.idempotencyMaxBytesPerScope,
+            // Checked here, by the names given (the store's own messages named maxEntries, …).
+            maxEntries: quota("idempotencyMaxEntries", options.idempotencyMaxEntries),
+            maxBytes: quota("idempotencyMaxBytes", options.idempotencyMaxBytes),
+            maxEntriesPerScope: quota("idempotencyMaxEntriesPerScope", options.idempotencyMaxEntriesPerScope),
+            maxBytesPerScope: quota("idempotencyMaxBytesPerScope", options.idempotencyMaxBytesPerScope),
           });
     engine.onState((up) => this.engineState(up));
   }

@@ -11,6 +11,7 @@ import { after, before, describe, it } from "node:test";
 import { createClient } from "redis";
 import type { ClusterEngine } from "../../src/cluster/engine.ts";
 import { engineIdempotencyStore } from "../../src/cluster/idempotency-store.ts";
+import { redisCluster } from "../../src/cluster/index.ts";
 import { redisEngine } from "../../src/cluster/redis-engine.ts";
 import { idempotencyStoreKey, PointSubError } from "../../src/index.ts";
 import { type EngineServer, startEngine } from "./engines.ts";
@@ -113,5 +114,20 @@ describe("cluster idempotency store: a delete past the quota that fails", { time
     assert.equal(s.evicted, 0, "the quiet scope's answers stay");
     const e = await store.get(key("noisy", 0));
     assert.ok(e?.state === "done" && !e.outcome.ok && e.outcome.code === "ERR_HANDLER", "kept as too large");
+  });
+
+  it("a bad quota option is refused by its own name", () => {
+    for (const [name, value] of [
+      ["idempotencyMaxEntries", 0],
+      ["idempotencyMaxBytes", -1],
+      ["idempotencyMaxEntriesPerScope", 1.5],
+      ["idempotencyMaxBytesPerScope", Number.NaN],
+    ] as const) {
+      assert.throws(
+        () => redisCluster({ url: engine.url, [name]: value }),
+        (err: PointSubError) => err.code === "ERR_INVALID_ARGUMENT" && err.message.startsWith(`${name} `),
+        name,
+      );
+    }
   });
 });
