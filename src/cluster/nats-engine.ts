@@ -117,7 +117,8 @@ class NatsEngine implements ClusterEngine {
     if (this.o.jetstream !== false) {
       try {
         this.kv = await nc.jetstream().views.kv(this.o.bucket, { history: 1, ttl: this.o.bucketTtlMs });
-        this.jsm = await nc.jetstreamManager();
+        // No API check (a request the account may not be allowed): only kvDelete uses it, and copes with a refusal.
+        this.jsm = await nc.jetstreamManager({ checkAPI: false });
         const ttl = (await this.kv.status()).ttl;
         this.maxAge = ttl > 0 ? ttl : undefined;
       } catch (err) {
