@@ -118,8 +118,13 @@ export function optionsFromJSON(json: string): PresetOptions {
   for (const [k, v] of Object.entries(o)) {
     if (!KNOWN.has(k)) throw new PointSubError("ERR_INVALID_ARGUMENT", `unknown option ${k}`);
     const nested = (NESTED as readonly string[]).includes(k);
+    // `reconnect: false` (never reconnect) is the one nested policy that may be a plain value.
+    if (k === "reconnect" && v === false) continue;
     if (nested ? typeof v !== "object" || v === null || Array.isArray(v) : typeof v === "object" && v !== null) {
-      throw new PointSubError("ERR_INVALID_ARGUMENT", `option ${k} must be ${nested ? "an object" : "a plain value"}`);
+      throw new PointSubError(
+        "ERR_INVALID_ARGUMENT",
+        `option ${k} must be ${nested ? `an object${k === "reconnect" ? " or false" : ""}` : "a plain value"}`,
+      );
     }
   }
   checkConnectionOptions(o);
@@ -132,8 +137,8 @@ export function optionsFromJSON(json: string): PresetOptions {
   checkNumber("retries", o.retries as number | undefined, 0);
   checkNumber("rttProbeMs", o.rttProbeMs as number | undefined, 0);
   for (const k of NESTED) {
-    const v = o[k] as Record<string, unknown> | undefined;
-    if (v === undefined) continue;
+    const v = o[k] as Record<string, unknown> | false | undefined;
+    if (v === undefined || v === false) continue;
     for (const [f, x] of Object.entries(v)) {
       const rule = NESTED_FIELDS[k][f];
       if (rule === undefined) throw new PointSubError("ERR_INVALID_ARGUMENT", `unknown option ${k}.${f}`);

@@ -70,6 +70,14 @@ describe("options as JSON", () => {
     }
   });
 
+  it("reconnect: false (never reconnect) round-trips; another plain value for a policy is refused", () => {
+    // Before: refused on the way back, "option reconnect must be an object".
+    const o = preset("default", { reconnect: false });
+    assert.deepEqual(optionsFromJSON(optionsToJSON(o)), o);
+    assert.throws(() => optionsFromJSON('{"reconnect":true}'), /reconnect must be an object or false/);
+    assert.throws(() => optionsFromJSON('{"pool":false}'), /pool must be an object/);
+  });
+
   it("every plain connection option round-trips (the list of known keys misses none)", () => {
     const o = {
       minProgressBytesPerSecond: 2048,
