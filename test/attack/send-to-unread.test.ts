@@ -90,7 +90,9 @@ describe("sendTo to a session that does not read", () => {
     await withNonReader({}, async (server, id) => {
       // 1,500 × 64 KiB (~94 MiB; one buffer, queued by reference).
       const { codes, peak } = await relayTo(server, id, 1500);
-      assert.ok((codes.get("ERR_SLOW_PEER") ?? 0) > 400, `refused: ${JSON.stringify([...codes])}`);
+      // At least 1,500 - 1,024 (the mark) less what the kernel's socket buffers took before the queue
+      // filled (loopback autotuning: 397 refused once under load, ~5 MiB taken); the queue's bound is `peak`.
+      assert.ok((codes.get("ERR_SLOW_PEER") ?? 0) > 300, `refused: ${JSON.stringify([...codes])}`);
       assert.ok(peak <= 64 * MiB + CHUNK.length, `queued ${peak} bytes`);
     });
   });
