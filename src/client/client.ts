@@ -116,11 +116,15 @@ export class Client {
   private readonly options: ClientOptions;
   private readonly pool: Pool;
   private readonly routes = new Map<string, string[]>();
+  /** Per node: how many routes list it. */
+  private readonly listed = new Map<string, number>();
+  /** Nodes some route lists: their breaker and RTT (a node no route lists has none: nothing reads it). */
   private readonly health = new Map<string, NodeHealth>();
   private readonly failureThreshold: number;
   private readonly cooldownMs: number;
   private readonly maxCooldownMs: number;
   private readonly rttProbeMs: number;
+  /** The address of each node some route lists or the pool holds (what `open` connects to). */
   private readonly addresses = new Map<string, Address>();
   private probeTimer: ReturnType<typeof setInterval> | undefined;
   /** Nodes being connected to only to measure them. */
@@ -138,7 +142,11 @@ export class Client {
     this.cooldownMs = b.cooldownMs ?? 1000;
     this.maxCooldownMs = Math.max(b.maxCooldownMs ?? 30_000, this.cooldownMs);
     this.rttProbeMs = options.rttProbeMs ?? 5000;
-    this.pool = new Pool(options.pool ?? {}, (node) => this.open(node));
+    this.pool = new Pool(
+      options.pool ?? {},
+      (node) => this.open(node),
+      (node) => this.prune(node),
+    );
   }
 
   private async open(node: string): Promise<Connection> {
@@ -157,7 +165,10 @@ export class Client {
     const key = nodeKey(address);
     this.addresses.set(key, address);
     const list = this.routes.get(route) ?? [];
-    if (!list.includes(key)) list.push(key);
+    if (!list.includes(key)) {
+      list.push(key);
+      this.listed.set(key, (this.listed.get(key) ?? 0) + 1);
+    }
     this.routes.set(route, list);
     return this;
   }
@@ -168,7 +179,11 @@ export class Client {
     const list = this.routes.get(route);
     if (list !== undefined) {
       const i = list.indexOf(key);
-      if (i >= 0) list.splice(i, 1);
+      if (i >= 0) {
+        list.splice(i, 1);
+        this.unlist(key);
+      }
+      if (list.length === 0) this.routes.delete(route);
     }
     return this;
   }
@@ -180,8 +195,33 @@ export class Client {
 
   /** Forgets every node of `route`. */
   clearNodes(route: string): this {
+    const list = this.routes.get(route);
     this.routes.delete(route);
+    for (const key of list ?? []) this.unlist(key);
     return this;
+  }
+
+  /** `key` left a route's list: once no route lists it, its health goes, and its address once the pool holds nothing of it. */
+  private unlist(key: string): void {
+    const n = (this.listed.get(key) ?? 1) - 1;
+    if (n > 0) {
+      this.listed.set(key, n);
+      return;
+    }
+    this.listed.delete(key);
+    this.health.delete(key);
+    this.prune(key);
+  }
+
+  /**
+   * Forgets what is kept for `node` when no route lists it and the pool holds nothing of it. Before,
+   * every address ever listed or called kept its address, health and pool entries (about 460 bytes
+   * of heap per address) and the RTT probe visited each of them.
+   */
+  private prune(node: string): void {
+    if (this.listed.has(node) || this.pool.has(node)) return;
+    this.addresses.delete(node);
+    this.health.delete(node);
   }
 
   private info(address: string): NodeInfo {
@@ -195,14 +235,15 @@ export class Client {
     let h = this.health.get(address);
     if (h === undefined) {
       h = { failures: 0, openUntil: 0, cooldown: this.cooldownMs, rtt: undefined };
-      this.health.set(address, h);
+      // Kept only for a node some route lists (one removed meanwhile leaves nothing behind).
+      if (this.listed.has(address)) this.health.set(address, h);
     }
     return h;
   }
 
   private noteRtt(node: string, conn: Connection): void {
     const rtt = conn.rtt;
-    if (rtt !== undefined) this.healthOf(node).rtt = rtt;
+    if (rtt !== undefined && this.listed.has(node)) this.healthOf(node).rtt = rtt;
   }
 
   private succeeded(node: string): void {
@@ -212,6 +253,8 @@ export class Client {
   }
 
   private failed(node: string): void {
+    // A node no route lists has no breaker (an explicit address's calls consult none).
+    if (!this.listed.has(node)) return;
     const h = this.healthOf(node);
     const wasHalfOpen = h.failures >= this.failureThreshold;
     h.failures++;
@@ -420,7 +463,7 @@ export class Client {
   private armProbe(): void {
     if (this.probeTimer !== undefined || this.rttProbeMs === 0) return;
     this.probeTimer = setInterval(() => {
-      for (const node of this.health.keys()) {
+      for (const node of this.pool.nodeNames()) {
         for (const p of this.pool.connections(node)) {
           p.conn.ping({ timeoutMs: this.rttProbeMs }).then(
             () => this.noteRtt(node, p.conn),

@@ -39,6 +39,8 @@ interface NodeEntry {
   opening: number;
   /** Calls waiting for a connection being opened (each opening one takes up to maxInFlight). */
   waitingForOpen: number;
+  /** Calls inside `acquire` for this node: the entry stays while any is. */
+  acquiring: number;
 }
 
 interface Waiter {
@@ -70,14 +72,20 @@ export class Pool {
   private sweeper: ReturnType<typeof setInterval> | undefined;
   private closed = false;
   private readonly open: (node: string) => Promise<Connection>;
+  private readonly dropped: ((node: string) => void) | undefined;
 
-  constructor(options: PoolOptions, open: (node: string) => Promise<Connection>) {
+  /**
+   * `open` makes a connection to a node; `dropped` is told when the pool forgets a node (no
+   * connection open or being opened, no call waiting for one): what its owner keeps per node can go.
+   */
+  constructor(options: PoolOptions, open: (node: string) => Promise<Connection>, dropped?: (node: string) => void) {
     this.maxPerNode = positive("maxPerNode", options.maxPerNode, 4);
     this.maxTotal = positive("maxTotal", options.maxTotal, 64);
     this.maxInFlight = positive("maxInFlight", options.maxInFlight, 256);
     this.idleTimeoutMs = positive("idleTimeoutMs", options.idleTimeoutMs, 30_000, 0);
     this.acquireTimeoutMs = positive("acquireTimeoutMs", options.acquireTimeoutMs, 5000, 0);
     this.open = open;
+    this.dropped = dropped;
   }
 
   /** Connections open (and being opened) over all nodes. */
@@ -88,6 +96,16 @@ export class Pool {
   /** The open connections to `node`. */
   connections(node: string): readonly Pooled[] {
     return this.nodes.get(node)?.conns ?? [];
+  }
+
+  /** Nodes with a connection open or being opened, or a call waiting for one. */
+  nodeNames(): IterableIterator<string> {
+    return this.nodes.keys();
+  }
+
+  /** Whether the pool holds anything for `node` (see {@link nodeNames}). */
+  has(node: string): boolean {
+    return this.nodes.has(node);
   }
 
   /**
@@ -111,11 +129,26 @@ export class Pool {
 
   /** A connection to `node` for one call (opening one, or waiting for a slot, as needed). */
   async acquire(node: string): Promise<Pooled> {
+    if (this.closed) throw new PointSubError("ERR_CONNECTION_CLOSED", "client closed");
+    const ready = this.tryAcquire(node);
+    if (ready !== undefined) return ready;
+    // The node's entry stays while this call is in here (its waits included): a node the pool
+    // forgets is one nobody waits for.
+    const e = this.entry(node);
+    e.acquiring++;
+    try {
+      return await this.acquireFrom(node, e);
+    } finally {
+      e.acquiring--;
+      this.dropIfUnused(node, e);
+    }
+  }
+
+  private async acquireFrom(node: string, e: NodeEntry): Promise<Pooled> {
     for (;;) {
       if (this.closed) throw new PointSubError("ERR_CONNECTION_CLOSED", "client closed");
       const ready = this.tryAcquire(node);
       if (ready !== undefined) return ready;
-      const e = this.entry(node);
       if (e.opening !== 0 && e.waitingForOpen < e.opening * this.maxInFlight) {
         // A connection being opened will have room for this call.
         e.waitingForOpen++;
@@ -146,7 +179,7 @@ export class Pool {
   private entry(node: string): NodeEntry {
     let e = this.nodes.get(node);
     if (e === undefined) {
-      e = { conns: [], opening: 0, waitingForOpen: 0 };
+      e = { conns: [], opening: 0, waitingForOpen: 0, acquiring: 0 };
       this.nodes.set(node, e);
     }
     return e;
@@ -194,7 +227,19 @@ export class Pool {
     if (i < 0) return;
     e.conns.splice(i, 1);
     this.total--;
+    this.dropIfUnused(p.node, e);
     this.wakeWaiters();
+  }
+
+  /**
+   * Forgets `node` once nothing of it is left: no connection open or being opened, no call in
+   * `acquire` for it. Before, every node ever used kept its entry (and its owner its address and
+   * health): a client whose nodes come and go (a new address each) grew without bound.
+   */
+  private dropIfUnused(node: string, e: NodeEntry): void {
+    if (e.conns.length !== 0 || e.opening !== 0 || e.acquiring !== 0 || this.nodes.get(node) !== e) return;
+    this.nodes.delete(node);
+    this.dropped?.(node);
   }
 
   /** Closes the longest-idle connection of another node to make room; false when there is none. */
