@@ -206,6 +206,9 @@ class MemoryStore implements MemoryIdempotencyStore {
   private evicted = 0;
   private expired = 0;
   private refused = 0;
+  /** Drops what expired while the store holds entries (unref'd: it never keeps a process alive). */
+  private sweeper: ReturnType<typeof setTimeout> | undefined;
+  private readonly sweepMs: number;
 
   constructor(o: MemoryIdempotencyStoreOptions) {
     this.maxEntries = positive("maxEntries", o.maxEntries, 10_000);
@@ -221,6 +224,7 @@ class MemoryStore implements MemoryIdempotencyStore {
       o.maxBytesPerScope,
       Math.max(1, Math.floor(this.maxBytes / 4)),
     );
+    this.sweepMs = Math.min(60_000, Math.max(10, Math.ceil(this.ttlMs / 4)));
   }
 
   get size(): number {
@@ -246,7 +250,37 @@ class MemoryStore implements MemoryIdempotencyStore {
   clear(): void {
     for (const [key, r] of [...this.running]) this.endRunning(key, r, undefined);
     for (const [key, d] of [...this.done]) this.dropDone(key, d);
+    if (this.sweeper !== undefined) clearTimeout(this.sweeper);
+    this.sweeper = undefined;
   }
+
+  /**
+   * Arms the sweep while the store holds entries. Before, expiry was only checked on access and when
+   * room was needed: a burst of keyed requests followed by quiet kept its answers (up to `maxBytes`,
+   * 32 MiB by default) for the life of the process, not `ttlMs`.
+   */
+  private armSweep(): void {
+    if (this.sweeper !== undefined) return;
+    this.sweeper = setTimeout(this.sweep, this.sweepMs);
+    (this.sweeper as { unref?: () => void }).unref?.();
+  }
+
+  /** Drops done entries past `ttlMs` and claims past their lease (as an access to them would). */
+  private readonly sweep = (): void => {
+    this.sweeper = undefined;
+    const now = Date.now();
+    for (const [key, d] of this.done) {
+      if (d.expiresAt > now) continue;
+      this.expired++;
+      this.dropDone(key, d);
+    }
+    for (const [key, r] of this.running) {
+      if (r.expiresAt > now) continue;
+      this.expired++;
+      this.endRunning(key, r, undefined);
+    }
+    if (this.size !== 0) this.armSweep();
+  };
 
   begin(key: string, token: string, leaseMs: number, fingerprint?: string): Promise<IdempotencyEntry | undefined> {
     const now = Date.now();
@@ -270,6 +304,7 @@ class MemoryStore implements MemoryIdempotencyStore {
     }
     this.running.set(key, { token, fingerprint, bytes, expiresAt: now + leaseMs, scope, waiters: undefined });
     this.account(scope, 1, bytes);
+    this.armSweep();
     return Promise.resolve(undefined);
   }
 
@@ -309,6 +344,7 @@ class MemoryStore implements MemoryIdempotencyStore {
       this.done.set(key, { entry, bytes, expiresAt: now + this.ttlMs, scope });
       scope.done.add(key);
       this.account(scope, 1, bytes);
+      this.armSweep();
     } else {
       this.forgetIfEmpty(scope);
     }
@@ -468,8 +504,10 @@ const RESOLVED: Promise<void> = Promise.resolve();
  * new claims are refused with ERR_OVERLOADED), and per scope (principal)
  * at most `maxEntriesPerScope` / `maxBytesPerScope`, made room for from
  * that scope's own answers only; done entries expire after
- * `ttlMs`. Expiry is lazy (checked on access and when room is needed): the
- * store runs no timer. An answer larger than `maxBytes` is not kept.
+ * `ttlMs` (checked on access, when room is needed, and by a sweep every
+ * quarter of `ttlMs` — 10 ms to 60 s — while the store holds entries: an
+ * unref'd timer that never keeps a process alive). An answer larger than
+ * `maxBytes` is not kept.
  */
 export function memoryIdempotencyStore(options: MemoryIdempotencyStoreOptions = {}): MemoryIdempotencyStore {
   return new MemoryStore(options);
