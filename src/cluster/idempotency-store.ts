@@ -184,6 +184,14 @@ class EngineStore implements EngineIdempotencyStore {
    */
   private readonly cache = new Map<string, Cached>();
   private cacheBytes = 0;
+  /**
+   * Drops cached answers past their time (unref'd: it never keeps a process alive). Before, they
+   * were dropped only when read again or pushed out: a burst of duplicates followed by quiet kept
+   * up to DONE_CACHE_BYTES (1,024 answers) for the life of the process.
+   */
+  private sweeper: ReturnType<typeof setTimeout> | undefined;
+  /** When the armed sweep runs (`Date.now()`). */
+  private sweepAt = Number.POSITIVE_INFINITY;
   /** Reads under way: concurrent ones of a key share one. */
   private readonly reading = new Map<string, Promise<Read>>();
   /** Claims of this node written again while their handler runs ({@link EngineIdempotencyStoreOptions.maxAgeMs}), by key. */
@@ -328,9 +336,36 @@ class EngineStore implements EngineIdempotencyStore {
       this.cache.delete(k);
       this.cacheBytes -= v.bytes;
     }
-    this.cache.set(key, { entry, bytes, until: Math.min(expires, Date.now() + DONE_CACHE_MS) });
+    const until = Math.min(expires, Date.now() + DONE_CACHE_MS);
+    this.cache.set(key, { entry, bytes, until });
     this.cacheBytes += bytes;
+    this.armSweep(until);
   }
+
+  /** Makes a sweep run by `at` (one timer for the cache: the earliest time asked for). */
+  private armSweep(at: number): void {
+    if (this.sweeper !== undefined) {
+      if (this.sweepAt <= at) return;
+      clearTimeout(this.sweeper);
+    }
+    this.sweepAt = at;
+    this.sweeper = setTimeout(this.sweep, Math.max(10, at - Date.now()));
+    (this.sweeper as { unref?: () => void }).unref?.();
+  }
+
+  private readonly sweep = (): void => {
+    this.sweeper = undefined;
+    this.sweepAt = Number.POSITIVE_INFINITY;
+    const now = Date.now();
+    let next = Number.POSITIVE_INFINITY;
+    for (const [key, c] of this.cache) {
+      if (c.until <= now) {
+        this.cache.delete(key);
+        this.cacheBytes -= c.bytes;
+      } else if (c.until < next) next = c.until;
+    }
+    if (next !== Number.POSITIVE_INFINITY) this.armSweep(next);
+  };
 
   private async readEngine(key: string): Promise<Read> {
     const kv = await this.engine.kvGet(this.o.prefix + key);
