@@ -3,45 +3,41 @@
  * (what duplicates of one key share) lets go of them once their time is
  * past, without being read again: before, a burst of duplicates followed by
  * quiet kept them — up to 16 MiB, 1,024 answers — for the life of the
- * process. The engine is an in-memory stand-in (the cache is the store's
- * own); the timer never keeps the process alive. Counts, not timings.
+ * process. On a real Redis; the cache is the store's own (read through its
+ * fields); its timer never keeps the process alive. Counts, not timings.
  */
 import assert from "node:assert/strict";
-import { describe, it } from "node:test";
-import type { ClusterEngine, KvEntry } from "../../src/cluster/engine.ts";
-import { engineIdempotencyStore } from "../../src/cluster/idempotency-store.ts";
+import { after, before, describe, it } from "node:test";
+import { type Cluster, redisCluster } from "../../src/cluster/index.ts";
+import { createServer, type Server } from "../../src/index.ts";
 import { until } from "../helpers/wait.ts";
+import { type EngineServer, startEngine } from "./engines.ts";
 
-/** The key-value half of an engine, in memory (no ttl: the store's entries carry their expiry). */
-function memoryKv(): ClusterEngine {
-  const kv = new Map<string, KvEntry>();
-  let rev = 0;
-  const put = (key: string, value: string) => kv.set(key, { value, revision: String(++rev) });
-  return {
-    kvCreate: async (key: string, value: string) => {
-      if (kv.has(key)) return false;
-      put(key, value);
-      return true;
-    },
-    kvGet: async (key: string) => kv.get(key),
-    kvUpdate: async (key: string, value: string, revision: string) => {
-      if (kv.get(key)?.revision !== revision) return false;
-      put(key, value);
-      return true;
-    },
-    kvDelete: async (key: string, revision: string) => {
-      if (kv.get(key)?.revision === revision) kv.delete(key);
-    },
-  } as unknown as ClusterEngine;
-}
+describe("cluster idempotency store: the answers cache expires without reads", { timeout: 60_000 }, () => {
+  let engine: EngineServer;
+  let cluster: Cluster;
+  let server: Server;
 
-const timers = (): number => process.getActiveResourcesInfo().filter((r) => r === "Timeout").length;
+  before(async () => {
+    engine = await startEngine("redis");
+    cluster = redisCluster({ url: engine.url, nodeId: "a", name: "cache", heartbeatMs: 200, idempotencyTtlMs: 200 });
+    server = createServer({ cluster, idempotency: true });
+    await server.listen("tcp://127.0.0.1:0");
+  });
 
-describe("cluster idempotency store: the answers cache expires without reads", () => {
+  after(async () => {
+    await server.close({ timeoutMs: 100 });
+    await engine?.stop();
+  });
+
   it("drops cached answers past their ttl (30 answers of 32 KiB), with no timer keeping the process", async () => {
-    const store = engineIdempotencyStore(memoryKv(), { prefix: "idem.", nodeId: "a", holds: () => true, ttlMs: 200 });
-    const cache = (store as unknown as { cache: Map<string, unknown>; cacheBytes: number }).cache;
-    const before = timers();
+    const store = cluster.idempotencyStore;
+    assert.ok(store !== undefined);
+    const inner = store as unknown as {
+      cache: Map<string, unknown>;
+      cacheBytes: number;
+      sweeper: { hasRef(): boolean } | undefined;
+    };
     for (let i = 0; i < 30; i++) {
       assert.equal(await store.begin(`k${i}`, "t", 60_000), undefined);
       await store.complete(`k${i}`, "t", { ok: true, data: new Uint8Array(32 * 1024) });
@@ -49,11 +45,10 @@ describe("cluster idempotency store: the answers cache expires without reads", (
       const e = await store.get(`k${i}`);
       assert.equal(e?.state, "done");
     }
-    assert.equal(cache.size, 30);
-    assert.equal(timers(), before);
-    await until(() => cache.size === 0, 5000).catch(() => {});
-    const held = { entries: cache.size, bytes: (store as unknown as { cacheBytes: number }).cacheBytes };
+    assert.equal(inner.cache.size, 30);
+    assert.notEqual(inner.sweeper?.hasRef(), true, "the sweep's timer keeps the process alive");
+    await until(() => inner.cache.size === 0, 5000).catch(() => {});
     // Before: { entries: 30, bytes: 1,319,840 } until read again or pushed out.
-    assert.deepEqual(held, { entries: 0, bytes: 0 });
+    assert.deepEqual({ entries: inner.cache.size, bytes: inner.cacheBytes }, { entries: 0, bytes: 0 });
   });
 });
