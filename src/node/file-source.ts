@@ -54,8 +54,9 @@ export interface FileSourceOptions {
    * must have taken at least this rate × the time since (or all it
    * lacked), else it is stopped with `ERR_SLOW_PEER`:
    * a peer cannot keep downloads (and their buffers) open by reading them
-   * slowly. Default
-   * 65536 (64 KiB/s, as `minAnswerBytesPerSecond`); 0: no deadline.
+   * slowly (what it took is known from its credit: one credit step, a
+   * quarter of its stream window, is allowed for). Default 8192 (8 KiB/s,
+   * a 64 kbit/s link); 0: no deadline.
    */
   minDownloadBytesPerSecond?: number;
   /** The grace of {@link minDownloadBytesPerSecond}'s deadline, in ms. Default 30000. */
@@ -185,10 +186,19 @@ function segmentsOf(path: string | undefined): string[] {
  * server.handle(FILE_GET_ROUTE, source.get);
  * ```
  */
+/**
+ * Default of `minDownloadBytesPerSecond`: 8 KiB/s (a 64 kbit/s link). It was
+ * 64 KiB/s (512 kbit/s): a `pointsub get` of 5 MB over a 40 KB/s link was
+ * stopped with ERR_SLOW_PEER 6 times and took 772 s instead of 125; a
+ * mobile or cross-continent link is often slower than that. A reader below
+ * the floor still loses its slot; one that takes nothing, at the grace.
+ */
+const DEFAULT_MIN_DOWNLOAD_BYTES_PER_SECOND = 8 * 1024;
+
 export function fileSource(dir: string, options: FileSourceOptions = {}): FileSource {
   const maxPerSession = options.maxDownloadsPerSession ?? 8;
   const maxDownloads = options.maxDownloads ?? 64;
-  const minRate = options.minDownloadBytesPerSecond ?? 65536;
+  const minRate = options.minDownloadBytesPerSecond ?? DEFAULT_MIN_DOWNLOAD_BYTES_PER_SECOND;
   const graceMs = options.downloadGraceMs ?? 30_000;
   const inFlight = new WeakMap<Connection, number>();
   /** Downloads in flight over all sessions. */
@@ -478,7 +488,11 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
             if (late <= 0) return;
             const taken = t.progress.bytes - from;
             const due = Math.min(st.size - from, (late * minRate) / 1000);
-            if (taken >= due) return;
+            // What the asker took is known from its credit, which comes back in quarter-window steps
+            // (1 MiB at the default window): up to one step it read is not credited yet. Measured by
+            // credit alone, a download slower than one step per grace (35 KB/s at the defaults) was
+            // taken for nothing at the grace's end and stopped, at any rate.
+            if (taken + (session.peerSettings.streamWindow >>> 2) >= due) return;
             stopper.abort(
               new PointSubError(
                 "ERR_SLOW_PEER",
