@@ -492,7 +492,16 @@ export class IncomingStreams {
    * frame came since `floor`.
    */
   checkProgress(now: number, timeoutMs: number, floor: number): void {
+    const eighth = this.link.local.streamWindow >>> 3;
     for (const st of this.streams.values()) {
+      if (!st.outDone && st.unacked >= eighth && this.host.session.state !== "closed") {
+        // Read and not yet returned, short of a quarter window: returned now. A sender counts credit of an
+        // eighth of the window as progress (progressTimeoutMs); in quarter steps only, an upload slower than
+        // a quarter window per progressTimeoutMs (1 MiB per 60 s: 17.5 KB/s) was failed while it moved.
+        this.outbox.sendCredit(st.id, st.unacked);
+        st.used -= st.unacked;
+        st.unacked = 0;
+      }
       if (st.inDone || st.outDone || st.stream.buffered !== 0) continue;
       const last = st.lastFrameAt > floor ? st.lastFrameAt : floor;
       if (now - last < timeoutMs) continue;
