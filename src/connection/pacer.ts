@@ -250,11 +250,19 @@ export class Pacer {
     this.minRttAt = performance.now();
   }
 
+  /**
+   * The queue the window keeps, ms: TARGET_MS, or an eighth of the min RTT
+   * on a longer path (as HyStart's delay threshold).
+   */
+  private target(): number {
+    return Math.max(TARGET_MS, this.minRtt / 8);
+  }
+
   /** Bytes the window allows in flight now. */
   window(): number {
     if (this.unresponsive || this.readingPaused) return Number.POSITIVE_INFINITY;
     if (this.rate === 0) return INITIAL_WINDOW;
-    const base = this.rate * (this.minRtt + TARGET_MS);
+    const base = this.rate * (this.minRtt + this.target());
     return Math.max(this.startup ? INITIAL_WINDOW : FLOOR, (this.startup ? STARTUP_GAIN * base : base) + this.extra);
   }
 
@@ -446,7 +454,7 @@ export class Pacer {
     }
     this.sample(now, sentAt);
     // A queue beyond the target: the link is full, startup ends (the window drains to its steady size).
-    if (this.startup && this.rate !== 0 && rtt > this.minRtt + TARGET_MS) this.startup = false;
+    if (this.startup && this.rate !== 0 && rtt > this.minRtt + this.target()) this.startup = false;
     this.guard(now, rtt);
     if (this.startup && this.acked >= this.roundEnd) this.round();
     this.aggregation(now);
@@ -497,14 +505,14 @@ export class Pacer {
 
   /**
    * The queue outgrew the window's time budget (an acknowledgement took longer
-   * than min RTT + TARGET_MS + the margin, the min RTT within
+   * than min RTT + the target + the margin, the min RTT (at least an eighth of it) within
    * GUARD_MIN_MS..GUARD_MS): the rate was overestimated (the
    * max filter caught a burst). The rate becomes what was delivered while this
    * probe was under way, and the filters start again from it.
    */
   private guard(now: number, rtt: number): void {
-    const margin = Math.min(GUARD_MS, Math.max(GUARD_MIN_MS, this.minRtt));
-    if (this.rate === 0 || rtt <= this.minRtt + TARGET_MS + margin) return;
+    const margin = Math.max(Math.min(GUARD_MS, Math.max(GUARD_MIN_MS, this.minRtt)), this.minRtt / 8);
+    if (this.rate === 0 || rtt <= this.minRtt + this.target() + margin) return;
     let k = -1;
     for (let j = 0; j < this.histN; j++) {
       const idx = (this.histHead - 1 - j + HISTORY) % HISTORY;
