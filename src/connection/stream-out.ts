@@ -295,11 +295,18 @@ export class OutgoingStreams {
     }
     if (options.signal !== undefined) {
       const signal = options.signal;
-      call.onAbort = () =>
+      call.onAbort = () => {
+        // Stopped for a reason a retry may cure (a server's download pace, ERR_SLOW_PEER): the receiver is
+        // told that code, not ERR_CANCELLED, after which a file sink drops the partial a resume would use.
+        const r: unknown = signal.reason;
+        const again = r instanceof PointSubError && r.retryable && r.code !== "ERR_CANCELLED";
         this.caller.abandon(
           call,
-          new PointSubError("ERR_CANCELLED", `stream to ${route} aborted`, { cause: signal.reason }),
+          again
+            ? new PointSubError(r.code, `stream to ${route} stopped: ${r.message}`, { cause: r })
+            : new PointSubError("ERR_CANCELLED", `stream to ${route} aborted`, { cause: r }),
         );
+      };
       signal.addEventListener("abort", call.onAbort, { once: true });
     }
     progress.setBase(offset);
