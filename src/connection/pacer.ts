@@ -505,8 +505,8 @@ export class Pacer {
 
   /**
    * The queue outgrew the window's time budget (an acknowledgement took longer
-   * than min RTT + the target + the margin, the min RTT (at least an eighth of it) within
-   * GUARD_MIN_MS..GUARD_MS): the rate was overestimated (the
+   * than min RTT + the target + the margin — the min RTT within
+   * GUARD_MIN_MS..GUARD_MS, or an eighth of it when more): the rate was overestimated (the
    * max filter caught a burst). The rate becomes what was delivered while this
    * probe was under way, and the filters start again from it.
    */
