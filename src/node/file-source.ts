@@ -194,6 +194,8 @@ function segmentsOf(path: string | undefined): string[] {
  * the floor still loses its slot; one that takes nothing, at the grace.
  */
 const DEFAULT_MIN_DOWNLOAD_BYTES_PER_SECOND = 8 * 1024;
+/** The most of a download's bytes read but not yet credited that its pace allows for: a quarter of the default stream window (1 MiB). */
+const CREDIT_STEP_MAX = 1024 * 1024;
 
 export function fileSource(dir: string, options: FileSourceOptions = {}): FileSource {
   const maxPerSession = options.maxDownloadsPerSession ?? 8;
@@ -492,7 +494,10 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
             // (1 MiB at the default window): up to one step it read is not credited yet. Measured by
             // credit alone, a download slower than one step per grace (35 KB/s at the defaults) was
             // taken for nothing at the grace's end and stopped, at any rate.
-            if (taken + (session.peerSettings.streamWindow >>> 2) >= due) return;
+            // The step is the asker's window's (its own setting: one announcing a huge window took nothing and
+            // was never stopped by the pace, only at the deadline, hours away for a large file), at most
+            // a quarter of the default window.
+            if (taken + Math.min(session.peerSettings.streamWindow >>> 2, CREDIT_STEP_MAX) >= due) return;
             stopper.abort(
               new PointSubError(
                 "ERR_SLOW_PEER",

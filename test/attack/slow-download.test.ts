@@ -129,4 +129,32 @@ describe("downloads taken at a trickle", () => {
     await fast.request(FILE_GET_ROUTE, encodeFileGetRequest({ path: "big.bin", to: "y" }), { timeoutMs: 0 });
     assert.equal(statSync(join(work, "inbox", "y")).size, 32 * MiB);
   });
+
+  it("an asker announcing a huge stream window and taking nothing is stopped by the pace, not at the deadline", async () => {
+    // The pace allows for bytes read but not credited yet (one credit step, a quarter of the asker's
+    // window). Taken from the asker's own setting, a window of 256 MiB made that 64 MiB: a reader that took
+    // nothing of a 32 MiB file kept its slot until the deadline (here 32.5 s; hours for a large file at the
+    // default rate). The step counted is at most 1 MiB: stopped once 1 MiB is due, ~1.5 s.
+    const work = await mkdtemp(join(tmpdir(), "pointsub-slow-dl-window-"));
+    cleanup.push(() => rm(work, { recursive: true, force: true }));
+    writeFileSync(join(work, "big.bin"), randomFillSync(Buffer.alloc(32 * MiB)));
+    const server = createServer({ slowPeerTimeoutMs: 60_000, progressTimeoutMs: 60_000 });
+    const source = fileSource(work, { crcRecords: false, minDownloadBytesPerSecond: MiB, downloadGraceMs: 500 });
+    server.handle(FILE_GET_ROUTE, source.get);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    cleanup.push(() => server.close({ timeoutMs: 100 }));
+    const idle = await connect(url, { streamWindow: 256 * MiB, connectionWindow: 512 * MiB });
+    cleanup.push(() => idle.destroy());
+    // Takes the stream and never reads it: nothing is credited.
+    idle.handleStream(FILE_ROUTE, () => new Promise<undefined>(() => {}));
+    const t0 = Date.now();
+    const outcome = await Promise.race([
+      idle.request(FILE_GET_ROUTE, encodeFileGetRequest({ path: "big.bin", to: "x" }), { timeoutMs: 0 }).then(
+        () => "ok",
+        (e: { code?: string }) => String(e.code),
+      ),
+      new Promise((r) => setTimeout(() => r("still running after 8 s"), 8000)),
+    ]);
+    assert.equal(outcome, "ERR_SLOW_PEER", `after ${Date.now() - t0} ms`);
+  });
 });
