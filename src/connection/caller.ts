@@ -46,13 +46,6 @@ export interface CallerStreams {
 const unstamped: (PendingCall | Caller)[] = [];
 
 /**
- * Bytes a second a request timed by default must move (its body out, its
- * answer in) to have its deadline set again: as the receiver's own floor
- * for a message it assembles (`minProgressBytesPerSecond`, 1 KiB/s).
- */
-const PROGRESS_FLOOR = 1024;
-
-/**
  * The calls made in the synchronous run that just ended get their deadlines
  * from one clock read: a timeout counts from the end of the run that made
  * the request (when its bytes go to the transport), so it may fire that
@@ -90,18 +83,6 @@ export class Caller {
   declare readonly requestTimeoutMs: number;
   /** The default timeout grows by a second per this many payload bytes (requestBytesPerSecond). */
   declare readonly bytesPerSecond: number;
-  /**
-   * Set by the engine: bytes of the answer to call `id` received so far
-   * while it arrives in frames (0: none yet, or whole).
-   */
-  answerBytes: (id: number) => number = () => 0;
-  /**
-   * Requests timed by default that reached a deadline: where the writer was
-   * once all of the body was handed to the transport, whether the peer
-   * acknowledged that far, and what it had acknowledged at the first check
-   * ({@link moved}).
-   */
-  private bodies: WeakMap<PendingCall, { end: number; out: boolean; acked0: number }> | undefined;
   private deadlineTimer: ReturnType<typeof setTimeout> | undefined;
   /**
    * The armed timer's deadline (`Date.now()`); undefined when none. Not
@@ -171,7 +152,6 @@ export class Caller {
         reject,
         deadline: 0,
         timeoutMs,
-        mark: options.timeoutMs === undefined ? 0 : -1,
         signal,
         onAbort: undefined,
         settled: false,
@@ -254,11 +234,6 @@ export class Caller {
     for (const call of this.pending.values()) visit(call);
     this.waiting?.forEach(visit);
     for (const call of expired) {
-      if (call.mark >= 0 && call.started && this.moved(call, now)) {
-        call.deadline = now + call.timeoutMs;
-        if (call.deadline < next) next = call.deadline;
-        continue;
-      }
       this.abandon(
         call,
         new PointSubError("ERR_TIMEOUT", `request to ${call.route} timed out after ${call.timeoutMs} ms`, {
@@ -267,44 +242,6 @@ export class Caller {
       );
     }
     if (next !== Infinity) this.armDeadline(next);
-  }
-
-  /**
-   * Whether request `call`, timed by default, moved since its deadline was
-   * last set: its body went out to the peer (handed to the transport, then
-   * acknowledged: the pacer's acknowledgements of the byte stream up to
-   * where the writer was once all of it was handed over), or its answer
-   * came in, by at least {@link PROGRESS_FLOOR} bytes a second over that
-   * time, or its body arrived whole meanwhile. Then its deadline is set
-   * again from now, so `requestTimeoutMs` counts from when body and answer
-   * stopped moving (the peer working on it), not from the start: a large
-   * request or answer over a slow link (5 MB at 100 KB/s) is not cut while
-   * it moves, and one that stalls, or trickles, still times out.
-   */
-  private moved(call: PendingCall, now: number): boolean {
-    const w = this.outbox.writer;
-    const size = call.data.length;
-    const sent = w.sentOf(FrameType.REQ, call.id);
-    const pacer = w.pacer;
-    this.bodies ??= new WeakMap();
-    let body = this.bodies.get(call);
-    const first = body === undefined;
-    if (body === undefined) {
-      // The acknowledgements count from this first check on (the stream's position is the connection's).
-      body = { end: -1, out: false, acked0: pacer?.acked ?? 0 };
-      this.bodies.set(call, body);
-    }
-    // All of it handed over: it has arrived once the peer acknowledged the stream up to where the writer is now.
-    if (sent < 0 && body.end < 0) body.end = w.position;
-    const acked = pacer === undefined ? body.acked0 : body.end < 0 ? pacer.acked : Math.min(pacer.acked, body.end);
-    const p = (sent < 0 ? size : sent) + Math.max(0, acked - body.acked0) + this.answerBytes(call.id);
-    const moved = p - call.mark;
-    call.mark = p;
-    // Still on its way at the last check and arrived whole since: all it lacked moved.
-    const out = sent < 0 && (pacer === undefined || pacer.acked >= body.end);
-    const arrived = !first && !body.out && out;
-    body.out = out;
-    return moved > 0 && (arrived || moved >= ((call.timeoutMs + now - call.deadline) * PROGRESS_FLOOR) / 1000);
   }
 
   /** Hands the caller its answer or error (once; later calls do nothing). */

@@ -156,13 +156,6 @@ export interface PendingCall {
   /** Date.now() after which the call times out; 0 = never (or not stamped yet: see `Caller.stampDeadlines`). */
   deadline: number;
   timeoutMs: number;
-  /**
-   * A request timed by default (no `timeoutMs` of its own): the bytes of its
-   * body sent plus those of its answer received when its deadline was last
-   * set (`Caller.sweepDeadlines` moves the deadline on while they move);
-   * -1: a deadline of its own, or a stream's (kept as set).
-   */
-  mark: number;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
   /** The caller has its answer (or error); a late response is dropped. */
