@@ -89,12 +89,9 @@ describe("downloads taken at a trickle", () => {
     assert.equal(statSync(join(inbox, "x9")).size, 2 * MiB);
   });
 
-  it("are stopped once they fall behind the rate, not only at a deadline that a large file puts hours away", async () => {
-    // Before: the deadline (grace + size at the rate) was the only check, so a large file taken at a
-    // trickle (an eighth of a 16 KiB window per progress timeout keeps a stream alive: ~70 B/s) held
-    // its slot for hours (1 GiB at 64 KiB/s: 4.5 h); 8 connections held every one of maxDownloads'
-    // 64. Here 32 MiB at 1 MiB/s: a deadline 32.5 s away; the trickle takes 64 KiB a second.
-    const work = await mkdtemp(join(tmpdir(), "pointsub-slow-dl-pace-"));
+  /** A 32 MiB file served with downloads due at 1 MiB/s after a 500 ms grace. */
+  async function pacedServer(prefix: string): Promise<{ work: string; url: string }> {
+    const work = await mkdtemp(join(tmpdir(), prefix));
     cleanup.push(() => rm(work, { recursive: true, force: true }));
     writeFileSync(join(work, "big.bin"), randomFillSync(Buffer.alloc(32 * MiB)));
     const server = createServer({ slowPeerTimeoutMs: 60_000, progressTimeoutMs: 60_000 });
@@ -102,6 +99,15 @@ describe("downloads taken at a trickle", () => {
     server.handle(FILE_GET_ROUTE, source.get);
     const [url] = await server.listen("tcp://127.0.0.1:0");
     cleanup.push(() => server.close({ timeoutMs: 100 }));
+    return { work, url };
+  }
+
+  it("are stopped once they fall behind the rate, not only at a deadline that a large file puts hours away", async () => {
+    // Before: the deadline (grace + size at the rate) was the only check, so a large file taken at a
+    // trickle (an eighth of a 16 KiB window per progress timeout keeps a stream alive: ~70 B/s) held
+    // its slot for hours (1 GiB at 64 KiB/s: 4.5 h); 8 connections held every one of maxDownloads'
+    // 64. Here 32 MiB at 1 MiB/s: a deadline 32.5 s away; the trickle takes 64 KiB a second.
+    const { work, url } = await pacedServer("pointsub-slow-dl-pace-");
     const slow = await connect(url, { streamWindow: 64 * KiB, connectionWindow: MiB });
     cleanup.push(() => slow.destroy());
     slow.handleStream(FILE_ROUTE, async (stream) => {
@@ -135,14 +141,7 @@ describe("downloads taken at a trickle", () => {
     // window). Taken from the asker's own setting, a window of 256 MiB made that 64 MiB: a reader that took
     // nothing of a 32 MiB file kept its slot until the deadline (here 32.5 s; hours for a large file at the
     // default rate). The step counted is at most 1 MiB: stopped once 1 MiB is due, ~1.5 s.
-    const work = await mkdtemp(join(tmpdir(), "pointsub-slow-dl-window-"));
-    cleanup.push(() => rm(work, { recursive: true, force: true }));
-    writeFileSync(join(work, "big.bin"), randomFillSync(Buffer.alloc(32 * MiB)));
-    const server = createServer({ slowPeerTimeoutMs: 60_000, progressTimeoutMs: 60_000 });
-    const source = fileSource(work, { crcRecords: false, minDownloadBytesPerSecond: MiB, downloadGraceMs: 500 });
-    server.handle(FILE_GET_ROUTE, source.get);
-    const [url] = await server.listen("tcp://127.0.0.1:0");
-    cleanup.push(() => server.close({ timeoutMs: 100 }));
+    const { url } = await pacedServer("pointsub-slow-dl-window-");
     const idle = await connect(url, { streamWindow: 256 * MiB, connectionWindow: 512 * MiB });
     cleanup.push(() => idle.destroy());
     // Takes the stream and never reads it: nothing is credited.

@@ -27,7 +27,8 @@ export interface EngineServer {
   stop(): Promise<void>;
 }
 
-function freePort(): Promise<number> {
+/** A free loopback port (bound and released). */
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createServer();
     s.once("error", reject);

@@ -7,23 +7,12 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { ClusterEngine } from "../../src/cluster/engine.ts";
 import { natsEngine } from "../../src/cluster/nats-engine.ts";
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
+import { freePort } from "./engines.ts";
 
 describe("NATS engine: kvDelete without the right to purge", { timeout: 60_000 }, () => {
   let child: ChildProcess | undefined;
