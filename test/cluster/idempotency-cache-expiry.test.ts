@@ -20,7 +20,7 @@ describe("cluster idempotency store: the answers cache expires without reads", {
 
   before(async () => {
     engine = await startEngine("redis");
-    cluster = redisCluster({ url: engine.url, nodeId: "a", name: "cache", heartbeatMs: 200, idempotencyTtlMs: 200 });
+    cluster = redisCluster({ url: engine.url, nodeId: "a", name: "cache", heartbeatMs: 200, idempotencyTtlMs: 3000 });
     server = createServer({ cluster, idempotency: true });
     await server.listen("tcp://127.0.0.1:0");
   });
@@ -30,7 +30,7 @@ describe("cluster idempotency store: the answers cache expires without reads", {
     await engine?.stop();
   });
 
-  it("drops cached answers past their ttl (30 answers of 32 KiB), with no timer keeping the process", async () => {
+  it("drops cached answers past their ttl (30 answers of 32 KiB, 3 s), with no timer keeping the process", async () => {
     const store = cluster.idempotencyStore;
     assert.ok(store !== undefined);
     const inner = store as unknown as {
@@ -47,8 +47,9 @@ describe("cluster idempotency store: the answers cache expires without reads", {
     }
     assert.equal(inner.cache.size, 30);
     assert.notEqual(inner.sweeper?.hasRef(), true, "the sweep's timer keeps the process alive");
-    await until(() => inner.cache.size === 0, 5000).catch(() => {});
-    // Before: { entries: 30, bytes: 1,319,840 } until read again or pushed out.
+    await until(() => inner.cache.size === 0, 15_000).catch(() => {});
+    // Before: { entries: 30, bytes: 1,319,840 } until read again or pushed out. (A ttl of 3 s: the 30 round trips
+    // above take well under it even on a loaded machine — at 200 ms some had expired before the count.)
     assert.deepEqual({ entries: inner.cache.size, bytes: inner.cacheBytes }, { entries: 0, bytes: 0 });
   });
 });
