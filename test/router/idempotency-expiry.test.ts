@@ -40,7 +40,9 @@ describe("memory idempotency store: expiry without access", () => {
   });
 
   it("a server's keyed answers go after the ttl once requests stop (40 answers of 64 KiB)", async () => {
-    const store = memoryIdempotencyStore({ ttlMs: 200 });
+    // 3 s: the 41 round trips below take well under it even on a loaded machine (at 200 ms, a slow
+    // loop could see its first answers go before it counted them).
+    const store = memoryIdempotencyStore({ ttlMs: 3000 });
     const server = createServer({ idempotency: { store } });
     let runs = 0;
     server.handle("/work/1", () => {
@@ -56,7 +58,7 @@ describe("memory idempotency store: expiry without access", () => {
       assert.equal(runs, 40);
       assert.equal(store.size, 40);
       assert.ok(store.bytes > 40 * 64 * 1024);
-      await until(() => store.size === 0, 5000).catch(() => {});
+      await until(() => store.size === 0, 15_000).catch(() => {});
       assert.deepEqual({ entries: store.size, bytes: store.bytes }, { entries: 0, bytes: 0 });
     } finally {
       await conn.close();
