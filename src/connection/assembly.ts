@@ -179,6 +179,11 @@ export class Assemblies {
     return this.map.has(idKey(id));
   }
 
+  /** Bytes received so far of the unfinished message `id` (0: none). */
+  received(id: number): number {
+    return this.map.get(idKey(id))?.filled ?? 0;
+  }
+
   /** A new message on `id` started: if this side refused one there before, the peer has moved on. */
   started(id: number): void {
     this.tombstones?.delete(id);

@@ -234,6 +234,7 @@ export class OutgoingStreams {
       },
       deadline: 0,
       timeoutMs: 0,
+      mark: -1,
       signal: options.signal,
       onAbort: undefined,
       settled: false,
