@@ -16,6 +16,7 @@ import type { PendingCall } from "./calls.ts";
 import { idKey } from "./id-key.ts";
 import { type Inbound, inputTime } from "./inbound.ts";
 import { creditDue } from "./link.ts";
+import { answering } from "./request-progress.ts";
 
 /**
  * Unfinished chunked messages one peer may have open here; more are refused
@@ -179,11 +180,6 @@ export class Assemblies {
     return this.map.has(idKey(id));
   }
 
-  /** Bytes received so far of the unfinished message `id` (0: none). */
-  received(id: number): number {
-    return this.map.get(idKey(id))?.filled ?? 0;
-  }
-
   /** A new message on `id` started: if this side refused one there before, the peer has moved on. */
   started(id: number): void {
     this.tombstones?.delete(id);
@@ -315,6 +311,8 @@ export class Assemblies {
       windowFilled: 0,
     };
     this.map.set(idKey(id), a);
+    // An answer arriving in frames: how far it got is how a request timed by default moves (request-progress.ts).
+    if (call !== undefined) answering.set(call, a);
     this.messageCredit(id, a);
   }
 

@@ -14,6 +14,7 @@ import type { PendingCall } from "./calls.ts";
 import type { Link } from "./link.ts";
 import type { Outbox } from "./outbox.ts";
 import type { Stats } from "./stats.ts";
+import { streamEngine } from "./stream-engine.ts";
 import type { RequestOptions } from "./types.ts";
 
 /** Checks a request's idempotency key (1..64 bytes) before it is sent: the resilient client refuses one at once rather than hold it. */
@@ -46,13 +47,6 @@ export interface CallerStreams {
 const unstamped: (PendingCall | Caller)[] = [];
 
 /**
- * Bytes a second a request timed by default must move (its body out, its
- * answer in) to have its deadline set again: as the receiver's own floor
- * for a message it assembles (`minProgressBytesPerSecond`, 1 KiB/s).
- */
-const PROGRESS_FLOOR = 1024;
-
-/**
  * The calls made in the synchronous run that just ended get their deadlines
  * from one clock read: a timeout counts from the end of the run that made
  * the request (when its bytes go to the transport), so it may fire that
@@ -83,24 +77,15 @@ export class Caller {
   streams: CallerStreams | undefined;
   /** Set by the engine: no call waiting for a slot starts any more (closing or closed). */
   closed = false;
-  declare private readonly outbox: Outbox;
+  /** @internal (read by `request-progress.ts`) */
+  declare readonly outbox: Outbox;
   declare private readonly link: Link;
   declare private readonly stats: Stats;
   /** The default timeout of a request (and of a stream's answer after its END, `stream-out.ts`). */
   declare readonly requestTimeoutMs: number;
   /** The default timeout grows by a second per this many payload bytes (requestBytesPerSecond). */
   declare readonly bytesPerSecond: number;
-  /**
-   * Set by the engine: bytes of the answer to call `id` received so far
-   * while it arrives in frames (0: none yet, or whole).
-   */
-  answerBytes: (id: number) => number = () => 0;
-  /**
-   * Requests timed by default that reached a deadline: their body's bytes
-   * handed over and answer's bytes received then, and where the stream was
-   * once all of the body was handed over (-1: not yet), and when they started ({@link moved}).
-   */
-  private bodies: WeakMap<PendingCall, { body: number; got: number; end: number; start: number }> | undefined;
+
   private deadlineTimer: ReturnType<typeof setTimeout> | undefined;
   /**
    * The armed timer's deadline (`Date.now()`); undefined when none. Not
@@ -170,7 +155,6 @@ export class Caller {
         reject,
         deadline: 0,
         timeoutMs,
-        mark: options.timeoutMs === undefined ? 0 : -1,
         signal,
         onAbort: undefined,
         settled: false,
@@ -247,17 +231,14 @@ export class Caller {
     let next = Infinity;
     const visit = (call: PendingCall) => {
       if (call.settled || call.deadline === 0) return;
-      if (call.deadline <= now) expired.push(call);
-      else if (call.deadline < next) next = call.deadline;
+      // Still moving at its deadline (a slow link): given another (request-progress.ts, with the stream
+      // engine: a body or answer in frames loads it).
+      if (call.deadline > now || streamEngine()?.movedLately(this, call)) next = Math.min(next, call.deadline);
+      else expired.push(call);
     };
     for (const call of this.pending.values()) visit(call);
     this.waiting?.forEach(visit);
     for (const call of expired) {
-      if (call.mark >= 0 && call.started && this.moved(call, now)) {
-        call.deadline = now + call.timeoutMs;
-        if (call.deadline < next) next = call.deadline;
-        continue;
-      }
       this.abandon(
         call,
         new PointSubError("ERR_TIMEOUT", `request to ${call.route} timed out after ${call.timeoutMs} ms`, {
@@ -266,48 +247,6 @@ export class Caller {
       );
     }
     if (next !== Infinity) this.armDeadline(next);
-  }
-
-  /**
-   * Whether request `call`, timed by default, moved lately: bytes of its
-   * body handed to the transport (a large body goes out in frames as the
-   * link takes them) or of its answer received since its deadline was last
-   * set, at least {@link PROGRESS_FLOOR} bytes a second over that time; or,
-   * its body handed over but not all acknowledged by the pacer's probes, an
-   * acknowledgement in the last quarter of that time (the transport's
-   * buffers hold much of a body on a slow link: it arrives as they drain).
-   * So `requestTimeoutMs` counts from when body and answer stopped moving: a
-   * large request or answer over a slow link (5 MB at 100 KB/s) is not cut
-   * while it moves, and one delivered at once to a slow handler, or one
-   * that stalls or trickles, still times out.
-   */
-  private moved(call: PendingCall, now: number): boolean {
-    const w = this.outbox.writer;
-    const sent = w.sentOf(FrameType.REQ, call.id);
-    const body = sent < 0 ? call.data.length : sent;
-    const got = this.answerBytes(call.id);
-    this.bodies ??= new WeakMap();
-    const was = this.bodies.get(call);
-    // Where the stream is once all of the body was handed over (an upper bound of its end).
-    const end = sent >= 0 ? -1 : (was?.end ?? -1) >= 0 ? (was as { end: number }).end : w.position;
-    // When it started: its first deadline less its timeout (read before any deadline was set again).
-    const start = was?.start ?? call.deadline - call.timeoutMs;
-    this.bodies.set(call, { body, got, end, start });
-    const period = call.timeoutMs + now - call.deadline;
-    const floor = (period * PROGRESS_FLOOR) / 1000;
-    // Handed over since (before the first deadline: since the start), and received.
-    const moved = (was === undefined ? (sent >= 0 ? body : 0) : body - was.body) + (got - (was?.got ?? 0));
-    if (moved > 0 && moved >= floor) return true;
-    // Acknowledgements of the stream up to where the body ended: that end is where the stream was when it
-    // was seen handed over whole, so later bulk may follow it there — counted only while the body could
-    // still be arriving at the floor's rate (a small request behind another transfer's bulk is not).
-    const pacer = w.pacer;
-    return (
-      pacer !== undefined &&
-      (end < 0 || pacer.acked < end) &&
-      pacer.ackedAt >= performance.now() - period / 4 &&
-      now - start < (call.data.length * 1000) / PROGRESS_FLOOR
-    );
   }
 
   /** Hands the caller its answer or error (once; later calls do nothing). */

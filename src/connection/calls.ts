@@ -156,12 +156,6 @@ export interface PendingCall {
   /** Date.now() after which the call times out; 0 = never (or not stamped yet: see `Caller.stampDeadlines`). */
   deadline: number;
   timeoutMs: number;
-  /**
-   * 0: a request timed by default (no `timeoutMs` of its own), whose
-   * deadline `Caller.sweepDeadlines` sets again while its body or answer
-   * moves; -1: a deadline of its own, or a stream's (kept as set).
-   */
-  mark: number;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
   /** The caller has its answer (or error); a late response is dropped. */

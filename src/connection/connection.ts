@@ -457,7 +457,6 @@ export class Connection extends Emitter<ConnectionEvents> {
         this.shared.bytesPerSecond,
       );
       this.inbound.caller = c;
-      c.answerBytes = (id) => this.inbound.chunked?.received(id) ?? 0;
     }
     return c;
   }

@@ -234,7 +234,6 @@ export class OutgoingStreams {
       },
       deadline: 0,
       timeoutMs: 0,
-      mark: -1,
       signal: options.signal,
       onAbort: undefined,
       settled: false,

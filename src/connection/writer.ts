@@ -380,12 +380,6 @@ export class FrameWriter {
     return this.removeChunked(type, id, err);
   }
 
-  /** Bytes of chunked message `id` (of `type`) handed to the transport so far; -1 when it is not queued (whole, or all sent). */
-  sentOf(type: number, id: number): number {
-    for (const m of this.bulkState?.list ?? NO_BULK) if (m.id === id && m.type === type) return m.offset;
-    return -1;
-  }
-
   /** Chunked messages waiting or in progress. */
   get chunkedPending(): number {
     return this.bulkState?.list.length ?? 0;
