@@ -194,7 +194,7 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
     payload: Payload = new Uint8Array(0),
     options: ResilientRequestOptions = {},
   ): Promise<Uint8Array> {
-    const timeoutMs = options.timeoutMs ?? this.options.requestTimeoutMs ?? 30_000;
+    const timeoutMs = options.timeoutMs ?? this.defaultTimeout(payload);
     if (!(timeoutMs >= 0)) {
       // NaN or negative meant no deadline at all (as the connection's own request refuses it).
       return Promise.reject(new PointSubError("ERR_INVALID_ARGUMENT", `invalid timeoutMs ${timeoutMs}`));
@@ -231,6 +231,18 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
       0,
       perAttempt,
     );
+  }
+
+  /**
+   * The overall time of a request given no `timeoutMs`: `requestTimeoutMs`
+   * plus its payload at `requestBytesPerSecond`, as a connection's own
+   * default (counted from the call, and again from the end of each attempt:
+   * {@link attempt}); 0: none.
+   */
+  private defaultTimeout(payload: Payload): number {
+    const base = this.options.requestTimeoutMs ?? 30_000;
+    const rate = this.options.requestBytesPerSecond ?? 10 * 1024 * 1024;
+    return base === 0 ? 0 : base + Math.ceil((payloadSize(payload) * 1000) / rate);
   }
 
   private async attempt(
@@ -283,10 +295,18 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
       }
       // The last of a keyed request's attempts waits for the overall deadline (the earlier ones do).
       const ms = keyed ? left : attemptMs;
+      // Given no timeoutMs: timed as the connection's own default, which a body or answer still moving over
+      // a slow link does not run out (a fixed deadline cut a 5 MB body at 100 KB/s at 30 s).
+      if (options.timeoutMs === undefined && perAttempt === 0 && deadline !== Number.POSITIVE_INFINITY) {
+        return await c.request(route, payload, options);
+      }
       return await c.request(route, payload, { ...options, timeoutMs: ms });
     } catch (err) {
       if (FINAL.has(err as object)) throw err;
       const e = toPointSubError(err, "ERR_CONNECTION_CLOSED");
+      // Given no timeoutMs: the overall deadline counts again from the end of an attempt that ran longer.
+      if (options.timeoutMs === undefined && deadline !== Number.POSITIVE_INFINITY)
+        deadline = Math.max(deadline, Date.now() + this.defaultTimeout(payload));
       // Nothing was sent for it (its connection closed gracefully while it waited for a request slot, drain.ts):
       // any request may go again, on the next connection; counted with the rate-limited ones.
       if (UNSENT.has(e) && limited < this.retries && this.state !== "closed")

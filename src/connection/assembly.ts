@@ -16,6 +16,7 @@ import type { PendingCall } from "./calls.ts";
 import { idKey } from "./id-key.ts";
 import { type Inbound, inputTime } from "./inbound.ts";
 import { creditDue } from "./link.ts";
+import { answering } from "./request-progress.ts";
 
 /**
  * Unfinished chunked messages one peer may have open here; more are refused
@@ -310,6 +311,8 @@ export class Assemblies {
       windowFilled: 0,
     };
     this.map.set(idKey(id), a);
+    // An answer arriving in frames: how far it got is how a request timed by default moves (request-progress.ts).
+    if (call !== undefined) answering.set(call, a);
     this.messageCredit(id, a);
   }
 

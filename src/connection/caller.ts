@@ -14,6 +14,7 @@ import type { PendingCall } from "./calls.ts";
 import type { Link } from "./link.ts";
 import type { Outbox } from "./outbox.ts";
 import type { Stats } from "./stats.ts";
+import { streamEngine } from "./stream-engine.ts";
 import type { RequestOptions } from "./types.ts";
 
 /** Checks a request's idempotency key (1..64 bytes) before it is sent: the resilient client refuses one at once rather than hold it. */
@@ -76,13 +77,15 @@ export class Caller {
   streams: CallerStreams | undefined;
   /** Set by the engine: no call waiting for a slot starts any more (closing or closed). */
   closed = false;
-  declare private readonly outbox: Outbox;
+  /** @internal (read by `request-progress.ts`) */
+  declare readonly outbox: Outbox;
   declare private readonly link: Link;
   declare private readonly stats: Stats;
   /** The default timeout of a request (and of a stream's answer after its END, `stream-out.ts`). */
   declare readonly requestTimeoutMs: number;
   /** The default timeout grows by a second per this many payload bytes (requestBytesPerSecond). */
   declare readonly bytesPerSecond: number;
+
   private deadlineTimer: ReturnType<typeof setTimeout> | undefined;
   /**
    * The armed timer's deadline (`Date.now()`); undefined when none. Not
@@ -228,8 +231,10 @@ export class Caller {
     let next = Infinity;
     const visit = (call: PendingCall) => {
       if (call.settled || call.deadline === 0) return;
-      if (call.deadline <= now) expired.push(call);
-      else if (call.deadline < next) next = call.deadline;
+      // Still moving at its deadline (a slow link): given another (request-progress.ts, with the stream
+      // engine: a body or answer in frames loads it).
+      if (call.deadline > now || streamEngine()?.movedLately(this, call)) next = Math.min(next, call.deadline);
+      else expired.push(call);
     };
     for (const call of this.pending.values()) visit(call);
     this.waiting?.forEach(visit);

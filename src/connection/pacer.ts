@@ -175,6 +175,8 @@ export class Pacer {
   minRtt = Number.POSITIVE_INFINITY;
   /** Byte-stream position the peer acknowledged. */
   acked: number;
+  /** When {@link acked} last moved (`performance.now()`; 0: never): a request's body is still arriving (caller.ts). */
+  ackedAt = 0;
   /** Probes sent (their PINGs carry the negative count). */
   probesSent = 0;
 
@@ -427,7 +429,10 @@ export class Pacer {
     const rtt = now - sentAt;
     // The peer may answer only the latest of several PINGs: every earlier one is answered too.
     probes.splice(0, i + 3);
-    if (position > this.acked) this.acked = position;
+    if (position > this.acked) {
+      this.acked = position;
+      this.ackedAt = now;
+    }
     // What the restart sent is being acknowledged: acknowledgements clock bulk from here. Not the
     // answer to a probe sent before it (after a small message, during the drain): that one ended the
     // ramp a few ms into it and the whole window went at once (hol-slow 100 MB/s: a ping behind it

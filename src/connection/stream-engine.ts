@@ -22,6 +22,7 @@ import type { pumpBulk } from "./bulk-pump.ts";
 import type { Dispatcher } from "./dispatch.ts";
 import type { TargetingFrameRouter } from "./frame-targets.ts";
 import type { Pacer } from "./pacer.ts";
+import type { movedLately } from "./request-progress.ts";
 import type { IncomingStreams } from "./stream-in.ts";
 import type { OutgoingStreams } from "./stream-out.ts";
 
@@ -53,6 +54,12 @@ export interface StreamEngine {
   readonly askResume: typeof askResume;
   /** A server's check of a client's credentials (`auth-check.ts`): a browser page is a client only. */
   readonly checkCredentials: typeof checkCredentials;
+  /**
+   * Whether a request timed by default still moves at its deadline, then
+   * given another (`request-progress.ts`): only a body or answer in frames
+   * takes long, and those load the engine.
+   */
+  readonly movedLately: typeof movedLately;
 }
 
 let engine: StreamEngine | undefined;

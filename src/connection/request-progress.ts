@@ -1,0 +1,95 @@
+/**
+ * Whether a request timed by default (no `timeoutMs` of its own) is still
+ * moving when its deadline comes (`Caller.sweepDeadlines` then gives it
+ * another `requestTimeoutMs`): loaded at the first such deadline, not in a
+ * page's first load.
+ */
+import { FrameType } from "../codec/frame.ts";
+import type { Caller } from "./caller.ts";
+import type { PendingCall } from "./calls.ts";
+
+/**
+ * Bytes a second a request timed by default must move (its body out, its
+ * answer in) to have its deadline set again: as the receiver's own floor
+ * for a message it assembles (`minProgressBytesPerSecond`, 1 KiB/s).
+ */
+const PROGRESS_FLOOR = 1024;
+const REQ = FrameType.REQ;
+
+/**
+ * What a request had moved at its last deadline: its body's bytes handed
+ * over and its answer's received, where the stream was once all of its
+ * body was handed over (-1: not yet), and when it started.
+ */
+interface Seen {
+  body: number;
+  got: number;
+  end: number;
+  start: number;
+}
+
+const seen = new WeakMap<PendingCall, Seen>();
+
+/** The answer arriving in frames to a call, by call (set by `assembly.ts`): its bytes so far. */
+export const answering = new WeakMap<PendingCall, { filled: number }>();
+
+/**
+ * Whether request `call`, timed by default, moved lately (then its
+ * deadline is set `timeoutMs` from now): bytes of its
+ * body handed to the transport (a large body goes out in frames as
+ * the link takes them) or of its answer received since its
+ * deadline was last set, at least {@link PROGRESS_FLOOR} bytes a second over
+ * that time; or, its body handed over but not all acknowledged by the
+ * pacer's probes, an acknowledgement in the last quarter of that time (the
+ * transport's buffers hold much of a body on a slow link: it arrives as
+ * they drain) while the body could still be arriving at the floor's rate.
+ * So `requestTimeoutMs` counts from when body and answer stopped moving: a
+ * large request or answer over a slow link (5 MB at 100 KB/s) is not cut
+ * while it moves, and one delivered at once to a slow handler, a small one
+ * behind another transfer's bulk, or one that stalls or trickles still
+ * times out.
+ */
+export function movedLately(caller: Caller, call: PendingCall): boolean {
+  const now = Date.now();
+  if (!call.started || !moved(caller, call, now)) return false;
+  call.deadline = now + call.timeoutMs;
+  return true;
+}
+
+function moved(caller: Caller, call: PendingCall, now: number): boolean {
+  // A request (not a stream) whose deadline is the default (no timeoutMs of its own: one given that
+  // equals the default is taken for it, harmlessly).
+  const base = caller.requestTimeoutMs;
+  if (
+    call.type !== REQ ||
+    base === 0 ||
+    call.timeoutMs !== base + Math.ceil((call.data.length * 1000) / caller.bytesPerSecond)
+  )
+    return false;
+  const writer = caller.outbox.writer;
+  const got = answering.get(call)?.filled ?? 0;
+  // Bytes of its body handed to the transport so far; -1 when not queued (one frame, or all handed over).
+  let sent = -1;
+  for (const m of writer.bulkState?.list ?? []) if (m.id === call.id && m.type === REQ) sent = m.offset;
+  const body = sent < 0 ? call.data.length : sent;
+  const was = seen.get(call);
+  // Where the stream is once all of the body was handed over (an upper bound of its end).
+  const end = sent >= 0 ? -1 : was !== undefined && was.end >= 0 ? was.end : writer.position;
+  // When it started: its first deadline less its timeout (read before any deadline was set again).
+  const start = was?.start ?? call.deadline - call.timeoutMs;
+  seen.set(call, { body, got, end, start });
+  const period = call.timeoutMs + now - call.deadline;
+  // Handed over since (before the first deadline: since the start, if still being handed over), and received.
+  const moved = (was === undefined ? (sent >= 0 ? body : 0) : body - was.body) + (got - (was?.got ?? 0));
+  if (moved > 0 && moved >= (period * PROGRESS_FLOOR) / 1000) return true;
+  // Acknowledgements up to where the body ended: that end is where the stream was when it was seen
+  // handed over whole, so later bulk may follow it there — counted only while the body could still be
+  // arriving at the floor's rate (another transfer's acknowledgements are not a small request's).
+  const pacer = writer.pacer;
+  return (
+    pacer !== undefined &&
+    (end < 0 || pacer.acked < end) &&
+    pacer.ackedAt >= performance.now() - period / 4 &&
+    now - start < (call.data.length * 1000) / PROGRESS_FLOOR
+  );
+}
