@@ -233,7 +233,7 @@ export class Caller {
       if (call.settled || call.deadline === 0) return;
       // Still moving at its deadline (a slow link): given another (request-progress.ts, with the stream
       // engine: a body or answer in frames loads it).
-      if (call.deadline > now || streamEngine()?.movedLately(this, call)) next = Math.min(next, call.deadline);
+      if (call.deadline > now || streamEngine()?.moving(this, call)) next = Math.min(next, call.deadline);
       else expired.push(call);
     };
     for (const call of this.pending.values()) visit(call);

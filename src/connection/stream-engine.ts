@@ -59,7 +59,7 @@ export interface StreamEngine {
    * given another (`request-progress.ts`): only a body or answer in frames
    * takes long, and those load the engine.
    */
-  readonly movedLately: typeof movedLately;
+  readonly moving: typeof movedLately;
 }
 
 let engine: StreamEngine | undefined;
