@@ -8,6 +8,7 @@ import {
   LP_FRAMING,
   type LpConnectOptions,
   type LpTransportOptions,
+  ms,
   resolveLpOptions,
 } from "./options.ts";
 
@@ -31,12 +32,14 @@ export async function connectLp(address: Address, options: LpConnectOptions = {}
     );
   }
   const resolved = resolveLpOptions(options);
+  // Checked before connecting: a NaN or negative one made the transport's timer fire at once or never.
+  const connectTimeoutMs = ms("connectTimeoutMs", options.connectTimeoutMs, 10_000);
   const budget = new MemoryBudget(options.memoryBudget ?? runtime.memoryLimit());
   const { adapter, address: target } = runtime.transports.resolve(address);
   // The adapter gets the caller's options whole, marked for the lp mode.
   const o: LpConnectOptions & LpTransportOptions = {
     ...options,
-    connectTimeoutMs: options.connectTimeoutMs ?? 10_000,
+    connectTimeoutMs,
     keepAliveMs: resolved.keepAliveMs,
     [LP_FRAMING]: true,
   };

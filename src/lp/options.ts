@@ -109,7 +109,8 @@ export interface ResolvedLpOptions {
   closeTimeoutMs: number;
 }
 
-function ms(name: string, v: number | undefined, fallback: number): number {
+/** Checks a time option `name` (ms, 0 to 2^31-1; ERR_INVALID_ARGUMENT naming it) or gives its default. */
+export function ms(name: string, v: number | undefined, fallback: number): number {
   if (v === undefined) return fallback;
   if (typeof v !== "number" || !(v >= 0 && v <= 2 ** 31 - 1)) {
     throw new PointSubError("ERR_INVALID_ARGUMENT", `${name} must be a number of ms from 0 to 2^31-1, got ${v}`);

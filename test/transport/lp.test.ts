@@ -49,6 +49,15 @@ function closeError(conn: LpConnection): Promise<PointSubError | undefined> {
 }
 
 describe("lp+tcp:// client against a plain node:net peer", () => {
+  it("connect refuses an invalid connectTimeoutMs at once, naming it (it was passed to the transport unchecked)", async () => {
+    for (const connectTimeoutMs of [-1, Number.NaN, Number.POSITIVE_INFINITY]) {
+      await assert.rejects(connect("lp+tcp://127.0.0.1:1", { connectTimeoutMs }), {
+        code: "ERR_INVALID_ARGUMENT",
+        message: /^connectTimeoutMs must be/,
+      });
+    }
+  });
+
   it("0 B, 1 B and 1 MiB (= maxMessageSize) go out as length + bytes and come back whole", async () => {
     const peer = await plainServer(true);
     const max = MiB;
