@@ -5,11 +5,13 @@
  * server (SIGKILL) and starts it again on the same port; `pause` / `resume`
  * freeze and thaw it (SIGSTOP / SIGCONT: a partition that resets nothing).
  */
+import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { ClusterEngine } from "../../src/cluster/engine.ts";
 
 export interface EngineServer {
   readonly kind: "redis" | "nats";
@@ -115,4 +117,29 @@ export async function startEngine(kind: "redis" | "nats", o: { jetstream?: boole
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * An engine's kvDelete is a compare-and-delete: a stale revision leaves the
+ * later write, the current one deletes the key (then `deleted` checks what
+ * else it left), and the key can be created again. Resolves to how long the
+ * current delete took (ms).
+ */
+export async function checkCompareAndDelete(e: ClusterEngine, deleted?: () => Promise<void>): Promise<number> {
+  assert.equal(await e.kvCreate("k", "one", 60_000), true);
+  const first = await e.kvGet("k");
+  assert.ok(first !== undefined);
+  assert.equal(await e.kvUpdate("k", "two", first.revision, 60_000), true);
+  await e.kvDelete("k", first.revision);
+  const second = await e.kvGet("k");
+  assert.equal(second?.value, "two", "the later write stays");
+  assert.ok(second !== undefined);
+  const t0 = performance.now();
+  await e.kvDelete("k", second.revision);
+  const ms = performance.now() - t0;
+  assert.equal(await e.kvGet("k"), undefined);
+  await deleted?.();
+  assert.equal(await e.kvCreate("k", "three", 60_000), true, "created again");
+  assert.equal((await e.kvGet("k"))?.value, "three");
+  return ms;
 }
