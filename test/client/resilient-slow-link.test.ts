@@ -13,20 +13,11 @@
  * the body takes ~12 s.
  */
 import assert from "node:assert/strict";
-import { afterEach, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import { startShaper } from "../../bench/lib/shaper.ts";
 import { connectResilient, createServer } from "../../src/index.ts";
 import { startProxy } from "../helpers/proxy.ts";
-
-const SLOW = { rate: 60_000, delayMs: 100, queueBytes: 30_000 };
-const FAST = { rate: 10_000_000, delayMs: 100 };
-const SIZE = 720_000;
-const BASE = 3_000;
-
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c().catch(() => {});
-});
+import { BASE, cleanups, FAST, SIZE, SLOW } from "../helpers/slow-link.ts";
 
 describe("connectResilient on a slow link", () => {
   it(`a request whose body is still going out is not timed out (${SIZE / 1000} KB at 60 KB/s, requestTimeoutMs ${BASE})`, async () => {

@@ -11,21 +11,11 @@
  * each transfer takes ~12 s.
  */
 import assert from "node:assert/strict";
-import { afterEach, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import { type LinkSpec, startShaper } from "../../bench/lib/shaper.ts";
 import { connect, createServer, type PointSubError } from "../../src/index.ts";
 import { startProxy } from "../helpers/proxy.ts";
-
-/** 60 KB/s, 200 ms round trip, a router queue of half a second. */
-const SLOW = { rate: 60_000, delayMs: 100, queueBytes: 30_000 };
-const FAST = { rate: 10_000_000, delayMs: 100 };
-const SIZE = 720_000;
-const BASE = 3_000;
-
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c().catch(() => {});
-});
+import { BASE, cleanups, FAST, SIZE, SLOW } from "../helpers/slow-link.ts";
 
 async function setup(up: LinkSpec, down: LinkSpec, viaFaultProxy = false, scheme = "tcp") {
   const server = createServer({ requestTimeoutMs: BASE });
