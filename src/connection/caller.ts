@@ -155,6 +155,7 @@ export class Caller {
         reject,
         deadline: 0,
         timeoutMs,
+        ms: options.timeoutMs,
         signal,
         onAbort: undefined,
         settled: false,
@@ -253,7 +254,8 @@ export class Caller {
   settle(call: PendingCall, data: Uint8Array | undefined, err: PointSubError | undefined): void {
     if (call.settled) return;
     call.settled = true;
-    if (call.onAbort !== undefined) call.signal?.removeEventListener("abort", call.onAbort);
+    // (A call with a signal has its onAbort from its start.)
+    call.signal?.removeEventListener("abort", call.onAbort as () => void);
     const d = this.stats.diag; // diagnostics (streams publish their own end)
     if (d.ch.callEnd.hasSubscribers && call.type === FrameType.REQ) d.publishCallEnd(call, data, err);
     if (err !== undefined) {

@@ -156,6 +156,8 @@ export interface PendingCall {
   /** Date.now() after which the call times out; 0 = never (or not stamped yet: see `Caller.stampDeadlines`). */
   deadline: number;
   timeoutMs: number;
+  /** A request's own `timeoutMs` (undefined: timed by default, given more while it moves: `request-progress.ts`). */
+  ms?: number | undefined;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
   /** The caller has its answer (or error); a late response is dropped. */

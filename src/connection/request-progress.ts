@@ -57,15 +57,9 @@ export function movedLately(caller: Caller, call: PendingCall): boolean {
 }
 
 function moved(caller: Caller, call: PendingCall, now: number): boolean {
-  // A request (not a stream) whose deadline is the default (no timeoutMs of its own: one given that
-  // equals the default is taken for it, harmlessly).
-  const base = caller.requestTimeoutMs;
-  if (
-    call.type !== REQ ||
-    base === 0 ||
-    call.timeoutMs !== base + Math.ceil((call.data.length * 1000) / caller.bytesPerSecond)
-  )
-    return false;
+  // A request (not a stream) whose deadline is the default: no timeoutMs of its own (one given that equals
+  // the default, 30 s for a small body, was taken for it and given more time).
+  if (call.type !== REQ || call.ms !== undefined) return false;
   const writer = caller.outbox.writer;
   const got = answering.get(call)?.filled ?? 0;
   // Bytes of its body handed to the transport so far; -1 when not queued (one frame, or all handed over).

@@ -118,6 +118,15 @@ describe("a request's default timeout on a slow link", () => {
     assert.deepEqual([...(await upload)], [1]);
   });
 
+  it("a timeoutMs of its own equal to the default (requestTimeoutMs, no body) still bounds the whole call", async () => {
+    // Told from a default one by its value only, it was given more time while its answer came in: answered
+    // after ~12 s with timeoutMs 3,000 (and held for as long as a peer trickled an answer at 1 KiB/s).
+    const { conn } = await setup(FAST, SLOW);
+    const t0 = Date.now();
+    await assert.rejects(conn.request("/big/1.0.0", undefined, { timeoutMs: BASE }), { code: "ERR_TIMEOUT" });
+    assert.ok(Date.now() - t0 < BASE + 1_000, `took ${Date.now() - t0} ms`);
+  });
+
   it("a timeoutMs of its own bounds the whole call, moving or not", async () => {
     const { conn } = await setup(SLOW, FAST);
     const t0 = Date.now();
