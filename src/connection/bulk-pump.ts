@@ -11,6 +11,7 @@ import { Flag, FrameType } from "../codec/frame.ts";
 import { varintLength } from "../codec/varint.ts";
 import { type StreamItem, streamCost } from "../stream/item.ts";
 import type { Queue } from "../util/queue.ts";
+import { bodyEnds } from "./request-progress.ts";
 import { type BulkState, FLUSH_BYTES, type FrameWriter, MAX_OPEN_CHUNKED, type OutMessage } from "./writer.ts";
 
 /** A chunk smaller than this is not sent while more credit may come (avoids slivers). */
@@ -99,6 +100,8 @@ function sendOneChunk(w: FrameWriter, b: BulkState): boolean {
     m.credit -= size;
     w.connCredit -= size;
     if (last) {
+      // A request's body ends here: only its own acknowledgements are its progress (request-progress.ts).
+      if (m.type === FrameType.REQ) bodyEnds.set(m.data, w.position);
       b.assemblyOpen -= total;
       b.chunkedOpen--;
       bulk.splice(idx, 1);

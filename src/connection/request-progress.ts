@@ -30,6 +30,9 @@ interface Seen {
 
 const seen = new WeakMap<PendingCall, Seen>();
 
+/** Where a request body of several frames ended in the byte stream, by its data (set by `bulk-pump.ts`). */
+export const bodyEnds = new WeakMap<Uint8Array, number>();
+
 /** The answer arriving in frames to a call, by call (set by `assembly.ts`): its bytes so far. */
 export const answering = new WeakMap<PendingCall, { filled: number }>();
 
@@ -67,8 +70,10 @@ function moved(caller: Caller, call: PendingCall, now: number): boolean {
   for (const m of writer.bulkState?.list ?? []) if (m.id === call.id && m.type === REQ) sent = m.offset;
   const body = sent < 0 ? call.data.length : sent;
   const was = seen.get(call);
-  // Where the stream is once all of the body was handed over (an upper bound of its end).
-  const end = sent >= 0 ? -1 : was !== undefined && was.end >= 0 ? was.end : writer.position;
+  // Where the body ended: recorded for one of several frames; else where the stream is once all of it was
+  // handed over (an upper bound: another transfer's bytes after it would make their acknowledgements its own).
+  const end =
+    sent >= 0 ? -1 : (bodyEnds.get(call.data) ?? (was !== undefined && was.end >= 0 ? was.end : writer.position));
   // When it started: its first deadline less its timeout (read before any deadline was set again).
   const start = was?.start ?? call.deadline - call.timeoutMs;
   seen.set(call, { body, got, end, start });

@@ -106,6 +106,36 @@ describe("a request's default timeout on a slow link", () => {
     }
   });
 
+  it("a large body delivered at once to a handler that never answers, while other bodies go out, times out at requestTimeoutMs", async () => {
+    // Where its body ended was taken as where the stream was at its first deadline, other bodies' bytes
+    // included: their acknowledgements, still short of it, gave it one more requestTimeoutMs (100 KB and 2 MB
+    // over loopback with requestTimeoutMs 1 s timed out after 2.0 s and 2.4 s).
+    const server = createServer();
+    server.handle("/sink/1.0.0", () => new Uint8Array([1]));
+    server.handle("/never/1.0.0", () => new Promise(() => {}));
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    cleanups.push(() => server.close({ timeoutMs: 100 }));
+    const conn = await connect(url, { requestTimeoutMs: 1_000 });
+    cleanups.push(() => conn.close({ timeoutMs: 100 }));
+    let uploading = true;
+    const upload = async () => {
+      for (let i = 0; i < 500 && uploading; i++) await conn.request("/sink/1.0.0", new Uint8Array(20_000_000));
+    };
+    const uploads = [upload(), upload()];
+    try {
+      await new Promise((r) => setTimeout(r, 200));
+      for (const size of [100_000, 2_000_000]) {
+        const t0 = Date.now();
+        await assert.rejects(conn.request("/never/1.0.0", new Uint8Array(size)), { code: "ERR_TIMEOUT" }, `${size} B`);
+        const took = Date.now() - t0;
+        assert.ok(took < 1_700, `${size} B: timed out after ${took} ms`);
+      }
+    } finally {
+      uploading = false;
+      await Promise.all(uploads);
+    }
+  });
+
   it("a small request whose handler never answers, while another request's body is going out, times out at requestTimeoutMs", async () => {
     // The other body's acknowledgements are not this request's: counted, they kept it alive as long as the
     // upload lasted (~12 s).
