@@ -254,7 +254,7 @@ export class Caller {
   settle(call: PendingCall, data: Uint8Array | undefined, err: PointSubError | undefined): void {
     if (call.settled) return;
     call.settled = true;
-    // (A call with a signal has its onAbort from its start.)
+    // (A request with a signal has its onAbort from its start; a stream's has none: removing undefined is a no-op.)
     call.signal?.removeEventListener("abort", call.onAbort as () => void);
     const d = this.stats.diag; // diagnostics (streams publish their own end)
     if (d.ch.callEnd.hasSubscribers && call.type === FrameType.REQ) d.publishCallEnd(call, data, err);

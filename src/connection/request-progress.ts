@@ -42,10 +42,13 @@ export const answering = new WeakMap<PendingCall, { filled: number }>();
  * body handed to the transport (a large body goes out in frames as
  * the link takes them) or of its answer received since its
  * deadline was last set, at least {@link PROGRESS_FLOOR} bytes a second over
- * that time; or, its body handed over but not all acknowledged by the
- * pacer's probes, an acknowledgement in the last quarter of that time (the
- * transport's buffers hold much of a body on a slow link: it arrives as
- * they drain) while the body could still be arriving at the floor's rate.
+ * that time; or, its body still queued (waiting its turn behind other
+ * bulk, or for the peer's credit) or handed over but not all acknowledged
+ * by the pacer's probes, an acknowledgement in the last quarter of that
+ * time (the transport's buffers hold much of a body on a slow link: it
+ * arrives as they drain) while the body could still be arriving at the
+ * floor's rate (a body the peer gives no credit to is also bounded by the
+ * writer's stall checks, `progressTimeoutMs`).
  * So `requestTimeoutMs` counts from when body and answer stopped moving: a
  * large request or answer over a slow link (5 MB at 100 KB/s) is not cut
  * while it moves, and one delivered at once to a slow handler, a small one
@@ -81,9 +84,10 @@ function moved(caller: Caller, call: PendingCall, now: number): boolean {
   // Handed over since (before the first deadline: since the start, if still being handed over), and received.
   const moved = (was === undefined ? (sent >= 0 ? body : 0) : body - was.body) + (got - (was?.got ?? 0));
   if (moved > 0 && moved >= (period * PROGRESS_FLOOR) / 1000) return true;
-  // Acknowledgements up to where the body ended: that end is where the stream was when it was seen
-  // handed over whole, so later bulk may follow it there — counted only while the body could still be
-  // arriving at the floor's rate (another transfer's acknowledgements are not a small request's).
+  // Acknowledgements while the body is still queued, or up to where it ended (recorded for a body of
+  // several frames; for one frame, where the stream was when it was seen handed over, so later bulk may
+  // follow it there) — counted only while the body could still be arriving at the floor's rate
+  // (another transfer's acknowledgements are not a small request's).
   const pacer = writer.pacer;
   return (
     pacer !== undefined &&
