@@ -93,6 +93,14 @@ export const DASHBOARD_MAX_CONNECTIONS = 64;
  */
 export const DASHBOARD_MAX_PIPELINED = 8;
 
+/**
+ * How long (ms) an answer may wait without the client reading any of it
+ * (Node checks twice: from one to two of these); then the connection is
+ * closed (64 clients that stopped reading held every connection slot for
+ * ever).
+ */
+export const DASHBOARD_STALLED_MS = 10_000;
+
 /** How long (ms) one snapshot of the figures answers the dashboard route (the page asks twice a second). */
 export const SNAPSHOT_REUSE_MS = 250;
 
@@ -171,6 +179,9 @@ export async function dashboard(server: Server, options: DashboardOptions = {}):
     },
   );
   web.maxConnections = DASHBOARD_MAX_CONNECTIONS;
+  // A client that stops reading leaves its answers unsent: the request timeouts no longer apply, and it held
+  // its socket (and a slot) for ever. Writes that move keep the socket open.
+  web.timeout = DASHBOARD_STALLED_MS;
   await new Promise<void>((resolve, reject) => {
     web.once("error", reject);
     web.listen(port, host, () => {

@@ -23,7 +23,11 @@ export interface MetricsServer {
 export interface MetricsHttpOptions {
   /** Connections open at once; more are closed as they arrive (a scraper needs one). Default 32. */
   maxConnections?: number;
-  /** Time (ms) a connection may take to send a request's headers (and, ×2, the whole request). Default 10,000. */
+  /**
+   * Time (ms) a connection may take to send a request's headers (and, ×2,
+   * the whole request; also ×2 to ×4, the longest an answer may wait
+   * without the client reading any of it). Default 10,000.
+   */
   headersTimeoutMs?: number;
   /**
    * Host names a request's `Host` header may name (port ignored), or `"*"`
@@ -187,6 +191,9 @@ export async function serveMetrics(
     },
   );
   server.maxConnections = maxConnections;
+  // A client that stops reading leaves its answer unsent: the request timeouts no longer apply, and it held
+  // its socket (and a slot) for ever. Writes that move keep the socket open.
+  server.timeout = headersTimeout * 2;
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(port, host, () => {

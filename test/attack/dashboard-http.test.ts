@@ -5,13 +5,48 @@
  * headers timeout is the metrics endpoint's, shown in metrics-http.test.ts.)
  */
 import assert from "node:assert/strict";
-import type net from "node:net";
+import http from "node:http";
+import net from "node:net";
 import { describe, it } from "node:test";
-import { DASHBOARD_MAX_CONNECTIONS, DASHBOARD_MAX_PIPELINED, dashboard } from "../../src/dashboard/index.ts";
+import {
+  DASHBOARD_MAX_CONNECTIONS,
+  DASHBOARD_MAX_PIPELINED,
+  DASHBOARD_STALLED_MS,
+  dashboard,
+} from "../../src/dashboard/index.ts";
 import { createServer } from "../../src/index.ts";
 import { pipelineUnread } from "../helpers/pipeline-http.ts";
 import { slowHttpClient } from "../helpers/slow-http.ts";
 import { until } from "../helpers/wait.ts";
+
+/**
+ * How many answers of `bytes` bytes a loopback client that reads nothing takes (in the kernel's socket
+ * buffers, which differ between machines) before one waits in the server: requests one at a time to a
+ * plain http server until an answer does not finish.
+ */
+async function unreadCapacity(bytes: number): Promise<number> {
+  const body = Buffer.alloc(bytes);
+  let started = 0;
+  let finished = 0;
+  const web = http.createServer((_req, res) => {
+    started++;
+    res.on("finish", () => finished++);
+    res.end(body);
+  });
+  await new Promise<void>((r) => web.listen(0, "127.0.0.1", r));
+  const s = net.connect((web.address() as net.AddressInfo).port, "127.0.0.1");
+  s.pause();
+  s.on("error", () => {});
+  await new Promise((r) => s.once("connect", r));
+  for (let i = 0; i < 1000 && started === finished; i++) {
+    s.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  s.destroy();
+  web.closeAllConnections();
+  await new Promise((r) => web.close(r));
+  return finished;
+}
 
 /** Half a request: never finished. */
 const REQUEST = "GET / HTTP/1.1\r\nHost: x";
@@ -58,6 +93,50 @@ describe("attack: dashboard http", () => {
       const b = await (await fetch(new URL("/m/valibot/index.mjs", board.url))).text();
       assert.ok(a.length > 1000 && a === b);
     } finally {
+      await board.close();
+      await server.close();
+    }
+  });
+
+  it("a client that stops reading its answers is closed after DASHBOARD_STALLED_MS (it held its socket and slot for ever)", {
+    timeout: 2 * DASHBOARD_STALLED_MS + 30_000,
+  }, async () => {
+    // One request at a time (each answered before the next), none read: the kernel's socket buffers take the
+    // first answers, then a few (within DASHBOARD_MAX_PIPELINED) wait in the server, where the request timeouts
+    // no longer apply. Before, they waited for as long as the client liked (64 such clients held every slot);
+    // now the socket is closed once no answer moved for DASHBOARD_STALLED_MS (to twice that).
+    const server = createServer();
+    await server.listen("tcp://127.0.0.1:0");
+    const board = await dashboard(server, { listen: "127.0.0.1:0" });
+    const port = Number(new URL(board.url).port);
+    const path = "/m/valibot/index.mjs";
+    const one = (await (await fetch(new URL(path, board.url))).arrayBuffer()).byteLength;
+    const count = (await unreadCapacity(one)) + 4;
+    const s = net.connect(port, "127.0.0.1");
+    s.pause();
+    s.on("error", () => {});
+    let received = 0;
+    let closed = false;
+    s.on("data", (b: Buffer) => {
+      received += b.length;
+    });
+    s.once("close", () => {
+      closed = true;
+    });
+    try {
+      await new Promise((r) => s.once("connect", r));
+      for (let i = 0; i < count; i++) {
+        s.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      // Node's socket timeout gives a write that moved since it was armed one more period: 1 to 2 of them.
+      await new Promise((r) => setTimeout(r, 2 * DASHBOARD_STALLED_MS + 3000));
+      s.resume();
+      await until(() => closed || received >= count * one, 15_000);
+      assert.ok(closed, `the socket is still open: ${received} bytes of ${count} answers received`);
+      assert.ok(received < count * one, `${received} bytes received: every answer waited for the client`);
+    } finally {
+      s.destroy();
       await board.close();
       await server.close();
     }

@@ -47,6 +47,42 @@ describe("attack: metrics endpoint", () => {
     }
   });
 
+  it("a client that stops reading an answer is closed after twice the headers timeout (it held its socket and slot for ever)", async () => {
+    // 32 MB answered, none of it read for 3 s: more than the kernel's socket buffers hold, so the rest waits in
+    // the server, where the request timeouts no longer apply. Before, the whole answer came once the client read
+    // again (the socket held meanwhile, for as long as the client liked); now the socket is closed after 1-2 s
+    // without progress, and the client gets what the kernel had buffered, then the end.
+    const size = 32 * 1024 * 1024;
+    const big = "x".repeat(size);
+    const endpoint = await serveMetrics({ contentType: "text/plain", metrics: async () => big }, "127.0.0.1:0", {
+      headersTimeoutMs: 500,
+    });
+    const port = Number(new URL(endpoint.url).port);
+    const s = connect(port, "127.0.0.1");
+    s.pause();
+    s.on("error", () => {});
+    let received = 0;
+    let closed = false;
+    s.on("data", (b: Buffer) => {
+      received += b.length;
+    });
+    s.once("close", () => {
+      closed = true;
+    });
+    try {
+      await new Promise((r) => s.once("connect", r));
+      s.write("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+      await new Promise((r) => setTimeout(r, 3000));
+      s.resume();
+      await until(() => closed || received > size, 10_000);
+      assert.ok(closed, "the server closed the socket");
+      assert.ok(received < size, `${received} bytes received: the whole answer waited for the client`);
+    } finally {
+      s.destroy();
+      await endpoint.close();
+    }
+  });
+
   it("rejects bounds that make no sense", async () => {
     const metrics = prometheusMetrics();
     try {
