@@ -475,7 +475,13 @@ export class OutgoingStreams {
       return;
     }
     st.answered = true;
-    if (!st.outEnded) st.out.stop(new PointSubError("ERR_CANCELLED", "the receiver answered before the stream ended"));
+    if (!st.outEnded) {
+      const err = new PointSubError("ERR_CANCELLED", "the receiver answered before the stream ended");
+      st.out.stop(err);
+      // CANCEL now, not when the source next yields (a live feed waiting for data held the id and this
+      // side's stream slot until then): the source is stopped at its next chunk.
+      if (!this.isClosed()) this.giveUp(st, err);
+    }
     this.release(st);
   }
 

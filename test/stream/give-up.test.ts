@@ -76,6 +76,38 @@ describe("giving up on a stream", () => {
     }
   });
 
+  it("a receiver answering early while the source waits: CANCEL goes out at once and the stream's slot is free (it waited for the source's next chunk)", async () => {
+    const server = createServer({ maxConcurrentStreams: 1 });
+    let closedAt = 0;
+    server.handleStream("/first", async (stream, ctx) => {
+      ctx.signal.addEventListener("abort", () => (closedAt = Date.now()));
+      for await (const _ of stream) return "enough"; // one chunk is all it needs
+      return "nothing";
+    });
+    server.handleStream("/count", countBytes);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url, { keepAliveMs: 0 });
+    const stop = Promise.withResolvers<void>();
+    try {
+      async function* live() {
+        yield new Uint8Array(10);
+        await stop.promise; // a live feed with nothing to say for now
+      }
+      const first = conn.sendStream("/first", live());
+      assert.equal(new TextDecoder().decode(await first.done), "enough");
+      // The only stream slot is free again: the next stream runs while the first source still waits.
+      const next = conn.sendStream("/count", [new Uint8Array(7)]).done;
+      const got = await Promise.race([next, sleep(3000).then(() => "still waiting")]);
+      assert.equal(typeof got === "string" ? got : new TextDecoder().decode(got), "7");
+      assert.equal(conn.state, "open");
+      assert.equal(closedAt, 0, "the receiver's handler had answered: nothing aborts it");
+    } finally {
+      stop.resolve();
+      conn.destroy();
+      await server.close({ timeoutMs: 100 });
+    }
+  });
+
   it("an abort after the source ended, its frames still queued for credit: they are dropped and the stream cancelled", async () => {
     const server = createServer({ streamWindow: 256 * 1024 });
     let got = -1;
