@@ -16,7 +16,9 @@ What it speaks (section numbers of docs/PROTOCOL.md):
   * PING / PING|ACK (3.7), GOAWAY graceful close and fatal errors (3.8);
   * STREAM uploads (3.10): START with total/offset/route/codec/meta, data, END with
     length and CRC32C of the content; early answers and CANCEL as 3.10 says;
-  * a server side (accepts a pointsub client and serves routes).
+  * a server side (accepts a pointsub client and serves routes): its own requests,
+    streams and BATCHes to the client, early stream answers, and optionally stream
+    credit held back (3.6) so that a sender counting less than the receiver overruns.
 It announces features 0: it sends STREAM frames and keyed requests to a peer that
 takes them, but receives neither (nor resume queries, nor compressed frames).
 
@@ -437,8 +439,12 @@ class Peer:
         # and how each such request's body then ended on the wire: None (not yet), "END" or "CANCEL <errno>".
         self.early_routes: dict[str, bytes] = {}
         self.early_answered: dict[int, str | None] = {}
-        # Routes answered with these raw RES frames (flags, payload): malformed answers on purpose.
-        self.raw_routes: dict[str, list[tuple[int, bytes]]] = {}
+        # Routes answered with these raw RES frames (flags, payload): malformed answers on purpose; or by a
+        # function (peer, id) returning the bytes to write in place of the answer (e.g. a BATCH holding it).
+        self.raw_routes: dict = {}
+        # Section 3.6 as a slow reader: a stream's credit is returned this many seconds after it fell due
+        # (0: at once), so a sender that counts less than the receiver does overruns the stream window.
+        self.hold_stream_credit = 0.0
 
     # ------------------------------------------------------------ basics
 
@@ -836,8 +842,17 @@ class Peer:
                 raise PointsubError(E_TOO_MANY, "too many requests or streams")
             st = {"total": total, "codec": codec, "route": route, "meta": meta, "parts": [payload[pos:]],
                   "got": len(payload) - pos, "window": self.local[7] - len(payload), "unreturned": len(payload),
-                  "compressed": 0}
+                  "compressed": 0, "declaredOver": 0, "held": False}
             self.streams_in[sid] = st
+            early = self.early_routes.get(route)
+            if early is not None:
+                # Answered at START (section 3.10); the rest is counted and dropped until the sender's END or CANCEL.
+                del self.streams_in[sid]
+                self.incoming_open -= 1
+                self.discarding.add(sid)
+                self.early_answered[sid] = None
+                self.send_frame(RES, START | END, sid, early)
+                return
             if route not in self.stream_handlers:
                 # Early answer (section 3.10): the rest of this stream is counted and dropped.
                 del self.streams_in[sid]
@@ -847,6 +862,9 @@ class Peer:
             return
         if st is None:
             if sid in self.discarding:
+                if flags & END and self.early_answered.get(sid, "") is None:
+                    self.early_answered[sid] = "END"
+                    self.discarding.discard(sid)
                 return
             raise PointsubError(E_PROTOCOL, f"STREAM frame on id {sid} that is not open")
         counted = len(payload)
@@ -858,6 +876,8 @@ class Peer:
             if length > self.local[11] * len(block):
                 raise PointsubError(4009, "COMPRESSED frame over maxCompressionRatio")
             counted = max(len(payload), length)
+            if length > len(payload):
+                st["declaredOver"] += 1
         if counted > st["window"]:
             raise PointsubError(E_FLOW, f"STREAM {sid}: {counted} bytes beyond the stream window")
         st["window"] -= counted
@@ -882,9 +902,11 @@ class Peer:
             st["parts"].append(data)
             st["got"] += len(data)
         if st["unreturned"] >= self.local[7] // 4 and not flags & END:
-            self.send_frame(CREDIT, 0, sid, varint(st["unreturned"]))
-            st["window"] += st["unreturned"]
-            st["unreturned"] = 0
+            if not self.hold_stream_credit:
+                self.return_stream_credit(sid, st)
+            elif not st["held"]:
+                st["held"] = True
+                asyncio.get_running_loop().call_later(self.hold_stream_credit, self.return_stream_credit, sid, st)
         if flags & END:
             del self.streams_in[sid]
             length, pos = read_varint(payload, 0, 8, what="END length")
@@ -898,7 +920,7 @@ class Peer:
                 err = PointsubError(E_CHECKSUM, "stream content CRC32C mismatch")
             else:
                 err = None
-            meta = dict(st["meta"], compressedFrames=st["compressed"])
+            meta = dict(st["meta"], compressedFrames=st["compressed"], declaredOverPayload=st["declaredOver"])
             handler = self.stream_handlers[st["route"]]
 
             async def answer(content=content, meta=meta):
@@ -907,6 +929,13 @@ class Peer:
                 return await handler(self, content, meta)
             self.handlers_once[sid] = answer
             self.serving[sid] = asyncio.create_task(self.serve(sid, "", content, None))
+
+    def return_stream_credit(self, sid: int, st: dict) -> None:
+        st["held"] = False
+        if self.streams_in.get(sid) is st and st["unreturned"] and not self.closed.done():
+            self.send_frame(CREDIT, 0, sid, varint(st["unreturned"]))
+            st["window"] += st["unreturned"]
+            st["unreturned"] = 0
 
     def free_id_if_done(self, sid: int) -> None:
         if sid not in self.pending and sid not in self.senders:
@@ -987,6 +1016,9 @@ class Peer:
     async def serve(self, sid: int, route: str, data: bytes, key: bytes | None) -> None:
         try:
             raw = self.raw_routes.get(route)
+            if callable(raw):
+                self.write(raw(self, sid))
+                return
             if raw is not None:
                 for flags, payload in raw:
                     self.send_frame(RES, flags, sid, payload)
@@ -1622,6 +1654,9 @@ async def sc_malformed(a: dict) -> dict:
         "msg_flag_4": (encode_frame(MSG, 7, 1, b"hi"), True, None),
         "keyed_without_start": (encode_frame(REQ, 4, 1, b"hi"), True, None),
         "msg_even_id": (encode_frame(MSG, 3, 2, b"hi"), True, None),
+        # Section 2.2: REQ and STREAM starts carry the sender's parity too.
+        "req_even_id": (encode_frame(REQ, 3, 4, b"\x05/echohi"), True, None),
+        "stream_even_id": (encode_frame(STREAM, START, 2, b"\x00\x00\x07/upload\x00\x00"), True, None),
         "msg_id_0": (encode_frame(MSG, 3, 0, b"hi"), True, None),
         "ping_id_1": (encode_frame(PING, 0, 1, b"12345678"), True, None),
         "nonminimal_id": (bytes([0x13, 0x81, 0x00, 0x02]) + b"hi", True, None),
@@ -1715,6 +1750,13 @@ async def sc_probes(a: dict) -> dict:
         "length_5_bytes": (a["port"], bytes([0x13, 0x01, 0x82, 0x80, 0x80, 0x80, 0x00]), True),
         "id_2_32": (a["port"], bytes([0x13, 0x80, 0x80, 0x80, 0x80, 0x10, 0x00]), True),
         "cancel_our_parity_unused": (a["port"], encode_frame(CANCEL, 0, 2, b"\x0f\xa4"), True),
+        # Section 3.6: a CREDIT(id) for an id this side is not sending on is ignored, whatever its parity
+        # (here the receiver's own, with as much credit as may ever be granted).
+        "credit_our_parity_unused": (a["port"], encode_frame(CREDIT, 0, 2, varint(2**31 - 1)), True),
+        # Section 3.6: a COMPRESSED STREAM frame consumes max(payload, declared length) of the stream window:
+        # three small frames declaring 6000 bytes each overrun 16 KiB (/hold reads nothing, so none comes back).
+        "compressed_declared_over_window": (a["small_port"], encode_frame(STREAM, START, 1, b"\x00\x00\x05/hold\x01\x00")
+                                            + encode_frame(STREAM, 4, 1, varint(6000) + deflate_raw(bytes(6000))) * 3, True),
         # Ids: a finished id may be used again, and ids need not increase (section 2.2 binds senders only).
         "id_reused_after_end": (a["port"], encode_frame(MSG, 3, 1, b"a") + encode_frame(MSG, 3, 1, b"b")
                                 + encode_frame(MSG, 1, 1, varint(2) + b"c") + encode_frame(MSG, 2, 1, b"d")
@@ -1742,6 +1784,8 @@ async def sc_auth(a: dict) -> dict:
     out: dict = {}
     p = await connect(host, port, token=a["token"].encode())
     out["requiresAuth"] = bool(p.peer[4] & 4)
+    # Section 4.1's example: what we sent (token "s3cret") and the ACK the server's CRC-checked empty AUTH|ACK equals.
+    out["docBytes"] = [encode_frame(AUTH, 0, 0, a["token"].encode()).hex(), encode_frame(AUTH, ACK, 0, b"").hex()]
     out["whoami"] = (await p.request("/whoami")).decode()
     err = await p.close()
     out["closeError"] = err.as_dict() if err else None
@@ -1905,6 +1949,108 @@ async def sc_limits(a: dict) -> dict:
     return out
 
 
+def deflate_raw(data: bytes) -> bytes:
+    z = zlib.compressobj(6, zlib.DEFLATED, -15)
+    return z.compress(data) + z.flush()
+
+
+async def sc_dedup(a: dict) -> dict:
+    """Section 3.4.1: a server that deduplicates (features bit 16) runs a key's handler once, across connections."""
+    key = b"key-%d" % time.monotonic_ns()
+    p = await connect(a["host"], a["port"])
+    q = await connect(a["host"], a["port"])
+    answers = [await p.request("/calls", key=key), await p.request("/calls", key=key), await p.request("/calls"),
+               await q.request("/calls", key=key)]
+    errs = [await p.close(), await q.close()]
+    return {"features": p.peer[4], "answers": [x.decode() for x in answers],
+            "closeErrors": [e.as_dict() if e else None for e in errs]}
+
+
+async def sc_stream_rules(a: dict) -> dict:
+    """Sections 3.6 and 3.10 as a stream sender, against a pointsub server with /upload (port: default
+    windows; small_port: 16 KiB windows). Frames are written by hand where the rule is about their order."""
+    host = a["host"]
+    loop = asyncio.get_running_loop()
+    out: dict = {}
+
+    # 1. Section 3.6: we count each COMPRESSED frame as max(payload, declared length) of the 16 KiB stream
+    #    window and wait for CREDIT(id); the stream finishes only if pointsub credits back that much.
+    p = await connect(host, a["small_port"])
+    text = (b"pointsub interop, compressible text. " * 3000)[:100_000]
+    piece = text[:min(p.chunk_size, p.frame_limit())]
+    z = zlib.compressobj(1, zlib.DEFLATED, -15)
+    r: dict = {"declared": len(piece), "payload": len(varint(len(piece)) + z.compress(piece) + z.flush())}
+    try:
+        answer = json.loads(await asyncio.wait_for(p.upload("/upload", text, codec=1), 5))
+        r["ok"] = answer["size"] == len(text) and answer["sha"] == sha(text)
+    except (asyncio.TimeoutError, PointsubError) as e:
+        r["error"] = repr(e)
+        r["framesSent"], r["framesPlanned"] = p.last_upload_frames
+    out["compressedCredit"] = r
+    p.close_transport()
+
+    def start(route: str, total: int) -> bytes:
+        b = route.encode()
+        return varint(total) + varint(0) + varint(len(b)) + b + b"\x00" + varint(0)
+
+    def end(content: bytes) -> bytes:
+        return varint(len(content)) + struct.pack(">I", crc32c(content))
+
+    def call(peer: Peer, sid: int) -> asyncio.Future:
+        fut = loop.create_future()
+        peer.pending[sid] = fut
+        peer.in_use.add(sid)
+        return fut
+
+    async def outcome(fut: asyncio.Future) -> list:
+        try:
+            return ["ok", json.loads(await asyncio.wait_for(fut, 3))["size"]]
+        except asyncio.TimeoutError:
+            return ["no answer within 3 s"]
+        except PointsubError as e:
+            c = getattr(e, "cancel_errno", None)
+            return ["cancel", c] if c is not None else ["error", e.errno]
+
+    async def new_stream(peer: Peer, sid: int) -> list:
+        fut = call(peer, sid)
+        peer.send_frame(STREAM, START, sid, start("/upload", 4))
+        peer.send_frame(STREAM, 0, sid, b"abc")
+        peer.send_frame(STREAM, END, sid, end(b"abc"))
+        return await outcome(fut)
+
+    async def refused(peer: Peer, sid: int) -> list:
+        """START declaring 3 bytes, then 5: the receiver fails the stream with CANCEL(id, 3001) (section 3.10)."""
+        fut = call(peer, sid)
+        peer.send_frame(STREAM, START, sid, start("/upload", 4))
+        peer.send_frame(STREAM, 0, sid, b"hello")
+        return await outcome(fut)
+
+    # 2. Section 3.10: an END crossing the receiver's CANCEL still ends our direction: a new START on the id is served.
+    p = await connect(host, a["port"])
+    r = {"refused": await refused(p, 1)}
+    p.send_frame(STREAM, END, 1, end(b"hello"))  # written as if before the CANCEL arrived
+    r["next"] = await new_stream(p, 1)
+    # The same after an early answer (a route with no stream handler): our data and END are dropped, END ends it.
+    fut = call(p, 3)
+    p.send_frame(STREAM, START, 3, start("/no/such/stream", 0))
+    r["earlyAnswer"] = await outcome(fut)
+    p.send_frame(STREAM, 0, 3, b"in flight")
+    p.send_frame(STREAM, END, 3, end(b"in flight"))
+    r["afterEarlyAnswer"] = await new_stream(p, 3)
+    err = await p.close(3)
+    r["closeError"] = err.as_dict() if err else None
+    out["endCrossesCancel"] = r
+
+    # 3. Without END or CANCEL our direction is still open: a new START on the id is ERR_PROTOCOL.
+    p = await connect(host, a["port"])
+    r = {"refused": await refused(p, 1)}
+    p.send_frame(STREAM, START, 1, start("/upload", 4))
+    err = await p.wait_closed(3)
+    r["closeError"] = err.as_dict() if err else None
+    out["startWithoutEnd"] = r
+    return out
+
+
 async def sc_streams(a: dict) -> dict:
     """Section 3.10: streams to a pointsub stream route, good and broken."""
     p = await connect(a["host"], a["port"], settings_from_names(a.get("settings")))
@@ -2027,8 +2173,46 @@ async def sc_server(a: dict, state: dict) -> dict:
     async def long_error(peer, data, k):
         raise PointsubError(4003, "\u20ac" * 2000)
 
+    async def call_me(peer, data, k):
+        # Section 2.2: a request of the server's own, on an even id, answered by the client.
+        return b"client answered: " + await peer.request("/client-echo", b"from python", timeout=5)
+
+    async def stream_to_client(peer, data, k):
+        # Section 3.10: a stream on an even id, answered with RES; "bad crc" sends a wrong END CRC32C.
+        content = b"streamed by python"
+        try:
+            return b"answer: " + await peer.upload("/client-stream", content, timeout=5,
+                                                  end_crc=crc32c(content) ^ (1 if data == b"bad crc" else 0))
+        except PointsubError as e:
+            return b"error %d" % e.errno
+
+    async def odd_msg(peer, data, k):
+        # Section 2.2: a MSG on an id of the client's parity.
+        peer.send_frame(MSG, START | END, 1001, b"wrong parity")
+        return b"x"
+
+    async def credit_overflow(peer, data, k):
+        # Section 3.6: connection credit raised over 2^31 - 1.
+        peer.send_frame(CREDIT, 0, 0, varint(2**31 - 1))
+        return b"x"
+
+    async def early_report(peer, data, k):
+        # How each early-answered request body or stream of this connection ended: null (not yet), END or CANCEL.
+        return json.dumps(list(peer.early_answered.values())).encode()
+
+    def batch(peer, sid):
+        # Section 3.9: the answer, a one-way message and a PING in one BATCH.
+        mid = peer.alloc_id()
+        peer.in_use.discard(mid)
+        peer.send_conn -= len(b"\x00batched") + len(b"batched msg")
+        inner = (encode_frame(RES, START | END, sid, b"\x00batched", checksum=False)
+                 + encode_frame(MSG, START | END, mid, b"batched msg", checksum=False)
+                 + encode_frame(PING, 0, 0, b"pyping!!", checksum=False))
+        return peer.frame(BATCH, 0, 0, inner)
+
     handlers = {"/echo": echo, "/count": count, "/push": push, "/fail": fail, "/key": key, "/rate": rate,
-                "/weird": weird, "/fail-long": long_error}
+                "/weird": weird, "/fail-long": long_error, "/call-me": call_me, "/stream-to-client": stream_to_client,
+                "/odd-msg": odd_msg, "/credit-overflow": credit_overflow, "/early-report": early_report}
     settings = settings_from_names(a.get("settings"))
 
     async def upload(peer, content, meta):
@@ -2048,8 +2232,10 @@ async def sc_server(a: dict, state: dict) -> dict:
             "/raw/error-truncated": [(START | END, ok[:-1])],
             # Tolerated: bytes after the fields a decoder knows (later versions may append fields).
             "/raw/error-extra-fields": [(START | END, ok + varint(250) + b"later")],
+            "/batch": batch,
         }
         peer.early_routes = {"/early": b"\x00early", "/early-error": error_payload(PointsubError(2005, "over quota"))}
+        peer.hold_stream_credit = a.get("holdStreamCredit", 0.0)
         server_state["peers"].append(peer)
         try:
             await asyncio.wait_for(peer.handshake(), 5)
@@ -2090,6 +2276,11 @@ async def sc_auth_server_raw(a: dict, state: dict) -> dict:
                     if t == AUTH and not acked:
                         acked = True
                         report["auth"] = p.decode("utf-8", "replace")
+                        if a.get("refuse"):
+                            # Section 4.1 step 2: refused credentials get GOAWAY(4011) and the close.
+                            writer.write(encode_frame(GOAWAY, 0, 0, goaway_payload(4011, "invalid token")))
+                            writer.write_eof()
+                            continue
                         writer.write(encode_frame(AUTH, ACK, 0, bytes.fromhex(a.get("ack", "")))
                                      + encode_frame(PING, 0, 0, b"12345678"))
                     if t == PING and f & ACK:
@@ -2133,7 +2324,7 @@ SCENARIOS = {
     "echo": sc_echo, "messages": sc_messages, "push": sc_push, "no_route": sc_no_route, "ping": sc_ping,
     "goaway": sc_goaway, "size_boundary": sc_size_boundary, "goaway_then_fatal": sc_goaway_then_fatal, "probes": sc_probes, "auth": sc_auth, "overload": sc_overload,
     "concurrency": sc_concurrency, "limits": sc_limits, "streams": sc_streams,
-    "known_failures": sc_known_failures, "cancel": sc_cancel, "goaway_late_start": sc_goaway_late_start, "keyed": sc_keyed, "malformed": sc_malformed, "flow_violation": sc_flow_violation,
+    "known_failures": sc_known_failures, "cancel": sc_cancel, "goaway_late_start": sc_goaway_late_start, "keyed": sc_keyed, "dedup": sc_dedup, "stream_rules": sc_stream_rules, "malformed": sc_malformed, "flow_violation": sc_flow_violation,
 }
 
 

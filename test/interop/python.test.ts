@@ -159,6 +159,19 @@ function makeServer(options: Parameters<typeof createServer>[0] = {}): {
     return "empty";
   });
   server.handle("/whoami", (_req, ctx) => String(ctx.session.principal));
+  let calls = 0;
+  server.handle("/calls", () => `calls=${++calls}`);
+  // Reads nothing, so no stream credit goes back, until the stream is cancelled or the session ends (3 s at most).
+  server.handleStream("/hold", async (_stream, ctx) => {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, 3000);
+      ctx.signal.addEventListener("abort", () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    return "held";
+  });
   server.handle("/close-me", (_req, ctx) => {
     server.closeSession(ctx.session.id, "close-me").catch(() => {});
     return "closing";
@@ -172,7 +185,8 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
   let small: ReturnType<typeof makeServer>;
   let noCrc: ReturnType<typeof makeServer>;
   let noCrcPort = 0;
-  const extra: Record<"auth" | "limited" | "conc", { s: ReturnType<typeof makeServer>; port: number }> = {} as never;
+  const extra: Record<"auth" | "limited" | "conc" | "dedup", { s: ReturnType<typeof makeServer>; port: number }> =
+    {} as never;
   let port = 0;
   let smallPort = 0;
   const host = "127.0.0.1";
@@ -189,6 +203,7 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
       auth: makeServer({ authenticate: tokenAuth("s3cret") }),
       limited: makeServer({ maxConnections: 1 }),
       conc: makeServer({ maxConcurrentRequests: 2 }),
+      dedup: makeServer({ idempotency: true }),
     };
     for (const [name, s] of Object.entries(more)) {
       const p = Number(new URL((await s.server.listen("tcp://127.0.0.1:0"))[0]).port);
@@ -404,6 +419,10 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
       msg_flag_4: 3001,
       keyed_without_start: 3001,
       msg_even_id: 3001,
+      // Section 2.2: REQ and STREAM starts of the receiver's parity; a RES on an id that awaits no answer.
+      req_even_id: 3001,
+      stream_even_id: 3001,
+      res_unknown_id: 3001,
       msg_id_0: 3001,
       ping_id_1: 3001,
       nonminimal_id: 3001,
@@ -471,6 +490,9 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
       length_5_bytes: 3001,
       id_2_32: 3001,
       cancel_our_parity_unused: "open",
+      credit_our_parity_unused: "open",
+      // Section 3.6: COMPRESSED frames consume max(payload, declared length): 3 x 6000 declared overrun 16 KiB.
+      compressed_declared_over_window: 2001,
       id_reused_after_end: "open",
       ids_decreasing: "open",
       unsolicited_ping_ack: "open",
@@ -527,6 +549,8 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
   it("AUTH (section 4.1): the token is accepted, a wrong one gets GOAWAY 4011, frames before the ACK are refused", async () => {
     const r = await py.run("auth", { host, port: extra.auth.port, token: "s3cret" });
     assert.equal(r.requiresAuth, true);
+    // Section 4.1's example bytes: the AUTH we sent, and the AUTH|ACK the server answered (CRC-checked, empty).
+    assert.deepEqual(r.docBytes, ["a000067333637265744d7e8de5", "a10000af46bd53"]);
     assert.equal(r.whoami, "token:0");
     assert.equal(r.closeError, null);
     assert.equal(r.badToken.errno, 4011, JSON.stringify(r.badToken));
@@ -564,6 +588,14 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
     );
     const bad = await py.run("auth_server_report", { name: "bad" });
     assert.deepEqual({ goaway: bad.goaway, closed: bad.closed }, { goaway: 3001, closed: true });
+    // Refused credentials: GOAWAY(4011) in place of the ACK.
+    const { port: refusePort } = await py.run("auth_server_raw", { name: "refuse", refuse: true });
+    await assert.rejects(
+      connect(`tcp://127.0.0.1:${refusePort}`, { credentials: "nope", connectTimeoutMs: 5000 }),
+      (e: PointSubError) => e.code === "ERR_UNAUTHORIZED",
+    );
+    const refused = await py.run("auth_server_report", { name: "refuse" });
+    assert.equal(refused.auth, "nope");
   });
 
   it("malformed answers (section 3.5) close the requester's connection with ERR_PROTOCOL; extra trailing fields do not", async () => {
@@ -590,6 +622,43 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
     assert.deepEqual(
       report.closed.map((c: { error: { errno: number } | null }) => c.error?.errno ?? 0).sort(),
       [0, 3001, 3001, 3001, 3001, 3001, 3001],
+    );
+  });
+
+  it("keyed requests to a server that deduplicates (section 3.4.1, features 8|16): one run per key, across connections", async () => {
+    const r = await py.run("dedup", { host, port: extra.dedup.port });
+    assert.equal(r.features & 24, 24, `server features ${r.features}`);
+    const [first, again, unkeyed, otherConn] = r.answers as string[];
+    assert.deepEqual([again, otherConn], [first, first], JSON.stringify(r.answers));
+    assert.notEqual(unkeyed, first, JSON.stringify(r.answers));
+    assert.deepEqual(r.closeErrors, [null, null]);
+  });
+
+  it("STREAM rules as a sender: COMPRESSED frames credited back max(payload, length) (3.6); an END crossing the receiver's CANCEL or answer ends our direction, a START without it is ERR_PROTOCOL (3.10)", async () => {
+    const r = await py.run("stream_rules", { host, port, small_port: smallPort });
+    const c = r.compressedCredit;
+    assert.ok(c.declared > c.payload, `the frames must declare more than their payload: ${JSON.stringify(c)}`);
+    assert.equal(
+      c.ok,
+      true,
+      `compressed stream through a 16 KiB window (stalls if credited payload only): ${JSON.stringify(c)}`,
+    );
+    assert.deepEqual(
+      r.endCrossesCancel,
+      {
+        refused: ["cancel", 3001],
+        next: ["ok", 3],
+        earlyAnswer: ["error", 4002],
+        afterEarlyAnswer: ["ok", 3],
+        closeError: null,
+      },
+      "END crossing the receiver's CANCEL / answer",
+    );
+    assert.deepEqual(r.startWithoutEnd.refused, ["cancel", 3001], JSON.stringify(r.startWithoutEnd));
+    assert.equal(
+      r.startWithoutEnd.closeError?.errno,
+      3001,
+      `START without END or CANCEL: ${JSON.stringify(r.startWithoutEnd)}`,
     );
   });
 
@@ -799,5 +868,98 @@ describe("interop: clean-room Python peer (docs/PROTOCOL.md only) against points
     assert.deepEqual(report.creditIds, ["even", "odd"]);
     assert.equal(report.sessions, 1);
     assert.deepEqual(report.closed, [{ error: null, peerGoaway: [0, report.closed[0]?.peerGoaway?.[1]], messages: 4 }]);
+  });
+
+  it("a pointsub client against the Python server: stream credit held 30 ms and counted max(payload, length) for COMPRESSED frames (3.6), even-id requests and streams answered with RES (2.2, 3.10), a BATCH (3.9), keys to a peer with bit 8, an early stream answer", async () => {
+    const { port: pyPort } = await py.run("server", {
+      name: "rules",
+      holdStreamCredit: 0.03,
+      // STREAM frames and keyed requests (features 1|8), deflate-raw and gzip.
+      settings: { connectionWindow: 16 * KiB, streamWindow: 16 * KiB, features: 9, compression: 3 },
+    });
+    const conn = await connect(`tcp://127.0.0.1:${pyPort}`, { connectionWindow: 16 * KiB, streamWindow: 16 * KiB });
+    const pushed: string[] = [];
+    conn.on("message", (m) => pushed.push(Buffer.from(m.data).toString()));
+    conn.handle("/client-echo", (req) => `client got ${req.text()}`);
+    conn.handleStream("/client-stream", async (stream) => {
+      let n = 0;
+      for await (const c of stream) n += c.length;
+      return `client read ${n}`;
+    });
+    const text = (u: Uint8Array) => Buffer.from(u).toString();
+    try {
+      // Section 3.6: the Python receiver holds each stream's credit 30 ms and closes with ERR_FLOW_CONTROL on
+      // an overrun; a sender counting a COMPRESSED frame's payload instead of its declared length overruns it.
+      const compressible = Buffer.from("pointsub interop, compressible text. ".repeat(3000));
+      for (const compress of ["deflate-raw", "gzip"] as const) {
+        const answer = JSON.parse(text(await conn.sendStream("/upload", [compressible], { compress }))) as Digest & {
+          meta: { compressedFrames: number; declaredOverPayload: number };
+        };
+        assert.deepEqual({ size: answer.size, sha: answer.sha }, digest(compressible), `stream ${compress}`);
+        assert.ok(answer.meta.declaredOverPayload > 2, `${compress}: ${JSON.stringify(answer.meta)}`);
+      }
+      assert.equal(text(await conn.request("/key", "x", { idempotencyKey: "order-42" })), "order-42");
+      // Section 2.2: the server's own request and streams (even ids), answered by the client with RES.
+      assert.equal(text(await conn.request("/call-me")), "client answered: client got from python");
+      assert.equal(text(await conn.request("/stream-to-client", "ok")), "answer: client read 18");
+      assert.equal(text(await conn.request("/stream-to-client", "bad crc")), "error 3002");
+      // Section 3.9: the answer, a MSG and a PING in one BATCH.
+      assert.equal(text(await conn.request("/batch")), "batched");
+      for (let i = 0; i < 100 && !pushed.includes("batched msg"); i++) await new Promise((r) => setTimeout(r, 20));
+      assert.deepEqual(pushed, ["batched msg"]);
+      // Section 3.10: an early OK answer to a stream; the sender then ends its direction (END or CANCEL).
+      const source = async function* () {
+        for (let i = 0; i < 40; i++) {
+          yield new Uint8Array(4000);
+          await new Promise((r) => setTimeout(r, 5));
+        }
+      };
+      assert.equal(text(await conn.sendStream("/early", source())), "early");
+      // The sender's CANCEL may follow the answer by a few ms (section 3.10): poll for it (5 s at most).
+      let ended: string[] = [];
+      for (let i = 0; i < 250; i++) {
+        ended = JSON.parse(text(await conn.request("/early-report"))) as string[];
+        if (ended[0] != null) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.deepEqual(ended.length, 1, JSON.stringify(ended));
+      assert.match(
+        String(ended[0]),
+        /^(END|CANCEL 4004)$/,
+        `how the early-answered stream ended: ${JSON.stringify(ended)}`,
+      );
+    } finally {
+      await conn.close({ timeoutMs: 3000 });
+    }
+    const report = await py.run("server_report", { name: "rules" });
+    assert.equal(
+      report.closed[0]?.error,
+      null,
+      `the Python receiver saw a violation: ${JSON.stringify(report.closed)}`,
+    );
+  });
+
+  it("a pointsub client against the Python server: a MSG of the client's parity is ERR_PROTOCOL (2.2), a CREDIT over 2^31 − 1 ERR_FLOW_CONTROL (3.6); checksum off both ways (4)", async () => {
+    const { port: pyPort } = await py.run("server", { name: "closes" });
+    for (const [route, code] of [
+      ["/odd-msg", "ERR_PROTOCOL"],
+      ["/credit-overflow", "ERR_FLOW_CONTROL"],
+    ] as const) {
+      const conn = await connect(`tcp://127.0.0.1:${pyPort}`);
+      const closed = new Promise<string | undefined>((resolve) => conn.once("close", (err) => resolve(err?.code)));
+      await conn.request(route).catch(() => {});
+      assert.equal(await closed, code, route);
+    }
+    const { port: noCrcPy } = await py.run("server", { name: "nocrc", settings: { checksum: 0 } });
+    const conn = await connect(`tcp://127.0.0.1:${noCrcPy}`, { checksum: false });
+    try {
+      assert.equal(conn.peerSettings.checksum, 0);
+      const data = randomBytes(100_000);
+      assert.equal(Buffer.compare(Buffer.from(await conn.request("/echo", data)), data), 0);
+    } finally {
+      await conn.close({ timeoutMs: 3000 });
+    }
+    const report = await py.run("server_report", { name: "nocrc" });
+    assert.deepEqual(report.closed, [{ error: null, peerGoaway: report.closed[0]?.peerGoaway, messages: 0 }]);
   });
 });
