@@ -652,6 +652,9 @@ export async function runManyFilesBench(
     return [
       `## Many small files over tcp (${count} × ${fileSize / 1024} KiB, median of ${reps})`,
       "",
+      // Its own date: `--only many` updates this section alone (the headline names it when it differs).
+      `Run of ${new Date().toISOString().slice(0, 10)} (Node ${process.version}).`,
+      "",
       "Wall-clock time of one command on loopback, its process start-up included, the receiver already",
       "running. `pointsub send -r` is the built CLI (as the package ships it: the esbuild bundle of scripts/build-cli.ts), every file over one",
       "connection: files of at most 64 KiB go in bundles (up to 256 files or 1 MiB in one stream, stored as",
