@@ -15,7 +15,7 @@ import {
   dashboard,
 } from "../../src/dashboard/index.ts";
 import { createServer } from "../../src/index.ts";
-import { pipelineUnread } from "../helpers/pipeline-http.ts";
+import { pausedClient, pipelineUnread } from "../helpers/pipeline-http.ts";
 import { slowHttpClient } from "../helpers/slow-http.ts";
 import { until } from "../helpers/wait.ts";
 
@@ -112,19 +112,8 @@ describe("attack: dashboard http", () => {
     const path = "/m/valibot/index.mjs";
     const one = (await (await fetch(new URL(path, board.url))).arrayBuffer()).byteLength;
     const count = (await unreadCapacity(one)) + 4;
-    const s = net.connect(port, "127.0.0.1");
-    s.pause();
-    s.on("error", () => {});
-    let received = 0;
-    let closed = false;
-    s.on("data", (b: Buffer) => {
-      received += b.length;
-    });
-    s.once("close", () => {
-      closed = true;
-    });
+    const { socket: s, received, closed } = await pausedClient(port);
     try {
-      await new Promise((r) => s.once("connect", r));
       for (let i = 0; i < count; i++) {
         s.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`);
         await new Promise((r) => setTimeout(r, 100));
@@ -132,9 +121,9 @@ describe("attack: dashboard http", () => {
       // Node's socket timeout gives a write that moved since it was armed one more period: 1 to 2 of them.
       await new Promise((r) => setTimeout(r, 2 * DASHBOARD_STALLED_MS + 3000));
       s.resume();
-      await until(() => closed || received >= count * one, 15_000);
-      assert.ok(closed, `the socket is still open: ${received} bytes of ${count} answers received`);
-      assert.ok(received < count * one, `${received} bytes received: every answer waited for the client`);
+      await until(() => closed() || received() >= count * one, 15_000);
+      assert.ok(closed(), `the socket is still open: ${received()} bytes of ${count} answers received`);
+      assert.ok(received() < count * one, `${received()} bytes received: every answer waited for the client`);
     } finally {
       s.destroy();
       await board.close();

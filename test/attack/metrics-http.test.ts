@@ -11,7 +11,7 @@ import { connect } from "node:net";
 import { describe, it } from "node:test";
 import { METRICS_MAX_PIPELINED } from "../../src/metrics/http.ts";
 import { prometheusMetrics, serveMetrics } from "../../src/metrics/index.ts";
-import { pipelineUnread } from "../helpers/pipeline-http.ts";
+import { pausedClient, pipelineUnread } from "../helpers/pipeline-http.ts";
 import { slowHttpClient } from "../helpers/slow-http.ts";
 import { until } from "../helpers/wait.ts";
 
@@ -58,25 +58,14 @@ describe("attack: metrics endpoint", () => {
       headersTimeoutMs: 500,
     });
     const port = Number(new URL(endpoint.url).port);
-    const s = connect(port, "127.0.0.1");
-    s.pause();
-    s.on("error", () => {});
-    let received = 0;
-    let closed = false;
-    s.on("data", (b: Buffer) => {
-      received += b.length;
-    });
-    s.once("close", () => {
-      closed = true;
-    });
+    const { socket: s, received, closed } = await pausedClient(port);
     try {
-      await new Promise((r) => s.once("connect", r));
       s.write("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
       await new Promise((r) => setTimeout(r, 3000));
       s.resume();
-      await until(() => closed || received > size, 10_000);
-      assert.ok(closed, "the server closed the socket");
-      assert.ok(received < size, `${received} bytes received: the whole answer waited for the client`);
+      await until(() => closed() || received() > size, 10_000);
+      assert.ok(closed(), "the server closed the socket");
+      assert.ok(received() < size, `${received()} bytes received: the whole answer waited for the client`);
     } finally {
       s.destroy();
       await endpoint.close();

@@ -31,3 +31,26 @@ export async function pipelineUnread(
   s.destroy();
   return { closed: outcome, answers: text.split("HTTP/1.1 ").length - 1 };
 }
+
+/**
+ * A raw client on `port` that reads nothing until its socket is resumed:
+ * counts the bytes it then receives and whether the server closed it.
+ * Resolves once connected.
+ */
+export async function pausedClient(
+  port: number,
+): Promise<{ socket: net.Socket; received(): number; closed(): boolean }> {
+  const socket = net.connect(port, "127.0.0.1");
+  socket.pause();
+  socket.on("error", () => {});
+  let received = 0;
+  let closed = false;
+  socket.on("data", (b: Buffer) => {
+    received += b.length;
+  });
+  socket.once("close", () => {
+    closed = true;
+  });
+  await new Promise((r) => socket.once("connect", r));
+  return { socket, received: () => received, closed: () => closed };
+}
