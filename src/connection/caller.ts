@@ -272,20 +272,9 @@ export class Caller {
   finishCall(call: PendingCall): void {
     this.pending.delete(call.id);
     this.streams?.streamAnswered(call.id);
-    if (call.type !== FrameType.STREAM && this.outbox.writer.chunkedPending !== 0) this.stopBody(call);
+    // A body still going out in frames (they load the stream engine) is stopped (request-progress.ts).
+    if (call.type !== FrameType.STREAM && this.outbox.writer.chunkedPending !== 0) streamEngine()?.stopBody(this, call);
     this.startWaiting();
-  }
-
-  /**
-   * The answer came while the request's body was still being sent (a
-   * responder may answer early, docs/PROTOCOL.md §3.4): stop sending it and,
-   * when its START went out, end this side's direction with CANCEL(id, 4004).
-   */
-  private stopBody(call: PendingCall): void {
-    const err = new PointSubError("ERR_CANCELLED", `the peer answered the request to ${call.route} early`);
-    if (this.outbox.writer.removeChunked(FrameType.REQ, call.id, err) === "started") {
-      this.outbox.sendCancel(call.id, "ERR_CANCELLED");
-    }
   }
 
   /** A response arrived for `call`: free its id and resolve it. */

@@ -1,10 +1,13 @@
 /**
- * Whether a request timed by default (no `timeoutMs` of its own) is still
- * moving when its deadline comes (`Caller.sweepDeadlines` then gives it
- * another `requestTimeoutMs`): loaded at the first such deadline, not in a
- * page's first load.
+ * What the caller does with a request whose body or answer goes in frames
+ * (those load the stream engine, so none of this is in a page's first
+ * load): whether a request timed by default (no `timeoutMs` of its own) is
+ * still moving when its deadline comes (`Caller.sweepDeadlines` then gives
+ * it another `requestTimeoutMs`), and stopping a body the peer answered
+ * before it ended.
  */
 import { FrameType } from "../codec/frame.ts";
+import { PointSubError } from "../errors/error.ts";
 import type { Caller } from "./caller.ts";
 import type { PendingCall } from "./calls.ts";
 
@@ -95,4 +98,17 @@ function moved(caller: Caller, call: PendingCall, now: number): boolean {
     pacer.ackedAt >= performance.now() - period / 4 &&
     now - start < (call.data.length * 1000) / PROGRESS_FLOOR
   );
+}
+
+/**
+ * The answer to `call` came while its body was still being sent (a
+ * responder may answer early, docs/PROTOCOL.md §3.4): stops sending it and,
+ * when its START went out, ends this side's direction with CANCEL(id, 4004).
+ * Only a body of several frames is still being sent then, and those load
+ * the stream engine: here, not in a page's first load.
+ */
+export function stopBody(caller: Caller, call: PendingCall): void {
+  const err = new PointSubError("ERR_CANCELLED", `the peer answered the request to ${call.route} early`);
+  if (caller.outbox.writer.removeChunked(REQ, call.id, err) === "started")
+    caller.outbox.sendCancel(call.id, "ERR_CANCELLED");
 }

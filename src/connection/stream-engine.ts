@@ -22,7 +22,7 @@ import type { pumpBulk } from "./bulk-pump.ts";
 import type { Dispatcher } from "./dispatch.ts";
 import type { TargetingFrameRouter } from "./frame-targets.ts";
 import type { Pacer } from "./pacer.ts";
-import type { movedLately } from "./request-progress.ts";
+import type { movedLately, stopBody } from "./request-progress.ts";
 import type { IncomingStreams } from "./stream-in.ts";
 import type { OutgoingStreams } from "./stream-out.ts";
 
@@ -60,6 +60,8 @@ export interface StreamEngine {
    * takes long, and those load the engine.
    */
   readonly moving: typeof movedLately;
+  /** Stops a request's body of several frames answered before it ended (`request-progress.ts`). */
+  readonly stopBody: typeof stopBody;
 }
 
 let engine: StreamEngine | undefined;

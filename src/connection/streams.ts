@@ -19,6 +19,6 @@ export { pumpBulk } from "./bulk-pump.ts";
 export { Dispatcher } from "./dispatch.ts";
 export { TargetingFrameRouter } from "./frame-targets.ts";
 export { Pacer } from "./pacer.ts";
-export { movedLately as moving } from "./request-progress.ts";
+export { movedLately as moving, stopBody } from "./request-progress.ts";
 export { IncomingStreams } from "./stream-in.ts";
 export { OutgoingStreams } from "./stream-out.ts";
