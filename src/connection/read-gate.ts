@@ -199,8 +199,11 @@ export class ReadGate {
       scheduleTurnEnd();
     }
     if (lastInput !== Infinity) lastInput = now;
-    // A busy honest connection pauses a few times a second.
-    if (this.busyMs >= YIELD_MS && !this.yielding && !this.host.isClosed()) {
+    // A busy honest connection pauses a few times a second. Not where the turn's end is a 0 ms timer (no
+    // setImmediate: a browser page, `lastInput` finite): a background tab throttles it to a second or a
+    // minute, and the decoding time adds up over the connection's life, so every connection stalled there
+    // (the turn's budget, TURN_MS, still bounds what one turn decodes).
+    if (this.busyMs >= YIELD_MS && lastInput === Infinity && !this.yielding && !this.host.isClosed()) {
       this.busyMs = 0;
       this.yielding = true;
       this.transport.pause();

@@ -63,4 +63,38 @@ describe("attack: the read gate under throttled 0 ms timers (no setImmediate)", 
       for (const t of throttled) clearTimeout(t);
     }
   });
+
+  it("a connection whose decoding adds up past the yield budget over many turns keeps reading (it yielded, and waited for the throttled turn end)", async () => {
+    // Each message's listener works 1 ms (in the decoding's time); the messages come 50 ms apart, each in a turn
+    // of its own. Before, the decoding time added up over the connection's life: past 4 ms the connection yielded
+    // for a turn, and its reading resumed only at the throttled timer (a minute in a hidden tab).
+    const raw = await rawServer();
+    const connP = connect(raw.url);
+    const peer = await raw.peer;
+    peer.socket.setNoDelay(true);
+    peer.socket.write(handshake());
+    const client = await connP;
+    let delivered = 0;
+    client.on("message", () => {
+      delivered++;
+      const until = performance.now() + 1;
+      while (performance.now() < until) {
+        // work in the listener
+      }
+    });
+    const N = 12;
+    try {
+      for (let i = 0; i < N; i++) {
+        peer.socket.write(encodeFrame(FrameType.MSG, Flag.START | Flag.END, 2 * i + 2, new TextEncoder().encode("x")));
+        await sleep(50);
+      }
+      for (let i = 0; i < 100 && delivered < N; i++) await sleep(20);
+      assert.equal(delivered, N, "reading stopped until the throttled turn end");
+    } finally {
+      client.destroy();
+      peer.socket.destroy();
+      await raw.close();
+      for (const t of throttled) clearTimeout(t);
+    }
+  });
 });
