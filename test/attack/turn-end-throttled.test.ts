@@ -35,32 +35,55 @@ const { encodeFrame } = await import("../../src/codec/encoder.ts");
 const { Flag, FrameType } = await import("../../src/codec/frame.ts");
 const { handshake, rawServer } = await import("../helpers/raw-peer.ts");
 
+/** A raw peer on the real timers (a Node server) and this process's throttled client connected to it. */
+async function throttledClient() {
+  const raw = await rawServer();
+  const connP = connect(raw.url);
+  const peer = await raw.peer;
+  peer.socket.setNoDelay(true);
+  peer.socket.write(handshake());
+  return { raw, peer, client: await connP };
+}
+
+async function stop(
+  raw: Awaited<ReturnType<typeof throttledClient>>["raw"],
+  peer: Awaited<ReturnType<typeof throttledClient>>["peer"],
+  client: Awaited<ReturnType<typeof throttledClient>>["client"],
+) {
+  client.destroy();
+  peer.socket.destroy();
+  await raw.close();
+  for (const t of throttled) clearTimeout(t);
+}
+
+/** The peer sends `n` one-way messages `gapMs` apart; then waits (at most 2 s) until `delivered()` reaches `n`. */
+async function sendApart(
+  peer: Awaited<ReturnType<typeof throttledClient>>["peer"],
+  n: number,
+  gapMs: number,
+  delivered: () => number,
+) {
+  for (let i = 0; i < n; i++) {
+    peer.socket.write(encodeFrame(FrameType.MSG, Flag.START | Flag.END, 2 * i + 2, new TextEncoder().encode("x")));
+    await sleep(gapMs);
+  }
+  for (let i = 0; i < 100 && delivered() < n; i++) await sleep(20);
+}
+
 describe("attack: the read gate under throttled 0 ms timers (no setImmediate)", () => {
   it("messages arriving 100 ms apart are each delivered without waiting for the throttled turn end", async () => {
-    // The server is a raw peer on the real timers (a Node server); only this client is throttled.
-    const raw = await rawServer();
-    const connP = connect(raw.url);
-    const peer = await raw.peer;
-    peer.socket.setNoDelay(true);
-    peer.socket.write(handshake());
-    const client = await connP;
+    // Only this client is throttled.
+    const { raw, peer, client } = await throttledClient();
     let delivered = 0;
     client.on("message", () => {
       delivered++;
     });
     const N = 5;
     try {
-      for (let i = 0; i < N; i++) {
-        peer.socket.write(encodeFrame(FrameType.MSG, Flag.START | Flag.END, 2 * i + 2, new TextEncoder().encode("x")));
-        await sleep(100);
-      }
-      for (let i = 0; i < 100 && delivered < N; i++) await sleep(20);
+      await sendApart(peer, N, 100, () => delivered);
       assert.equal(delivered, N, "messages held until the throttled turn end");
     } finally {
-      client.destroy();
-      peer.socket.destroy();
-      await raw.close();
-      for (const t of throttled) clearTimeout(t);
+      await stop(raw, peer, client);
     }
   });
 
@@ -68,12 +91,7 @@ describe("attack: the read gate under throttled 0 ms timers (no setImmediate)", 
     // Each message's listener works 1 ms (in the decoding's time); the messages come 50 ms apart, each in a turn
     // of its own. Before, the decoding time added up over the connection's life: past 4 ms the connection yielded
     // for a turn, and its reading resumed only at the throttled timer (a minute in a hidden tab).
-    const raw = await rawServer();
-    const connP = connect(raw.url);
-    const peer = await raw.peer;
-    peer.socket.setNoDelay(true);
-    peer.socket.write(handshake());
-    const client = await connP;
+    const { raw, peer, client } = await throttledClient();
     let delivered = 0;
     client.on("message", () => {
       delivered++;
@@ -84,17 +102,10 @@ describe("attack: the read gate under throttled 0 ms timers (no setImmediate)", 
     });
     const N = 12;
     try {
-      for (let i = 0; i < N; i++) {
-        peer.socket.write(encodeFrame(FrameType.MSG, Flag.START | Flag.END, 2 * i + 2, new TextEncoder().encode("x")));
-        await sleep(50);
-      }
-      for (let i = 0; i < 100 && delivered < N; i++) await sleep(20);
+      await sendApart(peer, N, 50, () => delivered);
       assert.equal(delivered, N, "reading stopped until the throttled turn end");
     } finally {
-      client.destroy();
-      peer.socket.destroy();
-      await raw.close();
-      for (const t of throttled) clearTimeout(t);
+      await stop(raw, peer, client);
     }
   });
 });
