@@ -230,9 +230,19 @@ class EngineStore implements EngineIdempotencyStore {
       this.unkeep(k);
     }
     if (this.undeleted.some((k) => k.expires <= now)) {
-      this.undeleted = this.undeleted.filter((k) => k.expires > now);
-      this.undeletedBytes = this.undeleted.reduce((n, k) => n + k.bytes, 0);
+      this.undeleted = this.undeleted.filter((k) => {
+        if (k.expires > now) return true;
+        this.undeletedBytes -= k.bytes;
+        return false;
+      });
     }
+  }
+
+  /** Takes the `n` oldest failed deletes off the list (to try again, or to forget). */
+  private takeUndeleted(n: number): Kept[] {
+    const out = this.undeleted.splice(0, n);
+    for (const k of out) this.undeletedBytes -= k.bytes;
+    return out;
   }
 
   private unkeep(k: Kept): void {
@@ -259,9 +269,8 @@ class EngineStore implements EngineIdempotencyStore {
     }
     // Deletes that failed before, again (not counted against the quotas: the engine's trouble is not the
     // scopes'); past the most kept, the oldest are forgotten (they live out their time to live).
-    const out: Kept[] = this.undeleted.splice(0, RETRY_PER_KEEP);
-    if (this.undeleted.length > this.maxEntries) this.undeleted.splice(0, this.undeleted.length - this.maxEntries);
-    this.undeletedBytes = this.undeleted.reduce((n, k) => n + k.bytes, 0);
+    const out: Kept[] = this.takeUndeleted(RETRY_PER_KEEP);
+    if (this.undeleted.length > this.maxEntries) this.takeUndeleted(this.undeleted.length - this.maxEntries);
     while (
       scope.kept.size > 0 &&
       (scope.kept.size + 1 > this.maxEntriesPerScope || scope.bytes + bytes > this.maxBytesPerScope)
