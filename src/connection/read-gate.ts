@@ -43,16 +43,8 @@ export const STEP_FRAMES = 256;
  * spent, where a pause of TURN_MS used to start a fresh budget mid-turn.
  */
 let turnStart = Infinity;
-/**
- * When input was last decoded, where the turn's end is a 0 ms timer (no
- * setImmediate: a browser page), which a background tab throttles to a
- * second or a minute while its network events go on: there a pause of
- * TURN_MS without decoding also begins a turn, or input arriving after the
- * first decoding's TURN_MS would wait for that timer.
- */
-let lastInput = typeof setImmediate === "function" ? Infinity : 0;
 /** The turn's budget is spent (at `now`). */
-const spent = (now = performance.now()) => now - turnStart >= TURN_MS && now - lastInput < TURN_MS;
+const spent = (now = performance.now()) => now - turnStart >= TURN_MS;
 /** A turn end is scheduled. */
 let turnEndScheduled = false;
 /** Gates that yielded this turn, resumed together at its end. */
@@ -68,7 +60,7 @@ function scheduleTurnEnd(): void {
 
 /**
  * The end of an event-loop turn with input (a setImmediate, after the
- * turn's I/O): resumes the gates that yielded, then works off waiting input
+ * turn's I/O; in a browser a posted message, util/next-turn.ts): resumes the gates that yielded, then works off waiting input
  * within what is left of the turn's budget — the I/O phase's decoding
  * counts: a turn is the whole event-loop iteration, not each of its phases
  * (both with a full budget made one iteration hold the loop twice as long
@@ -194,16 +186,13 @@ export class ReadGate {
   afterInput(t0: number): void {
     const now = performance.now();
     this.busyMs += now - t0;
-    if (turnStart === Infinity || t0 - lastInput >= TURN_MS) {
+    if (turnStart === Infinity) {
       turnStart = t0;
       scheduleTurnEnd();
     }
-    if (lastInput !== Infinity) lastInput = now;
-    // A busy honest connection pauses a few times a second. Not where the turn's end is a 0 ms timer (no
-    // setImmediate: a browser page, `lastInput` finite): a background tab throttles it to a second or a
-    // minute, and the decoding time adds up over the connection's life, so every connection stalled there
-    // (the turn's budget, TURN_MS, still bounds what one turn decodes).
-    if (this.busyMs >= YIELD_MS && lastInput === Infinity && !this.yielding && !this.host.isClosed()) {
+    // A busy honest connection pauses a few times a second (in a browser page too: its turn end is a
+    // posted message, which a background tab does not throttle as it does 0 ms timers; util/next-turn.ts).
+    if (this.busyMs >= YIELD_MS && !this.yielding && !this.host.isClosed()) {
       this.busyMs = 0;
       this.yielding = true;
       this.transport.pause();
