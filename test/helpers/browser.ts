@@ -4,10 +4,13 @@
  * (ES modules, code splitting).
  */
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { TestContext } from "node:test";
 import * as esbuild from "esbuild";
-import type { Browser, Page } from "playwright-core";
+import type { Browser, BrowserContext, Page } from "playwright-core";
 
 const root = new URL("../..", import.meta.url).pathname;
 
@@ -46,8 +49,89 @@ export async function openChromium(): Promise<Browser> {
   return chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
 }
 
-/** A new page of `browser` opened at `url`, with the errors it throws collected (a test expects none). */
-export async function openPage(browser: Browser, url: string): Promise<{ page: Page; errors: string[] }> {
+/**
+ * Launches chromium headless with a browser's usual background-tab
+ * throttling, which {@link openChromium} does not have: Playwright's launch
+ * turns it off (`--disable-background-timer-throttling`,
+ * `--disable-renderer-backgrounding`) and emulates focus on every page it
+ * opens, which keeps each page visible whatever tab is in front. Here
+ * chromium is started without those switches and Playwright attaches over
+ * CDP without its defaults (`noDefaults`): a page of `context` is hidden once
+ * another page of it is brought to the front, and then its chained 0 ms
+ * timers wake once a second. `close` ends the process and removes its profile.
+ */
+export async function openThrottlingChromium(): Promise<{
+  browser: Browser;
+  context: BrowserContext;
+  close(): Promise<void>;
+}> {
+  const { chromium } = await import("playwright-core");
+  const profile = mkdtempSync(join(tmpdir(), "pointsub-chromium-"));
+  const proc = spawn(
+    CHROMIUM,
+    [
+      "--headless",
+      "--no-sandbox",
+      "--remote-debugging-port=0",
+      `--user-data-dir=${profile}`,
+      "--no-first-run",
+      "--no-default-browser-check",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-default-apps",
+      "--disable-extensions",
+      "--disable-sync",
+      "--disable-dev-shm-usage",
+      "about:blank",
+    ],
+    { stdio: ["ignore", "ignore", "pipe"] },
+  );
+  const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
+  const end = async () => {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill();
+    await exited;
+    // (Retried: a helper process of chromium may still write a file or two after it exited.)
+    rmSync(profile, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 });
+  };
+  try {
+    // The DevTools endpoint, from chromium's first lines on stderr (the rest is read and dropped).
+    const endpoint = await new Promise<string>((resolve, reject) => {
+      let out = "";
+      let found = false;
+      proc.stderr.setEncoding("utf8");
+      proc.stderr.on("data", (d: string) => {
+        if (found) return;
+        out = (out + d).slice(-64 * 1024);
+        const m = /DevTools listening on (ws:\/\/\S+)/.exec(out);
+        if (m) {
+          found = true;
+          resolve(m[1] as string);
+        }
+      });
+      proc.once("exit", () => reject(new Error(`chromium exited before listening: ${out.slice(-2000)}`)));
+    });
+    const browser = await chromium.connectOverCDP(endpoint, { noDefaults: true, isLocal: true });
+    const context = browser.contexts()[0];
+    assert.ok(context, "chromium's default context");
+    return {
+      browser,
+      context,
+      close: async () => {
+        await browser.close().catch(() => {});
+        await end();
+      },
+    };
+  } catch (err) {
+    await end();
+    throw err;
+  }
+}
+
+/** A new page of `browser` (or of one of its contexts) opened at `url`, with the errors it throws collected (a test expects none). */
+export async function openPage(
+  browser: Browser | BrowserContext,
+  url: string,
+): Promise<{ page: Page; errors: string[] }> {
   const page = await browser.newPage();
   const errors: string[] = [];
   page.on("pageerror", (e) => errors.push(String(e)));
