@@ -55,6 +55,19 @@ async function stop(
   for (const t of throttled) clearTimeout(t);
 }
 
+/** Counts `client`'s messages, working `ms` in the listener on each (as decoding work would); returns the count's getter. */
+function countWorking(client: Awaited<ReturnType<typeof throttledClient>>["client"], ms: number): () => number {
+  let delivered = 0;
+  client.on("message", () => {
+    delivered++;
+    const until = performance.now() + ms;
+    while (performance.now() < until) {
+      // work in the listener
+    }
+  });
+  return () => delivered;
+}
+
 /** The peer sends `n` one-way messages `gapMs` apart; then waits (at most 2 s) until `delivered()` reaches `n`. */
 async function sendApart(
   peer: Awaited<ReturnType<typeof throttledClient>>["peer"],
@@ -91,18 +104,11 @@ describe("attack: the read gate under throttled 0 ms timers (no setImmediate)", 
     // of its own. Before, the decoding time added up over the connection's life: past 4 ms the connection yielded
     // for a turn, and its reading resumed only at the throttled timer (a minute in a hidden tab).
     const { raw, peer, client } = await throttledClient();
-    let delivered = 0;
-    client.on("message", () => {
-      delivered++;
-      const until = performance.now() + 1;
-      while (performance.now() < until) {
-        // work in the listener
-      }
-    });
+    const delivered = countWorking(client, 1);
     const N = 12;
     try {
-      await sendApart(peer, N, 50, () => delivered);
-      assert.equal(delivered, N, "reading stopped until the throttled turn end");
+      await sendApart(peer, N, 50, delivered);
+      assert.equal(delivered(), N, "reading stopped until the throttled turn end");
     } finally {
       await stop(raw, peer, client);
     }
@@ -113,18 +119,11 @@ describe("attack: the read gate under throttled 0 ms timers (no setImmediate)", 
     // and what arrives after waits for the turn's end. Before, that end was a 0 ms timer (a minute here, as in a
     // hidden tab) and about 10 of 60 arrived; now it is a posted message (util/next-turn.ts).
     const { raw, peer, client } = await throttledClient();
-    let delivered = 0;
-    client.on("message", () => {
-      delivered++;
-      const until = performance.now() + 1;
-      while (performance.now() < until) {
-        // work in the listener
-      }
-    });
+    const delivered = countWorking(client, 1);
     const N = 60;
     try {
-      await sendApart(peer, N, 2, () => delivered);
-      assert.equal(delivered, N, "input held until the throttled turn end");
+      await sendApart(peer, N, 2, delivered);
+      assert.equal(delivered(), N, "input held until the throttled turn end");
     } finally {
       await stop(raw, peer, client);
     }
