@@ -34,7 +34,7 @@ export async function connect(address: Address, options: ConnectOptions = {}): P
   if (runtime === undefined) {
     throw new PointSubError(
       "ERR_INVALID_ARGUMENT",
-      'connect needs options.runtime here (the "pointsub" entry point supplies its default runtime)',
+      'connect needs options.runtime (the "pointsub" entry point supplies one)',
     );
   }
   checkConnectionOptions(options);

@@ -22,15 +22,13 @@ import {
 } from "../transport/ws-mapping.ts";
 import { nextTurn } from "../util/next-turn.ts";
 
-/** Whether this runs in a page that is hidden (a background tab); false in a worker or another runtime. */
-const pageHidden = (): boolean =>
-  (globalThis as { document?: { visibilityState?: string } }).document?.visibilityState === "hidden";
-
 /** The WebSocket subprotocol both sides name in the handshake (docs/PROTOCOL.md §1.2). */
 export const WEB_SUBPROTOCOL = WS_SUBPROTOCOL;
 const DEFAULT_HIGH_WATER = 1024 * 1024;
 const DEFAULT_MAX_PAUSED = 64 * 1024 * 1024;
 const DEFAULT_DRAIN_POLL_MS = 4;
+/** Looks in a row at a buffer that did not go down after which a hidden page's looks are no longer 0 ms timers (~0.1 s of them). */
+const STILL_LOOKS = 500;
 
 /** Options of {@link webSocketTransport}. */
 export interface WebSocketTransportOptions {
@@ -43,7 +41,11 @@ export interface WebSocketTransportOptions {
    * stays within.
    */
   maxPausedBytes?: number;
-  /** How often `bufferedAmount` is checked while waiting for drain. Default 4 ms. */
+  /**
+   * How often `bufferedAmount` is checked while waiting for drain. Default 4 ms. In a hidden page
+   * (whose timers of 1 ms and more a browser wakes once a second) it is checked at once (0 ms timers)
+   * while it goes down, and at this interval once 500 checks in a row found it no lower.
+   */
   drainPollMs?: number;
   /** The WebSocket constructor. Default: the global `WebSocket`. */
   WebSocket?: typeof WebSocket;
@@ -61,8 +63,10 @@ class WebSocketTransport extends WsReceiver implements Transport {
   declare readonly remoteUrl: string;
   declare private readonly ws: WebSocket;
   declare private readonly limits: Limits;
-  /** `bufferedAmount` is being watched for drain (pollDrain). */
-  private polling = false;
+  /** While `bufferedAmount` is watched for drain (pollDrain): the looks since one found it lower; else -1. */
+  private still = -1;
+  /** `bufferedAmount` at the last look. */
+  private buffered = 0;
 
   constructor(ws: WebSocket, remoteUrl: string, limits: Limits) {
     super(limits.maxPaused);
@@ -80,8 +84,8 @@ class WebSocketTransport extends WsReceiver implements Transport {
     const ws = this.ws;
     if (this.closed || ws.readyState !== 1) return false;
     if (sendAsMessages(chunks, this.send) === 0 || ws.bufferedAmount < this.limits.highWater) return true;
-    if (!this.polling) {
-      this.polling = true;
+    if (this.still < 0) {
+      this.still = 0;
       // From a posted message too: a write may run in a timer (a drain found by pollDrain), and a look set
       // from there would be the next of a chain.
       nextTurn(this.repoll);
@@ -122,22 +126,30 @@ class WebSocketTransport extends WsReceiver implements Transport {
   };
 
   private readonly repoll = (): void => {
-    // In a hidden page the next look is a 0 ms timer: chromium wakes a hidden page's timers of 1 ms and
-    // more once a second however they were set (a 4 ms one from a posted message too: ~1 MB a second),
-    // but not a 0 ms one set outside a timer (here from a posted message).
-    setTimeout(this.pollDrain, pageHidden() ? 0 : this.limits.pollMs);
+    // In a hidden page the next look is a 0 ms timer while the buffer drains: chromium wakes a hidden
+    // page's timers of 1 ms and more once a second however they were set (a 4 ms one from a posted message
+    // too: ~1 MB a second), but not a 0 ms one set outside a timer (here from a posted message). A buffer
+    // that did not go down in STILL_LOOKS looks (a peer that stopped reading) is looked at every pollMs, not
+    // busily (a second apart in a hidden page). (No document: a worker, or not a browser.)
+    setTimeout(
+      this.pollDrain,
+      this.still < STILL_LOOKS && (globalThis as { document?: Document }).document?.hidden ? 0 : this.limits.pollMs,
+    );
   };
 
   private readonly pollDrain = (): void => {
     if (this.closed) return;
-    if (this.ws.bufferedAmount >= this.limits.highWater) {
+    const b = this.ws.bufferedAmount;
+    if (b >= this.limits.highWater) {
+      this.still = b < this.buffered ? 0 : this.still + 1;
+      this.buffered = b;
       // The next look's timer is set from a posted message, not from this timer: a background tab wakes
       // timers chained five deep and more once a second, which held a large upload to ~1 MiB a second
       // (and clamps a 0 ms one nested five deep to 4 ms).
       nextTurn(this.repoll);
       return;
     }
-    this.polling = false;
+    this.still = -1;
     this.handlers?.onDrain();
   };
 

@@ -31,7 +31,7 @@
  */
 import assert from "node:assert/strict";
 import http from "node:http";
-import { describe, it } from "node:test";
+import { describe, it, type TestContext } from "node:test";
 import { startShaper } from "../../bench/lib/shaper.ts";
 import { createServer } from "../../src/index.ts";
 import { browserBundle, browserReady, openPage, openThrottlingChromium } from "../helpers/browser.ts";
@@ -50,6 +50,13 @@ const send = WebSocket.prototype.send;
 WebSocket.prototype.send = function (data) {
   send.call(this, data);
   if (this.bufferedAmount > window.maxBuffered) window.maxBuffered = this.bufferedAmount;
+};
+// 0 ms timers the page sets (the transport's fast looks), counted.
+window.zeroTimers = 0;
+const realSetTimeout = window.setTimeout;
+window.setTimeout = (f, ms, ...a) => {
+  if (!ms) window.zeroTimers++;
+  return realSetTimeout(f, ms, ...a);
 };
 window.start = async (url) => {
   window.conn = await window.pointsub.connect(url, { pacing: false });
@@ -79,60 +86,81 @@ type PageApi = {
   took: number | undefined;
   failed: string | undefined;
   maxBuffered: number;
+  zeroTimers: number;
 };
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/**
+ * A hidden page of chromium with its throttling, connected over ws:// through a proxy carrying `rate`
+ * bytes a second towards a server of this process (its /sink/1.0.0 route records each body's length).
+ */
+async function hiddenPageBehind(t: TestContext, rate: number) {
+  if (!(await browserReady(t))) return undefined;
+  const scripts = await browserBundle();
+  const web = http.createServer((req, res) => {
+    const script = scripts.get(req.url ?? "");
+    const answer = (text: string, type: string) => {
+      res.writeHead(200, { "Content-Type": type });
+      res.end(text);
+    };
+    if (script !== undefined) answer(script, "text/javascript");
+    else if (req.url === "/page.js") answer(PAGE, "text/javascript");
+    else {
+      answer(
+        '<!doctype html><script type="module">import * as p from "/js/pointsub.js"; window.pointsub = p;</script><script type="module" src="/page.js"></script>',
+        "text/html",
+      );
+    }
+  });
+  await new Promise<void>((resolve) => web.listen(0, "127.0.0.1", resolve));
+  const pagePort = (web.address() as { port: number }).port;
+  const server = createServer();
+  const got: number[] = [];
+  server.handle("/sink/1.0.0", (req) => {
+    got.push(req.data.length);
+    return "";
+  });
+  const [url] = await server.listen("ws://127.0.0.1:0/pointsub");
+  const serverUrl = new URL(url as string);
+  const shaper = await startShaper(Number(serverUrl.port), { rate, delayMs: 1 });
+  serverUrl.port = String(shaper.port);
+  const chromium = await openThrottlingChromium();
+  const close = async () => {
+    await chromium.close();
+    await shaper.close();
+    await server.close();
+    await new Promise((resolve) => web.close(resolve));
+  };
+  try {
+    const { page, errors } = await openPage(chromium.context, `http://127.0.0.1:${pagePort}/`);
+    await page.evaluate((u) => (window as unknown as PageApi).start(u), serverUrl.href);
+    // Another tab in front: the page is in the background.
+    await (await chromium.context.newPage()).bringToFront();
+    assert.equal(await page.evaluate(() => document.visibilityState), "hidden");
+    // Eight chained 0 ms timers: the seventh and eighth wait for wake-ups a second apart.
+    const chainMs = await page.evaluate(() => (window as unknown as PageApi).chainedTimers(8));
+    assert.ok(chainMs >= 500, `the hidden page's chained 0 ms timers are not throttled (8 in ${chainMs} ms)`);
+    const state = () =>
+      page.evaluate(() => {
+        const w = window as unknown as PageApi;
+        return { took: w.took, failed: w.failed, maxBuffered: w.maxBuffered, zeroTimers: w.zeroTimers };
+      });
+    return { page, errors, got, shaper, chainMs, state, close };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
+
 describe("a page in a background tab (chromium with its throttling)", () => {
   it(`uploads ${SIZE / 1024 / 1024} MiB over a ${RATE / 1e6} MB/s link at its rate: the drain poll is not a throttled timer chain`, async (t) => {
-    if (!(await browserReady(t))) return;
-    const scripts = await browserBundle();
-    const web = http.createServer((req, res) => {
-      const script = scripts.get(req.url ?? "");
-      const answer = (text: string, type: string) => {
-        res.writeHead(200, { "Content-Type": type });
-        res.end(text);
-      };
-      if (script !== undefined) answer(script, "text/javascript");
-      else if (req.url === "/page.js") answer(PAGE, "text/javascript");
-      else {
-        answer(
-          '<!doctype html><script type="module">import * as p from "/js/pointsub.js"; window.pointsub = p;</script><script type="module" src="/page.js"></script>',
-          "text/html",
-        );
-      }
-    });
-    await new Promise<void>((resolve) => web.listen(0, "127.0.0.1", resolve));
-    const pagePort = (web.address() as { port: number }).port;
-    const server = createServer();
-    const got: number[] = [];
-    server.handle("/sink/1.0.0", (req) => {
-      got.push(req.data.length);
-      return "";
-    });
-    const [url] = await server.listen("ws://127.0.0.1:0/pointsub");
-    const serverUrl = new URL(url as string);
-    const shaper = await startShaper(Number(serverUrl.port), { rate: RATE, delayMs: 1 });
-    serverUrl.port = String(shaper.port);
-
-    const chromium = await openThrottlingChromium();
+    const hidden = await hiddenPageBehind(t, RATE);
+    if (hidden === undefined) return;
+    const { page, errors, got, shaper, chainMs, state } = hidden;
     try {
-      const { page, errors } = await openPage(chromium.context, `http://127.0.0.1:${pagePort}/`);
-      await page.evaluate((u) => (window as unknown as PageApi).start(u), serverUrl.href);
-      // Another tab in front: the page is in the background.
-      await (await chromium.context.newPage()).bringToFront();
-      assert.equal(await page.evaluate(() => document.visibilityState), "hidden");
-      // Eight chained 0 ms timers: the seventh and eighth wait for wake-ups a second apart.
-      const chainMs = await page.evaluate(() => (window as unknown as PageApi).chainedTimers(8));
-      assert.ok(chainMs >= 500, `the hidden page's chained 0 ms timers are not throttled (8 in ${chainMs} ms)`);
-
       const before = shaper.stats.up.delivered;
       const t0 = performance.now();
       await page.evaluate((n) => (window as unknown as PageApi).upload(n), SIZE);
-      const state = () =>
-        page.evaluate(() => {
-          const w = window as unknown as PageApi;
-          return { took: w.took, failed: w.failed, maxBuffered: w.maxBuffered };
-        });
       let s = await state();
       while (s.took === undefined && s.failed === undefined && performance.now() - t0 < WAIT_MS) {
         await sleep(100);
@@ -151,10 +179,43 @@ describe("a page in a background tab (chromium with its throttling)", () => {
       assert.deepEqual(got, [1, SIZE]);
       assert.deepEqual(errors, []);
     } finally {
-      await chromium.close();
-      await shaper.close();
-      await server.close();
-      await new Promise((resolve) => web.close(resolve));
+      await hidden.close();
+    }
+  });
+
+  it("does not look at a send buffer that stopped going down in a busy loop of 0 ms timers (a peer that stopped reading)", async (t) => {
+    // A link of 1 KB/s: the page's send buffer stays over the high-water mark and does not go down for seconds.
+    // Its looks are 0 ms timers only for STILL_LOOKS (500) looks in a row without it going down, then once
+    // a second (pollMs, woken once a second in a hidden page); before, 0 ms timers the whole time.
+    const hidden = await hiddenPageBehind(t, 1000);
+    if (hidden === undefined) return;
+    const { page, state } = hidden;
+    try {
+      // Five requests of 4 MiB (a message's window): 16 MiB in flight (the connection's window), more than the
+      // loopback sockets' buffers take, so the rest stays in the page's send buffer.
+      await page.evaluate(
+        (n) => {
+          for (let i = 0; i < 5; i++) (window as unknown as PageApi).upload(n);
+        },
+        4 * 1024 * 1024,
+      );
+      // The wait's first looks (fast) are over within a second; counted over the next two.
+      await sleep(1000);
+      const first = await state();
+      await sleep(2000);
+      const later = await state();
+      const zero = later.zeroTimers - first.zeroTimers;
+      t.diagnostic(
+        `largest bufferedAmount ${later.maxBuffered} B; 0 ms timers: ${first.zeroTimers} in the first second, ${zero} in the next two`,
+      );
+      assert.ok(
+        later.maxBuffered > HIGH_WATER,
+        `bufferedAmount never went over the high-water mark (${later.maxBuffered} B)`,
+      );
+      assert.equal(later.failed, undefined);
+      assert.ok(zero < 100, `${zero} 0 ms timers in 2 s while the send buffer did not go down`);
+    } finally {
+      await hidden.close();
     }
   });
 });
