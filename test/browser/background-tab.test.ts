@@ -23,10 +23,9 @@
  * delivered within a bounded wait; no other timing is asserted.
  */
 import assert from "node:assert/strict";
-import http from "node:http";
 import { describe, it } from "node:test";
 import { type Connection, createServer } from "../../src/index.ts";
-import { browserBundle, browserReady, openPage, openThrottlingChromium } from "../helpers/browser.ts";
+import { browserReady, openPage, openThrottlingChromium, servePointsubPage } from "../helpers/browser.ts";
 
 /** Messages the server sends at once, and the listener's work on each (ms). */
 const N = 300;
@@ -59,24 +58,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 describe("a page in a background tab (chromium with its throttling)", () => {
   it("input past the turn's budget is all delivered: the turn end is not a throttled 0 ms timer", async (t) => {
     if (!(await browserReady(t))) return;
-    const scripts = await browserBundle();
-    const web = http.createServer((req, res) => {
-      const script = scripts.get(req.url ?? "");
-      const answer = (text: string, type: string) => {
-        res.writeHead(200, { "Content-Type": type });
-        res.end(text);
-      };
-      if (script !== undefined) answer(script, "text/javascript");
-      else if (req.url === "/page.js") answer(PAGE, "text/javascript");
-      else {
-        answer(
-          '<!doctype html><script type="module">import * as p from "/js/pointsub.js"; window.pointsub = p;</script><script type="module" src="/page.js"></script>',
-          "text/html",
-        );
-      }
-    });
-    await new Promise<void>((resolve) => web.listen(0, "127.0.0.1", resolve));
-    const pagePort = (web.address() as { port: number }).port;
+    const web = await servePointsubPage(PAGE);
     const server = createServer();
     let session: Connection | undefined;
     server.handle("/ready/1.0.0", (_req, ctx) => {
@@ -87,7 +69,7 @@ describe("a page in a background tab (chromium with its throttling)", () => {
 
     const chromium = await openThrottlingChromium();
     try {
-      const { page, errors } = await openPage(chromium.context, `http://127.0.0.1:${pagePort}/`);
+      const { page, errors } = await openPage(chromium.context, web.url);
       await page.evaluate((u) => (window as unknown as PageApi).start(u), url);
       assert.ok(session, "the page connected");
       // Another tab in front: the page is in the background.
@@ -113,7 +95,7 @@ describe("a page in a background tab (chromium with its throttling)", () => {
     } finally {
       await chromium.close();
       await server.close();
-      await new Promise((resolve) => web.close(resolve));
+      await web.close();
     }
   });
 });

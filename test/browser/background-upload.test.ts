@@ -30,11 +30,10 @@
  * upload is done within WAIT_MS (3.5× what it takes in front).
  */
 import assert from "node:assert/strict";
-import http from "node:http";
 import { describe, it, type TestContext } from "node:test";
 import { startShaper } from "../../bench/lib/shaper.ts";
 import { createServer } from "../../src/index.ts";
-import { browserBundle, browserReady, openPage, openThrottlingChromium } from "../helpers/browser.ts";
+import { browserReady, openPage, openThrottlingChromium, servePointsubPage } from "../helpers/browser.ts";
 
 /** The body's size, the link's rate towards the server (bytes a second), and the wait for the answer. */
 const SIZE = 20 * 1024 * 1024;
@@ -96,24 +95,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
  */
 async function hiddenPageBehind(t: TestContext, rate: number) {
   if (!(await browserReady(t))) return undefined;
-  const scripts = await browserBundle();
-  const web = http.createServer((req, res) => {
-    const script = scripts.get(req.url ?? "");
-    const answer = (text: string, type: string) => {
-      res.writeHead(200, { "Content-Type": type });
-      res.end(text);
-    };
-    if (script !== undefined) answer(script, "text/javascript");
-    else if (req.url === "/page.js") answer(PAGE, "text/javascript");
-    else {
-      answer(
-        '<!doctype html><script type="module">import * as p from "/js/pointsub.js"; window.pointsub = p;</script><script type="module" src="/page.js"></script>',
-        "text/html",
-      );
-    }
-  });
-  await new Promise<void>((resolve) => web.listen(0, "127.0.0.1", resolve));
-  const pagePort = (web.address() as { port: number }).port;
+  const web = await servePointsubPage(PAGE);
   const server = createServer();
   const got: number[] = [];
   server.handle("/sink/1.0.0", (req) => {
@@ -129,10 +111,10 @@ async function hiddenPageBehind(t: TestContext, rate: number) {
     await chromium.close();
     await shaper.close();
     await server.close();
-    await new Promise((resolve) => web.close(resolve));
+    await web.close();
   };
   try {
-    const { page, errors } = await openPage(chromium.context, `http://127.0.0.1:${pagePort}/`);
+    const { page, errors } = await openPage(chromium.context, web.url);
     await page.evaluate((u) => (window as unknown as PageApi).start(u), serverUrl.href);
     // Another tab in front: the page is in the background.
     await (await chromium.context.newPage()).bringToFront();

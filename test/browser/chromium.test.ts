@@ -14,10 +14,9 @@
  * skips; under CI (CI=true) it fails instead, since .ci/run installs them.
  */
 import assert from "node:assert/strict";
-import http from "node:http";
 import { describe, it } from "node:test";
 import { createServer } from "../../src/index.ts";
-import { browserBundle, browserReady, openChromium, openPage } from "../helpers/browser.ts";
+import { browserReady, openChromium, openPage, servePointsubPage } from "../helpers/browser.ts";
 import { MiB, sha256 } from "../helpers/data.ts";
 
 /** What the page runs: every result comes back to the test as JSON. */
@@ -73,26 +72,7 @@ describe("the browser entry in chromium (playwright-core)", () => {
 
     // The page: the browser entry bundled by esbuild as ES modules with code splitting (the
     // stream halves in a chunk of their own, loaded on demand), exposed as window.pointsub.
-    const scripts = await browserBundle();
-    assert.ok(scripts.size >= 2, "the stream halves are a chunk of their own");
-    for (const text of scripts.values()) assert.doesNotMatch(text, /["'`]node:/);
-    const web = http.createServer((req, res) => {
-      const script = scripts.get(req.url ?? "");
-      if (script !== undefined) {
-        res.writeHead(200, { "Content-Type": "text/javascript" });
-        res.end(script);
-      } else if (req.url === "/scenario.js") {
-        res.writeHead(200, { "Content-Type": "text/javascript" });
-        res.end(SCENARIO);
-      } else {
-        res.writeHead(200, { "Content-Type": "text/html" });
-        res.end(
-          '<!doctype html><title>pointsub</title><script type="module">import * as p from "/js/pointsub.js"; window.pointsub = p;</script><script type="module" src="/scenario.js"></script>',
-        );
-      }
-    });
-    await new Promise<void>((resolve) => web.listen(0, "127.0.0.1", resolve));
-    const pagePort = (web.address() as { port: number }).port;
+    const web = await servePointsubPage(SCENARIO);
 
     const server = createServer({ maxMessageSize: 64 * MiB });
     server.handle("/echo/1.0.0", (req) => req.data);
@@ -112,7 +92,7 @@ describe("the browser entry in chromium (playwright-core)", () => {
 
     const browser = await openChromium();
     try {
-      const { page, errors } = await openPage(browser, `http://127.0.0.1:${pagePort}/`);
+      const { page, errors } = await openPage(browser, web.url);
       const r = await page.evaluate(
         (u) => (window as unknown as { runScenario(u: string): Promise<Record<string, unknown>> }).runScenario(u),
         url,
@@ -147,7 +127,7 @@ describe("the browser entry in chromium (playwright-core)", () => {
     } finally {
       await browser.close();
       await server.close();
-      await new Promise((resolve) => web.close(resolve));
+      await web.close();
     }
   });
 });

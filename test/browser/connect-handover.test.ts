@@ -8,10 +8,9 @@
  * and the close went by with no listener.
  */
 import assert from "node:assert/strict";
-import http from "node:http";
 import { describe, it } from "node:test";
 import { createServer } from "../../src/index.ts";
-import { browserBundle, browserReady, openChromium, openPage } from "../helpers/browser.ts";
+import { browserReady, openChromium, openPage, servePointsubPage } from "../helpers/browser.ts";
 
 const CHUNK_DELAY_MS = 1500;
 
@@ -33,27 +32,7 @@ window.run = async (url) => {
 describe("browser connect() hand-over", () => {
   it("a message and a close sent as the session starts reach the page while its chunks are still loading", async (t) => {
     if (!(await browserReady(t))) return;
-    const scripts = await browserBundle();
-    const web = http.createServer((req, res) => {
-      const script = scripts.get(req.url ?? "");
-      const answer = (text: string, type: string) => {
-        res.writeHead(200, { "Content-Type": type });
-        res.end(text);
-      };
-      if (script !== undefined) {
-        // The entry at once; the chunks it loads on demand late.
-        if (req.url === "/js/pointsub.js") answer(script, "text/javascript");
-        else setTimeout(() => answer(script, "text/javascript"), CHUNK_DELAY_MS);
-      } else if (req.url === "/page.js") answer(PAGE, "text/javascript");
-      else {
-        answer(
-          '<!doctype html><script type="module">import * as p from "/js/pointsub.js"; window.pointsub = p;</script><script type="module" src="/page.js"></script>',
-          "text/html",
-        );
-      }
-    });
-    await new Promise<void>((resolve) => web.listen(0, "127.0.0.1", resolve));
-    const pagePort = (web.address() as { port: number }).port;
+    const web = await servePointsubPage(PAGE, CHUNK_DELAY_MS);
     const server = createServer();
     server.on("session", (session) => {
       session.send("welcome").then(
@@ -64,7 +43,7 @@ describe("browser connect() hand-over", () => {
     const [url] = await server.listen("ws://127.0.0.1:0/pointsub");
     const browser = await openChromium();
     try {
-      const { page, errors } = await openPage(browser, `http://127.0.0.1:${pagePort}/`);
+      const { page, errors } = await openPage(browser, web.url);
       const r = await page.evaluate(
         (u) => (window as unknown as { run(u: string): Promise<Record<string, unknown>> }).run(u),
         url,
@@ -77,7 +56,7 @@ describe("browser connect() hand-over", () => {
     } finally {
       await browser.close();
       await server.close();
-      await new Promise((resolve) => web.close(resolve));
+      await web.close();
     }
   });
 });

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { TestContext } from "node:test";
@@ -159,4 +160,38 @@ export async function browserBundle(
     logLevel: "silent",
   });
   return new Map(bundle.outputFiles.map((f) => [f.path, f.text]));
+}
+
+/**
+ * Serves, on loopback, a page that loads pointsub's browser bundle (as `window.pointsub`) and then
+ * `pageScript` (as /page.js). With `chunkDelayMs`, the bundle's chunks other than its entry are answered
+ * that late (as a slow network would). `close` stops the server.
+ */
+export async function servePointsubPage(
+  pageScript: string,
+  chunkDelayMs = 0,
+): Promise<{ url: string; close(): Promise<void> }> {
+  const scripts = await browserBundle();
+  const web = http.createServer((req, res) => {
+    const script = scripts.get(req.url ?? "");
+    const answer = (text: string, type: string) => {
+      res.writeHead(200, { "Content-Type": type });
+      res.end(text);
+    };
+    if (script !== undefined) {
+      if (chunkDelayMs === 0 || req.url === "/js/pointsub.js") answer(script, "text/javascript");
+      else setTimeout(() => answer(script, "text/javascript"), chunkDelayMs);
+    } else if (req.url === "/page.js") answer(pageScript, "text/javascript");
+    else {
+      answer(
+        '<!doctype html><title>pointsub</title><script type="module">import * as p from "/js/pointsub.js"; window.pointsub = p;</script><script type="module" src="/page.js"></script>',
+        "text/html",
+      );
+    }
+  });
+  await new Promise<void>((resolve) => web.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${(web.address() as { port: number }).port}/`,
+    close: () => new Promise<void>((resolve) => web.close(() => resolve())),
+  };
 }
