@@ -68,6 +68,13 @@ export class OutgoingStream {
   private length: number;
   private wake: (() => void) | undefined;
   private stopped: PointSubError | undefined;
+  /**
+   * While the run waits for the source's next chunk: closes it (see
+   * {@link stop}); undefined otherwise.
+   */
+  private closeWaiting: (() => void) | undefined;
+  /** The source was closed by {@link stop} (the run's failure does not close it again). */
+  private sourceClosed = false;
   /** Sent frames awaiting the receiver's credit: [wire bytes, content bytes]. */
   private readonly unacked = new Queue<number>();
   private ackCarry = 0;
@@ -121,7 +128,7 @@ export class OutgoingStream {
     let iterator: AsyncIterator<Uint8Array> | Iterator<Uint8Array> | undefined;
     const ahead: Promise<StreamItem>[] = [];
     try {
-      // In the try: a source whose [Symbol.asyncIterator]() (getReader(), [Symbol.iterator]()) throws fails the send too.
+      // In the try: a source whose getReader() ([Symbol.asyncIterator](), [Symbol.iterator]()) throws fails the send too.
       try {
         iterator = toIterator(source);
       } catch (err) {
@@ -131,10 +138,15 @@ export class OutgoingStream {
       for (;;) {
         if (this.stopped !== undefined) throw this.stopped;
         let r: IteratorResult<Uint8Array>;
+        const it = iterator;
+        this.closeWaiting = () => closeSource(source, it);
         try {
           r = await iterator.next();
         } catch (err) {
+          if (this.stopped !== undefined) throw this.stopped; // its failure is the close's (a destroyed Readable)
           throw new PointSubError("ERR_SOURCE", `stream source failed: ${describeThrown(err)}`, { cause: err });
+        } finally {
+          this.closeWaiting = undefined;
         }
         if (this.stopped !== undefined) throw this.stopped;
         if (r.done === true) break;
@@ -194,9 +206,7 @@ export class OutgoingStream {
         crc: -1,
       });
     } catch (err) {
-      Promise.resolve()
-        .then(() => iterator?.return?.())
-        .catch(() => {});
+      if (!this.sourceClosed) closeSource(undefined, iterator);
       for (const p of ahead) p.catch(() => {});
       // As toPointSubError, without its String(err): a value String cannot convert (a result whose `done`
       // getter threw one) made that throw a TypeError here, and the send failed with it instead.
@@ -215,10 +225,22 @@ export class OutgoingStream {
     return this.crc >>> 0;
   }
 
-  /** Stops producing (answer arrived, cancelled, connection closed). */
+  /**
+   * Stops producing (answer arrived, cancelled, connection closed). A source
+   * the run waits on is closed now, not when it next yields (a live feed, a
+   * socket or a pipe with nothing to say held its resources until then, or
+   * for ever): its iterator's `return()` (a ReadableStream's reader is
+   * cancelled, which ends the wait) and a Node Readable's `destroy()`.
+   */
   stop(reason: PointSubError): void {
     if (this.stopped !== undefined) return;
     this.stopped = reason;
+    const close = this.closeWaiting;
+    if (close !== undefined) {
+      this.closeWaiting = undefined;
+      this.sourceClosed = true;
+      close();
+    }
     const w = this.wake;
     this.wake = undefined;
     w?.();
@@ -313,6 +335,23 @@ export class OutgoingStream {
   }
 }
 
+/**
+ * Closes a stream's source: its iterator's `return()` (not awaited; a
+ * failure is ignored) and, given `source`, a Node Readable's `destroy()`
+ * (its async iterator's `return()` waits for the pending read, which may
+ * never come).
+ */
+function closeSource(
+  source: StreamSource | undefined,
+  iterator: AsyncIterator<Uint8Array> | Iterator<Uint8Array> | undefined,
+): void {
+  Promise.resolve()
+    .then(() => iterator?.return?.())
+    .catch(() => {});
+  const destroy = (source as { destroy?: unknown } | undefined)?.destroy;
+  if (typeof destroy === "function") destroy.call(source);
+}
+
 /** Whether `source` is something {@link toIterator} can read (checked before a stream's START goes out). */
 export function isStreamSource(source: unknown): boolean {
   if (source === null || (typeof source !== "object" && typeof source !== "function")) return false;
@@ -326,8 +365,8 @@ export function isStreamSource(source: unknown): boolean {
 
 function toIterator(source: StreamSource): AsyncIterator<Uint8Array> | Iterator<Uint8Array> {
   const s = source as unknown as Record<symbol | string, unknown>;
-  if (typeof s[Symbol.asyncIterator] === "function")
-    return (source as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]();
+  // A ReadableStream through its reader, even where it is async iterable too: the reader's cancel() ends
+  // a pending read at once, the async iterator's return() waits for it (which may never come).
   if (typeof s.getReader === "function") {
     const reader = (source as ReadableStream<Uint8Array>).getReader();
     return {
@@ -338,6 +377,8 @@ function toIterator(source: StreamSource): AsyncIterator<Uint8Array> | Iterator<
       },
     };
   }
+  if (typeof s[Symbol.asyncIterator] === "function")
+    return (source as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]();
   if (typeof s[Symbol.iterator] === "function") return (source as Iterable<Uint8Array>)[Symbol.iterator]();
   throw new PointSubError(
     "ERR_INVALID_ARGUMENT",

@@ -16,6 +16,7 @@
  *   CANCEL it has not read yet.
  */
 import assert from "node:assert/strict";
+import { PassThrough } from "node:stream";
 import { describe, it } from "node:test";
 import { connect, createServer, PointSubError } from "../../src/index.ts";
 import { sleep } from "../helpers/wait.ts";
@@ -389,6 +390,69 @@ describe("giving up on a stream", () => {
       await s1;
     } finally {
       stop.resolve();
+      conn.destroy();
+      await server.close({ timeoutMs: 100 });
+    }
+  });
+
+  it("a source waiting for data is closed as soon as its stream stops (cancel, the receiver's early answer or cancel, the connection's end), not when it next yields", async () => {
+    const server = createServer();
+    server.handleStream("/early", async (stream) => {
+      for await (const _ of stream) break;
+      return "early";
+    });
+    server.handleStream("/refuse", async (stream) => {
+      for await (const _ of stream) stream.cancel();
+      return "x";
+    });
+    server.handleStream("/count", countBytes);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url, { keepAliveMs: 0 });
+    try {
+      /** A live source: one chunk, then nothing for now; `closed()` once pointsub released it. */
+      const sources = {
+        web: () => {
+          let cancelled = false;
+          const source = new ReadableStream<Uint8Array>({
+            start: (c) => c.enqueue(new Uint8Array(10)),
+            cancel: () => {
+              cancelled = true;
+            },
+          });
+          return { source, closed: () => cancelled };
+        },
+        node: () => {
+          const source = new PassThrough();
+          source.write(new Uint8Array(10));
+          return { source, closed: () => source.destroyed };
+        },
+      };
+      for (const [kind, make] of Object.entries(sources)) {
+        for (const [how, route, code] of [
+          ["cancel", "/count", "ERR_CANCELLED"],
+          ["early answer", "/early", undefined],
+          ["receiver cancel", "/refuse", "ERR_CANCELLED"],
+        ] as const) {
+          const { source, closed } = make();
+          const t = conn.sendStream(route, source);
+          if (how === "cancel") {
+            await sleep(50);
+            t.cancel();
+          }
+          if (code === undefined) assert.equal(new TextDecoder().decode(await t), "early");
+          else await assert.rejects(t.done, { code });
+          for (let i = 0; i < 200 && !closed(); i++) await sleep(5);
+          assert.ok(closed(), `${kind} source still open after ${how}`);
+        }
+      }
+      const { source, closed } = sources.web();
+      const t = conn.sendStream("/count", source);
+      await sleep(50);
+      conn.destroy();
+      await assert.rejects(t.done, { code: "ERR_CONNECTION_CLOSED" });
+      for (let i = 0; i < 200 && !closed(); i++) await sleep(5);
+      assert.ok(closed(), "web source still open after the connection's end");
+    } finally {
       conn.destroy();
       await server.close({ timeoutMs: 100 });
     }
