@@ -98,8 +98,13 @@ export class OutgoingStreams {
   /** Streams this side sends, by id, until both directions ended. */
   private readonly streams = new Map<number, OutState>();
   private inUse = 0;
-  /** Streams waiting for a free slot (maxConcurrentStreams). */
-  private readonly waiters: (() => void)[] = [];
+  /**
+   * Streams waiting for a free slot (maxConcurrentStreams): woken without an
+   * argument for a slot, with `false` when given up ({@link dropWaiter}).
+   */
+  private readonly waiters: ((slot?: boolean) => void)[] = [];
+  /** The waiter of each call waiting for a slot. */
+  private readonly waiting = new Map<PendingCall, (slot?: boolean) => void>();
   private readonly link: Link;
   private readonly outbox: Outbox;
   private readonly caller: Caller;
@@ -239,7 +244,7 @@ export class OutgoingStreams {
       settled: false,
       started: false,
     };
-    const cancel = (reason: string) => this.caller.abandon(call, new PointSubError("ERR_CANCELLED", reason));
+    const cancel = (reason: string) => this.giveUpCall(call, new PointSubError("ERR_CANCELLED", reason));
     const transfer = new Transfer(progress, d.promise, cancel);
     let head: Uint8Array;
     let plan: ReturnType<typeof planCompression>;
@@ -299,7 +304,7 @@ export class OutgoingStreams {
         // told that code, not ERR_CANCELLED, after which a file sink drops the partial a resume would use.
         const r: unknown = signal.reason;
         const again = r instanceof PointSubError && r.retryable && r.code !== "ERR_CANCELLED";
-        this.caller.abandon(
+        this.giveUpCall(
           call,
           again
             ? new PointSubError(r.code, `stream to ${route} stopped: ${r.message}`, { cause: r })
@@ -338,21 +343,23 @@ export class OutgoingStreams {
     transfer: Transfer,
     handedOut: Transfer | undefined,
   ): Promise<void> {
-    let waited = false;
+    let woken = false;
     while (
       this.isOpen() &&
       !call.settled &&
       (this.inUse >= this.link.peer.maxConcurrentStreams ||
         this.caller.pending.size >= this.link.peer.maxConcurrentRequests)
     ) {
-      waited = true;
-      await new Promise<void>((r) => {
-        this.waiters.push(r);
-      });
+      woken =
+        (await new Promise<boolean | undefined>((r) => {
+          this.waiters.push(r);
+          this.waiting.set(call, r);
+        })) !== false;
+      this.waiting.delete(call);
     }
     if (call.settled) {
-      // Given up while it waited: the slot it was woken for goes to the next one.
-      if (waited) this.waiters.shift()?.();
+      // Given up after it was woken: the slot it was woken for goes to the next one.
+      if (woken) this.waiters.shift()?.();
       return;
     }
     if (!this.isOpen()) {
@@ -452,6 +459,23 @@ export class OutgoingStreams {
       if (!call.settled) this.caller.settle(call, undefined, e);
     }
     this.stats.counts[22] += out.produced - offset; // stream bytes sent
+  }
+
+  /**
+   * Gives up on `call` (the caller's cancel or abort); one still waiting for
+   * a slot leaves the queue now — it held its source, its transfer and
+   * their memory until a slot freed, for as long as the streams holding the
+   * slots ran (a live feed: for ever).
+   */
+  private giveUpCall(call: PendingCall, err: PointSubError): void {
+    this.caller.abandon(call, err);
+    const wake = this.waiting.get(call);
+    if (wake === undefined) return;
+    this.waiting.delete(call);
+    const i = this.waiters.indexOf(wake);
+    if (i < 0) return; // already woken for a slot: it passes the slot on
+    this.waiters.splice(i, 1);
+    wake(false);
   }
 
   /** This side's half of stream `st` ended (END or CANCEL sent). */

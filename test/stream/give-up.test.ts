@@ -168,6 +168,40 @@ describe("giving up on a stream", () => {
     }
   });
 
+  it("streams given up while they wait for a slot leave the queue at once (they held their sources until a slot freed: for ever behind a live feed)", async () => {
+    const server = createServer({ maxConcurrentStreams: 1 });
+    server.handleStream("/count", countBytes);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url, { keepAliveMs: 0 });
+    const waiting = () => (conn as unknown as { outStreams_: { waiters: unknown[] } }).outStreams_.waiters.length;
+    const stop = Promise.withResolvers<void>();
+    try {
+      async function* live() {
+        yield new Uint8Array(10);
+        await stop.promise;
+      }
+      const feed = conn.sendStream("/count", live());
+      const acs = Array.from({ length: 20 }, () => new AbortController());
+      const given = acs.map((ac) => conn.sendStream("/count", [new Uint8Array(MiB)], { signal: ac.signal }));
+      given.push(conn.sendStream("/count", [new Uint8Array(MiB)]));
+      const next = conn.sendStream("/count", [new Uint8Array(10)]);
+      assert.equal(waiting(), 22);
+      for (const ac of acs) ac.abort();
+      given[20].cancel();
+      for (const t of given) await assert.rejects(t.done, { code: "ERR_CANCELLED" });
+      assert.equal(waiting(), 1, "given-up streams still queued for a slot");
+      // The one still waiting gets the slot when it frees, as before.
+      stop.resolve();
+      assert.equal(new TextDecoder().decode(await feed), "10");
+      assert.equal(new TextDecoder().decode(await next), "10");
+      assert.equal(waiting(), 0);
+    } finally {
+      stop.resolve();
+      conn.destroy();
+      await server.close({ timeoutMs: 100 });
+    }
+  });
+
   it("a stream waiting for one of the peer's request slots starts when a request ends", async () => {
     const server = createServer({ maxConcurrentRequests: 1 });
     server.handle("/slow", async () => {
