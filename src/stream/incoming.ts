@@ -61,6 +61,14 @@ export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<
   private error: PointSubError | undefined;
   private endError: PointSubError | undefined;
   private waiter: (() => void) | undefined;
+  /**
+   * The read in progress while one waits (for data, END or inflation):
+   * later `next()` calls queue behind it, as an async generator's do (a
+   * second concurrent read took the only waiter slot, and the first never
+   * woke: `Promise.all([s.next(), s.next()])` hung the handler and held the
+   * stream open).
+   */
+  private busy: Promise<IteratorResult<Uint8Array>> | undefined;
   private crc: number;
   private received = 0;
   private finished = false;
@@ -279,6 +287,11 @@ export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<
 
   next(): Promise<IteratorResult<Uint8Array>> {
     this.reading = true;
+    const busy = this.busy;
+    if (busy !== undefined) {
+      const after = (): Promise<IteratorResult<Uint8Array>> => this.next();
+      return busy.then(after, after);
+    }
     // A chunk is ready: answered without an async function's frame (a `for await` over a busy stream
     // reads most chunks this way; the garbage per chunk is one promise and its result).
     const e = this.error === undefined && !this.finished && !this.discarding ? this.entries.peek() : undefined;
@@ -289,7 +302,13 @@ export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<
         return Promise.reject(err);
       }
     }
-    return this.nextSlow();
+    const read = this.nextSlow();
+    this.busy = read;
+    const done = (): void => {
+      if (this.busy === read) this.busy = undefined;
+    };
+    read.then(done, done);
+    return read;
   }
 
   private async nextSlow(): Promise<IteratorResult<Uint8Array>> {

@@ -213,6 +213,30 @@ describe("streams", () => {
     assert.equal(text(await conn.sendStream("/hash/1.0.0", generate(1000))), expectedHash(1000));
   });
 
+  it("reads asked for at once (next() before the last one settled) are answered in order, none left waiting", async () => {
+    server.handleStream("/concurrent-next/1.0.0", async (stream) => {
+      const parts = await Promise.all([stream.next(), stream.next(), stream.next()]);
+      const sizes = parts.map((r) => (r.done === true ? "end" : String(r.value.length)));
+      for await (const c of stream) sizes.push(String(c.length));
+      return sizes.join(" ");
+    });
+    async function* spaced() {
+      for (const n of [10, 20, 30, 40]) {
+        await new Promise((r) => setTimeout(r, 20)); // each read waits for its chunk
+        yield new Uint8Array(n);
+      }
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const answer = await Promise.race([
+      conn.sendStream("/concurrent-next/1.0.0", spaced()).done.then(text),
+      new Promise((r) => {
+        timer = setTimeout(r, 5000, "no answer: a read was left waiting");
+      }),
+    ]);
+    clearTimeout(timer);
+    assert.equal(answer, "10 20 30 40");
+  });
+
   it("reports progress up to exactly 100 % and as an async iterable", async () => {
     const size = 12 * MiB;
     const seen: ProgressSnapshot[] = [];
