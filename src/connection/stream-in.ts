@@ -9,6 +9,7 @@ import { Flag } from "../codec/frame.ts";
 import { decodeMeta, decodeStreamEnd, decodeStreamHead } from "../codec/stream-prefix.ts";
 import { readVarint, type VarintResult } from "../codec/varint.ts";
 import { codeForErrno, type ErrorCode } from "../errors/codes.ts";
+import { describeThrown } from "../errors/describe.ts";
 import { PointSubError } from "../errors/error.ts";
 import type { CallContext } from "../router/types.ts";
 import { IncomingStream } from "../stream/incoming.ts";
@@ -471,8 +472,15 @@ export class IncomingStreams {
     const answered = this.dispatcher.finishHandler(st.call, value, error, fails);
     st.outDone = true;
     // What was answered: the handler's error, or one in place of its result (ERR_OVERLOADED, a bad result).
-    this.ended(st, fails ? (error instanceof PointSubError ? error.code : "ERR_HANDLER") : answered);
-    st.stream.discard();
+    const code = fails ? (error instanceof PointSubError ? error.code : "ERR_HANDLER") : answered;
+    this.ended(st, code);
+    st.stream.discard(
+      code === undefined
+        ? undefined
+        : error instanceof PointSubError
+          ? error
+          : new PointSubError(code, fails ? describeThrown(error) : `answered with ${code} in place of the result`),
+    );
     this.dropCharge(st);
     this.release(st);
   }

@@ -263,13 +263,20 @@ export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<
     return this.error !== undefined || this.finished || this.discarding;
   }
 
-  /** @internal Stop buffering: the handler answered or the reader left. */
-  discard(): void {
+  /**
+   * @internal Stop buffering: the handler answered (`failure`: with that
+   * error) or the reader left. Progress ends here unless it ended already:
+   * `cancelled` (nothing more is read), or `failed` with `failure` — a
+   * handler that answered before reading to the END left it "transferring"
+   * for good, and an iterator over it waiting for ever.
+   */
+  discard(failure?: PointSubError): void {
     this.discarding = true;
     while (this.entries.length !== 0) {
       const e = this.entries.shift() as Entry;
       if (e.data instanceof Promise) e.data.catch(() => {});
     }
+    if (!this.progress.done) this.progress.setStatus(failure === undefined ? "cancelled" : "failed", failure);
   }
 
   /** Cancels the transfer: the sender's transfer rejects with ERR_CANCELLED. */

@@ -237,6 +237,47 @@ describe("streams", () => {
     assert.equal(answer, "10 20 30 40");
   });
 
+  it("the receiver's progress ends (its iterator too) when the handler answers or fails before reading to the END", async () => {
+    const handlers: Record<string, (stream: IncomingStream) => Promise<string>> = {
+      "/progress-unread/1.0.0": async () => "unread",
+      "/progress-first/1.0.0": async (stream) => {
+        for await (const _ of stream) break;
+        return "first";
+      },
+      "/progress-throws/1.0.0": async () => {
+        throw new Error("refused");
+      },
+    };
+    const ends: Record<string, Promise<string>> = {};
+    for (const [route, handler] of Object.entries(handlers)) {
+      server.handleStream(route, async (stream) => {
+        ends[route] = (async () => {
+          let last: ProgressSnapshot | undefined;
+          for await (const p of stream.progress) last = p;
+          return `${last?.status} ${last?.error?.code ?? ""}`.trim();
+        })();
+        return handler(stream);
+      });
+      // Small: the whole stream and its END arrive before the answer (no CANCEL from the sender follows).
+      await conn.sendStream(route, [new Uint8Array(10), new Uint8Array(10)]).done.catch(() => {});
+    }
+    for (const [route, want] of [
+      ["/progress-unread/1.0.0", "cancelled"],
+      ["/progress-first/1.0.0", "cancelled"],
+      ["/progress-throws/1.0.0", "failed ERR_HANDLER"],
+    ]) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const got = await Promise.race([
+        ends[route],
+        new Promise((r) => {
+          timer = setTimeout(r, 3000, "still transferring: the iterator never ended");
+        }),
+      ]);
+      clearTimeout(timer);
+      assert.equal(got, want, route);
+    }
+  });
+
   it("reports progress up to exactly 100 % and as an async iterable", async () => {
     const size = 12 * MiB;
     const seen: ProgressSnapshot[] = [];
