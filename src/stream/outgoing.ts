@@ -69,10 +69,12 @@ export class OutgoingStream {
   private wake: (() => void) | undefined;
   private stopped: PointSubError | undefined;
   /**
-   * While the run waits for the source's next chunk: closes it (see
-   * {@link stop}); undefined otherwise.
+   * While the run waits for the source's next chunk: the source and its
+   * iterator, which {@link stop} closes; undefined otherwise (no closure
+   * per chunk).
    */
-  private closeWaiting: (() => void) | undefined;
+  private waitingSource: StreamSource | undefined;
+  private waitingIterator: AsyncIterator<Uint8Array> | Iterator<Uint8Array> | undefined;
   /** The source was closed by {@link stop} (the run's failure does not close it again). */
   private sourceClosed = false;
   /** Sent frames awaiting the receiver's credit: [wire bytes, content bytes]. */
@@ -138,15 +140,15 @@ export class OutgoingStream {
       for (;;) {
         if (this.stopped !== undefined) throw this.stopped;
         let r: IteratorResult<Uint8Array>;
-        const it = iterator;
-        this.closeWaiting = () => closeSource(source, it);
+        this.waitingSource = source;
+        this.waitingIterator = iterator;
         try {
           r = await iterator.next();
         } catch (err) {
           if (this.stopped !== undefined) throw this.stopped; // its failure is the close's (a destroyed Readable)
           throw new PointSubError("ERR_SOURCE", `stream source failed: ${describeThrown(err)}`, { cause: err });
         } finally {
-          this.closeWaiting = undefined;
+          this.waitingIterator = undefined;
         }
         if (this.stopped !== undefined) throw this.stopped;
         if (r.done === true) break;
@@ -235,11 +237,11 @@ export class OutgoingStream {
   stop(reason: PointSubError): void {
     if (this.stopped !== undefined) return;
     this.stopped = reason;
-    const close = this.closeWaiting;
-    if (close !== undefined) {
-      this.closeWaiting = undefined;
+    const it = this.waitingIterator;
+    if (it !== undefined) {
+      this.waitingIterator = undefined;
       this.sourceClosed = true;
-      close();
+      closeSource(this.waitingSource, it);
     }
     const w = this.wake;
     this.wake = undefined;

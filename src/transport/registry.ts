@@ -87,18 +87,13 @@ export class TransportRegistry {
         }
         return { adapter, address: { kind: "peer-id", peerId: address } };
       }
-      throw new PointSubError(
-        "ERR_UNSUPPORTED_URL",
-        `not an address: ${JSON.stringify(address)} (want a URL such as tcp://host:port, a multiaddr or a peer id)`,
-      );
-    }
-    if (address !== null && typeof address === "object") {
+    } else if (address !== null && typeof address === "object") {
       const text = String(address);
       if (text.startsWith("/")) return this.resolveMultiaddr(text, address);
     }
     throw new PointSubError(
       "ERR_UNSUPPORTED_URL",
-      `not an address: ${String(address)} (want a URL, a multiaddr or a peer id)`,
+      `not an address: ${typeof address === "string" ? JSON.stringify(address) : String(address)} (want a URL such as tcp://host:port, a multiaddr or a peer id)`,
     );
   }
 

@@ -8,7 +8,7 @@
  */
 export const nextTurn: (fn: () => void) => void =
   typeof setImmediate === "function"
-    ? (fn) => setImmediate(fn)
+    ? setImmediate
     : (fn) => {
         const { port1, port2 } = new MessageChannel();
         port1.onmessage = () => {
