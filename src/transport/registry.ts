@@ -82,7 +82,7 @@ export class TransportRegistry {
         if (adapter === undefined) {
           throw new PointSubError(
             "ERR_UNSUPPORTED_URL",
-            `${address} looks like a peer id, and no transport accepts peer ids (have ${this.describe()})`,
+            `no transport for peer ids such as ${address} (have ${this.describe()})`,
           );
         }
         return { adapter, address: { kind: "peer-id", peerId: address } };
@@ -111,7 +111,7 @@ export class TransportRegistry {
     if (adapter === undefined) {
       throw new PointSubError(
         "ERR_UNSUPPORTED_URL",
-        `no transport accepts multiaddrs such as ${text} (have ${this.describe()})`,
+        `no transport for multiaddrs such as ${text} (have ${this.describe()})`,
       );
     }
     return { adapter, address: { kind: "multiaddr", text, value } };
