@@ -673,7 +673,11 @@ export class Server extends EventEmitter<ServerEvents> {
     const ms = options.timeoutMs ?? this.options.closeTimeoutMs ?? 5_000;
     const by = Date.now() + ms;
     let cut: ReturnType<typeof setTimeout> | undefined;
-    if (this.closeBy !== undefined && by < this.closeBy) {
+    // A session already closing (closeSession, an idle close, its peer's GOAWAY) keeps its own
+    // deadline: its close() gives back the one under way, which may run far longer than this one.
+    let drainingAlready = false;
+    for (const s of this.sessions_) if (s.state === "closing") drainingAlready = true;
+    if ((this.closeBy !== undefined && by < this.closeBy) || drainingAlready) {
       // Sessions a close with a later deadline drains end by this one's (their own end waits 100 ms for the peer's).
       const gone = new PointSubError("ERR_CONNECTION_CLOSED", "server closed before this finished");
       cut = setTimeout(() => {

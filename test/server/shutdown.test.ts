@@ -161,6 +161,37 @@ describe("graceful shutdown", () => {
     }
   });
 
+  it("close({ timeoutMs }) ends by its deadline a session closeSession is already draining with a longer timeout", async () => {
+    // Before, the session's own close (30 s) was awaited whole: close({ timeoutMs: 200 }) took 30 s.
+    const server = createServer();
+    let started = 0;
+    server.handle("/hold/1.0.0", async (_req, ctx) => {
+      started++;
+      await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve, { once: true }));
+      return "late";
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const client = await connect(url);
+    try {
+      const call = client.request("/hold/1.0.0", "", { timeoutMs: 60_000 });
+      call.catch(() => {});
+      await until(() => started === 1);
+      const [session] = server.sessions;
+      const t0 = Date.now();
+      const byId = server.closeSession(session.id, "moving", { timeoutMs: 30_000 }).then(() => Date.now() - t0);
+      await sleep(50);
+      const closing = server.close({ timeoutMs: 200 }).then(() => Date.now() - t0);
+      const never = sleep(5000).then(() => -1);
+      const [a, b] = await Promise.all([Promise.race([closing, never]), Promise.race([byId, never])]);
+      assert.ok(a >= 200 && a < 2000, `close({ timeoutMs: 200 }) settled after ${a} ms (-1: not within 5 s)`);
+      assert.ok(b >= 0 && b < 2000, `closeSession settled after ${b} ms (-1: not within 5 s)`);
+      await assert.rejects(call, { code: "ERR_CONNECTION_CLOSED" });
+      assert.equal(server.sessions.size, 0);
+    } finally {
+      client.destroy();
+    }
+  });
+
   it("closing 2,000 busy sessions at once waits on one shared timer, not a timer per session", async () => {
     const server = createServer();
     let started = 0;
