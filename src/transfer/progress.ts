@@ -31,7 +31,7 @@ export interface ProgressSnapshot {
   status: TransferStatus;
   /** Milliseconds since the transfer began. */
   elapsedMs: number;
-  /** Set when status is failed or cancelled. */
+  /** Set when status is failed or cancelled, and while paused: why (the error of the attempt that ended). */
   error?: PointSubError;
 }
 
@@ -103,7 +103,8 @@ export class Progress extends Emitter<ProgressEvents> implements AsyncIterable<P
   setStatus(status: TransferStatus, error?: PointSubError): void {
     if (TERMINAL.has(this.status_) || this.status_ === status) return;
     this.status_ = status;
-    if (error !== undefined) this.error_ = error;
+    // Only the status it came with has it: a pause's error (a connection lost) is not the completed transfer's.
+    this.error_ = error;
     if (status === "completed" && this.total === undefined) this.total = this.bytes_;
     if (status === "completed" && this.total !== undefined) this.bytes_ = this.total;
     if (this.timer !== undefined) {

@@ -42,6 +42,34 @@ describe("sendResumable: any source that reopens at an offset, any resumable sin
     }
   });
 
+  it("a transfer that completes after a cut reports no error: the pause's error goes with the pause", async () => {
+    // Before, the error of the attempt that was cut stayed in every snapshot after it, the
+    // completed one and its last progress event included ("Set when status is failed or cancelled").
+    const size = 16 * MiB;
+    const content = pattern(size, 12);
+    const { server } = blobServer(size);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const proxy = await startProxy(url, { cutAt: { dir: "up", bytes: [Math.floor(size * 0.4)] } });
+    const seen: { status: string; error: string | undefined }[] = [];
+    try {
+      const t = sendResumable(
+        () => connect(proxy.url),
+        "/blob/1.0.0",
+        { size, transferId: "blob-2", open: (offset) => [content.subarray(offset)] },
+        { retryDelayMs: 20, onProgress: (s) => seen.push({ status: s.status, error: s.error?.code }) },
+      );
+      assert.equal(new TextDecoder().decode(await t), "stored");
+      const paused = seen.find((s) => s.status === "paused");
+      assert.ok(paused?.error !== undefined, `a paused snapshot says why: ${JSON.stringify(seen)}`);
+      assert.deepEqual(seen.at(-1), { status: "completed", error: undefined });
+      assert.equal(t.snapshot().status, "completed");
+      assert.equal(t.snapshot().error, undefined);
+    } finally {
+      await proxy.close();
+      await server.close();
+    }
+  });
+
   it("a transfer that fails for good (not retryable) closes the connection it opened, so a CLI run can exit", async () => {
     const server = createServer();
     server.handleStream(
