@@ -167,6 +167,8 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
   private flaps = 0;
   /** When the current connection was adopted (`Date.now()`). */
   private adoptedAt = 0;
+  /** What close() gives back: the close of the connections it found. */
+  private closing: Promise<void> | undefined;
 
   /** Checks and takes the reconnection and offline policies. */
   protected constructor(reconnect: ReconnectOptions | false | undefined, offline: OfflineOptions | undefined) {
@@ -215,14 +217,20 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
     return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
   }
 
-  /** Closes for good: the connection gracefully, anything held rejects with ERR_CONNECTION_CLOSED. */
-  async close(): Promise<void> {
+  /**
+   * Closes for good: the connection gracefully, anything held rejects with
+   * ERR_CONNECTION_CLOSED. A second call resolves with the first (it
+   * resolved at once, while the first still drained the connection).
+   */
+  close(): Promise<void> {
+    if (this.closing !== undefined) return this.closing;
     const conn = this.conn;
     this.conn = undefined;
     this.shutdown(undefined);
     const draining = [...this.draining];
     this.draining.clear();
-    await Promise.all([conn?.close(), ...draining.map((d) => d.close())]);
+    this.closing = Promise.all([conn?.close(), ...draining.map((d) => d.close())]).then(noop);
+    return this.closing;
   }
 
   /**
@@ -516,6 +524,8 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
 
 /** Longest delay a timer takes (ms): a longer one fires at once (Node's TimeoutOverflowWarning, 1 ms). */
 const MAX_TIMER_MS = 0x7fffffff;
+
+function noop(): void {}
 
 /** ERR_CANCELLED for `what`, aborted by `signal`. */
 function cancelled(what: string | undefined, signal: AbortSignal): PointSubError {

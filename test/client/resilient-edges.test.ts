@@ -52,6 +52,37 @@ describe("resilient client edges", () => {
     }
   });
 
+  it("a second close() resolves with the first, once the connection is closed (it resolved at once)", async () => {
+    const server = createServer();
+    let started = 0;
+    server.handle("/slow/1", async () => {
+      started++;
+      await sleep(400);
+      return "slow done";
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const client = await connectResilient(url);
+    try {
+      const slow = client.request("/slow/1", "x", { timeoutMs: 10_000 });
+      await until(() => started === 1);
+      const conn = client.connection;
+      let answered = false;
+      const first = client.close();
+      const second = client.close().then(() => [answered, conn?.state]);
+      slow.then(() => {
+        answered = true;
+      });
+      // The first close lets the call in flight finish; the second must not resolve before it.
+      assert.deepEqual(await second, [true, "closed"]);
+      await first;
+      assert.equal(text(await slow), "slow done");
+      assert.equal(client.state, "closed");
+    } finally {
+      await client.close();
+      await server.close();
+    }
+  });
+
   it("a held request ends at its own timeoutMs or signal; one already aborted at once", async () => {
     const server = createServer();
     const [url] = await server.listen("tcp://127.0.0.1:0");
