@@ -255,11 +255,11 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
   }
 
   /**
-   * Holds a call of `bytes` until connected, then runs it; or rejects it per
-   * the offline policy, or when `limits` (the call's deadline or signal) end
-   * it first.
+   * Holds a call of `bytes` until connected, then runs it (resolving with
+   * what `run` resolves to); or rejects it per the offline policy, or when
+   * `limits` (the call's deadline or signal) end it first.
    */
-  protected hold(bytes: number, run: () => unknown, limits?: HoldLimits): Promise<void> {
+  protected hold<T = void>(bytes: number, run: () => T | PromiseLike<T>, limits?: HoldLimits): Promise<T> {
     if (this.state_ === "closed") return Promise.reject(this.closedError());
     const signal = limits?.signal;
     if (signal?.aborted) return Promise.reject(cancelled(limits?.what, signal));
@@ -274,7 +274,7 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
         new PointSubError("ERR_OFFLINE", `not connected and the offline queue is full (${this.maxBytes} bytes)`),
       );
     }
-    return new Promise<void>((resolve, reject) => {
+    return new Promise<T>((resolve, reject) => {
       const deadline = limits?.deadline ?? 0;
       let timer: ReturnType<typeof setTimeout> | undefined;
       const unbind = (): void => {
@@ -286,7 +286,9 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
         at: Date.now(),
         run: () => {
           unbind();
-          Promise.resolve(run()).then(() => resolve(), reject);
+          // run() starts the call now, in the queue's order (a held request's too: it once started
+          // a few microtasks later, after every held send).
+          Promise.resolve(run()).then(resolve, reject);
         },
         reject: (e) => {
           unbind();

@@ -256,7 +256,7 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
     prev?: PointSubError,
     unsent = false,
   ): Promise<Uint8Array> {
-    let c = this.connection;
+    const c = this.connection;
     if (c === undefined) {
       const what = `request to ${route}`;
       // A repeat (`prev`: why) of a request that was in flight, or one a graceful close refused unsent
@@ -267,10 +267,13 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
         what,
         again: prev !== undefined || unsent,
       };
-      await this.hold(payloadSize(payload) + HELD_REQUEST_OVERHEAD, noop, limits);
-      c = this.connection;
-      if (c === undefined)
-        return this.attempt(route, payload, options, deadline, tries, limited, perAttempt, prev, unsent);
+      // Run once connected, in the order the calls were held: the attempt starts its request at once
+      // (before, it went out after every held send, a few microtasks late).
+      return this.hold(
+        payloadSize(payload) + HELD_REQUEST_OVERHEAD,
+        () => this.attempt(route, payload, options, deadline, tries, limited, perAttempt, prev, unsent),
+        limits,
+      );
     }
     const left = deadline === Number.POSITIVE_INFINITY ? 0 : deadline - Date.now();
     if (deadline !== Number.POSITIVE_INFINITY && left <= 0) {
@@ -421,8 +424,6 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
     }
   }
 }
-
-function noop(): void {}
 
 /** Whether `signal` is aborted (a call: TypeScript keeps its narrowing of `aborted` across an await). */
 function isAborted(signal: AbortSignal): boolean {

@@ -83,6 +83,43 @@ describe("resilient client edges", () => {
     }
   });
 
+  it("calls held while offline go out in the order they were made, requests and sends alike", async () => {
+    // Before: every held send went out first, the held requests after them (a request's attempt
+    // went on a few microtasks after the queue was run): [msg 2, msg 4, req 1, req 3].
+    const seen: string[] = [];
+    const serve = () => {
+      const s = createServer();
+      s.handle("/note/1", (req) => {
+        seen.push(`req ${req.text()}`);
+        return "ok";
+      });
+      s.on("message", (m) => seen.push(`msg ${m.text()}`));
+      return s;
+    };
+    const s1 = serve();
+    const [url] = await s1.listen("tcp://127.0.0.1:0");
+    const client = await connectResilient(url, { reconnect: { initialDelayMs: 10, maxDelayMs: 50 } });
+    const s2 = serve();
+    try {
+      await s1.close();
+      await until(() => client.state === "reconnecting");
+      const calls = [
+        client.request("/note/1", "1"),
+        client.send("2"),
+        client.request("/note/1", "3", { idempotencyKey: "k-order" }),
+        client.send("4"),
+        client.request("/note/1", "5"),
+      ];
+      await s2.listen(url);
+      assert.deepEqual(await Promise.all(calls.map(outcome)), ["ok", "ok", "ok", "ok", "ok"]);
+      await until(() => seen.length === 5);
+      assert.deepEqual(seen, ["req 1", "msg 2", "req 3", "msg 4", "req 5"]);
+    } finally {
+      await client.close();
+      await s2.close();
+    }
+  });
+
   it("a held request ends at its own timeoutMs or signal; one already aborted at once", async () => {
     const server = createServer();
     const [url] = await server.listen("tcp://127.0.0.1:0");
