@@ -852,6 +852,9 @@ export class Connection extends Emitter<ConnectionEvents> {
     const handshaking = this.handshake !== undefined && !this.handshake.helloReceived;
     const reason = options.reason ?? "closing";
     const timeoutMs = options.timeoutMs ?? this.shared.closeTimeoutMs;
+    // As a request's: NaN waited for ever (its deadline is never reached).
+    if (!(timeoutMs >= 0))
+      return Promise.reject(new PointSubError("ERR_INVALID_ARGUMENT", `invalid timeoutMs ${timeoutMs}`));
     this.state_ = "closing";
     // Calls waiting for a slot start no more (an answer freeing one may come before drain.ts refuses them).
     if (this.caller_ !== undefined) this.caller_.closed = true;

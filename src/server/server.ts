@@ -43,6 +43,7 @@ import type { StreamHandler } from "../stream/types.ts";
 import type { Address, Transport, TransportListener, TransportListenOptions } from "../transport/transport.ts";
 import { nextTurn } from "../util/next-turn.ts";
 import { Ticker } from "../util/ticker.ts";
+import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 import { type AdaptiveLimitOptions, Admission, type AdmissionOptions } from "./admission.ts";
 import { type BroadcastOptions, type BroadcastResult, broadcastTo } from "./broadcast.ts";
 import { type ServerEvent, type ServerEventOptions, ServerEventStream } from "./events.ts";
@@ -217,6 +218,11 @@ function sendToHighWaterMark(x: unknown): number {
     throw new PointSubError("ERR_INVALID_ARGUMENT", `sendToHighWaterMark must be a number >= 0 (got ${String(x)})`);
   }
   return x;
+}
+
+/** A close's `timeoutMs` that is not a number >= 0 (Infinity waits for the work in flight, however long). */
+function badCloseTimeout(ms: unknown): PointSubError {
+  return new PointSubError("ERR_INVALID_ARGUMENT", `close timeoutMs must be a number >= 0 (got ${String(ms)})`);
 }
 
 function closedForListen(): PointSubError {
@@ -534,7 +540,9 @@ export class Server extends EventEmitter<ServerEvents> {
   closeSession(id: string, reason = "closed by the server", options: { timeoutMs?: number } = {}): Promise<void> {
     const s = this.byId.get(id);
     if (s === undefined) return Promise.reject(notFound(id));
-    return s.close({ reason, timeoutMs: options.timeoutMs });
+    const ms = options.timeoutMs;
+    if (ms !== undefined && (typeof ms !== "number" || !(ms >= 0))) return Promise.reject(badCloseTimeout(ms));
+    return s.close({ reason, timeoutMs: ms });
   }
 
   /**
@@ -669,8 +677,10 @@ export class Server extends EventEmitter<ServerEvents> {
    * sessions the first is draining too.
    */
   async close(options: { timeoutMs?: number } = {}): Promise<void> {
-    this.closing = true;
     const ms = options.timeoutMs ?? this.options.closeTimeoutMs ?? 5_000;
+    // Checked before anything closes: NaN closed nothing in flight, ever (the close never resolved).
+    if (typeof ms !== "number" || !(ms >= 0)) throw badCloseTimeout(ms);
+    this.closing = true;
     const by = Date.now() + ms;
     let cut: ReturnType<typeof setTimeout> | undefined;
     // A session already closing (closeSession, an idle close, its peer's GOAWAY) keeps its own
@@ -680,9 +690,12 @@ export class Server extends EventEmitter<ServerEvents> {
     if ((this.closeBy !== undefined && by < this.closeBy) || drainingAlready) {
       // Sessions a close with a later deadline drains end by this one's (their own end waits 100 ms for the peer's).
       const gone = new PointSubError("ERR_CONNECTION_CLOSED", "server closed before this finished");
-      cut = setTimeout(() => {
-        for (const s of [...this.sessions_]) s.destroy(gone);
-      }, ms + 100);
+      cut = setTimeout(
+        () => {
+          for (const s of [...this.sessions_]) s.destroy(gone);
+        },
+        Math.min(MAX_TIMER_MS, ms + 100),
+      );
     }
     this.closeBy = Math.min(this.closeBy ?? by, by);
     this.admission.stop();
@@ -697,12 +710,15 @@ export class Server extends EventEmitter<ServerEvents> {
     // that just connected sees a clean GOAWAY), but no later than the timeout: a stalled
     // handshake must not hold the shutdown for handshakeTimeoutMs.
     const refused = new PointSubError("ERR_GOING_AWAY", "server closing");
-    const late = setTimeout(() => {
-      // Those built meanwhile too (their opening arrived during the close).
-      for (const s of [...this.connecting]) s.terminate(refused);
-      // Those whose opening never came: a GOAWAY to those that said something, the others closed.
-      this.openings.giveUpAll(refused);
-    }, ms);
+    const late = setTimeout(
+      () => {
+        // Those built meanwhile too (their opening arrived during the close).
+        for (const s of [...this.connecting]) s.terminate(refused);
+        // Those whose opening never came: a GOAWAY to those that said something, the others closed.
+        this.openings.giveUpAll(refused);
+      },
+      Math.min(MAX_TIMER_MS, ms), // Infinity: a longer delay fires at once
+    );
     const handshaking = [...this.connecting].map((s) => s.close(close));
     // Connections whose opening has not arrived: closed gracefully like those above once
     // their session is built (see build in openingHost), or given up by the timer.

@@ -192,6 +192,43 @@ describe("graceful shutdown", () => {
     }
   });
 
+  it("a close timeoutMs that is not a number >= 0 is ERR_INVALID_ARGUMENT and closes nothing (NaN closed for ever)", async () => {
+    const server = createServer();
+    let started = 0;
+    server.handle("/hold/1.0.0", async (_req, ctx) => {
+      started++;
+      await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve, { once: true }));
+      return "late";
+    });
+    server.handle("/echo/1.0.0", (req) => req.data);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const client = await connect(url);
+    try {
+      const call = client.request("/hold/1.0.0", "", { timeoutMs: 60_000 });
+      call.catch(() => {});
+      await until(() => started === 1);
+      const [session] = server.sessions;
+      for (const timeoutMs of [Number.NaN, -1]) {
+        await assert.rejects(server.close({ timeoutMs }), { code: "ERR_INVALID_ARGUMENT" });
+        await assert.rejects(server.closeSession(session.id, "x", { timeoutMs }), { code: "ERR_INVALID_ARGUMENT" });
+        await assert.rejects(client.close({ timeoutMs }), { code: "ERR_INVALID_ARGUMENT" });
+      }
+      assert.equal(session.state, "open");
+      assert.equal(client.state, "open");
+      assert.equal(new TextDecoder().decode(await client.request("/echo/1.0.0", "still open")), "still open");
+      // Still serving: a valid close then ends it by its deadline.
+      const t0 = Date.now();
+      const closed = await Promise.race([
+        server.close({ timeoutMs: 100 }).then(() => Date.now() - t0),
+        sleep(5000).then(() => -1),
+      ]);
+      assert.ok(closed >= 0 && closed < 2000, `close settled after ${closed} ms (-1: not within 5 s)`);
+      await assert.rejects(call, { code: "ERR_CONNECTION_CLOSED" });
+    } finally {
+      client.destroy();
+    }
+  });
+
   it("closing 2,000 busy sessions at once waits on one shared timer, not a timer per session", async () => {
     const server = createServer();
     let started = 0;
