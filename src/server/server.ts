@@ -388,7 +388,7 @@ export class Server extends EventEmitter<ServerEvents> {
     this.admission = new Admission(options, {
       active: () =>
         this.sessions_.size + this.connecting.size + this.openings.size + this.pending + this.acceptQueue.length,
-      limitChanged: (limit, previous) => this.emit("connectionLimit", limit, previous),
+      limitChanged: (limit, previous) => this.tell("connectionLimit", limit, previous),
     });
   }
 
@@ -742,12 +742,29 @@ export class Server extends EventEmitter<ServerEvents> {
     for (const st of [...this.subscribers]) st.end();
   }
 
+  /**
+   * Emits `event` to the application's listeners. One that throws is the application's bug: it is
+   * surfaced (thrown again from a microtask: an uncaught exception, as a throwing `message` listener
+   * of a connection is) and the server's own work goes on. Before, it unwound into that work: a
+   * throwing `session` listener closed the session as the peer's ERR_PROTOCOL, and a throwing
+   * `sessionClose` or `reject` listener left a close that never resolved.
+   */
+  private tell<E extends keyof ServerEvents>(event: E, ...args: EventEmitter.ArgumentMap<ServerEvents>[E]): void {
+    try {
+      (this.emit as (e: E, ...a: EventEmitter.ArgumentMap<ServerEvents>[E]) => boolean)(event, ...args);
+    } catch (err) {
+      queueMicrotask(() => {
+        throw err;
+      });
+    }
+  }
+
   private publish(e: ServerEvent): void {
     for (const st of this.subscribers) st.push(e);
   }
 
   private readonly dispatchMessage = (msg: Message, session: Connection): void => {
-    this.emit("message", msg, session);
+    this.tell("message", msg, session);
     if (this.subscribers.size !== 0) this.publish({ type: "message", message: msg, session });
   };
 
@@ -932,7 +949,7 @@ export class Server extends EventEmitter<ServerEvents> {
     this.connecting.delete(conn);
     this.sessions_.add(conn);
     this.byId.set(conn.id, conn);
-    this.emit("session", conn);
+    this.tell("session", conn);
     if (this.subscribers.size !== 0) this.publish({ type: "session", session: conn });
   };
 
@@ -948,7 +965,7 @@ export class Server extends EventEmitter<ServerEvents> {
   }
 
   private rejected(error: PointSubError): void {
-    this.emit("reject", error);
+    this.tell("reject", error);
     if (this.subscribers.size !== 0) this.publish({ type: "reject", error });
   }
 
@@ -962,10 +979,10 @@ export class Server extends EventEmitter<ServerEvents> {
       addStats(this.closedTotals, conn.stats());
       const reason = conn.closeReason;
       if (error !== undefined && error.code !== "ERR_CONNECTION_CLOSED") {
-        this.emit("error", error, conn);
+        this.tell("error", error, conn);
         if (this.subscribers.size !== 0) this.publish({ type: "error", error, session: conn });
       }
-      this.emit("sessionClose", conn, error, reason);
+      this.tell("sessionClose", conn, error, reason);
       if (this.subscribers.size !== 0) this.publish({ type: "sessionClose", session: conn, reason, error });
     } else {
       // The handshake never completed.

@@ -8,8 +8,11 @@
  * ended the server's process, its caller waiting for its timeout.
  */
 import assert from "node:assert/strict";
+import { once } from "node:events";
+import { createConnection } from "node:net";
 import { describe, it } from "node:test";
 import { connect, createServer, type Handler, isPointSubError, type Middleware } from "../../src/index.ts";
+import { sleep, until } from "../helpers/wait.ts";
 
 const unprintable = (): unknown => Object.create(null);
 const throwingToString = (): unknown => ({
@@ -115,5 +118,58 @@ describe("a handler that throws a value String cannot convert", () => {
       await client.close();
       await server.close({ timeoutMs: 1000 });
     }
+  });
+});
+
+/**
+ * Runs `fn` with the process's uncaught exceptions collected in `caught`
+ * (node:test's own listener, which fails the test, set aside meanwhile).
+ */
+async function catchingUncaught(fn: (caught: string[]) => Promise<void>): Promise<void> {
+  const caught: string[] = [];
+  const saved = process.listeners("uncaughtException");
+  process.removeAllListeners("uncaughtException");
+  process.on("uncaughtException", (e) => caught.push(e.message));
+  try {
+    await fn(caught);
+  } finally {
+    process.removeAllListeners("uncaughtException");
+    for (const l of saved) process.on("uncaughtException", l);
+  }
+}
+
+describe("a server event listener that throws (the application's bug)", () => {
+  it("session, sessionClose and reject: the error surfaces uncaught, the session is served, close() resolves", async () => {
+    // Before: a throwing `session` listener closed the session as the client's ERR_PROTOCOL, and a
+    // throwing `sessionClose` or `reject` listener left server.close() pending for ever.
+    await catchingUncaught(async (caught) => {
+      const server = createServer();
+      for (const event of ["session", "sessionClose", "reject"] as const) {
+        server.on(event, () => {
+          throw new Error(`bug in ${event}`);
+        });
+      }
+      server.handle("/echo/1", (req) => req.data);
+      const [url] = await server.listen("tcp://127.0.0.1:0");
+      const client = await connect(url);
+      const silent = createConnection({ host: "127.0.0.1", port: Number(new URL(url).port) });
+      silent.on("error", () => {});
+      try {
+        assert.equal(new TextDecoder().decode(await client.request("/echo/1", "still served")), "still served");
+        await once(silent, "connect");
+        await until(() => caught.includes("bug in session"));
+        // The silent socket is given up at the close's deadline: a reject; the client's session: a sessionClose.
+        const closed = await Promise.race([
+          server.close({ timeoutMs: 200 }).then(() => "closed"),
+          sleep(5000).then(() => "still closing after 5 s"),
+        ]);
+        assert.equal(closed, "closed");
+        await until(() => caught.includes("bug in sessionClose") && caught.includes("bug in reject"));
+        assert.equal(server.sessions.size, 0);
+      } finally {
+        silent.destroy();
+        client.destroy();
+      }
+    });
   });
 });
