@@ -1154,8 +1154,10 @@ export class Connection extends Emitter<ConnectionEvents> {
     life.readyD = undefined;
     this.stats_.diag.closed(this.openedOnce, error, failure);
     this.shared.onClose?.(this, error);
-    this.emit("close", error);
+    // Settled first: a throwing `close` listener (the application's bug) left `closed` pending, and a
+    // graceful close (its server's too) waiting on it for ever. Its awaiters still run after the listeners.
     life.closedD?.resolve();
+    this.emit("close", error);
   }
 }
 

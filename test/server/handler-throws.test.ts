@@ -172,4 +172,29 @@ describe("a server event listener that throws (the application's bug)", () => {
       }
     });
   });
+
+  it("a session's own close listener: server.close() still resolves", async () => {
+    // Before: the listener's throw skipped settling the connection's `closed`, which its graceful close awaits.
+    await catchingUncaught(async (caught) => {
+      const server = createServer();
+      server.on("session", (s) =>
+        s.on("close", () => {
+          throw new Error("bug in close");
+        }),
+      );
+      const [url] = await server.listen("tcp://127.0.0.1:0");
+      const client = await connect(url);
+      try {
+        await until(() => server.sessions.size === 1);
+        const closed = await Promise.race([
+          server.close({ timeoutMs: 200 }).then(() => "closed"),
+          sleep(5000).then(() => "still closing after 5 s"),
+        ]);
+        assert.equal(closed, "closed");
+        await until(() => caught.includes("bug in close"));
+      } finally {
+        client.destroy();
+      }
+    });
+  });
 });
