@@ -349,7 +349,7 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
     this.ageTimer = undefined;
     for (const h of held) if (!h.gone) h.reject(failure);
     this.attemptAbort?.abort(failure);
-    this.events().emit("close", error);
+    this.tell("close", error);
   }
 
   /**
@@ -384,6 +384,23 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
     return this as unknown as EventEmitter<ReconnectingEvents>;
   }
 
+  /**
+   * Emits one of the state machine's events. A listener that throws (the application's bug) is
+   * surfaced, thrown again from a microtask, and the state machine goes on: before, a throwing
+   * `backoff` or `attemptFailed` listener ended the reconnection loop (an unhandled rejection; the
+   * client stayed "reconnecting" for good, its held calls timing out), and a throwing `state` or
+   * `close` listener threw out of close() before the connection was closed.
+   */
+  private tell<K extends keyof ReconnectingEvents>(event: K, ...args: ReconnectingEvents[K]): void {
+    try {
+      (this.events().emit as (e: K, ...a: ReconnectingEvents[K]) => boolean)(event, ...args);
+    } catch (err) {
+      queueMicrotask(() => {
+        throw err;
+      });
+    }
+  }
+
   private armAgeTimer(): void {
     if (this.ageTimer !== undefined || this.held.length === 0) return;
     const wait = Math.max(0, this.held[0].at + this.maxAgeMs - Date.now());
@@ -409,7 +426,7 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
     if (from === to) return;
     if (!TRANSITIONS[from].includes(to)) throw new Error(`pointsub: invalid transition ${from} -> ${to}`);
     this.state_ = to;
-    this.events().emit("state", to, from);
+    this.tell("state", to, from);
   }
 
   /**
@@ -428,7 +445,7 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
             ? fullJitterBackoff(this.initialDelayMs, this.maxDelayMs)
             : this.backoffStep.next(undefined);
         this.backoffStep = step;
-        this.events().emit("backoff", attempt + 1, step.duration);
+        this.tell("backoff", attempt + 1, step.duration);
         await this.sleep(step.duration);
         if ((this.state_ as ResilientState) === "closed") return;
       }
@@ -441,7 +458,7 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
       } catch (err) {
         if ((this.state_ as ResilientState) === "closed") return; // close() ended the attempt
         const e = toPointSubError(err, "ERR_CONNECT");
-        this.events().emit("attemptFailed", attempt, e);
+        this.tell("attemptFailed", attempt, e);
         if (!codeInfo(e.code).retryable) {
           // Bad options, a refused certificate or credentials: trying again cannot help.
           this.shutdown(e);

@@ -120,6 +120,48 @@ describe("resilient client edges", () => {
     }
   });
 
+  it("listeners that throw (state, backoff, attemptFailed, close) surface uncaught; the client still reconnects and closes", async () => {
+    // Before: a throwing backoff or attemptFailed listener ended the reconnection loop (an unhandled
+    // rejection): the client stayed "reconnecting" for good and the held request timed out.
+    const caught: string[] = [];
+    const saved = process.listeners("uncaughtException");
+    process.removeAllListeners("uncaughtException");
+    process.on("uncaughtException", (e) => caught.push(e.message));
+    const serve = () => createServer().handle("/echo/1", (r) => r.data);
+    const s1 = serve();
+    const [url] = await s1.listen("tcp://127.0.0.1:0");
+    const client = await connectResilient(url, { reconnect: { initialDelayMs: 10, maxDelayMs: 50 } });
+    const s2 = serve();
+    try {
+      let failed = 0;
+      client.on("attemptFailed", () => {
+        failed++;
+        throw new Error("bug in attemptFailed");
+      });
+      for (const event of ["state", "backoff", "close"] as const) {
+        client.on(event, () => {
+          throw new Error(`bug in ${event}`);
+        });
+      }
+      await s1.close();
+      await until(() => failed >= 2);
+      const held = client.request("/echo/1", "held", { timeoutMs: 5000 });
+      await s2.listen(url);
+      assert.equal(text(await held), "held");
+      assert.equal(client.state, "connected");
+      await client.close();
+      assert.equal(client.state, "closed");
+      for (const event of ["state", "backoff", "attemptFailed", "close"]) {
+        await until(() => caught.includes(`bug in ${event}`));
+      }
+    } finally {
+      process.removeAllListeners("uncaughtException");
+      for (const l of saved) process.on("uncaughtException", l);
+      await client.close();
+      await s2.close();
+    }
+  });
+
   it("a held request ends at its own timeoutMs or signal; one already aborted at once", async () => {
     const server = createServer();
     const [url] = await server.listen("tcp://127.0.0.1:0");
