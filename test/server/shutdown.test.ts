@@ -2,9 +2,30 @@ import assert from "node:assert/strict";
 import { once } from "node:events";
 import { createConnection } from "node:net";
 import { describe, it } from "node:test";
-import { connect, createServer, isPointSubError, type PointSubError } from "../../src/index.ts";
+import { connect, createServer, isPointSubError, type PointSubError, type Server } from "../../src/index.ts";
 import { KiB, pattern } from "../helpers/data.ts";
 import { sleep, until } from "../helpers/wait.ts";
+
+/**
+ * A server whose /hold/1.0.0 handler waits until its call is aborted (`routes` adds others), a client,
+ * and one such call in flight, its handler started.
+ */
+async function heldCall(routes?: (server: Server) => void) {
+  const server = createServer();
+  let started = 0;
+  server.handle("/hold/1.0.0", async (_req, ctx) => {
+    started++;
+    await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve, { once: true }));
+    return "late";
+  });
+  routes?.(server);
+  const [url] = await server.listen("tcp://127.0.0.1:0");
+  const client = await connect(url);
+  const call = client.request("/hold/1.0.0", "", { timeoutMs: 60_000 });
+  call.catch(() => {});
+  await until(() => started === 1);
+  return { server, client, call };
+}
 
 /** A stream source that yields `n` chunks of `size` bytes, `gapMs` apart. */
 async function* slowSource(n: number, size: number, gapMs: number): AsyncGenerator<Uint8Array> {
@@ -134,19 +155,8 @@ describe("graceful shutdown", () => {
   });
 
   it("a second close() with a shorter timeout ends the sessions the first is draining by its own deadline", async () => {
-    const server = createServer();
-    let started = 0;
-    server.handle("/hold/1.0.0", async (_req, ctx) => {
-      started++;
-      await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve, { once: true }));
-      return "late";
-    });
-    const [url] = await server.listen("tcp://127.0.0.1:0");
-    const client = await connect(url);
+    const { server, client, call } = await heldCall();
     try {
-      const call = client.request("/hold/1.0.0", "", { timeoutMs: 60_000 });
-      call.catch(() => {});
-      await until(() => started === 1);
       const t0 = Date.now();
       const first = server.close({ timeoutMs: 30_000 }).then(() => Date.now() - t0);
       await sleep(50);
@@ -163,19 +173,8 @@ describe("graceful shutdown", () => {
 
   it("close({ timeoutMs }) ends by its deadline a session closeSession is already draining with a longer timeout", async () => {
     // Before, the session's own close (30 s) was awaited whole: close({ timeoutMs: 200 }) took 30 s.
-    const server = createServer();
-    let started = 0;
-    server.handle("/hold/1.0.0", async (_req, ctx) => {
-      started++;
-      await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve, { once: true }));
-      return "late";
-    });
-    const [url] = await server.listen("tcp://127.0.0.1:0");
-    const client = await connect(url);
+    const { server, client, call } = await heldCall();
     try {
-      const call = client.request("/hold/1.0.0", "", { timeoutMs: 60_000 });
-      call.catch(() => {});
-      await until(() => started === 1);
       const [session] = server.sessions;
       const t0 = Date.now();
       const byId = server.closeSession(session.id, "moving", { timeoutMs: 30_000 }).then(() => Date.now() - t0);
@@ -193,20 +192,8 @@ describe("graceful shutdown", () => {
   });
 
   it("a close timeoutMs that is not a number >= 0 is ERR_INVALID_ARGUMENT and closes nothing (NaN closed for ever)", async () => {
-    const server = createServer();
-    let started = 0;
-    server.handle("/hold/1.0.0", async (_req, ctx) => {
-      started++;
-      await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve, { once: true }));
-      return "late";
-    });
-    server.handle("/echo/1.0.0", (req) => req.data);
-    const [url] = await server.listen("tcp://127.0.0.1:0");
-    const client = await connect(url);
+    const { server, client, call } = await heldCall((srv) => srv.handle("/echo/1.0.0", (req) => req.data));
     try {
-      const call = client.request("/hold/1.0.0", "", { timeoutMs: 60_000 });
-      call.catch(() => {});
-      await until(() => started === 1);
       const [session] = server.sessions;
       for (const timeoutMs of [Number.NaN, -1]) {
         await assert.rejects(server.close({ timeoutMs }), { code: "ERR_INVALID_ARGUMENT" });
