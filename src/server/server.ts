@@ -629,6 +629,18 @@ export class Server extends EventEmitter<ServerEvents> {
    */
   async broadcast(payload: Payload, options: ServerBroadcastOptions = {}): Promise<BroadcastResult> {
     const data = toBytes(payload, "payload");
+    // NaN skipped no session whatever it queued, and a negative mark every session.
+    const high = options.highWaterMark;
+    if (high !== undefined && !(high >= 0)) {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", `broadcast highWaterMark must be a number >= 0 (got ${high})`);
+    }
+    const slow = options.slowSessions;
+    if (slow !== undefined && slow !== "skip" && slow !== "disconnect") {
+      throw new PointSubError(
+        "ERR_INVALID_ARGUMENT",
+        `broadcast slowSessions must be "skip" or "disconnect" (got ${String(slow)})`,
+      );
+    }
     if (this.cluster !== undefined && options.local !== true) return this.cluster.broadcast(data, options);
     if (typeof options.filter === "string") {
       throw new PointSubError(

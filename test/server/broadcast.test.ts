@@ -80,6 +80,31 @@ describe("server broadcast", () => {
     await server.close();
   });
 
+  it("a highWaterMark that is not a number >= 0, or an unknown slowSessions, is ERR_INVALID_ARGUMENT and sends nothing (NaN skipped no session, a negative mark every one)", async () => {
+    const server = createServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const client = await connect(url);
+    let got = 0;
+    client.on("message", () => {
+      got++;
+    });
+    try {
+      await until(() => server.sessions.size === 1);
+      for (const highWaterMark of [Number.NaN, -1]) {
+        await assert.rejects(server.broadcast("x", { highWaterMark }), { code: "ERR_INVALID_ARGUMENT" });
+      }
+      await assert.rejects(server.broadcast("x", { slowSessions: "drop" as "skip" }), { code: "ERR_INVALID_ARGUMENT" });
+      // Infinity: never skipped.
+      const r = await server.broadcast("y", { highWaterMark: Number.POSITIVE_INFINITY });
+      assert.equal(r.sent + r.queued, 1);
+      await until(() => got === 1);
+      assert.equal(got, 1, "only the valid broadcast was sent");
+    } finally {
+      await client.close();
+      await server.close();
+    }
+  });
+
   it("filter chooses the sessions; text is sent as UTF-8", async () => {
     const server = createServer({ authenticate: (cred) => new TextDecoder().decode(cred) });
     const [url] = await server.listen("tcp://127.0.0.1:0");
