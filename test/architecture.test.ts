@@ -59,7 +59,7 @@ const MAY_IMPORT: Record<Layer, readonly Layer[]> = {
   client: ["connection", "errors", "runtime", "stream", "transfer", "transport"],
   server: ["connection", "errors", "router", "runtime", "stream", "transport", "util"],
   lp: ["client", "connection", "errors", "runtime", "transport", "util"],
-  web: ["client", "codec", "connection", "errors", "runtime", "transport"],
+  web: ["client", "codec", "connection", "errors", "runtime", "transport", "util"],
   node: ["client", "codec", "connection", "errors", "lp", "runtime", "stream", "transport", "util"],
   cluster: ["connection", "errors", "router", "server"],
   index: [
