@@ -144,19 +144,25 @@ export class Client {
     this.rttProbeMs = options.rttProbeMs ?? 5000;
     this.pool = new Pool(
       options.pool ?? {},
-      (node) => this.open(node),
+      (node, signal) => this.open(node, signal),
       (node) => this.prune(node),
     );
   }
 
-  private async open(node: string): Promise<Connection> {
-    const conn = await connect(this.addresses.get(node) ?? node, this.options);
+  /** Connects to `node`; `signal` (the pool's closing) aborts it, as the options' own signal does. */
+  private async open(node: string, signal: AbortSignal): Promise<Connection> {
+    const own = this.options.signal;
+    const conn = await connect(this.addresses.get(node) ?? node, {
+      ...this.options,
+      signal: own === undefined ? signal : AbortSignal.any([own, signal]),
+    });
     // A first RTT sample right away: "closest" needs one before the first call.
     conn.ping({ timeoutMs: 5000 }).then(
       () => this.noteRtt(node, conn),
       () => {},
     );
-    this.armProbe();
+    // Not after close() (the pool destroys this connection): no probe timer left running.
+    if (!this.closed) this.armProbe();
     return conn;
   }
 
@@ -475,7 +481,10 @@ export class Client {
     (this.probeTimer as { unref?: () => void }).unref?.();
   }
 
-  /** Closes every pooled connection; later calls fail with ERR_CONNECTION_CLOSED. */
+  /**
+   * Closes every pooled connection and ends the connects under way (calls waiting for them, and later
+   * calls, fail with ERR_CONNECTION_CLOSED); resolves once none is left open.
+   */
   async close(): Promise<void> {
     this.closed = true;
     if (this.probeTimer !== undefined) clearInterval(this.probeTimer);

@@ -71,14 +71,22 @@ export class Pool {
   private waiters: Waiter[] = [];
   private sweeper: ReturnType<typeof setInterval> | undefined;
   private closed = false;
-  private readonly open: (node: string) => Promise<Connection>;
+  /** Aborted by close(): ends the connects under way. */
+  private readonly stop = new AbortController();
+  /** Connects under way (close() waits for them to end). */
+  private readonly connecting = new Set<Promise<Pooled>>();
+  private readonly open: (node: string, signal: AbortSignal) => Promise<Connection>;
   private readonly dropped: ((node: string) => void) | undefined;
 
   /**
-   * `open` makes a connection to a node; `dropped` is told when the pool forgets a node (no
+   * `open` makes a connection to a node (its attempt ends when `signal` aborts: the pool closed); `dropped` is told when the pool forgets a node (no
    * connection open or being opened, no call waiting for one): what its owner keeps per node can go.
    */
-  constructor(options: PoolOptions, open: (node: string) => Promise<Connection>, dropped?: (node: string) => void) {
+  constructor(
+    options: PoolOptions,
+    open: (node: string, signal: AbortSignal) => Promise<Connection>,
+    dropped?: (node: string) => void,
+  ) {
     this.maxPerNode = positive("maxPerNode", options.maxPerNode, 4);
     this.maxTotal = positive("maxTotal", options.maxTotal, 64);
     this.maxInFlight = positive("maxInFlight", options.maxInFlight, 256);
@@ -185,14 +193,25 @@ export class Pool {
     return e;
   }
 
-  private async connect(node: string, e: NodeEntry): Promise<Pooled> {
+  /** Opens a connection to `node`; close() aborts it and waits for it to end. */
+  private connect(node: string, e: NodeEntry): Promise<Pooled> {
+    const p = this.connectNow(node, e);
+    this.connecting.add(p);
+    const done = () => this.connecting.delete(p);
+    p.then(done, done);
+    return p;
+  }
+
+  private async connectNow(node: string, e: NodeEntry): Promise<Pooled> {
     e.opening++;
     this.total++;
     let conn: Connection;
     try {
-      conn = await this.open(node);
+      conn = await this.open(node, this.stop.signal);
     } catch (err) {
       e.opening--;
+      // After close() (which counted it out): the abort's error is the client's closing.
+      if (this.closed) throw new PointSubError("ERR_CONNECTION_CLOSED", "client closed", { cause: err });
       this.total--;
       this.wakeWaiters();
       throw err;
@@ -200,7 +219,6 @@ export class Pool {
     e.opening--;
     const p: Pooled = { node, conn, idleSince: 0 };
     if (this.closed) {
-      this.total--;
       conn.destroy();
       throw new PointSubError("ERR_CONNECTION_CLOSED", "client closed");
     }
@@ -319,15 +337,19 @@ export class Pool {
     }
   }
 
-  /** Closes every connection; waiting acquisitions reject. */
+  /**
+   * Closes every connection; waiting acquisitions reject, and connects under way end (their
+   * calls reject with ERR_CONNECTION_CLOSED): resolves once none is left open or opening.
+   */
   async close(): Promise<void> {
     this.closed = true;
+    this.stop.abort();
     if (this.sweeper !== undefined) clearInterval(this.sweeper);
     for (const w of this.waiters.splice(0)) {
       clearTimeout(w.timer);
       w.reject(new PointSubError("ERR_CONNECTION_CLOSED", "client closed"));
     }
-    const all: Promise<void>[] = [];
+    const all: Promise<unknown>[] = [...this.connecting];
     for (const e of this.nodes.values()) for (const p of e.conns) all.push(p.conn.close());
     for (const c of this.draining) all.push(c.close());
     this.draining.clear();

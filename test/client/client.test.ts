@@ -4,8 +4,9 @@
  * the circuit breaker's probe, content-addressed routing by key, fan-out.
  */
 import assert from "node:assert/strict";
+import net from "node:net";
 import { after, before, describe, it } from "node:test";
-import { Client, createServer, type Server } from "../../src/index.ts";
+import { Client, createServer, type PointSubError, type Server } from "../../src/index.ts";
 import { type DelayProxy, startDelayProxy } from "../helpers/delay-proxy.ts";
 import { sleep, until } from "../helpers/wait.ts";
 
@@ -164,6 +165,40 @@ describe("Client: pool", () => {
       await client.close();
       await a.server.close();
       await b.server.close();
+    }
+  });
+
+  it("close() ends the connects under way: their calls reject with ERR_CONNECTION_CLOSED, nothing is left open", async () => {
+    // A node that accepts and never answers the handshake: the client's connect to it stays under way.
+    const sockets: net.Socket[] = [];
+    const ended = new Set<net.Socket>();
+    const silent = net.createServer((s) => {
+      s.on("error", () => {});
+      s.on("close", () => ended.add(s));
+      s.resume();
+      sockets.push(s);
+    });
+    await new Promise<void>((r) => silent.listen(0, "127.0.0.1", r));
+    const url = `tcp://127.0.0.1:${(silent.address() as net.AddressInfo).port}`;
+    const client = new Client({ connectTimeoutMs: 60_000 });
+    try {
+      // The first call opens the connection, the second waits for it.
+      const calls = [client.request(url, "/who/1", "x"), client.request(url, "/who/1", "y")].map((c) =>
+        c.then(
+          () => "answered",
+          (e: PointSubError) => e.code,
+        ),
+      );
+      await until(() => sockets.length === 1);
+      await client.close();
+      // Before: the connect went on until its timeout (60 s), then the pool counted -1 connections.
+      const outcome = await Promise.race([Promise.all(calls), sleep(3000).then(() => "still pending")]);
+      assert.deepEqual(outcome, ["ERR_CONNECTION_CLOSED", "ERR_CONNECTION_CLOSED"]);
+      await until(() => ended.size === 1, 3000);
+      assert.equal((client as unknown as { pool: { size: number } }).pool.size, 0);
+    } finally {
+      for (const s of sockets) s.destroy();
+      silent.close();
     }
   });
 
