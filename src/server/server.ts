@@ -335,6 +335,8 @@ export class Server extends EventEmitter<ServerEvents> {
   private closing = false;
   /** A close finished: event streams asked for from now on end at once. */
   private closed = false;
+  /** The first close's whole work (its drain, then leaving the cluster and ending the event streams): every close awaits it. */
+  private closeDone: Promise<void> | undefined;
   /** While closing: the earliest deadline (`Date.now()`) a `close` gave. */
   private closeBy: number | undefined;
   /** The cluster this server joined, if any. */
@@ -692,6 +694,15 @@ export class Server extends EventEmitter<ServerEvents> {
     const ms = options.timeoutMs ?? this.options.closeTimeoutMs ?? 5_000;
     // Checked before anything closes: NaN closed nothing in flight, ever (the close never resolved).
     if (typeof ms !== "number" || !(ms >= 0)) throw badCloseTimeout(ms);
+    const drained = this.drain(ms, options.timeoutMs);
+    // A second close resolves only once the first's work is done too: before, it went on as soon as its own
+    // drain had (the first's listeners, and the first's cluster.stop(), which returns at once once started).
+    this.closeDone ??= drained.then(() => this.finishClose());
+    await Promise.all([drained, this.closeDone]);
+  }
+
+  /** What a close does until its sessions, handshakes and listeners are closed (by `ms`). */
+  private async drain(ms: number, timeoutMs: number | undefined): Promise<void> {
     this.closing = true;
     const by = Date.now() + ms;
     let cut: ReturnType<typeof setTimeout> | undefined;
@@ -713,7 +724,7 @@ export class Server extends EventEmitter<ServerEvents> {
     this.admission.stop();
     // Keyed handlers whose connection ended, still running for a retry that will not come here now.
     abortOrphans(this.budget, new PointSubError("ERR_GOING_AWAY", "server closing"));
-    const close = { reason: "server closing", timeoutMs: options.timeoutMs };
+    const close = { reason: "server closing", timeoutMs };
     // A listener's close resolves only once its connections are gone, so
     // close sessions at the same time.
     const listeners = this.bound.splice(0).map((l) => l.close());
@@ -749,6 +760,10 @@ export class Server extends EventEmitter<ServerEvents> {
     await Promise.all([...listeners, ...sessions, ...handshaking, ...opening]);
     clearTimeout(late);
     clearTimeout(cut);
+  }
+
+  /** After the first close's drain: leaves the cluster, then ends the event streams. */
+  private async finishClose(): Promise<void> {
     if (this.clusterStarted !== undefined) await this.cluster?.stop();
     this.closed = true;
     for (const st of [...this.subscribers]) st.end();
