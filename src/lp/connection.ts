@@ -77,6 +77,11 @@ class LpMessage implements Message {
   }
 }
 
+/** A close's `timeoutMs` that is not a number >= 0 (Infinity waits for the queued sends, however long). */
+export function badCloseTimeout(ms: unknown): PointSubError {
+  return new PointSubError("ERR_INVALID_ARGUMENT", `close timeoutMs must be a number >= 0 (got ${String(ms)})`);
+}
+
 /** The error of every method the format cannot carry. */
 function unsupported(what: string): PointSubError {
   return new PointSubError(
@@ -273,9 +278,11 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
   close(options: CloseOptions = {}): Promise<void> {
     if (this.closePromise !== undefined) return this.closePromise;
     if (this.state_ === "closed") return RESOLVED;
+    const timeoutMs = options.timeoutMs ?? this.options.closeTimeoutMs;
+    // As a pointsub connection's: NaN (or a negative time) cut the close at once, sends queued lost.
+    if (typeof timeoutMs !== "number" || !(timeoutMs >= 0)) return handledRejection(badCloseTimeout(timeoutMs));
     this.state_ = "closing";
     this.closeReason_ = options.reason ?? "closing";
-    const timeoutMs = options.timeoutMs ?? this.options.closeTimeoutMs;
     this.closePromise = this.drainAndEnd(timeoutMs);
     return this.closePromise;
   }
@@ -370,8 +377,16 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
     this.messagesIn++;
     if (data.length === 0 && this.options.heartbeat) return;
     const msg = new LpMessage(data);
-    this.init.onMessage?.(msg, this);
-    this.emit("message", msg);
+    try {
+      this.init.onMessage?.(msg, this);
+      this.emit("message", msg);
+    } catch (err) {
+      // A throwing listener is the application's bug: surface it, keep the connection (before, it unwound
+      // into the decoder and closed the connection as the peer's ERR_PROTOCOL).
+      queueMicrotask(() => {
+        throw err;
+      });
+    }
   }
 
   /**
@@ -491,8 +506,10 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
     clearInterval(this.heartbeatTimer);
     this.decoder.stop();
     this.writer.close(error ?? new PointSubError("ERR_CONNECTION_CLOSED", "connection closed"));
+    // Settled before the listeners run (its awaiters still run after them): a close listener that threw
+    // left it pending, and with it close() and the server's close, for ever.
+    this.closedResolve?.();
     this.init.onClose?.(this, error);
     this.emit("close", error);
-    this.closedResolve?.();
   }
 }

@@ -9,7 +9,7 @@ import type { Message } from "../connection/types.ts";
 import { PointSubError } from "../errors/error.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import type { Address, Transport, TransportListener } from "../transport/transport.ts";
-import { LpConnection } from "./connection.ts";
+import { badCloseTimeout, LpConnection } from "./connection.ts";
 import {
   isLpAddress,
   LP_FRAMING,
@@ -122,9 +122,14 @@ export class LpServer extends EventEmitter<LpServerEvents> {
 
   /**
    * Stops listening and closes every session gracefully (their queued
-   * sends are written, up to `timeoutMs`, default closeTimeoutMs).
+   * sends are written, up to `timeoutMs`, default closeTimeoutMs). A
+   * `timeoutMs` that is not a number >= 0 is ERR_INVALID_ARGUMENT, and
+   * nothing is closed.
    */
   async close(options: { timeoutMs?: number } = {}): Promise<void> {
+    const ms = options.timeoutMs;
+    // Checked before anything closes: NaN (or a negative time) cut every session at once, sends queued lost.
+    if (ms !== undefined && (typeof ms !== "number" || !(ms >= 0))) throw badCloseTimeout(ms);
     this.closing = true;
     const listeners = this.bound.splice(0).map((l) => l.close());
     const sessions = [...this.sessions_].map((s) =>
@@ -137,7 +142,7 @@ export class LpServer extends EventEmitter<LpServerEvents> {
     if (this.closing || this.sessions_.size >= this.maxConnections) {
       transport.attach({ onData: () => false, onDrain() {}, onClose() {} });
       transport.destroy();
-      this.emit(
+      this.tell(
         "reject",
         this.closing
           ? new PointSubError("ERR_GOING_AWAY", `refused ${transport.remoteUrl}: server closing`)
@@ -156,16 +161,33 @@ export class LpServer extends EventEmitter<LpServerEvents> {
       onClose: this.closed,
     });
     this.sessions_.add(conn);
-    this.emit("session", conn);
+    this.tell("session", conn);
+  }
+
+  /**
+   * Emits `event` to the application's listeners. One that throws is the application's bug: it is
+   * surfaced (thrown again from a microtask: an uncaught exception) and the server's own work goes on.
+   * Before, it unwound into that work: a throwing `message` listener closed the session as the peer's
+   * ERR_PROTOCOL, a throwing `error` listener skipped `sessionClose`, and a throwing `sessionClose`
+   * listener left the session's close, and the server's, pending for ever.
+   */
+  private tell<E extends keyof LpServerEvents>(event: E, ...args: EventEmitter.ArgumentMap<LpServerEvents>[E]): void {
+    try {
+      (this.emit as (e: E, ...a: EventEmitter.ArgumentMap<LpServerEvents>[E]) => boolean)(event, ...args);
+    } catch (err) {
+      queueMicrotask(() => {
+        throw err;
+      });
+    }
   }
 
   private readonly dispatch = (msg: Message, session: LpConnection): void => {
-    this.emit("message", msg, session);
+    this.tell("message", msg, session);
   };
 
   private readonly closed = (session: LpConnection, error: PointSubError | undefined): void => {
     if (!this.sessions_.delete(session)) return;
-    if (error !== undefined && error.code !== "ERR_CONNECTION_CLOSED") this.emit("error", error, session);
-    this.emit("sessionClose", session, error);
+    if (error !== undefined && error.code !== "ERR_CONNECTION_CLOSED") this.tell("error", error, session);
+    this.tell("sessionClose", session, error);
   };
 }

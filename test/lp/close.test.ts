@@ -66,3 +66,138 @@ describe("lp: a graceful close", () => {
     }
   });
 });
+
+describe("lp: a close timeoutMs that is not a number >= 0", () => {
+  it("is ERR_INVALID_ARGUMENT (server and connection), and closes nothing", async () => {
+    // Before: NaN or a negative time cut every session at once (sends queued lost; NaN warned TimeoutNaNWarning).
+    const server = createLpServer();
+    const got: string[] = [];
+    server.on("message", (m) => got.push(m.text()));
+    const [url] = await server.listen("lp+tcp://127.0.0.1:0");
+    const conn = await connectLp(url);
+    const back: string[] = [];
+    conn.on("message", (m) => back.push(m.text()));
+    try {
+      await until(() => server.sessions.size === 1);
+      const [session] = server.sessions;
+      for (const timeoutMs of [Number.NaN, -1]) {
+        await assert.rejects(server.close({ timeoutMs }), { code: "ERR_INVALID_ARGUMENT" });
+        await assert.rejects(session.close({ timeoutMs }), { code: "ERR_INVALID_ARGUMENT" });
+        await assert.rejects(conn.close({ timeoutMs }), { code: "ERR_INVALID_ARGUMENT" });
+      }
+      assert.equal(session.state, "open");
+      assert.equal(conn.state, "open");
+      await conn.send("still open");
+      await session.send("both ways");
+      await until(() => got.length === 1 && back.length === 1, 5000);
+      assert.deepEqual([got, back], [["still open"], ["both ways"]]);
+    } finally {
+      conn.destroy();
+      await server.close({ timeoutMs: 200 });
+    }
+  });
+});
+
+/**
+ * Runs `fn` with the process's uncaught exceptions collected in `caught`
+ * (node:test's own listener, which fails the test, set aside meanwhile).
+ */
+async function catchingUncaught(fn: (caught: string[]) => Promise<void>): Promise<void> {
+  const caught: string[] = [];
+  const saved = process.listeners("uncaughtException");
+  process.removeAllListeners("uncaughtException");
+  process.on("uncaughtException", (e) => caught.push(e.message));
+  try {
+    await fn(caught);
+  } finally {
+    process.removeAllListeners("uncaughtException");
+    for (const l of saved) process.on("uncaughtException", l);
+  }
+}
+
+/** How `p` settles within 5 s. */
+const closedWithin5s = (p: Promise<void>) =>
+  Promise.race([p.then(() => "closed"), new Promise((r) => setTimeout(r, 5000)).then(() => "still closing after 5 s")]);
+
+describe("lp: an application listener that throws", () => {
+  it("server session, message, error, sessionClose: the error surfaces uncaught, the server goes on, close() resolves", async () => {
+    // Before: a throwing message listener closed the session as the peer's ERR_PROTOCOL (the error swallowed),
+    // a throwing error listener skipped sessionClose, and a throwing sessionClose listener left close() pending.
+    await catchingUncaught(async (caught) => {
+      const server = createLpServer({ maxMessageSize: 1024 });
+      const ended: (string | undefined)[] = [];
+      server.on("sessionClose", (_s, e) => ended.push(e?.code));
+      for (const event of ["session", "message", "error", "sessionClose"] as const) {
+        server.on(event, () => {
+          throw new Error(`bug in ${event}`);
+        });
+      }
+      const [url] = await server.listen("lp+tcp://127.0.0.1:0");
+      const conn = await connectLp(url);
+      const back: string[] = [];
+      conn.on("message", (m) => back.push(m.text()));
+      // A peer whose message is too large: its session fails (error, then sessionClose).
+      const bad = net.connect(Number(new URL(url).port), "127.0.0.1");
+      bad.on("error", () => {});
+      try {
+        await until(() => server.sessions.size === 2);
+        const session = [...server.sessions][0];
+        await conn.send("hello");
+        bad.write(Buffer.from([0xff, 0xff, 0xff, 0xff]));
+        await until(() => caught.includes("bug in message") && caught.includes("bug in error"), 5000);
+        await until(() => ended.length === 1, 5000);
+        assert.deepEqual(ended, ["ERR_MESSAGE_TOO_LARGE"]);
+        assert.equal(session.state, "open", session.closeReason);
+        await session.send("still served");
+        await until(() => back.length === 1);
+        assert.equal(await closedWithin5s(server.close({ timeoutMs: 200 })), "closed");
+        assert.deepEqual(ended, ["ERR_MESSAGE_TOO_LARGE", undefined]);
+        assert.ok(caught.includes("bug in session") && caught.includes("bug in sessionClose"), caught.join());
+      } finally {
+        bad.destroy();
+        conn.destroy();
+      }
+    });
+  });
+
+  it("a session's own message and close listeners: the session lives, close() resolves", async () => {
+    // Before: its message listener's throw closed it as ERR_PROTOCOL; its close listener's throw left
+    // `closed`, which a graceful close awaits, pending: server.close() (and conn.close()) never resolved.
+    await catchingUncaught(async (caught) => {
+      const server = createLpServer();
+      server.on("session", (s) => {
+        s.on("message", () => {
+          throw new Error("bug in session message");
+        });
+        s.on("close", () => {
+          throw new Error("bug in session close");
+        });
+      });
+      const [url] = await server.listen("lp+tcp://127.0.0.1:0");
+      // A client's own close listener that throws: its close() resolves all the same.
+      const other = await connectLp(url);
+      other.on("close", () => {
+        throw new Error("bug in client close");
+      });
+      assert.equal(await closedWithin5s(other.close({ timeoutMs: 200 })), "closed");
+      await until(() => caught.includes("bug in client close") && server.sessions.size === 0);
+      caught.length = 0;
+      const conn = await connectLp(url);
+      const back: string[] = [];
+      conn.on("message", (m) => back.push(m.text()));
+      try {
+        await until(() => server.sessions.size === 1);
+        const [session] = server.sessions;
+        await conn.send("hello");
+        await until(() => caught.includes("bug in session message"), 5000);
+        assert.equal(session.state, "open", session.closeReason);
+        await session.send("still served");
+        await until(() => back.length === 1);
+        assert.equal(await closedWithin5s(server.close({ timeoutMs: 200 })), "closed");
+        await until(() => caught.includes("bug in session close"));
+      } finally {
+        conn.destroy();
+      }
+    });
+  });
+});
