@@ -71,6 +71,8 @@ export class Pool {
   private waiters: Waiter[] = [];
   private sweeper: ReturnType<typeof setInterval> | undefined;
   private closed = false;
+  /** What close() gives back (a second call, the first's). */
+  private closing: Promise<void> | undefined;
   /** Aborted by close(): ends the connects under way. */
   private readonly stop = new AbortController();
   /** Connects under way (close() waits for them to end). */
@@ -339,9 +341,16 @@ export class Pool {
 
   /**
    * Closes every connection; waiting acquisitions reject, and connects under way end (their
-   * calls reject with ERR_CONNECTION_CLOSED): resolves once none is left open or opening.
+   * calls reject with ERR_CONNECTION_CLOSED): resolves once none is left open or opening. A second
+   * call gives back the first's promise (before, it found nothing left and resolved at once, while
+   * the first still waited for the calls in flight).
    */
-  async close(): Promise<void> {
+  close(): Promise<void> {
+    this.closing ??= this.closeNow();
+    return this.closing;
+  }
+
+  private async closeNow(): Promise<void> {
     this.closed = true;
     this.stop.abort();
     if (this.sweeper !== undefined) clearInterval(this.sweeper);

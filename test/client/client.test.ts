@@ -202,6 +202,27 @@ describe("Client: pool", () => {
     }
   });
 
+  it("a second close() resolves with the first, once the calls in flight are done", async () => {
+    const n = await startNode("n");
+    const client = new Client();
+    try {
+      await client.request(n.url, "/who/1", "x");
+      const slow = client.request(n.url, "/slow/1", "x");
+      let firstDone = false;
+      const first = client.close().then(() => {
+        firstDone = true;
+      });
+      // Before: the second found the pool already emptied by the first and resolved at once.
+      await client.close();
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.equal(firstDone, true, "the first close had resolved when the second did");
+      assert.equal(text(await slow), "n", "the call in flight finished");
+      await first;
+    } finally {
+      await n.server.close();
+    }
+  });
+
   it("invalid options throw ERR_INVALID_ARGUMENT naming the field", () => {
     assert.throws(() => new Client({ pool: { maxPerNode: 0 } }), /pool.maxPerNode/);
     assert.throws(() => new Client({ pool: { acquireTimeoutMs: Number.NaN } }), /pool.acquireTimeoutMs/);
