@@ -318,8 +318,13 @@ export function sendResumableWith(
           // Cancelled or aborted meanwhile: that is the outcome (not the refusal).
           e = stoppedBy(signal) ?? e;
         }
-        // A connection this transfer opened is its own to end, whatever happens next.
-        if (owned && conn !== undefined && conn.state !== "closed") conn.destroy();
+        // A connection this transfer opened is its own to end, whatever happens next. Cancelled, it is
+        // closed gracefully, in the background: destroyed, the stream's CANCEL queued behind its data
+        // never left, and the receiver kept the partial for a resume (as after a dropped connection).
+        if (owned && conn !== undefined && conn.state !== "closed") {
+          if (conn.state === "open" && e.code === "ERR_CANCELLED") void conn.close().catch(() => {});
+          else conn.destroy();
+        }
         if (shared !== undefined && conn !== undefined) shared.failed(conn, e);
         if (
           (!owned && shared === undefined) ||

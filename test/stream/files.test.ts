@@ -209,4 +209,66 @@ describe("files: sendFile and the file sink", () => {
     }
     assert.deepEqual(left, []);
   });
+
+  it("a sender's cancel() removes the receiver's partial, with a connection it opened (connect function) as with one passed", async () => {
+    // With a connect function the transfer destroyed its connection as it failed: its CANCEL, queued behind
+    // data the socket had not sent yet, never left; the receiver saw a dropped connection and kept the
+    // partial and its sidecar for a resume (24 h). Windows larger than the kernel's socket buffers (up to
+    // ~36 MB on loopback) and a link that stops reading make that backlog certain.
+    const big = createServer({ streamWindow: 256 * MiB, connectionWindow: 256 * MiB });
+    const [bigUrl] = await big.listen("tcp://127.0.0.1:0");
+    const proxy = await startProxy(bigUrl);
+    const src = join(work, "sender-cancel.bin");
+    await writeFile(src, randomFillSync(new Uint8Array(96 * MiB)));
+    try {
+      for (const how of ["connect function", "connection passed"] as const) {
+        const tag = how.replace(" ", "-");
+        const dir = join(work, `sender-cancel-${tag}`);
+        let stored!: () => void;
+        const storing = new Promise<void>((r) => (stored = r));
+        const sink = fileSink(dir, {
+          onStream: (stream) => {
+            // Told once a few batches were stored: the cancel comes mid-transfer.
+            const read = stream.readBatch.bind(stream);
+            let batches = 0;
+            stream.readBatch = async (max?: number) => {
+              const b = await read(max);
+              if (++batches === 3) stored();
+              return b;
+            };
+          },
+        });
+        big.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
+        let last: Connection | undefined;
+        const open = () => connect(proxy.url, { pacing: false }).then((c) => (last = c));
+        const passed = how === "connection passed" ? await open() : undefined;
+        const t = sendFile(passed ?? open, src, { retries: 0 });
+        await Promise.race([storing, t.done.catch(() => {})]);
+        // The link stops taking bytes: the sender's writes back up in its socket, its CANCEL behind them.
+        proxy.hold("up");
+        // Until the sender stops handing bytes to its socket (blocked on it: the windows are far from used up).
+        for (let i = 0, out = -1, still = 0; i < 1000 && still < 20; i++) {
+          await sleep(5);
+          const now = last?.stats().wire.bytesOut ?? 0;
+          still = now === out ? still + 1 : 0;
+          out = now;
+        }
+        t.cancel("enough");
+        await assert.rejects(t.done, { code: "ERR_CANCELLED" });
+        proxy.release("up");
+        const end = Date.now() + 5_000;
+        let left = await readdir(dir);
+        while (left.length !== 0 && Date.now() < end) {
+          await sleep(10);
+          left = await readdir(dir);
+        }
+        assert.deepEqual(left, [], how);
+        sink.close();
+        await passed?.close();
+      }
+    } finally {
+      await proxy.close();
+      await big.close();
+    }
+  });
 });
