@@ -73,7 +73,8 @@ export interface FileSinkOptions {
   /**
    * Replace a file that already exists under the received name. Default
    * false: such a transfer fails with `ERR_EXISTS`, checked when it starts
-   * and again, atomically, when the file is put in place.
+   * and again, atomically, when the file is put in place. A directory under
+   * the name is never replaced (`ERR_EXISTS`, checked when it starts too).
    */
   overwrite?: boolean;
   /**
@@ -1795,8 +1796,12 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       // link an existing name answered ERR_EXISTS at once and a missing one only after the upload,
       // which told the peer what exists outside the directory.
       const through = segments === undefined || segments.length === 1 || (await dirsOnTheWay(segments));
-      if (!overwrite && through && (await exists(finalPath)) !== undefined) {
-        throw PointSubError.fromPeer("ERR_EXISTS", `${name} already exists`);
+      if (through) {
+        // With overwrite a directory under the name is refused now too (found once the content was all
+        // stored, it was refused then, its whole-size partial kept).
+        const old = await exists(finalPath);
+        if (old !== undefined && !overwrite) throw PointSubError.fromPeer("ERR_EXISTS", `${name} already exists`);
+        if (old?.isDirectory()) throw PointSubError.fromPeer("ERR_EXISTS", "a directory has that name");
       }
       if (maxBytes > 0) {
         const need = Math.max(stream.total ?? 0, offset, e.size);

@@ -7,6 +7,7 @@ import { spawn } from "node:child_process";
 import { randomBytes, randomFillSync } from "node:crypto";
 import { existsSync, writeFileSync } from "node:fs";
 import {
+  mkdir,
   mkdtemp,
   open,
   readdir,
@@ -213,6 +214,34 @@ describe("file server hardening: fileSink against hostile peers", () => {
         const data = random(3000);
         receipt(await conn.sendStream(FILE_ROUTE, [data], { transferId: newId(), meta: { name: "y.bin" } }));
         assert.equal(sha256(await readFile(join(o.dir, "y.bin"))), sha256(data));
+      } finally {
+        await o.close();
+      }
+    });
+
+    it("overwrite: true and a directory under the name: ERR_EXISTS when the transfer starts, not after its content (nothing kept)", async () => {
+      // Found only when the whole content was stored: `pointsub get big.iso` into a --out holding a
+      // directory big.iso downloaded all of it, then failed and left a whole-size hidden partial there.
+      const o = await env({ overwrite: true });
+      try {
+        const conn = await o.connect();
+        await mkdir(join(o.dir, "d.bin"));
+        const data = random(3 * MiB);
+        await assert.rejects(
+          conn.sendStream(FILE_ROUTE, [data], { transferId: newId(), meta: { name: "d.bin" }, total: data.length })
+            .done,
+          { code: "ERR_EXISTS" },
+        );
+        assert.deepEqual(await listing(o.dir), ["d.bin"], "no partial or sidecar kept");
+        assert.equal(o.sink.usage().partials, 0);
+        // A tree's path as well.
+        await mkdir(join(o.dir, "t", "d2.bin"), { recursive: true });
+        await assert.rejects(
+          conn.sendStream(FILE_ROUTE, [data], { transferId: newId(), meta: { path: "t/d2.bin" }, total: data.length })
+            .done,
+          { code: "ERR_EXISTS" },
+        );
+        assert.deepEqual(await listing(o.dir), ["d.bin", "t"]);
       } finally {
         await o.close();
       }
