@@ -12,6 +12,7 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import { describe, it } from "node:test";
 import { connectLp, createLpServer } from "../../src/index.ts";
+import { catchingUncaught } from "../helpers/uncaught.ts";
 import { closeOutcome, until } from "../helpers/wait.ts";
 
 describe("lp: a graceful close", () => {
@@ -97,23 +98,6 @@ describe("lp: a close timeoutMs that is not a number >= 0", () => {
     }
   });
 });
-
-/**
- * Runs `fn` with the process's uncaught exceptions collected in `caught`
- * (node:test's own listener, which fails the test, set aside meanwhile).
- */
-async function catchingUncaught(fn: (caught: string[]) => Promise<void>): Promise<void> {
-  const caught: string[] = [];
-  const saved = process.listeners("uncaughtException");
-  process.removeAllListeners("uncaughtException");
-  process.on("uncaughtException", (e) => caught.push(e.message));
-  try {
-    await fn(caught);
-  } finally {
-    process.removeAllListeners("uncaughtException");
-    for (const l of saved) process.on("uncaughtException", l);
-  }
-}
 
 /** How `p` settles within 5 s. */
 const closedWithin5s = (p: Promise<void>) =>

@@ -12,6 +12,7 @@ import { once } from "node:events";
 import { createConnection } from "node:net";
 import { describe, it } from "node:test";
 import { connect, createServer, type Handler, isPointSubError, type Middleware } from "../../src/index.ts";
+import { catchingUncaught } from "../helpers/uncaught.ts";
 import { sleep, until } from "../helpers/wait.ts";
 
 const unprintable = (): unknown => Object.create(null);
@@ -120,23 +121,6 @@ describe("a handler that throws a value String cannot convert", () => {
     }
   });
 });
-
-/**
- * Runs `fn` with the process's uncaught exceptions collected in `caught`
- * (node:test's own listener, which fails the test, set aside meanwhile).
- */
-async function catchingUncaught(fn: (caught: string[]) => Promise<void>): Promise<void> {
-  const caught: string[] = [];
-  const saved = process.listeners("uncaughtException");
-  process.removeAllListeners("uncaughtException");
-  process.on("uncaughtException", (e) => caught.push(e.message));
-  try {
-    await fn(caught);
-  } finally {
-    process.removeAllListeners("uncaughtException");
-    for (const l of saved) process.on("uncaughtException", l);
-  }
-}
 
 describe("a server event listener that throws (the application's bug)", () => {
   it("session, sessionClose and reject: the error surfaces uncaught, the session is served, close() resolves", async () => {
