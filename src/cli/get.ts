@@ -64,6 +64,9 @@ export interface GetOptions extends ClientAuthFlags {
 /** Exit codes after a signal, as a shell reports a process it ended (128 + the signal's number). */
 const SIGNAL_EXIT: Record<string, number> = { SIGINT: 130, SIGTERM: 143 };
 
+/** How long an interrupted `get` waits for its downloads to save their resume state before it exits. */
+const INTERRUPT_SAVE_MS = 3000;
+
 /**
  * Failures about one file: the others go on. Any other error stops taking new files. ERR_SOURCE: the
  * server's file changed while it was sent (replaced, or cut short), as `send`'s local files.
@@ -369,6 +372,8 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
   /** Targets asked for: a stream to any other is refused (a server only writes what was asked). */
   const wanted = new Map<string, Wanted>();
   let view: ProgressView | undefined;
+  /** The file sink's downloads under way (each settles once its file is stored, or its resume state saved). */
+  const storing = new Set<Promise<unknown>>();
   /** Made once the listing gave the sizes: no file it stores may grow past the largest listed. */
   let sink: FileSink | undefined;
   const shared = new SharedConnection(async () => {
@@ -377,7 +382,14 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
       FILE_ROUTE,
       (stream, ctx) => {
         if (sink === undefined) throw new PointSubError("ERR_INVALID_ARGUMENT", "a file this client did not ask for");
-        return sink.handler(stream, ctx);
+        const run = Promise.resolve(sink.handler(stream, ctx));
+        // Awaited on an interrupt: a download cut there saves its resume point and drops its lock.
+        const settled: Promise<boolean> = run.then(
+          () => storing.delete(settled),
+          () => storing.delete(settled),
+        );
+        storing.add(settled);
+        return run;
       },
       { resume: (id, ctx) => sink?.resume(id, ctx) ?? { offset: 0, crc: 0 } },
     );
@@ -385,13 +397,26 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
   });
   /** One line per round of retries (every download that failed together). */
   const notices = new RetryNotices(mode, opts.retries, shared);
+  let stopping = false;
   const interrupted = (signal: NodeJS.Signals) => {
+    const code = SIGNAL_EXIT[signal] ?? 1;
+    // A second signal while the downloads save their state: at once.
+    if (stopping) process.exit(code);
+    stopping = true;
     view?.stop();
     printError(
       new PointSubError("ERR_CANCELLED", `interrupted by ${signal}; run the same command again to resume`),
       mode === "json" ? "json" : "plain",
     );
-    process.exit(SIGNAL_EXIT[signal] ?? 1);
+    // The connection cut, each download under way stops as after a drop: its partial made durable, its
+    // `.resume` sidecar written, its lock removed (what a re-run resumes from without reading the partial
+    // again). Bounded: a disk that does not answer does not hold the exit.
+    shared.destroy();
+    const bound = setTimeout(() => process.exit(code), INTERRUPT_SAVE_MS);
+    void Promise.allSettled([...storing]).then(() => {
+      clearTimeout(bound);
+      process.exit(code);
+    });
   };
   process.on("SIGINT", interrupted);
   process.on("SIGTERM", interrupted);

@@ -360,6 +360,46 @@ describe("pointsub get and ls", () => {
     assert.equal((sent.at(-1) as Record<string, number>).resumedFrom, r.resumedFrom);
   });
 
+  it("an interrupted download (SIGINT) saves its resume point: exit 130, its .resume sidecar kept, no .lock left", async () => {
+    const size = 64 * MiB;
+    const data = randomFillSync(new Uint8Array(size));
+    await writeFile(join(inbox, "int.bin"), data);
+    const out = join(work, "out-int");
+    const proxy = await startProxy(url);
+    const child = spawn(process.execPath, [MAIN, "get", "int.bin", "--from", proxy.url, "--out", out], {
+      stdio: ["ignore", "ignore", "pipe"],
+      env: childEnv,
+    });
+    let stderr = "";
+    child.stderr.on("data", (d) => (stderr += d));
+    const exited = new Promise<number | null>((r) => child.once("exit", r));
+    try {
+      for (let i = 0; i < 3000 && proxy.bytes.down < 16 * MiB; i++) await new Promise((r) => setTimeout(r, 5));
+      proxy.hold("down");
+      let held = 0;
+      for (let i = 0; i < 500; i++) {
+        await new Promise((r) => setTimeout(r, 10));
+        held = await partialSize(out);
+        if (held >= 4 * MiB) break;
+      }
+      assert.ok(held >= 4 * MiB && held < size, `the partial held ${held} bytes`);
+      child.kill("SIGINT");
+      assert.equal(await exited, 130, stderr);
+    } finally {
+      await proxy.close();
+    }
+    assert.match(stderr, /ERR_CANCELLED: interrupted by SIGINT/);
+    const left = await readdir(out);
+    assert.equal(left.filter((f) => f.endsWith(".lock")).length, 0, `left: ${left.join(", ")}`);
+    assert.equal(left.filter((f) => f.endsWith(".resume")).length, 1, `left: ${left.join(", ")}`);
+    const again = await run(["get", "int.bin", "--from", url, "--out", out, "--json"]);
+    assert.equal(again.code, 0, again.stderr);
+    const r = events(again.stdout).find((e) => e.event === "received") as Record<string, number>;
+    assert.ok(r.resumedFrom > 0, `resumed from ${r.resumedFrom}`);
+    assert.equal(sha256(await readFile(join(out, "int.bin"))), sha256(data));
+    assert.deepEqual(await readdir(out), ["int.bin"]);
+  });
+
   it("a hostile server cannot make get write a file it did not ask for, nor more than the listing said", async () => {
     const evilSrc = join(work, "evil-src.txt");
     await writeFile(evilSrc, "01234");
