@@ -650,10 +650,13 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
   }
   const secs = (performance.now() - started) / 1000;
   const total = items.length;
-  if (total > 1 || skipped > 0) {
+  // A directory with no files says so (and --json has its summary) rather than printing nothing.
+  if ((total !== 1 || skipped > 0) && !(total === 0 && failures.length > 0)) {
     const line =
-      `${got} of ${total} files received (${formatBytes(bytesReceived)} in ${secs.toFixed(2)} s, ${formatRate(bytesReceived / Math.max(secs, 1e-3))})` +
-      `${skipped > 0 ? `, ${skipped} skipped (unchanged)` : ""}${failures.length > 0 ? `, ${failures.length} failed` : ""}`;
+      total === 0
+        ? "no files to receive: the directories named hold none"
+        : `${got} of ${total} files received (${formatBytes(bytesReceived)} in ${secs.toFixed(2)} s, ${formatRate(bytesReceived / Math.max(secs, 1e-3))})` +
+          `${skipped > 0 ? `, ${skipped} skipped (unchanged)` : ""}${failures.length > 0 ? `, ${failures.length} failed` : ""}`;
     say(
       {
         event: "summary",

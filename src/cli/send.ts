@@ -1355,8 +1355,14 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
         : `${skipped} files skipped: the server holds them whole (--force sends them anyway)\n`,
     );
   }
-  if (all.length > 1 || skipped > 0) {
+  // A tree with no files says so (and --json has its summary) rather than printing nothing.
+  if ((all.length !== 1 || skipped > 0) && !(all.length === 0 && failures.length > 0)) {
     const rate = formatRate(sentBytes / Math.max(secs, 1e-3));
+    const line =
+      all.length === 0
+        ? "no files to send: the directories named hold none"
+        : `${sentFiles} of ${all.length} files sent (${formatBytes(sentBytes)} in ${secs.toFixed(2)} s, ${rate})` +
+          `${skipped > 0 ? `, ${skipped} skipped (unchanged)` : ""}${failures.length > 0 ? `, ${failures.length} failed` : ""}`;
     say(
       {
         event: "summary",
@@ -1368,15 +1374,9 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
         seconds: secs,
         connections: shared.opened,
       },
-      `${sentFiles} of ${all.length} files sent (${formatBytes(sentBytes)} in ${secs.toFixed(2)} s, ${rate})` +
-        `${skipped > 0 ? `, ${skipped} skipped (unchanged)` : ""}${failures.length > 0 ? `, ${failures.length} failed` : ""}`,
+      line,
     );
-    if (mode === "tty") {
-      process.stderr.write(
-        `${sentFiles} of ${all.length} files sent (${formatBytes(sentBytes)} in ${secs.toFixed(2)} s, ${rate})` +
-          `${skipped > 0 ? `, ${skipped} skipped (unchanged)` : ""}${failures.length > 0 ? `, ${failures.length} failed` : ""}\n`,
-      );
-    }
+    if (mode === "tty") process.stderr.write(`${line}\n`);
   }
   if (failures.length > 0) {
     const { file, error } = failures[0];

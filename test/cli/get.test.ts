@@ -400,6 +400,33 @@ describe("pointsub get and ls", () => {
     assert.deepEqual(await readdir(out), ["int.bin"]);
   });
 
+  it("a tree with no files: send -r and get -r say so in one line (--json: a summary of 0 files), exit 0", async () => {
+    const local = join(work, "nothing-here");
+    await mkdir(join(local, "sub"), { recursive: true });
+    const sent = await run(["send", "-r", local, "--to", url]);
+    assert.equal(sent.code, 0, sent.stderr);
+    assert.equal(sent.stdout, "no files to send: the directories named hold none\n");
+    const sentJson = await run(["send", "-r", local, "--to", url, "--json"]);
+    assert.deepEqual(
+      events(sentJson.stdout).map((e) => [e.event, e.files, e.failed]),
+      [["summary", 0, 0]],
+    );
+    await mkdir(join(inbox, "hollow", "sub"), { recursive: true });
+    const out = join(work, "out-hollow");
+    const got = await run(["get", "-r", "hollow", "--from", url, "--out", out]);
+    assert.equal(got.code, 0, got.stderr);
+    assert.equal(got.stdout, "no files to receive: the directories named hold none\n");
+    const gotJson = await run(["get", "-r", "hollow", "--from", url, "--out", out, "--json"]);
+    assert.deepEqual(
+      events(gotJson.stdout).map((e) => [e.event, e.files, e.failed]),
+      [["summary", 0, 0]],
+    );
+    // A name that is not there is its error alone, no summary.
+    const missing = await run(["get", "not-there", "--from", url, "--out", out]);
+    assert.equal(missing.code, 1);
+    assert.equal(missing.stdout, "");
+  });
+
   it("a hostile server cannot make get write a file it did not ask for, nor more than the listing said", async () => {
     const evilSrc = join(work, "evil-src.txt");
     await writeFile(evilSrc, "01234");
