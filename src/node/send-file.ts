@@ -227,10 +227,17 @@ export async function* readFileFrom(
   const pool: Buffer[] = [];
   const chunk = size === undefined ? READ_CHUNK : Math.max(1, Math.min(READ_CHUNK, size - start));
   const done = { bytesRead: 0, buffer: Buffer.alloc(0) };
+  // Never past `size`: a file appended to meanwhile ends there (the caller's look at it afterwards
+  // tells it changed), not with a last chunk longer than the stream declared.
   const read = (pos: number) =>
     size !== undefined && pos >= size
       ? Promise.resolve(done)
-      : fh.read(pool.pop() ?? Buffer.allocUnsafeSlow(chunk), 0, chunk, pos);
+      : fh.read(
+          pool.pop() ?? Buffer.allocUnsafeSlow(chunk),
+          0,
+          size === undefined ? chunk : Math.min(chunk, size - pos),
+          pos,
+        );
   let next = read(start);
   try {
     let pos = start;

@@ -125,6 +125,39 @@ describe("a file replaced between sendFile's look at it and its read", () => {
     }
   });
 
+  it("a file appended to while it is read fails as changed, not as a source that yielded too much", async () => {
+    // Its size not a multiple of the read size: the last read asked for a whole chunk and got the
+    // appended bytes too ("the source yielded more than its declared N bytes", a library's words).
+    const src = join(work, "growing.log");
+    const size = 8 * 1024 * 1024 + 1000;
+    await writeFile(src, Buffer.alloc(size, 1));
+    const server = createServer();
+    server.handleStream(FILE_ROUTE, async (stream) => {
+      let first = true;
+      for await (const _ of stream) {
+        if (first) {
+          first = false;
+          const fh = await open(src, "a");
+          await fh.write(Buffer.alloc(5000, 2));
+          await fh.close();
+        }
+      }
+      return "{}";
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    try {
+      await assert.rejects(sendFile(conn, src, { resume: false }).done, (e: PointSubError) => {
+        assert.equal(e.code, "ERR_SOURCE");
+        assert.match(e.message, /growing\.log changed while it was sent/);
+        return true;
+      });
+    } finally {
+      await conn.close();
+      await server.close({ timeoutMs: 100 });
+    }
+  });
+
   it("a download fails instead of giving the asker the new file cut to the listed size", async () => {
     const served = join(work, "served");
     await mkdir(served);
