@@ -438,16 +438,7 @@ async function* unchanged(
   was: { size: number; mtimeMs: number },
   offset: number,
 ): AsyncGenerator<Uint8Array> {
-  const now = await files.stat(path);
-  if (now === undefined || now.size !== was.size || now.mtimeMs !== was.mtimeMs) {
-    const how =
-      now === undefined
-        ? `${was.size} bytes then, gone now`
-        : now.size !== was.size
-          ? `${was.size} bytes then, ${now.size} now`
-          : `modified at ${new Date(was.mtimeMs).toISOString()} then, ${new Date(now.mtimeMs).toISOString()} now`;
-    throw new PointSubError("ERR_SOURCE", `${path} changed since its transfer began (${how}); send it again`);
-  }
+  await stillTheFile(files, path, was);
   yield* files.open(path, offset, was.size) as AsyncIterable<Uint8Array>;
   // Read to its end: a file written meanwhile (in place, or appended to) was read torn — what the
   // END's CRC would vouch for is neither version. Said as tar says "file changed as we read it".
@@ -455,6 +446,22 @@ async function* unchanged(
   if (end === undefined || end.size !== was.size || end.mtimeMs !== was.mtimeMs) {
     throw new PointSubError("ERR_SOURCE", `${path} changed while it was sent (written to meanwhile); send it again`);
   }
+}
+
+/**
+ * Throws ERR_SOURCE, saying how, unless `path` is still the file the transfer's stat found (`was`: same
+ * size and modification time) — before an attempt reads it (its resume check, its content).
+ */
+async function stillTheFile(files: FileAccess, path: string, was: { size: number; mtimeMs: number }): Promise<void> {
+  const now = await files.stat(path);
+  if (now !== undefined && now.size === was.size && now.mtimeMs === was.mtimeMs) return;
+  const how =
+    now === undefined
+      ? `${was.size} bytes then, gone now`
+      : now.size !== was.size
+        ? `${was.size} bytes then, ${now.size} now`
+        : `modified at ${new Date(was.mtimeMs).toISOString()} then, ${new Date(now.mtimeMs).toISOString()} now`;
+  throw new PointSubError("ERR_SOURCE", `${path} changed since its transfer began (${how}); send it again`);
 }
 
 /** Whether `now` is the file `was` found (same size and modification time). */
@@ -494,7 +501,11 @@ export function sendFileVia(
       // receiver answered its resume query (a round trip the receiver times), and a file replaced meanwhile
       // was read cut to the old size and stored as whole (neither version).
       open: (offset) => unchanged(files, path, st, offset),
-      prefixCrc: (length) => fileCrc32c(path, length),
+      // Checked first, as its content is: a file deleted or replaced since fails saying so, not with the open's error.
+      prefixCrc: async (length) => {
+        await stillTheFile(files, path, st);
+        return fileCrc32c(path, length);
+      },
     };
   })();
   // Bytes sent: what each attempt moved past the offset it started from.

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { randomFillSync } from "node:crypto";
-import { appendFileSync } from "node:fs";
+import { appendFileSync, unlinkSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -175,6 +175,34 @@ describe("files: sendFile and the file sink", () => {
         assert.match(e.message, /changed since its transfer began \(16777216 bytes then, 16777245 now\)/);
         return true;
       });
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it("a file deleted between attempts fails with ERR_SOURCE saying so, not a bare ENOENT", async () => {
+    // Before: the retry's resume check read the file's first bytes for their CRC32C and failed with
+    // the open's own error ("ENOENT: no such file or directory, open '…'").
+    const size = 16 * MiB;
+    const src = join(work, "goes.bin");
+    await writeFile(src, randomFillSync(new Uint8Array(size)));
+    const proxy = await startProxy(url, { cutAt: { dir: "up", bytes: [Math.floor(size * 0.5)] } });
+    try {
+      const t = sendFile(() => connect(proxy.url), src, { retries: 3, retryDelayMs: 20 });
+      let deleted = false;
+      t.progress.on("progress", (p) => {
+        // Once under way (the first attempt reads on through its open descriptor).
+        if (!deleted && p.bytes > 0) {
+          deleted = true;
+          unlinkSync(src);
+        }
+      });
+      await assert.rejects(t.done, (e: PointSubError) => {
+        assert.equal(e.code, "ERR_SOURCE");
+        assert.match(e.message, /goes\.bin changed since its transfer began \(16777216 bytes then, gone now\)/);
+        return true;
+      });
+      assert.ok(deleted);
     } finally {
       await proxy.close();
     }
