@@ -425,6 +425,8 @@ export class IncomingStreams {
     // Its handler, when one runs (it has not answered), is counted until it settles.
     if (this.handlerRuns(st)) this.dispatcher.abandon(st.call);
     st.call.done = true;
+    // As the sender's CANCEL does: a handler awaiting other work with ctx.signal stops too.
+    st.call.abort(err);
     this.dispatcher.serving.delete(st.id);
     this.dispatcher.closeRequest();
     this.stats.error(err.code);

@@ -45,6 +45,58 @@ async function abortAndHear(ac: AbortController, done: Promise<unknown>, heardAt
 }
 
 describe("giving up on a stream", () => {
+  it("the receiver's own cancel (its progress timeout, its reader's cancel) aborts the handler's ctx.signal", async () => {
+    // Before: only the sender's CANCEL aborted it; a handler awaiting other work with the signal (a
+    // database write, a fetch) ran on after its stream was given up, its answer dropped.
+    const server = createServer({ progressTimeoutMs: 300 });
+    const heard: string[] = [];
+    const hear = (ctx: { signal: AbortSignal }) =>
+      new Promise<void>((resolve) => {
+        if (ctx.signal.aborted) {
+          heard.push((ctx.signal.reason as PointSubError).code);
+          return resolve();
+        }
+        const t = setTimeout(() => {
+          heard.push("not aborted");
+          resolve();
+        }, 4000);
+        ctx.signal.addEventListener("abort", () => {
+          clearTimeout(t);
+          heard.push((ctx.signal.reason as PointSubError).code);
+          resolve();
+        });
+      });
+    server.handleStream("/stalls", async (stream, ctx) => {
+      const first = await stream.next(); // then the sender says nothing: this side gives up
+      assert.equal(first.done, false);
+      await hear(ctx);
+      return "late";
+    });
+    server.handleStream("/refused", async (stream, ctx) => {
+      await stream.next();
+      stream.cancel("not wanted");
+      await hear(ctx);
+      return "late";
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url, { keepAliveMs: 0 });
+    const stop = Promise.withResolvers<void>();
+    try {
+      async function* live() {
+        yield new Uint8Array(10);
+        await stop.promise;
+      }
+      await assert.rejects(conn.sendStream("/stalls", live()).done, { code: "ERR_TIMEOUT" });
+      await assert.rejects(conn.sendStream("/refused", live()).done, { code: "ERR_CANCELLED" });
+      for (let i = 0; i < 100 && heard.length < 2; i++) await sleep(50);
+      assert.deepEqual(heard, ["ERR_TIMEOUT", "ERR_CANCELLED"]);
+    } finally {
+      stop.resolve();
+      conn.destroy();
+      await server.close({ timeoutMs: 100 });
+    }
+  });
+
   it("an abort while the source waits sends CANCEL at once: the handler hears it, the connection stays open", async () => {
     const server = createServer();
     let abortedAt = 0;
