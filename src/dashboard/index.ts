@@ -59,7 +59,10 @@ export interface Dashboard {
   readonly wsUrl: string;
   /** The figures now (what the page draws). */
   snapshot(): ReturnType<Collector["snapshot"]>;
-  /** Stops the http server and the figures; the server and its listeners go on. */
+  /**
+   * Stops the http server and the figures: the figures route answers ERR_NO_ROUTE from then on (a
+   * later `dashboard()` of the same server serves it again); the server and its listeners go on.
+   */
   close(): Promise<void>;
 }
 
@@ -137,7 +140,11 @@ export async function dashboard(server: Server, options: DashboardOptions = {}):
   // latencies: requests in a burst each paid 15-34 ms of it).
   let snapshotAt = Number.NEGATIVE_INFINITY;
   let snapshotJson = "";
+  let closed = false;
   server.handle(DASHBOARD_ROUTE, (_req, ctx) => {
+    // The server has no way to take a route back: a closed dashboard's route answers as if it had none
+    // (its figures, live sessions' principals and addresses, were still served to every session).
+    if (closed) throw new PointSubError("ERR_NO_ROUTE", `no handler for route ${DASHBOARD_ROUTE}`);
     if (authorize !== undefined && !authorize(ctx.session.principal)) {
       throw new PointSubError("ERR_UNAUTHORIZED", "this principal may not read the dashboard");
     }
@@ -196,6 +203,8 @@ export async function dashboard(server: Server, options: DashboardOptions = {}):
     wsUrl,
     snapshot: () => collector.snapshot(),
     async close() {
+      closed = true;
+      snapshotJson = "";
       collector.close();
       web.closeAllConnections();
       await new Promise((resolve) => web.close(resolve));

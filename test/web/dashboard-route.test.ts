@@ -54,4 +54,29 @@ describe("the dashboard's figures route", () => {
       await server.close();
     }
   });
+
+  it("close(): the figures route answers ERR_NO_ROUTE, not every session's principal and address; a new dashboard serves it again", async () => {
+    // Before: the route stayed registered after close() and went on answering the live figures.
+    const server = createServer({ authenticate: (cred) => new TextDecoder().decode(cred) });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const board = await dashboard(server, { listen: "127.0.0.1:0" });
+    const alice = await connect(url, credentials("alice"));
+    const bob = await connect(url, credentials("bob"));
+    let again: Awaited<ReturnType<typeof dashboard>> | undefined;
+    try {
+      const open = JSON.parse(new TextDecoder().decode(await alice.request(DASHBOARD_ROUTE, ""))) as DashboardSnapshot;
+      assert.deepEqual(open.sessions.map((s) => s.principal).sort(), ["alice", "bob"]);
+      await board.close();
+      await assert.rejects(alice.request(DASHBOARD_ROUTE, ""), (e: PointSubError) => e.code === "ERR_NO_ROUTE");
+      await assert.rejects(bob.request(DASHBOARD_ROUTE, ""), (e: PointSubError) => e.code === "ERR_NO_ROUTE");
+      again = await dashboard(server, { listen: "127.0.0.1:0" });
+      const figures = JSON.parse(new TextDecoder().decode(await bob.request(DASHBOARD_ROUTE, ""))) as DashboardSnapshot;
+      assert.equal(figures.sessions.length, 2);
+    } finally {
+      await alice.close();
+      await bob.close();
+      await again?.close();
+      await server.close();
+    }
+  });
 });
