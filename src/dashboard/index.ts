@@ -189,13 +189,21 @@ export async function dashboard(server: Server, options: DashboardOptions = {}):
   // A client that stops reading leaves its answers unsent: the request timeouts no longer apply, and it held
   // its socket (and a slot) for ever. Writes that move keep the socket open.
   web.timeout = DASHBOARD_STALLED_MS;
-  await new Promise<void>((resolve, reject) => {
-    web.once("error", reject);
-    web.listen(port, host, () => {
-      web.off("error", reject);
-      resolve();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      web.once("error", reject);
+      web.listen(port, host, () => {
+        web.off("error", reject);
+        resolve();
+      });
     });
-  });
+  } catch (err) {
+    // No dashboard (the port is taken): its route and figures go too (they were served on, and the
+    // figures gathered, for the server's life).
+    closed = true;
+    collector.close();
+    throw err;
+  }
   const bound = web.address() as { port: number };
   const url = `http://${host.includes(":") ? `[${host}]` : host}:${bound.port}/`;
   return {

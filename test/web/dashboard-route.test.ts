@@ -6,6 +6,7 @@
  * read the figures (they name every session's principal and address).
  */
 import assert from "node:assert/strict";
+import net from "node:net";
 import { describe, it } from "node:test";
 import { UNROUTED } from "../../src/dashboard/collector.ts";
 import { DASHBOARD_ROUTE, type DashboardSnapshot, dashboard } from "../../src/dashboard/index.ts";
@@ -77,6 +78,25 @@ describe("the dashboard's figures route", () => {
       await bob.close();
       await again?.close();
       await server.close();
+    }
+  });
+
+  it("a dashboard whose http port is taken serves no figures either: dashboard() rejects and the route answers ERR_NO_ROUTE", async () => {
+    // Before: dashboard() rejected with EADDRINUSE, yet its route went on answering the figures (and its
+    // collector stayed subscribed) for the server's life.
+    const blocker = net.createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, "127.0.0.1", resolve));
+    const taken = (blocker.address() as net.AddressInfo).port;
+    const server = createServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    try {
+      await assert.rejects(dashboard(server, { listen: `127.0.0.1:${taken}` }), { code: "EADDRINUSE" });
+      await assert.rejects(conn.request(DASHBOARD_ROUTE, ""), (e: PointSubError) => e.code === "ERR_NO_ROUTE");
+    } finally {
+      await conn.close();
+      await server.close();
+      await new Promise((resolve) => blocker.close(resolve));
     }
   });
 });
