@@ -30,6 +30,7 @@ import {
   type DiagnosticsListener,
   defaultRuntime,
   type HandshakeErrorMessage,
+  PointSubError,
   type RefusedMessage,
   type RequestEndMessage,
   type Runtime,
@@ -140,6 +141,35 @@ class RouteHistogram extends Histogram<"route"> {
 }
 
 /**
+ * Throws ERR_INVALID_ARGUMENT naming the field for options that would make wrong metrics: a `maxRoutes`
+ * of NaN kept no bound (every route got a label), a negative one gave none; `buckets` of NaN, strings or
+ * duplicates became `le` labels as given; a `prefix` prom-client refuses threw its untyped Error.
+ */
+function checkOptions(o: PrometheusMetricsOptions): void {
+  const bad = (field: string, rule: string, value: unknown): PointSubError =>
+    new PointSubError("ERR_INVALID_ARGUMENT", `prometheusMetrics: ${field} must be ${rule} (got ${String(value)})`);
+  if (o.maxRoutes !== undefined && !(Number.isSafeInteger(o.maxRoutes) && o.maxRoutes >= 0)) {
+    throw bad("maxRoutes", "an integer >= 0", o.maxRoutes);
+  }
+  const b: unknown = o.buckets;
+  if (
+    b !== undefined &&
+    (!Array.isArray(b) ||
+      b.some((x) => typeof x !== "number" || !Number.isFinite(x) || x < 0) ||
+      new Set(b).size !== b.length)
+  ) {
+    throw bad(
+      "buckets",
+      "a list of distinct finite numbers >= 0 (seconds)",
+      Array.isArray(b) ? `[${b.join(", ")}]` : b,
+    );
+  }
+  if (o.prefix !== undefined && !(typeof o.prefix === "string" && /^([a-zA-Z_:][a-zA-Z0-9_:]*)?$/.test(o.prefix))) {
+    throw bad("prefix", "empty or a metric name's start ([a-zA-Z_:][a-zA-Z0-9_:]*)", o.prefix);
+  }
+}
+
+/**
  * Subscribes Prometheus metrics to the diagnostics of `options.runtime`:
  *
  * | metric | type | labels |
@@ -159,8 +189,10 @@ class RouteHistogram extends Histogram<"route"> {
  *
  * Requests and their durations are those of the peer that this side
  * handled (a server's sessions). Every label has a bounded set of values.
+ * Invalid options throw ERR_INVALID_ARGUMENT naming the field.
  */
 export function prometheusMetrics(options: PrometheusMetricsOptions = {}): PrometheusMetrics {
+  checkOptions(options);
   const registry = options.registry ?? new Registry();
   const prefix = options.prefix ?? "pointsub_";
   const diagnostics = (options.runtime ?? defaultRuntime()).diagnostics;

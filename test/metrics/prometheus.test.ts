@@ -223,6 +223,38 @@ describe("pointsub/metrics", () => {
     again.close();
   });
 
+  it("invalid options throw ERR_INVALID_ARGUMENT naming the field, and subscribe nothing", async () => {
+    // Before: maxRoutes NaN kept no bound (every route its label), -1 gave every route "other", buckets
+    // [NaN] or "abc" became le="NaN" / le="a" samples, and a bad prefix threw prom-client's untyped Error.
+    const diagnostics = localDiagnostics();
+    const runtime = createNodeRuntime({ diagnostics });
+    const cases: [string, Record<string, unknown>][] = [
+      ["maxRoutes", { maxRoutes: Number.NaN }],
+      ["maxRoutes", { maxRoutes: -1 }],
+      ["maxRoutes", { maxRoutes: 2.5 }],
+      ["buckets", { buckets: [Number.NaN, 1] }],
+      ["buckets", { buckets: "abc" }],
+      ["buckets", { buckets: [0.1, 0.1] }],
+      ["buckets", { buckets: [-1] }],
+      ["prefix", { prefix: "my app " }],
+      ["prefix", { prefix: 5 }],
+    ];
+    for (const [field, o] of cases) {
+      assert.throws(
+        () => prometheusMetrics({ runtime, ...o }),
+        (e: PointSubError) =>
+          e instanceof PointSubError && e.code === "ERR_INVALID_ARGUMENT" && e.message.includes(field),
+        JSON.stringify(o),
+      );
+    }
+    assert.equal(diagnostics.channel(CHANNELS.requestEnd).hasSubscribers, false);
+    // The edges are fine: no route labels, the +Inf bucket only, no prefix.
+    const registry = new Registry();
+    const ok = prometheusMetrics({ runtime, registry, maxRoutes: 0, buckets: [], prefix: "" });
+    assert.match(await registry.metrics(), /^# TYPE requests_total counter$/m);
+    ok.close();
+  });
+
   it("parseHostPort: host:port and [v6]:port, anything else refused", () => {
     assert.deepEqual(parseHostPort("127.0.0.1:9464"), { host: "127.0.0.1", port: 9464 });
     assert.deepEqual(parseHostPort("[::1]:0"), { host: "::1", port: 0 });
