@@ -26,7 +26,7 @@ export interface MetricsHttpOptions {
   /**
    * Time (ms) a connection may take to send a request's headers (and, ×2,
    * the whole request; also ×2 to ×4, the longest an answer may wait
-   * without the client reading any of it). Default 10,000.
+   * without the client reading any of it). An integer from 1 to 2^30 - 1. Default 10,000.
    */
   headersTimeoutMs?: number;
   /**
@@ -103,6 +103,9 @@ export function parseHostPort(address: string): { host: string; port: number } {
  */
 export const METRICS_MAX_PIPELINED = 4;
 
+/** The longest `headersTimeoutMs` (~12 days): twice it is the longest timer Node keeps. */
+const MAX_HEADERS_TIMEOUT_MS = 0x3fffffff;
+
 /** Unanswered requests per socket. */
 const unanswered = new WeakMap<object, number>();
 
@@ -139,8 +142,19 @@ export async function serveMetrics(
   const { host, port } = parseHostPort(address);
   const maxConnections = options.maxConnections ?? 32;
   const headersTimeout = options.headersTimeoutMs ?? 10_000;
-  if (!Number.isInteger(maxConnections) || maxConnections < 1 || !(headersTimeout > 0)) {
-    throw new PointSubError("ERR_INVALID_ARGUMENT", "maxConnections must be an integer ≥ 1 and headersTimeoutMs > 0");
+  // node:http takes only integer timeouts (Infinity or 2.5 threw its untyped ERR_OUT_OF_RANGE), and a
+  // socket timeout (twice this) over 2^31 - 1 ms is cut to that with a warning.
+  if (
+    !Number.isInteger(maxConnections) ||
+    maxConnections < 1 ||
+    !Number.isInteger(headersTimeout) ||
+    headersTimeout < 1 ||
+    headersTimeout > MAX_HEADERS_TIMEOUT_MS
+  ) {
+    throw new PointSubError(
+      "ERR_INVALID_ARGUMENT",
+      `maxConnections must be an integer ≥ 1 (got ${maxConnections}) and headersTimeoutMs an integer from 1 to ${MAX_HEADERS_TIMEOUT_MS} (got ${headersTimeout})`,
+    );
   }
   // Checked now (invalid allowedHosts: nothing listens); made again from the address bound once listening.
   let hostAllowed = hostPolicy(host, options.allowedHosts);

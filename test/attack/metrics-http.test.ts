@@ -78,6 +78,15 @@ describe("attack: metrics endpoint", () => {
       await assert.rejects(serveMetrics(metrics.registry, "127.0.0.1:0", { maxConnections: 0 }), {
         code: "ERR_INVALID_ARGUMENT",
       });
+      // Before: node:http's own untyped ERR_OUT_OF_RANGE for a timeout that is not an integer (Infinity:
+      // "no timeout"), and a TimeoutOverflowWarning (the socket timeout cut to 24.8 days) for a large one.
+      for (const headersTimeoutMs of [Number.POSITIVE_INFINITY, 2.5, Number.NaN, 0, 2 ** 31]) {
+        await assert.rejects(
+          serveMetrics(metrics.registry, "127.0.0.1:0", { headersTimeoutMs }),
+          { code: "ERR_INVALID_ARGUMENT", message: /headersTimeoutMs/ },
+          String(headersTimeoutMs),
+        );
+      }
     } finally {
       metrics.close();
     }
