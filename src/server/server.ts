@@ -365,6 +365,7 @@ export class Server extends EventEmitter<ServerEvents> {
     this.handshakeErrorChannel = channels.handshakeError;
     this.options = options;
     checkConnectionOptions(options);
+    checkAuthenticate(options.authenticate);
     this.sendToHighWater = sendToHighWaterMark(options.sendToHighWaterMark);
     this.settings = resolveSettings(options, options.authenticate !== undefined, this.runtime.codecs.mask());
     this.cluster = options.cluster?.join(this.clusterLocal());
@@ -1024,16 +1025,39 @@ export class Server extends EventEmitter<ServerEvents> {
  * index in the list ("token:0", ...), never the token itself.
  */
 export function tokenAuth(tokens: string | readonly string[]): Authenticator {
-  const list = (typeof tokens === "string" ? [tokens] : tokens).map((t) => new TextEncoder().encode(t));
-  if (list.length === 0 || list.some((t) => t.length === 0)) {
-    throw new PointSubError("ERR_INVALID_ARGUMENT", "tokenAuth needs non-empty tokens");
+  // Strings only: a number was taken as its digits, and a Uint8Array (the credentials, when tokenAuth
+  // itself was given as the hook: `authenticate: tokenAuth`) made a hook whose principal was a function,
+  // so every client with any credentials was let in.
+  const given: unknown = tokens;
+  const strings = typeof given === "string" ? [given] : Array.isArray(given) ? (given as unknown[]) : undefined;
+  if (strings === undefined || strings.length === 0 || strings.some((t) => typeof t !== "string" || t.length === 0)) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", "tokenAuth needs non-empty tokens: a string or a list of strings");
   }
+  const list = (strings as string[]).map((t) => new TextEncoder().encode(t));
   return (credentials) => {
     let found = -1;
     for (let i = 0; i < list.length; i++) if (sameBytes(credentials, list[i])) found = i;
     if (found < 0) throw new PointSubError("ERR_UNAUTHORIZED", "invalid token");
     return `token:${found}`;
   };
+}
+
+/**
+ * Throws ERR_INVALID_ARGUMENT unless `authenticate` is undefined or a hook: a value that is not a
+ * function refused every client ("credentials refused") with nothing said to the operator, and
+ * `tokenAuth` itself, not called (`authenticate: tokenAuth`), took the credentials for its tokens.
+ */
+function checkAuthenticate(authenticate: unknown): void {
+  if (authenticate === undefined) return;
+  if (authenticate === tokenAuth) {
+    throw new PointSubError(
+      "ERR_INVALID_ARGUMENT",
+      'authenticate: tokenAuth is called with the tokens, e.g. authenticate: tokenAuth("<token>")',
+    );
+  }
+  if (typeof authenticate !== "function") {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", `authenticate must be a function (got ${typeof authenticate})`);
+  }
 }
 
 /** Constant-time comparison (for equal lengths; lengths are not secret). */

@@ -123,6 +123,25 @@ describe("attack: authentication", () => {
     await server.close();
   });
 
+  it("authenticate: tokenAuth not called, or not a function, is ERR_INVALID_ARGUMENT at createServer; tokenAuth takes strings only", async () => {
+    // Before: `authenticate: tokenAuth` (the tokens forgotten) took each client's credentials for its
+    // tokens and let in every client with any credentials, its principal a function; a hook that was not
+    // a function refused every client ("credentials refused") and told the operator nothing.
+    for (const authenticate of [tokenAuth, "s3cret", 42, {}]) {
+      assert.throws(() => createServer({ authenticate: authenticate as never }), { code: "ERR_INVALID_ARGUMENT" });
+    }
+    for (const tokens of [new Uint8Array([1]), ["s3cret", 42], 42, [], ["s3cret", ""], undefined]) {
+      assert.throws(() => tokenAuth(tokens as never), { code: "ERR_INVALID_ARGUMENT" }, String(tokens));
+    }
+    // The hook a JavaScript caller gets by passing tokenAuth itself lets nobody in now, whatever slips through.
+    const { server, url, served } = await guarded(((credentials: Uint8Array) =>
+      tokenAuth(credentials as never)) as never);
+    const err = (await connect(url, { credentials: "anything" }).catch((e: unknown) => e)) as PointSubError;
+    assert.equal(err.code, "ERR_UNAUTHORIZED");
+    assert.deepEqual(served, []);
+    await server.close();
+  });
+
   it("mutual TLS: the client certificate is on the session and in the hook", async () => {
     const c = await testCerts();
     let seenCn = "";
