@@ -69,11 +69,26 @@ export class Admission {
     this.host = host;
     this.perAddress = options.maxConnectionsPerAddress ?? Number.POSITIVE_INFINITY;
     const a = options.adaptiveConnections;
+    // Anything else turned the adaptive limit on with its defaults (0, "no", "off" from a config) or
+    // threw an untyped TypeError (null).
+    if (a !== undefined && typeof a !== "boolean" && (typeof a !== "object" || a === null)) {
+      throw new PointSubError(
+        "ERR_INVALID_ARGUMENT",
+        `adaptiveConnections must be true, false or an object of options (got ${String(a)})`,
+      );
+    }
     if (a === undefined || a === false) {
       this.limit = options.maxConnections ?? Number.POSITIVE_INFINITY;
       return;
     }
     const o = a === true ? {} : a;
+    // Called on the adaptive limit's timer: one that is not a function threw there, an uncaught exception.
+    if (o.sampleDelay !== undefined && typeof o.sampleDelay !== "function") {
+      throw new PointSubError(
+        "ERR_INVALID_ARGUMENT",
+        `adaptiveConnections.sampleDelay must be a function (got ${String(o.sampleDelay)})`,
+      );
+    }
     const min = o.min ?? 100;
     const max = o.max ?? Math.max(10_000, min);
     const intervalMs = o.intervalMs ?? 1000;

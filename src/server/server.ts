@@ -373,6 +373,14 @@ export class Server extends EventEmitter<ServerEvents> {
     // The rate limit first: a duplicate of a keyed request is a request too (answered from the
     // store, it would pass any limit, each answer up to the store's maxResponseBytes).
     if (options.rateLimit !== undefined) this.router.use(rateLimit(options.rateLimit));
+    const idem: unknown = options.idempotency;
+    // Anything else turned deduplication on (0, "off" from a config) or threw an untyped TypeError (null).
+    if (idem !== undefined && typeof idem !== "boolean" && (typeof idem !== "object" || idem === null)) {
+      throw new PointSubError(
+        "ERR_INVALID_ARGUMENT",
+        `idempotency must be true, false or an object of options (got ${String(idem)})`,
+      );
+    }
     if (options.idempotency !== undefined && options.idempotency !== false) {
       // Next, so that nothing else runs twice for a duplicate.
       const o = options.idempotency === true ? {} : options.idempotency;

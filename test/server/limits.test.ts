@@ -179,4 +179,33 @@ describe("server connection limits", () => {
       message: /idleTimeoutMs/,
     });
   });
+
+  it("adaptiveConnections and idempotency other than a boolean or an object are refused, not taken as on", async () => {
+    // Before: 0, "no" or "off" (a config's value) turned the adaptive limit (10,000 at start) or
+    // deduplication on with their defaults; null threw an untyped TypeError; a sampleDelay that was not
+    // a function threw on the limit's timer, an uncaught exception.
+    for (const [field, value] of [
+      ["adaptiveConnections", 0],
+      ["adaptiveConnections", "no"],
+      ["adaptiveConnections", null],
+      ["idempotency", 0],
+      ["idempotency", "off"],
+      ["idempotency", null],
+    ] as const) {
+      assert.throws(
+        () => createServer({ [field]: value } as never),
+        { code: "ERR_INVALID_ARGUMENT", message: new RegExp(field) },
+        `${field}: ${String(value)}`,
+      );
+    }
+    assert.throws(() => createServer({ adaptiveConnections: { sampleDelay: 5 as never } }), {
+      code: "ERR_INVALID_ARGUMENT",
+      message: /adaptiveConnections\.sampleDelay/,
+    });
+    // The booleans and objects work as before.
+    assert.equal(createServer({ adaptiveConnections: false }).connectionLimit, Number.POSITIVE_INFINITY);
+    assert.equal(createServer({ adaptiveConnections: { min: 1, max: 7 } }).connectionLimit, 7);
+    createServer({ idempotency: false });
+    createServer({ idempotency: {} });
+  });
 });
