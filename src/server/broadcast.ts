@@ -16,11 +16,15 @@
  * queued the message.
  */
 import type { Connection } from "../connection/connection.ts";
+import { describeThrown } from "../errors/describe.ts";
 import { PointSubError } from "../errors/error.ts";
 
 /** Options of `Server.broadcast`. */
 export interface BroadcastOptions {
-  /** Only sessions for which this returns true receive the message. */
+  /**
+   * Only sessions for which this returns true receive the message. One it
+   * throws for does not, and is listed in `failed` with ERR_HANDLER.
+   */
   filter?: (session: Connection) => boolean;
   /**
    * A session with more than this many bytes queued (`session.bufferedAmount`)
@@ -40,7 +44,7 @@ export interface BroadcastOptions {
 export interface BroadcastFailure {
   /** The session's id. */
   readonly session: string;
-  /** ERR_SLOW_PEER (over the high-water mark), ERR_CONNECTION_CLOSED, ERR_MESSAGE_TOO_LARGE, … */
+  /** ERR_SLOW_PEER (over the high-water mark), ERR_CONNECTION_CLOSED, ERR_MESSAGE_TOO_LARGE, ERR_HANDLER (the filter threw), … */
   readonly error: PointSubError;
 }
 
@@ -78,7 +82,23 @@ export function broadcastTo(
   const disconnect = options.slowSessions === "disconnect";
   const result: BroadcastResult = { sent: 0, queued: 0, failed: [] };
   for (const s of sessions) {
-    if (filter !== undefined && !filter(s)) continue;
+    if (filter !== undefined) {
+      // A filter that throws fails that session alone: before, the throw ended the broadcast midway, the
+      // sessions after it got nothing, and the caller learnt neither which had it nor the result.
+      let pass: boolean;
+      try {
+        pass = filter(s);
+      } catch (err) {
+        const error = new PointSubError(
+          "ERR_HANDLER",
+          `broadcast filter threw for session ${s.id}: ${describeThrown(err)}`,
+          { cause: err },
+        );
+        result.failed.push({ session: s.id, error });
+        continue;
+      }
+      if (!pass) continue;
+    }
     const buffered = s.bufferedAmount;
     // More than the high-water mark already queued: a slow reader. This message is not counted:
     // with it, a fast reader holding the tail of the last message (pacing keeps it in the queue

@@ -652,6 +652,13 @@ export class Server extends EventEmitter<ServerEvents> {
         `broadcast slowSessions must be "skip" or "disconnect" (got ${String(slow)})`,
       );
     }
+    const filter: unknown = options.filter;
+    if (filter !== undefined && typeof filter !== "function" && typeof filter !== "string") {
+      throw new PointSubError(
+        "ERR_INVALID_ARGUMENT",
+        `broadcast filter must be a function or a cluster filter's name (got ${String(filter)})`,
+      );
+    }
     if (this.cluster !== undefined && options.local !== true) return this.cluster.broadcast(data, options);
     if (typeof options.filter === "string") {
       throw new PointSubError(

@@ -124,6 +124,40 @@ describe("server broadcast", () => {
     await server.close();
   });
 
+  it("a filter that throws for one session fails that session alone: the others get the message, the result lists it (ERR_HANDLER); a filter that is not a function is ERR_INVALID_ARGUMENT", async () => {
+    // Before: the broadcast rejected with the filter's own Error midway: sessions after the one it threw
+    // for got nothing, and the caller learnt neither which had it nor the result.
+    const server = createServer({ authenticate: (cred) => new TextDecoder().decode(cred) });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const names = ["a", "b", "c", "d"];
+    const conns = await Promise.all(names.map((n) => connect(url, { credentials: n })));
+    const got: string[] = [];
+    for (const [i, c] of conns.entries()) {
+      c.on("message", () => {
+        got.push(names[i]);
+      });
+    }
+    try {
+      await until(() => server.sessions.size === 4);
+      const r = await server.broadcast("x", {
+        filter: (s) => {
+          if (s.principal === "b") throw new Error("filter bug");
+          return true;
+        },
+      });
+      assert.equal(r.sent + r.queued, 3);
+      assert.equal(r.failed.length, 1);
+      assert.equal(r.failed[0].error.code, "ERR_HANDLER");
+      assert.match(r.failed[0].error.message, /filter bug/);
+      await until(() => got.length === 3);
+      assert.deepEqual(got.sort(), ["a", "c", "d"]);
+      await assert.rejects(server.broadcast("y", { filter: 5 as never }), { code: "ERR_INVALID_ARGUMENT" });
+    } finally {
+      for (const c of conns) await c.close();
+      await server.close();
+    }
+  });
+
   for (const policy of ["skip", "disconnect"] as const) {
     it(`a session that stops reading is handled by policy "${policy}": the others get everything, memory stays bounded`, async () => {
       const server = createServer({ slowPeerTimeoutMs: 0 });
