@@ -27,6 +27,16 @@ export type ServerEvent =
   /** `dropped` events were lost because the reader fell more than `bufferSize` behind. */
   | { readonly type: "overflow"; readonly dropped: number };
 
+/** The event types a stream can be asked for. */
+const EVENT_TYPES: ReadonlySet<string> = new Set<ServerEvent["type"]>([
+  "session",
+  "sessionClose",
+  "message",
+  "error",
+  "reject",
+  "overflow",
+]);
+
 /** Options of `Server.events()`. */
 export interface ServerEventOptions {
   /** Most events held for a slow reader; older ones are dropped past it. Default 1024. */
@@ -36,7 +46,7 @@ export interface ServerEventOptions {
    * keeps them alive); older events are dropped past it. Default 16 MiB.
    */
   bufferBytes?: number;
-  /** Which event types to receive. Default all. */
+  /** Which event types to receive (another name: ERR_INVALID_ARGUMENT). Default all. */
   types?: readonly ServerEvent["type"][];
 }
 
@@ -69,6 +79,17 @@ export class ServerEventStream implements AsyncIterableIterator<ServerEvent> {
       throw new PointSubError("ERR_INVALID_ARGUMENT", `bufferBytes must be an integer >= 0 (got ${bytes})`);
     }
     this.bufferBytes = bytes;
+    const types: unknown = options.types;
+    // A misspelt type ("sesion") or a lone string matched nothing: a stream that never yielded an event.
+    if (
+      types !== undefined &&
+      (!Array.isArray(types) || types.some((t) => typeof t !== "string" || !EVENT_TYPES.has(t)))
+    ) {
+      throw new PointSubError(
+        "ERR_INVALID_ARGUMENT",
+        `types must be a list of ${[...EVENT_TYPES].join(", ")} (got ${Array.isArray(types) ? `[${types.join(", ")}]` : String(types)})`,
+      );
+    }
     this.types = options.types === undefined ? undefined : new Set(options.types);
     this.source = source;
     source.add(this);

@@ -203,6 +203,22 @@ describe("server sessions", () => {
     assert.deepEqual(types, ["session", "sessionClose"]);
   });
 
+  it("events() with a type that is not an event's (a typo) is ERR_INVALID_ARGUMENT, not a stream that never yields", async () => {
+    // Before: types ["sesion"] (or the string "session", not a list) was taken, and matched no event.
+    const server = createServer();
+    try {
+      for (const types of [["sesion"], "session", [5], ["session", "close"]]) {
+        assert.throws(() => server.events({ types: types as never }), {
+          code: "ERR_INVALID_ARGUMENT",
+          message: /types/,
+        });
+      }
+      server.events({ types: ["session", "sessionClose", "message", "error", "reject", "overflow"] }).return();
+    } finally {
+      await server.close();
+    }
+  });
+
   it("events() asked for after the server closed ends at once (a for await over it never ended)", async () => {
     const server = createServer();
     await server.listen("tcp://127.0.0.1:0");
