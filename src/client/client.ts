@@ -77,6 +77,14 @@ const MAYBE_RAN = new WeakSet<PointSubError>();
  * features bit 16: no idempotency middleware): a keyed call is not failed over either.
  */
 const UNGUARDED = new WeakSet<PointSubError>();
+/**
+ * Connects that failed with another code than {@link NODE_FAILURES}' — a node at its connection limit
+ * (ERR_OVERLOADED), one that never answered the handshake (ERR_TIMEOUT): the node's failure too, and
+ * the call was never sent, so it goes on to the next node.
+ */
+const NOT_CONNECTED = new WeakSet<PointSubError>();
+/** Connect failures that are the node's, not the caller's (a refused credential or version is the caller's). */
+const CONNECT_RETRYABLE: ReadonlySet<string> = new Set(["ERR_OVERLOADED", "ERR_TIMEOUT"]);
 /** A keyed call's repeat refused by this side: the next node does not deduplicate (see `run`). */
 const NOT_REPEATED = new WeakSet<PointSubError>();
 /**
@@ -298,7 +306,8 @@ export class Client {
       (p) => this.run(p, node, route, payload, options, again),
       (err: unknown) => {
         const e = toPointSubError(err, "ERR_CONNECT");
-        if (NODE_FAILURES.has(e.code)) this.failed(node);
+        if (CONNECT_RETRYABLE.has(e.code)) NOT_CONNECTED.add(e);
+        if (NODE_FAILURES.has(e.code) || NOT_CONNECTED.has(e)) this.failed(node);
         throw e;
       },
     );
@@ -399,7 +408,9 @@ export class Client {
           toPointSubError(x, "ERR_CONNECT"),
         );
         // An error of the call itself (the handler's, a bad route) is the answer, whichever of a batch gave it.
-        const own = errors.find((x) => x.code !== "ERR_RATE_LIMITED" && !NODE_FAILURES.has(x.code));
+        const own = errors.find(
+          (x) => x.code !== "ERR_RATE_LIMITED" && !NODE_FAILURES.has(x.code) && !NOT_CONNECTED.has(x),
+        );
         if (own !== undefined) throw own;
         // A keyed call that may have run, not repeated on a node that does not deduplicate: that is the answer.
         const stop = errors.find((x) => NOT_REPEATED.has(x));

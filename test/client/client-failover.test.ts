@@ -5,9 +5,11 @@
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
+import { createServer as createTcpServer, type Socket } from "node:net";
 import { describe, it } from "node:test";
 import {
   Client,
+  connect,
   createServer,
   idempotency,
   memoryIdempotencyStore,
@@ -188,6 +190,37 @@ describe("Client failover and GOAWAY", () => {
       await client.close();
       for (const p of proxies.values()) await p.close();
       for (const s of servers) await s.close();
+    }
+  });
+
+  it("a node that refuses or never answers the connect (at its connection limit, silent) is failed over: the call was never sent", async () => {
+    // Before: the connect's ERR_OVERLOADED or ERR_TIMEOUT was taken for the call's own error, so every key
+    // closest to that node failed (4 of 6 keys with one node full) and its breaker never opened.
+    const full = createServer({ maxConnections: 1 });
+    full.handle("/who/1", () => "full");
+    const [fullUrl] = await full.listen("tcp://127.0.0.1:0");
+    const holder = await connect(fullUrl); // takes its only slot
+    const sockets: Socket[] = [];
+    const silent = createTcpServer((s) => sockets.push(s)); // accepts, never says HELLO
+    await new Promise<void>((r) => silent.listen(0, "127.0.0.1", r));
+    const silentUrl = `tcp://127.0.0.1:${(silent.address() as { port: number }).port}`;
+    const good = createServer();
+    good.handle("/who/1", () => "good");
+    const [goodUrl] = await good.listen("tcp://127.0.0.1:0");
+    const client = new Client({ connectTimeoutMs: 300 });
+    client.addNode("/who/1", fullUrl).addNode("/who/1", silentUrl).addNode("/who/1", goodUrl);
+    try {
+      for (const first of [fullUrl, silentUrl]) {
+        const key = keyWithLast([first], goodUrl);
+        assert.equal(text(await client.requestClosest("/who/1", "x", { key, timeoutMs: 5000 })), "good");
+      }
+    } finally {
+      await client.close();
+      await holder.close();
+      for (const s of sockets) s.destroy();
+      silent.close();
+      await full.close();
+      await good.close();
     }
   });
 
