@@ -407,16 +407,19 @@ export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<
     return { done: true, value: undefined };
   }
 
-  /** Reads the whole stream into one buffer (at most `maxBytes`, default 256 MiB). */
+  /**
+   * Reads the whole stream into one buffer (at most `maxBytes`, default 256 MiB). Past `maxBytes` it
+   * throws ERR_MESSAGE_TOO_LARGE and the rest is discarded; a handler that lets the error out answers
+   * the sender with it (its transfer rejects with ERR_MESSAGE_TOO_LARGE).
+   */
   async bytes(maxBytes = 256 * 1024 * 1024): Promise<Uint8Array> {
     const parts: Uint8Array[] = [];
     let n = 0;
     for await (const c of this) {
       n += c.length;
-      if (n > maxBytes) {
-        this.cancel(`stream larger than ${maxBytes} bytes`);
-        throw new PointSubError("ERR_MESSAGE_TOO_LARGE", `stream larger than ${maxBytes} bytes`);
-      }
+      // Over the limit: thrown (leaving the loop discards the rest), not cancelled, so the handler's
+      // error answer reaches the sender as ERR_MESSAGE_TOO_LARGE (a CANCEL would say only ERR_CANCELLED).
+      if (n > maxBytes) throw new PointSubError("ERR_MESSAGE_TOO_LARGE", `stream larger than ${maxBytes} bytes`);
       parts.push(c);
     }
     const out = new Uint8Array(n);

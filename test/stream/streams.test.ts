@@ -7,6 +7,7 @@ import {
   connect,
   createServer,
   type IncomingStream,
+  type PointSubError,
   type ProgressSnapshot,
   type Server,
 } from "../../src/index.ts";
@@ -342,6 +343,19 @@ describe("streams", () => {
     });
     const t = conn.sendStream("/refuse/1.0.0", generate(256 * MiB));
     await assert.rejects(t.done, { code: "ERR_CANCELLED" });
+    assert.equal(text(await conn.sendStream("/hash/1.0.0", generate(5000))), expectedHash(5000));
+  });
+
+  it("stream.bytes(maxBytes) over its limit: the sender's transfer rejects with ERR_MESSAGE_TOO_LARGE, not ERR_CANCELLED", async () => {
+    // Before: bytes() cancelled the stream (CANCEL 4004) before it threw, so the handler's error never
+    // reached the sender: a refusal by size looked like a cancel, retryable for all it said.
+    server.handleStream("/small/1.0.0", async (stream) => String((await stream.bytes(64 * KiB)).length));
+    await assert.rejects(conn.sendStream("/small/1.0.0", generate(64 * MiB)).done, (e: PointSubError) => {
+      assert.equal(e.code, "ERR_MESSAGE_TOO_LARGE");
+      assert.match(e.message, /stream larger than 65536 bytes/);
+      return true;
+    });
+    assert.equal(text(await conn.sendStream("/small/1.0.0", generate(64 * KiB))), String(64 * KiB));
     assert.equal(text(await conn.sendStream("/hash/1.0.0", generate(5000))), expectedHash(5000));
   });
 
