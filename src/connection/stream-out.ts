@@ -289,9 +289,7 @@ export class OutgoingStreams {
         codec: plan.codec?.id ?? 0,
         meta: encodeMeta({ ...options.meta, transferId }),
       });
-      if (options.signal?.aborted) {
-        throw new PointSubError("ERR_CANCELLED", `stream to ${route} aborted`, { cause: options.signal.reason });
-      }
+      if (options.signal?.aborted) throw abortError(route, options.signal.reason);
     } catch (err) {
       call.settled = true;
       call.reject(toPointSubError(err, "ERR_INVALID_ARGUMENT"));
@@ -299,18 +297,7 @@ export class OutgoingStreams {
     }
     if (options.signal !== undefined) {
       const signal = options.signal;
-      call.onAbort = () => {
-        // Stopped for a reason a retry may cure (a server's download pace, ERR_SLOW_PEER): the receiver is
-        // told that code, not ERR_CANCELLED, after which a file sink drops the partial a resume would use.
-        const r: unknown = signal.reason;
-        const again = r instanceof PointSubError && r.retryable && r.code !== "ERR_CANCELLED";
-        this.giveUpCall(
-          call,
-          again
-            ? new PointSubError(r.code, `stream to ${route} stopped: ${r.message}`, { cause: r })
-            : new PointSubError("ERR_CANCELLED", `stream to ${route} aborted`, { cause: r }),
-        );
-      };
+      call.onAbort = () => this.giveUpCall(call, abortError(route, signal.reason));
       signal.addEventListener("abort", call.onAbort, { once: true });
     }
     progress.setBase(offset);
@@ -589,4 +576,15 @@ export class OutgoingStreams {
     this.streams.clear();
     for (const w of this.waiters.splice(0)) w();
   }
+}
+
+/**
+ * The error of a stream whose signal aborted (before it started or while it ran, alike). Stopped for a
+ * reason a retry may cure (a server's download pace, ERR_SLOW_PEER): that code, which the receiver is
+ * told too (after ERR_CANCELLED a file sink drops the partial a resume would use); else ERR_CANCELLED.
+ */
+function abortError(route: string, r: unknown): PointSubError {
+  return r instanceof PointSubError && r.retryable && r.code !== "ERR_CANCELLED"
+    ? new PointSubError(r.code, `stream to ${route} stopped: ${r.message}`, { cause: r })
+    : new PointSubError("ERR_CANCELLED", `stream to ${route} aborted`, { cause: r });
 }

@@ -45,6 +45,38 @@ async function abortAndHear(ac: AbortController, done: Promise<unknown>, heardAt
 }
 
 describe("giving up on a stream", () => {
+  it("a signal aborted with a retryable error keeps its code whether it aborted before the stream started or while it ran", async () => {
+    // Before: aborted already, the stream rejected with ERR_CANCELLED; aborted a moment later, with the
+    // signal's own code (ERR_SLOW_PEER here, which a resumable transfer retries and ERR_CANCELLED ends).
+    const server = createServer();
+    server.handleStream("/feed", countBytes);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    const stop = Promise.withResolvers<void>();
+    try {
+      async function* live() {
+        yield new Uint8Array(10);
+        await stop.promise;
+      }
+      const reason = () => new PointSubError("ERR_SLOW_PEER", "the peer reads too slowly");
+      const before = AbortSignal.abort(reason());
+      await assert.rejects(conn.sendStream("/feed", live(), { signal: before }).done, { code: "ERR_SLOW_PEER" });
+      const ac = new AbortController();
+      const t = conn.sendStream("/feed", live(), { signal: ac.signal });
+      await sleep(50);
+      ac.abort(reason());
+      await assert.rejects(t.done, { code: "ERR_SLOW_PEER" });
+      // Any other reason is ERR_CANCELLED, both ways.
+      await assert.rejects(conn.sendStream("/feed", live(), { signal: AbortSignal.abort() }).done, {
+        code: "ERR_CANCELLED",
+      });
+    } finally {
+      stop.resolve();
+      conn.destroy();
+      await server.close({ timeoutMs: 100 });
+    }
+  });
+
   it("the receiver's own cancel (its progress timeout, its reader's cancel) aborts the handler's ctx.signal", async () => {
     // Before: only the sender's CANCEL aborted it; a handler awaiting other work with the signal (a
     // database write, a fetch) ran on after its stream was given up, its answer dropped.
