@@ -113,6 +113,11 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
   private state_: ConnectionState = "open";
   private closeReason_ = "";
   private closePromise: Promise<void> | undefined;
+  /** When a graceful close gives up (ms since the epoch), its timeout as last given, and its timer. */
+  private closeDeadline = 0;
+  private closeTimeoutMs = 0;
+  private closeTimer: ReturnType<typeof setTimeout> | undefined;
+  private closeFire: (() => void) | undefined;
   private closedResolve: (() => void) | undefined;
   private closedPromise: Promise<void> | undefined;
   private bytesIn = 0;
@@ -276,15 +281,50 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
    * The format has no goodbye: the peer sees the stream end.
    */
   close(options: CloseOptions = {}): Promise<void> {
-    if (this.closePromise !== undefined) return this.closePromise;
-    if (this.state_ === "closed") return RESOLVED;
-    const timeoutMs = options.timeoutMs ?? this.options.closeTimeoutMs;
+    if (this.state_ === "closed") return this.closePromise ?? RESOLVED;
+    const given = options.timeoutMs;
+    const timeoutMs = given ?? this.options.closeTimeoutMs;
     // As a pointsub connection's: NaN (or a negative time) cut the close at once, sends queued lost.
     if (typeof timeoutMs !== "number" || !(timeoutMs >= 0)) return handledRejection(badCloseTimeout(timeoutMs));
+    if (this.closePromise !== undefined) {
+      // A second close with a shorter time brings the first one's deadline forward (as a server's does).
+      if (given !== undefined && Date.now() + given < this.closeDeadline) {
+        this.closeDeadline = Date.now() + given;
+        this.closeTimeoutMs = given;
+        this.armClose();
+      }
+      return this.closePromise;
+    }
     this.state_ = "closing";
     this.closeReason_ = options.reason ?? "closing";
-    this.closePromise = this.drainAndEnd(timeoutMs);
+    this.closeDeadline = Date.now() + timeoutMs;
+    this.closeTimeoutMs = timeoutMs;
+    this.closePromise = this.drainAndEnd();
     return this.closePromise;
+  }
+
+  /** Resolves at the close's deadline (a second close may move it forward). */
+  private atCloseDeadline(): Promise<void> {
+    return new Promise((resolve) => {
+      this.closeFire = resolve;
+      this.armClose();
+    });
+  }
+
+  /** (Re)sets the timer of the close's deadline for whoever waits for it. */
+  private armClose(): void {
+    clearTimeout(this.closeTimer);
+    const fire = this.closeFire;
+    if (fire === undefined) return;
+    // At most a timer's largest delay: a longer one (Infinity) fires at once.
+    this.closeTimer = setTimeout(fire, Math.min(MAX_TIMER_MS, Math.max(0, this.closeDeadline - Date.now())));
+  }
+
+  /** Stops waiting for the close's deadline. */
+  private disarmClose(): void {
+    clearTimeout(this.closeTimer);
+    this.closeTimer = undefined;
+    this.closeFire = undefined;
   }
 
   /** Closes at once: queued sends reject with ERR_CONNECTION_CLOSED (or `error`). */
@@ -307,19 +347,11 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
     return this.closedPromise;
   }
 
-  private async drainAndEnd(timeoutMs: number): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
+  private async drainAndEnd(): Promise<void> {
     this.writer.flush();
     if (!this.writer.writable) {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        this.writer.whenDrained(),
-        new Promise<void>((resolve) => {
-          // At most a timer's largest delay: a longer one (Infinity) fires at once.
-          timer = setTimeout(resolve, Math.min(MAX_TIMER_MS, timeoutMs));
-        }),
-      ]);
-      clearTimeout(timer);
+      await Promise.race([this.writer.whenDrained(), this.atCloseDeadline()]);
+      this.disarmClose();
     }
     if (this.state_ === "closed") return;
     if (this.writer.pending !== 0) {
@@ -327,27 +359,27 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
       this.destroy(
         new PointSubError(
           "ERR_CONNECTION_CLOSED",
-          `closed after ${timeoutMs} ms (the close's timeout) with sends queued`,
+          `closed after ${this.closeTimeoutMs} ms (the close's timeout) with sends queued`,
         ),
       );
       return;
     }
     this.writer.flush();
     this.transport.end();
-    // The peer closes its side once it read everything. Not closed by the deadline: it may not have
-    // read what was sent last (it stopped reading), and the close is not a clean one.
-    const t = setTimeout(
-      () =>
-        this.destroy(
-          new PointSubError(
-            "ERR_CONNECTION_CLOSED",
-            `closed after ${timeoutMs} ms (the close's timeout) before the peer closed its side: what was sent last may not have arrived`,
-          ),
+    // The peer closes its side once it read everything (given at least 100 ms). Not closed by the
+    // deadline: it may not have read what was sent last (it stopped reading): not a clean close.
+    this.closeDeadline = Math.max(this.closeDeadline, Date.now() + 100);
+    const late = this.atCloseDeadline().then(() => {
+      if (this.state_ === "closed") return;
+      this.destroy(
+        new PointSubError(
+          "ERR_CONNECTION_CLOSED",
+          `closed after ${this.closeTimeoutMs} ms (the close's timeout) before the peer closed its side: what was sent last may not have arrived`,
         ),
-      Math.min(MAX_TIMER_MS, Math.max(100, deadline - Date.now())),
-    );
-    await this.closed;
-    clearTimeout(t);
+      );
+    });
+    await Promise.race([this.closed, late]);
+    this.disarmClose();
   }
 
   private unusableError(): PointSubError {
@@ -504,6 +536,10 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
     clearTimeout(this.slowTimer);
     clearTimeout(this.progressTimer);
     clearInterval(this.heartbeatTimer);
+    // A graceful close waiting for its deadline stops waiting (no timer left behind).
+    const fire = this.closeFire;
+    this.disarmClose();
+    fire?.();
     this.decoder.stop();
     this.writer.close(error ?? new PointSubError("ERR_CONNECTION_CLOSED", "connection closed"));
     // Settled before the listeners run (its awaiters still run after them): a close listener that threw

@@ -43,6 +43,41 @@ describe("lp: a graceful close", () => {
     }
   });
 
+  it("a second close() with a shorter timeoutMs ends the first one's drain by its own deadline", async () => {
+    // Before: the second close returned the first's promise and its deadline stood (10 s here).
+    const sockets = new Set<net.Socket>();
+    const server = net.createServer((s) => {
+      sockets.add(s);
+      s.on("error", () => {});
+      s.pause(); // reads nothing, ever
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const port = (server.address() as net.AddressInfo).port;
+    try {
+      const conn = await connectLp(`lp+tcp://127.0.0.1:${port}`);
+      const outcome = closeOutcome(conn);
+      const chunk = new Uint8Array(64 * 1024).fill(3);
+      const sends: Promise<void>[] = [];
+      for (let i = 0; i < 2000 && conn.writable; i++) sends.push(conn.send(chunk).catch(() => {}));
+      const first = conn.close({ timeoutMs: 10_000 });
+      const started = Date.now();
+      const second = conn.close({ timeoutMs: 200 });
+      assert.equal(second, first);
+      // A longer second close changes nothing; a bad one is refused and changes nothing either.
+      assert.equal(conn.close({ timeoutMs: 60_000 }), first);
+      await assert.rejects(conn.close({ timeoutMs: Number.NaN }), { code: "ERR_INVALID_ARGUMENT" });
+      await second;
+      const took = Date.now() - started;
+      assert.ok(took < 5000, `closed after ${took} ms`);
+      await until(() => outcome.closed);
+      assert.equal(outcome.error?.code, "ERR_CONNECTION_CLOSED");
+      assert.match(outcome.error?.message ?? "", /closed after 200 ms/);
+    } finally {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
+
   it("close({ timeoutMs: Infinity }) to a peer that reads everything is clean, and waits for it", async () => {
     const server = createLpServer();
     let got = 0;
