@@ -65,6 +65,22 @@ async function partialSize(dir: string): Promise<number> {
   return name === undefined ? 0 : (await stat(join(dir, name)).catch(() => ({ size: 0 }))).size;
 }
 
+/**
+ * Holds `proxy`'s downloads once 16 MiB passed it, then waits (at most 5 s) until the partial in `out`
+ * holds 4 MiB: a download stopped mid-transfer. Returns the partial's size.
+ */
+async function holdMidDownload(proxy: Awaited<ReturnType<typeof startProxy>>, out: string): Promise<number> {
+  for (let i = 0; i < 3000 && proxy.bytes.down < 16 * MiB; i++) await new Promise((r) => setTimeout(r, 5));
+  proxy.hold("down");
+  let held = 0;
+  for (let i = 0; i < 500; i++) {
+    await new Promise((r) => setTimeout(r, 10));
+    held = await partialSize(out);
+    if (held >= 4 * MiB) break;
+  }
+  return held;
+}
+
 describe("pointsub get and ls", () => {
   let work: string;
   let inbox: string;
@@ -335,14 +351,7 @@ describe("pointsub get and ls", () => {
       env: childEnv,
     });
     try {
-      for (let i = 0; i < 3000 && proxy.bytes.down < 16 * MiB; i++) await new Promise((r) => setTimeout(r, 5));
-      proxy.hold("down");
-      let held = 0;
-      for (let i = 0; i < 500; i++) {
-        await new Promise((r) => setTimeout(r, 10));
-        held = await partialSize(out);
-        if (held >= 4 * MiB) break;
-      }
+      const held = await holdMidDownload(proxy, out);
       child.kill("SIGKILL");
       await new Promise((r) => child.once("exit", r));
       assert.ok(held >= 4 * MiB && held < size, `the partial held ${held} bytes`);
@@ -374,14 +383,7 @@ describe("pointsub get and ls", () => {
     child.stderr.on("data", (d) => (stderr += d));
     const exited = new Promise<number | null>((r) => child.once("exit", r));
     try {
-      for (let i = 0; i < 3000 && proxy.bytes.down < 16 * MiB; i++) await new Promise((r) => setTimeout(r, 5));
-      proxy.hold("down");
-      let held = 0;
-      for (let i = 0; i < 500; i++) {
-        await new Promise((r) => setTimeout(r, 10));
-        held = await partialSize(out);
-        if (held >= 4 * MiB) break;
-      }
+      const held = await holdMidDownload(proxy, out);
       assert.ok(held >= 4 * MiB && held < size, `the partial held ${held} bytes`);
       child.kill("SIGINT");
       assert.equal(await exited, 130, stderr);

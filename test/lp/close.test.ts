@@ -15,16 +15,27 @@ import { connectLp, createLpServer } from "../../src/index.ts";
 import { catchingUncaught } from "../helpers/uncaught.ts";
 import { closeOutcome, until } from "../helpers/wait.ts";
 
+/** A TCP peer on loopback that accepts connections and reads nothing from them, ever. */
+async function deafPeer(): Promise<{ port: number; close: () => Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((s) => {
+    sockets.add(s);
+    s.on("error", () => {});
+    s.pause();
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
+
 describe("lp: a graceful close", () => {
   it("whose bytes the peer never takes reports ERR_CONNECTION_CLOSED (not a clean close)", async () => {
-    const sockets = new Set<net.Socket>();
-    const server = net.createServer((s) => {
-      sockets.add(s);
-      s.on("error", () => {});
-      s.pause(); // reads nothing, ever
-    });
-    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-    const port = (server.address() as net.AddressInfo).port;
+    const { port, close } = await deafPeer();
     try {
       const conn = await connectLp(`lp+tcp://127.0.0.1:${port}`);
       const outcome = closeOutcome(conn);
@@ -38,21 +49,13 @@ describe("lp: a graceful close", () => {
       assert.equal(outcome.error?.code, "ERR_CONNECTION_CLOSED");
       assert.match(outcome.error?.message ?? "", /may not have arrived|with sends queued/);
     } finally {
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((r) => server.close(() => r()));
+      await close();
     }
   });
 
   it("a second close() with a shorter timeoutMs ends the first one's drain by its own deadline", async () => {
     // Before: the second close returned the first's promise and its deadline stood (10 s here).
-    const sockets = new Set<net.Socket>();
-    const server = net.createServer((s) => {
-      sockets.add(s);
-      s.on("error", () => {});
-      s.pause(); // reads nothing, ever
-    });
-    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-    const port = (server.address() as net.AddressInfo).port;
+    const { port, close } = await deafPeer();
     try {
       const conn = await connectLp(`lp+tcp://127.0.0.1:${port}`);
       const outcome = closeOutcome(conn);
@@ -73,8 +76,7 @@ describe("lp: a graceful close", () => {
       assert.equal(outcome.error?.code, "ERR_CONNECTION_CLOSED");
       assert.match(outcome.error?.message ?? "", /closed after 200 ms/);
     } finally {
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((r) => server.close(() => r()));
+      await close();
     }
   });
 
