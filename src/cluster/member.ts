@@ -950,6 +950,13 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       return;
     }
     const h = m.header;
+    if (h.t !== "ack" && !NODE.test(h.n)) {
+      // Not a node id. A sendTo's ack and a session-list page go to the subject `node.<n>`: an `n` with a space
+      // or CR LF was written into the engine's protocol as it came (NATS: "PUB <subject> <size>"), so a
+      // publisher on the bus made this node publish what it chose, or dropped its connection.
+      this.counters.malformed++;
+      return;
+    }
     if (this.upSince === 0 && (h.t === "bc" || h.t === "to")) {
       // Read while the engine counts as down: from before or during an outage, late. Not delivered.
       this.counters.stale++;

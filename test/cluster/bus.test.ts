@@ -94,6 +94,40 @@ for (const kind of ["redis", "nats"] as const) {
       await until(() => got[1].includes("still fine"), 5000);
     });
 
+    it("a sendTo or session-list request naming a sender that is not a node id is dropped: nothing published for it, the engine link stays up", async () => {
+      // The ack (and a list's pages) go to `node.<sender>`: NATS took a sender with CR LF as protocol, so a
+      // publisher on the bus made q publish on a subject of its choosing, and "a b c" cut q's connection.
+      const q = clusters[1];
+      const ups: boolean[] = [];
+      const onEngine = (up: boolean) => ups.push(up);
+      q.on("engine", onEngine);
+      const injected: string[] = [];
+      await raw.subscribe("evil.in", (d) => injected.push(new TextDecoder().decode(d)));
+      const acks: string[] = [];
+      await raw.subscribe("pointsub.bus.node.p", (d) => acks.push(new TextDecoder().decode(d)));
+      const before = q.stats();
+      const session = [...servers[1].sessions][0].id;
+      // A sendTo from p, after the others on q's subject: once its ack is out, so is whatever q sent for them.
+      const marker = async (n: number) => {
+        const text = `marker ${n} after the senders`;
+        const to = encode({ t: "to", n: "p", i: `p:marker-${n}`, s: session }, new TextEncoder().encode(text));
+        await raw.publish("pointsub.bus.node.q", to);
+        await until(() => got[1].includes(text) && acks.some((a) => a.includes(`"p:marker-${n}"`)), 5000);
+      };
+      const from = "x 0\r\n\r\nPUB evil.in 2\r\nhi\r\nPUB pointsub.bus.node.y";
+      await raw.publish("pointsub.bus.node.q", encode({ t: "to", n: from, i: "evil:1", s: session }));
+      await raw.publish("pointsub.bus.node.q", encode({ t: "info", n: from, i: "evil:2", c: 0 }));
+      await marker(1);
+      await sleep(100);
+      assert.deepEqual(injected, [], "nothing published on a subject the sender chose");
+      await raw.publish("pointsub.bus.node.q", encode({ t: "to", n: "a b c", i: "evil:3", s: session }));
+      await marker(2);
+      q.off("engine", onEngine);
+      assert.deepEqual(ups, [], "q's engine link stayed up");
+      assert.equal(q.stats().malformed, before.malformed + 3);
+      assert.equal(q.stats().sendsReceived, before.sendsReceived + 2, "only the markers");
+    });
+
     it("another node announcing this node's id is reported (duplicateNodeId, once per node) and counted", async () => {
       // Two servers given one nodeId hand out the same session ids: a sendTo reached a session on each.
       const q = clusters[1];
