@@ -124,6 +124,9 @@ const KEPT_OVERHEAD = 128;
 /** Deletes that failed tried again per answer kept (each a read and a delete in the engine). */
 const RETRY_PER_KEEP = 8;
 
+/** The longest lease a claim is written with (100 years): a longer one, Infinity included, is this. */
+const MAX_LEASE_MS = 100 * 365.25 * 24 * 3600 * 1000;
+
 /** An answer this node wrote to the engine, until its time to live ends. */
 interface Kept {
   readonly key: string;
@@ -407,6 +410,10 @@ class EngineStore implements EngineIdempotencyStore {
     leaseMs: number,
     fingerprint?: string,
   ): Promise<IdempotencyEntry | undefined> {
+    // A lease of Infinity (the middleware takes it: a claim that holds until its handler ends) as the longest
+    // an engine keeps: Redis refused its PX (every keyed request failed, the handler never ran), and its end
+    // written as JSON null made the claim unreadable on NATS (a duplicate took it over and ran the handler again).
+    leaseMs = Math.min(leaseMs, MAX_LEASE_MS);
     const k = this.o.prefix + key;
     const claim = JSON.stringify({
       s: "r",

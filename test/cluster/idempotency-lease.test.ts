@@ -64,4 +64,51 @@ for (const kind of ["redis", "nats"] as const) {
       assert.equal(runs, 2);
     });
   });
+
+  describe(`cluster idempotency with leaseMs: Infinity on ${kind}`, { timeout: 60_000 }, () => {
+    // The middleware takes Infinity (a claim held until its handler ends), and the memory store keeps it so;
+    // Redis refused its PX (every keyed request failed, retryable: ERR value is not an integer or out of
+    // range), and NATS stored its end as null: the claim read as nothing and a duplicate ran the handler again.
+    let engine: EngineServer;
+    const clusters: Cluster[] = [];
+    const servers: Server[] = [];
+    const conns: Connection[] = [];
+    let runs = 0;
+
+    before(async () => {
+      engine = await startEngine(kind);
+      for (const id of ["a", "b"]) {
+        const o = { nodeId: id, name: "forever", heartbeatMs: 200 };
+        const cluster =
+          kind === "redis" ? redisCluster({ ...o, url: engine.url }) : natsCluster({ ...o, servers: engine.url });
+        const server = createServer({ cluster, idempotency: { leaseMs: Number.POSITIVE_INFINITY } });
+        server.handle("/once", async () => {
+          runs++;
+          await sleep(500);
+          return `ran on ${id}`;
+        });
+        await server.listen("tcp://127.0.0.1:0");
+        clusters.push(cluster);
+        servers.push(server);
+      }
+      await until(() => clusters.every((c) => c.nodes().length === 2), 5000);
+      for (const s of servers) conns.push(await connect(s.urls[0]));
+    });
+
+    after(async () => {
+      await Promise.all(conns.map((c) => c.close({ timeoutMs: 100 })));
+      await Promise.all(servers.map((s) => s.close({ timeoutMs: 100 })));
+      await engine?.stop();
+    });
+
+    it("a keyed request runs its handler once; a duplicate on another node meanwhile gets its answer", async () => {
+      const key = `forever-${kind}`;
+      const first = conns[0].request("/once", "x", { idempotencyKey: key });
+      await until(() => runs === 1, 5000);
+      const retry = conns[1].request("/once", "x", { idempotencyKey: key });
+      const answers = (await Promise.all([first, retry])).map((d) => utf8.decode(d));
+      assert.equal(runs, 1, `the handler ran ${runs} times (answers: ${answers.join(", ")})`);
+      assert.deepEqual(answers, ["ran on a", "ran on a"]);
+    });
+  });
 }
