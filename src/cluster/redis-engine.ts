@@ -123,9 +123,22 @@ class RedisEngine implements ClusterEngine {
     this.cmd_ = cmd;
     this.sub_ = sub;
     this.subscribed = this.subs.length === 0;
-    await Promise.all([cmd.connect(), sub.connect()]);
-    if (this.subscribed) return;
-    for (const [subject, listener] of this.subs) await sub.subscribe(subject, listener, true);
+    try {
+      // Both settled before anything is dropped: node-redis cannot drop a client whose connect() has not
+      // reached its socket yet, which then connects anyway, owned by nobody.
+      const made = await Promise.allSettled([cmd.connect(), sub.connect()]);
+      for (const m of made) if (m.status === "rejected") throw m.reason;
+      // Closed (or reset) while they connected: a server closed during its first listen left both
+      // connections open to Redis (its process could not exit).
+      if (this.closed || this.cmd_ !== cmd) throw new PointSubError("ERR_CONNECTION_CLOSED", "closed while connecting");
+      if (this.subscribed) return;
+      for (const [subject, listener] of this.subs) await sub.subscribe(subject, listener, true);
+    } catch (err) {
+      if (this.cmd_ === cmd) this.cmd_ = this.sub_ = undefined;
+      drop(cmd);
+      drop(sub);
+      throw err;
+    }
     if (this.sub_ !== sub) return; // reset again meanwhile
     this.subscribed = true;
     if (cmd.isReady) this.state(true);
@@ -140,10 +153,9 @@ class RedisEngine implements ClusterEngine {
     const again = () => {
       if (this.closed || this.cmd_ !== undefined) return;
       this.open().catch(() => {
-        // Not reached (refused, or the first reply never came): drop what was made and try again later.
-        if (this.closed) return;
-        for (const c of [this.cmd_, this.sub_]) drop(c);
-        this.cmd_ = this.sub_ = undefined;
+        // Not reached (refused, or the first reply never came; open dropped what it made): try again later,
+        // unless closed or a later reset's connections are being made.
+        if (this.closed || this.cmd_ !== undefined) return;
         const t = setTimeout(again, this.o.maxReconnectDelayMs ?? 1000);
         (t as { unref?: () => void }).unref?.();
       });

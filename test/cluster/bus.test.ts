@@ -338,6 +338,47 @@ describe("cluster engine unreachable", () => {
     }
   });
 
+  it("a server closed while its first listen joins Redis leaves no connection open to Redis", async () => {
+    // node-redis cannot drop a client whose connect() has not reached its socket yet: the engine's close
+    // (the server's) did nothing to them, they connected anyway, owned by nobody — 2 per server, for ever.
+    const redis = await startEngine("redis");
+    const { createClient } = await import("redis");
+    const admin = createClient({ url: redis.url });
+    await admin.connect();
+    const clients = async () =>
+      String(await admin.sendCommand(["CLIENT", "LIST"]))
+        .trim()
+        .split("\n").length - 1;
+    const outcomes: string[] = [];
+    try {
+      for (const delay of [0, 1, 5, 20]) {
+        const server = createServer({ cluster: redisCluster({ url: redis.url, name: "closing" }) });
+        const listening = server.listen("tcp://127.0.0.1:0").then(
+          () => "listening",
+          (e: PointSubError) => e.code,
+        );
+        await sleep(delay);
+        await server.close({ timeoutMs: 100 });
+        outcomes.push(await listening);
+        assert.deepEqual(server.urls, []);
+      }
+      let left = await clients();
+      for (let i = 0; i < 30 && left !== 0; i++) {
+        await sleep(100);
+        left = await clients();
+      }
+      assert.equal(left, 0, `${left} connections of closed servers still open to Redis`);
+      // The listen settles as for any engine closed under it (before: "not connected to Redis", unwrapped).
+      assert.deepEqual(
+        outcomes.filter((o) => !["listening", "ERR_CONNECT", "ERR_GOING_AWAY"].includes(o)),
+        [],
+      );
+    } finally {
+      await admin.close();
+      await redis.stop();
+    }
+  });
+
   it("connectTimeoutMs counts reaching the engine, not loading its client library", async () => {
     const redis = await startEngine("redis");
     try {
