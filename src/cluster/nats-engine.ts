@@ -51,6 +51,13 @@ class NatsEngine implements ClusterEngine {
   private lib: typeof import("nats") | undefined;
   /** The bucket's max age as the server has it (a bucket made earlier keeps its own). */
   private maxAge: number | undefined;
+  /**
+   * Keys this node last wrote with a time to live shorter than the bucket's
+   * max age (a rate limit's counters: 2 s), by bucket key: purged at its end
+   * (that write and older), as Redis drops a key at its PX. Before, JetStream
+   * kept each for the max age (10 min), one counter per principal and second.
+   */
+  private readonly expiring = new Map<string, ReturnType<typeof setTimeout>>();
 
   /** The bucket's max age: JetStream drops a key this long after its last write, whatever its lease. */
   get kvMaxAgeMs(): number | undefined {
@@ -168,9 +175,10 @@ class NatsEngine implements ClusterEngine {
     this.stateListeners.push(cb);
   }
 
-  async kvCreate(key: string, value: string, _ttlMs: number): Promise<boolean> {
+  async kvCreate(key: string, value: string, ttlMs: number): Promise<boolean> {
     try {
-      await this.store.create(kvKey(key), utf8.encode(value));
+      const k = kvKey(key);
+      this.expireAfter(k, await this.store.create(k, utf8.encode(value)), ttlMs);
       return true;
     } catch (err) {
       if (isWrongSequence(err)) return false;
@@ -184,9 +192,10 @@ class NatsEngine implements ClusterEngine {
     return { value: fromUtf8.decode(e.value), revision: String(e.revision) };
   }
 
-  async kvUpdate(key: string, value: string, revision: string, _ttlMs: number): Promise<boolean> {
+  async kvUpdate(key: string, value: string, revision: string, ttlMs: number): Promise<boolean> {
     try {
-      await this.store.update(kvKey(key), utf8.encode(value), Number(revision));
+      const k = kvKey(key);
+      this.expireAfter(k, await this.store.update(k, utf8.encode(value), Number(revision)), ttlMs);
       return true;
     } catch (err) {
       if (isWrongSequence(err)) return false;
@@ -203,13 +212,17 @@ class NatsEngine implements ClusterEngine {
    * 200 messages of 200 keys sent with a quota of 10; now 10).
    */
   async kvDelete(key: string, revision: string): Promise<void> {
+    return this.purge(kvKey(key), Number(revision));
+  }
+
+  /** {@link kvDelete} of bucket key `k` at revision `seq`. */
+  private async purge(k: string, seq: number): Promise<void> {
     const jsm = this.jsm;
     if (jsm === undefined) return void this.store; // throws: no key-value store
-    const seq = Number(revision);
     if (!Number.isSafeInteger(seq) || seq <= 0) return;
     if (!this.purgeDenied) {
       try {
-        await jsm.streams.purge(`KV_${this.o.bucket}`, { filter: `$KV.${this.o.bucket}.${kvKey(key)}`, seq: seq + 1 });
+        await jsm.streams.purge(`KV_${this.o.bucket}`, { filter: `$KV.${this.o.bucket}.${k}`, seq: seq + 1 });
         return;
       } catch (err) {
         // An account that may use the bucket but not purge its stream: the KV delete, as before.
@@ -218,14 +231,38 @@ class NatsEngine implements ClusterEngine {
       }
     }
     try {
-      await this.store.delete(kvKey(key), { previousSeq: seq });
+      await this.store.delete(k, { previousSeq: seq });
     } catch (err) {
       if (!isWrongSequence(err)) throw err;
     }
   }
 
+  /**
+   * Purges bucket key `k` at revision `seq` (this node's write) `ttlMs` from
+   * now, unless the bucket's max age comes first; a later write of the key
+   * by this node takes its place (a write by another node is not purged:
+   * that node purges its own).
+   */
+  private expireAfter(k: string, seq: number, ttlMs: number): void {
+    clearTimeout(this.expiring.get(k));
+    this.expiring.delete(k);
+    const age = this.kvMaxAgeMs;
+    // Past a timer's range (24.8 days) a timer fires at once: such a key is left to the max age.
+    if (!(ttlMs > 0) || ttlMs > MAX_TIMER_MS || (age !== undefined && ttlMs >= age) || this.closed) return;
+    const timer = setTimeout(() => {
+      if (this.expiring.get(k) !== timer) return;
+      this.expiring.delete(k);
+      // Not purged (the engine down or slow): the bucket's max age drops it.
+      this.purge(k, seq).catch(() => {});
+    }, Math.ceil(ttlMs));
+    (timer as { unref?: () => void }).unref?.();
+    this.expiring.set(k, timer);
+  }
+
   async close(): Promise<void> {
     this.closed = true;
+    for (const t of this.expiring.values()) clearTimeout(t);
+    this.expiring.clear();
     const nc = this.nc;
     this.nc = undefined;
     if (nc === undefined || nc.isClosed()) return;
@@ -238,6 +275,9 @@ class NatsEngine implements ClusterEngine {
     clearTimeout(timer);
   }
 }
+
+/** The longest delay a timer takes (2^31 − 1 ms); a longer one fires at once. */
+const MAX_TIMER_MS = 2_147_483_647;
 
 /** How long {@link NatsEngine.close} waits for the connection to close, in ms. */
 const CLOSE_GRACE_MS = 500;

@@ -12,8 +12,18 @@
 import assert from "node:assert/strict";
 import { EventEmitter } from "node:events";
 import { describe, it } from "node:test";
-import { Cluster, clusterRateLimit, type IpcChannel, IpcRelay, ipcEngine } from "../../src/cluster/index.ts";
+import {
+  Cluster,
+  clusterRateLimit,
+  type IpcChannel,
+  IpcRelay,
+  ipcEngine,
+  natsCluster,
+  redisCluster,
+} from "../../src/cluster/index.ts";
 import { connect, createServer, type PointSubError, type Server } from "../../src/index.ts";
+import { sleep } from "../helpers/wait.ts";
+import { startEngine } from "./engines.ts";
 
 /** A worker's end of an in-memory IPC channel to `relay`. */
 function channel(relay: IpcRelay): IpcChannel {
@@ -125,3 +135,59 @@ describe("clusterRateLimit", { timeout: 20_000 }, () => {
     }
   });
 });
+
+for (const kind of ["redis", "nats"] as const) {
+  describe(`clusterRateLimit on ${kind}`, { timeout: 30_000 }, () => {
+    it("a window's counters leave the engine after it (2 s), not after the bucket's max age", async () => {
+      // The NATS engine ignored a key's time to live: a JetStream bucket ages every key by its max age
+      // (idempotencyTtlMs, 10 min), so per principal each window left one counter per principal for 10
+      // minutes — scopes a second × 600 in the bucket (Redis drops each after 2 s).
+      const engine = await startEngine(kind);
+      const o = { name: "limits", heartbeatMs: 100 };
+      const cluster =
+        kind === "redis" ? redisCluster({ ...o, url: engine.url }) : natsCluster({ ...o, servers: engine.url });
+      const server = createServer({ cluster, authenticate: (cred) => new TextDecoder().decode(cred) });
+      server.use(clusterRateLimit(cluster, { perSecond: 5, per: "principal" }));
+      server.handle("/work", () => "ok");
+      let counters: () => Promise<number> = async () => 0;
+      let closeAdmin = async () => {};
+      try {
+        await server.listen("tcp://127.0.0.1:0");
+        if (kind === "redis") {
+          const { createClient } = await import("redis");
+          const admin = createClient({ url: engine.url });
+          await admin.connect();
+          counters = async () => (await admin.keys("pointsub.limits.count.*")).length;
+          closeAdmin = async () => void (await admin.close());
+        } else {
+          const { connect: natsConnect } = await import("nats");
+          const nc = await natsConnect({ servers: engine.url });
+          const jsm = await nc.jetstreamManager();
+          counters = async () => (await jsm.streams.info("KV_pointsub_limits")).state.messages;
+          closeAdmin = () => nc.close();
+        }
+        const principals = Array.from({ length: 20 }, (_, i) => `user${i}`);
+        const conns = await Promise.all(principals.map((p) => connect(server.urls[0] as string, { credentials: p })));
+        let windows = 0;
+        for (let w = 0; w < 3; w++) {
+          await Promise.allSettled(conns.map((c) => c.request("/work", "x")));
+          windows++;
+          await sleep(1000);
+        }
+        await Promise.all(conns.map((c) => c.close()));
+        const written = await counters();
+        // Counters live 2 s past their window's last take (the limit's own ttl).
+        let left = written;
+        for (let i = 0; i < 40 && left !== 0; i++) {
+          await sleep(100);
+          left = await counters();
+        }
+        assert.equal(left, 0, `${left} counters of ${principals.length} principals × ${windows} windows still kept`);
+      } finally {
+        await closeAdmin();
+        await server.close({ timeoutMs: 100 });
+        await engine.stop();
+      }
+    });
+  });
+}
