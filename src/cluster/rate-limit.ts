@@ -59,12 +59,20 @@ function positiveInt(name: string, v: number | undefined, fallback: number): num
  * streams pass.
  */
 export function clusterRateLimit(cluster: Cluster, options: ClusterRateLimitOptions): Middleware {
+  // Required: left out, it was 0, and every request was refused ERR_RATE_LIMITED.
+  if (options?.perSecond === undefined) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", "clusterRateLimit needs perSecond (an integer ≥ 1)");
+  }
   const perSecond = positiveInt("perSecond", options.perSecond, 0);
   const leaseSize = Math.min(positiveInt("leaseSize", options.leaseSize, Math.ceil(perSecond / 20)), perSecond);
   const maxScopes = positiveInt("maxScopes", options.maxScopes, 10_000);
   const name = options.name ?? "requests";
   if (!/^[A-Za-z0-9_-]{1,64}$/.test(name)) {
     throw new PointSubError("ERR_INVALID_ARGUMENT", "name: 1 to 64 letters, digits, - or _");
+  }
+  if (options.per !== undefined && options.per !== "global" && options.per !== "principal") {
+    // Anything else was one global limit for every principal together.
+    throw new PointSubError("ERR_INVALID_ARGUMENT", `per must be "global" or "principal", not ${String(options.per)}`);
   }
   const byPrincipal = options.per === "principal";
   const routes = options.routes === undefined ? undefined : new Set(options.routes);

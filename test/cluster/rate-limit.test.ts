@@ -14,6 +14,7 @@ import { EventEmitter } from "node:events";
 import { describe, it } from "node:test";
 import {
   Cluster,
+  type ClusterRateLimitOptions,
   clusterRateLimit,
   type IpcChannel,
   IpcRelay,
@@ -95,6 +96,25 @@ async function burst(
 }
 
 describe("clusterRateLimit", { timeout: 20_000 }, () => {
+  it("options are checked: perSecond left out, or a per that is neither global nor principal, is ERR_INVALID_ARGUMENT", () => {
+    // perSecond left out (a config value missing) was 0: every request refused ERR_RATE_LIMITED, for ever;
+    // per: "principals" was one global limit for every principal together.
+    const relay = new IpcRelay({ advanced: false });
+    try {
+      const cluster = new Cluster(ipcEngine(channel(relay)), { nodeId: "opts" });
+      const bad: unknown[] = [{}, { perSecond: undefined, per: "principal" }, { perSecond: 10, per: "principals" }];
+      for (const o of bad) {
+        assert.throws(() => clusterRateLimit(cluster, o as ClusterRateLimitOptions), { code: "ERR_INVALID_ARGUMENT" });
+      }
+      for (const o of [{ perSecond: 0 }, { perSecond: Number.NaN }, { perSecond: 10, leaseSize: -1 }]) {
+        assert.throws(() => clusterRateLimit(cluster, o), { code: "ERR_INVALID_ARGUMENT" });
+      }
+      assert.equal(typeof clusterRateLimit(cluster, { perSecond: 10, per: "global" }), "function");
+    } finally {
+      relay.close();
+    }
+  });
+
   it("two nodes together admit at most perSecond per window; refusals are ERR_RATE_LIMITED with retryAfterMs", async () => {
     const { servers, relay, admitted } = await twoNodes(40, "global");
     try {
