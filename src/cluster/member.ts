@@ -248,6 +248,18 @@ function positive(name: string, v: number | undefined, fallback: number): number
   return v;
 }
 
+/** The longest delay a timer takes (2^31 − 1 ms). */
+const MAX_TIMER_MS = 2_147_483_647;
+
+/**
+ * A period or timeout a timer waits: at most a timer's range (24.8 days). Past it Node fires the timer at
+ * once: connectTimeoutMs 3e9 failed every listen at once ("not connected within 3000000000 ms"), and a
+ * heartbeatMs as long made a heartbeat every millisecond.
+ */
+function delay(name: string, v: number | undefined, fallback: number): number {
+  return Math.min(positive(name, v, fallback), MAX_TIMER_MS);
+}
+
 /** A quota option of the shared idempotency store: a positive integer or Infinity, else ERR_INVALID_ARGUMENT naming it. */
 function quota(name: string, v: number | undefined): number | undefined {
   return v === undefined ? undefined : positiveInteger(name, v, 1);
@@ -354,14 +366,14 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     }
     this.engine = engine;
     this.prefix = `pointsub.${name}`;
-    this.heartbeatMs = positive("heartbeatMs", options.heartbeatMs, 1000);
+    this.heartbeatMs = delay("heartbeatMs", options.heartbeatMs, 1000);
     this.deadAfterMs = positive("deadAfterMs", options.deadAfterMs, 3 * this.heartbeatMs);
     if (this.deadAfterMs <= this.heartbeatMs) {
       throw new PointSubError("ERR_INVALID_ARGUMENT", "deadAfterMs must be more than heartbeatMs");
     }
-    this.requestTimeoutMs = positive("requestTimeoutMs", options.requestTimeoutMs, 5000);
-    this.connectTimeoutMs = positive("connectTimeoutMs", options.connectTimeoutMs, 10_000);
-    this.engineTimeoutMs = positive("engineTimeoutMs", options.engineTimeoutMs, 2000);
+    this.requestTimeoutMs = delay("requestTimeoutMs", options.requestTimeoutMs, 5000);
+    this.connectTimeoutMs = delay("connectTimeoutMs", options.connectTimeoutMs, 10_000);
+    this.engineTimeoutMs = delay("engineTimeoutMs", options.engineTimeoutMs, 2000);
     this.maxBusBytes = positive("maxBusMessageBytes", options.maxBusMessageBytes, 512 * 1024);
     this.filters = new Map(Object.entries(options.filters ?? {}));
     for (const [k, f] of this.filters) {

@@ -428,3 +428,47 @@ describe("cluster engine unreachable", () => {
     }
   });
 });
+
+describe("cluster timer options", () => {
+  it("a timeout or heartbeat period past a timer's range (24.8 days) waits that long, not 1 ms", async () => {
+    // Node fires a timer of more than 2^31 - 1 ms at once: connectTimeoutMs 3e9 failed every listen at once
+    // ("not connected within 3000000000 ms"), requestTimeoutMs and engineTimeoutMs as long timed out sendTo
+    // and engine calls after 1 ms, and heartbeatMs as long sent a heartbeat every millisecond.
+    const redis = await startEngine("redis");
+    const long = 3e9;
+    const servers: Server[] = [];
+    const raw = redisEngine({ url: redis.url });
+    try {
+      await raw.connect();
+      const beats: string[] = [];
+      await raw.subscribe("pointsub.timers.members", (d) => {
+        const text = new TextDecoder().decode(d);
+        if (text.includes('"n":"slow"')) beats.push(text);
+      });
+      const node = async (nodeId: string, o: Record<string, number>) => {
+        const s = createServer({ cluster: redisCluster({ url: redis.url, name: "timers", nodeId, ...o }) });
+        servers.push(s);
+        await s.listen("tcp://127.0.0.1:0");
+        return s;
+      };
+      const a = await node("a", { connectTimeoutMs: long, requestTimeoutMs: long, engineTimeoutMs: long });
+      const b = await node("b", { heartbeatMs: 100 });
+      const c = await connect(b.urls[0]);
+      const got: string[] = [];
+      c.on("message", (m) => got.push(m.text()));
+      await until(() => b.sessions.size === 1 && a.urls.length === 1, 5000);
+      await sleep(300); // a hears b's heartbeats
+      await a.sendTo([...b.sessions][0].id, "across, with long timeouts");
+      await until(() => got.includes("across, with long timeouts"), 5000);
+      await c.close();
+      await node("slow", { heartbeatMs: long });
+      await sleep(500);
+      // Its hello, and maybe an answer to another's: not one a millisecond.
+      assert.ok(beats.length <= 3, `${beats.length} heartbeats of "slow" in 500 ms`);
+    } finally {
+      await Promise.all(servers.map((s) => s.close({ timeoutMs: 100 })));
+      await raw.close();
+      await redis.stop();
+    }
+  });
+});
