@@ -105,6 +105,9 @@ interface Entry {
   ready: boolean;
 }
 
+/** The longest delay a timer takes (2^31 − 1 ms); a longer one fires at once. */
+const MAX_TIMER_MS = 2_147_483_647;
+
 /** prom-client's `AggregatorRegistry` answers (`{ type: "prom-client:…" }`): not the application's. */
 function isPromClientMessage(m: unknown): boolean {
   const type = typeof m === "object" && m !== null ? (m as { type?: unknown }).type : undefined;
@@ -217,7 +220,8 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
       initial,
       ready: false,
     };
-    entry.startTimer = setTimeout(() => this.onStartTimeout(entry), this.startTimeoutMs);
+    // A timer's range at most: past it Node fires the timer at once (startTimeoutMs 3e9 killed every worker).
+    entry.startTimer = setTimeout(() => this.onStartTimeout(entry), Math.min(this.startTimeoutMs, MAX_TIMER_MS));
     this.entries.set(worker.id, entry);
     worker.on("message", (m: unknown) => {
       if (isTagged(m) && m[TAG] === "ready") {
@@ -335,9 +339,12 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
           e.worker.process.kill("SIGTERM");
         }
       }
-      const kill = setTimeout(() => {
-        for (const e of live) e.worker.process.kill("SIGKILL");
-      }, this.shutdownTimeoutMs + 1_000);
+      const kill = setTimeout(
+        () => {
+          for (const e of live) e.worker.process.kill("SIGKILL");
+        },
+        Math.min(this.shutdownTimeoutMs + 1_000, MAX_TIMER_MS),
+      );
       await Promise.all(exited);
       clearTimeout(kill);
       this.relay.close();

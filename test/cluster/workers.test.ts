@@ -459,6 +459,31 @@ describe("runWorkers: startTimeoutMs", { timeout: 20_000 }, () => {
   });
 });
 
+describe("runWorkers: timeouts past a timer's range", { timeout: 20_000 }, () => {
+  it("startTimeoutMs and shutdownTimeoutMs of 3e9 ms wait, not 1 ms: the worker starts, and closes gracefully", async () => {
+    // Node fires a timer of more than 2^31 - 1 ms at once: the worker was killed as not ready 1 ms after its
+    // fork (ready rejected ERR_TIMEOUT), and close killed every worker at once instead of letting it close.
+    const dir = await mkdtemp(join(tmpdir(), "pointsub-long-"));
+    try {
+      const pool = runWorkers({
+        workers: 1,
+        startTimeoutMs: 3e9,
+        shutdownTimeoutMs: 3e9,
+        signals: false,
+        exec: join(import.meta.dirname, "scripted-worker.ts"),
+        env: { POINTSUB_ORDINALS: dir },
+      });
+      const exits: string[] = [];
+      pool.on("exit", (_w, code, signal) => exits.push(`${signal ?? code}`));
+      assert.equal((await pool.ready).length, 1);
+      await pool.close();
+      assert.deepEqual(exits, ["0"], "exited by itself on the shutdown message, not killed");
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("IpcRelay (the primary's side), in process", () => {
   const TAG = "@pointsub";
   const peer = () => {
