@@ -124,6 +124,9 @@ const KEPT_OVERHEAD = 128;
 /** Deletes that failed tried again per answer kept (each a read and a delete in the engine). */
 const RETRY_PER_KEEP = 8;
 
+/** The longest delay a timer takes (2^31 − 1 ms); a longer one fires at once. */
+const MAX_TIMER_MS = 2_147_483_647;
+
 /** The longest lease a claim is written with (100 years): a longer one, Infinity included, is this. */
 const MAX_LEASE_MS = 100 * 365.25 * 24 * 3600 * 1000;
 
@@ -446,7 +449,9 @@ class EngineStore implements EngineIdempotencyStore {
     const age = this.o.maxAgeMs?.();
     if (age === undefined || !(age > 0) || Date.now() + age >= leaseEnd) return undefined;
     const k = this.o.prefix + key;
-    const every = age / 2;
+    // A timer's range at most (24.8 days): past it Node fires at once, and a bucket aged 60 days had the claim
+    // read and written again every millisecond while its handler ran (323 writes in 1 s).
+    const every = Math.min(age / 2, MAX_TIMER_MS);
     const renew = async () => {
       if (this.renewing.get(key) !== held) return;
       try {

@@ -112,3 +112,36 @@ for (const kind of ["redis", "nats"] as const) {
     });
   });
 }
+
+describe("cluster idempotency on nats with idempotencyTtlMs past two timer ranges (50 days)", {
+  timeout: 60_000,
+}, () => {
+  it("a claim held past the bucket's max age is written again every half of it, not every millisecond", async () => {
+    // Half the max age (60 days: 30) is past a timer's range (24.8 days), which Node fires at once: a claim
+    // with a longer lease (leaseMs: Infinity) was read and written again every millisecond while its handler ran.
+    const engine = await startEngine("nats");
+    const day = 24 * 3600 * 1000;
+    const cluster = natsCluster({ servers: engine.url, name: "longttl", idempotencyTtlMs: 60 * day });
+    const server = createServer({ cluster, idempotency: { leaseMs: Number.POSITIVE_INFINITY } });
+    server.handle("/slow", async () => {
+      await sleep(1000);
+      return "done";
+    });
+    const { connect: natsConnect } = await import("nats");
+    const nc = await natsConnect({ servers: engine.url });
+    try {
+      await server.listen("tcp://127.0.0.1:0");
+      const jsm = await nc.jetstreamManager();
+      const c = await connect(server.urls[0] as string);
+      assert.equal(utf8.decode(await c.request("/slow", "x", { idempotencyKey: "k" })), "done");
+      await c.close();
+      // The claim, its answer: 2 writes (before: one a millisecond, hundreds).
+      const writes = (await jsm.streams.info("KV_pointsub_longttl")).state.last_seq;
+      assert.ok(writes <= 3, `${writes} writes to the bucket for one keyed request`);
+    } finally {
+      await nc.close();
+      await server.close({ timeoutMs: 100 });
+      await engine.stop();
+    }
+  });
+});
