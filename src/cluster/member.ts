@@ -592,6 +592,24 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         );
       });
       await Promise.race([this.engine.connect(), timeout]);
+      clearTimeout(timer);
+      const onBus = (data: Uint8Array) => {
+        try {
+          this.onBus(data);
+        } catch {
+          // Whatever throws while one message is handled (the application's code included) is counted;
+          // the engine's reader never sees it, so the node keeps receiving.
+          this.counters.handlerErrors++;
+        }
+      };
+      // The server may close meanwhile (its stop closed the engine before this connected): then nothing is
+      // subscribed. Before, a server closed during its first listen stayed subscribed on the workers' relay
+      // (sent every message of the bus for as long as its process lived) with its heartbeat timer running.
+      for (const kind of ["members", "bc", `node.${this.nodeId}`]) {
+        if (this.stopped) throw new PointSubError("ERR_CONNECTION_CLOSED", "the server closed while it joined");
+        await this.engine.subscribe(this.subject(kind), onBus);
+      }
+      if (this.stopped) throw new PointSubError("ERR_CONNECTION_CLOSED", "the server closed while it joined");
     } catch (err) {
       await this.engine.close().catch(() => {});
       throw new PointSubError(
@@ -601,18 +619,6 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     } finally {
       clearTimeout(timer);
     }
-    const onBus = (data: Uint8Array) => {
-      try {
-        this.onBus(data);
-      } catch {
-        // Whatever throws while one message is handled (the application's code included) is counted;
-        // the engine's reader never sees it, so the node keeps receiving.
-        this.counters.handlerErrors++;
-      }
-    };
-    await this.engine.subscribe(this.subject("members"), onBus);
-    await this.engine.subscribe(this.subject("bc"), onBus);
-    await this.engine.subscribe(this.subject(`node.${this.nodeId}`), onBus);
     this.engine.setWill?.(this.subject("members"), encode({ t: "bye", n: this.nodeId }));
     this.upSince = this.lastEcho = Date.now();
     this.engineUp = true;

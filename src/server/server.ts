@@ -455,7 +455,13 @@ export class Server extends EventEmitter<ServerEvents> {
         this.clusterStarted = undefined; // a later listen tries again
         throw err;
       });
-      await this.clusterStarted;
+      try {
+        await this.clusterStarted;
+      } catch (err) {
+        // A close meanwhile stopped the join: this listen was closed, as when it binds.
+        if (this.closing) throw closedForListen();
+        throw err;
+      }
     }
     const started: TransportListener[] = [];
     // The adapters get the server's options whole: each reads the part it knows (tls, …).
