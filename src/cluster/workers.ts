@@ -260,6 +260,15 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
     const first = !entry.ready;
     entry.ready = true;
     entry.info.urls = urls.filter((u): u is string => typeof u === "string").slice(0, 16);
+    if (this.closing !== undefined) {
+      // Ready after the close asked it to close: that request came before it listened for one (serveWorkers
+      // does once its setup is done), and was lost — it stayed until killed, shutdownTimeoutMs + 1 s later.
+      try {
+        entry.worker.send({ [TAG]: "shutdown" });
+      } catch {
+        entry.worker.process.kill("SIGTERM");
+      }
+    }
     this.emit("ready", { ...entry.info });
     // A first worker's: a replacement's (of one that was ready) is not one of those `ready` waits for.
     if (first && entry.initial && this.readyLeft > 0) this.readyLeft--;

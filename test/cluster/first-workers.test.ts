@@ -66,3 +66,28 @@ describe("runWorkers: first workers and replacements", { timeout: 30_000 }, () =
     }
   });
 });
+
+describe("runWorkers: a pool closed while a worker still starts", { timeout: 30_000 }, () => {
+  it("the worker closes gracefully once it is ready, not killed after shutdownTimeoutMs", async () => {
+    // One first worker fails its setup, so the pool closes while the other still sets up: the shutdown it
+    // was sent came before serveWorkers listened for it, and was lost; it stayed until it was killed
+    // (SIGKILL), shutdownTimeoutMs + 1 s after the close.
+    const dir = await mkdtemp(join(tmpdir(), "pointsub-slow-setup-"));
+    try {
+      const p = runWorkers({
+        workers: 2,
+        signals: false,
+        shutdownTimeoutMs: 10_000,
+        exec: join(import.meta.dirname, "slow-setup-worker.ts"),
+        env: { POINTSUB_ORDINALS: dir },
+      });
+      const exits: string[] = [];
+      p.on("exit", (_w, code, signal) => exits.push(`${signal ?? code}`));
+      await assert.rejects(p.ready, { code: "ERR_CONNECTION_CLOSED" });
+      await p.closed;
+      assert.deepEqual(exits.sort(), ["0", "1"], "the failed setup exits 1, the other closes and exits 0");
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
