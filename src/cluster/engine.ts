@@ -25,6 +25,12 @@ export interface ClusterEngine {
    */
   readonly maxValueBytes?: number;
   /**
+   * Optional: the largest message {@link publish} takes, in bytes, header
+   * and payload (NATS: the server's `max_payload`). Undefined: no limit
+   * worth checking (Redis, the workers' relay).
+   */
+  readonly maxMessageBytes?: number;
+  /**
    * Optional: how long the store keeps a key after its last write whatever
    * the `ttlMs` asked for, in ms (NATS: the JetStream bucket's max age, which
    * ages every key alike). Undefined: each key is kept for its own `ttlMs`

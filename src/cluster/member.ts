@@ -795,11 +795,28 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     return true;
   }
 
+  /**
+   * The largest payload crossing the bus: `maxBusMessageBytes`, and never over the engine's largest message
+   * less room for the header (NATS: its max_payload). Before, a maxBusMessageBytes over it let a payload
+   * through that the engine refused: a broadcast never reached the other nodes, a sendTo failed
+   * ERR_CONNECTION_CLOSED "the cluster's engine is unreachable" (retryable, for ever), a page of the
+   * session list was lost.
+   */
+  private busBytes(): number {
+    const engine = this.engine.maxMessageBytes;
+    return engine === undefined ? this.maxBusBytes : Math.min(this.maxBusBytes, engine - INFO_HEADER_ROOM);
+  }
+
   private checkSize(data: Uint8Array): void {
-    if (data.length > this.maxBusBytes) {
+    const max = this.busBytes();
+    if (data.length > max) {
+      const what =
+        max < this.maxBusBytes
+          ? `the ${this.engine.name} engine's largest message (${this.engine.maxMessageBytes} bytes, with room for the header)`
+          : `the cluster's maxBusMessageBytes (${this.maxBusBytes})`;
       throw new PointSubError(
         "ERR_MESSAGE_TOO_LARGE",
-        `${data.length} bytes is over the cluster's maxBusMessageBytes (${this.maxBusBytes}): large messages go point to point`,
+        `${data.length} bytes is over ${what}: large messages go point to point`,
       );
     }
   }
@@ -1109,7 +1126,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    */
   private onInfoRequest(from: string, i: string, c: unknown): void {
     const subject = this.subject(`node.${from}`);
-    const room = Math.max(INFO_HEADER_ROOM, this.maxBusBytes - INFO_HEADER_ROOM);
+    const room = Math.max(INFO_HEADER_ROOM, this.busBytes() - INFO_HEADER_ROOM);
     const send = (page: Uint8Array[], last: boolean, next?: number) => {
       // "[" + the infos with a comma between each + "]" (2 bytes for an empty page: 1 made it "[", not JSON).
       const body = new Uint8Array(page.reduce((n, p) => n + p.length + 1, 2));

@@ -64,6 +64,12 @@ class NatsEngine implements ClusterEngine {
     return this.kv === undefined ? undefined : (this.maxAge ?? this.o.bucketTtlMs);
   }
 
+  /** The server's max_payload (1 MiB by default): a larger publish is refused. Undefined before connecting. */
+  get maxMessageBytes(): number | undefined {
+    const max = this.nc?.info?.max_payload;
+    return typeof max === "number" && max > 0 ? max : undefined;
+  }
+
   /**
    * The server's max_payload (1 MiB by default) less 4 KiB for the
    * subject and JetStream headers: a larger put is refused by the server.

@@ -37,7 +37,7 @@ for (const kind of ["redis", "nats"] as const) {
     const servers: Server[] = [];
     const clients: Connection[] = [];
     const got: string[][] = [];
-    const make = (nodeId: string, extra: { heartbeatMs?: number } = {}) => {
+    const make = (nodeId: string, extra: { heartbeatMs?: number; maxBusMessageBytes?: number } = {}) => {
       const o = { nodeId, name: "bus", heartbeatMs: 100, filters: { all: () => true }, ...extra };
       return kind === "redis" ? redisCluster({ ...o, url: engine.url }) : natsCluster({ ...o, servers: engine.url });
     };
@@ -218,6 +218,39 @@ for (const kind of ["redis", "nats"] as const) {
       await p.sendTo([...p.sessions][0].id, big);
       await sleep(50);
       assert.ok(!got[1].includes("local only"));
+    });
+
+    it("a maxBusMessageBytes over the engine's largest message: what the engine would refuse is ERR_MESSAGE_TOO_LARGE, not a retryable engine failure", async () => {
+      // NATS refuses a publish over its max_payload (1 MiB): with maxBusMessageBytes 2 MiB a 1.5 MB sendTo
+      // failed ERR_CONNECTION_CLOSED "the cluster's engine is unreachable" (retryable, for ever) and a
+      // broadcast resolved but never reached the other nodes. Redis takes it.
+      const m = make("m", { maxBusMessageBytes: 2 * 1024 * 1024 });
+      const ms = createServer({ cluster: m });
+      try {
+        await ms.listen("tcp://127.0.0.1:0");
+        await until(() => m.nodes().some((n) => n.id === "q"), 5000);
+        const big = new Uint8Array(1536 * 1024).fill(7);
+        const id = [...servers[1].sessions][0].id;
+        const sizes: number[] = [];
+        clients[1].on("message", (msg) => sizes.push(msg.data.length));
+        if (kind === "nats") {
+          await assert.rejects(ms.sendTo(id, big), (e: PointSubError) => {
+            assert.equal(e.code, "ERR_MESSAGE_TOO_LARGE");
+            assert.equal(e.retryable, false);
+            return true;
+          });
+          await assert.rejects(ms.broadcast(big), { code: "ERR_MESSAGE_TOO_LARGE" });
+          // Under the engine's limit still crosses.
+          await ms.sendTo(id, new Uint8Array(900 * 1024));
+          await until(() => sizes.includes(900 * 1024), 5000);
+        } else {
+          await ms.sendTo(id, big);
+          await ms.broadcast(big);
+          await until(() => sizes.filter((n) => n === big.length).length === 2, 5000);
+        }
+      } finally {
+        await ms.close({ timeoutMs: 100 });
+      }
     });
 
     it("a sendTo from another node to a session that does not read is refused by the session's node (its sendToHighWaterMark)", async () => {
