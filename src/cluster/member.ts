@@ -20,7 +20,7 @@ import type { ClusterLocal, ClusterMembership, ClusterSessionInfo, ServerBroadca
 import { isErrorCode } from "./codes.ts";
 import type { ClusterEngine } from "./engine.ts";
 import { type EngineIdempotencyStore, engineIdempotencyStore } from "./idempotency-store.ts";
-import { type BusHeader, decode, encode, type Heartbeat } from "./wire.ts";
+import { type BusHeader, decode, encode, type Heartbeat, MAX_HEADER_BYTES } from "./wire.ts";
 
 /**
  * A broadcast filter registered by name on every node: `arg` is the
@@ -844,6 +844,18 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       ...(options.highWaterMark === undefined ? {} : { hw: options.highWaterMark }),
       ...(options.slowSessions === undefined ? {} : { sl: options.slowSessions }),
     };
+    const message = encode(header, data);
+    // What the other nodes would drop (a header over MAX_HEADER_BYTES is malformed there) or the engine refuse
+    // is refused here, before any session gets it: a filterArg of 178 KB (a list of session ids) resolved, and
+    // reached no session of any other node.
+    const headerBytes = message.length - data.length - 4;
+    const engineMax = this.engine.maxMessageBytes;
+    if (headerBytes > MAX_HEADER_BYTES || (engineMax !== undefined && message.length > engineMax)) {
+      throw new PointSubError(
+        "ERR_MESSAGE_TOO_LARGE",
+        `the broadcast's header (its filterArg: ${header.a?.length ?? 0} characters) is ${headerBytes} bytes, over the bus's ${MAX_HEADER_BYTES}${engineMax === undefined ? "" : ` or, with the payload, the ${this.engine.name} engine's largest message (${engineMax} bytes)`}`,
+      );
+    }
     // This node's sessions first: the same filter semantics as on the others (a throw leaves the session out).
     const result = local.broadcast(data, {
       filter: named === undefined ? undefined : this.safeFilter(named, filterArg),
@@ -851,7 +863,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       slowSessions: options.slowSessions,
     });
     this.counters.broadcastsSent++;
-    void this.publish(this.subject("bc"), encode(header, data));
+    void this.publish(this.subject("bc"), message);
     return result;
   }
 

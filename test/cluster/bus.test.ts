@@ -253,6 +253,20 @@ for (const kind of ["redis", "nats"] as const) {
       }
     });
 
+    it("a broadcast whose filterArg makes a header the other nodes would drop is refused (ERR_MESSAGE_TOO_LARGE), not lost", async () => {
+      // A header over 64 KiB is malformed on every other node: a filterArg of 100 KB (say a list of session
+      // ids) resolved, reached this node's sessions, and no session of any other node.
+      const before = clusters[1].stats().malformed;
+      const long = "x".repeat(100_000);
+      await assert.rejects(servers[0].broadcast("long arg", { filter: "all", filterArg: long }), {
+        code: "ERR_MESSAGE_TOO_LARGE",
+      });
+      await servers[0].broadcast("shorter arg", { filter: "all", filterArg: "y".repeat(50_000) });
+      await until(() => got[0].includes("shorter arg") && got[1].includes("shorter arg"), 5000);
+      assert.ok(!got[0].includes("long arg") && !got[1].includes("long arg"));
+      assert.equal(clusters[1].stats().malformed, before);
+    });
+
     it("a sendTo from another node to a session that does not read is refused by the session's node (its sendToHighWaterMark)", async () => {
       const y = make("y");
       const ys = createServer({ cluster: y, sendToHighWaterMark: 256 * 1024 });
