@@ -841,7 +841,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       i: this.msgId(),
       ...(filter === undefined ? {} : { f: filter }),
       ...(filterArg === undefined ? {} : { a: String(filterArg) }),
-      ...(options.highWaterMark === undefined ? {} : { hw: options.highWaterMark }),
+      // Infinity is not JSON (it crossed as null, and the other nodes used the default mark): "inf".
+      ...(options.highWaterMark === undefined
+        ? {}
+        : { hw: Number.isFinite(options.highWaterMark) ? options.highWaterMark : "inf" }),
       ...(options.slowSessions === undefined ? {} : { sl: options.slowSessions }),
     };
     const message = encode(header, data);
@@ -1106,7 +1109,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       }
       filter = this.safeFilter(named, h.a);
     }
-    const hw = typeof h.hw === "number" && h.hw > 0 ? h.hw : undefined;
+    // As the sender's own sessions had it: 0 (skip any session with bytes queued) and Infinity included.
+    const hw = h.hw === "inf" ? Number.POSITIVE_INFINITY : typeof h.hw === "number" && h.hw >= 0 ? h.hw : undefined;
     const sl = h.sl === "disconnect" ? "disconnect" : undefined;
     (this.local as ClusterLocal).broadcast(payload, { filter, highWaterMark: hw, slowSessions: sl });
   }

@@ -41,7 +41,8 @@ export interface BroadcastHeader {
   readonly i: string;
   readonly f?: string;
   readonly a?: string;
-  readonly hw?: number;
+  /** The sender's highWaterMark (`"inf"`: Infinity, which JSON has not). */
+  readonly hw?: number | "inf";
   readonly sl?: "skip" | "disconnect";
 }
 /** A sendTo from node `n` (request id `i`) for session `s` of the receiving node. */

@@ -267,6 +267,37 @@ for (const kind of ["redis", "nats"] as const) {
       assert.equal(clusters[1].stats().malformed, before);
     });
 
+    it("a broadcast's highWaterMark: Infinity holds on every node: a remote session with much queued still gets it", async () => {
+      // Infinity crossed the bus as JSON null, and the other nodes used the default mark (1 MiB): a session
+      // there with more queued was skipped, where the sender's own were not.
+      const y = make("y2");
+      const ys = createServer({ cluster: y, sendToHighWaterMark: Number.POSITIVE_INFINITY });
+      const [url] = await ys.listen("tcp://127.0.0.1:0");
+      let peer: Peer | undefined;
+      try {
+        await until(() => clusters[0].nodes().some((n) => n.id === "y2"), 5000);
+        peer = await connectPeer({ port: Number(new URL(url).port), read: "paused" });
+        await until(() => ys.sessions.size === 1, 5000);
+        const session = [...ys.sessions][0];
+        const chunk = new Uint8Array(256 * 1024).fill(1);
+        // Past what the kernel's socket buffers take: the session's own queue stays over 4 MiB.
+        for (let i = 0; i < 800 && session.bufferedAmount <= 4 * 1024 * 1024; i++) {
+          ys.sendTo(session.id, chunk).catch(() => {});
+          await sleep(5);
+        }
+        await sleep(100);
+        assert.ok(session.bufferedAmount > 4 * 1024 * 1024, `${session.bufferedAmount} bytes queued`);
+        const small = () => session.stats().sent.small.messages;
+        const before = small();
+        await servers[0].broadcast(new Uint8Array(64 * 1024), { highWaterMark: Number.POSITIVE_INFINITY });
+        await until(() => y.stats().broadcastsReceived > 0, 5000);
+        assert.equal(small(), before + 1, "handed to the session on the other node, not skipped");
+      } finally {
+        peer?.destroy();
+        await ys.close({ timeoutMs: 100 });
+      }
+    });
+
     it("a sendTo from another node to a session that does not read is refused by the session's node (its sendToHighWaterMark)", async () => {
       const y = make("y");
       const ys = createServer({ cluster: y, sendToHighWaterMark: 256 * 1024 });
