@@ -432,13 +432,31 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    * `name` (created at 0 and kept `ttlMs` after each take, in the engine's
    * key-value store) by compare-and-set: resolves to how many it took (0:
    * none left). The building block of {@link clusterRateLimit}. Rejects with
-   * ERR_INVALID_ARGUMENT when the engine has no key-value store, with
+   * ERR_INVALID_ARGUMENT when the engine has no key-value store or an
+   * argument is not one (`want`, `limit`: integers ≥ 0; `ttlMs`: a positive
+   * finite number), with
    * ERR_OVERLOADED when other nodes won the compare-and-set 8 times running,
    * and, like every engine call, with ERR_TIMEOUT when the engine does not
    * answer within `engineTimeoutMs` or ERR_CONNECTION_CLOSED when it is
    * down (both retryable).
    */
   async reserve(name: string, want: number, limit: number, ttlMs: number): Promise<number> {
+    // Checked first: NaN was taken and stored ("NaN" units), and a ttlMs that is not a positive number failed in
+    // the engine (Redis: a retryable ERR_CONNECTION_CLOSED; the workers' relay: ERR_OVERLOADED, "contended").
+    if (typeof name !== "string" || name.length === 0) {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", "reserve: name must be a non-empty string");
+    }
+    for (const [what, v] of [
+      ["want", want],
+      ["limit", limit],
+    ] as const) {
+      if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) {
+        throw new PointSubError("ERR_INVALID_ARGUMENT", `reserve: ${what} must be an integer ≥ 0, not ${String(v)}`);
+      }
+    }
+    if (typeof ttlMs !== "number" || !(ttlMs > 0) || !Number.isFinite(ttlMs)) {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", `reserve: ttlMs must be a positive number, not ${String(ttlMs)}`);
+    }
     if (!this.engine.hasKv) {
       throw new PointSubError("ERR_INVALID_ARGUMENT", `the ${this.engine.name} engine has no key-value store`);
     }

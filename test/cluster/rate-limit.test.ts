@@ -115,6 +115,34 @@ describe("clusterRateLimit", { timeout: 20_000 }, () => {
     }
   });
 
+  it("Cluster.reserve refuses a want, limit or ttlMs that is not one (ERR_INVALID_ARGUMENT), before the engine", async () => {
+    // want NaN was taken and stored ("NaN" units: resolved NaN); ttlMs NaN was refused by the engine (the
+    // relay: ERR_OVERLOADED "contended by other nodes"; Redis: a retryable ERR_CONNECTION_CLOSED).
+    const relay = new IpcRelay({ advanced: false });
+    const cluster = new Cluster(ipcEngine(channel(relay)), { nodeId: "res", heartbeatMs: 100 });
+    const server = createServer({ cluster });
+    try {
+      await server.listen("tcp://127.0.0.1:0");
+      const bad: [number, number, number][] = [
+        [Number.NaN, 10, 1000],
+        [1, Number.NaN, 1000],
+        [1.5, 10, 1000],
+        [1, 10, Number.NaN],
+        [1, 10, -1],
+        [1, 10, Number.POSITIVE_INFINITY],
+      ];
+      for (const [want, limit, ttl] of bad) {
+        await assert.rejects(cluster.reserve("c", want, limit, ttl), { code: "ERR_INVALID_ARGUMENT" });
+      }
+      assert.equal(await cluster.reserve("c", 3, 10, 1000), 3);
+      assert.equal(await cluster.reserve("c", 9, 10, 1000), 7);
+      assert.equal(await cluster.reserve("c", 1, 10, 1000), 0);
+    } finally {
+      await server.close();
+      relay.close();
+    }
+  });
+
   it("two nodes together admit at most perSecond per window; refusals are ERR_RATE_LIMITED with retryAfterMs", async () => {
     const { servers, relay, admitted } = await twoNodes(40, "global");
     try {
