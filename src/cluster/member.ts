@@ -605,12 +605,11 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       await this.engine.load?.();
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(
-          () => reject(new PointSubError("ERR_TIMEOUT", `not connected within ${this.connectTimeoutMs} ms`)),
+          () => reject(new PointSubError("ERR_TIMEOUT", `not joined within ${this.connectTimeoutMs} ms`)),
           this.connectTimeoutMs,
         );
       });
       await Promise.race([this.engine.connect(), timeout]);
-      clearTimeout(timer);
       const onBus = (data: Uint8Array) => {
         try {
           this.onBus(data);
@@ -623,9 +622,11 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       // The server may close meanwhile (its stop closed the engine before this connected): then nothing is
       // subscribed. Before, a server closed during its first listen stayed subscribed on the workers' relay
       // (sent every message of the bus for as long as its process lived) with its heartbeat timer running.
+      // Within connectTimeoutMs too: an engine that stops answering once connected (Redis frozen just then)
+      // held the listen for ever.
       for (const kind of ["members", "bc", `node.${this.nodeId}`]) {
         if (this.stopped) throw new PointSubError("ERR_CONNECTION_CLOSED", "the server closed while it joined");
-        await this.engine.subscribe(this.subject(kind), onBus);
+        await Promise.race([this.engine.subscribe(this.subject(kind), onBus), timeout]);
       }
       if (this.stopped) throw new PointSubError("ERR_CONNECTION_CLOSED", "the server closed while it joined");
     } catch (err) {

@@ -479,6 +479,32 @@ describe("cluster engine unreachable", () => {
     }
   });
 
+  it("an engine that stops answering once connected (its subscriptions never confirmed): the listen rejects ERR_CONNECT after connectTimeoutMs", async () => {
+    // Only the connect had the deadline: a Redis frozen just after it held the listen for ever.
+    const redis = await startEngine("redis");
+    try {
+      const real = redisEngine({ url: redis.url });
+      const frozen: ClusterEngine = Object.create(real);
+      let subscribes = 0;
+      const subscribe = real.subscribe.bind(frozen); // on frozen's connections (connect made them there)
+      frozen.subscribe = (subject, onMessage) =>
+        ++subscribes === 2 ? new Promise<void>(() => {}) : subscribe(subject, onMessage);
+      const server = createServer({ cluster: new Cluster(frozen, { nodeId: "frozen", connectTimeoutMs: 500 }) });
+      const outcome = await Promise.race([
+        server.listen("tcp://127.0.0.1:0").then(
+          () => "listening",
+          (e: PointSubError) => e.code,
+        ),
+        sleep(10_000).then(() => "still waiting after 10 s"),
+      ]);
+      assert.equal(outcome, "ERR_CONNECT");
+      assert.deepEqual(server.urls, []);
+      await server.close();
+    } finally {
+      await redis.stop();
+    }
+  });
+
   it("a NATS server without JetStream: ERR_CONNECT naming -js, unless jetstream: false (no shared store)", async () => {
     const nats = await startEngine("nats", { jetstream: false });
     try {
