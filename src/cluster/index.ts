@@ -16,7 +16,7 @@
  * See docs/ARCHITECTURE.md ("Cluster") for what crosses the bus and the
  * delivery guarantees.
  */
-import { Cluster, type ClusterOptions } from "./member.ts";
+import { Cluster, type ClusterOptions, MAX_TTL_MS } from "./member.ts";
 import { natsEngine } from "./nats-engine.ts";
 import { redisEngine } from "./redis-engine.ts";
 
@@ -101,7 +101,8 @@ export function natsCluster(options: NatsClusterOptions): Cluster {
       servers: options.servers,
       jetstream: options.jetstream,
       bucket: `pointsub_${name}`,
-      bucketTtlMs: options.idempotencyTtlMs ?? 600_000,
+      // As the cluster takes it (checked there: a bad one throws before the engine is used).
+      bucketTtlMs: Math.min(options.idempotencyTtlMs ?? 600_000, MAX_TTL_MS),
     }),
     options,
   );

@@ -248,6 +248,12 @@ function positive(name: string, v: number | undefined, fallback: number): number
   return v;
 }
 
+/**
+ * The longest `idempotencyTtlMs` taken (100 years): a longer one is this. JetStream's max age is in
+ * nanoseconds (an int64), Redis's PX in ms from now: 1e300 was refused by both.
+ */
+export const MAX_TTL_MS = 100 * 365.25 * 24 * 3600 * 1000;
+
 /** The longest delay a timer takes (2^31 − 1 ms). */
 const MAX_TIMER_MS = 2_147_483_647;
 
@@ -379,6 +385,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     for (const [k, f] of this.filters) {
       if (typeof f !== "function") throw new PointSubError("ERR_INVALID_ARGUMENT", `filter ${k} is not a function`);
     }
+    // Checked with or without a store (natsCluster makes its bucket with it either way: -5 failed the listen
+    // "no JetStream key-value store … start it with -js"); at most what the engines take (1e300 did too).
+    const ttlMs = Math.min(positive("idempotencyTtlMs", options.idempotencyTtlMs, 600_000), MAX_TTL_MS);
     this.store =
       options.idempotency === false || !engine.hasKv
         ? undefined
@@ -387,7 +396,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
             nodeId: this.nodeId,
             incarnation: this.incarnation,
             holds: (id, incarnation, madeAt) => this.holds(id, incarnation, madeAt),
-            ttlMs: positive("idempotencyTtlMs", options.idempotencyTtlMs, 600_000),
+            ttlMs,
             maxValueBytes: () => engine.maxValueBytes,
             maxAgeMs: () => engine.kvMaxAgeMs,
             // Checked here, by the names given (the store's own messages named maxEntries, …).

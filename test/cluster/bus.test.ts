@@ -576,3 +576,41 @@ describe("cluster timer options", () => {
     }
   });
 });
+
+describe("cluster idempotencyTtlMs", () => {
+  it("is checked with or without a shared store (ERR_INVALID_ARGUMENT), and a huge one is the longest the engines take", async () => {
+    // natsCluster makes its bucket with it either way: -5 with idempotency: false failed the listen with
+    // "no JetStream key-value store … start it with -js"; 1e300 did too on NATS, and Redis refused the
+    // answer's PX (the key ran its handler again).
+    for (const o of [{ idempotency: false }, { jetstream: false }, {}]) {
+      assert.throws(() => natsCluster({ servers: "127.0.0.1:1", idempotencyTtlMs: -5, ...o }), {
+        code: "ERR_INVALID_ARGUMENT",
+      });
+    }
+    assert.throws(() => redisCluster({ url: "redis://127.0.0.1:1", idempotency: false, idempotencyTtlMs: -5 }), {
+      code: "ERR_INVALID_ARGUMENT",
+    });
+    for (const kind of ["redis", "nats"] as const) {
+      const engine = await startEngine(kind);
+      const o = { name: "ttl", idempotencyTtlMs: 1e300 };
+      const cluster =
+        kind === "redis" ? redisCluster({ ...o, url: engine.url }) : natsCluster({ ...o, servers: engine.url });
+      const server = createServer({ cluster, idempotency: true });
+      let runs = 0;
+      server.handle("/once", () => `run ${++runs}`);
+      try {
+        await server.listen("tcp://127.0.0.1:0");
+        const c = await connect(server.urls[0] as string);
+        const answers: string[] = [];
+        for (let i = 0; i < 2; i++) {
+          answers.push(new TextDecoder().decode(await c.request("/once", "x", { idempotencyKey: "k" })));
+        }
+        await c.close();
+        assert.deepEqual(answers, ["run 1", "run 1"], kind);
+      } finally {
+        await server.close({ timeoutMs: 100 });
+        await engine.stop();
+      }
+    }
+  });
+});
