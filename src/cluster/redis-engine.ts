@@ -63,7 +63,13 @@ class RedisEngine implements ClusterEngine {
 
   constructor(o: RedisEngineOptions) {
     if (typeof o?.url !== "string") throw new PointSubError("ERR_INVALID_ARGUMENT", "redisCluster needs a url");
-    this.o = o;
+    const max = o.maxReconnectDelayMs;
+    // NaN, 0 or a negative delay was a timer of 1 ms: ~1,000 connection attempts a second to a Redis that is down.
+    if (max !== undefined && (typeof max !== "number" || !(max >= 1))) {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", `maxReconnectDelayMs must be a number ≥ 1, not ${String(max)}`);
+    }
+    // A timer's range at most (a longer delay fires at once).
+    this.o = { ...o, maxReconnectDelayMs: max === undefined ? undefined : Math.min(max, 2_147_483_647) };
   }
 
   private get cmd(): RedisClient {

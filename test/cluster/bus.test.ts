@@ -10,6 +10,7 @@
  * left.
  */
 import assert from "node:assert/strict";
+import { createServer as createNetServer } from "node:net";
 import { after, before, describe, it } from "node:test";
 import type { ClusterEngine } from "../../src/cluster/engine.ts";
 import { natsCluster, redisCluster } from "../../src/cluster/index.ts";
@@ -454,6 +455,36 @@ describe("cluster engine unreachable", () => {
     } finally {
       await admin.close();
       await redis.stop();
+    }
+  });
+
+  it("maxReconnectDelayMs that is not a number ≥ 1 is ERR_INVALID_ARGUMENT (it retried every millisecond)", async () => {
+    // NaN, 0 or -1 made each reconnection delay a 1 ms timer: ~1,000 connection attempts a second to a
+    // Redis that is down (10 with the default).
+    for (const d of [Number.NaN, 0, -1]) {
+      assert.throws(() => redisCluster({ url: "redis://127.0.0.1:1", maxReconnectDelayMs: d }), {
+        code: "ERR_INVALID_ARGUMENT",
+      });
+    }
+    let attempts = 0;
+    const down = createNetServer((s) => {
+      attempts++;
+      s.destroy();
+    });
+    await new Promise<void>((r) => down.listen(0, "127.0.0.1", () => r()));
+    try {
+      const port = (down.address() as { port: number }).port;
+      const cluster = redisCluster({
+        url: `redis://127.0.0.1:${port}`,
+        maxReconnectDelayMs: 50,
+        connectTimeoutMs: 500,
+      });
+      const server = createServer({ cluster });
+      await assert.rejects(server.listen("tcp://127.0.0.1:0"), { code: "ERR_CONNECT" });
+      await server.close();
+      assert.ok(attempts <= 40, `${attempts} connection attempts in 500 ms with maxReconnectDelayMs 50`);
+    } finally {
+      down.close();
     }
   });
 
