@@ -7,6 +7,7 @@
  * of after `deadAfterMs`. Nothing is queued or retried: a message goes to
  * the workers subscribed at that moment.
  */
+import { PointSubError } from "../errors/error.ts";
 import { fromIpc, isTagged, MAX_KV_STRING, TAG, type ToPrimary, type ToWorker, toIpc } from "./ipc-wire.ts";
 
 /**
@@ -50,6 +51,22 @@ interface PeerState {
   queued: number;
 }
 
+/**
+ * A bound of the relay: a positive integer (or Infinity), else ERR_INVALID_ARGUMENT naming it (`runWorkers`
+ * passes maxSharedKeys / maxSharedBytes as maxKeys / maxBytes). NaN was taken: every key-value create was
+ * refused "the workers' shared store is full" (a keyed request ERR_OVERLOADED, every time), and
+ * maxQueuedBytes NaN bounded nothing.
+ */
+function bound(name: string, v: number | undefined, fallback: number): number {
+  if (v === undefined) return fallback;
+  if (typeof v !== "number" || !(v >= 1) || (!Number.isSafeInteger(v) && v !== Number.POSITIVE_INFINITY)) {
+    const shown =
+      name === "maxKeys" ? "maxSharedKeys (maxKeys)" : name === "maxBytes" ? "maxSharedBytes (maxBytes)" : name;
+    throw new PointSubError("ERR_INVALID_ARGUMENT", `${shown} must be a positive integer, not ${String(v)}`);
+  }
+  return v;
+}
+
 /** The relay a primary runs for its workers. */
 export class IpcRelay {
   private readonly o: Required<IpcRelayOptions>;
@@ -64,9 +81,9 @@ export class IpcRelay {
   constructor(options: IpcRelayOptions) {
     this.o = {
       advanced: options.advanced,
-      maxKeys: options.maxKeys ?? 100_000,
-      maxBytes: options.maxBytes ?? 64 * 1024 * 1024,
-      maxQueuedBytes: options.maxQueuedBytes ?? 32 * 1024 * 1024,
+      maxKeys: bound("maxKeys", options.maxKeys, 100_000),
+      maxBytes: bound("maxBytes", options.maxBytes, 64 * 1024 * 1024),
+      maxQueuedBytes: bound("maxQueuedBytes", options.maxQueuedBytes, 32 * 1024 * 1024),
     };
     this.sweeper = setInterval(() => this.sweep(), 5_000);
     this.sweeper.unref();

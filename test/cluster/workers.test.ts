@@ -16,7 +16,7 @@ import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { after, before, describe, it } from "node:test";
-import { IpcRelay, runWorkers } from "../../src/cluster/index.ts";
+import { IpcRelay, runWorkers, type WorkerPool } from "../../src/cluster/index.ts";
 import { type Connection, connect, type PointSubError } from "../../src/index.ts";
 import { parseExposition, sampleKey } from "../helpers/prometheus-text.ts";
 import { CLI_MAIN, type ServeProcess, startServeProcess } from "../helpers/serve-process.ts";
@@ -529,6 +529,28 @@ describe("IpcRelay (the primary's side), in process", () => {
     assert.ok(stalled.got >= 15 && stalled.got <= 16, `the stalled worker was handed ${stalled.got}`);
     assert.equal(relay.dropped, 100 - stalled.got);
     relay.close();
+  });
+
+  it("its bounds are checked: NaN, 0 or a fraction is ERR_INVALID_ARGUMENT (runWorkers' maxSharedKeys / maxSharedBytes too)", async () => {
+    // NaN was taken: every create was refused "the workers' shared store is full" (the idempotency store
+    // failed every keyed request ERR_OVERLOADED), and maxQueuedBytes NaN bounded nothing.
+    for (const bad of [Number.NaN, 0, -1, 1.5]) {
+      for (const name of ["maxKeys", "maxBytes", "maxQueuedBytes"]) {
+        assert.throws(() => new IpcRelay({ advanced: true, [name]: bad }), { code: "ERR_INVALID_ARGUMENT" }, name);
+      }
+      // A pool made anyway (before) is closed: its worker never gets ready, and is killed after 1 s.
+      const made: WorkerPool[] = [];
+      const exec = join(import.meta.dirname, "stalling-worker.ts");
+      try {
+        assert.throws(
+          () => made.push(runWorkers({ workers: 1, signals: false, shutdownTimeoutMs: 0, exec, maxSharedKeys: bad })),
+          { code: "ERR_INVALID_ARGUMENT" },
+        );
+      } finally {
+        await Promise.all(made.map((p) => p.close()));
+      }
+    }
+    new IpcRelay({ advanced: true, maxKeys: Number.POSITIVE_INFINITY, maxBytes: 10 }).close();
   });
 
   it("bounds the shared store by keys and bytes; compare-and-set by revision; time to live", (t) => {
