@@ -210,6 +210,10 @@ class RedisEngine implements ClusterEngine {
 
   async close(): Promise<void> {
     this.closed = true;
+    // A later connect starts afresh: the cluster subscribes again. (They were made again on the next connect,
+    // and the cluster's own added to them: after a join that failed midway and a listen that tried again,
+    // every message of the bus was handled twice.)
+    this.subs.length = 0;
     const clients = [this.cmd_, this.sub_];
     this.cmd_ = this.sub_ = undefined;
     // A client that is not connected (reconnecting) is dropped at once; a connected one finishes its

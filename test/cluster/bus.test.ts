@@ -536,6 +536,40 @@ describe("cluster engine unreachable", () => {
     }
   });
 
+  it("a listen retried after a join that failed midway subscribes once: each bus message is read once", async () => {
+    // The Redis engine kept the subscriptions of the failed join: the next connect made them again and the
+    // join added its own, so every message of the bus was handled twice (a broadcast counted a duplicate).
+    const redis = await startEngine("redis");
+    const servers: Server[] = [];
+    try {
+      const real = redisEngine({ url: redis.url });
+      const flaky: ClusterEngine = Object.create(real);
+      let subscribes = 0;
+      const subscribe = real.subscribe.bind(flaky);
+      flaky.subscribe = (subject, onMessage) =>
+        ++subscribes === 3 ? new Promise<void>(() => {}) : subscribe(subject, onMessage);
+      const retried = new Cluster(flaky, { nodeId: "retried", name: "retry", connectTimeoutMs: 500, heartbeatMs: 100 });
+      const rs = createServer({ cluster: retried });
+      servers.push(rs);
+      await assert.rejects(rs.listen("tcp://127.0.0.1:0"), { code: "ERR_CONNECT" });
+      await rs.listen("tcp://127.0.0.1:0"); // the engine answers again
+      const other = createServer({
+        cluster: redisCluster({ url: redis.url, nodeId: "other", name: "retry", heartbeatMs: 100 }),
+      });
+      servers.push(other);
+      await other.listen("tcp://127.0.0.1:0");
+      await until(() => retried.nodes().some((n) => n.id === "other"), 5000);
+      const before = retried.stats();
+      for (let i = 0; i < 5; i++) await other.broadcast(`once ${i}`);
+      await until(() => retried.stats().broadcastsReceived >= before.broadcastsReceived + 5, 5000);
+      await sleep(200);
+      assert.equal(retried.stats().duplicates - before.duplicates, 0, "broadcasts read twice");
+    } finally {
+      await Promise.all(servers.map((s) => s.close({ timeoutMs: 100 })));
+      await redis.stop();
+    }
+  });
+
   it("a NATS server without JetStream: ERR_CONNECT naming -js, unless jetstream: false (no shared store)", async () => {
     const nats = await startEngine("nats", { jetstream: false });
     try {
