@@ -80,6 +80,12 @@ class NatsEngine implements ClusterEngine {
   }
 
   constructor(o: NatsEngineOptions) {
+    const servers = o?.servers;
+    const list = Array.isArray(servers) ? servers : [servers];
+    // Left out (a config value missing), nats.js connected to its default, 127.0.0.1:4222: another cluster's.
+    if (list.length === 0 || !list.every((s) => typeof s === "string" && s.length > 0)) {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", "natsCluster needs servers: a URL or a list of them");
+    }
     this.o = o;
     this.hasKv = o.jetstream !== false;
   }

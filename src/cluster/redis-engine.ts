@@ -62,7 +62,10 @@ class RedisEngine implements ClusterEngine {
   private subscribed = false;
 
   constructor(o: RedisEngineOptions) {
-    if (typeof o?.url !== "string") throw new PointSubError("ERR_INVALID_ARGUMENT", "redisCluster needs a url");
+    // An empty one was node-redis's default server, 127.0.0.1:6379.
+    if (typeof o?.url !== "string" || o.url.length === 0) {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", "redisCluster needs a url");
+    }
     const max = o.maxReconnectDelayMs;
     // NaN, 0 or a negative delay was a timer of 1 ms: ~1,000 connection attempts a second to a Redis that is down.
     if (max !== undefined && (typeof max !== "number" || !(max >= 1))) {

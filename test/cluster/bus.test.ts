@@ -458,6 +458,19 @@ describe("cluster engine unreachable", () => {
     }
   });
 
+  it("natsCluster without servers (or an empty list), redisCluster with an empty url: ERR_INVALID_ARGUMENT, not the client's default server", () => {
+    // Left out, nats.js connected to its default server: whatever NATS runs on this machine's port 4222
+    // (and an empty Redis url, node-redis's default, 127.0.0.1:6379).
+    for (const servers of [undefined, [], "", [""], [4222]]) {
+      assert.throws(() => natsCluster({ servers } as unknown as Parameters<typeof natsCluster>[0]), {
+        code: "ERR_INVALID_ARGUMENT",
+      });
+      assert.throws(() => redisCluster({ url: servers } as unknown as Parameters<typeof redisCluster>[0]), {
+        code: "ERR_INVALID_ARGUMENT",
+      });
+    }
+  });
+
   it("maxReconnectDelayMs that is not a number ≥ 1 is ERR_INVALID_ARGUMENT (it retried every millisecond)", async () => {
     // NaN, 0 or -1 made each reconnection delay a 1 ms timer: ~1,000 connection attempts a second to a
     // Redis that is down (10 with the default).
