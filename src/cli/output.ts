@@ -18,13 +18,30 @@ let flushScheduled = false;
 /** Lines collected over one event-loop turn go out in one write past this many characters sooner. */
 const FLUSH_AT = 64 * 1024;
 
+/**
+ * Where flushed lines go instead of stdout, while set: a `serve` worker hands them to its primary, the one
+ * writer of the stdout the workers share (see {@link relayOutput}). False: not taken, written to stdout.
+ */
+let relay: ((text: string) => boolean) | undefined;
+
+/**
+ * Sends what the CLI prints on stdout through `to` (undefined: stdout again), after flushing what was
+ * collected. `serve --workers N` relays its workers' lines through the primary: N processes writing one
+ * pipe broke lines apart — a write of over PIPE_BUF (4 KiB) bytes to a pipe is not atomic, and a turn's
+ * batch of JSON lines is up to 64 KiB (74 of 12,024 lines interleaved mid-line behind a slow reader).
+ */
+export function relayOutput(to: ((text: string) => boolean) | undefined): void {
+  flushOut();
+  relay = to;
+}
+
 /** Hands the collected lines to stdout (idempotent). */
 export function flushOut(): void {
   flushScheduled = false;
   if (pending.length === 0) return;
   const text = pending;
   pending = "";
-  process.stdout.write(text);
+  if (relay === undefined || !relay(text)) process.stdout.write(text);
 }
 
 /**

@@ -11,6 +11,7 @@ import nodeCluster from "node:cluster";
 import { availableParallelism } from "node:os";
 import type { ServerCluster } from "../cluster/index.ts";
 import { PointSubError } from "../errors/error.ts";
+import { relayOutput, writeOut } from "./output.ts";
 
 /** What this process is in `serve`. */
 export type ServeRole =
@@ -27,6 +28,16 @@ export type ServeRole =
 
 /** Environment variable through which the primary tells each worker how many workers share the limits. */
 const WORKERS_ENV = "POINTSUB_SERVE_WORKERS";
+
+/** The IPC message field of a worker's output lines, which the primary writes to stdout. */
+const OUTPUT_FIELD = "pointsubServeOutput";
+
+/** A worker's lines for the primary's stdout: false when the primary is gone (written to stdout then). */
+function toPrimary(text: string): boolean {
+  if (process.send === undefined || !process.connected) return false;
+  process.send({ [OUTPUT_FIELD]: text }, undefined, undefined, () => {});
+  return true;
+}
 
 /**
  * Each worker's share of a limit of the whole server (`--max-bytes`,
@@ -61,8 +72,16 @@ export async function serveRole(
     return {
       kind: "worker",
       cluster: workerCluster(),
-      ready: workerReady,
-      done: () => nodeCluster.worker?.disconnect(),
+      // From now on (listening) the primary writes this worker's lines: one writer of the shared stdout
+      // keeps every line whole. (Until then, and after, lines are few: a start-up error's.)
+      ready: (urls) => {
+        relayOutput(toPrimary);
+        workerReady(urls);
+      },
+      done: () => {
+        relayOutput(undefined);
+        nodeCluster.worker?.disconnect();
+      },
     };
   }
   if (dashboard && workers !== undefined && workers > 1) {
@@ -109,6 +128,11 @@ export async function servePrimary(
 ): Promise<void> {
   const { runWorkers } = await import("../cluster/workers.ts");
   const pool = runWorkers({ workers, shutdownTimeoutMs: shutdownMs, env: { [WORKERS_ENV]: String(workers) } });
+  // The workers' lines, written here whole (see relayOutput).
+  pool.on("message", (_w, m) => {
+    const text = (m as { [OUTPUT_FIELD]?: unknown } | null)?.[OUTPUT_FIELD];
+    if (typeof text === "string") writeOut(text);
+  });
   pool.on("exit", (w, code, signal, replacement) =>
     say(
       "workerExit",
