@@ -5,7 +5,7 @@
  * fails, and 2 with one line when the command line is wrong (an unknown or
  * missing option, a bad value).
  */
-import { realpathSync } from "node:fs";
+import { realpathSync, writeSync } from "node:fs";
 import nodeModule from "node:module";
 import { fileURLToPath } from "node:url";
 import { Command, CommanderError, Option } from "commander";
@@ -316,22 +316,46 @@ async function parse(argv: readonly string[]): Promise<number> {
   }
 }
 
+/**
+ * Ends the process after a failed write to stdout or stderr: a reader that went away (`pointsub send
+ * --help | head -1`, EPIPE) ends the output with the command's exit code; any other failure
+ * (`pointsub ls -r > list.txt` on a full disk) is one line on stderr and exit 1. The error was thrown
+ * again, an uncaught exception printing a line of the bundle's source and a stack trace, or, when the
+ * command had already ended, lost: `ls` and `--help` exited 0 with nothing written.
+ */
+function writeFailed(stream: NodeJS.WriteStream, err: NodeJS.ErrnoException): never {
+  if (err.code === "EPIPE") process.exit(typeof process.exitCode === "number" ? process.exitCode : 0);
+  if (stream === process.stdout) {
+    const full = err.code === "ENOSPC" || err.code === "EDQUOT";
+    try {
+      writeSync(2, `pointsub: ${full ? "ERR_QUOTA" : "ERR_HANDLER"}: cannot write standard output: ${err.message}\n`);
+    } catch {}
+  }
+  process.exit(1);
+}
+
 if (isMain()) {
-  // A reader that went away (`pointsub send --help | head -1`) ends the output, not with a stack trace.
   for (const stream of [process.stdout, process.stderr]) {
-    stream.on("error", (err: NodeJS.ErrnoException) => {
-      if (err.code === "EPIPE") process.exit(typeof process.exitCode === "number" ? process.exitCode : 0);
-      throw err;
-    });
+    stream.on("error", (err: NodeJS.ErrnoException) => writeFailed(stream, err));
   }
   const code = await main(process.argv);
   process.exitCode = code;
+  // A write to a file fails at once (a full disk) and its error event may not come before the exit
+  // (a write after it would never call back: the process ended with the command's code, 0).
+  const checkWrites = () => {
+    for (const stream of [process.stdout, process.stderr]) {
+      const err = stream.errored as NodeJS.ErrnoException | null;
+      if (err !== null) writeFailed(stream, err);
+    }
+  };
+  checkWrites();
   // The command is over (every command closes what it opened): the process ends once what it wrote
   // was handed to stdout and stderr, without tearing down the heap and the isolate as a natural exit
   // does (~10 ms here after `send -r` of 2,000 files). The compile cache is written first: an exit
   // may otherwise end before it is (Node writes it when the process ends naturally).
   process.stdout.write("", () =>
     process.stderr.write("", () => {
+      checkWrites();
       (nodeModule as { flushCompileCache?: () => void }).flushCompileCache?.();
       process.exit(code);
     }),
