@@ -15,8 +15,11 @@ export function serverUrlOption(flags: string, description = "server URL"): Opti
   return new Option(flags, description).env(URL_ENV).makeOptionMandatory().argParser(checkUrl);
 }
 
-/** The URL schemes the CLI connects to and listens on. */
-const SCHEMES = ["tcp", "tls", "unix", "ws", "wss", "lp+tcp", "lp+unix"];
+/**
+ * The URL schemes the CLI connects to and listens on. (Not `lp+tcp`/`lp+unix`: plain length-prefix
+ * peers speak no pointsub; `serve` forked its workers, each failing to listen, and exited 1.)
+ */
+const SCHEMES = ["tcp", "tls", "unix", "ws", "wss"];
 
 /**
  * A URL option's value, checked when the command line is read: a bad one is a usage error (exit
@@ -34,7 +37,8 @@ export function checkUrl(value: string): string {
     }
   }
   if (!ok) {
-    throw new InvalidArgumentError(`Expected a URL such as tcp://host:port (schemes: ${SCHEMES.join(", ")}).`);
+    const lp = scheme?.startsWith("lp+") === true ? ` ${scheme}:// is a plain length-prefix peer, not pointsub.` : "";
+    throw new InvalidArgumentError(`Expected a URL such as tcp://host:port (schemes: ${SCHEMES.join(", ")}).${lp}`);
   }
   return value;
 }

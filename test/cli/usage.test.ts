@@ -10,6 +10,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
+import { runCli } from "../helpers/cli-run.ts";
 
 const RUN_MANY = join(import.meta.dirname, "run-many.ts");
 
@@ -91,6 +92,9 @@ describe("CLI usage errors", () => {
         [["ls", "--from", "tcp//127.0.0.1:1"], "--from"],
         // Before: refused for want of authentication, the scheme never named.
         [["serve", "--listen", "foo://x", "--dir", work], "--listen"],
+        // Plain length-prefix peers, no pointsub: request was exit 1, ERR_UNSUPPORTED_URL once connecting.
+        [["request", "--to", "lp+tcp://127.0.0.1:1", "--route", "/echo/1.0.0", "x"], "--to"],
+        [["ls", "--from", "lp+unix:///tmp/nope.sock"], "--from"],
         // Before: it started ("receiving into …/a-file") and every send failed with ENOTDIR.
         [["serve", "--listen", "tcp://127.0.0.1:0", "--dir", file], "--dir"],
         [["get", "x", "--from", "tcp://127.0.0.1:1", "--out", join(file, "sub")], "--out"],
@@ -106,6 +110,23 @@ describe("CLI usage errors", () => {
         assert.match(r.stderr, /^pointsub: ERR_INVALID_ARGUMENT: [^\n]+\n$/, what);
         assert.ok(r.stderr.includes(named), `${what}: ${r.stderr}`);
       });
+    } finally {
+      await rm(work, { recursive: true, force: true });
+    }
+  });
+
+  it("serve --listen lp+tcp:// or lp+unix:// (plain length-prefix, no pointsub): exit 2, one line, nothing started", async () => {
+    const work = await mkdtemp(join(tmpdir(), "pointsub-usage-"));
+    try {
+      const env = { ...process.env };
+      delete env.POINTSUB_TOKEN;
+      // Before: the workers were forked and each failed to listen (a line each), then exit 1.
+      for (const url of ["lp+tcp://127.0.0.1:0", `lp+unix://${join(work, "lp.sock")}`]) {
+        const r = await runCli(["serve", "--listen", url, "--dir", join(work, "in"), "--workers", "2"], env, 60_000);
+        assert.equal(r.code, 2, `${url}: ${r.stdout}${r.stderr}`);
+        assert.match(r.stderr, /^pointsub: ERR_INVALID_ARGUMENT: [^\n]*--listen[^\n]*length-prefix[^\n]*\n$/);
+        assert.equal(r.stdout, "");
+      }
     } finally {
       await rm(work, { recursive: true, force: true });
     }
