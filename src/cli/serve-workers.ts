@@ -52,6 +52,17 @@ export function workerShare(limit: number | undefined): number | undefined {
   return Math.max(1, Math.floor(limit / n));
 }
 
+/**
+ * Why `--metrics` or `--dashboard` (`flag`) could not listen on `address`: ERR_CONNECT naming the
+ * option, as the server's own listeners say. (Node's error came through untyped: `ERR_HANDLER: listen
+ * EADDRINUSE: …`, as if a handler had thrown, the option not named.) A PointSubError passes as it is.
+ */
+export function listenFailure(flag: string, address: string, err: unknown): PointSubError {
+  if (err instanceof PointSubError) return err;
+  const why = err instanceof Error ? err.message : String(err);
+  return new PointSubError("ERR_CONNECT", `${flag} ${address}: cannot listen: ${why}`, { cause: err });
+}
+
 /** The largest `--workers` accepted is 4 per core, and never less than this. */
 const MAX_WORKERS_MIN = 16;
 
@@ -160,7 +171,7 @@ export async function servePrimary(
       metricsServer = await (await import("../metrics/cluster.ts")).serveClusterMetrics(metrics);
     } catch (e) {
       await pool.close();
-      throw e;
+      throw listenFailure("--metrics", metrics, e);
     }
     say("metrics", { url: metricsServer.url }, `metrics on ${metricsServer.url} (every worker's, aggregated)`);
   }

@@ -11,7 +11,7 @@ import { isLoopbackUrl, type ServeAuthFlags, serveSecurity, TOKEN_ENV } from "./
 import { formatBytes, formatRate } from "./format.ts";
 import { jsonLine, outputMode, printable, writeOut } from "./output.ts";
 import { serveFiles } from "./serve-files.ts";
-import { servePrimary, serveRole, workerShare } from "./serve-workers.ts";
+import { listenFailure, servePrimary, serveRole, workerShare } from "./serve-workers.ts";
 
 /** The route `bench` streams to: the server reads and discards. */
 export const DISCARD_ROUTE = "/pointsub/discard/1";
@@ -264,8 +264,11 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
     urls = await server.listen(...opts.listen);
     // With workers, the primary serves every worker's metrics aggregated.
     if (metrics !== undefined && role.kind === "worker") metricsModule?.workerMetrics(metrics.registry);
-    else if (metrics !== undefined)
-      metricsServer = await metricsModule?.serveMetrics(metrics.registry, opts.metrics as string);
+    else if (metrics !== undefined) {
+      metricsServer = await metricsModule
+        ?.serveMetrics(metrics.registry, opts.metrics as string)
+        .catch((e: unknown) => Promise.reject(listenFailure("--metrics", opts.metrics as string, e)));
+    }
   } catch (err) {
     metrics?.close();
     await server.close();
@@ -274,13 +277,21 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
   }
   if (metricsServer !== undefined) say("metrics", { url: metricsServer.url }, `metrics on ${metricsServer.url}`);
   // --dashboard: the page is a pointsub client of this server (over ws://), behind its authentication.
-  const board =
-    dashboardModule === undefined
-      ? undefined
-      : await dashboardModule.dashboard(server, {
-          listen: opts.dashboard,
-          wsUrl: dashboardWs === undefined ? undefined : (await server.listen(dashboardWs))[0],
-        });
+  let board: Awaited<ReturnType<NonNullable<typeof dashboardModule>["dashboard"]>> | undefined;
+  if (dashboardModule !== undefined) {
+    try {
+      board = await dashboardModule.dashboard(server, {
+        listen: opts.dashboard,
+        wsUrl: dashboardWs === undefined ? undefined : (await server.listen(dashboardWs))[0],
+      });
+    } catch (err) {
+      await server.close();
+      await metricsServer?.close();
+      metrics?.close();
+      sink.close();
+      throw listenFailure("--dashboard", opts.dashboard as string, err);
+    }
+  }
   if (board !== undefined) {
     say(
       "dashboard",
