@@ -152,11 +152,31 @@ export async function servePrimary(
     ),
   );
   pool.on("gaveUp", (w) => say("workerGaveUp", { worker: w.id }, `worker ${w.id} not replaced: too many restarts`));
+  // From the fork on: the pool closes its workers on SIGINT/SIGTERM (its own listeners), also while
+  // they start. A stop asked for then ends as one asked for later does: closing, closed, exit 0 (it
+  // said "the workers could not start (see their errors above)", no errors above, exit 1).
+  let signalled = false;
+  const onSignal = () => {
+    if (signalled) return;
+    signalled = true;
+    say("closing", { timeoutMs: shutdownMs }, `closing: work in flight has ${shutdownMs / 1000} s to finish`);
+  };
+  const stopListening = () => {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
   let first: Awaited<typeof pool.ready>;
   try {
     first = await pool.ready;
   } catch (e) {
     await pool.close();
+    stopListening();
+    if (signalled) {
+      say("closed", {}, "closed");
+      return;
+    }
     const why = e instanceof PointSubError && e.code === "ERR_TIMEOUT" ? e.message : "see their errors above";
     throw new PointSubError("ERR_CONNECT", `the workers could not start (${why})`, { cause: e });
   }
@@ -171,23 +191,15 @@ export async function servePrimary(
       metricsServer = await (await import("../metrics/cluster.ts")).serveClusterMetrics(metrics);
     } catch (e) {
       await pool.close();
+      stopListening();
       throw listenFailure("--metrics", metrics, e);
     }
     say("metrics", { url: metricsServer.url }, `metrics on ${metricsServer.url} (every worker's, aggregated)`);
   }
   announce(first[0]?.urls ?? []);
-  let signalled = false;
-  const onSignal = () => {
-    if (signalled) return;
-    signalled = true;
-    say("closing", { timeoutMs: shutdownMs }, `closing: work in flight has ${shutdownMs / 1000} s to finish`);
-  };
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
   await pool.closed;
   await metricsServer?.close();
-  process.off("SIGINT", onSignal);
-  process.off("SIGTERM", onSignal);
+  stopListening();
   if (!signalled) throw new PointSubError("ERR_CONNECTION_CLOSED", "every worker exited");
   say("closed", {}, "closed");
 }

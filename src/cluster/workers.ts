@@ -342,6 +342,13 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
           }),
       );
       for (const e of live) {
+        // A worker still starting serves nothing yet, and may not listen for "shutdown" yet (it was lost:
+        // a SIGINT to `serve --workers 2` while they started waited out shutdownTimeoutMs + 1 s, 11 s,
+        // and killed them): SIGTERM, which a worker that set up its handler takes as the message.
+        if (!e.ready) {
+          e.worker.process.kill("SIGTERM");
+          continue;
+        }
         try {
           e.worker.send({ [TAG]: "shutdown" });
         } catch {
