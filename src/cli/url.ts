@@ -29,18 +29,38 @@ export function checkUrl(value: string): string {
   // `scheme://…`, or `unix:/path` (the library takes both).
   const scheme = /^([a-z0-9+.-]+):/i.exec(value)?.[1]?.toLowerCase();
   let ok = scheme !== undefined && SCHEMES.includes(scheme);
+  let missing = "";
   if (ok) {
     try {
-      new URL(value);
+      missing = lacks(new URL(value));
     } catch {
       ok = false;
     }
   }
-  if (!ok) {
+  if (!ok || missing !== "") {
     const lp = scheme?.startsWith("lp+") === true ? ` ${scheme}:// is a plain length-prefix peer, not pointsub.` : "";
-    throw new InvalidArgumentError(`Expected a URL such as tcp://host:port (schemes: ${SCHEMES.join(", ")}).${lp}`);
+    throw new InvalidArgumentError(
+      `Expected a URL such as tcp://host:port (schemes: ${SCHEMES.join(", ")}).${lp}${missing}`,
+    );
   }
   return value;
+}
+
+/**
+ * What a URL of a known scheme lacks (a sentence), or "": tcp:// and tls:// a host and a port, ws://
+ * and wss:// a host, unix: a path. (They passed the check: `serve --listen tcp://127.0.0.1` forked
+ * its workers, which failed with "needs a port", exit 1; `--listen tcp://` was refused for want of
+ * authentication; `--listen unix:` was an untyped ERR_HANDLER, `ls --from unix:` connected to
+ * 127.0.0.1.)
+ */
+function lacks(u: URL): string {
+  const scheme = u.protocol.slice(0, -1).toLowerCase();
+  if (scheme === "unix") return u.pathname === "" || u.pathname === "/" ? " unix: needs a socket's path." : "";
+  const needsPort = scheme === "tcp" || scheme === "tls";
+  if (u.hostname === "" || (needsPort && u.port === "")) {
+    return ` ${scheme}:// needs a host${needsPort ? " and a port" : ""}.`;
+  }
+  return "";
 }
 
 /** `--listen`'s values, each checked as {@link checkUrl} does. */

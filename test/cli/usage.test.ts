@@ -95,6 +95,10 @@ describe("CLI usage errors", () => {
         // Plain length-prefix peers, no pointsub: request was exit 1, ERR_UNSUPPORTED_URL once connecting.
         [["request", "--to", "lp+tcp://127.0.0.1:1", "--route", "/echo/1.0.0", "x"], "--to"],
         [["ls", "--from", "lp+unix:///tmp/nope.sock"], "--from"],
+        // No port, no host, no path: before, exit 1 once connecting ("needs a port"; `unix:` connected to 127.0.0.1).
+        [["ls", "--from", "tcp://127.0.0.1"], "--from"],
+        [["request", "--to", "tls://files.example", "--route", "/echo/1.0.0", "x"], "--to"],
+        [["ls", "--from", "unix:"], "--from"],
         // Before: it started ("receiving into …/a-file") and every send failed with ENOTDIR.
         [["serve", "--listen", "tcp://127.0.0.1:0", "--dir", file], "--dir"],
         [["get", "x", "--from", "tcp://127.0.0.1:1", "--out", join(file, "sub")], "--out"],
@@ -125,6 +129,24 @@ describe("CLI usage errors", () => {
         const r = await runCli(["serve", "--listen", url, "--dir", join(work, "in"), "--workers", "2"], env, 60_000);
         assert.equal(r.code, 2, `${url}: ${r.stdout}${r.stderr}`);
         assert.match(r.stderr, /^pointsub: ERR_INVALID_ARGUMENT: [^\n]*--listen[^\n]*length-prefix[^\n]*\n$/);
+        assert.equal(r.stdout, "");
+      }
+    } finally {
+      await rm(work, { recursive: true, force: true });
+    }
+  });
+
+  it("serve --listen without a port, a host or a path: exit 2, one line saying what it lacks, nothing started", async () => {
+    const work = await mkdtemp(join(tmpdir(), "pointsub-usage-"));
+    try {
+      const env = { ...process.env };
+      delete env.POINTSUB_TOKEN;
+      // Before: tcp://127.0.0.1 forked the workers, which failed ("needs a port"), exit 1; tcp:// was refused
+      // for want of authentication; unix: was "ERR_HANDLER: The argument 'options' is invalid".
+      for (const url of ["tcp://127.0.0.1", "tcp://", "unix:"]) {
+        const r = await runCli(["serve", "--listen", url, "--dir", join(work, "in"), "--workers", "2"], env, 60_000);
+        assert.equal(r.code, 2, `${url}: ${r.stdout}${r.stderr}`);
+        assert.match(r.stderr, /^pointsub: ERR_INVALID_ARGUMENT: [^\n]*--listen[^\n]* needs a [^\n]*\n$/, url);
         assert.equal(r.stdout, "");
       }
     } finally {
