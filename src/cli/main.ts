@@ -12,7 +12,7 @@ import { Command, CommanderError, Option } from "commander";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import type { benchCommand } from "./bench.ts";
 import type { getCommand, lsCommand } from "./get.ts";
-import { bytes, integer, nodeTooOld, parseBytes, parseHostPort, parseSeconds } from "./options.ts";
+import { bytes, integer, nodeTooOld, parseBytes, parseHostPort, parseRoute, parseSeconds } from "./options.ts";
 import { flushOut, outputMode, printError } from "./output.ts";
 import type { requestCommand } from "./request.ts";
 import type { sendCommand } from "./send.ts";
@@ -168,7 +168,7 @@ export function program(): Command {
     .description("send one request and print the answer")
     .argument("[data]", "request payload, or - to read standard input", "")
     .addOption(serverUrlOption("-t, --to <url>"))
-    .requiredOption("-r, --route <route>", "route, e.g. /echo/1.0.0")
+    .requiredOption("-r, --route <route>", "route, e.g. /echo/1.0.0", parseRoute)
     .option(
       "--timeout <ms>",
       "request timeout in milliseconds (0 = none); also bounds connecting (at most 10 s)",

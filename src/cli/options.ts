@@ -4,6 +4,7 @@
  * reports as one line naming the option and the value (exit 2).
  */
 import { InvalidArgumentError } from "commander";
+import { MAX_ROUTE } from "../codec/message-head.ts";
 
 /** A whole number in [min, max], written in decimal digits only (no sign, point, exponent or hex). */
 export function integer(min: number, max: number = Number.MAX_SAFE_INTEGER): (value: string) => number {
@@ -62,6 +63,17 @@ export const parseHostPort: (value: string) => string = (value) => {
   const m = /^(?:\[[0-9a-fA-F:.]+(?:%[^\]\s%]+)?\]|[^:[\]\s]+):(\d{1,5})$/.exec(value);
   if (m === null || Number(m[1]) > 65535) {
     throw new InvalidArgumentError("Expected host:port, e.g. 127.0.0.1:9464 or [::1]:9464.");
+  }
+  return value;
+};
+
+/**
+ * `request --route`: a non-empty route of at most {@link MAX_ROUTE} UTF-8 bytes, as the protocol
+ * takes (before: "" or a longer one was ERR_INVALID_ARGUMENT from the library once connected, exit 1).
+ */
+export const parseRoute: (value: string) => string = (value) => {
+  if (value.length === 0 || Buffer.byteLength(value) > MAX_ROUTE) {
+    throw new InvalidArgumentError(`Expected a route of 1 to ${MAX_ROUTE} bytes, e.g. /echo/1.0.0.`);
   }
   return value;
 };

@@ -43,7 +43,7 @@ const TO = ["--to", "tcp://127.0.0.1:1"];
 const SERVE = ["serve", "--listen", "tcp://127.0.0.1:0", "--dir", "never-created"];
 
 describe("CLI usage errors", () => {
-  it("a bad number option exits 2 with one line naming the option and the value", async () => {
+  it("a bad number option or route exits 2 with one line naming the option and the value", async () => {
     const cases: [args: string[], flag: string, value: string][] = [
       [["send", "f", ...TO, "--retries", "abc"], "--retries", "abc"],
       [["send", "f", ...TO, "--retries", "-1"], "--retries", "-1"],
@@ -53,6 +53,9 @@ describe("CLI usage errors", () => {
       [["request", ...TO, "-r", "/echo/1.0.0", "--timeout", "abc"], "--timeout", "abc"],
       [["request", ...TO, "-r", "/echo/1.0.0", "--timeout", "-5"], "--timeout", "-5"],
       [["request", ...TO, "-r", "/echo/1.0.0", "--timeout", "0x10"], "--timeout", "0x10"],
+      // Before: exit 1 once connected, the library's "route must be a non-empty string" / "route longer than 1024 bytes".
+      [["request", ...TO, "-r", "", "x"], "--route", ""],
+      [["request", ...TO, "-r", `/${"r".repeat(1024)}`, "x"], "--route", `/${"r".repeat(1024)}`],
       [["bench", ...TO, "-n", "abc"], "--count", "abc"],
       [["bench", ...TO, "--count", "0"], "--count", "0"],
       [["bench", ...TO, "--count", "2.5"], "--count", "2.5"],
