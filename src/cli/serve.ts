@@ -312,12 +312,17 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
     process.on("SIGTERM", stop);
   });
   const shutdownMs = (opts.shutdownTimeout ?? 10) * 1000;
-  say("closing", { timeoutMs: shutdownMs }, `closing: work in flight has ${shutdownMs / 1000} s to finish`);
+  // A worker's closing is the primary's to say, once: "closed" is the whole server's, after every worker
+  // exited (each worker said both too: three "closed" lines of `--workers 2`, the first while the other
+  // worker still served its transfers for up to --shutdown-timeout).
+  const worker = role.kind === "worker";
+  if (!worker)
+    say("closing", { timeoutMs: shutdownMs }, `closing: work in flight has ${shutdownMs / 1000} s to finish`);
   await board?.close();
   await server.close({ timeoutMs: shutdownMs });
   await metricsServer?.close();
   metrics?.close();
   sink.close();
-  say("closed", {}, "closed");
+  if (!worker) say("closed", {}, "closed");
   if (role.kind === "worker") role.done();
 }

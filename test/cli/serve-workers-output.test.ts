@@ -13,7 +13,9 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { connect } from "../../src/index.ts";
 import { CLI_MAIN, runCli } from "../helpers/cli-run.ts";
+import { startServeProcess } from "../helpers/serve-process.ts";
 
 const FILES = 800;
 /** Copies standard input to the file named, 512 bytes a millisecond. */
@@ -107,8 +109,25 @@ describe("serve --workers: output lines", () => {
     assert.deepEqual(broken.slice(0, 3), [], `${broken.length} of ${lines.length} lines are not JSON`);
     const events = lines.map((l) => JSON.parse(l) as { event: string });
     assert.equal(events.filter((e) => e.event === "file").length, SENDERS * FILES);
-    // The workers' own closing lines reach stdout too, before the primary's last one.
-    assert.equal(events.filter((e) => e.event === "closed").length, 3);
     assert.equal(events.at(-1)?.event, "closed");
+  });
+
+  it("SIGTERM: one closing line and one closed line, the last, after every worker exited", async () => {
+    const serve = await startServeProcess(["--dir", join(work, "in2")], { env, workers: 2 });
+    // A session on each worker (round-robin), so both have something to close.
+    const conns = [await connect(serve.url), await connect(serve.url)];
+    await serve.stop();
+    for (const c of conns) c.destroy();
+    const names = serve.events.map((e) => e.event);
+    // Before: each worker said "closing" and "closed" too (3 of each), the first "closed" while the
+    // other worker still served.
+    assert.deepEqual(
+      names.filter((n) => n === "closing" || n === "closed"),
+      ["closing", "closed"],
+      names.join(" "),
+    );
+    assert.equal(names.at(-1), "closed");
+    assert.equal(names.filter((n) => n === "workerExit").length, 2, names.join(" "));
+    assert.equal(serve.child.exitCode, 0);
   });
 });
