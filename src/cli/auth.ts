@@ -6,6 +6,7 @@
  */
 import { readFile } from "node:fs/promises";
 import { BlockList, isIP } from "node:net";
+import { createSecureContext, type SecureContextOptions } from "node:tls";
 import { MAX_AUTH_SIZE } from "../codec/frame.ts";
 import { PointSubError } from "../errors/error.ts";
 import type { Authenticator, ConnectOptions, TlsOptions } from "../index.ts";
@@ -208,6 +209,15 @@ function tokenAndCertificate(byToken: Authenticator): Authenticator {
   };
 }
 
+/** Throws a usage error naming `flags` when Node's TLS cannot use `options` (PEM text). */
+function checkTls(flags: string, options: { cert?: unknown; key?: unknown; ca?: unknown }): void {
+  try {
+    createSecureContext(options as SecureContextOptions);
+  } catch (err) {
+    throw invalid(`${flags}: ${(err as Error).message}`);
+  }
+}
+
 /**
  * Checks serve's flags (all before anything listens) and reads its PEM
  * files. Throws ERR_INVALID_ARGUMENT for a combination that does not work
@@ -250,6 +260,10 @@ export async function serveSecurity(
       key: await readPem("--tls-key", flags.tlsKey),
     };
     if (flags.tlsCa !== undefined) tls.ca = await readPem("--tls-ca", flags.tlsCa);
+    // A key that is not the certificate's, a PEM that does not decode: found here, before anything listens
+    // (it was found by each listen: with --workers 2 both workers forked, one failed, exit 1, four lines).
+    checkTls(`--tls-cert ${flags.tlsCert}, --tls-key ${flags.tlsKey}`, { cert: tls.cert, key: tls.key });
+    if (tls.ca !== undefined) checkTls(`--tls-ca ${flags.tlsCa}`, { ca: tls.ca });
     if (mutualTls) tls.requestCert = true;
     out.tls = tls;
   }
