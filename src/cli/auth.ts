@@ -6,7 +6,7 @@
  */
 import { readFile } from "node:fs/promises";
 import { BlockList, isIP } from "node:net";
-import { createSecureContext, type SecureContextOptions } from "node:tls";
+import type { SecureContextOptions } from "node:tls";
 import { MAX_AUTH_SIZE } from "../codec/frame.ts";
 import { PointSubError } from "../errors/error.ts";
 import type { Authenticator, ConnectOptions, TlsOptions } from "../index.ts";
@@ -212,7 +212,8 @@ function tokenAndCertificate(byToken: Authenticator): Authenticator {
 /** Throws a usage error naming `flags` when Node's TLS cannot use `options` (PEM text). */
 function checkTls(flags: string, options: { cert?: unknown; key?: unknown; ca?: unknown }): void {
   try {
-    createSecureContext(options as SecureContextOptions);
+    // Loaded here, by serve with TLS only: node:tls loads node:crypto, which no other command needs at start-up.
+    process.getBuiltinModule("node:tls").createSecureContext(options as SecureContextOptions);
   } catch (err) {
     throw invalid(`${flags}: ${(err as Error).message}`);
   }
