@@ -1,4 +1,4 @@
-import { existsSync, unlinkSync } from "node:fs";
+import { lstatSync, type Stats, unlinkSync } from "node:fs";
 import * as net from "node:net";
 import type * as Tls from "node:tls";
 import { PointSubError } from "../errors/error.ts";
@@ -248,19 +248,40 @@ export async function bind(
   server.on("error", () => {});
 }
 
-/** A unix socket file left by a dead process: remove it so listen can bind (a live one is ERR_CONNECT). */
+/**
+ * A unix socket file left by a dead process: remove it so listen can bind (a
+ * live one is ERR_CONNECT). Anything else at the path (a file, a directory)
+ * is not ours to remove: ERR_CONNECT too.
+ */
 export async function removeStaleSocket(path: string): Promise<void> {
-  if (!existsSync(path)) return;
-  const alive = await new Promise<boolean>((resolve) => {
+  let stat: Stats | undefined;
+  try {
+    stat = lstatSync(path, { throwIfNoEntry: false });
+  } catch (cause) {
+    throw new PointSubError("ERR_CONNECT", `cannot listen on ${path}: ${(cause as Error).message}`, { cause });
+  }
+  if (stat === undefined) return;
+  if (!stat.isSocket()) {
+    throw new PointSubError("ERR_CONNECT", `cannot listen on ${path}: it exists and is not a socket`);
+  }
+  // Only a refused connect says nobody listens (EAGAIN is a live server's full backlog, EACCES another user's socket).
+  const probe = await new Promise<"alive" | "stale" | Error>((resolve) => {
     const s = net.connect({ path });
     s.once("connect", () => {
       s.destroy();
-      resolve(true);
+      resolve("alive");
     });
-    s.once("error", () => resolve(false));
+    s.once("error", (err: NodeJS.ErrnoException) => resolve(err.code === "ECONNREFUSED" ? "stale" : err));
   });
-  if (alive) throw new PointSubError("ERR_CONNECT", `${path} is in use by a running server`);
-  unlinkSync(path);
+  if (probe === "alive") throw new PointSubError("ERR_CONNECT", `${path} is in use by a running server`);
+  if (probe !== "stale") {
+    throw new PointSubError("ERR_CONNECT", `cannot listen on ${path}: ${probe.message}`, { cause: probe });
+  }
+  try {
+    unlinkSync(path);
+  } catch (cause) {
+    throw new PointSubError("ERR_CONNECT", `cannot listen on ${path}: ${(cause as Error).message}`, { cause });
+  }
 }
 
 /** tls.createServer, with bad certificate material reported as a typed error. */

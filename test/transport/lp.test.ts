@@ -5,7 +5,7 @@
  * exactly maxMessageSize and one byte more.
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -26,6 +26,7 @@ import {
   type PointSubError,
 } from "../../src/index.ts";
 import { lpFrame, plainClient, plainServer, pythonPeer } from "../helpers/lp-peer.ts";
+import { staleSocket } from "../helpers/stale-socket.ts";
 import { until } from "../helpers/wait.ts";
 
 const MiB = 1024 * 1024;
@@ -253,7 +254,7 @@ describe("lp+unix://", () => {
     await peer.close();
     // Our server, their client; a stale socket file is replaced, a live one refused.
     const ours = join(dir, "ours.sock");
-    writeFileSync(ours, "left by a dead process");
+    staleSocket(ours);
     const server = createLpServer();
     server.on("message", (m, s) => void s.send(m.data.slice().reverse()));
     const [url] = await server.listen(`lp+unix://${ours}`);
