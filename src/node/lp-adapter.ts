@@ -19,7 +19,7 @@ import type {
   TransportListener,
   TransportListenOptions,
 } from "../transport/transport.ts";
-import { bind, whenConnected } from "./net-adapter.ts";
+import { bind, socketPath, whenConnected } from "./net-adapter.ts";
 import { readerForAccepted, SocketReader } from "./socket-reader.ts";
 import { hostUrl, SocketTransport, urlHost } from "./socket-transport.ts";
 
@@ -89,11 +89,11 @@ function connectSocket(
     const onread = reader.onread;
     const socket =
       scheme === "lp+unix"
-        ? net.connect({ path: url.pathname, onread })
+        ? net.connect({ path: socketPath(url), onread })
         : net.connect({ host: urlHost(url), port: tcpPort(url), noDelay: true, onread });
     whenConnected(socket, "connect", url, options).then(() => {
       if (scheme === "lp+tcp") keepAlive(socket, options.keepAliveMs);
-      resolve(wrap(scheme, socket, url.pathname, reader));
+      resolve(wrap(scheme, socket, scheme === "lp+unix" ? socketPath(url) : "", reader));
     }, reject);
   });
 }
@@ -104,17 +104,15 @@ async function listenSocket(
   options: TransportListenOptions & LpTransportOptions,
   onTransport: (t: Transport) => void,
 ): Promise<TransportListener> {
+  const path = scheme === "lp+unix" ? socketPath(url) : "";
   const server = net.createServer({ noDelay: true }, (socket) => {
     if (scheme === "lp+tcp") keepAlive(socket, options.keepAliveMs);
-    onTransport(wrap(scheme, socket, url.pathname, readerForAccepted(socket)));
+    onTransport(wrap(scheme, socket, path, readerForAccepted(socket)));
   });
   await bind(server, url, scheme === "lp+unix" ? undefined : tcpPort(url));
   const addr = server.address();
   return {
-    url:
-      typeof addr === "object" && addr !== null
-        ? hostUrl("lp+tcp", addr.address, addr.port)
-        : `lp+unix://${url.pathname}`,
+    url: typeof addr === "object" && addr !== null ? hostUrl("lp+tcp", addr.address, addr.port) : `lp+unix://${path}`,
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }

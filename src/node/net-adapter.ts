@@ -88,6 +88,23 @@ function socketUrl(scheme: Scheme, address: TransportAddress): URL {
   return address;
 }
 
+/**
+ * The socket path of a `unix://` (or `lp+unix://`) URL: an absolute path
+ * after `//` (`unix:///path/to.sock`, or `unix:/path/to.sock`), with no host
+ * but `localhost`. `unix://run/x.sock` would otherwise bind `/x.sock` and
+ * `unix://x.sock` an empty path: ERR_UNSUPPORTED_URL.
+ */
+export function socketPath(url: URL): string {
+  const path = url.pathname;
+  if ((url.hostname !== "" && url.hostname !== "localhost") || path === "" || path === "/") {
+    throw new PointSubError(
+      "ERR_UNSUPPORTED_URL",
+      `${url.href} names no socket path: write an absolute path after three slashes, e.g. ${url.protocol}///run/app.sock`,
+    );
+  }
+  return path;
+}
+
 /** node:tls is loaded on first use: loading it costs a process ~7 MB of RSS. */
 let tlsModule: typeof Tls | undefined;
 async function loadTls(): Promise<typeof Tls> {
@@ -157,7 +174,7 @@ function connectSocket(
           onread,
         };
         socket = tls.connect(o);
-      } else if (scheme === "unix") socket = net.connect({ path: url.pathname, onread });
+      } else if (scheme === "unix") socket = net.connect({ path: socketPath(url), onread });
       else socket = net.connect({ host: urlHost(url), port: port(url), noDelay: true, onread });
     } catch (err) {
       reject(
@@ -170,7 +187,10 @@ function connectSocket(
       );
       return;
     }
-    whenConnected(socket, event, url, options).then(() => resolve(wrap(socket, scheme, url.pathname, reader)), reject);
+    whenConnected(socket, event, url, options).then(
+      () => resolve(wrap(socket, scheme, scheme === "unix" ? socketPath(url) : undefined, reader)),
+      reject,
+    );
   });
 }
 
@@ -233,12 +253,13 @@ export async function bind(
   tcpPort: number | undefined,
   reusePort = false,
 ): Promise<void> {
-  if (tcpPort === undefined) await removeStaleSocket(url.pathname);
+  const path = tcpPort === undefined ? socketPath(url) : "";
+  if (tcpPort === undefined) await removeStaleSocket(path);
   await new Promise<void>((resolve, reject) => {
     server.once("error", (err) =>
       reject(new PointSubError("ERR_CONNECT", `cannot listen on ${url.href}: ${err.message}`, { cause: err })),
     );
-    if (tcpPort === undefined) server.listen({ path: url.pathname }, resolve);
+    if (tcpPort === undefined) server.listen({ path }, resolve);
     else
       server.listen(
         { host: urlHost(url), port: tcpPort, ...(reusePort ? { reusePort: true, exclusive: true } : {}) },
@@ -392,6 +413,7 @@ async function listenSocket(
   options: ListenOptions,
   onTransport: (t: Transport) => void,
 ): Promise<TransportListener> {
+  const path = scheme === "unix" ? socketPath(url) : undefined;
   let server: net.Server;
   let dropPending: (() => void) | undefined;
   /** The listener's URL when bound to one address (not 0.0.0.0 / ::): every accepted socket's local end. */
@@ -400,13 +422,12 @@ async function listenSocket(
   else {
     // allowHalfOpen: a socket whose peer ended is closed by its transport, a bounded number per turn (socket-transport.ts).
     server = net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) =>
-      onTransport(wrap(socket, scheme, url.pathname, readerForAccepted(socket), fixedLocal)),
+      onTransport(wrap(socket, scheme, path, readerForAccepted(socket), fixedLocal)),
     );
   }
   await bind(server, url, scheme === "unix" ? undefined : port(url), options.reusePort === true);
   const addr = server.address();
-  const bound =
-    typeof addr === "object" && addr !== null ? hostUrl(scheme, addr.address, addr.port) : `unix://${url.pathname}`;
+  const bound = typeof addr === "object" && addr !== null ? hostUrl(scheme, addr.address, addr.port) : `unix://${path}`;
   if (typeof addr === "object" && addr !== null && !isWildcard(addr.address)) fixedLocal = bound;
   return {
     url: bound,

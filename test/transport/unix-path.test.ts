@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { PointSubError } from "../../src/errors/error.ts";
-import { connect, createServer } from "../../src/index.ts";
+import { connect, createLpServer, createServer } from "../../src/index.ts";
 import { staleSocket } from "../helpers/stale-socket.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "pointsub-unix-"));
@@ -49,5 +49,31 @@ describe("unix:// listen on a path that exists", () => {
     assert.equal(new TextDecoder().decode(await conn.request("/echo", "hi")), "hi");
     await conn.close();
     await server.close();
+  });
+});
+
+describe("unix:// URLs without an absolute path", () => {
+  it("unix://x.sock and unix://run/x.sock are ERR_UNSUPPORTED_URL for listen and connect (lp+unix:// too), naming the URL", async () => {
+    const server = createServer();
+    const lp = createLpServer();
+    for (const url of ["unix://x.sock", "unix://run/x.sock", "unix:", "lp+unix://x.sock", "lp+unix://run/x.sock"]) {
+      const unsupported = (e: unknown) => {
+        assert.ok(e instanceof PointSubError && e.code === "ERR_UNSUPPORTED_URL", `${url}: ${String(e)}`);
+        assert.match(e.message, /names no socket path/);
+        return true;
+      };
+      await assert.rejects((url.startsWith("lp+") ? lp : server).listen(url), unsupported);
+      await assert.rejects(connect(url, { connectTimeoutMs: 5000 }), unsupported);
+    }
+    await server.close();
+    await lp.close();
+    // unix:/path and unix://localhost/path name the path.
+    const path = join(dir, "forms.sock");
+    const s = createServer();
+    const [url] = await s.listen(`unix:${path}`);
+    assert.equal(url, `unix://${path}`);
+    const conn = await connect(`unix://localhost${path}`);
+    await conn.close();
+    await s.close();
   });
 });
