@@ -19,7 +19,7 @@ import type {
   TransportListener,
   TransportListenOptions,
 } from "../transport/transport.ts";
-import { bind, socketPath, whenConnected } from "./net-adapter.ts";
+import { bind, pathUrl, socketPath, whenConnected } from "./net-adapter.ts";
 import { readerForAccepted, SocketReader } from "./socket-reader.ts";
 import { hostUrl, SocketTransport, urlHost } from "./socket-transport.ts";
 
@@ -70,7 +70,10 @@ class LpSocketTransport extends SocketTransport implements ReleasingWrite {
 type Scheme = "lp+tcp" | "lp+unix";
 
 function wrap(scheme: Scheme, socket: net.Socket, path: string, reader: SocketReader | undefined): Transport {
-  if (scheme === "lp+unix") return new LpSocketTransport(socket, `lp+unix://${path}`, `lp+unix://${path}`, reader);
+  if (scheme === "lp+unix") {
+    const url = pathUrl("lp+unix", path);
+    return new LpSocketTransport(socket, url, url, reader);
+  }
   return new LpSocketTransport(
     socket,
     hostUrl("lp+tcp", socket.localAddress, socket.localPort),
@@ -112,7 +115,8 @@ async function listenSocket(
   await bind(server, url, scheme === "lp+unix" ? undefined : tcpPort(url));
   const addr = server.address();
   return {
-    url: typeof addr === "object" && addr !== null ? hostUrl("lp+tcp", addr.address, addr.port) : `lp+unix://${path}`,
+    url:
+      typeof addr === "object" && addr !== null ? hostUrl("lp+tcp", addr.address, addr.port) : pathUrl("lp+unix", path),
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }

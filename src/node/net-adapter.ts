@@ -92,17 +92,30 @@ function socketUrl(scheme: Scheme, address: TransportAddress): URL {
  * The socket path of a `unix://` (or `lp+unix://`) URL: an absolute path
  * after `//` (`unix:///path/to.sock`, or `unix:/path/to.sock`), with no host
  * but `localhost`. `unix://run/x.sock` would otherwise bind `/x.sock` and
- * `unix://x.sock` an empty path: ERR_UNSUPPORTED_URL.
+ * `unix://x.sock` an empty path: ERR_UNSUPPORTED_URL. The URL's
+ * percent-escapes are decoded (`unix:///tmp/my sock` is the file
+ * `/tmp/my sock`, whose URL path reads `/tmp/my%20sock`).
  */
 export function socketPath(url: URL): string {
-  const path = url.pathname;
+  let path = url.pathname;
   if ((url.hostname !== "" && url.hostname !== "localhost") || path === "" || path === "/") {
     throw new PointSubError(
       "ERR_UNSUPPORTED_URL",
       `${url.href} names no socket path: write an absolute path after three slashes, e.g. ${url.protocol}///run/app.sock`,
     );
   }
+  try {
+    path = decodeURIComponent(path);
+  } catch (cause) {
+    throw new PointSubError("ERR_UNSUPPORTED_URL", `${url.href}: a malformed %-escape in the socket path`, { cause });
+  }
+  if (path.includes("\0")) throw new PointSubError("ERR_UNSUPPORTED_URL", `${url.href}: a NUL byte in the socket path`);
   return path;
+}
+
+/** The URL of a socket `path` (`scheme://` + the path, escaped so that {@link socketPath} reads `path` back). */
+export function pathUrl(scheme: string, path: string): string {
+  return `${scheme}://${encodeURI(path).replaceAll("?", "%3F").replaceAll("#", "%23")}`;
 }
 
 /** node:tls is loaded on first use: loading it costs a process ~7 MB of RSS. */
@@ -118,7 +131,10 @@ async function loadTls(): Promise<typeof Tls> {
  * accepted connection); otherwise asked of the socket.
  */
 function wrap(socket: net.Socket, scheme: Scheme, path?: string, reader?: SocketReader, localUrl?: string): Transport {
-  if (scheme === "unix") return new SocketTransport(socket, `unix://${path}`, `unix://${path}`, reader);
+  if (scheme === "unix") {
+    const url = pathUrl("unix", path ?? "");
+    return new SocketTransport(socket, url, url, reader);
+  }
   const t = new SocketTransport(
     socket,
     localUrl ?? hostUrl(scheme, socket.localAddress, socket.localPort),
@@ -427,7 +443,8 @@ async function listenSocket(
   }
   await bind(server, url, scheme === "unix" ? undefined : port(url), options.reusePort === true);
   const addr = server.address();
-  const bound = typeof addr === "object" && addr !== null ? hostUrl(scheme, addr.address, addr.port) : `unix://${path}`;
+  const bound =
+    typeof addr === "object" && addr !== null ? hostUrl(scheme, addr.address, addr.port) : pathUrl("unix", path ?? "");
   if (typeof addr === "object" && addr !== null && !isWildcard(addr.address)) fixedLocal = bound;
   return {
     url: bound,

@@ -4,7 +4,8 @@
  * (a regular file, a directory) is not pointsub's to remove.
  */
 import assert from "node:assert/strict";
-import { lstatSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { connect as netConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -75,5 +76,34 @@ describe("unix:// URLs without an absolute path", () => {
     const conn = await connect(`unix://localhost${path}`);
     await conn.close();
     await s.close();
+  });
+});
+
+describe("unix:// paths with characters a URL escapes", () => {
+  it("unix:///…/my sock é.sock binds that file (not my%20sock%20%C3%A9.sock); the listen URL leads back to it", async () => {
+    const name = "my sock é.sock";
+    const path = join(dir, name);
+    const server = createServer();
+    server.handle("/echo", (req) => req.data);
+    const [url] = await server.listen(`unix://${path}`);
+    assert.ok(readdirSync(dir).includes(name), `files: ${readdirSync(dir).join(", ")}`);
+    assert.ok(lstatSync(path).isSocket());
+    // A peer that is not pointsub finds it by the path.
+    await new Promise<void>((resolve, reject) => {
+      const s = netConnect({ path }, () => {
+        s.destroy();
+        resolve();
+      });
+      s.once("error", reject);
+    });
+    const conn = await connect(url);
+    assert.equal(new TextDecoder().decode(await conn.request("/echo", "hi")), "hi");
+    assert.equal(conn.remoteUrl, url);
+    await conn.close();
+    await server.close();
+    await assert.rejects(
+      createServer().listen("unix:///tmp/%E0%A4%A.sock"),
+      (e: PointSubError) => e.code === "ERR_UNSUPPORTED_URL",
+    );
   });
 });
