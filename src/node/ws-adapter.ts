@@ -762,6 +762,14 @@ function refuse(socket: net.Socket, status: number, text: string): void {
   socket.destroy();
 }
 
+/**
+ * The paths pointsub listeners serve on each http server they listen with
+ * (several may share one `ws.httpServer`): a path is one listener's, and an
+ * upgrade request to a path none serves is answered 404 when only pointsub
+ * listens for upgrades there.
+ */
+const servedPaths = new WeakMap<Http.Server | Https.Server, Set<string>>();
+
 /** The path of a request target (`/pointsub?x=1` → `/pointsub`). */
 function requestPath(target: string | undefined): string {
   const t = target ?? "/";
@@ -914,8 +922,12 @@ async function listenWs(
   };
   const onUpgrade = (req: Http.IncomingMessage, socket: net.Socket, head: Buffer) => {
     if (server !== undefined && requestPath(req.url) !== path) {
-      // Another listener of the shared server may serve that path.
-      if (server.listenerCount("upgrade") === 1) refuse(socket, 404, "Not Found");
+      // Another listener of the shared server may serve that path: else, when no upgrade listener
+      // but pointsub's is there, nobody will answer it.
+      const served = servedPaths.get(server);
+      if (served?.has(requestPath(req.url)) !== true && server.listenerCount("upgrade") === (served?.size ?? 1)) {
+        if (!socket.destroyed) refuse(socket, 404, "Not Found");
+      }
       return;
     }
     const raw = rawOf(socket);
@@ -981,14 +993,22 @@ async function listenWs(
   }
   if (server === undefined) throw new PointSubError("ERR_INVALID_ARGUMENT", "no http server to listen with");
   const web = server;
+  let served = servedPaths.get(web);
+  if (served === undefined) {
+    served = new Set();
+    servedPaths.set(web, served);
+  }
+  const paths = served;
+  paths.add(path);
   web.on("upgrade", onUpgrade);
   if (shared === undefined) {
     web.prependListener("connection", onConnection);
     web.on("request", onRequest);
     await new Promise<void>((resolve, reject) => {
-      web.once("error", (err) =>
-        reject(new PointSubError("ERR_CONNECT", `cannot listen on ${url.href}: ${err.message}`, { cause: err })),
-      );
+      web.once("error", (err) => {
+        paths.delete(path);
+        reject(new PointSubError("ERR_CONNECT", `cannot listen on ${url.href}: ${err.message}`, { cause: err }));
+      });
       web.listen({ host: urlHost(url), port: url.port === "" ? (secure ? 443 : 80) : Number(url.port) }, resolve);
     });
     web.on("error", () => {});
@@ -1005,6 +1025,7 @@ async function listenWs(
     close: () =>
       new Promise<void>((resolve) => {
         web.off("upgrade", onUpgrade);
+        paths.delete(path);
         for (const socket of [...pending.keys()]) {
           leave(socket);
           socket.destroy();
