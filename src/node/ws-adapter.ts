@@ -994,6 +994,12 @@ async function listenWs(
   if (server === undefined) throw new PointSubError("ERR_INVALID_ARGUMENT", "no http server to listen with");
   const web = server;
   let served = servedPaths.get(web);
+  if (served?.has(path) === true) {
+    throw new PointSubError(
+      "ERR_CONNECT",
+      `cannot listen on ${url.href}: another listener of that http server serves ${path}`,
+    );
+  }
   if (served === undefined) {
     served = new Set();
     servedPaths.set(web, served);

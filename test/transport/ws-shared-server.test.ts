@@ -55,4 +55,33 @@ describe("pointsub ws:// listeners sharing one http server", () => {
       await close();
     }
   });
+
+  it("a second listener on a path already served there is ERR_CONNECT; the first keeps serving it", async () => {
+    const { web, port, close } = await webServer();
+    const a = createServer({ ws: { httpServer: web } });
+    a.handle("/who", () => "a");
+    const b = createServer({ ws: { httpServer: web } });
+    b.handle("/who", () => "b");
+    await a.listen(`ws://127.0.0.1:${port}/p`);
+    try {
+      await assert.rejects(b.listen(`ws://127.0.0.1:${port}/p`), (err: PointSubError) => {
+        assert.equal(err.code, "ERR_CONNECT");
+        assert.match(err.message, /serves \/p/);
+        return true;
+      });
+      const conn = await connect(`ws://127.0.0.1:${port}/p`, { connectTimeoutMs: 10_000 });
+      assert.equal(text(await conn.request("/who", "")), "a");
+      await conn.close();
+      // Once the first closed, the path is free again.
+      await a.close();
+      await b.listen(`ws://127.0.0.1:${port}/p`);
+      const again = await connect(`ws://127.0.0.1:${port}/p`, { connectTimeoutMs: 10_000 });
+      assert.equal(text(await again.request("/who", "")), "b");
+      await again.close();
+    } finally {
+      await a.close();
+      await b.close();
+      await close();
+    }
+  });
 });
