@@ -312,9 +312,9 @@ export class Connection extends Emitter<ConnectionEvents> {
     // A server's connection gets its input, and keeps the rest of the server's deadline, in `start`.
     if (accepted !== undefined) return;
     // Up to 10 % later at random: thousands of connections accepted in one
-    // burst do not all time out in the same tick.
-    const ht = this.shared.handshakeMs;
-    this.armHandshakeTimer(ht + Math.floor(Math.random() * ht * 0.1));
+    // burst do not all time out in the same tick. At most 2e9 ms (~23 days):
+    // over 2^31 - 1 a timer fires at once.
+    this.armHandshakeTimer(Math.min(this.shared.handshakeMs * (1 + Math.random() / 10), 2e9));
   }
 
   /**

@@ -2,6 +2,7 @@ import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import { PointSubError } from "../errors/error.ts";
 import type { PeerCertificate, Transport, TransportHandlers } from "../transport/transport.ts";
+import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 import type { SocketReader } from "./socket-reader.ts";
 import { tlsError } from "./tls-errors.ts";
 
@@ -397,6 +398,7 @@ export function connectDeadline(
   return setTimeout(
     () =>
       fail(new PointSubError("ERR_TIMEOUT", `connect to ${url.href} timed out after ${ms} ms`, { phase: "connect" })),
-    ms,
+    // A longer delay fires at once (~24.8 days at most: a deadline that long never comes).
+    Math.min(ms, MAX_TIMER_MS),
   );
 }

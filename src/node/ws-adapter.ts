@@ -29,6 +29,7 @@ import {
   wsCloseError,
   wsUrl,
 } from "../transport/ws-mapping.ts";
+import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 import type { TlsOptions } from "./net-adapter.ts";
 import { connectDeadline, hostUrl, peerCertificateOf, urlHost } from "./socket-transport.ts";
 import { tlsError } from "./tls-errors.ts";
@@ -628,7 +629,8 @@ async function connectWs(url: URL, options: TransportConnectOptions & WsTranspor
         // Pings are answered by this side (onPing): once per turn.
         autoPong: false,
         maxPayload: WS_MAX_MESSAGE,
-        handshakeTimeout: options.connectTimeoutMs,
+        handshakeTimeout:
+          options.connectTimeoutMs === undefined ? undefined : Math.min(options.connectTimeoutMs, MAX_TIMER_MS),
         headers: options.ws?.headers,
         ca: o.ca as Tls.ConnectionOptions["ca"],
         cert: o.cert as Tls.ConnectionOptions["cert"],
