@@ -20,6 +20,8 @@ import { Libp2pStreamTransport } from "./stream-transport.ts";
 export const PROTOCOL_ID = "/pointsub/1";
 
 const MiB = 1024 * 1024;
+/** The longest delay a timer takes (2^31 - 1 ms): a longer one fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** Options of the libp2p transport, read from `connect`'s and `createServer`'s options. */
 export interface Libp2pTransportOptions {
@@ -124,7 +126,8 @@ function dialSignal(options: ConnectOptions): AbortSignal | undefined {
   const signals: AbortSignal[] = [];
   if (options.signal !== undefined) signals.push(options.signal);
   const ms = options.connectTimeoutMs;
-  if (ms !== undefined && ms > 0) signals.push(AbortSignal.timeout(ms));
+  // A longer timer fires at once (and AbortSignal.timeout throws a RangeError over 2^32 - 1 ms).
+  if (ms !== undefined && ms > 0) signals.push(AbortSignal.timeout(Math.min(ms, MAX_TIMER_MS)));
   return signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals);
 }
 
@@ -183,10 +186,11 @@ export function libp2pTransport(): TransportAdapter<Libp2pTransportOptions> {
 
     async connect(address, options) {
       const to = target(address);
+      // Before the node is acquired: nothing may throw between acquire and the try below (the node would run on).
+      const signal = dialSignal(options);
       const given = options.libp2p;
       const node = given ?? (await dialer.acquire());
       const release = given === undefined ? () => dialer.release() : undefined;
-      const signal = dialSignal(options);
       try {
         const connection = await node.dial(to, { signal });
         const stream = await connection.newStream(PROTOCOL_ID, { signal });
