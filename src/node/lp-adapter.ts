@@ -21,7 +21,7 @@ import type {
 } from "../transport/transport.ts";
 import { bind, pathUrl, socketPath, whenConnected } from "./net-adapter.ts";
 import { readerForAccepted, SocketReader } from "./socket-reader.ts";
-import { hostUrl, SocketTransport, urlHost } from "./socket-transport.ts";
+import { checkSignal, hostUrl, SocketTransport, urlHost } from "./socket-transport.ts";
 
 function lpUrl(scheme: "lp+tcp" | "lp+unix", address: TransportAddress, options: LpTransportOptions): URL {
   if (options[LP_FRAMING] !== true) {
@@ -87,6 +87,7 @@ function connectSocket(
   url: URL,
   options: TransportConnectOptions & LpTransportOptions,
 ): Promise<Transport> {
+  checkSignal(options);
   return new Promise((resolve, reject) => {
     const reader = new SocketReader();
     const onread = reader.onread;

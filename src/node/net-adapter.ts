@@ -11,7 +11,7 @@ import type {
   TransportListenOptions,
 } from "../transport/transport.ts";
 import { readerForAccepted, SocketReader } from "./socket-reader.ts";
-import { connectDeadline, hostUrl, SocketTransport, urlHost } from "./socket-transport.ts";
+import { checkSignal, connectDeadline, hostUrl, SocketTransport, urlHost } from "./socket-transport.ts";
 import { tlsError } from "./tls-errors.ts";
 import type { WsTransportOptions } from "./ws-adapter.ts";
 
@@ -176,6 +176,7 @@ function connectSocket(
   /** node:tls, for the tls scheme (loaded on first use). */
   tls: typeof Tls | undefined,
 ): Promise<Transport> {
+  checkSignal(options);
   return new Promise((resolve, reject) => {
     let socket: net.Socket;
     const event = scheme === "tls" ? "secureConnect" : "connect";

@@ -31,7 +31,7 @@ import {
 } from "../transport/ws-mapping.ts";
 import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 import type { TlsOptions } from "./net-adapter.ts";
-import { connectDeadline, hostUrl, peerCertificateOf, urlHost } from "./socket-transport.ts";
+import { checkSignal, connectDeadline, hostUrl, peerCertificateOf, urlHost } from "./socket-transport.ts";
 import { tlsError } from "./tls-errors.ts";
 import { MaskedFrameWriter } from "./ws-client-frames.ts";
 import { RawServerWs, type WsFrameOwner } from "./ws-server-socket.ts";
@@ -610,6 +610,7 @@ function scheme(url: URL): "ws" | "wss" {
 }
 
 async function connectWs(url: URL, options: TransportConnectOptions & WsTransportOptions): Promise<Transport> {
+  checkSignal(options);
   const window = inFlightBound(options.ws);
   const { WebSocket } = await loadWs();
   // ws loads it too: the masking keys of the messages this client frames itself.

@@ -123,6 +123,12 @@ function wrap(
 
 /** The signal for a dial: the caller's, and the connect timeout. */
 function dialSignal(options: ConnectOptions): AbortSignal | undefined {
+  if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) {
+    throw new PointSubError(
+      "ERR_INVALID_ARGUMENT",
+      "signal must be an AbortSignal (an AbortController's is its .signal)",
+    );
+  }
   const signals: AbortSignal[] = [];
   if (options.signal !== undefined) signals.push(options.signal);
   const ms = options.connectTimeoutMs;
