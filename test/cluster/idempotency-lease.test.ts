@@ -16,39 +16,52 @@ import { type EngineServer, startEngine } from "./engines.ts";
 
 const utf8 = new TextDecoder();
 
+/**
+ * Two nodes `a` and `b` on a `kind` engine started for the suite (before/after hooks), each serving `route`
+ * with a handler that counts its runs and answers `ran on <node>` after `handlerMs`; a connection to each.
+ */
+function twoNodes(
+  kind: "redis" | "nats",
+  cluster: { name: string; idempotencyTtlMs?: number },
+  idempotency: { waitMs?: number; leaseMs?: number },
+  route: string,
+  handlerMs: number,
+): { runs: number; conns: Connection[] } {
+  let engine: EngineServer | undefined;
+  const clusters: Cluster[] = [];
+  const servers: Server[] = [];
+  const state = { runs: 0, conns: [] as Connection[] };
+  before(async () => {
+    engine = await startEngine(kind);
+    const url = engine.url;
+    for (const id of ["a", "b"]) {
+      const o = { ...cluster, nodeId: id, heartbeatMs: 200 };
+      const c = kind === "redis" ? redisCluster({ ...o, url }) : natsCluster({ ...o, servers: url });
+      const server = createServer({ cluster: c, idempotency });
+      server.handle(route, async () => {
+        state.runs++;
+        await sleep(handlerMs);
+        return `ran on ${id}`;
+      });
+      await server.listen("tcp://127.0.0.1:0");
+      clusters.push(c);
+      servers.push(server);
+    }
+    await until(() => clusters.every((c) => c.nodes().length === 2), 5000);
+    for (const s of servers) state.conns.push(await connect(s.urls[0]));
+  });
+  after(async () => {
+    await Promise.all(state.conns.map((c) => c.close({ timeoutMs: 100 })));
+    await Promise.all(servers.map((s) => s.close({ timeoutMs: 100 })));
+    await engine?.stop();
+  });
+  return state;
+}
+
 for (const kind of ["redis", "nats"] as const) {
   describe(`cluster idempotency lease on ${kind}`, { timeout: 60_000 }, () => {
-    let engine: EngineServer;
-    const clusters: Cluster[] = [];
-    const servers: Server[] = [];
-    const conns: Connection[] = [];
-    let runs = 0;
-
-    before(async () => {
-      engine = await startEngine(kind);
-      for (const id of ["a", "b"]) {
-        const o = { nodeId: id, name: "lease", heartbeatMs: 200, idempotencyTtlMs: 1000 };
-        const cluster =
-          kind === "redis" ? redisCluster({ ...o, url: engine.url }) : natsCluster({ ...o, servers: engine.url });
-        const server = createServer({ cluster, idempotency: { waitMs: 10_000 } });
-        server.handle("/slow", async () => {
-          runs++;
-          await sleep(3000);
-          return `ran on ${id}`;
-        });
-        await server.listen("tcp://127.0.0.1:0");
-        clusters.push(cluster);
-        servers.push(server);
-      }
-      await until(() => clusters.every((c) => c.nodes().length === 2), 5000);
-      for (const s of servers) conns.push(await connect(s.urls[0]));
-    });
-
-    after(async () => {
-      await Promise.all(conns.map((c) => c.close({ timeoutMs: 100 })));
-      await Promise.all(servers.map((s) => s.close({ timeoutMs: 100 })));
-      await engine?.stop();
-    });
+    const n = twoNodes(kind, { name: "lease", idempotencyTtlMs: 1000 }, { waitMs: 10_000 }, "/slow", 3000);
+    const conns = n.conns;
 
     it("a handler running past idempotencyTtlMs (within its lease) runs once: a retry on another node gets its answer", async () => {
       const key = new TextEncoder().encode(`k-${kind}`);
@@ -56,12 +69,12 @@ for (const kind of ["redis", "nats"] as const) {
       await sleep(1800); // past the 1 s idempotencyTtlMs, well within the lease
       const retry = conns[1].request("/slow", "x", { idempotencyKey: key });
       const answers = (await Promise.all([first, retry])).map((d) => utf8.decode(d));
-      assert.equal(runs, 1, `the handler ran ${runs} times (answers: ${answers.join(", ")})`);
+      assert.equal(n.runs, 1, `the handler ran ${n.runs} times (answers: ${answers.join(", ")})`);
       assert.deepEqual(answers, ["ran on a", "ran on a"]);
       // Done, the claim is no longer written again: the answer ages out after idempotencyTtlMs and the key runs anew.
       await sleep(1500);
       assert.equal(utf8.decode(await conns[1].request("/slow", "x", { idempotencyKey: key })), "ran on b");
-      assert.equal(runs, 2);
+      assert.equal(n.runs, 2);
     });
   });
 
@@ -69,45 +82,16 @@ for (const kind of ["redis", "nats"] as const) {
     // The middleware takes Infinity (a claim held until its handler ends), and the memory store keeps it so;
     // Redis refused its PX (every keyed request failed, retryable: ERR value is not an integer or out of
     // range), and NATS stored its end as null: the claim read as nothing and a duplicate ran the handler again.
-    let engine: EngineServer;
-    const clusters: Cluster[] = [];
-    const servers: Server[] = [];
-    const conns: Connection[] = [];
-    let runs = 0;
-
-    before(async () => {
-      engine = await startEngine(kind);
-      for (const id of ["a", "b"]) {
-        const o = { nodeId: id, name: "forever", heartbeatMs: 200 };
-        const cluster =
-          kind === "redis" ? redisCluster({ ...o, url: engine.url }) : natsCluster({ ...o, servers: engine.url });
-        const server = createServer({ cluster, idempotency: { leaseMs: Number.POSITIVE_INFINITY } });
-        server.handle("/once", async () => {
-          runs++;
-          await sleep(500);
-          return `ran on ${id}`;
-        });
-        await server.listen("tcp://127.0.0.1:0");
-        clusters.push(cluster);
-        servers.push(server);
-      }
-      await until(() => clusters.every((c) => c.nodes().length === 2), 5000);
-      for (const s of servers) conns.push(await connect(s.urls[0]));
-    });
-
-    after(async () => {
-      await Promise.all(conns.map((c) => c.close({ timeoutMs: 100 })));
-      await Promise.all(servers.map((s) => s.close({ timeoutMs: 100 })));
-      await engine?.stop();
-    });
+    const n = twoNodes(kind, { name: "forever" }, { leaseMs: Number.POSITIVE_INFINITY }, "/once", 500);
+    const conns = n.conns;
 
     it("a keyed request runs its handler once; a duplicate on another node meanwhile gets its answer", async () => {
       const key = `forever-${kind}`;
       const first = conns[0].request("/once", "x", { idempotencyKey: key });
-      await until(() => runs === 1, 5000);
+      await until(() => n.runs === 1, 5000);
       const retry = conns[1].request("/once", "x", { idempotencyKey: key });
       const answers = (await Promise.all([first, retry])).map((d) => utf8.decode(d));
-      assert.equal(runs, 1, `the handler ran ${runs} times (answers: ${answers.join(", ")})`);
+      assert.equal(n.runs, 1, `the handler ran ${n.runs} times (answers: ${answers.join(", ")})`);
       assert.deepEqual(answers, ["ran on a", "ran on a"]);
     });
   });

@@ -7,36 +7,11 @@
  * long as its process lived), with its will and its heartbeat timer.
  */
 import assert from "node:assert/strict";
-import { EventEmitter } from "node:events";
 import { describe, it } from "node:test";
-import { Cluster, type IpcChannel, IpcRelay, ipcEngine } from "../../src/cluster/index.ts";
+import { Cluster, IpcRelay, ipcEngine } from "../../src/cluster/index.ts";
 import { createServer, type PointSubError } from "../../src/index.ts";
 import { sleep } from "../helpers/wait.ts";
-
-/** A worker's end of an in-memory IPC channel to `relay`; `received()`: messages the relay sent it. */
-function channel(relay: IpcRelay): { channel: IpcChannel; received: () => number } {
-  const ee = new EventEmitter();
-  let received = 0;
-  const peer = {
-    send: (m: unknown) => {
-      received++;
-      queueMicrotask(() => ee.emit("message", structuredClone(m)));
-    },
-  };
-  const ch = {
-    connected: true,
-    send(m: unknown, _h?: undefined, _o?: undefined, cb?: (err: Error | null) => void) {
-      queueMicrotask(() => {
-        relay.receive(peer, structuredClone(m));
-        cb?.(null);
-      });
-      return true;
-    },
-    on: (ev: string, l: (...a: unknown[]) => void) => ee.on(ev, l),
-    off: (ev: string, l: (...a: unknown[]) => void) => ee.off(ev, l),
-  } as IpcChannel;
-  return { channel: ch, received: () => received };
-}
+import { memoryChannel as channel } from "./ipc-channel.ts";
 
 describe("a server closed while its first listen joins the cluster", () => {
   it("leaves nothing subscribed: the bus sends it nothing after; its listen rejects ERR_GOING_AWAY", async () => {

@@ -10,7 +10,6 @@
  * principal has its own allowance.
  */
 import assert from "node:assert/strict";
-import { EventEmitter } from "node:events";
 import { describe, it } from "node:test";
 import {
   Cluster,
@@ -25,24 +24,10 @@ import {
 import { connect, createServer, type PointSubError, type Server } from "../../src/index.ts";
 import { sleep } from "../helpers/wait.ts";
 import { startEngine } from "./engines.ts";
+import { memoryChannel } from "./ipc-channel.ts";
 
 /** A worker's end of an in-memory IPC channel to `relay`. */
-function channel(relay: IpcRelay): IpcChannel {
-  const ee = new EventEmitter();
-  const peer = { send: (m: unknown) => queueMicrotask(() => ee.emit("message", structuredClone(m))) };
-  return {
-    connected: true,
-    send(m: unknown, _h?: undefined, _o?: undefined, cb?: (err: Error | null) => void) {
-      queueMicrotask(() => {
-        relay.receive(peer, structuredClone(m));
-        cb?.(null);
-      });
-      return true;
-    },
-    on: (ev: string, l: (...a: unknown[]) => void) => ee.on(ev, l),
-    off: (ev: string, l: (...a: unknown[]) => void) => ee.off(ev, l),
-  } as IpcChannel;
-}
+const channel = (relay: IpcRelay): IpcChannel => memoryChannel(relay).channel;
 
 async function twoNodes(
   perSecond: number,
