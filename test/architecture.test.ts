@@ -61,7 +61,7 @@ const MAY_IMPORT: Record<Layer, readonly Layer[]> = {
   lp: ["client", "connection", "errors", "runtime", "transport", "util"],
   web: ["client", "codec", "connection", "errors", "runtime", "transport", "util"],
   node: ["client", "codec", "connection", "errors", "lp", "runtime", "stream", "transport", "util"],
-  cluster: ["connection", "errors", "router", "server"],
+  cluster: ["connection", "errors", "router", "server", "util"],
   index: [
     "client",
     "codec",

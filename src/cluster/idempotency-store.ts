@@ -19,6 +19,7 @@ import {
   positive,
   scopeOfKey,
 } from "../router/idempotency.ts";
+import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 import { isErrorCode } from "./codes.ts";
 import type { ClusterEngine } from "./engine.ts";
 
@@ -123,9 +124,6 @@ export interface EngineIdempotencyStore extends IdempotencyStore {
 const KEPT_OVERHEAD = 128;
 /** Deletes that failed tried again per answer kept (each a read and a delete in the engine). */
 const RETRY_PER_KEEP = 8;
-
-/** The longest delay a timer takes (2^31 − 1 ms); a longer one fires at once. */
-const MAX_TIMER_MS = 2_147_483_647;
 
 /** The longest lease a claim is written with (100 years): a longer one, Infinity included, is this. */
 const MAX_LEASE_MS = 100 * 365.25 * 24 * 3600 * 1000;

@@ -17,6 +17,7 @@ import { PointSubError } from "../errors/error.ts";
 import { positive as positiveInteger } from "../router/idempotency.ts";
 import type { BroadcastResult } from "../server/broadcast.ts";
 import type { ClusterLocal, ClusterMembership, ClusterSessionInfo, ServerBroadcastOptions } from "../server/server.ts";
+import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 import { isErrorCode } from "./codes.ts";
 import type { ClusterEngine } from "./engine.ts";
 import { type EngineIdempotencyStore, engineIdempotencyStore } from "./idempotency-store.ts";
@@ -253,9 +254,6 @@ function positive(name: string, v: number | undefined, fallback: number): number
  * nanoseconds (an int64), Redis's PX in ms from now: 1e300 was refused by both.
  */
 export const MAX_TTL_MS = 100 * 365.25 * 24 * 3600 * 1000;
-
-/** The longest delay a timer takes (2^31 − 1 ms). */
-const MAX_TIMER_MS = 2_147_483_647;
 
 /**
  * A period or timeout a timer waits: at most a timer's range (24.8 days). Past it Node fires the timer at

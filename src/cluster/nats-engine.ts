@@ -10,6 +10,7 @@
 import { createHash } from "node:crypto";
 import type { JetStreamManager, KV, NatsConnection } from "nats";
 import { PointSubError } from "../errors/error.ts";
+import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 import type { ClusterEngine, KvEntry } from "./engine.ts";
 
 /** Options of the NATS engine. */
@@ -287,9 +288,6 @@ class NatsEngine implements ClusterEngine {
     clearTimeout(timer);
   }
 }
-
-/** The longest delay a timer takes (2^31 − 1 ms); a longer one fires at once. */
-const MAX_TIMER_MS = 2_147_483_647;
 
 /** How long {@link NatsEngine.close} waits for the connection to close, in ms. */
 const CLOSE_GRACE_MS = 500;

@@ -13,6 +13,7 @@
  * to the old connection may still run when a frozen Redis resumes.
  */
 import { PointSubError } from "../errors/error.ts";
+import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 import type { ClusterEngine, KvEntry } from "./engine.ts";
 
 /** The part of node-redis's client this engine uses. */
@@ -72,7 +73,7 @@ class RedisEngine implements ClusterEngine {
       throw new PointSubError("ERR_INVALID_ARGUMENT", `maxReconnectDelayMs must be a number ≥ 1, not ${String(max)}`);
     }
     // A timer's range at most (a longer delay fires at once).
-    this.o = { ...o, maxReconnectDelayMs: max === undefined ? undefined : Math.min(max, 2_147_483_647) };
+    this.o = { ...o, maxReconnectDelayMs: max === undefined ? undefined : Math.min(max, MAX_TIMER_MS) };
   }
 
   private get cmd(): RedisClient {

@@ -24,6 +24,7 @@ import nodeCluster, { type Worker } from "node:cluster";
 import { availableParallelism } from "node:os";
 import { EventEmitter } from "eventemitter3";
 import { PointSubError } from "../errors/error.ts";
+import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 import { ipcEngine } from "./ipc-engine.ts";
 import { IpcRelay } from "./ipc-relay.ts";
 import { isTagged, SERIALIZATION_ENV, TAG } from "./ipc-wire.ts";
@@ -104,9 +105,6 @@ interface Entry {
   /** It said it is ready (its server listens: on `info.urls`, which may be none). */
   ready: boolean;
 }
-
-/** The longest delay a timer takes (2^31 − 1 ms); a longer one fires at once. */
-const MAX_TIMER_MS = 2_147_483_647;
 
 /** prom-client's `AggregatorRegistry` answers (`{ type: "prom-client:…" }`): not the application's. */
 function isPromClientMessage(m: unknown): boolean {
