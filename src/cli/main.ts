@@ -303,9 +303,10 @@ async function parse(argv: readonly string[]): Promise<number> {
     return typeof process.exitCode === "number" ? process.exitCode : 0;
   } catch (err) {
     if (err instanceof CommanderError) {
-      // Help and version were printed by commander; `pointsub` without a command printed the help to stderr.
+      // Help and version were printed by commander; `pointsub` without a command printed the help to stderr,
+      // a usage error like the others (exit 2; commander's own code is 1, that of a failed command).
       if (err.code === "commander.helpDisplayed" || err.code === "commander.version" || err.code === "commander.help") {
-        return err.exitCode;
+        return err.exitCode === 0 ? 0 : 2;
       }
       const message = err.message.replace(/^error: /, "");
       printError(new PointSubError("ERR_INVALID_ARGUMENT", message), outputMode(wantsJson(argv), process.stderr));

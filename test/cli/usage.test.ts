@@ -198,4 +198,17 @@ describe("CLI usage errors", () => {
     assert.match(serveHelp.stdout, /-l, --listen <url>/);
     assert.doesNotMatch(serveHelp.stdout, /default: \[\]/);
   });
+
+  it("no command is a usage error (exit 2, the help on stderr); `help` and `help <command>` exit 0 on stdout", async () => {
+    // Before: `pointsub` alone exited 1, the code of a failed command, where every other usage error exits 2.
+    const [none, help, helpSend] = await runMany([[], ["help"], ["help", "send"]]);
+    assert.equal(none.code, 2);
+    assert.equal(none.stdout, "");
+    assert.match(none.stderr, /^Usage: pointsub \[options\] \[command\]/);
+    assert.match(none.stderr, /\bserve \[options\]/);
+    assert.equal(help.code, 0);
+    assert.match(help.stdout, /^Usage: pointsub \[options\] \[command\]/);
+    assert.equal(helpSend.code, 0);
+    assert.match(helpSend.stdout, /^Usage: pointsub send \[options\] <files\.\.\.>/);
+  });
 });
