@@ -118,6 +118,15 @@ export interface EngineIdempotencyStats {
 /** The shared store, with what it holds through this node. */
 export interface EngineIdempotencyStore extends IdempotencyStore {
   stats(): EngineIdempotencyStats;
+  /**
+   * Before this node leaves the cluster: each key whose handler still runs
+   * here gets an answer, the error ERR_HANDLER `message` (the outcome is
+   * unknown), instead of a claim the other nodes take over once the node
+   * has left — where a retry ran the handler a second time while the first
+   * still ran. Resolves once written (what the engine does not take in time
+   * stays a claim of a node that left).
+   */
+  settleRunning(message: string): Promise<void>;
 }
 
 /** Bytes counted per kept answer besides its JSON and key (the engine's own bookkeeping, this node's ledger). */
@@ -200,6 +209,11 @@ class EngineStore implements EngineIdempotencyStore {
   private readonly reading = new Map<string, Promise<Read>>();
   /** Claims of this node written again while their handler runs ({@link EngineIdempotencyStoreOptions.maxAgeMs}), by key. */
   private readonly renewing = new Map<string, Held>();
+  /**
+   * This node's claims whose handler runs (key → token, with its fingerprint): at most the keyed handlers
+   * the server runs at once, each removed by its completion or failure.
+   */
+  private readonly running = new Map<string, { token: string; fingerprint: string | undefined }>();
 
   constructor(engine: ClusterEngine, o: EngineIdempotencyStoreOptions) {
     this.engine = engine;
@@ -426,12 +440,18 @@ class EngineStore implements EngineIdempotencyStore {
       f: fingerprint,
     } satisfies Stored);
     for (let attempt = 0; attempt < 5; attempt++) {
-      if (await this.engine.kvCreate(k, claim, leaseMs)) return this.hold(key, token, Date.now() + leaseMs);
-      const r = await this.read(key);
-      if (r.entry !== undefined) return r.entry;
-      if (r.revision === undefined) continue; // gone meanwhile: create again
-      // Expired, or claimed by a node that left: take it over, unless another node does first.
-      if (await this.engine.kvUpdate(k, claim, r.revision, leaseMs)) return this.hold(key, token, Date.now() + leaseMs);
+      let won = await this.engine.kvCreate(k, claim, leaseMs);
+      if (!won) {
+        const r = await this.read(key);
+        if (r.entry !== undefined) return r.entry;
+        if (r.revision === undefined) continue; // gone meanwhile: create again
+        // Expired, or claimed by a node that left: take it over, unless another node does first.
+        won = await this.engine.kvUpdate(k, claim, r.revision, leaseMs);
+      }
+      if (won) {
+        this.running.set(key, { token, fingerprint });
+        return this.hold(key, token, Date.now() + leaseMs);
+      }
     }
     throw new PointSubError("ERR_OVERLOADED", "idempotency key contended by other nodes; retry later");
   }
@@ -495,7 +515,22 @@ class EngineStore implements EngineIdempotencyStore {
     return (await this.read(key)).entry;
   }
 
+  /** This node no longer runs `token`'s handler for `key`. */
+  private ended(key: string, token: string): void {
+    if (this.running.get(key)?.token === token) this.running.delete(key);
+  }
+
+  async settleRunning(message: string): Promise<void> {
+    const outcome: IdempotencyOutcome = { ok: false, code: "ERR_HANDLER", message };
+    await Promise.all(
+      [...this.running].map(([key, { token, fingerprint }]) =>
+        this.complete(key, token, outcome, fingerprint).catch(() => {}),
+      ),
+    );
+  }
+
   async complete(key: string, token: string, outcome: IdempotencyOutcome, fingerprint?: string): Promise<void> {
+    this.ended(key, token);
     await this.release(key, token);
     const k = this.o.prefix + key;
     const ttl = this.o.ttlMs;
@@ -539,6 +574,7 @@ class EngineStore implements EngineIdempotencyStore {
     // After a rewrite under way: the claim's revision read before it was gone once it landed, and the
     // delete on that revision missed (the claim stayed, live, until the bucket aged it out: a retry
     // waited for it and failed ERR_TIMEOUT).
+    this.ended(key, token);
     await this.release(key, token);
     const r = await this.read(key);
     if (r.token === token && r.revision !== undefined) await this.engine.kvDelete(this.o.prefix + key, r.revision);

@@ -339,6 +339,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   /** Other nodes seen announcing this node's id (reported once each; at most {@link MAX_REPORTED_DUPLICATES}). */
   private readonly otherIncarnations = new Set<string>();
   private stopped = false;
+  /** Set once stop() began (it settles the keys of handlers still running before it stops). */
+  private leaving = false;
   private readonly counters: ClusterStats = {
     broadcastsSent: 0,
     broadcastsReceived: 0,
@@ -654,7 +656,16 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   }
 
   private async stop(): Promise<void> {
-    if (this.stopped) return;
+    if (this.stopped || this.leaving) return;
+    this.leaving = true;
+    // Keyed handlers still running here (past the server's close timeout): once this node has left, the other
+    // nodes take over its claims and a retry ran the handler a second time while the first still ran. Their
+    // keys get an answer instead, an error saying the outcome is unknown (within engineTimeoutMs).
+    if (this.upSince !== 0 && this.store !== undefined) {
+      const store = this.store;
+      const why = `the handler was still running on node ${this.nodeId} when it left the cluster: its outcome is unknown (it is not run again)`;
+      await this.call("the answers of handlers still running", () => store.settleRunning(why), true).catch(() => {});
+    }
     this.stopped = true;
     clearInterval(this.timer);
     clearTimeout(this.helloAnswer);
