@@ -124,9 +124,10 @@ export interface EngineIdempotencyStore extends IdempotencyStore {
    * unknown), instead of a claim the other nodes take over once the node
    * has left — where a retry ran the handler a second time while the first
    * still ran. Resolves once written (what the engine does not take in time
-   * stays a claim of a node that left).
+   * stays a claim of a node that left). Handlers that end within
+   * `graceMs` (default 0) answer for themselves.
    */
-  settleRunning(message: string): Promise<void>;
+  settleRunning(message: string, graceMs?: number): Promise<void>;
 }
 
 /** Bytes counted per kept answer besides its JSON and key (the engine's own bookkeeping, this node's ledger). */
@@ -520,7 +521,11 @@ class EngineStore implements EngineIdempotencyStore {
     if (this.running.get(key)?.token === token) this.running.delete(key);
   }
 
-  async settleRunning(message: string): Promise<void> {
+  async settleRunning(message: string, graceMs = 0): Promise<void> {
+    // Handlers aborted by the close (their session ended) get a moment to end and answer, or fail, themselves.
+    for (const until = Date.now() + graceMs; this.running.size > 0 && Date.now() < until; ) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
     const outcome: IdempotencyOutcome = { ok: false, code: "ERR_HANDLER", message };
     await Promise.all(
       [...this.running].map(([key, { token, fingerprint }]) =>

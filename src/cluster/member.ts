@@ -164,6 +164,9 @@ const SEEN_MAX = 8192;
 const INFO_PAGE = 200;
 /** Room left in a page of session infos for the bus header. */
 const INFO_HEADER_ROOM = 1024;
+/** How long a leaving node lets keyed handlers still running end by themselves before it answers their keys. */
+const SETTLE_GRACE_MS = 200;
+
 /**
  * Nodes a session list asks pages of at once: what the engine holds for the
  * asker is at most this many pages (each at most `maxBusMessageBytes`).
@@ -664,7 +667,12 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     if (this.upSince !== 0 && this.store !== undefined) {
       const store = this.store;
       const why = `the handler was still running on node ${this.nodeId} when it left the cluster: its outcome is unknown (it is not run again)`;
-      await this.call("the answers of handlers still running", () => store.settleRunning(why), true).catch(() => {});
+      // Those the close aborted get up to SETTLE_GRACE_MS to end first (a retry of a handler that stopped runs).
+      await this.call(
+        "the answers of handlers still running",
+        () => store.settleRunning(why, Math.min(SETTLE_GRACE_MS, this.engineTimeoutMs / 2)),
+        true,
+      ).catch(() => {});
     }
     this.stopped = true;
     clearInterval(this.timer);

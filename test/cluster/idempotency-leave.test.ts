@@ -41,6 +41,16 @@ for (const kind of ["redis", "nats"] as const) {
           if (id === "a") await held;
           return `ran on ${id}`;
         });
+        // One that stops soon after its signal aborts (the close ends its session).
+        server.handle("/polite", async (_req, ctx) => {
+          runs.push(`polite ${id}`);
+          if (id === "a") {
+            await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve, { once: true }));
+            await sleep(30);
+            throw ctx.signal.reason;
+          }
+          return `ran on ${id}`;
+        });
         await server.listen("tcp://127.0.0.1:0");
         clusters.push(c);
         servers.push(server);
@@ -61,7 +71,8 @@ for (const kind of ["redis", "nats"] as const) {
         () => "answered",
         (e: PointSubError) => e.code,
       );
-      await until(() => runs.length === 1, 5000);
+      const polite = conns[0].request("/polite", "x", { idempotencyKey: `${key}-polite` }).catch(() => {});
+      await until(() => runs.length === 2, 5000);
       // Node a closes with its handler still running; once it has left, node b alone knows the key.
       await servers[0].close({ timeoutMs: 100 });
       await until(() => clusters[1].nodes().length === 1, 5000);
@@ -71,14 +82,21 @@ for (const kind of ["redis", "nats"] as const) {
         assert.match(e.message, /still running on node a when it left the cluster/);
         return true;
       });
-      assert.deepEqual(runs, ["a"], "the handler ran once");
+      assert.deepEqual(runs.sort(), ["a", "polite a"], "the handler ran once");
+      await polite;
+      // A handler that stopped at its signal, within the leaving node's grace, failed its own claim: it runs again.
+      assert.equal(
+        utf8.decode(await conns[1].request("/polite", "x", { idempotencyKey: `${key}-polite` })),
+        "ran on b",
+      );
+      runs.length = 0;
       // The first attempt ending afterwards changes nothing: the key keeps the answer it has.
       release();
       await sleep(100);
       await assert.rejects(conns[1].request("/slow", "x", { idempotencyKey: key }), { code: "ERR_HANDLER" });
       // Other keys run on the node that stays.
       assert.equal(utf8.decode(await conns[1].request("/slow", "x", { idempotencyKey: `${key}-2` })), "ran on b");
-      assert.deepEqual(runs, ["a", "b"]);
+      assert.deepEqual(runs, ["b"]);
     });
   });
 }
