@@ -875,6 +875,14 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         "a filter function cannot run on other nodes: register it in the cluster's filters and pass its name (or broadcast with local: true)",
       );
     }
+    // A string on every node: another node got String(filterArg) and this one the value as given (a number
+    // 5 here, "5" there; an object "[object Object]" there).
+    if (filterArg !== undefined && typeof filterArg !== "string") {
+      throw new PointSubError(
+        "ERR_INVALID_ARGUMENT",
+        `a broadcast's filterArg must be a string, not ${typeof filterArg}`,
+      );
+    }
     const named = filter === undefined ? undefined : this.filters.get(filter);
     if (filter !== undefined && named === undefined) {
       throw new PointSubError("ERR_INVALID_ARGUMENT", `no broadcast filter named ${JSON.stringify(String(filter))}`);
@@ -885,7 +893,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       n: this.nodeId,
       i: this.msgId(),
       ...(filter === undefined ? {} : { f: filter }),
-      ...(filterArg === undefined ? {} : { a: String(filterArg) }),
+      ...(filterArg === undefined ? {} : { a: filterArg }),
       // Infinity is not JSON (it crossed as null, and the other nodes used the default mark): "inf".
       ...(options.highWaterMark === undefined
         ? {}

@@ -6,8 +6,8 @@
  * message on the bus (a retry) reaches each session once, a filter
  * function cannot cross the cluster, large payloads stay point to point,
  * and the shared idempotency store gives a key to exactly one of many
- * concurrent claims across nodes and takes over the claims of a node that
- * left.
+ * concurrent claims across nodes and answers the claims of a node that
+ * left while they ran.
  */
 import assert from "node:assert/strict";
 import { createServer as createNetServer } from "node:net";
@@ -207,6 +207,11 @@ for (const kind of ["redis", "nats"] as const) {
       const p = servers[0];
       await assert.rejects(p.broadcast("x", { filter: () => true }), { code: "ERR_INVALID_ARGUMENT" });
       await assert.rejects(p.broadcast("x", { filter: "nope" }), { code: "ERR_INVALID_ARGUMENT" });
+      // Before: this node's filter got 5, the other nodes' "5".
+      await assert.rejects(p.broadcast("x", { filter: "all", filterArg: 5 as unknown as string }), {
+        code: "ERR_INVALID_ARGUMENT",
+        message: /filterArg must be a string, not number/,
+      });
       const local = await p.broadcast("local only", { filter: () => true, local: true });
       assert.equal(local.sent + local.queued, 1);
       await p.broadcast("named", { filter: "all" });
@@ -378,7 +383,7 @@ for (const kind of ["redis", "nats"] as const) {
       }
     });
 
-    it("the shared store: one of many concurrent claims across nodes wins; a node that left loses its claims", async () => {
+    it("the shared store: one of many concurrent claims across nodes wins; a node that leaves answers the claims it still runs", async () => {
       const [sp, sq] = clusters.map((c) => c.idempotencyStore as IdempotencyStore);
       const key = `k-${kind}-${Date.now()}`;
       const claims = await Promise.all(
@@ -391,7 +396,9 @@ for (const kind of ["redis", "nats"] as const) {
       const done = await sq.get(key);
       assert.equal(done?.state, "done");
       assert.deepEqual(done?.state === "done" && done.outcome.ok ? [...done.outcome.data] : [], [7]);
-      // A third node claims a key, then leaves: its claim no longer holds once the others removed it.
+      // A third node claims a key, then leaves while the claim's handler still runs: it answers the key with
+      // ERR_HANDLER (outcome unknown) first, so no other node takes it over and runs it again (a node that
+      // crashes leaves its claims to the others: cluster.test.ts, restart.test.ts).
       const r = make("r");
       const rs = createServer({ cluster: r });
       await rs.listen("tcp://127.0.0.1:0");
@@ -402,10 +409,10 @@ for (const kind of ["redis", "nats"] as const) {
       assert.equal((await sp.begin(k2, "tp", 60_000))?.state, "running", "r's claim holds while r is a member");
       await rs.close();
       await until(() => !clusters[0].nodes().some((n) => n.id === "r"), 5000);
-      // A node trusts unknown owners' claims until it has been connected for deadAfterMs (300 ms here):
-      // before that it cannot tell a node that left from one it has not heard from yet.
       await sleep(300);
-      assert.equal(await sp.begin(k2, "tp", 60_000), undefined, "taken over");
+      const left = await sp.begin(k2, "tp", 60_000);
+      assert.equal(left?.state, "done", "answered, not taken over");
+      assert.ok(left?.state === "done" && !left.outcome.ok && left.outcome.code === "ERR_HANDLER");
     });
   });
 }
