@@ -416,10 +416,12 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     return this.store;
   }
 
-  /** The live nodes, this one included. */
+  /** The live nodes, this one included; none once this node has left (its server closed). */
   nodes(): ClusterNode[] {
     const now = Date.now();
     const out: ClusterNode[] = [];
+    // Left: what it last heard is no longer news (it listed itself and every member, their lastSeen frozen).
+    if (this.stopped) return out;
     if (this.local !== undefined) {
       out.push({
         id: this.nodeId,

@@ -408,6 +408,8 @@ for (const kind of ["redis", "nats"] as const) {
       assert.equal(await rstore.begin(k2, "tr", 60_000), undefined);
       assert.equal((await sp.begin(k2, "tp", 60_000))?.state, "running", "r's claim holds while r is a member");
       await rs.close();
+      // Before: the node that left still listed itself and the others, their lastSeen frozen.
+      assert.deepEqual(r.nodes(), []);
       await until(() => !clusters[0].nodes().some((n) => n.id === "r"), 5000);
       await sleep(300);
       const left = await sp.begin(k2, "tp", 60_000);
