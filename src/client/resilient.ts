@@ -155,24 +155,40 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
     for (const wake of [...this.rateWaits]) wake();
   }
 
-  /** Serves requests from the server on every connection this client makes. */
+  /**
+   * Serves requests from the server on every connection this client makes.
+   * Throws ERR_INVALID_ARGUMENT at once (connected or not) for an empty
+   * route or a handler that is not a function, and keeps nothing of it.
+   */
   handle(route: string, handler: Handler): this {
+    checkRoute(route);
+    checkFunction(handler, "handler");
     return this.onEach((c) => c.handle(route, handler));
   }
 
-  /** Serves streams from the server on every connection this client makes. */
+  /** Serves streams from the server on every connection this client makes (checked at once, as {@link handle}). */
   handleStream(route: string, handler: StreamHandler, options: { resume?: ResumeLookup } = {}): this {
+    checkRoute(route);
+    checkFunction(handler, "handler");
     return this.onEach((c) => c.handleStream(route, handler, options));
   }
 
-  /** Middleware for what the server sends, on every connection this client makes. */
+  /** Middleware for what the server sends, on every connection this client makes (checked at once, as {@link handle}). */
   use(mw: Middleware): this {
+    checkFunction(mw, "middleware");
     return this.onEach((c) => c.use(mw));
   }
 
+  /**
+   * Applies `apply` to the connection in use, then keeps it for every later
+   * one. Arguments are checked before (the callers): a registration that
+   * threw was kept before, and threw again inside the reconnection — an
+   * unhandled rejection, the client "reconnecting" for good with its new
+   * connection open and unused, every call timing out.
+   */
   private onEach(apply: (c: Connection) => void): this {
-    this.routes.push(apply);
     if (this.connection !== undefined) apply(this.connection);
+    this.routes.push(apply);
     return this;
   }
 
@@ -428,6 +444,18 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
 /** Whether `signal` is aborted (a call: TypeScript keeps its narrowing of `aborted` across an await). */
 function isAborted(signal: AbortSignal): boolean {
   return signal.aborted;
+}
+
+/** ERR_INVALID_ARGUMENT unless `route` is a non-empty string: a connection's check (router/check.ts, which client/ may not import). */
+function checkRoute(route: unknown): void {
+  if (typeof route !== "string" || route.length === 0) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", "route must be a non-empty string");
+  }
+}
+
+/** ERR_INVALID_ARGUMENT unless `fn` is a function (`what`: "handler", "middleware"), as a connection checks. */
+function checkFunction(fn: unknown, what: string): void {
+  if (typeof fn !== "function") throw new PointSubError("ERR_INVALID_ARGUMENT", `${what} must be a function`);
 }
 
 /** A random idempotency key (16 bytes as 32 hex characters). */

@@ -9,7 +9,14 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import { describe, it } from "node:test";
-import { connectResilient, createServer, idempotency, type PointSubError } from "../../src/index.ts";
+import {
+  connectResilient,
+  createServer,
+  type Handler,
+  idempotency,
+  type Middleware,
+  type PointSubError,
+} from "../../src/index.ts";
 import { sleep, until } from "../helpers/wait.ts";
 
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -332,6 +339,35 @@ describe("resilient client edges", () => {
       assert.ok(held.length < 1000, `${held.length} entries held`);
     } finally {
       await client.close();
+    }
+  });
+  it("a handle() refused for its arguments is not kept: the client still reconnects, and one made offline throws at once", async () => {
+    // Before: the refused registration was kept and applied again to each new connection, inside the
+    // reconnection: an unhandled rejection, and the client stayed "reconnecting" with that connection unused.
+    const serve = () => createServer().handle("/echo/1", (r) => r.data);
+    const s1 = serve();
+    const [url] = await s1.listen("tcp://127.0.0.1:0");
+    const client = await connectResilient(url, { reconnect: { initialDelayMs: 10, maxDelayMs: 50 } });
+    const s2 = serve();
+    const states: string[] = [];
+    client.on("state", (to) => states.push(to));
+    try {
+      assert.throws(() => client.handle("", (r) => r.data), { code: "ERR_INVALID_ARGUMENT" });
+      assert.throws(() => client.use(undefined as unknown as Middleware), { code: "ERR_INVALID_ARGUMENT" });
+      await s1.close();
+      await until(() => client.state === "reconnecting");
+      // Offline: checked now, not when the next connection comes (before: accepted, then thrown there).
+      assert.throws(() => client.handleStream("", async () => "x"), { code: "ERR_INVALID_ARGUMENT" });
+      assert.throws(() => client.handle("/x/1", "not a function" as unknown as Handler), {
+        code: "ERR_INVALID_ARGUMENT",
+      });
+      await s2.listen(url);
+      await until(() => client.state === "connected", 5000);
+      assert.equal(text(await client.request("/echo/1", "after", { timeoutMs: 5000 })), "after");
+      assert.deepEqual(states, ["reconnecting", "connected"]);
+    } finally {
+      await client.close();
+      await s2.close();
     }
   });
 });
