@@ -403,7 +403,9 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
 
   private armAgeTimer(): void {
     if (this.ageTimer !== undefined || this.held.length === 0) return;
-    const wait = Math.max(0, this.held[0].at + this.maxAgeMs - Date.now());
+    // At most a timer's longest delay: a longer one fired after 1 ms, and again each ms while anything was held
+    // (offline.maxAgeMs of 30 days: a busy loop and a TimeoutOverflowWarning each time). Fired early, it re-arms.
+    const wait = Math.min(MAX_TIMER_MS, Math.max(0, this.held[0].at + this.maxAgeMs - Date.now()));
     this.ageTimer = setTimeout(() => {
       this.ageTimer = undefined;
       const now = Date.now();
@@ -529,9 +531,10 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
     void this.loop(flapped);
   }
 
+  /** Waits `ms` (a backoff delay), at most a timer's longest delay: a longer one fired after 1 ms (a delay of days: at once). */
   private sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
-      const t = setTimeout(done, ms);
+      const t = setTimeout(done, Math.min(ms, MAX_TIMER_MS));
       function done() {
         clearTimeout(t);
         resolve();

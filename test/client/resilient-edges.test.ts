@@ -370,4 +370,38 @@ describe("resilient client edges", () => {
       await s2.close();
     }
   });
+  it("delays beyond a timer's longest (offline.maxAgeMs, backoff of days) are waited out, not fired at once", async () => {
+    // Before: setTimeout fired such a delay after 1 ms (TimeoutOverflowWarning): the offline queue's age
+    // timer fired every millisecond while a call was held, and a backoff delay of days was no wait at all.
+    const overflows: string[] = [];
+    const onWarning = (w: Error): void => {
+      if (w.name === "TimeoutOverflowWarning") overflows.push(w.message);
+    };
+    process.on("warning", onWarning);
+    const server = createServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const client = await connectResilient(url, {
+      offline: { maxAgeMs: 2 ** 32 },
+      reconnect: { initialDelayMs: 2 ** 40, maxDelayMs: 2 ** 40 },
+    });
+    let backoffs = 0;
+    let failed = 0;
+    client.on("backoff", () => backoffs++);
+    client.on("attemptFailed", () => failed++);
+    try {
+      await server.close();
+      // Closed within a second of opening: even the first attempt waits its backoff.
+      await until(() => backoffs >= 1);
+      const held = outcome(client.send("held for days"));
+      await sleep(100); // what a timer fired too soon would have done by now
+      assert.deepEqual(overflows, []);
+      assert.equal(failed, 0);
+      assert.equal(client.state, "reconnecting");
+      await client.close();
+      assert.equal(await held, "ERR_CONNECTION_CLOSED");
+    } finally {
+      process.off("warning", onWarning);
+      await client.close();
+    }
+  });
 });
