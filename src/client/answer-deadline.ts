@@ -76,14 +76,25 @@ export function answerWithin(t: Transfer, sent: Promise<void>, ms: number, what:
     let over = false;
     sent.then(() => {
       if (over) return;
-      timer = setTimeout(() => {
-        over = true;
-        const e = new PointSubError("ERR_TIMEOUT", `${what} within ${formatMs(ms)} of its last byte`, {
-          phase: "request",
-        });
-        t.cancel(e.message);
-        reject(e);
-      }, ms);
+      const due = Date.now() + ms;
+      // A timer takes at most 2^31 - 1 ms (a longer one fired after 1 ms: every attempt of a transfer given
+      // answerTimeoutMs 2^31 timed out at its last byte): a longer wait is armed again until it is due.
+      const arm = (): void => {
+        timer = setTimeout(
+          () => {
+            if (over) return;
+            if (Date.now() < due) return arm();
+            over = true;
+            const e = new PointSubError("ERR_TIMEOUT", `${what} within ${formatMs(ms)} of its last byte`, {
+              phase: "request",
+            });
+            t.cancel(e.message);
+            reject(e);
+          },
+          Math.min(MAX_TIMER_MS, Math.max(0, due - Date.now())),
+        );
+      };
+      arm();
     });
     t.done.then(
       (answer) => {
@@ -99,6 +110,9 @@ export function answerWithin(t: Transfer, sent: Promise<void>, ms: number, what:
     );
   });
 }
+
+/** A timer's longest delay (ms): a longer one fires at once. */
+const MAX_TIMER_MS = 0x7fffffff;
 
 /** `ms` for a message: "300 ms", "30 s", "2.5 s". */
 export function formatMs(ms: number): string {

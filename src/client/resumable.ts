@@ -111,12 +111,13 @@ export interface SendResumableOptions
    * cure (the error table's `retryable` codes: a dropped or refused
    * connection, a timeout, an overloaded or going-away peer, a corrupted
    * frame, a mismatched resume point). Any other error ends the transfer at
-   * once. Default 10.
+   * once. Default 10; a number >= 0 (Infinity: for ever), else the transfer fails with
+   * ERR_INVALID_ARGUMENT before any attempt.
    */
   retries?: number;
   /**
    * Ceiling of the delay before the first retry, doubled each time up to
-   * 5 s; each delay is random below its ceiling (full jitter). Default 200 ms.
+   * 5 s; each delay is random below its ceiling (full jitter). Default 200 ms; a finite number >= 0.
    */
   retryDelayMs?: number;
   /** Called for each attempt with the offset it starts from. */
@@ -139,7 +140,8 @@ export interface SendResumableOptions
    * its `requestTimeoutMs` plus the bytes sent at `requestBytesPerSecond`
    * after END, counted again from each credit returned); 0: the answer is
    * awaited as long as the connection lives. A value given replaces the
-   * connection's deadline for each attempt's stream.
+   * connection's deadline for each attempt's stream. A finite number >= 0 (else
+   * ERR_INVALID_ARGUMENT before any attempt).
    */
   answerTimeoutMs?: number;
 }
@@ -272,6 +274,7 @@ export function sendResumableWith(
     });
 
   const run = async (): Promise<Uint8Array> => {
+    checkOptions(options);
     const src = await source;
     progress.transferId = src.transferId;
     progress.total = src.size;
@@ -353,6 +356,27 @@ export function sendResumableWith(
     wake?.();
   });
   return outer;
+}
+
+/**
+ * ERR_INVALID_ARGUMENT for a count or time of {@link SendResumableOptions} that is no number, negative or NaN
+ * (`retries` may be Infinity: retry for ever; a time must be finite). Before: `retries` NaN retried for
+ * ever, a negative or NaN `retryDelayMs` retried every millisecond, and a negative, NaN or infinite
+ * `answerTimeoutMs` waited for the answer for ever or (Infinity) timed every attempt out at its last byte.
+ */
+function checkOptions(o: SendResumableOptions): void {
+  const check = (name: string, v: number | undefined, infinite: boolean): void => {
+    if (v === undefined) return;
+    if (typeof v !== "number" || !(v >= 0) || (!infinite && v === Number.POSITIVE_INFINITY)) {
+      throw new PointSubError(
+        "ERR_INVALID_ARGUMENT",
+        `${name} must be a ${infinite ? "" : "finite "}number >= 0, got ${String(v)}`,
+      );
+    }
+  };
+  check("retries", o.retries, true);
+  check("retryDelayMs", o.retryDelayMs, false);
+  check("answerTimeoutMs", o.answerTimeoutMs, false);
 }
 
 /** ERR_CANCELLED once `signal` is aborted (by cancel(): its error; by the caller's signal), else undefined. */

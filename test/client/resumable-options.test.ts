@@ -1,0 +1,103 @@
+/**
+ * sendResumable's own counts and times (client review, session 43): a
+ * value that is no count or time is refused before any attempt, and an
+ * answer deadline beyond a timer's longest delay (2^31 - 1 ms) is waited
+ * out rather than fired at once.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import {
+  connect,
+  createServer,
+  type PointSubError,
+  type SendResumableOptions,
+  sendResumable,
+} from "../../src/index.ts";
+
+const text = (b: Uint8Array) => new TextDecoder().decode(b);
+
+function server() {
+  const s = createServer();
+  let runs = 0;
+  s.handleStream(
+    "/blob/1",
+    async (stream) => {
+      runs++;
+      for await (const _ of stream);
+      // Answered after the last byte was written: a deadline fired at once beats it.
+      await new Promise((r) => setTimeout(r, 50));
+      return "stored";
+    },
+    { resume: () => ({ offset: 0, crc: 0 }) },
+  );
+  return { s, runs: () => runs };
+}
+
+const source = (id: string) => ({ size: 1000, transferId: id, open: () => [new Uint8Array(1000)] });
+
+describe("sendResumable options", () => {
+  it("answerTimeoutMs beyond 2^31 - 1 ms waits for the answer (it timed every attempt out at its last byte)", async () => {
+    const { s, runs } = server();
+    const [url] = await s.listen("tcp://127.0.0.1:0");
+    try {
+      for (const answerTimeoutMs of [2 ** 31, 1e12]) {
+        const before = runs();
+        const t = sendResumable(() => connect(url), "/blob/1", source(`big-${answerTimeoutMs}`), {
+          answerTimeoutMs,
+          retries: 1,
+          retryDelayMs: 1,
+        });
+        // Before: ERR_TIMEOUT "did not answer … within 2147483.6 s of its last byte", the handler run twice.
+        assert.equal(text(await t), "stored");
+        assert.equal(runs() - before, 1);
+      }
+    } finally {
+      await s.close();
+    }
+  });
+
+  it("a count or time that is NaN, negative (or an infinite time) is refused before any attempt", async () => {
+    const { s, runs } = server();
+    const [url] = await s.listen("tcp://127.0.0.1:0");
+    let connects = 0;
+    const open = () => {
+      connects++;
+      return connect(url);
+    };
+    try {
+      // Before: retries NaN retried for ever (against a server that is down), retryDelayMs NaN or negative
+      // every millisecond, answerTimeoutMs NaN or negative never timed out, Infinity timed out at once.
+      const bad: SendResumableOptions[] = [
+        { retries: Number.NaN },
+        { retries: -1 },
+        { retryDelayMs: Number.NaN },
+        { retryDelayMs: -100 },
+        { answerTimeoutMs: Number.NaN },
+        { answerTimeoutMs: -1 },
+        { answerTimeoutMs: Number.POSITIVE_INFINITY },
+      ];
+      for (const o of bad) {
+        const t = sendResumable(open, "/blob/1", source("refused"), o);
+        const code = await t.done.then(
+          () => "ok",
+          (e: PointSubError) => e.code,
+        );
+        assert.equal(
+          code,
+          "ERR_INVALID_ARGUMENT",
+          JSON.stringify(o, (_k, v) => (typeof v === "number" ? String(v) : v)),
+        );
+        assert.equal(t.snapshot().status, "failed");
+      }
+      assert.equal(connects, 0);
+      assert.equal(runs(), 0);
+      // Retrying for ever is a choice: Infinity retries is taken.
+      assert.equal(
+        text(await sendResumable(open, "/blob/1", source("for-ever"), { retries: Number.POSITIVE_INFINITY })),
+        "stored",
+      );
+    } finally {
+      await s.close();
+    }
+  });
+});
