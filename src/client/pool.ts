@@ -21,7 +21,10 @@ export interface PoolOptions {
   maxInFlight?: number;
   /** An idle connection (no call open) is closed after this long. Default 30000 ms. */
   idleTimeoutMs?: number;
-  /** Longest wait for a connection slot before ERR_POOL_EXHAUSTED. Default 5000 ms. */
+  /**
+   * Longest wait for a connection slot before ERR_POOL_EXHAUSTED (a slot is freed by a connection that
+   * closes, or whose calls all ended: it is closed to make room). Default 5000 ms.
+   */
   acquireTimeoutMs?: number;
 }
 
@@ -50,6 +53,11 @@ interface Waiter {
   timer: ReturnType<typeof setTimeout>;
 }
 
+/** A timer's longest delay (ms): a longer one fires at once. */
+const MAX_TIMER_MS = 0x7fffffff;
+/** How often calls waiting for a slot look for a connection whose calls all ended. */
+const IDLE_WATCH_MS = 20;
+
 function positive(name: string, v: number | undefined, dflt: number, min = 1): number {
   if (v === undefined) return dflt;
   if (!Number.isFinite(v) || v < min || !Number.isInteger(v)) {
@@ -70,6 +78,8 @@ export class Pool {
   private total = 0;
   private waiters: Waiter[] = [];
   private sweeper: ReturnType<typeof setInterval> | undefined;
+  /** Looks for a connection whose calls all ended while calls wait for a slot ({@link watchIdle}). */
+  private idleWatch: ReturnType<typeof setInterval> | undefined;
   private closed = false;
   /** What close() gives back (a second call, the first's). */
   private closing: Promise<void> | undefined;
@@ -290,23 +300,55 @@ export class Pool {
         node,
         resolve,
         reject,
-        timer: setTimeout(() => {
-          this.waiters = this.waiters.filter((x) => x !== w);
-          reject(
-            new PointSubError(
-              "ERR_POOL_EXHAUSTED",
-              `no connection slot for ${node} within ${this.acquireTimeoutMs} ms (maxTotal ${this.maxTotal})`,
-            ),
-          );
-        }, this.acquireTimeoutMs),
+        // At most a timer's longest delay (a longer one fired after 1 ms: ERR_POOL_EXHAUSTED at once).
+        timer: setTimeout(
+          () => {
+            this.waiters = this.waiters.filter((x) => x !== w);
+            if (this.waiters.length === 0) this.stopWatch();
+            reject(
+              new PointSubError(
+                "ERR_POOL_EXHAUSTED",
+                `no connection slot for ${node} within ${this.acquireTimeoutMs} ms (maxTotal ${this.maxTotal})`,
+              ),
+            );
+          },
+          Math.min(this.acquireTimeoutMs, MAX_TIMER_MS),
+        ),
       };
       this.waiters.push(w);
+      this.watchIdle();
     });
+  }
+
+  /**
+   * While calls wait for a slot: a connection whose last call ended (nothing tells the pool: a call on an
+   * open connection is the connection's own, with no promise of the pool's around it) wakes them, to
+   * close it and take its slot. Before, they waited for a connection to close or open, and a wait for a
+   * slot that a call's end freed ended with ERR_POOL_EXHAUSTED.
+   */
+  private watchIdle(): void {
+    if (this.idleWatch !== undefined) return;
+    this.idleWatch = setInterval(() => {
+      for (const e of this.nodes.values()) {
+        for (const p of e.conns) {
+          if (p.conn.inFlight === 0) {
+            this.wakeWaiters();
+            return;
+          }
+        }
+      }
+    }, IDLE_WATCH_MS);
+  }
+
+  private stopWatch(): void {
+    if (this.idleWatch !== undefined) clearInterval(this.idleWatch);
+    this.idleWatch = undefined;
   }
 
   private wakeWaiters(): void {
     const ws = this.waiters;
     this.waiters = [];
+    this.stopWatch();
     for (const w of ws) {
       clearTimeout(w.timer);
       w.resolve();
@@ -354,6 +396,7 @@ export class Pool {
     this.closed = true;
     this.stop.abort();
     if (this.sweeper !== undefined) clearInterval(this.sweeper);
+    this.stopWatch();
     for (const w of this.waiters.splice(0)) {
       clearTimeout(w.timer);
       w.reject(new PointSubError("ERR_CONNECTION_CLOSED", "client closed"));

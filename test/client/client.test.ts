@@ -34,6 +34,13 @@ async function startNode(name: string, url = "tcp://127.0.0.1:0"): Promise<Node>
   return node;
 }
 
+/** Calls in flight on the pool's first connection to `node` (undefined: none open). */
+function inFlight(client: Client, node: string): number | undefined {
+  const pool = (client as unknown as { pool: { connections(n: string): readonly { conn: { inFlight: number } }[] } })
+    .pool;
+  return pool.connections(node)[0]?.conn.inFlight;
+}
+
 describe("Client: closest node, failover, breaker", () => {
   const nodes: Node[] = [];
   const proxies: DelayProxy[] = [];
@@ -163,6 +170,33 @@ describe("Client: pool", () => {
       assert.equal(text(await busy), "b");
     } finally {
       await client.close();
+      await a.server.close();
+      await b.server.close();
+    }
+  });
+
+  it("maxTotal: a node waiting for a slot gets the one another node's call frees when it ends (it got ERR_POOL_EXHAUSTED)", async () => {
+    const a = await startNode("a");
+    const b = await startNode("b");
+    try {
+      // 2^31 ms: longer than a timer takes (it fired after 1 ms: ERR_POOL_EXHAUSTED at once).
+      for (const acquireTimeoutMs of [8000, 2 ** 31]) {
+        const client = new Client({ pool: { maxTotal: 1, acquireTimeoutMs } });
+        try {
+          const busy = client.request(b.url, "/slow/1", "x");
+          await until(() => inFlight(client, b.url) === 1);
+          // b's only call ends after 300 ms: its connection, idle, is closed to make room for a's.
+          // Before: a waited for a connection to close or open, which none did, until acquireTimeoutMs.
+          const waiting = client.request(a.url, "/who/1", "x");
+          assert.equal(text(await busy), "b");
+          assert.equal(text(await waiting), "a");
+          assert.equal(inFlight(client, a.url), 0);
+          assert.equal(inFlight(client, b.url), undefined, "b's idle connection made room");
+        } finally {
+          await client.close();
+        }
+      }
+    } finally {
       await a.server.close();
       await b.server.close();
     }
