@@ -303,7 +303,14 @@ export class Client {
     const ready = this.pool.tryAcquire(node);
     if (ready !== undefined) return this.run(ready, node, route, payload, options, again);
     return this.pool.acquire(node).then(
-      (p) => this.run(p, node, route, payload, options, again),
+      (p) => {
+        // The call starts on it now (run sends it at once): no longer only claimed.
+        try {
+          return this.run(p, node, route, payload, options, again);
+        } finally {
+          this.pool.release(p);
+        }
+      },
       (err: unknown) => {
         const e = toPointSubError(err, "ERR_CONNECT");
         if (CONNECT_RETRYABLE.has(e.code)) NOT_CONNECTED.add(e);
@@ -441,7 +448,8 @@ export class Client {
       if (h.failures >= this.failureThreshold && Date.now() < h.openUntil) continue;
       this.measuring.add(n);
       this.pool.acquire(n).then(
-        () => {
+        (p) => {
+          this.pool.release(p); // no call: only its RTT sample (connect's ping)
           this.measuring.delete(n);
         },
         () => {

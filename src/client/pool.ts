@@ -34,6 +34,12 @@ export interface Pooled {
   readonly conn: Connection;
   /** When the sweep first saw it with no call open (0: in use, or not seen idle yet). */
   idleSince: number;
+  /**
+   * Calls {@link Pool.acquire} gave it to that have not started yet ({@link Pool.release}): not idle
+   * meanwhile. Before, a call waiting for a slot could close a connection just opened for another
+   * call (its calls in flight: none yet), which then failed unsent with ERR_GOING_AWAY.
+   */
+  claims: number;
 }
 
 interface NodeEntry {
@@ -147,11 +153,14 @@ export class Pool {
     return undefined;
   }
 
-  /** A connection to `node` for one call (opening one, or waiting for a slot, as needed). */
+  /**
+   * A connection to `node` for one call (opening one, or waiting for a slot, as needed), claimed for
+   * that call: {@link release} it once the call started on it (or will not).
+   */
   async acquire(node: string): Promise<Pooled> {
     if (this.closed) throw new PointSubError("ERR_CONNECTION_CLOSED", "client closed");
     const ready = this.tryAcquire(node);
-    if (ready !== undefined) return ready;
+    if (ready !== undefined) return this.take(ready);
     // The node's entry stays while this call is in here (its waits included): a node the pool
     // forgets is one nobody waits for.
     const e = this.entry(node);
@@ -168,7 +177,7 @@ export class Pool {
     for (;;) {
       if (this.closed) throw new PointSubError("ERR_CONNECTION_CLOSED", "client closed");
       const ready = this.tryAcquire(node);
-      if (ready !== undefined) return ready;
+      if (ready !== undefined) return this.take(ready);
       if (e.opening !== 0 && e.waitingForOpen < e.opening * this.maxInFlight) {
         // A connection being opened will have room for this call.
         e.waitingForOpen++;
@@ -181,7 +190,7 @@ export class Pool {
       }
       const count = e.conns.length + e.opening;
       if (count < this.maxPerNode && (this.total < this.maxTotal || this.evictIdle(node))) {
-        return this.take(await this.connect(node, e));
+        return await this.connect(node, e); // claimed for this call as it opened
       }
       // Every allowed connection is full: over-subscribe the least loaded one rather than wait.
       let best: Pooled | undefined;
@@ -191,8 +200,15 @@ export class Pool {
     }
   }
 
+  /** The call {@link acquire} gave `p` to has started (or will not): `p` may be idle again. */
+  release(p: Pooled): void {
+    p.claims--;
+  }
+
+  /** Gives `p` to a call of {@link acquire}: claimed until {@link release} (at once: a wait may resume first). */
   private take(p: Pooled): Pooled {
     p.idleSince = 0;
+    p.claims++;
     return p;
   }
 
@@ -229,7 +245,8 @@ export class Pool {
       throw err;
     }
     e.opening--;
-    const p: Pooled = { node, conn, idleSince: 0 };
+    // Claimed for the call that opened it before anyone waiting is woken (they would find it idle).
+    const p: Pooled = { node, conn, idleSince: 0, claims: 1 };
     if (this.closed) {
       conn.destroy();
       throw new PointSubError("ERR_CONNECTION_CLOSED", "client closed");
@@ -279,7 +296,7 @@ export class Pool {
     for (const [node, e] of this.nodes) {
       if (node === except) continue;
       for (const p of e.conns) {
-        if (p.conn.inFlight !== 0) continue;
+        if (p.conn.inFlight !== 0 || p.claims !== 0) continue;
         // Idle the longest first; one not yet seen idle by the sweep counts as idle since now.
         const since = p.idleSince === 0 ? Date.now() : p.idleSince;
         if (victim === undefined || since < victimSince) {
@@ -331,7 +348,7 @@ export class Pool {
     this.idleWatch = setInterval(() => {
       for (const e of this.nodes.values()) {
         for (const p of e.conns) {
-          if (p.conn.inFlight === 0) {
+          if (p.conn.inFlight === 0 && p.claims === 0) {
             this.wakeWaiters();
             return;
           }
@@ -365,7 +382,7 @@ export class Pool {
     const now = Date.now();
     for (const e of this.nodes.values()) {
       for (const p of [...e.conns]) {
-        if (p.conn.inFlight !== 0) {
+        if (p.conn.inFlight !== 0 || p.claims !== 0) {
           p.idleSince = 0;
         } else if (p.idleSince === 0) {
           p.idleSince = now;

@@ -202,6 +202,26 @@ describe("Client: pool", () => {
     }
   });
 
+  it("maxTotal: a call waiting for a slot does not close the connection just opened for another node's call", async () => {
+    const a = await startNode("a");
+    const b = await startNode("b");
+    const client = new Client({ pool: { maxTotal: 1, acquireTimeoutMs: 8000 } });
+    try {
+      // b's call opens the only connection; a's waits. Before: woken by the open, a's call found that
+      // connection idle (b's call not started on it yet) and closed it: b's failed unsent, ERR_GOING_AWAY.
+      const answers = [client.request(b.url, "/who/1", "x"), client.request(a.url, "/who/1", "x")].map((c) =>
+        c.then(text, (e: PointSubError) => e.code),
+      );
+      assert.deepEqual(await Promise.all(answers), ["b", "a"]);
+      assert.equal(b.served, 1);
+      assert.equal(a.served, 1);
+    } finally {
+      await client.close();
+      await a.server.close();
+      await b.server.close();
+    }
+  });
+
   it("close() ends the connects under way: their calls reject with ERR_CONNECTION_CLOSED, nothing is left open", async () => {
     // A node that accepts and never answers the handshake: the client's connect to it stays under way.
     const sockets: net.Socket[] = [];
