@@ -56,7 +56,7 @@ const MAY_IMPORT: Record<Layer, readonly Layer[]> = {
   stream: ["codec", "errors", "transfer", "util"],
   router: ["codec", "errors", "stream", "util"],
   connection: ["codec", "errors", "router", "runtime", "stream", "transfer", "transport", "util"],
-  client: ["connection", "errors", "runtime", "stream", "transfer", "transport"],
+  client: ["connection", "errors", "runtime", "stream", "transfer", "transport", "util"],
   server: ["connection", "errors", "router", "runtime", "stream", "transport", "util"],
   lp: ["client", "connection", "errors", "runtime", "transport", "util"],
   web: ["client", "codec", "connection", "errors", "runtime", "transport", "util"],

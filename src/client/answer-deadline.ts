@@ -11,6 +11,7 @@ import { PointSubError } from "../errors/error.ts";
 import { onChunkSent, takeRelease } from "../stream/release.ts";
 import type { Transfer } from "../stream/transfer.ts";
 import type { StreamSource } from "../stream/types.ts";
+import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 
 /**
  * `source` as it is, and `sent`: settles once the transport has written
@@ -110,9 +111,6 @@ export function answerWithin(t: Transfer, sent: Promise<void>, ms: number, what:
     );
   });
 }
-
-/** A timer's longest delay (ms): a longer one fires at once. */
-const MAX_TIMER_MS = 0x7fffffff;
 
 /** `ms` for a message: "300 ms", "30 s", "2.5 s". */
 export function formatMs(ms: number): string {

@@ -10,6 +10,7 @@
  */
 import type { Connection } from "../connection/connection.ts";
 import { PointSubError } from "../errors/error.ts";
+import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 
 /** Pool limits. */
 export interface PoolOptions {
@@ -59,8 +60,6 @@ interface Waiter {
   timer: ReturnType<typeof setTimeout>;
 }
 
-/** A timer's longest delay (ms): a longer one fires at once. */
-const MAX_TIMER_MS = 0x7fffffff;
 /** How often calls waiting for a slot look for a connection whose calls all ended. */
 const IDLE_WATCH_MS = 20;
 

@@ -12,6 +12,7 @@ import { EventEmitter } from "eventemitter3";
 import type { Payload } from "../connection/types.ts";
 import { codeInfo } from "../errors/codes.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
+import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 import { type BackoffStep, fullJitterBackoff } from "./backoff.ts";
 
 /** Lifecycle of a resilient connection; `closed` is final. */
@@ -543,9 +544,6 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
     });
   }
 }
-
-/** Longest delay a timer takes (ms): a longer one fires at once (Node's TimeoutOverflowWarning, 1 ms). */
-const MAX_TIMER_MS = 0x7fffffff;
 
 function noop(): void {}
 

@@ -15,6 +15,7 @@ import { PointSubError, toPointSubError } from "../errors/error.ts";
 import type { Middleware, ResumeLookup } from "../router/types.ts";
 import type { StreamHandler } from "../stream/types.ts";
 import type { Address } from "../transport/transport.ts";
+import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 import { fullJitterDelay } from "./backoff.ts";
 import { type ConnectOptions, connect } from "./connect.ts";
 import {
@@ -111,8 +112,6 @@ function notRetried(e: PointSubError): PointSubError {
 /** Errors made by {@link notRetried}. */
 const NOT_RETRIED = new WeakSet<object>();
 const LOST: ReadonlySet<string> = new Set(["ERR_CONNECTION_CLOSED", "ERR_GOING_AWAY", "ERR_KEEPALIVE"]);
-/** A timer's longest delay (ms): a longer one fires at once. */
-const MAX_TIMER_MS = 0x7fffffff;
 /** Errors that are a request's last word (a repeat's, its retries done): not retried again. */
 const FINAL = new WeakSet<object>();
 const utf8 = new TextEncoder();
