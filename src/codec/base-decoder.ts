@@ -320,15 +320,14 @@ export class BaseDecoder {
 
   /** Emits the frame at `p[pos..)` inside a BATCH ending at `end`; returns where the next one starts. */
   protected inner(p: Uint8Array, pos: number, end: number): number {
+    // The type first (§3.9's order): HELLO (0) or BATCH (8) inside is ERR_PROTOCOL, whatever length it declares.
+    const type = p[pos] >> 4;
+    if ((type & 7) === 0) throw PointSubError.fromPeer("ERR_PROTOCOL", `${FRAME_TYPE_NAMES[type]} inside BATCH`);
+    // 0: its header is cut by the BATCH's end (then `length` is not this frame's).
     const used = this.parseHead(p, pos, end);
-    if (used === 0) throw PointSubError.fromPeer("ERR_PROTOCOL", "truncated frame inside BATCH");
-    const type = this.type;
-    if (type === FrameType.HELLO || type === FrameType.BATCH) {
-      throw PointSubError.fromPeer("ERR_PROTOCOL", `${FRAME_TYPE_NAMES[type]} inside BATCH`);
-    }
     const start = pos + used;
     pos = start + this.length;
-    if (pos > end) throw PointSubError.fromPeer("ERR_PROTOCOL", "frame runs past its BATCH");
+    if (used === 0 || pos > end) throw PointSubError.fromPeer("ERR_PROTOCOL", "frame runs past its BATCH");
     this.sink.onFrame(type, this.flags, this.id, p, start, pos, -1);
     return pos;
   }

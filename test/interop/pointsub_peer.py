@@ -636,13 +636,14 @@ class Peer:
         while pos < len(payload):
             b = payload[pos]
             ftype, flags = b >> 4, b & 15
+            # Section 3.9's order: type, flags and id, then the length against maxFrameSize, then the end.
+            if ftype in (HELLO, BATCH):
+                raise PointsubError(E_PROTOCOL, f"{TYPE_NAMES[ftype]} inside BATCH")
             sid, p = read_varint(payload, pos + 1, 5, 2**32 - 1, "stream id")
+            validate_frame(ftype, flags, sid)
             ln, p = read_varint(payload, p, 4, what="payload length")
             if ln > self.local[1]:
                 raise PointsubError(E_FRAME, "inner frame over maxFrameSize")
-            validate_frame(ftype, flags, sid)
-            if ftype in (HELLO, BATCH):
-                raise PointsubError(E_PROTOCOL, f"{TYPE_NAMES[ftype]} inside BATCH")
             if p + ln > len(payload):
                 raise PointsubError(E_PROTOCOL, "inner frame runs past the BATCH")
             self.frames_in.append((ftype, flags, sid, ln))
