@@ -69,4 +69,15 @@ describe("interop: names and paths on the file store route (§3.12)", () => {
       assert.equal(await upload({ path }), path, path);
     }
   });
+
+  it('a meta.name is cleaned: its last segment (after / or \\), control characters and :*?"<>| made _, leading dots and spaces and trailing spaces dropped, empty: file', async () => {
+    const cases: [string, string][] = [
+      [".bashrc", "bashrc"],
+      ["dir/sub\\a.txt", "a.txt"],
+      ['a:b*c?d"e<f>g|h\u0001i.txt', "a_b_c_d_e_f_g_h_i.txt"],
+      ["  . .x y .txt  ", "x y .txt"],
+      ["...", "file"],
+    ];
+    for (const [name, stored] of cases) assert.equal(await upload({ name }), stored, JSON.stringify(name));
+  });
 });
