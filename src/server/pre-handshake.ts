@@ -184,7 +184,7 @@ export class Openings {
   add(transport: Transport): PreHandshake {
     const p = new PreHandshake(transport, this, Date.now());
     this.pending.add(p);
-    this.timer ??= setInterval(this.sweep, this.period);
+    this.arm();
     return p;
   }
 
@@ -206,12 +206,22 @@ export class Openings {
       t.write([handshakeGoAway(codeInfo(error.code).errno, error.message)]);
       t.end();
       this.linger.push({ t, at: Date.now() + this.lingerMs });
-      this.timer ??= setInterval(this.sweep, this.period);
+      this.arm();
     } else {
       // A peer that sent nothing is not speaking pointsub: close without a
       // GOAWAY (thousands of idle sockets timing out together cost no writes).
       t.destroy();
     }
+  }
+
+  /**
+   * Starts the sweep, unless it runs. Unref'd: the sockets it watches keep the process alive, and once they
+   * are gone it stops at its next turn; before, it held a process whose server had closed up to a second.
+   */
+  private arm(): void {
+    if (this.timer !== undefined) return;
+    this.timer = setInterval(this.sweep, this.period);
+    (this.timer as { unref?: () => void }).unref?.();
   }
 
   private readonly sweep = (): void => {

@@ -265,4 +265,19 @@ describe("graceful shutdown", () => {
       String(process.getActiveResourcesInfo()),
     );
   });
+
+  it("a server closed after a peer that never spoke keeps no timer alive: the process can exit at once", async () => {
+    // Before, the sweep of connections waiting for their opening ran on (ref'd) until its next turn, up
+    // to a second: a script ending with server.close() lingered that long.
+    const timers = () => process.getActiveResourcesInfo().filter((r) => r === "Timeout").length;
+    const before = timers();
+    const server = createServer({ handshakeTimeoutMs: 30_000 });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const raw = createConnection(Number(new URL(url).port), "127.0.0.1");
+    await once(raw, "connect");
+    await sleep(50);
+    raw.destroy();
+    await server.close();
+    assert.equal(timers(), before, String(process.getActiveResourcesInfo()));
+  });
 });
