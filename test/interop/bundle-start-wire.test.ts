@@ -6,8 +6,8 @@ import assert from "node:assert/strict";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, describe, it } from "node:test";
-import { createServer, FILE_BUNDLE_ROUTE, fileSink, type Server } from "../../src/index.ts";
+import { describe, it } from "node:test";
+import { FILE_BUNDLE_ROUTE, fileSink } from "../../src/index.ts";
 import {
   cancel,
   connectPeer,
@@ -18,28 +18,13 @@ import {
   streamStart,
   T,
 } from "../helpers/attacker.ts";
+import { sinkServer } from "./sink-server.ts";
 
 const MiB = 1024 * 1024;
 
 describe("interop: the bundle route's START (§3.12.4)", () => {
-  let work: string;
-  let server: Server;
-  let port: number;
-  let sink: ReturnType<typeof fileSink>;
-
-  before(async () => {
-    work = await mkdtemp(join(tmpdir(), "pointsub-bundle-start-"));
-    sink = fileSink(work, { durability: "none", maxBytes: 100 * MiB });
-    server = createServer();
+  const srv = sinkServer("pointsub-bundle-start-", { durability: "none", maxBytes: 100 * MiB }, (server, sink) => {
     server.handleStream(FILE_BUNDLE_ROUTE, sink.bundle);
-    const [url] = await server.listen("tcp://127.0.0.1:0");
-    port = Number(new URL(url).port);
-  });
-
-  after(async () => {
-    sink.close();
-    await server.close({ timeoutMs: 500 });
-    await rm(work, { recursive: true, force: true });
   });
 
   /** Sends a START (and nothing else but, after 200 ms, CANCEL 4004); the first answer on id 1. */
@@ -56,7 +41,7 @@ describe("interop: the bundle route's START (§3.12.4)", () => {
           resolve(`CANCEL ${parseCancel(f.payload)}`);
         }
       };
-      connectPeer({ port, onFrame }).then((p) => {
+      connectPeer({ port: srv.port, onFrame }).then((p) => {
         p.write(streamStart(1, { route: FILE_BUNDLE_ROUTE, ...h }));
         const t = setTimeout(() => p.write(cancel(1, 4004)), 200);
         const stop = setTimeout(() => reject(new Error("no answer")), 3000);
@@ -79,7 +64,7 @@ describe("interop: the bundle route's START (§3.12.4)", () => {
     assert.equal(await start({ total: 64 * MiB }), "CANCEL 4004", "64 MiB");
     const small = await mkdtemp(join(tmpdir(), "pointsub-bundle-quota-"));
     const quota = fileSink(small, { durability: "none", maxBytes: 1000 });
-    server.handleStream("/bundle-quota", quota.bundle);
+    srv.server.handleStream("/bundle-quota", quota.bundle);
     const p = await new Promise<string>((resolve, reject) => {
       let peer: Awaited<ReturnType<typeof connectPeer>> | undefined;
       const timer = setTimeout(() => reject(new Error("no answer")), 3000);
@@ -89,7 +74,7 @@ describe("interop: the bundle route's START (§3.12.4)", () => {
         peer?.destroy();
         resolve(parseErrorBody(f.payload.subarray(1)).code);
       };
-      connectPeer({ port, onFrame }).then((x) => {
+      connectPeer({ port: srv.port, onFrame }).then((x) => {
         peer = x;
         x.write(streamStart(1, { route: "/bundle-quota", total: 1001 }));
       }, reject);

@@ -4,35 +4,17 @@
  * name its receipt says it stored.
  */
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import { crc32c } from "../../src/codec/crc32c.ts";
-import { createServer, FILE_ROUTE, fileSink, type Server } from "../../src/index.ts";
+import { FILE_ROUTE } from "../../src/index.ts";
 import { connectPeer, type ParsedFrame, parseErrorBody, streamEnd, streamStart, T, utf8 } from "../helpers/attacker.ts";
+import { sinkServer } from "./sink-server.ts";
 
 describe("interop: names and paths on the file store route (§3.12)", () => {
-  let work: string;
-  let server: Server;
-  let port: number;
-  let sink: ReturnType<typeof fileSink>;
-  let n = 0;
-
-  before(async () => {
-    work = await mkdtemp(join(tmpdir(), "pointsub-file-names-"));
-    sink = fileSink(work, { durability: "none" });
-    server = createServer();
+  const srv = sinkServer("pointsub-file-names-", { durability: "none" }, (server, sink) => {
     server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
-    const [url] = await server.listen("tcp://127.0.0.1:0");
-    port = Number(new URL(url).port);
   });
-
-  after(async () => {
-    sink.close();
-    await server.close({ timeoutMs: 500 });
-    await rm(work, { recursive: true, force: true });
-  });
+  let n = 0;
 
   /** Uploads `hi` with `meta` (and a fresh transfer id); the receipt's `path`, or the error's code. */
   async function upload(meta: Record<string, unknown>): Promise<string> {
@@ -52,7 +34,7 @@ describe("interop: names and paths on the file store route (§3.12)", () => {
       };
       let peer: Awaited<ReturnType<typeof connectPeer>> | undefined;
       const timer = setTimeout(() => reject(new Error("no answer")), 5000);
-      connectPeer({ port, onFrame }).then((x) => {
+      connectPeer({ port: srv.port, onFrame }).then((x) => {
         peer = x;
         x.write(streamStart(1, { route: FILE_ROUTE, total: content.length, meta: { transferId, ...meta } }, content));
         x.write(streamEnd(1, content.length, crc32c(content)));
