@@ -27,6 +27,31 @@ const outcome = (p: Promise<unknown>): Promise<string> =>
   );
 
 describe("resilient client edges", () => {
+  it("calls a `connected` state listener makes go before the calls held offline, which keep their order", async () => {
+    // As socket.io's connect handlers: a client re-subscribes or says hello before what it held (README).
+    const s1 = createServer();
+    const [url] = await s1.listen("tcp://127.0.0.1:0");
+    const client = await connectResilient(url, { reconnect: { initialDelayMs: 10, maxDelayMs: 50 } });
+    const s2 = createServer();
+    const got: string[] = [];
+    s2.on("message", (m) => got.push(m.text()));
+    try {
+      await s1.close({ timeoutMs: 100 });
+      await until(() => client.state === "reconnecting");
+      const held = [client.send("held 1"), client.send("held 2")];
+      client.on("state", (to) => {
+        if (to === "connected") void client.send("hello");
+      });
+      await s2.listen(url);
+      await Promise.all(held);
+      await until(() => got.length === 3);
+      assert.deepEqual(got, ["hello", "held 1", "held 2"]);
+    } finally {
+      await client.close();
+      await s2.close();
+    }
+  });
+
   it("after a GOAWAY new calls go to the next connection (the old one drains its calls in flight)", async () => {
     const s1 = createServer();
     s1.handle("/slow/1", async () => {
