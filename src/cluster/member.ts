@@ -164,6 +164,9 @@ const SEEN_MAX = 8192;
 const INFO_PAGE = 200;
 /** Room left in a page of session infos for the bus header. */
 const INFO_HEADER_ROOM = 1024;
+/** Least time between two whole session lists sent unpaged to one node (`info` without a cursor). */
+const FULL_LIST_MS = 1000;
+
 /** How long a leaving node lets keyed handlers still running end by themselves before it answers their keys. */
 const SETTLE_GRACE_MS = 200;
 
@@ -342,6 +345,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   /** Other nodes seen announcing this node's id (reported once each; at most {@link MAX_REPORTED_DUPLICATES}). */
   private readonly otherIncarnations = new Set<string>();
   private stopped = false;
+  /** When each node (at most MAX_CLUSTER_NODES, oldest dropped) was last sent its whole session list unpaged. */
+  private readonly fullLists = new Map<string, number>();
   /** Set once stop() began (it settles the keys of handlers still running before it stops). */
   private leaving = false;
   private readonly counters: ClusterStats = {
@@ -1221,6 +1226,17 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       return undefined;
     };
     if (c === undefined) {
+      // The whole list at once (a node of an earlier version asks so): at most one per asking node a second.
+      // Each is every session serialised and published, so a flood of them from one publisher on the bus
+      // was this node's CPU and the bus's bandwidth times its sessions; a node's own asks come one at a time.
+      const now = performance.now();
+      const last = this.fullLists.get(from);
+      if (last !== undefined && now - last < FULL_LIST_MS) return;
+      if (last === undefined && this.fullLists.size >= MAX_CLUSTER_NODES) {
+        this.fullLists.delete(this.fullLists.keys().next().value as string);
+      }
+      this.fullLists.delete(from);
+      this.fullLists.set(from, now);
       let page: Uint8Array[] = [];
       let bytes = 2;
       for (const info of (this.local as ClusterLocal).sessionsInfo()) {

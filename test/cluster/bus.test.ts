@@ -129,6 +129,28 @@ for (const kind of ["redis", "nats"] as const) {
       assert.equal(q.stats().sendsReceived, before.sendsReceived + 2, "only the markers");
     });
 
+    it("whole session lists asked unpaged (an earlier version's ask) are sent at most once a second to one node", async () => {
+      // Each is every session serialised and published: 30 asks from one publisher were 30 whole lists.
+      const lists = new Set<string>();
+      await raw.subscribe("pointsub.bus.node.zz", (d) => {
+        const text = new TextDecoder().decode(d);
+        const i = /"i":"(flood:\d+)"/.exec(text)?.[1];
+        if (i !== undefined && text.includes('"last":true')) lists.add(i);
+      });
+      for (let k = 0; k < 30; k++)
+        await raw.publish("pointsub.bus.node.q", encode({ t: "info", n: "zz", i: `flood:${k}` }));
+      // A sendTo after them on q's subject: once it is delivered, q has read every ask.
+      const session = [...servers[1].sessions][0].id;
+      const text = "marker after the list asks";
+      await raw.publish(
+        "pointsub.bus.node.q",
+        encode({ t: "to", n: "p", i: "p:list-marker", s: session }, new TextEncoder().encode(text)),
+      );
+      await until(() => got[1].includes(text) && lists.size > 0, 5000);
+      await sleep(100);
+      assert.deepEqual([...lists], ["flood:0"]);
+    });
+
     it("another node announcing this node's id is reported (duplicateNodeId, once per node) and counted", async () => {
       // Two servers given one nodeId hand out the same session ids: a sendTo reached a session on each.
       const q = clusters[1];
