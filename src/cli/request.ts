@@ -1,3 +1,4 @@
+import { PointSubError } from "../errors/error.ts";
 import { type ClientAuthFlags, clientConnectOptions } from "./auth.ts";
 import { connect } from "./connect.ts";
 import { jsonLine, outputMode, printable } from "./output.ts";
@@ -9,18 +10,38 @@ export interface RequestCliOptions extends ClientAuthFlags {
   json?: boolean;
 }
 
-async function readStdin(): Promise<Uint8Array> {
+/**
+ * Standard input whole, refused with ERR_MESSAGE_TOO_LARGE as soon as it passes `max` bytes (the server's
+ * limit): before, all of it was read into memory first (10 GB piped in: 10 GB held, then the refusal).
+ */
+async function readStdin(max: number): Promise<Uint8Array> {
   const parts: Buffer[] = [];
-  for await (const c of process.stdin) parts.push(c as Buffer);
+  let size = 0;
+  for await (const c of process.stdin) {
+    size += (c as Buffer).length;
+    if (size > max) {
+      process.stdin.destroy();
+      throw new PointSubError(
+        "ERR_MESSAGE_TOO_LARGE",
+        `standard input is over the server's limit of ${max} bytes for a request (send a file with pointsub send)`,
+      );
+    }
+    parts.push(c as Buffer);
+  }
   return Buffer.concat(parts);
 }
 
 /** `pointsub request --to URL --route R [DATA|-]`: prints the answer's bytes (or a JSON line). */
 export async function requestCommand(data: string, opts: RequestCliOptions): Promise<void> {
   const connectOptions = await clientConnectOptions(opts.to, opts);
-  const payload = data === "-" ? await readStdin() : new TextEncoder().encode(data);
   const conn = await connect(opts.to, connectOptions);
   try {
+    // Read once connected: the server's limits are known, and what is over them is not read at all.
+    const peer = conn.peerSettings;
+    const payload =
+      data === "-"
+        ? await readStdin(Math.min(peer.maxMessageSize, peer.maxAssemblyBytes))
+        : new TextEncoder().encode(data);
     const t0 = performance.now();
     const answer = await conn.request(opts.route, payload, { timeoutMs: opts.timeout });
     const ms = performance.now() - t0;

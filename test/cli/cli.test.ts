@@ -114,6 +114,43 @@ describe("pointsub CLI", () => {
     assert.match(bad.stderr, /^pointsub: ERR_NO_ROUTE: .+\n$/);
   });
 
+  it("request -: standard input over the server's limit is refused as soon as it passes it, not read whole first", async () => {
+    const small = createServer({ maxMessageSize: MiB });
+    small.handle("/echo/1.0.0", (r) => r.data);
+    const [smallUrl] = await small.listen("tcp://127.0.0.1:0");
+    try {
+      const child = spawn(process.execPath, [MAIN, "request", "--to", smallUrl, "--route", "/echo/1.0.0", "-"], {
+        stdio: ["pipe", "pipe", "pipe"],
+        env: childEnv,
+      });
+      let stderr = "";
+      child.stderr.on("data", (d) => (stderr += d));
+      child.stdin.on("error", () => {}); // EPIPE once the CLI stops reading
+      const closed = new Promise<number | null>((resolve) => child.on("close", resolve));
+      // Up to 64 MiB, as fast as the CLI takes it, until it exits.
+      let written = 0;
+      let exited = false;
+      void closed.then(() => (exited = true));
+      const chunk = new Uint8Array(MiB);
+      while (!exited && written < 64 * MiB) {
+        written += chunk.length;
+        if (!child.stdin.write(chunk)) {
+          await Promise.race([new Promise((r) => child.stdin.once("drain", r)), closed]);
+        }
+      }
+      child.stdin.end();
+      assert.equal(await closed, 1, stderr);
+      // Before: all 64 MiB read, then "message of 67108864 bytes exceeds the peer's limit".
+      assert.match(
+        stderr,
+        /^pointsub: ERR_MESSAGE_TOO_LARGE: standard input is over the server's limit of 1048576 bytes/,
+      );
+      assert.ok(written < 64 * MiB, `${written} bytes written`);
+    } finally {
+      await small.close();
+    }
+  });
+
   it("send: a file arrives identical; plain output; exit 0", async () => {
     const src = join(work, "one.bin");
     const data = randomFillSync(new Uint8Array(8 * MiB + 1));
