@@ -37,13 +37,17 @@ export {
 
 /** Options of {@link fileSource}. */
 export interface FileSourceOptions {
-  /** Downloads one session may have in flight; more are answered `ERR_TOO_MANY_REQUESTS`. Default 8. */
+  /**
+   * Downloads one session may have in flight; more are answered
+   * `ERR_TOO_MANY_REQUESTS`. Default 8; a whole number of at least 1, else
+   * `fileSource` throws `ERR_INVALID_ARGUMENT`.
+   */
   maxDownloadsPerSession?: number;
   /**
    * Downloads in flight at once over all sessions; more are answered
    * `ERR_TOO_MANY_REQUESTS`. Each holds up to two file-read buffers (1 MiB
    * each) outside the memory budget, so this bounds them: default 64
-   * (128 MiB).
+   * (128 MiB). A whole number of at least 1, else `ERR_INVALID_ARGUMENT`.
    */
   maxDownloads?: number;
   /**
@@ -56,10 +60,14 @@ export interface FileSourceOptions {
    * a peer cannot keep downloads (and their buffers) open by reading them
    * slowly (what it took is known from its credit: one credit step, a
    * quarter of its stream window, is allowed for). Default 8192 (8 KiB/s,
-   * a 64 kbit/s link); 0: no deadline.
+   * a 64 kbit/s link); 0: no deadline. A finite number of at least 0,
+   * else `ERR_INVALID_ARGUMENT`.
    */
   minDownloadBytesPerSecond?: number;
-  /** The grace of {@link minDownloadBytesPerSecond}'s deadline, in ms. Default 30000. */
+  /**
+   * The grace of {@link minDownloadBytesPerSecond}'s deadline, in ms.
+   * Default 30000; a finite number of at least 0, else `ERR_INVALID_ARGUMENT`.
+   */
   downloadGraceMs?: number;
   /** Listings one session may have running; more are answered `ERR_TOO_MANY_REQUESTS`. Default 2. */
   maxListingsPerSession?: number;
@@ -202,6 +210,26 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
   const maxDownloads = options.maxDownloads ?? 64;
   const minRate = options.minDownloadBytesPerSecond ?? DEFAULT_MIN_DOWNLOAD_BYTES_PER_SECOND;
   const graceMs = options.downloadGraceMs ?? 30_000;
+  // Checked as the listings' bounds are: a NaN grace stopped every download at once (ERR_SLOW_PEER
+  // "within NaN ms"), a NaN or negative rate or a NaN bound turned its limit off, a bound of 0 or
+  // less refused every download.
+  if (
+    !Number.isSafeInteger(maxDownloads) ||
+    maxDownloads < 1 ||
+    !Number.isSafeInteger(maxPerSession) ||
+    maxPerSession < 1
+  ) {
+    throw new PointSubError(
+      "ERR_INVALID_ARGUMENT",
+      "maxDownloads and maxDownloadsPerSession are whole numbers of at least 1",
+    );
+  }
+  if (!(Number.isFinite(minRate) && minRate >= 0) || !(Number.isFinite(graceMs) && graceMs >= 0)) {
+    throw new PointSubError(
+      "ERR_INVALID_ARGUMENT",
+      "minDownloadBytesPerSecond and downloadGraceMs are finite numbers of at least 0",
+    );
+  }
   const inFlight = new WeakMap<Connection, number>();
   /** Downloads in flight over all sessions. */
   let downloads = 0;
