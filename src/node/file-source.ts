@@ -80,7 +80,11 @@ export interface FileSourceOptions {
   compress?: "auto" | "off" | CodecName;
   /** Key of the transfer ids (see `fileTransferId`). Default: this user's resume key. */
   resumeKey?: Uint8Array | string;
-  /** Called when a download starts (after its checks); progress is on the transfer. */
+  /**
+   * Called when a download starts (after its checks); progress is on the
+   * transfer. A throw stops the download: its request fails with the
+   * error (`ERR_HANDLER`), which `onGetEnd` gets.
+   */
   onGet?: (request: FileGetRequest, transfer: FileTransfer, ctx: RequestContext) => void;
   /** Called when a download ends: the answer, or the error. */
   onGetEnd?: (request: FileGetRequest, result: FileGetAnswer | PointSubError, ctx: RequestContext) => void;
@@ -548,8 +552,16 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
           streamAt = Date.now();
         },
       });
-      options.onGet?.(r, t, ctx);
       try {
+        // A hook that throws fails the download, which is stopped and its end waited for (before, its
+        // request failed ERR_HANDLER while the file went on being sent, its slot freed and no deadline).
+        try {
+          options.onGet?.(r, t, ctx);
+        } catch (err) {
+          t.cancel("the server's onGet hook failed");
+          await t.done.catch(() => {});
+          throw err;
+        }
         const receipt = await t;
         // The asker's file route answered for what it stored: a receipt that does not fit is its fault.
         if (receipt.size !== st.size || typeof receipt.crc32c !== "string" || !/^[0-9a-f]{8}$/.test(receipt.crc32c)) {

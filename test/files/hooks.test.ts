@@ -6,7 +6,7 @@
  * error). Real loopback sockets, real files.
  */
 import assert from "node:assert/strict";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { isAbsolute, join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -21,9 +21,11 @@ import {
   type FileReceipt,
   fileSink,
   fileSource,
+  type PointSubError,
   type Server,
   sendFile,
 } from "../../src/index.ts";
+import { until } from "../helpers/wait.ts";
 
 describe("file hooks: onStream, onFile, onBundle, onGet, onGetEnd", () => {
   let work: string;
@@ -118,5 +120,62 @@ describe("file hooks: onStream, onFile, onBundle, onGet, onGetEnd", () => {
     // A download that never started (no such file) is neither's: onGetEnd follows each onGet.
     assert.deepEqual(gets, ["a.txt"]);
     assert.deepEqual(ends, ["a.txt: 11 bytes"]);
+  });
+
+  it("an onGet hook that throws fails its download and stops it: nothing reaches the asker, the slot is freed, onGetEnd gets the error", async () => {
+    // Before, the request failed ERR_HANDLER while the file went on being sent in the background (the
+    // asker stored it), its download slot freed and its deadline cleared: a hook could not refuse one.
+    const served = join(work, "served-hook");
+    const inbox = join(work, "hook-inbox");
+    await mkdir(served, { recursive: true });
+    await writeFile(join(served, "big.bin"), Buffer.alloc(2 * 1024 * 1024, 7));
+    await writeFile(join(served, "ok.txt"), "fine");
+    const ended: string[] = [];
+    const source = fileSource(served, {
+      crcRecords: false,
+      maxDownloads: 1,
+      onGet: (r) => {
+        if (r.path === "big.bin") throw new Error("not this one");
+      },
+      onGetEnd: (r, result) => ended.push(`${r.path}: ${result instanceof Error ? result.code : result.size}`),
+    });
+    const own = createServer();
+    own.handle(FILE_GET_ROUTE, source.get);
+    const [ownUrl] = await own.listen("tcp://127.0.0.1:0");
+    const conn = await connect(ownUrl);
+    const mine = fileSink(inbox, { crcRecords: false });
+    let streams = 0;
+    conn.handleStream(
+      FILE_ROUTE,
+      (stream, ctx) => {
+        streams++;
+        return mine.handler(stream, ctx);
+      },
+      { resume: mine.resume },
+    );
+    try {
+      const ask = (path: string) => conn.request(FILE_GET_ROUTE, JSON.stringify({ path, to: path }));
+      await assert.rejects(ask("big.bin"), (e: PointSubError) => {
+        assert.equal(e.code, "ERR_HANDLER");
+        assert.match(e.message, /not this one/);
+        return true;
+      });
+      // The download's end is known: onGetEnd was told (before, never), or the file arrived anyway.
+      await until(() => ended.length > 0 || streams > 0);
+      assert.deepEqual(ended, ["big.bin: ERR_HANDLER"]);
+      // The slot (maxDownloads 1) is free for the next download, which is the only one the asker gets.
+      await ask("ok.txt");
+      assert.equal(await readFile(join(inbox, "ok.txt"), "utf8"), "fine");
+      assert.equal(streams, 1);
+      assert.deepEqual(
+        (await readdir(inbox)).filter((n) => !n.startsWith(".")),
+        ["ok.txt"],
+      );
+      assert.deepEqual(ended, ["big.bin: ERR_HANDLER", "ok.txt: 4"]);
+    } finally {
+      await conn.close();
+      await own.close();
+      mine.close();
+    }
   });
 });
