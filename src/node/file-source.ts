@@ -263,6 +263,13 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
   };
 
   /** The path's stats, each segment checked without following links. */
+  /** Whether `abs`, symbolic links resolved, is the served directory or under it. */
+  const underRoot = async (abs: string): Promise<boolean> => {
+    const real = await realpath(abs).catch(() => undefined);
+    const top = await realRoot();
+    return real !== undefined && (real === top || real.startsWith(top.endsWith(sep) ? top : top + sep));
+  };
+
   const resolveInside = async (segments: string[], shown: string): Promise<{ abs: string; st: Stats }> => {
     let abs = dir;
     let st = await lstat(dir);
@@ -402,6 +409,14 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
           // A directory removed or made unreadable while listed: its entries are left out.
           if (rel.length > base.length) return false;
           throw err;
+        }
+        // A directory on the way swapped for a symbolic link after it was checked (the read follows
+        // it): what was read is not under the served directory, so none of it is listed (as a
+        // download checks its file's real path). Before, such a listing named the files, sizes and
+        // times of the directory the link led to.
+        if (!(await underRoot(absDir))) {
+          if (rel.length > base.length) return false;
+          throw notFound(shown);
         }
         for (let i = 0; i < round.names.length; i++) {
           const name = round.names[i];
