@@ -262,7 +262,6 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
     return root;
   };
 
-  /** The path's stats, each segment checked without following links. */
   /** Whether `abs`, symbolic links resolved, is the served directory or under it. */
   const underRoot = async (abs: string): Promise<boolean> => {
     const real = await realpath(abs).catch(() => undefined);
@@ -270,6 +269,7 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
     return real !== undefined && (real === top || real.startsWith(top.endsWith(sep) ? top : top + sep));
   };
 
+  /** The path's stats, each segment checked without following links. */
   const resolveInside = async (segments: string[], shown: string): Promise<{ abs: string; st: Stats }> => {
     let abs = dir;
     let st = await lstat(dir);
