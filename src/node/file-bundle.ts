@@ -39,6 +39,7 @@ import { nodeCrc32c } from "./crc32c-native.ts";
 import { foldedPath } from "./file-crc-store.ts";
 import { SyncGate } from "./file-sync-gate.ts";
 import { fsFailure, nameUnder } from "./fs-error.ts";
+import { tellHook } from "./hook.ts";
 
 /** Files of one bundle being written, or named, at once on the receiver. */
 const STORING = 8;
@@ -598,7 +599,7 @@ export function bundleHandler(store: BundleStore): StreamHandler {
           const r = results[i];
           if (!("error" in r)) r.path = resolve(entries[i].final);
         }
-        store.onBundle(results, stream, ctx);
+        tellHook(store.onBundle, results, stream, ctx);
       }
       return answer;
     } finally {

@@ -14,6 +14,7 @@ import { bundleHandler, storeError } from "./file-bundle.ts";
 import { CRC_PERSIST_MIN, crcStore, isMetaName, isSinkFileAlias } from "./file-crc-store.ts";
 import { SyncGate } from "./file-sync-gate.ts";
 import { fsFailure, nameUnder } from "./fs-error.ts";
+import { tellHook } from "./hook.ts";
 import { makeDirectory } from "./make-dir.ts";
 
 /** The route files are sent to by default. */
@@ -62,7 +63,11 @@ export interface FileReceipt {
 
 /** Options of {@link fileSink}. */
 export interface FileSinkOptions {
-  /** Called when a file is complete. */
+  /**
+   * Called when a file is complete (stored and named). A throw changes
+   * nothing (the sender gets its receipt): it is thrown again from a
+   * microtask, as a throwing event listener's.
+   */
   onFile?: (receipt: FileReceipt, stream: IncomingStream, ctx: RequestContext) => void;
   /**
    * Called when a transfer was accepted (its metadata checked, quota and
@@ -123,7 +128,8 @@ export interface FileSinkOptions {
   durability?: "fsync" | "none";
   /**
    * Called when a bundle of small files ({@link FILE_BUNDLE_ROUTE}) was
-   * stored: each file's receipt or error, in the bundle's order.
+   * stored: each file's receipt or error, in the bundle's order. A throw
+   * changes nothing (thrown again from a microtask, as `onFile`'s).
    */
   onBundle?: (results: BundleResult[], stream: IncomingStream, ctx: RequestContext) => void;
   /**
@@ -2009,7 +2015,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       if (e.sidecar) await unlink(sidecarPath(key)).catch(() => {});
       forget(e);
       const crc32c = crc32cHex(stream.contentCrc);
-      options.onFile?.({ name, path: resolve(finalPath), size, crc32c, resumedFrom: offset }, stream, ctx);
+      tellHook(options.onFile, { name, path: resolve(finalPath), size, crc32c, resumedFrom: offset }, stream, ctx);
       // The peer learns where under this directory, not this machine's paths.
       return JSON.stringify({ name, path: name, size, crc32c, resumedFrom: offset } satisfies FileReceipt);
     } catch (err) {

@@ -21,6 +21,7 @@ import { type DirRound, firstNames, KIND_DIR, KIND_FILE } from "./dir-names.ts";
 import { CRC_PERSIST_MIN, crcStore, isMetaName, isSinkFileAlias } from "./file-crc-store.ts";
 import { FILE_ROUTE, fileCrc32cOf, safeRelativePath } from "./file-sink.ts";
 import { fsFailure } from "./fs-error.ts";
+import { tellHook } from "./hook.ts";
 import { type FileTransfer, sendFile } from "./send-file.ts";
 
 export {
@@ -86,7 +87,10 @@ export interface FileSourceOptions {
    * error (`ERR_HANDLER`), which `onGetEnd` gets.
    */
   onGet?: (request: FileGetRequest, transfer: FileTransfer, ctx: RequestContext) => void;
-  /** Called when a download ends: the answer, or the error. */
+  /**
+   * Called when a download ends: the answer, or the error. A throw changes
+   * nothing of the download: it is thrown again from a microtask.
+   */
   onGetEnd?: (request: FileGetRequest, result: FileGetAnswer | PointSubError, ctx: RequestContext) => void;
   /**
    * Use and keep large files' CRC32C records in `dir/.pointsub/` (as
@@ -496,7 +500,7 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
             bytesSent: 0,
             skipped: true,
           };
-          options.onGetEnd?.(r, answer, ctx);
+          tellHook(options.onGetEnd, r, answer, ctx);
           return encodeFileGetAnswer(answer);
         }
       }
@@ -591,14 +595,14 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
           resumedFrom: from ?? 0,
           bytesSent: receipt.bytesSent,
         };
-        options.onGetEnd?.(r, answer, ctx);
+        tellHook(options.onGetEnd, r, answer, ctx);
         return encodeFileGetAnswer(answer);
       } catch (err) {
         // Stopped by its deadline: say so, not the cancellation it caused.
         const cause = stop?.signal.aborted === true && !ctx.signal.aborted ? stop.signal.reason : err;
         // Reading the file failed: its code only, and never its real path (the name asked for instead).
         const e = fsFailure(cause, "the server could not read the file", { path: real, shown: r.path });
-        options.onGetEnd?.(r, e, ctx);
+        tellHook(options.onGetEnd, r, e, ctx);
         throw e;
       }
     } finally {

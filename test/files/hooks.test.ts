@@ -6,6 +6,8 @@
  * error). Real loopback sockets, real files.
  */
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { isAbsolute, join } from "node:path";
@@ -177,5 +179,28 @@ describe("file hooks: onStream, onFile, onBundle, onGet, onGetEnd", () => {
       await own.close();
       mine.close();
     }
+  });
+
+  it("onFile or onGetEnd throwing changes nothing of what was done: the upload and download succeed, the throw is uncaught", async () => {
+    // Before: the upload failed ERR_HANDLER although the file was stored and named (a retry got
+    // ERR_EXISTS), and the download failed ERR_HANDLER although the asker had stored it, onGetEnd
+    // called a second time with its own error.
+    const dir = join(work, "throwing-hooks");
+    await mkdir(dir, { recursive: true });
+    const child = spawn(process.execPath, [join(import.meta.dirname, "hook-throws-child.ts"), dir], {
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    let stdout = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    const [exit] = await once(child, "close");
+    assert.equal(exit, 0, stdout);
+    assert.deepEqual(JSON.parse(stdout), {
+      send: 11,
+      get: "ok",
+      stored: true,
+      got: true,
+      ends: 1,
+      uncaught: ["onFile bug", "onGetEnd bug"],
+    });
   });
 });
