@@ -12,7 +12,9 @@ import type { Pinger } from "./pinger.ts";
  * Sends a PING; resolves to the round-trip time in ms. After `timeoutMs`
  * (0: never) it is given up: rejected with `timeoutError(timeoutMs)`, or
  * left unsettled without one (housekeeping's probes, whose outcome only
- * their answer tells).
+ * their answer tells). A `timeoutMs` beyond a timer's range (2^31 - 1 ms,
+ * util/timer-limit.ts's MAX_TIMER_MS, written here: this module imports no
+ * code) is waited out that long: a timer given more fires after 1 ms.
  */
 export function sendPing(p: Pinger, timeoutMs: number, timeoutError?: (ms: number) => Error): Promise<number> {
   const seq = ++p.seq;
@@ -21,9 +23,12 @@ export function sendPing(p: Pinger, timeoutMs: number, timeoutError?: (ms: numbe
   p.pings.set(seq, { start: performance.now(), d });
   p.send(seq);
   if (timeoutMs > 0) {
-    const t = setTimeout(() => {
-      if (p.done(seq) && timeoutError !== undefined) d.reject(timeoutError(timeoutMs));
-    }, timeoutMs);
+    const t = setTimeout(
+      () => {
+        if (p.done(seq) && timeoutError !== undefined) d.reject(timeoutError(timeoutMs));
+      },
+      Math.min(timeoutMs, 2 ** 31 - 1),
+    );
     d.promise.then(
       () => clearTimeout(t),
       () => clearTimeout(t),
