@@ -76,8 +76,8 @@ class WebSocketTransport extends WsReceiver implements Transport {
     this.limits = limits;
     ws.binaryType = "arraybuffer";
     ws.onmessage = this.onMessage;
+    // (connect cleared onopen and onerror; no message is handed to a page before its open event.)
     ws.onclose = this.onWsClose;
-    ws.onerror = null;
   }
 
   write(chunks: readonly Uint8Array[]): boolean {
@@ -204,40 +204,40 @@ export function webSocketTransport(options: WebSocketTransportOptions = {}): Tra
       }
       return new Promise((resolve, reject) => {
         const signal = o.signal;
-        if (signal?.aborted) {
-          reject(new PointSubError("ERR_CANCELLED", `connect to ${url.href} aborted`, { cause: signal.reason }));
-          return;
+        const aborted = () =>
+          new PointSubError("ERR_CANCELLED", `connect to ${url.href} aborted`, { cause: signal?.reason });
+        // Before the socket opens: an AbortController given for its signal threw an untyped TypeError, the socket left open.
+        // (What the executor throws rejects the promise.)
+        if (signal && !(signal instanceof AbortSignal)) {
+          throw new PointSubError("ERR_INVALID_ARGUMENT", "signal must be an AbortSignal");
         }
+        if (signal?.aborted) throw aborted();
         let ws: WebSocket;
         try {
           ws = new Ctor(url.href, [WEB_SUBPROTOCOL]);
         } catch (cause) {
-          reject(
-            new PointSubError("ERR_CONNECT", `cannot connect to ${url.href}: ${(cause as Error).message}`, { cause }),
-          );
-          return;
+          throw new PointSubError("ERR_CONNECT", `cannot connect to ${url.href}: ${(cause as Error).message}`, {
+            cause,
+          });
         }
-        ws.binaryType = "arraybuffer";
         let timer: ReturnType<typeof setTimeout> | undefined;
         const settle = (err: PointSubError | undefined) => {
-          if (timer !== undefined) clearTimeout(timer);
+          clearTimeout(timer);
           signal?.removeEventListener("abort", onAbort);
           ws.onopen = ws.onerror = ws.onclose = null;
-          if (err === undefined) {
-            resolve(new WebSocketTransport(ws, url.href, limits));
-            return;
-          }
-          ws.close();
-          reject(err);
+          if (err) {
+            ws.close();
+            reject(err);
+          } else resolve(new WebSocketTransport(ws, url.href, limits));
         };
-        const onAbort = () =>
-          settle(new PointSubError("ERR_CANCELLED", `connect to ${url.href} aborted`, { cause: signal?.reason }));
+        const onAbort = () => settle(aborted());
         signal?.addEventListener("abort", onAbort, { once: true });
-        if (o.connectTimeoutMs !== undefined && o.connectTimeoutMs > 0) {
-          const ms = o.connectTimeoutMs;
+        // (Undefined or 0: none.) A timer given more than 2^31 - 1 ms fires at once: 2e9 ms at most.
+        const ms = o.connectTimeoutMs as number;
+        if (ms > 0) {
           timer = setTimeout(
             () => settle(new PointSubError("ERR_TIMEOUT", `connect to ${url.href} timed out after ${ms} ms`)),
-            ms,
+            Math.min(ms, 2e9),
           );
         }
         ws.onopen = () =>
@@ -247,9 +247,7 @@ export function webSocketTransport(options: WebSocketTransportOptions = {}): Tra
               : new PointSubError("ERR_CONNECT", `${url.href} did not accept the ${WEB_SUBPROTOCOL} subprotocol`),
           );
         // Browsers say nothing about why (the console does): refused, 404, TLS, no subprotocol…
-        const failed = () => settle(new PointSubError("ERR_CONNECT", `cannot connect to ${url.href}`));
-        ws.onerror = failed;
-        ws.onclose = failed;
+        ws.onerror = ws.onclose = () => settle(new PointSubError("ERR_CONNECT", `cannot connect to ${url.href}`));
       });
     },
     listen(address: TransportAddress): Promise<never> {
