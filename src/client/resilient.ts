@@ -12,6 +12,7 @@ import type { Connection } from "../connection/connection.ts";
 import type { Handler, Message, Payload, RequestOptions } from "../connection/types.ts";
 import { UNSENT } from "../connection/unsent.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
+import { checkSignal } from "../errors/signal.ts";
 import type { Middleware, ResumeLookup } from "../router/types.ts";
 import type { StreamHandler } from "../stream/types.ts";
 import type { Address } from "../transport/transport.ts";
@@ -133,6 +134,7 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
   constructor(address: Address, options: ResilientOptions) {
     super(options.reconnect, options.offline);
     checkNumber("retries", options.retries, 0);
+    checkSignal(options);
     this.address = address;
     this.options = options;
     this.retries = options.retries ?? 2;
@@ -230,6 +232,11 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
       } catch (err) {
         return Promise.reject(err);
       }
+    }
+    try {
+      checkSignal(options);
+    } catch (err) {
+      return Promise.reject(err);
     }
     if (options.signal?.aborted === true) {
       return Promise.reject(

@@ -8,6 +8,7 @@ import { Flag, FrameType } from "../codec/frame.ts";
 import { Feature } from "../codec/settings.ts";
 import { encodeMeta, encodeStreamHead } from "../codec/stream-prefix.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
+import { checkSignal } from "../errors/signal.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import { type StreamItem, streamCost } from "../stream/item.ts";
 import { isStreamSource, OutgoingStream, planCompression, setContentCrc } from "../stream/outgoing.ts";
@@ -250,6 +251,7 @@ export class OutgoingStreams {
     let plan: ReturnType<typeof planCompression>;
     try {
       if (!this.isOpen()) throw this.gate.session.unusableError();
+      checkSignal(options);
       const peer = this.link.peer;
       // (maxConcurrentStreams 0 says the same: a stream would wait for a slot for ever.)
       if ((peer.features & Feature.STREAMS) === 0 || peer.maxConcurrentStreams === 0) {

@@ -9,6 +9,7 @@
  */
 import * as net from "node:net";
 import { PointSubError } from "../errors/error.ts";
+import { checkSignal } from "../errors/signal.ts";
 import { LP_FRAMING, type LpTransportOptions } from "../lp/options.ts";
 import type { ReleasingWrite } from "../lp/writer.ts";
 import type {
@@ -21,7 +22,7 @@ import type {
 } from "../transport/transport.ts";
 import { bind, pathUrl, socketPath, whenConnected } from "./net-adapter.ts";
 import { readerForAccepted, SocketReader } from "./socket-reader.ts";
-import { checkSignal, hostUrl, SocketTransport, urlHost } from "./socket-transport.ts";
+import { hostUrl, SocketTransport, urlHost } from "./socket-transport.ts";
 
 function lpUrl(scheme: "lp+tcp" | "lp+unix", address: TransportAddress, options: LpTransportOptions): URL {
   if (options[LP_FRAMING] !== true) {

@@ -2,6 +2,7 @@ import { lstatSync, type Stats, unlinkSync } from "node:fs";
 import * as net from "node:net";
 import type * as Tls from "node:tls";
 import { PointSubError } from "../errors/error.ts";
+import { checkSignal } from "../errors/signal.ts";
 import type {
   Transport,
   TransportAdapter,
@@ -11,7 +12,7 @@ import type {
   TransportListenOptions,
 } from "../transport/transport.ts";
 import { readerForAccepted, SocketReader } from "./socket-reader.ts";
-import { checkSignal, connectDeadline, hostUrl, SocketTransport, urlHost } from "./socket-transport.ts";
+import { connectDeadline, hostUrl, SocketTransport, urlHost } from "./socket-transport.ts";
 import { tlsError } from "./tls-errors.ts";
 import type { WsTransportOptions } from "./ws-adapter.ts";
 

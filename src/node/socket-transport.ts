@@ -385,22 +385,6 @@ export function urlHost(url: URL): string {
 }
 
 /**
- * ERR_INVALID_ARGUMENT unless `options.signal` is absent or an AbortSignal:
- * checked before a socket is made (an AbortController given for its signal
- * made the adapters throw an untyped TypeError, and the socket they had
- * opened then threw from its event handler, uncaught).
- */
-export function checkSignal(options: { signal?: unknown }): void {
-  const signal = options.signal;
-  if (signal !== undefined && !(signal instanceof AbortSignal)) {
-    throw new PointSubError(
-      "ERR_INVALID_ARGUMENT",
-      `signal must be an AbortSignal (got ${Object.prototype.toString.call(signal)}; an AbortController's is its .signal)`,
-    );
-  }
-}
-
-/**
  * A connect's deadline, counted from now whatever arrives meanwhile: `fail`
  * gets ERR_TIMEOUT after `ms` (no deadline when it is unset or 0). Clear the
  * returned timer once the connect settled.

@@ -12,6 +12,7 @@ import type { Duplex } from "node:stream";
 import type * as Tls from "node:tls";
 import type * as Ws from "ws";
 import { PointSubError } from "../errors/error.ts";
+import { checkSignal } from "../errors/signal.ts";
 import type {
   PeerCertificate,
   Transport,
@@ -31,7 +32,7 @@ import {
 } from "../transport/ws-mapping.ts";
 import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 import type { TlsOptions } from "./net-adapter.ts";
-import { checkSignal, connectDeadline, hostUrl, peerCertificateOf, urlHost } from "./socket-transport.ts";
+import { connectDeadline, hostUrl, peerCertificateOf, urlHost } from "./socket-transport.ts";
 import { tlsError } from "./tls-errors.ts";
 import { MaskedFrameWriter } from "./ws-client-frames.ts";
 import { RawServerWs, type WsFrameOwner } from "./ws-server-socket.ts";
