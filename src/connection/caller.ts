@@ -8,6 +8,7 @@ import { encodeKeyedHead, idempotencyKeyBytes } from "../codec/message-head.ts";
 import { Feature } from "../codec/settings.ts";
 import type { ErrorCode } from "../errors/codes.ts";
 import { PointSubError } from "../errors/error.ts";
+import { checkSignal } from "../errors/signal.ts";
 import { Queue } from "../util/queue.ts";
 import { CallTable } from "./call-table.ts";
 import type { PendingCall } from "./calls.ts";
@@ -116,34 +117,27 @@ export class Caller {
    * after the route (a keyed REQ, docs/PROTOCOL.md §3.4.1).
    */
   request(route: string, head: Uint8Array, data: Uint8Array, options: RequestOptions): Promise<Uint8Array> {
-    let startFlags = 0;
-    if (options.idempotencyKey !== undefined) {
-      try {
+    const signal = options.signal;
+    const aborted = () => new PointSubError("ERR_CANCELLED", `request to ${route} aborted`, { cause: signal?.reason });
+    // (What the executor throws rejects the promise: the checks fail the call, none throws at its caller.)
+    return new Promise<Uint8Array>((resolve, reject) => {
+      let startFlags = 0;
+      if (options.idempotencyKey !== undefined) {
         const key = idempotencyKeyBytes(options.idempotencyKey);
         if ((this.link.peer.features & Feature.IDEMPOTENCY) !== 0) {
           head = encodeKeyedHead(head, key);
           startFlags = Flag.KEYED;
         }
-      } catch (err) {
-        return Promise.reject(err);
       }
-    }
-    const signal = options.signal;
-    if (signal?.aborted) {
-      return Promise.reject(
-        new PointSubError("ERR_CANCELLED", `request to ${route} aborted`, { cause: signal.reason }),
-      );
-    }
-    const base = this.requestTimeoutMs;
-    const timeoutMs =
-      options.timeoutMs ?? (base === 0 ? 0 : base + Math.ceil((data.length * 1000) / this.bytesPerSecond));
-    // NaN or negative meant no timeout at all.
-    if (!(timeoutMs >= 0)) {
-      return Promise.reject(new PointSubError("ERR_INVALID_ARGUMENT", `invalid timeoutMs ${timeoutMs}`));
-    }
-    this.stats.requestsSent++;
-    this.stats.sent(data.length);
-    return new Promise<Uint8Array>((resolve, reject) => {
+      checkSignal(options);
+      if (signal?.aborted) throw aborted();
+      const base = this.requestTimeoutMs;
+      const timeoutMs =
+        options.timeoutMs ?? (base === 0 ? 0 : base + Math.ceil((data.length * 1000) / this.bytesPerSecond));
+      // NaN or negative meant no timeout at all.
+      if (!(timeoutMs >= 0)) throw new PointSubError("ERR_INVALID_ARGUMENT", `invalid timeoutMs ${timeoutMs}`);
+      this.stats.requestsSent++;
+      this.stats.sent(data.length);
       const call: PendingCall = {
         id: 0,
         type: FrameType.REQ,
@@ -164,12 +158,7 @@ export class Caller {
       this.stats.diag.callStart(call); // diagnostics
       if (timeoutMs > 0 && unstamped.push(call, this) === 2) queueMicrotask(stampDeadlines);
       if (signal !== undefined) {
-        call.onAbort = () => {
-          this.abandon(
-            call,
-            new PointSubError("ERR_CANCELLED", `request to ${route} aborted`, { cause: signal.reason }),
-          );
-        };
+        call.onAbort = () => this.abandon(call, aborted());
         signal.addEventListener("abort", call.onAbort, { once: true });
       }
       if (this.pending.size >= this.link.peer.maxConcurrentRequests) {
@@ -215,7 +204,7 @@ export class Caller {
    */
   armDeadline(deadline: number): void {
     if (this.deadlineAt !== undefined && deadline >= this.deadlineAt) return;
-    if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer);
+    clearTimeout(this.deadlineTimer);
     this.deadlineAt = deadline;
     // At most 2^31 - 1 ms (~24.8 days): a longer delay fires at once, and the sweep re-armed it every 1 ms.
     this.deadlineTimer = setTimeout(
@@ -305,7 +294,7 @@ export class Caller {
   /** The connection closed: every call fails with `failure`. */
   teardown(failure: PointSubError): void {
     this.closed = true;
-    if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer);
+    clearTimeout(this.deadlineTimer);
     for (const call of this.pending.values()) this.settle(call, undefined, failure);
     this.pending.clear();
     for (const call of this.waiting?.drain() ?? []) this.settle(call, undefined, failure);

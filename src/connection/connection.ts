@@ -616,16 +616,15 @@ export class Connection extends Emitter<ConnectionEvents> {
    * `ERR_CONNECTION_CLOSED`, ...). Do not modify `payload` afterwards.
    */
   send(payload: Payload): Promise<void> {
-    if (this.state_ !== "open") return handledRejection(this.unusableError());
-    let data: Uint8Array;
     try {
-      data = toBytes(payload, "payload");
+      if (this.state_ !== "open") throw this.unusableError();
+      const data = toBytes(payload, "payload");
+      const tooLarge = this.checkSize(data.length);
+      if (tooLarge !== undefined) throw tooLarge;
+      return this.sendBytes(data, -1);
     } catch (err) {
       return handledRejection(err);
     }
-    const tooLarge = this.checkSize(data.length);
-    if (tooLarge !== undefined) return handledRejection(tooLarge);
-    return this.sendBytes(data, -1);
   }
 
   /**
@@ -726,18 +725,17 @@ export class Connection extends Emitter<ConnectionEvents> {
    * ERR_MESSAGE_TOO_LARGE, ERR_CONNECTION_CLOSED...
    */
   request(route: string, payload: Payload = EMPTY, options: RequestOptions = NO_OPTIONS): Promise<Uint8Array> {
-    if (this.state_ !== "open") return Promise.reject(this.unusableError());
-    let data: Uint8Array;
-    let head: Uint8Array;
+    // (Caller.request fails a call through its promise, never throws: whatever is thrown here is this side's.)
     try {
-      data = toBytes(payload, "payload");
-      head = this.outbox.routeHead(route);
+      if (this.state_ !== "open") throw this.unusableError();
+      const data = toBytes(payload, "payload");
+      const head = this.outbox.routeHead(route);
+      const tooLarge = this.checkSize(data.length);
+      if (tooLarge !== undefined) throw tooLarge;
+      return this.caller.request(route, head, data, options);
     } catch (err) {
       return Promise.reject(err);
     }
-    const tooLarge = this.checkSize(data.length);
-    if (tooLarge !== undefined) return Promise.reject(tooLarge);
-    return this.caller.request(route, head, data, options);
   }
 
   /**

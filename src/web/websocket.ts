@@ -11,6 +11,7 @@
  * `bufferedAmount`.
  */
 import { PointSubError } from "../errors/error.ts";
+import { checkSignal } from "../errors/signal.ts";
 import type { Transport, TransportAdapter, TransportAddress, TransportConnectOptions } from "../transport/transport.ts";
 import {
   sendAsMessages,
@@ -208,9 +209,7 @@ export function webSocketTransport(options: WebSocketTransportOptions = {}): Tra
           new PointSubError("ERR_CANCELLED", `connect to ${url.href} aborted`, { cause: signal?.reason });
         // Before the socket opens: an AbortController given for its signal threw an untyped TypeError, the socket left open.
         // (What the executor throws rejects the promise.)
-        if (signal && !(signal instanceof AbortSignal)) {
-          throw new PointSubError("ERR_INVALID_ARGUMENT", "signal must be an AbortSignal");
-        }
+        checkSignal(o);
         if (signal?.aborted) throw aborted();
         let ws: WebSocket;
         try {
