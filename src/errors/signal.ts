@@ -13,7 +13,9 @@ import { PointSubError } from "./error.ts";
  * opened, a request registered or a stream's Transfer handed out).
  */
 export function checkSignal(options: { signal?: unknown }): void {
-  if (options.signal && !(options.signal instanceof AbortSignal)) {
+  // By its shape, not its class: a signal of another realm (an iframe's) or a polyfill's is one too; null is not.
+  const s = options.signal as { addEventListener?: unknown } | undefined;
+  if (s !== undefined && typeof s?.addEventListener !== "function") {
     throw new PointSubError("ERR_INVALID_ARGUMENT", "signal must be an AbortSignal");
   }
 }

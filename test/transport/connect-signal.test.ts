@@ -50,6 +50,14 @@ describe("connect({ signal }) with an AbortController instead of its signal", ()
           assert.equal(new TextDecoder().decode(await conn.request("/echo", "hi")), "hi");
           await conn.close();
         }
+        // A signal is known by its shape: null is refused (a request with it threw a TypeError once its
+        // call was registered), a signal not of this realm's class (an iframe's, a polyfill's) is taken.
+        const conn = await connect(urls[0]);
+        await assert.rejects(conn.request("/echo", "x", { signal: null as unknown as AbortSignal }), invalid);
+        const foreign = Object.assign(new EventTarget(), { aborted: false }) as unknown as AbortSignal;
+        const asked = conn.request("/echo", "late", { signal: foreign, timeoutMs: 5000 });
+        assert.equal(new TextDecoder().decode(await asked), "late");
+        await conn.close();
         assert.deepEqual(caught, []);
       });
     } finally {
