@@ -65,6 +65,10 @@ function stampDeadlines(): void {
   unstamped.length = 0;
 }
 
+/** A call's `timeoutMs` that is not a number >= 0 (a request's, a ping's, a close's): ERR_INVALID_ARGUMENT. */
+export const badTimeout = (ms: number): Promise<never> =>
+  Promise.reject(new PointSubError("ERR_INVALID_ARGUMENT", `invalid timeoutMs ${ms}`));
+
 export class Caller {
   /** Calls written to the wire and not yet answered, by id. */
   readonly pending = new CallTable<PendingCall>();
@@ -129,15 +133,21 @@ export class Caller {
           startFlags = Flag.KEYED;
         }
       }
-      checkSignal(options);
-      if (signal?.aborted) throw aborted();
-      const base = this.requestTimeoutMs;
-      const timeoutMs =
-        options.timeoutMs ?? (base === 0 ? 0 : base + Math.ceil((data.length * 1000) / this.bytesPerSecond));
-      // NaN or negative meant no timeout at all.
-      if (!(timeoutMs >= 0)) throw new PointSubError("ERR_INVALID_ARGUMENT", `invalid timeoutMs ${timeoutMs}`);
-      this.stats.requestsSent++;
-      this.stats.sent(data.length);
+    }
+    const signal = options.signal;
+    if (signal?.aborted) {
+      return Promise.reject(
+        new PointSubError("ERR_CANCELLED", `request to ${route} aborted`, { cause: signal.reason }),
+      );
+    }
+    const base = this.requestTimeoutMs;
+    const timeoutMs =
+      options.timeoutMs ?? (base === 0 ? 0 : base + Math.ceil((data.length * 1000) / this.bytesPerSecond));
+    // NaN or negative meant no timeout at all.
+    if (!(timeoutMs >= 0)) return badTimeout(timeoutMs);
+    this.stats.requestsSent++;
+    this.stats.sent(data.length);
+    return new Promise<Uint8Array>((resolve, reject) => {
       const call: PendingCall = {
         id: 0,
         type: FrameType.REQ,

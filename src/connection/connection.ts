@@ -33,7 +33,7 @@ import { Emitter } from "../util/emitter.ts";
 import { handledRejection } from "../util/handled-rejection.ts";
 import type { Ticker } from "../util/ticker.ts";
 import { MemoryBudget } from "./budget.ts";
-import { Caller } from "./caller.ts";
+import { badTimeout, Caller } from "./caller.ts";
 import type { Dispatcher } from "./dispatch.ts";
 import { DispatchShell, dispatcherClass, emptyRouter, routerClass, toBytes } from "./dispatch-lazy.ts";
 import { type FrameHooks, FrameRouter } from "./frames.ts";
@@ -96,7 +96,8 @@ function loadDrain(): Promise<typeof import("./drain.ts")> {
 }
 
 /** A ping without its answer after `ms`. */
-const pingTimeout = (ms: number) => new PointSubError("ERR_TIMEOUT", `no pong within ${ms} ms`, { phase: "ping" });
+const pingTimeout = (ms: number) =>
+  new PointSubError("ERR_TIMEOUT", `ping timed out after ${ms} ms`, { phase: "ping" });
 
 /** Characters of a peer's GOAWAY reason kept (in errors and `closeReason`). */
 const MAX_REASON = 256;
@@ -804,16 +805,22 @@ export class Connection extends Emitter<ConnectionEvents> {
     return engine.askResume((r, payload) => this.request(r, payload, options), route, transferId);
   }
 
-  /** Measures the round-trip time to the peer, in milliseconds. */
+  /**
+   * Measures the round-trip time to the peer, in milliseconds. Rejects with
+   * ERR_TIMEOUT (phase `"ping"`) when no answer came within `timeoutMs`
+   * (default requestTimeoutMs; 0: never), with ERR_INVALID_ARGUMENT for a
+   * `timeoutMs` that is not a number >= 0.
+   */
   ping(options: { timeoutMs?: number } = {}): Promise<number> {
     if (this.state_ !== "open") return Promise.reject(this.unusableError());
     const ms = options.timeoutMs ?? this.shared.requestTimeoutMs;
+    // NaN or negative meant no timeout: a ping to a peer that never answered never settled.
+    if (!(ms >= 0)) return badTimeout(ms);
     // Sending pings comes with housekeeping (loaded up front in Node; in a page, once a connection opens).
     const H = housekeeperClass();
     if (H !== undefined) return H.ping(this.frames.pinger, ms, pingTimeout);
-    return loadHousekeeper().then((C) =>
-      this.state_ === "open" ? C.ping(this.frames.pinger, ms, pingTimeout) : this.ping(),
-    );
+    // Loaded: pinged as above, or refused if it closed meanwhile (this ping's timeoutMs kept).
+    return loadHousekeeper().then(() => this.ping(options));
   }
 
   /** Calls this side made that have no answer yet (including those queued for the peer's maxConcurrentRequests). */
@@ -851,8 +858,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     const reason = options.reason ?? "closing";
     const timeoutMs = options.timeoutMs ?? this.shared.closeTimeoutMs;
     // As a request's: NaN waited for ever (its deadline is never reached).
-    if (!(timeoutMs >= 0))
-      return Promise.reject(new PointSubError("ERR_INVALID_ARGUMENT", `invalid timeoutMs ${timeoutMs}`));
+    if (!(timeoutMs >= 0)) return badTimeout(timeoutMs);
     this.state_ = "closing";
     // Calls waiting for a slot start no more (an answer freeing one may come before drain.ts refuses them).
     if (this.caller_ !== undefined) this.caller_.closed = true;

@@ -285,6 +285,27 @@ describe("faults", () => {
     await raw.close();
   });
 
+  it("ping({ timeoutMs }) negative or NaN is ERR_INVALID_ARGUMENT (it meant no timeout: a ping to a silent peer never settled)", async () => {
+    const raw = await rawServer();
+    const connP = connect(raw.url, { keepAliveMs: 0 });
+    const peer = await raw.peer;
+    peer.socket.write(handshake());
+    const conn = await connP;
+    const outcomes: string[] = [];
+    for (const timeoutMs of [-1, Number.NaN]) {
+      conn.ping({ timeoutMs }).then(
+        () => outcomes.push(`${timeoutMs}: answered`),
+        (e: PointSubError) => outcomes.push(`${timeoutMs}: ${e.code}`),
+      );
+    }
+    // The peer answers no PING: a ping given a real timeout settles after the two above would have.
+    await assert.rejects(conn.ping({ timeoutMs: 50 }), { code: "ERR_TIMEOUT", phase: "ping" });
+    await until(() => outcomes.length === 2, 2000).catch(() => {});
+    assert.deepEqual(outcomes.sort(), ["-1: ERR_INVALID_ARGUMENT", "NaN: ERR_INVALID_ARGUMENT"]);
+    conn.destroy();
+    await raw.close();
+  });
+
   it("keepalive keeps a quiet but healthy connection open", async () => {
     const { server, url } = await recordingServer({ keepAliveMs: 30 });
     const conn = await connect(url, { keepAliveMs: 30 });
