@@ -398,9 +398,15 @@ export class Dispatcher {
     let data: Uint8Array;
     try {
       data = value === undefined ? EMPTY : toBytes(value, "handler result");
-    } catch (e) {
-      const pe = e as PointSubError;
-      return this.answerError(call, pe.code, pe.message);
+    } catch {
+      // The handler's bug, not the caller's argument (it was told ERR_INVALID_ARGUMENT).
+      const what =
+        typeof value === "object" && value !== null ? (value.constructor?.name ?? "an object") : String(value);
+      return this.answerError(
+        call,
+        "ERR_HANDLER",
+        `handler for ${call.route} returned ${what}, not a Uint8Array, a string or undefined`,
+      );
     }
     const peer = this.link.peer;
     // Over the caller's maxMessageSize, or chunked and over its whole assembly budget (it would wait for ever).

@@ -47,7 +47,7 @@ export interface RequestContext {
   readonly idempotencyKey?: Uint8Array | undefined;
 }
 
-/** What a handler may return: the response bytes, text, or nothing (an empty response). */
+/** What a handler may return: the response bytes, text, or nothing (an empty response); anything else answers the caller with ERR_HANDLER. */
 // biome-ignore lint/suspicious/noConfusingVoidType: handlers written as `async () => {}` return Promise<void>.
 export type HandlerResult = Uint8Array | string | undefined | void;
 

@@ -94,6 +94,35 @@ describe("request/response", () => {
     });
   });
 
+  it("a handler that returns neither bytes, text nor undefined: ERR_HANDLER naming what it returned (not the caller's ERR_INVALID_ARGUMENT)", async () => {
+    const bad: [string, unknown][] = [
+      ["/bad-number/1.0.0", 42],
+      ["/bad-null/1.0.0", null],
+      ["/bad-u16/1.0.0", new Uint16Array([1, 2])],
+      ["/bad-object/1.0.0", { ok: true }],
+    ];
+    for (const [route, value] of bad) server.handle(route, async () => value as string);
+    for (const [route, value] of bad) {
+      const what = value === null ? "null" : typeof value === "number" ? "42" : (value as object).constructor.name;
+      await assert.rejects(conn.request(route), (e: unknown) => {
+        assert.ok(e instanceof PointSubError);
+        assert.equal(e.code, "ERR_HANDLER", route);
+        assert.ok(e.message.includes(`handler for ${route} returned ${what}`), e.message);
+        return true;
+      });
+    }
+    // A stream handler's answer goes the same way.
+    server.handleStream("/bad-stream/1.0.0", async (stream) => {
+      for await (const _ of stream);
+      return 7 as unknown as string;
+    });
+    await assert.rejects(conn.sendStream("/bad-stream/1.0.0", [new Uint8Array(10)]).done, {
+      code: "ERR_HANDLER",
+      message: /returned 7/,
+    });
+    assert.equal(text(await conn.request("/echo/1.0.0", "still fine")), "still fine");
+  });
+
   it("a handler's PointSubError keeps its code", async () => {
     await assert.rejects(conn.request("/reject/1.0.0"), {
       code: "ERR_INVALID_ARGUMENT",
