@@ -18,13 +18,13 @@ export interface StatsSnapshot {
   /** Messages and data bytes received per size class. */
   received: Record<SizeClass, ClassCounters>;
   requests: {
-    /** Requests this side made. */
+    /** Requests this side made, streams included (a stream is a call its receiver's handler answers). */
     sent: number;
     /** ...of which answered successfully. */
     succeeded: number;
     /** ...of which failed (any typed error). */
     failed: number;
-    /** Requests the peer made that this side handled. */
+    /** Requests the peer made that this side handled, streams included. */
     handled: number;
     /** Requests in flight now (both directions). */
     inFlight: number;

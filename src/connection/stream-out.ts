@@ -297,6 +297,9 @@ export class OutgoingStreams {
       call.reject(toPointSubError(err, "ERR_INVALID_ARGUMENT"));
       return transfer;
     }
+    // A call from here on: it settles through the caller, which counts it as succeeded or failed (before,
+    // streams were counted there but not as sent: succeeded + failed ran past sent).
+    this.stats.requestsSent++;
     if (options.signal !== undefined) {
       const signal = options.signal;
       call.onAbort = () => this.giveUpCall(call, abortError(route, signal.reason));
