@@ -307,7 +307,8 @@ export class Connection extends Emitter<ConnectionEvents> {
     const hello = greeting(local, init.localSettings !== undefined);
     if (accepted === undefined) this.transport.write([hello.bytes]);
     this.writer.framesOut++;
-    this.writer.bytesOut += hello.helloLength;
+    // The preface too: the peer's bytesIn counts it (this side's wire.bytesOut was 6 bytes short of it).
+    this.writer.bytesOut += hello.bytes.length;
     // From here on, small frames written in one turn share BATCH frames.
     this.writer.batching = true;
     // A server's connection gets its input, and keeps the rest of the server's deadline, in `start`.

@@ -109,10 +109,9 @@ export function goAwayInOpening(b: Uint8Array): boolean {
   return next < b.length && b[next] >>> 4 === FrameType.GOAWAY;
 }
 
-/** What each side writes first: the preface and its HELLO, in one buffer; `helloLength` is the HELLO frame's part. */
+/** What each side writes first: the preface and its HELLO, in one buffer. */
 export interface Greeting {
   readonly bytes: Uint8Array;
-  readonly helloLength: number;
 }
 
 /** Greetings by settings object: a server's sessions share one (encoded once, written whole). */
@@ -136,7 +135,7 @@ export function greeting(local: Settings, shared: boolean): Greeting {
   const bytes = new Uint8Array(preface.length + hello.length);
   bytes.set(preface, 0);
   bytes.set(hello, preface.length);
-  const g: Greeting = { bytes, helloLength: hello.length };
+  const g: Greeting = { bytes };
   if (shared) greetings.set(local, g);
   return g;
 }

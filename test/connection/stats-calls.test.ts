@@ -39,4 +39,25 @@ describe("stats().requests", () => {
       await server.close();
     }
   });
+
+  it("wire: one side's bytesOut is the other's bytesIn, the 6-byte preface included (bytesOut left it out), over tcp and ws", async () => {
+    for (const listen of ["tcp://127.0.0.1:0", "ws://127.0.0.1:0"]) {
+      const server = createServer({ keepAliveMs: 0 });
+      server.handle("/echo/1.0.0", (req) => req.data);
+      const [url] = await server.listen(listen);
+      const conn = await connect(url, { keepAliveMs: 0 });
+      try {
+        await conn.request("/echo/1.0.0", "x");
+        await conn.send("y");
+        const session = [...server.sessions.values()][0];
+        await until(() => session.stats().received.tiny.messages === 2);
+        const c = conn.stats().wire;
+        const s = session.stats().wire;
+        assert.deepEqual([c.bytesOut, c.bytesIn], [s.bytesIn, s.bytesOut], listen);
+      } finally {
+        await conn.close();
+        await server.close();
+      }
+    }
+  });
 });
