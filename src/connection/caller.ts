@@ -16,7 +16,8 @@ import type { Link } from "./link.ts";
 import type { Outbox } from "./outbox.ts";
 import type { Stats } from "./stats.ts";
 import { streamEngine } from "./stream-engine.ts";
-import type { RequestOptions } from "./types.ts";
+import { toBytes } from "./to-bytes.ts";
+import type { Payload, RequestOptions } from "./types.ts";
 
 /** Checks a request's idempotency key (1..64 bytes) before it is sent: the resilient client refuses one at once rather than hold it. */
 export { idempotencyKeyBytes };
@@ -69,6 +70,21 @@ function stampDeadlines(): void {
 export const badTimeout = (ms: number): Promise<never> =>
   Promise.reject(new PointSubError("ERR_INVALID_ARGUMENT", `invalid timeoutMs ${ms}`));
 
+/**
+ * ERR_MESSAGE_TOO_LARGE (counted) for a message of `size` data bytes, sent after `head` bytes of prefix
+ * (a request's route and key), the peer would refuse: over its maxMessageSize, or too large for one
+ * frame with that prefix and over its maxAssemblyBytes (a request's route made it chunked: it waited
+ * for assembly credit that never came, until its timeout, or for ever).
+ */
+export function tooLarge(link: Link, stats: Stats, size: number, head: number): PointSubError | undefined {
+  const peer = link.peer;
+  const single = link.msgSingleMax - head;
+  if (size <= peer.maxMessageSize && (size <= single || size <= peer.maxAssemblyBytes)) return undefined;
+  stats.error("ERR_MESSAGE_TOO_LARGE");
+  const limit = Math.min(peer.maxMessageSize, Math.max(peer.maxAssemblyBytes, single));
+  return new PointSubError("ERR_MESSAGE_TOO_LARGE", `message of ${size} bytes exceeds the peer's limit of ${limit}`);
+}
+
 export class Caller {
   /** Calls written to the wire and not yet answered, by id. */
   readonly pending = new CallTable<PendingCall>();
@@ -115,17 +131,19 @@ export class Caller {
   }
 
   /**
-   * Starts a request (its route head encoded, its size checked); resolves
-   * to the response bytes. With `options.idempotencyKey` the key is checked
+   * Starts a request (its payload and route checked, its size against the
+   * peer's limits with the route and key that precede it); resolves to the
+   * response bytes. With `options.idempotencyKey` the key is checked
    * (1..64 bytes) and, when the peer announced `Feature.IDEMPOTENCY`, sent
    * after the route (a keyed REQ, docs/PROTOCOL.md §3.4.1).
    */
-  request(route: string, head: Uint8Array, data: Uint8Array, options: RequestOptions): Promise<Uint8Array> {
-    const signal = options.signal;
-    const aborted = () => new PointSubError("ERR_CANCELLED", `request to ${route} aborted`, { cause: signal?.reason });
-    // (What the executor throws rejects the promise: the checks fail the call, none throws at its caller.)
-    return new Promise<Uint8Array>((resolve, reject) => {
-      let startFlags = 0;
+  request(route: string, payload: Payload, options: RequestOptions): Promise<Uint8Array> {
+    let startFlags = 0;
+    let data: Uint8Array;
+    let head: Uint8Array;
+    try {
+      data = toBytes(payload, "payload");
+      head = this.outbox.routeHead(route);
       if (options.idempotencyKey !== undefined) {
         const key = idempotencyKeyBytes(options.idempotencyKey);
         if ((this.link.peer.features & Feature.IDEMPOTENCY) !== 0) {
@@ -133,7 +151,11 @@ export class Caller {
           startFlags = Flag.KEYED;
         }
       }
+    } catch (err) {
+      return Promise.reject(err);
     }
+    const big = tooLarge(this.link, this.stats, data.length, head.length);
+    if (big) return Promise.reject(big);
     const signal = options.signal;
     if (signal?.aborted) {
       return Promise.reject(

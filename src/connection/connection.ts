@@ -33,7 +33,7 @@ import { Emitter } from "../util/emitter.ts";
 import { handledRejection } from "../util/handled-rejection.ts";
 import type { Ticker } from "../util/ticker.ts";
 import { MemoryBudget } from "./budget.ts";
-import { badTimeout, Caller } from "./caller.ts";
+import { badTimeout, Caller, tooLarge } from "./caller.ts";
 import type { Dispatcher } from "./dispatch.ts";
 import { DispatchShell, dispatcherClass, emptyRouter, routerClass, toBytes } from "./dispatch-lazy.ts";
 import { type FrameHooks, FrameRouter } from "./frames.ts";
@@ -627,6 +627,9 @@ export class Connection extends Emitter<ConnectionEvents> {
     } catch (err) {
       return handledRejection(err);
     }
+    const big = tooLarge(this.link, this.stats_, data.length, 0);
+    if (big) return handledRejection(big);
+    return this.sendBytes(data, -1);
   }
 
   /**
@@ -636,8 +639,8 @@ export class Connection extends Emitter<ConnectionEvents> {
    */
   sendShared(data: Uint8Array, crc: number): Promise<void> | PointSubError | undefined {
     if (this.state_ !== "open") return this.unusableError();
-    const tooLarge = this.checkSize(data.length);
-    if (tooLarge !== undefined) return tooLarge;
+    const big = tooLarge(this.link, this.stats_, data.length, 0);
+    if (big) return big;
     const p = this.sendBytes(data, crc);
     return p === RESOLVED ? undefined : p;
   }
@@ -727,17 +730,8 @@ export class Connection extends Emitter<ConnectionEvents> {
    * ERR_MESSAGE_TOO_LARGE, ERR_CONNECTION_CLOSED...
    */
   request(route: string, payload: Payload = EMPTY, options: RequestOptions = NO_OPTIONS): Promise<Uint8Array> {
-    // (Caller.request fails a call through its promise, never throws: whatever is thrown here is this side's.)
-    try {
-      if (this.state_ !== "open") throw this.unusableError();
-      const data = toBytes(payload, "payload");
-      const head = this.outbox.routeHead(route);
-      const tooLarge = this.checkSize(data.length);
-      if (tooLarge !== undefined) throw tooLarge;
-      return this.caller.request(route, head, data, options);
-    } catch (err) {
-      return Promise.reject(err);
-    }
+    if (this.state_ !== "open") return Promise.reject(this.unusableError());
+    return this.caller.request(route, payload, options);
   }
 
   /**
@@ -911,15 +905,6 @@ export class Connection extends Emitter<ConnectionEvents> {
     if (this.state_ === "handshaking") return new PointSubError("ERR_CONNECTION_CLOSED", "connection is not open yet");
     if (this.state_ === "closing") return new PointSubError("ERR_GOING_AWAY", "connection is closing");
     return new PointSubError("ERR_CONNECTION_CLOSED", "connection is closed", { cause: this.life?.closeError });
-  }
-
-  private checkSize(size: number): PointSubError | undefined {
-    const peer = this.link.peer;
-    const single = this.link.msgSingleMax;
-    if (size <= peer.maxMessageSize && (size <= single || size <= peer.maxAssemblyBytes)) return undefined;
-    this.stats_.error("ERR_MESSAGE_TOO_LARGE");
-    const limit = Math.min(peer.maxMessageSize, Math.max(peer.maxAssemblyBytes, single));
-    return new PointSubError("ERR_MESSAGE_TOO_LARGE", `message of ${size} bytes exceeds the peer's limit of ${limit}`);
   }
 
   // -------------------------------------------------------------- receiving

@@ -6,7 +6,7 @@
  * loaded) and handed on here when its END arrives.
  */
 
-import { Flag, FrameType, Status } from "../codec/frame.ts";
+import { Flag, FRAME_TYPE_NAMES, FrameType, Status } from "../codec/frame.ts";
 import { decodeErrorBody, readKeyBounds, readMessageLength, readRouteBounds } from "../codec/message-head.ts";
 import type { VarintResult } from "../codec/varint.ts";
 import { codeForErrno } from "../errors/codes.ts";
@@ -136,10 +136,7 @@ export class Inbound implements ReceiveWindow {
     this.take(len);
     // A RES answers one of this side's ids; MSG and REQ start on the peer's.
     if ((type === FrameType.RES) !== this.link.isMine(id)) {
-      throw PointSubError.fromPeer(
-        "ERR_PROTOCOL",
-        `stream id ${id} has the wrong parity for ${type === FrameType.RES ? "RES" : "MSG/REQ"}`,
-      );
+      throw PointSubError.fromPeer("ERR_PROTOCOL", `${FRAME_TYPE_NAMES[type]} frame on stream ${id}: wrong parity`);
     }
     if (type === FrameType.MSG && flags === (Flag.START | Flag.END)) {
       // Fast path: a whole one-way message in one frame.

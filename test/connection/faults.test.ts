@@ -193,6 +193,36 @@ describe("faults", () => {
     }
   });
 
+  it("a request that only its route (or key) makes chunked, to a peer with no assembly budget for it: ERR_MESSAGE_TOO_LARGE before a byte is written, not a wait for credit that never comes", async () => {
+    const { server, url } = await recordingServer({ maxAssemblyBytes: 0 });
+    const conn = await connect(url);
+    try {
+      const route = "/echo/1.0.0"; // 12 bytes of prefix: its length and the route
+      const single = 64 * 1024;
+      const key = "k".repeat(40); // 41 more with the key
+      const before = conn.stats().wire.bytesOut;
+      // (Before: each waited for assembly credit until its timeout, ERR_TIMEOUT, or for ever with timeoutMs 0.)
+      for (const [size, options] of [
+        [single - 11, { timeoutMs: 10_000 }],
+        [single, { timeoutMs: 10_000 }],
+        [single - 52, { timeoutMs: 10_000, idempotencyKey: key }],
+      ] as const) {
+        await assert.rejects(conn.request(route, new Uint8Array(size), options), { code: "ERR_MESSAGE_TOO_LARGE" });
+      }
+      assert.equal(conn.stats().wire.bytesOut, before);
+      assert.equal(conn.stats().errors.ERR_MESSAGE_TOO_LARGE, 3);
+      // One frame with its prefix: no assembly, answered.
+      assert.equal((await conn.request(route, new Uint8Array(single - 12))).length, single - 12);
+      assert.equal(
+        (await conn.request(route, new Uint8Array(single - 53), { idempotencyKey: key })).length,
+        single - 53,
+      );
+    } finally {
+      await conn.close();
+      await server.close();
+    }
+  });
+
   it("a peer speaking another protocol version is refused with ERR_VERSION", async () => {
     const { server, url, closes } = await recordingServer();
     const peer = await rawClient(url);
