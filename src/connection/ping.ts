@@ -8,6 +8,9 @@
  */
 import type { Pinger } from "./pinger.ts";
 
+/** A timer's largest delay (2^31 - 1 ms, ~24.8 days): a value, not an import (see above). */
+const MAX_TIMER_MS = 0x7fffffff;
+
 /**
  * Sends a PING; resolves to the round-trip time in ms. After `timeoutMs`
  * (0: never) it is given up: rejected with `timeoutError(timeoutMs)`, or
@@ -23,12 +26,19 @@ export function sendPing(p: Pinger, timeoutMs: number, timeoutError?: (ms: numbe
   p.pings.set(seq, { start: performance.now(), d });
   p.send(seq);
   if (timeoutMs > 0) {
-    const t = setTimeout(
-      () => {
-        if (p.done(seq) && timeoutError !== undefined) d.reject(timeoutError(timeoutMs));
-      },
-      Math.min(timeoutMs, 2 ** 31 - 1),
-    );
+    // A delay past a timer's largest (Infinity, 3e9) fired after 1 ms: a ping given for ever timed out at
+    // once. Such a wait goes in steps of at most MAX_TIMER_MS.
+    let left = timeoutMs;
+    let t: ReturnType<typeof setTimeout>;
+    const arm = (): void => {
+      const ms = Math.min(left, MAX_TIMER_MS);
+      left -= ms;
+      t = setTimeout(() => {
+        if (left > 0) arm();
+        else if (p.done(seq) && timeoutError !== undefined) d.reject(timeoutError(timeoutMs));
+      }, ms);
+    };
+    arm();
     d.promise.then(
       () => clearTimeout(t),
       () => clearTimeout(t),

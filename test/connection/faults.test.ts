@@ -336,6 +336,28 @@ describe("faults", () => {
     await raw.close();
   });
 
+  it("ping({ timeoutMs: Infinity }) or past a timer's largest delay waits (it timed out after 1 ms)", async () => {
+    const raw = await rawServer();
+    const connP = connect(raw.url, { keepAliveMs: 0 });
+    const peer = await raw.peer;
+    peer.socket.write(handshake());
+    const conn = await connP;
+    const outcomes: string[] = [];
+    const long = [Number.POSITIVE_INFINITY, 3e9].map((timeoutMs) =>
+      conn.ping({ timeoutMs }).then(
+        () => outcomes.push(`${timeoutMs}: answered`),
+        (e: PointSubError) => outcomes.push(`${timeoutMs}: ${e.code}`),
+      ),
+    );
+    // The peer answers no PING: this one times out, after the two above did before.
+    await assert.rejects(conn.ping({ timeoutMs: 50 }), { code: "ERR_TIMEOUT", phase: "ping" });
+    assert.deepEqual(outcomes, []);
+    conn.destroy();
+    await Promise.all(long);
+    assert.deepEqual(outcomes, ["Infinity: ERR_CONNECTION_CLOSED", "3000000000: ERR_CONNECTION_CLOSED"]);
+    await raw.close();
+  });
+
   it("keepalive keeps a quiet but healthy connection open", async () => {
     const { server, url } = await recordingServer({ keepAliveMs: 30 });
     const conn = await connect(url, { keepAliveMs: 30 });
