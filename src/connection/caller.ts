@@ -67,8 +67,10 @@ function stampDeadlines(): void {
 }
 
 /** A call's `timeoutMs` that is not a number >= 0 (a request's, a ping's, a close's): ERR_INVALID_ARGUMENT. */
-export const badTimeout = (ms: number): Promise<never> =>
-  Promise.reject(new PointSubError("ERR_INVALID_ARGUMENT", `invalid timeoutMs ${ms}`));
+const badTimeoutError = (ms: number): PointSubError =>
+  new PointSubError("ERR_INVALID_ARGUMENT", `invalid timeoutMs ${ms}`);
+/** {@link badTimeoutError}, rejected. */
+export const badTimeout = (ms: number): Promise<never> => Promise.reject(badTimeoutError(ms));
 
 /**
  * ERR_MESSAGE_TOO_LARGE (counted) for a message of `size` data bytes, sent after `head` bytes of prefix
@@ -138,12 +140,13 @@ export class Caller {
    * after the route (a keyed REQ, docs/PROTOCOL.md §3.4.1).
    */
   request(route: string, payload: Payload, options: RequestOptions): Promise<Uint8Array> {
-    let startFlags = 0;
-    let data: Uint8Array;
-    let head: Uint8Array;
-    try {
-      data = toBytes(payload, "payload");
-      head = this.outbox.routeHead(route);
+    const signal = options.signal;
+    const aborted = () => new PointSubError("ERR_CANCELLED", `request to ${route} aborted`, { cause: signal?.reason });
+    // (What the executor throws rejects the promise: the checks fail the call, none throws at its caller.)
+    return new Promise<Uint8Array>((resolve, reject) => {
+      const data = toBytes(payload, "payload");
+      let head = this.outbox.routeHead(route);
+      let startFlags = 0;
       if (options.idempotencyKey !== undefined) {
         const key = idempotencyKeyBytes(options.idempotencyKey);
         if ((this.link.peer.features & Feature.IDEMPOTENCY) !== 0) {
@@ -151,25 +154,17 @@ export class Caller {
           startFlags = Flag.KEYED;
         }
       }
-    } catch (err) {
-      return Promise.reject(err);
-    }
-    const big = tooLarge(this.link, this.stats, data.length, head.length);
-    if (big) return Promise.reject(big);
-    const signal = options.signal;
-    if (signal?.aborted) {
-      return Promise.reject(
-        new PointSubError("ERR_CANCELLED", `request to ${route} aborted`, { cause: signal.reason }),
-      );
-    }
-    const base = this.requestTimeoutMs;
-    const timeoutMs =
-      options.timeoutMs ?? (base === 0 ? 0 : base + Math.ceil((data.length * 1000) / this.bytesPerSecond));
-    // NaN or negative meant no timeout at all.
-    if (!(timeoutMs >= 0)) return badTimeout(timeoutMs);
-    this.stats.requestsSent++;
-    this.stats.sent(data.length);
-    return new Promise<Uint8Array>((resolve, reject) => {
+      const big = tooLarge(this.link, this.stats, data.length, head.length);
+      if (big) throw big;
+      checkSignal(options);
+      if (signal?.aborted) throw aborted();
+      const base = this.requestTimeoutMs;
+      const timeoutMs =
+        options.timeoutMs ?? (base === 0 ? 0 : base + Math.ceil((data.length * 1000) / this.bytesPerSecond));
+      // NaN or negative meant no timeout at all.
+      if (!(timeoutMs >= 0)) throw badTimeoutError(timeoutMs);
+      this.stats.requestsSent++;
+      this.stats.sent(data.length);
       const call: PendingCall = {
         id: 0,
         type: FrameType.REQ,

@@ -621,15 +621,12 @@ export class Connection extends Emitter<ConnectionEvents> {
     try {
       if (this.state_ !== "open") throw this.unusableError();
       const data = toBytes(payload, "payload");
-      const tooLarge = this.checkSize(data.length);
-      if (tooLarge !== undefined) throw tooLarge;
+      const big = tooLarge(this.link, this.stats_, data.length, 0);
+      if (big) throw big;
       return this.sendBytes(data, -1);
     } catch (err) {
       return handledRejection(err);
     }
-    const big = tooLarge(this.link, this.stats_, data.length, 0);
-    if (big) return handledRejection(big);
-    return this.sendBytes(data, -1);
   }
 
   /**
