@@ -3,7 +3,7 @@ import { describe, it } from "node:test";
 import { encodeFrame } from "../../src/codec/encoder.ts";
 import { Flag, FrameType } from "../../src/codec/frame.ts";
 import { writeVarint } from "../../src/codec/varint.ts";
-import { connect, createServer, type PointSubError, type Server } from "../../src/index.ts";
+import { type Connection, connect, createServer, type PointSubError, type Server } from "../../src/index.ts";
 import { startProxy } from "../helpers/proxy.ts";
 import { handshake, rawClient, rawServer } from "../helpers/raw-peer.ts";
 
@@ -33,6 +33,15 @@ function msgStart(id: number, total: number, data: Uint8Array): Uint8Array {
   const prefix = new Uint8Array(9);
   const n = writeVarint(prefix, 0, total);
   return encodeFrame(FrameType.MSG, Flag.START, id, Buffer.concat([prefix.subarray(0, n), data]));
+}
+
+/** A connection (keepalive off) to a raw server that completes the handshake and then answers nothing. */
+async function silentPeer(): Promise<{ raw: Awaited<ReturnType<typeof rawServer>>; conn: Connection }> {
+  const raw = await rawServer();
+  const connP = connect(raw.url, { keepAliveMs: 0 });
+  const peer = await raw.peer;
+  peer.socket.write(handshake());
+  return { raw, conn: await connP };
 }
 
 describe("faults", () => {
@@ -305,22 +314,14 @@ describe("faults", () => {
   });
 
   it("a peer that never answers a ping: ping(timeoutMs) rejects with ERR_TIMEOUT, phase ping", async () => {
-    const raw = await rawServer();
-    const connP = connect(raw.url, { keepAliveMs: 0 });
-    const peer = await raw.peer;
-    peer.socket.write(handshake());
-    const conn = await connP;
+    const { raw, conn } = await silentPeer();
     await assert.rejects(conn.ping({ timeoutMs: 100 }), { code: "ERR_TIMEOUT", phase: "ping" });
     conn.destroy();
     await raw.close();
   });
 
   it("ping({ timeoutMs }) negative or NaN is ERR_INVALID_ARGUMENT (it meant no timeout: a ping to a silent peer never settled)", async () => {
-    const raw = await rawServer();
-    const connP = connect(raw.url, { keepAliveMs: 0 });
-    const peer = await raw.peer;
-    peer.socket.write(handshake());
-    const conn = await connP;
+    const { raw, conn } = await silentPeer();
     const outcomes: string[] = [];
     for (const timeoutMs of [-1, Number.NaN]) {
       conn.ping({ timeoutMs }).then(
@@ -337,11 +338,7 @@ describe("faults", () => {
   });
 
   it("ping({ timeoutMs: Infinity }) or past a timer's largest delay waits (it timed out after 1 ms)", async () => {
-    const raw = await rawServer();
-    const connP = connect(raw.url, { keepAliveMs: 0 });
-    const peer = await raw.peer;
-    peer.socket.write(handshake());
-    const conn = await connP;
+    const { raw, conn } = await silentPeer();
     const outcomes: string[] = [];
     const long = [Number.POSITIVE_INFINITY, 3e9].map((timeoutMs) =>
       conn.ping({ timeoutMs }).then(
