@@ -141,7 +141,6 @@ export class Caller {
    */
   request(route: string, payload: Payload, options: RequestOptions): Promise<Uint8Array> {
     const signal = options.signal;
-    const aborted = () => new PointSubError("ERR_CANCELLED", `request to ${route} aborted`, { cause: signal?.reason });
     // (What the executor throws rejects the promise: the checks fail the call, none throws at its caller.)
     return new Promise<Uint8Array>((resolve, reject) => {
       const data = toBytes(payload, "payload");
@@ -157,7 +156,8 @@ export class Caller {
       const big = tooLarge(this.link, this.stats, data.length, head.length);
       if (big) throw big;
       checkSignal(options);
-      if (signal?.aborted) throw aborted();
+      if (signal?.aborted)
+        throw new PointSubError("ERR_CANCELLED", `request to ${route} aborted`, { cause: signal.reason });
       const base = this.requestTimeoutMs;
       const timeoutMs =
         options.timeoutMs ?? (base === 0 ? 0 : base + Math.ceil((data.length * 1000) / this.bytesPerSecond));
@@ -185,7 +185,11 @@ export class Caller {
       this.stats.diag.callStart(call); // diagnostics
       if (timeoutMs > 0 && unstamped.push(call, this) === 2) queueMicrotask(stampDeadlines);
       if (signal !== undefined) {
-        call.onAbort = () => this.abandon(call, aborted());
+        call.onAbort = () =>
+          this.abandon(
+            call,
+            new PointSubError("ERR_CANCELLED", `request to ${route} aborted`, { cause: signal.reason }),
+          );
         signal.addEventListener("abort", call.onAbort, { once: true });
       }
       if (this.pending.size >= this.link.peer.maxConcurrentRequests) {
