@@ -675,7 +675,9 @@ export class Connection extends Emitter<ConnectionEvents> {
   /**
    * Bytes of messages, requests and responses queued for the peer and not
    * yet handed to the transport (like `WebSocket.bufferedAmount`; streams
-   * are bounded by their own windows and not counted).
+   * are bounded by their own windows and not counted, nor are requests
+   * waiting for one of the peer's `maxConcurrentRequests` slots: they are
+   * not queued for the wire yet, and `inFlight` counts them).
    */
   get bufferedAmount(): number {
     return this.writer.queuedBytes;
@@ -715,7 +717,10 @@ export class Connection extends Emitter<ConnectionEvents> {
     return this.life?.closeReason ?? "";
   }
 
-  /** Resolves once everything queued was handed to the transport (or the connection closed). */
+  /**
+   * Resolves once everything queued was handed to the transport (or the
+   * connection closed): what {@link bufferedAmount} counts.
+   */
   drain(): Promise<void> {
     if (this.writable || this.state_ === "closed") return RESOLVED;
     return this.writer.whenDrained();
@@ -724,7 +729,9 @@ export class Connection extends Emitter<ConnectionEvents> {
   /**
    * Calls `route` on the peer and resolves to its response bytes. Rejects
    * with ERR_TIMEOUT, ERR_CANCELLED, ERR_NO_ROUTE, ERR_HANDLER,
-   * ERR_MESSAGE_TOO_LARGE, ERR_CONNECTION_CLOSED...
+   * ERR_MESSAGE_TOO_LARGE, ERR_CONNECTION_CLOSED... Do not modify `payload`
+   * until it settles: it is sent from the caller's buffer, not a copy (a
+   * request waiting for a slot, or chunked, is read as it goes out).
    */
   request(route: string, payload: Payload = EMPTY, options: RequestOptions = NO_OPTIONS): Promise<Uint8Array> {
     if (this.state_ !== "open") return Promise.reject(this.unusableError());

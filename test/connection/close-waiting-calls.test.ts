@@ -191,4 +191,36 @@ describe("requests waiting for a slot at a graceful close", () => {
       }
     }
   });
+
+  it("requests waiting for a slot are counted by inFlight, not by bufferedAmount (nothing of theirs is queued for the wire)", async () => {
+    // As the TSDoc of bufferedAmount and drain() says: they count what is queued for the transport.
+    const server = createServer({ maxConcurrentRequests: 1 });
+    let open: () => void = () => {};
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    let runs = 0;
+    server.handle("/held", async (req) => {
+      runs++;
+      await gate;
+      return req.data.subarray(0, 1);
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    try {
+      const calls = ["a", "b", "c", "d"].map((x) => conn.request("/held", x.repeat(10_000), { timeoutMs: 0 }));
+      while (runs === 0) await sleep(5);
+      await conn.drain();
+      assert.equal(conn.bufferedAmount, 0);
+      assert.equal(conn.inFlight, 4);
+      assert.equal(runs, 1, "the waiting ones are not sent yet");
+      open();
+      assert.deepEqual((await Promise.all(calls)).map(text), ["a", "b", "c", "d"]);
+      assert.equal(conn.inFlight, 0);
+    } finally {
+      open();
+      conn.destroy();
+      await server.close();
+    }
+  });
 });
