@@ -8,6 +8,7 @@
  * `progressTimeoutMs`).
  */
 import { PointSubError } from "../errors/error.ts";
+import { isBlob } from "../stream/blob.ts";
 import { onChunkSent, takeRelease } from "../stream/release.ts";
 import type { Transfer } from "../stream/transfer.ts";
 import type { StreamSource } from "../stream/types.ts";
@@ -45,8 +46,12 @@ export function watchLastSent(source: StreamSource): { source: AsyncIterable<Uin
   return { source: chunks(), sent: d.promise };
 }
 
-/** `source` for `for await`: a ReadableStream without async iteration (older browsers) through its reader. */
+/**
+ * `source` for `for await`: a ReadableStream without async iteration (older browsers) through its
+ * reader, a Blob through its stream's.
+ */
 function iterable(source: StreamSource): AsyncIterable<Uint8Array> | Iterable<Uint8Array> {
+  if (isBlob(source)) source = source.stream();
   const s = source as unknown as Record<symbol | string, unknown>;
   if (typeof s[Symbol.asyncIterator] === "function" || typeof s[Symbol.iterator] === "function") {
     return source as AsyncIterable<Uint8Array>;

@@ -10,6 +10,7 @@ import { encodeMeta, encodeStreamHead } from "../codec/stream-prefix.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { checkSignal } from "../errors/signal.ts";
 import type { Runtime } from "../runtime/runtime.ts";
+import { isBlob } from "../stream/blob.ts";
 import { type StreamItem, streamCost } from "../stream/item.ts";
 import { isStreamSource, OutgoingStream, planCompression, setContentCrc } from "../stream/outgoing.ts";
 import { Transfer } from "../stream/transfer.ts";
@@ -257,7 +258,16 @@ export class OutgoingStreams {
       if ((peer.features & Feature.STREAMS) === 0 || peer.maxConcurrentStreams === 0) {
         throw new PointSubError("ERR_PROTOCOL", "the peer does not accept streams");
       }
-      const total = options.total;
+      let total = options.total;
+      // A Blob (a File): read as its stream, its size known (the total counts from the offset, as the
+      // source starts there).
+      if (isBlob(source)) {
+        if (total === undefined && Number.isSafeInteger(offset) && offset >= 0) {
+          total = offset + source.size;
+          progress.total = total;
+        }
+        source = source.stream();
+      }
       // START carries total + 1 (0: unknown), a varint of at most 2^53 - 1 (docs/PROTOCOL.md §2).
       if (total !== undefined && (!Number.isSafeInteger(total) || total < 0 || total >= Number.MAX_SAFE_INTEGER)) {
         throw new PointSubError("ERR_INVALID_ARGUMENT", "total must be an integer from 0 to 2^53 - 2");
@@ -273,7 +283,7 @@ export class OutgoingStreams {
       if (!isStreamSource(source)) {
         throw new PointSubError(
           "ERR_INVALID_ARGUMENT",
-          "stream source must be an AsyncIterable, a ReadableStream or an Iterable of Uint8Array",
+          "stream source must be an AsyncIterable, a ReadableStream, an Iterable of Uint8Array or a Blob",
         );
       }
       plan = planCompression(

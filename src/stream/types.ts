@@ -5,9 +5,11 @@ import type { IncomingStream } from "./incoming.ts";
 
 /**
  * What a stream can be sent from: any async iterable of bytes (a Node
- * `Readable` is one), a web `ReadableStream`, or a plain iterable.
+ * `Readable` is one), a web `ReadableStream`, a plain iterable, or a `Blob`
+ * (a browser's `File` is one; its size is the default `total`, counted from
+ * `offset`).
  */
-export type StreamSource = AsyncIterable<Uint8Array> | ReadableStream<Uint8Array> | Iterable<Uint8Array>;
+export type StreamSource = AsyncIterable<Uint8Array> | ReadableStream<Uint8Array> | Iterable<Uint8Array> | Blob;
 
 /** `"auto"` compresses chunks that a sample shows compress; `"off"` never; a name forces that codec. */
 export type CompressOption = "auto" | "off" | CodecName;
@@ -16,7 +18,10 @@ export type CompressOption = "auto" | "off" | CodecName;
 export interface SendStreamOptions {
   /** Small metadata for the receiver (JSON object, at most 4 KiB): name, content type, your own fields. */
   meta?: Record<string, unknown>;
-  /** Content length in bytes when known (the receiver checks it; progress shows percentages). */
+  /**
+   * Content length in bytes when known (the receiver checks it; progress
+   * shows percentages). Default for a `Blob` source: `offset` plus its size.
+   */
   total?: number;
   /** Identifies the transfer across reconnections (resume). Default: a random id. */
   transferId?: string;

@@ -10,6 +10,7 @@ import {
   type PointSubError,
   type ProgressSnapshot,
   type Server,
+  sendResumable,
 } from "../../src/index.ts";
 import { KiB, MiB, pattern, sha256 } from "../helpers/data.ts";
 
@@ -118,6 +119,30 @@ describe("streams", () => {
       assert.equal(typeof m.transferId, "string");
     });
   }
+
+  it("a Blob or File is sent as its bytes, its size the total the receiver and progress see", async () => {
+    const bytes = seeded(3 * MiB + 17, 11) as Uint8Array<ArrayBuffer>;
+    const expected = `${bytes.length} ${createHash("sha256").update(bytes).digest("hex")}`;
+    for (const source of [new Blob([bytes]), new File([bytes.subarray(0, MiB), bytes.subarray(MiB)], "f.bin")]) {
+      const t = conn.sendStream("/hash/1.0.0", source);
+      assert.equal(t.progress.total, bytes.length, "the total is known before the first byte");
+      assert.equal(text(await t), expected);
+      assert.equal((metas.at(-1) as Record<string, unknown>).total, bytes.length);
+    }
+    // An empty Blob: 0 bytes, total 0.
+    assert.equal(text(await conn.sendStream("/hash/1.0.0", new Blob([]))), expectedHash(0));
+    assert.equal((metas.at(-1) as Record<string, unknown>).total, 0);
+    // A resumable transfer whose source opens a slice of the Blob, with an answer deadline (the path that
+    // watches the last chunk written).
+    const blob = new Blob([bytes]);
+    const answer = await sendResumable(
+      conn,
+      "/hash/1.0.0",
+      { size: blob.size, transferId: "blob-1", open: (offset) => blob.slice(offset) },
+      { answerTimeoutMs: 60_000 },
+    );
+    assert.equal(text(answer), expected);
+  });
 
   it("a reader that releases chunks gets later frames in the same few buffers, intact", async () => {
     const size = 64 * MiB;
