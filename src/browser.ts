@@ -93,6 +93,7 @@ export class Client extends CoreClient {
 /** Options of {@link Client}. */
 export interface ClientOptions extends CoreClientOptions {}
 
+export { type BlobSourceOptions, blobSource } from "./client/blob-source.ts";
 export type { BreakerOptions, ClosestOptions, NodeInfo } from "./client/client.ts";
 export {
   optionsFromJSON,

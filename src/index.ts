@@ -169,6 +169,7 @@ export function registerTransport(adapter: TransportAdapter): void {
   defaultRuntime().transports.add(adapter);
 }
 
+export { type BlobSourceOptions, blobSource } from "./client/blob-source.ts";
 export type { BreakerOptions, ClosestOptions, NodeInfo } from "./client/client.ts";
 export {
   optionsFromJSON,

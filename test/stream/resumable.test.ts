@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { type Connection, connect, createServer, PointSubError, sendResumable } from "../../src/index.ts";
+import { blobSource, type Connection, connect, createServer, PointSubError, sendResumable } from "../../src/index.ts";
 import { blobServer } from "../helpers/blob-sink.ts";
 import { MiB, pattern, sha256 } from "../helpers/data.ts";
 import { startProxy } from "../helpers/proxy.ts";
@@ -40,6 +40,41 @@ describe("sendResumable: any source that reopens at an offset, any resumable sin
       await proxy.close();
       await server.close();
     }
+  });
+
+  it("blobSource: a Blob resumes across a cut from the receiver's offset, checked against the Blob's own prefix", async () => {
+    const size = 24 * MiB;
+    const content = pattern(size, 13) as Uint8Array<ArrayBuffer>;
+    const { server, stored } = blobServer(size);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const proxy = await startProxy(url, { cutAt: { dir: "up", bytes: [Math.floor(size * 0.5)] } });
+    const transferId = "b".repeat(32);
+    const offsets: number[] = [];
+    try {
+      // Another content under the same id first (a page that kept the id of an older file): its
+      // prefix is not this Blob's, so the Blob is sent from 0, not appended to it.
+      const other = blobSource(new Blob([pattern(MiB, 14) as Uint8Array<ArrayBuffer>]), { transferId });
+      assert.equal(new TextDecoder().decode(await sendResumable(() => connect(url), "/blob/1.0.0", other)), "stored");
+      const src = blobSource(new File([content], "f.bin"), { transferId });
+      assert.equal(src.size, size);
+      const t = sendResumable(() => connect(proxy.url), "/blob/1.0.0", src, {
+        retryDelayMs: 20,
+        onAttempt: (_n, offset) => offsets.push(offset),
+      });
+      assert.equal(new TextDecoder().decode(await t), "stored");
+      assert.equal(offsets[0], 0, "the other content's megabyte is not resumed");
+      assert.equal(offsets.length, 2, `offsets ${offsets}`);
+      assert.ok(offsets[1] > 0, `offsets ${offsets}`);
+      const slot = stored.get(transferId);
+      assert.equal(slot?.length, size);
+      assert.equal(sha256(slot?.bytes as Uint8Array), sha256(content));
+    } finally {
+      await proxy.close();
+      await server.close();
+    }
+    assert.throws(() => blobSource(new Blob([]), { transferId: "short" }), { code: "ERR_INVALID_ARGUMENT" });
+    assert.throws(() => blobSource("not a blob" as unknown as Blob), { code: "ERR_INVALID_ARGUMENT" });
+    assert.match(blobSource(new Blob([])).transferId, /^[0-9a-f]{32}$/);
   });
 
   it("a transfer that completes after a cut reports no error: the pause's error goes with the pause", async () => {
