@@ -5,7 +5,7 @@
  * from the page talks to a Node pointsub server over ws://127.0.0.1: a
  * request, 16 MiB both ways (hashes checked with crypto.subtle on the page
  * and node:crypto here), a 16 MiB server push, then streams (the server's
- * 2 MiB stream to the page, a 4 MiB Blob uploaded with progress). Chunks
+ * 2 MiB stream to the page, a 4 MiB File uploaded with progress). Chunks
  * fetched on demand: the error suggestions while connecting, housekeeping
  * once open, the stream engine with the first chunked message (its pacer).
  *
@@ -50,9 +50,11 @@ window.runScenario = async (url) => {
   conn.handleStream("/page/1.0.0", async (s) => hex(await s.bytes()));
   const streamedIn = new TextDecoder().decode(await conn.request("/push-stream/1.0.0", ""));
   const scriptsAfter = scripts();
-  const blob = new Blob([big.subarray(0, 3 * 1024 * 1024), big.subarray(3 * 1024 * 1024, 4 * 1024 * 1024)]);
+  // A File as the user picks one: the stream is read from it, its size the total (no options needed).
+  const blob = new File([big.subarray(0, 3 * 1024 * 1024), big.subarray(3 * 1024 * 1024, 4 * 1024 * 1024)], "up.bin");
   let progressEvents = 0;
-  const transfer = conn.sendStream("/hash-stream/1.0.0", blob.stream(), { total: blob.size, onProgress: () => progressEvents++ });
+  const transfer = conn.sendStream("/hash-stream/1.0.0", blob, { onProgress: () => progressEvents++ });
+  const uploadTotal = transfer.progress.total;
   const uploadHash = new TextDecoder().decode(await transfer);
   const uploadWant = await hex(await blob.arrayBuffer());
   const uploaded = transfer.snapshot();
@@ -61,7 +63,7 @@ window.runScenario = async (url) => {
   return {
     hello, want, serverHash, echoLength: echoed.length, echoHash, pushAnswer, pushHash, roundTripMs,
     streamedIn, scriptsAtStart, scriptsBefore, scriptsAfter, uploadHash, uploadWant, progressEvents,
-    uploadedBytes: uploaded.bytes, uploadStatus: uploaded.status, streamsMs,
+    uploadedBytes: uploaded.bytes, uploadTotal, uploadStatus: uploaded.status, streamsMs,
   };
 };
 `;
@@ -120,7 +122,8 @@ describe("the browser entry in chromium (playwright-core)", () => {
         atStart + 3,
         "three chunks in all: suggestions (connecting), housekeeping (once open) and the stream engine (the first chunked message's pacer, then the streams)",
       );
-      assert.equal(r.uploadHash, r.uploadWant, "the page's 4 MiB Blob stream reached the server intact");
+      assert.equal(r.uploadHash, r.uploadWant, "the page's 4 MiB File reached the server intact");
+      assert.equal(r.uploadTotal, 4 * MiB, "the File's size was the total from the start");
       assert.equal(r.uploadedBytes, 4 * MiB);
       assert.equal(r.uploadStatus, "completed");
       assert.ok((r.progressEvents as number) >= 1, "progress events during the upload");
