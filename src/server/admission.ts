@@ -143,11 +143,12 @@ export class Admission {
 
   /**
    * Admits a connection from `remoteUrl` (recorded until {@link release})
-   * or returns why not. `held` counts connections not yet recorded here
-   * (transports in a TLS handshake).
+   * or returns why not. `uncounted` of the host's active connections are
+   * not held against it (the server's queued accepts: it and those behind
+   * it are admitted or refused in turn).
    */
-  admit(remoteUrl: string): string | undefined {
-    if (this.host.active() >= this.limit) return "connection limit reached; retry later";
+  admit(remoteUrl: string, uncounted = 0): string | undefined {
+    if (this.host.active() - uncounted >= this.limit) return "connection limit reached; retry later";
     if (this.perAddress !== Number.POSITIVE_INFINITY) {
       const key = addressKey(remoteUrl);
       const n = this.byAddress.get(key) ?? 0;

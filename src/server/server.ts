@@ -856,7 +856,13 @@ export class Server extends EventEmitter<ServerEvents> {
   };
 
   private acceptNow(transport: Transport): void {
-    const refused = this.closing ? "server closing" : this.admission.admit(transport.remoteUrl);
+    // The accept queue is not held against its own transports: those already taken from it this turn are
+    // counted where they went (handshakes), and this one and those behind it are admitted or refused in
+    // turn. Counted, a burst of connections queued past a turn's accepts (ws://, tls://, libp2p: many
+    // handshakes completing in one turn) was refused under the limit: 128 of 300 clients with
+    // maxConnections 300.
+    const uncounted = this.acceptQueue.length;
+    const refused = this.closing ? "server closing" : this.admission.admit(transport.remoteUrl, uncounted);
     if (refused !== undefined) {
       // Say why instead of just closing: preface, then GOAWAY in place of HELLO (docs/PROTOCOL.md §1.1).
       const code = this.closing ? "ERR_GOING_AWAY" : "ERR_OVERLOADED";
