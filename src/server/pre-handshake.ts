@@ -13,6 +13,7 @@ import { codeInfo } from "../errors/codes.ts";
 import { PointSubError } from "../errors/error.ts";
 import type { Transport, TransportHandlers } from "../transport/transport.ts";
 import { nextTurn } from "../util/next-turn.ts";
+import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 
 /** What the pre-handshake state needs from its server. */
 export interface OpeningHost {
@@ -115,7 +116,9 @@ export class PreHandshake implements TransportHandlers {
     owner.pending.delete(this);
     const built = owner.host.build(this);
     this.conn = built;
-    const deadline = this.acceptedAt + owner.timeoutMs;
+    // The rest of it is a timer's delay: over 2^31 - 1 ms a timer fires after 1 ms, and with the AUTH still
+    // being checked (an async authenticate) a handshakeTimeoutMs of 3e9 failed every client with ERR_TIMEOUT.
+    const deadline = this.acceptedAt + Math.min(owner.timeoutMs, MAX_TIMER_MS);
     // The session takes the transport's events itself where the transport allows (this object is then garbage).
     this.transport.reattach?.(built.transportHandlers);
     return built.start(bytes, deadline) && bytes === chunk;

@@ -189,6 +189,29 @@ describe("server: before the peer's opening", () => {
     }
   });
 
+  it("handshakeTimeoutMs over a timer's range (3e9, MAX_SAFE_INTEGER: no deadline to speak of) lets a client whose credentials take a while to check in (it failed every one with ERR_TIMEOUT after 1 ms)", async () => {
+    for (const handshakeTimeoutMs of [3e9, Number.MAX_SAFE_INTEGER]) {
+      // The check outlasts a timer of 1 ms (what Node makes of a longer delay) by a turn of the timers at least.
+      const authenticate = async () => {
+        await new Promise((r) => setTimeout(r, 20));
+        return "checked";
+      };
+      const server = createServer({ authenticate, handshakeTimeoutMs });
+      server.handle("/who", (_req, ctx) => String(ctx.session.principal));
+      const rejects: string[] = [];
+      server.on("reject", (e) => rejects.push(`${e.code}: ${e.message}`));
+      const [url] = await server.listen("tcp://127.0.0.1:0");
+      try {
+        const conn = await connect(url, { credentials: "token", handshakeTimeoutMs });
+        assert.equal(new TextDecoder().decode(await conn.request("/who", "")), "checked", `${handshakeTimeoutMs}`);
+        await conn.close();
+        assert.deepEqual(rejects, []);
+      } finally {
+        await server.close();
+      }
+    }
+  });
+
   it("close(): a peer whose HELLO arrives during the close gets a clean GOAWAY; one that never sends it is given up at the timeout", async () => {
     const server = createServer({ handshakeTimeoutMs: 20_000 });
     const [url] = await server.listen("tcp://127.0.0.1:0");
