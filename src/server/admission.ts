@@ -14,6 +14,7 @@
  * meets the limit the last busy period earned rather than `max`.
  */
 import { PointSubError } from "../errors/error.ts";
+import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 
 /** Options of the adaptive connection limit (`ServerOptions.adaptiveConnections`). */
 export interface AdaptiveLimitOptions {
@@ -23,7 +24,7 @@ export interface AdaptiveLimitOptions {
   max?: number;
   /** Limit at start. Default `max`. */
   initial?: number;
-  /** How often the limit is reconsidered, in ms. Default 1000. */
+  /** How often the limit is reconsidered, in ms (at most 2^31 - 1, a timer's longest). Default 1000. */
   intervalMs?: number;
   /** Event-loop delay (ms) above which the server counts as overloaded. Default 100. */
   targetDelayMs?: number;
@@ -105,6 +106,13 @@ export class Admission {
           `adaptiveConnections.${name} must be a number >= ${lowest} (got ${value})`,
         );
       }
+    }
+    // A timer's delay: a longer one fires after 1 ms (3e9 reconsidered the limit every ms, not every 35 days).
+    if (intervalMs > MAX_TIMER_MS) {
+      throw new PointSubError(
+        "ERR_INVALID_ARGUMENT",
+        `adaptiveConnections.intervalMs must be at most ${MAX_TIMER_MS} ms (got ${intervalMs})`,
+      );
     }
     const initial = o.initial ?? max;
     if (!(initial >= min && initial <= max)) {

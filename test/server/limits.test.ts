@@ -180,6 +180,25 @@ describe("server connection limits", () => {
     });
   });
 
+  it("adaptiveConnections.intervalMs over a timer's range is refused naming the field (3e9 reconsidered the limit every 1 ms: 1,000 down to min in 40 ms)", async () => {
+    for (const intervalMs of [2 ** 31, 3e9]) {
+      assert.throws(() => createServer({ adaptiveConnections: { intervalMs, sampleDelay: () => 500 } }), {
+        code: "ERR_INVALID_ARGUMENT",
+        message: /adaptiveConnections\.intervalMs must be at most 2147483647/,
+      });
+    }
+    // The longest a timer takes is taken: the limit stays where it is for that long.
+    const moves: number[] = [];
+    const server = createServer({
+      adaptiveConnections: { min: 10, max: 1000, intervalMs: 2 ** 31 - 1, sampleDelay: () => 500 },
+    });
+    server.on("connectionLimit", (limit) => moves.push(limit));
+    await server.listen("tcp://127.0.0.1:0");
+    await server.close();
+    assert.deepEqual(moves, []);
+    assert.equal(server.connectionLimit, 1000);
+  });
+
   it("adaptiveConnections and idempotency other than a boolean or an object are refused, not taken as on", async () => {
     // Before: 0, "no" or "off" (a config's value) turned the adaptive limit (10,000 at start) or
     // deduplication on with their defaults; null threw an untyped TypeError; a sampleDelay that was not
