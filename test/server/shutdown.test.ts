@@ -3,7 +3,9 @@ import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { createConnection } from "node:net";
 import { describe, it } from "node:test";
+import { Connection } from "../../src/connection/connection.ts";
 import { connect, createServer, isPointSubError, type PointSubError, type Server } from "../../src/index.ts";
+import { concat, handshake, req } from "../helpers/attacker.ts";
 import { KiB, pattern } from "../helpers/data.ts";
 import { sleep, until } from "../helpers/wait.ts";
 
@@ -189,6 +191,46 @@ describe("graceful shutdown", () => {
       assert.equal(server.sessions.size, 0);
     } finally {
       client.destroy();
+    }
+  });
+
+  it("a session whose opening arrives during close() gets what is left of the close's timeout, not a timeout of its own from then (close({ timeoutMs: 1000 }) took 1.7 s)", async () => {
+    const server = createServer();
+    let started = 0;
+    server.handle("/hold/1.0.0", async (_req, ctx) => {
+      started++;
+      await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve, { once: true }));
+      return "late";
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    // The timeout each connection's close is given (the late session's is the only one here).
+    const given: (number | undefined)[] = [];
+    const close = Connection.prototype.close;
+    Connection.prototype.close = function (this: Connection, options?: Parameters<Connection["close"]>[0]) {
+      given.push(options?.timeoutMs);
+      return close.call(this, options);
+    };
+    const late = createConnection({ host: "127.0.0.1", port: Number(new URL(url).port) });
+    late.on("error", () => {});
+    try {
+      await once(late, "connect");
+      await until(() => (server as unknown as { openings: { size: number } }).openings.size === 1);
+      const timeoutMs = 60_000;
+      const closing = server.close({ timeoutMs });
+      const t0 = Date.now(); // after the close took its deadline
+      await sleep(50);
+      const sent = Date.now();
+      late.write(concat(handshake(), req(1, "/hold/1.0.0", new Uint8Array(0))));
+      await until(() => started === 1);
+      assert.equal(given.length, 1);
+      const left = timeoutMs - (sent - t0);
+      assert.ok((given[0] ?? Number.POSITIVE_INFINITY) <= left, `its close got ${given[0]} ms, ${left} ms were left`);
+      // A second close that gives no time ends it now.
+      await server.close({ timeoutMs: 0 });
+      await closing;
+    } finally {
+      Connection.prototype.close = close;
+      late.destroy();
     }
   });
 
