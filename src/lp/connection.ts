@@ -39,8 +39,10 @@ export interface LpConnectionEvents {
   message: [msg: Message];
   /**
    * The connection is closed: `error` when it was not a clean close (a
-   * clean close is `close()`, or either side ending the byte stream
-   * between two messages).
+   * clean close is `close()` that wrote everything queued and saw the
+   * peer end its side, or the peer ending the byte stream between two
+   * messages; a reset, or the peer leaving with sends of `close()` still
+   * queued, is ERR_CONNECTION_CLOSED).
    */
   close: [error: PointSubError | undefined];
 }
@@ -503,7 +505,8 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
 
   private onTransportClose(error?: Error): void {
     if (this.state_ === "closed") return;
-    if (this.state_ === "closing" && this.decoder.idle) {
+    const queued = this.writer.pending;
+    if (this.state_ === "closing" && this.decoder.idle && error === undefined && queued === 0) {
       this.teardown(undefined);
       return;
     }
@@ -522,6 +525,16 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
         error instanceof PointSubError
           ? error
           : new PointSubError("ERR_CONNECTION_CLOSED", `connection to ${this.remoteUrl} closed`, { cause: error }),
+      );
+      return;
+    }
+    if (this.state_ === "closing") {
+      // A graceful close promised to write what was queued: the peer left first, those sends are lost.
+      this.teardown(
+        new PointSubError(
+          "ERR_CONNECTION_CLOSED",
+          `${this.remoteUrl} closed before ${queued} queued sends were written`,
+        ),
       );
       return;
     }

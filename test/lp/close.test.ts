@@ -80,6 +80,35 @@ describe("lp: a graceful close", () => {
     }
   });
 
+  it("that the peer cuts (a reset) while sends are still queued reports ERR_CONNECTION_CLOSED, not a clean close", async () => {
+    // Before: a close under way ended clean whatever happened (the reset's error dropped, queued sends lost).
+    const sockets: net.Socket[] = [];
+    const peer = net.createServer((s) => {
+      sockets.push(s);
+      s.on("error", () => {});
+      s.pause();
+    });
+    await new Promise<void>((r) => peer.listen(0, "127.0.0.1", r));
+    try {
+      const conn = await connectLp(`lp+tcp://127.0.0.1:${(peer.address() as net.AddressInfo).port}`);
+      await until(() => sockets.length === 1);
+      const outcome = closeOutcome(conn);
+      const chunk = new Uint8Array(64 * 1024).fill(3);
+      for (let i = 0; i < 2000 && conn.writable; i++) void conn.send(chunk).catch(() => {});
+      const queued = [conn.send(chunk), conn.send(chunk)];
+      assert.ok(conn.bufferedAmount > 0, "sends queued");
+      const closing = conn.close({ timeoutMs: 60_000 });
+      sockets[0].resetAndDestroy();
+      await closing;
+      await until(() => outcome.closed);
+      assert.equal(outcome.error?.code, "ERR_CONNECTION_CLOSED");
+      for (const p of queued) await assert.rejects(p, { code: "ERR_CONNECTION_CLOSED" });
+    } finally {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => peer.close(() => r()));
+    }
+  });
+
   it("close({ timeoutMs: Infinity }) to a peer that reads everything is clean, and waits for it", async () => {
     const server = createLpServer();
     let got = 0;
