@@ -124,6 +124,8 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
   private closedPromise: Promise<void> | undefined;
   private bytesIn = 0;
   private messagesIn = 0;
+  /** Sends of a graceful close still queued when the peer ended the stream (they were lost). */
+  private lostAtEnd = 0;
   private lastInput = 0;
   /** Since when the transport has been backed up (0: it is not). */
   private blockedSince = 0;
@@ -148,6 +150,7 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
       onData: (chunk) => this.onData(chunk),
       readTarget: () => this.decoder.readTarget(),
       onDrain: () => this.writer.onDrain(),
+      onEnd: () => this.onPeerEnd(),
       onClose: (err) => this.onTransportClose(err),
     });
     if (options.heartbeat && options.keepAliveMs > 0) {
@@ -503,9 +506,23 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
     this.teardown(err);
   }
 
+  /**
+   * The peer ended its side. There is no half-close (PROTOCOL §8): the transport ends ours once what
+   * it holds is written, so nothing more can be sent — sends queued and every later one reject with
+   * ERR_CONNECTION_CLOSED. Before, the connection stayed open and writable: a send resolved while its
+   * bytes were dropped, and later ones queued until ERR_SLOW_PEER.
+   */
+  private onPeerEnd(): void {
+    if (this.state_ === "closed") return;
+    if (this.state_ === "closing") this.lostAtEnd = this.writer.pending;
+    this.writer.close(
+      new PointSubError("ERR_CONNECTION_CLOSED", `${this.remoteUrl} ended the connection: nothing more can be sent`),
+    );
+  }
+
   private onTransportClose(error?: Error): void {
     if (this.state_ === "closed") return;
-    const queued = this.writer.pending;
+    const queued = this.writer.pending + this.lostAtEnd;
     if (this.state_ === "closing" && this.decoder.idle && error === undefined && queued === 0) {
       this.teardown(undefined);
       return;

@@ -106,6 +106,8 @@ export class LpWriter {
   private queueHead = 0;
   private drainWaiters: (() => void)[] = [];
   private closed = false;
+  /** What {@link close} was given: sends queued after it reject with it. */
+  private closeError: PointSubError | undefined;
 
   /**
    * @param alloc - makes slabs; they are always written before they are
@@ -141,6 +143,8 @@ export class LpWriter {
 
   /** Queues `data` behind what is queued; the promise settles when it is handed to the transport. */
   enqueue(data: Uint8Array): Promise<void> {
+    // Closed (the peer ended the stream while the connection is still open): nothing more goes out.
+    if (this.closed) return Promise.reject(this.closeError);
     return new Promise<void>((resolve, reject) => {
       this.queue.push({ data, resolve, reject });
       this.queuedBytes += data.length;
@@ -192,10 +196,11 @@ export class LpWriter {
     if (!ok) this.setBlocked();
   }
 
-  /** Fails everything queued with `err` and writes nothing more. */
+  /** Fails everything queued, and every later {@link enqueue}, with `err`; writes nothing more. */
   close(err: PointSubError): void {
     if (this.closed) return;
     this.closed = true;
+    this.closeError = err;
     this.slab = undefined;
     this.cur = undefined;
     this.free.length = 0;

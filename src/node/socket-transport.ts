@@ -124,6 +124,7 @@ function onSocketError(this: Socket, err: Error): void {
  * close alert goes through `end`).
  */
 function onSocketEnd(this: Socket): void {
+  (this as unknown as Slots)[TRANSPORT].handlers?.onEnd?.();
   if (this.allowHalfOpen) {
     ending.push(this);
     if (!endingScheduled) {

@@ -64,6 +64,12 @@ export interface TransportHandlers {
   /** Writes may resume after `write` returned false. */
   onDrain(): void;
   /**
+   * Optional: the peer ended its side of the stream (every byte it sent was
+   * delivered). A transport without half-close ends ours too (after what it
+   * holds): `write` takes nothing more. Not every transport reports it.
+   */
+  onEnd?(): void;
+  /**
    * The transport is closed; `error` when it ended abnormally. Called once.
    * A `PointSubError` is the connection's error as it is (a WebSocket
    * peer's text message is `ERR_PROTOCOL`); any other error becomes the
