@@ -19,6 +19,11 @@ import {
   resolveLpOptions,
 } from "./options.ts";
 
+/** What `listen` rejects with once the server was closed. */
+function closedForListen(): PointSubError {
+  return new PointSubError("ERR_GOING_AWAY", "the server was closed: it listens no more");
+}
+
 /** Options of an {@link LpServer}: every session's {@link LpOptions}, and the runtime. */
 export interface LpServerOptions extends LpOptions {
   /** The runtime whose transports to listen with. Default: the entry point's default runtime. */
@@ -77,9 +82,14 @@ export class LpServer extends EventEmitter<LpServerEvents> {
     this.maxConnections = max;
   }
 
-  /** Listens on every address (`lp+tcp://host:port`, `lp+unix:///path`); resolves to the bound URLs, in order. */
+  /**
+   * Listens on every address (`lp+tcp://host:port`, `lp+unix:///path`); resolves to the bound URLs, in order.
+   * Rejects with ERR_GOING_AWAY once `close` was called (also when it is called while this listen is
+   * binding: nothing stays bound after the close).
+   */
   async listen(...addresses: Address[]): Promise<string[]> {
     if (addresses.length === 0) throw new PointSubError("ERR_INVALID_ARGUMENT", "listen needs at least one URL");
+    if (this.closing) throw closedForListen();
     const started: TransportListener[] = [];
     try {
       for (const a of addresses) {
@@ -96,6 +106,9 @@ export class LpServer extends EventEmitter<LpServerEvents> {
           [LP_FRAMING]: true,
         };
         started.push(await adapter.listen(address, o, (t) => this.accept(t)));
+        // A close that ran meanwhile did not see these listeners: they stayed bound after it (the port held,
+        // the process kept alive, every connection accepted and dropped).
+        if (this.closing) throw closedForListen();
       }
     } catch (err) {
       await Promise.all(started.map((l) => l.close()));
