@@ -129,6 +129,12 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
   private lastInput = 0;
   /** Since when the transport has been backed up (0: it is not). */
   private blockedSince = 0;
+  /**
+   * Since when (0: not watched) the transport has held bytes of which none went out, and how many
+   * it had taken then (`Transport.bytesHeld`/`bytesTaken`, when it has them).
+   */
+  private stuckSince = 0;
+  private stuckTaken = 0;
   private slowTimer: ReturnType<typeof setTimeout> | undefined;
   private progressTimer: ReturnType<typeof setTimeout> | undefined;
   private heartbeatTimer: ReturnType<typeof setInterval> | undefined;
@@ -171,6 +177,10 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
     }
     blocked(on: boolean): void {
       this.c.onBlocked(on);
+    }
+    wrote(): void {
+      const c = this.c;
+      if (c.slowTimer === undefined) c.watchSlow();
     }
   };
 
@@ -471,24 +481,64 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
       return;
     }
     this.blockedSince = Date.now();
+    if (this.slowTimer === undefined) this.watchSlow();
+  }
+
+  /**
+   * Starts watching whether the peer takes what it is sent (after a write, or the
+   * transport backing up). A transport that tells what it holds (`bytesHeld`/`bytesTaken`: lp+tcp,
+   * lp+unix) is checked for progress: a peer that takes none of what the socket holds for
+   * slowPeerTimeoutMs is dropped, however little it holds — before, only a transport that refused a
+   * write was timed, so a peer that stopped reading while the socket held less than its 1 MiB
+   * high-water mark was kept for good (and one that read was cut unless the socket drained whole
+   * within the timeout). Other transports: the time since they refused a write.
+   */
+  private watchSlow(): void {
     const limit = this.options.slowPeerTimeoutMs;
-    if (limit > 0 && this.slowTimer === undefined) this.armSlow(limit);
+    if (limit === 0 || this.state_ === "closed") return;
+    const t = this.transport;
+    if (t.bytesHeld !== undefined && t.bytesTaken !== undefined) {
+      this.stuckSince = Date.now();
+      this.stuckTaken = t.bytesTaken();
+      this.armSlow(Math.ceil(limit / 4));
+    } else if (this.blockedSince !== 0) this.armSlow(limit);
   }
 
   private armSlow(wait: number): void {
     this.slowTimer = setTimeout(() => {
       this.slowTimer = undefined;
-      if (this.state_ === "closed" || this.blockedSince === 0) return;
+      if (this.state_ === "closed") return;
       const limit = this.options.slowPeerTimeoutMs;
-      const stuck = Date.now() - this.blockedSince;
-      if (stuck >= limit) {
-        this.fail(
-          new PointSubError(
-            "ERR_SLOW_PEER",
-            `${this.remoteUrl} read nothing for ${limit} ms (${this.writer.queuedBytes} bytes queued)`,
-          ),
-        );
-      } else this.armSlow(limit - stuck);
+      const now = Date.now();
+      const t = this.transport;
+      let stuck: number;
+      if (t.bytesHeld !== undefined && t.bytesTaken !== undefined) {
+        // Checked every quarter of the limit while the socket holds bytes; the next write watches again.
+        if (t.bytesHeld() === 0) return;
+        const taken = t.bytesTaken();
+        if (taken !== this.stuckTaken) {
+          this.stuckTaken = taken;
+          this.stuckSince = now;
+        }
+        stuck = now - this.stuckSince;
+        if (stuck < limit) {
+          this.armSlow(Math.min(Math.ceil(limit / 4), limit - stuck));
+          return;
+        }
+      } else {
+        if (this.blockedSince === 0) return;
+        stuck = now - this.blockedSince;
+        if (stuck < limit) {
+          this.armSlow(limit - stuck);
+          return;
+        }
+      }
+      this.fail(
+        new PointSubError(
+          "ERR_SLOW_PEER",
+          `${this.remoteUrl} read nothing for ${limit} ms (${this.writer.queuedBytes} bytes queued, ${t.bytesHeld?.() ?? 0} held by the transport)`,
+        ),
+      );
     }, wait);
   }
 

@@ -47,9 +47,13 @@ export interface LpOptions {
    */
   maxOwedBytes?: number;
   /**
-   * How long the connection may stay unable to send (the peer reads
-   * nothing) before it is closed with ERR_SLOW_PEER; queued sends then
-   * reject with that error. Default 30000 ms; 0 = never.
+   * How long the peer may take none of what this side sent (the socket
+   * holds bytes none of which go out, however few; on a transport that
+   * cannot tell, how long it refuses writes) before the connection is
+   * closed with ERR_SLOW_PEER; queued sends then reject with that error.
+   * (The kernel takes from a backed-up socket in steps of its buffers, up
+   * to megabytes: a peer must read that much per timeout.) Default
+   * 30000 ms; 0 = never.
    */
   slowPeerTimeoutMs?: number;
   /**

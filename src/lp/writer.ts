@@ -67,6 +67,8 @@ interface Queued {
 export interface LpWriterHooks {
   /** The transport stopped (true) or resumed (false) taking bytes. */
   blocked(on: boolean): void;
+  /** Bytes were handed to the transport (once per write, not per message). */
+  wrote(): void;
 }
 
 /** Writes length-prefixed messages to a transport, with backpressure. */
@@ -193,6 +195,7 @@ export class LpWriter {
     } else ok = this.transport.write([region]);
     this.start = this.pos;
     this.lastOutput = Date.now();
+    this.hooks.wrote();
     if (!ok) this.setBlocked();
   }
 
@@ -222,7 +225,9 @@ export class LpWriter {
       const head = new Uint8Array(4);
       writeLength(head, 0, len);
       this.lastOutput = Date.now();
-      if (!this.transport.write([head, data])) this.setBlocked();
+      const ok = this.transport.write([head, data]);
+      this.hooks.wrote();
+      if (!ok) this.setBlocked();
       return;
     }
     let slab = this.slab;

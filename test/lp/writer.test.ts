@@ -66,7 +66,7 @@ const flush = () => new Promise<void>((r) => queueMicrotask(r));
 describe("LpWriter", () => {
   it("writes each message as a u32 BE length and its bytes, small ones batched per turn, large ones as they are", async () => {
     const t = new PlainTransport();
-    const w = new LpWriter(t, { blocked() {} });
+    const w = new LpWriter(t, { blocked() {}, wrote() {} });
     assert.ok(w.tryWrite(Buffer.from("ab")));
     assert.ok(w.tryWrite(new Uint8Array(0)));
     assert.equal(t.wire.length, 0, "small messages wait for the end of the turn");
@@ -84,7 +84,7 @@ describe("LpWriter", () => {
   it("backpressure: after the transport says wait, sends queue in order and settle on its drain; close rejects the rest", async () => {
     const t = new PlainTransport();
     const blocked: boolean[] = [];
-    const w = new LpWriter(t, { blocked: (on) => blocked.push(on) });
+    const w = new LpWriter(t, { blocked: (on) => blocked.push(on), wrote() {} });
     t.writable = false;
     assert.ok(w.tryWrite(new Uint8Array(20_000)));
     assert.equal(w.writable, false);
@@ -114,7 +114,7 @@ describe("LpWriter", () => {
     const t = new FakeTransport();
     t.keep = false;
     let allocs = 0;
-    const w = new LpWriter(t, { blocked() {} }, (n) => {
+    const w = new LpWriter(t, { blocked() {}, wrote() {} }, (n) => {
       allocs++;
       return new Uint8Array(n);
     });
