@@ -29,6 +29,7 @@ export const QUEUED_SEND_COST = 512;
 /** Queued views up to this size of a buffer more than twice as large are copied (see `LpConnection.send`). */
 export const COPY_QUEUED_MAX = 64 * 1024;
 const noop = () => {};
+const EMPTY = new Uint8Array(0);
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 let nextId = 1;
@@ -137,7 +138,7 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
   private stuckTaken = 0;
   private slowTimer: ReturnType<typeof setTimeout> | undefined;
   private progressTimer: ReturnType<typeof setTimeout> | undefined;
-  private heartbeatTimer: ReturnType<typeof setInterval> | undefined;
+  private heartbeatTimer: ReturnType<typeof setTimeout> | undefined;
 
   /** @internal Use `connect("lp+…")`, `connectLp` or an `LpServer`. */
   constructor(transport: Transport, options: ResolvedLpOptions, init: LpInit) {
@@ -159,11 +160,7 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
       onEnd: () => this.onPeerEnd(),
       onClose: (err) => this.onTransportClose(err),
     });
-    if (options.heartbeat && options.keepAliveMs > 0) {
-      const period = options.keepAliveMs;
-      this.heartbeatTimer = setInterval(() => this.beat(period), period);
-      (this.heartbeatTimer as { unref?: () => void }).unref?.();
-    }
+    if (options.heartbeat && options.keepAliveMs > 0) this.armBeat(options.keepAliveMs);
   }
 
   /** The decoder's sink and the writer's hooks, in one object (methods on the prototype). */
@@ -542,11 +539,30 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
     }, wait);
   }
 
-  /** Heartbeat: a zero-length message after a period without output. */
-  private beat(period: number): void {
-    if (this.state_ !== "open" || !this.writer.writable) return;
-    if (Date.now() - this.writer.lastOutput < period) return;
-    this.writer.tryWrite(new Uint8Array(0));
+  /** The heartbeat's next check, in `wait` ms. */
+  private armBeat(wait: number): void {
+    this.heartbeatTimer = setTimeout(() => this.beat(), wait);
+    (this.heartbeatTimer as { unref?: () => void }).unref?.();
+  }
+
+  /**
+   * Heartbeat: a zero-length message once keepAliveMs passed without output. The next check is when
+   * that much will have passed since the last output: a fixed interval (before) sent it only at the
+   * first tick a whole period after the output, up to twice keepAliveMs of silence, and a peer
+   * whose idle timeout lay in between dropped the connection.
+   */
+  private beat(): void {
+    this.heartbeatTimer = undefined;
+    if (this.state_ !== "open") return;
+    const period = this.options.keepAliveMs;
+    const quiet = Date.now() - this.writer.lastOutput;
+    if (quiet < period) {
+      this.armBeat(period - quiet);
+      return;
+    }
+    // Backed up: bytes are on their way anyway.
+    if (this.writer.writable) this.writer.tryWrite(EMPTY);
+    this.armBeat(period);
   }
 
   /** A fatal error: the format has no way to tell the peer, so the stream just ends. */
@@ -615,7 +631,7 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
     if (this.closeReason_ === "") this.closeReason_ = error === undefined ? "closed" : error.code;
     clearTimeout(this.slowTimer);
     clearTimeout(this.progressTimer);
-    clearInterval(this.heartbeatTimer);
+    clearTimeout(this.heartbeatTimer);
     // A graceful close waiting for its deadline stops waiting (no timer left behind).
     const fire = this.closeFire;
     this.disarmClose();
