@@ -145,9 +145,10 @@ export class LpServer extends EventEmitter<LpServerEvents> {
     if (ms !== undefined && (typeof ms !== "number" || !(ms >= 0))) throw badCloseTimeout(ms);
     this.closing = true;
     const listeners = this.bound.splice(0).map((l) => l.close());
-    const sessions = [...this.sessions_].map((s) =>
-      s.close({ reason: "server closing", timeoutMs: options.timeoutMs }),
-    );
+    // The default given explicitly: a session already closing with a longer timeout of its own is brought
+    // forward to it (undefined left that one's deadline standing, and the server's close waited for it).
+    const timeoutMs = ms ?? this.resolved.closeTimeoutMs;
+    const sessions = [...this.sessions_].map((s) => s.close({ reason: "server closing", timeoutMs }));
     await Promise.all([...listeners, ...sessions]);
   }
 
