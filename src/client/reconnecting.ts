@@ -115,6 +115,16 @@ export function checkNumber(name: string, v: number | undefined, min: number, al
   }
 }
 
+/**
+ * ERR_INVALID_ARGUMENT for a payload that is neither bytes nor text, else undefined: checked before
+ * a call is held (held, it waited out the offline policy and failed with ERR_OFFLINE, or with this
+ * error only once connected).
+ */
+export function badPayload(p: unknown): PointSubError | undefined {
+  if (typeof p === "string" || p instanceof Uint8Array) return undefined;
+  return new PointSubError("ERR_INVALID_ARGUMENT", "payload must be a Uint8Array or a string");
+}
+
 /** Bytes a payload holds against `offline.maxBytes` (a string counted at its UTF-8 worst case). */
 export function payloadSize(p: Payload): number {
   return typeof p === "string" ? p.length * 3 : p instanceof Uint8Array ? p.length : 0;

@@ -20,6 +20,7 @@ import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 import { fullJitterDelay } from "./backoff.ts";
 import { type ConnectOptions, connect } from "./connect.ts";
 import {
+  badPayload,
   checkNumber,
   HELD_REQUEST_OVERHEAD,
   type OfflineOptions,
@@ -197,6 +198,8 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
   send(payload: Payload): Promise<void> {
     const c = this.connection;
     if (c !== undefined) return c.send(payload);
+    const bad = badPayload(payload);
+    if (bad !== undefined) return Promise.reject(bad);
     return this.hold(payloadSize(payload), () => this.send(payload));
   }
 
@@ -211,6 +214,8 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
     payload: Payload = new Uint8Array(0),
     options: ResilientRequestOptions = {},
   ): Promise<Uint8Array> {
+    const bad = badPayload(payload);
+    if (bad !== undefined) return Promise.reject(bad);
     const timeoutMs = options.timeoutMs ?? this.defaultTimeout(payload);
     if (!(timeoutMs >= 0)) {
       // NaN or negative meant no deadline at all (as the connection's own request refuses it).

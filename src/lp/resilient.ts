@@ -12,6 +12,7 @@
  * none of which an lp connection has.
  */
 import {
+  badPayload,
   type OfflineOptions,
   payloadSize,
   Reconnecting,
@@ -77,6 +78,8 @@ export class LpResilientConnection extends Reconnecting<LpConnection, LpResilien
   send(payload: Payload): Promise<void> {
     const c = this.connection;
     if (c !== undefined) return c.send(payload);
+    const bad = badPayload(payload);
+    if (bad !== undefined) return handled(Promise.reject(bad));
     return handled(this.hold(payloadSize(payload), () => this.send(payload)));
   }
 }

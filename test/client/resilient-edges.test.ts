@@ -10,7 +10,9 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import { describe, it } from "node:test";
 import {
+  connectLpResilient,
   connectResilient,
+  createLpServer,
   createServer,
   type Handler,
   idempotency,
@@ -427,6 +429,38 @@ describe("resilient client edges", () => {
     } finally {
       process.off("warning", onWarning);
       await client.close();
+    }
+  });
+
+  it("a payload that is neither bytes nor text is refused at once with ERR_INVALID_ARGUMENT while offline, not held (pointsub and lp)", async () => {
+    // Before, it was held: ERR_OFFLINE after offline.maxAgeMs (or at once with the "fail" policy), and
+    // ERR_INVALID_ARGUMENT only if a connection came.
+    const server = createServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const lpServer = createLpServer();
+    const [lpUrl] = await lpServer.listen("lp+tcp://127.0.0.1:0");
+    const opts = { offline: { maxAgeMs: 600_000 }, reconnect: { initialDelayMs: 60_000, maxDelayMs: 60_000 } };
+    const client = await connectResilient(url, opts);
+    const lp = await connectLpResilient(lpUrl, opts);
+    await server.close();
+    await lpServer.close();
+    try {
+      await until(() => client.state === "reconnecting" && lp.state === "reconnecting");
+      for (const bad of [123, null, { a: 1 }, [1, 2]] as unknown as string[]) {
+        assert.equal(await outcome(client.send(bad)), "ERR_INVALID_ARGUMENT");
+        assert.equal(await outcome(client.request("/x", bad)), "ERR_INVALID_ARGUMENT");
+        assert.equal(await outcome(lp.send(bad)), "ERR_INVALID_ARGUMENT");
+      }
+      // Bytes and text are still held for the next connection.
+      let held = "pending";
+      void outcome(client.send("later")).then((o) => {
+        held = o;
+      });
+      await sleep(20);
+      assert.equal(held, "pending");
+    } finally {
+      await client.close();
+      await lp.close();
     }
   });
 });
