@@ -15,6 +15,7 @@
  */
 import * as v from "valibot";
 import { PointSubError } from "../errors/error.ts";
+import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 import { type Clock, monotonicClock, perTaskClock, TokenBucket } from "../util/token-bucket.ts";
 import type { CallContext, HandlerResult, Middleware } from "./types.ts";
 
@@ -320,7 +321,8 @@ export function rateLimit(options: RateLimitOptions): RateLimiter {
   };
 
   const arm = (l: Lane, wait: number): void => {
-    l.timer = setTimeout(pump, wait, l);
+    // At most a timer's longest (a longer delay fires after 1 ms): pump finds it early and arms again.
+    l.timer = setTimeout(pump, Math.min(wait, MAX_TIMER_MS), l);
     (l.timer as { unref?: () => void }).unref?.();
   };
 

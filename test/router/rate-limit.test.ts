@@ -486,6 +486,34 @@ describe("router: rateLimit", () => {
     }
   });
 
+  it("a wait beyond a timer's longest (one message per 116 days) is waited, not retried every millisecond", async () => {
+    // A delay over 2^31 - 1 ms fires after 1 ms (Node warns TimeoutOverflowWarning): the line was pumped
+    // every millisecond, each time finding the message still early and arming the same overflowing timer.
+    const { server, url, limiter } = await serve({ session: { messages: { perSecond: 1e-7, burst: 1 } } });
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.name);
+    process.on("warning", onWarning);
+    const got: string[] = [];
+    server.on("message", (msg) => {
+      got.push(msg.text());
+    });
+    const conn = await connect(url);
+    try {
+      await Promise.all([conn.send("m1"), conn.send("m2")]);
+      await until(() => got.length === 1 && limiter.stats().waiting === 1);
+      // Warnings are emitted on the next tick of the setTimeout that overflows.
+      await new Promise((r) => setImmediate(r));
+      await new Promise((r) => setImmediate(r));
+      assert.ok(!warnings.includes("TimeoutOverflowWarning"), warnings.join());
+      assert.deepEqual(got, ["m1"]);
+      conn.destroy();
+      await until(() => got.length === 2);
+    } finally {
+      process.off("warning", onWarning);
+      await server.close();
+    }
+  });
+
   it("with key, state stays within maxKeys: refilled keys go first, then the oldest", async () => {
     const limiter = rateLimit({
       session: { requests: { perSecond: 0.001, burst: 1 } },
