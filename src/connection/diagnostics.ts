@@ -189,7 +189,7 @@ export interface ErrorMessage {
 export interface RefusedMessage {
   /** The session, when the refusal happened on one. */
   connection: Connection | undefined;
-  /** The peer's address, when known (a refusal before a TLS handshake has none). */
+  /** The peer's address, when known (a transport that does not say who connects before its own handshake gives none). */
   remoteUrl: string | undefined;
   /** `connection-limit`, `address-limit`, `closing`. */
   reason: string;

@@ -637,7 +637,9 @@ export class Server extends EventEmitter<ServerEvents> {
    * or disconnected (`slowSessions`), never queued without bound. Never
    * waits for a slow session: resolves at once to how many sessions wrote
    * the message, how many queued it, and which did not get it and why; it
-   * rejects only for a payload that is not bytes or text.
+   * rejects only for its arguments (ERR_INVALID_ARGUMENT): a payload that
+   * is not bytes or text, or an invalid `highWaterMark`, `slowSessions`,
+   * `filter` (or, with a cluster, `filterArg`).
    *
    * With a cluster the message also goes to every other node once, which
    * fans it out to its own sessions (at most once, never retried): the
