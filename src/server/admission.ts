@@ -107,6 +107,19 @@ export class Admission {
         );
       }
     }
+    // Connection counts, as maxConnections is (a fraction became the reported connectionLimit as it was).
+    for (const [name, value] of [
+      ["min", min],
+      ["max", max],
+      ["initial", o.initial ?? max],
+    ] as const) {
+      if (!Number.isSafeInteger(value)) {
+        throw new PointSubError(
+          "ERR_INVALID_ARGUMENT",
+          `adaptiveConnections.${name} must be an integer (got ${value})`,
+        );
+      }
+    }
     // A timer's delay: a longer one fires after 1 ms (3e9 reconsidered the limit every ms, not every 35 days).
     if (intervalMs > MAX_TIMER_MS) {
       throw new PointSubError(

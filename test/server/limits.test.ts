@@ -199,6 +199,21 @@ describe("server connection limits", () => {
     assert.equal(server.connectionLimit, 1000);
   });
 
+  it("adaptiveConnections min, max and initial that are not whole numbers are refused naming the field, as maxConnections is", () => {
+    // Before: initial 7.5 became the reported connectionLimit 7.5.
+    for (const [field, a] of [
+      ["initial", { min: 5, max: 10, initial: 7.5 }],
+      ["min", { min: 5.5, max: 10 }],
+      ["max", { min: 5, max: 10.25 }],
+    ] as const) {
+      assert.throws(() => createServer({ adaptiveConnections: a }), {
+        code: "ERR_INVALID_ARGUMENT",
+        message: new RegExp(`adaptiveConnections\\.${field} must be an integer`),
+      });
+    }
+    assert.equal(createServer({ adaptiveConnections: { min: 5, max: 10, initial: 7 } }).connectionLimit, 7);
+  });
+
   it("adaptiveConnections and idempotency other than a boolean or an object are refused, not taken as on", async () => {
     // Before: 0, "no" or "off" (a config's value) turned the adaptive limit (10,000 at start) or
     // deduplication on with their defaults; null threw an untyped TypeError; a sampleDelay that was not
