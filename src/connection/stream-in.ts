@@ -157,7 +157,9 @@ export class IncomingStreams {
       throw PointSubError.fromPeer("ERR_PROTOCOL", `STREAM frame for unknown stream ${id}`);
     st.lastFrameAt = Date.now();
     this.stats.counts[23] += length; // stream bytes received
-    if (this.charge(st, length)) st.stream.pushPieces(pieces, length, length, payloadCrc);
+    // Counted against the declared total as a frame that arrived whole is (before, a frame of 32 KiB or
+    // more spanning reads was not: the reader got all of it, past the total, until END said otherwise).
+    if (this.charge(st, length) && this.within(st, length)) st.stream.pushPieces(pieces, length, length, payloadCrc);
   }
 
   /** A CANCEL frame for one of the peer's streams; false when `id` is not one. */

@@ -7,7 +7,18 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+import { crc32c } from "../../src/codec/crc32c.ts";
 import { type Connection, connect, createServer, type PointSubError, type Server } from "../../src/index.ts";
+import {
+  connectPeer,
+  type ParsedFrame,
+  parseCancel,
+  parseResStart,
+  streamData,
+  streamEnd,
+  streamStart,
+  T,
+} from "../helpers/attacker.ts";
 
 describe("a stream's declared total", () => {
   let server: Server;
@@ -62,4 +73,61 @@ describe("a stream's declared total", () => {
       assert.ok(handled >= 1);
     });
   }
+});
+
+describe("a stream's declared total, from a raw peer", () => {
+  it("a data frame large enough to span reads that runs past the total is refused at once (CANCEL 3001), not handed to the reader", async () => {
+    // Before, such a frame (32 KiB or more, received as views of the socket's chunks) was not counted
+    // against START's total: the reader got all 256 KiB of a stream that declared 10 bytes, and only
+    // END failed it (an error RES), so a sink stored more than the sender declared.
+    const server = createServer();
+    let read = 0;
+    const handled = Promise.withResolvers<unknown>();
+    server.handleStream("/up", async (stream) => {
+      try {
+        for await (const c of stream) read += c.length;
+      } catch (err) {
+        handled.resolve(err);
+        throw err;
+      }
+      handled.resolve(undefined);
+      return String(read);
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const answers = new Map<number, PromiseWithResolvers<ParsedFrame>>([
+      [1, Promise.withResolvers<ParsedFrame>()],
+      [3, Promise.withResolvers<ParsedFrame>()],
+    ]);
+    const peer = await connectPeer({
+      port: Number(new URL(url).port),
+      onFrame: (f) => {
+        if (f.type === T.CANCEL || f.type === T.RES) answers.get(f.id)?.resolve(f);
+      },
+    });
+    try {
+      // 256 KiB in one frame: more than one socket read (at most 64 KiB each), so it arrives in pieces.
+      const big = new Uint8Array(256 * 1024).fill(7);
+      peer.write(streamStart(1, { total: 10, route: "/up" }));
+      peer.write(streamData(1, big));
+      peer.write(streamEnd(1, big.length, crc32c(big)));
+      const f = await (answers.get(1) as PromiseWithResolvers<ParsedFrame>).promise;
+      assert.equal(f.type, T.CANCEL, "the stream is cancelled at once, not answered after its END");
+      assert.equal(parseCancel(f.payload as Uint8Array), 3001);
+      const err = (await handled.promise) as PointSubError | undefined;
+      assert.equal(err?.code, "ERR_PROTOCOL");
+      assert.match(err.message, /carried more than the 10 bytes it declared/);
+      assert.equal(read, 0, "the reader got nothing past the declared total");
+      // The connection stays open: a stream within its total is served.
+      const small = new Uint8Array(10).fill(1);
+      peer.write(streamStart(3, { total: 10, route: "/up" }));
+      peer.write(streamData(3, small));
+      peer.write(streamEnd(3, 10, crc32c(small)));
+      const r = await (answers.get(3) as PromiseWithResolvers<ParsedFrame>).promise;
+      assert.equal(r.type, T.RES);
+      assert.equal(parseResStart(r.flags, r.payload as Uint8Array).status, 0);
+    } finally {
+      peer.destroy();
+      await server.close();
+    }
+  });
 });
