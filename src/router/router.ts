@@ -188,8 +188,51 @@ export class Router {
       const { route, transferId } = decodeResumeQuery(req.data);
       const sr = this.streamRoute(route);
       const point = sr?.resume === undefined ? NOTHING : await sr.resume(transferId, { route, session: ctx.session });
-      return encodeResumeAnswer(point);
+      return encodeResumeAnswer(checkPoint(point, route));
     };
     return m.resume;
   }
+}
+
+/**
+ * A resume lookup's answer, checked before it is encoded: an offset that is
+ * an integer from 0 to 2^53 - 1, a CRC32C that is an integer of 32 bits
+ * (signed or not; with offset 0 it is not looked at). Else ERR_HANDLER naming what the lookup returned —
+ * before, offset Infinity looped for ever in the varint encoder (the
+ * server's event loop frozen), a negative or 2^60 offset went out as bytes
+ * the sender refused as the peer's ERR_PROTOCOL, and 1.5, NaN or a CRC past
+ * 32 bits went out as some other number.
+ */
+function checkPoint(point: ResumePoint, route: string): ResumePoint {
+  const offset: unknown = (point as Partial<ResumePoint> | null | undefined)?.offset;
+  // Nothing held: the CRC of no bytes is 0, whatever came with it (`{ offset: 0 }` alone is fine).
+  if (offset === 0) return NOTHING;
+  const crc: unknown = (point as Partial<ResumePoint> | null | undefined)?.crc;
+  if (
+    typeof offset !== "number" ||
+    !Number.isSafeInteger(offset) ||
+    offset < 0 ||
+    typeof crc !== "number" ||
+    !Number.isInteger(crc) ||
+    crc < -(2 ** 31) ||
+    crc >= 2 ** 32
+  ) {
+    throw new PointSubError(
+      "ERR_HANDLER",
+      `the resume lookup of ${route} returned ${showPoint(point)}: offset must be an integer from 0 to 2^53 - 1 and crc a 32-bit integer`,
+    );
+  }
+  return { offset, crc: crc >>> 0 };
+}
+
+function showPoint(point: unknown): string {
+  if (point === null || typeof point !== "object") return String(point);
+  const p = point as Record<string, unknown>;
+  const show = (v: unknown) =>
+    typeof v === "string"
+      ? JSON.stringify(v)
+      : v === null || ["undefined", "number", "bigint", "boolean"].includes(typeof v)
+        ? String(v)
+        : `a ${typeof v}`;
+  return `{ offset: ${show(p.offset)}, crc: ${show(p.crc)} }`;
 }

@@ -13,7 +13,12 @@ export interface ResumeContext {
   session: Connection;
 }
 
-/** Answers a resume query for `transferId` (docs/PROTOCOL.md §3.11). */
+/**
+ * Answers a resume query for `transferId` (docs/PROTOCOL.md §3.11): the
+ * content bytes held (`offset`, an integer from 0 to 2^53 - 1) and their
+ * CRC32C (`crc`, a 32-bit integer, signed or not; not looked at when
+ * `offset` is 0). Anything else answers the query with ERR_HANDLER.
+ */
 export type ResumeLookup = (transferId: string, ctx: ResumeContext) => ResumePoint | Promise<ResumePoint>;
 
 /** A stream route: its handler and, when it can resume, where a transfer stands. */
