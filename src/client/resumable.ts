@@ -275,7 +275,9 @@ export function sendResumableWith(
 
   const run = async (): Promise<Uint8Array> => {
     checkOptions(options);
-    const src = await source;
+    // Raced with cancel() and the signal: a source still being made (a promise that never settled, a stat
+    // of a file on a stalled mount) kept the transfer "initializing" and unsettled for ever, whatever ended it.
+    const src = await untilAborted(Promise.resolve(source), signal);
     progress.transferId = src.transferId;
     progress.total = src.size;
     const retries = options.retries ?? 10;

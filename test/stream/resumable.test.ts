@@ -1,6 +1,14 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { blobSource, type Connection, connect, createServer, PointSubError, sendResumable } from "../../src/index.ts";
+import {
+  blobSource,
+  type Connection,
+  connect,
+  createServer,
+  PointSubError,
+  type ResumableSource,
+  sendResumable,
+} from "../../src/index.ts";
 import { blobServer } from "../helpers/blob-sink.ts";
 import { MiB, pattern, sha256 } from "../helpers/data.ts";
 import { startProxy } from "../helpers/proxy.ts";
@@ -130,6 +138,42 @@ describe("sendResumable: any source that reopens at an offset, any resumable sin
       assert.equal(opened.length, 1, "not retried");
       assert.ok(["closing", "closed"].includes(opened[0].state), `the connection is ${opened[0].state}`);
     } finally {
+      await server.close();
+    }
+  });
+
+  it("cancel() or the signal while the source is still being made ends the transfer at once (ERR_CANCELLED), and nothing is sent", async () => {
+    // Before, `await source` was not raced with either: the transfer stayed "initializing" and unsettled
+    // for as long as the source's promise did (for ever, for one that never settles: this test timed out).
+    const size = 64 * 1024;
+    const content = pattern(size, 13);
+    const { server, stored } = blobServer(size);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    try {
+      const late = Promise.withResolvers<ResumableSource>();
+      const t = sendResumable(conn, "/blob/1.0.0", late.promise);
+      t.cancel("changed my mind");
+      // The source comes after the cancel: it is not sent.
+      late.resolve({ size, transferId: "late", open: (offset) => [content.subarray(offset)] });
+      await assert.rejects(t.done, { code: "ERR_CANCELLED", message: /changed my mind/ });
+      assert.equal(t.snapshot().status, "cancelled");
+
+      const controller = new AbortController();
+      const never = sendResumable(conn, "/blob/1.0.0", new Promise<ResumableSource>(() => {}), {
+        signal: controller.signal,
+      });
+      controller.abort();
+      await assert.rejects(never.done, { code: "ERR_CANCELLED" });
+      assert.equal(never.snapshot().status, "cancelled");
+
+      // The connection serves on, and the cancelled transfer never reached the receiver.
+      const ok = sendResumable(conn, "/blob/1.0.0", { size, transferId: "ok", open: (o) => [content.subarray(o)] });
+      assert.equal(new TextDecoder().decode(await ok), "stored");
+      assert.equal(stored.has("late"), false, "the cancelled transfer was not sent");
+      assert.equal(sha256(stored.get("ok")?.bytes as Uint8Array), sha256(content));
+    } finally {
+      await conn.close();
       await server.close();
     }
   });
