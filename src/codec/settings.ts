@@ -98,12 +98,14 @@ export function validateSettings(s: Settings, fromPeer: boolean): void {
     const message = `invalid setting ${name} ${s[name]}`;
     throw fromPeer ? PointSubError.fromPeer(code, message) : new PointSubError(code, message);
   };
-  const atLeast = (name: keyof Settings, min: number) => check(Number.isSafeInteger(s[name]) && s[name] >= min, name);
-  check(s.maxFrameSize >= MIN_FRAME_SIZE && s.maxFrameSize <= MAX_FRAME_SIZE, "maxFrameSize");
+  // Integers (a fractional window or frame size went out in the HELLO cut to an integer, and this side kept the fraction).
+  const atLeast = (name: keyof Settings, min: number, max = Infinity) =>
+    check(Number.isSafeInteger(s[name]) && s[name] >= min && s[name] <= max, name);
+  atLeast("maxFrameSize", MIN_FRAME_SIZE, MAX_FRAME_SIZE);
   atLeast("maxMessageSize", 0);
   check(s.checksum === 0 || s.checksum === 1, "checksum");
-  check(s.connectionWindow >= MIN_FRAME_SIZE && s.connectionWindow <= MAX_WINDOW, "connectionWindow");
-  check(s.streamWindow >= MIN_FRAME_SIZE && s.streamWindow <= MAX_WINDOW, "streamWindow");
+  atLeast("connectionWindow", MIN_FRAME_SIZE, MAX_WINDOW);
+  atLeast("streamWindow", MIN_FRAME_SIZE, MAX_WINDOW);
   atLeast("maxConcurrentRequests", 1);
   atLeast("maxAssemblyBytes", 0);
   atLeast("maxConcurrentStreams", 0);

@@ -159,4 +159,33 @@ describe("options: connection", () => {
     const large = await readFromStalledPeer(48 * MiB);
     assert.ok(large - small > 24 * MiB, `read ${small} bytes with 256 KiB owed at most, ${large} with 48 MiB`);
   });
+
+  it("a fractional maxFrameSize, connectionWindow or streamWindow is ERR_INVALID_ARGUMENT at once, as every other byte count", async () => {
+    // Before, these three were checked for their range only: 70000.5 was accepted, went out in the HELLO
+    // cut to 70000, and this side went on with the fraction (what it checked the peer's frames against).
+    const server = createServer();
+    server.handle("/echo/1", (req) => req.data);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    try {
+      for (const name of ["maxFrameSize", "connectionWindow", "streamWindow"] as const) {
+        assert.throws(() => createServer({ [name]: 70000.5 }), {
+          code: "ERR_INVALID_ARGUMENT",
+          message: new RegExp(`invalid setting ${name} 70000.5`),
+        });
+        await assert.rejects(connect(url, { [name]: 70000.5 }), {
+          code: "ERR_INVALID_ARGUMENT",
+          message: new RegExp(`invalid setting ${name} 70000.5`),
+        });
+      }
+      // Integers as before; the server serves on.
+      const conn = await connect(url, { maxFrameSize: 70000, connectionWindow: 70000, streamWindow: 70000 });
+      try {
+        assert.equal(new TextDecoder().decode(await conn.request("/echo/1", "x")), "x");
+      } finally {
+        await conn.close();
+      }
+    } finally {
+      await server.close();
+    }
+  });
 });
