@@ -18,8 +18,9 @@ export interface ResumableSource {
    * CRC32C of the first `length` bytes, to check that what the receiver
    * holds is a prefix of this content. Without it the receiver's CRC is
    * taken on trust (the end-to-end CRC still covers the whole content).
+   * It may return the number itself.
    */
-  prefixCrc?(length: number): Promise<number>;
+  prefixCrc?(length: number): Promise<number> | number;
 }
 
 /**
@@ -212,7 +213,9 @@ export function sendResumableWith(
       const fits = point.offset > 0 && (src.size === undefined || point.offset <= src.size);
       if (
         fits &&
-        (src.prefixCrc === undefined || (await untilAborted(src.prefixCrc(point.offset), signal)) === point.crc)
+        // Promise.resolve: a prefixCrc that returns the number itself failed every attempt with ERR_SOURCE "p.then is not a function".
+        (src.prefixCrc === undefined ||
+          (await untilAborted(Promise.resolve(src.prefixCrc(point.offset)), signal)) === point.crc)
       ) {
         offset = point.offset;
         prefixCrc = point.crc;

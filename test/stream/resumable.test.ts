@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { crc32c } from "../../src/codec/crc32c.ts";
 import {
   blobSource,
   type Connection,
@@ -172,6 +173,37 @@ describe("sendResumable: any source that reopens at an offset, any resumable sin
       assert.equal(new TextDecoder().decode(await ok), "stored");
       assert.equal(stored.has("late"), false, "the cancelled transfer was not sent");
       assert.equal(sha256(stored.get("ok")?.bytes as Uint8Array), sha256(content));
+    } finally {
+      await conn.close();
+      await server.close();
+    }
+  });
+
+  it("a prefixCrc that returns the number itself (not a promise) is used: the transfer resumes from the receiver's offset", async () => {
+    // Before, every attempt failed with ERR_SOURCE "p.then is not a function".
+    const size = 64 * 1024;
+    const content = pattern(size, 14);
+    const { server, stored } = blobServer(size);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    try {
+      const half = size / 2;
+      stored.set("sync-crc", { bytes: content.slice(), length: half, crc: crc32c(content.subarray(0, half)) });
+      const offsets: number[] = [];
+      const t = sendResumable(
+        conn,
+        "/blob/1.0.0",
+        {
+          size,
+          transferId: "sync-crc",
+          open: (offset) => [content.subarray(offset)],
+          prefixCrc: (length) => crc32c(content.subarray(0, length)),
+        },
+        { onAttempt: (_n, offset) => offsets.push(offset) },
+      );
+      assert.equal(new TextDecoder().decode(await t), "stored");
+      assert.deepEqual(offsets, [half]);
+      assert.equal(sha256(stored.get("sync-crc")?.bytes as Uint8Array), sha256(content));
     } finally {
       await conn.close();
       await server.close();
