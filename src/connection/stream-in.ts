@@ -208,7 +208,8 @@ export class IncomingStreams {
     }
     const { head, dataStart } = decodeStreamHead(buf, start, end);
     const local = this.link.local;
-    if (head.codec !== 0 && ((local.compression >> (head.codec - 1)) & 1) === 0) {
+    // (An id past 32 is refused as such: a shift by 32 or more wraps in JavaScript, and 33 was taken for 1's bit.)
+    if (head.codec !== 0 && (head.codec > 32 || ((local.compression >> (head.codec - 1)) & 1) === 0)) {
       throw PointSubError.fromPeer(
         "ERR_COMPRESSION",
         `peer used compression codec ${head.codec}, which this side did not offer`,

@@ -83,6 +83,15 @@ describe("stream faults: bad input gets a typed error, nothing hangs, memory sta
     });
     for (const [frame, code] of [
       [start(1, 9), "ERR_COMPRESSION"],
+      // Ids past 32 (u8): 33 was taken for deflate-raw's bit (a shift by 32 is one by 0 in JavaScript), the
+      // START accepted, and its first COMPRESSED frame closed the connection with ERR_PROTOCOL instead.
+      ...[33, 34, 65, 255].map(
+        (codec) =>
+          [
+            Buffer.concat([start(1, codec), data(1, compressed(3, deflateRawSync("abc")), Flag.COMPRESSED)]),
+            "ERR_COMPRESSION",
+          ] as const,
+      ),
       // (It was served, the deflate block inside START inflated: interop review, session 27.)
       [
         encodeFrame(
