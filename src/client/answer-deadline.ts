@@ -9,15 +9,16 @@
  */
 import { PointSubError } from "../errors/error.ts";
 import { isBlob } from "../stream/blob.ts";
-import { onChunkSent, takeRelease } from "../stream/release.ts";
+import { onChunkWritten } from "../stream/release.ts";
 import type { Transfer } from "../stream/transfer.ts";
 import type { StreamSource } from "../stream/types.ts";
 import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 
 /**
  * `source` as it is, and `sent`: settles once the transport has written
- * (drained past) the last chunk of it, after the source ended. Each chunk's
- * own release ({@link onChunkSent}, a file reader's buffer pool) still runs.
+ * (drained past) the last chunk of it, after the source ended
+ * ({@link onChunkWritten}: a compressed chunk's frame, not its buffer's
+ * release). Each chunk's own release (a file reader's buffer pool) is left as it is.
  */
 export function watchLastSent(source: StreamSource): { source: AsyncIterable<Uint8Array>; sent: Promise<void> } {
   const d = Promise.withResolvers<void>();
@@ -26,16 +27,14 @@ export function watchLastSent(source: StreamSource): { source: AsyncIterable<Uin
   let ended = false;
   async function* chunks(): AsyncGenerator<Uint8Array> {
     for await (const chunk of iterable(source)) {
-      const own = takeRelease(chunk);
-      if (chunk.length === 0) {
-        // Never framed (no release runs for it): not waited for.
-        if (own !== undefined) onChunkSent(chunk, own);
-      } else {
+      // Written, not released: a compressed chunk's buffer is released once compressed, before its frame
+      // is written (the deadline started while a queue of compressed frames still waited for credit).
+      if (chunk.length !== 0) {
+        // (An empty chunk is never framed: not waited for.)
         yielded++;
-        onChunkSent(chunk, () => {
+        onChunkWritten(chunk, () => {
           written++;
           if (ended && written === yielded) d.resolve();
-          own?.();
         });
       }
       yield chunk;

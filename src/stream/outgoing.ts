@@ -10,7 +10,7 @@ import type { Progress } from "../transfer/progress.ts";
 import { Limiter } from "../util/limiter.ts";
 import { Queue } from "../util/queue.ts";
 import { type StreamItem, streamCost } from "./item.ts";
-import { takeRelease } from "./release.ts";
+import { takeRelease, takeWritten } from "./release.ts";
 import type { Transfer } from "./transfer.ts";
 import type { StreamSource } from "./types.ts";
 
@@ -157,11 +157,13 @@ export class OutgoingStream {
           throw new PointSubError("ERR_SOURCE", "stream source yielded something other than a Uint8Array");
         }
         const release = takeRelease(value);
+        const written = takeWritten(value);
         for (let off = 0; off < value.length; off += this.chunk) {
           const end = Math.min(value.length, off + this.chunk);
           const piece = value.subarray(off, end);
-          // The chunk's buffer may be reused once its last frame has left.
+          // The chunk's buffer may be reused once its last frame has left; it was sent then too.
           const last = end === value.length ? release : undefined;
+          const wrote = end === value.length ? written : undefined;
           const total = this.progress.total;
           if (total !== undefined && this.length + piece.length > total) {
             throw new PointSubError("ERR_SOURCE", `the source yielded more than its declared ${total} bytes`);
@@ -178,11 +180,12 @@ export class OutgoingStream {
           this.crc = crc32cCombine(this.crc, pieceCrc, piece.length);
           this.length += piece.length;
           if (this.wantsCompression(piece)) {
-            ahead.push(this.compress(piece, last));
+            ahead.push(this.compress(piece, last, wrote));
             if (ahead.length >= COMPRESS_AHEAD) this.enqueue(await (ahead.shift() as Promise<StreamItem>));
           } else {
             while (ahead.length !== 0) this.enqueue(await (ahead.shift() as Promise<StreamItem>));
-            this.enqueue({ flags: 0, head: EMPTY, data: piece, content: piece.length, crc: pieceCrc, release: last });
+            const release = wrote === undefined ? last : both(last, wrote);
+            this.enqueue({ flags: 0, head: EMPTY, data: piece, content: piece.length, crc: pieceCrc, release });
           }
           while (this.queued >= this.highWater && this.stopped === undefined) {
             await new Promise<void>((r) => (this.wake = r));
@@ -322,7 +325,11 @@ export class OutgoingStream {
     return false;
   }
 
-  private async compress(piece: Uint8Array, release: (() => void) | undefined): Promise<StreamItem> {
+  private async compress(
+    piece: Uint8Array,
+    release: (() => void) | undefined,
+    written: (() => void) | undefined,
+  ): Promise<StreamItem> {
     const codec = this.plan.codec as CompressionCodec;
     const out = await this.jobs.run(() => codec.compress(piece));
     // A COMPRESSED frame starts with its decompressed length; one that would
@@ -331,10 +338,23 @@ export class OutgoingStream {
     writeVarint(head, 0, piece.length);
     const used = head.length + out.length < piece.length && piece.length <= out.length * this.maxRatio;
     this.port.compressed(codec.name, piece.length, head.length + out.length, used);
-    if (!used) return { flags: 0, head: EMPTY, data: piece, content: piece.length, crc: -1, release };
+    if (!used) {
+      const r = written === undefined ? release : both(release, written);
+      return { flags: 0, head: EMPTY, data: piece, content: piece.length, crc: -1, release: r };
+    }
+    // The buffer now (its frame carries the compressed copy); the notice that it was sent once that frame was written.
     release?.();
-    return { flags: Flag.COMPRESSED, head, data: out, content: piece.length, crc: -1 };
+    return { flags: Flag.COMPRESSED, head, data: out, content: piece.length, crc: -1, release: written };
   }
+}
+
+/** A chunk's buffer release and its written notice, as one release (only for a watched source: {@link onChunkWritten}). */
+function both(release: (() => void) | undefined, written: () => void): () => void {
+  if (release === undefined) return written;
+  return () => {
+    written();
+    release();
+  };
 }
 
 /**
