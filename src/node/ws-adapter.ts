@@ -387,16 +387,33 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
    * A ping: answered once per turn (after everything read with it was
    * processed), for the newest ping only — RFC 6455 §5.5.3 allows it, and a
    * pong acknowledges everything sent before its ping. A peer that floods
-   * pings gets one pong per read, not one per ping.
+   * pings gets one pong per read, not one per ping. One pong at a time
+   * waits to be written: the newest ping that came meanwhile is answered once
+   * the socket wrote it. Before, a server flooding pings and reading nothing
+   * had a pong per turn pile up in the client's socket (~0.5 MB a second)
+   * until the slow-peer rule.
    */
   private onPing(data: Buffer): void {
-    if (this.pingData === undefined) queueMicrotask(() => this.pong());
+    if (this.pingData === undefined && !this.ponging) queueMicrotask(() => this.pong());
     this.pingData = data;
   }
+  /** A pong was handed to the socket and is not written yet. */
+  private ponging = false;
+  /** {@link ponged} as a function (made on the first pong). */
+  private pongedFn: (() => void) | undefined;
   private pong(): void {
     const data = this.pingData;
+    if (data === undefined || this.ponging) return;
     this.pingData = undefined;
-    if (data !== undefined && this.ws.readyState === 1) this.ws.pong(data);
+    if (this.ws.readyState !== 1) return;
+    this.ponging = true;
+    this.pongedFn ??= () => this.ponged();
+    (this.ws as Ws.WebSocket).pong(data, undefined, this.pongedFn);
+  }
+  /** The socket wrote the pong (or failed): the newest ping since, if any, is answered now. */
+  private ponged(): void {
+    this.ponging = false;
+    this.pong();
   }
 
   /** No pong within {@link PONG_WAIT_MS} while held back by the in-flight bound. */
