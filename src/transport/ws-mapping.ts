@@ -29,6 +29,13 @@ export const WS_MAX_MESSAGE = 1024 * 1024;
  * (`ws-client-frames.ts`).
  */
 const COALESCE_BYTES = 16 * 1024;
+/**
+ * What a message held while paused is charged on top of its payload (what
+ * holding it costs: its ArrayBuffer and view, ~250 bytes in V8): before,
+ * only payloads counted, and a peer sending 1-byte messages to a paused
+ * browser connection had ~600 MB held under a 1 MiB `maxPausedBytes`.
+ */
+const HELD_COST = 256;
 
 /** `address` as a ws:// or wss:// URL, or ERR_UNSUPPORTED_URL. */
 export function wsUrl(address: TransportAddress): URL {
@@ -116,7 +123,7 @@ export abstract class WsReceiver {
   /** The close arrived while the inbox still held data: reported once delivered. */
   private closeQueued = false;
   private closeReported = false;
-  /** Most bytes held; more is ERR_FLOW_CONTROL (Infinity: the socket stops reading instead). */
+  /** Most bytes held (each message's {@link HELD_COST} included); more is ERR_FLOW_CONTROL (Infinity: the socket stops reading instead). */
   declare protected readonly maxHeld: number;
 
   constructor(maxHeld: number) {
@@ -158,7 +165,7 @@ export abstract class WsReceiver {
       return;
     }
     this.inbox.push(chunk);
-    this.inboxBytes += chunk.length;
+    this.inboxBytes += chunk.length + HELD_COST;
     if (this.inboxBytes > this.maxHeld) {
       this.fail(
         new PointSubError("ERR_FLOW_CONTROL", `the peer sent over ${this.maxHeld} bytes while reading was paused`),
@@ -210,7 +217,7 @@ export abstract class WsReceiver {
     if (h === undefined || this.paused) return;
     while (this.inbox.length !== 0 && !this.paused && !this.closeReported) {
       const chunk = this.inbox.shift() as Uint8Array;
-      this.inboxBytes -= chunk.length;
+      this.inboxBytes -= chunk.length + HELD_COST;
       h.onData(chunk);
     }
     if (this.paused || this.inbox.length !== 0) return;

@@ -37,7 +37,8 @@ export interface WebSocketTransportOptions {
   highWaterMark?: number;
   /**
    * Bytes held while the connection paused reading (the browser keeps
-   * receiving); beyond, the connection fails with ERR_FLOW_CONTROL. Default
+   * receiving), each message counted 256 bytes more than its payload (what
+   * holding it costs); beyond, the connection fails with ERR_FLOW_CONTROL. Default
    * 64 MiB, four times the default connection window a well-behaved peer
    * stays within.
    */
