@@ -15,6 +15,7 @@ import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { checkSignal } from "../errors/signal.ts";
 import type { Middleware, ResumeLookup } from "../router/types.ts";
 import type { StreamHandler } from "../stream/types.ts";
+import { newTransferId } from "../transfer/transfer-id.ts";
 import type { Address } from "../transport/transport.ts";
 import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 import { fullJitterDelay } from "./backoff.ts";
@@ -469,10 +470,12 @@ function checkFunction(fn: unknown, what: string): void {
   if (typeof fn !== "function") throw new PointSubError("ERR_INVALID_ARGUMENT", `${what} must be a function`);
 }
 
-/** A random idempotency key (16 bytes as 32 hex characters). */
+/**
+ * A random idempotency key (16 bytes as 32 hex characters), from getRandomValues: a browser has
+ * randomUUID in secure contexts only (not on a page served over plain http).
+ */
 function randomKey(): Uint8Array {
-  const id = globalThis.crypto.randomUUID().replaceAll("-", "");
-  return utf8.encode(id);
+  return utf8.encode(newTransferId());
 }
 
 /**

@@ -463,4 +463,33 @@ describe("resilient client edges", () => {
       await lp.close();
     }
   });
+
+  it("retry: true works where crypto.randomUUID is missing (a browser page served over plain http, not a secure context)", async () => {
+    // crypto.randomUUID exists only in secure contexts; getRandomValues everywhere. The generated key
+    // was made with randomUUID: such a page's retry: true request threw a TypeError, nothing sent.
+    const server = createServer({ idempotency: true });
+    const keys: string[] = [];
+    server.use(async (ctx, next) => {
+      if (ctx.idempotencyKey !== undefined) keys.push(text(ctx.idempotencyKey));
+      return next();
+    });
+    server.handle("/job/1", (req) => req.data);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const client = await connectResilient(url, { reconnect: { maxAttempts: 1 } });
+    const proto = Object.getPrototypeOf(globalThis.crypto) as { randomUUID?: unknown };
+    const randomUUID = Object.getOwnPropertyDescriptor(proto, "randomUUID");
+    assert.ok(randomUUID !== undefined, "Node's Crypto has randomUUID on its prototype");
+    delete proto.randomUUID;
+    try {
+      assert.equal(text(await client.request("/job/1", "x", { retry: true, timeoutMs: 5000 })), "x");
+      assert.equal(text(await client.request("/job/1", "y", { retry: true, timeoutMs: 5000 })), "y");
+    } finally {
+      Object.defineProperty(proto, "randomUUID", randomUUID);
+      await client.close();
+      await server.close();
+    }
+    assert.equal(keys.length, 2);
+    for (const k of keys) assert.match(k, /^[0-9a-f]{32}$/);
+    assert.notEqual(keys[0], keys[1]);
+  });
 });
