@@ -100,8 +100,16 @@ function nodeKey(address: Address): string {
   return typeof address === "string" ? address : address.toString();
 }
 
+/** SHA-256 by webcrypto; a browser has crypto.subtle in secure contexts only (not on a page served over plain http). */
 async function sha256(data: Uint8Array): Promise<Uint8Array> {
-  return new Uint8Array(await globalThis.crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>));
+  const subtle = globalThis.crypto?.subtle;
+  if (subtle === undefined) {
+    throw new PointSubError(
+      "ERR_INVALID_ARGUMENT",
+      "routing by key needs crypto.subtle (SHA-256), which a browser gives secure contexts only (https, localhost)",
+    );
+  }
+  return new Uint8Array(await subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>));
 }
 
 /** Compares two XOR distances (big-endian byte strings of equal length). */

@@ -124,6 +124,33 @@ describe("Client: closest node, failover, breaker", () => {
   });
 });
 
+describe("Client: routing by key without crypto.subtle", () => {
+  it("is ERR_INVALID_ARGUMENT, not a TypeError, where crypto.subtle is missing (a browser page served over plain http)", async () => {
+    // A browser gives crypto.subtle to secure contexts only; key routing hashes with it (a weaker hash
+    // elsewhere would send one key to different nodes from different pages). Before: a TypeError.
+    const keyed = new Client();
+    const node = await startNode("a");
+    const proto = Object.getPrototypeOf(globalThis.crypto) as { subtle?: unknown };
+    const subtle = Object.getOwnPropertyDescriptor(proto, "subtle");
+    assert.ok(subtle !== undefined, "Node's Crypto has subtle on its prototype");
+    try {
+      keyed.addNode("/who/1", node.url);
+      delete proto.subtle;
+      await assert.rejects(keyed.requestClosest("/who/1", "x", { key: "user-1" }), (e: PointSubError) => {
+        assert.equal(e.code, "ERR_INVALID_ARGUMENT");
+        assert.match(e.message, /crypto\.subtle/);
+        return true;
+      });
+      Object.defineProperty(proto, "subtle", subtle);
+      assert.equal(text(await keyed.requestClosest("/who/1", "x", { key: "user-1" })), "a");
+    } finally {
+      Object.defineProperty(proto, "subtle", subtle);
+      await keyed.close();
+      await node.server.close();
+    }
+  });
+});
+
 describe("Client: pool", () => {
   it("reuses connections, opens another only past maxInFlight, never past maxPerNode", async () => {
     const n = await startNode("n");
