@@ -37,7 +37,7 @@ export const SUGGESTIONS: Readonly<Record<ErrorCode, string>> = {
   ERR_HANDLER: "The peer's handler threw; see the message for its reason.",
   ERR_CANCELLED: "The operation was cancelled by an AbortSignal or by the peer.",
   ERR_INVALID_ARGUMENT: "Check the argument named in the message against the API documentation.",
-  ERR_UNSUPPORTED_URL: "Use one of the supported schemes: tcp://, tls://, unix://.",
+  ERR_UNSUPPORTED_URL: "Use a scheme the runtime has a transport for (the message names them), or add an adapter.",
   ERR_GOING_AWAY: "The connection is closing gracefully; open a new one for new work.",
   ERR_SOURCE: "The sender's data source failed mid-stream; fix the source (file, generator) and send again.",
   ERR_COMPRESSION: 'Use a compression algorithm both sides support (see the peer\'s HELLO), or compress: "auto".',

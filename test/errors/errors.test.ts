@@ -104,4 +104,18 @@ describe("PointSubError", () => {
     assert.equal(Math.floor(codeInfo("ERR_FLOW_CONTROL").errno / 1000), 2);
     assert.equal(Math.floor(codeInfo("ERR_TIMEOUT").errno / 1000), 1);
   });
+
+  it("an unsupported URL's suggestion points at the runtime's transports, not at schemes it may lack", async () => {
+    // It said "Use one of the supported schemes: tcp://, tls://, unix://." also where there is none of
+    // them (a browser: ws:// and wss:// only; a runtime of one's own) and left out ws://, wss://, lp+….
+    const { connect, createRuntime, memoryTransport } = await import("../../src/index.ts");
+    const runtime = createRuntime({ transports: [memoryTransport()] });
+    await assert.rejects(connect("tcp://127.0.0.1:1", { runtime }), (e: PointSubError) => {
+      assert.equal(e.code, "ERR_UNSUPPORTED_URL");
+      assert.match(e.message, /have memory:\/\//);
+      assert.doesNotMatch(e.suggestion, /tcp:\/\//);
+      assert.match(e.suggestion, /transport/);
+      return true;
+    });
+  });
 });
