@@ -704,7 +704,8 @@ export class Server extends EventEmitter<ServerEvents> {
   }
 
   /**
-   * Shuts down gracefully: stops accepting (new clients get a GOAWAY
+   * Shuts down gracefully: stops accepting (the listeners close at once: a
+   * new connect is refused; clients still in their handshake get a GOAWAY
    * "server closing"), sends every session a GOAWAY so that clients start
    * nothing new here (their new calls fail with ERR_GOING_AWAY, retryable
    * elsewhere), lets requests, messages and transfers in flight finish for
