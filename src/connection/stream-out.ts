@@ -230,8 +230,10 @@ export class OutgoingStreams {
       head: EMPTY,
       data: EMPTY,
       resolve: (data) => {
+        // What the receiver took: "completed" rounds an early answer's progress up to the total.
+        const took = progress.bytes;
         progress.setStatus("completed");
-        if (call.started) this.stats.diag.streamEnd(trace, "out", call.id, route, undefined, progress.bytes - offset);
+        if (call.started) this.stats.diag.streamEnd(trace, "out", call.id, route, undefined, took - offset);
         d.resolve(data);
       },
       reject: (err) => {

@@ -243,6 +243,32 @@ describe("diagnostics channels", () => {
     ]);
   });
 
+  it("stream:end of a stream answered before its end counts what the receiver took, not the declared total", async () => {
+    // An early answer (the handler returns before reading to the END) stops the sender: its stream:end
+    // said the whole declared total went out (64 MiB here, with under 1 MiB sent), and the Prometheus
+    // adapter's transfer bytes counted it.
+    seen.length = 0;
+    server.handleStream("/early", async (stream) => {
+      for await (const _ of stream) break;
+      return "enough";
+    });
+    const chunk = new Uint8Array(64 * 1024);
+    const total = 1024 * chunk.length;
+    const source = (async function* () {
+      for (let i = 0; i < 1024; i++) yield chunk;
+    })();
+    const answer = await conn.sendStream("/early", source, { total });
+    assert.equal(new TextDecoder().decode(answer), "enough");
+    await until(() => of(CHANNELS.streamEnd).length === 2);
+    const out = (of(CHANNELS.streamEnd) as StreamEndMessage[]).find((e) => e.direction === "out");
+    assert.ok(out !== undefined);
+    assert.equal(out.status, "ok");
+    // The server's 128 KiB stream window bounds what was acknowledged; the 16 MiB connection window what was sent.
+    assert.ok(out.bytes < 16 * 1024 * 1024, `out bytes ${out.bytes} of a ${total}-byte total`);
+    const progress = (of(CHANNELS.streamProgress) as StreamProgressMessage[]).filter((p) => p.direction === "out");
+    assert.equal(progress.reduce((a, p) => a + p.delta, 0) + out.delta, out.bytes, "deltas add up to the bytes");
+  });
+
   it("handshake:error when authentication fails; connection:close when an open connection closes", async () => {
     const guarded = createServer({ authenticate: tokenAuth(["secret"]) });
     const failures: HandshakeErrorMessage[] = [];
