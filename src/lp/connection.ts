@@ -8,7 +8,7 @@
  * methods reject with ERR_INVALID_ARGUMENT, saying so.
  */
 import { EventEmitter } from "eventemitter3";
-import type { MemoryBudget } from "../connection/budget.ts";
+import { ANSWER_SHARE, type MemoryBudget } from "../connection/budget.ts";
 import type { CloseOptions, ConnectionState, Message, Payload } from "../connection/types.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import type { Transport } from "../transport/transport.ts";
@@ -68,6 +68,12 @@ export interface LpInit {
   onMessage?: (msg: Message, conn: LpConnection) => void;
   /** Called once when the connection closed, before its `close` event. */
   onClose?: (conn: LpConnection, error: PointSubError | undefined) => void;
+  /**
+   * A server's: what a session owes its peer is charged to `budget` too, and
+   * when `need` more bytes do not fit, this cuts the sessions that owe the
+   * most (see `LpConnection.chargeOwed`).
+   */
+  relieve?: (need: number, conn: LpConnection) => void;
 }
 
 class LpMessage implements Message {
@@ -139,6 +145,8 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
   private slowTimer: ReturnType<typeof setTimeout> | undefined;
   private progressTimer: ReturnType<typeof setTimeout> | undefined;
   private heartbeatTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Bytes of what it owes its peer charged to the server's budget (a server's session only: {@link chargeOwed}). */
+  private owedCharge = 0;
 
   /** @internal Use `connect("lp+…")`, `connectLp` or an `LpServer`. */
   constructor(transport: Transport, options: ResolvedLpOptions, init: LpInit) {
@@ -178,6 +186,8 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
     wrote(): void {
       const c = this.c;
       if (c.slowTimer === undefined) c.watchSlow();
+      // Queued sends went out: what they held of the server's budget goes back.
+      if (c.owedCharge !== 0) c.chargeOwed(false);
     }
   };
 
@@ -226,6 +236,7 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
     const p = this.writer.enqueue(small ? data.slice() : data);
     p.catch(noop);
     if (this.owedBytes > this.options.maxOwedBytes) this.overOwed();
+    else if (this.init.relieve !== undefined) this.chargeOwed(true);
     return p;
   }
 
@@ -453,6 +464,54 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
     );
   }
 
+  /** @internal Bytes of what it owes its peer charged to the server's memory budget now. */
+  get owedCharged(): number {
+    return this.owedCharge;
+  }
+
+  /**
+   * A server's session: what it owes its peer (queued sends, 512 bytes more
+   * each, and while the transport is backed up what it holds) is charged to
+   * the server's memory budget, which all sessions share — before, each
+   * session was bounded by `maxOwedBytes` alone, and many peers that did not
+   * read held sessions × 128 MiB. Past half the budget a session owing more
+   * than its share (the budget / 16, as for a pointsub server's answers) is
+   * closed with ERR_SLOW_PEER; when a charge does not fit, the server cuts
+   * the sessions owing the most (ERR_SLOW_PEER) until it does. `up` false:
+   * only gives back (after a write).
+   */
+  private chargeOwed(up: boolean): void {
+    if (this.state_ === "closed") return;
+    const w = this.writer;
+    const held = w.transportWritable ? 0 : (this.transport.bytesHeld?.() ?? 0);
+    const want = w.queuedBytes + w.pending * QUEUED_SEND_COST + held;
+    const budget = this.init.budget;
+    const d = want - this.owedCharge;
+    if (d <= 0 || !up) {
+      if (d < 0) {
+        budget.release(-d);
+        this.owedCharge = want;
+      }
+      return;
+    }
+    if (budget.used * 2 > budget.limit && want * ANSWER_SHARE > budget.limit) {
+      this.fail(
+        new PointSubError(
+          "ERR_SLOW_PEER",
+          `${this.remoteUrl} does not take what it is sent: ${want} bytes owed to it, over its share (1/${ANSWER_SHARE}) of the server's memory budget (${budget.used} of ${budget.limit} bytes used)`,
+        ),
+      );
+      return;
+    }
+    if (!budget.tryCharge(d)) {
+      this.init.relieve?.(d, this);
+      // The server may have closed this session to relieve its budget.
+      if ((this.state_ as ConnectionState) === "closed") return;
+      budget.force(d);
+    }
+    this.owedCharge = want;
+  }
+
   /** An unfinished message must keep moving (a peer trickling nothing holds no connection forever). */
   private armProgress(wait: number): void {
     this.progressTimer = setTimeout(() => {
@@ -475,10 +534,13 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
   private onBlocked(on: boolean): void {
     if (!on) {
       this.blockedSince = 0;
+      if (this.owedCharge !== 0) this.chargeOwed(false);
       return;
     }
     this.blockedSince = Date.now();
     if (this.slowTimer === undefined) this.watchSlow();
+    // What the backed-up transport holds is owed too.
+    if (this.init.relieve !== undefined) this.chargeOwed(true);
   }
 
   /**
@@ -638,6 +700,10 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
     fire?.();
     this.decoder.stop();
     this.writer.close(error ?? new PointSubError("ERR_CONNECTION_CLOSED", "connection closed"));
+    if (this.owedCharge !== 0) {
+      this.init.budget.release(this.owedCharge);
+      this.owedCharge = 0;
+    }
     // Settled before the listeners run (its awaiters still run after them): a close listener that threw
     // left it pending, and with it close() and the server's close, for ever.
     this.closedResolve?.();

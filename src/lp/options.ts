@@ -67,7 +67,10 @@ export interface LpOptions {
   /**
    * Most bytes of unfinished messages the peer (a server: all its peers
    * together) may make this side hold; a message beyond it closes its
-   * connection with ERR_OVERLOADED. Default: the runtime's memory limit.
+   * connection with ERR_OVERLOADED. On a server, what sessions owe their
+   * peers (`owedBytes`) is charged too: past half of it a session owing
+   * more than the budget / 16 closes with ERR_SLOW_PEER, and when it is
+   * full the sessions owing the most do. Default: the runtime's memory limit.
    */
   memoryBudget?: number;
 }

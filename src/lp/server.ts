@@ -173,6 +173,7 @@ export class LpServer extends EventEmitter<LpServerEvents> {
       alloc: this.runtime.allocBody,
       onMessage: this.dispatch,
       onClose: this.closed,
+      relieve: this.relieve,
     });
     this.sessions_.add(conn);
     this.tell("session", conn);
@@ -194,6 +195,38 @@ export class LpServer extends EventEmitter<LpServerEvents> {
       });
     }
   }
+
+  /**
+   * `need` more bytes owed to `conn`'s peer do not fit the budget: the
+   * sessions owing the most are closed with ERR_SLOW_PEER until they fit
+   * (`conn` itself when it owes the most, or nothing else owes anything:
+   * then ERR_OVERLOADED). Peers that read what they are sent owe little,
+   * and keep their sessions.
+   */
+  private readonly relieve = (need: number, conn: LpConnection): void => {
+    const budget = this.budget;
+    for (let n = this.sessions_.size; n > 0 && budget.used + need > budget.limit; n--) {
+      let most: LpConnection | undefined;
+      for (const s of this.sessions_) {
+        if (s !== conn && s.owedCharged > (most?.owedCharged ?? 0)) most = s;
+      }
+      if (most === undefined || most.owedCharged <= conn.owedCharged + need) {
+        conn.destroy(
+          new PointSubError(
+            most === undefined && conn.owedCharged === 0 ? "ERR_OVERLOADED" : "ERR_SLOW_PEER",
+            `the server's memory budget is full (${budget.used} of ${budget.limit} bytes used): ${conn.owedCharged + need} bytes would be owed to ${conn.remoteUrl}`,
+          ),
+        );
+        return;
+      }
+      most.destroy(
+        new PointSubError(
+          "ERR_SLOW_PEER",
+          `${most.remoteUrl} does not take what it is sent: ${most.owedCharged} bytes owed to it, the most while the server's memory budget is full (${budget.used} of ${budget.limit} bytes used)`,
+        ),
+      );
+    }
+  };
 
   private readonly dispatch = (msg: Message, session: LpConnection): void => {
     this.tell("message", msg, session);
