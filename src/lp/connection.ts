@@ -29,6 +29,10 @@ export const QUEUED_SEND_COST = 512;
 /** Queued views up to this size of a buffer more than twice as large are copied (see `LpConnection.send`). */
 export const COPY_QUEUED_MAX = 64 * 1024;
 const noop = () => {};
+/** How `LpConnection.chargeOwed` charges. */
+const DOWN = 0;
+const HELD = 1;
+const QUEUED = 2;
 const EMPTY = new Uint8Array(0);
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -73,7 +77,7 @@ export interface LpInit {
    * when `need` more bytes do not fit, this cuts the sessions that owe the
    * most (see `LpConnection.chargeOwed`).
    */
-  relieve?: (need: number, conn: LpConnection) => void;
+  relieve?: (need: number, conn: LpConnection, inbound: boolean) => void;
 }
 
 class LpMessage implements Message {
@@ -160,7 +164,8 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
     this.init = init;
     const port = new LpConnection.Port(this);
     this.writer = new LpWriter(transport, port, init.alloc);
-    this.decoder = new LpDecoder(port, options.maxMessageSize, init.budget);
+    const relieve = init.relieve;
+    this.decoder = new LpDecoder(port, options.maxMessageSize, init.budget, relieve && ((n) => relieve(n, this, true)));
     transport.attach({
       onData: (chunk) => this.onData(chunk),
       readTarget: () => this.decoder.readTarget(),
@@ -187,7 +192,7 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
       const c = this.c;
       if (c.slowTimer === undefined) c.watchSlow();
       // Queued sends went out: what they held of the server's budget goes back.
-      if (c.owedCharge !== 0) c.chargeOwed(false);
+      if (c.owedCharge !== 0) c.chargeOwed(DOWN);
     }
   };
 
@@ -236,7 +241,7 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
     const p = this.writer.enqueue(small ? data.slice() : data);
     p.catch(noop);
     if (this.owedBytes > this.options.maxOwedBytes) this.overOwed();
-    else if (this.init.relieve !== undefined) this.chargeOwed(true);
+    else if (this.init.relieve !== undefined) this.chargeOwed(QUEUED);
     return p;
   }
 
@@ -477,21 +482,28 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
    * read held sessions × 128 MiB. Past half the budget a session owing more
    * than its share (the budget / 16, as for a pointsub server's answers) is
    * closed with ERR_SLOW_PEER; when a charge does not fit, the server cuts
-   * the sessions owing the most (ERR_SLOW_PEER) until it does. `up` false:
-   * only gives back (after a write).
+   * the sessions owing the most (ERR_SLOW_PEER) until it does. `how`: DOWN
+   * only gives back (after a write); HELD charges what the transport took
+   * when it backed up (already held: charged as it is, past the budget if
+   * need be); QUEUED checks a send queuing as above.
    */
-  private chargeOwed(up: boolean): void {
+  private chargeOwed(how: typeof DOWN | typeof HELD | typeof QUEUED): void {
     if (this.state_ === "closed") return;
     const w = this.writer;
     const held = w.transportWritable ? 0 : (this.transport.bytesHeld?.() ?? 0);
     const want = w.queuedBytes + w.pending * QUEUED_SEND_COST + held;
     const budget = this.init.budget;
     const d = want - this.owedCharge;
-    if (d <= 0 || !up) {
+    if (d <= 0 || how === DOWN) {
       if (d < 0) {
         budget.release(-d);
         this.owedCharge = want;
       }
+      return;
+    }
+    if (how === HELD) {
+      budget.force(d);
+      this.owedCharge = want;
       return;
     }
     if (budget.used * 2 > budget.limit && want * ANSWER_SHARE > budget.limit) {
@@ -504,7 +516,7 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
       return;
     }
     if (!budget.tryCharge(d)) {
-      this.init.relieve?.(d, this);
+      this.init.relieve?.(d, this, false);
       // The server may have closed this session to relieve its budget.
       if ((this.state_ as ConnectionState) === "closed") return;
       budget.force(d);
@@ -534,13 +546,13 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
   private onBlocked(on: boolean): void {
     if (!on) {
       this.blockedSince = 0;
-      if (this.owedCharge !== 0) this.chargeOwed(false);
+      if (this.owedCharge !== 0) this.chargeOwed(DOWN);
       return;
     }
     this.blockedSince = Date.now();
     if (this.slowTimer === undefined) this.watchSlow();
     // What the backed-up transport holds is owed too.
-    if (this.init.relieve !== undefined) this.chargeOwed(true);
+    if (this.init.relieve !== undefined) this.chargeOwed(HELD);
   }
 
   /**

@@ -42,11 +42,19 @@ export class LpDecoder {
   private charged = 0;
   /** Set by {@link stop}: the rest of the chunk in hand is dropped. */
   private stopped = false;
+  /** A server's: frees budget (cuts sessions owing the most) when a body does not fit. */
+  private readonly relieve: ((need: number) => void) | undefined;
 
-  constructor(sink: LpDecoderSink, maxMessageSize: number, budget: MemoryBudget = new MemoryBudget(Infinity)) {
+  constructor(
+    sink: LpDecoderSink,
+    maxMessageSize: number,
+    budget: MemoryBudget = new MemoryBudget(Infinity),
+    relieve?: (need: number) => void,
+  ) {
     this.sink = sink;
     this.maxMessageSize = maxMessageSize;
     this.budget = budget;
+    this.relieve = relieve;
   }
 
   /** True between messages (no partial length or body held). */
@@ -139,15 +147,23 @@ export class LpDecoder {
   }
 
   private alloc(n: number): Uint8Array {
-    if (!this.budget.tryCharge(n)) {
+    if (!this.budget.tryCharge(n) && !this.relieved(n)) {
+      const length = this.bodyLength;
       this.release();
       throw PointSubError.fromPeer(
         "ERR_OVERLOADED",
-        `no memory budget for ${n} more bytes of a ${this.bodyLength}-byte message`,
+        `no memory budget for ${n} more bytes of a ${length}-byte message`,
       );
     }
     this.charged += n;
     return new Uint8Array(n);
+  }
+
+  /** A server's: `n` bytes did not fit; whether they do once it cut sessions owing their peers the most. */
+  private relieved(n: number): boolean {
+    if (this.relieve === undefined) return false;
+    this.relieve(n);
+    return this.budget.tryCharge(n);
   }
 
   /** Copies what `chunk` holds of the body from `pos`; returns the bytes taken. */

@@ -19,6 +19,9 @@ import {
   resolveLpOptions,
 } from "./options.ts";
 
+/** Most sessions one charge that does not fit the budget closes (see `LpServer.relieve`). */
+const RELIEVE_CUTS = 16;
+
 /** What `listen` rejects with once the server was closed. */
 function closedForListen(): PointSubError {
   return new PointSubError("ERR_GOING_AWAY", "the server was closed: it listens no more");
@@ -55,7 +58,7 @@ export class LpServer extends EventEmitter<LpServerEvents> {
   private readonly runtime: Runtime;
   private readonly options: LpServerOptions;
   private readonly resolved: ResolvedLpOptions;
-  /** What all sessions' peers may make the server hold (unfinished messages). */
+  /** What all sessions' peers may make the server hold (unfinished messages, and what sessions owe them). */
   private readonly budget: MemoryBudget;
   private readonly bound: TransportListener[] = [];
   private readonly sessions_ = new Set<LpConnection>();
@@ -128,7 +131,7 @@ export class LpServer extends EventEmitter<LpServerEvents> {
     return this.sessions_;
   }
 
-  /** Bytes of unfinished messages held for all sessions now, and the limit. */
+  /** Bytes of unfinished messages and of what sessions owe their peers held now (all sessions), the limit and the peak. */
   get memory(): { used: number; limit: number; peak: number } {
     return { used: this.budget.used, limit: this.budget.limit, peak: this.budget.peak };
   }
@@ -197,28 +200,24 @@ export class LpServer extends EventEmitter<LpServerEvents> {
   }
 
   /**
-   * `need` more bytes owed to `conn`'s peer do not fit the budget: the
-   * sessions owing the most are closed with ERR_SLOW_PEER until they fit
-   * (`conn` itself when it owes the most, or nothing else owes anything:
-   * then ERR_OVERLOADED). Peers that read what they are sent owe little,
-   * and keep their sessions.
+   * `need` more bytes owed to `conn`'s peer (or, `inbound`, of a message
+   * from it) do not fit the budget: the sessions owing the most (at most
+   * {@link RELIEVE_CUTS} of them: each cut scans every session) are closed
+   * with ERR_SLOW_PEER until they fit. Owed: `conn` itself when it owes the
+   * most, or when they still do not fit (ERR_OVERLOADED when it owes
+   * nothing and no other session owes anything). Inbound: never `conn` (the
+   * decoder refuses the message as before). Peers that read what they are
+   * sent owe little, and keep their sessions.
    */
-  private readonly relieve = (need: number, conn: LpConnection): void => {
+  private readonly relieve = (need: number, conn: LpConnection, inbound: boolean): void => {
     const budget = this.budget;
-    for (let n = this.sessions_.size; n > 0 && budget.used + need > budget.limit; n--) {
-      let most: LpConnection | undefined;
+    let most: LpConnection | undefined;
+    for (let cuts = 0; cuts < RELIEVE_CUTS && budget.used + need > budget.limit; cuts++) {
+      most = undefined;
       for (const s of this.sessions_) {
         if (s !== conn && s.owedCharged > (most?.owedCharged ?? 0)) most = s;
       }
-      if (most === undefined || most.owedCharged <= conn.owedCharged + need) {
-        conn.destroy(
-          new PointSubError(
-            most === undefined && conn.owedCharged === 0 ? "ERR_OVERLOADED" : "ERR_SLOW_PEER",
-            `the server's memory budget is full (${budget.used} of ${budget.limit} bytes used): ${conn.owedCharged + need} bytes would be owed to ${conn.remoteUrl}`,
-          ),
-        );
-        return;
-      }
+      if (most === undefined || (!inbound && most.owedCharged <= conn.owedCharged + need)) break;
       most.destroy(
         new PointSubError(
           "ERR_SLOW_PEER",
@@ -226,6 +225,13 @@ export class LpServer extends EventEmitter<LpServerEvents> {
         ),
       );
     }
+    if (inbound || budget.used + need <= budget.limit) return;
+    conn.destroy(
+      new PointSubError(
+        most === undefined && conn.owedCharged === 0 ? "ERR_OVERLOADED" : "ERR_SLOW_PEER",
+        `the server's memory budget is full (${budget.used} of ${budget.limit} bytes used): ${conn.owedCharged + need} bytes would be owed to ${conn.remoteUrl}`,
+      ),
+    );
   };
 
   private readonly dispatch = (msg: Message, session: LpConnection): void => {

@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import { describe, it } from "node:test";
-import { connectLp, createLpServer, type LpConnection } from "../../src/index.ts";
+import { connectLp, createLpServer, type LpConnection, type PointSubError } from "../../src/index.ts";
 import { until } from "../helpers/wait.ts";
 
 const KiB = 1024;
@@ -91,6 +91,52 @@ describe("attack: many lp peers that do not read what they are sent", () => {
       );
     } finally {
       for (const s of socks) s.destroy();
+      await honest?.close();
+      await server.close({ timeoutMs: 0 });
+    }
+  });
+
+  it("a message from an honest peer that does not fit a budget full of what non-readers are owed cuts them, not it", async () => {
+    const BUDGET = 8 * MiB;
+    const server = createLpServer({ memoryBudget: BUDGET, maxOwedBytes: 4 * MiB, slowPeerTimeoutMs: 0 });
+    const closes: (string | undefined)[] = [];
+    server.on("sessionClose", (_s, e) => closes.push(e?.code));
+    server.on("message", (m, s) => {
+      s.send(m.data).catch(() => {});
+    });
+    const [url] = await server.listen("lp+tcp://127.0.0.1:0");
+    let sock: net.Socket | undefined;
+    let honest: LpConnection | undefined;
+    try {
+      // A peer that does not read comes to owe 2.5 MiB or more (under half the budget: under no share rule).
+      const chunk = burst(16, 16 * KiB);
+      const u = new URL(url);
+      sock = net.connect({ host: u.hostname, port: Number(u.port) });
+      sock.on("error", () => {});
+      sock.pause();
+      await new Promise((r) => sock?.once("connect", r));
+      await until(() => server.sessions.size === 1);
+      const [hogSession] = server.sessions;
+      for (let i = 1; i <= 64 && server.memory.used < 2.5 * MiB; i++) {
+        sock.write(chunk);
+        await until(() => hogSession.stats().bytesIn >= i * chunk.length, 10_000);
+      }
+      assert.ok(server.memory.used >= 2.5 * MiB, `${server.memory.used} bytes charged`);
+      // An honest client sends a 4 MiB message (held at up to 6 MiB while it grows): it does not fit beside what the first peer is owed.
+      honest = await connectLp(url);
+      const echoes: number[] = [];
+      let honestClose: PointSubError | undefined | null = null;
+      honest.on("close", (e) => {
+        honestClose = e;
+      });
+      honest.on("message", (m) => echoes.push(m.data.length));
+      await honest.send(new Uint8Array(4 * MiB).fill(1));
+      await until(() => echoes.length === 1 || honestClose !== null, 20_000);
+      assert.equal(honestClose, null, `the honest client was closed: ${String(honestClose)}`);
+      assert.deepEqual(echoes, [4 * MiB]);
+      assert.deepEqual(closes, ["ERR_SLOW_PEER"], "the peer owed the most was cut");
+    } finally {
+      sock?.destroy();
       await honest?.close();
       await server.close({ timeoutMs: 0 });
     }
