@@ -35,6 +35,11 @@ export class SharedConnection {
   private current: Connection | undefined;
   private opening: Promise<Connection> | undefined;
   private closed = false;
+  /**
+   * Connections that began closing gracefully (the peer's GOAWAY): no new transfer goes on them, those
+   * they carry finish there (bounded by the close's timeout); {@link close} waits for them, {@link destroy} ends them.
+   */
+  private readonly draining = new Set<Connection>();
   /** Connections opened so far (1 unless one dropped). */
   opened = 0;
 
@@ -47,7 +52,7 @@ export class SharedConnection {
     if (this.closed) return Promise.reject(new PointSubError("ERR_CANCELLED", "the shared connection was closed"));
     const c = this.current;
     if (c !== undefined && c.state === "open") return Promise.resolve(c);
-    if (c !== undefined && c.state !== "closed") c.destroy();
+    if (c !== undefined) this.drop(c);
     this.current = undefined;
     if (this.opening === undefined) {
       const opening = this.open().then(
@@ -80,9 +85,22 @@ export class SharedConnection {
    */
   failed(conn: Connection, _err: PointSubError): void {
     if (conn === this.current && conn.state !== "open") {
-      if (conn.state !== "closed") conn.destroy();
+      this.drop(conn);
       this.current = undefined;
     }
+  }
+
+  /**
+   * A connection no longer open: one closing gracefully is left to finish the transfers it carries
+   * (before, the next transfer's `get` destroyed it, and those failed over to a new connection mid-way);
+   * any other is ended.
+   */
+  private drop(c: Connection): void {
+    if (c.state === "closing") {
+      this.draining.add(c);
+      const gone = () => this.draining.delete(c);
+      c.closed.then(gone, gone);
+    } else if (c.state !== "closed") c.destroy();
   }
 
   /** Closes the connection gracefully; later {@link get} calls reject. */
@@ -91,7 +109,7 @@ export class SharedConnection {
     const c = this.current;
     this.current = undefined;
     await this.opening?.catch(() => {});
-    if (c !== undefined) await c.close();
+    await Promise.all([c?.close(), ...[...this.draining].map((d) => d.closed)]);
   }
 
   /** Ends the connection at once (in-flight transfers fail). */
@@ -99,6 +117,7 @@ export class SharedConnection {
     this.closed = true;
     this.current?.destroy();
     this.current = undefined;
+    for (const d of this.draining) d.destroy();
   }
 }
 

@@ -8,11 +8,13 @@ import {
   createServer,
   PointSubError,
   type ResumableSource,
+  SharedConnection,
   sendResumable,
 } from "../../src/index.ts";
 import { blobServer } from "../helpers/blob-sink.ts";
 import { MiB, pattern, sha256 } from "../helpers/data.ts";
 import { startProxy } from "../helpers/proxy.ts";
+import { until } from "../helpers/wait.ts";
 
 describe("sendResumable: any source that reopens at an offset, any resumable sink", () => {
   it("resumes an in-memory source into an in-memory sink across two cuts", async () => {
@@ -84,6 +86,55 @@ describe("sendResumable: any source that reopens at an offset, any resumable sin
     assert.throws(() => blobSource(new Blob([]), { transferId: "short" }), { code: "ERR_INVALID_ARGUMENT" });
     assert.throws(() => blobSource("not a blob" as unknown as Blob), { code: "ERR_INVALID_ARGUMENT" });
     assert.match(blobSource(new Blob([])).transferId, /^[0-9a-f]{32}$/);
+  });
+
+  it("SharedConnection: a connection closing gracefully (the peer's GOAWAY) finishes the transfer it carries; the next transfer gets a new one", async () => {
+    // Before, the next transfer's get() destroyed the closing connection: the transfer it carried failed
+    // mid-way and went again (resumed) on a new one.
+    const size = 4 * MiB;
+    const content = pattern(size, 15);
+    const { server, stored } = blobServer(size);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    // A long close timeout: the drain must outlast the second transfer on a loaded machine.
+    const shared = new SharedConnection(() => connect(url, { closeTimeoutMs: 60_000 }));
+    const gate = Promise.withResolvers<void>();
+    async function* gated(offset: number): AsyncGenerator<Uint8Array> {
+      if (offset < size / 2) {
+        yield content.subarray(offset, size / 2);
+        await gate.promise;
+      }
+      yield content.subarray(Math.max(offset, size / 2));
+    }
+    const attempts: number[] = [];
+    try {
+      const first = await shared.get();
+      const a = sendResumable(
+        shared,
+        "/blob/1.0.0",
+        { size, transferId: "shared-a", open: gated },
+        { retryDelayMs: 20, onAttempt: (n) => attempts.push(n) },
+      );
+      await until(() => (stored.get("shared-a")?.length ?? 0) >= size / 2);
+      const [session] = server.sessions;
+      void server.closeSession(session.id, "rotating", { timeoutMs: 60_000 }).catch(() => {});
+      await until(() => first.state === "closing");
+      const b = sendResumable(shared, "/blob/1.0.0", {
+        size: 1000,
+        transferId: "shared-b",
+        open: (offset) => [content.subarray(offset, 1000)],
+      });
+      assert.equal(new TextDecoder().decode(await b), "stored");
+      assert.equal(first.state, "closing", "the draining connection was left to finish");
+      gate.resolve();
+      assert.equal(new TextDecoder().decode(await a), "stored");
+      assert.deepEqual(attempts, [0], "the transfer finished on its connection, in one attempt");
+      assert.equal(sha256(stored.get("shared-a")?.bytes as Uint8Array), sha256(content));
+      assert.equal(shared.opened, 2);
+    } finally {
+      gate.resolve();
+      await shared.close();
+      await server.close();
+    }
   });
 
   it("a transfer that completes after a cut reports no error: the pause's error goes with the pause", async () => {
