@@ -281,6 +281,18 @@ export class OutgoingStreams {
       if (answerMs !== undefined && !(Number.isSafeInteger(answerMs) && answerMs >= 0)) {
         throw new PointSubError("ERR_INVALID_ARGUMENT", "answerTimeoutMs must be a non-negative integer");
       }
+      // Taken as they came before: a transferId of another type reached the receiver as none, a prefixCrc
+      // past 32 bits went out cut to them, and a NaN or negative progress interval reported at every chunk.
+      if (typeof transferId !== "string")
+        throw new PointSubError("ERR_INVALID_ARGUMENT", "transferId must be a string");
+      const pc = options.prefixCrc;
+      if (pc !== undefined && !(Number.isInteger(pc) && pc >= -(2 ** 31) && pc < 2 ** 32)) {
+        throw new PointSubError("ERR_INVALID_ARGUMENT", "prefixCrc must be a 32-bit integer");
+      }
+      const every = options.progressIntervalMs;
+      if (every !== undefined && !(every >= 0 && every < Number.POSITIVE_INFINITY)) {
+        throw new PointSubError("ERR_INVALID_ARGUMENT", "progressIntervalMs must be a finite number >= 0");
+      }
       // Refused here, before the peer's handler is started for a stream that cannot be read.
       if (!isStreamSource(source)) {
         throw new PointSubError(

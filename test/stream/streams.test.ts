@@ -144,6 +144,29 @@ describe("streams", () => {
     assert.equal(text(answer), expected);
   });
 
+  it("a transferId that is not a string, a prefixCrc past 32 bits, a NaN or negative progressIntervalMs are ERR_INVALID_ARGUMENT before anything is sent", async () => {
+    // Before: taken as they came (the receiver saw no transferId; the CRC went out cut to 32 bits; NaN or
+    // a negative interval reported progress at every chunk).
+    const started = metas.length;
+    for (const options of [
+      { transferId: 123 as unknown as string },
+      { prefixCrc: 2 ** 40 },
+      { prefixCrc: 1.5 },
+      { progressIntervalMs: Number.NaN },
+      { progressIntervalMs: -1 },
+    ]) {
+      await assert.rejects(conn.sendStream("/hash/1.0.0", [new Uint8Array(10)], options).done, {
+        code: "ERR_INVALID_ARGUMENT",
+      });
+    }
+    assert.equal(metas.length, started, "no handler was started");
+    // The bounds themselves are fine.
+    assert.equal(
+      text(await conn.sendStream("/hash/1.0.0", [], { prefixCrc: 2 ** 32 - 1, progressIntervalMs: 0 })),
+      expectedHash(0),
+    );
+  });
+
   it("a reader that releases chunks gets later frames in the same few buffers, intact", async () => {
     const size = 64 * MiB;
     // Unpaced, so frames are the size class's 256 KiB whatever the machine's load: a pacer that
