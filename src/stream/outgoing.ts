@@ -331,7 +331,15 @@ export class OutgoingStream {
     written: (() => void) | undefined,
   ): Promise<StreamItem> {
     const codec = this.plan.codec as CompressionCodec;
-    const out = await this.jobs.run(() => codec.compress(piece));
+    let out: Uint8Array;
+    try {
+      out = await this.jobs.run(() => codec.compress(piece));
+    } catch (err) {
+      // The codec's failure, not the source's (it said ERR_SOURCE, "stream source failed").
+      throw new PointSubError("ERR_COMPRESSION", `${codec.name} compression failed: ${describeThrown(err)}`, {
+        cause: err,
+      });
+    }
     // A COMPRESSED frame starts with its decompressed length; one that would
     // expand more than the receiver accepts goes uncompressed.
     const head = new Uint8Array(varintLength(piece.length));

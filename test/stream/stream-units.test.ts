@@ -681,6 +681,23 @@ describe("OutgoingStream", () => {
     assert.deepEqual(port.outcomes, [["gzip", 5000, 12, true]]);
   });
 
+  it("a codec whose compress fails fails the stream with ERR_COMPRESSION naming it, not ERR_SOURCE (the source was fine)", async () => {
+    // A web CompressionStream can fail (a page's memory, a codec of one's own): before, the send said
+    // "stream source failed", blaming the caller's data.
+    const failing: CompressionCodec = {
+      ...(FAKES.get("gzip") as CompressionCodec),
+      compress: async () => {
+        throw new TypeError("out of memory");
+      },
+    };
+    const { out } = outgoing({ chunk: 8192, plan: { codec: failing, auto: false } });
+    await assert.rejects(out.run([new Uint8Array(5000)]), (err: PointSubError) => {
+      assert.equal(err.code, "ERR_COMPRESSION");
+      assert.match(err.message, /gzip compression failed: .*out of memory/);
+      return true;
+    });
+  });
+
   it("sends a chunk raw when compression would not shrink it or would exceed the receiver's ratio", async () => {
     const grows = outgoing({ plan: codecOf("zstd", false), chunk: 8192 });
     const noise = bytes(5000);
