@@ -365,6 +365,10 @@ export class Server extends EventEmitter<ServerEvents> {
     this.handshakeErrorChannel = channels.handshakeError;
     this.options = options;
     checkConnectionOptions(options);
+    // 0 failed every client at once over tcp:// (ws:// and tls:// refused it at listen): no handshake takes no time.
+    if (options.handshakeTimeoutMs === 0) {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", "handshakeTimeoutMs must be >= 1 on a server (got 0)");
+    }
     checkAuthenticate(options.authenticate);
     this.sendToHighWater = sendToHighWaterMark(options.sendToHighWaterMark);
     this.settings = resolveSettings(options, options.authenticate !== undefined, this.runtime.codecs.mask());
@@ -466,6 +470,8 @@ export class Server extends EventEmitter<ServerEvents> {
     const started: TransportListener[] = [];
     // The adapters get the server's options whole: each reads the part it knows (tls, …).
     const options: ServerOptions & TransportListenOptions = { ...this.options, onPending: this.countPending };
+    // A transport handshake's deadline is a timer's: the longest one (ws:// and tls:// refused more, tcp:// took it).
+    if ((options.handshakeTimeoutMs ?? 0) > MAX_TIMER_MS) options.handshakeTimeoutMs = MAX_TIMER_MS;
     try {
       for (const a of addresses) {
         const { adapter, address } = this.runtime.transports.resolve(a);

@@ -200,16 +200,26 @@ describe("server: before the peer's opening", () => {
       server.handle("/who", (_req, ctx) => String(ctx.session.principal));
       const rejects: string[] = [];
       server.on("reject", (e) => rejects.push(`${e.code}: ${e.message}`));
-      const [url] = await server.listen("tcp://127.0.0.1:0");
+      // ws:// and tls:// too: their listeners refused it ("must be a number from 1 to 2147483647") where tcp:// took it.
+      const urls = await server.listen("tcp://127.0.0.1:0", "ws://127.0.0.1:0");
       try {
-        const conn = await connect(url, { credentials: "token", handshakeTimeoutMs });
-        assert.equal(new TextDecoder().decode(await conn.request("/who", "")), "checked", `${handshakeTimeoutMs}`);
-        await conn.close();
+        for (const url of urls) {
+          const conn = await connect(url, { credentials: "token", handshakeTimeoutMs });
+          assert.equal(new TextDecoder().decode(await conn.request("/who", "")), "checked", `${handshakeTimeoutMs}`);
+          await conn.close();
+        }
         assert.deepEqual(rejects, []);
       } finally {
         await server.close();
       }
     }
+  });
+
+  it("handshakeTimeoutMs 0 is refused when the server is made, on every transport alike (tcp:// failed every client at once, ws:// refused it at listen)", () => {
+    assert.throws(() => createServer({ handshakeTimeoutMs: 0 }), {
+      code: "ERR_INVALID_ARGUMENT",
+      message: /handshakeTimeoutMs must be >= 1/,
+    });
   });
 
   it("close(): a peer whose HELLO arrives during the close gets a clean GOAWAY; one that never sends it is given up at the timeout", async () => {
