@@ -16,8 +16,10 @@ export interface ResumableSource {
   open(offset: number): StreamSource;
   /**
    * CRC32C of the first `length` bytes, to check that what the receiver
-   * holds is a prefix of this content. Without it the receiver's CRC is
-   * taken on trust (the end-to-end CRC still covers the whole content).
+   * holds is a prefix of this content. Without it the receiver's offset
+   * and CRC are taken on trust: the end-to-end CRC then checks the bytes
+   * sent after that offset, combined with the CRC the receiver claimed
+   * for what it holds (a receiver holding other bytes is not caught).
    * It may return the number itself.
    */
   prefixCrc?(length: number): Promise<number> | number;
