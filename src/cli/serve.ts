@@ -149,7 +149,7 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
       say(
         "listening",
         { url, dir, auth: security.mode, ...limits },
-        `listening on ${url}, receiving into ${dir}${security.mode === "none" ? "" : ` (auth: ${security.mode})`}`,
+        `listening on ${url}, receiving into ${dir} (auth: ${security.mode})`,
       );
     }
   };
