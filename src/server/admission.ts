@@ -225,7 +225,9 @@ export class Admission {
  * Who a connection counts against (exported for tests): the host part of a URL (`tcp://1.2.3.4:7000` →
  * `1.2.3.4`; `[::ffff:1.2.3.4]` → `1.2.3.4`; a libp2p peer's `libp2p:/ip4/1.2.3.4/tcp/…/p2p/…` →
  * `1.2.3.4`, whatever its port and peer id), an IPv6 host by its /64 ({@link ipv6Prefix64}); the whole
- * URL when it has none (unix, memory, a relayed peer).
+ * URL when it has none (unix, memory, a relayed peer known by peer ids alone). A relayed peer whose URL
+ * starts with its relay's address (`libp2p:/ip4/<relay>/…/p2p-circuit/p2p/<peer>`) counts against that
+ * address: every peer behind one relay shares its place (peer ids cost nothing to make).
  */
 export function addressKey(url: string): string {
   const start = url.indexOf("://");
