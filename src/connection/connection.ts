@@ -178,6 +178,8 @@ interface Life {
 export class Connection extends Emitter<ConnectionEvents> {
   /** This connection's id: a server's session id (unique within that server), or a process-wide number on a client. */
   declare readonly id: string;
+  /** @internal Set by drain.ts while a graceful close waits: brings its deadline forward to `ms` from now. */
+  declare cut: ((ms: number | undefined) => void) | undefined;
   /**
    * `connectedAt` less the time this module loaded: a small integer (no
    * number box per connection) for the first 24 days of a process.
@@ -851,7 +853,11 @@ export class Connection extends Emitter<ConnectionEvents> {
    */
   close(options: CloseOptions = {}): Promise<void> {
     const life = this.lifecycle;
-    if (life.closePromise !== undefined) return life.closePromise;
+    if (life.closePromise !== undefined) {
+      // A second close with a shorter timeout brings the wait's deadline forward (drain.ts).
+      this.cut?.(options.timeoutMs);
+      return life.closePromise;
+    }
     if (this.state_ === "closed") return RESOLVED;
     const handshaking = this.handshake !== undefined && !this.handshake.helloReceived;
     const reason = options.reason ?? "closing";

@@ -33,6 +33,8 @@ export interface DrainHost {
   destroy(error?: PointSubError): void;
   /** The error of a call made now (a PointSubError: its class, without importing it here). */
   unusableError(): PointSubError;
+  /** Set here while the close waits: a later close() with a shorter timeout brings the deadline forward. */
+  cut: ((ms: number | undefined) => void) | undefined;
   /** This side's calls (`caller`: a stand-in without `waiting` until the first call). */
   readonly inbound: { readonly caller: Pick<Caller, "waiting" | "abandon" | "streams"> };
 }
@@ -192,6 +194,11 @@ export async function drainAndEnd(
     keptAt: Date.now(),
     goAway,
   };
+  // close({ timeoutMs: 60_000 }) then close({ timeoutMs: 0 }): the second is the first's promise, and ended the
+  // wait only at the first's deadline.
+  conn.cut = (ms) => {
+    if (ms !== undefined && ms >= 0) d.deadline = Math.min(d.deadline, Date.now() + ms);
+  };
   if (!drained(d, Date.now())) {
     // Checked with every other closing connection by one timer, not a timer each
     // (a server closing 10,000 sessions at once).
@@ -229,7 +236,7 @@ export async function drainAndEnd(
     },
     // At least two round trips (our end reaching the peer, its own coming back) for a peer far away; at
     // most a timer's largest delay (close({ timeoutMs: Infinity }): a longer one fired after 1 ms).
-    Math.min(MAX_TIMER_MS, Math.max(100, 2 * (conn.rtt ?? 0), deadline - Date.now())),
+    Math.min(MAX_TIMER_MS, Math.max(100, 2 * (conn.rtt ?? 0), d.deadline - Date.now())),
   );
   await conn.closed;
   clearTimeout(t);
