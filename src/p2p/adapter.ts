@@ -137,10 +137,24 @@ function dialSignal(options: ConnectOptions): AbortSignal | undefined {
   return signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals);
 }
 
-function connectError(to: string, err: unknown, options: ConnectOptions, signal?: AbortSignal): PointSubError {
+function connectError(
+  to: string,
+  err: unknown,
+  options: ConnectOptions,
+  node: Libp2p,
+  signal?: AbortSignal,
+): PointSubError {
   if (err instanceof PointSubError) return err;
   if (options.signal?.aborted) {
     return new PointSubError("ERR_CANCELLED", `connect to ${to} aborted`, { cause: options.signal.reason });
+  }
+  // A stopped (or stopping) node aborts its dials at once with a TimeoutError: not the connect timeout.
+  if (node.status !== "started") {
+    return new PointSubError(
+      "ERR_CONNECT",
+      `cannot connect to ${to}: the libp2p node ${node.peerId.toString()} is ${node.status} (options.libp2p must be started)`,
+      { cause: err },
+    );
   }
   const name = (err as Error | undefined)?.name;
   // A timeout only when the connect timeout fired: a peer refusing the dial aborts it too (QUIC's limits).
@@ -203,7 +217,7 @@ export function libp2pTransport(): TransportAdapter<Libp2pTransportOptions> {
         return wrap(stream, connection, node, options, release);
       } catch (err) {
         release?.();
-        throw connectError(to.toString(), err, options, signal);
+        throw connectError(to.toString(), err, options, node, signal);
       }
     },
 

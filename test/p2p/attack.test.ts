@@ -119,7 +119,14 @@ describe("pointsub/libp2p against a hostile peer", () => {
       [abort, /cannot connect to .*: The operation was aborted/],
       [new Event("abort"), /cannot connect to .*: the peer ended the dial \(abort\)/],
     ] as const) {
-      const node = { dial: () => Promise.reject(thrown) } as unknown as Libp2p;
+      const node = {
+        status: "started",
+        peerId: "12D3KooWEU17gpATwfUKTPkPoZe5QWYyYeZZaKPCDfjf42pZP9jy",
+        dial: () => Promise.reject(thrown),
+        handle: () => Promise.resolve(),
+        unhandle: () => Promise.resolve(),
+        getMultiaddrs: () => [],
+      } as unknown as Libp2p;
       await assert.rejects(connect(addr, { libp2p: node, connectTimeoutMs: 10_000 }), (e: PointSubError) => {
         assert.equal(e.code, "ERR_CONNECT");
         assert.match(e.message, expect);

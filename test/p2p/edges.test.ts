@@ -1,0 +1,31 @@
+/**
+ * pointsub/libp2p as a user meets it at the edges: nodes stopped, addresses that name
+ * another peer, between libp2p nodes of this process on loopback.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import type { PointSubError } from "../../src/index.ts";
+import { connect, createLibp2pNode, createServer } from "../../src/p2p/index.ts";
+
+describe("pointsub/libp2p edges", () => {
+  it("connect from a stopped options.libp2p is ERR_CONNECT saying so, not ERR_TIMEOUT 'timed out after 10000 ms' at once", async () => {
+    const serverNode = await createLibp2pNode({ listen: ["/ip4/127.0.0.1/tcp/0"], quic: false });
+    const server = createServer({ libp2p: serverNode });
+    const me = await createLibp2pNode({ quic: false });
+    try {
+      const [url] = await server.listen(serverNode.peerId.toString());
+      await me.stop();
+      for (const options of [{}, { connectTimeoutMs: 60_000 }, { signal: new AbortController().signal }]) {
+        await assert.rejects(connect(url, { libp2p: me, ...options }), (e: PointSubError) => {
+          assert.equal(e.code, "ERR_CONNECT", e.message);
+          assert.match(e.message, /is stopped/);
+          return true;
+        });
+      }
+    } finally {
+      await server.close();
+      await serverNode.stop();
+      await me.stop();
+    }
+  });
+});
