@@ -251,6 +251,13 @@ export function libp2pTransport(): TransportAdapter<Libp2pTransportOptions> {
             "listening on a peer id needs options.libp2p: the node whose peer id it is",
           );
         }
+        // The node created here has a peer id of its own: serving under the one named would tell clients a wrong id.
+        if (listenText.includes("/p2p/")) {
+          throw new PointSubError(
+            "ERR_INVALID_ARGUMENT",
+            `listening on ${listenText} needs options.libp2p, the node whose peer id it names: a node created here has a new peer id (listen on the address without /p2p/…)`,
+          );
+        }
         try {
           serving = await owned.acquire();
         } catch (err) {

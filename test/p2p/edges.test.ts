@@ -28,4 +28,19 @@ describe("pointsub/libp2p edges", () => {
       await me.stop();
     }
   });
+  it("listen on a multiaddr naming a peer id, without options.libp2p, is ERR_INVALID_ARGUMENT (was served under a new, other peer id)", async () => {
+    const named = await createLibp2pNode({ quic: false });
+    const server = createServer();
+    try {
+      const id = named.peerId.toString();
+      await assert.rejects(server.listen(`/ip4/127.0.0.1/tcp/0/p2p/${id}`), (e: PointSubError) => {
+        assert.equal(e.code, "ERR_INVALID_ARGUMENT", e.message);
+        return true;
+      });
+      assert.equal(server.sessions.size, 0);
+    } finally {
+      await server.close();
+      await named.stop();
+    }
+  });
 });
