@@ -173,6 +173,56 @@ function connectError(
   return new PointSubError("ERR_CONNECT", `cannot connect to ${to}: ${message}`, { cause: err });
 }
 
+/** Libp2p connections on which a pointsub stream was negotiated: the peer takes streams on them. */
+const negotiated = new WeakSet<Libp2pConnection>();
+/** The first stream being negotiated on a libp2p connection (settles, never rejects, once it is done). */
+const negotiating = new WeakMap<Libp2pConnection, Promise<void>>();
+
+/** Waits for `p` or for `signal` to abort (then throws its reason). */
+function untilSettledOrAborted(p: Promise<void>, signal: AbortSignal | undefined): Promise<void> {
+  if (signal === undefined) return p;
+  signal.throwIfAborted();
+  return new Promise<void>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(() => {
+      signal.removeEventListener("abort", onAbort);
+      resolve();
+    });
+  });
+}
+
+/**
+ * A new stream of {@link PROTOCOL_ID} on `connection`. On a libp2p connection
+ * no pointsub stream was negotiated on yet, one stream goes first and the
+ * others wait for it: a js-libp2p peer still finishing its side of the
+ * upgrade holds the streams opened meanwhile as "early streams", and past
+ * 10 of them (its muxer's `maxEarlyStreams`) aborts the whole connection, so
+ * a burst of connects right after a dial failed every one of them.
+ */
+async function openStream(connection: Libp2pConnection, signal: AbortSignal | undefined): Promise<Stream> {
+  for (;;) {
+    if (negotiated.has(connection)) return connection.newStream(PROTOCOL_ID, { signal });
+    const first = negotiating.get(connection);
+    if (first === undefined) break;
+    await untilSettledOrAborted(first, signal);
+  }
+  const opening = connection.newStream(PROTOCOL_ID, { signal });
+  negotiating.set(
+    connection,
+    opening.then(
+      () => {
+        negotiated.add(connection);
+        negotiating.delete(connection);
+      },
+      () => {
+        negotiating.delete(connection);
+      },
+    ),
+  );
+  return opening;
+}
+
 /** The node's peer id and listen addresses (with and without `/p2p/…`) it answers to. */
 function addressesOf(node: Libp2p): { id: string; all: Set<string>; first: string } {
   const id = node.peerId.toString();
@@ -213,7 +263,7 @@ export function libp2pTransport(): TransportAdapter<Libp2pTransportOptions> {
       const release = given === undefined ? () => dialer.release() : undefined;
       try {
         const connection = await node.dial(to, { signal });
-        const stream = await connection.newStream(PROTOCOL_ID, { signal });
+        const stream = await openStream(connection, signal);
         return wrap(stream, connection, node, options, release);
       } catch (err) {
         release?.();

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import type { PointSubError } from "../../src/index.ts";
+import type { Connection, PointSubError } from "../../src/index.ts";
 import { connect, createLibp2pNode, createServer } from "../../src/p2p/index.ts";
 
 describe("pointsub/libp2p edges", () => {
@@ -41,6 +41,31 @@ describe("pointsub/libp2p edges", () => {
     } finally {
       await server.close();
       await named.stop();
+    }
+  });
+  it("TCP: 30 connects at once from a node with no libp2p connection to the server yet all open (libp2p aborted the connection past 10 early streams: every one failed)", async () => {
+    const serverNode = await createLibp2pNode({ listen: ["/ip4/127.0.0.1/tcp/0"], quic: false });
+    const server = createServer({ libp2p: serverNode });
+    server.handle("/echo", (req) => req.data);
+    const me = await createLibp2pNode({ quic: false });
+    const open: Connection[] = [];
+    try {
+      const [url] = await server.listen(serverNode.peerId.toString());
+      const results = await Promise.allSettled(Array.from({ length: 30 }, () => connect(url, { libp2p: me })));
+      for (const r of results) if (r.status === "fulfilled") open.push(r.value);
+      const failed = results.flatMap((r) => (r.status === "rejected" ? [(r.reason as Error).message] : []));
+      assert.deepEqual(failed, [], `${failed.length} of 30 failed`);
+      const replies = await Promise.all(open.map((c, i) => c.request("/echo", String(i))));
+      assert.deepEqual(
+        replies.map((r) => new TextDecoder().decode(r)),
+        open.map((_, i) => String(i)),
+      );
+      assert.equal(me.getConnections().length, 1, "one libp2p connection carries them all");
+    } finally {
+      await Promise.all(open.map((c) => c.close()));
+      await server.close();
+      await serverNode.stop();
+      await me.stop();
     }
   });
 });
