@@ -173,6 +173,16 @@ function connectError(
   return new PointSubError("ERR_CONNECT", `cannot connect to ${to}: ${message}`, { cause: err });
 }
 
+/**
+ * A stream of {@link PROTOCOL_ID} on `connection`, as many as the peer takes:
+ * how many pointsub connections one libp2p connection carries is the
+ * server's `libp2pMaxInboundStreams`, not js-libp2p's default outbound limit
+ * (64 per protocol, which capped a server that allows more).
+ */
+function newStream(connection: Libp2pConnection, signal: AbortSignal | undefined): Promise<Stream> {
+  return connection.newStream(PROTOCOL_ID, { signal, maxOutboundStreams: Number.MAX_SAFE_INTEGER });
+}
+
 /** Libp2p connections on which a pointsub stream was negotiated: the peer takes streams on them. */
 const negotiated = new WeakSet<Libp2pConnection>();
 /** The first stream being negotiated on a libp2p connection (settles, never rejects, once it is done). */
@@ -202,12 +212,12 @@ function untilSettledOrAborted(p: Promise<void>, signal: AbortSignal | undefined
  */
 async function openStream(connection: Libp2pConnection, signal: AbortSignal | undefined): Promise<Stream> {
   for (;;) {
-    if (negotiated.has(connection)) return connection.newStream(PROTOCOL_ID, { signal });
+    if (negotiated.has(connection)) return newStream(connection, signal);
     const first = negotiating.get(connection);
     if (first === undefined) break;
     await untilSettledOrAborted(first, signal);
   }
-  const opening = connection.newStream(PROTOCOL_ID, { signal });
+  const opening = newStream(connection, signal);
   negotiating.set(
     connection,
     opening.then(

@@ -68,4 +68,24 @@ describe("pointsub/libp2p edges", () => {
       await me.stop();
     }
   });
+  it("libp2pMaxInboundStreams over 64: a client gets that many connections over one libp2p connection (js-libp2p's outbound default refused the 65th)", async () => {
+    const server = createServer({ libp2pMaxInboundStreams: 70 });
+    server.handle("/echo", (req) => req.data);
+    const me = await createLibp2pNode({ quic: false });
+    const open: Connection[] = [];
+    try {
+      const [url] = await server.listen("/ip4/127.0.0.1/tcp/0");
+      for (let i = 0; i < 70; i++) open.push(await connect(url, { libp2p: me }));
+      assert.equal(new TextDecoder().decode(await open[69].request("/echo", "70th")), "70th");
+      assert.equal(me.getConnections().length, 1);
+      // The server's limit still holds: the 71st is refused.
+      await assert.rejects(connect(url, { libp2p: me }), (e: { code?: string }) =>
+        ["ERR_CONNECT", "ERR_CONNECTION_CLOSED"].includes(String(e.code)),
+      );
+    } finally {
+      await Promise.all(open.map((c) => c.close()));
+      await server.close();
+      await me.stop();
+    }
+  });
 });
