@@ -283,6 +283,17 @@ export function libp2pTransport(): TransportAdapter<Libp2pTransportOptions> {
 
     async listen(address, options, onTransport) {
       if (address instanceof URL) target(address);
+      const maxInboundStreams = options.libp2pMaxInboundStreams ?? 32;
+      // Before any node is created: libp2p takes anything here (0 or less refused every peer, NaN none).
+      if (
+        !(Number.isInteger(maxInboundStreams) || maxInboundStreams === Number.POSITIVE_INFINITY) ||
+        maxInboundStreams < 1
+      ) {
+        throw new PointSubError(
+          "ERR_INVALID_ARGUMENT",
+          `libp2pMaxInboundStreams must be an integer >= 1 (got ${String(maxInboundStreams)})`,
+        );
+      }
       const listenText =
         address instanceof URL ? address.href : address.kind === "peer-id" ? address.peerId : address.text;
       const given = options.libp2p;
@@ -338,7 +349,7 @@ export function libp2pTransport(): TransportAdapter<Libp2pTransportOptions> {
               wrap(stream, connection, serving, options, owned === undefined ? undefined : () => owned.release()),
             );
           },
-          { maxInboundStreams: options.libp2pMaxInboundStreams ?? 32 },
+          { maxInboundStreams },
         );
       } catch (err) {
         await owned?.release();

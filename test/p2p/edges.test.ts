@@ -88,4 +88,18 @@ describe("pointsub/libp2p edges", () => {
       await me.stop();
     }
   });
+  it("libp2pMaxInboundStreams of 0, -1, NaN, 1.5 or '3' is ERR_INVALID_ARGUMENT at listen (0 listened and refused every peer)", async () => {
+    for (const value of [0, -1, Number.NaN, 1.5, "3"]) {
+      const server = createServer({ libp2pMaxInboundStreams: value as number });
+      try {
+        await assert.rejects(server.listen("/ip4/127.0.0.1/tcp/0"), (e: PointSubError) => {
+          assert.equal(e.code, "ERR_INVALID_ARGUMENT", `${String(value)}: ${e.message}`);
+          assert.match(e.message, /libp2pMaxInboundStreams/);
+          return true;
+        });
+      } finally {
+        await server.close();
+      }
+    }
+  });
 });
