@@ -83,6 +83,26 @@ class OwnedNode {
   }
 }
 
+/** `options.libp2p`, checked to be a js-libp2p node (not, say, the promise `createLibp2pNode()` returns). */
+function givenNode(options: Libp2pTransportOptions): Libp2p | undefined {
+  const node = options.libp2p as Partial<Libp2p> | undefined;
+  if (node === undefined) return undefined;
+  if (
+    node === null ||
+    typeof node !== "object" ||
+    node.peerId === undefined ||
+    typeof node.dial !== "function" ||
+    typeof node.handle !== "function" ||
+    typeof node.unhandle !== "function" ||
+    typeof node.getMultiaddrs !== "function"
+  ) {
+    const what =
+      typeof (node as { then?: unknown } | null)?.then === "function" ? "a promise (await it)" : String(node);
+    throw new PointSubError("ERR_INVALID_ARGUMENT", `options.libp2p must be a js-libp2p node, got ${what}`);
+  }
+  return node as Libp2p;
+}
+
 /** The multiaddr to dial for `address`. */
 function target(address: TransportAddress): Multiaddr {
   try {
@@ -268,7 +288,7 @@ export function libp2pTransport(): TransportAdapter<Libp2pTransportOptions> {
       const to = target(address);
       // Before the node is acquired: nothing may throw between acquire and the try below (the node would run on).
       const signal = dialSignal(options);
-      const given = options.libp2p;
+      const given = givenNode(options);
       const node = given ?? (await dialer.acquire());
       const release = given === undefined ? () => dialer.release() : undefined;
       try {
@@ -296,7 +316,7 @@ export function libp2pTransport(): TransportAdapter<Libp2pTransportOptions> {
       }
       const listenText =
         address instanceof URL ? address.href : address.kind === "peer-id" ? address.peerId : address.text;
-      const given = options.libp2p;
+      const given = givenNode(options);
       const owned = given === undefined ? new OwnedNode(() => createLibp2pNode({ listen: [listenText] })) : undefined;
       let serving: Libp2p;
       let url: string;

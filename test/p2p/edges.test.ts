@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import type { Libp2p } from "@libp2p/interface";
 import type { Connection, PointSubError } from "../../src/index.ts";
 import { connect, createLibp2pNode, createServer } from "../../src/p2p/index.ts";
 
@@ -100,6 +101,29 @@ describe("pointsub/libp2p edges", () => {
       } finally {
         await server.close();
       }
+    }
+  });
+  it("options.libp2p that is not a node (the promise of createLibp2pNode(), {}) is ERR_INVALID_ARGUMENT, not a TypeError", async () => {
+    const pending = createLibp2pNode({ quic: false });
+    try {
+      const peer = "12D3KooWEU17gpATwfUKTPkPoZe5QWYyYeZZaKPCDfjf42pZP9jy";
+      for (const bad of [pending, {}]) {
+        const libp2p = bad as unknown as Libp2p;
+        const check = (e: PointSubError): boolean => {
+          assert.equal(e.code, "ERR_INVALID_ARGUMENT", e.message);
+          assert.match(e.message, /options\.libp2p/);
+          return true;
+        };
+        await assert.rejects(connect(`/ip4/127.0.0.1/tcp/1/p2p/${peer}`, { libp2p }), check);
+        const server = createServer({ libp2p });
+        try {
+          await assert.rejects(server.listen("/ip4/127.0.0.1/tcp/0"), check);
+        } finally {
+          await server.close();
+        }
+      }
+    } finally {
+      await (await pending).stop();
     }
   });
 });
