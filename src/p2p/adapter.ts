@@ -103,12 +103,58 @@ function givenNode(options: Libp2pTransportOptions): Libp2p | undefined {
   return node as Libp2p;
 }
 
+/** A varint at `at` of `b`: its value and where the next field starts. */
+function varintAt(b: Uint8Array, at: number): [number, number] | undefined {
+  let value = 0;
+  for (let i = at, shift = 0; i < b.length && shift < 35; i++, shift += 7) {
+    value += (b[i] & 0x7f) * 2 ** shift;
+    if ((b[i] & 0x80) === 0) return [value, i + 1];
+  }
+  return undefined;
+}
+
+/** Multihash codes a peer id is made of: identity (Ed25519, secp256k1 keys) and sha2-256 (RSA keys). */
+const PEER_ID_HASHES = new Set([0x00, 0x12]);
+
+/**
+ * True when `value` (of a `/p2p/` component) is a peer id: a multihash,
+ * identity or sha2-256, whose digest is as long as it says. The multiaddr
+ * parser takes any base58 text there ("QmNotAPeer"), which libp2p refused
+ * only when dialing, as a failed dial (ERR_CONNECT, retried for ever by
+ * `connectResilient`).
+ */
+function isPeerId(value: string): boolean {
+  let b: Uint8Array;
+  try {
+    b = multiaddr(`/p2p/${value}`).bytes;
+  } catch {
+    return false;
+  }
+  const proto = varintAt(b, 0);
+  const size = proto && varintAt(b, proto[1]);
+  if (size === undefined || size[1] + size[0] !== b.length) return false;
+  const hash = varintAt(b, size[1]);
+  const digest = hash && varintAt(b, hash[1]);
+  return (
+    digest !== undefined && PEER_ID_HASHES.has(hash?.[0] ?? -1) && digest[0] > 0 && digest[1] + digest[0] === b.length
+  );
+}
+
 /** The multiaddr to dial for `address`. */
 function target(address: TransportAddress): Multiaddr {
   try {
     if (address instanceof URL) throw new Error("not a multiaddr");
-    if (address.kind === "peer-id") return multiaddr(`/p2p/${address.peerId}`);
-    return isMultiaddr(address.value) ? address.value : multiaddr(address.text);
+    const ma =
+      address.kind === "peer-id"
+        ? multiaddr(`/p2p/${address.peerId}`)
+        : isMultiaddr(address.value)
+          ? address.value
+          : multiaddr(address.text);
+    for (const c of ma.getComponents()) {
+      if (c.name === "p2p" && (c.value === undefined || !isPeerId(c.value)))
+        throw new Error(`not a peer id: ${c.value}`);
+    }
+    return ma;
   } catch (cause) {
     const text = address instanceof URL ? address.href : address.kind === "peer-id" ? address.peerId : address.text;
     throw new PointSubError("ERR_UNSUPPORTED_URL", `the libp2p transport takes multiaddrs or peer ids, not ${text}`, {

@@ -126,4 +126,27 @@ describe("pointsub/libp2p edges", () => {
       await (await pending).stop();
     }
   });
+  it("a /p2p/ part that is not a peer id (QmNotAPeer, a cut-off 12D3KooW…) is ERR_UNSUPPORTED_URL before any dial (was ERR_CONNECT, which connectResilient retries for ever)", async () => {
+    const me = await createLibp2pNode({ quic: false });
+    try {
+      const good = me.peerId.toString();
+      for (const address of [
+        "/ip4/127.0.0.1/tcp/1/p2p/QmNotAPeer",
+        `/ip4/127.0.0.1/tcp/1/p2p/${good.slice(0, -4)}`,
+        good.slice(0, 20),
+      ]) {
+        await assert.rejects(connect(address, { libp2p: me }), (e: PointSubError) => {
+          assert.equal(e.code, "ERR_UNSUPPORTED_URL", `${address}: ${e.message}`);
+          return true;
+        });
+      }
+      // A real peer id with nothing listening is still a failed dial.
+      await assert.rejects(connect(`/ip4/127.0.0.1/tcp/1/p2p/${good}`, { libp2p: me }), (e: PointSubError) => {
+        assert.notEqual(e.code, "ERR_UNSUPPORTED_URL", e.message);
+        return true;
+      });
+    } finally {
+      await me.stop();
+    }
+  });
 });
