@@ -49,6 +49,8 @@ class OwnedNode {
   private node: Promise<Libp2p> | undefined;
   private stopping: Promise<void> = Promise.resolve();
   private readonly create: () => Promise<Libp2p>;
+  /** Callers of {@link stopped} waiting for the next stop. */
+  private waiting: (() => void)[] = [];
 
   constructor(create: () => Promise<Libp2p>) {
     this.create = create;
@@ -79,7 +81,18 @@ class OwnedNode {
     const node = this.node;
     this.node = undefined;
     this.stopping = node.then((n) => n.stop()).catch(() => {});
+    const waiting = this.waiting;
+    this.waiting = [];
+    void this.stopping.then(() => {
+      for (const w of waiting) w();
+    });
     return this.stopping;
+  }
+
+  /** Settles once the last user released the node and it stopped (its sockets closed). */
+  stopped(): Promise<void> {
+    if (this.refs === 0 && this.node === undefined) return this.stopping;
+    return new Promise((resolve) => this.waiting.push(resolve));
   }
 }
 
@@ -434,7 +447,12 @@ export function libp2pTransport(): TransportAdapter<Libp2pTransportOptions> {
           if (closed) return;
           closed = true;
           await serving.unhandle(PROTOCOL_ID).catch(() => {});
-          await owned?.release();
+          if (owned === undefined) return;
+          // As a socket server's close: resolved once its connections are gone, here once the node they
+          // hold stopped (its port free again: a server closed and listening again on the port got EADDRINUSE).
+          const stopped = owned.stopped();
+          await owned.release();
+          await stopped;
         },
       } satisfies TransportListener;
     },

@@ -149,4 +149,29 @@ describe("pointsub/libp2p edges", () => {
       await me.stop();
     }
   });
+  for (const [via, listen] of [
+    ["TCP", (port: number) => `/ip4/127.0.0.1/tcp/${port}`],
+    ["QUIC", (port: number) => `/ip4/127.0.0.1/udp/${port}/quic-v1`],
+  ] as const) {
+    it(`${via}: server.close() with sessions open resolves once the node listen created stopped: the port listens again at once (was EADDRINUSE)`, async () => {
+      const me = await createLibp2pNode();
+      const first = createServer();
+      first.handle("/echo", (req) => req.data);
+      const again = createServer();
+      const open: Connection[] = [];
+      try {
+        const [url] = await first.listen(listen(0));
+        const port = Number(url.split("/")[4]);
+        open.push(await connect(url, { libp2p: me }), await connect(url, { libp2p: me }));
+        await first.close();
+        const [url2] = await again.listen(listen(port));
+        assert.equal(Number(url2.split("/")[4]), port);
+      } finally {
+        await Promise.all(open.map((c) => c.close()));
+        await first.close();
+        await again.close();
+        await me.stop();
+      }
+    });
+  }
 });
