@@ -16,6 +16,15 @@ import type { Libp2pOptions } from "libp2p";
 import { PointSubError } from "../index.ts";
 import { plaintextTallies } from "./stream-transport.ts";
 
+/**
+ * Streams a yamux connection may open before this node finished its side of
+ * the upgrade (yamux's `maxEarlyStreams`, 10 by default, past which it aborts
+ * the whole connection): a peer whose side finished first may open streams
+ * at once, and a burst of connects from a js-libp2p peer that does not wait
+ * lost every one of them. The default `libp2pMaxInboundStreams` four times over.
+ */
+const EARLY_STREAMS = 128;
+
 /** Options of {@link createLibp2pNode}. */
 export interface Libp2pNodeOptions {
   /** Multiaddrs to listen on, e.g. `/ip4/127.0.0.1/tcp/0`, `/ip4/0.0.0.0/udp/4001/quic-v1`. Default none (dial only). */
@@ -83,7 +92,7 @@ export async function createLibp2pNode(options: Libp2pNodeOptions = {}): Promise
     streamMuxers: extra.streamMuxers ?? [
       // Plaintext is freed only when it is this node's own Noise's (whole buffers of their own).
       (extra.connectionEncrypters === undefined ? releasingPlaintext : noWrap)(
-        yamux({ streamOptions: { maxStreamWindowSize: streamWindow } }),
+        yamux({ maxEarlyStreams: EARLY_STREAMS, streamOptions: { maxStreamWindowSize: streamWindow } }),
       ),
     ],
   });

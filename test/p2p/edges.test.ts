@@ -5,8 +5,9 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { Libp2p } from "@libp2p/interface";
+import { multiaddr } from "@multiformats/multiaddr";
 import type { Connection, PointSubError } from "../../src/index.ts";
-import { connect, createLibp2pNode, createServer } from "../../src/p2p/index.ts";
+import { connect, createLibp2pNode, createServer, PROTOCOL_ID } from "../../src/p2p/index.ts";
 
 describe("pointsub/libp2p edges", () => {
   it("connect from a stopped options.libp2p is ERR_CONNECT saying so, not ERR_TIMEOUT 'timed out after 10000 ms' at once", async () => {
@@ -174,4 +175,21 @@ describe("pointsub/libp2p edges", () => {
       }
     });
   }
+  it("TCP: a createLibp2pNode server takes 30 streams a plain js-libp2p peer opens at once on a new connection (its yamux aborted the connection past 10 early streams)", async () => {
+    const serverNode = await createLibp2pNode({ listen: ["/ip4/127.0.0.1/tcp/0"], quic: false });
+    const server = createServer({ libp2p: serverNode });
+    const peer = await createLibp2pNode({ quic: false });
+    try {
+      const [url] = await server.listen(serverNode.peerId.toString());
+      const connection = await peer.dial(multiaddr(url));
+      const results = await Promise.allSettled(Array.from({ length: 30 }, () => connection.newStream(PROTOCOL_ID)));
+      const failed = results.flatMap((r) => (r.status === "rejected" ? [(r.reason as Error).message] : []));
+      for (const r of results) if (r.status === "fulfilled") r.value.abort(new Error("done"));
+      assert.deepEqual(failed, [], `${failed.length} of 30 failed`);
+    } finally {
+      await server.close();
+      await serverNode.stop();
+      await peer.stop();
+    }
+  });
 });
