@@ -312,6 +312,29 @@ async function openStream(connection: Libp2pConnection, signal: AbortSignal | un
   return opening;
 }
 
+/**
+ * The error of a node that could not listen on `text`. libp2p reports every
+ * address's error in one message, each with its stack: here each address's
+ * first line. An address no transport of the node listens on (`/ws` on
+ * `createLibp2pNode`'s TCP and QUIC) is ERR_UNSUPPORTED_URL, not ERR_CONNECT
+ * as a port in use is.
+ */
+function listenError(text: string, err: unknown): PointSubError {
+  const message = err instanceof Error ? err.message : String(err);
+  const reasons = [...message.matchAll(/^\s*(\/\S+): (?:\w*Error: )?(.*)$/gm)].map((m) =>
+    m[1] === text ? m[2].trim() : `${m[1]}: ${m[2].trim()}`,
+  );
+  const why = reasons.length === 0 ? message : reasons.join("; ");
+  const unsupported = /UnsupportedListenAddressError/.test(message);
+  return new PointSubError(
+    unsupported ? "ERR_UNSUPPORTED_URL" : "ERR_CONNECT",
+    unsupported
+      ? `cannot listen on ${text}: no transport of the node listens there (createLibp2pNode has TCP and QUIC; more via its libp2p option)`
+      : `cannot listen on ${text}: ${why}`,
+    { cause: err },
+  );
+}
+
 /** The node's peer id and listen addresses (with and without `/p2p/…`) it answers to. */
 function addressesOf(node: Libp2p): { id: string; all: Set<string>; first: string } {
   const id = node.peerId.toString();
@@ -411,11 +434,7 @@ export function libp2pTransport(): TransportAdapter<Libp2pTransportOptions> {
         try {
           serving = await owned.acquire();
         } catch (err) {
-          throw err instanceof PointSubError
-            ? err
-            : new PointSubError("ERR_CONNECT", `cannot listen on ${listenText}: ${(err as Error).message}`, {
-                cause: err,
-              });
+          throw err instanceof PointSubError ? err : listenError(listenText, err);
         }
         url = addressesOf(serving).first;
       }

@@ -192,4 +192,26 @@ describe("pointsub/libp2p edges", () => {
       await peer.stop();
     }
   });
+  it("listen without options.libp2p: an address no transport takes (/ws) is ERR_UNSUPPORTED_URL, a port in use ERR_CONNECT, each message one line without libp2p's stacks", async () => {
+    const first = createServer();
+    const second = createServer();
+    try {
+      await assert.rejects(second.listen("/ip4/127.0.0.1/tcp/0/ws"), (e: PointSubError) => {
+        assert.equal(e.code, "ERR_UNSUPPORTED_URL", e.message);
+        assert.doesNotMatch(e.message, /\n/);
+        return true;
+      });
+      const [url] = await first.listen("/ip4/127.0.0.1/tcp/0");
+      const port = url.split("/")[4];
+      await assert.rejects(second.listen(`/ip4/127.0.0.1/tcp/${port}`), (e: PointSubError) => {
+        assert.equal(e.code, "ERR_CONNECT", e.message);
+        assert.match(e.message, /EADDRINUSE/);
+        assert.doesNotMatch(e.message, /\n/);
+        return true;
+      });
+    } finally {
+      await first.close();
+      await second.close();
+    }
+  });
 });
