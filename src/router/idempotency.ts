@@ -334,20 +334,36 @@ class MemoryStore implements MemoryIdempotencyStore {
       scope.bytes -= r.bytes;
       scope.entries--;
     }
-    const bytes = MEMORY_ENTRY_OVERHEAD + 2 * (key.length + (print?.length ?? 0)) + outcomeBytes(outcome);
-    if (
+    const base = MEMORY_ENTRY_OVERHEAD + 2 * (key.length + (print?.length ?? 0));
+    const fits = (bytes: number): boolean =>
       bytes <= this.maxBytes &&
       bytes <= this.maxBytesPerScope &&
       this.makeScopeRoom(scope, bytes, now) &&
-      this.makeRoom(bytes, now)
-    ) {
-      this.done.set(key, { entry, bytes, expiresAt: now + this.ttlMs, scope });
+      this.makeRoom(bytes, now);
+    // An answer the store cannot hold is kept as an error saying so: before, it was dropped, and a retry with
+    // the key ran the handler again (an answer of 20 KiB with maxBytes 64 KiB, whose scope quota is 16 KiB).
+    let kept: DoneEntry | undefined = entry;
+    let bytes = base + outcomeBytes(outcome);
+    if (!fits(bytes)) {
+      const stub: IdempotencyOutcome = {
+        ok: false,
+        code: "ERR_HANDLER",
+        message: `the ${outcome.ok ? "response" : "error"} to this idempotency key (${outcomeBytes(outcome)} bytes) was too large for the idempotency store to keep; the handler ran once`,
+      };
+      kept =
+        print === undefined ? { state: "done", outcome: stub } : { state: "done", outcome: stub, fingerprint: print };
+      bytes = base + outcomeBytes(stub);
+      if (!fits(bytes)) kept = undefined;
+    }
+    if (kept !== undefined) {
+      this.done.set(key, { entry: kept, bytes, expiresAt: now + this.ttlMs, scope });
       scope.done.add(key);
       this.account(scope, 1, bytes);
       this.armSweep();
     } else {
       this.forgetIfEmpty(scope);
     }
+    // Duplicates already waiting get the answer itself.
     if (r !== undefined) wake(r, entry);
     return RESOLVED;
   }
@@ -507,7 +523,11 @@ const RESOLVED: Promise<void> = Promise.resolve();
  * `ttlMs` (checked on access, when room is needed, and by a sweep every
  * quarter of `ttlMs` — 10 ms to 60 s — while the store holds entries: an
  * unref'd timer that never keeps a process alive). An answer larger than
- * `maxBytes` is not kept.
+ * `maxBytes` or `maxBytesPerScope` (or that finds no room: running keys
+ * fill the store) is kept as an ERR_HANDLER error saying it was too large
+ * to keep, so that a duplicate still does not run the handler (duplicates
+ * already waiting get the answer itself); only when even that finds no
+ * room is the key's answer not kept.
  */
 export function memoryIdempotencyStore(options: MemoryIdempotencyStoreOptions = {}): MemoryIdempotencyStore {
   return new MemoryStore(options);

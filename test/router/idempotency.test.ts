@@ -490,7 +490,7 @@ describe("idempotency: the memory store stays bounded", () => {
     }
   });
 
-  it("bytes bound: large answers evict older ones; an answer over maxBytes is not kept", async () => {
+  it("bytes bound: large answers evict older ones; an answer over maxBytes is kept as a 'too large' error", async () => {
     const store = memoryIdempotencyStore({ maxEntries: 1_000_000, maxBytes: 64 * 1024 });
     for (let i = 0; i < 1000; i++) {
       const token = `t${i}`;
@@ -503,7 +503,9 @@ describe("idempotency: the memory store stays bounded", () => {
     assert.equal(await store.get("k0"), undefined);
     await store.begin("huge", "t", 60_000);
     await store.complete("huge", "t", { ok: true, data: new Uint8Array(100 * 1024) });
-    assert.equal(await store.get("huge"), undefined);
+    const huge = await store.get("huge");
+    assert.ok(huge?.state === "done" && !huge.outcome.ok && huge.outcome.code === "ERR_HANDLER");
+    assert.match(huge.outcome.message, /too large .* to keep; the handler ran once/);
     assert.ok(store.bytes <= 64 * 1024);
   });
 
@@ -579,12 +581,16 @@ describe("idempotency: the memory store stays bounded", () => {
     // A's done entry makes room in A for a new claim (A's own, least recently used).
     assert.equal(await store.begin(key("a", "3"), "t3", 60_000), undefined);
     assert.equal(await store.get(key("a", "1")), undefined);
-    // An answer over the scope's byte quota is not kept.
+    // An answer over the scope's byte quota is kept as an error saying so.
     await store.complete(key("a", "2"), "t2", { ok: true, data: new Uint8Array(5000) });
-    assert.equal(await store.get(key("a", "2")), undefined);
+    const big = await store.get(key("a", "2"));
+    assert.ok(big?.state === "done" && !big.outcome.ok && /too large/.test(big.outcome.message));
+    assert.ok(store.bytes <= 4096 * 2);
     assert.ok(store.stats().scopes === 2);
     await store.fail(key("a", "3"), "t3");
     await store.fail(key("b", "1"), "u1");
+    assert.equal(store.size, 1);
+    store.clear();
     assert.equal(store.size, 0);
     assert.equal(store.stats().scopes, 0);
     assert.throws(() => memoryIdempotencyStore({ maxEntriesPerScope: 0 }), { code: "ERR_INVALID_ARGUMENT" });
@@ -709,6 +715,62 @@ describe("idempotency: duplicates waiting for a running attempt", () => {
       assert.equal(buffers.size, 2, `${buffers.size} separate buffers for 20 calls`);
     } finally {
       await conn.close();
+      await server.close();
+    }
+  });
+});
+
+describe("idempotency: an answer over the store's byte bounds", () => {
+  it("a retry does not run the handler again: it gets ERR_HANDLER 'too large to keep' (before: the answer was dropped, the handler ran twice)", async () => {
+    // maxBytes 64 KiB: a scope keeps at most 16 KiB, under the middleware's maxResponseBytes (1 MiB).
+    const store = memoryIdempotencyStore({ maxBytes: 64 * 1024 });
+    let waiting = 0;
+    const watched: IdempotencyStore = {
+      begin: (k, t, l, f) => store.begin(k, t, l, f),
+      get: (k) => store.get(k),
+      complete: (k, t, o, f) => store.complete(k, t, o, f),
+      fail: (k, t) => store.fail(k, t),
+      wait: (k, signal) => {
+        waiting++;
+        return store.wait(k, signal);
+      },
+    };
+    const server = createServer({ idempotency: { store: watched } });
+    let runs = 0;
+    const hold = gate();
+    let entered!: () => void;
+    const started = new Promise<void>((r) => {
+      entered = r;
+    });
+    server.handle("/big/1", async () => {
+      runs++;
+      entered();
+      await hold.promise;
+      return new Uint8Array(20 * 1024).fill(9);
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const a = await connect(url);
+    const b = await connect(url);
+    try {
+      const first = a.request("/big/1", "x", { idempotencyKey: "big-1" });
+      await started;
+      // A duplicate on another connection while the first runs: it waits, and gets the answer itself.
+      const second = b.request("/big/1", "x", { idempotencyKey: "big-1" });
+      await until(() => waiting === 1);
+      hold.open();
+      const [x, y] = await Promise.all([first, second]);
+      assert.equal(x.length, 20 * 1024);
+      assert.equal(y.length, 20 * 1024);
+      // A later retry: the answer was too large to keep, and it says so instead of running the handler again.
+      await assert.rejects(b.request("/big/1", "x", { idempotencyKey: "big-1" }), {
+        code: "ERR_HANDLER",
+        message: /too large .* to keep; the handler ran once/,
+      });
+      assert.equal(runs, 1);
+      assert.ok(store.bytes <= 64 * 1024);
+    } finally {
+      await a.close();
+      await b.close();
       await server.close();
     }
   });
