@@ -819,8 +819,14 @@ export function idempotency(options: IdempotencyOptions = {}): Middleware {
     else if (typeof value === "string") data = utf8.encode(value);
     else if (value instanceof Uint8Array) data = value.slice();
     else {
-      // Not an answer the dispatcher can send (it fails the call): nothing to keep.
-      await settle("fail", () => store.fail(key, token));
+      // Not an answer the dispatcher can send: it fails the call with ERR_HANDLER, and so does every duplicate.
+      // The handler ran: releasing the key (as before) made a duplicate waiting for it run the handler again.
+      const what =
+        typeof value === "object" && value !== null
+          ? ((value as object).constructor?.name ?? "an object")
+          : String(value);
+      const message = `handler for ${ctx.route} returned ${what}, not a Uint8Array, a string or undefined`;
+      await settle("complete", () => store.complete(key, token, { ok: false, code: "ERR_HANDLER", message }, print));
       return value;
     }
     const outcome: IdempotencyOutcome =

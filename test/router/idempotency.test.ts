@@ -775,3 +775,52 @@ describe("idempotency: an answer over the store's byte bounds", () => {
     }
   });
 });
+
+describe("idempotency: a handler that returns what cannot be sent", () => {
+  it("is answered ERR_HANDLER once: a duplicate waiting for it, and a later one, get that and do not run it again", async () => {
+    const store = memoryIdempotencyStore();
+    let waiting = 0;
+    const watched: IdempotencyStore = {
+      begin: (k, t, l, f) => store.begin(k, t, l, f),
+      get: (k) => store.get(k),
+      complete: (k, t, o, f) => store.complete(k, t, o, f),
+      fail: (k, t) => store.fail(k, t),
+      wait: (k, signal) => {
+        waiting++;
+        return store.wait(k, signal);
+      },
+    };
+    const server = createServer({ idempotency: { store: watched } });
+    let runs = 0;
+    const hold = gate();
+    let entered!: () => void;
+    const started = new Promise<void>((r) => {
+      entered = r;
+    });
+    server.handle("/obj/1", async () => {
+      runs++;
+      entered();
+      await hold.promise;
+      // A JavaScript caller's mistake: not a Uint8Array, a string or undefined.
+      return { charged: true } as unknown as string;
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const a = await connect(url);
+    const b = await connect(url);
+    try {
+      const first = a.request("/obj/1", "x", { idempotencyKey: "obj-1" });
+      await started;
+      const second = b.request("/obj/1", "x", { idempotencyKey: "obj-1" });
+      await until(() => waiting === 1);
+      hold.open();
+      const refused = { code: "ERR_HANDLER", message: /returned Object, not a Uint8Array/ };
+      await Promise.all([assert.rejects(first, refused), assert.rejects(second, refused)]);
+      await assert.rejects(a.request("/obj/1", "x", { idempotencyKey: "obj-1" }), refused);
+      assert.equal(runs, 1);
+    } finally {
+      await a.close();
+      await b.close();
+      await server.close();
+    }
+  });
+});
