@@ -817,7 +817,9 @@ export function idempotency(options: IdempotencyOptions = {}): Middleware {
     let data: Uint8Array;
     if (value === undefined) data = new Uint8Array(0);
     else if (typeof value === "string") data = utf8.encode(value);
-    else if (value instanceof Uint8Array) data = value.slice();
+    // A copy of its own (a Buffer's slice() is a view: the store kept the handler's buffer, and a later write
+    // to it changed what duplicates got; a small view kept the whole buffer under it, past maxBytes).
+    else if (value instanceof Uint8Array) data = new Uint8Array(value);
     else {
       // Not an answer the dispatcher can send: it fails the call with ERR_HANDLER, and so does every duplicate.
       // The handler ran: releasing the key (as before) made a duplicate waiting for it run the handler again.

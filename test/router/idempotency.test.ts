@@ -824,3 +824,29 @@ describe("idempotency: a handler that returns what cannot be sent", () => {
     }
   });
 });
+
+describe("idempotency: the stored answer is the store's own copy", () => {
+  it("a handler that reuses the Buffer it answered with does not change what duplicates get", async () => {
+    const server = createServer({ idempotency: true });
+    // A handler writing its answers into one scratch Buffer (a Buffer's slice() is a view, not a copy).
+    const scratch = Buffer.alloc(5);
+    let runs = 0;
+    server.handle("/scratch/1", (req) => {
+      runs++;
+      scratch.write(req.text().padEnd(5, "."));
+      return scratch;
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const c = await connect(url);
+    try {
+      assert.equal(text(await c.request("/scratch/1", "one", { idempotencyKey: "s-1" })), "one..");
+      assert.equal(text(await c.request("/scratch/1", "two", { idempotencyKey: "s-2" })), "two..");
+      // The duplicate of s-1 gets s-1's answer, not what the scratch buffer holds now.
+      assert.equal(text(await c.request("/scratch/1", "one", { idempotencyKey: "s-1" })), "one..");
+      assert.equal(runs, 2);
+    } finally {
+      await c.close();
+      await server.close();
+    }
+  });
+});
