@@ -384,7 +384,9 @@ export class Client {
    * error (a keyed call lost on a deduplicating node goes on, to nodes that
    * deduplicate too — the nodes' shared idempotency store runs it once; a
    * node that does not is not sent it, and the caller gets the loss, "not
-   * sent on"); after the cooldown one call probes it
+   * sent on"; when no node is left to take it, the caller gets the loss too,
+   * saying its handler may have run, not ERR_CONNECT); after the cooldown
+   * one call probes it
    * (half-open). A node whose rate limit refused the call
    * (ERR_RATE_LIMITED: its handler did not run) is not a failure: the call
    * goes to the next node, and when no node answered and one refused it,
@@ -443,6 +445,15 @@ export class Client {
           else last = x;
         }
       }
+    }
+    // A keyed call lost after it was sent, and no node left to take it: its handler may have run, and the
+    // caller gets that loss (before: ERR_CONNECT "every node failed", as if no node had been reached).
+    if (ranOn !== undefined) {
+      throw new PointSubError(
+        ranOn.code,
+        `${ranOn.message} (lost after it was sent: its handler may have run; no other node of ${route} took it — repeat it with the same idempotencyKey)`,
+        { cause: limited ?? last ?? ranOn },
+      );
     }
     if (limited !== undefined) throw limited;
     throw new PointSubError("ERR_CONNECT", `every node of ${route} failed`, { cause: last });
