@@ -11,6 +11,7 @@ import { idempotencyKeyBytes } from "../connection/caller.ts";
 import type { Connection } from "../connection/connection.ts";
 import type { Handler, Message, Payload, RequestOptions } from "../connection/types.ts";
 import { UNSENT } from "../connection/unsent.ts";
+import { codeInfo } from "../errors/codes.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { checkSignal } from "../errors/signal.ts";
 import type { Middleware, ResumeLookup } from "../router/types.ts";
@@ -115,6 +116,17 @@ function notRetried(e: PointSubError): PointSubError {
 /** Errors made by {@link notRetried}. */
 const NOT_RETRIED = new WeakSet<object>();
 const LOST: ReadonlySet<string> = new Set(["ERR_CONNECTION_CLOSED", "ERR_GOING_AWAY", "ERR_KEEPALIVE"]);
+/**
+ * Errors a connection closed with (its calls in flight failed with them), of any code: a drop with a
+ * retryable one (the server's ERR_SLOW_PEER or ERR_OVERLOADED GOAWAY, an ERR_CHECKSUM) loses a keyed request
+ * as much as ERR_CONNECTION_CLOSED does. Before, only the codes of {@link LOST} were retried: a keyed
+ * request pending at such a drop failed with it, and the reconnected client never sent it again.
+ */
+const DROPS = new WeakSet<object>();
+/** Whether `e` says the attempt was lost with its connection (so a keyed request may go again). */
+function lost(e: PointSubError): boolean {
+  return LOST.has(e.code) || (DROPS.has(e) && codeInfo(e.code).retryable);
+}
 /** Errors that are a request's last word (a repeat's, its retries done): not retried again. */
 const FINAL = new WeakSet<object>();
 const utf8 = new TextEncoder();
@@ -152,6 +164,10 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
     for (const apply of this.routes) apply(conn);
     conn.on("message", (m) => this.emit("message", m));
     conn.once("goaway", () => this.retire(conn));
+    // Emitted before the calls it failed see their error (their rejections run after it).
+    conn.once("close", (err) => {
+      if (err !== undefined) DROPS.add(err);
+    });
   }
 
   protected override onShutdown(): void {
@@ -348,8 +364,9 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
       }
       // Only this attempt's own time ran out (not the overall deadline): the same key again.
       const attemptTimedOut = e.code === "ERR_TIMEOUT" && attemptMs !== left && Date.now() < deadline;
-      if (!keyed || tries >= this.retries || !(LOST.has(e.code) || attemptTimedOut) || this.state === "closed") {
-        if (keyed || options.idempotencyKey === undefined || !(LOST.has(e.code) || attemptTimedOut)) throw e;
+      const gone = lost(e);
+      if (!keyed || tries >= this.retries || !(gone || attemptTimedOut) || this.state === "closed") {
+        if (keyed || options.idempotencyKey === undefined || !(gone || attemptTimedOut)) throw e;
         throw notRetried(e);
       }
       return this.attempt(route, payload, options, deadline, tries + 1, limited, perAttempt, e);
