@@ -55,7 +55,10 @@ export function checkUrl(value: string): string {
  */
 function lacks(u: URL): string {
   const scheme = u.protocol.slice(0, -1).toLowerCase();
-  if (scheme === "unix") return u.pathname === "" || u.pathname === "/" ? " unix: needs a socket's path." : "";
+  if (scheme === "unix") {
+    const named = (u.hostname === "" || u.hostname === "localhost") && u.pathname.startsWith("/") && u.pathname !== "/";
+    return named ? "" : " unix: needs a socket's absolute path (unix:///run/app.sock).";
+  }
   const needsPort = scheme === "tcp" || scheme === "tls";
   if (u.hostname === "" || (needsPort && u.port === "")) {
     return ` ${scheme}:// needs a host${needsPort ? " and a port" : ""}.`;

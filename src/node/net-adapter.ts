@@ -92,14 +92,16 @@ function socketUrl(scheme: Scheme, address: TransportAddress): URL {
 /**
  * The socket path of a `unix://` (or `lp+unix://`) URL: an absolute path
  * after `//` (`unix:///path/to.sock`, or `unix:/path/to.sock`), with no host
- * but `localhost`. `unix://run/x.sock` would otherwise bind `/x.sock` and
- * `unix://x.sock` an empty path: ERR_UNSUPPORTED_URL. The URL's
+ * but `localhost`. `unix://run/x.sock` would otherwise bind `/x.sock`,
+ * `unix://x.sock` an empty path, and `unix:x.sock` (or `unix:./x.sock`)
+ * `x.sock` in the working directory, under a listen URL (`unix://x.sock`)
+ * that leads nowhere: ERR_UNSUPPORTED_URL. The URL's
  * percent-escapes are decoded (`unix:///tmp/my sock` is the file
  * `/tmp/my sock`, whose URL path reads `/tmp/my%20sock`).
  */
 export function socketPath(url: URL): string {
   let path = url.pathname;
-  if ((url.hostname !== "" && url.hostname !== "localhost") || path === "" || path === "/") {
+  if ((url.hostname !== "" && url.hostname !== "localhost") || !path.startsWith("/") || path === "/") {
     throw new PointSubError(
       "ERR_UNSUPPORTED_URL",
       `${url.href} names no socket path: write an absolute path after three slashes, e.g. ${url.protocol}///run/app.sock`,

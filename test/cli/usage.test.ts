@@ -102,6 +102,8 @@ describe("CLI usage errors", () => {
         [["ls", "--from", "tcp://127.0.0.1"], "--from"],
         [["request", "--to", "tls://files.example", "--route", "/echo/1.0.0", "x"], "--to"],
         [["ls", "--from", "unix:"], "--from"],
+        // A relative path (before: connected to x.sock in the working directory, exit 1 with ENOENT).
+        [["ls", "--from", "unix:x.sock"], "--from"],
         // Before: it started ("receiving into …/a-file") and every send failed with ENOTDIR.
         [["serve", "--listen", "tcp://127.0.0.1:0", "--dir", file], "--dir"],
         [["get", "x", "--from", "tcp://127.0.0.1:1", "--out", join(file, "sub")], "--out"],

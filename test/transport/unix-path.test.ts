@@ -54,10 +54,13 @@ describe("unix:// listen on a path that exists", () => {
 });
 
 describe("unix:// URLs without an absolute path", () => {
-  it("unix://x.sock and unix://run/x.sock are ERR_UNSUPPORTED_URL for listen and connect (lp+unix:// too), naming the URL", async () => {
+  it("unix://x.sock, unix://run/x.sock and unix:x.sock are ERR_UNSUPPORTED_URL for listen and connect (lp+unix:// too), naming the URL", async () => {
     const server = createServer();
     const lp = createLpServer();
-    for (const url of ["unix://x.sock", "unix://run/x.sock", "unix:", "lp+unix://x.sock", "lp+unix://run/x.sock"]) {
+    // unix:x.sock and unix:./x.sock (a relative path): before, listen bound x.sock in the working
+    // directory and answered the URL unix://x.sock, which connect refuses.
+    const urls = ["unix://x.sock", "unix://run/x.sock", "unix:", "unix:x.sock", "unix:./x.sock", "unix:../x.sock"];
+    for (const url of [...urls, "lp+unix://x.sock", "lp+unix://run/x.sock", "lp+unix:x.sock"]) {
       const unsupported = (e: unknown) => {
         assert.ok(e instanceof PointSubError && e.code === "ERR_UNSUPPORTED_URL", `${url}: ${String(e)}`);
         assert.match(e.message, /names no socket path/);
