@@ -1,5 +1,6 @@
-import { lstatSync, type Stats, unlinkSync } from "node:fs";
+import { existsSync, lstatSync, type Stats, unlinkSync } from "node:fs";
 import * as net from "node:net";
+import { dirname } from "node:path";
 import type * as Tls from "node:tls";
 import { PointSubError } from "../errors/error.ts";
 import { checkSignal } from "../errors/signal.ts";
@@ -214,6 +215,11 @@ function connectSocket(
   });
 }
 
+/** {@link unixPathProblem} of a unix:// (or lp+unix://) URL; undefined for other schemes. */
+function unixProblem(url: URL, err: unknown): string | undefined {
+  return url.protocol === "unix:" || url.protocol === "lp+unix:" ? unixPathProblem(socketPath(url), err) : undefined;
+}
+
 /**
  * Waits for a connecting `socket`'s `event` (`"connect"`, or
  * `"secureConnect"` for TLS). Rejects — and destroys the socket — with
@@ -243,7 +249,9 @@ export function whenConnected(
     const onError = (err: Error) =>
       fail(
         tlsError(err, url.href) ??
-          new PointSubError("ERR_CONNECT", `cannot connect to ${url.href}: ${err.message}`, { cause: err }),
+          new PointSubError("ERR_CONNECT", `cannot connect to ${url.href}: ${unixProblem(url, err) ?? err.message}`, {
+            cause: err,
+          }),
       );
     const onAbort = () =>
       fail(new PointSubError("ERR_CANCELLED", `connect to ${url.href} aborted`, { cause: options.signal?.reason }));
@@ -277,7 +285,13 @@ export async function bind(
   if (tcpPort === undefined) await removeStaleSocket(path);
   await new Promise<void>((resolve, reject) => {
     server.once("error", (err) =>
-      reject(new PointSubError("ERR_CONNECT", `cannot listen on ${url.href}: ${err.message}`, { cause: err })),
+      reject(
+        new PointSubError(
+          "ERR_CONNECT",
+          `cannot listen on ${url.href}: ${(path !== "" && unixPathProblem(path, err)) || err.message}`,
+          { cause: err },
+        ),
+      ),
     );
     if (tcpPort === undefined) server.listen({ path }, resolve);
     else
@@ -287,6 +301,26 @@ export async function bind(
       );
   });
   server.on("error", () => {});
+}
+
+/**
+ * What is wrong with a unix socket `path` that a bind or connect failed on
+ * with `err`, said plainly; undefined when it is not about the path. libuv
+ * reports a missing directory on bind as EACCES ("permission denied") and a
+ * path over the kernel's `sun_path` (108 bytes on Linux, 104 on macOS) as
+ * EINVAL ("invalid argument").
+ */
+export function unixPathProblem(path: string, err: unknown): string | undefined {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  const bytes = Buffer.byteLength(path);
+  if ((code === "EINVAL" || code === "ENAMETOOLONG") && bytes > 103) {
+    return `the socket path is ${bytes} bytes, longer than a unix socket path may be (108 bytes on Linux, 104 on macOS): use a shorter one`;
+  }
+  if (code === "EACCES" || code === "ENOENT") {
+    const dir = dirname(path);
+    if (!existsSync(dir)) return `the directory ${dir} does not exist`;
+  }
+  return undefined;
 }
 
 /**

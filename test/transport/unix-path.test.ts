@@ -4,16 +4,17 @@
  * (a regular file, a directory) is not pointsub's to remove.
  */
 import assert from "node:assert/strict";
-import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect as netConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, it } from "node:test";
+import { after, describe, it } from "node:test";
 import { PointSubError } from "../../src/errors/error.ts";
 import { connect, createLpServer, createServer } from "../../src/index.ts";
 import { staleSocket } from "../helpers/stale-socket.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "pointsub-unix-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
 
 const isConnectError = (e: unknown) => e instanceof PointSubError && e.code === "ERR_CONNECT";
 
@@ -108,5 +109,35 @@ describe("unix:// paths with characters a URL escapes", () => {
       createServer().listen("unix:///tmp/%E0%A4%A.sock"),
       (e: PointSubError) => e.code === "ERR_UNSUPPORTED_URL",
     );
+  });
+});
+
+describe("unix:// paths the kernel cannot bind", () => {
+  it("a path over the sun_path limit, or in a missing directory, says so (before: EINVAL, and EACCES 'permission denied')", async () => {
+    const long = join(dir, `${"x".repeat(120)}.sock`);
+    const tooLong = (e: unknown) => {
+      assert.ok(isConnectError(e), String(e));
+      assert.match((e as Error).message, /the socket path is \d+ bytes, longer than a unix socket path may be/);
+      return true;
+    };
+    const server = createServer();
+    await assert.rejects(server.listen(`unix://${long}`), tooLong);
+    await assert.rejects(connect(`unix://${long}`, { connectTimeoutMs: 5000 }), tooLong);
+    const missing = join(dir, "no-such-dir", "a.sock");
+    await assert.rejects(server.listen(`unix://${missing}`), (e: unknown) => {
+      assert.ok(isConnectError(e), String(e));
+      assert.match((e as Error).message, new RegExp(`the directory ${join(dir, "no-such-dir")} does not exist$`));
+      return true;
+    });
+    // The largest path Linux binds (108 bytes, no NUL) still works.
+    if (process.platform === "linux" && Buffer.byteLength(dir) < 100) {
+      const max = join(dir, "y".repeat(108 - Buffer.byteLength(dir) - 1));
+      server.handle("/echo", (req) => req.data);
+      const [url] = await server.listen(`unix://${max}`);
+      const conn = await connect(url);
+      assert.equal(new TextDecoder().decode(await conn.request("/echo", "hi")), "hi");
+      await conn.close();
+    }
+    await server.close();
   });
 });
