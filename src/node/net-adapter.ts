@@ -2,6 +2,8 @@ import { existsSync, lstatSync, type Stats, unlinkSync } from "node:fs";
 import * as net from "node:net";
 import { dirname } from "node:path";
 import type * as Tls from "node:tls";
+import { refusalBytes } from "../connection/handshake.ts";
+import { codeInfo } from "../errors/codes.ts";
 import { PointSubError } from "../errors/error.ts";
 import { checkSignal } from "../errors/signal.ts";
 import type {
@@ -368,6 +370,42 @@ function createTlsServer(tls: typeof Tls, options: Tls.TlsOptions, onSocket: (s:
   }
 }
 
+/** Most time (ms) a refused mutual-TLS client has to take its GOAWAY before its socket is destroyed. */
+const REFUSAL_LINGER_MS = 1000;
+/** Most refused mutual-TLS clients lingering at once (this thread's listeners together). */
+const MAX_LINGERING = 1024;
+let lingering = 0;
+
+/**
+ * A TLS client whose certificate did not verify (none, another CA's,
+ * expired): it gets the preface and a GOAWAY ERR_UNAUTHORIZED saying why,
+ * in place of HELLO (docs/PROTOCOL.md §1.1), and is never a transport.
+ */
+function refuseClient(socket: Tls.TLSSocket): void {
+  const err = socket.authorizationError;
+  const code = typeof err === "string" ? err : ((err as { code?: string } | null)?.code ?? String(err));
+  const reason =
+    socket.getPeerCertificate()?.raw === undefined
+      ? "this server requires a client certificate (mutual TLS)"
+      : `this server refused the client certificate (${code.toLowerCase().replaceAll("_", " ")})`;
+  socket.on("error", () => {});
+  for (const b of refusalBytes(codeInfo("ERR_UNAUTHORIZED").errno, reason)) socket.write(b);
+  socket.end();
+  // At most MAX_LINGERING wait for their peer to hang up (a flood of them holds no descriptor per refusal
+  // of the last second); the others are destroyed on the next turn, once the GOAWAY is written.
+  if (lingering >= MAX_LINGERING) {
+    setImmediate(() => socket.destroy());
+    return;
+  }
+  lingering++;
+  const timer = setTimeout(() => socket.destroy(), REFUSAL_LINGER_MS);
+  timer.unref();
+  socket.once("close", () => {
+    clearTimeout(timer);
+    lingering--;
+  });
+}
+
 /** Default of {@link TransportListenOptions.handshakeTimeoutMs}: the pointsub handshake's. */
 const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
 /** Default of {@link TlsTransportOptions.maxPendingHandshakes}. */
@@ -417,6 +455,10 @@ async function tlsServer(
   function onRawClose(this: net.Socket): void {
     leave(this);
   }
+  // Mutual TLS: clients whose certificate does not verify are refused here, not by node:tls. Node closes
+  // them without a word (no TLS alert: the client saw ERR_CONNECTION_CLOSED "connection … closed");
+  // here they get the preface and a GOAWAY ERR_UNAUTHORIZED saying why.
+  const verifyClients = (o.requestCert ?? false) && (o.rejectUnauthorized ?? true);
   const secure = createTlsServer(
     await loadTls(),
     {
@@ -424,7 +466,7 @@ async function tlsServer(
       key: o.key as Tls.TlsOptions["key"],
       ca: o.ca as Tls.TlsOptions["ca"],
       requestCert: o.requestCert ?? false,
-      rejectUnauthorized: o.rejectUnauthorized ?? true,
+      rejectUnauthorized: verifyClients ? false : (o.rejectUnauthorized ?? true),
       ALPNProtocols: ["pointsub/1"],
       handshakeTimeout: timeout,
     },
@@ -437,7 +479,8 @@ async function tlsServer(
         raw.off("close", onRawClose);
         leave(raw);
       }
-      onTransport(wrap(socket, "tls", undefined, readerForAccepted(socket)));
+      if (verifyClients && !socket.authorized) refuseClient(socket);
+      else onTransport(wrap(socket, "tls", undefined, readerForAccepted(socket)));
     },
   );
   // Handshake failures (and timeouts) are per connection: close that one, keep the server up.

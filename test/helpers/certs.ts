@@ -7,8 +7,11 @@ export interface TestCerts {
   serverKey: string;
   clientCert: string;
   clientKey: string;
-  /** A CA that signed nothing here: trusting only it must fail verification. */
+  /** A CA that signed none of the above: trusting only it must fail verification. */
   otherCa: string;
+  /** A client certificate signed by `otherCa`: a server trusting `ca` must refuse it. */
+  otherClientCert: string;
+  otherClientKey: string;
 }
 
 let cached: Promise<TestCerts> | undefined;
@@ -60,6 +63,7 @@ export function testCerts(): Promise<TestCerts> {
     const other = await makeCa("pointsub other CA");
     const server = await makeLeaf("localhost", ca, "server");
     const client = await makeLeaf("pointsub test client", ca, "client");
+    const otherClient = await makeLeaf("pointsub test client", other, "client");
     return {
       ca: ca.cert,
       serverCert: server.cert,
@@ -67,6 +71,8 @@ export function testCerts(): Promise<TestCerts> {
       clientCert: client.cert,
       clientKey: client.key,
       otherCa: other.cert,
+      otherClientCert: otherClient.cert,
+      otherClientKey: otherClient.key,
     };
   })();
   return cached;
