@@ -16,7 +16,7 @@ import type {
 } from "../transport/transport.ts";
 import { readerForAccepted, SocketReader } from "./socket-reader.ts";
 import { connectDeadline, hostUrl, SocketTransport, urlHost } from "./socket-transport.ts";
-import { tlsError } from "./tls-errors.ts";
+import { clientCertRefusal, tlsError } from "./tls-errors.ts";
 import type { WsTransportOptions } from "./ws-adapter.ts";
 
 type Scheme = "tcp" | "tls" | "unix";
@@ -382,12 +382,7 @@ let lingering = 0;
  * in place of HELLO (docs/PROTOCOL.md §1.1), and is never a transport.
  */
 function refuseClient(socket: Tls.TLSSocket): void {
-  const err = socket.authorizationError;
-  const code = typeof err === "string" ? err : ((err as { code?: string } | null)?.code ?? String(err));
-  const reason =
-    socket.getPeerCertificate()?.raw === undefined
-      ? "this server requires a client certificate (mutual TLS)"
-      : `this server refused the client certificate (${code.toLowerCase().replaceAll("_", " ")})`;
+  const reason = clientCertRefusal(socket);
   socket.on("error", () => {});
   for (const b of refusalBytes(codeInfo("ERR_UNAUTHORIZED").errno, reason)) socket.write(b);
   socket.end();

@@ -5,6 +5,7 @@
  * client certificate, a key that is not the certificate's, a tls:// URL
  * pointing at a plaintext port — deserve a sentence and the right code.
  */
+import type { TLSSocket } from "node:tls";
 import { PointSubError } from "../errors/error.ts";
 
 /** Alerts a peer sends when it refused this side's certificate. */
@@ -38,4 +39,15 @@ export function tlsError(err: unknown, url: string): PointSubError | undefined {
     return new PointSubError("ERR_CONNECT", `${url} does not speak TLS (a plaintext port?)`, cause);
   }
   return undefined;
+}
+
+/**
+ * Why a server refuses a mutual-TLS client whose certificate did not verify
+ * (none, another CA's, expired), for the client to read.
+ */
+export function clientCertRefusal(socket: TLSSocket): string {
+  if (socket.getPeerCertificate()?.raw === undefined) return "this server requires a client certificate (mutual TLS)";
+  const err = socket.authorizationError as unknown;
+  const code = typeof err === "string" ? err : ((err as { code?: string } | null)?.code ?? String(err));
+  return `this server refused the client certificate (${code.toLowerCase().replaceAll("_", " ")})`;
 }

@@ -33,7 +33,7 @@ import {
 import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 import type { TlsOptions } from "./net-adapter.ts";
 import { connectDeadline, hostUrl, peerCertificateOf, urlHost } from "./socket-transport.ts";
-import { tlsError } from "./tls-errors.ts";
+import { clientCertRefusal, tlsError } from "./tls-errors.ts";
 import { MaskedFrameWriter } from "./ws-client-frames.ts";
 import { RawServerWs, type WsFrameOwner } from "./ws-server-socket.ts";
 
@@ -687,9 +687,10 @@ async function connectWs(url: URL, options: TransportConnectOptions & WsTranspor
     timer = connectDeadline(url, options.connectTimeoutMs, fail);
     ws.once("unexpected-response", (_req: unknown, res: Http.IncomingMessage) => {
       // 503: the server is over its connection limits (or closing): retryable, as tcp://'s GOAWAY says.
+      // 401: a wss:// server refused this side's certificate (mutual TLS), saying why.
       fail(
         new PointSubError(
-          res.statusCode === 503 ? "ERR_OVERLOADED" : "ERR_CONNECT",
+          res.statusCode === 503 ? "ERR_OVERLOADED" : res.statusCode === 401 ? "ERR_UNAUTHORIZED" : "ERR_CONNECT",
           `cannot connect to ${url.href}: HTTP ${res.statusCode} ${res.statusMessage}`,
         ),
       );
@@ -901,6 +902,8 @@ async function listenWs(
   /** Requests come from outside (a shared server or the application's hook): pending counts from the request. */
   const external = shared !== undefined || hook !== undefined;
   let server: Http.Server | Https.Server | undefined;
+  /** wss:// with requestCert and rejectUnauthorized: clients whose certificate did not verify are refused here. */
+  let verifyClients = false;
   if (shared !== undefined) server = shared;
   else if (hook !== undefined) server = undefined;
   else if (secure) {
@@ -908,6 +911,9 @@ async function listenWs(
     if (o.cert === undefined || o.key === undefined) {
       throw new PointSubError("ERR_INVALID_ARGUMENT", "wss:// listen needs tls.cert and tls.key");
     }
+    // Mutual TLS: a client whose certificate does not verify is answered 401 saying why at its upgrade
+    // request (node:https closed it without a word: the client saw "socket hang up").
+    verifyClients = (o.requestCert ?? false) && (o.rejectUnauthorized ?? true);
     const https = await import("node:https");
     try {
       server = https.createServer({
@@ -915,7 +921,7 @@ async function listenWs(
         key: o.key as Tls.TlsOptions["key"],
         ca: o.ca as Tls.TlsOptions["ca"],
         requestCert: o.requestCert ?? false,
-        rejectUnauthorized: o.rejectUnauthorized ?? true,
+        rejectUnauthorized: verifyClients ? false : (o.rejectUnauthorized ?? true),
         handshakeTimeout: timeout,
       });
     } catch (cause) {
@@ -955,6 +961,11 @@ async function listenWs(
     if (external && !admit(raw, socket)) return;
     if (!pending.has(raw)) {
       socket.destroy();
+      return;
+    }
+    if (verifyClients && (socket as Tls.TLSSocket).authorized !== true) {
+      leave(raw);
+      refuse(socket, 401, `pointsub: ${clientCertRefusal(socket as Tls.TLSSocket)}`);
       return;
     }
     const origin = req.headers.origin;

@@ -51,42 +51,43 @@ describe("TLS verification", () => {
     await server.close();
   });
 
-  it("mutual TLS: a client certificate of another CA is refused with ERR_UNAUTHORIZED saying why (before: ERR_CONNECTION_CLOSED, no reason)", async () => {
-    const c = await testCerts();
-    const server = createServer({ tls: { cert: c.serverCert, key: c.serverKey, ca: c.ca, requestCert: true } });
-    let served = 0;
-    server.handle("/who/1.0.0", () => {
-      served++;
-      return "hello";
+  for (const scheme of ["tls", "wss"]) {
+    it(`mutual TLS over ${scheme}://: a client certificate of another CA is refused with ERR_UNAUTHORIZED saying why (before: ${scheme === "tls" ? "ERR_CONNECTION_CLOSED, no reason" : "ERR_CONNECT socket hang up"})`, async () => {
+      const c = await testCerts();
+      const server = createServer({ tls: { cert: c.serverCert, key: c.serverKey, ca: c.ca, requestCert: true } });
+      let served = 0;
+      server.handle("/who/1.0.0", () => {
+        served++;
+        return "hello";
+      });
+      const [url] = await server.listen(`${scheme}://127.0.0.1:0`);
+      try {
+        // Same CN as the trusted client's: only the CA differs.
+        await assert.rejects(
+          (async () => {
+            const conn = await connect(url, {
+              tls: { ca: c.ca, cert: c.otherClientCert, key: c.otherClientKey },
+              connectTimeoutMs: 5000,
+            });
+            await conn.request("/who/1.0.0");
+          })(),
+          (e: PointSubError) => {
+            assert.equal(e.code, "ERR_UNAUTHORIZED", String(e));
+            assert.match(e.message, /refused the client certificate \(unable to verify leaf signature\)/);
+            return true;
+          },
+        );
+        assert.equal(served, 0);
+        assert.equal(server.sessions.size, 0);
+        // The trusted client is still served.
+        const good = await connect(url, { tls: { ca: c.ca, cert: c.clientCert, key: c.clientKey } });
+        assert.equal(new TextDecoder().decode(await good.request("/who/1.0.0")), "hello");
+        await good.close();
+      } finally {
+        await server.close();
+      }
     });
-    const [url] = await server.listen("tls://127.0.0.1:0");
-    try {
-      // Same CN as the trusted client's: only the CA differs.
-      await assert.rejects(
-        (async () => {
-          const conn = await connect(url, {
-            tls: { ca: c.ca, cert: c.otherClientCert, key: c.otherClientKey },
-            connectTimeoutMs: 5000,
-          });
-          await conn.request("/who/1.0.0");
-        })(),
-        (e: PointSubError) => {
-          assert.equal(e.code, "ERR_UNAUTHORIZED", String(e));
-          assert.match(e.message, /refused the client certificate \(unable to verify leaf signature\)/);
-          return true;
-        },
-      );
-      assert.equal(served, 0);
-      assert.equal(server.sessions.size, 0);
-      // The trusted client is still served.
-      const good = await connect(url, { tls: { ca: c.ca, cert: c.clientCert, key: c.clientKey } });
-      assert.equal(new TextDecoder().decode(await good.request("/who/1.0.0")), "hello");
-      assert.equal(good.peerCertificate === undefined, false);
-      await good.close();
-    } finally {
-      await server.close();
-    }
-  });
+  }
 
   it("tls:// to a plaintext port says so (before: OpenSSL's text, its source file and line)", async () => {
     const plain = createServer();
