@@ -470,12 +470,16 @@ async function tlsServer(
       // (test/transport/tls-slowloris.test.ts notices if that changes: the
       // raw socket would then count as pending until it closes).
       const raw = (socket as { _parent?: unknown })._parent;
+      // A refused client stays pending (counted by maxPendingHandshakes and onPending) until it closes.
+      if (verifyClients && !socket.authorized) {
+        refuseClient(socket);
+        return;
+      }
       if (raw instanceof net.Socket && pending.has(raw)) {
         raw.off("close", onRawClose);
         leave(raw);
       }
-      if (verifyClients && !socket.authorized) refuseClient(socket);
-      else onTransport(wrap(socket, "tls", undefined, readerForAccepted(socket)));
+      onTransport(wrap(socket, "tls", undefined, readerForAccepted(socket)));
     },
   );
   // Handshake failures (and timeouts) are per connection: close that one, keep the server up.

@@ -74,7 +74,7 @@ async function listen(
     new URL("tls://127.0.0.1:0"),
     {
       ...options,
-      tls: { cert: certs.serverCert, key: certs.serverKey },
+      tls: options.tls ?? { cert: certs.serverCert, key: certs.serverKey },
       onPending(delta) {
         if (delta === 1 && options.refuse?.(pending)) return false;
         log.push(delta);
@@ -318,5 +318,28 @@ describe("tls listener: pending-handshake limit", () => {
     assert.deepEqual(h.log, [1, 1, -1, -1]);
     await honestRoundTrip(h);
     assert.deepEqual(h.log, [1, 1, -1, -1, 1, -1, "transport"]);
+  });
+
+  it("a mutual-TLS client refused for its certificate stays pending until it closes, and is never a transport", async () => {
+    const h = await listen({
+      tls: { cert: certs.serverCert, key: certs.serverKey, ca: certs.ca, requestCert: true },
+    });
+    // A certificate of another CA: the server answers with the refusal (a GOAWAY) and hangs up.
+    const client = tls.connect({
+      host: "127.0.0.1",
+      port: h.port,
+      ca: certs.ca,
+      cert: certs.otherClientCert,
+      key: certs.otherClientKey,
+    });
+    client.on("error", () => {});
+    // A client that never hangs up: it still holds its place until the server closes it (before: it left
+    // the pending count at once, counted by no limit for the second its refusal lingers).
+    client.pause();
+    await new Promise<void>((resolve) => client.once("readable", () => resolve()));
+    assert.deepEqual(h.log, [1]);
+    client.destroy();
+    await until(() => h.pending() === 0, "the refused socket to leave the pending state");
+    assert.deepEqual(h.log, [1, -1]);
   });
 });
