@@ -16,7 +16,7 @@ import type {
 } from "../transport/transport.ts";
 import { readerForAccepted, SocketReader } from "./socket-reader.ts";
 import { connectDeadline, hostUrl, SocketTransport, urlHost } from "./socket-transport.ts";
-import { clientCertRefusal, tlsError } from "./tls-errors.ts";
+import { clientCertRefusal, closeFailedHandshake, tlsError } from "./tls-errors.ts";
 import type { WsTransportOptions } from "./ws-adapter.ts";
 
 type Scheme = "tcp" | "tls" | "unix";
@@ -370,6 +370,9 @@ function createTlsServer(tls: typeof Tls, options: Tls.TlsOptions, onSocket: (s:
   }
 }
 
+/** What a plaintext client of a tls:// listener is told (before: its connection closed, ERR_CONNECTION_CLOSED). */
+const PLAINTEXT_REASON = "this port speaks TLS: connect with tls://";
+
 /** Most time (ms) a refused mutual-TLS client has to take its GOAWAY before its socket is destroyed. */
 const REFUSAL_LINGER_MS = 1000;
 /** Most refused mutual-TLS clients lingering at once (this thread's listeners together). */
@@ -483,7 +486,10 @@ async function tlsServer(
     },
   );
   // Handshake failures (and timeouts) are per connection: close that one, keep the server up.
-  secure.on("tlsClientError", (_err, socket) => socket.destroy());
+  // A plaintext pointsub client (tcp:// at this tls:// port) is told so: the preface and a GOAWAY ERR_CONNECT.
+  secure.on("tlsClientError", (err, socket) =>
+    closeFailedHandshake(socket, err, () => refusalBytes(codeInfo("ERR_CONNECT").errno, PLAINTEXT_REASON)),
+  );
   secure.on("error", () => {});
   const server = net.createServer((socket) => {
     const url = rawUrl(socket);

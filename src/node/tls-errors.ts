@@ -5,6 +5,7 @@
  * client certificate, a key that is not the certificate's, a tls:// URL
  * pointing at a plaintext port — deserve a sentence and the right code.
  */
+import { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import { PointSubError } from "../errors/error.ts";
 
@@ -50,4 +51,31 @@ export function clientCertRefusal(socket: TLSSocket): string {
   const err = socket.authorizationError as unknown;
   const code = typeof err === "string" ? err : ((err as { code?: string } | null)?.code ?? String(err));
   return `this server refused the client certificate (${code.toLowerCase().replaceAll("_", " ")})`;
+}
+
+/** node:tls's codes for a first flight that is not TLS at all (a plaintext client on a TLS port). */
+const PLAINTEXT_CLIENT = new Set([
+  "ERR_SSL_WRONG_VERSION_NUMBER",
+  "ERR_SSL_HTTP_REQUEST",
+  "ERR_SSL_PACKET_LENGTH_TOO_LONG",
+]);
+
+/**
+ * Closes `socket`, a server's TLS socket whose handshake failed with `err`.
+ * When the peer spoke plaintext (a tcp:// or ws:// client at a tls:// or
+ * wss:// port), `answer` is written to it first, unencrypted, on the raw
+ * socket node:tls keeps as `_parent`: the client is told to use TLS
+ * instead of seeing its connection closed without a word.
+ */
+export function closeFailedHandshake(socket: TLSSocket, err: unknown, answer: () => readonly Uint8Array[]): void {
+  const raw = (socket as { _parent?: unknown })._parent;
+  const code = (err as { code?: unknown } | undefined)?.code;
+  if (!(raw instanceof Socket) || raw.destroyed || typeof code !== "string" || !PLAINTEXT_CLIENT.has(code)) {
+    socket.destroy();
+    return;
+  }
+  const chunks = answer();
+  chunks.forEach((c, i) => {
+    raw.write(c, i === chunks.length - 1 ? () => socket.destroy() : undefined);
+  });
 }

@@ -33,7 +33,7 @@ import {
 import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 import type { TlsOptions } from "./net-adapter.ts";
 import { connectDeadline, hostUrl, peerCertificateOf, urlHost } from "./socket-transport.ts";
-import { clientCertRefusal, tlsError } from "./tls-errors.ts";
+import { clientCertRefusal, closeFailedHandshake, tlsError } from "./tls-errors.ts";
 import { MaskedFrameWriter } from "./ws-client-frames.ts";
 import { RawServerWs, type WsFrameOwner } from "./ws-server-socket.ts";
 
@@ -927,7 +927,17 @@ async function listenWs(
     } catch (cause) {
       throw new PointSubError("ERR_INVALID_ARGUMENT", `invalid TLS options: ${(cause as Error).message}`, { cause });
     }
-    server.on("tlsClientError", (_err, socket) => socket.destroy());
+    // A plain HTTP request (a ws:// client at this wss:// port) is answered 400 saying so.
+    server.on("tlsClientError", (err, socket) =>
+      closeFailedHandshake(socket, err, () => {
+        const text = "pointsub: this port speaks TLS: connect with wss://";
+        return [
+          Buffer.from(
+            `HTTP/1.1 400 ${text}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`,
+          ),
+        ];
+      }),
+    );
   } else {
     const http = await import("node:http");
     server = http.createServer();

@@ -89,6 +89,34 @@ describe("TLS verification", () => {
     });
   }
 
+  it("a plaintext client at a tls:// or wss:// port is told to use TLS (before: ERR_CONNECTION_CLOSED, ERR_CONNECT socket hang up)", async () => {
+    const c = await testCerts();
+    const server = createServer({ tls: { cert: c.serverCert, key: c.serverKey } });
+    server.handle("/who/1.0.0", () => "server");
+    try {
+      const [tlsUrl, wssUrl] = await server.listen("tls://127.0.0.1:0", "wss://127.0.0.1:0");
+      await assert.rejects(connect(tlsUrl.replace("tls:", "tcp:"), { connectTimeoutMs: 5000 }), (e: PointSubError) => {
+        assert.equal(e.code, "ERR_CONNECT", String(e));
+        assert.match(e.message, /this port speaks TLS: connect with tls:\/\//);
+        return true;
+      });
+      await assert.rejects(connect(wssUrl.replace("wss:", "ws:"), { connectTimeoutMs: 5000 }), (e: PointSubError) => {
+        assert.equal(e.code, "ERR_CONNECT", String(e));
+        assert.match(e.message, /HTTP 400 pointsub: this port speaks TLS: connect with wss:\/\//);
+        return true;
+      });
+      assert.equal(server.sessions.size, 0);
+      // TLS clients are still served.
+      for (const url of [tlsUrl, wssUrl]) {
+        const ok = await connect(url, { tls: { ca: c.ca } });
+        assert.equal(new TextDecoder().decode(await ok.request("/who/1.0.0")), "server");
+        await ok.close();
+      }
+    } finally {
+      await server.close();
+    }
+  });
+
   it("tls:// to a plaintext port says so (before: OpenSSL's text, its source file and line)", async () => {
     const plain = createServer();
     const [url] = await plain.listen("tcp://127.0.0.1:0");
