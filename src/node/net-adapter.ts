@@ -16,7 +16,7 @@ import type {
 } from "../transport/transport.ts";
 import { readerForAccepted, SocketReader } from "./socket-reader.ts";
 import { connectDeadline, hostUrl, SocketTransport, urlHost } from "./socket-transport.ts";
-import { clientCertRefusal, closeFailedHandshake, tlsError } from "./tls-errors.ts";
+import { clientCertRefusal, closeFailedHandshake, keyMismatch, tlsError } from "./tls-errors.ts";
 import type { WsTransportOptions } from "./ws-adapter.ts";
 
 type Scheme = "tcp" | "tls" | "unix";
@@ -366,7 +366,10 @@ function createTlsServer(tls: typeof Tls, options: Tls.TlsOptions, onSocket: (s:
   try {
     return tls.createServer(options, onSocket);
   } catch (cause) {
-    throw new PointSubError("ERR_INVALID_ARGUMENT", `invalid TLS options: ${(cause as Error).message}`, { cause });
+    throw (
+      keyMismatch(cause) ??
+      new PointSubError("ERR_INVALID_ARGUMENT", `invalid TLS options: ${(cause as Error).message}`, { cause })
+    );
   }
 }
 

@@ -79,3 +79,9 @@ export function closeFailedHandshake(socket: TLSSocket, err: unknown, answer: ()
     raw.write(c, i === chunks.length - 1 ? () => socket.destroy() : undefined);
   });
 }
+
+/** A TLS key that is not its certificate's, said plainly (listen: OpenSSL's "error:05800074:x509 certificate routines::key values mismatch"); else undefined. */
+export function keyMismatch(err: unknown): PointSubError | undefined {
+  const e = tlsError(err, "");
+  return e?.code === "ERR_INVALID_ARGUMENT" ? e : undefined;
+}

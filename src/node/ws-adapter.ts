@@ -33,7 +33,7 @@ import {
 import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 import type { TlsOptions } from "./net-adapter.ts";
 import { connectDeadline, hostUrl, peerCertificateOf, urlHost } from "./socket-transport.ts";
-import { clientCertRefusal, closeFailedHandshake, tlsError } from "./tls-errors.ts";
+import { clientCertRefusal, closeFailedHandshake, keyMismatch, tlsError } from "./tls-errors.ts";
 import { MaskedFrameWriter } from "./ws-client-frames.ts";
 import { RawServerWs, type WsFrameOwner } from "./ws-server-socket.ts";
 
@@ -925,7 +925,10 @@ async function listenWs(
         handshakeTimeout: timeout,
       });
     } catch (cause) {
-      throw new PointSubError("ERR_INVALID_ARGUMENT", `invalid TLS options: ${(cause as Error).message}`, { cause });
+      throw (
+        keyMismatch(cause) ??
+        new PointSubError("ERR_INVALID_ARGUMENT", `invalid TLS options: ${(cause as Error).message}`, { cause })
+      );
     }
     // A plain HTTP request (a ws:// client at this wss:// port) is answered 400 saying so.
     server.on("tlsClientError", (err, socket) =>

@@ -172,4 +172,19 @@ describe("TLS verification", () => {
       (e: unknown) => e instanceof PointSubError,
     );
   });
+
+  it("listening with a key that is not the certificate's says so, as connect does (before: OpenSSL's 'error:05800074:x509 certificate routines::key values mismatch')", async () => {
+    const c = await testCerts();
+    const server = createServer({ tls: { cert: c.serverCert, key: c.clientKey } });
+    try {
+      for (const scheme of ["tls", "wss"]) {
+        await assert.rejects(server.listen(`${scheme}://127.0.0.1:0`), {
+          code: "ERR_INVALID_ARGUMENT",
+          message: "the TLS key does not match the certificate",
+        });
+      }
+    } finally {
+      await server.close();
+    }
+  });
 });
