@@ -390,6 +390,9 @@ let lingering = 0;
 function refuseClient(socket: Tls.TLSSocket): void {
   const reason = clientCertRefusal(socket);
   socket.on("error", () => {});
+  // What the client sends meanwhile is read and dropped: unread bytes would make the close a reset,
+  // which can discard the GOAWAY before the client reads it.
+  socket.resume();
   for (const b of refusalBytes(codeInfo("ERR_UNAUTHORIZED").errno, reason)) socket.write(b);
   socket.end();
   // At most MAX_LINGERING wait for their peer to hang up (a flood of them holds no descriptor per refusal
