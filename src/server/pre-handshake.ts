@@ -133,10 +133,13 @@ export class PreHandshake implements TransportHandlers {
     }
     if (this.done) return;
     this.end(
-      // Without a stack: a flood of connections that come and go costs no stack capture each.
-      PointSubError.fromPeer("ERR_CONNECTION_CLOSED", `connection to ${this.transport.remoteUrl} closed`, {
-        cause: error,
-      }),
+      // The transport's own verdict on the peer (a WebSocket text message is ERR_PROTOCOL) as it is;
+      // else, without a stack: a flood of connections that come and go costs no stack capture each.
+      error instanceof PointSubError && error.code === "ERR_PROTOCOL"
+        ? error
+        : PointSubError.fromPeer("ERR_CONNECTION_CLOSED", `connection to ${this.transport.remoteUrl} closed`, {
+            cause: error,
+          }),
     );
   }
 

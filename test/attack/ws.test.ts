@@ -75,6 +75,24 @@ describe("attack: hostile WebSocket clients", () => {
     await server.close();
   });
 
+  it("a text message before the handshake is a reject with ERR_PROTOCOL, not a plain close", async () => {
+    const { server, url, rejects } = await wsServer();
+    const ws = new WebSocket(url, [WS_SUBPROTOCOL], { perMessageDeflate: false });
+    clients.push(ws);
+    ws.on("error", () => {});
+    await new Promise((resolve, reject) => {
+      ws.once("open", resolve);
+      ws.once("error", reject);
+    });
+    const closed = new Promise<number>((resolve) => ws.once("close", (code) => resolve(code)));
+    ws.send("hello");
+    assert.equal(await closed, 1003);
+    await until(() => rejects.length === 1);
+    assert.equal(rejects[0]?.code, "ERR_PROTOCOL");
+    assert.match(rejects[0]?.message ?? "", /text message/);
+    await server.close();
+  });
+
   it("a message over WS_MAX_MESSAGE closes with 1009 and a typed ERR_PROTOCOL, before it is buffered whole", async () => {
     const { server, url, sessions, closes } = await wsServer();
     const { ws, closed } = await rawWs(url);
