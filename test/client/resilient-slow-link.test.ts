@@ -10,7 +10,7 @@
  * and its overall deadline (for waiting offline, for a retry) is
  * `requestTimeoutMs` plus the payload's time, counted from the call and
  * again from the end of each attempt. Here `requestTimeoutMs` is 3 s and
- * the body takes ~12 s.
+ * the body takes ~7 s.
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
@@ -32,7 +32,7 @@ describe("connectResilient on a slow link", () => {
     const t0 = Date.now();
     const answer = await client.request("/sink/1.0.0", new Uint8Array(SIZE));
     assert.deepEqual([...answer], [SIZE % 251]);
-    assert.ok(Date.now() - t0 >= 3 * BASE, `took ${Date.now() - t0} ms`);
+    assert.ok(Date.now() - t0 >= 2 * BASE, `took ${Date.now() - t0} ms`);
   });
 
   it("a keyed request cut after moving longer than requestTimeoutMs is sent again and runs once", async () => {
@@ -55,7 +55,7 @@ describe("connectResilient on a slow link", () => {
     const answer = await client.request("/sink/1.0.0", new Uint8Array(SIZE), { idempotencyKey: "order-1" });
     assert.deepEqual([...answer], [SIZE % 251]);
     assert.equal(runs, 1);
-    assert.ok(Date.now() - t0 >= 3 * BASE, `took ${Date.now() - t0} ms`);
+    assert.ok(Date.now() - t0 >= 2 * BASE, `took ${Date.now() - t0} ms`);
   });
 
   it("a timeoutMs of its own is still the whole call's bound", async () => {

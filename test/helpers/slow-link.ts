@@ -1,14 +1,14 @@
 /**
  * The slow link of the request-timing tests (`bench/lib/shaper.ts`): 60 KB/s
  * towards the server with a 200 ms round trip and a router queue of half a
- * second, 10 MB/s back; a 720 KB body or answer takes ~12 s over it, against
+ * second, 10 MB/s back; a 420 KB body or answer takes ~7 s over it, against
  * a `requestTimeoutMs` of 3 s. `cleanups` run after each test, last first.
  */
 import { afterEach } from "node:test";
 
 export const SLOW = { rate: 60_000, delayMs: 100, queueBytes: 30_000 };
 export const FAST = { rate: 10_000_000, delayMs: 100 };
-export const SIZE = 720_000;
+export const SIZE = 420_000;
 export const BASE = 3_000;
 
 /** What each test started, stopped after it (registered when this module is imported). */
