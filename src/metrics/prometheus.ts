@@ -189,7 +189,9 @@ function checkOptions(o: PrometheusMetricsOptions): void {
  *
  * Requests and their durations are those of the peer that this side
  * handled (a server's sessions). Every label has a bounded set of values.
- * Invalid options throw ERR_INVALID_ARGUMENT naming the field.
+ * Invalid options throw ERR_INVALID_ARGUMENT naming the field, and so does a
+ * `registry` that already holds one of the metrics' names (nothing is then
+ * registered or subscribed).
  */
 export function prometheusMetrics(options: PrometheusMetricsOptions = {}): PrometheusMetrics {
   checkOptions(options);
@@ -330,11 +332,10 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
   ];
 
   // ---- the prom-client metrics, filled from those counts when scraped
-  const names: string[] = [];
+  /** The metrics made, registered together once none of their names is taken. */
+  const made: (Counter<string> | Gauge<string> | Histogram<string>)[] = [];
   const add = (m: Counter<string> | Gauge<string> | Histogram<string>): void => {
-    const name = (m as unknown as { name: string }).name;
-    registry.registerMetric(m);
-    names.push(name);
+    made.push(m);
   };
   /** A counter set from `fill` at each scrape: `fill(set)` calls `set(labels, total)`. */
   const counter = <L extends string>(
@@ -444,6 +445,17 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
     });
   });
 
+  // A name the registry already holds (its owner's metric, or another adapter's with this prefix): prom-client
+  // threw its untyped Error there, leaving the metrics registered before it in the registry for good.
+  const names = made.map((m) => (m as unknown as { name: string }).name);
+  const taken = names.filter((name) => registry.getSingleMetric(name) !== undefined);
+  if (taken.length !== 0) {
+    throw new PointSubError(
+      "ERR_INVALID_ARGUMENT",
+      `prometheusMetrics: the registry already has ${taken.join(", ")} (choose another prefix, or close() the metrics that registered them)`,
+    );
+  }
+  for (const m of made) registry.registerMetric(m);
   for (const [name, l] of listeners) diagnostics.subscribe(name, l);
   let closedOnce = false;
   return {

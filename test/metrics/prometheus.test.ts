@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { Counter } from "prom-client";
 import {
   CHANNELS,
   connect,
@@ -253,6 +254,31 @@ describe("pointsub/metrics", () => {
     const ok = prometheusMetrics({ runtime, registry, maxRoutes: 0, buckets: [], prefix: "" });
     assert.match(await registry.metrics(), /^# TYPE requests_total counter$/m);
     ok.close();
+  });
+
+  it("a registry that already has one of the names: ERR_INVALID_ARGUMENT, nothing registered or subscribed", async () => {
+    // Before: prom-client's untyped Error, with the metrics made before the taken name left in the registry.
+    const diagnostics = localDiagnostics();
+    const runtime = createNodeRuntime({ diagnostics });
+    const registry = new Registry();
+    new Counter({ name: "pointsub_errors_total", help: "the application's own", registers: [registry] });
+    assert.throws(
+      () => prometheusMetrics({ runtime, registry }),
+      (e: unknown) =>
+        e instanceof PointSubError && e.code === "ERR_INVALID_ARGUMENT" && e.message.includes("pointsub_errors_total"),
+    );
+    assert.deepEqual(
+      (await registry.getMetricsAsJSON()).map((m) => m.name),
+      ["pointsub_errors_total"],
+    );
+    assert.equal(diagnostics.channel(CHANNELS.requestEnd).hasSubscribers, false);
+    // Twice on one registry: the second is refused, the first goes on.
+    const shared = new Registry();
+    const first = prometheusMetrics({ runtime, registry: shared });
+    assert.throws(() => prometheusMetrics({ runtime, registry: shared }), { code: "ERR_INVALID_ARGUMENT" });
+    assert.match(await shared.metrics(), /^# TYPE pointsub_requests_total counter$/m);
+    first.close();
+    assert.equal(await shared.metrics(), "\n");
   });
 
   it("parseHostPort: host:port and [v6]:port, anything else refused", () => {
