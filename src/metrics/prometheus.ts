@@ -279,10 +279,10 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
       CHANNELS.connectionClose,
       (m) => {
         const e = m as ConnectionCloseMessage;
-        if (live.delete(e.connection)) {
-          open[e.role === "client" ? 0 : 1]--;
-          fold(gone, e.connection.stats());
-        }
+        // Only those counted opened: one open before the subscription made closed exceed opened.
+        if (!live.delete(e.connection)) return;
+        open[e.role === "client" ? 0 : 1]--;
+        fold(gone, e.connection.stats());
         bump(closed, `${e.role}\n${e.error?.code ?? "graceful"}`);
       },
     ],

@@ -256,6 +256,36 @@ describe("pointsub/metrics", () => {
     ok.close();
   });
 
+  it("connections open before prometheusMetrics() are not counted closed either: opened - closed is what is open", async () => {
+    // Before: their closing counted in connections_closed_total{reason="graceful"}, past the opened total.
+    const runtime = createNodeRuntime({ diagnostics: localDiagnostics() });
+    const server = createServer({ runtime });
+    server.handle("/echo", (req) => req.data);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const sessions = () => server.sessions.size;
+    const before = await connect(url, { runtime });
+    for (let i = 0; i < 200 && sessions() !== 1; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(sessions(), 1);
+    const metrics = prometheusMetrics({ runtime });
+    try {
+      const after = await connect(url, { runtime });
+      await after.request("/echo", "x");
+      await before.close();
+      await after.close();
+      for (let i = 0; i < 200 && sessions() !== 0; i++) await new Promise((r) => setTimeout(r, 10));
+      assert.equal(sessions(), 0);
+      const e = parseExposition(await metrics.registry.metrics());
+      for (const role of ["client", "server"]) {
+        assert.equal(get(e, "pointsub_connections_opened_total", { role }), 1, role);
+        assert.equal(get(e, "pointsub_connections_closed_total", { role, reason: "graceful" }), 1, role);
+        assert.equal(get(e, "pointsub_connections_open", { role }), 0, role);
+      }
+    } finally {
+      metrics.close();
+      await server.close();
+    }
+  });
+
   it("a registry that already has one of the names: ERR_INVALID_ARGUMENT, nothing registered or subscribed", async () => {
     // Before: prom-client's untyped Error, with the metrics made before the taken name left in the registry.
     const diagnostics = localDiagnostics();
