@@ -89,6 +89,19 @@ interface TransferState {
   startedAt: number;
 }
 
+/**
+ * A principal as text. It is any value the authenticator returned: `String()` threw for one without a
+ * way to become text (`Object.create(null)`, a throwing `toString`), and with it every viewer's figures.
+ */
+function principalText(p: unknown): string {
+  if (p === undefined) return "";
+  try {
+    return String(p);
+  } catch {
+    return "(not text)";
+  }
+}
+
 /** Percentile `q` (0..1) of the sorted `xs`. */
 function percentile(xs: Float64Array, q: number): number {
   if (xs.length === 0) return 0;
@@ -209,7 +222,7 @@ export class Collector {
       live.add(s.id);
       return {
         id: s.id,
-        principal: s.principal === undefined ? "" : String(s.principal),
+        principal: principalText(s.principal),
         transport: s.transport,
         address: s.remoteUrl,
         ageMs: now - s.connectedAt,

@@ -56,6 +56,37 @@ describe("the dashboard's figures route", () => {
     }
   });
 
+  it("a principal that is not text (a null-prototype object) does not fail the figures of every viewer", async () => {
+    // Before: String(principal) threw a TypeError in the snapshot: the route answered ERR_HANDLER to every page.
+    const server = createServer({
+      authenticate: (cred) => {
+        const name = new TextDecoder().decode(cred);
+        return name === "odd" ? Object.assign(Object.create(null), { name }) : name;
+      },
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const board = await dashboard(server, { listen: "127.0.0.1:0" });
+    const odd = await connect(url, credentials("odd"));
+    const admin = await connect(url, credentials("admin"));
+    try {
+      const figures = JSON.parse(
+        new TextDecoder().decode(await admin.request(DASHBOARD_ROUTE, "")),
+      ) as DashboardSnapshot;
+      const principals = figures.sessions.map((s) => s.principal).sort();
+      assert.equal(principals.length, 2);
+      assert.ok(principals.includes("admin"), principals.join(", "));
+      assert.ok(
+        principals.every((p) => typeof p === "string" && p !== ""),
+        principals.join(", "),
+      );
+    } finally {
+      await odd.close();
+      await admin.close();
+      await board.close();
+      await server.close();
+    }
+  });
+
   it("close(): the figures route answers ERR_NO_ROUTE, not every session's principal and address; a new dashboard serves it again", async () => {
     // Before: the route stayed registered after close() and went on answering the live figures.
     const server = createServer({ authenticate: (cred) => new TextDecoder().decode(cred) });
