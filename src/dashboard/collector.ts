@@ -249,7 +249,9 @@ export class Collector {
       });
     }
     const routes = [...this.routes].map(([route, s]): DashboardRoute => {
-      const xs = s.latencies.slice(0, Math.min(s.count, LATENCIES)).sort();
+      // The latencies recorded (`next`), not the requests: one with no duration (in flight when the
+      // dashboard started) counted a slot never written, a 0 ms latency in the percentiles.
+      const xs = s.latencies.slice(0, Math.min(s.next, LATENCIES)).sort();
       return {
         route,
         count: s.count,

@@ -10,7 +10,7 @@ import net from "node:net";
 import { describe, it } from "node:test";
 import { UNROUTED } from "../../src/dashboard/collector.ts";
 import { DASHBOARD_ROUTE, type DashboardSnapshot, dashboard } from "../../src/dashboard/index.ts";
-import { connect, createServer, type PointSubError } from "../../src/index.ts";
+import { connect, createNodeRuntime, createServer, localDiagnostics, type PointSubError } from "../../src/index.ts";
 
 const credentials = (name: string) => ({ credentials: name });
 
@@ -83,6 +83,42 @@ describe("the dashboard's figures route", () => {
       await odd.close();
       await admin.close();
       await board.close();
+      await server.close();
+    }
+  });
+
+  it("requests in flight when the dashboard started (no duration) are counted, not taken as 0 ms latencies", async () => {
+    // Before: each took a latency slot never written, so the percentiles read 0 ms.
+    const runtime = createNodeRuntime({ diagnostics: localDiagnostics() });
+    const server = createServer({ runtime });
+    let open: () => void = () => {};
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    let entered = 0;
+    server.handle("/slow", async () => {
+      entered++;
+      await gate;
+      await new Promise((r) => setTimeout(r, 5));
+      return "ok";
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url, { runtime });
+    let board: Awaited<ReturnType<typeof dashboard>> | undefined;
+    try {
+      const early = [1, 2, 3].map(() => conn.request("/slow", "x"));
+      for (let i = 0; i < 500 && entered < 3; i++) await new Promise((r) => setTimeout(r, 10));
+      assert.equal(entered, 3);
+      board = await dashboard(server, { listen: "127.0.0.1:0", diagnostics: runtime.diagnostics });
+      open();
+      await Promise.all(early);
+      await conn.request("/slow", "x");
+      const row = board.snapshot().routes.find((r) => r.route === "/slow");
+      assert.equal(row?.count, 4);
+      assert.ok(row.p50Ms > 0 && row.p90Ms > 0 && row.p99Ms > 0, JSON.stringify(row));
+    } finally {
+      await conn.close();
+      await board?.close();
       await server.close();
     }
   });
