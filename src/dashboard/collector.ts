@@ -1,12 +1,13 @@
 /**
  * What the dashboard shows, gathered on the server: its sessions (from
- * `server.sessionsInfo()`), throughput sampled once a second, transfers in
+ * `server.sessionsInfo()`), throughput sampled twice a second, transfers in
  * progress, requests by route with latency percentiles and errors by code
  * (from the diagnostics channels, docs/OBSERVABILITY.md). Every table is
  * bounded: a peer cannot grow what the dashboard holds.
  */
 import {
   CHANNELS,
+  type Connection,
   type Diagnostics,
   type ErrorMessage,
   type RequestEndMessage,
@@ -114,6 +115,17 @@ export class Collector {
   private readonly diagnostics: Diagnostics;
   private readonly history: { t: number; inBps: number; outBps: number }[] = [];
   private readonly lastBytes = new Map<string, { in: number; out: number }>();
+  /** Bytes of sessions that closed since the last point, moved after the point before their close. */
+  private closedIn = 0;
+  private closedOut = 0;
+  /** Adds a closing session's last bytes to the next point (a session gone before it moved them unseen). */
+  private readonly sessionClosed = (conn: Connection): void => {
+    const info = conn.info();
+    const last = this.lastBytes.get(conn.id) ?? { in: 0, out: 0 };
+    this.closedIn += info.bytesIn - last.in;
+    this.closedOut += info.bytesOut - last.out;
+    this.lastBytes.delete(conn.id);
+  };
   private lastSample = Date.now();
   private readonly routes = new Map<string, RouteStats>();
   private readonly transfers = new Map<string, TransferState>();
@@ -175,6 +187,7 @@ export class Collector {
       ],
     ];
     for (const [name, l] of this.listeners) diagnostics.subscribe(name, l);
+    server.on("sessionClose", this.sessionClosed);
     this.timer = setInterval(() => this.sample(), SAMPLE_MS);
     this.timer.unref?.();
   }
@@ -199,8 +212,10 @@ export class Collector {
     const now = Date.now();
     const seconds = Math.max(0.001, (now - this.lastSample) / 1000);
     this.lastSample = now;
-    let inB = 0;
-    let outB = 0;
+    let inB = this.closedIn;
+    let outB = this.closedOut;
+    this.closedIn = 0;
+    this.closedOut = 0;
     const seen = new Set<string>();
     for (const s of this.server.sessionsInfo()) {
       seen.add(s.id);
@@ -274,6 +289,7 @@ export class Collector {
   /** Stops gathering. */
   close(): void {
     clearInterval(this.timer);
+    this.server.off("sessionClose", this.sessionClosed);
     for (const [name, l] of this.listeners) this.diagnostics.unsubscribe(name, l);
   }
 }

@@ -123,6 +123,36 @@ describe("the dashboard's figures route", () => {
     }
   });
 
+  it("throughput counts the bytes of a session that closed between two points", async () => {
+    // Before: a session's bytes since the last point were dropped when it closed before the next
+    // (a file sent in 100 ms on its own connection never showed on the chart).
+    const server = createServer();
+    server.handle("/sink", (req) => String(req.data.length));
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const board = await dashboard(server, { listen: "127.0.0.1:0" });
+    const points = () => board.snapshot().throughput;
+    const waitPoints = async (n: number) => {
+      for (let i = 0; i < 100 && points().length < n; i++) await new Promise((r) => setTimeout(r, 50));
+      assert.ok(points().length >= n, `${points().length} points`);
+    };
+    try {
+      await waitPoints(1);
+      const from = points().length;
+      const conn = await connect(url);
+      await conn.request("/sink", new Uint8Array(1_000_000));
+      await conn.close();
+      for (let i = 0; i < 200 && server.sessions.size !== 0; i++) await new Promise((r) => setTimeout(r, 10));
+      await waitPoints(from + 1);
+      const ps = points();
+      let bytesIn = 0;
+      for (let i = from; i < ps.length; i++) bytesIn += (ps[i].inBps * (ps[i].t - ps[i - 1].t)) / 1000;
+      assert.ok(bytesIn >= 1_000_000, `${Math.round(bytesIn)} bytes in on the chart`);
+    } finally {
+      await board.close();
+      await server.close();
+    }
+  });
+
   it("close(): the figures route answers ERR_NO_ROUTE, not every session's principal and address; a new dashboard serves it again", async () => {
     // Before: the route stayed registered after close() and went on answering the live figures.
     const server = createServer({ authenticate: (cred) => new TextDecoder().decode(cred) });
