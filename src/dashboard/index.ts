@@ -164,8 +164,9 @@ export async function dashboard(server: Server, options: DashboardOptions = {}):
     (req, res) => {
       if (!admit(req, res)) return;
       const path = (req.url ?? "/").split("?")[0];
-      if (req.method !== "GET") {
-        res.writeHead(405).end();
+      // HEAD as GET without the body (Node sends none); a 405 says what is allowed (RFC 9110 §15.5.6).
+      if (req.method !== "GET" && req.method !== "HEAD") {
+        res.writeHead(405, { Allow: "GET, HEAD" }).end();
         return;
       }
       if (path === "/favicon.ico") {

@@ -12,7 +12,11 @@ import { DASHBOARD_ROUTE, type Dashboard, dashboard } from "../../src/dashboard/
 import { connect, createServer, type Server } from "../../src/index.ts";
 
 /** A raw GET (no URL normalisation, unlike fetch), status and body. */
-function get(url: string, path: string, method = "GET"): Promise<{ status: number; body: string }> {
+function get(
+  url: string,
+  path: string,
+  method = "GET",
+): Promise<{ status: number; body: string; headers: http.IncomingHttpHeaders }> {
   return new Promise((resolve, reject) => {
     const req = http.request(new URL(url), { method, path }, (res) => {
       let body = "";
@@ -20,7 +24,7 @@ function get(url: string, path: string, method = "GET"): Promise<{ status: numbe
       res.on("data", (c) => {
         body += c;
       });
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers }));
     });
     req.on("error", reject);
     req.end();
@@ -74,6 +78,19 @@ describe("dashboard http", () => {
       assert.equal((await get(board.url, path)).status, 404, path);
     }
     assert.equal((await get(board.url, "/", "POST")).status, 405);
+  });
+
+  it("HEAD is answered as GET without a body; other methods get 405 saying which are allowed", async () => {
+    // Before: HEAD got 405, and no 405 had the Allow header HTTP requires.
+    const head = await get(board.url, "/", "HEAD");
+    assert.equal(head.status, 200);
+    assert.match(head.headers["content-type"] ?? "", /^text\/html/);
+    assert.equal(head.body, "");
+    for (const method of ["POST", "PUT", "DELETE", "OPTIONS"]) {
+      const res = await get(board.url, "/", method);
+      assert.equal(res.status, 405, method);
+      assert.equal(res.headers.allow, "GET, HEAD", method);
+    }
   });
 
   it("the figures are a server route: refused without the token, a snapshot with it", async () => {
