@@ -194,8 +194,10 @@ export class Collector {
 
   private requestEnded(r: RequestEndMessage): void {
     // A route no handler serves is the peer's text: one row for all (made-up names filled the table's
-    // slots, so the server's own routes were never shown).
-    const route = r.routed ? r.route : UNROUTED;
+    // slots, so the server's own routes were never shown). A request refused before its handler (a rate
+    // limit, a middleware's authorization) on a route that has a row counts there: all of them went to
+    // the "(no route)" row, as if the server had no such route.
+    const route = r.routed || this.routes.has(r.route) ? r.route : UNROUTED;
     let s = this.routes.get(route);
     if (s === undefined) {
       if (this.routes.size >= MAX_ROUTES) return;

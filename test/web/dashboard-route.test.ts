@@ -10,7 +10,14 @@ import net from "node:net";
 import { describe, it } from "node:test";
 import { UNROUTED } from "../../src/dashboard/collector.ts";
 import { DASHBOARD_ROUTE, type DashboardSnapshot, dashboard } from "../../src/dashboard/index.ts";
-import { connect, createNodeRuntime, createServer, localDiagnostics, type PointSubError } from "../../src/index.ts";
+import {
+  connect,
+  createNodeRuntime,
+  createServer,
+  localDiagnostics,
+  type PointSubError,
+  rateLimit,
+} from "../../src/index.ts";
 
 const credentials = (name: string) => ({ credentials: name });
 
@@ -29,6 +36,36 @@ describe("the dashboard's figures route", () => {
       assert.ok(names.includes("/echo/1.0.0"), names.slice(0, 5).join(", "));
       assert.equal(s.routes.find((r) => r.route === UNROUTED)?.count, 300);
       assert.ok(names.every((n) => !n.startsWith("/made-up/")));
+    } finally {
+      await conn.close();
+      await board.close();
+      await server.close();
+    }
+  });
+
+  it("requests the rate limiter refused on a route in the table count in its row, not in (no route)", async () => {
+    // Before: every refusal (routed false) went to the "(no route)" row, as if the server had no /echo.
+    const server = createServer();
+    server.use(rateLimit({ session: { requests: { perSecond: 1, burst: 1 } } }));
+    server.handle("/echo/1.0.0", (req) => req.data);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const board = await dashboard(server, { listen: "127.0.0.1:0" });
+    const conn = await connect(url);
+    try {
+      await conn.request("/echo/1.0.0", "x");
+      let refused = 0;
+      for (let i = 0; i < 5; i++) {
+        await conn.request("/echo/1.0.0", "x").catch((e: PointSubError) => {
+          assert.equal(e.code, "ERR_RATE_LIMITED");
+          refused++;
+        });
+      }
+      assert.ok(refused >= 1);
+      const rows = board.snapshot().routes;
+      assert.deepEqual(
+        rows.map((r) => [r.route, r.count, r.errors]),
+        [["/echo/1.0.0", 6, refused]],
+      );
     } finally {
       await conn.close();
       await board.close();
