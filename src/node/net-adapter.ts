@@ -16,7 +16,7 @@ import type {
 } from "../transport/transport.ts";
 import { readerForAccepted, SocketReader } from "./socket-reader.ts";
 import { connectDeadline, hostUrl, SocketTransport, urlHost } from "./socket-transport.ts";
-import { clientCertRefusal, closeFailedHandshake, keyMismatch, tlsError } from "./tls-errors.ts";
+import { clientCertRefusal, closeFailedHandshake, keyMismatch, refusedHandshake, tlsError } from "./tls-errors.ts";
 import type { WsTransportOptions } from "./ws-adapter.ts";
 
 type Scheme = "tcp" | "tls" | "unix";
@@ -387,7 +387,7 @@ let lingering = 0;
  * expired): it gets the preface and a GOAWAY ERR_UNAUTHORIZED saying why,
  * in place of HELLO (docs/PROTOCOL.md §1.1), and is never a transport.
  */
-function refuseClient(socket: Tls.TLSSocket): void {
+function refuseClient(socket: Tls.TLSSocket): string {
   const reason = clientCertRefusal(socket);
   socket.on("error", () => {});
   // What the client sends meanwhile is read and dropped: unread bytes would make the close a reset,
@@ -399,7 +399,7 @@ function refuseClient(socket: Tls.TLSSocket): void {
   // of the last second); the others are destroyed on the next turn, once the GOAWAY is written.
   if (lingering >= MAX_LINGERING) {
     setImmediate(() => socket.destroy());
-    return;
+    return reason;
   }
   lingering++;
   const timer = setTimeout(() => socket.destroy(), REFUSAL_LINGER_MS);
@@ -408,6 +408,7 @@ function refuseClient(socket: Tls.TLSSocket): void {
     clearTimeout(timer);
     lingering--;
   });
+  return reason;
 }
 
 /** Default of {@link TransportListenOptions.handshakeTimeoutMs}: the pointsub handshake's. */
@@ -448,6 +449,7 @@ async function tlsServer(
   const timeout = checkLimit("handshakeTimeoutMs", options.handshakeTimeoutMs, TLS_HANDSHAKE_TIMEOUT_MS, 2 ** 31 - 1);
   const maxPending = checkLimit("maxPendingHandshakes", options.maxPendingHandshakes, MAX_PENDING_HANDSHAKES, Infinity);
   const onPending = options.onPending;
+  const onRefused = options.onRefused;
   /** Raw sockets admitted and not yet secure (nor closed), with their remote URL (a closed socket forgets it). */
   const pending = new Map<net.Socket, string>();
   function leave(socket: net.Socket): void {
@@ -481,7 +483,11 @@ async function tlsServer(
       const raw = (socket as { _parent?: unknown })._parent;
       // A refused client stays pending (counted by maxPendingHandshakes and onPending) until it closes.
       if (verifyClients && !socket.authorized) {
-        refuseClient(socket);
+        const reason = refuseClient(socket);
+        if (onRefused !== undefined) {
+          const url = (raw instanceof net.Socket ? pending.get(raw) : undefined) ?? rawUrl(socket);
+          onRefused(PointSubError.fromPeer("ERR_UNAUTHORIZED", `refused ${url}: ${reason}`), url);
+        }
         return;
       }
       if (raw instanceof net.Socket && pending.has(raw)) {
@@ -493,13 +499,30 @@ async function tlsServer(
   );
   // Handshake failures (and timeouts) are per connection: close that one, keep the server up.
   // A plaintext pointsub client (tcp:// at this tls:// port) is told so: the preface and a GOAWAY ERR_CONNECT.
-  secure.on("tlsClientError", (err, socket) =>
-    closeFailedHandshake(socket, err, () => refusalBytes(codeInfo("ERR_CONNECT").errno, PLAINTEXT_REASON)),
-  );
+  secure.on("tlsClientError", (err, socket) => {
+    if (onRefused !== undefined) {
+      const raw = (socket as { _parent?: unknown })._parent;
+      const under = raw instanceof net.Socket ? raw : socket;
+      const url = pending.get(under) ?? rawUrl(under);
+      onRefused(refusedHandshake(err, url), url);
+    }
+    closeFailedHandshake(socket, err, () => refusalBytes(codeInfo("ERR_CONNECT").errno, PLAINTEXT_REASON));
+  });
   secure.on("error", () => {});
   const server = net.createServer((socket) => {
     const url = rawUrl(socket);
-    if (pending.size >= maxPending || onPending?.(1, url) === false) {
+    if (pending.size >= maxPending) {
+      onRefused?.(
+        PointSubError.fromPeer(
+          "ERR_OVERLOADED",
+          `refused ${url}: ${maxPending} connections in their TLS handshake (maxPendingHandshakes)`,
+        ),
+        url,
+      );
+      socket.destroy();
+      return;
+    }
+    if (onPending?.(1, url) === false) {
       socket.destroy();
       return;
     }

@@ -11,6 +11,7 @@ import * as net from "node:net";
 import type { Duplex } from "node:stream";
 import type * as Tls from "node:tls";
 import type * as Ws from "ws";
+import type { ErrorCode } from "../errors/codes.ts";
 import { PointSubError } from "../errors/error.ts";
 import { checkSignal } from "../errors/signal.ts";
 import type {
@@ -33,7 +34,7 @@ import {
 import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 import type { TlsOptions } from "./net-adapter.ts";
 import { connectDeadline, hostUrl, peerCertificateOf, urlHost } from "./socket-transport.ts";
-import { clientCertRefusal, closeFailedHandshake, keyMismatch, tlsError } from "./tls-errors.ts";
+import { clientCertRefusal, closeFailedHandshake, keyMismatch, refusedHandshake, tlsError } from "./tls-errors.ts";
 import { MaskedFrameWriter } from "./ws-client-frames.ts";
 import { RawServerWs, type WsFrameOwner } from "./ws-server-socket.ts";
 
@@ -835,6 +836,7 @@ async function listenWs(
   );
   const window = inFlightBound(options.ws);
   const onPending = options.onPending;
+  const onRefused = options.onRefused;
   const originAllowed = originPolicy(options, url.hostname.toLowerCase());
   const wss = new WebSocketServer({
     noServer: true,
@@ -868,7 +870,17 @@ async function listenWs(
       typeof socket.remoteAddress === "string"
         ? hostUrl(scheme(url), socket.remoteAddress, socket.remotePort)
         : undefined;
-    if (pending.size >= maxPending || onPending?.(1, peer) === false) {
+    const full = pending.size >= maxPending;
+    if (full && onRefused !== undefined) {
+      onRefused(
+        PointSubError.fromPeer(
+          "ERR_OVERLOADED",
+          `refused ${peer ?? "a connection"}: ${maxPending} connections waiting for their upgrade (ws.maxPendingUpgrades)`,
+        ),
+        peer,
+      );
+    }
+    if (full || onPending?.(1, peer) === false) {
       // Told why where HTTP can be spoken (the upgrade request's socket; a plain ws:// connection
       // before its request): the client's connect rejects with ERR_OVERLOADED, as tcp://'s GOAWAY
       // does, not with a hang-up. A wss:// connection refused before its TLS handshake is just closed.
@@ -878,7 +890,15 @@ async function listenWs(
       return false;
     }
     const timer = setTimeout(() => {
-      if (leave(socket)) socket.destroy();
+      if (!leave(socket)) return;
+      onRefused?.(
+        PointSubError.fromPeer(
+          "ERR_TIMEOUT",
+          `${peer ?? "a connection"} did not upgrade to a WebSocket within ${timeout} ms`,
+        ),
+        peer,
+      );
+      socket.destroy();
     }, timeout);
     timer.unref?.();
     pending.set(socket, { timer, peer });
@@ -931,7 +951,12 @@ async function listenWs(
       );
     }
     // A plain HTTP request (a ws:// client at this wss:// port) is answered 400 saying so.
-    server.on("tlsClientError", (err, socket) =>
+    server.on("tlsClientError", (err, socket) => {
+      if (onRefused !== undefined) {
+        const under = rawOf(socket);
+        const peer = pending.get(under)?.peer ?? hostUrl("wss", under.remoteAddress, under.remotePort);
+        onRefused(refusedHandshake(err, peer), peer);
+      }
       closeFailedHandshake(socket, err, () => {
         const text = "pointsub: this port speaks TLS: connect with wss://";
         return [
@@ -939,8 +964,8 @@ async function listenWs(
             `HTTP/1.1 400 ${text}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`,
           ),
         ];
-      }),
-    );
+      });
+    });
   } else {
     const http = await import("node:http");
     server = http.createServer();
@@ -949,6 +974,12 @@ async function listenWs(
   const rawOf = (socket: net.Socket): net.Socket => {
     const parent = (socket as { _parent?: unknown })._parent;
     return parent instanceof net.Socket ? parent : socket;
+  };
+  /** An upgrade refused: the socket leaves the pending set, and the server hears why. */
+  const refused = (raw: net.Socket, code: ErrorCode, why: string): void => {
+    const peer = pending.get(raw)?.peer;
+    leave(raw);
+    onRefused?.(PointSubError.fromPeer(code, `refused ${peer ?? "a connection"}: ${why}`), peer);
   };
   /** The URL of every accepted connection's local end, when the listener is bound to one address (set once listening). */
   let ownUrl: string | undefined;
@@ -977,21 +1008,23 @@ async function listenWs(
       return;
     }
     if (verifyClients && (socket as Tls.TLSSocket).authorized !== true) {
-      leave(raw);
-      refuse(socket, 401, `pointsub: ${clientCertRefusal(socket as Tls.TLSSocket)}`);
+      const why = clientCertRefusal(socket as Tls.TLSSocket);
+      refused(raw, "ERR_UNAUTHORIZED", why);
+      refuse(socket, 401, `pointsub: ${why}`);
       return;
     }
     const origin = req.headers.origin;
     if (origin !== undefined && !originAllowed(origin, req.headers.host)) {
-      leave(raw);
-      refuse(socket, 403, `pointsub: pages from ${origin} may not connect here (ws.origins)`);
+      const why = `pages from ${origin.slice(0, 200)} may not connect here (ws.origins)`;
+      refused(raw, "ERR_UNAUTHORIZED", why);
+      refuse(socket, 403, `pointsub: ${why}`);
       return;
     }
     const offered = String(req.headers["sec-websocket-protocol"] ?? "")
       .split(",")
       .map((p) => p.trim());
     if (!offered.includes(WS_SUBPROTOCOL)) {
-      leave(raw);
+      refused(raw, "ERR_PROTOCOL", `an upgrade without the ${WS_SUBPROTOCOL} subprotocol`);
       refuse(socket, 400, `pointsub needs the ${WS_SUBPROTOCOL} subprotocol`);
       return;
     }

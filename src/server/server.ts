@@ -276,7 +276,11 @@ export interface ServerEvents {
    * `sessionClose` follows.
    */
   error: [error: PointSubError, session: Connection | undefined];
-  /** A transport was refused (connection limit) or failed its handshake. */
+  /**
+   * A connection was refused (connection limits) or failed its handshake:
+   * pointsub's, or its transport's own (a TLS handshake, a client
+   * certificate, a WebSocket upgrade).
+   */
   reject: [error: PointSubError];
   /** The adaptive connection limit moved. */
   connectionLimit: [limit: number, previous: number];
@@ -469,7 +473,11 @@ export class Server extends EventEmitter<ServerEvents> {
     }
     const started: TransportListener[] = [];
     // The adapters get the server's options whole: each reads the part it knows (tls, …).
-    const options: ServerOptions & TransportListenOptions = { ...this.options, onPending: this.countPending };
+    const options: ServerOptions & TransportListenOptions = {
+      ...this.options,
+      onPending: this.countPending,
+      onRefused: this.transportRefused,
+    };
     // A transport handshake's deadline is a timer's: the longest one (ws:// and tls:// refused more, tcp:// took it).
     if ((options.handshakeTimeoutMs ?? 0) > MAX_TIMER_MS) options.handshakeTimeoutMs = MAX_TIMER_MS;
     try {
@@ -1030,6 +1038,20 @@ export class Server extends EventEmitter<ServerEvents> {
     const reason = this.closing ? "closing" : why.includes("address") ? "address-limit" : "connection-limit";
     c.publish({ connection: undefined, remoteUrl, reason, code } satisfies RefusedMessage);
   }
+
+  /**
+   * A connection the transport refused or lost in its own handshake (TLS, a
+   * WebSocket upgrade): a handshake error (`pointsub:handshake:error`, the
+   * metrics' handshake failures) and a `reject` event, as a failed pointsub
+   * handshake is.
+   */
+  private readonly transportRefused = (error: PointSubError, remoteUrl?: string): void => {
+    const c = this.handshakeErrorChannel;
+    if (c.hasSubscribers) {
+      c.publish({ connection: undefined, remoteUrl, role: "server", error } satisfies HandshakeErrorMessage);
+    }
+    this.rejected(error);
+  };
 
   private rejected(error: PointSubError): void {
     this.tell("reject", error);

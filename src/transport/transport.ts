@@ -6,6 +6,8 @@
  * options below it declares itself (see {@link TransportAdapter}).
  */
 
+import type { PointSubError } from "../errors/error.ts";
+
 /**
  * Where to connect or listen:
  * - a URL, as a string or `URL` (`tcp://127.0.0.1:4000`, `memory://name`);
@@ -201,6 +203,16 @@ export interface TransportListenOptions {
    * address too; the -1 call gives the same one.
    */
   onPending?(delta: 1 | -1, remoteUrl?: string): boolean;
+  /**
+   * For transports with a handshake of their own: a connection the transport
+   * refused or lost before `onTransport` would have seen it — its TLS
+   * handshake failed or timed out, its client certificate was refused, its
+   * WebSocket upgrade was refused or never came, or more were in their
+   * handshake than the transport admits. Called once per such connection
+   * with why (a refusal `onPending` made is not reported again). Lets a
+   * server report it as a rejected connection.
+   */
+  onRefused?(error: PointSubError, remoteUrl?: string): void;
 }
 
 /**
