@@ -224,20 +224,28 @@ export async function drainAndEnd(
   // The peer closes its side once it read everything (our end included). Not closed by the deadline:
   // the peer took none of what is left (it stopped reading), or said nothing: either way what was sent
   // last may not have arrived, and the close is not a clean one.
-  const t = setTimeout(
-    () => {
-      const E = conn.unusableError().constructor as typeof PointSubError;
-      conn.destroy(
-        new E(
-          "ERR_CONNECTION_CLOSED",
-          `closed after ${timeoutMs} ms (the close's timeout) before the peer closed its side: what was sent last may not have arrived`,
-        ),
-      );
-    },
-    // At least two round trips (our end reaching the peer, its own coming back) for a peer far away; at
-    // most a timer's largest delay (close({ timeoutMs: Infinity }): a longer one fired after 1 ms).
-    Math.min(MAX_TIMER_MS, Math.max(100, 2 * (conn.rtt ?? 0), d.deadline - Date.now())),
-  );
+  const giveUp = () => {
+    const E = conn.unusableError().constructor as typeof PointSubError;
+    conn.destroy(
+      new E(
+        "ERR_CONNECTION_CLOSED",
+        `closed after ${timeoutMs} ms (the close's timeout) before the peer closed its side: what was sent last may not have arrived`,
+      ),
+    );
+  };
+  // At least two round trips after our end (our end reaching the peer, its own coming back) for a peer far
+  // away; at most a timer's largest delay (close({ timeoutMs: Infinity }): a longer one fired after 1 ms).
+  const floor = Date.now() + Math.max(100, 2 * (conn.rtt ?? 0));
+  const arm = () => setTimeout(giveUp, Math.min(MAX_TIMER_MS, Math.max(floor, d.deadline) - Date.now()));
+  let t = arm();
+  // A later close with a shorter timeout ends this wait too (the timer was armed from the first's deadline).
+  conn.cut = (ms) => {
+    if (ms === undefined || !(ms >= 0) || Date.now() + ms >= d.deadline) return;
+    d.deadline = Date.now() + ms;
+    clearTimeout(t);
+    t = arm();
+  };
   await conn.closed;
   clearTimeout(t);
+  conn.cut = undefined;
 }
