@@ -12,7 +12,7 @@ import { checkSignal } from "../errors/signal.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import { isBlob } from "../stream/blob.ts";
 import { type StreamItem, streamCost } from "../stream/item.ts";
-import { isStreamSource, OutgoingStream, planCompression, setContentCrc } from "../stream/outgoing.ts";
+import { closeUnread, isStreamSource, OutgoingStream, planCompression, setContentCrc } from "../stream/outgoing.ts";
 import { Transfer } from "../stream/transfer.ts";
 import type { SendStreamOptions, StreamSource } from "../stream/types.ts";
 import { newTransferId, Progress } from "../transfer/progress.ts";
@@ -376,10 +376,13 @@ export class OutgoingStreams {
     if (call.settled) {
       // Given up after it was woken: the slot it was woken for goes to the next one.
       if (woken) this.waiters.shift()?.();
+      // Never read: closed here, as a running stream closes its source when it stops (a Node Readable kept its file open).
+      closeUnread(source);
       return;
     }
     if (!this.isOpen()) {
       this.caller.settle(call, undefined, this.gate.session.unusableError());
+      closeUnread(source);
       return;
     }
     const id = this.outbox.allocId();

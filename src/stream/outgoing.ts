@@ -382,6 +382,23 @@ function closeSource(
   if (typeof destroy === "function") destroy.call(source);
 }
 
+/**
+ * Closes the source of a stream that ended before any of it was read (given
+ * up, or its connection ended, while it waited for a stream slot): a Node
+ * Readable is destroyed, a ReadableStream cancelled, an iterator (an async
+ * generator) returned. An iterable is not asked for an iterator to close.
+ */
+export function closeUnread(source: StreamSource): void {
+  const s = source as unknown as Record<string, unknown>;
+  if (typeof s.destroy === "function") closeSource(source, undefined);
+  else if (typeof s.getReader === "function" && typeof s.cancel === "function") {
+    // Rejects when the stream is locked (someone else reads it): theirs to close.
+    Promise.resolve()
+      .then(() => (source as ReadableStream<Uint8Array>).cancel())
+      .catch(() => {});
+  } else if (typeof s.next === "function") closeSource(undefined, source as unknown as AsyncIterator<Uint8Array>);
+}
+
 /** Whether `source` is something {@link toIterator} can read (checked before a stream's START goes out). */
 export function isStreamSource(source: unknown): boolean {
   if (source === null || (typeof source !== "object" && typeof source !== "function")) return false;

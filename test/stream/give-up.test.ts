@@ -576,6 +576,57 @@ describe("giving up on a stream", () => {
     }
   });
 
+  it("the source of a stream that ends while it waits for a slot (abort, cancel, the connection's end or graceful close) is closed: it was never read, and a Node Readable kept its file open", async () => {
+    const server = createServer({ maxConcurrentStreams: 1 });
+    server.handleStream("/count", countBytes);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url, { keepAliveMs: 0 });
+    const stop = Promise.withResolvers<void>();
+    try {
+      async function* live() {
+        yield new Uint8Array(10);
+        await stop.promise;
+      }
+      const feed = conn.sendStream("/count", live());
+      feed.done.catch(() => {});
+      let webCancelled = false;
+      const web = new ReadableStream<Uint8Array>({
+        cancel: () => {
+          webCancelled = true;
+        },
+      });
+      const aborted = new PassThrough();
+      const cancelled = new PassThrough();
+      const closing = new PassThrough();
+      const ac = new AbortController();
+      const t1 = conn.sendStream("/count", aborted, { signal: ac.signal });
+      const t2 = conn.sendStream("/count", web, { signal: ac.signal });
+      const t3 = conn.sendStream("/count", cancelled);
+      const t4 = conn.sendStream("/count", closing);
+      await sleep(50);
+      ac.abort();
+      t3.cancel();
+      for (const t of [t1, t2, t3]) await assert.rejects(t.done, { code: "ERR_CANCELLED" });
+      // The graceful close refuses the streams still waiting for a slot (nothing of them was sent).
+      const closed = conn.close({ timeoutMs: 100 });
+      await assert.rejects(t4.done, { code: "ERR_GOING_AWAY" });
+      const open = () =>
+        [
+          aborted.destroyed ? "" : "aborted Readable",
+          webCancelled ? "" : "aborted ReadableStream",
+          cancelled.destroyed ? "" : "cancelled Readable",
+          closing.destroyed ? "" : "Readable of a closing connection",
+        ].filter((x) => x !== "");
+      for (let i = 0; i < 200 && open().length !== 0; i++) await sleep(5);
+      assert.deepEqual(open(), [], "sources left open");
+      await closed;
+    } finally {
+      stop.resolve();
+      conn.destroy();
+      await server.close({ timeoutMs: 100 });
+    }
+  });
+
   it("a stream quiet for longer than progressTimeoutMs, then a burst through a steady reader, is not cut as if credit had been owed all along", async () => {
     const server = createServer({ streamWindow: 64 * 1024 });
     server.handleStream("/up", async (stream) => {
