@@ -3,12 +3,19 @@
  * header length, a JSON header, then the payload bytes (a broadcast's or
  * sendTo's message, or a page of session infos). The bus is the operator's
  * own engine, yet every message read from it is checked: a malformed one
- * (too short, header over {@link MAX_HEADER_BYTES}, not JSON, unknown type)
- * is dropped and counted, never thrown.
+ * (too short, header over {@link MAX_HEADER_BYTES}, not JSON, unknown type,
+ * a message id over {@link MAX_ID_CHARS}) is dropped and counted, never thrown.
  */
 
 /** Longest JSON header read from the bus. */
 export const MAX_HEADER_BYTES = 64 * 1024;
+/**
+ * Longest message id (`i`) read from the bus, in characters: a node's are
+ * `<node id>:<incarnation>:<n>`, under 64. Each node remembers the last
+ * 8,192 ids against duplicates: ids of 64 KiB from a publisher on the bus
+ * were 512 MiB of them.
+ */
+export const MAX_ID_CHARS = 128;
 
 /** A heartbeat: the node is alive, its URLs and session count. `hello` asks the others for theirs at once. */
 export interface Heartbeat {
@@ -115,7 +122,9 @@ export function decode(data: Uint8Array): { header: BusHeader; payload: Uint8Arr
   const h = header as Record<string, unknown>;
   if (typeof h.t !== "string" || !TYPES.has(h.t)) return undefined;
   if (h.t !== "ack" && typeof h.n !== "string") return undefined;
-  if (h.t !== "hb" && h.t !== "hello" && h.t !== "bye" && typeof h.i !== "string") return undefined;
+  if (h.t !== "hb" && h.t !== "hello" && h.t !== "bye" && (typeof h.i !== "string" || h.i.length > MAX_ID_CHARS)) {
+    return undefined;
+  }
   if (h.t === "to" && typeof h.s !== "string") return undefined;
   if ((h.t === "hb" || h.t === "hello") && (!Array.isArray(h.urls) || typeof h.sessions !== "number")) {
     return undefined;

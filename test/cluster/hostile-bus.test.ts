@@ -1,0 +1,65 @@
+/**
+ * A publisher on the cluster's engine writing what no node writes (real
+ * redis-server and nats-server on loopback): what it writes is dropped and
+ * counted, or fails with a typed error; it cannot make a node hold memory
+ * out of proportion to what a node writes.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import type { ClusterEngine } from "../../src/cluster/engine.ts";
+import { natsCluster, redisCluster } from "../../src/cluster/index.ts";
+import type { Cluster } from "../../src/cluster/member.ts";
+import { natsEngine } from "../../src/cluster/nats-engine.ts";
+import { redisEngine } from "../../src/cluster/redis-engine.ts";
+import { encode } from "../../src/cluster/wire.ts";
+import { type Connection, connect, createServer, type Server } from "../../src/index.ts";
+import { until } from "../helpers/wait.ts";
+import { type EngineServer, startEngine } from "./engines.ts";
+
+for (const kind of ["redis", "nats"] as const) {
+  describe(`hostile data on the ${kind} engine`, { timeout: 30_000 }, () => {
+    let engine: EngineServer;
+    let raw: ClusterEngine;
+    let cluster: Cluster;
+    let server: Server;
+    let client: Connection;
+    const got: string[] = [];
+
+    before(async () => {
+      engine = await startEngine(kind);
+      raw =
+        kind === "redis"
+          ? redisEngine({ url: engine.url })
+          : natsEngine({ servers: engine.url, bucket: "pointsub_hostile", bucketTtlMs: 600_000 });
+      await raw.connect();
+      const o = { nodeId: "q", name: "hostile", heartbeatMs: 100 };
+      cluster = kind === "redis" ? redisCluster({ ...o, url: engine.url }) : natsCluster({ ...o, servers: engine.url });
+      server = createServer({ cluster });
+      await server.listen("tcp://127.0.0.1:0");
+      client = await connect(server.urls[0]);
+      client.on("message", (m) => got.push(m.text()));
+      await until(() => server.sessions.size === 1, 5000);
+    });
+
+    after(async () => {
+      await client?.close({ timeoutMs: 100 });
+      await server?.close({ timeoutMs: 100 });
+      await raw?.close();
+      await engine?.stop();
+    });
+
+    it("a message id longer than any node makes is malformed: a node does not remember 8,192 ids of 64 KiB", async () => {
+      const before = cluster.stats();
+      const long = `p:${"x".repeat(60_000)}`;
+      await raw.publish("pointsub.hostile.bc", encode({ t: "bc", n: "p", i: long }, new TextEncoder().encode("long")));
+      await raw.publish(
+        "pointsub.hostile.bc",
+        encode({ t: "bc", n: "p", i: "p:abc:1" }, new TextEncoder().encode("ok")),
+      );
+      await until(() => got.includes("ok"), 5000);
+      assert.deepEqual(got, ["ok"], "the broadcast with the long id was not delivered");
+      assert.equal(cluster.stats().malformed, before.malformed + 1);
+      assert.equal(cluster.stats().broadcastsReceived, before.broadcastsReceived + 1);
+    });
+  });
+}
