@@ -43,10 +43,17 @@ interface Read {
   revision?: string;
 }
 
+/**
+ * An entry read from the engine, or undefined for what no node writes (not JSON, fields missing or of
+ * another type): a claim takes such a key over. Before, `{"s":"d","ok":true}` (no `d`) threw a TypeError
+ * out of every begin of its key, and a claim's token or node of another type was taken as it came.
+ */
 function parse(value: string): Stored | undefined {
   try {
     const v = JSON.parse(value) as Stored;
-    if (typeof v === "object" && v !== null && (v.s === "r" || v.s === "d") && typeof v.e === "number") return v;
+    if (typeof v !== "object" || v === null || typeof v.e !== "number") return undefined;
+    if (v.s === "r") return typeof v.t === "string" && typeof v.n === "string" ? v : undefined;
+    if (v.s === "d") return v.ok === false || (v.ok === true && typeof v.d === "string") ? v : undefined;
   } catch {}
   return undefined;
 }

@@ -61,5 +61,25 @@ for (const kind of ["redis", "nats"] as const) {
       assert.equal(cluster.stats().malformed, before.malformed + 1);
       assert.equal(cluster.stats().broadcastsReceived, before.broadcastsReceived + 1);
     });
+
+    it("an idempotency entry no node writes (fields of the wrong type) is no entry: a claim takes the key, no TypeError", async () => {
+      const store = cluster.idempotencyStore;
+      assert.ok(store !== undefined);
+      const e = Date.now() + 60_000;
+      const garbage = [
+        { s: "d", e, ok: true },
+        { s: "d", e, ok: true, d: 5 },
+        { s: "d", e, ok: "yes", d: "AA==" },
+        { s: "r", e, t: 5, n: "p" },
+        { s: "r", e, t: "t", n: { id: "p" } },
+      ];
+      for (const [n, value] of garbage.entries()) {
+        const key = `garbage-${kind}-${n}`;
+        assert.equal(await raw.kvCreate(`pointsub.hostile.idem.${key}`, JSON.stringify(value), 60_000), true);
+        assert.equal(await store.begin(key, `mine-${n}`, 60_000), undefined, `claimed over ${JSON.stringify(value)}`);
+        const mine = await store.get(key);
+        assert.ok(mine?.state === "running" && mine.token === `mine-${n}`, JSON.stringify(mine));
+      }
+    });
   });
 }
