@@ -160,6 +160,8 @@ const MAX_REPORTED_DUPLICATES = 16;
 const NODE = /^[A-Za-z0-9_-]{1,32}$/;
 /** Message ids remembered per node against duplicates. */
 const SEEN_MAX = 8192;
+/** Longest session id a sendTo carries across the bus: a node's are `<nodeId>.<incarnation>.<n>`, under 64. */
+const MAX_SESSION_ID_CHARS = 128;
 /** Session infos per page of a session-list answer (and at most `maxBusMessageBytes` of them). */
 const INFO_PAGE = 200;
 /** Room left in a page of session infos for the bus header. */
@@ -945,7 +947,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private sendTo(id: string, data: Uint8Array): Promise<void> {
     const dot = typeof id === "string" ? id.indexOf(".") : -1;
     const node = dot > 0 ? id.slice(0, dot) : "";
-    if (!this.members.has(node)) {
+    // An id longer than any node makes names no session (its header, over the bus's limit, was dropped by
+    // the target node as malformed: ERR_TIMEOUT after requestTimeoutMs, which a retry could never change).
+    if (!this.members.has(node) || id.length > MAX_SESSION_ID_CHARS) {
       const shown = typeof id === "string" ? JSON.stringify(id.slice(0, 100)) : typeof id;
       return Promise.reject(new PointSubError("ERR_NOT_FOUND", `no open session with id ${shown} in the cluster`));
     }

@@ -12,7 +12,7 @@ import type { Cluster } from "../../src/cluster/member.ts";
 import { natsEngine } from "../../src/cluster/nats-engine.ts";
 import { redisEngine } from "../../src/cluster/redis-engine.ts";
 import { encode } from "../../src/cluster/wire.ts";
-import { type Connection, connect, createServer, type Server } from "../../src/index.ts";
+import { type Connection, connect, createServer, type PointSubError, type Server } from "../../src/index.ts";
 import { until } from "../helpers/wait.ts";
 import { type EngineServer, startEngine } from "./engines.ts";
 
@@ -79,6 +79,23 @@ for (const kind of ["redis", "nats"] as const) {
         assert.equal(await store.begin(key, `mine-${n}`, 60_000), undefined, `claimed over ${JSON.stringify(value)}`);
         const mine = await store.get(key);
         assert.ok(mine?.state === "running" && mine.token === `mine-${n}`, JSON.stringify(mine));
+      }
+    });
+
+    it("sendTo a session id far longer than any node makes: ERR_NOT_FOUND at once, not ERR_TIMEOUT after requestTimeoutMs", async () => {
+      const o = { nodeId: "p", name: "hostile", heartbeatMs: 100 };
+      const p = kind === "redis" ? redisCluster({ ...o, url: engine.url }) : natsCluster({ ...o, servers: engine.url });
+      const ps = createServer({ cluster: p });
+      try {
+        await ps.listen("tcp://127.0.0.1:0");
+        await until(() => cluster.nodes().some((n) => n.id === "p"), 5000);
+        const err = await server.sendTo(`p.${"x".repeat(70_000)}`, "hi").then(
+          () => undefined,
+          (e: PointSubError) => e,
+        );
+        assert.equal(err?.code, "ERR_NOT_FOUND", err?.message);
+      } finally {
+        await ps.close({ timeoutMs: 100 });
       }
     });
   });
