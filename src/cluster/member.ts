@@ -949,7 +949,15 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     const node = dot > 0 ? id.slice(0, dot) : "";
     // An id longer than any node makes names no session (its header, over the bus's limit, was dropped by
     // the target node as malformed: ERR_TIMEOUT after requestTimeoutMs, which a retry could never change).
-    if (!this.members.has(node) || id.length > MAX_SESSION_ID_CHARS) {
+    const tooLong = dot > 0 && id.length > MAX_SESSION_ID_CHARS;
+    if (dot > 0 && !tooLong && !this.members.has(node) && node !== this.nodeId && this.upSince === 0 && !this.stopped) {
+      // The engine is down: the other nodes were forgotten for not being heard, not for leaving. ERR_NOT_FOUND
+      // said the session was gone (not retryable) while it may well be open on a node this one cannot reach.
+      return Promise.reject(
+        new PointSubError("ERR_CONNECTION_CLOSED", "the cluster's engine is unreachable: sendTo not sent"),
+      );
+    }
+    if (!this.members.has(node) || tooLong) {
       const shown = typeof id === "string" ? JSON.stringify(id.slice(0, 100)) : typeof id;
       return Promise.reject(new PointSubError("ERR_NOT_FOUND", `no open session with id ${shown} in the cluster`));
     }
