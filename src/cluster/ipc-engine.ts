@@ -122,6 +122,21 @@ class IpcEngine implements ClusterEngine {
     key: string,
     fields: { value?: string; rev?: string; ttl?: number } = {},
   ): Promise<KvAnswer> {
+    // What the relay does not take it drops unanswered (a key) or takes for a refusal (a value): the call
+    // waited for its deadline (ERR_TIMEOUT, retried in vain) and stayed pending here.
+    for (const [what, v] of [
+      ["key", key],
+      ["value", fields.value],
+    ] as const) {
+      if (v !== undefined && v.length > MAX_KV_STRING) {
+        return Promise.reject(
+          new PointSubError(
+            "ERR_INVALID_ARGUMENT",
+            `a ${what} of ${v.length} characters is over the workers' shared store's ${MAX_KV_STRING}`,
+          ),
+        );
+      }
+    }
     const id = this.nextId++;
     return new Promise<KvAnswer>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });

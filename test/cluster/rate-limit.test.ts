@@ -100,6 +100,22 @@ describe("clusterRateLimit", { timeout: 20_000 }, () => {
     }
   });
 
+  it("Cluster.reserve on the workers' store with a name over its key limit: ERR_INVALID_ARGUMENT, not ERR_TIMEOUT", async () => {
+    // The relay drops a key over 1 Mi characters without an answer: the call waited engineTimeoutMs, failed
+    // retryable ERR_TIMEOUT (a retry could never succeed), and its request stayed pending in the worker.
+    const relay = new IpcRelay({ advanced: false });
+    const cluster = new Cluster(ipcEngine(channel(relay)), { nodeId: "long", heartbeatMs: 100 });
+    const server = createServer({ cluster });
+    try {
+      await server.listen("tcp://127.0.0.1:0");
+      await assert.rejects(cluster.reserve("x".repeat(1 << 20), 1, 10, 1000), { code: "ERR_INVALID_ARGUMENT" });
+      assert.equal(await cluster.reserve("short", 1, 10, 1000), 1);
+    } finally {
+      await server.close({ timeoutMs: 100 });
+      relay.close();
+    }
+  });
+
   it("Cluster.reserve refuses a want, limit or ttlMs that is not one (ERR_INVALID_ARGUMENT), before the engine", async () => {
     // want NaN was taken and stored ("NaN" units: resolved NaN); ttlMs NaN was refused by the engine (the
     // relay: ERR_OVERLOADED "contended by other nodes"; Redis: a retryable ERR_CONNECTION_CLOSED).
