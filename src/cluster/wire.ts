@@ -4,7 +4,8 @@
  * sendTo's message, or a page of session infos). The bus is the operator's
  * own engine, yet every message read from it is checked: a malformed one
  * (too short, header over {@link MAX_HEADER_BYTES}, not JSON, unknown type,
- * a message id over {@link MAX_ID_CHARS}) is dropped and counted, never thrown.
+ * a field of another type, a message id over {@link MAX_ID_CHARS}) is
+ * dropped and counted, never thrown.
  */
 
 /** Longest JSON header read from the bus. */
@@ -126,6 +127,13 @@ export function decode(data: Uint8Array): { header: BusHeader; payload: Uint8Arr
     return undefined;
   }
   if (h.t === "to" && typeof h.s !== "string") return undefined;
+  // A named filter is called with the argument as it came: a number or an object was a TypeError in it.
+  if (
+    h.t === "bc" &&
+    ((h.f !== undefined && typeof h.f !== "string") || (h.a !== undefined && typeof h.a !== "string"))
+  ) {
+    return undefined;
+  }
   if ((h.t === "hb" || h.t === "hello") && (!Array.isArray(h.urls) || typeof h.sessions !== "number")) {
     return undefined;
   }

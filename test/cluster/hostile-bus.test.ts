@@ -32,7 +32,8 @@ for (const kind of ["redis", "nats"] as const) {
           ? redisEngine({ url: engine.url })
           : natsEngine({ servers: engine.url, bucket: "pointsub_hostile", bucketTtlMs: 600_000 });
       await raw.connect();
-      const o = { nodeId: "q", name: "hostile", heartbeatMs: 100 };
+      const filters = { prefix: (_s: Connection, arg: string | undefined) => arg === undefined || arg.startsWith("") };
+      const o = { nodeId: "q", name: "hostile", heartbeatMs: 100, filters };
       cluster = kind === "redis" ? redisCluster({ ...o, url: engine.url }) : natsCluster({ ...o, servers: engine.url });
       server = createServer({ cluster });
       await server.listen("tcp://127.0.0.1:0");
@@ -97,6 +98,25 @@ for (const kind of ["redis", "nats"] as const) {
       } finally {
         await ps.close({ timeoutMs: 100 });
       }
+    });
+
+    it("a broadcast whose filter name or argument is not a string is malformed: the named filter never gets it", async () => {
+      const before = cluster.stats();
+      const bad = [{ f: "prefix", a: 5 }, { f: "prefix", a: { x: 1 } }, { f: ["prefix"] }];
+      for (const [n, extra] of bad.entries()) {
+        const header = { t: "bc", n: "p", i: `p:bad-filter:${n}`, ...extra };
+        await raw.publish("pointsub.hostile.bc", encode(header as never, new TextEncoder().encode(`bad ${n}`)));
+      }
+      const good = encode(
+        { t: "bc", n: "p", i: "p:good-filter", f: "prefix", a: "x" },
+        new TextEncoder().encode("good"),
+      );
+      await raw.publish("pointsub.hostile.bc", good);
+      await until(() => got.includes("good"), 5000);
+      assert.ok(!got.some((g) => g.startsWith("bad")), got.join());
+      const now = cluster.stats();
+      assert.equal(now.handlerErrors, before.handlerErrors, "no TypeError in the application's filter");
+      assert.equal(now.malformed, before.malformed + bad.length);
     });
   });
 }
