@@ -161,6 +161,9 @@ interface KeptScope {
   readonly kept: Map<string, Kept>;
 }
 
+/** Tokens of claims whose write failed a node remembers ({@link EngineStore.abandon}). */
+const ABANDONED_MAX = 1024;
+
 /** Most bytes of answers a node keeps read from the engine ({@link EngineStore}'s done cache). */
 const DONE_CACHE_BYTES = 16 * 1024 * 1024;
 /** Most answers it keeps. */
@@ -222,6 +225,8 @@ class EngineStore implements EngineIdempotencyStore {
    * the server runs at once, each removed by its completion or failure.
    */
   private readonly running = new Map<string, { token: string; fingerprint: string | undefined }>();
+  /** Tokens of this node's claims whose write failed ({@link abandon}), oldest first: at most {@link ABANDONED_MAX}. */
+  private readonly abandoned = new Set<string>();
 
   constructor(engine: ClusterEngine, o: EngineIdempotencyStoreOptions) {
     this.engine = engine;
@@ -412,7 +417,8 @@ class EngineStore implements EngineIdempotencyStore {
     if (v.s === "r") {
       const r = typeof v.r === "string" ? v.r : undefined;
       const mine = v.n === this.o.nodeId && (r === undefined || r === this.o.incarnation);
-      const live = mine || this.o.holds(v.n, r, typeof v.b === "number" ? v.b : undefined);
+      const ghost = mine && this.abandoned.has(v.t);
+      const live = !ghost && (mine || this.o.holds(v.n, r, typeof v.b === "number" ? v.b : undefined));
       return {
         entry: live ? { state: "running", token: v.t, ...print } : undefined,
         token: v.t,
@@ -448,13 +454,19 @@ class EngineStore implements EngineIdempotencyStore {
       f: fingerprint,
     } satisfies Stored);
     for (let attempt = 0; attempt < 5; attempt++) {
-      let won = await this.engine.kvCreate(k, claim, leaseMs);
-      if (!won) {
-        const r = await this.read(key);
-        if (r.entry !== undefined) return r.entry;
-        if (r.revision === undefined) continue; // gone meanwhile: create again
-        // Expired, or claimed by a node that left: take it over, unless another node does first.
-        won = await this.engine.kvUpdate(k, claim, r.revision, leaseMs);
+      let won: boolean;
+      try {
+        won = await this.engine.kvCreate(k, claim, leaseMs);
+        if (!won) {
+          const r = await this.read(key);
+          if (r.entry !== undefined) return r.entry;
+          if (r.revision === undefined) continue; // gone meanwhile: create again
+          // Expired, or claimed by a node that left: take it over, unless another node does first.
+          won = await this.engine.kvUpdate(k, claim, r.revision, leaseMs);
+        }
+      } catch (err) {
+        this.abandon(key, token);
+        throw err;
       }
       if (won) {
         this.running.set(key, { token, fingerprint });
@@ -521,6 +533,17 @@ class EngineStore implements EngineIdempotencyStore {
 
   async get(key: string): Promise<IdempotencyEntry | undefined> {
     return (await this.read(key)).entry;
+  }
+
+  /**
+   * A claim under `token` whose write failed (the engine did not answer in time) may land later, with no
+   * handler under it: this node takes it for no claim (a retry here claims the key over it), and deletes
+   * it if it can. Before, it held the key for its whole lease (10 min): every retry waited and failed.
+   */
+  private abandon(key: string, token: string): void {
+    this.abandoned.add(token);
+    if (this.abandoned.size > ABANDONED_MAX) this.abandoned.delete(this.abandoned.values().next().value as string);
+    this.fail(key, token).catch(() => {});
   }
 
   /** This node no longer runs `token`'s handler for `key`. */
