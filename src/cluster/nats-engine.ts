@@ -48,6 +48,8 @@ class NatsEngine implements ClusterEngine {
   private up = false;
   /** Set by close: a connect still under way closes what it opened. */
   private closed = false;
+  /** Connects begun: one still under way when another began closes what it opened. */
+  private attempts = 0;
   /** The `nats` package, once loaded. */
   private lib: typeof import("nats") | undefined;
   /** The bucket's max age as the server has it (a bucket made earlier keeps its own). */
@@ -114,6 +116,7 @@ class NatsEngine implements ClusterEngine {
 
   async connect(): Promise<void> {
     this.closed = false;
+    const attempt = ++this.attempts;
     await this.load();
     const { connect } = this.lib as typeof import("nats");
     const nc = await connect({
@@ -123,7 +126,9 @@ class NatsEngine implements ClusterEngine {
       pingInterval: 2000,
       maxPingOut: 2,
     });
-    if (this.closed) {
+    // Closed meanwhile, or a later connect began (a listen that timed out, then one tried again): this
+    // attempt's connection is nobody's. Before, it was kept beside the later one's and never closed.
+    if (this.closed || attempt !== this.attempts) {
       await nc.close();
       throw new PointSubError("ERR_CONNECTION_CLOSED", "closed while connecting");
     }
