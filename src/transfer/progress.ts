@@ -92,6 +92,9 @@ export class Progress extends Emitter<ProgressEvents> implements AsyncIterable<P
 
   /** Adds `n` bytes done. Cheap: emits at most every intervalMs. */
   add(n: number): void {
+    // Ended: bytes still read or credited after a failure or a cancel (a handler draining what was
+    // buffered) no longer move the final figures, nor emit after the final status.
+    if (TERMINAL.has(this.status_)) return;
     this.bytes_ += n;
     const now = Date.now();
     if (now - this.lastSampleAt >= WINDOW_MS / SAMPLES) this.sample(now);

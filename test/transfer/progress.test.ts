@@ -7,6 +7,23 @@ import { describe, it, mock } from "node:test";
 import { Progress } from "../../src/transfer/progress.ts";
 
 describe("transfer/progress", () => {
+  it("after its final status, bytes added are not counted and emit nothing (events ended with the status)", async () => {
+    for (const status of ["failed", "cancelled", "completed"] as const) {
+      const p = new Progress("t", undefined, 1);
+      const seen: { status: string; bytes: number }[] = [];
+      p.on("progress", (s) => seen.push({ status: s.status, bytes: s.bytes }));
+      p.add(100);
+      p.setStatus(status);
+      const final = p.snapshot().bytes;
+      p.add(500);
+      await new Promise((r) => setTimeout(r, 20));
+      p.add(500);
+      assert.equal(p.snapshot().bytes, final, status);
+      assert.equal(seen.at(-1)?.status, status, JSON.stringify(seen));
+      assert.equal(seen.at(-1)?.bytes, final);
+    }
+  });
+
   it("rate over the 3 s window: bytes since the oldest sample kept, per second", () => {
     mock.timers.enable({ apis: ["Date"], now: 1_000_000 });
     try {
