@@ -24,11 +24,37 @@ export function formatEta(seconds: number | undefined): string {
   return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
 }
 
-/** `name` in at most `width` columns: the end is kept (the file name and extension), the start elided. */
+/** East Asian wide and fullwidth characters (CJK, Hangul, fullwidth forms, emoji): two columns of a terminal. */
+const WIDE =
+  /[\u1100-\u115f\u2e80-\u303e\u3041-\u33ff\u3400-\u4dbf\u4e00-\u9fff\ua000-\ua4cf\uac00-\ud7a3\uf900-\ufaff\ufe30-\ufe4f\uff00-\uff60\uffe0-\uffe6\u{1f300}-\u{1f64f}\u{1f900}-\u{1f9ff}\u{20000}-\u{3fffd}]/u;
+/** Combining marks and joiners: no column of their own. */
+const ZERO_WIDTH = /[\p{Mn}\p{Me}\u200c\u200d]/u;
+
+/** Terminal columns of one code point. */
+const charColumns = (c: string) => (WIDE.test(c) ? 2 : ZERO_WIDTH.test(c) ? 0 : 1);
+
+/** Terminal columns of `text` (a CJK character or an emoji takes two, a combining mark none). */
+export function columns(text: string): number {
+  let n = 0;
+  for (const c of text) n += charColumns(c);
+  return n;
+}
+
+/**
+ * `name` in at most `width` columns: the end is kept (the file name and extension), the start elided;
+ * whole characters only (a wide one takes two columns, a surrogate pair is never cut).
+ */
 export function fitName(name: string, width: number): string {
   if (width <= 0) return "";
-  if (name.length <= width) return name;
-  return width === 1 ? "…" : `…${name.slice(name.length - (width - 1))}`;
+  if (columns(name) <= width) return name;
+  const chars = [...name];
+  let tail = "";
+  for (let i = chars.length - 1, used = 1; i >= 0; i--) {
+    used += charColumns(chars[i]);
+    if (used > width) break;
+    tail = chars[i] + tail;
+  }
+  return `…${tail}`;
 }
 
 const NAME_MAX = 24;
@@ -47,7 +73,7 @@ export function progressLine(name: string, fraction: number | undefined, figures
   const max = Math.max(1, width - 1);
   const room = max - figures.length - 1;
   if (room < 1) return figures.slice(0, max);
-  const nameFull = Math.min(name.length, NAME_MAX);
+  const nameFull = Math.min(columns(name), NAME_MAX);
   let nameWidth = Math.min(nameFull, room);
   let inner = fraction === undefined ? 0 : room - nameWidth - 3;
   if (fraction !== undefined && inner < BAR_MIN) {
@@ -56,7 +82,8 @@ export function progressLine(name: string, fraction: number | undefined, figures
     inner = room - nameWidth - 3;
   }
   inner = Math.min(inner, BAR_MAX);
-  const head = fitName(name, nameWidth).padEnd(nameWidth);
+  const fitted = fitName(name, nameWidth);
+  const head = fitted + " ".repeat(Math.max(0, nameWidth - columns(fitted)));
   if (inner < BAR_MIN) return `${head} ${figures}`;
   const f = Math.min(1, Math.max(0, fraction ?? 0));
   const full = Math.round(f * inner);

@@ -120,6 +120,21 @@ describe("CLI on a terminal", () => {
     assert.equal(progressLine(name, 0.5, figures, 20).length, 19);
   });
 
+  it("a name of wide characters (CJK, emoji) fits the width in columns, never cut inside a character", () => {
+    // Columns as a terminal shows them: CJK and emoji take two.
+    const cols = (s: string) =>
+      [...s].reduce((n, c) => n + (/[\u3000-\u9fff]|\p{Extended_Pictographic}/u.test(c) ? 2 : 1), 0);
+    const figures = `45.2% ${formatBytes(12.3 * MiB)}/${formatBytes(47.7 * MiB)} ${formatRate(3.2 * MiB)} ETA 10s transferring`;
+    for (const name of ["写真/旅行/東京の夜景_0001_最終版.jpg", `${"🎉".repeat(30)}.bin`]) {
+      for (const width of [200, 120, 100, 80, 72]) {
+        const line = progressLine(name, 0.5, figures, width);
+        assert.ok(line.isWellFormed(), `${width}: a character cut in half: ${JSON.stringify(line)}`);
+        assert.ok(cols(line) <= width - 1, `${width}: ${cols(line)} columns: ${line}`);
+        assert.ok(line.endsWith(` ${figures}`), `${width}: ${line}`);
+      }
+    }
+  });
+
   it("many small files, each done before it reports a rate: the aggregate shows the rate of the bytes done", async () => {
     const screen = new Screen(100);
     const stream = { isTTY: true, columns: 100, write: (s: string) => screen.write(s) };
