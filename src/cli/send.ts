@@ -223,7 +223,15 @@ function compressionFrames(conn: Connection): { compressed: number; raw: number 
 
 /** What happened to each file of a bundle: the server's receipt or an error. */
 /** Each file of a bundle: its outcome, and the transfer id of the bundle's last attempt ("" when none was sent). */
-type BundleOutcome = { item: SendItem; size: number; crc32c?: string; error?: PointSubError; transferId?: string }[];
+type BundleOutcome = {
+  item: SendItem;
+  size: number;
+  crc32c?: string;
+  error?: PointSubError;
+  transferId?: string;
+  /** The server held it whole before any attempt of the bundle was sent: unchanged, not sent. */
+  held?: boolean;
+}[];
 
 /**
  * Sends `group` as one bundle over the shared connection, again (up to
@@ -261,6 +269,8 @@ async function sendBundle(
       }
     }
   }
+  /** Whether an attempt started sending the bundle (else a file found whole on a retry was there before). */
+  let tried = false;
   for (let n = 0; left.length > 0; n++) {
     let conn: Connection | undefined;
     try {
@@ -268,7 +278,7 @@ async function sendBundle(
       if (n > 0) {
         // Sent again: files the server named before the failure are not sent twice.
         const same = (await quickCheck(conn, left, undefined, opts.timeout)) ?? new Set<SendItem>();
-        for (const it of left) if (same.has(it)) out.push({ item: it, size: it.size });
+        for (const it of left) if (same.has(it)) out.push({ item: it, size: it.size, held: !tried });
         const keep = left.map((it, i) => (same.has(it) ? -1 : i)).filter((i) => i >= 0);
         left = keep.map((i) => left[i]);
         const kept = keep.map((i) => contents[i]);
@@ -291,6 +301,7 @@ async function sendBundle(
       const watched = watchLastSent([body]);
       // An id of this process's own (a bundle is never resumed): no Web Crypto to load for it.
       transferId = `bundle-${process.pid}-${++bundlesSent}`;
+      tried = true;
       const t = conn.sendStream(FILE_BUNDLE_ROUTE, watched.source, {
         transferId,
         total: body.length,
@@ -1083,8 +1094,8 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
     /** The plain line's end for files of `lineSize` bytes (a bundle's files mostly share a few sizes). */
     let lineSize = -1;
     let lineEnd = "";
-    for (const { item, size, crc32c, error, transferId } of outcome) {
-      if (whole?.has(item)) {
+    for (const { item, size, crc32c, error, transferId, held } of outcome) {
+      if (held === true || whole?.has(item)) {
         unchanged(item);
         continue;
       }
