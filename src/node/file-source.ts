@@ -1,4 +1,4 @@
-import type { Stats } from "node:fs";
+import { constants, type Stats } from "node:fs";
 import { lstat, realpath } from "node:fs/promises";
 import { join, sep } from "node:path";
 import type { CodecName } from "../codec/compression.ts";
@@ -22,7 +22,7 @@ import { CRC_PERSIST_MIN, crcStore, isMetaName, isSinkFileAlias } from "./file-c
 import { FILE_ROUTE, fileCrc32cOf, safeRelativePath } from "./file-sink.ts";
 import { fsFailure } from "./fs-error.ts";
 import { tellHook } from "./hook.ts";
-import { type FileTransfer, sendFile } from "./send-file.ts";
+import { type FileAccess, type FileTransfer, readFileFrom, sendFileVia } from "./send-file.ts";
 
 export {
   FILE_GET_ROUTE,
@@ -134,6 +134,16 @@ function listable(rel: string[], name: string): boolean {
   }
 }
 
+/**
+ * How a download looks at and reads its file: never through a symbolic link (`lstat`, O_NOFOLLOW). The
+ * file's real path was checked to be inside the served directory; one swapped for a link since (to a
+ * file outside, of the same size and mtime) was followed and sent.
+ */
+const SERVED_FILES: FileAccess = {
+  stat: (path) => lstat(path).catch(() => undefined),
+  open: (path, offset, size) => readFileFrom(path, offset, size, constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0)),
+};
+
 /** The same file, unchanged: inode, device, size, mtime and ctime. */
 const sameFile = (a: Stats, b: Stats) =>
   a.ino === b.ino && a.dev === b.dev && a.size === b.size && a.mtimeMs === b.mtimeMs && a.ctimeMs === b.ctimeMs;
@@ -175,7 +185,8 @@ function segmentsOf(path: string | undefined): string[] {
  *   symbolic links, and a symbolic link anywhere on the way, or anything
  *   that is not a regular file or directory, is `ERR_NOT_FOUND`, as is a
  *   missing name; the file's real path is checked to be inside `dir`
- *   before it is opened;
+ *   before it is opened, and it is looked at and opened without following
+ *   a symbolic link;
  * * the sink's own files (`.<key>.partial`, `.<key>.resume`, `.<key>.lock`:
  *   unfinished uploads) and its metadata directory (`.pointsub`) are never
  *   listed nor served, nor are symbolic links;
@@ -559,7 +570,7 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
           Math.max(50, Math.min(1000, graceMs / 4)),
         );
       }
-      t = sendFile(session, real, {
+      t = sendFileVia(SERVED_FILES, session, real, {
         route: FILE_ROUTE,
         relativePath: r.to,
         compress: options.compress,
