@@ -886,7 +886,8 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
   const connectOptions = await clientConnectOptions(opts.to, opts);
   const say = (event: Record<string, unknown>, line: string) => {
     if (mode === "json") jsonLine(event);
-    else if (mode === "plain") writeOut(`${line}\n`);
+    // Names are the walk's: shown as every other line shows them (a control or bidi character escaped).
+    else if (mode === "plain") writeOut(`${printable(line)}\n`);
   };
   const timeout = opts.timeout ?? DEFAULT_TIMEOUT_MS;
   // Its requests (a large file's resume query) are answered within --timeout too.
@@ -1126,7 +1127,7 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
           lineSize = size;
           lineEnd = `${formatBytes(size)} in ${secs.toFixed(2)} s (${formatRate(size / Math.max(secs, 1e-3))}, in a bundle)\n`;
         }
-        writeOut(`${item.target}: sent ${lineEnd}`);
+        writeOut(`${printable(item.target)}: sent ${lineEnd}`);
       }
     }
   };
@@ -1312,7 +1313,7 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
               seconds: secs,
               rate: Math.round(r.bytesSent / Math.max(secs, 1e-3)),
             });
-          } else if (mode === "plain") writeOut(`${sentLine(target, r, secs)}\n`);
+          } else if (mode === "plain") writeOut(`${sentLine(printable(target), r, secs)}\n`);
         } catch (err) {
           const e = toPointSubError(err, "ERR_SOURCE");
           // Named on the server since its check: by an earlier attempt of this send whose receipt was lost (the

@@ -7,11 +7,14 @@
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { ProgressView, printable } from "../../src/cli/output.ts";
 import { createServer, FILE_LIST_ROUTE, PointSubError, type Server } from "../../src/index.ts";
 import { runCli } from "../helpers/cli-run.ts";
+import { startServeProcess } from "../helpers/serve-process.ts";
 
 const run = (args: string[]) => {
   const env = { ...process.env };
@@ -119,6 +122,33 @@ describe("the CLI shows a peer's text without its control characters", () => {
       assert.equal(entry.path ?? entry.name, "x\u202etxt.exe", "still the same JSON value");
     } finally {
       await s.close({ timeoutMs: 100 });
+    }
+  });
+
+  it("send: its plain lines show a walked name's bidirectional and control characters escaped (sent, skipped)", async () => {
+    // Before: the failure line was escaped, the `sent` and `skipped` lines printed the name raw.
+    const work = await mkdtemp(join(tmpdir(), "pointsub-send-escape-"));
+    const tree = join(work, "tree");
+    await mkdir(tree);
+    await writeFile(join(tree, "small\u202etxt.exe"), "x");
+    await writeFile(join(tree, "large\u202etxt.exe"), new Uint8Array(200 * 1024));
+    const fifo = spawnSync("mkfifo", [join(tree, "fifo\x1b]0;pwned\x07")]).status === 0;
+    const env: NodeJS.ProcessEnv = { ...process.env, POINTSUB_STATE_DIR: join(work, "state") };
+    delete env.POINTSUB_TOKEN;
+    delete env.POINTSUB_URL;
+    const serve = await startServeProcess(["--dir", join(work, "inbox")], { env, workers: 1 });
+    try {
+      for (const round of ["sent", "skipped"]) {
+        const r = await runCli(["send", "-r", tree, "--to", serve.url], env, 60_000);
+        assert.equal(r.code, 0, r.stderr);
+        assert.ok(!r.stdout.includes("\u202e") && !r.stdout.includes("\x1b"), `${round}: ${JSON.stringify(r.stdout)}`);
+        assert.ok(r.stdout.includes(`tree/small\\u202etxt.exe: ${round}`), `${round}: ${r.stdout}`);
+        assert.ok(r.stdout.includes(`tree/large\\u202etxt.exe: ${round}`), `${round}: ${r.stdout}`);
+        if (fifo) assert.ok(r.stdout.includes("fifo\\x1b]0;pwned\\x07: skipped"), `${round}: ${r.stdout}`);
+      }
+    } finally {
+      await serve.stop();
+      await rm(work, { recursive: true, force: true });
     }
   });
 
