@@ -68,6 +68,14 @@ const SIGNAL_EXIT: Record<string, number> = { SIGINT: 130, SIGTERM: 143 };
 const INTERRUPT_SAVE_MS = 3000;
 
 /**
+ * Where the command's own flow waits once interrupted: for ever, as the signal's handler exits the
+ * process (with 130/143) once the downloads saved their state. Before, a download failing with the
+ * connection the handler cut was announced as retried, and at times ended the command first: exit 1,
+ * a third line, its lock left and no resume sidecar.
+ */
+const halted = () => new Promise<never>(() => {});
+
+/**
  * Failures about one file: the others go on. Any other error stops taking new files. ERR_SOURCE: the
  * server's file changed while it was sent (replaced, or cut short), as `send`'s local files.
  */
@@ -403,6 +411,7 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
     // A second signal while the downloads save their state: at once.
     if (stopping) process.exit(code);
     stopping = true;
+    notices.muted = true;
     view?.stop();
     printError(
       new PointSubError("ERR_CANCELLED", `interrupted by ${signal}; run the same command again to resume`),
@@ -479,6 +488,7 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
           }
         }
       } catch (err) {
+        if (stopping) await halted();
         fail(arg, err);
       }
     }
@@ -631,6 +641,7 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
             });
           } else if (mode === "plain") writeOut(`${receivedLine(shown, got1, bytes, secs)}\n`);
         } catch (err) {
+          if (stopping) await halted();
           fail(it.to, err);
         } finally {
           wanted.delete(it.to);
@@ -639,6 +650,7 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
     };
     const parallel = Math.max(1, opts.parallel ?? 4);
     await Promise.all(Array.from({ length: Math.min(parallel, items.length) }, worker));
+    if (stopping) await halted();
   } finally {
     view?.stop();
     process.off("SIGINT", interrupted);

@@ -67,6 +67,8 @@ export class RetryNotices {
   view: LineSink | undefined;
   /** The command's connection: a server it never reached gets {@link NEVER_REACHED_RETRIES}, and the line says so. */
   private readonly shared: SharedConnection | undefined;
+  /** Set once the command was interrupted: the connection it cut itself is no failure to announce. */
+  muted = false;
 
   constructor(mode: OutputMode, retries: number, shared?: SharedConnection, view?: LineSink) {
     this.mode = mode;
@@ -77,7 +79,7 @@ export class RetryNotices {
 
   /** Retry `attempt` (1 for the first) follows `error` after `delayMs`. */
   note(error: PointSubError, attempt: number, delayMs: number): void {
-    if (attempt <= this.announced) return;
+    if (this.muted || attempt <= this.announced) return;
     this.announced = attempt;
     // (A server never reached is retried fewer times: "1 of 5", not "1 of 10" and then an error after 5.)
     const retries =
