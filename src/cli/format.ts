@@ -2,14 +2,16 @@
 
 const UNITS = ["B", "KiB", "MiB", "GiB", "TiB"];
 
+/** `n` bytes in the largest unit it fills: `512 B`, `1.50 KiB`, `10.0 MiB` (never `1024.0 KiB` nor `10.00 KiB`). */
 export function formatBytes(n: number): string {
   let v = n;
   let i = 0;
-  while (v >= 1024 && i < UNITS.length - 1) {
+  // From 1023.95 on the figure would read 1024.0 of this unit: 1.00 of the next one instead.
+  while (v >= 1023.95 && i < UNITS.length - 1) {
     v /= 1024;
     i++;
   }
-  return `${i === 0 ? v : v.toFixed(v < 10 ? 2 : 1)} ${UNITS[i]}`;
+  return `${i === 0 ? v : v.toFixed(v < 9.995 ? 2 : 1)} ${UNITS[i]}`;
 }
 
 export function formatRate(bytesPerSecond: number): string {

@@ -120,6 +120,15 @@ describe("CLI on a terminal", () => {
     assert.equal(progressLine(name, 0.5, figures, 20).length, 19);
   });
 
+  it("formatBytes: a size just under a unit reads as one of it (1.00 MiB, not 1024.0 KiB), with the figures of its magnitude", () => {
+    assert.equal(formatBytes(1024 * 1024 - 1), "1.00 MiB");
+    assert.equal(formatBytes(1024 * MiB - 1), "1.00 GiB");
+    assert.equal(formatBytes(10 * 1024 - 1), "10.0 KiB");
+    assert.equal(formatBytes(1023), "1023 B");
+    assert.equal(formatBytes(1536), "1.50 KiB");
+    assert.equal(formatBytes(12.3 * MiB), "12.3 MiB");
+  });
+
   it("a name of wide characters (CJK, emoji) fits the width in columns, never cut inside a character", () => {
     // Columns as a terminal shows them: CJK and emoji take two.
     const cols = (s: string) =>
