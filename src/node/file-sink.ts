@@ -793,9 +793,10 @@ const limit = (n: number | undefined, what: string): number => {
  * * a resume query is answered from memory, or after a restart from a
  *   small sidecar file (`.<key>.resume`, written after an fdatasync at
  *   checkpoints and when a transfer stops), so it never re-reads the
- *   partial file; only when the sidecar is missing or invalid (the whole
- *   file) or short of the file's end after a crash (the bytes after the
- *   checkpoint) is it read, once, however many queries arrive. A wrong
+ *   partial file; only when the sidecar is missing or invalid, or older
+ *   than the partial (written to since by someone else: the whole file), or
+ *   short of the file's end after a crash (the bytes after the checkpoint)
+ *   is it read, once, however many queries arrive. A wrong
  *   prefix CRC or offset answers `ERR_RESUME` and keeps the partial;
  * * the resume lookup is bound to the principal when it is given a
  *   context ({@link FileResumeContext}), as the router gives it (a query
@@ -1026,7 +1027,14 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     }
   };
 
-  const readSidecar = async (key: string): Promise<Sidecar | undefined> => {
+  /**
+   * A partial's sidecar, with when it was written (`at`, its mtime): a partial whose mtime is later was
+   * written to since (by someone else: the sink writes the sidecar after the bytes it claims), so the
+   * point it claims for the whole file is not taken (the file is read once instead). Before, a partial
+   * changed in place behind the sink (same size) was resumed from its sidecar's CRC32C: the end-to-end
+   * check passed and the stored file was silently not the one sent.
+   */
+  const readSidecar = async (key: string): Promise<(Sidecar & { at: number }) | undefined> => {
     let fh: FileHandle | undefined;
     try {
       fh = await open(sidecarPath(key), constants.O_RDONLY | constants.O_NOFOLLOW);
@@ -1040,6 +1048,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         crc: s.crc,
         tag: typeof s.tag === "string" && /^[0-9a-f]{64}$/.test(s.tag) ? s.tag : undefined,
         route: typeof s.route === "string" && s.route.length <= 1024 ? s.route : undefined,
+        at: st.mtimeMs,
       };
     } catch {
       return undefined;
@@ -1083,7 +1092,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     if (s !== undefined) {
       e.sidecar = true;
       setTag(e, s.tag, s.route);
-      if (s.offset === st.size) e.point = { offset: s.offset, crc: s.crc };
+      if (s.offset === st.size && st.mtimeMs <= s.at) e.point = { offset: s.offset, crc: s.crc };
       else if (s.offset < st.size) e.base = { offset: s.offset, crc: s.crc };
     }
   };
@@ -1206,7 +1215,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         setTag(e, s.tag, s.route);
         // Written when the transfer stopped, a sidecar matches the file's size. One short of it is
         // a checkpoint (the receiver crashed later): the bytes after it are read once, on first use.
-        if (s.offset === st.size) e.point = { offset: s.offset, crc: s.crc };
+        if (s.offset === st.size && st.mtimeMs <= s.at) e.point = { offset: s.offset, crc: s.crc };
         else if (s.offset < st.size) e.base = { offset: s.offset, crc: s.crc };
       }
     }

@@ -722,9 +722,12 @@ describe("file server hardening: fileSink against hostile peers", () => {
       try {
         await dropUpload(e, id, data, keep);
         // Change the stored bytes behind the sink's back (same size): a re-read would answer another CRC.
+        // Its mtime put back: a partial written after its sidecar is read again (the next test).
+        const was = await stat(partial);
         const fh = await open(partial, "r+");
         await fh.write(new Uint8Array(4096), 0, 4096, 0);
         await fh.close();
+        await utimes(partial, was.atime, was.mtime);
         const conn = await e.connect();
         for (let i = 0; i < 32; i++) assert.deepEqual(await conn.queryResume(FILE_ROUTE, id), expected);
         assert.equal(e.sink.usage().rescans, 0);
@@ -755,6 +758,47 @@ describe("file server hardening: fileSink against hostile peers", () => {
         await noSidecar.close();
       }
     });
+  });
+
+  it("a partial changed in place after its sidecar (same size) is read again: the resume answers what it holds", async () => {
+    // Before, the sidecar's CRC32C was answered: the sender resumed after bytes the partial no longer
+    // held, the end-to-end check passed, and the stored file was silently not the one sent.
+    const e = await env();
+    const dir = e.dir;
+    const id = newId();
+    const data = random(4 * MiB);
+    const keep = 3 * MiB;
+    const partial = await partialOf(dir, id);
+    try {
+      await dropUpload(e, id, data, keep);
+    } finally {
+      await e.close();
+    }
+    assert.ok(existsSync(partial.replace(/\.partial$/, ".resume")), "its sidecar was written");
+    // Written to after the sidecar (a later mtime, however coarse the file system's clock).
+    const fh = await open(partial, "r+");
+    await fh.write(new Uint8Array(4096).fill(7), 0, 4096, 1000);
+    await fh.close();
+    const later = new Date(Date.now() + 5000);
+    await utimes(partial, later, later);
+    for (const changedAgain of [false, true]) {
+      const again = await env({}, dir);
+      try {
+        if (changedAgain) {
+          // Known to the sink (its startup scan), then changed again: the in-place change is seen too.
+          const fh2 = await open(partial, "r+");
+          await fh2.write(new Uint8Array(1).fill(9), 0, 1, 5);
+          await fh2.close();
+          const later2 = new Date(Date.now() + 10_000);
+          await utimes(partial, later2, later2);
+        }
+        const conn = await again.connect();
+        const onDisk = await readFile(partial);
+        assert.deepEqual(await conn.queryResume(FILE_ROUTE, id), { offset: keep, crc: crc32c(onDisk) });
+      } finally {
+        await again.close();
+      }
+    }
   });
 
   describe("5b. after a crash of the receiver", () => {
