@@ -243,8 +243,9 @@ export function sendResumableWith(
       }
     }
     options.onAttempt?.(n, offset);
-    if (offset > 0 || n > 0) progress.setStatus("resuming");
+    // The base first: the `resuming` report says where the transfer resumes.
     progress.setBase(offset);
+    if (offset > 0 || n > 0) progress.setStatus("resuming");
     if (cancelled !== undefined) throw cancelled;
     const answerMs = options.answerTimeoutMs ?? 0;
     const watched = answerMs > 0 ? watchLastSent(src.open(offset)) : undefined;

@@ -260,4 +260,30 @@ describe("sendResumable: any source that reopens at an offset, any resumable sin
       await server.close();
     }
   });
+  it("the `resuming` report says where the transfer resumes (its bytes and percent), not where the last attempt stood", async () => {
+    // Before, it was emitted before the resume offset was set: `pointsub send` printed "resuming 0.0% 0 B/…"
+    // for a file it then resumed at half its size.
+    const size = 64 * 1024;
+    const content = pattern(size, 15);
+    const { server, stored } = blobServer(size);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    try {
+      const half = size / 2;
+      stored.set("report-resume", { bytes: content.slice(), length: half, crc: crc32c(content.subarray(0, half)) });
+      const reports: { status: string; bytes: number; percent: number | undefined }[] = [];
+      const t = sendResumable(
+        conn,
+        "/blob/1.0.0",
+        { size, transferId: "report-resume", open: (offset) => [content.subarray(offset)] },
+        { onProgress: (p) => reports.push({ status: p.status, bytes: p.bytes, percent: p.percent }) },
+      );
+      assert.equal(new TextDecoder().decode(await t), "stored");
+      const resuming = reports.find((r) => r.status === "resuming");
+      assert.deepEqual(resuming, { status: "resuming", bytes: half, percent: 50 }, JSON.stringify(reports));
+    } finally {
+      await conn.close();
+      await server.close();
+    }
+  });
 });
