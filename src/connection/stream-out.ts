@@ -9,6 +9,7 @@ import { Feature } from "../codec/settings.ts";
 import { encodeMeta, encodeStreamHead } from "../codec/stream-prefix.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { checkSignal } from "../errors/signal.ts";
+import { checkFunction, checkRoute } from "../router/check.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import { isBlob } from "../stream/blob.ts";
 import { type StreamItem, streamCost } from "../stream/item.ts";
@@ -217,7 +218,8 @@ export class OutgoingStreams {
     let progress: Progress;
     if (given === undefined) {
       progress = new Progress(options.transferId ?? newTransferId(), options.total, options.progressIntervalMs ?? 100);
-      if (options.onProgress !== undefined) progress.on("progress", options.onProgress);
+      // Anything else threw a raw TypeError at the caller: refused below, as the other options are.
+      if (typeof options.onProgress === "function") progress.on("progress", options.onProgress);
     } else progress = given;
     const transferId = progress.transferId;
     const d = Promise.withResolvers<Uint8Array>();
@@ -255,6 +257,9 @@ export class OutgoingStreams {
     try {
       if (!this.isOpen()) throw this.gate.session.unusableError();
       checkSignal(options);
+      // A route of another type went out as its text (a request's is refused).
+      checkRoute(route);
+      if (options.onProgress !== undefined) checkFunction(options.onProgress, "onProgress");
       const peer = this.link.peer;
       // (maxConcurrentStreams 0 says the same: a stream would wait for a slot for ever.)
       if ((peer.features & Feature.STREAMS) === 0 || peer.maxConcurrentStreams === 0) {

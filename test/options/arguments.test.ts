@@ -1,0 +1,46 @@
+/**
+ * Invalid arguments of the public API, table-driven: each is refused with a
+ * PointSubError ERR_INVALID_ARGUMENT (thrown by a synchronous call, a
+ * rejection of an asynchronous one), never a raw TypeError or something
+ * sent. Real sockets on 127.0.0.1; every wait is bounded.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { connect, createServer, isPointSubError } from "../../src/index.ts";
+
+/** What `f` did: "ok", or the error's code (a PointSubError) or class name (anything else). */
+async function outcome(f: () => unknown): Promise<string> {
+  try {
+    await f();
+    return "ok";
+  } catch (e) {
+    return isPointSubError(e) ? e.code : `raw ${(e as Error)?.constructor?.name}: ${(e as Error)?.message}`;
+  }
+}
+
+describe("options: invalid arguments", () => {
+  it("sendStream: a route that is not a non-empty string and an onProgress that is not a function fail its transfer", async () => {
+    const server = createServer();
+    server.handleStream("/sink/1", async (stream) => {
+      for await (const _ of stream);
+      return "ok";
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    try {
+      const cases: [string, () => Promise<unknown>][] = [
+        ["route 5", () => conn.sendStream(5 as never, [new Uint8Array(3)]).done],
+        ["route ''", () => conn.sendStream("", [new Uint8Array(3)]).done],
+        ["onProgress 5", () => conn.sendStream("/sink/1", [new Uint8Array(3)], { onProgress: 5 as never }).done],
+        ["onProgress null", () => conn.sendStream("/sink/1", [new Uint8Array(3)], { onProgress: null as never }).done],
+      ];
+      for (const [name, f] of cases) assert.equal(await outcome(f), "ERR_INVALID_ARGUMENT", name);
+      let calls = 0;
+      await conn.sendStream("/sink/1", [new Uint8Array(3)], { onProgress: () => calls++ }).done;
+      assert.ok(calls > 0, "a function still hears progress");
+    } finally {
+      await conn.close();
+      await server.close();
+    }
+  });
+});
