@@ -376,6 +376,14 @@ export class Server extends EventEmitter<ServerEvents> {
     checkAuthenticate(options.authenticate);
     this.sendToHighWater = sendToHighWaterMark(options.sendToHighWaterMark);
     this.settings = resolveSettings(options, options.authenticate !== undefined, this.runtime.codecs.mask());
+    const cluster: unknown = options.cluster;
+    // Anything else threw a raw TypeError ("options.cluster?.join is not a function").
+    if (cluster !== undefined && typeof (cluster as Partial<ServerCluster> | null)?.join !== "function") {
+      throw new PointSubError(
+        "ERR_INVALID_ARGUMENT",
+        `cluster must be a cluster of pointsub/cluster (redisCluster, natsCluster…) (got ${String(cluster)})`,
+      );
+    }
     this.cluster = options.cluster?.join(this.clusterLocal());
     this.idPrefix = this.cluster === undefined ? "" : (this.cluster.sessionIdPrefix ?? `${this.cluster.nodeId}.`);
     // The rate limit first: a duplicate of a keyed request is a request too (answered from the

@@ -43,4 +43,10 @@ describe("options: invalid arguments", () => {
       await server.close();
     }
   });
+
+  it("createServer: a cluster that is not a cluster (5, true, {}, null) is ERR_INVALID_ARGUMENT", async () => {
+    for (const cluster of [5, "redis", true, {}, null, { join: 1 }]) {
+      assert.equal(await outcome(() => createServer({ cluster } as never)), "ERR_INVALID_ARGUMENT", String(cluster));
+    }
+  });
 });
