@@ -579,6 +579,12 @@ export class Server extends EventEmitter<ServerEvents> {
   closeSession(id: string, reason = "closed by the server", options: { timeoutMs?: number } = {}): Promise<void> {
     const s = this.byId.get(id);
     if (s === undefined) return Promise.reject(notFound(id));
+    // Anything else threw a raw TypeError at the caller, from the GOAWAY's encoding.
+    if (typeof reason !== "string") {
+      return Promise.reject(
+        new PointSubError("ERR_INVALID_ARGUMENT", `closeSession reason must be a string (got ${typeof reason})`),
+      );
+    }
     const ms = options.timeoutMs;
     if (ms !== undefined && (typeof ms !== "number" || !(ms >= 0))) return Promise.reject(badCloseTimeout(ms));
     return s.close({ reason, timeoutMs: ms });

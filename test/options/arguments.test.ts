@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { connect, createServer, isPointSubError } from "../../src/index.ts";
+import { until } from "../helpers/wait.ts";
 
 /** What `f` did: "ok", or the error's code (a PointSubError) or class name (anything else). */
 async function outcome(f: () => unknown): Promise<string> {
@@ -47,6 +48,25 @@ describe("options: invalid arguments", () => {
   it("createServer: a cluster that is not a cluster (5, true, {}, null) is ERR_INVALID_ARGUMENT", async () => {
     for (const cluster of [5, "redis", true, {}, null, { join: 1 }]) {
       assert.equal(await outcome(() => createServer({ cluster } as never)), "ERR_INVALID_ARGUMENT", String(cluster));
+    }
+  });
+
+  it("closeSession: a reason that is not a string rejects ERR_INVALID_ARGUMENT and leaves the session open", async () => {
+    const server = createServer();
+    server.handle("/echo/1", (req) => req.data);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    try {
+      await until(() => server.sessions.size === 1);
+      const [session] = [...server.sessions];
+      assert.ok(session !== undefined);
+      for (const reason of [5, null, {}, Symbol("x")]) {
+        assert.equal(await outcome(() => server.closeSession(session.id, reason as never)), "ERR_INVALID_ARGUMENT");
+      }
+      assert.equal(new TextDecoder().decode(await conn.request("/echo/1", "still open")), "still open");
+    } finally {
+      await conn.close();
+      await server.close();
     }
   });
 });
