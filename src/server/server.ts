@@ -225,6 +225,13 @@ function badCloseTimeout(ms: unknown): PointSubError {
   return new PointSubError("ERR_INVALID_ARGUMENT", `close timeoutMs must be a number >= 0 (got ${String(ms)})`);
 }
 
+/** Throws ERR_INVALID_ARGUMENT unless `options` of method `what` is an object (null threw a raw TypeError). */
+function checkOptions(options: unknown, what: string): void {
+  if (typeof options !== "object" || options === null) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", `${what} options must be an object (got ${String(options)})`);
+  }
+}
+
 function closedForListen(): PointSubError {
   return new PointSubError("ERR_GOING_AWAY", "the server was closed: it listens no more");
 }
@@ -451,6 +458,7 @@ export class Server extends EventEmitter<ServerEvents> {
    * route continue where they stopped.
    */
   handleStream(route: string, handler: StreamHandler, options: { resume?: ResumeLookup } = {}): this {
+    checkOptions(options, "handleStream");
     this.router.handleStream(route, handler, options);
     return this;
   }
@@ -585,6 +593,11 @@ export class Server extends EventEmitter<ServerEvents> {
         new PointSubError("ERR_INVALID_ARGUMENT", `closeSession reason must be a string (got ${typeof reason})`),
       );
     }
+    try {
+      checkOptions(options, "closeSession");
+    } catch (err) {
+      return Promise.reject(err);
+    }
     const ms = options.timeoutMs;
     if (ms !== undefined && (typeof ms !== "number" || !(ms >= 0))) return Promise.reject(badCloseTimeout(ms));
     return s.close({ reason, timeoutMs: ms });
@@ -666,7 +679,7 @@ export class Server extends EventEmitter<ServerEvents> {
    * waits for a slow session: resolves at once to how many sessions wrote
    * the message, how many queued it, and which did not get it and why; it
    * rejects only for its arguments (ERR_INVALID_ARGUMENT): a payload that
-   * is not bytes or text, or an invalid `highWaterMark`, `slowSessions`,
+   * is not bytes or text, options that are not an object, or an invalid `highWaterMark`, `slowSessions`,
    * `filter` (or, with a cluster, `filterArg`).
    *
    * With a cluster the message also goes to every other node once, which
@@ -676,6 +689,7 @@ export class Server extends EventEmitter<ServerEvents> {
    */
   async broadcast(payload: Payload, options: ServerBroadcastOptions = {}): Promise<BroadcastResult> {
     const data = toBytes(payload, "payload");
+    checkOptions(options, "broadcast");
     // NaN skipped no session whatever it queued, and a negative mark every session.
     const high = options.highWaterMark;
     if (high !== undefined && !(high >= 0)) {
@@ -717,6 +731,7 @@ export class Server extends EventEmitter<ServerEvents> {
    * `overflow` event; the stream ends when the server closed.
    */
   events(options: ServerEventOptions = {}): ServerEventStream {
+    checkOptions(options, "events");
     const st = new ServerEventStream(this.subscribers, options);
     // Asked after the close: nothing will come (a `for await` over it would never end).
     if (this.closed) st.end();
@@ -744,6 +759,7 @@ export class Server extends EventEmitter<ServerEvents> {
    * sessions the first is draining too.
    */
   async close(options: { timeoutMs?: number } = {}): Promise<void> {
+    checkOptions(options, "close");
     const ms = options.timeoutMs ?? this.options.closeTimeoutMs ?? 5_000;
     // Checked before anything closes: NaN closed nothing in flight, ever (the close never resolved).
     if (typeof ms !== "number" || !(ms >= 0)) throw badCloseTimeout(ms);

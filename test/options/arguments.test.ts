@@ -69,4 +69,31 @@ describe("options: invalid arguments", () => {
       await server.close();
     }
   });
+
+  it("server methods given options that are not an object (null, 5) refuse them with ERR_INVALID_ARGUMENT", async () => {
+    const server = createServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    try {
+      await until(() => server.sessions.size === 1);
+      const [session] = [...server.sessions];
+      assert.ok(session !== undefined);
+      for (const options of [null, 5]) {
+        const cases: [string, () => unknown][] = [
+          ["handleStream", () => server.handleStream("/sink/1", () => undefined, options as never)],
+          ["events", () => server.events(options as never)],
+          ["broadcast", () => server.broadcast("x", options as never)],
+          ["closeSession", () => server.closeSession(session.id, "bye", options as never)],
+          ["close", () => server.close(options as never)],
+        ];
+        for (const [name, f] of cases) {
+          assert.equal(await outcome(f), "ERR_INVALID_ARGUMENT", `${name}(${String(options)})`);
+        }
+      }
+      assert.equal(server.sessions.size, 1, "nothing was closed");
+    } finally {
+      await conn.close();
+      await server.close();
+    }
+  });
 });
