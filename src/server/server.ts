@@ -28,6 +28,7 @@ import type {
 import { codeInfo, type ErrorCode, useSuggestions } from "../errors/codes.ts";
 import { PointSubError } from "../errors/error.ts";
 import { SUGGESTIONS } from "../errors/suggestions.ts";
+import { checkFunction } from "../router/check.ts";
 import {
   DEDUPLICATES_FEATURE,
   type IdempotencyOptions,
@@ -459,6 +460,8 @@ export class Server extends EventEmitter<ServerEvents> {
    */
   handleStream(route: string, handler: StreamHandler, options: { resume?: ResumeLookup } = {}): this {
     checkOptions(options, "handleStream");
+    // Anything else was kept, and each resume query of the route then failed ERR_HANDLER.
+    if (options.resume !== undefined) checkFunction(options.resume, "resume");
     this.router.handleStream(route, handler, options);
     return this;
   }

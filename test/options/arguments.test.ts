@@ -96,4 +96,17 @@ describe("options: invalid arguments", () => {
       await server.close();
     }
   });
+
+  it("server.handleStream: a resume that is not a function is ERR_INVALID_ARGUMENT, not kept for its queries to fail", async () => {
+    const server = createServer();
+    try {
+      for (const resume of [5, "lookup", {}, null]) {
+        const f = () => server.handleStream("/sink/1", () => undefined, { resume } as never);
+        assert.equal(await outcome(f), "ERR_INVALID_ARGUMENT", String(resume));
+      }
+      assert.equal(await outcome(() => server.handleStream("/sink/1", () => undefined, { resume: undefined })), "ok");
+    } finally {
+      await server.close();
+    }
+  });
 });
