@@ -20,6 +20,7 @@ import {
   type ResilientOptions,
 } from "./client/resilient.ts";
 import type { Connection } from "./connection/connection.ts";
+import { PointSubError } from "./errors/error.ts";
 import { connectLp as connectLpCore } from "./lp/connect.ts";
 import type { LpConnection } from "./lp/connection.ts";
 import { isLpAddress, type LpConnectOptions } from "./lp/options.ts";
@@ -32,8 +33,30 @@ import { LpServer, type LpServerOptions } from "./lp/server.ts";
 import { loadNativeCrc32c } from "./node/crc32c-native.ts";
 import type { NodeTransportOptions } from "./node/net-adapter.ts";
 import { defaultRuntime } from "./node/runtime.ts";
+import type { Runtime } from "./runtime/runtime.ts";
 import { type ServerOptions as CoreServerOptions, Server } from "./server/server.ts";
 import type { Address, TransportAdapter } from "./transport/transport.ts";
+
+/**
+ * `options` with the default runtime unless it names one. Options that are
+ * not an object are ERR_INVALID_ARGUMENT (null threw a raw TypeError, a
+ * number was taken as no options).
+ */
+function withRuntime<T extends { runtime?: Runtime }>(options: T): T {
+  if (typeof options !== "object" || options === null) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", `options must be an object (got ${String(options)})`);
+  }
+  return options.runtime === undefined ? { ...options, runtime: defaultRuntime() } : options;
+}
+
+/** {@link withRuntime} for a function that returns a promise: its error as a rejection. */
+function runtimeOrReject<T extends { runtime?: Runtime }>(options: T): T | Promise<never> {
+  try {
+    return withRuntime(options);
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
 
 /**
  * Options of {@link connect}: connection options, `runtime`,
@@ -69,7 +92,8 @@ export function connect(
   address: Address,
   options: ConnectOptions & LpConnectOptions = {},
 ): Promise<Connection> | Promise<LpConnection> {
-  const o = options.runtime === undefined ? { ...options, runtime: defaultRuntime() } : options;
+  const o = runtimeOrReject(options);
+  if (o instanceof Promise) return o;
   if (isLpAddress(address)) return connectLpCore(address, o);
   return coreConnect(address, o);
 }
@@ -83,7 +107,8 @@ export function connect(
  * `options.runtime` is given.
  */
 export function connectLp(address: Address, options: LpConnectOptions = {}): Promise<LpConnection> {
-  return connectLpCore(address, options.runtime === undefined ? { ...options, runtime: defaultRuntime() } : options);
+  const o = runtimeOrReject(options);
+  return o instanceof Promise ? o : connectLpCore(address, o);
 }
 
 /**
@@ -92,7 +117,7 @@ export function connectLp(address: Address, options: LpConnectOptions = {}): Pro
  * {@link defaultRuntime} unless `options.runtime` is given.
  */
 export function createLpServer(options: LpServerOptions = {}): LpServer {
-  return new LpServer(options.runtime === undefined ? { ...options, runtime: defaultRuntime() } : options);
+  return new LpServer(withRuntime(options));
 }
 
 /** Options of {@link connectResilient}: those of {@link connect} plus reconnection, offline and retry policies. */
@@ -114,7 +139,8 @@ export function connectResilient(
   address: Address,
   options: ResilientConnectOptions & LpResilientOptions = {},
 ): Promise<ResilientConnection> | Promise<LpResilientConnection> {
-  const o = options.runtime === undefined ? { ...options, runtime: defaultRuntime() } : options;
+  const o = runtimeOrReject(options);
+  if (o instanceof Promise) return o;
   if (isLpAddress(address)) return connectLpResilientCore(address, o);
   return coreConnectResilient(address, o);
 }
@@ -126,10 +152,8 @@ export function connectResilient(
  * retried). Uses {@link defaultRuntime} unless `options.runtime` is given.
  */
 export function connectLpResilient(address: Address, options: LpResilientOptions = {}): Promise<LpResilientConnection> {
-  return connectLpResilientCore(
-    address,
-    options.runtime === undefined ? { ...options, runtime: defaultRuntime() } : options,
-  );
+  const o = runtimeOrReject(options);
+  return o instanceof Promise ? o : connectLpResilientCore(address, o);
 }
 
 /**
@@ -140,7 +164,7 @@ export function connectLpResilient(address: Address, options: LpResilientOptions
  */
 export class Client extends CoreClient {
   constructor(options: ClientOptions = {}) {
-    super(options.runtime === undefined ? { ...options, runtime: defaultRuntime() } : options);
+    super(withRuntime(options));
   }
 }
 
@@ -156,7 +180,7 @@ export function createServer(options: ServerOptions = {}): Server {
   // A server lives long: the native CRC32C (which a Node runtime loads on demand, after 4 MiB) is
   // loaded now, at start-up, not in a turn of some peer's transfer.
   loadNativeCrc32c();
-  return new Server(options.runtime === undefined ? { ...options, runtime: defaultRuntime() } : options);
+  return new Server(withRuntime(options));
 }
 
 /**

@@ -6,7 +6,16 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { connect, createServer, isPointSubError } from "../../src/index.ts";
+import {
+  Client,
+  connect,
+  connectLp,
+  connectLpResilient,
+  connectResilient,
+  createLpServer,
+  createServer,
+  isPointSubError,
+} from "../../src/index.ts";
 import { until } from "../helpers/wait.ts";
 
 /** What `f` did: "ok", or the error's code (a PointSubError) or class name (anything else). */
@@ -105,6 +114,40 @@ describe("options: invalid arguments", () => {
         assert.equal(await outcome(f), "ERR_INVALID_ARGUMENT", String(resume));
       }
       assert.equal(await outcome(() => server.handleStream("/sink/1", () => undefined, { resume: undefined })), "ok");
+    } finally {
+      await server.close();
+    }
+  });
+
+  it("entry points given options that are not an object (null, 5) refuse them with ERR_INVALID_ARGUMENT", async () => {
+    const server = createServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    try {
+      for (const options of [null, 5, "x"]) {
+        const o = options as never;
+        const cases: [string, () => unknown, boolean][] = [
+          ["connect", () => connect(url, o), true],
+          ["connect lp+", () => connect("lp+tcp://127.0.0.1:1", o), true],
+          ["connectLp", () => connectLp("lp+tcp://127.0.0.1:1", o), true],
+          ["connectResilient", () => connectResilient(url, o), true],
+          ["connectLpResilient", () => connectLpResilient("lp+tcp://127.0.0.1:1", o), true],
+          ["createServer", () => createServer(o), false],
+          ["createLpServer", () => createLpServer(o), false],
+          ["Client", () => new Client(o), false],
+        ];
+        for (const [name, f, async] of cases) {
+          const what = `${name}(${String(options)})`;
+          if (async) {
+            // Promise-returning: a rejection, never a synchronous throw.
+            let p: unknown;
+            assert.doesNotThrow(() => {
+              p = f();
+            }, what);
+            assert.ok(p instanceof Promise, what);
+            await assert.rejects(p, { code: "ERR_INVALID_ARGUMENT" }, what);
+          } else assert.equal(await outcome(f), "ERR_INVALID_ARGUMENT", what);
+        }
+      }
     } finally {
       await server.close();
     }
