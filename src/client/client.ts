@@ -10,6 +10,7 @@ import type { Payload, RequestOptions } from "../connection/types.ts";
 import { UNSENT } from "../connection/unsent.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import type { Address } from "../transport/transport.ts";
+import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 import { type ConnectOptions, connect } from "./connect.ts";
 import { Pool, type Pooled, type PoolOptions } from "./pool.ts";
 
@@ -506,16 +507,20 @@ export class Client {
 
   private armProbe(): void {
     if (this.probeTimer !== undefined || this.rttProbeMs === 0) return;
-    this.probeTimer = setInterval(() => {
-      for (const node of this.pool.nodeNames()) {
-        for (const p of this.pool.connections(node)) {
-          p.conn.ping({ timeoutMs: this.rttProbeMs }).then(
-            () => this.noteRtt(node, p.conn),
-            () => {},
-          );
+    // A period past a timer's range (2^31 - 1 ms) is that: a longer one fired every millisecond.
+    this.probeTimer = setInterval(
+      () => {
+        for (const node of this.pool.nodeNames()) {
+          for (const p of this.pool.connections(node)) {
+            p.conn.ping({ timeoutMs: this.rttProbeMs }).then(
+              () => this.noteRtt(node, p.conn),
+              () => {},
+            );
+          }
         }
-      }
-    }, this.rttProbeMs);
+      },
+      Math.min(this.rttProbeMs, MAX_TIMER_MS),
+    );
     (this.probeTimer as { unref?: () => void }).unref?.();
   }
 

@@ -16,7 +16,7 @@ import {
   createServer,
   isPointSubError,
 } from "../../src/index.ts";
-import { until } from "../helpers/wait.ts";
+import { sleep, until } from "../helpers/wait.ts";
 
 /** What `f` did: "ok", or the error's code (a PointSubError) or class name (anything else). */
 async function outcome(f: () => unknown): Promise<string> {
@@ -149,6 +149,29 @@ describe("options: invalid arguments", () => {
         }
       }
     } finally {
+      await server.close();
+    }
+  });
+
+  it("rttProbeMs beyond a timer's range (2^31 - 1 ms) pings no more often than that, not every millisecond", async () => {
+    const server = createServer();
+    server.handle("/who/1", () => "here");
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.name);
+    process.on("warning", onWarning);
+    const client = new Client({ rttProbeMs: 2 ** 40 });
+    try {
+      await client.request(url, "/who/1", "x");
+      await until(() => server.sessionsInfo().length === 1);
+      const [before] = server.sessionsInfo().map((s) => s.bytesIn);
+      await sleep(300);
+      const [after] = server.sessionsInfo().map((s) => s.bytesIn);
+      assert.equal(after, before, "no ping went out");
+      assert.deepEqual(warnings, []);
+    } finally {
+      process.off("warning", onWarning);
+      await client.close();
       await server.close();
     }
   });
