@@ -373,7 +373,11 @@ export class Pool {
 
   private armSweeper(): void {
     if (this.sweeper !== undefined || this.idleTimeoutMs === 0) return;
-    this.sweeper = setInterval(() => this.sweep(), Math.max(10, this.idleTimeoutMs >>> 1));
+    // Half the timeout, within a timer's range: `>>> 1` took it modulo 2^32 (2^32 ms swept every 10 ms).
+    this.sweeper = setInterval(
+      () => this.sweep(),
+      Math.max(10, Math.min(MAX_TIMER_MS, Math.floor(this.idleTimeoutMs / 2))),
+    );
     (this.sweeper as { unref?: () => void }).unref?.();
   }
 

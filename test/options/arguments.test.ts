@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { Pool } from "../../src/client/pool.ts";
 import {
   Client,
   connect,
@@ -171,6 +172,30 @@ describe("options: invalid arguments", () => {
       assert.deepEqual(warnings, []);
     } finally {
       process.off("warning", onWarning);
+      await client.close();
+      await server.close();
+    }
+  });
+
+  it("pool.idleTimeoutMs of 2^32 ms or more sweeps the pool every 2^31 - 1 ms at most, not every 10 ms", async () => {
+    const server = createServer();
+    server.handle("/who/1", () => "here");
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    // The pool's sweep, counted (a private method, on the prototype).
+    const proto = Pool.prototype as unknown as { sweep(): void };
+    const sweep = proto.sweep;
+    let sweeps = 0;
+    proto.sweep = function (this: unknown) {
+      sweeps++;
+      sweep.call(this);
+    };
+    const client = new Client({ pool: { idleTimeoutMs: 2 ** 32 }, rttProbeMs: 0 });
+    try {
+      await client.request(url, "/who/1", "x");
+      await sleep(300);
+      assert.equal(sweeps, 0);
+    } finally {
+      proto.sweep = sweep;
       await client.close();
       await server.close();
     }
