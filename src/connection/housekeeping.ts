@@ -13,6 +13,7 @@
  * instead of an interval each.
  */
 import type { Tickable, Ticker } from "../util/ticker.ts";
+import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 import type { CallTable } from "./call-table.ts";
 import type { PendingCall } from "./calls.ts";
 import type { TargetingFrameRouter } from "./frame-targets.ts";
@@ -123,12 +124,14 @@ export function housekeepingPeriod(
   times: Readonly<Record<"keepAliveMs" | "slowPeerTimeoutMs" | "progressTimeoutMs" | "idleTimeoutMs", number>>,
 ): number {
   let period = Number.POSITIVE_INFINITY;
-  if (times.keepAliveMs > 0) period = times.keepAliveMs >>> 1;
+  // Divided, not shifted: `>>>` took the times modulo 2^32 (keepAliveMs 2^32 ticked every 10 ms).
+  if (times.keepAliveMs > 0) period = Math.floor(times.keepAliveMs / 2);
   // Three tests, not a loop over an array: this runs once per connection.
-  if (times.slowPeerTimeoutMs > 0) period = Math.min(period, times.slowPeerTimeoutMs >>> 2);
-  if (times.progressTimeoutMs > 0) period = Math.min(period, times.progressTimeoutMs >>> 2);
-  if (times.idleTimeoutMs > 0) period = Math.min(period, times.idleTimeoutMs >>> 2);
-  return period === Number.POSITIVE_INFINITY ? period : Math.max(10, period);
+  if (times.slowPeerTimeoutMs > 0) period = Math.min(period, Math.floor(times.slowPeerTimeoutMs / 4));
+  if (times.progressTimeoutMs > 0) period = Math.min(period, Math.floor(times.progressTimeoutMs / 4));
+  if (times.idleTimeoutMs > 0) period = Math.min(period, Math.floor(times.idleTimeoutMs / 4));
+  // Within a timer's range: a longer interval fires every millisecond.
+  return period === Number.POSITIVE_INFINITY ? period : Math.max(10, Math.min(MAX_TIMER_MS, period));
 }
 
 const noop = () => {};

@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { Pool } from "../../src/client/pool.ts";
+import { Housekeeper, housekeepingPeriod } from "../../src/connection/housekeeping.ts";
 import {
   Client,
   connect,
@@ -17,6 +18,7 @@ import {
   createServer,
   isPointSubError,
 } from "../../src/index.ts";
+import { MAX_TIMER_MS } from "../../src/util/timer-limit.ts";
 import { sleep, until } from "../helpers/wait.ts";
 
 /** What `f` did: "ok", or the error's code (a PointSubError) or class name (anything else). */
@@ -197,6 +199,36 @@ describe("options: invalid arguments", () => {
     } finally {
       proto.sweep = sweep;
       await client.close();
+      await server.close();
+    }
+  });
+
+  it("keepAliveMs and idleTimeoutMs of 2^32 ms or more: housekeeping ticks within a timer's range, not every 10 ms", async () => {
+    // Each case's period, then a real connection with those times: its housekeeping ticks counted.
+    const off = { keepAliveMs: 0, slowPeerTimeoutMs: 0, progressTimeoutMs: 0, idleTimeoutMs: 0 };
+    for (const times of [{ keepAliveMs: 2 ** 32 }, { keepAliveMs: 2 ** 40 }, { idleTimeoutMs: 2 ** 34 }]) {
+      const period = housekeepingPeriod({ ...off, ...times });
+      assert.equal(period, MAX_TIMER_MS, JSON.stringify(times));
+    }
+    const proto = Housekeeper.prototype;
+    const tick = proto.tick;
+    let ticks = 0;
+    proto.tick = function (this: Housekeeper, now: number) {
+      ticks++;
+      tick.call(this, now);
+    };
+    const times = { keepAliveMs: 2 ** 32, slowPeerTimeoutMs: 0, progressTimeoutMs: 0 };
+    const server = createServer(times);
+    server.handle("/who/1", () => "here");
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url, times);
+    try {
+      await conn.request("/who/1", "x");
+      await sleep(300);
+      assert.equal(ticks, 0);
+    } finally {
+      proto.tick = tick;
+      await conn.close();
       await server.close();
     }
   });
