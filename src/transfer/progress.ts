@@ -1,5 +1,6 @@
 import type { PointSubError } from "../errors/error.ts";
 import { Emitter } from "../util/emitter.ts";
+import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 
 export { newTransferId } from "./transfer-id.ts";
 
@@ -202,10 +203,14 @@ export class Progress extends Emitter<ProgressEvents> implements AsyncIterable<P
 
   private scheduleEmit(): void {
     if (this.timer !== undefined || this.listenerCount("progress") === 0) return;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.emitNow(Date.now());
-    }, this.intervalMs);
+    // Within a timer's range: a longer delay fired after 1 ms (a report every millisecond, and a warning each).
+    this.timer = setTimeout(
+      () => {
+        this.timer = undefined;
+        this.emitNow(Date.now());
+      },
+      Math.min(this.intervalMs, MAX_TIMER_MS),
+    );
     (this.timer as { unref?: () => void }).unref?.();
   }
 

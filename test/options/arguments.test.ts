@@ -232,4 +232,39 @@ describe("options: invalid arguments", () => {
       await server.close();
     }
   });
+
+  it("progressIntervalMs beyond a timer's range: no report between the first and the last, no TimeoutOverflowWarning", async () => {
+    const server = createServer();
+    server.handleStream("/sink/1", async (stream) => {
+      for await (const _ of stream);
+      return "ok";
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.name);
+    process.on("warning", onWarning);
+    try {
+      // 64 chunks of 64 KiB, a turn of the event loop apart: the receiver acknowledges them as they go.
+      async function* chunks() {
+        for (let i = 0; i < 64; i++) {
+          await sleep(1);
+          yield new Uint8Array(64 * 1024);
+        }
+      }
+      const reports: number[] = [];
+      const t = conn.sendStream("/sink/1", chunks(), {
+        progressIntervalMs: 2 ** 40,
+        onProgress: (s) => reports.push(s.bytes),
+      });
+      await t.done;
+      await sleep(50);
+      assert.ok(reports.length <= 2, `reports: ${reports.length}`);
+      assert.deepEqual(warnings, []);
+    } finally {
+      process.off("warning", onWarning);
+      await conn.close();
+      await server.close();
+    }
+  });
 });
