@@ -479,6 +479,14 @@ export function sendFileVia(
   path: string,
   options: SendFileOptions = {},
 ): FileTransfer {
+  // Checked before anything starts: a path of another type threw a raw TypeError (from basename) after
+  // the file's stat had started, whose rejection then went unhandled; null options threw a TypeError.
+  if (typeof options !== "object" || options === null) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", `sendFile options must be an object (got ${String(options)})`);
+  }
+  if (typeof path !== "string" || path === "") {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", "sendFile path must be a non-empty string");
+  }
   const route = options.route ?? FILE_ROUTE;
   /** What the transfer's stat found (every attempt sends that file). */
   let stated: { size: number; mtimeMs: number } | undefined;

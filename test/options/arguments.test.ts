@@ -17,6 +17,7 @@ import {
   createLpServer,
   createServer,
   isPointSubError,
+  sendFile,
 } from "../../src/index.ts";
 import { MAX_TIMER_MS } from "../../src/util/timer-limit.ts";
 import { sleep, until } from "../helpers/wait.ts";
@@ -263,6 +264,31 @@ describe("options: invalid arguments", () => {
       assert.deepEqual(warnings, []);
     } finally {
       process.off("warning", onWarning);
+      await conn.close();
+      await server.close();
+    }
+  });
+
+  it("sendFile: a path that is not a string, or options null, is ERR_INVALID_ARGUMENT, with no unhandled rejection", async () => {
+    const server = createServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    const unhandled: unknown[] = [];
+    const onUnhandled = (e: unknown) => unhandled.push(e);
+    process.on("unhandledRejection", onUnhandled);
+    try {
+      const cases: [string, () => PromiseLike<unknown>][] = [
+        ["path 5", () => sendFile(conn, 5 as never)],
+        ["path undefined", () => sendFile(conn, undefined as never)],
+        ["path ''", () => sendFile(conn, "")],
+        ["options null", () => sendFile(conn, import.meta.filename, null as never)],
+      ];
+      for (const [name, f] of cases) assert.equal(await outcome(f), "ERR_INVALID_ARGUMENT", name);
+      // Long enough for a stat the call started to fail, and its rejection to be reported.
+      await sleep(100);
+      assert.deepEqual(unhandled, []);
+    } finally {
+      process.off("unhandledRejection", onUnhandled);
       await conn.close();
       await server.close();
     }
