@@ -1,5 +1,6 @@
 import type { Connection } from "../connection/connection.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
+import { checkSignal } from "../errors/signal.ts";
 import { Transfer } from "../stream/transfer.ts";
 import type { SendStreamOptions, StreamSource } from "../stream/types.ts";
 import { Progress } from "../transfer/progress.ts";
@@ -211,18 +212,28 @@ export function sendResumableWith(
   options: SendResumableOptions,
   recover: Recover | undefined,
 ): Transfer {
+  // Checked before anything starts (null threw a raw TypeError); the other arguments fail the transfer (run).
+  if (typeof options !== "object" || options === null) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", `options must be an object (got ${String(options)})`);
+  }
   let cancelled: PointSubError | undefined;
   let current: Transfer | undefined;
   /** Ends the wait between attempts early (cancel, abort). */
   let wake: (() => void) | undefined;
   const progress = new Progress("pending", undefined, options.progressIntervalMs ?? 100);
-  if (options.onProgress !== undefined) progress.on("progress", options.onProgress);
+  // Anything else threw a raw TypeError here: refused by run's checks.
+  if (typeof options.onProgress === "function") progress.on("progress", options.onProgress);
   const owned = typeof target === "function";
   const shared = target instanceof SharedConnection ? target : undefined;
   // Aborted by cancel() or the caller's signal: ends a connect, a resume query or a prefix check under
   // way at once (they ran to their own timeouts, and the transfer failed with their error).
   const stop = new AbortController();
-  const signal = options.signal === undefined ? stop.signal : AbortSignal.any([options.signal, stop.signal]);
+  // (One that is no AbortSignal threw a raw TypeError here: run's checks refuse it.)
+  const given = options.signal;
+  const signal =
+    given === undefined || typeof given?.addEventListener !== "function"
+      ? stop.signal
+      : AbortSignal.any([given, stop.signal]);
   /** Whether an attempt got as far as opening its stream to the receiver (else a refusal is a first one). */
   let streamed = false;
 
@@ -300,6 +311,13 @@ export function sendResumableWith(
 
   const run = async (): Promise<Uint8Array> => {
     checkOptions(options);
+    // Anything else failed each attempt with ERR_SOURCE ("conn.queryResume is not a function").
+    if (!owned && shared === undefined && typeof (target as Partial<Connection> | null)?.sendStream !== "function") {
+      throw new PointSubError(
+        "ERR_INVALID_ARGUMENT",
+        "target must be a Connection, a function that resolves to one, or a SharedConnection",
+      );
+    }
     // Raced with cancel() and the signal: a source still being made (a promise that never settled, a stat
     // of a file on a stalled mount) kept the transfer "initializing" and unsettled for ever, whatever ended it.
     const src = await untilAborted(Promise.resolve(source), signal);
@@ -390,6 +408,7 @@ export function sendResumableWith(
  * (`retries` may be Infinity: retry for ever; a time must be finite). Before: `retries` NaN retried for
  * ever, a negative or NaN `retryDelayMs` retried every millisecond, and a negative, NaN or infinite
  * `answerTimeoutMs` waited for the answer for ever or (Infinity) timed every attempt out at its last byte.
+ * Also a `signal` that is no AbortSignal and hooks that are not functions (raw TypeErrors, or ERR_SOURCE).
  */
 function checkOptions(o: SendResumableOptions): void {
   const check = (name: string, v: number | undefined, infinite: boolean): void => {
@@ -404,6 +423,12 @@ function checkOptions(o: SendResumableOptions): void {
   check("retries", o.retries, true);
   check("retryDelayMs", o.retryDelayMs, false);
   check("answerTimeoutMs", o.answerTimeoutMs, false);
+  checkSignal(o);
+  for (const name of ["onProgress", "onAttempt", "onRetry"] as const) {
+    if (o[name] !== undefined && typeof o[name] !== "function") {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", `${name} must be a function`);
+    }
+  }
 }
 
 /** ERR_CANCELLED once `signal` is aborted (by cancel(): its error; by the caller's signal), else undefined. */

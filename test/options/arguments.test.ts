@@ -18,6 +18,7 @@ import {
   createServer,
   isPointSubError,
   sendFile,
+  sendResumable,
 } from "../../src/index.ts";
 import { MAX_TIMER_MS } from "../../src/util/timer-limit.ts";
 import { sleep, until } from "../helpers/wait.ts";
@@ -289,6 +290,47 @@ describe("options: invalid arguments", () => {
       assert.deepEqual(unhandled, []);
     } finally {
       process.off("unhandledRejection", onUnhandled);
+      await conn.close();
+      await server.close();
+    }
+  });
+
+  it("sendResumable: a signal that is no AbortSignal, hooks that are not functions, a target that is no connection fail its transfer with ERR_INVALID_ARGUMENT", async () => {
+    const server = createServer();
+    server.handleStream(
+      "/sink/1",
+      async (stream) => {
+        for await (const _ of stream);
+        return "ok";
+      },
+      { resume: () => ({ offset: 0, crc: 0 }) },
+    );
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    const source = () => ({ size: 3, transferId: "t1", open: () => [new Uint8Array(3)] });
+    try {
+      const cases: [string, () => PromiseLike<unknown>][] = [
+        ["signal 5", () => sendResumable(conn, "/sink/1", source(), { signal: 5 as never }).done],
+        [
+          "signal controller",
+          () => sendResumable(conn, "/sink/1", source(), { signal: new AbortController() as never }).done,
+        ],
+        ["onProgress 5", () => sendResumable(conn, "/sink/1", source(), { onProgress: 5 as never }).done],
+        ["onAttempt 5", () => sendResumable(conn, "/sink/1", source(), { onAttempt: 5 as never }).done],
+        ["onRetry 5", () => sendResumable(conn, "/sink/1", source(), { onRetry: 5 as never }).done],
+        ["target 5", () => sendResumable(5 as never, "/sink/1", source()).done],
+        ["target null", () => sendResumable(null as never, "/sink/1", source()).done],
+        ["options null", () => sendResumable(conn, "/sink/1", source(), null as never).done],
+      ];
+      for (const [name, f] of cases) assert.equal(await outcome(f), "ERR_INVALID_ARGUMENT", name);
+      let reports = 0;
+      const ok = sendResumable(conn, "/sink/1", source(), {
+        onProgress: () => reports++,
+        signal: AbortSignal.timeout(60_000),
+      });
+      assert.equal(new TextDecoder().decode(await ok.done), "ok");
+      assert.ok(reports > 0, "a function still hears progress");
+    } finally {
       await conn.close();
       await server.close();
     }
