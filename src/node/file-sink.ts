@@ -518,6 +518,13 @@ const SMALL_CRC_BYTES = 256 * 1024;
 
 /** CRC32C of the first `length` bytes of a file. */
 export async function fileCrc32c(path: string, length: number): Promise<number> {
+  // A negative, NaN or fractional length, or a path of another type, failed with fs's raw RangeError or TypeError.
+  if (typeof path !== "string" || !Number.isSafeInteger(length) || length < 0) {
+    throw new PointSubError(
+      "ERR_INVALID_ARGUMENT",
+      `fileCrc32c needs a path and a length that is an integer >= 0 (got ${typeof path}, ${String(length)})`,
+    );
+  }
   if (length === 0) return 0;
   const fh = await open(path, "r");
   try {

@@ -16,6 +16,7 @@ import {
   connectResilient,
   createLpServer,
   createServer,
+  fileCrc32c,
   isPointSubError,
   sendFile,
   sendResumable,
@@ -334,5 +335,22 @@ describe("options: invalid arguments", () => {
       await conn.close();
       await server.close();
     }
+  });
+
+  it("fileCrc32c: a length that is not an integer >= 0, or a path that is not a string, rejects ERR_INVALID_ARGUMENT", async () => {
+    for (const [path, length] of [
+      [import.meta.filename, -1],
+      [import.meta.filename, Number.NaN],
+      [import.meta.filename, 1.5],
+      [import.meta.filename, "5"],
+      [5, 1],
+    ] as const) {
+      assert.equal(
+        await outcome(() => fileCrc32c(path as never, length as never)),
+        "ERR_INVALID_ARGUMENT",
+        `${path} ${length}`,
+      );
+    }
+    assert.equal(await fileCrc32c(import.meta.filename, 0), 0);
   });
 });
