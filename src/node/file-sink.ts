@@ -516,6 +516,19 @@ let syncCrcBuf: Buffer | undefined;
 /** Prefixes up to this length are read in one call by {@link fileCrc32c}. */
 const SMALL_CRC_BYTES = 256 * 1024;
 
+/**
+ * @internal ERR_INVALID_ARGUMENT unless `dir` is a non-empty string and `options` an object: `fileSink`'s
+ * and `fileSource`'s arguments (a number threw fs's raw TypeError, null options one of their own).
+ */
+export function checkDirAndOptions(what: string, dir: unknown, options: unknown): void {
+  if (typeof dir !== "string" || dir === "") {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", `${what} needs a directory path (a non-empty string)`);
+  }
+  if (typeof options !== "object" || options === null) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", `${what} options must be an object (got ${String(options)})`);
+  }
+}
+
 /** CRC32C of the first `length` bytes of a file. */
 export async function fileCrc32c(path: string, length: number): Promise<number> {
   // A negative, NaN or fractional length, or a path of another type, failed with fs's raw RangeError or TypeError.
@@ -833,6 +846,7 @@ const limit = (n: number | undefined, what: string): number => {
  * ```
  */
 export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
+  checkDirAndOptions("fileSink", dir, options);
   const overwrite = options.overwrite === true;
   const maxFileSize = limit(options.maxFileSize, "maxFileSize");
   const maxBytes = limit(options.maxBytes, "maxBytes");

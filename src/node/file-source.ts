@@ -19,7 +19,7 @@ import type { Handler, IncomingRequest, RequestContext } from "../connection/typ
 import { PointSubError } from "../errors/error.ts";
 import { type DirRound, firstNames, KIND_DIR, KIND_FILE } from "./dir-names.ts";
 import { CRC_PERSIST_MIN, crcStore, isMetaName, isSinkFileAlias } from "./file-crc-store.ts";
-import { FILE_ROUTE, fileCrc32cOf, safeRelativePath } from "./file-sink.ts";
+import { checkDirAndOptions, FILE_ROUTE, fileCrc32cOf, safeRelativePath } from "./file-sink.ts";
 import { fsFailure } from "./fs-error.ts";
 import { tellHook } from "./hook.ts";
 import { type FileAccess, type FileTransfer, readFileFrom, sendFileVia } from "./send-file.ts";
@@ -225,6 +225,7 @@ const DEFAULT_MIN_DOWNLOAD_BYTES_PER_SECOND = 8 * 1024;
 const CREDIT_STEP_MAX = 1024 * 1024;
 
 export function fileSource(dir: string, options: FileSourceOptions = {}): FileSource {
+  checkDirAndOptions("fileSource", dir, options);
   const maxPerSession = options.maxDownloadsPerSession ?? 8;
   const maxDownloads = options.maxDownloads ?? 64;
   const minRate = options.minDownloadBytesPerSecond ?? DEFAULT_MIN_DOWNLOAD_BYTES_PER_SECOND;

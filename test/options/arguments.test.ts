@@ -5,6 +5,7 @@
  * sent. Real sockets on 127.0.0.1; every wait is bounded.
  */
 import assert from "node:assert/strict";
+import { tmpdir } from "node:os";
 import { describe, it } from "node:test";
 import { Pool } from "../../src/client/pool.ts";
 import { Housekeeper, housekeepingPeriod } from "../../src/connection/housekeeping.ts";
@@ -17,6 +18,8 @@ import {
   createLpServer,
   createServer,
   fileCrc32c,
+  fileSink,
+  fileSource,
   isPointSubError,
   sendFile,
   sendResumable,
@@ -352,5 +355,23 @@ describe("options: invalid arguments", () => {
       );
     }
     assert.equal(await fileCrc32c(import.meta.filename, 0), 0);
+  });
+
+  it("fileSink and fileSource: a directory that is not a string, or options null, are ERR_INVALID_ARGUMENT", async () => {
+    for (const [name, make] of [
+      ["fileSink", fileSink],
+      ["fileSource", fileSource],
+    ] as const) {
+      for (const [dir, options] of [
+        [5, {}],
+        [undefined, {}],
+        ["", {}],
+        [tmpdir(), null],
+        [tmpdir(), 5],
+      ]) {
+        const what = `${name}(${String(dir)}, ${String(options)})`;
+        assert.equal(await outcome(() => make(dir as never, options as never)), "ERR_INVALID_ARGUMENT", what);
+      }
+    }
   });
 });
