@@ -309,6 +309,12 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
    * The format has no goodbye: the peer sees the stream end.
    */
   close(options: CloseOptions = {}): Promise<void> {
+    // Null threw a raw TypeError at the caller.
+    if (typeof options !== "object" || options === null) {
+      return handledRejection(
+        new PointSubError("ERR_INVALID_ARGUMENT", `close options must be an object (got ${String(options)})`),
+      );
+    }
     if (this.state_ === "closed") return this.closePromise ?? RESOLVED;
     const given = options.timeoutMs;
     const timeoutMs = given ?? this.options.closeTimeoutMs;

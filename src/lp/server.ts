@@ -143,6 +143,10 @@ export class LpServer extends EventEmitter<LpServerEvents> {
    * nothing is closed.
    */
   async close(options: { timeoutMs?: number } = {}): Promise<void> {
+    // Null rejected with a raw TypeError.
+    if (typeof options !== "object" || options === null) {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", `close options must be an object (got ${String(options)})`);
+    }
     const ms = options.timeoutMs;
     // Checked before anything closes: NaN (or a negative time) cut every session at once, sends queued lost.
     if (ms !== undefined && (typeof ms !== "number" || !(ms >= 0))) throw badCloseTimeout(ms);

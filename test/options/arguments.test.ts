@@ -374,4 +374,21 @@ describe("options: invalid arguments", () => {
       }
     }
   });
+
+  it("LpConnection.close and LpServer.close given null options reject ERR_INVALID_ARGUMENT and close nothing", async () => {
+    const server = createLpServer();
+    const [url] = await server.listen("lp+tcp://127.0.0.1:0");
+    const conn = await connectLp(url);
+    try {
+      for (const options of [null, 5]) {
+        assert.equal(await outcome(() => conn.close(options as never)), "ERR_INVALID_ARGUMENT", `conn ${options}`);
+        assert.equal(await outcome(() => server.close(options as never)), "ERR_INVALID_ARGUMENT", `server ${options}`);
+      }
+      assert.equal(conn.state, "open");
+      await conn.send("still open");
+    } finally {
+      await conn.close();
+      await server.close();
+    }
+  });
 });
