@@ -119,6 +119,12 @@ function compareDistance(a: Uint8Array, b: Uint8Array): number {
   return 0;
 }
 
+/** ERR_INVALID_ARGUMENT for a call's `options` that are not an object (null threw a raw TypeError). */
+function notOptions(options: unknown): PointSubError | undefined {
+  if (typeof options === "object" && options !== null) return undefined;
+  return new PointSubError("ERR_INVALID_ARGUMENT", `options must be an object (got ${String(options)})`);
+}
+
 function checkInt(name: string, v: number | undefined, min: number): void {
   if (v !== undefined && (!Number.isFinite(v) || v < min)) {
     throw new PointSubError("ERR_INVALID_ARGUMENT", `${name} must be a number >= ${min}, got ${v}`);
@@ -293,6 +299,8 @@ export class Client {
    * promise); calls to an explicit address do not feed the node's breaker.
    */
   request(address: Address, route: string, payload: Payload, options: RequestOptions = {}): Promise<Uint8Array> {
+    const bad = notOptions(options);
+    if (bad !== undefined) return Promise.reject(bad);
     const node = typeof address === "string" ? address : nodeKey(address);
     const ready = this.pool.tryAcquire(node);
     if (ready !== undefined) return ready.conn.request(route, payload, options);
@@ -396,6 +404,8 @@ export class Client {
    * ERR_NO_ROUTE when the route has no nodes.
    */
   async requestClosest(route: string, payload: Payload, options: ClosestOptions = {}): Promise<Uint8Array> {
+    const bad = notOptions(options);
+    if (bad !== undefined) throw bad;
     const list = this.routes.get(route);
     if (list === undefined || list.length === 0) {
       throw new PointSubError("ERR_NO_ROUTE", `no nodes for route ${route}`);

@@ -233,6 +233,12 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
   ): Promise<Uint8Array> {
     const bad = badPayload(payload);
     if (bad !== undefined) return Promise.reject(bad);
+    // Null threw a raw TypeError at the caller.
+    if (typeof options !== "object" || options === null) {
+      return Promise.reject(
+        new PointSubError("ERR_INVALID_ARGUMENT", `options must be an object (got ${String(options)})`),
+      );
+    }
     const timeoutMs = options.timeoutMs ?? this.defaultTimeout(payload);
     if (!(timeoutMs >= 0)) {
       // NaN or negative meant no deadline at all (as the connection's own request refuses it).

@@ -391,4 +391,39 @@ describe("options: invalid arguments", () => {
       await server.close();
     }
   });
+
+  it("Client.request, requestClosest and ResilientConnection.request given null options reject ERR_INVALID_ARGUMENT", async () => {
+    const server = createServer();
+    server.handle("/who/1", () => "here");
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const client = new Client({ rttProbeMs: 0 });
+    client.addNode("/who/1", url);
+    const resilient = await connectResilient(url);
+    try {
+      // The pool's connection open first: the call then takes the connection's own path.
+      await client.request(url, "/who/1", "x");
+      for (const options of [null, 5]) {
+        const o = options as never;
+        assert.equal(
+          await outcome(() => client.request(url, "/who/1", "x", o)),
+          "ERR_INVALID_ARGUMENT",
+          `request ${options}`,
+        );
+        assert.equal(
+          await outcome(() => client.requestClosest("/who/1", "x", o)),
+          "ERR_INVALID_ARGUMENT",
+          `closest ${options}`,
+        );
+        let p: unknown;
+        assert.doesNotThrow(() => {
+          p = resilient.request("/who/1", "x", o);
+        });
+        assert.equal(await outcome(() => p), "ERR_INVALID_ARGUMENT", `resilient ${options}`);
+      }
+    } finally {
+      await resilient.close();
+      await client.close();
+      await server.close();
+    }
+  });
 });
