@@ -57,13 +57,22 @@ const bad = (why: string) => new PointSubError("ERR_INVALID_ARGUMENT", `malforme
 
 /**
  * A bundle's content (one buffer). Throws ERR_INVALID_ARGUMENT for a file
- * or header too large (the count is not checked: a receiver refuses over
+ * that is not a content (a Uint8Array) with a path or a name (a string), or
+ * a file or header too large (the count is not checked: a receiver refuses over
  * {@link BUNDLE_MAX_FILES}).
  */
 export function encodeBundle(files: readonly BundleFile[]): Uint8Array {
+  if (!Array.isArray(files)) throw new PointSubError("ERR_INVALID_ARGUMENT", "encodeBundle needs an array of files");
   const heads: Uint8Array[] = [];
   let total = 0;
   for (const f of files) {
+    // A string's content went in as that many zero bytes, an entry without a name or path as one its receiver refuses.
+    if (!((f as BundleFile | null)?.content instanceof Uint8Array) || typeof (f.path ?? f.name) !== "string") {
+      throw new PointSubError(
+        "ERR_INVALID_ARGUMENT",
+        "each bundle file needs a content (a Uint8Array) and a path or a name (a string)",
+      );
+    }
     const json = utf8.encode(
       JSON.stringify(
         f.path === undefined ? { name: f.name, size: f.content.length } : { path: f.path, size: f.content.length },

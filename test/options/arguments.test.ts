@@ -17,6 +17,7 @@ import {
   connectResilient,
   createLpServer,
   createServer,
+  encodeBundle,
   fileCrc32c,
   fileSink,
   fileSource,
@@ -425,5 +426,22 @@ describe("options: invalid arguments", () => {
       await client.close();
       await server.close();
     }
+  });
+
+  it("encodeBundle: content that is not a Uint8Array, an entry without a name or path, or no array is ERR_INVALID_ARGUMENT", async () => {
+    const cases: [string, unknown][] = [
+      ["string content", [{ name: "a.txt", content: "hello" }]],
+      ["no content", [{ name: "a.txt" }]],
+      ["no name", [{ content: new Uint8Array(2) }]],
+      ["name 5", [{ name: 5, content: new Uint8Array(2) }]],
+      ["entry 5", [5]],
+      ["entry null", [null]],
+      ["null", null],
+      ["a string", "a.txt"],
+    ];
+    for (const [name, files] of cases) {
+      assert.equal(await outcome(() => encodeBundle(files as never)), "ERR_INVALID_ARGUMENT", name);
+    }
+    assert.ok(encodeBundle([{ name: "a.txt", content: new Uint8Array(2) }]).length > 2);
   });
 });
