@@ -361,8 +361,24 @@ export interface FileTransferIdOptions {
  * resume the transfer.
  */
 export async function fileTransferId(path: string, options: FileTransferIdOptions = {}): Promise<string> {
+  // A path of another type threw path.resolve's raw TypeError, a missing file fs's raw ENOENT error.
+  if (typeof path !== "string" || path === "") {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", "fileTransferId path must be a non-empty string");
+  }
+  if (typeof options !== "object" || options === null) {
+    throw new PointSubError(
+      "ERR_INVALID_ARGUMENT",
+      `fileTransferId options must be an object (got ${String(options)})`,
+    );
+  }
   const abs = resolve(path);
-  return transferIdOf(abs, await stat(abs), options);
+  const st = await stat(abs).catch((err: unknown) => {
+    const code = (err as { code?: unknown }).code;
+    throw new PointSubError("ERR_INVALID_ARGUMENT", `${path} is not a readable file (${String(code)})`, {
+      cause: err,
+    });
+  });
+  return transferIdOf(abs, st, options);
 }
 
 let crypto: Promise<typeof import("node:crypto")> | undefined;
@@ -373,6 +389,13 @@ async function transferIdOf(
   st: { size: number; mtimeMs: number },
   options: FileTransferIdOptions,
 ): Promise<string> {
+  // Anything else threw createHmac's raw TypeError (a key), or went into the id as its JSON (a route).
+  if (options.key !== undefined && typeof options.key !== "string" && !(options.key instanceof Uint8Array)) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", "resume key must be a string or a Uint8Array");
+  }
+  if (options.route !== undefined && typeof options.route !== "string") {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", "route must be a string");
+  }
   const key = options.key ?? (await loadResumeKey());
   // node:crypto is loaded on first use (it costs a process a few MB of RSS).
   crypto ??= import("node:crypto");

@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 import { Pool } from "../../src/client/pool.ts";
 import { Housekeeper, housekeepingPeriod } from "../../src/connection/housekeeping.ts";
@@ -21,6 +22,7 @@ import {
   fileCrc32c,
   fileSink,
   fileSource,
+  fileTransferId,
   isPointSubError,
   sendFile,
   sendResumable,
@@ -443,5 +445,19 @@ describe("options: invalid arguments", () => {
       assert.equal(await outcome(() => encodeBundle(files as never)), "ERR_INVALID_ARGUMENT", name);
     }
     assert.ok(encodeBundle([{ name: "a.txt", content: new Uint8Array(2) }]).length > 2);
+  });
+
+  it("fileTransferId: a path that is not a string or no file, a key or route of another type reject ERR_INVALID_ARGUMENT", async () => {
+    const here = import.meta.filename;
+    const cases: [string, () => Promise<unknown>][] = [
+      ["path 5", () => fileTransferId(5 as never, { key: "k" })],
+      ["no such file", () => fileTransferId(join(tmpdir(), "pointsub-no-such-file"), { key: "k" })],
+      ["key 5", () => fileTransferId(here, { key: 5 as never })],
+      ["key null", () => fileTransferId(here, { key: null as never })],
+      ["route 5", () => fileTransferId(here, { key: "k", route: 5 as never })],
+      ["options null", () => fileTransferId(here, null as never)],
+    ];
+    for (const [name, f] of cases) assert.equal(await outcome(f), "ERR_INVALID_ARGUMENT", name);
+    assert.match(await fileTransferId(here, { key: "k" }), /^[0-9a-f]{64}$/);
   });
 });
