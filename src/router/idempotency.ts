@@ -718,6 +718,25 @@ export function isDeduplicating(mw: Middleware): boolean {
  * Unkeyed requests, streams and one-way messages pass through untouched.
  */
 export function idempotency(options: IdempotencyOptions = {}): Middleware {
+  // Checked here: a store or scope of another type was kept, and every keyed request then failed
+  // ERR_HANDLER ("store.begin is not a function").
+  const given = options.store as Partial<IdempotencyStore> | null | undefined;
+  if (
+    given !== undefined &&
+    (typeof given?.begin !== "function" ||
+      typeof given.get !== "function" ||
+      typeof given.complete !== "function" ||
+      typeof given.fail !== "function" ||
+      typeof given.wait !== "function")
+  ) {
+    throw new PointSubError(
+      "ERR_INVALID_ARGUMENT",
+      "idempotency store must have begin, get, complete, fail and wait (an IdempotencyStore)",
+    );
+  }
+  if (options.scope !== undefined && typeof options.scope !== "function") {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", "idempotency scope must be a function");
+  }
   const store = options.store ?? memoryIdempotencyStore();
   const waitMs = positiveMs("waitMs", options.waitMs, 30_000);
   const leaseMs = positiveMs("leaseMs", options.leaseMs, 600_000);

@@ -23,7 +23,9 @@ import {
   fileSink,
   fileSource,
   fileTransferId,
+  idempotency,
   isPointSubError,
+  memoryIdempotencyStore,
   sendFile,
   sendResumable,
 } from "../../src/index.ts";
@@ -459,5 +461,21 @@ describe("options: invalid arguments", () => {
     ];
     for (const [name, f] of cases) assert.equal(await outcome(f), "ERR_INVALID_ARGUMENT", name);
     assert.match(await fileTransferId(here, { key: "k" }), /^[0-9a-f]{64}$/);
+  });
+
+  it("idempotency: a store that is no IdempotencyStore or a scope that is no function is ERR_INVALID_ARGUMENT at once", async () => {
+    for (const options of [
+      { store: 5 },
+      { store: {} },
+      { store: "redis" },
+      { store: null },
+      { scope: 5 },
+      { scope: "principal" },
+    ]) {
+      const what = JSON.stringify(options);
+      assert.equal(await outcome(() => idempotency(options as never)), "ERR_INVALID_ARGUMENT", what);
+      assert.equal(await outcome(() => createServer({ idempotency: options as never })), "ERR_INVALID_ARGUMENT", what);
+    }
+    assert.equal(await outcome(() => idempotency({ store: memoryIdempotencyStore() })), "ok");
   });
 });
