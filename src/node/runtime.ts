@@ -85,6 +85,7 @@ export function createNodeRuntime(options: NodeRuntimeOptions = {}): Runtime {
       `pointsub needs Node.js 22.18 or later; this is ${process.version} (no Promise.withResolvers)`,
     );
   }
+  checkRuntimeOptions(options);
   // Node loads the stream halves up front: a connection's first stream starts synchronously.
   useStreamEngine(streams);
   useSuggestions(SUGGESTIONS);
@@ -93,7 +94,21 @@ export function createNodeRuntime(options: NodeRuntimeOptions = {}): Runtime {
   const crc32c = options.nativeCrc32c === false ? undefined : lazyNativeCrc32c();
   // The machine's memory (a cgroup read) is looked up once per runtime, not per connection.
   let machine: number | undefined;
-  const memoryLimit = options.memoryLimit ?? (() => (machine ??= nodeMemoryLimit()));
+  const given = options.memoryLimit;
+  const memoryLimit =
+    given === undefined
+      ? () => (machine ??= nodeMemoryLimit())
+      : () => {
+          const n = given();
+          // NaN turned every budget off (nothing is ever over NaN); 0 or less refused every message.
+          if (!Number.isSafeInteger(n) || n < 1) {
+            throw new PointSubError(
+              "ERR_INVALID_ARGUMENT",
+              `memoryLimit() must return an integer >= 1 (got ${String(n)})`,
+            );
+          }
+          return n;
+        };
   const codecs = new CodecRegistry(options.compression === false ? [] : zlibCodecs());
   const diagnostics = options.diagnostics ?? nodeDiagnostics;
   // NODE_DEBUG=pointsub or DEBUG=pointsub*: print the channels (once per process for the Node channels).
@@ -117,6 +132,32 @@ export function createNodeRuntime(options: NodeRuntimeOptions = {}): Runtime {
     memoryLimit,
     diagnostics,
   });
+}
+
+/**
+ * ERR_INVALID_ARGUMENT for options of {@link createNodeRuntime} of the wrong type: they were kept, and
+ * the first connect or createServer with the runtime threw a raw TypeError ("memoryLimit is not a
+ * function", "d.channel is not a function", "adapter.schemes is not iterable").
+ */
+function checkRuntimeOptions(o: NodeRuntimeOptions): void {
+  const bad = (why: string) => new PointSubError("ERR_INVALID_ARGUMENT", `createNodeRuntime: ${why}`);
+  if (typeof o !== "object" || o === null) throw bad(`options must be an object (got ${String(o)})`);
+  const t: unknown = o.transports;
+  if (t !== undefined) {
+    if (!Array.isArray(t)) throw bad("transports must be an array of transport adapters");
+    for (const a of t as unknown[]) {
+      const adapter = a as Partial<TransportAdapter> | null;
+      if (typeof adapter?.schemes?.[Symbol.iterator] !== "function" || typeof adapter.connect !== "function") {
+        throw bad("each transport must be a TransportAdapter (schemes, connect, listen)");
+      }
+    }
+  }
+  if (o.memoryLimit !== undefined && typeof o.memoryLimit !== "function") {
+    throw bad("memoryLimit must be a function returning bytes");
+  }
+  const d = o.diagnostics as Partial<Diagnostics> | null | undefined;
+  if (d !== undefined && typeof d?.channel !== "function")
+    throw bad("diagnostics must be a Diagnostics (with channel)");
 }
 
 let defaultNodeRuntime: Runtime | undefined;

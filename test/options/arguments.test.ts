@@ -17,6 +17,7 @@ import {
   connectLpResilient,
   connectResilient,
   createLpServer,
+  createNodeRuntime,
   createServer,
   encodeBundle,
   fileCrc32c,
@@ -477,5 +478,35 @@ describe("options: invalid arguments", () => {
       assert.equal(await outcome(() => createServer({ idempotency: options as never })), "ERR_INVALID_ARGUMENT", what);
     }
     assert.equal(await outcome(() => idempotency({ store: memoryIdempotencyStore() })), "ok");
+  });
+
+  it("createNodeRuntime: options of the wrong type are ERR_INVALID_ARGUMENT at once, and so is a memoryLimit() that is no byte count", async () => {
+    for (const options of [null, { transports: 5 }, { transports: [5] }, { memoryLimit: 5 }, { diagnostics: 5 }]) {
+      assert.equal(
+        await outcome(() => createNodeRuntime(options as never)),
+        "ERR_INVALID_ARGUMENT",
+        JSON.stringify(options),
+      );
+    }
+    // A limit of NaN turned the memory budget off (nothing is over NaN): refused where the budget is made.
+    for (const n of [Number.NaN, -1, 0, "5"]) {
+      const runtime = createNodeRuntime({ memoryLimit: () => n as never });
+      assert.equal(
+        await outcome(() => createServer({ runtime })),
+        "ERR_INVALID_ARGUMENT",
+        `memoryLimit() ${String(n)}`,
+      );
+    }
+    const runtime = createNodeRuntime({ memoryLimit: () => 64 * 1024 * 1024 });
+    const server = createServer({ runtime });
+    server.handle("/who/1", () => "here");
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url, { runtime });
+    try {
+      assert.equal(new TextDecoder().decode(await conn.request("/who/1", "x")), "here");
+    } finally {
+      await conn.close();
+      await server.close();
+    }
   });
 });
