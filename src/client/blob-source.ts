@@ -29,6 +29,10 @@ export interface BlobSourceOptions {
  */
 export function blobSource(blob: Blob, options: BlobSourceOptions = {}): ResumableSource {
   if (!isBlob(blob)) throw new PointSubError("ERR_INVALID_ARGUMENT", "blobSource needs a Blob or a File");
+  // Null threw a raw TypeError.
+  if (typeof options !== "object" || options === null) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", `blobSource options must be an object (got ${String(options)})`);
+  }
   const transferId = options.transferId ?? newTransferId();
   if (typeof transferId !== "string" || !/^[A-Za-z0-9_-]{32,128}$/.test(transferId)) {
     throw new PointSubError(

@@ -11,6 +11,7 @@ import { describe, it } from "node:test";
 import { Pool } from "../../src/client/pool.ts";
 import { Housekeeper, housekeepingPeriod } from "../../src/connection/housekeeping.ts";
 import {
+  blobSource,
   Client,
   connect,
   connectLp,
@@ -508,5 +509,12 @@ describe("options: invalid arguments", () => {
       await conn.close();
       await server.close();
     }
+  });
+
+  it("blobSource: options that are not an object are ERR_INVALID_ARGUMENT", async () => {
+    for (const options of [null, 5]) {
+      assert.equal(await outcome(() => blobSource(new Blob(["abc"]), options as never)), "ERR_INVALID_ARGUMENT");
+    }
+    assert.equal(blobSource(new Blob(["abc"])).size, 3);
   });
 });
