@@ -695,8 +695,12 @@ export class Server extends EventEmitter<ServerEvents> {
     checkOptions(options, "broadcast");
     // NaN skipped no session whatever it queued, and a negative mark every session.
     const high = options.highWaterMark;
-    if (high !== undefined && !(high >= 0)) {
-      throw new PointSubError("ERR_INVALID_ARGUMENT", `broadcast highWaterMark must be a number >= 0 (got ${high})`);
+    // (A string such as "5" compared as its number, and was taken.)
+    if (high !== undefined && (typeof high !== "number" || !(high >= 0))) {
+      throw new PointSubError(
+        "ERR_INVALID_ARGUMENT",
+        `broadcast highWaterMark must be a number >= 0 (got ${String(high)})`,
+      );
     }
     const slow = options.slowSessions;
     if (slow !== undefined && slow !== "skip" && slow !== "disconnect") {

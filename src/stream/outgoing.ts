@@ -445,6 +445,13 @@ export function planCompression(
   codecs: Pick<CodecRegistry, "get"> = GLOBAL_CODECS,
 ): CompressionPlan {
   if (compress === undefined || compress === "off") return { codec: undefined, auto: false };
+  // Not a name at all (null, a number): the caller's mistake, not a codec missing here (ERR_COMPRESSION).
+  if (typeof compress !== "string") {
+    throw new PointSubError(
+      "ERR_INVALID_ARGUMENT",
+      `compress must be a codec's name, "auto" or "off" (got ${String(compress)})`,
+    );
+  }
   if (compress === "auto") {
     for (const id of order) {
       const bit = 1 << (id - 1);

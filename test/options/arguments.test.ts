@@ -517,4 +517,29 @@ describe("options: invalid arguments", () => {
     }
     assert.equal(blobSource(new Blob(["abc"])).size, 3);
   });
+
+  it("broadcast highWaterMark as text and sendStream compress that is not a name are ERR_INVALID_ARGUMENT", async () => {
+    const server = createServer();
+    server.handleStream("/sink/1", async (stream) => {
+      for await (const _ of stream);
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    try {
+      assert.equal(await outcome(() => server.broadcast("x", { highWaterMark: "5" as never })), "ERR_INVALID_ARGUMENT");
+      await until(() => server.sessions.size === 1);
+      const r = await server.broadcast("x", { highWaterMark: 5 });
+      assert.equal(r.sent + r.queued, 1);
+      for (const compress of [null, 5]) {
+        const t = conn.sendStream("/sink/1", [new Uint8Array(10)], { compress: compress as never });
+        assert.equal(await outcome(() => t.done), "ERR_INVALID_ARGUMENT", String(compress));
+      }
+      // A name this side has no codec for stays what it was.
+      const t = conn.sendStream("/sink/1", [new Uint8Array(10)], { compress: "lzma" as never });
+      assert.equal(await outcome(() => t.done), "ERR_COMPRESSION");
+    } finally {
+      await conn.close();
+      await server.close();
+    }
+  });
 });
