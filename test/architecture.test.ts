@@ -135,6 +135,7 @@ const PACKAGES: Record<Layer, readonly string[]> = {
     "@chainsafe/libp2p-noise",
     "@chainsafe/libp2p-quic",
     "@chainsafe/libp2p-yamux",
+    "@libp2p/crypto",
     "@libp2p/interface",
     "@libp2p/tcp",
     "@multiformats/multiaddr",

@@ -3,7 +3,7 @@
  * protocol `/pointsub/1` of a js-libp2p node, addressed by multiaddr or by
  * peer id.
  */
-import type { Libp2p, Connection as Libp2pConnection, Stream } from "@libp2p/interface";
+import type { Libp2p, Connection as Libp2pConnection, PrivateKey, Stream } from "@libp2p/interface";
 import { isMultiaddr, type Multiaddr, multiaddr } from "@multiformats/multiaddr";
 import {
   PointSubError,
@@ -93,6 +93,20 @@ class OwnedNode {
   stopped(): Promise<void> {
     if (this.refs === 0 && this.node === undefined) return this.stopping;
     return new Promise((resolve) => this.waiting.push(resolve));
+  }
+}
+
+/**
+ * A key for an adapter's dial-only node (Ed25519, as js-libp2p makes its
+ * own), from `@libp2p/crypto` (libp2p's dependency); undefined without it:
+ * then each node makes one of its own.
+ */
+async function dialerKey(): Promise<PrivateKey | undefined> {
+  try {
+    const { generateKeyPair } = await import("@libp2p/crypto/keys");
+    return await generateKeyPair("Ed25519");
+  } catch {
+    return undefined;
   }
 }
 
@@ -357,10 +371,18 @@ function addressesOf(node: Libp2p): { id: string; all: Set<string>; first: strin
  * `principal` is the remote peer id.
  *
  * Every call returns an adapter of its own, with its own dial-only node for
- * `connect` calls without `libp2p`.
+ * `connect` calls without `libp2p`. That node is stopped with its last
+ * connection and made again for the next one with the same key: its peer
+ * id (the principal servers see) stays the adapter's for the process.
  */
 export function libp2pTransport(): TransportAdapter<Libp2pTransportOptions> {
-  const dialer = new OwnedNode(() => createLibp2pNode());
+  let key: Promise<PrivateKey | undefined> | undefined;
+  const dialer = new OwnedNode(async () => {
+    // Before, each new node generated a key of its own: a client reconnecting after its last connection
+    // closed came back as another peer, and a server authorizing by peer id refused it.
+    key ??= dialerKey();
+    return createLibp2pNode({ libp2p: { privateKey: await key } });
+  });
   return {
     schemes: [],
     multiaddrs: true,

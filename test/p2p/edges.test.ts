@@ -10,6 +10,27 @@ import type { Connection, PointSubError } from "../../src/index.ts";
 import { connect, createLibp2pNode, createServer, PROTOCOL_ID } from "../../src/p2p/index.ts";
 
 describe("pointsub/libp2p edges", () => {
+  it("the adapter's own dialer comes back as the same peer after its last connection closed (was a new peer id: authorize-by-peer-id refused it)", async () => {
+    const server = createServer();
+    const principals: unknown[] = [];
+    server.on("session", (s) => principals.push(s.principal));
+    server.handle("/echo", (req) => req.data);
+    const [url] = await server.listen("/ip4/127.0.0.1/tcp/0");
+    try {
+      for (let i = 0; i < 2; i++) {
+        const conn = await connect(url);
+        assert.equal(new TextDecoder().decode(await conn.request("/echo", "hi")), "hi");
+        // Its last connection: the dial-only node stops with it, and the next connect makes it again.
+        await conn.close();
+      }
+      assert.equal(principals.length, 2);
+      assert.equal(typeof principals[0], "string");
+      assert.equal(principals[1], principals[0]);
+    } finally {
+      await server.close();
+    }
+  });
+
   it("connect from a stopped options.libp2p is ERR_CONNECT saying so, not ERR_TIMEOUT 'timed out after 10000 ms' at once", async () => {
     const serverNode = await createLibp2pNode({ listen: ["/ip4/127.0.0.1/tcp/0"], quic: false });
     const server = createServer({ libp2p: serverNode });
