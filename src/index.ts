@@ -20,7 +20,7 @@ import {
   type ResilientOptions,
 } from "./client/resilient.ts";
 import type { Connection } from "./connection/connection.ts";
-import { PointSubError } from "./errors/error.ts";
+import { checkOptions } from "./errors/options.ts";
 import { connectLp as connectLpCore } from "./lp/connect.ts";
 import type { LpConnection } from "./lp/connection.ts";
 import { isLpAddress, type LpConnectOptions } from "./lp/options.ts";
@@ -43,9 +43,7 @@ import type { Address, TransportAdapter } from "./transport/transport.ts";
  * number was taken as no options).
  */
 function withRuntime<T extends { runtime?: Runtime }>(options: T): T {
-  if (typeof options !== "object" || options === null) {
-    throw new PointSubError("ERR_INVALID_ARGUMENT", `options must be an object (got ${String(options)})`);
-  }
+  checkOptions(options);
   return options.runtime === undefined ? { ...options, runtime: defaultRuntime() } : options;
 }
 

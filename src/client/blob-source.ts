@@ -4,6 +4,7 @@
  * the receiver stopped after a dropped connection.
  */
 import { PointSubError } from "../errors/error.ts";
+import { checkOptions } from "../errors/options.ts";
 import { blobPrefixCrc, isBlob } from "../stream/blob.ts";
 import { newTransferId } from "../transfer/transfer-id.ts";
 import type { ResumableSource } from "./resumable.ts";
@@ -30,9 +31,7 @@ export interface BlobSourceOptions {
 export function blobSource(blob: Blob, options: BlobSourceOptions = {}): ResumableSource {
   if (!isBlob(blob)) throw new PointSubError("ERR_INVALID_ARGUMENT", "blobSource needs a Blob or a File");
   // Null threw a raw TypeError.
-  if (typeof options !== "object" || options === null) {
-    throw new PointSubError("ERR_INVALID_ARGUMENT", `blobSource options must be an object (got ${String(options)})`);
-  }
+  checkOptions(options, "blobSource");
   const transferId = options.transferId ?? newTransferId();
   if (typeof transferId !== "string" || !/^[A-Za-z0-9_-]{32,128}$/.test(transferId)) {
     throw new PointSubError(

@@ -9,6 +9,7 @@ import type { Connection } from "../connection/connection.ts";
 import type { Payload, RequestOptions } from "../connection/types.ts";
 import { UNSENT } from "../connection/unsent.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
+import { badOptions } from "../errors/options.ts";
 import type { Address } from "../transport/transport.ts";
 import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 import { type ConnectOptions, connect } from "./connect.ts";
@@ -117,12 +118,6 @@ async function sha256(data: Uint8Array): Promise<Uint8Array> {
 function compareDistance(a: Uint8Array, b: Uint8Array): number {
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return a[i] - b[i];
   return 0;
-}
-
-/** ERR_INVALID_ARGUMENT for a call's `options` that are not an object (null threw a raw TypeError). */
-function notOptions(options: unknown): PointSubError | undefined {
-  if (typeof options === "object" && options !== null) return undefined;
-  return new PointSubError("ERR_INVALID_ARGUMENT", `options must be an object (got ${String(options)})`);
 }
 
 function checkInt(name: string, v: number | undefined, min: number): void {
@@ -299,7 +294,7 @@ export class Client {
    * promise); calls to an explicit address do not feed the node's breaker.
    */
   request(address: Address, route: string, payload: Payload, options: RequestOptions = {}): Promise<Uint8Array> {
-    const bad = notOptions(options);
+    const bad = badOptions(options);
     if (bad !== undefined) return Promise.reject(bad);
     const node = typeof address === "string" ? address : nodeKey(address);
     const ready = this.pool.tryAcquire(node);
@@ -404,7 +399,7 @@ export class Client {
    * ERR_NO_ROUTE when the route has no nodes.
    */
   async requestClosest(route: string, payload: Payload, options: ClosestOptions = {}): Promise<Uint8Array> {
-    const bad = notOptions(options);
+    const bad = badOptions(options);
     if (bad !== undefined) throw bad;
     const list = this.routes.get(route);
     if (list === undefined || list.length === 0) {

@@ -13,6 +13,7 @@ import type { Handler, Message, Payload, RequestOptions } from "../connection/ty
 import { UNSENT } from "../connection/unsent.ts";
 import { codeInfo } from "../errors/codes.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
+import { badOptions } from "../errors/options.ts";
 import { checkSignal } from "../errors/signal.ts";
 import type { Middleware, ResumeLookup } from "../router/types.ts";
 import type { StreamHandler } from "../stream/types.ts";
@@ -234,11 +235,8 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
     const bad = badPayload(payload);
     if (bad !== undefined) return Promise.reject(bad);
     // Null threw a raw TypeError at the caller.
-    if (typeof options !== "object" || options === null) {
-      return Promise.reject(
-        new PointSubError("ERR_INVALID_ARGUMENT", `options must be an object (got ${String(options)})`),
-      );
-    }
+    const notOptions = badOptions(options);
+    if (notOptions !== undefined) return Promise.reject(notOptions);
     const timeoutMs = options.timeoutMs ?? this.defaultTimeout(payload);
     if (!(timeoutMs >= 0)) {
       // NaN or negative meant no deadline at all (as the connection's own request refuses it).

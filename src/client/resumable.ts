@@ -1,5 +1,6 @@
 import type { Connection } from "../connection/connection.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
+import { checkOptions } from "../errors/options.ts";
 import { checkSignal } from "../errors/signal.ts";
 import { Transfer } from "../stream/transfer.ts";
 import type { SendStreamOptions, StreamSource } from "../stream/types.ts";
@@ -213,9 +214,7 @@ export function sendResumableWith(
   recover: Recover | undefined,
 ): Transfer {
   // Checked before anything starts (null threw a raw TypeError); the other arguments fail the transfer (run).
-  if (typeof options !== "object" || options === null) {
-    throw new PointSubError("ERR_INVALID_ARGUMENT", `options must be an object (got ${String(options)})`);
-  }
+  checkOptions(options);
   let cancelled: PointSubError | undefined;
   let current: Transfer | undefined;
   /** Ends the wait between attempts early (cancel, abort). */
@@ -310,7 +309,7 @@ export function sendResumableWith(
     });
 
   const run = async (): Promise<Uint8Array> => {
-    checkOptions(options);
+    checkResumableOptions(options);
     // Anything else failed each attempt with ERR_SOURCE ("conn.queryResume is not a function").
     if (!owned && shared === undefined && typeof (target as Partial<Connection> | null)?.sendStream !== "function") {
       throw new PointSubError(
@@ -410,7 +409,7 @@ export function sendResumableWith(
  * `answerTimeoutMs` waited for the answer for ever or (Infinity) timed every attempt out at its last byte.
  * Also a `signal` that is no AbortSignal and hooks that are not functions (raw TypeErrors, or ERR_SOURCE).
  */
-function checkOptions(o: SendResumableOptions): void {
+function checkResumableOptions(o: SendResumableOptions): void {
   const check = (name: string, v: number | undefined, infinite: boolean): void => {
     if (v === undefined) return;
     if (typeof v !== "number" || !(v >= 0) || (!infinite && v === Number.POSITIVE_INFINITY)) {

@@ -11,6 +11,7 @@ import { EventEmitter } from "eventemitter3";
 import { ANSWER_SHARE, type MemoryBudget } from "../connection/budget.ts";
 import type { CloseOptions, ConnectionState, Message, Payload } from "../connection/types.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
+import { badOptions } from "../errors/options.ts";
 import type { Transport } from "../transport/transport.ts";
 import { handledRejection } from "../util/handled-rejection.ts";
 import { MAX_TIMER_MS } from "../util/timer-limit.ts";
@@ -310,11 +311,8 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
    */
   close(options: CloseOptions = {}): Promise<void> {
     // Null threw a raw TypeError at the caller.
-    if (typeof options !== "object" || options === null) {
-      return handledRejection(
-        new PointSubError("ERR_INVALID_ARGUMENT", `close options must be an object (got ${String(options)})`),
-      );
-    }
+    const notOptions = badOptions(options, "close");
+    if (notOptions !== undefined) return handledRejection(notOptions);
     if (this.state_ === "closed") return this.closePromise ?? RESOLVED;
     const given = options.timeoutMs;
     const timeoutMs = given ?? this.options.closeTimeoutMs;

@@ -7,6 +7,7 @@ import { EventEmitter } from "eventemitter3";
 import { MemoryBudget } from "../connection/budget.ts";
 import type { Message } from "../connection/types.ts";
 import { PointSubError } from "../errors/error.ts";
+import { checkOptions } from "../errors/options.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import type { Address, Transport, TransportListener } from "../transport/transport.ts";
 import { badCloseTimeout, LpConnection } from "./connection.ts";
@@ -144,9 +145,7 @@ export class LpServer extends EventEmitter<LpServerEvents> {
    */
   async close(options: { timeoutMs?: number } = {}): Promise<void> {
     // Null rejected with a raw TypeError.
-    if (typeof options !== "object" || options === null) {
-      throw new PointSubError("ERR_INVALID_ARGUMENT", `close options must be an object (got ${String(options)})`);
-    }
+    checkOptions(options, "close");
     const ms = options.timeoutMs;
     // Checked before anything closes: NaN (or a negative time) cut every session at once, sends queued lost.
     if (ms !== undefined && (typeof ms !== "number" || !(ms >= 0))) throw badCloseTimeout(ms);

@@ -6,6 +6,7 @@ import type { BundleResult } from "../codec/file-bundle.ts";
 import type { ResumePoint } from "../connection/connection.ts";
 import type { Handler, IncomingRequest, RequestContext } from "../connection/types.ts";
 import { PointSubError } from "../errors/error.ts";
+import { checkOptions } from "../errors/options.ts";
 import type { IncomingStream } from "../stream/incoming.ts";
 import type { StreamHandler } from "../stream/types.ts";
 import { Limiter } from "../util/limiter.ts";
@@ -524,9 +525,7 @@ export function checkDirAndOptions(what: string, dir: unknown, options: unknown)
   if (typeof dir !== "string" || dir === "") {
     throw new PointSubError("ERR_INVALID_ARGUMENT", `${what} needs a directory path (a non-empty string)`);
   }
-  if (typeof options !== "object" || options === null) {
-    throw new PointSubError("ERR_INVALID_ARGUMENT", `${what} options must be an object (got ${String(options)})`);
-  }
+  checkOptions(options, what);
 }
 
 /** CRC32C of the first `length` bytes of a file. */

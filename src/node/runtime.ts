@@ -12,6 +12,7 @@ import { useStreamEngine } from "../connection/stream-engine.ts";
 import * as streams from "../connection/streams.ts";
 import { useSuggestions } from "../errors/codes.ts";
 import { PointSubError } from "../errors/error.ts";
+import { checkOptions } from "../errors/options.ts";
 import { SUGGESTIONS } from "../errors/suggestions.ts";
 import { createRuntime, type Diagnostics, type Runtime } from "../runtime/runtime.ts";
 import { memoryTransport } from "../transport/memory.ts";
@@ -141,7 +142,7 @@ export function createNodeRuntime(options: NodeRuntimeOptions = {}): Runtime {
  */
 function checkRuntimeOptions(o: NodeRuntimeOptions): void {
   const bad = (why: string) => new PointSubError("ERR_INVALID_ARGUMENT", `createNodeRuntime: ${why}`);
-  if (typeof o !== "object" || o === null) throw bad(`options must be an object (got ${String(o)})`);
+  checkOptions(o, "createNodeRuntime:");
   const t: unknown = o.transports;
   if (t !== undefined) {
     if (!Array.isArray(t)) throw bad("transports must be an array of transport adapters");

@@ -12,6 +12,7 @@ import {
 import { crc32cHex } from "../codec/crc32c.ts";
 import type { Connection } from "../connection/connection.ts";
 import { PointSubError } from "../errors/error.ts";
+import { checkOptions } from "../errors/options.ts";
 import { onChunkSent } from "../stream/release.ts";
 import type { Transfer } from "../stream/transfer.ts";
 import type { StreamSource } from "../stream/types.ts";
@@ -365,12 +366,7 @@ export async function fileTransferId(path: string, options: FileTransferIdOption
   if (typeof path !== "string" || path === "") {
     throw new PointSubError("ERR_INVALID_ARGUMENT", "fileTransferId path must be a non-empty string");
   }
-  if (typeof options !== "object" || options === null) {
-    throw new PointSubError(
-      "ERR_INVALID_ARGUMENT",
-      `fileTransferId options must be an object (got ${String(options)})`,
-    );
-  }
+  checkOptions(options, "fileTransferId");
   const abs = resolve(path);
   const st = await stat(abs).catch((err: unknown) => {
     const code = (err as { code?: unknown }).code;
@@ -504,9 +500,7 @@ export function sendFileVia(
 ): FileTransfer {
   // Checked before anything starts: a path of another type threw a raw TypeError (from basename) after
   // the file's stat had started, whose rejection then went unhandled; null options threw a TypeError.
-  if (typeof options !== "object" || options === null) {
-    throw new PointSubError("ERR_INVALID_ARGUMENT", `sendFile options must be an object (got ${String(options)})`);
-  }
+  checkOptions(options, "sendFile");
   if (typeof path !== "string" || path === "") {
     throw new PointSubError("ERR_INVALID_ARGUMENT", "sendFile path must be a non-empty string");
   }

@@ -27,6 +27,7 @@ import type {
 } from "../connection/types.ts";
 import { codeInfo, type ErrorCode, useSuggestions } from "../errors/codes.ts";
 import { PointSubError } from "../errors/error.ts";
+import { checkOptions } from "../errors/options.ts";
 import { SUGGESTIONS } from "../errors/suggestions.ts";
 import { checkFunction } from "../router/check.ts";
 import {
@@ -224,13 +225,6 @@ function sendToHighWaterMark(x: unknown): number {
 /** A close's `timeoutMs` that is not a number >= 0 (Infinity waits for the work in flight, however long). */
 function badCloseTimeout(ms: unknown): PointSubError {
   return new PointSubError("ERR_INVALID_ARGUMENT", `close timeoutMs must be a number >= 0 (got ${String(ms)})`);
-}
-
-/** Throws ERR_INVALID_ARGUMENT unless `options` of method `what` is an object (null threw a raw TypeError). */
-function checkOptions(options: unknown, what: string): void {
-  if (typeof options !== "object" || options === null) {
-    throw new PointSubError("ERR_INVALID_ARGUMENT", `${what} options must be an object (got ${String(options)})`);
-  }
 }
 
 function closedForListen(): PointSubError {
