@@ -119,7 +119,7 @@ export function program(): Command {
     )
     .option(
       "--workers <n>",
-      "worker processes sharing the port as one cluster, the server's limits divided among them (default: the machine's cores; 1 with --dashboard)",
+      "worker processes sharing the port as one cluster, the server's limits divided among them (default: the machine's cores; 1 with --dashboard or a unix:// listener)",
       integer(1),
     )
     .option(

@@ -198,6 +198,8 @@ describe("CLI usage errors", () => {
     assert.match(help.stdout, /--retries <n>/);
     assert.equal(serveHelp.code, 0);
     assert.match(serveHelp.stdout, /-l, --listen <url>/);
+    // --workers defaults to 1 with a unix:// listener too (more is refused): the help said only --dashboard.
+    assert.match(serveHelp.stdout, /1 with\s+--dashboard\s+or\s+a\s+unix:\/\/\s+listener\)/);
     assert.doesNotMatch(serveHelp.stdout, /default: \[\]/);
   });
 
