@@ -12,6 +12,7 @@ import { EventEmitter } from "eventemitter3";
 import type { Payload } from "../connection/types.ts";
 import { codeInfo } from "../errors/codes.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
+import { handledRejection } from "../util/handled-rejection.ts";
 import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 import { type BackoffStep, fullJitterBackoff } from "./backoff.ts";
 
@@ -82,6 +83,11 @@ export interface HoldLimits {
    * calls made while not connected.
    */
   again?: boolean;
+  /**
+   * A send's, which may be fired and forgotten (as a connection's): its
+   * refusal is no unhandled rejection; an awaiter still gets it.
+   */
+  quiet?: boolean;
 }
 
 interface Held {
@@ -271,21 +277,26 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
    * `limits` (the call's deadline or signal) end it first.
    */
   protected hold<T = void>(bytes: number, run: () => T | PromiseLike<T>, limits?: HoldLimits): Promise<T> {
-    if (this.state_ === "closed") return Promise.reject(this.closedError());
+    const quiet = limits?.quiet === true;
+    const refuse = (e: PointSubError): Promise<T> => (quiet ? handledRejection(e) : Promise.reject(e));
+    if (this.state_ === "closed") return refuse(this.closedError());
     const signal = limits?.signal;
-    if (signal?.aborted) return Promise.reject(cancelled(limits?.what, signal));
+    if (signal?.aborted) return refuse(cancelled(limits?.what, signal));
     bytes += HELD_OVERHEAD;
     if (this.policy === "fail" && limits?.again !== true) {
-      return Promise.reject(
-        new PointSubError("ERR_OFFLINE", `not connected (${this.state_}); offline policy is "fail"`),
-      );
+      return refuse(new PointSubError("ERR_OFFLINE", `not connected (${this.state_}); offline policy is "fail"`));
     }
     if (this.heldBytes + bytes > this.maxBytes) {
-      return Promise.reject(
+      return refuse(
         new PointSubError("ERR_OFFLINE", `not connected and the offline queue is full (${this.maxBytes} bytes)`),
       );
     }
-    return new Promise<T>((resolve, reject) => {
+    const held: Promise<T> = new Promise<T>((resolve, settle) => {
+      // Marked handled only when it rejects: a held call pays for no handler of its own.
+      const reject = (e: unknown): void => {
+        if (quiet) held.catch(noop);
+        settle(e);
+      };
       const deadline = limits?.deadline ?? 0;
       let timer: ReturnType<typeof setTimeout> | undefined;
       const unbind = (): void => {
@@ -336,6 +347,7 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
       this.heldBytes += bytes;
       this.armAgeTimer();
     });
+    return held;
   }
 
   /** The error calls get once closed. */

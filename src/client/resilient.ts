@@ -19,6 +19,7 @@ import type { Middleware, ResumeLookup } from "../router/types.ts";
 import type { StreamHandler } from "../stream/types.ts";
 import { newTransferId } from "../transfer/transfer-id.ts";
 import type { Address } from "../transport/transport.ts";
+import { handledRejection } from "../util/handled-rejection.ts";
 import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 import { fullJitterDelay } from "./backoff.ts";
 import { type ConnectOptions, connect } from "./connect.ts";
@@ -26,6 +27,7 @@ import {
   badPayload,
   checkNumber,
   HELD_REQUEST_OVERHEAD,
+  type HoldLimits,
   type OfflineOptions,
   payloadSize,
   Reconnecting,
@@ -131,6 +133,8 @@ function lost(e: PointSubError): boolean {
 /** Errors that are a request's last word (a repeat's, its retries done): not retried again. */
 const FINAL = new WeakSet<object>();
 const utf8 = new TextEncoder();
+/** How a send is held: its refusal is no unhandled rejection. */
+const QUIET: HoldLimits = { quiet: true };
 
 /**
  * One logical connection to one server, kept up across drops. Calls made
@@ -212,13 +216,17 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
     return this;
   }
 
-  /** Sends a one-way message now, or when connected (offline policy). At most once: never repeated after a drop. */
+  /**
+   * Sends a one-way message now, or when connected (offline policy). At
+   * most once: never repeated after a drop. As a connection's `send`, it may
+   * be left unawaited: a refusal is no unhandled rejection.
+   */
   send(payload: Payload): Promise<void> {
     const c = this.connection;
     if (c !== undefined) return c.send(payload);
     const bad = badPayload(payload);
-    if (bad !== undefined) return Promise.reject(bad);
-    return this.hold(payloadSize(payload), () => this.send(payload));
+    if (bad !== undefined) return handledRejection(bad);
+    return this.hold(payloadSize(payload), () => this.send(payload), QUIET);
   }
 
   /**
