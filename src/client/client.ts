@@ -98,6 +98,11 @@ const DEDUPLICATES_FEATURE = 0x10;
 
 const utf8 = new TextEncoder();
 
+/** What a call on a closed client fails with. */
+function closedError(): PointSubError {
+  return new PointSubError("ERR_CONNECTION_CLOSED", "client closed");
+}
+
 function nodeKey(address: Address): string {
   return typeof address === "string" ? address : address.toString();
 }
@@ -310,7 +315,7 @@ export class Client {
     options: RequestOptions,
     again?: PointSubError,
   ): Promise<Uint8Array> {
-    if (this.closed) return Promise.reject(new PointSubError("ERR_CONNECTION_CLOSED", "client closed"));
+    if (this.closed) return Promise.reject(closedError());
     // Hot path: an open connection with room takes the call at once (no extra promise hop).
     const ready = this.pool.tryAcquire(node);
     if (ready !== undefined) return this.run(ready, node, route, payload, options, again);
@@ -401,6 +406,8 @@ export class Client {
   async requestClosest(route: string, payload: Payload, options: ClosestOptions = {}): Promise<Uint8Array> {
     const bad = badOptions(options);
     if (bad !== undefined) throw bad;
+    // Closed: every node's call would fail with it, and the caller got ERR_CONNECT "every node failed".
+    if (this.closed) throw closedError();
     const list = this.routes.get(route);
     if (list === undefined || list.length === 0) {
       throw new PointSubError("ERR_NO_ROUTE", `no nodes for route ${route}`);
@@ -427,6 +434,7 @@ export class Client {
         if (batch.length === 1) return await this.call(batch[0], route, payload, callOptions, ranOn);
         return await Promise.any(batch.map((n) => this.call(n, route, payload, callOptions, ranOn)));
       } catch (err) {
+        if (this.closed) throw closedError();
         const errors = (err instanceof AggregateError ? err.errors : [err]).map((x: unknown) =>
           toPointSubError(x, "ERR_CONNECT"),
         );
