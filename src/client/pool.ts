@@ -5,7 +5,8 @@
  * connection only when each of its connections (and each one being opened)
  * already has `maxInFlight` calls (up to `maxPerNode`). At most `maxTotal` connections overall: opening one beyond
  * that first closes an idle connection of another node, else waits up to
- * `acquireTimeoutMs` for one (then ERR_POOL_EXHAUSTED). Idle connections
+ * `acquireTimeoutMs` for one (then ERR_POOL_EXHAUSTED). Calls waiting for a connection being
+ * opened share that connect's outcome (one connect, not one per call). Idle connections
  * (no call open) close after `idleTimeoutMs`.
  */
 import type { Connection } from "../connection/connection.ts";
@@ -24,7 +25,9 @@ export interface PoolOptions {
   idleTimeoutMs?: number;
   /**
    * Longest wait for a connection slot before ERR_POOL_EXHAUSTED (a slot is freed by a connection that
-   * closes, or whose calls all ended: it is closed to make room). Default 5000 ms.
+   * closes, or whose calls all ended: it is closed to make room). Default 5000 ms. A call waiting for a
+   * connection being opened to its node waits for that connect instead (its own deadline:
+   * connectTimeoutMs) and shares its failure.
    */
   acquireTimeoutMs?: number;
 }
@@ -47,6 +50,8 @@ interface NodeEntry {
   conns: Pooled[];
   /** Connections being opened. */
   opening: number;
+  /** The connects of those (what a call waiting for one of them waits for). */
+  opens: Set<Promise<Pooled>>;
   /** Calls waiting for a connection being opened (each opening one takes up to maxInFlight). */
   waitingForOpen: number;
   /** Calls inside `acquire` for this node: the entry stays while any is. */
@@ -178,10 +183,13 @@ export class Pool {
       const ready = this.tryAcquire(node);
       if (ready !== undefined) return this.take(ready);
       if (e.opening !== 0 && e.waitingForOpen < e.opening * this.maxInFlight) {
-        // A connection being opened will have room for this call.
+        // A connection being opened will have room for this call: it shares that connect's outcome (its
+        // failure is this call's; a connect has its own deadline). Before, it waited at most acquireTimeoutMs
+        // (ERR_POOL_EXHAUSTED, no limit reached, for a handshake slower than that), and after a failed connect
+        // opened its own: n calls to a node that never answers made n connects, one after another.
         e.waitingForOpen++;
         try {
-          await this.waitForSlot(node);
+          await Promise.race(e.opens);
         } finally {
           e.waitingForOpen--;
         }
@@ -214,7 +222,7 @@ export class Pool {
   private entry(node: string): NodeEntry {
     let e = this.nodes.get(node);
     if (e === undefined) {
-      e = { conns: [], opening: 0, waitingForOpen: 0, acquiring: 0 };
+      e = { conns: [], opening: 0, opens: new Set(), waitingForOpen: 0, acquiring: 0 };
       this.nodes.set(node, e);
     }
     return e;
@@ -224,7 +232,11 @@ export class Pool {
   private connect(node: string, e: NodeEntry): Promise<Pooled> {
     const p = this.connectNow(node, e);
     this.connecting.add(p);
-    const done = () => this.connecting.delete(p);
+    e.opens.add(p);
+    const done = () => {
+      this.connecting.delete(p);
+      e.opens.delete(p);
+    };
     p.then(done, done);
     return p;
   }

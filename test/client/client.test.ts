@@ -183,6 +183,59 @@ describe("Client: pool", () => {
     }
   });
 
+  it("calls waiting for a connection being opened wait for its handshake, past acquireTimeoutMs (not ERR_POOL_EXHAUSTED)", async () => {
+    const n = await startNode("n");
+    // A link of 300 ms round trip: the handshake takes longer than acquireTimeoutMs.
+    const proxy = await startDelayProxy(n.url, 150);
+    try {
+      for (const acquireTimeoutMs of [0, 50]) {
+        const client = new Client({ pool: { acquireTimeoutMs } });
+        try {
+          // Before: the first call (which opened the connection) was answered, the others failed with
+          // ERR_POOL_EXHAUSTED after acquireTimeoutMs, though no pool limit was reached.
+          const answers = await Promise.all(
+            [0, 1, 2].map(() => client.request(proxy.url, "/who/1", "x").then(text, (e: PointSubError) => e.code)),
+          );
+          assert.deepEqual(answers, ["n", "n", "n"], `acquireTimeoutMs ${acquireTimeoutMs}`);
+        } finally {
+          await client.close();
+        }
+      }
+    } finally {
+      await proxy.close();
+      await n.server.close();
+    }
+  });
+
+  it("calls waiting for a connect that fails share its failure: one connect to a node that never answers, not one per call", async () => {
+    // Accepts and never answers the handshake.
+    const sockets = new Set<net.Socket>();
+    let accepted = 0;
+    const silent = net.createServer((s) => {
+      accepted++;
+      sockets.add(s);
+      s.on("error", () => {});
+      s.on("close", () => sockets.delete(s));
+      s.resume();
+    });
+    await new Promise<void>((r) => silent.listen(0, "127.0.0.1", r));
+    const url = `tcp://127.0.0.1:${(silent.address() as net.AddressInfo).port}`;
+    const client = new Client({ connectTimeoutMs: 200, pool: { acquireTimeoutMs: 60_000 } });
+    try {
+      // Before: each waiting call, woken by the failed connect, opened its own: 10 connects one after
+      // another (10 × connectTimeoutMs for the last call).
+      const codes = await Promise.all(
+        Array.from({ length: 10 }, () => client.request(url, "/who/1", "x").then(text, (e: PointSubError) => e.code)),
+      );
+      assert.deepEqual(codes, Array(10).fill("ERR_TIMEOUT"));
+      assert.equal(accepted, 1, "one connect for the ten calls");
+    } finally {
+      await client.close();
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => silent.close(() => r()));
+    }
+  });
+
   it("maxTotal: a node waits for a slot, closes another node's idle connection, or fails with ERR_POOL_EXHAUSTED", async () => {
     const a = await startNode("a");
     const b = await startNode("b");
