@@ -10,6 +10,7 @@ import type { Payload, RequestOptions } from "../connection/types.ts";
 import { UNSENT } from "../connection/unsent.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { badOptions } from "../errors/options.ts";
+import { checkSignal } from "../errors/signal.ts";
 import type { Address } from "../transport/transport.ts";
 import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 import { type ConnectOptions, connect } from "./connect.ts";
@@ -297,6 +298,8 @@ export class Client {
    * Calls `route` on the node at `address` through the pool. On an open
    * connection with room this is the connection's own request (no extra
    * promise); calls to an explicit address do not feed the node's breaker.
+   * The call's `signal` and `timeoutMs` also end its wait for a connection
+   * (the pool connecting, or waiting for a slot): ERR_CANCELLED, ERR_TIMEOUT.
    */
   request(address: Address, route: string, payload: Payload, options: RequestOptions = {}): Promise<Uint8Array> {
     const bad = badOptions(options);
@@ -319,22 +322,78 @@ export class Client {
     // Hot path: an open connection with room takes the call at once (no extra promise hop).
     const ready = this.pool.tryAcquire(node);
     if (ready !== undefined) return this.run(ready, node, route, payload, options, again);
-    return this.pool.acquire(node).then(
-      (p) => {
-        // The call starts on it now (run sends it at once): no longer only claimed.
-        try {
-          return this.run(p, node, route, payload, options, again);
-        } finally {
-          this.pool.release(p);
-        }
-      },
-      (err: unknown) => {
-        const e = toPointSubError(err, "ERR_CONNECT");
-        if (CONNECT_RETRYABLE.has(e.code)) NOT_CONNECTED.add(e);
-        if (NODE_FAILURES.has(e.code) || NOT_CONNECTED.has(e)) this.failed(node);
-        throw e;
-      },
-    );
+    try {
+      checkSignal(options);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const acquired = this.pool.acquire(node).catch((err: unknown) => {
+      const e = toPointSubError(err, "ERR_CONNECT");
+      if (CONNECT_RETRYABLE.has(e.code)) NOT_CONNECTED.add(e);
+      if (NODE_FAILURES.has(e.code) || NOT_CONNECTED.has(e)) this.failed(node);
+      throw e;
+    });
+    const timeoutMs = options.timeoutMs;
+    const deadline = timeoutMs !== undefined && timeoutMs > 0 && timeoutMs < MAX_TIMER_MS ? Date.now() + timeoutMs : 0;
+    const bounded = options.signal !== undefined || deadline !== 0;
+    return (bounded ? this.waitAcquired(acquired, route, options.signal, deadline, timeoutMs) : acquired).then((p) => {
+      // The call starts on it now (run sends it at once): no longer only claimed. Its timeoutMs counts
+      // from the call: what the wait for a connection took is taken off.
+      const rest = deadline === 0 ? options : { ...options, timeoutMs: Math.max(1, deadline - Date.now()) };
+      try {
+        return this.run(p, node, route, payload, rest, again);
+      } finally {
+        this.pool.release(p);
+      }
+    });
+  }
+
+  /**
+   * `acquired` (a pooled connection for a call), or the call's own end first: its signal (ERR_CANCELLED)
+   * or its `timeoutMs` (ERR_TIMEOUT); a connection that comes after that is released unused. Before, a
+   * call ignored both while the pool connected (up to connectTimeoutMs) or waited for a slot (up to
+   * acquireTimeoutMs): an aborted call failed seconds later with the connect's ERR_TIMEOUT.
+   */
+  private waitAcquired(
+    acquired: Promise<Pooled>,
+    route: string,
+    signal: AbortSignal | undefined,
+    deadline: number,
+    timeoutMs: number | undefined,
+  ): Promise<Pooled> {
+    return new Promise<Pooled>((resolve, reject) => {
+      let done = false;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const end = (): boolean => {
+        if (done) return false;
+        done = true;
+        if (timer !== undefined) clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        return true;
+      };
+      const onAbort = () => {
+        if (end()) reject(new PointSubError("ERR_CANCELLED", `request to ${route} aborted`, { cause: signal?.reason }));
+      };
+      acquired.then(
+        (p) => {
+          if (end()) resolve(p);
+          else this.pool.release(p);
+        },
+        (err: unknown) => {
+          if (end()) reject(err);
+        },
+      );
+      if (signal?.aborted) return onAbort();
+      signal?.addEventListener("abort", onAbort, { once: true });
+      if (deadline !== 0) {
+        timer = setTimeout(() => {
+          if (end()) {
+            const why = `request to ${route} timed out after ${timeoutMs} ms (waiting for a connection)`;
+            reject(new PointSubError("ERR_TIMEOUT", why, { phase: "request" }));
+          }
+        }, deadline - Date.now());
+      }
+    });
   }
 
   /** One call on pooled connection `p`; returns it to the pool when answered. */

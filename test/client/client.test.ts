@@ -236,6 +236,48 @@ describe("Client: pool", () => {
     }
   });
 
+  it("a call's signal and timeoutMs end its wait for a connection (the pool's connect, a slot)", async () => {
+    // Accepts and never answers the handshake: the pool's connect to it stays under way.
+    const sockets = new Set<net.Socket>();
+    const silent = net.createServer((s) => {
+      sockets.add(s);
+      s.on("error", () => {});
+      s.on("close", () => sockets.delete(s));
+      s.resume();
+    });
+    await new Promise<void>((r) => silent.listen(0, "127.0.0.1", r));
+    const url = `tcp://127.0.0.1:${(silent.address() as net.AddressInfo).port}`;
+    const a = await startNode("a");
+    const b = await startNode("b");
+    const client = new Client({ connectTimeoutMs: 3000 });
+    const full = new Client({ pool: { maxTotal: 1, acquireTimeoutMs: 8000 } });
+    try {
+      const ac = new AbortController();
+      const outcome = (c: Promise<Uint8Array>) => c.then(text, (e: PointSubError) => `${e.code} ${e.phase ?? ""}`);
+      const calls = [
+        outcome(client.request(url, "/who/1", "x", { signal: ac.signal })),
+        outcome(client.request(url, "/who/1", "x", { signal: AbortSignal.abort() })),
+        outcome(client.request(url, "/who/1", "x", { timeoutMs: 100 })),
+      ];
+      ac.abort();
+      // Before: all three waited for the connect's deadline and failed with its ERR_TIMEOUT (phase handshake).
+      assert.deepEqual(await Promise.all(calls), ["ERR_CANCELLED ", "ERR_CANCELLED ", "ERR_TIMEOUT request"]);
+      // The only slot is b's, busy for 300 ms: a's call, due in 100 ms, does not wait for it (before: answered).
+      const busy = full.request(b.url, "/slow/1", "x");
+      await until(() => inFlight(full, b.url) === 1);
+      assert.equal(await outcome(full.request(a.url, "/who/1", "x", { timeoutMs: 100 })), "ERR_TIMEOUT request");
+      assert.equal(text(await busy), "b");
+      assert.equal(a.served, 0);
+    } finally {
+      await client.close();
+      await full.close();
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => silent.close(() => r()));
+      await a.server.close();
+      await b.server.close();
+    }
+  });
+
   it("maxTotal: a node waits for a slot, closes another node's idle connection, or fails with ERR_POOL_EXHAUSTED", async () => {
     const a = await startNode("a");
     const b = await startNode("b");
