@@ -641,6 +641,12 @@ async function connectWs(url: URL, options: TransportConnectOptions & WsTranspor
       reject(new PointSubError("ERR_CANCELLED", `connect to ${url.href} aborted`, { cause: options.signal.reason }));
       return;
     }
+    // A WebSocket URL takes no fragment: `ws` refuses it, which was ERR_CONNECT (retryable: a resilient
+    // client tried it again for ever). The address is wrong, not the way to it.
+    if (url.hash !== "") {
+      reject(new PointSubError("ERR_UNSUPPORTED_URL", `${url.href}: a WebSocket URL takes no #fragment`));
+      return;
+    }
     let ws: Ws.WebSocket;
     try {
       // ws hands the TLS options (servername included) to tls.connect.

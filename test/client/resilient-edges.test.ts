@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import { describe, it } from "node:test";
 import {
+  connect,
   connectLpResilient,
   connectResilient,
   createLpServer,
@@ -233,6 +234,27 @@ describe("resilient client edges", () => {
       assert.ok(Date.now() - t0 < 500, `${Date.now() - t0} ms`);
     } finally {
       await client.close();
+      await server.close();
+    }
+  });
+
+  it("a ws:// URL with a #fragment is ERR_UNSUPPORTED_URL at once, not a connect failure retried for ever", async () => {
+    const server = createServer();
+    const [url] = await server.listen("ws://127.0.0.1:0/pointsub");
+    try {
+      // maxAttempts 200 with 1-10 ms delays: before, ERR_CONNECT "gave up after 200 attempts" (by default:
+      // Infinity, attempts up to 5 s apart for ever).
+      const client = connectResilient(`${url}#frag`, {
+        reconnect: { initialDelayMs: 1, maxDelayMs: 10, maxAttempts: 200 },
+      });
+      const err = await client.then(
+        () => undefined,
+        (e: PointSubError) => e,
+      );
+      assert.equal(err?.code, "ERR_UNSUPPORTED_URL", err?.message);
+      await assert.rejects(connect(`${url}#frag`), { code: "ERR_UNSUPPORTED_URL" });
+      assert.equal(server.sessionsInfo().length, 0);
+    } finally {
       await server.close();
     }
   });
