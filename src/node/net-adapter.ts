@@ -200,13 +200,19 @@ function connectSocket(
       } else if (scheme === "unix") socket = net.connect({ path: socketPath(url), onread });
       else socket = net.connect({ host: urlHost(url), port: port(url), noDelay: true, onread });
     } catch (err) {
+      // Thrown before any socket: the options are wrong (unreadable TLS material), not the way to the peer
+      // (before, ERR_CONNECT: retryable, a resilient client tried again for ever).
       reject(
         err instanceof PointSubError
           ? err
           : (tlsError(err, url.href) ??
-              new PointSubError("ERR_CONNECT", `cannot connect to ${url.href}: ${(err as Error).message}`, {
-                cause: err,
-              })),
+              new PointSubError(
+                "ERR_INVALID_ARGUMENT",
+                `invalid options to connect to ${url.href}: ${(err as Error).message}`,
+                {
+                  cause: err,
+                },
+              )),
       );
       return;
     }

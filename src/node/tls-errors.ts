@@ -31,6 +31,10 @@ export function tlsError(err: unknown, url: string): PointSubError | undefined {
   if (code === "ERR_OSSL_X509_KEY_VALUES_MISMATCH") {
     return new PointSubError("ERR_INVALID_ARGUMENT", "the TLS key does not match the certificate", cause);
   }
+  // A certificate or key OpenSSL cannot read (wss://: its socket's error; before, ERR_CONNECT: retried for ever).
+  if (code.startsWith("ERR_OSSL_PEM_") || code.startsWith("ERR_OSSL_ASN1_")) {
+    return new PointSubError("ERR_INVALID_ARGUMENT", `invalid TLS options: ${(err as Error).message}`, cause);
+  }
   // A write that met the plaintext answer fails as EPROTO with OpenSSL's text (the ws client's first write).
   const plaintext =
     code === "EPROTO"

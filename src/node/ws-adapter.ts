@@ -666,9 +666,15 @@ async function connectWs(url: URL, options: TransportConnectOptions & WsTranspor
       };
       ws = new WebSocket(url.href, [WS_SUBPROTOCOL], clientOptions);
     } catch (cause) {
+      // Thrown before any socket: the options are wrong (ws.headers that are no HTTP header), not the way to
+      // the peer (before, ERR_CONNECT: retryable, a resilient client tried again for ever).
       reject(
         tlsError(cause, url.href) ??
-          new PointSubError("ERR_CONNECT", `cannot connect to ${url.href}: ${(cause as Error).message}`, { cause }),
+          new PointSubError(
+            "ERR_INVALID_ARGUMENT",
+            `invalid options to connect to ${url.href}: ${(cause as Error).message}`,
+            { cause },
+          ),
       );
       return;
     }

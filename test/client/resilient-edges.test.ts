@@ -259,6 +259,35 @@ describe("resilient client edges", () => {
     }
   });
 
+  it("TLS material OpenSSL cannot read, or ws.headers that are no HTTP header, are ERR_INVALID_ARGUMENT: not retried", async () => {
+    const server = createServer();
+    const [url] = await server.listen("ws://127.0.0.1:0/pointsub");
+    const port = new URL(url).port;
+    const garbage = { cert: "not a certificate", key: "not a key" };
+    const cases: [string, Parameters<typeof connectResilient>[1]][] = [
+      [`tls://127.0.0.1:${port}`, { tls: garbage }],
+      [`wss://127.0.0.1:${port}/pointsub`, { tls: garbage }],
+      [url, { ws: { headers: { "no token": "x" } } }],
+    ];
+    try {
+      for (const [address, options] of cases) {
+        // Before: ERR_CONNECT (retryable), "gave up after 200 attempts" (by default: tried for ever).
+        const client = connectResilient(address, {
+          ...options,
+          reconnect: { initialDelayMs: 1, maxDelayMs: 10, maxAttempts: 200 },
+        });
+        const err = await client.then(
+          () => undefined,
+          (e: PointSubError) => e,
+        );
+        assert.equal(err?.code, "ERR_INVALID_ARGUMENT", `${address}: ${err?.message}`);
+        await assert.rejects(connect(address, options), { code: "ERR_INVALID_ARGUMENT" });
+      }
+    } finally {
+      await server.close();
+    }
+  });
+
   it("connectResilient's signal ends its backoff at once", async () => {
     const probe = net.createServer();
     await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
