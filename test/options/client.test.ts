@@ -89,6 +89,23 @@ describe("options: client", () => {
     }
   });
 
+  it("rttProbeMs past a timer's range (2^31 ms) probes that seldom, not every millisecond", async () => {
+    const { server, url } = await echoServer();
+    const client = new Client({ rttProbeMs: 2 ** 31 });
+    try {
+      await client.request(url, "/who/1", "x");
+      await until(() => server.sessionsInfo().length === 1);
+      // The ping at connect went out before the request: it has arrived.
+      const before = server.sessionsInfo()[0].bytesIn;
+      await sleep(300);
+      // Before: the interval ran every millisecond (TimeoutOverflowWarning), a ping each time.
+      assert.equal(server.sessionsInfo()[0].bytesIn, before, "no probe ping");
+    } finally {
+      await client.close();
+      await server.close();
+    }
+  });
+
   it("pool.idleTimeoutMs: a connection with no call open is closed after it", async () => {
     const { server, url } = await echoServer();
     const reasons: string[] = [];
