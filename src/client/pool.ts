@@ -3,7 +3,8 @@
  * carries many calls at once, so calls are packed onto a node's first
  * connection with room (more calls per write), and a node gets another
  * connection only when each of its connections (and each one being opened)
- * already has `maxInFlight` calls (up to `maxPerNode`). At most `maxTotal` connections overall: opening one beyond
+ * already has `maxInFlight` calls (up to `maxPerNode`, and no more than were open when the node refused
+ * another: its connection limit). At most `maxTotal` connections overall: opening one beyond
  * that first closes an idle connection of another node, else waits up to
  * `acquireTimeoutMs` for one (then ERR_POOL_EXHAUSTED). Calls waiting for a connection being
  * opened share that connect's outcome (one connect, not one per call). Idle connections
@@ -56,6 +57,8 @@ interface NodeEntry {
   waitingForOpen: number;
   /** Calls inside `acquire` for this node: the entry stays while any is. */
   acquiring: number;
+  /** Connections the node takes: how many were open when it refused another (until one of them closes). */
+  cap: number;
 }
 
 interface Waiter {
@@ -190,14 +193,25 @@ export class Pool {
         e.waitingForOpen++;
         try {
           await Promise.race(e.opens);
+        } catch (err) {
+          // Refused while the node has connections open (its connection limit): the call shares those.
+          if (e.conns.length === 0 || this.closed) throw err;
         } finally {
           e.waitingForOpen--;
         }
         continue;
       }
       const count = e.conns.length + e.opening;
-      if (count < this.maxPerNode && (this.total < this.maxTotal || this.evictIdle(node))) {
-        return await this.connect(node, e); // claimed for this call as it opened
+      if (count < Math.min(this.maxPerNode, e.cap) && (this.total < this.maxTotal || this.evictIdle(node))) {
+        try {
+          return await this.connect(node, e); // claimed for this call as it opened
+        } catch (err) {
+          // A node that refuses another connection (maxConnectionsPerAddress, maxConnections) while some are
+          // open: calls share those (over-subscribed, below) until one closes. Before, each call beyond
+          // maxInFlight failed with the refusal (ERR_OVERLOADED), a working connection to the node at hand.
+          if (e.conns.length === 0 || this.closed) throw err;
+          e.cap = e.conns.length;
+        }
       }
       // Every allowed connection is full: over-subscribe the least loaded one rather than wait.
       let best: Pooled | undefined;
@@ -222,7 +236,7 @@ export class Pool {
   private entry(node: string): NodeEntry {
     let e = this.nodes.get(node);
     if (e === undefined) {
-      e = { conns: [], opening: 0, opens: new Set(), waitingForOpen: 0, acquiring: 0 };
+      e = { conns: [], opening: 0, opens: new Set(), waitingForOpen: 0, acquiring: 0, cap: Number.POSITIVE_INFINITY };
       this.nodes.set(node, e);
     }
     return e;
@@ -284,6 +298,7 @@ export class Pool {
     const i = e.conns.indexOf(p);
     if (i < 0) return;
     e.conns.splice(i, 1);
+    e.cap = Number.POSITIVE_INFINITY;
     this.total--;
     this.dropIfUnused(p.node, e);
     this.wakeWaiters();

@@ -278,6 +278,31 @@ describe("Client: pool", () => {
     }
   });
 
+  it("a node that refuses another connection (its connection limit) shares the open one: no call fails ERR_OVERLOADED", async () => {
+    const server = createServer({ maxConnections: 1 });
+    server.handle("/slow/1", async () => {
+      await sleep(200);
+      return "n";
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    let sessions = 0;
+    server.on("session", () => sessions++);
+    const client = new Client({ pool: { maxInFlight: 1 } });
+    try {
+      assert.equal(text(await client.request(url, "/slow/1", "x")), "n");
+      // Past maxInFlight the pool opens another connection, which the server refuses. Before: each of those
+      // calls failed with ERR_OVERLOADED, the open connection at hand.
+      const answers = await Promise.all(
+        [1, 2, 3, 4].map(() => client.request(url, "/slow/1", "x").then(text, (e: PointSubError) => e.code)),
+      );
+      assert.deepEqual(answers, ["n", "n", "n", "n"]);
+      assert.equal(sessions, 1);
+    } finally {
+      await client.close();
+      await server.close();
+    }
+  });
+
   it("maxTotal: a node waits for a slot, closes another node's idle connection, or fails with ERR_POOL_EXHAUSTED", async () => {
     const a = await startNode("a");
     const b = await startNode("b");
