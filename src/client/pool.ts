@@ -190,15 +190,7 @@ export class Pool {
         // failure is this call's; a connect has its own deadline). Before, it waited at most acquireTimeoutMs
         // (ERR_POOL_EXHAUSTED, no limit reached, for a handshake slower than that), and after a failed connect
         // opened its own: n calls to a node that never answers made n connects, one after another.
-        e.waitingForOpen++;
-        try {
-          await Promise.race(e.opens);
-        } catch (err) {
-          // Refused while the node has connections open (its connection limit): the call shares those.
-          if (e.conns.length === 0 || this.closed) throw err;
-        } finally {
-          e.waitingForOpen--;
-        }
+        await this.waitForOpen(e);
         continue;
       }
       const count = e.conns.length + e.opening;
@@ -217,7 +209,23 @@ export class Pool {
       let best: Pooled | undefined;
       for (const p of e.conns) if (best === undefined || p.conn.inFlight < best.conn.inFlight) best = p;
       if (best !== undefined) return this.take(best);
-      await this.waitForSlot(node);
+      // None open yet: those being opened will take it, over-subscribed (before: ERR_POOL_EXHAUSTED after
+      // acquireTimeoutMs for a burst past maxPerNode × maxInFlight while the node's handshakes were slower).
+      if (e.opening !== 0) await this.waitForOpen(e);
+      else await this.waitForSlot(node);
+    }
+  }
+
+  /** Waits for one of the connects under way to `e`'s node: its failure is the caller's, unless the node has connections open. */
+  private async waitForOpen(e: NodeEntry): Promise<void> {
+    e.waitingForOpen++;
+    try {
+      await Promise.race(e.opens);
+    } catch (err) {
+      // Refused while the node has connections open (its connection limit): the call shares those.
+      if (e.conns.length === 0 || this.closed) throw err;
+    } finally {
+      e.waitingForOpen--;
     }
   }
 

@@ -207,6 +207,23 @@ describe("Client: pool", () => {
     }
   });
 
+  it("a burst past maxPerNode × maxInFlight while the node's handshake is slow waits for it, over-subscribed", async () => {
+    const n = await startNode("n");
+    const proxy = await startDelayProxy(n.url, 150);
+    const client = new Client({ pool: { maxPerNode: 1, maxInFlight: 2, acquireTimeoutMs: 50 } });
+    try {
+      // Before: calls 4 and 5 (past the one connection's 2 calls, plus its opener) failed with ERR_POOL_EXHAUSTED.
+      const answers = await Promise.all(
+        [1, 2, 3, 4, 5].map(() => client.request(proxy.url, "/who/1", "x").then(text, (e: PointSubError) => e.code)),
+      );
+      assert.deepEqual(answers, ["n", "n", "n", "n", "n"]);
+    } finally {
+      await client.close();
+      await proxy.close();
+      await n.server.close();
+    }
+  });
+
   it("calls waiting for a connect that fails share its failure: one connect to a node that never answers, not one per call", async () => {
     // Accepts and never answers the handshake.
     const sockets = new Set<net.Socket>();
