@@ -254,12 +254,18 @@ export function whenConnected(
       socket.destroy();
       reject(err);
     };
+    // A unix socket path too long for the kernel is the address's fault, not the way's: ERR_UNSUPPORTED_URL
+    // (before, ERR_CONNECT: retryable, a resilient client tried again for ever).
+    const unix = url.protocol === "unix:" || url.protocol === "lp+unix:";
+    const tooLong = (err: Error) => unix && unixPathTooLong(socketPath(url), err);
     const onError = (err: Error) =>
       fail(
         tlsError(err, url.href) ??
-          new PointSubError("ERR_CONNECT", `cannot connect to ${url.href}: ${unixProblem(url, err) ?? err.message}`, {
-            cause: err,
-          }),
+          new PointSubError(
+            tooLong(err) ? "ERR_UNSUPPORTED_URL" : "ERR_CONNECT",
+            `cannot connect to ${url.href}: ${unixProblem(url, err) ?? err.message}`,
+            { cause: err },
+          ),
       );
     const onAbort = () =>
       fail(new PointSubError("ERR_CANCELLED", `connect to ${url.href} aborted`, { cause: options.signal?.reason }));
@@ -320,15 +326,20 @@ export async function bind(
  */
 export function unixPathProblem(path: string, err: unknown): string | undefined {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  const bytes = Buffer.byteLength(path);
-  if ((code === "EINVAL" || code === "ENAMETOOLONG") && bytes > 103) {
-    return `the socket path is ${bytes} bytes, longer than a unix socket path may be (108 bytes on Linux, 104 on macOS): use a shorter one`;
+  if (unixPathTooLong(path, err)) {
+    return `the socket path is ${Buffer.byteLength(path)} bytes, longer than a unix socket path may be (108 bytes on Linux, 104 on macOS): use a shorter one`;
   }
   if (code === "EACCES" || code === "ENOENT") {
     const dir = dirname(path);
     if (!existsSync(dir)) return `the directory ${dir} does not exist`;
   }
   return undefined;
+}
+
+/** Whether a bind or connect on unix socket `path` failed with `err` because the path is too long (it never will work). */
+function unixPathTooLong(path: string, err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return (code === "EINVAL" || code === "ENAMETOOLONG") && Buffer.byteLength(path) > 103;
 }
 
 /**

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { PointSubError } from "../../src/errors/error.ts";
-import { connect, createLpServer, createServer } from "../../src/index.ts";
+import { connect, connectResilient, createLpServer, createServer } from "../../src/index.ts";
 import { staleSocket } from "../helpers/stale-socket.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "pointsub-unix-"));
@@ -115,14 +115,20 @@ describe("unix:// paths with characters a URL escapes", () => {
 describe("unix:// paths the kernel cannot bind", () => {
   it("a path over the sun_path limit, or in a missing directory, says so (before: EINVAL, and EACCES 'permission denied')", async () => {
     const long = join(dir, `${"x".repeat(120)}.sock`);
-    const tooLong = (e: unknown) => {
-      assert.ok(isConnectError(e), String(e));
+    const tooLong = (code: string) => (e: unknown) => {
+      assert.ok(e instanceof PointSubError && e.code === code, String(e));
       assert.match((e as Error).message, /the socket path is \d+ bytes, longer than a unix socket path may be/);
       return true;
     };
     const server = createServer();
-    await assert.rejects(server.listen(`unix://${long}`), tooLong);
-    await assert.rejects(connect(`unix://${long}`, { connectTimeoutMs: 5000 }), tooLong);
+    await assert.rejects(server.listen(`unix://${long}`), tooLong("ERR_CONNECT"));
+    // A connect to it never works: the address's fault, not retryable (before: ERR_CONNECT, and a resilient
+    // client tried again for ever — "gave up after 200 attempts" here).
+    await assert.rejects(connect(`unix://${long}`, { connectTimeoutMs: 5000 }), tooLong("ERR_UNSUPPORTED_URL"));
+    await assert.rejects(
+      connectResilient(`unix://${long}`, { reconnect: { initialDelayMs: 1, maxDelayMs: 10, maxAttempts: 200 } }),
+      tooLong("ERR_UNSUPPORTED_URL"),
+    );
     const missing = join(dir, "no-such-dir", "a.sock");
     await assert.rejects(server.listen(`unix://${missing}`), (e: unknown) => {
       assert.ok(isConnectError(e), String(e));
