@@ -478,6 +478,12 @@ async function tlsServer(
   function onRawClose(this: net.Socket): void {
     leave(this);
   }
+  /** A TLS socket's remote URL, for a refusal: as admitted, from the raw socket under it (which keeps its address once closed). */
+  function remoteOf(socket: Tls.TLSSocket): string {
+    const raw = (socket as { _parent?: unknown })._parent;
+    const under = raw instanceof net.Socket ? raw : socket;
+    return pending.get(under) ?? rawUrl(under);
+  }
   // Mutual TLS: clients whose certificate does not verify are refused here, not by node:tls. Node closes
   // them without a word (no TLS alert: the client saw ERR_CONNECTION_CLOSED "connection … closed");
   // here they get the preface and a GOAWAY ERR_UNAUTHORIZED saying why.
@@ -502,7 +508,7 @@ async function tlsServer(
       if (verifyClients && !socket.authorized) {
         const reason = refuseClient(socket);
         if (onRefused !== undefined) {
-          const url = (raw instanceof net.Socket ? pending.get(raw) : undefined) ?? rawUrl(socket);
+          const url = remoteOf(socket);
           onRefused(PointSubError.fromPeer("ERR_UNAUTHORIZED", `refused ${url}: ${reason}`), url);
         }
         return;
@@ -518,9 +524,7 @@ async function tlsServer(
   // A plaintext pointsub client (tcp:// at this tls:// port) is told so: the preface and a GOAWAY ERR_CONNECT.
   secure.on("tlsClientError", (err, socket) => {
     if (onRefused !== undefined) {
-      const raw = (socket as { _parent?: unknown })._parent;
-      const under = raw instanceof net.Socket ? raw : socket;
-      const url = pending.get(under) ?? rawUrl(under);
+      const url = remoteOf(socket);
       onRefused(refusedHandshake(err, url), url);
     }
     closeFailedHandshake(socket, err, () => refusalBytes(codeInfo("ERR_CONNECT").errno, PLAINTEXT_REASON));
