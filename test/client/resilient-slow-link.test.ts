@@ -17,10 +17,11 @@ import { describe, it } from "node:test";
 import { startShaper } from "../../bench/lib/shaper.ts";
 import { connectResilient, createServer } from "../../src/index.ts";
 import { startProxy } from "../helpers/proxy.ts";
-import { BASE, cleanups, FAST, SIZE, SLOW } from "../helpers/slow-link.ts";
+import { BASE, cleanupsFor, FAST, SIZE, SLOW } from "../helpers/slow-link.ts";
 
-describe("connectResilient on a slow link", () => {
-  it(`a request whose body is still going out is not timed out (${SIZE / 1000} KB at 60 KB/s, requestTimeoutMs ${BASE})`, async () => {
+describe("connectResilient on a slow link", { concurrency: true }, () => {
+  it(`a request whose body is still going out is not timed out (${SIZE / 1000} KB at 60 KB/s, requestTimeoutMs ${BASE})`, async (t) => {
+    const cleanups = cleanupsFor(t);
     const server = createServer({ requestTimeoutMs: BASE });
     server.handle("/sink/1.0.0", (req) => Uint8Array.of(req.data.length % 251));
     const [url] = await server.listen("tcp://127.0.0.1:0");
@@ -35,7 +36,8 @@ describe("connectResilient on a slow link", () => {
     assert.ok(Date.now() - t0 >= 2 * BASE, `took ${Date.now() - t0} ms`);
   });
 
-  it("a keyed request cut after moving longer than requestTimeoutMs is sent again and runs once", async () => {
+  it("a keyed request cut after moving longer than requestTimeoutMs is sent again and runs once", async (t) => {
+    const cleanups = cleanupsFor(t);
     const server = createServer({ requestTimeoutMs: BASE, idempotency: true });
     let runs = 0;
     server.handle("/sink/1.0.0", (req) => {
@@ -58,7 +60,8 @@ describe("connectResilient on a slow link", () => {
     assert.ok(Date.now() - t0 >= 2 * BASE, `took ${Date.now() - t0} ms`);
   });
 
-  it("a timeoutMs of its own is still the whole call's bound", async () => {
+  it("a timeoutMs of its own is still the whole call's bound", async (t) => {
+    const cleanups = cleanupsFor(t);
     const server = createServer();
     server.handle("/sink/1.0.0", () => undefined);
     const [url] = await server.listen("tcp://127.0.0.1:0");

@@ -15,9 +15,15 @@ import { describe, it } from "node:test";
 import { type LinkSpec, startShaper } from "../../bench/lib/shaper.ts";
 import { connect, createServer, type PointSubError } from "../../src/index.ts";
 import { startProxy } from "../helpers/proxy.ts";
-import { BASE, cleanups, FAST, SIZE, SLOW } from "../helpers/slow-link.ts";
+import { BASE, cleanupsFor, FAST, SIZE, SLOW } from "../helpers/slow-link.ts";
 
-async function setup(up: LinkSpec, down: LinkSpec, viaFaultProxy = false, scheme = "tcp") {
+async function setup(
+  cleanups: (() => Promise<unknown>)[],
+  up: LinkSpec,
+  down: LinkSpec,
+  viaFaultProxy = false,
+  scheme = "tcp",
+) {
   const server = createServer({ requestTimeoutMs: BASE });
   let got = -1;
   server.handle("/sink/1.0.0", (req) => {
@@ -39,9 +45,10 @@ async function setup(up: LinkSpec, down: LinkSpec, viaFaultProxy = false, scheme
   return { conn, proxy, got: () => got };
 }
 
-describe("a request's default timeout on a slow link", () => {
-  it(`a body still going out is not timed out (${SIZE / 1000} KB at 60 KB/s, requestTimeoutMs ${BASE})`, async () => {
-    const { conn, got } = await setup(SLOW, FAST);
+describe("a request's default timeout on a slow link", { concurrency: true }, () => {
+  it(`a body still going out is not timed out (${SIZE / 1000} KB at 60 KB/s, requestTimeoutMs ${BASE})`, async (t) => {
+    const cleanups = cleanupsFor(t);
+    const { conn, got } = await setup(cleanups, SLOW, FAST);
     const t0 = Date.now();
     const answer = await conn.request("/sink/1.0.0", new Uint8Array(SIZE));
     assert.deepEqual([...answer], [1]);
@@ -51,16 +58,18 @@ describe("a request's default timeout on a slow link", () => {
   });
 
   for (const scheme of ["tcp", "ws"])
-    it(`an answer still coming in is not timed out (${scheme}://, ${SIZE / 1000} KB at 60 KB/s, requestTimeoutMs ${BASE})`, async () => {
-      const { conn } = await setup(FAST, SLOW, false, scheme);
+    it(`an answer still coming in is not timed out (${scheme}://, ${SIZE / 1000} KB at 60 KB/s, requestTimeoutMs ${BASE})`, async (t) => {
+      const cleanups = cleanupsFor(t);
+      const { conn } = await setup(cleanups, FAST, SLOW, false, scheme);
       const t0 = Date.now();
       const answer = await conn.request("/big/1.0.0");
       assert.equal(answer.length, SIZE);
       assert.ok(Date.now() - t0 >= 2 * BASE, `took ${Date.now() - t0} ms`);
     });
 
-  it("an answer that stops coming still times out, within two base timeouts of the stall", async () => {
-    const { conn, proxy } = await setup(FAST, SLOW, true);
+  it("an answer that stops coming still times out, within two base timeouts of the stall", async (t) => {
+    const cleanups = cleanupsFor(t);
+    const { conn, proxy } = await setup(cleanups, FAST, SLOW, true);
     const t0 = Date.now();
     const call = conn.request("/big/1.0.0");
     const failed = call.then(
@@ -77,8 +86,9 @@ describe("a request's default timeout on a slow link", () => {
     assert.ok(after <= 2 * BASE + 2_000, `timed out ${after} ms after the stall (${Date.now() - t0} ms in all)`);
   });
 
-  it("a small request whose handler never answers times out at requestTimeoutMs, not later (after bulk on the connection too)", async () => {
-    const { conn } = await setup(FAST, FAST);
+  it("a small request whose handler never answers times out at requestTimeoutMs, not later (after bulk on the connection too)", async (t) => {
+    const cleanups = cleanupsFor(t);
+    const { conn } = await setup(cleanups, FAST, FAST);
     for (const bulk of [false, true]) {
       // 2 MB first: the connection's pacer has acknowledged megabytes before the small request starts.
       if (bulk) await conn.request("/sink/1.0.0", new Uint8Array(2_000_000));
@@ -89,7 +99,45 @@ describe("a request's default timeout on a slow link", () => {
     }
   });
 
-  it("a large body delivered at once to a handler slower than requestTimeoutMs times out at requestTimeoutMs (not one more)", async () => {
+  it("a small request whose handler never answers, while another request's body is going out, times out at requestTimeoutMs", async (t) => {
+    const cleanups = cleanupsFor(t);
+    // The other body's acknowledgements are not this request's: counted, they kept it alive as long as the
+    // upload lasted (~7 s).
+    const { conn } = await setup(cleanups, SLOW, FAST);
+    const upload = conn.request("/sink/1.0.0", new Uint8Array(SIZE));
+    const t0 = Date.now();
+    await assert.rejects(conn.request("/never/1.0.0", new Uint8Array(1000)), { code: "ERR_TIMEOUT" });
+    const took = Date.now() - t0;
+    assert.ok(took < BASE + 1_000, `took ${took} ms`);
+    assert.deepEqual([...(await upload)], [1]);
+  });
+
+  it("a timeoutMs of its own equal to the default (requestTimeoutMs, no body) still bounds the whole call", async (t) => {
+    const cleanups = cleanupsFor(t);
+    // Told from a default one by its value only, it was given more time while its answer came in: answered
+    // after ~12 s with timeoutMs 3,000 (and held for as long as a peer trickled an answer at 1 KiB/s).
+    const { conn } = await setup(cleanups, FAST, SLOW);
+    const t0 = Date.now();
+    await assert.rejects(conn.request("/big/1.0.0", undefined, { timeoutMs: BASE }), { code: "ERR_TIMEOUT" });
+    assert.ok(Date.now() - t0 < BASE + 1_000, `took ${Date.now() - t0} ms`);
+  });
+
+  it("a timeoutMs of its own bounds the whole call, moving or not", async (t) => {
+    const cleanups = cleanupsFor(t);
+    const { conn } = await setup(cleanups, SLOW, FAST);
+    const t0 = Date.now();
+    await assert.rejects(conn.request("/sink/1.0.0", new Uint8Array(SIZE), { timeoutMs: BASE }), {
+      code: "ERR_TIMEOUT",
+    });
+    assert.ok(Date.now() - t0 < BASE + 1_000, `took ${Date.now() - t0} ms`);
+  });
+});
+
+// Over loopback at full speed: one at a time, not next to the slow links above (their shapers' ticks
+// came late behind these uploads, and a body still moving missed its acknowledgements).
+describe("a request's default timeout on a fast link", () => {
+  it("a large body delivered at once to a handler slower than requestTimeoutMs times out at requestTimeoutMs (not one more)", async (t) => {
+    const cleanups = cleanupsFor(t);
     // A first version took the delivered body for movement at the first deadline: 100 KB and 2 MB bodies
     // over loopback to a handler answering in 1.8 s with requestTimeoutMs 1 s were answered (up to 2 s).
     const server = createServer();
@@ -106,7 +154,8 @@ describe("a request's default timeout on a slow link", () => {
     }
   });
 
-  it("a large body delivered at once to a handler that never answers, while other bodies go out, times out at requestTimeoutMs", async () => {
+  it("a large body delivered at once to a handler that never answers, while other bodies go out, times out at requestTimeoutMs", async (t) => {
+    const cleanups = cleanupsFor(t);
     // Where its body ended was taken as where the stream was at its first deadline, other bodies' bytes
     // included: their acknowledgements, still short of it, gave it one more requestTimeoutMs (100 KB and 2 MB
     // over loopback with requestTimeoutMs 1 s timed out after 2.0 s and 2.4 s).
@@ -134,35 +183,5 @@ describe("a request's default timeout on a slow link", () => {
       uploading = false;
       await Promise.all(uploads);
     }
-  });
-
-  it("a small request whose handler never answers, while another request's body is going out, times out at requestTimeoutMs", async () => {
-    // The other body's acknowledgements are not this request's: counted, they kept it alive as long as the
-    // upload lasted (~7 s).
-    const { conn } = await setup(SLOW, FAST);
-    const upload = conn.request("/sink/1.0.0", new Uint8Array(SIZE));
-    const t0 = Date.now();
-    await assert.rejects(conn.request("/never/1.0.0", new Uint8Array(1000)), { code: "ERR_TIMEOUT" });
-    const took = Date.now() - t0;
-    assert.ok(took < BASE + 1_000, `took ${took} ms`);
-    assert.deepEqual([...(await upload)], [1]);
-  });
-
-  it("a timeoutMs of its own equal to the default (requestTimeoutMs, no body) still bounds the whole call", async () => {
-    // Told from a default one by its value only, it was given more time while its answer came in: answered
-    // after ~12 s with timeoutMs 3,000 (and held for as long as a peer trickled an answer at 1 KiB/s).
-    const { conn } = await setup(FAST, SLOW);
-    const t0 = Date.now();
-    await assert.rejects(conn.request("/big/1.0.0", undefined, { timeoutMs: BASE }), { code: "ERR_TIMEOUT" });
-    assert.ok(Date.now() - t0 < BASE + 1_000, `took ${Date.now() - t0} ms`);
-  });
-
-  it("a timeoutMs of its own bounds the whole call, moving or not", async () => {
-    const { conn } = await setup(SLOW, FAST);
-    const t0 = Date.now();
-    await assert.rejects(conn.request("/sink/1.0.0", new Uint8Array(SIZE), { timeoutMs: BASE }), {
-      code: "ERR_TIMEOUT",
-    });
-    assert.ok(Date.now() - t0 < BASE + 1_000, `took ${Date.now() - t0} ms`);
   });
 });
