@@ -16,7 +16,7 @@ import { randomBytes } from "node:crypto";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterEach, describe, it } from "node:test";
+import { describe, it, type TestContext } from "node:test";
 import { startShaper } from "../../bench/lib/shaper.ts";
 import {
   connect,
@@ -27,14 +27,11 @@ import {
   fileSink,
   fileSource,
 } from "../../src/index.ts";
-
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c().catch(() => {});
-});
+import { cleanupsFor } from "../helpers/slow-link.ts";
 
 /** Downloads `size` random bytes through a link of `rate` B/s down; the answer, or the error. */
-async function download(size: number, rate: number, options: FileSourceOptions, streamWindow?: number) {
+async function download(t: TestContext, size: number, rate: number, options: FileSourceOptions, streamWindow?: number) {
+  const cleanups = cleanupsFor(t);
   const work = await mkdtemp(join(tmpdir(), "pointsub-slow-get-"));
   cleanups.push(() => rm(work, { recursive: true, force: true }));
   const content = randomBytes(size);
@@ -66,15 +63,17 @@ async function download(size: number, rate: number, options: FileSourceOptions, 
   }
 }
 
-describe("fileSource downloads over a slow link", () => {
-  it("a download at 30 KB/s is not stopped at the default floor (300 KB, grace 1 s)", async () => {
-    const r = await download(300_000, 30_000, { downloadGraceMs: 1_000 });
+// Each waits on a link of its own: they run at once.
+describe("fileSource downloads over a slow link", { concurrency: true }, () => {
+  it("a download at 30 KB/s is not stopped at the default floor (300 KB, grace 1 s)", async (t) => {
+    const r = await download(t, 300_000, 30_000, { downloadGraceMs: 1_000 });
     assert.ok(r.ok, `${r.answer} after ${r.ms} ms`);
     assert.ok(r.ms >= 5_000, `took ${r.ms} ms`);
   });
 
-  it("what was read and not yet credited counts: 40 KB/s against a floor of 16 KiB/s (256 KiB stream window: credit every 64 KiB)", async () => {
+  it("what was read and not yet credited counts: 40 KB/s against a floor of 16 KiB/s (256 KiB stream window: credit every 64 KiB)", async (t) => {
     const r = await download(
+      t,
       400_000,
       40_000,
       { downloadGraceMs: 1_000, minDownloadBytesPerSecond: 16 * 1024 },
@@ -83,8 +82,8 @@ describe("fileSource downloads over a slow link", () => {
     assert.ok(r.ok, `${r.answer} after ${r.ms} ms`);
   });
 
-  it("a download slower than the floor is still stopped with ERR_SLOW_PEER (150 KB at 10 KB/s against 64 KiB/s)", async () => {
-    const r = await download(150_000, 10_000, { downloadGraceMs: 1_000, minDownloadBytesPerSecond: 64 * 1024 });
+  it("a download slower than the floor is still stopped with ERR_SLOW_PEER (150 KB at 10 KB/s against 64 KiB/s)", async (t) => {
+    const r = await download(t, 150_000, 10_000, { downloadGraceMs: 1_000, minDownloadBytesPerSecond: 64 * 1024 });
     assert.match(r.answer, /^ERR_SLOW_PEER/);
   });
 });
