@@ -174,12 +174,15 @@ describe("pointsub CLI", () => {
     const src = join(work, "small.txt");
     await writeFile(src, "x");
     // A server never reached is said after 5 retries (~6 s), with the default --retries (10,
-    // ~32 s of backoff before): the retries are for a server that was there and dropped.
-    for (const args of [
+    // ~32 s of backoff before): the retries are for a server that was there and dropped. Both
+    // commands wait out their backoff at once.
+    const commands = [
       ["send", src, "--to", "tcp://127.0.0.1:1", "--json"],
       ["get", "small.txt", "--from", "tcp://127.0.0.1:1", "--out", join(work, "never"), "--json"],
-    ]) {
-      const refused = await run(args);
+    ];
+    const results = await Promise.all(commands.map((args) => run(args)));
+    commands.forEach((args, i) => {
+      const refused = results[i];
       assert.equal(refused.code, 1, args[0]);
       const events = refused.stdout
         .trim()
@@ -194,7 +197,7 @@ describe("pointsub CLI", () => {
         ["1 of 5", "2 of 5", "3 of 5", "4 of 5", "5 of 5"],
         args[0],
       );
-    }
+    });
   });
 
   it("send: a killed sender, re-run, resumes where the server stopped", async () => {
