@@ -75,6 +75,19 @@ const INTERRUPT_SAVE_MS = 3000;
  */
 const halted = () => new Promise<never>(() => {});
 
+/** Waits for the downloads in `storing` to settle, at most {@link INTERRUPT_SAVE_MS}. */
+async function saved(storing: ReadonlySet<Promise<unknown>>): Promise<void> {
+  if (storing.size === 0) return;
+  let bound: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    Promise.allSettled([...storing]),
+    new Promise((r) => {
+      bound = setTimeout(r, INTERRUPT_SAVE_MS);
+    }),
+  ]);
+  clearTimeout(bound);
+}
+
 /**
  * Failures about one file: the others go on. Any other error stops taking new files. ERR_SOURCE: the
  * server's file changed while it was sent (replaced, or cut short), as `send`'s local files.
@@ -530,6 +543,8 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
       // Unfinished downloads kept for a re-run to resume: about one per file asked for (the oldest go first).
       maxPartials: items.length + 64,
       maxPartialsPerPrincipal: items.length + 64,
+      // A file changed on the server since an earlier run is downloaded from 0: that run's partial goes.
+      replaceStalePartials: true,
       // What this side stored for each asked file (the server's answer is not taken as proof).
       onFile: (receipt, stream) => {
         for (const w of wanted.values()) if (w.streams.includes(stream)) w.stored = receipt;
@@ -658,6 +673,9 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
     // A server that went silent would not answer a polite close either: dropped.
     if (failures.some((f) => f.error.code === "ERR_TIMEOUT")) shared.destroy();
     else await shared.close().catch(() => {});
+    // Downloads the connection's end stopped save their resume state (a sidecar saying what the partial
+    // holds and for which file) before the process exits: bounded, as on an interrupt.
+    await saved(storing);
     sink?.close();
   }
   const secs = (performance.now() - started) / 1000;

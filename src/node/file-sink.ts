@@ -115,6 +115,17 @@ export interface FileSinkOptions {
    */
   maxPartialsPerPrincipal?: number;
   /**
+   * A transfer that starts from 0 removes the stopped partials its
+   * principal left for the same path and route under other transfer ids
+   * (the source changed since: a new id, never resumed), unless a transfer
+   * (here or in another process) is writing them. Off by default: every
+   * anonymous peer is the principal "", and one's upload would remove
+   * another's stopped partial of that name. `pointsub get` turns it on (its
+   * sink is its own). Found by the partials' sidecars: a partial left by a
+   * killed receiver before its first sidecar stays until `partialTtlMs`.
+   */
+  replaceStalePartials?: boolean;
+  /**
    * What a receipt promises about the stored file. `"fsync"` (the default):
    * the file's content is fsynced before it is named and its directory after
    * (directory fsyncs are shared by the files named meanwhile), so a file
@@ -614,6 +625,18 @@ export async function partialKey(principal: string, route: string, transferId: s
     .digest("hex");
 }
 
+/**
+ * Names the file a partial is stored for, per principal and route: SHA-256 (hex) of the three. A fresh
+ * transfer of the same file (its source changed: another transfer id) replaces the partials stopped
+ * with this key; the sidecar holds it, never the path itself.
+ */
+async function destKey(principal: string, route: string, path: string): Promise<string> {
+  const { createHash } = await loadCrypto();
+  return createHash("sha256")
+    .update(JSON.stringify(["pointsub-dest", principal, route, path]))
+    .digest("hex");
+}
+
 /** Indexes partials by transfer id alone (for lookups that do not know the principal or route). */
 async function transferTag(transferId: string): Promise<string> {
   const { createHash } = await loadCrypto();
@@ -754,6 +777,8 @@ interface Entry {
   /** {@link transferTag} of its transfer id, when known. */
   tag: string | undefined;
   route: string | undefined;
+  /** {@link destKey} of the file it is stored for, when known (a sidecar or a transfer of this process). */
+  dest: string | undefined;
   /** A partial file exists under the key. */
   exists: boolean;
   /** Bytes of the partial file (as far as written). */
@@ -783,6 +808,8 @@ interface Sidecar {
   crc: number;
   tag?: string;
   route?: string;
+  /** {@link destKey} of the file the partial is for. */
+  dest?: string;
 }
 
 function errno(err: unknown): unknown {
@@ -922,6 +949,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         owner: undefined,
         tag: undefined,
         route: undefined,
+        dest: undefined,
         exists: false,
         size: 0,
         reserved: 0,
@@ -960,6 +988,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     e.exists = false;
     e.point = undefined;
     e.base = undefined;
+    e.dest = undefined;
     if (e.tag !== undefined) {
       const keys = byTag.get(e.tag);
       keys?.delete(e.key);
@@ -1018,6 +1047,28 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     }
   };
 
+  /**
+   * Removes the stopped partials of `e`'s file (same principal, route and path: `e.dest`) but `e`'s own,
+   * when `e` starts from 0 (`replaceStalePartials`): another transfer id for the same file is its source
+   * changed since (a `pointsub get` of a file replaced on the server), so they would never be resumed,
+   * only kept until `partialTtlMs`. A partial being written (here, or by another process sharing the
+   * directory: its lock) is left alone.
+   */
+  const dropSuperseded = async (e: Entry): Promise<void> => {
+    if (e.dest === undefined || entries.size < 2) return;
+    for (const x of [...entries.values()]) {
+      if (x === e || x.dest !== e.dest || x.active || !x.exists) continue;
+      x.active = true;
+      const busy = await lockHeld(lockPath(x.key));
+      if (!busy) {
+        await unlink(sidecarPath(x.key)).catch(() => {});
+        await unlink(partialPath(x.key)).catch(() => {});
+      }
+      x.active = false;
+      if (!busy) forget(x);
+    }
+  };
+
   /** Removes an entry's partial and sidecar. */
   const discard = async (e: Entry) => {
     // unlink, not rm: rm checks the path synchronously first (a cost per
@@ -1030,7 +1081,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
   };
 
   const writeSidecar = async (e: Entry, point: ResumePoint) => {
-    const s: Sidecar = { v: 1, offset: point.offset, crc: point.crc, tag: e.tag, route: e.route };
+    const s: Sidecar = { v: 1, offset: point.offset, crc: point.crc, tag: e.tag, route: e.route, dest: e.dest };
     e.sidecar = true;
     let fh: FileHandle | undefined;
     try {
@@ -1068,6 +1119,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         crc: s.crc,
         tag: typeof s.tag === "string" && /^[0-9a-f]{64}$/.test(s.tag) ? s.tag : undefined,
         route: typeof s.route === "string" && s.route.length <= 1024 ? s.route : undefined,
+        dest: typeof s.dest === "string" && /^[0-9a-f]{64}$/.test(s.dest) ? s.dest : undefined,
         at: st.mtimeMs,
       };
     } catch {
@@ -1112,6 +1164,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     if (s !== undefined) {
       e.sidecar = true;
       setTag(e, s.tag, s.route);
+      e.dest ??= s.dest;
       if (s.offset === st.size && st.mtimeMs <= s.at) e.point = { offset: s.offset, crc: s.crc };
       else if (s.offset < st.size) e.base = { offset: s.offset, crc: s.crc };
     }
@@ -1233,6 +1286,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       const s = await readSidecar(key);
       if (s !== undefined) {
         setTag(e, s.tag, s.route);
+        e.dest = s.dest;
         // Written when the transfer stopped, a sidecar matches the file's size. One short of it is
         // a checkpoint (the receiver crashed later): the bytes after it are read once, on first use.
         if (s.offset === st.size && st.mtimeMs <= s.at) e.point = { offset: s.offset, crc: s.crc };
@@ -1824,6 +1878,8 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       }
       const tag = await transferTag(tid);
       setTag(e, tag, route);
+      const dest = await destKey(principal, route, name);
+      e.dest = dest;
       // The directory was made when the sink started (and is made again
       // should it vanish, when the partial is created): no mkdir per transfer.
       // The directories on the way are checked now, not once the whole content arrived (a file or a
@@ -1849,6 +1905,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       }
       setSize(e, e.size, stream.total ?? 0);
       e.owner = principal;
+      if (offset === 0 && options.replaceStalePartials === true) await dropSuperseded(e);
       if (!e.exists) await makeRoom(e, principal);
       await e.computing?.catch(() => {});
       if (offset > 0) {
@@ -1878,6 +1935,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         const reserved = e.reserved;
         await discard(e);
         setTag(e, tag, route);
+        e.dest = dest;
         setSize(e, 0, reserved);
       }
       setSize(e, offset);
