@@ -555,11 +555,12 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
         if (w === undefined || typeof to !== "string") {
           throw new PointSubError("ERR_INVALID_ARGUMENT", "a file this client did not ask for");
         }
-        // Bounded by what the listing said: a server cannot fill the disk with an endless stream.
+        // Bounded by what the listing said: a server cannot fill the disk with an endless stream. (The
+        // messages do not name the file: each printer of a failure puts its name in front.)
         if (stream.total !== w.size) {
           throw new PointSubError(
             "ERR_INVALID_ARGUMENT",
-            `${to}: the server sent ${stream.total ?? "an unknown number of"} bytes where its listing said ${w.size} (changed since? run again)`,
+            `the server sent ${stream.total ?? "an unknown number of"} bytes where its listing said ${w.size} (changed since? run again)`,
           );
         }
         // One stream per request: a server opening more (each a new transfer, each leaving a partial
@@ -567,7 +568,7 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
         if (w.streams.length >= w.asked) {
           throw new PointSubError(
             "ERR_INVALID_ARGUMENT",
-            `${to}: the server sent it ${w.streams.length + 1} times for ${w.asked} request(s)`,
+            `the server sent it ${w.streams.length + 1} times for ${w.asked} request(s)`,
           );
         }
         w.streams.push(stream);

@@ -549,7 +549,7 @@ describe("pointsub get and ls", () => {
       assert.equal(r.code, 0, r.stderr);
       assert.equal(await readFile(join(out, "a.txt"), "utf8"), "01234");
       assert.equal(refusals.length, 2, refusals.join("; "));
-      for (const m of refusals) assert.match(m, /a\.txt: the server sent it [23] times for 1 request/);
+      for (const m of refusals) assert.match(m, /the server sent it [23] times for 1 request/);
       assert.deepEqual(
         (await readdir(out)).filter((n) => n.endsWith(".partial")),
         [],
