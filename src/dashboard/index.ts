@@ -61,7 +61,7 @@ export interface Dashboard {
   snapshot(): ReturnType<Collector["snapshot"]>;
   /**
    * Stops the http server and the figures: the figures route answers ERR_NO_ROUTE from then on (a
-   * later `dashboard()` of the same server serves it again); the server and its listeners go on.
+   * later `dashboard()` of the same server serves it again, none before); the server and its listeners go on.
    */
   close(): Promise<void>;
 }
@@ -123,14 +123,35 @@ function admit(req: http.IncomingMessage, res: http.ServerResponse): boolean {
   return true;
 }
 
+/** Servers with a dashboard open (or being opened): one at a time, as the server has one figures route. */
+const served = new WeakSet<Server>();
+
 /**
  * Serves a live dashboard of `server` over http (see the module comment).
  * It registers the route {@link DASHBOARD_ROUTE} on the server (the page's
  * requests), answered only to sessions, hence only after the server's
- * authentication.
+ * authentication. One dashboard per server at a time: another call before
+ * its `close()` rejects with ERR_INVALID_ARGUMENT (the two would share the
+ * one route, and closing either took it from both).
  */
 export async function dashboard(server: Server, options: DashboardOptions = {}): Promise<Dashboard> {
   const { host, port } = hostPort(options.listen ?? "127.0.0.1:8080");
+  if (served.has(server)) {
+    throw new PointSubError(
+      "ERR_INVALID_ARGUMENT",
+      "this server already has a dashboard: close() it first (one page can be opened by any number of browsers)",
+    );
+  }
+  served.add(server);
+  try {
+    return await open(server, options, host, port);
+  } catch (err) {
+    served.delete(server);
+    throw err;
+  }
+}
+
+async function open(server: Server, options: DashboardOptions, host: string, port: number): Promise<Dashboard> {
   const files = await moduleFiles();
   let wsUrl = options.wsUrl ?? server.urls.find((u) => u.startsWith("ws://") || u.startsWith("wss://"));
   if (wsUrl === undefined) [wsUrl] = await server.listen(dashboardWsUrl(options.listen ?? "127.0.0.1:8080"));
@@ -207,16 +228,22 @@ export async function dashboard(server: Server, options: DashboardOptions = {}):
   }
   const bound = web.address() as { port: number };
   const url = `http://${host.includes(":") ? `[${host}]` : host}:${bound.port}/`;
+  let closing: Promise<void> | undefined;
   return {
     url,
     wsUrl,
     snapshot: () => collector.snapshot(),
-    async close() {
-      closed = true;
-      snapshotJson = "";
-      collector.close();
-      web.closeAllConnections();
-      await new Promise((resolve) => web.close(resolve));
+    close() {
+      // Once: a second call waits for the same close.
+      closing ??= (async () => {
+        closed = true;
+        served.delete(server);
+        snapshotJson = "";
+        collector.close();
+        web.closeAllConnections();
+        await new Promise((resolve) => web.close(resolve));
+      })();
+      return closing;
     },
   };
 }

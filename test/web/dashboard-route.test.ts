@@ -233,4 +233,38 @@ describe("the dashboard's figures route", () => {
       await new Promise((resolve) => blocker.close(resolve));
     }
   });
+  it("a second dashboard() of a server while one is open is refused (ERR_INVALID_ARGUMENT): the open one's figures stay served", async () => {
+    // Before: the second registered the route over the first's; closing the second made the route answer
+    // ERR_NO_ROUTE while the first (its page still open) went on asking for the figures.
+    const server = createServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const first = await dashboard(server, { listen: "127.0.0.1:0" });
+    const conn = await connect(url);
+    let again: Awaited<ReturnType<typeof dashboard>> | undefined;
+    try {
+      await assert.rejects(dashboard(server, { listen: "127.0.0.1:0" }), (e: PointSubError) => {
+        assert.equal(e.code, "ERR_INVALID_ARGUMENT");
+        assert.match(e.message, /already/);
+        return true;
+      });
+      const figures = JSON.parse(
+        new TextDecoder().decode(await conn.request(DASHBOARD_ROUTE, "")),
+      ) as DashboardSnapshot;
+      assert.equal(figures.sessions.length, 1);
+      const page = await fetch(first.url);
+      assert.equal(page.status, 200);
+      await page.text();
+      await first.close();
+      await assert.rejects(conn.request(DASHBOARD_ROUTE, ""), (e: PointSubError) => e.code === "ERR_NO_ROUTE");
+      // Once closed, the server may have another.
+      again = await dashboard(server, { listen: "127.0.0.1:0" });
+      const later = JSON.parse(new TextDecoder().decode(await conn.request(DASHBOARD_ROUTE, ""))) as DashboardSnapshot;
+      assert.equal(later.sessions.length, 1);
+    } finally {
+      await conn.close();
+      await again?.close();
+      await first.close();
+      await server.close();
+    }
+  });
 });
