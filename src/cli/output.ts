@@ -35,13 +35,63 @@ export function relayOutput(to: ((text: string) => boolean) | undefined): void {
   relay = to;
 }
 
+/**
+ * Most bytes (as characters) of a server's log that stdout may hold unwritten (`serve`: see
+ * {@link logOutput}); lines past it are dropped and counted.
+ */
+export const LOG_BACKLOG_MAX = 4 * 1024 * 1024;
+
+/** `serve`'s log, once {@link logOutput} was called: bounded. */
+let log:
+  | {
+      /** The line saying how many lines were dropped. */
+      note: (lines: number) => string;
+      dropped: number;
+      /** A 'drain' listener waits to say so. */
+      waiting: boolean;
+    }
+  | undefined;
+
+/**
+ * Makes stdout a server's log (`serve`, its workers and its primary): what a reader does not take is
+ * held up to {@link LOG_BACKLOG_MAX}, lines past it are dropped (`note` is written, once the reader
+ * caught up, with how many). Before, a stopped reader (a paused pager, a stuck `| tee` on a full disk)
+ * grew the process by every line it logged — a peer makes lines as fast as it opens sessions.
+ */
+export function logOutput(note: (lines: number) => string): void {
+  log = { note, dropped: 0, waiting: false };
+}
+
+/** Writes `text` to stdout, within the log's bound when stdout is a log. */
+function toStdout(text: string): void {
+  const l = log;
+  if (l === undefined) {
+    process.stdout.write(text);
+    return;
+  }
+  if (process.stdout.writableLength + text.length <= LOG_BACKLOG_MAX) {
+    process.stdout.write(text);
+    return;
+  }
+  for (let i = text.indexOf("\n"); i !== -1; i = text.indexOf("\n", i + 1)) l.dropped++;
+  if (l.waiting) return;
+  l.waiting = true;
+  // Over the bound, stdout's buffer is past its high-water mark: a 'drain' comes once the reader took it all.
+  process.stdout.once("drain", () => {
+    l.waiting = false;
+    const n = l.dropped;
+    l.dropped = 0;
+    if (n > 0) process.stdout.write(l.note(n));
+  });
+}
+
 /** Hands the collected lines to stdout (idempotent). */
 export function flushOut(): void {
   flushScheduled = false;
   if (pending.length === 0) return;
   const text = pending;
   pending = "";
-  if (relay === undefined || !relay(text)) process.stdout.write(text);
+  if (relay === undefined || !relay(text)) toStdout(text);
 }
 
 /**

@@ -9,7 +9,7 @@ import { nodeMemoryLimit } from "../node/memory.ts";
 import type { IncomingStream } from "../stream/incoming.ts";
 import { isLoopbackUrl, type ServeAuthFlags, serveSecurity, TOKEN_ENV } from "./auth.ts";
 import { formatBytes, formatRate } from "./format.ts";
-import { jsonLine, outputMode, printable, writeOut } from "./output.ts";
+import { jsonLine, logOutput, outputMode, printable, writeOut } from "./output.ts";
 import { serveFiles } from "./serve-files.ts";
 import { listenFailure, servePrimary, serveRole, workerShare } from "./serve-workers.ts";
 
@@ -84,6 +84,12 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
     if (mode === "json") jsonLine({ event, ...fields });
     else writeOut(`${printable(line)}\n`); // names and reasons come from peers
   };
+  // Its stdout is a log: bounded while nobody reads it.
+  logOutput((lines) =>
+    mode === "json"
+      ? `${JSON.stringify({ event: "dropped", lines })}\n`
+      : `pointsub: ${lines} lines of output dropped: standard output was not read\n`,
+  );
   // Every check (the secure default, the TLS files) happens before anything is created or listens.
   const security = await serveSecurity(opts.listen, opts);
   if (security.warning !== undefined) {
