@@ -41,7 +41,7 @@ export function relayOutput(to: ((text: string) => boolean) | undefined): void {
  */
 export const LOG_BACKLOG_MAX = 4 * 1024 * 1024;
 
-/** `serve`'s log, once {@link logOutput} was called: bounded. */
+/** `serve`'s log, once {@link logOutput} was called: bounded, and lost rather than fatal. */
 let log:
   | {
       /** The line saying how many lines were dropped. */
@@ -49,17 +49,29 @@ let log:
       dropped: number;
       /** A 'drain' listener waits to say so. */
       waiting: boolean;
+      /** Standard output failed (its reader went away: EPIPE): nothing more is written. */
+      closed: boolean;
     }
   | undefined;
 
 /**
  * Makes stdout a server's log (`serve`, its workers and its primary): what a reader does not take is
  * held up to {@link LOG_BACKLOG_MAX}, lines past it are dropped (`note` is written, once the reader
- * caught up, with how many). Before, a stopped reader (a paused pager, a stuck `| tee` on a full disk)
- * grew the process by every line it logged — a peer makes lines as fast as it opens sessions.
+ * caught up, with how many); a reader that went away (`serve | head -1`: EPIPE) ends the log, not the
+ * server. Before, a stopped reader (a paused pager, a stuck `| tee` on a full disk) grew the process
+ * by every line it logged — a peer makes lines as fast as it opens sessions — and a closed one ended
+ * the server at once, its transfers cut, with exit 0.
  */
 export function logOutput(note: (lines: number) => string): void {
-  log = { note, dropped: 0, waiting: false };
+  log = { note, dropped: 0, waiting: false, closed: false };
+}
+
+/** Whether a failed write to stdout ends only the log (see {@link logOutput}): true once it did. */
+export function logClosed(err: NodeJS.ErrnoException): boolean {
+  if (log === undefined || err.code !== "EPIPE") return false;
+  log.closed = true;
+  pending = "";
+  return true;
 }
 
 /** Writes `text` to stdout, within the log's bound when stdout is a log. */
@@ -69,6 +81,7 @@ function toStdout(text: string): void {
     process.stdout.write(text);
     return;
   }
+  if (l.closed) return;
   if (process.stdout.writableLength + text.length <= LOG_BACKLOG_MAX) {
     process.stdout.write(text);
     return;
@@ -81,7 +94,7 @@ function toStdout(text: string): void {
     l.waiting = false;
     const n = l.dropped;
     l.dropped = 0;
-    if (n > 0) process.stdout.write(l.note(n));
+    if (n > 0 && !l.closed) process.stdout.write(l.note(n));
   });
 }
 

@@ -84,7 +84,7 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
     if (mode === "json") jsonLine({ event, ...fields });
     else writeOut(`${printable(line)}\n`); // names and reasons come from peers
   };
-  // Its stdout is a log: bounded while nobody reads it.
+  // Its stdout is a log: bounded while nobody reads it, and its reader's going away does not end the server.
   logOutput((lines) =>
     mode === "json"
       ? `${JSON.stringify({ event: "dropped", lines })}\n`
