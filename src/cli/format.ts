@@ -14,6 +14,24 @@ export function formatBytes(n: number): string {
   return `${i === 0 ? v : v.toFixed(v < 9.995 ? 2 : 1)} ${UNITS[i]}`;
 }
 
+/** Characters around a name that make it a whole word of a message (quoted, or between spaces and colons). */
+const BEFORE_NAME = new Set(["", " ", '"', "'", "("]);
+const AFTER_NAME = new Set(["", " ", '"', "'", ":", ",", ")"]);
+
+/**
+ * `message` of a failure about `name` with the name in front, unless it names it already as a whole
+ * word: a server's `no such file or directory: "sub/y.txt"`, `sub is a directory (get it with -r)`,
+ * `x.txt already exists` (before, `sub/y.txt: no such file or directory: "sub/y.txt"`).
+ */
+export function aboutName(name: string, message: string): string {
+  for (let i = message.indexOf(name); i !== -1 && name !== ""; i = message.indexOf(name, i + 1)) {
+    const before = i === 0 ? "" : message[i - 1];
+    const after = message.charAt(i + name.length);
+    if (BEFORE_NAME.has(before) && AFTER_NAME.has(after)) return message;
+  }
+  return `${name}: ${message}`;
+}
+
 export function formatRate(bytesPerSecond: number): string {
   return `${formatBytes(Math.round(bytesPerSecond))}/s`;
 }

@@ -30,7 +30,7 @@ import { makeDirectory } from "../node/make-dir.ts";
 import type { IncomingStream } from "../stream/incoming.ts";
 import { type ClientAuthFlags, clientConnectOptions, FILE_ANSWER_MAX } from "./auth.ts";
 import { connect } from "./connect.ts";
-import { formatBytes, formatRate } from "./format.ts";
+import { aboutName, formatBytes, formatRate } from "./format.ts";
 import { jsonLine, type OutputMode, outputMode, ProgressView, printable, printError, writeOut } from "./output.ts";
 import { RetryNotices, retryAfter, stopRetrying } from "./retry.ts";
 
@@ -706,7 +706,7 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
   if (failures.length > 0) {
     const { file, error } = failures[0];
     const several = total + failures.length > 1 && !(total === 0 && names.length === 1);
-    const message = several ? `${file}: ${error.message}` : error.message;
+    const message = several ? aboutName(file, error.message) : error.message;
     throw new PointSubError(
       error.code,
       failures.length === 1 ? message : `${failures.length} files failed; first: ${message}`,

@@ -30,7 +30,7 @@ import { FILE_CHECK_MAX, FILE_CHECK_ROUTE, type FileCheckQuery, safeFileName } f
 import { decodeCheckAnswer, type SentFileReceipt, sendFileVia } from "../node/send-file.ts";
 import { type ClientAuthFlags, clientConnectOptions, FILE_ANSWER_MAX } from "./auth.ts";
 import { connect } from "./connect.ts";
-import { formatBytes, formatRate } from "./format.ts";
+import { aboutName, formatBytes, formatRate } from "./format.ts";
 import { cliFiles, localCrc32c, NO_FOLLOW, treeFiles } from "./local-files.ts";
 import { jsonLine, type OutputMode, outputMode, ProgressView, printable, printError, writeOut } from "./output.ts";
 import { RetryNotices, retryAfter, stopRetrying } from "./retry.ts";
@@ -1392,7 +1392,7 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
   }
   if (failures.length > 0) {
     const { file, error } = failures[0];
-    const message = tried === 1 ? error.message : `${file}: ${error.message}`;
+    const message = tried === 1 ? error.message : aboutName(file, error.message);
     const notTried = tried - sentFiles - failures.length;
     throw new PointSubError(
       error.code,

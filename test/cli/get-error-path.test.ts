@@ -60,4 +60,14 @@ describe("get: a file whose size changed after its listing", () => {
     assert.match(all, /the server sent 2000 bytes where its listing said 1000/, all);
     assert.doesNotMatch(all, /y\.txt: (failed: \w+: )?(sub\/)?y\.txt: /, all);
   });
+  it("a name the server does not have, or a directory without -r: named once in the final error", async () => {
+    const out = join(work, "out2");
+    const missing = await runCli(["get", "sub/missing.txt", "a.txt", "--from", url, "--out", out], env, 30_000);
+    assert.equal(missing.code, 1, missing.stdout);
+    // The server's message names it already ("sub/missing.txt: no such file or directory: "sub/missing.txt"").
+    assert.match(missing.stderr, /ERR_NOT_FOUND: no such file or directory: "sub\/missing\.txt"\n$/, missing.stderr);
+    const dir = await runCli(["get", "sub", "a.txt", "--from", url, "--out", out], env, 30_000);
+    assert.equal(dir.code, 1, dir.stdout);
+    assert.match(dir.stderr, /ERR_INVALID_ARGUMENT: sub is a directory \(get it with -r\)\n$/, dir.stderr);
+  });
 });

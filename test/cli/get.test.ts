@@ -261,7 +261,8 @@ describe("pointsub get and ls", () => {
     const mixed = await run(["get", "a.txt", "nope.txt", "--from", url, "--out", out]);
     assert.equal(mixed.code, 1);
     assert.equal(await readFile(join(out, "a.txt"), "utf8"), "hello\n");
-    assert.match(mixed.stderr, /^pointsub: ERR_NOT_FOUND: nope\.txt: no such file/);
+    // Named once (the server's message names it: it said `nope.txt: no such file or directory: "nope.txt"`).
+    assert.match(mixed.stderr, /^pointsub: ERR_NOT_FOUND: no such file or directory: "nope\.txt"\n$/);
   });
 
   it("--max-file-size: a listed file over it fails with ERR_QUOTA and is not asked for; the others arrive", async () => {
