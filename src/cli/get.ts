@@ -31,7 +31,16 @@ import type { IncomingStream } from "../stream/incoming.ts";
 import { type ClientAuthFlags, clientConnectOptions, FILE_ANSWER_MAX } from "./auth.ts";
 import { connect } from "./connect.ts";
 import { aboutName, formatBytes, formatRate } from "./format.ts";
-import { jsonLine, type OutputMode, outputMode, ProgressView, printable, printError, writeOut } from "./output.ts";
+import {
+  jsonLine,
+  type OutputMode,
+  outputMode,
+  ProgressView,
+  printable,
+  printError,
+  reportOutput,
+  writeOut,
+} from "./output.ts";
 import { RetryNotices, retryAfter, stopRetrying } from "./retry.ts";
 
 export interface GetOptions extends ClientAuthFlags {
@@ -378,6 +387,8 @@ function receivedLine(
  */
 export async function getCommand(names: string[], opts: GetOptions): Promise<void> {
   const mode = outputMode(opts.json);
+  // What it prints is a report: a reader that goes away ends it, not the transfers.
+  reportOutput();
   const connectOptions = await clientConnectOptions(opts.from, opts);
   const out = resolve(opts.out ?? ".");
   const timeoutMs = opts.timeout ?? DEFAULT_TIMEOUT_MS;

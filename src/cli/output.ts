@@ -41,7 +41,7 @@ export function relayOutput(to: ((text: string) => boolean) | undefined): void {
  */
 export const LOG_BACKLOG_MAX = 4 * 1024 * 1024;
 
-/** `serve`'s log, once {@link logOutput} was called: bounded, and lost rather than fatal. */
+/** `serve`'s log, once {@link logOutput} was called: bounded. */
 let log:
   | {
       /** The line saying how many lines were dropped. */
@@ -49,10 +49,23 @@ let log:
       dropped: number;
       /** A 'drain' listener waits to say so. */
       waiting: boolean;
-      /** Standard output failed (its reader went away: EPIPE): nothing more is written. */
-      closed: boolean;
     }
   | undefined;
+
+/** Standard output's reader going away (EPIPE) ends the output, not the command ({@link reportOutput}). */
+let closable = false;
+/** It went away: nothing more is written. */
+let closed = false;
+
+/**
+ * Makes stdout a report of the command's work (`get`, `send`): a reader that goes away (`| head -1`,
+ * `| grep -m1 received`: EPIPE) ends the output, and the command goes on to its end and its own exit
+ * code. Before, the CLI's rule for data on stdout (`ls | head -1`: exit quietly) ended a `get` at once
+ * with exit 0, its downloads cut (a `.lock` and `.partial` left, no file received).
+ */
+export function reportOutput(): void {
+  closable = true;
+}
 
 /**
  * Makes stdout a server's log (`serve`, its workers and its primary): what a reader does not take is
@@ -63,25 +76,26 @@ let log:
  * the server at once, its transfers cut, with exit 0.
  */
 export function logOutput(note: (lines: number) => string): void {
-  log = { note, dropped: 0, waiting: false, closed: false };
+  log = { note, dropped: 0, waiting: false };
+  closable = true;
 }
 
-/** Whether a failed write to stdout ends only the log (see {@link logOutput}): true once it did. */
-export function logClosed(err: NodeJS.ErrnoException): boolean {
-  if (log === undefined || err.code !== "EPIPE") return false;
-  log.closed = true;
+/** Whether a failed write to stdout ends only the output ({@link reportOutput}, {@link logOutput}): true once it did. */
+export function outputClosed(err: NodeJS.ErrnoException): boolean {
+  if (!closable || err.code !== "EPIPE") return false;
+  closed = true;
   pending = "";
   return true;
 }
 
 /** Writes `text` to stdout, within the log's bound when stdout is a log. */
 function toStdout(text: string): void {
+  if (closed) return;
   const l = log;
   if (l === undefined) {
     process.stdout.write(text);
     return;
   }
-  if (l.closed) return;
   if (process.stdout.writableLength + text.length <= LOG_BACKLOG_MAX) {
     process.stdout.write(text);
     return;
@@ -94,7 +108,7 @@ function toStdout(text: string): void {
     l.waiting = false;
     const n = l.dropped;
     l.dropped = 0;
-    if (n > 0 && !l.closed) process.stdout.write(l.note(n));
+    if (n > 0 && !closed) process.stdout.write(l.note(n));
   });
 }
 

@@ -32,7 +32,16 @@ import { type ClientAuthFlags, clientConnectOptions, FILE_ANSWER_MAX } from "./a
 import { connect } from "./connect.ts";
 import { aboutName, formatBytes, formatRate } from "./format.ts";
 import { cliFiles, localCrc32c, NO_FOLLOW, treeFiles } from "./local-files.ts";
-import { jsonLine, type OutputMode, outputMode, ProgressView, printable, printError, writeOut } from "./output.ts";
+import {
+  jsonLine,
+  type OutputMode,
+  outputMode,
+  ProgressView,
+  printable,
+  printError,
+  reportOutput,
+  writeOut,
+} from "./output.ts";
 import { RetryNotices, retryAfter, stopRetrying } from "./retry.ts";
 
 export interface SendOptions extends ClientAuthFlags {
@@ -883,6 +892,8 @@ export async function quickCheck(
  */
 export async function sendCommand(args: string[], opts: SendOptions): Promise<void> {
   const mode = outputMode(opts.json);
+  // What it prints is a report: a reader that goes away ends it, not the transfers.
+  reportOutput();
   const connectOptions = await clientConnectOptions(opts.to, opts);
   const say = (event: Record<string, unknown>, line: string) => {
     if (mode === "json") jsonLine(event);
