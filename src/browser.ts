@@ -104,6 +104,7 @@ export {
   preset,
 } from "./client/config.ts";
 export type { PoolOptions } from "./client/pool.ts";
+export type { ReconnectingEvents } from "./client/reconnecting.ts";
 export {
   type OfflineOptions,
   type ReconnectOptions,
@@ -120,9 +121,10 @@ export {
   sendResumable,
 } from "./client/resumable.ts";
 export { CodecRegistry } from "./codec/codec-registry.ts";
-export type { CompressionCodec } from "./codec/compression.ts";
+export type { CompressionCodec, InflateOwner } from "./codec/compression.ts";
 export { CODEC_NAMES, type CodecName } from "./codec/compression.ts";
-export type { Crc32cFunction } from "./codec/crc32c.ts";
+export type { Crc32c, Crc32cFunction } from "./codec/crc32c.ts";
+export type { Settings } from "./codec/settings.ts";
 export {
   Connection,
   type ConnectionEvents,
@@ -173,14 +175,22 @@ export {
   rateLimit,
 } from "./router/rate-limit.ts";
 // A type only: the class comes with the request dispatcher (the stream chunk), not in a page's first load.
-export type { Router } from "./router/router.ts";
+export type { Endpoint, Router } from "./router/router.ts";
 export type { CallContext, Middleware, StreamRoute } from "./router/types.ts";
-export { type Crc32cProvider, createRuntime, type Runtime, type RuntimeParts } from "./runtime/runtime.ts";
+export {
+  type Crc32cProvider,
+  createRuntime,
+  type Diagnostics,
+  type DiagnosticsChannel,
+  type DiagnosticsListener,
+  type Runtime,
+  type RuntimeParts,
+} from "./runtime/runtime.ts";
 export type { IncomingStream } from "./stream/incoming.ts";
 export { Transfer } from "./stream/transfer.ts";
 export type { CompressOption, SendStreamOptions, StreamHandler, StreamSource } from "./stream/types.ts";
 // Types only: the class comes with the stream chunk (a `sendStream` made before it arrived reports through a stand-in).
-export type { Progress, ProgressSnapshot, TransferStatus } from "./transfer/progress.ts";
+export type { Progress, ProgressEvents, ProgressSnapshot, TransferStatus } from "./transfer/progress.ts";
 export { type MemoryTransportOptions, memoryTransport } from "./transport/memory.ts";
 export { type ResolvedTransport, TransportRegistry } from "./transport/registry.ts";
 export type {

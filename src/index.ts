@@ -202,6 +202,7 @@ export {
   preset,
 } from "./client/config.ts";
 export type { PoolOptions } from "./client/pool.ts";
+export type { ReconnectingEvents } from "./client/reconnecting.ts";
 export {
   type OfflineOptions,
   type ReconnectOptions,
@@ -218,9 +219,9 @@ export {
   sendResumable,
 } from "./client/resumable.ts";
 export { CodecRegistry } from "./codec/codec-registry.ts";
-export type { CompressionCodec } from "./codec/compression.ts";
+export type { CompressionCodec, InflateOwner } from "./codec/compression.ts";
 export { CODEC_NAMES, type CodecName } from "./codec/compression.ts";
-export type { Crc32cFunction } from "./codec/crc32c.ts";
+export type { Crc32c, Crc32cFunction } from "./codec/crc32c.ts";
 export {
   BUNDLE_FILE_MAX,
   BUNDLE_MAX_BYTES,
@@ -230,6 +231,7 @@ export {
   encodeBundle,
   FILE_BUNDLE_ROUTE,
 } from "./codec/file-bundle.ts";
+export type { Settings } from "./codec/settings.ts";
 export { MemoryBudget } from "./connection/budget.ts";
 export {
   Connection,
@@ -284,7 +286,7 @@ export {
   type LpStats,
 } from "./lp/connection.ts";
 export { LP_MAX_LENGTH } from "./lp/decoder.ts";
-export type { LpConnectOptions, LpOptions } from "./lp/options.ts";
+export type { LpConnectOptions, LpOptions, LpTransportOptions } from "./lp/options.ts";
 export {
   LpResilientConnection,
   type LpResilientEvents,
@@ -325,6 +327,7 @@ export { lpTcpTransport, lpUnixTransport } from "./node/lp-adapter.ts";
 export {
   type NodeTransportOptions,
   type NodeTransportOptionsMap,
+  type TcpListenOptions,
   type TlsOptions,
   type TlsTransportOptions,
   tcpTransport,
@@ -374,7 +377,7 @@ export {
   type RateLimits,
   rateLimit,
 } from "./router/rate-limit.ts";
-export { Router } from "./router/router.ts";
+export { type Endpoint, Router } from "./router/router.ts";
 export type { CallContext, Middleware, StreamRoute } from "./router/types.ts";
 export {
   type Crc32cProvider,
@@ -387,19 +390,24 @@ export {
   type Runtime,
   type RuntimeParts,
 } from "./runtime/runtime.ts";
-export type { AdaptiveLimitOptions } from "./server/admission.ts";
+export type { AdaptiveLimitOptions, AdmissionOptions } from "./server/admission.ts";
 export type { BroadcastFailure, BroadcastOptions, BroadcastResult } from "./server/broadcast.ts";
 export type { ServerEvent, ServerEventOptions, ServerEventStream } from "./server/events.ts";
 export {
+  type ClusterLocal,
+  type ClusterMembership,
+  type ClusterSessionInfo,
   type MemoryUsage,
   Server,
+  type ServerBroadcastOptions,
+  type ServerCluster,
   type ServerEvents,
   tokenAuth,
 } from "./server/server.ts";
 export { IncomingStream } from "./stream/incoming.ts";
 export { Transfer } from "./stream/transfer.ts";
 export type { CompressOption, SendStreamOptions, StreamHandler, StreamSource } from "./stream/types.ts";
-export { Progress, type ProgressSnapshot, type TransferStatus } from "./transfer/progress.ts";
+export { Progress, type ProgressEvents, type ProgressSnapshot, type TransferStatus } from "./transfer/progress.ts";
 export { type MemoryTransportOptions, memoryTransport } from "./transport/memory.ts";
 export { type ResolvedTransport, TransportRegistry } from "./transport/registry.ts";
 export type {

@@ -16,7 +16,7 @@
  */
 import * as http from "node:http";
 import { type Diagnostics, nodeDiagnostics, PointSubError, type Server } from "../index.ts";
-import { Collector } from "./collector.ts";
+import { Collector, type DashboardSnapshot } from "./collector.ts";
 import { moduleFiles } from "./modules.ts";
 import { DASHBOARD_ROUTE, pageHtml } from "./page.ts";
 
@@ -58,7 +58,7 @@ export interface Dashboard {
   /** The ws:// URL the page connects to. */
   readonly wsUrl: string;
   /** The figures now (what the page draws). */
-  snapshot(): ReturnType<Collector["snapshot"]>;
+  snapshot(): DashboardSnapshot;
   /**
    * Stops the http server and the figures: the figures route answers ERR_NO_ROUTE from then on (a
    * later `dashboard()` of the same server serves it again, none before); the server and its listeners go on.

@@ -1,0 +1,184 @@
+/**
+ * The published declarations as a user's TypeScript meets them: programs
+ * compiled with tsc against the built package in a consumer's node_modules
+ * (its `exports` map and `.d.ts` files, not `src/`), under the strictest
+ * settings an application may use and with `skipLibCheck` off, so an error
+ * inside our declarations fails here as it would fail the user's build.
+ */
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { consumerProject } from "../helpers/consumer-project.ts";
+
+const root = new URL("../..", import.meta.url).pathname;
+
+/** What a strict application turns on; `skipLibCheck: false` checks our `.d.ts` files too. */
+const STRICT = {
+  target: "es2023",
+  module: "nodenext",
+  moduleResolution: "nodenext",
+  lib: ["es2024", "dom"],
+  types: ["node"],
+  strict: true,
+  exactOptionalPropertyTypes: true,
+  noUncheckedIndexedAccess: true,
+  noImplicitOverride: true,
+  noImplicitReturns: true,
+  skipLibCheck: false,
+  // Emitting declarations needs every inferred type to be nameable from the package's entry points.
+  declaration: true,
+  emitDeclarationOnly: true,
+};
+
+/**
+ * Every entry point, and a use of what a typical program touches: option
+ * objects, events, results. Only compiled, never run.
+ */
+const EVERY_ENTRY = `
+import { connect, createServer, PointSubError, type Connection, type Message } from "pointsub";
+import { prometheusMetrics } from "pointsub/metrics";
+import { libp2pRuntime } from "pointsub/libp2p";
+import { dashboard } from "pointsub/dashboard";
+import { redisCluster } from "pointsub/cluster";
+
+export async function main(): Promise<void> {
+  const server = createServer({ maxConnections: 10, idleTimeoutMs: 30_000, tls: { rejectUnauthorized: true } });
+  server.handle("/echo/1.0.0", (req) => req.data);
+  server.on("session", (s: Connection) => s.info);
+  server.on("message", (msg: Message, s: Connection) => s.send(msg.data));
+  server.on("sessionClose", (s, err, reason) => [s.id, err?.code, reason.length]);
+  server.on("reject", (err: PointSubError) => err.code);
+  const [url] = await server.listen("tcp://127.0.0.1:0");
+  if (url === undefined) return;
+  const conn = await connect(url, { requestTimeoutMs: 1000 });
+  conn.on("close", (err) => err?.retryable);
+  conn.on("goaway", (reason: string) => reason);
+  const t = conn.sendStream("/up/1.0.0", [new Uint8Array(8)], { total: 8 });
+  t.progress.on("progress", (p) => p.percent);
+  await conn.request("/echo/1.0.0", "x", { timeoutMs: 100 });
+  const m = prometheusMetrics();
+  m.close();
+  await dashboard(server, { listen: "127.0.0.1:0" });
+  redisCluster({ url: "redis://127.0.0.1:6379" });
+  libp2pRuntime();
+}
+
+export const entries = { connect, createServer, prometheusMetrics, libp2pRuntime, dashboard, redisCluster };
+`;
+
+/** Types that public signatures name, imported from the entry point that exposes them. */
+const NAMED_TYPES = `
+import type {
+  AdmissionOptions,
+  CallContext,
+  ClusterLocal,
+  ClusterMembership,
+  ClusterSessionInfo,
+  CompressionCodec,
+  Connection,
+  Crc32c,
+  Endpoint,
+  InflateOwner,
+  LpTransportOptions,
+  Progress,
+  ProgressEvents,
+  ReconnectingEvents,
+  ResilientEvents,
+  Router,
+  Runtime,
+  Server,
+  ServerBroadcastOptions,
+  ServerCluster,
+  ServerOptions,
+  Settings,
+  TcpListenOptions,
+  TransportAdapter,
+} from "pointsub";
+import { lpTcpTransport } from "pointsub";
+import type { Dashboard, DashboardSnapshot } from "pointsub/dashboard";
+
+export const clusterInfos = (s: Server): Promise<ClusterSessionInfo[]> => s.sessionsInfo({ cluster: true });
+export const inferredInfos = (s: Server) => s.sessionsInfo({ cluster: true });
+export const broadcast = (s: Server, o: ServerBroadcastOptions) => s.broadcast("x", o);
+export const clusterOption = (c: ServerCluster): ServerOptions => ({ cluster: c });
+export const join = (c: ServerCluster, local: ClusterLocal): ClusterMembership => c.join(local);
+export const admission: AdmissionOptions = { maxConnections: 1 };
+export const peer = (c: Connection): Readonly<Settings> => c.peerSettings;
+export const onProgress = (p: Progress, fn: (...args: ProgressEvents["progress"]) => void) => p.on("progress", fn);
+export const checksums = (r: Runtime): Crc32c => r.checksums;
+export const inflate = (c: CompressionCodec, owner: InflateOwner) => c.decompress(new Uint8Array(0), 1, owner);
+export const run = (r: Router, ctx: CallContext, endpoint: Endpoint) => r.run(ctx, endpoint);
+export const states = (e: ResilientEvents): ReconnectingEvents["state"] => e.state;
+export const tcp: TcpListenOptions = { reusePort: true };
+export const lp: TransportAdapter<LpTransportOptions> = lpTcpTransport;
+export const snapshot = (d: Dashboard): DashboardSnapshot => d.snapshot();
+export const inferredSnapshot = (d: Dashboard) => d.snapshot();
+`;
+
+/** The same names from the "browser" export condition of "pointsub" (its own declarations). */
+const BROWSER_TYPES = `
+import {
+  connect,
+  createBrowserRuntime,
+  type Connection,
+  type Crc32c,
+  type Diagnostics,
+  type DiagnosticsChannel,
+  type DiagnosticsListener,
+  type Endpoint,
+  type InflateOwner,
+  type ProgressEvents,
+  type Runtime,
+  type Settings,
+} from "pointsub";
+
+export const runtime: Runtime = createBrowserRuntime();
+export const opened: Promise<Connection> = connect("ws://127.0.0.1:1/pointsub", { runtime });
+export const diagnostics = (r: Runtime): Diagnostics => r.diagnostics;
+export const channel = (d: Diagnostics): DiagnosticsChannel => d.channel("pointsub:message");
+export const listener: DiagnosticsListener = (message, name) => [message, name];
+export const peer = (c: Connection): Readonly<Settings> => c.peerSettings;
+export const checksums = (r: Runtime): Crc32c => r.checksums;
+export type Named = [Endpoint, InflateOwner, ProgressEvents];
+`;
+
+describe("published types (tsc against the built package: strict, exactOptionalPropertyTypes, skipLibCheck off)", () => {
+  let dir = "";
+
+  before(() => {
+    dir = consumerProject(".build-test-types-", "typed-consumer", true);
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  /** Compiles `source` as the consumer's only file; returns tsc's diagnostics ("" when none). */
+  function compile(name: string, source: string, extra: Record<string, unknown> = {}): string {
+    writeFileSync(join(dir, "app", `${name}.ts`), source);
+    const config = join(dir, `tsconfig.${name}.json`);
+    const compilerOptions = { ...STRICT, rootDir: join(dir, "app"), outDir: join(dir, "out", name), ...extra };
+    writeFileSync(config, JSON.stringify({ compilerOptions, files: [`app/${name}.ts`] }));
+    try {
+      execFileSync(process.execPath, [join(root, "node_modules/typescript/bin/tsc"), "-p", config], {
+        encoding: "utf8",
+        stdio: "pipe",
+      });
+      return "";
+    } catch (err) {
+      const e = err as { stdout?: string; stderr?: string };
+      return `${e.stdout ?? ""}${e.stderr ?? ""}` || String(err);
+    }
+  }
+
+  it("a program using every entry point compiles: no error inside the package's declarations", () => {
+    assert.equal(compile("every-entry", EVERY_ENTRY), "");
+  });
+
+  it("every type a public signature names can be imported from its entry point (and inferred ones emitted)", () => {
+    assert.equal(compile("named-types", NAMED_TYPES), "");
+  });
+
+  it("the browser condition's declarations name them too", () => {
+    assert.equal(compile("browser-types", BROWSER_TYPES, { customConditions: ["browser"] }), "");
+  });
+});
