@@ -22,7 +22,7 @@ export type ServerEvent =
       readonly error: PointSubError | undefined;
     }
   | { readonly type: "message"; readonly message: Message; readonly session: Connection }
-  | { readonly type: "error"; readonly error: PointSubError; readonly session: Connection | undefined }
+  | { readonly type: "error"; readonly error: PointSubError; readonly session: Connection }
   | { readonly type: "reject"; readonly error: PointSubError }
   /** `dropped` events were lost because the reader fell more than `bufferSize` behind. */
   | { readonly type: "overflow"; readonly dropped: number };

@@ -277,7 +277,7 @@ export interface ServerEvents {
    * slow-peer timeout, …: anything but the connection simply dropping);
    * `sessionClose` follows.
    */
-  error: [error: PointSubError, session: Connection | undefined];
+  error: [error: PointSubError, session: Connection];
   /**
    * A connection was refused (connection limits) or failed its handshake:
    * pointsub's, or its transport's own (a TLS handshake, a client

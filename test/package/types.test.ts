@@ -117,6 +117,23 @@ export const snapshot = (d: Dashboard): DashboardSnapshot => d.snapshot();
 export const inferredSnapshot = (d: Dashboard) => d.snapshot();
 `;
 
+/**
+ * Listeners typed as the server emits: an `error` is always a session's
+ * (`Server` emits it only from a session's close), so its session is a
+ * `Connection`, on the event and in `events()`.
+ */
+const SERVER_ERROR_LISTENER = `
+import { createServer, type Connection } from "pointsub";
+
+const server = createServer();
+export const listened = server.on("error", (err, session) => [err.code, session.id]);
+export async function failedSessions(): Promise<Connection[]> {
+  const failed: Connection[] = [];
+  for await (const e of server.events({ types: ["error"] })) if (e.type === "error") failed.push(e.session);
+  return failed;
+}
+`;
+
 /** The same names from the "browser" export condition of "pointsub" (its own declarations). */
 const BROWSER_TYPES = `
 import {
@@ -176,6 +193,10 @@ describe("published types (tsc against the built package: strict, exactOptionalP
 
   it("every type a public signature names can be imported from its entry point (and inferred ones emitted)", () => {
     assert.equal(compile("named-types", NAMED_TYPES), "");
+  });
+
+  it("a server's error listener gets the session it was emitted with (never undefined)", () => {
+    assert.equal(compile("server-error", SERVER_ERROR_LISTENER), "");
   });
 
   it("the browser condition's declarations name them too", () => {
