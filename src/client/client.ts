@@ -22,15 +22,17 @@ export interface BreakerOptions {
   failureThreshold?: number;
   /** First time a node stays skipped, in ms; doubles on each failed probe up to `maxCooldownMs`. Default 1000. */
   cooldownMs?: number;
-  /** Longest time a node stays skipped. Default 30000. */
+  /** Longest time a node stays skipped, in ms. Default 30000. */
   maxCooldownMs?: number;
 }
 
 /** Options of {@link Client}: connection options for every node, plus the pool and breaker. */
 export interface ClientOptions extends ConnectOptions {
+  /** Connections per node and in all, and when they are opened and closed. Default: {@link PoolOptions}' defaults. */
   pool?: PoolOptions;
+  /** When a failing node is skipped, and for how long. Default: {@link BreakerOptions}' defaults. */
   breaker?: BreakerOptions;
-  /** Pings each connection this often to keep RTTs current (0: only at connect). Default 5000. */
+  /** Pings each connection this often, in ms, to keep RTTs current (0: only at connect). Default 5000. */
   rttProbeMs?: number;
 }
 

@@ -40,9 +40,9 @@ export type { OfflineOptions, ReconnectOptions, ResilientState } from "./reconne
 
 /** Options of {@link connectResilient}: those of `connect`, plus the policies. */
 export interface ResilientOptions extends ConnectOptions {
-  /** Reconnection policy, or `false` for none (a drop closes for good). */
+  /** Reconnection policy, or `false` for none (a drop closes for good). Default: on, with {@link ReconnectOptions}' defaults. */
   reconnect?: ReconnectOptions | false;
-  /** Offline policy. */
+  /** What calls do while not connected. Default: queued, with {@link OfflineOptions}' defaults. */
   offline?: OfflineOptions;
   /**
    * Attempts beyond the first for a request lost with its connection

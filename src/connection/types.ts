@@ -138,7 +138,12 @@ export interface ConnectionOptions {
    * 1 GiB request gets `requestTimeoutMs` + 102 s at the default 10 MiB/s.
    */
   requestBytesPerSecond?: number;
-  /** Time allowed for the peer's HELLO (and authentication). Default 10000 ms; each connection gets up to 10 % more at random, so connections accepted together do not all time out in one tick. */
+  /**
+   * Time allowed for the peer's HELLO (and authentication). Default 10000 ms
+   * (for `connect`: its `connectTimeoutMs`); each connection gets up to 10 %
+   * more at random, so connections accepted together do not all time out in
+   * one tick.
+   */
   handshakeTimeoutMs?: number;
   /** How long `close()` waits for work in flight before closing hard. Default 5000 ms. */
   closeTimeoutMs?: number;
@@ -209,8 +214,9 @@ export interface ConnectionOptions {
    * messages (declared size + 1 KiB each), request bodies while their
    * handler runs, stream data not yet read. Work beyond it is refused with
    * ERR_OVERLOADED (retryable). A server shares one budget between all its
-   * sessions. Default: 1 GiB, or a quarter of the memory available when
-   * smaller — but at least maxAssemblyBytes + 64 MiB, so a message of the
+   * sessions. Default: the runtime's `memoryLimit()` (Node: 1 GiB, or a
+   * quarter of the memory available when smaller; the browser runtime:
+   * 256 MiB) — but at least maxAssemblyBytes + 64 MiB, so a message of the
    * largest size allowed always fits.
    */
   memoryBudget?: number;

@@ -15,7 +15,7 @@ export interface PointSubErrorOptions {
   cause?: unknown;
   /** Overrides the default suggestion of the code. */
   suggestion?: string;
-  /** When trying again may succeed, in ms from now (see {@link PointSubError.retryAfterMs}). */
+  /** When trying again may succeed, in ms from now (see {@link PointSubError.retryAfterMs}). Default: none. */
   retryAfterMs?: number;
   /** For ERR_TIMEOUT: which wait ran out (see {@link PointSubError.phase}). */
   phase?: TimeoutPhase;

@@ -95,7 +95,7 @@ export const LP_FRAMING: unique symbol = Symbol.for("pointsub.lp-framing");
 export interface LpTransportOptions {
   /** Set by the lp mode only (see {@link LP_FRAMING}). */
   readonly [LP_FRAMING]?: true;
-  /** TCP keepalive delay in ms (the `keepAliveMs` option); 0 = off. */
+  /** TCP keepalive delay in ms (the `keepAliveMs` option); 0 = off. Default: off (the lp mode passes its `keepAliveMs`, 30000). */
   keepAliveMs?: number;
 }
 

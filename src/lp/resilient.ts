@@ -27,9 +27,9 @@ import type { LpConnectOptions } from "./options.ts";
 
 /** Options of `connectResilient("lp+…")`: those of `connectLp`, plus the policies. */
 export interface LpResilientOptions extends LpConnectOptions {
-  /** Reconnection policy, or `false` for none (a drop closes for good). */
+  /** Reconnection policy, or `false` for none (a drop closes for good). Default: on, with {@link ReconnectOptions}' defaults. */
   reconnect?: ReconnectOptions | false;
-  /** What `send` does while not connected. */
+  /** What `send` does while not connected. Default: queued, with {@link OfflineOptions}' defaults. */
   offline?: OfflineOptions;
 }
 

@@ -147,7 +147,7 @@ export interface RuntimeParts {
   crc32c?: Crc32cProvider;
   /** Default: `new Uint8Array(n)`. */
   allocBody?: (n: number) => Uint8Array;
-  /** Default: 1 GiB. */
+  /** The memory budget, in bytes, of a connection or server given no `memoryBudget`. Default: 1 GiB. */
   memoryLimit?: () => number;
   /** Default: {@link NO_DIAGNOSTICS} (nothing is published). */
   diagnostics?: Diagnostics;

@@ -18,11 +18,11 @@ import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 
 /** Options of the adaptive connection limit (`ServerOptions.adaptiveConnections`). */
 export interface AdaptiveLimitOptions {
-  /** Lower bound. Default 100. */
+  /** Lower bound, in connections. Default 100. */
   min?: number;
-  /** Upper bound. Default 10,000. */
+  /** Upper bound, in connections (`maxConnections` caps it). Default 10,000, or `min` when larger. */
   max?: number;
-  /** Limit at start. Default `max`. */
+  /** Limit at start, in connections. Default `max`. */
   initial?: number;
   /** How often the limit is reconsidered, in ms (at most 2^31 - 1, a timer's longest). Default 1000. */
   intervalMs?: number;
@@ -38,8 +38,11 @@ export interface AdaptiveLimitOptions {
 
 /** Connection limits of a server (a part of `ServerOptions`). */
 export interface AdmissionOptions {
+  /** Most connections at once, handshakes included (see `ServerOptions.maxConnections`). Default unlimited. */
   maxConnections?: number;
+  /** A connection limit that follows the server's load; `true` for the defaults of {@link AdaptiveLimitOptions}. Default off. */
   adaptiveConnections?: boolean | AdaptiveLimitOptions;
+  /** Most connections from one remote host at once (see `ServerOptions.maxConnectionsPerAddress`). Default unlimited. */
   maxConnectionsPerAddress?: number;
 }
 

@@ -26,10 +26,11 @@ export interface SendStreamOptions {
   /** Identifies the transfer across reconnections (resume). Default: a random id. */
   transferId?: string;
   /**
-   * Resume: the source starts at this content offset; `prefixCrc` is the
-   * CRC32C of bytes 0..offset (the receiver checks the whole content).
+   * Resume: the source starts at this content offset, in bytes; `prefixCrc` is the
+   * CRC32C of bytes 0..offset (the receiver checks the whole content). Default 0.
    */
   offset?: number;
+  /** With `offset`: the CRC32C of the content's first `offset` bytes (a 32-bit integer). Default 0 (the CRC of no bytes). */
   prefixCrc?: number;
   /** Compression of this stream. Default `"off"`. */
   compress?: CompressOption;

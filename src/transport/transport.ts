@@ -179,7 +179,7 @@ export interface TransportListener {
 export interface TransportConnectOptions {
   /** Abort the connect attempt. */
   signal?: AbortSignal;
-  /** Give up connecting after this many milliseconds. */
+  /** Give up connecting after this many milliseconds. Default: none of the adapter's own (`connect` passes its `connectTimeoutMs`, 10000). */
   connectTimeoutMs?: number;
 }
 

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { rmSync, writeFileSync } from "node:fs";
+import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { consumerProject } from "../helpers/consumer-project.ts";
@@ -161,6 +161,30 @@ export const checksums = (r: Runtime): Crc32c => r.checksums;
 export type Named = [Endpoint, InflateOwner, ProgressEvents];
 `;
 
+/**
+ * Optional members of the exported `…Options` interfaces in the declarations under `dist` that have
+ * no doc comment, or are numbers whose comment states no default: `file Interface.member: why`.
+ */
+function undocumentedOptions(dist: string): string[] {
+  const found: string[] = [];
+  for (const file of readdirSync(dist, { recursive: true, encoding: "utf8" })) {
+    if (!file.endsWith(".d.ts") || /^cli(\/|-bundle)/.test(file)) continue;
+    const text = readFileSync(join(dist, file), "utf8");
+    for (const [, name, body] of text.matchAll(/^export interface (\w+Options)\b[^{]*\{\n([\s\S]*?)^\}/gm)) {
+      // One member each: its doc comment (if any), then `name?: type;` (a method, `name?(…)`).
+      for (const member of body.split(/(?<=;)\n(?= {4}(?:\/\*\*|readonly |[\w$[]))/)) {
+        const m = /^((?:\s*\/\*\*[\s\S]*?\*\/\n)?)\s*(?:readonly )?([\w$[\]]+)(\??)(?:\(|: )([\s\S]*)$/.exec(member);
+        if (m === null || m[3] !== "?") continue;
+        const [, doc, key, , type] = m;
+        if (doc.trim() === "") found.push(`${file} ${name}.${key}: no doc comment`);
+        else if (/^number;?$/.test(type.trim()) && !/default/i.test(doc))
+          found.push(`${file} ${name}.${key}: no default`);
+      }
+    }
+  }
+  return found;
+}
+
 describe("published types (tsc against the built package: strict, exactOptionalPropertyTypes, skipLibCheck off)", () => {
   let dir = "";
 
@@ -197,6 +221,10 @@ describe("published types (tsc against the built package: strict, exactOptionalP
 
   it("a server's error listener gets the session it was emitted with (never undefined)", () => {
     assert.equal(compile("server-error", SERVER_ERROR_LISTENER), "");
+  });
+
+  it("every optional member of an exported …Options interface has a doc comment, a number one its default", () => {
+    assert.deepEqual(undocumentedOptions(join(dir, "node_modules", "pointsub", "dist")), []);
   });
 
   it("the browser condition's declarations name them too", () => {
