@@ -77,7 +77,7 @@ export interface FileSourceOptions {
    * holds up to 1000 names); more wait for one to end, in order. Default 8.
    */
   maxListings?: number;
-  /** Compression of the file streams. Default "auto". */
+  /** Compression of the file streams (`"auto"`: where a sample shows the file's bytes compress). Default `"off"`. */
   compress?: "auto" | "off" | CodecName;
   /** Key of the transfer ids (see `fileTransferId`). Default: this user's resume key. */
   resumeKey?: Uint8Array | string;

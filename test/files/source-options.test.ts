@@ -13,6 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import {
+  type Connection,
   connect,
   createServer,
   FILE_GET_ROUTE,
@@ -23,6 +24,9 @@ import {
   type PointSubError,
 } from "../../src/index.ts";
 
+/** ~200 KB of log lines. */
+const LOG = Array.from({ length: 3000 }, (_, i) => `${i} GET /items/${(i * 7919) % 10007} 200 ${i % 97}ms\n`).join("");
+
 describe("fileSource: download bounds that are not numbers it can use", () => {
   let work: string;
   let served: string;
@@ -32,14 +36,25 @@ describe("fileSource: download bounds that are not numbers it can use", () => {
     served = join(work, "served");
     await mkdir(served);
     await writeFile(join(served, "a.bin"), Buffer.alloc(200_000, 3));
+    // Compressible, but far less than the receiver's maxCompressionRatio (a run of one byte exceeds it: sent raw).
+    await writeFile(join(served, "log.txt"), LOG);
   });
   after(async () => {
     await rm(work, { recursive: true, force: true });
   });
 
-  /** Downloads a.bin through a source made with `options`; resolves to the answer or rejects with its error. */
-  const download = async (options: FileSourceOptions, to: string) => {
+  /**
+   * Downloads a.bin through a source made with `options`; resolves to the answer or rejects with its error.
+   * `sent` gets the server's session, whose stats count what its download compressed.
+   */
+  const download = async (
+    options: FileSourceOptions,
+    to: string,
+    sent?: (session: Connection) => void,
+    path = "a.bin",
+  ) => {
     const server = createServer();
+    if (sent !== undefined) server.on("sessionClose", sent);
     server.handle(FILE_GET_ROUTE, fileSource(served, { crcRecords: false, ...options }).get);
     const [url] = await server.listen("tcp://127.0.0.1:0");
     const conn = await connect(url);
@@ -47,7 +62,7 @@ describe("fileSource: download bounds that are not numbers it can use", () => {
     conn.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
     try {
       return JSON.parse(
-        new TextDecoder().decode(await conn.request(FILE_GET_ROUTE, JSON.stringify({ path: "a.bin", to: "a.bin" }))),
+        new TextDecoder().decode(await conn.request(FILE_GET_ROUTE, JSON.stringify({ path, to: path }))),
       );
     } finally {
       await conn.close();
@@ -90,5 +105,27 @@ describe("fileSource: download bounds that are not numbers it can use", () => {
       assert.equal(answer.size, 200_000);
       assert.deepEqual(await readFile(join(work, `out${i}`, "a.bin")), Buffer.alloc(200_000, 3));
     }
+  });
+
+  it('compress: downloads go uncompressed by default (its documented "off"); "auto" compresses them', async () => {
+    const codecsUsed = async (options: FileSourceOptions, to: string): Promise<string[]> => {
+      let used: string[] | undefined;
+      const answer = await download(
+        options,
+        to,
+        (s) => {
+          used = Object.entries(s.stats().compression)
+            .filter(([, c]) => c.compressed > 0)
+            .map(([name]) => name);
+        },
+        "log.txt",
+      );
+      assert.equal(answer.size, LOG.length);
+      assert.equal(await readFile(join(work, to, "log.txt"), "utf8"), LOG);
+      assert.ok(used !== undefined, "the session closed");
+      return used;
+    };
+    assert.deepEqual(await codecsUsed({}, "default"), []);
+    assert.notDeepEqual(await codecsUsed({ compress: "auto" }, "auto"), []);
   });
 });
