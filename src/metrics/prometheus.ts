@@ -54,7 +54,7 @@ export interface PrometheusMetricsOptions {
    * always `"unrouted"`. Default 100.
    */
   maxRoutes?: number;
-  /** Upper bounds of the request duration histogram, seconds. */
+  /** Upper bounds of the request duration histogram, seconds. Default {@link DEFAULT_BUCKETS}: 0.1 ms to 10 s. */
   buckets?: readonly number[];
 }
 

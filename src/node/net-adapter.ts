@@ -34,6 +34,7 @@ export interface TlsOptions {
   /**
    * Server: ask clients for a certificate (mutual TLS). Give `ca` with it:
    * without, client certificates of every CA in the system store are trusted.
+   * Default false.
    */
   requestCert?: boolean;
   /** Client: server name for SNI and verification; defaults to the URL host. */

@@ -24,6 +24,7 @@ export interface BroadcastOptions {
   /**
    * Only sessions for which this returns true receive the message. One it
    * throws for does not, and is listed in `failed` with ERR_HANDLER.
+   * Default: every session.
    */
   filter?: (session: Connection) => boolean;
   /**

@@ -142,7 +142,8 @@ export interface ServerBroadcastOptions extends Omit<BroadcastOptions, "filter">
    * Only sessions this accepts receive the message. A function runs on
    * this node only, so with a cluster it needs `local: true`; a cluster
    * broadcast names a filter registered on every node (the cluster's
-   * `filters` option) and each node runs it with `filterArg`.
+   * `filters` option) and each node runs it with `filterArg`. Default: every
+   * session.
    */
   filter?: BroadcastOptions["filter"] | string;
   /** The argument handed to a named `filter` (with a cluster). */

@@ -163,7 +163,7 @@ export type Named = [Endpoint, InflateOwner, ProgressEvents];
 
 /**
  * Optional members of the exported `…Options` interfaces in the declarations under `dist` that have
- * no doc comment, or are numbers whose comment states no default: `file Interface.member: why`.
+ * no doc comment, or are numbers or booleans whose comment states no default: `file Interface.member: why`.
  */
 function undocumentedOptions(dist: string): string[] {
   const found: string[] = [];
@@ -177,7 +177,7 @@ function undocumentedOptions(dist: string): string[] {
         if (m === null || m[3] !== "?") continue;
         const [, doc, key, , type] = m;
         if (doc.trim() === "") found.push(`${file} ${name}.${key}: no doc comment`);
-        else if (/^number;?$/.test(type.trim()) && !/default/i.test(doc))
+        else if (/^(number|boolean);?$/.test(type.trim()) && !/default/i.test(doc))
           found.push(`${file} ${name}.${key}: no default`);
       }
     }
@@ -223,7 +223,7 @@ describe("published types (tsc against the built package: strict, exactOptionalP
     assert.equal(compile("server-error", SERVER_ERROR_LISTENER), "");
   });
 
-  it("every optional member of an exported …Options interface has a doc comment, a number one its default", () => {
+  it("every optional member of an exported …Options interface has a doc comment, a number or boolean one its default", () => {
     assert.deepEqual(undocumentedOptions(join(dir, "node_modules", "pointsub", "dist")), []);
   });
 
