@@ -16,6 +16,7 @@ export const CodecId = {
 /** Names accepted by `compress` options and shown in stats. */
 export type CodecName = "deflate-raw" | "gzip" | "zstd" | "brotli";
 
+/** Each codec's name by its wire id (docs/PROTOCOL.md: the HELLO's `compression` bits are 1 << (id - 1)). */
 export const CODEC_NAMES: Readonly<Record<number, CodecName>> = {
   1: "deflate-raw",
   2: "gzip",

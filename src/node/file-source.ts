@@ -176,6 +176,17 @@ function segmentsOf(path: string | undefined): string[] {
 }
 
 /**
+ * Default of `minDownloadBytesPerSecond`: 8 KiB/s (a 64 kbit/s link). It was
+ * 64 KiB/s (512 kbit/s): a `pointsub get` of 5 MB over a 40 KB/s link was
+ * stopped with ERR_SLOW_PEER 6 times and took 772 s instead of 125; a
+ * mobile or cross-continent link is often slower than that. A reader below
+ * the floor still loses its slot; one that takes nothing, at the grace.
+ */
+const DEFAULT_MIN_DOWNLOAD_BYTES_PER_SECOND = 8 * 1024;
+/** The most of a download's bytes read but not yet credited that its pace allows for: a quarter of the default stream window (1 MiB). */
+const CREDIT_STEP_MAX = 1024 * 1024;
+
+/**
  * Serves the files under `dir` to peers that ask (`pointsub get`, `ls`):
  * a listing route and a download route (docs/PROTOCOL.md §3.12.2–3.12.3).
  *
@@ -213,17 +224,6 @@ function segmentsOf(path: string | undefined): string[] {
  * server.handle(FILE_GET_ROUTE, source.get);
  * ```
  */
-/**
- * Default of `minDownloadBytesPerSecond`: 8 KiB/s (a 64 kbit/s link). It was
- * 64 KiB/s (512 kbit/s): a `pointsub get` of 5 MB over a 40 KB/s link was
- * stopped with ERR_SLOW_PEER 6 times and took 772 s instead of 125; a
- * mobile or cross-continent link is often slower than that. A reader below
- * the floor still loses its slot; one that takes nothing, at the grace.
- */
-const DEFAULT_MIN_DOWNLOAD_BYTES_PER_SECOND = 8 * 1024;
-/** The most of a download's bytes read but not yet credited that its pace allows for: a quarter of the default stream window (1 MiB). */
-const CREDIT_STEP_MAX = 1024 * 1024;
-
 export function fileSource(dir: string, options: FileSourceOptions = {}): FileSource {
   checkDirAndOptions("fileSource", dir, options);
   const maxPerSession = options.maxDownloadsPerSession ?? 8;

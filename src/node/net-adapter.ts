@@ -70,6 +70,7 @@ export interface TcpListenOptions {
   reusePort?: boolean;
 }
 
+/** Each Node transport's own options, by scheme (what its adapter reads of `connect`'s and `listen`'s options). */
 export interface NodeTransportOptionsMap {
   tcp: TcpListenOptions;
   tls: TlsTransportOptions;

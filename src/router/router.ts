@@ -32,6 +32,11 @@ interface More {
 /** What runs at the end of a middleware chain: the route's handler (or a built-in answer). */
 export type Endpoint = (ctx: CallContext) => HandlerResult | Promise<HandlerResult>;
 
+/**
+ * Request and stream routes with their middleware: a server's (which its
+ * sessions fall back to: the `parent` of each session's own) or a
+ * connection's. A route found in neither answers ERR_NO_ROUTE.
+ */
 export class Router {
   /** Where lookups fall back to, and whose middleware runs first. */
   readonly parent: Router | undefined;

@@ -185,6 +185,51 @@ function undocumentedOptions(dist: string): string[] {
   return found;
 }
 
+/** The names the entry points (package.json `exports`, their `types`) export, from their declarations under `pkg`. */
+function entryNames(pkg: string): Set<string> {
+  const exports = JSON.parse(readFileSync(join(pkg, "package.json"), "utf8")).exports as Record<
+    string,
+    { types: string }
+  >;
+  const names = new Set<string>();
+  for (const { types } of Object.values(exports)) {
+    const text = readFileSync(join(pkg, types), "utf8").replace(/\/\*[\s\S]*?\*\/|\/\/[^\n]*/g, "");
+    for (const [, list] of text.matchAll(/export (?:type )?\{([^}]*)\}/g)) {
+      for (const spec of list.split(",")) {
+        const [name, alias] = spec
+          .trim()
+          .replace(/^type /, "")
+          .split(/ as /);
+        if (name !== "") names.add((alias ?? name).trim());
+      }
+    }
+    for (const [, name] of text.matchAll(
+      /^export (?:declare )?(?:abstract )?(?:interface|type|class|function|const) ([\w$]+)/gm,
+    )) {
+      names.add(name);
+    }
+  }
+  return names;
+}
+
+/** Declarations under `dist` of a name in `names` with no doc comment before them (a function's first overload's). */
+function undocumentedExports(dist: string, names: Set<string>): string[] {
+  const found: string[] = [];
+  for (const file of readdirSync(dist, { recursive: true, encoding: "utf8" })) {
+    if (!file.endsWith(".d.ts") || /^cli(\/|-bundle)/.test(file)) continue;
+    const lines = readFileSync(join(dist, file), "utf8").split("\n");
+    for (const [i, line] of lines.entries()) {
+      const m = /^export (?:declare )?(?:abstract )?(function|class|const|interface|type) ([\w$]+)/.exec(line);
+      if (m === null || !names.has(m[2])) continue;
+      let before = i - 1;
+      while (m[1] === "function" && before >= 0 && lines[before].startsWith(`export declare function ${m[2]}(`))
+        before--;
+      if (!/\*\/\s*$/.test(lines[before] ?? "")) found.push(`${file}:${i + 1} ${m[1]} ${m[2]}`);
+    }
+  }
+  return found;
+}
+
 describe("published types (tsc against the built package: strict, exactOptionalPropertyTypes, skipLibCheck off)", () => {
   let dir = "";
 
@@ -225,6 +270,13 @@ describe("published types (tsc against the built package: strict, exactOptionalP
 
   it("every optional member of an exported …Options interface has a doc comment, a number or boolean one its default", () => {
     assert.deepEqual(undocumentedOptions(join(dir, "node_modules", "pointsub", "dist")), []);
+  });
+
+  it("every class, function, constant and type the entry points export has a doc comment", () => {
+    const pkg = join(dir, "node_modules", "pointsub");
+    const names = entryNames(pkg);
+    assert.ok(names.size > 300, `names: ${names.size}`);
+    assert.deepEqual(undocumentedExports(join(pkg, "dist"), names), []);
   });
 
   it("the browser condition's declarations name them too", () => {
