@@ -238,17 +238,27 @@ describe("published types (tsc against the built package: strict, exactOptionalP
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  /** Compiles `source` as the consumer's only file; returns tsc's diagnostics ("" when none). */
-  function compile(name: string, source: string, extra: Record<string, unknown> = {}): string {
+  /**
+   * Compiles `source` as the consumer's only file; returns tsc's diagnostics ("" when none). `files`
+   * gets the files the program read (tsc's --listFiles).
+   */
+  function compile(
+    name: string,
+    source: string,
+    extra: Record<string, unknown> = {},
+    files?: (list: string[]) => void,
+  ): string {
     writeFileSync(join(dir, "app", `${name}.ts`), source);
     const config = join(dir, `tsconfig.${name}.json`);
     const compilerOptions = { ...STRICT, rootDir: join(dir, "app"), outDir: join(dir, "out", name), ...extra };
     writeFileSync(config, JSON.stringify({ compilerOptions, files: [`app/${name}.ts`] }));
     try {
-      execFileSync(process.execPath, [join(root, "node_modules/typescript/bin/tsc"), "-p", config], {
-        encoding: "utf8",
-        stdio: "pipe",
-      });
+      const listed = execFileSync(
+        process.execPath,
+        [join(root, "node_modules/typescript/bin/tsc"), "-p", config, "--listFiles"],
+        { encoding: "utf8", stdio: "pipe" },
+      );
+      files?.(listed.split("\n").filter((f) => f !== ""));
       return "";
     } catch (err) {
       const e = err as { stdout?: string; stderr?: string };
@@ -279,7 +289,19 @@ describe("published types (tsc against the built package: strict, exactOptionalP
     assert.deepEqual(undocumentedExports(join(pkg, "dist"), names), []);
   });
 
-  it("the browser condition's declarations name them too", () => {
-    assert.equal(compile("browser-types", BROWSER_TYPES, { customConditions: ["browser"] }), "");
+  it("the browser condition's declarations name them too, and need no Node types (a page's project has none)", () => {
+    let read: string[] = [];
+    const browser = { customConditions: ["browser"], types: [], lib: ["es2024", "dom", "dom.iterable"] };
+    assert.equal(
+      compile("browser-types", BROWSER_TYPES, browser, (files) => {
+        read = files;
+      }),
+      "",
+    );
+    assert.ok(read.some((f) => f.endsWith("pointsub/dist/browser.d.ts")));
+    assert.deepEqual(
+      read.filter((f) => /\/@types\/node\/|pointsub\/dist\/(node|server|index\.d)/.test(f)),
+      [],
+    );
   });
 });
