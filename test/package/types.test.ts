@@ -37,7 +37,18 @@ const STRICT = {
  * objects, events, results. Only compiled, never run.
  */
 const EVERY_ENTRY = `
-import { connect, createServer, PointSubError, type Connection, type Message } from "pointsub";
+import {
+  Client,
+  connect,
+  connectResilient,
+  createServer,
+  optionsFromJSON,
+  optionsToJSON,
+  preset,
+  PointSubError,
+  type Connection,
+  type Message,
+} from "pointsub";
 import { prometheusMetrics } from "pointsub/metrics";
 import { libp2pRuntime } from "pointsub/libp2p";
 import { dashboard } from "pointsub/dashboard";
@@ -58,6 +69,12 @@ export async function main(): Promise<void> {
   const t = conn.sendStream("/up/1.0.0", [new Uint8Array(8)], { total: 8 });
   t.progress.on("progress", (p) => p.percent);
   await conn.request("/echo/1.0.0", "x", { timeoutMs: 100 });
+  // What the package hands back is taken back as options under exactOptionalPropertyTypes.
+  const tuned = optionsFromJSON(optionsToJSON(preset("low-latency", { retries: 1 })));
+  await connect(url, tuned);
+  const resilient = await connectResilient(url, tuned);
+  resilient.on("state", (to, from) => [to, from]);
+  new Client(tuned).addNode("/echo/1.0.0", url);
   const m = prometheusMetrics();
   m.close();
   await dashboard(server, { listen: "127.0.0.1:0" });
