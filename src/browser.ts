@@ -129,6 +129,8 @@ export {
   Connection,
   type ConnectionEvents,
   type ConnectionState,
+  type EventMap,
+  type Listener,
   RESUME_ROUTE,
   type ResumeContext,
   type ResumeLookup,

@@ -237,6 +237,8 @@ export {
   Connection,
   type ConnectionEvents,
   type ConnectionState,
+  type EventMap,
+  type Listener,
   RESUME_ROUTE,
   type ResumeContext,
   type ResumeLookup,

@@ -69,6 +69,8 @@ import { FrameWriter, type WriterSink } from "./writer.ts";
 export { RESUME_ROUTE } from "../codec/frame.ts";
 export type { ResumePoint } from "../codec/resume.ts";
 export type { ResumeContext, ResumeLookup, StreamRoute } from "../router/types.ts";
+// What `listeners()` and `on()` of a connection name: the entry points export them from here (util/ is not theirs to import).
+export type { EventMap, Listener } from "../util/emitter.ts";
 export { budgetLimit, resolveSettings } from "./link.ts";
 export type { ConnectionEvents, ConnectionInit, ConnectionState } from "./types.ts";
 

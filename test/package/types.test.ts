@@ -95,9 +95,11 @@ import type {
   ClusterSessionInfo,
   CompressionCodec,
   Connection,
+  ConnectionEvents,
   Crc32c,
   Endpoint,
   InflateOwner,
+  Listener,
   LpTransportOptions,
   Progress,
   ProgressEvents,
@@ -128,6 +130,8 @@ export const checksums = (r: Runtime): Crc32c => r.checksums;
 export const inflate = (c: CompressionCodec, owner: InflateOwner) => c.decompress(new Uint8Array(0), 1, owner);
 export const run = (r: Router, ctx: CallContext, endpoint: Endpoint) => r.run(ctx, endpoint);
 export const states = (e: ResilientEvents): ReconnectingEvents["state"] => e.state;
+export const closeListeners = (c: Connection): Listener<ConnectionEvents, "close">[] => c.listeners("close");
+export const inferredListeners = (c: Connection) => c.listeners("message");
 export const tcp: TcpListenOptions = { reusePort: true };
 export const lp: TransportAdapter<LpTransportOptions> = lpTcpTransport;
 export const snapshot = (d: Dashboard): DashboardSnapshot => d.snapshot();
