@@ -22,9 +22,12 @@ import { sendPing } from "./ping.ts";
 import type { ReadGate } from "./read-gate.ts";
 
 /**
- * Most PINGs in flight (unanswered) for keepalive to send another: a peer
- * that answers none keeps at most these in the pinger's table
- * (`attack/keepalive-pings.test.ts`; before, one more every period).
+ * Most keepalive PINGs in flight (unanswered) for keepalive to send another:
+ * a peer that answers none keeps at most these in the pinger's table
+ * (`attack/keepalive-pings.test.ts`; before, one more every period). Its
+ * own only: the application's `ping()`s in flight counted too, and 8 of
+ * them to a dead peer stopped keepalive for good
+ * (`connection/keepalive-app-pings.test.ts`).
  */
 const MAX_PINGS_IN_FLIGHT = 8;
 /** Bytes of an unfinished frame that always count as hearing from the peer (a large frame arriving slowly). */
@@ -248,6 +251,8 @@ export class Housekeeper implements Tickable {
    */
   private lastHeard = this.lastInput;
   private pingAt = 0;
+  /** Keepalive PINGs in flight (not the application's: those have their own timeouts). */
+  private pingsOut = 0;
   /** A due timeout waits for this turn's I/O ({@link confirmLater}). */
   private confirming = false;
   /** When the last PING probing a held-paused peer went out. */
@@ -615,11 +620,16 @@ export class Housekeeper implements Tickable {
     }
     // A keepalive PING waits for its answer without a timeout: a peer that answers none but sends
     // other input before the close would otherwise leave one in the pinger's table every period.
-    if (idle >= ms && this.frames.pinger.pings.size < MAX_PINGS_IN_FLIGHT) {
+    if (idle >= ms && this.pingsOut < MAX_PINGS_IN_FLIGHT) {
       this.pingAt = t;
-      sendPing(this.frames.pinger, 0).then(() => {
-        this.pingAt = 0;
-      }, noop);
+      this.pingsOut++;
+      sendPing(this.frames.pinger, 0).then(
+        () => {
+          this.pingAt = 0;
+          this.pingsOut--;
+        },
+        () => this.pingsOut--,
+      );
     }
   }
 }
