@@ -73,6 +73,12 @@ function unstarted(w: Queued): boolean {
 
 /** How long a closing connection with nothing in flight waits for the peer's GOAWAY (at least; 4 RTTs if longer). */
 const PEER_GOAWAY_WAIT_MS = 250;
+/**
+ * Longest wait for the peer's end past the close's deadline for its round trips (two RTTs, at most
+ * this): the RTT is the peer's to set — it answers PINGs when it likes — and one PING answered an
+ * hour late held a close of any timeout for two (`connection/close-rtt-floor.test.ts`).
+ */
+const MAX_END_WAIT_MS = 2000;
 /** While this side holds its GOAWAY, how often it shows the peer it is there (well within PEER_GOAWAY_WAIT_MS). */
 const KEEP_MS = 100;
 /**
@@ -234,8 +240,8 @@ export async function drainAndEnd(
     );
   };
   // At least two round trips after our end (our end reaching the peer, its own coming back) for a peer far
-  // away; at most a timer's largest delay (close({ timeoutMs: Infinity }): a longer one fired after 1 ms).
-  const floor = Date.now() + Math.max(100, 2 * (conn.rtt ?? 0));
+  // away, up to MAX_END_WAIT_MS; at most a timer's largest delay (close({ timeoutMs: Infinity }): a longer one fired after 1 ms).
+  const floor = Date.now() + Math.max(100, Math.min(MAX_END_WAIT_MS, 2 * (conn.rtt ?? 0)));
   const arm = () => setTimeout(giveUp, Math.min(MAX_TIMER_MS, Math.max(floor, d.deadline) - Date.now()));
   let t = arm();
   // A later close with a shorter timeout ends this wait too (the timer was armed from the first's deadline).
