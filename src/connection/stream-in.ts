@@ -124,9 +124,17 @@ export class IncomingStreams {
     this.host = host;
   }
 
-  /** Streams open (in flight for a graceful close). */
+  /**
+   * Streams this side has not answered or cancelled yet: work in flight (for
+   * idleness, a graceful close and `streamsOpen`). Not those waiting only for
+   * the peer's final frame (their ids stay in use): a peer that never sent it
+   * kept its session in use for ever, past any idleTimeoutMs.
+   */
   get size(): number {
-    return this.streams.size;
+    if (this.streams.size === 0) return 0;
+    let n = 0;
+    for (const st of this.streams.values()) if (!st.outDone) n++;
+    return n;
   }
 
   /** Whether the peer's stream `id` is open here. */
