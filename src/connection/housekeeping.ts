@@ -602,9 +602,11 @@ export class Housekeeper implements Tickable {
     // ignored), so the peer hears from this side. Else it may hear nothing: this side's CREDIT comes once a
     // quarter of the window arrived (minutes on a slow link), and the peer's keepalive PING waits behind
     // its own upload in the link's queues.
-    if (t - this.lastOutput >= ms >>> 1 && fresh >= need) f.pinger.send(0);
+    // Halved by division: `>>> 1` took keepAliveMs modulo 2^32 (2^32 ms made half an interval 0 ms).
+    const half = ms / 2;
+    if (t - this.lastOutput >= half && fresh >= need) f.pinger.send(0);
     // No input for a tick: let the transport drop its bulk read buffer.
-    if (t - this.lastInput >= ms >>> 1) this.gate.transport.trim?.();
+    if (t - this.lastInput >= half) this.gate.transport.trim?.();
     if (this.pingAt !== 0 && idle >= ms * 2) {
       if (!confirmed) {
         this.confirmLater();
