@@ -556,9 +556,12 @@ export class Housekeeper implements Tickable {
       if (host.state === "closed") return;
     }
     const idleMs = times.idleTimeoutMs;
+    // At every check, with an idle timeout or not: `info().lastActivity` reads the same record, which,
+    // brought up to date only when read, took the latest input or output then (a keepalive PING's).
+    const seen = this.observed();
     if (idleMs > 0) {
       if (host.inUse()) this.lastActivity = t;
-      else if (t - this.observed() >= idleMs) {
+      else if (t - seen >= idleMs) {
         if (!confirmed) {
           this.confirmLater();
           return;
