@@ -18,7 +18,7 @@ export interface ConnectOptions extends ConnectionOptions, TransportConnectOptio
    * entry point's default runtime (`defaultRuntime()` of the Node entry).
    */
   runtime?: Runtime;
-  /** Give up connecting (transport and handshake) after this many ms. Default 10000. */
+  /** Give up connecting (transport and handshake) after this many ms (0: never). Default 10000. */
   connectTimeoutMs?: number;
   /** Abort the connect attempt. */
   signal?: AbortSignal;
@@ -41,7 +41,8 @@ export async function connect(address: Address, options: ConnectOptions = {}): P
   // A runtime someone may listen to: its publisher class first (the browser build loads it on demand).
   if (runtime.diagnostics !== NO_DIAGNOSTICS) await loadDiagnostics();
   const { adapter, address: target } = runtime.transports.resolve(address);
-  const connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
+  // 0: no deadline, as for the transports' connect; the handshake's timer took it as 0 ms (2e9: a timer's range).
+  const connectTimeoutMs = (options.connectTimeoutMs ?? 10_000) || 2e9;
   // The adapter gets the caller's options whole: it reads the part it knows (tls, …).
   const transport = await adapter.connect(target, { ...options, connectTimeoutMs });
   let conn: Connection;
