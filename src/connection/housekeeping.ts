@@ -20,6 +20,7 @@ import type { TargetingFrameRouter } from "./frame-targets.ts";
 import type { FrameRouter } from "./frames.ts";
 import { sendPing } from "./ping.ts";
 import type { ReadGate } from "./read-gate.ts";
+import type { LateStream } from "./stream-in.ts";
 
 /**
  * Most keepalive PINGs in flight (unanswered) for keepalive to send another:
@@ -458,15 +459,39 @@ export class Housekeeper implements Tickable {
    * ERR_TIMEOUT.
    */
   private probeCancel(call: PendingCall, windowMs: number): void {
+    this.probe(
+      windowMs,
+      () => this.frames.inbound.caller.pending.get(call.id) === call,
+      `did not answer this side's CANCEL of the call ${call.id} to ${call.route}`,
+    );
+  }
+
+  /**
+   * Sends a PING after the peer left its final frame of stream `st` (END or
+   * CANCEL) owed for `windowMs` after this side's answer or CANCEL; when its
+   * answer comes and `st` still holds its id, the connection closes with
+   * ERR_TIMEOUT. Before, such a stream's state stayed for the connection's
+   * life, outside the memory budget (up to maxConcurrentStreams of them).
+   */
+  private probeStream(st: LateStream, windowMs: number): void {
+    this.probe(
+      windowMs,
+      () => this.frames.inStreamsIfAny?.stillLate(st) === true,
+      `did not end its stream ${st.id} to ${st.call.route} after this side's answer or CANCEL`,
+    );
+  }
+
+  /** A PING; answered while `held()` (the peer read what it owes a frame for, and kept the id): ERR_TIMEOUT. */
+  private probe(windowMs: number, held: () => boolean, what: string): void {
     probing.add(this);
     const host = this.host;
     sendPing(this.frames.pinger, windowMs, () => new Error("no pong")).then(
       () => {
         probing.delete(this);
-        if (host.state === "closed" || this.frames.inbound.caller.pending.get(call.id) !== call) return;
+        if (host.state === "closed" || !held()) return;
         host.timedOut(
           "ERR_TIMEOUT",
-          `${host.remoteUrl}: the peer did not answer this side's CANCEL of the call ${call.id} to ${call.route} in over ${windowMs} ms, though it answered a PING sent after it (progressTimeoutMs ${windowMs}): it keeps the id in use`,
+          `${host.remoteUrl}: the peer ${what} in over ${windowMs} ms, though it answered a PING sent after it (progressTimeoutMs ${windowMs}): it keeps the id in use`,
         );
       },
       () => probing.delete(this),
@@ -530,6 +555,11 @@ export class Housekeeper implements Tickable {
       const floor = this.progressFloor === 0 ? 0 : EPOCH + this.progressFloor;
       const late = unansweredCancel(this.frames.inbound.caller.pending, now, pt, floor);
       if (late !== undefined) this.probeCancel(late, pt);
+      else {
+        // The peer's streams this side answered or cancelled whose final frame it still owes.
+        const st = this.frames.inStreamsIfAny?.lateFinal(now, pt, floor);
+        if (st !== undefined) this.probeStream(st, pt);
+      }
     }
     if (pt > 0 && !this.gate.heldPaused) {
       // The peer's unfinished messages and streams, and this side's streams waiting for credit.

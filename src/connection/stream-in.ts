@@ -40,7 +40,7 @@ interface InState {
   unacked: number;
   /** Bytes of the memory budget its unread data holds. */
   charged: number;
-  /** When its last frame arrived. */
+  /** When its last frame arrived, or this side's final frame went out if later (then: how long the peer's is owed). */
   lastFrameAt: number;
   /**
    * Content bytes from byte 0 the sender has sent so far (its START's offset plus each data
@@ -53,6 +53,12 @@ interface InState {
   outDone: boolean;
   /** Diagnostics: start time and bytes reported. */
   trace: StreamTrace;
+}
+
+/** A stream whose sender owes its final frame ({@link IncomingStreams.lateFinal}). */
+export interface LateStream {
+  readonly id: number;
+  readonly call: { readonly route: string };
 }
 
 /** Inflates one COMPRESSED block, which must decompress to exactly `length` bytes. */
@@ -430,6 +436,7 @@ export class IncomingStreams {
   private cancel(st: InState, err: PointSubError): void {
     if (st.outDone || this.host.session.state === "closed") return;
     st.outDone = true;
+    st.lastFrameAt = Date.now();
     this.ended(st, err.code);
     st.stream.discard();
     this.dropCharge(st);
@@ -484,6 +491,7 @@ export class IncomingStreams {
     const fails = failed || bad !== undefined;
     const answered = this.dispatcher.finishHandler(st.call, value, error, fails);
     st.outDone = true;
+    st.lastFrameAt = Date.now();
     // What was answered: the handler's error, or one in place of its result (ERR_OVERLOADED, a bad result).
     const code = fails ? (error instanceof PointSubError ? error.code : "ERR_HANDLER") : answered;
     this.ended(st, code);
@@ -505,6 +513,26 @@ export class IncomingStreams {
 
   private release(st: InState): void {
     if (st.inDone && st.outDone && this.streams.get(idKey(st.id)) === st) this.streams.delete(idKey(st.id));
+  }
+
+  /**
+   * A stream whose sender still owes its final frame (END or CANCEL,
+   * docs/PROTOCOL.md §3.10) `timeoutMs` after this side's answer or CANCEL
+   * and its own last frame (or `floor`, if later); undefined when none.
+   */
+  lateFinal(now: number, timeoutMs: number, floor: number): LateStream | undefined {
+    if (this.streams.size === 0) return undefined;
+    for (const st of this.streams.values()) {
+      if (!st.outDone || st.inDone) continue;
+      const last = st.lastFrameAt > floor ? st.lastFrameAt : floor;
+      if (now - last >= timeoutMs) return st;
+    }
+    return undefined;
+  }
+
+  /** Whether `late` (from {@link lateFinal}) still holds its id, its sender's final frame not come. */
+  stillLate(late: LateStream): boolean {
+    return this.streams.get(idKey(late.id)) === late;
   }
 
   /**
