@@ -408,8 +408,8 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
   const storing = new Set<Promise<unknown>>();
   /** Made once the listing gave the sizes: no file it stores may grow past the largest listed. */
   let sink: FileSink | undefined;
-  const shared = new SharedConnection(async () => {
-    const conn = await connect(opts.from, { ...connectOptions, maxMessageSize: FILE_ANSWER_MAX });
+  const shared = new SharedConnection(async (signal) => {
+    const conn = await connect(opts.from, { ...connectOptions, maxMessageSize: FILE_ANSWER_MAX, signal });
     conn.handleStream(
       FILE_ROUTE,
       (stream, ctx) => {
@@ -744,7 +744,9 @@ export interface LsOptions extends ClientAuthFlags {
 export async function lsCommand(path: string | undefined, opts: LsOptions): Promise<void> {
   const mode: OutputMode = outputMode(opts.json);
   const connectOptions = await clientConnectOptions(opts.from, opts);
-  const shared = new SharedConnection(() => connect(opts.from, { ...connectOptions, maxMessageSize: FILE_ANSWER_MAX }));
+  const shared = new SharedConnection((signal) =>
+    connect(opts.from, { ...connectOptions, maxMessageSize: FILE_ANSWER_MAX, signal }),
+  );
   try {
     await listRemote(shared, remoteName(path ?? ""), {
       recursive: opts.recursive === true,

@@ -902,8 +902,8 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
   };
   const timeout = opts.timeout ?? DEFAULT_TIMEOUT_MS;
   // Its requests (a large file's resume query) are answered within --timeout too.
-  const shared = new SharedConnection(() =>
-    connect(opts.to, { ...connectOptions, requestTimeoutMs: timeout, maxMessageSize: FILE_ANSWER_MAX }),
+  const shared = new SharedConnection((signal) =>
+    connect(opts.to, { ...connectOptions, requestTimeoutMs: timeout, maxMessageSize: FILE_ANSWER_MAX, signal }),
   );
   // The connection opens while the directories are walked (its handshake off the critical path);
   // the first quick check takes it (or its error) as its first attempt.

@@ -35,9 +35,11 @@ export interface ResumableSource {
  * it: its owner does, with {@link SharedConnection.close}.
  */
 export class SharedConnection {
-  private readonly open: () => Promise<Connection>;
+  private readonly open: (signal: AbortSignal) => Promise<Connection>;
   private current: Connection | undefined;
   private opening: Promise<Connection> | undefined;
+  /** Aborts the open under way (its signal) when this closes. */
+  private abortOpening: AbortController | undefined;
   private closed = false;
   /**
    * Connections that began closing gracefully (the peer's GOAWAY): no new transfer goes on them, those
@@ -47,37 +49,56 @@ export class SharedConnection {
   /** Connections opened so far (1 unless one dropped). */
   opened = 0;
 
-  constructor(open: () => Promise<Connection>) {
+  /**
+   * @param open - opens a connection; `signal` aborts when this closes while the open is under way (pass it
+   *   to `connect`: a hung connect then ends at once instead of at its timeout).
+   */
+  constructor(open: (signal: AbortSignal) => Promise<Connection>) {
     this.open = open;
   }
 
   /** The open connection, or a new one when there is none (one attempt, shared by concurrent callers). */
   get(): Promise<Connection> {
-    if (this.closed) return Promise.reject(new PointSubError("ERR_CANCELLED", "the shared connection was closed"));
+    if (this.closed) return Promise.reject(closedError());
     const c = this.current;
     if (c !== undefined && c.state === "open") return Promise.resolve(c);
     if (c !== undefined) this.drop(c);
     this.current = undefined;
     if (this.opening === undefined) {
-      const opening = this.open().then(
+      const ac = new AbortController();
+      this.abortOpening = ac;
+      let opened: Promise<Connection>;
+      try {
+        opened = this.open(ac.signal);
+      } catch (err) {
+        opened = Promise.reject(err);
+      }
+      const settled = opened.then(
         (conn) => {
           this.opened++;
           if (this.closed) {
             conn.destroy();
-            throw new PointSubError("ERR_CANCELLED", "the shared connection was closed");
+            throw closedError();
           }
           this.current = conn;
           return conn;
         },
         (err: unknown) => {
+          if (this.closed) throw closedError();
           throw toPointSubError(err, "ERR_CONNECT");
         },
       );
+      // close() rejects the callers waiting at once, whatever the open does (it may ignore the signal).
+      const opening = new Promise<Connection>((resolve, reject) => {
+        settled.then(resolve, reject);
+        ac.signal.addEventListener("abort", () => reject(closedError()), { once: true });
+      });
       this.opening = opening;
       const clear = () => {
         if (this.opening === opening) this.opening = undefined;
+        if (this.abortOpening === ac) this.abortOpening = undefined;
       };
-      opening.then(clear, clear);
+      settled.then(clear, clear);
     }
     return this.opening;
   }
@@ -107,22 +128,32 @@ export class SharedConnection {
     } else if (c.state !== "closed") c.destroy();
   }
 
-  /** Closes the connection gracefully; later {@link get} calls reject. */
+  /**
+   * Closes the connection gracefully; later {@link get} calls reject, and so do those waiting for an open
+   * under way (ERR_CANCELLED), whose signal aborts. Before, close waited for that open: a hung connect
+   * held it for the connect's whole timeout.
+   */
   async close(): Promise<void> {
     this.closed = true;
     const c = this.current;
     this.current = undefined;
-    await this.opening?.catch(() => {});
+    this.abortOpening?.abort();
     await Promise.all([c?.close(), ...[...this.draining].map((d) => d.closed)]);
   }
 
-  /** Ends the connection at once (in-flight transfers fail). */
+  /** Ends the connection at once (in-flight transfers fail, an open under way is aborted). */
   destroy(): void {
     this.closed = true;
+    this.abortOpening?.abort();
     this.current?.destroy();
     this.current = undefined;
     for (const d of this.draining) d.destroy();
   }
+}
+
+/** What a {@link SharedConnection} closed by its owner fails with. */
+function closedError(): PointSubError {
+  return new PointSubError("ERR_CANCELLED", "the shared connection was closed");
 }
 
 /** Options of {@link sendResumable}. */
