@@ -88,8 +88,11 @@ const UNGUARDED = new WeakSet<PointSubError>();
  * the call was never sent, so it goes on to the next node.
  */
 const NOT_CONNECTED = new WeakSet<PointSubError>();
-/** Connect failures that are the node's, not the caller's (a refused credential or version is the caller's). */
-const CONNECT_RETRYABLE: ReadonlySet<string> = new Set(["ERR_OVERLOADED", "ERR_TIMEOUT"]);
+/**
+ * Connect failures that are the node's, not the caller's (a refused credential or version is the caller's);
+ * ERR_PROTOCOL: no pointsub there (a ws:// node's upgrade refused with a 4xx: its path is not served).
+ */
+const CONNECT_RETRYABLE: ReadonlySet<string> = new Set(["ERR_OVERLOADED", "ERR_TIMEOUT", "ERR_PROTOCOL"]);
 /** A keyed call's repeat refused by this side: the next node does not deduplicate (see `run`). */
 const NOT_REPEATED = new WeakSet<PointSubError>();
 /**

@@ -619,6 +619,26 @@ function wsError(err: Error & { code?: string }): PointSubError {
   return new PointSubError("ERR_CONNECTION_CLOSED", `WebSocket failed: ${err.message}`, { cause: err });
 }
 
+/**
+ * The upgrade answered `status` instead of 101. 503: the server is over its connection limits (or
+ * closing): retryable, as tcp://'s GOAWAY says. 401: a wss:// server refused this side's certificate
+ * (mutual TLS); 403: its origin (ws.origins). Any other 4xx but 408 and 429 says the request is wrong
+ * (most often a path the server does not serve, 404): ERR_PROTOCOL, not retryable (before, ERR_CONNECT:
+ * a resilient client tried a wrong path again for ever). 408, 429 and 5xx stay ERR_CONNECT (retryable).
+ */
+function upgradeRefused(url: URL, status: number, text: string): PointSubError {
+  const message = `cannot connect to ${url.href}: HTTP ${status} ${text}`;
+  if (status === 503) return new PointSubError("ERR_OVERLOADED", message);
+  if (status === 401 || status === 403) return new PointSubError("ERR_UNAUTHORIZED", message);
+  if (status >= 400 && status < 500 && status !== 408 && status !== 429) {
+    return new PointSubError("ERR_PROTOCOL", message, {
+      suggestion:
+        "The server refused the WebSocket upgrade: check the URL's path against the server's listen URL, and that a pointsub server (not another web service) answers there.",
+    });
+  }
+  return new PointSubError("ERR_CONNECT", message);
+}
+
 /** `ws://host:port/path` (the path left out when it is `/`). */
 function wsHref(scheme: string, host: string | undefined, port: number | undefined, path: string): string {
   return hostUrl(scheme, host, port) + (path === "/" ? "" : path);
@@ -699,14 +719,7 @@ async function connectWs(url: URL, options: TransportConnectOptions & WsTranspor
     // deadline counts from now, whatever arrives.
     timer = connectDeadline(url, options.connectTimeoutMs, fail);
     ws.once("unexpected-response", (_req: unknown, res: Http.IncomingMessage) => {
-      // 503: the server is over its connection limits (or closing): retryable, as tcp://'s GOAWAY says.
-      // 401: a wss:// server refused this side's certificate (mutual TLS), saying why.
-      fail(
-        new PointSubError(
-          res.statusCode === 503 ? "ERR_OVERLOADED" : res.statusCode === 401 ? "ERR_UNAUTHORIZED" : "ERR_CONNECT",
-          `cannot connect to ${url.href}: HTTP ${res.statusCode} ${res.statusMessage}`,
-        ),
-      );
+      fail(upgradeRefused(url, res.statusCode ?? 0, res.statusMessage ?? ""));
     });
     ws.once("error", (err: Error) => {
       const timedOut = /timed out/i.test(err.message);

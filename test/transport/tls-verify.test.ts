@@ -100,8 +100,9 @@ describe("TLS verification", () => {
         assert.match(e.message, /this port speaks TLS: connect with tls:\/\//);
         return true;
       });
+      // HTTP 400 to the upgrade: the request is wrong, not retryable (ws-upgrade-refused.test.ts).
       await assert.rejects(connect(wssUrl.replace("wss:", "ws:"), { connectTimeoutMs: 5000 }), (e: PointSubError) => {
-        assert.equal(e.code, "ERR_CONNECT", String(e));
+        assert.equal(e.code, "ERR_PROTOCOL", String(e));
         assert.match(e.message, /HTTP 400 pointsub: this port speaks TLS: connect with wss:\/\//);
         return true;
       });

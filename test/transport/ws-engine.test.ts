@@ -128,7 +128,7 @@ describe("pointsub over ws://", () => {
       assert.equal(new TextDecoder().decode(await conn.request("/echo/1.0.0", "hi")), "hi");
       await conn.close();
       await assert.rejects(connect(`ws://127.0.0.1:${port}/elsewhere`), (err: PointSubError) => {
-        assert.equal(err.code, "ERR_CONNECT");
+        assert.equal(err.code, "ERR_PROTOCOL");
         assert.match(err.message, /404/);
         return true;
       });

@@ -54,14 +54,14 @@ describe("ws.origins: web pages allowed to connect", () => {
     await withServer({}, async (url) => {
       assert.equal(await tryOrigin(url, undefined), "ok");
       assert.equal(await tryOrigin(url, "http://127.0.0.1:8080"), "ok");
-      assert.equal(await tryOrigin(url, "https://evil.example"), "ERR_CONNECT");
-      assert.equal(await tryOrigin(url, "null"), "ERR_CONNECT");
-      assert.equal(await tryOrigin(url, "http://localhost.evil.example:8080"), "ERR_CONNECT");
+      assert.equal(await tryOrigin(url, "https://evil.example"), "ERR_UNAUTHORIZED");
+      assert.equal(await tryOrigin(url, "null"), "ERR_UNAUTHORIZED");
+      assert.equal(await tryOrigin(url, "http://localhost.evil.example:8080"), "ERR_UNAUTHORIZED");
       // DNS rebinding: evil.example made to resolve to 127.0.0.1 sends its own name as Origin and Host.
       const port = new URL(url).port;
       assert.equal(
         await tryOrigin(url, `http://evil.example:${port}`, undefined, `evil.example:${port}`),
-        "ERR_CONNECT",
+        "ERR_UNAUTHORIZED",
       );
       assert.equal(await tryOrigin(url, `http://localhost:8080`, undefined, `localhost:${port}`), "ok");
     });
@@ -76,12 +76,12 @@ describe("ws.origins: web pages allowed to connect", () => {
   it("ws.origins as a list or a predicate decides, and bad values are refused", async () => {
     await withServer({ ws: { origins: ["https://app.example"] } }, async (url) => {
       assert.equal(await tryOrigin(url, "https://app.example"), "ok");
-      assert.equal(await tryOrigin(url, "http://127.0.0.1:8080"), "ERR_CONNECT");
+      assert.equal(await tryOrigin(url, "http://127.0.0.1:8080"), "ERR_UNAUTHORIZED");
       assert.equal(await tryOrigin(url, undefined), "ok");
     });
     await withServer({ ws: { origins: (o) => o.endsWith(".trusted.example") } }, async (url) => {
       assert.equal(await tryOrigin(url, "https://a.trusted.example"), "ok");
-      assert.equal(await tryOrigin(url, "https://evil.example"), "ERR_CONNECT");
+      assert.equal(await tryOrigin(url, "https://evil.example"), "ERR_UNAUTHORIZED");
     });
     await withServer({ ws: { origins: ["*"] } }, async (url) => {
       assert.equal(await tryOrigin(url, "https://evil.example"), "ok");

@@ -26,7 +26,7 @@ async function webServer(): Promise<{ web: http.Server; port: number; close(): P
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
 
 describe("pointsub ws:// listeners sharing one http server", () => {
-  it("an upgrade to a path neither of two listeners serves gets 404 (ERR_CONNECT), not a hang", async () => {
+  it("an upgrade to a path neither of two listeners serves gets 404 (ERR_PROTOCOL: not retryable), not a hang", async () => {
     const { web, port, close } = await webServer();
     const a = createServer({ ws: { httpServer: web } });
     a.handle("/who", () => "a");
@@ -36,7 +36,7 @@ describe("pointsub ws:// listeners sharing one http server", () => {
     await b.listen(`ws://127.0.0.1:${port}/b`);
     try {
       await assert.rejects(connect(`ws://127.0.0.1:${port}/c`, { connectTimeoutMs: 10_000 }), (err: PointSubError) => {
-        assert.equal(err.code, "ERR_CONNECT", err.message);
+        assert.equal(err.code, "ERR_PROTOCOL", err.message);
         assert.match(err.message, /404/);
         return true;
       });

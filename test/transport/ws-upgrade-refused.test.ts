@@ -1,0 +1,101 @@
+/**
+ * A ws:// server that refuses the upgrade with an HTTP status: a 4xx says
+ * the request is wrong (a path the server does not serve, a refused
+ * origin), which trying again cannot cure — not retryable (ERR_PROTOCOL,
+ * ERR_UNAUTHORIZED for 401/403) — while 408, 429 and 5xx are the server's
+ * passing state and stay retryable. Before, every status but 401 and 503
+ * was ERR_CONNECT (retryable): a resilient client pointed at a wrong path
+ * retried for ever.
+ */
+import assert from "node:assert/strict";
+import http from "node:http";
+import type { AddressInfo, Socket } from "node:net";
+import { describe, it } from "node:test";
+import { Client, connect, connectResilient, createServer, type PointSubError } from "../../src/index.ts";
+
+/** An HTTP server answering every upgrade request with the status its path names (`/404` → 404). */
+async function refusingServer(): Promise<{ port: number; close(): Promise<void> }> {
+  const sockets = new Set<Socket>();
+  const server = http.createServer((_req, res) => {
+    res.writeHead(400);
+    res.end();
+  });
+  server.on("connection", (s: Socket) => {
+    sockets.add(s);
+    s.on("close", () => sockets.delete(s));
+  });
+  server.on("upgrade", (req, socket: Socket) => {
+    const status = Number(req.url?.slice(1));
+    const text = http.STATUS_CODES[status] ?? "Refused";
+    socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => server.close(r));
+    },
+  };
+}
+
+describe("ws:// upgrade refused with an HTTP status", () => {
+  it("4xx (but 408 and 429) is not retryable; 408, 429 and 5xx are", async () => {
+    const server = await refusingServer();
+    try {
+      const expected: [number, string, boolean][] = [
+        [400, "ERR_PROTOCOL", false],
+        [401, "ERR_UNAUTHORIZED", false],
+        [403, "ERR_UNAUTHORIZED", false],
+        [404, "ERR_PROTOCOL", false],
+        [410, "ERR_PROTOCOL", false],
+        [408, "ERR_CONNECT", true],
+        [429, "ERR_CONNECT", true],
+        [500, "ERR_CONNECT", true],
+        [502, "ERR_CONNECT", true],
+        [503, "ERR_OVERLOADED", true],
+      ];
+      for (const [status, code, retryable] of expected) {
+        await assert.rejects(connect(`ws://127.0.0.1:${server.port}/${status}`), (e: PointSubError) => {
+          assert.equal(e.code, code, `HTTP ${status}: ${e.message}`);
+          assert.equal(e.retryable, retryable, `HTTP ${status}`);
+          assert.match(e.message, new RegExp(`HTTP ${status}\\b`));
+          return true;
+        });
+      }
+    } finally {
+      await server.close();
+    }
+  });
+
+  it("a pointsub server's 404 for a path it does not serve: ERR_PROTOCOL: a resilient client gives up, a Client fails over", async () => {
+    const server = createServer();
+    server.handle("/echo", (req) => req.data);
+    const [url] = await server.listen("ws://127.0.0.1:0/pointsub");
+    const wrong = url.replace(/\/pointsub$/, "/elsewhere");
+    assert.notEqual(wrong, url);
+    try {
+      await assert.rejects(connect(wrong), (e: PointSubError) => {
+        assert.equal(e.code, "ERR_PROTOCOL", e.message);
+        assert.equal(e.retryable, false);
+        assert.match(e.suggestion, /path/);
+        return true;
+      });
+      // Before, it retried for ever (the test's timeout ended it).
+      await assert.rejects(
+        connectResilient(wrong, { reconnect: { initialDelayMs: 1, maxDelayMs: 5 } }),
+        (e: PointSubError) => e.code === "ERR_PROTOCOL",
+      );
+      // A Client goes on to the next node (the call was never sent), as it did while this was ERR_CONNECT.
+      const client = new Client();
+      try {
+        client.addNode("/echo", wrong).addNode("/echo", url);
+        assert.equal(new TextDecoder().decode(await client.requestClosest("/echo", "hi")), "hi");
+      } finally {
+        await client.close();
+      }
+    } finally {
+      await server.close();
+    }
+  });
+});
