@@ -195,8 +195,12 @@ export class Client {
     return conn;
   }
 
-  /** Adds `address` to the nodes serving `route` (once). */
+  /**
+   * Adds `address` to the nodes serving `route` (once). An address no transport of the runtime serves
+   * fails here with ERR_UNSUPPORTED_URL, as `connect` would (before, it was listed and each call failed).
+   */
   addNode(route: string, address: Address): this {
+    this.options.runtime?.transports.resolve(address);
     const key = nodeKey(address);
     this.addresses.set(key, address);
     const list = this.routes.get(route) ?? [];
