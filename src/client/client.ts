@@ -12,6 +12,7 @@ import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { badOptions } from "../errors/options.ts";
 import { checkSignal } from "../errors/signal.ts";
 import type { Address } from "../transport/transport.ts";
+import { refuseCredentials } from "../transport/url-credentials.ts";
 import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 import { type ConnectOptions, connect } from "./connect.ts";
 import { Pool, type Pooled, type PoolOptions } from "./pool.ts";
@@ -197,10 +198,12 @@ export class Client {
 
   /**
    * Adds `address` to the nodes serving `route` (once). An address no transport of the runtime serves
-   * fails here with ERR_UNSUPPORTED_URL, as `connect` would (before, it was listed and each call failed).
+   * fails here with ERR_UNSUPPORTED_URL, as `connect` would (before, it was listed and each call failed);
+   * a URL with credentials (`user:password@`) with ERR_INVALID_ARGUMENT: node names are shown.
    */
   addNode(route: string, address: Address): this {
-    this.options.runtime?.transports.resolve(address);
+    const target = this.options.runtime?.transports.resolve(address).address;
+    if (target instanceof URL) refuseCredentials(target);
     const key = nodeKey(address);
     this.addresses.set(key, address);
     const list = this.routes.get(route) ?? [];

@@ -20,6 +20,7 @@ import type {
   TransportListener,
   TransportListenOptions,
 } from "../transport/transport.ts";
+import { refuseCredentials } from "../transport/url-credentials.ts";
 import { bind, pathUrl, socketPath, whenConnected } from "./net-adapter.ts";
 import { readerForAccepted, SocketReader } from "./socket-reader.ts";
 import { hostUrl, SocketTransport, urlHost } from "./socket-transport.ts";
@@ -34,7 +35,7 @@ function lpUrl(scheme: "lp+tcp" | "lp+unix", address: TransportAddress, options:
   if (!(address instanceof URL) || address.protocol !== `${scheme}:`) {
     throw new PointSubError("ERR_UNSUPPORTED_URL", `the ${scheme} transport takes ${scheme}:// URLs, not ${address}`);
   }
-  return address;
+  return refuseCredentials(address);
 }
 
 function tcpPort(url: URL): number {

@@ -14,6 +14,7 @@ import type {
   TransportListener,
   TransportListenOptions,
 } from "../transport/transport.ts";
+import { refuseCredentials } from "../transport/url-credentials.ts";
 import { readerForAccepted, SocketReader } from "./socket-reader.ts";
 import { connectDeadline, hostUrl, SocketTransport, urlHost } from "./socket-transport.ts";
 import { clientCertRefusal, closeFailedHandshake, keyMismatch, refusedHandshake, tlsError } from "./tls-errors.ts";
@@ -91,7 +92,7 @@ function socketUrl(scheme: Scheme, address: TransportAddress): URL {
   if (!(address instanceof URL) || address.protocol !== `${scheme}:`) {
     throw new PointSubError("ERR_UNSUPPORTED_URL", `the ${scheme} transport takes ${scheme}:// URLs, not ${address}`);
   }
-  return address;
+  return refuseCredentials(address);
 }
 
 /**

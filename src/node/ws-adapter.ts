@@ -23,6 +23,7 @@ import type {
   TransportListener,
   TransportListenOptions,
 } from "../transport/transport.ts";
+import { refuseCredentials } from "../transport/url-credentials.ts";
 import {
   sendAsMessages,
   WS_MAX_MESSAGE,
@@ -1157,6 +1158,7 @@ async function listenWs(
  */
 export const wsTransport: TransportAdapter<WsTransportOptions> = {
   schemes: ["ws", "wss"],
-  connect: (address, options) => connectWs(wsUrl(address), options),
-  listen: (address, options, onTransport) => listenWs(wsUrl(address), options, onTransport),
+  // No URL credentials: ws would send them as HTTP Basic auth.
+  connect: async (address, options) => connectWs(refuseCredentials(wsUrl(address)), options),
+  listen: async (address, options, onTransport) => listenWs(refuseCredentials(wsUrl(address)), options, onTransport),
 };
