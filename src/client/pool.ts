@@ -181,6 +181,8 @@ export class Pool {
   }
 
   private async acquireFrom(node: string, e: NodeEntry): Promise<Pooled> {
+    /** When this call's wait for a slot ends (0: not waiting yet): one deadline however often it is woken. */
+    let slotDeadline = 0;
     for (;;) {
       if (this.closed) throw new PointSubError("ERR_CONNECTION_CLOSED", "client closed");
       const ready = this.tryAcquire(node);
@@ -212,7 +214,10 @@ export class Pool {
       // None open yet: those being opened will take it, over-subscribed (before: ERR_POOL_EXHAUSTED after
       // acquireTimeoutMs for a burst past maxPerNode × maxInFlight while the node's handshakes were slower).
       if (e.opening !== 0) await this.waitForOpen(e);
-      else await this.waitForSlot(node);
+      else {
+        slotDeadline ||= Date.now() + this.acquireTimeoutMs;
+        await this.waitForSlot(node, slotDeadline);
+      }
     }
   }
 
@@ -345,7 +350,12 @@ export class Pool {
     return true;
   }
 
-  private waitForSlot(node: string): Promise<void> {
+  /**
+   * Waits for a slot until woken or `deadline` (then ERR_POOL_EXHAUSTED). The caller's deadline, not one per
+   * wait: before, each wake (a slot freed, then taken by another waiting call) started a full
+   * acquireTimeoutMs again, and under churn a call waited for ever.
+   */
+  private waitForSlot(node: string, deadline: number): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       const w: Waiter = {
         node,
@@ -363,7 +373,7 @@ export class Pool {
               ),
             );
           },
-          Math.min(this.acquireTimeoutMs, MAX_TIMER_MS),
+          Math.min(Math.max(0, deadline - Date.now()), MAX_TIMER_MS),
         ),
       };
       this.waiters.push(w);
