@@ -472,7 +472,9 @@ export class Client {
    * goes to the next node, and when no node answered and one refused it,
    * the caller gets the last refusal with its `retryAfterMs`. An error of
    * the call itself (the handler's, a bad route) is returned as is.
-   * ERR_NO_ROUTE when the route has no nodes.
+   * ERR_NO_ROUTE when the route has no nodes. `timeoutMs` bounds the whole
+   * call: each node gets what the ones before it left (ERR_TIMEOUT once
+   * none is left).
    */
   async requestClosest(route: string, payload: Payload, options: ClosestOptions = {}): Promise<Uint8Array> {
     const bad = badOptions(options);
@@ -486,6 +488,9 @@ export class Client {
     const fanout = options.fanout ?? 1;
     checkInt("fanout", fanout, 1);
     const { key, fanout: _f, ...callOptions } = options;
+    // One deadline for the call, failover included (before, each node got the whole timeoutMs again).
+    const timeoutMs = options.timeoutMs;
+    const deadline = timeoutMs !== undefined && timeoutMs > 0 ? Date.now() + timeoutMs : 0;
     if (key === undefined) this.measure(list);
     const order = key === undefined ? this.byRtt(list) : await this.byDistance(list, key === true ? payload : key);
     const now = Date.now();
@@ -501,9 +506,19 @@ export class Client {
     let ranOn: PointSubError | undefined;
     while (queue.length !== 0) {
       const batch = queue.splice(0, fanout);
+      const left = deadline === 0 ? 0 : deadline - Date.now();
+      if (deadline !== 0 && left <= 0) {
+        // A keyed call lost after it was sent: that loss (below) says its handler may have run.
+        if (ranOn !== undefined) break;
+        throw new PointSubError("ERR_TIMEOUT", `request to ${route} timed out after ${timeoutMs} ms (failing over)`, {
+          cause: limited ?? last,
+          phase: "request",
+        });
+      }
+      const opts = deadline === 0 ? callOptions : { ...callOptions, timeoutMs: left };
       try {
-        if (batch.length === 1) return await this.call(batch[0], route, payload, callOptions, ranOn);
-        return await Promise.any(batch.map((n) => this.call(n, route, payload, callOptions, ranOn)));
+        if (batch.length === 1) return await this.call(batch[0], route, payload, opts, ranOn);
+        return await Promise.any(batch.map((n) => this.call(n, route, payload, opts, ranOn)));
       } catch (err) {
         if (this.closed) throw closedError();
         const errors = (err instanceof AggregateError ? err.errors : [err]).map((x: unknown) =>
