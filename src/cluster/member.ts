@@ -152,6 +152,8 @@ export interface ClusterStats {
   duplicateNodeIds: number;
   /** Heartbeats of new nodes ignored: {@link MAX_CLUSTER_NODES} other nodes were already known. */
   ignoredNodes: number;
+  /** Acks of a `sendTo` from another node than the one it went to: ignored. */
+  foreignAcks: number;
 }
 
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -364,6 +366,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     stale: 0,
     duplicateNodeIds: 0,
     ignoredNodes: 0,
+    foreignAcks: 0,
   };
   /** When this node last answered a `hello` with a heartbeat, and the answer deferred to the end of the window, if any. */
   private helloAnsweredAt = Number.NEGATIVE_INFINITY;
@@ -966,7 +969,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     } catch (err) {
       return Promise.reject(err);
     }
-    const i = this.msgId();
+    // Unguessable: the ids before it are numbered, and the incarnation is in every heartbeat, so any publisher on
+    // the bus acked a sendTo it never saw (an older node's ack names no node: the id is what it must know).
+    const i = `${this.msgId()}.${randomId()}`;
     this.counters.sendsSent++;
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -1102,6 +1107,11 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       case "ack": {
         const p = this.sends.get(h.i);
         if (p === undefined) return;
+        if (h.n !== undefined && h.n !== p.node) {
+          // Only the node the sendTo went to answers it (an older one names none; the id is not guessable).
+          this.counters.foreignAcks++;
+          return;
+        }
         clearTimeout(p.timer);
         this.sends.delete(h.i);
         if (h.code === undefined) p.resolve();
@@ -1192,7 +1202,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     const ack = (code?: string, message?: string) =>
       void this.publish(
         this.subject(`node.${from}`),
-        encode(code === undefined ? { t: "ack", i } : { t: "ack", i, code, message }),
+        encode(code === undefined ? { t: "ack", n: this.nodeId, i } : { t: "ack", n: this.nodeId, i, code, message }),
       );
     (this.local as ClusterLocal).sendTo(session, payload.slice()).then(
       () => ack(),

@@ -60,9 +60,13 @@ export interface SendHeader {
   readonly i: string;
   readonly s: string;
 }
-/** The answer to request `i`: done, or failed with `code` and `message`. */
+/**
+ * The answer to request `i`: done, or failed with `code` and `message`. `n`:
+ * the answering node (the one the request went to; older nodes send none).
+ */
 export interface AckHeader {
   readonly t: "ack";
+  readonly n?: string;
   readonly i: string;
   readonly code?: string;
   readonly message?: string;
@@ -122,7 +126,7 @@ export function decode(data: Uint8Array): { header: BusHeader; payload: Uint8Arr
   if (typeof header !== "object" || header === null) return undefined;
   const h = header as Record<string, unknown>;
   if (typeof h.t !== "string" || !TYPES.has(h.t)) return undefined;
-  if (h.t !== "ack" && typeof h.n !== "string") return undefined;
+  if ((h.t !== "ack" || h.n !== undefined) && typeof h.n !== "string") return undefined;
   if (h.t !== "hb" && h.t !== "hello" && h.t !== "bye" && (typeof h.i !== "string" || h.i.length > MAX_ID_CHARS)) {
     return undefined;
   }
