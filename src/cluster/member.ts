@@ -154,6 +154,12 @@ export interface ClusterStats {
   ignoredNodes: number;
   /** Acks of a `sendTo` from another node than the one it went to: ignored. */
   foreignAcks: number;
+  /**
+   * Session-list asks dropped: a node asked for more first pages than its
+   * budget (a burst of {@link FIRST_PAGES_BURST}, then one a second), or for
+   * more than one whole list a second.
+   */
+  listAsksDropped: number;
 }
 
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -170,6 +176,12 @@ const INFO_PAGE = 200;
 const INFO_HEADER_ROOM = 1024;
 /** Least time between two whole session lists sent unpaged to one node (`info` without a cursor). */
 const FULL_LIST_MS = 1000;
+/**
+ * First pages of session lists (each a snapshot of the sessions and up to `maxBusMessageBytes` published) one
+ * node may ask of another at once; then one per {@link FULL_LIST_MS}. An asker keeps within it (its lists
+ * wait for it); past it, plus one for the time on the bus, the ask is dropped.
+ */
+export const FIRST_PAGES_BURST = 4;
 
 /** How long a leaving node lets keyed handlers still running end by themselves before it answers their keys. */
 const SETTLE_GRACE_MS = 200;
@@ -228,8 +240,11 @@ interface PendingInfo {
   infos: ClusterSessionInfo[];
   /** Nodes not asked yet. */
   queued: string[];
-  /** Nodes asked: the timer of the page each owes, and whether a page was asked for and not yet received. */
-  waiting: Map<string, { timer: ReturnType<typeof setTimeout>; asked: boolean }>;
+  /**
+   * Nodes asked: the timer of the page each owes, whether a page was asked for and not yet received, and the
+   * timer of an ask that waits for this node's first-page budget.
+   */
+  waiting: Map<string, { timer: ReturnType<typeof setTimeout>; asked: boolean; ask?: ReturnType<typeof setTimeout> }>;
   /** Stops waiting for `node` (its list is complete, or it is left out) and asks the next one. */
   finish(node: string): void;
   done(): void;
@@ -277,6 +292,20 @@ function delay(name: string, v: number | undefined, fallback: number): number {
 /** A quota option of the shared idempotency store: a positive integer or Infinity, else ERR_INVALID_ARGUMENT naming it. */
 function quota(name: string, v: number | undefined): number | undefined {
   return v === undefined ? undefined : positiveInteger(name, v, 1);
+}
+
+/**
+ * Room for one more node in a first-page budget map (`performance.now()` of each budget's full time): at
+ * {@link MAX_CLUSTER_NODES}, those whose budget is full again are forgotten; if none is, the oldest when
+ * `evict`, else false (no room: a publisher inventing node ids does not get a fresh budget per id).
+ */
+function forgetFull(budgets: Map<string, number>, now: number, evict: boolean): boolean {
+  if (budgets.size < MAX_CLUSTER_NODES) return true;
+  for (const [k, tat] of budgets) if (tat <= now) budgets.delete(k);
+  if (budgets.size < MAX_CLUSTER_NODES) return true;
+  if (!evict) return false;
+  budgets.delete(budgets.keys().next().value as string);
+  return true;
 }
 
 /** JSON that never throws: bigints as strings, bytes dropped, a value that cannot be written as undefined. */
@@ -351,6 +380,13 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private stopped = false;
   /** When each node (at most MAX_CLUSTER_NODES, oldest dropped) was last sent its whole session list unpaged. */
   private readonly fullLists = new Map<string, number>();
+  /**
+   * The first-page budget of each node asking this one (at most MAX_CLUSTER_NODES; those with a full budget
+   * are forgotten first), and of this node toward each it asks: when the budget is full again
+   * (`performance.now()`; GCRA's theoretical arrival time).
+   */
+  private readonly firstPagesIn = new Map<string, number>();
+  private readonly firstPagesOut = new Map<string, number>();
   /** Set once stop() began (it settles the keys of handlers still running before it stops). */
   private leaving = false;
   private readonly counters: ClusterStats = {
@@ -367,6 +403,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     duplicateNodeIds: 0,
     ignoredNodes: 0,
     foreignAcks: 0,
+    listAsksDropped: 0,
   };
   /** When this node last answered a `hello` with a heartbeat, and the answer deferred to the end of the window, if any. */
   private helloAnsweredAt = Number.NEGATIVE_INFINITY;
@@ -1028,12 +1065,17 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         queued: [...this.members.keys()],
         waiting: new Map(),
         finish: (node) => {
-          clearTimeout(p.waiting.get(node)?.timer);
+          const w = p.waiting.get(node);
+          clearTimeout(w?.timer);
+          clearTimeout(w?.ask);
           p.waiting.delete(node);
           this.askNext(i, p);
         },
         done: () => {
-          for (const w of p.waiting.values()) clearTimeout(w.timer);
+          for (const w of p.waiting.values()) {
+            clearTimeout(w.timer);
+            clearTimeout(w.ask);
+          }
           p.waiting.clear();
           p.queued.length = 0;
           this.infos.delete(i);
@@ -1054,19 +1096,59 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     if (p.waiting.size === 0 && this.infos.get(i) === p) p.done();
   }
 
-  /** Asks `node` for the page of request `i` at cursor `c`; left out if it does not come within `requestTimeoutMs`. */
+  /**
+   * Asks `node` for the page of request `i` at cursor `c` (a first page once this node's budget toward it
+   * allows: {@link FIRST_PAGES_BURST}); left out if it does not come within `requestTimeoutMs` of the ask.
+   */
   private askPage(i: string, p: PendingInfo, node: string, c: number): void {
-    this.expectPage(p, node, true);
+    const wait = c === 0 ? this.firstPageWait(node) : 0;
+    this.expectPage(p, node, true, wait);
     const w = p.waiting.get(node);
-    void this.publish(this.subject(`node.${node}`), encode({ t: "info", n: this.nodeId, i, c })).then((ok) => {
-      if (!ok && p.waiting.get(node) === w) p.finish(node); // not sent: nothing will come
-    });
+    const ask = () => {
+      if (p.waiting.get(node) !== w) return; // done meanwhile
+      void this.publish(this.subject(`node.${node}`), encode({ t: "info", n: this.nodeId, i, c })).then((ok) => {
+        if (!ok && p.waiting.get(node) === w) p.finish(node); // not sent: nothing will come
+      });
+    };
+    if (wait <= 0) ask();
+    else if (w !== undefined) w.ask = setTimeout(ask, wait);
   }
 
-  /** Waits `requestTimeoutMs` (again) for `node`'s next page; past it the node is left out. */
-  private expectPage(p: PendingInfo, node: string, asked: boolean): void {
-    clearTimeout(p.waiting.get(node)?.timer);
-    p.waiting.set(node, { timer: setTimeout(() => p.finish(node), this.requestTimeoutMs), asked });
+  /** Waits `requestTimeoutMs` (again, after `askIn` ms) for `node`'s next page; past it the node is left out. */
+  private expectPage(p: PendingInfo, node: string, asked: boolean, askIn = 0): void {
+    const before = p.waiting.get(node);
+    clearTimeout(before?.timer);
+    clearTimeout(before?.ask);
+    p.waiting.set(node, { timer: setTimeout(() => p.finish(node), askIn + this.requestTimeoutMs), asked });
+  }
+
+  /** How long this node waits before it asks `node` for a first page (0: at once), the ask counted. */
+  private firstPageWait(node: string): number {
+    const now = performance.now();
+    const interval = FULL_LIST_MS;
+    const tat = this.firstPagesOut.get(node) ?? now;
+    const at = Math.max(now, tat - (FIRST_PAGES_BURST - 1) * interval);
+    if (!this.firstPagesOut.has(node)) forgetFull(this.firstPagesOut, now, true);
+    this.firstPagesOut.set(node, Math.max(tat, at) + interval);
+    return at - now;
+  }
+
+  /** Whether a first page asked by `from` is within its budget (counted if so; else dropped and counted). */
+  private admitFirstPage(from: string): boolean {
+    const now = performance.now();
+    const interval = FULL_LIST_MS;
+    const tat = this.firstPagesIn.get(from);
+    // One more than an asker allows itself: its asks may come closer together than it sent them.
+    if (tat !== undefined && tat - now > FIRST_PAGES_BURST * interval) {
+      this.counters.listAsksDropped++;
+      return false;
+    }
+    if (tat === undefined && !forgetFull(this.firstPagesIn, now, false)) {
+      this.counters.listAsksDropped++;
+      return false;
+    }
+    this.firstPagesIn.set(from, Math.max(tat ?? now, now) + interval);
+    return true;
   }
 
   private onBus(data: Uint8Array): void {
@@ -1253,7 +1335,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       // was this node's CPU and the bus's bandwidth times its sessions; a node's own asks come one at a time.
       const now = performance.now();
       const last = this.fullLists.get(from);
-      if (last !== undefined && now - last < FULL_LIST_MS) return;
+      if (last !== undefined && now - last < FULL_LIST_MS) {
+        this.counters.listAsksDropped++;
+        return;
+      }
       if (last === undefined && this.fullLists.size >= MAX_CLUSTER_NODES) {
         this.fullLists.delete(this.fullLists.keys().next().value as string);
       }
@@ -1275,6 +1360,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       send(page, true);
       return;
     }
+    if (c === 0 && !this.admitFirstPage(from)) return;
     let snap = this.snapshots.get(from);
     if (c === 0) {
       if (snap !== undefined) clearTimeout(snap.timer);

@@ -543,7 +543,9 @@ export class Server extends EventEmitter<ServerEvents> {
    * principal as its JSON, certificate bytes left out). A node that does
    * not answer a page of its list within the cluster's `requestTimeoutMs`
    * is left out (with the pages it sent). Calls while a list is gathered
-   * share it: each gets its own array of the same entries.
+   * share it: each gets its own array of the same entries. A node asks
+   * another for at most 4 lists at once, then one a second (each list a
+   * snapshot of that node's sessions): lists asked back to back wait.
    */
   sessionsInfo(options: { cluster: true }): Promise<ClusterSessionInfo[]>;
   sessionsInfo(options?: { cluster?: boolean }): ConnectionInfo[] | Promise<ClusterSessionInfo[]> {

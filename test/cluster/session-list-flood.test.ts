@@ -1,0 +1,93 @@
+/**
+ * A session list's first page (`info` with cursor 0) takes a snapshot of the
+ * answering node's sessions and publishes up to `maxBusMessageBytes` (512
+ * KiB) of them, to the subject of the node the request names. Whole lists
+ * asked unpaged were throttled (one a second per asking node), first pages
+ * were not: 40 asks from a publisher on the bus (a real redis-server /
+ * nats-server) were 40 pages of b's sessions. Now each asking node has a
+ * budget of first pages (a burst of 4, then one a second: past it the ask
+ * is dropped and counted), and a node's own lists keep within it — lists
+ * asked back to back wait for it instead of being dropped.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import type { ClusterEngine } from "../../src/cluster/engine.ts";
+import { type Cluster, natsCluster, redisCluster } from "../../src/cluster/index.ts";
+import { natsEngine } from "../../src/cluster/nats-engine.ts";
+import { redisEngine } from "../../src/cluster/redis-engine.ts";
+import { decode, encode } from "../../src/cluster/wire.ts";
+import { type Connection, connect, createServer, type Server } from "../../src/index.ts";
+import { sleep, until } from "../helpers/wait.ts";
+import { type EngineServer, startEngine } from "./engines.ts";
+
+const SESSIONS = 20;
+
+for (const kind of ["redis", "nats"] as const) {
+  describe(`first pages of a session list asked again and again, on ${kind}`, { timeout: 60_000 }, () => {
+    let engine: EngineServer;
+    let raw: ClusterEngine;
+    let asker: Cluster;
+    let holder: Cluster;
+    let a: Server;
+    let b: Server;
+    const conns: Connection[] = [];
+    /** Pages b sent to "zz", by request id. */
+    const pages = new Set<string>();
+
+    before(async () => {
+      engine = await startEngine(kind);
+      const make = (nodeId: string) => {
+        const o = { nodeId, name: "flood", heartbeatMs: 200, requestTimeoutMs: 1500 };
+        return kind === "redis" ? redisCluster({ ...o, url: engine.url }) : natsCluster({ ...o, servers: engine.url });
+      };
+      asker = make("a");
+      holder = make("b");
+      a = createServer({ cluster: asker });
+      b = createServer({ cluster: holder });
+      await a.listen("tcp://127.0.0.1:0");
+      await b.listen("tcp://127.0.0.1:0");
+      await until(() => asker.nodes().length === 2 && holder.nodes().length === 2, 5000);
+      for (let i = 0; i < SESSIONS; i++) conns.push(await connect(b.urls[0]));
+      await until(() => b.sessions.size === SESSIONS, 5000);
+      raw =
+        kind === "redis"
+          ? redisEngine({ url: engine.url })
+          : natsEngine({ servers: engine.url, bucket: "pointsub_flood", bucketTtlMs: 600_000, jetstream: false });
+      await raw.connect();
+      await raw.subscribe("pointsub.flood.node.zz", (d) => {
+        const m = decode(d);
+        if (m?.header.t === "infos") pages.add(m.header.i);
+      });
+    });
+
+    after(async () => {
+      await raw?.close();
+      await Promise.all(conns.map((c) => c.close({ timeoutMs: 100 })));
+      await a?.close({ timeoutMs: 100 });
+      await b?.close({ timeoutMs: 100 });
+      await engine?.stop();
+    });
+
+    it("first pages asked by one node past its budget are dropped and counted", async () => {
+      const before = holder.stats().listAsksDropped;
+      for (let k = 0; k < 40; k++) {
+        await raw.publish("pointsub.flood.node.b", encode({ t: "info", n: "zz", i: `zz:x:${k}`, c: 0 }));
+      }
+      // Every ask answered or dropped (before, each was answered).
+      const dropped = () => (holder.stats().listAsksDropped ?? 0) - (before ?? 0);
+      await until(() => pages.size + dropped() >= 40, 5000);
+      await sleep(200);
+      assert.ok(pages.size <= 5, `${pages.size} first pages sent for 40 asks`);
+      assert.equal(dropped(), 40 - pages.size);
+    });
+
+    it("a node's own lists asked back to back are all whole (they wait for the budget)", async () => {
+      const before = holder.stats().listAsksDropped;
+      for (let k = 0; k < 8; k++) {
+        const list = await a.sessionsInfo({ cluster: true });
+        assert.equal(list.filter((s) => s.node === "b").length, SESSIONS, `list ${k}`);
+      }
+      assert.equal(holder.stats().listAsksDropped, before);
+    });
+  });
+}
