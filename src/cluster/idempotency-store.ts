@@ -224,7 +224,13 @@ class EngineStore implements EngineIdempotencyStore {
    * This node's claims whose handler runs (key → token, with its fingerprint): at most the keyed handlers
    * the server runs at once, each removed by its completion or failure.
    */
-  private readonly running = new Map<string, { token: string; fingerprint: string | undefined }>();
+  private readonly running = new Map<string, { token: string; fingerprint: string | undefined; leaseEnd: number }>();
+  /**
+   * Answers of this node's claims the engine did not take: written again in the background
+   * ({@link settleLater}), by key, oldest first; at most {@link UNSETTLED_MAX} and {@link UNSETTLED_BYTES}.
+   */
+  private readonly unsettled = new Map<string, Unsettled>();
+  private unsettledBytes = 0;
   /** Tokens of this node's claims whose write failed ({@link abandon}), oldest first: at most {@link ABANDONED_MAX}. */
   private readonly abandoned = new Set<string>();
 
@@ -469,7 +475,7 @@ class EngineStore implements EngineIdempotencyStore {
         throw err;
       }
       if (won) {
-        this.running.set(key, { token, fingerprint });
+        this.running.set(key, { token, fingerprint, leaseEnd: Date.now() + leaseMs });
         return this.hold(key, token, Date.now() + leaseMs);
       }
     }
@@ -557,14 +563,19 @@ class EngineStore implements EngineIdempotencyStore {
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
     const outcome: IdempotencyOutcome = { ok: false, code: "ERR_HANDLER", message };
-    await Promise.all(
-      [...this.running].map(([key, { token, fingerprint }]) =>
+    await Promise.all([
+      ...[...this.running].map(([key, { token, fingerprint }]) =>
         this.complete(key, token, outcome, fingerprint).catch(() => {}),
       ),
-    );
+      // Answers not written yet: once more, then no more (this node is leaving).
+      ...[...this.unsettled].map(([key, u]) => this.settleNow(key, u, true)),
+    ]);
+    for (const [key, u] of [...this.unsettled]) this.unsettle(key, u);
   }
 
   async complete(key: string, token: string, outcome: IdempotencyOutcome, fingerprint?: string): Promise<void> {
+    const run = this.running.get(key);
+    const leaseEnd = run?.token === token ? run.leaseEnd : Number.POSITIVE_INFINITY;
     this.ended(key, token);
     await this.release(key, token);
     const k = this.o.prefix + key;
@@ -590,19 +601,94 @@ class EngineStore implements EngineIdempotencyStore {
       } satisfies Stored);
       bytes = Buffer.byteLength(value);
     }
+    try {
+      await this.writeAnswer(key, token, value, bytes, stored.e);
+    } catch (err) {
+      // The claim stayed, this node's and live, for its whole lease (10 min): every retry waited and failed
+      // ERR_TIMEOUT "still running" though the handler had answered. Written again until the engine takes it.
+      const until = Math.min(leaseEnd, stored.e);
+      const marker = (): string =>
+        JSON.stringify({
+          s: "d",
+          e: stored.e,
+          ok: false,
+          c: "ERR_HANDLER",
+          m: "the handler ran, but its answer could not be kept in the cluster's store in time; it is not run again",
+          f: fingerprint,
+        } satisfies Stored);
+      this.settleLater(key, { token, value, bytes, expires: stored.e, until, marker });
+      throw err;
+    }
+  }
+
+  /** Writes answer `value` of `token`'s claim of `key`, unless the key has another answer or claim. */
+  private async writeAnswer(key: string, token: string, value: string, bytes: number, expires: number): Promise<void> {
+    const k = this.o.prefix + key;
     for (let attempt = 0; attempt < 5; attempt++) {
       const r = await this.read(key);
       if (r.entry?.state === "done") return; // the first answer stays
       if (r.entry?.state === "running" && r.entry.token !== token) return; // another claim holds it
+      const ttl = Math.max(1, expires - Date.now());
       const written =
         r.revision === undefined
           ? await this.engine.kvCreate(k, value, ttl)
           : await this.engine.kvUpdate(k, value, r.revision, ttl);
       if (written) {
-        await this.keep(key, KEPT_OVERHEAD + k.length + bytes, stored.e);
+        await this.keep(key, KEPT_OVERHEAD + k.length + bytes, expires);
         return;
       }
     }
+  }
+
+  /**
+   * Writes an answer the engine did not take again, in the background, until it lands or `u.until`
+   * (the claim's lease end, or the answer's expiry) passes: 100 ms, doubling to 2 s. At most
+   * {@link UNSETTLED_MAX} (the oldest dropped: its claim lives out its lease, as before) and
+   * {@link UNSETTLED_BYTES} of answers (past it, an answer is kept as an error saying the handler ran).
+   */
+  private settleLater(key: string, u: Omit<Unsettled, "delay" | "timer">): void {
+    const old = this.unsettled.get(key);
+    if (old !== undefined) this.unsettle(key, old);
+    let { value, bytes } = u;
+    if (this.unsettledBytes + bytes > UNSETTLED_BYTES) {
+      value = u.marker();
+      bytes = Buffer.byteLength(value);
+    }
+    while (
+      this.unsettled.size > 0 &&
+      (this.unsettled.size >= UNSETTLED_MAX || this.unsettledBytes + bytes > UNSETTLED_BYTES)
+    ) {
+      const [k, oldest] = this.unsettled.entries().next().value as [string, Unsettled];
+      this.unsettle(k, oldest);
+    }
+    const entry: Unsettled = { ...u, value, bytes, delay: UNSETTLED_FIRST_MS, timer: undefined };
+    this.unsettled.set(key, entry);
+    this.unsettledBytes += bytes;
+    entry.timer = later(() => this.settleNow(key, entry, false), entry.delay);
+  }
+
+  /** One more try of an unsettled answer; `last`: not again whatever happens. */
+  private async settleNow(key: string, u: Unsettled, last: boolean): Promise<void> {
+    if (this.unsettled.get(key) !== u) return;
+    clearTimeout(u.timer);
+    try {
+      await this.writeAnswer(key, u.token, u.value, u.bytes, u.expires);
+    } catch {
+      if (this.unsettled.get(key) !== u) return;
+      u.delay = Math.min(u.delay * 2, UNSETTLED_MAX_DELAY_MS);
+      if (!last && Date.now() + u.delay < u.until) {
+        u.timer = later(() => this.settleNow(key, u, false), u.delay);
+        return;
+      }
+    }
+    if (this.unsettled.get(key) === u) this.unsettle(key, u);
+  }
+
+  private unsettle(key: string, u: Unsettled): void {
+    clearTimeout(u.timer);
+    if (this.unsettled.get(key) !== u) return;
+    this.unsettled.delete(key);
+    this.unsettledBytes -= u.bytes;
   }
 
   async fail(key: string, token: string): Promise<void> {
@@ -633,6 +719,28 @@ class EngineStore implements EngineIdempotencyStore {
       delay = Math.min(delay * 2, 250);
     }
   }
+}
+
+/** Answers written again at most ({@link EngineStore.settleLater}). */
+const UNSETTLED_MAX = 1024;
+/** Most bytes of answers among them. */
+const UNSETTLED_BYTES = 16 * 1024 * 1024;
+const UNSETTLED_FIRST_MS = 100;
+const UNSETTLED_MAX_DELAY_MS = 2000;
+
+/** An answer the engine did not take, tried again. */
+interface Unsettled {
+  readonly token: string;
+  readonly value: string;
+  readonly bytes: number;
+  /** The answer's expiry. */
+  readonly expires: number;
+  /** Tried again until then. */
+  readonly until: number;
+  /** The answer as an error saying the handler ran, for when it is too large to hold. */
+  readonly marker: () => string;
+  delay: number;
+  timer: ReturnType<typeof setTimeout> | undefined;
 }
 
 /** A claim written again while its handler runs: the timer of the next write, and the write under way. */

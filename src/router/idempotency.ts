@@ -575,7 +575,9 @@ export interface IdempotencyOptions {
    * the caller still gets the handler's own answer or error — the handler
    * ran, so a store failure is not reported as the request's — and the key
    * stays claimed until its lease ends (a duplicate meanwhile waits, then
-   * fails with ERR_TIMEOUT). Default: nothing (the failure is dropped).
+   * fails with ERR_TIMEOUT), unless the store records the end later: the
+   * cluster's shared store writes an answer again until its engine takes it
+   * (a duplicate then gets it). Default: nothing (the failure is dropped).
    */
   onStoreError?: (error: unknown, operation: "complete" | "fail") => void;
 }
