@@ -295,7 +295,7 @@ function quota(name: string, v: number | undefined): number | undefined {
 }
 
 /**
- * Room for one more node in a first-page budget map (`performance.now()` of each budget's full time): at
+ * Room for one more node in a session-list budget map (`performance.now()` of each budget's full time): at
  * {@link MAX_CLUSTER_NODES}, those whose budget is full again are forgotten; if none is, the oldest when
  * `evict`, else false (no room: a publisher inventing node ids does not get a fresh budget per id).
  */
@@ -378,7 +378,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   /** Other nodes seen announcing this node's id (reported once each; at most {@link MAX_REPORTED_DUPLICATES}). */
   private readonly otherIncarnations = new Set<string>();
   private stopped = false;
-  /** When each node (at most MAX_CLUSTER_NODES, oldest dropped) was last sent its whole session list unpaged. */
+  /**
+   * When each node may be sent its whole session list unpaged again (`performance.now()`; at most
+   * MAX_CLUSTER_NODES, those past it forgotten first).
+   */
   private readonly fullLists = new Map<string, number>();
   /**
    * The first-page budget of each node asking this one (at most MAX_CLUSTER_NODES; those with a full budget
@@ -1333,17 +1336,15 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       // The whole list at once (a node of an earlier version asks so): at most one per asking node a second.
       // Each is every session serialised and published, so a flood of them from one publisher on the bus
       // was this node's CPU and the bus's bandwidth times its sessions; a node's own asks come one at a time.
+      // The table full of nodes asked within the second: dropped (forgetting the oldest let ids taking turns
+      // past MAX_CLUSTER_NODES each be forgotten before its next ask, and every ask got a whole list).
       const now = performance.now();
-      const last = this.fullLists.get(from);
-      if (last !== undefined && now - last < FULL_LIST_MS) {
+      const next = this.fullLists.get(from);
+      if ((next !== undefined && now < next) || (next === undefined && !forgetFull(this.fullLists, now, false))) {
         this.counters.listAsksDropped++;
         return;
       }
-      if (last === undefined && this.fullLists.size >= MAX_CLUSTER_NODES) {
-        this.fullLists.delete(this.fullLists.keys().next().value as string);
-      }
-      this.fullLists.delete(from);
-      this.fullLists.set(from, now);
+      this.fullLists.set(from, now + FULL_LIST_MS);
       let page: Uint8Array[] = [];
       let bytes = 2;
       for (const info of (this.local as ClusterLocal).sessionsInfo()) {

@@ -13,6 +13,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import type { ClusterEngine } from "../../src/cluster/engine.ts";
 import { type Cluster, natsCluster, redisCluster } from "../../src/cluster/index.ts";
+import { MAX_CLUSTER_NODES } from "../../src/cluster/member.ts";
 import { natsEngine } from "../../src/cluster/nats-engine.ts";
 import { redisEngine } from "../../src/cluster/redis-engine.ts";
 import { decode, encode } from "../../src/cluster/wire.ts";
@@ -33,6 +34,15 @@ for (const kind of ["redis", "nats"] as const) {
     const conns: Connection[] = [];
     /** Pages b sent to "zz", by request id. */
     const pages = new Set<string>();
+    /** What b's sessions got. */
+    const got: string[] = [];
+    /** Waits until b has read everything published on its subject before (a sendTo after it is delivered). */
+    const drained = async (marker: string) => {
+      const session = [...b.sessions][0].id;
+      const to = encode({ t: "to", n: "zz", i: `zz:${marker}`, s: session }, new TextEncoder().encode(marker));
+      await raw.publish("pointsub.flood.node.b", to);
+      await until(() => got.includes(marker), 10_000);
+    };
 
     before(async () => {
       engine = await startEngine(kind);
@@ -47,7 +57,11 @@ for (const kind of ["redis", "nats"] as const) {
       await a.listen("tcp://127.0.0.1:0");
       await b.listen("tcp://127.0.0.1:0");
       await until(() => asker.nodes().length === 2 && holder.nodes().length === 2, 5000);
-      for (let i = 0; i < SESSIONS; i++) conns.push(await connect(b.urls[0]));
+      for (let i = 0; i < SESSIONS; i++) {
+        const c = await connect(b.urls[0]);
+        c.on("message", (m) => got.push(m.text()));
+        conns.push(c);
+      }
       await until(() => b.sessions.size === SESSIONS, 5000);
       raw =
         kind === "redis"
@@ -79,6 +93,29 @@ for (const kind of ["redis", "nats"] as const) {
       await sleep(200);
       assert.ok(pages.size <= 5, `${pages.size} first pages sent for 40 asks`);
       assert.equal(dropped(), 40 - pages.size);
+    });
+
+    it("whole lists asked unpaged by ids taking turns past MAX_CLUSTER_NODES: at most MAX_CLUSTER_NODES a second", async () => {
+      // The ids' table was cut at MAX_CLUSTER_NODES by forgetting the oldest: 1,100 ids taking turns were each
+      // forgotten before their next ask, and every ask got a whole list (the throttle was one a second per id).
+      const ids = MAX_CLUSTER_NODES + 76;
+      const before = holder.stats().listAsksDropped;
+      const t0 = performance.now();
+      for (let round = 0; round < 2; round++) {
+        for (let k = 0; k < ids; k++) {
+          await raw.publish("pointsub.flood.node.b", encode({ t: "info", n: `r${k}`, i: `r${k}:x:${round}` }));
+        }
+      }
+      await drained("after the whole lists");
+      const ms = performance.now() - t0;
+      const answered = 2 * ids - (holder.stats().listAsksDropped - before);
+      if (ms < 900)
+        assert.equal(
+          answered,
+          MAX_CLUSTER_NODES,
+          `${answered} whole lists for ${2 * ids} asks in ${Math.round(ms)} ms`,
+        );
+      else assert.ok(answered < 2 * ids, `${answered} whole lists for ${2 * ids} asks in ${Math.round(ms)} ms`);
     });
 
     it("a node's own lists asked back to back are all whole (they wait for the budget)", async () => {
