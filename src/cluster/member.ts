@@ -199,6 +199,12 @@ const INFO_NODES_AT_ONCE = 4;
 export const MAX_CLUSTER_NODES = 1024;
 /** Session infos one cluster-wide session list gathers at most (more are dropped and counted as malformed). */
 export const MAX_LISTED_SESSIONS = 262_144;
+/**
+ * Bytes of pages one cluster-wide session list gathers at most, in pages of `maxBusMessageBytes` (256 MiB
+ * at the default 512 KiB; a page past it is dropped and counted as malformed): 262,144 sessions of 512 KiB
+ * each were 128 GiB held by the asker.
+ */
+export const MAX_LISTED_PAGES = 512;
 
 interface Member {
   urls: string[];
@@ -238,6 +244,8 @@ interface PendingSend {
 
 interface PendingInfo {
   infos: ClusterSessionInfo[];
+  /** Bytes of the pages read so far (at most {@link MAX_LISTED_PAGES} × maxBusMessageBytes). */
+  bytes: number;
   /** Nodes not asked yet. */
   queued: string[];
   /**
@@ -1065,6 +1073,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     return new Promise((resolve) => {
       const p: PendingInfo = {
         infos,
+        bytes: 0,
         queued: [...this.members.keys()],
         waiting: new Map(),
         finish: (node) => {
@@ -1411,14 +1420,18 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     if (p === undefined || !p.waiting.has(from)) return;
     const pulled = typeof c === "number" && Number.isSafeInteger(c) && c >= 0;
     if (pulled && p.waiting.get(from)?.asked !== true) return; // a page not asked for (a repeat)
+    let full = p.bytes + payload.length > MAX_LISTED_PAGES * this.busBytes();
     let page: unknown;
-    try {
-      page = JSON.parse(fromUtf8.decode(payload));
-    } catch {
-      this.counters.malformed++;
-      page = undefined;
+    if (full) this.counters.malformed++;
+    else {
+      p.bytes += payload.length;
+      try {
+        page = JSON.parse(fromUtf8.decode(payload));
+      } catch {
+        this.counters.malformed++;
+        page = undefined;
+      }
     }
-    let full = false;
     let added = 0;
     if (Array.isArray(page)) {
       for (const info of page) {
