@@ -1,66 +1,98 @@
 /**
  * A keyed handler answered, and the engine refused the write of its answer
  * (a real redis-server at its `maxmemory`: writes fail with OOM while reads
- * and publishes go on). The caller gets the answer either way; the key's
- * claim stayed "running", this node's and live, until its lease (10 min)
- * ended: a retry once the engine takes writes again waited `waitMs` and
- * failed ERR_TIMEOUT ("still running"), again and again. Now the node
- * writes the answer again in the background until it lands (or the lease
- * ends): the retry gets it.
+ * and publishes go on; a real nats-server whose bucket's stream takes no
+ * message as large as the answer). The caller gets the answer either way;
+ * the key's claim stayed "running", this node's and live, until its lease
+ * (10 min) ended: a retry once the engine takes the write again waited
+ * `waitMs` and failed ERR_TIMEOUT ("still running"), again and again. Now
+ * the node writes the answer again in the background until it lands (or
+ * the lease ends): the retry gets it.
  */
 import assert from "node:assert/strict";
-import { after, before, describe, it } from "node:test";
+import { after, describe, it } from "node:test";
+import { connect as natsConnect } from "nats";
 import { createClient } from "redis";
-import { type Cluster, redisCluster } from "../../src/cluster/index.ts";
+import { natsCluster, redisCluster } from "../../src/cluster/index.ts";
 import { type Connection, connect, createServer, type PointSubError, type Server } from "../../src/index.ts";
 import { type EngineServer, startEngine } from "./engines.ts";
 
-describe("cluster idempotency: an answer the engine refused to write", { timeout: 60_000 }, () => {
-  let engine: EngineServer;
-  let cluster: Cluster;
-  let server: Server;
-  let conns: Connection[] = [];
-  let admin: ReturnType<typeof createClient>;
-  let runs = 0;
-  const storeErrors: string[] = [];
+const ANSWER = "paid ".padEnd(4000, "."); // larger than the claim's entry
 
-  before(async () => {
-    engine = await startEngine("redis");
-    admin = createClient({ url: engine.url });
+/** Makes the engine refuse the answer's write (`on`), or take it again. */
+type Refuser = { set(on: boolean): Promise<void>; close(): Promise<void> };
+
+async function refuser(kind: "redis" | "nats", url: string): Promise<Refuser> {
+  if (kind === "redis") {
+    const admin = createClient({ url });
     await admin.connect();
-    cluster = redisCluster({ url: engine.url, nodeId: "a", name: "answer", heartbeatMs: 200 });
-    server = createServer({
-      cluster,
-      idempotency: { waitMs: 3000, onStoreError: (e, op) => storeErrors.push(`${op}: ${(e as Error).message}`) },
-    });
-    server.handle("/pay", async () => {
-      runs++;
-      // Redis at its maxmemory once the handler ran: the answer's write is refused (OOM).
-      await admin.configSet({ maxmemory: "1", "maxmemory-policy": "noeviction" });
-      return `paid ${runs}`;
-    });
-    await server.listen("tcp://127.0.0.1:0");
-    conns = [await connect(server.urls[0]), await connect(server.urls[0])];
-  });
+    return {
+      set: async (on) => {
+        await admin.configSet(on ? { maxmemory: "1", "maxmemory-policy": "noeviction" } : { maxmemory: "0" });
+      },
+      close: async () => {
+        await admin.quit().catch(() => {});
+      },
+    };
+  }
+  const nc = await natsConnect({ servers: url });
+  const jsm = await nc.jetstreamManager();
+  const stream = "KV_pointsub_answer";
+  return {
+    set: async (on) => {
+      const { config } = await jsm.streams.info(stream);
+      await jsm.streams.update(stream, { ...config, max_msg_size: on ? 1000 : -1 });
+    },
+    close: () => nc.close(),
+  };
+}
 
-  after(async () => {
-    await Promise.all(conns.map((c) => c.close({ timeoutMs: 100 })));
-    await server?.close({ timeoutMs: 100 });
-    await admin?.quit().catch(() => {});
-    await engine?.stop();
-  });
+for (const kind of ["redis", "nats"] as const) {
+  describe(`cluster idempotency on ${kind}: an answer the engine refused to write`, { timeout: 60_000 }, () => {
+    let engine: EngineServer | undefined;
+    let server: Server | undefined;
+    let refuse: Refuser | undefined;
+    const conns: Connection[] = [];
 
-  it("a retry once the engine takes writes again gets the answer, not ERR_TIMEOUT after waitMs", async () => {
-    const first = await conns[0].request("/pay", "x", { idempotencyKey: "order-1" });
-    assert.equal(new TextDecoder().decode(first), "paid 1", "the caller gets the handler's answer");
-    assert.equal(storeErrors.length, 1, "the answer's write failed");
-    assert.match(storeErrors[0], /^complete: .*OOM/);
-    await admin.configSet({ maxmemory: "0" });
-    const retry = await conns[1].request("/pay", "x", { idempotencyKey: "order-1" }).then(
-      (d) => new TextDecoder().decode(d),
-      (e: PointSubError) => `${e.code}: ${e.message}`,
-    );
-    assert.equal(retry, "paid 1");
-    assert.equal(runs, 1, "the handler ran once");
+    after(async () => {
+      await Promise.all(conns.map((c) => c.close({ timeoutMs: 100 })));
+      await server?.close({ timeoutMs: 100 });
+      await refuse?.close();
+      await engine?.stop();
+    });
+
+    it("a retry once the engine takes the write again gets the answer, not ERR_TIMEOUT after waitMs", async () => {
+      const e = await startEngine(kind);
+      engine = e;
+      const o = { nodeId: "a", name: "answer", heartbeatMs: 200 };
+      const cluster = kind === "redis" ? redisCluster({ ...o, url: e.url }) : natsCluster({ ...o, servers: e.url });
+      const storeErrors: string[] = [];
+      let runs = 0;
+      server = createServer({
+        cluster,
+        idempotency: { waitMs: 3000, onStoreError: (x, op) => storeErrors.push(`${op}: ${(x as Error).message}`) },
+      });
+      const r = await refuser(kind, e.url);
+      refuse = r;
+      server.handle("/pay", async () => {
+        runs++;
+        // The engine refuses the answer's write once the handler ran.
+        await r.set(true);
+        return ANSWER;
+      });
+      await server.listen("tcp://127.0.0.1:0");
+      conns.push(await connect(server.urls[0]), await connect(server.urls[0]));
+      const first = await conns[0].request("/pay", "x", { idempotencyKey: "order-1" });
+      assert.equal(new TextDecoder().decode(first), ANSWER, "the caller gets the handler's answer");
+      assert.equal(storeErrors.length, 1, "the answer's write failed");
+      assert.match(storeErrors[0], /^complete: /);
+      await r.set(false);
+      const retry = await conns[1].request("/pay", "x", { idempotencyKey: "order-1" }).then(
+        (d) => new TextDecoder().decode(d),
+        (x: PointSubError) => `${x.code}: ${x.message}`,
+      );
+      assert.equal(retry, ANSWER);
+      assert.equal(runs, 1, "the handler ran once");
+    });
   });
-});
+}
