@@ -183,6 +183,13 @@ const FULL_LIST_MS = 1000;
  */
 export const FIRST_PAGES_BURST = 4;
 
+/**
+ * How long a copy of a node's sessions taken for a list serves the lists asked after it, in ms (unless the
+ * session count changed meanwhile): each took its own, kept while it is paged, and 1,024 askers at once made
+ * 1,024 copies of every session.
+ */
+const SNAPSHOT_SHARE_MS = 1000;
+
 /** How long a leaving node lets keyed handlers still running end by themselves before it answers their keys. */
 const SETTLE_GRACE_MS = 200;
 
@@ -361,6 +368,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private gathering: Promise<ClusterSessionInfo[]> | undefined;
   /** Lists this node answers page by page, per asking node (its latest request). */
   private readonly snapshots = new Map<string, InfoSnapshot>();
+  /** The latest copy of this node's sessions a list took, shared by lists asked within {@link SNAPSHOT_SHARE_MS}. */
+  private sharedSnapshot: { sessions: Connection[]; timer: ReturnType<typeof setTimeout> } | undefined;
   private readonly seen = new Set<string>();
   private local: ClusterLocal | undefined;
   private timer: ReturnType<typeof setInterval> | undefined;
@@ -751,6 +760,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     for (const p of [...this.infos.values()]) p.done();
     for (const snap of this.snapshots.values()) clearTimeout(snap.timer);
     this.snapshots.clear();
+    clearTimeout(this.sharedSnapshot?.timer);
+    this.sharedSnapshot = undefined;
     await this.engine.close();
   }
 
@@ -1380,7 +1391,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         this.snapshots.delete(oldest);
       }
       this.snapshots.delete(from);
-      snap = { i, sessions: (this.local as ClusterLocal).sessions(), at: 0, timer: undefined };
+      snap = { i, sessions: this.sessionsSnapshot(), at: 0, timer: undefined };
       this.snapshots.set(from, snap);
     } else if (snap === undefined || snap.i !== i || snap.at !== c) {
       // Not the page the list is at (a repeat, an expired list, a cursor not given): the list ends here.
@@ -1413,6 +1424,22 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       }, this.requestTimeoutMs);
     }
     send(page, last, at);
+  }
+
+  /** This node's sessions for a list: the copy taken for another list within SNAPSHOT_SHARE_MS, if the count is the same. */
+  private sessionsSnapshot(): Connection[] {
+    const local = this.local as ClusterLocal;
+    const shared = this.sharedSnapshot;
+    if (shared !== undefined && shared.sessions.length === local.sessionCount) return shared.sessions;
+    clearTimeout(shared?.timer);
+    const sessions = local.sessions();
+    // Dropped after the window: a copy kept longer would hold closed sessions for nothing.
+    const timer = setTimeout(() => {
+      if (this.sharedSnapshot?.sessions === sessions) this.sharedSnapshot = undefined;
+    }, SNAPSHOT_SHARE_MS);
+    (timer as { unref?: () => void }).unref?.();
+    this.sharedSnapshot = { sessions, timer };
+    return sessions;
   }
 
   private onInfoPage(from: string, i: string, last: boolean, c: unknown, payload: Uint8Array): void {
