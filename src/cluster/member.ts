@@ -1080,7 +1080,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     const local = this.local as ClusterLocal;
     const infos: ClusterSessionInfo[] = local.sessionsInfo().map((s) => ({ ...s, node: this.nodeId }));
     if (this.members.size === 0) return Promise.resolve(infos);
-    const i = this.msgId();
+    // Unguessable, as a sendTo's: a page names the request it answers, and numbered ids let any publisher on
+    // the bus answer for a node with sessions of its choosing (or an empty last page, leaving it out).
+    const i = `${this.msgId()}.${randomId()}`;
     return new Promise((resolve) => {
       const p: PendingInfo = {
         infos,
