@@ -132,7 +132,8 @@ export interface EngineIdempotencyStore extends IdempotencyStore {
    * has left — where a retry ran the handler a second time while the first
    * still ran. Resolves once written (what the engine does not take in time
    * stays a claim of a node that left). Handlers that end within
-   * `graceMs` (default 0) answer for themselves.
+   * `graceMs` (default 0) answer for themselves. Answers the engine refused
+   * before, being written again, get one more try, then are dropped.
    */
   settleRunning(message: string, graceMs?: number): Promise<void>;
 }

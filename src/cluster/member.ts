@@ -733,15 +733,19 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     // Keyed handlers still running here (past the server's close timeout): once this node has left, the other
     // nodes take over its claims and a retry ran the handler a second time while the first still ran. Their
     // keys get an answer instead, an error saying the outcome is unknown (within engineTimeoutMs).
+    const why = `the handler was still running on node ${this.nodeId} when it left the cluster: its outcome is unknown (it is not run again)`;
     if (this.upSince !== 0 && this.store !== undefined) {
       const store = this.store;
-      const why = `the handler was still running on node ${this.nodeId} when it left the cluster: its outcome is unknown (it is not run again)`;
       // Those the close aborted get up to SETTLE_GRACE_MS to end first (a retry of a handler that stopped runs).
       await this.call(
         "the answers of handlers still running",
         () => store.settleRunning(why, Math.min(SETTLE_GRACE_MS, this.engineTimeoutMs / 2)),
         true,
       ).catch(() => {});
+    } else if (this.store !== undefined) {
+      // The engine is down: nothing lands (each write fails at once), and the answers the store was writing
+      // again are dropped, not tried until their leases end (10 min) after the server closed.
+      await this.store.settleRunning(why, 0).catch(() => {});
     }
     this.stopped = true;
     clearInterval(this.timer);

@@ -24,14 +24,16 @@ type Refuser = { set(on: boolean): Promise<void>; close(): Promise<void> };
 
 async function refuser(kind: "redis" | "nats", url: string): Promise<Refuser> {
   if (kind === "redis") {
-    const admin = createClient({ url });
+    // No reconnection: the engine may be killed under it.
+    const admin = createClient({ url, socket: { reconnectStrategy: false } });
+    admin.on("error", () => {});
     await admin.connect();
     return {
       set: async (on) => {
         await admin.configSet(on ? { maxmemory: "1", "maxmemory-policy": "noeviction" } : { maxmemory: "0" });
       },
       close: async () => {
-        await admin.quit().catch(() => {});
+        if (admin.isOpen) await admin.disconnect().catch(() => {});
       },
     };
   }
@@ -96,3 +98,42 @@ for (const kind of ["redis", "nats"] as const) {
     });
   });
 }
+
+describe("cluster idempotency: answers being written again when the server closes with its engine down", {
+  timeout: 60_000,
+}, () => {
+  let engine: EngineServer | undefined;
+  let server: Server | undefined;
+  let refuse: Refuser | undefined;
+  let conn: Connection | undefined;
+
+  after(async () => {
+    await conn?.close({ timeoutMs: 100 });
+    await server?.close({ timeoutMs: 100 });
+    await refuse?.close().catch(() => {});
+    await engine?.stop();
+  });
+
+  it("are dropped: nothing is kept or tried again for the lease's 10 minutes", async () => {
+    const e = await startEngine("redis");
+    engine = e;
+    const cluster = redisCluster({ url: e.url, nodeId: "a", name: "answer", heartbeatMs: 100, deadAfterMs: 300 });
+    server = createServer({ cluster, idempotency: { waitMs: 3000, onStoreError: () => {} } });
+    const r = await refuser("redis", e.url);
+    refuse = r;
+    server.handle("/pay", async () => {
+      await r.set(true);
+      return ANSWER;
+    });
+    await server.listen("tcp://127.0.0.1:0");
+    conn = await connect(server.urls[0]);
+    await conn.request("/pay", "x", { idempotencyKey: "order-2" });
+    const inner = cluster.idempotencyStore as unknown as { unsettled: Map<string, unknown> };
+    assert.equal(inner.unsettled.size, 1, "the answer is being written again");
+    const down = new Promise<void>((resolve) => cluster.on("engine", (up) => up || resolve()));
+    await e.kill();
+    await down;
+    await server.close({ timeoutMs: 100 });
+    assert.equal(inner.unsettled.size, 0);
+  });
+});
