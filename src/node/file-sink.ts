@@ -118,7 +118,8 @@ export interface FileSinkOptions {
    * A transfer that starts from 0 removes the stopped partials its
    * principal left for the same path and route under other transfer ids
    * (the source changed since: a new id, never resumed), unless a transfer
-   * (here or in another process) is writing them. Off by default: every
+   * (here or in another process) is writing them, and only once `onStream`
+   * accepted the transfer. Off by default: every
    * anonymous peer is the principal "", and one's upload would remove
    * another's stopped partial of that name. `pointsub get` turns it on (its
    * sink is its own). Found by the partials' sidecars: a partial left by a
@@ -1905,7 +1906,6 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       }
       setSize(e, e.size, stream.total ?? 0);
       e.owner = principal;
-      if (offset === 0 && options.replaceStalePartials === true) await dropSuperseded(e);
       if (!e.exists) await makeRoom(e, principal);
       await e.computing?.catch(() => {});
       if (offset > 0) {
@@ -1942,6 +1942,9 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       e.base = undefined;
       e.touched = Date.now();
       options.onStream?.(stream, ctx);
+      // Only once the application took it: a transfer onStream refuses (for `pointsub get`, a file it did not
+      // ask for, pushed by the server) replaces nothing.
+      if (offset === 0 && options.replaceStalePartials === true) await dropSuperseded(e);
 
       /**
        * Creates the partial of a fresh transfer when its first bytes arrive
