@@ -13,7 +13,7 @@ import { PointSubError, toPointSubError } from "../errors/error.ts";
 import type { benchCommand } from "./bench.ts";
 import type { getCommand, lsCommand } from "./get.ts";
 import { bytes, integer, nodeTooOld, parseBytes, parseHostPort, parseRoute, parseSeconds } from "./options.ts";
-import { flushOut, outputClosed, outputMode, printError } from "./output.ts";
+import { errorsClosed, flushOut, outputClosed, outputMode, printError } from "./output.ts";
 import type { requestCommand } from "./request.ts";
 import type { sendCommand } from "./send.ts";
 import type { serveCommand } from "./serve.ts";
@@ -338,8 +338,8 @@ function writeFailed(stream: NodeJS.WriteStream, err: NodeJS.ErrnoException): ne
 if (isMain()) {
   for (const stream of [process.stdout, process.stderr]) {
     stream.on("error", (err: NodeJS.ErrnoException) => {
-      // `serve | head -1`, `get … | head -1`: the output ends, the command goes on.
-      if (stream === process.stdout && outputClosed(err)) return;
+      // `serve | head -1`, `get … | head -1`: the output ends, the command goes on (`2>&1`: its notices too).
+      if (stream === process.stdout ? outputClosed(err) : errorsClosed(err)) return;
       writeFailed(stream, err);
     });
   }

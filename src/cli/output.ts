@@ -88,6 +88,15 @@ export function outputClosed(err: NodeJS.ErrnoException): boolean {
   return true;
 }
 
+/**
+ * Whether a failed write to stderr ends only what goes there (the notices of a command whose stdout is a
+ * {@link reportOutput} or {@link logOutput}): `get … 2>&1 | head -1`, a retry's notice after the reader
+ * went away, ended the downloads on the spot with exit 0. Later writes to it are lost, not fatal.
+ */
+export function errorsClosed(err: NodeJS.ErrnoException): boolean {
+  return closable && err.code === "EPIPE";
+}
+
 /** Writes `text` to stdout, within the log's bound when stdout is a log. */
 function toStdout(text: string): void {
   if (closed) return;
