@@ -133,7 +133,8 @@ export interface EngineIdempotencyStore extends IdempotencyStore {
    * still ran. Resolves once written (what the engine does not take in time
    * stays a claim of a node that left). Handlers that end within
    * `graceMs` (default 0) answer for themselves. Answers the engine refused
-   * before, being written again, get one more try, then are dropped.
+   * before, being written again, get one more try, then are dropped; those
+   * refused later (a handler answering after the close) are not kept.
    */
   settleRunning(message: string, graceMs?: number): Promise<void>;
 }
@@ -232,6 +233,12 @@ class EngineStore implements EngineIdempotencyStore {
    */
   private readonly unsettled = new Map<string, Unsettled>();
   private unsettledBytes = 0;
+  /**
+   * {@link settleRunning} ran (this node left the cluster): an answer the engine does not take is no longer
+   * written again. A handler still running past the close answered later, its write failed on the closed
+   * engine, and it was tried every 2 s until its lease or expiry ended (10 min) after the server closed.
+   */
+  private left = false;
   /** Tokens of this node's claims whose write failed ({@link abandon}), oldest first: at most {@link ABANDONED_MAX}. */
   private readonly abandoned = new Set<string>();
 
@@ -572,6 +579,7 @@ class EngineStore implements EngineIdempotencyStore {
       ...[...this.unsettled].map(([key, u]) => this.settleNow(key, u, true)),
     ]);
     for (const [key, u] of [...this.unsettled]) this.unsettle(key, u);
+    this.left = true;
   }
 
   async complete(key: string, token: string, outcome: IdempotencyOutcome, fingerprint?: string): Promise<void> {
@@ -648,6 +656,7 @@ class EngineStore implements EngineIdempotencyStore {
    * {@link UNSETTLED_BYTES} of answers (past it, an answer is kept as an error saying the handler ran).
    */
   private settleLater(key: string, u: Omit<Unsettled, "delay" | "timer">): void {
+    if (this.left) return;
     const old = this.unsettled.get(key);
     if (old !== undefined) this.unsettle(key, old);
     let { value, bytes } = u;

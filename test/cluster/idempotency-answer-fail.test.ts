@@ -137,3 +137,46 @@ describe("cluster idempotency: answers being written again when the server close
     assert.equal(inner.unsettled.size, 0);
   });
 });
+
+describe("cluster idempotency: a handler that answers after the server closed", { timeout: 60_000 }, () => {
+  let engine: EngineServer | undefined;
+  let server: Server | undefined;
+  let conn: Connection | undefined;
+
+  after(async () => {
+    conn?.destroy();
+    await server?.close({ timeoutMs: 100 });
+    await engine?.stop();
+  });
+
+  it("is not written again on the closed engine until its lease ends (10 min)", async () => {
+    const e = await startEngine("redis");
+    engine = e;
+    const cluster = redisCluster({ url: e.url, nodeId: "a", name: "late", heartbeatMs: 100 });
+    const storeErrors: string[] = [];
+    server = createServer({
+      cluster,
+      idempotency: { waitMs: 3000, onStoreError: (x, op) => storeErrors.push(`${op}: ${(x as Error).message}`) },
+    });
+    let go!: () => void;
+    const gate = new Promise<void>((r) => (go = r));
+    let started!: () => void;
+    const running = new Promise<void>((r) => (started = r));
+    server.handle("/pay", async () => {
+      started();
+      await gate;
+      return ANSWER;
+    });
+    await server.listen("tcp://127.0.0.1:0");
+    conn = await connect(server.urls[0]);
+    void conn.request("/pay", "x", { idempotencyKey: "order-3", timeoutMs: 0 }).catch(() => {});
+    await running;
+    // The close does not wait for the handler (past its timeout): the cluster leaves, its engine is closed.
+    await server.close({ timeoutMs: 100 });
+    go();
+    for (let i = 0; i < 250 && storeErrors.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.match(storeErrors[0] ?? "", /^complete: /, "the late answer's write failed");
+    const inner = cluster.idempotencyStore as unknown as { unsettled: Map<string, unknown> };
+    assert.equal(inner.unsettled.size, 0, "nothing kept to be written again");
+  });
+});
