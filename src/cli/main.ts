@@ -13,7 +13,7 @@ import { PointSubError, toPointSubError } from "../errors/error.ts";
 import type { benchCommand } from "./bench.ts";
 import type { getCommand, lsCommand } from "./get.ts";
 import { bytes, integer, nodeTooOld, parseBytes, parseHostPort, parseRoute, parseSeconds } from "./options.ts";
-import { errorsClosed, flushOut, outputClosed, outputMode, printError } from "./output.ts";
+import { errorsClosed, flushOut, outputClosed, outputMode, printError, unlessLogStalls } from "./output.ts";
 import type { requestCommand } from "./request.ts";
 import type { sendCommand } from "./send.ts";
 import type { serveCommand } from "./serve.ts";
@@ -358,11 +358,12 @@ if (isMain()) {
   // was handed to stdout and stderr, without tearing down the heap and the isolate as a natural exit
   // does (~10 ms here after `send -r` of 2,000 files). The compile cache is written first: an exit
   // may otherwise end before it is (Node writes it when the process ends naturally).
-  process.stdout.write("", () =>
-    process.stderr.write("", () => {
-      checkWrites();
-      (nodeModule as { flushCompileCache?: () => void }).flushCompileCache?.();
-      process.exit(code);
-    }),
-  );
+  const exit = () => {
+    checkWrites();
+    (nodeModule as { flushCompileCache?: () => void }).flushCompileCache?.();
+    process.exit(code);
+  };
+  process.stdout.write("", () => process.stderr.write("", exit));
+  // A server's log whose reader takes nothing (a stuck `| tee`) does not keep the closed server alive.
+  unlessLogStalls(exit);
 }

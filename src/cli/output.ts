@@ -80,6 +80,30 @@ export function logOutput(note: (lines: number) => string): void {
   closable = true;
 }
 
+/**
+ * How long the end of a server's log ({@link logOutput}) waits for a reader that takes nothing, in ms:
+ * past it, the process ends without writing the rest. A SIGTERM closed `serve | tee log` with tee stuck,
+ * and the process then waited for ever to hand its backlog over (a service manager's stop until its SIGKILL).
+ */
+export const LOG_EXIT_STALL_MS = 2000;
+
+/**
+ * Calls `exit` once stdout and stderr, a server's log and notices, took nothing of what they hold for
+ * {@link LOG_EXIT_STALL_MS} (never for other commands' output).
+ */
+export function unlessLogStalls(exit: () => void): void {
+  if (log === undefined) return;
+  const held = () => process.stdout.writableLength + process.stderr.writableLength;
+  let left = held();
+  const timer = setInterval(() => {
+    const now = held();
+    if (now > 0 && now >= left) exit();
+    left = now;
+  }, LOG_EXIT_STALL_MS);
+  // Only while the final write waits: once it is done the process ends by itself.
+  timer.unref();
+}
+
 /** Whether a failed write to stdout ends only the output ({@link reportOutput}, {@link logOutput}): true once it did. */
 export function outputClosed(err: NodeJS.ErrnoException): boolean {
   if (!closable || err.code !== "EPIPE") return false;
