@@ -521,7 +521,10 @@ export class IncomingStreams {
    * and its own last frame (or `floor`, if later); undefined when none.
    */
   lateFinal(now: number, timeoutMs: number, floor: number): LateStream | undefined {
-    if (this.streams.size === 0) return undefined;
+    // None while answers wait to be written: the probe's PING (a control frame) would overtake them, and an
+    // honest peer whose answer is still on its way (a large one on a slow link) would answer it first and be
+    // cut; answers the peer does not take are minAnswerBytesPerSecond's to judge.
+    if (this.streams.size === 0 || this.outbox.writer.answerQueued !== 0) return undefined;
     for (const st of this.streams.values()) {
       if (!st.outDone || st.inDone) continue;
       const last = st.lastFrameAt > floor ? st.lastFrameAt : floor;
