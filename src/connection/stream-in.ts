@@ -476,6 +476,12 @@ export class IncomingStreams {
       this.dispatcher.serving.delete(st.id);
       this.dispatcher.closeRequest();
       this.outbox.sendCancel(st.id, "ERR_CANCELLED");
+    } else if (this.dispatcher.serving.size !== 0 && this.dispatcher.serving.get(st.id) === st.call) {
+      // Answered, the answer still queued (served until handed to the transport: a large one on a slow
+      // link): its rest is dropped and CANCEL answers, as for a request (§3.4). Sent on, its end came
+      // after the PING the sender probes its CANCEL with (a control frame overtakes it): the sender cut
+      // an honest connection.
+      this.dispatcher.cancelServed(st.id, "ERR_CANCELLED");
     }
     this.release(st);
   }
