@@ -9,6 +9,7 @@ import {
   type LpConnectOptions,
   type LpTransportOptions,
   ms,
+  notLpAddress,
   resolveLpOptions,
 } from "./options.ts";
 
@@ -25,12 +26,7 @@ export async function connectLp(address: Address, options: LpConnectOptions = {}
       'connectLp needs options.runtime here (the "pointsub" entry point supplies its default runtime)',
     );
   }
-  if (!isLpAddress(address)) {
-    throw new PointSubError(
-      "ERR_UNSUPPORTED_URL",
-      `${String(address)} is not a length-prefix URL (want lp+tcp://host:port or lp+unix:///path)`,
-    );
-  }
+  if (!isLpAddress(address)) throw notLpAddress(address);
   const resolved = resolveLpOptions(options);
   // Checked before connecting: a NaN or negative one made the transport's timer fire at once or never.
   const connectTimeoutMs = ms("connectTimeoutMs", options.connectTimeoutMs, 10_000);

@@ -6,6 +6,7 @@
 import { PointSubError } from "../errors/error.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import type { TransportConnectOptions } from "../transport/transport.ts";
+import { refuseCredentials } from "../transport/url-credentials.ts";
 import { LP_MAX_LENGTH } from "./decoder.ts";
 
 /** Default of {@link LpOptions.maxOwedBytes}. */
@@ -97,6 +98,24 @@ export interface LpTransportOptions {
   readonly [LP_FRAMING]?: true;
   /** TCP keepalive delay in ms (the `keepAliveMs` option); 0 = off. Default: off (the lp mode passes its `keepAliveMs`, 30000). */
   keepAliveMs?: number;
+}
+
+/**
+ * ERR_UNSUPPORTED_URL: `address` is not an lp+ URL — or ERR_INVALID_ARGUMENT for a URL with credentials,
+ * which the message would otherwise show (the transports refuse those, url-credentials.ts).
+ */
+export function notLpAddress(address: unknown): PointSubError {
+  const url =
+    address instanceof URL
+      ? address
+      : typeof address === "string" && URL.canParse(address)
+        ? new URL(address)
+        : undefined;
+  if (url !== undefined) refuseCredentials(url);
+  return new PointSubError(
+    "ERR_UNSUPPORTED_URL",
+    `${String(address)} is not a length-prefix URL (want lp+tcp://host:port or lp+unix:///path)`,
+  );
 }
 
 /** True for `lp+…` addresses (a string or URL whose scheme starts with `lp+`). */

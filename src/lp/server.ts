@@ -16,6 +16,7 @@ import {
   LP_FRAMING,
   type LpOptions,
   type LpTransportOptions,
+  notLpAddress,
   type ResolvedLpOptions,
   resolveLpOptions,
 } from "./options.ts";
@@ -97,12 +98,7 @@ export class LpServer extends EventEmitter<LpServerEvents> {
     const started: TransportListener[] = [];
     try {
       for (const a of addresses) {
-        if (!isLpAddress(a)) {
-          throw new PointSubError(
-            "ERR_UNSUPPORTED_URL",
-            `${String(a)} is not a length-prefix URL (want lp+tcp://host:port or lp+unix:///path)`,
-          );
-        }
+        if (!isLpAddress(a)) throw notLpAddress(a);
         const { adapter, address } = this.runtime.transports.resolve(a);
         const o: LpServerOptions & LpTransportOptions = {
           ...this.options,

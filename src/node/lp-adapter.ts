@@ -26,6 +26,8 @@ import { readerForAccepted, SocketReader } from "./socket-reader.ts";
 import { hostUrl, SocketTransport, urlHost } from "./socket-transport.ts";
 
 function lpUrl(scheme: "lp+tcp" | "lp+unix", address: TransportAddress, options: LpTransportOptions): URL {
+  // First: the refusals below show the address (a pointsub listen on lp+tcp://user:password@… showed them).
+  if (address instanceof URL) refuseCredentials(address);
   if (options[LP_FRAMING] !== true) {
     throw new PointSubError(
       "ERR_UNSUPPORTED_URL",
@@ -35,7 +37,7 @@ function lpUrl(scheme: "lp+tcp" | "lp+unix", address: TransportAddress, options:
   if (!(address instanceof URL) || address.protocol !== `${scheme}:`) {
     throw new PointSubError("ERR_UNSUPPORTED_URL", `the ${scheme} transport takes ${scheme}:// URLs, not ${address}`);
   }
-  return refuseCredentials(address);
+  return address;
 }
 
 function tcpPort(url: URL): number {

@@ -10,7 +10,15 @@ import assert from "node:assert/strict";
 import http from "node:http";
 import type * as net from "node:net";
 import { describe, it } from "node:test";
-import { Client, connect, connectResilient, createServer, type PointSubError } from "../../src/index.ts";
+import {
+  Client,
+  connect,
+  connectLp,
+  connectResilient,
+  createLpServer,
+  createServer,
+  type PointSubError,
+} from "../../src/index.ts";
 
 const SECRET = "s3cr3t-pw";
 
@@ -63,6 +71,22 @@ describe("URLs with credentials", () => {
       await conn.close();
     } finally {
       await client.close();
+      await server.close();
+    }
+  });
+
+  it("a URL given to the wrong kind (lp+ to pointsub, tcp:// to the lp API) is refused without showing its credentials", async () => {
+    const server = createLpServer();
+    try {
+      await assert.rejects(connect(`lp+tcp://alice:${SECRET}@127.0.0.1:1`), refused);
+      await assert.rejects(createServer().listen(`lp+tcp://alice:${SECRET}@127.0.0.1:0`), refused);
+      await assert.rejects(connectLp(`tcp://alice:${SECRET}@127.0.0.1:1`), refused);
+      await assert.rejects(connectLp(new URL(`ws://alice:${SECRET}@127.0.0.1:1/`)), refused);
+      await assert.rejects(server.listen(`tcp://alice:${SECRET}@127.0.0.1:0`), refused);
+      // Without credentials, the kind is what is wrong.
+      await assert.rejects(createServer().listen("lp+tcp://127.0.0.1:0"), { code: "ERR_UNSUPPORTED_URL" });
+      await assert.rejects(connectLp("tcp://127.0.0.1:1"), { code: "ERR_UNSUPPORTED_URL" });
+    } finally {
       await server.close();
     }
   });
