@@ -627,9 +627,17 @@ function wsError(err: Error & { code?: string }): PointSubError {
  * (most often a path the server does not serve, 404): ERR_PROTOCOL, not retryable (before, ERR_CONNECT:
  * a resilient client tried a wrong path again for ever). 408, 429 and 5xx stay ERR_CONNECT (retryable).
  */
-function upgradeRefused(url: URL, status: number, text: string): PointSubError {
+function upgradeRefused(url: URL, status: number, text: string, location: string | undefined): PointSubError {
   const message = `cannot connect to ${url.href}: HTTP ${status} ${text}`;
   if (status === 503) return new PointSubError("ERR_OVERLOADED", message);
+  // A redirect: asking the same URL again gets the same answer (before, a retryable ERR_CONNECT: a
+  // resilient client asked for ever). Not followed: where it leads is the server's word, not the caller's URL.
+  if (status >= 300 && status < 400) {
+    const to = location === undefined ? "" : ` to ${JSON.stringify(location.slice(0, 200))}`;
+    return new PointSubError("ERR_PROTOCOL", `${message}: redirected${to}`, {
+      suggestion: "The server redirects the WebSocket upgrade: connect to the URL it names, if you trust it.",
+    });
+  }
   if (status === 401 || status === 403) return new PointSubError("ERR_UNAUTHORIZED", message);
   if (status >= 400 && status < 500 && status !== 408 && status !== 429) {
     return new PointSubError("ERR_PROTOCOL", message, {
@@ -720,7 +728,7 @@ async function connectWs(url: URL, options: TransportConnectOptions & WsTranspor
     // deadline counts from now, whatever arrives.
     timer = connectDeadline(url, options.connectTimeoutMs, fail);
     ws.once("unexpected-response", (_req: unknown, res: Http.IncomingMessage) => {
-      fail(upgradeRefused(url, res.statusCode ?? 0, res.statusMessage ?? ""));
+      fail(upgradeRefused(url, res.statusCode ?? 0, res.statusMessage ?? "", res.headers.location));
     });
     ws.once("error", (err: Error) => {
       const timedOut = /timed out/i.test(err.message);

@@ -5,7 +5,8 @@
  * ERR_UNAUTHORIZED for 401/403) — while 408, 429 and 5xx are the server's
  * passing state and stay retryable. Before, every status but 401 and 503
  * was ERR_CONNECT (retryable): a resilient client pointed at a wrong path
- * retried for ever.
+ * retried for ever. A 3xx redirect, not followed, is ERR_PROTOCOL too (it
+ * was ERR_CONNECT: the same URL redirected again, for ever).
  */
 import assert from "node:assert/strict";
 import http from "node:http";
@@ -27,7 +28,8 @@ async function refusingServer(): Promise<{ port: number; close(): Promise<void> 
   server.on("upgrade", (req, socket: Socket) => {
     const status = Number(req.url?.slice(1));
     const text = http.STATUS_CODES[status] ?? "Refused";
-    socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+    const location = status >= 300 && status < 400 ? "Location: ws://127.0.0.1:1/elsewhere\r\n" : "";
+    socket.end(`HTTP/1.1 ${status} ${text}\r\n${location}Connection: close\r\nContent-Length: 0\r\n\r\n`);
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   return {
@@ -40,10 +42,13 @@ async function refusingServer(): Promise<{ port: number; close(): Promise<void> 
 }
 
 describe("ws:// upgrade refused with an HTTP status", () => {
-  it("4xx (but 408 and 429) is not retryable; 408, 429 and 5xx are", async () => {
+  it("3xx and 4xx (but 408 and 429) are not retryable; 408, 429 and 5xx are", async () => {
     const server = await refusingServer();
     try {
       const expected: [number, string, boolean][] = [
+        // A redirect was a retryable ERR_CONNECT: the same URL redirected again, for ever.
+        [301, "ERR_PROTOCOL", false],
+        [307, "ERR_PROTOCOL", false],
         [400, "ERR_PROTOCOL", false],
         [401, "ERR_UNAUTHORIZED", false],
         [403, "ERR_UNAUTHORIZED", false],
@@ -60,6 +65,7 @@ describe("ws:// upgrade refused with an HTTP status", () => {
           assert.equal(e.code, code, `HTTP ${status}: ${e.message}`);
           assert.equal(e.retryable, retryable, `HTTP ${status}`);
           assert.match(e.message, new RegExp(`HTTP ${status}\\b`));
+          if (status < 400) assert.match(e.message, /redirected to "ws:\/\/127\.0\.0\.1:1\/elsewhere"/);
           return true;
         });
       }
