@@ -598,9 +598,13 @@ describe("cluster engine unreachable", () => {
       const flaky: ClusterEngine = Object.create(real);
       let subscribes = 0;
       const subscribe = real.subscribe.bind(flaky);
+      // The third subscription fails (the first two, "members" and "bc", are made): a rejection rather than a
+      // hang, so the retried join has the default connectTimeoutMs (a loaded CI machine took over 500 ms).
       flaky.subscribe = (subject, onMessage) =>
-        ++subscribes === 3 ? new Promise<void>(() => {}) : subscribe(subject, onMessage);
-      const retried = new Cluster(flaky, { nodeId: "retried", name: "retry", connectTimeoutMs: 500, heartbeatMs: 100 });
+        ++subscribes === 3
+          ? Promise.reject(new Error("the engine refused this subscription"))
+          : subscribe(subject, onMessage);
+      const retried = new Cluster(flaky, { nodeId: "retried", name: "retry", heartbeatMs: 100 });
       const rs = createServer({ cluster: retried });
       servers.push(rs);
       await assert.rejects(rs.listen("tcp://127.0.0.1:0"), { code: "ERR_CONNECT" });

@@ -47,7 +47,7 @@ describe("natsCluster: a listen retried after one that timed out", { timeout: 30
     engine = await startEngine("nats");
     await new Promise<void>((r) => relay.listen(0, "127.0.0.1", r));
     const url = `127.0.0.1:${(relay.address() as { port: number }).port}`;
-    const cluster = natsCluster({ nodeId: "a", name: "retry", heartbeatMs: 100, connectTimeoutMs: 500, servers: url });
+    const cluster = natsCluster({ nodeId: "a", name: "retry", heartbeatMs: 100, connectTimeoutMs: 2000, servers: url });
     server = createServer({ cluster });
     engine.pause();
     const first = await server.listen("tcp://127.0.0.1:0").then(
