@@ -12,7 +12,8 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
-import { crc32c, crc32cCombine } from "../src/codec/crc32c.ts";
+import { crc32c } from "../src/codec/crc32c.ts";
+import { crc32cCombine } from "../src/codec/crc32c-combine.ts";
 import { type ProgressSnapshot, SharedConnection, sendResumable } from "../src/index.ts";
 import { connect, createLibp2pNode, createServer } from "../src/p2p/index.ts";
 

@@ -5,7 +5,8 @@
  * connects only to 127.0.0.1, and reports what it sent and what it saw.
  */
 import { isMainThread, parentPort, workerData } from "node:worker_threads";
-import { crc32c, crc32cCombine } from "../../src/codec/crc32c.ts";
+import { crc32c } from "../../src/codec/crc32c.ts";
+import { crc32cCombine } from "../../src/codec/crc32c-combine.ts";
 import {
   BOMB_EXPECT,
   type BombKind,

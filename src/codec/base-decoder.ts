@@ -1,6 +1,6 @@
 import { PointSubError } from "../errors/error.ts";
 import { readU32 } from "./bytes.ts";
-import { type Crc32c, crc32cCombine, JS_CRC32C_IMPL } from "./crc32c.ts";
+import { type Crc32c, combineCrcs, JS_CRC32C_IMPL } from "./crc32c.ts";
 import {
   ALLOWED_FLAGS,
   CRC_LENGTH,
@@ -245,9 +245,10 @@ export class BaseDecoder {
         let payloadCrc = -1;
         if (this.checksum) {
           let crc: number;
-          if (this.type === FrameType.STREAM && this.length >= 4096) {
+          const combine = combineCrcs;
+          if (this.type === FrameType.STREAM && this.length >= 4096 && combine !== undefined) {
             payloadCrc = this.crc.range(chunk, pstart, pend);
-            crc = crc32cCombine(this.crc.range(chunk, hstart, pstart), payloadCrc, this.length);
+            crc = combine(this.crc.range(chunk, hstart, pstart), payloadCrc, this.length);
           } else {
             crc = this.crc.range(chunk, hstart, pend);
           }
@@ -296,8 +297,12 @@ export class BaseDecoder {
     const len = this.length;
     let payloadCrc = -1;
     if (this.checksum) {
-      payloadCrc = this.crc.range(body, 0, len);
-      if (crc32cCombine(this.headCrc, payloadCrc, len) !== readU32(body, len)) throw this.checksumError();
+      // Without the combine (a browser before its stream engine loads): over the bytes, after the header's CRC.
+      const combine = combineCrcs;
+      if (combine !== undefined) payloadCrc = this.crc.range(body, 0, len);
+      const crc =
+        combine !== undefined ? combine(this.headCrc, payloadCrc, len) : this.crc.range(body, 0, len, this.headCrc);
+      if (crc !== readU32(body, len)) throw this.checksumError();
     }
     this.emit(body, 0, len, payloadCrc);
     return pos;

@@ -47,29 +47,3 @@ export interface CompressionCodec {
   /** Compressed size of a small sample, computed synchronously (cheap probe). */
   probe(sample: Uint8Array): number;
 }
-
-const codecs = new Map<number, CompressionCodec>();
-
-/** Makes a codec available to every connection created afterwards. */
-export function registerCodec(codec: CompressionCodec): void {
-  codecs.set(codec.id, codec);
-}
-
-export function codecById(id: number): CompressionCodec | undefined {
-  return codecs.get(id);
-}
-
-export function codecByName(name: string): CompressionCodec | undefined {
-  for (const c of codecs.values()) if (c.name === name) return c;
-  return undefined;
-}
-
-/** HELLO `compression` mask of the registered codecs. */
-export function localCodecMask(): number {
-  let m = 0;
-  for (const id of codecs.keys()) m |= 1 << (id - 1);
-  return m;
-}
-
-/** Preference order for `compress: "auto"`: fast first. */
-export const AUTO_ORDER: readonly number[] = [CodecId.ZSTD, CodecId.DEFLATE_RAW, CodecId.GZIP, CodecId.BROTLI];

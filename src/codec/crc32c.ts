@@ -8,7 +8,7 @@
 /** Computes CRC32C of `data`, continuing from `initial` (the CRC of earlier bytes). */
 export type Crc32cFunction = (data: Uint8Array, initial?: number) => number;
 
-const POLY = 0x82f63b78;
+export const POLY = 0x82f63b78;
 const T = new Int32Array(8 * 256);
 for (let n = 0; n < 256; n++) {
   let c = n;
@@ -116,54 +116,17 @@ export function crc32cImplementation(): string {
   return implName;
 }
 
-/** a(x) · b(x) modulo the polynomial, both in reflected bit order. */
-function multModP(a: number, b: number): number {
-  let m = 0x80000000;
-  let p = 0;
-  let bb = b >>> 0;
-  for (;;) {
-    if ((a & m) !== 0) {
-      p ^= bb;
-      if ((a & (m - 1)) === 0) break;
-    }
-    m >>>= 1;
-    bb = bb & 1 ? (bb >>> 1) ^ POLY : bb >>> 1;
-  }
-  return p >>> 0;
-}
-
-/** X2N[k] = x^(2^k) modulo the polynomial. */
-const X2N = new Uint32Array(32);
-{
-  let p = 0x40000000; // x^1
-  X2N[0] = p;
-  for (let k = 1; k < 32; k++) {
-    p = multModP(p, p);
-    X2N[k] = p;
-  }
-}
-
-/** x^(n · 2^k) modulo the polynomial. */
-function x2nModP(n: number, k: number): number {
-  let p = 0x80000000; // x^0
-  let nn = n;
-  let kk = k;
-  while (nn > 0) {
-    if (nn % 2 === 1) p = multModP(X2N[kk & 31], p);
-    nn = Math.floor(nn / 2);
-    kk++;
-  }
-  return p;
-}
-
 /**
- * CRC32C of the concatenation A‖B from crc(A), crc(B) and B's length, in
- * O(log length) without touching the bytes (zlib's crc32_combine method).
- * Lets a frame checksum and an end-to-end checksum share one pass over data.
+ * The CRC32C of A‖B from CRC(A), CRC(B) and B's length (`crc32cCombine`,
+ * `crc32c-combine.ts`), once code that has it is loaded: the stream engine
+ * installs it (`connection/stream-engine.ts`). A browser page's first load
+ * has no combine: its decoder and writer compute over the bytes instead.
  */
-export function crc32cCombine(crcA: number, crcB: number, lengthB: number): number {
-  if (lengthB === 0) return crcA >>> 0;
-  return (multModP(x2nModP(lengthB, 3), crcA >>> 0) ^ crcB) >>> 0;
+export let combineCrcs: ((crcA: number, crcB: number, lengthB: number) => number) | undefined;
+
+/** Installs {@link combineCrcs} (the first one stays). */
+export function useCombine(combine: (crcA: number, crcB: number, lengthB: number) => number): void {
+  combineCrcs ??= combine;
 }
 
 /** A CRC32C as receipts and quick checks write it: 8 lowercase hex digits. */

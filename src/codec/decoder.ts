@@ -10,7 +10,7 @@
 
 import { PointSubError } from "../errors/error.ts";
 import { BaseDecoder, NO_BYTES, State, UNLIMITED_STEPS } from "./base-decoder.ts";
-import { crc32cCombine } from "./crc32c.ts";
+import { crc32cCombine } from "./crc32c-combine.ts";
 import { CRC_LENGTH, FrameType } from "./frame.ts";
 
 export { allocateUninitialized, BaseDecoder, type FrameSink } from "./base-decoder.ts";

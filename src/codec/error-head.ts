@@ -1,6 +1,6 @@
 /**
- * The head of an error response (docs/PROTOCOL.md §3.4), in a file of its
- * own: only a responder writes one (the request dispatcher, which comes with
+ * The heads of responses (docs/PROTOCOL.md §3.4), in a file of their
+ * own: only a responder writes them (the request dispatcher, which comes with
  * the stream engine); `message-head.ts` decodes them.
  */
 import { writeU16 } from "./bytes.ts";
@@ -8,6 +8,9 @@ import { MAX_REASON_BYTES } from "./control.ts";
 import { Status } from "./frame.ts";
 import { MAX_RETRY_AFTER_MS } from "./message-head.ts";
 import { varintLength, writeVarint } from "./varint.ts";
+
+/** The head of an OK response: the status byte alone. */
+export const OK_HEAD: Uint8Array = new Uint8Array([Status.OK]);
 
 const utf8 = new TextEncoder();
 /** The error codes' UTF-8, encoded once each (a fixed set of ASCII names). */

@@ -102,8 +102,5 @@ export const MAX_HELLO_SIZE = 4096;
 export const PING_LENGTH = 8;
 export const CANCEL_LENGTH = 2;
 
-/** Size of a STREAM END frame's trailer: varint content length is followed by this u32 CRC32C. */
-export const STREAM_CRC_LENGTH = 4;
-
 /** Response status byte. */
 export const Status = { OK: 0, ERROR: 1 } as const;

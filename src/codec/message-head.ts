@@ -5,7 +5,6 @@
  */
 import { PointSubError } from "../errors/error.ts";
 import { readU16 } from "./bytes.ts";
-import { Status } from "./frame.ts";
 import { readVarint, type VarintResult, varintLength, writeVarint } from "./varint.ts";
 
 const utf8 = new TextEncoder();
@@ -13,9 +12,6 @@ const fromUtf8 = new TextDecoder();
 
 /** Longest route, in UTF-8 bytes. */
 export const MAX_ROUTE = 1024;
-
-/** The head of an OK response: the status byte alone. */
-export const OK_HEAD: Uint8Array = new Uint8Array([Status.OK]);
 
 /** A request's route head: varint length, then the route as UTF-8. Throws ERR_INVALID_ARGUMENT for a bad route. */
 export function encodeRouteHead(route: string): Uint8Array {

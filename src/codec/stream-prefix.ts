@@ -1,8 +1,10 @@
 import { PointSubError } from "../errors/error.ts";
 import { readU32, writeU32 } from "./bytes.ts";
-import { STREAM_CRC_LENGTH } from "./frame.ts";
 import { MAX_ROUTE } from "./message-head.ts";
 import { readVarint, type VarintResult, varintLength, writeVarint } from "./varint.ts";
+
+/** Size of a STREAM END frame's trailer: varint content length is followed by this u32 CRC32C. */
+export const STREAM_CRC_LENGTH = 4;
 
 /** Longest route, in UTF-8 bytes. */
 export const MAX_ROUTE_BYTES = MAX_ROUTE;

@@ -11,12 +11,14 @@
 
 import { Flag, FrameType } from "../codec/frame.ts";
 import { PointSubError } from "../errors/error.ts";
-import { ASSEMBLY_OVERHEAD } from "./budget.ts";
 import type { PendingCall } from "./calls.ts";
 import { idKey } from "./id-key.ts";
 import { type Inbound, inputTime } from "./inbound.ts";
 import { creditDue } from "./link.ts";
 import { answering } from "./request-progress.ts";
+
+/** Bytes charged per unfinished message on top of its declared size: its bookkeeping and buffer headers. */
+export const ASSEMBLY_OVERHEAD = 1024;
 
 /**
  * Unfinished chunked messages one peer may have open here; more are refused

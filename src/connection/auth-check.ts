@@ -4,11 +4,14 @@
  * ERR_UNAUTHORIZED. Comes with the stream engine, which a server installs
  * up front: a browser page (a client only) never loads it.
  */
-import { Flag, FrameType } from "../codec/frame.ts";
-import type { Handshake } from "./handshake.ts";
+import { Flag, FRAME_TYPE_NAMES, FrameType, MAX_AUTH_SIZE } from "../codec/frame.ts";
+import { PointSubError } from "../errors/error.ts";
+import { AUTH_WAIT_CREDENTIALS, type Handshake } from "./handshake.ts";
 import type { Authenticator } from "./types.ts";
 
 const EMPTY = new Uint8Array(0);
+/** `Handshake.authState` while the hook runs (`handshake.ts` names it too: kept here, apart from a page's first load). */
+const AUTH_CHECKING = 2;
 const decoder = new TextDecoder();
 
 /** Runs `hs`'s authenticator on the client's `credentials` (a copy); the handshake is waiting for its answer. */
@@ -30,4 +33,19 @@ export function checkCredentials(hs: Handshake, credentials: Uint8Array): void {
     },
     (err: unknown) => hs.refuse(err),
   );
+}
+
+/** A frame while a server's `hs` waits for the client's credentials or checks them: only one AUTH is allowed. */
+export function authFrame(hs: Handshake, type: number, flags: number, payload: Uint8Array): void {
+  if (type !== FrameType.AUTH) {
+    throw PointSubError.fromPeer("ERR_UNAUTHORIZED", `${FRAME_TYPE_NAMES[type]} frame before authentication completed`);
+  }
+  if (hs.authState !== AUTH_WAIT_CREDENTIALS || (flags & Flag.ACK) !== 0) {
+    throw PointSubError.fromPeer("ERR_PROTOCOL", "unexpected AUTH frame");
+  }
+  if (payload.length > MAX_AUTH_SIZE) throw PointSubError.fromPeer("ERR_PROTOCOL", "AUTH credentials too long");
+  hs.authState = AUTH_CHECKING;
+  const credentials = payload.slice();
+  // A turn later, as when the engine was awaited here.
+  queueMicrotask(() => checkCredentials(hs, credentials));
 }

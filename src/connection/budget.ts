@@ -55,10 +55,6 @@ export class MemoryBudget {
   }
 }
 
-/** Bytes charged per unfinished message on top of its declared size: its bookkeeping and buffer headers. */
-export const ASSEMBLY_OVERHEAD = 1024;
-/** Bytes charged per request whose handler is running, on top of its body. */
-export const CALL_OVERHEAD = 512;
 /**
  * A peer's share of the budget for answers owed to it: once more than
  * `limit / ANSWER_SHARE` of answers wait for its credit or its reading, and

@@ -12,7 +12,13 @@ import { varintLength } from "../codec/varint.ts";
 import { type StreamItem, streamCost } from "../stream/item.ts";
 import type { Queue } from "../util/queue.ts";
 import { bodyEnds } from "./request-progress.ts";
-import { type BulkState, FLUSH_BYTES, type FrameWriter, MAX_OPEN_CHUNKED, type OutMessage } from "./writer.ts";
+import { type BulkState, FLUSH_BYTES, type FrameWriter, type OutMessage } from "./writer.ts";
+
+/**
+ * Chunked messages (MSG, REQ, RES) this side has started and not ended at
+ * once; docs/PROTOCOL.md §3.6 lets a receiver refuse more than 1024.
+ */
+export const MAX_OPEN_CHUNKED = 256;
 
 /** A chunk smaller than this is not sent while more credit may come (avoids slivers). */
 const MIN_CHUNK = 16 * 1024;

@@ -19,15 +19,14 @@
  * 16 KiB, 64 KiB reads) stays far below.
  */
 
-import { encodeErrorHead } from "../codec/error-head.ts";
+import { encodeErrorHead, OK_HEAD } from "../codec/error-head.ts";
 import { FrameType } from "../codec/frame.ts";
-import { OK_HEAD } from "../codec/message-head.ts";
 import { codeInfo, type ErrorCode } from "../errors/codes.ts";
 import { describeThrown } from "../errors/describe.ts";
 import { PointSubError } from "../errors/error.ts";
 import type { Router } from "../router/router.ts";
 import type { CallContext } from "../router/types.ts";
-import { ANSWER_SHARE, CALL_OVERHEAD, type MemoryBudget } from "./budget.ts";
+import { ANSWER_SHARE, type MemoryBudget } from "./budget.ts";
 import { CallTable } from "./call-table.ts";
 import { ServerCall } from "./calls.ts";
 import type { Connection } from "./connection.ts";
@@ -39,6 +38,9 @@ import type { ReadGate } from "./read-gate.ts";
 import type { Stats } from "./stats.ts";
 import { toBytes } from "./to-bytes.ts";
 import type { HandlerResult, Message } from "./types.ts";
+
+/** Bytes charged per request whose handler is running, on top of its body. */
+export const CALL_OVERHEAD = 512;
 
 /** Budgets holding an answer charged past them (one at a time each: see {@link Dispatcher.finishHandler}). */
 const pastBudget = new WeakSet<MemoryBudget>();

@@ -9,7 +9,15 @@
 import { Flag, FrameType } from "../codec/frame.ts";
 import { PointSubError } from "../errors/error.ts";
 import { FrameRouter } from "./frames.ts";
-import { STEP_FRAMES } from "./read-gate.ts";
+
+/**
+ * Frames the decoder hands on between two looks at the clock (a BATCH's
+ * inner frames count one by one): what one read (or one BATCH) may run past
+ * the budgets above. Honest traffic's frames cost microseconds at most, so
+ * a step is well under a millisecond; a hostile peer's costliest ones keep
+ * it to a few.
+ */
+export const STEP_FRAMES = 256;
 
 /** A frame read into memory of its own: its charge, its progress and the progress window's start. */
 interface ChargedBody {

@@ -23,7 +23,7 @@ import { decodeSettings, encodeSettings, Feature, type Settings } from "../codec
 import { readVarint, type VarintResult } from "../codec/varint.ts";
 import { codeForErrno } from "../errors/codes.ts";
 import { PointSubError } from "../errors/error.ts";
-import { loadStreamEngine } from "./stream-engine.ts";
+import { type StreamEngine, streamEngine } from "./stream-engine.ts";
 import type { Authenticator, AuthInfo } from "./types.ts";
 import type { FrameWriter } from "./writer.ts";
 
@@ -140,7 +140,7 @@ export function greeting(local: Settings, shared: boolean): Greeting {
   return g;
 }
 
-const AUTH_WAIT_CREDENTIALS = 1;
+export const AUTH_WAIT_CREDENTIALS = 1;
 const AUTH_CHECKING = 2;
 const AUTH_WAIT_ACK = 3;
 
@@ -230,33 +230,20 @@ export class Handshake {
 
   /** Frames while authentication is pending: only AUTH (and PING, GOAWAY, handled by the engine) are allowed. */
   onAuthFrame(type: number, flags: number, payload: Uint8Array): void {
-    const waiting = this.authState;
-    if (type !== FrameType.AUTH) {
-      throw PointSubError.fromPeer(
-        waiting === AUTH_WAIT_ACK ? "ERR_PROTOCOL" : "ERR_UNAUTHORIZED",
-        `${FRAME_TYPE_NAMES[type]} frame before authentication completed`,
-      );
-    }
-    if (waiting === AUTH_WAIT_ACK && (flags & Flag.ACK) !== 0) {
-      if (payload.length !== 0) throw PointSubError.fromPeer("ERR_PROTOCOL", "AUTH|ACK with a payload");
-      this.authState = 0;
-      this.port.opened();
+    // A server's side (it waits for credentials) comes with its stream engine, installed up front.
+    if (this.authState !== AUTH_WAIT_ACK) {
+      (streamEngine() as StreamEngine).authFrame(this, type, flags, payload);
       return;
     }
-    if (waiting !== AUTH_WAIT_CREDENTIALS || (flags & Flag.ACK) !== 0) {
-      throw PointSubError.fromPeer("ERR_PROTOCOL", "unexpected AUTH frame");
+    if (type !== FrameType.AUTH) {
+      throw PointSubError.fromPeer("ERR_PROTOCOL", `${FRAME_TYPE_NAMES[type]} frame before authentication completed`);
     }
-    if (payload.length > MAX_AUTH_SIZE) throw PointSubError.fromPeer("ERR_PROTOCOL", "AUTH credentials too long");
-    this.authState = AUTH_CHECKING;
-    const credentials = payload.slice();
-    // The server's check (`auth-check.ts`) comes with the stream engine, which a server installs up front.
-    loadStreamEngine().then(
-      (engine) => engine.checkCredentials(this, credentials),
-      (err: unknown) => this.refuse(err),
-    );
+    if ((flags & Flag.ACK) === 0) throw PointSubError.fromPeer("ERR_PROTOCOL", "unexpected AUTH frame");
+    if (payload.length !== 0) throw PointSubError.fromPeer("ERR_PROTOCOL", "AUTH|ACK with a payload");
+    this.authState = 0;
+    this.port.opened();
   }
 
-  /** @internal Authentication failed (`auth-check.ts`): close, saying why. */
   refuse(err: unknown): void {
     // The hook's own words only when it threw ERR_UNAUTHORIZED on purpose.
     const message =

@@ -49,11 +49,6 @@ export interface StreamTrace {
   lastProgress: number;
 }
 
-/** A new, empty {@link StreamTrace} (here, not in `diagnostics.ts`: the stream halves make one per stream). */
-export function streamTrace(): StreamTrace {
-  return { t0: 0, reported: 0, lastProgress: 0 };
-}
-
 const SILENT = NO_DIAGNOSTICS.channel("");
 /** Every channel of a silent publisher: the one silent channel, whatever its name (no list of the names up front). */
 const SILENT_CHANNELS = new Proxy({}, { get: () => SILENT });

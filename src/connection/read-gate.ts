@@ -4,7 +4,7 @@
  * milliseconds of work (fairness between peers and timers), holds input
  * back unprocessed once all peers' input took its share of one turn (so
  * many peers' reads landing in one turn cannot hold the event loop either)
- * — looking at both every {@link STEP_FRAMES} frames, not only between
+ * — looking at both every `STEP_FRAMES` (`frame-targets.ts`) frames, not only between
  * reads (one read, or one BATCH, can carry thousands of frames),
  * stops reading a peer that does not read what it is owed (the slow-peer
  * bound), and while middleware holds too many of the peer's one-way
@@ -26,14 +26,6 @@ const YIELD_MS = 4;
  * reads land in the same turn, or when what they set off is costly.
  */
 const TURN_MS = 10;
-/**
- * Frames the decoder hands on between two looks at the clock (a BATCH's
- * inner frames count one by one): what one read (or one BATCH) may run past
- * the budgets above. Honest traffic's frames cost microseconds at most, so
- * a step is well under a millisecond; a hostile peer's costliest ones keep
- * it to a few.
- */
-export const STEP_FRAMES = 256;
 
 /**
  * When this turn first decoded input (performance.now()); Infinity until it

@@ -114,8 +114,9 @@ export class Stats {
   }
 
   snapshot(inFlight: number, wire: StatsSnapshot["wire"]): StatsSnapshot {
-    const sent = emptyClasses();
-    const received = emptyClasses();
+    // Every class is set below, in SIZE_CLASSES' order.
+    const sent = {} as Record<SizeClass, ClassCounters>;
+    const received = {} as Record<SizeClass, ClassCounters>;
     const c = this.counts;
     SIZE_CLASSES.forEach((k, i) => {
       sent[k] = { messages: c[i], bytes: c[5 + i] };

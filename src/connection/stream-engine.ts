@@ -12,12 +12,14 @@
  * the page's first load in two files.
  */
 
+import { useCombine } from "../codec/crc32c.ts";
+import type { crc32cCombine } from "../codec/crc32c-combine.ts";
 import type { FrameDecoder } from "../codec/decoder.ts";
 import type { askResume } from "../codec/resume.ts";
 import type { Router } from "../router/router.ts";
 import type { Progress } from "../transfer/progress.ts";
 import type { Assemblies } from "./assembly.ts";
-import type { checkCredentials } from "./auth-check.ts";
+import type { authFrame } from "./auth-check.ts";
 import type { pumpBulk } from "./bulk-pump.ts";
 import type { Dispatcher } from "./dispatch.ts";
 import type { TargetingFrameRouter } from "./frame-targets.ts";
@@ -53,7 +55,7 @@ export interface StreamEngine {
   /** A resume query and its answer (`Connection.queryResume`: resuming is for streams). */
   readonly askResume: typeof askResume;
   /** A server's check of a client's credentials (`auth-check.ts`): a browser page is a client only. */
-  readonly checkCredentials: typeof checkCredentials;
+  readonly authFrame: typeof authFrame;
   /**
    * Whether a request timed by default still moves at its deadline, then
    * given another (`request-progress.ts`): only a body or answer in frames
@@ -62,6 +64,7 @@ export interface StreamEngine {
   readonly moving: typeof movedLately;
   /** Stops a request's body of several frames answered before it ended (`request-progress.ts`). */
   readonly stopBody: typeof stopBody;
+  readonly crc32cCombine: typeof crc32cCombine;
 }
 
 let engine: StreamEngine | undefined;
@@ -76,6 +79,7 @@ export function streamEngine(): StreamEngine | undefined {
 /** Installs the engine a caller imported statically (the Node entry, the server): every connection streams synchronously. */
 export function useStreamEngine(e: StreamEngine): void {
   engine ??= e;
+  useCombine(e.crc32cCombine);
 }
 
 /** Installs how to load the engine on demand (the browser entry: a dynamic import of its stream chunk). */
@@ -95,8 +99,8 @@ export function loadStreamEngine(): Promise<StreamEngine> {
   }
   loading ??= loader().then(
     (m) => {
-      engine ??= m;
-      return engine;
+      useStreamEngine(m);
+      return engine as StreamEngine;
     },
     (err: unknown) => {
       loading = undefined;

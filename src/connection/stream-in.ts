@@ -22,8 +22,9 @@ import type { ReceiveWindow } from "./flow.ts";
 import { idKey } from "./id-key.ts";
 import { creditDue, type Link } from "./link.ts";
 import type { Outbox } from "./outbox.ts";
-import { type StreamTrace, streamTrace } from "./publisher.ts";
+import type { StreamTrace } from "./publisher.ts";
 import type { Stats } from "./stats.ts";
+import { streamTrace } from "./stream-out.ts";
 import type { HandlerResult } from "./types.ts";
 
 const EMPTY = new Uint8Array(0);

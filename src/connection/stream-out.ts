@@ -3,7 +3,7 @@
  * stream fed by its producer ({@link OutgoingStream}), at most the peer's
  * maxConcurrentStreams at once, each a call answered by the receiver's RES.
  */
-import { AUTO_ORDER } from "../codec/compression.ts";
+import { AUTO_ORDER } from "../codec/codecs.ts";
 import { Flag, FrameType } from "../codec/frame.ts";
 import { Feature } from "../codec/settings.ts";
 import { encodeMeta, encodeStreamHead } from "../codec/stream-prefix.ts";
@@ -23,10 +23,18 @@ import type { PendingCall } from "./calls.ts";
 import type { Connection, ConnectionShared } from "./connection.ts";
 import type { Link } from "./link.ts";
 import type { Outbox } from "./outbox.ts";
-import { type StreamTrace, streamTrace } from "./publisher.ts";
+import type { StreamTrace } from "./publisher.ts";
 import { chunkSizeFor } from "./size-class.ts";
 import type { Stats } from "./stats.ts";
 import type { OutMessage } from "./writer.ts";
+
+/**
+ * A new, empty {@link StreamTrace} (here, not in `diagnostics.ts` or
+ * `publisher.ts`: the stream halves make one per stream, and only they).
+ */
+export function streamTrace(): StreamTrace {
+  return { t0: 0, reported: 0, lastProgress: 0 };
+}
 
 const EMPTY = new Uint8Array(0);
 const MIB = 1024 * 1024;

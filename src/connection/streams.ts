@@ -9,12 +9,13 @@
  * point installs up front.
  */
 
+export { crc32cCombine } from "../codec/crc32c-combine.ts";
 export { FrameDecoder } from "../codec/decoder.ts";
 export { askResume } from "../codec/resume.ts";
 export { Router } from "../router/router.ts";
 export { Progress } from "../transfer/progress.ts";
 export { Assemblies } from "./assembly.ts";
-export { checkCredentials } from "./auth-check.ts";
+export { authFrame } from "./auth-check.ts";
 export { pumpBulk } from "./bulk-pump.ts";
 export { Dispatcher } from "./dispatch.ts";
 export { TargetingFrameRouter } from "./frame-targets.ts";

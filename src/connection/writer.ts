@@ -1,4 +1,4 @@
-import { type Crc32c, crc32cCombine, JS_CRC32C_IMPL } from "../codec/crc32c.ts";
+import { type Crc32c, combineCrcs, JS_CRC32C_IMPL } from "../codec/crc32c.ts";
 import { headerLength, writeCrc, writeHeader } from "../codec/encoder.ts";
 import { BATCH_RESERVE, CRC_LENGTH, Flag, FrameType, MIN_FRAME_SIZE } from "../codec/frame.ts";
 import { varintLength, writeVarint } from "../codec/varint.ts";
@@ -8,7 +8,7 @@ import { Queue } from "../util/queue.ts";
 import type { Pacer } from "./pacer.ts";
 import { streamEngine } from "./stream-engine.ts";
 
-export { type StreamItem, streamCost } from "../stream/item.ts";
+export type { StreamItem } from "../stream/item.ts";
 
 /** Payloads smaller than this are copied into the write slab; larger ones are written by reference. */
 const COPY_THRESHOLD = 16 * 1024;
@@ -52,11 +52,6 @@ const REGION_ROOM = FLUSH_BYTES + 1024;
  * wait stops the pump before the next chunk.
  */
 export const BULK_FLUSH_BYTES = 256 * 1024;
-/**
- * Chunked messages (MSG, REQ, RES) this side has started and not ended at
- * once; docs/PROTOCOL.md §3.6 lets a receiver refuse more than 1024.
- */
-export const MAX_OPEN_CHUNKED = 256;
 
 /** One outgoing message (MSG, REQ or RES body), single-frame or chunked. */
 export interface OutMessage {
@@ -615,7 +610,9 @@ export class FrameWriter {
       let crc = 0;
       if (this.checksum) {
         const headCrc = this.crc.range(slab, frameStart, p);
-        crc = dataCrc >= 0 ? crc32cCombine(headCrc, dataCrc, dataLen) : this.crc.compute(view, headCrc);
+        const combine = combineCrcs;
+        crc =
+          dataCrc >= 0 && combine !== undefined ? combine(headCrc, dataCrc, dataLen) : this.crc.compute(view, headCrc);
       }
       this.slabPos = p;
       this.cut();

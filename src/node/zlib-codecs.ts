@@ -1,12 +1,7 @@
 import { availableParallelism } from "node:os";
 import type * as zlib from "node:zlib";
-import {
-  CodecId,
-  type CodecName,
-  type CompressionCodec,
-  type InflateOwner,
-  registerCodec,
-} from "../codec/compression.ts";
+import { registerCodec } from "../codec/codecs.ts";
+import { CodecId, type CodecName, type CompressionCodec, type InflateOwner } from "../codec/compression.ts";
 import { PointSubError } from "../errors/error.ts";
 
 /**

@@ -1,4 +1,5 @@
-import { type Crc32c, crc32cCombine, JS_CRC32C_IMPL } from "../codec/crc32c.ts";
+import { type Crc32c, JS_CRC32C_IMPL } from "../codec/crc32c.ts";
+import { crc32cCombine } from "../codec/crc32c-combine.ts";
 import { allocateUninitialized } from "../codec/decoder.ts";
 import type { StreamHead } from "../codec/stream-prefix.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";

@@ -1,6 +1,8 @@
 import type { CodecRegistry } from "../codec/codec-registry.ts";
-import { type CompressionCodec, codecById } from "../codec/compression.ts";
-import { type Crc32c, crc32cCombine, JS_CRC32C_IMPL } from "../codec/crc32c.ts";
+import { codecById } from "../codec/codecs.ts";
+import type { CompressionCodec } from "../codec/compression.ts";
+import { type Crc32c, JS_CRC32C_IMPL } from "../codec/crc32c.ts";
+import { crc32cCombine } from "../codec/crc32c-combine.ts";
 import { Flag } from "../codec/frame.ts";
 import { encodeStreamEnd } from "../codec/stream-prefix.ts";
 import { varintLength, writeVarint } from "../codec/varint.ts";

@@ -8,7 +8,8 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { crc32c, crc32cCombine } from "../../src/codec/crc32c.ts";
+import { crc32c } from "../../src/codec/crc32c.ts";
+import { crc32cCombine } from "../../src/codec/crc32c-combine.ts";
 import { encodeFrame } from "../../src/codec/encoder.ts";
 import { Flag, FrameType } from "../../src/codec/frame.ts";
 import { createServer, type PointSubError } from "../../src/index.ts";

@@ -10,8 +10,7 @@
  */
 import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
-import { CALL_OVERHEAD } from "../../src/connection/budget.ts";
-import { ABANDONED_OVERHEAD } from "../../src/connection/dispatch.ts";
+import { ABANDONED_OVERHEAD, CALL_OVERHEAD } from "../../src/connection/dispatch.ts";
 import { type Connection, connect, createServer, type PointSubError, type Server } from "../../src/index.ts";
 import { until } from "../helpers/wait.ts";
 

@@ -15,7 +15,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { STEP_FRAMES } from "../../src/connection/read-gate.ts";
+import { STEP_FRAMES } from "../../src/connection/frame-targets.ts";
 import { createServer, type Server } from "../../src/index.ts";
 import { batch, F, frame, inner, req, T } from "../helpers/attacker.ts";
 import { handshake, rawClient } from "../helpers/raw-peer.ts";

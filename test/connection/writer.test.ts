@@ -7,16 +7,11 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { crc32c } from "../../src/codec/crc32c.ts";
 import { Flag, FrameType } from "../../src/codec/frame.ts";
+import { MAX_OPEN_CHUNKED } from "../../src/connection/bulk-pump.ts";
 import { Pacer } from "../../src/connection/pacer.ts";
 import { useStreamEngine } from "../../src/connection/stream-engine.ts";
 import * as streams from "../../src/connection/streams.ts";
-import {
-  FrameWriter,
-  MAX_OPEN_CHUNKED,
-  type OutMessage,
-  type StreamItem,
-  writePoolsAllocated,
-} from "../../src/connection/writer.ts";
+import { FrameWriter, type OutMessage, type StreamItem, writePoolsAllocated } from "../../src/connection/writer.ts";
 import { PointSubError } from "../../src/errors/error.ts";
 import { Queue } from "../../src/util/queue.ts";
 import { assertBytes, concat, decodeFrames, leadingVarint, outerFrames, RecordingSink } from "../helpers/frame-sink.ts";

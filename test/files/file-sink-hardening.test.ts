@@ -27,7 +27,7 @@ import type { Transform } from "node:stream";
 import { after, before, describe, it, mock } from "node:test";
 import * as zlib from "node:zlib";
 import { brotliCompressSync, deflateRawSync } from "node:zlib";
-import { codecByName } from "../../src/codec/compression.ts";
+import { codecByName } from "../../src/codec/codecs.ts";
 import { crc32c } from "../../src/codec/crc32c.ts";
 import {
   type Connection,

@@ -19,7 +19,8 @@
 import { createRequire } from "node:module";
 import net from "node:net";
 import zlib from "node:zlib";
-import { crc32c, crc32cCombine, setCrc32cImplementation } from "../../src/codec/crc32c.ts";
+import { crc32c, setCrc32cImplementation } from "../../src/codec/crc32c.ts";
+import { crc32cCombine } from "../../src/codec/crc32c-combine.ts";
 
 // ------------------------------------------------------------ wire constants
 

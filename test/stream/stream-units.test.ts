@@ -5,7 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { AUTO_ORDER, type CodecName, type CompressionCodec, registerCodec } from "../../src/codec/compression.ts";
+import { AUTO_ORDER, registerCodec } from "../../src/codec/codecs.ts";
+import type { CodecName, CompressionCodec } from "../../src/codec/compression.ts";
 import { crc32c } from "../../src/codec/crc32c.ts";
 import { Flag } from "../../src/codec/frame.ts";
 import { decodeStreamEnd, type StreamHead } from "../../src/codec/stream-prefix.ts";
