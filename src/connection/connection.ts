@@ -20,6 +20,7 @@ import type { ResumePoint } from "../codec/resume.ts";
 import { Feature, type Settings } from "../codec/settings.ts";
 import { codeForErrno } from "../errors/codes.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
+import { badOptions, checkOptions } from "../errors/options.ts";
 import { checkFunction, checkRoute } from "../router/check.ts";
 import type { Router } from "../router/router.ts";
 import type { Middleware, ResumeLookup } from "../router/types.ts";
@@ -738,6 +739,9 @@ export class Connection extends Emitter<ConnectionEvents> {
    * request waiting for a slot, or chunked, is read as it goes out).
    */
   request(route: string, payload: Payload = EMPTY, options: RequestOptions = NO_OPTIONS): Promise<Uint8Array> {
+    // null threw a raw TypeError where the options were read: refused as the client's request refuses it.
+    const bad = badOptions(options);
+    if (bad !== undefined) return Promise.reject(bad);
     if (this.state_ !== "open") return Promise.reject(this.unusableError());
     return this.caller.request(route, payload, options);
   }
@@ -748,6 +752,7 @@ export class Connection extends Emitter<ConnectionEvents> {
    * resumable: it says how far a transfer already got.
    */
   handleStream(route: string, handler: StreamHandler, options: { resume?: ResumeLookup } = {}): this {
+    checkOptions(options, "handleStream");
     checkRoute(route);
     checkFunction(handler, "handler");
     return this.route((r) => r.handleStream(route, handler, options));
@@ -762,20 +767,31 @@ export class Connection extends Emitter<ConnectionEvents> {
    * progress as the receiver acknowledges bytes.
    */
   sendStream(route: string, source: StreamSource, options: SendStreamOptions = {}): Transfer {
+    const bad = badOptions(options, "sendStream");
+    // Refused through the transfer, as its other options are.
+    if (bad !== undefined) return this.sendStreamLater(route, source, NO_OPTIONS, bad);
     const engine = streamEngine();
     if (engine !== undefined) return this.outStreams(engine).send(route, source, options);
     return this.sendStreamLater(route, source, options);
   }
 
-  /** `sendStream` while the stream engine is not loaded (a browser's first stream): the transfer starts once it is. */
-  private sendStreamLater(route: string, source: StreamSource, options: SendStreamOptions): Transfer {
+  /**
+   * `sendStream` while the stream engine is not loaded (a browser's first
+   * stream): the transfer starts once it is. With `refused`, it fails with it.
+   */
+  private sendStreamLater(
+    route: string,
+    source: StreamSource,
+    options: SendStreamOptions,
+    refused?: PointSubError,
+  ): Transfer {
     // `Progress` comes with the engine: a stand-in until then, which then follows the transfer's own.
     const progress = new LateProgress(options.transferId ?? newTransferId(), options.total);
     if (options.onProgress !== undefined) progress.on("progress", options.onProgress);
     const d = Promise.withResolvers<Uint8Array>();
     let started: Transfer | undefined;
     let cancelled: string | undefined;
-    loadStreamEngine().then(
+    (refused === undefined ? loadStreamEngine() : Promise.reject(refused)).then(
       (engine) => {
         const real = new engine.Progress(progress.transferId, options.total, options.progressIntervalMs);
         progress.follow(real);
@@ -802,6 +818,7 @@ export class Connection extends Emitter<ConnectionEvents> {
    * it already holds. `{ offset: 0 }` when the route cannot resume.
    */
   async queryResume(route: string, transferId: string, options: RequestOptions = {}): Promise<ResumePoint> {
+    checkOptions(options, "queryResume");
     if ((this.link.peer.features & Feature.RESUME) === 0) return { offset: 0, crc: 0 };
     // The codec of resume queries comes with the stream engine (resuming is for streams).
     const engine = await loadStreamEngine();
@@ -815,6 +832,8 @@ export class Connection extends Emitter<ConnectionEvents> {
    * `timeoutMs` that is not a number >= 0.
    */
   ping(options: { timeoutMs?: number } = {}): Promise<number> {
+    const bad = badOptions(options, "ping");
+    if (bad !== undefined) return Promise.reject(bad);
     if (this.state_ !== "open") return Promise.reject(this.unusableError());
     const ms = options.timeoutMs ?? this.shared.requestTimeoutMs;
     // NaN or negative meant no timeout: a ping to a peer that never answered never settled.
@@ -854,6 +873,9 @@ export class Connection extends Emitter<ConnectionEvents> {
    * sends in flight finish (up to closeTimeoutMs), then ends the transport.
    */
   close(options: CloseOptions = {}): Promise<void> {
+    // Refused, the connection left as it is (as a server's close and a lengthPrefixed connection's).
+    const bad = badOptions(options, "close");
+    if (bad !== undefined) return handledRejection(bad);
     const life = this.lifecycle;
     if (life.closePromise !== undefined) {
       // A second close with a shorter timeout brings the wait's deadline forward (drain.ts).

@@ -9,6 +9,7 @@
  * option checking adds to a browser bundle.
  */
 import { PointSubError } from "../errors/error.ts";
+import { checkOptions } from "../errors/options.ts";
 import type { ConnectionOptions } from "./types.ts";
 
 /** What a field may hold: milliseconds (finite, >= 0), bytes (integer, >= 0), a count (integer, >= 1), a rate (finite, > 0). */
@@ -48,9 +49,7 @@ function problem(x: unknown, kind: Kind): string | undefined {
 
 /** Throws ERR_INVALID_ARGUMENT naming the first invalid option, e.g. `keepAliveMs must be >= 0 (got -5)`. */
 export function checkConnectionOptions(o: ConnectionOptions): void {
-  if (typeof o !== "object" || o === null) {
-    throw new PointSubError("ERR_INVALID_ARGUMENT", `options must be an object (got ${String(o)})`);
-  }
+  checkOptions(o);
   for (const key in FIELDS) {
     const x = (o as Record<string, unknown>)[key];
     if (x === undefined) continue;
