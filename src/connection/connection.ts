@@ -317,7 +317,8 @@ export class Connection extends Emitter<ConnectionEvents> {
     // From here on, small frames written in one turn share BATCH frames.
     this.writer.batching = true;
     // A server's connection gets its input, and keeps the rest of the server's deadline, in `start`.
-    if (accepted !== undefined) return;
+    // 0: no handshake deadline, as connectTimeoutMs 0 (it failed every connect at once; a server refuses 0).
+    if (accepted !== undefined || this.shared.handshakeMs === 0) return;
     // Up to 10 % later at random: thousands of connections accepted in one
     // burst do not all time out in the same tick. At most 2e9 ms (~23 days):
     // over 2^31 - 1 a timer fires at once.

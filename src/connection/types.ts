@@ -142,7 +142,8 @@ export interface ConnectionOptions {
    * Time allowed for the peer's HELLO (and authentication). Default 10000 ms
    * (for `connect`: its `connectTimeoutMs`); each connection gets up to 10 %
    * more at random, so connections accepted together do not all time out in
-   * one tick.
+   * one tick. 0 on a client: no deadline (as `connectTimeoutMs: 0`); a
+   * server refuses 0 (ERR_INVALID_ARGUMENT).
    */
   handshakeTimeoutMs?: number;
   /** How long `close()` waits for work in flight before closing hard. Default 5000 ms. */
