@@ -81,14 +81,14 @@ export function answerWithin(t: Transfer, sent: Promise<void>, ms: number, what:
     let over = false;
     sent.then(() => {
       if (over) return;
-      const due = Date.now() + ms;
+      const due = performance.now() + ms;
       // A timer takes at most 2^31 - 1 ms (a longer one fired after 1 ms: every attempt of a transfer given
       // answerTimeoutMs 2^31 timed out at its last byte): a longer wait is armed again until it is due.
       const arm = (): void => {
         timer = setTimeout(
           () => {
             if (over) return;
-            if (Date.now() < due) return arm();
+            if (performance.now() < due) return arm();
             over = true;
             const e = new PointSubError("ERR_TIMEOUT", `${what} within ${formatMs(ms)} of its last byte`, {
               phase: "request",
@@ -96,7 +96,7 @@ export function answerWithin(t: Transfer, sent: Promise<void>, ms: number, what:
             t.cancel(e.message);
             reject(e);
           },
-          Math.min(MAX_TIMER_MS, Math.max(0, due - Date.now())),
+          Math.min(MAX_TIMER_MS, Math.max(0, due - performance.now())),
         );
       };
       arm();

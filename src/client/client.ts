@@ -268,7 +268,7 @@ export class Client {
 
   private info(address: string): NodeInfo {
     const h = this.healthOf(address);
-    const now = Date.now();
+    const now = performance.now();
     const breaker = h.failures < this.failureThreshold ? "closed" : now < h.openUntil ? "open" : "half-open";
     return { address, rtt: h.rtt, breaker, failures: h.failures, connections: this.pool.connections(address).length };
   }
@@ -302,7 +302,7 @@ export class Client {
     h.failures++;
     if (h.failures >= this.failureThreshold) {
       if (wasHalfOpen) h.cooldown = Math.min(this.maxCooldownMs, h.cooldown * 2);
-      h.openUntil = Date.now() + h.cooldown;
+      h.openUntil = performance.now() + h.cooldown;
     }
   }
 
@@ -346,12 +346,13 @@ export class Client {
       throw e;
     });
     const timeoutMs = options.timeoutMs;
-    const deadline = timeoutMs !== undefined && timeoutMs > 0 && timeoutMs < MAX_TIMER_MS ? Date.now() + timeoutMs : 0;
+    const deadline =
+      timeoutMs !== undefined && timeoutMs > 0 && timeoutMs < MAX_TIMER_MS ? performance.now() + timeoutMs : 0;
     const bounded = options.signal !== undefined || deadline !== 0;
     return (bounded ? this.waitAcquired(acquired, route, options.signal, deadline, timeoutMs) : acquired).then((p) => {
       // The call starts on it now (run sends it at once): no longer only claimed. Its timeoutMs counts
       // from the call: what the wait for a connection took is taken off.
-      const rest = deadline === 0 ? options : { ...options, timeoutMs: Math.max(1, deadline - Date.now()) };
+      const rest = deadline === 0 ? options : { ...options, timeoutMs: Math.max(1, deadline - performance.now()) };
       try {
         return this.run(p, node, route, payload, rest, again);
       } finally {
@@ -403,7 +404,7 @@ export class Client {
             const why = `request to ${route} timed out after ${timeoutMs} ms (waiting for a connection)`;
             reject(new PointSubError("ERR_TIMEOUT", why, { phase: "request" }));
           }
-        }, deadline - Date.now());
+        }, deadline - performance.now());
       }
     });
   }
@@ -490,10 +491,10 @@ export class Client {
     const { key, fanout: _f, ...callOptions } = options;
     // One deadline for the call, failover included (before, each node got the whole timeoutMs again).
     const timeoutMs = options.timeoutMs;
-    const deadline = timeoutMs !== undefined && timeoutMs > 0 ? Date.now() + timeoutMs : 0;
+    const deadline = timeoutMs !== undefined && timeoutMs > 0 ? performance.now() + timeoutMs : 0;
     if (key === undefined) this.measure(list);
     const order = key === undefined ? this.byRtt(list) : await this.byDistance(list, key === true ? payload : key);
-    const now = Date.now();
+    const now = performance.now();
     // Healthy first (breaker closed or due for a probe), then the ones still cooling down as a last resort.
     const usable = order.filter((n) => {
       const h = this.healthOf(n);
@@ -506,7 +507,7 @@ export class Client {
     let ranOn: PointSubError | undefined;
     while (queue.length !== 0) {
       const batch = queue.splice(0, fanout);
-      const left = deadline === 0 ? 0 : deadline - Date.now();
+      const left = deadline === 0 ? 0 : deadline - performance.now();
       if (deadline !== 0 && left <= 0) {
         // A keyed call lost after it was sent: that loss (below) says its handler may have run.
         if (ranOn !== undefined) break;
@@ -564,7 +565,7 @@ export class Client {
     for (const n of list) {
       const h = this.healthOf(n);
       if (h.rtt !== undefined || this.pool.connections(n).length !== 0 || this.measuring.has(n)) continue;
-      if (h.failures >= this.failureThreshold && Date.now() < h.openUntil) continue;
+      if (h.failures >= this.failureThreshold && performance.now() < h.openUntil) continue;
       this.measuring.add(n);
       this.pool.acquire(n).then(
         (p) => {

@@ -43,7 +43,7 @@ export async function connect(address: Address, options: ConnectOptions = {}): P
   const { adapter, address: target } = runtime.transports.resolve(address);
   // 0: no deadline, as for the transports' connect; the handshake's timer took it as 0 ms (2e9: a timer's range).
   const connectTimeoutMs = (options.connectTimeoutMs ?? 10_000) || 2e9;
-  const end = Date.now() + connectTimeoutMs;
+  const end = performance.now() + connectTimeoutMs;
   // The adapter gets the caller's options whole: it reads the part it knows (tls, …).
   const transport = await adapter.connect(target, { ...options, connectTimeoutMs });
   let conn: Connection;
@@ -51,7 +51,7 @@ export async function connect(address: Address, options: ConnectOptions = {}): P
     conn = new Connection(
       transport,
       // What the transport left of the deadline (before, the handshake got it all again).
-      { ...options, handshakeTimeoutMs: options.handshakeTimeoutMs ?? Math.max(1, end - Date.now()) },
+      { ...options, handshakeTimeoutMs: options.handshakeTimeoutMs ?? Math.max(1, end - performance.now()) },
       { initiator: true, runtime },
     );
   } catch (err) {

@@ -215,7 +215,7 @@ export class Pool {
       // acquireTimeoutMs for a burst past maxPerNode × maxInFlight while the node's handshakes were slower).
       if (e.opening !== 0) await this.waitForOpen(e);
       else {
-        slotDeadline ||= Date.now() + this.acquireTimeoutMs;
+        slotDeadline ||= performance.now() + this.acquireTimeoutMs;
         await this.waitForSlot(node, slotDeadline);
       }
     }
@@ -337,7 +337,7 @@ export class Pool {
       for (const p of e.conns) {
         if (p.conn.inFlight !== 0 || p.claims !== 0) continue;
         // Idle the longest first; one not yet seen idle by the sweep counts as idle since now.
-        const since = p.idleSince === 0 ? Date.now() : p.idleSince;
+        const since = p.idleSince === 0 ? performance.now() : p.idleSince;
         if (victim === undefined || since < victimSince) {
           victim = p;
           victimSince = since;
@@ -373,7 +373,7 @@ export class Pool {
               ),
             );
           },
-          Math.min(Math.max(0, deadline - Date.now()), MAX_TIMER_MS),
+          Math.min(Math.max(0, deadline - performance.now()), MAX_TIMER_MS),
         ),
       };
       this.waiters.push(w);
@@ -427,7 +427,7 @@ export class Pool {
   }
 
   private sweep(): void {
-    const now = Date.now();
+    const now = performance.now();
     for (const e of this.nodes.values()) {
       for (const p of [...e.conns]) {
         if (p.conn.inFlight !== 0 || p.claims !== 0) {

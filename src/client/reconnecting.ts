@@ -71,7 +71,7 @@ export interface Droppable {
   destroy(): void;
 }
 
-/** A call's own bounds while it is held: its deadline (`Date.now()`, 0: none) and abort signal. */
+/** A call's own bounds while it is held: its deadline (`performance.now()`, 0: none) and abort signal. */
 export interface HoldLimits {
   deadline?: number;
   signal?: AbortSignal | undefined;
@@ -182,7 +182,7 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
    * closes at once would be reconnected to for ever).
    */
   private flaps = 0;
-  /** When the current connection was adopted (`Date.now()`). */
+  /** When the current connection was adopted (`performance.now()`). */
   private adoptedAt = 0;
   /** What close() gives back: the close of the connections it found. */
   private closing: Promise<void> | undefined;
@@ -305,7 +305,7 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
       };
       const h: Held = {
         bytes,
-        at: Date.now(),
+        at: performance.now(),
         run: () => {
           unbind();
           // run() starts the call now, in the queue's order (a held request's too: it once started
@@ -340,7 +340,7 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
                 phase: "request",
               }),
             ),
-          Math.min(MAX_TIMER_MS, Math.max(0, deadline - Date.now())),
+          Math.min(MAX_TIMER_MS, Math.max(0, deadline - performance.now())),
         );
       }
       this.held.push(h);
@@ -428,10 +428,10 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
     if (this.ageTimer !== undefined || this.held.length === 0) return;
     // At most a timer's longest delay: a longer one fired after 1 ms, and again each ms while anything was held
     // (offline.maxAgeMs of 30 days: a busy loop and a TimeoutOverflowWarning each time). Fired early, it re-arms.
-    const wait = Math.min(MAX_TIMER_MS, Math.max(0, this.held[0].at + this.maxAgeMs - Date.now()));
+    const wait = Math.min(MAX_TIMER_MS, Math.max(0, this.held[0].at + this.maxAgeMs - performance.now()));
     this.ageTimer = setTimeout(() => {
       this.ageTimer = undefined;
-      const now = Date.now();
+      const now = performance.now();
       while (this.held.length !== 0 && (this.held[0].gone || now - this.held[0].at >= this.maxAgeMs)) {
         const h = this.held.shift() as Held;
         if (h.gone) {
@@ -510,7 +510,7 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
 
   private adopt(conn: C): void {
     this.conn = conn;
-    this.adoptedAt = Date.now();
+    this.adoptedAt = performance.now();
     this.attachTo(conn);
     conn.once("close", (err) => this.dropped(conn, err));
     this.setState("connected");
@@ -533,7 +533,7 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
     }
     // A connection that lived a while starts a new run of attempts (the first at once); one that
     // dropped soon after it opened continues the backoff.
-    const lived = Date.now() - this.adoptedAt;
+    const lived = performance.now() - this.adoptedAt;
     const flapped = lived < Math.max(STABLE_MS, this.maxDelayMs);
     if (!flapped) this.backoffStep = undefined;
     // Only a connection closed within STABLE_MS counts towards giving up, whatever maxDelayMs: a server's

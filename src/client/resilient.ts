@@ -250,7 +250,7 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
       // NaN or negative meant no deadline at all (as the connection's own request refuses it).
       return Promise.reject(new PointSubError("ERR_INVALID_ARGUMENT", `invalid timeoutMs ${timeoutMs}`));
     }
-    const deadline = timeoutMs > 0 ? Date.now() + timeoutMs : Number.POSITIVE_INFINITY;
+    const deadline = timeoutMs > 0 ? performance.now() + timeoutMs : Number.POSITIVE_INFINITY;
     const retry = options.retry === true || options.idempotencyKey !== undefined;
     const { retry: _, attemptTimeoutMs, ...rest } = options;
     const key = options.idempotencyKey ?? (retry ? randomKey() : undefined);
@@ -331,7 +331,7 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
         limits,
       );
     }
-    const left = deadline === Number.POSITIVE_INFINITY ? 0 : deadline - Date.now();
+    const left = deadline === Number.POSITIVE_INFINITY ? 0 : deadline - performance.now();
     if (deadline !== Number.POSITIVE_INFINITY && left <= 0) {
       throw new PointSubError("ERR_TIMEOUT", `request to ${route} timed out (overall deadline, ${tries} retries)`, {
         phase: "request",
@@ -365,7 +365,7 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
       const e = toPointSubError(err, "ERR_CONNECTION_CLOSED");
       // Given no timeoutMs: the overall deadline counts again from the end of an attempt that ran longer.
       if (options.timeoutMs === undefined && deadline !== Number.POSITIVE_INFINITY)
-        deadline = Math.max(deadline, Date.now() + this.defaultTimeout(payload));
+        deadline = Math.max(deadline, performance.now() + this.defaultTimeout(payload));
       // Nothing was sent for it (its connection closed gracefully while it waited for a request slot, drain.ts):
       // any request may go again, on the next connection; counted with the rate-limited ones.
       if (UNSENT.has(e) && limited < this.retries && this.state !== "closed")
@@ -375,7 +375,7 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
         return this.attempt(route, payload, options, deadline, tries, limited + 1, perAttempt, prev);
       }
       // Only this attempt's own time ran out (not the overall deadline): the same key again.
-      const attemptTimedOut = e.code === "ERR_TIMEOUT" && attemptMs !== left && Date.now() < deadline;
+      const attemptTimedOut = e.code === "ERR_TIMEOUT" && attemptMs !== left && performance.now() < deadline;
       const gone = lost(e);
       if (!keyed || tries >= this.retries || !(gone || attemptTimedOut) || this.state === "closed") {
         if (keyed || options.idempotencyKey === undefined || !(gone || attemptTimedOut)) throw e;
@@ -460,7 +460,7 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
     if (limited >= this.retries || this.state === "closed" || signal?.aborted === true) throw e;
     const wait = Math.max(e.retryAfterMs ?? 0, fullJitterDelay(limited, this.initialDelayMs, this.maxDelayMs));
     // A hint past the deadline, or longer than a client should sit on a call, goes to the caller.
-    if (Date.now() + wait >= deadline || wait > MAX_RATE_WAIT_MS) throw e;
+    if (performance.now() + wait >= deadline || wait > MAX_RATE_WAIT_MS) throw e;
     await new Promise<void>((resolve) => {
       const done = (): void => {
         clearTimeout(t);

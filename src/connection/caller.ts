@@ -56,7 +56,7 @@ const unstamped: (PendingCall | Caller)[] = [];
  * connection's among them) are skipped.
  */
 function stampDeadlines(): void {
-  const now = Date.now();
+  const now = performance.now();
   for (let i = 0; i < unstamped.length; i += 2) {
     const call = unstamped[i] as PendingCall;
     if (call.settled) continue;
@@ -111,7 +111,7 @@ export class Caller {
 
   private deadlineTimer: ReturnType<typeof setTimeout> | undefined;
   /**
-   * The armed timer's deadline (`Date.now()`); undefined when none. Not
+   * The armed timer's deadline (`performance.now()`); undefined when none. Not
    * Infinity: a field that holds only non-integers is a number box in every
    * connection, one that may hold undefined boxes only while armed.
    */
@@ -240,14 +240,14 @@ export class Caller {
     // At most 2^31 - 1 ms (~24.8 days): a longer delay fires at once, and the sweep re-armed it every 1 ms.
     this.deadlineTimer = setTimeout(
       () => this.sweepDeadlines(),
-      Math.min(0x7fffffff, Math.max(0, deadline - Date.now())),
+      Math.min(0x7fffffff, Math.max(0, deadline - performance.now())),
     );
   }
 
   private sweepDeadlines(): void {
     this.deadlineTimer = undefined;
     this.deadlineAt = undefined;
-    const now = Date.now();
+    const now = performance.now();
     const expired: PendingCall[] = [];
     let next = Infinity;
     const visit = (call: PendingCall) => {

@@ -153,7 +153,7 @@ export interface PendingCall {
   data: Uint8Array;
   resolve: (data: Uint8Array) => void;
   reject: (err: PointSubError) => void;
-  /** Date.now() after which the call times out; 0 = never (or not stamped yet: see `Caller.stampDeadlines`). */
+  /** `performance.now()` after which the call times out; 0 = never (or not stamped yet: see `Caller.stampDeadlines`). */
   deadline: number;
   timeoutMs: number;
   /** A request's own `timeoutMs` (undefined: timed by default, given more while it moves: `request-progress.ts`). */

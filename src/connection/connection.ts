@@ -260,7 +260,10 @@ export class Connection extends Emitter<ConnectionEvents> {
     this.transport = transport;
     this.id = init.id ?? String(nextConnectionId++);
     // `| 0`: a difference of doubles is a number box even when whole (whole ms since T0, to about 2^53).
-    this.connectedRel = Math.trunc((init.accepted?.acceptedAt ?? Date.now()) - T0);
+    // A date (shown): an accepted connection's time of accept is monotonic, as every deadline's.
+    const now = Date.now();
+    const at = init.accepted === undefined ? now : now - performance.now() + init.accepted.acceptedAt;
+    this.connectedRel = Math.trunc(at - T0);
     // A server checked its options once for all sessions.
     if (init.localSettings === undefined) checkConnectionOptions(options);
     const runtime = init.runtime ?? portableRuntime();
@@ -352,7 +355,7 @@ export class Connection extends Emitter<ConnectionEvents> {
   start(input: Uint8Array, deadline: number): boolean {
     const kept = this.onTransportData(input);
     // (Closing already when the server closes meanwhile: the deadline still holds.)
-    if (!this.openedOnce && this.state_ !== "closed") this.armHandshakeTimer(Math.max(1, deadline - Date.now()));
+    if (!this.openedOnce && this.state_ !== "closed") this.armHandshakeTimer(Math.max(1, deadline - performance.now()));
     return kept;
   }
 
@@ -702,7 +705,8 @@ export class Connection extends Emitter<ConnectionEvents> {
       principal: this.principal_,
       peerCertificate: this.peerCertificate,
       connectedAt: this.connectedAt,
-      lastActivity: this.housekeeper.observe(),
+      // Housekeeping keeps monotonic times (a wall-clock step fired its timeouts early): shown as a date.
+      lastActivity: Date.now() - performance.now() + this.housekeeper.observe(),
       bytesIn: this.bytesIn,
       bytesOut: this.writer.bytesOut,
       messagesIn: this.stats_.messagesReceived,
@@ -951,7 +955,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     if (!this.readGate.admits()) {
       // This turn's decoding budget is spent (or older input waits): later, and kept until then.
       // It arrived now, though: the peer is alive (keepalive counts input, not decoding).
-      this.housekeeper.input(Date.now());
+      this.housekeeper.input(performance.now());
       this.readGate.hold(chunk);
       return true;
     }
@@ -971,7 +975,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     let kept = false;
     for (;;) {
       if (this.state_ === "closed") return kept;
-      const now = Date.now();
+      const now = performance.now();
       this.housekeeper.input(now);
       inputTime.now = now;
       const d = this.decoderImpl;
@@ -1009,7 +1013,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     this.frames.pingerIfAny?.onDrain();
     // Reading resumed after the peer took what it was owed: nothing arrived meanwhile, so no
     // keepalive is due; progress is measured on (that pause was the peer's doing).
-    if (this.readGate.onDrain()) this.housekeeper.input(Date.now());
+    if (this.readGate.onDrain()) this.housekeeper.input(performance.now());
   }
 
   /** The peer's HELLO arrived: everything that depends on its settings. */

@@ -399,7 +399,7 @@ export class ConnectionDiagnostics {
     const e = this.ch.streamEnd;
     if (!c.hasSubscribers && !e.hasSubscribers && !this.ch.streamProgress.hasSubscribers) return;
     trace.t0 = performance.now();
-    trace.lastProgress = Date.now();
+    trace.lastProgress = performance.now();
     if (c.hasSubscribers) {
       c.publish({ connection: this.connection, direction, id, route, total, offset } satisfies StreamStartMessage);
     }
@@ -416,7 +416,7 @@ export class ConnectionDiagnostics {
   ): void {
     const c = this.ch.streamProgress;
     if (!c.hasSubscribers) return;
-    const now = Date.now();
+    const now = performance.now();
     if (now - trace.lastProgress < PROGRESS_INTERVAL_MS) return;
     trace.lastProgress = now;
     const delta = bytes - trace.reported;

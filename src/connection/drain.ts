@@ -97,7 +97,7 @@ const draining = new Set<Drain>();
 let drainTimer: ReturnType<typeof setInterval> | undefined;
 
 function pollDrains(): void {
-  const now = Date.now();
+  const now = performance.now();
   for (const d of draining) {
     if (!drained(d, now)) continue;
     draining.delete(d);
@@ -182,7 +182,7 @@ export async function drainAndEnd(
   writer: Queued,
   goAway: (() => void) | undefined,
 ): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
+  const deadline = performance.now() + timeoutMs;
   refuseWaiting(conn);
   // With nothing in flight, only the peer's GOAWAY is awaited (a START it sent
   // before it saw ours would come first). A conforming peer answers within a
@@ -197,15 +197,15 @@ export async function drainAndEnd(
     lastIn: conn.bytesIn,
     done: noop,
     writer,
-    keptAt: Date.now(),
+    keptAt: performance.now(),
     goAway,
   };
   // close({ timeoutMs: 60_000 }) then close({ timeoutMs: 0 }): the second is the first's promise, and ended the
   // wait only at the first's deadline.
   conn.cut = (ms) => {
-    if (ms !== undefined && ms >= 0) d.deadline = Math.min(d.deadline, Date.now() + ms);
+    if (ms !== undefined && ms >= 0) d.deadline = Math.min(d.deadline, performance.now() + ms);
   };
-  if (!drained(d, Date.now())) {
+  if (!drained(d, performance.now())) {
     // Checked with every other closing connection by one timer, not a timer each
     // (a server closing 10,000 sessions at once).
     await new Promise<void>((resolve) => {
@@ -241,13 +241,13 @@ export async function drainAndEnd(
   };
   // At least two round trips after our end (our end reaching the peer, its own coming back) for a peer far
   // away, up to MAX_END_WAIT_MS; at most a timer's largest delay (close({ timeoutMs: Infinity }): a longer one fired after 1 ms).
-  const floor = Date.now() + Math.max(100, Math.min(MAX_END_WAIT_MS, 2 * (conn.rtt ?? 0)));
-  const arm = () => setTimeout(giveUp, Math.min(MAX_TIMER_MS, Math.max(floor, d.deadline) - Date.now()));
+  const floor = performance.now() + Math.max(100, Math.min(MAX_END_WAIT_MS, 2 * (conn.rtt ?? 0)));
+  const arm = () => setTimeout(giveUp, Math.min(MAX_TIMER_MS, Math.max(floor, d.deadline) - performance.now()));
   let t = arm();
   // A later close with a shorter timeout ends this wait too (the timer was armed from the first's deadline).
   conn.cut = (ms) => {
-    if (ms === undefined || !(ms >= 0) || Date.now() + ms >= d.deadline) return;
-    d.deadline = Date.now() + ms;
+    if (ms === undefined || !(ms >= 0) || performance.now() + ms >= d.deadline) return;
+    d.deadline = performance.now() + ms;
     clearTimeout(t);
     t = arm();
   };

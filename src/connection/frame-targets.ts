@@ -58,7 +58,7 @@ export class TargetingFrameRouter extends FrameRouter {
         `no memory budget for a frame of ${length} bytes (${b.used} of ${b.limit} in use)`,
       );
     }
-    chargedBodies.set(this, { length, filled: 0, windowAt: Date.now(), windowFilled: 0 });
+    chargedBodies.set(this, { length, filled: 0, windowAt: performance.now(), windowFilled: 0 });
   }
 
   bodyProgress(filled: number): void {

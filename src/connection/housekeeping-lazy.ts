@@ -59,8 +59,8 @@ export function loadHousekeeper(): Promise<typeof Housekeeper> {
  * e.g. offline, leaves it without them).
  */
 export class HousekeeperShell {
-  lastInput = Date.now();
-  lastOutput = Date.now();
+  lastInput = performance.now();
+  lastOutput = performance.now();
   progressFloor = 0;
   declare private readonly args: ConstructorParameters<typeof Housekeeper>;
   private readonly replace: (h: Housekeeper) => void;
@@ -93,7 +93,7 @@ export class HousekeeperShell {
 
   /** Output was handed to the transport. */
   output(): void {
-    this.lastOutput = Date.now();
+    this.lastOutput = performance.now();
   }
 
   /** When anything last moved (the real one refines it to application data). */
@@ -102,7 +102,7 @@ export class HousekeeperShell {
   }
 
   readingResumed(): void {
-    this.lastInput = Date.now();
+    this.lastInput = performance.now();
     this.progressFloor = this.lastInput;
   }
 }

@@ -175,12 +175,12 @@ function unansweredCancel(
 /**
  * The origin of a housekeeper's times: they are ms after it ({@link clock}),
  * small integers for a process's first ~24 days, which every connection
- * keeps in its fields unboxed (a `Date.now()` there is a 16 B number box per
+ * keeps in its fields unboxed (a `performance.now()` there is a 16 B number box per
  * field and connection). 0 means never.
  */
-const EPOCH = Date.now() - 1;
+const EPOCH = performance.now() - 1;
 
-/** `t` (a `Date.now()` time) as ms after {@link EPOCH}: `| 0` while in int32 range (a difference of doubles is a box even when whole). */
+/** `t` (a `performance.now()` time) as ms after {@link EPOCH}: `| 0` while in int32 range (a difference of doubles is a box even when whole). */
 function clock(t: number): number {
   const n = t - EPOCH;
   return n <= 0x7fffffff ? n | 0 : n;
@@ -233,7 +233,7 @@ export class Housekeeper implements Tickable {
 
   // Times are clock() values (ms after EPOCH: small integers); 0 is never.
   /** When input last arrived. */
-  private lastInput = clock(Date.now());
+  private lastInput = clock(performance.now());
   /** When output was last handed to the transport. */
   private lastOutput = this.lastInput;
   /** Progress is measured from no earlier than this (reading was paused before it; 0: no floor). */
@@ -308,7 +308,7 @@ export class Housekeeper implements Tickable {
       shared.add(this);
       return;
     }
-    const timer = setInterval(() => this.tick(Date.now()), period);
+    const timer = setInterval(() => this.tick(performance.now()), period);
     (timer as { unref?: () => void }).unref?.();
     this.runsOn = timer;
   }
@@ -324,24 +324,24 @@ export class Housekeeper implements Tickable {
     else clearInterval(r);
   }
 
-  /** Input arrived at `now` (`Date.now()`). */
+  /** Input arrived at `now` (`performance.now()`). */
   input(now: number): void {
     this.lastInput = clock(now);
   }
 
   /** Output was handed to the transport. */
   output(): void {
-    this.lastOutput = clock(Date.now());
+    this.lastOutput = clock(performance.now());
   }
 
-  /** Takes over the times a connection's {@link HousekeeperShell} recorded (`Date.now()` times). */
+  /** Takes over the times a connection's {@link HousekeeperShell} recorded (`performance.now()` times). */
   adopt(shell: { lastInput: number; lastOutput: number; progressFloor: number }): void {
     this.lastInput = this.lastHeard = clock(shell.lastInput);
     this.lastOutput = clock(shell.lastOutput);
     if (shell.progressFloor !== 0) this.progressFloor = clock(shell.progressFloor);
   }
 
-  /** Brings the last activity up to date (to the nearest input or output); returns it as a `Date.now()` time. */
+  /** Brings the last activity up to date (to the nearest input or output); returns it as a `performance.now()` time (`Connection.info` shows it as a date). */
   observe(): number {
     return EPOCH + this.observed();
   }
@@ -357,7 +357,7 @@ export class Housekeeper implements Tickable {
 
   /** Reading resumed after middleware held the peer's messages: nothing could arrive meanwhile, so progress counts from now. */
   readingResumed(): void {
-    this.lastInput = this.lastHeard = clock(Date.now());
+    this.lastInput = this.lastHeard = clock(performance.now());
     this.progressFloor = this.lastInput;
   }
 
@@ -378,7 +378,7 @@ export class Housekeeper implements Tickable {
     this.confirming = true;
     afterIo(() => {
       this.confirming = false;
-      if (this.host.state !== "closed") this.check(Date.now(), true);
+      if (this.host.state !== "closed") this.check(performance.now(), true);
     });
   }
 
@@ -498,7 +498,7 @@ export class Housekeeper implements Tickable {
     );
   }
 
-  /** `now`: a `Date.now()` time (as the writer's and the inbound side's times are). */
+  /** `now`: a `performance.now()` time (as the writer's and the inbound side's times are). */
   private check(now: number, confirmed: boolean): void {
     const times = this.times;
     /** `now` as this one's times are kept. */

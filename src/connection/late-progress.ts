@@ -13,7 +13,7 @@ import { Emitter } from "../util/emitter.ts";
 export class LateProgress extends Emitter<ProgressEvents> implements AsyncIterable<ProgressSnapshot> {
   declare readonly transferId: string;
   declare private readonly total_: number | undefined;
-  private readonly started = Date.now();
+  private readonly started = performance.now();
   /** The transfer's own progress, once it started. */
   private real: Progress | undefined;
   /** Why it failed before it started (the engine could not be loaded). */
@@ -45,7 +45,7 @@ export class LateProgress extends Emitter<ProgressEvents> implements AsyncIterab
   }
 
   /** The current state (before the start: nothing done yet). */
-  snapshot(now = Date.now()): ProgressSnapshot {
+  snapshot(now = performance.now()): ProgressSnapshot {
     if (this.real !== undefined) return this.real.snapshot(now);
     const total = this.total_;
     const s: ProgressSnapshot = {

@@ -45,7 +45,7 @@ export interface StreamTrace {
   t0: number;
   /** Bytes already reported in progress messages. */
   reported: number;
-  /** Date.now() of the last progress message. */
+  /** `performance.now()` of the last progress message. */
   lastProgress: number;
 }
 

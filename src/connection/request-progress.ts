@@ -59,7 +59,7 @@ export const answering = new WeakMap<PendingCall, { filled: number }>();
  * times out.
  */
 export function movedLately(caller: Caller, call: PendingCall): boolean {
-  const now = Date.now();
+  const now = performance.now();
   if (!call.started || !moved(caller, call, now)) return false;
   call.deadline = now + call.timeoutMs;
   return true;

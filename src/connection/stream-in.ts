@@ -170,7 +170,7 @@ export class IncomingStreams {
     const st = this.streams.get(idKey(id));
     if (st === undefined || st.inDone)
       throw PointSubError.fromPeer("ERR_PROTOCOL", `STREAM frame for unknown stream ${id}`);
-    st.lastFrameAt = Date.now();
+    st.lastFrameAt = performance.now();
     this.stats.counts[23] += length; // stream bytes received
     // Counted against the declared total as a frame that arrived whole is (before, a frame of 32 KiB or
     // more spanning reads was not: the reader got all of it, past the total, until END said otherwise).
@@ -249,7 +249,7 @@ export class IncomingStreams {
       used: 0,
       unacked: 0,
       charged: 0,
-      lastFrameAt: Date.now(),
+      lastFrameAt: performance.now(),
       content: head.offset,
       inDone: false,
       outDone: false,
@@ -383,7 +383,7 @@ export class IncomingStreams {
    * this connection's share of the decompression jobs.
    */
   private data(st: InState, flags: number, data: Uint8Array, crc = -1): void {
-    st.lastFrameAt = Date.now();
+    st.lastFrameAt = performance.now();
     if ((flags & Flag.COMPRESSED) === 0) {
       this.stats.counts[23] += data.length; // stream bytes received
       if (this.charge(st, data.length) && this.within(st, data.length)) st.stream.push(data, data.length, crc);
@@ -437,7 +437,7 @@ export class IncomingStreams {
   private cancel(st: InState, err: PointSubError): void {
     if (st.outDone || this.host.session.state === "closed") return;
     st.outDone = true;
-    st.lastFrameAt = Date.now();
+    st.lastFrameAt = performance.now();
     this.ended(st, err.code);
     st.stream.discard();
     this.dropCharge(st);
@@ -498,7 +498,7 @@ export class IncomingStreams {
     const fails = failed || bad !== undefined;
     const answered = this.dispatcher.finishHandler(st.call, value, error, fails);
     st.outDone = true;
-    st.lastFrameAt = Date.now();
+    st.lastFrameAt = performance.now();
     // What was answered: the handler's error, or one in place of its result (ERR_OVERLOADED, a bad result).
     const code = fails ? (error instanceof PointSubError ? error.code : "ERR_HANDLER") : answered;
     this.ended(st, code);

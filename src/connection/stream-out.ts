@@ -95,7 +95,7 @@ interface OutState {
   ackedWire: number;
   /** Credit returned since the last progress ({@link OutgoingStreams.onAck}). */
   ackRun: number;
-  /** `Date.now()` of the last progress: credit of an eighth of the window (or the start). */
+  /** `performance.now()` of the last progress: credit of an eighth of the window (or the start). */
   progressAt: number;
   /** The receiver's final frame (RES or CANCEL) arrived. */
   answered: boolean;
@@ -163,7 +163,7 @@ export class OutgoingStreams {
     // END, the answer's deadline (moved on at most ~8 times this way) for ever.
     if (owed > 0 && st.ackRun >= Math.min(this.link.peer.streamWindow >>> 3, owed)) {
       st.ackRun = 0;
-      st.progressAt = Date.now();
+      st.progressAt = performance.now();
       const call = st.call;
       if (call.deadline !== 0 && !call.settled) this.armAnswer(st);
     }
@@ -458,7 +458,7 @@ export class OutgoingStreams {
       sentWire: 0,
       ackedWire: 0,
       ackRun: 0,
-      progressAt: Date.now(),
+      progressAt: performance.now(),
       answered: false,
       trace,
       progress,
@@ -598,7 +598,7 @@ export class OutgoingStreams {
     const call = st.call;
     const reading = st.answerMs === undefined && st.sentWire > st.ackedWire;
     call.timeoutMs = reading ? Math.max(due, this.gate.shared.progressTimeoutMs) : due;
-    call.deadline = Date.now() + call.timeoutMs;
+    call.deadline = performance.now() + call.timeoutMs;
     this.caller.armDeadline(call.deadline);
   }
 

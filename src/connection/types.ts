@@ -327,6 +327,6 @@ export interface ConnectionInit {
 
 /** What a server hands the connection it builds after the peer's HELLO arrived (see {@link ConnectionInit.accepted}). */
 export interface AcceptedTransport {
-  /** When the transport was accepted (`Date.now()`): the connection's `connectedAt`. */
+  /** When the transport was accepted (`performance.now()`): the connection's `connectedAt`, as a date. */
   readonly acceptedAt: number;
 }

@@ -142,7 +142,7 @@ export class FrameWriter {
   /** Bytes of control frames written since the transport last asked to wait (reset on drain). */
   controlBacklog = 0;
   /**
-   * `Date.now()` since when the writer has had work it cannot hand over —
+   * `performance.now()` since when the writer has had work it cannot hand over —
    * the transport asked to wait, or queued messages lack the peer's
    * connection or message credit — without any frame going out; 0 when not
    * blocked. Streams waiting for credit do not count, whether stream or
@@ -460,7 +460,7 @@ export class FrameWriter {
     if (this.closed) return;
     if (!this.sink.write(chunks)) {
       this.writable = false;
-      if (this.blockedSince === 0) this.blockedSince = Date.now();
+      if (this.blockedSince === 0) this.blockedSince = performance.now();
     } else if (this.sink.idle?.()) {
       // Everything handed over went to the kernel: its pool memory may be reused.
       this.confirmWritten();
@@ -516,7 +516,7 @@ export class FrameWriter {
       this.pumping = false;
     }
     if (!this.writable || this.singles.length !== 0 || this.messageWaiting()) {
-      if (this.blockedSince === 0 || this.framesOut !== before) this.blockedSince = Date.now();
+      if (this.blockedSince === 0 || this.framesOut !== before) this.blockedSince = performance.now();
     } else {
       this.blockedSince = 0;
     }

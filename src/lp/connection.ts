@@ -320,8 +320,8 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
     if (typeof timeoutMs !== "number" || !(timeoutMs >= 0)) return handledRejection(badCloseTimeout(timeoutMs));
     if (this.closePromise !== undefined) {
       // A second close with a shorter time brings the first one's deadline forward (as a server's does).
-      if (given !== undefined && Date.now() + given < this.closeDeadline) {
-        this.closeDeadline = Date.now() + given;
+      if (given !== undefined && performance.now() + given < this.closeDeadline) {
+        this.closeDeadline = performance.now() + given;
         this.closeTimeoutMs = given;
         this.armClose();
       }
@@ -329,7 +329,7 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
     }
     this.state_ = "closing";
     this.closeReason_ = options.reason ?? "closing";
-    this.closeDeadline = Date.now() + timeoutMs;
+    this.closeDeadline = performance.now() + timeoutMs;
     this.closeTimeoutMs = timeoutMs;
     this.closePromise = this.drainAndEnd();
     return this.closePromise;
@@ -349,7 +349,7 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
     const fire = this.closeFire;
     if (fire === undefined) return;
     // At most a timer's largest delay: a longer one (Infinity) fires at once.
-    this.closeTimer = setTimeout(fire, Math.min(MAX_TIMER_MS, Math.max(0, this.closeDeadline - Date.now())));
+    this.closeTimer = setTimeout(fire, Math.min(MAX_TIMER_MS, Math.max(0, this.closeDeadline - performance.now())));
   }
 
   /** Stops waiting for the close's deadline. */
@@ -400,7 +400,7 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
     this.transport.end();
     // The peer closes its side once it read everything (given at least 100 ms). Not closed by the
     // deadline: it may not have read what was sent last (it stopped reading): not a clean close.
-    this.closeDeadline = Math.max(this.closeDeadline, Date.now() + 100);
+    this.closeDeadline = Math.max(this.closeDeadline, performance.now() + 100);
     const late = this.atCloseDeadline().then(() => {
       if (this.state_ === "closed") return;
       this.destroy(
@@ -422,7 +422,7 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
   private onData(chunk: Uint8Array): boolean {
     if (this.state_ === "closed") return false;
     this.bytesIn += chunk.length;
-    this.lastInput = Date.now();
+    this.lastInput = performance.now();
     let kept: boolean;
     try {
       kept = this.decoder.push(chunk);
@@ -534,7 +534,7 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
       this.progressTimer = undefined;
       if (this.state_ === "closed" || this.decoder.idle) return;
       const limit = this.options.progressTimeoutMs;
-      const quiet = Date.now() - this.lastInput;
+      const quiet = performance.now() - this.lastInput;
       if (quiet >= limit) {
         this.fail(
           PointSubError.fromPeer(
@@ -553,7 +553,7 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
       if (this.owedCharge !== 0) this.chargeOwed(DOWN);
       return;
     }
-    this.blockedSince = Date.now();
+    this.blockedSince = performance.now();
     if (this.slowTimer === undefined) this.watchSlow();
     // What the backed-up transport holds is owed too.
     if (this.init.relieve !== undefined) this.chargeOwed(HELD);
@@ -573,7 +573,7 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
     if (limit === 0 || this.state_ === "closed") return;
     const t = this.transport;
     if (t.bytesHeld !== undefined && t.bytesTaken !== undefined) {
-      this.stuckSince = Date.now();
+      this.stuckSince = performance.now();
       this.stuckTaken = t.bytesTaken();
       this.armSlow(Math.ceil(limit / 4));
     } else if (this.blockedSince !== 0) this.armSlow(limit);
@@ -584,7 +584,7 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
       this.slowTimer = undefined;
       if (this.state_ === "closed") return;
       const limit = this.options.slowPeerTimeoutMs;
-      const now = Date.now();
+      const now = performance.now();
       const t = this.transport;
       let stuck: number;
       if (t.bytesHeld !== undefined && t.bytesTaken !== undefined) {
@@ -633,7 +633,7 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
     this.heartbeatTimer = undefined;
     if (this.state_ !== "open") return;
     const period = this.options.keepAliveMs;
-    const quiet = Date.now() - this.writer.lastOutput;
+    const quiet = performance.now() - this.writer.lastOutput;
     if (quiet < period) {
       this.armBeat(period - quiet);
       return;

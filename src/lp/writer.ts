@@ -80,7 +80,7 @@ export class LpWriter {
   queuedBytes = 0;
   /** Whether the transport takes bytes now (false after `write` said so, until its drain; or while too many writes are unreleased). */
   transportWritable = true;
-  /** When the last bytes went to the transport (`Date.now()`, coarse: per flush). */
+  /** When the last bytes went to the transport (`performance.now()`, coarse: per flush). */
   lastOutput = 0;
   private readonly transport: Transport;
   private readonly hooks: LpWriterHooks;
@@ -194,7 +194,7 @@ export class LpWriter {
       }
     } else ok = this.transport.write([region]);
     this.start = this.pos;
-    this.lastOutput = Date.now();
+    this.lastOutput = performance.now();
     this.hooks.wrote();
     if (!ok) this.setBlocked();
   }
@@ -224,7 +224,7 @@ export class LpWriter {
       this.flush();
       const head = new Uint8Array(4);
       writeLength(head, 0, len);
-      this.lastOutput = Date.now();
+      this.lastOutput = performance.now();
       const ok = this.transport.write([head, data]);
       this.hooks.wrote();
       if (!ok) this.setBlocked();

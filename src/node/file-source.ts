@@ -519,7 +519,7 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
       let signal = ctx.signal;
       /** The content offset this download started from (the asker's resume point), once known. */
       let from: number | undefined;
-      /** When this side's stream started (Date.now(), after the resume answer and the prefix check). */
+      /** When this side's stream started (performance.now(), after the resume answer and the prefix check). */
       let streamAt: number | undefined;
       let t: FileTransfer | undefined;
       if (minRate > 0) {
@@ -549,7 +549,7 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
         pace = setInterval(
           () => {
             if (t === undefined || from === undefined || streamAt === undefined) return;
-            const late = Date.now() - streamAt - graceMs;
+            const late = performance.now() - streamAt - graceMs;
             if (late <= 0) return;
             const taken = t.progress.bytes - from;
             const due = Math.min(st.size - from, (late * minRate) / 1000);
@@ -580,7 +580,7 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
         retries: 0,
         onAttempt: (_n, offset) => {
           from = offset;
-          streamAt = Date.now();
+          streamAt = performance.now();
         },
       });
       try {

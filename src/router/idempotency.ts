@@ -268,7 +268,7 @@ class MemoryStore implements MemoryIdempotencyStore {
   /** Drops done entries past `ttlMs` and claims past their lease (as an access to them would). */
   private readonly sweep = (): void => {
     this.sweeper = undefined;
-    const now = Date.now();
+    const now = performance.now();
     for (const [key, d] of this.done) {
       if (d.expiresAt > now) continue;
       this.expired++;
@@ -283,7 +283,7 @@ class MemoryStore implements MemoryIdempotencyStore {
   };
 
   begin(key: string, token: string, leaseMs: number, fingerprint?: string): Promise<IdempotencyEntry | undefined> {
-    const now = Date.now();
+    const now = performance.now();
     const live = this.live(key, now);
     if (live !== undefined) return Promise.resolve(live);
     const bytes = MEMORY_ENTRY_OVERHEAD + 2 * (key.length + (fingerprint?.length ?? 0));
@@ -309,11 +309,11 @@ class MemoryStore implements MemoryIdempotencyStore {
   }
 
   get(key: string): Promise<IdempotencyEntry | undefined> {
-    return Promise.resolve(this.live(key, Date.now()));
+    return Promise.resolve(this.live(key, performance.now()));
   }
 
   complete(key: string, token: string, outcome: IdempotencyOutcome, fingerprint?: string): Promise<void> {
-    const now = Date.now();
+    const now = performance.now();
     const r = this.running.get(key);
     if (r !== undefined && r.token !== token && r.expiresAt > now) return RESOLVED; // another claim holds it
     const d = this.done.get(key);
@@ -376,7 +376,7 @@ class MemoryStore implements MemoryIdempotencyStore {
 
   wait(key: string, signal: AbortSignal): Promise<IdempotencyEntry | undefined> {
     if (signal.aborted) return Promise.reject(signal.reason);
-    const live = this.live(key, Date.now());
+    const live = this.live(key, performance.now());
     if (live === undefined || live.state === "done") return Promise.resolve(live);
     const r = this.running.get(key) as RunningSlot;
     return new Promise((resolve, reject) => {
@@ -773,7 +773,7 @@ export function idempotency(options: IdempotencyOptions = {}): Middleware {
 
   /** Waits for the running key; a done entry, or undefined to try claiming again. */
   const waitFor = async (key: string, ctx: CallContext, deadline: number): Promise<IdempotencyEntry | undefined> => {
-    const left = deadline - Date.now();
+    const left = deadline - performance.now();
     const timeout = new PointSubError(
       "ERR_TIMEOUT",
       `a request with the same idempotency key to ${ctx.route} is still running after ${waitMs} ms; retry later`,
@@ -798,7 +798,7 @@ export function idempotency(options: IdempotencyOptions = {}): Middleware {
     if (raw === undefined || ctx.kind !== "request") return next();
     const key = idempotencyStoreKey(scopeOf(ctx), ctx.route, raw);
     const token = randomToken();
-    const deadline = Date.now() + waitMs;
+    const deadline = performance.now() + waitMs;
     const print = checkPayload ? payloadFingerprint(ctx.data) : undefined;
     /** A duplicate must be of the same request: an entry made for another payload is not its answer. */
     const same = (e: IdempotencyEntry): IdempotencyEntry => {

@@ -149,7 +149,7 @@ export class Admission {
     const a = this.adaptive;
     if (a === undefined || this.timer !== undefined) return;
     if (this.sampleDelay === undefined) {
-      this.lastSample = Date.now();
+      this.lastSample = performance.now();
       this.worstDelay = 0;
       this.sampler = setInterval(this.sample, SAMPLE_MS);
       (this.sampler as { unref?: () => void }).unref?.();
@@ -197,7 +197,7 @@ export class Admission {
   }
 
   private readonly sample = (): void => {
-    const now = Date.now();
+    const now = performance.now();
     const late = now - this.lastSample - SAMPLE_MS;
     this.lastSample = now;
     if (late > this.worstDelay) this.worstDelay = late;

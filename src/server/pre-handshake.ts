@@ -44,7 +44,7 @@ export class PreHandshake implements TransportHandlers {
   readonly transport: Transport;
   /**
    * When it was accepted, in ms after its server's {@link Openings.epoch}: a
-   * small integer for ~24 days (a `Date.now()` would be a boxed double in
+   * small integer for ~24 days (a `performance.now()` would be a boxed double in
    * every connection).
    */
   private readonly at: number;
@@ -59,11 +59,11 @@ export class PreHandshake implements TransportHandlers {
   constructor(transport: Transport, owner: Openings, acceptedAt: number) {
     this.transport = transport;
     this.owner = owner;
-    this.at = acceptedAt - owner.epoch;
+    this.at = Math.trunc(acceptedAt - owner.epoch);
     transport.attach(this);
   }
 
-  /** When it was accepted (`Date.now()`). */
+  /** When it was accepted (`performance.now()`, ms precision: a date is `Connection.connectedAt`). */
   get acceptedAt(): number {
     return this.owner.epoch + this.at;
   }
@@ -163,8 +163,8 @@ export class Openings {
   readonly pending = new Set<PreHandshake>();
   readonly host: OpeningHost;
   readonly timeoutMs: number;
-  /** `Date.now()` when the server started: accept times are kept relative to it. */
-  readonly epoch = Date.now();
+  /** `performance.now()` when the server started: accept times are kept relative to it. */
+  readonly epoch = performance.now();
   private readonly period: number;
   private readonly lingerMs: number;
   /** Transports given up with a GOAWAY, destroyed at `at` unless closed before (in order of `at`). */
@@ -188,7 +188,7 @@ export class Openings {
 
   /** Takes an accepted transport (its greeting written): attaches to it and keeps its deadline. */
   add(transport: Transport): PreHandshake {
-    const p = new PreHandshake(transport, this, Date.now());
+    const p = new PreHandshake(transport, this, performance.now());
     this.pending.add(p);
     this.arm();
     return p;
@@ -211,7 +211,7 @@ export class Openings {
     if (heard) {
       t.write([handshakeGoAway(codeInfo(error.code).errno, error.message)]);
       t.end();
-      this.linger.push({ t, at: Date.now() + this.lingerMs });
+      this.linger.push({ t, at: performance.now() + this.lingerMs });
       this.arm();
     } else {
       // A peer that sent nothing is not speaking pointsub: close without a
@@ -231,7 +231,7 @@ export class Openings {
   }
 
   private readonly sweep = (): void => {
-    const now = Date.now();
+    const now = performance.now();
     const t0 = performance.now();
     const ms = this.timeoutMs;
     for (const p of this.pending) {

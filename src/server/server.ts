@@ -344,7 +344,7 @@ export class Server extends EventEmitter<ServerEvents> {
   private closed = false;
   /** The first close's whole work (its drain, then leaving the cluster and ending the event streams): every close awaits it. */
   private closeDone: Promise<void> | undefined;
-  /** While closing: the earliest deadline (`Date.now()`) a `close` gave. */
+  /** While closing: the earliest deadline (`performance.now()`) a `close` gave. */
   private closeBy: number | undefined;
   /** The cluster this server joined, if any. */
   private readonly cluster: ClusterMembership | undefined;
@@ -777,7 +777,7 @@ export class Server extends EventEmitter<ServerEvents> {
   /** What a close does until its sessions, handshakes and listeners are closed (by `ms`). */
   private async drain(ms: number, timeoutMs: number | undefined): Promise<void> {
     this.closing = true;
-    const by = Date.now() + ms;
+    const by = performance.now() + ms;
     let cut: ReturnType<typeof setTimeout> | undefined;
     // A session already closing (closeSession, an idle close, its peer's GOAWAY) keeps its own
     // deadline: its close() gives back the one under way, which may run far longer than this one.
@@ -997,7 +997,7 @@ export class Server extends EventEmitter<ServerEvents> {
           };
           // By the close's deadline: with a timeout of its own from now, a handshake completed late in the
           // close held it up to twice its timeoutMs (close({ timeoutMs: 1000 }) took 1.7 s).
-          const left = Math.max(0, (this.closeBy ?? Number.POSITIVE_INFINITY) - Date.now());
+          const left = Math.max(0, (this.closeBy ?? Number.POSITIVE_INFINITY) - performance.now());
           conn.close({ reason: this.closeOptions?.reason ?? "server closing", timeoutMs: left }).then(done, done);
         }
         return conn;

@@ -56,7 +56,7 @@ export class Progress extends Emitter<ProgressEvents> implements AsyncIterable<P
   private bytes_ = 0;
   private status_: TransferStatus = "initializing";
   private error_: PointSubError | undefined;
-  private readonly started = Date.now();
+  private readonly started = performance.now();
   private readonly intervalMs: number;
   private lastEmit = 0;
   /**
@@ -97,7 +97,7 @@ export class Progress extends Emitter<ProgressEvents> implements AsyncIterable<P
     // buffered) no longer move the final figures, nor emit after the final status.
     if (TERMINAL.has(this.status_)) return;
     this.bytes_ += n;
-    const now = Date.now();
+    const now = performance.now();
     if (now - this.lastSampleAt >= WINDOW_MS / SAMPLES) this.sample(now);
     if (now - this.lastEmit >= this.intervalMs) this.emitNow(now);
     else this.scheduleEmit();
@@ -115,15 +115,15 @@ export class Progress extends Emitter<ProgressEvents> implements AsyncIterable<P
       clearTimeout(this.timer);
       this.timer = undefined;
     }
-    this.emitNow(Date.now());
+    this.emitNow(performance.now());
   }
 
   get done(): boolean {
     return TERMINAL.has(this.status_);
   }
 
-  /** The current state. */
-  snapshot(now = Date.now()): ProgressSnapshot {
+  /** The current state (`now`: a `performance.now()` time). */
+  snapshot(now = performance.now()): ProgressSnapshot {
     const rate = this.rate(now);
     const total = this.total;
     const bytes = this.bytes_;
@@ -207,7 +207,7 @@ export class Progress extends Emitter<ProgressEvents> implements AsyncIterable<P
     this.timer = setTimeout(
       () => {
         this.timer = undefined;
-        this.emitNow(Date.now());
+        this.emitNow(performance.now());
       },
       Math.min(this.intervalMs, MAX_TIMER_MS),
     );

@@ -10,7 +10,7 @@
 
 /** A periodic job. */
 export interface Tickable {
-  /** Called about once per period with the current `Date.now()`. */
+  /** Called about once per period with the current `performance.now()`. */
   tick(now: number): void;
   /**
    * The slot its ticker keeps it in, -1 while not registered (start it at
@@ -73,7 +73,7 @@ export class Ticker {
     const slot = this.slots[this.hand];
     this.hand = (this.hand + 1) % SLOTS;
     if (slot.size === 0) return;
-    const now = Date.now();
+    const now = performance.now();
     // A Set may lose members while iterated (a job whose connection closed
     // removes itself): they are skipped, the rest still visited.
     for (const job of slot) job.tick(now);

@@ -16,6 +16,21 @@ import { PointSubError } from "../../src/errors/error.ts";
 import { Queue } from "../../src/util/queue.ts";
 import { assertBytes, concat, decodeFrames, leadingVarint, outerFrames, RecordingSink } from "../helpers/frame-sink.ts";
 
+/** The writer's clock (monotonic `performance.now()`), set by hand until `t` ends. */
+function stubClock(t: { after(fn: () => void): void }, start: number): { set(ms: number): void } {
+  const realNow = performance.now;
+  let now = start;
+  performance.now = () => now;
+  t.after(() => {
+    performance.now = realNow;
+  });
+  return {
+    set(ms: number) {
+      now = ms;
+    },
+  };
+}
+
 // The writer's bulk pump comes with the stream engine (installed up front, as the Node entry does).
 useStreamEngine(streams);
 
@@ -1066,13 +1081,13 @@ describe("FrameWriter: accounting", () => {
   });
 
   it("blockedSince: set when work cannot go out, kept while nothing moves, renewed by progress, 0 when clear", async (t) => {
-    t.mock.timers.enable({ apis: ["Date"], now: 1000 });
+    const clock = stubClock(t, 1000);
     const { w, sink } = setup();
     assert.equal(w.blockedSince, 0);
     w.connCredit = 0;
     w.enqueue(message(1, bytes(100), { single: true }).m);
     assert.equal(w.blockedSince, 1000, "a single waits for connection credit");
-    t.mock.timers.setTime(2000);
+    clock.set(2000);
     w.enqueue(message(3, bytes(10), { single: true }).m);
     w.addConnCredit(50);
     assert.equal(w.blockedSince, 1000, "no frame went out: still blocked since 1000");
@@ -1080,18 +1095,18 @@ describe("FrameWriter: accounting", () => {
     assert.equal(w.blockedSince, 0, "everything went out");
     await tick();
 
-    t.mock.timers.setTime(3000);
+    clock.set(3000);
     w.connCredit = 16 * KiB;
     w.enqueue(message(5, bytes(100_000)).m);
     assert.equal(w.blockedSince, 3000, "a chunked message waits for credit");
-    t.mock.timers.setTime(4000);
+    clock.set(4000);
     w.addConnCredit(16 * KiB);
     assert.equal(w.blockedSince, 4000, "a frame went out: blocked anew from now");
     w.addConnCredit(1 << 20);
     assert.equal(w.blockedSince, 0);
     await tick();
 
-    t.mock.timers.setTime(5000);
+    clock.set(5000);
     sink.accept = false;
     w.trySendNow(FrameType.MSG, 7, EMPTY, bytes(5));
     await tick();
@@ -1102,7 +1117,7 @@ describe("FrameWriter: accounting", () => {
   });
 
   it("blockedSince: a stream waiting for its items or its stream credit does not count", async (t) => {
-    t.mock.timers.enable({ apis: ["Date"], now: 1000 });
+    stubClock(t, 1000);
     const { w } = setup();
     const s = streamMessage(1, 10);
     w.enqueue(s.m);

@@ -35,6 +35,9 @@ describe("lp: heartbeat", () => {
         check();
       });
     t.mock.timers.enable({ apis: ["setTimeout", "setInterval", "Date"], now: 1_000_000 });
+    // The connection's times are monotonic (performance.now()): that clock follows the mocked one.
+    const realPerfNow = performance.now;
+    performance.now = () => Date.now();
     const conn = await connectLp(`lp+tcp://127.0.0.1:${(peer.address() as net.AddressInfo).port}`, {
       heartbeat: true,
       keepAliveMs: 1000,
@@ -55,6 +58,7 @@ describe("lp: heartbeat", () => {
         ["", "x", ""],
       );
     } finally {
+      performance.now = realPerfNow;
       t.mock.timers.reset();
       conn.destroy();
       for (const s of sockets) s.destroy();
