@@ -324,7 +324,8 @@ describe("clients against a hostile server", () => {
         assert.match(err.message, /returned no credit/);
         return true;
       });
-      assert.ok(Date.now() - t0 < 3000, `${Date.now() - t0} ms`);
+      // Ended by progressTimeoutMs (~0.4-0.8 s; a loaded machine took 3.9 s), while credits still trickled in.
+      assert.ok(Date.now() - t0 < 15_000, `${Date.now() - t0} ms`);
       assert.ok(s.credits() >= 4, `${s.credits()} credits came meanwhile`);
     } finally {
       conn.destroy();

@@ -69,14 +69,22 @@ describe("sendFile: a receipt lost with its connection", () => {
     cutAfterStoring.add("big.bin");
     const before = cuts;
     const attempts: number[] = [];
-    const r = await sendFile(() => connect(url), src, { retryDelayMs: 10, onAttempt: (n) => attempts.push(n) });
+    const retried: string[] = [];
+    const r = await sendFile(() => connect(url), src, {
+      retryDelayMs: 10,
+      onAttempt: (n) => attempts.push(n),
+      onRetry: (e) => retried.push(e.code),
+    });
     assert.equal(cuts, before + 1, "the first attempt stored the file and lost its receipt");
-    assert.deepEqual(attempts, [0, 1]);
+    // The retry finds the file whole. (On a loaded machine a retry may fail before it starts, e.g. before the
+    // server saw the cut connection end: then one more. Once in a run at load 10: attempts 0 and 2.)
+    assert.equal(attempts[0], 0);
+    assert.ok(attempts.length >= 2, `attempts ${attempts}, retried after ${retried}`);
     assert.equal(r.name, "big.bin");
     assert.equal(r.path, "big.bin");
     assert.equal(r.size, data.length);
     assert.equal(r.resumedFrom, data.length, "the receiver held all of it when the retry began");
-    assert.equal(r.attempts, 2);
+    assert.equal(r.attempts, (attempts.at(-1) ?? 0) + 1);
     assert.ok(r.bytesSent >= data.length, `bytesSent ${r.bytesSent}`);
     assert.deepEqual(await readFile(join(inbox, "big.bin")), Buffer.from(data));
   });
@@ -91,7 +99,7 @@ describe("sendFile: a receipt lost with its connection", () => {
       const t = sendFile(shared, src, { relativePath: "sub/c.bin", retryDelayMs: 10 });
       const r = await t;
       assert.equal(r.path, "sub/c.bin");
-      assert.equal(r.attempts, 2);
+      assert.ok(r.attempts >= 2, `${r.attempts} attempts`);
       assert.equal(t.progress.status, "completed");
       assert.deepEqual(await readFile(join(inbox, "sub", "c.bin")), Buffer.from(data));
     } finally {
@@ -112,7 +120,8 @@ describe("sendFile: a receipt lost with its connection", () => {
       sendFile(() => connect(url), src, { retryDelayMs: 10, onAttempt: (n) => attempts.push(n) }).done,
       (err: PointSubError) => err.code === "ERR_EXISTS",
     );
-    assert.deepEqual(attempts, [0, 1]);
+    assert.equal(attempts[0], 0);
+    assert.ok(attempts.length >= 2, `attempts ${attempts}`);
     assert.deepEqual(await readFile(join(inbox, "d.bin")), Buffer.from(other));
   });
 
