@@ -43,6 +43,14 @@ export interface ClusterOptions {
   deadAfterMs?: number;
   /** How long a `sendTo`, or a page of a node's session list, is waited for, in ms. Default 5,000. */
   requestTimeoutMs?: number;
+  /**
+   * Longest a cluster-wide session list (`sessionsInfo({ cluster: true })`)
+   * gathers, in ms: then it resolves with what it has, a node whose list is
+   * not complete left out as one that misses `requestTimeoutMs` (with the
+   * pages it sent). A node answering each page just in time could otherwise
+   * hold the list for hours. Default 6 × `requestTimeoutMs` (30 s).
+   */
+  listTimeoutMs?: number;
   /** How long the first `listen` waits for the engine; then it rejects with ERR_CONNECT (a later `listen` tries again). Default 10,000. */
   connectTimeoutMs?: number;
   /**
@@ -356,6 +364,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private readonly heartbeatMs: number;
   private readonly deadAfterMs: number;
   private readonly requestTimeoutMs: number;
+  private readonly listTimeoutMs: number;
   private readonly connectTimeoutMs: number;
   private readonly engineTimeoutMs: number;
   private readonly maxBusBytes: number;
@@ -448,6 +457,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       throw new PointSubError("ERR_INVALID_ARGUMENT", "deadAfterMs must be more than heartbeatMs");
     }
     this.requestTimeoutMs = delay("requestTimeoutMs", options.requestTimeoutMs, 5000);
+    this.listTimeoutMs = delay("listTimeoutMs", options.listTimeoutMs, 6 * this.requestTimeoutMs);
     this.connectTimeoutMs = delay("connectTimeoutMs", options.connectTimeoutMs, 10_000);
     this.engineTimeoutMs = delay("engineTimeoutMs", options.engineTimeoutMs, 2000);
     this.maxBusBytes = positive("maxBusMessageBytes", options.maxBusMessageBytes, 512 * 1024);
@@ -1078,7 +1088,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    * 20 lists of 4 MB — went over Redis's output limit for a subscriber, or
    * NATS's for a slow consumer: the engine cut this node off). A node that
    * does not answer a page within `requestTimeoutMs` is left out (with the
-   * pages it sent).
+   * pages it sent), and so is every node whose list is not complete within
+   * `listTimeoutMs` of the call: a node answering each page just before
+   * `requestTimeoutMs`, a session a page, held the list for up to 262,144
+   * pages (15 days at the defaults).
    */
   private gather(): Promise<ClusterSessionInfo[]> {
     const local = this.local as ClusterLocal;
@@ -1088,6 +1101,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     // the bus answer for a node with sessions of its choosing (or an empty last page, leaving it out).
     const i = `${this.msgId()}.${randomId()}`;
     return new Promise((resolve) => {
+      const deadline = setTimeout(() => {
+        if (this.infos.get(i) === p) p.done();
+      }, this.listTimeoutMs);
       const p: PendingInfo = {
         infos,
         bytes: 0,
@@ -1101,6 +1117,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
           this.askNext(i, p);
         },
         done: () => {
+          clearTimeout(deadline);
           for (const w of p.waiting.values()) {
             clearTimeout(w.timer);
             clearTimeout(w.ask);

@@ -542,7 +542,8 @@ export class Server extends EventEmitter<ServerEvents> {
    * live nodes when called. Other nodes' entries are JSON copies (a
    * principal as its JSON, certificate bytes left out). A node that does
    * not answer a page of its list within the cluster's `requestTimeoutMs`
-   * is left out (with the pages it sent). Calls while a list is gathered
+   * is left out (with the pages it sent), and so is one whose list is not
+   * complete within its `listTimeoutMs` (30 s by default). Calls while a list is gathered
    * share it: each gets its own array of the same entries. A node asks
    * another for at most 4 lists at once, then one a second (each list a
    * snapshot of that node's sessions): lists asked back to back wait.
