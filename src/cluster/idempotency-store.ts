@@ -241,6 +241,11 @@ class EngineStore implements EngineIdempotencyStore {
   private left = false;
   /** Tokens of this node's claims whose write failed ({@link abandon}), oldest first: at most {@link ABANDONED_MAX}. */
   private readonly abandoned = new Set<string>();
+  /**
+   * Claims of this node whose delete failed (their handler gave up), deleted again in the background
+   * ({@link dropLater}), by key: at most {@link ABANDONED_MAX}, the oldest dropped (it lives out its lease).
+   */
+  private readonly undropped = new Map<string, Undropped>();
 
   constructor(engine: ClusterEngine, o: EngineIdempotencyStoreOptions) {
     this.engine = engine;
@@ -479,7 +484,7 @@ class EngineStore implements EngineIdempotencyStore {
           won = await this.engine.kvUpdate(k, claim, r.revision, leaseMs);
         }
       } catch (err) {
-        this.abandon(key, token);
+        this.abandon(key, token, Date.now() + leaseMs);
         throw err;
       }
       if (won) {
@@ -554,10 +559,56 @@ class EngineStore implements EngineIdempotencyStore {
    * handler under it: this node takes it for no claim (a retry here claims the key over it), and deletes
    * it if it can. Before, it held the key for its whole lease (10 min): every retry waited and failed.
    */
-  private abandon(key: string, token: string): void {
+  private abandon(key: string, token: string, leaseEnd: number): void {
+    this.forsake(token);
+    this.drop(key, token).catch(() => this.dropLater(key, token, leaseEnd));
+  }
+
+  /** This node takes `token`'s claim for no claim (its handler does not run): a retry here claims the key over it. */
+  private forsake(token: string): void {
     this.abandoned.add(token);
     if (this.abandoned.size > ABANDONED_MAX) this.abandoned.delete(this.abandoned.values().next().value as string);
-    this.fail(key, token).catch(() => {});
+  }
+
+  /** Deletes `token`'s claim of `key`, if it is still that claim. */
+  private async drop(key: string, token: string): Promise<void> {
+    const r = await this.read(key);
+    if (r.token === token && r.revision !== undefined) await this.engine.kvDelete(this.o.prefix + key, r.revision);
+  }
+
+  /**
+   * Deletes a claim whose delete failed again in the background, until it is gone or `until` (its lease
+   * end) passes: 100 ms, doubling to 2 s. Not once this node left (the other nodes take its claims over).
+   */
+  private dropLater(key: string, token: string, until: number): void {
+    if (this.left) return;
+    const old = this.undropped.get(key);
+    if (old !== undefined) this.undrop(key, old);
+    while (this.undropped.size >= ABANDONED_MAX) {
+      const [k, oldest] = this.undropped.entries().next().value as [string, Undropped];
+      this.undrop(k, oldest);
+    }
+    const u: Undropped = { token, until, delay: UNSETTLED_FIRST_MS, timer: undefined };
+    const again = async (): Promise<void> => {
+      if (this.undropped.get(key) !== u || this.left) return;
+      try {
+        await this.drop(key, token);
+      } catch {
+        u.delay = Math.min(u.delay * 2, UNSETTLED_MAX_DELAY_MS);
+        if (this.undropped.get(key) === u && Date.now() + u.delay < u.until) {
+          u.timer = later(again, u.delay);
+          return;
+        }
+      }
+      this.undrop(key, u);
+    };
+    this.undropped.set(key, u);
+    u.timer = later(again, u.delay);
+  }
+
+  private undrop(key: string, u: Undropped): void {
+    clearTimeout(u.timer);
+    if (this.undropped.get(key) === u) this.undropped.delete(key);
   }
 
   /** This node no longer runs `token`'s handler for `key`. */
@@ -579,6 +630,7 @@ class EngineStore implements EngineIdempotencyStore {
       ...[...this.unsettled].map(([key, u]) => this.settleNow(key, u, true)),
     ]);
     for (const [key, u] of [...this.unsettled]) this.unsettle(key, u);
+    for (const [key, u] of [...this.undropped]) this.undrop(key, u);
     this.left = true;
   }
 
@@ -705,10 +757,20 @@ class EngineStore implements EngineIdempotencyStore {
     // After a rewrite under way: the claim's revision read before it was gone once it landed, and the
     // delete on that revision missed (the claim stayed, live, until the bucket aged it out: a retry
     // waited for it and failed ERR_TIMEOUT).
+    const run = this.running.get(key);
+    const leaseEnd = run?.token === token ? run.leaseEnd : Number.POSITIVE_INFINITY;
     this.ended(key, token);
     await this.release(key, token);
-    const r = await this.read(key);
-    if (r.token === token && r.revision !== undefined) await this.engine.kvDelete(this.o.prefix + key, r.revision);
+    try {
+      await this.drop(key, token);
+    } catch (err) {
+      // The claim stayed, this node's and live, for its whole lease (10 min): a retry here waited for it and
+      // failed ERR_TIMEOUT, and so did one on another node. This node now takes it for no claim, and deletes
+      // it again until the engine takes the delete.
+      this.forsake(token);
+      this.dropLater(key, token, leaseEnd);
+      throw err;
+    }
   }
 
   async wait(key: string, signal: AbortSignal): Promise<IdempotencyEntry | undefined> {
@@ -749,6 +811,15 @@ interface Unsettled {
   readonly until: number;
   /** The answer as an error saying the handler ran, for when it is too large to hold. */
   readonly marker: () => string;
+  delay: number;
+  timer: ReturnType<typeof setTimeout> | undefined;
+}
+
+/** A claim of this node whose delete failed, deleted again. */
+interface Undropped {
+  readonly token: string;
+  /** Tried again until then (the claim's lease end). */
+  readonly until: number;
   delay: number;
   timer: ReturnType<typeof setTimeout> | undefined;
 }
