@@ -192,9 +192,9 @@ const FULL_LIST_MS = 1000;
 export const FIRST_PAGES_BURST = 4;
 
 /**
- * How long a copy of a node's sessions taken for a list serves the lists asked after it, in ms (unless the
- * session count changed meanwhile): each took its own, kept while it is paged, and 1,024 askers at once made
- * 1,024 copies of every session.
+ * How long a copy of a node's sessions taken for a list serves the lists asked after it, in ms (unless a
+ * session opened meanwhile): each took its own, kept while it is paged, and 1,024 askers at once made 1,024
+ * copies of every session.
  */
 const SNAPSHOT_SHARE_MS = 1000;
 
@@ -378,7 +378,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   /** Lists this node answers page by page, per asking node (its latest request). */
   private readonly snapshots = new Map<string, InfoSnapshot>();
   /** The latest copy of this node's sessions a list took, shared by lists asked within {@link SNAPSHOT_SHARE_MS}. */
-  private sharedSnapshot: { sessions: Connection[]; timer: ReturnType<typeof setTimeout> } | undefined;
+  private sharedSnapshot:
+    | { sessions: Connection[]; opened: number | undefined; timer: ReturnType<typeof setTimeout> }
+    | undefined;
   private readonly seen = new Set<string>();
   private local: ClusterLocal | undefined;
   private timer: ReturnType<typeof setInterval> | undefined;
@@ -1449,11 +1451,21 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     send(page, last, at);
   }
 
-  /** This node's sessions for a list: the copy taken for another list within SNAPSHOT_SHARE_MS, if the count is the same. */
+  /**
+   * This node's sessions for a list: the copy taken for another list within SNAPSHOT_SHARE_MS, if no session
+   * opened since (those closed are skipped as their page goes). The count alone was not enough: one session
+   * closed and one opened left it the same, and the lists sharing the copy missed the new one.
+   */
   private sessionsSnapshot(): Connection[] {
     const local = this.local as ClusterLocal;
     const shared = this.sharedSnapshot;
-    if (shared !== undefined && shared.sessions.length === local.sessionCount) return shared.sessions;
+    const opened = local.sessionsOpened;
+    if (
+      shared !== undefined &&
+      (opened !== undefined ? shared.opened === opened : shared.sessions.length === local.sessionCount)
+    ) {
+      return shared.sessions;
+    }
     clearTimeout(shared?.timer);
     const sessions = local.sessions();
     // Dropped after the window: a copy kept longer would hold closed sessions for nothing.
@@ -1461,7 +1473,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       if (this.sharedSnapshot?.sessions === sessions) this.sharedSnapshot = undefined;
     }, SNAPSHOT_SHARE_MS);
     (timer as { unref?: () => void }).unref?.();
-    this.sharedSnapshot = { sessions, timer };
+    this.sharedSnapshot = { sessions, opened, timer };
     return sessions;
   }
 

@@ -167,6 +167,12 @@ export interface ClusterLocal {
   sessions(): Connection[];
   /** This node's session count. */
   readonly sessionCount: number;
+  /**
+   * Sessions this node has opened since it started. Optional: without it a
+   * cluster takes an unchanged count for unchanged sessions (one closed and
+   * one opened meanwhile, its lists miss the new one for up to a second).
+   */
+  readonly sessionsOpened?: number;
   /** This node's bound URLs. */
   readonly urls: string[];
 }
@@ -307,6 +313,8 @@ export class Server extends EventEmitter<ServerEvents> {
   private readonly router = new Router();
   private readonly bound: TransportListener[] = [];
   private readonly sessions_ = new Set<Connection>();
+  /** Sessions opened since the start (a cluster tells by it whether its copy of the sessions is missing one). */
+  private sessionsOpened = 0;
   private readonly byId = new Map<string, Connection>();
   private nextId = 0;
   /** Housekeeping of every session on one timer wheel (undefined: nothing periodic to do). */
@@ -573,6 +581,9 @@ export class Server extends EventEmitter<ServerEvents> {
       sessions: () => [...this.sessions_],
       get sessionCount() {
         return server.sessions_.size;
+      },
+      get sessionsOpened() {
+        return server.sessionsOpened;
       },
       get urls() {
         return server.urls;
@@ -1058,6 +1069,7 @@ export class Server extends EventEmitter<ServerEvents> {
   private readonly sessionOpened = (conn: Connection): void => {
     this.connecting.delete(conn);
     this.sessions_.add(conn);
+    this.sessionsOpened++;
     this.byId.set(conn.id, conn);
     this.tell("session", conn);
     if (this.subscribers.size !== 0) this.publish({ type: "session", session: conn });
