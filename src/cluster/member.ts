@@ -264,6 +264,11 @@ interface PendingInfo {
   /** Nodes not asked yet. */
   queued: string[];
   /**
+   * The request id each node asked is given (the list's id, a dot, a random part of its own): a page counts
+   * only under the id its node was given. One id for every node let any node asked answer for the others.
+   */
+  ids: Map<string, string>;
+  /**
    * Nodes asked: the timer of the page each owes, whether a page was asked for and not yet received, and the
    * timer of an ask that waits for this node's first-page budget.
    */
@@ -1110,6 +1115,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         infos,
         bytes: 0,
         queued: [...this.members.keys()],
+        ids: new Map(),
         waiting: new Map(),
         finish: (node) => {
           const w = p.waiting.get(node);
@@ -1149,12 +1155,17 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    * allows: {@link FIRST_PAGES_BURST}); left out if it does not come within `requestTimeoutMs` of the ask.
    */
   private askPage(i: string, p: PendingInfo, node: string, c: number): void {
+    let id = p.ids.get(node);
+    if (id === undefined) {
+      id = `${i}.${randomId()}`;
+      p.ids.set(node, id);
+    }
     const wait = c === 0 ? this.firstPageWait(node) : 0;
     this.expectPage(p, node, true, wait);
     const w = p.waiting.get(node);
     const ask = () => {
       if (p.waiting.get(node) !== w) return; // done meanwhile
-      void this.publish(this.subject(`node.${node}`), encode({ t: "info", n: this.nodeId, i, c })).then((ok) => {
+      void this.publish(this.subject(`node.${node}`), encode({ t: "info", n: this.nodeId, i: id, c })).then((ok) => {
         if (!ok && p.waiting.get(node) === w) p.finish(node); // not sent: nothing will come
       });
     };
@@ -1478,8 +1489,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   }
 
   private onInfoPage(from: string, i: string, last: boolean, c: unknown, payload: Uint8Array): void {
-    const p = this.infos.get(i);
-    if (p === undefined || !p.waiting.has(from)) return;
+    // The page's id is the one its node was given: the list's, a dot, a random part.
+    const list = i.slice(0, i.lastIndexOf("."));
+    const p = this.infos.get(list);
+    if (p === undefined || p.ids.get(from) !== i || !p.waiting.has(from)) return;
     const pulled = typeof c === "number" && Number.isSafeInteger(c) && c >= 0;
     if (pulled && p.waiting.get(from)?.asked !== true) return; // a page not asked for (a repeat)
     let full = p.bytes + payload.length > MAX_LISTED_PAGES * this.busBytes();
@@ -1514,7 +1527,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     if (last || full || (pulled && added === 0)) {
       p.finish(from);
     } else if (pulled) {
-      this.askPage(i, p, from, c as number);
+      this.askPage(list, p, from, c as number);
     } else if (added !== 0) {
       // An older node pushes every page unasked: wait for its next one. (Not again after a page that added
       // nothing: pages of "{}" pushed every 100 ms held the list for as long as they came.)
