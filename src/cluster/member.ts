@@ -983,7 +983,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     const header: BusHeader = {
       t: "bc",
       n: this.nodeId,
-      i: this.msgId(),
+      // Unguessable, as a sendTo's: every node drops an id it has seen, and a publisher on the bus that sent
+      // broadcasts ahead under the numbered ids this node would use next had its real ones dropped everywhere.
+      i: `${this.msgId()}.${randomId()}`,
       ...(filter === undefined ? {} : { f: filter }),
       ...(filterArg === undefined ? {} : { a: filterArg }),
       // Infinity is not JSON (it crossed as null, and the other nodes used the default mark): "inf".

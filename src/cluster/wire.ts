@@ -12,7 +12,7 @@
 export const MAX_HEADER_BYTES = 64 * 1024;
 /**
  * Longest message id (`i`) read from the bus, in characters: a node's are
- * `<node id>:<incarnation>:<n>`, under 64. Each node remembers the last
+ * `<node id>:<incarnation>:<n>.<random>`, under 90. Each node remembers the last
  * 8,192 ids against duplicates: ids of 64 KiB from a publisher on the bus
  * were 512 MiB of them.
  */
