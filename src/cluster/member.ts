@@ -811,10 +811,12 @@ export class Cluster extends EventEmitter<ClusterEvents> {
 
   /** One of this node's own heartbeats read back with echo key `k`. */
   private onEcho(k: string | undefined): void {
-    if (k !== undefined && !k.startsWith(`${this.incarnation}.`)) {
-      // Not this node's: another one uses its id.
+    if (k === undefined || !k.startsWith(`${this.incarnation}.`)) {
+      // Not this node's: another one uses its id (an older one sends no key; this node's own always carry
+      // one). Taken for this node's echo, a key-less heartbeat under its id — a publisher on the bus, an older
+      // twin — kept the engine counted as up while none of this node's own heartbeats came back.
       this.counters.duplicateNodeIds++;
-      const other = k.slice(0, k.indexOf("."));
+      const other = k === undefined ? "" : k.slice(0, k.indexOf("."));
       if (this.otherIncarnations.size < MAX_REPORTED_DUPLICATES && !this.otherIncarnations.has(other)) {
         this.otherIncarnations.add(other);
         this.safeEmit(
@@ -828,10 +830,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       return;
     }
     if (this.upSince !== 0) {
-      if (k === undefined || k.startsWith(`${this.incarnation}.`)) {
-        this.lastEcho = Date.now();
-        this.unechoedSince = 0;
-      }
+      this.lastEcho = Date.now();
+      this.unechoedSince = 0;
     } else if (k === `${this.incarnation}.${this.probe}`) this.setLive(true);
   }
 
