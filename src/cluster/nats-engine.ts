@@ -61,6 +61,9 @@ class NatsEngine implements ClusterEngine {
    * kept each for the max age (10 min), one counter per principal and second.
    */
   private readonly expiring = new Map<string, ReturnType<typeof setTimeout>>();
+  /** A making again of the bucket under way ({@link rebind}), and when the next may start (`performance.now()`). */
+  private rebinding: Promise<void> | undefined;
+  private rebindAt = 0;
 
   /** The bucket's max age: JetStream drops a key this long after its last write, whatever its lease. */
   get kvMaxAgeMs(): number | undefined {
@@ -141,11 +144,9 @@ class NatsEngine implements ClusterEngine {
     })();
     if (this.o.jetstream !== false) {
       try {
-        this.kv = await nc.jetstream().views.kv(this.o.bucket, { history: 1, ttl: this.o.bucketTtlMs });
+        await this.bind(nc);
         // No API check (a request the account may not be allowed): only kvDelete uses it, and copes with a refusal.
         this.jsm = await nc.jetstreamManager({ checkAPI: false });
-        const ttl = (await this.kv.status()).ttl;
-        this.maxAge = ttl > 0 ? ttl : undefined;
       } catch (err) {
         await nc.close();
         throw new PointSubError(
@@ -157,6 +158,42 @@ class NatsEngine implements ClusterEngine {
       }
     }
     this.state(true);
+  }
+
+  /** Opens the bucket, making it if the server has none. */
+  private async bind(nc: NatsConnection): Promise<void> {
+    const kv = await nc.jetstream().views.kv(this.o.bucket, { history: 1, ttl: this.o.bucketTtlMs });
+    const ttl = (await kv.status()).ttl;
+    this.kv = kv;
+    this.maxAge = ttl > 0 ? ttl : undefined;
+  }
+
+  /**
+   * After a key-value call failed (other than a revision that no longer holds): opens the bucket again in
+   * the background, which makes it if the server lost it (restarted without its JetStream store: a new pod,
+   * memory storage) — at most once a second, while connected. Before, every call failed (503, "stream not
+   * found", a get timing out) for as long as the process lived.
+   */
+  private rebind(): void {
+    const nc = this.nc;
+    const now = performance.now();
+    if (this.rebinding !== undefined || now < this.rebindAt || !this.up || nc === undefined || nc.isClosed()) return;
+    this.rebindAt = now + REBIND_MS;
+    this.rebinding = this.bind(nc)
+      .catch(() => {})
+      .finally(() => {
+        this.rebinding = undefined;
+      });
+  }
+
+  /** Runs a key-value call; one that fails makes {@link rebind} check the bucket. */
+  private async kvCall<T>(op: () => Promise<T>): Promise<T> {
+    try {
+      return await op();
+    } catch (err) {
+      if (this.kv !== undefined && !isWrongSequence(err)) this.rebind();
+      throw err;
+    }
   }
 
   async publish(subject: string, data: Uint8Array): Promise<void> {
@@ -196,7 +233,7 @@ class NatsEngine implements ClusterEngine {
   async kvCreate(key: string, value: string, ttlMs: number): Promise<boolean> {
     try {
       const k = kvKey(key);
-      this.expireAfter(k, await this.store.create(k, utf8.encode(value)), ttlMs);
+      this.expireAfter(k, await this.kvCall(() => this.store.create(k, utf8.encode(value))), ttlMs);
       return true;
     } catch (err) {
       if (isWrongSequence(err)) return false;
@@ -205,7 +242,7 @@ class NatsEngine implements ClusterEngine {
   }
 
   async kvGet(key: string): Promise<KvEntry | undefined> {
-    const e = await this.store.get(kvKey(key));
+    const e = await this.kvCall(() => this.store.get(kvKey(key)));
     if (e === null || e.operation !== "PUT") return undefined;
     return { value: fromUtf8.decode(e.value), revision: String(e.revision) };
   }
@@ -213,7 +250,7 @@ class NatsEngine implements ClusterEngine {
   async kvUpdate(key: string, value: string, revision: string, ttlMs: number): Promise<boolean> {
     try {
       const k = kvKey(key);
-      this.expireAfter(k, await this.store.update(k, utf8.encode(value), Number(revision)), ttlMs);
+      this.expireAfter(k, await this.kvCall(() => this.store.update(k, utf8.encode(value), Number(revision))), ttlMs);
       return true;
     } catch (err) {
       if (isWrongSequence(err)) return false;
@@ -230,7 +267,7 @@ class NatsEngine implements ClusterEngine {
    * 200 messages of 200 keys sent with a quota of 10; now 10).
    */
   async kvDelete(key: string, revision: string): Promise<void> {
-    return this.purge(kvKey(key), Number(revision));
+    return this.kvCall(() => this.purge(kvKey(key), Number(revision)));
   }
 
   /** {@link kvDelete} of bucket key `k` at revision `seq`. */
@@ -293,6 +330,9 @@ class NatsEngine implements ClusterEngine {
     clearTimeout(timer);
   }
 }
+
+/** Least time between two openings of the bucket after failed key-value calls ({@link NatsEngine.rebind}), in ms. */
+const REBIND_MS = 1000;
 
 /** How long {@link NatsEngine.close} waits for the connection to close, in ms. */
 const CLOSE_GRACE_MS = 500;

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -17,8 +17,11 @@ export interface EngineServer {
   readonly kind: "redis" | "nats";
   /** What a cluster is given: `redis://127.0.0.1:<port>` or `127.0.0.1:<port>`. */
   readonly url: string;
-  /** SIGKILL, then starts it again on the same port; resolves once it accepts connections. */
-  restart(): Promise<void>;
+  /**
+   * SIGKILL, then starts it again on the same port; resolves once it accepts connections. `wipe`: what it
+   * stored is gone (a NATS server whose JetStream store was not kept: a new pod, memory storage).
+   */
+  restart(o?: { wipe?: boolean }): Promise<void>;
   /** SIGKILL; resolves once exited. */
   kill(): Promise<void>;
   /** SIGSTOP: the server keeps its connections open and answers nothing. */
@@ -105,8 +108,12 @@ export async function startEngine(kind: "redis" | "nats", o: { jetstream?: boole
   return {
     kind,
     url: kind === "redis" ? `redis://127.0.0.1:${port}` : `127.0.0.1:${port}`,
-    async restart() {
+    async restart(r: { wipe?: boolean } = {}) {
       await killed(child);
+      if (r.wipe === true) {
+        rmSync(dir, { recursive: true, force: true });
+        mkdirSync(dir);
+      }
       child = await launch();
     },
     kill: () => killed(child),
