@@ -13,6 +13,7 @@
  */
 import { createHash } from "node:crypto";
 import { PointSubError } from "../errors/error.ts";
+import { principalScope } from "../router/idempotency.ts";
 import type { Middleware } from "../router/types.ts";
 import type { Cluster } from "./member.ts";
 
@@ -20,7 +21,11 @@ import type { Cluster } from "./member.ts";
 export interface ClusterRateLimitOptions {
   /** Requests admitted per second cluster-wide (per principal with `per: "principal"`). */
   perSecond: number;
-  /** `"global"`: one limit for all requests; `"principal"`: one per `session.principal` (`""` without authentication). Default "global". */
+  /**
+   * `"global"`: one limit for all requests; `"principal"`: one per `session.principal` (all unauthenticated
+   * clients share one; an object principal is told by its `id`, else its JSON, as the idempotency store's
+   * scopes). Default "global".
+   */
   per?: "global" | "principal";
   /** The routes it applies to. Default: every request route. */
   routes?: readonly string[];
@@ -78,13 +83,10 @@ export function clusterRateLimit(cluster: Cluster, options: ClusterRateLimitOpti
   const routes = options.routes === undefined ? undefined : new Set(options.routes);
   const scopes = new Map<string, Scope>();
 
-  const scopeKey = (principal: unknown): string =>
-    byPrincipal
-      ? createHash("sha256")
-          .update(String(principal ?? ""))
-          .digest("base64url")
-          .slice(0, 22)
-      : "all";
+  // As the idempotency store scopes keys: String(principal) was "[object Object]" for every object principal
+  // (`{ id, roles }` from an authenticate hook), so all of them shared one allowance.
+  const scopeKey = (ctx: Parameters<Middleware>[0]): string =>
+    byPrincipal ? createHash("sha256").update(principalScope(ctx)).digest("base64url").slice(0, 22) : "all";
 
   const lease = async (key: string, s: Scope): Promise<void> => {
     const taken = await cluster.reserve(`${name}.${key}.${s.window}`, leaseSize, perSecond, 2 * WINDOW_MS);
@@ -94,7 +96,7 @@ export function clusterRateLimit(cluster: Cluster, options: ClusterRateLimitOpti
 
   return async (ctx, next) => {
     if (ctx.kind !== "request" || (routes !== undefined && !routes.has(ctx.route))) return next();
-    const key = scopeKey(ctx.principal);
+    const key = scopeKey(ctx);
     for (;;) {
       const now = Date.now();
       const window = Math.floor(now / WINDOW_MS);
