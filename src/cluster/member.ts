@@ -1517,10 +1517,16 @@ export class Cluster extends EventEmitter<ClusterEvents> {
           full = true;
           break;
         }
-        if (typeof info === "object" && info !== null) {
-          p.infos.push({ ...(info as ConnectionInfo), node: from });
-          added++;
+        if (typeof info !== "object" || info === null) continue;
+        const id = (info as { id?: unknown }).id;
+        if (typeof id !== "string" || !id.startsWith(`${from}.`)) {
+          // Not a session of that node (every node's ids start with its own): a node listing another's ids
+          // put sessions in the list twice, under the wrong node — and a sendTo by such an id reaches the other.
+          this.counters.malformed++;
+          continue;
         }
+        p.infos.push({ ...(info as ConnectionInfo), node: from });
+        added++;
       }
     }
     // A page asked for that adds no session (empty, not JSON, not an array, no object in it) ends the node's

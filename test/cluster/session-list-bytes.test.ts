@@ -43,7 +43,7 @@ for (const kind of ["redis", "nats"] as const) {
           ? redisEngine({ url: engine.url })
           : natsEngine({ servers: engine.url, bucket: "pointsub_fat", bucketTtlMs: 600_000, jetstream: false });
       await raw.connect();
-      const page = new TextEncoder().encode(JSON.stringify([{ principal: "p".repeat(7000) }]));
+      const page = new TextEncoder().encode(JSON.stringify([{ id: "fat.x.1", principal: "p".repeat(7000) }]));
       await raw.subscribe("pointsub.fat.node.fat", (d) => {
         const m = decode(d);
         if (m?.header.t !== "info" || typeof m.header.c !== "number") return;
