@@ -110,13 +110,14 @@ for (const kind of ["redis", "nats"] as const) {
       await drained("after the whole lists");
       const ms = performance.now() - t0;
       const answered = 2 * ids - (holder.stats().listAsksDropped - before);
-      if (ms < 900)
-        assert.equal(
-          answered,
-          MAX_CLUSTER_NODES,
-          `${answered} whole lists for ${2 * ids} asks in ${Math.round(ms)} ms`,
-        );
-      else assert.ok(answered < 2 * ids, `${answered} whole lists for ${2 * ids} asks in ${Math.round(ms)} ms`);
+      // Each answer holds its id's entry for a second and the table at most MAX_CLUSTER_NODES live ones: at
+      // most that many answers a second, over every second the asks took. (On a loaded machine the two rounds
+      // took over a second each: every id's second ask came after its first had lapsed, all 2,200 were rightly
+      // answered, and "fewer than 2,200" failed.) Before, forgetting the oldest answered all 2,200 at once.
+      const most = MAX_CLUSTER_NODES * (Math.floor(ms / 1000) + 1);
+      const what = `${answered} whole lists for ${2 * ids} asks in ${Math.round(ms)} ms`;
+      assert.ok(answered <= most, what);
+      if (ms < 1000) assert.equal(answered, MAX_CLUSTER_NODES, what);
     });
 
     it("first pages asked by many nodes at once share one copy of the sessions", async () => {
