@@ -736,7 +736,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     } finally {
       clearTimeout(timer);
     }
-    this.engine.setWill?.(this.subject("members"), encode({ t: "bye", n: this.nodeId }));
+    this.engine.setWill?.(this.subject("members"), encode({ t: "bye", n: this.nodeId, k: this.incarnation }));
     this.upSince = this.lastEcho = Date.now();
     this.engineUp = true;
     this.announce("hello");
@@ -769,7 +769,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     clearTimeout(this.helloAnswer);
     // Not to an engine known to be down; otherwise within engineTimeoutMs (a frozen engine does not answer).
     if (this.upSince !== 0) {
-      const bye = encode({ t: "bye", n: this.nodeId });
+      const bye = encode({ t: "bye", n: this.nodeId, k: this.incarnation });
       await this.call("bye", () => this.engine.publish(this.subject("members"), bye), true).catch(() => {});
     }
     const closed = new PointSubError("ERR_CONNECTION_CLOSED", "the server left the cluster");
@@ -1238,9 +1238,15 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         if (h.n !== this.nodeId) this.onHeartbeat(h);
         else this.onEcho(typeof h.k === "string" ? h.k : undefined);
         return;
-      case "bye":
-        if (h.n !== this.nodeId) this.removeMember(h.n, "left");
+      case "bye": {
+        // Not a bye of the process the member is now (an earlier one, under the same id, closing late): it
+        // removed the new one, whose sendTos then failed and whose running claims the other nodes took over.
+        const now = this.members.get(h.n)?.incarnation;
+        if (h.n !== this.nodeId && (typeof h.k !== "string" || now === undefined || h.k === now)) {
+          this.removeMember(h.n, "left");
+        }
         return;
+      }
       case "bc":
         if (h.n !== this.nodeId && this.firstSight(h.i)) this.onBroadcast(h, m.payload);
         return;

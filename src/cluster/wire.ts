@@ -41,6 +41,11 @@ export interface Heartbeat {
 export interface Bye {
   readonly t: "bye";
   readonly n: string;
+  /**
+   * The leaving node's incarnation: a bye of another incarnation than the one the member announces now (an
+   * earlier process of a node restarted under the same id) is ignored. Optional: older nodes send none.
+   */
+  readonly k?: string;
 }
 /** A broadcast from node `n`, message id `i`, optional named filter `f` with argument `a`. */
 export interface BroadcastHeader {
