@@ -12,7 +12,16 @@ import { Command, CommanderError, Option } from "commander";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import type { benchCommand } from "./bench.ts";
 import type { getCommand, lsCommand } from "./get.ts";
-import { bytes, integer, nodeTooOld, parseBytes, parseHostPort, parseRoute, parseSeconds } from "./options.ts";
+import {
+  bytes,
+  integer,
+  nodeTooOld,
+  nonEmptyName,
+  parseBytes,
+  parseHostPort,
+  parseRoute,
+  parseSeconds,
+} from "./options.ts";
 import { errorsClosed, flushOut, outputClosed, outputMode, printError, unlessLogStalls } from "./output.ts";
 import type { requestCommand } from "./request.ts";
 import type { sendCommand } from "./send.ts";
@@ -136,7 +145,7 @@ export function program(): Command {
     .description(
       "send files over one connection, with progress; skips files the server holds whole; resumes after a dropped connection and when re-run",
     )
-    .argument("<files...>", "files (and with -r directories) to send")
+    .argument("<files...>", "files (and with -r directories) to send", nonEmptyName)
     .addOption(serverUrlOption("-t, --to <url>"))
     .option("-r, --recursive", "send directories, keeping their tree under the directory's name on the server")
     .option("--force", "send files even when the server already holds them whole (same size and CRC32C)")
@@ -194,7 +203,7 @@ export function program(): Command {
     .description(
       "download files from a pointsub serve --dir, with progress; skips files already here whole; resumes after a dropped connection and when re-run",
     )
-    .argument("<names...>", "files (and with -r directories) on the server, as ls shows them")
+    .argument("<names...>", "files (and with -r directories) on the server, as ls shows them", nonEmptyName)
     .addOption(serverUrlOption("-f, --from <url>"))
     .option("-o, --out <dir>", "directory to store the files in", ".")
     .option("-r, --recursive", "get directories, keeping their tree under the directory's name")

@@ -78,6 +78,17 @@ export const parseRoute: (value: string) => string = (value) => {
   return value;
 };
 
+/**
+ * A variadic argument of names (`send`'s files, `get`'s names): each non-empty, collected in order.
+ * An empty one ("" from a script's unset variable) is a usage error (exit 2); before, `get ""` asked
+ * the server for its root and said `" is a directory (get it with -r)"`, exit 1, and `send ""` said
+ * `" is not a readable file"`.
+ */
+export const nonEmptyName: (value: string, previous: string[] | undefined) => string[] = (value, previous) => {
+  if (value.length === 0) throw new InvalidArgumentError("Expected a name, not an empty string.");
+  return previous === undefined ? [value] : [...previous, value];
+};
+
 /** The oldest Node.js the CLI runs on (package.json's `engines`). */
 export const NODE_MIN: readonly [number, number] = [22, 18];
 

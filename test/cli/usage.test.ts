@@ -84,6 +84,25 @@ describe("CLI usage errors", () => {
     });
   });
 
+  it("an empty file or name (a script's unset variable) exits 2 with one line, before connecting", async () => {
+    // Before: `get ""` asked the server for its root (`" is a directory (get it with -r)"`) and
+    // `send ""` said `" is not a readable file"`, both exit 1 (here: connection refused, exit 1).
+    const cases: [args: string[], argument: string][] = [
+      [["get", "", "--from", "tcp://127.0.0.1:1", "--retries", "0"], "names"],
+      [["get", "a", "", "--from", "tcp://127.0.0.1:1", "--retries", "0"], "names"],
+      [["send", "", ...TO, "--retries", "0"], "files"],
+    ];
+    const runs = await runMany(cases.map(([args]) => args));
+    runs.forEach((r, i) => {
+      const [args, argument] = cases[i];
+      const what = JSON.stringify(args);
+      assert.equal(r.code, 2, `${what}: ${r.stderr}`);
+      assert.equal(r.stdout, "", what);
+      assert.match(r.stderr, /^pointsub: ERR_INVALID_ARGUMENT: [^\n]*empty[^\n]*\n$/, what);
+      assert.ok(r.stderr.includes(`'${argument}'`), `${what}: ${r.stderr}`);
+    });
+  });
+
   it("a URL the CLI cannot use, a --dir that is a file, an --out it cannot make: exit 2, one line naming it", async () => {
     const work = await mkdtemp(join(tmpdir(), "pointsub-usage-"));
     try {
