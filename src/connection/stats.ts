@@ -31,7 +31,11 @@ export interface StatsSnapshot {
   };
   /** Streams sent and received (content bytes, before compression). */
   streams: { sent: number; received: number; bytesSent: number; bytesReceived: number };
-  /** Compression by algorithm, this side's outgoing STREAM frames: content bytes before and wire bytes after, frames compressed, frames sent raw because they did not compress. */
+  /**
+   * Compression by algorithm, this side's outgoing STREAM frames sent with it: content bytes before and
+   * after (every frame's: one under 4 KiB goes raw, the same before and after), frames of 4 KiB and more
+   * compressed, and sent raw because they did not compress (or `auto` skipped them).
+   */
   compression: Record<string, CompressionCounters>;
   /** Errors raised, by code. */
   errors: Partial<Record<ErrorCode, number>>;

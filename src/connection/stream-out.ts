@@ -66,7 +66,7 @@ export interface EngineGate {
 }
 
 /** Counts one outgoing STREAM frame's compression outcome (here, in the stream engine: not in a page's first load). */
-function countCompression(stats: Stats, codec: string, before: number, after: number, used: boolean): void {
+function countCompression(stats: Stats, codec: string, before: number, after: number, used: boolean | undefined): void {
   stats.compression ??= {};
   let c = stats.compression[codec];
   if (c === undefined) {
@@ -74,9 +74,9 @@ function countCompression(stats: Stats, codec: string, before: number, after: nu
     stats.compression[codec] = c;
   }
   c.bytesBefore += before;
-  c.bytesAfter += used ? after : before;
-  if (used) c.compressed++;
-  else c.raw++;
+  c.bytesAfter += used === true ? after : before;
+  if (used === true) c.compressed++;
+  else if (used === false) c.raw++;
 }
 
 /** A stream this side is sending. */

@@ -30,8 +30,11 @@ const COMPRESS_AHEAD = 2;
 export interface OutStreamPort {
   /** Frames were added to `items`: the connection's writer sends them under credit, in order. */
   itemsAdded(): void;
-  /** Counts a compression outcome in the connection's stats. */
-  compressed(codec: string, before: number, after: number, used: boolean): void;
+  /**
+   * Counts a compression outcome in the connection's stats: `used` true (compressed), false (sent raw:
+   * it did not compress, or auto skipped it), undefined (sent raw, too small to try).
+   */
+  compressed(codec: string, before: number, after: number, used: boolean | undefined): void;
 }
 
 /** How an outgoing stream compresses: a codec, and whether to decide per chunk. */
@@ -308,7 +311,13 @@ export class OutgoingStream {
 
   private wantsCompression(piece: Uint8Array): boolean {
     const codec = this.plan.codec;
-    if (codec === undefined || piece.length < COMPRESS_MIN_BYTES) return false;
+    if (codec === undefined) return false;
+    if (piece.length < COMPRESS_MIN_BYTES) {
+      // Its bytes still count (before = after): else a stream of small frames sent with a codec left the
+      // counters untouched, and their ratio was that of the large frames alone.
+      this.port.compressed(codec.name, piece.length, piece.length, undefined);
+      return false;
+    }
     if (!this.plan.auto) return true;
     if (this.skip > 0) {
       this.skip--;

@@ -460,6 +460,24 @@ describe("stream compression", () => {
     });
   }
 
+  it("a stream under 4 KiB sent with a codec counts its bytes (the same before and after), no frame tried", async () => {
+    // Before: such frames were not counted at all — a 3,000-byte gzip stream left no gzip entry, and
+    // after large streams the counters' ratio was theirs alone.
+    const data = compressible(3000);
+    const before = conn.stats();
+    const answer = await conn.sendStream("/hash/1.0.0", [data], { compress: "gzip" });
+    assert.equal(text(answer), `${data.length} ${sha256(data)}`);
+    const after = conn.stats();
+    const c0 = before.compression.gzip ?? { bytesBefore: 0, bytesAfter: 0, compressed: 0, raw: 0 };
+    const c1 = after.compression.gzip;
+    assert.ok(c1 !== undefined, "a gzip entry");
+    assert.equal(c1.bytesBefore - c0.bytesBefore, data.length);
+    assert.equal(c1.bytesAfter - c0.bytesAfter, data.length, "sent raw: as many bytes after");
+    assert.equal(c1.compressed, c0.compressed);
+    assert.equal(c1.raw, c0.raw, "too small to try: not a frame that did not compress");
+    assert.ok(after.wire.bytesOut - before.wire.bytesOut > data.length, "it went raw");
+  });
+
   it("auto: random data goes out raw (probed, not compressed)", async () => {
     const data = pattern(8 * MiB, 9);
     const before = conn.stats();
