@@ -558,7 +558,10 @@ export interface IdempotencyOptions {
   /**
    * The scope of a call's keys: keys are unique per scope and route, so
    * one principal can never read another's stored answer. Default: derived
-   * from `ctx.principal` (see {@link principalScope}).
+   * from `ctx.principal` (see {@link principalScope}): every unauthenticated
+   * client is the one scope `""`, so their keys must be unguessable (a key
+   * two of them send is one key: the second gets the first's answer). Not
+   * per connection: a retry after a reconnection must find its answer.
    */
   scope?: (ctx: CallContext) => string;
   /**
