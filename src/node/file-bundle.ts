@@ -15,6 +15,7 @@ import {
   fsync,
   linkSync,
   lstat,
+  lstatSync,
   open,
   openSync,
   type Stats,
@@ -35,6 +36,7 @@ import type { RequestContext } from "../connection/types.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import type { IncomingStream } from "../stream/incoming.ts";
 import type { StreamHandler } from "../stream/types.ts";
+import type { HeldDir } from "./beneath.ts";
 import { nodeCrc32c } from "./crc32c-native.ts";
 import { foldedPath } from "./file-crc-store.ts";
 import { SyncGate } from "./file-sync-gate.ts";
@@ -158,10 +160,17 @@ export interface BundleStore {
    * ERR_INVALID_ARGUMENT for a refused path).
    */
   target(header: { path?: unknown; name?: unknown }): { name: string; segments: string[] };
-  /** Makes (checks) the directories of a relative path; resolves to the directories it made. */
-  parents(segments: string[]): Promise<string[]>;
-  /** Names a complete, durable partial: never replaces a file unless overwrite; syncs the directory. */
-  place(partial: string, finalPath: string): Promise<void>;
+  /**
+   * Makes (checks) the directories of a relative path; resolves to the last one held (its entries are
+   * named through it: a directory on the way swapped for a link since changes nothing), or undefined
+   * for none (named by their paths). The bundle closes it.
+   */
+  parents(segments: string[]): Promise<HeldDir | undefined>;
+  /**
+   * Names a complete, durable partial: never replaces a file unless overwrite; syncs the directory.
+   * `at`: where (`finalPath` through its held directory), default `finalPath`.
+   */
+  place(partial: string, finalPath: string, at?: string): Promise<void>;
   /** Fsyncs a directory after names changed in it (shared by callers meanwhile); nothing when fsync is off. */
   syncDir(path: string): Promise<void>;
   /**
@@ -293,16 +302,16 @@ export function bundleHandler(store: BundleStore): StreamHandler {
      */
     const folds = new Map<string, number | FoldGroup>();
     const pending = new Set<Promise<void>>();
-    /** Directories made for this bundle (as its entries are named), by relative path. */
-    const dirs = new Map<string, Promise<string[]>>();
-    /** Directories (keys of `dirs`) made or checked already: an entry under one needs no wait. */
-    const dirsReady = new Set<string>();
+    /** Directories made for this bundle (as its entries are named), by relative path; closed at its end. */
+    const dirs = new Map<string, Promise<HeldDir | undefined>>();
+    /** Directories (keys of `dirs`) made or checked already, held: an entry under one needs no wait. */
+    const dirsReady = new Map<string, HeldDir | undefined>();
     const parents = (segments: string[], key: string) => {
       let p = dirs.get(key);
       if (p === undefined) {
         p = store.parents(segments);
         p.then(
-          () => dirsReady.add(key),
+          (d) => dirsReady.set(key, d),
           () => {},
         );
         dirs.set(key, p);
@@ -507,11 +516,15 @@ export function bundleHandler(store: BundleStore): StreamHandler {
         try {
           const segments = s.segments as string[];
           const finalPath = s.final;
-          if (segments.length > 1 && !dirsReady.has(s.dirKey)) await parents(segments, s.dirKey);
-          if (!placeNow(s.partial as string, finalPath)) await placeOne(s.partial as string, finalPath);
+          let at = finalPath;
+          if (segments.length > 1) {
+            const held = dirsReady.has(s.dirKey) ? dirsReady.get(s.dirKey) : await parents(segments, s.dirKey);
+            if (held !== undefined) at = held.at(segments[segments.length - 1]);
+          }
+          if (!placeNow(s.partial as string, finalPath, at)) await placeOne(s.partial as string, finalPath, at);
           synced.add(dirname(finalPath));
           s.placed = true;
-          store.remember(finalPath, s.size, s.crc);
+          store.remember(finalPath, s.size, s.crc, at === finalPath ? undefined : lstatNow(at));
         } catch (err) {
           s.error = storeError(err);
         }
@@ -542,10 +555,10 @@ export function bundleHandler(store: BundleStore): StreamHandler {
        * {@link placeOne} without a promise when it can be done at once (no overwrite, the disk fast,
        * hard links supported): true when placed, false to go the async way; throws as placeOne.
        */
-      const placeNow = (partial: string, finalPath: string): boolean => {
+      const placeNow = (partial: string, finalPath: string, at: string): boolean => {
         if (store.overwrite) return false;
         try {
-          if (onMain(() => linkSync(partial, finalPath)) === undefined) return false;
+          if (onMain(() => linkSync(partial, at)) === undefined) return false;
         } catch (err) {
           if (errno(err) === "EEXIST")
             throw new PointSubError("ERR_EXISTS", `${nameUnder(store.dir, finalPath)} already exists`);
@@ -560,14 +573,14 @@ export function bundleHandler(store: BundleStore): StreamHandler {
         return true;
       };
       /** A hard link that never replaces (main thread: a metadata operation), the async way otherwise. */
-      const placeOne = async (partial: string, finalPath: string) => {
-        if (store.overwrite) return store.place(partial, finalPath);
+      const placeOne = async (partial: string, finalPath: string, at: string) => {
+        if (store.overwrite) return store.place(partial, finalPath, at);
         try {
-          if (onMain(() => linkSync(partial, finalPath)) === undefined) return store.place(partial, finalPath);
+          if (onMain(() => linkSync(partial, at)) === undefined) return store.place(partial, finalPath, at);
         } catch (err) {
           if (errno(err) === "EEXIST")
             throw new PointSubError("ERR_EXISTS", `${nameUnder(store.dir, finalPath)} already exists`);
-          if (NO_HARD_LINKS.has(String(errno(err)))) return store.place(partial, finalPath);
+          if (NO_HARD_LINKS.has(String(errno(err)))) return store.place(partial, finalPath, at);
           throw err;
         }
         try {
@@ -604,6 +617,7 @@ export function bundleHandler(store: BundleStore): StreamHandler {
       return answer;
     } finally {
       await Promise.allSettled(pending);
+      for (const d of dirsReady.values()) d?.close();
       // A failed bundle's files are not fsynced: closed, then removed below.
       for (const { fd } of toSync.splice(0)) {
         unsynced--;
@@ -625,6 +639,15 @@ export function bundleHandler(store: BundleStore): StreamHandler {
 }
 
 const errno = (err: unknown) => (err as { code?: unknown }).code;
+
+/** What is at `path` now, not following links (undefined: nothing). */
+const lstatNow = (path: string): Stats | undefined => {
+  try {
+    return lstatSync(path, { throwIfNoEntry: false });
+  } catch {
+    return undefined;
+  }
+};
 
 /** What is at `path`, not following links (undefined: nothing, or not looked at). */
 const lstatOf = (path: string): Promise<Stats | undefined> =>

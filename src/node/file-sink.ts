@@ -10,6 +10,7 @@ import { checkOptions } from "../errors/options.ts";
 import type { IncomingStream } from "../stream/incoming.ts";
 import type { StreamHandler } from "../stream/types.ts";
 import { Limiter } from "../util/limiter.ts";
+import { fdPath, fdPaths, type HeldDir, heldDir, openDirNoFollow } from "./beneath.ts";
 import { nodeCrc32c } from "./crc32c-native.ts";
 import { bundleHandler, storeError } from "./file-bundle.ts";
 import { CRC_PERSIST_MIN, crcStore, isMetaName, isSinkFileAlias } from "./file-crc-store.ts";
@@ -566,7 +567,8 @@ export async function fileCrc32c(path: string, length: number): Promise<number> 
  * for content it is not.
  */
 export async function fileCrc32cOf(path: string, expect: Stats): Promise<{ crc: number; same: boolean }> {
-  const fh = await open(path, "r");
+  // Never through a link, nor blocking on a FIFO swapped in since `expect` was taken.
+  const fh = await open(path, QUICK_OPEN);
   try {
     const st = await fh.stat();
     const same =
@@ -1466,27 +1468,30 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     return queued;
   };
 
-  /** Puts a complete partial file in place under `finalPath`, never replacing a file unless `overwrite`. */
-  const place = async (partial: string, finalPath: string) => {
+  /**
+   * Puts a complete partial file in place under `finalPath`, never replacing a file unless `overwrite`;
+   * `at` is where it is named (`finalPath` through its held directory: {@link parents}).
+   */
+  const place = async (partial: string, finalPath: string, at: string = finalPath) => {
     if (overwrite) {
-      const old = await exists(finalPath);
+      const old = await exists(at);
       if (old?.isDirectory()) throw PointSubError.fromPeer("ERR_EXISTS", "a directory has that name");
-      await rename(partial, finalPath);
+      await rename(partial, at);
       // The replaced file's CRC record goes with it (else one per overwrite until the sweep).
       if (old?.isFile() && old.nlink <= 1) void crcDisk?.forget(old);
     } else {
       try {
-        await link(partial, finalPath);
+        await link(partial, at);
       } catch (err) {
         if (errno(err) === "EEXIST")
           throw PointSubError.fromPeer("ERR_EXISTS", `${nameUnder(dir, finalPath)} already exists`);
         if (!["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS", "EXDEV", "EMLINK"].includes(String(errno(err)))) throw err;
         // No hard links on this file system: check, then rename. A file
         // created under the same name between the two is replaced (accepted race).
-        if ((await exists(finalPath)) !== undefined) {
+        if ((await exists(at)) !== undefined) {
           throw PointSubError.fromPeer("ERR_EXISTS", `${nameUnder(dir, finalPath)} already exists`);
         }
-        await rename(partial, finalPath);
+        await rename(partial, at);
       }
       await unlink(partial).catch(() => {});
     }
@@ -1496,32 +1501,51 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
   /**
    * Makes the directories of a relative path under `dir`, each one checked
    * not to be a symbolic link or a file (`ERR_EXISTS`): a path never leads
-   * out of `dir`.
+   * out of `dir`. Each is opened through the one before (O_DIRECTORY |
+   * O_NOFOLLOW, {@link holdDirBeneath}) and the last one held: the file is
+   * named through it, so a directory on the way swapped for a link after
+   * the checks (another local user's) leads nowhere else. Before, only the
+   * lstats checked, and a swap between them and the link or mkdir wrote
+   * outside `dir`. Where descriptors cannot be named (not Linux) the checks
+   * are all.
    */
-  const parents = async (segments: string[]): Promise<string[]> => {
-    const made: string[] = [];
+  const parents = async (segments: string[]): Promise<HeldDir> => {
+    const viaFd = fdPaths();
     let cur = dir;
-    for (const seg of segments.slice(0, -1)) {
-      cur = join(cur, seg);
-      let st = await exists(cur);
-      if (st === undefined) {
-        const created = await mkdir(cur).then(
-          () => true,
-          (err: unknown) => {
-            if (errno(err) !== "EEXIST") throw err;
-            return false;
-          },
-        );
-        // A new directory's name is durable once its parent is synced.
-        if (created) {
-          made.push(cur);
-          await syncDir(dirname(cur));
+    let fd = -1;
+    try {
+      for (const seg of segments.slice(0, -1)) {
+        cur = join(cur, seg);
+        const path = fd < 0 ? cur : fdPath(fd, seg);
+        let st = await exists(path);
+        if (st === undefined) {
+          const created = await mkdir(path).then(
+            () => true,
+            (err: unknown) => {
+              if (errno(err) !== "EEXIST") throw err;
+              return false;
+            },
+          );
+          // A new directory's name is durable once its parent is synced.
+          if (created) await syncDir(dirname(cur));
+          st = await lstat(path).catch(() => undefined);
         }
-        st = await lstat(cur).catch(() => undefined);
+        if (st === undefined || !st.isDirectory()) throw notADirectory(segments, cur, st);
+        if (!viaFd) continue;
+        const next = await openDirNoFollow(path).catch(async (err: unknown) => {
+          const code = errno(err);
+          if (code !== "ELOOP" && code !== "ENOTDIR" && code !== "ENOENT") throw err;
+          // Swapped since the lstat above.
+          throw notADirectory(segments, cur, await exists(path));
+        });
+        if (fd >= 0) closeSync(fd);
+        fd = next;
       }
-      if (st === undefined || !st.isDirectory()) throw notADirectory(segments, cur, st);
+    } catch (err) {
+      if (fd >= 0) closeSync(fd);
+      throw err;
     }
-    return made;
+    return heldDir(fd, cur);
   };
 
   /** What {@link parents} answers for `cur`, a directory on the way of `segments` that is not one. */
@@ -2090,16 +2114,20 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       await out.close();
       fh = undefined;
       e.point = { offset: size, crc: stream.contentCrc };
-      if (segments !== undefined && segments.length > 1) await parents(segments);
-      await place(partial, finalPath);
-      if (written === undefined) remember(finalPath, size, stream.contentCrc);
-      else {
-        const st = lstatSync(finalPath, { throwIfNoEntry: false });
-        // Another transfer (with overwrite) may have replaced it meanwhile: then nothing is recorded.
-        if (st?.isFile() && st.ino === written.ino && st.dev === written.dev && st.size === size) {
+      const parentDir = segments !== undefined && segments.length > 1 ? await parents(segments) : undefined;
+      try {
+        const at = parentDir === undefined ? finalPath : parentDir.at(segments?.at(-1) as string);
+        await place(partial, finalPath, at);
+        const st = lstatSync(at, { throwIfNoEntry: false });
+        if (written === undefined) {
+          if (st !== undefined) remember(finalPath, size, stream.contentCrc, st);
+        } else if (st?.isFile() && st.ino === written.ino && st.dev === written.dev && st.size === size) {
+          // Another transfer (with overwrite) may have replaced it meanwhile: then nothing is recorded.
           cacheCrc(finalPath, st, stream.contentCrc);
           await crcDisk?.put(name, st, stream.contentCrc, fsync);
         }
+      } finally {
+        parentDir?.close();
       }
       // Most transfers never wrote one (a small file, an anonymous peer): no unlink that fails.
       if (e.sidecar) await unlink(sidecarPath(key)).catch(() => {});

@@ -17,6 +17,7 @@ import {
 import type { Connection } from "../connection/connection.ts";
 import type { Handler, IncomingRequest, RequestContext } from "../connection/types.ts";
 import { PointSubError } from "../errors/error.ts";
+import { type HeldDir, holdDirBeneath } from "./beneath.ts";
 import { type DirRound, firstNames, KIND_DIR, KIND_FILE } from "./dir-names.ts";
 import { CRC_PERSIST_MIN, crcStore, isMetaName, isSinkFileAlias } from "./file-crc-store.ts";
 import { checkDirAndOptions, FILE_ROUTE, fileCrc32cOf, safeRelativePath } from "./file-sink.ts";
@@ -135,14 +136,16 @@ function listable(rel: string[], name: string): boolean {
 }
 
 /**
- * How a download looks at and reads its file: never through a symbolic link (`lstat`, O_NOFOLLOW). The
- * file's real path was checked to be inside the served directory; one swapped for a link since (to a
- * file outside, of the same size and mtime) was followed and sent.
+ * How a download looks at and reads its file, `at` (its name through its held directory,
+ * {@link holdDirBeneath}): never through a symbolic link (`lstat`, O_NOFOLLOW). The file's real path
+ * was checked to be inside the served directory; one swapped for a link since (to a file outside, of
+ * the same size and mtime) was followed and sent, and so was a directory on the way swapped for a
+ * link (before its directory was held: the file was read by its path).
  */
-const SERVED_FILES: FileAccess = {
-  stat: (path) => lstat(path).catch(() => undefined),
-  open: (path, offset, size) => readFileFrom(path, offset, size, constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0)),
-};
+const servedFiles = (at: string): FileAccess => ({
+  stat: () => lstat(at).catch(() => undefined),
+  open: (_path, offset, size) => readFileFrom(at, offset, size, constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0)),
+});
 
 /** The same file, unchanged: inode, device, size, mtime and ctime. */
 const sameFile = (a: Stats, b: Stats) =>
@@ -319,14 +322,14 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
    * nothing is recorded (its CRC under `st`'s inode, still reachable under a hard link, would answer
    * for other content), and the asker's `have` matches nothing.
    */
-  const crcOf = (real: string, st: Stats, segments: string[]): Promise<number | undefined> => {
+  const crcOf = (at: string, st: Stats, segments: string[]): Promise<number | undefined> => {
     const key = `${st.dev}:${st.ino}`;
     const reading = crcReads.get(key);
     if (reading !== undefined && sameFile(reading.st, st)) return reading.crc;
     const crc = (async () => {
       const recorded = await crcDisk?.get(st);
       if (recorded !== undefined) return recorded;
-      const { crc: n, same } = await fileCrc32cOf(real, st);
+      const { crc: n, same } = await fileCrc32cOf(at, st);
       if (!same) return undefined;
       if (st.size >= CRC_PERSIST_MIN) await crcDisk?.put(segments.join("/"), st, n, false);
       return n;
@@ -498,10 +501,22 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
     let deadline: ReturnType<typeof setTimeout> | undefined;
     let pace: ReturnType<typeof setInterval> | undefined;
     let stop: AbortController | undefined;
+    let parentDir: HeldDir | undefined;
+    /** The CRC32C read this download started through its held directory (others may share it). */
+    let reading: Promise<unknown> | undefined;
     try {
+      // Its directory held (each one on the way opened through the one before, never through a link),
+      // and the file read through it: a directory swapped for a link after the checks above changes nothing.
+      parentDir = await holdDirBeneath(dir, segments.slice(0, -1)).catch((err: unknown) => {
+        if (["ELOOP", "ENOTDIR", "ENOENT"].includes(String(errno(err)))) throw notFound(r.path);
+        throw err;
+      });
+      const at = parentDir.at(segments[segments.length - 1]);
       if (r.have !== undefined && r.have.size === st.size) {
         // Waited for as the asker waits (its abort frees this download's slot; the read goes on for others).
-        const n = await untilAborted(crcOf(real, st, segments), ctx.signal);
+        const read = crcOf(at, st, segments);
+        reading = read;
+        const n = await untilAborted(read, ctx.signal);
         const crc = n === undefined ? undefined : crc32cHex(n);
         if (crc !== undefined && crc === r.have.crc32c) {
           const answer: FileGetAnswer = {
@@ -571,7 +586,7 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
           Math.max(50, Math.min(1000, graceMs / 4)),
         );
       }
-      t = sendFileVia(SERVED_FILES, session, real, {
+      t = sendFileVia(servedFiles(at), session, real, {
         route: FILE_ROUTE,
         relativePath: r.to,
         compress: options.compress,
@@ -618,6 +633,10 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
         throw e;
       }
     } finally {
+      // Held until the read it started ends, which other downloads of the file may wait for.
+      const held = parentDir;
+      if (reading === undefined) held?.close();
+      else void reading.then(held?.close, held?.close);
       if (deadline !== undefined) clearTimeout(deadline);
       if (pace !== undefined) clearInterval(pace);
       downloads--;

@@ -51,7 +51,7 @@ describe("bundles: a receipt only after durability (durability fsync)", () => {
       target: (h) => ({ name: String(h.path), segments: String(h.path).split("/") }),
       parents: async (segments) => {
         await mkdir(join(dir, ...segments.slice(0, -1)), { recursive: true });
-        return [];
+        return undefined;
       },
       place: async (partial, finalPath) => {
         try {
@@ -150,7 +150,7 @@ describe("bundles: a receipt only after durability (durability fsync)", () => {
       maxFileSize: 0,
       reserve: () => () => {},
       target: (h) => ({ name: String(h.name), segments: [String(h.name)] }),
-      parents: async () => [],
+      parents: async () => undefined,
       place: async (partial, finalPath) => {
         await link(partial, finalPath);
         await unlink(partial);

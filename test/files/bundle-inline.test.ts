@@ -47,7 +47,7 @@ describe("bundles stored inline (durability none)", () => {
       target: (h) => ({ name: String(h.path), segments: String(h.path).split("/") }),
       parents: async (segments) => {
         await mkdir(join(dir, ...segments.slice(0, -1)), { recursive: true });
-        return [];
+        return undefined;
       },
       place: async () => {
         throw new PointSubError("ERR_HANDLER", "named by a hard link on the main thread, not by place");

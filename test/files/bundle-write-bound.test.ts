@@ -73,7 +73,7 @@ describe("bundles: a peer faster than the disk", () => {
       maxFileSize: 0,
       reserve: () => () => {},
       target: (h) => ({ name: String(h.name), segments: [String(h.name)] }),
-      parents: async () => [],
+      parents: async () => undefined,
       place: async (partial, finalPath) => {
         await link(partial, finalPath);
         await unlink(partial);

@@ -86,7 +86,7 @@ describe("bundles on the thread pool (the slow-disk fallback, forced)", () => {
         },
         parents: async (segments) => {
           await mkdir(join(dir, ...segments.slice(0, -1)), { recursive: true });
-          return [];
+          return undefined;
         },
         place: async (partial, finalPath) => {
           placedViaStore++;

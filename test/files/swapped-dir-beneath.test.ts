@@ -1,0 +1,174 @@
+/**
+ * A directory on the way of a file (`sub` of `served/sub/f.txt`) swapped for
+ * a symbolic link to a directory outside — by another local user, after the
+ * sink or source checked each directory with lstat and before the file was
+ * named or read. Before, only the last component was opened without following
+ * links: an upload (a single file, a bundle of `send -r`) was linked outside
+ * the directory, and a download read the outside file. Now each directory is
+ * opened through the one before (O_DIRECTORY | O_NOFOLLOW) and the file named
+ * or read through the last one held: it lands in (is read from) the directory
+ * that was checked, wherever its name went. Real sockets. The swap is made in
+ * the `onGet` hook (after the checks, before the read), and for uploads where
+ * the sink links the finished partial: the last step before the name exists,
+ * made deterministic by wrapping `fs.linkSync` and `fs.promises.link` (a race
+ * of another process cannot be timed).
+ */
+import assert from "node:assert/strict";
+import fs, { existsSync, readdirSync, renameSync, symlinkSync } from "node:fs";
+import { mkdir, mkdtemp, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
+import { syncBuiltinESMExports } from "node:module";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { decodeBundleAnswer, encodeBundle, FILE_BUNDLE_ROUTE } from "../../src/codec/file-bundle.ts";
+import {
+  type Connection,
+  connect,
+  createServer,
+  FILE_GET_ROUTE,
+  FILE_LIST_ROUTE,
+  FILE_ROUTE,
+  fileSink,
+  fileSource,
+  type Server,
+  sendFile,
+} from "../../src/index.ts";
+import { runCli } from "../helpers/cli-run.ts";
+
+/** Moves `dir` aside (still under its parent) and puts a link to `to` in its place. */
+function swapForLink(dir: string, to: string): void {
+  renameSync(dir, `${dir}.moved`);
+  symlinkSync(to, dir);
+}
+
+describe("a directory on a file's way swapped for a link after the checks", () => {
+  let work: string;
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), "pointsub-swapped-dir-"));
+  });
+  after(async () => {
+    await rm(work, { recursive: true, force: true });
+  });
+
+  it("get: the file is read from the directory checked, never from outside", async () => {
+    const served = join(work, "served");
+    const secret = join(work, "secret");
+    await mkdir(join(served, "sub"), { recursive: true });
+    await mkdir(secret);
+    await mkdir(join(work, "out"));
+    const file = join(served, "sub", "report.txt");
+    const outside = join(secret, "report.txt");
+    await writeFile(file, "public report 0123456789\n");
+    await writeFile(outside, "PRIVATE KEY abcdefghijkl\n");
+    await utimes(file, 1_700_000_000, 1_700_000_000);
+    await utimes(outside, 1_700_000_000, 1_700_000_000);
+    const [a, b] = [await stat(file), await stat(outside)];
+    assert.deepEqual([a.size, a.mtimeMs], [b.size, b.mtimeMs]);
+    const source = fileSource(served, {
+      crcRecords: false,
+      onGet: () => swapForLink(join(served, "sub"), secret),
+    });
+    const server = createServer();
+    server.handle(FILE_LIST_ROUTE, source.list);
+    server.handle(FILE_GET_ROUTE, source.get);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    try {
+      const env: NodeJS.ProcessEnv = { ...process.env, POINTSUB_STATE_DIR: join(work, "state") };
+      delete env.POINTSUB_URL;
+      delete env.POINTSUB_TOKEN;
+      const out = join(work, "out");
+      const r = await runCli(["get", "sub/report.txt", "--from", url, "--out", out, "--retries", "0"], env, 60_000);
+      assert.equal(r.hung, false);
+      for (const name of readdirSync(out)) {
+        const content = await readFile(join(out, name), "utf8").catch(() => "");
+        assert.ok(!content.includes("PRIVATE"), `${name} holds the outside file: ${r.stdout}`);
+      }
+      assert.equal(r.code, 0, `${r.stdout}${r.stderr}`);
+      assert.equal(await readFile(join(out, "report.txt"), "utf8"), "public report 0123456789\n");
+    } finally {
+      await server.close({ timeoutMs: 100 });
+    }
+  });
+
+  describe("uploads", () => {
+    let inbox: string;
+    let outside: string;
+    let server: Server;
+    let conn: Connection;
+    let sink: ReturnType<typeof fileSink>;
+    /** The directory to swap at the next link of a partial of the inbox (undefined: none). */
+    let swapAtLink: string | undefined;
+    const linkSync = fs.linkSync;
+    const link = fs.promises.link;
+    const swapFirst = (from: unknown) => {
+      if (swapAtLink !== undefined && String(from).startsWith(inbox)) {
+        swapForLink(swapAtLink, outside);
+        swapAtLink = undefined;
+      }
+    };
+
+    before(async () => {
+      inbox = join(work, "inbox");
+      outside = join(work, "outside");
+      await mkdir(inbox);
+      await mkdir(outside);
+      fs.linkSync = (from, to) => {
+        swapFirst(from);
+        linkSync(from, to);
+      };
+      fs.promises.link = (from, to) => {
+        swapFirst(from);
+        return link(from, to);
+      };
+      syncBuiltinESMExports();
+      sink = fileSink(inbox, { partialTtlMs: 0 });
+      server = createServer();
+      server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
+      server.handleStream(FILE_BUNDLE_ROUTE, sink.bundle);
+      const [url] = await server.listen("tcp://127.0.0.1:0");
+      conn = await connect(url);
+    });
+    after(async () => {
+      fs.linkSync = linkSync;
+      fs.promises.link = link;
+      syncBuiltinESMExports();
+      await conn.close();
+      await server.close({ timeoutMs: 100 });
+      sink.close();
+    });
+
+    it("a single file is named in the directory checked, not through the link", async () => {
+      await mkdir(join(inbox, "one"));
+      const src = join(work, "one.txt");
+      await writeFile(src, "uploaded one\n");
+      swapAtLink = join(inbox, "one");
+      const t = sendFile(conn, src, { relativePath: "one/f.txt", resumeKey: "one".padEnd(40, "k") });
+      await t.done.catch(() => {});
+      assert.equal(swapAtLink, undefined, "the swap was made");
+      assert.deepEqual(readdirSync(outside), [], "nothing written outside the directory");
+      assert.equal(await readFile(join(inbox, "one.moved", "f.txt"), "utf8"), "uploaded one\n");
+    });
+
+    it("a bundle's files (send -r) are named in the directory checked, not through the link", async () => {
+      await mkdir(join(inbox, "tree", "sub"), { recursive: true });
+      const files = Array.from({ length: 8 }, (_, i) => ({
+        path: `tree/sub/f${i}.txt`,
+        content: new TextEncoder().encode(`file ${i}\n`),
+      }));
+      swapAtLink = join(inbox, "tree", "sub");
+      const body = encodeBundle(files);
+      const answer = await conn.sendStream(FILE_BUNDLE_ROUTE, [body], {
+        transferId: "bundle-swap-1",
+        total: body.length,
+      }).done;
+      const results = decodeBundleAnswer(answer, files.length);
+      assert.equal(swapAtLink, undefined, "the swap was made");
+      assert.deepEqual(readdirSync(outside), [], "nothing written outside the directory");
+      for (const [i, r] of results.entries()) {
+        assert.ok(!("error" in r), JSON.stringify(r));
+        assert.equal(await readFile(join(inbox, "tree", "sub.moved", `f${i}.txt`), "utf8"), `file ${i}\n`);
+      }
+      assert.ok(existsSync(join(inbox, "tree", "sub")), "the link is still there");
+    });
+  });
+});
