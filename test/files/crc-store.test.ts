@@ -38,6 +38,7 @@ import {
 } from "../../src/index.ts";
 import { META_DIR } from "../../src/node/file-crc-store.ts";
 import { FILE_CHECK_ROUTE, type FileSink } from "../../src/node/file-sink.ts";
+import { until } from "../helpers/wait.ts";
 
 const MiB = 1024 * 1024;
 
@@ -136,7 +137,16 @@ describe("a large stored file's CRC32C is kept on disk", () => {
     assert.deepEqual(answer, { size, crc32c: hex(crc32c(data)) });
     // That read is recorded too: the next process answers from it.
     const d = await worker(dir);
-    await new Promise((r) => setTimeout(r, 50)); // the record is written after the answer
+    // The record is written after the answer: waited for (a fixed 50 ms was too short on a loaded machine).
+    const changed = statSync(path);
+    const record = join(dir, META_DIR, `crc-${changed.dev}-${changed.ino}.json`);
+    await until(() => {
+      try {
+        return (JSON.parse(readFileSync(record, "utf8")) as { ctimeMs?: number }).ctimeMs === changed.ctimeMs;
+      } catch {
+        return false;
+      }
+    }, 10_000);
     const before2 = bytesRead();
     assert.deepEqual(await check(d.conn, "sub/big.bin", size), { size, crc32c: hex(crc32c(data)) });
     assert.ok(bytesRead() - before2 < MiB);
