@@ -225,6 +225,18 @@ interface Stored {
   fold: string | undefined;
 }
 
+/** Directories a bundle keeps held once no entry is being named through them (see `dirs` in {@link bundleHandler}). */
+const HELD_DIRS = 16;
+
+/** A directory a bundle made or checked: held (`dir`) once `p` settled, and the entries naming through it now. */
+interface HeldEntry {
+  p: Promise<HeldDir | undefined>;
+  done: boolean;
+  dir: HeldDir | undefined;
+  err: unknown;
+  users: number;
+}
+
 const NO_HARD_LINKS = new Set(["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS", "EXDEV", "EMLINK"]);
 
 /**
@@ -302,21 +314,50 @@ export function bundleHandler(store: BundleStore): StreamHandler {
      */
     const folds = new Map<string, number | FoldGroup>();
     const pending = new Set<Promise<void>>();
-    /** Directories made for this bundle (as its entries are named), by relative path; closed at its end. */
-    const dirs = new Map<string, Promise<HeldDir | undefined>>();
-    /** Directories (keys of `dirs`) made or checked already, held: an entry under one needs no wait. */
-    const dirsReady = new Map<string, HeldDir | undefined>();
-    const parents = (segments: string[], key: string) => {
-      let p = dirs.get(key);
-      if (p === undefined) {
-        p = store.parents(segments);
-        p.then(
-          (d) => dirsReady.set(key, d),
-          () => {},
+    /**
+     * Directories made (checked) for this bundle's entries as they are named, by relative path: each
+     * held open (a descriptor) while entries are named through it, at most {@link HELD_DIRS} once
+     * unused (a bundle of 256 entries in as many directories held 256 descriptors until its end).
+     */
+    const dirs = new Map<string, HeldEntry>();
+    /** The directory of `segments` (`key`), held for one more entry: undefined to name by path. */
+    const acquire = (segments: string[], key: string): HeldDir | undefined | Promise<HeldDir | undefined> => {
+      let h = dirs.get(key);
+      if (h === undefined) {
+        const entry: HeldEntry = { p: store.parents(segments), done: false, dir: undefined, err: undefined, users: 0 };
+        entry.p.then(
+          (d) => {
+            entry.dir = d;
+            entry.done = true;
+          },
+          (err: unknown) => {
+            entry.err = err;
+            entry.done = true;
+          },
         );
-        dirs.set(key, p);
+        dirs.set(key, entry);
+        h = entry;
       }
-      return p;
+      if (h.done && h.err !== undefined) throw h.err;
+      h.users++;
+      if (h.done) return h.dir;
+      const held = h;
+      return held.p.catch((err: unknown) => {
+        held.users--;
+        throw err;
+      });
+    };
+    /** An entry named under `key` is done with it: unused directories over the bound are closed. */
+    const releaseDir = (key: string) => {
+      const h = dirs.get(key);
+      if (h !== undefined) h.users--;
+      if (dirs.size <= HELD_DIRS) return;
+      for (const [k, x] of dirs) {
+        if (x.users > 0 || !x.done) continue;
+        x.dir?.close();
+        dirs.delete(k);
+        if (dirs.size <= HELD_DIRS) break;
+      }
     };
     /**
      * Creates `path` (exclusively, never through a link) and writes `content`
@@ -518,10 +559,15 @@ export function bundleHandler(store: BundleStore): StreamHandler {
           const finalPath = s.final;
           let at = finalPath;
           if (segments.length > 1) {
-            const held = dirsReady.has(s.dirKey) ? dirsReady.get(s.dirKey) : await parents(segments, s.dirKey);
-            if (held !== undefined) at = held.at(segments[segments.length - 1]);
-          }
-          if (!placeNow(s.partial as string, finalPath, at)) await placeOne(s.partial as string, finalPath, at);
+            const got = acquire(segments, s.dirKey);
+            const held = got instanceof Promise ? await got : got;
+            try {
+              if (held !== undefined) at = held.at(segments[segments.length - 1]);
+              if (!placeNow(s.partial as string, finalPath, at)) await placeOne(s.partial as string, finalPath, at);
+            } finally {
+              releaseDir(s.dirKey);
+            }
+          } else if (!placeNow(s.partial as string, finalPath, at)) await placeOne(s.partial as string, finalPath, at);
           synced.add(dirname(finalPath));
           s.placed = true;
           store.remember(finalPath, s.size, s.crc, at === finalPath ? undefined : lstatNow(at));
@@ -617,7 +663,7 @@ export function bundleHandler(store: BundleStore): StreamHandler {
       return answer;
     } finally {
       await Promise.allSettled(pending);
-      for (const d of dirsReady.values()) d?.close();
+      for (const h of dirs.values()) h.dir?.close();
       // A failed bundle's files are not fsynced: closed, then removed below.
       for (const { fd } of toSync.splice(0)) {
         unsynced--;

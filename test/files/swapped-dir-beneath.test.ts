@@ -14,7 +14,7 @@
  * of another process cannot be timed).
  */
 import assert from "node:assert/strict";
-import fs, { existsSync, readdirSync, renameSync, symlinkSync } from "node:fs";
+import fs, { existsSync, readdirSync, readlinkSync, renameSync, symlinkSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { syncBuiltinESMExports } from "node:module";
 import { tmpdir } from "node:os";
@@ -87,6 +87,51 @@ describe("a directory on a file's way swapped for a link after the checks", () =
       assert.equal(await readFile(join(out, "report.txt"), "utf8"), "public report 0123456789\n");
     } finally {
       await server.close({ timeoutMs: 100 });
+    }
+  });
+
+  it("a bundle of files in many directories holds few of them open at once", async (t) => {
+    if (!existsSync("/proc/self/fd")) return t.skip("no /proc/self/fd");
+    const inbox = join(work, "many-dirs");
+    await mkdir(inbox);
+    /** Descriptors of this process open on directories under `inbox` when the bundle was answered. */
+    let heldAtAnswer = -1;
+    const sink = fileSink(inbox, {
+      onBundle: () => {
+        heldAtAnswer = 0;
+        for (const fd of readdirSync("/proc/self/fd")) {
+          let to = "";
+          try {
+            to = readlinkSync(`/proc/self/fd/${fd}`);
+          } catch {
+            // closed meanwhile (the readdir's own descriptor)
+          }
+          if (to.startsWith(`${inbox}/`)) heldAtAnswer++;
+        }
+      },
+    });
+    const server = createServer();
+    server.handleStream(FILE_BUNDLE_ROUTE, sink.bundle);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    try {
+      const files = Array.from({ length: 200 }, (_, i) => ({
+        path: `d${i}/f.txt`,
+        content: new TextEncoder().encode(`file ${i}\n`),
+      }));
+      const body = encodeBundle(files);
+      const answer = await conn.sendStream(FILE_BUNDLE_ROUTE, [body], {
+        transferId: "bundle-dirs-1",
+        total: body.length,
+      }).done;
+      for (const r of decodeBundleAnswer(answer, files.length)) assert.ok(!("error" in r), JSON.stringify(r));
+      // Before: each of the 200 directories held until the bundle's end.
+      assert.ok(heldAtAnswer >= 0 && heldAtAnswer <= 16, `${heldAtAnswer} directories held`);
+      assert.equal(await readFile(join(inbox, "d199", "f.txt"), "utf8"), "file 199\n");
+    } finally {
+      await conn.close();
+      await server.close({ timeoutMs: 100 });
+      sink.close();
     }
   });
 
