@@ -80,3 +80,12 @@ export async function holdDirBeneath(root: string, segments: readonly string[]):
   }
   return heldDir(fd, join(root, ...segments));
 }
+
+/**
+ * Holds `name` in `parent`, opened through it (O_DIRECTORY | O_NOFOLLOW: ELOOP or ENOTDIR for a link
+ * or a file, ENOENT when gone); `path` is its joined path (what it is without descriptor paths).
+ */
+export async function holdChild(parent: HeldDir, name: string, path: string): Promise<HeldDir> {
+  if (!fdPaths()) return heldDir(-1, path);
+  return heldDir(await openDirNoFollow(parent.at(name)), path);
+}

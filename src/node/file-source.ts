@@ -17,7 +17,7 @@ import {
 import type { Connection } from "../connection/connection.ts";
 import type { Handler, IncomingRequest, RequestContext } from "../connection/types.ts";
 import { PointSubError } from "../errors/error.ts";
-import { type HeldDir, holdDirBeneath } from "./beneath.ts";
+import { type HeldDir, holdChild, holdDirBeneath } from "./beneath.ts";
 import { type DirRound, firstNames, KIND_DIR, KIND_FILE } from "./dir-names.ts";
 import { CRC_PERSIST_MIN, crcStore, isMetaName, isSinkFileAlias } from "./file-crc-store.ts";
 import { checkDirAndOptions, FILE_ROUTE, fileCrc32cOf, safeRelativePath } from "./file-sink.ts";
@@ -412,7 +412,7 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
     let bytes = 64;
     let cursor: string | undefined;
     // Depth-first in name order (code units); `cur` is what is left of the cursor at this level.
-    const walk = async (absDir: string, rel: string[], cur: string[] | undefined): Promise<boolean> => {
+    const walk = async (held: HeldDir, absDir: string, rel: string[], cur: string[] | undefined): Promise<boolean> => {
       // Where this level starts: after the cursor's name, or at it when the cursor goes deeper.
       let from = cur?.[0];
       let inclusive = cur !== undefined && cur.length > 1 && r.recursive === true;
@@ -423,7 +423,7 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
       for (let k = FILE_LIST_MAX; ; k = Math.min(k * 2, ROUND_MAX)) {
         let round: DirRound;
         try {
-          round = await firstNames(absDir, from, inclusive, k, accept);
+          round = await firstNames(held.at("."), from, inclusive, k, accept);
         } catch (err) {
           // A directory removed or made unreadable while listed: its entries are left out.
           if (rel.length > base.length) return false;
@@ -445,12 +445,20 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
           const path = p.join("/");
           const child = join(absDir, name);
           if (kind === KIND_DIR && r.recursive) {
-            if (p.length < MAX_DEPTH && (await walk(child, p, sub))) return true;
+            if (p.length >= MAX_DEPTH) continue;
+            // Opened through its parent, never through a link (one swapped in since it was read: skipped).
+            const subDir = await holdChild(held, name, child).catch(() => undefined);
+            if (subDir === undefined) continue;
+            try {
+              if (await walk(subDir, child, p, sub)) return true;
+            } finally {
+              subDir.close();
+            }
             continue;
           }
           let cst: Stats;
           try {
-            cst = await lstat(child);
+            cst = await lstat(held.at(name));
           } catch {
             continue;
           }
@@ -468,7 +476,18 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
         inclusive = false;
       }
     };
-    await walk(abs, base, after);
+    // Read through held directories, each opened through the one before without following links: a
+    // directory swapped for a link after the checks, and back before the real-path check below, was
+    // read through the link (the names, sizes and times of a directory outside were listed).
+    const top = await holdDirBeneath(dir, base).catch((err: unknown) => {
+      if (["ELOOP", "ENOTDIR", "ENOENT"].includes(String(errno(err)))) throw notFound(shown);
+      throw err;
+    });
+    try {
+      await walk(top, abs, base, after);
+    } finally {
+      top.close();
+    }
     return encodeFileListAnswer({ type: "dir", entries, ...(cursor === undefined ? {} : { cursor }) });
   };
 

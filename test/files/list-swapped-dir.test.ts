@@ -22,8 +22,16 @@ import { connect, createServer, FILE_LIST_ROUTE, fileSource, type PointSubError 
 let swapAt = "";
 let swapTo = "";
 const realOpendir = fs.promises.opendir;
+const realOf = (path: string) => {
+  try {
+    return fs.realpathSync(path);
+  } catch {
+    return "";
+  }
+};
 (fs.promises as { opendir: unknown }).opendir = async (path: fs.PathLike, options?: fs.OpenDirOptions) => {
-  if (swapAt !== "" && String(path) === swapAt) {
+  // The directory by its path, or held (read through its descriptor, /proc/self/fd/N: its real path).
+  if (swapAt !== "" && (String(path) === swapAt || realOf(String(path)) === swapAt)) {
     const at = swapAt;
     swapAt = "";
     await rename(at, `${at}.moved`);

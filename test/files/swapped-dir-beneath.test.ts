@@ -14,13 +14,14 @@
  * of another process cannot be timed).
  */
 import assert from "node:assert/strict";
-import fs, { existsSync, readdirSync, readlinkSync, renameSync, symlinkSync } from "node:fs";
+import fs, { existsSync, readdirSync, readlinkSync, renameSync, symlinkSync, unlinkSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { syncBuiltinESMExports } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { decodeBundleAnswer, encodeBundle, FILE_BUNDLE_ROUTE } from "../../src/codec/file-bundle.ts";
+import { decodeFileListAnswer, encodeFileListRequest } from "../../src/codec/file-routes.ts";
 import {
   type Connection,
   connect,
@@ -86,6 +87,53 @@ describe("a directory on a file's way swapped for a link after the checks", () =
       assert.equal(r.code, 0, `${r.stdout}${r.stderr}`);
       assert.equal(await readFile(join(out, "report.txt"), "utf8"), "public report 0123456789\n");
     } finally {
+      await server.close({ timeoutMs: 100 });
+    }
+  });
+
+  it("ls: a directory swapped for a link while it is read, and back, lists its own names only", async () => {
+    const served = join(work, "served-ls");
+    const secret = join(work, "secret-ls");
+    await mkdir(join(served, "sub"), { recursive: true });
+    await mkdir(secret);
+    await writeFile(join(served, "sub", "inside.txt"), "in");
+    await writeFile(join(secret, "outside-secret.txt"), "out");
+    const source = fileSource(served, { crcRecords: false });
+    const server = createServer();
+    server.handle(FILE_LIST_ROUTE, source.list);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    // The swap, and the swap back before the listing's real-path check, around the directory's read.
+    const opendir = fs.promises.opendir;
+    let armed = true;
+    fs.promises.opendir = (async (path: string, options?: fs.OpenDirOptions) => {
+      if (!armed) return opendir(path, options);
+      armed = false;
+      const sub = join(served, "sub");
+      swapForLink(sub, secret);
+      try {
+        return await opendir(path, options);
+      } finally {
+        unlinkSync(sub);
+        renameSync(`${sub}.moved`, sub);
+      }
+    }) as typeof fs.promises.opendir;
+    syncBuiltinESMExports();
+    try {
+      const answer = decodeFileListAnswer(
+        await conn.request(FILE_LIST_ROUTE, encodeFileListRequest({ path: "sub", recursive: true })),
+      );
+      assert.equal(armed, false, "the swap was made");
+      // Before: the outside directory was read (here: nothing listed, its names not found by path once
+      // swapped back; swapped to the link again around the lstats, its names, sizes and times were listed).
+      assert.deepEqual(
+        answer.entries.map((e) => e.path),
+        ["sub/inside.txt"],
+      );
+    } finally {
+      fs.promises.opendir = opendir;
+      syncBuiltinESMExports();
+      await conn.close();
       await server.close({ timeoutMs: 100 });
     }
   });
