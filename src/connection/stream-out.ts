@@ -74,8 +74,8 @@ function countCompression(stats: Stats, codec: string, before: number, after: nu
     stats.compression[codec] = c;
   }
   c.bytesBefore += before;
-  c.bytesAfter += used === true ? after : before;
-  if (used === true) c.compressed++;
+  c.bytesAfter += used ? after : before;
+  if (used) c.compressed++;
   else if (used === false) c.raw++;
 }
 
