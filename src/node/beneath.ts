@@ -1,5 +1,5 @@
-import { close, closeSync, constants, open, statSync } from "node:fs";
-import { join } from "node:path";
+import { close, closeSync, constants, open, readlinkSync, statSync } from "node:fs";
+import { join, sep } from "node:path";
 
 /**
  * A directory under a served or receiving directory, opened one component at a time without
@@ -88,4 +88,21 @@ export async function holdDirBeneath(root: string, segments: readonly string[]):
 export async function holdChild(parent: HeldDir, name: string, path: string): Promise<HeldDir> {
   if (!fdPaths()) return heldDir(-1, path);
   return heldDir(await openDirNoFollow(parent.at(name)), path);
+}
+
+/**
+ * Whether the file open as `fd` is under `realRoot` (a real path, no trailing separator), by the path
+ * the kernel keeps for the descriptor: false for one opened through a directory on the way swapped
+ * for a symbolic link. True where that path cannot be read (no descriptor paths): the checks before
+ * the open are all there.
+ */
+export function openedUnder(fd: number, realRoot: string): boolean {
+  if (!fdPaths()) return true;
+  let path: string;
+  try {
+    path = readlinkSync(`${FD_DIR}${fd}`);
+  } catch {
+    return false;
+  }
+  return path.startsWith(realRoot.endsWith(sep) ? realRoot : realRoot + sep);
 }

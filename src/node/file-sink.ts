@@ -1,4 +1,14 @@
-import { closeSync, constants, fstatSync, lstat as lstatCb, lstatSync, openSync, readSync, type Stats } from "node:fs";
+import {
+  closeSync,
+  constants,
+  fstatSync,
+  lstat as lstatCb,
+  lstatSync,
+  openSync,
+  readSync,
+  realpathSync,
+  type Stats,
+} from "node:fs";
 import { type FileHandle, link, lstat, mkdir, open, readdir, readFile, rename, rm, unlink } from "node:fs/promises";
 import { basename, dirname, join, resolve, sep } from "node:path";
 import { crc32cHex } from "../codec/crc32c.ts";
@@ -10,7 +20,7 @@ import { checkOptions } from "../errors/options.ts";
 import type { IncomingStream } from "../stream/incoming.ts";
 import type { StreamHandler } from "../stream/types.ts";
 import { Limiter } from "../util/limiter.ts";
-import { fdPath, fdPaths, type HeldDir, heldDir, openDirNoFollow } from "./beneath.ts";
+import { fdPath, fdPaths, type HeldDir, heldDir, openDirNoFollow, openedUnder } from "./beneath.ts";
 import { nodeCrc32c } from "./crc32c-native.ts";
 import { bundleHandler, storeError } from "./file-bundle.ts";
 import { CRC_PERSIST_MIN, crcStore, isMetaName, isSinkFileAlias } from "./file-crc-store.ts";
@@ -566,10 +576,16 @@ export async function fileCrc32c(path: string, length: number): Promise<number> 
  * its CRC, recorded for the first one's inode (still reachable under a hard link), would later answer
  * for content it is not.
  */
-export async function fileCrc32cOf(path: string, expect: Stats): Promise<{ crc: number; same: boolean }> {
+export async function fileCrc32cOf(
+  path: string,
+  expect: Stats,
+  realRoot?: string,
+): Promise<{ crc: number; same: boolean }> {
   // Never through a link, nor blocking on a FIFO swapped in since `expect` was taken.
   const fh = await open(path, QUICK_OPEN);
   try {
+    // Opened through a directory swapped for a link (given the directory it must be under): not read.
+    if (realRoot !== undefined && !openedUnder(fh.fd, realRoot)) return { crc: 0, same: false };
     const st = await fh.stat();
     const same =
       st.ino === expect.ino && st.dev === expect.dev && st.size === expect.size && st.mtimeMs === expect.mtimeMs;
@@ -1668,6 +1684,21 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     );
   };
   /**
+   * The directory's real path (once): a stored file read for the quick check must be under it, the
+   * quick check looking it up through directories checked with lstat, not held (see {@link openedUnder}).
+   */
+  let realDirPath: string | undefined;
+  const realDir = (): string => {
+    if (realDirPath === undefined) {
+      try {
+        realDirPath = realpathSync(dir);
+      } catch {
+        return resolve(dir);
+      }
+    }
+    return realDirPath;
+  };
+  /**
    * The CRC32C of the `size` bytes (at most SYNC_CRC_MAX) of the file open as `fd`, read synchronously
    * into one shared buffer; undefined when it ended short (it shrank meanwhile).
    */
@@ -1697,6 +1728,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       const opened = fstatSync(fd);
       if (!opened.isFile() || opened.ino !== st.ino || opened.dev !== st.dev || opened.size !== st.size)
         return undefined;
+      if (!openedUnder(fd, realDir())) return undefined;
       crc = crcOfFd(fd, st.size);
     } catch {
       // Gone, or not readable now: the pool's read says what it is.
@@ -1724,6 +1756,8 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     try {
       fd = openSync(target, QUICK_OPEN);
       const st = fstatSync(fd);
+      // Opened through a directory on the way swapped for a link: nothing learned here (the lstat way).
+      if (!openedUnder(fd, realDir())) return undefined;
       if (!st.isFile()) answer = null;
       else if (st.size !== size) answer = { size: st.size };
       else if (st.size <= SYNC_CRC_MAX) {
@@ -1761,7 +1795,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
             // A read that finished while this one waited may have cached it.
             const c = crcs.get(target, st);
             if (c !== undefined) return c;
-            const { crc: v, same } = await fileCrc32cOf(target, st);
+            const { crc: v, same } = await fileCrc32cOf(target, st, realDir());
             // Not the file looked up (one renamed over the name since): its CRC is not `st`'s to record.
             if (!same) return undefined;
             // Recorded for the identity seen before the read (a change during it makes another identity).

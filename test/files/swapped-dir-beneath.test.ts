@@ -20,6 +20,7 @@ import { syncBuiltinESMExports } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { crc32c, crc32cHex } from "../../src/codec/crc32c.ts";
 import { decodeBundleAnswer, encodeBundle, FILE_BUNDLE_ROUTE } from "../../src/codec/file-bundle.ts";
 import { decodeFileListAnswer, encodeFileListRequest } from "../../src/codec/file-routes.ts";
 import {
@@ -34,6 +35,7 @@ import {
   type Server,
   sendFile,
 } from "../../src/index.ts";
+import { FILE_CHECK_ROUTE } from "../../src/node/file-sink.ts";
 import { runCli } from "../helpers/cli-run.ts";
 
 /** Moves `dir` aside (still under its parent) and puts a link to `to` in its place. */
@@ -135,6 +137,55 @@ describe("a directory on a file's way swapped for a link after the checks", () =
       syncBuiltinESMExports();
       await conn.close();
       await server.close({ timeoutMs: 100 });
+    }
+  });
+
+  it("quick check: a file opened through a directory swapped for a link is not read (no CRC32C of the outside file)", async () => {
+    const inbox = join(work, "check-inbox");
+    const secret = join(work, "check-secret");
+    await mkdir(join(inbox, "sub"), { recursive: true });
+    await mkdir(secret);
+    await writeFile(join(inbox, "sub", "f.txt"), "inside 0123456789");
+    await writeFile(join(secret, "f.txt"), "SECRET abcdefghij");
+    const outsideCrc = crc32cHex(crc32c(await readFile(join(secret, "f.txt"))));
+    const sink = fileSink(inbox, { crcRecords: false });
+    const server = createServer();
+    server.handle(FILE_CHECK_ROUTE, sink.check);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    // The swap at the file's open (the quick check opens it on the main thread, or on the pool while the disk is slow).
+    const openSync = fs.openSync;
+    const open = fs.promises.open;
+    let armed = true;
+    const swap = (path: unknown) => {
+      if (armed && String(path).endsWith(`${join("sub", "f.txt")}`)) {
+        armed = false;
+        swapForLink(join(inbox, "sub"), secret);
+      }
+    };
+    fs.openSync = ((path: fs.PathLike, flags?: fs.OpenMode, mode?: fs.Mode) => {
+      swap(path);
+      return openSync(path, flags ?? "r", mode);
+    }) as typeof fs.openSync;
+    fs.promises.open = ((path: fs.PathLike, flags?: string | number, mode?: fs.Mode) => {
+      swap(path);
+      return open(path, flags, mode);
+    }) as typeof fs.promises.open;
+    syncBuiltinESMExports();
+    try {
+      const a = await conn.request(FILE_CHECK_ROUTE, JSON.stringify({ files: [{ path: "sub/f.txt", size: 17 }] }));
+      const answer = (JSON.parse(new TextDecoder().decode(a)) as { files: { size: number; crc32c?: string }[] })
+        .files[0];
+      assert.equal(armed, false, "the swap was made");
+      // Before: the CRC32C of the outside file, read through the link.
+      assert.notEqual(answer?.crc32c, outsideCrc, JSON.stringify(answer));
+    } finally {
+      fs.openSync = openSync;
+      fs.promises.open = open;
+      syncBuiltinESMExports();
+      await conn.close();
+      await server.close({ timeoutMs: 100 });
+      sink.close();
     }
   });
 
