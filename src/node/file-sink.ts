@@ -20,7 +20,7 @@ import { checkOptions } from "../errors/options.ts";
 import type { IncomingStream } from "../stream/incoming.ts";
 import type { StreamHandler } from "../stream/types.ts";
 import { Limiter } from "../util/limiter.ts";
-import { fdPath, fdPaths, type HeldDir, heldDir, openDirNoFollow, openedUnder } from "./beneath.ts";
+import { fdPath, fdPaths, type HeldDir, heldDir, holdDirBeneath, openDirNoFollow, openedUnder } from "./beneath.ts";
 import { nodeCrc32c } from "./crc32c-native.ts";
 import { bundleHandler, storeError } from "./file-bundle.ts";
 import { CRC_PERSIST_MIN, crcStore, isMetaName, isSinkFileAlias } from "./file-crc-store.ts";
@@ -1946,12 +1946,23 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       // link an existing name answered ERR_EXISTS at once and a missing one only after the upload,
       // which told the peer what exists outside the directory.
       const through = segments === undefined || segments.length === 1 || (await dirsOnTheWay(segments));
-      if (through) {
-        // With overwrite a directory under the name is refused now too (found once the content was all
-        // stored, it was refused then, its whole-size partial kept).
-        const old = await exists(finalPath);
-        if (old !== undefined && !overwrite) throw PointSubError.fromPeer("ERR_EXISTS", `${name} already exists`);
-        if (old?.isDirectory()) throw PointSubError.fromPeer("ERR_EXISTS", "a directory has that name");
+      // The name looked up through its directories held (a directory swapped for a link after the
+      // check above answered for a name outside: "already exists" told the peer it was there); one
+      // that cannot be held now (swapped) is refused when the file is named.
+      const inDir =
+        through && segments !== undefined && segments.length > 1
+          ? await holdDirBeneath(dir, segments.slice(0, -1)).catch(() => undefined)
+          : undefined;
+      if (through && (inDir !== undefined || segments === undefined || segments.length === 1)) {
+        try {
+          // With overwrite a directory under the name is refused now too (found once the content was all
+          // stored, it was refused then, its whole-size partial kept).
+          const old = await exists(inDir === undefined ? finalPath : inDir.at(segments?.at(-1) as string));
+          if (old !== undefined && !overwrite) throw PointSubError.fromPeer("ERR_EXISTS", `${name} already exists`);
+          if (old?.isDirectory()) throw PointSubError.fromPeer("ERR_EXISTS", "a directory has that name");
+        } finally {
+          inDir?.close();
+        }
       }
       if (maxBytes > 0) {
         const need = Math.max(stream.total ?? 0, offset, e.size);

@@ -189,6 +189,51 @@ describe("a directory on a file's way swapped for a link after the checks", () =
     }
   });
 
+  it("an upload's name looked up at its start through a directory swapped for a link: no 'already exists' for the outside name", async () => {
+    const inbox = join(work, "exists-inbox");
+    const secret = join(work, "exists-secret");
+    await mkdir(join(inbox, "sub"), { recursive: true });
+    await mkdir(secret);
+    await writeFile(join(secret, "f.txt"), "there");
+    const src = join(work, "exists-src.bin");
+    await writeFile(src, "content");
+    const sink = fileSink(inbox);
+    const server = createServer();
+    server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    // The swap at the name's lstat (after the directories on the way were checked).
+    const lstat = fs.lstat;
+    let armed = true;
+    fs.lstat = ((path: fs.PathLike, ...rest: unknown[]) => {
+      if (armed && String(path).endsWith("/f.txt")) {
+        armed = false;
+        swapForLink(join(inbox, "sub"), secret);
+      }
+      return (lstat as (...a: unknown[]) => void)(path, ...rest);
+    }) as typeof fs.lstat;
+    syncBuiltinESMExports();
+    try {
+      const err = await sendFile(conn, src, {
+        relativePath: "sub/f.txt",
+        resumeKey: "exists".padEnd(40, "k"),
+      }).done.then(
+        () => undefined,
+        (e: Error) => e,
+      );
+      assert.equal(armed, false, "the swap was made");
+      // Before: "sub/f.txt already exists", at once (the outside directory holds f.txt). Now refused when named.
+      assert.ok(err !== undefined && !/already exists/.test(err.message), String(err));
+      assert.deepEqual(readdirSync(secret), ["f.txt"]);
+    } finally {
+      fs.lstat = lstat;
+      syncBuiltinESMExports();
+      await conn.close();
+      await server.close({ timeoutMs: 100 });
+      sink.close();
+    }
+  });
+
   it("a bundle of files in many directories holds few of them open at once", async (t) => {
     if (!existsSync("/proc/self/fd")) return t.skip("no /proc/self/fd");
     const inbox = join(work, "many-dirs");
