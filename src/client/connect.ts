@@ -51,7 +51,10 @@ export async function connect(address: Address, options: ConnectOptions = {}): P
     conn = new Connection(
       transport,
       // What the transport left of the deadline (before, the handshake got it all again).
-      { ...options, handshakeTimeoutMs: options.handshakeTimeoutMs ?? Math.max(1, end - performance.now()) },
+      {
+        ...options,
+        handshakeTimeoutMs: options.handshakeTimeoutMs ?? Math.max(1, Math.trunc(end - performance.now())),
+      },
       { initiator: true, runtime },
     );
   } catch (err) {
