@@ -24,7 +24,7 @@ export interface ClusterRateLimitOptions {
   /**
    * `"global"`: one limit for all requests; `"principal"`: one per `session.principal` (all unauthenticated
    * clients share one; an object principal is told by its `id`, else its JSON, as the idempotency store's
-   * scopes). Default "global".
+   * scopes; any other by `String(principal)`, as earlier versions count it). Default "global".
    */
   per?: "global" | "principal";
   /** The routes it applies to. Default: every request route. */
@@ -83,10 +83,18 @@ export function clusterRateLimit(cluster: Cluster, options: ClusterRateLimitOpti
   const routes = options.routes === undefined ? undefined : new Set(options.routes);
   const scopes = new Map<string, Scope>();
 
-  // As the idempotency store scopes keys: String(principal) was "[object Object]" for every object principal
-  // (`{ id, roles }` from an authenticate hook), so all of them shared one allowance.
+  // An object principal as the idempotency store scopes keys: String(principal) was "[object Object]" for every
+  // one (`{ id, roles }` from an authenticate hook), so all of them shared one allowance. Any other keeps
+  // String(principal), the key older nodes count it under: during a rolling upgrade a new key counted it twice
+  // over (up to twice perSecond admitted). (NUL: an object's scope is not a string principal's.)
+  const scopeOf = (ctx: Parameters<Middleware>[0]): string => {
+    const p = ctx.principal;
+    return (typeof p === "object" && p !== null) || typeof p === "function"
+      ? `\0${principalScope(ctx)}`
+      : String(p ?? "");
+  };
   const scopeKey = (ctx: Parameters<Middleware>[0]): string =>
-    byPrincipal ? createHash("sha256").update(principalScope(ctx)).digest("base64url").slice(0, 22) : "all";
+    byPrincipal ? createHash("sha256").update(scopeOf(ctx)).digest("base64url").slice(0, 22) : "all";
 
   const lease = async (key: string, s: Scope): Promise<void> => {
     const taken = await cluster.reserve(`${name}.${key}.${s.window}`, leaseSize, perSecond, 2 * WINDOW_MS);
