@@ -47,7 +47,7 @@ const NO_CALLER = { pending: NO_CALLS } as unknown as Caller;
 let lastRoute = "";
 
 /**
- * @internal `Date.now()` of the input being processed, set by the
+ * @internal `performance.now()` of the input being processed, set by the
  * connection per read (what chunked messages being received stamp their
  * frames with): one for every connection, as input is processed one read
  * at a time — a field per connection was a number box in each.
