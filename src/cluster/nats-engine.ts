@@ -328,7 +328,17 @@ class NatsEngine implements ClusterEngine {
     });
     await Promise.race([nc.close().catch(() => {}), grace]);
     clearTimeout(timer);
+    // A reconnection under way to a server that took the TCP connection and sent nothing (frozen: the
+    // echo check's reset, or the client's own pings) is not ended by close(): nats.js closes a transport
+    // only once it connected, so that socket stayed open for ever and the process could not exit after
+    // server.close(). Destroyed here: the dial fails at once and clears its 20 s timer.
+    (nc as unknown as DialingClient).protocol?.transport?.socket?.destroy();
   }
+}
+
+/** The part of nats.js's client (internal) that holds the socket of a connection being dialed. */
+interface DialingClient {
+  readonly protocol?: { readonly transport?: { readonly socket?: { destroy(): void } } };
 }
 
 /** Least time between two openings of the bucket after failed key-value calls ({@link NatsEngine.rebind}), in ms. */
