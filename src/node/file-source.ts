@@ -398,7 +398,23 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
     const base = segmentsOf(r.path);
     const shown = base.join("/");
     const { abs, st } = await resolveInside(base, shown);
-    if (st.isFile()) return encodeFileListAnswer({ type: "file", entries: [entryOf(shown, st)] });
+    if (st.isFile()) {
+      // Looked at again through its directories held (opened one through the other, never through a
+      // link): one swapped for a link between the lstats above listed the size and time of the file
+      // outside the directory that the link led to.
+      const parent = await holdDirBeneath(dir, base.slice(0, -1)).catch((err: unknown) => {
+        if (["ELOOP", "ENOTDIR", "ENOENT"].includes(String(errno(err)))) throw notFound(shown);
+        throw err;
+      });
+      let held: Stats | undefined;
+      try {
+        held = base.length > 1 ? await lstat(parent.at(base[base.length - 1])).catch(() => undefined) : st;
+      } finally {
+        parent.close();
+      }
+      if (held === undefined || !held.isFile()) throw notFound(shown);
+      return encodeFileListAnswer({ type: "file", entries: [entryOf(shown, held)] });
+    }
     const limit = Math.min(r.limit ?? FILE_LIST_MAX, FILE_LIST_MAX);
     let after: string[] | undefined;
     if (r.cursor !== undefined) {
