@@ -31,7 +31,14 @@ export function fdPaths(): boolean {
   return fdPathsWork;
 }
 
-const DIR_FLAGS = constants.O_RDONLY | constants.O_DIRECTORY | (constants.O_NOFOLLOW ?? 0);
+/**
+ * O_PATH (Linux; Node names no constant): a held directory is only named through, never read, so it
+ * needs search permission alone, as a path through it did. Opened for reading, a directory that may
+ * be searched but not read (0711, a 0733 drop box) failed every download, listed file and upload
+ * under it (EACCES). With O_DIRECTORY | O_NOFOLLOW a link is still refused (ENOTDIR).
+ */
+const O_PATH = process.platform === "linux" ? 0o10000000 : 0;
+const DIR_FLAGS = constants.O_RDONLY | O_PATH | constants.O_DIRECTORY | (constants.O_NOFOLLOW ?? 0);
 
 /**
  * Opens `path` as a directory, its last component never a symbolic link (ELOOP or ENOTDIR: the
