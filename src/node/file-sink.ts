@@ -1660,7 +1660,13 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       if (isDir === false) return null;
       if (isDir !== true) return isDir.then((d) => (d ? lookup(segments, size, dirs) : null));
     }
-    const target = segments.length === 1 ? dirPrefix + segments[0] : `${path}${sep}${segments[segments.length - 1]}`;
+    if (segments.length === 1) return lookupAt(dirPrefix + segments[0], size);
+    const target = `${path}${sep}${segments[segments.length - 1]}`;
+    const a = lookupAt(target, size);
+    return a instanceof Promise ? a.then((x) => confirmed(target, x)) : confirmed(target, a);
+  };
+  /** {@link lookup} of `target` once its directories were checked. */
+  const lookupAt = (target: string, size: number): FileCheckAnswer | Promise<FileCheckAnswer> => {
     // No CRC cached for it (a file this process did not store, nor checked yet): opened at once, its
     // fstat in place of an lstat (a file to read: 4 calls, not 5).
     if (!crcs.has(target)) {
@@ -1669,6 +1675,40 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     }
     const now = existsNow(target);
     return now !== undefined ? stored(target, now.st, size) : exists(target).then((st) => stored(target, st, size));
+  };
+  /**
+   * `a`, an answer for `target` under a subdirectory, once it is known to be in the directory: one that
+   * only an lstat by its path gave (a size, no CRC32C) is checked by opening the file (never through a
+   * link, non-blocking) and the kernel's path of that descriptor (see {@link openedUnder}); null when it
+   * is not under the directory's real path or cannot be opened. Before, a directory on the way swapped
+   * for a link after its check answered the size of the file outside (and that one existed there).
+   * A CRC32C is only answered for a file checked so already, or cached for the identity this sink saw.
+   */
+  const confirmed = (target: string, a: FileCheckAnswer): FileCheckAnswer | Promise<FileCheckAnswer> => {
+    if (a === null || a.crc32c !== undefined || !fdPaths()) return a;
+    const t0 = performance.now();
+    if (!lookupGate.mainThread(t0)) {
+      return open(target, QUICK_OPEN).then(
+        (fh) => {
+          const under = openedUnder(fh.fd, realDir());
+          return fh.close().then(() => (under ? a : null));
+        },
+        () => null,
+      );
+    }
+    let fd = -1;
+    let under = false;
+    try {
+      fd = openSync(target, QUICK_OPEN);
+      under = openedUnder(fd, realDir());
+    } catch {
+      // Not openable: not known to be in the directory.
+    } finally {
+      if (fd >= 0) closeSync(fd);
+    }
+    const t1 = performance.now();
+    lookupGate.record(t1 - t0, t1);
+    return under ? a : null;
   };
   /** The answer for what is at `target` (its lstat `st`), asked about at `size`: a promise only for a CRC to read. */
   const stored = (target: string, st: Stats | undefined, size: number): FileCheckAnswer | Promise<FileCheckAnswer> => {
@@ -1756,9 +1796,10 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     try {
       fd = openSync(target, QUICK_OPEN);
       const st = fstatSync(fd);
-      // Opened through a directory on the way swapped for a link: nothing learned here (the lstat way).
-      if (!openedUnder(fd, realDir())) return undefined;
-      if (!st.isFile()) answer = null;
+      // Opened through a directory on the way swapped for a link: nothing of it is in the directory
+      // (the lstat way answered the outside file's size).
+      if (!openedUnder(fd, realDir())) answer = null;
+      else if (!st.isFile()) answer = null;
       else if (st.size !== size) answer = { size: st.size };
       else if (st.size <= SYNC_CRC_MAX) {
         const crc = crcOfFd(fd, st.size);

@@ -189,6 +189,73 @@ describe("a directory on a file's way swapped for a link after the checks", () =
     }
   });
 
+  it("quick check: a name found through a directory swapped for a link answers nothing (not the outside file's size)", async () => {
+    const inbox = join(work, "size-inbox");
+    const secret = join(work, "size-secret");
+    await mkdir(join(inbox, "sub"), { recursive: true });
+    await mkdir(secret);
+    await writeFile(join(inbox, "sub", "f.txt"), "ok");
+    await writeFile(join(secret, "f.txt"), "a longer private file: 28 B\n");
+    const sink = fileSink(inbox, { crcRecords: false });
+    const server = createServer();
+    server.handle(FILE_CHECK_ROUTE, sink.check);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    // The swap at the file's first open or lstat, whichever way (main thread or pool) the check goes.
+    const real = {
+      openSync: fs.openSync,
+      open: fs.promises.open,
+      lstatSync: fs.lstatSync,
+      lstat: fs.lstat,
+    };
+    let armed = false;
+    const swap = (path: unknown) => {
+      if (armed && String(path) === join(inbox, "sub", "f.txt")) {
+        armed = false;
+        swapForLink(join(inbox, "sub"), secret);
+      }
+    };
+    fs.openSync = ((path: fs.PathLike, flags?: fs.OpenMode, mode?: fs.Mode) => {
+      swap(path);
+      return real.openSync(path, flags ?? "r", mode);
+    }) as typeof fs.openSync;
+    fs.promises.open = ((path: fs.PathLike, flags?: string | number, mode?: fs.Mode) => {
+      swap(path);
+      return real.open(path, flags, mode);
+    }) as typeof fs.promises.open;
+    Object.assign(fs, {
+      lstatSync: (path: fs.PathLike, options?: fs.StatSyncOptions) => {
+        swap(path);
+        return real.lstatSync(path, options);
+      },
+      lstat: (path: fs.PathLike, ...rest: unknown[]) => {
+        swap(path);
+        return (real.lstat as (...a: unknown[]) => void)(path, ...rest);
+      },
+    });
+    syncBuiltinESMExports();
+    const check = async () => {
+      const a = await conn.request(FILE_CHECK_ROUTE, JSON.stringify({ files: [{ path: "sub/f.txt", size: 2 }] }));
+      return (JSON.parse(new TextDecoder().decode(a)) as { files: ({ size: number } | null)[] }).files[0];
+    };
+    try {
+      // Unswapped: the file there, whole.
+      assert.equal((await check())?.size, 2);
+      armed = true;
+      const answer = await check();
+      assert.equal(armed, false, "the swap was made");
+      // Before: { size: 28 }, the outside file's (and that it exists).
+      assert.equal(answer, null, JSON.stringify(answer));
+    } finally {
+      Object.assign(fs, { openSync: real.openSync, lstatSync: real.lstatSync, lstat: real.lstat });
+      fs.promises.open = real.open;
+      syncBuiltinESMExports();
+      await conn.close();
+      await server.close({ timeoutMs: 100 });
+      sink.close();
+    }
+  });
+
   it("an upload's name looked up at its start through a directory swapped for a link: no 'already exists' for the outside name", async () => {
     const inbox = join(work, "exists-inbox");
     const secret = join(work, "exists-secret");
