@@ -1440,7 +1440,9 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
   const fsyncDir = async (path: string) => {
     let fh: FileHandle | undefined;
     try {
-      fh = await open(path, constants.O_RDONLY);
+      // O_DIRECTORY: a directory swapped for a link to a FIFO since the file was named blocked this open
+      // (a thread-pool thread) until something wrote to it, and the upload was never answered.
+      fh = await open(path, constants.O_RDONLY | (constants.O_DIRECTORY ?? 0));
       await fh.sync();
     } catch {
       // Not supported here (Windows, some network file systems).
