@@ -144,8 +144,15 @@ function listable(rel: string[], name: string): boolean {
  */
 const servedFiles = (at: string): FileAccess => ({
   stat: () => lstat(at).catch(() => undefined),
-  open: (_path, offset, size) => readFileFrom(at, offset, size, constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0)),
+  open: (_path, offset, size) => readFileFrom(at, offset, size, SERVED_OPEN),
 });
+
+/**
+ * Never through a link, and non-blocking: a file swapped for a FIFO after the checks blocked the open (a
+ * thread-pool thread) for good, waiting for a writer; opened so, it reads as nothing (the download fails
+ * as a file changed while sent). A regular file's reads are the same either way.
+ */
+const SERVED_OPEN = constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0) | (constants.O_NONBLOCK ?? 0);
 
 /** The same file, unchanged: inode, device, size, mtime and ctime. */
 const sameFile = (a: Stats, b: Stats) =>
