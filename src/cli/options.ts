@@ -86,7 +86,11 @@ export const parseRoute: (value: string) => string = (value) => {
  */
 export const nonEmptyName: (value: string, previous: string[] | undefined) => string[] = (value, previous) => {
   if (value.length === 0) throw new InvalidArgumentError("Expected a name, not an empty string.");
-  return previous === undefined ? [value] : [...previous, value];
+  // Collected in place (the array is this parser's own, made for the first name): a copy per name
+  // made `send dir/*` of 40,000 files spend 24 s before connecting.
+  if (previous === undefined) return [value];
+  previous.push(value);
+  return previous;
 };
 
 /** The oldest Node.js the CLI runs on (package.json's `engines`). */
