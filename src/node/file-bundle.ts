@@ -558,19 +558,23 @@ export function bundleHandler(store: BundleStore): StreamHandler {
           const segments = s.segments as string[];
           const finalPath = s.final;
           let at = finalPath;
+          let stats: Stats | undefined;
           if (segments.length > 1) {
             const got = acquire(segments, s.dirKey);
             const held = got instanceof Promise ? await got : got;
             try {
               if (held !== undefined) at = held.at(segments[segments.length - 1]);
               if (!placeNow(s.partial as string, finalPath, at)) await placeOne(s.partial as string, finalPath, at);
+              // Looked at through the held directory before it is released: its descriptor's number may be
+              // another directory's once closed.
+              if (at !== finalPath) stats = lstatNow(at);
             } finally {
               releaseDir(s.dirKey);
             }
           } else if (!placeNow(s.partial as string, finalPath, at)) await placeOne(s.partial as string, finalPath, at);
           synced.add(dirname(finalPath));
           s.placed = true;
-          store.remember(finalPath, s.size, s.crc, at === finalPath ? undefined : lstatNow(at));
+          store.remember(finalPath, s.size, s.crc, stats);
         } catch (err) {
           s.error = storeError(err);
         }
