@@ -402,7 +402,7 @@ const PARK_IDLE_MS = 2000;
 
 /** A transfer's open partial, as the sink's idle check sees it. */
 interface OpenPartial {
-  /** When it last wrote (`Date.now()`). */
+  /** When it last wrote (`performance.now()`: a wall clock stepped back would keep an idle partial open). */
   last: number;
   /** Closes the descriptor if the transfer is idle and not writing; resolves once done. */
   park(): Promise<void>;
@@ -928,7 +928,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
   const watchIdle = (p: OpenPartial) => {
     openPartials.add(p);
     parkTimer ??= setInterval(() => {
-      const now = Date.now();
+      const now = performance.now();
       for (const o of openPartials) if (now - o.last >= PARK_IDLE_MS) void o.park();
       if (openPartials.size === 0) {
         clearInterval(parkTimer);
@@ -2081,7 +2081,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
 
       let size = offset;
       let sinceCheckpoint = 0;
-      let lastCheckpoint = Date.now();
+      let lastCheckpoint = performance.now();
       let checkpoint: Promise<void> | undefined;
       // Everything available goes to one writev; one write in flight while
       // the next batch arrives. Writes stay in order: the partial file never
@@ -2092,7 +2092,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       let parked: { dev: number; ino: number } | undefined;
       let parking: Promise<void> | undefined;
       const idle: OpenPartial = {
-        last: Date.now(),
+        last: performance.now(),
         park: () =>
           (parking ??= (async () => {
             const f = out;
@@ -2102,7 +2102,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
             const st = await f.stat();
             await f.datasync();
             // Bytes that came meanwhile are being written through this descriptor: kept open.
-            if (out !== f || inFlight || Date.now() - idle.last < PARK_IDLE_MS) return;
+            if (out !== f || inFlight || performance.now() - idle.last < PARK_IDLE_MS) return;
             parked = { dev: st.dev, ino: st.ino };
             out = undefined;
             fh = undefined;
@@ -2141,7 +2141,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
           }
           const point = { offset: size + n, crc: stream.contentCrc };
           await writing;
-          idle.last = Date.now();
+          idle.last = performance.now();
           if (out === undefined) {
             out = parked !== undefined || parking !== undefined ? await unpark() : await begin();
             if (!openPartials.has(idle)) watchIdle(idle);
@@ -2156,20 +2156,20 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
             // Written: the stream may receive later frames into these buffers.
             stream.release(chunks);
             e.point = point;
-            idle.last = Date.now();
+            idle.last = performance.now();
             inFlight = false;
           });
           sinceCheckpoint += n;
           if (
             checkpoint === undefined &&
             sinceCheckpoint >= CHECKPOINT_BYTES &&
-            Date.now() - lastCheckpoint >= CHECKPOINT_MS
+            performance.now() - lastCheckpoint >= CHECKPOINT_MS
           ) {
             // In the background, while later batches are written: once the
             // bytes up to `point` are on disk, the sidecar may claim them.
             await writing;
             sinceCheckpoint = 0;
-            lastCheckpoint = Date.now();
+            lastCheckpoint = performance.now();
             const file = out;
             checkpoint = file
               .datasync()

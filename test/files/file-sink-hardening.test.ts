@@ -622,6 +622,49 @@ describe("file server hardening: fileSink against hostile peers", () => {
       }
     });
 
+    it("an idle partial's descriptor closes even if the wall clock steps back meanwhile", async () => {
+      // The idle check measured with Date.now(): a clock stepped back an hour (NTP, a VM resumed)
+      // kept every idle partial open for that hour. It now measures with the monotonic clock.
+      const e = await env();
+      const openPartialFds = async () => {
+        let n = 0;
+        for (const fd of await readdir("/proc/self/fd")) {
+          const target = await readlink(`/proc/self/fd/${fd}`).catch(() => "");
+          if (target.startsWith(e.dir) && target.endsWith(".partial")) n++;
+        }
+        return n;
+      };
+      const realNow = Date.now;
+      try {
+        const conn = await e.connect();
+        const datas = [random(2000), random(2000)];
+        const gate = Promise.withResolvers<void>();
+        const transfers = datas.map((d, i) => {
+          async function* trickle() {
+            yield d.subarray(0, 1000);
+            await gate.promise;
+            yield d.subarray(1000);
+          }
+          return conn.sendStream(FILE_ROUTE, trickle(), {
+            transferId: newId(),
+            meta: { name: `c${i}.bin` },
+            total: 2000,
+          });
+        });
+        await until(async () => (await openPartialFds()) === 2, "the 2 partials to be open");
+        Date.now = () => realNow() - 3_600_000;
+        await until(async () => (await openPartialFds()) === 0, "the idle partials' descriptors to close");
+        Date.now = realNow;
+        gate.resolve();
+        await Promise.all(transfers);
+        for (let i = 0; i < datas.length; i++)
+          assert.deepEqual(await readFile(join(e.dir, `c${i}.bin`)), Buffer.from(datas[i]));
+      } finally {
+        Date.now = realNow;
+        await e.close();
+      }
+    });
+
     it("maxBytes bounds stored partials plus declared sizes in progress", async () => {
       const e = await env({ maxBytes: 6 * MiB });
       try {
