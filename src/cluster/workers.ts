@@ -302,7 +302,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
       return;
     }
     if (this.closing === undefined && !voluntary) {
-      const now = Date.now();
+      const now = performance.now();
       while (this.restarts.length > 0 && (this.restarts[0] as number) <= now - this.restartWindowMs)
         this.restarts.shift();
       if (this.restarts.length < this.maxRestarts) {

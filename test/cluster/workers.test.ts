@@ -377,6 +377,39 @@ describe("runWorkers: restarts are bounded", { timeout: 20_000 }, () => {
   });
 });
 
+describe("runWorkers: the restart window is measured on the monotonic clock", { timeout: 20_000 }, () => {
+  it("a wall clock stepped back between two deaths does not make the pool give up", async () => {
+    // The window compared Date.now() times: stepped back an hour after a restart, the next death
+    // found that restart still "within" the window for an hour and gave the worker up.
+    const realNow = Date.now;
+    const pool = runWorkers({
+      workers: 1,
+      maxRestarts: 1,
+      restartWindowMs: 50, // a worker's restart and death take longer than this
+      signals: false,
+      exec: join(import.meta.dirname, "ready-then-crash-worker.ts"),
+    });
+    const replaced: boolean[] = [];
+    let gaveUp = 0;
+    const twice = Promise.withResolvers<void>();
+    pool.on("exit", (_w, _code, _s, replacement) => {
+      replaced.push(replacement !== undefined);
+      Date.now = () => realNow() - 3_600_000;
+      if (replaced.length === 2 || replacement === undefined) twice.resolve();
+    });
+    pool.on("gaveUp", () => gaveUp++);
+    try {
+      await pool.ready;
+      await twice.promise;
+      assert.deepEqual(replaced, [true, true]);
+      assert.equal(gaveUp, 0);
+    } finally {
+      Date.now = realNow;
+      await pool.close();
+    }
+  });
+});
+
 describe("runWorkers: a first worker that exits before it is ready", { timeout: 20_000 }, () => {
   it("is not restarted: ready rejects naming its exit, the pool closes (a port in use failed maxRestarts workers in a row)", async () => {
     const t0 = Date.now();
