@@ -88,11 +88,11 @@ export class LpServer extends EventEmitter<LpServerEvents> {
   }
 
   /**
-   * Listens on every address (`lp+tcp://host:port`, `lp+unix:///path`); resolves to the bound URLs, in order.
+   * Listens on every address (`lp+tcp://host:port`, `lp+unix:///path`); resolves to the bound URLs, one per address in order (a non-empty tuple).
    * Rejects with ERR_GOING_AWAY once `close` was called (also when it is called while this listen is
    * binding: nothing stays bound after the close).
    */
-  async listen(...addresses: Address[]): Promise<string[]> {
+  async listen(...addresses: Address[]): Promise<[string, ...string[]]> {
     if (addresses.length === 0) throw new PointSubError("ERR_INVALID_ARGUMENT", "listen needs at least one URL");
     if (this.closing) throw closedForListen();
     const started: TransportListener[] = [];
@@ -115,7 +115,7 @@ export class LpServer extends EventEmitter<LpServerEvents> {
       throw err;
     }
     this.bound.push(...started);
-    return started.map((l) => l.url);
+    return started.map((l) => l.url) as [string, ...string[]];
   }
 
   /** The bound URLs. */

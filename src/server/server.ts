@@ -472,12 +472,14 @@ export class Server extends EventEmitter<ServerEvents> {
   /**
    * Starts listening on every address (`tcp://host:port`, `tls://host:port`,
    * `unix:///path`, `memory://name`, or whatever the runtime's transports
-   * take). Resolves to the bound URLs, in order (port 0 replaced by the real
-   * port). If one fails, those already bound are closed. Rejects with
+   * take). Resolves to the bound URLs, one per address in order (port 0
+   * replaced by the real port; typed as a non-empty tuple, so
+   * `const [url] = await server.listen(…)` is a `string` under
+   * `noUncheckedIndexedAccess`). If one fails, those already bound are closed. Rejects with
    * ERR_GOING_AWAY once `close` was called (also when it is called while
    * this listen is binding: nothing stays bound after the close).
    */
-  async listen(...addresses: Address[]): Promise<string[]> {
+  async listen(...addresses: Address[]): Promise<[string, ...string[]]> {
     if (addresses.length === 0) throw new PointSubError("ERR_INVALID_ARGUMENT", "listen needs at least one URL");
     if (this.closing) throw closedForListen();
     if (this.cluster !== undefined) {
@@ -515,7 +517,7 @@ export class Server extends EventEmitter<ServerEvents> {
     }
     this.bound.push(...started);
     this.admission.start();
-    return started.map((l) => l.url);
+    return started.map((l) => l.url) as [string, ...string[]];
   }
 
   /** The bound URLs of all listeners. */

@@ -233,6 +233,98 @@ function entryNames(pkg: string): Set<string> {
   return names;
 }
 
+/** Each name the entry points export, with the specifier that exports it ("pointsub" first; "pointsub/browser" left out). */
+function exportedBy(pkg: string): Map<string, string> {
+  const exports = JSON.parse(readFileSync(join(pkg, "package.json"), "utf8")).exports as Record<
+    string,
+    { types?: string; node?: { types: string } }
+  >;
+  const owners = new Map<string, string>();
+  for (const [path, entry] of Object.entries(exports)) {
+    if (path === "./browser") continue;
+    const types = entry.node?.types ?? (entry.types as string);
+    const spec = path === "." ? "pointsub" : `pointsub/${path.slice(2)}`;
+    const text = readFileSync(join(pkg, types), "utf8").replace(/\/\*[\s\S]*?\*\/|\/\/[^\n]*/g, "");
+    const add = (name: string) => {
+      if (name !== "" && !owners.has(name)) owners.set(name, spec);
+    };
+    for (const [, list] of text.matchAll(/export (?:type )?\{([^}]*)\}/g))
+      for (const item of list.split(",")) {
+        const [name, alias] = item
+          .trim()
+          .replace(/^type /, "")
+          .split(/ as /);
+        add((alias ?? name).trim());
+      }
+    for (const [, name] of text.matchAll(
+      /^export (?:declare )?(?:abstract )?(?:interface|type|class|function|const) ([\w$]+)/gm,
+    ))
+      add(name);
+  }
+  return owners;
+}
+
+/** What the examples' conventional free names stand for (any other is `any`). */
+const FREE_TYPES: Record<string, string> = {
+  server: 'import("pointsub").Server',
+  conn: 'import("pointsub").Connection',
+  url: "string",
+  size: "number",
+  data: "Uint8Array",
+  body: "Uint8Array",
+  orderId: "string",
+  cert: "string",
+  key: "string",
+  ca: "string",
+  http: 'typeof import("node:http")',
+  chat: 'import("ws").WebSocketServer',
+};
+
+/**
+ * The \`\`\`ts examples of README.md and docs/*.md as modules a consumer compiles: each imports the
+ * package names it uses but does not import itself, `…` (code left out) is `(0 as never)`, and the
+ * names in `free` (what an example leaves to its surroundings: a `server`, a `url`) are declared `any`.
+ */
+function docExamples(owners: Map<string, string>, free: Map<number, Set<string>>): { where: string; code: string }[] {
+  const examples: { where: string; code: string }[] = [];
+  const docs = ["README.md", ...readdirSync(join(root, "docs")).map((f) => `docs/${f}`)].filter((f) =>
+    f.endsWith(".md"),
+  );
+  for (const file of docs) {
+    const text = readFileSync(join(root, file), "utf8");
+    for (const m of text.matchAll(/^```ts\n([\s\S]*?)^```/gm)) {
+      const line = text.slice(0, m.index).split("\n").length;
+      const body = m[1].replace(/…/g, "(0 as never)");
+      const own = new Set<string>();
+      for (const [, list] of body.matchAll(/import\s+(?:type\s+)?\{([^}]*)\}/g))
+        for (const item of list.split(","))
+          own.add(
+            item
+              .trim()
+              .replace(/^type /, "")
+              .split(/ as /)
+              .pop()
+              ?.trim() ?? "",
+          );
+      for (const [, name] of body.matchAll(/\b(?:const|let|var|function|class|interface|type|enum) ([\w$]+)/g))
+        own.add(name);
+      const bySpec = new Map<string, string[]>();
+      for (const [name, spec] of owners)
+        if (!own.has(name) && new RegExp(`(?<![\\w$.])${name.replace(/\$/g, "\\$")}(?![\\w$])`).test(body))
+          bySpec.set(spec, [...(bySpec.get(spec) ?? []), name]);
+      const imports = [...bySpec].map(([spec, names]) => `import { ${names.join(", ")} } from "${spec}";`);
+      const declared = [...(free.get(examples.length) ?? [])].map(
+        (n) => `declare const ${n}: ${FREE_TYPES[n] ?? "any"};`,
+      );
+      examples.push({
+        where: `${file}:${line}`,
+        code: `${[...imports, ...declared].join("\n")}\n${body}\nexport {};\n`,
+      });
+    }
+  }
+  return examples;
+}
+
 /** Declarations under `dist` of a name in `names` with no doc comment before them (a function's first overload's). */
 function undocumentedExports(dist: string, names: Set<string>): string[] {
   const found: string[] = [];
@@ -308,6 +400,43 @@ describe("published types (tsc against the built package: strict, exactOptionalP
     const names = entryNames(pkg);
     assert.ok(names.size > 300, `names: ${names.size}`);
     assert.deepEqual(undocumentedExports(join(pkg, "dist"), names), []);
+  });
+
+  it("the TypeScript examples in README.md and docs/ compile against the published types", () => {
+    // An example that names an option, method or event the package no longer has fails here, not in a
+    // user's editor. Names an example leaves to its surroundings are found by a first compile.
+    const owners = exportedBy(join(dir, "node_modules", "pointsub"));
+    const options = { ...STRICT, noEmit: true, declaration: false, emitDeclarationOnly: false };
+    const build = (free: Map<number, Set<string>>) => {
+      const examples = docExamples(owners, free);
+      const files = examples.map((e, i) => {
+        writeFileSync(join(dir, "app", `example-${i}.ts`), e.code);
+        return `app/example-${i}.ts`;
+      });
+      const config = join(dir, "tsconfig.examples.json");
+      writeFileSync(config, JSON.stringify({ compilerOptions: { ...options, rootDir: join(dir, "app") }, files }));
+      try {
+        execFileSync(process.execPath, [join(root, "node_modules/typescript/bin/tsc"), "-p", config], {
+          stdio: "pipe",
+        });
+        return { examples, out: "" };
+      } catch (err) {
+        return { examples, out: String((err as { stdout?: Buffer }).stdout ?? err) };
+      }
+    };
+    const first = build(new Map());
+    assert.ok(first.examples.length >= 15, `examples: ${first.examples.length}`);
+    const free = new Map<number, Set<string>>();
+    for (const [, i, name] of first.out.matchAll(
+      /example-(\d+)\.ts\(\d+,\d+\): error TS(?:2304: Cannot find name|2552: Cannot find name|18004: No value exists in scope for the shorthand property) '([\w$]+)'/g,
+    )) {
+      const set = free.get(Number(i)) ?? new Set<string>();
+      set.add(name);
+      free.set(Number(i), set);
+    }
+    const { examples, out } = build(free);
+    const named = out.replace(/app\/example-(\d+)\.ts/g, (_, i: string) => examples[Number(i)].where);
+    assert.equal(named, "");
   });
 
   it("the browser condition's declarations name them too, and need no Node types (a page's project has none)", () => {
