@@ -421,7 +421,7 @@ export class Assemblies {
       const last = a.lastFrameAt > floor ? a.lastFrameAt : floor;
       let why: string;
       if (now - last >= timeoutMs) {
-        why = `received nothing for ${now - last} ms`;
+        why = `received nothing for ${Math.round(now - last)} ms`;
       } else {
         if (a.windowAt < floor) {
           // Nothing could arrive while reading was paused: a new window from the resume.
@@ -437,7 +437,7 @@ export class Assemblies {
           a.windowFilled = a.filled;
           continue;
         }
-        why = `received ${got} bytes in ${span} ms (minProgressBytesPerSecond ${minBytesPerSecond})`;
+        why = `received ${got} bytes in ${Math.round(span)} ms (minProgressBytesPerSecond ${minBytesPerSecond})`;
       }
       this.drop(id);
       this.refuse(a.type, id, PointSubError.fromPeer("ERR_TIMEOUT", `message ${id} ${why}; cancelled`));

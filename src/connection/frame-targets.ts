@@ -91,7 +91,7 @@ export class TargetingFrameRouter extends FrameRouter {
     if (now - b.windowAt < windowMs) return undefined;
     const got = b.filled - b.windowFilled;
     if (got < (minBytesPerSecond * (now - b.windowAt)) / 1000) {
-      return `${got} bytes of a frame of ${b.length} arrived in ${now - b.windowAt} ms (${b.filled} in all): slower than minProgressBytesPerSecond (${minBytesPerSecond})`;
+      return `${got} bytes of a frame of ${b.length} arrived in ${Math.round(now - b.windowAt)} ms (${b.filled} in all): slower than minProgressBytesPerSecond (${minBytesPerSecond})`;
     }
     b.windowAt = now;
     b.windowFilled = b.filled;

@@ -515,7 +515,7 @@ export class Housekeeper implements Tickable {
       }
       host.timedOut(
         "ERR_SLOW_PEER",
-        `${host.remoteUrl} took nothing this side sent for ${now - blocked} ms (slowPeerTimeoutMs ${slow})`,
+        `${host.remoteUrl} took nothing this side sent for ${Math.round(now - blocked)} ms (slowPeerTimeoutMs ${slow})`,
       );
       return;
     }

@@ -564,9 +564,11 @@ export class IncomingStreams {
       if (st.inDone || st.outDone || st.stream.buffered !== 0) continue;
       const last = st.lastFrameAt > floor ? st.lastFrameAt : floor;
       if (now - last < timeoutMs) continue;
-      const err = PointSubError.fromPeer("ERR_TIMEOUT", `stream ${st.id} received nothing for ${now - last} ms`, {
-        phase: "progress",
-      });
+      const err = PointSubError.fromPeer(
+        "ERR_TIMEOUT",
+        `stream ${st.id} received nothing for ${Math.round(now - last)} ms`,
+        { phase: "progress" },
+      );
       st.stream.fail(err);
       this.cancel(st, err);
     }

@@ -576,7 +576,7 @@ export class OutgoingStreams {
         st.call,
         new PointSubError(
           "ERR_TIMEOUT",
-          `the receiver returned no ${streamCost(head) <= st.msg.credit ? "connection " : ""}credit for stream ${st.msg.id} for ${now - last} ms`,
+          `the receiver returned no ${streamCost(head) <= st.msg.credit ? "connection " : ""}credit for stream ${st.msg.id} for ${Math.round(now - last)} ms`,
           { phase: "progress" },
         ),
       );

@@ -621,7 +621,7 @@ export function fileSource(dir: string, options: FileSourceOptions = {}): FileSo
             stopper.abort(
               new PointSubError(
                 "ERR_SLOW_PEER",
-                `download of ${r.path} taken slower than minDownloadBytesPerSecond ${minRate} (${taken} bytes in the ${late} ms past its ${graceMs} ms of grace)`,
+                `download of ${r.path} taken slower than minDownloadBytesPerSecond ${minRate} (${taken} bytes in the ${Math.round(late)} ms past its ${graceMs} ms of grace)`,
               ),
             );
           },

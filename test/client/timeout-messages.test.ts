@@ -1,0 +1,134 @@
+/**
+ * The ms a timeout's message names are whole (attack review, session 48: a hostile server against
+ * the client). Since the clocks moved to performance.now() (d8f8694) the durations measured between
+ * two of its readings went into the messages as they were: "took nothing this side sent for
+ * 1002.2372619999999 ms", "stream 2 received nothing for 321.0257449999999 ms".
+ */
+import assert from "node:assert/strict";
+import net from "node:net";
+import { describe, it } from "node:test";
+import { connect, type PointSubError } from "../../src/index.ts";
+import { F, FrameReader, handshake, header, ping, streamStart, T } from "../helpers/attacker.ts";
+
+/** A raw server: its HELLO (`settings`), PINGs answered, `onConnect` run per connection, `onMessage` per MSG frame; nothing else answered. */
+async function server(
+  settings: Parameters<typeof handshake>[0],
+  onConnect: (s: net.Socket, every: (ms: number, f: () => void) => void) => void = () => {},
+  onMessage: (s: net.Socket) => void = () => {},
+) {
+  const timers: ReturnType<typeof setInterval>[] = [];
+  const every = (ms: number, f: () => void) => void timers.push(setInterval(f, ms));
+  const sockets = new Set<net.Socket>();
+  const srv = net.createServer((sock) => {
+    sockets.add(sock);
+    sock.on("error", () => {});
+    const r = new FrameReader((f) => {
+      if (f.type === T.PING && (f.flags & F.ACK) === 0 && f.payload !== undefined) sock.write(ping(f.payload, true));
+      if (f.type === T.MSG) onMessage(sock);
+    });
+    sock.on("data", (b: Buffer) => r.push(new Uint8Array(b.buffer, b.byteOffset, b.length)));
+    sock.write(handshake(settings));
+    onConnect(sock, every);
+  });
+  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+  return {
+    url: `tcp://127.0.0.1:${(srv.address() as net.AddressInfo).port}`,
+    close() {
+      for (const t of timers) clearInterval(t);
+      for (const s of sockets) s.destroy();
+      return new Promise<void>((r) => srv.close(() => r()));
+    },
+  };
+}
+
+/** The durations a message names are whole ms. */
+function wholeMs(message: string | undefined): void {
+  assert.ok(message !== undefined);
+  assert.match(message, /\d ms/);
+  assert.doesNotMatch(message, /\d\.\d+ ms/);
+}
+
+describe("timeout messages against a hostile server name whole ms", () => {
+  it("ERR_SLOW_PEER: a server that returns no connection credit", async () => {
+    const s = await server({ features: 3, connectionWindow: 16384, streamWindow: 16384 });
+    const conn = await connect(s.url, { slowPeerTimeoutMs: 300 });
+    try {
+      const first = conn.send(new Uint8Array(10_000));
+      const second = conn.send(new Uint8Array(10_000)); // waits for credit that never comes
+      await first;
+      await assert.rejects(second, (err: PointSubError) => {
+        assert.equal(err.code, "ERR_SLOW_PEER");
+        assert.match(err.message, /took nothing this side sent for \d+ ms/);
+        wholeMs(err.message);
+        return true;
+      });
+    } finally {
+      conn.destroy();
+      await s.close();
+    }
+  });
+
+  it("ERR_TIMEOUT: an upload the server returns no credit for", async () => {
+    const s = await server({ features: 3 });
+    const conn = await connect(s.url, { progressTimeoutMs: 300 });
+    try {
+      // 8 MiB through the 4 MiB stream window.
+      await assert.rejects(conn.sendStream("/s", [new Uint8Array(8 * 1024 * 1024)]).done, (err: PointSubError) => {
+        assert.equal(err.code, "ERR_TIMEOUT");
+        assert.match(err.message, /returned no credit for stream 1 for \d+ ms/);
+        wholeMs(err.message);
+        return true;
+      });
+    } finally {
+      conn.destroy();
+      await s.close();
+    }
+  });
+
+  it("ERR_TIMEOUT: a stream the server opened and stopped sending", async () => {
+    // Opened once the client's message says its handler is there.
+    const s = await server({ features: 3 }, undefined, (sock) =>
+      sock.write(streamStart(2, { route: "/in", total: 100 })),
+    );
+    const conn = await connect(s.url, { progressTimeoutMs: 300 });
+    try {
+      const failed = new Promise<PointSubError>((resolve) => {
+        conn.handleStream("/in", async (stream) => {
+          try {
+            for await (const _ of stream);
+          } catch (err) {
+            resolve(err as PointSubError);
+          }
+          return "";
+        });
+      });
+      await conn.send("ready");
+      const err = await failed;
+      assert.equal(err.code, "ERR_TIMEOUT");
+      assert.match(err.message, /^stream 2 received nothing for \d+ ms$/);
+      wholeMs(err.message);
+    } finally {
+      conn.destroy();
+      await s.close();
+    }
+  });
+
+  it("ERR_TIMEOUT: a frame whose body the server drips", async () => {
+    // Its header, then a byte every 50 ms: slower than minProgressBytesPerSecond (1 KiB/s).
+    const s = await server({ features: 3 }, (sock, every) => {
+      sock.write(header(T.MSG, F.START | F.END, 2, 200_000));
+      every(50, () => sock.destroyed || sock.write(new Uint8Array(1)));
+    });
+    const conn = await connect(s.url, { progressTimeoutMs: 400, keepAliveMs: 0 });
+    try {
+      const closed = new Promise<PointSubError | undefined>((r) => conn.once("close", r));
+      const err = await closed;
+      assert.equal(err?.code, "ERR_TIMEOUT");
+      assert.match(err?.message ?? "", /bytes of a frame of 200000 arrived in \d+ ms/);
+      wholeMs(err?.message);
+    } finally {
+      conn.destroy();
+      await s.close();
+    }
+  });
+});
