@@ -77,7 +77,11 @@ export async function connect(address: Address, options: ConnectOptions = {}): P
   // before this resumed.
   if (conn.state !== "open") {
     const why = conn.closeReason;
-    throw new PointSubError(why.startsWith("ERR_") ? (why as ErrorCode) : "ERR_GOING_AWAY", why);
+    // Closed: its close error (a GOAWAY's code and reason; closeReason is only the code).
+    throw (
+      (conn.unusableError().cause as PointSubError | undefined) ??
+      new PointSubError(why.startsWith("ERR_") ? (why as ErrorCode) : "ERR_GOING_AWAY", why)
+    );
   }
   return conn;
 }

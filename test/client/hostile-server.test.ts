@@ -96,6 +96,29 @@ describe("clients against a hostile server", () => {
     }
   });
 
+  it("connect() rejects with the GOAWAY's reason too when it came in the HELLO's read (its message was only the code: 'ERR_OVERLOADED')", async () => {
+    // Session 48: the error connect made from closeReason, which names only the code of a fatal GOAWAY.
+    for (const [errno, code, retryable] of [
+      [2003, "ERR_OVERLOADED", true],
+      [3001, "ERR_PROTOCOL", false],
+      [9999, "ERR_PROTOCOL", false], // a code section 7 does not name
+    ] as const) {
+      const bytes = Buffer.concat([handshake(), encodeFrame(FrameType.GOAWAY, 0, 0, encodeGoAway(errno, "full up"))]);
+      const s = await scripted(bytes, false);
+      try {
+        const err = await connect(s.url).then(
+          () => undefined,
+          (e: PointSubError) => e,
+        );
+        assert.equal(err?.code, code);
+        assert.equal(err?.retryable, retryable);
+        assert.equal(err?.message, "peer closed the connection: full up");
+      } finally {
+        await s.close();
+      }
+    }
+  });
+
   it("a server that says GOAWAY(0) where its AUTH acknowledgement belongs: connect fails at once with ERR_GOING_AWAY (before: ERR_TIMEOUT at the handshake's deadline)", async () => {
     // The server asks for credentials (features: AUTH), then, closing, answers them with GOAWAY(0) and
     // keeps the socket open: the client's close of its own is what ends it.
