@@ -831,7 +831,9 @@ export class Connection extends Emitter<ConnectionEvents> {
   }
 
   /**
-   * Measures the round-trip time to the peer, in milliseconds. Rejects with
+   * Measures the round-trip time to the peer, in milliseconds (a PING the
+   * peer skipped, answering only a later one as §3.7 allows, resolves with
+   * that answer). Rejects with
    * ERR_TIMEOUT (phase `"ping"`) when no answer came within `timeoutMs`
    * (default requestTimeoutMs; 0: never), with ERR_INVALID_ARGUMENT for a
    * `timeoutMs` that is not a number >= 0.

@@ -52,12 +52,18 @@ export class Pinger {
       this.writer.pacer?.onAck(seq);
       return;
     }
-    const p = this.pings.get(seq);
-    if (p === undefined) return;
-    this.done(seq);
-    const sample = performance.now() - p.start;
-    this.rtt = this.rtt === undefined ? sample : this.rtt + (sample - this.rtt) / 8;
-    p.d.resolve(sample);
+    if (!this.pings.has(seq)) return;
+    const now = performance.now();
+    // The PINGs sent before it were read too (in order): a peer may answer only the latest (§3.7, as this
+    // side does while it cannot write), so they are answered too (they failed with ERR_TIMEOUT), though
+    // not RTT samples.
+    for (const [s, p] of this.pings) {
+      if (s > seq) break;
+      this.done(s);
+      const sample = now - p.start;
+      if (s === seq) this.rtt = this.rtt === undefined ? sample : this.rtt + (sample - this.rtt) / 8;
+      p.d.resolve(sample);
+    }
   }
 
   /** Ping `seq` is answered or given up: whether it was in flight. No ping in flight: back to the shared empty map (keepalive pings leave no map behind on an idle connection). */
