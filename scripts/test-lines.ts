@@ -38,6 +38,8 @@ for (const line of lines) {
       ...flags,
       "--import",
       "./test/helpers/blocking-stdio.ts",
+      "--import",
+      "./test/helpers/compile-cache.ts",
       "--test",
       "--test-concurrency=2",
       "--test-timeout=300000",
