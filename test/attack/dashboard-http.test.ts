@@ -5,6 +5,7 @@
  * headers timeout is the metrics endpoint's, shown in metrics-http.test.ts.)
  */
 import assert from "node:assert/strict";
+import diagnostics from "node:diagnostics_channel";
 import http from "node:http";
 import net from "node:net";
 import { describe, it } from "node:test";
@@ -112,19 +113,27 @@ describe("attack: dashboard http", () => {
     const path = "/m/valibot/index.mjs";
     const one = (await (await fetch(new URL(path, board.url))).arrayBuffer()).byteLength;
     const count = (await unreadCapacity(one)) + 4;
+    // The dashboard's end of each connection (this process's): the client reads nothing, so it cannot see the
+    // close until it resumes, and resuming earlier would move the answers (and re-arm the timeout).
+    const accepted: net.Socket[] = [];
+    const onSocket = (m: unknown) => accepted.push((m as { socket: net.Socket }).socket);
+    diagnostics.subscribe("net.server.socket", onSocket);
     const { socket: s, received, closed } = await pausedClient(port);
     try {
       for (let i = 0; i < count; i++) {
         s.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`);
         await new Promise((r) => setTimeout(r, 100));
       }
+      const theirs = accepted.find((a) => a.remotePort === s.localPort);
+      assert.ok(theirs !== undefined, "the dashboard accepted the connection");
       // Node's socket timeout gives a write that moved since it was armed one more period: 1 to 2 of them.
-      await new Promise((r) => setTimeout(r, 2 * DASHBOARD_STALLED_MS + 3000));
+      await until(() => theirs.destroyed, 2 * DASHBOARD_STALLED_MS + 15_000).catch(() => {});
       s.resume();
       await until(() => closed() || received() >= count * one, 15_000);
       assert.ok(closed(), `the socket is still open: ${received()} bytes of ${count} answers received`);
       assert.ok(received() < count * one, `${received()} bytes received: every answer waited for the client`);
     } finally {
+      diagnostics.unsubscribe("net.server.socket", onSocket);
       s.destroy();
       await board.close();
       await server.close();
