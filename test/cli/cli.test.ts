@@ -8,7 +8,7 @@ import { after, before, describe, it } from "node:test";
 import { checkServeSecurity, isLoopbackUrl } from "../../src/cli/auth.ts";
 import { connect, createNodeRuntime, createServer, FILE_ROUTE, fileSink } from "../../src/index.ts";
 import { testCerts } from "../helpers/certs.ts";
-import { MiB, sha256 } from "../helpers/data.ts";
+import { MiB, sha256, sha256File, writeRandomFile } from "../helpers/data.ts";
 import { startServeProcess } from "../helpers/serve-process.ts";
 
 const MAIN = join(import.meta.dirname, "../../src/cli/main.ts");
@@ -203,8 +203,7 @@ describe("pointsub CLI", () => {
   it("send: a killed sender, re-run, resumes where the server stopped", async () => {
     const size = 768 * MiB;
     const src = join(work, "big.bin");
-    const data = randomFillSync(new Uint8Array(size));
-    await writeFile(src, data);
+    const want = await writeRandomFile(src, size);
     const child = spawn(process.execPath, [MAIN, "send", src, "--to", url, "--json"], {
       stdio: "ignore",
       env: childEnv,
@@ -235,7 +234,7 @@ describe("pointsub CLI", () => {
     const { bytesSent, seconds, rate } = sent as unknown as { bytesSent: number; seconds: number; rate: number };
     assert.equal(bytesSent, size - sent.resumedFrom);
     assert.equal(rate, Math.round(bytesSent / Math.max(seconds, 1e-3)));
-    assert.equal(sha256(await readFile(join(inbox, "big.bin"))), sha256(data));
+    assert.equal(await sha256File(join(inbox, "big.bin")), want);
     assert.ok(serverEvents.some((e) => e.event === "transfer" && e.status === "resuming"));
   });
 

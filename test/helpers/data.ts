@@ -1,4 +1,5 @@
 import { createHash, randomFillSync } from "node:crypto";
+import { open } from "node:fs/promises";
 import { constants, deflateRawSync } from "node:zlib";
 
 /**
@@ -21,6 +22,47 @@ export function sha256(data: Uint8Array): string {
   const h = createHash("sha256");
   // node:crypto refuses single updates over 2 GiB.
   for (let off = 0; off < data.length; off += 1 << 30) h.update(data.subarray(off, off + (1 << 30)));
+  return h.digest("hex");
+}
+
+/**
+ * Writes `size` random bytes to a new file at `path`, in 8 MiB chunks of one
+ * reused buffer, and resolves with their SHA-256 (hex): a file of hundreds
+ * of MiB without a buffer that size, whose fresh pages alone cost ~4 s a GiB
+ * on a VM.
+ */
+export async function writeRandomFile(path: string, size: number): Promise<string> {
+  const h = createHash("sha256");
+  const chunk = new Uint8Array(Math.min(size, 8 << 20));
+  const fd = await open(path, "w");
+  try {
+    for (let off = 0; off < size; ) {
+      const part = chunk.subarray(0, Math.min(chunk.length, size - off));
+      randomFillSync(part);
+      h.update(part);
+      await fd.write(part, 0, part.length, off);
+      off += part.length;
+    }
+  } finally {
+    await fd.close();
+  }
+  return h.digest("hex");
+}
+
+/** SHA-256 of a file's bytes (hex), read in 8 MiB chunks of one reused buffer. */
+export async function sha256File(path: string): Promise<string> {
+  const h = createHash("sha256");
+  const chunk = new Uint8Array(8 << 20);
+  const fd = await open(path, "r");
+  try {
+    for (;;) {
+      const { bytesRead } = await fd.read(chunk, 0, chunk.length, null);
+      if (bytesRead === 0) break;
+      h.update(chunk.subarray(0, bytesRead));
+    }
+  } finally {
+    await fd.close();
+  }
   return h.digest("hex");
 }
 
