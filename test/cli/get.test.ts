@@ -20,7 +20,7 @@ import {
   PointSubError,
   sendFile,
 } from "../../src/index.ts";
-import { MiB, sha256 } from "../helpers/data.ts";
+import { MiB, sha256, sha256File, writeRandomFile } from "../helpers/data.ts";
 import { startProxy } from "../helpers/proxy.ts";
 import { startServeProcess } from "../helpers/serve-process.ts";
 
@@ -323,8 +323,7 @@ describe("pointsub get and ls", () => {
 
   it("a connection dropped mid-download is reopened and the download continues where it stopped", async () => {
     const size = 48 * MiB;
-    const data = randomFillSync(new Uint8Array(size));
-    await writeFile(join(inbox, "drop.bin"), data);
+    const want = await writeRandomFile(join(inbox, "drop.bin"), size);
     const proxy = await startProxy(url, { cutAt: { dir: "down", bytes: [12 * MiB] } });
     try {
       const out = join(work, "out-drop");
@@ -332,7 +331,7 @@ describe("pointsub get and ls", () => {
       assert.equal(got.code, 0, got.stderr);
       const r = events(got.stdout).find((e) => e.event === "received") as Record<string, number>;
       assert.ok(r.resumedFrom > 0 && r.resumedFrom < size, `resumed from ${r.resumedFrom}`);
-      assert.equal(sha256(await readFile(join(out, "drop.bin"))), sha256(data));
+      assert.equal(await sha256File(join(out, "drop.bin")), want);
       // Through the proxy went the file once and little more (what the cut lost in flight).
       assert.ok(proxy.bytes.down < size + 16 * MiB, `${proxy.bytes.down} bytes came down`);
     } finally {
@@ -342,8 +341,7 @@ describe("pointsub get and ls", () => {
 
   it("a killed download, re-run, resumes: fewer bytes come the second time", async () => {
     const size = 64 * MiB;
-    const data = randomFillSync(new Uint8Array(size));
-    await writeFile(join(inbox, "kill.bin"), data);
+    const want = await writeRandomFile(join(inbox, "kill.bin"), size);
     const out = join(work, "out-kill");
     // Through a proxy that is held once some bytes passed, so the kill lands mid-transfer.
     const proxy = await startProxy(url);
@@ -365,15 +363,14 @@ describe("pointsub get and ls", () => {
     assert.ok(r.resumedFrom > 0, `resumed from ${r.resumedFrom}`);
     assert.ok(r.bytesReceived < size, `received ${r.bytesReceived} of ${size}`);
     assert.equal(r.bytesReceived, size - r.resumedFrom);
-    assert.equal(sha256(await readFile(join(out, "kill.bin"))), sha256(data));
+    assert.equal(await sha256File(join(out, "kill.bin")), want);
     const sent = serverEvents.filter((e) => e.event === "download" && e.status === "sent" && e.name === "kill.bin");
     assert.equal((sent.at(-1) as Record<string, number>).resumedFrom, r.resumedFrom);
   });
 
   it("an interrupted download (SIGINT) saves its resume point: exit 130, its .resume sidecar kept, no .lock left", async () => {
     const size = 64 * MiB;
-    const data = randomFillSync(new Uint8Array(size));
-    await writeFile(join(inbox, "int.bin"), data);
+    const want = await writeRandomFile(join(inbox, "int.bin"), size);
     const out = join(work, "out-int");
     const proxy = await startProxy(url);
     const child = spawn(process.execPath, [MAIN, "get", "int.bin", "--from", proxy.url, "--out", out], {
@@ -402,7 +399,7 @@ describe("pointsub get and ls", () => {
     assert.equal(again.code, 0, again.stderr);
     const r = events(again.stdout).find((e) => e.event === "received") as Record<string, number>;
     assert.ok(r.resumedFrom > 0, `resumed from ${r.resumedFrom}`);
-    assert.equal(sha256(await readFile(join(out, "int.bin"))), sha256(data));
+    assert.equal(await sha256File(join(out, "int.bin")), want);
     assert.deepEqual(await readdir(out), ["int.bin"]);
   });
 

@@ -17,7 +17,7 @@ import {
   safeFileName,
   sendFile,
 } from "../../src/index.ts";
-import { MiB, sha256 } from "../helpers/data.ts";
+import { MiB, sha256, sha256File, writeRandomFile } from "../helpers/data.ts";
 import { startProxy } from "../helpers/proxy.ts";
 import { sleep } from "../helpers/wait.ts";
 
@@ -101,8 +101,7 @@ describe("files: sendFile and the file sink", () => {
   it("resumes a 256 MiB transfer cut at several random points: identical file, little sent twice", async () => {
     const size = 256 * MiB;
     const src = join(work, "big.bin");
-    const data = randomFillSync(new Uint8Array(size));
-    await writeFile(src, data);
+    const want = await writeRandomFile(src, size);
     const cuts = [0.1, 0.4, 0.7].map((f) => Math.floor(size * (f + Math.random() * 0.2)));
     const proxy = await startProxy(url, { cutAt: { dir: "up", bytes: cuts } });
     const attempts: number[] = [];
@@ -116,7 +115,7 @@ describe("files: sendFile and the file sink", () => {
       t.progress.on("progress", (s) => statuses.add(s.status));
       const r = receipt(await t);
       assert.equal(r.size, size);
-      assert.equal(sha256(await readFile(join(inbox, r.path))), sha256(data));
+      assert.equal(await sha256File(join(inbox, r.path)), want);
       assert.equal(attempts.length, cuts.length + 1, `attempts from offsets ${attempts}`);
       for (let i = 1; i < attempts.length; i++) assert.ok(attempts[i] > attempts[i - 1], `offsets ${attempts}`);
       assert.ok(statuses.has("paused") && statuses.has("resuming") && statuses.has("completed"), [...statuses].join());
@@ -135,8 +134,7 @@ describe("files: sendFile and the file sink", () => {
   it("resumes when re-run after a failed attempt (same file, same transfer id)", async () => {
     const size = 64 * MiB;
     const src = join(work, "rerun.bin");
-    const data = randomFillSync(new Uint8Array(size));
-    await writeFile(src, data);
+    const want = await writeRandomFile(src, size);
     const proxy = await startProxy(url, { cutAt: { dir: "up", bytes: [Math.floor(size * 0.5)] } });
     try {
       const c1 = await connect(proxy.url);
@@ -145,7 +143,7 @@ describe("files: sendFile and the file sink", () => {
       const r = receipt(await sendFile(() => connect(proxy.url), src, { onAttempt: (_n, o) => (from = o) }));
       assert.ok(from > size * 0.3 && from <= size * 0.5, `resumed from ${from}`);
       assert.equal(r.resumedFrom, from);
-      assert.equal(sha256(await readFile(join(inbox, r.path))), sha256(data));
+      assert.equal(await sha256File(join(inbox, r.path)), want);
     } finally {
       await proxy.close();
     }
