@@ -499,19 +499,28 @@ describe("stream compression", () => {
 });
 
 describe("stream memory", () => {
-  it("a slow consumer bounds the sender's memory; 2 GiB arrive hash-checked", async () => {
+  it("a slow consumer bounds the sender's memory; 2 GiB arrive checked byte for byte", async () => {
     const server = createServer();
     let slow = true;
-    server.handleStream("/slow-hash/1.0.0", async (stream) => {
-      const h = createHash("sha256");
+    // What generate(size, MiB) sends: this block again and again. Each byte received is compared with the
+    // block's byte at its offset (a memcmp per piece: hashing 2 GiB here and again for the expected hash cost
+    // seconds of a ~9 s test).
+    const block = seeded(MiB, 7);
+    server.handleStream("/slow-check/1.0.0", async (stream) => {
       let n = 0;
+      let wrong = -1;
       for await (const chunk of stream) {
-        h.update(chunk);
+        for (let i = 0; i < chunk.length && wrong < 0; ) {
+          const at = (n + i) % MiB;
+          const len = Math.min(chunk.length - i, MiB - at);
+          if (Buffer.compare(chunk.subarray(i, i + len), block.subarray(at, at + len)) !== 0) wrong = n + i;
+          i += len;
+        }
         n += chunk.length;
         if (slow && n > 64 * MiB) slow = false;
         if (slow) await new Promise((r) => setTimeout(r, 2));
       }
-      return `${n} ${h.digest("hex")}`;
+      return wrong < 0 ? `${n} intact` : `${n}, differs within [${wrong}, ${wrong + MiB})`;
     });
     const [url] = await server.listen("tcp://127.0.0.1:0");
     const conn = await connect(url);
@@ -521,7 +530,7 @@ describe("stream memory", () => {
       const base = process.memoryUsage();
       let peakArray = 0;
       let peakRss = 0;
-      const t = conn.sendStream("/slow-hash/1.0.0", generate(size, MiB), { total: size });
+      const t = conn.sendStream("/slow-check/1.0.0", generate(size, MiB), { total: size });
       const timer = setInterval(() => {
         const m = process.memoryUsage();
         peakArray = Math.max(peakArray, m.arrayBuffers);
@@ -529,7 +538,7 @@ describe("stream memory", () => {
       }, 20);
       const answer = await t;
       clearInterval(timer);
-      assert.equal(text(answer), expectedHash(size, MiB));
+      assert.equal(text(answer), `${size} intact`);
       const growth = (peakArray - base.arrayBuffers) / MiB;
       const rss = (peakRss - base.rss) / MiB;
       console.log(
