@@ -1046,6 +1046,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     this.handshake = undefined;
     this.frames.handshake = undefined;
     this.housekeeper.start(this.shared.ticker);
+    if (this.link.myParity) this.dispatcher.holdEarly?.();
     this.stats_.diag.opened();
     this.shared.onOpen?.(this);
     this.emit("open");

@@ -26,6 +26,7 @@ import { describeThrown } from "../errors/describe.ts";
 import { PointSubError } from "../errors/error.ts";
 import type { Router } from "../router/router.ts";
 import type { CallContext } from "../router/types.ts";
+import { nextTurn } from "../util/next-turn.ts";
 import { ANSWER_SHARE, type MemoryBudget } from "./budget.ts";
 import { CallTable } from "./call-table.ts";
 import { ServerCall } from "./calls.ts";
@@ -182,6 +183,23 @@ export class Dispatcher {
     this.onMessage = onMessage;
   }
 
+  /**
+   * One-way messages that arrived in the turn a client's handshake completed
+   * (behind its peer's HELLO or AUTH|ACK in one read: a welcome message),
+   * emitted at the next turn: nobody could listen before `connect` resolved.
+   */
+  private early: IncomingMessage[] | undefined;
+
+  /** The client's handshake completed in this turn: its messages wait for the next (see {@link early}). */
+  holdEarly(): void {
+    const early: IncomingMessage[] = [];
+    this.early = early;
+    nextTurn(() => {
+      this.early = undefined;
+      for (const msg of early) this.emit(msg);
+    });
+  }
+
   /** Tracks a call being served (its table made with the first). */
   serve(call: ServerCall): void {
     if (this.serving === NOT_SERVING) this.serving = new PeerCalls<ServerCall>();
@@ -268,6 +286,10 @@ export class Dispatcher {
   }
 
   private emit(msg: IncomingMessage): void {
+    if (this.early !== undefined) {
+      this.early.push(msg);
+      return;
+    }
     try {
       this.onMessage?.(msg, this.session);
       this.session.emit("message", msg);

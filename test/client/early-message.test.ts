@@ -1,0 +1,66 @@
+/**
+ * docs/PROTOCOL.md §1 and §4.1: a server may send a message right behind its
+ * HELLO (once it has the client's) or its AUTH|ACK — pointsub's own server
+ * batches the ACK with what it writes in the same turn, such as a welcome
+ * message. The client decoded such a message in the read that completed its
+ * handshake, before `connect` resolved, so no listener could exist yet and
+ * the message was lost.
+ */
+import assert from "node:assert/strict";
+import net from "node:net";
+import { describe, it } from "node:test";
+import { encodeFrame } from "../../src/codec/encoder.ts";
+import { Flag, FrameType } from "../../src/codec/frame.ts";
+import { type Connection, connect, createServer, tokenAuth } from "../../src/index.ts";
+import { handshake } from "../helpers/raw-peer.ts";
+
+/** The data of the first one-way messages `conn` gets within `ms` (listened for right after `connect`). */
+function firstMessages(conn: Connection, n: number, ms = 2000): Promise<string[]> {
+  const got: string[] = [];
+  return new Promise((resolve) => {
+    const t = setTimeout(() => resolve(got), ms);
+    conn.on("message", (m) => {
+      got.push(Buffer.from(m.data).toString());
+      if (got.length === n) {
+        clearTimeout(t);
+        resolve(got);
+      }
+    });
+  });
+}
+
+describe("a message in the same read as the frame that completes the client's handshake", () => {
+  it("behind the server's HELLO: reaches the listener added once connect resolved, in order with later ones", async () => {
+    const server = net.createServer((s) => {
+      s.on("error", () => {});
+      // Legal once the client's preface and HELLO arrived (§1): HELLO and a message in one write.
+      s.once("data", () => {
+        s.write(Buffer.concat([handshake(), encodeFrame(FrameType.MSG, Flag.START | Flag.END, 2, Buffer.from("hi"))]));
+        setTimeout(() => s.write(encodeFrame(FrameType.MSG, Flag.START | Flag.END, 4, Buffer.from("later"))), 50);
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const conn = await connect(`tcp://127.0.0.1:${(server.address() as net.AddressInfo).port}`);
+    try {
+      assert.deepEqual(await firstMessages(conn, 2), ["hi", "later"]);
+    } finally {
+      conn.destroy();
+      await new Promise((r) => server.close(r));
+    }
+  });
+
+  it("a welcome message a pointsub server sends as the session opens, batched with its AUTH|ACK, reaches the client", async () => {
+    const server = createServer({ authenticate: tokenAuth("tok") });
+    server.on("session", (s) => void s.send("welcome").catch(() => {}));
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    try {
+      for (let i = 0; i < 3; i++) {
+        const conn = await connect(url, { credentials: "tok" });
+        assert.deepEqual(await firstMessages(conn, 1), ["welcome"], `connection ${i}`);
+        await conn.close();
+      }
+    } finally {
+      await server.close();
+    }
+  });
+});
