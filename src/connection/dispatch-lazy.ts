@@ -13,6 +13,7 @@
  */
 import { type PointSubError, toPointSubError } from "../errors/error.ts";
 import type { Router } from "../router/router.ts";
+import { nextTurn } from "../util/next-turn.ts";
 import type { MemoryBudget } from "./budget.ts";
 import type { ServerCall } from "./calls.ts";
 import type { Connection } from "./connection.ts";
@@ -128,8 +129,24 @@ export class DispatchShell {
     this.hooks = hooks;
   }
 
+  /** Messages of the turn a client's handshake completed, delivered at the next (see `Dispatcher.holdEarly`). */
+  private earlyData: Uint8Array[] | undefined;
+
+  holdEarly(): void {
+    const early: Uint8Array[] = [];
+    this.earlyData = early;
+    nextTurn(() => {
+      this.earlyData = undefined;
+      for (const data of early) this.deliverMessage(data);
+    });
+  }
+
   /** A complete one-way message: the `message` event now, unless middleware runs or requests wait before it. */
   deliverMessage(data: Uint8Array): void {
+    if (this.earlyData !== undefined) {
+      this.earlyData.push(data);
+      return;
+    }
     if (this.queue === undefined && !this.middleware && this.router?.hasMiddleware !== true) {
       const msg = new ShellMessage(data);
       const [, , , , session, , onMessage] = this.args;

@@ -8,10 +8,14 @@
  */
 import assert from "node:assert/strict";
 import net from "node:net";
-import { describe, it } from "node:test";
+import { after, describe, it } from "node:test";
+import { connect as connectCore } from "../../src/client/connect.ts";
 import { encodeFrame } from "../../src/codec/encoder.ts";
 import { Flag, FrameType } from "../../src/codec/frame.ts";
+import { resetDispatcher } from "../../src/connection/dispatch-lazy.ts";
+import { resetStreamEngine } from "../../src/connection/stream-engine.ts";
 import { type Connection, connect, createServer, tokenAuth } from "../../src/index.ts";
+import { heldLoader, portable } from "../helpers/held-loader.ts";
 import { handshake } from "../helpers/raw-peer.ts";
 
 /** The data of the first one-way messages `conn` gets within `ms` (listened for right after `connect`). */
@@ -61,6 +65,32 @@ describe("a message in the same read as the frame that completes the client's ha
       }
     } finally {
       await server.close();
+    }
+  });
+});
+
+describe("the same, on a connection whose dispatcher is not loaded yet (a browser's first load)", () => {
+  after(() => resetStreamEngine());
+
+  it("a message behind the server's HELLO reaches the listener added once connect resolved, with nothing loaded", async () => {
+    const server = net.createServer((s) => {
+      s.on("error", () => {});
+      s.once("data", () =>
+        s.write(Buffer.concat([handshake(), encodeFrame(FrameType.MSG, Flag.START | Flag.END, 2, Buffer.from("hi"))])),
+      );
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const gate = heldLoader();
+    resetStreamEngine(gate.load);
+    resetDispatcher();
+    const url = `tcp://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+    const conn = await connectCore(url, { runtime: portable("early-message") });
+    try {
+      assert.deepEqual(await firstMessages(conn, 1), ["hi"]);
+      assert.equal(gate.calls(), 0, "a message needs no dispatcher");
+    } finally {
+      conn.destroy();
+      await new Promise((r) => server.close(r));
     }
   });
 });
