@@ -184,19 +184,22 @@ export class Dispatcher {
   }
 
   /**
-   * One-way messages that arrived in the turn a client's handshake completed
-   * (behind its peer's HELLO or AUTH|ACK in one read: a welcome message),
-   * emitted at the next turn: nobody could listen before `connect` resolved.
+   * What arrived in the turn a client's handshake completed (behind its
+   * peer's HELLO or AUTH|ACK in one read: a welcome message, a server's
+   * first request), run at the next turn in arrival order: nobody could
+   * listen or add a route before `connect` resolved.
    */
-  private early: IncomingMessage[] | undefined;
+  private early: (() => void)[] | undefined;
 
-  /** The client's handshake completed in this turn: its messages wait for the next (see {@link early}). */
+  /** The client's handshake completed in this turn: its messages and requests wait for the next (see {@link early}). */
   holdEarly(): void {
-    const early: IncomingMessage[] = [];
+    const early: (() => void)[] = [];
     this.early = early;
     nextTurn(() => {
+      // Torn down meanwhile: dropped, as the connection's other work.
+      if (this.early !== early) return;
       this.early = undefined;
-      for (const msg of early) this.emit(msg);
+      for (const run of early) run();
     });
   }
 
@@ -208,6 +211,10 @@ export class Dispatcher {
 
   /** A complete one-way message from the peer. */
   deliverMessage(data: Uint8Array): void {
+    if (this.early !== undefined) {
+      this.early.push(() => this.deliverMessage(data));
+      return;
+    }
     const router = this.router;
     if (!router.hasMiddleware) {
       this.emit(new IncomingMessage(data));
@@ -286,10 +293,6 @@ export class Dispatcher {
   }
 
   private emit(msg: IncomingMessage): void {
-    if (this.early !== undefined) {
-      this.early.push(msg);
-      return;
-    }
     try {
       this.onMessage?.(msg, this.session);
       this.session.emit("message", msg);
@@ -325,6 +328,11 @@ export class Dispatcher {
   }
 
   handleRequest(id: number, route: string, data: Uint8Array, charged: number, key?: Uint8Array): void {
+    if (this.early !== undefined) {
+      // Checked then whether its id is still served, as a request that waited in the shell.
+      this.early.push(() => this.replayRequest(id, route, data, charged, key));
+      return;
+    }
     this.stats.requestsHandled++;
     const t0 = this.stats.diag.requestStart(id, route, data.length); // diagnostics
     const router = this.router;
@@ -630,6 +638,7 @@ export class Dispatcher {
    * which run on for a grace period, within a bound (`orphans.ts`).
    */
   teardown(failure: PointSubError): void {
+    this.early = undefined;
     if (this.serving.size === 0) return;
     // Orphans only of a server's sessions (a client's connection that serves keyed calls ends them with it)
     // and only while their handler runs (one that finished has only its answer left to send).

@@ -4,7 +4,8 @@
  * batches the ACK with what it writes in the same turn, such as a welcome
  * message. The client decoded such a message in the read that completed its
  * handshake, before `connect` resolved, so no listener could exist yet and
- * the message was lost.
+ * the message was lost; a request the server sent as the session opened
+ * was answered ERR_NO_ROUTE (the client's route was added after `connect`).
  */
 import assert from "node:assert/strict";
 import net from "node:net";
@@ -14,9 +15,10 @@ import { encodeFrame } from "../../src/codec/encoder.ts";
 import { Flag, FrameType } from "../../src/codec/frame.ts";
 import { resetDispatcher } from "../../src/connection/dispatch-lazy.ts";
 import { resetStreamEngine } from "../../src/connection/stream-engine.ts";
-import { type Connection, connect, createServer, tokenAuth } from "../../src/index.ts";
+import { type Connection, connect, createServer, type PointSubError, tokenAuth } from "../../src/index.ts";
 import { heldLoader, portable } from "../helpers/held-loader.ts";
 import { handshake } from "../helpers/raw-peer.ts";
+import { until } from "../helpers/wait.ts";
 
 /** The data of the first one-way messages `conn` gets within `ms` (listened for right after `connect`). */
 function firstMessages(conn: Connection, n: number, ms = 2000): Promise<string[]> {
@@ -63,6 +65,29 @@ describe("a message in the same read as the frame that completes the client's ha
         assert.deepEqual(await firstMessages(conn, 1), ["welcome"], `connection ${i}`);
         await conn.close();
       }
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+describe("a request in the same read as the frame that completes the client's handshake", () => {
+  it("a pointsub server's first request, batched with its AUTH|ACK, is served by the route added once connect resolved", async () => {
+    const server = createServer({ authenticate: tokenAuth("tok") });
+    const answers: string[] = [];
+    server.on("session", (s) => {
+      s.request("/hi", "x").then(
+        (r) => answers.push(Buffer.from(r).toString()),
+        (e: PointSubError) => answers.push(e.code),
+      );
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    try {
+      const conn = await connect(url, { credentials: "tok" });
+      conn.handle("/hi", () => "hello");
+      await until(() => answers.length === 1);
+      assert.deepEqual(answers, ["hello"]);
+      await conn.close();
     } finally {
       await server.close();
     }
