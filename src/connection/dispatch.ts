@@ -203,6 +203,12 @@ export class Dispatcher {
     });
   }
 
+  /** Runs `run` now, or at the next turn with what else arrived in the turn a client's handshake completed. */
+  inTurn(run: () => void): void {
+    if (this.early !== undefined) this.early.push(run);
+    else run();
+  }
+
   /** Tracks a call being served (its table made with the first). */
   serve(call: ServerCall): void {
     if (this.serving === NOT_SERVING) this.serving = new PeerCalls<ServerCall>();

@@ -268,8 +268,16 @@ export class IncomingStreams {
     // The prefix is consumed at once; data after it is credited as it is read.
     this.consumed(st, dataStart - start);
     if (dataStart < end) this.data(st, flags, buf.subarray(dataStart, end));
-    // Refused already (the budget, at its START): cancelled and answered, no handler runs.
+    // Its handler, at once or with the rest of the turn a client's handshake completed (`Dispatcher.holdEarly`).
+    this.dispatcher.inTurn(() => this.serve(st));
+  }
+
+  /** Runs a new stream's route (its middleware, then its handler). */
+  private serve(st: InState): void {
+    // Refused already (the budget, at its START; or cancelled while it waited): cancelled and answered, no handler runs.
     if (st.outDone) return;
+    const { call, stream } = st;
+    const local = this.link.local;
     this.stats.requestsHandled++;
     if (this.dispatcher.abandoned >= local.maxConcurrentRequests) {
       this.finishHandler(
@@ -286,12 +294,12 @@ export class IncomingStreams {
       this.dispatcher.serve(call);
       result = router.run(call, this.endpoint);
     } else {
-      const route = router.streamRoute(head.route);
+      const route = router.streamRoute(call.route);
       if (route === undefined) {
         this.finishHandler(
           st,
           undefined,
-          PointSubError.fromPeer("ERR_NO_ROUTE", `no stream handler for route ${head.route}`),
+          PointSubError.fromPeer("ERR_NO_ROUTE", `no stream handler for route ${call.route}`),
           true,
         );
         return;
@@ -299,7 +307,7 @@ export class IncomingStreams {
       this.dispatcher.serve(call);
       call.routed = true;
       try {
-        result = route.handler(st.stream, call);
+        result = route.handler(stream, call);
       } catch (err) {
         this.finishHandler(st, undefined, err, true);
         return;

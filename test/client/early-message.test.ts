@@ -5,7 +5,8 @@
  * message. The client decoded such a message in the read that completed its
  * handshake, before `connect` resolved, so no listener could exist yet and
  * the message was lost; a request the server sent as the session opened
- * was answered ERR_NO_ROUTE (the client's route was added after `connect`).
+ * or stream was answered ERR_NO_ROUTE (the client's route was added after
+ * `connect`).
  */
 import assert from "node:assert/strict";
 import net from "node:net";
@@ -87,6 +88,33 @@ describe("a request in the same read as the frame that completes the client's ha
       conn.handle("/hi", () => "hello");
       await until(() => answers.length === 1);
       assert.deepEqual(answers, ["hello"]);
+      await conn.close();
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+describe("a stream in the same read as the frame that completes the client's handshake", () => {
+  it("a pointsub server's first stream, batched with its AUTH|ACK, is served by the route added once connect resolved", async () => {
+    const server = createServer({ authenticate: tokenAuth("tok") });
+    const answers: string[] = [];
+    server.on("session", (s) => {
+      Promise.resolve(s.sendStream("/up", [new Uint8Array(10)])).then(
+        (r) => answers.push(Buffer.from(r).toString()),
+        (e: PointSubError) => answers.push(e.code),
+      );
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    try {
+      const conn = await connect(url, { credentials: "tok" });
+      conn.handleStream("/up", async (st) => {
+        let n = 0;
+        for await (const c of st) n += c.length;
+        return String(n);
+      });
+      await until(() => answers.length === 1);
+      assert.deepEqual(answers, ["10"]);
       await conn.close();
     } finally {
       await server.close();
