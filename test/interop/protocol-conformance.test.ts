@@ -497,7 +497,7 @@ describe("docs/PROTOCOL.md conformance, hand-encoded: a pointsub server", () => 
   });
 });
 
-/** A raw server that writes `first` on connect and `answer(req)` for each REQ START it reads (BATCHes unpacked). */
+/** A raw server that writes `first` on connect and `answer(frame)` for each frame it reads (BATCHes unpacked). */
 async function rawServer(first: Buffer, answer: (f: Frame) => Buffer | undefined) {
   const sockets = new Set<net.Socket>();
   const server = net.createServer((s) => {
@@ -511,7 +511,7 @@ async function rawServer(first: Buffer, answer: (f: Frame) => Buffer | undefined
       const frames = parse(Buffer.concat(got));
       for (; seen < frames.length; seen++) {
         const f = frames[seen];
-        const out = f.type === REQ && f.flags & 1 ? answer(f) : undefined;
+        const out = answer(f);
         if (out !== undefined) s.write(out);
       }
     });
@@ -528,7 +528,7 @@ async function rawServer(first: Buffer, answer: (f: Frame) => Buffer | undefined
 
 /** What a request to a raw server answering with `answer` gives: its error's code (and retryAfterMs), or "ok". */
 async function requestAgainst(answer: (id: number) => Buffer): Promise<string> {
-  const srv = await rawServer(OPEN, (f) => answer(f.id));
+  const srv = await rawServer(OPEN, (f) => (f.type === REQ && f.flags & 1 ? answer(f.id) : undefined));
   try {
     const conn = await connect(srv.url);
     try {
@@ -643,14 +643,14 @@ describe("docs/PROTOCOL.md conformance, hand-encoded: a pointsub client", () => 
 
   it("§4, §3.4.1, §3.10, §3.11: what it does not send to a peer without the feature; AUTH from its side", async () => {
     const features = (bits: number) => Buffer.concat([PREFACE, hello([[4, bits]])]);
-    const ok = (f: Frame) => frame(RES, 3, f.id, [0, 0x61]);
+    const ok = (f: Frame) => (f.type === REQ && f.flags & 1 ? frame(RES, 3, f.id, [0, 0x61]) : undefined);
     const plain = await rawServer(features(0), ok);
     const keyedSeen: number[] = [];
     const noKeys = await rawServer(features(3), (f) => {
-      keyedSeen.push(f.flags);
+      if (f.type === REQ) keyedSeen.push(f.flags);
       return ok(f);
     });
-    const authAck = await rawServer(features(0x0f), (f) => ok(f));
+    const authAck = await rawServer(features(0x0f), ok);
     try {
       const conn = await connect(plain.url);
       await assert.rejects(async () => await conn.sendStream("/s", [new Uint8Array(3)]), { code: "ERR_PROTOCOL" });
@@ -664,6 +664,89 @@ describe("docs/PROTOCOL.md conformance, hand-encoded: a pointsub client", () => 
       await assert.rejects(connect(authAck.url, { credentials: "x".repeat(4097) }), { code: "ERR_INVALID_ARGUMENT" });
     } finally {
       await Promise.all([plain.close(), noKeys.close(), authAck.close()]);
+    }
+  });
+
+  it("§3.10: how a stream's sender reports the receiver's CANCEL and answers (after END: no CANCEL owed)", async () => {
+    const onStart = (reply: (id: number) => Buffer) => (f: Frame) =>
+      f.type === STREAM && f.flags & 1 ? reply(f.id) : undefined;
+    const onEnd = (reply: (id: number) => Buffer) => (f: Frame) =>
+      f.type === STREAM && f.flags & 2 ? reply(f.id) : undefined;
+    const cases: Record<string, (f: Frame) => Buffer | undefined> = {
+      "CANCEL 2003": onStart((id) => frame(CANCEL, 0, id, u16(2003))),
+      "CANCEL 1001": onStart((id) => frame(CANCEL, 0, id, u16(1001))),
+      "CANCEL 4007": onStart((id) => frame(CANCEL, 0, id, u16(4007))),
+      "CANCEL 4008": onStart((id) => frame(CANCEL, 0, id, u16(4008))),
+      "CANCEL 0": onStart((id) => frame(CANCEL, 0, id, u16(0))),
+      "error response 4002 at START": onStart((id) => frame(RES, 3, id, [1, ...u16(4002), ...text("E"), ...text("m")])),
+      "error response 3002 after END": onEnd((id) => frame(RES, 3, id, [1, ...u16(3002), ...text("E"), ...text("m")])),
+      "OK after END": onEnd((id) => frame(RES, 3, id, [0, 0x61])),
+      "error response chunked": onEnd((id) => frame(RES, 1, id, [5, 1, ...u16(4003)])),
+    };
+    const names = Object.keys(cases);
+    const got = await Promise.all(
+      names.map(async (n) => {
+        const srv = await rawServer(OPEN, cases[n]);
+        const conn = await connect(srv.url);
+        try {
+          await conn.sendStream("/s", [new Uint8Array(100)], { compress: "off" });
+          return "ok";
+        } catch (e) {
+          return (e as PointSubError).code;
+        } finally {
+          conn.destroy();
+          await srv.close();
+        }
+      }),
+    );
+    assert.deepEqual(Object.fromEntries(names.map((n, i) => [n, got[i]])), {
+      "CANCEL 2003": "ERR_OVERLOADED",
+      "CANCEL 1001": "ERR_TIMEOUT",
+      "CANCEL 4007": "ERR_GOING_AWAY",
+      "CANCEL 4008": "ERR_CANCELLED",
+      "CANCEL 0": "ERR_CANCELLED",
+      "error response 4002 at START": "ERR_NO_ROUTE",
+      "error response 3002 after END": "ERR_CHECKSUM",
+      "OK after END": "ok",
+      "error response chunked": "ERR_PROTOCOL",
+    });
+  });
+
+  it("§3.8: after the peer's GOAWAY(0), calls queued for its maxConcurrentRequests fail with ERR_GOING_AWAY; the one in flight is answered", async () => {
+    let write: (b: Buffer) => void = () => {};
+    const sockets = new Set<net.Socket>();
+    const server = net.createServer((s) => {
+      sockets.add(s);
+      s.on("error", () => {});
+      s.write(
+        Buffer.concat([
+          PREFACE,
+          hello([
+            [4, 0x0b],
+            [8, 1],
+          ]),
+        ]),
+      );
+      write = (b) => s.write(b);
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const conn = await connect(`tcp://127.0.0.1:${(server.address() as net.AddressInfo).port}`);
+    try {
+      const settle = (p: Promise<Uint8Array>) =>
+        p.then(
+          (r) => Buffer.from(r).toString(),
+          (e: PointSubError) => e.code,
+        );
+      const first = settle(conn.request("/a", "1"));
+      const queued = settle(conn.request("/b", "2"));
+      write(frame(GOAWAY, 0, 0, [0, 0]));
+      assert.equal(await queued, "ERR_GOING_AWAY");
+      write(frame(RES, 3, 1, [0, 0x61]));
+      assert.equal(await first, "a");
+    } finally {
+      conn.destroy();
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => server.close(r));
     }
   });
 
