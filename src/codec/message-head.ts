@@ -15,8 +15,9 @@ export const MAX_ROUTE = 1024;
 
 /** A request's route head: varint length, then the route as UTF-8. Throws ERR_INVALID_ARGUMENT for a bad route. */
 export function encodeRouteHead(route: string): Uint8Array {
-  if (typeof route !== "string" || route.length === 0) {
-    throw new PointSubError("ERR_INVALID_ARGUMENT", "route must be a non-empty string");
+  // An unpaired surrogate would go out as U+FFFD: two routes would name one (§3.1).
+  if (typeof route !== "string" || route.length === 0 || !route.isWellFormed()) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", "route must be a non-empty string of Unicode text");
   }
   const bytes = utf8.encode(route);
   if (bytes.length > MAX_ROUTE) throw new PointSubError("ERR_INVALID_ARGUMENT", `route longer than ${MAX_ROUTE} bytes`);

@@ -6,10 +6,14 @@
  */
 import { PointSubError } from "../errors/error.ts";
 
-/** Throws ERR_INVALID_ARGUMENT unless `route` is a non-empty string. */
+/**
+ * Throws ERR_INVALID_ARGUMENT unless `route` is a non-empty string of
+ * Unicode text: an unpaired surrogate would go out as U+FFFD, and two
+ * routes would name one (docs/PROTOCOL.md §3.1).
+ */
 export function checkRoute(route: string): void {
-  if (typeof route !== "string" || route.length === 0) {
-    throw new PointSubError("ERR_INVALID_ARGUMENT", "route must be a non-empty string");
+  if (typeof route !== "string" || route.length === 0 || !route.isWellFormed()) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", "route must be a non-empty string of Unicode text");
   }
 }
 
