@@ -459,6 +459,8 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
   let got = 0;
   let skipped = 0;
   let bytesReceived = 0;
+  // Names that failed before any download (not found, over --max-file-size): counted in the summary's files.
+  let failedUnlisted = 0;
   let fatal = false;
   const fail = (file: string, err: unknown) => {
     const e = toPointSubError(err, "ERR_SOURCE");
@@ -530,6 +532,7 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
       items.length = 0;
       items.push(...small);
     }
+    failedUnlisted = failures.length;
     // Files already here whole are skipped (the server compares CRC32Cs); others are replaced.
     const have = new Map<GetItem, FileHave>();
     if (opts.force !== true) {
@@ -692,17 +695,18 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
   }
   const secs = (performance.now() - started) / 1000;
   const total = items.length;
+  const files = total + failedUnlisted;
   // A directory with no files says so (and --json has its summary) rather than printing nothing.
-  if ((total !== 1 || skipped > 0) && !(total === 0 && failures.length > 0)) {
+  if ((files !== 1 || skipped > 0) && !(total === 0 && failures.length > 0)) {
     const line =
       total === 0
         ? "no files to receive: the directories named hold none"
-        : `${got} of ${total} files received (${formatBytes(bytesReceived)} in ${secs.toFixed(2)} s, ${formatRate(bytesReceived / Math.max(secs, 1e-3))})` +
+        : `${got} of ${files} files received (${formatBytes(bytesReceived)} in ${secs.toFixed(2)} s, ${formatRate(bytesReceived / Math.max(secs, 1e-3))})` +
           `${skipped > 0 ? `, ${skipped} skipped (unchanged)` : ""}${failures.length > 0 ? `, ${failures.length} failed` : ""}`;
     say(
       {
         event: "summary",
-        files: total,
+        files,
         received: got,
         skipped,
         failed: failures.length,

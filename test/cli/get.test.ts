@@ -304,6 +304,23 @@ describe("pointsub get and ls", () => {
     assert.match(bad.stderr, /--max-file-size/);
   });
 
+  it("the summary counts the names that failed before their download (not found, over --max-file-size)", async () => {
+    const out = join(work, "out-summary");
+    // b.bin is 1 MiB + 17: over 256 KiB. Before, this said "1 of 1 files received …, 2 failed".
+    const args = ["get", "a.txt", "nope.txt", "b.bin", "--from", url, "--out", out, "--max-file-size", "256KiB"];
+    const plain = await run(args);
+    assert.equal(plain.code, 1, plain.stderr);
+    assert.match(plain.stdout.trim().split("\n").at(-1) ?? "", /^1 of 3 files received \(.*\), 2 failed$/);
+    const json = await run([...args, "--force", "--json"]);
+    assert.equal(json.code, 1, json.stderr);
+    const summary = events(json.stdout).find((e) => e.event === "summary");
+    assert.deepEqual([summary?.files, summary?.received, summary?.failed], [3, 1, 2], json.stdout);
+    // One received and one not found: a summary too (before, none, as if one file had been named).
+    const two = await run(["get", "a.txt", "nope.txt", "--from", url, "--out", out, "--force"]);
+    assert.equal(two.code, 1, two.stderr);
+    assert.match(two.stdout.trim().split("\n").at(-1) ?? "", /^1 of 2 files received \(.*\), 1 failed$/);
+  });
+
   it("a name that exists as a directory in --out fails alone (ERR_EXISTS): the other files still arrive", async () => {
     // Before: ERR_EXISTS stopped the whole download; later names were neither received nor reported.
     const out = join(work, "out-exists");
