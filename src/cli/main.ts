@@ -308,7 +308,18 @@ export async function main(argv: readonly string[]): Promise<number> {
 
 async function parse(argv: readonly string[]): Promise<number> {
   try {
-    await program().parseAsync(argv);
+    const p = program();
+    // `help <name>` for no command of that name: commander prints the whole help to stderr and no word of
+    // what was wrong. Say it in one line, as `pointsub <name>` does.
+    const [first, name] = argv.slice(2);
+    if (first === "help" && name !== undefined && !name.startsWith("-") && name !== "help") {
+      if (!p.commands.some((c) => c.name() === name || c.aliases().includes(name))) {
+        const err = new PointSubError("ERR_INVALID_ARGUMENT", `unknown command '${name}'`);
+        printError(err, outputMode(wantsJson(argv), process.stderr));
+        return 2;
+      }
+    }
+    await p.parseAsync(argv);
     return typeof process.exitCode === "number" ? process.exitCode : 0;
   } catch (err) {
     if (err instanceof CommanderError) {

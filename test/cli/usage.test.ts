@@ -234,4 +234,15 @@ describe("CLI usage errors", () => {
     assert.equal(helpSend.code, 0);
     assert.match(helpSend.stdout, /^Usage: pointsub send \[options\] <files\.\.\.>/);
   });
+
+  it("`help <name>` for no such command is one line naming it, exit 2, as `pointsub <name>` is", async () => {
+    // Before: the whole help on stderr, exit 2, and no word of what was wrong.
+    const [helpNope, nope, helpSend] = await runMany([["help", "nope"], ["nope"], ["help", "send"]]);
+    assert.equal(helpNope.code, 2);
+    assert.equal(helpNope.stdout, "");
+    assert.equal(helpNope.stderr, "pointsub: ERR_INVALID_ARGUMENT: unknown command 'nope'\n");
+    assert.equal(nope.stderr, helpNope.stderr);
+    assert.equal(helpSend.code, 0);
+    assert.match(helpSend.stdout, /^Usage: pointsub send /);
+  });
 });
