@@ -328,7 +328,8 @@ async function parse(argv: readonly string[]): Promise<number> {
       if (err.code === "commander.helpDisplayed" || err.code === "commander.version" || err.code === "commander.help") {
         return err.exitCode === 0 ? 0 : 2;
       }
-      const message = err.message.replace(/^error: /, "");
+      // Commander puts its "(Did you mean --json?)" on a line of its own: one line, not an escaped \x0a.
+      const message = err.message.replace(/^error: /, "").replace(/\s*\n\s*/g, " ");
       printError(new PointSubError("ERR_INVALID_ARGUMENT", message), outputMode(wantsJson(argv), process.stderr));
       return 2;
     }

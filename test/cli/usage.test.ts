@@ -245,4 +245,21 @@ describe("CLI usage errors", () => {
     assert.equal(helpSend.code, 0);
     assert.match(helpSend.stdout, /^Usage: pointsub send /);
   });
+
+  it("commander's suggestion for a misspelt command or option stays on the one line, unescaped", async () => {
+    // Before: `unknown command 'sned'\x0a(Did you mean send?)`, its line break shown as an escape.
+    const [cmd, opt, json] = await runMany([
+      ["sned"],
+      ["ls", "--from", "tcp://127.0.0.1:1", "--recursiv"],
+      ["ls", "--from", "tcp://127.0.0.1:1", "--recursiv", "--json"],
+    ]);
+    assert.equal(cmd.code, 2);
+    assert.equal(cmd.stderr, "pointsub: ERR_INVALID_ARGUMENT: unknown command 'sned' (Did you mean send?)\n");
+    assert.equal(opt.code, 2);
+    assert.equal(
+      opt.stderr,
+      "pointsub: ERR_INVALID_ARGUMENT: unknown option '--recursiv' (Did you mean --recursive?)\n",
+    );
+    assert.equal(JSON.parse(json.stdout).message, "unknown option '--recursiv' (Did you mean --recursive?)");
+  });
 });
