@@ -4,6 +4,8 @@ import type { PointSubError } from "../errors/error.ts";
 import type { ProgressSnapshot } from "../transfer/progress.ts";
 import { formatBytes, formatEta, formatRate, progressLine } from "./format.ts";
 
+const STATE = Symbol.for("pointsub.cli.output");
+
 /** How the CLI prints: progress bars on a terminal, plain lines otherwise, JSON lines with --json. */
 export type OutputMode = "tty" | "plain" | "json";
 
@@ -12,17 +14,48 @@ export function outputMode(json: boolean | undefined, stream: NodeJS.WriteStream
   return stream.isTTY === true && process.env.CI === undefined ? "tty" : "plain";
 }
 
-/** Output lines not yet handed to stdout. */
-let pending = "";
-let flushScheduled = false;
-/** Lines collected over one event-loop turn go out in one write past this many characters sooner. */
-const FLUSH_AT = 64 * 1024;
+/** What this module keeps between calls: one per process (see {@link state}). */
+interface OutputState {
+  /** Output lines not yet handed to stdout. */
+  pending: string;
+  flushScheduled: boolean;
+  /**
+   * Where flushed lines go instead of stdout, while set: a `serve` worker hands them to its primary, the one
+   * writer of the stdout the workers share (see {@link relayOutput}). False: not taken, written to stdout.
+   */
+  relay: ((text: string) => boolean) | undefined;
+  /** `serve`'s log, once {@link logOutput} was called: bounded. */
+  log:
+    | {
+        /** The line saying how many lines were dropped. */
+        note: (lines: number) => string;
+        dropped: number;
+        /** A 'drain' listener waits to say so. */
+        waiting: boolean;
+      }
+    | undefined;
+  /** Standard output's reader going away (EPIPE) ends the output, not the command ({@link reportOutput}). */
+  closable: boolean;
+  /** It went away: nothing more is written. */
+  closed: boolean;
+}
 
 /**
- * Where flushed lines go instead of stdout, while set: a `serve` worker hands them to its primary, the one
- * writer of the stdout the workers share (see {@link relayOutput}). False: not taken, written to stdout.
+ * The state, shared by every copy of this module in the process: the package's bin is a bundle with a
+ * copy of its own, and `serve` loads tsc's `dist/cli/serve.js`, which imports `dist/cli/output.js`. With
+ * a state per copy, serve's `logOutput` was not seen by the bin's EPIPE handler: `serve | head -1` ended
+ * the server, exit 0, as `--help | head -1` ends (`test/cli/output-copies.test.ts`).
  */
-let relay: ((text: string) => boolean) | undefined;
+const state: OutputState = sharedState();
+
+function sharedState(): OutputState {
+  const g = globalThis as { [STATE]?: OutputState };
+  g[STATE] ??= { pending: "", flushScheduled: false, relay: undefined, log: undefined, closable: false, closed: false };
+  return g[STATE];
+}
+
+/** Lines collected over one event-loop turn go out in one write past this many characters sooner. */
+const FLUSH_AT = 64 * 1024;
 
 /**
  * Sends what the CLI prints on stdout through `to` (undefined: stdout again), after flushing what was
@@ -32,7 +65,7 @@ let relay: ((text: string) => boolean) | undefined;
  */
 export function relayOutput(to: ((text: string) => boolean) | undefined): void {
   flushOut();
-  relay = to;
+  state.relay = to;
 }
 
 /**
@@ -41,22 +74,6 @@ export function relayOutput(to: ((text: string) => boolean) | undefined): void {
  */
 export const LOG_BACKLOG_MAX = 4 * 1024 * 1024;
 
-/** `serve`'s log, once {@link logOutput} was called: bounded. */
-let log:
-  | {
-      /** The line saying how many lines were dropped. */
-      note: (lines: number) => string;
-      dropped: number;
-      /** A 'drain' listener waits to say so. */
-      waiting: boolean;
-    }
-  | undefined;
-
-/** Standard output's reader going away (EPIPE) ends the output, not the command ({@link reportOutput}). */
-let closable = false;
-/** It went away: nothing more is written. */
-let closed = false;
-
 /**
  * Makes stdout a report of the command's work (`get`, `send`): a reader that goes away (`| head -1`,
  * `| grep -m1 received`: EPIPE) ends the output, and the command goes on to its end and its own exit
@@ -64,7 +81,7 @@ let closed = false;
  * with exit 0, its downloads cut (a `.lock` and `.partial` left, no file received).
  */
 export function reportOutput(): void {
-  closable = true;
+  state.closable = true;
 }
 
 /**
@@ -76,8 +93,8 @@ export function reportOutput(): void {
  * the server at once, its transfers cut, with exit 0.
  */
 export function logOutput(note: (lines: number) => string): void {
-  log = { note, dropped: 0, waiting: false };
-  closable = true;
+  state.log = { note, dropped: 0, waiting: false };
+  state.closable = true;
 }
 
 /**
@@ -92,7 +109,7 @@ export const LOG_EXIT_STALL_MS = 2000;
  * {@link LOG_EXIT_STALL_MS} (never for other commands' output).
  */
 export function unlessLogStalls(exit: () => void): void {
-  if (log === undefined) return;
+  if (state.log === undefined) return;
   const held = () => process.stdout.writableLength + process.stderr.writableLength;
   let left = held();
   const timer = setInterval(() => {
@@ -106,9 +123,9 @@ export function unlessLogStalls(exit: () => void): void {
 
 /** Whether a failed write to stdout ends only the output ({@link reportOutput}, {@link logOutput}): true once it did. */
 export function outputClosed(err: NodeJS.ErrnoException): boolean {
-  if (!closable || err.code !== "EPIPE") return false;
-  closed = true;
-  pending = "";
+  if (!state.closable || err.code !== "EPIPE") return false;
+  state.closed = true;
+  state.pending = "";
   return true;
 }
 
@@ -118,13 +135,13 @@ export function outputClosed(err: NodeJS.ErrnoException): boolean {
  * went away, ended the downloads on the spot with exit 0. Later writes to it are lost, not fatal.
  */
 export function errorsClosed(err: NodeJS.ErrnoException): boolean {
-  return closable && err.code === "EPIPE";
+  return state.closable && err.code === "EPIPE";
 }
 
 /** Writes `text` to stdout, within the log's bound when stdout is a log. */
 function toStdout(text: string): void {
-  if (closed) return;
-  const l = log;
+  if (state.closed) return;
+  const l = state.log;
   if (l === undefined) {
     process.stdout.write(text);
     return;
@@ -141,17 +158,17 @@ function toStdout(text: string): void {
     l.waiting = false;
     const n = l.dropped;
     l.dropped = 0;
-    if (n > 0 && !closed) process.stdout.write(l.note(n));
+    if (n > 0 && !state.closed) process.stdout.write(l.note(n));
   });
 }
 
 /** Hands the collected lines to stdout (idempotent). */
 export function flushOut(): void {
-  flushScheduled = false;
-  if (pending.length === 0) return;
-  const text = pending;
-  pending = "";
-  if (relay === undefined || !relay(text)) toStdout(text);
+  state.flushScheduled = false;
+  if (state.pending.length === 0) return;
+  const text = state.pending;
+  state.pending = "";
+  if (state.relay === undefined || !state.relay(text)) toStdout(text);
 }
 
 /**
@@ -162,10 +179,10 @@ export function flushOut(): void {
  * flushed on exit, however the process ends.
  */
 export function writeOut(text: string): void {
-  pending += text;
-  if (pending.length >= FLUSH_AT) flushOut();
-  else if (!flushScheduled) {
-    flushScheduled = true;
+  state.pending += text;
+  if (state.pending.length >= FLUSH_AT) flushOut();
+  else if (!state.flushScheduled) {
+    state.flushScheduled = true;
     setImmediate(flushOut);
   }
 }
