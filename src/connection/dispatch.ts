@@ -621,6 +621,11 @@ export class Dispatcher {
 
   /** The peer cancelled its request `id` while its handler runs; false when no handler runs for it. */
   cancelServed(id: number, reasonCode: "ERR_TIMEOUT" | "ERR_CANCELLED"): boolean {
+    if (this.early !== undefined) {
+      // Its request may be held (`holdEarly`): cancelled once it started, as a handler running is.
+      this.early.push(() => this.cancelServed(id, reasonCode));
+      return true;
+    }
     const call = this.serving.get(id);
     if (call === undefined) return false;
     // Built only when a handler runs (a CANCEL for an unknown id costs no error object).
