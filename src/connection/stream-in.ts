@@ -276,6 +276,12 @@ export class IncomingStreams {
   private serve(st: InState): void {
     // Refused already (the budget, at its START; or cancelled while it waited): cancelled and answered, no handler runs.
     if (st.outDone) return;
+    // Held (`Dispatcher.holdEarly`): a request held before it on its id was not yet served at its START.
+    const serving = this.dispatcher.serving;
+    if (serving.size !== 0 && serving.get(st.id) !== undefined) {
+      this.host.session.terminate(PointSubError.fromPeer("ERR_PROTOCOL", `stream ${st.id} started twice`));
+      return;
+    }
     const { call, stream } = st;
     const local = this.link.local;
     this.stats.requestsHandled++;

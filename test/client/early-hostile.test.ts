@@ -10,6 +10,7 @@ import net from "node:net";
 import { describe, it } from "node:test";
 import { encodeFrame } from "../../src/codec/encoder.ts";
 import { Flag, FrameType } from "../../src/codec/frame.ts";
+import { encodeStreamHead } from "../../src/codec/stream-prefix.ts";
 import { connect, type PointSubError } from "../../src/index.ts";
 import { handshake } from "../helpers/raw-peer.ts";
 import { until } from "../helpers/wait.ts";
@@ -56,6 +57,41 @@ describe("a server's frames in the read that completes the client's handshake", 
       await until(() => aborted !== undefined, 5000);
       assert.equal((aborted as PointSubError).code, "ERR_CANCELLED");
       assert.equal(conn.state, "open");
+    } finally {
+      conn.destroy();
+      await server.close();
+    }
+  });
+});
+
+describe("an id started twice in the read that completes the client's handshake", () => {
+  it("a request, then a stream on its id while it is served: ERR_PROTOCOL, as a turn later (§2.2); the stream's handler never runs", async () => {
+    const start = encodeFrame(
+      FrameType.STREAM,
+      Flag.START,
+      2,
+      encodeStreamHead({ total: undefined, offset: 0, prefixCrc: 0, route: "/up", codec: 0, meta: new Uint8Array(0) }),
+    );
+    const server = await serverSending([requestFrame(2, "/slow"), start]);
+    const conn = await connect(server.url);
+    let streamed = false;
+    let closedWith: PointSubError | undefined;
+    conn.on("close", (e) => {
+      closedWith = e as PointSubError;
+    });
+    conn.handle(
+      "/slow",
+      (_req, ctx) => new Promise((resolve) => ctx.signal.addEventListener("abort", () => resolve("late"))),
+    );
+    conn.handleStream("/up", () => {
+      streamed = true;
+      return "ok";
+    });
+    try {
+      // Before, the held request was not yet served when the stream's START was checked: both handlers ran on id 2.
+      await until(() => conn.state === "closed", 5000);
+      assert.equal(closedWith?.code, "ERR_PROTOCOL");
+      assert.equal(streamed, false);
     } finally {
       conn.destroy();
       await server.close();
