@@ -136,6 +136,8 @@ export class DispatchShell {
     const early: Uint8Array[] = [];
     this.earlyData = early;
     nextTurn(() => {
+      // Torn down, or handed to the dispatcher (`become`) meanwhile.
+      if (this.earlyData !== early) return;
       this.earlyData = undefined;
       for (const data of early) this.deliverMessage(data);
     });
@@ -217,6 +219,7 @@ export class DispatchShell {
   teardown(_failure: PointSubError): void {
     this.closed = true;
     this.queue = undefined;
+    this.earlyData = undefined;
     this.serving.size = 0;
   }
 
@@ -249,6 +252,13 @@ export class DispatchShell {
     this.queue = undefined;
     this.serving.size = 0;
     this.hooks.replace(d);
+    const early = this.earlyData;
+    if (early !== undefined) {
+      // Loaded in the turn they are held for: they wait in the dispatcher, through its middleware.
+      this.earlyData = undefined;
+      d.holdEarly();
+      for (const data of early) d.deliverMessage(data);
+    }
     if (queue !== undefined) {
       // Reading resumes (no read happens during the replay; the dispatcher may pause it again for its own held messages).
       this.readGate?.holdMessages(false);

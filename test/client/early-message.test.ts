@@ -16,6 +16,7 @@ import { encodeFrame } from "../../src/codec/encoder.ts";
 import { Flag, FrameType } from "../../src/codec/frame.ts";
 import { resetDispatcher } from "../../src/connection/dispatch-lazy.ts";
 import { resetStreamEngine } from "../../src/connection/stream-engine.ts";
+import * as streams from "../../src/connection/streams.ts";
 import { type Connection, connect, createServer, type PointSubError, tokenAuth } from "../../src/index.ts";
 import { heldLoader, portable } from "../helpers/held-loader.ts";
 import { handshake } from "../helpers/raw-peer.ts";
@@ -141,6 +142,40 @@ describe("the same, on a connection whose dispatcher is not loaded yet (a browse
     try {
       assert.deepEqual(await firstMessages(conn, 1), ["hi"]);
       assert.equal(gate.calls(), 0, "a message needs no dispatcher");
+    } finally {
+      conn.destroy();
+      await new Promise((r) => server.close(r));
+    }
+  });
+
+  it("middleware added once connect resolved, the dispatcher loaded in the same turn: the held message goes through it, and reading goes on", async () => {
+    let sock: net.Socket | undefined;
+    const server = net.createServer((s) => {
+      sock = s;
+      s.on("error", () => {});
+      s.once("data", () =>
+        s.write(Buffer.concat([handshake(), encodeFrame(FrameType.MSG, Flag.START | Flag.END, 2, Buffer.from("hi"))])),
+      );
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    // The engine's chunk is there already (another connection loaded it after this one was made): it loads at once.
+    resetStreamEngine(async () => streams);
+    resetDispatcher();
+    const url = `tcp://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+    const conn = await connectCore(url, { runtime: portable("early-message-mw") });
+    const seen: string[] = [];
+    conn.use((_ctx, next) => {
+      seen.push("mw");
+      return next();
+    });
+    const got = firstMessages(conn, 2, 5000);
+    try {
+      await until(() => seen.length === 1, 5000);
+      (sock as net.Socket).write(encodeFrame(FrameType.MSG, Flag.START | Flag.END, 4, Buffer.from("later")));
+      // Before, the held message went back to the shell after it became the dispatcher: queued there for
+      // good, with reading from the server paused, so neither message came.
+      assert.deepEqual(await got, ["hi", "later"]);
+      assert.deepEqual(seen, ["mw", "mw"]);
     } finally {
       conn.destroy();
       await new Promise((r) => server.close(r));
