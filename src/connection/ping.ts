@@ -23,7 +23,7 @@ export function sendPing(p: Pinger, timeoutMs: number, timeoutError?: (ms: numbe
   const seq = ++p.seq;
   const d = Promise.withResolvers<number>();
   if (p.pings.size === 0) p.pings = new Map();
-  p.pings.set(seq, { start: performance.now(), d });
+  p.pings.set(seq, { start: performance.now(), d, probe: p.writer.pacer?.probesSent ?? 0 });
   p.send(seq);
   if (timeoutMs > 0) {
     // A delay past a timer's largest (Infinity, 3e9) fired after 1 ms: a ping given for ever timed out at

@@ -14,6 +14,8 @@ import type { FrameWriter } from "./writer.ts";
 export interface PendingPing {
   start: number;
   d: PromiseWithResolvers<number>;
+  /** The pacer's probes sent before it (`Pacer.probesSent`): the answer to a later one answers it too. */
+  probe: number;
 }
 /** Shared empty stand-in until the first ping (an idle connection should cost little memory). */
 const NO_PINGS: Map<number, PendingPing> = new Map();
@@ -47,18 +49,14 @@ export class Pinger {
       else this.pendingPong = payload.slice();
       return;
     }
-    // Negative: the answer to a pacing probe (pacer.ts).
-    if (seq < 0) {
-      this.writer.pacer?.onAck(seq);
-      return;
-    }
-    if (!this.pings.has(seq)) return;
+    // Negative: the answer to a pacing probe (pacer.ts), if one is outstanding.
+    if (seq < 0 ? this.writer.pacer?.onAck(seq) !== true : !this.pings.has(seq)) return;
     const now = performance.now();
     // The PINGs sent before it were read too (in order): a peer may answer only the latest (§3.7, as this
     // side does while it cannot write), so they are answered too (they failed with ERR_TIMEOUT), though
-    // not RTT samples.
+    // not RTT samples. The latest may be a probe: it answers the pings sent before it.
     for (const [s, p] of this.pings) {
-      if (s > seq) break;
+      if (seq < 0 ? p.probe >= -seq : s > seq) break;
       this.done(s);
       const sample = now - p.start;
       if (s === seq) this.rtt = this.rtt === undefined ? sample : this.rtt + (sample - this.rtt) / 8;

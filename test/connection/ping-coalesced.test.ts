@@ -61,4 +61,22 @@ describe("PINGs a peer answered only the latest of", () => {
       await s.close();
     }
   });
+
+  it("a ping() answered only through a later pacing probe's ACK resolves (it timed out: the probes' answers answered no ping)", async () => {
+    // Two at a time: the ping(), then the probe that goes before the stream's first bytes on an idle pipe.
+    const s = await coalescing(2);
+    const conn = await connect(s.url, { keepAliveMs: 0 });
+    try {
+      const rtt = conn.ping({ timeoutMs: 10_000 }).then(
+        (ms) => ms,
+        (err: PointSubError) => err.code,
+      );
+      conn.sendStream("/sink", [new Uint8Array(64 * 1024)]).then(undefined, () => {});
+      assert.equal(typeof (await rtt), "number", `the ping failed: ${await rtt}`);
+      assert.equal(s.answered(), 1);
+    } finally {
+      conn.destroy();
+      await s.close();
+    }
+  });
 });
