@@ -14,8 +14,9 @@ import { after, describe, it } from "node:test";
 import { connect as connectCore } from "../../src/client/connect.ts";
 import { encodeFrame } from "../../src/codec/encoder.ts";
 import { Flag, FrameType } from "../../src/codec/frame.ts";
+import { encodeStreamHead } from "../../src/codec/stream-prefix.ts";
 import { resetDispatcher } from "../../src/connection/dispatch-lazy.ts";
-import { resetStreamEngine } from "../../src/connection/stream-engine.ts";
+import { loadStreamEngine, resetStreamEngine } from "../../src/connection/stream-engine.ts";
 import * as streams from "../../src/connection/streams.ts";
 import { type Connection, connect, createServer, type PointSubError, tokenAuth } from "../../src/index.ts";
 import { heldLoader, portable } from "../helpers/held-loader.ts";
@@ -176,6 +177,55 @@ describe("the same, on a connection whose dispatcher is not loaded yet (a browse
       // good, with reading from the server paused, so neither message came.
       assert.deepEqual(await got, ["hi", "later"]);
       assert.deepEqual(seen, ["mw", "mw"]);
+    } finally {
+      conn.destroy();
+      await new Promise((r) => server.close(r));
+    }
+  });
+
+  it("a stream behind the server's HELLO, the engine loaded while the handshake ran: served by the route added once connect resolved", async () => {
+    let hello!: () => void;
+    const helloSent = new Promise<void>((r) => {
+      hello = r;
+    });
+    let spoke!: () => void;
+    const clientSpoke = new Promise<void>((r) => {
+      spoke = r;
+    });
+    const server = net.createServer((s) => {
+      s.on("error", () => {});
+      s.once("data", async () => {
+        spoke();
+        await helloSent;
+        const head = encodeStreamHead({
+          total: undefined,
+          offset: 0,
+          prefixCrc: 0,
+          route: "/up",
+          codec: 0,
+          meta: new Uint8Array(0),
+        });
+        s.write(Buffer.concat([handshake(), encodeFrame(FrameType.STREAM, Flag.START, 2, head)]));
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    resetStreamEngine(async () => streams);
+    resetDispatcher();
+    const url = `tcp://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+    const connecting = connectCore(url, { runtime: portable("early-message-stream") });
+    // Made with the shell (its preface came); the engine (another connection's, say) arrives before the server's HELLO.
+    await clientSpoke;
+    await loadStreamEngine();
+    hello();
+    const conn = await connecting;
+    let served = false;
+    conn.handleStream("/up", () => {
+      served = true;
+      return "ok";
+    });
+    try {
+      // Before, the shell became the dispatcher at the START and served it at once: ERR_NO_ROUTE.
+      await until(() => served, 5000);
     } finally {
       conn.destroy();
       await new Promise((r) => server.close(r));
