@@ -60,6 +60,16 @@ async function until(cond: () => Promise<boolean> | boolean, what: string): Prom
   throw new Error(`gave up waiting for ${what}`);
 }
 
+/** This process's descriptors open on a partial under `dir`. */
+async function partialFds(dir: string): Promise<number> {
+  let n = 0;
+  for (const fd of await readdir("/proc/self/fd")) {
+    const target = await readlink(`/proc/self/fd/${fd}`).catch(() => "");
+    if (target.startsWith(dir) && target.endsWith(".partial")) n++;
+  }
+  return n;
+}
+
 /** The same session with another principal, as a server's authenticate hook would set it. */
 function asPrincipal(ctx: RequestContext, principal: string): RequestContext {
   return Object.create(ctx, { session: { value: Object.create(ctx.session, { principal: { value: principal } }) } });
@@ -579,14 +589,7 @@ describe("file server hardening: fileSink against hostile peers", () => {
       // Before: each stream that had sent a byte held its partial open for as long as it lived; one
       // byte every 20 s (under progressTimeoutMs) held 64 descriptors per connection for ever.
       const e = await env();
-      const openPartialFds = async () => {
-        let n = 0;
-        for (const fd of await readdir("/proc/self/fd")) {
-          const target = await readlink(`/proc/self/fd/${fd}`).catch(() => "");
-          if (target.startsWith(e.dir) && target.endsWith(".partial")) n++;
-        }
-        return n;
-      };
+      const openPartialFds = () => partialFds(e.dir);
       try {
         const conn = await e.connect();
         const datas = Array.from({ length: 8 }, () => random(3000));
@@ -626,14 +629,7 @@ describe("file server hardening: fileSink against hostile peers", () => {
       // The idle check measured with Date.now(): a clock stepped back an hour (NTP, a VM resumed)
       // kept every idle partial open for that hour. It now measures with the monotonic clock.
       const e = await env();
-      const openPartialFds = async () => {
-        let n = 0;
-        for (const fd of await readdir("/proc/self/fd")) {
-          const target = await readlink(`/proc/self/fd/${fd}`).catch(() => "");
-          if (target.startsWith(e.dir) && target.endsWith(".partial")) n++;
-        }
-        return n;
-      };
+      const openPartialFds = () => partialFds(e.dir);
       const realNow = Date.now;
       try {
         const conn = await e.connect();
