@@ -203,10 +203,14 @@ export class Dispatcher {
     });
   }
 
-  /** Runs `run` now, or at the next turn with what else arrived in the turn a client's handshake completed. */
-  inTurn(run: () => void): void {
-    if (this.early !== undefined) this.early.push(run);
-    else run();
+  /** Whether what arrives now waits for the next turn ({@link holdEarly}): then {@link later} queues it. */
+  get holding(): boolean {
+    return this.early !== undefined;
+  }
+
+  /** Runs `run` at the next turn, with what else arrived in the turn a client's handshake completed ({@link holding}). */
+  later(run: () => void): void {
+    (this.early as (() => void)[]).push(run);
   }
 
   /** Tracks a call being served (its table made with the first). */

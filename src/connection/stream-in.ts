@@ -269,7 +269,9 @@ export class IncomingStreams {
     this.consumed(st, dataStart - start);
     if (dataStart < end) this.data(st, flags, buf.subarray(dataStart, end));
     // Its handler, at once or with the rest of the turn a client's handshake completed (`Dispatcher.holdEarly`).
-    this.dispatcher.inTurn(() => this.serve(st));
+    // No closure per stream unless one is held.
+    if (this.dispatcher.holding) this.dispatcher.later(() => this.serve(st));
+    else this.serve(st);
   }
 
   /** Runs a new stream's route (its middleware, then its handler). */
