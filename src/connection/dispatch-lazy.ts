@@ -145,7 +145,7 @@ export class DispatchShell {
 
   /** A complete one-way message: the `message` event now, unless middleware runs or requests wait before it. */
   deliverMessage(data: Uint8Array): void {
-    if (this.earlyData !== undefined) {
+    if (this.queue === undefined && this.earlyData !== undefined) {
       this.earlyData.push(data);
       return;
     }
@@ -228,6 +228,12 @@ export class DispatchShell {
       this.queue = [];
       // Nothing more is read from the peer until the dispatcher runs what waits (bounded by one read).
       this.readGate?.holdMessages(true);
+      // One list from here on: held messages that came first go first (then all wait for the dispatcher).
+      const early = this.earlyData;
+      if (early !== undefined) {
+        for (const data of early) this.queue.push((d) => d.deliverMessage(data));
+        early.length = 0;
+      }
     }
     this.queue.push(work);
     this.load();
@@ -254,7 +260,7 @@ export class DispatchShell {
     this.hooks.replace(d);
     const early = this.earlyData;
     if (early !== undefined) {
-      // Loaded in the turn they are held for: they wait in the dispatcher, through its middleware.
+      // Loaded in the turn they are held for: they, then the queue (if any, it holds them all), wait in the dispatcher.
       this.earlyData = undefined;
       d.holdEarly();
       for (const data of early) d.deliverMessage(data);

@@ -183,6 +183,56 @@ describe("the same, on a connection whose dispatcher is not loaded yet (a browse
     }
   });
 
+  /** HELLO, then message "a", a request to /r and message "b", in one write. */
+  function mixedServer(): net.Server {
+    const route = Buffer.from("/r");
+    const req = Buffer.concat([Buffer.from([route.length]), route]);
+    return net.createServer((s) => {
+      s.on("error", () => {});
+      s.once("data", () =>
+        s.write(
+          Buffer.concat([
+            handshake(),
+            encodeFrame(FrameType.MSG, Flag.START | Flag.END, 2, Buffer.from("a")),
+            encodeFrame(FrameType.REQ, Flag.START | Flag.END, 4, req),
+            encodeFrame(FrameType.MSG, Flag.START | Flag.END, 6, Buffer.from("b")),
+          ]),
+        ),
+      );
+    });
+  }
+
+  for (const loading of ["slowly (after the next turn)", "at once (in the same turn)"] as const) {
+    it(`messages and a request behind the server's HELLO keep their order, the dispatcher loading ${loading}`, async () => {
+      const server = mixedServer();
+      await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+      const gate = heldLoader();
+      const slow = loading.startsWith("slowly");
+      resetStreamEngine(slow ? gate.load : async () => streams);
+      resetDispatcher();
+      const url = `tcp://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+      const conn = await connectCore(url, { runtime: portable(`early-order-${slow}`) });
+      const order: string[] = [];
+      conn.on("message", (m) => order.push(Buffer.from(m.data).toString()));
+      conn.handle("/r", () => {
+        order.push("r");
+        return "";
+      });
+      try {
+        if (slow) {
+          await new Promise((r) => setTimeout(r, 50));
+          gate.release();
+        }
+        await until(() => order.length === 3, 5000);
+        // Before, "b" came before the request: the shell held messages and requests in two lists.
+        assert.deepEqual(order, ["a", "r", "b"]);
+      } finally {
+        conn.destroy();
+        await new Promise((r) => server.close(r));
+      }
+    });
+  }
+
   it("a stream behind the server's HELLO, the engine loaded while the handshake ran: served by the route added once connect resolved", async () => {
     let hello!: () => void;
     const helloSent = new Promise<void>((r) => {
