@@ -54,6 +54,60 @@ export interface ServerEventOptions {
 export interface EventSource {
   add(stream: ServerEventStream): void;
   delete(stream: ServerEventStream): void;
+  /** A `next()` waits on `stream` (`true`) or no longer does. */
+  waiting(stream: ServerEventStream, waits: boolean): void;
+}
+
+/**
+ * A server's event streams. Each is held weakly while no `next()` waits on
+ * it: one the application dropped without `return()` (never read, or a loop
+ * abandoned midway) is collected and unsubscribed — before, the server held
+ * it for its life, with up to `bufferBytes` of messages and a push per
+ * event. One a `next()` waits on is held: the `for await` loop waiting there
+ * may be referenced by nothing else.
+ */
+export class Subscribers implements EventSource {
+  private readonly refs = new Set<WeakRef<ServerEventStream>>();
+  private readonly refOf = new WeakMap<ServerEventStream, WeakRef<ServerEventStream>>();
+  private readonly waited = new Set<ServerEventStream>();
+
+  /** Streams subscribed (some perhaps collected: dropped at the next {@link publish}). */
+  get size(): number {
+    return this.refs.size;
+  }
+
+  add(stream: ServerEventStream): void {
+    const ref = new WeakRef(stream);
+    this.refs.add(ref);
+    this.refOf.set(stream, ref);
+  }
+
+  delete(stream: ServerEventStream): void {
+    const ref = this.refOf.get(stream);
+    if (ref !== undefined) this.refs.delete(ref);
+    this.waited.delete(stream);
+  }
+
+  waiting(stream: ServerEventStream, waits: boolean): void {
+    if (waits) this.waited.add(stream);
+    else this.waited.delete(stream);
+  }
+
+  /** Delivers `e` to every stream still there. */
+  publish(e: ServerEvent): void {
+    for (const ref of this.refs) {
+      const st = ref.deref();
+      if (st === undefined) this.refs.delete(ref);
+      else st.push(e);
+    }
+  }
+
+  /** Ends every stream (the server closed). */
+  endAll(): void {
+    for (const ref of [...this.refs]) ref.deref()?.end();
+    this.refs.clear();
+    this.waited.clear();
+  }
 }
 
 /** An async iterable of a server's events; `return()` (or `break` in `for await`) unsubscribes. */
@@ -101,6 +155,7 @@ export class ServerEventStream implements AsyncIterableIterator<ServerEvent> {
     const w = this.waiter;
     if (w !== undefined && this.buffer.length === 0 && this.dropped === 0) {
       this.waiter = undefined;
+      this.source.waiting(this, false);
       w({ value: e, done: false });
       return;
     }
@@ -136,6 +191,7 @@ export class ServerEventStream implements AsyncIterableIterator<ServerEvent> {
     if (this.waiter !== undefined) {
       return Promise.reject(new PointSubError("ERR_INVALID_ARGUMENT", "next() called before the previous one settled"));
     }
+    this.source.waiting(this, true);
     return new Promise((resolve) => {
       this.waiter = resolve;
     });

@@ -48,7 +48,7 @@ import { Ticker } from "../util/ticker.ts";
 import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 import { type AdaptiveLimitOptions, Admission, type AdmissionOptions } from "./admission.ts";
 import { type BroadcastOptions, type BroadcastResult, broadcastTo } from "./broadcast.ts";
-import { type ServerEvent, type ServerEventOptions, ServerEventStream } from "./events.ts";
+import { type ServerEvent, type ServerEventOptions, ServerEventStream, Subscribers } from "./events.ts";
 import { type OpeningHost, Openings, type PreHandshake } from "./pre-handshake.ts";
 
 /**
@@ -321,7 +321,7 @@ export class Server extends EventEmitter<ServerEvents> {
   private readonly ticker: Ticker | undefined;
   private readonly admission: Admission;
   /** Open event streams (events are built only while some exist). */
-  private readonly subscribers = new Set<ServerEventStream>();
+  private readonly subscribers = new Subscribers();
   /** Sessions built (the peer's HELLO arrived) whose handshake is not complete yet (authentication). */
   private readonly connecting = new Set<Connection>();
   /** Accepted connections whose peer's opening (HELLO, and AUTH when required) has not arrived: no session yet. */
@@ -853,7 +853,7 @@ export class Server extends EventEmitter<ServerEvents> {
   private async finishClose(): Promise<void> {
     if (this.clusterStarted !== undefined) await this.cluster?.stop();
     this.closed = true;
-    for (const st of [...this.subscribers]) st.end();
+    this.subscribers.endAll();
   }
 
   /**
@@ -874,7 +874,7 @@ export class Server extends EventEmitter<ServerEvents> {
   }
 
   private publish(e: ServerEvent): void {
-    for (const st of this.subscribers) st.push(e);
+    this.subscribers.publish(e);
   }
 
   private readonly dispatchMessage = (msg: Message, session: Connection): void => {
