@@ -27,6 +27,7 @@ export type {
   ServerBroadcastOptions,
   ServerCluster,
 } from "../server/server.ts";
+export type { ClusterSecret } from "./bus-auth.ts";
 export type { ClusterEngine, KvEntry } from "./engine.ts";
 export {
   type EngineIdempotencyStats,

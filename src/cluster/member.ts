@@ -18,6 +18,15 @@ import { positive as positiveInteger } from "../router/idempotency.ts";
 import type { BroadcastResult } from "../server/broadcast.ts";
 import type { ClusterLocal, ClusterMembership, ClusterSessionInfo, ServerBroadcastOptions } from "../server/server.ts";
 import { MAX_TIMER_MS } from "../util/timer-limit.ts";
+import {
+  BusAuth,
+  type ClusterSecret,
+  isSealed,
+  REPLAY_WINDOW_MS,
+  type Rejection,
+  SEAL_OVERHEAD,
+  sealedBy,
+} from "./bus-auth.ts";
 import { isErrorCode } from "./codes.ts";
 import type { ClusterEngine } from "./engine.ts";
 import { type EngineIdempotencyStore, engineIdempotencyStore } from "./idempotency-store.ts";
@@ -66,6 +75,24 @@ export interface ClusterOptions {
   engineTimeoutMs?: number;
   /** Largest payload sent across the bus (broadcast, sendTo), in bytes; larger ones fail with ERR_MESSAGE_TOO_LARGE. Default 512 KiB. */
   maxBusMessageBytes?: number;
+  /**
+   * The cluster's shared secret (at least 16 bytes; e.g. 32 random bytes in
+   * hex): every bus message is signed with it (HMAC-SHA256, bound to its
+   * subject, its sender's process and a sequence number, sent within the
+   * last 30 s on the sender's clock), and a node drops — and counts in
+   * {@link ClusterStats.unauthenticated} / {@link ClusterStats.replayed},
+   * reporting them by the `unauthenticated` event — every message that is
+   * not signed with it, or was seen before, so nothing else that can publish
+   * on the engine can join, ack, answer a list or remove a node. A list: the
+   * first signs, any verifies (to rotate: every node `[old, next]`, then
+   * `[next, old]`, then `next`). Every node needs it (a node without it, or
+   * with another, is cut off from the others and reports why). Without one
+   * (the default), the bus is trusted as it is: anything that can publish on
+   * the engine's subjects can forge nodes' messages — keep the engine
+   * private (Redis ACLs, NATS accounts) then. It does not cover the engine's
+   * key-value store (the shared idempotency store, rate-limit counters).
+   */
+  secret?: ClusterSecret;
   /** Broadcast filters by name, the same on every node. */
   filters?: Record<string, NamedFilter>;
   /** Share the idempotency store through the engine. Default true. */
@@ -133,6 +160,15 @@ export interface ClusterEvents {
    * {@link ClusterStats.duplicateNodeIds}.
    */
   duplicateNodeId: [error: PointSubError];
+  /**
+   * A bus message was dropped for its signature or as a replay (see the
+   * `secret` option): ERR_UNAUTHORIZED saying which — a node without the
+   * secret or with another one (this node is then cut off from it), a
+   * publisher that is not a node, a replay, or clocks more than 30 s apart.
+   * At most once per kind every 10 s; every one is counted
+   * ({@link ClusterStats.unauthenticated}, {@link ClusterStats.replayed}).
+   */
+  unauthenticated: [error: PointSubError];
 }
 
 /** Counters of a {@link Cluster}. */
@@ -162,6 +198,14 @@ export interface ClusterStats {
   ignoredNodes: number;
   /** Acks of a `sendTo` from another node than the one it went to: ignored. */
   foreignAcks: number;
+  /**
+   * Bus messages dropped for their signature (see `secret`): unsigned on a
+   * node with a secret, signed with another secret (or forged), signed on a
+   * node without one.
+   */
+  unauthenticated: number;
+  /** Signed bus messages dropped as replays: seen before, or sent more than 30 s away from this node's clock. */
+  replayed: number;
   /**
    * Session-list asks dropped: a node asked for more first pages than its
    * budget (a burst of {@link FIRST_PAGES_BURST}, then one a second), or for
@@ -197,6 +241,9 @@ export const FIRST_PAGES_BURST = 4;
  * copies of every session.
  */
 const SNAPSHOT_SHARE_MS = 1000;
+
+/** Least time between two `unauthenticated` events of one kind, in ms. */
+const AUTH_REPORT_MS = 10_000;
 
 /** How long a leaving node lets keyed handlers still running end by themselves before it answers their keys. */
 const SETTLE_GRACE_MS = 200;
@@ -408,6 +455,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private lastAttempt = 0;
   /** Probe number of the echo key: while down, only the latest probe's echo brings the engine back. */
   private probe = 0;
+  /** Signs and checks bus messages (undefined: no secret, the bus is trusted). */
+  private readonly auth: BusAuth | undefined;
+  /** When each kind of rejected bus message was last reported by the `unauthenticated` event. */
+  private readonly authReported = new Map<Rejection, number>();
   /** Other nodes seen announcing this node's id (reported once each; at most {@link MAX_REPORTED_DUPLICATES}). */
   private readonly otherIncarnations = new Set<string>();
   private stopped = false;
@@ -440,6 +491,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     ignoredNodes: 0,
     foreignAcks: 0,
     listAsksDropped: 0,
+    unauthenticated: 0,
+    replayed: 0,
   };
   /** When this node last answered a `hello` with a heartbeat, and the answer deferred to the end of the window, if any. */
   private helloAnsweredAt = Number.NEGATIVE_INFINITY;
@@ -468,6 +521,11 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     this.connectTimeoutMs = delay("connectTimeoutMs", options.connectTimeoutMs, 10_000);
     this.engineTimeoutMs = delay("engineTimeoutMs", options.engineTimeoutMs, 2000);
     this.maxBusBytes = positive("maxBusMessageBytes", options.maxBusMessageBytes, 512 * 1024);
+    try {
+      this.auth = options.secret === undefined ? undefined : new BusAuth(options.secret, this.nodeId, this.incarnation);
+    } catch (err) {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", (err as Error).message);
+    }
     this.filters = new Map(Object.entries(options.filters ?? {}));
     for (const [k, f] of this.filters) {
       if (typeof f !== "function") throw new PointSubError("ERR_INVALID_ARGUMENT", `filter ${k} is not a function`);
@@ -708,9 +766,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         );
       });
       await Promise.race([this.engine.connect(), timeout]);
-      const onBus = (data: Uint8Array) => {
+      const onBus = (subject: string) => (data: Uint8Array) => {
         try {
-          this.onBus(data);
+          this.onBus(subject, data);
         } catch {
           // Whatever throws while one message is handled (the application's code included) is counted;
           // the engine's reader never sees it, so the node keeps receiving.
@@ -724,7 +782,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       // held the listen for ever.
       for (const kind of ["members", "bc", `node.${this.nodeId}`]) {
         if (this.stopped) throw new PointSubError("ERR_CONNECTION_CLOSED", "the server closed while it joined");
-        await Promise.race([this.engine.subscribe(this.subject(kind), onBus), timeout]);
+        const subject = this.subject(kind);
+        await Promise.race([this.engine.subscribe(subject, onBus(subject)), timeout]);
       }
       if (this.stopped) throw new PointSubError("ERR_CONNECTION_CLOSED", "the server closed while it joined");
     } catch (err) {
@@ -736,7 +795,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     } finally {
       clearTimeout(timer);
     }
-    this.engine.setWill?.(this.subject("members"), encode({ t: "bye", n: this.nodeId, k: this.incarnation }));
+    // Published by the workers' relay when this process dies, any time later: sealed as a will (no time window).
+    const members = this.subject("members");
+    this.engine.setWill?.(members, this.seal(members, encode({ t: "bye", n: this.nodeId, k: this.incarnation }), true));
     this.upSince = this.lastEcho = Date.now();
     this.engineUp = true;
     this.announce("hello");
@@ -769,8 +830,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     clearTimeout(this.helloAnswer);
     // Not to an engine known to be down; otherwise within engineTimeoutMs (a frozen engine does not answer).
     if (this.upSince !== 0) {
-      const bye = encode({ t: "bye", n: this.nodeId, k: this.incarnation });
-      await this.call("bye", () => this.engine.publish(this.subject("members"), bye), true).catch(() => {});
+      const members = this.subject("members");
+      const bye = this.seal(members, encode({ t: "bye", n: this.nodeId, k: this.incarnation }));
+      await this.call("bye", () => this.engine.publish(members, bye), true).catch(() => {});
     }
     const closed = new PointSubError("ERR_CONNECTION_CLOSED", "the server left the cluster");
     for (const [id, p] of this.sends) {
@@ -905,8 +967,14 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     this.safeEmit("nodeLeft", id, reason);
   }
 
-  private async publish(subject: string, data: Uint8Array, always = false): Promise<boolean> {
+  /** `message` as it crosses the bus on `subject`: signed when the cluster has a secret. */
+  private seal(subject: string, message: Uint8Array, will = false): Uint8Array {
+    return this.auth === undefined ? message : this.auth.seal(subject, message, will);
+  }
+
+  private async publish(subject: string, message: Uint8Array, always = false): Promise<boolean> {
     try {
+      const data = this.seal(subject, message);
       await this.call("publish", () => this.engine.publish(subject, data), always);
       return true;
     } catch (err) {
@@ -941,7 +1009,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    */
   private busBytes(): number {
     const engine = this.engine.maxMessageBytes;
-    return engine === undefined ? this.maxBusBytes : Math.min(this.maxBusBytes, engine - INFO_HEADER_ROOM);
+    return engine === undefined
+      ? this.maxBusBytes
+      : Math.min(this.maxBusBytes, engine - INFO_HEADER_ROOM - (this.auth === undefined ? 0 : SEAL_OVERHEAD));
   }
 
   private checkSize(data: Uint8Array): void {
@@ -1000,7 +1070,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     // reached no session of any other node.
     const headerBytes = message.length - data.length - 4;
     const engineMax = this.engine.maxMessageBytes;
-    if (headerBytes > MAX_HEADER_BYTES || (engineMax !== undefined && message.length > engineMax)) {
+    const sealed = message.length + (this.auth === undefined ? 0 : SEAL_OVERHEAD);
+    if (headerBytes > MAX_HEADER_BYTES || (engineMax !== undefined && sealed > engineMax)) {
       throw new PointSubError(
         "ERR_MESSAGE_TOO_LARGE",
         `the broadcast's header (its filterArg: ${header.a?.length ?? 0} characters) is ${headerBytes} bytes, over the bus's ${MAX_HEADER_BYTES}${engineMax === undefined ? "" : ` or, with the payload, the ${this.engine.name} engine's largest message (${engineMax} bytes)`}`,
@@ -1212,14 +1283,34 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     return true;
   }
 
-  private onBus(data: Uint8Array): void {
+  private onBus(subject: string, data: Uint8Array): void {
     if (this.stopped) return;
+    let signer: string | undefined;
+    let will = false;
+    if (this.auth !== undefined) {
+      const opened = this.auth.open(subject, data);
+      if (!opened.ok) {
+        this.rejected(opened.why, opened.node, opened.skewMs, data);
+        return;
+      }
+      signer = opened.node;
+      will = opened.will;
+      data = opened.message;
+    } else if (isSealed(data)) {
+      this.rejected("signed", undefined, undefined, data);
+      return;
+    }
     const m = decode(data);
     if (m === undefined) {
       this.counters.malformed++;
       return;
     }
     const h = m.header;
+    if (signer !== undefined && (h.n !== signer || (will && h.t !== "bye"))) {
+      // Signed by one node in another's name (only a node with the secret can), or a will that is not a bye.
+      this.counters.malformed++;
+      return;
+    }
     if (h.t !== "ack" && !NODE.test(h.n)) {
       // Not a node id. A sendTo's ack and a session-list page go to the subject `node.<n>`: an `n` with a space
       // or CR LF was written into the engine's protocol as it came (NATS: "PUB <subject> <size>"), so a
@@ -1274,6 +1365,30 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         this.onInfoPage(h.n, h.i, h.last, h.c, m.payload);
         return;
     }
+  }
+
+  /** A bus message dropped for its signature (see the `secret` option): counted, and reported at most once per kind every 10 s. */
+  private rejected(why: Rejection, node: string | undefined, skewMs: number | undefined, data: Uint8Array): void {
+    if (why === "replayed") this.counters.replayed++;
+    else this.counters.unauthenticated++;
+    const now = performance.now();
+    const last = this.authReported.get(why);
+    if ((last !== undefined && now - last < AUTH_REPORT_MS) || this.listenerCount("unauthenticated") === 0) return;
+    this.authReported.set(why, now);
+    // Who it says it is from: the seal's node, or an unsigned message's own header (neither proven).
+    const from = node ?? (isSealed(data) ? sealedBy(data) : decode(data)?.header.n);
+    const as = from === undefined ? "" : ` (sent as node ${JSON.stringify(from.slice(0, 32))})`;
+    const text =
+      why === "unsigned"
+        ? `dropped an unsigned message on the cluster's bus${as}: this node has a secret, so every node needs the same one (a node without it is cut off; or a publisher that is not a node)`
+        : why === "signed"
+          ? `dropped a signed message on the cluster's bus${as}: its node has a secret and this one has none (give every node the same secret)`
+          : why === "bad-signature"
+            ? `dropped a message on the cluster's bus whose signature does not match this node's secret${as}: a node with another secret is cut off from this one (or a forgery)`
+            : skewMs !== undefined
+              ? `dropped a message on the cluster's bus${as} sent ${Math.round(skewMs / 1000)} s away from this node's clock (more than ${REPLAY_WINDOW_MS / 1000} s): a replay, or the nodes' clocks disagree`
+              : `dropped a replayed message on the cluster's bus${as} (seen before)`;
+    this.safeEmit("unauthenticated", new PointSubError("ERR_UNAUTHORIZED", text));
   }
 
   private onHeartbeat(h: Heartbeat): void {

@@ -3,10 +3,10 @@
  * uses; only the channel is not a process's): messages cross as structured clones, a microtask later.
  */
 import { EventEmitter } from "node:events";
-import type { IpcChannel, IpcRelay } from "../../src/cluster/index.ts";
+import type { IpcChannel, IpcRelay, RelayPeer } from "../../src/cluster/index.ts";
 
-/** The channel, and how many messages the relay sent through it so far. */
-export function memoryChannel(relay: IpcRelay): { channel: IpcChannel; received: () => number } {
+/** The channel, how many messages the relay sent through it so far, and the relay's peer (to detach: the worker died). */
+export function memoryChannel(relay: IpcRelay): { channel: IpcChannel; received: () => number; peer: RelayPeer } {
   const ee = new EventEmitter();
   let received = 0;
   const peer = {
@@ -27,5 +27,5 @@ export function memoryChannel(relay: IpcRelay): { channel: IpcChannel; received:
     on: (ev: string, l: (...a: unknown[]) => void) => ee.on(ev, l),
     off: (ev: string, l: (...a: unknown[]) => void) => ee.off(ev, l),
   } as IpcChannel;
-  return { channel, received: () => received };
+  return { channel, received: () => received, peer };
 }
