@@ -425,4 +425,12 @@ const NOTES = `## How to read this
   heap: the old space holding the connections, and the young generation, which V8 doubles each
   time the bytes surviving its scavenges since the last doubling exceed its size — so the
   figure moves in steps with what every connection keeps, and varies between runs by ~1 KB.
+  Measured at session 49, one run each: with the server's young generation capped at 8 MB
+  (\`NODE_OPTIONS=--max-semi-space-size=8 node bench/run.ts --impl pointsub,reference --workload conns
+  --reps 1\`) pointsub keeps 4.6 KB per connection against the reference's 3.0 KB (1.53×; 7.8 and 3.3
+  uncapped). The reference's connections given 1,000 / 2,000 / 2,800 more bytes of heap each (a local
+  change to its server) cost 3.0 / 4.9 / 7.2 KB: past ~1 KB more than the reference keeps, each KB of
+  heap per connection costs ~2 KB of RSS. pointsub's objects take ~2.9 KB per connection against the
+  reference's ~0.8 KB (beyond the socket's own; \`node --expose-gc scripts/attack/heap-per-conn.ts --mode
+  idle --bench-routes\`): the 1.5× target needs them at ~1.5 KB.
 `;
