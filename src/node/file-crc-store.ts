@@ -188,7 +188,9 @@ export function crcStore(dir: string, opts: { metaDir?: string } = {}): CrcStore
   const read = async (path: string, maxBytes = RECORD_MAX): Promise<CrcRecord | undefined> => {
     let fh: FileHandle | undefined;
     try {
-      fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+      // Non-blocking: a FIFO at a record's name would hold the open (a thread-pool thread) for good.
+      fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+      if (!(await fh.stat()).isFile()) return undefined;
       const buf = Buffer.allocUnsafe(maxBytes + 1);
       const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
       if (bytesRead > maxBytes) return undefined;

@@ -286,6 +286,32 @@ const processStart = (pid: number): Promise<string | undefined> =>
   );
 let ownStart: Promise<string | undefined> | undefined;
 
+/**
+ * How the sink opens its own files by name (a partial, its sidecar, a lock): never through a link, and
+ * never blocking (O_NONBLOCK; O_NOCTTY: no terminal put there becomes this process's), then checked to
+ * be a regular file. A FIFO put at such a name (the names are listed in the directory) made the open
+ * wait for a writer: a thread-pool thread held for good, a startup scan that never ended (every
+ * transfer waits for it), four such names and no file operation of the process ran again.
+ */
+const OWN_OPEN = constants.O_NOFOLLOW | constants.O_NONBLOCK | (constants.O_NOCTTY ?? 0);
+
+/**
+ * Opens `path` (one of the sink's own names) with `flags` and {@link OWN_OPEN}: its handle when it is a
+ * regular file; anything else (a FIFO, a device, a directory: EISDIR) is closed and refused with
+ * ERR_EXISTS, as a link is (ELOOP). A FIFO nobody reads refuses O_WRONLY itself (ENXIO).
+ */
+async function openOwn(path: string, flags: number, mode?: number): Promise<FileHandle> {
+  const fh = await open(path, flags | OWN_OPEN, mode);
+  let ok = false;
+  try {
+    ok = (await fh.stat()).isFile();
+  } finally {
+    if (!ok) await fh.close().catch(() => {});
+  }
+  if (!ok) throw new PointSubError("ERR_EXISTS", `${basename(path)} is not a regular file`);
+  return fh;
+}
+
 /** A lock file younger than this with no pid yet is being written by its taker: held. */
 const LOCK_WRITE_GRACE_MS = 2000;
 /** A lock (and its partial) untouched for this long is stale even if its pid now names a live process. */
@@ -302,10 +328,15 @@ const LOCK_STALE_MS = 60 * 60 * 1000;
  */
 async function lockHeld(path: string): Promise<boolean> {
   let text: string;
+  let fh: FileHandle | undefined;
   try {
-    text = await readFile(path, { encoding: "utf8", flag: constants.O_RDONLY | constants.O_NOFOLLOW });
+    fh = await openOwn(path, constants.O_RDONLY);
+    text = await fh.readFile("utf8");
   } catch (err) {
-    return errno(err) !== "ENOENT" && errno(err) !== "ELOOP";
+    // Not a regular file (a FIFO, a link): no process's lock, garbage at a name of the sink's.
+    return errno(err) !== "ENOENT" && errno(err) !== "ELOOP" && errno(err) !== "ERR_EXISTS";
+  } finally {
+    await fh?.close().catch(() => {});
   }
   // "<pid> <start>", or "<pid>" where the start is unknown (and from older versions).
   const [pidText, start] = text.split(" ");
@@ -876,8 +907,10 @@ const limit = (n: number | undefined, what: string): number => {
  *   disk (an lstat; the sidecar when the partial changed since this process
  *   last knew it), so an upload dropped on one process resumes on another.
  *   Quotas (`maxBytes`) count per process;
- * * partial files are opened without following symbolic links, and
- *   anything at a partial's name that is not a regular file is refused;
+ * * partial files, their sidecars and locks are opened without following
+ *   symbolic links and without blocking (O_NONBLOCK: a FIFO put at such a
+ *   name never holds a thread), and anything at their names that is not a
+ *   regular file is refused (a sidecar or lock in the way is replaced);
  * * `maxFileSize` and `maxBytes` bound what a peer may store (`ERR_QUOTA`,
  *   checked against the declared size up front and while writing); partials
  *   untouched for `partialTtlMs` are removed;
@@ -1102,12 +1135,16 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
   const writeSidecar = async (e: Entry, point: ResumePoint) => {
     const s: Sidecar = { v: 1, offset: point.offset, crc: point.crc, tag: e.tag, route: e.route, dest: e.dest };
     e.sidecar = true;
+    const path = sidecarPath(e.key);
     let fh: FileHandle | undefined;
     try {
-      fh = await open(
-        sidecarPath(e.key),
-        constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW,
-        0o600,
+      fh = await openOwn(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o600).catch(
+        async (err: unknown) => {
+          // Something else at its name (a FIFO, a link): removed, and the sidecar made in its place.
+          if (errno(err) !== "ERR_EXISTS" && errno(err) !== "ENXIO" && errno(err) !== "ELOOP") throw err;
+          await unlink(path);
+          return openOwn(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
+        },
       );
       await fh.writeFile(JSON.stringify(s));
     } catch {
@@ -1127,9 +1164,9 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
   const readSidecar = async (key: string): Promise<(Sidecar & { at: number }) | undefined> => {
     let fh: FileHandle | undefined;
     try {
-      fh = await open(sidecarPath(key), constants.O_RDONLY | constants.O_NOFOLLOW);
+      fh = await openOwn(sidecarPath(key), constants.O_RDONLY);
       const st = await fh.stat();
-      if (!st.isFile() || st.size > 4096) return undefined;
+      if (st.size > 4096) return undefined;
       const s = JSON.parse(await fh.readFile("utf8")) as Partial<Sidecar>;
       if (s.v !== 1 || !isUint(s.offset) || !isUint(s.crc) || s.crc > 0xffffffff) return undefined;
       return {
@@ -1189,18 +1226,10 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     }
   };
 
-  /** Opens a partial file without following links; undefined unless it is a regular file. */
-  const openPartial = async (key: string, flags: number): Promise<FileHandle | undefined> => {
-    let fh: FileHandle | undefined;
-    try {
-      fh = await open(partialPath(key), flags | constants.O_NOFOLLOW);
-      if ((await fh.stat()).isFile()) return fh;
-    } catch {
-      // ENOENT, ELOOP (a symbolic link), EISDIR...
-    }
-    await fh?.close().catch(() => {});
-    return undefined;
-  };
+  /** Opens a partial file ({@link openOwn}: no link, no FIFO); undefined unless it is a regular file. */
+  const openPartial = (key: string, flags: number): Promise<FileHandle | undefined> =>
+    // ENOENT, ELOOP (a symbolic link), ERR_EXISTS (a FIFO...), EISDIR...
+    openOwn(partialPath(key), flags).catch(() => undefined);
 
   /** Where a transfer stands: from memory, else read once from the file (shared by concurrent callers). */
   const pointOf = (e: Entry): Promise<ResumePoint> => {
