@@ -1691,47 +1691,55 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       if (isDir === false) return null;
       if (isDir !== true) return isDir.then((d) => (d ? lookup(segments, size, dirs) : null));
     }
-    if (segments.length === 1) return lookupAt(dirPrefix + segments[0], size);
-    const target = `${path}${sep}${segments[segments.length - 1]}`;
-    const a = lookupAt(target, size);
-    return a instanceof Promise ? a.then((x) => confirmed(target, x)) : confirmed(target, a);
+    if (segments.length === 1) return lookupAt(dirPrefix + segments[0], size, false);
+    return lookupAt(`${path}${sep}${segments[segments.length - 1]}`, size, true);
   };
-  /** {@link lookup} of `target` once its directories were checked. */
-  const lookupAt = (target: string, size: number): FileCheckAnswer | Promise<FileCheckAnswer> => {
+  /** {@link lookup} of `target` once its directories were checked (`nested`: under a subdirectory). */
+  const lookupAt = (target: string, size: number, nested: boolean): FileCheckAnswer | Promise<FileCheckAnswer> => {
     // No CRC cached for it (a file this process did not store, nor checked yet): opened at once, its
-    // fstat in place of an lstat (a file to read: 4 calls, not 5).
+    // fstat in place of an lstat (a file to read: 4 calls, not 5), the descriptor checked to be in the directory.
     if (!crcs.has(target)) {
       const opened = openNow(target, size);
       if (opened !== undefined) return opened;
     }
     const now = existsNow(target);
-    return now !== undefined ? stored(target, now.st, size) : exists(target).then((st) => stored(target, st, size));
+    return now !== undefined
+      ? stored(target, now.st, size, nested)
+      : exists(target).then((st) => stored(target, st, size, nested));
   };
   /**
-   * `a`, an answer for `target` under a subdirectory, once it is known to be in the directory: one that
-   * only an lstat by its path gave (a size, no CRC32C) is checked by opening the file (never through a
-   * link, non-blocking) and the kernel's path of that descriptor (see {@link openedUnder}); null when it
-   * is not under the directory's real path or cannot be opened. Before, a directory on the way swapped
-   * for a link after its check answered the size of the file outside (and that one existed there).
-   * A CRC32C is only answered for a file checked so already, or cached for the identity this sink saw.
+   * The answer for `target`, a name under a subdirectory, asked about at `size`, from the file itself:
+   * opened (never through a link, non-blocking), its descriptor checked to be under the directory's
+   * real path ({@link openedUnder}), then fstat'd; null when it is not there, cannot be opened or is
+   * not a regular file; a CRC32C only when cached for the identity the descriptor has. An lstat by the
+   * path goes through the directories on the way as they are at that moment: one swapped for a link
+   * after its check answered the size of the file outside (and that one existed there), and so did
+   * one swapped back before an open that only confirmed the lstat's answer.
    */
-  const confirmed = (target: string, a: FileCheckAnswer): FileCheckAnswer | Promise<FileCheckAnswer> => {
-    if (a === null || a.crc32c !== undefined || !fdPaths()) return a;
+  const confirmed = (target: string, size: number): FileCheckAnswer | Promise<FileCheckAnswer> => {
+    const answer = (fd: number, st: Stats): FileCheckAnswer => {
+      if (!st.isFile() || !openedUnder(fd, realDir())) return null;
+      if (st.size !== size) return { size: st.size };
+      const cached = crcs.get(target, st);
+      // Not known for this identity (the file changed since the lstat): the sender sends, the transfer decides.
+      return cached === undefined ? { size: st.size } : { size: st.size, crc32c: crc32cHex(cached) };
+    };
     const t0 = performance.now();
     if (!lookupGate.mainThread(t0)) {
       return open(target, QUICK_OPEN).then(
-        (fh) => {
-          const under = openedUnder(fh.fd, realDir());
-          return fh.close().then(() => (under ? a : null));
-        },
+        (fh) =>
+          fh
+            .stat()
+            .then((st) => answer(fh.fd, st))
+            .finally(() => fh.close()),
         () => null,
       );
     }
+    let a: FileCheckAnswer = null;
     let fd = -1;
-    let under = false;
     try {
       fd = openSync(target, QUICK_OPEN);
-      under = openedUnder(fd, realDir());
+      a = answer(fd, fstatSync(fd));
     } catch {
       // Not openable: not known to be in the directory.
     } finally {
@@ -1739,19 +1747,35 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     }
     const t1 = performance.now();
     lookupGate.record(t1 - t0, t1);
-    return under ? a : null;
+    return a;
   };
-  /** The answer for what is at `target` (its lstat `st`), asked about at `size`: a promise only for a CRC to read. */
-  const stored = (target: string, st: Stats | undefined, size: number): FileCheckAnswer | Promise<FileCheckAnswer> => {
+  /**
+   * The answer for what is at `target` (its lstat `st`), asked about at `size`: a promise only for a CRC
+   * to read or a file to open. Under a subdirectory (`nested`) an answer with no CRC32C is the file's
+   * own ({@link confirmed}), never the lstat's; a CRC32C is only answered for the identity of a file
+   * found in the directory (cached so, or read through a descriptor checked to be there).
+   */
+  const stored = (
+    target: string,
+    st: Stats | undefined,
+    size: number,
+    nested: boolean,
+  ): FileCheckAnswer | Promise<FileCheckAnswer> => {
     if (st === undefined || !st.isFile()) return null;
-    if (st.size !== size) return { size: st.size };
+    // Without descriptor paths the checks of the directories on the way are all (see openedUnder).
+    const confirm = nested && fdPaths();
+    if (st.size !== size) return confirm ? confirmed(target, size) : { size: st.size };
     const cached = crcs.get(target, st);
     if (cached !== undefined) return { size: st.size, crc32c: crc32cHex(cached) };
     const now = st.size <= SYNC_CRC_MAX ? crcNow(target, st) : undefined;
     if (now !== undefined) return { size: st.size, crc32c: crc32cHex(now) };
     // Replaced while it was read: its size, no CRC32C (the sender sends; the transfer's own checks decide).
     return storedCrc(target, st).then((crc) =>
-      crc === undefined ? { size: st.size } : { size: st.size, crc32c: crc32cHex(crc) },
+      crc !== undefined
+        ? { size: st.size, crc32c: crc32cHex(crc) }
+        : confirm
+          ? confirmed(target, size)
+          : { size: st.size },
     );
   };
   /**

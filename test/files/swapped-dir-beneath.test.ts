@@ -256,6 +256,77 @@ describe("a directory on a file's way swapped for a link after the checks", () =
     }
   });
 
+  it("quick check: a directory swapped for a link only for the name's lstat, and back: the answer is the file's in the directory", async () => {
+    const inbox = join(work, "race-inbox");
+    const secret = join(work, "race-secret");
+    await mkdir(join(inbox, "sub"), { recursive: true });
+    await mkdir(secret);
+    await writeFile(join(inbox, "sub", "f.txt"), "ok");
+    await writeFile(join(secret, "f.txt"), "a longer private file: 28 B\n");
+    const sink = fileSink(inbox, { crcRecords: false });
+    const server = createServer();
+    server.handle(FILE_CHECK_ROUTE, sink.check);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    // The name's lstat (main thread or pool) made through the link, the directory put back right after:
+    // the open that confirms the answer then finds the file in the directory, as it should.
+    const real = { lstatSync: fs.lstatSync, lstat: fs.lstat };
+    const target = join(inbox, "sub", "f.txt");
+    let armed = false;
+    let swapped = false;
+    const swapBack = () => {
+      unlinkSync(join(inbox, "sub"));
+      renameSync(join(inbox, "sub.moved"), join(inbox, "sub"));
+    };
+    Object.assign(fs, {
+      lstatSync: (path: fs.PathLike, options?: fs.StatSyncOptions) => {
+        if (!armed || String(path) !== target) return real.lstatSync(path, options);
+        armed = false;
+        swapped = true;
+        swapForLink(join(inbox, "sub"), secret);
+        try {
+          return real.lstatSync(path, options);
+        } finally {
+          swapBack();
+        }
+      },
+      lstat: (path: fs.PathLike, ...rest: unknown[]) => {
+        if (!armed || String(path) !== target) return (real.lstat as (...a: unknown[]) => void)(path, ...rest);
+        armed = false;
+        swapped = true;
+        swapForLink(join(inbox, "sub"), secret);
+        const cb = rest.pop() as (...a: unknown[]) => void;
+        (real.lstat as (...a: unknown[]) => void)(path, ...rest, (...args: unknown[]) => {
+          swapBack();
+          cb(...args);
+        });
+      },
+    });
+    syncBuiltinESMExports();
+    const check = async () => {
+      const a = await conn.request(FILE_CHECK_ROUTE, JSON.stringify({ files: [{ path: "sub/f.txt", size: 2 }] }));
+      return (JSON.parse(new TextDecoder().decode(a)) as { files: ({ size: number; crc32c?: string } | null)[] })
+        .files[0];
+    };
+    try {
+      // Unswapped: the file there, whole (its CRC32C now known to the sink: the next check lstats the name).
+      const crc = crc32cHex(crc32c(new TextEncoder().encode("ok")));
+      assert.deepEqual(await check(), { size: 2, crc32c: crc });
+      armed = true;
+      const answer = await check();
+      assert.equal(swapped, true, "the swap was made");
+      // Before: { size: 28 }, the outside file's (the confirming open found the file in the directory).
+      assert.equal(answer?.size, 2, JSON.stringify(answer));
+      assert.deepEqual(await check(), { size: 2, crc32c: crc });
+    } finally {
+      Object.assign(fs, { lstatSync: real.lstatSync, lstat: real.lstat });
+      syncBuiltinESMExports();
+      await conn.close();
+      await server.close({ timeoutMs: 100 });
+      sink.close();
+    }
+  });
+
   it("an upload's name looked up at its start through a directory swapped for a link: no 'already exists' for the outside name", async () => {
     const inbox = join(work, "exists-inbox");
     const secret = join(work, "exists-secret");
