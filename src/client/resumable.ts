@@ -12,7 +12,12 @@ import { fullJitterBackoff } from "./backoff.ts";
 export interface ResumableSource {
   /** Content length, when known. */
   size: number | undefined;
-  /** Stable id of this content: the same id on every attempt (and every re-run). */
+  /**
+   * Stable id of this content: the same id on every attempt (and every re-run). A file sink takes
+   * it as the capability to query and resume the transfer (per principal: with anonymous peers or one
+   * shared token, anyone who learns it may append to it), so make it unguessable: 128 random bits, or
+   * an HMAC keyed by a secret as `sendFile`'s — never a hash of the file's name or content alone.
+   */
   transferId: string;
   /** The content from `offset` on. */
   open(offset: number): StreamSource;
