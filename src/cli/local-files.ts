@@ -35,8 +35,12 @@ function* readSmall(path: string, offset: number, size: number, flags: string | 
   }
 }
 
-/** Opening a file inside a tree: read-only, and never through a symbolic link (see {@link treeFiles}). */
-export const NO_FOLLOW = constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0);
+/**
+ * Opening a file inside a tree: read-only, never through a symbolic link (see {@link treeFiles}), and
+ * never blocking: the walk listed a regular file (where O_NONBLOCK changes nothing), and a FIFO put at its
+ * name since held the synchronous open, the whole sender with it, until someone wrote to it.
+ */
+export const NO_FOLLOW = constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0) | (constants.O_NONBLOCK ?? 0);
 
 /** File access that follows symbolic links (`stat`, "r") or not (`lstat`, {@link NO_FOLLOW}). */
 function fileAccess(follow: boolean): FileAccess {
