@@ -28,7 +28,7 @@
  * One secret is shared by every node: it tells members from others on the
  * bus, not one member from another (a node holding it can sign as any node).
  */
-import { createHmac, timingSafeEqual } from "node:crypto";
+import { createHmac, createSecretKey, type KeyObject, timingSafeEqual } from "node:crypto";
 
 /** First bytes of a sealed message (the last one its version). */
 const MAGIC = Uint8Array.of(0xff, 0x70, 0x73, 0x01);
@@ -110,13 +110,14 @@ export function secretKeys(secret: ClusterSecret): Uint8Array[] {
 
 /** Signs this node's messages and checks everyone's, under a shared secret. */
 export class BusAuth {
-  private readonly keys: Uint8Array[];
+  /** Copies of the secret(s): an application zeroing the bytes it gave must not change what this node signs with. */
+  private readonly keys: KeyObject[];
   private readonly id: Uint8Array;
   private seq = 0;
   private readonly senders = new Map<string, Window>();
 
   constructor(secret: ClusterSecret, node: string, incarnation: string) {
-    this.keys = secretKeys(secret);
+    this.keys = secretKeys(secret).map((key) => createSecretKey(key));
     const n = utf8.encode(node);
     const k = utf8.encode(incarnation);
     this.id = new Uint8Array(2 + n.length + k.length);
@@ -195,7 +196,7 @@ export class BusAuth {
 }
 
 /** HMAC-SHA256 under `key` of the subject and `data` but its tag. */
-function tag(key: Uint8Array, subject: string, data: Uint8Array): Uint8Array {
+function tag(key: KeyObject, subject: string, data: Uint8Array): Uint8Array {
   const s = utf8.encode(subject);
   const len = new Uint8Array(4);
   new DataView(len.buffer).setUint32(0, s.length);

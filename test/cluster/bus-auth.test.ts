@@ -258,4 +258,17 @@ describe("BusAuth: the seal of one bus message", () => {
     assert.ok(!res.ok && (res.skewMs ?? 0) > 30_000, "sent more than 30 s before this node's clock");
     assert.equal(r.open(s, late).ok, true, "the same message, in time");
   });
+
+  it("keeps its own copy of a secret given as bytes: the caller zeroing its buffer changes nothing", () => {
+    const key = Buffer.from(SECRET);
+    const a = new BusAuth(key, "a", "inc1");
+    const r = new BusAuth([key], "r", "inc3");
+    // Zeroed after use, as a careful application does with key material: before, both signed and checked with
+    // the buffer as it was at each message — zeros — and a node so configured was cut off from the others.
+    key.fill(0);
+    const other = new BusAuth(SECRET, "o", "inc4");
+    const s = "pointsub.x.members";
+    assert.equal(other.open(s, a.seal(s, message)).ok, true, "a signs with the secret it was given");
+    assert.equal(r.open(s, other.seal(s, message)).ok, true, "r checks with the secret it was given");
+  });
 });
