@@ -83,8 +83,13 @@ export function tooLarge(link: Link, stats: Stats, size: number, head: number): 
   const single = link.msgSingleMax - head;
   if (size <= peer.maxMessageSize && (size <= single || size <= peer.maxAssemblyBytes)) return undefined;
   stats.error("ERR_MESSAGE_TOO_LARGE");
-  const limit = Math.min(peer.maxMessageSize, Math.max(peer.maxAssemblyBytes, single));
-  return new PointSubError("ERR_MESSAGE_TOO_LARGE", `message of ${size} bytes exceeds the peer's limit of ${limit}`);
+  // The peer's setting, by name (before: the largest size it takes, which with maxAssemblyBytes 0, no
+  // chunked message, was this side's own one-frame size, given as the peer's limit).
+  const name = size > peer.maxMessageSize ? "maxMessageSize" : "maxAssemblyBytes";
+  return new PointSubError(
+    "ERR_MESSAGE_TOO_LARGE",
+    `message of ${size} bytes exceeds the peer's ${name} of ${peer[name]}`,
+  );
 }
 
 export class Caller {

@@ -232,6 +232,27 @@ describe("faults", () => {
     }
   });
 
+  it("ERR_MESSAGE_TOO_LARGE names the peer's setting that refuses the message, not this side's one-frame size", async () => {
+    // Before: "exceeds the peer's limit of 65536" to a peer with maxAssemblyBytes 0: this side's own size
+    // for one frame (the peer's maxFrameSize is 1 MiB), named as the peer's limit.
+    const { server, url } = await recordingServer({ maxAssemblyBytes: 0, maxMessageSize: 200_000 });
+    const conn = await connect(url);
+    try {
+      await assert.rejects(conn.send(new Uint8Array(100_000)), (err: PointSubError) => {
+        assert.equal(err.code, "ERR_MESSAGE_TOO_LARGE");
+        assert.equal(err.message, "message of 100000 bytes exceeds the peer's maxAssemblyBytes of 0");
+        return true;
+      });
+      await assert.rejects(conn.request("/echo/1.0.0", new Uint8Array(200_001)), (err: PointSubError) => {
+        assert.equal(err.message, "message of 200001 bytes exceeds the peer's maxMessageSize of 200000");
+        return true;
+      });
+    } finally {
+      await conn.close();
+      await server.close();
+    }
+  });
+
   it("a peer speaking another protocol version is refused with ERR_VERSION", async () => {
     const { server, url, closes } = await recordingServer();
     const peer = await rawClient(url);
