@@ -513,9 +513,13 @@ export class Housekeeper implements Tickable {
         this.confirmLater();
         return;
       }
+      const shut = Math.round(now - blocked);
+      // Writable: the transport takes bytes; the peer's credit (connection, message, assembly) is what lacks.
       host.timedOut(
         "ERR_SLOW_PEER",
-        `${host.remoteUrl} took nothing this side sent for ${Math.round(now - blocked)} ms (slowPeerTimeoutMs ${slow})`,
+        this.frames.writer.writable
+          ? `${host.remoteUrl} did not reopen its window for ${shut} ms: no message this side queued fits the credit it granted (slowPeerTimeoutMs ${slow})`
+          : `${host.remoteUrl} took nothing this side sent for ${shut} ms (slowPeerTimeoutMs ${slow})`,
       );
       return;
     }

@@ -2,7 +2,8 @@
  * The ms a timeout's message names are whole (attack review, session 48: a hostile server against
  * the client). Since the clocks moved to performance.now() (d8f8694) the durations measured between
  * two of its readings went into the messages as they were: "took nothing this side sent for
- * 1002.2372619999999 ms", "stream 2 received nothing for 321.0257449999999 ms".
+ * 1002.2372619999999 ms", "stream 2 received nothing for 321.0257449999999 ms". And what they say is what
+ * happened: a server that reads everything and grants no credit did not "take nothing".
  */
 import assert from "node:assert/strict";
 import net from "node:net";
@@ -58,7 +59,26 @@ describe("timeout messages against a hostile server name whole ms", () => {
       await first;
       await assert.rejects(second, (err: PointSubError) => {
         assert.equal(err.code, "ERR_SLOW_PEER");
-        assert.match(err.message, /took nothing this side sent for \d+ ms/);
+        // (Before: "took nothing this side sent", though the server read every byte: it granted no credit.)
+        assert.match(err.message, /did not reopen its window for \d+ ms: no message this side queued fits the credit/);
+        wholeMs(err.message);
+        return true;
+      });
+    } finally {
+      conn.destroy();
+      await s.close();
+    }
+  });
+
+  it("ERR_SLOW_PEER: a server that returns no credit for a chunked message says that, not that it took nothing", async () => {
+    // A 16 KiB stream window: a message of 40,000 bytes goes in chunks, and after 16 KiB waits for the message's credit.
+    const s = await server({ features: 3, streamWindow: 16384 });
+    const conn = await connect(s.url, { slowPeerTimeoutMs: 300 });
+    try {
+      await assert.rejects(conn.send(new Uint8Array(40_000)), (err: PointSubError) => {
+        assert.equal(err.code, "ERR_SLOW_PEER");
+        assert.doesNotMatch(err.message, /took nothing/);
+        assert.match(err.message, /did not reopen its window for \d+ ms/);
         wholeMs(err.message);
         return true;
       });
