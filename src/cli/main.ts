@@ -312,7 +312,18 @@ async function parse(argv: readonly string[]): Promise<number> {
     // `help <name>` for no command of that name: commander prints the whole help to stderr and no word of
     // what was wrong. Say it in one line, as `pointsub <name>` does.
     const [first, name] = argv.slice(2);
-    if (first === "help" && name !== undefined && !name.startsWith("-") && name !== "help") {
+    // Commander's help command is none of the commands it describes: `help help` printed the whole help to
+    // stderr and exited 2. Its own help, on stdout, exit 0, as `help <command>` does for the others.
+    if (first === "help" && name === "help") {
+      const help = new Command("help")
+        .argument("[command]", "command to show help for (default: every command)")
+        .description("display help for command")
+        .helpOption(false);
+      help.parent = p;
+      process.stdout.write(help.helpInformation());
+      return 0;
+    }
+    if (first === "help" && name !== undefined && !name.startsWith("-")) {
       if (!p.commands.some((c) => c.name() === name || c.aliases().includes(name))) {
         const err = new PointSubError("ERR_INVALID_ARGUMENT", `unknown command '${name}'`);
         printError(err, outputMode(wantsJson(argv), process.stderr));

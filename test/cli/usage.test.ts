@@ -246,6 +246,16 @@ describe("CLI usage errors", () => {
     assert.match(helpSend.stdout, /^Usage: pointsub send /);
   });
 
+  it("`help help` prints the help command's own help on stdout, exit 0", async () => {
+    // Before: commander found no command `help` to describe: the whole help on stderr, exit 2.
+    const [helpHelp] = await runMany([["help", "help"]]);
+    assert.equal(helpHelp.code, 0);
+    assert.equal(helpHelp.stderr, "");
+    assert.match(helpHelp.stdout, /^Usage: pointsub help \[command\]\n/);
+    assert.match(helpHelp.stdout, /display help for command/);
+    assert.match(helpHelp.stdout, /Arguments:\n\s+command\s/);
+  });
+
   it("commander's suggestion for a misspelt command or option stays on the one line, unescaped", async () => {
     // Before: `unknown command 'sned'\x0a(Did you mean send?)`, its line break shown as an escape.
     const [cmd, opt, json] = await runMany([
