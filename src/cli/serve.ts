@@ -58,10 +58,8 @@ async function loadMetrics(): Promise<MetricsModule> {
     return await import("../metrics/index.ts");
   } catch (err) {
     if ((err as { code?: unknown }).code === "ERR_MODULE_NOT_FOUND" && /prom-client/.test(String(err))) {
-      throw new PointSubError(
-        "ERR_INVALID_ARGUMENT",
-        "--metrics needs the prom-client package: npm install prom-client",
-      );
+      // A usage error, as the option's other checks (exit 2; a PointSubError here exited 1, as a failed command).
+      throw new InvalidArgumentError("--metrics needs the prom-client package: npm install prom-client");
     }
     throw err;
   }

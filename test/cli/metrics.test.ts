@@ -102,4 +102,40 @@ describe("pointsub serve --metrics", () => {
     );
     assert.doesNotMatch(r.stdout, /listening/);
   });
+
+  it("--metrics without prom-client installed is a usage error (exit 2, one line) before anything listens", () => {
+    // prom-client made unresolvable, as Node reports a package that is not installed.
+    const hook = `import { registerHooks } from "node:module";
+registerHooks({ resolve(specifier, context, next) {
+  if (specifier === "prom-client" || specifier.startsWith("prom-client/")) {
+    const err = new Error(\`Cannot find package 'prom-client' imported from \${context.parentURL}\`);
+    err.code = "ERR_MODULE_NOT_FOUND";
+    throw err;
+  }
+  return next(specifier, context);
+} });`;
+    const r = spawnSync(
+      process.execPath,
+      [
+        "--import",
+        `data:text/javascript,${encodeURIComponent(hook)}`,
+        MAIN,
+        "serve",
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--dir",
+        join(work, "never"),
+        "--metrics",
+        "127.0.0.1:0",
+      ],
+      { env, encoding: "utf8", timeout: 30_000 },
+    );
+    // Before: exit 1, the code of a failed command.
+    assert.equal(r.status, 2, r.stderr);
+    assert.equal(
+      r.stderr,
+      "pointsub: ERR_INVALID_ARGUMENT: --metrics needs the prom-client package: npm install prom-client\n",
+    );
+    assert.doesNotMatch(r.stdout, /listening/);
+  });
 });
