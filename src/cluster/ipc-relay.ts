@@ -41,6 +41,7 @@ export interface IpcRelayOptions {
 interface Entry {
   value: string;
   rev: number;
+  /** `performance.now()` when it expires: a time to live is a duration (the wall clock may jump). */
   expires: number;
 }
 
@@ -217,14 +218,14 @@ export class IpcRelay {
 
   private put(key: string, value: string, ttl: number, old: Entry | undefined): Entry {
     if (old !== undefined) this.remove(key, old);
-    const e: Entry = { value, rev: ++this.rev, expires: Date.now() + ttl };
+    const e: Entry = { value, rev: ++this.rev, expires: performance.now() + ttl };
     this.kv.set(key, e);
     this.kvBytes += key.length + value.length;
     return e;
   }
 
   private sweep(): void {
-    const now = Date.now();
+    const now = performance.now();
     for (const [k, e] of this.kv) if (e.expires <= now) this.remove(k, e);
   }
 
@@ -240,7 +241,7 @@ export class IpcRelay {
   ): { ok?: boolean; value?: string; rev?: string; error?: string } {
     const ttl = typeof m.ttl === "number" && m.ttl > 0 ? m.ttl : 0;
     const value = typeof m.value === "string" && m.value.length <= MAX_KV_STRING ? m.value : undefined;
-    const cur = this.live(key, Date.now());
+    const cur = this.live(key, performance.now());
     const full = "the workers' shared store is full";
     switch (m.op) {
       case "get":

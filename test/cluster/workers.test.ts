@@ -587,10 +587,11 @@ describe("IpcRelay (the primary's side), in process", () => {
   });
 
   it("bounds the shared store by keys and bytes; compare-and-set by revision; time to live", (t) => {
-    // The relay's clock (Date.now) is the test's: on the wall clock, a loaded machine that
+    // The relay's clock (performance.now) is the test's: on the real clock, a loaded machine that
     // descheduled the process for 30 ms between two lines expired "b" before "c" was to find
     // the store full (a fresh-clone suite run beside other work, load ~20).
-    t.mock.timers.enable({ apis: ["Date"], now: 1_000_000 });
+    let now = 1_000_000;
+    t.mock.method(performance, "now", () => now);
     const relay = new IpcRelay({ advanced: true, maxKeys: 2, maxBytes: 100 });
     const p = peer();
     const kv = (m: Record<string, unknown>) => {
@@ -606,10 +607,36 @@ describe("IpcRelay (the primary's side), in process", () => {
     assert.equal(kv({ id: 7, op: "update", key: "a", value: "9", rev: "nope", ttl: 60_000 }).ok, false);
     assert.equal(kv({ id: 8, op: "update", key: "a", value: "9", rev, ttl: 60_000 }).ok, true);
     assert.equal(kv({ id: 9, op: "get", key: "a" }).value, "9");
-    t.mock.timers.tick(40);
+    now += 40;
     assert.equal(kv({ id: 10, op: "get", key: "b" }).value, undefined, "expired");
     assert.equal(kv({ id: 11, op: "create", key: "c", value: "3", ttl: 60_000 }).ok, true, "room again");
     assert.equal(relay.keys, 2);
     relay.close();
+  });
+
+  it("times to live are durations: a wall clock that jumps neither expires a key early nor keeps it late", (t) => {
+    // Before: expiry times were Date.now() ones: the clock set an hour ahead (NTP, a VM resumed) expired
+    // every key the workers shared (idempotency claims) at once; set back, kept them an hour too long.
+    let now = 5_000;
+    t.mock.method(performance, "now", () => now);
+    t.mock.timers.enable({ apis: ["Date"], now: 10_000_000 });
+    const relay = new IpcRelay({ advanced: true });
+    const p = peer();
+    const kv = (m: Record<string, unknown>) => {
+      relay.receive(p, { [TAG]: "kv", ...m });
+      return p.got.at(-1) as Record<string, unknown>;
+    };
+    try {
+      assert.equal(kv({ id: 1, op: "create", key: "long", value: "1", ttl: 60_000 }).ok, true);
+      assert.equal(kv({ id: 2, op: "create", key: "short", value: "2", ttl: 1_000 }).ok, true);
+      t.mock.timers.setTime(10_000_000 + 3_600_000);
+      assert.equal(kv({ id: 3, op: "get", key: "long" }).value, "1", "an hour ahead on the wall clock, 0 ms later");
+      t.mock.timers.setTime(10_000_000 - 3_600_000);
+      now += 1_001;
+      assert.equal(kv({ id: 4, op: "get", key: "short" }).value, undefined, "1,001 ms later, the wall clock set back");
+      assert.equal(kv({ id: 5, op: "get", key: "long" }).value, "1");
+    } finally {
+      relay.close();
+    }
   });
 });
