@@ -253,6 +253,15 @@ import type { StreamTrace } from "./publisher.ts";
 /** See {@link ConnectionDiagnostics.inputAt}. */
 let inputAt = 0;
 
+/** The origin of {@link ConnectionDiagnostics}' `openedAt` times. */
+const EPOCH = performance.now();
+
+/** Whole ms since {@link EPOCH}: `| 0` while in int32 range (a difference of doubles is a box even when whole). */
+function sinceEpoch(): number {
+  const n = Math.trunc(performance.now() - EPOCH);
+  return n <= 0x7fffffff ? n | 0 : n;
+}
+
 export class ConnectionDiagnostics {
   readonly ch: Channels;
   readonly connection: Connection;
@@ -272,8 +281,12 @@ export class ConnectionDiagnostics {
   set inputAt(t: number) {
     inputAt = t;
   }
-  /** When the handshake completed, in ms after `connection.connectedAt` (a small integer: no number box per connection). */
-  private openedAfter = 0;
+  /**
+   * When the handshake completed: `performance.now()` ms after {@link EPOCH}, a small integer (no number
+   * box per connection) for a process's first ~24 days. Not a `Date.now()` one: durationMs is a duration,
+   * and the wall clock may be set back or ahead meanwhile.
+   */
+  private openedAt = 0;
 
   constructor(d: Diagnostics, connection: Connection, role: Role) {
     this.ch = channelsOf(d);
@@ -283,7 +296,7 @@ export class ConnectionDiagnostics {
 
   /** The handshake completed. */
   opened(): void {
-    this.openedAfter = (Date.now() - this.connection.connectedAt) | 0; // an integer (| 0): stored unboxed
+    this.openedAt = sinceEpoch();
     const c = this.ch.connectionOpen;
     if (c.hasSubscribers) c.publish({ connection: this.connection, role: this.role } satisfies ConnectionOpenMessage);
   }
@@ -297,7 +310,7 @@ export class ConnectionDiagnostics {
         connection: this.connection,
         role: this.role,
         error,
-        durationMs: Date.now() - this.connection.connectedAt - this.openedAfter,
+        durationMs: sinceEpoch() - this.openedAt,
       } satisfies ConnectionCloseMessage);
       return;
     }

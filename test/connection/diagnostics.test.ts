@@ -296,6 +296,30 @@ describe("diagnostics channels", () => {
       await guarded.close();
     }
   });
+
+  it("connection:close's durationMs is a duration: the wall clock set back an hour while open does not make it negative", async (t) => {
+    // Before: Date.now() at the close less Date.now() at the open: about -3,600,000 here.
+    const server = createServer();
+    const closes: ConnectionCloseMessage[] = [];
+    const onClose = (m: unknown) => closes.push(m as ConnectionCloseMessage);
+    dc.subscribe(CHANNELS.connectionClose, onClose);
+    try {
+      const [url] = await server.listen("tcp://127.0.0.1:0");
+      const conn = await connect(url);
+      await conn.ping();
+      const wall = Date.now;
+      t.mock.method(Date, "now", () => wall() - 3_600_000);
+      await conn.close();
+      await until(() => closes.length === 2);
+      for (const c of closes) {
+        assert.ok(Number.isInteger(c.durationMs) && c.durationMs >= 0, `${c.role}: durationMs ${c.durationMs}`);
+      }
+    } finally {
+      t.mock.restoreAll();
+      dc.unsubscribe(CHANNELS.connectionClose, onClose);
+      await server.close();
+    }
+  });
 });
 
 /** Diagnostics whose channels never have subscribers and count what is asked of them. */
