@@ -20,7 +20,7 @@ export function checkCredentials(hs: Handshake, credentials: Uint8Array): void {
   try {
     result = (hs.authenticator as Authenticator)(credentials, hs.port.authInfo(decoder.decode(credentials)));
   } catch (err) {
-    hs.refuse(err);
+    refuse(hs, err);
     return;
   }
   Promise.resolve(result).then(
@@ -31,8 +31,15 @@ export function checkCredentials(hs: Handshake, credentials: Uint8Array): void {
       hs.writer.control(FrameType.AUTH, Flag.ACK, 0, EMPTY);
       hs.port.opened();
     },
-    (err: unknown) => hs.refuse(err),
+    (err: unknown) => refuse(hs, err),
   );
+}
+
+/** The client's credentials were not accepted: `hs` closes with ERR_UNAUTHORIZED. */
+function refuse(hs: Handshake, err: unknown): void {
+  // The hook's own words only when it threw ERR_UNAUTHORIZED on purpose.
+  const message = err instanceof PointSubError && err.code === "ERR_UNAUTHORIZED" ? err.message : "credentials refused";
+  hs.port.refuse(new PointSubError("ERR_UNAUTHORIZED", message));
 }
 
 /** A frame while a server's `hs` waits for the client's credentials or checks them: only one AUTH is allowed. */

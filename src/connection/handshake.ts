@@ -243,11 +243,4 @@ export class Handshake {
     this.authState = 0;
     this.port.opened();
   }
-
-  refuse(err: unknown): void {
-    // The hook's own words only when it threw ERR_UNAUTHORIZED on purpose.
-    const message =
-      err instanceof PointSubError && err.code === "ERR_UNAUTHORIZED" ? err.message : "credentials refused";
-    this.port.refuse(new PointSubError("ERR_UNAUTHORIZED", message));
-  }
 }
