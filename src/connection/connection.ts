@@ -363,13 +363,11 @@ export class Connection extends Emitter<ConnectionEvents> {
   private armHandshakeTimer(ms: number): void {
     this.lifecycle.handshakeTimer = setTimeout(() => {
       const ht = this.shared.handshakeMs;
-      const err = PointSubError.fromPeer(
-        "ERR_TIMEOUT",
-        `no pointsub handshake from ${this.remoteUrl} within ${ht} ms`,
-        {
-          phase: "handshake",
-        },
-      );
+      // authState 3 (AUTH_WAIT_ACK): the peer's HELLO came, its answer to this side's AUTH did not.
+      const what = this.handshake?.authState === 3 ? "answer to authentication" : "pointsub handshake";
+      const err = PointSubError.fromPeer("ERR_TIMEOUT", `no ${what} from ${this.remoteUrl} within ${ht} ms`, {
+        phase: "handshake",
+      });
       // A peer that sent nothing is not speaking pointsub: close without a
       // GOAWAY (thousands of idle sockets timing out together cost no writes).
       if (this.bytesIn === 0) this.destroy(err);
@@ -890,7 +888,7 @@ export class Connection extends Emitter<ConnectionEvents> {
       return life.closePromise;
     }
     if (this.state_ === "closed") return RESOLVED;
-    const handshaking = this.handshake !== undefined && !this.handshake.helloReceived;
+    const handshaking = this.handshake?.helloReceived === false;
     const reason = options.reason ?? "closing";
     const timeoutMs = options.timeoutMs ?? this.shared.closeTimeoutMs;
     // As a request's: NaN waited for ever (its deadline is never reached).

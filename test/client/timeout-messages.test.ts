@@ -88,6 +88,22 @@ describe("timeout messages against a hostile server name whole ms", () => {
     }
   });
 
+  it("ERR_TIMEOUT: a server that requires AUTH and never answers it says so, not that there was no handshake", async () => {
+    // Its HELLO asks for AUTH (feature 4); the client's AUTH is never acknowledged.
+    // Before: "no pointsub handshake from … within 300 ms", though the server's HELLO had come.
+    const s = await server({ features: 3 | 4 });
+    try {
+      await assert.rejects(connect(s.url, { connectTimeoutMs: 300, credentials: "secret" }), (err: PointSubError) => {
+        assert.equal(err.code, "ERR_TIMEOUT");
+        assert.equal(err.phase, "handshake");
+        assert.match(err.message, /^no answer to authentication from tcp:\/\/127\.0\.0\.1:\d+ within \d+ ms$/);
+        return true;
+      });
+    } finally {
+      await s.close();
+    }
+  });
+
   it("ERR_TIMEOUT: an upload the server returns no credit for", async () => {
     const s = await server({ features: 3 });
     const conn = await connect(s.url, { progressTimeoutMs: 300 });
