@@ -456,10 +456,12 @@ export class Dispatcher {
       data.length > peer.maxMessageSize ||
       (data.length > this.link.msgSingleMax - 1 && data.length > peer.maxAssemblyBytes)
     ) {
+      // The setting that refuses it, by name (as a request's or message's, caller.ts `tooLarge`), not both.
+      const name = data.length > peer.maxMessageSize ? "maxMessageSize" : "maxAssemblyBytes";
       return this.answerError(
         call,
         "ERR_MESSAGE_TOO_LARGE",
-        `response of ${data.length} bytes exceeds the caller's maxMessageSize (${peer.maxMessageSize}) or maxAssemblyBytes (${peer.maxAssemblyBytes})`,
+        `response of ${data.length} bytes exceeds the caller's ${name} of ${peer[name]}`,
       );
     }
     if (

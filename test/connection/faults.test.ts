@@ -253,6 +253,30 @@ describe("faults", () => {
     }
   });
 
+  it("ERR_MESSAGE_TOO_LARGE for a response names the caller's setting that refuses it, not both", async () => {
+    // Before: "exceeds the caller's maxMessageSize (16777216) or maxAssemblyBytes (0)": which one, the caller guessed.
+    const { server, url } = await recordingServer();
+    server.handle("/big", (req) => new Uint8Array(Number(new TextDecoder().decode(req.data))));
+    const tight = await connect(url, { maxAssemblyBytes: 0, maxMessageSize: 200_000 });
+    try {
+      await assert.rejects(tight.request("/big", "100000"), (err: PointSubError) => {
+        assert.equal(err.code, "ERR_MESSAGE_TOO_LARGE");
+        assert.match(err.message, /response of 100000 bytes exceeds the caller's maxAssemblyBytes of 0$/);
+        return true;
+      });
+      await assert.rejects(tight.request("/big", "200001"), (err: PointSubError) => {
+        assert.equal(err.code, "ERR_MESSAGE_TOO_LARGE");
+        assert.match(err.message, /response of 200001 bytes exceeds the caller's maxMessageSize of 200000$/);
+        return true;
+      });
+      // Refused answers, not a broken connection.
+      assert.equal(new TextDecoder().decode(await tight.request("/echo/1.0.0", "still open")), "still open");
+    } finally {
+      await tight.close();
+      await server.close();
+    }
+  });
+
   it("a peer speaking another protocol version is refused with ERR_VERSION", async () => {
     const { server, url, closes } = await recordingServer();
     const peer = await rawClient(url);
