@@ -363,8 +363,16 @@ export class Connection extends Emitter<ConnectionEvents> {
   private armHandshakeTimer(ms: number): void {
     this.lifecycle.handshakeTimer = setTimeout(() => {
       const ht = this.shared.handshakeMs;
-      // authState 3 (AUTH_WAIT_ACK): the peer's HELLO came, its answer to this side's AUTH did not.
-      const what = this.handshake?.authState === 3 ? "answer to authentication" : "pointsub handshake";
+      // By `Handshake.authState`: no HELLO (0); a server's authenticate hook deciding (2; a server waits for
+      // the client's AUTH before it builds the session: `pre-handshake.ts`); a client waiting for the answer to
+      // its AUTH (3). Before, all said "no pointsub handshake".
+      const state = this.handshake?.authState;
+      const what =
+        state === 3
+          ? "answer to authentication"
+          : state === 2
+            ? "authenticate decision on the credentials"
+            : "pointsub handshake";
       const err = PointSubError.fromPeer("ERR_TIMEOUT", `no ${what} from ${this.remoteUrl} within ${ht} ms`, {
         phase: "handshake",
       });

@@ -73,6 +73,13 @@ export class PreHandshake implements TransportHandlers {
     return this.input !== undefined;
   }
 
+  /** What it waits for: the client's credentials once its preface and HELLO came (a server requiring AUTH), else its opening. */
+  get awaited(): string {
+    const host = this.owner.host;
+    const helloCame = this.input !== undefined && host.auth && openingComplete(this.input, false, host.checksum);
+    return helloCame ? "credentials" : "pointsub handshake";
+  }
+
   /** @internal */
   readTarget(): Uint8Array | undefined {
     return this.conn?.transportReadTarget();
@@ -238,7 +245,7 @@ export class Openings {
       if (p.acceptedAt + ms > now) break;
       this.giveUp(
         p,
-        PointSubError.fromPeer("ERR_TIMEOUT", `no pointsub handshake from ${p.transport.remoteUrl} within ${ms} ms`, {
+        PointSubError.fromPeer("ERR_TIMEOUT", `no ${p.awaited} from ${p.transport.remoteUrl} within ${ms} ms`, {
           phase: "handshake",
         }),
       );

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import { describe, it } from "node:test";
-import { connect, type PointSubError } from "../../src/index.ts";
+import { connect, createServer, type PointSubError, tokenAuth } from "../../src/index.ts";
 import { F, FrameReader, handshake, header, ping, streamStart, T } from "../helpers/attacker.ts";
 
 /** A raw server: its HELLO (`settings`), PINGs answered, `onConnect` run per connection, `onMessage` per MSG frame; nothing else answered. */
@@ -101,6 +101,41 @@ describe("timeout messages against a hostile server name whole ms", () => {
       });
     } finally {
       await s.close();
+    }
+  });
+
+  it("ERR_TIMEOUT on a server: a client that never sends its credentials, and an authenticate hook that never decides, are named as such", async () => {
+    // Before: both said "no pointsub handshake from … within 300 ms", though the client's HELLO had come.
+    const cases = [
+      { authenticate: tokenAuth("secret"), expect: /^no credentials from tcp:\/\/127\.0\.0\.1:\d+ within 300 ms$/ },
+      {
+        authenticate: () => new Promise<never>(() => {}),
+        expect: /^no authenticate decision on the credentials from tcp:\/\/127\.0\.0\.1:\d+ within 300 ms$/,
+      },
+    ];
+    for (const [i, c] of cases.entries()) {
+      const srv = createServer({ authenticate: c.authenticate, handshakeTimeoutMs: 300 });
+      const [url] = await srv.listen("tcp://127.0.0.1:0");
+      const failed = new Promise<PointSubError>((resolve) => srv.on("reject", resolve));
+      const port = Number(new URL(url).port);
+      const sock = net.connect(port, "127.0.0.1");
+      sock.on("error", () => {});
+      sock.on("data", () => {});
+      try {
+        // The first case's client sends its preface and HELLO only; the second's its AUTH too.
+        if (i === 0) sock.write(handshake());
+        else {
+          const conn = connect(url, { credentials: "secret" }).catch((e: PointSubError) => e);
+          sock.destroy();
+          await conn;
+        }
+        const err = await failed;
+        assert.equal(err.code, "ERR_TIMEOUT");
+        assert.match(err.message, c.expect);
+      } finally {
+        sock.destroy();
+        await srv.close();
+      }
     }
   });
 
