@@ -343,6 +343,8 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
     if (prev !== undefined && !keyed) throw notRetried(prev);
     // A retryable request's attempt may be given less than what is left (attemptTimeoutMs).
     const attemptMs = perAttempt > 0 && (left === 0 || perAttempt < left) ? perAttempt : left;
+    /** Whether this attempt's request was given all the time left (its deadline is the caller's). */
+    let whole = true;
     try {
       if (keyed && attemptMs !== left && tries < this.retries) {
         const ran = new PointSubError("ERR_TIMEOUT", `request to ${route}: no answer within attemptTimeoutMs`, {
@@ -354,6 +356,7 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
       }
       // The last of a keyed request's attempts waits for the overall deadline (the earlier ones do).
       const ms = keyed ? left : attemptMs;
+      whole = ms === left;
       // Given no timeoutMs: timed as the connection's own default, which a body or answer still moving over
       // a slow link does not run out (a fixed deadline cut a 5 MB body at 100 KB/s at 30 s).
       if (options.timeoutMs === undefined && perAttempt === 0 && deadline !== Number.POSITIVE_INFINITY) {
@@ -362,7 +365,15 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
       return await c.request(route, payload, { ...options, timeoutMs: ms });
     } catch (err) {
       if (FINAL.has(err as object)) throw err;
-      const e = toPointSubError(err, "ERR_CONNECTION_CLOSED");
+      let e = toPointSubError(err, "ERR_CONNECTION_CLOSED");
+      // The connection named the time left as measured ("timed out after 299.83 ms" for a timeoutMs of 300).
+      if (whole && e.code === "ERR_TIMEOUT" && e.phase === "request" && options.timeoutMs !== undefined) {
+        const attempts = tries > 0 ? ` (${tries + 1} attempts)` : "";
+        e = new PointSubError("ERR_TIMEOUT", `request to ${route} timed out after ${options.timeoutMs} ms${attempts}`, {
+          cause: e,
+          phase: "request",
+        });
+      }
       // Given no timeoutMs: the overall deadline counts again from the end of an attempt that ran longer.
       if (options.timeoutMs === undefined && deadline !== Number.POSITIVE_INFINITY)
         deadline = Math.max(deadline, performance.now() + this.defaultTimeout(payload));

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import { describe, it } from "node:test";
-import { connect, createServer, type PointSubError, tokenAuth } from "../../src/index.ts";
+import { connect, connectResilient, createServer, type PointSubError, tokenAuth } from "../../src/index.ts";
 import { F, FrameReader, handshake, header, ping, streamStart, T } from "../helpers/attacker.ts";
 
 /** A raw server: its HELLO (`settings`), PINGs answered, `onConnect` run per connection, `onMessage` per MSG frame; nothing else answered. */
@@ -200,6 +200,36 @@ describe("timeout messages against a hostile server name whole ms", () => {
     } finally {
       conn.destroy();
       await s.close();
+    }
+  });
+});
+
+describe("a ResilientConnection's request timeouts name the caller's timeoutMs, whole", () => {
+  // Before: each attempt was given the time left of the whole, measured on performance.now(), and its
+  // message named that: "request to /never/1 timed out after 299.8313210000001 ms" for a timeoutMs of
+  // 300, "… after 399.3566310000001 ms" for 600 over two attempts.
+  it("one attempt, keyed or not, or several (attemptTimeoutMs)", async () => {
+    const server = createServer({ idempotency: true });
+    server.handle("/never/1", () => new Promise<never>(() => {}));
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const rc = await connectResilient(url);
+    const timedOut = (ms: number) => (err: PointSubError) => {
+      assert.equal(err.code, "ERR_TIMEOUT");
+      assert.equal(err.phase, "request");
+      assert.match(err.message, new RegExp(`^request to /never/1 timed out after ${ms} ms`));
+      wholeMs(err.message);
+      return true;
+    };
+    try {
+      await assert.rejects(rc.request("/never/1", "x", { timeoutMs: 300 }), timedOut(300));
+      await assert.rejects(rc.request("/never/1", "x", { timeoutMs: 300, idempotencyKey: "k1" }), timedOut(300));
+      await assert.rejects(
+        rc.request("/never/1", "x", { timeoutMs: 500, retry: true, attemptTimeoutMs: 100 }),
+        (err: PointSubError) => timedOut(500)(err) && /\(3 attempts\)$/.test(err.message),
+      );
+    } finally {
+      await rc.close();
+      await server.close({ timeoutMs: 10 });
     }
   });
 });
