@@ -542,6 +542,12 @@ export function sendFileVia(
   let baseBefore = 0;
   /** Whether the outcome is the one {@link recover} found (the attempt before the last stored the file). */
   let recovered = false;
+  /** Whether an attempt of this call began at `base` (one refused before that, at its resume query, did not). */
+  let began = false;
+  /** Whether the receiver refused the stream of the attempt that began at `base` (ERR_RESUME). */
+  let refused = false;
+  /** Whether the last attempt got as far as its stream (a retry after that is this attempt's failure). */
+  let streaming = false;
   const name = options.name ?? basename(path);
   /**
    * A retry refused ERR_EXISTS: the attempt before it may have stored the file, its receipt lost with
@@ -580,11 +586,29 @@ export function sendFileVia(
         name,
         ...(options.relativePath === undefined ? {} : { path: options.relativePath }),
       },
+      // A non-function is passed on as given: the transfer's checks refuse it.
+      onRetry:
+        options.onRetry !== undefined && typeof options.onRetry !== "function"
+          ? options.onRetry
+          : (e, n, delayMs) => {
+              // Its stream refused; not its resume query (the receiver still winding down its cut stream).
+              if (streaming && e.code === "ERR_RESUME") refused = true;
+              streaming = false;
+              options.onRetry?.(e, n, delayMs);
+            },
       onAttempt: (n, offset) => {
-        // Called before the attempt resets the progress: it still holds where the last one stopped.
+        // Called before the attempt resets the progress: it still holds where the last one stopped. Counted
+        // as acknowledged, or up to what the receiver now holds: an attempt cut before the receiver's
+        // acknowledgements came back moved that much all the same (before: none of it counted). Not when no
+        // attempt of this call streamed from `base`, or the receiver refused it: then another stream (an
+        // earlier run's, still winding down) stored what it holds past it.
         sentBefore = sent;
         baseBefore = base;
-        if (n > 0) sent += Math.max(0, inner.progress.bytes - base);
+        if (began)
+          sent += Math.max(0, (refused ? inner.progress.bytes : Math.max(inner.progress.bytes, offset)) - base);
+        began = true;
+        refused = false;
+        streaming = true;
         base = offset;
         attempts = n + 1;
         options.onAttempt?.(n, offset);
