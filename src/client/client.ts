@@ -352,7 +352,9 @@ export class Client {
     return (bounded ? this.waitAcquired(acquired, route, options.signal, deadline, timeoutMs) : acquired).then((p) => {
       // The call starts on it now (run sends it at once): no longer only claimed. Its timeoutMs counts
       // from the call: what the wait for a connection took is taken off.
-      const rest = deadline === 0 ? options : { ...options, timeoutMs: Math.max(1, deadline - performance.now()) };
+      // Whole ms: the connection's ERR_TIMEOUT names it ("timed out after 296.44459000000006 ms" before).
+      const rest =
+        deadline === 0 ? options : { ...options, timeoutMs: Math.max(1, Math.ceil(deadline - performance.now())) };
       try {
         return this.run(p, node, route, payload, rest, again);
       } finally {
@@ -516,7 +518,8 @@ export class Client {
           phase: "request",
         });
       }
-      const opts = deadline === 0 ? callOptions : { ...callOptions, timeoutMs: left };
+      // Whole ms, as the errors that name it (the connection's, the wait for one) say.
+      const opts = deadline === 0 ? callOptions : { ...callOptions, timeoutMs: Math.ceil(left) };
       try {
         if (batch.length === 1) return await this.call(batch[0], route, payload, opts, ranOn);
         return await Promise.any(batch.map((n) => this.call(n, route, payload, opts, ranOn)));

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import { describe, it } from "node:test";
-import { connect, connectResilient, createServer, type PointSubError, tokenAuth } from "../../src/index.ts";
+import { Client, connect, connectResilient, createServer, type PointSubError, tokenAuth } from "../../src/index.ts";
 import { F, FrameReader, handshake, header, ping, streamStart, T } from "../helpers/attacker.ts";
 
 /** A raw server: its HELLO (`settings`), PINGs answered, `onConnect` run per connection, `onMessage` per MSG frame; nothing else answered. */
@@ -229,6 +229,40 @@ describe("a ResilientConnection's request timeouts name the caller's timeoutMs, 
       );
     } finally {
       await rc.close();
+      await server.close({ timeoutMs: 10 });
+    }
+  });
+});
+
+describe("a Client's request timeouts name whole ms", () => {
+  // Before: the call's connection got the time left of its timeoutMs as measured on performance.now()
+  // (what the wait for a connection took off), and its message named that: "request to /never/1 timed
+  // out after 296.44459000000006 ms" for a timeoutMs of 300.
+  it("request to an address and requestClosest, each on a new connection", async () => {
+    const server = createServer();
+    server.handle("/never/1", () => new Promise<never>(() => {}));
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const timedOut = (err: PointSubError) => {
+      assert.equal(err.code, "ERR_TIMEOUT");
+      assert.equal(err.phase, "request");
+      assert.match(err.message, /^request to \/never\/1 timed out after \d+ ms/);
+      wholeMs(err.message);
+      return true;
+    };
+    try {
+      for (const call of [
+        (c: Client) => c.request(url, "/never/1", "x", { timeoutMs: 300 }),
+        (c: Client) => c.requestClosest("/never/1", "x", { timeoutMs: 300 }),
+      ]) {
+        const client = new Client();
+        client.addNode("/never/1", url);
+        try {
+          await assert.rejects(call(client), timedOut);
+        } finally {
+          await client.close();
+        }
+      }
+    } finally {
       await server.close({ timeoutMs: 10 });
     }
   });
