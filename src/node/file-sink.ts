@@ -13,7 +13,7 @@ import { type FileHandle, link, lstat, mkdir, open, readdir, readFile, rename, r
 import { basename, dirname, join, resolve, sep } from "node:path";
 import { crc32cHex } from "../codec/crc32c.ts";
 import type { BundleResult } from "../codec/file-bundle.ts";
-import type { ResumePoint } from "../connection/connection.ts";
+import type { Connection, ResumePoint } from "../connection/connection.ts";
 import type { Handler, IncomingRequest, RequestContext } from "../connection/types.ts";
 import { PointSubError } from "../errors/error.ts";
 import { checkOptions } from "../errors/options.ts";
@@ -316,6 +316,11 @@ async function openOwn(path: string, flags: number, mode?: number): Promise<File
 const LOCK_WRITE_GRACE_MS = 2000;
 /** A lock (and its partial) untouched for this long is stale even if its pid now names a live process. */
 const LOCK_STALE_MS = 60 * 60 * 1000;
+/**
+ * How long the session of a transfer another session asks about has to answer a ping before it is
+ * taken for gone (a live one answers within a round trip; its own upload may queue the answer a while).
+ */
+const STALE_PING_MS = 2000;
 
 /**
  * Whether the lock file at `path` is held: by this process (it is in
@@ -843,6 +848,8 @@ interface Entry {
   computing: Promise<ResumePoint> | undefined;
   /** A transfer is writing it, or the sweep removing it. */
   active: boolean;
+  /** The session of the transfer writing it (probed when another asks about it: {@link probeStale}). */
+  session?: Connection;
   /** When it last changed (ms), to prefer the newest of several candidates. */
   touched: number;
   /** A sidecar may exist (one was written, or found by the startup scan): removed with the partial. */
@@ -1377,6 +1384,27 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     timer.unref();
   }
 
+  /**
+   * The session of a transfer another session asks about (its sender reconnected): one that does not
+   * answer a ping within {@link STALE_PING_MS} is taken for gone and ended, so that its handler lets
+   * the transfer go and a retry resumes it. Before, a connection cut where this side never saw it close
+   * (a partition, a NAT dropping it) held the transfer until its keepalive ended it, up to twice
+   * keepAliveMs (60 s), and the sender's retries (10 over ~20 s) ran out on ERR_RESUME meanwhile.
+   */
+  const probeStale = async (s: Connection): Promise<void> => {
+    if (s.state !== "open") return;
+    try {
+      await s.ping({ timeoutMs: STALE_PING_MS });
+    } catch {
+      s.destroy(
+        new PointSubError(
+          "ERR_KEEPALIVE",
+          `no answer to a ping within ${STALE_PING_MS} ms while another session resumes its transfer`,
+        ),
+      );
+    }
+  };
+
   const resume = async (transferId: string, ctx?: FileResumeContext): Promise<ResumePoint> => {
     if (typeof transferId !== "string" || !TRANSFER_ID.test(transferId)) return { offset: 0, crc: 0 };
     await ready;
@@ -1396,7 +1424,9 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     }
     let best: Entry | undefined;
     for (const k of keys) {
-      if (entries.get(k)?.active || (await lockHeld(lockPath(k)))) {
+      const held = entries.get(k);
+      if (held?.active || (await lockHeld(lockPath(k)))) {
+        if (held?.session !== undefined && held.session !== session) await probeStale(held.session);
         throw PointSubError.fromPeer("ERR_RESUME", "this transfer is still being received; retry shortly");
       }
       // The disk is the truth: another process sharing the directory may have stored it.
@@ -2008,6 +2038,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     const e = entryFor(key);
     if (e.active) throw PointSubError.fromPeer("ERR_RESUME", "this transfer is already being received");
     e.active = true;
+    e.session = ctx.session;
     const lock = lockPath(key);
     let locked = false;
     /** Takes the transfer's lock once (the first call's promise is every later call's). */
@@ -2293,6 +2324,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         await dropLock(lock);
       }
       e.active = false;
+      e.session = undefined;
       setSize(e, e.size, 0);
       if (!e.exists) forget(e);
     }

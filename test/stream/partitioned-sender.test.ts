@@ -1,0 +1,83 @@
+/**
+ * A sender cut off by a partition the receiver never sees (no FIN, no RST: the
+ * receiver's side of the connection stays open and silent) reconnects and
+ * resumes: the file sink probes the silent session that still holds the
+ * transfer and ends it, instead of refusing every retry with ERR_RESUME until
+ * its keepalive (twice keepAliveMs, 60 s by default) ends it.
+ */
+import assert from "node:assert/strict";
+import { randomFillSync } from "node:crypto";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { connect, createServer, FILE_ROUTE, fileSink, type PointSubError, sendFile } from "../../src/index.ts";
+import { until } from "../helpers/wait.ts";
+
+/** A loopback proxy to `port`; once `part()`ed nothing passes and no close is passed on (a partition). */
+async function partitionable(port: number) {
+  let parted = false;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((c) => {
+    const u = net.connect(port, "127.0.0.1");
+    for (const s of [c, u]) {
+      sockets.add(s);
+      s.on("error", () => {});
+    }
+    c.on("data", (d: Buffer) => parted || u.write(d));
+    u.on("data", (d: Buffer) => parted || c.write(d));
+    c.on("close", () => parted || u.destroy());
+    u.on("close", () => parted || c.destroy());
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return {
+    url: `tcp://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    part: () => {
+      parted = true;
+    },
+    close: () => {
+      for (const s of sockets) s.destroy();
+      return new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
+
+describe("fileSink: a transfer held by a session a partition cut off", () => {
+  it("is let go when the sender asks again from a new connection: the upload resumes and completes", async () => {
+    const work = await mkdtemp(join(tmpdir(), "pointsub-partition-"));
+    process.env.POINTSUB_STATE_DIR = join(work, "state");
+    const inbox = join(work, "inbox");
+    const sink = fileSink(inbox);
+    // The server's default keepalive (30 s): it would hold the cut-off session for up to 60 s.
+    const server = createServer();
+    server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const cut = await partitionable(Number(new URL(url).port));
+    const size = 24_000_000;
+    const src = join(work, "a.bin");
+    const data = randomFillSync(new Uint8Array(size));
+    await writeFile(src, data);
+    const errors: string[] = [];
+    let opened = 0;
+    try {
+      // The first connection goes through the partitioned path, the retries straight to the server.
+      const t = sendFile(() => connect(opened++ === 0 ? cut.url : url, { keepAliveMs: 500 }), src, {
+        // Time for the handler let go to wind down (under load); far short of the keepalive's 60 s.
+        retries: 8,
+        retryDelayMs: 100,
+        onRetry: (e: PointSubError) => errors.push(e.code),
+      });
+      await until(() => t.progress.bytes > 1_000_000);
+      cut.part();
+      const r = await t;
+      assert.equal(errors[0], "ERR_KEEPALIVE", `errors ${errors}`);
+      assert.ok(r.resumedFrom > 0, `resumed from ${r.resumedFrom} (errors ${errors})`);
+      assert.deepEqual(await readFile(join(inbox, "a.bin")), Buffer.from(data));
+    } finally {
+      await cut.close();
+      await server.close({ timeoutMs: 100 });
+      await rm(work, { recursive: true, force: true, maxRetries: 3 });
+    }
+  });
+});
