@@ -1391,18 +1391,29 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
    * (a partition, a NAT dropping it) held the transfer until its keepalive ended it, up to twice
    * keepAliveMs (60 s), and the sender's retries (10 over ~20 s) ran out on ERR_RESUME meanwhile.
    */
-  const probeStale = async (s: Connection): Promise<void> => {
-    if (s.state !== "open") return;
-    try {
-      await s.ping({ timeoutMs: STALE_PING_MS });
-    } catch {
-      s.destroy(
-        new PointSubError(
-          "ERR_KEEPALIVE",
-          `no answer to a ping within ${STALE_PING_MS} ms while another session resumes its transfer`,
-        ),
+  const probing = new WeakMap<Connection, Promise<void>>();
+  const probeStale = (s: Connection): Promise<void> => {
+    if (s.state !== "open") return Promise.resolve();
+    // One probe per holder at a time: the queries of a sender (or many) retrying share it, not a PING each.
+    let probe = probing.get(s);
+    if (probe === undefined) {
+      probe = s.ping({ timeoutMs: STALE_PING_MS }).then(
+        () => {
+          probing.delete(s);
+        },
+        () => {
+          probing.delete(s);
+          s.destroy(
+            new PointSubError(
+              "ERR_KEEPALIVE",
+              `no answer to a ping within ${STALE_PING_MS} ms while another session resumes its transfer`,
+            ),
+          );
+        },
       );
+      probing.set(s, probe);
     }
+    return probe;
   };
 
   const resume = async (transferId: string, ctx?: FileResumeContext): Promise<ResumePoint> => {
