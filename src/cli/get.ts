@@ -121,7 +121,7 @@ const BYTES_PER_EXTRA_MS = (1024 * 1024) / 100;
 /**
  * A request answered by a download: ERR_TIMEOUT once nothing arrived for
  * `ms` after `seen.at` (performance.now(): the request's start, then each
- * progress of the file's stream; its last byte's a little later), so a slow
+ * new byte of the file's stream; its last byte's a little later), so a slow
  * but moving download of any size is never cut short and a server that goes
  * silent is. 0: no deadline.
  */
@@ -586,9 +586,16 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
           );
         }
         w.streams.push(stream);
+        /** The most bytes seen: only more of them is a sign of life. */
+        let moved = stream.offset;
         stream.progress.on("progress", (s) => {
-          // Once every byte is here, the local sink's fsync comes before the answer: 0.1 s more per MiB, as send's.
-          w.seen.at = performance.now() + (s.bytes >= w.size ? w.size / BYTES_PER_EXTRA_MS : 0);
+          // (A progress without new bytes came of each empty data frame, which the protocol allows: a server
+          // that sent them kept a stalled download waiting for ever.)
+          if (s.bytes > moved) {
+            moved = s.bytes;
+            // Once every byte is here, the local sink's fsync comes before the answer: 0.1 s more per MiB, as send's.
+            w.seen.at = performance.now() + (s.bytes >= w.size ? w.size / BYTES_PER_EXTRA_MS : 0);
+          }
           view?.update(to, s);
         });
       },

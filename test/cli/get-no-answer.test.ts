@@ -4,15 +4,30 @@
  * Each ends with one line `pointsub: ERR_TIMEOUT: …` and exit 1 after
  * `--timeout`, over a real loopback socket (the CLI as a child process);
  * before, each waited as long as the connection lived. A download that is
- * slow but keeps moving is not cut short, however long it takes in all.
+ * slow but keeps moving is not cut short, however long it takes in all; one
+ * kept open by empty frames (no bytes) is not taken for moving.
  */
 import assert from "node:assert/strict";
 import { randomFillSync } from "node:crypto";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createServer, FILE_GET_ROUTE, FILE_LIST_ROUTE, fileSource, type Server } from "../../src/index.ts";
+import {
+  F,
+  FILE_ROUTE,
+  FrameReader,
+  frame,
+  handshake,
+  readVarintAt,
+  res,
+  streamData,
+  streamStart,
+  T,
+  utf8,
+} from "../helpers/attacker.ts";
 import { runCli } from "../helpers/cli-run.ts";
 import { MiB, sha256 } from "../helpers/data.ts";
 import { startProxy } from "../helpers/proxy.ts";
@@ -125,6 +140,53 @@ describe("ls and get: a server that goes silent (ERR_TIMEOUT, not a hang)", () =
       assert.equal(sha256(await readFile(join(out, "big.bin"))), sha256(data));
     } finally {
       await proxy.close();
+    }
+  });
+
+  it("get: a stalled download kept open by empty frames (no bytes) still ends with ERR_TIMEOUT", async () => {
+    // A raw server: lists a.bin (10 bytes), streams 5 of them, then only empty STREAM data frames (legal,
+    // PROTOCOL.md §3.1) every 100 ms. Before, each one's progress event reset the silence deadline: get
+    // waited for ever, printing "transferring 50.0%" once a second.
+    const beat: NodeJS.Timeout[] = [];
+    const sockets = new Set<net.Socket>();
+    const raw = net.createServer((sock) => {
+      sockets.add(sock);
+      sock.on("error", () => {});
+      sock.write(handshake());
+      const reader = new FrameReader((f) => {
+        if (f.type === T.PING && (f.flags & F.ACK) === 0 && f.payload !== undefined) {
+          sock.write(frame(T.PING, F.ACK, 0, f.payload));
+        }
+        if (f.type !== T.REQ || f.payload === undefined) return;
+        const r = readVarintAt(f.payload, 0, f.payload.length, 2);
+        if (r === undefined) return;
+        const route = new TextDecoder().decode(f.payload.subarray(r.next, r.next + r.value));
+        const q = JSON.parse(new TextDecoder().decode(f.payload.subarray(r.next + r.value))) as { to?: string };
+        if (route === FILE_LIST_ROUTE) {
+          const entries = [{ path: "a.bin", type: "file", size: 10, mtime: 0 }];
+          sock.write(res(f.id, utf8(JSON.stringify({ type: "file", entries }))));
+        } else if (route === FILE_GET_ROUTE) {
+          sock.write(
+            streamStart(2, { total: 10, route: FILE_ROUTE, meta: { transferId: "t".repeat(32), path: q.to } }),
+          );
+          sock.write(streamData(2, utf8("01234")));
+          beat.push(setInterval(() => sock.write(streamData(2, new Uint8Array(0))), 100));
+        }
+      });
+      sock.on("data", (c: Buffer) => reader.push(c));
+    });
+    await new Promise<void>((resolve) => raw.listen(0, "127.0.0.1", resolve));
+    const url = `tcp://127.0.0.1:${(raw.address() as net.AddressInfo).port}`;
+    try {
+      const out = join(work, "out-empty-frames");
+      const r = await run(["get", "a.bin", "--from", url, "--out", out, "--timeout", "1000", "--retries", "0"], env);
+      assert.equal(r.hung, false, "get still waiting");
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /^pointsub: ERR_TIMEOUT: a\.bin: nothing arrived from the server for 1(\.0)? ?s\n$/);
+    } finally {
+      for (const t of beat) clearInterval(t);
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => raw.close(() => resolve()));
     }
   });
 });
