@@ -197,7 +197,7 @@ export const MAX_LISTED = 1_000_000;
 export const MAX_LISTED_BYTES = 64 * 1024 * 1024;
 /**
  * Slowest listing followed, in entries a second over the whole listing: its answered pages may take
- * the page timeout plus 10 ms per entry listed so far (the listing's `retries`, shared by its pages, not counted) (a server answering one entry per page, each just
+ * (to answer and to decode) the page timeout plus 10 ms per entry listed so far (the listing's `retries`, shared by its pages, not counted) (a server answering one entry per page, each just
  * inside the timeout, would take a year over MAX_LISTED entries).
  */
 export const MIN_LISTED_PER_SECOND = 100;
@@ -230,7 +230,10 @@ export async function listRemote(
   /** The last entry's path, as segments: each entry must come after it. */
   let last: string[] | undefined;
   const pageMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-  /** Time the server took to answer the pages it answered (an outage's retries and backoff are not its pace). */
+  /**
+   * Time the server took to answer the pages it answered, and this side to decode them (an outage's retries and
+   * backoff are not its pace).
+   */
   let answeredMs = 0;
   /**
    * `retries` for the whole listing, not for each page: pages that fail and are retried cost the server nothing
@@ -250,8 +253,11 @@ export async function listRemote(
       async (conn) => {
         const p0 = Date.now();
         const answer = await conn.request(FILE_LIST_ROUTE, request, { timeoutMs: pageMs });
+        // Its decoding counted too: a page of 16 MiB of tiny or nested JSON values, answered at once, takes
+        // seconds to parse (before, such pages were followed for as long as the server sent them).
+        const page = decodeFileListAnswer(answer);
         answeredMs += Date.now() - p0;
-        return decodeFileListAnswer(answer);
+        return page;
       },
       options.notices,
       budget,

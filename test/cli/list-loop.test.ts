@@ -98,6 +98,31 @@ describe("get -r / ls -r: a listing that never ends", () => {
     assert.ok(n <= 4, `${n} pages followed`);
   });
 
+  it("ls -r: pages answered at once but slow to decode (a pad of nested JSON arrays) count against the pace", async () => {
+    // Each page lists one new entry beside 500,000 nested arrays: 1 MB, a few hundred ms of JSON.parse
+    // (16 MiB of them: over 10 s and hundreds of MB a page). Before, only the wait for the answer was
+    // counted: such a listing was followed for as long as the server liked (here 10 pages, then its end).
+    const s = createServer();
+    servers.push(s);
+    const pad = `${"[".repeat(500_000)}${"]".repeat(500_000)}`;
+    let n = 0;
+    s.handle(FILE_LIST_ROUTE, () => {
+      const i = n++;
+      const path = `d/f${String(i).padStart(6, "0")}`;
+      const entry = JSON.stringify({ path, type: "file", size: 1, mtime: 0 });
+      return `{"type":"dir","entries":[${entry}],${i < 9 ? `"cursor":"${path}",` : ""}"pad":${pad}}`;
+    });
+    const [url] = await s.listen("tcp://127.0.0.1:0");
+    const r = await run(["ls", "-r", "d", "--timeout", "1000", "--from", url], env);
+    assert.equal(r.hung, false, `ls still following the listing after ${n} pages`);
+    assert.equal(r.code, 1, `${n} pages followed: ${r.stderr}`);
+    assert.match(
+      r.stderr,
+      /^pointsub: ERR_TIMEOUT: the server's listing of d is slower than 100 entries a second \(\d+ in [\d.]+ s\)\n$/,
+    );
+    assert.ok(n < 10, `${n} pages followed`);
+  });
+
   it("get -r: a connection lost mid-listing and retried does not count against the listing's pace", async () => {
     // Before: the retry's backoff counted as the server's time, and an honest listing that came back
     // after an outage failed with ERR_TIMEOUT (a second-round review).
