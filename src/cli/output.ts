@@ -510,6 +510,9 @@ export class ProgressView {
     if (this.stopped) return;
     this.stopped = true;
     if (this.multi !== undefined) {
+      // cli-progress writes logged lines at its next redraw, and stop() draws none: lines logged since the
+      // last one (a retry's notice, a skipped file; all of them when no bar was ever drawn) were lost.
+      this.multi.update();
       this.multi.stop();
       this.restoreTerminal();
       process.off("exit", this.restore);

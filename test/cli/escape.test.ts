@@ -105,6 +105,25 @@ describe("the CLI shows a peer's text without its control characters", () => {
     assert.ok(raw.includes("in\\x9b2Jflight"), raw);
   });
 
+  it("the progress view on a terminal: a line logged just before it stops (no redraw since) is still shown", () => {
+    // Before: cli-progress keeps logged lines until its next redraw, and stop() does not draw them: a
+    // retry's notice, a skipped file's or a failure's line logged in the last tenth of a second, or
+    // while no bar was ever drawn (every file skipped), never reached the terminal.
+    let raw = "";
+    const stream = {
+      isTTY: true,
+      columns: 100,
+      write(t: string) {
+        raw += t;
+        return true;
+      },
+    };
+    const view = new ProgressView("tty", { files: 1, bytes: 10, stream, fps: 1 });
+    view.log("a.txt: skipped, already here whole");
+    view.stop();
+    assert.ok(raw.includes("a.txt: skipped, already here whole\n"), JSON.stringify(raw));
+  });
+
   it("ls: a listed name with a bidirectional override is shown escaped, in plain and in --json output", async () => {
     const s = createServer();
     const [url] = await s.listen("tcp://127.0.0.1:0");
