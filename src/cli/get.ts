@@ -656,7 +656,8 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
               { event: "skipped", name: it.path, file: join(out, it.to), size: h.size, reason: "unchanged" },
               `${shown}: skipped, already here whole (${formatBytes(h.size)}, same CRC32C)`,
             );
-            if (mode === "tty") v.log(`${shown}: skipped, already here whole (--force gets it anyway)`);
+            // (Raw: the view makes it printable.)
+            if (mode === "tty") v.log(`${it.to}: skipped, already here whole (--force gets it anyway)`);
             continue;
           }
           // Received only when this side's sink stored it whole, of the listed size (what it says is ours).

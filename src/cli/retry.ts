@@ -45,7 +45,7 @@ export function retryAfter(error: PointSubError, n: number, notices: RetryNotice
   return new Promise((r) => setTimeout(r, delay));
 }
 
-/** Where a notice goes on a terminal while bars are drawn (above them). */
+/** Where a notice goes on a terminal while bars are drawn (above them): it makes the line printable. */
 interface LineSink {
   log(line: string): void;
 }
@@ -90,8 +90,9 @@ export class RetryNotices {
       jsonLine({ event: "retry", attempt, retries, delayMs, code: error.code, message: error.message });
       return;
     }
-    const line = `pointsub: retrying (${attempt} of ${retries}) in ${(delayMs / 1000).toFixed(1)} s after ${error.code}: ${printable(error.message)}`;
+    const line = `pointsub: retrying (${attempt} of ${retries}) in ${(delayMs / 1000).toFixed(1)} s after ${error.code}: ${error.message}`;
+    // (The view makes what it logs printable: escaped here too, a peer's U+202E showed as \\u202e.)
     if (this.mode === "tty" && this.view !== undefined) this.view.log(line);
-    else process.stderr.write(`${line}\n`);
+    else process.stderr.write(`${printable(line)}\n`);
   }
 }

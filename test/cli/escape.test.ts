@@ -12,7 +12,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { ProgressView, printable } from "../../src/cli/output.ts";
-import { createServer, FILE_LIST_ROUTE, PointSubError, type Server } from "../../src/index.ts";
+import {
+  createServer,
+  FILE_GET_ROUTE,
+  FILE_LIST_ROUTE,
+  fileSource,
+  PointSubError,
+  type Server,
+} from "../../src/index.ts";
 import { runCli } from "../helpers/cli-run.ts";
 import { startServeProcess } from "../helpers/serve-process.ts";
 
@@ -205,6 +212,49 @@ describe("the CLI shows a peer's text without its control characters", () => {
       assert.deepEqual(controls, [], JSON.stringify(r.stderr));
     } finally {
       await s.close({ timeoutMs: 100 });
+    }
+  });
+
+  it("get on a terminal: a retry's notice and a skipped file's line above the bars are escaped once, not twice", {
+    skip: spawnSync("script", ["--version"]).status === 0 ? false : "no `script` (util-linux) to run a pseudo-terminal",
+  }, async () => {
+    // Before: both lines were made printable, then printable again by the view (a peer's U+202E was
+    // shown as \\u202e, its escapes' backslashes doubled).
+    const work = await mkdtemp(join(tmpdir(), "pointsub-escape-tty-"));
+    const s = createServer();
+    try {
+      const served = join(work, "served");
+      const out = join(work, "out");
+      await mkdir(served);
+      await mkdir(out);
+      const name = "r\u202eb.txt";
+      await writeFile(join(served, name), "same");
+      await writeFile(join(out, name), "same");
+      const source = fileSource(served);
+      let gets = 0;
+      s.handle(FILE_LIST_ROUTE, source.list);
+      s.handle(FILE_GET_ROUTE, (req, ctx) => {
+        if (gets++ === 0) throw new PointSubError("ERR_OVERLOADED", "busy \u202e now");
+        return source.get(req, ctx);
+      });
+      const [url] = await s.listen("tcp://127.0.0.1:0");
+      const env: NodeJS.ProcessEnv = { ...process.env, POINTSUB_STATE_DIR: join(work, "state") };
+      delete env.CI;
+      delete env.POINTSUB_TOKEN;
+      const command = `stty cols 200 rows 24; exec '${process.execPath}' '${MAIN}' get '${name}' --from ${url} --out '${out}' --retries 1`;
+      const child = spawn("script", ["-qefc", command, "/dev/null"], { env, stdio: ["pipe", "pipe", "inherit"] });
+      let raw = "";
+      child.stdout.on("data", (d) => (raw += d));
+      const code = await new Promise<number | null>((r) => child.on("close", r));
+      assert.equal(code, 0, raw);
+      assert.equal(gets, 2, raw);
+      assert.ok(raw.includes("after ERR_OVERLOADED: busy \\u202e now"), JSON.stringify(raw));
+      assert.ok(raw.includes("r\\u202eb.txt: skipped, already here whole"), JSON.stringify(raw));
+      assert.ok(!raw.includes("\\\\"), `a backslash doubled: ${JSON.stringify(raw)}`);
+      assert.ok(!raw.includes("\u202e"), "the override reached the terminal");
+    } finally {
+      await s.close({ timeoutMs: 100 });
+      await rm(work, { recursive: true, force: true });
     }
   });
 });
