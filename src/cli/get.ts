@@ -460,7 +460,10 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
   process.on("SIGINT", interrupted);
   process.on("SIGTERM", interrupted);
   const started = performance.now();
-  const failures: { file: string; error: PointSubError }[] = [];
+  /** The first failure (the final error names it) and how many: not each (1,000,000 listed files can fail). */
+  let firstFailure: { file: string; error: PointSubError } | undefined;
+  let failed = 0;
+  let timedOut = false;
   const items: GetItem[] = [];
   let got = 0;
   let skipped = 0;
@@ -470,7 +473,9 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
   let fatal = false;
   const fail = (file: string, err: unknown) => {
     const e = toPointSubError(err, "ERR_SOURCE");
-    failures.push({ file, error: e });
+    firstFailure ??= { file, error: e };
+    failed++;
+    if (e.code === "ERR_TIMEOUT") timedOut = true;
     if (!PER_FILE.has(e.code)) fatal = true;
     if (mode === "plain" && (names.length > 1 || items.length > 1)) {
       writeOut(`${printable(`${file}: failed: ${e.code}: ${e.message}`)}\n`);
@@ -538,7 +543,7 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
       items.length = 0;
       items.push(...small);
     }
-    failedUnlisted = failures.length;
+    failedUnlisted = failed;
     // Files already here whole are skipped (the server compares CRC32Cs); others are replaced.
     const have = new Map<GetItem, FileHave>();
     if (opts.force !== true) {
@@ -700,7 +705,7 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
     process.off("SIGINT", interrupted);
     process.off("SIGTERM", interrupted);
     // A server that went silent would not answer a polite close either: dropped.
-    if (failures.some((f) => f.error.code === "ERR_TIMEOUT")) shared.destroy();
+    if (timedOut) shared.destroy();
     else await shared.close().catch(() => {});
     // Downloads the connection's end stopped save their resume state (a sidecar saying what the partial
     // holds and for which file) before the process exits: bounded, as on an interrupt.
@@ -711,19 +716,19 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
   const total = items.length;
   const files = total + failedUnlisted;
   // A directory with no files says so (and --json has its summary) rather than printing nothing.
-  if ((files !== 1 || skipped > 0) && !(total === 0 && failures.length > 0)) {
+  if ((files !== 1 || skipped > 0) && !(total === 0 && failed > 0)) {
     const line =
       total === 0
         ? "no files to receive: the directories named hold none"
         : `${got} of ${files} files received (${formatBytes(bytesReceived)} in ${secs.toFixed(2)} s, ${formatRate(bytesReceived / Math.max(secs, 1e-3))})` +
-          `${skipped > 0 ? `, ${skipped} skipped (unchanged)` : ""}${failures.length > 0 ? `, ${failures.length} failed` : ""}`;
+          `${skipped > 0 ? `, ${skipped} skipped (unchanged)` : ""}${failed > 0 ? `, ${failed} failed` : ""}`;
     say(
       {
         event: "summary",
         files,
         received: got,
         skipped,
-        failed: failures.length,
+        failed,
         bytesReceived,
         seconds: secs,
         connections: shared.opened,
@@ -732,15 +737,13 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
     );
     if (mode === "tty") process.stderr.write(`${line}\n`);
   }
-  if (failures.length > 0) {
-    const { file, error } = failures[0];
-    const several = total + failures.length > 1 && !(total === 0 && names.length === 1);
+  if (firstFailure !== undefined) {
+    const { file, error } = firstFailure;
+    const several = total + failed > 1 && !(total === 0 && names.length === 1);
     const message = several ? aboutName(file, error.message) : error.message;
-    throw new PointSubError(
-      error.code,
-      failures.length === 1 ? message : `${failures.length} files failed; first: ${message}`,
-      { cause: error },
-    );
+    throw new PointSubError(error.code, failed === 1 ? message : `${failed} files failed; first: ${message}`, {
+      cause: error,
+    });
   }
 }
 
