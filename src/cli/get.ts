@@ -739,7 +739,8 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
   }
   if (firstFailure !== undefined) {
     const { file, error } = firstFailure;
-    const several = total + failed > 1 && !(total === 0 && names.length === 1);
+    // Named unless it is the one name given (a file of a directory named: before, only its size was said).
+    const several = (total + failed > 1 && !(total === 0 && names.length === 1)) || file !== names[0];
     const message = several ? aboutName(file, error.message) : error.message;
     throw new PointSubError(error.code, failed === 1 ? message : `${failed} files failed; first: ${message}`, {
       cause: error,

@@ -299,6 +299,10 @@ describe("pointsub get and ls", () => {
     assert.equal(await readFile(join(out, "tree", "z.txt"), "utf8"), "zzz");
     await assert.rejects(stat(join(out, "b.bin")), { code: "ENOENT" });
     await assert.rejects(stat(join(out, "tree", "x", "y.bin")), { code: "ENOENT" });
+    // Every file of the directory named over it: the final error names the first (before, only its size).
+    const all = await run(["get", "-r", "tree/x", "--from", url, "--out", out, "--max-file-size", "1"]);
+    assert.equal(all.code, 1, all.stderr);
+    assert.match(all.stderr, /^pointsub: ERR_QUOTA: tree\/x\/y\.bin: 293\.0 KiB, over --max-file-size \(1 B\)\n$/);
     const bad = await run(["get", "a.txt", "--from", url, "--out", out, "--max-file-size", "lots"]);
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /--max-file-size/);

@@ -219,7 +219,10 @@ describe("get -r / ls -r: a listing that never ends", () => {
     });
     assert.equal(r.hung, false);
     assert.equal(r.code, 1, r.stderr.slice(0, 2000));
-    assert.match(r.stderr, /^pointsub: ERR_QUOTA: 100000 files failed; first: .*5 B, over --max-file-size \(1 B\)\n$/);
+    assert.match(
+      r.stderr,
+      /^pointsub: ERR_QUOTA: 100000 files failed; first: d\/000\/f0000: 5 B, over --max-file-size \(1 B\)\n$/,
+    );
     // One line each, the last the last listed.
     assert.equal(r.stdout.split("\n").length - 1, 100_000);
     assert.ok(r.stdout.endsWith("d/099/f0999: failed: ERR_QUOTA: 5 B, over --max-file-size (1 B)\n"));
