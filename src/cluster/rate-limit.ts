@@ -54,6 +54,16 @@ function positiveInt(name: string, v: number | undefined, fallback: number): num
   return v;
 }
 
+/** `routes` as a set; a bare string made a set of its characters: `"/limited"` limited no route, silently. */
+function routeSet(routes: readonly string[]): Set<string> {
+  const set =
+    typeof routes === "object" && routes !== null && Symbol.iterator in routes ? new Set<unknown>(routes) : undefined;
+  if (set === undefined || ![...set].every((r) => typeof r === "string")) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", `routes must be a list of route names, not ${String(routes)}`);
+  }
+  return set as Set<string>;
+}
+
 /**
  * A middleware admitting at most `perSecond` requests per second across
  * the cluster (`server.use(clusterRateLimit(cluster, { perSecond: 1000 }))`).
@@ -80,7 +90,7 @@ export function clusterRateLimit(cluster: Cluster, options: ClusterRateLimitOpti
     throw new PointSubError("ERR_INVALID_ARGUMENT", `per must be "global" or "principal", not ${String(options.per)}`);
   }
   const byPrincipal = options.per === "principal";
-  const routes = options.routes === undefined ? undefined : new Set(options.routes);
+  const routes = options.routes === undefined ? undefined : routeSet(options.routes);
   const scopes = new Map<string, Scope>();
 
   // An object principal as the idempotency store scopes keys: String(principal) was "[object Object]" for every

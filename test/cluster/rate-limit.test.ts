@@ -100,6 +100,25 @@ describe("clusterRateLimit", { timeout: 20_000 }, () => {
     }
   });
 
+  it("routes other than a list of route names is ERR_INVALID_ARGUMENT (a bare string limited no route)", () => {
+    const relay = new IpcRelay({ advanced: false });
+    try {
+      const cluster = new Cluster(ipcEngine(channel(relay)), { nodeId: "routes" });
+      for (const routes of ["/limited", 7, null, ["/a", 7]]) {
+        assert.throws(
+          () => clusterRateLimit(cluster, { perSecond: 10, routes } as unknown as ClusterRateLimitOptions),
+          {
+            code: "ERR_INVALID_ARGUMENT",
+          },
+        );
+      }
+      assert.equal(typeof clusterRateLimit(cluster, { perSecond: 10, routes: ["/a", "/b"] }), "function");
+      assert.equal(typeof clusterRateLimit(cluster, { perSecond: 10, routes: [] }), "function");
+    } finally {
+      relay.close();
+    }
+  });
+
   it("Cluster.reserve on the workers' store with a name over its key limit: ERR_INVALID_ARGUMENT, not ERR_TIMEOUT", async () => {
     // The relay drops a key over 1 Mi characters without an answer: the call waited engineTimeoutMs, failed
     // retryable ERR_TIMEOUT (a retry could never succeed), and its request stayed pending in the worker.
