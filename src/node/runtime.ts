@@ -36,7 +36,7 @@ export interface NodeRuntimeOptions {
   nativeCrc32c?: boolean;
   /** Offer node:zlib codecs (deflate-raw, gzip, brotli, zstd). Default true. */
   compression?: boolean;
-  /** Default memory budget in bytes. Default: the smaller of 1 GiB and ¼ of the memory the process may use. */
+  /** A function returning the default memory budget in bytes (`() => 512 * 2 ** 20`). Default: the smaller of 1 GiB and ¼ of the memory the process may use. */
   memoryLimit?: () => number;
   /** Where connections publish (docs/OBSERVABILITY.md). Default {@link nodeDiagnostics}: `node:diagnostics_channel`. */
   diagnostics?: Diagnostics;

@@ -147,7 +147,7 @@ export interface RuntimeParts {
   crc32c?: Crc32cProvider;
   /** Default: `new Uint8Array(n)`. */
   allocBody?: (n: number) => Uint8Array;
-  /** The memory budget, in bytes, of a connection or server given no `memoryBudget`. Default: 1 GiB. */
+  /** A function returning the memory budget, in bytes, of a connection or server given no `memoryBudget` (not a function: ERR_INVALID_ARGUMENT). Default: 1 GiB. */
   memoryLimit?: () => number;
   /** Default: {@link NO_DIAGNOSTICS} (nothing is published). */
   diagnostics?: Diagnostics;
@@ -170,10 +170,11 @@ export function createRuntime(parts: RuntimeParts = {}): Runtime {
     parts.transports instanceof TransportRegistry ? parts.transports : new TransportRegistry(parts.transports ?? []);
   const codecs = parts.codecs instanceof CodecRegistry ? parts.codecs : new CodecRegistry(parts.codecs ?? []);
   const crc32c = parts.crc32c ?? JS_CRC32C;
-  if (typeof crc32c.compute !== "function") {
-    throw new PointSubError("ERR_INVALID_ARGUMENT", "runtime crc32c.compute must be a function");
-  }
   const memoryLimit = parts.memoryLimit ?? (() => DEFAULT_MEMORY_LIMIT);
+  // A memoryLimit given as a number was kept, and the first connect or createServer threw a raw TypeError.
+  if (typeof crc32c.compute !== "function" || typeof memoryLimit !== "function") {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", "runtime crc32c.compute and memoryLimit must be functions");
+  }
   return {
     name: parts.name ?? "custom",
     transports,

@@ -15,7 +15,7 @@ export interface BrowserRuntimeOptions {
   webSocket?: WebSocketTransportOptions;
   /** More adapters, added after ws/wss (one for a scheme they serve replaces it). */
   transports?: readonly TransportAdapter[];
-  /** Default memory budget in bytes. Default 256 MiB. */
+  /** A function returning the default memory budget in bytes (`() => 128 * 2 ** 20`). Default 256 MiB. */
   memoryLimit?: () => number;
   /**
    * Compression codecs offered to peers and used for streams. Default none;

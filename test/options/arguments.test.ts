@@ -19,6 +19,7 @@ import {
   connectResilient,
   createLpServer,
   createNodeRuntime,
+  createRuntime,
   createServer,
   encodeBundle,
   fileCrc32c,
@@ -32,6 +33,7 @@ import {
   sendResumable,
 } from "../../src/index.ts";
 import { MAX_TIMER_MS } from "../../src/util/timer-limit.ts";
+import { createBrowserRuntime } from "../../src/web/runtime.ts";
 import { sleep, until } from "../helpers/wait.ts";
 
 /** What `f` did: "ok", or the error's code (a PointSubError) or class name (anything else). */
@@ -509,6 +511,26 @@ describe("options: invalid arguments", () => {
       await conn.close();
       await server.close();
     }
+  });
+
+  it("createRuntime, createBrowserRuntime: a memoryLimit that is not a function (bytes given as a number) is ERR_INVALID_ARGUMENT at once", async () => {
+    // Before, the number was kept and the first createServer or connect threw "memoryLimit is not a function".
+    for (const memoryLimit of [64 * 1024 * 1024, "64MiB"]) {
+      const what = String(memoryLimit);
+      assert.equal(
+        await outcome(() => createRuntime({ memoryLimit: memoryLimit as never })),
+        "ERR_INVALID_ARGUMENT",
+        what,
+      );
+      assert.equal(
+        await outcome(() => createBrowserRuntime({ memoryLimit: memoryLimit as never })),
+        "ERR_INVALID_ARGUMENT",
+        what,
+      );
+    }
+    const runtime = createRuntime({ memoryLimit: () => 512 * 1024 * 1024 });
+    assert.equal(runtime.memoryLimit(), 512 * 1024 * 1024);
+    assert.equal(createServer({ runtime, maxMessageSize: 1024 }).memory.limit, 512 * 1024 * 1024);
   });
 
   it("blobSource: options that are not an object are ERR_INVALID_ARGUMENT", async () => {
