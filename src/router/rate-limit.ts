@@ -129,7 +129,13 @@ function check(o: RateLimitOptions): void {
   if (!r.success) {
     const issue = r.issues[0];
     const path = issue.path?.map((p) => String(p.key)).join(".") ?? "options";
-    throw new PointSubError("ERR_INVALID_ARGUMENT", `rateLimit: ${path} ${issue.message} (got ${String(issue.input)})`);
+    // A missing or unknown field is reported with its object's message: "perSecond must be an object { perSecond, burst? }".
+    const field = issue.type === "strict_object" && issue.path !== undefined;
+    const what =
+      field && issue.expected === "never"
+        ? "is not an option"
+        : `${field ? "is required" : issue.message} (got ${String(issue.input)})`;
+    throw new PointSubError("ERR_INVALID_ARGUMENT", `rateLimit: ${path} ${what}`);
   }
   const any = (l: RateLimits | undefined) => l?.requests ?? l?.messages ?? l?.bytes;
   if (any(o.session) === undefined && any(o.global) === undefined) {

@@ -567,6 +567,10 @@ describe("router: rateLimit", () => {
       [{ global: { messages: { perSecond: "5" } } }, /global\.messages\.perSecond must be a number/],
       [{ session: { request: { perSecond: 5 } } }, /session\.request /],
       [{ sesion: { requests: { perSecond: 5 } } }, /sesion /],
+      // A missing or unknown field was reported as its object's message: "perSecond must be an object…".
+      [{ session: { requests: { burst: 5 } } }, /session\.requests\.perSecond is required \(got undefined\)$/],
+      [{ session: { requests: { perSecond: 5, brust: 2 } } }, /session\.requests\.brust is not an option$/],
+      [{ session: { requests: { perSecond: 5 } }, maxkeys: 5 }, /maxkeys is not an option/],
       [{ session: { requests: { perSecond: 5 } }, key: "principal" }, /key must be a function/],
       [{ session: { requests: { perSecond: 5 } }, maxKeys: 0 }, /maxKeys must be >= 1/],
       [{}, /at least one limit/],
