@@ -298,6 +298,10 @@ export class OutgoingStreams {
       // past 32 bits went out cut to them, and a NaN or negative progress interval reported at every chunk.
       if (typeof transferId !== "string")
         throw new PointSubError("ERR_INVALID_ARGUMENT", "transferId must be a string");
+      // An array or a string was spread into an object: meta "x" reached the receiver as {"0":"x"}.
+      const meta: unknown = options.meta;
+      if (meta != null && (typeof meta !== "object" || Array.isArray(meta)))
+        throw new PointSubError("ERR_INVALID_ARGUMENT", "meta must be an object (a JSON object's fields)");
       const pc = options.prefixCrc;
       if (pc !== undefined && !(Number.isInteger(pc) && pc >= -(2 ** 31) && pc < 2 ** 32)) {
         throw new PointSubError("ERR_INVALID_ARGUMENT", "prefixCrc must be a 32-bit integer");

@@ -144,7 +144,7 @@ describe("streams", () => {
     assert.equal(text(answer), expected);
   });
 
-  it("a transferId that is not a string, a prefixCrc past 32 bits, a NaN or negative progressIntervalMs are ERR_INVALID_ARGUMENT before anything is sent", async () => {
+  it("a transferId that is not a string, a prefixCrc past 32 bits, a NaN or negative progressIntervalMs, a meta that is no object are ERR_INVALID_ARGUMENT before anything is sent", async () => {
     // Before: taken as they came (the receiver saw no transferId; the CRC went out cut to 32 bits; NaN or
     // a negative interval reported progress at every chunk).
     const started = metas.length;
@@ -154,6 +154,10 @@ describe("streams", () => {
       { prefixCrc: 1.5 },
       { progressIntervalMs: Number.NaN },
       { progressIntervalMs: -1 },
+      // meta that is no object: a string or an array was spread into one ("x" reached the receiver as {"0":"x"}).
+      { meta: "name.txt" as unknown as Record<string, unknown> },
+      { meta: ["a", "b"] as unknown as Record<string, unknown> },
+      { meta: 5 as unknown as Record<string, unknown> },
     ]) {
       await assert.rejects(conn.sendStream("/hash/1.0.0", [new Uint8Array(10)], options).done, {
         code: "ERR_INVALID_ARGUMENT",
