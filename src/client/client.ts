@@ -596,6 +596,10 @@ export class Client {
   }
 
   private async byDistance(list: readonly string[], key: Payload): Promise<string[]> {
+    // Another type reached webcrypto's digest: a raw TypeError (ERR_INVALID_ARG_TYPE), not a PointSubError.
+    if (typeof key !== "string" && !(key instanceof Uint8Array)) {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", "key must be a string, a Uint8Array or true (the payload)");
+    }
     const k = await sha256(typeof key === "string" ? utf8.encode(key) : key);
     const scored = await Promise.all(
       list.map(async (n) => {

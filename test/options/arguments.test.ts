@@ -436,6 +436,32 @@ describe("options: invalid arguments", () => {
     }
   });
 
+  it("Client.requestClosest: a key that is not a string, a Uint8Array or true (with a payload that is neither) is ERR_INVALID_ARGUMENT", async () => {
+    // Before, it reached webcrypto's digest: a raw TypeError (code ERR_INVALID_ARG_TYPE).
+    const server = createServer();
+    server.handle("/who/1", () => "here");
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const client = new Client({ rttProbeMs: 0 });
+    client.addNode("/who/1", url);
+    try {
+      for (const key of [5, {}, new ArrayBuffer(4), null]) {
+        const o = { key } as never;
+        assert.equal(await outcome(() => client.requestClosest("/who/1", "x", o)), "ERR_INVALID_ARGUMENT", String(key));
+      }
+      assert.equal(
+        await outcome(() => client.requestClosest("/who/1", 5 as never, { key: true })),
+        "ERR_INVALID_ARGUMENT",
+        "key: true, payload 5",
+      );
+      for (const key of ["user-1", new Uint8Array([1, 2]), true] as const) {
+        assert.equal(new TextDecoder().decode(await client.requestClosest("/who/1", "x", { key })), "here");
+      }
+    } finally {
+      await client.close();
+      await server.close();
+    }
+  });
+
   it("encodeBundle: content that is not a Uint8Array, an entry without a name or path, or no array is ERR_INVALID_ARGUMENT", async () => {
     const cases: [string, unknown][] = [
       ["string content", [{ name: "a.txt", content: "hello" }]],
