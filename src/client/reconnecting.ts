@@ -190,6 +190,14 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
   /** Checks and takes the reconnection and offline policies. */
   protected constructor(reconnect: ReconnectOptions | false | undefined, offline: OfflineOptions | undefined) {
     super();
+    // A string or a number was taken for the defaults: reconnect "off" or 0 reconnected, offline "fail" queued.
+    const bad = (v: unknown) => v != null && typeof v !== "object";
+    if ((bad(reconnect) && typeof reconnect !== "boolean") || bad(offline)) {
+      throw new PointSubError(
+        "ERR_INVALID_ARGUMENT",
+        `reconnect must be false or an object of options, offline an object (e.g. { policy: "fail" }); got ${String(bad(offline) ? offline : reconnect)}`,
+      );
+    }
     const r = reconnect === false ? { maxAttempts: 0 } : (reconnect ?? {});
     checkNumber("reconnect.initialDelayMs", r.initialDelayMs, 0);
     checkNumber("reconnect.maxDelayMs", r.maxDelayMs, 0);

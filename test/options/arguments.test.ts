@@ -171,6 +171,31 @@ describe("options: invalid arguments", () => {
     }
   });
 
+  it('connectResilient: a reconnect or offline that is no object ("off", 0, "fail") is ERR_INVALID_ARGUMENT, not the defaults', async () => {
+    // Before, taken for the defaults: reconnect "off" or 0 reconnected for ever, offline "fail" queued the calls.
+    const server = createServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    try {
+      for (const options of [{ reconnect: "off" }, { reconnect: 0 }, { offline: "fail" }, { offline: 5 }]) {
+        const what = JSON.stringify(options);
+        assert.equal(await outcome(() => connectResilient(url, options as never)), "ERR_INVALID_ARGUMENT", what);
+        const lp = () => connectLpResilient("lp+tcp://127.0.0.1:1", options as never);
+        assert.equal(await outcome(lp), "ERR_INVALID_ARGUMENT", `lp ${what}`);
+      }
+      for (const options of [
+        { reconnect: false },
+        { reconnect: true },
+        { reconnect: {} },
+        { offline: { policy: "fail" } },
+      ]) {
+        const c = await connectResilient(url, options as never);
+        await c.close();
+      }
+    } finally {
+      await server.close();
+    }
+  });
+
   it("rttProbeMs beyond a timer's range (2^31 - 1 ms) pings no more often than that, not every millisecond", async () => {
     const server = createServer();
     server.handle("/who/1", () => "here");
