@@ -162,6 +162,15 @@ export class Client {
   private closed = false;
 
   constructor(options: ClientOptions = {}) {
+    // A string or a number was taken for the defaults: breaker "off" kept the breaker on.
+    for (const [name, v] of [
+      ["breaker", options.breaker],
+      ["pool", options.pool],
+    ] as const) {
+      if (v != null && typeof v !== "object") {
+        throw new PointSubError("ERR_INVALID_ARGUMENT", `${name} must be an object of options (got ${String(v)})`);
+      }
+    }
     const b = options.breaker ?? {};
     checkInt("breaker.failureThreshold", b.failureThreshold, 1);
     checkInt("breaker.cooldownMs", b.cooldownMs, 0);

@@ -196,6 +196,16 @@ describe("options: invalid arguments", () => {
     }
   });
 
+  it('Client: a breaker or pool that is no object ("off", 5) is ERR_INVALID_ARGUMENT, not the defaults', async () => {
+    // Before, taken for the defaults: breaker "off" kept the breaker on.
+    for (const options of [{ breaker: "off" }, { breaker: 0 }, { pool: 5 }, { pool: "small" }]) {
+      assert.equal(await outcome(() => new Client(options as never)), "ERR_INVALID_ARGUMENT", JSON.stringify(options));
+    }
+    for (const options of [{ breaker: { failureThreshold: 2 } }, { pool: { maxPerNode: 2 } }, { breaker: undefined }]) {
+      await new Client(options).close();
+    }
+  });
+
   it("rttProbeMs beyond a timer's range (2^31 - 1 ms) pings no more often than that, not every millisecond", async () => {
     const server = createServer();
     server.handle("/who/1", () => "here");
