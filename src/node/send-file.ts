@@ -533,6 +533,9 @@ export function sendFileVia(
       },
     };
   })();
+  // Its failure reaches `done` through the transfer; a transfer that failed before awaiting it (a target
+  // that is no connection) left it unhandled: a missing file then crashed the process (unhandledRejection).
+  source.catch(() => {});
   // Bytes sent: what each attempt moved past the offset it started from.
   let sent = 0;
   let base = 0;

@@ -318,6 +318,27 @@ describe("options: invalid arguments", () => {
     }
   });
 
+  it("sendFile: a target that is no connection, with a missing file or a bad transferId, is ERR_INVALID_ARGUMENT, with no unhandled rejection", async () => {
+    // Before, `done` rejected for the target and the file's own failure went unhandled (a crash by default).
+    const unhandled: unknown[] = [];
+    const onUnhandled = (e: unknown) => unhandled.push(e);
+    process.on("unhandledRejection", onUnhandled);
+    try {
+      const missing = join(tmpdir(), `pointsub-missing-${process.pid}`);
+      for (const target of [null, 5, "tcp://127.0.0.1:1"]) {
+        const t = target as never;
+        assert.equal(await outcome(() => sendFile(t, missing).done), "ERR_INVALID_ARGUMENT", `${target}, missing file`);
+        const bad = () => sendFile(t, import.meta.filename, { transferId: "short" }).done;
+        assert.equal(await outcome(bad), "ERR_INVALID_ARGUMENT", `${target}, bad transferId`);
+      }
+      // Long enough for the file's stat to fail, and its rejection to be reported.
+      await sleep(100);
+      assert.deepEqual(unhandled, []);
+    } finally {
+      process.off("unhandledRejection", onUnhandled);
+    }
+  });
+
   it("sendFile: a path that is not a string, or options null, is ERR_INVALID_ARGUMENT, with no unhandled rejection", async () => {
     const server = createServer();
     const [url] = await server.listen("tcp://127.0.0.1:0");
