@@ -59,6 +59,14 @@ export class SharedConnection {
    *   to `connect`: a hung connect then ends at once instead of at its timeout).
    */
   constructor(open: (signal: AbortSignal) => Promise<Connection>) {
+    // A URL or a connection given instead was kept: each transfer then retried "this.open is not a
+    // function" as ERR_CONNECT (retryable) for ~11 s before failing with it.
+    if (typeof open !== "function") {
+      throw new PointSubError(
+        "ERR_INVALID_ARGUMENT",
+        `SharedConnection takes a function that opens a connection, e.g. () => connect(url) (got ${typeof open})`,
+      );
+    }
     this.open = open;
   }
 

@@ -29,6 +29,7 @@ import {
   idempotency,
   isPointSubError,
   memoryIdempotencyStore,
+  SharedConnection,
   sendFile,
   sendResumable,
 } from "../../src/index.ts";
@@ -336,6 +337,24 @@ describe("options: invalid arguments", () => {
       assert.deepEqual(unhandled, []);
     } finally {
       process.off("unhandledRejection", onUnhandled);
+    }
+  });
+
+  it("SharedConnection: a URL or a connection in place of its open function is ERR_INVALID_ARGUMENT at once", async () => {
+    // Before, kept: every transfer over it retried ERR_CONNECT "this.open is not a function" for ~11 s.
+    const server = createServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    try {
+      for (const open of [url, conn, undefined]) {
+        assert.equal(await outcome(() => new SharedConnection(open as never)), "ERR_INVALID_ARGUMENT", typeof open);
+      }
+      const shared = new SharedConnection(() => connect(url));
+      assert.equal((await shared.get()).state, "open");
+      await shared.close();
+    } finally {
+      await conn.close();
+      await server.close();
     }
   });
 
