@@ -379,7 +379,7 @@ export function sendResumableWith(
           shared !== undefined
             ? await untilAborted(shared.get(), signal)
             : owned
-              ? await untilAborted((target as () => Promise<Connection>)(), signal, (late) => late.destroy())
+              ? await untilAborted(openOwned(target as () => Promise<Connection>), signal, (late) => late.destroy())
               : (target as Connection);
         const answer = await attempt(conn, src, n);
         progress.setStatus("completed");
@@ -487,6 +487,21 @@ function stoppedBy(signal: AbortSignal): PointSubError | undefined {
  * settle, and what it resolves to goes to `late` (a connection opened for
  * nothing is destroyed).
  */
+/**
+ * The connection a transfer's connect function opens. Anything else failed as the source: a URL returned
+ * (ERR_SOURCE "conn.destroy is not a function"), a Connection returned without a promise ("p.then is not a function").
+ */
+async function openOwned(open: () => Promise<Connection>): Promise<Connection> {
+  const conn: unknown = await open();
+  if (typeof (conn as Partial<Connection> | null)?.sendStream !== "function") {
+    throw new PointSubError(
+      "ERR_INVALID_ARGUMENT",
+      `the connect function must resolve to a Connection, e.g. () => connect(url) (got ${typeof conn})`,
+    );
+  }
+  return conn as Connection;
+}
+
 function untilAborted<T>(p: Promise<T>, signal: AbortSignal, late?: (v: T) => void): Promise<T> {
   const leave = () => {
     p.then(late, () => {});

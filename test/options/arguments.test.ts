@@ -5,6 +5,7 @@
  * sent. Real sockets on 127.0.0.1; every wait is bounded.
  */
 import assert from "node:assert/strict";
+import { rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -22,6 +23,7 @@ import {
   createRuntime,
   createServer,
   encodeBundle,
+  FILE_ROUTE,
   fileCrc32c,
   fileSink,
   fileSource,
@@ -355,6 +357,27 @@ describe("options: invalid arguments", () => {
     } finally {
       await conn.close();
       await server.close();
+    }
+  });
+
+  it("sendFile: a connect function that gives no connection (a URL) is ERR_INVALID_ARGUMENT; one that returns a Connection without a promise works", async () => {
+    // Before: ERR_SOURCE "p.then is not a function" / "conn.destroy is not a function".
+    const server = createServer();
+    const dir = join(tmpdir(), `pointsub-connect-fn-${process.pid}`);
+    server.handleStream(FILE_ROUTE, fileSink(dir, { durability: "none" }).handler);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    try {
+      for (const open of [() => url, async () => url, async () => undefined]) {
+        const f = () => sendFile(open as never, import.meta.filename, { retries: 0 }).done;
+        assert.equal(await outcome(f), "ERR_INVALID_ARGUMENT", String(open));
+      }
+      const receipt = await sendFile((() => conn) as never, import.meta.filename, { name: "sync-open.ts" }).done;
+      assert.equal(receipt.name, "sync-open.ts");
+    } finally {
+      await conn.close().catch(() => {});
+      await server.close();
+      await rm(dir, { recursive: true, force: true });
     }
   });
 
