@@ -599,23 +599,27 @@ export function sendFileVia(
               streaming = false;
               options.onRetry?.(e, n, delayMs);
             },
-      onAttempt: (n, offset) => {
-        // Called before the attempt resets the progress: it still holds where the last one stopped. Counted
-        // as acknowledged, or up to what the receiver now holds: an attempt cut before the receiver's
-        // acknowledgements came back moved that much all the same (before: none of it counted). Not when no
-        // attempt of this call streamed from `base`, or the receiver refused it: then another stream (an
-        // earlier run's, still winding down) stored what it holds past it.
-        sentBefore = sent;
-        baseBefore = base;
-        if (began)
-          sent += Math.max(0, (refused ? inner.progress.bytes : Math.max(inner.progress.bytes, offset)) - base);
-        began = true;
-        refused = false;
-        streaming = true;
-        base = offset;
-        attempts = n + 1;
-        options.onAttempt?.(n, offset);
-      },
+      // Not a function: passed on as it is, for sendResumable to refuse (ERR_INVALID_ARGUMENT); called from the
+      // wrapper, it failed the first attempt as ERR_SOURCE "options.onAttempt is not a function".
+      onAttempt: (options.onAttempt !== undefined && typeof options.onAttempt !== "function"
+        ? options.onAttempt
+        : (n, offset) => {
+            // Called before the attempt resets the progress: it still holds where the last one stopped. Counted
+            // as acknowledged, or up to what the receiver now holds: an attempt cut before the receiver's
+            // acknowledgements came back moved that much all the same (before: none of it counted). Not when no
+            // attempt of this call streamed from `base`, or the receiver refused it: then another stream (an
+            // earlier run's, still winding down) stored what it holds past it.
+            sentBefore = sent;
+            baseBefore = base;
+            if (began)
+              sent += Math.max(0, (refused ? inner.progress.bytes : Math.max(inner.progress.bytes, offset)) - base);
+            began = true;
+            refused = false;
+            streaming = true;
+            base = offset;
+            attempts = n + 1;
+            options.onAttempt?.(n, offset);
+          }) as SendFileOptions["onAttempt"],
     },
     recover,
   );

@@ -360,7 +360,7 @@ describe("options: invalid arguments", () => {
     }
   });
 
-  it("sendFile: a connect function that gives no connection (a URL) is ERR_INVALID_ARGUMENT; one that returns a Connection without a promise works", async () => {
+  it("sendFile: a connect function that gives no connection (a URL), or an onAttempt that is no function, is ERR_INVALID_ARGUMENT; one that returns a Connection without a promise works", async () => {
     // Before: ERR_SOURCE "p.then is not a function" / "conn.destroy is not a function".
     const server = createServer();
     const dir = join(tmpdir(), `pointsub-connect-fn-${process.pid}`);
@@ -374,6 +374,9 @@ describe("options: invalid arguments", () => {
       }
       const receipt = await sendFile((() => conn) as never, import.meta.filename, { name: "sync-open.ts" }).done;
       assert.equal(receipt.name, "sync-open.ts");
+      // A hook that is no function, as sendResumable refuses it (before: ERR_SOURCE "options.onAttempt is not a function").
+      const hook = () => sendFile(() => connect(url), import.meta.filename, { onAttempt: 5 as never }).done;
+      assert.equal(await outcome(hook), "ERR_INVALID_ARGUMENT", "onAttempt 5");
     } finally {
       await conn.close().catch(() => {});
       await server.close();
