@@ -580,11 +580,19 @@ const SMALL_CRC_BYTES = 256 * 1024;
  * @internal ERR_INVALID_ARGUMENT unless `dir` is a non-empty string and `options` an object: `fileSink`'s
  * and `fileSource`'s arguments (a number threw fs's raw TypeError, null options one of their own).
  */
-export function checkDirAndOptions(what: string, dir: unknown, options: unknown): void {
+export function checkDirAndOptions(what: string, dir: unknown, options: unknown, hooks: readonly string[]): void {
   if (typeof dir !== "string" || dir === "") {
     throw new PointSubError("ERR_INVALID_ARGUMENT", `${what} needs a directory path (a non-empty string)`);
   }
   checkOptions(options, what);
+  // A hook that is no function was kept: called at each upload or download, it refused every one
+  // (ERR_HANDLER "options.onStream is not a function") or, as onFile, threw uncaught (a crash by default).
+  for (const name of hooks) {
+    const hook = (options as Record<string, unknown> | undefined)?.[name];
+    if (hook !== undefined && typeof hook !== "function") {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", `${what} ${name} must be a function (got ${typeof hook})`);
+    }
+  }
 }
 
 /** CRC32C of the first `length` bytes of a file. */
@@ -931,7 +939,7 @@ const limit = (n: number | undefined, what: string): number => {
  * ```
  */
 export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
-  checkDirAndOptions("fileSink", dir, options);
+  checkDirAndOptions("fileSink", dir, options, ["onStream", "onFile", "onBundle"]);
   const overwrite = options.overwrite === true;
   const maxFileSize = limit(options.maxFileSize, "maxFileSize");
   const maxBytes = limit(options.maxBytes, "maxBytes");

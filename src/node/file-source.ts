@@ -235,7 +235,7 @@ const CREDIT_STEP_MAX = 1024 * 1024;
  * ```
  */
 export function fileSource(dir: string, options: FileSourceOptions = {}): FileSource {
-  checkDirAndOptions("fileSource", dir, options);
+  checkDirAndOptions("fileSource", dir, options, ["onGet", "onGetEnd"]);
   const maxPerSession = options.maxDownloadsPerSession ?? 8;
   const maxDownloads = options.maxDownloads ?? 64;
   const minRate = options.minDownloadBytesPerSecond ?? DEFAULT_MIN_DOWNLOAD_BYTES_PER_SECOND;

@@ -5,7 +5,7 @@
  * sent. Real sockets on 127.0.0.1; every wait is bounded.
  */
 import assert from "node:assert/strict";
-import { rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -482,6 +482,27 @@ describe("options: invalid arguments", () => {
         const what = `${name}(${String(dir)}, ${String(options)})`;
         assert.equal(await outcome(() => make(dir as never, options as never)), "ERR_INVALID_ARGUMENT", what);
       }
+    }
+  });
+
+  it("fileSink and fileSource: a hook that is no function is ERR_INVALID_ARGUMENT at once", async () => {
+    // Before, kept: onStream "x" refused every upload (ERR_HANDLER), onFile 5 threw uncaught at the first stored file.
+    for (const hook of ["onStream", "onFile", "onBundle"]) {
+      for (const value of [5, "x", {}]) {
+        const f = () => fileSink(tmpdir(), { [hook]: value } as never);
+        assert.equal(await outcome(f), "ERR_INVALID_ARGUMENT", `fileSink ${hook} ${String(value)}`);
+      }
+    }
+    for (const hook of ["onGet", "onGetEnd"]) {
+      const f = () => fileSource(tmpdir(), { [hook]: 5 } as never);
+      assert.equal(await outcome(f), "ERR_INVALID_ARGUMENT", `fileSource ${hook}`);
+    }
+    const dir = await mkdtemp(join(tmpdir(), "pointsub-hooks-"));
+    try {
+      assert.equal(await outcome(() => fileSink(dir, { onFile: () => {}, onStream: undefined })), "ok");
+      assert.equal(await outcome(() => fileSource(dir, { onGet: () => {} })), "ok");
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
   });
 
