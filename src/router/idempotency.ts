@@ -742,6 +742,10 @@ export function idempotency(options: IdempotencyOptions = {}): Middleware {
   if (options.scope !== undefined && typeof options.scope !== "function") {
     throw new PointSubError("ERR_INVALID_ARGUMENT", "idempotency scope must be a function");
   }
+  // Kept, it was called only when the store failed, and its TypeError swallowed: nothing was ever reported.
+  if (options.onStoreError !== undefined && typeof options.onStoreError !== "function") {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", "idempotency onStoreError must be a function");
+  }
   const store = options.store ?? memoryIdempotencyStore();
   const waitMs = positiveMs("waitMs", options.waitMs, 30_000);
   const leaseMs = positiveMs("leaseMs", options.leaseMs, 600_000);

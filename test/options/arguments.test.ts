@@ -615,7 +615,7 @@ describe("options: invalid arguments", () => {
     assert.match(await fileTransferId(here, { key: "k" }), /^[0-9a-f]{64}$/);
   });
 
-  it("idempotency: a store that is no IdempotencyStore or a scope that is no function is ERR_INVALID_ARGUMENT at once", async () => {
+  it("idempotency: a store that is no IdempotencyStore, a scope or onStoreError that is no function is ERR_INVALID_ARGUMENT at once", async () => {
     for (const options of [
       { store: 5 },
       { store: {} },
@@ -623,6 +623,9 @@ describe("options: invalid arguments", () => {
       { store: null },
       { scope: 5 },
       { scope: "principal" },
+      // Kept before, called only when the store failed and its TypeError swallowed: nothing reported.
+      { onStoreError: 5 },
+      { onStoreError: "console.error" },
     ]) {
       const what = JSON.stringify(options);
       assert.equal(await outcome(() => idempotency(options as never)), "ERR_INVALID_ARGUMENT", what);
