@@ -81,8 +81,9 @@ export class LpServer extends EventEmitter<LpServerEvents> {
     this.resolved = resolveLpOptions(options);
     this.budget = new MemoryBudget(options.memoryBudget ?? this.runtime.memoryLimit());
     const max = options.maxConnections ?? Number.POSITIVE_INFINITY;
-    if (typeof max !== "number" || !(max >= 0)) {
-      throw new PointSubError("ERR_INVALID_ARGUMENT", `maxConnections must be a number >= 0, got ${max}`);
+    // As createServer's: 0 was taken, and refused every connection (1.5 as 2).
+    if (typeof max !== "number" || !(max >= 1) || !(Number.isInteger(max) || max === Number.POSITIVE_INFINITY)) {
+      throw new PointSubError("ERR_INVALID_ARGUMENT", `maxConnections must be an integer >= 1, got ${max}`);
     }
     this.maxConnections = max;
   }

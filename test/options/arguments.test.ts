@@ -485,6 +485,23 @@ describe("options: invalid arguments", () => {
     }
   });
 
+  it("createLpServer: a maxConnections of 0 or a fraction is ERR_INVALID_ARGUMENT, as for createServer", async () => {
+    // Before, taken: 0 refused every connection, 1.5 was 2.
+    for (const maxConnections of [0, 1.5, -1, Number.NaN]) {
+      assert.equal(
+        await outcome(() => createLpServer({ maxConnections })),
+        "ERR_INVALID_ARGUMENT",
+        String(maxConnections),
+      );
+      assert.equal(
+        await outcome(() => createServer({ maxConnections })),
+        "ERR_INVALID_ARGUMENT",
+        String(maxConnections),
+      );
+    }
+    for (const maxConnections of [1, Number.POSITIVE_INFINITY]) await createLpServer({ maxConnections }).close();
+  });
+
   it("fileSink and fileSource: a hook that is no function is ERR_INVALID_ARGUMENT at once", async () => {
     // Before, kept: onStream "x" refused every upload (ERR_HANDLER), onFile 5 threw uncaught at the first stored file.
     for (const hook of ["onStream", "onFile", "onBundle"]) {
