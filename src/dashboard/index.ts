@@ -135,6 +135,7 @@ const served = new WeakSet<Server>();
  * one route, and closing either took it from both).
  */
 export async function dashboard(server: Server, options: DashboardOptions = {}): Promise<Dashboard> {
+  checkDashboardOptions(options);
   const { host, port } = hostPort(options.listen ?? "127.0.0.1:8080");
   if (served.has(server)) {
     throw new PointSubError(
@@ -148,6 +149,28 @@ export async function dashboard(server: Server, options: DashboardOptions = {}):
   } catch (err) {
     served.delete(server);
     throw err;
+  }
+}
+
+/**
+ * ERR_INVALID_ARGUMENT before anything is set up. Before: a wsUrl that is no URL failed with the URL
+ * constructor's raw TypeError once the figures route was registered, and the route went on serving the
+ * figures to every session with no dashboard; options "x" listened on the default port; a diagnostics of
+ * another type threw a raw TypeError; an authorize that is no function refused every page's figures.
+ */
+function checkDashboardOptions(options: DashboardOptions): void {
+  const bad = (why: string) => new PointSubError("ERR_INVALID_ARGUMENT", `dashboard ${why}`);
+  if (typeof options !== "object" || options === null) throw bad(`options must be an object (got ${String(options)})`);
+  if (options.authorize !== undefined && typeof options.authorize !== "function") {
+    throw bad("authorize must be a function");
+  }
+  const d = options.diagnostics as Partial<Diagnostics> | null | undefined;
+  if (d !== undefined && (typeof d?.subscribe !== "function" || typeof d.unsubscribe !== "function")) {
+    throw bad("diagnostics must be a Diagnostics (subscribe, unsubscribe)");
+  }
+  const ws = options.wsUrl;
+  if (ws !== undefined && !(typeof ws === "string" && /^wss?:$/.test(URL.parse(ws)?.protocol ?? ""))) {
+    throw bad(`wsUrl must be a ws:// or wss:// URL, got ${String(ws)}`);
   }
 }
 

@@ -73,6 +73,35 @@ describe("the dashboard's figures route", () => {
     }
   });
 
+  it("options of the wrong type are ERR_INVALID_ARGUMENT before anything is set up: the figures route stays unserved", async () => {
+    // Before: a wsUrl that is no URL failed with a raw TypeError once the route was registered, and the
+    // route went on answering every session the figures with no dashboard; options "x" listened on 8080.
+    const server = createServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    try {
+      for (const options of [
+        { listen: "127.0.0.1:0", wsUrl: "x" },
+        { listen: "127.0.0.1:0", wsUrl: "http://127.0.0.1:1/" },
+        { listen: "127.0.0.1:0", authorize: 5 },
+        { listen: "127.0.0.1:0", diagnostics: 5 },
+        "127.0.0.1:0",
+      ]) {
+        await assert.rejects(
+          dashboard(server, options as never),
+          { code: "ERR_INVALID_ARGUMENT" },
+          JSON.stringify(options),
+        );
+      }
+      await assert.rejects(conn.request(DASHBOARD_ROUTE, ""), { code: "ERR_NO_ROUTE" });
+      const board = await dashboard(server, { listen: "127.0.0.1:0" });
+      await board.close();
+    } finally {
+      await conn.close();
+      await server.close();
+    }
+  });
+
   it("authorize: a principal it refuses gets ERR_UNAUTHORIZED, one it allows the figures", async () => {
     const server = createServer({ authenticate: (cred) => new TextDecoder().decode(cred) });
     const [url] = await server.listen("tcp://127.0.0.1:0");
