@@ -139,6 +139,15 @@ export async function serveMetrics(
   address: string,
   options: MetricsHttpOptions = {},
 ): Promise<MetricsServer> {
+  // Anything else was taken, and the first scrape threw in the request handler: an uncaught TypeError, the
+  // process gone (`serveMetrics(metrics, …)` for `metrics.registry`).
+  const source = registry as Partial<MetricsSource> | null | undefined;
+  if (typeof source?.metrics !== "function" || typeof source.contentType !== "string") {
+    throw new PointSubError(
+      "ERR_INVALID_ARGUMENT",
+      "serveMetrics needs a MetricsSource: a prom-client Registry (prometheusMetrics().registry) or { contentType, metrics() }",
+    );
+  }
   const { host, port } = parseHostPort(address);
   const maxConnections = options.maxConnections ?? 32;
   const headersTimeout = options.headersTimeoutMs ?? 10_000;
@@ -163,7 +172,12 @@ export async function serveMetrics(
   let rendering: Promise<string> | undefined;
   const render = (): Promise<string> => {
     if (rendering === undefined) {
-      rendering = registry.metrics();
+      // A source that throws, or returns no promise, answers 500 (thrown in the request handler, it was uncaught).
+      try {
+        rendering = Promise.resolve(registry.metrics());
+      } catch (err) {
+        rendering = Promise.reject(err);
+      }
       const done = () => {
         rendering = undefined;
       };

@@ -92,6 +92,33 @@ describe("attack: metrics endpoint", () => {
     }
   });
 
+  it("a source that is no MetricsSource is ERR_INVALID_ARGUMENT; one whose metrics() throws answers 500, the process goes on", async () => {
+    // Before: serveMetrics(metrics, …) (for metrics.registry) listened, and the first scrape threw in the
+    // request handler — an uncaught TypeError, the process gone.
+    const metrics = prometheusMetrics();
+    try {
+      for (const source of [metrics, 5, null, { metrics: async () => "x 1\n" }]) {
+        await assert.rejects(serveMetrics(source as never, "127.0.0.1:0"), { code: "ERR_INVALID_ARGUMENT" });
+      }
+      const throwing = {
+        contentType: "text/plain",
+        metrics: (): Promise<string> => {
+          throw new Error("render failed");
+        },
+      };
+      const http = await serveMetrics(throwing, "127.0.0.1:0");
+      try {
+        const res = await fetch(http.url);
+        assert.equal(res.status, 500);
+        assert.match(await res.text(), /render failed/);
+      } finally {
+        await http.close();
+      }
+    } finally {
+      metrics.close();
+    }
+  });
+
   it("a client pipelining scrapes it never reads is disconnected; scrapes at once share one render", async () => {
     const metrics = prometheusMetrics();
     let renders = 0;
