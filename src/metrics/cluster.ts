@@ -13,6 +13,7 @@
  */
 import type { Cluster, Worker } from "node:cluster";
 import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue, Registry } from "prom-client";
+import { PointSubError } from "../index.ts";
 import { type MetricsHttpOptions, type MetricsServer, serveMetrics } from "./http.ts";
 
 /** prom-client's IPC messages (its worker side answers them). */
@@ -46,6 +47,13 @@ class PlainRegistry extends Registry {
  * this worker answers when the primary aggregates. Call once per worker.
  */
 export function workerMetrics(registry: Registry): void {
+  // Anything else (`workerMetrics(metrics)` for `metrics.registry`) was taken, and every scrape failed on it.
+  if (typeof (registry as Partial<Registry> | null)?.getMetricsAsJSON !== "function") {
+    throw new PointSubError(
+      "ERR_INVALID_ARGUMENT",
+      "workerMetrics needs a prom-client Registry (prometheusMetrics().registry)",
+    );
+  }
   AggregatorRegistry.setRegistries([new PlainRegistry(registry)]);
   // Its constructor adds the worker's IPC listener (once per process).
   new AggregatorRegistry();

@@ -18,7 +18,7 @@ import {
   type RefusedMessage,
   rateLimit,
 } from "../../src/index.ts";
-import { parseHostPort, prometheusMetrics, Registry, serveMetrics } from "../../src/metrics/index.ts";
+import { parseHostPort, prometheusMetrics, Registry, serveMetrics, workerMetrics } from "../../src/metrics/index.ts";
 import { type Exposition, family, parseExposition, sampleKey } from "../helpers/prometheus-text.ts";
 
 async function scrape(url: string): Promise<Exposition> {
@@ -222,6 +222,18 @@ describe("pointsub/metrics", () => {
     const again = prometheusMetrics({ runtime, registry, prefix: "app_ps_" });
     assert.match(await registry.metrics(), /^# TYPE app_ps_requests_total counter$/m);
     again.close();
+  });
+
+  it("workerMetrics given no Registry (the metrics object, not its registry) is ERR_INVALID_ARGUMENT", () => {
+    // Before, taken: every scrape of the primary then answered 500 "getMetricsAsJSON is not a function".
+    const metrics = prometheusMetrics();
+    try {
+      for (const registry of [metrics, 5, null]) {
+        assert.throws(() => workerMetrics(registry as never), { code: "ERR_INVALID_ARGUMENT" });
+      }
+    } finally {
+      metrics.close();
+    }
   });
 
   it("invalid options throw ERR_INVALID_ARGUMENT naming the field, and subscribe nothing", async () => {
