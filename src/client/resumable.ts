@@ -364,6 +364,14 @@ export function sendResumableWith(
     // Raced with cancel() and the signal: a source still being made (a promise that never settled, a stat
     // of a file on a stalled mount) kept the transfer "initializing" and unsettled for ever, whatever ended it.
     const src = await untilAborted(Promise.resolve(source), signal);
+    // An open of another type failed every attempt as ERR_SOURCE "src.open is not a function".
+    const given = src as Partial<ResumableSource> | null;
+    if (typeof given?.open !== "function" || (given.prefixCrc !== undefined && typeof given.prefixCrc !== "function")) {
+      throw new PointSubError(
+        "ERR_INVALID_ARGUMENT",
+        "source must be a ResumableSource: open (and prefixCrc) functions",
+      );
+    }
     progress.transferId = src.transferId;
     progress.total = src.size;
     const retries = options.retries ?? 10;

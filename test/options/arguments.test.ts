@@ -384,6 +384,31 @@ describe("options: invalid arguments", () => {
     }
   });
 
+  it("sendResumable: a source whose open or prefixCrc is no function is ERR_INVALID_ARGUMENT, not ERR_SOURCE", async () => {
+    // Before: every attempt failed as the source, ERR_SOURCE "src.open is not a function".
+    const server = createServer();
+    server.handleStream("/r", async (s) => String((await s.bytes()).length), { resume: () => ({ offset: 0, crc: 0 }) });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    const transferId = "t".repeat(32);
+    try {
+      for (const source of [
+        { size: 3, transferId, open: 5 },
+        { size: 3, transferId },
+        { size: 3, transferId, open: () => [new Uint8Array(3)], prefixCrc: 5 },
+        null,
+      ]) {
+        const f = () => sendResumable(conn, "/r", source as never).done;
+        assert.equal(await outcome(f), "ERR_INVALID_ARGUMENT", JSON.stringify(source));
+      }
+      const answer = await sendResumable(conn, "/r", { size: 3, transferId, open: () => [new Uint8Array(3)] }).done;
+      assert.equal(new TextDecoder().decode(answer), "3");
+    } finally {
+      await conn.close();
+      await server.close();
+    }
+  });
+
   it("sendFile: a path that is not a string, or options null, is ERR_INVALID_ARGUMENT, with no unhandled rejection", async () => {
     const server = createServer();
     const [url] = await server.listen("tcp://127.0.0.1:0");
