@@ -148,6 +148,16 @@ class RouteHistogram extends Histogram<"route"> {
 function checkOptions(o: PrometheusMetricsOptions): void {
   const bad = (field: string, rule: string, value: unknown): PointSubError =>
     new PointSubError("ERR_INVALID_ARGUMENT", `prometheusMetrics: ${field} must be ${rule} (got ${String(value)})`);
+  // These were taken: options "x" as none, a runtime or registry of another type threw a raw TypeError.
+  if (typeof o !== "object" || o === null) throw bad("options", "an object", o);
+  const rt = o.runtime as Partial<Runtime> | null | undefined;
+  if (rt !== undefined && typeof rt?.diagnostics?.subscribe !== "function") {
+    throw bad("runtime", "a pointsub runtime (createNodeRuntime())", rt);
+  }
+  const reg = o.registry as Partial<Registry> | null | undefined;
+  if (reg !== undefined && typeof reg?.getSingleMetric !== "function") {
+    throw bad("registry", "a prom-client Registry", reg);
+  }
   if (o.maxRoutes !== undefined && !(Number.isSafeInteger(o.maxRoutes) && o.maxRoutes >= 0)) {
     throw bad("maxRoutes", "an integer >= 0", o.maxRoutes);
   }

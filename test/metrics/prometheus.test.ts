@@ -236,6 +236,24 @@ describe("pointsub/metrics", () => {
     }
   });
 
+  it("options that are no object, a runtime or registry of another type are ERR_INVALID_ARGUMENT naming it", () => {
+    // Before: options "x" were taken as none, a runtime or registry of another type threw a raw TypeError.
+    for (const [field, o] of [
+      ["options", "x"],
+      ["runtime", { runtime: 5 }],
+      ["runtime", { runtime: {} }],
+      ["registry", { registry: 5 }],
+      ["registry", { registry: {} }],
+    ] as const) {
+      assert.throws(
+        () => prometheusMetrics(o as never),
+        (e: PointSubError) =>
+          e instanceof PointSubError && e.code === "ERR_INVALID_ARGUMENT" && e.message.includes(field),
+        JSON.stringify(o),
+      );
+    }
+  });
+
   it("invalid options throw ERR_INVALID_ARGUMENT naming the field, and subscribe nothing", async () => {
     // Before: maxRoutes NaN kept no bound (every route its label), -1 gave every route "other", buckets
     // [NaN] or "abc" became le="NaN" / le="a" samples, and a bad prefix threw prom-client's untyped Error.
