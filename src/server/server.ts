@@ -11,9 +11,11 @@ import { toBytes } from "../connection/dispatch.ts";
 import { greeting, refusalBytes } from "../connection/handshake.ts";
 import { Housekeeper, housekeepingPeriod } from "../connection/housekeeping.ts";
 import { useHousekeeper } from "../connection/housekeeping-lazy.ts";
+import { frameLimit } from "../connection/link.ts";
 import { checkConnectionOptions } from "../connection/options.ts";
 import { abortOrphans } from "../connection/orphans.ts";
 import { useDiagnostics } from "../connection/publisher.ts";
+import { SINGLE_FRAME_MAX } from "../connection/size-class.ts";
 import { addStats, emptyStats, type StatsSnapshot, sumStats } from "../connection/stats.ts";
 import { useStreamEngine } from "../connection/stream-engine.ts";
 import * as streams from "../connection/streams.ts";
@@ -647,8 +649,15 @@ export class Server extends EventEmitter<ServerEvents> {
       return Promise.reject(err);
     }
     // A payload that could never be sent says so (ERR_MESSAGE_TOO_LARGE) before the refusals below:
-    // they are retryable, and retrying it could never succeed.
-    if (data.length > s.peerSettings.maxMessageSize) return s.send(data);
+    // they are retryable, and retrying it could never succeed. Over the peer's maxMessageSize, or over
+    // its maxAssemblyBytes and more than one frame (before: ERR_SLOW_PEER first, over the mark).
+    const peer = s.peerSettings;
+    if (
+      data.length > peer.maxMessageSize ||
+      (data.length > peer.maxAssemblyBytes && data.length > frameLimit(peer, SINGLE_FRAME_MAX))
+    ) {
+      return s.send(data);
+    }
     const buffered = s.bufferedAmount;
     const budget = this.budget;
     // Past half the budget, a session holding more than its share (as for answers owed: ANSWER_SHARE)

@@ -86,6 +86,24 @@ describe("sendTo to a session that does not read", () => {
     );
   });
 
+  it("over the mark, a payload the peer's maxAssemblyBytes refuses gets ERR_MESSAGE_TOO_LARGE, not the retryable ERR_SLOW_PEER", async () => {
+    await withNonReader(
+      { sendToHighWaterMark: 1 * MiB },
+      async (server, id) => {
+        const { codes } = await relayTo(server, id, 1000);
+        assert.ok((codes.get("ERR_SLOW_PEER") ?? 0) > 900, `refused: ${JSON.stringify([...codes])}`);
+        // Larger than one frame, and the peer assembles none: it could never be sent (before: ERR_SLOW_PEER).
+        await assert.rejects(server.sendTo(id, new Uint8Array(256 * KiB)), (err: PointSubError) => {
+          assert.equal(err.code, "ERR_MESSAGE_TOO_LARGE");
+          assert.match(err.message, /maxAssemblyBytes of 0/);
+          return true;
+        });
+        assert.equal(server.session(id)?.state, "open");
+      },
+      { maxAssemblyBytes: 0 },
+    );
+  });
+
   it("has a default mark (64 MiB): a relay to a non-reader is bounded without any option", async () => {
     await withNonReader({}, async (server, id) => {
       // 1,500 × 64 KiB (~94 MiB; one buffer, queued by reference).
