@@ -1394,9 +1394,9 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
 
   /**
    * The session of a transfer another session asks about (its sender reconnected): one that does not
-   * answer a ping within {@link STALE_PING_MS} is taken for gone and ended, so that its handler lets
-   * the transfer go and a retry resumes it. Before, a connection cut where this side never saw it close
-   * (a partition, a NAT dropping it) held the transfer until its keepalive ended it, up to twice
+   * answer a ping, nor send anything, within {@link STALE_PING_MS} is taken for gone and ended, so that
+   * its handler lets the transfer go and a retry resumes it. Before, a connection cut where this side
+   * never saw it close (a partition, a NAT dropping it) held the transfer until its keepalive ended it, up to twice
    * keepAliveMs (60 s), and the sender's retries (10 over ~20 s) ran out on ERR_RESUME meanwhile.
    */
   const probing = new WeakMap<Connection, Promise<void>>();
@@ -1405,12 +1405,16 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     // One probe per holder at a time: the queries of a sender (or many) retrying share it, not a PING each.
     let probe = probing.get(s);
     if (probe === undefined) {
+      // Bytes from it meanwhile say it is there: on a slow uplink its answer waits behind the upload's
+      // data (a window of it when not paced), and ending it would let any holder of the id cut it.
+      const heard = s.info().bytesIn;
       probe = s.ping({ timeoutMs: STALE_PING_MS }).then(
         () => {
           probing.delete(s);
         },
         () => {
           probing.delete(s);
+          if (s.info().bytesIn !== heard) return;
           s.destroy(
             new PointSubError(
               "ERR_KEEPALIVE",
