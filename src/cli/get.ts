@@ -461,7 +461,7 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
   process.on("SIGTERM", interrupted);
   const started = performance.now();
   /** The first failure (the final error names it) and how many: not each (1,000,000 listed files can fail). */
-  let firstFailure: { file: string; error: PointSubError } | undefined;
+  let firstFailure: { file: string; error: PointSubError; named: boolean } | undefined;
   let failed = 0;
   let timedOut = false;
   const items: GetItem[] = [];
@@ -471,9 +471,12 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
   // Names that failed before any download (not found, over --max-file-size): counted in the summary's files.
   let failedUnlisted = 0;
   let fatal = false;
-  const fail = (file: string, err: unknown) => {
+  /** Files that are a name given, not one of a directory named: said by its own name, which may differ. */
+  const named = new WeakSet<GetItem>();
+  /** `named`: the file is a name given (its error said alone when it fails alone). */
+  const fail = (file: string, err: unknown, isNamed: boolean) => {
     const e = toPointSubError(err, "ERR_SOURCE");
-    firstFailure ??= { file, error: e };
+    firstFailure ??= { file, error: e, named: isNamed };
     failed++;
     if (e.code === "ERR_TIMEOUT") timedOut = true;
     if (!PER_FILE.has(e.code)) fatal = true;
@@ -498,7 +501,9 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
         });
         const found: GetItem[] = [];
         if (r.type === "file") {
-          found.push({ path: name, to: name.slice(name.lastIndexOf("/") + 1), size: r.entries[0]?.size ?? 0 });
+          const it = { path: name, to: name.slice(name.lastIndexOf("/") + 1), size: r.entries[0]?.size ?? 0 };
+          named.add(it);
+          found.push(it);
         } else if (opts.recursive !== true) {
           throw new PointSubError("ERR_INVALID_ARGUMENT", `${arg} is a directory (get it with -r)`);
         } else {
@@ -526,7 +531,7 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
         }
       } catch (err) {
         if (stopping) await halted();
-        fail(arg, err);
+        fail(arg, err, true);
       }
     }
     const max = opts.maxFileSize ?? 0;
@@ -537,6 +542,7 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
           fail(
             it.path,
             new PointSubError("ERR_QUOTA", `${formatBytes(it.size)}, over --max-file-size (${formatBytes(max)})`),
+            named.has(it),
           );
         }
       }
@@ -691,7 +697,7 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
           } else if (mode === "plain") writeOut(`${receivedLine(shown, got1, bytes, secs)}\n`);
         } catch (err) {
           if (stopping) await halted();
-          fail(it.to, err);
+          fail(it.to, err, named.has(it));
         } finally {
           wanted.delete(it.to);
         }
@@ -739,8 +745,9 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
   }
   if (firstFailure !== undefined) {
     const { file, error } = firstFailure;
-    // Named unless it is the one name given (a file of a directory named: before, only its size was said).
-    const several = (total + failed > 1 && !(total === 0 && names.length === 1)) || file !== names[0];
+    // Named unless it is the one name given (a file of a directory named: before, only its size was said). Not
+    // by comparing names: "sub/y.txt" given fails as y.txt, its name under --out.
+    const several = (total + failed > 1 && !(total === 0 && names.length === 1)) || !firstFailure.named;
     const message = several ? aboutName(file, error.message) : error.message;
     throw new PointSubError(error.code, failed === 1 ? message : `${failed} files failed; first: ${message}`, {
       cause: error,

@@ -71,3 +71,42 @@ describe("get: a file whose size changed after its listing", () => {
     assert.match(dir.stderr, /ERR_INVALID_ARGUMENT: sub is a directory \(get it with -r\)\n$/, dir.stderr);
   });
 });
+
+describe("get: the one name given fails alone", () => {
+  let work: string;
+  let env: NodeJS.ProcessEnv;
+  let server: Server;
+  let url: string;
+
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), "pointsub-get-one-name-"));
+    env = { ...process.env, POINTSUB_STATE_DIR: join(work, "state") };
+    delete env.POINTSUB_TOKEN;
+    const served = join(work, "served");
+    await mkdir(join(served, "sub"), { recursive: true });
+    await writeFile(join(served, "sub", "y.txt"), "y".repeat(1000));
+    const source = fileSource(served, { resumeKey: "s".repeat(40), crcRecords: false });
+    server = createServer();
+    server.handle(FILE_LIST_ROUTE, source.list);
+    server.handle(FILE_GET_ROUTE, source.get);
+    [url] = await server.listen("tcp://127.0.0.1:0");
+  });
+  after(async () => {
+    await server.close({ timeoutMs: 100 });
+    await rm(work, { recursive: true, force: true });
+  });
+
+  it("given as ./sub/y.txt, over --max-file-size: its error alone, as when given as sub/y.txt", async () => {
+    for (const name of ["sub/y.txt", "./sub/y.txt"]) {
+      const r = await runCli(
+        ["get", name, "--from", url, "--out", join(work, "out"), "--max-file-size", "1"],
+        env,
+        30_000,
+      );
+      assert.equal(r.hung, false);
+      assert.equal(r.code, 1, r.stdout);
+      // Before, given as ./sub/y.txt: "ERR_QUOTA: sub/y.txt: 1000 B, …" (its name compared with the one given).
+      assert.match(r.stderr, /^pointsub: ERR_QUOTA: 1000 B, over --max-file-size \(1 B\)\n$/, `${name}: ${r.stderr}`);
+    }
+  });
+});
