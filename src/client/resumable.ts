@@ -491,11 +491,6 @@ function stoppedBy(signal: AbortSignal): PointSubError | undefined {
 }
 
 /**
- * `p`, or ERR_CANCELLED as soon as `signal` aborts; `p` is then left to
- * settle, and what it resolves to goes to `late` (a connection opened for
- * nothing is destroyed).
- */
-/**
  * The connection a transfer's connect function opens. Anything else failed as the source: a URL returned
  * (ERR_SOURCE "conn.destroy is not a function"), a Connection returned without a promise ("p.then is not a function").
  */
@@ -510,6 +505,11 @@ async function openOwned(open: () => Promise<Connection>): Promise<Connection> {
   return conn as Connection;
 }
 
+/**
+ * `p`, or ERR_CANCELLED as soon as `signal` aborts; `p` is then left to
+ * settle, and what it resolves to goes to `late` (a connection opened for
+ * nothing is destroyed).
+ */
 function untilAborted<T>(p: Promise<T>, signal: AbortSignal, late?: (v: T) => void): Promise<T> {
   const leave = () => {
     p.then(late, () => {});
