@@ -130,7 +130,8 @@ function check(o: RateLimitOptions): void {
     const issue = r.issues[0];
     const path = issue.path?.map((p) => String(p.key)).join(".") ?? "options";
     // A missing or unknown field is reported with its object's message: "perSecond must be an object { perSecond, burst? }".
-    const field = issue.type === "strict_object" && issue.path !== undefined;
+    // (A field given that is no object is that object's issue too, expecting "Object": its message is right.)
+    const field = issue.type === "strict_object" && issue.path !== undefined && issue.expected !== "Object";
     const what =
       field && issue.expected === "never"
         ? "is not an option"

@@ -571,6 +571,9 @@ describe("router: rateLimit", () => {
       [{ session: { requests: { burst: 5 } } }, /session\.requests\.perSecond is required \(got undefined\)$/],
       [{ session: { requests: { perSecond: 5, brust: 2 } } }, /session\.requests\.brust is not an option$/],
       [{ session: { requests: { perSecond: 5 } }, maxkeys: 5 }, /maxkeys is not an option/],
+      // A field given that is no object is not "required": it says what it must be (it said "is required (got x)").
+      [{ session: { requests: "x" } }, /session\.requests must be an object \{ perSecond, burst\? \}.*\(got x\)$/],
+      [{ session: 5 }, /session must be an object with requests, messages and\/or bytes \(got 5\)$/],
       [{ session: { requests: { perSecond: 5 } }, key: "principal" }, /key must be a function/],
       [{ session: { requests: { perSecond: 5 } }, maxKeys: 0 }, /maxKeys must be >= 1/],
       [{}, /at least one limit/],
