@@ -50,7 +50,8 @@ export interface SendFileOptions extends SendResumableOptions {
   transferId?: string;
   /**
    * Secret key of the default transfer id (bytes, or a string used as UTF-8
-   * bytes). Default: this user's key from {@link resumeKeyPath}, created on
+   * bytes; not empty: ERR_INVALID_ARGUMENT — 32 random bytes as the default
+   * key is). Default: this user's key from {@link resumeKeyPath}, created on
    * first use.
    */
   resumeKey?: Uint8Array | string;
@@ -388,6 +389,11 @@ async function transferIdOf(
   // Anything else threw createHmac's raw TypeError (a key), or went into the id as its JSON (a route).
   if (options.key !== undefined && typeof options.key !== "string" && !(options.key instanceof Uint8Array)) {
     throw new PointSubError("ERR_INVALID_ARGUMENT", "resume key must be a string or a Uint8Array");
+  }
+  // Empty (an unset variable's ""), the id is anyone's to compute from the file's path, size and time: any
+  // peer of the same principal (every anonymous one) could resume, and append to, this transfer.
+  if (options.key !== undefined && options.key.length === 0) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", "resume key must not be empty (use 32 random bytes)");
   }
   if (options.route !== undefined && typeof options.route !== "string") {
     throw new PointSubError("ERR_INVALID_ARGUMENT", "route must be a string");

@@ -64,6 +64,10 @@ describe("resume keys and HMAC transfer ids", () => {
       .digest("hex");
     assert.equal(id, expected);
     assert.notEqual(await fileTransferId(file, { key: "someone else's key" }), id);
+    // An empty key (an unset variable's ""): anyone could compute the id (before: accepted).
+    for (const empty of ["", new Uint8Array(0)]) {
+      await assert.rejects(fileTransferId(file, { key: empty }), { code: "ERR_INVALID_ARGUMENT" });
+    }
     assert.notEqual(await fileTransferId(file, { route: "/other/1" }), id);
     const later = new Date(st.mtimeMs + 5000);
     await utimes(file, later, later);
