@@ -5,25 +5,19 @@
  */
 import assert from "node:assert/strict";
 import { randomFillSync } from "node:crypto";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { connect, createServer, FILE_ROUTE, fileSink, sendFile } from "../../src/index.ts";
+import { connect, sendFile } from "../../src/index.ts";
 import { startProxy } from "../helpers/proxy.ts";
+import { uploadServer } from "../helpers/upload-server.ts";
 import { until } from "../helpers/wait.ts";
 
 describe("sendFile: bytesSent across a drop that lost the receiver's acknowledgements", () => {
   it("counts what the receiver holds from the cut attempt: an upload from 0 reports at least the size", async () => {
     // Before: the cut attempt counted only the bytes acknowledged before the cut (none here), so a
     // 3 MB upload from 0 that resumed at 768 KiB reported bytesSent 2,213,568 (and the CLI a rate to match).
-    const work = await mkdtemp(join(tmpdir(), "pointsub-bytes-sent-"));
-    process.env.POINTSUB_STATE_DIR = join(work, "state");
-    const inbox = join(work, "inbox");
-    const sink = fileSink(inbox);
-    const server = createServer();
-    server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
-    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const { work, inbox, server, url } = await uploadServer("pointsub-bytes-sent-");
     const proxy = await startProxy(url);
     const size = 3_000_000;
     const src = join(work, "a.bin");

@@ -7,12 +7,12 @@
  */
 import assert from "node:assert/strict";
 import { randomFillSync } from "node:crypto";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { readFile, rm, writeFile } from "node:fs/promises";
 import net from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { connect, createServer, FILE_ROUTE, fileSink, type PointSubError, sendFile } from "../../src/index.ts";
+import { connect, type PointSubError, sendFile } from "../../src/index.ts";
+import { uploadServer } from "../helpers/upload-server.ts";
 
 /**
  * A loopback proxy to `port`; once it passed `after` bytes from the client, nothing passes and no close
@@ -52,14 +52,8 @@ async function partitionable(port: number, after: number) {
 
 describe("fileSink: a transfer held by a session a partition cut off", () => {
   it("is let go when the sender asks again from a new connection: the upload resumes and completes", async () => {
-    const work = await mkdtemp(join(tmpdir(), "pointsub-partition-"));
-    process.env.POINTSUB_STATE_DIR = join(work, "state");
-    const inbox = join(work, "inbox");
-    const sink = fileSink(inbox);
     // The server's default keepalive (30 s): it would hold the cut-off session for up to 60 s.
-    const server = createServer();
-    server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
-    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const { work, inbox, server, url } = await uploadServer("pointsub-partition-");
     const cut = await partitionable(Number(new URL(url).port), 1_000_000);
     const size = 24_000_000;
     const src = join(work, "a.bin");

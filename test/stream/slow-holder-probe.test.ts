@@ -8,12 +8,12 @@
  */
 import assert from "node:assert/strict";
 import { randomFillSync } from "node:crypto";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { rm, writeFile } from "node:fs/promises";
 import net from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { connect, createServer, FILE_ROUTE, fileSink, type PointSubError, sendFile } from "../../src/index.ts";
+import { connect, FILE_ROUTE, type PointSubError, sendFile } from "../../src/index.ts";
+import { uploadServer } from "../helpers/upload-server.ts";
 import { until } from "../helpers/wait.ts";
 
 /** A loopback proxy to `port` passing the client's bytes on at about `rate` bytes a second (a slow uplink). */
@@ -46,12 +46,7 @@ async function slowUplink(port: number, rate: number) {
 
 describe("fileSink: a resume query from another session about a live upload on a slow link", () => {
   it("does not end the upload whose ping answer is queued behind its data", async () => {
-    const work = await mkdtemp(join(tmpdir(), "pointsub-slow-holder-"));
-    process.env.POINTSUB_STATE_DIR = join(work, "state");
-    const sink = fileSink(join(work, "inbox"));
-    const server = createServer();
-    server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
-    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const { work, server, url } = await uploadServer("pointsub-slow-holder-");
     // 512 KiB/s: the 4 MiB stream window an unpaced sender puts ahead of its PING answer takes ~8 s to pass.
     const link = await slowUplink(Number(new URL(url).port), 512 * 1024);
     const src = join(work, "a.bin");
