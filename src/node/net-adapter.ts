@@ -393,7 +393,10 @@ function createTlsServer(tls: typeof Tls, options: Tls.TlsOptions, onSocket: (s:
   }
 }
 
-/** What a plaintext client of a tls:// listener is told (before: its connection closed, ERR_CONNECTION_CLOSED). */
+/**
+ * What a plaintext client of a tls:// listener is told, as ERR_PROTOCOL: its URL's scheme is wrong,
+ * and no retry of it can succeed (ERR_CONNECT, retryable, had a reconnecting client retry for ever).
+ */
 const PLAINTEXT_REASON = "this port speaks TLS: connect with tls://";
 
 /** Most time (ms) a refused mutual-TLS client has to take its GOAWAY before its socket is destroyed. */
@@ -530,7 +533,7 @@ async function tlsServer(
       const url = remoteOf(socket);
       onRefused(refusedHandshake(err, url), url);
     }
-    closeFailedHandshake(socket, err, () => refusalBytes(codeInfo("ERR_CONNECT").errno, PLAINTEXT_REASON));
+    closeFailedHandshake(socket, err, () => refusalBytes(codeInfo("ERR_PROTOCOL").errno, PLAINTEXT_REASON));
   });
   secure.on("error", () => {});
   const server = net.createServer((socket) => {

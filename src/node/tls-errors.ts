@@ -87,7 +87,7 @@ export function closeFailedHandshake(socket: TLSSocket, err: unknown, answer: ()
 /**
  * Why a client's TLS handshake with a server failed, for the server's
  * `reject` event: ERR_TIMEOUT when it took longer than the handshake
- * timeout, ERR_CONNECT for a plaintext client or OpenSSL's reason. Without a
+ * timeout, ERR_PROTOCOL for a plaintext client (as it is told) or OpenSSL's reason. Without a
  * stack: a flood of failing handshakes costs no stack capture each.
  */
 export function refusedHandshake(err: unknown, remoteUrl: string): PointSubError {
@@ -96,7 +96,7 @@ export function refusedHandshake(err: unknown, remoteUrl: string): PointSubError
     return PointSubError.fromPeer("ERR_TIMEOUT", `TLS handshake of ${remoteUrl} timed out`, { cause: err });
   }
   if (typeof code === "string" && PLAINTEXT_CLIENT.has(code)) {
-    return PointSubError.fromPeer("ERR_CONNECT", `${remoteUrl} sent plaintext to a TLS port`, { cause: err });
+    return PointSubError.fromPeer("ERR_PROTOCOL", `${remoteUrl} sent plaintext to a TLS port`, { cause: err });
   }
   const reason = err instanceof Error ? err.message : String(err);
   return PointSubError.fromPeer("ERR_CONNECT", `TLS handshake of ${remoteUrl} failed: ${reason.slice(0, 200)}`, {

@@ -69,7 +69,7 @@ describe("refusals in a transport's own handshake reach the server", () => {
     try {
       raw(w.port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
       await until(() => w.rejects.length === 1);
-      assert.equal(w.rejects[0].code, "ERR_CONNECT");
+      assert.equal(w.rejects[0].code, "ERR_PROTOCOL");
       assert.match(w.rejects[0].message, /plaintext to a TLS port/);
       // Two that never start their handshake, then a third over the limit: refused at once, then both time out.
       const quiet = [raw(w.port), raw(w.port)];

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { connect, createServer, PointSubError } from "../../src/index.ts";
+import { connect, connectResilient, createServer, PointSubError } from "../../src/index.ts";
 import { testCerts } from "../helpers/certs.ts";
 
 describe("TLS verification", () => {
@@ -89,15 +89,25 @@ describe("TLS verification", () => {
     });
   }
 
-  it("a plaintext client at a tls:// or wss:// port is told to use TLS (before: ERR_CONNECTION_CLOSED, ERR_CONNECT socket hang up)", async () => {
+  it("a plaintext client at a tls:// or wss:// port is told to use TLS, as a non-retryable ERR_PROTOCOL (before: ERR_CONNECTION_CLOSED, ERR_CONNECT socket hang up; then a retryable ERR_CONNECT)", async () => {
     const c = await testCerts();
     const server = createServer({ tls: { cert: c.serverCert, key: c.serverKey } });
     server.handle("/who/1.0.0", () => "server");
     try {
       const [tlsUrl, wssUrl] = await server.listen("tls://127.0.0.1:0", "wss://127.0.0.1:0");
       await assert.rejects(connect(tlsUrl.replace("tls:", "tcp:"), { connectTimeoutMs: 5000 }), (e: PointSubError) => {
-        assert.equal(e.code, "ERR_CONNECT", String(e));
+        assert.equal(e.code, "ERR_PROTOCOL", String(e));
+        assert.equal(e.retryable, false);
         assert.match(e.message, /this port speaks TLS: connect with tls:\/\//);
+        return true;
+      });
+      // A reconnecting client gives up at once: no retry of that URL can succeed.
+      const resilient = connectResilient(tlsUrl.replace("tls:", "tcp:"), {
+        reconnect: { initialDelayMs: 10, maxDelayMs: 50, maxAttempts: Number.POSITIVE_INFINITY },
+        signal: AbortSignal.timeout(20_000),
+      });
+      await assert.rejects(resilient, (e: PointSubError) => {
+        assert.equal(e.code, "ERR_PROTOCOL", String(e));
         return true;
       });
       // HTTP 400 to the upgrade: the request is wrong, not retryable (ws-upgrade-refused.test.ts).
