@@ -497,6 +497,12 @@ function stoppedBy(signal: AbortSignal): PointSubError | undefined {
 async function openOwned(open: () => Promise<Connection>): Promise<Connection> {
   const conn: unknown = await open();
   if (typeof (conn as Partial<Connection> | null)?.sendStream !== "function") {
+    // What it opened is the transfer's to close (a ResilientConnection was left open, reconnecting).
+    const close = (conn as { close?: unknown } | null)?.close;
+    if (typeof close === "function")
+      Promise.resolve()
+        .then(() => close.call(conn))
+        .catch(() => {});
     throw new PointSubError(
       "ERR_INVALID_ARGUMENT",
       `the connect function must resolve to a Connection, e.g. () => connect(url) (got ${typeof conn})`,

@@ -364,6 +364,8 @@ describe("options: invalid arguments", () => {
     // Before: ERR_SOURCE "p.then is not a function" / "conn.destroy is not a function".
     const server = createServer();
     const dir = join(tmpdir(), `pointsub-connect-fn-${process.pid}`);
+    let opened = 0;
+    server.on("session", () => opened++);
     server.handleStream(FILE_ROUTE, fileSink(dir, { durability: "none" }).handler);
     const [url] = await server.listen("tcp://127.0.0.1:0");
     const conn = await connect(url);
@@ -372,6 +374,12 @@ describe("options: invalid arguments", () => {
         const f = () => sendFile(open as never, import.meta.filename, { retries: 0 }).done;
         assert.equal(await outcome(f), "ERR_INVALID_ARGUMENT", String(open));
       }
+      // One that opens something else it is refused, and closed: a ResilientConnection was left reconnecting.
+      const resilient = () =>
+        sendFile((() => connectResilient(url)) as never, import.meta.filename, { retries: 0 }).done;
+      assert.equal(await outcome(resilient), "ERR_INVALID_ARGUMENT", "a ResilientConnection");
+      // Its session opens on the server (it was open when refused), then ends.
+      await until(() => opened === 2 && server.sessions.size === 1, 10_000);
       const receipt = await sendFile((() => conn) as never, import.meta.filename, { name: "sync-open.ts" }).done;
       assert.equal(receipt.name, "sync-open.ts");
       // A hook that is no function, as sendResumable refuses it (before: ERR_SOURCE "options.onAttempt is not a function").
