@@ -91,9 +91,16 @@ const UNGUARDED = new WeakSet<PointSubError>();
 const NOT_CONNECTED = new WeakSet<PointSubError>();
 /**
  * Connect failures that are the node's, not the caller's (a refused credential or version is the caller's);
- * ERR_PROTOCOL: no pointsub there (a ws:// node's upgrade refused with a 4xx: its path is not served).
+ * ERR_PROTOCOL: no pointsub there (a ws:// node's upgrade refused with a 4xx: its path is not served);
+ * ERR_UNSUPPORTED_URL: a multiaddr no transport of the client's libp2p node dials (a QUIC node from a node
+ * without QUIC), which `addNode` cannot tell: the other nodes may still be reached.
  */
-const CONNECT_RETRYABLE: ReadonlySet<string> = new Set(["ERR_OVERLOADED", "ERR_TIMEOUT", "ERR_PROTOCOL"]);
+const CONNECT_RETRYABLE: ReadonlySet<string> = new Set([
+  "ERR_OVERLOADED",
+  "ERR_TIMEOUT",
+  "ERR_PROTOCOL",
+  "ERR_UNSUPPORTED_URL",
+]);
 /** A keyed call's repeat refused by this side: the next node does not deduplicate (see `run`). */
 const NOT_REPEATED = new WeakSet<PointSubError>();
 /**

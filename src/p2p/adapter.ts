@@ -231,7 +231,7 @@ function dialSignal(options: ConnectOptions): AbortSignal | undefined {
 }
 
 function connectError(
-  to: string,
+  to: Multiaddr,
   err: unknown,
   options: ConnectOptions,
   node: Libp2p,
@@ -250,6 +250,18 @@ function connectError(
     );
   }
   const name = (err as Error | undefined)?.name;
+  // An address no transport of the node dials (/ws, /quic-v1 with quic: false, /udp alone) fails every dial:
+  // ERR_CONNECT, which connectResilient retries for ever. A peer id alone, or a /dnsaddr/ (resolved anew each
+  // dial), may yet gain addresses to dial: those stay ERR_CONNECT.
+  const parts = to.getComponents();
+  const peerOnly = parts.length === 1 && parts[0].name === "p2p";
+  if (name === "NoValidAddressesError" && !peerOnly && !parts.some((c) => c.name === "dnsaddr")) {
+    return new PointSubError(
+      "ERR_UNSUPPORTED_URL",
+      `cannot connect to ${to}: no transport of the libp2p node ${node.peerId.toString()} dials it (createLibp2pNode has TCP, and QUIC when installed; more via its libp2p option)`,
+      { cause: err },
+    );
+  }
   // A timeout only when the connect timeout fired: a peer refusing the dial aborts it too (QUIC's limits).
   if (name === "TimeoutError" || (name === "AbortError" && signal?.aborted === true)) {
     return new PointSubError("ERR_TIMEOUT", `connect to ${to} timed out after ${options.connectTimeoutMs} ms`, {
@@ -401,7 +413,7 @@ export function libp2pTransport(): TransportAdapter<Libp2pTransportOptions> {
         return wrap(stream, connection, node, options, release);
       } catch (err) {
         release?.();
-        throw connectError(to.toString(), err, options, node, signal);
+        throw connectError(to, err, options, node, signal);
       }
     },
 

@@ -7,7 +7,7 @@ import { describe, it } from "node:test";
 import type { Libp2p } from "@libp2p/interface";
 import { multiaddr } from "@multiformats/multiaddr";
 import type { Connection, PointSubError } from "../../src/index.ts";
-import { connect, createLibp2pNode, createServer, PROTOCOL_ID } from "../../src/p2p/index.ts";
+import { Client, connect, connectResilient, createLibp2pNode, createServer, PROTOCOL_ID } from "../../src/p2p/index.ts";
 
 describe("pointsub/libp2p edges", () => {
   it("the adapter's own dialer comes back as the same peer after its last connection closed (was a new peer id: authorize-by-peer-id refused it)", async () => {
@@ -169,6 +169,62 @@ describe("pointsub/libp2p edges", () => {
       });
     } finally {
       await me.stop();
+    }
+  });
+  it("an address no transport of the node dials (/ws, /quic-v1 with quic: false, /udp, /ip4 alone) is ERR_UNSUPPORTED_URL, and connectResilient gives up at once (was ERR_CONNECT 'no valid addresses for peer: unknown peer', retried for ever)", async () => {
+    const me = await createLibp2pNode({ quic: false });
+    try {
+      const other = await createLibp2pNode({ quic: false });
+      const peer = other.peerId.toString();
+      await other.stop();
+      for (const address of [
+        "/ip4/127.0.0.1/tcp/1/ws",
+        "/ip4/127.0.0.1/udp/1/quic-v1",
+        `/ip4/127.0.0.1/udp/1/quic-v1/p2p/${peer}`,
+        "/ip4/127.0.0.1/udp/1",
+        "/ip4/127.0.0.1",
+      ]) {
+        await assert.rejects(connect(address, { libp2p: me }), (e: PointSubError) => {
+          assert.equal(e.code, "ERR_UNSUPPORTED_URL", `${address}: ${e.message}`);
+          assert.match(e.message, /no transport of the libp2p node/);
+          return true;
+        });
+      }
+      // Not retryable: connectResilient fails instead of trying the same address for ever.
+      await assert.rejects(connectResilient("/ip4/127.0.0.1/tcp/1/ws", { libp2p: me }), (e: PointSubError) => {
+        assert.equal(e.code, "ERR_UNSUPPORTED_URL", e.message);
+        return true;
+      });
+      // A peer id alone may gain addresses (the peer store, peer routing): still a failed dial.
+      await assert.rejects(connect(peer, { libp2p: me }), (e: PointSubError) => {
+        assert.equal(e.code, "ERR_CONNECT", e.message);
+        return true;
+      });
+    } finally {
+      await me.stop();
+    }
+  });
+  it("Client: a node no transport of its libp2p node dials (QUIC from a node without) is failed over to the next node, as one that cannot be reached", async () => {
+    const quicNode = await createLibp2pNode({ listen: ["/ip4/127.0.0.1/udp/0/quic-v1"] });
+    const tcpNode = await createLibp2pNode({ listen: ["/ip4/127.0.0.1/tcp/0"], quic: false });
+    const servers = [quicNode, tcpNode].map((libp2p) => createServer({ libp2p }).handle("/echo", (req) => req.data));
+    const me = await createLibp2pNode({ quic: false });
+    const client = new Client({ libp2p: me });
+    try {
+      const [viaQuic] = await servers[0].listen(quicNode.peerId.toString());
+      const [viaTcp] = await servers[1].listen(tcpNode.peerId.toString());
+      client.addNode("/echo", viaQuic).addNode("/echo", viaTcp);
+      for (let i = 0; i < 2; i++) {
+        assert.equal(new TextDecoder().decode(await client.requestClosest("/echo", "hi")), "hi");
+      }
+      await assert.rejects(client.request(viaQuic, "/echo", "hi"), (e: PointSubError) => {
+        assert.equal(e.code, "ERR_UNSUPPORTED_URL", e.message);
+        return true;
+      });
+    } finally {
+      await client.close();
+      await Promise.all(servers.map((s) => s.close()));
+      await Promise.all([quicNode.stop(), tcpNode.stop(), me.stop()]);
     }
   });
   for (const [via, listen] of [
