@@ -175,6 +175,8 @@ export class Libp2pStreamTransport implements Transport {
   private paused = false;
   /** Chunks that arrived while paused (or not yet delivered when a pause came). */
   private held: Uint8Array[] = [];
+  /** True while {@link deliverHeld} hands held chunks over. */
+  private delivering = false;
   private waitingDrain = false;
   private drainCheck = false;
   private ended = false;
@@ -334,6 +336,10 @@ export class Libp2pStreamTransport implements Transport {
   resume(): void {
     if (!this.paused || this.closed) return;
     this.paused = false;
+    // Called from an onData of the delivery below (a pause undone at once: the read gate's slow-peer
+    // check): that delivery goes on from where it is. Delivering again from here started over at the
+    // first held chunk, which was handed over again and again until the stack overflowed.
+    if (this.delivering) return;
     this.deliverHeld();
     if (this.paused) return;
     try {
@@ -382,8 +388,13 @@ export class Libp2pStreamTransport implements Transport {
   private deliverHeld(): void {
     const held = this.held;
     let i = 0;
-    while (i < held.length && !this.paused && !this.closed) this.h?.onData(held[i++]);
-    this.held = i === held.length ? [] : held.slice(i);
+    this.delivering = true;
+    try {
+      while (i < held.length && !this.paused && !this.closed) this.h?.onData(held[i++]);
+    } finally {
+      this.delivering = false;
+    }
+    this.held = i === held.length || this.closed ? [] : held.slice(i);
   }
 
   private readonly onWritable = (): void => {
