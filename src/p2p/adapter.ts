@@ -30,7 +30,10 @@ export interface Libp2pTransportOptions {
    * one, `connect` dials from a node the adapter creates (TCP + Noise + Yamux,
    * QUIC; stopped when its last connection closed) and `listen` on a multiaddr
    * creates a node listening there (stopped when the listener and its
-   * sessions closed).
+   * sessions closed). A node of your own also ends each address's dial at
+   * its `connectionManager.addressDialTimeout` (libp2p's default 6 s),
+   * whatever `connectTimeoutMs` says; the adapter's own node has no
+   * deadline but `connectTimeoutMs`.
    */
   libp2p?: Libp2p;
   /**
@@ -393,7 +396,14 @@ export function libp2pTransport(): TransportAdapter<Libp2pTransportOptions> {
     // Before, each new node generated a key of its own: a client reconnecting after its last connection
     // closed came back as another peer, and a server authorizing by peer id refused it.
     key ??= dialerKey();
-    return createLibp2pNode({ libp2p: { privateKey: await key } });
+    // No dial deadlines of libp2p's own: connectTimeoutMs (0: none) is the only one. libp2p cut each
+    // address's dial at 6 s (addressDialTimeout) and a dial without a signal at 10 s, whatever it said.
+    return createLibp2pNode({
+      libp2p: {
+        privateKey: await key,
+        connectionManager: { addressDialTimeout: MAX_TIMER_MS, dialTimeout: MAX_TIMER_MS },
+      },
+    });
   });
   return {
     schemes: [],
