@@ -428,7 +428,9 @@ export function libp2pTransport(): TransportAdapter<Libp2pTransportOptions> {
     },
 
     async listen(address, options, onTransport) {
-      if (address instanceof URL) target(address);
+      // Parsed as connect parses it: a malformed multiaddr is ERR_UNSUPPORTED_URL before any node is made
+      // (before, a node was made to listen there, and its parse error was ERR_CONNECT).
+      target(address);
       const maxInboundStreams = options.libp2pMaxInboundStreams ?? 32;
       // Before any node is created: libp2p takes anything here (0 or less refused every peer, NaN none).
       if (

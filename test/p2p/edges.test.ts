@@ -291,4 +291,28 @@ describe("pointsub/libp2p edges", () => {
       await second.close();
     }
   });
+  it("listen on a malformed multiaddr (a port that is no number or over 65535, an unknown protocol) is ERR_UNSUPPORTED_URL, as connect says, before any node is made (was ERR_CONNECT, from the node made to listen there)", async () => {
+    const named = await createLibp2pNode({ quic: false });
+    try {
+      for (const [address, options] of [
+        ["/ip4/127.0.0.1/tcp/notaport", {}],
+        ["/ip4/127.0.0.1/tcp/99999", {}],
+        ["/foo/bar", {}],
+        ["/ip4/127.0.0.1/tcp/0/p2p/QmNotAPeer", {}],
+        ["/ip4/127.0.0.1/tcp/notaport", { libp2p: named }],
+      ] as const) {
+        const server = createServer(options);
+        try {
+          await assert.rejects(server.listen(address), (e: PointSubError) => {
+            assert.equal(e.code, "ERR_UNSUPPORTED_URL", `${address}: ${e.message}`);
+            return true;
+          });
+        } finally {
+          await server.close();
+        }
+      }
+    } finally {
+      await named.stop();
+    }
+  });
 });
