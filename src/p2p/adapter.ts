@@ -430,7 +430,7 @@ export function libp2pTransport(): TransportAdapter<Libp2pTransportOptions> {
     async listen(address, options, onTransport) {
       // Parsed as connect parses it: a malformed multiaddr is ERR_UNSUPPORTED_URL before any node is made
       // (before, a node was made to listen there, and its parse error was ERR_CONNECT).
-      target(address);
+      const parsed = target(address);
       const maxInboundStreams = options.libp2pMaxInboundStreams ?? 32;
       // Before any node is created: libp2p takes anything here (0 or less refused every peer, NaN none).
       if (
@@ -442,8 +442,11 @@ export function libp2pTransport(): TransportAdapter<Libp2pTransportOptions> {
           `libp2pMaxInboundStreams must be an integer >= 1 (got ${String(maxInboundStreams)})`,
         );
       }
+      // In the form libp2p writes addresses: a peer id in base58 (as connect, listen takes its CID form,
+      // bafz…, which was refused as not the node's peer id), no trailing "/".
+      const canonical = multiaddr(parsed.bytes).toString();
       const listenText =
-        address instanceof URL ? address.href : address.kind === "peer-id" ? address.peerId : address.text;
+        !(address instanceof URL) && address.kind === "peer-id" ? canonical.slice("/p2p/".length) : canonical;
       const given = givenNode(options);
       const owned = given === undefined ? new OwnedNode(() => createLibp2pNode({ listen: [listenText] })) : undefined;
       let serving: Libp2p;

@@ -291,6 +291,30 @@ describe("pointsub/libp2p edges", () => {
       await second.close();
     }
   });
+  it("listen on the node's peer id in its CID form (bafz…), alone or as /p2p/…, serves as its base58 form does (was ERR_INVALID_ARGUMENT 'listen on its peer id')", async () => {
+    const serverNode = await createLibp2pNode({ listen: ["/ip4/127.0.0.1/tcp/0"], quic: false });
+    const me = await createLibp2pNode({ quic: false });
+    const id = serverNode.peerId.toString();
+    const cid = serverNode.peerId.toCID().toString();
+    try {
+      for (const address of [cid, `/p2p/${cid}`]) {
+        const server = createServer({ libp2p: serverNode });
+        server.handle("/echo", (req) => req.data);
+        try {
+          const [url] = await server.listen(address);
+          assert.ok(url.endsWith(`/p2p/${id}`), url);
+          const conn = await connect(serverNode.getMultiaddrs()[0], { libp2p: me });
+          assert.equal(new TextDecoder().decode(await conn.request("/echo", "hi")), "hi");
+          await conn.close();
+        } finally {
+          await server.close();
+        }
+      }
+    } finally {
+      await serverNode.stop();
+      await me.stop();
+    }
+  });
   it("listen on a malformed multiaddr (a port that is no number or over 65535, an unknown protocol) is ERR_UNSUPPORTED_URL, as connect says, before any node is made (was ERR_CONNECT, from the node made to listen there)", async () => {
     const named = await createLibp2pNode({ quic: false });
     try {
