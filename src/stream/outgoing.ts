@@ -185,7 +185,11 @@ export class OutgoingStream {
           this.crc = crc32cCombine(this.crc, pieceCrc, piece.length);
           this.length += piece.length;
           if (this.wantsCompression(piece)) {
-            ahead.push(this.compress(piece, last, wrote));
+            const job = this.compress(piece, last, wrote);
+            // Awaited later (behind the next chunk, or at the source's end): a failure while the source
+            // waits for data was an unhandled rejection, which ends a Node process by default.
+            job.catch(() => {});
+            ahead.push(job);
             if (ahead.length >= COMPRESS_AHEAD) this.enqueue(await (ahead.shift() as Promise<StreamItem>));
           } else {
             while (ahead.length !== 0) this.enqueue(await (ahead.shift() as Promise<StreamItem>));
