@@ -133,7 +133,14 @@ export class OutgoingStream {
    */
   async run(source: StreamSource): Promise<void> {
     let iterator: AsyncIterator<Uint8Array> | Iterator<Uint8Array> | undefined;
-    const ahead: Promise<StreamItem>[] = [];
+    // Compression jobs in flight, in content order: each frame is queued as soon as it and those before it
+    // are ready, not when the next chunk comes (a live feed's last chunk waited for the source's next one,
+    // delivered an interval late or never).
+    const ahead: Compressing[] = [];
+    const flush = (): void => {
+      while (ahead.length !== 0 && ahead[0].item !== undefined && this.stopped === undefined)
+        this.enqueue((ahead.shift() as Compressing).item as StreamItem);
+    };
     try {
       // In the try: a source whose getReader() ([Symbol.asyncIterator](), [Symbol.iterator]()) throws fails the send too.
       try {
@@ -185,14 +192,21 @@ export class OutgoingStream {
           this.crc = crc32cCombine(this.crc, pieceCrc, piece.length);
           this.length += piece.length;
           if (this.wantsCompression(piece)) {
-            const job = this.compress(piece, last, wrote);
-            // Awaited later (behind the next chunk, or at the source's end): a failure while the source
-            // waits for data was an unhandled rejection, which ends a Node process by default.
-            job.catch(() => {});
-            ahead.push(job);
-            if (ahead.length >= COMPRESS_AHEAD) this.enqueue(await (ahead.shift() as Promise<StreamItem>));
+            const c: Compressing = { job: this.compress(piece, last, wrote), item: undefined };
+            // A failure stops the stream at once, also while the source waits for data (before, the job was
+            // awaited only behind the next chunk: an unhandled rejection meanwhile ended a Node process).
+            c.job.then(
+              (item) => {
+                c.item = item;
+                flush();
+              },
+              (err: PointSubError) => this.stop(err),
+            );
+            ahead.push(c);
+            if (ahead.length >= COMPRESS_AHEAD) await ahead[0].job;
           } else {
-            while (ahead.length !== 0) this.enqueue(await (ahead.shift() as Promise<StreamItem>));
+            await settled(ahead);
+            if (this.stopped !== undefined) throw this.stopped;
             const release = wrote === undefined ? last : both(last, wrote);
             this.enqueue({ flags: 0, head: EMPTY, data: piece, content: piece.length, crc: pieceCrc, release });
           }
@@ -202,7 +216,7 @@ export class OutgoingStream {
           if (this.stopped !== undefined) throw this.stopped;
         }
       }
-      while (ahead.length !== 0) this.enqueue(await (ahead.shift() as Promise<StreamItem>));
+      await settled(ahead);
       if (this.stopped !== undefined) throw this.stopped;
       const total = this.progress.total;
       if (total !== undefined && this.length !== total) {
@@ -221,7 +235,6 @@ export class OutgoingStream {
       });
     } catch (err) {
       if (!this.sourceClosed) closeSource(undefined, iterator);
-      for (const p of ahead) p.catch(() => {});
       // As toPointSubError, without its String(err): a value String cannot convert (a result whose `done`
       // getter threw one) made that throw a TypeError here, and the send failed with it instead.
       if (err instanceof PointSubError) throw err;
@@ -369,6 +382,17 @@ export class OutgoingStream {
     release?.();
     return { flags: Flag.COMPRESSED, head, data: out, content: piece.length, crc: -1, release: written };
   }
+}
+
+/** A chunk being compressed: its frame once ready (until then undefined). */
+interface Compressing {
+  job: Promise<StreamItem>;
+  item: StreamItem | undefined;
+}
+
+/** Waits until every job of `ahead` is ready (each queued its frame as it was) or one failed (it threw). */
+async function settled(ahead: readonly Compressing[]): Promise<void> {
+  if (ahead.length !== 0) await Promise.all(ahead.map((c) => c.job));
 }
 
 /** A chunk's buffer release and its written notice, as one release (only for a watched source: {@link onChunkWritten}). */
