@@ -336,6 +336,10 @@ export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<
           try {
             data = await e.data;
           } catch (err) {
+            // The stream failed meanwhile (its sender's CANCEL, the connection's end) and its queued block was
+            // dropped as abandoned (ERR_CANCELLED): the reader gets the stream's error, not that one (a file
+            // sink removes its partial after ERR_CANCELLED, and a resume would start again from 0).
+            if (this.error !== undefined) throw this.error;
             const pe = toPointSubError(err, "ERR_PROTOCOL");
             this.fail(pe);
             this.port.cancel(pe);
