@@ -258,6 +258,7 @@ export class IncomingStreams {
     st.stream = new IncomingStream(id, head, meta, {
       consumed: (wire) => this.consumed(st, wire),
       cancel: (err) => this.cancel(st, err),
+      dropped: () => this.dropCharge(st),
       crc: this.host.shared.runtime.checksums,
       alloc: this.host.shared.runtime.allocBody,
     });
@@ -346,7 +347,8 @@ export class IncomingStreams {
     if (st.used > this.link.local.streamWindow) {
       throw PointSubError.fromPeer("ERR_FLOW_CONTROL", `peer exceeded the window of stream ${st.id}`);
     }
-    if (st.outDone) return false; // answered: its frames are dropped
+    // Answered, or its reader left (the handler works on before it answers): its frames are dropped, not held.
+    if (st.outDone || st.stream.abandoned) return false;
     if (!this.budget.tryCharge(n)) {
       const b = this.budget;
       const err = PointSubError.fromPeer(

@@ -12,6 +12,8 @@ export interface InStreamPort {
   consumed(wire: number): void;
   /** The reader cancelled: tell the sender. */
   cancel(err: PointSubError): void;
+  /** What was received and not read is dropped, and nothing more will be kept: its memory is free. */
+  dropped?(): void;
   /** The runtime's CRC32C implementation (default: pure JS). */
   readonly crc?: Crc32c;
   /** The runtime's allocator of buffers written completely before use (default: zero-filled). */
@@ -277,6 +279,7 @@ export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<
       const e = this.entries.shift() as Entry;
       if (e.data instanceof Promise) e.data.catch(() => {});
     }
+    this.port.dropped?.();
     if (!this.progress.done) this.progress.setStatus(failure === undefined ? "cancelled" : "failed", failure);
   }
 
