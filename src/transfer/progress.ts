@@ -214,9 +214,21 @@ export class Progress extends Emitter<ProgressEvents> implements AsyncIterable<P
     (this.timer as { unref?: () => void }).unref?.();
   }
 
+  /**
+   * Reports to the listeners. One that throws is the application's bug: surfaced (thrown again from a
+   * microtask, an uncaught exception, as a connection's or server's listener's is) and the transfer goes
+   * on. Before, it unwound into the stream's work: a sender's first report rejected the producer's start
+   * (an unhandled rejection; the transfer never settled), a receiver's failed the handler's read.
+   */
   private emitNow(now: number): void {
     this.lastEmit = now;
     if (this.listenerCount("progress") === 0) return;
-    this.emit("progress", this.snapshot(now));
+    try {
+      this.emit("progress", this.snapshot(now));
+    } catch (err) {
+      queueMicrotask(() => {
+        throw err;
+      });
+    }
   }
 }
