@@ -160,17 +160,18 @@ export class ServerEventStream implements AsyncIterableIterator<ServerEvent> {
       return;
     }
     const n = bytesOf(e);
+    if (n > this.bufferBytes) {
+      // Larger than the whole buffer: dropped itself, and only itself (before, the events held were
+      // dropped first to make room it could never have: one large message emptied the buffer).
+      this.dropped++;
+      return;
+    }
     while (
       this.buffer.length !== 0 &&
       (this.buffer.length >= this.bufferSize || this.heldBytes + n > this.bufferBytes)
     ) {
       this.heldBytes -= bytesOf(this.buffer.shift() as ServerEvent);
       this.dropped++;
-    }
-    if (n > this.bufferBytes) {
-      // Larger than the whole buffer: dropped itself.
-      this.dropped++;
-      return;
     }
     this.heldBytes += n;
     this.buffer.push(e);

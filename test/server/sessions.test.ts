@@ -187,6 +187,25 @@ describe("server sessions", () => {
     await stream.return();
   });
 
+  it("events(): a message larger than bufferBytes is dropped alone; the events held before it stay (they were all dropped)", async () => {
+    const server = createServer();
+    toClose.push(server);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const stream = server.events({ bufferBytes: 1024 });
+    const c = await connect(url);
+    toClose.push(c);
+    await c.send("small");
+    await c.send(new Uint8Array(2048));
+    await c.close();
+    await until(() => server.sessions.size === 0);
+    const seen: string[] = [];
+    for await (const e of stream) {
+      seen.push(e.type === "overflow" ? `overflow ${e.dropped}` : e.type);
+      if (e.type === "sessionClose") break;
+    }
+    assert.deepEqual(seen, ["overflow 1", "session", "message", "sessionClose"]);
+  });
+
   it("events() ends when the server closes", async () => {
     const server = createServer();
     const [url] = await server.listen("tcp://127.0.0.1:0");
