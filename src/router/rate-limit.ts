@@ -315,16 +315,31 @@ export function rateLimit(options: RateLimitOptions): RateLimiter {
     q.splice(0, i);
   };
 
-  /** Sessions whose close wakes their line (one listener per session, added when one of its messages waits). */
-  const hooked = new WeakSet<object>();
+  /**
+   * The lines each session's messages waited in, woken by its close (one listener per session, added when
+   * one of its messages first waits). Every line: with `key`, one session's messages may wait in several
+   * (a key per topic; a key's line forgotten and made again), and only its first was woken before — the
+   * others' messages waited for their tokens after the session was gone.
+   */
+  const linesOf = new WeakMap<object, Set<Lane>>();
   const wakeOnClose = (session: CallContext["session"], l: Lane): void => {
-    if (hooked.has(session)) return;
-    hooked.add(session);
-    session.once("close", () => {
-      if (l.waiting === undefined || l.waiting.length === 0) return;
-      if (l.timer !== undefined) clearTimeout(l.timer);
-      pump(l);
-    });
+    let lines = linesOf.get(session);
+    if (lines === undefined) {
+      const mine = new Set<Lane>();
+      lines = mine;
+      linesOf.set(session, mine);
+      session.once("close", () => {
+        for (const x of mine) {
+          if (x.waiting === undefined || x.waiting.length === 0) continue;
+          if (x.timer !== undefined) clearTimeout(x.timer);
+          pump(x);
+        }
+        mine.clear();
+      });
+    } else if (lines.has(l)) return;
+    // Bounded: lines with nothing waiting are let go once a session has used many.
+    if (lines.size >= 64) for (const x of lines) if (x.waiting === undefined || x.waiting.length === 0) lines.delete(x);
+    lines.add(l);
   };
 
   const arm = (l: Lane, wait: number): void => {

@@ -486,6 +486,38 @@ describe("router: rateLimit", () => {
     }
   });
 
+  it("with key, messages of a destroyed session go on at once in every line they wait in, not only its first", async () => {
+    // Keyed by topic (the message's first byte): one session's messages wait in two lines. Only the line its
+    // first waiting message was in was woken by its close; the other's waited for tokens (10 s each).
+    const { server, url, limiter } = await serve({
+      session: { messages: { perSecond: 0.1, burst: 1 } },
+      key: (ctx) => text(ctx.data).slice(0, 1),
+    });
+    const got: string[] = [];
+    server.on("message", (msg) => {
+      got.push(msg.text());
+    });
+    const conn = await connect(url);
+    try {
+      await Promise.all(["a1", "b1", "a2", "b2", "a3", "b3"].map((m) => conn.send(m)));
+      await until(() => got.length === 2 && limiter.stats().waiting === 4);
+      conn.destroy();
+      await until(() => server.sessions.size === 0);
+      await until(() => got.length === 6, 5000);
+      assert.deepEqual(
+        got.filter((m) => m.startsWith("a")),
+        ["a1", "a2", "a3"],
+      );
+      assert.deepEqual(
+        got.filter((m) => m.startsWith("b")),
+        ["b1", "b2", "b3"],
+      );
+      assert.equal(limiter.stats().waiting, 0);
+    } finally {
+      await server.close();
+    }
+  });
+
   it("a wait beyond a timer's longest (one message per 116 days) is waited, not retried every millisecond", async () => {
     // A delay over 2^31 - 1 ms fires after 1 ms (Node warns TimeoutOverflowWarning): the line was pumped
     // every millisecond, each time finding the message still early and arming the same overflowing timer.
