@@ -9,6 +9,7 @@
  * `next`; it may act before and after `await next()`, answer without
  * calling it, or throw a PointSubError, which becomes the caller's error.
  */
+import { MAX_ROUTE } from "../codec/message-head.ts";
 import { decodeResumeQuery, encodeResumeAnswer, RESUME_ROUTE, type ResumePoint } from "../codec/resume.ts";
 import { PointSubError } from "../errors/error.ts";
 import { checkFunction, checkRoute } from "./check.ts";
@@ -196,6 +197,21 @@ export class Router {
       return encodeResumeAnswer(checkPoint(point, route));
     };
     return m.resume;
+  }
+}
+
+/**
+ * Throws ERR_INVALID_ARGUMENT for a route over the protocol's MAX_ROUTE bytes of UTF-8: no peer can send a
+ * request or stream to it (its own `request` refuses the route), so its handler was registered and never ran.
+ * (The server's `handle`/`handleStream` call it: a connection's routes may be kept before its router loads.)
+ */
+export function checkRouteLength(route: string): void {
+  // Up to 3 bytes per UTF-16 unit: only long routes are encoded to be measured.
+  if (typeof route === "string" && route.length * 3 > MAX_ROUTE && new TextEncoder().encode(route).length > MAX_ROUTE) {
+    throw new PointSubError(
+      "ERR_INVALID_ARGUMENT",
+      `route longer than ${MAX_ROUTE} bytes of UTF-8: no client could call it (got ${route.slice(0, 40)}…)`,
+    );
   }
 }
 

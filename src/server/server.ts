@@ -40,7 +40,7 @@ import {
   isDeduplicating,
 } from "../router/idempotency.ts";
 import { type RateLimitOptions, rateLimit } from "../router/rate-limit.ts";
-import { Router } from "../router/router.ts";
+import { checkRouteLength, Router } from "../router/router.ts";
 import type { Middleware, ResumeLookup } from "../router/types.ts";
 import type { DiagnosticsChannel, Runtime } from "../runtime/runtime.ts";
 import type { StreamHandler } from "../stream/types.ts";
@@ -218,7 +218,6 @@ function notFound(id: string): PointSubError {
   return new PointSubError("ERR_NOT_FOUND", `no open session with id ${shown}`);
 }
 
-/** What `listen` rejects with once `close` was called. */
 /** Default {@link ServerOptions.sendToHighWaterMark}: NATS's slow-consumer limit (max_pending). */
 const SEND_TO_HIGH_WATER = 64 * 1024 * 1024;
 
@@ -236,6 +235,7 @@ function badCloseTimeout(ms: unknown): PointSubError {
   return new PointSubError("ERR_INVALID_ARGUMENT", `close timeoutMs must be a number >= 0 (got ${String(ms)})`);
 }
 
+/** What `listen` rejects with once `close` was called. */
 function closedForListen(): PointSubError {
   return new PointSubError("ERR_GOING_AWAY", "the server was closed: it listens no more");
 }
@@ -438,8 +438,12 @@ export class Server extends EventEmitter<ServerEvents> {
     return { used: b.used, limit: b.limit, peak: b.peak, refused: b.refused };
   }
 
-  /** Registers `handler` for requests to `route` (e.g. `/echo/1.0.0`) from any session. */
+  /**
+   * Registers `handler` for requests to `route` (e.g. `/echo/1.0.0`) from any session. A route over 1024
+   * bytes of UTF-8 (the protocol's limit) is ERR_INVALID_ARGUMENT.
+   */
   handle(route: string, handler: Handler): this {
+    checkRouteLength(route);
     this.router.handle(route, handler);
     return this;
   }
@@ -467,6 +471,7 @@ export class Server extends EventEmitter<ServerEvents> {
     checkOptions(options, "handleStream");
     // Anything else was kept, and each resume query of the route then failed ERR_HANDLER.
     if (options.resume !== undefined) checkFunction(options.resume, "resume");
+    checkRouteLength(route);
     this.router.handleStream(route, handler, options);
     return this;
   }

@@ -140,6 +140,26 @@ describe("options: invalid arguments", () => {
     }
   });
 
+  it("server.handle / handleStream: a route over 1024 bytes of UTF-8 is ERR_INVALID_ARGUMENT (it was registered, and no client could ever call it)", async () => {
+    const server = createServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    try {
+      const long = `/${"é".repeat(512)}`; // 1,025 bytes in 513 characters
+      assert.equal(await outcome(() => server.handle(long, () => "reached")), "ERR_INVALID_ARGUMENT");
+      assert.equal(await outcome(() => server.handleStream(long, () => undefined)), "ERR_INVALID_ARGUMENT");
+      // What a client does with it: refused before anything is sent.
+      assert.equal(await outcome(() => conn.request(long, "")), "ERR_INVALID_ARGUMENT");
+      // 1,024 bytes is a route, and reachable.
+      const most = `/${"é".repeat(511)}a`;
+      assert.equal(await outcome(() => server.handle(most, () => "reached")), "ok");
+      assert.equal(new TextDecoder().decode(await conn.request(most, "")), "reached");
+    } finally {
+      await conn.close();
+      await server.close();
+    }
+  });
+
   it("entry points given options that are not an object (null, 5) refuse them with ERR_INVALID_ARGUMENT", async () => {
     const server = createServer();
     const [url] = await server.listen("tcp://127.0.0.1:0");
