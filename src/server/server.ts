@@ -69,7 +69,10 @@ export interface ServerOptions extends ConnectionOptions, AdmissionOptions {
    * Most sessions at once, counting connections still in their TLS or
    * pointsub handshake; further clients are refused with a GOAWAY
    * (ERR_OVERLOADED, "connection limit reached; retry later") that their
-   * `connect` reports. Default unlimited. With `adaptiveConnections` it caps
+   * `connect` reports — on tcp:// and unix://; a ws:// client gets an HTTP
+   * 503 (ERR_OVERLOADED too), and a tls:// or wss:// one is closed before
+   * its TLS handshake (no TLS work for a refusal: its `connect` reports
+   * ERR_CONNECT). Default unlimited. With `adaptiveConnections` it caps
    * the adaptive range.
    */
   maxConnections?: number;
@@ -1068,13 +1071,10 @@ export class Server extends EventEmitter<ServerEvents> {
           : "connection limit reached"
         : this.admission.admit(remoteUrl);
     if (refused !== undefined) {
-      this.publishRefused(remoteUrl, refused, this.closing ? "ERR_GOING_AWAY" : "ERR_CONNECT");
-      this.rejected(
-        new PointSubError(
-          this.closing ? "ERR_GOING_AWAY" : "ERR_CONNECT",
-          `refused a connection before its TLS handshake: ${refused}`,
-        ),
-      );
+      // ERR_OVERLOADED, as tcp://'s refusal and the ws:// client's 503 say (it was ERR_CONNECT here).
+      const code = this.closing ? "ERR_GOING_AWAY" : "ERR_OVERLOADED";
+      this.publishRefused(remoteUrl, refused, code);
+      this.rejected(new PointSubError(code, `refused a connection before its TLS or WebSocket handshake: ${refused}`));
       return false;
     }
     this.pending++;

@@ -96,8 +96,10 @@ describe("server connection limits", () => {
     await server.close();
   });
 
-  it("ws:// over its limits answers 503 and the client's connect rejects with ERR_OVERLOADED (it was a hang-up: ERR_CONNECT)", async () => {
+  it("ws:// over its limits answers 503 and the client's connect rejects with ERR_OVERLOADED (it was a hang-up: ERR_CONNECT); the server's reject says ERR_OVERLOADED too (it said ERR_CONNECT)", async () => {
     const server = createServer({ maxConnections: 1 });
+    const rejects: PointSubError[] = [];
+    server.on("reject", (e) => rejects.push(e));
     const [url] = await server.listen("ws://127.0.0.1:0/pointsub");
     const a = await connect(url);
     try {
@@ -107,6 +109,9 @@ describe("server connection limits", () => {
         assert.match(e.message, /HTTP 503/);
         return true;
       });
+      await until(() => rejects.length === 1);
+      assert.equal(rejects[0].code, "ERR_OVERLOADED");
+      assert.match(rejects[0].message, /before its TLS or WebSocket handshake: connection limit reached/);
       // The slot frees with the session: the next one is admitted.
       await a.close();
       await until(() => server.sessions.size === 0);
