@@ -120,8 +120,8 @@ export abstract class WsReceiver {
   /** Why it closed, when not normally. */
   protected error: Error | undefined;
   private flushScheduled = false;
-  /** The close arrived while the inbox still held data: reported once delivered. */
-  private closeQueued = false;
+  /** The close arrived while the inbox still held data: reported once delivered (nothing written meanwhile will drain). */
+  protected closeQueued = false;
   private closeReported = false;
   /** Most bytes held (each message's {@link HELD_COST} included); more is ERR_FLOW_CONTROL (Infinity: the socket stops reading instead). */
   declare protected readonly maxHeld: number;
@@ -179,6 +179,9 @@ export abstract class WsReceiver {
     if (this.inbox.length !== 0 || this.handlers === undefined) {
       this.closeQueued = true;
       this.scheduleFlush();
+      // Nothing waits to be written any more: a connection paused until its writes drain (a slow
+      // peer) reads on, takes what is held, and hears of the close (it waited for ever).
+      this.handlers?.onDrain();
       return;
     }
     this.reportClose();
