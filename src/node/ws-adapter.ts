@@ -337,7 +337,9 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
 
   write(chunks: readonly Uint8Array[]): boolean {
     const ws = this.ws;
-    if (this.closed || ws.readyState !== 1) return false;
+    // The socket is gone and its close not reported yet (held messages first): nothing will drain, and a
+    // session waiting for a drain (a slow peer's) would hold them, and the close, for ever. Dropped.
+    if (this.closed || ws.readyState !== 1) return this.closeQueued;
     // Small writes of one turn (messages, pings, pongs) leave together in one
     // writev at its end; a large one goes at once, with what waits and its ping.
     if (!this.corked && this.socket !== undefined) {
