@@ -6,6 +6,7 @@
  * with optional fan-out.
  */
 import type { Connection } from "../connection/connection.ts";
+import { checkConnectionOptions } from "../connection/options.ts";
 import type { Payload, RequestOptions } from "../connection/types.ts";
 import { UNSENT } from "../connection/unsent.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
@@ -178,6 +179,8 @@ export class Client {
         throw new PointSubError("ERR_INVALID_ARGUMENT", `${name} must be an object of options (got ${String(v)})`);
       }
     }
+    // The options of every connection it opens: a bad one failed each call, not the construction.
+    checkConnectionOptions(options);
     const b = options.breaker ?? {};
     checkInt("breaker.failureThreshold", b.failureThreshold, 1);
     checkInt("breaker.cooldownMs", b.cooldownMs, 0);

@@ -229,6 +229,37 @@ describe("options: invalid arguments", () => {
     }
   });
 
+  it("Client: a connection option out of range (keepAliveMs -1, requestTimeoutMs NaN) is ERR_INVALID_ARGUMENT at construction, naming it", async () => {
+    // Before, the Client was made and every call to a live server failed with it.
+    const server = createServer();
+    server.handle("/who/1", () => "here");
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    try {
+      for (const [name, value] of [
+        ["keepAliveMs", -1],
+        ["requestTimeoutMs", Number.NaN],
+        ["connectTimeoutMs", -5],
+      ] as const) {
+        let made: Client | undefined;
+        assert.throws(
+          () => {
+            made = new Client({ [name]: value });
+          },
+          { code: "ERR_INVALID_ARGUMENT", message: new RegExp(name) },
+        );
+        if (made !== undefined) {
+          await made.request(url, "/who/1", "x").catch(() => {});
+          await made.close();
+        }
+      }
+      const ok = new Client({ keepAliveMs: 1000 });
+      assert.equal(new TextDecoder().decode(await ok.request(url, "/who/1", "x")), "here");
+      await ok.close();
+    } finally {
+      await server.close();
+    }
+  });
+
   it("rttProbeMs beyond a timer's range (2^31 - 1 ms) pings no more often than that, not every millisecond", async () => {
     const server = createServer();
     server.handle("/who/1", () => "here");
