@@ -8,6 +8,7 @@
 export { collectDefaultMetrics, Registry } from "prom-client";
 export { serveClusterMetrics, workerMetrics } from "./cluster.ts";
 export {
+  METRICS_MAX_PIPELINED,
   type MetricsHttpOptions,
   type MetricsServer,
   type MetricsSource,

@@ -9,8 +9,8 @@ import assert from "node:assert/strict";
 import type net from "node:net";
 import { connect } from "node:net";
 import { describe, it } from "node:test";
-import { METRICS_MAX_PIPELINED } from "../../src/metrics/http.ts";
-import { prometheusMetrics, serveMetrics } from "../../src/metrics/index.ts";
+// From the entry point: docs/OBSERVABILITY.md names the bound (it was not exported).
+import { METRICS_MAX_PIPELINED, prometheusMetrics, serveMetrics } from "../../src/metrics/index.ts";
 import { pausedClient, pipelineUnread } from "../helpers/pipeline-http.ts";
 import { slowHttpClient } from "../helpers/slow-http.ts";
 import { until } from "../helpers/wait.ts";
