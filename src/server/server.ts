@@ -384,7 +384,15 @@ export class Server extends EventEmitter<ServerEvents> {
     this.refusedChannel = channels.refused;
     this.handshakeErrorChannel = channels.handshakeError;
     this.options = options;
-    checkConnectionOptions(options);
+    // Infinity is the default of both limits (none), taken as given as createLpServer's maxConnections
+    // and sendToHighWaterMark are; the sessions' check refused it ("must be an integer").
+    const none = (n: number | undefined) => (n === Number.POSITIVE_INFINITY ? undefined : n);
+    const checked: ServerOptions = {
+      ...options,
+      maxConnections: none(options.maxConnections),
+      maxConnectionsPerAddress: none(options.maxConnectionsPerAddress),
+    };
+    checkConnectionOptions(checked);
     // 0 failed every client at once over tcp:// (ws:// and tls:// refused it at listen): no handshake takes no time.
     if (options.handshakeTimeoutMs === 0) {
       throw new PointSubError("ERR_INVALID_ARGUMENT", "handshakeTimeoutMs must be >= 1 on a server (got 0)");

@@ -96,6 +96,25 @@ describe("server connection limits", () => {
     await server.close();
   });
 
+  it("maxConnections and maxConnectionsPerAddress: Infinity are their default, no limit (they were ERR_INVALID_ARGUMENT)", async () => {
+    const server = createServer({ maxConnections: Infinity, maxConnectionsPerAddress: Infinity });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const clients: Connection[] = [];
+    try {
+      assert.equal(server.connectionLimit, Infinity);
+      for (let i = 0; i < 3; i++) clients.push(await connect(url));
+      await until(() => server.sessions.size === 3);
+      // Anything else that is no whole number >= 1 is still refused.
+      for (const bad of [Number.NaN, -Infinity, 2.5, 0]) {
+        assert.throws(() => createServer({ maxConnections: bad }), { code: "ERR_INVALID_ARGUMENT" });
+        assert.throws(() => createServer({ maxConnectionsPerAddress: bad }), { code: "ERR_INVALID_ARGUMENT" });
+      }
+    } finally {
+      for (const c of clients) await c.close();
+      await server.close();
+    }
+  });
+
   it("ws:// over its limits answers 503 and the client's connect rejects with ERR_OVERLOADED (it was a hang-up: ERR_CONNECT); the server's reject says ERR_OVERLOADED too (it said ERR_CONNECT)", async () => {
     const server = createServer({ maxConnections: 1 });
     const rejects: PointSubError[] = [];
