@@ -89,6 +89,42 @@ describe("TLS verification", () => {
     });
   }
 
+  for (const scheme of ["tls", "wss"]) {
+    it(`a server's tls.rejectUnauthorized: false over ${scheme}:// admits a certificate of another CA, marked authorized: false`, async () => {
+      const c = await testCerts();
+      const server = createServer({
+        tls: { cert: c.serverCert, key: c.serverKey, ca: c.ca, requestCert: true, rejectUnauthorized: false },
+      });
+      server.handle("/who/1.0.0", (_req, ctx) => {
+        const cert = ctx.session.peerCertificate;
+        return JSON.stringify({ cn: cert?.subject.CN ?? null, authorized: cert?.authorized ?? null });
+      });
+      const [url] = await server.listen(`${scheme}://127.0.0.1:0`);
+      try {
+        const who = async (tls: { ca: string; cert?: string; key?: string }) => {
+          const conn = await connect(url, { tls, connectTimeoutMs: 5000 });
+          try {
+            return JSON.parse(new TextDecoder().decode(await conn.request("/who/1.0.0")));
+          } finally {
+            await conn.close();
+          }
+        };
+        // The application decides: the session is open and says the certificate did not verify.
+        assert.deepEqual(await who({ ca: c.ca, cert: c.otherClientCert, key: c.otherClientKey }), {
+          cn: "pointsub test client",
+          authorized: false,
+        });
+        assert.deepEqual(await who({ ca: c.ca, cert: c.clientCert, key: c.clientKey }), {
+          cn: "pointsub test client",
+          authorized: true,
+        });
+        assert.deepEqual(await who({ ca: c.ca }), { cn: null, authorized: null });
+      } finally {
+        await server.close();
+      }
+    });
+  }
+
   it("a plaintext client at a tls:// or wss:// port is told to use TLS, as a non-retryable ERR_PROTOCOL (before: ERR_CONNECTION_CLOSED, ERR_CONNECT socket hang up; then a retryable ERR_CONNECT)", async () => {
     const c = await testCerts();
     const server = createServer({ tls: { cert: c.serverCert, key: c.serverKey } });
