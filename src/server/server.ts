@@ -1082,7 +1082,12 @@ export class Server extends EventEmitter<ServerEvents> {
       // ERR_OVERLOADED, as tcp://'s refusal and the ws:// client's 503 say (it was ERR_CONNECT here).
       const code = this.closing ? "ERR_GOING_AWAY" : "ERR_OVERLOADED";
       this.publishRefused(remoteUrl, refused, code);
-      this.rejected(new PointSubError(code, `refused a connection before its TLS or WebSocket handshake: ${refused}`));
+      this.rejected(
+        new PointSubError(
+          code,
+          `refused ${remoteUrl ?? "a connection"} before its TLS or WebSocket handshake: ${refused}`,
+        ),
+      );
       return false;
     }
     this.pending++;

@@ -130,7 +130,10 @@ describe("server connection limits", () => {
       });
       await until(() => rejects.length === 1);
       assert.equal(rejects[0].code, "ERR_OVERLOADED");
-      assert.match(rejects[0].message, /before its TLS or WebSocket handshake: connection limit reached/);
+      assert.match(
+        rejects[0].message,
+        /^refused ws:\/\/127\.0\.0\.1:\d+ before its TLS or WebSocket handshake: connection limit reached/,
+      );
       // The slot frees with the session: the next one is admitted.
       await a.close();
       await until(() => server.sessions.size === 0);
