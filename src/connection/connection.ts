@@ -897,7 +897,8 @@ export class Connection extends Emitter<ConnectionEvents> {
     }
     if (this.state_ === "closed") return RESOLVED;
     const handshaking = this.handshake?.helloReceived === false;
-    const reason = options.reason ?? "closing";
+    // String: one that is not (a JavaScript caller's Error) threw a raw TypeError encoding the GOAWAY, the connection left closing.
+    const reason = String(options.reason ?? "closing");
     const timeoutMs = options.timeoutMs ?? this.shared.closeTimeoutMs;
     // As a request's: NaN waited for ever (its deadline is never reached).
     if (!(timeoutMs >= 0)) return badTimeout(timeoutMs);

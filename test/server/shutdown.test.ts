@@ -259,6 +259,23 @@ describe("graceful shutdown", () => {
     }
   });
 
+  it("a connection's close reason that is not a string is sent as its text (before: a raw TypeError, the connection left closing with no GOAWAY sent)", async () => {
+    const server = createServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const client = await connect(url);
+    try {
+      await until(() => server.sessions.size === 1);
+      const heard = new Promise<string>((resolve) => server.on("sessionClose", (_s, _err, why) => resolve(why)));
+      // A JavaScript caller passing the error it closes for.
+      await client.close({ reason: new Error("boom") as unknown as string });
+      assert.equal(client.state, "closed");
+      assert.equal(await heard, "peer: Error: boom");
+    } finally {
+      client.destroy();
+      await server.close();
+    }
+  });
+
   it("closing 2,000 busy sessions at once waits on one shared timer, not a timer per session", async () => {
     const server = createServer();
     let started = 0;
