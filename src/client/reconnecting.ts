@@ -479,6 +479,8 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
             : this.backoffStep.next(undefined);
         this.backoffStep = step;
         this.tell("backoff", attempt + 1, step.duration);
+        // A `backoff` listener closed it (or aborted the first connect's signal): no wait left running.
+        if ((this.state_ as ResilientState) === "closed") return;
         await this.sleep(step.duration);
         if ((this.state_ as ResilientState) === "closed") return;
       }

@@ -340,6 +340,25 @@ describe("resilient client edges", () => {
     }
   });
 
+  it("close() from a `backoff` listener leaves no timer behind (the delay was waited out, holding the process)", async () => {
+    const timers = () => process.getActiveResourcesInfo().filter((r) => r === "Timeout").length;
+    const before = timers();
+    const server = createServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    // Ceilings of a minute: a delay left running is seen by the check below long before it ends.
+    const client = await connectResilient(url, { reconnect: { initialDelayMs: 60_000, maxDelayMs: 60_000 } });
+    let closing: Promise<void> | undefined;
+    client.on("backoff", () => {
+      closing ??= client.close();
+    });
+    await server.close(); // the first attempt after the drop is immediate and refused; then a backoff
+    await until(() => closing !== undefined);
+    await closing;
+    assert.equal(client.state, "closed");
+    await until(() => timers() <= before, 2000).catch(() => {});
+    assert.equal(timers(), before, String(process.getActiveResourcesInfo()));
+  });
+
   it("empty calls held offline count against offline.maxBytes too; initialDelayMs 0 still backs off", async () => {
     let accepted = 0;
     const flapper = net.createServer((s) => {
