@@ -341,6 +341,8 @@ export function sendResumableWith(
   /** Waits `ms` before the next attempt; a cancel or an abort ends the wait at once. */
   const pause = (ms: number) =>
     new Promise<void>((resolve) => {
+      // Cancelled or aborted already (by onRetry, a progress listener): before, the whole delay was waited out.
+      if (signal.aborted) return resolve();
       const end = () => {
         clearTimeout(timer);
         options.signal?.removeEventListener("abort", end);

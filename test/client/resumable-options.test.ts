@@ -5,6 +5,7 @@
  * out rather than fired at once.
  */
 import assert from "node:assert/strict";
+import net from "node:net";
 import { describe, it } from "node:test";
 import {
   connect,
@@ -12,7 +13,9 @@ import {
   type PointSubError,
   type SendResumableOptions,
   sendResumable,
+  type Transfer,
 } from "../../src/index.ts";
+import { until } from "../helpers/wait.ts";
 
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
 
@@ -98,6 +101,39 @@ describe("sendResumable options", () => {
       );
     } finally {
       await s.close();
+    }
+  });
+
+  it("a cancel or an abort from onRetry ends the transfer at once, not after the delay it announced", async () => {
+    const probe = net.createServer();
+    await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
+    const url = `tcp://127.0.0.1:${(probe.address() as net.AddressInfo).port}`;
+    await new Promise<void>((r) => probe.close(() => r())); // nothing listens there: each connect is refused
+    for (const how of ["cancel", "abort"] as const) {
+      const ac = new AbortController();
+      let retried = false;
+      let settled = false;
+      const t: Transfer = sendResumable(() => connect(url), "/blob/1", source(`stop-${how}`), {
+        retryDelayMs: 5000,
+        signal: ac.signal,
+        onRetry: () => {
+          retried = true;
+          if (how === "cancel") t.cancel("enough");
+          else ac.abort();
+        },
+      });
+      const outcome = t.then(
+        (): string => "ok",
+        (e: unknown) => (e as PointSubError).code,
+      );
+      void outcome.then(() => {
+        settled = true;
+      });
+      await until(() => retried);
+      // A few turns of the event loop, no timer: before, it waited out the backoff delay (up to 5 s) first.
+      for (let i = 0; i < 5 && !settled; i++) await new Promise((r) => setImmediate(r));
+      assert.ok(settled, `${how}: still waiting for its next attempt`);
+      assert.equal(await outcome, "ERR_CANCELLED");
     }
   });
 });
