@@ -278,15 +278,9 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
       );
     }
     const perAttempt = retry ? (attemptTimeoutMs ?? 0) : 0;
-    return this.attempt(
-      route,
-      payload,
-      { ...rest, idempotencyKey: key },
-      deadline,
-      retry ? 0 : this.retries,
-      0,
-      perAttempt,
-    );
+    // No retry counted yet, keyed or not (a request without a key is never sent again: it has none to be
+    // deduplicated by). Before, one without started at `retries`, and its ERR_TIMEOUT said "(3 attempts)".
+    return this.attempt(route, payload, { ...rest, idempotencyKey: key }, deadline, 0, 0, perAttempt);
   }
 
   /**
