@@ -104,6 +104,8 @@ const CONNECT_RETRYABLE: ReadonlySet<string> = new Set([
 ]);
 /** A keyed call's repeat refused by this side: the next node does not deduplicate (see `run`). */
 const NOT_REPEATED = new WeakSet<PointSubError>();
+/** Failures already counted against their node's breaker ({@link Client.failed}). */
+const COUNTED = new WeakSet<object>();
 /**
  * HELLO feature bit of a node that runs a keyed request's handler at most once per key (docs/PROTOCOL.md
  * §3.4.1): a copy of router/idempotency.ts's `DEDUPLICATES_FEATURE`, as in resilient.ts — exported from
@@ -313,9 +315,16 @@ export class Client {
     h.cooldown = this.cooldownMs;
   }
 
-  private failed(node: string): void {
+  /** `node` failed with `err`: counted once, however many calls (and a measure) shared that connect or drop. */
+  private failed(node: string, err: unknown): void {
     // A node no route lists has no breaker (an explicit address's calls consult none).
     if (!this.listed.has(node)) return;
+    // Before, each call that waited for one failed connect counted it: 8 calls opened a breaker of
+    // failureThreshold 8 and doubled its cooldown 7 times (1 s became the 30 s maximum).
+    if (typeof err === "object" && err !== null) {
+      if (COUNTED.has(err)) return;
+      COUNTED.add(err);
+    }
     const h = this.healthOf(node);
     const wasHalfOpen = h.failures >= this.failureThreshold;
     h.failures++;
@@ -361,7 +370,7 @@ export class Client {
     const acquired = this.pool.acquire(node).catch((err: unknown) => {
       const e = toPointSubError(err, "ERR_CONNECT");
       if (CONNECT_RETRYABLE.has(e.code)) NOT_CONNECTED.add(e);
-      if (NODE_FAILURES.has(e.code) || NOT_CONNECTED.has(e)) this.failed(node);
+      if (NODE_FAILURES.has(e.code) || NOT_CONNECTED.has(e)) this.failed(node, e);
       throw e;
     });
     const timeoutMs = options.timeoutMs;
@@ -460,7 +469,7 @@ export class Client {
       (err: unknown) => {
         const e = toPointSubError(err, "ERR_CONNECTION_CLOSED");
         if (NODE_FAILURES.has(e.code)) {
-          this.failed(node);
+          this.failed(node, e);
           // Refused before it was sent (it waited for a request slot when the node began a graceful close,
           // drain.ts): no handler saw it, it goes on to the next node keyed or not.
           if (sent && !UNSENT.has(e)) {
@@ -594,9 +603,9 @@ export class Client {
           this.pool.release(p); // no call: only its RTT sample (connect's ping)
           this.measuring.delete(n);
         },
-        () => {
+        (err: unknown) => {
           this.measuring.delete(n);
-          this.failed(n);
+          this.failed(n, err);
         },
       );
     }

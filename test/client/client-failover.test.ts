@@ -256,4 +256,32 @@ describe("Client failover and GOAWAY", () => {
       await c.close();
     }
   });
+
+  it("one failed connect shared by many calls counts once against the node's breaker (and its cooldown)", async () => {
+    const probe = createTcpServer();
+    await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
+    const dead = `tcp://127.0.0.1:${(probe.address() as { port: number }).port}`;
+    await new Promise<void>((r) => probe.close(() => r())); // nothing listens there: its connect is refused
+    const server = createServer();
+    server.handle("/x/1", () => "ok");
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    for (const failureThreshold of [2, 1]) {
+      const client = new Client({ breaker: { failureThreshold, cooldownMs: 200, maxCooldownMs: 60_000 } });
+      client.addNode("/x/1", dead).addNode("/x/1", url);
+      try {
+        // Eight calls at once: all wait for the one connect to `dead`, fail over to `url` together.
+        const answers = await Promise.all(Array.from({ length: 8 }, () => client.requestClosest("/x/1", "a")));
+        assert.deepEqual(answers.map(text), Array(8).fill("ok"));
+        const node = () => client.nodes("/x/1").find((n) => n.address === dead);
+        // Before: 9 failures (each call's and the measure's), the breaker open below its threshold of 2 ...
+        assert.equal(node()?.failures, 1);
+        if (failureThreshold === 2) assert.equal(node()?.breaker, "closed");
+        // ... and, at a threshold of 1, the cooldown doubled for each (200 ms became the 60 s maximum).
+        else await until(() => node()?.breaker === "half-open", 10_000);
+      } finally {
+        await client.close();
+      }
+    }
+    await server.close();
+  });
 });
