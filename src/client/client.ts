@@ -66,6 +66,8 @@ interface NodeHealth {
   openUntil: number;
   cooldown: number;
   rtt: number | undefined;
+  /** Half-open and a call is probing it: other calls skip it until that call ends (one probe, not a burst). */
+  probing?: boolean;
 }
 
 /** Errors that say the node (or the way to it) failed, not the call: fail over to the next node. */
@@ -498,7 +500,7 @@ export class Client {
    * sent on"; when no node is left to take it, the caller gets the loss too,
    * saying its handler may have run, not ERR_CONNECT); after the cooldown
    * one call probes it
-   * (half-open). A node whose rate limit refused the call
+   * (half-open; calls made meanwhile skip it unless no other node is usable). A node whose rate limit refused the call
    * (ERR_RATE_LIMITED: its handler did not run) is not a failure: the call
    * goes to the next node, and when no node answered and one refused it,
    * the caller gets the last refusal with its `retryAfterMs`. An error of
@@ -508,6 +510,21 @@ export class Client {
    * none is left).
    */
   async requestClosest(route: string, payload: Payload, options: ClosestOptions = {}): Promise<Uint8Array> {
+    const probes: NodeHealth[] = [];
+    try {
+      return await this.closest(route, payload, options, probes);
+    } finally {
+      for (const h of probes) h.probing = false;
+    }
+  }
+
+  /** {@link requestClosest}; the half-open nodes it probes go to `probes` (released when it ends). */
+  private async closest(
+    route: string,
+    payload: Payload,
+    options: ClosestOptions,
+    probes: NodeHealth[],
+  ): Promise<Uint8Array> {
     const bad = badOptions(options);
     if (bad !== undefined) throw bad;
     // Closed: every node's call would fail with it, and the caller got ERR_CONNECT "every node failed".
@@ -528,7 +545,13 @@ export class Client {
     // Healthy first (breaker closed or due for a probe), then the ones still cooling down as a last resort.
     const usable = order.filter((n) => {
       const h = this.healthOf(n);
-      return h.failures < this.failureThreshold || now >= h.openUntil;
+      if (h.failures < this.failureThreshold) return true;
+      // Half-open: one call probes it. Before, every call made meanwhile did, and with the node first (its key)
+      // each waited for its connect (up to connectTimeoutMs) instead of going to the healthy nodes.
+      if (now < h.openUntil || h.probing === true) return false;
+      h.probing = true;
+      probes.push(h);
+      return true;
     });
     const queue = usable.length !== 0 ? usable : order;
     let last: PointSubError | undefined;

@@ -284,4 +284,47 @@ describe("Client failover and GOAWAY", () => {
     }
     await server.close();
   });
+
+  it("a half-open node is probed by one call: the calls made meanwhile go to the healthy node, not wait for its connect", async () => {
+    const probe = createTcpServer();
+    await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
+    const port = (probe.address() as { port: number }).port;
+    const silent = `tcp://127.0.0.1:${port}`;
+    await new Promise<void>((r) => probe.close(() => r())); // refused at first: the breaker opens at once
+    const server = createServer();
+    server.handle("/x/1", () => "ok");
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const key = keyFavouring(silent, url); // `silent` first
+    const client = new Client({ connectTimeoutMs: 60_000, breaker: { cooldownMs: 100, maxCooldownMs: 100 } });
+    client.addNode("/x/1", silent).addNode("/x/1", url);
+    const sockets: Socket[] = [];
+    const hole = createTcpServer((s) => {
+      s.on("error", () => {});
+      s.resume();
+      sockets.push(s);
+    });
+    try {
+      assert.equal(text(await client.requestClosest("/x/1", "a", { key })), "ok");
+      // Now it takes the connection and never answers the handshake.
+      await new Promise<void>((r) => hole.listen(port, "127.0.0.1", r));
+      await until(() => client.nodes("/x/1")[0].breaker === "half-open");
+      let answered = 0;
+      const calls = Array.from({ length: 4 }, () =>
+        client.requestClosest("/x/1", "a", { key }).then((b) => {
+          answered++;
+          return text(b);
+        }),
+      );
+      // Before: all four waited for the one connect to `silent` (connectTimeoutMs).
+      await until(() => answered === 3, 10_000);
+      await until(() => sockets.length === 1);
+      for (const s of sockets) s.destroy(); // the probe's connect fails: it goes on to `url` too
+      assert.deepEqual(await Promise.all(calls), Array(4).fill("ok"));
+    } finally {
+      for (const s of sockets) s.destroy();
+      await client.close();
+      await new Promise<void>((r) => hole.close(() => r()));
+      await server.close();
+    }
+  });
 });
