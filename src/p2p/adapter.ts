@@ -265,6 +265,15 @@ function connectError(
       { cause: err },
     );
   }
+  // A peer id alone dials the addresses the node's peer store holds for it: a node that never met the peer
+  // (createLibp2pNode's own, whose store starts empty) has none, and libp2p says only "unknown peer".
+  if (name === "NoValidAddressesError" && peerOnly) {
+    return new PointSubError(
+      "ERR_CONNECT",
+      `cannot connect to ${to}: the libp2p node ${node.peerId.toString()} knows no address of that peer (connect to a multiaddr with its address, /ip4/…/tcp/…/p2p/ID, or pass options.libp2p, a node that discovers it)`,
+      { cause: err },
+    );
+  }
   // A timeout only when the connect timeout fired: a peer refusing the dial aborts it too (QUIC's limits).
   if (name === "TimeoutError" || (name === "AbortError" && signal?.aborted === true)) {
     return new PointSubError("ERR_TIMEOUT", `connect to ${to} timed out after ${options.connectTimeoutMs} ms`, {

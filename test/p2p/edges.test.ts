@@ -195,9 +195,11 @@ describe("pointsub/libp2p edges", () => {
         assert.equal(e.code, "ERR_UNSUPPORTED_URL", e.message);
         return true;
       });
-      // A peer id alone may gain addresses (the peer store, peer routing): still a failed dial.
+      // A peer id alone may gain addresses (the peer store, peer routing): still a failed dial, saying why
+      // (it was libp2p's "no valid addresses for peer: unknown peer").
       await assert.rejects(connect(peer, { libp2p: me }), (e: PointSubError) => {
         assert.equal(e.code, "ERR_CONNECT", e.message);
+        assert.match(e.message, /knows no address of that peer \(connect to a multiaddr with its address/);
         return true;
       });
     } finally {
