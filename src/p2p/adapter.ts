@@ -265,6 +265,14 @@ function connectError(
       { cause: err },
     );
   }
+  // The node's own peer id: libp2p refuses to dial itself, whatever the retry (ERR_CONNECT was retried for ever).
+  if (parts.some((c) => c.name === "p2p" && c.value === node.peerId.toString())) {
+    return new PointSubError(
+      "ERR_UNSUPPORTED_URL",
+      `cannot connect to ${to}: that is the peer id of the libp2p node dialing it (options.libp2p); a node does not dial itself`,
+      { cause: err },
+    );
+  }
   // A peer id alone dials the addresses the node's peer store holds for it: a node that never met the peer
   // (createLibp2pNode's own, whose store starts empty) has none, and libp2p says only "unknown peer".
   if (name === "NoValidAddressesError" && peerOnly) {

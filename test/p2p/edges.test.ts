@@ -162,11 +162,16 @@ describe("pointsub/libp2p edges", () => {
           return true;
         });
       }
-      // A real peer id with nothing listening is still a failed dial.
-      await assert.rejects(connect(`/ip4/127.0.0.1/tcp/1/p2p/${good}`, { libp2p: me }), (e: PointSubError) => {
-        assert.notEqual(e.code, "ERR_UNSUPPORTED_URL", e.message);
-        return true;
-      });
+      // A real peer id (another node's: its own is no dial) with nothing listening is still a failed dial.
+      const other = await createLibp2pNode({ quic: false });
+      await other.stop();
+      await assert.rejects(
+        connect(`/ip4/127.0.0.1/tcp/1/p2p/${other.peerId.toString()}`, { libp2p: me }),
+        (e: PointSubError) => {
+          assert.notEqual(e.code, "ERR_UNSUPPORTED_URL", e.message);
+          return true;
+        },
+      );
     } finally {
       await me.stop();
     }
@@ -195,6 +200,18 @@ describe("pointsub/libp2p edges", () => {
         assert.equal(e.code, "ERR_UNSUPPORTED_URL", e.message);
         return true;
       });
+      // Its own peer id: libp2p never dials itself, so no retry (it was ERR_CONNECT, retried for ever).
+      await assert.rejects(
+        connectResilient(`/p2p/${me.peerId.toString()}`, {
+          libp2p: me,
+          signal: AbortSignal.timeout(20_000),
+        }),
+        (e: PointSubError) => {
+          assert.equal(e.code, "ERR_UNSUPPORTED_URL", e.message);
+          assert.match(e.message, /that is the peer id of the libp2p node dialing it/);
+          return true;
+        },
+      );
       // A peer id alone may gain addresses (the peer store, peer routing): still a failed dial, saying why
       // (it was libp2p's "no valid addresses for peer: unknown peer").
       await assert.rejects(connect(peer, { libp2p: me }), (e: PointSubError) => {
