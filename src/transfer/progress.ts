@@ -218,17 +218,24 @@ export class Progress extends Emitter<ProgressEvents> implements AsyncIterable<P
    * Reports to the listeners. One that throws is the application's bug: surfaced (thrown again from a
    * microtask, an uncaught exception, as a connection's or server's listener's is) and the transfer goes
    * on. Before, it unwound into the stream's work: a sender's first report rejected the producer's start
-   * (an unhandled rejection; the transfer never settled), a receiver's failed the handler's read.
+   * (an unhandled rejection; the transfer never settled), a receiver's failed the handler's read. Each
+   * listener is called on its own: `emit` stops at the first that throws, and those after it (a
+   * `for await` over this progress behind a throwing `onProgress`) missed every report, the final one too.
    */
   private emitNow(now: number): void {
     this.lastEmit = now;
     if (this.listenerCount("progress") === 0) return;
-    try {
-      this.emit("progress", this.snapshot(now));
-    } catch (err) {
-      queueMicrotask(() => {
-        throw err;
-      });
+    const s = this.snapshot(now);
+    for (const fn of this.listeners("progress")) {
+      // A `once` listener runs this time only (removes nothing else: emit's own rule).
+      this.removeListener("progress", fn, undefined, true);
+      try {
+        fn.call(this, s);
+      } catch (err) {
+        queueMicrotask(() => {
+          throw err;
+        });
+      }
     }
   }
 }
