@@ -80,6 +80,8 @@ export class OutgoingStream {
    */
   private waitingSource: StreamSource | undefined;
   private waitingIterator: AsyncIterator<Uint8Array> | Iterator<Uint8Array> | undefined;
+  /** Ends that wait (done) when {@link stop} comes: set only while compression jobs are in flight. */
+  private waitEnd: ((r: IteratorResult<Uint8Array>) => void) | undefined;
   /** The source was closed by {@link stop} (the run's failure does not close it again). */
   private sourceClosed = false;
   /** Sent frames awaiting the receiver's credit: [wire bytes, content bytes]. */
@@ -155,12 +157,17 @@ export class OutgoingStream {
         this.waitingSource = source;
         this.waitingIterator = iterator;
         try {
-          r = await iterator.next();
+          // A job in flight may fail meanwhile, which stops the stream: the wait ends then, not when the source
+          // next yields (closing an async generator waits for its pending next(): a live feed's next event). A sync
+          // iterator never waits: read as before.
+          const next = iterator.next();
+          r = await (ahead.length === 0 || !(next instanceof Promise) ? next : this.orStop(next));
         } catch (err) {
           if (this.stopped !== undefined) throw this.stopped; // its failure is the close's (a destroyed Readable)
           throw new PointSubError("ERR_SOURCE", `stream source failed: ${describeThrown(err)}`, { cause: err });
         } finally {
           this.waitingIterator = undefined;
+          this.waitEnd = undefined;
         }
         if (this.stopped !== undefined) throw this.stopped;
         if (r.done === true) break;
@@ -268,9 +275,16 @@ export class OutgoingStream {
       this.sourceClosed = true;
       closeSource(this.waitingSource, it);
     }
+    this.waitEnd?.({ done: true, value: undefined });
     const w = this.wake;
     this.wake = undefined;
     w?.();
+  }
+
+  /** The source's next chunk, or the end of the wait when the stream stops first (see {@link waitEnd}). */
+  private orStop(next: Promise<IteratorResult<Uint8Array>>): Promise<IteratorResult<Uint8Array>> {
+    next.catch(() => {}); // left behind when the stop comes first: its failure is the close's
+    return Promise.race([next, new Promise<IteratorResult<Uint8Array>>((r) => (this.waitEnd = r))]);
   }
 
   /** The writer handed `item` to the transport. */
