@@ -1,5 +1,5 @@
 import type { PointSubError } from "../errors/error.ts";
-import { Emitter } from "../util/emitter.ts";
+import { Emitter, type Listener } from "../util/emitter.ts";
 import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 
 export { newTransferId } from "./transfer-id.ts";
@@ -68,6 +68,8 @@ export class Progress extends Emitter<ProgressEvents> implements AsyncIterable<P
   private sampleHead = 0;
   private sampleCount = 0;
   private lastSampleAt = 0;
+  /** The `context` listeners were added with, when one was ({@link emitNow} calls each listener itself). */
+  private contexts: WeakMap<object, unknown> | undefined;
   private timer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(transferId: string, total: number | undefined, intervalMs = 100) {
@@ -222,6 +224,31 @@ export class Progress extends Emitter<ProgressEvents> implements AsyncIterable<P
    * listener is called on its own: `emit` stops at the first that throws, and those after it (a
    * `for await` over this progress behind a throwing `onProgress`) missed every report, the final one too.
    */
+  override on<K extends keyof ProgressEvents>(event: K, fn: Listener<ProgressEvents, K>, context?: unknown): this {
+    this.keepContext(fn, context);
+    return super.on(event, fn, context);
+  }
+
+  override addListener<K extends keyof ProgressEvents>(
+    event: K,
+    fn: Listener<ProgressEvents, K>,
+    context?: unknown,
+  ): this {
+    this.keepContext(fn, context);
+    return super.addListener(event, fn, context);
+  }
+
+  override once<K extends keyof ProgressEvents>(event: K, fn: Listener<ProgressEvents, K>, context?: unknown): this {
+    this.keepContext(fn, context);
+    return super.once(event, fn, context);
+  }
+
+  private keepContext(fn: unknown, context: unknown): void {
+    if (context === undefined || typeof fn !== "function") return;
+    this.contexts ??= new WeakMap();
+    this.contexts.set(fn, context);
+  }
+
   private emitNow(now: number): void {
     this.lastEmit = now;
     if (this.listenerCount("progress") === 0) return;
@@ -230,7 +257,8 @@ export class Progress extends Emitter<ProgressEvents> implements AsyncIterable<P
       // A `once` listener runs this time only (removes nothing else: emit's own rule).
       this.removeListener("progress", fn, undefined, true);
       try {
-        fn.call(this, s);
+        // With the context it was added with, as emit calls it (the emitter's own default: the Progress).
+        fn.call(this.contexts?.get(fn) ?? this, s);
       } catch (err) {
         queueMicrotask(() => {
           throw err;

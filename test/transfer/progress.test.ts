@@ -7,6 +7,28 @@ import { describe, it } from "node:test";
 import { Progress } from "../../src/transfer/progress.ts";
 
 describe("transfer/progress", () => {
+  it("a listener added with a context runs with it as this, once listeners once, a throwing one alone surfaced", async () => {
+    const p = new Progress("t", 10, 0);
+    const ctx = { name: "ctx" };
+    const seen: unknown[] = [];
+    let onceRuns = 0;
+    p.on(
+      "progress",
+      function (this: unknown) {
+        seen.push(this);
+      },
+      ctx,
+    );
+    p.on("progress", function (this: unknown) {
+      seen.push(this);
+    });
+    p.once("progress", () => onceRuns++);
+    p.add(1);
+    p.add(1);
+    assert.deepEqual(seen, [ctx, p, ctx, p]);
+    assert.equal(onceRuns, 1);
+  });
+
   it("after its final status, bytes added are not counted and emit nothing (events ended with the status)", async () => {
     for (const status of ["failed", "cancelled", "completed"] as const) {
       const p = new Progress("t", undefined, 1);
