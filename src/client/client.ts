@@ -66,7 +66,7 @@ interface NodeHealth {
   openUntil: number;
   cooldown: number;
   rtt: number | undefined;
-  /** Half-open and a call is probing it: other calls skip it until that call ends (one probe, not a burst). */
+  /** Half-open and a call is probing it: other calls skip it until that attempt ends (one probe, not a burst). */
   probing?: boolean;
 }
 
@@ -510,21 +510,6 @@ export class Client {
    * none is left).
    */
   async requestClosest(route: string, payload: Payload, options: ClosestOptions = {}): Promise<Uint8Array> {
-    const probes: NodeHealth[] = [];
-    try {
-      return await this.closest(route, payload, options, probes);
-    } finally {
-      for (const h of probes) h.probing = false;
-    }
-  }
-
-  /** {@link requestClosest}; the half-open nodes it probes go to `probes` (released when it ends). */
-  private async closest(
-    route: string,
-    payload: Payload,
-    options: ClosestOptions,
-    probes: NodeHealth[],
-  ): Promise<Uint8Array> {
     const bad = badOptions(options);
     if (bad !== undefined) throw bad;
     // Closed: every node's call would fail with it, and the caller got ERR_CONNECT "every node failed".
@@ -543,23 +528,21 @@ export class Client {
     const order = key === undefined ? this.byRtt(list) : await this.byDistance(list, key === true ? payload : key);
     const now = performance.now();
     // Healthy first (breaker closed or due for a probe), then the ones still cooling down as a last resort.
+    // Half-open: one call probes it. Before, every call made meanwhile did, and with the node first (its key)
+    // each waited for its connect (up to connectTimeoutMs) instead of going to the healthy nodes.
     const usable = order.filter((n) => {
       const h = this.healthOf(n);
-      if (h.failures < this.failureThreshold) return true;
-      // Half-open: one call probes it. Before, every call made meanwhile did, and with the node first (its key)
-      // each waited for its connect (up to connectTimeoutMs) instead of going to the healthy nodes.
-      if (now < h.openUntil || h.probing === true) return false;
-      h.probing = true;
-      probes.push(h);
-      return true;
+      return h.failures < this.failureThreshold || (now >= h.openUntil && h.probing !== true);
     });
-    const queue = usable.length !== 0 ? usable : order;
+    const lastResort = usable.length === 0;
+    const queue = lastResort ? order : usable;
     let last: PointSubError | undefined;
     let limited: PointSubError | undefined;
     /** A keyed call lost after it was sent: the next nodes must deduplicate (`run`), else this is the error. */
     let ranOn: PointSubError | undefined;
     while (queue.length !== 0) {
-      const batch = queue.splice(0, fanout);
+      const batch = this.probing(queue.splice(0, fanout), queue.length, lastResort);
+      if (batch.length === 0) continue;
       const left = deadline === 0 ? 0 : deadline - performance.now();
       if (deadline !== 0 && left <= 0) {
         // A keyed call lost after it was sent: that loss (below) says its handler may have run.
@@ -572,8 +555,8 @@ export class Client {
       // Whole ms, as the errors that name it (the connection's, the wait for one) say.
       const opts = deadline === 0 ? callOptions : { ...callOptions, timeoutMs: Math.ceil(left) };
       try {
-        if (batch.length === 1) return await this.call(batch[0], route, payload, opts, ranOn);
-        return await Promise.any(batch.map((n) => this.call(n, route, payload, opts, ranOn)));
+        if (batch.length === 1) return await this.probe(batch[0], route, payload, opts, ranOn);
+        return await Promise.any(batch.map((n) => this.probe(n, route, payload, opts, ranOn)));
       } catch (err) {
         if (this.closed) throw closedError();
         const errors = (err instanceof AggregateError ? err.errors : [err]).map((x: unknown) =>
@@ -612,6 +595,50 @@ export class Client {
     }
     if (limited !== undefined) throw limited;
     throw new PointSubError("ERR_CONNECT", `every node of ${route} failed`, { cause: last });
+  }
+
+  /**
+   * `batch` as it is sent: a half-open node another call started probing since the queue was made is left
+   * out while other nodes are left to try (`more` in the queue; not in a `lastResort` queue).
+   */
+  private probing(batch: string[], more: number, lastResort: boolean): string[] {
+    return batch.filter((n, i) => {
+      const h = this.healthOf(n);
+      if (h.probing !== true || h.failures < this.failureThreshold || lastResort) return true;
+      return more === 0 && batch.every((m, j) => j === i || this.healthOf(m).probing === true);
+    });
+  }
+
+  /**
+   * {@link call} on `node`; when it is half-open (due for a probe) and nobody probes it, this call does,
+   * until its attempt there ends. Before, the claim was taken for all of a call's half-open nodes when it
+   * started and kept until it ended: a call answered by another node first (a slow handler, a long poll)
+   * kept each of them unprobed that long, every other call skipping them.
+   */
+  private probe(
+    node: string,
+    route: string,
+    payload: Payload,
+    options: RequestOptions,
+    again?: PointSubError,
+  ): Promise<Uint8Array> {
+    const h = this.healthOf(node);
+    if (h.failures < this.failureThreshold || h.probing === true || performance.now() < h.openUntil) {
+      return this.call(node, route, payload, options, again);
+    }
+    h.probing = true;
+    const done = () => {
+      h.probing = false;
+    };
+    let attempt: Promise<Uint8Array>;
+    try {
+      attempt = this.call(node, route, payload, options, again);
+    } catch (err) {
+      done(); // else it stayed claimed: never probed again
+      throw err;
+    }
+    attempt.then(done, done);
+    return attempt;
   }
 
   /** Opens a connection (and so takes an RTT sample) to nodes not measured yet, in the background. */

@@ -327,4 +327,48 @@ describe("Client failover and GOAWAY", () => {
       await server.close();
     }
   });
+
+  it("a call that claimed a half-open node's probe but is served by another node (a slow handler) does not keep it from being probed", async () => {
+    const probe = createTcpServer();
+    await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
+    const port = (probe.address() as { port: number }).port;
+    const x = `tcp://127.0.0.1:${port}`;
+    await new Promise<void>((r) => probe.close(() => r())); // refused at first: its breaker opens
+    let release = () => {};
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    let held = 0;
+    const ys = createServer();
+    ys.handle("/x/1", async (req) => {
+      if (text(req.data) !== "slow") return "y";
+      held++;
+      await gate;
+      return "y";
+    });
+    const [y] = await ys.listen("tcp://127.0.0.1:0");
+    const xs = createServer();
+    xs.handle("/x/1", () => "x");
+    const client = new Client({ breaker: { cooldownMs: 100, maxCooldownMs: 100 } });
+    client.addNode("/x/1", x).addNode("/x/1", y);
+    const node = () => client.nodes("/x/1").find((n) => n.address === x);
+    let slow: Promise<Uint8Array> | undefined;
+    try {
+      assert.equal(text(await client.requestClosest("/x/1", "a", { key: keyFavouring(x, y) })), "y");
+      await xs.listen(x); // back: its next probe succeeds
+      await until(() => node()?.breaker === "half-open", 10_000);
+      // `y` first: it never reaches `x`, and its handler holds it.
+      slow = client.requestClosest("/x/1", "slow", { key: keyFavouring(y, x) });
+      await until(() => held === 1, 10_000);
+      // Before: the slow call held `x`'s probe till it ended, every call skipped `x` (half-open all along).
+      assert.equal(text(await client.requestClosest("/x/1", "b", { key: keyFavouring(x, y) })), "x");
+      assert.equal(node()?.breaker, "closed");
+    } finally {
+      release();
+      if (slow !== undefined) assert.equal(text(await slow), "y");
+      await client.close();
+      await xs.close();
+      await ys.close();
+    }
+  });
 });
