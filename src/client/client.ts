@@ -500,7 +500,7 @@ export class Client {
    * sent on"; when no node is left to take it, the caller gets the loss too,
    * saying its handler may have run, not ERR_CONNECT); after the cooldown
    * one call probes it
-   * (half-open; calls made meanwhile skip it unless no other node is usable). A node whose rate limit refused the call
+   * (half-open; calls made meanwhile try it after the other nodes). A node whose rate limit refused the call
    * (ERR_RATE_LIMITED: its handler did not run) is not a failure: the call
    * goes to the next node, and when no node answered and one refused it,
    * the caller gets the last refusal with its `retryAfterMs`. An error of
@@ -530,19 +530,23 @@ export class Client {
     // Healthy first (breaker closed or due for a probe), then the ones still cooling down as a last resort.
     // Half-open: one call probes it. Before, every call made meanwhile did, and with the node first (its key)
     // each waited for its connect (up to connectTimeoutMs) instead of going to the healthy nodes.
-    const usable = order.filter((n) => {
+    // A half-open node another call probes comes after the others: when they all fail, this call shares that probe (before,
+    // it was skipped, and the caller got ERR_CONNECT "every node failed" with that node answering).
+    const usable: string[] = [];
+    const probed = new Set<string>();
+    for (const n of order) {
       const h = this.healthOf(n);
-      return h.failures < this.failureThreshold || (now >= h.openUntil && h.probing !== true);
-    });
+      if (h.failures < this.failureThreshold || (now >= h.openUntil && h.probing !== true)) usable.push(n);
+      else if (now >= h.openUntil) probed.add(n);
+    }
     const lastResort = usable.length === 0;
-    const queue = lastResort ? order : usable;
+    const queue = lastResort ? order : [...usable, ...probed];
     let last: PointSubError | undefined;
     let limited: PointSubError | undefined;
     /** A keyed call lost after it was sent: the next nodes must deduplicate (`run`), else this is the error. */
     let ranOn: PointSubError | undefined;
     while (queue.length !== 0) {
-      const batch = this.probing(queue.splice(0, fanout), queue.length, lastResort);
-      if (batch.length === 0) continue;
+      const batch = this.nextBatch(queue, fanout, lastResort ? undefined : probed);
       const left = deadline === 0 ? 0 : deadline - performance.now();
       if (deadline !== 0 && left <= 0) {
         // A keyed call lost after it was sent: that loss (below) says its handler may have run.
@@ -598,15 +602,23 @@ export class Client {
   }
 
   /**
-   * `batch` as it is sent: a half-open node another call started probing since the queue was made is left
-   * out while other nodes are left to try (`more` in the queue; not in a `lastResort` queue).
+   * The next `fanout` nodes of `queue`: a half-open node another call started probing since the queue was
+   * made goes after the others (once: `deferred` holds those already put there; none in a last-resort queue).
    */
-  private probing(batch: string[], more: number, lastResort: boolean): string[] {
-    return batch.filter((n, i) => {
+  private nextBatch(queue: string[], fanout: number, deferred: Set<string> | undefined): string[] {
+    const batch: string[] = [];
+    while (batch.length < fanout && queue.length !== 0) {
+      const n = queue.shift() as string;
       const h = this.healthOf(n);
-      if (h.probing !== true || h.failures < this.failureThreshold || lastResort) return true;
-      return more === 0 && batch.every((m, j) => j === i || this.healthOf(m).probing === true);
-    });
+      const probed = h.probing === true && h.failures >= this.failureThreshold;
+      if (probed && deferred !== undefined && queue.length !== 0 && !deferred.has(n)) {
+        deferred.add(n);
+        queue.push(n);
+        continue;
+      }
+      batch.push(n);
+    }
+    return batch;
   }
 
   /**

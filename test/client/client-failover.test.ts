@@ -371,4 +371,45 @@ describe("Client failover and GOAWAY", () => {
       await ys.close();
     }
   });
+
+  it("a call whose nodes fail goes on to a half-open node another call is probing, not ERR_CONNECT", async () => {
+    const ports: number[] = [];
+    for (let i = 0; i < 2; i++) {
+      const probe = createTcpServer();
+      await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
+      ports.push((probe.address() as { port: number }).port);
+      await new Promise<void>((r) => probe.close(() => r())); // refused: both breakers open
+    }
+    const [x, y] = ports.map((p) => `tcp://127.0.0.1:${p}`);
+    let release = () => {};
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    let held = 0;
+    const xs = createServer();
+    xs.handle("/x/1", async (req) => {
+      if (text(req.data) !== "slow") return "x";
+      held++;
+      await gate;
+      return "x";
+    });
+    const client = new Client({ breaker: { cooldownMs: 100, maxCooldownMs: 100 } });
+    client.addNode("/x/1", x).addNode("/x/1", y);
+    const breakers = () => client.nodes("/x/1").map((n) => n.breaker);
+    let slow: Promise<Uint8Array> | undefined;
+    try {
+      await assert.rejects(client.requestClosest("/x/1", "a"), { code: "ERR_CONNECT" });
+      await xs.listen(x); // `x` is back, `y` is still down
+      await until(() => breakers().every((b) => b === "half-open"), 10_000);
+      slow = client.requestClosest("/x/1", "slow", { key: keyFavouring(x, y) }); // probes `x`, held there
+      await until(() => held === 1, 10_000);
+      // Probes `y` (refused). Before: then ERR_CONNECT "every node failed", `x` (answering) skipped.
+      assert.equal(text(await client.requestClosest("/x/1", "b", { key: keyFavouring(y, x) })), "x");
+    } finally {
+      release();
+      if (slow !== undefined) assert.equal(text(await slow), "x");
+      await client.close();
+      await xs.close();
+    }
+  });
 });
