@@ -79,6 +79,8 @@ const NODE_FAILURES: ReadonlySet<string> = new Set([
   "ERR_POOL_EXHAUSTED",
   "ERR_SLOW_PEER",
 ]);
+/** Errors of a call that do not show its node works ({@link Client.run}): nothing was answered, or "overloaded". */
+const NOT_TOLD: ReadonlySet<string> = new Set(["ERR_TIMEOUT", "ERR_CANCELLED", "ERR_OVERLOADED"]);
 /** Node failures of calls that were sent (their handler may have run): not failed over unless keyed. */
 const MAYBE_RAN = new WeakSet<PointSubError>();
 /**
@@ -470,7 +472,12 @@ export class Client {
       },
       (err: unknown) => {
         const e = toPointSubError(err, "ERR_CONNECTION_CLOSED");
-        if (NODE_FAILURES.has(e.code)) {
+        if (!NODE_FAILURES.has(e.code)) {
+          // The call's own error on a connection still open (the handler's, a bad route): the node works.
+          // Before, only an answer closed its breaker: a node whose probes got errors stayed half-open for
+          // ever, skipped by the calls made while one probed it. A timeout, a cancel or an overload does not tell.
+          if (!NOT_TOLD.has(e.code) && p.conn.state === "open" && this.health.get(node)?.failures) this.succeeded(node);
+        } else {
           this.failed(node, e);
           // Refused before it was sent (it waited for a request slot when the node began a graceful close,
           // drain.ts): no handler saw it, it goes on to the next node keyed or not.

@@ -412,4 +412,40 @@ describe("Client failover and GOAWAY", () => {
       await xs.close();
     }
   });
+
+  it("a half-open node whose probe is answered with the handler's error is healthy again (not half-open for ever)", async () => {
+    const probe = createTcpServer();
+    await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
+    const x = `tcp://127.0.0.1:${(probe.address() as { port: number }).port}`;
+    await new Promise<void>((r) => probe.close(() => r())); // refused at first: its breaker opens
+    const ys = createServer();
+    ys.handle("/x/1", () => "y");
+    const [y] = await ys.listen("tcp://127.0.0.1:0");
+    const xs = createServer();
+    xs.handle("/x/1", () => {
+      throw new Error("no such order");
+    });
+    const client = new Client({ breaker: { cooldownMs: 100, maxCooldownMs: 100 } });
+    client.addNode("/x/1", x).addNode("/x/1", y);
+    const key = keyFavouring(x, y);
+    const node = () => client.nodes("/x/1").find((n) => n.address === x);
+    try {
+      assert.equal(text(await client.requestClosest("/x/1", "a", { key })), "y");
+      await xs.listen(x);
+      await until(() => node()?.breaker === "half-open", 10_000);
+      // `x` answered (its handler's error is the call's answer): the node works.
+      await assert.rejects(client.requestClosest("/x/1", "a", { key }), { code: "ERR_HANDLER" });
+      // Before: half-open still, for as long as its answers were errors; calls made together skipped it.
+      assert.equal(node()?.breaker, "closed");
+      const both = await Promise.allSettled([1, 2].map(() => client.requestClosest("/x/1", "a", { key })));
+      assert.deepEqual(
+        both.map((s) => (s.status === "rejected" ? (s.reason as PointSubError).code : text(s.value))),
+        ["ERR_HANDLER", "ERR_HANDLER"],
+      );
+    } finally {
+      await client.close();
+      await xs.close();
+      await ys.close();
+    }
+  });
 });
