@@ -374,7 +374,9 @@ export class Client {
     const acquired = this.pool.acquire(node).catch((err: unknown) => {
       const e = toPointSubError(err, "ERR_CONNECT");
       if (CONNECT_RETRYABLE.has(e.code)) NOT_CONNECTED.add(e);
-      if (NODE_FAILURES.has(e.code) || NOT_CONNECTED.has(e)) this.failed(node, e);
+      // The client's own pool full (maxTotal): failed over, but no failure of the node. Before, each call that
+      // waited counted one: a burst opened a healthy node's breaker and doubled its cooldown.
+      if ((NODE_FAILURES.has(e.code) && e.code !== "ERR_POOL_EXHAUSTED") || NOT_CONNECTED.has(e)) this.failed(node, e);
       throw e;
     });
     const timeoutMs = options.timeoutMs;

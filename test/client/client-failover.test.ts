@@ -448,4 +448,45 @@ describe("Client failover and GOAWAY", () => {
       await ys.close();
     }
   });
+
+  it("calls that found the client's pool full (ERR_POOL_EXHAUSTED) fail over without counting against the node's breaker", async () => {
+    let release = () => {};
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    let held = 0;
+    const ys = createServer();
+    ys.handle("/x/1", async (req) => {
+      if (text(req.data) === "slow") {
+        held++;
+        await gate;
+      }
+      return "y";
+    });
+    const [y] = await ys.listen("tcp://127.0.0.1:0");
+    const xs = createServer();
+    xs.handle("/x/1", () => "x");
+    const [x] = await xs.listen("tcp://127.0.0.1:0");
+    // One connection in all: the one to `y`, busy, leaves none for `x`.
+    const client = new Client({ pool: { maxTotal: 1, acquireTimeoutMs: 100 } });
+    client.addNode("/x/1", x).addNode("/x/1", y);
+    const node = () => client.nodes("/x/1").find((n) => n.address === x);
+    let slow: Promise<Uint8Array> | undefined;
+    try {
+      slow = client.requestClosest("/x/1", "slow", { key: keyFavouring(y, x) });
+      await until(() => held === 1, 10_000);
+      const key = keyFavouring(x, y);
+      const answers = await Promise.all([1, 2, 3].map(() => client.requestClosest("/x/1", "a", { key })));
+      assert.deepEqual(answers.map(text), ["y", "y", "y"]);
+      // Before: 3 failures, its breaker open (its cooldown doubled twice) though `x` never failed.
+      assert.equal(node()?.failures, 0);
+      assert.equal(node()?.breaker, "closed");
+    } finally {
+      release();
+      if (slow !== undefined) assert.equal(text(await slow), "y");
+      await client.close();
+      await xs.close();
+      await ys.close();
+    }
+  });
 });
