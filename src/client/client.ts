@@ -373,10 +373,7 @@ export class Client {
     }
     const acquired = this.pool.acquire(node).catch((err: unknown) => {
       const e = toPointSubError(err, "ERR_CONNECT");
-      if (CONNECT_RETRYABLE.has(e.code)) NOT_CONNECTED.add(e);
-      // The client's own pool full (maxTotal): failed over, but no failure of the node. Before, each call that
-      // waited counted one: a burst opened a healthy node's breaker and doubled its cooldown.
-      if ((NODE_FAILURES.has(e.code) && e.code !== "ERR_POOL_EXHAUSTED") || NOT_CONNECTED.has(e)) this.failed(node, e);
+      this.notConnected(node, e);
       throw e;
     });
     const timeoutMs = options.timeoutMs;
@@ -395,6 +392,14 @@ export class Client {
         this.pool.release(p);
       }
     });
+  }
+
+  /** A connect to `node` (or a wait for one) failed with `e`: counted against its breaker when the node's. */
+  private notConnected(node: string, e: PointSubError): void {
+    if (CONNECT_RETRYABLE.has(e.code)) NOT_CONNECTED.add(e);
+    // The client's own pool full (maxTotal): failed over, but no failure of the node. Before, each call that
+    // waited counted one: a burst opened a healthy node's breaker and doubled its cooldown.
+    if ((NODE_FAILURES.has(e.code) && e.code !== "ERR_POOL_EXHAUSTED") || NOT_CONNECTED.has(e)) this.failed(node, e);
   }
 
   /**
@@ -676,7 +681,9 @@ export class Client {
         },
         (err: unknown) => {
           this.measuring.delete(n);
-          this.failed(n, err);
+          // What a call's connect counts, no more: a refused credential or version is the caller's (before,
+          // the measure counted it, the calls did not: the node's breaker opened, later calls sent elsewhere).
+          this.notConnected(n, toPointSubError(err, "ERR_CONNECT"));
         },
       );
     }

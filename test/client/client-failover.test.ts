@@ -489,4 +489,32 @@ describe("Client failover and GOAWAY", () => {
       await ys.close();
     }
   });
+
+  it("a connect refused for the caller's reason (its credentials) is not a node failure for the RTT measure either", async () => {
+    const xs = createServer({
+      authenticate: () => {
+        throw new Error("not you");
+      },
+    });
+    xs.handle("/x/1", () => "x");
+    const [x] = await xs.listen("tcp://127.0.0.1:0");
+    const ys = createServer();
+    ys.handle("/x/1", () => "y");
+    const [y] = await ys.listen("tcp://127.0.0.1:0");
+    const client = new Client({ credentials: "token" });
+    client.addNode("/x/1", x).addNode("/x/1", y);
+    const node = () => client.nodes("/x/1").find((n) => n.address === x);
+    try {
+      // Not measured yet: list order, `x` first; the call shares the measure's connect and gets its refusal.
+      await assert.rejects(client.requestClosest("/x/1", "a"), { code: "ERR_UNAUTHORIZED" });
+      await sleep(50);
+      // Before: the measure counted it (the call did not): `x`'s breaker open, later calls sent elsewhere.
+      assert.equal(node()?.failures, 0);
+      assert.equal(node()?.breaker, "closed");
+    } finally {
+      await client.close();
+      await xs.close();
+      await ys.close();
+    }
+  });
 });
