@@ -452,6 +452,12 @@ export class Connection extends Emitter<ConnectionEvents> {
     onDrain(): void {
       this.c.onTransportDrain();
     }
+    /** No drain will come (the socket is gone, what it holds still to be read): no slow peer, reading goes on. */
+    onGone(): void {
+      const g = this.c.readGate;
+      g.slowPeerBytes = Infinity;
+      g.slowResume();
+    }
     onClose(error?: Error): void {
       this.c.onTransportClose(error);
     }

@@ -121,7 +121,8 @@ export class ReadGate {
   /** @internal The transport it pauses and resumes (the dispatcher asks it whether it can tell when it wrote everything). */
   readonly transport: Transport;
   private readonly writer: FrameWriter;
-  private readonly slowPeerBytes: number;
+  /** @internal Owed bytes past which reading pauses (Infinity once the transport is gone: `onGone`). */
+  slowPeerBytes: number;
 
   constructor(transport: Transport, writer: FrameWriter, slowPeerBytes: number) {
     this.transport = transport;
@@ -223,8 +224,8 @@ export class ReadGate {
     return true;
   }
 
-  /** The slow-peer pause ends: reading (and pacing) go on. */
-  private slowResume(): void {
+  /** @internal The slow-peer pause ends: reading (and pacing) go on. */
+  slowResume(): void {
     this.slowPaused = false;
     this.writer.pacer?.pauseReading(false);
     this.resumeIfFree();

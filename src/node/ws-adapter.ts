@@ -337,9 +337,7 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
 
   write(chunks: readonly Uint8Array[]): boolean {
     const ws = this.ws;
-    // The socket is gone and its close not reported yet (held messages first): nothing will drain, and a
-    // session waiting for a drain (a slow peer's) would hold them, and the close, for ever. Dropped.
-    if (this.closed || ws.readyState !== 1) return this.closeQueued;
+    if (this.closed || ws.readyState !== 1) return false;
     // Small writes of one turn (messages, pings, pongs) leave together in one
     // writev at its end; a large one goes at once, with what waits and its ping.
     if (!this.corked && this.socket !== undefined) {
@@ -378,7 +376,7 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
   /** {@link send} as a function (made on the first write). */
   private sendFn: ((message: Uint8Array<ArrayBuffer>, last: boolean) => void) | undefined;
   /** {@link sent} as a function (made when first needed). */
-  private sentFn: (() => void) | undefined;
+  private sentFn: ((err?: Error | null) => void) | undefined;
   uncork(): void {
     if (!this.corked) return;
     this.corked = false;
@@ -528,9 +526,14 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
     else this.ws.send(message, SEND_OPTIONS, last ? this.sentCallback() : undefined);
   }
 
-  /** A send callback: the message went to the kernel. */
-  private sentCallback(): () => void {
-    this.sentFn ??= () => this.drainIfWritable();
+  /**
+   * A send callback: the message went to the kernel — or failed, the socket gone: then nothing drained
+   * (a drain had the connection's waiting sends resolve as if written; the close comes after).
+   */
+  private sentCallback(): (err?: Error | null) => void {
+    this.sentFn ??= (err) => {
+      if (err == null) this.drainIfWritable();
+    };
     return this.sentFn;
   }
 

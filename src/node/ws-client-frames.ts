@@ -77,9 +77,9 @@ export class MaskedFrameWriter {
   /** The slab of each write not finished yet, in write order (the socket finishes writes in order). */
   private inFlight: Slab[] = [];
   /** Called after each finished write (the transport's drain check). */
-  declare private readonly onWritten: () => void;
+  declare private readonly onWritten: (err?: Error | null) => void;
 
-  constructor(socket: Socket, randomFill: (b: Uint8Array) => unknown, onWritten: () => void) {
+  constructor(socket: Socket, randomFill: (b: Uint8Array) => unknown, onWritten: (err?: Error | null) => void) {
     this.socket = socket;
     this.randomFill = randomFill;
     this.onWritten = onWritten;
@@ -134,14 +134,14 @@ export class MaskedFrameWriter {
   }
 
   /** A write finished (or failed: the socket is gone, and so is what it held). */
-  private readonly written = (): void => {
+  private readonly written = (err?: Error | null): void => {
     const slab = this.inFlight.shift();
     if (slab !== undefined && --slab.pending === 0 && slab.retired && this.reusable(slab)) {
       slab.retired = false;
       slab.pos = 0;
       this.free.push(slab);
     }
-    this.onWritten();
+    this.onWritten(err);
   };
 
   /** Drops the free slabs (the connection went quiet); the next message takes a new one. */

@@ -66,6 +66,13 @@ export interface TransportHandlers {
   /** Writes may resume after `write` returned false. */
   onDrain(): void;
   /**
+   * Optional: the socket is gone, its close to be reported once the data
+   * held for the receiver was delivered. `write` takes nothing more (it
+   * returns false, and no drain follows); a receiver that paused reading
+   * until its writes drain (a slow peer) reads on, so that the close comes.
+   */
+  onGone?(): void;
+  /**
    * Optional: the peer ended its side of the stream (every byte it sent was
    * delivered). A transport without half-close ends ours too (after what it
    * holds): `write` takes nothing more. Not every transport reports it.

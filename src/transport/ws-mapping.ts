@@ -120,8 +120,8 @@ export abstract class WsReceiver {
   /** Why it closed, when not normally. */
   protected error: Error | undefined;
   private flushScheduled = false;
-  /** The close arrived while the inbox still held data: reported once delivered (nothing written meanwhile will drain). */
-  protected closeQueued = false;
+  /** The close arrived while the inbox still held data: reported once delivered. */
+  private closeQueued = false;
   private closeReported = false;
   /** Most bytes held (each message's {@link HELD_COST} included); more is ERR_FLOW_CONTROL (Infinity: the socket stops reading instead). */
   declare protected readonly maxHeld: number;
@@ -179,9 +179,10 @@ export abstract class WsReceiver {
     if (this.inbox.length !== 0 || this.handlers === undefined) {
       this.closeQueued = true;
       this.scheduleFlush();
-      // Nothing waits to be written any more: a connection paused until its writes drain (a slow
-      // peer) reads on, takes what is held, and hears of the close (it waited for ever).
-      this.handlers?.onDrain();
+      // Nothing written will drain: a connection paused until its writes drain (a slow peer) reads
+      // on, takes what is held, and hears of the close (it waited for ever). Its writes stay refused:
+      // a drain here had its waiting sends resolve as if written, though the socket was gone.
+      this.handlers?.onGone?.();
       return;
     }
     this.reportClose();
@@ -201,7 +202,6 @@ export abstract class WsReceiver {
       return;
     }
     this.closeReported = true;
-    this.closeQueued = false;
     this.dropHeld();
     this.reported();
     h.onClose(this.error);

@@ -84,8 +84,8 @@ class WebSocketTransport extends WsReceiver implements Transport {
 
   write(chunks: readonly Uint8Array[]): boolean {
     const ws = this.ws;
-    // (The socket is gone and its close not reported yet: nothing will drain; what is written is dropped.)
-    if (this.closed || ws.readyState !== 1) return this.closeQueued;
+    // (Closed implies readyState 2 or 3: destroy closes the WebSocket first.)
+    if (ws.readyState !== 1) return false;
     if (sendAsMessages(chunks, this.send) === 0 || ws.bufferedAmount < this.limits.highWater) return true;
     if (this.still < 0) {
       this.still = 0;
