@@ -95,7 +95,7 @@ export function useStreamLoader(load: () => Promise<StreamEngine>): void {
 export function loadStreamEngine(): Promise<StreamEngine> {
   if (engine !== undefined) return Promise.resolve(engine);
   if (loader === undefined) {
-    return Promise.reject(new Error("no stream engine installed: use pointsub through an entry point"));
+    return Promise.reject(new Error("no stream engine: import pointsub from an entry point"));
   }
   loading ??= loader().then(
     (m) => {

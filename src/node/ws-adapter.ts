@@ -568,7 +568,7 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
     if (this.closed || this.error !== undefined) return;
     if (data.length === 0 && this.countsEvents) this.counted();
     if (!isBinary) {
-      this.fail(new PointSubError("ERR_PROTOCOL", "pointsub takes binary WebSocket messages only, got a text message"));
+      this.fail(new PointSubError("ERR_PROTOCOL", "pointsub takes binary WebSocket messages, not a text message"));
       return;
     }
     if (data.length !== 0) this.received(new Uint8Array(data.buffer, data.byteOffset, data.length));

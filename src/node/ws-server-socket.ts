@@ -414,7 +414,7 @@ export class RawServerWs {
     } else if (this.inMessage) {
       return this.fail(CLOSE_PROTOCOL_ERROR, "a new message inside a fragmented one");
     } else if (opcode === 1) {
-      return this.fail(CLOSE_UNSUPPORTED_DATA, "pointsub takes binary WebSocket messages only, got a text message");
+      return this.fail(CLOSE_UNSUPPORTED_DATA, "pointsub takes binary WebSocket messages, not a text message");
     } else if (opcode !== 2) return this.fail(CLOSE_PROTOCOL_ERROR, `unknown opcode ${opcode}`);
     else this.messageBytes = 0;
     if (opcode < 8) {

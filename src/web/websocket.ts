@@ -160,7 +160,7 @@ class WebSocketTransport extends WsReceiver implements Transport {
     if (this.closed || this.error !== undefined) return;
     const data: unknown = ev.data;
     if (!(data instanceof ArrayBuffer)) {
-      this.fail(new PointSubError("ERR_PROTOCOL", "pointsub takes binary WebSocket messages only, got a text message"));
+      this.fail(new PointSubError("ERR_PROTOCOL", "pointsub takes binary WebSocket messages, not a text message"));
       return;
     }
     if (data.byteLength > WS_MAX_MESSAGE) {
