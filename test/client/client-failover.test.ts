@@ -21,6 +21,24 @@ import { sleep, until } from "../helpers/wait.ts";
 
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
 
+/** A tcp:// URL on 127.0.0.1 where nothing listens (a port just bound and closed): connects to it are refused. */
+async function refusedUrl(): Promise<string> {
+  const probe = createTcpServer();
+  await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
+  const url = `tcp://127.0.0.1:${(probe.address() as { port: number }).port}`;
+  await new Promise<void>((r) => probe.close(() => r()));
+  return url;
+}
+
+/** A promise `wait` that stays pending until `release()` (a handler held open). */
+function gate(): { wait: Promise<void>; release: () => void } {
+  let release = () => {};
+  const wait = new Promise<void>((r) => {
+    release = r;
+  });
+  return { wait, release };
+}
+
 /** A key whose XOR distance puts `first` before `second` (requestClosest's key order). */
 function keyFavouring(first: string, second: string): string {
   const h = (s: string) => createHash("sha256").update(s).digest();
@@ -258,10 +276,7 @@ describe("Client failover and GOAWAY", () => {
   });
 
   it("one failed connect shared by many calls counts once against the node's breaker (and its cooldown)", async () => {
-    const probe = createTcpServer();
-    await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
-    const dead = `tcp://127.0.0.1:${(probe.address() as { port: number }).port}`;
-    await new Promise<void>((r) => probe.close(() => r())); // nothing listens there: its connect is refused
+    const dead = await refusedUrl(); // nothing listens there: its connect is refused
     const server = createServer();
     server.handle("/x/1", () => "ok");
     const [url] = await server.listen("tcp://127.0.0.1:0");
@@ -286,11 +301,7 @@ describe("Client failover and GOAWAY", () => {
   });
 
   it("a half-open node is probed by one call: the calls made meanwhile go to the healthy node, not wait for its connect", async () => {
-    const probe = createTcpServer();
-    await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
-    const port = (probe.address() as { port: number }).port;
-    const silent = `tcp://127.0.0.1:${port}`;
-    await new Promise<void>((r) => probe.close(() => r())); // refused at first: the breaker opens at once
+    const silent = await refusedUrl(); // refused at first: the breaker opens at once
     const server = createServer();
     server.handle("/x/1", () => "ok");
     const [url] = await server.listen("tcp://127.0.0.1:0");
@@ -306,7 +317,7 @@ describe("Client failover and GOAWAY", () => {
     try {
       assert.equal(text(await client.requestClosest("/x/1", "a", { key })), "ok");
       // Now it takes the connection and never answers the handshake.
-      await new Promise<void>((r) => hole.listen(port, "127.0.0.1", r));
+      await new Promise<void>((r) => hole.listen(Number(new URL(silent).port), "127.0.0.1", r));
       await until(() => client.nodes("/x/1")[0].breaker === "half-open");
       let answered = 0;
       const calls = Array.from({ length: 4 }, () =>
@@ -329,21 +340,14 @@ describe("Client failover and GOAWAY", () => {
   });
 
   it("a call that claimed a half-open node's probe but is served by another node (a slow handler) does not keep it from being probed", async () => {
-    const probe = createTcpServer();
-    await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
-    const port = (probe.address() as { port: number }).port;
-    const x = `tcp://127.0.0.1:${port}`;
-    await new Promise<void>((r) => probe.close(() => r())); // refused at first: its breaker opens
-    let release = () => {};
-    const gate = new Promise<void>((r) => {
-      release = r;
-    });
+    const x = await refusedUrl(); // refused at first: its breaker opens
+    const { wait: gated, release } = gate();
     let held = 0;
     const ys = createServer();
     ys.handle("/x/1", async (req) => {
       if (text(req.data) !== "slow") return "y";
       held++;
-      await gate;
+      await gated;
       return "y";
     });
     const [y] = await ys.listen("tcp://127.0.0.1:0");
@@ -373,24 +377,14 @@ describe("Client failover and GOAWAY", () => {
   });
 
   it("a call whose nodes fail goes on to a half-open node another call is probing, not ERR_CONNECT", async () => {
-    const ports: number[] = [];
-    for (let i = 0; i < 2; i++) {
-      const probe = createTcpServer();
-      await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
-      ports.push((probe.address() as { port: number }).port);
-      await new Promise<void>((r) => probe.close(() => r())); // refused: both breakers open
-    }
-    const [x, y] = ports.map((p) => `tcp://127.0.0.1:${p}`);
-    let release = () => {};
-    const gate = new Promise<void>((r) => {
-      release = r;
-    });
+    const [x, y] = [await refusedUrl(), await refusedUrl()]; // refused: both breakers open
+    const { wait: gated, release } = gate();
     let held = 0;
     const xs = createServer();
     xs.handle("/x/1", async (req) => {
       if (text(req.data) !== "slow") return "x";
       held++;
-      await gate;
+      await gated;
       return "x";
     });
     const client = new Client({ breaker: { cooldownMs: 100, maxCooldownMs: 100 } });
@@ -414,10 +408,7 @@ describe("Client failover and GOAWAY", () => {
   });
 
   it("a half-open node whose probe is answered with the handler's error is healthy again (not half-open for ever)", async () => {
-    const probe = createTcpServer();
-    await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
-    const x = `tcp://127.0.0.1:${(probe.address() as { port: number }).port}`;
-    await new Promise<void>((r) => probe.close(() => r())); // refused at first: its breaker opens
+    const x = await refusedUrl(); // refused at first: its breaker opens
     const ys = createServer();
     ys.handle("/x/1", () => "y");
     const [y] = await ys.listen("tcp://127.0.0.1:0");
@@ -450,16 +441,13 @@ describe("Client failover and GOAWAY", () => {
   });
 
   it("calls that found the client's pool full (ERR_POOL_EXHAUSTED) fail over without counting against the node's breaker", async () => {
-    let release = () => {};
-    const gate = new Promise<void>((r) => {
-      release = r;
-    });
+    const { wait: gated, release } = gate();
     let held = 0;
     const ys = createServer();
     ys.handle("/x/1", async (req) => {
       if (text(req.data) === "slow") {
         held++;
-        await gate;
+        await gated;
       }
       return "y";
     });
