@@ -190,6 +190,8 @@ export class Dispatcher {
    * listen or add a route before `connect` resolved.
    */
   private early: (() => void)[] | undefined;
+  /** What the requests held in {@link early} hold of the budget: returned if the connection closes first. */
+  private earlyCharged = 0;
 
   /** The client's handshake completed in this turn: its messages and requests wait for the next (see {@link early}). */
   holdEarly(): void {
@@ -340,7 +342,11 @@ export class Dispatcher {
   handleRequest(id: number, route: string, data: Uint8Array, charged: number, key?: Uint8Array): void {
     if (this.early !== undefined) {
       // Checked then whether its id is still served, as a request that waited in the shell.
-      this.early.push(() => this.replayRequest(id, route, data, charged, key));
+      if (charged > 0) this.earlyCharged += charged;
+      this.early.push(() => {
+        if (charged > 0) this.earlyCharged -= charged;
+        this.replayRequest(id, route, data, charged, key);
+      });
       return;
     }
     this.stats.requestsHandled++;
@@ -656,6 +662,9 @@ export class Dispatcher {
    */
   teardown(failure: PointSubError): void {
     this.early = undefined;
+    // Requests held for the next turn are dropped with the connection: their charges go back.
+    this.budget.release(this.earlyCharged);
+    this.earlyCharged = 0;
     if (this.serving.size === 0) return;
     // Orphans only of a server's sessions (a client's connection that serves keyed calls ends them with it)
     // and only while their handler runs (one that finished has only its answer left to send).
