@@ -53,6 +53,8 @@ export class SharedConnection {
   private readonly draining = new Set<Connection>();
   /** Connections opened so far (1 unless one dropped). */
   opened = 0;
+  /** Transfers waiting before a retry: woken by {@link close} and {@link destroy} (the retry then fails at once). */
+  private readonly waiting = new Set<() => void>();
 
   /**
    * @param open - opens a connection; `signal` aborts when this closes while the open is under way (pass it
@@ -144,10 +146,11 @@ export class SharedConnection {
   /**
    * Closes the connection gracefully; later {@link get} calls reject, and so do those waiting for an open
    * under way (ERR_CANCELLED), whose signal aborts. Before, close waited for that open: a hung connect
-   * held it for the connect's whole timeout.
+   * held it for the connect's whole timeout. Transfers waiting before a retry fail with ERR_CANCELLED at once.
    */
   async close(): Promise<void> {
     this.closed = true;
+    this.wakeWaiting();
     const c = this.current;
     this.current = undefined;
     this.abortOpening?.abort();
@@ -157,10 +160,30 @@ export class SharedConnection {
   /** Ends the connection at once (in-flight transfers fail, an open under way is aborted). */
   destroy(): void {
     this.closed = true;
+    this.wakeWaiting();
     this.abortOpening?.abort();
     this.current?.destroy();
     this.current = undefined;
     for (const d of this.draining) d.destroy();
+  }
+
+  /**
+   * @internal Runs `wake` when this closes (at once if it has): a transfer's wait before its next attempt,
+   * which then fails with ERR_CANCELLED instead of waiting out its backoff (up to 5 s). Returns the unsubscribe.
+   */
+  onClose(wake: () => void): () => void {
+    if (this.closed) {
+      wake();
+      return () => {};
+    }
+    this.waiting.add(wake);
+    return () => this.waiting.delete(wake);
+  }
+
+  private wakeWaiting(): void {
+    const all = [...this.waiting];
+    this.waiting.clear();
+    for (const w of all) w();
   }
 }
 
@@ -343,14 +366,18 @@ export function sendResumableWith(
     new Promise<void>((resolve) => {
       // Cancelled or aborted already (by onRetry, a progress listener): before, the whole delay was waited out.
       if (signal.aborted) return resolve();
+      let unsubscribe: (() => void) | undefined;
       const end = () => {
         clearTimeout(timer);
         options.signal?.removeEventListener("abort", end);
+        unsubscribe?.();
         wake = undefined;
         resolve();
       };
       const timer = setTimeout(end, ms);
       options.signal?.addEventListener("abort", end);
+      // The shared connection closed by its owner: the next get() refuses at once (before, the whole delay was waited out).
+      unsubscribe = shared?.onClose(end);
       wake = end;
     });
 

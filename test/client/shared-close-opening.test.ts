@@ -4,11 +4,13 @@
  * transfers waiting in `get()` fail with ERR_CANCELLED, and the connect
  * under way is aborted through the signal `open` is given. Before, close
  * awaited the open: a hung connect hung close for the whole connect timeout.
+ * Also: a transfer waiting before its next attempt is woken by close() and
+ * fails with ERR_CANCELLED at once (it waited out its backoff, up to 5 s).
  */
 import assert from "node:assert/strict";
 import * as net from "node:net";
-import { describe, it } from "node:test";
-import { connect, type PointSubError, SharedConnection } from "../../src/index.ts";
+import { describe, it, mock } from "node:test";
+import { connect, type PointSubError, SharedConnection, sendResumable } from "../../src/index.ts";
 
 describe("SharedConnection.close() during open", () => {
   it("settles before the hung connect does, rejects the waiting get() and aborts the connect", async () => {
@@ -52,6 +54,50 @@ describe("SharedConnection.close() during open", () => {
     } finally {
       for (const s of sockets) s.destroy();
       await new Promise((r) => server.close(r));
+    }
+  });
+
+  it("wakes a transfer waiting before its retry: it fails with ERR_CANCELLED at once, not after its backoff", async () => {
+    // A port nothing listens on: every connect is refused (ERR_CONNECT, retryable).
+    const probe = net.createServer();
+    await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
+    const { port } = probe.address() as net.AddressInfo;
+    await new Promise((r) => probe.close(r));
+    const shared = new SharedConnection((signal) => connect(`tcp://127.0.0.1:${port}`, { signal }));
+    // The wait before the retry never ends by itself (setTimeout mocked, never ticked): only close() ends it.
+    mock.timers.enable({ apis: ["setTimeout"] });
+    let guard: ReturnType<typeof setInterval> | undefined;
+    try {
+      let retries = 0;
+      const t = sendResumable(
+        shared,
+        "/files/1.0.0",
+        { size: 3, transferId: "shared-close-wait", open: () => [new Uint8Array(3)] },
+        {
+          retries: 5,
+          onRetry: () => {
+            retries++;
+            void shared.close();
+          },
+        },
+      );
+      // setInterval is not mocked: a real 10 s guard (the fixed path settles in microtasks).
+      const timedOut = new Promise<"waited">((r) => {
+        guard = setInterval(() => r("waited"), 10_000);
+      });
+      const outcome = await Promise.race([
+        t.done.then(
+          () => "done",
+          (e: PointSubError) => e.code,
+        ),
+        timedOut,
+      ]);
+      assert.equal(retries, 1);
+      assert.equal(outcome, "ERR_CANCELLED");
+    } finally {
+      clearInterval(guard);
+      mock.timers.reset();
+      await shared.close();
     }
   });
 });
