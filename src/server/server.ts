@@ -903,7 +903,8 @@ export class Server extends EventEmitter<ServerEvents> {
   }
 
   private readonly dispatchMessage = (msg: Message, session: Connection): void => {
-    this.tell("message", msg, session);
+    // Every one-way message of every session passes here: no spread call when nobody listens on the server.
+    if (this.listenerCount("message") !== 0) this.tell("message", msg, session);
     if (this.subscribers.size !== 0) this.publish({ type: "message", message: msg, session });
   };
 
