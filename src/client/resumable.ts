@@ -32,6 +32,9 @@ export interface ResumableSource {
   prefixCrc?(length: number): Promise<number> | number;
 }
 
+/** Marks SharedConnections across copies of pointsub (see {@link SharedConnection.isSharedConnection}). */
+const SHARED_BRAND = Symbol.for("pointsub.shared-connection");
+
 /**
  * One connection shared by many resumable transfers (many files over one
  * multiplexed connection): opened on first use; once it closed (or is
@@ -40,6 +43,14 @@ export interface ResumableSource {
  * it: its owner does, with {@link SharedConnection.close}.
  */
 export class SharedConnection {
+  /**
+   * Whether `value` is a SharedConnection, also one made by another copy of pointsub in the same
+   * process (two versions installed side by side), which `instanceof` does not see.
+   */
+  static isSharedConnection(value: unknown): value is SharedConnection {
+    return typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[SHARED_BRAND] === true;
+  }
+
   private readonly open: (signal: AbortSignal) => Promise<Connection>;
   private current: Connection | undefined;
   private opening: Promise<Connection> | undefined;
@@ -187,6 +198,8 @@ export class SharedConnection {
   }
 }
 
+Object.defineProperty(SharedConnection.prototype, SHARED_BRAND, { value: true });
+
 /** What a {@link SharedConnection} closed by its owner fails with. */
 function closedError(): PointSubError {
   return new PointSubError("ERR_CANCELLED", "the shared connection was closed");
@@ -290,7 +303,8 @@ export function sendResumableWith(
   // Anything else threw a raw TypeError here: refused by run's checks.
   if (typeof options.onProgress === "function") progress.on("progress", options.onProgress);
   const owned = typeof target === "function";
-  const shared = target instanceof SharedConnection ? target : undefined;
+  // Branded, not instanceof: one made by another copy of pointsub was refused as no Connection.
+  const shared = SharedConnection.isSharedConnection(target) ? target : undefined;
   // Aborted by cancel() or the caller's signal: ends a connect, a resume query or a prefix check under
   // way at once (they ran to their own timeouts, and the transfer failed with their error).
   const stop = new AbortController();
@@ -377,7 +391,8 @@ export function sendResumableWith(
       const timer = setTimeout(end, ms);
       options.signal?.addEventListener("abort", end);
       // The shared connection closed by its owner: the next get() refuses at once (before, the whole delay was waited out).
-      unsubscribe = shared?.onClose(end);
+      // (A copy of an older pointsub has no onClose: its close is seen at the next attempt.)
+      unsubscribe = typeof shared?.onClose === "function" ? shared.onClose(end) : undefined;
       wake = end;
     });
 

@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import * as net from "node:net";
 import { describe, it, mock } from "node:test";
-import { connect, type PointSubError, SharedConnection, sendResumable } from "../../src/index.ts";
+import { connect, createServer, type PointSubError, SharedConnection, sendResumable } from "../../src/index.ts";
 
 describe("SharedConnection.close() during open", () => {
   it("settles before the hung connect does, rejects the waiting get() and aborts the connect", async () => {
@@ -98,6 +98,41 @@ describe("SharedConnection.close() during open", () => {
       clearInterval(guard);
       mock.timers.reset();
       await shared.close();
+    }
+  });
+});
+
+describe("SharedConnection from another copy of pointsub", () => {
+  it("is taken by sendResumable (instanceof does not see it; it was refused as no Connection)", async () => {
+    // A second instance of the module (another URL): its SharedConnection is another class, as with two installed copies.
+    const copy = (await import(
+      `../../src/client/resumable.ts?copy=${process.pid}`
+    )) as typeof import("../../src/client/resumable.ts");
+    assert.notEqual(copy.SharedConnection, SharedConnection);
+    const server = createServer();
+    server.handleStream(
+      "/store/1.0.0",
+      async (stream) => {
+        let n = 0;
+        for await (const chunk of stream) n += chunk.length;
+        return String(n);
+      },
+      { resume: () => ({ offset: 0, crc: 0 }) },
+    );
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const shared = new copy.SharedConnection(() => connect(url));
+    try {
+      assert.equal(SharedConnection.isSharedConnection(shared), true);
+      assert.equal(SharedConnection.isSharedConnection({ get: () => {} }), false);
+      const t = sendResumable(shared, "/store/1.0.0", {
+        size: 5,
+        transferId: "c".repeat(40),
+        open: () => [new Uint8Array(5)],
+      });
+      assert.equal(new TextDecoder().decode(await t.done), "5");
+    } finally {
+      await shared.close();
+      await server.close();
     }
   });
 });
