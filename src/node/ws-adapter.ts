@@ -631,9 +631,12 @@ function wsError(err: Error & { code?: string }): PointSubError {
  * (mutual TLS); 403: its origin (ws.origins). Any other 4xx but 408 and 429 says the request is wrong
  * (most often a path the server does not serve, 404): ERR_PROTOCOL, not retryable (before, ERR_CONNECT:
  * a resilient client tried a wrong path again for ever). 408, 429 and 5xx stay ERR_CONNECT (retryable).
+ * A status under 300 (a 2xx page, a 101 that is no upgrade): the server does not speak WebSocket
+ * there, as {@link notPointsub} says.
  */
 function upgradeRefused(url: URL, status: number, text: string, location: string | undefined): PointSubError {
   const message = `cannot connect to ${url.href}: HTTP ${status} ${text}`;
+  if (status < 300) return notPointsub(message);
   if (status === 503) return new PointSubError("ERR_OVERLOADED", message);
   // A redirect: asking the same URL again gets the same answer (before, a retryable ERR_CONNECT: a
   // resilient client asked for ever). Not followed: where it leads is the server's word, not the caller's URL.
@@ -651,6 +654,18 @@ function upgradeRefused(url: URL, status: number, text: string, location: string
     });
   }
   return new PointSubError("ERR_CONNECT", message);
+}
+
+/**
+ * The server answered the upgrade, but not as a pointsub WebSocket server does: not in HTTP (a
+ * tcp:// port), not with 101, or with a 101 that `ws` refused (no or another subprotocol, a wrong Sec-WebSocket-Accept, an
+ * extension not asked for). Asking again gets the same answer: ERR_PROTOCOL, not retryable (it was
+ * ERR_CONNECT, and a resilient client pointed at another WebSocket service asked for ever).
+ */
+function notPointsub(message: string): PointSubError {
+  return new PointSubError("ERR_PROTOCOL", message, {
+    suggestion: `No pointsub WebSocket answers at this URL (it takes the subprotocol ${WS_SUBPROTOCOL}): check the URL's host, port and path against the server's listen URL.`,
+  });
 }
 
 /** `ws://host:port/path` (the path left out when it is `/`). */
@@ -735,7 +750,21 @@ async function connectWs(url: URL, options: TransportConnectOptions & WsTranspor
     ws.once("unexpected-response", (_req: unknown, res: Http.IncomingMessage) => {
       fail(upgradeRefused(url, res.statusCode ?? 0, res.statusMessage ?? "", res.headers.location));
     });
-    ws.once("error", (err: Error) => {
+    // A 101 came: an error before 'open' is `ws` refusing that answer (it checks it in the same turn).
+    let switched = false;
+    ws.once("upgrade", () => {
+      switched = true;
+    });
+    ws.once("error", (err: Error & { code?: string }) => {
+      if (switched) {
+        fail(notPointsub(`cannot connect to ${url.href}: the server's upgrade answer: ${err.message}`));
+        return;
+      }
+      // Node's HTTP parser refused the answer: no HTTP server there (a pointsub tcp:// port sends its preface).
+      if (err.code?.startsWith("HPE_") === true) {
+        fail(notPointsub(`cannot connect to ${url.href}: the server does not answer in HTTP (${err.message})`));
+        return;
+      }
       const timedOut = /timed out/i.test(err.message);
       fail(
         tlsError(err, url.href) ??

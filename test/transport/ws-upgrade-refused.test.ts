@@ -6,11 +6,16 @@
  * passing state and stay retryable. Before, every status but 401 and 503
  * was ERR_CONNECT (retryable): a resilient client pointed at a wrong path
  * retried for ever. A 3xx redirect, not followed, is ERR_PROTOCOL too (it
- * was ERR_CONNECT: the same URL redirected again, for ever).
+ * was ERR_CONNECT: the same URL redirected again, for ever). So is an answer
+ * that does not switch to pointsub's WebSocket — a 2xx (a web page there),
+ * a 101 without the pointsub.v1 subprotocol (another WebSocket service), no
+ * HTTP at all (a pointsub tcp:// port), or one breaking RFC 6455 (its Sec-WebSocket-Accept, an extension not asked
+ * for): they were ERR_CONNECT, retried for ever.
  */
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import http from "node:http";
-import type { AddressInfo, Socket } from "node:net";
+import net, { type AddressInfo, type Socket } from "node:net";
 import { describe, it } from "node:test";
 import { Client, connect, connectResilient, createServer, type PointSubError } from "../../src/index.ts";
 
@@ -104,4 +109,52 @@ describe("ws:// upgrade refused with an HTTP status", () => {
       await server.close();
     }
   });
+
+  it("an answer that does not switch to pointsub's WebSocket (2xx, a 101 without pointsub.v1 or against RFC 6455, no HTTP) is ERR_PROTOCOL", async () => {
+    const answers: Record<string, (accept: string) => string> = {
+      "a 200 page": () => "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi",
+      "no HTTP (a pointsub tcp:// port's preface)": () => "PSUB\x01\x01",
+      "no subprotocol": (a) => `${SWITCH}Sec-WebSocket-Accept: ${a}\r\n\r\n`,
+      "another subprotocol": (a) => `${SWITCH}Sec-WebSocket-Accept: ${a}\r\nSec-WebSocket-Protocol: chat\r\n\r\n`,
+      "a wrong Sec-WebSocket-Accept": (a) =>
+        `${SWITCH}Sec-WebSocket-Accept: x${a.slice(1)}\r\nSec-WebSocket-Protocol: pointsub.v1\r\n\r\n`,
+      "an extension not asked for": (a) =>
+        `${SWITCH}Sec-WebSocket-Accept: ${a}\r\nSec-WebSocket-Protocol: pointsub.v1\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n`,
+    };
+    const sockets = new Set<Socket>();
+    let answer = answers["a 200 page"];
+    const server = net.createServer((s) => {
+      sockets.add(s);
+      s.on("error", () => {});
+      let request = "";
+      s.on("data", (c: Buffer) => {
+        request += c.toString("latin1");
+        const key = /sec-websocket-key: *(\S+)/i.exec(request);
+        if (!request.includes("\r\n\r\n") || key === null) return;
+        s.write(answer(createHash("sha1").update(`${key[1]}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest("base64")));
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const url = `ws://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+    try {
+      for (const [what, make] of Object.entries(answers)) {
+        answer = make;
+        await assert.rejects(connect(url), (e: PointSubError) => {
+          assert.equal(e.code, "ERR_PROTOCOL", `${what}: ${e.message}`);
+          assert.equal(e.retryable, false, what);
+          return true;
+        });
+      }
+      // Before, ERR_CONNECT: a resilient client asked again for ever (the test's timeout ended it).
+      await assert.rejects(
+        connectResilient(url, { reconnect: { initialDelayMs: 1, maxDelayMs: 5 } }),
+        (e: PointSubError) => e.code === "ERR_PROTOCOL",
+      );
+    } finally {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => server.close(r));
+    }
+  });
 });
+
+const SWITCH = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n";
