@@ -840,14 +840,21 @@ function originPolicy(
   };
 }
 
-/** Answers an upgrade request that is refused, and closes its socket. */
+/** node:http's answers to requests it could not read, by error code (anything else: 400). */
+const HTTP_REFUSALS: Record<string, [number, string]> = {
+  HPE_HEADER_OVERFLOW: [431, "Request Header Fields Too Large"],
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: [413, "Payload Too Large"],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, "Request Timeout"],
+};
+
 /** The 503 a listener answers a connection over its limits with (the client's ERR_OVERLOADED). */
 const REFUSED_TEXT = "Service Unavailable: connection limit reached; retry later";
 
-function refuse(socket: net.Socket, status: number, text: string): void {
+/** Answers an upgrade request that is refused (`headers`: more header lines, each ending in CRLF), and closes its socket. */
+function refuse(socket: net.Socket, status: number, text: string, headers = ""): void {
   if (socket.writable) {
     socket.end(
-      `HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`,
+      `HTTP/1.1 ${status} ${text}\r\nConnection: close\r\n${headers}Content-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`,
     );
   }
   socket.destroy();
@@ -1049,15 +1056,49 @@ async function listenWs(
     leave(raw);
     onRefused?.(PointSubError.fromPeer(code, `refused ${peer ?? "a connection"}: ${why}`), peer);
   };
+  // A request `ws` finds no valid upgrade (its method, Upgrade header, Sec-WebSocket-Key or -Version, a
+  // header's syntax) is answered as `ws` does, and the server hears why (before, only the client did).
+  wss.on("wsClientError", (err: Error, socket: Duplex) => {
+    const s = socket as net.Socket;
+    refused(rawOf(s), "ERR_PROTOCOL", `an invalid WebSocket upgrade request: ${err.message}`);
+    const version = /version/i.test(err.message);
+    refuse(s, /method/i.test(err.message) ? 405 : 400, err.message, version ? "Sec-WebSocket-Version: 13, 8\r\n" : "");
+  });
+  /**
+   * Bytes node:http could not read as a request (a tcp:// client's preface, headers over its limit): answered
+   * as node:http does, and the server hears why. A socket already gone (a reset) is only destroyed, as there.
+   */
+  const onClientError = (err: Error & { code?: string }, socket: Duplex) => {
+    const s = socket as net.Socket;
+    if (s.writable && s.bytesWritten === 0 && err.code !== "ECONNRESET") {
+      const [status, text] = HTTP_REFUSALS[err.code ?? ""] ?? [400, "Bad Request"];
+      refused(
+        rawOf(s),
+        status === 408 ? "ERR_TIMEOUT" : "ERR_PROTOCOL",
+        status === 400 ? `a request that is not HTTP (${err.message})` : `an HTTP request refused: ${text}`,
+      );
+      refuse(s, status, text);
+    }
+    s.destroy();
+  };
   /** The URL of every accepted connection's local end, when the listener is bound to one address (set once listening). */
   let ownUrl: string | undefined;
   const onConnection = (socket: net.Socket) => {
     admit(socket);
   };
   const onRequest = (req: Http.IncomingMessage, res: Http.ServerResponse) => {
+    // Once per connection (requests pipelined behind the first are answered alike).
+    const raw = rawOf(req.socket);
+    if (pending.has(raw)) refused(raw, "ERR_PROTOCOL", "a plain HTTP request, not a WebSocket upgrade");
     req.resume();
     res.writeHead(426, { Upgrade: "websocket", Connection: "close", "Content-Type": "text/plain" });
     res.end(`pointsub: a WebSocket endpoint (subprotocol ${WS_SUBPROTOCOL})\n`);
+  };
+  /** A CONNECT request (a proxy's): refused, and the server hears of it (node:http closed it without a word). */
+  const onConnect = (_req: Http.IncomingMessage, socket: Duplex) => {
+    const s = socket as net.Socket;
+    refused(rawOf(s), "ERR_PROTOCOL", "a CONNECT request (this is no proxy)");
+    refuse(s, 405, "Method Not Allowed");
   };
   const onUpgrade = (req: Http.IncomingMessage, socket: net.Socket, head: Buffer) => {
     if (server !== undefined && requestPath(req.url) !== path) {
@@ -1065,7 +1106,13 @@ async function listenWs(
       // but pointsub's is there, nobody will answer it.
       const served = servedPaths.get(server);
       if (served?.has(requestPath(req.url)) !== true && server.listenerCount("upgrade") === (served?.size ?? 1)) {
-        if (!socket.destroyed) refuse(socket, 404, "Not Found");
+        if (socket.destroyed) return;
+        refused(
+          rawOf(socket),
+          "ERR_PROTOCOL",
+          `an upgrade to ${requestPath(req.url).slice(0, 200)}, a path not served here`,
+        );
+        refuse(socket, 404, "Not Found");
       }
       return;
     }
@@ -1156,6 +1203,8 @@ async function listenWs(
   if (shared === undefined) {
     web.prependListener("connection", onConnection);
     web.on("request", onRequest);
+    web.on("clientError", onClientError);
+    web.on("connect", onConnect);
     await new Promise<void>((resolve, reject) => {
       web.once("error", (err) => {
         paths.delete(path);

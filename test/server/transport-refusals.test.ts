@@ -5,7 +5,11 @@
  * Before, none of these were reported: a failed or timed-out TLS handshake,
  * a plaintext client at a tls:// port, a refused client certificate (tls://
  * and wss://), one over `maxPendingHandshakes`, a WebSocket upgrade refused
- * for its origin or subprotocol, and a connection that never upgraded.
+ * for its origin or subprotocol, and a connection that never upgraded. Nor,
+ * until later, a ws:// request refused before any upgrade: plain HTTP (426),
+ * a path not served (404), an upgrade `ws` found invalid (its method,
+ * Sec-WebSocket-Key or -Version), a CONNECT, or bytes that are not HTTP (a
+ * tcp:// client at a ws:// port).
  */
 import assert from "node:assert/strict";
 import { subscribe, unsubscribe } from "node:diagnostics_channel";
@@ -140,6 +144,45 @@ describe("refusals in a transport's own handshake reach the server", () => {
       assert.match(w.rejects[1].message, /subprotocol/);
       assert.match(w.rejects[2].message, /did not upgrade to a WebSocket within 400 ms/);
       assert.equal(w.published.length, 3);
+    } finally {
+      w.stop();
+    }
+  });
+
+  it("ws://: a request refused before any upgrade (plain HTTP, a path not served, an invalid upgrade, not HTTP) is a reject with ERR_PROTOCOL", async () => {
+    const w = await watched("ws", { handshakeTimeoutMs: 60_000 });
+    try {
+      const upgrade = (path: string, headers: string, method = "GET") =>
+        `${method} ${path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+        `Sec-WebSocket-Protocol: ${WS_SUBPROTOCOL}\r\n${headers}\r\n`;
+      const key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+      const cases: [request: string, status: number, why: RegExp][] = [
+        ["GET /p HTTP/1.1\r\nHost: x\r\n\r\n", 426, /plain HTTP request/],
+        [upgrade("/elsewhere", `${key}Sec-WebSocket-Version: 13\r\n`), 404, /\/elsewhere/],
+        [upgrade("/p", `${key}Sec-WebSocket-Version: 7\r\n`), 400, /Sec-WebSocket-Version/],
+        [upgrade("/p", "Sec-WebSocket-Version: 13\r\n"), 400, /Sec-WebSocket-Key/],
+        [upgrade("/p", `${key}Sec-WebSocket-Version: 13\r\n`, "POST"), 405, /method/],
+        // A proxy's request (node:http closed it without a word while nobody listened for it).
+        ["CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 405, /CONNECT/],
+        // A tcp:// client at this port: its preface.
+        ["PSUB\x01\x01", 400, /not HTTP/],
+      ];
+      for (const [i, [request, status, why]] of cases.entries()) {
+        const s = raw(w.port, request);
+        let answer = "";
+        s.on("data", (d: Buffer) => {
+          answer += d.toString("latin1");
+        });
+        await new Promise((r) => s.once("close", r));
+        assert.match(answer, new RegExp(`^HTTP/1\\.1 ${status} `), request);
+        // RFC 6455 §4.4: a version the server does not speak is answered with those it does.
+        if (/Version: 7/.test(request)) assert.match(answer, /\r\nSec-WebSocket-Version: 13, 8\r\n/);
+        await until(() => w.rejects.length === i + 1, 5000);
+        assert.equal(w.rejects[i].code, "ERR_PROTOCOL", w.rejects[i].message);
+        assert.match(w.rejects[i].message, why);
+        assert.match(w.rejects[i].message, /^refused ws:\/\/127\.0\.0\.1:\d+: /);
+      }
+      assert.equal(w.published.length, cases.length);
     } finally {
       w.stop();
     }
