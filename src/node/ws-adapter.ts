@@ -140,7 +140,7 @@ export interface WsTransportOptions {
 }
 
 /** Where a listener takes the upgrade requests an application hands to a {@link WsUpgradeHandler}. */
-type UpgradeTarget = (req: Http.IncomingMessage, socket: net.Socket, head: Buffer) => void;
+type UpgradeTarget = (req: Http.IncomingMessage, socket: Duplex, head: Buffer) => void;
 
 /**
  * The hook an application hands upgrade requests to (`ws.upgrade`): make
@@ -165,7 +165,7 @@ class UpgradeHook implements WsUpgradeHandler {
   handleUpgrade(req: Http.IncomingMessage, socket: Duplex, head: Buffer): void {
     const target = this.target;
     if (target === undefined) refuse(socket as net.Socket, 503, "Service Unavailable");
-    else target(req, socket as net.Socket, head);
+    else target(req, socket, head);
   }
 }
 
@@ -1100,7 +1100,17 @@ async function listenWs(
     refused(rawOf(s), "ERR_PROTOCOL", "a CONNECT request (this is no proxy)");
     refuse(s, 405, "Method Not Allowed");
   };
-  const onUpgrade = (req: Http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+  const onUpgrade = (req: Http.IncomingMessage, given: Duplex, head: Buffer) => {
+    // Node 26 hands a request with a body (chunked, or its length not all read) a stream of its own (an
+    // UpgradeStream: the body parsed apart, the bytes after it), not the socket. The frames are read from the
+    // socket itself (RawServerWs), which threw a TypeError on that stream, uncaught in the http server's
+    // 'upgrade' event: one request ended the process of a server on ws.httpServer or ws.upgrade. The
+    // request's socket answers instead, and such a request is refused below.
+    const socket = given instanceof net.Socket ? given : req.socket;
+    if (!(socket instanceof net.Socket)) {
+      given.destroy();
+      return;
+    }
     if (server !== undefined && requestPath(req.url) !== path) {
       // Another listener of the shared server may serve that path: else, when no upgrade listener
       // but pointsub's is there, nobody will answer it.
@@ -1120,6 +1130,18 @@ async function listenWs(
     if (external && !admit(raw, socket)) return;
     if (!pending.has(raw)) {
       socket.destroy();
+      return;
+    }
+    const length = req.headers["content-length"];
+    if (
+      given !== socket ||
+      req.headers["transfer-encoding"] !== undefined ||
+      (length !== undefined && length !== "0")
+    ) {
+      // A WebSocket handshake is a GET without a body (RFC 6455 §4.1); on Node before 26 one became frames.
+      refused(raw, "ERR_PROTOCOL", "an upgrade request with a body (a WebSocket handshake has none)");
+      refuse(socket, 400, "pointsub: a WebSocket upgrade request has no body");
+      given.destroy();
       return;
     }
     if (verifyClients && (socket as Tls.TLSSocket).authorized !== true) {
