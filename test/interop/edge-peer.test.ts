@@ -512,7 +512,7 @@ describe("interop: a second clean-room peer (docs/PROTOCOL.md only) on the less-
       { "/a": answers },
       (c) =>
         c.request("/a", "x", { timeoutMs: 5000 }).then(
-          (x) => `ok ${Buffer.from(x).toString()}`,
+          (x) => (x.length > 16 ? `ok, ${x.length} bytes` : `ok ${Buffer.from(x).toString()}`),
           (e: PointSubError) => e.code,
         ),
     ];
@@ -534,6 +534,8 @@ describe("interop: a second clean-room peer (docs/PROTOCOL.md only) on the less-
     cases["error response, code length non-minimal"] = req([err(4003, "814500016d")]);
     cases["error response, no message field"] = req([err(4003, "0145")]);
     cases["error response, empty code and message"] = req([err(4003, "0000")]);
+    cases["RES of exactly maxFrameSize (1 MiB)"] = req([[0x33, "00", 1024 * 1024 - 1]]);
+    cases["RES one over maxFrameSize"] = req([["raw", `33{id}${v(1024 * 1024 + 1)}00`]]);
     cases["a second RES for the id"] = [
       { "/a": [ans(0x33, "0061"), ans(0x33, "0062")] },
       async (c) => {
@@ -577,7 +579,41 @@ describe("interop: a second clean-room peer (docs/PROTOCOL.md only) on the less-
       "error response, code length non-minimal": "ERR_PROTOCOL, GOAWAY 3001",
       "error response, no message field": "ERR_PROTOCOL, GOAWAY 3001",
       "error response, empty code and message": "ERR_HANDLER, GOAWAY 0",
+      "RES of exactly maxFrameSize (1 MiB)": `ok, ${1024 * 1024 - 1} bytes, GOAWAY 0`,
+      "RES one over maxFrameSize": "ERR_FRAME_TOO_LARGE, GOAWAY 3004",
       "a second RES for the id": "a, then the connection closes with ERR_PROTOCOL, GOAWAY 3001",
+    });
+
+    // The server's HELLO (§2, §4): varints of 8 bytes taken, of 9 bytes or non-minimal refused; maxFrameSize at its floor.
+    const hellos: Record<string, string> = {
+      "an unknown key and value of 2^53 - 1 (8 bytes each)": `040b${v(2 ** 53 - 1)}${v(2 ** 53 - 1)}`,
+      "maxFrameSize 16384": `040b01${v(16384)}`,
+      "maxFrameSize 16383": `040b01${v(16383)}`,
+      "a value of 9 bytes": `040b63${"80".repeat(8)}01`,
+      "maxFrameSize 16384 as 4 bytes (non-minimal)": "040b0180808100",
+    };
+    const hs = python("scripted_server", "listen", {
+      each: Object.values(hellos).map((hello) => ({ answers: { "/a": [[0x33, "0061"]] }, hello })),
+    });
+    const hport = await hs.port;
+    const connected: Record<string, string> = {};
+    for (const name of Object.keys(hellos)) {
+      connected[name] = await connect(`tcp://127.0.0.1:${hport}`).then(
+        async (c) => {
+          const r = Buffer.from(await c.request("/a", "x")).toString();
+          await c.close();
+          return `ok ${r}`;
+        },
+        (e: PointSubError) => e.code,
+      );
+    }
+    await hs.result;
+    assert.deepEqual(connected, {
+      "an unknown key and value of 2^53 - 1 (8 bytes each)": "ok a",
+      "maxFrameSize 16384": "ok a",
+      "maxFrameSize 16383": "ERR_PROTOCOL",
+      "a value of 9 bytes": "ERR_PROTOCOL",
+      "maxFrameSize 16384 as 4 bytes (non-minimal)": "ERR_PROTOCOL",
     });
   });
 

@@ -106,7 +106,7 @@ class Frame:
 class Peer:
     """One connection: our preface and HELLO go out at once (section 1)."""
 
-    def __init__(self, sock, settings=((4, 0x0B),)):
+    def __init__(self, sock, settings=((4, 0x0B),), hello=None):
         self.s = sock
         self.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small CREDIT frames go at once
         self.s.settimeout(0.2)
@@ -118,7 +118,7 @@ class Peer:
         self.crc = True  # until both HELLOs said otherwise
         self.settings = {}
         self.peer_hello = None
-        self.send(PREFACE + frame(HELLO, 0, 0, hello_payload(settings)))
+        self.send(PREFACE + frame(HELLO, 0, 0, hello_payload(settings) if hello is None else hello))
         self._handshake()
 
     def send(self, b):
@@ -714,15 +714,16 @@ def strict_download_one(port, path, file, offset, settings):
 
 
 @scenario
-def scripted_server(ls, answers, settings=((4, 0x0B),), idle=30.0):
-    """Accepts one client; answers a REQ START to route R with the frames answers[R]:
-    each [first byte, payload hex] on the request's id (checksums as negotiated) or
-    ["raw", hex] written as is ({id} in it replaced by the id's varint hex). Reports
-    the GOAWAY errnos the client sent and whether the connection lived (a PING of
-    ours answered at the end)."""
+def scripted_server(ls, answers, settings=((4, 0x0B),), hello=None, idle=30.0):
+    """Accepts one client (our HELLO's payload `hello` in hex when given, else of
+    `settings`); answers a REQ START to route R with the frames answers[R]: each
+    [first byte, payload hex] on the request's id (checksums as negotiated), [first
+    byte, payload hex, n] with n zero bytes after that payload, or ["raw", hex]
+    written as is ({id} in it replaced by the id's varint hex). Reports the GOAWAY
+    errnos the client sent."""
     settings = [tuple(x) for x in settings]
     conn, _ = ls.accept()
-    p = Peer(conn, settings=settings)
+    p = Peer(conn, settings=settings, hello=None if hello is None else bytes.fromhex(hello))
     seen = 0
     quiet = time.time()
     out = {"goaway": [], "cancel": [], "requests": 0}
@@ -740,11 +741,12 @@ def scripted_server(ls, answers, settings=((4, 0x0B),), idle=30.0):
                     _, o = rv(pl, o)
                 rl, o = rv(pl, o)
                 route = pl[o : o + rl].decode()
-                for first, hx in answers.get(route, []):
+                for first, hx, *fill in answers.get(route, []):
                     if first == "raw":
                         p.send(bytes.fromhex(hx.replace("{id}", v(f.id).hex())))
                     else:
-                        p.send(p.fr(first >> 4, first & 15, f.id, bytes.fromhex(hx)))
+                        payload = bytes.fromhex(hx) + b"\0" * (fill[0] if fill else 0)
+                        p.send(p.fr(first >> 4, first & 15, f.id, payload))
             elif f.t == GOAWAY:
                 out["goaway"].append(f.errno())
                 if f.errno() == 0:
@@ -755,6 +757,7 @@ def scripted_server(ls, answers, settings=((4, 0x0B),), idle=30.0):
             elif f.t == PING and f.flags == 0:
                 p.send(p.fr(PING, 1, 0, f.payload))
     out["alive"] = not p.closed and p.ping(timeout=10)
+    out["alone"] = [as_alone(f) for f in p.frames]
     p.close()
     return out
 
