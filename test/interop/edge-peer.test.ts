@@ -381,7 +381,7 @@ describe("interop: a second clean-room peer (docs/PROTOCOL.md only) on the less-
     });
     const text = (x: Uint8Array) => Buffer.from(x).toString();
     const sum = (n: number, seed = 1) => `${n} ${crcHex(bytes(n, seed))}`;
-    const [a, b, c, d, e] = await againstPython("strict_server", [
+    const [a, b, c, d, e, f] = await againstPython("strict_server", [
       // Smallest windows and frames: frames of at most 8 KiB, credit waited for, streams plain and compressed.
       run(
         [
@@ -458,8 +458,35 @@ describe("interop: a second clean-room peer (docs/PROTOCOL.md only) on the less-
         ],
         (conn) => Promise.all(Array.from({ length: 300 }, () => conn.send(bytes(8193)))),
       ),
+      // Streams answered early (at START), maxConcurrentRequests 1: each stream's CANCEL(4004) before the next START.
+      {
+        ...run(
+          [
+            [4, 0x0b],
+            [8, 1],
+            [6, 16384],
+            [7, 16384],
+          ],
+          (conn) =>
+            Promise.all([
+              conn.sendStream("/s", [bytes(300_000)]).done.then(text),
+              conn.request("/r", bytes(5)).then(text),
+              conn.sendStream("/s", [bytes(300_000)]).done.then(text),
+              conn.request("/r", bytes(5)).then(text),
+            ]),
+        ),
+        args: {
+          settings: [
+            [4, 0x0b],
+            [8, 1],
+            [6, 16384],
+            [7, 16384],
+          ],
+          early: true,
+        },
+      },
     ]);
-    for (const r of [a, b, c, d, e]) assert.deepEqual(r.violations, []);
+    for (const r of [a, b, c, d, e, f]) assert.deepEqual(r.violations, []);
     assert.deepEqual(results[0].slice(3), [
       sum(30_000),
       sum(100_000),
@@ -482,6 +509,10 @@ describe("interop: a second clean-room peer (docs/PROTOCOL.md only) on the less-
     assert.ok(d.maxFrame <= 16384);
     assert.equal(results[4].length, 300);
     assert.ok(e.maxOpenChunked <= 256, `open: ${e.maxOpenChunked}`);
+    assert.deepEqual(results[5], ["early", sum(5), "early", sum(5)]);
+    assert.equal(f.maxOpenRequests, 1);
+    const cancelled = (f.order as string[]).filter((o) => o.startsWith("C"));
+    assert.equal(cancelled.length, 2, `both streams ended by the client's CANCEL: ${f.order}`);
   });
 
   it("§3.5, §3.6, §3.11, §2: the client refuses what a server may not send, and takes what it may", async () => {
@@ -497,7 +528,8 @@ describe("interop: a second clean-room peer (docs/PROTOCOL.md only) on the less-
       return Buffer.from(out).toString("hex");
     };
     const ans = (first: number, hex: string) => [first, hex];
-    const cases: Record<string, [Record<string, (number | string)[][]>, (c: Connection) => Promise<string>]> = {};
+    type Case = [Record<string, (number | string)[][]>, (c: Connection) => Promise<string>, Record<string, unknown>?];
+    const cases: Record<string, Case> = {};
     const resume = (payload: string): [Record<string, (number | string)[][]>, (c: Connection) => Promise<string>] => [
       { [R]: [ans(0x33, `00${payload}`)] },
       (c) =>
@@ -534,6 +566,34 @@ describe("interop: a second clean-room peer (docs/PROTOCOL.md only) on the less-
     cases["error response, code length non-minimal"] = req([err(4003, "814500016d")]);
     cases["error response, no message field"] = req([err(4003, "0145")]);
     cases["error response, empty code and message"] = req([err(4003, "0000")]);
+    // §3.4: after the requester's CANCEL it ignores the RES frames still coming; the id is free on the final frame.
+    const timedOut = (c: Connection) =>
+      c.request("/slow", "x", { timeoutMs: 200 }).then(
+        () => "ok",
+        async (e: PointSubError) => `${e.code}, then ${Buffer.from(await c.request("/a", "x")).toString()}`,
+      );
+    const slow = { "/slow": [ans(0x31, "050062")], "/a": [ans(0x33, "0061")] };
+    cases["a chunked RES finished after our CANCEL, then CANCEL(4004)"] = [
+      slow,
+      timedOut,
+      { on_cancel: [ans(0x30, "6364"), ans(0x32, "6566")] },
+    ];
+    cases["a single RES after our CANCEL, no CANCEL reply"] = [
+      { "/a": [ans(0x33, "0061")] },
+      timedOut,
+      { on_cancel: [ans(0x33, "0062")], reply_cancel: false },
+    ];
+    cases["after our CANCEL, data past the RES's total"] = [
+      slow,
+      async (c) => {
+        const closed = new Promise<string | undefined>((resolve) =>
+          c.once("close", (err?: PointSubError) => resolve(err?.code)),
+        );
+        const code = await c.request("/slow", "x", { timeoutMs: 200 }).catch((e: PointSubError) => e.code);
+        return `${code}, then the connection closes with ${await closed}`;
+      },
+      { on_cancel: [ans(0x30, "6364"), ans(0x32, "656667")] },
+    ];
     cases["RES of exactly maxFrameSize (1 MiB)"] = req([[0x33, "00", 1024 * 1024 - 1]]);
     cases["RES one over maxFrameSize"] = req([["raw", `33{id}${v(1024 * 1024 + 1)}00`]]);
     cases["a second RES for the id"] = [
@@ -551,7 +611,7 @@ describe("interop: a second clean-room peer (docs/PROTOCOL.md only) on the less-
     const seen = await againstPython(
       "scripted_server",
       names.map((name) => ({
-        args: { answers: cases[name][0] },
+        args: { answers: cases[name][0], ...cases[name][2] },
         work: async (c: Connection) => {
           outs.push(await cases[name][1](c));
         },
@@ -579,6 +639,11 @@ describe("interop: a second clean-room peer (docs/PROTOCOL.md only) on the less-
       "error response, code length non-minimal": "ERR_PROTOCOL, GOAWAY 3001",
       "error response, no message field": "ERR_PROTOCOL, GOAWAY 3001",
       "error response, empty code and message": "ERR_HANDLER, GOAWAY 0",
+      "a chunked RES finished after our CANCEL, then CANCEL(4004)": "ERR_TIMEOUT, then a, GOAWAY 0",
+      "a single RES after our CANCEL, no CANCEL reply": "ERR_TIMEOUT, then a, GOAWAY 0",
+      // §3.1 still holds for frames a requester ignores: data past total closes the connection
+      "after our CANCEL, data past the RES's total":
+        "ERR_TIMEOUT, then the connection closes with ERR_PROTOCOL, GOAWAY 3001",
       "RES of exactly maxFrameSize (1 MiB)": `ok, ${1024 * 1024 - 1} bytes, GOAWAY 0`,
       "RES one over maxFrameSize": "ERR_FRAME_TOO_LARGE, GOAWAY 3004",
       "a second RES for the id": "a, then the connection closes with ERR_PROTOCOL, GOAWAY 3001",

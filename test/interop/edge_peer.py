@@ -367,7 +367,7 @@ def push_frames(kind, crc):
 
 
 @scenario
-def strict_server(ls, settings, idle=30.0, answer_delay=0.0):
+def strict_server(ls, settings, idle=30.0, answer_delay=0.0, early=False):
     """A receiver that checks, frame by frame, every rule section 3 puts on a sender
     against the settings of its own HELLO: frame sizes (maxFrameSize and the sizing rule
     of section 3.2: at most half of each window), connection and message credit (3.6,
@@ -523,10 +523,21 @@ def strict_server(ls, settings, idle=30.0, answer_delay=0.0):
                     if weight > swin:
                         bad.append(f"START of {weight} over streamWindow")
                     credit_msg(f.id, weight)
+                    if early and f.t == STREAM:
+                        # an early answer (3.10): the stream stays open here until the sender's END or CANCEL
+                        p.send(p.fr(RES, 3, f.id, b"\x00early"))
+                        opened[f.id]["answered"] = True
                     continue
                 m = opened.get(f.id)
                 if m is None:
                     bad.append(f"frame without START on id {f.id}")
+                    continue
+                if m.get("answered"):
+                    if f.flags & 2:
+                        del opened[f.id]
+                        open_reqs.discard(f.id)
+                        open_streams.discard(f.id)
+                        stats["order"].append(f"E{f.id}")
                     continue
                 if m["unreturned"] + weight > swin:
                     bad.append(f"message credit exceeded on {f.id}: {m['unreturned'] + weight} > {swin}")
@@ -576,7 +587,13 @@ def strict_server(ls, settings, idle=30.0, answer_delay=0.0):
             elif f.t == PING and f.flags == 0:
                 p.send(p.fr(PING, 1, 0, f.payload))
             elif f.t == CANCEL:
-                bad.append(f"CANCEL {f.id} {f.errno()}")
+                if f.id in opened and opened[f.id].get("answered") and f.errno() == 4004:
+                    del opened[f.id]
+                    open_reqs.discard(f.id)
+                    open_streams.discard(f.id)
+                    stats["order"].append(f"C{f.id}")
+                else:
+                    bad.append(f"CANCEL {f.id} {f.errno()}")
     p.close()
     stats["violations"] = bad
     stats["closed"] = p.closed
@@ -714,13 +731,15 @@ def strict_download_one(port, path, file, offset, settings):
 
 
 @scenario
-def scripted_server(ls, answers, settings=((4, 0x0B),), hello=None, idle=30.0):
+def scripted_server(ls, answers, settings=((4, 0x0B),), hello=None, on_cancel=(), reply_cancel=True, idle=30.0):
     """Accepts one client (our HELLO's payload `hello` in hex when given, else of
     `settings`); answers a REQ START to route R with the frames answers[R]: each
     [first byte, payload hex] on the request's id (checksums as negotiated), [first
     byte, payload hex, n] with n zero bytes after that payload, or ["raw", hex]
-    written as is ({id} in it replaced by the id's varint hex). Reports the GOAWAY
-    errnos the client sent."""
+    written as is ({id} in it replaced by the id's varint hex). A CANCEL from the
+    client is answered with the frames `on_cancel` ([first byte, payload hex] on its
+    id), then CANCEL(id, 4004) unless `reply_cancel` is false. Reports the GOAWAY
+    errnos and CANCEL errnos the client sent."""
     settings = [tuple(x) for x in settings]
     conn, _ = ls.accept()
     p = Peer(conn, settings=settings, hello=None if hello is None else bytes.fromhex(hello))
@@ -753,7 +772,10 @@ def scripted_server(ls, answers, settings=((4, 0x0B),), hello=None, idle=30.0):
                     p.send(p.fr(GOAWAY, 0, 0, u16(0)))
             elif f.t == CANCEL:
                 out["cancel"].append(f.errno())
-                p.send(p.fr(CANCEL, 0, f.id, u16(4004)))
+                for first, hx in on_cancel:
+                    p.send(p.fr(first >> 4, first & 15, f.id, bytes.fromhex(hx)))
+                if reply_cancel:
+                    p.send(p.fr(CANCEL, 0, f.id, u16(4004)))
             elif f.t == PING and f.flags == 0:
                 p.send(p.fr(PING, 1, 0, f.payload))
     out["alive"] = not p.closed and p.ping(timeout=10)
