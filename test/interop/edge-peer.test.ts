@@ -381,7 +381,7 @@ describe("interop: a second clean-room peer (docs/PROTOCOL.md only) on the less-
     });
     const text = (x: Uint8Array) => Buffer.from(x).toString();
     const sum = (n: number, seed = 1) => `${n} ${crcHex(bytes(n, seed))}`;
-    const [a, b, c, d, e, f] = await againstPython("strict_server", [
+    const [a, b, c, d, e, f, g] = await againstPython("strict_server", [
       // Smallest windows and frames: frames of at most 8 KiB, credit waited for, streams plain and compressed.
       run(
         [
@@ -485,8 +485,33 @@ describe("interop: a second clean-room peer (docs/PROTOCOL.md only) on the less-
           early: true,
         },
       },
+      // close() while two STARTs wait for connection credit: GOAWAY(0) is held behind them, PINGs of 0 meanwhile (§3.8).
+      {
+        ...run(
+          [
+            [4, 0x0b],
+            [6, 16384],
+            [7, 16384],
+          ],
+          async (conn) => {
+            const sends = [1, 2, 3].map((i) => conn.send(bytes(12_000, i)).then(() => "sent"));
+            const closing = conn.close();
+            const all = await Promise.all(sends);
+            await closing;
+            return all;
+          },
+        ),
+        args: {
+          settings: [
+            [4, 0x0b],
+            [6, 16384],
+            [7, 16384],
+          ],
+          hold_until_ping0: true,
+        },
+      },
     ]);
-    for (const r of [a, b, c, d, e, f]) assert.deepEqual(r.violations, []);
+    for (const r of [a, b, c, d, e, f, g]) assert.deepEqual(r.violations, []);
     assert.deepEqual(results[0].slice(3), [
       sum(30_000),
       sum(100_000),
@@ -513,6 +538,10 @@ describe("interop: a second clean-room peer (docs/PROTOCOL.md only) on the less-
     assert.equal(f.maxOpenRequests, 1);
     const cancelled = (f.order as string[]).filter((o) => o.startsWith("C"));
     assert.equal(cancelled.length, 2, `both streams ended by the client's CANCEL: ${f.order}`);
+    assert.deepEqual(results[6], ["sent", "sent", "sent"]);
+    const held = g.order as string[];
+    const at = (x: string) => held.indexOf(x);
+    assert.ok(at("P0") >= 0 && at("P0") < at("M3+") && at("M3+") < at("G0") && at("M5+") < at("G0"), `${held}`);
   });
 
   it("§3.5, §3.6, §3.11, §2: the client refuses what a server may not send, and takes what it may", async () => {

@@ -367,7 +367,7 @@ def push_frames(kind, crc):
 
 
 @scenario
-def strict_server(ls, settings, idle=30.0, answer_delay=0.0, early=False):
+def strict_server(ls, settings, idle=30.0, answer_delay=0.0, early=False, hold_until_ping0=False):
     """A receiver that checks, frame by frame, every rule section 3 puts on a sender
     against the settings of its own HELLO: frame sizes (maxFrameSize and the sizing rule
     of section 3.2: at most half of each window), connection and message credit (3.6,
@@ -375,9 +375,12 @@ def strict_server(ls, settings, idle=30.0, answer_delay=0.0, early=False):
     maxAssemblyBytes, maxMessageSize, maxConcurrentRequests and maxConcurrentStreams
     (3.4, 3.10), at most 256 chunked messages open (3.4), COMPRESSED `length` within
     maxFrameSize and maxCompressionRatio (3.10). It returns credit as late as 3.6
-    allows (once a quarter of a window is unreturned) and answers each REQ and STREAM
+    allows (once a quarter of a window is unreturned; with `hold_until_ping0`, no
+    connection credit before the first PING of 8 zero bytes) and answers each REQ and STREAM
     at its END (REQ: its data length and CRC32C; STREAM: its content length and
-    CRC32C), after `answer_delay` seconds. Returns what it saw and every violation."""
+    CRC32C), after `answer_delay` seconds; with `early`, each STREAM at its START (an
+    early answer, 3.10: the stream then stays open until the sender's END or CANCEL).
+    Returns what it saw and every violation."""
     settings = [tuple(x) for x in settings]
     conn, _ = ls.accept()
     p = Peer(conn, settings=settings)
@@ -437,7 +440,7 @@ def strict_server(ls, settings, idle=30.0, answer_delay=0.0, early=False):
                 conn_unreturned += n
                 if conn_unreturned > cwin:
                     bad.append(f"connection credit exceeded: {conn_unreturned} > {cwin}")
-                if conn_unreturned * 4 >= cwin:
+                if conn_unreturned * 4 >= cwin and not hold_until_ping0:
                     p.send(p.fr(CREDIT, 0, 0, v(conn_unreturned)))
                     conn_unreturned = 0
                 single = f.flags & 3 == 3 and f.t != STREAM
@@ -586,6 +589,13 @@ def strict_server(ls, settings, idle=30.0, answer_delay=0.0, early=False):
                     bad.append(f"GOAWAY {f.errno()}")
             elif f.t == PING and f.flags == 0:
                 p.send(p.fr(PING, 1, 0, f.payload))
+                if f.payload == bytes(8) and hold_until_ping0:
+                    # the sender holds its GOAWAY(0) behind STARTs waiting for credit, and says so (3.8)
+                    stats["order"].append("P0")
+                    hold_until_ping0 = False
+                    if conn_unreturned:
+                        p.send(p.fr(CREDIT, 0, 0, v(conn_unreturned)))
+                        conn_unreturned = 0
             elif f.t == CANCEL:
                 if f.id in opened and opened[f.id].get("answered") and f.errno() == 4004:
                     del opened[f.id]
