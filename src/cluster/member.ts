@@ -942,7 +942,11 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       this.engine.reset?.();
       this.announce("hello", true);
     }
-    const deadline = now - this.deadAfterMs;
+    // Counted from this node's own last heartbeat read back while the engine counts as up: a frozen engine
+    // silences every node at once, and the others' heartbeats stop a little before this node's first
+    // unanswered one. Counted from now, they were timed out a tick or two before the engine counted as down:
+    // `nodeLeft`, and a sendTo to a session of theirs failed ERR_NOT_FOUND though it was open all along.
+    const deadline = (this.upSince === 0 ? now : Math.min(now, this.lastEcho)) - this.deadAfterMs;
     for (const [id, m] of this.members) if (m.lastSeen < deadline) this.removeMember(id, "timeout");
   }
 
