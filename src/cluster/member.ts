@@ -401,7 +401,17 @@ const fromUtf8 = new TextDecoder();
 function engineError(engine: string, what: string, err: unknown): PointSubError {
   if (err instanceof PointSubError) return err;
   const message = err instanceof Error ? err.message : String(err);
-  return new PointSubError("ERR_CONNECTION_CLOSED", `${engine} ${what} failed: ${message}`);
+  return new PointSubError("ERR_CONNECTION_CLOSED", `${engine} ${what} failed: ${message}`, { cause: err });
+}
+
+/**
+ * Whether a publish that failed with `err` may still reach the bus: past its deadline (the client may write it
+ * when the engine resumes), or failed in the engine's client (a command written before its connection dropped
+ * may have run). Only a refusal before the client was given it (the engine counted as down, not connected: a
+ * PointSubError of pointsub's own, no cause) is sure not to.
+ */
+function mayHaveLanded(err: Error): boolean {
+  return !(err instanceof PointSubError) || err.code === "ERR_TIMEOUT" || err.cause !== undefined;
 }
 
 /**
@@ -976,16 +986,17 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     return this.auth === undefined ? message : this.auth.seal(subject, message, will);
   }
 
-  private async publish(subject: string, message: Uint8Array, always = false): Promise<boolean> {
+  /** Publishes `message` on `subject`: resolves to undefined once the engine took it, else to why not (counted, emitted). */
+  private async publish(subject: string, message: Uint8Array, always = false): Promise<Error | undefined> {
     try {
       const data = this.seal(subject, message);
       await this.call("publish", () => this.engine.publish(subject, data), always);
-      return true;
+      return undefined;
     } catch (err) {
+      const error = err instanceof Error ? err : new Error(String(err));
       this.counters.busErrors++;
-      if (this.listenerCount("busError") !== 0)
-        this.safeEmit("busError", err instanceof Error ? err : new Error(String(err)));
-      return false;
+      if (this.listenerCount("busError") !== 0) this.safeEmit("busError", error);
+      return error;
     }
   }
 
@@ -1142,8 +1153,11 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       }, this.requestTimeoutMs);
       this.sends.set(i, { node, resolve, reject, timer });
       void this.publish(this.subject(`node.${node}`), encode({ t: "to", n: this.nodeId, i, s: id }, data)).then(
-        (ok) => {
-          if (ok || !this.sends.has(i)) return;
+        (err) => {
+          // One that may still land (not answered within engineTimeoutMs: the client writes it when a frozen
+          // engine resumes, and the target delivers it) is settled by its ack or its timeout ("may or may not
+          // have arrived"): rejected as "not sent" (retryable), a retry delivered it twice.
+          if (err === undefined || !this.sends.has(i) || mayHaveLanded(err)) return;
           clearTimeout(timer);
           this.sends.delete(i);
           reject(new PointSubError("ERR_CONNECTION_CLOSED", "the cluster's engine is unreachable: sendTo not sent"));
@@ -1242,8 +1256,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     const w = p.waiting.get(node);
     const ask = () => {
       if (p.waiting.get(node) !== w) return; // done meanwhile
-      void this.publish(this.subject(`node.${node}`), encode({ t: "info", n: this.nodeId, i: id, c })).then((ok) => {
-        if (!ok && p.waiting.get(node) === w) p.finish(node); // not sent: nothing will come
+      void this.publish(this.subject(`node.${node}`), encode({ t: "info", n: this.nodeId, i: id, c })).then((err) => {
+        if (err !== undefined && p.waiting.get(node) === w) p.finish(node); // not sent: nothing will come
       });
     };
     if (wait <= 0) ask();
