@@ -153,9 +153,10 @@ export interface ClusterEvents {
   busError: [error: Error];
   /**
    * Another node announces this node's id (a configuration error: two
-   * servers given the same `nodeId`). Their session ids collide — a
-   * `sendTo` meant for a session of one reaches a session of the other —
-   * so give every node its own id. Emitted once per other node (an
+   * servers given the same `nodeId`). The other nodes take the two for one
+   * node (its session list and claims mix both; a `sendTo` to a session of
+   * either is answered by the one whose run its id names), so give every
+   * node its own id. Emitted once per other node (an
    * ERR_INVALID_ARGUMENT naming the id), and counted in
    * {@link ClusterStats.duplicateNodeIds}.
    */
@@ -469,8 +470,11 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private readonly auth: BusAuth | undefined;
   /** When each kind of rejected bus message was last reported by the `unauthenticated` event. */
   private readonly authReported = new Map<Rejection, number>();
-  /** Other nodes seen announcing this node's id (reported once each; at most {@link MAX_REPORTED_DUPLICATES}). */
-  private readonly otherIncarnations = new Set<string>();
+  /**
+   * Other nodes seen announcing this node's id, by incarnation, and when each was last heard (`Date.now()`;
+   * reported once each; at most {@link MAX_REPORTED_DUPLICATES}).
+   */
+  private readonly otherIncarnations = new Map<string, number>();
   private stopped = false;
   /**
    * When each node may be sent its whole session list unpaged again (`performance.now()`; at most
@@ -889,13 +893,14 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       // twin — kept the engine counted as up while none of this node's own heartbeats came back.
       this.counters.duplicateNodeIds++;
       const other = k === undefined ? "" : k.slice(0, k.indexOf("."));
-      if (this.otherIncarnations.size < MAX_REPORTED_DUPLICATES && !this.otherIncarnations.has(other)) {
-        this.otherIncarnations.add(other);
+      if (this.otherIncarnations.has(other)) this.otherIncarnations.set(other, Date.now());
+      else if (this.otherIncarnations.size < MAX_REPORTED_DUPLICATES) {
+        this.otherIncarnations.set(other, Date.now());
         this.safeEmit(
           "duplicateNodeId",
           new PointSubError(
             "ERR_INVALID_ARGUMENT",
-            `another node announces this node's id "${this.nodeId}": session ids of the two collide (a sendTo may reach the wrong session); give every node its own nodeId`,
+            `another node announces this node's id "${this.nodeId}": the other nodes take the two for one (its session list and claims mix both); give every node its own nodeId`,
           ),
         );
       }
@@ -1481,6 +1486,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
 
   private onSend(from: string, i: string, session: string, payload: Uint8Array): void {
     this.counters.sendsReceived++;
+    // Another process announcing this node's id (a configuration error) reads the same sendTo: a session id
+    // naming its run is its own, and it answers. Its twin's ERR_NOT_FOUND, sent at once, was often the ack
+    // taken: the sendTo failed "no open session", not retryable, though the session got the message.
+    if (this.twinHolds(session)) return;
     const ack = (code?: string, message?: string) =>
       void this.publish(
         this.subject(`node.${from}`),
@@ -1490,6 +1499,21 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       () => ack(),
       (err: unknown) => (err instanceof PointSubError ? ack(err.code, err.message) : ack("ERR_HANDLER", String(err))),
     );
+  }
+
+  /** Whether session id `session` names the run of another process heard under this node's id within `deadAfterMs`. */
+  private twinHolds(session: string): boolean {
+    if (this.otherIncarnations.size === 0 || !session.startsWith(`${this.nodeId}.`)) return false;
+    const from = this.nodeId.length + 1;
+    const run = session.slice(from, from + SESSION_ID_INCARNATION);
+    if (session[from + SESSION_ID_INCARNATION] !== "." || run === this.incarnation.slice(0, SESSION_ID_INCARNATION)) {
+      return false;
+    }
+    const now = Date.now();
+    for (const [other, at] of this.otherIncarnations) {
+      if (other.startsWith(run) && now - at <= this.deadAfterMs) return true;
+    }
+    return false;
   }
 
   /**

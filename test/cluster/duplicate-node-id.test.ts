@@ -1,0 +1,77 @@
+/**
+ * Two servers given the same `nodeId` (a configuration error, reported by
+ * `duplicateNodeId`) both read every `sendTo` for that id. Their session ids
+ * differ in the run part (`<nodeId>.<run>.<n>`), so only the one holding the
+ * session delivers it — but the other acked ERR_NOT_FOUND at once, and the
+ * sender took whichever ack came first: about half the sendTos to either
+ * process's sessions failed "no open session", not retryable, though the
+ * session got the message. A process now leaves a session id naming the
+ * run of another process it hears under its id to that process. Real engines.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { type Cluster, natsCluster, redisCluster } from "../../src/cluster/index.ts";
+import { type Connection, connect, createServer, type Server } from "../../src/index.ts";
+import { until } from "../helpers/wait.ts";
+import { type EngineServer, startEngine } from "./engines.ts";
+
+for (const kind of ["redis", "nats"] as const) {
+  describe(`a sendTo to a node id two servers share, on ${kind}`, { timeout: 30_000 }, () => {
+    let engine: EngineServer;
+    const servers: Server[] = [];
+    const clusters: Cluster[] = [];
+    const clients: Connection[] = [];
+    const got: string[][] = [[], []];
+    let duplicates = 0;
+
+    before(async () => {
+      engine = await startEngine(kind);
+      for (const nodeId of ["a", "a", "c"]) {
+        const o = { nodeId, name: "twins", heartbeatMs: 100, deadAfterMs: 3000 };
+        const cluster =
+          kind === "redis" ? redisCluster({ ...o, url: engine.url }) : natsCluster({ ...o, servers: engine.url });
+        cluster.on("duplicateNodeId", () => duplicates++);
+        const server = createServer({ cluster });
+        await server.listen("tcp://127.0.0.1:0");
+        clusters.push(cluster);
+        servers.push(server);
+      }
+      for (const [k, s] of servers.slice(0, 2).entries()) {
+        const c = await connect(s.urls[0] as string);
+        c.on("message", (m) => got[k].push(m.text()));
+        clients.push(c);
+      }
+      await until(
+        () =>
+          duplicates >= 2 &&
+          clusters[2].nodes().length === 2 &&
+          servers[0].sessions.size === 1 &&
+          servers[1].sessions.size === 1,
+        10_000,
+      );
+    });
+
+    after(async () => {
+      await Promise.all(clients.map((c) => c.close({ timeoutMs: 100 })));
+      await Promise.all(servers.map((s) => s.close({ timeoutMs: 100 })));
+      await engine?.stop();
+    });
+
+    it("is answered by the process holding the session: every one resolves, each session gets its own", async () => {
+      const ids = [0, 1].map((k) => [...servers[k].sessions][0].id);
+      assert.notEqual(ids[0], ids[1]);
+      const failed: string[] = [];
+      for (let n = 0; n < 10; n++) {
+        for (const [k, id] of ids.entries()) {
+          await servers[2].sendTo(id, `${k}:${n}`).catch((e: Error) => failed.push(`${id}: ${e.message}`));
+        }
+      }
+      assert.deepEqual(failed, []);
+      await until(() => got[0].length === 10 && got[1].length === 10, 10_000);
+      assert.ok(
+        got.every((list, k) => list.every((m) => m.startsWith(`${k}:`))),
+        JSON.stringify(got),
+      );
+    });
+  });
+}
