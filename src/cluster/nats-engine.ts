@@ -128,6 +128,7 @@ class NatsEngine implements ClusterEngine {
       reconnectTimeWait: 250,
       pingInterval: 2000,
       maxPingOut: 2,
+      timeout: DIAL_TIMEOUT_MS,
     });
     // Closed meanwhile, or a later connect began (a listen that timed out, then one tried again): this
     // attempt's connection is nobody's. Before, it was kept beside the later one's and never closed.
@@ -331,7 +332,7 @@ class NatsEngine implements ClusterEngine {
     // A reconnection under way to a server that took the TCP connection and sent nothing (frozen: the
     // echo check's reset, or the client's own pings) is not ended by close(): nats.js closes a transport
     // only once it connected, so that socket stayed open for ever and the process could not exit after
-    // server.close(). Destroyed here: the dial fails at once and clears its 20 s timer.
+    // server.close(). Destroyed here: the dial fails at once and clears its timer.
     (nc as unknown as DialingClient).protocol?.transport?.socket?.destroy();
   }
 }
@@ -343,6 +344,13 @@ interface DialingClient {
 
 /** Least time between two openings of the bucket after failed key-value calls ({@link NatsEngine.rebind}), in ms. */
 const REBIND_MS = 1000;
+
+/**
+ * How long one dial waits for a server's handshake, in ms (nats.js: 20 s). A reconnection dials the server it
+ * lost first: one frozen or cut off takes the TCP connection and says nothing, and a node in a cluster of NATS
+ * servers waited 20 s for it before it tried the next (`cluster/nats-failover.test.ts`).
+ */
+const DIAL_TIMEOUT_MS = 5000;
 
 /** How long {@link NatsEngine.close} waits for the connection to close, in ms. */
 const CLOSE_GRACE_MS = 500;

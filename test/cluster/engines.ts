@@ -88,8 +88,14 @@ function killed(child: ChildProcess): Promise<void> {
   return exited;
 }
 
-/** A redis-server, or a nats-server with JetStream unless `jetstream: false`. */
-export async function startEngine(kind: "redis" | "nats", o: { jetstream?: boolean } = {}): Promise<EngineServer> {
+/**
+ * A redis-server, or a nats-server with JetStream unless `jetstream: false`; `args`: more arguments for
+ * nats-server (a cluster's `-cluster` and `-routes`).
+ */
+export async function startEngine(
+  kind: "redis" | "nats",
+  o: { jetstream?: boolean; args?: string[] } = {},
+): Promise<EngineServer> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), `pointsub-${kind}-`));
   const launch = () =>
@@ -101,7 +107,14 @@ export async function startEngine(kind: "redis" | "nats", o: { jetstream?: boole
         )
       : startUntil(
           "nats-server",
-          ["-a", "127.0.0.1", "-p", String(port), ...(o.jetstream === false ? [] : ["-js", "-sd", dir])],
+          [
+            "-a",
+            "127.0.0.1",
+            "-p",
+            String(port),
+            ...(o.jetstream === false ? [] : ["-js", "-sd", dir]),
+            ...(o.args ?? []),
+          ],
           /Server is ready/,
         );
   let child = await launch();
