@@ -223,8 +223,13 @@ class NatsEngine implements ClusterEngine {
     const nc = this.nc;
     if (this.closed || nc === undefined || nc.isClosed()) return;
     this.state(false);
-    // Drops the socket and connects again (the status loop reports the reconnection).
-    nc.reconnect().catch(() => {});
+    // Drops the socket (nats.js reconnects when it closes; the status loop reports the reconnection). Its own
+    // reconnect() first waits for what the socket holds to be written: with more published before the freeze
+    // was noticed than the socket's buffers take (a few MB), a frozen server held it for as long as it stayed
+    // frozen, and the node never reached another server (`cluster/nats-failover.test.ts`).
+    const socket = (nc as unknown as DialingClient).protocol?.transport?.socket;
+    if (socket !== undefined && socket.destroyed !== true) socket.destroy();
+    else nc.reconnect().catch(() => {});
   }
 
   onState(cb: (up: boolean) => void): void {
@@ -337,9 +342,9 @@ class NatsEngine implements ClusterEngine {
   }
 }
 
-/** The part of nats.js's client (internal) that holds the socket of a connection being dialed. */
+/** The part of nats.js's client (internal) that holds the socket of its connection, or of one being dialed. */
 interface DialingClient {
-  readonly protocol?: { readonly transport?: { readonly socket?: { destroy(): void } } };
+  readonly protocol?: { readonly transport?: { readonly socket?: { readonly destroyed?: boolean; destroy(): void } } };
 }
 
 /** Least time between two openings of the bucket after failed key-value calls ({@link NatsEngine.rebind}), in ms. */
