@@ -154,9 +154,9 @@ export interface ClusterEvents {
   /**
    * Another node announces this node's id (a configuration error: two
    * servers given the same `nodeId`). The other nodes take the two for one
-   * node (its session list and claims mix both; a `sendTo` to a session of
-   * either is answered by the one whose run its id names), so give every
-   * node its own id. Emitted once per other node (an
+   * node (its session list and claims mix both; a broadcast reaches both, a
+   * `sendTo` to a session of either is answered by the one whose run its id
+   * names), so give every node its own id. Emitted once per other node (an
    * ERR_INVALID_ARGUMENT naming the id), and counted in
    * {@link ClusterStats.duplicateNodeIds}.
    */
@@ -1005,8 +1005,13 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     }
   }
 
+  /** What every message id of this process starts with. */
+  private get ownIds(): string {
+    return `${this.nodeId}:${this.incarnation}:`;
+  }
+
   private msgId(): string {
-    return `${this.nodeId}:${this.incarnation}:${(this.nextMsg++).toString(36)}`;
+    return `${this.ownIds}${(this.nextMsg++).toString(36)}`;
   }
 
   /** True the first time message id `i` is seen (bounded memory: the oldest ids are forgotten). */
@@ -1362,7 +1367,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         return;
       }
       case "bc":
-        if (h.n !== this.nodeId && this.firstSight(h.i)) this.onBroadcast(h, m.payload);
+        // This node's own, read back, is skipped by its id, not its node: another process given this node's id
+        // (a configuration error) had its broadcasts skipped here, and this node's sessions never got them.
+        if (!h.i.startsWith(this.ownIds) && this.firstSight(h.i)) this.onBroadcast(h, m.payload);
         return;
       case "to":
         if (this.firstSight(h.i)) this.onSend(h.n, h.i, h.s, m.payload);

@@ -6,7 +6,9 @@
  * sender took whichever ack came first: about half the sendTos to either
  * process's sessions failed "no open session", not retryable, though the
  * session got the message. A process now leaves a session id naming the
- * run of another process it hears under its id to that process. Real engines.
+ * run of another process it hears under its id to that process. And each
+ * skipped the other's broadcasts as its own (by the node id): neither's
+ * sessions got the other's. Real engines.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
@@ -72,6 +74,15 @@ for (const kind of ["redis", "nats"] as const) {
         got.every((list, k) => list.every((m) => m.startsWith(`${k}:`))),
         JSON.stringify(got),
       );
+    });
+
+    it("a broadcast from either reaches the other's sessions, once", async () => {
+      for (const list of got) list.length = 0;
+      await servers[0].broadcast("from the first");
+      await servers[1].broadcast("from the second");
+      await servers[2].broadcast("from c");
+      await until(() => got.every((list) => list.length >= 3), 10_000).catch(() => {});
+      for (const list of got) assert.deepEqual([...list].sort(), ["from c", "from the first", "from the second"]);
     });
   });
 }
