@@ -1131,12 +1131,24 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     // An id longer than any node makes names no session (its header, over the bus's limit, was dropped by
     // the target node as malformed: ERR_TIMEOUT after requestTimeoutMs, which a retry could never change).
     const tooLong = dot > 0 && id.length > MAX_SESSION_ID_CHARS;
-    if (dot > 0 && !tooLong && !this.members.has(node) && node !== this.nodeId && this.upSince === 0 && !this.stopped) {
+    if (dot > 0 && !tooLong && !this.members.has(node) && node !== this.nodeId && !this.stopped) {
       // The engine is down: the other nodes were forgotten for not being heard, not for leaving. ERR_NOT_FOUND
       // said the session was gone (not retryable) while it may well be open on a node this one cannot reach.
-      return Promise.reject(
-        new PointSubError("ERR_CONNECTION_CLOSED", "the cluster's engine is unreachable: sendTo not sent"),
-      );
+      if (this.upSince === 0) {
+        return Promise.reject(
+          new PointSubError("ERR_CONNECTION_CLOSED", "the cluster's engine is unreachable: sendTo not sent"),
+        );
+      }
+      // (Re)joined less than deadAfterMs ago: a node not heard from yet may be there (the others answer this
+      // node's hello, or beat, within a heartbeat). Right after an outage every other node was unknown.
+      if (NODE.test(node) && Date.now() - this.upSince < this.deadAfterMs) {
+        return Promise.reject(
+          new PointSubError(
+            "ERR_CONNECTION_CLOSED",
+            `this node has not heard from node ${node} since it (re)joined the cluster ${Date.now() - this.upSince} ms ago: sendTo not sent`,
+          ),
+        );
+      }
     }
     if (!this.members.has(node) || tooLong) {
       const shown = typeof id === "string" ? JSON.stringify(id.slice(0, 100)) : typeof id;
