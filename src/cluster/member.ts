@@ -1150,7 +1150,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         );
       }
     }
-    if (!this.members.has(node) || tooLong) {
+    // A session of another process given this node's id (a configuration error): sent on this node's subject,
+    // which that process reads too; this one leaves it to that one (twinHolds). It was ERR_NOT_FOUND.
+    const twin = node === this.nodeId && !tooLong && this.twinHolds(id);
+    if ((!this.members.has(node) && !twin) || tooLong) {
       const shown = typeof id === "string" ? JSON.stringify(id.slice(0, 100)) : typeof id;
       return Promise.reject(new PointSubError("ERR_NOT_FOUND", `no open session with id ${shown} in the cluster`));
     }

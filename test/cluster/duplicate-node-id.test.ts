@@ -8,7 +8,8 @@
  * session got the message. A process now leaves a session id naming the
  * run of another process it hears under its id to that process. And each
  * skipped the other's broadcasts as its own (by the node id): neither's
- * sessions got the other's. Real engines.
+ * sessions got the other's, and a sendTo from one to a session of the
+ * other failed ERR_NOT_FOUND (it knew no such node). Real engines.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
@@ -74,6 +75,14 @@ for (const kind of ["redis", "nats"] as const) {
         got.every((list, k) => list.every((m) => m.startsWith(`${k}:`))),
         JSON.stringify(got),
       );
+    });
+
+    it("a sendTo from one to a session of the other reaches it", async () => {
+      for (const list of got) list.length = 0;
+      await servers[0].sendTo([...servers[1].sessions][0].id, "to the second");
+      await servers[1].sendTo([...servers[0].sessions][0].id, "to the first");
+      await until(() => got.every((list) => list.length === 1), 10_000);
+      assert.deepEqual(got, [["to the first"], ["to the second"]]);
     });
 
     it("a broadcast from either reaches the other's sessions, once", async () => {
