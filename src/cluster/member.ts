@@ -272,7 +272,10 @@ export const MAX_LISTED_PAGES = 512;
 interface Member {
   urls: string[];
   sessions: number;
+  /** When it was last heard from (`Date.now()`, as {@link ClusterNode.lastSeen} says it). */
   lastSeen: number;
+  /** The same on the monotonic clock ({@link monotonic}): what it is timed out by. */
+  heardAt: number;
   /** The incarnation (process) its heartbeats announce; undefined from an older node, which sends none. */
   incarnation: string | undefined;
   /** When that incarnation started, on its clock (undefined: not said). */
@@ -384,6 +387,15 @@ function forgetFull(budgets: Map<string, number>, now: number, evict: boolean): 
   return true;
 }
 
+/**
+ * Now on the monotonic clock, in ms: what membership and engine liveness are timed by. `Date.now()` steps with
+ * the wall clock (NTP, a VM resumed): a step forward of more than deadAfterMs removed every other node at once
+ * and reported the engine down, a step back kept a dead node for its length (`cluster/clock-step.test.ts`).
+ */
+function monotonic(): number {
+  return performance.now();
+}
+
 /** JSON that never throws: bigints as strings, bytes dropped, a value that cannot be written as undefined. */
 function jsonSafe(info: ConnectionInfo): unknown {
   const replacer = (_k: string, v: unknown) =>
@@ -452,11 +464,11 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private readonly incarnation = randomId();
   /** When this incarnation started (`Date.now()`): claims of this node's id made before are an earlier process's. */
   private readonly startedAt = Date.now();
-  /** Since when the engine connection is up: this node reads its own messages back (0: down). */
+  /** Since when the engine connection is up ({@link monotonic}): this node reads its own messages back (0: down). */
   private upSince = 0;
   /** Whether the engine's client reports its connection up. */
   private engineUp = false;
-  /** When this node last read one of its own heartbeats back. */
+  /** When this node last read one of its own heartbeats back ({@link monotonic}, as every time below). */
   private lastEcho = 0;
   /** When the oldest heartbeat of this node not yet read back was sent (0: none outstanding). */
   private unechoedSince = 0;
@@ -471,7 +483,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   /** When each kind of rejected bus message was last reported by the `unauthenticated` event. */
   private readonly authReported = new Map<Rejection, number>();
   /**
-   * Other nodes seen announcing this node's id, by incarnation, and when each was last heard (`Date.now()`;
+   * Other nodes seen announcing this node's id, by incarnation, and when each was last heard ({@link monotonic};
    * reported once each; at most {@link MAX_REPORTED_DUPLICATES}).
    */
   private readonly otherIncarnations = new Map<string, number>();
@@ -731,7 +743,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    * an id that two processes announce at once holds.
    */
   private holds(id: string, incarnation?: string, madeAt?: number): boolean {
-    const unsure = this.upSince === 0 || Date.now() - this.upSince < this.deadAfterMs;
+    const unsure = this.upSince === 0 || monotonic() - this.upSince < this.deadAfterMs;
     if (id === this.nodeId) {
       if (incarnation === undefined || incarnation === this.incarnation) return true;
       return (
@@ -812,7 +824,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     // Published by the workers' relay when this process dies, any time later: sealed as a will (no time window).
     const members = this.subject("members");
     this.engine.setWill?.(members, this.seal(members, encode({ t: "bye", n: this.nodeId, k: this.incarnation }), true));
-    this.upSince = this.lastEcho = Date.now();
+    this.upSince = this.lastEcho = monotonic();
     this.engineUp = true;
     this.announce("hello");
     this.timer = setInterval(() => this.tick(), this.heartbeatMs);
@@ -868,7 +880,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     this.engineUp = up;
     if (!up) this.setLive(false);
     else if (this.upSince === 0) {
-      this.lastAttempt = Date.now();
+      this.lastAttempt = monotonic();
       this.announce("hello", true);
     }
   }
@@ -876,7 +888,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   /** The engine counts as up (this node reads its own messages back) or down; emits `engine` on a change. */
   private setLive(live: boolean): void {
     if (live === (this.upSince !== 0) || this.stopped) return;
-    const now = Date.now();
+    const now = monotonic();
     this.upSince = live ? now : 0;
     this.unechoedSince = 0;
     if (live) this.lastEcho = now;
@@ -893,9 +905,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       // twin — kept the engine counted as up while none of this node's own heartbeats came back.
       this.counters.duplicateNodeIds++;
       const other = k === undefined ? "" : k.slice(0, k.indexOf("."));
-      if (this.otherIncarnations.has(other)) this.otherIncarnations.set(other, Date.now());
+      if (this.otherIncarnations.has(other)) this.otherIncarnations.set(other, monotonic());
       else if (this.otherIncarnations.size < MAX_REPORTED_DUPLICATES) {
-        this.otherIncarnations.set(other, Date.now());
+        this.otherIncarnations.set(other, monotonic());
         this.safeEmit(
           "duplicateNodeId",
           new PointSubError(
@@ -907,7 +919,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       return;
     }
     if (this.upSince !== 0) {
-      this.lastEcho = Date.now();
+      this.lastEcho = monotonic();
       this.unechoedSince = 0;
     } else if (k === `${this.incarnation}.${this.probe}`) this.setLive(true);
   }
@@ -926,7 +938,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       k: `${this.incarnation}.${this.probe}`,
       since: this.startedAt,
     };
-    if (!probe && this.unechoedSince === 0) this.unechoedSince = Date.now();
+    if (!probe && this.unechoedSince === 0) this.unechoedSince = monotonic();
     void this.publish(this.subject("members"), encode(header), true);
   }
 
@@ -945,7 +957,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
 
   private checkLiveness(): void {
     if (this.stopped) return;
-    const now = Date.now();
+    const now = monotonic();
     if (this.upSince !== 0 && this.unechoedSince !== 0 && now - this.unechoedSince > this.deadAfterMs) {
       // Connected, but a heartbeat of this node's did not come back for deadAfterMs: the engine is frozen
       // or cut off without a reset. Down until a new connection carries this node's hello back.
@@ -962,7 +974,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     // unanswered one. Counted from now, they were timed out a tick or two before the engine counted as down:
     // `nodeLeft`, and a sendTo to a session of theirs failed ERR_NOT_FOUND though it was open all along.
     const deadline = (this.upSince === 0 ? now : Math.min(now, this.lastEcho)) - this.deadAfterMs;
-    for (const [id, m] of this.members) if (m.lastSeen < deadline) this.removeMember(id, "timeout");
+    for (const [id, m] of this.members) if (m.heardAt < deadline) this.removeMember(id, "timeout");
   }
 
   private removeMember(id: string, reason: "left" | "timeout"): void {
@@ -1141,11 +1153,11 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       }
       // (Re)joined less than deadAfterMs ago: a node not heard from yet may be there (the others answer this
       // node's hello, or beat, within a heartbeat). Right after an outage every other node was unknown.
-      if (NODE.test(node) && Date.now() - this.upSince < this.deadAfterMs) {
+      if (NODE.test(node) && monotonic() - this.upSince < this.deadAfterMs) {
         return Promise.reject(
           new PointSubError(
             "ERR_CONNECTION_CLOSED",
-            `this node has not heard from node ${node} since it (re)joined the cluster ${Date.now() - this.upSince} ms ago: sendTo not sent`,
+            `this node has not heard from node ${node} since it (re)joined the cluster ${Math.round(monotonic() - this.upSince)} ms ago: sendTo not sent`,
           ),
         );
       }
@@ -1459,7 +1471,16 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     }
     const since =
       incarnation === said && typeof h.since === "number" && Number.isFinite(h.since) ? h.since : known?.since;
-    const m: Member = { urls, sessions: h.sessions, lastSeen: Date.now(), incarnation, since, superseded, twins };
+    const m: Member = {
+      urls,
+      sessions: h.sessions,
+      lastSeen: Date.now(),
+      heardAt: monotonic(),
+      incarnation,
+      since,
+      superseded,
+      twins,
+    };
     this.members.set(h.n, m);
     if (known === undefined) {
       this.safeEmit("nodeJoined", { id: h.n, urls, sessions: h.sessions, lastSeen: m.lastSeen, self: false });
@@ -1531,7 +1552,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     if (session[from + SESSION_ID_INCARNATION] !== "." || run === this.incarnation.slice(0, SESSION_ID_INCARNATION)) {
       return false;
     }
-    const now = Date.now();
+    const now = monotonic();
     for (const [other, at] of this.otherIncarnations) {
       if (other.startsWith(run) && now - at <= this.deadAfterMs) return true;
     }
