@@ -55,6 +55,24 @@ export function pumpBulk(w: FrameWriter, b: BulkState): boolean {
   return true;
 }
 
+/**
+ * The peer granted `n` more credit on message `id` (`FrameWriter.addStreamCredit`);
+ * false if no such message is queued. It pumps only for a message that may
+ * have waited for it: a chunked one with a chunk's credit left did not (a
+ * peer owed many chunked answers made every CREDIT frame of a flood on one
+ * of their ids pump, scanning every queued message).
+ */
+export function streamCredit(w: FrameWriter, id: number, n: number): boolean {
+  for (const m of w.bulkState?.list ?? []) {
+    if (m.id === id) {
+      m.credit += n;
+      if (m.credit - n < m.chunk || m.items !== undefined) w.wake();
+      return true;
+    }
+  }
+  return false;
+}
+
 /** A bulk frame is about to be encoded: on an idle pipe, the pacer's probe goes first (only when a frame follows). */
 function beforeBulk(w: FrameWriter, b: BulkState): void {
   if (!b.probeFirst) return;
@@ -62,15 +80,25 @@ function beforeBulk(w: FrameWriter, b: BulkState): void {
   b.pacer?.starting(w.position);
 }
 
-/** Encodes the next frame of the first bulk message (from the round robin's place on) that can send one; false when none can. */
+/**
+ * Encodes the next frame of the first bulk message (from the round robin's
+ * place on) that can send one; false when none can, having set
+ * `w.bulkNeed` to the least connection credit with which one could (Infinity:
+ * none can by connection credit alone).
+ */
 function sendOneChunk(w: FrameWriter, b: BulkState): boolean {
   const bulk = b.list;
   const n = bulk.length;
+  let need = Infinity;
   for (let k = 0; k < n; k++) {
     const idx = (b.rr + k) % n;
     const m = bulk[idx];
     if (m.items !== undefined) {
       if (sendStreamItem(w, b, m, idx)) return true;
+      // Waiting for items (the producer wakes the writer) or for stream credit (which pumps) needs no more.
+      const item = m.items.peek();
+      if (item !== undefined && streamCost(item) <= m.credit)
+        need = Math.min(need, item.head.length + item.data.length);
       continue;
     }
     const total = m.data.length;
@@ -81,13 +109,21 @@ function sendOneChunk(w: FrameWriter, b: BulkState): boolean {
       prefix + remaining,
     );
     const avail = Math.min(m.credit, w.connCredit);
-    if (avail < want && avail < MIN_CHUNK) continue;
+    const least = Math.min(want, MIN_CHUNK);
+    if (avail < least) {
+      // Short of its own credit, it waits for stream credit (which pumps); else for this much connection credit.
+      if (m.credit >= least) need = Math.min(need, least);
+      continue;
+    }
     // Start a chunked message only when the peer's assembly budget has room.
     // At most MAX_OPEN_CHUNKED at once: the rest wait their turn (receivers may refuse more).
     if (!m.started && (b.assemblyOpen + total > w.assemblyBudget || b.chunkedOpen >= MAX_OPEN_CHUNKED)) continue;
     const size = Math.min(want, avail);
     const dataBytes = size - prefix;
-    if (dataBytes < 0) continue;
+    if (dataBytes < 0) {
+      need = Math.min(need, prefix);
+      continue;
+    }
     const start = m.offset;
     const end = start + dataBytes;
     const last = end === total;
@@ -118,6 +154,7 @@ function sendOneChunk(w: FrameWriter, b: BulkState): boolean {
     }
     return true;
   }
+  w.bulkNeed = need;
   return false;
 }
 

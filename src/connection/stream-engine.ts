@@ -20,7 +20,7 @@ import type { Router } from "../router/router.ts";
 import type { Progress } from "../transfer/progress.ts";
 import type { Assemblies } from "./assembly.ts";
 import type { authFrame } from "./auth-check.ts";
-import type { pumpBulk } from "./bulk-pump.ts";
+import type { pumpBulk, streamCredit } from "./bulk-pump.ts";
 import type { Dispatcher } from "./dispatch.ts";
 import type { TargetingFrameRouter } from "./frame-targets.ts";
 import type { Pacer } from "./pacer.ts";
@@ -44,6 +44,8 @@ export interface StreamEngine {
   readonly Assemblies: typeof Assemblies;
   /** The writer's pump of chunked messages and streams (`bulk-pump.ts`): they wait in its queue until loaded. */
   readonly pumpBulk: typeof pumpBulk;
+  /** Credit on one chunked message or stream (`FrameWriter.addStreamCredit`): only started ones get any. */
+  readonly streamCredit: typeof streamCredit;
   /**
    * The decoder that fills frames spanning reads in place (stream data as
    * views, chunked messages into their assembly): a connection made before

@@ -16,7 +16,7 @@ export { Router } from "../router/router.ts";
 export { Progress } from "../transfer/progress.ts";
 export { Assemblies } from "./assembly.ts";
 export { authFrame } from "./auth-check.ts";
-export { pumpBulk } from "./bulk-pump.ts";
+export { pumpBulk, streamCredit } from "./bulk-pump.ts";
 export { Dispatcher } from "./dispatch.ts";
 export { TargetingFrameRouter } from "./frame-targets.ts";
 export { Pacer } from "./pacer.ts";

@@ -212,6 +212,13 @@ export class FrameWriter {
   releases: (() => void)[] = NO_CALLBACKS;
   /** @internal Chunked messages and streams and their round robin's state, made by the first one. */
   bulkState: BulkState | undefined;
+  /**
+   * @internal Connection credit the queued bulk needs before any of it can
+   * go, set by the bulk pump when a pump sent none of it; reset by every
+   * pump (what else changes — a message queued or removed, stream credit,
+   * stream items, the pacer's window, a drain — pumps). Unset: unknown.
+   */
+  declare bulkNeed: number;
 
   declare private readonly crc: Crc32c;
 
@@ -327,22 +334,23 @@ export class FrameWriter {
     this.pump();
   }
 
-  /** The peer granted more connection credit. */
+  /**
+   * The peer granted more connection credit. Below {@link bulkNeed} it cannot
+   * move any queued bulk: no pump (each scans every queued message; a peer
+   * owed many chunked answers made every CREDIT frame of a flood cost that).
+   */
   addConnCredit(n: number): void {
     this.connCredit += n;
-    this.pump();
+    if (!(this.connCredit < this.bulkNeed)) this.pump();
   }
 
-  /** The peer granted more credit on message `id`; false if no such message is in progress. */
+  /**
+   * The peer granted more credit on message `id`; false if no such message
+   * is in progress (`bulk-pump.ts`: before the stream engine loaded, no
+   * chunked message has started, and a peer credits none it has not seen).
+   */
   addStreamCredit(id: number, n: number): boolean {
-    for (const m of this.bulkState?.list ?? NO_BULK) {
-      if (m.id === id) {
-        m.credit += n;
-        this.pump();
-        return true;
-      }
-    }
-    return false;
+    return !!streamEngine()?.streamCredit(this, id, n);
   }
 
   /** The transport drained. */
@@ -509,6 +517,7 @@ export class FrameWriter {
   private pump(): void {
     if (this.pumping || this.closed) return;
     this.pumping = true;
+    this.bulkNeed = 0;
     const before = this.framesOut;
     try {
       this.pumpLoop();
