@@ -1084,6 +1084,8 @@ export class Connection extends Emitter<ConnectionEvents> {
       this.destroy(err);
       return;
     }
+    // A repeated GOAWAY(0) is ignored (§3.8): each checked every closing connection's queues again.
+    if (this.peerGoAway) return;
     this.peerGoAway = true;
     if (this.state_ === "open") {
       this.lifecycle.closeReason = reason === "" ? "peer closing" : `peer: ${reason}`;

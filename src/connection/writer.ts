@@ -346,11 +346,11 @@ export class FrameWriter {
 
   /**
    * The peer granted more credit on message `id`; false if no such message
-   * is in progress (`bulk-pump.ts`: before the stream engine loaded, no
-   * chunked message has started, and a peer credits none it has not seen).
+   * is in progress, undefined before the stream engine loaded (`bulk-pump.ts`:
+   * no chunked message has started then, and a peer credits none it has not seen).
    */
-  addStreamCredit(id: number, n: number): boolean {
-    return !!streamEngine()?.streamCredit(this, id, n);
+  addStreamCredit(id: number, n: number): boolean | undefined {
+    return streamEngine()?.streamCredit(this, id, n);
   }
 
   /** The transport drained. */
