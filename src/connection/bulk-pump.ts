@@ -11,6 +11,7 @@ import { Flag, FrameType } from "../codec/frame.ts";
 import { varintLength } from "../codec/varint.ts";
 import { type StreamItem, streamCost } from "../stream/item.ts";
 import type { Queue } from "../util/queue.ts";
+import { idKey } from "./id-key.ts";
 import { bodyEnds } from "./request-progress.ts";
 import { type BulkState, FLUSH_BYTES, type FrameWriter, type OutMessage } from "./writer.ts";
 
@@ -63,14 +64,55 @@ export function pumpBulk(w: FrameWriter, b: BulkState): boolean {
  * of their ids pump, scanning every queued message).
  */
 export function streamCredit(w: FrameWriter, id: number, n: number): boolean {
-  for (const m of w.bulkState?.list ?? []) {
-    if (m.id === id) {
-      m.credit += n;
-      if (m.credit - n < m.chunk || m.items !== undefined) w.wake();
-      return true;
+  const b = w.bulkState;
+  const m = b === undefined ? undefined : queued(b, id);
+  if (m === undefined) return false;
+  m.credit += n;
+  if (m.credit - n < m.chunk || m.items !== undefined) w.wake();
+  return true;
+}
+
+/**
+ * Where each of a queue's messages is, by {@link idKey} of its id (the peer
+ * chose the ids of its answers), as of the queue's `len` and `last` message
+ * (weakly: the index keeps no message alive).
+ */
+interface Index {
+  at: Map<number, number>;
+  len: number;
+  last: WeakRef<OutMessage> | undefined;
+}
+
+const indexes = new WeakMap<BulkState, Index>();
+
+/**
+ * The message `b` queues on `id`, if any, for a CREDIT frame: a search of
+ * the queue per frame let a peer owed many chunked answers make each of its
+ * CREDITs on their ids (or on calls still being served) cost O(queued).
+ * Messages are only appended (each a new object) and removed, so a queue of
+ * the length and last message it had when indexed holds what it held then;
+ * one whose indexed part still ends with that message at its place had only
+ * messages appended (a removal before it would have moved it): they are
+ * indexed; else the index is rebuilt — once per change of the queue, not
+ * per frame.
+ */
+function queued(b: BulkState, id: number): OutMessage | undefined {
+  const list = b.list;
+  const n = list.length;
+  if (n === 0) return undefined;
+  let ix = indexes.get(b);
+  if (ix === undefined || ix.len !== n || ix.last?.deref() !== list[n - 1]) {
+    if (ix === undefined || ix.len === 0 || ix.len > n || ix.last?.deref() !== list[ix.len - 1]) {
+      ix = { at: new Map(), len: 0, last: undefined };
+      indexes.set(b, ix);
     }
+    for (let i = ix.len; i < n; i++) ix.at.set(idKey(list[i].id), i);
+    ix.len = n;
+    ix.last = new WeakRef(list[n - 1]);
   }
-  return false;
+  const i = ix.at.get(idKey(id));
+  const m = i === undefined ? undefined : list[i];
+  return m?.id === id ? m : undefined;
 }
 
 /** A bulk frame is about to be encoded: on an idle pipe, the pacer's probe goes first (only when a frame follows). */
