@@ -28,6 +28,15 @@ import { streamTrace } from "./stream-out.ts";
 import type { HandlerResult } from "./types.ts";
 
 const EMPTY = new Uint8Array(0);
+/**
+ * Memory budget charged per data frame a stream holds unread, besides its
+ * bytes, as for an unfinished message: its queue entry and views (~185 B of
+ * heap each measured for 1-byte frames read many at a time, ~470 B for one
+ * a read). The window counts bytes only, so a peer sending 1-byte frames
+ * held ~185-470 times what the budget was charged: a 4 MiB window of them
+ * ~0.7-2 GB per stream.
+ */
+const HELD_FRAME_COST = 1024;
 
 /** A stream the peer is sending. */
 interface InState {
@@ -349,6 +358,8 @@ export class IncomingStreams {
     }
     // Answered, or its reader left (the handler works on before it answers): its frames are dropped, not held.
     if (st.outDone || st.stream.abandoned) return false;
+    // What holding the frame costs besides its bytes, charged too (and returned with them, `consumed`).
+    n += HELD_FRAME_COST;
     if (!this.budget.tryCharge(n)) {
       const b = this.budget;
       const err = PointSubError.fromPeer(
@@ -436,7 +447,8 @@ export class IncomingStreams {
 
   /** The reader consumed `wire` bytes of stream `st`: return credit in quarter-window steps. */
   private consumed(st: InState, wire: number): void {
-    const r = wire < st.charged ? wire : st.charged;
+    const held = wire + HELD_FRAME_COST;
+    const r = held < st.charged ? held : st.charged;
     if (r !== 0) {
       this.budget.release(r);
       st.charged -= r;
