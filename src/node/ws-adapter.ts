@@ -760,8 +760,10 @@ async function connectWs(url: URL, options: TransportConnectOptions & WsTranspor
         fail(notPointsub(`cannot connect to ${url.href}: the server's upgrade answer: ${err.message}`));
         return;
       }
-      // Node's HTTP parser refused the answer: no HTTP server there (a pointsub tcp:// port sends its preface).
-      if (err.code?.startsWith("HPE_") === true) {
+      // The answer does not start as HTTP: no HTTP server there (a pointsub tcp:// port sends its preface, a
+      // TLS port an alert). Any other parse error is an HTTP answer Node's strict parser refused (a proxy's
+      // 502/503 with bare LF line ends, headers over its limit): the server's passing state, retryable.
+      if (err.code === "HPE_INVALID_CONSTANT") {
         fail(notPointsub(`cannot connect to ${url.href}: the server does not answer in HTTP (${err.message})`));
         return;
       }

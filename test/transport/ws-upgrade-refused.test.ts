@@ -17,7 +17,9 @@ import { createHash } from "node:crypto";
 import http from "node:http";
 import net, { type AddressInfo, type Socket } from "node:net";
 import { describe, it } from "node:test";
+import tls from "node:tls";
 import { Client, connect, connectResilient, createServer, type PointSubError } from "../../src/index.ts";
+import { testCerts } from "../helpers/certs.ts";
 
 /** An HTTP server answering every upgrade request with the status its path names (`/404` → 404). */
 async function refusingServer(): Promise<{ port: number; close(): Promise<void> }> {
@@ -153,6 +155,54 @@ describe("ws:// upgrade refused with an HTTP status", () => {
     } finally {
       for (const s of sockets) s.destroy();
       await new Promise((r) => server.close(r));
+    }
+  });
+  it("an HTTP answer Node's strict parser refuses (a proxy's 502/503 with bare LF line ends, headers over its limit) stays retryable, over ws:// and wss://", async () => {
+    // A load balancer's error page while its backend restarts: HTTP, though not as strict as Node's parser
+    // takes it. Only an answer that does not start as HTTP says no HTTP server is there (ERR_PROTOCOL).
+    const answers: Record<string, [answer: string, code: string]> = {
+      "a 503 with bare LF line ends": ["HTTP/1.1 503 Service Unavailable\nContent-Length: 0\n\n", "ERR_CONNECT"],
+      "a 502 with a bare LF after a header": ["HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\n\r\n", "ERR_CONNECT"],
+      "a 502 with headers over Node's limit": [
+        `HTTP/1.1 502 Bad Gateway\r\nSet-Cookie: ${"a".repeat(20_000)}\r\nContent-Length: 0\r\n\r\n`,
+        "ERR_CONNECT",
+      ],
+      "no HTTP (a pointsub tcp:// port's preface)": ["PSUB\x01\x01", "ERR_PROTOCOL"],
+    };
+    const c = await testCerts();
+    let answer = "";
+    const sockets = new Set<Socket>();
+    const onSocket = (s: Socket) => {
+      sockets.add(s);
+      s.on("error", () => {});
+      let request = "";
+      s.on("data", (d: Buffer) => {
+        request += d.toString("latin1");
+        if (request.includes("\r\n\r\n")) s.end(answer);
+      });
+    };
+    const plain = net.createServer(onSocket);
+    // A TLS-terminating proxy in front of a wss:// service.
+    const terminating = tls.createServer({ cert: c.serverCert, key: c.serverKey }, onSocket);
+    for (const srv of [plain, terminating]) await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+    const urls = [
+      `ws://127.0.0.1:${(plain.address() as AddressInfo).port}/`,
+      `wss://127.0.0.1:${(terminating.address() as AddressInfo).port}/`,
+    ];
+    try {
+      for (const url of urls) {
+        for (const [what, [text, code]] of Object.entries(answers)) {
+          answer = text;
+          await assert.rejects(connect(url, { tls: { ca: c.ca } }), (e: PointSubError) => {
+            assert.equal(e.code, code, `${url} ${what}: ${e.message}`);
+            assert.equal(e.retryable, code === "ERR_CONNECT", `${url} ${what}`);
+            return true;
+          });
+        }
+      }
+    } finally {
+      for (const s of sockets) s.destroy();
+      for (const srv of [plain, terminating]) await new Promise((r) => srv.close(r));
     }
   });
 });
