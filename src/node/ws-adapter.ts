@@ -941,12 +941,15 @@ async function listenWs(
   function onPendingClose(this: net.Socket): void {
     leave(this);
   }
+  /** The URL of a socket's remote end (undefined when the socket does not say). */
+  function peerOf(socket: net.Socket): string | undefined {
+    return typeof socket.remoteAddress === "string"
+      ? hostUrl(scheme(url), socket.remoteAddress, socket.remotePort)
+      : undefined;
+  }
   /** Admits a connection into the pending set, or closes it. */
   function admit(socket: net.Socket, upgrade?: net.Socket): boolean {
-    const peer =
-      typeof socket.remoteAddress === "string"
-        ? hostUrl(scheme(url), socket.remoteAddress, socket.remotePort)
-        : undefined;
+    const peer = peerOf(socket);
     const full = pending.size >= maxPending;
     if (full && onRefused !== undefined) {
       onRefused(
@@ -1054,7 +1057,8 @@ async function listenWs(
   };
   /** An upgrade refused: the socket leaves the pending set, and the server hears why. */
   const refused = (raw: net.Socket, code: ErrorCode, why: string): void => {
-    const peer = pending.get(raw)?.peer;
+    // Not pending: an upgrade to a path not served, on a shared server (counted from its request to ours).
+    const peer = pending.get(raw)?.peer ?? peerOf(raw);
     leave(raw);
     onRefused?.(PointSubError.fromPeer(code, `refused ${peer ?? "a connection"}: ${why}`), peer);
   };

@@ -13,6 +13,7 @@
  */
 import assert from "node:assert/strict";
 import { subscribe, unsubscribe } from "node:diagnostics_channel";
+import http from "node:http";
 import net from "node:net";
 import { afterEach, describe, it } from "node:test";
 import tls from "node:tls";
@@ -185,6 +186,41 @@ describe("refusals in a transport's own handshake reach the server", () => {
       assert.equal(w.published.length, cases.length);
     } finally {
       w.stop();
+    }
+  });
+
+  it("ws:// on a shared ws.httpServer: an upgrade to a path not served is a reject naming the peer", async () => {
+    // Such a request is not counted as pending (a shared server's other listeners may serve it): the
+    // reject said "refused a connection", and pointsub:handshake:error had no remoteUrl.
+    const web = http.createServer();
+    await new Promise<void>((r) => web.listen(0, "127.0.0.1", r));
+    const port = (web.address() as net.AddressInfo).port;
+    const w = await watched("ws", { ws: { httpServer: web } });
+    try {
+      const s = raw(
+        port,
+        "GET /elsewhere HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+          `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ${WS_SUBPROTOCOL}\r\n\r\n`,
+      );
+      let from = "";
+      s.once("connect", () => {
+        from = `ws://127.0.0.1:${s.localPort}`;
+      });
+      let answer = "";
+      s.on("data", (d: Buffer) => {
+        answer += d.toString("latin1");
+      });
+      await new Promise((r) => s.once("close", r));
+      assert.match(answer, /^HTTP\/1\.1 404 /);
+      await until(() => w.rejects.length === 1, 5000);
+      assert.equal(w.rejects[0].code, "ERR_PROTOCOL");
+      assert.equal(w.rejects[0].message, `refused ${from}: an upgrade to /elsewhere, a path not served here`);
+      assert.equal(w.published.length, 1);
+      assert.equal(w.published[0].remoteUrl, from);
+    } finally {
+      w.stop();
+      await w.server.close({ timeoutMs: 500 });
+      await new Promise((r) => web.close(r));
     }
   });
 });
