@@ -1142,7 +1142,8 @@ async function listenWs(
     if (
       given !== socket ||
       req.headers["transfer-encoding"] !== undefined ||
-      (length !== undefined && length !== "0")
+      // 1*DIGIT, node:http checked: "00" says no body too.
+      (length !== undefined && Number(length) !== 0)
     ) {
       // A WebSocket handshake is a GET without a body (RFC 6455 §4.1); on Node before 26 one became frames.
       refused(raw, "ERR_PROTOCOL", "an upgrade request with a body (a WebSocket handshake has none)");

@@ -19,7 +19,7 @@ import { describe, it } from "node:test";
 import { connect, createServer, type PointSubError, wsUpgradeHandler } from "../../src/index.ts";
 import { catchingUncaught } from "../helpers/uncaught.ts";
 import { until } from "../helpers/wait.ts";
-import { upgradeRequest } from "../helpers/ws-server-frames.ts";
+import { type ServerFrame, takeServerFrames, upgradeRequest } from "../helpers/ws-server-frames.ts";
 
 /** Sends `request` on a raw socket; resolves what came back once the server closed it. */
 async function answerTo(port: number, request: string): Promise<string> {
@@ -75,4 +75,49 @@ describe("attack: a WebSocket upgrade request with a body", () => {
       }
     });
   }
+
+  it("an upgrade that says it has no body (Content-Length: 0, or 00) is served, a frame sent with it read", async () => {
+    // Content-Length is 1*DIGIT (RFC 9110 §8.6): "00" is no body either (it was refused as one).
+    const server = createServer();
+    const rejects: PointSubError[] = [];
+    server.on("reject", (err) => rejects.push(err));
+    const sockets: net.Socket[] = [];
+    try {
+      const url = new URL((await server.listen("ws://127.0.0.1:0/p"))[0]);
+      // A masked ping ("hi") in the same write as the request: the server answers it with a pong.
+      const ping = Buffer.from([0x89, 0x82, 1, 2, 3, 4, 0x68 ^ 1, 0x69 ^ 2]);
+      for (const length of ["0", "00"]) {
+        const s = net.connect(Number(url.port), "127.0.0.1");
+        sockets.push(s);
+        s.on("error", () => {});
+        let got = Buffer.alloc(0);
+        s.on("data", (d: Buffer) => {
+          got = Buffer.concat([got, d]);
+        });
+        s.write(Buffer.concat([Buffer.from(upgradeRequest(url, `Content-Length: ${length}\r\n`)), ping]));
+        const frames: ServerFrame[] = [];
+        await until(() => {
+          const end = got.indexOf("\r\n\r\n");
+          if (end < 0) return false;
+          frames.length = 0;
+          takeServerFrames(got.subarray(end + 4), frames);
+          return frames.some((f) => f.opcode === 0xa) || !got.subarray(0, 12).equals(Buffer.from("HTTP/1.1 101"));
+        }, 10_000);
+        assert.match(got.toString("latin1"), /^HTTP\/1\.1 101 /, length);
+        assert.deepEqual(
+          frames.filter((f) => f.opcode === 0xa).map((f) => f.payload.toString()),
+          ["hi"],
+          length,
+        );
+        s.destroy();
+      }
+      assert.deepEqual(
+        rejects.filter((r) => /body/.test(r.message)),
+        [],
+      );
+    } finally {
+      for (const s of sockets) s.destroy();
+      await server.close({ timeoutMs: 1000 });
+    }
+  });
 });
