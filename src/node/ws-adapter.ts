@@ -1071,12 +1071,14 @@ async function listenWs(
     refuse(s, /method/i.test(err.message) ? 405 : 400, err.message, version ? "Sec-WebSocket-Version: 13, 8\r\n" : "");
   });
   /**
-   * Bytes node:http could not read as a request (a tcp:// client's preface, headers over its limit): answered
-   * as node:http does, and the server hears why. A socket already gone (a reset) is only destroyed, as there.
+   * Bytes node:http could not read as a request (a tcp:// client's preface, headers over its limit), or its
+   * request timeout: answered as node:http does, and the server hears why. The connection's own failure under
+   * HTTP (a reset, a wss:// record that does not decrypt) refuses no request: the socket is only destroyed.
    */
   const onClientError = (err: Error & { code?: string }, socket: Duplex) => {
     const s = socket as net.Socket;
-    if (s.writable && s.bytesWritten === 0 && err.code !== "ECONNRESET") {
+    const http = err.code?.startsWith("HPE_") === true || err.code === "ERR_HTTP_REQUEST_TIMEOUT";
+    if (http && s.writable && s.bytesWritten === 0) {
       const [status, text] = HTTP_REFUSALS[err.code ?? ""] ?? [400, "Bad Request"];
       refused(
         rawOf(s),

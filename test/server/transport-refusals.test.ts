@@ -122,6 +122,31 @@ describe("refusals in a transport's own handshake reach the server", () => {
     });
   }
 
+  it("wss://: a TLS record that does not decrypt before any upgrade is no 'request that is not HTTP'", async () => {
+    // node:http reports the TLS socket's error as a clientError too: it was answered with an HTTP 400 (after
+    // TLS's fatal alert) and reported as "a request that is not HTTP (…bad record mac)", ERR_PROTOCOL.
+    const c = await testCerts();
+    const w = await watched("wss", { tls: { cert: c.serverCert, key: c.serverKey } });
+    try {
+      const under = raw(w.port);
+      const s = tls.connect({ socket: under, ca: c.ca, servername: "localhost" });
+      s.on("error", () => {});
+      // TLS 1.3: the server's session ticket comes once it has the client's Finished (its handshake is done).
+      await new Promise((r) => s.once("session", r));
+      s.write("GET /p HTTP/1.1\r\nHost: x\r\n");
+      // An application-data record of garbage, written under TLS.
+      under.write(Buffer.from([0x17, 0x03, 0x03, 0x00, 0x20, ...Buffer.alloc(32, 7)]));
+      await new Promise((r) => under.once("close", r));
+      // The server destroyed the socket after its clientError, where a reject would have been emitted.
+      assert.deepEqual(
+        w.rejects.map((r) => r.message),
+        [],
+      );
+    } finally {
+      w.stop();
+    }
+  });
+
   it("ws://: an upgrade refused for its origin or subprotocol, and a connection that never upgrades", async () => {
     const w = await watched("ws", { ws: { origins: ["https://app.example"] }, handshakeTimeoutMs: 400 });
     try {
