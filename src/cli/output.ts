@@ -6,12 +6,15 @@ import { formatBytes, formatEta, formatRate, progressLine } from "./format.ts";
 
 const STATE = Symbol.for("pointsub.cli.output");
 
-/** How the CLI prints: progress bars on a terminal, plain lines otherwise, JSON lines with --json. */
+/** How the CLI prints: progress bars on a terminal (stdout and stderr), plain lines otherwise, JSON lines with --json. */
 export type OutputMode = "tty" | "plain" | "json";
 
 export function outputMode(json: boolean | undefined, stream: NodeJS.WriteStream = process.stdout): OutputMode {
   if (json === true) return "json";
-  return stream.isTTY === true && process.env.CI === undefined ? "tty" : "plain";
+  // The bars go to stderr: a terminal on stdout alone (`send … 2>log`) gets plain lines. Before, cli-progress
+  // drew nothing on the file, and a bar it removed threw (`payload.line is not a function`, exit 1).
+  const terminal = stream.isTTY === true && (stream !== process.stdout || process.stderr.isTTY === true);
+  return terminal && process.env.CI === undefined ? "tty" : "plain";
 }
 
 /** What this module keeps between calls: one per process (see {@link state}). */
