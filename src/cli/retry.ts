@@ -12,7 +12,7 @@ export function retryDelay(n: number): number {
 
 /**
  * Retries of a connection that never opened (the command's first one
- * refused, not found or not answered): 0.2 + 0.4 + 0.8 + 1.6 + 3.2 s, ~6 s,
+ * refused, not found, not answered or closed before its handshake): 0.2 + 0.4 + 0.8 + 1.6 + 3.2 s, ~6 s,
  * enough for a server started with the command (a script that runs `serve`
  * then `send`; a Node process starts in ~0.1–2 s).
  */
@@ -30,9 +30,17 @@ export function stopRetrying(e: PointSubError, n: number, retries: number, share
   return !e.retryable || n >= retries || (n >= NEVER_REACHED_RETRIES && neverReached(e, shared));
 }
 
-/** Whether `e` is a failure to reach a server `shared` never had a connection to. */
+/**
+ * Whether `e` is a failure to reach a server `shared` never had a connection to. A connection closed
+ * before any opened is one too: the peer accepted and closed before the handshake, as an `ssh -L`
+ * tunnel, a Docker published port or `kubectl port-forward` does while nothing listens behind it
+ * (before: the full `retries`, ~32 s of backoff and ten notices for a server that is not running).
+ */
 function neverReached(e: PointSubError, shared: SharedConnection): boolean {
-  return shared.opened === 0 && (e.code === "ERR_CONNECT" || e.phase === "connect" || e.phase === "handshake");
+  return (
+    shared.opened === 0 &&
+    (e.code === "ERR_CONNECT" || e.code === "ERR_CONNECTION_CLOSED" || e.phase === "connect" || e.phase === "handshake")
+  );
 }
 
 /**
