@@ -561,8 +561,10 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
         if (!(await plainDirs(out, segments))) continue;
         const st = await lstat(local).catch(() => undefined);
         if (st?.isFile() && st.size === it.size) {
-          const crc = crc32cHex(await fileCrc32c(local, st.size));
-          have.set(it, { size: st.size, crc32c: crc });
+          // A copy this side cannot read (no permission) is not known to be the same: downloaded, and replaced
+          // as a different one is. Before, its EACCES ended the whole command (ERR_HANDLER, no file got).
+          const crc = await fileCrc32c(local, st.size).catch(() => undefined);
+          if (crc !== undefined) have.set(it, { size: st.size, crc32c: crc32cHex(crc) });
         }
       }
     }
