@@ -868,10 +868,13 @@ export async function quickCheck(
           if (a?.crc32c === undefined || a.size !== batch[k].size) continue;
           const it = batch[k];
           // A tree's small file was read by the walk: its CRC is of those bytes (what its bundle would send), not of a second read.
+          // A file this side cannot read (EACCES) is not the same: it is sent, and fails alone. Before, its error failed the
+          // check, retried as a lost connection (ERR_CONNECT, ~32 s) and then the whole send.
           const crc =
-            (it.content !== undefined ? nodeCrc32c().compute(it.content, 0) : await localCrc32c(it.file, it.size)) >>>
-            0;
-          if (crc32cHex(crc) === a.crc32c) same.add(batch[k]);
+            it.content !== undefined
+              ? nodeCrc32c().compute(it.content, 0)
+              : await localCrc32c(it.file, it.size).catch(() => undefined);
+          if (crc !== undefined && crc32cHex(crc >>> 0) === a.crc32c) same.add(batch[k]);
         }
       };
       await Promise.all(Array.from({ length: Math.min(8, batch.length) }, worker));
