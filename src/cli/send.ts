@@ -1,5 +1,7 @@
 import {
+  access,
   closeSync,
+  constants,
   type Dirent,
   fstatSync,
   lstatSync,
@@ -643,6 +645,10 @@ function utf8Entries(dir: string, odd: (name: string) => void): Promise<WalkEntr
 const statOf = (path: string) =>
   new Promise<Stats | undefined>((resolve) => stat(path, (err, st) => resolve(err === null ? st : undefined)));
 
+/** Whether this process may read `path` (its permissions; a file argument is checked before anything is sent). */
+const readable = (path: string) =>
+  new Promise<boolean>((resolve) => access(path, constants.R_OK, (err) => resolve(err === null)));
+
 /** A tree's file as the walk lists it without reading it (its size now), or undefined when it is gone. */
 function listed(path: string, target: string): SendItem | undefined {
   const st = lstatSync(path, { throwIfNoEntry: false });
@@ -766,6 +772,10 @@ export async function collectFiles(
       const root = join(arg);
       checked.push(() => walk(root.length > 1 && root.endsWith(sep) ? root.slice(0, -1) : root, top, false));
     } else if (st?.isFile()) {
+      // Before, one without read permission failed alone once sent (ERR_SOURCE: EACCES), the others sent.
+      if (!(await readable(arg))) {
+        throw new PointSubError("ERR_INVALID_ARGUMENT", `${arg} is not a readable file (permission denied)`);
+      }
       // Its target is the name the server stores it under (a name it would clean, e.g. `a\b.txt` or
       // `.x`, is shown and checked for clashes as stored: `b.txt`, `x`).
       const it: SendItem = { file: arg, target: safeFileName(basename(arg)), tree: false, size: st.size };
