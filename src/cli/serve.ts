@@ -1,7 +1,7 @@
 import { resolve } from "node:path";
 import { InvalidArgumentError } from "commander";
 import { FILE_BUNDLE_ROUTE } from "../codec/file-bundle.ts";
-import { PointSubError } from "../errors/error.ts";
+import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { createNodeRuntime, createServer } from "../index.ts";
 import { FILE_CHECK_ROUTE, FILE_ROUTE, fileSink } from "../node/file-sink.ts";
 import { makeDirectory } from "../node/make-dir.ts";
@@ -238,7 +238,27 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
       );
     },
   });
-  server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
+  server.handleStream(
+    FILE_ROUTE,
+    async (stream, ctx) => {
+      try {
+        return await sink.handler(stream, ctx);
+      } catch (err) {
+        // Said as a download's failure is: before, the log said `receiving x` and never what became of it
+        // (a full disk, a --dir it may not write, a sender gone: nothing).
+        const e = toPointSubError(err, "ERR_HANDLER");
+        const name = typeof stream.meta.name === "string" ? stream.meta.name : "?";
+        const from = ctx.session.remoteUrl;
+        say(
+          "transfer",
+          { status: "failed", name, from, code: e.code, message: e.message },
+          `receiving ${name} from ${from} failed: ${e.code}: ${e.message}`,
+        );
+        throw err;
+      }
+    },
+    { resume: sink.resume },
+  );
   server.handle(FILE_CHECK_ROUTE, sink.check);
   server.handleStream(FILE_BUNDLE_ROUTE, sink.bundle);
   serveFiles(server, dir, say);

@@ -1,0 +1,51 @@
+/**
+ * `serve` says when an upload fails, as it says a download's failure: a `transfer` line with
+ * status `failed`, the code and why (`receiving x from … failed: ERR_EXISTS: …`). Before, its log
+ * said `receiving x` at most and never what became of it: an operator saw nothing of a full disk,
+ * a --dir it may not write, or a refused file. Real `serve` and `send` processes on loopback.
+ */
+import assert from "node:assert/strict";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { runCli } from "../helpers/cli-run.ts";
+import { type ServeProcess, startServeProcess } from "../helpers/serve-process.ts";
+import { until } from "../helpers/wait.ts";
+
+describe("serve: an upload that fails is said", () => {
+  let work: string;
+  let env: NodeJS.ProcessEnv;
+  let serve: ServeProcess | undefined;
+
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), "pointsub-serve-upload-failed-"));
+    env = { ...process.env, POINTSUB_STATE_DIR: join(work, "state") };
+    delete env.POINTSUB_TOKEN;
+    delete env.POINTSUB_URL;
+  });
+  after(async () => {
+    await serve?.stop();
+    await rm(work, { recursive: true, force: true });
+  });
+
+  it("a file refused as existing: a transfer event with status failed, its code and message", async () => {
+    const inbox = join(work, "inbox");
+    await mkdir(inbox);
+    // Larger than a bundle's files: it goes alone, through the upload route.
+    await writeFile(join(inbox, "big.bin"), Buffer.alloc(100_000, 1));
+    const src = join(work, "big.bin");
+    await writeFile(src, Buffer.alloc(100_000, 2));
+    serve = await startServeProcess(["--dir", inbox, "--durability", "none"], { env, workers: 1 });
+    const sent = await runCli(["send", src, "--force", "--to", serve.url], env, 30_000);
+    assert.equal(sent.code, 1, sent.stderr);
+    assert.match(sent.stderr, /ERR_EXISTS/);
+    const events = serve.events;
+    await until(() => events.some((e) => e.event === "transfer" && e.status === "failed"));
+    const failed = events.find((e) => e.event === "transfer" && e.status === "failed");
+    assert.equal(failed?.name, "big.bin");
+    assert.equal(failed?.code, "ERR_EXISTS");
+    assert.match(String(failed?.message), /big\.bin already exists/);
+    assert.match(String(failed?.from), /^tcp:\/\/127\.0\.0\.1:\d+$/);
+  });
+});
