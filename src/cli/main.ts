@@ -339,8 +339,12 @@ async function parse(argv: readonly string[]): Promise<number> {
       if (err.code === "commander.helpDisplayed" || err.code === "commander.version" || err.code === "commander.help") {
         return err.exitCode === 0 ? 0 : 2;
       }
-      // Commander puts its "(Did you mean --json?)" on a line of its own: one line, not an escaped \x0a.
-      const message = err.message.replace(/^error: /, "").replace(/\s*\n\s*/g, " ");
+      // Commander puts its "(Did you mean --json?)" on a line of its own: one line, not an escaped \x0a. A
+      // URL's credentials (`tcp://user:secret@…`, refused) are not printed back (to a CI log, say).
+      const message = err.message
+        .replace(/^error: /, "")
+        .replace(/\s*\n\s*/g, " ")
+        .replace(/([a-z][a-z0-9+.-]*:\/\/)[^/@\s']*@/gi, "$1***@");
       printError(new PointSubError("ERR_INVALID_ARGUMENT", message), outputMode(wantsJson(argv), process.stderr));
       return 2;
     }

@@ -47,14 +47,18 @@ export function checkUrl(value: string): string {
 }
 
 /**
- * What a URL of a known scheme lacks (a sentence), or "": tcp:// and tls:// a host and a port, ws://
- * and wss:// a host, unix: a path. (They passed the check: `serve --listen tcp://127.0.0.1` forked
+ * What a URL of a known scheme lacks, or has too much (a sentence), or "": tcp:// and tls:// a host and
+ * a port, ws:// and wss:// a host, unix: a path; none of them credentials. (They passed the check: `serve --listen tcp://127.0.0.1` forked
  * its workers, which failed with "needs a port", exit 1; `--listen tcp://` was refused for want of
  * authentication; `--listen unix:` was an untyped ERR_HANDLER, `ls --from unix:` connected to
  * 127.0.0.1.)
  */
 function lacks(u: URL): string {
   const scheme = u.protocol.slice(0, -1).toLowerCase();
+  // (Refused by the library once the command ran: exit 1, its advice for code, "pass them as options.credentials".)
+  if (u.username !== "" || u.password !== "") {
+    return ` A URL takes no credentials (user:password@): give a token with --token or ${TOKEN_ENV}.`;
+  }
   if (scheme === "unix") {
     const named = (u.hostname === "" || u.hostname === "localhost") && u.pathname.startsWith("/") && u.pathname !== "/";
     return named ? "" : " unix: needs a socket's absolute path (unix:///run/app.sock).";

@@ -178,6 +178,26 @@ describe("CLI usage errors", () => {
     }
   });
 
+  it("a URL with credentials (user:secret@) is a usage error: exit 2, one line saying to use --token, the secret not printed", async () => {
+    // Before: exit 1 once the command ran, with the library's advice for code ("pass them as options.credentials");
+    // a unix:// one was printed back whole, its secret with it.
+    const cases = [
+      ["ls", "--from", "tcp://user:s3cret@127.0.0.1:1"],
+      ["send", "f", "--to", "wss://:s3cret@example.com/x"],
+      [...SERVE.slice(0, 1), "--listen", "tcp://u:s3cret@127.0.0.1:0", ...SERVE.slice(3)],
+      [...SERVE.slice(0, 1), "--listen", "unix://u:s3cret@/tmp/p.sock", ...SERVE.slice(3)],
+    ];
+    const runs = await runMany(cases);
+    runs.forEach((r, i) => {
+      const args = cases[i].join(" ");
+      assert.equal(r.code, 2, `${args}: ${r.stdout}${r.stderr}`);
+      assert.match(r.stderr, /^pointsub: ERR_INVALID_ARGUMENT: option '[^\n]*(--from|--to|--listen)[^\n]*\n$/, args);
+      assert.ok(!r.stderr.includes("s3cret"), `${args}: ${r.stderr}`);
+      assert.equal(r.stdout, "");
+    });
+    for (const r of runs.slice(0, 3)) assert.match(r.stderr, /no credentials .*--token or POINTSUB_TOKEN/);
+  });
+
   it("a missing required option is one line, also under --json; serve without --listen too", async () => {
     const [to, toJson, listen, listenJson, unknown, help, serveHelp] = await runMany([
       ["send", "file.bin"],
