@@ -1,4 +1,5 @@
-import { lstat } from "node:fs/promises";
+import { constants } from "node:fs";
+import { access, lstat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { InvalidArgumentError } from "commander";
 import { formatMs } from "../client/answer-deadline.ts";
@@ -402,6 +403,15 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
     await makeDirectory(out);
   } catch (err) {
     throw new InvalidArgumentError(`--out ${out}: ${(err as Error).message}`);
+  }
+  // One this process may not write to is as wrong as one it cannot make. Before, the server was asked
+  // for every file, each failing with "the receiver could not store the file (EACCES)", exit 1.
+  try {
+    await access(out, constants.W_OK | constants.X_OK);
+  } catch (err) {
+    throw new InvalidArgumentError(
+      `--out ${out}: not writable (${(err as NodeJS.ErrnoException).code ?? String(err)})`,
+    );
   }
   const say = (event: Record<string, unknown>, line: string) => {
     if (mode === "json") jsonLine(event);

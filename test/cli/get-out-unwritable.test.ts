@@ -1,0 +1,51 @@
+/**
+ * `get --out DIR` where DIR exists but this process may not write to it is a usage error, as an
+ * --out it cannot make is: exit 2, one line naming --out, before the server is asked for anything.
+ * Before, every file was asked for and failed with "the receiver could not store the file
+ * (EACCES)", exit 1. As root (who writes anywhere) the command runs as `nobody`.
+ */
+import assert from "node:assert/strict";
+import { mkdir, mkdtemp, readdir, rm } from "node:fs/promises";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { noUnprivileged, ROOT, runCliUnprivileged } from "../helpers/unprivileged.ts";
+
+describe("get: an --out it may not write to", { skip: noUnprivileged }, () => {
+  let work: string;
+  const cleanup: (() => unknown)[] = [];
+
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), "pointsub-get-out-ro-"));
+  });
+  after(async () => {
+    for (const c of cleanup.reverse()) await c();
+    await rm(work, { recursive: true, force: true });
+  });
+
+  it("exit 2, one line ERR_INVALID_ARGUMENT naming --out, nothing asked", async () => {
+    const out = join(work, "out");
+    // Root's own (as root, the command runs as nobody), else read and search only.
+    await mkdir(out, { mode: ROOT ? 0o755 : 0o555 });
+    // Nothing may be asked: any connection counts.
+    let connections = 0;
+    const server = createServer((socket) => {
+      connections++;
+      socket.destroy();
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    cleanup.push(() => new Promise((r) => server.close(r)));
+    const url = `tcp://127.0.0.1:${(server.address() as { port: number }).port}`;
+    const env: NodeJS.ProcessEnv = { ...process.env, POINTSUB_STATE_DIR: join(work, "state") };
+    delete env.POINTSUB_TOKEN;
+    delete env.POINTSUB_URL;
+    // (Under root only `work` is nobody's: `out` stays root's.)
+    const r = await runCliUnprivileged(["get", "a.txt", "--from", url, "--out", out], env, [work], 30_000);
+    assert.equal(r.code, 2, `${r.stdout}${r.stderr}`);
+    assert.equal(r.stdout, "");
+    assert.match(r.stderr, /^pointsub: ERR_INVALID_ARGUMENT: --out [^\n]*out: not writable \(EACCES\)\n$/);
+    assert.equal(connections, 0);
+    assert.deepEqual(await readdir(out), []);
+  });
+});
