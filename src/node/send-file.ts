@@ -272,7 +272,7 @@ export function resumeKeyPath(env: Record<string, string | undefined> = process.
 }
 
 const keys = new Map<string, Promise<Uint8Array>>();
-/** Used when no key file can be created (read-only home): resume then works within this process only. */
+/** Used when no key file can be created (read-only home) or read: resume then works within this process only. */
 let processKey: Uint8Array | undefined;
 
 /** A key from a key file's content: 64 hex digits, or at least 32 raw bytes. */
@@ -286,13 +286,27 @@ function parseKey(content: Buffer, path: string): Uint8Array {
   );
 }
 
+/**
+ * Why a key file cannot be read that a key for this process answers, as a home where none can be made:
+ * one this user may not read (made by a `sudo` run that kept their HOME), or a path that is no file.
+ * Before, each of them failed every `sendFile` (the CLI's `send` of any file) with its raw error.
+ */
+const UNREADABLE_KEY = new Set(["EACCES", "EPERM", "EISDIR", "ENOTDIR"]);
+
 async function readOrCreateKey(path: string): Promise<Uint8Array> {
+  let unreadable = false;
   try {
     return parseKey(await readFile(path), path);
   } catch (err) {
-    if ((err as { code?: unknown }).code !== "ENOENT") throw err;
+    const code = String((err as { code?: unknown }).code);
+    if (code !== "ENOENT" && !UNREADABLE_KEY.has(code)) throw err;
+    unreadable = code !== "ENOENT";
   }
   const { randomBytes } = await import("node:crypto");
+  if (unreadable) {
+    processKey ??= new Uint8Array(randomBytes(32));
+    return processKey;
+  }
   try {
     await mkdir(dirname(path), { recursive: true, mode: 0o700 });
     // Written whole to a private temporary file, then linked into place: a
@@ -333,7 +347,8 @@ async function readOrCreateKey(path: string): Promise<Uint8Array> {
 /**
  * This user's secret resume key (32 random bytes), read from
  * {@link resumeKeyPath} or created there on first use (file mode 0600,
- * directory 0700). If it cannot be created (read-only home), a key for
+ * directory 0700). If it cannot be created (read-only home) or read (not
+ * this user's, not a file), a key for
  * this process is used: resume then works across reconnections but not
  * across re-runs. A corrupt key file is an `ERR_INVALID_ARGUMENT`.
  */

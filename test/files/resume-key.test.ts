@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { createHmac, randomFillSync } from "node:crypto";
-import { mkdtemp, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -51,6 +51,16 @@ describe("resume keys and HMAC transfer ids", () => {
     const corrupt = join(work, "corrupt.key");
     await writeFile(corrupt, "short");
     await assert.rejects(loadResumeKey(corrupt), { code: "ERR_INVALID_ARGUMENT" });
+  });
+
+  it("a key file that cannot be read (a directory, under a file; not this user's) gives a key for this process, as a read-only home does", async () => {
+    // Before: each rejected with fs's raw EISDIR / ENOTDIR / EACCES, and every sendFile with it.
+    const dirKey = join(work, "dir.key");
+    await mkdir(dirKey);
+    const a = await loadResumeKey(dirKey);
+    assert.equal(a.length, 32);
+    const underFile = join(file, "resume.key");
+    assert.deepEqual(await loadResumeKey(underFile), a, "one key for the process");
   });
 
   it("fileTransferId is HMAC-SHA256 of path, size, mtime and route: stable, and different for another key, route or file state", async () => {
