@@ -43,12 +43,18 @@ export function bytes(min = 0): (value: string) => number {
 /** A non-negative byte count (see {@link bytes}). */
 export const parseBytes: (value: string) => number = bytes(0);
 
-/** A non-negative whole number of seconds. */
+/**
+ * Most seconds an option takes: in milliseconds still a safe integer (before, `--partial-ttl 9007199254741`
+ * passed here and failed in each worker as the library's "partialTtlMs must be a non-negative integer", exit 1).
+ */
+export const MAX_SECONDS = Math.floor(Number.MAX_SAFE_INTEGER / 1000);
+
+/** A non-negative whole number of seconds, at most {@link MAX_SECONDS}. */
 export const parseSeconds: (value: string) => number = (value) => {
   try {
-    return integer(0)(value);
+    return integer(0, MAX_SECONDS)(value);
   } catch {
-    throw new InvalidArgumentError("Expected a whole number of seconds.");
+    throw new InvalidArgumentError(`Expected a whole number of seconds (at most ${MAX_SECONDS}).`);
   }
 };
 

@@ -65,6 +65,9 @@ describe("CLI usage errors", () => {
       [["get", "f", "--from", "tcp://127.0.0.1:1", "--retries", "abc"], "--retries", "abc"],
       [[...SERVE, "--partial-ttl", "soon"], "--partial-ttl", "soon"],
       [[...SERVE, "--partial-ttl", "-1"], "--partial-ttl", "-1"],
+      // Over MAX_SAFE_INTEGER once in ms: before, the library's "partialTtlMs must be a non-negative integer", exit 1.
+      [[...SERVE, "--partial-ttl", "9007199254741"], "--partial-ttl", "9007199254741"],
+      [[...SERVE, "--idle-timeout", "9007199254741"], "--idle-timeout", "9007199254741"],
       [[...SERVE, "--max-file-size", "4XB"], "--max-file-size", "4XB"],
       [[...SERVE, "--max-bytes", "lots"], "--max-bytes", "lots"],
       [[...SERVE, "--metrics", "9464"], "--metrics", "9464"],
