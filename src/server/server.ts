@@ -1175,7 +1175,13 @@ export function tokenAuth(tokens: string | readonly string[]): Authenticator {
   return (credentials) => {
     let found = -1;
     for (let i = 0; i < list.length; i++) if (sameBytes(credentials, list[i])) found = i;
-    if (found < 0) throw new PointSubError("ERR_UNAUTHORIZED", "invalid token");
+    // A client that sent none is told so: "invalid token" sent `pointsub send` users without one looking for a wrong token.
+    if (found < 0) {
+      throw new PointSubError(
+        "ERR_UNAUTHORIZED",
+        credentials.length === 0 ? "no token given; this server requires one" : "invalid token",
+      );
+    }
     return `token:${found}`;
   };
 }
