@@ -990,6 +990,12 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
         break;
       } catch (err) {
         const e = toPointSubError(err, "ERR_CONNECT");
+        // A server's rate limit is waited out too: a check sent blind instead had a re-run's files refused as
+        // existing, their own checks limited as well, and reported failed (ERR_EXISTS) rather than skipped.
+        if (e.code === "ERR_RATE_LIMITED" && !fatal && !stopRetrying(e, n, opts.retries, shared)) {
+          await retryAfter(e, n, notices);
+          continue;
+        }
         if (e.code === "ERR_TIMEOUT" && !fatal) {
           if (!stopRetrying(e, n, opts.retries, shared)) {
             await retryAfter(e, n, notices);
