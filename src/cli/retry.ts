@@ -43,12 +43,20 @@ function neverReached(e: PointSubError, shared: SharedConnection): boolean {
   );
 }
 
+/** Longest wait a server's own "retry in" hint gets (a peer cannot hold a command for ever). */
+export const MAX_HINTED_DELAY_MS = 60_000;
+
 /**
- * Waits before retry `n` (0 for the first) after `error`, having said so
- * through `notices` (if any).
+ * Waits before retry `n` (0 for the first) after `error` — at least as long as
+ * the server said to (`retryAfterMs`, ERR_RATE_LIMITED's hint; at most
+ * {@link MAX_HINTED_DELAY_MS}) — having said so through `notices` (if any).
+ * Before, the backoff alone: 0.2 s after "retry in 999 ms", each retry too
+ * early, limited again, and the `--retries` spent in ~3 s.
  */
 export function retryAfter(error: PointSubError, n: number, notices: RetryNotices | undefined): Promise<void> {
-  const delay = retryDelay(n);
+  const hint = error.retryAfterMs;
+  const hinted = typeof hint === "number" && hint > 0 ? Math.min(Math.ceil(hint), MAX_HINTED_DELAY_MS) : 0;
+  const delay = Math.max(retryDelay(n), hinted);
   notices?.note(error, n + 1, delay);
   return new Promise((r) => setTimeout(r, delay));
 }
