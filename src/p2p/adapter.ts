@@ -435,8 +435,25 @@ export function libp2pTransport(): TransportAdapter<Libp2pTransportOptions> {
       const node = given ?? (await dialer.acquire());
       const release = given === undefined ? () => dialer.release() : undefined;
       try {
-        const connection = await node.dial(to, { signal });
-        const stream = await openStream(connection, signal);
+        let reused = false;
+        const onProgress = (e: { type: string }): void => {
+          if (e.type === "dial-queue:already-connected") reused = true;
+        };
+        let connection = await node.dial(to, { signal, onProgress });
+        let stream: Stream;
+        try {
+          stream = await openStream(connection, signal);
+        } catch (err) {
+          // A libp2p connection the node already had failed the stream: its peer may be gone. libp2p reuses any
+          // open connection to the peer id, whatever address is asked, and QUIC keeps one to a vanished peer
+          // until its idle timeout (and reports it closed later still): a restarted peer's new address failed
+          // "Unexpected EOF". One more try, on a new connection.
+          if (!reused || signal?.aborted === true) throw err;
+          const stale = connection;
+          connection = await node.dial(to, { signal });
+          if (connection === stale) connection = await node.dial(to, { signal, force: true });
+          stream = await openStream(connection, signal);
+        }
         return wrap(stream, connection, node, options, release);
       } catch (err) {
         release?.();
