@@ -359,6 +359,95 @@ async function openStream(connection: Libp2pConnection, signal: AbortSignal | un
 }
 
 /**
+ * Ms a stream on a libp2p connection the node already had may take to open
+ * (at most half the connect timeout) before a new connection is dialed
+ * alongside; the first stream to open is used. libp2p reuses any open
+ * connection to the peer id, whatever address is asked, and one to a peer
+ * that vanished stays open: QUIC's until its idle timeout (10 s), TCP's
+ * for minutes when no FIN or RST came (a crashed host, a path that died).
+ */
+export const REUSED_STREAM_WAIT_MS = 2000;
+
+/** A stream and the libp2p connection it is on. */
+interface Opened {
+  stream: Stream;
+  connection: Libp2pConnection;
+}
+
+/** `signal` (when given) and `stop`'s, as one. */
+function stoppable(signal: AbortSignal | undefined, stop: AbortController): AbortSignal {
+  return signal === undefined ? stop.signal : AbortSignal.any([signal, stop.signal]);
+}
+
+/**
+ * A stream of {@link PROTOCOL_ID} to `to`, on the connection `node.dial`
+ * gives; when that is one the node already had and the stream fails or has
+ * not opened after {@link REUSED_STREAM_WAIT_MS}, also on a new connection.
+ * Before, a connect to a peer restarted at a new address failed (QUIC:
+ * "Unexpected EOF" after 10 s; TCP: ERR_TIMEOUT) while such a connection
+ * lasted, whatever its address.
+ */
+async function streamTo(
+  node: Libp2p,
+  to: Multiaddr,
+  signal: AbortSignal | undefined,
+  connectTimeoutMs: number | undefined,
+): Promise<Opened> {
+  let reused = false;
+  const onProgress = (e: { type: string }): void => {
+    if (e.type === "dial-queue:already-connected") reused = true;
+  };
+  const connection = await node.dial(to, { signal, onProgress });
+  if (!reused) return { stream: await openStream(connection, signal), connection };
+  const giveUp = new AbortController();
+  const first = openStream(connection, stoppable(signal, giveUp)).then((stream) => ({ stream, connection }));
+  first.catch(() => {});
+  const wait =
+    connectTimeoutMs !== undefined && connectTimeoutMs > 0
+      ? Math.min(REUSED_STREAM_WAIT_MS, connectTimeoutMs / 2)
+      : REUSED_STREAM_WAIT_MS;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    const opened = await Promise.race([
+      first,
+      new Promise<undefined>((r) => {
+        timer = setTimeout(() => r(undefined), wait);
+      }),
+    ]);
+    if (opened !== undefined) return opened;
+  } catch (err) {
+    // A peer that refused the protocol or reset the stream is there: no new connection for it.
+    const name = (err as Error | undefined)?.name;
+    if (signal?.aborted === true || name === "UnsupportedProtocolError" || name === "StreamResetError") throw err;
+  } finally {
+    clearTimeout(timer);
+  }
+  const giveUpFresh = new AbortController();
+  const freshSignal = stoppable(signal, giveUpFresh);
+  const fresh = (async (): Promise<Opened> => {
+    let c = await node.dial(to, { signal: freshSignal });
+    // Still the same (libp2p has not seen it die): a connection of its own.
+    if (c === connection) c = await node.dial(to, { signal: freshSignal, force: true });
+    return { stream: await openStream(c, freshSignal), connection: c };
+  })();
+  fresh.catch(() => {});
+  let opened: Opened;
+  try {
+    opened = await Promise.any([first, fresh]);
+  } catch (err) {
+    throw (err as AggregateError).errors?.[1] ?? err;
+  }
+  // The other attempt is not used: stopped, or its stream closed if it opens yet.
+  const unused = opened.connection === connection ? fresh : first;
+  (unused === first ? giveUp : giveUpFresh).abort();
+  void unused.then(
+    (o) => o.stream.abort(new Error("pointsub used another stream")),
+    () => {},
+  );
+  return opened;
+}
+
+/**
  * The error of a node that could not listen on `text`. libp2p reports every
  * address's error in one message, each with its stack: here each address's
  * first line. An address no transport of the node listens on (`/ws` on
@@ -435,25 +524,7 @@ export function libp2pTransport(): TransportAdapter<Libp2pTransportOptions> {
       const node = given ?? (await dialer.acquire());
       const release = given === undefined ? () => dialer.release() : undefined;
       try {
-        let reused = false;
-        const onProgress = (e: { type: string }): void => {
-          if (e.type === "dial-queue:already-connected") reused = true;
-        };
-        let connection = await node.dial(to, { signal, onProgress });
-        let stream: Stream;
-        try {
-          stream = await openStream(connection, signal);
-        } catch (err) {
-          // A libp2p connection the node already had failed the stream: its peer may be gone. libp2p reuses any
-          // open connection to the peer id, whatever address is asked, and QUIC keeps one to a vanished peer
-          // until its idle timeout (and reports it closed later still): a restarted peer's new address failed
-          // "Unexpected EOF". One more try, on a new connection.
-          if (!reused || signal?.aborted === true) throw err;
-          const stale = connection;
-          connection = await node.dial(to, { signal });
-          if (connection === stale) connection = await node.dial(to, { signal, force: true });
-          stream = await openStream(connection, signal);
-        }
+        const { stream, connection } = await streamTo(node, to, signal, options.connectTimeoutMs);
         return wrap(stream, connection, node, options, release);
       } catch (err) {
         release?.();

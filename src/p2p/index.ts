@@ -33,7 +33,7 @@ import {
 } from "../index.ts";
 import { type Libp2pTransportOptions, libp2pTransport } from "./adapter.ts";
 
-export { type Libp2pTransportOptions, libp2pTransport, PROTOCOL_ID } from "./adapter.ts";
+export { type Libp2pTransportOptions, libp2pTransport, PROTOCOL_ID, REUSED_STREAM_WAIT_MS } from "./adapter.ts";
 export { createLibp2pNode, type Libp2pNodeOptions } from "./node.ts";
 export {
   LIBP2P_MAX_FRAME,

@@ -2,10 +2,11 @@
  * pointsub/libp2p after a peer restarts with the same peer id: the dialing node may still
  * hold a libp2p connection to the peer's old process (QUIC sees a dead peer only at its idle
  * timeout), which libp2p reuses for any dial to that peer id, whatever address is asked.
- * The old process is made to vanish without a word by a UDP relay that stops relaying.
+ * A peer (or the path to it) is made to vanish without a word by a relay that stops relaying.
  */
 import assert from "node:assert/strict";
 import { createSocket, type RemoteInfo, type Socket } from "node:dgram";
+import net from "node:net";
 import { describe, it } from "node:test";
 import { generateKeyPair } from "@libp2p/crypto/keys";
 import { connect, createLibp2pNode, createServer } from "../../src/p2p/index.ts";
@@ -33,6 +34,31 @@ async function udpRelay(port: number): Promise<{ port: number; cut(): void; clos
     close: () => {
       front.close();
       back.close();
+    },
+  };
+}
+
+/** A TCP relay to `port`; `cut()` stops relaying both ways and keeps the sockets open (no FIN, no RST). */
+async function tcpRelay(port: number): Promise<{ port: number; cut(): void; close(): void }> {
+  let cut = false;
+  const sockets: net.Socket[] = [];
+  const relay = net.createServer((a) => {
+    const b = net.connect(port, "127.0.0.1");
+    sockets.push(a, b);
+    a.on("data", (d) => cut || b.write(d));
+    b.on("data", (d) => cut || a.write(d));
+    a.on("error", () => {});
+    b.on("error", () => {});
+  });
+  await new Promise<void>((r) => relay.listen(0, "127.0.0.1", () => r()));
+  return {
+    port: (relay.address() as net.AddressInfo).port,
+    cut: () => {
+      cut = true;
+    },
+    close: () => {
+      for (const s of sockets) s.destroy();
+      relay.close();
     },
   };
 }
@@ -80,6 +106,31 @@ describe("pointsub/libp2p after the peer restarted", () => {
       relay.close();
       await fresh?.server.close({ timeoutMs: 500 });
       await fresh?.node.stop();
+      await me.stop();
+    }
+  });
+
+  it("TCP: connect to the peer's own address while libp2p's connection to it, over a path that died silently, still looks open: a new connection is dialed alongside (was ERR_TIMEOUT for as long as that socket lived)", async () => {
+    const node = await createLibp2pNode({ listen: ["/ip4/127.0.0.1/tcp/0"] });
+    const server = createServer({ libp2p: node });
+    server.handle("/echo", (req) => req.data);
+    const [direct] = await server.listen(node.peerId.toString());
+    const relay = await tcpRelay(Number(/\/tcp\/(\d+)/.exec(direct)?.[1]));
+    const me = await createLibp2pNode();
+    try {
+      const before = await connect(`/ip4/127.0.0.1/tcp/${relay.port}/p2p/${node.peerId}`, { libp2p: me });
+      assert.equal(new TextDecoder().decode(await before.request("/echo", "one")), "one");
+      // The path goes silent: the socket stays open (no FIN or RST, as when a host crashed), libp2p keeps the connection.
+      relay.cut();
+      const after = await connect(direct, { libp2p: me, connectTimeoutMs: 10_000 });
+      assert.equal(new TextDecoder().decode(await after.request("/echo", "two")), "two");
+      assert.equal(me.getConnections().length, 2);
+      await after.close();
+      before.destroy();
+    } finally {
+      relay.close();
+      await server.close({ timeoutMs: 500 });
+      await node.stop();
       await me.stop();
     }
   });
