@@ -218,6 +218,8 @@ export interface ClusterStats {
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;
 /** Other nodes with this node's id reported by the `duplicateNodeId` event (later ones are only counted). */
 const MAX_REPORTED_DUPLICATES = 16;
+/** Most `sendTo`s for another run of this node's id held at once for the end of its first `deadAfterMs` ({@link Cluster.onSend}). */
+const MAX_HELD_SENDS = 1024;
 const NODE = /^[A-Za-z0-9_-]{1,32}$/;
 /** Message ids remembered per node against duplicates. */
 const SEEN_MAX = 8192;
@@ -487,6 +489,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    * reported once each; at most {@link MAX_REPORTED_DUPLICATES}).
    */
   private readonly otherIncarnations = new Map<string, number>();
+  /** Answers to `sendTo`s for another run of this node's id, held until this node has heard its twins ({@link onSend}). */
+  private readonly heldSends = new Set<ReturnType<typeof setTimeout>>();
   private stopped = false;
   /**
    * When each node may be sent its whole session list unpaged again (`performance.now()`; at most
@@ -854,6 +858,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     this.stopped = true;
     clearInterval(this.timer);
     clearTimeout(this.helloAnswer);
+    for (const t of this.heldSends) clearTimeout(t);
+    this.heldSends.clear();
     // Not to an engine known to be down; otherwise within engineTimeoutMs (a frozen engine does not answer).
     if (this.upSince !== 0) {
       const members = this.subject("members");
@@ -1163,8 +1169,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       }
     }
     // A session of another process given this node's id (a configuration error): sent on this node's subject,
-    // which that process reads too; this one leaves it to that one (twinHolds). It was ERR_NOT_FOUND.
-    const twin = node === this.nodeId && !tooLong && this.twinHolds(id);
+    // which that process reads too; this one leaves it to that one (twinHolds). It was ERR_NOT_FOUND. Within
+    // deadAfterMs of (re)joining, such a process may not have been heard yet: sent too, and answered by it or,
+    // once the window ends, by this one's onSend (ERR_NOT_FOUND at once said an open session was gone).
+    const twin = node === this.nodeId && !tooLong && (this.twinHolds(id) || this.twinUnsure(id) > 0);
     if ((!this.members.has(node) && !twin) || tooLong) {
       const shown = typeof id === "string" ? JSON.stringify(id.slice(0, 100)) : typeof id;
       return Promise.reject(new PointSubError("ERR_NOT_FOUND", `no open session with id ${shown} in the cluster`));
@@ -1533,6 +1541,26 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     // naming its run is its own, and it answers. Its twin's ERR_NOT_FOUND, sent at once, was often the ack
     // taken: the sendTo failed "no open session", not retryable, though the session got the message.
     if (this.twinHolds(session)) return;
+    // Another run of this node's id, within deadAfterMs of this node (re)joining: a process under its id may hold
+    // it and not be heard yet (its next heartbeat; a twin does not answer a hello under its own id). Answered
+    // once that window ends, unless that process was heard meanwhile: ERR_NOT_FOUND at once was often the ack
+    // taken, though the session got the message (right after a twin started, or came back from an outage).
+    const wait = this.twinUnsure(session);
+    if (wait > 0 && this.heldSends.size < MAX_HELD_SENDS) {
+      const timer = setTimeout(() => {
+        this.heldSends.delete(timer);
+        // Never this process's session (another run): the server answers ERR_NOT_FOUND, without the payload.
+        if (!this.stopped && !this.twinHolds(session)) this.answerSend(from, i, session, new Uint8Array(0));
+      }, Math.ceil(wait));
+      (timer as { unref?: () => void }).unref?.();
+      this.heldSends.add(timer);
+      return;
+    }
+    this.answerSend(from, i, session, payload);
+  }
+
+  /** Hands a `sendTo` read from the bus to this node's server, and acks what it says. */
+  private answerSend(from: string, i: string, session: string, payload: Uint8Array): void {
     const ack = (code?: string, message?: string) =>
       void this.publish(
         this.subject(`node.${from}`),
@@ -1544,19 +1572,36 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     );
   }
 
-  /** Whether session id `session` names the run of another process heard under this node's id within `deadAfterMs`. */
-  private twinHolds(session: string): boolean {
-    if (this.otherIncarnations.size === 0 || !session.startsWith(`${this.nodeId}.`)) return false;
+  /** The run (`<nodeId>.<run>.<n>`) session id `session` names if it is a run of this node's id other than this process's. */
+  private otherRun(session: string): string | undefined {
+    if (!session.startsWith(`${this.nodeId}.`)) return undefined;
     const from = this.nodeId.length + 1;
     const run = session.slice(from, from + SESSION_ID_INCARNATION);
     if (session[from + SESSION_ID_INCARNATION] !== "." || run === this.incarnation.slice(0, SESSION_ID_INCARNATION)) {
-      return false;
+      return undefined;
     }
+    return run;
+  }
+
+  /** Whether session id `session` names the run of another process heard under this node's id within `deadAfterMs`. */
+  private twinHolds(session: string): boolean {
+    const run = this.otherIncarnations.size === 0 ? undefined : this.otherRun(session);
+    if (run === undefined) return false;
     const now = monotonic();
     for (const [other, at] of this.otherIncarnations) {
       if (other.startsWith(run) && now - at <= this.deadAfterMs) return true;
     }
     return false;
+  }
+
+  /**
+   * How long (ms) this node is still within `deadAfterMs` of (re)joining when session id `session` names another
+   * run of its id (a process under the same id, not heard yet, may hold it); else 0.
+   */
+  private twinUnsure(session: string): number {
+    if (this.upSince === 0) return 0;
+    const left = this.deadAfterMs - (monotonic() - this.upSince);
+    return left > 0 && this.otherRun(session) !== undefined ? left : 0;
   }
 
   /**

@@ -13,7 +13,11 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+import type { ClusterEngine } from "../../src/cluster/engine.ts";
 import { type Cluster, natsCluster, redisCluster } from "../../src/cluster/index.ts";
+import { natsEngine } from "../../src/cluster/nats-engine.ts";
+import { redisEngine } from "../../src/cluster/redis-engine.ts";
+import { decode } from "../../src/cluster/wire.ts";
 import { type Connection, connect, createServer, type Server } from "../../src/index.ts";
 import { until } from "../helpers/wait.ts";
 import { type EngineServer, startEngine } from "./engines.ts";
@@ -92,6 +96,83 @@ for (const kind of ["redis", "nats"] as const) {
       await servers[2].broadcast("from c");
       await until(() => got.every((list) => list.length >= 3), 10_000).catch(() => {});
       for (const list of got) assert.deepEqual([...list].sort(), ["from c", "from the first", "from the second"]);
+    });
+  });
+}
+
+// A process that just joined (or came back from an outage) has not heard the other process under its id yet: a
+// heartbeat of that one comes every heartbeatMs, and a hello under its own id is not answered. Meanwhile it acked
+// a sendTo to the other's session ERR_NOT_FOUND at once (often the ack taken, though the session got it), and its
+// own sendTo to such a session failed ERR_NOT_FOUND without being sent. Node a's first process beats every 5 s.
+for (const kind of ["redis", "nats"] as const) {
+  describe(`a process given a node id another already has, just joined, on ${kind}`, { timeout: 30_000 }, () => {
+    let engine: EngineServer;
+    let raw: ClusterEngine | undefined;
+    const servers: Server[] = [];
+    const clusters: Cluster[] = [];
+    let client: Connection | undefined;
+    const got: string[] = [];
+    const acks: string[] = [];
+    let barrier = false;
+
+    async function start(nodeId: string): Promise<Server> {
+      const o = { nodeId, name: "late-twin", heartbeatMs: 5000, deadAfterMs: 15_000 };
+      const cluster =
+        kind === "redis" ? redisCluster({ ...o, url: engine.url }) : natsCluster({ ...o, servers: engine.url });
+      const server = createServer({ cluster });
+      await server.listen("tcp://127.0.0.1:0");
+      servers.push(server);
+      clusters.push(cluster);
+      return server;
+    }
+
+    before(async () => {
+      engine = await startEngine(kind);
+      raw =
+        kind === "redis"
+          ? redisEngine({ url: engine.url })
+          : natsEngine({ servers: engine.url, bucket: "pointsub_late", bucketTtlMs: 600_000, jetstream: false });
+      await raw.connect();
+      await raw.subscribe("pointsub.late-twin.node.c", (d) => {
+        const h = decode(d)?.header;
+        if (h?.t === "ack") acks.push(h.code ?? "ok");
+      });
+      await raw.subscribe("pointsub.late-twin.bc", (d) => {
+        if (decode(d)?.header.t === "bc") barrier = true; // the only broadcast
+      });
+      await start("a");
+      await start("c");
+      client = await connect(servers[0].urls[0] as string);
+      client.on("message", (m) => got.push(m.text()));
+      await until(() => servers[0].sessions.size === 1 && clusters[1].nodes().length === 2, 10_000);
+    });
+
+    after(async () => {
+      await client?.close({ timeoutMs: 100 });
+      await Promise.all(servers.map((s) => s.close({ timeoutMs: 100 })));
+      await raw?.close();
+      await engine?.stop();
+    });
+
+    it("leaves a sendTo to the other's session to it, and its own reaches it", async () => {
+      const id = [...servers[0].sessions][0].id;
+      const late = await start("a");
+      for (let n = 0; n < 5; n++) await servers[1].sendTo(id, `from c ${n}`);
+      // Published by the late process after any ack it sent for those: read after them.
+      await late.broadcast("barrier");
+      await until(() => barrier, 10_000);
+      assert.deepEqual(acks, ["ok", "ok", "ok", "ok", "ok"]);
+      await late.sendTo(id, "from the late one");
+      await until(() => got.length === 7, 10_000);
+      assert.deepEqual(got, [
+        "from c 0",
+        "from c 1",
+        "from c 2",
+        "from c 3",
+        "from c 4",
+        "barrier",
+        "from the late one",
+      ]);
     });
   });
 }
