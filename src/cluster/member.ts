@@ -1398,6 +1398,11 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         const now = this.members.get(h.n)?.incarnation;
         if (h.n !== this.nodeId && (typeof h.k !== "string" || now === undefined || h.k === now)) {
           this.removeMember(h.n, "left");
+        } else if (h.n === this.nodeId && typeof h.k === "string" && h.k !== this.incarnation) {
+          // Another process under this node's id left (an earlier run closing late): a sendTo to a session of
+          // its run was left to it for deadAfterMs more (twinHolds), unanswered, and failed ERR_TIMEOUT, not
+          // ERR_NOT_FOUND; and its claims held as a live process's.
+          this.otherIncarnations.delete(h.k);
         }
         return;
       }

@@ -17,8 +17,8 @@ import type { ClusterEngine } from "../../src/cluster/engine.ts";
 import { type Cluster, natsCluster, redisCluster } from "../../src/cluster/index.ts";
 import { natsEngine } from "../../src/cluster/nats-engine.ts";
 import { redisEngine } from "../../src/cluster/redis-engine.ts";
-import { decode } from "../../src/cluster/wire.ts";
-import { type Connection, connect, createServer, type Server } from "../../src/index.ts";
+import { decode, encode } from "../../src/cluster/wire.ts";
+import { type Connection, connect, createServer, PointSubError, type Server } from "../../src/index.ts";
 import { until } from "../helpers/wait.ts";
 import { type EngineServer, startEngine } from "./engines.ts";
 
@@ -173,6 +173,68 @@ for (const kind of ["redis", "nats"] as const) {
         "barrier",
         "from the late one",
       ]);
+    });
+  });
+}
+
+// The earlier process of a node restarted under the same id, closing late (or one of two given one id): once its
+// bye is read, a sendTo to a session of its run is ERR_NOT_FOUND. It was left to that process for deadAfterMs more,
+// unanswered: ERR_TIMEOUT after requestTimeoutMs ("may or may not have arrived"), retryable.
+for (const kind of ["redis", "nats"] as const) {
+  describe(`a sendTo to a session of another process under a node's id that left, on ${kind}`, {
+    timeout: 30_000,
+  }, () => {
+    let engine: EngineServer;
+    const servers: Server[] = [];
+    const clusters: Cluster[] = [];
+    const clients: Connection[] = [];
+    let raw: ClusterEngine | undefined;
+
+    async function start(nodeId: string): Promise<void> {
+      const o = { nodeId, name: "left-twin", heartbeatMs: 200, deadAfterMs: 1500, requestTimeoutMs: 3000 };
+      const cluster =
+        kind === "redis" ? redisCluster({ ...o, url: engine.url }) : natsCluster({ ...o, servers: engine.url });
+      const server = createServer({ cluster });
+      await server.listen("tcp://127.0.0.1:0");
+      servers.push(server);
+      clusters.push(cluster);
+    }
+
+    before(async () => {
+      engine = await startEngine(kind);
+      raw =
+        kind === "redis"
+          ? redisEngine({ url: engine.url })
+          : natsEngine({ servers: engine.url, bucket: "pointsub_left", bucketTtlMs: 600_000, jetstream: false });
+      await raw.connect();
+      await start("a");
+      await start("c");
+      await start("a");
+      // The later process heard the earlier one.
+      const heard = () => clusters[2].stats().duplicateNodeIds > 0;
+      for (const k of [0, 2]) clients.push(await connect(servers[k].urls[0] as string));
+      await until(() => heard() && servers[0].sessions.size === 1 && servers[2].sessions.size === 1, 10_000);
+    });
+
+    after(async () => {
+      await Promise.all(clients.map((c) => c.close({ timeoutMs: 100 })));
+      await Promise.all(servers.map((s) => s.close({ timeoutMs: 100 })));
+      await raw?.close();
+      await engine?.stop();
+    });
+
+    it("is ERR_NOT_FOUND once that process said bye", async () => {
+      const gone = [...servers[0].sessions][0].id;
+      await servers[0].close({ timeoutMs: 100 });
+      // A heartbeat of a node z published after the bye: once the other process lists z, it has read the bye.
+      await raw?.publish("pointsub.left-twin.members", encode({ t: "hb", n: "z", urls: [], sessions: 0 }));
+      await until(() => clusters[2].nodes().some((n) => n.id === "z"), 10_000);
+      const err = await servers[2].sendTo(gone, "to the run that left").then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      assert.ok(err instanceof PointSubError, String(err));
+      assert.equal(err.code, "ERR_NOT_FOUND", err.message);
     });
   });
 }
