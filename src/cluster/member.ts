@@ -289,6 +289,8 @@ interface Member {
   superseded: string[];
   /** An earlier incarnation announced itself again: two processes share the id, and no claim of it is taken as gone. */
   twins: boolean;
+  /** The incarnation heard under its id before the present one, as the member was then (a `bye` of the present one may leave it). */
+  before: (Pick<Member, "urls" | "sessions" | "lastSeen" | "heardAt" | "since"> & { incarnation: string }) | undefined;
 }
 
 /**
@@ -1395,8 +1397,26 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       case "bye": {
         // Not a bye of the process the member is now (an earlier one, under the same id, closing late): it
         // removed the new one, whose sendTos then failed and whose running claims the other nodes took over.
-        const now = this.members.get(h.n)?.incarnation;
-        if (h.n !== this.nodeId && (typeof h.k !== "string" || now === undefined || h.k === now)) {
+        const m = this.members.get(h.n);
+        const now = m?.incarnation;
+        const b = m?.before;
+        if (
+          m?.twins === true &&
+          typeof h.k === "string" &&
+          h.k === now &&
+          b !== undefined &&
+          b.incarnation !== now &&
+          monotonic() - b.heardAt <= this.deadAfterMs
+        ) {
+          // Two processes under its id take turns (an earlier run closing late beside the new one, or two given one
+          // id), and the other was heard within deadAfterMs: the node stays, as that process. Removed, the other's
+          // sessions were unreachable until its next heartbeat (sendTos pending to it failed, new ones
+          // ERR_NOT_FOUND, not retryable).
+          const superseded = m.superseded.includes(h.k)
+            ? m.superseded
+            : [...m.superseded.slice(1 - SUPERSEDED_MAX), h.k];
+          this.members.set(h.n, { ...m, ...b, superseded, before: undefined });
+        } else if (h.n !== this.nodeId && (typeof h.k !== "string" || now === undefined || h.k === now)) {
           this.removeMember(h.n, "left");
         } else if (h.n === this.nodeId && typeof h.k === "string" && h.k !== this.incarnation) {
           // Another process under this node's id left (an earlier run closing late): a sendTo to a session of
@@ -1477,10 +1497,13 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     const incarnation = said !== undefined && INCARNATION.test(said) ? said : known?.incarnation;
     let superseded = known?.superseded ?? [];
     let twins = known?.twins ?? false;
+    let before = known?.before;
     if (known?.incarnation !== undefined && incarnation !== known.incarnation) {
       // Restarted under the same id; or, if this one was seen before, two processes take turns.
       if (superseded.includes(incarnation as string)) twins = true;
       else superseded = [...superseded.slice(1 - SUPERSEDED_MAX), known.incarnation];
+      const { urls, sessions, heardAt, lastSeen, since } = known;
+      before = { incarnation: known.incarnation, urls, sessions, heardAt, lastSeen, since };
     }
     const since =
       incarnation === said && typeof h.since === "number" && Number.isFinite(h.since) ? h.since : known?.since;
@@ -1493,6 +1516,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       since,
       superseded,
       twins,
+      before,
     };
     this.members.set(h.n, m);
     if (known === undefined) {

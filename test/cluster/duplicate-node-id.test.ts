@@ -238,3 +238,79 @@ for (const kind of ["redis", "nats"] as const) {
     });
   });
 }
+
+// Two processes under one node id heard in turn by another node (an earlier run closing late beside the new one, or
+// two given one id), the one it heard last says bye: it removed the node (`nodeLeft`), and the other's sessions were
+// unreachable until its next heartbeat — a sendTo failed ERR_NOT_FOUND, not retryable. The first process of a beats
+// every 50 ms, the second every second: the first is the one heard last.
+for (const kind of ["redis", "nats"] as const) {
+  describe(`a bye of one of two processes under a node's id, heard by another node, on ${kind}`, {
+    timeout: 30_000,
+  }, () => {
+    let engine: EngineServer;
+    let raw: ClusterEngine | undefined;
+    const servers: Server[] = [];
+    const clusters: Cluster[] = [];
+    let client: Connection | undefined;
+    const runs: string[] = [];
+    const got: string[] = [];
+
+    async function start(nodeId: string, heartbeatMs: number): Promise<void> {
+      const o = { nodeId, name: "bye-twin", heartbeatMs, deadAfterMs: 3000 };
+      const cluster =
+        kind === "redis" ? redisCluster({ ...o, url: engine.url }) : natsCluster({ ...o, servers: engine.url });
+      const server = createServer({ cluster });
+      await server.listen("tcp://127.0.0.1:0");
+      servers.push(server);
+      clusters.push(cluster);
+    }
+
+    /** Resolves once node c has read what was published before (a heartbeat of a node named `n` published after). */
+    async function readByC(n: string): Promise<void> {
+      await raw?.publish("pointsub.bye-twin.members", encode({ t: "hb", n, urls: [], sessions: 0 }));
+      await until(() => clusters[1].nodes().some((node) => node.id === n), 10_000);
+    }
+
+    before(async () => {
+      engine = await startEngine(kind);
+      raw =
+        kind === "redis"
+          ? redisEngine({ url: engine.url })
+          : natsEngine({ servers: engine.url, bucket: "pointsub_bye", bucketTtlMs: 600_000, jetstream: false });
+      await raw.connect();
+      await raw.subscribe("pointsub.bye-twin.members", (d) => {
+        const h = decode(d)?.header;
+        if (h?.n === "a" && (h.t === "hb" || h.t === "hello") && typeof h.k === "string") runs.push(h.k.split(".")[0]);
+      });
+      await start("a", 50);
+      await start("c", 100);
+      await start("a", 1000);
+      client = await connect(servers[2].urls[0] as string);
+      client.on("message", (m) => got.push(m.text()));
+      // c heard the first process, then the second, then the first again: the two take turns.
+      await until(() => {
+        const second = runs.findIndex((r) => r !== runs[0]);
+        return second > 0 && runs.slice(second).includes(runs[0]) && servers[2].sessions.size === 1;
+      }, 10_000);
+      await readByC("z1");
+    });
+
+    after(async () => {
+      await client?.close({ timeoutMs: 100 });
+      await Promise.all(servers.map((s) => s.close({ timeoutMs: 100 })));
+      await raw?.close();
+      await engine?.stop();
+    });
+
+    it("leaves the node listed, and a sendTo to the other's session reaches it", async () => {
+      const left: string[] = [];
+      clusters[1].on("nodeLeft", (id) => left.push(id));
+      await servers[0].close({ timeoutMs: 100 });
+      await readByC("z2");
+      assert.deepEqual(left, []);
+      await servers[1].sendTo([...servers[2].sessions][0].id, "after the bye");
+      await until(() => got.length === 1, 10_000);
+      assert.deepEqual(got, ["after the bye"]);
+    });
+  });
+}
