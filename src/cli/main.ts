@@ -26,7 +26,7 @@ import { errorsClosed, flushOut, outputClosed, outputMode, printError, unlessLog
 import type { requestCommand } from "./request.ts";
 import type { sendCommand } from "./send.ts";
 import type { serveCommand } from "./serve.ts";
-import { collectUrls, serverUrlOption, TOKEN_ENV, URL_ENV } from "./url.ts";
+import { collectUrls, hideCredentials, serverUrlOption, TOKEN_ENV, URL_ENV } from "./url.ts";
 
 // The modules each command loads below are compiled once and cached on disk (Node's compile cache,
 // in the system's temporary directory): a command's start-up then skips most of V8's parsing.
@@ -341,11 +341,11 @@ async function parse(argv: readonly string[]): Promise<number> {
       }
       // Commander puts its "(Did you mean --json?)" on a line of its own: one line, not an escaped \x0a. A
       // URL's credentials (`tcp://user:secret@…`, refused) are not printed back (to a CI log, say).
-      const message = err.message
-        .replace(/^error: /, "")
-        .replace(/\s*\n\s*/g, " ")
-        .replace(/([a-z][a-z0-9+.-]*:\/\/)[^/@\s']*@/gi, "$1***@");
-      printError(new PointSubError("ERR_INVALID_ARGUMENT", message), outputMode(wantsJson(argv), process.stderr));
+      const message = err.message.replace(/^error: /, "").replace(/\s*\n\s*/g, " ");
+      printError(
+        new PointSubError("ERR_INVALID_ARGUMENT", hideCredentials(message, [...argv, process.env[URL_ENV]])),
+        outputMode(wantsJson(argv), process.stderr),
+      );
       return 2;
     }
     printError(toPointSubError(err, "ERR_INVALID_ARGUMENT"), outputMode(wantsJson(argv), process.stderr));

@@ -16,6 +16,25 @@ export function serverUrlOption(flags: string, description = "server URL"): Opti
 }
 
 /**
+ * `message` with the credentials of any URL in `values` (command-line words, ${URL_ENV}'s value) hidden:
+ * each URL is shown as `scheme://***@` and what follows its last `@`. Matched by the words themselves, as
+ * a pattern could not: a secret with a quote, a space, a `/` or an `@` in it was printed back (a
+ * refused `tcp://u:pa/ss@h:1` whole, `tcp://u:p@ss@h:1` as `tcp://***@ss@h:1`).
+ */
+export function hideCredentials(message: string, values: readonly (string | undefined)[]): string {
+  for (const v of values) {
+    const start = v === undefined ? -1 : v.search(/[a-z][a-z0-9+.-]*:\/\//i);
+    if (v === undefined || start < 0) continue;
+    const url = v.slice(start);
+    const after = url.indexOf("://") + 3;
+    const at = url.lastIndexOf("@");
+    if (at >= after) message = message.split(url).join(`${url.slice(0, after)}***${url.slice(at)}`);
+  }
+  // (A URL that is no word of its own: its userinfo as far as a pattern can tell.)
+  return message.replace(/([a-z][a-z0-9+.-]*:\/\/)[^/@\s']*@/gi, "$1***@");
+}
+
+/**
  * The URL schemes the CLI connects to and listens on. (Not `lp+tcp`/`lp+unix`: plain length-prefix
  * peers speak no pointsub; `serve` forked its workers, each failing to listen, and exited 1.)
  */

@@ -201,6 +201,42 @@ describe("CLI usage errors", () => {
     for (const r of runs.slice(0, 3)) assert.match(r.stderr, /no credentials .*--token or POINTSUB_TOKEN/);
   });
 
+  it("a refused URL's credentials are not printed back whatever they hold (a quote, a space, a / or an @; from POINTSUB_URL too)", async () => {
+    // Before: a pattern hid `user:secret@` up to a quote, a space, a `/` or the first `@`: `tcp://u:s3c'ret@…`,
+    // `tcp://u:s3c ret@…` and `tcp://u:s3c/ret@…` were printed whole, `tcp://u:s3c@ret@…` as `tcp://***@ret@…`.
+    const urls = [
+      "tcp://u:s3c'ret@127.0.0.1:1",
+      "tcp://u:s3c ret@127.0.0.1:1",
+      "tcp://u:s3c/ret@127.0.0.1:1",
+      "tcp://u:s3c@ret@127.0.0.1:1",
+      "ws://u:s3c/r@t@127.0.0.1:1/p",
+    ];
+    const cases = [
+      ...urls.map((u) => ["ls", "--from", u]),
+      ...urls.map((u) => ["ls", `--from=${u}`, "--json"]),
+      ...urls.map((u) => [...SERVE.slice(0, 1), "--listen", u, ...SERVE.slice(3)]),
+    ];
+    const runs = await runMany(cases);
+    runs.forEach((r, i) => {
+      const args = cases[i].join(" ");
+      // (One line: on stderr, or with --json an error event.)
+      const text = r.stdout + r.stderr;
+      assert.equal(r.code, 2, `${args}: ${text}`);
+      assert.match(text, /^[^\n]*(--from|--listen)[^\n]*\n$/, args);
+      assert.match(text, /:\/\/\*\*\*@/, `${args}: ${text}`);
+      assert.ok(!/s3c|ret/.test(text), `${args}: ${text}`);
+    });
+    // POINTSUB_URL's value is printed in commander's message too.
+    const env = { ...process.env };
+    delete env.POINTSUB_TOKEN;
+    const fromEnv = await Promise.all(urls.map((u) => runCli(["ls"], { ...env, POINTSUB_URL: u }, 30_000)));
+    fromEnv.forEach((r, i) => {
+      assert.equal(r.code, 2, `${urls[i]}: ${r.stdout}${r.stderr}`);
+      assert.match(r.stderr, /POINTSUB_URL/, urls[i]);
+      assert.ok(!/s3c|ret/.test(r.stderr), `${urls[i]}: ${r.stderr}`);
+    });
+  });
+
   it("a missing required option is one line, also under --json; serve without --listen too", async () => {
     const [to, toJson, listen, listenJson, unknown, help, serveHelp] = await runMany([
       ["send", "file.bin"],
