@@ -404,14 +404,23 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
   } catch (err) {
     throw new InvalidArgumentError(`--out ${out}: ${(err as Error).message}`);
   }
-  // One this process may not write to is as wrong as one it cannot make. Before, the server was asked
-  // for every file, each failing with "the receiver could not store the file (EACCES)", exit 1.
-  try {
-    await access(out, constants.W_OK | constants.X_OK);
-  } catch (err) {
-    throw new InvalidArgumentError(
-      `--out ${out}: not writable (${(err as NodeJS.ErrnoException).code ?? String(err)})`,
-    );
+  // One this process may not write to is as wrong as one it cannot make, once a file is to be written there:
+  // before, the server was asked for every file, each failing "the receiver could not store the file
+  // (EACCES)", exit 1. Said before anything is asked when no name has a copy there; else once the copies
+  // were looked at: a re-run into a directory made read-only since, its files whole, skips them (exit 0).
+  const unwritable = await access(out, constants.W_OK | constants.X_OK).then(
+    () => undefined,
+    (err: NodeJS.ErrnoException) => new InvalidArgumentError(`--out ${out}: not writable (${err.code ?? String(err)})`),
+  );
+  if (unwritable !== undefined) {
+    const here = (arg: string) => {
+      const name = remoteName(arg);
+      return lstat(join(out, name.slice(name.lastIndexOf("/") + 1))).then(
+        () => true,
+        () => false,
+      );
+    };
+    if (opts.force === true || !(await Promise.all(names.map(here))).includes(true)) throw unwritable;
   }
   const say = (event: Record<string, unknown>, line: string) => {
     if (mode === "json") jsonLine(event);
@@ -578,6 +587,7 @@ export async function getCommand(names: string[], opts: GetOptions): Promise<voi
         }
       }
     }
+    if (unwritable !== undefined && items.some((it) => !have.has(it))) throw unwritable;
     sink = fileSink(out, {
       overwrite: true,
       // Nothing but the files in the user's directory (no `.pointsub/` of CRC records).

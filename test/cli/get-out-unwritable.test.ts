@@ -5,11 +5,12 @@
  * (EACCES)", exit 1. As root (who writes anywhere) the command runs as `nobody`.
  */
 import assert from "node:assert/strict";
-import { mkdir, mkdtemp, readdir, rm } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { fileServer } from "../helpers/file-server.ts";
 import { noUnprivileged, ROOT, runCliUnprivileged } from "../helpers/unprivileged.ts";
 
 describe("get: an --out it may not write to", { skip: noUnprivileged }, () => {
@@ -47,5 +48,32 @@ describe("get: an --out it may not write to", { skip: noUnprivileged }, () => {
     assert.match(r.stderr, /^pointsub: ERR_INVALID_ARGUMENT: --out [^\n]*out: not writable \(EACCES\)\n$/);
     assert.equal(connections, 0);
     assert.deepEqual(await readdir(out), []);
+  });
+
+  it("its files already whole are skipped (exit 0); a file to write there is still exit 2 before any download", async () => {
+    // Before: exit 2 for a re-run into a directory made read-only since, though it had nothing to write.
+    // (Under root `out` and its file stay root's, readable by nobody.)
+    const inbox = join(work, "inbox");
+    const out = join(work, "ro");
+    await mkdir(inbox);
+    await mkdir(out);
+    await writeFile(join(inbox, "a.txt"), "server a\n");
+    await writeFile(join(inbox, "b.txt"), "server b\n");
+    await writeFile(join(out, "a.txt"), "server a\n");
+    await chmod(out, ROOT ? 0o755 : 0o555);
+    const { url } = await fileServer(inbox, cleanup, { sink: { durability: "none" } });
+    const env: NodeJS.ProcessEnv = { ...process.env, POINTSUB_STATE_DIR: join(work, "state2") };
+    delete env.POINTSUB_TOKEN;
+    delete env.POINTSUB_URL;
+    const [whole, other] = await Promise.all([
+      runCliUnprivileged(["get", "a.txt", "--from", url, "--out", out], env, [work], 30_000),
+      runCliUnprivileged(["get", "a.txt", "b.txt", "--from", url, "--out", out], env, [work], 30_000),
+    ]);
+    assert.equal(whole.code, 0, `${whole.stdout}${whole.stderr}`);
+    assert.match(whole.stdout, /a\.txt: skipped, already here whole/);
+    assert.equal(whole.stderr, "");
+    assert.equal(other.code, 2, `${other.stdout}${other.stderr}`);
+    assert.match(other.stderr, /^pointsub: ERR_INVALID_ARGUMENT: --out [^\n]*ro: not writable \(EACCES\)\n$/);
+    assert.deepEqual((await readdir(out)).sort(), ["a.txt"]);
   });
 });
