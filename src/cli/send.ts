@@ -29,7 +29,13 @@ import { ERROR_CODES, type ErrorCode } from "../errors/codes.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { loadNativeCrc32c, nodeCrc32c } from "../node/crc32c-native.ts";
 import { FILE_CHECK_MAX, FILE_CHECK_ROUTE, type FileCheckQuery, safeFileName } from "../node/file-sink.ts";
-import { decodeCheckAnswer, type SentFileReceipt, sendFileVia } from "../node/send-file.ts";
+import {
+  decodeCheckAnswer,
+  resumeKeyForProcessOnly,
+  resumeKeyPath,
+  type SentFileReceipt,
+  sendFileVia,
+} from "../node/send-file.ts";
 import { type ClientAuthFlags, clientConnectOptions, FILE_ANSWER_MAX } from "./auth.ts";
 import { connect } from "./connect.ts";
 import { aboutName, formatBytes, formatRate } from "./format.ts";
@@ -1271,6 +1277,17 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
       const plan = planBundles(all);
       single.push(...plan.single);
       for (const group of plan.bundles) dispatch(group);
+    }
+    // A re-run resumes a larger file by its transfer id, made with this user's key: with a key for this process
+    // only (none can be read or made in the state directory: a read-only home, one a `sudo` run left), an
+    // interrupted file starts over next time. Said, not left for the user to find out then.
+    if (opts.resume && single.some((it) => it.size > RESUME_MIN_BYTES)) {
+      if (await resumeKeyForProcessOnly().catch(() => false)) {
+        const message = `the resume key ${resumeKeyPath()} cannot be read or made: an interrupted send will start over when run again`;
+        if (mode === "json") jsonLine({ event: "warning", message });
+        else if (mode === "tty") view.log(`pointsub: warning: ${message}`);
+        else process.stderr.write(`${printable(`pointsub: warning: ${message}`)}\n`);
+      }
     }
     if (single.length > 0) {
       // The connection (opened while the directories were walked), as patient as the transfers: a

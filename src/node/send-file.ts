@@ -362,6 +362,14 @@ export function loadResumeKey(path: string = resumeKeyPath()): Promise<Uint8Arra
   return key;
 }
 
+/**
+ * Whether the key {@link loadResumeKey} gives for `path` is the one for this process only (none could be
+ * read or made there): transfer ids then differ in the next process, and a re-run resumes nothing.
+ */
+export async function resumeKeyForProcessOnly(path: string = resumeKeyPath()): Promise<boolean> {
+  return (await loadResumeKey(path)) === processKey;
+}
+
 /** Options of {@link fileTransferId}. */
 export interface FileTransferIdOptions {
   /** The HMAC key. Default: {@link loadResumeKey}. */
