@@ -2,7 +2,7 @@
  * `get --out DIR` where DIR exists but this process may not write to it is a usage error, as an
  * --out it cannot make is: exit 2, one line naming --out, before the server is asked for anything.
  * Before, every file was asked for and failed with "the receiver could not store the file
- * (EACCES)", exit 1. As root (who writes anywhere) the command runs as `nobody`.
+ * (EACCES)", exit 1. As root (who writes anywhere) the command runs without the capabilities that override file permissions.
  */
 import assert from "node:assert/strict";
 import { chmod, mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileServer } from "../helpers/file-server.ts";
-import { noUnprivileged, ROOT, runCliUnprivileged } from "../helpers/unprivileged.ts";
+import { noUnprivileged, runCliUnprivileged } from "../helpers/unprivileged.ts";
 
 describe("get: an --out it may not write to", { skip: noUnprivileged }, () => {
   let work: string;
@@ -27,8 +27,8 @@ describe("get: an --out it may not write to", { skip: noUnprivileged }, () => {
 
   it("exit 2, one line ERR_INVALID_ARGUMENT naming --out, nothing asked", async () => {
     const out = join(work, "out");
-    // Root's own (as root, the command runs as nobody), else read and search only.
-    await mkdir(out, { mode: ROOT ? 0o755 : 0o555 });
+    // Read and search only (as root, the command runs without the capabilities that override that).
+    await mkdir(out, { mode: 0o555 });
     // Nothing may be asked: any connection counts.
     let connections = 0;
     const server = createServer((socket) => {
@@ -41,7 +41,6 @@ describe("get: an --out it may not write to", { skip: noUnprivileged }, () => {
     const env: NodeJS.ProcessEnv = { ...process.env, POINTSUB_STATE_DIR: join(work, "state") };
     delete env.POINTSUB_TOKEN;
     delete env.POINTSUB_URL;
-    // (Under root only `work` is nobody's: `out` stays root's.)
     const r = await runCliUnprivileged(["get", "a.txt", "--from", url, "--out", out], env, [work], 30_000);
     assert.equal(r.code, 2, `${r.stdout}${r.stderr}`);
     assert.equal(r.stdout, "");
@@ -52,7 +51,7 @@ describe("get: an --out it may not write to", { skip: noUnprivileged }, () => {
 
   it("its files already whole are skipped (exit 0); a file to write there is still exit 2 before any download", async () => {
     // Before: exit 2 for a re-run into a directory made read-only since, though it had nothing to write.
-    // (Under root `out` and its file stay root's, readable by nobody.)
+    // (`out` read and search only: as root, the command runs without the capabilities that override that.)
     const inbox = join(work, "inbox");
     const out = join(work, "ro");
     await mkdir(inbox);
@@ -60,7 +59,7 @@ describe("get: an --out it may not write to", { skip: noUnprivileged }, () => {
     await writeFile(join(inbox, "a.txt"), "server a\n");
     await writeFile(join(inbox, "b.txt"), "server b\n");
     await writeFile(join(out, "a.txt"), "server a\n");
-    await chmod(out, ROOT ? 0o755 : 0o555);
+    await chmod(out, 0o555);
     const { url } = await fileServer(inbox, cleanup, { sink: { durability: "none" } });
     const env: NodeJS.ProcessEnv = { ...process.env, POINTSUB_STATE_DIR: join(work, "state2") };
     delete env.POINTSUB_TOKEN;

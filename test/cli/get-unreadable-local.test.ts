@@ -2,7 +2,7 @@
  * `get` of a file whose copy under --out has the listed size but cannot be read (mode 000): it is
  * not known to be the same, so it is downloaded and replaced, and the other names arrive. Before,
  * the quick check's read of it threw EACCES out of the command: `ERR_HANDLER: EACCES: permission
- * denied`, exit 1, no file downloaded. As root (who reads anything) the command runs as `nobody`.
+ * denied`, exit 1, no file downloaded. As root (who reads anything) the command runs without the capabilities that override file permissions.
  */
 import assert from "node:assert/strict";
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";

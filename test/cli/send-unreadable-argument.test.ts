@@ -2,7 +2,7 @@
  * A file argument `send` may not read (mode 000) is what README promises for an argument that is
  * not a readable file: exit 1, one line `ERR_INVALID_ARGUMENT`, nothing sent (every argument is
  * checked before `send` connects). Before, it failed alone once sent (`ERR_SOURCE: EACCES`) and the
- * other files were sent. As root the command runs as `nobody`.
+ * other files were sent. As root the command runs without the capabilities that override file permissions.
  */
 import assert from "node:assert/strict";
 import { chmod, mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";

@@ -3,7 +3,7 @@
  * server holds one of that size: the quick check does not find it the same, it fails alone
  * (ERR_SOURCE), and the tree's other files are sent. Before, the read of its CRC32C failed the quick
  * check, which was retried as a lost connection (`retrying (1 of 10) … after ERR_CONNECT: EACCES`,
- * ~32 s) and then ended the whole send: no file sent. As root the command runs as `nobody`.
+ * ~32 s) and then ended the whole send: no file sent. As root the command runs without the capabilities that override file permissions.
  */
 import assert from "node:assert/strict";
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";

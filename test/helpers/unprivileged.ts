@@ -1,33 +1,35 @@
 /**
- * Running the CLI as a user who cannot read a file of mode 000: the test's own user, or, as root (who
- * reads anything), `nobody` through `setpriv`.
+ * Running the CLI as a user who cannot read a file of mode 000 nor write a directory of mode 555: the
+ * test's own user, or, as root (who reads and writes anything), root without the capabilities that
+ * override file permissions, through `setpriv`. Still uid 0, it reaches the checkout and Node wherever
+ * they are (a CI clone under /root, 0700, is out of reach of `nobody`), and owns what the test made.
  */
 import { spawn, spawnSync } from "node:child_process";
-import { chown } from "node:fs/promises";
 import { CLI_MAIN, type CliRun } from "./cli-run.ts";
 
-/** The uid and gid the CLI runs as under root. */
-export const NOBODY = 65534;
 export const ROOT = process.getuid?.() === 0;
+/** Capabilities the CLI runs without under root: it then meets file permissions as any owner does. */
+const DROPPED = "--bounding-set=-dac_override,-dac_read_search,-fowner";
 /** Why such a run is not possible here, or false (for node:test's `skip`). */
 export const noUnprivileged: string | false =
-  ROOT && spawnSync("setpriv", ["--version"]).status !== 0 ? "root without setpriv" : false;
+  ROOT && spawnSync("setpriv", [DROPPED, process.execPath, "-e", "0"]).status !== 0
+    ? "root without setpriv (util-linux) able to drop capabilities"
+    : false;
 
 /**
- * Runs the CLI with `args` as that user (`owned`: the paths it must own, chowned first under root);
- * killed after `hungMs` (then `hung`).
+ * Runs the CLI with `args` under those permissions; killed after `hungMs` (then `hung`). `_owned`: paths
+ * the run must own (the test's user or root made them: they are its own already).
  */
 export async function runCliUnprivileged(
   args: string[],
   env: NodeJS.ProcessEnv,
-  owned: string[],
+  _owned: string[],
   hungMs: number,
 ): Promise<CliRun> {
   let command = process.execPath;
   let argv = [CLI_MAIN, ...args];
   if (ROOT) {
-    for (const p of owned) await chown(p, NOBODY, NOBODY);
-    argv = [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", process.execPath, ...argv];
+    argv = [DROPPED, process.execPath, ...argv];
     command = "setpriv";
   }
   const child = spawn(command, argv, { env, stdio: ["ignore", "pipe", "pipe"] });
