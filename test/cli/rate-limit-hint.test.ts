@@ -4,12 +4,11 @@
  * limited again, and the `--retries` were spent within seconds. Real `serve` and `get` processes.
  */
 import assert from "node:assert/strict";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { runCli } from "../helpers/cli-run.ts";
-import { type ServeProcess, startServeProcess } from "../helpers/serve-process.ts";
+import { cliWorkspace, type ServeProcess, startServeProcess } from "../helpers/serve-process.ts";
 
 describe("get: a server's rate-limit hint", () => {
   let work: string;
@@ -17,10 +16,7 @@ describe("get: a server's rate-limit hint", () => {
   let serve: ServeProcess | undefined;
 
   before(async () => {
-    work = await mkdtemp(join(tmpdir(), "pointsub-rate-limit-hint-"));
-    env = { ...process.env, POINTSUB_STATE_DIR: join(work, "state") };
-    delete env.POINTSUB_TOKEN;
-    delete env.POINTSUB_URL;
+    ({ work, env } = await cliWorkspace("pointsub-rate-limit-hint-"));
   });
   after(async () => {
     await serve?.stop();

@@ -5,12 +5,11 @@
  * limited too, and reported failed (ERR_EXISTS, exit 1). Real `serve` and `send` processes.
  */
 import assert from "node:assert/strict";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { runCli } from "../helpers/cli-run.ts";
-import { type ServeProcess, startServeProcess } from "../helpers/serve-process.ts";
+import { cliWorkspace, type ServeProcess, startServeProcess } from "../helpers/serve-process.ts";
 
 describe("send: quick checks over the server's rate limit", () => {
   let work: string;
@@ -18,10 +17,7 @@ describe("send: quick checks over the server's rate limit", () => {
   let serve: ServeProcess | undefined;
 
   before(async () => {
-    work = await mkdtemp(join(tmpdir(), "pointsub-rate-limited-check-"));
-    env = { ...process.env, POINTSUB_STATE_DIR: join(work, "state") };
-    delete env.POINTSUB_TOKEN;
-    delete env.POINTSUB_URL;
+    ({ work, env } = await cliWorkspace("pointsub-rate-limited-check-"));
   });
   after(async () => {
     await serve?.stop();

@@ -5,12 +5,11 @@
  * a --dir it may not write, or a refused file. Real `serve` and `send` processes on loopback.
  */
 import assert from "node:assert/strict";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { runCli } from "../helpers/cli-run.ts";
-import { type ServeProcess, startServeProcess } from "../helpers/serve-process.ts";
+import { cliWorkspace, type ServeProcess, startServeProcess } from "../helpers/serve-process.ts";
 import { until } from "../helpers/wait.ts";
 
 describe("serve: an upload that fails is said", () => {
@@ -19,10 +18,7 @@ describe("serve: an upload that fails is said", () => {
   let serve: ServeProcess | undefined;
 
   before(async () => {
-    work = await mkdtemp(join(tmpdir(), "pointsub-serve-upload-failed-"));
-    env = { ...process.env, POINTSUB_STATE_DIR: join(work, "state") };
-    delete env.POINTSUB_TOKEN;
-    delete env.POINTSUB_URL;
+    ({ work, env } = await cliWorkspace("pointsub-serve-upload-failed-"));
   });
   after(async () => {
     await serve?.stop();

@@ -1,5 +1,7 @@
 /** `pointsub serve` as a child process for CLI tests: started, its JSON lines collected, stopped by SIGTERM. */
 import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtemp } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 
@@ -65,4 +67,16 @@ export async function startServeProcess(
       await exited;
     },
   };
+}
+
+/**
+ * A CLI test's work directory (a new one under the system's temporary directory, `prefix` naming it) and
+ * the environment its commands run in: the state directory in it, no token or URL from the shell.
+ */
+export async function cliWorkspace(prefix: string): Promise<{ work: string; env: NodeJS.ProcessEnv }> {
+  const work = await mkdtemp(join(tmpdir(), prefix));
+  const env: NodeJS.ProcessEnv = { ...process.env, POINTSUB_STATE_DIR: join(work, "state") };
+  delete env.POINTSUB_TOKEN;
+  delete env.POINTSUB_URL;
+  return { work, env };
 }
