@@ -30,13 +30,16 @@ import type { HandlerResult } from "./types.ts";
 const EMPTY = new Uint8Array(0);
 /**
  * Memory budget charged per data frame a stream holds unread, besides its
- * bytes, as for an unfinished message: its queue entry and views (~185 B of
- * heap each measured for 1-byte frames read many at a time, ~470 B for one
- * a read). The window counts bytes only, so a peer sending 1-byte frames
- * held ~185-470 times what the budget was charged: a 4 MiB window of them
- * ~0.7-2 GB per stream.
+ * bytes: its queue entry and views (~185-320 B of heap each measured for
+ * plain frames, ~365 B for tiny COMPRESSED ones with their pending inflate,
+ * ~510 B when each came in a read of its own). The window counts bytes
+ * only, so a peer sending 1-byte frames held ~185-470 times what the budget
+ * was charged: a 4 MiB window of them ~0.7-2 GB per stream. Not 1 KiB (an
+ * unfinished message's): ~3-5 times what a frame holds, a live feed of
+ * 64-byte records a reader fell a window behind on was charged ~71 MB for
+ * ~18-25 MB held, and refused (`stream/small-chunks-budget.test.ts`).
  */
-const HELD_FRAME_COST = 1024;
+const HELD_FRAME_COST = 512;
 
 /** A stream the peer is sending. */
 interface InState {
