@@ -125,7 +125,7 @@ function beforeBulk(w: FrameWriter, b: BulkState): void {
 /**
  * Encodes the next frame of the first bulk message (from the round robin's
  * place on) that can send one; false when none can, having set
- * `w.bulkNeed` to the least connection credit with which one could (Infinity:
+ * `w.need` to the least connection credit with which one could (Infinity:
  * none can by connection credit alone).
  */
 function sendOneChunk(w: FrameWriter, b: BulkState): boolean {
@@ -196,7 +196,7 @@ function sendOneChunk(w: FrameWriter, b: BulkState): boolean {
     }
     return true;
   }
-  w.bulkNeed = need;
+  w.need = need;
   return false;
 }
 
