@@ -8,11 +8,16 @@ import { spawn, spawnSync } from "node:child_process";
 import { CLI_MAIN, type CliRun } from "./cli-run.ts";
 
 export const ROOT = process.getuid?.() === 0;
-/** Capabilities the CLI runs without under root: it then meets file permissions as any owner does. */
-const DROPPED = "--bounding-set=-dac_override,-dac_read_search,-fowner";
+/**
+ * Capabilities the CLI runs without under root: it then meets file permissions as any owner does. From the
+ * inheritable set too: root's new program is permitted what its bounding set or inheritable set holds (a
+ * container runtime may fill the inheritable set: the CLI then kept them and read the mode 000 file).
+ */
+const CAPS = "-dac_override,-dac_read_search,-fowner";
+const DROPPED = [`--bounding-set=${CAPS}`, `--inh-caps=${CAPS}`];
 /** Why such a run is not possible here, or false (for node:test's `skip`). */
 export const noUnprivileged: string | false =
-  ROOT && spawnSync("setpriv", [DROPPED, process.execPath, "-e", "0"]).status !== 0
+  ROOT && spawnSync("setpriv", [...DROPPED, process.execPath, "-e", "0"]).status !== 0
     ? "root without setpriv (util-linux) able to drop capabilities"
     : false;
 
@@ -29,7 +34,7 @@ export async function runCliUnprivileged(
   let command = process.execPath;
   let argv = [CLI_MAIN, ...args];
   if (ROOT) {
-    argv = [DROPPED, process.execPath, ...argv];
+    argv = [...DROPPED, process.execPath, ...argv];
     command = "setpriv";
   }
   const child = spawn(command, argv, { env, stdio: ["ignore", "pipe", "pipe"] });
