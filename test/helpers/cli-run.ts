@@ -16,8 +16,13 @@ export interface CliRun {
 }
 
 export function runCli(args: string[], env: NodeJS.ProcessEnv, hungMs: number): Promise<CliRun> {
+  return runCommand(process.execPath, [CLI_MAIN, ...args], env, hungMs);
+}
+
+/** Runs `command` with `argv` (the CLI, or a wrapper that starts it) the same way. */
+export function runCommand(command: string, argv: string[], env: NodeJS.ProcessEnv, hungMs: number): Promise<CliRun> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI_MAIN, ...args], { stdio: ["ignore", "pipe", "pipe"], env });
+    const child = spawn(command, argv, { stdio: ["ignore", "pipe", "pipe"], env });
     let stdout = "";
     let stderr = "";
     let hung = false;

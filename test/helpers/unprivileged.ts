@@ -5,8 +5,8 @@
  * owns them or all may (a CI clone under /root, 0700, is out of reach of `nobody`; one under another
  * user's 0700 home is out of reach: the tests skip), and owns what the test made.
  */
-import { spawn, spawnSync } from "node:child_process";
-import { CLI_MAIN, type CliRun } from "./cli-run.ts";
+import { spawnSync } from "node:child_process";
+import { CLI_MAIN, type CliRun, runCommand } from "./cli-run.ts";
 
 export const ROOT = process.getuid?.() === 0;
 /**
@@ -37,7 +37,7 @@ export const noUnprivileged: string | false =
  * Runs the CLI with `args` under those permissions; killed after `hungMs` (then `hung`). `_owned`: paths
  * the run must own (the test's user or root made them: they are its own already).
  */
-export async function runCliUnprivileged(
+export function runCliUnprivileged(
   args: string[],
   env: NodeJS.ProcessEnv,
   _owned: string[],
@@ -49,17 +49,5 @@ export async function runCliUnprivileged(
     argv = [...DROPPED, process.execPath, ...argv];
     command = "setpriv";
   }
-  const child = spawn(command, argv, { env, stdio: ["ignore", "pipe", "pipe"] });
-  let stdout = "";
-  let stderr = "";
-  let hung = false;
-  child.stdout.on("data", (d) => (stdout += d));
-  child.stderr.on("data", (d) => (stderr += d));
-  const killer = setTimeout(() => {
-    hung = true;
-    child.kill("SIGKILL");
-  }, hungMs);
-  const code = await new Promise<number | null>((r) => child.on("close", r));
-  clearTimeout(killer);
-  return { code, stdout, stderr, hung };
+  return runCommand(command, argv, env, hungMs);
 }
