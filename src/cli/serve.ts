@@ -203,7 +203,7 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
         for (const r of results) {
           if ("error" in r)
             jsonLine({ event: "refused", name: r.name, from, code: r.error.code, message: r.error.message });
-          else jsonLine({ event: "file", ...r, resumedFrom: 0, seconds: secs, bundle: true });
+          else jsonLine({ event: "file", ...r, resumedFrom: 0, seconds: secs, from, bundle: true });
         }
         return;
       }
@@ -228,12 +228,13 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
         `receiving ${name} from ${ctx.session.remoteUrl}${stream.offset > 0 ? ` (resuming at ${formatBytes(stream.offset)})` : ""}`,
       );
     },
-    onFile: (r, stream) => {
+    onFile: (r, stream, ctx) => {
       const p = stream.progress.snapshot();
       const secs = p.elapsedMs / 1000;
+      const from = ctx.session.remoteUrl;
       say(
         "file",
-        { name: r.name, path: r.path, size: r.size, crc32c: r.crc32c, resumedFrom: r.resumedFrom, seconds: secs },
+        { name: r.name, path: r.path, size: r.size, crc32c: r.crc32c, resumedFrom: r.resumedFrom, seconds: secs, from },
         `stored ${r.name} (${formatBytes(r.size)}, crc32c ${r.crc32c}) in ${secs.toFixed(2)} s, ${formatRate((r.size - r.resumedFrom) / Math.max(secs, 1e-3))}`,
       );
     },

@@ -126,6 +126,8 @@ describe("pointsub send: many files, directories, quick check", () => {
       for (const p of sentPaths) assert.ok(!String(p).startsWith("/"), String(p));
       for (const e of s.events.filter((e) => e.event === "file")) {
         assert.ok(String(e.path).startsWith(join(inbox, "photos")), String(e.path));
+        // Who sent it, bundled or not (README's serve events).
+        assert.match(String(e.from), /^tcp:\/\/127\.0\.0\.1:\d+$/, JSON.stringify(e));
       }
       // The four small files went in one bundle, the 70 kB one as a stream of its own.
       const transfers = s.count("transfer");
