@@ -20,6 +20,7 @@ import {
   type ReconnectOptions,
 } from "../client/reconnecting.ts";
 import type { Message, Payload } from "../connection/types.ts";
+import { checkSignal } from "../errors/signal.ts";
 import type { Address } from "../transport/transport.ts";
 import { connectLp } from "./connect.ts";
 import type { LpConnection } from "./connection.ts";
@@ -56,6 +57,8 @@ export class LpResilientConnection extends Reconnecting<LpConnection, LpResilien
   /** @internal Use `connectResilient("lp+…")` or `connectLpResilient`. */
   constructor(address: Address, options: LpResilientOptions) {
     super(options.reconnect, options.offline);
+    // An AbortController given for its signal threw a raw TypeError (addEventListener is not a function).
+    checkSignal(options);
     this.address = address;
     this.options = options;
     this.abortFirstConnect(options.signal);

@@ -1,13 +1,14 @@
 /**
  * `connect`'s `signal` must be an AbortSignal: an AbortController given in
- * its place is ERR_INVALID_ARGUMENT, before any socket is opened.
+ * its place is ERR_INVALID_ARGUMENT, before any socket is opened (also
+ * connectResilient's, pointsub and lp+).
  */
 import assert from "node:assert/strict";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { connect, createLpServer, createServer, PointSubError } from "../../src/index.ts";
+import { connect, connectResilient, createLpServer, createServer, PointSubError } from "../../src/index.ts";
 import { createServer as createP2pServer, connect as p2pConnect } from "../../src/p2p/index.ts";
 import { testCerts } from "../helpers/certs.ts";
 import { catchingUncaught } from "../helpers/uncaught.ts";
@@ -64,6 +65,23 @@ describe("connect({ signal }) with an AbortController instead of its signal", ()
       await server.close();
       await lp.close();
       await p2p.close();
+    }
+  });
+});
+
+describe("connectResilient({ signal }) with an AbortController instead of its signal", () => {
+  it("pointsub and lp+tcp: ERR_INVALID_ARGUMENT (lp+ threw a raw TypeError)", async () => {
+    const server = createServer();
+    const lp = createLpServer();
+    const urls = [...(await server.listen("tcp://127.0.0.1:0")), ...(await lp.listen("lp+tcp://127.0.0.1:0"))];
+    try {
+      for (const url of urls) {
+        const signal = new AbortController() as unknown as AbortSignal;
+        await assert.rejects(connectResilient(url, { signal, reconnect: { maxAttempts: 1 } }), invalid, url);
+      }
+    } finally {
+      await server.close();
+      await lp.close();
     }
   });
 });
