@@ -132,6 +132,13 @@ function lost(e: PointSubError): boolean {
 }
 /** Errors that are a request's last word (a repeat's, its retries done): not retried again. */
 const FINAL = new WeakSet<object>();
+/**
+ * Requests (their options object, shared by all their attempts) answered by one attempt while a repeat
+ * still waited for a connection (a GOAWAY: the first attempt finished on the draining one): that repeat
+ * is never sent. Before, it went out once reconnected, nobody awaiting it, and a server without the key
+ * (a restart's new store) ran the handler a second time.
+ */
+const ANSWERED = new WeakSet<object>();
 const utf8 = new TextEncoder();
 /** How a send is held: its refusal is no unhandled rejection. */
 const QUIET: HoldLimits = { quiet: true };
@@ -306,6 +313,9 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
     prev?: PointSubError,
     unsent = false,
   ): Promise<Uint8Array> {
+    if (prev !== undefined && ANSWERED.has(options)) {
+      throw new PointSubError("ERR_CANCELLED", `request to ${route} answered already: repeat not sent`);
+    }
     const c = this.connection;
     if (c === undefined) {
       const what = `request to ${route}`;
@@ -344,8 +354,11 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
         const ran = new PointSubError("ERR_TIMEOUT", `request to ${route}: no answer within attemptTimeoutMs`, {
           phase: "request",
         });
-        return await this.repeatAfter(c.request(route, payload, { ...options, timeoutMs: left }), attemptMs, () =>
-          this.attempt(route, payload, options, deadline, tries + 1, limited, perAttempt, ran),
+        return await this.repeatAfter(
+          c.request(route, payload, { ...options, timeoutMs: left }),
+          attemptMs,
+          () => this.attempt(route, payload, options, deadline, tries + 1, limited, perAttempt, ran),
+          options,
         );
       }
       // The last of a keyed request's attempts waits for the overall deadline (the earlier ones do).
@@ -401,7 +414,12 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
    * retries are done), so an answer still coming on this attempt is not
    * lost to the repeat's error (the store's waitMs, an offline policy).
    */
-  private repeatAfter(call: Promise<Uint8Array>, ms: number, repeat: () => Promise<Uint8Array>): Promise<Uint8Array> {
+  private repeatAfter(
+    call: Promise<Uint8Array>,
+    ms: number,
+    repeat: () => Promise<Uint8Array>,
+    request: object,
+  ): Promise<Uint8Array> {
     return new Promise<Uint8Array>((resolve, reject) => {
       let done = false;
       let repeated = false;
@@ -417,6 +435,8 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
       const win = (v: Uint8Array): void => {
         if (done) return;
         done = true;
+        // A repeat still held for the next connection is not sent ({@link ANSWERED}).
+        ANSWERED.add(request);
         clearTimeout(t);
         resolve(v);
       };

@@ -416,6 +416,51 @@ describe("resilient client edges", () => {
     }
   });
 
+  it("a keyed request answered on a draining connection (GOAWAY) does not send its held repeat once reconnected", async () => {
+    // Before: the repeat (attemptTimeoutMs ran out while the server drained) waited for the next connection and
+    // went out there after the caller had its answer; the restarted server's new store ran the handler again.
+    let runs = 0;
+    const gate = Promise.withResolvers<void>();
+    const charge: Handler = async () => {
+      runs++;
+      await gate.promise;
+      return "charged";
+    };
+    const a = createServer({ idempotency: true });
+    a.handle("/charge/1", charge);
+    const [url] = await a.listen("tcp://127.0.0.1:0");
+    const client = await connectResilient(url, { reconnect: { initialDelayMs: 10, maxDelayMs: 50 } });
+    const b = createServer({ idempotency: true });
+    b.handle("/charge/1", charge);
+    b.handle("/echo/1", (r) => r.data);
+    try {
+      const answer = client.request("/charge/1", "x", {
+        idempotencyKey: "order-1",
+        attemptTimeoutMs: 50,
+        timeoutMs: 60_000,
+      });
+      await until(() => runs === 1);
+      const closing = a.close({ timeoutMs: 60_000 }); // GOAWAY: the call in flight finishes on it
+      await until(() => client.state === "reconnecting");
+      // The repeat waits for the next connection (its attempt's 50 ms ran out).
+      const held = client as unknown as { held: unknown[] };
+      await until(() => held.held.length === 1);
+      gate.resolve();
+      assert.equal(text(await answer), "charged");
+      await closing;
+      await b.listen(url); // the same port: a restart, with a store of its own
+      await client.whenConnected();
+      // Held calls go out first on a new connection: this answer comes after the repeat's handler would have begun.
+      assert.equal(text(await client.request("/echo/1", "after", { timeoutMs: 10_000 })), "after");
+      assert.equal(runs, 1);
+    } finally {
+      gate.resolve();
+      await client.close();
+      await a.close();
+      await b.close();
+    }
+  });
+
   it("held calls that time out leave the queue (it does not grow with them)", async () => {
     const server = createServer();
     const [url] = await server.listen("tcp://127.0.0.1:0");
