@@ -186,6 +186,8 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
   private adoptedAt = 0;
   /** What close() gives back: the close of the connections it found. */
   private closing: Promise<void> | undefined;
+  /** Events told while one is being emitted, in order ({@link tell}); undefined when none is. */
+  private telling: (() => void)[] | undefined;
 
   /** Checks and takes the reconnection and offline policies. */
   protected constructor(reconnect: ReconnectOptions | false | undefined, offline: OfflineOptions | undefined) {
@@ -423,12 +425,27 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
    * `close` listener threw out of close() before the connection was closed.
    */
   private tell<K extends keyof ReconnectingEvents>(event: K, ...args: ReconnectingEvents[K]): void {
+    const emit = (): void => {
+      try {
+        (this.events().emit as (e: K, ...a: ReconnectingEvents[K]) => boolean)(event, ...args);
+      } catch (err) {
+        queueMicrotask(() => {
+          throw err;
+        });
+      }
+    };
+    // One told by a listener (close() from a `state` listener) waits until every listener heard the event
+    // under way: before, the listeners after it heard `closed` and `close` first, then `reconnecting`.
+    if (this.telling !== undefined) {
+      this.telling.push(emit);
+      return;
+    }
+    const queue: (() => void)[] = [emit];
+    this.telling = queue;
     try {
-      (this.events().emit as (e: K, ...a: ReconnectingEvents[K]) => boolean)(event, ...args);
-    } catch (err) {
-      queueMicrotask(() => {
-        throw err;
-      });
+      for (let i = 0; i < queue.length; i++) queue[i]();
+    } finally {
+      this.telling = undefined;
     }
   }
 

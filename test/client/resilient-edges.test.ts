@@ -461,6 +461,29 @@ describe("resilient client edges", () => {
     }
   });
 
+  it("close() from a `state` listener: the listeners after it hear the events in order", async () => {
+    // Before: they heard reconnecting->closed and close first, then connected->reconnecting (emitted within it).
+    const server = createServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const client = await connectResilient(url, { reconnect: { initialDelayMs: 10, maxDelayMs: 50 } });
+    const heard: string[] = [];
+    client.on("state", (to) => {
+      if (to === "reconnecting") void client.close();
+    });
+    client.on("state", (to, from) => heard.push(`${from}->${to}`));
+    client.on("close", () => heard.push("close"));
+    try {
+      await until(() => server.sessions.size === 1);
+      for (const s of server.sessions) s.destroy();
+      await until(() => heard.includes("close"));
+      assert.deepEqual(heard, ["connected->reconnecting", "reconnecting->closed", "close"]);
+      assert.equal(client.state, "closed");
+    } finally {
+      await client.close();
+      await server.close();
+    }
+  });
+
   it("held calls that time out leave the queue (it does not grow with them)", async () => {
     const server = createServer();
     const [url] = await server.listen("tcp://127.0.0.1:0");
