@@ -221,7 +221,8 @@ export interface SendResumableOptions
   retries?: number;
   /**
    * Ceiling of the delay before the first retry, doubled each time up to
-   * 5 s; each delay is random below its ceiling (full jitter). Default 200 ms; a finite number >= 0.
+   * 5 s; each delay is random below its ceiling (full jitter). Default 200 ms; a finite number >= 0
+   * (0 starts from 1 ms: it still doubles).
    */
   retryDelayMs?: number;
   /** Called for each attempt with the offset it starts from. */
@@ -419,7 +420,8 @@ export function sendResumableWith(
     progress.transferId = src.transferId;
     progress.total = src.size;
     const retries = options.retries ?? 10;
-    let backoff = fullJitterBackoff(options.retryDelayMs ?? 200, 5000);
+    // At least 1 ms, so that it doubles: 0 kept every delay 0, a refused connect retried ~430 times a second.
+    let backoff = fullJitterBackoff(Math.max(options.retryDelayMs ?? 200, 1), 5000);
     for (let n = 0; ; n++) {
       if (cancelled !== undefined) throw cancelled;
       if (options.signal?.aborted) throw new PointSubError("ERR_CANCELLED", "aborted by the signal");

@@ -136,4 +136,28 @@ describe("sendResumable options", () => {
       assert.equal(await outcome, "ERR_CANCELLED");
     }
   });
+
+  it("retryDelayMs 0 still backs off (the delays grow from 1 ms): it retried a refused connect at once, ~430 times a second", async () => {
+    const probe = net.createServer();
+    await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
+    const url = `tcp://127.0.0.1:${(probe.address() as net.AddressInfo).port}`;
+    await new Promise<void>((r) => probe.close(() => r())); // nothing listens there: each connect is refused
+    const delays: number[] = [];
+    const t = sendResumable(() => connect(url), "/blob/1", source("no-delay"), {
+      retryDelayMs: 0,
+      retries: 10,
+      onRetry: (_e, _n, delayMs) => delays.push(delayMs),
+    });
+    await assert.rejects(t.done, { code: "ERR_CONNECT" });
+    assert.equal(delays.length, 10);
+    // Ceilings 1, 2, 4 … 512 ms, each delay random below its own: all 0 only when none grew.
+    assert.ok(
+      delays.some((d) => d > 0),
+      `delays ${delays.join(", ")}`,
+    );
+    assert.ok(
+      delays.every((d) => d < 5000),
+      `delays ${delays.join(", ")}`,
+    );
+  });
 });
