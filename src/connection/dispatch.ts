@@ -22,7 +22,7 @@
 import { encodeErrorHead, OK_HEAD } from "../codec/error-head.ts";
 import { FrameType } from "../codec/frame.ts";
 import { codeInfo, type ErrorCode } from "../errors/codes.ts";
-import { describeThrown } from "../errors/describe.ts";
+import { answerableError, describeResult, describeThrown } from "../errors/describe.ts";
 import { PointSubError } from "../errors/error.ts";
 import type { Router } from "../router/router.ts";
 import type { CallContext } from "../router/types.ts";
@@ -257,7 +257,7 @@ export class Dispatcher {
 
   /** A middleware refused (threw for) a message: dropped, and counted. */
   private messageRefused(err: unknown): void {
-    this.stats.error(err instanceof PointSubError ? err.code : "ERR_HANDLER");
+    this.stats.error(answerableError(err)?.code ?? "ERR_HANDLER");
   }
 
   /** A message's chain is still running: held until it settles; reading pauses over the bound. */
@@ -396,22 +396,29 @@ export class Dispatcher {
     call.startedAt = t0; // diagnostics
     call.routed = direct; // its route's handler runs (diagnostics; a handler's ERR_RATE_LIMITED: finishHandler)
     let result: HandlerResult | Promise<HandlerResult>;
+    let pending: Promise<HandlerResult> | undefined;
     try {
       result = direct
         ? (handler as NonNullable<typeof handler>)(call, call)
         : router.run(call, this.endpoints().request);
+      // Read here, where a throw is the handler's failure: a `then` getter or a Proxy that throws, a
+      // `then` that throws or calls back twice (another thenable than a promise is adopted by one)
+      // closed the session as the peer's ERR_PROTOCOL.
+      if (
+        result !== null &&
+        typeof result === "object" &&
+        typeof (result as Promise<HandlerResult>).then === "function"
+      ) {
+        pending = result instanceof Promise ? result : Promise.resolve(result);
+      }
     } catch (err) {
       this.finishHandler(call, undefined, err, true);
       return;
     }
-    if (
-      result !== null &&
-      typeof result === "object" &&
-      typeof (result as Promise<HandlerResult>).then === "function"
-    ) {
+    if (pending !== undefined) {
       // Only a call still running can be cancelled: track it from here.
       this.serve(call);
-      (result as Promise<HandlerResult>).then(
+      pending.then(
         (value) => this.finishHandler(call, value, undefined, false),
         (err) => this.finishHandler(call, undefined, err, true),
       );
@@ -434,22 +441,25 @@ export class Dispatcher {
     if (failed) {
       // ERR_RATE_LIMITED tells the caller its handler did not run (it retries): one a handler threw
       // (a limit it met downstream) is its failure, not this server's refusal.
+      // Its own PointSubError as it is, when it can be sent so (answerableError).
+      const own = answerableError(err);
       const e =
-        err instanceof PointSubError && (err.code !== "ERR_RATE_LIMITED" || !call.routed)
-          ? err
+        own !== undefined && (own.code !== "ERR_RATE_LIMITED" || !call.routed)
+          ? own
           : new PointSubError(
               "ERR_HANDLER",
-              `handler for ${call.route} failed: ${err instanceof PointSubError ? `${err.code}: ` : ""}${describeThrown(err)}`,
+              `handler for ${call.route} failed: ${own !== undefined ? `${own.code}: ` : ""}${describeThrown(err)}`,
             );
-      return this.answerError(call, e.code, e.message, e.retryAfterMs);
+      // A hint that is no number (changed by the handler: a BigInt threw in its encoding) is not sent.
+      const retry: unknown = e.retryAfterMs;
+      return this.answerError(call, e.code, e.message, typeof retry === "number" ? retry : undefined);
     }
     let data: Uint8Array;
     try {
       data = value === undefined ? EMPTY : toBytes(value, "handler result");
     } catch {
       // The handler's bug, not the caller's argument (it was told ERR_INVALID_ARGUMENT).
-      const what =
-        typeof value === "object" && value !== null ? (value.constructor?.name ?? "an object") : String(value);
+      const what = describeResult(value);
       return this.answerError(
         call,
         "ERR_HANDLER",

@@ -9,7 +9,7 @@ import { Flag } from "../codec/frame.ts";
 import { decodeMeta, decodeStreamEnd, decodeStreamHead } from "../codec/stream-prefix.ts";
 import { readVarint, type VarintResult } from "../codec/varint.ts";
 import { codeForErrno, type ErrorCode } from "../errors/codes.ts";
-import { describeThrown } from "../errors/describe.ts";
+import { answerableError, describeThrown } from "../errors/describe.ts";
 import { PointSubError } from "../errors/error.ts";
 import type { CallContext } from "../router/types.ts";
 import { IncomingStream } from "../stream/incoming.ts";
@@ -533,14 +533,14 @@ export class IncomingStreams {
     st.outDone = true;
     st.lastFrameAt = performance.now();
     // What was answered: the handler's error, or one in place of its result (ERR_OVERLOADED, a bad result).
-    const code = fails ? (error instanceof PointSubError ? error.code : "ERR_HANDLER") : answered;
+    const own = fails ? answerableError(error) : undefined;
+    const code = fails ? (own?.code ?? "ERR_HANDLER") : answered;
     this.ended(st, code);
     st.stream.discard(
       code === undefined
         ? undefined
-        : error instanceof PointSubError
-          ? error
-          : new PointSubError(code, fails ? describeThrown(error) : `answered with ${code} in place of the result`),
+        : (own ??
+            new PointSubError(code, fails ? describeThrown(error) : `answered with ${code} in place of the result`)),
     );
     this.dropCharge(st);
     this.release(st);

@@ -1,3 +1,6 @@
+import { codeInfo, type ErrorCodeInfo } from "./codes.ts";
+import { PointSubError } from "./error.ts";
+
 /**
  * The text of anything thrown: an Error's message, else the value as a
  * string. Never throws itself: a handler may throw (or reject with) a value
@@ -11,5 +14,35 @@ export function describeThrown(value: unknown): string {
     return String(value instanceof Error ? value.message : value);
   } catch {
     return `a thrown ${typeof value} that cannot be shown as text`;
+  }
+}
+
+/**
+ * `value` when it is a PointSubError that can be sent as an error answer as it is: one of pointsub's
+ * codes and text for a message; else undefined (the caller answers ERR_HANDLER). Never throws: a handler may throw a PointSubError whose `code` it changed to
+ * its own, or a Proxy whose traps throw (a revoked one) — before, encoding such an error's answer
+ * threw in the dispatcher: synchronously it closed the session as the peer's ERR_PROTOCOL, from a
+ * promise it was an unhandled rejection that ended the server's process, the caller left waiting.
+ */
+export function answerableError(value: unknown): PointSubError | undefined {
+  try {
+    if (!(value instanceof PointSubError)) return undefined;
+    return (codeInfo(value.code) as ErrorCodeInfo | undefined) !== undefined && typeof value.message === "string"
+      ? value
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * What a handler returned that is no answer, for its ERR_HANDLER: an object's class name, else the
+ * value as text. Never throws (a revoked Proxy, a throwing `constructor` getter).
+ */
+export function describeResult(value: unknown): string {
+  try {
+    return String(typeof value === "object" && value !== null ? (value.constructor?.name ?? "an object") : value);
+  } catch {
+    return `a ${typeof value} that cannot be shown as text`;
   }
 }

@@ -13,7 +13,7 @@
  */
 import { crc32c, crc32cHex } from "../codec/crc32c.ts";
 import { codeInfo, type ErrorCode } from "../errors/codes.ts";
-import { describeThrown } from "../errors/describe.ts";
+import { answerableError, describeResult, describeThrown } from "../errors/describe.ts";
 import { PointSubError } from "../errors/error.ts";
 import type { CallContext, HandlerResult, Middleware } from "./types.ts";
 
@@ -832,7 +832,8 @@ export function idempotency(options: IdempotencyOptions = {}): Middleware {
     try {
       value = await next();
     } catch (err) {
-      const e = err instanceof PointSubError ? err : undefined;
+      // What the dispatcher answers as it is (a PointSubError it can send); anything else is ERR_HANDLER.
+      const e = answerableError(err);
       if (ctx.signal.aborted || (e !== undefined && !keepsError(e.code))) {
         await settle("fail", () => store.fail(key, token));
       } else {
@@ -851,11 +852,7 @@ export function idempotency(options: IdempotencyOptions = {}): Middleware {
     else {
       // Not an answer the dispatcher can send: it fails the call with ERR_HANDLER, and so does every duplicate.
       // The handler ran: releasing the key (as before) made a duplicate waiting for it run the handler again.
-      const what =
-        typeof value === "object" && value !== null
-          ? ((value as object).constructor?.name ?? "an object")
-          : String(value);
-      const message = `handler for ${ctx.route} returned ${what}, not a Uint8Array, a string or undefined`;
+      const message = `handler for ${ctx.route} returned ${describeResult(value)}, not a Uint8Array, a string or undefined`;
       await settle("complete", () => store.complete(key, token, { ok: false, code: "ERR_HANDLER", message }, print));
       return value;
     }

@@ -169,12 +169,13 @@ export class Router {
       let r: HandlerResult | Promise<HandlerResult>;
       try {
         r = i === n ? endpoint(ctx) : chain[i](ctx, () => dispatch(i + 1));
+        if (r === known && known !== undefined) return known;
+        // In here: a `then` getter (or a Proxy) that throws is the step's failure, not a throw out of run.
+        if (r !== null && typeof r === "object" && typeof (r as PromiseLike<HandlerResult>).then === "function") {
+          return Promise.resolve(r);
+        }
       } catch (err) {
         return Promise.reject(err);
-      }
-      if (r === known && known !== undefined) return known;
-      if (r !== null && typeof r === "object" && typeof (r as PromiseLike<HandlerResult>).then === "function") {
-        return Promise.resolve(r);
       }
       knownValue = r as HandlerResult;
       known = Promise.resolve(knownValue);

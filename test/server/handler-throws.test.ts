@@ -11,7 +11,14 @@ import assert from "node:assert/strict";
 import { once } from "node:events";
 import { createConnection } from "node:net";
 import { describe, it } from "node:test";
-import { connect, createServer, type Handler, isPointSubError, type Middleware } from "../../src/index.ts";
+import {
+  connect,
+  createServer,
+  type Handler,
+  isPointSubError,
+  type Middleware,
+  PointSubError,
+} from "../../src/index.ts";
 import { catchingUncaught } from "../helpers/uncaught.ts";
 import { sleep, until } from "../helpers/wait.ts";
 
@@ -180,5 +187,135 @@ describe("a server event listener that throws (the application's bug)", () => {
         client.destroy();
       }
     });
+  });
+});
+
+describe("a handler that fails with a value the dispatcher cannot answer as it is", () => {
+  const revoked = (): object => {
+    const r = Proxy.revocable({}, {});
+    r.revoke();
+    return r.proxy;
+  };
+  /** A PointSubError whose code the application changed to one of its own (the property is writable). */
+  const ownCode = (): PointSubError => {
+    const e = new PointSubError("ERR_HANDLER", "tagged");
+    (e as { code: string }).code = "MY_APP_CODE";
+    return e;
+  };
+  const cases: [string, Handler][] = [
+    [
+      "throwing a PointSubError with a code not pointsub's",
+      () => {
+        throw ownCode();
+      },
+    ],
+    [
+      "rejecting with a PointSubError with a code not pointsub's",
+      async () => {
+        throw ownCode();
+      },
+    ],
+    [
+      "rejecting with a PointSubError whose retryAfterMs is a BigInt",
+      async () => {
+        const e = new PointSubError("ERR_OVERLOADED", "busy");
+        (e as { retryAfterMs: unknown }).retryAfterMs = 5n;
+        throw e;
+      },
+    ],
+    [
+      "rejecting with a revoked Proxy",
+      async () => {
+        throw revoked();
+      },
+    ],
+    ["returning a revoked Proxy", () => revoked() as never],
+    [
+      "returning a thenable whose then throws",
+      () =>
+        ({
+          // biome-ignore lint/suspicious/noThenProperty: the hostile thenable under test
+          then() {
+            throw new Error("broken then");
+          },
+        }) as never,
+    ],
+  ];
+  for (const [name, handler] of cases) {
+    it(`${name}: the caller gets a typed error at once, the session and the process go on`, async () => {
+      const unhandled: unknown[] = [];
+      const onUnhandled = (e: unknown) => unhandled.push(e);
+      process.on("unhandledRejection", onUnhandled);
+      const server = createServer();
+      server.handle("/bad/1", handler);
+      server.handle("/ok/1", () => "fine");
+      const [url] = await server.listen("tcp://127.0.0.1:0");
+      const client = await connect(url);
+      try {
+        // Before: an ERR_PROTOCOL close of the session, or an unhandled rejection and no answer (ERR_TIMEOUT).
+        await assert.rejects(client.request("/bad/1", "x", { timeoutMs: 5000 }), (e: unknown) => {
+          assert.ok(isPointSubError(e), String(e));
+          assert.ok(e.code === "ERR_HANDLER" || e.code === "ERR_OVERLOADED", `${e.code}: ${e.message}`);
+          return true;
+        });
+        assert.equal(new TextDecoder().decode(await client.request("/ok/1")), "fine");
+        assert.equal(client.state, "open");
+        await sleep(10);
+        assert.deepEqual(unhandled.map(String), []);
+      } finally {
+        process.off("unhandledRejection", onUnhandled);
+        await client.close();
+        await server.close({ timeoutMs: 1000 });
+      }
+    });
+  }
+
+  it("behind the idempotency middleware, a PointSubError with a code not pointsub's: the key is settled, a duplicate gets the same answer at once", async () => {
+    const server = createServer({ idempotency: true });
+    let runs = 0;
+    server.handle("/bad/1", async () => {
+      runs++;
+      throw ownCode();
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const client = await connect(url);
+    try {
+      // Before: the middleware threw a TypeError while storing the error, leaving the key claimed: the
+      // duplicate waited for an attempt that would never answer (ERR_TIMEOUT).
+      for (let i = 0; i < 2; i++) {
+        await assert.rejects(client.request("/bad/1", "x", { timeoutMs: 5000, idempotencyKey: "k1" }), {
+          code: "ERR_HANDLER",
+        });
+      }
+      assert.equal(runs, 1);
+    } finally {
+      await client.close();
+      await server.close({ timeoutMs: 1000 });
+    }
+  });
+
+  it("a middleware returning a thenable whose then getter throws, for a one-way message and for a request: refused, the session goes on", async () => {
+    const server = createServer();
+    // biome-ignore lint/suspicious/noThenProperty: the hostile thenable under test
+    const broken = Object.defineProperty({}, "then", {
+      get() {
+        throw new Error("then getter");
+      },
+    });
+    server.use((ctx, next) => (ctx.route === "/ok/1" ? next() : (broken as never)));
+    server.handle("/ok/1", () => "fine");
+    server.handle("/bad/1", () => "unreached");
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const client = await connect(url);
+    try {
+      // Before: run() threw out of the dispatcher, and the session closed as the client's ERR_PROTOCOL.
+      await client.send("dropped");
+      await assert.rejects(client.request("/bad/1", "x", { timeoutMs: 5000 }), { code: "ERR_HANDLER" });
+      assert.equal(new TextDecoder().decode(await client.request("/ok/1")), "fine");
+      assert.equal(client.state, "open");
+    } finally {
+      await client.close();
+      await server.close({ timeoutMs: 1000 });
+    }
   });
 });
