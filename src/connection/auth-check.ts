@@ -37,8 +37,15 @@ export function checkCredentials(hs: Handshake, credentials: Uint8Array): void {
 
 /** The client's credentials were not accepted: `hs` closes with ERR_UNAUTHORIZED. */
 function refuse(hs: Handshake, err: unknown): void {
-  // The hook's own words only when it threw ERR_UNAUTHORIZED on purpose.
-  const message = err instanceof PointSubError && err.code === "ERR_UNAUTHORIZED" ? err.message : "credentials refused";
+  // The hook's own words only when it threw ERR_UNAUTHORIZED on purpose. Looked at without a throw: a hook
+  // throwing a revoked Proxy was an uncaught exception (an unhandled rejection, when async) that ended the
+  // server's process, the client left waiting for the handshake's deadline.
+  let message = "credentials refused";
+  try {
+    if (err instanceof PointSubError && err.code === "ERR_UNAUTHORIZED" && typeof err.message === "string") {
+      message = err.message;
+    }
+  } catch {}
   hs.port.refuse(new PointSubError("ERR_UNAUTHORIZED", message));
 }
 

@@ -149,6 +149,34 @@ describe("attack: authentication", () => {
     await server.close();
   });
 
+  it("a hook throwing or rejecting with a value it cannot be asked about (a revoked Proxy) refuses the client at once; the server goes on", async () => {
+    const revoked = (): object => {
+      const r = Proxy.revocable({}, {});
+      r.revoke();
+      return r.proxy;
+    };
+    for (const authenticate of [
+      () => {
+        throw revoked();
+      },
+      async () => {
+        throw revoked();
+      },
+    ]) {
+      // Before: an uncaught exception (an unhandled rejection) in the server, the client left waiting.
+      const { server, url, served } = await guarded(authenticate as never);
+      try {
+        await assert.rejects(connect(url, { credentials: "x", connectTimeoutMs: 5000 }), {
+          code: "ERR_UNAUTHORIZED",
+          message: /credentials refused/,
+        });
+        assert.deepEqual(served, []);
+      } finally {
+        await server.close({ timeoutMs: 1000 });
+      }
+    }
+  });
+
   it("mutual TLS: the client certificate is on the session and in the hook", async () => {
     const c = await testCerts();
     let seenCn = "";
