@@ -13,12 +13,20 @@ const fromUtf8 = new TextDecoder();
 /** Longest route, in UTF-8 bytes. */
 export const MAX_ROUTE = 1024;
 
-/** A request's route head: varint length, then the route as UTF-8. Throws ERR_INVALID_ARGUMENT for a bad route. */
-export function encodeRouteHead(route: string): Uint8Array {
-  // An unpaired surrogate would go out as U+FFFD: two routes would name one (§3.1).
+/**
+ * Throws ERR_INVALID_ARGUMENT unless `route` is a non-empty string of
+ * Unicode text: an unpaired surrogate would go out as U+FFFD, and two
+ * routes would name one (docs/PROTOCOL.md §3.1).
+ */
+export function checkRoute(route: string): void {
   if (typeof route !== "string" || route.length === 0 || !route.isWellFormed()) {
     throw new PointSubError("ERR_INVALID_ARGUMENT", "route must be a non-empty string of Unicode text");
   }
+}
+
+/** A request's route head: varint length, then the route as UTF-8. Throws ERR_INVALID_ARGUMENT for a bad route. */
+export function encodeRouteHead(route: string): Uint8Array {
+  checkRoute(route);
   const bytes = utf8.encode(route);
   if (bytes.length > MAX_ROUTE) throw new PointSubError("ERR_INVALID_ARGUMENT", `route longer than ${MAX_ROUTE} bytes`);
   const head = new Uint8Array(varintLength(bytes.length) + bytes.length);

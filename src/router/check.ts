@@ -6,16 +6,8 @@
  */
 import { PointSubError } from "../errors/error.ts";
 
-/**
- * Throws ERR_INVALID_ARGUMENT unless `route` is a non-empty string of
- * Unicode text: an unpaired surrogate would go out as U+FFFD, and two
- * routes would name one (docs/PROTOCOL.md §3.1).
- */
-export function checkRoute(route: string): void {
-  if (typeof route !== "string" || route.length === 0 || !route.isWellFormed()) {
-    throw new PointSubError("ERR_INVALID_ARGUMENT", "route must be a non-empty string of Unicode text");
-  }
-}
+/** The route check (one copy of it for the codec and the router). */
+export { checkRoute } from "../codec/message-head.ts";
 
 /** Throws ERR_INVALID_ARGUMENT unless `fn` is a function (`what`: "handler", "middleware"). */
 export function checkFunction(fn: unknown, what: string): void {
