@@ -278,7 +278,8 @@ export function sendResumable(
  * came on (still open) and returns the transfer's answer and content CRC
  * when the receiver turns out to hold the content already (`sendFile`: a
  * file stored by an earlier attempt whose receipt was lost with its
- * connection is refused `ERR_EXISTS` on the retry), else undefined.
+ * connection is refused `ERR_EXISTS` on the retry), else undefined. A retryable error it throws (its
+ * connection dropped) is the attempt's outcome: retried, and the next refusal is looked at again.
  */
 export type Recover = (
   err: PointSubError,
@@ -453,7 +454,15 @@ export function sendResumableWith(
           conn?.state === "open"
         ) {
           // Ended at once by a cancel or an abort (the check, or reading the file for its CRC, may take long).
-          const found = await untilAborted(recover(e, conn, signal), signal).catch(() => undefined);
+          // A check cut short by what a new connection may cure (its connection dropped, its answer timed out) is
+          // this attempt's outcome, retried (the next attempt is refused and checks again): before, the transfer
+          // failed with the refusal (ERR_EXISTS) for a file the receiver held whole, never asked again.
+          let cut: PointSubError | undefined;
+          const found = await untilAborted(recover(e, conn, signal), signal).catch((x: unknown) => {
+            const r = toPointSubError(x, "ERR_SOURCE");
+            if (r.retryable) cut = r;
+            return undefined;
+          });
           if (found !== undefined && cancelled === undefined && !signal.aborted) {
             (outer as { contentCrc: number | undefined }).contentCrc = found.contentCrc;
             progress.setStatus("completed");
@@ -461,7 +470,7 @@ export function sendResumableWith(
             return found.answer;
           }
           // Cancelled or aborted meanwhile: that is the outcome (not the refusal).
-          e = stoppedBy(signal) ?? e;
+          e = stoppedBy(signal) ?? cut ?? e;
         }
         // A connection this transfer opened is its own to end, whatever happens next. Cancelled, it is
         // closed gracefully, in the background: destroyed, the stream's CANCEL queued behind its data

@@ -574,6 +574,11 @@ export function sendFileVia(
   let baseBefore = 0;
   /** Whether the outcome is the one {@link recover} found (the attempt before the last stored the file). */
   let recovered = false;
+  /**
+   * Whether the last attempt was refused ERR_EXISTS and looked at (its check cut short: retried): the attempt
+   * that stored the file is still the one before it, whose `sentBefore` and `baseBefore` are kept.
+   */
+  let refusedExists = false;
   /** Whether an attempt of this call began at `base` (one refused before that, at its resume query, did not). */
   let began = false;
   /** Whether the receiver refused the stream of the attempt that began at `base` (ERR_RESUME). */
@@ -590,6 +595,7 @@ export function sendFileVia(
    */
   const recover: Recover = async (err, conn, signal) => {
     if (err.code !== "ERR_EXISTS") return undefined;
+    refusedExists = true;
     const src = await source;
     const size = src.size as number;
     const query: FileCheckQuery =
@@ -638,8 +644,11 @@ export function sendFileVia(
             // acknowledgements came back moved that much all the same (before: none of it counted). Not when no
             // attempt of this call streamed from `base`, or the receiver refused it: then another stream (an
             // earlier run's, still winding down) stored what it holds past it.
-            sentBefore = sent;
-            baseBefore = base;
+            if (!refusedExists) {
+              sentBefore = sent;
+              baseBefore = base;
+            }
+            refusedExists = false;
             if (began)
               sent += Math.max(0, (refused ? inner.progress.bytes : Math.max(inner.progress.bytes, offset)) - base);
             began = true;

@@ -30,6 +30,8 @@ describe("sendFile: recovering a refused retry", () => {
   /** While set, quick checks wait for it before answering. */
   let checkGate: Promise<void> | undefined;
   let checksSeen = 0;
+  /** Quick checks still to be cut: the connection dropped before the answer. */
+  let cutChecks = 0;
 
   before(async () => {
     work = await mkdtemp(join(tmpdir(), "pointsub-recover-"));
@@ -45,6 +47,11 @@ describe("sendFile: recovering a refused retry", () => {
     server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
     server.handle(FILE_CHECK_ROUTE, async (req, ctx) => {
       checksSeen++;
+      if (cutChecks > 0) {
+        cutChecks--;
+        ctx.session.destroy();
+        throw new PointSubError("ERR_CONNECTION_CLOSED", "cut before the check's answer");
+      }
       if (checkGate !== undefined) await checkGate;
       return sink.check(req, ctx);
     });
@@ -111,6 +118,28 @@ describe("sendFile: recovering a refused retry", () => {
     assert.equal(r.bytesSent, size, `bytesSent ${r.bytesSent} for a file of ${size} bytes sent once`);
     assert.equal(t.progress.status, "completed");
     assert.equal(t.progress.bytes, size);
+  });
+
+  it("a check cut with its connection is retried: the next attempt's refusal finds the file (before: ERR_EXISTS)", async () => {
+    const src = join(work, "cut-check.bin");
+    const size = 3 * 1024 * 1024 + 5;
+    const data = randomFillSync(new Uint8Array(size));
+    await writeFile(src, data);
+    // The first attempt stores the file and loses its receipt; the second is refused ERR_EXISTS and its
+    // check is lost with its connection; the third is refused again and its check answers.
+    cutAfterStoring.add("cut-check.bin");
+    cutChecks = 1;
+    const seen = checksSeen;
+    const t = sendFile(() => connect(url), src, { retryDelayMs: 10 });
+    const r = await t;
+    assert.equal(checksSeen, seen + 2, "checked twice");
+    assert.equal(r.attempts, 3);
+    assert.equal(r.size, size);
+    assert.equal(r.resumedFrom, size);
+    // Stored once, by the first attempt; the refused ones sent nothing.
+    assert.equal(r.bytesSent, size, `bytesSent ${r.bytesSent} for a file of ${size} bytes sent once`);
+    assert.equal(t.progress.status, "completed");
+    assert.deepEqual(await readFile(join(inbox, "cut-check.bin")), Buffer.from(data));
   });
 
   it("a retry whose earlier attempts never reached the receiver keeps ERR_EXISTS (the file was there before)", async () => {
