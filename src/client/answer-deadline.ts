@@ -25,8 +25,10 @@ export function watchLastSent(source: StreamSource): { source: AsyncIterable<Uin
   let yielded = 0;
   let written = 0;
   let ended = false;
+  /** The reader of a ReadableStream read here (cancelled by {@link close}). */
+  let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
   async function* chunks(): AsyncGenerator<Uint8Array> {
-    for await (const chunk of iterable(source)) {
+    for await (const chunk of iterable(source, (r) => (reader = r))) {
       // Written, not released: a compressed chunk's buffer is released once compressed, before its frame
       // is written (the deadline started while a queue of compressed frames still waited for credit).
       if (chunk.length !== 0) {
@@ -42,20 +44,44 @@ export function watchLastSent(source: StreamSource): { source: AsyncIterable<Uin
     ended = true;
     if (written === yielded) d.resolve();
   }
-  return { source: chunks(), sent: d.promise };
+  const out = chunks();
+  /**
+   * Closes what this reads at once, a pending read too (the stream stopped: its sender calls a source's
+   * `destroy`). Closing the generator alone waits for that read: a Node Readable or a ReadableStream that had
+   * nothing to say stayed open, for good from a live feed, once the transfer was cancelled or failed.
+   */
+  const close = (): void => {
+    const s = source as unknown as Record<string, unknown>;
+    if (typeof s.destroy === "function") (s.destroy as () => void).call(source);
+    else if (reader !== undefined) reader.cancel().catch(() => {});
+    else if (typeof s.getReader === "function" && typeof s.cancel === "function")
+      // Never read (its stream ended before it started): cancelled, unless someone else reads it.
+      Promise.resolve()
+        .then(() => (source as ReadableStream<Uint8Array>).cancel())
+        .catch(() => {});
+    else if (typeof s.next === "function")
+      Promise.resolve()
+        .then(() => (source as unknown as AsyncIterator<Uint8Array>).return?.())
+        .catch(() => {});
+  };
+  return { source: Object.assign(out, { destroy: close }), sent: d.promise };
 }
 
 /**
- * `source` for `for await`: a ReadableStream without async iteration (older browsers) through its
- * reader, a Blob through its stream's.
+ * `source` for `for await`: a ReadableStream (and a Blob's stream) through its reader, handed to
+ * `onReader`; anything else as it is.
  */
-function iterable(source: StreamSource): AsyncIterable<Uint8Array> | Iterable<Uint8Array> {
+function iterable(
+  source: StreamSource,
+  onReader: (reader: ReadableStreamDefaultReader<Uint8Array>) => void,
+): AsyncIterable<Uint8Array> | Iterable<Uint8Array> {
   if (isBlob(source)) source = source.stream();
   const s = source as unknown as Record<symbol | string, unknown>;
-  if (typeof s[Symbol.asyncIterator] === "function" || typeof s[Symbol.iterator] === "function") {
-    return source as AsyncIterable<Uint8Array>;
-  }
+  // A ReadableStream through its reader, even where it is async iterable too: the reader's cancel() ends a
+  // pending read at once, the async iterator's return() waits for it (as the stream's sender reads one).
+  if (typeof s.getReader !== "function") return source as AsyncIterable<Uint8Array>;
   const reader = (source as ReadableStream<Uint8Array>).getReader();
+  onReader(reader);
   return {
     [Symbol.asyncIterator]: () => ({
       next: () => reader.read() as Promise<IteratorResult<Uint8Array>>,
