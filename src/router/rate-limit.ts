@@ -4,7 +4,8 @@
  * refused before its handler runs with ERR_RATE_LIMITED and a
  * `retryAfterMs` hint (it crosses the wire, docs/PROTOCOL.md §3.5; the
  * resilient client waits that long and retries). A one-way message over a
- * limit is neither dropped nor refused: it waits for its tokens, and while
+ * limit is not refused: it waits for its tokens (dropped only if its
+ * session closes meanwhile and the global limit has none for it), and while
  * its connection holds too many waiting messages the connection stops
  * reading from that peer (`connection/dispatch.ts`, "held messages"), so a
  * flood is slowed by TCP backpressure with bounded memory.
@@ -66,6 +67,12 @@ export interface RateLimitStats {
   delayed: number;
   /** Messages waiting now. */
   waiting: number;
+  /**
+   * Messages dropped: waiting when their session closed, and over the global
+   * messages/bytes limit then (each also counted as an ERR_RATE_LIMITED
+   * error in the server's `stats()`).
+   */
+  dropped: number;
   /** Keys kept now (with `key`; 0 otherwise: session state lives in a WeakMap). */
   keys: number;
 }
@@ -86,7 +93,8 @@ interface Buckets {
 interface Waiter {
   readonly bytes: number;
   readonly session: CallContext["session"];
-  readonly resolve: () => void;
+  /** True: dropped (its session closed, the global limit had no tokens for it). */
+  readonly resolve: (dropped: boolean) => void;
 }
 
 /** The state of one session (or key): its buckets and its waiting messages, in arrival order. */
@@ -214,9 +222,12 @@ function idle(l: Lane, now: number): boolean {
  *   that peer until half of them went on: a flooding peer is slowed by
  *   backpressure (its `send`s queue, then wait for its TCP window), and
  *   this side holds a bounded amount. Messages still waiting when their
- *   session closes go on at once, charged to the buckets (which may
- *   go into debt): nothing piles up after a session, and none is lost.
- *   A graceful close of this side waits for them (up to `closeTimeoutMs`).
+ *   session closes go on at once as far as the global limit lets them,
+ *   charged to their own session's or key's buckets (which may go into
+ *   debt); those over the global limit then are dropped (`stats().dropped`):
+ *   nothing piles up after a session, and a peer cannot get past the global
+ *   limit by hanging up. A graceful close of this side waits for them (up
+ *   to `closeTimeoutMs`).
  * - An amount larger than a bucket's burst is let through when the bucket
  *   is full and leaves it in debt, so one large message or request is never
  *   refused forever, and the long-run byte rate holds.
@@ -246,7 +257,7 @@ export function rateLimit(options: RateLimitOptions): RateLimiter {
   const maxKeys = options.maxKeys ?? 10_000;
   const bySession = new WeakMap<object, Lane>();
   const byKey = new Map<string, Lane>();
-  const stats: RateLimitStats = { refused: 0, delayed: 0, waiting: 0, keys: 0 };
+  const stats: RateLimitStats = { refused: 0, delayed: 0, waiting: 0, dropped: 0, keys: 0 };
 
   // The calls of one socket read come from one session: the last lookup is kept.
   let lastSession: object | undefined;
@@ -296,20 +307,26 @@ export function rateLimit(options: RateLimitOptions): RateLimiter {
     while (i < q.length) {
       const w = q[i];
       const now = clock();
-      const wait = Math.max(delayOf(l, l.messages, w.bytes, now), delayOf(g, g.messages, w.bytes, now));
-      // A closed session's peer can send no more: its messages go on now, charged to the
-      // buckets (into debt), so that nothing piles up after it and the long-run rate holds.
+      const global = delayOf(g, g.messages, w.bytes, now);
+      const wait = Math.max(delayOf(l, l.messages, w.bytes, now), global);
+      // A closed session's peer can send no more: nothing of it waits on. Its messages the global limit
+      // lets through now go on, charged to its own line into debt (so the long-run rate of a key holds);
+      // the rest are dropped. Before, they all went on at once, charged to the session's line only: a peer
+      // that sent a BATCH of 30,000 tiny messages and hung up had them all served past the global limit
+      // (10 such connections: 300,000 messages in 4.8 s through a global limit of 100/s).
       if (wait > 0 && w.session.state !== "closed") {
         arm(l, wait);
         break;
       }
-      consume(l, l.messages, w.bytes, now);
-      // A closed session's messages (let through at once) are charged to its own line only:
-      // the global buckets would go into a debt every other session waits out.
-      if (wait <= 0) consume(g, g.messages, w.bytes, now);
+      const dropped = global > 0;
+      if (dropped) stats.dropped++;
+      else {
+        consume(l, l.messages, w.bytes, now);
+        consume(g, g.messages, w.bytes, now);
+      }
       i++;
       l.releasing++;
-      w.resolve();
+      w.resolve(dropped);
     }
     stats.waiting -= i;
     q.splice(0, i);
@@ -385,15 +402,19 @@ export function rateLimit(options: RateLimitOptions): RateLimiter {
     stats.waiting++;
     l.waiting ??= [];
     const q = l.waiting;
-    const held = new Promise<void>((resolve) => {
+    const held = new Promise<boolean>((resolve) => {
       q.push({ bytes, session: ctx.session, resolve });
     });
     wakeOnClose(ctx.session, l);
     // A line that is not empty has its timer armed; only messages let go are a microtask away (wait 1 ms).
     if (l.timer === undefined) arm(l, wait === 0 ? 1 : wait);
-    return held.then(() => {
+    return held.then((dropped) => {
       l.releasing--;
-      return next();
+      if (!dropped) return next();
+      throw new PointSubError(
+        "ERR_RATE_LIMITED",
+        `one-way message to ${ctx.route} dropped: its session closed while it waited for the global limit`,
+      );
     });
   }) as RateLimiter;
   mw.stats = () => ({ ...stats, keys: byKey.size });

@@ -671,6 +671,44 @@ describe("attack: one-way messages held by the rate limiter", () => {
     }
   });
 
+  it("a peer that floods, then hangs up, gets none of its held messages past the global limit: those it has no tokens for are dropped", async () => {
+    const limiter = rateLimit({ global: { messages: { perSecond: 100, burst: 10 } } });
+    const server = createServer({ keepAliveMs: 500 });
+    server.use(limiter);
+    let delivered = 0;
+    server.on("message", () => {
+      delivered++;
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const peer = await connectPeer({ port: Number(new URL(url).port), read: "parse" });
+    const t0 = performance.now();
+    try {
+      let id = 1;
+      let sent = 0;
+      for (let i = 0; i < 4; i++) {
+        const b = tinyMessageBatch(id, 16 * 1024);
+        sent += b.count;
+        id = b.next;
+        peer.write(b.frame);
+      }
+      await until(() => limiter.stats().waiting > 1000);
+      peer.destroy();
+      await until(() => server.sessions.size === 0 && limiter.stats().waiting === 0, 8000);
+      const seconds = (performance.now() - t0) / 1000;
+      // Before: every held message went on at once when the session closed (thousands in a moment).
+      const allowed = 10 + 100 * seconds + 20;
+      assert.ok(
+        delivered <= allowed,
+        `${delivered} of ${sent} messages delivered in ${seconds.toFixed(2)} s; the global limit allows ${allowed.toFixed(0)}`,
+      );
+      const st = limiter.stats();
+      assert.ok(st.dropped > 0 && st.dropped + delivered <= sent, JSON.stringify({ ...st, delivered, sent }));
+    } finally {
+      peer.destroy();
+      await server.close({ timeoutMs: 200 });
+    }
+  });
+
   it("a flooding session closed with thousands of messages held does not push a global limit into unbounded debt for everyone else", async () => {
     const limiter = rateLimit({ global: { messages: { perSecond: 100, burst: 10 } } });
     const server = createServer();
