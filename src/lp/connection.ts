@@ -267,10 +267,15 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
     return w.queuedBytes + w.pending * QUEUED_SEND_COST + (this.transport.bytesHeld?.() ?? 0);
   }
 
-  /** Resolves once nothing is queued and the transport takes bytes again (or the connection closed). */
+  /**
+   * Resolves once nothing is queued and the transport takes bytes again (or the connection closed).
+   * After the peer ended its side nothing more goes out: it resolves when the connection closes
+   * (before, at once while `state` was still "open": a producer looping on state, writable and
+   * drain() spun without yielding until the socket flushed).
+   */
   drain(): Promise<void> {
     if (this.writable || this.state_ === "closed") return RESOLVED;
-    return this.writer.whenDrained();
+    return this.writer.ended ? this.closed : this.writer.whenDrained();
   }
 
   /** Counters. */

@@ -128,6 +128,11 @@ export class LpWriter {
     return this.transportWritable && this.queueHead === this.queue.length && !this.closed;
   }
 
+  /** {@link close} was called: nothing more is written. */
+  get ended(): boolean {
+    return this.closed;
+  }
+
   /** Messages queued behind backpressure. */
   get pending(): number {
     return this.queue.length - this.queueHead;

@@ -43,12 +43,15 @@ describe("lp: the peer ends its side while it is still owed bytes", () => {
       await until(() => !session.writable);
       await assert.rejects(session.send("after the peer's FIN"), { code: "ERR_CONNECTION_CLOSED" });
       await assert.rejects(session.send(new Uint8Array(100_000)), { code: "ERR_CONNECTION_CLOSED" });
-      await session.drain();
+      // Nothing more can go out: drain() waits for the connection's end (the peer reads what it holds).
+      const drained = session.drain();
       let got = 0;
       sock.on("data", (c: Buffer) => {
         got += c.length;
       });
       sock.resume();
+      await drained;
+      assert.equal(session.state, "closed");
       await new Promise((r) => sock.once("close", r));
       await until(() => outcome.closed);
       assert.equal(outcome.error, undefined);
@@ -85,6 +88,47 @@ describe("lp: the peer ends its side while it is still owed bytes", () => {
       await closing;
       await until(() => outcome.closed);
       assert.equal(outcome.error?.code, "ERR_CONNECTION_CLOSED");
+    } finally {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => peer.close(() => r()));
+    }
+  });
+
+  it("drain() after the peer's FIN waits for the connection's end: a producer looping on state, writable and drain() yields", async () => {
+    // Before, it resolved at once while the state stayed "open" and writable false until the socket
+    // flushed (or slowPeerTimeoutMs): such a loop spun without yielding, holding the event loop.
+    const sockets: net.Socket[] = [];
+    const peer = net.createServer((s) => {
+      sockets.push(s);
+      s.on("error", () => {});
+      s.pause();
+    });
+    await new Promise<void>((r) => peer.listen(0, "127.0.0.1", r));
+    try {
+      const conn = await connectLp(`lp+tcp://127.0.0.1:${(peer.address() as net.AddressInfo).port}`);
+      await until(() => sockets.length === 1);
+      const chunk = new Uint8Array(64 * 1024).fill(5);
+      for (let i = 0; i < 2000 && conn.writable; i++) void conn.send(chunk).catch(() => {});
+      assert.equal(conn.writable, false, "the peer reads nothing: the socket backed up");
+      sockets[0].end();
+      await until(() => conn.bufferedAmount === 0 && conn.state === "open");
+      let rounds = 0;
+      let refused = 0;
+      const producer = (async () => {
+        while (conn.state === "open" && rounds < 10_000) {
+          rounds++;
+          if (!conn.writable) await conn.drain();
+          await conn.send(chunk).catch(() => refused++);
+        }
+      })();
+      for (let i = 0; i < 5; i++) await new Promise<void>((r) => setImmediate(r));
+      assert.ok(rounds <= 2, `the producer waits in drain() (it looped ${rounds} times)`);
+      sockets[0].on("data", () => {});
+      sockets[0].resume();
+      await producer;
+      assert.equal(conn.state, "closed");
+      // (A round may have begun before the FIN arrived: its drain() woke on the FIN, its send was refused.)
+      assert.ok(rounds <= 2 && refused <= rounds, `${rounds} rounds, ${refused} sends refused`);
     } finally {
       for (const s of sockets) s.destroy();
       await new Promise<void>((r) => peer.close(() => r()));
