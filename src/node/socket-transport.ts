@@ -111,6 +111,10 @@ function onSocketError(this: Socket, err: Error): void {
   const t = (this as unknown as Slots)[TRANSPORT];
   // A TLS alert after the handshake (TLS 1.3 sends "certificate required" then): said plainly, with its code.
   t.error = tlsError(err, t.remoteUrl) ?? err;
+  // node:tls only emits a TLS error after the handshake (a record that does not decrypt): the socket
+  // stayed open, reading nothing more, and the connection hung (test/transport/tls-bad-record.test.ts).
+  // Its 'close' reports the error.
+  if (!this.destroyed) this.destroy();
 }
 /**
  * The peer ended its side (it sent a FIN; every byte it sent was read).
