@@ -622,6 +622,11 @@ function wsError(err: Error & { code?: string }): PointSubError {
   if (err.code?.startsWith("WS_ERR_")) {
     return new PointSubError("ERR_PROTOCOL", `WebSocket protocol error: ${err.message}`, { cause: err });
   }
+  // OpenSSL's failures (a record that does not decrypt) name its source file and line: their reason alone.
+  const reason = (err as { reason?: unknown }).reason;
+  if (err.code?.startsWith("ERR_SSL_") === true && typeof reason === "string") {
+    return new PointSubError("ERR_CONNECTION_CLOSED", `TLS failed: ${reason}`, { cause: err });
+  }
   return new PointSubError("ERR_CONNECTION_CLOSED", `WebSocket failed: ${err.message}`, { cause: err });
 }
 

@@ -105,6 +105,34 @@ describe("tls://: a TLS error after the handshake closes the connection", () => 
     });
   }
 
+  it("wss://: the server's session says why in plain words, without OpenSSL's text (its source file and line)", async () => {
+    const c = await testCerts();
+    const server = createServer({ tls: { cert: c.serverCert, key: c.serverKey } });
+    const sessionErrors: (PointSubError | undefined)[] = [];
+    server.on("sessionClose", (_s, err) => sessionErrors.push(err));
+    server.handle("/echo/1.0.0", (ctx) => ctx.data);
+    const [url] = await server.listen("wss://127.0.0.1:0");
+    const proxy = await tamperingProxy(Number(new URL(url).port), "toServer");
+    try {
+      const conn = await connect(`wss://localhost:${proxy.port}${new URL(url).pathname}`, { tls: { ca: c.ca } });
+      const outcome = closeOutcome(conn);
+      assert.equal((await conn.request("/echo/1.0.0", "before")).length, 6);
+      proxy.arm();
+      const call = conn.request("/echo/1.0.0", new Uint8Array(64 * 1024), { timeoutMs: 0 }).catch(() => {});
+      await until(() => outcome.closed && sessionErrors.length === 1);
+      await call;
+      const err = sessionErrors[0];
+      assert.equal(err?.code, "ERR_CONNECTION_CLOSED");
+      // Before: "WebSocket failed: 40…:error:0A000119:SSL routines:tls_get_more_records:decryption failed or bad
+      // record mac:../deps/openssl/openssl/ssl/record/methods/tls_common.c:874:".
+      assert.match(err?.message ?? "", /TLS failed: decryption failed or bad record mac/);
+      assert.doesNotMatch(err?.message ?? "", /openssl|\.c:\d|SSL routines/i);
+    } finally {
+      await proxy.close();
+      await server.close({ timeoutMs: 200 });
+    }
+  });
+
   it("a TLS 1.2 client renegotiating again and again is cut (node:tls's ERR_TLS_SESSION_ATTACK closes the session)", async () => {
     const c = await testCerts();
     const server = createServer({ tls: { cert: c.serverCert, key: c.serverKey } });
