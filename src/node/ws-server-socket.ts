@@ -199,9 +199,13 @@ export class RawServerWs {
     if (s.destroyed) queueMicrotask(() => this.socketClosed());
   }
 
-  /** The socket failed. */
+  /**
+   * The socket failed. Closed here: node:tls only emits an error after the handshake (a client's 4th
+   * TLS 1.2 renegotiation, ERR_TLS_SESSION_ATTACK), leaving the socket open (it renegotiated for ever).
+   */
   socketError(err: Error): void {
     this.owner?.onSocketError(err);
+    if (!this.socket.destroyed) this.socket.destroy();
   }
 
   get bufferedAmount(): number {

@@ -176,4 +176,52 @@ describe("tls://: a TLS error after the handshake closes the connection", () => 
       await server.close({ timeoutMs: 200 });
     }
   });
+
+  it("wss://: a TLS 1.2 client renegotiating again and again after its upgrade is cut", async () => {
+    const c = await testCerts();
+    const server = createServer({ tls: { cert: c.serverCert, key: c.serverKey } });
+    const [url] = await server.listen("wss://127.0.0.1:0");
+    const u = new URL(url);
+    const socket = tls.connect({
+      port: Number(u.port),
+      host: "127.0.0.1",
+      servername: "localhost",
+      ca: c.ca,
+      maxVersion: "TLSv1.2",
+    });
+    socket.on("error", () => {});
+    let closed = false;
+    socket.once("close", () => {
+      closed = true;
+    });
+    try {
+      await new Promise((r) => socket.once("secureConnect", r));
+      socket.write(
+        `GET ${u.pathname} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: pointsub.v1\r\n\r\n",
+      );
+      const status = await new Promise<string>((r) => socket.once("data", (d: Buffer) => r(d.toString("latin1"))));
+      assert.match(status, /^HTTP\/1\.1 101 /);
+      let renegotiated = 0;
+      for (let i = 0; i < 10 && !closed; i++) {
+        const cut = until(() => closed).then(
+          () => false,
+          () => false,
+        );
+        const ok = await Promise.race([
+          cut,
+          new Promise<boolean>((resolve) => {
+            if (!socket.renegotiate({}, (err) => resolve(err === null || err === undefined))) resolve(false);
+          }),
+        ]);
+        if (ok) renegotiated++;
+        else break;
+      }
+      await until(() => closed);
+      assert.ok(renegotiated <= 3, `${renegotiated} renegotiations`);
+    } finally {
+      socket.destroy();
+      await server.close({ timeoutMs: 200 });
+    }
+  });
 });
