@@ -133,12 +133,23 @@ function lost(e: PointSubError): boolean {
 /** Errors that are a request's last word (a repeat's, its retries done): not retried again. */
 const FINAL = new WeakSet<object>();
 /**
- * Requests (their options object, shared by all their attempts) answered by one attempt while a repeat
+ * Requests (their options object, shared by all their attempts) answered by one attempt (a response, or
+ * the handler's error: {@link serverAnswer}) while a repeat
  * still waited for a connection (a GOAWAY: the first attempt finished on the draining one): that repeat
  * is never sent. Before, it went out once reconnected, nobody awaiting it, and a server without the key
  * (a restart's new store) ran the handler a second time.
  */
 const ANSWERED = new WeakSet<object>();
+/**
+ * Whether `e`, an attempt's error, is the server's answer to a keyed request: an error its idempotency
+ * store keeps (the handler ran and failed: not retryable, nor a cancel, a missing route or a refusal),
+ * not a loss. A repeat would get it again, or, on a server without that store (a restart), run the handler again.
+ */
+function serverAnswer(e: unknown): boolean {
+  if (!(e instanceof PointSubError) || DROPS.has(e)) return false;
+  const c = e.code;
+  return c !== "ERR_CANCELLED" && c !== "ERR_NO_ROUTE" && c !== "ERR_UNAUTHORIZED" && !codeInfo(c).retryable;
+}
 const utf8 = new TextEncoder();
 /** How a send is held: its refusal is no unhandled rejection. */
 const QUIET: HoldLimits = { quiet: true };
@@ -410,7 +421,8 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
    * would abort its handler and free the key, so that the repeat ran the
    * handler again (and again at each attempt's end: it could never finish);
    * the server's store makes the repeat wait for it instead. The first
-   * answer wins; an error counts once both have one (the repeat's: its own
+   * answer wins (a response, or this attempt's error that the store keeps:
+   * {@link serverAnswer}); another error counts once both have one (the repeat's: its own
    * retries are done), so an answer still coming on this attempt is not
    * lost to the repeat's error (the store's waitMs, an offline policy).
    */
@@ -463,6 +475,13 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
           done = true;
           clearTimeout(t);
           reject(e); // the caller's catch decides on a retry, as for any attempt
+          return;
+        }
+        // The handler's own error is this request's answer, as a response is: a repeat still held for the next
+        // connection is not sent. Before, the caller waited for it, and a restarted server ran the handler again.
+        if (serverAnswer(e)) {
+          ANSWERED.add(request);
+          lose(e);
           return;
         }
         callError = { e };
