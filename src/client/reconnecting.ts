@@ -253,10 +253,16 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
     if (this.closing !== undefined) return this.closing;
     const conn = this.conn;
     this.conn = undefined;
-    this.shutdown(undefined);
     const draining = [...this.draining];
     this.draining.clear();
-    this.closing = Promise.all([conn?.close(), ...draining.map((d) => d.close())]).then(noop);
+    // Kept before shutdown() tells `close`: a close() from its listener got a promise of its own, of nothing
+    // (the connections already taken), resolved at once while this one still drained them.
+    let closed: (all: Promise<unknown>) => void = noop;
+    this.closing = new Promise<unknown>((resolve) => {
+      closed = resolve;
+    }).then(noop);
+    this.shutdown(undefined);
+    closed(Promise.all([conn?.close(), ...draining.map((d) => d.close())]));
     return this.closing;
   }
 
