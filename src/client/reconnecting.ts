@@ -88,6 +88,11 @@ export interface HoldLimits {
    * refusal is no unhandled rejection; an awaiter still gets it.
    */
   quiet?: boolean;
+  /**
+   * Given how to take the call out of the queue before it runs (it rejects with ERR_CANCELLED, its bytes
+   * free for other calls): a keyed request's repeat, once an earlier attempt was answered.
+   */
+  held?: (withdraw: () => void) => void;
 }
 
 interface Held {
@@ -362,6 +367,10 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
       this.held.push(h);
       this.heldBytes += bytes;
       this.armAgeTimer();
+      // Only while still queued: run, aged out or rejected by a close, it is no longer counted.
+      limits?.held?.(() => {
+        if (this.held.includes(h)) drop(new PointSubError("ERR_CANCELLED", `${limits.what ?? "call"} withdrawn`));
+      });
     });
     return held;
   }

@@ -141,6 +141,17 @@ const FINAL = new WeakSet<object>();
  */
 const ANSWERED = new WeakSet<object>();
 /**
+ * How to take a request's repeat (by its options object) out of the offline queue while it waits there.
+ * Once the request is answered it leaves at once: before, it kept its payload counted against
+ * `offline.maxBytes` (and in memory) until the next connection, and new calls were refused ERR_OFFLINE.
+ */
+const HELD_REPEAT = new WeakMap<object, () => void>();
+/** `request` was answered: a repeat of it held for the next connection is not sent, and leaves the queue now. */
+function answered(request: object): void {
+  ANSWERED.add(request);
+  HELD_REPEAT.get(request)?.();
+}
+/**
  * Whether `e`, an attempt's error, is the server's answer to a keyed request: an error its idempotency
  * store keeps (the handler ran and failed: not retryable, nor a cancel, a missing route or a refusal),
  * not a loss. A repeat would get it again, or, on a server without that store (a restart), run the handler again.
@@ -337,6 +348,7 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
         signal: options.signal,
         what,
         again: prev !== undefined || unsent,
+        held: prev === undefined ? undefined : (withdraw: () => void) => HELD_REPEAT.set(options, withdraw),
       };
       // Run once connected, in the order the calls were held: the attempt starts its request at once
       // (before, it went out after every held send, a few microtasks late).
@@ -448,7 +460,7 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
         if (done) return;
         done = true;
         // A repeat still held for the next connection is not sent ({@link ANSWERED}).
-        ANSWERED.add(request);
+        answered(request);
         clearTimeout(t);
         resolve(v);
       };
@@ -480,7 +492,7 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
         // The handler's own error is this request's answer, as a response is: a repeat still held for the next
         // connection is not sent. Before, the caller waited for it, and a restarted server ran the handler again.
         if (serverAnswer(e)) {
-          ANSWERED.add(request);
+          answered(request);
           lose(e);
           return;
         }

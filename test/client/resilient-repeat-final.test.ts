@@ -61,3 +61,54 @@ describe("resilient client: a held repeat after a final error", () => {
     }
   });
 });
+
+describe("resilient client: an answered request's held repeat", () => {
+  it("leaves the offline queue once the request is answered: its bytes are free for new calls", async () => {
+    // Before: the repeat, never to be sent, kept its payload counted against offline.maxBytes (and in memory)
+    // until the next connection or its deadline; a new call made meanwhile was refused ERR_OFFLINE (queue full).
+    let runs = 0;
+    const gate = Promise.withResolvers<void>();
+    const a = createServer({ idempotency: true });
+    a.handle("/charge/1", async () => {
+      runs++;
+      await gate.promise;
+      return "charged";
+    });
+    const [url] = await a.listen("tcp://127.0.0.1:0");
+    const client = await connectResilient(url, {
+      reconnect: { initialDelayMs: 10, maxDelayMs: 50 },
+      offline: { maxBytes: 100_000, maxAgeMs: 60_000 },
+    });
+    const b = createServer({ idempotency: true });
+    b.handle("/echo/1", (r) => r.data);
+    try {
+      const big = new Uint8Array(60_000);
+      const answer = client.request("/charge/1", big, {
+        idempotencyKey: "order-3",
+        attemptTimeoutMs: 50,
+        timeoutMs: 60_000,
+      });
+      await until(() => runs === 1);
+      const closing = a.close({ timeoutMs: 60_000 });
+      await until(() => client.state === "reconnecting");
+      const held = client as unknown as { held: unknown[] };
+      await until(() => held.held.length === 1);
+      gate.resolve();
+      assert.equal(text(await answer), "charged");
+      await closing;
+      // Still reconnecting (nothing listens): a call as big as the answered one's is held, not refused.
+      assert.equal(client.state, "reconnecting");
+      const next = client.request("/echo/1", big, { timeoutMs: 60_000 }).then(
+        (r) => `${r.length} bytes`,
+        (e: PointSubError) => e.code,
+      );
+      await b.listen(url);
+      assert.equal(await next, "60000 bytes");
+    } finally {
+      gate.resolve();
+      await client.close();
+      await a.close();
+      await b.close();
+    }
+  });
+});
