@@ -41,16 +41,18 @@ function withRuntime<O extends { runtime?: Runtime }>(options: O): O {
 }
 
 /**
- * Settles like `opening`; fetches the error suggestions (`PointSubError.suggestion`,
+ * Settles like `opening`, at once; fetches the error suggestions (`PointSubError.suggestion`,
  * text loaded on demand, not in a page's first load) meanwhile, and a failed
- * connect's error carries its suggestion. An open connection is handed over
- * at once, not after the texts: a message or close the peer sent meanwhile
- * would have found no listener.
+ * connect's error gets its suggestion once they arrived. Neither waits for the
+ * texts: an open connection would have handed over late (a message or close
+ * the peer sent meanwhile found no listener), a failure (an abort, a timeout)
+ * was reported only once the texts' chunk came, never if its download stalled.
  */
 function withTexts<T>(opening: Promise<T>): Promise<T> {
   loadSuggestions().catch(noop);
-  return opening.catch(async (err: unknown) => {
-    throw await withSuggestion(err);
+  return opening.catch((err: unknown) => {
+    void withSuggestion(err);
+    throw err;
   });
 }
 

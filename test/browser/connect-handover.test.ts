@@ -6,8 +6,15 @@
  * right after `await connect(…)`. Here the page's chunks come 1.5 s late
  * (a slow CDN); before, connect waited for the suggestions, and the message
  * and the close went by with no listener.
+ *
+ * A connect that fails meanwhile settles at once too: an aborted one (the
+ * server never answers the WebSocket upgrade) rejects with ERR_CANCELLED
+ * before the suggestions chunk arrived, and its error's suggestion is
+ * completed once it did. Before, the rejection waited for the chunk (for
+ * ever, had its download stalled).
  */
 import assert from "node:assert/strict";
+import net from "node:net";
 import { describe, it } from "node:test";
 import { createServer } from "../../src/index.ts";
 import { browserReady, openChromium, openPage, servePointsubPage } from "../helpers/browser.ts";
@@ -26,6 +33,19 @@ window.run = async (url) => {
     setTimeout(() => resolve(false), ${CHUNK_DELAY_MS + 3000});
   });
   return { got, closed, connectMs, state: conn.state };
+};
+const suggestionsLoaded = () =>
+  performance.getEntriesByType("resource").some((e) => e.name.includes("/suggestions-"));
+window.abortEarly = async (url) => {
+  const ac = new AbortController();
+  const opening = window.pointsub.connect(url, { signal: ac.signal });
+  ac.abort();
+  const err = await opening.then(() => undefined, (e) => e);
+  const loadedAtReject = suggestionsLoaded();
+  const early = err?.suggestion;
+  // The chunk comes ${CHUNK_DELAY_MS} ms late; the suggestion is completed once it arrived.
+  for (let i = 0; i < 1000 && err?.suggestion === early; i++) await new Promise((r) => setTimeout(r, 20));
+  return { code: err?.code, loadedAtReject, early, late: err?.suggestion };
 };
 `;
 
@@ -56,6 +76,38 @@ describe("browser connect() hand-over", () => {
     } finally {
       await browser.close();
       await server.close();
+      await web.close();
+    }
+  });
+
+  it("a connect aborted while its chunks are still loading rejects at once; its suggestion is completed once they arrive", async (t) => {
+    if (!(await browserReady(t))) return;
+    const web = await servePointsubPage(PAGE, CHUNK_DELAY_MS);
+    // Accepts the TCP connection and never answers the WebSocket upgrade: connect waits until aborted.
+    const sockets = new Set<net.Socket>();
+    const silent = net.createServer((s) => {
+      sockets.add(s);
+      s.on("error", () => {});
+    });
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    const url = `ws://127.0.0.1:${(silent.address() as net.AddressInfo).port}/`;
+    const browser = await openChromium();
+    try {
+      const { page, errors } = await openPage(browser, web.url);
+      await page.waitForFunction(() => "pointsub" in window);
+      const r = await page.evaluate(
+        (u) => (window as unknown as { abortEarly(u: string): Promise<Record<string, unknown>> }).abortEarly(u),
+        url,
+      );
+      assert.deepEqual(errors, []);
+      assert.equal(r.code, "ERR_CANCELLED");
+      assert.equal(r.loadedAtReject, false, "the abort was reported before the suggestions chunk arrived");
+      assert.equal(r.early, "See ERR_CANCELLED in pointsub's docs/PROTOCOL.md (error codes).");
+      assert.equal(r.late, "The operation was cancelled by an AbortSignal or by the peer.");
+    } finally {
+      await browser.close();
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => silent.close(r));
       await web.close();
     }
   });
