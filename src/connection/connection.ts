@@ -548,7 +548,8 @@ export class Connection extends Emitter<ConnectionEvents> {
       },
       (err: unknown) => {
         this.engineLoading = false;
-        this.fail(toPointSubError(err, "ERR_CONNECTION_CLOSED", "cannot load the stream engine: "));
+        // (loadStreamEngine's errors are typed.)
+        this.fail(err as PointSubError);
       },
     );
   }
@@ -818,7 +819,7 @@ export class Connection extends Emitter<ConnectionEvents> {
         if (cancelled !== undefined) started.cancel(cancelled);
       },
       (err: unknown) => {
-        const e = toPointSubError(err, "ERR_CONNECTION_CLOSED", "cannot load the stream engine: ");
+        const e = err as PointSubError;
         progress.fail(e);
         d.reject(e);
       },

@@ -9,6 +9,7 @@
  * tick is half a keepalive interval away at the earliest, so nothing is
  * late): the page's first message does not wait for it.
  */
+import { toPointSubError } from "../errors/error.ts";
 import type { Ticker } from "../util/ticker.ts";
 import type { Housekeeper } from "./housekeeping.ts";
 
@@ -45,7 +46,8 @@ export function loadHousekeeper(): Promise<typeof Housekeeper> {
     },
     (err: unknown) => {
       loading = undefined; // tried again by the next connection that opens
-      throw err;
+      // Typed: a page that could not fetch the chunk (offline, gone) had ping() reject with a raw TypeError.
+      throw toPointSubError(err, "ERR_CONNECTION_CLOSED", "cannot load housekeeping: ");
     },
   );
   return loading;

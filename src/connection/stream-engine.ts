@@ -16,6 +16,7 @@ import { useCombine } from "../codec/crc32c.ts";
 import type { crc32cCombine } from "../codec/crc32c-combine.ts";
 import type { FrameDecoder } from "../codec/decoder.ts";
 import type { askResume } from "../codec/resume.ts";
+import { toPointSubError } from "../errors/error.ts";
 import type { Router } from "../router/router.ts";
 import type { Progress } from "../transfer/progress.ts";
 import type { Assemblies } from "./assembly.ts";
@@ -89,6 +90,8 @@ export function useStreamLoader(load: () => Promise<StreamEngine>): void {
   loader ??= load;
 }
 
+const noLoader = (): Promise<never> => Promise.reject(new Error("import pointsub from an entry point"));
+
 /**
  * Loads the engine (once; a failed load, e.g. offline, is tried again by the
  * next caller). Rejects when neither an engine nor a loader is installed (a
@@ -96,17 +99,15 @@ export function useStreamLoader(load: () => Promise<StreamEngine>): void {
  */
 export function loadStreamEngine(): Promise<StreamEngine> {
   if (engine !== undefined) return Promise.resolve(engine);
-  if (loader === undefined) {
-    return Promise.reject(new Error("no stream engine: import pointsub from an entry point"));
-  }
-  loading ??= loader().then(
+  loading ??= (loader ?? noLoader)().then(
     (m) => {
       useStreamEngine(m);
       return engine as StreamEngine;
     },
     (err: unknown) => {
       loading = undefined;
-      throw err;
+      // Typed: a page that could not fetch the chunk (offline, gone) had queryResume reject with a raw TypeError.
+      throw toPointSubError(err, "ERR_CONNECTION_CLOSED", "cannot load the stream engine: ");
     },
   );
   return loading;

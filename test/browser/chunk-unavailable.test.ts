@@ -1,0 +1,70 @@
+/**
+ * A page that cannot fetch pointsub's on-demand chunks (offline, or the
+ * chunks gone after a deploy), in chromium: the fetches of housekeeping and
+ * of the stream engine are refused. What needs them fails with a typed
+ * ERR_CONNECTION_CLOSED naming what could not be loaded: before, `ping()`
+ * and `queryResume()` rejected with the browser's raw TypeError ("Failed to
+ * fetch dynamically imported module"), and `sendResumable` took it for a
+ * fault of its source (ERR_SOURCE, not retried).
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { blobServer } from "../helpers/blob-sink.ts";
+import { browserReady, openChromium, servePointsubPage } from "../helpers/browser.ts";
+
+const PAGE = `
+window.unloadable = async (url) => {
+  const { connect, sendResumable, blobSource, PointSubError } = window.pointsub;
+  const outcome = (p) => p.then(
+    () => ({ settled: "resolved" }),
+    (e) => ({ typed: e instanceof PointSubError, code: e?.code, message: String(e?.message) }),
+  );
+  const conn = await connect(url);
+  const ping = await outcome(conn.ping());
+  const query = await outcome(conn.queryResume("/blob/1.0.0", "q".repeat(32)));
+  const resumable = await outcome(sendResumable(conn, "/blob/1.0.0", blobSource(new Blob(["abc"])), { retries: 0 }));
+  await conn.close();
+  return { ping, query, resumable };
+};
+`;
+
+interface Outcome {
+  typed?: boolean;
+  code?: string;
+  message?: string;
+  settled?: string;
+}
+
+describe("a page that cannot fetch pointsub's on-demand chunks (chromium)", () => {
+  it("ping, queryResume and sendResumable fail with a typed ERR_CONNECTION_CLOSED, not the browser's TypeError", async (t) => {
+    if (!(await browserReady(t))) return;
+    const web = await servePointsubPage(PAGE);
+    const { server } = blobServer(1024);
+    const [url] = await server.listen("ws://127.0.0.1:0/pointsub");
+    const browser = await openChromium();
+    try {
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on("pageerror", (e) => errors.push(String(e)));
+      // Loaded once the connection opens, and at the first stream or resume query: both refused.
+      await page.route(/\/js\/(housekeeping|stream-chunk)-[^/]*\.js$/, (r) => r.abort());
+      await page.goto(web.url);
+      await page.waitForFunction(() => "pointsub" in window && "unloadable" in window);
+      const r = await page.evaluate(
+        (u) => (window as unknown as { unloadable(u: string): Promise<Record<string, Outcome>> }).unloadable(u),
+        url,
+      );
+      assert.deepEqual(errors, []);
+      for (const [what, o] of Object.entries(r)) {
+        assert.equal(o.typed, true, `${what}: ${JSON.stringify(o)}`);
+        assert.equal(o.code, "ERR_CONNECTION_CLOSED", `${what}: ${JSON.stringify(o)}`);
+      }
+      assert.match(r.ping.message as string, /^cannot load housekeeping: /);
+      assert.match(r.query.message as string, /^cannot load the stream engine: /);
+    } finally {
+      await browser.close();
+      await server.close();
+      await web.close();
+    }
+  });
+});
