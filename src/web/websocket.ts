@@ -125,7 +125,13 @@ class WebSocketTransport extends WsReceiver implements Transport {
   }
 
   private readonly send = (message: Uint8Array<ArrayBuffer>): void => {
-    this.ws.send(message);
+    try {
+      this.ws.send(message);
+    } catch {
+      // A view of a resizable or shared buffer (a TypeError): a copy goes. It threw from the writer before,
+      // uncaught, and the connection sent nothing more.
+      this.ws.send(message.slice());
+    }
   };
 
   private readonly repoll = (): void => {
