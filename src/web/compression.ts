@@ -93,13 +93,23 @@ function entropyBytes(sample: Uint8Array): number {
   return Math.ceil(bits / 8);
 }
 
+/**
+ * `data`, or a copy where the platform's streams refuse it: a view of a
+ * resizable or shared buffer (a TypeError, and the stream failed with
+ * ERR_COMPRESSION, though the transport sends such views uncompressed).
+ */
+function writable(data: Uint8Array): Uint8Array {
+  const b = data.buffer;
+  return b instanceof ArrayBuffer && !b.resizable ? data : data.slice();
+}
+
 function webCodec(id: number, name: CodecName & Format): CompressionCodec {
   return {
     id,
     name,
     compress: (data) =>
       run(
-        data,
+        writable(data),
         new CompressionStream(name) as TransformStream<Uint8Array, Uint8Array>,
         Number.POSITIVE_INFINITY,
         Number.POSITIVE_INFINITY,

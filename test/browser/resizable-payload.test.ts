@@ -4,7 +4,9 @@
  * `WebSocket.send` refuses such a view with a TypeError. Before, a write
  * handed one over as is (a message or stream chunk over 16 KiB): the
  * TypeError escaped from the writer uncaught, the call never settled and
- * the connection sent nothing more. Now the transport sends a copy.
+ * the connection sent nothing more. Now the transport sends a copy. The
+ * web compression codecs' streams refuse them too: a stream of such views
+ * sent compressed failed with ERR_COMPRESSION; they compress a copy now.
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
@@ -30,6 +32,21 @@ window.resizable = async (url) => {
   r.send = await conn.send(view(200000)).then(() => sent, (e) => e.code);
   r.stream = await text(conn.sendStream("/sum-stream", [view(300000), view(40000)]));
   r.after = await text(conn.request("/sum", "after"));
+  await conn.close();
+  return r;
+};
+window.compressed = async (url) => {
+  const { connect, createBrowserRuntime, webCompressionCodecs } = window.pointsub;
+  const conn = await connect(url, { runtime: createBrowserRuntime({ codecs: webCompressionCodecs() }) });
+  const view = (n) => {
+    const v = new Uint8Array(new ArrayBuffer(n, { maxByteLength: 2 * n }));
+    for (let i = 0; i < n; i++) v[i] = i % 251;
+    return v;
+  };
+  const text = (p) => p.then((b) => new TextDecoder().decode(b), (e) => e.code + " " + e.message);
+  const r = {};
+  r.gzip = await text(conn.sendStream("/sum-stream", [view(300000)], { compress: "gzip" }));
+  r.deflate = await text(conn.sendStream("/sum-stream", [view(100000), view(200000)], { compress: "deflate-raw" }));
   await conn.close();
   return r;
 };
@@ -68,6 +85,33 @@ describe("payloads over a resizable ArrayBuffer from a page (chromium)", () => {
           ]),
         ),
         after: sum(new TextEncoder().encode("after")),
+      });
+    } finally {
+      await browser.close();
+      await server.close();
+      await web.close();
+    }
+  });
+
+  it("a stream of such views sent compressed (web compression codecs) arrives intact", async (t) => {
+    if (!(await browserReady(t))) return;
+    const web = await servePointsubPage(PAGE);
+    const server = createServer();
+    server.handleStream("/sum-stream", async (s) => sum(await s.bytes()));
+    const [url] = await server.listen("ws://127.0.0.1:0/pointsub");
+    const browser = await openChromium();
+    try {
+      const { page, errors } = await openPage(browser, web.url);
+      await page.waitForFunction(() => "pointsub" in window && "compressed" in window);
+      const r = await page.evaluate(
+        (u) => (window as unknown as { compressed(u: string): Promise<Record<string, string>> }).compressed(u),
+        url,
+      );
+      assert.deepEqual(errors, []);
+      const pattern = (n: number) => [...new Uint8Array(n).map((_, i) => i % 251)];
+      assert.deepEqual(r, {
+        gzip: want(300000),
+        deflate: sum(new Uint8Array([...pattern(100000), ...pattern(200000)])),
       });
     } finally {
       await browser.close();
