@@ -23,6 +23,7 @@ import type { Connection } from "./connection/connection.ts";
 import { type StreamEngine, useStreamLoader } from "./connection/stream-engine.ts";
 import { loadSuggestions } from "./errors/codes.ts";
 import { withSuggestion } from "./errors/error.ts";
+import { badOptions } from "./errors/options.ts";
 import type { Runtime } from "./runtime/runtime.ts";
 import type { Address } from "./transport/transport.ts";
 import { defaultRuntime } from "./web/runtime.ts";
@@ -37,7 +38,8 @@ const loadStreams = (): Promise<StreamEngine> => import("./web/stream-chunk.ts")
 /** `options` with the default runtime when they name none; installs the stream chunk's loader. */
 function withRuntime<O extends { runtime?: Runtime }>(options: O): O {
   useStreamLoader(loadStreams);
-  return options.runtime === undefined ? { ...options, runtime: defaultRuntime() } : options;
+  // Null or a number (a raw TypeError here before) goes on as it is: the core's check refuses it (ERR_INVALID_ARGUMENT).
+  return options?.runtime !== undefined || badOptions(options) ? options : { ...options, runtime: defaultRuntime() };
 }
 
 /**

@@ -176,6 +176,9 @@ export class Client {
   private closed = false;
 
   constructor(options: ClientOptions = {}) {
+    // Null (the browser entry passes it on) threw a raw TypeError below.
+    const bad = badOptions(options, "Client");
+    if (bad !== undefined) throw bad;
     // A string or a number was taken for the defaults: breaker "off" kept the breaker on.
     for (const [name, v] of [
       ["breaker", options.breaker],

@@ -30,6 +30,8 @@ export interface ConnectOptions extends ConnectionOptions, TransportConnectOptio
  * the entry points' `connect`, which supply their default runtime.
  */
 export async function connect(address: Address, options: ConnectOptions = {}): Promise<Connection> {
+  // First: null (from the browser entry) threw a raw TypeError at `options.runtime`.
+  checkConnectionOptions(options);
   const runtime = options.runtime;
   if (runtime === undefined) {
     throw new PointSubError(
@@ -37,7 +39,6 @@ export async function connect(address: Address, options: ConnectOptions = {}): P
       'connect needs options.runtime (the "pointsub" entry point supplies one)',
     );
   }
-  checkConnectionOptions(options);
   // A runtime someone may listen to: its publisher class first (the browser build loads it on demand).
   if (runtime.diagnostics !== NO_DIAGNOSTICS) await loadDiagnostics();
   const { adapter, address: target } = runtime.transports.resolve(address);

@@ -569,6 +569,9 @@ function randomKey(): Uint8Array {
  * policy), rejects with ERR_CONNECT when the attempts run out.
  */
 export async function connectResilient(address: Address, options: ResilientOptions = {}): Promise<ResilientConnection> {
+  // Null (the browser entry passes it on) threw a raw TypeError in the constructor.
+  const bad = badOptions(options, "connectResilient");
+  if (bad !== undefined) throw bad;
   const rc = new ResilientConnection(address, options);
   await rc.start();
   return rc;

@@ -10,7 +10,11 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { WebSocketServer, type WebSocket as WsSocket } from "ws";
-import { connect as browserConnect } from "../../src/browser.ts";
+import {
+  Client as BrowserClient,
+  connect as browserConnect,
+  connectResilient as browserResilient,
+} from "../../src/browser.ts";
 import { encodeFrame } from "../../src/codec/encoder.ts";
 import { FrameType } from "../../src/codec/frame.ts";
 import { createServer, PointSubError } from "../../src/index.ts";
@@ -32,6 +36,18 @@ describe("browser entry: connect and close errors over the web WebSocket transpo
   after(async () => {
     for (const c of wss.clients) c.terminate();
     await new Promise((r) => wss.close(r));
+  });
+
+  it("options that are not an object: ERR_INVALID_ARGUMENT (a rejection from connect and connectResilient), as in Node", async () => {
+    // Before: raw TypeErrors, thrown at once by connect (withRuntime read null.runtime), from connectResilient's
+    // constructor and Client's; a number went on as no options at all.
+    for (const bad of [null, 5, "x"]) {
+      const opening = browserConnect(url, bad as never);
+      assert.ok(opening instanceof Promise);
+      await assert.rejects(opening, { code: "ERR_INVALID_ARGUMENT", message: /options must be an object/ });
+      await assert.rejects(browserResilient(url, bad as never), { code: "ERR_INVALID_ARGUMENT" });
+      assert.throws(() => new BrowserClient(bad as never), { code: "ERR_INVALID_ARGUMENT" });
+    }
   });
 
   it("a server that says nothing fails connect with ERR_TIMEOUT after handshakeTimeoutMs", async () => {
