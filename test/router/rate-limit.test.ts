@@ -465,6 +465,31 @@ describe("router: rateLimit", () => {
     }
   });
 
+  it("server.close() with messages waiting for a global limit drops none: all are delivered, in order", async () => {
+    // The client ends its side once both GOAWAYs crossed: its session closes with the messages still waiting.
+    const { server, url, limiter } = await serve({ global: { messages: { perSecond: 1, burst: 5 } } });
+    const got: number[] = [];
+    server.on("message", (msg) => {
+      got.push(Number(msg.text()));
+    });
+    const conn = await connect(url);
+    try {
+      await Promise.all(Array.from({ length: 40 }, (_, i) => conn.send(String(i))));
+      await until(() => got.length + limiter.stats().waiting === 40);
+      assert.ok(limiter.stats().waiting >= 30, `${limiter.stats().waiting} messages waiting`);
+      await server.close({ timeoutMs: 10_000 });
+      await until(() => got.length === 40 || limiter.stats().dropped > 0);
+      assert.equal(limiter.stats().dropped, 0);
+      assert.deepEqual(
+        got,
+        Array.from({ length: 40 }, (_, i) => i),
+      );
+    } finally {
+      conn.destroy();
+      await server.close();
+    }
+  });
+
   it("messages still waiting when their session is destroyed go on at once (charged to the buckets), in order", async () => {
     // One message per 10 s: without the close, the rest would wait minutes.
     const { server, url, limiter } = await serve({ session: { messages: { perSecond: 0.1, burst: 1 } } });
