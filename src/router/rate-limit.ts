@@ -70,7 +70,8 @@ export interface RateLimitStats {
   /**
    * Messages dropped: waiting when their session closed, and over the global
    * messages/bytes limit then (each also counted as an ERR_RATE_LIMITED
-   * error in the server's `stats()`). A session this side closed gracefully
+   * error in the closed session's own `stats()`; not in the server's `stats()`,
+   * which took the session's totals when it closed). A session this side closed gracefully
    * (`server.close()`, `closeSession`) drops none.
    */
   dropped: number;
