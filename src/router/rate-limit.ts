@@ -68,8 +68,9 @@ export interface RateLimitStats {
   /** Messages waiting now. */
   waiting: number;
   /**
-   * Messages dropped: waiting when their session closed, and over the global
-   * messages/bytes limit then (each also counted as an ERR_RATE_LIMITED
+   * Messages dropped: waiting when their session closed (a hang-up, an error,
+   * an idle close; a graceful one past 8,192 waiting), over the global limit
+   * then (each also counted as an ERR_RATE_LIMITED
    * error in the closed session's own `stats()`; not in the server's `stats()`,
    * which took the session's totals when it closed). A session this side closed gracefully
    * (`server.close()`, `closeSession`) drops none.
@@ -106,6 +107,14 @@ interface Lane extends Buckets {
   releasing: number;
   timer: ReturnType<typeof setTimeout> | undefined;
 }
+
+/**
+ * Messages of sessions their peer closed that may wait for the global limit's tokens, all such sessions
+ * together (and their data bytes): beyond, they are dropped. Each is charged to the memory budget while it
+ * waits (its data and 1 KiB, `connection/dispatch.ts`).
+ */
+const ORPHANS = 8192;
+const ORPHAN_BYTES = 8 * 1024 * 1024;
 
 const num = () => v.number("must be a number");
 const rule = v.optional(
@@ -223,15 +232,15 @@ function idle(l: Lane, now: number): boolean {
  *   more than 64 waiting messages or 1 MiB of them, it stops reading from
  *   that peer until half of them went on: a flooding peer is slowed by
  *   backpressure (its `send`s queue, then wait for its TCP window), and
- *   this side holds a bounded amount. Messages still waiting when their
- *   session closes go on at once as far as the global limit lets them,
- *   charged to their own session's or key's buckets (which may go into
- *   debt); those over the global limit then are dropped (`stats().dropped`):
- *   nothing piles up after a session, and a peer cannot get past the global
- *   limit by hanging up (its own close, graceful or not). A graceful close
- *   of this side (`server.close()`, `closeSession`) drops none: it waits for
- *   them while the peer keeps the connection (up to its timeout), and those
- *   left when the session closes go on then.
+ *   this side holds a bounded amount. When a session closes, its own
+ *   limit no longer holds its waiting messages (charged to its buckets,
+ *   into debt), the global limit does: after the peer's graceful close they
+ *   wait for its tokens (at most ORPHANS messages of all such sessions);
+ *   after a hang-up, an error or an idle close those it has no tokens for
+ *   are dropped (`stats().dropped`). A graceful close of this side
+ *   (`server.close()`, `closeSession`) drops none: it waits for them while
+ *   the peer keeps the connection (up to its timeout), and those left when
+ *   the session closes go on then.
  * - An amount larger than a bucket's burst is let through when the bucket
  *   is full and leaves it in debt, so one large message or request is never
  *   refused forever, and the long-run byte rate holds.
@@ -312,25 +321,46 @@ export function rateLimit(options: RateLimitOptions): RateLimiter {
       const w = q[i];
       const now = clock();
       const global = delayOf(g, g.messages, w.bytes, now);
-      const wait = Math.max(delayOf(l, l.messages, w.bytes, now), global);
-      // A closed session's peer can send no more: nothing of it waits on. Its messages the global limit
-      // lets through now go on, charged to its own line into debt (so the long-run rate of a key holds);
-      // the rest are dropped. Before, they all went on at once, charged to the session's line only: a peer
-      // that sent a BATCH of 30,000 tiny messages and hung up had them all served past the global limit
-      // (10 such connections: 300,000 messages in 4.8 s through a global limit of 100/s).
-      if (wait > 0 && w.session.state !== "closed") {
-        arm(l, wait);
-        break;
-      }
-      // Those of a session this side closed gracefully (server.close(), closeSession) are not dropped: the close
-      // waited for them while the peer kept the connection (a pointsub peer ends it once both GOAWAYs crossed);
-      // they go on now, charged to the global buckets only as far as these have tokens. Dropped, a graceful
-      // server.close() lost a client's messages at once (35 of 40, with a 10 s timeout).
-      const dropped = global > 0 && !closedByUs.has(w.session);
-      if (dropped) stats.dropped++;
-      else {
+      let dropped = false;
+      if (w.session.state !== "closed") {
+        const wait = Math.max(delayOf(l, l.messages, w.bytes, now), global);
+        if (wait > 0) {
+          arm(l, wait);
+          break;
+        }
+        consume(l, l.messages, w.bytes, now);
+        consume(g, g.messages, w.bytes, now);
+      } else if (closedByUs.has(w.session)) {
+        // A session this side closed gracefully (server.close(), closeSession): the close waited for them while
+        // the peer kept the connection (a pointsub peer ends it once both GOAWAYs crossed); they go on now,
+        // charged to the global buckets only as far as these have tokens. Dropped, a graceful server.close()
+        // lost a client's messages at once (35 of 40, with a 10 s timeout).
         consume(l, l.messages, w.bytes, now);
         if (global <= 0) consume(g, g.messages, w.bytes, now);
+      } else {
+        // Closed otherwise: its own line no longer holds them (charged into debt, so a key's long-run rate
+        // holds), the global limit does. Before, they all went on at once: a peer that sent a BATCH of 12,000
+        // tiny messages and hung up had them served past a global limit of 100/s in 1.6 s (and each such
+        // connection as many again). The peer's own graceful close (its GOAWAY): they wait for the global
+        // tokens, in order, up to ORPHANS messages or ORPHAN_BYTES of all such sessions together, and are
+        // dropped beyond (dropping them all lost a client's `send`s before its `close()`). A hang-up, an error
+        // or an idle close: those the global limit has no tokens for now are dropped.
+        const patient = orphaned.has(w.session);
+        if (global > 0) {
+          if (patient && orphans <= ORPHANS && orphanBytes <= ORPHAN_BYTES) {
+            arm(l, global);
+            break;
+          }
+          dropped = true;
+          stats.dropped++;
+        } else {
+          consume(l, l.messages, w.bytes, now);
+          consume(g, g.messages, w.bytes, now);
+        }
+        if (patient) {
+          orphans--;
+          orphanBytes -= w.bytes;
+        }
       }
       i++;
       l.releasing++;
@@ -352,6 +382,11 @@ export function rateLimit(options: RateLimitOptions): RateLimiter {
    * "peer closing" or "peer: <reason>") nor an idle close (which does not wait for held messages).
    */
   const closedByUs = new WeakSet<object>();
+  /** Sessions the peer closed gracefully (its GOAWAY, no error): their messages wait for the global limit. */
+  const orphaned = new WeakSet<object>();
+  /** Their messages (and bytes) still waiting: bounded by ORPHANS, ORPHAN_BYTES. */
+  let orphans = 0;
+  let orphanBytes = 0;
   const wakeOnClose = (session: CallContext["session"], l: Lane): void => {
     let lines = linesOf.get(session);
     if (lines === undefined) {
@@ -359,7 +394,16 @@ export function rateLimit(options: RateLimitOptions): RateLimiter {
       lines = mine;
       linesOf.set(session, mine);
       session.once("close", (error) => {
-        if (error === undefined && !/^(peer: |peer closing$|idle$)/.test(session.closeReason)) closedByUs.add(session);
+        if (error === undefined && /^(peer: |peer closing$)/.test(session.closeReason)) {
+          orphaned.add(session);
+          for (const x of mine) {
+            for (const w of x.waiting ?? []) {
+              if (w.session !== session) continue;
+              orphans++;
+              orphanBytes += w.bytes;
+            }
+          }
+        } else if (error === undefined && session.closeReason !== "idle") closedByUs.add(session);
         for (const x of mine) {
           if (x.waiting === undefined || x.waiting.length === 0) continue;
           if (x.timer !== undefined) clearTimeout(x.timer);

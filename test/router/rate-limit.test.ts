@@ -490,6 +490,31 @@ describe("router: rateLimit", () => {
     }
   });
 
+  it("a client's own graceful close with messages waiting for a global limit loses none: they wait for its tokens, in order", async () => {
+    // Dropped at once when the peer's close ended the session (35 of 40), before they waited for the global limit.
+    const { server, url, limiter } = await serve({ global: { messages: { perSecond: 20, burst: 5 } } });
+    const got: number[] = [];
+    server.on("message", (msg) => {
+      got.push(Number(msg.text()));
+    });
+    const conn = await connect(url);
+    try {
+      await Promise.all(Array.from({ length: 40 }, (_, i) => conn.send(String(i))));
+      await until(() => got.length + limiter.stats().waiting === 40);
+      await conn.close();
+      await until(() => server.sessions.size === 0);
+      await until(() => got.length === 40 || limiter.stats().dropped > 0);
+      assert.equal(limiter.stats().dropped, 0);
+      assert.deepEqual(
+        got,
+        Array.from({ length: 40 }, (_, i) => i),
+      );
+    } finally {
+      conn.destroy();
+      await server.close();
+    }
+  });
+
   it("messages still waiting when their session is destroyed go on at once (charged to the buckets), in order", async () => {
     // One message per 10 s: without the close, the rest would wait minutes.
     const { server, url, limiter } = await serve({ session: { messages: { perSecond: 0.1, burst: 1 } } });
