@@ -50,6 +50,12 @@ const EMPTY = new Uint8Array(0);
 const decoder = new TextDecoder();
 /** Never aborted: one-way messages cannot be cancelled. */
 const NEVER: AbortSignal = new AbortController().signal;
+/**
+ * Promise's own `then`, called on what a handler returned (after `Promise.resolve`): a promise of
+ * the handler's whose `then` throws (its own property, a subclass's) closed the session as the
+ * peer's ERR_PROTOCOL. Another thenable is adopted by `Promise.resolve` (a throw there rejects).
+ */
+export const promiseThen = Promise.prototype.then;
 /** Held messages of one connection beyond which reading from its peer pauses. */
 export const HOLD_MAX_MESSAGES = 64;
 /** Held message bytes of one connection beyond which reading from its peer pauses. */
@@ -250,7 +256,7 @@ export class Dispatcher {
     const done = router.run(ctx, e.message);
     // Finished at once (delivered, or dropped by a middleware without an error): nothing to wait for.
     if (!(done instanceof Promise)) return;
-    if (ctx.delivered) done.then(undefined, e.refused);
+    if (ctx.delivered) promiseThen.call(done, undefined, e.refused);
     else this.hold(e, done, data.length);
   }
 
@@ -281,7 +287,7 @@ export class Dispatcher {
         this.readGate?.holdMessages(false);
       }
     };
-    done.then(release, (err: unknown) => {
+    promiseThen.call(done, release, (err: unknown) => {
       release();
       this.messageRefused(err);
     });
@@ -413,7 +419,7 @@ export class Dispatcher {
         typeof result === "object" &&
         typeof (result as Promise<HandlerResult>).then === "function"
       ) {
-        pending = result instanceof Promise ? result : Promise.resolve(result);
+        pending = Promise.resolve(result);
       }
     } catch (err) {
       this.finishHandler(call, undefined, err, true);
@@ -422,7 +428,8 @@ export class Dispatcher {
     if (pending !== undefined) {
       // Only a call still running can be cancelled: track it from here.
       this.serve(call);
-      pending.then(
+      promiseThen.call(
+        pending,
         (value) => this.finishHandler(call, value, undefined, false),
         (err) => this.finishHandler(call, undefined, err, true),
       );

@@ -17,7 +17,7 @@ import { Limiter } from "../util/limiter.ts";
 import type { MemoryBudget } from "./budget.ts";
 import { ServerCall } from "./calls.ts";
 import type { Connection, ConnectionShared } from "./connection.ts";
-import type { Dispatcher } from "./dispatch.ts";
+import { type Dispatcher, promiseThen } from "./dispatch.ts";
 import type { ReceiveWindow } from "./flow.ts";
 import { idKey } from "./id-key.ts";
 import { creditDue, type Link } from "./link.ts";
@@ -334,7 +334,15 @@ export class IncomingStreams {
         return;
       }
     }
-    Promise.resolve(result).then(
+    let pending: Promise<HandlerResult>;
+    try {
+      pending = Promise.resolve(result); // (a promise whose `constructor` getter throws)
+    } catch (err) {
+      this.finishHandler(st, undefined, err, true);
+      return;
+    }
+    promiseThen.call(
+      pending,
       (value) => this.finishHandler(st, value, undefined, false),
       (err) => this.finishHandler(st, undefined, err, true),
     );

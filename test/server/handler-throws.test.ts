@@ -190,6 +190,26 @@ describe("a server event listener that throws (the application's bug)", () => {
   });
 });
 
+/** A promise whose `then` throws: adopted through Promise's own `then`, its throw is the handler's failure. */
+class ThrowingThen<T> extends Promise<T> {
+  // biome-ignore lint/suspicious/noThenProperty: the hostile promise under test
+  override then(): never {
+    throw new Error("subclass then");
+  }
+}
+
+/** A promise whose own `then` property throws. */
+function ownThen<T>(value: T): Promise<T> {
+  const p = Promise.resolve(value);
+  // biome-ignore lint/suspicious/noThenProperty: the hostile promise under test
+  Object.defineProperty(p, "then", {
+    value() {
+      throw new Error("own then");
+    },
+  });
+  return p;
+}
+
 describe("a handler that fails with a value the dispatcher cannot answer as it is", () => {
   const revoked = (): object => {
     const r = Proxy.revocable({}, {});
@@ -240,6 +260,7 @@ describe("a handler that fails with a value the dispatcher cannot answer as it i
           },
         }) as never,
     ],
+    ["returning a Promise subclass whose then throws", () => new ThrowingThen<string>((r) => r("x")) as never],
   ];
   for (const [name, handler] of cases) {
     it(`${name}: the caller gets a typed error at once, the session and the process go on`, async () => {
@@ -288,6 +309,34 @@ describe("a handler that fails with a value the dispatcher cannot answer as it i
         });
       }
       assert.equal(runs, 1);
+    } finally {
+      await client.close();
+      await server.close({ timeoutMs: 1000 });
+    }
+  });
+
+  it("a request handler, a stream handler and a one-way message's middleware returning a promise whose own then throws: its value is the outcome, the session goes on", async () => {
+    const server = createServer();
+    let messages = 0;
+    server.use((ctx, next) => {
+      if (ctx.kind !== "message") return next();
+      messages++;
+      return ownThen(undefined);
+    });
+    server.handleStream("/bad-stream/1", () => ownThen("streamed") as never);
+    server.handle("/bad/1", () => ownThen("answered") as never);
+    server.handle("/ok/1", () => "fine");
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const client = await connect(url);
+    try {
+      // Before: the dispatcher called the promise's then, whose throw closed the session as the client's ERR_PROTOCOL.
+      const text = (b: Uint8Array) => new TextDecoder().decode(b);
+      await client.send("delivered");
+      assert.equal(text(await client.request("/bad/1", "x", { timeoutMs: 5000 })), "answered");
+      assert.equal(text(await client.sendStream("/bad-stream/1", [new Uint8Array(10)]).done), "streamed");
+      assert.equal(messages, 1);
+      assert.equal(new TextDecoder().decode(await client.request("/ok/1")), "fine");
+      assert.equal(client.state, "open");
     } finally {
       await client.close();
       await server.close({ timeoutMs: 1000 });
