@@ -338,7 +338,7 @@ export class OutgoingStreams {
       call.reject(toPointSubError(err, "ERR_INVALID_ARGUMENT"));
       // Never to be read: closed, as one given up while it waits for a slot is (a send on a closed connection
       // or with an aborted signal kept a Node Readable's file open, and an async generator suspended, for good).
-      if (isStreamSource(source)) closeUnread(source);
+      closeUnread(source);
       return transfer;
     }
     // A call from here on: it settles through the caller, which counts it as succeeded or failed (before,

@@ -431,8 +431,12 @@ function closeSource(
   Promise.resolve()
     .then(() => iterator?.return?.())
     .catch(() => {});
-  const destroy = (source as { destroy?: unknown } | undefined)?.destroy;
-  if (typeof destroy === "function") destroy.call(source);
+  // A destroy that throws is the source's own failure: thrown here it left sendStream (a refused send) or the
+  // connection's teardown (a stopped stream) half done.
+  try {
+    const destroy = (source as { destroy?: unknown } | undefined)?.destroy;
+    if (typeof destroy === "function") destroy.call(source);
+  } catch {}
 }
 
 /**
@@ -441,15 +445,20 @@ function closeSource(
  * Readable is destroyed, a ReadableStream cancelled, an iterator (an async
  * generator) returned. An iterable is not asked for an iterator to close.
  */
-export function closeUnread(source: StreamSource): void {
-  const s = source as unknown as Record<string, unknown>;
-  if (typeof s.destroy === "function") closeSource(source, undefined);
-  else if (typeof s.getReader === "function" && typeof s.cancel === "function") {
-    // Rejects when the stream is locked (someone else reads it): theirs to close.
-    Promise.resolve()
-      .then(() => (source as ReadableStream<Uint8Array>).cancel())
-      .catch(() => {});
-  } else if (typeof s.next === "function") closeSource(undefined, source as unknown as AsyncIterator<Uint8Array>);
+export function closeUnread(source: unknown): void {
+  // Anything else given (a send refused for its source) is left alone; one whose properties throw (a revoked
+  // Proxy) too: sendStream threw it, a refused send's failure is its transfer's.
+  try {
+    if (!isStreamSource(source)) return;
+    const s = source as Record<string, unknown>;
+    if (typeof s.destroy === "function") closeSource(source as StreamSource, undefined);
+    else if (typeof s.getReader === "function" && typeof s.cancel === "function") {
+      // Rejects when the stream is locked (someone else reads it): theirs to close.
+      Promise.resolve()
+        .then(() => (source as ReadableStream<Uint8Array>).cancel())
+        .catch(() => {});
+    } else if (typeof s.next === "function") closeSource(undefined, source as AsyncIterator<Uint8Array>);
+  } catch {}
 }
 
 /** Whether `source` is something {@link toIterator} can read (checked before a stream's START goes out). */

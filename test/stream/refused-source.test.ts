@@ -67,4 +67,40 @@ describe("a stream refused at once closes its source", () => {
       await rm(work, { recursive: true, force: true });
     }
   });
+
+  it("a source whose destroy throws, and a revoked Proxy: the send is refused through its transfer, nothing thrown", async () => {
+    const server = createServer();
+    server.handleStream("/s", async (stream) => {
+      for await (const _ of stream);
+      return "ok";
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    try {
+      assert.equal(new TextDecoder().decode(await conn.sendStream("/s", [new Uint8Array(1)]).done), "ok");
+      let destroyed = 0;
+      const throwing = {
+        async *[Symbol.asyncIterator]() {
+          yield new Uint8Array(1);
+        },
+        destroy() {
+          destroyed++;
+          throw new Error("destroy failed");
+        },
+      };
+      const revocable = Proxy.revocable({}, {});
+      revocable.revoke();
+      // Before: sendStream threw the destroy's error (the revoked Proxy's TypeError) at its caller.
+      const refused = () => conn.sendStream("/s", throwing, { total: -1 });
+      await assert.rejects(refused().done, { code: "ERR_INVALID_ARGUMENT" });
+      assert.equal(destroyed, 1);
+      await assert.rejects(conn.sendStream("/s", revocable.proxy as never).done, { code: "ERR_INVALID_ARGUMENT" });
+      await conn.close();
+      await assert.rejects(conn.sendStream("/s", throwing).done, { code: "ERR_CONNECTION_CLOSED" });
+      assert.equal(destroyed, 2);
+    } finally {
+      conn.destroy();
+      await server.close({ timeoutMs: 100 });
+    }
+  });
 });
