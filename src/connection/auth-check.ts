@@ -16,14 +16,19 @@ const decoder = new TextDecoder();
 
 /** Runs `hs`'s authenticator on the client's `credentials` (a copy); the handshake is waiting for its answer. */
 export function checkCredentials(hs: Handshake, credentials: Uint8Array): void {
-  let result: unknown;
+  let pending: Promise<unknown>;
   try {
-    result = (hs.authenticator as Authenticator)(credentials, hs.port.authInfo(decoder.decode(credentials)));
+    // Promise's own then: a promise of the hook's whose `then` throws (its own property) threw out of here, an
+    // uncaught exception (the server's process ended), the client left to its handshake deadline.
+    pending = Promise.resolve(
+      (hs.authenticator as Authenticator)(credentials, hs.port.authInfo(decoder.decode(credentials))),
+    );
   } catch (err) {
     refuse(hs, err);
     return;
   }
-  Promise.resolve(result).then(
+  Promise.prototype.then.call(
+    pending,
     (principal) => {
       if (hs.port.isClosed()) return;
       hs.principal = principal;

@@ -13,6 +13,7 @@ import { Feature } from "../../src/codec/settings.ts";
 import { type Connection, connect, createServer, type PointSubError, tokenAuth } from "../../src/index.ts";
 import { testCerts } from "../helpers/certs.ts";
 import { handshake, rawClient } from "../helpers/raw-peer.ts";
+import { catchingUncaught } from "../helpers/uncaught.ts";
 import { sleep } from "../helpers/wait.ts";
 
 async function guarded(authenticate = tokenAuth("s3cret"), checksum = true) {
@@ -175,6 +176,43 @@ describe("attack: authentication", () => {
         await server.close({ timeoutMs: 1000 });
       }
     }
+  });
+
+  it("a hook returning a promise whose own then throws: its outcome is the answer (opened, or refused at once); nothing uncaught", async () => {
+    /** A promise settled with `outcome` whose own `then` property throws. */
+    const ownThen = (outcome: Promise<unknown>): Promise<unknown> => {
+      outcome.catch(() => {});
+      // biome-ignore lint/suspicious/noThenProperty: the hostile promise under test
+      Object.defineProperty(outcome, "then", {
+        value() {
+          throw new Error("own then");
+        },
+      });
+      return outcome;
+    };
+    await catchingUncaught(async (caught) => {
+      // Before: checkCredentials called that then, an uncaught exception; the client waited for its deadline.
+      const opened = await guarded((() => ownThen(Promise.resolve("me"))) as never);
+      try {
+        const c = await connect(opened.url, { credentials: "x", connectTimeoutMs: 5000 });
+        assert.equal(Buffer.from(await c.request("/who")).toString(), "me");
+        await c.close();
+      } finally {
+        await opened.server.close({ timeoutMs: 1000 });
+      }
+      const refused = await guarded((() => ownThen(Promise.reject(new Error("no")))) as never);
+      try {
+        await assert.rejects(connect(refused.url, { credentials: "x", connectTimeoutMs: 5000 }), {
+          code: "ERR_UNAUTHORIZED",
+          message: /credentials refused/,
+        });
+        assert.deepEqual(refused.served, []);
+      } finally {
+        await refused.server.close({ timeoutMs: 1000 });
+      }
+      await sleep(10);
+      assert.deepEqual(caught, []);
+    });
   });
 
   it("mutual TLS: the client certificate is on the session and in the hook", async () => {
