@@ -22,7 +22,7 @@
 import { encodeErrorHead, OK_HEAD } from "../codec/error-head.ts";
 import { FrameType } from "../codec/frame.ts";
 import { codeInfo, type ErrorCode } from "../errors/codes.ts";
-import { answerableError, describeResult, describeThrown } from "../errors/describe.ts";
+import { answerableError, describeResult, describeThrown, thrownCode } from "../errors/describe.ts";
 import { PointSubError } from "../errors/error.ts";
 import type { Router } from "../router/router.ts";
 import type { CallContext } from "../router/types.ts";
@@ -459,7 +459,7 @@ export class Dispatcher {
           ? own
           : new PointSubError(
               "ERR_HANDLER",
-              `handler for ${call.route} failed: ${own !== undefined ? `${own.code}: ` : ""}${describeThrown(err)}`,
+              `handler for ${call.route} failed: ${thrownCode(err)}${describeThrown(err)}`,
             );
       // A hint that is no number (changed by the handler: a BigInt threw in its encoding) is not sent.
       const retry: unknown = e.retryAfterMs;

@@ -36,6 +36,20 @@ export function answerableError(value: unknown): PointSubError | undefined {
 }
 
 /**
+ * "CODE: " for a thrown PointSubError (its code as text; a code of the application's own, which no error
+ * answer can carry, is kept so in its ERR_HANDLER's message), else "". Never throws.
+ */
+export function thrownCode(value: unknown): string {
+  try {
+    if (!(value instanceof PointSubError)) return "";
+    const code: unknown = value.code;
+    return typeof code === "string" && code !== "" ? `${code}: ` : "";
+  } catch {
+    return "";
+  }
+}
+
+/**
  * What a handler returned that is no answer, for its ERR_HANDLER: an object's class name, else the
  * value as text. Never throws (a revoked Proxy, a throwing `constructor` getter).
  */

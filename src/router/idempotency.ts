@@ -13,7 +13,7 @@
  */
 import { crc32c, crc32cHex } from "../codec/crc32c.ts";
 import { codeInfo, type ErrorCode } from "../errors/codes.ts";
-import { answerableError, describeResult, describeThrown } from "../errors/describe.ts";
+import { answerableError, describeResult, describeThrown, thrownCode } from "../errors/describe.ts";
 import { PointSubError } from "../errors/error.ts";
 import type { CallContext, HandlerResult, Middleware } from "./types.ts";
 
@@ -837,7 +837,8 @@ export function idempotency(options: IdempotencyOptions = {}): Middleware {
       if (ctx.signal.aborted || (e !== undefined && !keepsError(e.code))) {
         await settle("fail", () => store.fail(key, token));
       } else {
-        const message = e !== undefined ? e.message : `handler for ${ctx.route} failed: ${describeThrown(err)}`;
+        const message =
+          e !== undefined ? e.message : `handler for ${ctx.route} failed: ${thrownCode(err)}${describeThrown(err)}`;
         const code = e?.code ?? "ERR_HANDLER";
         await settle("complete", () => store.complete(key, token, { ok: false, code, message }, print));
       }

@@ -291,6 +291,30 @@ describe("a handler that fails with a value the dispatcher cannot answer as it i
     });
   }
 
+  it("a PointSubError with a code not pointsub's: its code and message reach the caller in ERR_HANDLER's message", async () => {
+    const server = createServer();
+    server.handle("/sync/1", () => {
+      throw ownCode();
+    });
+    server.handle("/async/1", async () => {
+      throw ownCode();
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const client = await connect(url);
+    try {
+      // Before: "handler for /sync/1 failed: tagged", the application's code lost.
+      for (const route of ["/sync/1", "/async/1"]) {
+        await assert.rejects(client.request(route, "x", { timeoutMs: 5000 }), {
+          code: "ERR_HANDLER",
+          message: `handler for ${route} failed: MY_APP_CODE: tagged`,
+        });
+      }
+    } finally {
+      await client.close();
+      await server.close({ timeoutMs: 1000 });
+    }
+  });
+
   it("behind the idempotency middleware, a PointSubError with a code not pointsub's: the key is settled, a duplicate gets the same answer at once", async () => {
     const server = createServer({ idempotency: true });
     let runs = 0;
@@ -306,6 +330,8 @@ describe("a handler that fails with a value the dispatcher cannot answer as it i
       for (let i = 0; i < 2; i++) {
         await assert.rejects(client.request("/bad/1", "x", { timeoutMs: 5000, idempotencyKey: "k1" }), {
           code: "ERR_HANDLER",
+          // The application's code is kept in the message (before: "handler for /bad/1 failed: tagged").
+          message: "handler for /bad/1 failed: MY_APP_CODE: tagged",
         });
       }
       assert.equal(runs, 1);
