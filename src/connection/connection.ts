@@ -809,12 +809,13 @@ export class Connection extends Emitter<ConnectionEvents> {
     const d = Promise.withResolvers<Uint8Array>();
     let started: Transfer | undefined;
     let cancelled: string | undefined;
-    (refused === undefined ? loadStreamEngine() : Promise.reject(refused)).then(
+    // Refused too once the engine is loaded: it closes the source (its stream never read).
+    loadStreamEngine().then(
       (engine) => {
         const real = new engine.Progress(progress.transferId, options.total, options.progressIntervalMs);
         progress.follow(real);
         // `t`: the transfer handed out, whose contentCrc the engine sets too.
-        started = this.outStreams(engine).send(route, source, { ...options, onProgress: undefined }, real, t);
+        started = this.outStreams(engine).send(route, source, { ...options, onProgress: undefined }, real, t, refused);
         started.done.then(d.resolve, d.reject);
         if (cancelled !== undefined) started.cancel(cancelled);
       },

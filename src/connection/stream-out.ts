@@ -222,6 +222,7 @@ export class OutgoingStreams {
     options: SendStreamOptions,
     given?: Progress,
     handedOut?: Transfer,
+    refused?: PointSubError,
   ): Transfer {
     let progress: Progress;
     if (given === undefined) {
@@ -263,6 +264,8 @@ export class OutgoingStreams {
     let head: Uint8Array;
     let plan: ReturnType<typeof planCompression>;
     try {
+      // Its options no object (Connection.sendStream): refused as another option is, its source closed.
+      if (refused !== undefined) throw refused;
       if (!this.isOpen()) throw this.gate.session.unusableError();
       checkSignal(options);
       // A route of another type went out as its text (a request's is refused).

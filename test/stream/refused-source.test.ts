@@ -1,6 +1,6 @@
 /**
  * A stream refused at once (its connection closed, its signal aborted, an
- * option refused) never reads its source: the source is closed as one given
+ * option refused, options that are no object) never reads its source: the source is closed as one given
  * up while it waits for a stream slot is. Before, a Node Readable kept its
  * file open and an async generator stayed suspended for good.
  */
@@ -31,6 +31,8 @@ describe("a stream refused at once closes its source", () => {
       const refused: [string, string, (source: AsyncIterable<Uint8Array>) => Promise<unknown>][] = [
         ["aborted signal", "ERR_CANCELLED", (s) => conn.sendStream("/s", s, { signal: AbortSignal.abort() }).done],
         ["refused option", "ERR_INVALID_ARGUMENT", (s) => conn.sendStream("/s", s, { total: -1 }).done],
+        // Before: refused before the stream engine saw it, its source left open.
+        ["options no object", "ERR_INVALID_ARGUMENT", (s) => conn.sendStream("/s", s, null as never).done],
         [
           "closed connection",
           "ERR_CONNECTION_CLOSED",
