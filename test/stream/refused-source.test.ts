@@ -105,4 +105,39 @@ describe("a stream refused at once closes its source", () => {
       await server.close({ timeoutMs: 100 });
     }
   });
+
+  it("a running stream whose source waits and whose destroy throws: cancel() does not throw, the transfer is cancelled", async () => {
+    const server = createServer();
+    server.handleStream("/s", async (stream) => {
+      for await (const _ of stream);
+      return "ok";
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    try {
+      let destroyed = 0;
+      let waiting = false;
+      const source = {
+        async *[Symbol.asyncIterator]() {
+          yield new Uint8Array(10);
+          waiting = true;
+          await new Promise(() => {}); // a live feed with nothing more to say
+        },
+        destroy() {
+          destroyed++;
+          throw new Error("destroy failed");
+        },
+      };
+      const t = conn.sendStream("/s", source);
+      await until(() => waiting);
+      // Before: the source's destroy threw out of cancel().
+      t.cancel("enough");
+      await assert.rejects(t.done, { code: "ERR_CANCELLED" });
+      assert.equal(destroyed, 1);
+      assert.equal(conn.state, "open");
+    } finally {
+      conn.destroy();
+      await server.close({ timeoutMs: 100 });
+    }
+  });
 });
