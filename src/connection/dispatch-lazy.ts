@@ -11,7 +11,7 @@
  * pauses reading from the peer until then), then hands the connection to a
  * real dispatcher and replays the queue in order.
  */
-import { type PointSubError, toPointSubError } from "../errors/error.ts";
+import type { PointSubError } from "../errors/error.ts";
 import type { Router } from "../router/router.ts";
 import { nextTurn } from "../util/next-turn.ts";
 import type { MemoryBudget } from "./budget.ts";
@@ -201,9 +201,8 @@ export class DispatchShell {
       (err: unknown) => {
         this.loadStarted = false;
         if (this.queue !== undefined && !this.closed) {
-          (this.args[4] as Connection).terminate(
-            toPointSubError(err, "ERR_CONNECTION_CLOSED", "cannot load the request dispatcher: "),
-          );
+          // (loadStreamEngine's errors are typed: "cannot load the stream engine: …".)
+          (this.args[4] as Connection).terminate(err as PointSubError);
         }
       },
     );

@@ -9,6 +9,7 @@
  * whose runtime has diagnostics, so a browser page that never subscribes
  * never downloads it.
  */
+import { toPointSubError } from "../errors/error.ts";
 import { type Diagnostics, NO_DIAGNOSTICS } from "../runtime/runtime.ts";
 import type { Connection } from "./connection.ts";
 import type { ConnectionDiagnostics, Role } from "./diagnostics.ts";
@@ -26,14 +27,20 @@ export function useDiagnostics(cls: typeof ConnectionDiagnostics): void {
   factory ??= (d, connection, role) => new cls(d, connection, role);
 }
 
-/** Loads the publisher class (once; a failed load is tried again by the next caller). */
+/**
+ * Loads the publisher class (once). A failed load (a page offline, its chunk
+ * gone) is ERR_CONNECTION_CLOSED "cannot load diagnostics: …" (`connect`
+ * rejected with the browser's raw TypeError). The next caller imports again,
+ * but a browser remembers a failed `import()` of a URL (Chromium: rejects
+ * at once, no request) until the page reloads.
+ */
 export function loadDiagnostics(): Promise<void> {
   if (factory !== undefined) return Promise.resolve();
   loading ??= import("./diagnostics.ts").then(
     (m) => useDiagnostics(m.ConnectionDiagnostics),
     (err: unknown) => {
       loading = undefined;
-      throw err;
+      throw toPointSubError(err, "ERR_CONNECTION_CLOSED", "cannot load diagnostics: ");
     },
   );
   return loading;

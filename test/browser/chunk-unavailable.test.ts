@@ -5,7 +5,9 @@
  * ERR_CONNECTION_CLOSED naming what could not be loaded: before, `ping()`
  * and `queryResume()` rejected with the browser's raw TypeError ("Failed to
  * fetch dynamically imported module"), and `sendResumable` took it for a
- * fault of its source (ERR_SOURCE, not retried).
+ * fault of its source (ERR_SOURCE, not retried). A `connect` whose runtime has
+ * diagnostics someone may listen to loads their publisher first: it rejected
+ * with that raw TypeError too.
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
@@ -25,6 +27,16 @@ window.unloadable = async (url) => {
   const resumable = await outcome(sendResumable(conn, "/blob/1.0.0", blobSource(new Blob(["abc"])), { retries: 0 }));
   await conn.close();
   return { ping, query, resumable };
+};
+window.diagnosed = async (url) => {
+  const { connect, createBrowserRuntime, createRuntime, PointSubError } = window.pointsub;
+  // A runtime someone may listen to: connect loads the diagnostics publisher's chunk first.
+  const diagnostics = { channel: () => ({ hasSubscribers: true, publish() {} }), subscribe() {}, unsubscribe: () => false };
+  const runtime = createRuntime({ ...createBrowserRuntime(), diagnostics });
+  return connect(url, { runtime }).then(
+    async (c) => { await c.close(); return { settled: "resolved" }; },
+    (e) => ({ typed: e instanceof PointSubError, code: e?.code, message: String(e?.message) }),
+  );
 };
 `;
 
@@ -61,6 +73,34 @@ describe("a page that cannot fetch pointsub's on-demand chunks (chromium)", () =
       }
       assert.match(r.ping.message as string, /^cannot load housekeeping: /);
       assert.match(r.query.message as string, /^cannot load the stream engine: /);
+    } finally {
+      await browser.close();
+      await server.close();
+      await web.close();
+    }
+  });
+
+  it("connect with diagnostics someone may listen to fails with a typed ERR_CONNECTION_CLOSED, not the browser's TypeError", async (t) => {
+    if (!(await browserReady(t))) return;
+    const web = await servePointsubPage(PAGE);
+    const { server } = blobServer(1024);
+    const [url] = await server.listen("ws://127.0.0.1:0/pointsub");
+    const browser = await openChromium();
+    try {
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on("pageerror", (e) => errors.push(String(e)));
+      await page.route(/\/js\/diagnostics-[^/]*\.js$/, (r) => r.abort());
+      await page.goto(web.url);
+      await page.waitForFunction(() => "pointsub" in window && "diagnosed" in window);
+      const o = await page.evaluate(
+        (u) => (window as unknown as { diagnosed(u: string): Promise<Outcome> }).diagnosed(u),
+        url,
+      );
+      assert.deepEqual(errors, []);
+      assert.equal(o.typed, true, JSON.stringify(o));
+      assert.equal(o.code, "ERR_CONNECTION_CLOSED", JSON.stringify(o));
+      assert.match(o.message as string, /^cannot load diagnostics: /);
     } finally {
       await browser.close();
       await server.close();
