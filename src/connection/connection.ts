@@ -92,7 +92,7 @@ function portableRuntime(): Runtime {
 let drainModule: Promise<typeof import("./drain.ts")> | undefined;
 function loadDrain(): Promise<typeof import("./drain.ts")> {
   drainModule ??= import("./drain.ts").catch((err: unknown) => {
-    drainModule = undefined; // tried again by the next close
+    drainModule = undefined; // imported again by the next close (a browser remembers the failure: fails at once)
     throw err;
   });
   return drainModule;

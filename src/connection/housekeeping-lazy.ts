@@ -36,7 +36,12 @@ export function resetHousekeeper(load?: () => Promise<{ Housekeeper: typeof Hous
 const importHousekeeping = (): Promise<{ Housekeeper: typeof Housekeeper }> => import("./housekeeping.ts");
 let loader = importHousekeeping;
 
-/** Loads the housekeeper class (once; a failed load is tried again by the next caller). */
+/**
+ * Loads the housekeeper class (once). A failed load imports again for the
+ * next caller, but a browser remembers a failed `import()` of a URL until the
+ * page reloads (Chromium: rejected at once, no request): in a page, no later
+ * connection gets housekeeping either (`test/browser/chunk-unavailable.test.ts`).
+ */
 export function loadHousekeeper(): Promise<typeof Housekeeper> {
   if (cls !== undefined) return Promise.resolve(cls);
   loading ??= loader().then(
@@ -45,7 +50,7 @@ export function loadHousekeeper(): Promise<typeof Housekeeper> {
       return cls;
     },
     (err: unknown) => {
-      loading = undefined; // tried again by the next connection that opens
+      loading = undefined; // imported again by the next connection that opens (a browser fails it at once)
       // Typed: a page that could not fetch the chunk (offline, gone) had ping() reject with a raw TypeError.
       throw toPointSubError(err, "ERR_CONNECTION_CLOSED", "cannot load housekeeping: ");
     },

@@ -31,7 +31,7 @@ export function useDiagnostics(cls: typeof ConnectionDiagnostics): void {
  * Loads the publisher class (once). A failed load (a page offline, its chunk
  * gone) is ERR_CONNECTION_CLOSED "cannot load diagnostics: …" (`connect`
  * rejected with the browser's raw TypeError). The next caller imports again,
- * but a browser remembers a failed `import()` of a URL (Chromium: rejects
+ * but a browser remembers a failed `import()` of a URL (Chromium: rejected
  * at once, no request) until the page reloads.
  */
 export function loadDiagnostics(): Promise<void> {

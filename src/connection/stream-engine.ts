@@ -93,9 +93,13 @@ export function useStreamLoader(load: () => Promise<StreamEngine>): void {
 const noLoader = (): Promise<never> => Promise.reject(new Error("import pointsub from an entry point"));
 
 /**
- * Loads the engine (once; a failed load, e.g. offline, is tried again by the
- * next caller). Rejects when neither an engine nor a loader is installed (a
- * connection built outside every entry point).
+ * Loads the engine (once). A failed load (e.g. offline) calls the loader
+ * again for the next caller, but the browser entry's loader is an
+ * `import()`, and a browser remembers a failed `import()` of a URL until the
+ * page reloads (Chromium rejects the next one at once, without a request):
+ * in a page, one failed load fails every later caller, on every connection
+ * (`test/browser/chunk-unavailable.test.ts`). Rejects when neither an engine
+ * nor a loader is installed (a connection built outside every entry point).
  */
 export function loadStreamEngine(): Promise<StreamEngine> {
   if (engine !== undefined) return Promise.resolve(engine);

@@ -72,7 +72,11 @@ export function useSuggestions(t: typeof SUGGESTIONS): void {
   texts ??= t;
 }
 
-/** Loads the suggestion texts (once; a failed load is tried again by the next caller). */
+/**
+ * Loads the suggestion texts (once). A failed load imports again for the
+ * next caller, but a browser remembers a failed `import()` of a URL until
+ * the page reloads (Chromium: rejected at once, no request).
+ */
 export function loadSuggestions(): Promise<void> {
   if (texts !== undefined) return Promise.resolve();
   loading ??= import("./suggestions.ts").then(

@@ -7,7 +7,10 @@
  * fetch dynamically imported module"), and `sendResumable` took it for a
  * fault of its source (ERR_SOURCE, not retried). A `connect` whose runtime has
  * diagnostics someone may listen to loads their publisher first: it rejected
- * with that raw TypeError too.
+ * with that raw TypeError too. And a browser remembers a failed `import()`
+ * of a URL until the page reloads: once the chunks can be fetched again,
+ * a later connection's loads still fail, without a request (the loaders'
+ * comments said the next caller tried again).
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
@@ -101,6 +104,49 @@ describe("a page that cannot fetch pointsub's on-demand chunks (chromium)", () =
       assert.equal(o.typed, true, JSON.stringify(o));
       assert.equal(o.code, "ERR_CONNECTION_CLOSED", JSON.stringify(o));
       assert.match(o.message as string, /^cannot load diagnostics: /);
+    } finally {
+      await browser.close();
+      await server.close();
+      await web.close();
+    }
+  });
+
+  it("a later connection, the chunks reachable again, still fails typed: the browser remembers the failed import (no new request)", async (t) => {
+    if (!(await browserReady(t))) return;
+    const web = await servePointsubPage(PAGE);
+    const { server } = blobServer(1024);
+    const [url] = await server.listen("ws://127.0.0.1:0/pointsub");
+    const browser = await openChromium();
+    try {
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on("pageerror", (e) => errors.push(String(e)));
+      let refuse = true;
+      const fetched: string[] = [];
+      await page.route(/\/js\/(housekeeping|stream-chunk)-[^/]*\.js$/, (r) => {
+        fetched.push(new URL(r.request().url()).pathname);
+        return refuse ? r.abort() : r.continue();
+      });
+      await page.goto(web.url);
+      await page.waitForFunction(() => "pointsub" in window && "unloadable" in window);
+      const run = () =>
+        page.evaluate(
+          (u) => (window as unknown as { unloadable(u: string): Promise<Record<string, Outcome>> }).unloadable(u),
+          url,
+        );
+      const first = await run();
+      const requested = fetched.length;
+      refuse = false;
+      const later = await run();
+      assert.deepEqual(errors, []);
+      assert.equal(requested, 2, fetched.join());
+      assert.deepEqual(fetched.length, requested, `fetched again: ${fetched.join()}`);
+      for (const r of [first, later]) {
+        for (const [what, o] of Object.entries(r)) {
+          assert.equal(o.typed, true, `${what}: ${JSON.stringify(o)}`);
+          assert.equal(o.code, "ERR_CONNECTION_CLOSED", `${what}: ${JSON.stringify(o)}`);
+        }
+      }
     } finally {
       await browser.close();
       await server.close();
