@@ -53,7 +53,8 @@ function withRuntime<O extends { runtime?: Runtime }>(options: O): O {
 function withTexts<T>(opening: Promise<T>): Promise<T> {
   loadSuggestions().catch(noop);
   return opening.catch((err: unknown) => {
-    void withSuggestion(err);
+    // Awaited by nobody: a revoked Proxy (a custom transport's) made it reject, an unhandled rejection.
+    withSuggestion(err).catch(noop);
     throw err;
   });
 }

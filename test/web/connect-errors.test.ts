@@ -14,6 +14,7 @@ import {
   Client as BrowserClient,
   connect as browserConnect,
   connectResilient as browserResilient,
+  createBrowserRuntime,
 } from "../../src/browser.ts";
 import { encodeFrame } from "../../src/codec/encoder.ts";
 import { FrameType } from "../../src/codec/frame.ts";
@@ -91,5 +92,40 @@ describe("browser entry: connect and close errors over the web WebSocket transpo
     const err = await new Promise<PointSubError | undefined>((resolve) => conn.once("close", resolve));
     assert.equal(err?.code, "ERR_OVERLOADED", `${err?.code}: ${err?.message}`);
     assert.match(err?.message ?? "", /peer closed the connection: full/);
+  });
+
+  it("a connect failing with a revoked Proxy (a custom transport's) rejects with it, no unhandled rejection", async () => {
+    // The suggestion is completed after the rejection, from a promise nobody awaits: its brand check (and
+    // its resolution with the error, a thenable check) threw on the revoked Proxy, an unhandled rejection.
+    const { proxy, revoke } = Proxy.revocable({}, {});
+    revoke();
+    const runtime = createBrowserRuntime({
+      transports: [
+        {
+          schemes: ["revoked"],
+          connect: () => Promise.reject(proxy),
+          listen: () => Promise.reject(new Error("no")),
+        },
+      ],
+    });
+    const unhandled: unknown[] = [];
+    const onUnhandled = (e: unknown) => unhandled.push(e);
+    process.on("unhandledRejection", onUnhandled);
+    try {
+      // (Kept, not returned: resolving a promise with a revoked Proxy throws, a thenable check.)
+      let got: unknown;
+      await browserConnect("revoked://h:1", { runtime }).then(
+        () => assert.fail("resolved"),
+        (e: unknown) => {
+          got = e;
+        },
+      );
+      assert.equal(got, proxy);
+      // The suggestions' chunk (imported at once here) and the turns after it.
+      await new Promise((r) => setTimeout(r, 50));
+    } finally {
+      process.off("unhandledRejection", onUnhandled);
+    }
+    assert.deepEqual(unhandled.map(String), []);
   });
 });
