@@ -495,6 +495,35 @@ describe("docs/PROTOCOL.md conformance, hand-encoded: a pointsub server", () => 
       },
     );
   });
+
+  it("§3.7, §6: bytes of a frame that never ends do not count as hearing the peer: a dripping peer gets GOAWAY 1004", async () => {
+    // §6 once said "no byte received": a peer dripping a byte of an unfinished frame every 100 ms (10 B/s,
+    // under minProgressBytesPerSecond) is silent all the same (§3.7), and the keepalive closes it.
+    const ka = createServer({ keepAliveMs: 400 });
+    const kaPort = Number(new URL((await ka.listen("tcp://127.0.0.1:0"))[0]).port);
+    const socket = net.connect({ host: "127.0.0.1", port: kaPort });
+    const chunks: Buffer[] = [];
+    socket.on("data", (d: Buffer) => chunks.push(d));
+    socket.on("error", () => {});
+    const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
+    // A MSG frame announcing 8192 bytes, then its body a byte at a time.
+    socket.write(Buffer.concat([OPEN, Buffer.from([0x13, 0x01, 0x80, 0x40])]));
+    let dripped = 0;
+    const drip = setInterval(() => {
+      if (dripped < 200 && !socket.destroyed) socket.write(Buffer.from([0x61]), () => {});
+      dripped++;
+    }, 100);
+    try {
+      await closed;
+    } finally {
+      clearInterval(drip);
+      socket.destroy();
+      await ka.close({ timeoutMs: 200 });
+    }
+    const goaway = parse(Buffer.concat(chunks)).find((f) => f.type === GOAWAY);
+    assert.equal(goaway?.payload.readUInt16BE(0), 1004);
+    assert.ok(dripped >= 1, "the peer was sending bytes when it was closed");
+  });
 });
 
 /** A raw server that writes `first` on connect and `answer(frame)` for each frame it reads (BATCHes unpacked). */
