@@ -465,9 +465,14 @@ describe("router: rateLimit", () => {
     }
   });
 
-  it("server.close() with messages waiting for a global limit drops none: all are delivered, in order", async () => {
-    // The client ends its side once both GOAWAYs crossed: its session closes with the messages still waiting.
-    const { server, url, limiter } = await serve({ global: { messages: { perSecond: 1, burst: 5 } } });
+  /**
+   * 40 messages waiting for a global limit, then a graceful close; none may be dropped. `server.close()`:
+   * the client ends its side once both GOAWAYs crossed, its session closes with them still waiting (35 of 40
+   * were dropped at once). The client's own `close()`: dropped likewise, before they waited for the global
+   * limit's tokens after the peer's graceful close.
+   */
+  async function gracefulCloseKeepsAll(perSecond: number, close: (server: Server, conn: Connection) => Promise<void>) {
+    const { server, url, limiter } = await serve({ global: { messages: { perSecond, burst: 5 } } });
     const got: number[] = [];
     server.on("message", (msg) => {
       got.push(Number(msg.text()));
@@ -477,7 +482,7 @@ describe("router: rateLimit", () => {
       await Promise.all(Array.from({ length: 40 }, (_, i) => conn.send(String(i))));
       await until(() => got.length + limiter.stats().waiting === 40);
       assert.ok(limiter.stats().waiting >= 30, `${limiter.stats().waiting} messages waiting`);
-      await server.close({ timeoutMs: 10_000 });
+      await close(server, conn);
       await until(() => got.length === 40 || limiter.stats().dropped > 0);
       assert.equal(limiter.stats().dropped, 0);
       assert.deepEqual(
@@ -488,32 +493,16 @@ describe("router: rateLimit", () => {
       conn.destroy();
       await server.close();
     }
-  });
+  }
 
-  it("a client's own graceful close with messages waiting for a global limit loses none: they wait for its tokens, in order", async () => {
-    // Dropped at once when the peer's close ended the session (35 of 40), before they waited for the global limit.
-    const { server, url, limiter } = await serve({ global: { messages: { perSecond: 20, burst: 5 } } });
-    const got: number[] = [];
-    server.on("message", (msg) => {
-      got.push(Number(msg.text()));
-    });
-    const conn = await connect(url);
-    try {
-      await Promise.all(Array.from({ length: 40 }, (_, i) => conn.send(String(i))));
-      await until(() => got.length + limiter.stats().waiting === 40);
+  it("server.close() with messages waiting for a global limit drops none: all are delivered, in order", () =>
+    gracefulCloseKeepsAll(1, (server) => server.close({ timeoutMs: 10_000 })));
+
+  it("a client's own graceful close with messages waiting for a global limit loses none: they wait for its tokens, in order", () =>
+    gracefulCloseKeepsAll(20, async (server, conn) => {
       await conn.close();
       await until(() => server.sessions.size === 0);
-      await until(() => got.length === 40 || limiter.stats().dropped > 0);
-      assert.equal(limiter.stats().dropped, 0);
-      assert.deepEqual(
-        got,
-        Array.from({ length: 40 }, (_, i) => i),
-      );
-    } finally {
-      conn.destroy();
-      await server.close();
-    }
-  });
+    }));
 
   it("messages still waiting when their session is destroyed go on at once (charged to the buckets), in order", async () => {
     // One message per 10 s: without the close, the rest would wait minutes.
