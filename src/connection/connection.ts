@@ -1113,7 +1113,8 @@ export class Connection extends Emitter<ConnectionEvents> {
 
   /** @internal Housekeeping: idle for idleTimeoutMs — close gracefully. */
   idle(): void {
-    this.close({ reason: "idle" }).catch(noop);
+    // Not while middleware holds the peer's messages (waiting for rate-limit tokens): they would be dropped.
+    if (this.dispatcher.heldMessages === 0) this.close({ reason: "idle" }).catch(noop);
   }
 
   /** @internal Housekeeping: calls, messages or streams in flight in either direction (never idle then). */

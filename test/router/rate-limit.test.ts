@@ -504,6 +504,31 @@ describe("router: rateLimit", () => {
       await until(() => server.sessions.size === 0);
     }));
 
+  it("idleTimeoutMs does not close a session while its messages wait for a global limit: none is dropped", async () => {
+    // The idle check did not count held messages: the idle close (which drops what the global limit has no
+    // tokens for) came while they waited, and 3 of 4 were lost.
+    const server = createServer({ idleTimeoutMs: 300 });
+    const limiter = rateLimit({ global: { messages: { perSecond: 2, burst: 1 } } });
+    server.use(limiter);
+    const got: number[] = [];
+    server.on("message", (msg) => {
+      got.push(Number(msg.text()));
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    try {
+      await Promise.all([0, 1, 2, 3].map((i) => conn.send(String(i))));
+      await until(() => got.length === 4 || limiter.stats().dropped > 0, 5000);
+      assert.equal(limiter.stats().dropped, 0);
+      assert.deepEqual(got, [0, 1, 2, 3]);
+      // Idle afterwards: closed then.
+      await until(() => server.sessions.size === 0, 5000);
+    } finally {
+      conn.destroy();
+      await server.close();
+    }
+  });
+
   it("messages still waiting when their session is destroyed go on at once (charged to the buckets), in order", async () => {
     // One message per 10 s: without the close, the rest would wait minutes.
     const { server, url, limiter } = await serve({ session: { messages: { perSecond: 0.1, burst: 1 } } });
