@@ -223,6 +223,9 @@ const MAX_HELD_SENDS = 1024;
 const NODE = /^[A-Za-z0-9_-]{1,32}$/;
 /** Message ids remembered per node against duplicates. */
 const SEEN_MAX = 8192;
+/** Why a `sendTo` of a node whose server closed (or was closing, still waiting for its answer) fails. */
+const LEFT = "the server left the cluster (closed): sendTo not sent, or its answer not awaited";
+
 /** Longest session id a sendTo carries across the bus: a node's are `<nodeId>.<incarnation>.<n>`, under 64. */
 const MAX_SESSION_ID_CHARS = 128;
 /** Session infos per page of a session-list answer (and at most `maxBusMessageBytes` of them). */
@@ -868,7 +871,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       const bye = this.seal(members, encode({ t: "bye", n: this.nodeId, k: this.incarnation }));
       await this.call("bye", () => this.engine.publish(members, bye), true).catch(() => {});
     }
-    const closed = new PointSubError("ERR_CONNECTION_CLOSED", "the server left the cluster");
+    const closed = new PointSubError("ERR_CONNECTION_CLOSED", LEFT);
     for (const [id, p] of this.sends) {
       clearTimeout(p.timer);
       this.sends.delete(id);
@@ -1128,6 +1131,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       highWaterMark: options.highWaterMark,
       slowSessions: options.slowSessions,
     });
+    // Not after its server closed: a busError ("the engine is unreachable") for each, the engine being up.
+    if (this.stopped) return result;
     this.counters.broadcastsSent++;
     void this.publish(this.subject("bc"), message);
     return result;
@@ -1146,6 +1151,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   }
 
   private sendTo(id: string, data: Uint8Array): Promise<void> {
+    // After its server closed: "the cluster's engine is unreachable" (retryable, though no retry could ever
+    // send it), and a busError counted and emitted for a publish never tried.
+    if (this.stopped) return Promise.reject(new PointSubError("ERR_CONNECTION_CLOSED", LEFT));
     const dot = typeof id === "string" ? id.indexOf(".") : -1;
     const node = dot > 0 ? id.slice(0, dot) : "";
     // An id longer than any node makes names no session (its header, over the bus's limit, was dropped by
