@@ -141,6 +141,9 @@ export interface EngineIdempotencyStore extends IdempotencyStore {
 
 /** Bytes counted per kept answer besides its JSON and key (the engine's own bookkeeping, this node's ledger). */
 const KEPT_OVERHEAD = 128;
+/** Default `maxEntries` / `maxBytes` of a node (`idempotencyMaxEntries` / `idempotencyMaxBytes`). */
+export const DEFAULT_MAX_ENTRIES = 10_000;
+export const DEFAULT_MAX_BYTES = 32 * 1024 * 1024;
 /** Deletes that failed tried again per answer kept (each a read and a delete in the engine). */
 const RETRY_PER_KEEP = 8;
 
@@ -250,8 +253,8 @@ class EngineStore implements EngineIdempotencyStore {
   constructor(engine: ClusterEngine, o: EngineIdempotencyStoreOptions) {
     this.engine = engine;
     this.o = o;
-    this.maxEntries = positive("maxEntries", o.maxEntries, 10_000);
-    this.maxBytes = positive("maxBytes", o.maxBytes, 32 * 1024 * 1024);
+    this.maxEntries = positive("maxEntries", o.maxEntries, DEFAULT_MAX_ENTRIES);
+    this.maxBytes = positive("maxBytes", o.maxBytes, DEFAULT_MAX_BYTES);
     // A scope's quota set over the node's is the node's (an answer over maxBytes but not over the scope's
     // deleted every other answer this node kept, and was kept over maxBytes: 8,197 bytes of 4,000).
     this.maxEntriesPerScope = Math.min(

@@ -25,6 +25,7 @@ import { availableParallelism } from "node:os";
 import { EventEmitter } from "eventemitter3";
 import { PointSubError } from "../errors/error.ts";
 import { MAX_TIMER_MS } from "../util/timer-limit.ts";
+import { DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES } from "./idempotency-store.ts";
 import { ipcEngine } from "./ipc-engine.ts";
 import { IpcRelay } from "./ipc-relay.ts";
 import { isTagged, SERIALIZATION_ENV, TAG } from "./ipc-wire.ts";
@@ -185,7 +186,16 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
       ...(options.execArgv === undefined ? {} : { execArgv: options.execArgv }),
     });
     // Node removes its own serialization variable from a child's environment: tell the workers in ours.
-    this.env = { ...options.env, [SERIALIZATION_ENV]: "advanced" };
+    // And each worker's share of the shared store (workerCluster bounds its idempotency answers by it): each
+    // node keeps up to idempotencyMaxEntries / idempotencyMaxBytes (10,000, 32 MiB), so 3 workers' answers
+    // (10 of one principal's) were over the store's 64 MiB — one client flooding unique keys filled it, and
+    // every keyed request and cluster rate-limit lease of every client failed ERR_OVERLOADED for up to 10 min.
+    const share = (total: number | undefined, fallback: number) => Math.max(1, Math.floor((total ?? fallback) / n));
+    this.env = {
+      ...options.env,
+      [SERIALIZATION_ENV]: "advanced",
+      [SHARE_ENV]: `${share(options.maxSharedKeys, 100_000)},${share(options.maxSharedBytes, 64 * 1024 * 1024)}`,
+    };
     if (this.signalsOn) {
       process.on("SIGINT", this.onSignal);
       process.on("SIGTERM", this.onSignal);
@@ -404,7 +414,26 @@ export function workerCluster(options: ClusterOptions = {}): Cluster {
       if (isTagged(m) && m[TAG] === "shutdown") process.emit("SIGTERM", "SIGTERM");
     });
   }
-  return new Cluster(ipcEngine(), { nodeId: `w${worker.id}`, ...options });
+  return new Cluster(ipcEngine(), { nodeId: `w${worker.id}`, ...options, ...shareOfStore(options) });
+}
+
+/** Each worker's share of the workers' shared store, `<keys>,<bytes>` (set by the pool: {@link WorkerPool}). */
+const SHARE_ENV = "POINTSUB_WORKER_STORE_SHARE";
+
+/**
+ * The idempotency quotas of a worker not given its own: its share of the shared store (at most the defaults),
+ * so that the workers' answers together fit in it.
+ */
+function shareOfStore(options: ClusterOptions): ClusterOptions {
+  const [keys, bytes] = (process.env[SHARE_ENV] ?? "").split(",").map(Number);
+  const out: ClusterOptions = {};
+  if (options.idempotencyMaxEntries === undefined && Number.isSafeInteger(keys) && keys >= 1) {
+    out.idempotencyMaxEntries = Math.min(keys, DEFAULT_MAX_ENTRIES);
+  }
+  if (options.idempotencyMaxBytes === undefined && Number.isSafeInteger(bytes) && bytes >= 1) {
+    out.idempotencyMaxBytes = Math.min(bytes, DEFAULT_MAX_BYTES);
+  }
+  return out;
 }
 
 /** In a worker: tells the primary its server listens on `urls` (the pool's `ready`). `serveWorkers` calls it. */
