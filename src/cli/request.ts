@@ -50,14 +50,24 @@ export async function requestCommand(data: string, opts: RequestCliOptions): Pro
       try {
         text = new TextDecoder("utf-8", { fatal: true }).decode(answer);
       } catch {}
-      jsonLine({
-        event: "response",
-        route: opts.route,
-        bytes: answer.length,
-        ms: Number(ms.toFixed(3)),
-        text,
-        base64: text === null ? Buffer.from(answer).toString("base64") : undefined,
-      });
+      const line = (text: string | null) =>
+        jsonLine({
+          event: "response",
+          route: opts.route,
+          bytes: answer.length,
+          ms: Number(ms.toFixed(3)),
+          text,
+          base64: text === null ? Buffer.from(answer).toString("base64") : undefined,
+        });
+      try {
+        line(text);
+      } catch (err) {
+        // A text whose JSON passes the longest string (~90 MiB of control characters, six characters each
+        // escaped) goes as base64 (at most 4/3 of the bytes). Before: "ERR_HANDLER: Invalid string length",
+        // blamed on the peer's handler, exit 1.
+        if (text === null || !(err instanceof RangeError)) throw err;
+        line(null);
+      }
     } else if (process.stdout.isTTY) {
       // A terminal shows the answer as text with its control characters inert (a server's escape
       // sequences would retitle the window, clear the screen); a pipe or a file gets its bytes as sent.
