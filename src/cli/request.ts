@@ -1,3 +1,5 @@
+import { fstatSync } from "node:fs";
+import { InvalidArgumentError } from "commander";
 import { PointSubError } from "../errors/error.ts";
 import { type ClientAuthFlags, clientConnectOptions } from "./auth.ts";
 import { connect } from "./connect.ts";
@@ -31,8 +33,20 @@ async function readStdin(max: number): Promise<Uint8Array> {
   return Buffer.concat(parts);
 }
 
+function stdinIsDirectory(): boolean {
+  try {
+    return fstatSync(0).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
 /** `pointsub request --to URL --route R [DATA|-]`: prints the answer's bytes (or a JSON line). */
 export async function requestCommand(data: string, opts: RequestCliOptions): Promise<void> {
+  // Node reads a directory on standard input (`- < dir`) as empty: before, an empty request was sent, exit 0.
+  if (data === "-" && stdinIsDirectory()) {
+    throw new InvalidArgumentError("standard input is a directory, not a payload (- reads the payload from it)");
+  }
   const connectOptions = await clientConnectOptions(opts.to, opts);
   const conn = await connect(opts.to, connectOptions);
   try {

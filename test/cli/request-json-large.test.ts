@@ -2,12 +2,17 @@
  * `pointsub request --json` of an answer whose text does not fit one JavaScript string as JSON (96 MiB of
  * NUL bytes: valid UTF-8, escaped as `\u0000`, six characters each) is printed as base64. Before, the line
  * could not be made: "ERR_HANDLER: Invalid string length", said to be the peer's handler, exit 1.
+ * And `request -` with a directory on standard input (Node reads it as empty) is a usage error, not an empty request.
  * Real loopback socket, the CLI as a child process.
  */
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtemp, open, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { createServer, type Server } from "../../src/index.ts";
-import { runCli } from "../helpers/cli-run.ts";
+import { CLI_MAIN, runCli } from "../helpers/cli-run.ts";
 
 const SIZE = 96 * 1024 * 1024;
 
@@ -34,5 +39,40 @@ describe("request --json of a large answer", () => {
     const bytes = Buffer.from(line.base64, "base64");
     assert.equal(bytes.length, SIZE);
     assert.equal(bytes.indexOf(1), -1);
+  });
+
+  it("request - with a directory on standard input is a usage error (exit 2), not an empty request", async () => {
+    const s = createServer();
+    let asked = 0;
+    s.handle("/count", () => {
+      asked++;
+      return new Uint8Array(0);
+    });
+    const [url] = await s.listen("tcp://127.0.0.1:0");
+    const dir = await mkdtemp(join(tmpdir(), "pointsub-stdin-dir-"));
+    const fd = await open(dir, "r");
+    try {
+      const env = { ...process.env };
+      delete env.POINTSUB_TOKEN;
+      const child = spawn(process.execPath, [CLI_MAIN, "request", "--to", url, "--route", "/count", "-"], {
+        stdio: [fd.fd, "pipe", "pipe"],
+        env,
+      });
+      let stdout = "";
+      let stderr = "";
+      child.stdout?.on("data", (d) => (stdout += d));
+      child.stderr?.on("data", (d) => (stderr += d));
+      const killer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+      const code = await new Promise<number | null>((r) => child.on("close", r));
+      clearTimeout(killer);
+      assert.equal(code, 2, stderr);
+      assert.equal(stdout, "");
+      assert.match(stderr, /^pointsub: ERR_INVALID_ARGUMENT: standard input is a directory/);
+      assert.equal(asked, 0);
+    } finally {
+      await fd.close();
+      await s.close({ timeoutMs: 100 });
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
