@@ -62,7 +62,8 @@ export async function requestCommand(data: string, opts: RequestCliOptions): Pro
     if (outputMode(opts.json) === "json") {
       let text: string | null = null;
       try {
-        text = new TextDecoder("utf-8", { fatal: true }).decode(answer);
+        // ignoreBOM: a leading U+FEFF is the answer's, kept (before: dropped, `text` 3 bytes short of `bytes`).
+        text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(answer);
       } catch {}
       const line = (text: string | null) =>
         jsonLine({
@@ -85,7 +86,7 @@ export async function requestCommand(data: string, opts: RequestCliOptions): Pro
     } else if (process.stdout.isTTY) {
       // A terminal shows the answer as text with its control characters inert (a server's escape
       // sequences would retitle the window, clear the screen); a pipe or a file gets its bytes as sent.
-      process.stdout.write(`${printable(new TextDecoder().decode(answer))}\n`);
+      process.stdout.write(`${printable(new TextDecoder("utf-8", { ignoreBOM: true }).decode(answer))}\n`);
     } else {
       process.stdout.write(answer);
     }

@@ -3,6 +3,7 @@
  * NUL bytes: valid UTF-8, escaped as `\u0000`, six characters each) is printed as base64. Before, the line
  * could not be made: "ERR_HANDLER: Invalid string length", said to be the peer's handler, exit 1.
  * And `request -` with a directory on standard input (Node reads it as empty) is a usage error, not an empty request.
+ * An answer that begins with a byte order mark keeps it in `text` (it was dropped: text 3 bytes short of `bytes`).
  * Real loopback socket, the CLI as a child process.
  */
 import assert from "node:assert/strict";
@@ -16,7 +17,7 @@ import { CLI_MAIN, runCli } from "../helpers/cli-run.ts";
 
 const SIZE = 96 * 1024 * 1024;
 
-describe("request --json of a large answer", () => {
+describe("request: payloads and answers of every shape", () => {
   let server: Server | undefined;
   after(() => server?.close({ timeoutMs: 100 }));
 
@@ -73,6 +74,25 @@ describe("request --json of a large answer", () => {
       await fd.close();
       await s.close({ timeoutMs: 100 });
       await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("an answer beginning with a byte order mark keeps it in --json's text", async () => {
+    const s = createServer();
+    const answer = Buffer.from([0xef, 0xbb, 0xbf, 0x68, 0x69]);
+    s.handle("/bom", () => new Uint8Array(answer));
+    const [url] = await s.listen("tcp://127.0.0.1:0");
+    try {
+      const env = { ...process.env };
+      delete env.POINTSUB_TOKEN;
+      const r = await runCli(["request", "--to", url, "--route", "/bom", "--json", "x"], env, 20_000);
+      assert.equal(r.code, 0, r.stderr);
+      const line = JSON.parse(r.stdout);
+      assert.equal(line.bytes, 5);
+      assert.equal(line.text, "\ufeffhi");
+      assert.deepEqual(Buffer.from(line.text), answer);
+    } finally {
+      await s.close({ timeoutMs: 100 });
     }
   });
 });
