@@ -190,7 +190,9 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
     // node keeps up to idempotencyMaxEntries / idempotencyMaxBytes (10,000, 32 MiB), so 3 workers' answers
     // (10 of one principal's) were over the store's 64 MiB — one client flooding unique keys filled it, and
     // every keyed request and cluster rate-limit lease of every client failed ERR_OVERLOADED for up to 10 min.
-    const share = (total: number | undefined, fallback: number) => Math.max(1, Math.floor((total ?? fallback) / n));
+    // Half the store among them: an answer is written before the oldest past the quota is deleted, and claims and
+    // rate-limit leases need room too (shares of the whole store filled it, and nothing was deleted again).
+    const share = (total: number | undefined, fallback: number) => Math.max(1, Math.floor((total ?? fallback) / 2 / n));
     this.env = {
       ...options.env,
       [SERIALIZATION_ENV]: "advanced",
@@ -417,12 +419,12 @@ export function workerCluster(options: ClusterOptions = {}): Cluster {
   return new Cluster(ipcEngine(), { nodeId: `w${worker.id}`, ...options, ...shareOfStore(options) });
 }
 
-/** Each worker's share of the workers' shared store, `<keys>,<bytes>` (set by the pool: {@link WorkerPool}). */
+/** Each worker's share of half the workers' shared store, `<keys>,<bytes>` (set by the pool: {@link WorkerPool}). */
 const SHARE_ENV = "POINTSUB_WORKER_STORE_SHARE";
 
 /**
- * The idempotency quotas of a worker not given its own: its share of the shared store (at most the defaults),
- * so that the workers' answers together fit in it.
+ * The idempotency quotas of a worker not given its own: its share of half the shared store (at most the
+ * defaults), so that the workers' answers together fit in it with room for the next ones, claims and leases.
  */
 function shareOfStore(options: ClusterOptions): ClusterOptions {
   const [keys, bytes] = (process.env[SHARE_ENV] ?? "").split(",").map(Number);

@@ -11,7 +11,11 @@
  * its oldest answers past it). A primary process with 3 workers
  * (test/cluster/store-share-process.ts), a store of 2 MiB, one client
  * sending 80 keyed requests of 40 KB answers (4.3 MB in the store as
- * base64), then retrying the last ones.
+ * base64), then retrying the last ones. Again with one principal allowed a
+ * worker's whole quota (`idempotencyMaxBytesPerScope`): shares of the whole
+ * store filled it (an answer is written before the oldest past the quota is
+ * deleted), so no answer landed after and the retries failed ERR_TIMEOUT;
+ * the shares are of half the store now.
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
@@ -24,57 +28,73 @@ import { until } from "../helpers/wait.ts";
 
 const SCRIPT = join(import.meta.dirname, "store-share-process.ts");
 
-describe("serveWorkers: the workers' answers together fit in their shared store", { timeout: 120_000 }, () => {
-  let primary: ChildProcess;
-  let url = "";
-  const conns: Connection[] = [];
+function flood(title: string, cfg: Record<string, number>): void {
+  describe(title, { timeout: 120_000 }, () => {
+    let primary: ChildProcess;
+    let url = "";
+    const conns: Connection[] = [];
 
-  before(async () => {
-    primary = spawn(process.execPath, [SCRIPT, JSON.stringify({ workers: 3, maxSharedBytes: 2 * 1024 * 1024 })], {
-      stdio: ["ignore", "pipe", "inherit"],
-      env: { ...process.env, NODE_COMPILE_CACHE: join(tmpdir(), "pointsub-test-compile-cache") },
+    before(async () => {
+      primary = spawn(process.execPath, [SCRIPT, JSON.stringify(cfg)], {
+        stdio: ["ignore", "pipe", "inherit"],
+        env: { ...process.env, NODE_COMPILE_CACHE: join(tmpdir(), "pointsub-test-compile-cache") },
+      });
+      const onExit = () => primary.kill("SIGKILL");
+      process.once("exit", onExit);
+      primary.once("exit", () => process.off("exit", onExit));
+      createInterface({ input: primary.stdout as NodeJS.ReadableStream }).on("line", (line) => {
+        const ev = JSON.parse(line) as { event?: string; url?: string };
+        if (ev.event === "ready") url = String(ev.url);
+      });
+      // A wait for processes to start, not a timing assertion (a loaded machine took tens of seconds).
+      await until(() => url !== "", 90_000);
+      // node:cluster hands connections to the workers in turn: 6 sessions, two on each.
+      for (let i = 0; i < 6; i++) conns.push(await connect(url));
     });
-    const onExit = () => primary.kill("SIGKILL");
-    process.once("exit", onExit);
-    primary.once("exit", () => process.off("exit", onExit));
-    createInterface({ input: primary.stdout as NodeJS.ReadableStream }).on("line", (line) => {
-      const ev = JSON.parse(line) as { event?: string; url?: string };
-      if (ev.event === "ready") url = String(ev.url);
+
+    after(async () => {
+      await Promise.all(conns.map((c) => c.close({ timeoutMs: 100 }).catch(() => {})));
+      if (primary.exitCode === null && primary.signalCode === null) {
+        const exited = new Promise((r) => primary.once("exit", r));
+        primary.kill("SIGKILL");
+        await exited;
+      }
     });
-    // A wait for processes to start, not a timing assertion (a loaded machine took tens of seconds).
-    await until(() => url !== "", 90_000);
-    // node:cluster hands connections to the workers in turn: 6 sessions, two on each.
-    for (let i = 0; i < 6; i++) conns.push(await connect(url));
-  });
 
-  after(async () => {
-    await Promise.all(conns.map((c) => c.close({ timeoutMs: 100 }).catch(() => {})));
-    if (primary.exitCode === null && primary.signalCode === null) {
-      const exited = new Promise((r) => primary.once("exit", r));
-      primary.kill("SIGKILL");
-      await exited;
-    }
+    it("a client flooding unique keys leaves no key stuck: a retry of the last ones is answered", async () => {
+      const failed: string[] = [];
+      for (let i = 0; i < 80; i++) {
+        const c = conns[i % conns.length];
+        await c.request("/big", String(40_000), { idempotencyKey: `flood-${i}` }).then(
+          (r) => assert.equal(r.length, 40_000),
+          (e: PointSubError) => failed.push(`${i}: ${e.code} ${e.message}`),
+        );
+      }
+      assert.equal(failed.join("\n"), "");
+      // Retries of the last ones (answered from the store, or run again if deleted past a quota: not stuck behind
+      // a claim whose answer was never kept), each from another session (most on another worker).
+      for (let i = 74; i < 80; i++) {
+        const c = conns[(i + 1) % conns.length];
+        await c.request("/big", String(40_000), { idempotencyKey: `flood-${i}` }).then(
+          (r) => assert.equal(r.length, 40_000),
+          (e: PointSubError) => failed.push(`retry ${i}: ${e.code} ${e.message}`),
+        );
+      }
+      assert.equal(failed.join("\n"), "");
+    });
   });
+}
 
-  it("a client flooding unique keys leaves no key stuck: a retry of the last ones is answered", async () => {
-    const failed: string[] = [];
-    for (let i = 0; i < 80; i++) {
-      const c = conns[i % conns.length];
-      await c.request("/big", String(40_000), { idempotencyKey: `flood-${i}` }).then(
-        (r) => assert.equal(r.length, 40_000),
-        (e: PointSubError) => failed.push(`${i}: ${e.code} ${e.message}`),
-      );
-    }
-    assert.equal(failed.join("\n"), "");
-    // Retries of the last ones (answered from the store, or run again if deleted past a quota: not stuck behind
-    // a claim whose answer was never kept), each from another session (most on another worker).
-    for (let i = 74; i < 80; i++) {
-      const c = conns[(i + 1) % conns.length];
-      await c.request("/big", String(40_000), { idempotencyKey: `flood-${i}` }).then(
-        (r) => assert.equal(r.length, 40_000),
-        (e: PointSubError) => failed.push(`retry ${i}: ${e.code} ${e.message}`),
-      );
-    }
-    assert.equal(failed.join("\n"), "");
-  });
+flood("serveWorkers: the workers' answers together fit in their shared store", {
+  workers: 3,
+  maxSharedBytes: 2 * 1024 * 1024,
+});
+
+// One principal may use a worker's whole quota (idempotencyMaxBytesPerScope): each worker then holds its share.
+// Shares summing to the whole store left no room for the next answer (written before the oldest is deleted),
+// nor for claims: the store stayed full and every answer after failed to land (a retry ERR_TIMEOUT).
+flood("serveWorkers: workers each at their share still leave the store room for the next answer", {
+  workers: 3,
+  maxSharedBytes: 2 * 1024 * 1024,
+  idempotencyMaxBytesPerScope: 2 * 1024 * 1024,
 });
