@@ -266,10 +266,14 @@ function connectError(
     );
   }
   // The node's own peer id: libp2p refuses to dial itself, whatever the retry (ERR_CONNECT was retried for ever).
-  if (parts.some((c) => c.name === "p2p" && c.value === node.peerId.toString())) {
+  // Also an address without /p2p/ that turned out to be the node's own: libp2p learns it in the handshake.
+  if (
+    parts.some((c) => c.name === "p2p" && c.value === node.peerId.toString()) ||
+    (name === "InvalidPeerIdError" && /dial self/i.test((err as Error).message))
+  ) {
     return new PointSubError(
       "ERR_UNSUPPORTED_URL",
-      `cannot connect to ${to}: that is the peer id of the libp2p node dialing it (options.libp2p); a node does not dial itself`,
+      `cannot connect to ${to}: that is the libp2p node dialing it (options.libp2p, ${node.peerId.toString()}); a node does not dial itself`,
       { cause: err },
     );
   }

@@ -208,7 +208,7 @@ describe("pointsub/libp2p edges", () => {
         }),
         (e: PointSubError) => {
           assert.equal(e.code, "ERR_UNSUPPORTED_URL", e.message);
-          assert.match(e.message, /that is the peer id of the libp2p node dialing it/);
+          assert.match(e.message, /that is the libp2p node dialing it/);
           return true;
         },
       );
@@ -223,6 +223,33 @@ describe("pointsub/libp2p edges", () => {
       await me.stop();
     }
   });
+  for (const [via, listen] of [
+    ["TCP", "/ip4/127.0.0.1/tcp/0"],
+    ["QUIC", "/ip4/127.0.0.1/udp/0/quic-v1"],
+  ] as const) {
+    it(`${via}: an address without /p2p/ that is the dialing node's own listen address is ERR_UNSUPPORTED_URL, and connectResilient gives up (was ERR_CONNECT 'Can not dial self', retried for ever)`, async () => {
+      const me = await createLibp2pNode({ listen: [listen] });
+      try {
+        const own = me.getMultiaddrs()[0].toString();
+        const address = own.slice(0, own.indexOf("/p2p/"));
+        await assert.rejects(connect(address, { libp2p: me, connectTimeoutMs: 5000 }), (e: PointSubError) => {
+          assert.equal(e.code, "ERR_UNSUPPORTED_URL", e.message);
+          assert.match(e.message, /that is the libp2p node dialing it/);
+          return true;
+        });
+        await assert.rejects(
+          connectResilient(address, { libp2p: me, connectTimeoutMs: 5000, signal: AbortSignal.timeout(10_000) }),
+          (e: PointSubError) => {
+            assert.equal(e.code, "ERR_UNSUPPORTED_URL", e.message);
+            return true;
+          },
+        );
+      } finally {
+        await me.stop();
+      }
+    });
+  }
+
   it("Client: a node no transport of its libp2p node dials (QUIC from a node without) is failed over to the next node, as one that cannot be reached", async () => {
     const quicNode = await createLibp2pNode({ listen: ["/ip4/127.0.0.1/udp/0/quic-v1"] });
     const tcpNode = await createLibp2pNode({ listen: ["/ip4/127.0.0.1/tcp/0"], quic: false });
