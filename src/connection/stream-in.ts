@@ -40,6 +40,17 @@ const EMPTY = new Uint8Array(0);
  * ~18-25 MB held, and refused (`stream/small-chunks-budget.test.ts`).
  */
 const HELD_FRAME_COST = 512;
+/**
+ * Memory budget charged per stream the peer opened, while its handler may
+ * hold its head: its state, call, route and parsed metadata. Not charged
+ * before (session 52): 64 streams opened with 4 KiB of metadata each and
+ * left quiet (a byte now and then keeps them from the progress timeout) held
+ * ~6 MB of heap per connection, none of it charged — `[{},{},…]` parses to
+ * ~21 times its bytes (`attack/stream-open-heads.test.ts`).
+ */
+const STREAM_OVERHEAD = 4096;
+/** Budget charged per byte of a stream's metadata (its parsed JSON: up to ~21 bytes of heap per byte measured). */
+const META_HEAP_FACTOR = 24;
 
 /** A stream the peer is sending. */
 interface InState {
@@ -277,6 +288,18 @@ export class IncomingStreams {
     call.stream = st.stream;
     this.streams.set(idKey(id), st);
     this.stats.diag.streamStart(st.trace, "in", id, head.route, head.total, head.offset);
+    // Its head, charged as a request's body is: returned with the call (answered, or its handler settled).
+    const held = STREAM_OVERHEAD + head.route.length + head.meta.length * META_HEAP_FACTOR;
+    if (this.budget.tryCharge(held)) call.charged = held;
+    else {
+      const b = this.budget;
+      const err = PointSubError.fromPeer(
+        "ERR_OVERLOADED",
+        `no memory budget for a stream (${b.used} of ${b.limit} in use); retry later`,
+      );
+      st.stream.fail(err);
+      this.cancel(st, err);
+    }
     this.charge(st, dataStart - start);
     // The prefix is consumed at once; data after it is credited as it is read.
     this.consumed(st, dataStart - start);
@@ -482,8 +505,9 @@ export class IncomingStreams {
     this.ended(st, err.code);
     st.stream.discard();
     this.dropCharge(st);
-    // Its handler, when one runs (it has not answered), is counted until it settles.
+    // Its handler, when one runs (it has not answered), is counted until it settles; else its head is returned.
     if (this.handlerRuns(st)) this.dispatcher.abandon(st.call);
+    else this.dispatcher.releaseCall(st.call);
     st.call.done = true;
     // As the sender's CANCEL does: a handler awaiting other work with ctx.signal stops too.
     st.call.abort(err);
@@ -513,6 +537,7 @@ export class IncomingStreams {
       st.outDone = true;
       this.ended(st, code);
       if (this.handlerRuns(st)) this.dispatcher.abandon(st.call);
+      else this.dispatcher.releaseCall(st.call);
       st.call.done = true;
       st.call.abort(err);
       this.dispatcher.serving.delete(st.id);
@@ -620,6 +645,8 @@ export class IncomingStreams {
     for (const st of this.streams.values()) {
       if (!st.outDone) this.ended(st, failure.code);
       this.dropCharge(st);
+      // A stream whose handler never ran (held for the next turn): its head goes back (served ones: the dispatcher's).
+      if (!st.call.done) this.dispatcher.releaseCall(st.call);
       st.stream.fail(failure, true);
       st.call.done = true;
       st.call.abort(failure);

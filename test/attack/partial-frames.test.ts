@@ -140,7 +140,8 @@ describe("frames sent in part", () => {
   });
 
   it("a stream refused by the budget at its START runs no handler, and a second CANCEL of it changes nothing", async () => {
-    const server: Server = createServer({ memoryBudget: 1024, maxConcurrentRequests: 2, keepAliveMs: 0 });
+    // Room for the heads of two open streams (~4 KiB each, `stream-in.ts`), not for one with 8 KiB of data.
+    const server: Server = createServer({ memoryBudget: 12 * KiB, maxConcurrentRequests: 2, keepAliveMs: 0 });
     cleanup.push(() => server.close({ timeoutMs: 200 }));
     let handlers = 0;
     const gate = Promise.withResolvers<void>();
@@ -153,7 +154,7 @@ describe("frames sent in part", () => {
     const [url] = await server.listen("tcp://127.0.0.1:0");
     const p = await connectPeer({ port: Number(new URL(url).port), read: "parse" });
     cleanup.push(() => p.destroy());
-    // STARTs carrying 8 KiB of data (over the 1 KiB budget at once), each then cancelled by the peer too.
+    // STARTs carrying 8 KiB of data (with their heads, over the 12 KiB budget at once), each then cancelled by the peer too.
     for (let i = 0; i < 6; i++) {
       const id = 2 * i + 1;
       p.write(streamStart(id, { route: "/up" }, new Uint8Array(8 * KiB)));

@@ -51,7 +51,8 @@ it("a sender that ignores the window after the reader left is cut with ERR_FLOW_
     const session = [...server.sessions.values()][0];
     await until(() => session.stats().streams.bytesReceived >= window - 8 * 1024, 10_000);
     assert.equal(closes.length, 0, "cut while within the window");
-    assert.equal(server.memory.used, 0, "dropped frames were charged");
+    // Only the stream's head (while its handler runs), none of the dropped frames.
+    assert.ok(server.memory.used < 16 * 1024, `dropped frames were charged: ${server.memory.used} bytes`);
     // Past the window: 16 more frames of 8 KiB with no credit granted for the dropped ones.
     for (let i = 0; i < 16; i++) peer.socket.write(data());
     await until(() => closes.length === 1, 10_000);
