@@ -13,7 +13,8 @@
  * comments said the next caller tried again).
  */
 import assert from "node:assert/strict";
-import { describe, it } from "node:test";
+import { describe, it, type TestContext } from "node:test";
+import type { Page } from "playwright-core";
 import { blobServer } from "../helpers/blob-sink.ts";
 import { browserReady, openChromium, servePointsubPage } from "../helpers/browser.ts";
 
@@ -50,20 +51,37 @@ interface Outcome {
   settled?: string;
 }
 
+/**
+ * Runs `fn` on a new chromium page serving {@link PAGE}, with a pointsub ws:// server's URL and the
+ * page's errors (none when chromium is missing: `browserReady` reports it).
+ */
+async function onPage(
+  t: TestContext,
+  fn: (page: Page, url: string, pageUrl: string, errors: string[]) => Promise<void>,
+): Promise<void> {
+  if (!(await browserReady(t))) return;
+  const web = await servePointsubPage(PAGE);
+  const { server } = blobServer(1024);
+  const [url] = await server.listen("ws://127.0.0.1:0/pointsub");
+  const browser = await openChromium();
+  try {
+    const page = await browser.newPage();
+    const errors: string[] = [];
+    page.on("pageerror", (e) => errors.push(String(e)));
+    await fn(page, url, web.url, errors);
+  } finally {
+    await browser.close();
+    await server.close();
+    await web.close();
+  }
+}
+
 describe("a page that cannot fetch pointsub's on-demand chunks (chromium)", () => {
   it("ping, queryResume and sendResumable fail with a typed ERR_CONNECTION_CLOSED, not the browser's TypeError", async (t) => {
-    if (!(await browserReady(t))) return;
-    const web = await servePointsubPage(PAGE);
-    const { server } = blobServer(1024);
-    const [url] = await server.listen("ws://127.0.0.1:0/pointsub");
-    const browser = await openChromium();
-    try {
-      const page = await browser.newPage();
-      const errors: string[] = [];
-      page.on("pageerror", (e) => errors.push(String(e)));
+    await onPage(t, async (page, url, pageUrl, errors) => {
       // Loaded once the connection opens, and at the first stream or resume query: both refused.
       await page.route(/\/js\/(housekeeping|stream-chunk)-[^/]*\.js$/, (r) => r.abort());
-      await page.goto(web.url);
+      await page.goto(pageUrl);
       await page.waitForFunction(() => "pointsub" in window && "unloadable" in window);
       const r = await page.evaluate(
         (u) => (window as unknown as { unloadable(u: string): Promise<Record<string, Outcome>> }).unloadable(u),
@@ -76,25 +94,13 @@ describe("a page that cannot fetch pointsub's on-demand chunks (chromium)", () =
       }
       assert.match(r.ping.message as string, /^cannot load housekeeping: /);
       assert.match(r.query.message as string, /^cannot load the stream engine: /);
-    } finally {
-      await browser.close();
-      await server.close();
-      await web.close();
-    }
+    });
   });
 
   it("connect with diagnostics someone may listen to fails with a typed ERR_CONNECTION_CLOSED, not the browser's TypeError", async (t) => {
-    if (!(await browserReady(t))) return;
-    const web = await servePointsubPage(PAGE);
-    const { server } = blobServer(1024);
-    const [url] = await server.listen("ws://127.0.0.1:0/pointsub");
-    const browser = await openChromium();
-    try {
-      const page = await browser.newPage();
-      const errors: string[] = [];
-      page.on("pageerror", (e) => errors.push(String(e)));
+    await onPage(t, async (page, url, pageUrl, errors) => {
       await page.route(/\/js\/diagnostics-[^/]*\.js$/, (r) => r.abort());
-      await page.goto(web.url);
+      await page.goto(pageUrl);
       await page.waitForFunction(() => "pointsub" in window && "diagnosed" in window);
       const o = await page.evaluate(
         (u) => (window as unknown as { diagnosed(u: string): Promise<Outcome> }).diagnosed(u),
@@ -104,30 +110,18 @@ describe("a page that cannot fetch pointsub's on-demand chunks (chromium)", () =
       assert.equal(o.typed, true, JSON.stringify(o));
       assert.equal(o.code, "ERR_CONNECTION_CLOSED", JSON.stringify(o));
       assert.match(o.message as string, /^cannot load diagnostics: /);
-    } finally {
-      await browser.close();
-      await server.close();
-      await web.close();
-    }
+    });
   });
 
   it("a later connection, the chunks reachable again, still fails typed: the browser remembers the failed import (no new request)", async (t) => {
-    if (!(await browserReady(t))) return;
-    const web = await servePointsubPage(PAGE);
-    const { server } = blobServer(1024);
-    const [url] = await server.listen("ws://127.0.0.1:0/pointsub");
-    const browser = await openChromium();
-    try {
-      const page = await browser.newPage();
-      const errors: string[] = [];
-      page.on("pageerror", (e) => errors.push(String(e)));
+    await onPage(t, async (page, url, pageUrl, errors) => {
       let refuse = true;
       const fetched: string[] = [];
       await page.route(/\/js\/(housekeeping|stream-chunk)-[^/]*\.js$/, (r) => {
         fetched.push(new URL(r.request().url()).pathname);
         return refuse ? r.abort() : r.continue();
       });
-      await page.goto(web.url);
+      await page.goto(pageUrl);
       await page.waitForFunction(() => "pointsub" in window && "unloadable" in window);
       const run = () =>
         page.evaluate(
@@ -147,10 +141,6 @@ describe("a page that cannot fetch pointsub's on-demand chunks (chromium)", () =
           assert.equal(o.code, "ERR_CONNECTION_CLOSED", `${what}: ${JSON.stringify(o)}`);
         }
       }
-    } finally {
-      await browser.close();
-      await server.close();
-      await web.close();
-    }
+    });
   });
 });
