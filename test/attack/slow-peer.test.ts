@@ -11,6 +11,7 @@ import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
+import { encodePing } from "../../src/codec/control.ts";
 import { encodeFrame } from "../../src/codec/encoder.ts";
 import { Flag, FrameType } from "../../src/codec/frame.ts";
 import { type Connection, createServer, type PointSubError, type Server } from "../../src/index.ts";
@@ -59,6 +60,53 @@ describe("attack: a peer that never reads", () => {
     } finally {
       peer.socket.destroy();
       await server.close();
+    }
+  });
+
+  it("PINGs arriving one by one from a peer that never reads: Node's write queue holds a few thousand answers, not one per PING", async () => {
+    // A unix socket: the kernel takes ~200 KiB of a peer that does not read (a few hundred tiny
+    // writes), Node's queue the rest. Each PING arrives alone (one per turn) and its answer is a
+    // write of its own, which Node keeps as an object and a Buffer (~150 B of heap for 15 bytes):
+    // before, ~70,000 of them fitted under the transport's 1 MiB of bytes (~10 MB of heap).
+    const dir = mkdtempSync(join(tmpdir(), "ps-pings-"));
+    const server: Server = createServer();
+    const sessions: Connection[] = [];
+    server.on("session", (s) => sessions.push(s));
+    await server.listen(`unix://${join(dir, "s.sock")}`);
+    const socket = net.connect({ path: join(dir, "s.sock") });
+    const got: Buffer[] = [];
+    socket.on("data", (c: Buffer) => got.push(c));
+    socket.on("error", () => {});
+    try {
+      await new Promise<void>((resolve, reject) => {
+        socket.once("connect", resolve);
+        socket.once("error", reject);
+      });
+      socket.pause();
+      socket.write(handshake());
+      await until(() => sessions.length === 1, 10_000);
+      // Node's queue of writes (`writableBuffer`, a copy of it, not in @types/node).
+      const serverSocket = (sessions[0] as unknown as { transport: { socket: { writableBuffer: unknown[] } } })
+        .transport.socket;
+      const pings = 12_000;
+      let most = 0;
+      for (let seq = 1; seq <= pings && !socket.destroyed; seq++) {
+        socket.write(encodeFrame(FrameType.PING, 0, 0, encodePing(seq)));
+        await new Promise(setImmediate);
+        if (seq % 500 === 0) most = Math.max(most, serverSocket.writableBuffer.length);
+      }
+      await until(() => sessions[0].stats().wire.bytesIn >= pings * 15, 10_000);
+      most = Math.max(most, serverSocket.writableBuffer.length);
+      assert.ok(most <= 4_096, `Node's queue held ${most} writes for ${pings} PINGs`);
+      // Once it reads, the latest PING is answered (each answer answers those before it, §3.7).
+      socket.resume();
+      const last = Buffer.from(encodeFrame(FrameType.PING, Flag.ACK, 0, encodePing(pings)));
+      await until(() => Buffer.concat(got).includes(last), 10_000);
+      assert.equal(server.sessions.size, 1, "the session is open");
+    } finally {
+      socket.destroy();
+      await server.close();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
