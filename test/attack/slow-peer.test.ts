@@ -31,6 +31,24 @@ async function echoServer(options = {}) {
   return { server, url, sessions, closes };
 }
 
+/** A unix-socket client of `path` that reads nothing (paused); what it reads once resumed lands in `got`. */
+function pausedUnixClient(path: string): { socket: net.Socket; got: Buffer[] } {
+  const socket = net.connect({ path });
+  const got: Buffer[] = [];
+  socket.on("data", (c: Buffer) => got.push(c));
+  socket.on("error", () => {});
+  socket.pause();
+  return { socket, got };
+}
+
+/** Resolves once `socket` connected; rejects with its error. */
+function connected(socket: net.Socket): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    socket.once("connect", resolve);
+    socket.once("error", reject);
+  });
+}
+
 describe("attack: a peer that never reads", () => {
   it("a PING flood costs one answer while the transport is full, not one per PING", async () => {
     const { server, url, sessions } = await echoServer();
@@ -73,16 +91,9 @@ describe("attack: a peer that never reads", () => {
     const sessions: Connection[] = [];
     server.on("session", (s) => sessions.push(s));
     await server.listen(`unix://${join(dir, "s.sock")}`);
-    const socket = net.connect({ path: join(dir, "s.sock") });
-    const got: Buffer[] = [];
-    socket.on("data", (c: Buffer) => got.push(c));
-    socket.on("error", () => {});
+    const { socket, got } = pausedUnixClient(join(dir, "s.sock"));
     try {
-      await new Promise<void>((resolve, reject) => {
-        socket.once("connect", resolve);
-        socket.once("error", reject);
-      });
-      socket.pause();
+      await connected(socket);
       socket.write(handshake());
       await until(() => sessions.length === 1, 10_000);
       // Node's queue of writes (`writableBuffer`, a copy of it, not in @types/node).
@@ -204,16 +215,9 @@ describe("attack: a peer that never reads", () => {
     const server: Server = createServer({ pacing: false });
     server.handle("/echo/1.0.0", (req) => req.data);
     const [url] = await server.listen(`unix://${join(dir, "s.sock")}`);
-    const socket = net.connect({ path: join(dir, "s.sock") });
-    const got: Buffer[] = [];
-    socket.on("data", (c: Buffer) => got.push(c));
-    socket.on("error", () => {});
+    const { socket, got } = pausedUnixClient(join(dir, "s.sock"));
     try {
-      await new Promise<void>((resolve, reject) => {
-        socket.once("connect", resolve);
-        socket.once("error", reject);
-      });
-      socket.pause();
+      await connected(socket);
       // 16 KiB frames toward this peer: each 256 KiB answer goes out as views of the echoed
       // body, and the writer hands them to the socket until Node's buffer holds ~1 MiB.
       socket.write(handshake({ maxFrameSize: 16 * 1024, connectionWindow: 2 ** 31 - 1, streamWindow: 2 ** 31 - 1 }));
