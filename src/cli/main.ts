@@ -64,7 +64,7 @@ ${URL_ENV} is the server URL when --to/--from is not given.`;
 function clientAuthOptions(c: Command): Command {
   return c
     .option("--token <token>", `token for a server that requires one (default: $${TOKEN_ENV})`)
-    .option("--tls-ca <file>", "CA certificates (PEM) to trust for the tls:// server (default: the system's)")
+    .option("--tls-ca <file>", "CA certificates (PEM) to trust for the tls:// or wss:// server (default: the system's)")
     .option("--tls-cert <file>", "client certificate (PEM), for servers that require one (mutual TLS)")
     .option("--tls-key <file>", "private key (PEM) of --tls-cert")
     .addHelpText("after", CLIENT_HELP);
@@ -99,10 +99,10 @@ export function program(): Command {
     .option("--max-file-size <bytes>", "largest file accepted, e.g. 4GiB (0 = unlimited)", parseBytes, 0)
     .option("--max-bytes <bytes>", "bytes unfinished uploads may hold in --dir (0 = unlimited)", parseBytes, 0)
     .option("--token <token>", `require clients to present this token (default: $${TOKEN_ENV})`)
-    .option("--tls-cert <file>", "certificate chain (PEM) for tls:// listen URLs")
+    .option("--tls-cert <file>", "certificate chain (PEM) for tls:// and wss:// listen URLs")
     .option("--tls-key <file>", "private key (PEM) of --tls-cert")
     .option("--tls-ca <file>", "CA certificates (PEM) that sign client certificates, for --require-client-cert")
-    .option("--require-client-cert", "mutual TLS: tls:// clients need a certificate signed by --tls-ca")
+    .option("--require-client-cert", "mutual TLS: tls:// and wss:// clients need a certificate signed by --tls-ca")
     .option("--no-auth", "allow listening beyond loopback without authentication (prints a warning)")
     .option(
       "--max-connections <n>",

@@ -279,6 +279,16 @@ describe("CLI usage errors", () => {
     // --workers defaults to 1 with a unix:// listener too (more is refused): the help said only --dashboard.
     assert.match(serveHelp.stdout, /1 with\s+--dashboard\s+or\s+a\s+unix:\/\/\s+listener\)/);
     assert.doesNotMatch(serveHelp.stdout, /default: \[\]/);
+    // The --tls-* flags serve wss:// as they do tls:// (the help named tls:// alone).
+    assert.match(
+      serveHelp.stdout,
+      /--tls-cert <file>\s+certificate chain \(PEM\) for tls:\/\/ and\s+wss:\/\/\s+listen/,
+    );
+    assert.match(serveHelp.stdout, /mutual TLS: tls:\/\/ and\s+wss:\/\/\s+clients need/);
+    assert.match(
+      help.stdout,
+      /--tls-ca <file>\s+CA certificates \(PEM\) to trust for the\s+tls:\/\/\s+or\s+wss:\/\/\s+server/,
+    );
   });
 
   it("no command is a usage error (exit 2, the help on stderr); `help` and `help <command>` exit 0 on stdout", async () => {
