@@ -9,7 +9,9 @@ import { realpathSync, writeSync } from "node:fs";
 import nodeModule from "node:module";
 import { fileURLToPath } from "node:url";
 import { Command, CommanderError, Option } from "commander";
+import { useSuggestions } from "../errors/codes.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
+import { SUGGESTIONS } from "../errors/suggestions.ts";
 import type { benchCommand } from "./bench.ts";
 import type { getCommand, lsCommand } from "./get.ts";
 import {
@@ -298,6 +300,8 @@ function wantsJson(argv: readonly string[]): boolean {
  * JSON error object with --json) and exit 2; --help and --version exit 0.
  */
 export async function main(argv: readonly string[]): Promise<number> {
+  // Errors raised before a runtime or server installed them (usage errors) say the code's suggestion too.
+  useSuggestions(SUGGESTIONS);
   try {
     return await parse(argv);
   } finally {

@@ -10,6 +10,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
+import { SUGGESTIONS } from "../../src/errors/suggestions.ts";
 import { runCli } from "../helpers/cli-run.ts";
 
 const RUN_MANY = join(import.meta.dirname, "run-many.ts");
@@ -255,9 +256,11 @@ describe("CLI usage errors", () => {
     assert.equal(toJson.stderr, "");
     const lines = toJson.stdout.trim().split("\n");
     assert.equal(lines.length, 1, toJson.stdout);
-    const err = JSON.parse(lines[0]) as { event: string; code: string; message: string };
+    const err = JSON.parse(lines[0]) as { event: string; code: string; message: string; suggestion: string };
     assert.deepEqual([err.event, err.code], ["error", "ERR_INVALID_ARGUMENT"]);
     assert.match(err.message, /--to/);
+    // The code's suggestion, as any other error says (before: the placeholder used while a browser loads the texts).
+    assert.equal(err.suggestion, SUGGESTIONS.ERR_INVALID_ARGUMENT);
 
     assert.equal(listen.code, 2);
     assert.match(
