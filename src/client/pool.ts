@@ -153,6 +153,14 @@ export class Pool {
       const p = conns[i];
       // The connection counts its own calls (including those queued for the peer's limit).
       if (p.conn.inFlight < this.maxInFlight) {
+        // Closing on this side (its idleTimeoutMs, which tells the pool nothing): out of the pool, as on
+        // the peer's GOAWAY. Before, it took calls until closed: each failed with ERR_GOING_AWAY, a failure
+        // of the node for requestClosest (its breaker opened).
+        if (p.conn.state !== "open") {
+          this.retire(p);
+          i--;
+          continue;
+        }
         p.idleSince = 0;
         return p;
       }
@@ -209,7 +217,9 @@ export class Pool {
       }
       // Every allowed connection is full: over-subscribe the least loaded one rather than wait.
       let best: Pooled | undefined;
-      for (const p of e.conns) if (best === undefined || p.conn.inFlight < best.conn.inFlight) best = p;
+      for (const p of e.conns) {
+        if (p.conn.state === "open" && (best === undefined || p.conn.inFlight < best.conn.inFlight)) best = p;
+      }
       if (best !== undefined) return this.take(best);
       // None open yet: those being opened will take it, over-subscribed (before: ERR_POOL_EXHAUSTED after
       // acquireTimeoutMs for a burst past maxPerNode × maxInFlight while the node's handshakes were slower).
@@ -293,15 +303,20 @@ export class Pool {
     conn.once("close", () => this.forget(p));
     // A connection whose server said GOAWAY takes no new call (it failed each with ERR_GOING_AWAY until it
     // had drained): out of the pool at once, its calls in flight finish on it (close() waits for them).
-    conn.once("goaway", () => {
-      this.forget(p);
-      this.draining.add(conn);
-      conn.once("close", () => this.draining.delete(conn));
-    });
+    conn.once("goaway", () => this.retire(p));
     this.armSweeper();
     // Calls that waited while every allowed connection was still opening can use this one now.
     this.wakeWaiters();
     return p;
+  }
+
+  /** Takes `p` out of the pool while its calls in flight finish on it (close() closes it and waits for it). */
+  private retire(p: Pooled): void {
+    this.forget(p);
+    const conn = p.conn;
+    if (conn.state === "closed" || this.draining.has(conn)) return;
+    this.draining.add(conn);
+    conn.once("close", () => this.draining.delete(conn));
   }
 
   /** Drops a closed connection from the pool. */
