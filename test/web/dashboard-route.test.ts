@@ -219,6 +219,29 @@ describe("the dashboard's figures route", () => {
     }
   });
 
+  it("throughput does not count what sessions open before the dashboard moved before it started", async () => {
+    // Before: the first point counted every byte such a session had moved since it connected (16 MB sent an
+    // hour ago: a first point of ~32 MB/s, the chart's scale for its two minutes).
+    const server = createServer();
+    server.handle("/sink", (req) => String(req.data.length));
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    await conn.request("/sink", new Uint8Array(16_000_000));
+    const board = await dashboard(server, { listen: "127.0.0.1:0" });
+    try {
+      for (let i = 0; i < 100 && board.snapshot().throughput.length < 1; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const [first] = board.snapshot().throughput;
+      assert.ok(first !== undefined, "a point");
+      assert.ok(first.inBps < 1_000_000, `first point: ${Math.round(first.inBps)} B/s in, with the session quiet`);
+    } finally {
+      await conn.close();
+      await board.close();
+      await server.close();
+    }
+  });
+
   it("close(): the figures route answers ERR_NO_ROUTE, not every session's principal and address; a new dashboard serves it again", async () => {
     // Before: the route stayed registered after close() and went on answering the live figures.
     const server = createServer({ authenticate: (cred) => new TextDecoder().decode(cred) });
