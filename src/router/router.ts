@@ -163,7 +163,9 @@ export class Router {
     let knownValue: HandlerResult;
     const dispatch = (i: number): Promise<HandlerResult> => {
       if (i <= last) {
-        return Promise.reject(new PointSubError("ERR_INVALID_ARGUMENT", "middleware called next() more than once"));
+        return heard(
+          Promise.reject(new PointSubError("ERR_INVALID_ARGUMENT", "middleware called next() more than once")),
+        );
       }
       last = i;
       let r: HandlerResult | Promise<HandlerResult>;
@@ -172,10 +174,11 @@ export class Router {
         if (r === known && known !== undefined) return known;
         // In here: a `then` getter (or a Proxy) that throws is the step's failure, not a throw out of run.
         if (r !== null && typeof r === "object" && typeof (r as PromiseLike<HandlerResult>).then === "function") {
-          return Promise.resolve(r);
+          // What next() gives a middleware (i > 0): it may ignore it; the first step's is the caller's.
+          return i === 0 ? Promise.resolve(r) : heard(Promise.resolve(r));
         }
       } catch (err) {
-        return Promise.reject(err);
+        return i === 0 ? Promise.reject(err) : heard(Promise.reject(err));
       }
       knownValue = r as HandlerResult;
       known = Promise.resolve(knownValue);
@@ -199,6 +202,21 @@ export class Router {
     };
     return m.resume;
   }
+}
+
+const ignore = (): void => {};
+/** Promise's own `then`: a handler's promise may carry a `then` of its own that throws. */
+const promiseThen = Promise.prototype.then;
+
+/**
+ * `p`, whose rejection counts as handled: a middleware that ignores what
+ * `next()` gave it (not awaited, or a second call's refusal) left an
+ * unhandled rejection when the handler failed — under Node's default, the
+ * end of the server's process. Whoever awaits `p` still gets the rejection.
+ */
+function heard(p: Promise<HandlerResult>): Promise<HandlerResult> {
+  promiseThen.call(p, undefined, ignore);
+  return p;
 }
 
 /**
