@@ -89,7 +89,8 @@ export class Pool {
   readonly acquireTimeoutMs: number;
   private readonly nodes = new Map<string, NodeEntry>();
   private total = 0;
-  private waiters: Waiter[] = [];
+  /** Calls waiting for a slot, in arrival order (a Set: each timed-out one leaves in O(1); a list filtered per timeout took 0.7 s of one turn for 20,000). */
+  private waiters = new Set<Waiter>();
   private sweeper: ReturnType<typeof setInterval> | undefined;
   /** Looks for a connection whose calls all ended while calls wait for a slot ({@link watchIdle}). */
   private idleWatch: ReturnType<typeof setInterval> | undefined;
@@ -379,8 +380,8 @@ export class Pool {
         // At most a timer's longest delay (a longer one fired after 1 ms: ERR_POOL_EXHAUSTED at once).
         timer: setTimeout(
           () => {
-            this.waiters = this.waiters.filter((x) => x !== w);
-            if (this.waiters.length === 0) this.stopWatch();
+            this.waiters.delete(w);
+            if (this.waiters.size === 0) this.stopWatch();
             reject(
               new PointSubError(
                 "ERR_POOL_EXHAUSTED",
@@ -391,7 +392,7 @@ export class Pool {
           Math.min(Math.max(0, deadline - performance.now()), MAX_TIMER_MS),
         ),
       };
-      this.waiters.push(w);
+      this.waiters.add(w);
       this.watchIdle();
     });
   }
@@ -423,7 +424,7 @@ export class Pool {
 
   private wakeWaiters(): void {
     const ws = this.waiters;
-    this.waiters = [];
+    this.waiters = new Set();
     this.stopWatch();
     for (const w of ws) {
       clearTimeout(w.timer);
@@ -477,7 +478,9 @@ export class Pool {
     this.stop.abort();
     if (this.sweeper !== undefined) clearInterval(this.sweeper);
     this.stopWatch();
-    for (const w of this.waiters.splice(0)) {
+    const ws = this.waiters;
+    this.waiters = new Set();
+    for (const w of ws) {
       clearTimeout(w.timer);
       w.reject(new PointSubError("ERR_CONNECTION_CLOSED", "client closed"));
     }
