@@ -321,6 +321,13 @@ const LOCK_STALE_MS = 60 * 60 * 1000;
  * taken for gone (a live one answers within a round trip; its own upload may queue the answer a while).
  */
 const STALE_PING_MS = 2000;
+/**
+ * How long a resume query waits for a transfer whose session is gone (closed, or ended by the probe) to
+ * wind down: its handler still stores the bytes that arrived before the close, makes the resume point
+ * durable (fdatasync, sidecar) and removes its lock — milliseconds, longer behind a busy disk. Then the
+ * query answers ERR_RESUME as before (retried).
+ */
+const WIND_DOWN_MS = 2000;
 
 /**
  * Whether the lock file at `path` is held: by this process (it is in
@@ -423,6 +430,16 @@ function dropLock(path: string): Promise<void> {
     });
   droppingLocks.set(path, done);
   return done;
+}
+/** Settles when `p` does or after `ms`, whichever comes first (never rejects). */
+function within(p: Promise<void>, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    p.catch(() => {}),
+    new Promise<void>((r) => {
+      timer = setTimeout(r, ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
 }
 /** Bytes handed to one writev: large enough to amortize the call, small enough to keep little in flight. */
 const BATCH = 1024 * 1024;
@@ -858,6 +875,8 @@ interface Entry {
   active: boolean;
   /** The session of the transfer writing it (probed when another asks about it: {@link probeStale}). */
   session?: Connection;
+  /** Settles when the transfer writing it lets it go (its handler ended, its lock removed). */
+  released: Promise<void> | undefined;
   /** When it last changed (ms), to prefer the newest of several candidates. */
   touched: number;
   /** A sidecar may exist (one was written, or found by the startup scan): removed with the partial. */
@@ -1024,6 +1043,7 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         base: undefined,
         computing: undefined,
         active: false,
+        released: undefined,
         touched: Date.now(),
         sidecar: false,
         ident: undefined,
@@ -1447,9 +1467,20 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     }
     let best: Entry | undefined;
     for (const k of keys) {
-      const held = entries.get(k);
+      let held = entries.get(k);
+      let probed = false;
+      if (held?.active && held.session !== undefined && held.session !== session) {
+        // The sender reconnected: its old session is gone, or silent (ended by the probe), or live (answers).
+        await probeStale(held.session);
+        probed = true;
+        // Gone: its handler is winding down (storing what arrived before the close, the sidecar, the lock),
+        // waited for. Before, the query was refused with ERR_RESUME at once, and the sender's retries (each
+        // after its backoff, on a new connection) came ~0.3 s and 2–4 connections later.
+        if (held.session?.state === "closed" && held.released !== undefined) await within(held.released, WIND_DOWN_MS);
+        held = entries.get(k);
+      }
       if (held?.active || (await lockHeld(lockPath(k)))) {
-        if (held?.session !== undefined && held.session !== session) await probeStale(held.session);
+        if (!probed && held?.session !== undefined && held.session !== session) await probeStale(held.session);
         throw PointSubError.fromPeer("ERR_RESUME", "this transfer is still being received; retry shortly");
       }
       // The disk is the truth: another process sharing the directory may have stored it.
@@ -2062,6 +2093,10 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
     if (e.active) throw PointSubError.fromPeer("ERR_RESUME", "this transfer is already being received");
     e.active = true;
     e.session = ctx.session;
+    let letGo!: () => void;
+    e.released = new Promise<void>((r) => {
+      letGo = r;
+    });
     const lock = lockPath(key);
     let locked = false;
     /** Takes the transfer's lock once (the first call's promise is every later call's). */
@@ -2348,8 +2383,10 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       }
       e.active = false;
       e.session = undefined;
+      e.released = undefined;
       setSize(e, e.size, 0);
       if (!e.exists) forget(e);
+      letGo();
     }
   };
 

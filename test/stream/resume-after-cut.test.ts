@@ -1,0 +1,112 @@
+/**
+ * A sendFile whose connection is cut resumes on one new connection: the file sink's answer to the
+ * resume query from that connection waits for the old stream, whose connection it saw close, to wind
+ * down (store what arrived, the sidecar, the lock), instead of answering ERR_RESUME.
+ */
+import assert from "node:assert/strict";
+import { randomFillSync } from "node:crypto";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import {
+  type Connection,
+  connect,
+  createServer,
+  FILE_ROUTE,
+  fileSink,
+  type IncomingStream,
+  sendFile,
+} from "../../src/index.ts";
+
+async function setup(prefix: string, size: number) {
+  const work = await mkdtemp(join(tmpdir(), prefix));
+  process.env.POINTSUB_STATE_DIR = join(work, "state");
+  const inbox = join(work, "inbox");
+  const src = join(work, "a.bin");
+  const data = randomFillSync(new Uint8Array(size));
+  await writeFile(src, data);
+  const server = createServer();
+  const sessions: Connection[] = [];
+  server.on("session", (s) => sessions.push(s));
+  return { work, inbox, src, data, server, sessions };
+}
+
+describe("sendFile: a resume after a cut connection", () => {
+  it("is accepted once the receiver saw the old connection close, even while its stream winds down: 2 connections, no ERR_RESUME", async () => {
+    const { work, inbox, src, data, server, sessions } = await setup("pointsub-resume-cut-", 32 * 1024 * 1024);
+    const sink = fileSink(inbox);
+    // The first stream's end (its connection cut) held until the new connection asks where the
+    // transfer stands: the old handler is still winding down when the query arrives, as behind a busy disk.
+    let open!: () => void;
+    const gate = new Promise<void>((r) => {
+      open = r;
+    });
+    let first = true;
+    server.handleStream(
+      FILE_ROUTE,
+      (stream, ctx) => {
+        if (!first) return sink.handler(stream, ctx);
+        first = false;
+        const held = new Proxy(stream, {
+          get(t, k) {
+            if (k === "readBatch") {
+              return async (max?: number) => {
+                try {
+                  return await t.readBatch(max);
+                } catch (err) {
+                  await gate;
+                  throw err;
+                }
+              };
+            }
+            const v = Reflect.get(t, k, t);
+            return typeof v === "function" ? v.bind(t) : v;
+          },
+        }) as IncomingStream;
+        return sink.handler(held, ctx);
+      },
+      {
+        resume: (id, ctx) => {
+          if (ctx.session !== sessions[0]) setTimeout(open, 20);
+          return sink.resume(id, ctx);
+        },
+      },
+    );
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    let current: Connection | undefined;
+    let cut = false;
+    const errors: string[] = [];
+    try {
+      const r = await sendFile(
+        async () => {
+          current = await connect(url);
+          return current;
+        },
+        src,
+        {
+          retryDelayMs: 20,
+          progressIntervalMs: 1,
+          onRetry: (e) => errors.push(e.code),
+          onProgress: (p) => {
+            if (!cut && p.bytes > 2 * 1024 * 1024) {
+              cut = true;
+              current?.destroy();
+            }
+          },
+        },
+      );
+      assert.ok(cut, "the connection was cut");
+      assert.ok(!errors.includes("ERR_RESUME"), `retries after: ${errors}`);
+      assert.equal(sessions.length, 2, `connections: ${sessions.length} (retries after: ${errors})`);
+      assert.ok(r.resumedFrom > 0, `resumed from ${r.resumedFrom}`);
+      assert.deepEqual(await readFile(join(inbox, "a.bin")), Buffer.from(data));
+    } finally {
+      open();
+      await current?.close();
+      await server.close({ timeoutMs: 100 });
+      sink.close();
+      await rm(work, { recursive: true, force: true, maxRetries: 3 });
+    }
+  });
+});
