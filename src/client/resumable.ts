@@ -215,7 +215,8 @@ export interface SendResumableOptions
    * cure (the error table's `retryable` codes: a dropped or refused
    * connection, a timeout, an overloaded or going-away peer, a corrupted
    * frame, a mismatched resume point). Any other error ends the transfer at
-   * once. Default 10; a number >= 0 (Infinity: for ever), else the transfer fails with
+   * once. A retry after `ERR_RESUME` (the receiver's answer: an earlier attempt still winding down there)
+   * asks again on the connection that answered it while that one is open. Default 10; a number >= 0 (Infinity: for ever), else the transfer fails with
    * ERR_INVALID_ARGUMENT before any attempt.
    */
   retries?: number;
@@ -423,9 +424,14 @@ export function sendResumableWith(
     const retries = options.retries ?? 10;
     // At least 1 ms, so that it doubles: 0 kept every delay 0, a refused connect retried ~430 times a second.
     let backoff = fullJitterBackoff(Math.max(options.retryDelayMs ?? 200, 1), 5000);
+    /** An owned connection that answered ERR_RESUME: still open, the next attempt asks again on it. */
+    let kept: Connection | undefined;
     for (let n = 0; ; n++) {
-      if (cancelled !== undefined) throw cancelled;
-      if (options.signal?.aborted) throw new PointSubError("ERR_CANCELLED", "aborted by the signal");
+      if (cancelled !== undefined || options.signal?.aborted) {
+        if (kept !== undefined) void kept.close().catch(() => {});
+        if (cancelled !== undefined) throw cancelled;
+        throw new PointSubError("ERR_CANCELLED", "aborted by the signal");
+      }
       let conn: Connection | undefined;
       // Whether an earlier attempt reached the receiver: only then may a refusal of this one hide its outcome.
       const reached = streamed;
@@ -433,9 +439,12 @@ export function sendResumableWith(
         conn =
           shared !== undefined
             ? await untilAborted(shared.get(), signal)
-            : owned
-              ? await untilAborted(openOwned(target as () => Promise<Connection>), signal, (late) => late.destroy())
-              : (target as Connection);
+            : kept?.state === "open"
+              ? kept
+              : owned
+                ? await untilAborted(openOwned(target as () => Promise<Connection>), signal, (late) => late.destroy())
+                : (target as Connection);
+        kept = undefined;
         const answer = await attempt(conn, src, n);
         progress.setStatus("completed");
         if (owned) await conn.close();
@@ -472,22 +481,25 @@ export function sendResumableWith(
           // Cancelled or aborted meanwhile: that is the outcome (not the refusal).
           e = stoppedBy(signal) ?? cut ?? e;
         }
+        const last =
+          (!owned && shared === undefined) ||
+          !e.retryable ||
+          cancelled !== undefined ||
+          options.signal?.aborted === true ||
+          n >= retries;
+        // ERR_RESUME is the receiver's answer (an earlier attempt still winding down there, a stale resume
+        // point), not a broken connection: the retry asks again on the same one. Before, each refused retry
+        // opened a new connection (one resume after a cut cost up to 4).
+        kept = !last && owned && conn?.state === "open" && e.code === "ERR_RESUME" ? conn : undefined;
         // A connection this transfer opened is its own to end, whatever happens next. Cancelled, it is
         // closed gracefully, in the background: destroyed, the stream's CANCEL queued behind its data
         // never left, and the receiver kept the partial for a resume (as after a dropped connection).
-        if (owned && conn !== undefined && conn.state !== "closed") {
+        if (owned && conn !== undefined && conn !== kept && conn.state !== "closed") {
           if (conn.state === "open" && e.code === "ERR_CANCELLED") void conn.close().catch(() => {});
           else conn.destroy();
         }
         if (shared !== undefined && conn !== undefined) shared.failed(conn, e);
-        if (
-          (!owned && shared === undefined) ||
-          !e.retryable ||
-          cancelled !== undefined ||
-          options.signal?.aborted ||
-          n >= retries
-        )
-          throw e;
+        if (last) throw e;
         progress.setStatus("paused", e);
         options.onRetry?.(e, n + 1, backoff.duration);
         await pause(backoff.duration);

@@ -1,7 +1,8 @@
 /**
  * A sendFile whose connection is cut resumes on one new connection: the file sink's answer to the
  * resume query from that connection waits for the old stream, whose connection it saw close, to wind
- * down (store what arrived, the sidecar, the lock), instead of answering ERR_RESUME.
+ * down (store what arrived, the sidecar, the lock), instead of answering ERR_RESUME; and a retry refused
+ * ERR_RESUME asks again on the connection that answered it, which works, instead of opening a new one.
  */
 import assert from "node:assert/strict";
 import { randomFillSync } from "node:crypto";
@@ -16,6 +17,7 @@ import {
   FILE_ROUTE,
   fileSink,
   type IncomingStream,
+  PointSubError,
   sendFile,
 } from "../../src/index.ts";
 
@@ -104,6 +106,36 @@ describe("sendFile: a resume after a cut connection", () => {
     } finally {
       open();
       await current?.close();
+      await server.close({ timeoutMs: 100 });
+      sink.close();
+      await rm(work, { recursive: true, force: true, maxRetries: 3 });
+    }
+  });
+
+  it("asks again on the same connection after an ERR_RESUME refusal (an answer, not a broken connection)", async () => {
+    const { work, inbox, src, data, server, sessions } = await setup("pointsub-resume-again-", 1024 * 1024);
+    const sink = fileSink(inbox);
+    let queries = 0;
+    server.handleStream(FILE_ROUTE, sink.handler, {
+      resume: (id, ctx) => {
+        // The first two queries refused as a sink does while an earlier stream of the transfer winds down.
+        if (++queries <= 2)
+          throw new PointSubError("ERR_RESUME", "this transfer is still being received; retry shortly");
+        return sink.resume(id, ctx);
+      },
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const errors: string[] = [];
+    try {
+      const r = await sendFile(() => connect(url), src, {
+        retryDelayMs: 10,
+        onRetry: (e) => errors.push(e.code),
+      });
+      assert.deepEqual(errors, ["ERR_RESUME", "ERR_RESUME"]);
+      assert.equal(sessions.length, 1, `connections: ${sessions.length}`);
+      assert.equal(r.size, data.length);
+      assert.deepEqual(await readFile(join(inbox, "a.bin")), Buffer.from(data));
+    } finally {
       await server.close({ timeoutMs: 100 });
       sink.close();
       await rm(work, { recursive: true, force: true, maxRetries: 3 });
