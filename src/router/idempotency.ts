@@ -134,8 +134,13 @@ export interface MemoryIdempotencyStore extends IdempotencyStore {
   clear(): void;
 }
 
-/** Bytes a memory store counts per entry on top of its key and stored answer. */
-export const MEMORY_ENTRY_OVERHEAD = 128;
+/**
+ * Bytes a memory store counts per entry on top of its key and stored answer: its slot, entry and answer
+ * objects, the answer's own ArrayBuffer (heap and native), its place in two maps — ~510 bytes of heap
+ * measured per done entry with a small answer (`--expose-gc`, session 53). 128 were counted: a store
+ * at its `maxBytes` held ~2.7× that (`attack/idempotency-charge.test.ts`).
+ */
+export const MEMORY_ENTRY_OVERHEAD = 768;
 
 interface Waiter {
   resolve(entry: IdempotencyEntry | undefined): void;
@@ -661,6 +666,18 @@ function payloadFingerprint(data: Uint8Array): string {
   return `${data.length}.${crc32cHex(crc32c(data))}`;
 }
 
+/**
+ * `e`, when it is an entry of the same request (`print`, to `route`): an entry made for another payload is
+ * not a duplicate's answer. (A function of its own: a closure per keyed request was kept while it ran.)
+ */
+function same(e: IdempotencyEntry, print: string | undefined, route: string): IdempotencyEntry {
+  if (print === undefined || e.fingerprint === undefined || e.fingerprint === print) return e;
+  throw new PointSubError(
+    "ERR_INVALID_ARGUMENT",
+    `this idempotency key was used for a different request to ${route} (another payload); use a new key for a new request`,
+  );
+}
+
 function positiveMs(name: string, v: number | undefined, fallback: number): number {
   if (v === undefined) return fallback;
   if (typeof v !== "number" || !(v > 0)) {
@@ -670,13 +687,20 @@ function positiveMs(name: string, v: number | undefined, fallback: number): numb
 }
 
 let tokenCounter = 0;
-const tokenPrefix = Math.random().toString(36).slice(2);
+let tokenPrefix: string | undefined;
 
-/** A claim token unique across processes sharing a store (randomUUID where available: secure contexts, Node). */
-function randomToken(): string {
-  const c = globalThis.crypto as Crypto | undefined;
-  if (typeof c?.randomUUID === "function") return c.randomUUID();
-  return `${tokenPrefix}-${Date.now().toString(36)}-${(tokenCounter++).toString(36)}-${Math.random().toString(36).slice(2)}`;
+/**
+ * A claim token unique across processes sharing a store: one random prefix per process (randomUUID where
+ * available: secure contexts, Node) and a counter. Before, a randomUUID per keyed request: Node builds it
+ * of ~20 pieces, a rope of 13 cons strings (~450 bytes of heap) that the claim and every waiting duplicate
+ * kept while the handler ran; now one string of ~50.
+ */
+function claimToken(): string {
+  if (tokenPrefix === undefined) {
+    const c = globalThis.crypto as Crypto | undefined;
+    tokenPrefix = `${typeof c?.randomUUID === "function" ? c.randomUUID() : `${Math.random().toString(36).slice(2)}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`}-`;
+  }
+  return tokenPrefix + (tokenCounter++).toString(36);
 }
 
 /**
@@ -781,13 +805,15 @@ export function idempotency(options: IdempotencyOptions = {}): Middleware {
   /** Waits for the running key; a done entry, or undefined to try claiming again. */
   const waitFor = async (key: string, ctx: CallContext, deadline: number): Promise<IdempotencyEntry | undefined> => {
     const left = deadline - performance.now();
-    const timeout = new PointSubError(
-      "ERR_TIMEOUT",
-      `a request with the same idempotency key to ${ctx.route} is still running after ${waitMs} ms; retry later`,
-    );
-    if (left <= 0) throw timeout;
+    // Made when it fires: made up front, every waiting duplicate kept an error, its message and its stack.
+    const timeout = () =>
+      new PointSubError(
+        "ERR_TIMEOUT",
+        `a request with the same idempotency key to ${ctx.route} is still running after ${waitMs} ms; retry later`,
+      );
+    if (left <= 0) throw timeout();
     const ac = new AbortController();
-    const timer = setTimeout(() => ac.abort(timeout), Math.min(left, 0x7fffffff)); // a longer delay fires at once
+    const timer = setTimeout(() => ac.abort(timeout()), Math.min(left, 0x7fffffff)); // a longer delay fires at once
     const outer = ctx.signal;
     const onAbort = () => ac.abort(outer.reason);
     if (outer.aborted) onAbort();
@@ -804,17 +830,9 @@ export function idempotency(options: IdempotencyOptions = {}): Middleware {
     const raw = ctx.idempotencyKey;
     if (raw === undefined || ctx.kind !== "request") return next();
     const key = idempotencyStoreKey(scopeOf(ctx), ctx.route, raw);
-    const token = randomToken();
+    const token = claimToken();
     const deadline = performance.now() + waitMs;
     const print = checkPayload ? payloadFingerprint(ctx.data) : undefined;
-    /** A duplicate must be of the same request: an entry made for another payload is not its answer. */
-    const same = (e: IdempotencyEntry): IdempotencyEntry => {
-      if (print === undefined || e.fingerprint === undefined || e.fingerprint === print) return e;
-      throw new PointSubError(
-        "ERR_INVALID_ARGUMENT",
-        `this idempotency key was used for a different request to ${ctx.route} (another payload); use a new key for a new request`,
-      );
-    };
     for (;;) {
       const entry = await store.begin(key, token, leaseMs, print);
       if (entry === undefined) {
@@ -823,9 +841,9 @@ export function idempotency(options: IdempotencyOptions = {}): Middleware {
         (ctx as { outliveConnection?(graceMs: number): void }).outliveConnection?.(waitMs);
         break;
       }
-      if (same(entry).state === "done") return replay((entry as DoneEntry).outcome);
+      if (same(entry, print, ctx.route).state === "done") return replay((entry as DoneEntry).outcome);
       const settled = await waitFor(key, ctx, deadline);
-      if (settled?.state === "done") return replay((same(settled) as DoneEntry).outcome);
+      if (settled?.state === "done") return replay((same(settled, print, ctx.route) as DoneEntry).outcome);
       // The running attempt gave up without an answer: claim the key again.
     }
     let value: HandlerResult;

@@ -450,8 +450,13 @@ describe("idempotency: peers without the feature", () => {
 
 describe("idempotency: the memory store stays bounded", () => {
   it("100,000 unique keys over a real socket: entries and bytes never exceed the bounds", async () => {
-    // One (anonymous) client: its scope may use the whole store.
-    const store = memoryIdempotencyStore({ maxEntries: 1000, maxBytes: 1024 * 1024, maxEntriesPerScope: 1000 });
+    // One (anonymous) client: its scope may use the whole store (1,000 running at once: ~1 KB each counted).
+    const store = memoryIdempotencyStore({
+      maxEntries: 1000,
+      maxBytes: 1024 * 1024,
+      maxEntriesPerScope: 1000,
+      maxBytesPerScope: 1024 * 1024,
+    });
     const server = createServer({ idempotency: { store } });
     let runs = 0;
     server.handle("/echo/1", (req) => {
