@@ -426,85 +426,88 @@ export function sendResumableWith(
     let backoff = fullJitterBackoff(Math.max(options.retryDelayMs ?? 200, 1), 5000);
     /** An owned connection that answered ERR_RESUME: still open, the next attempt asks again on it. */
     let kept: Connection | undefined;
-    for (let n = 0; ; n++) {
-      if (cancelled !== undefined || options.signal?.aborted) {
-        if (kept !== undefined) void kept.close().catch(() => {});
+    // However the loop ends (a cancel, an abort, an onRetry or progress listener that throws), a kept
+    // connection is closed: closed only on a cancel or an abort, one left by a throwing onRetry stayed open.
+    try {
+      for (let n = 0; ; n++) {
         if (cancelled !== undefined) throw cancelled;
-        throw new PointSubError("ERR_CANCELLED", "aborted by the signal");
-      }
-      let conn: Connection | undefined;
-      // Whether an earlier attempt reached the receiver: only then may a refusal of this one hide its outcome.
-      const reached = streamed;
-      try {
-        conn =
-          shared !== undefined
-            ? await untilAborted(shared.get(), signal)
-            : kept?.state === "open"
-              ? kept
-              : owned
-                ? await untilAborted(openOwned(target as () => Promise<Connection>), signal, (late) => late.destroy())
-                : (target as Connection);
-        kept = undefined;
-        const answer = await attempt(conn, src, n);
-        progress.setStatus("completed");
-        if (owned) await conn.close();
-        return answer;
-      } catch (err) {
-        // Cancelled or aborted: that is the outcome, whatever the step under way failed with.
-        let e = stoppedBy(signal) ?? toPointSubError(err, "ERR_SOURCE");
-        // A retry refused: an earlier attempt may have finished on the receiver, its answer lost with its connection.
-        if (
-          recover !== undefined &&
-          n > 0 &&
-          reached &&
-          !e.retryable &&
-          cancelled === undefined &&
-          !signal.aborted &&
-          conn?.state === "open"
-        ) {
-          // Ended at once by a cancel or an abort (the check, or reading the file for its CRC, may take long).
-          // A check cut short by what a new connection may cure (its connection dropped, its answer timed out) is
-          // this attempt's outcome, retried (the next attempt is refused and checks again): before, the transfer
-          // failed with the refusal (ERR_EXISTS) for a file the receiver held whole, never asked again.
-          let cut: PointSubError | undefined;
-          const found = await untilAborted(recover(e, conn, signal), signal).catch((x: unknown) => {
-            const r = toPointSubError(x, "ERR_SOURCE");
-            if (r.retryable) cut = r;
-            return undefined;
-          });
-          if (found !== undefined && cancelled === undefined && !signal.aborted) {
-            (outer as { contentCrc: number | undefined }).contentCrc = found.contentCrc;
-            progress.setStatus("completed");
-            if (owned) await conn.close();
-            return found.answer;
+        if (options.signal?.aborted) throw new PointSubError("ERR_CANCELLED", "aborted by the signal");
+        let conn: Connection | undefined;
+        // Whether an earlier attempt reached the receiver: only then may a refusal of this one hide its outcome.
+        const reached = streamed;
+        try {
+          conn =
+            shared !== undefined
+              ? await untilAborted(shared.get(), signal)
+              : kept?.state === "open"
+                ? kept
+                : owned
+                  ? await untilAborted(openOwned(target as () => Promise<Connection>), signal, (late) => late.destroy())
+                  : (target as Connection);
+          kept = undefined;
+          const answer = await attempt(conn, src, n);
+          progress.setStatus("completed");
+          if (owned) await conn.close();
+          return answer;
+        } catch (err) {
+          // Cancelled or aborted: that is the outcome, whatever the step under way failed with.
+          let e = stoppedBy(signal) ?? toPointSubError(err, "ERR_SOURCE");
+          // A retry refused: an earlier attempt may have finished on the receiver, its answer lost with its connection.
+          if (
+            recover !== undefined &&
+            n > 0 &&
+            reached &&
+            !e.retryable &&
+            cancelled === undefined &&
+            !signal.aborted &&
+            conn?.state === "open"
+          ) {
+            // Ended at once by a cancel or an abort (the check, or reading the file for its CRC, may take long).
+            // A check cut short by what a new connection may cure (its connection dropped, its answer timed out) is
+            // this attempt's outcome, retried (the next attempt is refused and checks again): before, the transfer
+            // failed with the refusal (ERR_EXISTS) for a file the receiver held whole, never asked again.
+            let cut: PointSubError | undefined;
+            const found = await untilAborted(recover(e, conn, signal), signal).catch((x: unknown) => {
+              const r = toPointSubError(x, "ERR_SOURCE");
+              if (r.retryable) cut = r;
+              return undefined;
+            });
+            if (found !== undefined && cancelled === undefined && !signal.aborted) {
+              (outer as { contentCrc: number | undefined }).contentCrc = found.contentCrc;
+              progress.setStatus("completed");
+              if (owned) await conn.close();
+              return found.answer;
+            }
+            // Cancelled or aborted meanwhile: that is the outcome (not the refusal).
+            e = stoppedBy(signal) ?? cut ?? e;
           }
-          // Cancelled or aborted meanwhile: that is the outcome (not the refusal).
-          e = stoppedBy(signal) ?? cut ?? e;
+          const last =
+            (!owned && shared === undefined) ||
+            !e.retryable ||
+            cancelled !== undefined ||
+            options.signal?.aborted === true ||
+            n >= retries;
+          // ERR_RESUME is the receiver's answer (an earlier attempt still winding down there, a stale resume
+          // point), not a broken connection: the retry asks again on the same one. Before, each refused retry
+          // opened a new connection (one resume after a cut cost up to 4).
+          kept = !last && owned && conn?.state === "open" && e.code === "ERR_RESUME" ? conn : undefined;
+          // A connection this transfer opened is its own to end, whatever happens next. Cancelled, it is
+          // closed gracefully, in the background: destroyed, the stream's CANCEL queued behind its data
+          // never left, and the receiver kept the partial for a resume (as after a dropped connection).
+          if (owned && conn !== undefined && conn !== kept && conn.state !== "closed") {
+            if (conn.state === "open" && e.code === "ERR_CANCELLED") void conn.close().catch(() => {});
+            else conn.destroy();
+          }
+          if (shared !== undefined && conn !== undefined) shared.failed(conn, e);
+          if (last) throw e;
+          progress.setStatus("paused", e);
+          options.onRetry?.(e, n + 1, backoff.duration);
+          await pause(backoff.duration);
+          backoff = backoff.next(undefined);
         }
-        const last =
-          (!owned && shared === undefined) ||
-          !e.retryable ||
-          cancelled !== undefined ||
-          options.signal?.aborted === true ||
-          n >= retries;
-        // ERR_RESUME is the receiver's answer (an earlier attempt still winding down there, a stale resume
-        // point), not a broken connection: the retry asks again on the same one. Before, each refused retry
-        // opened a new connection (one resume after a cut cost up to 4).
-        kept = !last && owned && conn?.state === "open" && e.code === "ERR_RESUME" ? conn : undefined;
-        // A connection this transfer opened is its own to end, whatever happens next. Cancelled, it is
-        // closed gracefully, in the background: destroyed, the stream's CANCEL queued behind its data
-        // never left, and the receiver kept the partial for a resume (as after a dropped connection).
-        if (owned && conn !== undefined && conn !== kept && conn.state !== "closed") {
-          if (conn.state === "open" && e.code === "ERR_CANCELLED") void conn.close().catch(() => {});
-          else conn.destroy();
-        }
-        if (shared !== undefined && conn !== undefined) shared.failed(conn, e);
-        if (last) throw e;
-        progress.setStatus("paused", e);
-        options.onRetry?.(e, n + 1, backoff.duration);
-        await pause(backoff.duration);
-        backoff = backoff.next(undefined);
       }
+    } finally {
+      if (kept !== undefined) void kept.close().catch(() => {});
     }
   };
   const done = run().catch((err: unknown) => {
