@@ -437,7 +437,8 @@ function within(p: Promise<void>, ms: number): Promise<void> {
   return Promise.race([
     p.catch(() => {}),
     new Promise<void>((r) => {
-      timer = setTimeout(r, ms);
+      // Unref'd: a query waiting here does not keep the process alive.
+      timer = setTimeout(r, ms).unref();
     }),
   ]).finally(() => clearTimeout(timer));
 }
