@@ -19,7 +19,7 @@ import assert from "node:assert/strict";
 import { PassThrough } from "node:stream";
 import { describe, it } from "node:test";
 import { connect, createServer, PointSubError } from "../../src/index.ts";
-import { sleep } from "../helpers/wait.ts";
+import { sleep, until } from "../helpers/wait.ts";
 
 const MiB = 1024 * 1024;
 
@@ -404,9 +404,11 @@ describe("giving up on a stream", () => {
   it("a server that stops reading (backpressure) is not cut for a CANCEL it has not read yet", async () => {
     const server = createServer();
     let tokens = 0;
+    let held = 0;
     const refill = setInterval(() => (tokens += 40), 100); // 400 messages a second
     server.use(async (ctx, next) => {
       if (ctx.kind === "message") {
+        held++;
         while (tokens <= 0) await sleep(10);
         tokens--;
       }
@@ -418,6 +420,9 @@ describe("giving up on a stream", () => {
     try {
       // ~1 s of held messages: the server reads nothing more meanwhile, this side's CANCEL included.
       for (let i = 0; i < 400; i++) conn.send(new Uint8Array(100)).catch(() => {});
+      // The server read the messages (and stopped reading) before the request goes: on a loaded machine
+      // they could arrive in one read with it, and the request was read and answered.
+      await until(() => held > 0);
       await sleep(30);
       await assert.rejects(conn.request("/r", "x", { timeoutMs: 100 }), { code: "ERR_TIMEOUT" });
       await sleep(1500);
