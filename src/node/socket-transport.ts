@@ -284,13 +284,15 @@ export class SocketTransport implements Transport {
     const s = this.socket;
     if (s.destroyed || s.writableEnded) return false;
     // Bytes wait before these: Node keeps these writes in its queue, counted till they are done.
-    let q: QueuedWrites | undefined;
-    if (s.writableLength !== 0) {
-      q = this.queued;
-      if (q === undefined) {
-        q = new QueuedWrites();
-        this.queued = q;
-      }
+    let q = this.queued;
+    if (s.writableLength === 0) {
+      // Node's queue is empty. Writes it completed whose callbacks are still to come (Node emits
+      // 'drain' before it calls them) count no more: their callbacks count down the old count.
+      if (q !== undefined && q.n !== 0) this.queued = undefined;
+      q = undefined;
+    } else if (q === undefined) {
+      q = new QueuedWrites();
+      this.queued = q;
     }
     if (chunks.length === 1) this.put(s, chunks[0], q);
     else {
@@ -301,9 +303,9 @@ export class SocketTransport implements Transport {
     const n = this.queued?.n ?? 0;
     if (n === 0) return s.writableLength < WRITE_HIGH_WATER;
     if (s.writableLength + n * QUEUED_WRITE_COST < WRITE_HIGH_WATER) return true;
-    // Full by the count of writes: Node emits 'drain' only past its own mark (16 KiB), else the empty write of idle() reports it.
-    this.idle();
-    return false;
+    // Full by the count of writes: Node emits 'drain' only past its own mark (16 KiB), else the empty
+    // write of idle() reports it; nothing left in Node's queue: no drain will come, write on.
+    return this.idle();
   }
 
   /** Writes `c`, through a staging buffer when it is a large message's own memory (see {@link STAGE_MIN}). */
