@@ -74,6 +74,7 @@ async function setUp() {
     socket,
     serverSocket,
     received: (b: Buffer) => Buffer.concat(got).includes(b),
+    receivedBytes: () => got.reduce((n, c) => n + c.length, 0),
     async close() {
       socket.destroy();
       await server.close();
@@ -92,6 +93,43 @@ async function oneByOne(socket: net.Socket, n: number, frames: (i: number) => Ui
 }
 
 describe("attack: a peer that never reads cancels requests one by one", () => {
+  it("Node's write queue holds a few thousand answers, not one write per CANCEL", async () => {
+    const t = await setUp();
+    try {
+      let sent = handshake().length;
+      const pairs = 20_000;
+      let most = 0;
+      await oneByOne(
+        t.socket,
+        pairs,
+        (i) => {
+          const b = startAndCancel(2 * i + 1);
+          sent += b.length;
+          return b;
+        },
+        (i) => {
+          if (i % 500 === 0) most = Math.max(most, t.serverSocket.writableBuffer.length);
+        },
+      );
+      await until(() => t.session.stats().wire.bytesIn >= sent, 10_000);
+      most = Math.max(most, t.serverSocket.writableBuffer.length);
+      // Before: every answer a write of its own, each an object and a Buffer in Node's queue (~180 B of
+      // heap for 11 bytes): ~13,000 of them here, ~470,000 (~90 MB) before the slow-peer bound stops reading.
+      assert.ok(most <= 4_096, `Node's queue held ${most} writes for ${pairs} CANCELs`);
+      // Once it reads, every byte written arrives, in order (the last answer, then an echo).
+      const out = t.session.stats().wire.bytesOut;
+      t.socket.resume();
+      await until(() => t.receivedBytes() >= out, 10_000);
+      const last = Buffer.from(encodeFrame(FrameType.CANCEL, 0, 2 * pairs - 1, encodeCancel(4004)));
+      assert.ok(t.received(last), "the last CANCEL is answered");
+      t.socket.write(echo(2 * pairs + 1, 20, 9));
+      await until(() => t.received(Buffer.alloc(20, 9)), 10_000);
+      assert.equal(t.session.state, "open");
+    } finally {
+      await t.close();
+    }
+  });
+
   it("once it reads again, answers keep coming after the drain (the writer is not left waiting for one)", async () => {
     const t = await setUp();
     try {
