@@ -44,6 +44,8 @@ export { WS_MAX_MESSAGE, WS_SUBPROTOCOL } from "../transport/ws-mapping.ts";
 /** Close codes (RFC 6455 §7.4.1) pointsub uses. */
 const CLOSE_NORMAL = 1000;
 const CLOSE_UNSUPPORTED_DATA = 1003;
+/** The empty write whose callback tells that the socket wrote what it held ({@link WsTransport.flushHeld}). */
+const NOTHING = new Uint8Array(0);
 /**
  * Most bytes `ws` may hold unsent (its queue and the socket's buffer) before
  * the transport reports not-writable: small, so bulk data waits in
@@ -241,6 +243,19 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
   private readonly window: number;
   /** A client's data messages, framed and masked into reused memory (ws-client-frames.ts); undefined: `ws` sends them. */
   private readonly frames: MaskedFrameWriter | undefined;
+  /**
+   * After a write said "full" while the socket still held bytes: what is
+   * written meanwhile, copied, sent as one write once the socket wrote what
+   * it held (undefined: not holding). The writer writes on after "full" —
+   * control frames, whether or not the transport can take them: a client
+   * that never read had the server answer one CANCEL per read, each a
+   * message of its own (two socket writes and a copy: ~520 B of memory for
+   * 11 bytes), ~470,000 of them before the slow-peer bound stopped reading it.
+   */
+  private held: Uint8Array | undefined = undefined;
+  private heldLength = 0;
+  /** {@link flushHeld} as a function (made on the first hold). */
+  private heldFn: ((err?: Error | null) => void) | undefined = undefined;
 
   constructor(
     ws: Ws.WebSocket | RawServerWs,
@@ -338,6 +353,11 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
   write(chunks: readonly Uint8Array[]): boolean {
     const ws = this.ws;
     if (this.closed || ws.readyState !== 1) return false;
+    if (this.held !== undefined) {
+      this.hold(chunks);
+      this.needDrain = true;
+      return false;
+    }
     // Small writes of one turn (messages, pings, pongs) leave together in one
     // writev at its end; a large one goes at once, with what waits and its ping.
     if (!this.corked && this.socket !== undefined) {
@@ -357,12 +377,53 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
     if (this.pongTimer === undefined && this.marks !== undefined && this.marks.length !== 0 && !this.windowLifted) {
       this.pongTimer = setTimeout(pongLate, PONG_WAIT_MS, this);
     }
+    // Bytes wait in the socket: what the writer writes on is held till they are written (an empty write's callback).
+    const s = this.socket;
+    if (s !== undefined && s.writableLength !== 0 && !s.destroyed && !s.writableEnded) {
+      this.held = NOTHING;
+      this.heldFn ??= (err) => this.flushHeld(err);
+      s.write(NOTHING, this.heldFn);
+    }
     return false;
+  }
+
+  /** Copies `chunks` after the bytes held. */
+  private hold(chunks: readonly Uint8Array[]): void {
+    let h = this.held as Uint8Array;
+    let at = this.heldLength;
+    let need = at;
+    for (let i = 0; i < chunks.length; i++) need += chunks[i].length;
+    if (need > h.length) {
+      const grown = new Uint8Array(Math.max(need, 2 * h.length, 4096));
+      grown.set(h.subarray(0, at));
+      this.held = h = grown;
+    }
+    for (let i = 0; i < chunks.length; i++) {
+      h.set(chunks[i], at);
+      at += chunks[i].length;
+    }
+    this.heldLength = at;
+  }
+
+  /**
+   * The socket wrote what it held before the hold began: the bytes held go
+   * now, and a drain is reported if there is room. It failed (`err`): the
+   * socket is gone, nothing drained (the close comes after).
+   */
+  private flushHeld(err?: Error | null): void {
+    const h = this.held;
+    const n = this.heldLength;
+    this.held = undefined;
+    this.heldLength = 0;
+    if (err != null) return;
+    if (h !== undefined && n !== 0 && !this.closed && this.ws.readyState === 1 && !this.write([h.subarray(0, n)]))
+      return;
+    this.drainIfWritable();
   }
 
   /** Bytes the socket under the WebSocket holds, not yet taken by the OS (housekeeping's slow-peer rule). */
   bytesHeld(): number {
-    return this.socket?.writableLength ?? 0;
+    return (this.socket?.writableLength ?? 0) + this.heldLength;
   }
 
   /** Bytes the OS took from the socket so far (framing included). */
@@ -473,14 +534,16 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
   }
 
   private drainIfWritable(): void {
-    if (!this.needDrain || this.closed || !this.writable()) return;
+    // Bytes held: their write reports the drain (flushHeld).
+    if (!this.needDrain || this.closed || this.held !== undefined || !this.writable()) return;
     this.needDrain = false;
     this.handlers?.onDrain();
   }
 
   end(): void {
     if (this.closed || this.ws.readyState >= 2) return;
-    // Queued messages go first, then the close frame.
+    // Queued messages go first (and the bytes held), then the close frame.
+    if (this.held !== undefined) this.flushHeld(null);
     this.ws.close(CLOSE_NORMAL);
   }
 

@@ -6,6 +6,7 @@
  * (socket-transport.ts counts them against its high-water mark).
  */
 import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -16,8 +17,9 @@ import { encodeFrame } from "../../src/codec/encoder.ts";
 import { Flag, FrameType } from "../../src/codec/frame.ts";
 import { writeVarint } from "../../src/codec/varint.ts";
 import { type Connection, createServer, type Server } from "../../src/index.ts";
-import { handshake } from "../helpers/raw-peer.ts";
+import { echoRequest, handshake } from "../helpers/raw-peer.ts";
 import { until } from "../helpers/wait.ts";
+import { upgradeRequest } from "../helpers/ws-server-frames.ts";
 
 const ROUTE = Buffer.from("/echo/1.0.0");
 
@@ -156,6 +158,84 @@ describe("attack: a peer that never reads cancels requests one by one", () => {
       assert.equal(t.session.state, "open");
     } finally {
       await t.close();
+    }
+  });
+});
+
+/** A client's binary frame (RFC 6455 §5.2), masked. */
+function wsBinary(payload: Uint8Array): Buffer {
+  const n = payload.length;
+  const ext = n < 126 ? 0 : n < 65536 ? 2 : 8;
+  const h = Buffer.alloc(2 + ext + 4);
+  h[0] = 0x82;
+  h[1] = 0x80 | (ext === 0 ? n : ext === 2 ? 126 : 127);
+  if (ext === 2) h.writeUInt16BE(n, 2);
+  if (ext === 8) h.writeBigUInt64BE(BigInt(n), 2);
+  const key = randomBytes(4);
+  key.copy(h, 2 + ext);
+  const body = Buffer.from(payload);
+  for (let i = 0; i < body.length; i++) body[i] ^= key[i & 3];
+  return Buffer.concat([h, body]);
+}
+
+describe("attack: a ws:// client that never reads cancels requests one by one", () => {
+  it("the server's socket holds a few writes, not two per CANCEL answer", async () => {
+    const server: Server = createServer();
+    server.handle("/echo/1.0.0", (req) => req.data);
+    const sessions: Connection[] = [];
+    server.on("session", (s) => sessions.push(s));
+    const [url] = await server.listen("ws://127.0.0.1:0/pointsub");
+    const u = new URL(url);
+    const socket = net.connect(Number(u.port), u.hostname);
+    socket.on("error", () => {});
+    let response = Buffer.alloc(0);
+    socket.on("data", (d: Buffer) => {
+      response = Buffer.concat([response, d]);
+    });
+    try {
+      await new Promise((r) => socket.once("connect", r));
+      socket.write(upgradeRequest(u), "latin1");
+      await until(() => response.includes("\r\n\r\n"), 10_000);
+      assert.match(response.toString("latin1"), /^HTTP\/1\.1 101 /);
+      socket.pause(); // never reads again
+      // Windows large enough that the answer below needs no CREDIT from this raw peer.
+      const hello = handshake({ connectionWindow: 2 ** 31 - 1, streamWindow: 2 ** 31 - 1 });
+      let sent = hello.length;
+      socket.write(wsBinary(hello));
+      await until(() => sessions.length === 1, 10_000);
+      const serverSocket = (
+        sessions[0] as unknown as { transport: { socket: net.Socket & { writableBuffer: unknown[] } } }
+      ).transport.socket;
+      // Loopback TCP takes MBs of a peer that does not read: a 6 MiB answer fills the kernel first.
+      for (const f of echoRequest(1, 6 * 1024 * 1024, 5)) {
+        sent += f.length;
+        socket.write(wsBinary(f));
+      }
+      await until(() => serverSocket.writableLength !== 0, 10_000);
+      const pairs = 20_000;
+      let most = 0;
+      await oneByOne(
+        socket,
+        pairs,
+        (i) => {
+          const b = startAndCancel(2 * i + 3);
+          sent += b.length;
+          return wsBinary(b);
+        },
+        (i) => {
+          if (i % 500 === 0) most = Math.max(most, serverSocket.writableBuffer.length);
+        },
+      );
+      // Every pair read (each answered), then the most Node's queue held.
+      await until(() => sessions[0].stats().wire.bytesIn >= sent, 10_000);
+      most = Math.max(most, serverSocket.writableBuffer.length);
+      // Before: each answer a ws message of its own, two writes in Node's queue (header and payload)
+      // and a copy: ~520 B of memory per 11-byte answer, ~470,000 answers before the slow-peer bound.
+      assert.ok(most <= 4_096, `Node's queue held ${most} writes for ${pairs} CANCELs`);
+      assert.equal(sessions[0].state, "open");
+    } finally {
+      socket.destroy();
+      await server.close();
     }
   });
 });
