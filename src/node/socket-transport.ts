@@ -3,6 +3,7 @@ import type { TLSSocket } from "node:tls";
 import { PointSubError } from "../errors/error.ts";
 import type { PeerCertificate, Transport, TransportHandlers } from "../transport/transport.ts";
 import { MAX_TIMER_MS } from "../util/timer-limit.ts";
+import { type ByteHolder, holdChunks } from "./held-bytes.ts";
 import type { SocketReader } from "./socket-reader.ts";
 import { tlsError } from "./tls-errors.ts";
 
@@ -102,7 +103,7 @@ class Staging {
 }
 
 /** A socket's writes Node holds in its queue ({@link QUEUED_WRITE_COST}): counted up when made, down by their callback. */
-class QueuedWrites {
+class QueuedWrites implements ByteHolder {
   n = 0;
   /**
    * While the count is full: the bytes of later writes, copied, written as
@@ -117,24 +118,6 @@ class QueuedWrites {
   readonly done = (): void => {
     this.n--;
   };
-
-  /** Copies `chunks` after the bytes held. */
-  hold(chunks: readonly Uint8Array[]): void {
-    let h = this.held as Uint8Array;
-    let at = this.heldLength;
-    let need = at;
-    for (let i = 0; i < chunks.length; i++) need += chunks[i].length;
-    if (need > h.length) {
-      const grown = new Uint8Array(Math.max(need, 2 * h.length, 4096));
-      grown.set(h.subarray(0, at));
-      this.held = h = grown;
-    }
-    for (let i = 0; i < chunks.length; i++) {
-      h.set(chunks[i], at);
-      at += chunks[i].length;
-    }
-    this.heldLength = at;
-  }
 }
 
 /** Where a socket keeps its transport, for the shared listeners below. */
@@ -317,7 +300,7 @@ export class SocketTransport implements Transport {
     let q = this.queued;
     if (q?.held !== undefined) {
       // Full by the count: held, in order, for the drain (which idle() made sure of).
-      q.hold(chunks);
+      holdChunks(q, chunks);
       return false;
     }
     if (s.writableLength === 0) {

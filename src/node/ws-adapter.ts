@@ -33,6 +33,7 @@ import {
   wsUrl,
 } from "../transport/ws-mapping.ts";
 import { MAX_TIMER_MS } from "../util/timer-limit.ts";
+import { holdChunks } from "./held-bytes.ts";
 import type { TlsOptions } from "./net-adapter.ts";
 import { connectDeadline, hostUrl, peerCertificateOf, urlHost } from "./socket-transport.ts";
 import { clientCertRefusal, closeFailedHandshake, keyMismatch, refusedHandshake, tlsError } from "./tls-errors.ts";
@@ -252,8 +253,10 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
    * message of its own (two socket writes and a copy: ~520 B of memory for
    * 11 bytes), ~470,000 of them before the slow-peer bound stopped reading it.
    */
-  private held: Uint8Array | undefined = undefined;
-  private heldLength = 0;
+  /** @internal */
+  held: Uint8Array | undefined = undefined;
+  /** @internal */
+  heldLength = 0;
   /** {@link flushHeld} as a function (made on the first hold). */
   private heldFn: ((err?: Error | null) => void) | undefined = undefined;
 
@@ -354,7 +357,7 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
     const ws = this.ws;
     if (this.closed || ws.readyState !== 1) return false;
     if (this.held !== undefined) {
-      this.hold(chunks);
+      holdChunks(this, chunks);
       this.needDrain = true;
       return false;
     }
@@ -385,24 +388,6 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
       s.write(NOTHING, this.heldFn);
     }
     return false;
-  }
-
-  /** Copies `chunks` after the bytes held. */
-  private hold(chunks: readonly Uint8Array[]): void {
-    let h = this.held as Uint8Array;
-    let at = this.heldLength;
-    let need = at;
-    for (let i = 0; i < chunks.length; i++) need += chunks[i].length;
-    if (need > h.length) {
-      const grown = new Uint8Array(Math.max(need, 2 * h.length, 4096));
-      grown.set(h.subarray(0, at));
-      this.held = h = grown;
-    }
-    for (let i = 0; i < chunks.length; i++) {
-      h.set(chunks[i], at);
-      at += chunks[i].length;
-    }
-    this.heldLength = at;
   }
 
   /**
