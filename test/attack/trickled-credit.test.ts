@@ -90,10 +90,10 @@ describe("attack: answers held by a trickle of credit", () => {
 
   it("peers granting 16 KiB of credit per answer every slowPeerTimeoutMs / 2 are closed with ERR_SLOW_PEER once their answers are overdue at minAnswerBytesPerSecond, and their budget is returned", async () => {
     const slowPeerTimeoutMs = 1000;
-    // 1 MiB owed at 256 KiB/s: due 1 s + 4 s after it was first owed. The trickle lets out 32 KiB/s.
+    // 1 MiB owed at 512 KiB/s: due 1 s + 2 s after it was first owed. The trickle lets out 32 KiB/s.
     const { server, port, closes } = await echoServer({
       slowPeerTimeoutMs,
-      minAnswerBytesPerSecond: 256 * KiB,
+      minAnswerBytesPerSecond: 512 * KiB,
       memoryBudget: 64 * MiB,
     });
     const peers: Peer[] = [];
@@ -210,21 +210,21 @@ describe("attack: answers held by a trickle of credit", () => {
 
   it("an honest reader granting credit at a steady rate above the floor gets its whole answer, however long it takes", async () => {
     const slowPeerTimeoutMs = 1000;
-    // Floor 128 KiB/s; the reader takes 2 MiB at ~256 KiB/s (16 KiB every 62 ms): ~8 s, far longer
-    // than slowPeerTimeoutMs, and owed all along.
+    // Floor 128 KiB/s; the reader takes 1 MiB at ~256 KiB/s (16 KiB every 62 ms): ~4 s, far longer
+    // than slowPeerTimeoutMs, and owed all along (due 1 s + 8 s).
     const { server, port, closes } = await echoServer({ slowPeerTimeoutMs, minAnswerBytesPerSecond: 128 * KiB });
     const { got, onFrame } = answerBytes();
-    const peer = await requester(port, [1], 2 * MiB, onFrame);
+    const peer = await requester(port, [1], MiB, onFrame);
     cleanups.push(async () => {
       peer.destroy();
       await server.close();
     });
     const stop = trickle([peer], [1], 62);
     cleanups.push(stop);
-    await until(() => (got.get(1) ?? 0) >= 2 * MiB || peer.isClosed, 30_000);
+    await until(() => (got.get(1) ?? 0) >= MiB || peer.isClosed, 30_000);
     stop();
     assert.equal(peer.goaway, undefined, peer.goaway?.reason);
-    assert.ok((got.get(1) ?? 0) >= 2 * MiB, `got ${got.get(1)} bytes`);
+    assert.ok((got.get(1) ?? 0) >= MiB, `got ${got.get(1)} bytes`);
     assert.deepEqual(closes, []);
     await until(() => used(server) === 0, 5000);
   });
