@@ -26,7 +26,7 @@ describe("benchmark harness", () => {
         "--count",
         "500",
         "--large-size",
-        String(64 * 1024 * 1024),
+        String(32 * 1024 * 1024),
         "--files-size",
         String(16 * 1024 * 1024),
         "--broadcast-clients",
@@ -35,7 +35,7 @@ describe("benchmark harness", () => {
         "10",
         "--broadcast-seconds",
         "0.2",
-        // hol-slow through one shaped link only (100 MB/s: 64 MiB in under a second).
+        // hol-slow through one shaped link only (100 MB/s: 32 MiB in a third of a second).
         "--link-rates",
         "100000000",
         "--out",
