@@ -30,6 +30,21 @@ after(async () => {
   for (const f of cleanup.reverse()) await f();
 });
 
+/** Outcomes by code ("ok" for an answer): `count(p)` records how `p` settles. */
+function tally(): { codes: Map<string, number>; count: (p: Promise<unknown>) => Promise<void> } {
+  const codes = new Map<string, number>();
+  const count = (p: Promise<unknown>): Promise<void> =>
+    p
+      .then(
+        () => "ok",
+        (e: PointSubError) => e.code ?? "?",
+      )
+      .then((c) => {
+        codes.set(c, (codes.get(c) ?? 0) + 1);
+      });
+  return { codes, count };
+}
+
 describe("keyed requests return their whole charge however they end", { timeout: 60_000 }, () => {
   it("mixed workload: answered, thrown, store down, waits timed out, cancelled, connections destroyed, refused", async () => {
     const inner = memoryIdempotencyStore({ maxEntriesPerScope: 150 });
@@ -79,16 +94,7 @@ describe("keyed requests return their whole charge however they end", { timeout:
     server.handle("/fast", () => "ok");
     server.handle("/down", () => "never");
     const [url] = await server.listen("tcp://127.0.0.1:0");
-    const codes = new Map<string, number>();
-    const count = (p: Promise<unknown>): Promise<void> =>
-      p
-        .then(
-          () => "ok",
-          (e: PointSubError) => e.code ?? "?",
-        )
-        .then((c) => {
-          codes.set(c, (codes.get(c) ?? 0) + 1);
-        });
+    const { codes, count } = tally();
     const all: Promise<void>[] = [];
     const opts = (key: string, signal?: AbortSignal) => ({ idempotencyKey: key, timeoutMs: 30_000, signal });
 
@@ -187,16 +193,7 @@ describe("keyed requests return their whole charge however they end", { timeout:
     const [a, b] = servers;
     const ca = await connect(a.urls[0]);
     cleanup.push(() => ca.close({ timeoutMs: 100 }).catch(() => {}));
-    const codes = new Map<string, number>();
-    const count = (p: Promise<unknown>): Promise<void> =>
-      p
-        .then(
-          () => "ok",
-          (e: PointSubError) => e.code ?? "?",
-        )
-        .then((c) => {
-          codes.set(c, (codes.get(c) ?? 0) + 1);
-        });
+    const { codes, count } = tally();
     const opts = (key: string, signal?: AbortSignal) => ({ idempotencyKey: key, timeoutMs: 30_000, signal });
     const all: Promise<void>[] = [];
     for (let i = 0; i < 10; i++) all.push(count(ca.request("/slow", "x", opts(`k-${i}`))));
