@@ -6,7 +6,6 @@
  * (socket-transport.ts counts them against its high-water mark).
  */
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -19,6 +18,7 @@ import { writeVarint } from "../../src/codec/varint.ts";
 import { type Connection, createServer, type Server } from "../../src/index.ts";
 import { echoRequest, handshake } from "../helpers/raw-peer.ts";
 import { until } from "../helpers/wait.ts";
+import { wsClientFrame } from "../helpers/ws-client-frame.ts";
 import { upgradeRequest } from "../helpers/ws-server-frames.ts";
 
 const ROUTE = Buffer.from("/echo/1.0.0");
@@ -162,22 +162,6 @@ describe("attack: a peer that never reads cancels requests one by one", () => {
   });
 });
 
-/** A client's binary frame (RFC 6455 §5.2), masked. */
-function wsBinary(payload: Uint8Array): Buffer {
-  const n = payload.length;
-  const ext = n < 126 ? 0 : n < 65536 ? 2 : 8;
-  const h = Buffer.alloc(2 + ext + 4);
-  h[0] = 0x82;
-  h[1] = 0x80 | (ext === 0 ? n : ext === 2 ? 126 : 127);
-  if (ext === 2) h.writeUInt16BE(n, 2);
-  if (ext === 8) h.writeBigUInt64BE(BigInt(n), 2);
-  const key = randomBytes(4);
-  key.copy(h, 2 + ext);
-  const body = Buffer.from(payload);
-  for (let i = 0; i < body.length; i++) body[i] ^= key[i & 3];
-  return Buffer.concat([h, body]);
-}
-
 describe("attack: a ws:// client that never reads cancels requests one by one", () => {
   it("the server's socket holds a few writes, not two per CANCEL answer", async () => {
     const server: Server = createServer();
@@ -201,7 +185,7 @@ describe("attack: a ws:// client that never reads cancels requests one by one", 
       // Windows large enough that the answer below needs no CREDIT from this raw peer.
       const hello = handshake({ connectionWindow: 2 ** 31 - 1, streamWindow: 2 ** 31 - 1 });
       let sent = hello.length;
-      socket.write(wsBinary(hello));
+      socket.write(wsClientFrame(0x2, hello));
       await until(() => sessions.length === 1, 10_000);
       const serverSocket = (
         sessions[0] as unknown as { transport: { socket: net.Socket & { writableBuffer: unknown[] } } }
@@ -209,7 +193,7 @@ describe("attack: a ws:// client that never reads cancels requests one by one", 
       // Loopback TCP takes MBs of a peer that does not read: a 6 MiB answer fills the kernel first.
       for (const f of echoRequest(1, 6 * 1024 * 1024, 5)) {
         sent += f.length;
-        socket.write(wsBinary(f));
+        socket.write(wsClientFrame(0x2, f));
       }
       await until(() => serverSocket.writableLength !== 0, 10_000);
       const pairs = 20_000;
@@ -220,7 +204,7 @@ describe("attack: a ws:// client that never reads cancels requests one by one", 
         (i) => {
           const b = startAndCancel(2 * i + 3);
           sent += b.length;
-          return wsBinary(b);
+          return wsClientFrame(0x2, b);
         },
         (i) => {
           if (i % 500 === 0) most = Math.max(most, serverSocket.writableBuffer.length);

@@ -22,6 +22,7 @@ import { WS_SUBPROTOCOL } from "../../src/index.ts";
 import { wsTransport } from "../../src/node/ws-adapter.ts";
 import type { Transport, TransportListener } from "../../src/transport/transport.ts";
 import { until } from "../helpers/wait.ts";
+import { wsClientFrame as frame } from "../helpers/ws-client-frame.ts";
 import { type ServerFrame, takeServerFrames, upgradeRequest } from "../helpers/ws-server-frames.ts";
 
 v8.setFlagsFromString("--expose-gc");
@@ -45,22 +46,6 @@ async function listen(): Promise<{ url: string; accepted: Transport[] }> {
   });
   listeners.push(l);
   return { url: l.url, accepted };
-}
-
-/** A client frame (RFC 6455 §5.2), masked with a random key. */
-function frame(opcode: number, payload: Uint8Array, fin = true): Buffer {
-  const n = payload.length;
-  const ext = n < 126 ? 0 : n < 65536 ? 2 : 8;
-  const h = Buffer.alloc(2 + ext + 4);
-  h[0] = (fin ? 0x80 : 0) | opcode;
-  h[1] = 0x80 | (ext === 0 ? n : ext === 2 ? 126 : 127);
-  if (ext === 2) h.writeUInt16BE(n, 2);
-  if (ext === 8) h.writeBigUInt64BE(BigInt(n), 2);
-  const key = randomBytes(4);
-  key.copy(h, 2 + ext);
-  const body = Buffer.from(payload);
-  for (let i = 0; i < body.length; i++) body[i] ^= key[i & 3];
-  return Buffer.concat([h, body]);
 }
 
 /**
