@@ -109,9 +109,9 @@ export function fallbackSuggestion(code: ErrorCode): string {
 
 class Info implements ErrorCodeInfo {
   declare readonly code: ErrorCode;
-  readonly errno: number;
-  readonly severity: Severity;
-  readonly retryable: boolean;
+  declare readonly errno: number;
+  declare readonly severity: Severity;
+  declare readonly retryable: boolean;
   constructor(code: ErrorCode) {
     this.code = code;
     [this.errno, this.severity, this.retryable] = table[code];
@@ -139,4 +139,4 @@ export function codeForErrno(errno: number): ErrorCode | undefined {
 }
 
 /** All codes, for documentation and tests. */
-export const ERROR_CODES: readonly ErrorCode[] = Object.keys(table) as ErrorCode[];
+export const ERROR_CODES: readonly ErrorCode[] = /* @__PURE__ */ Object.keys(table) as ErrorCode[];

@@ -1,6 +1,7 @@
 import {
   codeInfo,
   type ErrorCode,
+  type ErrorCodeInfo,
   fallbackSuggestion,
   loadSuggestions,
   type Severity,
@@ -57,9 +58,17 @@ export class PointSubError extends Error {
   /** For ERR_TIMEOUT raised on this side: which wait ran out. Absent otherwise (and on a peer's error response). */
   declare readonly phase?: TimeoutPhase;
 
+  /**
+   * `code` must be one of `ERROR_CODES` (its errno, severity and retryability come from the
+   * table there): another (`"ERR_MINE"` from JavaScript or a cast) throws a `PointSubError`
+   * `ERR_INVALID_ARGUMENT` ("invalid code ERR_MINE"). Before, a raw TypeError ("Cannot read
+   * properties of undefined"). A code of the application's own can be assigned to `code` after
+   * construction (a handler's thrown error then reaches its caller as `ERR_HANDLER`, naming it).
+   */
   constructor(code: ErrorCode, message: string, options: PointSubErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    const info = codeInfo(code);
+    const info = codeInfo(code) as ErrorCodeInfo | undefined;
+    if (!info) throw new PointSubError("ERR_INVALID_ARGUMENT", `invalid code ${code}`);
     this.name = "PointSubError";
     this.code = code;
     this.errno = info.errno;

@@ -66,6 +66,20 @@ describe("PointSubError", () => {
     assert.equal(Error.stackTraceLimit, limit);
   });
 
+  it("a code not in ERROR_CODES is refused with ERR_INVALID_ARGUMENT naming it (a raw TypeError before), as fromPeer", () => {
+    for (const make of [
+      () => new PointSubError("ERR_MINE" as "ERR_PROTOCOL", "x"),
+      () => PointSubError.fromPeer("ERR_MINE" as "ERR_PROTOCOL", "x"),
+      () => new PointSubError("toString" as "ERR_PROTOCOL", "x"),
+    ]) {
+      assert.throws(make, (e: unknown) => {
+        assert.ok(isPointSubError(e, "ERR_INVALID_ARGUMENT"), String(e));
+        assert.match(e.message, /invalid code (ERR_MINE|toString)/);
+        return true;
+      });
+    }
+  });
+
   it("instanceof works across two loaded copies of the module", async () => {
     const copy = (await import(
       `../../src/errors/error.ts?copy=${Date.now()}`
