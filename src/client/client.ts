@@ -168,6 +168,8 @@ export class Client {
   private readonly cooldownMs: number;
   private readonly maxCooldownMs: number;
   private readonly rttProbeMs: number;
+  /** The connections' `requestTimeoutMs` (0: none): what a call without a `timeoutMs` of its own waits for a connection at most. */
+  private readonly requestTimeoutMs: number;
   /** The address of each node some route lists or the pool holds (what `open` connects to). */
   private readonly addresses = new Map<string, Address>();
   private probeTimer: ReturnType<typeof setInterval> | undefined;
@@ -200,6 +202,7 @@ export class Client {
     this.cooldownMs = b.cooldownMs ?? 1000;
     this.maxCooldownMs = Math.max(b.maxCooldownMs ?? 30_000, this.cooldownMs);
     this.rttProbeMs = options.rttProbeMs ?? 5000;
+    this.requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
     this.pool = new Pool(
       options.pool ?? {},
       (node, signal) => this.open(node, signal),
@@ -346,7 +349,11 @@ export class Client {
    * connection with room this is the connection's own request (no extra
    * promise); calls to an explicit address do not feed the node's breaker.
    * The call's `signal` and `timeoutMs` also end its wait for a connection
-   * (the pool connecting, or waiting for a slot): ERR_CANCELLED, ERR_TIMEOUT.
+   * (the pool connecting, or waiting for a slot): ERR_CANCELLED, ERR_TIMEOUT;
+   * a call without a `timeoutMs` of its own waits at most the connections'
+   * `requestTimeoutMs` (its default deadline; 0: no limit) — with
+   * `connectTimeoutMs: 0` a node that never completes the connect would
+   * hold it for ever.
    */
   request(address: Address, route: string, payload: Payload, options: RequestOptions = {}): Promise<Uint8Array> {
     const bad = badOptions(options);
@@ -379,16 +386,25 @@ export class Client {
       this.notConnected(node, e);
       throw e;
     });
-    const timeoutMs = options.timeoutMs;
-    const deadline =
-      timeoutMs !== undefined && timeoutMs > 0 && timeoutMs < MAX_TIMER_MS ? performance.now() + timeoutMs : 0;
+    // No timeoutMs of its own: the wait is bounded by its default deadline, requestTimeoutMs (0: none). Before,
+    // only connectTimeoutMs bounded it: with connectTimeoutMs 0, a node that accepted and never answered the
+    // handshake (or never accepted) held every call to it for ever.
+    const own = options.timeoutMs !== undefined;
+    const timeoutMs = options.timeoutMs ?? this.requestTimeoutMs;
+    const deadline = timeoutMs > 0 && timeoutMs < MAX_TIMER_MS ? performance.now() + timeoutMs : 0;
     const bounded = options.signal !== undefined || deadline !== 0;
-    return (bounded ? this.waitAcquired(acquired, route, options.signal, deadline, timeoutMs) : acquired).then((p) => {
+    const waited = bounded
+      ? this.waitAcquired(acquired, route, options.signal, deadline, timeoutMs, own ? undefined : node)
+      : acquired;
+    return waited.then((p) => {
       // The call starts on it now (run sends it at once): no longer only claimed. Its timeoutMs counts
-      // from the call: what the wait for a connection took is taken off.
+      // from the call: what the wait for a connection took is taken off (a call without one gets the
+      // connection's default deadline from now on, as any call sent on it).
       // Whole ms: the connection's ERR_TIMEOUT names it ("timed out after 296.44459000000006 ms" before).
       const rest =
-        deadline === 0 ? options : { ...options, timeoutMs: Math.max(1, Math.ceil(deadline - performance.now())) };
+        deadline === 0 || !own
+          ? options
+          : { ...options, timeoutMs: Math.max(1, Math.ceil(deadline - performance.now())) };
       try {
         return this.run(p, node, route, payload, rest, again);
       } finally {
@@ -410,13 +426,16 @@ export class Client {
    * or its `timeoutMs` (ERR_TIMEOUT); a connection that comes after that is released unused. Before, a
    * call ignored both while the pool connected (up to connectTimeoutMs) or waited for a slot (up to
    * acquireTimeoutMs): an aborted call failed seconds later with the connect's ERR_TIMEOUT.
+   * `node`: the deadline is not the call's own but its default (requestTimeoutMs): its end is a failure
+   * of that node to connect (requestClosest goes on to the next node; counted against its breaker).
    */
   private waitAcquired(
     acquired: Promise<Pooled>,
     route: string,
     signal: AbortSignal | undefined,
     deadline: number,
-    timeoutMs: number | undefined,
+    timeoutMs: number,
+    node: string | undefined,
   ): Promise<Pooled> {
     return new Promise<Pooled>((resolve, reject) => {
       let done = false;
@@ -444,10 +463,23 @@ export class Client {
       signal?.addEventListener("abort", onAbort, { once: true });
       if (deadline !== 0) {
         timer = setTimeout(() => {
-          if (end()) {
+          if (!end()) return;
+          if (node === undefined) {
             const why = `request to ${route} timed out after ${timeoutMs} ms (waiting for a connection)`;
-            reject(new PointSubError("ERR_TIMEOUT", why, { phase: "request" }));
+            return reject(new PointSubError("ERR_TIMEOUT", why, { phase: "request" }));
           }
+          const e = new PointSubError(
+            "ERR_TIMEOUT",
+            `request to ${route} timed out after ${timeoutMs} ms (requestTimeoutMs) waiting for a connection to ${node}`,
+            { phase: "request" },
+          );
+          // Every call waiting for the same connect ends about now: the breaker counts the first (the
+          // others find it open), not one per call (each would double its cooldown).
+          const h = this.health.get(node);
+          if (h === undefined || h.failures < this.failureThreshold || performance.now() >= h.openUntil) {
+            this.notConnected(node, e);
+          } else NOT_CONNECTED.add(e);
+          reject(e);
         }, deadline - performance.now());
       }
     });

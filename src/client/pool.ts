@@ -28,7 +28,8 @@ export interface PoolOptions {
    * Longest wait for a connection slot before ERR_POOL_EXHAUSTED (a slot is freed by a connection that
    * closes, or whose calls all ended: it is closed to make room). Default 5000 ms. A call waiting for a
    * connection being opened to its node waits for that connect instead (its own deadline:
-   * connectTimeoutMs) and shares its failure.
+   * connectTimeoutMs) and shares its failure; the Client's call waits at most its `timeoutMs`, or
+   * the connections' `requestTimeoutMs` (connectTimeoutMs 0 is no deadline).
    */
   acquireTimeoutMs?: number;
 }

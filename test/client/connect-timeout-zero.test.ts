@@ -9,7 +9,7 @@
  */
 import assert from "node:assert/strict";
 import { it } from "node:test";
-import { connect, createServer } from "../../src/index.ts";
+import { Client, connect, createServer, type PointSubError } from "../../src/index.ts";
 import { handshake, rawServer } from "../helpers/raw-peer.ts";
 import { sleep } from "../helpers/wait.ts";
 
@@ -41,3 +41,55 @@ for (const option of ["connectTimeoutMs", "handshakeTimeoutMs"] as const)
       await raw.close();
     }
   });
+
+/**
+ * A Client with `connectTimeoutMs: 0` and a node that accepts TCP and never
+ * answers the handshake: a call without a `timeoutMs` of its own waited for
+ * that connect for ever (only connectTimeoutMs bounded the wait). Its
+ * default deadline, `requestTimeoutMs`, now bounds the wait: ERR_TIMEOUT,
+ * and `requestClosest` goes on to the next node.
+ */
+it("a Client with connectTimeoutMs 0: a call to a node that never answers the handshake fails at requestTimeoutMs, requestClosest goes on to the next node", async () => {
+  const silent = await rawServer();
+  const server = createServer();
+  server.handle("/echo/1.0.0", (req) => req.data);
+  const [url] = await server.listen("tcp://127.0.0.1:0");
+  const client = new Client({ connectTimeoutMs: 0, requestTimeoutMs: 300 });
+  /** A hang guard, not a timing assertion: before the fix the calls below never settled. */
+  const settled = async <T>(p: Promise<T>) => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const guard = new Promise<{ pending: true }>((resolve) => {
+      timer = setTimeout(() => resolve({ pending: true }), 20_000);
+    });
+    try {
+      return await Promise.race([
+        p.then(
+          (v) => ({ v }),
+          (e: unknown) => ({ e }),
+        ),
+        guard,
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+  try {
+    const own = await settled(client.request(silent.url, "/echo/1.0.0", "a"));
+    assert.ok("e" in own, `settled with an error: ${JSON.stringify(own)}`);
+    assert.equal((own.e as PointSubError).code, "ERR_TIMEOUT");
+    assert.match((own.e as PointSubError).message, /requestTimeoutMs/);
+    // Its own timeoutMs bounds it as before.
+    await assert.rejects(client.request(silent.url, "/echo/1.0.0", "b", { timeoutMs: 200 }), { code: "ERR_TIMEOUT" });
+    // Listed first (no RTT known yet: list order), the silent node is tried first, then the next one answers.
+    client.addNode("/echo/1.0.0", silent.url).addNode("/echo/1.0.0", url);
+    const closest = await settled(client.requestClosest("/echo/1.0.0", "c"));
+    assert.ok("v" in closest, `answered: ${JSON.stringify(closest)}`);
+    assert.equal(new TextDecoder().decode(closest.v as Uint8Array), "c");
+    assert.equal(client.nodes("/echo/1.0.0")[0].breaker, "open", "the silent node counts as failed");
+  } finally {
+    await client.close();
+    (await silent.peer).socket.destroy();
+    await silent.close();
+    await server.close();
+  }
+});
