@@ -216,7 +216,8 @@ export interface SendResumableOptions
    * connection, a timeout, an overloaded or going-away peer, a corrupted
    * frame, a mismatched resume point). Any other error ends the transfer at
    * once. A retry after `ERR_RESUME` (the receiver's answer: an earlier attempt still winding down there)
-   * asks again on the connection that answered it while that one is open. Default 10; a number >= 0 (Infinity: for ever), else the transfer fails with
+   * asks again on the connection that answered it while that one is open. With a plain Connection, only
+   * that retry is made (nothing else a retry on the same connection may cure). Default 10; a number >= 0 (Infinity: for ever), else the transfer fails with
    * ERR_INVALID_ARGUMENT before any attempt.
    */
   retries?: number;
@@ -259,7 +260,8 @@ export interface SendResumableOptions
  * streams the rest. Given a function that opens connections (or a
  * {@link SharedConnection}, for many transfers over one connection), a
  * dropped connection is retried with backoff; progress goes to paused, resuming and
- * transferring across attempts. An error that is not `retryable` (see
+ * transferring across attempts. Given a Connection, only a refusal `ERR_RESUME` (the receiver still
+ * winds down an earlier attempt) is retried, on it while it is open. An error that is not `retryable` (see
  * `codeInfo`) ends it at once, and a connection it opened is closed whenever
  * it ends. The route must be resumable on the receiver
  * (`handleStream(route, handler, { resume })`, as `fileSink` provides).
@@ -481,16 +483,19 @@ export function sendResumableWith(
             // Cancelled or aborted meanwhile: that is the outcome (not the refusal).
             e = stoppedBy(signal) ?? cut ?? e;
           }
+          // ERR_RESUME is the receiver's answer (an earlier attempt still winding down there, a stale resume
+          // point), not a broken connection: the retry asks again on the same one — a plain Connection's too,
+          // while it is open (before, its transfer failed with the refusal: only a new connection was retried).
+          const again = e.code === "ERR_RESUME" && conn?.state === "open";
           const last =
-            (!owned && shared === undefined) ||
+            (!owned && shared === undefined && !again) ||
             !e.retryable ||
             cancelled !== undefined ||
             options.signal?.aborted === true ||
             n >= retries;
-          // ERR_RESUME is the receiver's answer (an earlier attempt still winding down there, a stale resume
-          // point), not a broken connection: the retry asks again on the same one. Before, each refused retry
-          // opened a new connection (one resume after a cut cost up to 4).
-          kept = !last && owned && conn?.state === "open" && e.code === "ERR_RESUME" ? conn : undefined;
+          // An owned one is kept for it. Before, each refused retry opened a new connection (one resume after a
+          // cut cost up to 4).
+          kept = !last && owned && again ? conn : undefined;
           // A connection this transfer opened is its own to end, whatever happens next. Cancelled, it is
           // closed gracefully, in the background: destroyed, the stream's CANCEL queued behind its data
           // never left, and the receiver kept the partial for a resume (as after a dropped connection).

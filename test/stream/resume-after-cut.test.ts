@@ -141,4 +141,43 @@ describe("sendFile: a resume after a cut connection", () => {
       await rm(work, { recursive: true, force: true, maxRetries: 3 });
     }
   });
+
+  it("given a plain Connection, asks again on it after an ERR_RESUME refusal (before: failed with the refusal, no retry)", async () => {
+    const { work, inbox, src, data, server, sessions } = await setup("pointsub-resume-plain-", 256 * 1024);
+    const sink = fileSink(inbox);
+    let queries = 0;
+    let overloaded = false;
+    server.handleStream(FILE_ROUTE, sink.handler, {
+      resume: (id, ctx) => {
+        if (overloaded) throw new PointSubError("ERR_OVERLOADED", "busy");
+        if (++queries <= 2)
+          throw new PointSubError("ERR_RESUME", "this transfer is still being received; retry shortly");
+        return sink.resume(id, ctx);
+      },
+    });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    const errors: string[] = [];
+    try {
+      const r = await sendFile(conn, src, { retryDelayMs: 10, onRetry: (e) => errors.push(e.code) });
+      assert.deepEqual(errors, ["ERR_RESUME", "ERR_RESUME"]);
+      assert.equal(r.attempts, 3);
+      assert.equal(sessions.length, 1, `connections: ${sessions.length}`);
+      assert.equal(conn.state, "open", "a connection the caller passed stays open");
+      assert.deepEqual(await readFile(join(inbox, "a.bin")), Buffer.from(data));
+      // Any other error still ends a plain Connection's transfer at once (nothing a retry on it may cure).
+      overloaded = true;
+      const retried: string[] = [];
+      await assert.rejects(
+        sendFile(conn, src, { name: "b.bin", retryDelayMs: 10, onRetry: (e) => retried.push(e.code) }).done,
+        { code: "ERR_OVERLOADED" },
+      );
+      assert.deepEqual(retried, []);
+    } finally {
+      await conn.close();
+      await server.close({ timeoutMs: 100 });
+      sink.close();
+      await rm(work, { recursive: true, force: true, maxRetries: 3 });
+    }
+  });
 });
