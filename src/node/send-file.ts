@@ -10,12 +10,15 @@ import {
   sendResumableWith,
 } from "../client/resumable.ts";
 import { crc32cHex } from "../codec/crc32c.ts";
+import { crc32cCombine } from "../codec/crc32c-combine.ts";
 import type { Connection } from "../connection/connection.ts";
 import { PointSubError } from "../errors/error.ts";
 import { checkOptions } from "../errors/options.ts";
-import { onChunkSent } from "../stream/release.ts";
+import { onChunkCrc } from "../stream/chunk-crc.ts";
+import { onChunkSent, takeRelease } from "../stream/release.ts";
 import type { Transfer } from "../stream/transfer.ts";
 import type { StreamSource } from "../stream/types.ts";
+import { nodeCrc32c } from "./crc32c-native.ts";
 import {
   FILE_CHECK_ROUTE,
   FILE_ROUTE,
@@ -461,9 +464,19 @@ export function sendFile(
  * job: three thread-pool round trips per file cost more than the file).
  */
 export interface FileAccess {
-  stat(path: string): Promise<{ size: number; mtimeMs: number; isFile(): boolean } | undefined>;
-  /** The content from `offset` to `size`. */
+  stat(path: string): Promise<FileStat | undefined>;
+  /** The content from `offset` to `size` (also the prefix check's reads). */
   open(path: string, offset: number, size: number): StreamSource;
+}
+
+/** What {@link FileAccess.stat} tells of a file (an fs.Stats has it all). */
+export interface FileStat {
+  size: number;
+  mtimeMs: number;
+  ctimeMs: number;
+  ino: number;
+  dev: number;
+  isFile(): boolean;
 }
 
 /** The asynchronous file access of {@link sendFile}. */
@@ -485,9 +498,15 @@ async function* unchanged(
   path: string,
   was: { size: number; mtimeMs: number },
   offset: number,
+  marks: CrcMarks,
 ): AsyncGenerator<Uint8Array> {
   await stillTheFile(files, path, was);
-  yield* files.open(path, offset, was.size) as AsyncIterable<Uint8Array>;
+  marks.dropAfter(offset);
+  // Each chunk's end, once the stream checksummed it, is a checkpoint for a later attempt's prefix check.
+  for await (const chunk of files.open(path, offset, was.size) as AsyncIterable<Uint8Array>) {
+    onChunkCrc(chunk, marks.add);
+    yield chunk;
+  }
   // Read to its end: a file written meanwhile (in place, or appended to) was read torn — what the
   // END's CRC would vouch for is neither version. Said as tar says "file changed as we read it".
   const end = await files.stat(path);
@@ -520,6 +539,125 @@ function sameFile(
   return now !== undefined && was !== undefined && now.size === was.size && now.mtimeMs === was.mtimeMs;
 }
 
+/** Checkpoints kept at least this far apart (a resume's prefix check reads at most this much plus a chunk). */
+const MARK_SPACING = 4 * 1024 * 1024;
+/** Most checkpoints kept: past it every other one is dropped and the spacing doubles (64 KiB of numbers). */
+const MARKS_MAX = 4096;
+
+/**
+ * The CRC32C of a file's content up to points an attempt sent, as its
+ * stream computed them ({@link onChunkCrc}): a later attempt's prefix check
+ * reads only the bytes from the last one before the receiver's offset
+ * (before, it read the whole prefix again at each resume, which waited for
+ * it). Trusted only while the file is the one the transfer's stat found
+ * (inode, device, size, mtime, ctime: a write changes the ctime, which
+ * cannot be set back), else forgotten and the prefix read whole as before.
+ * In memory, per `sendFile` call.
+ */
+class CrcMarks {
+  private readonly at: number[] = [];
+  private readonly crc: number[] = [];
+  private spacing = MARK_SPACING;
+
+  /** Records that the first `length` bytes' CRC32C is `crc` (a point closer than the spacing to the last is skipped). */
+  readonly add = (length: number, crc: number): void => {
+    const n = this.at.length;
+    if (length < (n === 0 ? 0 : this.at[n - 1]) + this.spacing) return;
+    this.at.push(length);
+    this.crc.push(crc >>> 0);
+    if (n + 1 > MARKS_MAX) {
+      let k = 0;
+      for (let i = 1; i < this.at.length; i += 2, k++) {
+        this.at[k] = this.at[i];
+        this.crc[k] = this.crc[i];
+      }
+      this.at.length = k;
+      this.crc.length = k;
+      this.spacing *= 2;
+    }
+  };
+
+  /** The last point at or before `length`, if any. */
+  before(length: number): { at: number; crc: number } | undefined {
+    let lo = 0;
+    let hi = this.at.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.at[mid] <= length) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo === 0 ? undefined : { at: this.at[lo - 1], crc: this.crc[lo - 1] };
+  }
+
+  /** Forgets the points past `offset` (an attempt from there records its own, in order). */
+  dropAfter(offset: number): void {
+    let n = this.at.length;
+    while (n > 0 && this.at[n - 1] > offset) n--;
+    this.at.length = n;
+    this.crc.length = n;
+  }
+
+  clear(): void {
+    this.dropAfter(-1);
+  }
+}
+
+/** Whether `now` is the file `was` is (inode, device, size, mtime and ctime unchanged). */
+function sameIdentity(now: FileStat | undefined, was: FileStat): boolean {
+  return (
+    now !== undefined &&
+    now.ino === was.ino &&
+    now.dev === was.dev &&
+    now.size === was.size &&
+    now.mtimeMs === was.mtimeMs &&
+    now.ctimeMs === was.ctimeMs
+  );
+}
+
+/** CRC32C of the content `files.open` reads from `path` between `from` and `to`, from `crc` on, and how many bytes it read. */
+async function crcOfRange(
+  files: FileAccess,
+  path: string,
+  from: number,
+  to: number,
+  crc: number,
+): Promise<{ crc: number; read: number }> {
+  let read = 0;
+  if (to <= from) return { crc, read };
+  for await (const chunk of files.open(path, from, to) as AsyncIterable<Uint8Array>) {
+    crc = nodeCrc32c().compute(chunk, crc);
+    read += chunk.length;
+    // The reader's buffer back to its pool (never sent).
+    takeRelease(chunk)?.();
+  }
+  return { crc: crc >>> 0, read };
+}
+
+/**
+ * CRC32C of the first `length` bytes of the file at `path` (a resume's prefix check), read through
+ * `files`: from the last checkpoint before `length` ({@link CrcMarks}) when the file is still `was`
+ * before and after the read, so only the bytes after it are read; else the whole prefix, as before.
+ */
+async function prefixCrcOf(
+  files: FileAccess,
+  path: string,
+  was: FileStat,
+  length: number,
+  marks: CrcMarks,
+): Promise<number> {
+  if (length === 0) return 0;
+  const mark = marks.before(length);
+  if (mark !== undefined && sameIdentity(await files.stat(path), was)) {
+    const tail = await crcOfRange(files, path, mark.at, length, 0);
+    if (tail.read === length - mark.at && sameIdentity(await files.stat(path), was)) {
+      return crc32cCombine(mark.crc, tail.crc, tail.read);
+    }
+  }
+  // Changed since (a chmod too: its ctime): what was recorded is not trusted again.
+  if (mark !== undefined) marks.clear();
+  return (await crcOfRange(files, path, 0, length, 0)).crc;
+}
+
 /** @internal {@link sendFile} with its file access given (the CLI's reads small files synchronously). */
 export function sendFileVia(
   files: FileAccess,
@@ -536,6 +674,8 @@ export function sendFileVia(
   const route = options.route ?? FILE_ROUTE;
   /** What the transfer's stat found (every attempt sends that file). */
   let stated: { size: number; mtimeMs: number } | undefined;
+  /** The content's CRC32C at points the attempts sent (see {@link CrcMarks}). */
+  const marks = new CrcMarks();
   const source = (async (): Promise<ResumableSource> => {
     if (options.transferId !== undefined && !/^[A-Za-z0-9_-]{32,128}$/.test(options.transferId)) {
       throw new PointSubError(
@@ -554,11 +694,11 @@ export function sendFileVia(
       // Every attempt sends the file this stat found, the first one too: it opens the file only after the
       // receiver answered its resume query (a round trip the receiver times), and a file replaced meanwhile
       // was read cut to the old size and stored as whole (neither version).
-      open: (offset) => unchanged(files, path, st, offset),
+      open: (offset) => unchanged(files, path, st, offset, marks),
       // Checked first, as its content is: a file deleted or replaced since fails saying so, not with the open's error.
       prefixCrc: async (length) => {
         await stillTheFile(files, path, st);
-        return fileCrc32c(path, length);
+        return prefixCrcOf(files, path, st, length, marks);
       },
     };
   })();

@@ -11,6 +11,7 @@ import { PointSubError } from "../errors/error.ts";
 import type { Progress } from "../transfer/progress.ts";
 import { Limiter } from "../util/limiter.ts";
 import { Queue } from "../util/queue.ts";
+import { takeChunkCrc } from "./chunk-crc.ts";
 import { type StreamItem, streamCost } from "./item.ts";
 import { takeRelease, takeWritten } from "./release.ts";
 import type { Transfer } from "./transfer.ts";
@@ -177,6 +178,7 @@ export class OutgoingStream {
         }
         const release = takeRelease(value);
         const written = takeWritten(value);
+        const crcNotice = takeChunkCrc(value);
         for (let off = 0; off < value.length; off += this.chunk) {
           const end = Math.min(value.length, off + this.chunk);
           const piece = value.subarray(off, end);
@@ -222,6 +224,8 @@ export class OutgoingStream {
           }
           if (this.stopped !== undefined) throw this.stopped;
         }
+        // All of the chunk checksummed: its end is a checkpoint of the content (sendFile's resume).
+        crcNotice?.(this.length, this.crc >>> 0);
       }
       await settled(ahead);
       if (this.stopped !== undefined) throw this.stopped;
