@@ -496,15 +496,20 @@ const ASYNC_FILES: FileAccess = {
 async function* unchanged(
   files: FileAccess,
   path: string,
-  was: { size: number; mtimeMs: number },
+  was: FileStat,
   offset: number,
   marks: CrcMarks,
 ): AsyncGenerator<Uint8Array> {
-  await stillTheFile(files, path, was);
+  const now = await stillTheFile(files, path, was);
   marks.dropAfter(offset);
-  // Each chunk's end, once the stream checksummed it, is a checkpoint for a later attempt's prefix check.
+  // Each chunk's end, once the stream checksummed it, is a checkpoint for a later attempt's prefix check —
+  // only from the file the transfer's stat found, at the path before and after the open: one of the same size
+  // and mtime there meanwhile (a link or a directory swapped, and back by the resume) recorded its CRCs, and
+  // the check, combining them with that file's bytes, took the receiver's prefix of the other one as this one's.
+  let record = was.size < MARK_SPACING || !sameIdentity(now, was) ? false : undefined;
   for await (const chunk of files.open(path, offset, was.size) as AsyncIterable<Uint8Array>) {
-    onChunkCrc(chunk, marks.add);
+    record ??= sameIdentity(await files.stat(path), was);
+    if (record) onChunkCrc(chunk, marks.add);
     yield chunk;
   }
   // Read to its end: a file written meanwhile (in place, or appended to) was read torn — what the
@@ -519,9 +524,13 @@ async function* unchanged(
  * Throws ERR_SOURCE, saying how, unless `path` is still the file the transfer's stat found (`was`: same
  * size and modification time) — before an attempt reads it (its resume check, its content).
  */
-async function stillTheFile(files: FileAccess, path: string, was: { size: number; mtimeMs: number }): Promise<void> {
+async function stillTheFile(
+  files: FileAccess,
+  path: string,
+  was: { size: number; mtimeMs: number },
+): Promise<FileStat> {
   const now = await files.stat(path);
-  if (now !== undefined && now.size === was.size && now.mtimeMs === was.mtimeMs) return;
+  if (now !== undefined && now.size === was.size && now.mtimeMs === was.mtimeMs) return now;
   const how =
     now === undefined
       ? `${was.size} bytes then, gone now`

@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { randomFillSync } from "node:crypto";
-import { closeSync, openSync, utimesSync, writeSync } from "node:fs";
+import { closeSync, openSync, renameSync, symlinkSync, utimesSync, writeSync } from "node:fs";
 import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -171,6 +171,62 @@ describe("sendFile: the prefix check of a resume", () => {
         },
       );
       assert.ok(claimed > 8 * MIB, `the receiver claimed ${claimed} bytes`);
+      assert.equal(r.resumedFrom, 0);
+      assert.deepEqual(await readFile(join(inbox, "a.bin")), Buffer.from(data));
+    } finally {
+      await current?.close();
+      await server.close({ timeoutMs: 100 });
+      sink.close();
+      await rm(work, { recursive: true, force: true, maxRetries: 3 });
+    }
+  });
+
+  it("starts over from 0 when an attempt read another file of the same size and mtime at its path (a link swapped, and back)", async () => {
+    const { work, inbox, src, data, sink, server } = await setup("pointsub-prefix-swap-");
+    server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    // Another version: a byte apart near the start (before the first checkpoint) and near the end (after the cut).
+    const other = join(work, "b.bin");
+    const b = Buffer.from(data);
+    b[1000] ^= 0xff;
+    b[SIZE - 1000] ^= 0xff;
+    await writeFile(other, b);
+    utimesSync(other, 1_000_000_000, 1_000_000_000);
+    const link = join(work, "current.bin");
+    const point = (to: string) => {
+      symlinkSync(to, `${link}.new`);
+      renameSync(`${link}.new`, link);
+    };
+    point(src);
+    let current: Connection | undefined;
+    let cut = false;
+    try {
+      const r = await sendFile(
+        async () => {
+          current = await connect(url);
+          return current;
+        },
+        link,
+        {
+          name: "a.bin",
+          retryDelayMs: 10,
+          progressIntervalMs: 1,
+          // After the transfer's stat, before the first attempt opens the file: the link to the other version.
+          onAttempt: (n) => {
+            if (n === 0) point(other);
+          },
+          onProgress: (p) => {
+            if (!cut && p.bytes > SIZE / 2) {
+              cut = true;
+              current?.destroy();
+              point(src);
+            }
+          },
+        },
+      );
+      assert.ok(cut, "the connection was cut");
+      // Before: the other version's checkpoint combined with this file's bytes matched the receiver's
+      // prefix; it kept the other version's first half, this file's second (neither file).
       assert.equal(r.resumedFrom, 0);
       assert.deepEqual(await readFile(join(inbox, "a.bin")), Buffer.from(data));
     } finally {
