@@ -810,6 +810,9 @@ export function sendFileVia(
     },
     recover,
   );
+  // The checkpoints serve this call's attempts only: not kept for as long as the caller holds the transfer.
+  const forget = () => marks.clear();
+  inner.done.then(forget, forget);
   const done = inner.done.then(async (answer): Promise<SentFileReceipt> => {
     const receipt = decodeFileReceipt(answer, (await source).size);
     checkReceiptCrc(receipt, inner.contentCrc);
