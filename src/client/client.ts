@@ -110,6 +110,12 @@ const CONNECT_RETRYABLE: ReadonlySet<string> = new Set([
 const NOT_REPEATED = new WeakSet<PointSubError>();
 /** Failures already counted against their node's breaker ({@link Client.failed}). */
 const COUNTED = new WeakSet<object>();
+/** Connects under way that a call's wait for them, bounded by requestTimeoutMs, counted as their node's failure. */
+const TIMED_OUT = new WeakSet<Promise<Pooled>>();
+/** A connect's failure, once its wait was counted ({@link TIMED_OUT}): not counted again. */
+const countedAlready = (err: unknown): void => {
+  if (typeof err === "object" && err !== null) COUNTED.add(err);
+};
 /**
  * HELLO feature bit of a node that runs a keyed request's handler at most once per key (docs/PROTOCOL.md
  * §3.4.1): a copy of router/idempotency.ts's `DEDUPLICATES_FEATURE`, as in resilient.ts — exported from
@@ -473,12 +479,25 @@ export class Client {
             `request to ${route} timed out after ${timeoutMs} ms (requestTimeoutMs) waiting for a connection to ${node}`,
             { phase: "request" },
           );
-          // Every call waiting for the same connect ends about now: the breaker counts the first (the
-          // others find it open), not one per call (each would double its cooldown).
+          // Never sent: requestClosest goes on to the next node.
+          NOT_CONNECTED.add(e);
+          // One failure of the node per connect it did not complete in time, however many calls waited for
+          // it, its own failure later included; a half-open node's probe counts again. A call that waited
+          // for a slot (no connect under way: the client's pool full) is none, as ERR_POOL_EXHAUSTED is not.
+          // Before, each call's end counted (failureThreshold 3: three calls sharing one connect opened
+          // it), the connect's failure after it once more (the cooldown doubled), and a wait for a slot too.
+          const connects = this.pool.connectsTo(node);
+          let fresh = false;
+          // Marked only when counted: a node no route lists (yet) has no breaker.
+          for (const c of (this.listed.has(node) && connects) || []) {
+            if (TIMED_OUT.has(c)) continue;
+            TIMED_OUT.add(c);
+            fresh = true;
+            c.catch(countedAlready);
+          }
           const h = this.health.get(node);
-          if (h === undefined || h.failures < this.failureThreshold || performance.now() >= h.openUntil) {
-            this.notConnected(node, e);
-          } else NOT_CONNECTED.add(e);
+          const probe = h !== undefined && h.failures >= this.failureThreshold && performance.now() >= h.openUntil;
+          if (fresh || (probe && connects !== undefined && connects.size !== 0)) this.failed(node, e);
           reject(e);
         }, deadline - performance.now());
       }

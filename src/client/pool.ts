@@ -138,6 +138,11 @@ export class Pool {
     return this.nodes.keys();
   }
 
+  /** The connects under way to `node` (what calls waiting for one of them wait for); none while they wait for a slot. */
+  connectsTo(node: string): ReadonlySet<Promise<Pooled>> | undefined {
+    return this.nodes.get(node)?.opens;
+  }
+
   /** Whether the pool holds anything for `node` (see {@link nodeNames}). */
   has(node: string): boolean {
     return this.nodes.has(node);
