@@ -380,16 +380,24 @@ export function sendResumableWith(
     }
   };
 
+  /** The Connection given (not a function that opens them, nor a SharedConnection): its transfer is retried only on it. */
+  const plain =
+    !owned && shared === undefined && typeof (target as Partial<Connection> | null)?.once === "function"
+      ? (target as Connection)
+      : undefined;
+
   /** Waits `ms` before the next attempt; a cancel or an abort ends the wait at once. */
   const pause = (ms: number) =>
     new Promise<void>((resolve) => {
       // Cancelled or aborted already (by onRetry, a progress listener): before, the whole delay was waited out.
-      if (signal.aborted) return resolve();
+      // A plain Connection no longer open: the next attempt, on it, fails at once.
+      if (signal.aborted || (plain !== undefined && plain.state !== "open")) return resolve();
       let unsubscribe: (() => void) | undefined;
       const end = () => {
         clearTimeout(timer);
         options.signal?.removeEventListener("abort", end);
         unsubscribe?.();
+        plain?.off("close", end);
         wake = undefined;
         resolve();
       };
@@ -398,6 +406,9 @@ export function sendResumableWith(
       // The shared connection closed by its owner: the next get() refuses at once (before, the whole delay was waited out).
       // (A copy of an older pointsub has no onClose: its close is seen at the next attempt.)
       unsubscribe = typeof shared?.onClose === "function" ? shared.onClose(end) : undefined;
+      // As a plain Connection that closes (the peer hung up while its ERR_RESUME was retried): the transfer
+      // fails with that at once, not after the delay (up to 5 s).
+      plain?.once("close", end);
       wake = end;
     });
 

@@ -19,7 +19,9 @@ import {
   type IncomingStream,
   PointSubError,
   sendFile,
+  sendResumable,
 } from "../../src/index.ts";
+import { until } from "../helpers/wait.ts";
 
 async function setup(prefix: string, size: number) {
   const work = await mkdtemp(join(tmpdir(), prefix));
@@ -178,6 +180,70 @@ describe("sendFile: a resume after a cut connection", () => {
       await server.close({ timeoutMs: 100 });
       sink.close();
       await rm(work, { recursive: true, force: true, maxRetries: 3 });
+    }
+  });
+});
+
+describe("sendResumable on a plain Connection: ERR_RESUME retried on it", () => {
+  it("its connection closed by the peer while it waits to ask again: the transfer fails then, not after the delay (before: it waited the delay out, up to 5 s)", async () => {
+    const server = createServer();
+    const sessions: Connection[] = [];
+    server.on("session", (s) => sessions.push(s));
+    let queries = 0;
+    server.handleStream(
+      "/f",
+      async (s: IncomingStream) => {
+        for await (const _ of s) {
+          // drained
+        }
+        return "ok";
+      },
+      {
+        resume: () => {
+          queries++;
+          throw new PointSubError("ERR_RESUME", "this transfer is still being received; retry shortly");
+        },
+      },
+    );
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    const data = new Uint8Array(10);
+    const source = {
+      transferId: "t".repeat(32),
+      size: data.length,
+      async *open(offset: number) {
+        yield data.subarray(offset);
+      },
+    };
+    let retried = false;
+    try {
+      // A delay of at most 5 s (full jitter from 60 s, capped): the close, not its end, must end the wait.
+      const t = sendResumable(conn, "/f", source, {
+        retries: Number.POSITIVE_INFINITY,
+        retryDelayMs: 60_000,
+        onRetry: () => {
+          retried = true;
+        },
+      });
+      let settled = false;
+      const outcome = t.done.then(
+        () => "answered",
+        (e: PointSubError) => e.code,
+      );
+      void outcome.then(() => {
+        settled = true;
+      });
+      await until(() => retried);
+      sessions[0].destroy();
+      await until(() => conn.state === "closed");
+      // A few turns of the event loop, no timer: before, it waited out the backoff delay first.
+      for (let i = 0; i < 5 && !settled; i++) await new Promise((r) => setImmediate(r));
+      assert.ok(settled, "still waiting for its next attempt on a closed connection");
+      assert.equal(await outcome, "ERR_CONNECTION_CLOSED");
+      assert.equal(queries, 1);
+    } finally {
+      conn.destroy();
+      await server.close({ timeoutMs: 100 });
     }
   });
 });
