@@ -7,6 +7,7 @@ import { AUTO_ORDER } from "../codec/codecs.ts";
 import { Flag, FrameType } from "../codec/frame.ts";
 import { Feature } from "../codec/settings.ts";
 import { encodeMeta, encodeStreamHead } from "../codec/stream-prefix.ts";
+import { codeForErrno } from "../errors/codes.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { checkSignal } from "../errors/signal.ts";
 import { checkFunction, checkRoute } from "../router/check.ts";
@@ -639,7 +640,9 @@ export class OutgoingStreams {
  * told too (after ERR_CANCELLED a file sink drops the partial a resume would use); else ERR_CANCELLED.
  */
 function abortError(route: string, r: unknown): PointSubError {
-  return r instanceof PointSubError && r.retryable && r.code !== "ERR_CANCELLED"
+  // One given a code of the application's own (no code pointsub can carry): ERR_CANCELLED too. Before, it was
+  // rebuilt with that code, which threw: from the signal's listener, an uncaught exception, the stream unsettled.
+  return r instanceof PointSubError && r.retryable && r.code !== "ERR_CANCELLED" && codeForErrno(r.errno) === r.code
     ? new PointSubError(r.code, `stream to ${route} stopped: ${r.message}`, { cause: r })
     : new PointSubError("ERR_CANCELLED", `stream to ${route} aborted`, { cause: r });
 }

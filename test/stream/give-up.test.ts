@@ -70,6 +70,23 @@ describe("giving up on a stream", () => {
       await assert.rejects(conn.sendStream("/feed", live(), { signal: AbortSignal.abort() }).done, {
         code: "ERR_CANCELLED",
       });
+      // A retryable error given a code of the application's own (as the README allows for a handler's): no code
+      // pointsub can carry, so ERR_CANCELLED, both ways. Before, rebuilding it threw ("invalid code ERR_MINE"):
+      // aborted already, the stream failed with that; aborted while it ran, thrown from the signal's listener
+      // (an uncaught exception), the stream never settled.
+      const mine = () => Object.assign(reason(), { code: "ERR_MINE" });
+      await assert.rejects(conn.sendStream("/feed", live(), { signal: AbortSignal.abort(mine()) }).done, {
+        code: "ERR_CANCELLED",
+      });
+      const ac2 = new AbortController();
+      const t2 = conn.sendStream("/feed", live(), { signal: ac2.signal });
+      await sleep(50);
+      ac2.abort(mine());
+      await assert.rejects(t2.done, (e: PointSubError) => {
+        assert.equal(e.code, "ERR_CANCELLED");
+        assert.equal((e.cause as { code: string }).code, "ERR_MINE");
+        return true;
+      });
     } finally {
       stop.resolve();
       conn.destroy();
