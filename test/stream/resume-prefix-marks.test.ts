@@ -33,9 +33,42 @@ async function setup(prefix: string) {
   return { work, inbox, src, data, sink, server };
 }
 
+/**
+ * What each test's sendFile takes: a dial of `url` per attempt, and options that cut the connection once,
+ * past half the file (`atCut` runs then).
+ */
+function cutOnce(url: string, atCut?: () => void) {
+  let current: Connection | undefined;
+  const state = { cut: false, close: async () => current?.close() };
+  const dial = async () => {
+    current = await connect(url);
+    return current;
+  };
+  const options = {
+    retryDelayMs: 10,
+    progressIntervalMs: 1,
+    onProgress: (p: { bytes: number }) => {
+      if (!state.cut && p.bytes > SIZE / 2) {
+        state.cut = true;
+        current?.destroy();
+        atCut?.();
+      }
+    },
+  };
+  return { state, dial, options };
+}
+
+async function cleanup(t: Awaited<ReturnType<typeof setup>>, c: ReturnType<typeof cutOnce>): Promise<void> {
+  await c.state.close();
+  await t.server.close({ timeoutMs: 100 });
+  t.sink.close();
+  await rm(t.work, { recursive: true, force: true, maxRetries: 3 });
+}
+
 describe("sendFile: the prefix check of a resume", () => {
   it("reads only the bytes after the last checkpoint it sent, through its file access", async () => {
-    const { work, inbox, src, data, sink, server } = await setup("pointsub-prefix-marks-");
+    const t = await setup("pointsub-prefix-marks-");
+    const { work, inbox, src, data, sink, server } = t;
     server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
     const [url] = await server.listen("tcp://127.0.0.1:0");
     // The file under a name only this file access knows: a read that bypasses it fails.
@@ -54,29 +87,10 @@ describe("sendFile: the prefix check of a resume", () => {
           }
         })(),
     };
-    let current: Connection | undefined;
-    let cut = false;
+    const c = cutOnce(url);
     try {
-      const r = await sendFileVia(
-        files,
-        async () => {
-          current = await connect(url);
-          return current;
-        },
-        virtual,
-        {
-          name: "a.bin",
-          retryDelayMs: 10,
-          progressIntervalMs: 1,
-          onProgress: (p) => {
-            if (!cut && p.bytes > SIZE / 2) {
-              cut = true;
-              current?.destroy();
-            }
-          },
-        },
-      );
-      assert.ok(cut, "the connection was cut");
+      const r = await sendFileVia(files, c.dial, virtual, { name: "a.bin", ...c.options });
+      assert.ok(c.state.cut, "the connection was cut");
       assert.ok(r.resumedFrom > 8 * MIB, `resumed from ${r.resumedFrom}`);
       // The prefix check's reads end short of the file's end (the content's reads go to it).
       const checks = reads.filter((x) => x.to !== SIZE);
@@ -85,57 +99,37 @@ describe("sendFile: the prefix check of a resume", () => {
       assert.ok(checks[0].bytes <= 5 * MIB, `the prefix check read ${checks[0].bytes} bytes of ${r.resumedFrom}`);
       assert.deepEqual(await readFile(join(inbox, "a.bin")), Buffer.from(data));
     } finally {
-      await current?.close();
-      await server.close({ timeoutMs: 100 });
-      sink.close();
-      await rm(work, { recursive: true, force: true, maxRetries: 3 });
+      await cleanup(t, c);
     }
   });
 
   it("starts over from 0 when the file was written in its prefix since (same size and mtime, another ctime)", async () => {
-    const { work, inbox, src, data, sink, server } = await setup("pointsub-prefix-edit-");
+    const t = await setup("pointsub-prefix-edit-");
+    const { inbox, src, data, sink, server } = t;
     server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
     const [url] = await server.listen("tcp://127.0.0.1:0");
-    let current: Connection | undefined;
-    let cut = false;
     const edited = Buffer.from(data);
     edited[1000] ^= 0xff;
+    const c = cutOnce(url, () => {
+      // A byte the receiver holds, changed in place; the mtime set back.
+      const fd = openSync(src, "r+");
+      writeSync(fd, edited, 1000, 1, 1000);
+      closeSync(fd);
+      utimesSync(src, 1_000_000_000, 1_000_000_000);
+    });
     try {
-      const r = await sendFile(
-        async () => {
-          current = await connect(url);
-          return current;
-        },
-        src,
-        {
-          retryDelayMs: 10,
-          progressIntervalMs: 1,
-          onProgress: (p) => {
-            if (!cut && p.bytes > SIZE / 2) {
-              cut = true;
-              current?.destroy();
-              // A byte the receiver holds, changed in place; the mtime set back.
-              const fd = openSync(src, "r+");
-              writeSync(fd, edited, 1000, 1, 1000);
-              closeSync(fd);
-              utimesSync(src, 1_000_000_000, 1_000_000_000);
-            }
-          },
-        },
-      );
-      assert.ok(cut, "the connection was cut");
+      const r = await sendFile(c.dial, src, c.options);
+      assert.ok(c.state.cut, "the connection was cut");
       assert.equal(r.resumedFrom, 0);
       assert.deepEqual(await readFile(join(inbox, "a.bin")), edited);
     } finally {
-      await current?.close();
-      await server.close({ timeoutMs: 100 });
-      sink.close();
-      await rm(work, { recursive: true, force: true, maxRetries: 3 });
+      await cleanup(t, c);
     }
   });
 
   it("starts over from 0 when the receiver names a wrong CRC32C for the prefix it holds", async () => {
-    const { work, inbox, src, data, sink, server } = await setup("pointsub-prefix-lie-");
+    const t = await setup("pointsub-prefix-lie-");
+    const { inbox, src, data, sink, server } = t;
     let queries = 0;
     let claimed = 0;
     server.handleStream(FILE_ROUTE, sink.handler, {
@@ -150,39 +144,20 @@ describe("sendFile: the prefix check of a resume", () => {
       },
     });
     const [url] = await server.listen("tcp://127.0.0.1:0");
-    let current: Connection | undefined;
-    let cut = false;
+    const c = cutOnce(url);
     try {
-      const r = await sendFile(
-        async () => {
-          current = await connect(url);
-          return current;
-        },
-        src,
-        {
-          retryDelayMs: 10,
-          progressIntervalMs: 1,
-          onProgress: (p) => {
-            if (!cut && p.bytes > SIZE / 2) {
-              cut = true;
-              current?.destroy();
-            }
-          },
-        },
-      );
+      const r = await sendFile(c.dial, src, c.options);
       assert.ok(claimed > 8 * MIB, `the receiver claimed ${claimed} bytes`);
       assert.equal(r.resumedFrom, 0);
       assert.deepEqual(await readFile(join(inbox, "a.bin")), Buffer.from(data));
     } finally {
-      await current?.close();
-      await server.close({ timeoutMs: 100 });
-      sink.close();
-      await rm(work, { recursive: true, force: true, maxRetries: 3 });
+      await cleanup(t, c);
     }
   });
 
   it("starts over from 0 when an attempt read another file of the same size and mtime at its path (a link swapped, and back)", async () => {
-    const { work, inbox, src, data, sink, server } = await setup("pointsub-prefix-swap-");
+    const t = await setup("pointsub-prefix-swap-");
+    const { work, inbox, src, data, sink, server } = t;
     server.handleStream(FILE_ROUTE, sink.handler, { resume: sink.resume });
     const [url] = await server.listen("tcp://127.0.0.1:0");
     // Another version: a byte apart near the start (before the first checkpoint) and near the end (after the cut).
@@ -198,42 +173,23 @@ describe("sendFile: the prefix check of a resume", () => {
       renameSync(`${link}.new`, link);
     };
     point(src);
-    let current: Connection | undefined;
-    let cut = false;
+    const c = cutOnce(url, () => point(src));
     try {
-      const r = await sendFile(
-        async () => {
-          current = await connect(url);
-          return current;
+      const r = await sendFile(c.dial, link, {
+        name: "a.bin",
+        ...c.options,
+        // After the transfer's stat, before the first attempt opens the file: the link to the other version.
+        onAttempt: (n) => {
+          if (n === 0) point(other);
         },
-        link,
-        {
-          name: "a.bin",
-          retryDelayMs: 10,
-          progressIntervalMs: 1,
-          // After the transfer's stat, before the first attempt opens the file: the link to the other version.
-          onAttempt: (n) => {
-            if (n === 0) point(other);
-          },
-          onProgress: (p) => {
-            if (!cut && p.bytes > SIZE / 2) {
-              cut = true;
-              current?.destroy();
-              point(src);
-            }
-          },
-        },
-      );
-      assert.ok(cut, "the connection was cut");
+      });
+      assert.ok(c.state.cut, "the connection was cut");
       // Before: the other version's checkpoint combined with this file's bytes matched the receiver's
       // prefix; it kept the other version's first half, this file's second (neither file).
       assert.equal(r.resumedFrom, 0);
       assert.deepEqual(await readFile(join(inbox, "a.bin")), Buffer.from(data));
     } finally {
-      await current?.close();
-      await server.close({ timeoutMs: 100 });
-      sink.close();
-      await rm(work, { recursive: true, force: true, maxRetries: 3 });
+      await cleanup(t, c);
     }
   });
 });
