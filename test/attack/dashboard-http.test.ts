@@ -23,7 +23,9 @@ import { until } from "../helpers/wait.ts";
 /**
  * How many answers of `bytes` bytes a loopback client that reads nothing takes (in the kernel's socket
  * buffers, which differ between machines) before one waits in the server: requests one at a time to a
- * plain http server until an answer does not finish.
+ * plain http server until an answer does not finish within a second of its request being taken. (A fixed
+ * 50 ms per request took an answer finishing late under CPU load for one that waits: too low a count, and
+ * the test's answers all fit the kernel's buffers, none waiting in the dashboard.)
  */
 async function unreadCapacity(bytes: number): Promise<number> {
   const body = Buffer.alloc(bytes);
@@ -41,7 +43,8 @@ async function unreadCapacity(bytes: number): Promise<number> {
   await new Promise((r) => s.once("connect", r));
   for (let i = 0; i < 1000 && started === finished; i++) {
     s.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-    await new Promise((r) => setTimeout(r, 50));
+    await until(() => started > i, 30_000);
+    await until(() => finished === started, 1_000).catch(() => {});
   }
   s.destroy();
   web.closeAllConnections();
