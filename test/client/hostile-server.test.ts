@@ -601,7 +601,7 @@ describe("clients against a hostile server", () => {
       setTimeout(() => t.cancel("user cancelled"), 100);
       let t0 = Date.now();
       await assert.rejects(t.done, { code: "ERR_CANCELLED", message: "user cancelled" });
-      assert.ok(Date.now() - t0 < 1000, `${Date.now() - t0} ms`);
+      assert.ok(Date.now() - t0 < 4000, `${Date.now() - t0} ms (requestTimeoutMs is 8 s)`);
       const ac = new AbortController();
       const u = sendResumable(() => connect(holeUrl, { handshakeTimeoutMs: 8000 }), "/pointsub/file/1.0.0", source, {
         signal: ac.signal,
@@ -609,7 +609,7 @@ describe("clients against a hostile server", () => {
       setTimeout(() => ac.abort(), 100);
       t0 = Date.now();
       await assert.rejects(u.done, { code: "ERR_CANCELLED" });
-      assert.ok(Date.now() - t0 < 1000, `${Date.now() - t0} ms`);
+      assert.ok(Date.now() - t0 < 4000, `${Date.now() - t0} ms (handshakeTimeoutMs is 8 s)`);
     } finally {
       conn.destroy();
       await s.close();

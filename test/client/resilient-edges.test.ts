@@ -58,7 +58,7 @@ describe("resilient client edges", () => {
   it("after a GOAWAY new calls go to the next connection (the old one drains its calls in flight)", async () => {
     const s1 = createServer();
     s1.handle("/slow/1", async () => {
-      await sleep(1500);
+      await sleep(3000);
       return "slow done";
     });
     const [url] = await s1.listen("tcp://127.0.0.1:0");
@@ -69,16 +69,20 @@ describe("resilient client edges", () => {
     client.on("state", (to) => states.push(to));
     try {
       const slow = client.request("/slow/1", "x", { timeoutMs: 10_000 });
+      let slowDone = false;
+      void slow.then(
+        () => (slowDone = true),
+        () => (slowDone = true),
+      );
       await sleep(100);
       const closing = s1.close({ timeoutMs: 5000 }); // graceful: GOAWAY, then it drains
       await s2.listen(url); // the same port: a restart
       await until(() => states.includes("reconnecting"));
-      const t0 = Date.now();
       // Before: "connected" to the closing connection until it drained; each of these failed at once.
       assert.equal(await outcome(client.send("hello")), "ok");
       assert.equal(text(await client.request("/echo/1", "a", { timeoutMs: 5000 })), "a");
       assert.equal(text(await client.request("/echo/1", "b", { idempotencyKey: "k-1", timeoutMs: 5000 })), "b");
-      assert.ok(Date.now() - t0 < 1000, `${Date.now() - t0} ms`);
+      assert.ok(!slowDone, "answered by the new connection while the old one still drains its slow call");
       assert.equal(text(await slow), "slow done");
       await closing;
     } finally {
@@ -206,12 +210,12 @@ describe("resilient client edges", () => {
       await until(() => client.state === "reconnecting");
       let t0 = Date.now();
       await assert.rejects(client.request("/x", "a", { timeoutMs: 200 }), { code: "ERR_TIMEOUT" });
-      assert.ok(Date.now() - t0 < 1500, `${Date.now() - t0} ms (offline.maxAgeMs is 10 s)`);
+      assert.ok(Date.now() - t0 < 5000, `${Date.now() - t0} ms (offline.maxAgeMs is 10 s)`);
       const ac = new AbortController();
       setTimeout(() => ac.abort(), 100);
       t0 = Date.now();
       await assert.rejects(client.request("/x", "b", { signal: ac.signal }), { code: "ERR_CANCELLED" });
-      assert.ok(Date.now() - t0 < 1500, `${Date.now() - t0} ms`);
+      assert.ok(Date.now() - t0 < 5000, `${Date.now() - t0} ms (offline.maxAgeMs is 10 s)`);
       await assert.rejects(client.request("/x", "c", { signal: AbortSignal.abort() }), { code: "ERR_CANCELLED" });
     } finally {
       await client.close();
@@ -231,7 +235,7 @@ describe("resilient client edges", () => {
       const t0 = Date.now();
       ac.abort();
       await assert.rejects(p, { code: "ERR_CANCELLED" });
-      assert.ok(Date.now() - t0 < 500, `${Date.now() - t0} ms`);
+      assert.ok(Date.now() - t0 < 5000, `${Date.now() - t0} ms (the next token is ~10 s away)`);
     } finally {
       await client.close();
       await server.close();
@@ -299,11 +303,11 @@ describe("resilient client edges", () => {
     await assert.rejects(
       connectResilient(`tcp://127.0.0.1:${port}`, {
         signal: ac.signal,
-        reconnect: { initialDelayMs: 4000, maxDelayMs: 8000 },
+        reconnect: { initialDelayMs: 10_000, maxDelayMs: 20_000 },
       }),
       { code: "ERR_CANCELLED" },
     );
-    assert.ok(Date.now() - t0 < 1500, `${Date.now() - t0} ms`);
+    assert.ok(Date.now() - t0 < 5000, `${Date.now() - t0} ms (the first backoff is 10 s)`);
     await assert.rejects(connectResilient(`tcp://127.0.0.1:${port}`, { signal: AbortSignal.abort() }), {
       code: "ERR_CANCELLED",
     });

@@ -330,7 +330,7 @@ describe("resilient client", () => {
       // A plain request made while offline is refused at once too (a second-round review found it held).
       const t0 = Date.now();
       await assert.rejects(client.request("/charge/1", "plain", { timeoutMs: 5000 }), { code: "ERR_OFFLINE" });
-      assert.ok(Date.now() - t0 < 1000);
+      assert.ok(Date.now() - t0 < 2500, `${Date.now() - t0} ms (held, it would wait its 5 s)`);
       proxy.release("up");
       proxy.release("down");
       assert.equal(text(await p), "charged 42");

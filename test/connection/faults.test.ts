@@ -62,7 +62,7 @@ describe("faults", () => {
       const t0 = Date.now();
       peer.socket.destroy();
       const results = await Promise.allSettled(calls);
-      assert.ok(Date.now() - t0 < 1000);
+      assert.ok(Date.now() - t0 < 10_000, `${Date.now() - t0} ms (requestTimeoutMs is 30 s)`);
       for (const r of results) {
         assert.equal(r.status, "rejected");
         assert.equal((r as PromiseRejectedResult).reason.code, "ERR_CONNECTION_CLOSED");
@@ -296,7 +296,7 @@ describe("faults", () => {
       alone.socket.write(Buffer.from([0x50, 0x53, 0x55, 0x42, ...range]));
       const t0 = Date.now();
       assert.equal((await refused).code, "ERR_VERSION");
-      assert.ok(Date.now() - t0 < 2000);
+      assert.ok(Date.now() - t0 < 5000, `${Date.now() - t0} ms (handshakeTimeoutMs is 10 s)`);
       await alone.closed;
     }
     await server.close();
@@ -314,7 +314,7 @@ describe("faults", () => {
       const err = await rejected;
       assert.equal(err.code, "ERR_GOING_AWAY");
       assert.match(err.message, /closed the connection before authenticating/);
-      assert.ok(Date.now() - t0 < 2000);
+      assert.ok(Date.now() - t0 < 5000, `${Date.now() - t0} ms (handshakeTimeoutMs is 10 s)`);
       await peer.closed;
       // The one slot (maxConnections 1) is free: the next client is served.
       const ok = await connect(url, { credentials: "t" });

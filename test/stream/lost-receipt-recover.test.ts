@@ -84,7 +84,8 @@ describe("sendFile: recovering a refused retry", () => {
         assert.equal(err.code, "ERR_CANCELLED", `${err.code}: ${err.message}`);
         return true;
       });
-      assert.ok(performance.now() - t0 < 1000, `settled ${Math.round(performance.now() - t0)} ms after cancel()`);
+      // The check it waits on is held until the test ends: only the cancel can settle it.
+      assert.ok(performance.now() - t0 < 10_000, `settled ${Math.round(performance.now() - t0)} ms after cancel()`);
       assert.equal(t.progress.status, "cancelled");
     } finally {
       open();

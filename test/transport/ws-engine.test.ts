@@ -100,7 +100,7 @@ describe("pointsub over ws://", () => {
     const t0 = Date.now();
     proxy.cutAll();
     const results = await Promise.allSettled(calls);
-    assert.ok(Date.now() - t0 < 1000);
+    assert.ok(Date.now() - t0 < 10_000, `${Date.now() - t0} ms (requestTimeoutMs is 30 s)`);
     for (const r of results) {
       assert.equal(r.status, "rejected");
       assert.equal((r as PromiseRejectedResult).reason.code, "ERR_CONNECTION_CLOSED");
