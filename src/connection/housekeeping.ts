@@ -584,9 +584,13 @@ export class Housekeeper implements Tickable {
         host.timedOut("ERR_TIMEOUT", `${host.remoteUrl}: ${stalled}`);
         return;
       }
+      // An upload's wait for credit first: one due waits for this turn's I/O, as the timeouts above.
+      if (f.outStreamsIfAny?.checkProgress(now, pt, floor, confirmed) === true) {
+        this.confirmLater();
+        return;
+      }
       f.inbound.checkProgress(now, pt, floor, times.minProgressBytesPerSecond);
       f.inStreamsIfAny?.checkProgress(now, pt, floor);
-      f.outStreamsIfAny?.checkProgress(now, pt, floor);
       if (host.state === "closed") return;
     }
     const idleMs = times.idleTimeoutMs;

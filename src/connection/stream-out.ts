@@ -566,8 +566,11 @@ export class OutgoingStreams {
    * Cancels streams waiting for credit the receiver has not returned for
    * `timeoutMs`: the stream's own, or the connection's (a receiver that
    * returns stream credit but never connection credit held a stream for ever).
+   * Not `confirmed` (a tick): true, cancelling none, once one is due, for a
+   * check after this turn's I/O (a stall ran the timers before the CREDIT
+   * that came meanwhile was read: the upload failed with it in the socket).
    */
-  checkProgress(now: number, timeoutMs: number, floor: number): void {
+  checkProgress(now: number, timeoutMs: number, floor: number, confirmed: boolean): boolean {
     const connCredit = this.outbox.writer.connCredit;
     for (const st of this.streams.values()) {
       if (st.outEnded || st.call.settled) continue;
@@ -583,6 +586,7 @@ export class OutgoingStreams {
       }
       const last = st.progressAt > floor ? st.progressAt : floor;
       if (now - last < timeoutMs) continue;
+      if (!confirmed) return true;
       this.caller.abandon(
         st.call,
         new PointSubError(
@@ -592,6 +596,7 @@ export class OutgoingStreams {
         ),
       );
     }
+    return false;
   }
 
   /**
