@@ -584,13 +584,16 @@ export class Housekeeper implements Tickable {
         host.timedOut("ERR_TIMEOUT", `${host.remoteUrl}: ${stalled}`);
         return;
       }
-      // An upload's wait for credit first: one due waits for this turn's I/O, as the timeouts above.
-      if (f.outStreamsIfAny?.checkProgress(now, pt, floor, confirmed) === true) {
+      // Streams first: one due (an upload's wait for credit, the peer's stream's wait for frames) waits for
+      // this turn's I/O, as the timeouts above.
+      if (
+        f.outStreamsIfAny?.checkProgress(now, pt, floor, confirmed) === true ||
+        f.inStreamsIfAny?.checkProgress(now, pt, floor, confirmed) === true
+      ) {
         this.confirmLater();
         return;
       }
       f.inbound.checkProgress(now, pt, floor, times.minProgressBytesPerSecond);
-      f.inStreamsIfAny?.checkProgress(now, pt, floor);
       if (host.state === "closed") return;
     }
     const idleMs = times.idleTimeoutMs;

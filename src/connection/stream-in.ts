@@ -614,9 +614,11 @@ export class IncomingStreams {
   /**
    * Cancels streams that made no progress for `timeoutMs` although they
    * could: the reader has read everything (the sender has credit) and no
-   * frame came since `floor`.
+   * frame came since `floor`. Not `confirmed` (a tick): true, cancelling
+   * none, once one is due, for a check after this turn's I/O (a stall ran the
+   * timers before the frames that came meanwhile were read).
    */
-  checkProgress(now: number, timeoutMs: number, floor: number): void {
+  checkProgress(now: number, timeoutMs: number, floor: number, confirmed: boolean): boolean {
     const eighth = this.link.local.streamWindow >>> 3;
     for (const st of this.streams.values()) {
       if (!st.outDone && st.unacked >= eighth && this.host.session.state !== "closed") {
@@ -630,6 +632,7 @@ export class IncomingStreams {
       if (st.inDone || st.outDone || st.stream.buffered !== 0) continue;
       const last = st.lastFrameAt > floor ? st.lastFrameAt : floor;
       if (now - last < timeoutMs) continue;
+      if (!confirmed) return true;
       const err = PointSubError.fromPeer(
         "ERR_TIMEOUT",
         `stream ${st.id} received nothing for ${Math.round(now - last)} ms`,
@@ -638,6 +641,7 @@ export class IncomingStreams {
       st.stream.fail(err);
       this.cancel(st, err);
     }
+    return false;
   }
 
   /** The connection closed: fail every stream. */
