@@ -53,10 +53,11 @@ it("an upload waiting for credit survives a stall of its process during which th
       upload.done.catch(() => {});
       // The window's worth went out: the upload waits for credit the receiver returns ~1 s from now.
       await until(() => sent >= 64 * 1024, 10_000);
-      // This process stalls for 2.5 s (from well before the credit to well after it came), in the check
-      // phase (as after a long I/O callback): the timers run next, then the poll phase reads the socket.
+      // This process stalls for 4 s (from well before the credit to well after it came: 3 s of room for a
+      // slow child), in the check phase (as after a long I/O callback): the timers run next, then the poll
+      // phase reads the socket.
       await new Promise((r) => setImmediate(r));
-      const end = Date.now() + 2500;
+      const end = Date.now() + 4000;
       while (Date.now() < end) {}
       assert.equal(new TextDecoder().decode(await upload), String(32 * 8192));
     } finally {

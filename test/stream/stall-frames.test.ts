@@ -25,10 +25,11 @@ it("a stream whose next frames came while its receiver's process stalled is not 
       got += c.length;
       if (!stalled) {
         stalled = true;
-        // Stalls 2.5 s in the check phase (as after a long I/O callback): the timers run next, then the
-        // poll phase reads the socket. The sender's next chunk comes 1 s after its first.
+        // Stalls 4 s in the check phase (as after a long I/O callback): the timers run next, then the
+        // poll phase reads the socket. The sender's next chunk comes 1 s after its first (3 s of room
+        // for a slow child).
         setImmediate(() => {
-          const end = Date.now() + 2500;
+          const end = Date.now() + 4000;
           while (Date.now() < end) {}
         });
       }
