@@ -153,7 +153,9 @@ for (const kind of ["redis", "nats"] as const) {
       a.on("engine", (up) => events.push(up));
       engine.pause();
       try {
-        const bound = 3 * ENGINE_TIMEOUT_MS;
+        // Half the requests' own 10 s timeout (their deadline, not the engine's, would fail them then): 3 ×
+        // ENGINE_TIMEOUT_MS left no room for a loaded machine ("keyed request: still pending" at 1.5 s).
+        const bound = 10 * ENGINE_TIMEOUT_MS;
         const [reserve, begin, keyed, limited] = await Promise.all([
           within(a.reserve("t", 1, 10, 2000), bound),
           within((a.idempotencyStore as NonNullable<typeof a.idempotencyStore>).begin("k", "t", 60_000), bound),
@@ -166,7 +168,8 @@ for (const kind of ["redis", "nats"] as const) {
         // The limit may still hold tokens leased before the freeze; if not, it failed like the others.
         if (limited === "hung" || "err" in limited) retryableFailure(limited, "rate-limited request");
         await until(() => events.includes(false), 3000);
-        const down = await within(a.reserve("t2", 1, 10, 2000), ENGINE_TIMEOUT_MS);
+        // At once: ERR_CONNECTION_CLOSED (the engine's deadline would have been ERR_TIMEOUT).
+        const down = await within(a.reserve("t2", 1, 10, 2000), bound);
         retryableFailure(down, "reserve once down");
         assert.ok(down !== "hung" && "err" in down && down.err.code === "ERR_CONNECTION_CLOSED", "fails at once");
         await servers[0].broadcast("frozen-late");
