@@ -1,4 +1,4 @@
-import { PointSubError } from "../errors/error.ts";
+import { PointSubError, protocolError } from "../errors/error.ts";
 import { readU32 } from "./bytes.ts";
 import { type Crc32c, combineCrcs, JS_CRC32C_IMPL } from "./crc32c.ts";
 import {
@@ -169,7 +169,7 @@ export class BaseDecoder {
    * the next bytes into the same buffer. Throws PointSubError on invalid input.
    */
   push(chunk: Uint8Array): boolean {
-    if (this.state === State.Failed) throw PointSubError.fromPeer("ERR_PROTOCOL", "decoder already failed");
+    if (this.state === State.Failed) throw protocolError("decoder already failed");
     this.retained = false;
     // Per push: a count over the decoder's life would run out after 2^30 frames (`FrameDecoder.run` sets its own).
     this.left = UNLIMITED_STEPS;
@@ -319,7 +319,7 @@ export class BaseDecoder {
    * trailers (the BATCH's own trailer covered them), never HELLO or BATCH.
    */
   protected unbatch(p: Uint8Array, from: number, end: number): void {
-    if (end === from) throw PointSubError.fromPeer("ERR_PROTOCOL", "empty BATCH");
+    if (end === from) throw protocolError("empty BATCH");
     for (let pos = from; pos < end; ) pos = this.inner(p, pos, end);
   }
 
@@ -327,12 +327,12 @@ export class BaseDecoder {
   protected inner(p: Uint8Array, pos: number, end: number): number {
     // The type first (§3.9's order): HELLO (0) or BATCH (8) inside is ERR_PROTOCOL, whatever length it declares.
     const type = p[pos] >> 4;
-    if ((type & 7) === 0) throw PointSubError.fromPeer("ERR_PROTOCOL", `${FRAME_TYPE_NAMES[type]} inside BATCH`);
+    if ((type & 7) === 0) throw protocolError(`${FRAME_TYPE_NAMES[type]} inside BATCH`);
     // 0: its header is cut by the BATCH's end (then `length` is not this frame's).
     const used = this.parseHead(p, pos, end);
     const start = pos + used;
     pos = start + this.length;
-    if (used === 0 || pos > end) throw PointSubError.fromPeer("ERR_PROTOCOL", "frame runs past its BATCH");
+    if (used === 0 || pos > end) throw protocolError("frame runs past its BATCH");
     this.sink.onFrame(type, this.flags, this.id, p, start, pos, -1);
     return pos;
   }
@@ -356,26 +356,22 @@ export class BaseDecoder {
     const type = b0 >> 4;
     const flags = b0 & 0x0f;
     if (type > FrameType.AUTH) {
-      throw PointSubError.fromPeer("ERR_PROTOCOL", `unknown frame type 0x${type.toString(16)}`);
+      throw protocolError(`unknown frame type 0x${type.toString(16)}`);
     }
     // KEYED (REQ only) must come with START: a key belongs to a request's first frame.
     if ((flags & ~ALLOWED_FLAGS[type]) !== 0 || ((flags & KEYED_OR_START) === Flag.KEYED && type === FrameType.REQ)) {
-      throw PointSubError.fromPeer(
-        "ERR_PROTOCOL",
-        `flags 0x${flags.toString(16)} not allowed on ${FRAME_TYPE_NAMES[type]}`,
-      );
+      throw protocolError(`flags 0x${flags.toString(16)} not allowed on ${FRAME_TYPE_NAMES[type]}`);
     }
     let r = readVarint(src, pos + 1, end, ID_VARINT_MAX, VARINT);
     if (r === 0) return 0;
-    if (r < 0 || VARINT.value > MAX_STREAM_ID)
-      throw PointSubError.fromPeer("ERR_PROTOCOL", "invalid stream id encoding");
+    if (r < 0 || VARINT.value > MAX_STREAM_ID) throw protocolError("invalid stream id encoding");
     const id = VARINT.value;
     if (((ZERO_ID >> type) & 1) === 1 ? id !== 0 : ((STREAM_ID >> type) & 1) === 1 && id === 0) {
-      throw PointSubError.fromPeer("ERR_PROTOCOL", `invalid stream id ${id} on ${FRAME_TYPE_NAMES[type]}`);
+      throw protocolError(`invalid stream id ${id} on ${FRAME_TYPE_NAMES[type]}`);
     }
     r = readVarint(src, VARINT.next, end, LENGTH_VARINT_MAX, VARINT);
     if (r === 0) return 0;
-    if (r < 0) throw PointSubError.fromPeer("ERR_PROTOCOL", "invalid length encoding");
+    if (r < 0) throw protocolError("invalid length encoding");
     if (VARINT.value > this.maxFrameSize) {
       throw PointSubError.fromPeer(
         "ERR_FRAME_TOO_LARGE",
@@ -391,7 +387,7 @@ export class BaseDecoder {
   }
 
   private prefaceError(): PointSubError {
-    return PointSubError.fromPeer("ERR_PROTOCOL", "not a pointsub peer (no PSUB preface)");
+    return protocolError("not a pointsub peer (no PSUB preface)");
   }
 
   protected checksumError(): PointSubError {

@@ -3,7 +3,7 @@
  * connection preface, CANCEL, CREDIT, PING and GOAWAY. Each decoder checks
  * the whole payload and throws ERR_PROTOCOL for anything malformed.
  */
-import { PointSubError } from "../errors/error.ts";
+import { protocolError } from "../errors/error.ts";
 import { readU16, writeU16 } from "./bytes.ts";
 import { CANCEL_LENGTH, MAGIC, PING_LENGTH, PREFACE_LENGTH } from "./frame.ts";
 import { readVarint, type VarintResult, varintLength, writeVarint } from "./varint.ts";
@@ -34,7 +34,7 @@ export function encodeCancel(errno: number): Uint8Array {
 
 /** Decodes a CANCEL payload to its errno. */
 export function decodeCancel(payload: Uint8Array): number {
-  if (payload.length !== CANCEL_LENGTH) throw PointSubError.fromPeer("ERR_PROTOCOL", "CANCEL payload must be 2 bytes");
+  if (payload.length !== CANCEL_LENGTH) throw protocolError("CANCEL payload must be 2 bytes");
   return readU16(payload, 0);
 }
 
@@ -53,7 +53,7 @@ export function decodeCredit(payload: Uint8Array, v: VarintResult = { value: 0, 
     v.value === 0 ||
     v.value > MAX_CREDIT
   ) {
-    throw PointSubError.fromPeer("ERR_PROTOCOL", "bad CREDIT");
+    throw protocolError("bad CREDIT");
   }
   return v.value;
 }
@@ -67,7 +67,7 @@ export function encodePing(seq: number): Uint8Array {
 
 /** Checks a PING payload's size; returns the float64 it carries. */
 export function decodePing(payload: Uint8Array): number {
-  if (payload.length !== PING_LENGTH) throw PointSubError.fromPeer("ERR_PROTOCOL", "PING payload must be 8 bytes");
+  if (payload.length !== PING_LENGTH) throw protocolError("PING payload must be 8 bytes");
   return new DataView(payload.buffer, payload.byteOffset, PING_LENGTH).getFloat64(0);
 }
 
@@ -90,6 +90,6 @@ export function encodeGoAway(errno: number, reason: string): Uint8Array {
 
 /** Decodes a GOAWAY payload. */
 export function decodeGoAway(payload: Uint8Array): GoAway {
-  if (payload.length < 2) throw PointSubError.fromPeer("ERR_PROTOCOL", "GOAWAY too short");
+  if (payload.length < 2) throw protocolError("GOAWAY too short");
   return { errno: readU16(payload, 0), reason: fromUtf8.decode(payload.subarray(2)) };
 }

@@ -8,7 +8,7 @@
  * while it is still in cache.
  */
 
-import { PointSubError } from "../errors/error.ts";
+import { protocolError } from "../errors/error.ts";
 import { BaseDecoder, NO_BYTES, State, UNLIMITED_STEPS } from "./base-decoder.ts";
 import { crc32cCombine } from "./crc32c-combine.ts";
 import { CRC_LENGTH, FrameType } from "./frame.ts";
@@ -73,7 +73,7 @@ export class FrameDecoder extends BaseDecoder {
 
   /** As BaseDecoder's, a step per inner frame: where the steps run out, the rest is kept for the next push. */
   protected override unbatch(p: Uint8Array, from: number, end: number): void {
-    if (end === from) throw PointSubError.fromPeer("ERR_PROTOCOL", "empty BATCH");
+    if (end === from) throw protocolError("empty BATCH");
     for (let pos = from; pos < end; pos = this.inner(p, pos, end)) {
       if (this.left-- <= 0) {
         this.batch = p.subarray(pos, end);

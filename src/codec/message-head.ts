@@ -3,7 +3,7 @@
  * (docs/PROTOCOL.md §3.2–§3.4): the declared length of a chunked message,
  * a request's route, a response's status byte and an error response's body.
  */
-import { PointSubError } from "../errors/error.ts";
+import { PointSubError, protocolError } from "../errors/error.ts";
 import { readU16 } from "./bytes.ts";
 import { readVarint, type VarintResult, varintLength, writeVarint } from "./varint.ts";
 
@@ -41,10 +41,10 @@ export function encodeRouteHead(route: string): Uint8Array {
  */
 export function readRouteBounds(buf: Uint8Array, p: number, end: number, v: VarintResult): void {
   if (readVarint(buf, p, end, 2, v) !== 1 || v.value === 0 || v.value > MAX_ROUTE) {
-    throw PointSubError.fromPeer("ERR_PROTOCOL", "bad route length");
+    throw protocolError("bad route length");
   }
   const routeEnd = v.next + v.value;
-  if (routeEnd > end) throw PointSubError.fromPeer("ERR_PROTOCOL", "route runs past the frame");
+  if (routeEnd > end) throw protocolError("route runs past the frame");
   v.value = v.next;
   v.next = routeEnd;
 }
@@ -93,17 +93,17 @@ export function encodeKeyedHead(routeHead: Uint8Array, key: Uint8Array): Uint8Ar
  */
 export function readKeyBounds(buf: Uint8Array, p: number, end: number, v: VarintResult): void {
   if (readVarint(buf, p, end, 1, v) !== 1 || v.value === 0 || v.value > MAX_IDEMPOTENCY_KEY) {
-    throw PointSubError.fromPeer("ERR_PROTOCOL", "bad idempotency key length");
+    throw protocolError("bad idempotency key length");
   }
   const keyEnd = v.next + v.value;
-  if (keyEnd > end) throw PointSubError.fromPeer("ERR_PROTOCOL", "idempotency key runs past the frame");
+  if (keyEnd > end) throw protocolError("idempotency key runs past the frame");
   v.value = v.next;
   v.next = keyEnd;
 }
 
 /** Reads the declared total length of a chunked message (START frame without END) at `p`. */
 export function readMessageLength(buf: Uint8Array, p: number, end: number, v: VarintResult): void {
-  if (readVarint(buf, p, end, 8, v) !== 1) throw PointSubError.fromPeer("ERR_PROTOCOL", "bad message length");
+  if (readVarint(buf, p, end, 8, v) !== 1) throw protocolError("bad message length");
 }
 
 /** What an error response says. `code` is the sender's name for it; `errno` is authoritative. */
@@ -126,13 +126,13 @@ export const MAX_RETRY_AFTER_MS = 0xffffffff;
  * older decoders ignore `retryAfterMs`).
  */
 export function decodeErrorBody(buf: Uint8Array, p: number, end: number): ErrorBody {
-  if (p + 2 > end) throw PointSubError.fromPeer("ERR_PROTOCOL", "error response too short");
+  if (p + 2 > end) throw protocolError("error response too short");
   const errno = readU16(buf, p);
   p += 2;
   const v: VarintResult = { value: 0, next: 0 };
   const readText = (): string => {
     if (readVarint(buf, p, end, 2, v) !== 1 || v.next + v.value > end) {
-      throw PointSubError.fromPeer("ERR_PROTOCOL", "bad error response text");
+      throw protocolError("bad error response text");
     }
     const s = fromUtf8.decode(buf.subarray(v.next, v.next + v.value));
     p = v.next + v.value;
@@ -142,7 +142,7 @@ export function decodeErrorBody(buf: Uint8Array, p: number, end: number): ErrorB
   const message = readText();
   if (p === end) return { errno, code, message };
   if (readVarint(buf, p, end, 5, v) !== 1 || v.value > MAX_RETRY_AFTER_MS) {
-    throw PointSubError.fromPeer("ERR_PROTOCOL", "bad error response retryAfterMs");
+    throw protocolError("bad error response retryAfterMs");
   }
   return { errno, code, message, retryAfterMs: v.value };
 }

@@ -2,7 +2,7 @@
  * Resume query and answer, the request and response bodies of the built-in
  * route `/pointsub/resume/1` (docs/PROTOCOL.md §3.11).
  */
-import { PointSubError } from "../errors/error.ts";
+import { protocolError } from "../errors/error.ts";
 import { readU32, writeU32 } from "./bytes.ts";
 import { readVarint, type VarintResult, varintLength, writeVarint } from "./varint.ts";
 
@@ -44,7 +44,7 @@ export function encodeResumeQuery(q: ResumeQuery): Uint8Array {
 /** Decodes a resume query; ERR_PROTOCOL when malformed. */
 export function decodeResumeQuery(q: Uint8Array): ResumeQuery {
   const v: VarintResult = { value: 0, next: 0 };
-  const bad = () => PointSubError.fromPeer("ERR_PROTOCOL", "bad resume query");
+  const bad = () => protocolError("bad resume query");
   if (readVarint(q, 0, q.length, 2, v) !== 1 || v.next + v.value > q.length) throw bad();
   const routeBytes = q.subarray(v.next, v.next + v.value);
   const p = v.next + v.value;
@@ -67,7 +67,7 @@ export function encodeResumeAnswer(point: ResumePoint): Uint8Array {
 export function decodeResumeAnswer(a: Uint8Array): ResumePoint {
   const v: VarintResult = { value: 0, next: 0 };
   if (readVarint(a, 0, a.length, 8, v) !== 1 || v.next + 4 !== a.length) {
-    throw PointSubError.fromPeer("ERR_PROTOCOL", "bad resume answer");
+    throw protocolError("bad resume answer");
   }
   return { offset: v.value, crc: readU32(a, v.next) };
 }

@@ -1,4 +1,4 @@
-import { PointSubError } from "../errors/error.ts";
+import { PointSubError, protocolError } from "../errors/error.ts";
 import { MAX_FRAME_SIZE, MAX_HELLO_SIZE, MIN_FRAME_SIZE } from "./frame.ts";
 import { readVarint, type VarintResult, varintLength, writeVarint } from "./varint.ts";
 
@@ -130,20 +130,19 @@ export function encodeSettings(s: Settings): Uint8Array {
  * ignored (so later versions may add settings); a repeated key is an error.
  */
 export function decodeSettings(payload: Uint8Array): Settings {
-  if (payload.length > MAX_HELLO_SIZE) throw PointSubError.fromPeer("ERR_PROTOCOL", "HELLO too large");
+  if (payload.length > MAX_HELLO_SIZE) throw protocolError("HELLO too large");
   const s: Settings = { ...DEFAULT_SETTINGS };
   const seen = new Set<number>();
   const v: VarintResult = { value: 0, next: 0 };
   let o = 0;
   while (o < payload.length) {
-    if (readVarint(payload, o, payload.length, 8, v) !== 1)
-      throw PointSubError.fromPeer("ERR_PROTOCOL", "bad HELLO key");
+    if (readVarint(payload, o, payload.length, 8, v) !== 1) throw protocolError("bad HELLO key");
     const key = v.value;
     if (readVarint(payload, v.next, payload.length, 8, v) !== 1) {
-      throw PointSubError.fromPeer("ERR_PROTOCOL", `bad HELLO value for key ${key}`);
+      throw protocolError(`bad HELLO value for key ${key}`);
     }
     o = v.next;
-    if (seen.has(key)) throw PointSubError.fromPeer("ERR_PROTOCOL", `HELLO repeats key ${key}`);
+    if (seen.has(key)) throw protocolError(`HELLO repeats key ${key}`);
     seen.add(key);
     const name = KEYS[key - 1];
     if (name !== undefined) (s as unknown as Record<string, number>)[name] = v.value;

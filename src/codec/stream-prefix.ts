@@ -1,4 +1,4 @@
-import { PointSubError } from "../errors/error.ts";
+import { PointSubError, protocolError } from "../errors/error.ts";
 import { readU32, writeU32 } from "./bytes.ts";
 import { MAX_ROUTE } from "./message-head.ts";
 import { readVarint, type VarintResult, varintLength, writeVarint } from "./varint.ts";
@@ -70,7 +70,7 @@ export function encodeStreamHead(h: StreamHead): Uint8Array {
  */
 export function decodeStreamHead(buf: Uint8Array, start: number, end: number): { head: StreamHead; dataStart: number } {
   const v: VarintResult = { value: 0, next: 0 };
-  const bad = (what: string) => PointSubError.fromPeer("ERR_PROTOCOL", `bad STREAM start: ${what}`);
+  const bad = (what: string) => protocolError(`bad STREAM start: ${what}`);
   if (readVarint(buf, start, end, 8, v) !== 1) throw bad("total");
   const total = v.value === 0 ? undefined : v.value - 1;
   if (readVarint(buf, v.next, end, 8, v) !== 1) throw bad("offset");
@@ -111,7 +111,7 @@ export function encodeStreamEnd(length: number, crc: number): Uint8Array {
 export function decodeStreamEnd(buf: Uint8Array, start: number, end: number): { length: number; crc: number } {
   const v: VarintResult = { value: 0, next: 0 };
   if (readVarint(buf, start, end, 8, v) !== 1 || v.next + STREAM_CRC_LENGTH !== end) {
-    throw PointSubError.fromPeer("ERR_PROTOCOL", "bad STREAM end trailer");
+    throw protocolError("bad STREAM end trailer");
   }
   return { length: v.value, crc: readU32(buf, v.next) };
 }
@@ -129,10 +129,10 @@ export function decodeMeta(bytes: Uint8Array): Record<string, unknown> {
   try {
     v = JSON.parse(fromUtf8.decode(bytes));
   } catch {
-    throw PointSubError.fromPeer("ERR_PROTOCOL", "stream metadata is not UTF-8 JSON");
+    throw protocolError("stream metadata is not UTF-8 JSON");
   }
   if (v === null || typeof v !== "object" || Array.isArray(v)) {
-    throw PointSubError.fromPeer("ERR_PROTOCOL", "stream metadata is not a JSON object");
+    throw protocolError("stream metadata is not a JSON object");
   }
   return v as Record<string, unknown>;
 }

@@ -10,7 +10,7 @@
  */
 
 import { Flag, FrameType } from "../codec/frame.ts";
-import { PointSubError } from "../errors/error.ts";
+import { PointSubError, protocolError } from "../errors/error.ts";
 import type { PendingCall } from "./calls.ts";
 import { idKey } from "./id-key.ts";
 import { type Inbound, inputTime } from "./inbound.ts";
@@ -256,7 +256,7 @@ export class Assemblies {
     frameBytes: number,
   ): void {
     this.target = undefined; // a whole frame was decoded: the decoder holds no target now
-    if (data.length > total) throw PointSubError.fromPeer("ERR_PROTOCOL", "first chunk larger than the message");
+    if (data.length > total) throw protocolError("first chunk larger than the message");
     const inb = this.inbound;
     if (frameBytes > inb.link.local.streamWindow)
       throw PointSubError.fromPeer("ERR_FLOW_CONTROL", `peer exceeded the window of stream ${id}`);
@@ -328,13 +328,12 @@ export class Assemblies {
         if ((flags & Flag.END) !== 0) this.tombstones.delete(id);
         return;
       }
-      throw PointSubError.fromPeer("ERR_PROTOCOL", `continuation of unknown stream ${id}`);
+      throw protocolError(`continuation of unknown stream ${id}`);
     }
     const inb = this.inbound;
     a.lastFrameAt = inputTime.now;
     const len = end - start;
-    if (a.filled + len > a.total)
-      throw PointSubError.fromPeer("ERR_PROTOCOL", `stream ${id} overruns its declared length`);
+    if (a.filled + len > a.total) throw protocolError(`stream ${id} overruns its declared length`);
     a.streamUsed += len;
     if (a.streamUsed > inb.link.local.streamWindow)
       throw PointSubError.fromPeer("ERR_FLOW_CONTROL", `peer exceeded the window of stream ${id}`);
@@ -351,8 +350,7 @@ export class Assemblies {
       this.messageCredit(id, a);
       return;
     }
-    if (a.filled !== a.total)
-      throw PointSubError.fromPeer("ERR_PROTOCOL", `stream ${id} ended short of its declared length`);
+    if (a.filled !== a.total) throw protocolError(`stream ${id} ended short of its declared length`);
     this.map.delete(idKey(id));
     const pending = inb.caller.pending;
     if (a.buf === null) {

@@ -5,7 +5,7 @@
  * up front: a browser page (a client only) never loads it.
  */
 import { Flag, FRAME_TYPE_NAMES, FrameType, MAX_AUTH_SIZE } from "../codec/frame.ts";
-import { PointSubError } from "../errors/error.ts";
+import { PointSubError, protocolError } from "../errors/error.ts";
 import { AUTH_WAIT_CREDENTIALS, type Handshake } from "./handshake.ts";
 import type { Authenticator } from "./types.ts";
 
@@ -60,9 +60,9 @@ export function authFrame(hs: Handshake, type: number, flags: number, payload: U
     throw PointSubError.fromPeer("ERR_UNAUTHORIZED", `${FRAME_TYPE_NAMES[type]} frame before authentication completed`);
   }
   if (hs.authState !== AUTH_WAIT_CREDENTIALS || (flags & Flag.ACK) !== 0) {
-    throw PointSubError.fromPeer("ERR_PROTOCOL", "unexpected AUTH frame");
+    throw protocolError("unexpected AUTH frame");
   }
-  if (payload.length > MAX_AUTH_SIZE) throw PointSubError.fromPeer("ERR_PROTOCOL", "AUTH credentials too long");
+  if (payload.length > MAX_AUTH_SIZE) throw protocolError("AUTH credentials too long");
   hs.authState = AUTH_CHECKING;
   const credentials = payload.slice();
   // A turn later, as when the engine was awaited here.

@@ -23,7 +23,7 @@ import { encodeErrorHead, OK_HEAD } from "../codec/error-head.ts";
 import { FrameType } from "../codec/frame.ts";
 import { codeInfo, type ErrorCode } from "../errors/codes.ts";
 import { answerableError, describeResult, describeThrown, thrownCode } from "../errors/describe.ts";
-import { PointSubError } from "../errors/error.ts";
+import { PointSubError, protocolError } from "../errors/error.ts";
 import type { Router } from "../router/router.ts";
 import type { CallContext } from "../router/types.ts";
 import { nextTurn } from "../util/next-turn.ts";
@@ -358,7 +358,7 @@ export class Dispatcher {
   replayRequest(id: number, route: string, data: Uint8Array, charged: number, key?: Uint8Array): void {
     if (this.serving.size !== 0 && this.serving.get(id) !== undefined) {
       if (charged > 0) this.budget.release(charged);
-      this.session.terminate(PointSubError.fromPeer("ERR_PROTOCOL", `stream ${id} started twice`));
+      this.session.terminate(protocolError(`stream ${id} started twice`));
       return;
     }
     this.handleRequest(id, route, data, charged, key);

@@ -7,7 +7,7 @@
  * the stream engine (a `BaseDecoder` never asks).
  */
 import { Flag, FrameType } from "../codec/frame.ts";
-import { PointSubError } from "../errors/error.ts";
+import { PointSubError, protocolError } from "../errors/error.ts";
 import { FrameRouter } from "./frames.ts";
 
 /**
@@ -108,7 +108,7 @@ export class TargetingFrameRouter extends FrameRouter {
     this.framesIn++;
     const ins = this.inStreamsIfAny;
     if (type !== FrameType.STREAM || flags !== 0 || ins === undefined) {
-      throw PointSubError.fromPeer("ERR_PROTOCOL", `STREAM frame for unknown stream ${id}`);
+      throw protocolError(`STREAM frame for unknown stream ${id}`);
     }
     ins.onPieces(id, pieces, length, crc);
   }

@@ -10,7 +10,7 @@ import { decodeCancel, decodeCredit, decodeGoAway } from "../codec/control.ts";
 import type { FrameSink } from "../codec/decoder.ts";
 import { Flag, FRAME_TYPE_NAMES, FrameType, PROTOCOL_VERSION } from "../codec/frame.ts";
 import type { VarintResult } from "../codec/varint.ts";
-import { PointSubError } from "../errors/error.ts";
+import { PointSubError, protocolError } from "../errors/error.ts";
 import type { Handshake } from "./handshake.ts";
 import type { Inbound } from "./inbound.ts";
 import { Pinger } from "./pinger.ts";
@@ -154,7 +154,7 @@ export class FrameRouter implements FrameSink {
         return;
       }
       default:
-        throw PointSubError.fromPeer("ERR_PROTOCOL", `${FRAME_TYPE_NAMES[type]} frame after the handshake`);
+        throw protocolError(`${FRAME_TYPE_NAMES[type]} frame after the handshake`);
     }
   }
 

@@ -22,7 +22,7 @@ import {
 import { decodeSettings, encodeSettings, Feature, type Settings } from "../codec/settings.ts";
 import { readVarint, type VarintResult } from "../codec/varint.ts";
 import { codeForErrno } from "../errors/codes.ts";
-import { PointSubError } from "../errors/error.ts";
+import { PointSubError, protocolError } from "../errors/error.ts";
 import { type StreamEngine, streamEngine } from "./stream-engine.ts";
 import type { Authenticator, AuthInfo } from "./types.ts";
 import type { FrameWriter } from "./writer.ts";
@@ -204,7 +204,7 @@ export class Handshake {
       this.writer.close(err);
       throw err;
     }
-    if (type !== FrameType.HELLO) throw PointSubError.fromPeer("ERR_PROTOCOL", "first frame is not HELLO");
+    if (type !== FrameType.HELLO) throw protocolError("first frame is not HELLO");
     // Consecutive peers announcing the same settings share one object (a server's clients mostly do).
     // Compared in place, byte for byte: no string per connection.
     if (payload.length !== lastHello?.length || !payload.every((b, i) => b === (lastHello as Uint8Array)[i])) {
@@ -236,10 +236,10 @@ export class Handshake {
       return;
     }
     if (type !== FrameType.AUTH) {
-      throw PointSubError.fromPeer("ERR_PROTOCOL", `${FRAME_TYPE_NAMES[type]} frame before authentication completed`);
+      throw protocolError(`${FRAME_TYPE_NAMES[type]} frame before authentication completed`);
     }
-    if ((flags & Flag.ACK) === 0) throw PointSubError.fromPeer("ERR_PROTOCOL", "unexpected AUTH frame");
-    if (payload.length !== 0) throw PointSubError.fromPeer("ERR_PROTOCOL", "AUTH|ACK with a payload");
+    if ((flags & Flag.ACK) === 0) throw protocolError("unexpected AUTH frame");
+    if (payload.length !== 0) throw protocolError("AUTH|ACK with a payload");
     this.authState = 0;
     this.port.opened();
   }

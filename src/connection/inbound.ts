@@ -10,7 +10,7 @@ import { Flag, FRAME_TYPE_NAMES, FrameType, Status } from "../codec/frame.ts";
 import { decodeErrorBody, readKeyBounds, readMessageLength, readRouteBounds } from "../codec/message-head.ts";
 import type { VarintResult } from "../codec/varint.ts";
 import { codeForErrno } from "../errors/codes.ts";
-import { PointSubError } from "../errors/error.ts";
+import { PointSubError, protocolError } from "../errors/error.ts";
 import type { Assemblies } from "./assembly.ts";
 import type { MemoryBudget } from "./budget.ts";
 import { NO_CALLS } from "./call-table.ts";
@@ -136,11 +136,11 @@ export class Inbound implements ReceiveWindow {
     this.take(len);
     // A RES answers one of this side's ids; MSG and REQ start on the peer's.
     if ((type === FrameType.RES) !== this.link.isMine(id)) {
-      throw PointSubError.fromPeer("ERR_PROTOCOL", `${FRAME_TYPE_NAMES[type]} frame on stream ${id}: wrong parity`);
+      throw protocolError(`${FRAME_TYPE_NAMES[type]} frame on stream ${id}: wrong parity`);
     }
     if (type === FrameType.MSG && flags === (Flag.START | Flag.END)) {
       // Fast path: a whole one-way message in one frame.
-      if (this.isOpen(id)) throw PointSubError.fromPeer("ERR_PROTOCOL", `stream ${id} started twice`);
+      if (this.isOpen(id)) throw protocolError(`stream ${id} started twice`);
       if (len > this.link.local.maxMessageSize) this.link.checkIncomingSize(len);
       this.stats.received(len);
       this.dispatcher.deliverMessage(buf.subarray(start, end));
@@ -152,7 +152,7 @@ export class Inbound implements ReceiveWindow {
 
   private onStart(type: number, flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
     const dispatcher = this.dispatcher;
-    if (this.isOpen(id)) throw PointSubError.fromPeer("ERR_PROTOCOL", `stream ${id} started twice`);
+    if (this.isOpen(id)) throw protocolError(`stream ${id} started twice`);
     // A new message on an id this side refused: the peer has moved on.
     this.chunked?.started(id);
     const single = (flags & Flag.END) !== 0;
@@ -183,13 +183,12 @@ export class Inbound implements ReceiveWindow {
       }
     } else if (type === FrameType.RES) {
       call = this.caller.pending.get(id);
-      if (call === undefined) throw PointSubError.fromPeer("ERR_PROTOCOL", `response for unknown request ${id}`);
-      if (p >= end) throw PointSubError.fromPeer("ERR_PROTOCOL", "response without status");
+      if (call === undefined) throw protocolError(`response for unknown request ${id}`);
+      if (p >= end) throw protocolError("response without status");
       const status = buf[p++];
-      if (status !== Status.OK && status !== Status.ERROR)
-        throw PointSubError.fromPeer("ERR_PROTOCOL", `bad status ${status}`);
+      if (status !== Status.OK && status !== Status.ERROR) throw protocolError(`bad status ${status}`);
       if (status === Status.ERROR) {
-        if (!single) throw PointSubError.fromPeer("ERR_PROTOCOL", "error response must be one frame");
+        if (!single) throw protocolError("error response must be one frame");
         const body = decodeErrorBody(buf, p, end);
         // errno is authoritative for known codes; the code string is informative.
         const err = PointSubError.fromPeer(
@@ -262,7 +261,7 @@ export class Inbound implements ReceiveWindow {
     try {
       route = decoder.decode(bytes);
     } catch {
-      throw PointSubError.fromPeer("ERR_PROTOCOL", "route is not UTF-8");
+      throw protocolError("route is not UTF-8");
     }
     lastRouteBytes = bytes;
     lastRoute = route;

@@ -10,7 +10,7 @@ import { decodeMeta, decodeStreamEnd, decodeStreamHead } from "../codec/stream-p
 import { readVarint, type VarintResult } from "../codec/varint.ts";
 import { codeForErrno, type ErrorCode } from "../errors/codes.ts";
 import { answerableError, describeThrown } from "../errors/describe.ts";
-import { PointSubError } from "../errors/error.ts";
+import { PointSubError, protocolError } from "../errors/error.ts";
 import type { CallContext } from "../router/types.ts";
 import { IncomingStream } from "../stream/incoming.ts";
 import { Limiter } from "../util/limiter.ts";
@@ -95,10 +95,7 @@ async function inflate(
 ): Promise<Uint8Array> {
   const out = await codec.decompress(block, length, owner, group);
   if (out.length !== length) {
-    throw PointSubError.fromPeer(
-      "ERR_PROTOCOL",
-      `COMPRESSED frame inflated to ${out.length} bytes, declared ${length}`,
-    );
+    throw protocolError(`COMPRESSED frame inflated to ${out.length} bytes, declared ${length}`);
   }
   return out;
 }
@@ -191,8 +188,7 @@ export class IncomingStreams {
   onPieces(id: number, pieces: Uint8Array[], length: number, payloadCrc: number): void {
     this.window.take(length);
     const st = this.streams.get(idKey(id));
-    if (st === undefined || st.inDone)
-      throw PointSubError.fromPeer("ERR_PROTOCOL", `STREAM frame for unknown stream ${id}`);
+    if (st === undefined || st.inDone) throw protocolError(`STREAM frame for unknown stream ${id}`);
     st.lastFrameAt = performance.now();
     this.stats.counts[23] += length; // stream bytes received
     // Counted against the declared total as a frame that arrived whole is (before, a frame of 32 KiB or
@@ -212,18 +208,15 @@ export class IncomingStreams {
   onFrame(flags: number, id: number, buf: Uint8Array, start: number, end: number, payloadCrc: number): void {
     const len = end - start;
     this.window.take(len);
-    if (this.link.isMine(id))
-      throw PointSubError.fromPeer("ERR_PROTOCOL", `STREAM on stream ${id} has this side's parity`);
+    if (this.link.isMine(id)) throw protocolError(`STREAM on stream ${id} has this side's parity`);
     if ((flags & Flag.START) !== 0) {
       this.onStart(flags, id, buf, start, end);
       return;
     }
     const st = this.streams.get(idKey(id));
-    if (st === undefined || st.inDone)
-      throw PointSubError.fromPeer("ERR_PROTOCOL", `STREAM frame for unknown stream ${id}`);
+    if (st === undefined || st.inDone) throw protocolError(`STREAM frame for unknown stream ${id}`);
     if ((flags & Flag.END) !== 0) {
-      if ((flags & Flag.COMPRESSED) !== 0)
-        throw PointSubError.fromPeer("ERR_PROTOCOL", "STREAM END cannot be compressed");
+      if ((flags & Flag.COMPRESSED) !== 0) throw protocolError("STREAM END cannot be compressed");
       const { length, crc } = decodeStreamEnd(buf, start, end);
       st.inDone = true;
       this.stats.counts[21]++; // streams received
@@ -235,14 +228,13 @@ export class IncomingStreams {
   }
 
   private onStart(flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
-    if ((flags & Flag.END) !== 0) throw PointSubError.fromPeer("ERR_PROTOCOL", "STREAM START cannot carry END");
-    if ((flags & Flag.COMPRESSED) !== 0)
-      throw PointSubError.fromPeer("ERR_PROTOCOL", "STREAM START cannot carry COMPRESSED data");
+    if ((flags & Flag.END) !== 0) throw protocolError("STREAM START cannot carry END");
+    if ((flags & Flag.COMPRESSED) !== 0) throw protocolError("STREAM START cannot carry COMPRESSED data");
     // A request of the peer's still served on this id counts too: two calls on one id, the
     // stream's end would take the request's place in the table (and its abort at close).
     const serving = this.dispatcher.serving;
     if (this.streams.has(idKey(id)) || this.window.has(id) || (serving.size !== 0 && serving.get(id) !== undefined)) {
-      throw PointSubError.fromPeer("ERR_PROTOCOL", `stream ${id} started twice`);
+      throw protocolError(`stream ${id} started twice`);
     }
     const { head, dataStart } = decodeStreamHead(buf, start, end);
     const local = this.link.local;
@@ -254,7 +246,7 @@ export class IncomingStreams {
       );
     }
     if (head.total !== undefined && head.total > Number.MAX_SAFE_INTEGER) {
-      throw PointSubError.fromPeer("ERR_PROTOCOL", "stream total out of range");
+      throw protocolError("stream total out of range");
     }
     if (this.streams.size >= local.maxConcurrentStreams) {
       throw PointSubError.fromPeer("ERR_TOO_MANY_REQUESTS", "peer exceeded maxConcurrentStreams");
@@ -317,7 +309,7 @@ export class IncomingStreams {
     // Held (`Dispatcher.holdEarly`): a request held before it on its id was not yet served at its START.
     const serving = this.dispatcher.serving;
     if (serving.size !== 0 && serving.get(st.id) !== undefined) {
-      this.host.session.terminate(PointSubError.fromPeer("ERR_PROTOCOL", `stream ${st.id} started twice`));
+      this.host.session.terminate(protocolError(`stream ${st.id} started twice`));
       return;
     }
     const { call, stream } = st;
@@ -419,10 +411,7 @@ export class IncomingStreams {
     st.content += n;
     const total = st.stream.total;
     if (total === undefined || st.content <= total) return true;
-    const err = PointSubError.fromPeer(
-      "ERR_PROTOCOL",
-      `stream ${st.id} carried more than the ${total} bytes it declared`,
-    );
+    const err = protocolError(`stream ${st.id} carried more than the ${total} bytes it declared`);
     st.stream.fail(err);
     this.cancel(st, err);
     return false;
@@ -453,17 +442,16 @@ export class IncomingStreams {
       return;
     }
     const codec = this.host.shared.runtime.codecs.get(st.codec);
-    if (codec === undefined)
-      throw PointSubError.fromPeer("ERR_PROTOCOL", "COMPRESSED frame on a stream without a codec");
+    if (codec === undefined) throw protocolError("COMPRESSED frame on a stream without a codec");
     const v = this.v;
     if (readVarint(data, 0, data.length, 4, v) !== 1 || v.value === 0) {
-      throw PointSubError.fromPeer("ERR_PROTOCOL", "COMPRESSED frame without a valid decompressed length");
+      throw protocolError("COMPRESSED frame without a valid decompressed length");
     }
     const length = v.value;
     const block = data.subarray(v.next);
     const local = this.link.local;
     if (length > local.maxFrameSize) {
-      throw PointSubError.fromPeer("ERR_PROTOCOL", `COMPRESSED frame declares ${length} bytes, over maxFrameSize`);
+      throw protocolError(`COMPRESSED frame declares ${length} bytes, over maxFrameSize`);
     }
     if (length > block.length * local.maxCompressionRatio) {
       throw PointSubError.fromPeer(

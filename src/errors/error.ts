@@ -104,6 +104,12 @@ export class PointSubError extends Error {
   }
 }
 
+/**
+ * `PointSubError.fromPeer("ERR_PROTOCOL", message)`: the peer broke the protocol (one call for the
+ * many sites that say so: shorter in a browser's first load; such an error has no stack to show it).
+ */
+export const protocolError = (message: string): PointSubError => PointSubError.fromPeer("ERR_PROTOCOL", message);
+
 // The brand lives on the prototype (not on each instance: defining a
 // property per error was a third of the cost of a peer-caused error).
 Object.defineProperty(PointSubError.prototype, BRAND, { value: true });

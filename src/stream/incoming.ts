@@ -2,7 +2,7 @@ import { type Crc32c, JS_CRC32C_IMPL } from "../codec/crc32c.ts";
 import { crc32cCombine } from "../codec/crc32c-combine.ts";
 import { allocateUninitialized } from "../codec/decoder.ts";
 import type { StreamHead } from "../codec/stream-prefix.ts";
-import { PointSubError, toPointSubError } from "../errors/error.ts";
+import { PointSubError, protocolError, toPointSubError } from "../errors/error.ts";
 import { Progress } from "../transfer/progress.ts";
 import { Queue } from "../util/queue.ts";
 
@@ -460,12 +460,9 @@ export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<
     const have = this.offset + this.received;
     let err: PointSubError | undefined;
     if (info.length !== have) {
-      err = PointSubError.fromPeer(
-        "ERR_PROTOCOL",
-        `stream ended at ${have} bytes but the sender counted ${info.length}`,
-      );
+      err = protocolError(`stream ended at ${have} bytes but the sender counted ${info.length}`);
     } else if (this.total !== undefined && this.total !== have) {
-      err = PointSubError.fromPeer("ERR_PROTOCOL", `stream declared ${this.total} bytes and carried ${have}`);
+      err = protocolError(`stream declared ${this.total} bytes and carried ${have}`);
     } else if (info.crc !== this.crc) {
       err = PointSubError.fromPeer(
         "ERR_CHECKSUM",
