@@ -51,37 +51,29 @@ export const Feature = {
   IDEMPOTENCY: 0x8,
 } as const;
 
-/** Setting keys on the wire, in HELLO order. */
-const KEYS: readonly (keyof Settings)[] = [
-  "maxFrameSize", // 1
-  "maxMessageSize", // 2
-  "checksum", // 3
-  "features", // 4
-  "compression", // 5
-  "connectionWindow", // 6
-  "streamWindow", // 7
-  "maxConcurrentRequests", // 8
-  "maxAssemblyBytes", // 9
-  "maxConcurrentStreams", // 10
-  "maxCompressionRatio", // 11
-];
-
 const MIB = 1024 * 1024;
 
-/** Defaults (documented in docs/PROTOCOL.md). */
+/**
+ * Defaults (documented in docs/PROTOCOL.md), in HELLO key order: a setting's
+ * key on the wire is its place here plus one ({@link KEYS}), so a new setting
+ * goes last and none moves.
+ */
 export const DEFAULT_SETTINGS: Readonly<Settings> = {
-  maxFrameSize: MIB,
-  maxMessageSize: 256 * MIB,
-  checksum: 1,
-  features: 0,
-  compression: 0,
-  connectionWindow: 16 * MIB,
-  streamWindow: 4 * MIB,
-  maxConcurrentRequests: 1024,
-  maxAssemblyBytes: 256 * MIB + 64 * MIB,
-  maxConcurrentStreams: 64,
-  maxCompressionRatio: 1024,
+  maxFrameSize: MIB, // 1
+  maxMessageSize: 256 * MIB, // 2
+  checksum: 1, // 3
+  features: 0, // 4
+  compression: 0, // 5
+  connectionWindow: 16 * MIB, // 6
+  streamWindow: 4 * MIB, // 7
+  maxConcurrentRequests: 1024, // 8
+  maxAssemblyBytes: 256 * MIB + 64 * MIB, // 9
+  maxConcurrentStreams: 64, // 10
+  maxCompressionRatio: 1024, // 11
 };
+
+/** Setting keys on the wire, in HELLO order (key `i + 1` names `KEYS[i]`): those of the defaults, in their order. */
+const KEYS = /* @__PURE__ */ Object.keys(DEFAULT_SETTINGS) as readonly (keyof Settings)[];
 
 const MAX_WINDOW = 2 ** 31 - 1;
 
