@@ -73,7 +73,7 @@ export const DEFAULT_SETTINGS: Readonly<Settings> = {
 };
 
 /** Setting keys on the wire, in HELLO order (key `i + 1` names `KEYS[i]`): those of the defaults, in their order. */
-const KEYS = /* @__PURE__ */ Object.keys(DEFAULT_SETTINGS) as readonly (keyof Settings)[];
+export const KEYS = /* @__PURE__ */ Object.keys(DEFAULT_SETTINGS) as readonly (keyof Settings)[];
 
 const MAX_WINDOW = 2 ** 31 - 1;
 

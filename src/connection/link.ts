@@ -5,7 +5,7 @@
  * handshake writes the peer's half.
  */
 import { MIN_FRAME_SIZE } from "../codec/frame.ts";
-import { DEFAULT_SETTINGS, Feature, type Settings, validateSettings } from "../codec/settings.ts";
+import { DEFAULT_SETTINGS, Feature, KEYS, type Settings, validateSettings } from "../codec/settings.ts";
 import { PointSubError } from "../errors/error.ts";
 import { SINGLE_FRAME_MAX } from "./size-class.ts";
 import type { ConnectionOptions } from "./types.ts";
@@ -35,20 +35,18 @@ export function creditDue(unacked: number, window: number): boolean {
  * compression codecs (HELLO `compression`).
  */
 export function resolveSettings(o: ConnectionOptions, requireAuth: boolean, codecMask: number): Settings {
-  const maxMessageSize = o.maxMessageSize ?? DEFAULT_SETTINGS.maxMessageSize;
-  const s: Settings = {
-    maxFrameSize: o.maxFrameSize ?? DEFAULT_SETTINGS.maxFrameSize,
-    maxMessageSize,
-    checksum: o.checksum === false ? 0 : 1,
-    features: Feature.STREAMS | Feature.RESUME | Feature.IDEMPOTENCY | (requireAuth ? Feature.AUTH : 0),
-    compression: codecMask,
-    connectionWindow: o.connectionWindow ?? DEFAULT_SETTINGS.connectionWindow,
-    streamWindow: o.streamWindow ?? DEFAULT_SETTINGS.streamWindow,
-    maxConcurrentRequests: o.maxConcurrentRequests ?? DEFAULT_SETTINGS.maxConcurrentRequests,
-    maxAssemblyBytes: o.maxAssemblyBytes ?? maxMessageSize + 64 * 1024 * 1024,
-    maxConcurrentStreams: o.maxConcurrentStreams ?? DEFAULT_SETTINGS.maxConcurrentStreams,
-    maxCompressionRatio: o.maxCompressionRatio ?? DEFAULT_SETTINGS.maxCompressionRatio,
-  };
+  // The defaults' shape (same keys, same order); each limit the options give replaces its default (the
+  // three set below never take an option's value: no boolean lands in a number's place).
+  const s: Settings = { ...DEFAULT_SETTINGS };
+  for (const k of KEYS) {
+    if (k !== "checksum" && k !== "features" && k !== "compression") {
+      (s as unknown as Record<string, unknown>)[k] = (o as Record<string, unknown>)[k] ?? s[k];
+    }
+  }
+  s.checksum = o.checksum === false ? 0 : 1;
+  s.features = Feature.STREAMS | Feature.RESUME | Feature.IDEMPOTENCY | (requireAuth ? Feature.AUTH : 0);
+  s.compression = codecMask;
+  s.maxAssemblyBytes = o.maxAssemblyBytes ?? s.maxMessageSize + 64 * 1024 * 1024;
   validateSettings(s, false);
   return s;
 }
