@@ -3,8 +3,6 @@
  * number here appears there.
  */
 
-/** The four magic bytes that open every connection: ASCII "PSUB". */
-export const MAGIC = new Uint8Array([0x50, 0x53, 0x55, 0x42]);
 /** Length of the connection preface: magic, min version, max version. */
 export const PREFACE_LENGTH = 6;
 /** The protocol version this implementation speaks. */
@@ -12,6 +10,34 @@ export const PROTOCOL_VERSION = 1;
 
 /** The built-in route of resume queries (docs/PROTOCOL.md §3.11; their codec is `resume.ts`). */
 export const RESUME_ROUTE = "/pointsub/resume/1";
+
+/** Largest AUTH payload (credentials). */
+export const MAX_AUTH_SIZE = 4096;
+
+/** Largest stream id (ids are unsigned 32-bit; 0 means the connection). */
+export const MAX_STREAM_ID = 0xffffffff;
+/** Most bytes a stream-id varint may take. */
+export const ID_VARINT_MAX = 5;
+/** Most bytes a length varint may take (lengths stay below 2^28). */
+export const LENGTH_VARINT_MAX = 4;
+/** Longest possible frame header (type/flags, id, length). */
+export const MAX_HEADER = 1 + ID_VARINT_MAX + LENGTH_VARINT_MAX;
+/** Bytes a writer reserves for a BATCH header it fills in when the batch closes. */
+export const BATCH_RESERVE = 1 + 1 + LENGTH_VARINT_MAX;
+/** Size of the CRC32C trailer when checksums are on. */
+export const CRC_LENGTH = 4;
+
+/** Smallest and largest values of the maxFrameSize setting. */
+export const MIN_FRAME_SIZE = 16 * 1024;
+export const MAX_FRAME_SIZE = 16 * 1024 * 1024 - 1;
+/** Largest HELLO payload. */
+export const MAX_HELLO_SIZE = 4096;
+/** Exact payload sizes of fixed-size frames. */
+export const PING_LENGTH = 8;
+export const CANCEL_LENGTH = 2;
+
+// The numbers and strings first: esbuild inlines a module's constants into the code that uses them only up to
+// its first object, array or call (from there on they stay variables, read where used).
 
 /** Frame types (high nibble of the first header byte). */
 export const FrameType = {
@@ -62,6 +88,12 @@ export const Flag = {
   KEYED: 0x4,
 } as const;
 
+/** Response status byte. */
+export const Status = { OK: 0, ERROR: 1 } as const;
+
+/** The four magic bytes that open every connection: ASCII "PSUB". */
+export const MAGIC = new Uint8Array([0x50, 0x53, 0x55, 0x42]);
+
 /** Flag bits each frame type may carry; anything else is a protocol error. */
 export const ALLOWED_FLAGS: readonly number[] = [
   0, // HELLO
@@ -76,31 +108,3 @@ export const ALLOWED_FLAGS: readonly number[] = [
   Flag.START | Flag.END | Flag.COMPRESSED, // STREAM
   Flag.ACK, // AUTH
 ];
-
-/** Largest AUTH payload (credentials). */
-export const MAX_AUTH_SIZE = 4096;
-
-/** Largest stream id (ids are unsigned 32-bit; 0 means the connection). */
-export const MAX_STREAM_ID = 0xffffffff;
-/** Most bytes a stream-id varint may take. */
-export const ID_VARINT_MAX = 5;
-/** Most bytes a length varint may take (lengths stay below 2^28). */
-export const LENGTH_VARINT_MAX = 4;
-/** Longest possible frame header (type/flags, id, length). */
-export const MAX_HEADER = 1 + ID_VARINT_MAX + LENGTH_VARINT_MAX;
-/** Bytes a writer reserves for a BATCH header it fills in when the batch closes. */
-export const BATCH_RESERVE = 1 + 1 + LENGTH_VARINT_MAX;
-/** Size of the CRC32C trailer when checksums are on. */
-export const CRC_LENGTH = 4;
-
-/** Smallest and largest values of the maxFrameSize setting. */
-export const MIN_FRAME_SIZE = 16 * 1024;
-export const MAX_FRAME_SIZE = 16 * 1024 * 1024 - 1;
-/** Largest HELLO payload. */
-export const MAX_HELLO_SIZE = 4096;
-/** Exact payload sizes of fixed-size frames. */
-export const PING_LENGTH = 8;
-export const CANCEL_LENGTH = 2;
-
-/** Response status byte. */
-export const Status = { OK: 0, ERROR: 1 } as const;
