@@ -4,7 +4,7 @@
  * reports as one line naming the option and the value (exit 2).
  */
 import { InvalidArgumentError } from "commander";
-import { MAX_ROUTE } from "../codec/message-head.ts";
+import { MAX_ROUTE } from "../codec/frame.ts";
 
 /** A whole number in [min, max], written in decimal digits only (no sign, point, exponent or hex). */
 export function integer(min: number, max: number = Number.MAX_SAFE_INTEGER): (value: string) => number {

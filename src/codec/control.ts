@@ -5,16 +5,11 @@
  */
 import { protocolError } from "../errors/error.ts";
 import { readU16, writeU16 } from "./bytes.ts";
-import { CANCEL_LENGTH, MAGIC, PING_LENGTH, PREFACE_LENGTH } from "./frame.ts";
+import { CANCEL_LENGTH, MAGIC, MAX_REASON_BYTES, MAX_WINDOW, PING_LENGTH, PREFACE_LENGTH } from "./frame.ts";
 import { readVarint, type VarintResult, varintLength, writeVarint } from "./varint.ts";
 
 const utf8 = new TextEncoder();
 const fromUtf8 = new TextDecoder();
-
-/** Longest reason text this side puts in GOAWAY (and in an error response). */
-export const MAX_REASON_BYTES = 1024;
-/** Largest CREDIT increment (a window is at most 2^31 - 1 bytes). */
-export const MAX_CREDIT = 2 ** 31 - 1;
 
 /** The connection preface: magic "PSUB", lowest and highest protocol version spoken. */
 export function encodePreface(minVersion: number, maxVersion: number): Uint8Array {
@@ -51,7 +46,7 @@ export function decodeCredit(payload: Uint8Array, v: VarintResult = { value: 0, 
     readVarint(payload, 0, payload.length, 5, v) !== 1 ||
     v.next !== payload.length ||
     v.value === 0 ||
-    v.value > MAX_CREDIT
+    v.value > MAX_WINDOW
   ) {
     throw protocolError("bad CREDIT");
   }

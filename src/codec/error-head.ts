@@ -4,9 +4,7 @@
  * the stream engine); `message-head.ts` decodes them.
  */
 import { writeU16 } from "./bytes.ts";
-import { MAX_REASON_BYTES } from "./control.ts";
-import { Status } from "./frame.ts";
-import { MAX_RETRY_AFTER_MS } from "./message-head.ts";
+import { MAX_REASON_BYTES, MAX_RETRY_AFTER_MS, Status } from "./frame.ts";
 import { varintLength, writeVarint } from "./varint.ts";
 
 /** The head of an OK response: the status byte alone. */

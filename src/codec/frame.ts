@@ -35,6 +35,16 @@ export const MAX_HELLO_SIZE = 4096;
 /** Exact payload sizes of fixed-size frames. */
 export const PING_LENGTH = 8;
 export const CANCEL_LENGTH = 2;
+/** Longest route, in UTF-8 bytes. */
+export const MAX_ROUTE = 1024;
+/** Longest idempotency key, in bytes (docs/PROTOCOL.md §3.4.1). */
+export const MAX_IDEMPOTENCY_KEY = 64;
+/** Largest `retryAfterMs` sent (about 49 days); longer hints are cut to it. */
+export const MAX_RETRY_AFTER_MS = 0xffffffff;
+/** Longest reason text this side puts in GOAWAY (and in an error response). */
+export const MAX_REASON_BYTES = 1024;
+/** Largest window (settings `connectionWindow`, `streamWindow`), connection credit outstanding and CREDIT increment. */
+export const MAX_WINDOW = 2 ** 31 - 1;
 
 // The numbers and strings first: esbuild inlines a module's constants into the code that uses them only up to
 // its first object, array or call (from there on they stay variables, read where used).

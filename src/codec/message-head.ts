@@ -5,13 +5,11 @@
  */
 import { PointSubError, protocolError } from "../errors/error.ts";
 import { readU16 } from "./bytes.ts";
+import { MAX_IDEMPOTENCY_KEY, MAX_RETRY_AFTER_MS, MAX_ROUTE } from "./frame.ts";
 import { readVarint, type VarintResult, varintLength, writeVarint } from "./varint.ts";
 
 const utf8 = new TextEncoder();
 const fromUtf8 = new TextDecoder();
-
-/** Longest route, in UTF-8 bytes. */
-export const MAX_ROUTE = 1024;
 
 /**
  * Throws ERR_INVALID_ARGUMENT unless `route` is a non-empty string of
@@ -48,9 +46,6 @@ export function readRouteBounds(buf: Uint8Array, p: number, end: number, v: Vari
   v.value = v.next;
   v.next = routeEnd;
 }
-
-/** Longest idempotency key, in bytes (docs/PROTOCOL.md §3.4.1). */
-export const MAX_IDEMPOTENCY_KEY = 64;
 
 /**
  * An idempotency key as bytes (a string is UTF-8), checked to be 1..64
@@ -114,9 +109,6 @@ export interface ErrorBody {
   /** Present when the sender said when to retry (ms from when it answered); absent in the short form. */
   retryAfterMs?: number;
 }
-
-/** Largest `retryAfterMs` sent (about 49 days); longer hints are cut to it. */
-export const MAX_RETRY_AFTER_MS = 0xffffffff;
 
 /**
  * Decodes an error response's body (after the status byte) from

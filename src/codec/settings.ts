@@ -1,5 +1,5 @@
 import { PointSubError, protocolError } from "../errors/error.ts";
-import { MAX_FRAME_SIZE, MAX_HELLO_SIZE, MIN_FRAME_SIZE } from "./frame.ts";
+import { MAX_FRAME_SIZE, MAX_HELLO_SIZE, MAX_WINDOW, MIN_FRAME_SIZE } from "./frame.ts";
 import { readVarint, type VarintResult, varintLength, writeVarint } from "./varint.ts";
 
 /**
@@ -74,8 +74,6 @@ export const DEFAULT_SETTINGS: Readonly<Settings> = {
 
 /** Setting keys on the wire, in HELLO order (key `i + 1` names `KEYS[i]`): those of the defaults, in their order. */
 export const KEYS = /* @__PURE__ */ Object.keys(DEFAULT_SETTINGS) as readonly (keyof Settings)[];
-
-const MAX_WINDOW = 2 ** 31 - 1;
 
 /** maxAssemblyBytes when a HELLO leaves it out: maxMessageSize + 64 MiB, at most 2^53 - 1. */
 export function defaultAssemblyBytes(maxMessageSize: number): number {

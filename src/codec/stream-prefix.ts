@@ -1,6 +1,6 @@
 import { PointSubError, protocolError } from "../errors/error.ts";
 import { readU32, writeU32 } from "./bytes.ts";
-import { MAX_ROUTE } from "./message-head.ts";
+import { MAX_ROUTE } from "./frame.ts";
 import { readVarint, type VarintResult, varintLength, writeVarint } from "./varint.ts";
 
 /** Size of a STREAM END frame's trailer: varint content length is followed by this u32 CRC32C. */

@@ -8,7 +8,7 @@
  */
 import { decodeCancel, decodeCredit, decodeGoAway } from "../codec/control.ts";
 import type { FrameSink } from "../codec/decoder.ts";
-import { Flag, FRAME_TYPE_NAMES, FrameType, PROTOCOL_VERSION } from "../codec/frame.ts";
+import { Flag, FRAME_TYPE_NAMES, FrameType, MAX_WINDOW, PROTOCOL_VERSION } from "../codec/frame.ts";
 import type { VarintResult } from "../codec/varint.ts";
 import { PointSubError, protocolError } from "../errors/error.ts";
 import type { Handshake } from "./handshake.ts";
@@ -17,9 +17,6 @@ import { Pinger } from "./pinger.ts";
 import type { IncomingStreams } from "./stream-in.ts";
 import type { OutgoingStreams } from "./stream-out.ts";
 import type { FrameWriter } from "./writer.ts";
-
-/** Largest connection credit a peer may leave outstanding (a window is at most 2^31 - 1). */
-const MAX_WINDOW = 2 ** 31 - 1;
 
 /** What the connection does for frames no part owns. */
 export interface FrameHooks {

@@ -9,7 +9,7 @@
  * `next`; it may act before and after `await next()`, answer without
  * calling it, or throw a PointSubError, which becomes the caller's error.
  */
-import { MAX_ROUTE } from "../codec/message-head.ts";
+import { MAX_ROUTE } from "../codec/frame.ts";
 import { decodeResumeQuery, encodeResumeAnswer, RESUME_ROUTE, type ResumePoint } from "../codec/resume.ts";
 import { PointSubError } from "../errors/error.ts";
 import { checkFunction, checkRoute } from "./check.ts";

@@ -17,20 +17,25 @@ import {
   encodeGoAway,
   encodePing,
   encodePreface,
-  MAX_CREDIT,
 } from "../../src/codec/control.ts";
 import { FrameDecoder } from "../../src/codec/decoder.ts";
 import { encodeFrame } from "../../src/codec/encoder.ts";
 import { encodeErrorHead } from "../../src/codec/error-head.ts";
-import { Flag, FrameType, MAGIC, Status } from "../../src/codec/frame.ts";
+import {
+  Flag,
+  FrameType,
+  MAGIC,
+  MAX_WINDOW as MAX_CREDIT,
+  MAX_IDEMPOTENCY_KEY,
+  MAX_RETRY_AFTER_MS,
+  MAX_ROUTE,
+  Status,
+} from "../../src/codec/frame.ts";
 import {
   decodeErrorBody,
   encodeKeyedHead,
   encodeRouteHead,
   idempotencyKeyBytes,
-  MAX_IDEMPOTENCY_KEY,
-  MAX_RETRY_AFTER_MS,
-  MAX_ROUTE,
   readKeyBounds,
   readRouteBounds,
 } from "../../src/codec/message-head.ts";
