@@ -399,7 +399,7 @@ export class BaseDecoder {
 }
 
 /** @internal */
-export const NO_BYTES = new Uint8Array(0);
+export const NO_BYTES: Uint8Array = new Uint8Array(0);
 /** Frame types (bits `1 << type`) whose stream id must be 0: HELLO, PING, GOAWAY, BATCH, AUTH. */
 const ZERO_ID = 0x5c1;
 /** Frame types whose stream id must not be 0: MSG, REQ, RES, CANCEL, STREAM (CREDIT takes either). */

@@ -102,7 +102,7 @@ export const Flag = {
 export const Status = { OK: 0, ERROR: 1 } as const;
 
 /** The four magic bytes that open every connection: ASCII "PSUB". */
-export const MAGIC = new Uint8Array([0x50, 0x53, 0x55, 0x42]);
+export const MAGIC: Uint8Array = new Uint8Array([0x50, 0x53, 0x55, 0x42]);
 
 /** Flag bits each frame type may carry; anything else is a protocol error. */
 export const ALLOWED_FLAGS: readonly number[] = [

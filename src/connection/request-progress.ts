@@ -34,7 +34,7 @@ interface Seen {
 const seen = new WeakMap<PendingCall, Seen>();
 
 /** Where a request body of several frames ended in the byte stream, by its data (set by `bulk-pump.ts`). */
-export const bodyEnds = new WeakMap<Uint8Array, number>();
+export const bodyEnds: WeakMap<Uint8Array, number> = new WeakMap();
 
 /** The answer arriving in frames to a call, by call (set by `assembly.ts`): its bytes so far. */
 export const answering = new WeakMap<PendingCall, { filled: number }>();

@@ -48,7 +48,14 @@ export function wsUrl(address: TransportAddress): URL {
   return address;
 }
 
-const newBytes = (n: number): Uint8Array<ArrayBuffer> => new Uint8Array(n);
+/**
+ * A `Uint8Array` over a plain `ArrayBuffer`, what a WebSocket's `send` takes: TypeScript 5.7's
+ * `Uint8Array<ArrayBuffer>`, named through `slice` (which returns one) so the published declarations
+ * compile under TypeScript 5 before 5.7 too, which has no generic typed arrays (a `Uint8Array` there).
+ */
+export type OwnBytes = ReturnType<Uint8Array["slice"]>;
+
+const newBytes = (n: number): OwnBytes => new Uint8Array(n);
 
 /**
  * Hands one write to `send` as WebSocket messages: chunks of a write of at
@@ -59,8 +66,8 @@ const newBytes = (n: number): Uint8Array<ArrayBuffer> => new Uint8Array(n);
  */
 export function sendAsMessages(
   chunks: readonly Uint8Array[],
-  send: (message: Uint8Array<ArrayBuffer>, last: boolean) => void,
-  alloc: (n: number) => Uint8Array<ArrayBuffer> = newBytes,
+  send: (message: OwnBytes, last: boolean) => void,
+  alloc: (n: number) => OwnBytes = newBytes,
 ): number {
   let total = 0;
   for (let i = 0; i < chunks.length; i++) total += chunks[i].length;
@@ -78,7 +85,7 @@ export function sendAsMessages(
   let last = chunks.length - 1;
   while (last > 0 && chunks[last].length === 0) last--;
   for (let i = 0; i <= last; i++) {
-    const c = chunks[i] as Uint8Array<ArrayBuffer>;
+    const c = chunks[i] as OwnBytes;
     for (let off = 0; off < c.length; off += COALESCE_BYTES) {
       const end = Math.min(off + COALESCE_BYTES, c.length);
       send(off === 0 && end === c.length ? c : c.subarray(off, end), i === last && end === c.length);

@@ -395,6 +395,23 @@ describe("published types (tsc against the built package: strict, exactOptionalP
     assert.deepEqual(undocumentedOptions(join(dir, "node_modules", "pointsub", "dist")), []);
   });
 
+  it("no declaration names a generic typed array: they compile under TypeScript 5 before 5.7 (README, API)", () => {
+    // TypeScript 5.7 made Uint8Array generic; before it, `Uint8Array<ArrayBuffer>` is TS2315 ("Type 'Uint8Array'
+    // is not generic") in a consumer's build (skipLibCheck off). Before: MAGIC and sendAsMessages (reached from
+    // "pointsub") said so, inferred from `new Uint8Array(…)` or written out.
+    const dist = join(dir, "node_modules", "pointsub", "dist");
+    const generic =
+      /\b(?:(?:Big)?(?:Uint|Int|Float)(?:8|16|32|64)(?:Clamped)?Array|ArrayBufferView|DataView|Buffer)<[^>]*>/g;
+    const found: string[] = [];
+    for (const file of readdirSync(dist, { recursive: true, encoding: "utf8" }))
+      if (file.endsWith(".d.ts"))
+        for (const [m] of readFileSync(join(dist, file), "utf8")
+          .replace(/\/\*[\s\S]*?\*\/|\/\/[^\n]*/g, "")
+          .matchAll(generic))
+          found.push(`${file}: ${m}`);
+    assert.deepEqual(found, []);
+  });
+
   it("every class, function, constant and type the entry points export has a doc comment", () => {
     const pkg = join(dir, "node_modules", "pointsub");
     const names = entryNames(pkg);
