@@ -412,6 +412,35 @@ describe("published types (tsc against the built package: strict, exactOptionalP
     assert.deepEqual(found, []);
   });
 
+  it("CommonJS TypeScript (a .cts file) imports every entry point under module nodenext, as README's API says", () => {
+    // Under module node16 tsc refuses a CommonJS file's import of an ES module (TS1479) although Node
+    // runs its require: README says which setting compiles it.
+    assert.match(
+      readFileSync(join(root, "README.md"), "utf8"),
+      /CommonJS TypeScript needs `module` `nodenext` or `node20` \(TypeScript 5\.8 or later\)/,
+    );
+    writeFileSync(
+      join(dir, "app", "required.cts"),
+      `import { connect, createServer } from "pointsub";
+import { prometheusMetrics } from "pointsub/metrics";
+import { libp2pRuntime } from "pointsub/libp2p";
+import { dashboard } from "pointsub/dashboard";
+import { redisCluster } from "pointsub/cluster";
+export const entries = { connect, createServer, prometheusMetrics, libp2pRuntime, dashboard, redisCluster };
+`,
+    );
+    const config = join(dir, "tsconfig.required.json");
+    const compilerOptions = { ...STRICT, rootDir: join(dir, "app"), outDir: join(dir, "out", "required") };
+    writeFileSync(config, JSON.stringify({ compilerOptions, files: ["app/required.cts"] }));
+    let out = "";
+    try {
+      execFileSync(process.execPath, [join(root, "node_modules/typescript/bin/tsc"), "-p", config], { stdio: "pipe" });
+    } catch (err) {
+      out = String((err as { stdout?: Buffer }).stdout ?? err);
+    }
+    assert.equal(out, "");
+  });
+
   it("every class, function, constant and type the entry points export has a doc comment", () => {
     const pkg = join(dir, "node_modules", "pointsub");
     const names = entryNames(pkg);
