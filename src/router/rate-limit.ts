@@ -394,7 +394,9 @@ export function rateLimit(options: RateLimitOptions): RateLimiter {
       lines = mine;
       linesOf.set(session, mine);
       session.once("close", (error) => {
-        if (error === undefined && /^(peer: |peer closing$)/.test(session.closeReason)) {
+        const why = session.closeReason;
+        const peer = /^(peer: |peer closing$)/.test(why);
+        if (error === undefined && peer) {
           orphaned.add(session);
           for (const x of mine) {
             for (const w of x.waiting ?? []) {
@@ -403,7 +405,15 @@ export function rateLimit(options: RateLimitOptions): RateLimiter {
               orphanBytes += w.bytes;
             }
           }
-        } else if (error === undefined && session.closeReason !== "idle") closedByUs.add(session);
+        } else if (
+          // Ours also when it ran out of time waiting for them (they were all dropped: 212 of 300 on a
+          // server.close({ timeoutMs: 300 })), or the peer hung up meanwhile: its reason is then ours, not the code.
+          !peer &&
+          why !== "idle" &&
+          why !== error?.code &&
+          (error?.code ?? "ERR_CONNECTION_CLOSED") === "ERR_CONNECTION_CLOSED"
+        )
+          closedByUs.add(session);
         for (const x of mine) {
           if (x.waiting === undefined || x.waiting.length === 0) continue;
           if (x.timer !== undefined) clearTimeout(x.timer);
