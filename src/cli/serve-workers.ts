@@ -156,8 +156,22 @@ export async function servePrimary(
   // they start. A stop asked for then ends as one asked for later does: closing, closed, exit 0 (it
   // said "the workers could not start (see their errors above)", no errors above, exit 1).
   let signalled = false;
-  const onSignal = () => {
-    if (signalled) return;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (signalled) {
+      // A second signal ends it at once, as it ends one process (its handler gone, the signal's own action):
+      // the workers killed, then this process by the signal. Before, this listener swallowed it and the
+      // workers drained for up to --shutdown-timeout (+1 s) whatever the signals.
+      stopListening();
+      for (const w of pool.workers()) {
+        try {
+          process.kill(w.pid, "SIGKILL");
+        } catch {
+          // already gone
+        }
+      }
+      process.kill(process.pid, signal);
+      return;
+    }
     signalled = true;
     say("closing", { timeoutMs: shutdownMs }, `closing: work in flight has ${shutdownMs / 1000} s to finish`);
   };
