@@ -1092,10 +1092,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     if (this.state_ === "open") {
       this.lifecycle.closeReason = reason === "" ? "peer closing" : `peer: ${reason}`;
       this.emit("goaway", reason);
-      // The peer's close, its timeout: this side waits for what is in flight as long as the peer drains it (each
-      // call and stream keeps its own deadline). With its own closeTimeoutMs (5 s), a client cut a server's
-      // close({ timeoutMs: 10_000 }) at 5 s: a request answered at 6 s failed ERR_CONNECTION_CLOSED.
-      void this.close({ timeoutMs: Infinity });
+      void this.close();
     } else if (this.state_ === "closing") {
       // Our close may have waited only for this: it ends now, not at the drain's next poll.
       drainModule?.then((m) => m.drainNow(), noop);
