@@ -4,7 +4,7 @@
  * peer id.
  */
 import type { Libp2p, Connection as Libp2pConnection, PrivateKey, Stream } from "@libp2p/interface";
-import { isMultiaddr, type Multiaddr, multiaddr } from "@multiformats/multiaddr";
+import type { Multiaddr } from "@multiformats/multiaddr";
 import {
   PointSubError,
   type Transport,
@@ -13,8 +13,27 @@ import {
   type TransportConnectOptions,
   type TransportListener,
 } from "../index.ts";
-import { createLibp2pNode } from "./node.ts";
+import { createLibp2pNode, loadPeerDependency } from "./node.ts";
 import { Libp2pStreamTransport } from "./stream-transport.ts";
+
+type MultiaddrModule = typeof import("@multiformats/multiaddr");
+
+let multiaddrModule: Promise<MultiaddrModule> | undefined;
+
+/**
+ * `@multiformats/multiaddr`, loaded on the first connect or listen: an
+ * optional peer dependency, as libp2p. Imported at the top, it made
+ * `import "pointsub/libp2p"` without it fail with Node's bare
+ * ERR_MODULE_NOT_FOUND instead of ERR_INVALID_ARGUMENT naming the packages.
+ */
+function loadMultiaddr(): Promise<MultiaddrModule> {
+  multiaddrModule ??= loadPeerDependency("@multiformats/multiaddr", () => import("@multiformats/multiaddr"));
+  // A failed load is tried again on the next call (the package may have been installed since).
+  multiaddrModule.catch(() => {
+    multiaddrModule = undefined;
+  });
+  return multiaddrModule;
+}
 
 /** The libp2p protocol id pointsub connections run on (docs/PROTOCOL.md §1.3). */
 export const PROTOCOL_ID = "/pointsub/1";
@@ -153,7 +172,7 @@ const PEER_ID_HASHES = new Set([0x00, 0x12]);
  * only when dialing, as a failed dial (ERR_CONNECT, retried for ever by
  * `connectResilient`).
  */
-function isPeerId(value: string): boolean {
+function isPeerId(value: string, multiaddr: MultiaddrModule["multiaddr"]): boolean {
   let b: Uint8Array;
   try {
     b = multiaddr(`/p2p/${value}`).bytes;
@@ -171,7 +190,7 @@ function isPeerId(value: string): boolean {
 }
 
 /** The multiaddr to dial for `address`. */
-function target(address: TransportAddress): Multiaddr {
+function target(address: TransportAddress, { isMultiaddr, multiaddr }: MultiaddrModule): Multiaddr {
   try {
     if (address instanceof URL) throw new Error("not a multiaddr");
     const ma =
@@ -181,7 +200,7 @@ function target(address: TransportAddress): Multiaddr {
           ? address.value
           : multiaddr(address.text);
     for (const c of ma.getComponents()) {
-      if (c.name === "p2p" && (c.value === undefined || !isPeerId(c.value)))
+      if (c.name === "p2p" && (c.value === undefined || !isPeerId(c.value, multiaddr)))
         throw new Error(`not a peer id: ${c.value}`);
     }
     return ma;
@@ -521,7 +540,7 @@ export function libp2pTransport(): TransportAdapter<Libp2pTransportOptions> {
     peerIds: true,
 
     async connect(address, options) {
-      const to = target(address);
+      const to = target(address, await loadMultiaddr());
       // Before the node is acquired: nothing may throw between acquire and the try below (the node would run on).
       const signal = dialSignal(options);
       const given = givenNode(options);
@@ -539,7 +558,8 @@ export function libp2pTransport(): TransportAdapter<Libp2pTransportOptions> {
     async listen(address, options, onTransport) {
       // Parsed as connect parses it: a malformed multiaddr is ERR_UNSUPPORTED_URL before any node is made
       // (before, a node was made to listen there, and its parse error was ERR_CONNECT).
-      const parsed = target(address);
+      const ma = await loadMultiaddr();
+      const parsed = target(address, ma);
       const maxInboundStreams = options.libp2pMaxInboundStreams ?? 32;
       // Before any node is created: libp2p takes anything here (0 or less refused every peer, NaN none).
       if (
@@ -553,7 +573,7 @@ export function libp2pTransport(): TransportAdapter<Libp2pTransportOptions> {
       }
       // In the form libp2p writes addresses: a peer id in base58 (as connect, listen takes its CID form,
       // bafz…, which was refused as not the node's peer id), no trailing "/".
-      const canonical = multiaddr(parsed.bytes).toString();
+      const canonical = ma.multiaddr(parsed.bytes).toString();
       const listenText =
         !(address instanceof URL) && address.kind === "peer-id" ? canonical.slice("/p2p/".length) : canonical;
       const given = givenNode(options);

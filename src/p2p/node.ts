@@ -50,15 +50,16 @@ export interface Libp2pNodeOptions {
  * Yamux, plus QUIC when `@chainsafe/libp2p-quic` is installed (a QUIC listen
  * address without it is ERR_INVALID_ARGUMENT). Needs the optional peer
  * dependencies `libp2p`, `@libp2p/tcp`, `@chainsafe/libp2p-noise` and
- * `@chainsafe/libp2p-yamux` (ERR_INVALID_ARGUMENT naming the missing one).
+ * `@chainsafe/libp2p-yamux` (ERR_INVALID_ARGUMENT naming the missing one and
+ * the `npm install` line for all of them).
  */
 export async function createLibp2pNode(options: Libp2pNodeOptions = {}): Promise<Libp2p> {
   const listen = [...(options.listen ?? [])];
   const [{ createLibp2p }, { tcp }, { noise }, { yamux }] = await Promise.all([
-    load("libp2p", () => import("libp2p")),
-    load("@libp2p/tcp", () => import("@libp2p/tcp")),
-    load("@chainsafe/libp2p-noise", () => import("@chainsafe/libp2p-noise")),
-    load("@chainsafe/libp2p-yamux", () => import("@chainsafe/libp2p-yamux")),
+    loadPeerDependency("libp2p", () => import("libp2p")),
+    loadPeerDependency("@libp2p/tcp", () => import("@libp2p/tcp")),
+    loadPeerDependency("@chainsafe/libp2p-noise", () => import("@chainsafe/libp2p-noise")),
+    loadPeerDependency("@chainsafe/libp2p-yamux", () => import("@chainsafe/libp2p-yamux")),
   ]);
   const streamWindow = options.streamWindow ?? 256 * 1024;
   if (!Number.isInteger(streamWindow) || streamWindow < 256 * 1024 || streamWindow > 2 ** 32 - 1) {
@@ -412,12 +413,22 @@ function freePlaintext(ab: ArrayBuffer): void {
   if (!ab.detached) ab.transfer(0);
 }
 
-async function load<T>(name: string, importer: () => Promise<T>): Promise<T> {
+/** The optional peer dependencies pointsub/libp2p cannot work without (README, "Peer-to-peer: libp2p"). */
+const PEER_DEPENDENCIES =
+  "libp2p @libp2p/tcp @chainsafe/libp2p-noise @chainsafe/libp2p-yamux @multiformats/multiaddr @libp2p/interface";
+
+/**
+ * `importer()`, the import of the optional peer dependency `name`; when it fails, ERR_INVALID_ARGUMENT
+ * naming it and the command installing all of them (one at a time, a user installed one per error).
+ */
+export async function loadPeerDependency<T>(name: string, importer: () => Promise<T>): Promise<T> {
   try {
     return await importer();
   } catch (cause) {
-    throw new PointSubError("ERR_INVALID_ARGUMENT", `pointsub/libp2p needs the package ${name}: npm install ${name}`, {
-      cause,
-    });
+    throw new PointSubError(
+      "ERR_INVALID_ARGUMENT",
+      `pointsub/libp2p needs the package ${name}: npm install ${PEER_DEPENDENCIES}`,
+      { cause },
+    );
   }
 }
