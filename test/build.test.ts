@@ -26,6 +26,8 @@ describe("published build", () => {
     const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
     assert.equal(pkg.type, "module");
     assert.equal(pkg.exports["."].types, "./dist/index.d.ts");
+    // Tools (bundlers, `require.resolve("pointsub/package.json")`) read the manifest through the exports map.
+    assert.equal(pkg.exports["./package.json"], "./package.json");
     assert.equal(pkg.sideEffects, false);
     const mod = (await import(join(out, "index.js"))) as typeof import("../src/index.ts");
     const server = mod.createServer();
@@ -89,7 +91,10 @@ describe("published build", () => {
     const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as {
       exports: Record<string, { default?: string; types?: string }>;
     };
-    const script = Object.values(pkg.exports)
+    // "./package.json" is the manifest itself (for tools), not a module.
+    const entries = Object.entries(pkg.exports).filter(([k]) => k !== "./package.json");
+    const script = entries
+      .map(([, e]) => e)
       .map((e) => (e.default as string).replace(/^\.\/dist\//, ""))
       .map((f) => `n += Object.keys(require(${JSON.stringify(join(out, f))})).length;`)
       .concat([`if (typeof require(${JSON.stringify(join(out, "index.js"))}).connect !== "function") n = -1;`])
@@ -103,7 +108,7 @@ describe("published build", () => {
     // TypeScript's older moduleResolution node10 (TS 5.x) sees no exports map: typesVersions names
     // each subpath's types, the same file as its export's.
     const tv = (pkg as unknown as { typesVersions: Record<string, Record<string, string[]>> }).typesVersions["*"];
-    const subpaths = Object.entries(pkg.exports).filter(([k]) => k !== ".");
+    const subpaths = entries.filter(([k]) => k !== ".");
     assert.deepEqual(Object.fromEntries(subpaths.map(([k, e]) => [k.slice(2), [e.types]])), tv);
   });
 

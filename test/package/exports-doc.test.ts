@@ -24,6 +24,7 @@ test("every runtime export of every entry point is named in README.md or docs/*.
   const missing: string[] = [];
   let checked = 0;
   for (const [entry, target] of Object.entries(pkg.exports)) {
+    if (entry === "./package.json") continue; // the manifest, not a module
     const source = join(root, target.default.replace(/^\.\/dist\//, "src/").replace(/\.js$/, ".ts"));
     const mod = (await import(pathToFileURL(source).href)) as Record<string, unknown>;
     for (const name of Object.keys(mod)) {

@@ -71,6 +71,24 @@ describe("the packed package, installed in a project without its optional peer d
     }
   });
 
+  it("pointsub/package.json resolves, from require.resolve (CommonJS) and import (ESM): tools read the version there", async () => {
+    // Before: ERR_PACKAGE_PATH_NOT_EXPORTED, the exports map named no ./package.json.
+    const cjs = await inProject(
+      app,
+      `const file = require.resolve("pointsub/package.json");
+console.log(JSON.stringify({ file, version: require("pointsub/package.json").version }));`,
+      true,
+    );
+    const want = (JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { version: string }).version;
+    assert.deepEqual(JSON.parse(cjs), { file: join(app, "node_modules/pointsub/package.json"), version: want });
+    const esm = await inProject(
+      app,
+      `const pkg = await import("pointsub/package.json", { with: { type: "json" } });
+console.log(pkg.default.name + "@" + pkg.default.version);`,
+    );
+    assert.equal(esm.trim(), `pointsub@${want}`);
+  });
+
   it('import "pointsub/libp2p" without libp2p installed loads; connect rejects with ERR_INVALID_ARGUMENT naming the packages', async () => {
     const out = await inProject(
       app,

@@ -213,7 +213,8 @@ function entryNames(pkg: string): Set<string> {
     { types: string }
   >;
   const names = new Set<string>();
-  for (const { types } of Object.values(exports)) {
+  for (const [path, { types }] of Object.entries(exports)) {
+    if (path === "./package.json") continue; // the manifest, not a module
     const text = readFileSync(join(pkg, types), "utf8").replace(/\/\*[\s\S]*?\*\/|\/\/[^\n]*/g, "");
     for (const [, list] of text.matchAll(/export (?:type )?\{([^}]*)\}/g)) {
       for (const spec of list.split(",")) {
@@ -241,7 +242,7 @@ function exportedBy(pkg: string): Map<string, string> {
   >;
   const owners = new Map<string, string>();
   for (const [path, entry] of Object.entries(exports)) {
-    if (path === "./browser") continue;
+    if (path === "./browser" || path === "./package.json") continue;
     const types = entry.node?.types ?? (entry.types as string);
     const spec = path === "." ? "pointsub" : `pointsub/${path.slice(2)}`;
     const text = readFileSync(join(pkg, types), "utf8").replace(/\/\*[\s\S]*?\*\/|\/\/[^\n]*/g, "");
