@@ -642,8 +642,27 @@ function identity(o: object): string {
 
 const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
 
-/** The store key of a call: scope, route and key bytes, unambiguous (lengths first). */
+/**
+ * The key an {@link IdempotencyStore} keeps a call under, as the
+ * {@link idempotency} middleware builds it: `scope` (the caller's principal,
+ * `""` when unauthenticated), `route` and the idempotency key's bytes (hex),
+ * unambiguous (lengths first): `"<scope length>:<scope><route length>:<route><hex>"`.
+ *
+ * @param scope - whose key it is: the middleware's scope, the session's principal as a string.
+ * @param route - the route called.
+ * @param key - the idempotency key as the handler sees it, `ctx.idempotencyKey`: bytes (a `Uint8Array`),
+ *   not a string: the key a client gives as a string travels UTF-8 encoded, so pass
+ *   `new TextEncoder().encode(text)`.
+ * @throws PointSubError ERR_INVALID_ARGUMENT when `key` is not a `Uint8Array` or `scope` or `route` not a
+ *   string (a string key made every key of its length one store key).
+ */
 export function idempotencyStoreKey(scope: string, route: string, key: Uint8Array): string {
+  if (!(key instanceof Uint8Array) || typeof scope !== "string" || typeof route !== "string") {
+    throw new PointSubError(
+      "ERR_INVALID_ARGUMENT",
+      `idempotencyStoreKey(scope: string, route: string, key: Uint8Array) got (${typeof scope}, ${typeof route}, ${key instanceof Uint8Array ? "Uint8Array" : typeof key}): encode a text key with new TextEncoder().encode(key)`,
+    );
+  }
   let hex = "";
   for (let i = 0; i < key.length; i++) hex += HEX[key[i]];
   return `${scope.length}:${scope}${route.length}:${route}${hex}`;
