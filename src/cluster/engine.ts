@@ -5,6 +5,23 @@
  * it natively; nothing here is pointsub's own message bus.
  */
 
+import { PointSubError } from "../errors/error.ts";
+
+/**
+ * `importer()`, the import of an engine's client library `name` (an optional peer dependency); when it
+ * fails, ERR_INVALID_ARGUMENT naming it for `what` (`redisCluster`): not retryable, as the ERR_CONNECT
+ * "cannot join the cluster" it was, since no retry installs a package.
+ */
+export async function loadClientLibrary<T>(what: string, name: string, importer: () => Promise<T>): Promise<T> {
+  try {
+    return await importer();
+  } catch (cause) {
+    throw new PointSubError("ERR_INVALID_ARGUMENT", `${what} needs the package ${name}: npm install ${name}`, {
+      cause,
+    });
+  }
+}
+
 /** A stored value and the revision that a compare-and-set must name. */
 export interface KvEntry {
   readonly value: string;
@@ -40,7 +57,8 @@ export interface ClusterEngine {
   /**
    * Optional: loads the engine's client library. Called before the connect
    * timeout starts, which counts reaching the engine, not module loading
-   * (seconds on a loaded machine).
+   * (seconds on a loaded machine). Rejects with ERR_INVALID_ARGUMENT when the
+   * library is not installed ({@link loadClientLibrary}): the join fails with it.
    */
   load?(): Promise<void>;
   /** Connects (rejects when the engine cannot be reached). */

@@ -823,6 +823,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       if (this.stopped) throw new PointSubError("ERR_CONNECTION_CLOSED", "the server closed while it joined");
     } catch (err) {
       await this.engine.close().catch(() => {});
+      // A client library that is not installed (the engine's load) is no failure to reach the engine: as it
+      // is, not the retryable ERR_CONNECT (before, "cannot join the cluster on redis: Cannot find package").
+      if (err instanceof PointSubError && err.code === "ERR_INVALID_ARGUMENT") throw err;
       throw new PointSubError(
         "ERR_CONNECT",
         `cannot join the cluster on ${this.engine.name}: ${err instanceof Error ? err.message : String(err)}`,

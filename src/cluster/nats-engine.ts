@@ -11,7 +11,7 @@ import { createHash } from "node:crypto";
 import type { JetStreamManager, KV, NatsConnection } from "nats";
 import { PointSubError } from "../errors/error.ts";
 import { MAX_TIMER_MS } from "../util/timer-limit.ts";
-import type { ClusterEngine, KvEntry } from "./engine.ts";
+import { type ClusterEngine, type KvEntry, loadClientLibrary } from "./engine.ts";
 
 /** Options of the NATS engine. */
 export interface NatsEngineOptions {
@@ -114,7 +114,7 @@ class NatsEngine implements ClusterEngine {
   }
 
   async load(): Promise<void> {
-    this.lib ??= await import("nats");
+    this.lib ??= await loadClientLibrary("natsCluster", "nats", () => import("nats"));
   }
 
   async connect(): Promise<void> {

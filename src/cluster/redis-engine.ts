@@ -14,7 +14,7 @@
  */
 import { PointSubError } from "../errors/error.ts";
 import { MAX_TIMER_MS } from "../util/timer-limit.ts";
-import type { ClusterEngine, KvEntry } from "./engine.ts";
+import { type ClusterEngine, type KvEntry, loadClientLibrary } from "./engine.ts";
 
 /** The part of node-redis's client this engine uses. */
 interface RedisClient {
@@ -92,7 +92,7 @@ class RedisEngine implements ClusterEngine {
 
   async load(): Promise<void> {
     if (this.lib !== undefined) return;
-    const lib = await import("redis");
+    const lib = await loadClientLibrary("redisCluster", "redis", () => import("redis"));
     // The first client a process creates with these options builds its command methods (~1 s
     // on a loaded machine; node-redis caches them per options): one that never connects does it
     // here, outside the connect timeout.

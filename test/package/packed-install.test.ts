@@ -110,4 +110,35 @@ try {
       assert.ok(result.message.split(" ").includes(dep), `${dep} not named: ${result.message}`);
     }
   });
+
+  it("a cluster without its engine's client library installed: listen rejects with ERR_INVALID_ARGUMENT naming it", async () => {
+    const out = await inProject(
+      app,
+      `const { createServer } = await import("pointsub");
+const { natsCluster, redisCluster } = await import("pointsub/cluster");
+// Nothing listens at port 1: the client library is missing before any connection is tried.
+for (const cluster of [redisCluster({ url: "redis://127.0.0.1:1" }), natsCluster({ servers: "127.0.0.1:1" })]) {
+  const server = createServer({ cluster });
+  try {
+    await server.listen("tcp://127.0.0.1:0");
+    console.log(JSON.stringify({ listening: true }));
+  } catch (err) {
+    console.log(JSON.stringify({ code: err.code, message: err.message }));
+  } finally {
+    await server.close();
+  }
+}`,
+    );
+    // Before: ERR_CONNECT (retryable), "cannot join the cluster on redis: Cannot find package 'redis' imported from …".
+    assert.deepEqual(
+      out
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l)),
+      [
+        { code: "ERR_INVALID_ARGUMENT", message: "redisCluster needs the package redis: npm install redis" },
+        { code: "ERR_INVALID_ARGUMENT", message: "natsCluster needs the package nats: npm install nats" },
+      ],
+    );
+  });
 });
