@@ -5,14 +5,14 @@
  * anything listens.
  */
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { after, before, describe, it } from "node:test";
 import { connect } from "../../src/index.ts";
 import { parseExposition, sampleKey } from "../helpers/prometheus-text.ts";
+import { startServeProcess } from "../helpers/serve-process.ts";
 
 const MAIN = join(import.meta.dirname, "../../src/cli/main.ts");
 const env: NodeJS.ProcessEnv = { ...process.env };
@@ -31,32 +31,14 @@ describe("pointsub serve --metrics", () => {
   });
 
   it("serves /metrics with the sessions' counts while it runs, and stops with the server", async () => {
-    const child = spawn(
-      process.execPath,
-      [
-        MAIN,
-        "serve",
-        "--listen",
-        "tcp://127.0.0.1:0",
-        "--dir",
-        join(work, "inbox"),
-        "--metrics",
-        "127.0.0.1:0",
-        "--json",
-      ],
-      { stdio: ["ignore", "pipe", "inherit"], env },
-    );
-    const exited = new Promise((r) => child.once("exit", r));
     const events: Record<string, unknown>[] = [];
-    const lines = createInterface({ input: child.stdout });
-    const url = await new Promise<string>((resolve, reject) => {
-      child.once("exit", (code) => reject(new Error(`serve exited with ${code}`)));
-      lines.on("line", (line) => {
-        const ev = JSON.parse(line) as Record<string, unknown>;
-        events.push(ev);
-        if (ev.event === "listening") resolve(ev.url as string);
-      });
+    // One process per core, serve's default (no --workers), as a user runs it.
+    const serve = await startServeProcess(["--dir", join(work, "inbox"), "--metrics", "127.0.0.1:0"], {
+      env,
+      events,
+      workers: "default",
     });
+    const url = serve.url;
     const metricsUrl = events.find((e) => e.event === "metrics")?.url as string;
     assert.match(metricsUrl, /^http:\/\/127\.0\.0\.1:\d+\/metrics$/);
     try {
@@ -82,8 +64,7 @@ describe("pointsub serve --metrics", () => {
       assert.ok(e.types.has("process_cpu_user_seconds_total"));
       assert.equal((await fetch(metricsUrl.replace(/\/metrics$/, "/other"))).status, 404);
     } finally {
-      child.kill("SIGTERM");
-      await exited;
+      await serve.stop();
     }
     assert.ok(events.some((e) => e.event === "closed"));
     await assert.rejects(fetch(metricsUrl), "the metrics endpoint closed with the server");
