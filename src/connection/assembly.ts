@@ -411,7 +411,7 @@ export class Assemblies {
   }
 
   /** See {@link Inbound.checkProgress}. */
-  checkProgress(now: number, timeoutMs: number, floor: number, minBytesPerSecond: number): void {
+  checkProgress(now: number, timeoutMs: number, floor: number, minBytesPerSecond: number, confirmed: boolean): boolean {
     const perWindow = (minBytesPerSecond * timeoutMs) / 1000;
     for (const a of this.map.values()) {
       const id = a.id;
@@ -437,9 +437,11 @@ export class Assemblies {
         }
         why = `received ${got} bytes in ${Math.round(span)} ms (minProgressBytesPerSecond ${minBytesPerSecond})`;
       }
+      if (!confirmed) return true;
       this.drop(id);
       this.refuse(a.type, id, PointSubError.fromPeer("ERR_TIMEOUT", `message ${id} ${why}; cancelled`));
     }
+    return false;
   }
 
   /** The connection closed: drop every unfinished message. */

@@ -584,16 +584,16 @@ export class Housekeeper implements Tickable {
         host.timedOut("ERR_TIMEOUT", `${host.remoteUrl}: ${stalled}`);
         return;
       }
-      // Streams first: one due (an upload's wait for credit, the peer's stream's wait for frames) waits for
-      // this turn's I/O, as the timeouts above.
+      // One due (an upload's wait for credit, the peer's stream's wait for frames, its unfinished message)
+      // waits for this turn's I/O, as the timeouts above.
       if (
         f.outStreamsIfAny?.checkProgress(now, pt, floor, confirmed) === true ||
-        f.inStreamsIfAny?.checkProgress(now, pt, floor, confirmed) === true
+        f.inStreamsIfAny?.checkProgress(now, pt, floor, confirmed) === true ||
+        f.inbound.checkProgress(now, pt, floor, times.minProgressBytesPerSecond, confirmed)
       ) {
         this.confirmLater();
         return;
       }
-      f.inbound.checkProgress(now, pt, floor, times.minProgressBytesPerSecond);
       if (host.state === "closed") return;
     }
     const idleMs = times.idleTimeoutMs;

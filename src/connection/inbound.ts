@@ -315,10 +315,12 @@ export class Inbound implements ReceiveWindow {
    * `timeoutMs`, fewer bytes than `minBytesPerSecond` asks for (or than
    * what the message still lacked, when less) — one byte a frame now and
    * then does not keep a large message's memory charged. Progress counts
-   * from `floor` at the earliest (reading was paused before it).
+   * from `floor` at the earliest (reading was paused before it). Not
+   * `confirmed` (a tick): true, cancelling none, once one is due, for a
+   * check after this turn's I/O (as the streams' checks).
    */
-  checkProgress(now: number, timeoutMs: number, floor: number, minBytesPerSecond = 0): void {
-    this.chunked?.checkProgress(now, timeoutMs, floor, minBytesPerSecond);
+  checkProgress(now: number, timeoutMs: number, floor: number, minBytesPerSecond: number, confirmed: boolean): boolean {
+    return this.chunked?.checkProgress(now, timeoutMs, floor, minBytesPerSecond, confirmed) === true;
   }
 
   /** The connection closed: drop every unfinished message. */

@@ -534,13 +534,16 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
   }
 
   /** An unfinished message must keep moving (a peer trickling nothing holds no connection forever). */
-  private armProgress(wait: number): void {
+  private armProgress(wait: number, confirmed = false): void {
     this.progressTimer = setTimeout(() => {
       this.progressTimer = undefined;
       if (this.state_ === "closed" || this.decoder.idle) return;
       const limit = this.options.progressTimeoutMs;
       const quiet = performance.now() - this.lastInput;
-      if (quiet >= limit) {
+      // Due: looked at again after this turn's I/O (a new timer runs after the poll phase), since after a
+      // stall of this process (a long GC, a busy loop) timers run before the input that arrived meanwhile.
+      if (quiet >= limit && !confirmed) this.armProgress(0, true);
+      else if (quiet >= limit) {
         this.fail(
           PointSubError.fromPeer(
             "ERR_TIMEOUT",
