@@ -249,7 +249,7 @@ export class Caller {
     );
   }
 
-  private sweepDeadlines(): void {
+  private sweepDeadlines(confirmed?: boolean): void {
     this.deadlineTimer = undefined;
     this.deadlineAt = undefined;
     const now = performance.now();
@@ -264,6 +264,13 @@ export class Caller {
     };
     for (const call of this.pending.values()) visit(call);
     this.waiting?.forEach(visit);
+    if (expired.length !== 0 && !confirmed) {
+      // Due: looked at again after this turn's I/O (a new timer runs after the poll phase): after a stall
+      // of this process (a long GC, a busy loop) timers run before the answers that came meanwhile are read.
+      this.deadlineAt = now;
+      this.deadlineTimer = setTimeout(() => this.sweepDeadlines(true), 0);
+      return;
+    }
     for (const call of expired) {
       this.abandon(
         call,
