@@ -10,8 +10,8 @@
  */
 import { EventEmitter } from "eventemitter3";
 import type { Payload } from "../connection/types.ts";
-import { codeInfo } from "../errors/codes.ts";
-import { PointSubError, toPointSubError } from "../errors/error.ts";
+import { thrownError } from "../errors/describe.ts";
+import { PointSubError } from "../errors/error.ts";
 import { handledRejection } from "../util/handled-rejection.ts";
 import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 import { type BackoffStep, fullJitterBackoff } from "./backoff.ts";
@@ -524,9 +524,11 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
         conn = await this.open(ac.signal);
       } catch (err) {
         if ((this.state_ as ResilientState) === "closed") return; // close() ended the attempt
-        const e = toPointSubError(err, "ERR_CONNECT");
+        const e = thrownError(err, "ERR_CONNECT");
         this.tell("attemptFailed", attempt, e);
-        if (!codeInfo(e.code).retryable) {
+        // Its own `retryable`: a code of the application's own (a custom transport's error) has no entry in the
+        // table, and looking it up threw here, an unhandled rejection (the process ended, the client stuck connecting).
+        if (!e.retryable) {
           // Bad options, a refused certificate or credentials: trying again cannot help.
           this.shutdown(e);
           return;

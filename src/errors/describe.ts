@@ -1,4 +1,4 @@
-import { codeInfo, type ErrorCodeInfo } from "./codes.ts";
+import { codeInfo, type ErrorCode, type ErrorCodeInfo } from "./codes.ts";
 import { PointSubError } from "./error.ts";
 
 /**
@@ -59,4 +59,17 @@ export function describeResult(value: unknown): string {
   } catch {
     return `a ${typeof value} that cannot be shown as text`;
   }
+}
+
+/**
+ * `toPointSubError(value, code)` that never throws, for where a throw would leave something unsettled (a
+ * reconnection's loop, a transfer's end): a value `String` cannot convert, a throwing `message` getter or a
+ * revoked Proxy — a custom transport's or a hook's — threw there. (Not toPointSubError itself: that one is
+ * in a browser page's first load.)
+ */
+export function thrownError(value: unknown, code: ErrorCode): PointSubError {
+  try {
+    if (value instanceof PointSubError) return value;
+  } catch {}
+  return new PointSubError(code, describeThrown(value), { cause: value });
 }
