@@ -11,7 +11,6 @@ import { idempotencyKeyBytes } from "../connection/caller.ts";
 import type { Connection } from "../connection/connection.ts";
 import type { Handler, Message, Payload, RequestOptions } from "../connection/types.ts";
 import { UNSENT } from "../connection/unsent.ts";
-import { codeInfo } from "../errors/codes.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { badOptions } from "../errors/options.ts";
 import { checkSignal } from "../errors/signal.ts";
@@ -108,11 +107,16 @@ const NO_DEDUP =
   "the server does not deduplicate keyed requests, so a repeat could run its handler twice; give it createServer({ idempotency: true }) or use(idempotency())";
 /** Retryable error `e` of a keyed request not sent again, because a repeat could run its handler twice: says why. */
 function notRetried(e: PointSubError): PointSubError {
-  const err = new PointSubError(e.code, `${e.message} (not retried: ${NO_DEDUP})`, {
-    cause: e,
-    phase: e.phase,
-    retryAfterMs: e.retryAfterMs,
-  });
+  let err = e;
+  // One given a code of the application's own (which the constructor refuses: it threw ERR_INVALID_ARGUMENT
+  // at the caller) goes as it is.
+  try {
+    err = new PointSubError(e.code, `${e.message} (not retried: ${NO_DEDUP})`, {
+      cause: e,
+      phase: e.phase,
+      retryAfterMs: e.retryAfterMs,
+    });
+  } catch {}
   NOT_RETRIED.add(err);
   return err;
 }
@@ -126,9 +130,13 @@ const LOST: ReadonlySet<string> = new Set(["ERR_CONNECTION_CLOSED", "ERR_GOING_A
  * request pending at such a drop failed with it, and the reconnected client never sent it again.
  */
 const DROPS = new WeakSet<object>();
-/** Whether `e` says the attempt was lost with its connection (so a keyed request may go again). */
+/**
+ * Whether `e` says the attempt was lost with its connection (so a keyed request may go again). Its own
+ * `retryable`: a close error given a code of the application's own (`terminate`) has none in the codes'
+ * table, and looking it up threw a TypeError, which the request rejected with.
+ */
 function lost(e: PointSubError): boolean {
-  return LOST.has(e.code) || (DROPS.has(e) && codeInfo(e.code).retryable);
+  return LOST.has(e.code) || (DROPS.has(e) && e.retryable);
 }
 /** Errors that are a request's last word (a repeat's, its retries done): not retried again. */
 const FINAL = new WeakSet<object>();
@@ -159,7 +167,7 @@ function answered(request: object): void {
 function serverAnswer(e: unknown): boolean {
   if (!(e instanceof PointSubError) || DROPS.has(e)) return false;
   const c = e.code;
-  return c !== "ERR_CANCELLED" && c !== "ERR_NO_ROUTE" && c !== "ERR_UNAUTHORIZED" && !codeInfo(c).retryable;
+  return c !== "ERR_CANCELLED" && c !== "ERR_NO_ROUTE" && c !== "ERR_UNAUTHORIZED" && !e.retryable;
 }
 const utf8 = new TextEncoder();
 /** How a send is held: its refusal is no unhandled rejection. */
