@@ -19,14 +19,17 @@ export function describeThrown(value: unknown): string {
 
 /**
  * `value` when it is a PointSubError that can be sent as an error answer as it is: one of pointsub's
- * codes and text for a message; else undefined (the caller answers ERR_HANDLER). Never throws: a handler may throw a PointSubError whose `code` it changed to
- * its own, or a Proxy whose traps throw (a revoked one) — before, encoding such an error's answer
- * threw in the dispatcher: synchronously it closed the session as the peer's ERR_PROTOCOL, from a
+ * codes and text for a message; else undefined (the caller answers ERR_HANDLER). Never throws: a handler may
+ * throw a PointSubError whose `code` it changed to its own, a Proxy whose traps throw (a revoked one), or one
+ * whose `retryAfterMs` getter throws — before, encoding such an error's answer threw in the dispatcher: synchronously it closed the session as the peer's ERR_PROTOCOL, from a
  * promise it was an unhandled rejection that ended the server's process, the caller left waiting.
  */
 export function answerableError(value: unknown): PointSubError | undefined {
   try {
     if (!(value instanceof PointSubError)) return undefined;
+    // Read here too, where a throw makes it ERR_HANDLER: its answer sends it (a getter that threw there closed
+    // the session as the peer's ERR_PROTOCOL, or from a promise ended the server's process).
+    void value.retryAfterMs;
     return (codeInfo(value.code) as ErrorCodeInfo | undefined) !== undefined && typeof value.message === "string"
       ? value
       : undefined;

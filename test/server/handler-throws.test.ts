@@ -129,6 +129,42 @@ describe("a handler that throws a value String cannot convert", () => {
   });
 });
 
+describe("a stream handler rejecting with a PointSubError whose retryAfterMs getter throws", () => {
+  it("the transfer fails with ERR_HANDLER, no unhandled rejection, the session goes on", async () => {
+    // Before: the getter threw while its answer was encoded, from the handler's promise: an unhandled
+    // rejection (the server's process ends), the stream unanswered.
+    const unhandled: unknown[] = [];
+    const onUnhandled = (e: unknown) => unhandled.push(e);
+    process.on("unhandledRejection", onUnhandled);
+    const server = createServer();
+    server.handleStream("/bad-stream/1", async (stream) => {
+      for await (const _ of stream);
+      throw Object.defineProperty(new PointSubError("ERR_QUOTA", "full"), "retryAfterMs", {
+        get() {
+          throw new Error("no hint");
+        },
+      });
+    });
+    server.handle("/ok/1", () => "fine");
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const client = await connect(url);
+    try {
+      await assert.rejects(client.sendStream("/bad-stream/1", [new Uint8Array(10)]).done, (e: unknown) => {
+        assert.ok(isPointSubError(e), String(e));
+        assert.equal(e.code, "ERR_HANDLER", e.message);
+        return true;
+      });
+      assert.equal(new TextDecoder().decode(await client.request("/ok/1")), "fine");
+      await sleep(10);
+      assert.deepEqual(unhandled.map(String), []);
+    } finally {
+      process.off("unhandledRejection", onUnhandled);
+      await client.close();
+      await server.close({ timeoutMs: 1000 });
+    }
+  });
+});
+
 describe("a server event listener that throws (the application's bug)", () => {
   it("session, sessionClose and reject: the error surfaces uncaught, the session is served, close() resolves", async () => {
     // Before: a throwing `session` listener closed the session as the client's ERR_PROTOCOL, and a
@@ -222,6 +258,13 @@ describe("a handler that fails with a value the dispatcher cannot answer as it i
     (e as { code: string }).code = "MY_APP_CODE";
     return e;
   };
+  /** A PointSubError whose `retryAfterMs` is a getter that throws (read when its answer is encoded). */
+  const throwingRetryAfter = (): PointSubError =>
+    Object.defineProperty(new PointSubError("ERR_QUOTA", "full"), "retryAfterMs", {
+      get() {
+        throw new Error("no hint");
+      },
+    });
   const cases: [string, Handler][] = [
     [
       "throwing a PointSubError with a code not pointsub's",
@@ -241,6 +284,18 @@ describe("a handler that fails with a value the dispatcher cannot answer as it i
         const e = new PointSubError("ERR_OVERLOADED", "busy");
         (e as { retryAfterMs: unknown }).retryAfterMs = 5n;
         throw e;
+      },
+    ],
+    [
+      "throwing a PointSubError whose retryAfterMs getter throws",
+      () => {
+        throw throwingRetryAfter();
+      },
+    ],
+    [
+      "rejecting with a PointSubError whose retryAfterMs getter throws",
+      async () => {
+        throw throwingRetryAfter();
       },
     ],
     [
