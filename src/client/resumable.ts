@@ -1,4 +1,5 @@
 import type { Connection } from "../connection/connection.ts";
+import { thrownError } from "../errors/describe.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { checkOptions } from "../errors/options.ts";
 import { checkSignal } from "../errors/signal.ts";
@@ -527,7 +528,9 @@ export function sendResumableWith(
     }
   };
   const done = run().catch((err: unknown) => {
-    const e = toPointSubError(err, "ERR_SOURCE");
+    // Never throws: a hook's (onRetry's) Object.create(null) threw here, the transfer rejected with a raw
+    // TypeError and its progress stayed "paused" for ever.
+    const e = thrownError(err, "ERR_SOURCE");
     progress.setStatus(e.code === "ERR_CANCELLED" ? "cancelled" : "failed", e);
     throw e;
   });
