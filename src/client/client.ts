@@ -9,6 +9,7 @@ import type { Connection } from "../connection/connection.ts";
 import { checkConnectionOptions } from "../connection/options.ts";
 import type { Payload, RequestOptions } from "../connection/types.ts";
 import { UNSENT } from "../connection/unsent.ts";
+import { thrownError } from "../errors/describe.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { badOptions } from "../errors/options.ts";
 import { checkSignal } from "../errors/signal.ts";
@@ -388,7 +389,7 @@ export class Client {
       return Promise.reject(err);
     }
     const acquired = this.pool.acquire(node).catch((err: unknown) => {
-      const e = toPointSubError(err, "ERR_CONNECT");
+      const e = thrownError(err, "ERR_CONNECT");
       this.notConnected(node, e);
       throw e;
     });
@@ -632,7 +633,7 @@ export class Client {
       } catch (err) {
         if (this.closed) throw closedError();
         const errors = (err instanceof AggregateError ? err.errors : [err]).map((x: unknown) =>
-          toPointSubError(x, "ERR_CONNECT"),
+          thrownError(x, "ERR_CONNECT"),
         );
         // An error of the call itself (the handler's, a bad route) is the answer, whichever of a batch gave it.
         const own = errors.find(
@@ -737,7 +738,8 @@ export class Client {
           this.measuring.delete(n);
           // What a call's connect counts, no more: a refused credential or version is the caller's (before,
           // the measure counted it, the calls did not: the node's breaker opened, later calls sent elsewhere).
-          this.notConnected(n, toPointSubError(err, "ERR_CONNECT"));
+          // Never throws: a custom transport's Object.create(null) threw here, an unhandled rejection.
+          this.notConnected(n, thrownError(err, "ERR_CONNECT"));
         },
       );
     }

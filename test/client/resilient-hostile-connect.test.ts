@@ -10,32 +10,8 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import {
-  connectResilient,
-  createNodeRuntime,
-  createServer,
-  isPointSubError,
-  PointSubError,
-  type TransportAdapter,
-} from "../../src/index.ts";
-
-/** A runtime with `flaky://`, which fails its first `failures` connects with `bad()`, then connects over tcp. */
-function flakyRuntime(failures: number, bad: () => unknown) {
-  const runtime = createNodeRuntime();
-  const tcp = runtime.transports.resolve("tcp://127.0.0.1:1").adapter;
-  let attempts = 0;
-  const flaky: TransportAdapter = {
-    schemes: ["flaky"],
-    connect: (address, options) => {
-      if (++attempts <= failures) return Promise.reject(bad());
-      const url = new URL(String((address as { url?: URL }).url ?? address).replace(/^flaky:/, "tcp:"));
-      return tcp.connect(runtime.transports.resolve(url).address, options);
-    },
-    listen: () => Promise.reject(new PointSubError("ERR_INVALID_ARGUMENT", "no listening")),
-  };
-  runtime.transports.add(flaky);
-  return { runtime, attempts: () => attempts };
-}
+import { connectResilient, createServer, isPointSubError, PointSubError } from "../../src/index.ts";
+import { flakyRuntime } from "../helpers/flaky-transport.ts";
 
 /** A retryable PointSubError whose code the application changed to its own. */
 const ownCode = (base: "ERR_CONNECT" | "ERR_UNAUTHORIZED") =>
