@@ -8,6 +8,7 @@ import { Flag, FrameType } from "../codec/frame.ts";
 import { Feature } from "../codec/settings.ts";
 import { encodeMeta, encodeStreamHead } from "../codec/stream-prefix.ts";
 import { codeForErrno } from "../errors/codes.ts";
+import { answerableError, describeThrown, thrownCode } from "../errors/describe.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { checkSignal } from "../errors/signal.ts";
 import { checkFunction, checkRoute } from "../router/check.ts";
@@ -497,7 +498,10 @@ export class OutgoingStreams {
     try {
       await out.run(source);
     } catch (err) {
-      const e = toPointSubError(err, "ERR_SOURCE");
+      // Its code when a CANCEL can carry it; else ERR_SOURCE naming it. Before, a source that threw a PointSubError
+      // given a code of the application's own threw sending the CANCEL: an unhandled rejection, the stream unsettled.
+      const e =
+        answerableError(err) ?? new PointSubError("ERR_SOURCE", thrownCode(err) + describeThrown(err), { cause: err });
       if (!st.outEnded && !this.isClosed()) this.giveUp(st, e);
       if (!call.settled) this.caller.settle(call, undefined, e);
     }

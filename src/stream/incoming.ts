@@ -2,7 +2,8 @@ import { type Crc32c, JS_CRC32C_IMPL } from "../codec/crc32c.ts";
 import { crc32cCombine } from "../codec/crc32c-combine.ts";
 import { allocateUninitialized } from "../codec/decoder.ts";
 import type { StreamHead } from "../codec/stream-prefix.ts";
-import { PointSubError, protocolError, toPointSubError } from "../errors/error.ts";
+import { answerableError, describeThrown, thrownCode } from "../errors/describe.ts";
+import { PointSubError, protocolError } from "../errors/error.ts";
 import { Progress } from "../transfer/progress.ts";
 import { Queue } from "../util/queue.ts";
 
@@ -343,7 +344,12 @@ export class IncomingStream implements AsyncIterable<Uint8Array>, AsyncIterator<
             // dropped as abandoned (ERR_CANCELLED): the reader gets the stream's error, not that one (a file
             // sink removes its partial after ERR_CANCELLED, and a resume would start again from 0).
             if (this.error !== undefined) throw this.error;
-            const pe = toPointSubError(err, "ERR_PROTOCOL");
+            // The codec's error as it is when a CANCEL can carry its code; else ERR_PROTOCOL naming it. Before, one
+            // given a code of the application's own (a custom codec's) threw sending the CANCEL: the reader got a
+            // TypeError, and the sender, told nothing, waited for the stream's answer.
+            const pe =
+              answerableError(err) ??
+              new PointSubError("ERR_PROTOCOL", thrownCode(err) + describeThrown(err), { cause: err });
             this.fail(pe);
             this.port.cancel(pe);
             throw pe;
