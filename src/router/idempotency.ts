@@ -12,7 +12,7 @@
  * count, bytes and age.
  */
 import { crc32c, crc32cHex } from "../codec/crc32c.ts";
-import { codeInfo, type ErrorCode } from "../errors/codes.ts";
+import { codeInfo, type ErrorCode, type ErrorCodeInfo } from "../errors/codes.ts";
 import { answerableError, describeResult, describeThrown, thrownCode } from "../errors/describe.ts";
 import { PointSubError } from "../errors/error.ts";
 import type { CallContext, HandlerResult, Middleware } from "./types.ts";
@@ -818,6 +818,12 @@ export function idempotency(options: IdempotencyOptions = {}): Middleware {
    */
   const replay = (o: IdempotencyOutcome): Uint8Array => {
     if (o.ok) return o.data;
+    // A code this side does not know (a store of the application's, shared with a newer version): ERR_HANDLER
+    // naming it, as the cluster store reads one. Before, the constructor refused it: the duplicate's caller got
+    // ERR_INVALID_ARGUMENT ("invalid code …"), blamed for a request that was fine.
+    if ((codeInfo(o.code) as ErrorCodeInfo | undefined) === undefined) {
+      throw new PointSubError("ERR_HANDLER", `${o.code}: ${o.message}`);
+    }
     throw new PointSubError(o.code, o.message);
   };
 
