@@ -6,16 +6,23 @@
  * names (a file's real path, replaced by the name the peer asked for).
  */
 import { relative, sep } from "node:path";
+import { answerableError, thrownCode } from "../errors/describe.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 
 export function fsFailure(err: unknown, doing: string, hide?: { path: string; shown: string }): PointSubError {
-  const code = (err as { code?: unknown }).code;
+  // A hook's (onGet's) throw may be null or undefined: reading its code threw a TypeError, and onGetEnd was not told.
+  const code = (err as { code?: unknown } | null | undefined)?.code;
   if (code === "ENOSPC" || code === "EDQUOT") {
     return new PointSubError("ERR_QUOTA", "the receiver's disk is full", { cause: err });
   }
   if (err instanceof PointSubError) {
     if (hide === undefined || !err.message.includes(hide.path)) return err;
-    return new PointSubError(err.code, err.message.split(hide.path).join(hide.shown), { cause: err });
+    const message = err.message.split(hide.path).join(hide.shown);
+    // One given a code of the application's own, which the constructor refuses (the asker got ERR_INVALID_ARGUMENT
+    // "invalid code …"): ERR_HANDLER naming it, as a handler's is answered.
+    if (answerableError(err) === undefined)
+      return new PointSubError("ERR_HANDLER", thrownCode(err) + message, { cause: err });
+    return new PointSubError(err.code, message, { cause: err });
   }
   if (typeof code === "string" && /^E[A-Z0-9]+$/.test(code)) {
     return new PointSubError("ERR_HANDLER", `${doing} (${code})`, { cause: err });
