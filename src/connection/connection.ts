@@ -1064,7 +1064,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     if (this.link.myParity) this.dispatcher.holdEarly?.();
     this.stats_.diag.opened();
     this.shared.onOpen?.(this);
-    this.emit("open");
+    this.tell("open");
     if (life !== undefined) {
       life.readyD?.resolve();
       // A shared settled promise from now on: an open connection keeps none of its own.
@@ -1091,7 +1091,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     this.peerGoAway = true;
     if (this.state_ === "open") {
       this.lifecycle.closeReason = reason === "" ? "peer closing" : `peer: ${reason}`;
-      this.emit("goaway", reason);
+      this.tell("goaway", reason);
       void this.close();
     } else if (this.state_ === "closing") {
       // Our close may have waited only for this: it ends now, not at the drain's next poll.
@@ -1207,7 +1207,18 @@ export class Connection extends Emitter<ConnectionEvents> {
     // Settled first: a throwing `close` listener (the application's bug) left `closed` pending, and a
     // graceful close (its server's too) waiting on it for ever. Its awaiters still run after the listeners.
     life.closedD?.resolve();
-    this.emit("close", error);
+    this.tell("close", error);
+  }
+
+  /** Emits `event`: a throwing listener (the application's bug, not the peer's) is surfaced in a microtask. */
+  private tell<K extends keyof ConnectionEvents>(event: K, ...args: ConnectionEvents[K]): void {
+    try {
+      this.emit(event, ...args);
+    } catch (err) {
+      queueMicrotask(() => {
+        throw err;
+      });
+    }
   }
 }
 
