@@ -31,6 +31,14 @@ export interface OpeningHost {
 const SWEEP_MS = 4;
 /** Most time (ms) a connection given up with a GOAWAY has to take it before it is destroyed. */
 const LINGER_MS = 1000;
+/**
+ * Time (ms) after its accept a connection's opening may still complete once its server closes. A
+ * pointsub client sends its preface and HELLO as soon as it is connected (over ws:// once its upgrade
+ * is answered: a round trip): one whose opening is incomplete by then is no client in the middle of
+ * its handshake (a health check's TCP probe, a port scan, a slowloris), and a graceful close does not
+ * wait its whole timeout for it (5 s by default; with a longer one, up to handshakeTimeoutMs).
+ */
+export const CLOSING_GRACE_MS = 1000;
 
 /**
  * One accepted connection before its opening arrived. It is its
@@ -202,12 +210,16 @@ export class Openings {
   }
 
   /**
-   * Gives up every connection still waiting for its opening (a server's
-   * close ran out of time): a GOAWAY with `error` to those that said
+   * Gives up every connection still waiting for its opening that was
+   * accepted at or before `before` (`performance.now()`; default: all) —
+   * its server is closing: a GOAWAY with `error` to those that said
    * something, the others closed at once.
    */
-  giveUpAll(error: PointSubError): void {
-    for (const p of [...this.pending]) this.giveUp(p, error);
+  giveUpAll(error: PointSubError, before = Number.POSITIVE_INFINITY): void {
+    for (const p of [...this.pending]) {
+      if (p.acceptedAt > before) break; // in accept order
+      this.giveUp(p, error);
+    }
   }
 
   private giveUp(p: PreHandshake, error: PointSubError): void {

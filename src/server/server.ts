@@ -51,7 +51,7 @@ import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 import { type AdaptiveLimitOptions, Admission, type AdmissionOptions } from "./admission.ts";
 import { type BroadcastOptions, type BroadcastResult, broadcastTo } from "./broadcast.ts";
 import { type ServerEvent, type ServerEventOptions, ServerEventStream, Subscribers } from "./events.ts";
-import { type OpeningHost, Openings, type PreHandshake } from "./pre-handshake.ts";
+import { CLOSING_GRACE_MS, type OpeningHost, Openings, type PreHandshake } from "./pre-handshake.ts";
 
 /**
  * Portable options of {@link createServer}: every session's connection
@@ -845,6 +845,15 @@ export class Server extends EventEmitter<ServerEvents> {
     // that just connected sees a clean GOAWAY), but no later than the timeout: a stalled
     // handshake must not hold the shutdown for handshakeTimeoutMs.
     const refused = new PointSubError("ERR_GOING_AWAY", "server closing");
+    // Those whose opening has not arrived CLOSING_GRACE_MS after their accept are no client in its
+    // handshake: given up now, the others by then (a GOAWAY to those that said something, the others
+    // closed). Before, a socket that said nothing (a health check's probe) held every graceful close
+    // for its whole timeout, 5 s by default, or up to handshakeTimeoutMs with a longer one.
+    this.openings.giveUpAll(refused, performance.now() - CLOSING_GRACE_MS);
+    const early =
+      this.openings.size === 0
+        ? undefined
+        : setTimeout(() => this.openings.giveUpAll(refused), Math.min(MAX_TIMER_MS, ms, CLOSING_GRACE_MS));
     const late = setTimeout(
       () => {
         // Those built meanwhile too (their opening arrived during the close).
@@ -870,6 +879,7 @@ export class Server extends EventEmitter<ServerEvents> {
         }),
     );
     await Promise.all([...listeners, ...sessions, ...handshaking, ...opening]);
+    clearTimeout(early);
     clearTimeout(late);
     clearTimeout(cut);
   }

@@ -1,0 +1,147 @@
+/**
+ * A graceful `server.close()` and the connections that never became
+ * sessions: a socket that connected and said nothing, half a preface, a
+ * preface without HELLO. A pointsub client sends its opening as soon as it
+ * is connected, so none of them is a client in the middle of its handshake
+ * (a health check's TCP probe, a port scan, a slowloris): the close ends
+ * them within a second of their accept instead of waiting its whole
+ * timeout for them (5 s by default, or up to handshakeTimeoutMs), while
+ * still draining the sessions' work in flight.
+ */
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import net from "node:net";
+import { describe, it } from "node:test";
+import tls from "node:tls";
+import { decodeGoAway } from "../../src/codec/control.ts";
+import { codeInfo } from "../../src/errors/codes.ts";
+import { connect, createServer } from "../../src/index.ts";
+import { FrameReader, type ParsedFrame, T } from "../helpers/attacker.ts";
+import { testCerts } from "../helpers/certs.ts";
+import { until } from "../helpers/wait.ts";
+import { wsClientFrame } from "../helpers/ws-client-frame.ts";
+
+const PREFACE = Uint8Array.of(0x50, 0x53, 0x55, 0x42, 1, 1);
+const SENDS = { nothing: new Uint8Array(0), "half a preface": PREFACE.subarray(0, 3), "a preface": PREFACE };
+
+type Kind = "tcp" | "unix" | "tls" | "ws";
+
+/** A raw peer of a `kind` listener at `url` that sends `bytes` as its opening (over ws://, after its upgrade). */
+async function rawPeer(kind: Kind, url: string, bytes: Uint8Array, ca: string) {
+  const u = new URL(url);
+  const port = Number(u.port);
+  const socket =
+    kind === "unix"
+      ? net.connect({ path: decodeURIComponent(u.pathname) })
+      : kind === "tls"
+        ? tls.connect({ host: "127.0.0.1", port, ca, ALPNProtocols: ["pointsub/1"] })
+        : net.connect({ host: "127.0.0.1", port });
+  socket.on("error", () => {});
+  const frames: ParsedFrame[] = [];
+  const reader = new FrameReader((f) => frames.push(f));
+  let upgraded = kind !== "ws";
+  let http = "";
+  /** ws://: what came after the 101, not yet read as WebSocket frames (a server's are unmasked). */
+  let ws = Buffer.alloc(0);
+  socket.on("data", (c: Buffer) => {
+    if (kind !== "ws") {
+      reader.push(c);
+      return;
+    }
+    if (!upgraded) {
+      http += c.toString("latin1");
+      const end = http.indexOf("\r\n\r\n");
+      if (end < 0) return;
+      upgraded = true;
+      c = Buffer.from(http.slice(end + 4), "latin1");
+      http = http.slice(0, end + 4);
+    }
+    ws = Buffer.concat([ws, c]);
+    for (;;) {
+      if (ws.length < 2) return;
+      const n7 = ws[1] & 0x7f;
+      const head = n7 === 126 ? 4 : n7 === 127 ? 10 : 2;
+      if (ws.length < head) return;
+      const n = n7 === 126 ? ws.readUInt16BE(2) : n7 === 127 ? Number(ws.readBigUInt64BE(2)) : n7;
+      if (ws.length < head + n) return;
+      if ((ws[0] & 0x0f) === 2) reader.push(ws.subarray(head, head + n));
+      ws = ws.subarray(head + n);
+    }
+  });
+  const closed = new Promise<void>((r) => socket.once("close", () => r()));
+  await once(socket, kind === "tls" ? "secureConnect" : "connect");
+  if (kind === "ws") {
+    socket.write(
+      `GET ${u.pathname} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: pointsub.v1\r\n\r\n",
+    );
+    await until(() => upgraded);
+    assert.match(http, /^HTTP\/1\.1 101/);
+    if (bytes.length > 0) socket.write(wsClientFrame(2, bytes));
+  } else if (bytes.length > 0) socket.write(bytes);
+  let isClosed = false;
+  void closed.then(() => (isClosed = true));
+  return {
+    socket,
+    closed: () => isClosed,
+    goAway: () => {
+      const g = frames.find((f) => f.type === T.GOAWAY);
+      return g?.payload === undefined ? undefined : decodeGoAway(g.payload);
+    },
+  };
+}
+
+async function listenUrl(kind: Kind): Promise<{ server: ReturnType<typeof createServer>; url: string; ca: string }> {
+  const certs = await testCerts();
+  // Deadlines far away: nothing here may end by them.
+  const server = createServer({
+    handshakeTimeoutMs: 120_000,
+    closeTimeoutMs: 120_000,
+    tls: { cert: certs.serverCert, key: certs.serverKey },
+  });
+  server.handle("/hold/1.0.0", async (req) => {
+    await new Promise<void>((resolve) => release.push(resolve));
+    return req.data;
+  });
+  const release: (() => void)[] = [];
+  (server as unknown as { release: (() => void)[] }).release = release;
+  const addr = kind === "unix" ? `unix:///tmp/pointsub-close-openings-${process.pid}.sock` : `${kind}://127.0.0.1:0`;
+  const [url] = await server.listen(addr);
+  return { server, url, ca: certs.ca };
+}
+
+describe("server close: connections that never became sessions", () => {
+  for (const kind of ["tcp", "unix", "tls", "ws"] as const) {
+    it(`${kind}://: close() ends peers that sent nothing, half a preface or a preface without HELLO at once (they held it for its whole timeout), and still drains a session's request`, async () => {
+      const { server, url, ca } = await listenUrl(kind);
+      const release = (server as unknown as { release: (() => void)[] }).release;
+      const client = await connect(url, { tls: { ca }, closeTimeoutMs: 120_000 });
+      const call = client.request("/hold/1.0.0", "done", { timeoutMs: 120_000 });
+      call.catch(() => {}); // awaited below
+      await until(() => release.length === 1);
+      const peers = await Promise.all(Object.values(SENDS).map((b) => rawPeer(kind, url, b, ca)));
+      try {
+        await until(() => (server as unknown as { openings: { size: number } }).openings.size === peers.length);
+        let settled = false;
+        const closing = server.close().then(() => {
+          settled = true;
+        });
+        // Long before the close's timeout (120 s) or their handshake's deadline (120 s).
+        await until(() => peers.every((p) => p.closed()));
+        // Those that said something were told why: the server is closing, retry elsewhere.
+        for (const [i, what] of Object.keys(SENDS).entries()) {
+          if (what === "nothing") continue;
+          assert.equal(peers[i].goAway()?.errno, codeInfo("ERR_GOING_AWAY").errno, `${what}: its GOAWAY`);
+        }
+        // The session's request in flight is still drained.
+        assert.equal(settled, false);
+        for (const r of release) r();
+        assert.equal(new TextDecoder().decode(await call), "done");
+        await closing;
+      } finally {
+        for (const p of peers) p.socket.destroy();
+        client.destroy();
+      }
+    });
+  }
+});
