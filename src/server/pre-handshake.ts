@@ -222,6 +222,18 @@ export class Openings {
     }
   }
 
+  /**
+   * Destroys now the connections given up with a GOAWAY that have not hung
+   * up (their server's close is due: they held its listeners, hence the
+   * close, up to LINGER_MS and a sweep's period past its deadline).
+   */
+  dropLingering(): void {
+    const l = this.linger;
+    for (let i = this.lingerHead; i < l.length; i++) l[i].t.destroy();
+    this.linger = [];
+    this.lingerHead = 0;
+  }
+
   private giveUp(p: PreHandshake, error: PointSubError): void {
     const t = p.transport;
     const heard = p.heard;

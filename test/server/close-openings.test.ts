@@ -6,7 +6,8 @@
  * (a health check's TCP probe, a port scan, a slowloris): the close ends
  * them within a second of their accept instead of waiting its whole
  * timeout for them (5 s by default, or up to handshakeTimeoutMs), while
- * still draining the sessions' work in flight.
+ * still draining the sessions' work in flight. And a peer given up with a
+ * GOAWAY that never hangs up does not hold the close past its deadline.
  */
 import assert from "node:assert/strict";
 import { once } from "node:events";
@@ -18,7 +19,7 @@ import { codeInfo } from "../../src/errors/codes.ts";
 import { connect, createServer } from "../../src/index.ts";
 import { FrameReader, type ParsedFrame, T } from "../helpers/attacker.ts";
 import { testCerts } from "../helpers/certs.ts";
-import { until } from "../helpers/wait.ts";
+import { sleep, until } from "../helpers/wait.ts";
 import { wsClientFrame } from "../helpers/ws-client-frame.ts";
 
 const PREFACE = Uint8Array.of(0x50, 0x53, 0x55, 0x42, 1, 1);
@@ -27,7 +28,7 @@ const SENDS = { nothing: new Uint8Array(0), "half a preface": PREFACE.subarray(0
 type Kind = "tcp" | "unix" | "tls" | "ws";
 
 /** A raw peer of a `kind` listener at `url` that sends `bytes` as its opening (over ws://, after its upgrade). */
-async function rawPeer(kind: Kind, url: string, bytes: Uint8Array, ca: string) {
+async function rawPeer(kind: Kind, url: string, bytes: Uint8Array, ca: string, allowHalfOpen = false) {
   const u = new URL(url);
   const port = Number(u.port);
   const socket =
@@ -35,7 +36,7 @@ async function rawPeer(kind: Kind, url: string, bytes: Uint8Array, ca: string) {
       ? net.connect({ path: decodeURIComponent(u.pathname) })
       : kind === "tls"
         ? tls.connect({ host: "127.0.0.1", port, ca, ALPNProtocols: ["pointsub/1"] })
-        : net.connect({ host: "127.0.0.1", port });
+        : net.connect({ host: "127.0.0.1", port, allowHalfOpen });
   socket.on("error", () => {});
   const frames: ParsedFrame[] = [];
   const reader = new FrameReader((f) => frames.push(f));
@@ -144,4 +145,22 @@ describe("server close: connections that never became sessions", () => {
       }
     });
   }
+
+  it("close({ timeoutMs }) is not held past its deadline by peers given up with a GOAWAY that never hang up (they lingered up to 2 s more)", async () => {
+    for (const kind of ["tcp", "ws"] as const) {
+      const { server, url, ca } = await listenUrl(kind);
+      // Half a preface, then nothing: given a GOAWAY at the deadline, the peer neither hangs up nor (ws) answers the close frame.
+      const peer = await rawPeer(kind, url, PREFACE.subarray(0, 3), ca, true);
+      try {
+        await until(() => (server as unknown as { openings: { size: number } }).openings.size === 1);
+        const t0 = Date.now();
+        // Within the opening's first second: given up at the close's deadline, not before it.
+        const took = await Promise.race([server.close({ timeoutMs: 200 }).then(() => Date.now() - t0), sleep(1100)]);
+        assert.ok(typeof took === "number", `${kind}: close({ timeoutMs: 200 }) had not resolved after 1100 ms`);
+      } finally {
+        peer.socket.destroy();
+        await server.close({ timeoutMs: 0 });
+      }
+    }
+  });
 });
