@@ -139,7 +139,13 @@ async function loadTls(): Promise<typeof Tls> {
  * accepted socket's local end is then that address: no getsockname call per
  * accepted connection); otherwise asked of the socket.
  */
-function wrap(socket: net.Socket, scheme: Scheme, path?: string, reader?: SocketReader, localUrl?: string): Transport {
+function wrap(
+  socket: net.Socket,
+  scheme: Scheme,
+  path?: string,
+  reader?: SocketReader,
+  localUrl?: string,
+): SocketTransport {
   if (scheme === "unix") {
     const url = pathUrl("unix", path ?? "");
     return new SocketTransport(socket, url, url, reader);
@@ -219,10 +225,23 @@ function connectSocket(
       );
       return;
     }
-    whenConnected(socket, event, url, options).then(
-      () => resolve(wrap(socket, scheme, scheme === "unix" ? socketPath(url) : undefined, reader)),
-      reject,
-    );
+    whenConnected(socket, event, url, options).then(() => {
+      const t = wrap(socket, scheme, scheme === "unix" ? socketPath(url) : undefined, reader);
+      // A pointsub server writes its preface and HELLO as soon as it accepts: closed before a byte of them
+      // (its listener closed with this connect still in its backlog: the server is closing; a tunnel with
+      // nothing behind it), the connection was never served — ERR_CONNECT, as a refused connect is, and as tls:// and ws:// say it. Before, on
+      // tcp:// and unix://, ERR_CONNECTION_CLOSED, which says calls under way may have been lost. Before the
+      // transport's own 'close' listener (attached by its connection): that reports `error`.
+      socket.once("close", () => {
+        if (socket.bytesRead !== 0) return;
+        t.error = new PointSubError(
+          "ERR_CONNECT",
+          `cannot connect to ${url.href}: closed before any byte of the server's handshake (a server closing, or a tunnel or proxy with nothing behind it)`,
+          { cause: t.error },
+        );
+      });
+      resolve(t);
+    }, reject);
   });
 }
 

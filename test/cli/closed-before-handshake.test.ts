@@ -3,7 +3,7 @@
  * Docker published port or `kubectl port-forward` with nothing listening behind it), is a server
  * never reached: `send` and `get` give up after 5 retries (~6 s), as for a refused connection.
  * Before, each retried the full `--retries` (10: ~32 s of backoff, ten notices) before saying
- * ERR_CONNECTION_CLOSED.
+ * ERR_CONNECTION_CLOSED; now it says ERR_CONNECT, as for a refused connection (nothing was served).
  */
 import assert from "node:assert/strict";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -33,7 +33,7 @@ describe("send and get to an address that closes every connection before the han
     await rm(work, { recursive: true, force: true });
   });
 
-  it("each gives up after 5 retries, said as 1 of 5 … 5 of 5, with ERR_CONNECTION_CLOSED", async () => {
+  it("each gives up after 5 retries, said as 1 of 5 … 5 of 5, with ERR_CONNECT (it was ERR_CONNECTION_CLOSED)", async () => {
     const src = join(work, "small.txt");
     await writeFile(src, "x");
     const commands = [
@@ -50,7 +50,7 @@ describe("send and get to an address that closes every connection before the han
         .trim()
         .split("\n")
         .map((l) => JSON.parse(l) as { event?: string; code?: string; attempt?: number; retries?: number });
-      assert.equal(events.at(-1)?.code, "ERR_CONNECTION_CLOSED", args[0]);
+      assert.equal(events.at(-1)?.code, "ERR_CONNECT", args[0]);
       const retries = events.filter((e) => e.event === "retry");
       assert.deepEqual(
         retries.map((e) => `${e.attempt} of ${e.retries}`),

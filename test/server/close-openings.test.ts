@@ -10,13 +10,14 @@
  * GOAWAY that never hangs up does not hold the close past its deadline.
  */
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { once } from "node:events";
 import net from "node:net";
 import { describe, it } from "node:test";
 import tls from "node:tls";
 import { decodeGoAway } from "../../src/codec/control.ts";
 import { codeInfo } from "../../src/errors/codes.ts";
-import { connect, createServer } from "../../src/index.ts";
+import { Client, connect, createServer, isPointSubError } from "../../src/index.ts";
 import { FrameReader, type ParsedFrame, T } from "../helpers/attacker.ts";
 import { testCerts } from "../helpers/certs.ts";
 import { sleep, until } from "../helpers/wait.ts";
@@ -163,4 +164,58 @@ describe("server close: connections that never became sessions", () => {
       }
     }
   });
+});
+
+describe("server close: connects still in its listener's backlog", () => {
+  for (const kind of ["tcp", "unix"] as const) {
+    it(`${kind}://: a connect the kernel completed but the server never accepted fails with ERR_CONNECT, as a refused one (it was ERR_CONNECTION_CLOSED), a Client's request too`, async () => {
+      // The server in a process of its own, whose event loop is held while the clients connect: their
+      // connects complete in its listener's backlog, and it closes without accepting them.
+      const index = new URL("../../src/index.ts", import.meta.url).href;
+      const addr = kind === "unix" ? `unix:///tmp/pointsub-close-backlog-${process.pid}.sock` : "tcp://127.0.0.1:0";
+      const script = `
+        import { createServer } from ${JSON.stringify(index)};
+        const server = createServer();
+        server.handle("/x/1.0.0", () => "ran");
+        const [url] = await server.listen(${JSON.stringify(addr)});
+        process.stdout.write(url + "\\n");
+        process.stdin.once("data", async () => {
+          process.stdout.write("busy\\n");
+          const t = Date.now();
+          while (Date.now() - t < 1000);
+          await server.close();
+          process.exit(0);
+        });`;
+      const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
+        stdio: ["pipe", "pipe", "inherit"],
+      });
+      let out = "";
+      child.stdout.on("data", (d) => (out += d));
+      const client = new Client();
+      try {
+        await until(() => out.includes("\n"));
+        const url = out.trim();
+        child.stdin.write("go\n");
+        await until(() => out.includes("busy"));
+        const failures = await Promise.all([
+          connect(url).then(
+            (c) => (c.destroy(), undefined),
+            (e: unknown) => e,
+          ),
+          client.request(url, "/x/1.0.0", "").then(
+            () => undefined,
+            (e: unknown) => e,
+          ),
+        ]);
+        for (const e of failures) {
+          assert.ok(isPointSubError(e), String(e));
+          assert.equal(e.code, "ERR_CONNECT", e.message);
+        }
+        await once(child, "close");
+      } finally {
+        child.kill();
+        await client.close();
+      }
+    });
+  }
 });
