@@ -360,8 +360,11 @@ export class Connection extends Emitter<ConnectionEvents> {
   }
 
   /** Fails the handshake after `ms`. */
-  private armHandshakeTimer(ms: number): void {
+  private armHandshakeTimer(ms: number, confirmed?: boolean): void {
     this.lifecycle.handshakeTimer = setTimeout(() => {
+      // Due: looked at again after this turn's I/O (a new timer runs after the poll phase): after a stall
+      // of this process, timers run before the handshake that came meanwhile is read.
+      if (!confirmed) return this.armHandshakeTimer(0, true);
       const ht = this.shared.handshakeMs;
       // By `Handshake.authState`: no HELLO (0); a server's authenticate hook deciding (2; a server waits for
       // the client's AUTH before it builds the session: `pre-handshake.ts`); a client waiting for the answer to
