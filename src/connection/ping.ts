@@ -35,7 +35,12 @@ export function sendPing(p: Pinger, timeoutMs: number, timeoutError?: (ms: numbe
       left -= ms;
       t = setTimeout(() => {
         if (left > 0) arm();
-        else if (p.done(seq) && timeoutError !== undefined) d.reject(timeoutError(timeoutMs));
+        // Due: looked at again after this turn's I/O (a new timer runs after the poll phase): after a stall
+        // of this process, timers run before the answer that came meanwhile is read.
+        else
+          t = setTimeout(() => {
+            if (p.done(seq) && timeoutError !== undefined) d.reject(timeoutError(timeoutMs));
+          }, 0);
       }, ms);
     };
     arm();

@@ -1,8 +1,9 @@
 /**
- * A request whose answer came in time while the caller's process stalled:
+ * A request (and a ping) whose answer came in time while the caller's process stalled:
  * after the stall, the request deadline's timer ran before the input that
  * arrived meanwhile was read, and the call failed with ERR_TIMEOUT, its
- * answer in the socket. The deadline sweep now waits for that turn's I/O.
+ * answer in the socket. The deadline sweep (and a ping's timer) now waits
+ * for that turn's I/O.
  * The server is another process (this one's stall must not stop it).
  */
 import assert from "node:assert/strict";
@@ -38,6 +39,34 @@ it("an answer that came before its deadline while the caller's process stalled r
       while (Date.now() < end) {}
     });
     assert.equal(Buffer.from(await answer).toString(), "in time");
+    conn.destroy();
+  } finally {
+    if (child.exitCode === null) child.kill();
+  }
+});
+
+it("a pong that came before the ping's deadline while this process stalled resolves the ping", async () => {
+  const script = `
+    import { createServer } from ${JSON.stringify(index)};
+    const server = createServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    process.stdout.write(url + "\\n");
+    setTimeout(() => process.exit(0), 8000);
+  `;
+  const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  try {
+    const [url] = await once(createInterface({ input: child.stdout }), "line");
+    const conn = await connect(url as string);
+    // Its deadline 1 s; the PING written at the end of this turn, 4 s of stall in the check phase: the
+    // timers run next, then the poll phase reads the socket.
+    const rtt = conn.ping({ timeoutMs: 1000 });
+    setImmediate(() => {
+      const end = Date.now() + 4000;
+      while (Date.now() < end) {}
+    });
+    assert.equal(typeof (await rtt), "number");
     conn.destroy();
   } finally {
     if (child.exitCode === null) child.kill();
