@@ -105,6 +105,7 @@ export function answerWithin(t: Transfer, sent: Promise<void>, ms: number, what:
   return new Promise<Uint8Array>((resolve, reject) => {
     let timer: ReturnType<typeof setTimeout> | undefined;
     let over = false;
+    let confirmed = false;
     sent.then(() => {
       if (over) return;
       const due = performance.now() + ms;
@@ -115,6 +116,12 @@ export function answerWithin(t: Transfer, sent: Promise<void>, ms: number, what:
           () => {
             if (over) return;
             if (performance.now() < due) return arm();
+            // Due: looked at again after this turn's I/O (a new timer runs after the poll phase): after a
+            // stall of this process, timers run before the answer that came meanwhile is read.
+            if (!confirmed) {
+              confirmed = true;
+              return arm();
+            }
             over = true;
             const e = new PointSubError("ERR_TIMEOUT", `${what} within ${formatMs(ms)} of its last byte`, {
               phase: "request",
