@@ -334,6 +334,9 @@ async function parse(argv: readonly string[]): Promise<number> {
         return 2;
       }
     }
+    // An empty POINTSUB_URL (`POINTSUB_URL= pointsub ls`, an unset value in a compose file) is no URL: unset,
+    // as shells and most tools take an empty variable (it was refused as an invalid URL, --to/--from or not).
+    if (process.env[URL_ENV] === "") delete process.env[URL_ENV];
     await p.parseAsync(argv);
     return typeof process.exitCode === "number" ? process.exitCode : 0;
   } catch (err) {

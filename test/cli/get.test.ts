@@ -235,6 +235,13 @@ describe("pointsub get and ls", () => {
     assert.equal(missing.code, 2);
     assert.equal(missing.stderr.trim().split("\n").length, 1);
     assert.match(missing.stderr, /^pointsub: ERR_INVALID_ARGUMENT: .*--from/);
+    // An empty POINTSUB_URL is unset: --from serves, and without it the option is what is missing.
+    // (It was refused as an invalid URL: "value '' from env 'POINTSUB_URL' is invalid".)
+    const emptyWins = await run(["ls", "--from", url], { POINTSUB_URL: "" });
+    assert.equal(emptyWins.code, 0, emptyWins.stderr);
+    const emptyMissing = await run(["get", "a.txt"], { POINTSUB_URL: "" });
+    assert.equal(emptyMissing.code, 2);
+    assert.match(emptyMissing.stderr, /^pointsub: ERR_INVALID_ARGUMENT: required option .*--from.* not specified\n$/);
     const help = await run(["get", "--help"]);
     assert.match(help.stdout, /POINTSUB_URL/);
   });
