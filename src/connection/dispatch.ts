@@ -589,6 +589,10 @@ export class Dispatcher {
   /** The end of a request's middleware chain: its route's handler, or ERR_NO_ROUTE. */
   private requestEndpoint(ctx: CallContext): HandlerResult | Promise<HandlerResult> {
     const call = ctx as ServerCall;
+    // Ended (cancelled, timed out, connection closed) while a middleware awaited — the idempotency middleware
+    // claiming its key: not started. It ran with its signal aborted already, and one that only listens for
+    // "abort" never settled (its key claimed, its charge and slot held, for ever).
+    if (call.done && call.signal.aborted) throw call.signal.reason;
     const handler = this.router.route(call.route);
     if (handler === undefined) throw PointSubError.fromPeer("ERR_NO_ROUTE", `no handler for route ${call.route}`);
     call.routed = true; // diagnostics, and a handler's ERR_RATE_LIMITED (finishHandler)
