@@ -9,7 +9,8 @@
  * its time to live, a running one past its lease — or one whose node left
  * the cluster (a node that died mid-handler does not hold its keys for the
  * whole lease: once the membership has removed it, the next attempt runs).
- * Waiting for a running key polls the store (25 ms, doubling to 250 ms).
+ * Waiting for a running key polls the store (25 ms, doubling to 250 ms):
+ * one poll per key on a node, whatever number of duplicates wait for it.
  */
 import { PointSubError } from "../errors/error.ts";
 import {
@@ -249,6 +250,8 @@ class EngineStore implements EngineIdempotencyStore {
    * ({@link dropLater}), by key: at most {@link ABANDONED_MAX}, the oldest dropped (it lives out its lease).
    */
   private readonly undropped = new Map<string, Undropped>();
+  /** Keys this node's waiting duplicates wait for, each with the one poll they share ({@link wait}). */
+  private readonly polls = new Map<string, Poll>();
 
   constructor(engine: ClusterEngine, o: EngineIdempotencyStoreOptions) {
     this.engine = engine;
@@ -776,24 +779,75 @@ class EngineStore implements EngineIdempotencyStore {
     }
   }
 
-  async wait(key: string, signal: AbortSignal): Promise<IdempotencyEntry | undefined> {
-    let delay = 25;
-    for (;;) {
-      if (signal.aborted) throw signal.reason;
-      const e = await this.get(key);
-      if (e === undefined || e.state === "done") return e;
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(done, delay);
-        function done() {
-          clearTimeout(t);
-          signal.removeEventListener("abort", done);
-          resolve();
-        }
-        signal.addEventListener("abort", done, { once: true });
-      });
-      delay = Math.min(delay * 2, 250);
-    }
+  wait(key: string, signal: AbortSignal): Promise<IdempotencyEntry | undefined> {
+    if (signal.aborted) return Promise.reject(signal.reason);
+    return new Promise((resolve, reject) => {
+      let poll = this.polls.get(key);
+      if (poll === undefined) {
+        poll = { waiters: new Set(), delay: 25, timer: undefined };
+        this.polls.set(key, poll);
+        this.poll(key, poll);
+      }
+      const p = poll;
+      const w: PollWaiter = {
+        resolve,
+        reject,
+        signal,
+        onAbort: () => {
+          p.waiters.delete(w);
+          if (p.waiters.size === 0) this.endPoll(key, p);
+          reject(signal.reason);
+        },
+      };
+      signal.addEventListener("abort", w.onAbort, { once: true });
+      p.waiters.add(w);
+    });
   }
+
+  /** One read of `key` for its waiters: they settle when it is no longer running, else it is read again later. */
+  private poll(key: string, p: Poll): void {
+    p.timer = undefined;
+    this.get(key).then(
+      (e) => {
+        if (this.polls.get(key) !== p) return;
+        if (e === undefined || e.state === "done") {
+          for (const w of this.endPoll(key, p)) w.resolve(e);
+          return;
+        }
+        p.timer = setTimeout(() => this.poll(key, p), p.delay);
+        p.delay = Math.min(p.delay * 2, 250);
+      },
+      (err: unknown) => {
+        if (this.polls.get(key) === p) for (const w of this.endPoll(key, p)) w.reject(err);
+      },
+    );
+  }
+
+  /** Ends `key`'s poll; returns its waiters (no longer listening to their signals), to be settled. */
+  private endPoll(key: string, p: Poll): Set<PollWaiter> {
+    if (this.polls.get(key) === p) this.polls.delete(key);
+    clearTimeout(p.timer);
+    for (const w of p.waiters) w.signal.removeEventListener("abort", w.onAbort);
+    return p.waiters;
+  }
+}
+
+/**
+ * The poll of a key that this node's waiting duplicates share ({@link EngineStore.wait}): one read at a time,
+ * 25 ms after the last, doubling to 250 ms. Before, each waiter polled on its own, from its own arrival: the
+ * engine's reads of one key grew with its duplicates (`cluster/idempotency-shared-poll.test.ts`).
+ */
+interface Poll {
+  readonly waiters: Set<PollWaiter>;
+  delay: number;
+  timer: ReturnType<typeof setTimeout> | undefined;
+}
+
+interface PollWaiter {
+  readonly resolve: (entry: IdempotencyEntry | undefined) => void;
+  readonly reject: (reason: unknown) => void;
+  readonly signal: AbortSignal;
+  readonly onAbort: () => void;
 }
 
 /** Answers written again at most ({@link EngineStore.settleLater}). */
