@@ -48,7 +48,8 @@ import type { HandlerResult, Message } from "./types.ts";
 export const CALL_OVERHEAD = 1024;
 /**
  * Charged besides {@link CALL_OVERHEAD} for a keyed request (an idempotency key) that goes through
- * middleware: what the idempotency middleware holds for it while it runs — its frame, key and claim for
+ * an idempotency middleware (`Router.deduplicates`; before, through any middleware: a logging one made
+ * keyed calls pay it, `attack/keyed-charge-plain-middleware.test.ts`): what it holds for it while it runs — its frame, key and claim for
  * the first attempt (~1.3 KB of heap measured with `--expose-gc`), its wait (an AbortController, a timer,
  * listeners, two frames: ~3.4 KB) for a duplicate of a key still running (session 53). Before, only
  * CALL_OVERHEAD: a keyed call held ~2.5 KB (claims) to ~4.8 KB (waiting duplicates) for 1 KiB charged,
@@ -403,8 +404,10 @@ export class Dispatcher {
       return;
     }
     // A body of several frames is charged already (with its assembly's overhead); a keyed call through
-    // middleware holds the idempotency middleware's claim or wait on top (KEYED_OVERHEAD).
-    const more = (charged < 0 ? data.length + CALL_OVERHEAD : 0) + (key === undefined || direct ? 0 : KEYED_OVERHEAD);
+    // the idempotency middleware holds its claim or wait on top (KEYED_OVERHEAD).
+    const more =
+      (charged < 0 ? data.length + CALL_OVERHEAD : 0) +
+      (key === undefined || direct || !router.deduplicates ? 0 : KEYED_OVERHEAD);
     if (more !== 0) {
       if (!this.budget.tryCharge(more)) {
         if (charged > 0) budget.release(charged);

@@ -15,6 +15,7 @@ import { crc32c, crc32cHex } from "../codec/crc32c.ts";
 import { codeInfo, type ErrorCode, type ErrorCodeInfo } from "../errors/codes.ts";
 import { answerableError, describeResult, describeThrown, thrownCode } from "../errors/describe.ts";
 import { PointSubError } from "../errors/error.ts";
+import { dedupers } from "./dedupers.ts";
 import type { CallContext, HandlerResult, Middleware } from "./types.ts";
 
 /** What a keyed request was answered with, as a store keeps it. */
@@ -730,7 +731,6 @@ function claimToken(): string {
  * a side understands keys.
  */
 export const DEDUPLICATES_FEATURE = 0x10;
-const dedupers = new WeakSet<Middleware>();
 
 /** Whether `mw` came from {@link idempotency} (its server announces {@link DEDUPLICATES_FEATURE}). */
 export function isDeduplicating(mw: Middleware): boolean {
