@@ -366,6 +366,8 @@ export class IncomingStreams {
   /** The end of a stream's middleware chain: its route's handler, or ERR_NO_ROUTE. */
   private readonly endpoint = (ctx: CallContext): HandlerResult | Promise<HandlerResult> => {
     const call = ctx as ServerCall;
+    // Ended (cancelled, connection closed) while a middleware awaited: not started (as a request, dispatch.ts).
+    if (call.done && call.signal.aborted) throw call.signal.reason;
     const route = this.dispatcher.router.streamRoute(call.route);
     if (route === undefined) throw PointSubError.fromPeer("ERR_NO_ROUTE", `no stream handler for route ${call.route}`);
     call.routed = true;
