@@ -4,15 +4,21 @@ import { type Crc32c, combineCrcs, JS_CRC32C_IMPL } from "./crc32c.ts";
 import {
   ALLOWED_FLAGS,
   CRC_LENGTH,
-  Flag,
+  F_KEYED,
+  F_START,
   FRAME_TYPE_NAMES,
-  FrameType,
   ID_VARINT_MAX,
   LENGTH_VARINT_MAX,
   MAGIC,
   MAX_HEADER,
   MAX_STREAM_ID,
   PREFACE_LENGTH,
+  T_AUTH,
+  T_BATCH,
+  T_MSG,
+  T_REQ,
+  T_RES,
+  T_STREAM,
 } from "./frame.ts";
 import { readVarint, type VarintResult } from "./varint.ts";
 
@@ -246,7 +252,7 @@ export class BaseDecoder {
         if (this.checksum) {
           let crc: number;
           const combine = combineCrcs;
-          if (this.type === FrameType.STREAM && this.length >= 4096 && combine !== undefined) {
+          if (this.type === T_STREAM && this.length >= 4096 && combine !== undefined) {
             payloadCrc = this.crc.range(chunk, pstart, pend);
             crc = combine(this.crc.range(chunk, hstart, pstart), payloadCrc, this.length);
           } else {
@@ -310,7 +316,7 @@ export class BaseDecoder {
 
   /** Hands a verified frame's payload `buf[start..end)` on (a BATCH's frames one by one). */
   protected emit(buf: Uint8Array, start: number, end: number, payloadCrc: number): void {
-    if (this.type === FrameType.BATCH) this.unbatch(buf, start, end);
+    if (this.type === T_BATCH) this.unbatch(buf, start, end);
     else this.sink.onFrame(this.type, this.flags, this.id, buf, start, end, payloadCrc);
   }
 
@@ -355,11 +361,11 @@ export class BaseDecoder {
     const b0 = src[pos];
     const type = b0 >> 4;
     const flags = b0 & 0x0f;
-    if (type > FrameType.AUTH) {
+    if (type > T_AUTH) {
       throw protocolError(`unknown frame type 0x${type.toString(16)}`);
     }
     // KEYED (REQ only) must come with START: a key belongs to a request's first frame.
-    if ((flags & ~ALLOWED_FLAGS[type]) !== 0 || ((flags & KEYED_OR_START) === Flag.KEYED && type === FrameType.REQ)) {
+    if ((flags & ~ALLOWED_FLAGS[type]) !== 0 || ((flags & KEYED_OR_START) === F_KEYED && type === T_REQ)) {
       throw protocolError(`flags 0x${flags.toString(16)} not allowed on ${FRAME_TYPE_NAMES[type]}`);
     }
     let r = readVarint(src, pos + 1, end, ID_VARINT_MAX, VARINT);
@@ -404,7 +410,7 @@ export const NO_BYTES: Uint8Array = new Uint8Array(0);
 const ZERO_ID = 0x5c1;
 /** Frame types whose stream id must not be 0: MSG, REQ, RES, CANCEL, STREAM (CREDIT takes either). */
 const STREAM_ID = 0x21e;
-const KEYED_OR_START = Flag.KEYED | Flag.START;
+const KEYED_OR_START = F_KEYED | F_START;
 /**
  * The header varints' scratch, one for every decoder: each is read right
  * after it is filled, with no call out in between (a decoder per connection
@@ -420,8 +426,7 @@ const VARINT: VarintResult = { value: 0, next: 0 };
  * buffer free for the next. The others (0) are parsed at once.
  */
 const KEEPS_PAYLOAD = new Uint8Array(16);
-for (const t of [FrameType.MSG, FrameType.REQ, FrameType.RES, FrameType.STREAM, FrameType.BATCH])
-  KEEPS_PAYLOAD[t] = t > FrameType.RES ? 6 : 3;
+for (const t of [T_MSG, T_REQ, T_RES, T_STREAM, T_BATCH]) KEEPS_PAYLOAD[t] = t > T_RES ? 6 : 3;
 
 /**
  * The default allocator of bytes the caller overwrites completely before

@@ -11,7 +11,7 @@
 import { protocolError } from "../errors/error.ts";
 import { BaseDecoder, NO_BYTES, State, UNLIMITED_STEPS } from "./base-decoder.ts";
 import { crc32cCombine } from "./crc32c-combine.ts";
-import { CRC_LENGTH, FrameType } from "./frame.ts";
+import { CRC_LENGTH, T_BATCH } from "./frame.ts";
 
 export { allocateUninitialized, BaseDecoder, type FrameSink } from "./base-decoder.ts";
 
@@ -89,7 +89,7 @@ export class FrameDecoder extends BaseDecoder {
 
   protected override beginBody(): void {
     this.trailer = 0;
-    this.runningCrc = this.type === FrameType.BATCH ? this.headCrc : 0;
+    this.runningCrc = this.type === T_BATCH ? this.headCrc : 0;
     if (this.length > 0 && this.sink.wantsPieces?.(this.type, this.flags, this.id, this.length) === true) {
       this.pieces = [];
       this.body = NO_BYTES;
@@ -159,7 +159,7 @@ export class FrameDecoder extends BaseDecoder {
       if (this.filled < len + CRC_LENGTH) return pos;
       // A BATCH's running CRC covers its header already (see runningCrc): a
       // flood's batches span reads, and the combine cost 2-3 % of a receiver's CPU.
-      const whole = this.type === FrameType.BATCH ? this.runningCrc : crc32cCombine(this.headCrc, this.runningCrc, len);
+      const whole = this.type === T_BATCH ? this.runningCrc : crc32cCombine(this.headCrc, this.runningCrc, len);
       if ((whole | 0) !== this.trailer) throw this.checksumError();
     } else if (this.filled < len) {
       return pos;
@@ -169,7 +169,7 @@ export class FrameDecoder extends BaseDecoder {
     this.body = NO_BYTES;
     // Whole: what its own body held of the budget goes back (the message's owner charges it its own way).
     if (len >= BODY_CHARGE_MIN) this.sink.releaseBody?.();
-    const payloadCrc = this.checksum && this.type !== FrameType.BATCH ? this.runningCrc >>> 0 : -1;
+    const payloadCrc = this.checksum && this.type !== T_BATCH ? this.runningCrc >>> 0 : -1;
     if (this.pieces !== undefined) {
       const pieces = this.pieces;
       this.pieces = undefined;

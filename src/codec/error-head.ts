@@ -4,11 +4,11 @@
  * the stream engine); `message-head.ts` decodes them.
  */
 import { writeU16 } from "./bytes.ts";
-import { MAX_REASON_BYTES, MAX_RETRY_AFTER_MS, Status } from "./frame.ts";
+import { MAX_REASON_BYTES, MAX_RETRY_AFTER_MS, STATUS_ERROR, STATUS_OK } from "./frame.ts";
 import { varintLength, writeVarint } from "./varint.ts";
 
 /** The head of an OK response: the status byte alone. */
-export const OK_HEAD: Uint8Array = new Uint8Array([Status.OK]);
+export const OK_HEAD: Uint8Array = new Uint8Array([STATUS_OK]);
 
 const utf8 = new TextEncoder();
 /** The error codes' UTF-8, encoded once each (a fixed set of ASCII names). */
@@ -55,7 +55,7 @@ export function encodeErrorHead(errno: number, code: string, message: string, re
   const head = new Uint8Array(
     1 + 2 + varintLength(c.length) + c.length + varintLength(n) + n + (retry < 0 ? 0 : varintLength(retry)),
   );
-  head[0] = Status.ERROR;
+  head[0] = STATUS_ERROR;
   let p = writeU16(head, 1, errno);
   p = writeVarint(head, p, c.length);
   head.set(c, p);

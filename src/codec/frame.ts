@@ -49,19 +49,52 @@ export const MAX_WINDOW = 2 ** 31 - 1;
 // The numbers and strings first: esbuild inlines a module's constants into the code that uses them only up to
 // its first object, array or call (from there on they stay variables, read where used).
 
+/**
+ * Frame types (high nibble of the first header byte) and flags (low nibble), as numbers the bundler inlines:
+ * the core reads these; `FrameType`, `Flag` and `Status` below are the same values as objects (for tests and tools).
+ */
+export const T_HELLO = 0x0;
+export const T_MSG = 0x1;
+export const T_REQ = 0x2;
+export const T_RES = 0x3;
+export const T_CANCEL = 0x4;
+export const T_CREDIT = 0x5;
+export const T_PING = 0x6;
+export const T_GOAWAY = 0x7;
+export const T_BATCH = 0x8;
+export const T_STREAM = 0x9;
+export const T_AUTH = 0xa;
+/** First frame of a message. */
+export const F_START = 0x1;
+/** Last frame of a message. */
+export const F_END = 0x2;
+/** PING and AUTH only: this is the answer. */
+export const F_ACK = 0x1;
+/** STREAM only: this frame's data is compressed with the stream's codec. */
+export const F_COMPRESSED = 0x4;
+/**
+ * REQ START only: an idempotency key follows the route head
+ * (docs/PROTOCOL.md §3.4.1). Sent only to a peer whose HELLO has
+ * `Feature.IDEMPOTENCY`.
+ */
+export const F_KEYED = 0x4;
+/** Response status byte. */
+export const STATUS_OK = 0;
+export const STATUS_ERROR = 1;
+
 /** Frame types (high nibble of the first header byte). */
 export const FrameType = {
-  HELLO: 0x0,
-  MSG: 0x1,
-  REQ: 0x2,
-  RES: 0x3,
-  CANCEL: 0x4,
-  CREDIT: 0x5,
-  PING: 0x6,
-  GOAWAY: 0x7,
-  BATCH: 0x8,
-  STREAM: 0x9,
-  AUTH: 0xa,
+  HELLO: T_HELLO,
+  MSG: T_MSG,
+  REQ: T_REQ,
+  RES: T_RES,
+  CANCEL: T_CANCEL,
+  CREDIT: T_CREDIT,
+  PING: T_PING,
+  GOAWAY: T_GOAWAY,
+  BATCH: T_BATCH,
+  STREAM: T_STREAM,
+  AUTH: T_AUTH,
 } as const;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 
@@ -82,24 +115,15 @@ export const FRAME_TYPE_NAMES = [
 
 /** Flags (low nibble). */
 export const Flag = {
-  /** First frame of a message. */
-  START: 0x1,
-  /** Last frame of a message. */
-  END: 0x2,
-  /** PING and AUTH only: this is the answer. */
-  ACK: 0x1,
-  /** STREAM only: this frame's data is compressed with the stream's codec. */
-  COMPRESSED: 0x4,
-  /**
-   * REQ START only: an idempotency key follows the route head
-   * (docs/PROTOCOL.md §3.4.1). Sent only to a peer whose HELLO has
-   * `Feature.IDEMPOTENCY`.
-   */
-  KEYED: 0x4,
+  START: F_START,
+  END: F_END,
+  ACK: F_ACK,
+  COMPRESSED: F_COMPRESSED,
+  KEYED: F_KEYED,
 } as const;
 
 /** Response status byte. */
-export const Status = { OK: 0, ERROR: 1 } as const;
+export const Status = { OK: STATUS_OK, ERROR: STATUS_ERROR } as const;
 
 /** The four magic bytes that open every connection: ASCII "PSUB". */
 export const MAGIC: Uint8Array = new Uint8Array([0x50, 0x53, 0x55, 0x42]);
@@ -107,14 +131,14 @@ export const MAGIC: Uint8Array = new Uint8Array([0x50, 0x53, 0x55, 0x42]);
 /** Flag bits each frame type may carry; anything else is a protocol error. */
 export const ALLOWED_FLAGS: readonly number[] = [
   0, // HELLO
-  Flag.START | Flag.END, // MSG
-  Flag.START | Flag.END | Flag.KEYED, // REQ (KEYED only with START: checked by the decoder)
-  Flag.START | Flag.END, // RES
+  F_START | F_END, // MSG
+  F_START | F_END | F_KEYED, // REQ (KEYED only with START: checked by the decoder)
+  F_START | F_END, // RES
   0, // CANCEL
   0, // CREDIT
-  Flag.ACK, // PING
+  F_ACK, // PING
   0, // GOAWAY
   0, // BATCH
-  Flag.START | Flag.END | Flag.COMPRESSED, // STREAM
-  Flag.ACK, // AUTH
+  F_START | F_END | F_COMPRESSED, // STREAM
+  F_ACK, // AUTH
 ];

@@ -9,7 +9,7 @@
  * connection's frames from the first chunked one on until it is loaded.
  */
 
-import { Flag, FrameType } from "../codec/frame.ts";
+import { F_END, T_REQ, T_RES } from "../codec/frame.ts";
 import { PointSubError, protocolError } from "../errors/error.ts";
 import type { PendingCall } from "./calls.ts";
 import { idKey } from "./id-key.ts";
@@ -325,7 +325,7 @@ export class Assemblies {
     if (a === undefined || a.type !== type) {
       if (a === undefined && this.tombstones?.has(id) === true) {
         // A refused message's frames still in flight: dropped (connection credit was counted).
-        if ((flags & Flag.END) !== 0) this.tombstones.delete(id);
+        if ((flags & F_END) !== 0) this.tombstones.delete(id);
         return;
       }
       throw protocolError(`continuation of unknown stream ${id}`);
@@ -339,14 +339,14 @@ export class Assemblies {
       throw PointSubError.fromPeer("ERR_FLOW_CONTROL", `peer exceeded the window of stream ${id}`);
     a.streamUnacked += len;
     // This side gave up on the call (its CANCEL went out): the rest of the answer is absorbed, not stored.
-    if (a.buf !== null && type === FrameType.RES && inb.caller.pending.get(id)?.settled !== false) this.release(a);
+    if (a.buf !== null && type === T_RES && inb.caller.pending.get(id)?.settled !== false) this.release(a);
     if (a.buf !== null) {
       const inPlace = buf.buffer === a.buf.buffer && buf.byteOffset + start === a.buf.byteOffset + a.filled;
       if (!inPlace)
         (a.filled + len > a.buf.length ? this.grow(a, a.filled + len) : a.buf).set(buf.subarray(start, end), a.filled);
     }
     a.filled += len;
-    if ((flags & Flag.END) === 0) {
+    if ((flags & F_END) === 0) {
       this.messageCredit(id, a);
       return;
     }
@@ -360,7 +360,7 @@ export class Assemblies {
       return;
     }
     this.bytes -= a.total;
-    inb.deliver(type, id, a.route, a.buf, type === FrameType.RES ? pending.get(id) : undefined, a.charged, a.key);
+    inb.deliver(type, id, a.route, a.buf, type === T_RES ? pending.get(id) : undefined, a.charged, a.key);
   }
 
   /**
@@ -369,7 +369,7 @@ export class Assemblies {
    */
   private refuse(type: number, id: number, err: PointSubError): void {
     const inb = this.inbound;
-    if (type === FrameType.REQ) inb.dispatcher.openRequests--;
+    if (type === T_REQ) inb.dispatcher.openRequests--;
     inb.stats.error(err.code);
     inb.outbox.sendCancel(id, err.code);
     this.tombstones ??= new Set();
@@ -415,7 +415,7 @@ export class Assemblies {
     const perWindow = (minBytesPerSecond * timeoutMs) / 1000;
     for (const a of this.map.values()) {
       const id = a.id;
-      if (a.type === FrameType.RES) continue; // this side's call: its request timeout rules
+      if (a.type === T_RES) continue; // this side's call: its request timeout rules
       const last = a.lastFrameAt > floor ? a.lastFrameAt : floor;
       let why: string;
       if (now - last >= timeoutMs) {

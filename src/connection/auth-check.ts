@@ -4,7 +4,7 @@
  * ERR_UNAUTHORIZED. Comes with the stream engine, which a server installs
  * up front: a browser page (a client only) never loads it.
  */
-import { Flag, FRAME_TYPE_NAMES, FrameType, MAX_AUTH_SIZE } from "../codec/frame.ts";
+import { F_ACK, FRAME_TYPE_NAMES, MAX_AUTH_SIZE, T_AUTH } from "../codec/frame.ts";
 import { PointSubError, protocolError } from "../errors/error.ts";
 import { AUTH_WAIT_CREDENTIALS, type Handshake } from "./handshake.ts";
 import type { Authenticator } from "./types.ts";
@@ -33,7 +33,7 @@ export function checkCredentials(hs: Handshake, credentials: Uint8Array): void {
       if (hs.port.isClosed()) return;
       hs.principal = principal;
       hs.authState = 0;
-      hs.writer.control(FrameType.AUTH, Flag.ACK, 0, EMPTY);
+      hs.writer.control(T_AUTH, F_ACK, 0, EMPTY);
       hs.port.opened();
     },
     (err: unknown) => refuse(hs, err),
@@ -56,10 +56,10 @@ function refuse(hs: Handshake, err: unknown): void {
 
 /** A frame while a server's `hs` waits for the client's credentials or checks them: only one AUTH is allowed. */
 export function authFrame(hs: Handshake, type: number, flags: number, payload: Uint8Array): void {
-  if (type !== FrameType.AUTH) {
+  if (type !== T_AUTH) {
     throw PointSubError.fromPeer("ERR_UNAUTHORIZED", `${FRAME_TYPE_NAMES[type]} frame before authentication completed`);
   }
-  if (hs.authState !== AUTH_WAIT_CREDENTIALS || (flags & Flag.ACK) !== 0) {
+  if (hs.authState !== AUTH_WAIT_CREDENTIALS || (flags & F_ACK) !== 0) {
     throw protocolError("unexpected AUTH frame");
   }
   if (payload.length > MAX_AUTH_SIZE) throw protocolError("AUTH credentials too long");

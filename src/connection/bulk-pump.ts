@@ -7,7 +7,7 @@
  * first message of several frames waits in the writer's queue until it is
  * loaded (`FrameWriter.pumpBulk`).
  */
-import { Flag, FrameType } from "../codec/frame.ts";
+import { F_END, F_START, T_REQ, T_RES } from "../codec/frame.ts";
 import { varintLength } from "../codec/varint.ts";
 import { type StreamItem, streamCost } from "../stream/item.ts";
 import type { Queue } from "../util/queue.ts";
@@ -169,7 +169,7 @@ function sendOneChunk(w: FrameWriter, b: BulkState): boolean {
     const start = m.offset;
     const end = start + dataBytes;
     const last = end === total;
-    const flags = (m.started ? 0 : Flag.START | (m.startFlags ?? 0)) | (last ? Flag.END : 0);
+    const flags = (m.started ? 0 : F_START | (m.startFlags ?? 0)) | (last ? F_END : 0);
     beforeBulk(w, b);
     w.encode(m.type, flags, m.id, m.started ? -1 : total, m.started ? EMPTY : m.head, m.data, start, end);
     if (!m.started) {
@@ -177,7 +177,7 @@ function sendOneChunk(w: FrameWriter, b: BulkState): boolean {
       b.chunkedOpen++;
     }
     const encoded = dataBytes + (m.started ? 0 : m.head.length);
-    if (m.type === FrameType.RES) w.answerQueued -= encoded;
+    if (m.type === T_RES) w.answerQueued -= encoded;
     w.queuedBytes -= encoded;
     m.started = true;
     m.offset = end;
@@ -185,7 +185,7 @@ function sendOneChunk(w: FrameWriter, b: BulkState): boolean {
     w.connCredit -= size;
     if (last) {
       // A request's body ends here: only its own acknowledgements are its progress (request-progress.ts).
-      if (m.type === FrameType.REQ) bodyEnds.set(m.data, w.position);
+      if (m.type === T_REQ) bodyEnds.set(m.data, w.position);
       b.assemblyOpen -= total;
       b.chunkedOpen--;
       bulk.splice(idx, 1);
@@ -219,7 +219,7 @@ function sendStreamItem(w: FrameWriter, b: BulkState, m: OutMessage, idx: number
   m.started = true;
   m.credit -= cost;
   w.connCredit -= size;
-  if ((item.flags & Flag.END) !== 0) {
+  if ((item.flags & F_END) !== 0) {
     b.list.splice(idx, 1);
     b.rr = idx;
     m.onItem?.(item);

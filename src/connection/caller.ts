@@ -3,7 +3,7 @@
  * waiting for their answer, the queue of calls over the peer's
  * maxConcurrentRequests, deadlines (one timer per connection) and aborts.
  */
-import { Flag, FrameType } from "../codec/frame.ts";
+import { F_KEYED, T_REQ, T_STREAM } from "../codec/frame.ts";
 import { encodeKeyedHead, idempotencyKeyBytes } from "../codec/message-head.ts";
 import { Feature } from "../codec/settings.ts";
 import type { ErrorCode } from "../errors/codes.ts";
@@ -155,7 +155,7 @@ export class Caller {
         const key = idempotencyKeyBytes(options.idempotencyKey);
         if ((this.link.peer.features & Feature.IDEMPOTENCY) !== 0) {
           head = encodeKeyedHead(head, key);
-          startFlags = Flag.KEYED;
+          startFlags = F_KEYED;
         }
       }
       const big = tooLarge(this.link, this.stats, data.length, head.length);
@@ -172,7 +172,7 @@ export class Caller {
       this.stats.sent(data.length);
       const call: PendingCall = {
         id: 0,
-        type: FrameType.REQ,
+        type: T_REQ,
         route,
         head,
         startFlags,
@@ -208,14 +208,14 @@ export class Caller {
     call.id = this.outbox.allocId();
     call.started = true;
     this.pending.add(call);
-    this.outbox.writeBody(FrameType.REQ, call.id, call.head, call.data, undefined, call.startFlags);
+    this.outbox.writeBody(T_REQ, call.id, call.head, call.data, undefined, call.startFlags);
   }
 
   /** Settles a call with an error from this side (timeout, abort) and tells the peer. */
   abandon(call: PendingCall, err: PointSubError): void {
     if (call.settled) return;
     this.settle(call, undefined, err);
-    if (call.type === FrameType.STREAM) {
+    if (call.type === T_STREAM) {
       // Stops the producer, which sends CANCEL; the id waits for the receiver's final frame.
       if (call.started) this.streams?.stopOut(call.id, err);
       return;
@@ -224,7 +224,7 @@ export class Caller {
       this.waiting?.remove((c) => c === call);
       return;
     }
-    const where = this.outbox.writer.remove(FrameType.REQ, call.id, err);
+    const where = this.outbox.writer.remove(T_REQ, call.id, err);
     if (where === "queued") {
       // Never sent: its id is free (and a request or stream waiting for its slot goes on).
       this.finishCall(call);
@@ -289,7 +289,7 @@ export class Caller {
     // (A request with a signal has its onAbort from its start; a stream's has none: removing undefined is a no-op.)
     call.signal?.removeEventListener("abort", call.onAbort as () => void);
     const d = this.stats.diag; // diagnostics (streams publish their own end)
-    if (d.ch.callEnd.hasSubscribers && call.type === FrameType.REQ) d.publishCallEnd(call, data, err);
+    if (d.ch.callEnd.hasSubscribers && call.type === T_REQ) d.publishCallEnd(call, data, err);
     if (err !== undefined) {
       this.stats.requestsFailed++;
       this.stats.error(err.code);
@@ -305,7 +305,7 @@ export class Caller {
     this.pending.delete(call.id);
     this.streams?.streamAnswered(call.id);
     // A body still going out in frames (they load the stream engine) is stopped (request-progress.ts).
-    if (call.type !== FrameType.STREAM && this.outbox.writer.chunkedPending !== 0) streamEngine()?.stopBody(this, call);
+    if (call.type !== T_STREAM && this.outbox.writer.chunkedPending !== 0) streamEngine()?.stopBody(this, call);
     this.startWaiting();
   }
 
@@ -319,7 +319,7 @@ export class Caller {
   cancelledByPeer(call: PendingCall, code: ErrorCode): void {
     const kept = code === "ERR_TIMEOUT" || code === "ERR_OVERLOADED" || code === "ERR_GOING_AWAY";
     const err = PointSubError.fromPeer(kept ? code : "ERR_CANCELLED", `request to ${call.route} cancelled by the peer`);
-    if (call.type === FrameType.REQ) this.outbox.writer.remove(FrameType.REQ, call.id, err);
+    if (call.type === T_REQ) this.outbox.writer.remove(T_REQ, call.id, err);
     this.finishCall(call);
     this.settle(call, undefined, err);
   }

@@ -15,7 +15,7 @@
  * frame writer (`writer.ts`).
  */
 import { BaseDecoder } from "../codec/base-decoder.ts";
-import { FrameType } from "../codec/frame.ts";
+import { T_MSG } from "../codec/frame.ts";
 import type { ResumePoint } from "../codec/resume.ts";
 import { Feature, type Settings } from "../codec/settings.ts";
 import { codeForErrno } from "../errors/codes.ts";
@@ -673,13 +673,13 @@ export class Connection extends Emitter<ConnectionEvents> {
     const outbox = this.outbox;
     const id = outbox.allocId();
     if (data.length <= this.link.msgSingleMax) {
-      if (this.writer.trySendNow(FrameType.MSG, id, EMPTY, data, 0, crc)) return RESOLVED;
-      const q = outbox.enqueue(FrameType.MSG, id, EMPTY, data, true, crc);
+      if (this.writer.trySendNow(T_MSG, id, EMPTY, data, 0, crc)) return RESOLVED;
+      const q = outbox.enqueue(T_MSG, id, EMPTY, data, true, crc);
       q.catch(noop);
       return q;
     }
     outbox.outChunked.add(id);
-    const p = outbox.enqueue(FrameType.MSG, id, EMPTY, data, false);
+    const p = outbox.enqueue(T_MSG, id, EMPTY, data, false);
     const release = () => {
       outbox.outChunked.delete(id);
     };

@@ -20,7 +20,7 @@
  */
 
 import { encodeErrorHead, OK_HEAD } from "../codec/error-head.ts";
-import { FrameType } from "../codec/frame.ts";
+import { T_RES } from "../codec/frame.ts";
 import { codeInfo, type ErrorCode } from "../errors/codes.ts";
 import { answerableError, describeResult, describeThrown, thrownCode } from "../errors/describe.ts";
 import { PointSubError, protocolError } from "../errors/error.ts";
@@ -513,10 +513,7 @@ export class Dispatcher {
         `response of ${data.length} bytes exceeds the caller's ${name} of ${peer[name]}`,
       );
     }
-    if (
-      data.length <= this.link.msgSingleMax - 1 &&
-      this.outbox.writer.trySendNow(FrameType.RES, call.id, OK_HEAD, data)
-    ) {
+    if (data.length <= this.link.msgSingleMax - 1 && this.outbox.writer.trySendNow(T_RES, call.id, OK_HEAD, data)) {
       this.stats.sent(data.length);
       this.ended(call, undefined, data.length); // diagnostics
       this.releaseCall(call);
@@ -555,7 +552,7 @@ export class Dispatcher {
     this.ended(call, undefined, data.length); // diagnostics
     this.serve(call);
     this.answerEnqueued += OK_HEAD.length + data.length;
-    this.outbox.writeBody(FrameType.RES, call.id, OK_HEAD, data, () => {
+    this.outbox.writeBody(T_RES, call.id, OK_HEAD, data, () => {
       this.serving.delete(call.id);
       this.openRequests--;
       // Handed to the transport: the next answer may go past the budget (this one's charge stays until
@@ -610,7 +607,7 @@ export class Dispatcher {
     // The request stays open (counted against maxConcurrentRequests) until
     // its answer is handed to the transport: a peer that does not read can
     // make this side hold at most that many answers.
-    this.outbox.writeBody(FrameType.RES, id, head, EMPTY, () => this.closeRequest());
+    this.outbox.writeBody(T_RES, id, head, EMPTY, () => this.closeRequest());
   }
 
   /** One of the peer's requests or streams is no longer open here. */
@@ -695,7 +692,7 @@ export class Dispatcher {
     call.abort(reason);
     // An answer still queued is dropped. A handler still running has none: no scan of the
     // queued answers (a peer owed many, cancelling its running calls, made each CANCEL O(queued)).
-    if (answered) this.outbox.writer.remove(FrameType.RES, id, reason);
+    if (answered) this.outbox.writer.remove(T_RES, id, reason);
     this.openRequests--;
     // The handler saw the requester's reason; the answer is always 4004 (PROTOCOL §3.4).
     this.outbox.sendCancel(id, "ERR_CANCELLED");

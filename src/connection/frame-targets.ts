@@ -6,7 +6,7 @@
  * — and takes stream data as views of the chunks it arrived in. Comes with
  * the stream engine (a `BaseDecoder` never asks).
  */
-import { Flag, FrameType } from "../codec/frame.ts";
+import { F_START, T_MSG, T_RES, T_STREAM } from "../codec/frame.ts";
 import { PointSubError, protocolError } from "../errors/error.ts";
 import { FrameRouter } from "./frames.ts";
 
@@ -42,8 +42,8 @@ export class TargetingFrameRouter extends FrameRouter {
   /** Lets chunked-message bytes land directly in their buffer, and a stream's in buffers its reader handed back. */
   frameTarget(type: number, flags: number, id: number, length: number): Uint8Array | undefined {
     if (this.held !== undefined) return undefined;
-    if (type === FrameType.STREAM) return flags === 0 ? this.inStreamsIfAny?.frameBuffer(id, length) : undefined;
-    if ((flags & Flag.START) !== 0 || type < FrameType.MSG || type > FrameType.RES) return undefined;
+    if (type === T_STREAM) return flags === 0 ? this.inStreamsIfAny?.frameBuffer(id, length) : undefined;
+    if ((flags & F_START) !== 0 || type < T_MSG || type > T_RES) return undefined;
     return this.inbound.chunked?.frameTarget(type, id, length);
   }
 
@@ -100,14 +100,14 @@ export class TargetingFrameRouter extends FrameRouter {
 
   /** Stream data frames are taken as views of the chunks they arrive in (no copy), unless the reader recycles buffers. */
   wantsPieces(type: number, flags: number, id: number, length: number): boolean {
-    return type === FrameType.STREAM && flags === 0 && this.inStreamsIfAny?.wantsPieces(id, length) === true;
+    return type === T_STREAM && flags === 0 && this.inStreamsIfAny?.wantsPieces(id, length) === true;
   }
 
   onFramePieces(type: number, flags: number, id: number, pieces: Uint8Array[], length: number, crc: number): void {
     if (this.closed) return;
     this.framesIn++;
     const ins = this.inStreamsIfAny;
-    if (type !== FrameType.STREAM || flags !== 0 || ins === undefined) {
+    if (type !== T_STREAM || flags !== 0 || ins === undefined) {
       throw protocolError(`STREAM frame for unknown stream ${id}`);
     }
     ins.onPieces(id, pieces, length, crc);

@@ -8,7 +8,21 @@
  */
 import { decodeCancel, decodeCredit, decodeGoAway } from "../codec/control.ts";
 import type { FrameSink } from "../codec/decoder.ts";
-import { Flag, FRAME_TYPE_NAMES, FrameType, MAX_WINDOW, PROTOCOL_VERSION } from "../codec/frame.ts";
+import {
+  F_END,
+  F_START,
+  FRAME_TYPE_NAMES,
+  MAX_WINDOW,
+  PROTOCOL_VERSION,
+  T_CANCEL,
+  T_CREDIT,
+  T_GOAWAY,
+  T_MSG,
+  T_PING,
+  T_REQ,
+  T_RES,
+  T_STREAM,
+} from "../codec/frame.ts";
 import type { VarintResult } from "../codec/varint.ts";
 import { PointSubError, protocolError } from "../errors/error.ts";
 import type { Handshake } from "./handshake.ts";
@@ -46,7 +60,7 @@ interface HeldFrame {
 }
 
 /** The flags of a message in one frame. */
-const WHOLE = Flag.START | Flag.END;
+const WHOLE = F_START | F_END;
 
 /** Varints read here (one for every connection: read and used with no call between). */
 const SCRATCH: VarintResult = { value: 0, next: 0 };
@@ -116,36 +130,36 @@ export class FrameRouter implements FrameSink {
         hs.onFirstFrame(type, buf.subarray(start, end));
         return;
       }
-      if (hs.authenticating && type !== FrameType.PING && type !== FrameType.GOAWAY) {
+      if (hs.authenticating && type !== T_PING && type !== T_GOAWAY) {
         hs.onAuthFrame(type, flags, buf.subarray(start, end));
         return;
       }
     }
     switch (type) {
-      case FrameType.MSG:
-      case FrameType.REQ:
-      case FrameType.RES:
+      case T_MSG:
+      case T_REQ:
+      case T_RES:
         // A chunked message's frames need `assembly.ts` (with the stream engine): held while it loads.
         if ((flags & WHOLE) === WHOLE || this.inbound.chunked !== undefined || this.hooks.assemblies())
           this.inbound.onFrame(type, flags, id, buf, start, end);
         else this.holdFrom(type, flags, id, buf, start, end, crc);
         return;
-      case FrameType.STREAM: {
+      case T_STREAM: {
         const ins = this.inStreamsIfAny ?? this.hooks.inStreams();
         if (ins !== undefined) ins.onFrame(flags, id, buf, start, end, crc);
         else this.holdFrom(type, flags, id, buf, start, end, crc);
         return;
       }
-      case FrameType.CANCEL:
+      case T_CANCEL:
         this.inbound.onCancel(id, decodeCancel(buf.subarray(start, end)));
         return;
-      case FrameType.CREDIT:
+      case T_CREDIT:
         this.onCredit(id, decodeCredit(buf.subarray(start, end), SCRATCH));
         return;
-      case FrameType.PING:
+      case T_PING:
         this.pinger.onPing(flags, buf.subarray(start, end));
         return;
-      case FrameType.GOAWAY: {
+      case T_GOAWAY: {
         const g = decodeGoAway(buf.subarray(start, end));
         this.hooks.onGoAway(g.errno, g.reason);
         return;

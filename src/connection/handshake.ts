@@ -8,9 +8,8 @@ import { decodeGoAway, encodeGoAway, encodePreface } from "../codec/control.ts";
 import { encodeFrame } from "../codec/encoder.ts";
 import {
   CRC_LENGTH,
-  Flag,
+  F_ACK,
   FRAME_TYPE_NAMES,
-  FrameType,
   ID_VARINT_MAX,
   LENGTH_VARINT_MAX,
   MAGIC,
@@ -18,6 +17,9 @@ import {
   MAX_HELLO_SIZE,
   PREFACE_LENGTH,
   PROTOCOL_VERSION,
+  T_AUTH,
+  T_GOAWAY,
+  T_HELLO,
 } from "../codec/frame.ts";
 import { decodeSettings, encodeSettings, Feature, type Settings } from "../codec/settings.ts";
 import { readVarint, type VarintResult } from "../codec/varint.ts";
@@ -34,10 +36,7 @@ import type { FrameWriter } from "./writer.ts";
  * every frame before HELLO does.
  */
 export function refusalBytes(errno: number, reason: string): Uint8Array[] {
-  return [
-    encodePreface(PROTOCOL_VERSION, PROTOCOL_VERSION),
-    encodeFrame(FrameType.GOAWAY, 0, 0, encodeGoAway(errno, reason)),
-  ];
+  return [encodePreface(PROTOCOL_VERSION, PROTOCOL_VERSION), encodeFrame(T_GOAWAY, 0, 0, encodeGoAway(errno, reason))];
 }
 
 /**
@@ -46,7 +45,7 @@ export function refusalBytes(errno: number, reason: string): Uint8Array[] {
  * (handshake timeout, server closing), after its own greeting.
  */
 export function handshakeGoAway(errno: number, reason: string): Uint8Array {
-  return encodeFrame(FrameType.GOAWAY, 0, 0, encodeGoAway(errno, reason));
+  return encodeFrame(T_GOAWAY, 0, 0, encodeGoAway(errno, reason));
 }
 
 const scan: VarintResult = { value: 0, next: 0 };
@@ -73,7 +72,7 @@ export function openingComplete(b: Uint8Array, auth: boolean, localChecksum = tr
   let crcLength = CRC_LENGTH;
   for (let frame = 0; frame < (auth ? 2 : 1); frame++) {
     if (n <= at) return false;
-    if (b[at] >>> 4 !== (frame === 0 ? FrameType.HELLO : FrameType.AUTH)) return true;
+    if (b[at] >>> 4 !== (frame === 0 ? T_HELLO : T_AUTH)) return true;
     let r = readVarint(b, at + 1, n, ID_VARINT_MAX, scan);
     if (r !== 1) return r < 0;
     r = readVarint(b, scan.next, n, LENGTH_VARINT_MAX, scan);
@@ -102,11 +101,11 @@ export function openingComplete(b: Uint8Array, auth: boolean, localChecksum = tr
  */
 export function goAwayInOpening(b: Uint8Array): boolean {
   const at = PREFACE_LENGTH;
-  if (b.length <= at || b[at] >>> 4 !== FrameType.HELLO) return false;
+  if (b.length <= at || b[at] >>> 4 !== T_HELLO) return false;
   if (readVarint(b, at + 1, b.length, ID_VARINT_MAX, scan) !== 1) return false;
   if (readVarint(b, scan.next, b.length, LENGTH_VARINT_MAX, scan) !== 1) return false;
   const next = scan.next + scan.value + CRC_LENGTH;
-  return next < b.length && b[next] >>> 4 === FrameType.GOAWAY;
+  return next < b.length && b[next] >>> 4 === T_GOAWAY;
 }
 
 /** What each side writes first: the preface and its HELLO, in one buffer. */
@@ -131,7 +130,7 @@ export function greeting(local: Settings, shared: boolean): Greeting {
   const known = shared ? greetings.get(local) : undefined;
   if (known !== undefined) return known;
   const preface = encodePreface(PROTOCOL_VERSION, PROTOCOL_VERSION);
-  const hello = encodeFrame(FrameType.HELLO, 0, 0, encodeSettings(local));
+  const hello = encodeFrame(T_HELLO, 0, 0, encodeSettings(local));
   const bytes = new Uint8Array(preface.length + hello.length);
   bytes.set(preface, 0);
   bytes.set(hello, preface.length);
@@ -193,7 +192,7 @@ export class Handshake {
 
   /** The peer's first frame, which must be HELLO. */
   onFirstFrame(type: number, payload: Uint8Array): void {
-    if (type === FrameType.GOAWAY) {
+    if (type === T_GOAWAY) {
       // A server refusing the connection (its limit, or closing) says why instead of HELLO (docs/PROTOCOL.md §1.1).
       const g = decodeGoAway(payload);
       const err = PointSubError.fromPeer(
@@ -204,7 +203,7 @@ export class Handshake {
       this.writer.close(err);
       throw err;
     }
-    if (type !== FrameType.HELLO) throw protocolError("first frame is not HELLO");
+    if (type !== T_HELLO) throw protocolError("first frame is not HELLO");
     // Consecutive peers announcing the same settings share one object (a server's clients mostly do).
     // Compared in place, byte for byte: no string per connection.
     if (payload.length !== lastHello?.length || !payload.every((b, i) => b === (lastHello as Uint8Array)[i])) {
@@ -221,7 +220,7 @@ export class Handshake {
     }
     if ((peer.features & Feature.AUTH) !== 0) {
       this.authState = AUTH_WAIT_ACK;
-      this.writer.control(FrameType.AUTH, 0, 0, this.credentials);
+      this.writer.control(T_AUTH, 0, 0, this.credentials);
       this.writer.flush();
       return;
     }
@@ -235,10 +234,10 @@ export class Handshake {
       (streamEngine() as StreamEngine).authFrame(this, type, flags, payload);
       return;
     }
-    if (type !== FrameType.AUTH) {
+    if (type !== T_AUTH) {
       throw protocolError(`${FRAME_TYPE_NAMES[type]} frame before authentication completed`);
     }
-    if ((flags & Flag.ACK) === 0) throw protocolError("unexpected AUTH frame");
+    if ((flags & F_ACK) === 0) throw protocolError("unexpected AUTH frame");
     if (payload.length !== 0) throw protocolError("AUTH|ACK with a payload");
     this.authState = 0;
     this.port.opened();

@@ -6,7 +6,17 @@
  * loaded) and handed on here when its END arrives.
  */
 
-import { Flag, FRAME_TYPE_NAMES, FrameType, Status } from "../codec/frame.ts";
+import {
+  F_END,
+  F_KEYED,
+  F_START,
+  FRAME_TYPE_NAMES,
+  STATUS_ERROR,
+  STATUS_OK,
+  T_MSG,
+  T_REQ,
+  T_RES,
+} from "../codec/frame.ts";
 import { decodeErrorBody, readKeyBounds, readMessageLength, readRouteBounds } from "../codec/message-head.ts";
 import type { VarintResult } from "../codec/varint.ts";
 import { codeForErrno } from "../errors/codes.ts";
@@ -135,10 +145,10 @@ export class Inbound implements ReceiveWindow {
     const len = end - start;
     this.take(len);
     // A RES answers one of this side's ids; MSG and REQ start on the peer's.
-    if ((type === FrameType.RES) !== this.link.isMine(id)) {
+    if ((type === T_RES) !== this.link.isMine(id)) {
       throw protocolError(`${FRAME_TYPE_NAMES[type]} frame on stream ${id}: wrong parity`);
     }
-    if (type === FrameType.MSG && flags === (Flag.START | Flag.END)) {
+    if (type === T_MSG && flags === (F_START | F_END)) {
       // Fast path: a whole one-way message in one frame.
       if (this.isOpen(id)) throw protocolError(`stream ${id} started twice`);
       if (len > this.link.local.maxMessageSize) this.link.checkIncomingSize(len);
@@ -146,7 +156,7 @@ export class Inbound implements ReceiveWindow {
       this.dispatcher.deliverMessage(buf.subarray(start, end));
       return;
     }
-    if ((flags & Flag.START) !== 0) this.onStart(type, flags, id, buf, start, end);
+    if ((flags & F_START) !== 0) this.onStart(type, flags, id, buf, start, end);
     else (this.chunked as Assemblies).continuation(type, flags, id, buf, start, end);
   }
 
@@ -155,7 +165,7 @@ export class Inbound implements ReceiveWindow {
     if (this.isOpen(id)) throw protocolError(`stream ${id} started twice`);
     // A new message on an id this side refused: the peer has moved on.
     this.chunked?.started(id);
-    const single = (flags & Flag.END) !== 0;
+    const single = (flags & F_END) !== 0;
     const v = SCRATCH;
     let p = start;
     let total = -1;
@@ -168,11 +178,11 @@ export class Inbound implements ReceiveWindow {
     let route = "";
     let key: Uint8Array | undefined;
     let call: PendingCall | undefined;
-    if (type === FrameType.REQ) {
+    if (type === T_REQ) {
       readRouteBounds(buf, p, end, v);
       route = this.decodeRoute(buf, v.value, v.next);
       p = v.next;
-      if ((flags & Flag.KEYED) !== 0) {
+      if ((flags & F_KEYED) !== 0) {
         // A keyed request (§3.4.1): the key follows the route. Copied: `buf` may be reused.
         readKeyBounds(buf, p, end, v);
         key = buf.slice(v.value, v.next);
@@ -181,13 +191,13 @@ export class Inbound implements ReceiveWindow {
       if (++dispatcher.openRequests > this.link.local.maxConcurrentRequests) {
         throw PointSubError.fromPeer("ERR_TOO_MANY_REQUESTS", "peer exceeded maxConcurrentRequests");
       }
-    } else if (type === FrameType.RES) {
+    } else if (type === T_RES) {
       call = this.caller.pending.get(id);
       if (call === undefined) throw protocolError(`response for unknown request ${id}`);
       if (p >= end) throw protocolError("response without status");
       const status = buf[p++];
-      if (status !== Status.OK && status !== Status.ERROR) throw protocolError(`bad status ${status}`);
-      if (status === Status.ERROR) {
+      if (status !== STATUS_OK && status !== STATUS_ERROR) throw protocolError(`bad status ${status}`);
+      if (status === STATUS_ERROR) {
         if (!single) throw protocolError("error response must be one frame");
         const body = decodeErrorBody(buf, p, end);
         // errno is authoritative for known codes; the code string is informative.
@@ -226,12 +236,12 @@ export class Inbound implements ReceiveWindow {
     key?: Uint8Array,
   ): void {
     this.stats.received(data.length);
-    if (type === FrameType.REQ) {
+    if (type === T_REQ) {
       this.dispatcher.handleRequest(id, route, data, charged, key);
       return;
     }
     if (charged > 0) this.budget.release(charged);
-    if (type === FrameType.MSG) {
+    if (type === T_MSG) {
       this.dispatcher.deliverMessage(data);
       return;
     }
@@ -283,7 +293,7 @@ export class Inbound implements ReceiveWindow {
         if (!this.outbox.uses(id)) return;
         const kept = code === "ERR_TIMEOUT" || code === "ERR_OVERLOADED" || code === "ERR_GOING_AWAY";
         this.outbox.writer.removeChunked(
-          FrameType.MSG,
+          T_MSG,
           id,
           PointSubError.fromPeer(kept ? code : "ERR_CANCELLED", "message refused by the peer"),
         );
@@ -298,7 +308,7 @@ export class Inbound implements ReceiveWindow {
     const reasonCode = code === "ERR_TIMEOUT" ? "ERR_TIMEOUT" : "ERR_CANCELLED";
     const type = this.drop(id);
     if (type !== -1) {
-      if (type === FrameType.REQ) {
+      if (type === T_REQ) {
         this.dispatcher.openRequests--;
         // The answer to a requester's CANCEL is always 4004 (PROTOCOL §3.4).
         this.outbox.sendCancel(id, "ERR_CANCELLED");

@@ -4,7 +4,7 @@
  * control frames every part sends (CANCEL, CREDIT, GOAWAY).
  */
 import { encodeCancel, encodeCredit, encodeGoAway } from "../codec/control.ts";
-import { FrameType, MAX_STREAM_ID } from "../codec/frame.ts";
+import { MAX_STREAM_ID, T_CANCEL, T_CREDIT, T_GOAWAY } from "../codec/frame.ts";
 import { encodeRouteHead } from "../codec/message-head.ts";
 import { codeInfo, type ErrorCode } from "../errors/codes.ts";
 import type { PointSubError } from "../errors/error.ts";
@@ -122,16 +122,16 @@ export class Outbox {
   }
 
   sendCancel(id: number, code: ErrorCode): void {
-    this.writer.control(FrameType.CANCEL, 0, id, encodeCancel(codeInfo(code).errno));
+    this.writer.control(T_CANCEL, 0, id, encodeCancel(codeInfo(code).errno));
   }
 
   sendCredit(id: number, n: number): void {
-    this.writer.control(FrameType.CREDIT, 0, id, encodeCredit(n));
+    this.writer.control(T_CREDIT, 0, id, encodeCredit(n));
     // Credit unblocks the peer: send it now rather than at the end of the turn.
     this.writer.flush();
   }
 
   sendGoAway(errno: number, reason: string): void {
-    this.writer.control(FrameType.GOAWAY, 0, 0, encodeGoAway(errno, reason));
+    this.writer.control(T_GOAWAY, 0, 0, encodeGoAway(errno, reason));
   }
 }

@@ -89,7 +89,7 @@
  * Single-frame messages and control frames are never paced: they go first.
  */
 import { encodePing } from "../codec/control.ts";
-import { FrameType } from "../codec/frame.ts";
+import { T_PING } from "../codec/frame.ts";
 import { BULK_FLUSH_BYTES, FLUSH_BYTES } from "./writer.ts";
 
 /** What the pacer needs from the frame writer. */
@@ -408,7 +408,7 @@ export class Pacer {
     // A probe with no bulk ahead of it (every earlier probe answered) measures the path: it ends a drain.
     const seq = ++this.probesSent;
     if (this.drainSince !== 0 && this.drainSeq === 0 && this.empty()) this.drainSeq = seq;
-    this.writer.control(FrameType.PING, 0, 0, encodePing(-seq));
+    this.writer.control(T_PING, 0, 0, encodePing(-seq));
     // Its answer acknowledges every byte up to the end of the PING itself.
     const end = this.writer.position;
     this.probes.push(seq, end, now);

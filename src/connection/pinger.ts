@@ -6,7 +6,7 @@
  * (`ping.ts`) comes with housekeeping: not in a browser page's first load.
  */
 import { decodePing, encodePing } from "../codec/control.ts";
-import { Flag, FrameType } from "../codec/frame.ts";
+import { F_ACK, T_PING } from "../codec/frame.ts";
 import type { PointSubError } from "../errors/error.ts";
 import type { FrameWriter } from "./writer.ts";
 
@@ -38,14 +38,14 @@ export class Pinger {
 
   /** @internal Writes this side's PING `seq` (`ping.ts`). */
   send(seq: number): void {
-    this.writer.control(FrameType.PING, 0, 0, encodePing(seq));
+    this.writer.control(T_PING, 0, 0, encodePing(seq));
   }
 
   /** A PING or PING ACK from the peer. */
   onPing(flags: number, payload: Uint8Array): void {
     const seq = decodePing(payload);
-    if ((flags & Flag.ACK) === 0) {
-      if (this.writer.writable) this.writer.control(FrameType.PING, Flag.ACK, 0, payload.slice());
+    if ((flags & F_ACK) === 0) {
+      if (this.writer.writable) this.writer.control(T_PING, F_ACK, 0, payload.slice());
       else this.pendingPong = payload.slice();
       return;
     }
@@ -76,7 +76,7 @@ export class Pinger {
     const pong = this.pendingPong;
     if (pong !== undefined && this.writer.writable) {
       this.pendingPong = undefined;
-      this.writer.control(FrameType.PING, Flag.ACK, 0, pong);
+      this.writer.control(T_PING, F_ACK, 0, pong);
     }
   }
 

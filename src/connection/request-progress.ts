@@ -6,7 +6,7 @@
  * it another `requestTimeoutMs`), and stopping a body the peer answered
  * before it ended.
  */
-import { FrameType } from "../codec/frame.ts";
+import { T_REQ } from "../codec/frame.ts";
 import { PointSubError } from "../errors/error.ts";
 import type { Caller } from "./caller.ts";
 import type { PendingCall } from "./calls.ts";
@@ -17,7 +17,7 @@ import type { PendingCall } from "./calls.ts";
  * for a message it assembles (`minProgressBytesPerSecond`, 1 KiB/s).
  */
 const PROGRESS_FLOOR = 1024;
-const REQ = FrameType.REQ;
+const REQ = T_REQ;
 
 /**
  * What a request had moved at its last deadline: its body's bytes handed

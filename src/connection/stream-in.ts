@@ -5,7 +5,7 @@
  * back as the reader consumes it; COMPRESSED frames are inflated lazily.
  */
 import type { CompressionCodec, InflateOwner } from "../codec/compression.ts";
-import { Flag } from "../codec/frame.ts";
+import { F_COMPRESSED, F_END, F_START } from "../codec/frame.ts";
 import { decodeMeta, decodeStreamEnd, decodeStreamHead } from "../codec/stream-prefix.ts";
 import { readVarint, type VarintResult } from "../codec/varint.ts";
 import { codeForErrno, type ErrorCode } from "../errors/codes.ts";
@@ -209,14 +209,14 @@ export class IncomingStreams {
     const len = end - start;
     this.window.take(len);
     if (this.link.isMine(id)) throw protocolError(`STREAM on stream ${id} has this side's parity`);
-    if ((flags & Flag.START) !== 0) {
+    if ((flags & F_START) !== 0) {
       this.onStart(flags, id, buf, start, end);
       return;
     }
     const st = this.streams.get(idKey(id));
     if (st === undefined || st.inDone) throw protocolError(`STREAM frame for unknown stream ${id}`);
-    if ((flags & Flag.END) !== 0) {
-      if ((flags & Flag.COMPRESSED) !== 0) throw protocolError("STREAM END cannot be compressed");
+    if ((flags & F_END) !== 0) {
+      if ((flags & F_COMPRESSED) !== 0) throw protocolError("STREAM END cannot be compressed");
       const { length, crc } = decodeStreamEnd(buf, start, end);
       st.inDone = true;
       this.stats.counts[21]++; // streams received
@@ -228,8 +228,8 @@ export class IncomingStreams {
   }
 
   private onStart(flags: number, id: number, buf: Uint8Array, start: number, end: number): void {
-    if ((flags & Flag.END) !== 0) throw protocolError("STREAM START cannot carry END");
-    if ((flags & Flag.COMPRESSED) !== 0) throw protocolError("STREAM START cannot carry COMPRESSED data");
+    if ((flags & F_END) !== 0) throw protocolError("STREAM START cannot carry END");
+    if ((flags & F_COMPRESSED) !== 0) throw protocolError("STREAM START cannot carry COMPRESSED data");
     // A request of the peer's still served on this id counts too: two calls on one id, the
     // stream's end would take the request's place in the table (and its abort at close).
     const serving = this.dispatcher.serving;
@@ -438,7 +438,7 @@ export class IncomingStreams {
    */
   private data(st: InState, flags: number, data: Uint8Array, crc = -1): void {
     st.lastFrameAt = performance.now();
-    if ((flags & Flag.COMPRESSED) === 0) {
+    if ((flags & F_COMPRESSED) === 0) {
       this.stats.counts[23] += data.length; // stream bytes received
       if (this.charge(st, data.length) && this.within(st, data.length)) st.stream.push(data, data.length, crc);
       return;

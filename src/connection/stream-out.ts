@@ -4,7 +4,7 @@
  * maxConcurrentStreams at once, each a call answered by the receiver's RES.
  */
 import { AUTO_ORDER } from "../codec/codecs.ts";
-import { Flag, FrameType } from "../codec/frame.ts";
+import { F_END, T_STREAM } from "../codec/frame.ts";
 import { Feature } from "../codec/settings.ts";
 import { encodeMeta, encodeStreamHead } from "../codec/stream-prefix.ts";
 import { codeForErrno } from "../errors/codes.ts";
@@ -204,7 +204,7 @@ export class OutgoingStreams {
   private giveUp(st: OutState, err: PointSubError): void {
     const id = st.msg.id;
     st.cancelSent = true;
-    if (this.outbox.writer.remove(FrameType.STREAM, id, err) === "queued") {
+    if (this.outbox.writer.remove(T_STREAM, id, err) === "queued") {
       st.outEnded = true;
       this.caller.finishCall(st.call);
       return;
@@ -238,7 +238,7 @@ export class OutgoingStreams {
     const offset = options.offset ?? 0;
     const call: PendingCall = {
       id: 0,
-      type: FrameType.STREAM,
+      type: T_STREAM,
       route,
       head: EMPTY,
       data: EMPTY,
@@ -441,7 +441,7 @@ export class OutgoingStreams {
       },
     );
     const msg: OutMessage = {
-      type: FrameType.STREAM,
+      type: T_STREAM,
       id,
       head: EMPTY,
       data: EMPTY,
@@ -457,7 +457,7 @@ export class OutgoingStreams {
       onItem: (item: StreamItem) => {
         st.sentWire += streamCost(item);
         out.onItemSent(item);
-        if ((item.flags & Flag.END) !== 0) this.outEnded(st);
+        if ((item.flags & F_END) !== 0) this.outEnded(st);
       },
     };
     const st: OutState = {

@@ -1,6 +1,6 @@
 import { type Crc32c, combineCrcs, JS_CRC32C_IMPL } from "../codec/crc32c.ts";
 import { headerLength, writeCrc, writeHeader } from "../codec/encoder.ts";
-import { BATCH_RESERVE, CRC_LENGTH, Flag, FrameType, MIN_FRAME_SIZE } from "../codec/frame.ts";
+import { BATCH_RESERVE, CRC_LENGTH, F_END, F_START, MIN_FRAME_SIZE, T_BATCH, T_RES } from "../codec/frame.ts";
 import { varintLength, writeVarint } from "../codec/varint.ts";
 import type { PointSubError } from "../errors/error.ts";
 import type { StreamItem } from "../stream/item.ts";
@@ -294,7 +294,7 @@ export class FrameWriter {
 
   /** Queues a message; it resolves when its last frame is handed to the transport. */
   enqueue(m: OutMessage): void {
-    if (m.type === FrameType.RES) this.answerQueued += m.head.length + m.data.length;
+    if (m.type === T_RES) this.answerQueued += m.head.length + m.data.length;
     if (m.items === undefined) this.queuedBytes += m.head.length + m.data.length;
     if (m.single) {
       if (this.singles === NO_SINGLES) this.singles = new Queue();
@@ -410,7 +410,7 @@ export class FrameWriter {
   /** A queued message leaves without being sent: it no longer counts as owed. */
   private unqueue(m: OutMessage): void {
     const owed = (m.started ? 0 : m.head.length) + m.data.length - m.offset;
-    if (m.type === FrameType.RES) this.answerQueued -= owed;
+    if (m.type === T_RES) this.answerQueued -= owed;
     if (m.items === undefined) this.queuedBytes -= owed;
   }
 
@@ -551,7 +551,7 @@ export class FrameWriter {
         if (this.connCredit < len) break;
         this.singles.shift();
         this.connCredit -= len;
-        if (m.type === FrameType.RES) this.answerQueued -= len;
+        if (m.type === T_RES) this.answerQueued -= len;
         this.queuedBytes -= len;
         this.encode(m.type, WHOLE | (m.startFlags ?? 0), m.id, -1, m.head, m.data, 0, m.data.length, m.crc);
         progressed = true;
@@ -704,7 +704,7 @@ export class FrameWriter {
     if (this.batchCount > 1) {
       const len = end - inner;
       hs = inner - headerLength(0, len);
-      writeHeader(slab, hs, FrameType.BATCH, 0, 0, len);
+      writeHeader(slab, hs, T_BATCH, 0, 0, len);
     }
     if (this.batchStart > this.slabStart) {
       this.emit(slab.subarray(this.slabStart, this.batchStart), this.batchStart - this.slabStart);
@@ -785,7 +785,7 @@ export class FrameWriter {
 
 const EMPTY = new Uint8Array(0);
 /** The flags of a message in one frame. */
-const WHOLE = Flag.START | Flag.END;
+const WHOLE = F_START | F_END;
 
 /**
  * A write pool and how many writers may still have bytes of it in a

@@ -2,7 +2,7 @@
  * The unit a stream producer hands to the connection's writer: one STREAM
  * frame's flags, prefix and data (docs/PROTOCOL.md §3.10).
  */
-import { Flag } from "../codec/frame.ts";
+import { F_COMPRESSED } from "../codec/frame.ts";
 
 /** One STREAM frame ready to send: `head` then `data`, under `flags`. */
 export interface StreamItem {
@@ -28,5 +28,5 @@ export interface StreamItem {
  */
 export function streamCost(item: StreamItem): number {
   const size = item.head.length + item.data.length;
-  return (item.flags & Flag.COMPRESSED) !== 0 && item.content > size ? item.content : size;
+  return (item.flags & F_COMPRESSED) !== 0 && item.content > size ? item.content : size;
 }

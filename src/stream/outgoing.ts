@@ -3,7 +3,7 @@ import { codecById } from "../codec/codecs.ts";
 import type { CompressionCodec } from "../codec/compression.ts";
 import { type Crc32c, JS_CRC32C_IMPL } from "../codec/crc32c.ts";
 import { crc32cCombine } from "../codec/crc32c-combine.ts";
-import { Flag } from "../codec/frame.ts";
+import { F_COMPRESSED, F_END, F_START } from "../codec/frame.ts";
 import { encodeStreamEnd } from "../codec/stream-prefix.ts";
 import { varintLength, writeVarint } from "../codec/varint.ts";
 import { describeThrown } from "../errors/describe.ts";
@@ -127,7 +127,7 @@ export class OutgoingStream {
 
   /** Queues the START frame. */
   start(head: Uint8Array): void {
-    this.enqueue({ flags: Flag.START, head, data: EMPTY, content: 0, crc: -1 });
+    this.enqueue({ flags: F_START, head, data: EMPTY, content: 0, crc: -1 });
   }
 
   /**
@@ -238,7 +238,7 @@ export class OutgoingStream {
         );
       }
       this.enqueue({
-        flags: Flag.END,
+        flags: F_END,
         head: EMPTY,
         data: encodeStreamEnd(this.length, this.crc),
         content: 0,
@@ -398,7 +398,7 @@ export class OutgoingStream {
     }
     // The buffer now (its frame carries the compressed copy); the notice that it was sent once that frame was written.
     release?.();
-    return { flags: Flag.COMPRESSED, head, data: out, content: piece.length, crc: -1, release: written };
+    return { flags: F_COMPRESSED, head, data: out, content: piece.length, crc: -1, release: written };
   }
 }
 
