@@ -81,6 +81,11 @@ export const F_KEYED = 0x4;
 /** Response status byte. */
 export const STATUS_OK = 0;
 export const STATUS_ERROR = 1;
+/** Feature bits of the HELLO `features` setting, as numbers the bundler inlines (`Feature` in settings.ts: the same as an object). */
+export const FEATURE_STREAMS = 0x1;
+export const FEATURE_RESUME = 0x2;
+export const FEATURE_AUTH = 0x4;
+export const FEATURE_IDEMPOTENCY = 0x8;
 
 /** Frame types (high nibble of the first header byte). */
 export const FrameType = {

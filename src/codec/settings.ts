@@ -1,5 +1,14 @@
 import { PointSubError, protocolError } from "../errors/error.ts";
-import { MAX_FRAME_SIZE, MAX_HELLO_SIZE, MAX_WINDOW, MIN_FRAME_SIZE } from "./frame.ts";
+import {
+  FEATURE_AUTH,
+  FEATURE_IDEMPOTENCY,
+  FEATURE_RESUME,
+  FEATURE_STREAMS,
+  MAX_FRAME_SIZE,
+  MAX_HELLO_SIZE,
+  MAX_WINDOW,
+  MIN_FRAME_SIZE,
+} from "./frame.ts";
 import { readVarint, type VarintResult, varintLength, writeVarint } from "./varint.ts";
 
 /**
@@ -38,17 +47,17 @@ export interface Settings {
 /** Feature bits of the HELLO `features` setting. */
 export const Feature = {
   /** STREAM frames (section 3.10). */
-  STREAMS: 0x1,
+  STREAMS: FEATURE_STREAMS,
   /** The resume query route (section 3.11). */
-  RESUME: 0x2,
+  RESUME: FEATURE_RESUME,
   /** This side requires an AUTH frame from the peer before any other work (section 4.1). */
-  AUTH: 0x4,
+  AUTH: FEATURE_AUTH,
   /**
    * This side understands keyed requests (REQ START with the KEYED flag:
    * an idempotency key after the route, section 3.4.1). Whether it also
    * deduplicates them is up to its application (an idempotency store).
    */
-  IDEMPOTENCY: 0x8,
+  IDEMPOTENCY: FEATURE_IDEMPOTENCY,
 } as const;
 
 const MIB = 1024 * 1024;

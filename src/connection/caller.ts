@@ -3,9 +3,8 @@
  * waiting for their answer, the queue of calls over the peer's
  * maxConcurrentRequests, deadlines (one timer per connection) and aborts.
  */
-import { F_KEYED, T_REQ, T_STREAM } from "../codec/frame.ts";
+import { F_KEYED, FEATURE_IDEMPOTENCY, T_REQ, T_STREAM } from "../codec/frame.ts";
 import { encodeKeyedHead, idempotencyKeyBytes } from "../codec/message-head.ts";
-import { Feature } from "../codec/settings.ts";
 import type { ErrorCode } from "../errors/codes.ts";
 import { PointSubError } from "../errors/error.ts";
 import { checkSignal } from "../errors/signal.ts";
@@ -153,7 +152,7 @@ export class Caller {
       let startFlags = 0;
       if (options.idempotencyKey !== undefined) {
         const key = idempotencyKeyBytes(options.idempotencyKey);
-        if ((this.link.peer.features & Feature.IDEMPOTENCY) !== 0) {
+        if ((this.link.peer.features & FEATURE_IDEMPOTENCY) !== 0) {
           head = encodeKeyedHead(head, key);
           startFlags = F_KEYED;
         }

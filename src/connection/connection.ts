@@ -15,9 +15,9 @@
  * frame writer (`writer.ts`).
  */
 import { BaseDecoder } from "../codec/base-decoder.ts";
-import { T_MSG } from "../codec/frame.ts";
+import { FEATURE_RESUME, T_MSG } from "../codec/frame.ts";
 import type { ResumePoint } from "../codec/resume.ts";
-import { Feature, type Settings } from "../codec/settings.ts";
+import type { Settings } from "../codec/settings.ts";
 import { codeForErrno } from "../errors/codes.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { badOptions, checkOptions } from "../errors/options.ts";
@@ -841,7 +841,7 @@ export class Connection extends Emitter<ConnectionEvents> {
    */
   async queryResume(route: string, transferId: string, options: RequestOptions = {}): Promise<ResumePoint> {
     checkOptions(options, "queryResume");
-    if ((this.link.peer.features & Feature.RESUME) === 0) return { offset: 0, crc: 0 };
+    if ((this.link.peer.features & FEATURE_RESUME) === 0) return { offset: 0, crc: 0 };
     // The codec of resume queries comes with the stream engine (resuming is for streams).
     const engine = await loadStreamEngine();
     return engine.askResume((r, payload) => this.request(r, payload, options), route, transferId);

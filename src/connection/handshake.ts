@@ -9,6 +9,7 @@ import { encodeFrame } from "../codec/encoder.ts";
 import {
   CRC_LENGTH,
   F_ACK,
+  FEATURE_AUTH,
   FRAME_TYPE_NAMES,
   ID_VARINT_MAX,
   LENGTH_VARINT_MAX,
@@ -21,7 +22,7 @@ import {
   T_GOAWAY,
   T_HELLO,
 } from "../codec/frame.ts";
-import { decodeSettings, encodeSettings, Feature, type Settings } from "../codec/settings.ts";
+import { decodeSettings, encodeSettings, type Settings } from "../codec/settings.ts";
 import { readVarint, type VarintResult } from "../codec/varint.ts";
 import { codeForErrno } from "../errors/codes.ts";
 import { PointSubError, protocolError } from "../errors/error.ts";
@@ -218,7 +219,7 @@ export class Handshake {
       this.authState = AUTH_WAIT_CREDENTIALS;
       return;
     }
-    if ((peer.features & Feature.AUTH) !== 0) {
+    if ((peer.features & FEATURE_AUTH) !== 0) {
       this.authState = AUTH_WAIT_ACK;
       this.writer.control(T_AUTH, 0, 0, this.credentials);
       this.writer.flush();

@@ -4,8 +4,8 @@
  * sizes that follow from them. Every part of the engine reads it; only the
  * handshake writes the peer's half.
  */
-import { MIN_FRAME_SIZE } from "../codec/frame.ts";
-import { DEFAULT_SETTINGS, Feature, KEYS, type Settings, validateSettings } from "../codec/settings.ts";
+import { FEATURE_AUTH, FEATURE_IDEMPOTENCY, FEATURE_RESUME, FEATURE_STREAMS, MIN_FRAME_SIZE } from "../codec/frame.ts";
+import { DEFAULT_SETTINGS, KEYS, type Settings, validateSettings } from "../codec/settings.ts";
 import { PointSubError } from "../errors/error.ts";
 import { SINGLE_FRAME_MAX } from "./size-class.ts";
 import type { ConnectionOptions } from "./types.ts";
@@ -44,7 +44,7 @@ export function resolveSettings(o: ConnectionOptions, requireAuth: boolean, code
     }
   }
   s.checksum = o.checksum === false ? 0 : 1;
-  s.features = Feature.STREAMS | Feature.RESUME | Feature.IDEMPOTENCY | (requireAuth ? Feature.AUTH : 0);
+  s.features = FEATURE_STREAMS | FEATURE_RESUME | FEATURE_IDEMPOTENCY | (requireAuth ? FEATURE_AUTH : 0);
   s.compression = codecMask;
   s.maxAssemblyBytes = o.maxAssemblyBytes ?? s.maxMessageSize + 64 * 1024 * 1024;
   validateSettings(s, false);

@@ -4,8 +4,7 @@
  * maxConcurrentStreams at once, each a call answered by the receiver's RES.
  */
 import { AUTO_ORDER } from "../codec/codecs.ts";
-import { F_END, T_STREAM } from "../codec/frame.ts";
-import { Feature } from "../codec/settings.ts";
+import { F_END, FEATURE_STREAMS, T_STREAM } from "../codec/frame.ts";
 import { encodeMeta, encodeStreamHead } from "../codec/stream-prefix.ts";
 import { codeForErrno } from "../errors/codes.ts";
 import { answerableError, describeThrown, thrownCode } from "../errors/describe.ts";
@@ -275,7 +274,7 @@ export class OutgoingStreams {
       if (options.onProgress !== undefined) checkFunction(options.onProgress, "onProgress");
       const peer = this.link.peer;
       // (maxConcurrentStreams 0 says the same: a stream would wait for a slot for ever.)
-      if ((peer.features & Feature.STREAMS) === 0 || peer.maxConcurrentStreams === 0) {
+      if ((peer.features & FEATURE_STREAMS) === 0 || peer.maxConcurrentStreams === 0) {
         throw new PointSubError("ERR_PROTOCOL", "the peer does not accept streams");
       }
       let total = options.total;
