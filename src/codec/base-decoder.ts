@@ -1,6 +1,7 @@
 import { PointSubError, protocolError } from "../errors/error.ts";
 import { readU32 } from "./bytes.ts";
 import { type Crc32c, combineCrcs, JS_CRC32C_IMPL } from "./crc32c.ts";
+import { BODY, type DecoderState, FAILED, HEADER, PREFACE } from "./decoder-state.ts";
 import {
   ALLOWED_FLAGS,
   CRC_LENGTH,
@@ -90,11 +91,8 @@ export interface FrameSink {
   ): void;
 }
 
-/** @internal The decoder's states. */
-export const State = { Preface: 0, Header: 1, Body: 2, Failed: 3 } as const;
 /** @internal A push's steps when unlimited (more frames than any chunk holds; a small integer, unlike Infinity). */
 export const UNLIMITED_STEPS = 2 ** 30;
-type State = (typeof State)[keyof typeof State];
 
 /**
  * Incremental push decoder for protocol v1: preface, then frames. Feed it any
@@ -117,7 +115,7 @@ export class BaseDecoder {
   checksum = true;
 
   declare protected readonly sink: FrameSink;
-  protected state: State = State.Preface;
+  protected state: DecoderState = PREFACE;
   /** A header split across pushes is completed here (allocated the first time one is). */
   private carry: Uint8Array = NO_BYTES;
   private carryLen = 0;
@@ -175,14 +173,14 @@ export class BaseDecoder {
    * the next bytes into the same buffer. Throws PointSubError on invalid input.
    */
   push(chunk: Uint8Array): boolean {
-    if (this.state === State.Failed) throw protocolError("decoder already failed");
+    if (this.state === FAILED) throw protocolError("decoder already failed");
     this.retained = false;
     // Per push: a count over the decoder's life would run out after 2^30 frames (`FrameDecoder.run` sets its own).
     this.left = UNLIMITED_STEPS;
     try {
       this.run(chunk);
     } catch (err) {
-      this.state = State.Failed;
+      this.state = FAILED;
       throw err;
     }
     return this.retained;
@@ -201,14 +199,14 @@ export class BaseDecoder {
 
   /** True when no partial frame is buffered (a clean place for the stream to end). */
   get idle(): boolean {
-    return this.state === State.Header && this.carryLen === 0;
+    return this.state === HEADER && this.carryLen === 0;
   }
 
   protected run(chunk: Uint8Array): void {
     let pos = 0;
     const end = chunk.length;
     while (pos < end && this.left-- > 0) {
-      if (this.state === State.Body) {
+      if (this.state === BODY) {
         pos = this.fillBody(chunk, pos, end);
         continue;
       }
@@ -218,7 +216,7 @@ export class BaseDecoder {
         const take = Math.min(MAX_HEADER - this.carryLen, end - pos);
         this.carry.set(chunk.subarray(pos, pos + take), this.carryLen);
         const avail = this.carryLen + take;
-        const wasPreface = this.state === State.Preface;
+        const wasPreface = this.state === PREFACE;
         const used = this.parseHead(this.carry, 0, avail);
         if (used === 0) {
           this.carryLen = avail;
@@ -229,7 +227,7 @@ export class BaseDecoder {
         if (!wasPreface) this.afterHeaderFromCarry();
         continue;
       }
-      const wasPreface = this.state === State.Preface;
+      const wasPreface = this.state === PREFACE;
       const used = this.parseHead(chunk, pos, end);
       if (used === 0) {
         if (this.carry.length === 0) this.carry = new Uint8Array(MAX_HEADER);
@@ -287,7 +285,7 @@ export class BaseDecoder {
   protected beginBody(): void {
     this.body = this.alloc(this.length + (this.checksum ? CRC_LENGTH : 0));
     this.filled = 0;
-    this.state = State.Body;
+    this.state = BODY;
   }
 
   /** Bytes of the frame being collected: copied in; once whole, verified and handed on. Returns the new position. */
@@ -298,7 +296,7 @@ export class BaseDecoder {
     this.filled += n;
     pos += n;
     if (this.filled < body.length) return pos;
-    this.state = State.Header;
+    this.state = HEADER;
     this.body = NO_BYTES;
     const len = this.length;
     let payloadCrc = -1;
@@ -348,13 +346,13 @@ export class BaseDecoder {
    * used, or 0 when more are needed. Throws on invalid fields.
    */
   private parseHead(src: Uint8Array, pos: number, end: number): number {
-    if (this.state === State.Preface) {
+    if (this.state === PREFACE) {
       // The magic's bytes that arrived so far are checked at once (a peer that is not one fails early).
       for (let i = 0; i < Math.min(4, end - pos); i++) if (src[pos + i] !== MAGIC[i]) throw this.prefaceError();
       if (end - pos < PREFACE_LENGTH) return 0;
       const min = src[pos + 4];
       const max = src[pos + 5];
-      this.state = State.Header;
+      this.state = HEADER;
       this.sink.onPreface(min, max);
       return PREFACE_LENGTH;
     }

@@ -9,8 +9,9 @@
  */
 
 import { protocolError } from "../errors/error.ts";
-import { BaseDecoder, NO_BYTES, State, UNLIMITED_STEPS } from "./base-decoder.ts";
+import { BaseDecoder, NO_BYTES, UNLIMITED_STEPS } from "./base-decoder.ts";
 import { crc32cCombine } from "./crc32c-combine.ts";
+import { BODY, HEADER } from "./decoder-state.ts";
 import { CRC_LENGTH, T_BATCH } from "./frame.ts";
 
 export { allocateUninitialized, BaseDecoder, type FrameSink } from "./base-decoder.ts";
@@ -83,7 +84,7 @@ export class FrameDecoder extends BaseDecoder {
   }
 
   override readTarget(): Uint8Array | undefined {
-    if (this.state !== State.Body || this.pieces !== undefined || this.filled >= this.length) return undefined;
+    if (this.state !== BODY || this.pieces !== undefined || this.filled >= this.length) return undefined;
     return this.body.subarray(this.filled, this.length);
   }
 
@@ -94,7 +95,7 @@ export class FrameDecoder extends BaseDecoder {
       this.pieces = [];
       this.body = NO_BYTES;
       this.filled = 0;
-      this.state = State.Body;
+      this.state = BODY;
       return;
     }
     this.pieces = undefined;
@@ -106,7 +107,7 @@ export class FrameDecoder extends BaseDecoder {
       this.body = this.alloc(this.length);
     }
     this.filled = 0;
-    this.state = State.Body;
+    this.state = BODY;
   }
 
   /** The frame's pieces so far are too small to keep as views: copied into memory of its own (charged), where the rest lands too. */
@@ -164,7 +165,7 @@ export class FrameDecoder extends BaseDecoder {
     } else if (this.filled < len) {
       return pos;
     }
-    this.state = State.Header;
+    this.state = HEADER;
     const body = this.body;
     this.body = NO_BYTES;
     // Whole: what its own body held of the budget goes back (the message's owner charges it its own way).
