@@ -24,6 +24,7 @@ import { T_RES } from "../codec/frame.ts";
 import { codeInfo, type ErrorCode } from "../errors/codes.ts";
 import { answerableError, describeResult, describeThrown, thrownCode } from "../errors/describe.ts";
 import { PointSubError, protocolError } from "../errors/error.ts";
+import { keyedHold } from "../router/dedupers.ts";
 import type { Router } from "../router/router.ts";
 import type { CallContext } from "../router/types.ts";
 import { nextTurn } from "../util/next-turn.ts";
@@ -58,6 +59,28 @@ export const CALL_OVERHEAD = 1024;
 export const KEYED_OVERHEAD = 3584;
 /** An answer this large or smaller may go past a full budget whatever else is past it (as small as an error). */
 const SMALL_ANSWER = 512;
+
+/**
+ * Keyed requests through middleware that were not charged {@link KEYED_OVERHEAD} (the router saw no
+ * idempotency middleware), with their budget: an idempotency middleware wrapped in one of the application's
+ * charges it when it handles one (`keyedHold`). Before, such calls held its claim or wait for 1 KiB charged
+ * (`attack/keyed-charge-wrapped-idempotency.test.ts`).
+ */
+const unchargedKeyed = new WeakMap<ServerCall, MemoryBudget>();
+keyedHold.charge = (ctx) => {
+  const call = ctx as ServerCall;
+  const budget = unchargedKeyed.get(call);
+  unchargedKeyed.delete(call);
+  // Released already (answered: a middleware that calls it after its call's answer): nothing to add to.
+  if (budget === undefined || call.charged === 0) return;
+  if (!budget.tryCharge(KEYED_OVERHEAD)) {
+    throw new PointSubError(
+      "ERR_OVERLOADED",
+      `no memory budget for ${KEYED_OVERHEAD} more bytes (${budget.used} of ${budget.limit} in use); retry later`,
+    );
+  }
+  call.charged += KEYED_OVERHEAD;
+};
 
 /** Budgets holding an answer charged past them (one at a time each: see {@link Dispatcher.finishHandler}). */
 const pastBudget = new WeakSet<MemoryBudget>();
@@ -405,9 +428,10 @@ export class Dispatcher {
     }
     // A body of several frames is charged already (with its assembly's overhead); a keyed call through
     // the idempotency middleware holds its claim or wait on top (KEYED_OVERHEAD).
+    const keyedLater = key !== undefined && !direct && !router.deduplicates;
     const more =
       (charged < 0 ? data.length + CALL_OVERHEAD : 0) +
-      (key === undefined || direct || !router.deduplicates ? 0 : KEYED_OVERHEAD);
+      (key === undefined || direct || keyedLater ? 0 : KEYED_OVERHEAD);
     if (more !== 0) {
       if (!this.budget.tryCharge(more)) {
         if (charged > 0) budget.release(charged);
@@ -427,6 +451,7 @@ export class Dispatcher {
     call.charged = charged;
     call.startedAt = t0; // diagnostics
     call.routed = direct; // its route's handler runs (diagnostics; a handler's ERR_RATE_LIMITED: finishHandler)
+    if (keyedLater) unchargedKeyed.set(call, budget); // an idempotency middleware wrapped in another charges it
     let result: HandlerResult | Promise<HandlerResult>;
     let pending: Promise<HandlerResult> | undefined;
     try {

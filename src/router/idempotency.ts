@@ -15,7 +15,7 @@ import { crc32c, crc32cHex } from "../codec/crc32c.ts";
 import { codeInfo, type ErrorCode, type ErrorCodeInfo } from "../errors/codes.ts";
 import { answerableError, describeResult, describeThrown, thrownCode } from "../errors/describe.ts";
 import { PointSubError } from "../errors/error.ts";
-import { dedupers } from "./dedupers.ts";
+import { dedupers, keyedHold } from "./dedupers.ts";
 import type { CallContext, HandlerResult, Middleware } from "./types.ts";
 
 /** What a keyed request was answered with, as a store keeps it. */
@@ -854,6 +854,8 @@ export function idempotency(options: IdempotencyOptions = {}): Middleware {
   const mw: Middleware = async (ctx, next) => {
     const raw = ctx.idempotencyKey;
     if (raw === undefined || ctx.kind !== "request") return next();
+    // Its claim or wait, charged here when the dispatcher did not (this middleware wrapped in another).
+    keyedHold.charge?.(ctx);
     const key = idempotencyStoreKey(scopeOf(ctx), ctx.route, raw);
     const token = claimToken();
     const deadline = performance.now() + waitMs;
