@@ -232,8 +232,10 @@ function connectSocket(
       // nothing behind it), the connection was never served — ERR_CONNECT, as a refused connect is, and as tls:// and ws:// say it. Before, on
       // tcp:// and unix://, ERR_CONNECTION_CLOSED, which says calls under way may have been lost. Before the
       // transport's own 'close' listener (attached by its connection): that reports `error`.
+      // Not over a verdict of its own (a TLS alert after the handshake, as a front requiring client
+      // certificates sends: ERR_UNAUTHORIZED, not retried); tls:// counts the bytes after decryption.
       socket.once("close", () => {
-        if (socket.bytesRead !== 0) return;
+        if (socket.bytesRead !== 0 || t.error instanceof PointSubError) return;
         t.error = new PointSubError(
           "ERR_CONNECT",
           `cannot connect to ${url.href}: closed before any byte of the server's handshake (a server closing, or a tunnel or proxy with nothing behind it)`,

@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
+import net from "node:net";
 import { describe, it } from "node:test";
+import tls from "node:tls";
 import { connect, connectResilient, createServer, PointSubError } from "../../src/index.ts";
 import { testCerts } from "../helpers/certs.ts";
 
@@ -49,6 +51,40 @@ describe("TLS verification", () => {
       message: "the TLS key does not match the certificate",
     });
     await server.close();
+  });
+
+  it("a TLS front requiring client certificates (its alert comes after the client's handshake, before any byte) is ERR_UNAUTHORIZED, not ERR_CONNECT (retried for ever)", async () => {
+    const c = await testCerts();
+    const server = createServer();
+    server.handle("/who/1.0.0", () => "behind the front");
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    // stunnel or nginx with ssl_verify_client on, in front of a tcp:// listener.
+    const front = tls.createServer(
+      { cert: c.serverCert, key: c.serverKey, ca: c.ca, requestCert: true, rejectUnauthorized: true },
+      (s) => {
+        const up = net.connect({ host: "127.0.0.1", port: Number(new URL(url).port) });
+        s.on("error", () => {});
+        up.on("error", () => {});
+        s.pipe(up).pipe(s);
+      },
+    );
+    front.on("tlsClientError", () => {});
+    await new Promise<void>((r) => front.listen(0, "127.0.0.1", r));
+    const frontUrl = `tls://127.0.0.1:${(front.address() as net.AddressInfo).port}`;
+    try {
+      const good = await connect(frontUrl, { tls: { ca: c.ca, cert: c.clientCert, key: c.clientKey } });
+      assert.equal(new TextDecoder().decode(await good.request("/who/1.0.0")), "behind the front");
+      await good.close();
+      await assert.rejects(connect(frontUrl, { tls: { ca: c.ca }, connectTimeoutMs: 3000 }), (e: PointSubError) => {
+        assert.equal(e.code, "ERR_UNAUTHORIZED", String(e));
+        assert.equal(e.retryable, false);
+        assert.match(e.message, /requires a client certificate/);
+        return true;
+      });
+    } finally {
+      await new Promise<void>((r) => front.close(() => r()));
+      await server.close();
+    }
   });
 
   for (const scheme of ["tls", "wss"]) {
