@@ -65,14 +65,23 @@ export function describeResult(value: unknown): string {
 }
 
 /**
- * `toPointSubError(value, code)` that never throws, for where a throw would leave something unsettled (a
- * reconnection's loop, a transfer's end): a value `String` cannot convert, a throwing `message` getter or a
+ * `toPointSubError(value, code)` that never throws, nor gives back a PointSubError whose `code`, `retryable`,
+ * `retryAfterMs` or `message` throws when read, for where a throw would leave something unsettled (a
+ * reconnection's loop, a transfer's end): a value `String` cannot convert, a throwing getter or a
  * revoked Proxy — a custom transport's or a hook's — threw there. (Not toPointSubError itself: that one is
  * in a browser page's first load.)
  */
 export function thrownError(value: unknown, code: ErrorCode): PointSubError {
   try {
-    if (value instanceof PointSubError) return value;
+    if (value instanceof PointSubError) {
+      // What its callers read (retryability, a breaker's count, a message): a getter of these that throws (or a
+      // Proxy's trap) threw there — a reconnection loop's unhandled rejection, connectResilient never settled.
+      void value.code;
+      void value.retryable;
+      void value.retryAfterMs;
+      void value.message;
+      return value;
+    }
   } catch {}
   return new PointSubError(code, describeThrown(value), { cause: value });
 }

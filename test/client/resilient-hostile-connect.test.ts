@@ -59,6 +59,64 @@ describe("connectResilient: a custom transport's connect failing with an applica
     });
   }
 
+  // A PointSubError whose fields throw when read: the loop read `retryable` — an unhandled rejection, connectResilient
+  // never settled. Wrapped as ERR_CONNECT (retryable): retried, the client connects.
+  const throwing = (field: string) => () =>
+    Object.defineProperty(new PointSubError("ERR_CONNECT", "the transport's own failure"), field, {
+      get() {
+        throw new Error(`no ${field}`);
+      },
+    });
+  const fieldCases: [string, () => unknown][] = [
+    ["a PointSubError whose retryable getter throws", throwing("retryable")],
+    ["a PointSubError whose code getter throws", throwing("code")],
+    [
+      "a Proxy of a PointSubError whose get trap throws for its fields",
+      () =>
+        new Proxy(new PointSubError("ERR_CONNECT", "x"), {
+          get(target, key) {
+            if (typeof key === "symbol") return Reflect.get(target, key);
+            throw new Error(`no ${key}`);
+          },
+        }),
+    ],
+  ];
+  for (const [name, bad] of fieldCases) {
+    it(`${name}: a failed attempt (ERR_CONNECT), retried; the client connects, no unhandled rejection`, async () => {
+      const unhandled: unknown[] = [];
+      let onUnhandled: (e: unknown) => void = () => {};
+      // Settles the test at the first unhandled rejection (before the fix connectResilient never settled).
+      const failed = new Promise<never>((_, reject) => {
+        onUnhandled = (e: unknown) => {
+          unhandled.push(e);
+          reject(e);
+        };
+      });
+      process.on("unhandledRejection", onUnhandled);
+      const server = createServer();
+      server.handle("/ok/1", () => "fine");
+      const [url] = await server.listen("tcp://127.0.0.1:0");
+      const { runtime, attempts } = flakyRuntime(2, bad);
+      try {
+        const connecting = connectResilient(url.replace(/^tcp:/, "flaky:"), {
+          runtime,
+          reconnect: { initialDelayMs: 1, maxDelayMs: 10, maxAttempts: 5 },
+        });
+        const client = await Promise.race([connecting, failed]);
+        try {
+          assert.equal(new TextDecoder().decode(await client.request("/ok/1")), "fine");
+          assert.equal(attempts(), 3);
+        } finally {
+          await client.close();
+        }
+        assert.deepEqual(unhandled.map(String), []);
+      } finally {
+        process.off("unhandledRejection", onUnhandled);
+        await server.close({ timeoutMs: 1000 });
+      }
+    });
+  }
+
   it("a non-retryable PointSubError with a code of its own: connectResilient rejects with it at once", async () => {
     const unhandled: unknown[] = [];
     const onUnhandled = (e: unknown) => unhandled.push(e);
