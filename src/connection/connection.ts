@@ -1066,13 +1066,15 @@ export class Connection extends Emitter<ConnectionEvents> {
     this.housekeeper.start(this.shared.ticker);
     if (this.link.myParity) this.dispatcher.holdEarly?.();
     this.stats_.diag.opened();
-    this.shared.onOpen?.(this);
-    this.tell("open");
+    // Before the listeners: one that destroys it (a server's `session` listener refusing it) made teardown drop
+    // `ready` unsettled, and what waited for it (a closing server's close of a session built during it) for ever.
     if (life !== undefined) {
       life.readyD?.resolve();
       // A shared settled promise from now on: an open connection keeps none of its own.
       life.readyD = life.ready = life.handshakeTimer = undefined;
     }
+    this.shared.onOpen?.(this);
+    this.tell("open");
   }
 
   /** GOAWAY: errno 0 is a graceful close (finish what is in flight), anything else a fatal error of the peer. */
