@@ -10,6 +10,16 @@ import { answerableError, thrownCode } from "../errors/describe.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 
 export function fsFailure(err: unknown, doing: string, hide?: { path: string; shown: string }): PointSubError {
+  try {
+    return failure(err, doing, hide);
+  } catch {
+    // A hook's throw whose fields throw when read (a revoked Proxy, a throwing code or message getter): making the
+    // error threw in its place (onGetEnd was not told). ERR_HANDLER saying what failed, nothing of the value.
+    return new PointSubError("ERR_HANDLER", doing, { cause: err });
+  }
+}
+
+function failure(err: unknown, doing: string, hide?: { path: string; shown: string }): PointSubError {
   // A hook's (onGet's) throw may be null or undefined: reading its code threw a TypeError, and onGetEnd was not told.
   const code = (err as { code?: unknown } | null | undefined)?.code;
   if (code === "ENOSPC" || code === "EDQUOT") {

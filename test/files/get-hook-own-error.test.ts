@@ -43,6 +43,25 @@ describe("fileSource: an onGet hook failing with an application's value", () => 
         }),
       /MY_QUOTA: no room left for a\.txt/,
     ],
+    [
+      "a revoked Proxy (every read throws)",
+      () => {
+        const r = Proxy.revocable({}, {});
+        r.revoke();
+        return r.proxy;
+      },
+      /could not read the file/,
+    ],
+    [
+      "a PointSubError whose message getter throws",
+      () =>
+        Object.defineProperty(new PointSubError("ERR_QUOTA", "x"), "message", {
+          get() {
+            throw new Error("no message");
+          },
+        }),
+      /could not read the file/,
+    ],
   ];
   for (const [i, [name, bad, message]] of cases.entries()) {
     it(`${name}: the asker gets ERR_HANDLER, onGetEnd is told`, async () => {
