@@ -650,7 +650,10 @@ export class OutgoingStreams {
 function abortError(route: string, r: unknown): PointSubError {
   // One given a code of the application's own (no code pointsub can carry): ERR_CANCELLED too. Before, it was
   // rebuilt with that code, which threw: from the signal's listener, an uncaught exception, the stream unsettled.
-  return r instanceof PointSubError && r.retryable && r.code !== "ERR_CANCELLED" && codeForErrno(r.errno) === r.code
-    ? new PointSubError(r.code, `stream to ${route} stopped: ${r.message}`, { cause: r })
-    : new PointSubError("ERR_CANCELLED", `stream to ${route} aborted`, { cause: r });
+  // Nor one whose fields throw when read (a revoked Proxy, a throwing getter): it threw from the signal's listener too.
+  try {
+    if (r instanceof PointSubError && r.retryable && r.code !== "ERR_CANCELLED" && codeForErrno(r.errno) === r.code)
+      return new PointSubError(r.code, `stream to ${route} stopped: ${r.message}`, { cause: r });
+  } catch {}
+  return new PointSubError("ERR_CANCELLED", `stream to ${route} aborted`, { cause: r });
 }

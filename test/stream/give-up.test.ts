@@ -94,6 +94,58 @@ describe("giving up on a stream", () => {
     }
   });
 
+  it("a signal aborted with a value whose fields throw when read (a revoked Proxy, a throwing retryable getter): ERR_CANCELLED both ways, nothing uncaught", async () => {
+    // Before: aborted while it ran, reading it threw from the signal's listener (an uncaught exception, which
+    // ends a Node process) and the stream never settled.
+    const server = createServer();
+    server.handleStream("/feed", countBytes);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    const stop = Promise.withResolvers<void>();
+    const uncaught: unknown[] = [];
+    const { promise: thrown, reject: threw } = Promise.withResolvers<never>();
+    const onUncaught = (e: unknown) => {
+      uncaught.push(e);
+      threw(e);
+    };
+    process.on("uncaughtException", onUncaught);
+    try {
+      async function* live() {
+        yield new Uint8Array(10);
+        await stop.promise;
+      }
+      const reasons: (() => unknown)[] = [
+        () => {
+          const r = Proxy.revocable({}, {});
+          r.revoke();
+          return r.proxy;
+        },
+        () =>
+          Object.defineProperty(new PointSubError("ERR_SLOW_PEER", "x"), "retryable", {
+            get() {
+              throw new Error("no retryable");
+            },
+          }),
+      ];
+      for (const reason of reasons) {
+        await assert.rejects(conn.sendStream("/feed", live(), { signal: AbortSignal.abort(reason()) }).done, {
+          code: "ERR_CANCELLED",
+        });
+        const ac = new AbortController();
+        const t = conn.sendStream("/feed", live(), { signal: ac.signal });
+        await sleep(50);
+        ac.abort(reason());
+        await assert.rejects(Promise.race([t.done, thrown]), { code: "ERR_CANCELLED" });
+      }
+      assert.deepEqual(uncaught, []);
+    } finally {
+      process.off("uncaughtException", onUncaught);
+      stop.resolve();
+      conn.destroy();
+      await server.close({ timeoutMs: 100 });
+    }
+  });
+
   it("the receiver's own cancel (its progress timeout, its reader's cancel) aborts the handler's ctx.signal", async () => {
     // Before: only the sender's CANCEL aborted it; a handler awaiting other work with the signal (a
     // database write, a fetch) ran on after its stream was given up, its answer dropped.
