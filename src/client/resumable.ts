@@ -575,7 +575,17 @@ function checkResumableOptions(o: SendResumableOptions): void {
 function stoppedBy(signal: AbortSignal): PointSubError | undefined {
   if (!signal.aborted) return undefined;
   const r: unknown = signal.reason;
-  if (r instanceof PointSubError && r.code === "ERR_CANCELLED") return r;
+  // Its own when it reads as one; a reason whose fields throw when read (a revoked Proxy, a throwing getter) threw
+  // here — from the signal's listener an uncaught exception (process exit), the transfer failed ERR_SOURCE.
+  try {
+    if (
+      r instanceof PointSubError &&
+      r.code === "ERR_CANCELLED" &&
+      typeof r.message === "string" &&
+      typeof r.retryable === "boolean"
+    )
+      return r;
+  } catch {}
   return new PointSubError("ERR_CANCELLED", "aborted by the signal", { cause: r });
 }
 

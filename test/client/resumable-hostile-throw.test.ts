@@ -46,3 +46,64 @@ describe("sendFile: an onRetry hook failing with a value String cannot convert",
     }
   });
 });
+
+describe("sendFile: its signal aborted with a value whose fields throw when read", () => {
+  it('the transfer fails ERR_CANCELLED, its progress "cancelled"; nothing uncaught', async () => {
+    // Before: reading the reason threw from the signal's listener (an uncaught exception, which ends a Node
+    // process), and the transfer failed ERR_SOURCE.
+    const work = await mkdtemp(join(tmpdir(), "pointsub-hostile-abort-"));
+    process.env.POINTSUB_STATE_DIR = join(work, "state");
+    const src = join(work, "a.bin");
+    await writeFile(src, randomFillSync(new Uint8Array(4096)));
+    const server = createServer();
+    server.handleStream(FILE_ROUTE, async () => "unused");
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const uncaught: unknown[] = [];
+    const onUncaught = (e: unknown) => uncaught.push(e);
+    process.on("uncaughtException", onUncaught);
+    const reasons: (() => unknown)[] = [
+      () => {
+        const r = Proxy.revocable({}, {});
+        r.revoke();
+        return r.proxy;
+      },
+      () =>
+        Object.defineProperty(new PointSubError("ERR_CANCELLED", "x"), "code", {
+          get() {
+            throw new Error("no code");
+          },
+        }),
+    ];
+    try {
+      for (const reason of reasons) {
+        const ac = new AbortController();
+        const { promise: asked, resolve: ask } = Promise.withResolvers<void>();
+        const { promise: go, resolve: letGo } = Promise.withResolvers<void>();
+        // Its connect waits until the abort: the transfer is waiting for it then.
+        const t = sendFile(
+          () => {
+            ask();
+            return go.then(() => connect(url));
+          },
+          src,
+          { signal: ac.signal },
+        );
+        await asked;
+        ac.abort(reason());
+        letGo();
+        await assert.rejects(t.done, (e: unknown) => {
+          assert.ok(isPointSubError(e), String(e));
+          assert.equal(e.code, "ERR_CANCELLED");
+          return true;
+        });
+        assert.equal(t.progress.status, "cancelled");
+      }
+      await new Promise((r) => setImmediate(r));
+      assert.deepEqual(uncaught.map(String), []);
+    } finally {
+      process.off("uncaughtException", onUncaught);
+      await server.close({ timeoutMs: 100 });
+      await rm(work, { recursive: true, force: true, maxRetries: 3 });
+    }
+  });
+});
