@@ -849,11 +849,18 @@ export class Server extends EventEmitter<ServerEvents> {
     // handshake: given up now, the others by then (a GOAWAY to those that said something, the others
     // closed). Before, a socket that said nothing (a health check's probe) held every graceful close
     // for its whole timeout, 5 s by default, or up to handshakeTimeoutMs with a longer one.
-    this.openings.giveUpAll(refused, performance.now() - CLOSING_GRACE_MS);
+    // Both after the turn's I/O (as the connections' own timeouts): after a stall of this process (a long GC, a
+    // busy shutdown) the timers ran before the openings that arrived meanwhile were read, and a client whose
+    // HELLO was in the socket was closed without a word (its calls failed ERR_CONNECTION_CLOSED).
+    const graceAt = performance.now() - CLOSING_GRACE_MS;
+    nextTurn(() => this.openings.giveUpAll(refused, graceAt));
     const early =
       this.openings.size === 0
         ? undefined
-        : setTimeout(() => this.openings.giveUpAll(refused), Math.min(MAX_TIMER_MS, ms, CLOSING_GRACE_MS));
+        : setTimeout(
+            () => nextTurn(() => this.openings.giveUpAll(refused)),
+            Math.min(MAX_TIMER_MS, ms, CLOSING_GRACE_MS),
+          );
     const late = setTimeout(
       () => {
         // Those built meanwhile too (their opening arrived during the close).

@@ -18,7 +18,7 @@ import tls from "node:tls";
 import { decodeGoAway } from "../../src/codec/control.ts";
 import { codeInfo } from "../../src/errors/codes.ts";
 import { Client, connect, createServer, isPointSubError } from "../../src/index.ts";
-import { FrameReader, type ParsedFrame, T } from "../helpers/attacker.ts";
+import { concat, FrameReader, hello, type ParsedFrame, preface, T } from "../helpers/attacker.ts";
 import { testCerts } from "../helpers/certs.ts";
 import { sleep, until } from "../helpers/wait.ts";
 import { wsClientFrame } from "../helpers/ws-client-frame.ts";
@@ -162,6 +162,46 @@ describe("server close: connections that never became sessions", () => {
         peer.socket.destroy();
         await server.close({ timeoutMs: 0 });
       }
+    }
+  });
+});
+
+describe("server close: a stall of the server's process", () => {
+  it("a client whose opening arrived while the closing server's process stalled past the grace is served a GOAWAY, not closed without a word", async () => {
+    // Before: after the stall the grace's timer ran before the socket was read, and the opening (in the socket)
+    // was given up as a peer that said nothing: closed, no GOAWAY (a client's calls failed ERR_CONNECTION_CLOSED).
+    const server = createServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const socket = net.connect({ host: "127.0.0.1", port: Number(new URL(url).port) });
+    socket.on("error", () => {});
+    const frames: ParsedFrame[] = [];
+    const reader = new FrameReader((f) => frames.push(f));
+    let got = 0;
+    socket.on("data", (c: Buffer) => {
+      got += c.length;
+      reader.push(c);
+    });
+    const closed = new Promise<void>((r) => socket.once("close", () => r()));
+    try {
+      await until(() => got > 0); // the server's greeting: it waits for the opening
+      await new Promise<void>((resolve, reject) =>
+        setImmediate(() => {
+          // The opening reaches the server's socket; the server starts closing and stalls 1.5 s before reading it.
+          socket.write(concat(preface(), hello()));
+          const closing = server.close({ timeoutMs: 5000 });
+          const end = Date.now() + 1500;
+          while (Date.now() < end) {}
+          closing.then(resolve, reject);
+        }),
+      );
+      await closed;
+      const types = frames.map((f) => f.type);
+      assert.equal(types[0], T.HELLO);
+      assert.ok(types.includes(T.GOAWAY), `frames after the greeting: ${types.join(",")}`);
+      const goAway = decodeGoAway(frames[types.indexOf(T.GOAWAY)].payload ?? new Uint8Array(0));
+      assert.equal(goAway.errno, 0, "a graceful GOAWAY: its session was built and closed");
+    } finally {
+      socket.destroy();
     }
   });
 });
