@@ -187,6 +187,8 @@ export class Openings {
   private lingerHead = 0;
   private timer: ReturnType<typeof setInterval> | undefined;
   private continued = false;
+  /** A sweep that found openings past their deadline runs again after the turn's I/O. */
+  private confirming = false;
 
   constructor(host: OpeningHost, timeoutMs: number) {
     this.host = host;
@@ -261,12 +263,22 @@ export class Openings {
     (this.timer as { unref?: () => void }).unref?.();
   }
 
-  private readonly sweep = (): void => {
+  private readonly sweep = (confirmed?: unknown): void => {
     const now = performance.now();
     const t0 = performance.now();
     const ms = this.timeoutMs;
     for (const p of this.pending) {
       if (p.acceptedAt + ms > now) break;
+      if (confirmed !== true) {
+        // Due: looked at again after this turn's I/O (as the sessions' timeouts). After a stall of this process
+        // (a long GC) the timers ran before the openings that arrived meanwhile were read: a client whose HELLO
+        // was in the socket was given up as silent (closed, no GOAWAY).
+        if (!this.confirming) {
+          this.confirming = true;
+          nextTurn(this.confirmSweep);
+        }
+        break;
+      }
       this.giveUp(
         p,
         PointSubError.fromPeer("ERR_TIMEOUT", `no ${p.awaited} from ${p.transport.remoteUrl} within ${ms} ms`, {
@@ -296,6 +308,11 @@ export class Openings {
 
   private readonly continueSweep = (): void => {
     this.continued = false;
-    this.sweep();
+    this.sweep(true);
+  };
+
+  private readonly confirmSweep = (): void => {
+    this.confirming = false;
+    this.sweep(true);
   };
 }

@@ -206,6 +206,43 @@ describe("server close: a stall of the server's process", () => {
   });
 });
 
+describe("handshake deadline: a stall of the server's process", () => {
+  it("a client whose opening arrived in time while the server's process stalled past handshakeTimeoutMs becomes a session", async () => {
+    // Before: after the stall the deadline sweep ran before the socket was read, and the opening (in the socket)
+    // was given up as a peer that said nothing: closed, no GOAWAY.
+    const server = createServer({ handshakeTimeoutMs: 1000 });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const socket = net.connect({ host: "127.0.0.1", port: Number(new URL(url).port) });
+    socket.on("error", () => {});
+    let got = 0;
+    socket.on("data", (c: Buffer) => {
+      got += c.length;
+    });
+    let closed = false;
+    socket.once("close", () => {
+      closed = true;
+    });
+    try {
+      await until(() => got > 0); // the server's greeting: it waits for the opening
+      await new Promise<void>((resolve) =>
+        setImmediate(() => {
+          // The opening reaches the server's socket in time; the server stalls 1.5 s before reading it.
+          socket.write(concat(preface(), hello()));
+          const end = Date.now() + 1500;
+          while (Date.now() < end) {}
+          resolve();
+        }),
+      );
+      await until(() => closed || server.sessions.size === 1);
+      assert.equal(closed, false);
+      assert.equal(server.sessions.size, 1);
+    } finally {
+      socket.destroy();
+      await server.close({ timeoutMs: 100 });
+    }
+  });
+});
+
 describe("server close: connects still in its listener's backlog", () => {
   for (const kind of ["tcp", "unix"] as const) {
     it(`${kind}://: a connect the kernel completed but the server never accepted fails with ERR_CONNECT, as a refused one (it was ERR_CONNECTION_CLOSED), a Client's request too`, async () => {
