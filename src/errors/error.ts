@@ -139,12 +139,12 @@ export function isPointSubError(value: unknown, code?: ErrorCode): value is Poin
 
 /** Wraps anything thrown into a PointSubError of `code`, keeping PointSubErrors as they are. */
 export function toPointSubError(value: unknown, code: ErrorCode, prefix = ""): PointSubError {
-  if (value instanceof PointSubError) return value;
   let message = prefix;
   try {
+    if (value instanceof PointSubError) return value;
     message += value instanceof Error ? value.message : String(value);
   } catch {
-    // Object.create(null), a throwing `message` getter or toString, a Symbol message: its type.
+    // Object.create(null), a throwing `message` getter or toString, a Symbol message, a revoked Proxy: its type.
     message += typeof value;
   }
   return new PointSubError(code, message, { cause: value });

@@ -57,11 +57,19 @@ export class Emitter<T extends EventMap<T>, Context = unknown> {
     if (list === undefined) return false;
     // Lists are replaced, never changed: a listener that adds or removes listeners does not change this round.
     // An indexed loop (no iterator) costs a lone listener, the usual case, nothing extra.
+    let thrown: { error: unknown } | undefined;
     for (let i = 0; i < list.length; i++) {
       const e = list[i];
       if (e.once) this.removeListener(event, e.fn as Listener<T, K>, e.context as Context, true);
-      (e.fn as (...a: unknown[]) => void).apply(e.context, args);
+      try {
+        (e.fn as (...a: unknown[]) => void).apply(e.context, args);
+      } catch (error) {
+        // A throwing listener (the application's bug) keeps none after it from running (pointsub's own
+        // cleanup among them): the first error is thrown once they all ran.
+        thrown ??= { error };
+      }
     }
+    if (thrown !== undefined) throw thrown.error;
     return true;
   }
 

@@ -78,3 +78,27 @@ it("a throwing close listener, the close coming from the peer's frames: the erro
   `);
   assert.deepEqual(r, { closed: "closed", uncaught: ["close bug"] });
 });
+
+it("a throwing message or close listener keeps none after it from running; its error is surfaced once", async () => {
+  const r = await run(`
+    import { connect, createServer } from ${JSON.stringify(index)};
+    const uncaught = [];
+    process.on("uncaughtException", (e) => uncaught.push(e instanceof Error ? e.message : typeof e));
+    const server = createServer();
+    server.on("session", (s) => { s.send("a"); s.send("b"); });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const conn = await connect(url);
+    let after = 0;
+    let closedAfter = 0;
+    conn.on("message", () => { throw new Error("message bug"); });
+    conn.on("message", () => { after++; });
+    conn.on("close", () => { throw new Error("close bug"); });
+    conn.on("close", () => { closedAfter++; });
+    await new Promise((r) => { const t = setInterval(() => { if (after === 2) { clearInterval(t); r(); } }, 10); });
+    conn.destroy();
+    await new Promise((r) => setTimeout(r, 50));
+    await server.close();
+    process.stdout.write(JSON.stringify({ after, closedAfter, uncaught }));
+  `);
+  assert.deepEqual(r, { after: 2, closedAfter: 1, uncaught: ["message bug", "message bug", "close bug"] });
+});

@@ -22,7 +22,9 @@ it("toPointSubError never throws: values String cannot convert, throwing getters
       throw new Error("no");
     },
   };
-  for (const v of [nullProto, getter, symbolMessage, throwingToString, Symbol("bare")]) {
+  const revoked = Proxy.revocable({}, {});
+  revoked.revoke();
+  for (const v of [nullProto, getter, symbolMessage, throwingToString, Symbol("bare"), revoked.proxy]) {
     const e = toPointSubError(v, "ERR_SOURCE", "source: ");
     assert.ok(e instanceof PointSubError);
     assert.equal(e.code, "ERR_SOURCE");
