@@ -16,10 +16,21 @@ export async function loadClientLibrary<T>(what: string, name: string, importer:
   try {
     return await importer();
   } catch (cause) {
+    // Only a package that is not there is the caller's to install; another failure to load it (EMFILE, a
+    // broken install, an error in its code) is said as it is, retryable.
+    if (!notInstalled(cause)) {
+      throw new PointSubError("ERR_CONNECT", `${what} cannot load the package ${name}: ${String(cause)}`, { cause });
+    }
     throw new PointSubError("ERR_INVALID_ARGUMENT", `${what} needs the package ${name}: npm install ${name}`, {
       cause,
     });
   }
+}
+
+/** Whether an import failed because the package (or a file of it) is not installed. */
+function notInstalled(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === "ERR_MODULE_NOT_FOUND" || code === "MODULE_NOT_FOUND";
 }
 
 /** A stored value and the revision that a compare-and-set must name. */

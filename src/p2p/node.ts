@@ -425,6 +425,13 @@ export async function loadPeerDependency<T>(name: string, importer: () => Promis
   try {
     return await importer();
   } catch (cause) {
+    // Only a package that is not there is the caller's to install; another failure to load it is said as it is.
+    const code = (cause as { code?: unknown } | null)?.code;
+    if (code !== "ERR_MODULE_NOT_FOUND" && code !== "MODULE_NOT_FOUND") {
+      throw new PointSubError("ERR_CONNECT", `pointsub/libp2p cannot load the package ${name}: ${String(cause)}`, {
+        cause,
+      });
+    }
     throw new PointSubError(
       "ERR_INVALID_ARGUMENT",
       `pointsub/libp2p needs the package ${name}: npm install ${PEER_DEPENDENCIES}`,
