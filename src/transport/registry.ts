@@ -1,6 +1,9 @@
 import { PointSubError } from "../errors/error.ts";
 import type { Address, MultiaddrLike, TransportAdapter, TransportAddress } from "./transport.ts";
 
+/** Where multiaddrs and peer ids are taken: said when no transport here takes them. */
+const P2P_HINT = ": use pointsub/libp2p";
+
 /** An address resolved by {@link TransportRegistry.resolve}: the adapter that serves it and the address for it. */
 export interface ResolvedTransport {
   readonly adapter: TransportAdapter;
@@ -82,7 +85,7 @@ export class TransportRegistry {
         if (adapter === undefined) {
           throw new PointSubError(
             "ERR_UNSUPPORTED_URL",
-            `no transport for peer ids such as ${address} (have ${this.describe()})`,
+            `no transport for peer ids such as ${address} (have ${this.describe()})${P2P_HINT}`,
           );
         }
         return { adapter, address: { kind: "peer-id", peerId: address } };
@@ -111,7 +114,7 @@ export class TransportRegistry {
     if (adapter === undefined) {
       throw new PointSubError(
         "ERR_UNSUPPORTED_URL",
-        `no transport for multiaddrs such as ${text} (have ${this.describe()})`,
+        `no transport for multiaddrs such as ${text} (have ${this.describe()})${P2P_HINT}`,
       );
     }
     return { adapter, address: { kind: "multiaddr", text, value } };
