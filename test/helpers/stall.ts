@@ -1,0 +1,48 @@
+/**
+ * Stall tests: a peer in a process of its own (this one's stall must not
+ * stop it), and a stall of this process's event loop.
+ */
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+
+/** `src/index.ts` and `test/helpers/attacker.ts`, for a peer's script to import. */
+export const INDEX = JSON.stringify(join(import.meta.dirname, "../../src/index.ts"));
+export const ATTACKER = JSON.stringify(join(import.meta.dirname, "attacker.ts"));
+
+/**
+ * Runs `script` (an ES module) in a child process that ends by itself after
+ * 8 s; resolves to the first line it prints (its address) and a `stop`.
+ */
+export async function peerProcess(script: string): Promise<{ line: string; stop(): void }> {
+  const child = spawn(
+    process.execPath,
+    ["--input-type=module", "-e", `${script}\nsetTimeout(() => process.exit(0), 8000);`],
+    {
+      stdio: ["ignore", "pipe", "inherit"],
+    },
+  );
+  const stop = () => {
+    if (child.exitCode === null) child.kill();
+  };
+  try {
+    const [line] = (await once(createInterface({ input: child.stdout }), "line")) as [string];
+    return { line, stop };
+  } catch (err) {
+    stop();
+    throw err;
+  }
+}
+
+/**
+ * Blocks this process for `ms` in the check phase of this turn (as after a
+ * long I/O callback): the timers run next, then the poll phase reads what
+ * arrived meanwhile.
+ */
+export function stallSoon(ms: number): void {
+  setImmediate(() => {
+    const end = Date.now() + ms;
+    while (Date.now() < end) {}
+  });
+}
