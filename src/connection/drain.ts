@@ -43,6 +43,8 @@ export interface DrainHost {
 interface Drain {
   conn: DrainHost;
   deadline: number;
+  /** A check found the deadline passed: the next one, after that turn's I/O, acts on it (see {@link drained}). */
+  due: boolean;
   /** How long a quiet connection waits for the peer's GOAWAY. */
   peerWait: number;
   /** Since when nothing was in flight and nothing arrived (0: something is, or did since the last check). */
@@ -112,7 +114,15 @@ function pollDrains(): void {
 /** Whether a graceful close may stop waiting: closed, out of time, nothing in flight, or only a silent peer's GOAWAY left. */
 function drained(d: Drain, now: number): boolean {
   const c = d.conn;
-  if (c.state === "closed" || now >= d.deadline) return true;
+  if (c.state === "closed") return true;
+  if (now >= d.deadline) {
+    // Out of time: looked at again at the next check, after that turn's I/O — after a stall of this process
+    // (a long GC, a busy loop) timers run before the answers that came meanwhile are read, and the close cut
+    // work that was done.
+    if (d.due) return true;
+    d.due = true;
+    return false;
+  }
   if (d.goAway !== undefined) {
     // GOAWAY says this side starts nothing after it: it waits for the sends queued before the close
     // started. Sent ahead of them, it let the peer end the byte stream once what had started was done
@@ -192,6 +202,7 @@ export async function drainAndEnd(
   const d: Drain = {
     conn,
     deadline,
+    due: false,
     peerWait,
     quietSince: 0,
     lastIn: conn.bytesIn,

@@ -77,3 +77,24 @@ it("a stream's answer that came within answerWithin's deadline while this proces
     peer.stop();
   }
 });
+
+it("a graceful close whose call's answer came before its deadline while this process stalled ends cleanly", async () => {
+  const peer = await peerProcess(`
+    import { createServer } from ${INDEX};
+    const server = createServer();
+    server.handle("/late", async (r) => { await new Promise((res) => setTimeout(res, 500)); return r.data; });
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    process.stdout.write(url + "\\n");
+  `);
+  try {
+    const conn = await connect(peer.line);
+    const answer = conn.request("/late", "in time", { timeoutMs: 0 });
+    // The close's deadline 1.5 s (the answer comes 500 ms in: 1 s of room for a slow child); then 4 s of stall.
+    const closing = conn.close({ timeoutMs: 1500 });
+    stallSoon(4000);
+    assert.equal(Buffer.from(await answer).toString(), "in time");
+    await closing;
+  } finally {
+    peer.stop();
+  }
+});
