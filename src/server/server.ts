@@ -1122,8 +1122,10 @@ export class Server extends EventEmitter<ServerEvents> {
     this.sessions_.add(conn);
     this.sessionsOpened++;
     this.byId.set(conn.id, conn);
-    this.tell("session", conn);
+    // Published before the listeners: one that destroys the session (refusing the peer) published its
+    // sessionClose first, and a reader of events() saw the session close before it opened.
     if (this.subscribers.size !== 0) this.publish({ type: "session", session: conn });
+    this.tell("session", conn);
   };
 
   /**

@@ -222,6 +222,23 @@ describe("server sessions", () => {
     assert.deepEqual(types, ["session", "sessionClose"]);
   });
 
+  it("events(): a session its session listener destroys is seen opened, then closed (before: sessionClose first)", async () => {
+    const server = createServer();
+    server.on("session", (s) => s.destroy());
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const stream = server.events({ types: ["session", "sessionClose"] });
+    const types: string[] = [];
+    const done = (async () => {
+      for await (const e of stream) types.push(e.type);
+    })();
+    const c = await connect(url).catch(() => undefined);
+    await until(() => types.length === 2);
+    await c?.closed;
+    await server.close();
+    await done;
+    assert.deepEqual(types, ["session", "sessionClose"]);
+  });
+
   it("events() with a type that is not an event's (a typo) is ERR_INVALID_ARGUMENT, not a stream that never yields", async () => {
     // Before: types ["sesion"] (or the string "session", not a list) was taken, and matched no event.
     const server = createServer();
