@@ -18,8 +18,11 @@ export async function loadClientLibrary<T>(what: string, name: string, importer:
   } catch (cause) {
     // Only a package that is not there is the caller's to install; another failure to load it (EMFILE, a
     // broken install, an error in its code) is said as it is, retryable.
-    if (!notInstalled(cause)) {
-      throw new PointSubError("ERR_CONNECT", `${what} cannot load the package ${name}: ${String(cause)}`, { cause });
+    const code = codeOf(cause);
+    if (code !== "ERR_MODULE_NOT_FOUND" && code !== "MODULE_NOT_FOUND") {
+      throw new PointSubError("ERR_CONNECT", `${what} cannot load the package ${name}: ${loadFailure(cause, code)}`, {
+        cause,
+      });
     }
     throw new PointSubError("ERR_INVALID_ARGUMENT", `${what} needs the package ${name}: npm install ${name}`, {
       cause,
@@ -27,10 +30,26 @@ export async function loadClientLibrary<T>(what: string, name: string, importer:
   }
 }
 
-/** Whether an import failed because the package (or a file of it) is not installed. */
-function notInstalled(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  return code === "ERR_MODULE_NOT_FOUND" || code === "MODULE_NOT_FOUND";
+/** The `code` of a failed import (ERR_MODULE_NOT_FOUND: not installed), if any. Never throws (a revoked Proxy). */
+function codeOf(err: unknown): unknown {
+  try {
+    return (err as { code?: unknown } | null)?.code;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Why an import failed, for a message: its code (EMFILE) or its class (SyntaxError), never its text — that
+ * names this machine's paths ("open '/home/…/node_modules/…'"), may run over lines (a native module's
+ * NODE_MODULE_VERSION), and the message may reach a peer (a handler's error answer). The cause has it all.
+ */
+function loadFailure(cause: unknown, code: unknown): string {
+  try {
+    if (typeof code === "string" && /^[A-Z][A-Z0-9_]{0,63}$/.test(code)) return `${code} (see the cause)`;
+    if (cause instanceof Error && /^[A-Za-z]\w{0,63}$/.test(cause.name)) return `${cause.name} (see the cause)`;
+  } catch {}
+  return "see the cause";
 }
 
 /** A stored value and the revision that a compare-and-set must name. */

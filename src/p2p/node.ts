@@ -426,11 +426,17 @@ export async function loadPeerDependency<T>(name: string, importer: () => Promis
     return await importer();
   } catch (cause) {
     // Only a package that is not there is the caller's to install; another failure to load it is said as it is.
-    const code = (cause as { code?: unknown } | null)?.code;
+    // Its code or class, never its text: that names this machine's paths and may run over lines (a native
+    // module's NODE_MODULE_VERSION); the message may reach a peer. Never throws (a revoked Proxy).
+    let code: unknown;
+    let why = "see the cause";
+    try {
+      code = (cause as { code?: unknown } | null)?.code;
+      if (typeof code === "string" && /^[A-Z][A-Z0-9_]{0,63}$/.test(code)) why = `${code} (see the cause)`;
+      else if (cause instanceof Error && /^[A-Za-z]\w{0,63}$/.test(cause.name)) why = `${cause.name} (see the cause)`;
+    } catch {}
     if (code !== "ERR_MODULE_NOT_FOUND" && code !== "MODULE_NOT_FOUND") {
-      throw new PointSubError("ERR_CONNECT", `pointsub/libp2p cannot load the package ${name}: ${String(cause)}`, {
-        cause,
-      });
+      throw new PointSubError("ERR_CONNECT", `pointsub/libp2p cannot load the package ${name}: ${why}`, { cause });
     }
     throw new PointSubError(
       "ERR_INVALID_ARGUMENT",
