@@ -133,7 +133,13 @@ export class PreHandshake implements TransportHandlers {
     this.conn = built;
     // The rest of it is a timer's delay: over 2^31 - 1 ms a timer fires after 1 ms, and with the AUTH still
     // being checked (an async authenticate) a handshakeTimeoutMs of 3e9 failed every client with ERR_TIMEOUT.
-    const deadline = this.acceptedAt + Math.min(owner.timeoutMs, MAX_TIMER_MS);
+    // At least a sweep's period from now: an opening read past its deadline (it sat in the socket while this
+    // process stalled; the sweep looks again after the turn's I/O) left an authenticate hook 1 ms, and the
+    // client, in time, failed ERR_TIMEOUT "no authenticate decision".
+    const deadline = Math.max(
+      this.acceptedAt + Math.min(owner.timeoutMs, MAX_TIMER_MS),
+      performance.now() + owner.period,
+    );
     // The session takes the transport's events itself where the transport allows (this object is then garbage).
     this.transport.reattach?.(built.transportHandlers);
     return built.start(bytes, deadline) && bytes === chunk;
@@ -180,7 +186,8 @@ export class Openings {
   readonly timeoutMs: number;
   /** `performance.now()` when the server started: accept times are kept relative to it. */
   readonly epoch = performance.now();
-  private readonly period: number;
+  /** The sweep's period (ms): how late a deadline may be kept. */
+  readonly period: number;
   private readonly lingerMs: number;
   /** Transports given up with a GOAWAY, destroyed at `at` unless closed before (in order of `at`). */
   private linger: { t: Transport; at: number }[] = [];

@@ -243,6 +243,65 @@ describe("handshake deadline: a stall of the server's process", () => {
   });
 });
 
+describe("handshake deadline with authentication: a stall of the server's process", () => {
+  it("a client whose HELLO and AUTH arrived in time while the server stalled past handshakeTimeoutMs is authenticated by an async hook (it was ERR_TIMEOUT)", async () => {
+    // Before: the opening, read past its deadline, left the hook 1 ms: "no authenticate decision … within 300 ms".
+    const server = createServer({
+      handshakeTimeoutMs: 300,
+      authenticate: async () => {
+        await sleep(5);
+        return "in time";
+      },
+    });
+    server.handle("/who/1.0.0", (_req, ctx) => String(ctx.session.principal));
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    // A relay holds the client's opening, then lets it through and stalls this process (the server's) past the deadline.
+    const held: Buffer[] = [];
+    let through = false;
+    const sockets: net.Socket[] = [];
+    let up: net.Socket | undefined;
+    const relay = net.createServer((c) => {
+      const u = net.connect({ host: "127.0.0.1", port: Number(new URL(url).port) });
+      up = u;
+      for (const s of [c, u]) {
+        sockets.push(s);
+        s.on("error", () => {});
+      }
+      u.pipe(c);
+      c.on("data", (d: Buffer) => {
+        if (through) u.write(d);
+        else held.push(d);
+      });
+    });
+    await new Promise<void>((r) => relay.listen(0, "127.0.0.1", r));
+    const port = (relay.address() as net.AddressInfo).port;
+    const connecting = connect(`tcp://127.0.0.1:${port}`, { credentials: "token", connectTimeoutMs: 5000 }).then(
+      (c) => ({ c, e: undefined }),
+      (e: unknown) => ({ c: undefined, e }),
+    );
+    try {
+      await until(() => held.length > 0 && up !== undefined);
+      await new Promise<void>((resolve) =>
+        setImmediate(() => {
+          through = true;
+          for (const b of held.splice(0)) up?.write(b);
+          const end = Date.now() + 450;
+          while (Date.now() < end) {}
+          resolve();
+        }),
+      );
+      const { c, e } = await connecting;
+      assert.equal(e, undefined, String(e));
+      assert.equal(new TextDecoder().decode(await c?.request("/who/1.0.0")), "in time");
+      await c?.close();
+    } finally {
+      for (const s of sockets) s.destroy();
+      relay.close();
+      await server.close({ timeoutMs: 100 });
+    }
+  });
+});
+
 describe("server close: connects still in its listener's backlog", () => {
   for (const kind of ["tcp", "unix"] as const) {
     it(`${kind}://: a connect the kernel completed but the server never accepted fails with ERR_CONNECT, as a refused one (it was ERR_CONNECTION_CLOSED), a Client's request too`, async () => {
