@@ -1074,7 +1074,8 @@ export class Connection extends Emitter<ConnectionEvents> {
       life.readyD = life.ready = life.handshakeTimer = undefined;
     }
     this.shared.onOpen?.(this);
-    this.tell("open");
+    // (Not after its close: a server's `session` listener may have destroyed it.)
+    if ((this.state_ as ConnectionState) !== "closed") this.tell("open");
   }
 
   /** GOAWAY: errno 0 is a graceful close (finish what is in flight), anything else a fatal error of the peer. */

@@ -239,6 +239,22 @@ describe("server sessions", () => {
     assert.deepEqual(types, ["session", "sessionClose"]);
   });
 
+  it("a session its session listener destroys emits close, never open after it", async () => {
+    const server = createServer();
+    const seen: string[] = [];
+    server.on("session", (s) => {
+      s.on("open", () => seen.push("open"));
+      s.on("close", () => seen.push("close"));
+    });
+    server.on("session", (s) => s.destroy());
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const c = await connect(url).catch(() => undefined);
+    await until(() => seen.includes("close"));
+    await c?.closed.catch(() => {});
+    await server.close();
+    assert.deepEqual(seen, ["close"]);
+  });
+
   it("events() with a type that is not an event's (a typo) is ERR_INVALID_ARGUMENT, not a stream that never yields", async () => {
     // Before: types ["sesion"] (or the string "session", not a list) was taken, and matched no event.
     const server = createServer();
