@@ -24,7 +24,7 @@ import { T_RES } from "../codec/frame.ts";
 import { codeInfo, type ErrorCode } from "../errors/codes.ts";
 import { answerableError, describeResult, describeThrown, thrownCode } from "../errors/describe.ts";
 import { PointSubError, protocolError } from "../errors/error.ts";
-import { keyedHold } from "../router/dedupers.ts";
+import { keyedHold } from "../router/keyed-hold.ts";
 import type { Router } from "../router/router.ts";
 import type { CallContext } from "../router/types.ts";
 import { nextTurn } from "../util/next-turn.ts";
@@ -48,9 +48,9 @@ import type { HandlerResult, Message } from "./types.ts";
  */
 export const CALL_OVERHEAD = 1024;
 /**
- * Charged besides {@link CALL_OVERHEAD} for a keyed request (an idempotency key) that goes through
- * an idempotency middleware (`Router.deduplicates`; before, through any middleware: a logging one made
- * keyed calls pay it, `attack/keyed-charge-plain-middleware.test.ts`): what it holds for it while it runs — its frame, key and claim for
+ * Charged besides {@link CALL_OVERHEAD} for a keyed request (an idempotency key) that reaches an
+ * idempotency middleware (it charges it: `keyedHold`; before, any middleware made keyed calls pay it):
+ * what it holds for it while it runs — its frame, key and claim for
  * the first attempt (~1.3 KB of heap measured with `--expose-gc`), its wait (an AbortController, a timer,
  * listeners, two frames: ~3.4 KB) for a duplicate of a key still running (session 53). Before, only
  * CALL_OVERHEAD: a keyed call held ~2.5 KB (claims) to ~4.8 KB (waiting duplicates) for 1 KiB charged,
@@ -61,16 +61,17 @@ export const KEYED_OVERHEAD = 3584;
 const SMALL_ANSWER = 512;
 
 /**
- * Keyed requests through middleware that were not charged {@link KEYED_OVERHEAD} (the router saw no
- * idempotency middleware), with their budget: an idempotency middleware wrapped in one of the application's
- * charges it when it handles one (`keyedHold`). Before, such calls held its claim or wait for 1 KiB charged
- * (`attack/keyed-charge-wrapped-idempotency.test.ts`).
+ * Keyed requests through middleware, with their budget: the idempotency middleware charges
+ * {@link KEYED_OVERHEAD} (its claim or wait) through `keyedHold` when it handles one — wherever it stands in
+ * the chain (wrapped in one of the application's too), and only then (a logging middleware made keyed calls
+ * pay it, `attack/keyed-charge-plain-middleware.test.ts`; a wrapped idempotency middleware held its claim or
+ * wait for 1 KiB charged, `attack/keyed-charge-wrapped-idempotency.test.ts`).
  */
-const unchargedKeyed = new WeakMap<ServerCall, MemoryBudget>();
+const keyedCalls = new WeakMap<ServerCall, MemoryBudget>();
 keyedHold.charge = (ctx) => {
   const call = ctx as ServerCall;
-  const budget = unchargedKeyed.get(call);
-  unchargedKeyed.delete(call);
+  const budget = keyedCalls.get(call);
+  keyedCalls.delete(call);
   // Released already (answered: a middleware that calls it after its call's answer): nothing to add to.
   if (budget === undefined || call.charged === 0) return;
   if (!budget.tryCharge(KEYED_OVERHEAD)) {
@@ -427,11 +428,8 @@ export class Dispatcher {
       return;
     }
     // A body of several frames is charged already (with its assembly's overhead); a keyed call through
-    // the idempotency middleware holds its claim or wait on top (KEYED_OVERHEAD).
-    const keyedLater = key !== undefined && !direct && !router.deduplicates;
-    const more =
-      (charged < 0 ? data.length + CALL_OVERHEAD : 0) +
-      (key === undefined || direct || keyedLater ? 0 : KEYED_OVERHEAD);
+    // middleware is charged the idempotency middleware's claim or wait when it reaches it (keyedHold).
+    const more = charged < 0 ? data.length + CALL_OVERHEAD : 0;
     if (more !== 0) {
       if (!this.budget.tryCharge(more)) {
         if (charged > 0) budget.release(charged);
@@ -451,7 +449,7 @@ export class Dispatcher {
     call.charged = charged;
     call.startedAt = t0; // diagnostics
     call.routed = direct; // its route's handler runs (diagnostics; a handler's ERR_RATE_LIMITED: finishHandler)
-    if (keyedLater) unchargedKeyed.set(call, budget); // an idempotency middleware wrapped in another charges it
+    if (key !== undefined && !direct) keyedCalls.set(call, budget); // the idempotency middleware charges its hold
     let result: HandlerResult | Promise<HandlerResult>;
     let pending: Promise<HandlerResult> | undefined;
     try {

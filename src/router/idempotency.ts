@@ -15,7 +15,7 @@ import { crc32c, crc32cHex } from "../codec/crc32c.ts";
 import { codeInfo, type ErrorCode, type ErrorCodeInfo } from "../errors/codes.ts";
 import { answerableError, describeResult, describeThrown, thrownCode } from "../errors/describe.ts";
 import { PointSubError } from "../errors/error.ts";
-import { dedupers, keyedHold } from "./dedupers.ts";
+import { keyedHold } from "./keyed-hold.ts";
 import type { CallContext, HandlerResult, Middleware } from "./types.ts";
 
 /** What a keyed request was answered with, as a store keeps it. */
@@ -731,6 +731,7 @@ function claimToken(): string {
  * a side understands keys.
  */
 export const DEDUPLICATES_FEATURE = 0x10;
+const dedupers = new WeakSet<Middleware>();
 
 /** Whether `mw` came from {@link idempotency} (its server announces {@link DEDUPLICATES_FEATURE}). */
 export function isDeduplicating(mw: Middleware): boolean {
@@ -854,7 +855,7 @@ export function idempotency(options: IdempotencyOptions = {}): Middleware {
   const mw: Middleware = async (ctx, next) => {
     const raw = ctx.idempotencyKey;
     if (raw === undefined || ctx.kind !== "request") return next();
-    // Its claim or wait, charged here when the dispatcher did not (this middleware wrapped in another).
+    // Its claim or wait (KEYED_OVERHEAD), charged here: wherever this middleware stands, and only when it runs.
     keyedHold.charge?.(ctx);
     const key = idempotencyStoreKey(scopeOf(ctx), ctx.route, raw);
     const token = claimToken();

@@ -13,7 +13,6 @@ import { MAX_ROUTE } from "../codec/frame.ts";
 import { decodeResumeQuery, encodeResumeAnswer, RESUME_ROUTE, type ResumePoint } from "../codec/resume.ts";
 import { PointSubError } from "../errors/error.ts";
 import { checkFunction, checkRoute } from "./check.ts";
-import { dedupers } from "./dedupers.ts";
 import type { CallContext, Handler, HandlerResult, Middleware, ResumeLookup, StreamRoute } from "./types.ts";
 
 const NO_MIDDLEWARE: readonly Middleware[] = Object.freeze([]);
@@ -49,8 +48,6 @@ export class Router {
   private own: Middleware[] | undefined;
   /** The rest, created on first use: a session's own router mostly has one route and nothing else. */
   private more: More | undefined;
-  /** An idempotency middleware was added here (see {@link deduplicates}). */
-  private dedup = false;
 
   constructor(parent?: Router) {
     this.parent = parent;
@@ -86,17 +83,7 @@ export class Router {
     checkFunction(mw, "middleware");
     this.own ??= [];
     this.own.push(mw);
-    if (dedupers.has(mw)) this.dedup = true;
     return this;
-  }
-
-  /**
-   * Whether an idempotency middleware runs (here or in a parent): a keyed request holds its claim or wait, and
-   * is charged for it (`dispatch.ts` KEYED_OVERHEAD). Before, any middleware made it pay that (a logging one).
-   */
-  get deduplicates(): boolean {
-    for (let r: Router | undefined = this; r !== undefined; r = r.parent) if (r.dedup) return true;
-    return false;
   }
 
   private extra(): More {
