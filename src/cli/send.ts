@@ -51,6 +51,7 @@ import {
   writeOut,
 } from "./output.ts";
 import { RetryNotices, retryAfter, stopRetrying } from "./retry.ts";
+import { settled, TreeRecord } from "./tree-record.ts";
 
 export interface SendOptions extends ClientAuthFlags {
   to: string;
@@ -359,7 +360,7 @@ async function sendBundle(
           const sent = contents[i].length;
           const error = new PointSubError("ERR_PROTOCOL", `the server stored ${r.size} bytes of the ${sent} sent`);
           out.push({ item: it, size: it.size, error });
-        } else if (r.crc32c !== crc32cHex(nodeCrc32c().compute(contents[i], 0))) {
+        } else if (r.crc32c !== crc32cHex(contentCrc(it, contents[i]))) {
           // Its receipt names other bytes than those sent: not reported stored.
           const error = new PointSubError(
             "ERR_CHECKSUM",
@@ -384,6 +385,20 @@ async function sendBundle(
 }
 
 /** The error a server named for a file: its code when this side knows it, else ERR_HANDLER naming it. */
+/** `crc` (of `it`'s bytes as the walk read them), recorded in its tree's record when the walk asked for it. */
+function noted(it: SendItem, crc: number): number {
+  const n = it.noteTo;
+  if (n !== undefined) n.record.note(it.target, n.st, crc, n.readAt);
+  return crc;
+}
+
+/** CRC32C of the bytes of `it` a bundle sent (recorded when they are those the walk read: {@link noted}). */
+function contentCrc(it: SendItem, content: Uint8Array): number {
+  const crc = nodeCrc32c().compute(content, 0);
+  // (Sent from the walk's bytes while it holds them: a bundle copies them in, or sends them as they are.)
+  return it.content !== undefined && it.content.length === content.length ? noted(it, crc) : crc;
+}
+
 function peerError(code: string, message: string): PointSubError {
   return (ERROR_CODES as readonly string[]).includes(code)
     ? new PointSubError(code as ErrorCode, message)
@@ -527,6 +542,10 @@ export interface SendItem {
    * with {@link ReadAhead}); dropped once its bundle was answered.
    */
   content?: Uint8Array;
+  /** Its CRC32C as its tree's record knows it (unchanged since the last run read it): the walk did not read it. */
+  crc?: number;
+  /** Where its CRC32C, once computed from {@link content}, is recorded (the identity it was read under). */
+  noteTo?: { record: TreeRecord; st: Stats; readAt: number };
 }
 
 /**
@@ -561,9 +580,20 @@ let arenaAt = 0;
  * ({@link READ_ARENA_BYTES}), closed. A larger one is only fstatted (its bytes
  * are read when it is sent, as a stream of its own).
  */
-export function readTreeFile(file: string, target: string): SendItem {
+export function readTreeFile(file: string, target: string, record?: TreeRecord): SendItem {
+  if (record?.known === true) {
+    // A file last run read, unchanged since: its CRC32C from the record, nothing read.
+    const st = lstatSync(file, { throwIfNoEntry: false });
+    if (st?.isFile() === true && st.size <= BUNDLE_SMALL_MAX) {
+      const crc = record.lookup(target, st);
+      if (crc !== undefined) return { file, target, tree: true, size: st.size, crc };
+    }
+  }
   const fd = openSync(file, NO_FOLLOW);
   try {
+    // The identity it is read under (taken before the read: a change during it makes another identity).
+    const st = record === undefined ? undefined : fstatSync(fd);
+    const readAt = st === undefined ? 0 : Date.now();
     const want = BUNDLE_SMALL_MAX + 1;
     if (arena === undefined || arena.length - arenaAt < want) {
       arena = Buffer.allocUnsafeSlow(READ_ARENA_BYTES);
@@ -573,7 +603,10 @@ export function readTreeFile(file: string, target: string): SendItem {
     if (n < want) {
       const content = arena.subarray(arenaAt, arenaAt + n);
       arenaAt += n;
-      return { file, target, tree: true, size: n, content };
+      const it: SendItem = { file, target, tree: true, size: n, content };
+      if (st !== undefined && record !== undefined && st.isFile() && st.size === n && settled(st, readAt))
+        it.noteTo = { record, st, readAt };
+      return it;
     }
     return { file, target, tree: true, size: fstatSync(fd).size };
   } finally {
@@ -693,10 +726,11 @@ export async function collectFiles(
   onItem: (it: SendItem) => boolean | undefined = () => undefined,
   readAhead?: ReadAhead,
   unlisted: (dir: string, err: PointSubError) => void = (dir, err) => skip(dir, err.message),
+  record?: (dir: string) => TreeRecord | undefined,
 ): Promise<SendItem[]> {
   const items: SendItem[] = [];
   let sinceYield = 0;
-  const walk = async (dir: string, prefix: string, sub: boolean) => {
+  const walk = async (dir: string, prefix: string, sub: boolean, rec: TreeRecord | undefined) => {
     let entries: WalkEntry[];
     try {
       entries = await listDir(dir);
@@ -728,14 +762,14 @@ export async function collectFiles(
       // `dir` is normalized (below): a name from readdir needs no normalizing join.
       const path = dir + sep + d.name;
       const target = `${prefix}/${d.name}`;
-      if (d.isDirectory()) await walk(path, target, true);
+      if (d.isDirectory()) await walk(path, target, true, rec);
       else if (d.isFile()) {
         let it: SendItem | undefined;
         if (readAhead?.on === true) {
           const wait = readAhead.room();
           if (wait !== undefined) await wait;
           try {
-            it = readTreeFile(path, target);
+            it = readTreeFile(path, target, rec);
           } catch {
             // Not readable now (replaced by a link since its directory was listed: ELOOP...): listed as
             // the walk lists it otherwise, and its read when its bundle is sent reports the file's failure.
@@ -776,7 +810,9 @@ export async function collectFiles(
       tops.add(top);
       // Normalized once (a trailing separator dropped: "photos/" walks as "photos"; the root stays).
       const root = join(arg);
-      checked.push(() => walk(root.length > 1 && root.endsWith(sep) ? root.slice(0, -1) : root, top, false));
+      checked.push(() =>
+        walk(root.length > 1 && root.endsWith(sep) ? root.slice(0, -1) : root, top, false, record?.(root)),
+      );
     } else if (st?.isFile()) {
       // Before, one without read permission failed alone once sent (ERR_SOURCE: EACCES), the others sent.
       if (!(await readable(arg))) {
@@ -887,9 +923,10 @@ export async function quickCheck(
           // A file this side cannot read (EACCES) is not the same: it is sent, and fails alone. Before, its error failed the
           // check, retried as a lost connection (ERR_CONNECT, ~32 s) and then the whole send.
           const crc =
-            it.content !== undefined
-              ? nodeCrc32c().compute(it.content, 0)
-              : await localCrc32c(it.file, it.size).catch(() => undefined);
+            it.crc ??
+            (it.content !== undefined
+              ? noted(it, nodeCrc32c().compute(it.content, 0))
+              : await localCrc32c(it.file, it.size).catch(() => undefined));
           if (crc !== undefined && crc32cHex(crc >>> 0) === a.crc32c) same.add(batch[k]);
         }
       };
@@ -1231,6 +1268,8 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
     return true;
   };
   const started = performance.now();
+  /** The trees' records ({@link TreeRecord}), written when the send ends. */
+  const records: TreeRecord[] = [];
   let all: SendItem[] = [];
   try {
     try {
@@ -1254,6 +1293,13 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
         (dir, e) => {
           found++;
           failed(dir, e);
+        },
+        // What the last run read of each tree (files read as found only; --force reads them all again).
+        (dir) => {
+          if (!readAhead.on) return undefined;
+          const r = TreeRecord.load(dir, !force);
+          records.push(r);
+          return r;
         },
       );
     } catch (err) {
@@ -1403,6 +1449,7 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
     const unanswered = stopWith?.code === "ERR_TIMEOUT" || failures.some((f) => f.error.code === "ERR_TIMEOUT");
     if (unanswered) shared.destroy();
     else await shared.close().catch(() => {});
+    for (const r of records) r.save();
   }
   if (stopWith !== undefined) throw stopWith;
   const secs = (performance.now() - started) / 1000;

@@ -1,0 +1,150 @@
+/**
+ * What `pointsub send -r` knows of a tree's small files from its last run:
+ * each file's CRC32C with the identity it was read under (device, inode,
+ * size, mtime, ctime), one record per directory argument in the sender's
+ * state directory (beside the resume key: `trees/`). A re-run's quick check
+ * (size + CRC32C, as rsync's size + mtime) then takes the CRC of a file
+ * unchanged since from the record — one lstat — instead of opening and
+ * reading it: a re-run of a tree the server holds whole reads none of its
+ * small files (large files have their own records, `local-files.ts`).
+ *
+ * A file changed since (its size, mtime or ctime differs — ctime cannot be
+ * set back — or another inode) is read again. A file is recorded only when
+ * its mtime and ctime were at least {@link SETTLED_MS} old when it was
+ * read (identity taken before the read): a change right after, within the
+ * file system's timestamp granularity (FAT's mtime: 2 s), could leave its
+ * identity as it was (git's "racily clean" entries). Best effort
+ * throughout: a record that cannot be read, parsed or written is no record.
+ */
+import {
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  type Stats,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+} from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { crc32cJs } from "../codec/crc32c.ts";
+import { resumeKeyPath } from "../node/send-file.ts";
+
+/** How old a file's mtime and ctime must be when it is read for it to be recorded (see the module's comment). */
+export const SETTLED_MS = 3000;
+/** Most files one record holds (a larger tree's other files are read on every run). */
+export const TREE_RECORD_MAX = 200_000;
+/** Most records kept: past it, the least recently written are removed. */
+export const TREE_RECORDS_KEPT = 64;
+/** Format version in the record's first field. */
+const VERSION = 1;
+
+/** A file as recorded: CRC32C, device, inode, size, mtimeMs, ctimeMs. */
+type Entry = [number, number, number, number, number, number];
+
+/** The directory holding the records. */
+export const treeRecordsDir = (): string => join(dirname(resumeKeyPath()), "trees");
+
+/** A root's record file: its name (safe) and a CRC of its absolute path (the path itself is inside, checked). */
+function recordPath(root: string): string {
+  const name =
+    root
+      .split(/[\\/]/)
+      .pop()
+      ?.replace(/[^A-Za-z0-9._-]/g, "_")
+      .slice(0, 40) ?? "";
+  const crc = crc32cJs(new TextEncoder().encode(root)).toString(16).padStart(8, "0");
+  return join(treeRecordsDir(), `${crc}-${name || "root"}.json`);
+}
+
+const same = (e: Entry, st: Stats) =>
+  e[1] === st.dev && e[2] === st.ino && e[3] === st.size && e[4] === st.mtimeMs && e[5] === st.ctimeMs;
+
+/** One directory argument's record: last run's entries, and this run's (saved at the end). */
+export class TreeRecord {
+  private readonly root: string;
+  private readonly last: Map<string, Entry>;
+  private readonly next = new Map<string, Entry>();
+
+  private constructor(root: string, last: Map<string, Entry>) {
+    this.root = root;
+    this.last = last;
+  }
+
+  /** The record of the directory `dir` (as given: resolved, links not followed); empty when there is none. */
+  static load(dir: string, useLast = true): TreeRecord {
+    const root = resolve(dir);
+    const last = new Map<string, Entry>();
+    if (useLast) {
+      try {
+        const doc = JSON.parse(readFileSync(recordPath(root), "utf8")) as unknown;
+        if (Array.isArray(doc) && doc[0] === VERSION && doc[1] === root && isObject(doc[2])) {
+          for (const [k, v] of Object.entries(doc[2])) if (isEntry(v)) last.set(k, v);
+        }
+      } catch {
+        // None yet, unreadable or not ours: no record.
+      }
+    }
+    return new TreeRecord(root, last);
+  }
+
+  /** Whether last run's record has any file (else the walk reads every file without an lstat first). */
+  get known(): boolean {
+    return this.last.size > 0;
+  }
+
+  /** The CRC32C recorded for `target` when `st` is the identity it was recorded under (kept for the next run). */
+  lookup(target: string, st: Stats): number | undefined {
+    const e = this.last.get(target);
+    if (e === undefined || !same(e, st)) return undefined;
+    if (this.next.size < TREE_RECORD_MAX) this.next.set(target, e);
+    return e[0];
+  }
+
+  /** Records `target`'s CRC32C of its bytes read under the identity `st` (taken before the read), if it had settled then. */
+  note(target: string, st: Stats, crc: number, readAt: number): void {
+    if (!settled(st, readAt) || this.next.size >= TREE_RECORD_MAX) return;
+    this.next.set(target, [crc >>> 0, st.dev, st.ino, st.size, st.mtimeMs, st.ctimeMs]);
+  }
+
+  /** Writes this run's entries (replacing last run's: files gone since are dropped). Never throws. */
+  save(): void {
+    if (this.next.size === 0 && this.last.size === 0) return;
+    try {
+      const dir = treeRecordsDir();
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      const path = recordPath(this.root);
+      const tmp = `${path}.${process.pid}.tmp`;
+      writeFileSync(tmp, JSON.stringify([VERSION, this.root, Object.fromEntries(this.next)]), { mode: 0o600 });
+      renameSync(tmp, path);
+      trim(dir);
+    } catch {
+      // A read-only home, a full disk: the next run reads the files.
+    }
+  }
+}
+
+/** Whether a file's mtime and ctime were {@link SETTLED_MS} old at `readAt` (ms since the epoch). */
+export function settled(st: Stats, readAt: number): boolean {
+  return readAt - Math.max(st.mtimeMs, st.ctimeMs) >= SETTLED_MS;
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+const isEntry = (v: unknown): v is Entry =>
+  Array.isArray(v) && v.length === 6 && v.every((x) => typeof x === "number" && Number.isFinite(x));
+
+/** Keeps the {@link TREE_RECORDS_KEPT} most recently written records of `dir`. */
+function trim(dir: string): void {
+  const names = readdirSync(dir).filter((n) => n.endsWith(".json"));
+  if (names.length <= TREE_RECORDS_KEPT) return;
+  const aged = names
+    .map((n) => ({ n, t: statSync(join(dir, n), { throwIfNoEntry: false })?.mtimeMs ?? 0 }))
+    .sort((a, b) => a.t - b.t);
+  for (const { n } of aged.slice(0, aged.length - TREE_RECORDS_KEPT)) {
+    try {
+      unlinkSync(join(dir, n));
+    } catch {
+      // Removed by another run meanwhile.
+    }
+  }
+}

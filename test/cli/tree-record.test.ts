@@ -1,0 +1,131 @@
+/**
+ * `pointsub send -r`'s record of a tree's small files (src/cli/tree-record.ts):
+ * a re-run of a tree the server holds whole takes each unchanged file's
+ * CRC32C from the record (an lstat) instead of reading it; a file changed
+ * since — even at the same size with its mtime put back — is read and sent
+ * again; a record that is not one is ignored and written anew. Bytes read
+ * counted in the CLI child (/proc/self/io `rchar`, printed at its exit).
+ */
+import assert from "node:assert/strict";
+import { execFileSync, spawn } from "node:child_process";
+import { randomFillSync } from "node:crypto";
+import { lstatSync, statSync } from "node:fs";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { SETTLED_MS, settled, TreeRecord } from "../../src/cli/tree-record.ts";
+import { CLI_MAIN, type ServeProcess, startServeProcess } from "../helpers/serve-process.ts";
+
+const KiB = 1024;
+const FILES = 100;
+const SIZE = 48 * KiB;
+const HOOK = join(import.meta.dirname, "../helpers/rchar-at-exit.ts");
+
+describe("send -r: the record of a tree's small files", () => {
+  let work: string;
+  let tree: string;
+  let serve: ServeProcess;
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), "pointsub-tree-record-"));
+    tree = join(work, "photos");
+    await mkdir(join(tree, "sub"), { recursive: true });
+    for (let i = 0; i < FILES; i++) {
+      await writeFile(join(tree, i % 2 === 0 ? "sub" : "", `f${i}.bin`), randomFillSync(Buffer.alloc(SIZE)));
+    }
+    // Recorded only once settled (a change within the file system's timestamp granularity could go unseen).
+    await sleep(SETTLED_MS + 100);
+    serve = await startServeProcess(["--dir", join(work, "inbox"), "--overwrite"]);
+  });
+  after(async () => {
+    await serve?.stop();
+    await rm(work, { recursive: true, force: true });
+  });
+
+  const send = (...extra: string[]) =>
+    new Promise<{ code: number | null; out: string; err: string; read: number }>((resolve) => {
+      const child = spawn(
+        process.execPath,
+        ["--import", HOOK, CLI_MAIN, "send", "-r", tree, "--to", serve.url, ...extra],
+        { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, POINTSUB_STATE_DIR: join(work, "state") } },
+      );
+      let out = "";
+      let err = "";
+      child.stdout.on("data", (d) => (out += d));
+      child.stderr.on("data", (d) => (err += d));
+      child.on("close", (code) => resolve({ code, out, err, read: Number(/^rchar (\d+)$/m.exec(err)?.[1]) }));
+    });
+  const recordFile = async () => {
+    const dir = join(work, "state", "trees");
+    const names = (await readdir(dir)).filter((n) => n.endsWith(".json"));
+    assert.equal(names.length, 1, `one record: ${names}`);
+    return join(dir, names[0]);
+  };
+
+  it("a re-run reads none of the files it recorded; a file changed at the same size and mtime is sent again", async () => {
+    const first = await send();
+    assert.equal(first.code, 0, first.err);
+    assert.match(first.out, new RegExp(`${FILES} of ${FILES} files sent`));
+    const [version, root, files] = JSON.parse(await readFile(await recordFile(), "utf8"));
+    assert.equal(version, 1);
+    assert.equal(root, tree);
+    assert.equal(Object.keys(files).length, FILES);
+
+    const rerun = await send();
+    assert.equal(rerun.code, 0, rerun.err);
+    assert.match(rerun.out, new RegExp(`0 of ${FILES} files sent.*${FILES} skipped`));
+    // The first send read the tree (4.8 MB); the re-run none of it (before: all of it again, for the CRCs).
+    assert.ok(
+      first.read - rerun.read >= FILES * SIZE * 0.9,
+      `the send read ${first.read} bytes, the re-run ${rerun.read}`,
+    );
+
+    // Same size, its mtime put back: its ctime moved, so it is read, found different, and sent.
+    const changed = join(tree, "sub", "f10.bin");
+    const before = statSync(changed);
+    // Its times to the nanosecond (Node's utimes takes them as a double number of seconds): touch -r.
+    const ref = join(work, "times-of-f10");
+    execFileSync("touch", ["-r", changed, ref]);
+    const content = randomFillSync(Buffer.alloc(SIZE));
+    await writeFile(changed, content);
+    execFileSync("touch", ["-m", "-r", ref, changed]);
+    assert.equal(statSync(changed).mtimeMs, before.mtimeMs);
+    const again = await send();
+    assert.equal(again.code, 0, again.err);
+    assert.match(again.out, new RegExp(`1 of ${FILES} files sent.*${FILES - 1} skipped`));
+    assert.match(again.out, /photos\/sub\/f10\.bin: sent/);
+    assert.deepEqual(await readFile(join(work, "inbox", "photos", "sub", "f10.bin")), content);
+  });
+
+  it("a record that is not one is ignored: the files are read, and the record written anew", async () => {
+    const file = await recordFile();
+    await writeFile(file, "{not json");
+    const ignored = await send();
+    assert.equal(ignored.code, 0, ignored.err);
+    assert.match(ignored.out, new RegExp(`0 of ${FILES} files sent.*${FILES} skipped`));
+    assert.ok(ignored.read >= FILES * SIZE * 0.9, `files read again: ${ignored.read} bytes`);
+    const [, , files] = JSON.parse(await readFile(file, "utf8"));
+    // (f10.bin changed less than SETTLED_MS ago: not recorded yet.)
+    assert.ok(Object.keys(files).length >= FILES - 1, "written anew");
+  });
+
+  it("a file is recorded only when its mtime and ctime had settled when it was read", async () => {
+    const path = join(tree, "f1.bin");
+    const st = lstatSync(path);
+    const changedAt = Math.max(st.mtimeMs, st.ctimeMs);
+    assert.equal(settled(st, changedAt + SETTLED_MS - 1), false);
+    assert.equal(settled(st, changedAt + SETTLED_MS), true);
+    const fresh = TreeRecord.load(join(work, "elsewhere"));
+    assert.equal(fresh.known, false);
+    fresh.note("elsewhere/f1.bin", st, 7, changedAt + 1);
+    fresh.note("elsewhere/f3.bin", st, 9, changedAt + SETTLED_MS);
+    fresh.save();
+    const loaded = TreeRecord.load(join(work, "elsewhere"));
+    assert.equal(loaded.known, true);
+    assert.equal(loaded.lookup("elsewhere/f1.bin", st), undefined, "not settled: not recorded");
+    assert.equal(loaded.lookup("elsewhere/f3.bin", st), 9);
+    // Another identity (here: another size) is not the recorded file.
+    assert.equal(loaded.lookup("elsewhere/f3.bin", { ...st, size: st.size + 1 } as typeof st), undefined);
+  });
+});
