@@ -65,6 +65,8 @@ export class TreeRecord {
   private readonly root: string;
   private readonly last: Map<string, Entry>;
   private readonly next = new Map<string, Entry>();
+  /** Whether this run recorded a file anew (else, with as many files as last run's, the record is as it was). */
+  private changed = false;
 
   private constructor(root: string, last: Map<string, Entry>) {
     this.root = root;
@@ -104,12 +106,15 @@ export class TreeRecord {
   /** Records `target`'s CRC32C of its bytes read under the identity `st` (taken before the read), if it had settled then. */
   note(target: string, st: Stats, crc: number, readAt: number): void {
     if (!settled(st, readAt) || this.next.size >= TREE_RECORD_MAX) return;
-    this.next.set(target, [crc >>> 0, st.dev, st.ino, st.size, st.mtimeMs, st.ctimeMs]);
+    const e: Entry = [crc >>> 0, st.dev, st.ino, st.size, st.mtimeMs, st.ctimeMs];
+    const was = this.last.get(target);
+    if (was === undefined || was[0] !== e[0] || !same(was, st)) this.changed = true;
+    this.next.set(target, e);
   }
 
-  /** Writes this run's entries (replacing last run's: files gone since are dropped). Never throws. */
+  /** Writes this run's entries (replacing last run's: files gone since are dropped), if they differ. Never throws. */
   save(): void {
-    if (this.next.size === 0 && this.last.size === 0) return;
+    if (!this.changed && this.next.size === this.last.size) return;
     try {
       const dir = treeRecordsDir();
       mkdirSync(dir, { recursive: true, mode: 0o700 });
