@@ -51,7 +51,7 @@ import {
   writeOut,
 } from "./output.ts";
 import { RetryNotices, retryAfter, stopRetrying } from "./retry.ts";
-import { settled, TreeRecord } from "./tree-record.ts";
+import { TreeRecord } from "./tree-record.ts";
 
 export interface SendOptions extends ClientAuthFlags {
   to: string;
@@ -385,18 +385,13 @@ async function sendBundle(
 }
 
 /** The error a server named for a file: its code when this side knows it, else ERR_HANDLER naming it. */
-/** `crc` (of `it`'s bytes as the walk read them), recorded in its tree's record when the walk asked for it. */
-function noted(it: SendItem, crc: number): number {
-  const n = it.noteTo;
-  if (n !== undefined) n.record.note(it.target, n.st, crc, n.readAt);
-  return crc;
-}
-
-/** CRC32C of the bytes of `it` a bundle sent (recorded when they are those the walk read: {@link noted}). */
+/**
+ * CRC32C of the bytes of `it` a bundle sent: the walk's, computed when it read them (a bundle sends them
+ * while it holds them: copied in, or as they are), else computed now (read when the bundle was made).
+ */
 function contentCrc(it: SendItem, content: Uint8Array): number {
-  const crc = nodeCrc32c().compute(content, 0);
-  // (Sent from the walk's bytes while it holds them: a bundle copies them in, or sends them as they are.)
-  return it.content !== undefined && it.content.length === content.length ? noted(it, crc) : crc;
+  if (it.crc !== undefined && it.content !== undefined && it.content.length === content.length) return it.crc;
+  return nodeCrc32c().compute(content, 0);
 }
 
 function peerError(code: string, message: string): PointSubError {
@@ -542,10 +537,11 @@ export interface SendItem {
    * with {@link ReadAhead}); dropped once its bundle was answered.
    */
   content?: Uint8Array;
-  /** Its CRC32C as its tree's record knows it (unchanged since the last run read it): the walk did not read it. */
+  /**
+   * Its CRC32C when its tree has a record ({@link TreeRecord}): of {@link content} as the walk read it,
+   * or as the record knows it (unchanged since the last run read it: the walk did not read it).
+   */
   crc?: number;
-  /** Where its CRC32C, once computed from {@link content}, is recorded (the identity it was read under). */
-  noteTo?: { record: TreeRecord; st: Stats; readAt: number };
 }
 
 /**
@@ -603,12 +599,13 @@ export function readTreeFile(file: string, target: string, record?: TreeRecord):
     if (n < want) {
       const content = arena.subarray(arenaAt, arenaAt + n);
       arenaAt += n;
-      const it: SendItem = { file, target, tree: true, size: n, content };
-      if (st !== undefined && record !== undefined && st.isFile() && st.size === n && settled(st, readAt))
-        it.noteTo = { record, st, readAt };
-      return it;
+      if (st === undefined || record === undefined) return { file, target, tree: true, size: n, content };
+      // Its CRC now (the quick check and the bundle's receipt use it), recorded with the identity read under.
+      const crc = nodeCrc32c().compute(content, 0);
+      if (st.isFile() && st.size === n) record.note(target, st, crc, readAt);
+      return { file, target, tree: true, size: n, content, crc };
     }
-    return { file, target, tree: true, size: fstatSync(fd).size };
+    return { file, target, tree: true, size: (st ?? fstatSync(fd)).size };
   } finally {
     closeSync(fd);
   }
@@ -925,7 +922,7 @@ export async function quickCheck(
           const crc =
             it.crc ??
             (it.content !== undefined
-              ? noted(it, nodeCrc32c().compute(it.content, 0))
+              ? nodeCrc32c().compute(it.content, 0)
               : await localCrc32c(it.file, it.size).catch(() => undefined));
           if (crc !== undefined && crc32cHex(crc >>> 0) === a.crc32c) same.add(batch[k]);
         }
