@@ -1294,7 +1294,7 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
         // What the last run read of each tree (files read as found only; --force reads them all again).
         (dir) => {
           if (!readAhead.on) return undefined;
-          const r = TreeRecord.load(dir, !force);
+          const r = TreeRecord.load(dir, opts.to, !force);
           records.push(r);
           return r;
         },

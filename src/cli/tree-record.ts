@@ -37,13 +37,14 @@ export const TREE_RECORD_MAX = 200_000;
 /** Most records kept: past it, the least recently written are removed. */
 export const TREE_RECORDS_KEPT = 64;
 /**
- * The record's format: `PSTR`, a version byte (1), the root's UTF-8 length (u32 LE) and bytes, the
+ * The record's format: `PSTR`, a version byte (2), the CRC32C of the server's URL (u32 LE), the root's
+ * UTF-8 length (u32 LE) and bytes, the
  * file count (u32 LE), then per file its CRC32C (u32 LE), device, inode, size, mtimeMs and ctimeMs
  * (f64 LE each), its target's UTF-8 length (u16 LE) and bytes. Binary: no number printed or parsed
  * per file (as JSON, 2,000 files: ~2 MB of garbage at the end of a send, a GC of its own).
  */
 const MAGIC = 0x52545350; // "PSTR", little-endian
-const VERSION = 1;
+const VERSION = 2;
 /** Bytes of a file's fixed part: CRC and five f64s and the name's length. */
 const FIXED = 4 + 5 * 8 + 2;
 
@@ -71,29 +72,38 @@ const same = (e: Entry, st: Stats) =>
 /** One directory argument's record: last run's entries, and this run's (saved at the end). */
 export class TreeRecord {
   private readonly root: string;
+  private readonly server: number;
   private readonly last: Map<string, Entry>;
   private readonly next = new Map<string, Entry>();
   /** Whether this run recorded a file anew (else, with as many files as last run's, the record is as it was). */
   private changed = false;
 
-  private constructor(root: string, last: Map<string, Entry>) {
+  private constructor(root: string, server: number, last: Map<string, Entry>) {
     this.root = root;
+    this.server = server;
     this.last = last;
   }
 
-  /** The record of the directory `dir` (as given: resolved, links not followed); empty when there is none. */
-  static load(dir: string, useLast = true): TreeRecord {
+  /**
+   * The record of the directory `dir` (as given: resolved, links not followed) for a send to `server`
+   * (its URL); empty when there is none, or when the last run sent the tree to another server: where
+   * the files are not held, a file taken from the record is not read by the walk but when its bundle
+   * is made (an lstat per file more), and the walk's read-ahead does not overlap its reads with the
+   * transfer (a first send of a known tree to a new server is the same as one of a new tree then).
+   */
+  static load(dir: string, server: string, useLast = true): TreeRecord {
     const root = resolve(dir);
     const last = new Map<string, Entry>();
+    const to = crc32cJs(new TextEncoder().encode(server));
     if (useLast) {
       try {
-        parse(readFileSync(recordPath(root)), root, last);
+        parse(readFileSync(recordPath(root)), root, to, last);
       } catch {
         // None yet, unreadable, cut short or not ours: no record.
         last.clear();
       }
     }
-    return new TreeRecord(root, last);
+    return new TreeRecord(root, to, last);
   }
 
   /** Whether last run's record has any file (else the walk reads every file without an lstat first). */
@@ -120,13 +130,14 @@ export class TreeRecord {
 
   /** Writes this run's entries (replacing last run's: files gone since are dropped), if they differ. Never throws. */
   save(): void {
+    // (A record of another server's was not loaded: `last` is empty, this one replaces it.)
     if (!this.changed && this.next.size === this.last.size) return;
     try {
       const dir = treeRecordsDir();
       mkdirSync(dir, { recursive: true, mode: 0o700 });
       const path = recordPath(this.root);
       const tmp = `${path}.${process.pid}.tmp`;
-      writeFileSync(tmp, serialize(this.root, this.next), { mode: 0o600 });
+      writeFileSync(tmp, serialize(this.root, this.server, this.next), { mode: 0o600 });
       renameSync(tmp, path);
       trim(dir);
     } catch {
@@ -141,13 +152,14 @@ export function settled(st: Stats, readAt: number): boolean {
 }
 
 /** The record of `root`'s `files` in the format above. */
-function serialize(root: string, files: Map<string, Entry>): Buffer {
-  let total = 4 + 1 + 4 + Buffer.byteLength(root) + 4;
+function serialize(root: string, server: number, files: Map<string, Entry>): Buffer {
+  let total = 4 + 1 + 4 + 4 + Buffer.byteLength(root) + 4;
   for (const k of files.keys()) total += FIXED + Buffer.byteLength(k);
   // Off the V8 heap (not the shared pool): one allocation, no garbage per file.
   const buf = Buffer.allocUnsafeSlow(total);
   let at = buf.writeUInt32LE(MAGIC, 0);
   at = buf.writeUInt8(VERSION, at);
+  at = buf.writeUInt32LE(server >>> 0, at);
   const rootBytes = buf.write(root, at + 4, "utf8");
   buf.writeUInt32LE(rootBytes, at);
   at += 4 + rootBytes;
@@ -162,12 +174,13 @@ function serialize(root: string, files: Map<string, Entry>): Buffer {
   return buf;
 }
 
-/** Reads a record of `root` into `into`; throws when it is not one (another root, another format, cut short). */
-function parse(buf: Buffer, root: string, into: Map<string, Entry>): void {
+/** Reads a record of `root` and `server` into `into`; throws when it is not one (another root or server, another format, cut short). */
+function parse(buf: Buffer, root: string, server: number, into: Map<string, Entry>): void {
   if (buf.readUInt32LE(0) !== MAGIC || buf.readUInt8(4) !== VERSION) throw new Error("not a tree record");
-  const rootLen = buf.readUInt32LE(5);
-  if (9 + rootLen > buf.length || buf.toString("utf8", 9, 9 + rootLen) !== root) throw new Error("another root");
-  let at = 9 + rootLen;
+  if (buf.readUInt32LE(5) !== server >>> 0) throw new Error("another server's");
+  const rootLen = buf.readUInt32LE(9);
+  if (13 + rootLen > buf.length || buf.toString("utf8", 13, 13 + rootLen) !== root) throw new Error("another root");
+  let at = 13 + rootLen;
   const count = buf.readUInt32LE(at);
   at += 4;
   for (let n = 0; n < count && n < TREE_RECORD_MAX; n++) {

@@ -43,13 +43,12 @@ describe("send -r: the record of a tree's small files", () => {
     await rm(work, { recursive: true, force: true });
   });
 
-  const send = (...extra: string[]) =>
+  const send = (to = serve.url) =>
     new Promise<{ code: number | null; out: string; err: string; read: number }>((resolve) => {
-      const child = spawn(
-        process.execPath,
-        ["--import", HOOK, CLI_MAIN, "send", "-r", tree, "--to", serve.url, ...extra],
-        { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, POINTSUB_STATE_DIR: join(work, "state") } },
-      );
+      const child = spawn(process.execPath, ["--import", HOOK, CLI_MAIN, "send", "-r", tree, "--to", to], {
+        stdio: ["ignore", "pipe", "pipe"],
+        env: { ...process.env, POINTSUB_STATE_DIR: join(work, "state") },
+      });
       let out = "";
       let err = "";
       child.stdout.on("data", (d) => (out += d));
@@ -69,8 +68,8 @@ describe("send -r: the record of a tree's small files", () => {
     assert.match(first.out, new RegExp(`${FILES} of ${FILES} files sent`));
     const record = await readFile(await recordFile());
     assert.equal(record.toString("latin1", 0, 4), "PSTR");
-    assert.equal(record.toString("utf8", 9, 9 + record.readUInt32LE(5)), tree);
-    assert.equal(record.readUInt32LE(9 + record.readUInt32LE(5)), FILES);
+    assert.equal(record.toString("utf8", 13, 13 + record.readUInt32LE(9)), tree);
+    assert.equal(record.readUInt32LE(13 + record.readUInt32LE(9)), FILES);
 
     const rerun = await send();
     assert.equal(rerun.code, 0, rerun.err);
@@ -108,7 +107,23 @@ describe("send -r: the record of a tree's small files", () => {
     assert.ok(ignored.read >= FILES * SIZE * 0.9, `files read again: ${ignored.read} bytes`);
     const record = await readFile(file);
     // (f10.bin changed less than SETTLED_MS ago: not recorded yet.)
-    assert.ok(record.readUInt32LE(9 + record.readUInt32LE(5)) >= FILES - 1, "written anew");
+    assert.ok(record.readUInt32LE(13 + record.readUInt32LE(9)) >= FILES - 1, "written anew");
+  });
+
+  it("a send to another server reads the files as they are found (the record is of the last server's)", async () => {
+    const other = await startServeProcess(["--dir", join(work, "inbox2")]);
+    try {
+      const sent = await send(other.url);
+      assert.equal(sent.code, 0, sent.err);
+      assert.match(sent.out, new RegExp(`${FILES} of ${FILES} files sent`));
+      // Read by the walk, as a new tree's files (not looked up, then read again when their bundle was made).
+      assert.ok(sent.read >= FILES * SIZE * 0.9, `read ${sent.read} bytes`);
+      const rerun = await send(other.url);
+      assert.match(rerun.out, new RegExp(`0 of ${FILES} files sent.*${FILES} skipped`));
+      assert.ok(sent.read - rerun.read >= FILES * SIZE * 0.9, `the re-run read ${rerun.read} bytes`);
+    } finally {
+      await other.stop();
+    }
   });
 
   it("a file is recorded only when its mtime and ctime had settled when it was read", async () => {
@@ -117,12 +132,13 @@ describe("send -r: the record of a tree's small files", () => {
     const changedAt = Math.max(st.mtimeMs, st.ctimeMs);
     assert.equal(settled(st, changedAt + SETTLED_MS - 1), false);
     assert.equal(settled(st, changedAt + SETTLED_MS), true);
-    const fresh = TreeRecord.load(join(work, "elsewhere"));
+    const fresh = TreeRecord.load(join(work, "elsewhere"), "tcp://127.0.0.1:1");
     assert.equal(fresh.known, false);
     fresh.note("elsewhere/f1.bin", st, 7, changedAt + 1);
     fresh.note("elsewhere/f3.bin", st, 9, changedAt + SETTLED_MS);
     fresh.save();
-    const loaded = TreeRecord.load(join(work, "elsewhere"));
+    assert.equal(TreeRecord.load(join(work, "elsewhere"), "tcp://127.0.0.1:2").known, false, "another server's");
+    const loaded = TreeRecord.load(join(work, "elsewhere"), "tcp://127.0.0.1:1");
     assert.equal(loaded.known, true);
     assert.equal(loaded.lookup("elsewhere/f1.bin", st), undefined, "not settled: not recorded");
     assert.equal(loaded.lookup("elsewhere/f3.bin", st), 9);
