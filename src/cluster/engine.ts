@@ -10,25 +10,48 @@ import { PointSubError } from "../errors/error.ts";
 /**
  * `importer()`, the import of an engine's client library `name` (an optional peer dependency); when it
  * fails, ERR_INVALID_ARGUMENT naming it for `what` (`redisCluster`): not retryable, as the ERR_CONNECT
- * "cannot join the cluster" it was, since no retry installs a package.
+ * "cannot join the cluster" it was, since no retry installs a package. One installed that fails to load
+ * is ERR_CONNECT (retryable) for {@link TRANSIENT_LOAD_ERRORS} only, else ERR_INVALID_ARGUMENT.
  */
 export async function loadClientLibrary<T>(what: string, name: string, importer: () => Promise<T>): Promise<T> {
   try {
     return await importer();
   } catch (cause) {
-    // Only a package that is not there is the caller's to install; another failure to load it (EMFILE, a
-    // broken install, an error in its code) is said as it is, retryable.
+    // Only a package that is not there is the caller's to install; another failure to load it is said as it
+    // is: retryable when it is this machine's passing state (EMFILE), not when the package is broken (a
+    // SyntaxError in its code, a native module built for another Node): before, ERR_CONNECT, retried for ever.
     const code = codeOf(cause);
     if (code !== "ERR_MODULE_NOT_FOUND" && code !== "MODULE_NOT_FOUND") {
-      throw new PointSubError("ERR_CONNECT", `${what} cannot load the package ${name}: ${loadFailure(cause, code)}`, {
-        cause,
-      });
+      const message = `${what} cannot load the package ${name}: ${loadFailure(cause, code)}`;
+      if (typeof code === "string" && TRANSIENT_LOAD_ERRORS.has(code))
+        throw new PointSubError("ERR_CONNECT", message, { cause });
+      throw new PointSubError("ERR_INVALID_ARGUMENT", message, { cause, suggestion: BROKEN_PACKAGE });
     }
     throw new PointSubError("ERR_INVALID_ARGUMENT", `${what} needs the package ${name}: npm install ${name}`, {
       cause,
     });
   }
 }
+
+/**
+ * The codes of a failed import that a later one may not meet: this machine's passing state (file
+ * descriptors, memory, a busy or failing disk). Any other failure is the package's (an error in its code,
+ * a native module built for another Node, an entry it does not export, files it may not read): the same
+ * import fails again.
+ */
+const TRANSIENT_LOAD_ERRORS: ReadonlySet<string> = new Set([
+  "EMFILE",
+  "ENFILE",
+  "ENOMEM",
+  "EAGAIN",
+  "EBUSY",
+  "EINTR",
+  "EIO",
+]);
+
+/** The suggestion of a package that is installed but cannot be loaded. */
+const BROKEN_PACKAGE =
+  "Reinstall the package named in the message, in a version pointsub supports (its peerDependencies); the cause says what failed.";
 
 /** The `code` of a failed import (ERR_MODULE_NOT_FOUND: not installed), if any. Never throws (a revoked Proxy). */
 function codeOf(err: unknown): unknown {

@@ -417,9 +417,25 @@ function freePlaintext(ab: ArrayBuffer): void {
 const PEER_DEPENDENCIES =
   "libp2p @libp2p/tcp @chainsafe/libp2p-noise @chainsafe/libp2p-yamux @multiformats/multiaddr @libp2p/interface";
 
+/** Failures of an import that a later one may not meet (cluster/engine.ts's, this layer cannot import it). */
+const TRANSIENT_LOAD_ERRORS: ReadonlySet<string> = new Set([
+  "EMFILE",
+  "ENFILE",
+  "ENOMEM",
+  "EAGAIN",
+  "EBUSY",
+  "EINTR",
+  "EIO",
+]);
+/** The suggestion of a package that is installed but cannot be loaded. */
+const BROKEN_PACKAGE =
+  "Reinstall the package named in the message, in a version pointsub supports (its peerDependencies); the cause says what failed.";
+
 /**
  * `importer()`, the import of the optional peer dependency `name`; when it fails, ERR_INVALID_ARGUMENT
- * naming it and the command installing all of them (one at a time, a user installed one per error).
+ * naming it and the command installing all of them (one at a time, a user installed one per error). One
+ * installed that fails to load: ERR_CONNECT (retryable) for this machine's passing state (EMFILE), else
+ * ERR_INVALID_ARGUMENT (a SyntaxError in its code: no retry repairs it).
  */
 export async function loadPeerDependency<T>(name: string, importer: () => Promise<T>): Promise<T> {
   try {
@@ -436,7 +452,12 @@ export async function loadPeerDependency<T>(name: string, importer: () => Promis
       else if (cause instanceof Error && /^[A-Za-z]\w{0,63}$/.test(cause.name)) why = `${cause.name} (see the cause)`;
     } catch {}
     if (code !== "ERR_MODULE_NOT_FOUND" && code !== "MODULE_NOT_FOUND") {
-      throw new PointSubError("ERR_CONNECT", `pointsub/libp2p cannot load the package ${name}: ${why}`, { cause });
+      // Retryable only when this machine's passing state failed it (EMFILE), not a broken package (a
+      // SyntaxError in its code): before, ERR_CONNECT for all, retried for ever.
+      const message = `pointsub/libp2p cannot load the package ${name}: ${why}`;
+      if (typeof code === "string" && TRANSIENT_LOAD_ERRORS.has(code))
+        throw new PointSubError("ERR_CONNECT", message, { cause });
+      throw new PointSubError("ERR_INVALID_ARGUMENT", message, { cause, suggestion: BROKEN_PACKAGE });
     }
     throw new PointSubError(
       "ERR_INVALID_ARGUMENT",

@@ -1,19 +1,25 @@
 /**
  * An optional package that fails to load: "npm install" (ERR_INVALID_ARGUMENT,
- * not retryable) only when it is not installed; any other failure (EMFILE, a
- * broken install, an error in its code) is said as it is, ERR_CONNECT
- * (retryable) — before, every failure told the user to install a package
- * that was there. Cluster engines (redis, nats) and pointsub/libp2p alike.
+ * not retryable) only when it is not installed; any other failure is said as
+ * it is — before, every failure told the user to install a package that was
+ * there: ERR_CONNECT (retryable) when this machine's passing state failed it
+ * (EMFILE), ERR_INVALID_ARGUMENT (not retryable) when the package is broken
+ * (an error in its code, a native module built for another Node). Cluster
+ * engines (redis, nats) and pointsub/libp2p alike.
  */
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { it } from "node:test";
+import { pathToFileURL } from "node:url";
 import { loadClientLibrary } from "../../src/cluster/engine.ts";
 import { loadPeerDependency } from "../../src/p2p/node.ts";
 
 const failing = (code: string | undefined, message: string) => () =>
   Promise.reject(Object.assign(new Error(message), code === undefined ? {} : { code }));
 
-it("a package not installed asks for npm install; another failure to load it is ERR_CONNECT naming it", async () => {
+it("a package not installed asks for npm install; another failure to load it is said as it is, naming it", async () => {
   for (const load of [
     (f: () => Promise<unknown>) => loadClientLibrary("redisCluster", "redis", f),
     (f: () => Promise<unknown>) => loadPeerDependency("libp2p", f),
@@ -36,7 +42,10 @@ it("a package not installed asks for npm install; another failure to load it is 
         return true;
       },
     );
-    await assert.rejects(load(failing(undefined, "SyntaxError in the package")), { code: "ERR_CONNECT" });
+    await assert.rejects(load(failing(undefined, "an error in the package")), {
+      code: "ERR_INVALID_ARGUMENT",
+      retryable: false,
+    });
   }
 });
 
@@ -62,12 +71,50 @@ it("a failure to load an optional package is said in one line, without its text 
       await assert.rejects(
         load(() => Promise.reject(cause)),
         (e: unknown) => {
-          assert.ok(e instanceof Error && (e as { code?: string }).code === "ERR_CONNECT", String(e));
+          assert.ok(e instanceof Error && (e as { code?: string }).code === "ERR_INVALID_ARGUMENT", String(e));
           assert.doesNotMatch(e.message, /\n|alice|node_modules/);
           assert.equal(e.cause, cause);
           return true;
         },
       );
     }
+  }
+});
+
+it("a package whose code fails to load (a SyntaxError, an error thrown as it loads) is not retryable; EMFILE is", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "pointsub-broken-package-"));
+  try {
+    const syntax = join(dir, "syntax.mjs");
+    writeFileSync(syntax, "export const x = ;\n");
+    const throws = join(dir, "throws.mjs");
+    writeFileSync(throws, 'throw new TypeError("not a function");\n');
+    for (const load of [
+      (f: () => Promise<unknown>) => loadClientLibrary("redisCluster", "redis", f),
+      (f: () => Promise<unknown>) => loadPeerDependency("libp2p", f),
+    ]) {
+      for (const [file, why] of [
+        [syntax, "SyntaxError"],
+        [throws, "TypeError"],
+      ]) {
+        await assert.rejects(
+          load(() => import(pathToFileURL(file).href)),
+          (e: Error & { code?: string; retryable?: boolean; cause?: unknown }) => {
+            // Before: ERR_CONNECT, retryable: a reconnecting caller imported the same broken code for ever.
+            assert.equal(e.code, "ERR_INVALID_ARGUMENT", e.message);
+            assert.equal(e.retryable, false);
+            assert.match(e.message, new RegExp(`cannot load the package (redis|libp2p): ${why} \\(see the cause\\)$`));
+            assert.equal((e.cause as Error).name, why);
+            return true;
+          },
+        );
+      }
+      await assert.rejects(load(failing("ERR_DLOPEN_FAILED", "wrong NODE_MODULE_VERSION")), {
+        code: "ERR_INVALID_ARGUMENT",
+        retryable: false,
+      });
+      await assert.rejects(load(failing("EMFILE", "too many open files")), { code: "ERR_CONNECT", retryable: true });
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
