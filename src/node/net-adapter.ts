@@ -17,7 +17,14 @@ import type {
 import { refuseCredentials } from "../transport/url-credentials.ts";
 import { readerForAccepted, SocketReader } from "./socket-reader.ts";
 import { connectDeadline, hostUrl, SocketTransport, urlHost } from "./socket-transport.ts";
-import { clientCertRefusal, closeFailedHandshake, keyMismatch, refusedHandshake, tlsError } from "./tls-errors.ts";
+import {
+  askedForClientCert,
+  clientCertRefusal,
+  closeFailedHandshake,
+  keyMismatch,
+  refusedHandshake,
+  tlsError,
+} from "./tls-errors.ts";
 import type { WsTransportOptions } from "./ws-adapter.ts";
 
 type Scheme = "tcp" | "tls" | "unix";
@@ -234,11 +241,14 @@ function connectSocket(
       // transport's own 'close' listener (attached by its connection): that reports `error`.
       // Not over a verdict of its own (a TLS alert after the handshake, as a front requiring client
       // certificates sends: ERR_UNAUTHORIZED, not retried); tls:// counts the bytes after decryption.
+      // A TLS front (node:tls) that refused this side's certificate closes so too, without an alert: said when
+      // the server asked for one; still retryable, as a pointsub server closing with mutual TLS closes so.
+      const askedCert = tls !== undefined && askedForClientCert(socket);
       socket.once("close", () => {
         if (socket.bytesRead !== 0 || t.error instanceof PointSubError) return;
         t.error = new PointSubError(
           "ERR_CONNECT",
-          `cannot connect to ${url.href}: closed before any byte of the server's handshake (a server closing, or a tunnel or proxy with nothing behind it)`,
+          `cannot connect to ${url.href}: closed before any byte of the server's handshake (a server closing, or a tunnel or proxy with nothing behind it${askedCert ? "; it asked for a client certificate: a TLS front refusing this side's closes so, without an alert" : ""})`,
           { cause: t.error },
         );
       });
@@ -284,7 +294,7 @@ export function whenConnected(
     const tooLong = (err: Error) => unix && unixPathTooLong(socketPath(url), err);
     const onError = (err: Error) =>
       fail(
-        tlsError(err, url.href) ??
+        tlsError(err, url.href, socket) ??
           new PointSubError(
             tooLong(err) ? "ERR_UNSUPPORTED_URL" : "ERR_CONNECT",
             `cannot connect to ${url.href}: ${unixProblem(url, err) ?? err.message}`,

@@ -13,11 +13,40 @@ import { PointSubError } from "../errors/error.ts";
 const REFUSED_CERT =
   /^ERR_SSL_(SSLV3_ALERT_(BAD|UNSUPPORTED|CERTIFICATE_UNKNOWN|CERTIFICATE_EXPIRED|CERTIFICATE_REVOKED)|TLSV1_ALERT_(UNKNOWN_CA|ACCESS_DENIED))/;
 
-/** `err` (a socket's or tls.connect's) as a PointSubError about `url`, when it is one of the known TLS failures; else undefined. */
-export function tlsError(err: unknown, url: string): PointSubError | undefined {
+/**
+ * Node's codes for a server certificate this side refused (OpenSSL's X509 verification, then
+ * checkServerIdentity): its CA not trusted, self-signed, expired, for other names. Not OUT_OF_MEM.
+ */
+const UNTRUSTED_SERVER_CERT =
+  /^(UNABLE_TO_|CERT_|CRL_|ERROR_IN_C|DEPTH_ZERO_SELF_SIGNED_CERT$|SELF_SIGNED_CERT_IN_CHAIN$|INVALID_CA$|PATH_LENGTH_EXCEEDED$|INVALID_PURPOSE$|HOSTNAME_MISMATCH$|ERR_TLS_CERT_ALTNAME_INVALID$)/;
+
+/** The suggestion of a server certificate this side refused. */
+const UNTRUSTED_SUGGESTION =
+  "Trust the CA that signed the server's certificate (tls.ca), connect by a name the certificate holds, or renew it if it expired.";
+
+/**
+ * `err` (a socket's or tls.connect's) as a PointSubError about `url`, when it is one of the known TLS
+ * failures; else undefined. `socket`, the client's TLS socket when at hand, tells whether the server asked
+ * for a client certificate.
+ */
+export function tlsError(err: unknown, url: string, socket?: unknown): PointSubError | undefined {
   const code = (err as { code?: unknown } | undefined)?.code;
   if (typeof code !== "string") return undefined;
   const cause = { cause: err };
+  // TLS 1.2's answer to a client without a certificate a server requires (1.3 has its own alert, below):
+  // OpenSSL's "handshake failure", which says no more (before, ERR_CONNECT with OpenSSL's text, retried for
+  // ever). Only when the server asked for one: the client's shared signature algorithms come from that ask.
+  if (code === "ERR_SSL_SSL/TLS_ALERT_HANDSHAKE_FAILURE" && askedForClientCert(socket)) {
+    return new PointSubError("ERR_UNAUTHORIZED", `${url} requires a client certificate (mutual TLS)`, cause);
+  }
+  // This side refused the server's certificate: the next try meets the same certificate (before, ERR_CONNECT:
+  // retryable, a reconnecting client tried again for ever).
+  if (UNTRUSTED_SERVER_CERT.test(code)) {
+    return new PointSubError("ERR_UNAUTHORIZED", `${url}'s certificate is not trusted here: ${oneLine(err)}`, {
+      cause: err,
+      suggestion: UNTRUSTED_SUGGESTION,
+    });
+  }
   if (code === "ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED") {
     return new PointSubError("ERR_UNAUTHORIZED", `${url} requires a client certificate (mutual TLS)`, cause);
   }
@@ -44,6 +73,23 @@ export function tlsError(err: unknown, url: string): PointSubError | undefined {
     return new PointSubError("ERR_CONNECT", `${url} does not speak TLS (a plaintext port?)`, cause);
   }
   return undefined;
+}
+
+/** Whether the server of `socket`, a client's TLS socket, asked for its certificate (CertificateRequest). Never throws. */
+export function askedForClientCert(socket: unknown): boolean {
+  try {
+    const sigalgs = (socket as Partial<TLSSocket> | undefined)?.getSharedSigalgs?.();
+    return Array.isArray(sigalgs) && sigalgs.length > 0;
+  } catch {
+    return false;
+  }
+}
+
+/** Node's text of a verification error, on one line, at most 200 characters (it names no paths). */
+function oneLine(err: unknown): string {
+  return String((err as Error).message)
+    .replace(/\s+/g, " ")
+    .slice(0, 200);
 }
 
 /**

@@ -14,12 +14,93 @@ describe("TLS verification", () => {
     const ok = await connect(url, { tls: { ca: c.ca } });
     assert.equal(new TextDecoder().decode(await ok.request("/who/1.0.0")), "server");
     await ok.close();
-    await assert.rejects(connect(url, { tls: { ca: c.otherCa } }), { code: "ERR_CONNECT" });
-    await assert.rejects(connect(url), { code: "ERR_CONNECT" });
+    await assert.rejects(connect(url, { tls: { ca: c.otherCa } }), { code: "ERR_UNAUTHORIZED" });
+    await assert.rejects(connect(url), { code: "ERR_UNAUTHORIZED" });
     // By host name too: the certificate names localhost.
     const byName = await connect(url.replace("127.0.0.1", "localhost"), { tls: { ca: c.ca } });
     await byName.close();
     await server.close();
+  });
+
+  for (const scheme of ["tls", "wss"]) {
+    it(`a server certificate this side refuses over ${scheme}:// (another CA's, no CA given, another name) is ERR_UNAUTHORIZED, not retried (before: ERR_CONNECT, a reconnecting client tried again for ever)`, async () => {
+      const c = await testCerts();
+      const server = createServer({ tls: { cert: c.serverCert, key: c.serverKey } });
+      const [url] = await server.listen(`${scheme}://127.0.0.1:0`);
+      try {
+        for (const [tlsOptions, why] of [
+          [{ ca: c.otherCa }, /unable to verify the first certificate/],
+          [{}, /unable to verify the first certificate/],
+          [{ ca: c.ca, servername: "example.com" }, /Host: example\.com\. is not in the cert's altnames/],
+        ] as const) {
+          await assert.rejects(connect(url, { tls: tlsOptions, connectTimeoutMs: 5000 }), (e: PointSubError) => {
+            assert.equal(e.code, "ERR_UNAUTHORIZED", String(e));
+            assert.equal(e.retryable, false);
+            assert.match(e.message, /certificate is not trusted here: /);
+            assert.match(e.message, why);
+            assert.match(e.suggestion, /tls\.ca/);
+            return true;
+          });
+        }
+        // A reconnecting client gives up at once (it stops on an error that is not retryable).
+        await assert.rejects(
+          connectResilient(url, {
+            tls: { ca: c.otherCa },
+            reconnect: { initialDelayMs: 10, maxDelayMs: 50, maxAttempts: Number.POSITIVE_INFINITY },
+            signal: AbortSignal.timeout(20_000),
+          }),
+          { code: "ERR_UNAUTHORIZED" },
+        );
+      } finally {
+        await server.close();
+      }
+    });
+  }
+
+  it("a TLS 1.2 front requiring client certificates (its answer to none: a handshake failure alert) is ERR_UNAUTHORIZED, as TLS 1.3's certificate-required alert (before: ERR_CONNECT with OpenSSL's text, retried for ever)", async () => {
+    const c = await testCerts();
+    const front = tls.createServer(
+      {
+        cert: c.serverCert,
+        key: c.serverKey,
+        ca: c.ca,
+        requestCert: true,
+        rejectUnauthorized: true,
+        minVersion: "TLSv1.2",
+        maxVersion: "TLSv1.2",
+      },
+      (s) => s.destroy(),
+    );
+    front.on("tlsClientError", () => {});
+    await new Promise<void>((r) => front.listen(0, "127.0.0.1", r));
+    const frontUrl = `tls://127.0.0.1:${(front.address() as net.AddressInfo).port}`;
+    try {
+      await assert.rejects(connect(frontUrl, { tls: { ca: c.ca }, connectTimeoutMs: 5000 }), (e: PointSubError) => {
+        assert.equal(e.code, "ERR_UNAUTHORIZED", String(e));
+        assert.equal(e.retryable, false);
+        assert.equal(e.message, `${frontUrl} requires a client certificate (mutual TLS)`);
+        return true;
+      });
+      // A server that fails the handshake without asking for a certificate (a handshake failure alert in
+      // answer to the ClientHello: no version or cipher in common) is not taken for one.
+      const bare = net.createServer((s) => {
+        s.on("error", () => {});
+        s.once("data", () => s.end(Buffer.from([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28])));
+      });
+      await new Promise<void>((r) => bare.listen(0, "127.0.0.1", r));
+      try {
+        const bareUrl = `tls://127.0.0.1:${(bare.address() as net.AddressInfo).port}`;
+        await assert.rejects(connect(bareUrl, { tls: { ca: c.ca }, connectTimeoutMs: 5000 }), (e: PointSubError) => {
+          assert.equal(e.code, "ERR_CONNECT", String(e));
+          assert.match((e.cause as { code?: string }).code ?? "", /HANDSHAKE_FAILURE/);
+          return true;
+        });
+      } finally {
+        await new Promise<void>((r) => bare.close(() => r()));
+      }
+    } finally {
+      await new Promise<void>((r) => front.close(() => r()));
+    }
   });
 
   it("mutual TLS: the server refuses clients without a certificate from its CA", async () => {
@@ -81,6 +162,22 @@ describe("TLS verification", () => {
         assert.match(e.message, /requires a client certificate/);
         return true;
       });
+      // A certificate of another CA: node:tls closes after the handshake without an alert, as a server closing
+      // does (retryable); the error says that the server asked for a client certificate.
+      await assert.rejects(
+        (async () => {
+          const conn = await connect(frontUrl, {
+            tls: { ca: c.ca, cert: c.otherClientCert, key: c.otherClientKey },
+            connectTimeoutMs: 5000,
+          });
+          await conn.request("/who/1.0.0");
+        })(),
+        (e: PointSubError) => {
+          assert.equal(e.code, "ERR_CONNECT", String(e));
+          assert.match(e.message, /closed before any byte .*it asked for a client certificate/);
+          return true;
+        },
+      );
     } finally {
       await new Promise<void>((r) => front.close(() => r()));
       await server.close();
