@@ -622,6 +622,24 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
     if (data.length !== 0) this.received(new Uint8Array(data.buffer, data.byteOffset, data.length));
   }
 
+  /**
+   * A client's WebSocket closed (`code`, `reason`) before any message of the server's handshake: the
+   * connection was never served (a server refusing it whose GOAWAY was lost to a reset; a proxy with nothing
+   * behind it): ERR_CONNECT, as tcp:// and tls:// say it. Before, ERR_CONNECTION_CLOSED "connection to
+   * ws://unknown:0 closed", which says calls under way may have been lost. Not over the peer's own close code
+   * that says why, nor over an error other than a failed socket.
+   */
+  closedUnserved(url: string, code: number, reason: string): void {
+    const e = this.error;
+    if (wsCloseError(code, reason) !== undefined) return;
+    if (e !== undefined && (e as { code?: unknown }).code !== "ERR_CONNECTION_CLOSED") return;
+    this.error = new PointSubError(
+      "ERR_CONNECT",
+      `cannot connect to ${url}: closed before any byte of the server's handshake (a server closing, or a tunnel or proxy with nothing behind it)`,
+      { cause: e },
+    );
+  }
+
   onWsClose(code: number, reason: string): void {
     if (this.pongTimer !== undefined) clearTimeout(this.pongTimer);
     this.pongTimer = undefined;
@@ -833,16 +851,28 @@ async function connectWs(url: URL, options: TransportConnectOptions & WsTranspor
       cleanup();
       const s = (ws as unknown as { _socket: net.Socket })._socket;
       const path = url.pathname;
-      resolve(
-        new WsTransport(
-          ws,
-          s,
-          wsHref(scheme(url), s?.localAddress, s?.localPort, "/"),
-          wsHref(scheme(url), s?.remoteAddress, s?.remotePort, path),
-          window,
-          randomFillSync,
-        ),
+      // A socket reset as the upgrade completed has no address any more: the URL asked (it was ws://unknown:0).
+      const remote =
+        s?.remoteAddress === undefined
+          ? wsHref(scheme(url), urlHost(url), Number(url.port) || (scheme(url) === "wss" ? 443 : 80), path)
+          : wsHref(scheme(url), s.remoteAddress, s.remotePort, path);
+      const t = new WsTransport(
+        ws,
+        s,
+        wsHref(scheme(url), s?.localAddress, s?.localPort, "/"),
+        remote,
+        window,
+        randomFillSync,
       );
+      // Before the transport's own close listener, which reports the close.
+      let heard = false;
+      ws.once("message", () => {
+        heard = true;
+      });
+      ws.prependOnceListener("close", (code: number, reason: Buffer) => {
+        if (!heard) t.closedUnserved(remote, code, reason.toString());
+      });
+      resolve(t);
     });
   });
 }
