@@ -51,16 +51,20 @@ describe("published build", () => {
 
   it("pointsub/metrics is a second entry point: dist/metrics with its types", async () => {
     const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
+    // entry.js, which loads prom-client on first use (index.js, with it imported up front, is serve's).
     assert.deepEqual(pkg.exports["./metrics"], {
-      types: "./dist/metrics/index.d.ts",
-      default: "./dist/metrics/index.js",
+      types: "./dist/metrics/entry.d.ts",
+      default: "./dist/metrics/entry.js",
     });
+    assert.deepEqual(pkg.typesVersions["*"].metrics, ["./dist/metrics/entry.d.ts"]);
     assert.equal(pkg.peerDependenciesMeta["prom-client"].optional, true);
-    assert.match(readFileSync(join(out, "metrics/index.d.ts"), "utf8"), /prometheusMetrics/);
-    const metrics = (await import(join(out, "metrics/index.js"))) as typeof import("../src/metrics/index.ts");
+    assert.match(readFileSync(join(out, "metrics/entry.d.ts"), "utf8"), /prometheusMetrics/);
+    const metrics = (await import(join(out, "metrics/entry.js"))) as typeof import("../src/metrics/entry.ts");
     const m = metrics.prometheusMetrics();
     assert.match(await m.registry.metrics(), /^# TYPE pointsub_requests_total counter$/m);
+    assert.ok(m.registry instanceof metrics.Registry);
     m.close();
+    assert.doesNotMatch(readFileSync(join(out, "metrics/entry.js"), "utf8"), /from "prom-client"/);
     // The main entry never loads prom-client: only serve --metrics imports the metrics entry.
     assert.doesNotMatch(readFileSync(join(out, "index.js"), "utf8"), /prom-client|metrics\//);
     assert.match(readFileSync(join(out, "cli/serve.js"), "utf8"), /import\("\.\.\/metrics\/index\.js"\)/);

@@ -12,9 +12,10 @@
  * answer within 5 s makes that scrape answer 500.
  */
 import type { Cluster, Worker } from "node:cluster";
-import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue, Registry } from "prom-client";
+import type { MetricObjectWithValues, MetricValue, Registry } from "prom-client";
 import { PointSubError } from "../index.ts";
 import { type MetricsHttpOptions, type MetricsServer, serveMetrics } from "./http.ts";
+import { type PromClientModule, promClient } from "./prom-client.ts";
 
 /** prom-client's IPC messages (its worker side answers them). */
 const GET_METRICS_REQ = "prom-client:getMetricsReq";
@@ -29,17 +30,13 @@ type WorkerMetricsJson = MetricObjectWithValues<MetricValue<string>>[];
  * functions, which `runWorkers`' IPC channel (`serialization: "advanced"`,
  * structured clone) refuses where JSON would drop them.
  */
-class PlainRegistry extends Registry {
-  private readonly inner: Registry;
-
-  constructor(inner: Registry) {
-    super();
-    this.inner = inner;
+function plainRegistry(pc: PromClientModule, inner: Registry): Registry {
+  class PlainRegistry extends pc.Registry {
+    override async getMetricsAsJSON(): Promise<WorkerMetricsJson> {
+      return JSON.parse(JSON.stringify(await inner.getMetricsAsJSON()));
+    }
   }
-
-  override async getMetricsAsJSON(): Promise<WorkerMetricsJson> {
-    return JSON.parse(JSON.stringify(await this.inner.getMetricsAsJSON()));
-  }
+  return new PlainRegistry();
 }
 
 /**
@@ -47,6 +44,7 @@ class PlainRegistry extends Registry {
  * this worker answers when the primary aggregates. Call once per worker.
  */
 export function workerMetrics(registry: Registry): void {
+  const pc = promClient();
   // Anything else (`workerMetrics(metrics)` for `metrics.registry`) was taken, and every scrape failed on it.
   if (typeof (registry as Partial<Registry> | null)?.getMetricsAsJSON !== "function") {
     throw new PointSubError(
@@ -54,9 +52,9 @@ export function workerMetrics(registry: Registry): void {
       "workerMetrics needs a prom-client Registry (prometheusMetrics().registry)",
     );
   }
-  AggregatorRegistry.setRegistries([new PlainRegistry(registry)]);
+  pc.AggregatorRegistry.setRegistries([plainRegistry(pc, registry)]);
   // Its constructor adds the worker's IPC listener (once per process).
-  new AggregatorRegistry();
+  new pc.AggregatorRegistry();
 }
 
 /** One scrape waiting for the workers it asked. */
@@ -144,7 +142,7 @@ class ClusterScraper {
     clearTimeout(s.timer);
     this.scrapes.delete(id);
     try {
-      s.resolve(AggregatorRegistry.aggregate(s.answers).metrics());
+      s.resolve(promClient().AggregatorRegistry.aggregate(s.answers).metrics());
     } catch (err) {
       s.reject(err instanceof Error ? err : new Error(String(err)));
     }
@@ -162,12 +160,13 @@ class ClusterScraper {
  * (bounded as {@link serveMetrics}).
  */
 export async function serveClusterMetrics(address: string, options?: MetricsHttpOptions): Promise<MetricsServer> {
+  const pc = promClient();
   // Loaded here, as prom-client does: importing node:cluster crashed some application servers (Passenger).
   const scraper = new ClusterScraper((await import("node:cluster")).default);
   let server: MetricsServer;
   try {
     server = await serveMetrics(
-      { contentType: Registry.PROMETHEUS_CONTENT_TYPE, metrics: () => scraper.metrics() },
+      { contentType: pc.Registry.PROMETHEUS_CONTENT_TYPE, metrics: () => scraper.metrics() },
       address,
       options,
     );

@@ -1,23 +1,11 @@
 /**
- * `pointsub/metrics`: Prometheus metrics from the diagnostics channels
- * (docs/OBSERVABILITY.md). Needs the optional peer dependency prom-client
- * (`npm install prom-client`); the main entry never loads it.
+ * `pointsub/metrics` as `pointsub serve --metrics` loads it: the package's entry (`entry.ts`) with
+ * prom-client imported up front, so that importing this fails at once (Node's ERR_MODULE_NOT_FOUND)
+ * when prom-client is not installed, which serve turns into its usage error. Applications import
+ * `pointsub/metrics` (`entry.ts`), which loads without it and says what to install on first use.
  *
  * @packageDocumentation
  */
+
 export { collectDefaultMetrics, Registry } from "prom-client";
-export { serveClusterMetrics, workerMetrics } from "./cluster.ts";
-export {
-  METRICS_MAX_PIPELINED,
-  type MetricsHttpOptions,
-  type MetricsServer,
-  type MetricsSource,
-  parseHostPort,
-  serveMetrics,
-} from "./http.ts";
-export {
-  DEFAULT_BUCKETS,
-  type PrometheusMetrics,
-  type PrometheusMetricsOptions,
-  prometheusMetrics,
-} from "./prometheus.ts";
+export * from "./entry.ts";

@@ -12,14 +12,14 @@
  * a labelled prom-client `inc` costs ~0.3 µs and an `observe` ~0.4 µs,
  * too much to pay several times per request.
  */
-import {
-  type Aggregator,
+import type {
+  Aggregator,
   Counter,
   Gauge,
   Histogram,
-  type MetricObjectWithValues,
-  type MetricType,
-  type MetricValueWithName,
+  MetricObjectWithValues,
+  MetricType,
+  MetricValueWithName,
   Registry,
 } from "prom-client";
 import {
@@ -39,6 +39,7 @@ import {
   type StreamEndMessage,
   type StreamProgressMessage,
 } from "../index.ts";
+import { type PromClientModule, promClient } from "./prom-client.ts";
 
 /** Options of {@link prometheusMetrics}. */
 export interface PrometheusMetricsOptions {
@@ -102,43 +103,48 @@ function bump(m: Map<string, number>, key: string, n = 1): void {
  * A histogram whose observations are counted by the adapter (per route, in
  * plain arrays) and read when the registry is scraped.
  */
-class RouteHistogram extends Histogram<"route"> {
-  private readonly source: () => Map<string, RouteStats>;
-  private readonly bounds: readonly number[];
-  constructor(name: string, help: string, bounds: readonly number[], source: () => Map<string, RouteStats>) {
-    super({ name, help, labelNames: ["route"], buckets: [...bounds], registers: [] });
-    this.source = source;
-    this.bounds = bounds;
-  }
-
-  override async get(): Promise<MetricObjectWithValues<MetricValueWithName<"route">>> {
-    // Set by prom-client's constructor (not all of them in its types).
-    const self = this as unknown as { name: string; help: string; type: MetricType; aggregator: Aggregator };
-    const name = self.name;
-    const values: MetricValueWithName<"route">[] = [];
-    for (const [route, r] of this.source()) {
-      if (r.count === 0) continue;
-      let acc = 0;
-      for (let i = 0; i < this.bounds.length; i++) {
-        acc += r.buckets[i];
-        values.push({
-          metricName: `${name}_bucket`,
-          labels: { route, le: this.bounds[i] } as never,
-          value: acc,
-        });
-      }
-      values.push({ metricName: `${name}_bucket`, labels: { route, le: "+Inf" } as never, value: r.count });
-      values.push({ metricName: `${name}_sum`, labels: { route }, value: r.sum });
-      values.push({ metricName: `${name}_count`, labels: { route }, value: r.count });
+function routeHistogramClass(pc: PromClientModule) {
+  return class RouteHistogram extends pc.Histogram<"route"> {
+    private readonly source: () => Map<string, RouteStats>;
+    private readonly bounds: readonly number[];
+    constructor(name: string, help: string, bounds: readonly number[], source: () => Map<string, RouteStats>) {
+      super({ name, help, labelNames: ["route"], buckets: [...bounds], registers: [] });
+      this.source = source;
+      this.bounds = bounds;
     }
-    return { name, help: self.help, type: self.type, aggregator: self.aggregator, collect: () => {}, values };
-  }
 
-  /** The registry's text exposition reads this when present (prom-client's own histogram defines it). */
-  getForPromString(): Promise<MetricObjectWithValues<MetricValueWithName<"route">>> {
-    return this.get();
-  }
+    override async get(): Promise<MetricObjectWithValues<MetricValueWithName<"route">>> {
+      // Set by prom-client's constructor (not all of them in its types).
+      const self = this as unknown as { name: string; help: string; type: MetricType; aggregator: Aggregator };
+      const name = self.name;
+      const values: MetricValueWithName<"route">[] = [];
+      for (const [route, r] of this.source()) {
+        if (r.count === 0) continue;
+        let acc = 0;
+        for (let i = 0; i < this.bounds.length; i++) {
+          acc += r.buckets[i];
+          values.push({
+            metricName: `${name}_bucket`,
+            labels: { route, le: this.bounds[i] } as never,
+            value: acc,
+          });
+        }
+        values.push({ metricName: `${name}_bucket`, labels: { route, le: "+Inf" } as never, value: r.count });
+        values.push({ metricName: `${name}_sum`, labels: { route }, value: r.sum });
+        values.push({ metricName: `${name}_count`, labels: { route }, value: r.count });
+      }
+      return { name, help: self.help, type: self.type, aggregator: self.aggregator, collect: () => {}, values };
+    }
+
+    /** The registry's text exposition reads this when present (prom-client's own histogram defines it). */
+    getForPromString(): Promise<MetricObjectWithValues<MetricValueWithName<"route">>> {
+      return this.get();
+    }
+  };
 }
+
+/** The class above, made once prom-client is loaded (its base is prom-client's Histogram). */
+let RouteHistogram: ReturnType<typeof routeHistogramClass> | undefined;
 
 /**
  * Throws ERR_INVALID_ARGUMENT naming the field for options that would make wrong metrics: a `maxRoutes`
@@ -204,8 +210,12 @@ function checkOptions(o: PrometheusMetricsOptions): void {
  * registered or subscribed).
  */
 export function prometheusMetrics(options: PrometheusMetricsOptions = {}): PrometheusMetrics {
+  // prom-client first: without it, that is what to fix, whatever the options.
+  const pc = promClient();
+  RouteHistogram ??= routeHistogramClass(pc);
+  const RouteHistogramOf = RouteHistogram;
   checkOptions(options);
-  const registry = options.registry ?? new Registry();
+  const registry = options.registry ?? new pc.Registry();
   const prefix = options.prefix ?? "pointsub_";
   const diagnostics = (options.runtime ?? defaultRuntime()).diagnostics;
   const maxRoutes = options.maxRoutes ?? 100;
@@ -355,7 +365,7 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
     fill: (set: (labels: Record<L, string>, value: number) => void) => void,
   ) =>
     add(
-      new Counter<L>({
+      new pc.Counter<L>({
         name: prefix + name,
         help,
         labelNames,
@@ -382,7 +392,7 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
     pairs(closed, "role", "reason", set),
   );
   add(
-    new Gauge<"role">({
+    new pc.Gauge<"role">({
       name: `${prefix}connections_open`,
       help: 'Connections open now (role="server": the sessions of servers).',
       labelNames: ["role"],
@@ -428,7 +438,7 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): Prome
     }
   });
   add(
-    new RouteHistogram(
+    new RouteHistogramOf(
       `${prefix}request_duration_seconds`,
       "Time from a request's arrival to its answer, by route.",
       bounds,

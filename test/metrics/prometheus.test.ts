@@ -18,7 +18,7 @@ import {
   type RefusedMessage,
   rateLimit,
 } from "../../src/index.ts";
-import { parseHostPort, prometheusMetrics, Registry, serveMetrics, workerMetrics } from "../../src/metrics/index.ts";
+import { parseHostPort, prometheusMetrics, Registry, serveMetrics, workerMetrics } from "../../src/metrics/entry.ts";
 import { type Exposition, family, parseExposition, sampleKey } from "../helpers/prometheus-text.ts";
 
 async function scrape(url: string): Promise<Exposition> {

@@ -111,6 +111,42 @@ try {
     }
   });
 
+  it('import "pointsub/metrics" without prom-client installed loads; its first use throws ERR_INVALID_ARGUMENT naming the package', async () => {
+    const code = (m: string) => `const metrics = ${m};
+const { PointSubError } = await import("pointsub");
+const results = [];
+for (const use of [() => metrics.prometheusMetrics(), () => new metrics.Registry(), () => metrics.collectDefaultMetrics()]) {
+  try {
+    use();
+    results.push("used");
+  } catch (err) {
+    results.push({ isPointSubError: err instanceof PointSubError, code: err.code, retryable: err.retryable, message: err.message });
+  }
+}
+// What needs no prom-client still works: a metrics source of one's own.
+const server = await metrics.serveMetrics({ contentType: "text/plain", metrics: () => "mine 1\\n" }, "127.0.0.1:0");
+results.push(await (await fetch(server.url)).text());
+await server.close();
+console.log(JSON.stringify(results));`;
+    // Before: the import threw Node's ERR_MODULE_NOT_FOUND for prom-client.
+    const missing = {
+      isPointSubError: true,
+      code: "ERR_INVALID_ARGUMENT",
+      retryable: false,
+      message: "pointsub/metrics needs the package prom-client: npm install prom-client",
+    };
+    for (const out of [
+      await inProject(app, code(`await import("pointsub/metrics")`)),
+      // CommonJS requires it too (no top-level await: the entry stays require-able).
+      await inProject(
+        app,
+        code(`(await import("node:module")).createRequire(process.cwd() + "/")("pointsub/metrics")`),
+      ),
+    ]) {
+      assert.deepEqual(JSON.parse(out), [missing, missing, missing, "mine 1\n"]);
+    }
+  });
+
   it("a cluster without its engine's client library installed: listen rejects with ERR_INVALID_ARGUMENT naming it", async () => {
     const out = await inProject(
       app,
