@@ -76,6 +76,9 @@ export async function createLibp2pNode(options: Libp2pNodeOptions = {}): Promise
       transports.push(quic({ maxStreamData: streamWindow }));
     } catch (cause) {
       if (wantsQuic) {
+        // Installed but failing to load (a native module built for another Node, an error in its code): said
+        // as loadPeerDependency says it (before, "need … installed" of a package that was there).
+        if (!notInstalled(cause)) await loadPeerDependency("@chainsafe/libp2p-quic", () => Promise.reject(cause));
         throw new PointSubError("ERR_INVALID_ARGUMENT", "QUIC addresses need @chainsafe/libp2p-quic installed", {
           cause,
         });
@@ -416,6 +419,16 @@ function freePlaintext(ab: ArrayBuffer): void {
 /** The optional peer dependencies pointsub/libp2p cannot work without (README, "Peer-to-peer: libp2p"). */
 const PEER_DEPENDENCIES =
   "libp2p @libp2p/tcp @chainsafe/libp2p-noise @chainsafe/libp2p-yamux @multiformats/multiaddr @libp2p/interface";
+
+/** Whether a failed import's `cause` is its package not installed. Never throws (a revoked Proxy). */
+function notInstalled(cause: unknown): boolean {
+  try {
+    const code = (cause as { code?: unknown } | null)?.code;
+    return code === "ERR_MODULE_NOT_FOUND" || code === "MODULE_NOT_FOUND";
+  } catch {
+    return false;
+  }
+}
 
 /** Failures of an import that a later one may not meet (cluster/engine.ts's, this layer cannot import it). */
 const TRANSIENT_LOAD_ERRORS: ReadonlySet<string> = new Set([

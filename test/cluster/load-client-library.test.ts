@@ -8,6 +8,7 @@
  * engines (redis, nats) and pointsub/libp2p alike.
  */
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -117,4 +118,33 @@ it("a package whose code fails to load (a SyntaxError, an error thrown as it loa
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+it("a QUIC address with @chainsafe/libp2p-quic installed but failing to load says so, not that it is missing", () => {
+  // The package made to load as a module with a SyntaxError (as one built for another Node fails to load).
+  const hook = `import { registerHooks } from "node:module";
+registerHooks({ resolve(specifier, context, next) {
+  if (specifier === "@chainsafe/libp2p-quic") return { url: "data:text/javascript,export const quic = ;", shortCircuit: true };
+  return next(specifier, context);
+} });`;
+  const script = `const { createLibp2pNode } = await import(${JSON.stringify(new URL("../../src/p2p/node.ts", import.meta.url).href)});
+try {
+  const node = await createLibp2pNode({ listen: ["/ip4/127.0.0.1/udp/0/quic-v1"] });
+  await node.stop();
+  console.log("started");
+} catch (e) {
+  console.log(JSON.stringify({ code: e.code, retryable: e.retryable, message: e.message, cause: e.cause?.name }));
+}`;
+  const r = spawnSync(
+    process.execPath,
+    ["--import", `data:text/javascript,${encodeURIComponent(hook)}`, "--input-type=module", "-e", script],
+    { encoding: "utf8", timeout: 60_000 },
+  );
+  // Before: ERR_INVALID_ARGUMENT "QUIC addresses need @chainsafe/libp2p-quic installed".
+  assert.deepEqual(JSON.parse(r.stdout), {
+    code: "ERR_INVALID_ARGUMENT",
+    retryable: false,
+    message: "pointsub/libp2p cannot load the package @chainsafe/libp2p-quic: SyntaxError (see the cause)",
+    cause: "SyntaxError",
+  });
 });
