@@ -469,7 +469,17 @@ export class Client {
       if (signal?.aborted) return onAbort();
       signal?.addEventListener("abort", onAbort, { once: true });
       if (deadline !== 0) {
-        timer = setTimeout(() => {
+        let due = false;
+        const fire = () => {
+          // The default deadline due: looked at again after this turn's I/O (a new timer runs after the poll
+          // phase). After a stall of this process the timers run before the handshake that came meanwhile is
+          // read: the call failed with its connection open in the socket. A call's own timeoutMs has no time
+          // left for the request (never sent), so it ends now.
+          if (!due && node !== undefined) {
+            due = true;
+            timer = setTimeout(fire, 0);
+            return;
+          }
           if (!end()) return;
           if (node === undefined) {
             const why = `request to ${route} timed out after ${timeoutMs} ms (waiting for a connection)`;
@@ -500,7 +510,8 @@ export class Client {
           const probe = h !== undefined && h.failures >= this.failureThreshold && performance.now() >= h.openUntil;
           if (fresh || (probe && connects !== undefined && connects.size !== 0)) this.failed(node, e);
           reject(e);
-        }, deadline - performance.now());
+        };
+        timer = setTimeout(fire, deadline - performance.now());
       }
     });
   }

@@ -36,6 +36,39 @@ export async function peerProcess(script: string): Promise<{ line: string; stop(
 }
 
 /**
+ * A peer's script: a pointsub server (`/echo` answers with the payload) behind a proxy on loopback that holds
+ * what the server sends on a connection (its HELLO first) for `lateMs` after accepting it — the connections
+ * after the first `prompt` ones (0: every one). Prints the proxy's URL.
+ */
+export function lateHelloServer(lateMs: number, prompt = 0): string {
+  return `
+    import net from "node:net";
+    import { createServer } from ${INDEX};
+    const server = createServer();
+    server.handle("/echo", (r) => r.data);
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    let accepted = 0;
+    const proxy = net.createServer((c) => {
+      const up = net.connect(Number(new URL(url).port), "127.0.0.1");
+      c.on("error", () => {});
+      up.on("error", () => {});
+      c.on("close", () => up.destroy());
+      up.on("close", () => c.destroy());
+      c.pipe(up);
+      if (++accepted <= ${prompt}) return void up.pipe(c);
+      const held = [];
+      let late = true;
+      up.on("data", (d) => (late ? held.push(d) : c.write(d)));
+      setTimeout(() => {
+        late = false;
+        for (const d of held) c.write(d);
+      }, ${lateMs});
+    });
+    proxy.listen(0, "127.0.0.1", () => process.stdout.write("tcp://127.0.0.1:" + proxy.address().port + "\\n"));
+  `;
+}
+
+/**
  * Blocks this process for `ms` in the check phase of this turn (as after a
  * long I/O callback): the timers run next, then the poll phase reads what
  * arrived meanwhile.
