@@ -379,28 +379,48 @@ export class Pool {
    */
   private waitForSlot(node: string, deadline: number): Promise<void> {
     return new Promise<void>((resolve, reject) => {
+      let due = false;
+      const fire = (): void => {
+        // Due: looked at again after this turn's I/O (a new timer runs after the poll phase). After a stall of
+        // this process the timers run before the input that came meanwhile is read: the call failed with
+        // ERR_POOL_EXHAUSTED, a connection's last answer (its slot free) or its close in the socket. A close
+        // wakes the waiters as it is read; a call's end is looked for now, as the idle watch does.
+        if (!due) {
+          due = true;
+          w.timer = setTimeout(fire, 0);
+          return;
+        }
+        if (this.hasIdle()) {
+          this.wakeWaiters();
+          return;
+        }
+        this.waiters.delete(w);
+        if (this.waiters.size === 0) this.stopWatch();
+        reject(
+          new PointSubError(
+            "ERR_POOL_EXHAUSTED",
+            `no connection slot for ${node} within ${this.acquireTimeoutMs} ms (maxTotal ${this.maxTotal})`,
+          ),
+        );
+      };
       const w: Waiter = {
         node,
         resolve,
         reject,
         // At most a timer's longest delay (a longer one fired after 1 ms: ERR_POOL_EXHAUSTED at once).
-        timer: setTimeout(
-          () => {
-            this.waiters.delete(w);
-            if (this.waiters.size === 0) this.stopWatch();
-            reject(
-              new PointSubError(
-                "ERR_POOL_EXHAUSTED",
-                `no connection slot for ${node} within ${this.acquireTimeoutMs} ms (maxTotal ${this.maxTotal})`,
-              ),
-            );
-          },
-          Math.min(Math.max(0, deadline - performance.now()), MAX_TIMER_MS),
-        ),
+        timer: setTimeout(fire, Math.min(Math.max(0, deadline - performance.now()), MAX_TIMER_MS)),
       };
       this.waiters.add(w);
       this.watchIdle();
     });
+  }
+
+  /** Whether a connection has no call open or claimed: closing it frees a slot ({@link evictIdle}). */
+  private hasIdle(): boolean {
+    for (const e of this.nodes.values()) {
+      for (const p of e.conns) if (p.conn.inFlight === 0 && p.claims === 0) return true;
+    }
+    return false;
   }
 
   /**
@@ -412,14 +432,7 @@ export class Pool {
   private watchIdle(): void {
     if (this.idleWatch !== undefined) return;
     this.idleWatch = setInterval(() => {
-      for (const e of this.nodes.values()) {
-        for (const p of e.conns) {
-          if (p.conn.inFlight === 0 && p.claims === 0) {
-            this.wakeWaiters();
-            return;
-          }
-        }
-      }
+      if (this.hasIdle()) this.wakeWaiters();
     }, IDLE_WATCH_MS);
   }
 
