@@ -354,15 +354,23 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
       const onAbort = (): void => drop(cancelled(limits?.what, signal as AbortSignal));
       signal?.addEventListener("abort", onAbort, { once: true });
       if (deadline > 0) {
-        timer = setTimeout(
-          () =>
-            drop(
-              new PointSubError("ERR_TIMEOUT", `${limits?.what ?? "call"} timed out while not connected`, {
-                phase: "request",
-              }),
-            ),
-          Math.min(MAX_TIMER_MS, Math.max(0, deadline - performance.now())),
-        );
+        let due = false;
+        const fire = (): void => {
+          // Due: looked at again after this turn's I/O (a new timer runs after the poll phase). After a stall of
+          // this process the timers run before the handshake that came meanwhile is read: the call failed with
+          // its connection open in the socket.
+          if (!due) {
+            due = true;
+            timer = setTimeout(fire, 0);
+            return;
+          }
+          drop(
+            new PointSubError("ERR_TIMEOUT", `${limits?.what ?? "call"} timed out while not connected`, {
+              phase: "request",
+            }),
+          );
+        };
+        timer = setTimeout(fire, Math.min(MAX_TIMER_MS, Math.max(0, deadline - performance.now())));
       }
       this.held.push(h);
       this.heldBytes += bytes;
@@ -464,14 +472,22 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
     }
   }
 
-  private armAgeTimer(): void {
+  /** `confirm`: the oldest held call is due, looked at again after this turn's I/O. */
+  private armAgeTimer(confirm = false): void {
     if (this.ageTimer !== undefined || this.held.length === 0) return;
     // At most a timer's longest delay: a longer one fired after 1 ms, and again each ms while anything was held
     // (offline.maxAgeMs of 30 days: a busy loop and a TimeoutOverflowWarning each time). Fired early, it re-arms.
-    const wait = Math.min(MAX_TIMER_MS, Math.max(0, this.held[0].at + this.maxAgeMs - performance.now()));
+    const wait = confirm ? 0 : Math.min(MAX_TIMER_MS, Math.max(0, this.held[0].at + this.maxAgeMs - performance.now()));
     this.ageTimer = setTimeout(() => {
       this.ageTimer = undefined;
       const now = performance.now();
+      // Due: looked at again after this turn's I/O (a new timer runs after the poll phase). After a stall of this
+      // process the timers run before the handshake that came meanwhile is read: the held calls failed with
+      // ERR_OFFLINE, their connection open in the socket.
+      if (!confirm && this.held.length !== 0 && now - this.held[0].at >= this.maxAgeMs) {
+        this.armAgeTimer(true);
+        return;
+      }
       while (this.held.length !== 0 && (this.held[0].gone || now - this.held[0].at >= this.maxAgeMs)) {
         const h = this.held.shift() as Held;
         if (h.gone) {

@@ -323,7 +323,7 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
   /**
    * The overall time of a request given no `timeoutMs`: `requestTimeoutMs`
    * plus its payload at `requestBytesPerSecond`, as a connection's own
-   * default (counted from the call, and again from the end of each attempt:
+   * default (counted from the call, and again from the end of each attempt, or from a held call's run past it:
    * {@link attempt}); 0: none.
    */
   private defaultTimeout(payload: Payload): number {
@@ -362,7 +362,22 @@ export class ResilientConnection extends Reconnecting<Connection, ResilientEvent
       // (before, it went out after every held send, a few microtasks late).
       return this.hold(
         payloadSize(payload) + HELD_REQUEST_OVERHEAD,
-        () => this.attempt(route, payload, options, deadline, tries, limited, perAttempt, prev, unsent),
+        () =>
+          this.attempt(
+            route,
+            payload,
+            options,
+            // Its default deadline (no timeoutMs) passed: the connection came in time while this process stalled
+            // (the hold's deadline looks again after the turn's I/O). Counted again from now, as after an attempt.
+            options.timeoutMs === undefined && deadline <= performance.now()
+              ? performance.now() + this.defaultTimeout(payload)
+              : deadline,
+            tries,
+            limited,
+            perAttempt,
+            prev,
+            unsent,
+          ),
         limits,
       );
     }
