@@ -277,13 +277,17 @@ export function whenConnected(
 ): Promise<void> {
   return new Promise((resolve, reject) => {
     let timer: ReturnType<typeof setTimeout> | undefined;
+    let settled = false;
     const cleanup = () => {
+      settled = true;
       socket.off("error", onError);
       socket.off(event, onConnect);
       options.signal?.removeEventListener("abort", onAbort);
       if (timer !== undefined) clearTimeout(timer);
     };
     const fail = (err: PointSubError) => {
+      // The deadline's, after the connect (it looks again after the turn's I/O: connectDeadline).
+      if (settled) return;
       cleanup();
       socket.destroy();
       reject(err);

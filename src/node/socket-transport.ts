@@ -465,8 +465,9 @@ export function urlHost(url: URL): string {
 
 /**
  * A connect's deadline, counted from now whatever arrives meanwhile: `fail`
- * gets ERR_TIMEOUT after `ms` (no deadline when it is unset or 0). Clear the
- * returned timer once the connect settled.
+ * gets ERR_TIMEOUT after `ms` and that turn's I/O (no deadline when it is
+ * unset or 0). Clear the returned timer once the connect settled; `fail`
+ * must do nothing after that (a due deadline's call may still come).
  */
 export function connectDeadline(
   url: URL,
@@ -476,7 +477,12 @@ export function connectDeadline(
   if (ms === undefined || !(ms > 0)) return undefined;
   return setTimeout(
     () =>
-      fail(new PointSubError("ERR_TIMEOUT", `connect to ${url.href} timed out after ${ms} ms`, { phase: "connect" })),
+      // Due: looked at again after this turn's I/O (setImmediate runs after the poll phase). After a stall of this
+      // process the timers run before the connect that completed meanwhile is read: `connect` failed with the
+      // connection (and the server's HELLO) in the socket. `fail` does nothing once the connect settled.
+      setImmediate(() =>
+        fail(new PointSubError("ERR_TIMEOUT", `connect to ${url.href} timed out after ${ms} ms`, { phase: "connect" })),
+      ),
     // A longer delay fires at once (~24.8 days at most: a deadline that long never comes).
     Math.min(ms, MAX_TIMER_MS),
   );
