@@ -587,7 +587,7 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
     } else if (this.blockedSince !== 0) this.armSlow(limit);
   }
 
-  private armSlow(wait: number): void {
+  private armSlow(wait: number, confirmed = false): void {
     this.slowTimer = setTimeout(() => {
       this.slowTimer = undefined;
       if (this.state_ === "closed") return;
@@ -615,6 +615,13 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
           this.armSlow(limit - stuck);
           return;
         }
+      }
+      // Due: looked at again after this turn's I/O (a new timer runs after the poll phase), as a pointsub
+      // connection's: after a stall of this process the timers run before the socket writes on what the peer
+      // read meanwhile (it was cut as slow, reading).
+      if (!confirmed) {
+        this.armSlow(0, true);
+        return;
       }
       this.fail(
         new PointSubError(
