@@ -353,8 +353,15 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
     clearTimeout(this.closeTimer);
     const fire = this.closeFire;
     if (fire === undefined) return;
-    // At most a timer's largest delay: a longer one (Infinity) fires at once.
-    this.closeTimer = setTimeout(fire, Math.min(MAX_TIMER_MS, Math.max(0, this.closeDeadline - performance.now())));
+    // At most a timer's largest delay: a longer one (Infinity) fires at once. Due: fired after this turn's I/O
+    // (a new timer runs after the poll phase): after a stall of this process the timers run before what came
+    // meanwhile is read (the peer's end: the close was cut as unclean; the socket's room to write on).
+    this.closeTimer = setTimeout(
+      () => {
+        this.closeTimer = setTimeout(fire, 0);
+      },
+      Math.min(MAX_TIMER_MS, Math.max(0, this.closeDeadline - performance.now())),
+    );
   }
 
   /** Stops waiting for the close's deadline. */
