@@ -253,7 +253,15 @@ export async function drainAndEnd(
   // At least two round trips after our end (our end reaching the peer, its own coming back) for a peer far
   // away, up to MAX_END_WAIT_MS; at most a timer's largest delay (close({ timeoutMs: Infinity }): a longer one fired after 1 ms).
   const floor = performance.now() + Math.max(100, Math.min(MAX_END_WAIT_MS, 2 * (conn.rtt ?? 0)));
-  const arm = () => setTimeout(giveUp, Math.min(MAX_TIMER_MS, Math.max(floor, d.deadline) - performance.now()));
+  // Due: given up after this turn's I/O (a new timer runs after the poll phase): after a stall of this process
+  // the timers run before the peer's end that came meanwhile is read (a clean close was cut as unclean).
+  const arm = () =>
+    setTimeout(
+      () => {
+        t = setTimeout(giveUp, 0);
+      },
+      Math.min(MAX_TIMER_MS, Math.max(floor, d.deadline) - performance.now()),
+    );
   let t = arm();
   // A later close with a shorter timeout ends this wait too (the timer was armed from the first's deadline).
   conn.cut = (ms) => {
