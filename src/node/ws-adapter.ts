@@ -81,6 +81,15 @@ const SEND_OPTIONS = { binary: true, compress: false } as const;
 /** Defaults of the listen limits. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 const MAX_PENDING_UPGRADES = 1024;
+/**
+ * Most socket reads a client's `ws` holds while a frame's payload is still
+ * arriving (its `maxBufferedChunks`; each read is a Buffer of its own, ~280
+ * bytes of memory besides its bytes). `ws`'s default, 262,144, let a server
+ * that declared a 1 MiB message and sent it a byte per write have one
+ * connection hold ~73 MB. A 1 MiB message in segments of 536 bytes (the
+ * smallest TCP's) takes 1,957 reads; a pointsub server's messages are at most 16 KiB.
+ */
+export const WS_MAX_BUFFERED_READS = 4096;
 
 /** Options of the WebSocket adapter (under `ws`). */
 export interface WsOptions {
@@ -775,6 +784,7 @@ async function connectWs(url: URL, options: TransportConnectOptions & WsTranspor
         // Pings are answered by this side (onPing): once per turn.
         autoPong: false,
         maxPayload: WS_MAX_MESSAGE,
+        maxBufferedChunks: WS_MAX_BUFFERED_READS,
         handshakeTimeout:
           options.connectTimeoutMs === undefined ? undefined : Math.min(options.connectTimeoutMs, MAX_TIMER_MS),
         headers: options.ws?.headers,
