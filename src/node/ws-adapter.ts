@@ -942,6 +942,34 @@ const HTTP_REFUSALS: Record<string, [number, string]> = {
   ERR_HTTP_REQUEST_TIMEOUT: [408, "Request Timeout"],
 };
 
+/**
+ * One request per connection on a listener's own http server: the first
+ * (the upgrade, or a request answered with `Connection: close`: 426, or
+ * node:http's own 400 to one without a Host header) is served, those
+ * pipelined behind it are not made requests at all. node:http parses a
+ * whole read before it sees the socket close, and made each request of it
+ * an IncomingMessage, a ServerResponse and a queued answer: a client
+ * writing 64 KiB of pipelined 29-byte GETs had ~2,260 of them made in one
+ * turn (~15 MB of heap and ~300 ms of a turn per connection; 50 such
+ * connections 91 MB, a 480 ms turn; without a Host header node:http
+ * answered each 400 itself). Called once node:http set the connection's
+ * parser up (its `onIncoming`, set for each connection: a parser reused
+ * for another gets its own again, and a freed one drops this closure).
+ */
+function firstRequestOnly(socket: net.Socket): void {
+  const parser = (socket as { parser?: { onIncoming?: unknown } | null }).parser;
+  const serve = parser?.onIncoming;
+  if (parser == null || typeof serve !== "function") return;
+  parser.onIncoming = (req: unknown, keepAlive: unknown): unknown => {
+    parser.onIncoming = skipRequest;
+    return serve(req, keepAlive);
+  };
+}
+/** A request node:http parsed that nobody serves (0: its body, if any, is parsed as such). */
+function skipRequest(): number {
+  return 0;
+}
+
 /** The 503 a listener answers a connection over its limits with (the client's ERR_OVERLOADED). */
 const REFUSED_TEXT = "Service Unavailable: connection limit reached; retry later";
 
@@ -1188,7 +1216,6 @@ async function listenWs(
     admit(socket);
   };
   const onRequest = (req: Http.IncomingMessage, res: Http.ServerResponse) => {
-    // Once per connection (requests pipelined behind the first are answered alike).
     const raw = rawOf(req.socket);
     if (pending.has(raw)) refused(raw, "ERR_PROTOCOL", "a plain HTTP request, not a WebSocket upgrade");
     req.resume();
@@ -1326,6 +1353,8 @@ async function listenWs(
   web.on("upgrade", onUpgrade);
   if (shared === undefined) {
     web.prependListener("connection", onConnection);
+    // After node:http's own listener (it sets the parser up): on the TCP socket, or the TLS socket once secure.
+    web.on(secure ? "secureConnection" : "connection", firstRequestOnly);
     web.on("request", onRequest);
     web.on("clientError", onClientError);
     web.on("connect", onConnect);
@@ -1360,6 +1389,7 @@ async function listenWs(
           return;
         }
         web.off("connection", onConnection);
+        web.off(secure ? "secureConnection" : "connection", firstRequestOnly);
         web.close(() => resolve());
       }),
   };
