@@ -90,6 +90,14 @@ const MAX_PENDING_UPGRADES = 1024;
  * smallest TCP's) takes 1,957 reads; a pointsub server's messages are at most 16 KiB.
  */
 export const WS_MAX_BUFFERED_READS = 4096;
+/**
+ * Most frames of one message a client's `ws` takes (its `maxFragments`; each
+ * fragment with a payload is a Buffer of its own until the message ends).
+ * `ws`'s default, 16,384, let a server that sent a message's 1-byte
+ * fragments and never its end have each connection hold ~1.9 MB of heap for
+ * 48 KB sent. A pointsub server never fragments its messages.
+ */
+export const WS_MAX_FRAGMENTS = 4096;
 
 /** Options of the WebSocket adapter (under `ws`). */
 export interface WsOptions {
@@ -785,6 +793,7 @@ async function connectWs(url: URL, options: TransportConnectOptions & WsTranspor
         autoPong: false,
         maxPayload: WS_MAX_MESSAGE,
         maxBufferedChunks: WS_MAX_BUFFERED_READS,
+        maxFragments: WS_MAX_FRAGMENTS,
         handshakeTimeout:
           options.connectTimeoutMs === undefined ? undefined : Math.min(options.connectTimeoutMs, MAX_TIMER_MS),
         headers: options.ws?.headers,

@@ -3,7 +3,7 @@
  * fragments (attack review, session 35): the client yielded a turn after
  * 1,024 pings, pongs or empty messages, which it counted by `ws`'s events;
  * a message's non-final empty fragments raise none, so a server sending
- * messages of thousands of 2-byte empty fragments (under `ws`'s 16,384 a
+ * messages of thousands of 2-byte empty fragments (under the client's 4,096 a
  * message) and a 1-byte end had every read libuv made in a turn parsed in
  * one go, as before the ping fix. Now every frame `ws` parses counts. Here:
  * 640 messages of 3,000 empty fragments and a 1-byte last one, in one write;
