@@ -13,7 +13,11 @@
  * its mtime and ctime were at least {@link SETTLED_MS} old when it was
  * read (identity taken before the read): a change right after, within the
  * file system's timestamp granularity (FAT's mtime: 2 s), could leave its
- * identity as it was (git's "racily clean" entries). Best effort
+ * identity as it was (git's "racily clean" entries). A record is trusted in
+ * the boot of the machine that wrote it only (as the large files' unsynced
+ * records, `file-crc-store.ts`): after a crash a file written without fsync
+ * may keep an identity with other data (fdatasync leaves its new times
+ * unjournaled: its new bytes under the old identity). Best effort
  * throughout: a record that cannot be read, parsed or written is no record.
  */
 import {
@@ -28,6 +32,7 @@ import {
 } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { crc32cJs } from "../codec/crc32c.ts";
+import { currentBoot, sameBoot } from "../node/file-crc-store.ts";
 import { resumeKeyPath } from "../node/send-file.ts";
 
 /** How old a file's mtime and ctime must be when it is read for it to be recorded (see the module's comment). */
@@ -37,14 +42,15 @@ export const TREE_RECORD_MAX = 200_000;
 /** Most records kept: past it, the least recently written are removed. */
 export const TREE_RECORDS_KEPT = 64;
 /**
- * The record's format: `PSTR`, a version byte (2), the CRC32C of the server's URL (u32 LE), the root's
- * UTF-8 length (u32 LE) and bytes, the
+ * The record's format: `PSTR`, a version byte (3), the CRC32C of the server's URL (u32 LE), the boot
+ * that wrote it ({@link currentBoot}: its length, u8, and bytes), the root's UTF-8 length (u32 LE) and
+ * bytes, the
  * file count (u32 LE), then per file its CRC32C (u32 LE), device, inode, size, mtimeMs and ctimeMs
  * (f64 LE each), its target's UTF-8 length (u16 LE) and bytes. Binary: no number printed or parsed
  * per file (as JSON, 2,000 files: ~2 MB of garbage at the end of a send, a GC of its own).
  */
 const MAGIC = 0x52545350; // "PSTR", little-endian
-const VERSION = 2;
+const VERSION = 3;
 /** Bytes of a file's fixed part: CRC and five f64s and the name's length. */
 const FIXED = 4 + 5 * 8 + 2;
 
@@ -153,13 +159,17 @@ export function settled(st: Stats, readAt: number): boolean {
 
 /** The record of `root`'s `files` in the format above. */
 function serialize(root: string, server: number, files: Map<string, Entry>): Buffer {
-  let total = 4 + 1 + 4 + 4 + Buffer.byteLength(root) + 4;
+  const boot = currentBoot().slice(0, 255);
+  let total = 4 + 1 + 4 + 1 + Buffer.byteLength(boot) + 4 + Buffer.byteLength(root) + 4;
   for (const k of files.keys()) total += FIXED + Buffer.byteLength(k);
   // Off the V8 heap (not the shared pool): one allocation, no garbage per file.
   const buf = Buffer.allocUnsafeSlow(total);
   let at = buf.writeUInt32LE(MAGIC, 0);
   at = buf.writeUInt8(VERSION, at);
   at = buf.writeUInt32LE(server >>> 0, at);
+  const bootBytes = buf.write(boot, at + 1, "utf8");
+  buf.writeUInt8(bootBytes, at);
+  at += 1 + bootBytes;
   const rootBytes = buf.write(root, at + 4, "utf8");
   buf.writeUInt32LE(rootBytes, at);
   at += 4 + rootBytes;
@@ -178,9 +188,13 @@ function serialize(root: string, server: number, files: Map<string, Entry>): Buf
 function parse(buf: Buffer, root: string, server: number, into: Map<string, Entry>): void {
   if (buf.readUInt32LE(0) !== MAGIC || buf.readUInt8(4) !== VERSION) throw new Error("not a tree record");
   if (buf.readUInt32LE(5) !== server >>> 0) throw new Error("another server's");
-  const rootLen = buf.readUInt32LE(9);
-  if (13 + rootLen > buf.length || buf.toString("utf8", 13, 13 + rootLen) !== root) throw new Error("another root");
-  let at = 13 + rootLen;
+  const bootEnd = 10 + buf.readUInt8(9);
+  // Written in another boot: a crash since may have left a file's identity with other data.
+  if (bootEnd > buf.length || !sameBoot(buf.toString("utf8", 10, bootEnd))) throw new Error("another boot");
+  const rootLen = buf.readUInt32LE(bootEnd);
+  const rootEnd = bootEnd + 4 + rootLen;
+  if (rootEnd > buf.length || buf.toString("utf8", bootEnd + 4, rootEnd) !== root) throw new Error("another root");
+  let at = rootEnd;
   const count = buf.readUInt32LE(at);
   at += 4;
   for (let n = 0; n < count && n < TREE_RECORD_MAX; n++) {

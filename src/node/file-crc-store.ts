@@ -121,7 +121,7 @@ let bootId: string | undefined;
  * This boot of the machine: Linux's boot id, elsewhere the boot time in
  * seconds (from the uptime; compared with a tolerance for clock steps).
  */
-function currentBoot(): string {
+export function currentBoot(): string {
   if (bootId === undefined) {
     try {
       bootId = readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
@@ -131,7 +131,8 @@ function currentBoot(): string {
   }
   return bootId;
 }
-function sameBoot(a: string | undefined): boolean {
+/** Whether `a` (a {@link currentBoot} of some time) is this boot. */
+export function sameBoot(a: string | undefined): boolean {
   const b = currentBoot();
   if (a === undefined) return false;
   if (a === b) return true;
