@@ -35,8 +35,12 @@ describe("send -r: the record of a tree's small files", () => {
   let work: string;
   let tree: string;
   let serve: ServeProcess;
+  const state = process.env.POINTSUB_STATE_DIR;
   before(async () => {
     work = await mkdtemp(join(tmpdir(), "pointsub-tree-record-"));
+    // This process's records (TreeRecord below) in the test's own state directory, not the user's (64 kept there:
+    // theirs were evicted by a run of this test, and one more file left in it).
+    process.env.POINTSUB_STATE_DIR = join(work, "state-here");
     tree = join(work, "photos");
     await mkdir(join(tree, "sub"), { recursive: true });
     for (let i = 0; i < FILES; i++) {
@@ -53,6 +57,8 @@ describe("send -r: the record of a tree's small files", () => {
     assert.equal((await send(serve.url, warm)).code, 0);
   });
   after(async () => {
+    if (state === undefined) delete process.env.POINTSUB_STATE_DIR;
+    else process.env.POINTSUB_STATE_DIR = state;
     await serve?.stop();
     await rm(work, { recursive: true, force: true });
   });
@@ -164,6 +170,7 @@ describe("send -r: the record of a tree's small files", () => {
     fresh.note("elsewhere/f1.bin", st, 7, changedAt + 1);
     fresh.note("elsewhere/f3.bin", st, 9, changedAt + SETTLED_MS);
     fresh.save();
+    assert.equal((await readdir(join(work, "state-here", "trees"))).length, 1);
     assert.equal(TreeRecord.load(join(work, "elsewhere"), "tcp://127.0.0.1:2").known, false, "another server's");
     const loaded = TreeRecord.load(join(work, "elsewhere"), "tcp://127.0.0.1:1");
     assert.equal(loaded.known, true);
