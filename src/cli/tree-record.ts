@@ -25,6 +25,7 @@ import {
   readdirSync,
   readFileSync,
   renameSync,
+  rmSync,
   type Stats,
   statSync,
   unlinkSync,
@@ -138,16 +139,24 @@ export class TreeRecord {
   save(): void {
     // (A record of another server's was not loaded: `last` is empty, this one replaces it.)
     if (!this.changed && this.next.size === this.last.size) return;
+    /** The record written aside, until it is in place. */
+    let tmp: string | undefined;
     try {
       const dir = treeRecordsDir();
       mkdirSync(dir, { recursive: true, mode: 0o700 });
       const path = recordPath(this.root);
-      const tmp = `${path}.${process.pid}.tmp`;
+      tmp = `${path}.${process.pid}.tmp`;
       writeFileSync(tmp, serialize(this.root, this.server, this.next), { mode: 0o600 });
       renameSync(tmp, path);
+      tmp = undefined;
       trim(dir);
     } catch {
-      // A read-only home, a full disk: the next run reads the files.
+      // A read-only home, a full disk: the next run reads the files. What was written aside goes (no run removes it later).
+      try {
+        if (tmp !== undefined) rmSync(tmp, { force: true });
+      } catch {
+        // Not removable either (never thrown from here).
+      }
     }
   }
 }

@@ -159,6 +159,27 @@ describe("send -r: the record of a tree's small files", () => {
     }
   });
 
+  it("a record that cannot be put in place leaves nothing written aside", async () => {
+    const st = lstatSync(join(tree, "f1.bin"));
+    const readAt = Math.max(st.mtimeMs, st.ctimeMs) + SETTLED_MS;
+    const dir = join(work, "state-here", "trees");
+    const first = TreeRecord.load(join(work, "blocked"), "tcp://127.0.0.1:1");
+    first.note("blocked/f1.bin", st, 7, readAt);
+    first.save();
+    const [name] = (await readdir(dir)).filter((n) => n.includes("blocked"));
+    // Its place taken by a directory (as a full disk fails the write): the rename fails.
+    await rm(join(dir, name));
+    await mkdir(join(dir, name, "x"), { recursive: true });
+    const second = TreeRecord.load(join(work, "blocked"), "tcp://127.0.0.1:1");
+    second.note("blocked/f1.bin", st, 8, readAt);
+    second.save();
+    assert.deepEqual(
+      (await readdir(dir)).filter((n) => n.includes("blocked")),
+      [name],
+      "no record left aside (before: one per failed run, never removed)",
+    );
+  });
+
   it("a file is recorded only when its mtime and ctime had settled when it was read", async () => {
     const path = join(tree, "f1.bin");
     const st = lstatSync(path);
@@ -170,7 +191,7 @@ describe("send -r: the record of a tree's small files", () => {
     fresh.note("elsewhere/f1.bin", st, 7, changedAt + 1);
     fresh.note("elsewhere/f3.bin", st, 9, changedAt + SETTLED_MS);
     fresh.save();
-    assert.equal((await readdir(join(work, "state-here", "trees"))).length, 1);
+    assert.equal((await readdir(join(work, "state-here", "trees"))).filter((n) => n.includes("elsewhere")).length, 1);
     assert.equal(TreeRecord.load(join(work, "elsewhere"), "tcp://127.0.0.1:2").known, false, "another server's");
     const loaded = TreeRecord.load(join(work, "elsewhere"), "tcp://127.0.0.1:1");
     assert.equal(loaded.known, true);
