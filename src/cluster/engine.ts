@@ -23,8 +23,7 @@ export async function loadClientLibrary<T>(what: string, name: string, importer:
     const code = codeOf(cause);
     if (code !== "ERR_MODULE_NOT_FOUND" && code !== "MODULE_NOT_FOUND") {
       const message = `${what} cannot load the package ${name}: ${loadFailure(cause, code)}`;
-      if (typeof code === "string" && TRANSIENT_LOAD_ERRORS.has(code))
-        throw new PointSubError("ERR_CONNECT", message, { cause });
+      if (typeof code === "string" && TRANSIENT_LOAD_ERRORS.has(code)) throw passingOrKept(cause, message);
       throw new PointSubError("ERR_INVALID_ARGUMENT", message, { cause, suggestion: BROKEN_PACKAGE });
     }
     throw new PointSubError("ERR_INVALID_ARGUMENT", `${what} needs the package ${name}: npm install ${name}`, {
@@ -48,6 +47,32 @@ const TRANSIENT_LOAD_ERRORS: ReadonlySet<string> = new Set([
   "EINTR",
   "EIO",
 ]);
+
+/** Failures of an import said retryable once ({@link passingOrKept}). */
+const passingFailures = new WeakSet<object>();
+
+/**
+ * A {@link TRANSIENT_LOAD_ERRORS} failure `cause` of an import: ERR_CONNECT (retryable) the first time;
+ * the same error again is Node's module cache handing back the failure it kept (a module whose evaluation
+ * failed — a CommonJS package whose require of one of its files met EMFILE — fails every later import of it
+ * in this process with that error): ERR_INVALID_ARGUMENT, not retryable (before, ERR_CONNECT: a
+ * reconnecting caller met the kept EMFILE for ever). p2p/node.ts has a copy.
+ */
+function passingOrKept(cause: unknown, message: string): PointSubError {
+  if (typeof cause !== "object" || cause === null) return new PointSubError("ERR_CONNECT", message, { cause });
+  if (passingFailures.has(cause)) {
+    return new PointSubError("ERR_INVALID_ARGUMENT", `${message}, kept by Node's module cache since an earlier try`, {
+      cause,
+      suggestion: KEPT_FAILURE,
+    });
+  }
+  passingFailures.add(cause);
+  return new PointSubError("ERR_CONNECT", message, { cause });
+}
+
+/** The suggestion of a passing failure Node's module cache kept. */
+const KEPT_FAILURE =
+  "Node keeps a module's failed evaluation: no later import in this process loads the package. Restart the process once the cause (file descriptors, memory, the disk) is gone.";
 
 /** The suggestion of a package that is installed but cannot be loaded. */
 const BROKEN_PACKAGE =

@@ -440,6 +440,31 @@ const TRANSIENT_LOAD_ERRORS: ReadonlySet<string> = new Set([
   "EINTR",
   "EIO",
 ]);
+/** Failures of an import said retryable once ({@link passingOrKept}). */
+const passingFailures = new WeakSet<object>();
+
+/**
+ * A {@link TRANSIENT_LOAD_ERRORS} failure `cause` of an import: ERR_CONNECT (retryable) the first time; the
+ * same error again is Node's module cache handing back the failure it kept (a module whose evaluation failed
+ * fails every later import of it with that error): ERR_INVALID_ARGUMENT, not retryable (before, ERR_CONNECT:
+ * retried for ever). cluster/engine.ts's, which this layer cannot import.
+ */
+function passingOrKept(cause: unknown, message: string): PointSubError {
+  if (typeof cause !== "object" || cause === null) return new PointSubError("ERR_CONNECT", message, { cause });
+  if (passingFailures.has(cause)) {
+    return new PointSubError("ERR_INVALID_ARGUMENT", `${message}, kept by Node's module cache since an earlier try`, {
+      cause,
+      suggestion: KEPT_FAILURE,
+    });
+  }
+  passingFailures.add(cause);
+  return new PointSubError("ERR_CONNECT", message, { cause });
+}
+
+/** The suggestion of a passing failure Node's module cache kept. */
+const KEPT_FAILURE =
+  "Node keeps a module's failed evaluation: no later import in this process loads the package. Restart the process once the cause (file descriptors, memory, the disk) is gone.";
+
 /** The suggestion of a package that is installed but cannot be loaded. */
 const BROKEN_PACKAGE =
   "Reinstall the package named in the message, in a version pointsub supports (its peerDependencies); the cause says what failed.";
@@ -468,8 +493,7 @@ export async function loadPeerDependency<T>(name: string, importer: () => Promis
       // Retryable only when this machine's passing state failed it (EMFILE), not a broken package (a
       // SyntaxError in its code): before, ERR_CONNECT for all, retried for ever.
       const message = `pointsub/libp2p cannot load the package ${name}: ${why}`;
-      if (typeof code === "string" && TRANSIENT_LOAD_ERRORS.has(code))
-        throw new PointSubError("ERR_CONNECT", message, { cause });
+      if (typeof code === "string" && TRANSIENT_LOAD_ERRORS.has(code)) throw passingOrKept(cause, message);
       throw new PointSubError("ERR_INVALID_ARGUMENT", message, { cause, suggestion: BROKEN_PACKAGE });
     }
     throw new PointSubError(

@@ -148,3 +148,53 @@ try {
     cause: "SyntaxError",
   });
 });
+
+it("a package whose evaluation met EMFILE (a CommonJS file it requires) is retryable once; Node keeps that failure, so the next import's same error is not retryable", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "pointsub-kept-failure-"));
+  try {
+    // A CommonJS package whose require of one of its files fails with EMFILE while a flag is set (as Node's
+    // require throws when the process is out of file descriptors); once cleared, a fresh load succeeds.
+    writeFileSync(join(dir, "inner.cjs"), "exports.ok = true;\n");
+    writeFileSync(
+      join(dir, "index.cjs"),
+      `if (globalThis.pointsubKeptFailure) throw Object.assign(new Error("EMFILE: too many open files, open 'inner.cjs'"), { code: "EMFILE" });
+module.exports = require("./inner.cjs");
+`,
+    );
+    for (const [i, load] of [
+      (f: () => Promise<unknown>) => loadClientLibrary("redisCluster", "redis", f),
+      (f: () => Promise<unknown>) => loadPeerDependency("libp2p", f),
+    ].entries()) {
+      // A URL of its own per loader: Node's module cache is per URL.
+      const url = `${pathToFileURL(join(dir, "index.cjs")).href}?${i}`;
+      (globalThis as { pointsubKeptFailure?: boolean }).pointsubKeptFailure = true;
+      await assert.rejects(
+        load(() => import(url)),
+        { code: "ERR_CONNECT", retryable: true },
+      );
+      // The passing state is gone, but Node hands back the failure it kept: no retry in this process loads it.
+      (globalThis as { pointsubKeptFailure?: boolean }).pointsubKeptFailure = false;
+      await assert.rejects(
+        load(() => import(url)),
+        (e: Error & { code?: string; retryable?: boolean; suggestion?: string }) => {
+          // Before: ERR_CONNECT, retryable: a reconnecting caller met the kept EMFILE for ever.
+          assert.equal(e.code, "ERR_INVALID_ARGUMENT", e.message);
+          assert.equal(e.retryable, false);
+          assert.match(e.message, /EMFILE \(see the cause\), kept by Node's module cache since an earlier try$/);
+          assert.match(e.suggestion ?? "", /Restart the process/);
+          return true;
+        },
+      );
+    }
+    // A failure met afresh each time (a new error: Node kept nothing) stays retryable.
+    for (let n = 0; n < 2; n++) {
+      await assert.rejects(loadClientLibrary("redisCluster", "redis", failing("EMFILE", "too many open files")), {
+        code: "ERR_CONNECT",
+        retryable: true,
+      });
+    }
+  } finally {
+    delete (globalThis as { pointsubKeptFailure?: boolean }).pointsubKeptFailure;
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
