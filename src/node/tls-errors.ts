@@ -15,7 +15,8 @@ const REFUSED_CERT =
 
 /**
  * Node's codes for a server certificate this side refused (OpenSSL's X509 verification, then
- * checkServerIdentity): its CA not trusted, self-signed, expired, for other names. Not OUT_OF_MEM.
+ * checkServerIdentity): its CA not trusted, self-signed, expired, for other names. Not OUT_OF_MEM, nor
+ * CERT_NOT_YET_VALID (tested before: a passing state).
  */
 const UNTRUSTED_SERVER_CERT =
   /^(UNABLE_TO_|CERT_|CRL_|ERROR_IN_C|DEPTH_ZERO_SELF_SIGNED_CERT$|SELF_SIGNED_CERT_IN_CHAIN$|INVALID_CA$|PATH_LENGTH_EXCEEDED$|INVALID_PURPOSE$|HOSTNAME_MISMATCH$|ERR_TLS_CERT_ALTNAME_INVALID$)/;
@@ -23,6 +24,10 @@ const UNTRUSTED_SERVER_CERT =
 /** The suggestion of a server certificate this side refused. */
 const UNTRUSTED_SUGGESTION =
   "Trust the CA that signed the server's certificate (tls.ca), connect by a name the certificate holds, or renew it if it expired.";
+
+/** The suggestion of a server certificate not valid yet. */
+const NOT_YET_VALID_SUGGESTION =
+  "A certificate just issued becomes valid at its notBefore time: check this machine's clock against the CA's.";
 
 /**
  * `err` (a socket's or tls.connect's) as a PointSubError about `url`, when it is one of the known TLS
@@ -38,6 +43,15 @@ export function tlsError(err: unknown, url: string, socket?: unknown): PointSubE
   // ever). Only when the server asked for one: the client's shared signature algorithms come from that ask.
   if (code === "ERR_SSL_SSL/TLS_ALERT_HANDSHAKE_FAILURE" && askedForClientCert(socket)) {
     return new PointSubError("ERR_UNAUTHORIZED", `${url} requires a client certificate (mutual TLS)`, cause);
+  }
+  // A certificate valid from a moment still to come on this side's clock (a server restarted with one just
+  // issued, a clock behind the CA's): time cures it, ERR_CONNECT, retryable. Before, ERR_UNAUTHORIZED with the
+  // refused ones: a reconnecting client gave up through a rotation to a certificate of the same CA.
+  if (code === "CERT_NOT_YET_VALID") {
+    return new PointSubError("ERR_CONNECT", `${url}'s certificate is not valid yet: ${oneLine(err)}`, {
+      cause: err,
+      suggestion: NOT_YET_VALID_SUGGESTION,
+    });
   }
   // This side refused the server's certificate: the next try meets the same certificate (before, ERR_CONNECT:
   // retryable, a reconnecting client tried again for ever).

@@ -15,6 +15,8 @@ export interface TestCerts {
 }
 
 let cached: Promise<TestCerts> | undefined;
+/** The CA of {@link testCerts}, key included (for {@link rotatedServerCert}). */
+let testCa: Promise<{ cert: string; key: string }> | undefined;
 
 async function makeCa(cn: string): Promise<{ cert: string; key: string }> {
   const ca = await generate([{ name: "commonName", value: cn }], {
@@ -33,8 +35,10 @@ async function makeLeaf(
   cn: string,
   ca: { cert: string; key: string },
   usage: "server" | "client",
+  notBeforeDate?: Date,
 ): Promise<{ cert: string; key: string }> {
   const leaf = await generate([{ name: "commonName", value: cn }], {
+    notBeforeDate,
     keyType: "ec",
     curve: "P-256",
     algorithm: "sha256",
@@ -59,7 +63,8 @@ async function makeLeaf(
 /** Generates (once per process) the certificates for TLS tests. */
 export function testCerts(): Promise<TestCerts> {
   cached ??= (async () => {
-    const ca = await makeCa("pointsub test CA");
+    testCa ??= makeCa("pointsub test CA");
+    const ca = await testCa;
     const other = await makeCa("pointsub other CA");
     const server = await makeLeaf("localhost", ca, "server");
     const client = await makeLeaf("pointsub test client", ca, "client");
@@ -76,4 +81,13 @@ export function testCerts(): Promise<TestCerts> {
     };
   })();
   return cached;
+}
+
+/**
+ * A new server certificate for localhost/127.0.0.1/::1 from {@link testCerts}'s CA, valid from `notBefore`
+ * (a rotation to a certificate just issued, seen by a client whose clock is behind the CA's).
+ */
+export async function rotatedServerCert(notBefore: Date): Promise<{ cert: string; key: string }> {
+  await testCerts();
+  return makeLeaf("localhost", await (testCa as Promise<{ cert: string; key: string }>), "server", notBefore);
 }

@@ -3,7 +3,7 @@ import net from "node:net";
 import { describe, it } from "node:test";
 import tls from "node:tls";
 import { connect, connectResilient, createServer, PointSubError } from "../../src/index.ts";
-import { testCerts } from "../helpers/certs.ts";
+import { rotatedServerCert, testCerts } from "../helpers/certs.ts";
 
 describe("TLS verification", () => {
   it("the client verifies the server: right CA connects, another CA or none is refused", async () => {
@@ -53,6 +53,47 @@ describe("TLS verification", () => {
         );
       } finally {
         await server.close();
+      }
+    });
+  }
+
+  for (const scheme of ["tls", "wss"]) {
+    it(`a resilient client over ${scheme}:// reconnects through a restart whose certificate of the same CA is not valid yet on this side's clock (before: ERR_UNAUTHORIZED, it gave up)`, async () => {
+      const c = await testCerts();
+      const first = createServer({ tls: { cert: c.serverCert, key: c.serverKey } });
+      first.handle("/who/1.0.0", () => "first");
+      const [url] = await first.listen(`${scheme}://127.0.0.1:0`);
+      const client = await connectResilient(url, {
+        tls: { ca: c.ca },
+        connectTimeoutMs: 5000,
+        reconnect: { initialDelayMs: 50, maxDelayMs: 200, maxAttempts: Number.POSITIVE_INFINITY },
+      });
+      const failures: PointSubError[] = [];
+      client.on("attemptFailed", (_n, e) => failures.push(e));
+      let second: ReturnType<typeof createServer> | undefined;
+      try {
+        assert.equal(new TextDecoder().decode(await client.request("/who/1.0.0")), "first");
+        // The restart rotates to a certificate just issued by the same CA: valid in 2 s by this side's clock
+        // (a client whose clock is behind the CA's; X.509 times count whole seconds).
+        await first.close();
+        const rotated = await rotatedServerCert(new Date(Date.now() + 2000));
+        second = createServer({ tls: { cert: rotated.cert, key: rotated.key } });
+        second.handle("/who/1.0.0", () => "second");
+        await second.listen(url);
+        // Answered by the restarted server once its certificate is valid here: no attempt was given up on.
+        assert.equal(
+          new TextDecoder().decode(await client.request("/who/1.0.0", undefined, { timeoutMs: 20_000 })),
+          "second",
+        );
+        const early = failures.find((e) => /not valid yet/.test(e.message));
+        assert.ok(early !== undefined, failures.map(String).join("\n"));
+        assert.equal(early.code, "ERR_CONNECT");
+        assert.equal(early.retryable, true);
+        assert.match(early.message, /certificate is not valid yet/);
+      } finally {
+        await client.close();
+        await first.close();
+        await second?.close();
       }
     });
   }
