@@ -59,15 +59,36 @@ function loadFailure(cause: unknown): PointSubError {
 
 /**
  * prom-client's `Registry`, loaded when first used: `new Registry()`, `extends Registry`, `instanceof`
- * and its statics (`Registry.merge`, `Registry.PROMETHEUS_CONTENT_TYPE`) reach prom-client's own class.
+ * and its statics (`Registry.merge`, `Registry.PROMETHEUS_CONTENT_TYPE`) reach prom-client's own class —
+ * read, set, listed, described, defined and deleted there (before, only read: a static set on `Registry`
+ * was lost, `Object.getOwnPropertyNames` and a stub of `Registry.merge` saw none of prom-client's). The
+ * target, a bound function, is constructible and has no `prototype` of its own; a property prom-client's
+ * class has as non-configurable (`prototype`) is copied to it when described, as a Proxy must.
  */
 export const Registry: typeof PromClient.Registry = new Proxy(
-  function Registry() {} as unknown as typeof PromClient.Registry,
+  function Registry() {}.bind(undefined) as unknown as typeof PromClient.Registry,
   {
     construct: (_target, args, newTarget) =>
       Reflect.construct(promClient().Registry, args, newTarget === Registry ? promClient().Registry : newTarget),
     get: (_target, key) => Reflect.get(promClient().Registry, key),
+    set: (_target, key, value) => Reflect.set(promClient().Registry, key, value),
     has: (_target, key) => Reflect.has(promClient().Registry, key),
+    ownKeys: () => Reflect.ownKeys(promClient().Registry),
+    getOwnPropertyDescriptor: (target, key) => {
+      const d = Reflect.getOwnPropertyDescriptor(promClient().Registry, key);
+      if (d !== undefined && d.configurable === false && !Object.hasOwn(target, key)) {
+        Object.defineProperty(target, key, d);
+      }
+      return d;
+    },
+    defineProperty: (target, key, d) => {
+      if (!Reflect.defineProperty(promClient().Registry, key, d)) return false;
+      if (d.configurable === false && !Object.hasOwn(target, key)) {
+        Object.defineProperty(target, key, Reflect.getOwnPropertyDescriptor(promClient().Registry, key) ?? d);
+      }
+      return true;
+    },
+    deleteProperty: (_target, key) => Reflect.deleteProperty(promClient().Registry, key),
     // Called without `new`: prom-client's TypeError, as its class throws.
     apply: (_target, self, args) => Reflect.apply(promClient().Registry as unknown as () => unknown, self, args),
   },

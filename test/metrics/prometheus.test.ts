@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { Counter } from "prom-client";
+import { Counter, Registry as PromRegistry } from "prom-client";
 import {
   CHANNELS,
   connect,
@@ -339,6 +339,29 @@ describe("pointsub/metrics", () => {
     assert.match(await shared.metrics(), /^# TYPE pointsub_requests_total counter$/m);
     first.close();
     assert.equal(await shared.metrics(), "\n");
+  });
+
+  it("Registry is prom-client's class to reflection too: its statics listed, described, set and stubbed there (before: only read; a set was lost)", () => {
+    assert.deepEqual(Reflect.ownKeys(Registry), Reflect.ownKeys(PromRegistry));
+    assert.equal(Object.getOwnPropertyDescriptor(Registry, "merge")?.value, PromRegistry.merge);
+    assert.equal(Object.getOwnPropertyDescriptor(Registry, "prototype")?.value, PromRegistry.prototype);
+    assert.ok(Object.hasOwn(Registry, "PROMETHEUS_CONTENT_TYPE"));
+    // A stub of a static, as test doubles make one (defineProperty, then restore): seen by both names.
+    const merge = PromRegistry.merge;
+    const stub = (() => new PromRegistry()) as typeof PromRegistry.merge;
+    try {
+      Object.defineProperty(Registry, "merge", { value: stub, writable: true, configurable: true });
+      assert.equal(PromRegistry.merge, stub);
+      assert.equal(Registry.merge, stub);
+      (Registry as { merge: unknown }).merge = merge;
+      assert.equal(PromRegistry.merge, merge);
+    } finally {
+      PromRegistry.merge = merge;
+    }
+    const r = new Registry();
+    assert.ok(r instanceof PromRegistry && r instanceof Registry);
+    class Mine extends Registry {}
+    assert.ok(new Mine() instanceof PromRegistry);
   });
 
   it("parseHostPort: host:port and [v6]:port, anything else refused", () => {
