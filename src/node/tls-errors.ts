@@ -71,6 +71,16 @@ export function tlsError(err: unknown, url: string, socket?: unknown): PointSubE
       .replaceAll("_", " ");
     return new PointSubError("ERR_UNAUTHORIZED", `${url} refused this side's certificate (${alert})`, cause);
   }
+  // A TLS server for other application protocols (an HTTPS or HTTP/2 port): it refuses ALPN's pointsub/1 with
+  // its no_application_protocol alert; every try gets the same (before, ERR_CONNECT with OpenSSL's text and
+  // source file, retried for ever).
+  if (code === "ERR_SSL_TLSV1_ALERT_NO_APPLICATION_PROTOCOL") {
+    return new PointSubError(
+      "ERR_PROTOCOL",
+      `${url} does not speak pointsub: its TLS server refused the application protocol pointsub/1 (ALPN)`,
+      { cause: err, suggestion: "Check the URL's host and port against the server's listen URL." },
+    );
+  }
   if (code === "ERR_OSSL_X509_KEY_VALUES_MISMATCH") {
     return new PointSubError("ERR_INVALID_ARGUMENT", "the TLS key does not match the certificate", cause);
   }

@@ -98,6 +98,37 @@ describe("TLS verification", () => {
     });
   }
 
+  it("a TLS server for other application protocols (ALPN without pointsub/1: an HTTPS or HTTP/2 port) is ERR_PROTOCOL, not retried, said plainly (before: ERR_CONNECT with OpenSSL's text, retried for ever)", async () => {
+    const c = await testCerts();
+    const other = tls.createServer({ cert: c.serverCert, key: c.serverKey, ALPNProtocols: ["h2", "http/1.1"] }, (s) =>
+      s.destroy(),
+    );
+    other.on("tlsClientError", () => {});
+    await new Promise<void>((r) => other.listen(0, "127.0.0.1", r));
+    const url = `tls://127.0.0.1:${(other.address() as net.AddressInfo).port}`;
+    try {
+      await assert.rejects(connect(url, { tls: { ca: c.ca }, connectTimeoutMs: 5000 }), (e: PointSubError) => {
+        assert.equal(e.code, "ERR_PROTOCOL", String(e));
+        assert.equal(e.retryable, false);
+        assert.equal(
+          e.message,
+          `${url} does not speak pointsub: its TLS server refused the application protocol pointsub/1 (ALPN)`,
+        );
+        return true;
+      });
+      await assert.rejects(
+        connectResilient(url, {
+          tls: { ca: c.ca },
+          reconnect: { initialDelayMs: 10, maxDelayMs: 50, maxAttempts: Number.POSITIVE_INFINITY },
+          signal: AbortSignal.timeout(20_000),
+        }),
+        { code: "ERR_PROTOCOL" },
+      );
+    } finally {
+      await new Promise<void>((r) => other.close(() => r()));
+    }
+  });
+
   it("a TLS 1.2 front requiring client certificates (its answer to none: a handshake failure alert) is ERR_UNAUTHORIZED, as TLS 1.3's certificate-required alert (before: ERR_CONNECT with OpenSSL's text, retried for ever)", async () => {
     const c = await testCerts();
     const front = tls.createServer(
