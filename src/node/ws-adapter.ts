@@ -32,7 +32,6 @@ import {
   wsCloseError,
   wsUrl,
 } from "../transport/ws-mapping.ts";
-import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 import { holdChunks } from "./held-bytes.ts";
 import type { TlsOptions } from "./net-adapter.ts";
 import { connectDeadline, hostUrl, peerCertificateOf, urlHost } from "./socket-transport.ts";
@@ -794,8 +793,9 @@ async function connectWs(url: URL, options: TransportConnectOptions & WsTranspor
         maxPayload: WS_MAX_MESSAGE,
         maxBufferedChunks: WS_MAX_BUFFERED_READS,
         maxFragments: WS_MAX_FRAGMENTS,
-        handshakeTimeout:
-          options.connectTimeoutMs === undefined ? undefined : Math.min(options.connectTimeoutMs, MAX_TIMER_MS),
+        // No handshakeTimeout of ws's (the socket's idle timeout): connectDeadline is the deadline, and it looks
+        // again after the turn's I/O. After a stall of this process ws's ran first and aborted an upgrade whose
+        // answer had come in time (ERR_TIMEOUT "Opening handshake has timed out", the 101 in the socket).
         headers: options.ws?.headers,
         ca: o.ca as Tls.ConnectionOptions["ca"],
         cert: o.cert as Tls.ConnectionOptions["cert"],
@@ -833,9 +833,9 @@ async function connectWs(url: URL, options: TransportConnectOptions & WsTranspor
     const onAbort = () =>
       fail(new PointSubError("ERR_CANCELLED", `connect to ${url.href} aborted`, { cause: options.signal?.reason }));
     options.signal?.addEventListener("abort", onAbort, { once: true });
-    // ws's handshakeTimeout is the socket's idle timeout: a server that trickles its TLS
-    // flight or its 101 answer a byte at a time would hold the connect for hours. This
-    // deadline counts from now, whatever arrives.
+    // The connect's only deadline (ws's handshakeTimeout, the socket's idle timeout, is not given: a server
+    // that trickled its TLS flight or its 101 answer a byte at a time held the connect for hours). It counts
+    // from now, whatever arrives.
     timer = connectDeadline(url, options.connectTimeoutMs, fail);
     ws.once("unexpected-response", (_req: unknown, res: Http.IncomingMessage) => {
       fail(upgradeRefused(url, res.statusCode ?? 0, res.statusMessage ?? "", res.headers.location));
