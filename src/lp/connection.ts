@@ -7,12 +7,12 @@
  * pings or graceful-close handshake: `request` and the stream and route
  * methods reject with ERR_INVALID_ARGUMENT, saying so.
  */
-import { EventEmitter } from "eventemitter3";
 import { ANSWER_SHARE, type MemoryBudget } from "../connection/budget.ts";
 import type { CloseOptions, ConnectionState, Message, Payload } from "../connection/types.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { badOptions } from "../errors/options.ts";
 import type { Transport } from "../transport/transport.ts";
+import { Emitter } from "../util/emitter.ts";
 import { handledRejection } from "../util/handled-rejection.ts";
 import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 import { LpDecoder, type LpDecoderSink } from "./decoder.ts";
@@ -109,7 +109,7 @@ function unsupported(what: string): PointSubError {
  * One length-prefix connection. Obtain one from `connect("lp+tcp://…")`
  * (or `connectLp`), or as a session of an `LpServer`.
  */
-export class LpConnection extends EventEmitter<LpConnectionEvents> {
+export class LpConnection extends Emitter<LpConnectionEvents> {
   /** A process-wide number on a client, the server's session id on a server. */
   readonly id: string;
   /** When the transport was connected or accepted (`Date.now()`). */
@@ -746,6 +746,13 @@ export class LpConnection extends EventEmitter<LpConnectionEvents> {
     // left it pending, and with it close() and the server's close, for ever.
     this.closedResolve?.();
     this.init.onClose?.(this, error);
-    this.emit("close", error);
+    try {
+      this.emit("close", error);
+    } catch (err) {
+      // A throwing listener is the application's bug: surfaced, not thrown into whoever closed (a timer, the transport).
+      queueMicrotask(() => {
+        throw err;
+      });
+    }
   }
 }

@@ -3,13 +3,13 @@
  * (any `lp+` scheme of its runtime) and gives every accepted connection the
  * same events. No routes: the format carries one-way messages only.
  */
-import { EventEmitter } from "eventemitter3";
 import { MemoryBudget } from "../connection/budget.ts";
 import type { Message } from "../connection/types.ts";
 import { PointSubError } from "../errors/error.ts";
 import { checkOptions } from "../errors/options.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import type { Address, Transport, TransportListener } from "../transport/transport.ts";
+import { Emitter } from "../util/emitter.ts";
 import { badCloseTimeout, LpConnection } from "./connection.ts";
 import {
   isLpAddress,
@@ -56,7 +56,7 @@ export interface LpServerEvents {
 }
 
 /** Listens for length-prefix peers. Use `createLpServer` of the "pointsub" entry point. */
-export class LpServer extends EventEmitter<LpServerEvents> {
+export class LpServer extends Emitter<LpServerEvents> {
   private readonly runtime: Runtime;
   private readonly options: LpServerOptions;
   private readonly resolved: ResolvedLpOptions;
@@ -184,14 +184,15 @@ export class LpServer extends EventEmitter<LpServerEvents> {
 
   /**
    * Emits `event` to the application's listeners. One that throws is the application's bug: it is
-   * surfaced (thrown again from a microtask: an uncaught exception) and the server's own work goes on.
+   * surfaced (thrown again from a microtask: an uncaught exception), the listeners after it still run
+   * (`Emitter`; eventemitter3's emit stopped at it) and the server's own work goes on.
    * Before, it unwound into that work: a throwing `message` listener closed the session as the peer's
    * ERR_PROTOCOL, a throwing `error` listener skipped `sessionClose`, and a throwing `sessionClose`
    * listener left the session's close, and the server's, pending for ever.
    */
-  private tell<E extends keyof LpServerEvents>(event: E, ...args: EventEmitter.ArgumentMap<LpServerEvents>[E]): void {
+  private tell<E extends keyof LpServerEvents>(event: E, ...args: LpServerEvents[E]): void {
     try {
-      (this.emit as (e: E, ...a: EventEmitter.ArgumentMap<LpServerEvents>[E]) => boolean)(event, ...args);
+      this.emit(event, ...args);
     } catch (err) {
       queueMicrotask(() => {
         throw err;

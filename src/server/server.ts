@@ -1,4 +1,3 @@
-import { EventEmitter } from "eventemitter3";
 import { ANSWER_SHARE, MemoryBudget } from "../connection/budget.ts";
 import { budgetLimit, Connection, connectionShared, resolveSettings } from "../connection/connection.ts";
 import {
@@ -45,6 +44,7 @@ import type { Middleware, ResumeLookup } from "../router/types.ts";
 import type { DiagnosticsChannel, Runtime } from "../runtime/runtime.ts";
 import type { StreamHandler } from "../stream/types.ts";
 import type { Address, Transport, TransportListener, TransportListenOptions } from "../transport/transport.ts";
+import { Emitter } from "../util/emitter.ts";
 import { nextTurn } from "../util/next-turn.ts";
 import { Ticker } from "../util/ticker.ts";
 import { MAX_TIMER_MS } from "../util/timer-limit.ts";
@@ -304,7 +304,7 @@ export interface ServerEvents {
  * A pointsub server: listens on any number of URLs, hands each accepted
  * connection to the same routes and events.
  */
-export class Server extends EventEmitter<ServerEvents> {
+export class Server extends Emitter<ServerEvents> {
   private readonly options: ServerOptions;
   private readonly runtime: Runtime;
   /** `pointsub:refused` of the runtime's diagnostics (docs/OBSERVABILITY.md). */
@@ -905,13 +905,14 @@ export class Server extends EventEmitter<ServerEvents> {
   /**
    * Emits `event` to the application's listeners. One that throws is the application's bug: it is
    * surfaced (thrown again from a microtask: an uncaught exception, as a throwing `message` listener
-   * of a connection is) and the server's own work goes on. Before, it unwound into that work: a
+   * of a connection is), the listeners after it still run (`Emitter`; eventemitter3's emit stopped at
+   * it) and the server's own work goes on. Before, it unwound into that work: a
    * throwing `session` listener closed the session as the peer's ERR_PROTOCOL, and a throwing
    * `sessionClose` or `reject` listener left a close that never resolved.
    */
-  private tell<E extends keyof ServerEvents>(event: E, ...args: EventEmitter.ArgumentMap<ServerEvents>[E]): void {
+  private tell<E extends keyof ServerEvents>(event: E, ...args: ServerEvents[E]): void {
     try {
-      (this.emit as (e: E, ...a: EventEmitter.ArgumentMap<ServerEvents>[E]) => boolean)(event, ...args);
+      this.emit(event, ...args);
     } catch (err) {
       queueMicrotask(() => {
         throw err;
