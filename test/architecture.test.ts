@@ -125,7 +125,7 @@ const PACKAGES: Record<Layer, readonly string[]> = {
   client: ["cockatiel", "eventemitter3"],
   server: [],
   lp: [],
-  cluster: ["eventemitter3", "nats", "redis"],
+  cluster: ["nats", "redis"],
   web: [],
   node: ["@node-rs/crc32", "ws"],
   index: [],

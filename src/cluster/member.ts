@@ -10,13 +10,13 @@
  * hello, bye), `<p>.bc` (broadcasts), `<p>.node.<id>` (sendTo, its acks,
  * session-list requests and pages for one node).
  */
-import { EventEmitter } from "eventemitter3";
 import type { Connection } from "../connection/connection.ts";
 import type { ConnectionInfo } from "../connection/types.ts";
 import { PointSubError } from "../errors/error.ts";
 import { positive as positiveInteger } from "../router/idempotency.ts";
 import type { BroadcastResult } from "../server/broadcast.ts";
 import type { ClusterLocal, ClusterMembership, ClusterSessionInfo, ServerBroadcastOptions } from "../server/server.ts";
+import { Emitter } from "../util/emitter.ts";
 import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 import {
   BusAuth,
@@ -438,7 +438,7 @@ function mayHaveLanded(err: Error): boolean {
  * A cluster on one engine, for one server (`createServer({ cluster })`).
  * Built by `redisCluster` / `natsCluster`.
  */
-export class Cluster extends EventEmitter<ClusterEvents> {
+export class Cluster extends Emitter<ClusterEvents> {
   /** This node's id: the prefix of its session ids. */
   readonly nodeId: string;
   private readonly engine: ClusterEngine;
@@ -729,10 +729,13 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     };
   }
 
-  /** Emits `event` to the application's listeners; one that throws is counted, not thrown into the bus reader or a timer. */
+  /**
+   * Emits `event` to the application's listeners; one that throws is counted, not thrown into the bus
+   * reader or a timer, and the listeners after it still run (`Emitter`: eventemitter3's emit stopped at it).
+   */
   private safeEmit<K extends keyof ClusterEvents>(event: K, ...args: ClusterEvents[K]): void {
     try {
-      (this.emit as (e: K, ...a: ClusterEvents[K]) => boolean)(event, ...args);
+      this.emit(event, ...args);
     } catch {
       this.counters.handlerErrors++;
     }

@@ -22,8 +22,8 @@
  */
 import nodeCluster, { type Worker } from "node:cluster";
 import { availableParallelism } from "node:os";
-import { EventEmitter } from "eventemitter3";
 import { PointSubError } from "../errors/error.ts";
+import { Emitter } from "../util/emitter.ts";
 import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 import { DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES } from "./idempotency-store.ts";
 import { ipcEngine } from "./ipc-engine.ts";
@@ -126,7 +126,7 @@ function count(name: string, v: number | undefined, fallback: number, min: numbe
  * one that dies (bounded), and closes them gracefully. Built by
  * {@link runWorkers}.
  */
-export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
+export class WorkerPool extends Emitter<WorkerPoolEvents> {
   /**
    * Resolves once every first worker is ready (told its URLs) and no
    * replacement is still starting: every worker it lists is ready (a
@@ -240,17 +240,34 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
       }
       if (this.relay.receive(worker, m)) return;
       if (isPromClientMessage(m)) return; // metrics aggregation (pointsub/metrics' serveClusterMetrics) has its own listener
-      this.emit("message", { ...entry.info }, m);
+      this.tell("message", { ...entry.info }, m);
     });
     worker.on("error", () => {}); // a send to a worker that just died: its exit follows
     worker.once("exit", (code, signal) => this.onExit(entry, code, signal));
     return entry;
   }
 
+  /**
+   * Emits `event` to the application's listeners. One that throws is the application's bug: it is
+   * surfaced (thrown again from a microtask: an uncaught exception), the listeners after it still run,
+   * and the pool's own work goes on. Before, it unwound into that work: a throwing `ready` listener
+   * left `ready` pending for ever, a throwing `exit` one skipped the close once every worker was gone,
+   * and a throwing `startTimeout` one skipped killing the worker.
+   */
+  private tell<E extends keyof WorkerPoolEvents>(event: E, ...args: WorkerPoolEvents[E]): void {
+    try {
+      this.emit(event, ...args);
+    } catch (err) {
+      queueMicrotask(() => {
+        throw err;
+      });
+    }
+  }
+
   private onStartTimeout(entry: Entry): void {
     entry.startTimer = undefined;
     if (!this.entries.has(entry.info.id)) return;
-    this.emit("startTimeout", { ...entry.info });
+    this.tell("startTimeout", { ...entry.info });
     entry.worker.process.kill("SIGKILL");
     if (entry.initial && this.readyLeft > 0 && this.closing === undefined) {
       // A first worker: the pool did not start.
@@ -279,7 +296,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
         entry.worker.process.kill("SIGTERM");
       }
     }
-    this.emit("ready", { ...entry.info });
+    this.tell("ready", { ...entry.info });
     // A first worker's: a replacement's (of one that was ready) is not one of those `ready` waits for.
     if (first && entry.initial && this.readyLeft > 0) this.readyLeft--;
     this.settleReady();
@@ -303,7 +320,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
     if (this.closing === undefined && !voluntary && entry.initial && this.readyLeft > 0 && !entry.ready) {
       // A first worker died before it was ready: the pool did not start. Not restarted (before, a port
       // in use had maxRestarts workers fail one after the other, each printing its error, for seconds).
-      this.emit("exit", { ...entry.info }, code, signal, undefined);
+      this.tell("exit", { ...entry.info }, code, signal, undefined);
       this.rejectReady(
         new PointSubError(
           "ERR_CONNECTION_CLOSED",
@@ -321,10 +338,10 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
         this.restarts.push(now);
         replacement = this.fork();
       } else {
-        this.emit("gaveUp", { ...entry.info });
+        this.tell("gaveUp", { ...entry.info });
       }
     }
-    this.emit("exit", { ...entry.info }, code, signal, replacement === undefined ? undefined : { ...replacement.info });
+    this.tell("exit", { ...entry.info }, code, signal, replacement === undefined ? undefined : { ...replacement.info });
     if (this.entries.size === 0) {
       this.rejectReady(new PointSubError("ERR_CONNECTION_CLOSED", "every worker exited"));
       void this.close();
