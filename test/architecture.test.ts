@@ -122,7 +122,7 @@ const PACKAGES: Record<Layer, readonly string[]> = {
   stream: [],
   router: ["valibot"],
   connection: [],
-  client: ["cockatiel", "eventemitter3"],
+  client: ["cockatiel"],
   server: [],
   lp: [],
   cluster: ["nats", "redis"],

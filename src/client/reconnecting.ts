@@ -8,10 +8,10 @@
  * new connection; everything held resolves or rejects, nothing is dropped
  * silently.
  */
-import { EventEmitter } from "eventemitter3";
 import type { Payload } from "../connection/types.ts";
 import { thrownError } from "../errors/describe.ts";
 import { PointSubError } from "../errors/error.ts";
+import { Emitter, type EventMap } from "../util/emitter.ts";
 import { handledRejection } from "../util/handled-rejection.ts";
 import { MAX_TIMER_MS } from "../util/timer-limit.ts";
 import { type BackoffStep, fullJitterBackoff } from "./backoff.ts";
@@ -149,7 +149,7 @@ export function payloadSize(p: Payload): number {
 /** A connection that drops within this long (or the longest backoff delay, when longer) after it opened keeps the backoff going. */
 const STABLE_MS = 1000;
 
-export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEvents> extends EventEmitter<E> {
+export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEvents & EventMap<E>> extends Emitter<E> {
   private state_: ResilientState = "disconnected";
   /** The connection while connected (or being closed by close()). */
   protected conn: C | undefined;
@@ -436,13 +436,14 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
   /** Subclass waits that close() must end at once. */
   protected onShutdown(): void {}
 
-  private events(): EventEmitter<ReconnectingEvents> {
-    return this as unknown as EventEmitter<ReconnectingEvents>;
+  private events(): Emitter<ReconnectingEvents> {
+    return this as unknown as Emitter<ReconnectingEvents>;
   }
 
   /**
    * Emits one of the state machine's events. A listener that throws (the application's bug) is
-   * surfaced, thrown again from a microtask, and the state machine goes on: before, a throwing
+   * surfaced, thrown again from a microtask, the listeners after it still run (`Emitter`;
+   * eventemitter3's emit stopped at it) and the state machine goes on: before, a throwing
    * `backoff` or `attemptFailed` listener ended the reconnection loop (an unhandled rejection; the
    * client stayed "reconnecting" for good, its held calls timing out), and a throwing `state` or
    * `close` listener threw out of close() before the connection was closed.
@@ -450,7 +451,7 @@ export abstract class Reconnecting<C extends Droppable, E extends ReconnectingEv
   private tell<K extends keyof ReconnectingEvents>(event: K, ...args: ReconnectingEvents[K]): void {
     const emit = (): void => {
       try {
-        (this.events().emit as (e: K, ...a: ReconnectingEvents[K]) => boolean)(event, ...args);
+        this.events().emit(event, ...args);
       } catch (err) {
         queueMicrotask(() => {
           throw err;
