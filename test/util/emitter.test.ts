@@ -61,6 +61,25 @@ describe("Emitter", () => {
     assert.ok(ours.length > 15);
   });
 
+  it("a listener that throws: every listener runs (once ones removed), then the first error is thrown, a later one dropped", () => {
+    // eventemitter3 stops at the throwing listener; pointsub's own cleanup listeners came after the application's.
+    const e = new Emitter<Events>();
+    const ran: string[] = [];
+    e.on("a", () => {
+      ran.push("first");
+      throw new Error("first bug");
+    });
+    e.once("a", () => ran.push("once"));
+    e.on("a", () => {
+      ran.push("second");
+      throw new Error("second bug");
+    });
+    e.on("a", () => ran.push("last"));
+    assert.throws(() => e.emit("a", 1), { message: "first bug" });
+    assert.deepEqual(ran, ["first", "once", "second", "last"]);
+    assert.equal(e.listenerCount("a"), 3);
+  });
+
   it("refuses a listener that is not a function", () => {
     assert.throws(() => new Emitter<Events>().on("a", 1 as unknown as () => void), TypeError);
   });
