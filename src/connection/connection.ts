@@ -824,8 +824,9 @@ export class Connection extends Emitter<ConnectionEvents> {
       },
       (err: unknown) => {
         const e = err as PointSubError;
-        progress.fail(e);
+        // Rejected first: a throwing progress listener (an unhandled rejection of this handler) left `done` pending.
         d.reject(e);
+        progress.fail(e);
       },
     );
     const t = new Transfer(progress as unknown as Progress, d.promise, (reason) => {
