@@ -10,31 +10,41 @@
  */
 import assert from "node:assert/strict";
 import { it } from "node:test";
-import { connect, createServer } from "../../src/index.ts";
-import { sleep, until } from "../helpers/wait.ts";
+import { type Connection, connect, createServer } from "../../src/index.ts";
+import { until } from "../helpers/wait.ts";
+
+/** Frames `c` sent and received: on a quiet connection, after its last message, keepalive PINGs and PONGs only. */
+const frames = (c: Connection): number => c.stats().wire.framesIn + c.stats().wire.framesOut;
 
 it("lastActivity is the message's time, not that of the keepalive PINGs exchanged since", async () => {
   // Keepalive PINGs every ~100 ms both ways on a quiet connection; housekeeping checks every 50 ms.
   const server = createServer({ keepAliveMs: 100 });
-  let receivedAt = 0;
+  let received = false;
   server.on("message", () => {
-    receivedAt = Date.now();
+    received = true;
   });
   const [url] = await server.listen("tcp://127.0.0.1:0");
   const conn = await connect(url, { keepAliveMs: 100 });
   try {
+    await until(() => server.sessions.size === 1);
+    const [session] = server.sessions;
     await conn.send("hello");
-    await until(() => receivedAt !== 0);
-    const sentAt = Date.now();
-    // Ten keepalive periods of PINGs and nothing else (the latest PING is then ~1 s after the message).
-    await sleep(1000);
+    await until(() => received);
+    // Nothing read lastActivity yet: with the bug, the first read takes the latest input or output then.
+    // A few keepalive rounds after the message (housekeeping checked both sides meanwhile), then a mark…
+    const sinceMessage = [frames(session), frames(conn)];
+    await until(() => frames(session) >= sinceMessage[0] + 4 && frames(conn) >= sinceMessage[1] + 4);
+    const mark = Date.now();
+    // …and more keepalive rounds after it: a lastActivity taken from any of those is after the mark.
+    const sinceMark = [frames(session), frames(conn)];
+    await until(() => frames(session) >= sinceMark[0] + 4 && frames(conn) >= sinceMark[1] + 4);
     const [info] = server.sessionsInfo();
     assert.ok(
-      info.lastActivity - receivedAt < 500,
-      `the session's lastActivity is ${info.lastActivity - receivedAt} ms after the message arrived`,
+      info.lastActivity < mark,
+      `the session's lastActivity (${info.lastActivity}) is not before the PINGs exchanged after ${mark}`,
     );
     const own = conn.info().lastActivity;
-    assert.ok(own - sentAt < 500, `the client's lastActivity is ${own - sentAt} ms after it sent the message`);
+    assert.ok(own < mark, `the client's lastActivity (${own}) is not before the PINGs exchanged after ${mark}`);
   } finally {
     await conn.close();
     await server.close();
