@@ -72,8 +72,9 @@ export class LateProgress extends Emitter<ProgressEvents> implements AsyncIterab
   /** The transfer failed before it started. */
   fail(err: PointSubError): void {
     this.error = err;
-    this.emit("progress", this.snapshot());
+    // Settled first: a listener that throws does not leave an iteration waiting for ever.
     this.settled.resolve();
+    this.emit("progress", this.snapshot());
   }
 
   /** The snapshots until the final one, as `Progress` gives them (before the start: the first one, then the transfer's). */
