@@ -33,6 +33,7 @@ import {
   wsUrl,
 } from "../transport/ws-mapping.ts";
 import { holdChunks } from "./held-bytes.ts";
+import { limitRequests } from "./http-requests.ts";
 import type { TlsOptions } from "./net-adapter.ts";
 import { connectDeadline, hostUrl, peerCertificateOf, urlHost } from "./socket-transport.ts";
 import { clientCertRefusal, closeFailedHandshake, keyMismatch, refusedHandshake, tlsError } from "./tls-errors.ts";
@@ -955,38 +956,14 @@ const HTTP_REFUSALS: Record<string, [number, string]> = {
  * One request per connection on a listener's own http server: the first
  * (the upgrade, or a request answered with `Connection: close`: 426, or
  * node:http's own 400 to one without a Host header) is served, those
- * pipelined behind it are not made requests (at most one of each read is
- * parsed, {@link skipRequest}). node:http parses a
- * whole read before it sees the socket close, and made each request of it
- * an IncomingMessage, a ServerResponse and a queued answer: a client
+ * pipelined behind it are not made requests (`limitRequests`): a client
  * writing 64 KiB of pipelined 29-byte GETs had ~2,260 of them made in one
  * turn (~15 MB of heap and ~300 ms of a turn per connection; 50 such
  * connections 91 MB, a 480 ms turn; without a Host header node:http
- * answered each 400 itself). Called once node:http set the connection's
- * parser up (its `onIncoming`, set for each connection: a parser reused
- * for another gets its own again, and a freed one drops this closure).
+ * answered each 400 itself).
  */
 function firstRequestOnly(socket: net.Socket): void {
-  const parser = (socket as { parser?: { onIncoming?: unknown } | null }).parser;
-  const serve = parser?.onIncoming;
-  if (parser == null || typeof serve !== "function") return;
-  parser.onIncoming = (req: unknown, keepAlive: unknown): unknown => {
-    parser.onIncoming = skipRequest;
-    return serve(req, keepAlive);
-  };
-}
-/**
- * A request node:http parsed that nobody serves. 2 (llhttp's "no body, an
- * upgrade"): the parser stops at its end and the rest of the read is
- * dropped (node:http emits no upgrade for a request without an Upgrade
- * header; one with it is destroyed, not pending). Returning 0, every
- * request of each read until the socket closed was still parsed into an
- * IncomingMessage: ~5,600 for a client writing 1 MiB, 5 times the CPU of
- * a read of junk. A body it declared is read as the next request: a parse
- * error, which closes the socket.
- */
-function skipRequest(): number {
-  return 2;
+  limitRequests(socket, 1);
 }
 
 /** The 503 a listener answers a connection over its limits with (the client's ERR_OVERLOADED). */

@@ -16,7 +16,7 @@ import {
   dashboard,
 } from "../../src/dashboard/index.ts";
 import { createServer } from "../../src/index.ts";
-import { pausedClient, pipelineUnread } from "../helpers/pipeline-http.ts";
+import { pausedClient, pipelineUnread, requestsMade } from "../helpers/pipeline-http.ts";
 import { slowHttpClient } from "../helpers/slow-http.ts";
 import { until } from "../helpers/wait.ts";
 
@@ -75,6 +75,24 @@ describe("attack: dashboard http", () => {
       await until(() => closed.size === sockets.length, 5000);
     } finally {
       for (const s of sockets) s.destroy();
+      await board.close();
+      await server.close();
+    }
+  });
+
+  it("64 KiB of pipelined requests in one write: past DASHBOARD_MAX_PIPELINED the rest of the read is not made requests", async () => {
+    const server = createServer();
+    await server.listen("tcp://127.0.0.1:0");
+    const board = await dashboard(server, { listen: "127.0.0.1:0" });
+    try {
+      const request = "GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n";
+      const count = Math.ceil(65536 / request.length);
+      // Before, node:http made each of the read a request after the socket was destroyed (~1,800; 50 such
+      // clients ~1.6 s of CPU).
+      const made = await requestsMade(Number(new URL(board.url).port), request, count);
+      assert.ok(made <= 100, `${made} of ${count} pipelined requests made`);
+      assert.equal((await fetch(board.url)).status, 200);
+    } finally {
       await board.close();
       await server.close();
     }

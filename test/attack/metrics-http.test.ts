@@ -11,7 +11,7 @@ import { connect } from "node:net";
 import { describe, it } from "node:test";
 // From the entry point: docs/OBSERVABILITY.md names the bound (it was not exported).
 import { METRICS_MAX_PIPELINED, prometheusMetrics, serveMetrics } from "../../src/metrics/index.ts";
-import { pausedClient, pipelineUnread } from "../helpers/pipeline-http.ts";
+import { pausedClient, pipelineUnread, requestsMade } from "../helpers/pipeline-http.ts";
 import { slowHttpClient } from "../helpers/slow-http.ts";
 import { until } from "../helpers/wait.ts";
 
@@ -69,6 +69,23 @@ describe("attack: metrics endpoint", () => {
     } finally {
       s.destroy();
       await endpoint.close();
+    }
+  });
+
+  it("64 KiB of pipelined scrapes in one write: past METRICS_MAX_PIPELINED the rest of the read is not made requests", async () => {
+    const metrics = prometheusMetrics();
+    const endpoint = await serveMetrics(metrics.registry, "127.0.0.1:0");
+    try {
+      const request = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+      const count = Math.ceil(65536 / request.length);
+      // Before, node:http made each of the read a request after the socket was destroyed (~1,500; 50 such
+      // clients ~1.6 s of CPU).
+      const made = await requestsMade(Number(new URL(endpoint.url).port), request, count);
+      assert.ok(made <= 100, `${made} of ${count} pipelined scrapes made`);
+      assert.equal((await fetch(endpoint.url)).status, 200);
+    } finally {
+      await endpoint.close();
+      metrics.close();
     }
   });
 

@@ -1,3 +1,4 @@
+import diagnostics from "node:diagnostics_channel";
 import net from "node:net";
 
 /**
@@ -53,4 +54,30 @@ export async function pausedClient(
   });
   await new Promise((r) => socket.once("connect", r));
   return { socket, received: () => received, closed: () => closed };
+}
+
+/**
+ * How many requests node:http made (its `http.server.request.start`
+ * channel: each an IncomingMessage, a ServerResponse and a handler's call)
+ * of `count` copies of `request` written at once on one socket to `port`,
+ * until the server closed it.
+ */
+export async function requestsMade(port: number, request: string, count: number): Promise<number> {
+  let made = 0;
+  const onStart = () => {
+    made++;
+  };
+  diagnostics.subscribe("http.server.request.start", onStart);
+  try {
+    const s = net.connect(port, "127.0.0.1");
+    s.on("error", () => {});
+    s.resume();
+    const closed = new Promise((r) => s.once("close", r));
+    await new Promise((r) => s.once("connect", r));
+    s.write(request.repeat(count));
+    await closed;
+  } finally {
+    diagnostics.unsubscribe("http.server.request.start", onStart);
+  }
+  return made;
 }
