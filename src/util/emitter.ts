@@ -105,7 +105,8 @@ export class Emitter<T extends EventMap<T>, Context = unknown> {
       fn === undefined
         ? []
         : list.filter(
-            (e) => e.fn !== fn || (once === true && !e.once) || (context !== undefined && e.context !== context),
+            // Falsy filters filter nothing, as `eventemitter3`'s: `off(event, fn, null)` removes `fn`.
+            (e) => e.fn !== fn || (once && !e.once) || (context && e.context !== context),
           );
     if (kept.length === 0) delete (events as Lists)[event];
     else (events as Lists)[event] = kept;
@@ -126,7 +127,7 @@ export class Emitter<T extends EventMap<T>, Context = unknown> {
 
   #add(event: keyof T, fn: unknown, context: unknown, once: boolean): this {
     if (typeof fn !== "function") throw new TypeError("The listener must be a function");
-    const entry: Entry = { fn, context: context ?? this, once };
+    const entry: Entry = { fn, context: context || this, once };
     this.#events ??= Object.create(LISTS) as Lists;
     const events = this.#events;
     const list = events[event];

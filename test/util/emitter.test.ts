@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { EventEmitter } from "eventemitter3";
+import { createServer, PointSubError } from "../../src/index.ts";
 import { Emitter } from "../../src/util/emitter.ts";
 
 interface Events {
@@ -78,6 +79,51 @@ describe("Emitter", () => {
     assert.throws(() => e.emit("a", 1), { message: "first bug" });
     assert.deepEqual(ran, ["first", "once", "second", "last"]);
     assert.equal(e.listenerCount("a"), 3);
+  });
+
+  it("a falsy context or once filter filters nothing, as eventemitter3's (off(event, fn, null) removes fn)", () => {
+    const run = (e: Emitter<Events> | EventEmitter<Events>): unknown[] => {
+      const log: unknown[] = [];
+      const f = function (this: unknown) {
+        log.push(["f", this === e]);
+      };
+      // Added with a null context (`this` is the emitter), removed with one: gone.
+      e.on("a", f, null);
+      e.emit("a", 1);
+      e.off("a", f, null);
+      log.push(["after off null", e.listenerCount("a")]);
+      // A falsy context is no context: `this` is the emitter.
+      e.on("a", f, 0);
+      e.emit("a", 2);
+      e.removeListener("a", f, 0);
+      log.push(["after off 0", e.listenerCount("a")]);
+      // A truthy once filter removes the once listener of fn only.
+      e.on("a", f);
+      e.once("a", f);
+      e.off("a", f, undefined, 1 as unknown as boolean);
+      log.push(["after off once 1", e.listenerCount("a")]);
+      return log;
+    };
+    const ours = run(new Emitter<Events>());
+    assert.deepEqual(ours, run(new EventEmitter<Events>()));
+    assert.deepEqual(ours, [
+      ["f", true],
+      ["after off null", 0],
+      ["f", true],
+      ["after off 0", 0],
+      ["after off once 1", 1],
+    ]);
+  });
+
+  it("a server's listener added and removed with a null context is gone", () => {
+    const server = createServer();
+    let heard = 0;
+    const onReject = () => heard++;
+    server.on("reject", onReject, null);
+    server.off("reject", onReject, null);
+    assert.equal(server.listenerCount("reject"), 0);
+    assert.equal(server.emit("reject", new PointSubError("ERR_PROTOCOL", "x")), false);
+    assert.equal(heard, 0);
   });
 
   it("refuses a listener that is not a function", () => {
