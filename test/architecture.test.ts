@@ -414,6 +414,14 @@ describe("architecture (docs/ARCHITECTURE.md, 'Who may import whom')", () => {
     assert.deepEqual(bad, []);
   });
 
+  it("every runtime dependency in package.json is imported by src/ (none installed for nothing)", () => {
+    const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8"));
+    const deps = Object.keys(pkg.dependencies);
+    const unused = deps.filter((d) => !EDGES.some((e) => e.kind === "package" && e.to === d));
+    assert.deepEqual(unused, [], "runtime dependencies no file of src/ imports: make them dev dependencies");
+    assert.ok(deps.length >= 4);
+  });
+
   it("MAY_IMPORT is acyclic and nothing imports the CLI", () => {
     const cycle = findCycle(LAYERS, (l) => MAY_IMPORT[l]);
     assert.equal(cycle?.join(" → "), undefined, "MAY_IMPORT has a cycle");

@@ -2,19 +2,17 @@
  * The browser build as the dashboard page loads it: pointsub's own module
  * files, unbundled (the page imports `browser.js`, or `browser.ts` when
  * pointsub runs from its sources, whose types are stripped as they are
- * served), and the three packages the browser entry imports, mapped by an
+ * served), and the two packages the browser entry imports, mapped by an
  * import map. Only files under those roots with a script extension are
  * served: no other file of the machine is reachable.
  */
 import { readFile, realpath } from "node:fs/promises";
-import { createRequire, stripTypeScriptTypes } from "node:module";
+import { stripTypeScriptTypes } from "node:module";
 import { dirname, join, normalize, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 
 /** The browser entry's package imports (ES modules). */
 const PACKAGES = ["valibot", "cockatiel"] as const;
-/** eventemitter3's ES module wraps its CommonJS file: served as that file in a module of its own. */
-const EVENTEMITTER = "/m/eventemitter3.js";
 
 /** Where the page's scripts come from. */
 export interface ModuleFiles {
@@ -46,10 +44,7 @@ export async function moduleFiles(moreRoots: ReadonlyMap<string, string> = new M
   const root = dirname(dirname(self));
   const ext = self.endsWith(".ts") ? ".ts" : ".js";
   const roots = new Map<string, string>([["/m/pointsub/", root], ...moreRoots]);
-  const importMap: Record<string, string> = { eventemitter3: EVENTEMITTER };
-  const require = createRequire(import.meta.url);
-  const ee = await readFile(require.resolve("eventemitter3"), "utf8");
-  const eventEmitter = `const module = { exports: {} };\n(function (module, exports) {\n${ee}\n})(module, module.exports);\nexport default module.exports;\nexport const EventEmitter = module.exports;\n`;
+  const importMap: Record<string, string> = {};
   for (const name of PACKAGES) {
     const file = await realpath(fileURLToPath(import.meta.resolve(name)));
     const dir = dirname(file);
@@ -65,7 +60,6 @@ export async function moduleFiles(moreRoots: ReadonlyMap<string, string> = new M
    * under the roots (a bounded set); a miss is not kept.
    */
   const served = new Map<string, Promise<Buffer | undefined>>();
-  const eventEmitterBytes = Promise.resolve(Buffer.from(eventEmitter));
   const realRoots = await Promise.all([...roots.values()].map((d) => realpath(d)));
   /** The file URL `path` names under one of the roots, if any. */
   const fileOf = (path: string): string | undefined => {
@@ -99,7 +93,6 @@ export async function moduleFiles(moreRoots: ReadonlyMap<string, string> = new M
       return served.size;
     },
     async read(path: string): Promise<Buffer | undefined> {
-      if (path === EVENTEMITTER) return eventEmitterBytes;
       const named = fileOf(path);
       if (named === undefined) return undefined;
       // Kept by the file's real name: a symbolic link (a loop such as `dir/loop -> .`) gives a file

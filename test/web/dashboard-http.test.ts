@@ -62,7 +62,9 @@ describe("dashboard http", () => {
       /export function connect\(address\s*,\s*options\s*= \{\}\)\s*\{/,
       "type annotations stripped",
     );
-    assert.equal((await get(board.url, "/m/eventemitter3.js")).status, 200);
+    // No module of the browser build imports eventemitter3 (no longer a dependency): neither mapped nor served.
+    assert.doesNotMatch(page.body, /eventemitter3/);
+    assert.equal((await get(board.url, "/m/eventemitter3.js")).status, 404);
   });
 
   it("serves nothing else: traversal, encoded traversal, other files, other methods", async () => {
