@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { EventEmitter as NodeEmitter } from "node:events";
 import { describe, it } from "node:test";
 import { EventEmitter } from "eventemitter3";
 import { createServer, PointSubError } from "../../src/index.ts";
@@ -124,6 +125,75 @@ describe("Emitter", () => {
     assert.equal(server.listenerCount("reject"), 0);
     assert.equal(server.emit("reject", new PointSubError("ERR_PROTOCOL", "x")), false);
     assert.equal(heard, 0);
+  });
+
+  it("listeners changed while an emit runs: the round keeps its listeners, as eventemitter3's and node:events'", () => {
+    // Run on each as an Emitter: the three share these methods (node:events has no context argument).
+    const run = (e: Emitter<Events>): string[] => {
+      const log: string[] = [];
+      // One that removes a later one: that one still hears this round, not the next.
+      const later = () => log.push("later");
+      e.on("a", () => {
+        log.push("remover");
+        e.off("a", later);
+      });
+      e.on("a", later);
+      e.emit("a", 1);
+      e.emit("a", 2);
+      e.removeAllListeners();
+      // One that removes every listener: the rest of the round still runs.
+      e.on("a", () => {
+        log.push("clearer");
+        e.removeAllListeners();
+      });
+      e.on("a", () => log.push("after clear"));
+      e.emit("a", 3);
+      log.push(`left ${e.listenerCount("a")}`);
+      // A once listener that adds itself again: once per emit, never twice in one.
+      const again = () => {
+        log.push("again");
+        e.once("a", again);
+      };
+      e.once("a", again);
+      e.emit("a", 4);
+      e.emit("a", 5);
+      log.push(`left ${e.listenerCount("a")}`);
+      e.removeAllListeners();
+      // A once listener, a throwing one, a once one: both once listeners gone after the round.
+      e.once("a", () => log.push("once 1"));
+      e.on("a", () => {
+        throw new Error("bug");
+      });
+      e.once("a", () => log.push("once 2"));
+      try {
+        e.emit("a", 6);
+      } catch {
+        log.push("thrown");
+      }
+      log.push(`left ${e.listenerCount("a")}`);
+      return log;
+    };
+    const ours = run(new Emitter<Events>());
+    const theirs = run(new EventEmitter<Events>() as unknown as Emitter<Events>);
+    assert.deepEqual(run(new NodeEmitter() as unknown as Emitter<Events>), theirs);
+    // eventemitter3 stops at the throwing listener: its "once 2" neither ran nor went.
+    assert.deepEqual(theirs.slice(-3), ["once 1", "thrown", "left 2"]);
+    assert.deepEqual(ours.slice(0, -4), theirs.slice(0, -3));
+    assert.deepEqual(ours, [
+      "remover",
+      "later",
+      "remover",
+      "clearer",
+      "after clear",
+      "left 0",
+      "again",
+      "again",
+      "left 1",
+      "once 1",
+      "once 2",
+      "thrown",
+      "left 1",
+    ]);
   });
 
   it("refuses a listener that is not a function", () => {
