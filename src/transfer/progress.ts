@@ -221,8 +221,9 @@ export class Progress extends Emitter<ProgressEvents> implements AsyncIterable<P
    * microtask, an uncaught exception, as a connection's or server's listener's is) and the transfer goes
    * on. Before, it unwound into the stream's work: a sender's first report rejected the producer's start
    * (an unhandled rejection; the transfer never settled), a receiver's failed the handler's read. Each
-   * listener is called on its own: `emit` stops at the first that throws, and those after it (a
-   * `for await` over this progress behind a throwing `onProgress`) missed every report, the final one too.
+   * listener is called on its own, so each one's error surfaces (`emit` throws the first only; when it
+   * was eventemitter3's, it stopped at the first that threw, and those after it — a `for await` over
+   * this progress behind a throwing `onProgress` — missed every report, the final one too).
    */
   override on<K extends keyof ProgressEvents>(event: K, fn: Listener<ProgressEvents, K>, context?: unknown): this {
     this.keepContext(fn, context);
@@ -244,7 +245,8 @@ export class Progress extends Emitter<ProgressEvents> implements AsyncIterable<P
   }
 
   private keepContext(fn: unknown, context: unknown): void {
-    if (context === undefined || typeof fn !== "function") return;
+    // A falsy context is none (`this` is the progress), as the emitter's.
+    if (!context || typeof fn !== "function") return;
     this.contexts ??= new WeakMap();
     this.contexts.set(fn, context);
   }

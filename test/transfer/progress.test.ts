@@ -29,6 +29,27 @@ describe("transfer/progress", () => {
     assert.equal(onceRuns, 1);
   });
 
+  it("a listener added with a falsy context (null, 0) runs with the progress as this, as an emitter's does", () => {
+    const p = new Progress("t", 10, 0);
+    const seen: unknown[] = [];
+    const fn = function (this: unknown) {
+      seen.push(this);
+    };
+    p.on("progress", fn, 0);
+    p.on(
+      "progress",
+      function (this: unknown) {
+        seen.push(this);
+      },
+      null,
+    );
+    p.add(1);
+    assert.deepEqual(seen, [p, p]);
+    // Removed with the context it was added with.
+    p.off("progress", fn, 0);
+    assert.equal(p.listenerCount("progress"), 1);
+  });
+
   it("after its final status, bytes added are not counted and emit nothing (events ended with the status)", async () => {
     for (const status of ["failed", "cancelled", "completed"] as const) {
       const p = new Progress("t", undefined, 1);
