@@ -19,7 +19,8 @@ export type Listener<T extends EventMap<T>, K extends keyof T> = (...args: T[K])
 interface Entry {
   readonly fn: unknown;
   readonly context: unknown;
-  readonly once: boolean;
+  /** 2: a `once` listener that ran (an emit of the same event from a listener before it ran it already). */
+  once: boolean | 2;
 }
 
 /** Listener lists by event name. */
@@ -62,7 +63,11 @@ export class Emitter<T extends EventMap<T>, Context = unknown> {
     let thrown: { error: unknown } | undefined;
     for (let i = 0; i < list.length; i++) {
       const e = list[i];
-      if (e.once) this.removeListener(event, e.fn as Listener<T, K>, e.context as Context, true);
+      if (e.once) {
+        if (e.once === 2) continue;
+        e.once = 2;
+        this.removeListener(event, e.fn as Listener<T, K>, e.context as Context, true);
+      }
       try {
         (e.fn as (...a: unknown[]) => void).apply(e.context, args);
       } catch (error) {

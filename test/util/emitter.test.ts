@@ -196,6 +196,25 @@ describe("Emitter", () => {
     ]);
   });
 
+  it("a once listener runs once when a listener before it emits the same event again (as node:events')", () => {
+    const run = (e: Emitter<Events>): number => {
+      let ran = 0;
+      let depth = 0;
+      // The first listener emits again (a session's close that closes another, …): the once one runs in
+      // that inner round, and is not run again by the outer round, which still holds it.
+      e.on("a", () => {
+        if (depth++ === 0) e.emit("a", 2);
+      });
+      e.once("a", () => ran++);
+      e.emit("a", 1);
+      e.emit("a", 3);
+      return ran;
+    };
+    assert.equal(run(new NodeEmitter() as unknown as Emitter<Events>), 1);
+    // (eventemitter3 runs it twice.)
+    assert.equal(run(new Emitter<Events>()), 1);
+  });
+
   it("refuses a listener that is not a function", () => {
     assert.throws(() => new Emitter<Events>().on("a", 1 as unknown as () => void), TypeError);
   });
