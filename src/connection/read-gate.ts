@@ -95,6 +95,9 @@ function workOff(first?: boolean): void {
   }
 }
 
+/** What the gate asks of its connection's writer (for the slow-peer bound). */
+export type GateWriter = Pick<FrameWriter, "answerQueued" | "controlBacklog" | "stalled" | "writable" | "pacer">;
+
 /** What the gate calls on its connection. */
 export interface ReadGateHost {
   /** Processes input held back earlier. */
@@ -120,11 +123,11 @@ export class ReadGate {
   private input: Uint8Array[] | undefined;
   /** @internal The transport it pauses and resumes (the dispatcher asks it whether it can tell when it wrote everything). */
   readonly transport: Transport;
-  private readonly writer: FrameWriter;
+  private readonly writer: GateWriter;
   /** @internal Owed bytes past which reading pauses (Infinity once the transport is gone: `onGone`). */
   slowPeerBytes: number;
 
-  constructor(transport: Transport, writer: FrameWriter, slowPeerBytes: number) {
+  constructor(transport: Transport, writer: GateWriter, slowPeerBytes: number) {
     this.transport = transport;
     this.writer = writer;
     this.slowPeerBytes = slowPeerBytes;

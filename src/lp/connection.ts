@@ -8,6 +8,7 @@
  * methods reject with ERR_INVALID_ARGUMENT, saying so.
  */
 import { ANSWER_SHARE, type MemoryBudget } from "../connection/budget.ts";
+import { type GateWriter, ReadGate, type ReadGateHost } from "../connection/read-gate.ts";
 import type { CloseOptions, ConnectionState, Message, Payload } from "../connection/types.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { badOptions } from "../errors/options.ts";
@@ -35,6 +36,20 @@ const DOWN = 0;
 const HELD = 1;
 const QUEUED = 2;
 const EMPTY = new Uint8Array(0);
+/**
+ * Messages the decoder hands out before the clock is read (once per step, not
+ * per message: a 64 KiB read of 1-byte messages carries 13,107 of them).
+ */
+const STEP_MESSAGES = 256;
+/**
+ * Decoding time (ms) after which the read gate looks at its budgets (4 ms a
+ * peer, 10 ms a turn), rather than after every step: it reads the clock
+ * twice more and keeps what it holds back in pieces (the lp flood decodes
+ * ~30 M messages a second in one process, a step in ~8 µs).
+ */
+const SLICE_MS = 1;
+/** The read gate's view of the writer: the format has no answers, so no slow-peer pause of reading (see `chargeOwed`). */
+const NO_ANSWERS: GateWriter = { answerQueued: 0, controlBacklog: 0, stalled: false, writable: true, pacer: undefined };
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 let nextId = 1;
@@ -123,6 +138,13 @@ export class LpConnection extends Emitter<LpConnectionEvents> {
   private readonly options: ResolvedLpOptions;
   private readonly writer: LpWriter;
   private readonly decoder: LpDecoder;
+  /**
+   * When input is decoded (connection/read-gate.ts, as a pointsub
+   * connection's): a peer's reading yields for a turn after 4 ms of
+   * decoding (and of its message listeners), all peers' input together
+   * holds a turn 10 ms at most, the rest waits unprocessed, in order.
+   */
+  private readonly gate: ReadGate;
   private readonly init: LpInit;
   private state_: ConnectionState = "open";
   private closeReason_ = "";
@@ -166,10 +188,20 @@ export class LpConnection extends Emitter<LpConnectionEvents> {
     const port = new LpConnection.Port(this);
     this.writer = new LpWriter(transport, port, init.alloc);
     const relieve = init.relieve;
-    this.decoder = new LpDecoder(port, options.maxMessageSize, init.budget, relieve && ((n) => relieve(n, this, true)));
+    this.decoder = new LpDecoder(
+      port,
+      options.maxMessageSize,
+      init.budget,
+      relieve && ((n) => relieve(n, this, true)),
+      STEP_MESSAGES,
+    );
+    // No slow-peer bound on reading (what is owed is bounded by closing: see `overOwed`).
+    this.gate = new ReadGate(transport, NO_ANSWERS, Number.POSITIVE_INFINITY);
+    this.gate.host = port;
     transport.attach({
       onData: (chunk) => this.onData(chunk),
-      readTarget: () => this.decoder.readTarget(),
+      // Not while input waits unprocessed: the decoder's target would be where that input already is.
+      readTarget: () => (this.gate.holding ? undefined : this.decoder.readTarget()),
       onDrain: () => this.writer.onDrain(),
       onEnd: () => this.onPeerEnd(),
       onClose: (err) => this.onTransportClose(err),
@@ -177,14 +209,21 @@ export class LpConnection extends Emitter<LpConnectionEvents> {
     if (options.heartbeat && options.keepAliveMs > 0) this.armBeat(options.keepAliveMs);
   }
 
-  /** The decoder's sink and the writer's hooks, in one object (methods on the prototype). */
-  private static readonly Port = class implements LpDecoderSink, LpWriterHooks {
+  /** The decoder's sink, the writer's hooks and the read gate's host, in one object (methods on the prototype). */
+  private static readonly Port = class implements LpDecoderSink, LpWriterHooks, ReadGateHost {
     private readonly c: LpConnection;
     constructor(c: LpConnection) {
       this.c = c;
     }
     onMessage(data: Uint8Array): void {
       this.c.onMessage(data);
+    }
+    processInput(chunk: Uint8Array): void {
+      this.c.processInput(chunk);
+    }
+    readingResumed(): void {}
+    isClosed(): boolean {
+      return this.c.state_ === "closed";
     }
     blocked(on: boolean): void {
       this.c.onBlocked(on);
@@ -435,14 +474,49 @@ export class LpConnection extends Emitter<LpConnectionEvents> {
     if (this.state_ === "closed") return false;
     this.bytesIn += chunk.length;
     this.lastInput = performance.now();
-    let kept: boolean;
-    try {
-      kept = this.decoder.push(chunk);
-    } catch (err) {
-      this.fail(toPointSubError(err, "ERR_PROTOCOL"));
+    if (!this.gate.admits()) {
+      // This turn's decoding budget is spent (or older input waits): later, and kept until then.
+      this.gate.hold(chunk);
       return true;
     }
-    if (this.progressTimer === undefined && !this.decoder.idle && this.options.progressTimeoutMs > 0) {
+    return this.processInput(chunk);
+  }
+
+  /**
+   * Decodes input a step of messages at a time, the clock read after each:
+   * after a millisecond of it (or the chunk's end) the read gate decides
+   * whether the rest goes on now or waits, kept, for a later turn. Before, one read was decoded whole (a 64 KiB read of empty
+   * messages is 16,384 of them, each with its listeners: an echo server
+   * flooded by one peer held the event loop for up to 900 ms, and every other
+   * peer's round trip with it). Returns whether views of `chunk` were kept.
+   */
+  private processInput(chunk: Uint8Array): boolean {
+    const d = this.decoder;
+    const end = chunk.length;
+    let kept = false;
+    let from = 0;
+    for (;;) {
+      if (this.state_ === "closed") return kept;
+      const t0 = performance.now();
+      try {
+        // Steps until the chunk or a slice of decoding time is done.
+        do {
+          if (d.push(chunk, from)) kept = true;
+          from = d.used;
+        } while (from < end && performance.now() - t0 < SLICE_MS && (this.state_ as ConnectionState) !== "closed");
+      } catch (err) {
+        this.fail(toPointSubError(err, "ERR_PROTOCOL"));
+        return true;
+      }
+      this.gate.afterInput(t0);
+      if (from === end) break;
+      // The rest now, or later and in order.
+      if ((this.state_ as ConnectionState) !== "closed" && !this.gate.admits()) {
+        this.gate.hold(chunk.subarray(from));
+        return true;
+      }
+    }
+    if (this.progressTimer === undefined && !d.idle && this.options.progressTimeoutMs > 0) {
       this.armProgress(this.options.progressTimeoutMs);
     }
     return kept;

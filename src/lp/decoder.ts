@@ -18,6 +18,8 @@ const FIRST_BUFFER = 64 * 1024;
 /** Smallest room worth offering the transport to read into directly (see `readTarget`). */
 const DIRECT_MIN = 32 * 1024;
 const EMPTY = new Uint8Array(0);
+/** A push's message count when no step is asked for: never reached (a Smi, as the count it starts). */
+const UNLIMITED = 0x3fff_ffff;
 
 /** Receives what the decoder parsed. */
 export interface LpDecoderSink {
@@ -44,17 +46,27 @@ export class LpDecoder {
   private stopped = false;
   /** A server's: frees budget (cuts sessions owing the most) when a body does not fit. */
   private readonly relieve: ((need: number) => void) | undefined;
+  /** Most messages one {@link push} hands out (the connection's read gate looks at its budget between steps). */
+  private readonly step: number;
+  /**
+   * Where in the last pushed chunk parsing stopped: before its end when the
+   * push stopped after `step` messages (the caller pushes the rest later,
+   * before anything else).
+   */
+  used = 0;
 
   constructor(
     sink: LpDecoderSink,
     maxMessageSize: number,
     budget: MemoryBudget = new MemoryBudget(Infinity),
     relieve?: (need: number) => void,
+    step: number = UNLIMITED,
   ) {
     this.sink = sink;
     this.maxMessageSize = maxMessageSize;
     this.budget = budget;
     this.relieve = relieve;
+    this.step = step;
   }
 
   /** True between messages (no partial length or body held). */
@@ -68,19 +80,24 @@ export class LpDecoder {
   }
 
   /**
-   * Parses `chunk`. Returns true when a message handed out is a view of it
-   * (the transport must leave that memory alone), false when everything
-   * needed was copied. Throws ERR_MESSAGE_TOO_LARGE for a declared length
-   * over the limit and ERR_OVERLOADED when the budget cannot hold a body.
+   * Parses `chunk` from `from` on, handing out at most `step` messages:
+   * {@link used} says where it stopped. Returns true when a message handed out is a
+   * view of it (the transport must leave that memory alone), false when
+   * everything needed was copied. Throws ERR_MESSAGE_TOO_LARGE for a
+   * declared length over the limit and ERR_OVERLOADED when the budget
+   * cannot hold a body.
    */
-  push(chunk: Uint8Array): boolean {
+  push(chunk: Uint8Array, from = 0): boolean {
     const end = chunk.length;
-    let pos = 0;
+    let pos = from;
     let kept = false;
+    // Counted, not timed: a read of 16,384 empty messages held the event loop for all of them.
+    let left = this.step;
     while (pos < end && !this.stopped) {
       const body = this.body;
       if (body !== undefined) {
         pos += this.fill(body, chunk, pos);
+        if (this.body === undefined && --left === 0) break;
         continue;
       }
       if (this.headFilled === 0 && end - pos >= 4) {
@@ -92,6 +109,7 @@ export class LpDecoder {
           pos += 4 + len;
           if (len !== 0) kept = true;
           this.sink.onMessage(data);
+          if (--left === 0) break;
           continue;
         }
         pos += 4;
@@ -107,9 +125,13 @@ export class LpDecoder {
       const h = this.head;
       const len = ((h[0] << 24) | (h[1] << 16) | (h[2] << 8) | h[3]) >>> 0;
       this.check(len);
-      if (len === 0) this.sink.onMessage(EMPTY);
-      else this.start(len);
+      if (len !== 0) this.start(len);
+      else {
+        this.sink.onMessage(EMPTY);
+        if (--left === 0) break;
+      }
     }
+    this.used = pos;
     return kept;
   }
 

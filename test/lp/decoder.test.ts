@@ -124,3 +124,43 @@ describe("LpDecoder", () => {
     assert.ok(out[0].every((b) => b === 5));
   });
 });
+
+describe("LpDecoder steps", () => {
+  it("hands out at most `step` messages a push; `used` says where it stopped, and the rest gives the same messages", () => {
+    const msgs = [0, 1, 2, 0, 70_000, 3, 0, 5, 1].map((n, i) => new Uint8Array(n).fill(i));
+    const stream = Buffer.concat(msgs.map(lpFrame));
+    for (const split of [1, 3, 7, 100, stream.length]) {
+      const out: Uint8Array[] = [];
+      let perPush = 0;
+      let most = 0;
+      const d = new LpDecoder(
+        {
+          onMessage: (m) => {
+            out.push(m.slice());
+            most = Math.max(most, ++perPush);
+          },
+        },
+        1 << 30,
+        undefined,
+        undefined,
+        2,
+      );
+      for (let pos = 0; pos < stream.length; pos += split) {
+        let chunk = stream.subarray(pos, pos + split);
+        for (;;) {
+          perPush = 0;
+          d.push(chunk);
+          if (d.used === chunk.length) break;
+          assert.ok(d.used < chunk.length);
+          chunk = chunk.subarray(d.used);
+        }
+      }
+      assert.ok(d.idle);
+      assert.ok(most <= 2, `${most} messages in one push`);
+      assert.deepEqual(
+        out.map((m) => Buffer.from(m).toString("hex")),
+        msgs.map((m) => Buffer.from(m).toString("hex")),
+      );
+    }
+  });
+});
