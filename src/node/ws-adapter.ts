@@ -1064,6 +1064,23 @@ async function listenWs(
       ? hostUrl(scheme(url), socket.remoteAddress, socket.remotePort)
       : undefined;
   }
+  /** A pending socket's deadline, after the turn's I/O: not upgraded (nor closed) by then, it is given up. */
+  function giveUp(socket: net.Socket, peer: string | undefined, read: number): void {
+    // Bytes read in that turn (a wss:// handshake's end: its request is read a turn later): one turn more.
+    if (read >= 0 && socket.bytesRead > read && pending.has(socket)) {
+      setImmediate(giveUp, socket, peer, -1);
+      return;
+    }
+    if (!leave(socket)) return;
+    onRefused?.(
+      PointSubError.fromPeer(
+        "ERR_TIMEOUT",
+        `${peer ?? "a connection"} did not upgrade to a WebSocket within ${timeout} ms`,
+      ),
+      peer,
+    );
+    socket.destroy();
+  }
   /** Admits a connection into the pending set, or closes it. */
   function admit(socket: net.Socket, upgrade?: net.Socket): boolean {
     const peer = peerOf(socket);
@@ -1086,17 +1103,10 @@ async function listenWs(
       else socket.destroy();
       return false;
     }
-    const timer = setTimeout(() => {
-      if (!leave(socket)) return;
-      onRefused?.(
-        PointSubError.fromPeer(
-          "ERR_TIMEOUT",
-          `${peer ?? "a connection"} did not upgrade to a WebSocket within ${timeout} ms`,
-        ),
-        peer,
-      );
-      socket.destroy();
-    }, timeout);
+    // Due: looked at again after the turn's I/O (setImmediate runs after the poll phase). After a stall of this
+    // process the timers run before the socket is read: an upgrade request (or the TLS handshake before it) that
+    // came in time and sat in the socket was cut.
+    const timer = setTimeout(() => setImmediate(giveUp, socket, peer, socket.bytesRead), timeout);
     timer.unref?.();
     pending.set(socket, { timer, peer });
     socket.once("close", onPendingClose);
