@@ -22,6 +22,7 @@ import {
   clientCertRefusal,
   closeFailedHandshake,
   keyMismatch,
+  onTlsClientError,
   refusedHandshake,
   tlsError,
 } from "./tls-errors.ts";
@@ -494,7 +495,8 @@ function rawUrl(socket: net.Socket): string {
  * agrees. A refused socket is closed before any TLS work is spent on it.
  * node:tls's `handshakeTimeout` is a deadline from the start of the handshake
  * (bytes trickled in do not extend it); on expiry it only reports a
- * `tlsClientError`, so that handler must destroy the socket.
+ * `tlsClientError`, so that handler must destroy the socket (after the
+ * turn's I/O: onTlsClientError).
  */
 async function tlsServer(
   options: ListenOptions,
@@ -563,7 +565,7 @@ async function tlsServer(
   );
   // Handshake failures (and timeouts) are per connection: close that one, keep the server up.
   // A plaintext pointsub client (tcp:// at this tls:// port) is told so: the preface and a GOAWAY ERR_CONNECT.
-  secure.on("tlsClientError", (err, socket) => {
+  onTlsClientError(secure, (err, socket) => {
     if (onRefused !== undefined) {
       const url = remoteOf(socket);
       onRefused(refusedHandshake(err, url), url);

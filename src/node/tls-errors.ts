@@ -155,6 +155,36 @@ export function closeFailedHandshake(socket: TLSSocket, err: unknown, answer: ()
 }
 
 /**
+ * `act` on a server's `tlsClientError`, its handshake timeout looked at
+ * again after the turn's I/O: node:tls's `handshakeTimeout` runs before the
+ * socket is read, so after a stall of this process a client whose last
+ * flight came in time and sat in the socket was cut. One whose handshake
+ * completed in that turn (node:tls's `secure`, before `secureConnection`)
+ * is left alone; a slow one is still cut, one turn later. (node:https's own
+ * listener tells `clientError` at once: its handler leaves that timeout.)
+ */
+export function onTlsClientError(
+  server: { on(event: "tlsClientError", listener: (err: Error, socket: TLSSocket) => void): unknown },
+  act: (err: Error, socket: TLSSocket) => void,
+): void {
+  server.on("tlsClientError", (err, socket) => {
+    if ((err as { code?: unknown }).code !== "ERR_TLS_HANDSHAKE_TIMEOUT") {
+      act(err, socket);
+      return;
+    }
+    let secured = false;
+    const onSecure = () => {
+      secured = true;
+    };
+    socket.once("secure", onSecure);
+    setImmediate(() => {
+      socket.off("secure", onSecure);
+      if (!secured && !socket.destroyed) act(err, socket);
+    });
+  });
+}
+
+/**
  * Why a client's TLS handshake with a server failed, for the server's
  * `reject` event: ERR_TIMEOUT when it took longer than the handshake
  * timeout, ERR_PROTOCOL for a plaintext client (as it is told) or OpenSSL's reason. Without a

@@ -36,7 +36,14 @@ import { holdChunks } from "./held-bytes.ts";
 import { limitRequests } from "./http-requests.ts";
 import type { TlsOptions } from "./net-adapter.ts";
 import { connectDeadline, hostUrl, peerCertificateOf, urlHost } from "./socket-transport.ts";
-import { clientCertRefusal, closeFailedHandshake, keyMismatch, refusedHandshake, tlsError } from "./tls-errors.ts";
+import {
+  clientCertRefusal,
+  closeFailedHandshake,
+  keyMismatch,
+  onTlsClientError,
+  refusedHandshake,
+  tlsError,
+} from "./tls-errors.ts";
 import { MaskedFrameWriter } from "./ws-client-frames.ts";
 import { RawServerWs, type WsFrameOwner } from "./ws-server-socket.ts";
 
@@ -1158,7 +1165,7 @@ async function listenWs(
       );
     }
     // A plain HTTP request (a ws:// client at this wss:// port) is answered 400 saying so.
-    server.on("tlsClientError", (err, socket) => {
+    onTlsClientError(server, (err, socket) => {
       if (onRefused !== undefined) {
         const under = rawOf(socket);
         const peer = pending.get(under)?.peer ?? hostUrl("wss", under.remoteAddress, under.remotePort);
@@ -1204,6 +1211,8 @@ async function listenWs(
    */
   const onClientError = (err: Error & { code?: string }, socket: Duplex) => {
     const s = socket as net.Socket;
+    // node:https tells its handshake timeout at once: the tlsClientError handler acts on it after the turn's I/O.
+    if (err.code === "ERR_TLS_HANDSHAKE_TIMEOUT") return;
     const http = err.code?.startsWith("HPE_") === true || err.code === "ERR_HTTP_REQUEST_TIMEOUT";
     if (http && s.writable && s.bytesWritten === 0) {
       const [status, text] = HTTP_REFUSALS[err.code ?? ""] ?? [400, "Bad Request"];
