@@ -237,6 +237,10 @@ export async function drainAndEnd(
     );
     return;
   }
+  // Out of time before the GOAWAY went out (a session whose handshake ended past the deadline: built from an
+  // opening read after a stall of this process): it still goes, before the end (a bare end said nothing).
+  d.goAway?.();
+  d.goAway = undefined;
   conn.endTransport();
   // The peer closes its side once it read everything (our end included). Not closed by the deadline:
   // the peer took none of what is left (it stopped reading), or said nothing: either way what was sent

@@ -861,17 +861,20 @@ export class Server extends Emitter<ServerEvents> {
             () => nextTurn(() => this.openings.giveUpAll(refused)),
             Math.min(MAX_TIMER_MS, ms, CLOSING_GRACE_MS),
           );
+    // The deadline after the turn's I/O too: due with the grace's (a close's deadline under 1 s), it gave the
+    // openings up before they were read, and a client whose HELLO was in the socket was closed without a word.
     const late = setTimeout(
-      () => {
-        // Those built meanwhile too (their opening arrived during the close).
-        for (const s of [...this.connecting]) s.terminate(refused);
-        // Those whose opening never came: a GOAWAY to those that said something, the others closed.
-        this.openings.giveUpAll(refused);
-        // Given up with a GOAWAY and still there (a peer that never hangs up, a ws:// one that never answers the
-        // close frame): destroyed once their GOAWAY is written, on the next turn. They held the listeners, and so
-        // the close, up to 2 s past its deadline (close({ timeoutMs: 300 }) took 1.7 s).
-        nextTurn(() => this.openings.dropLingering());
-      },
+      () =>
+        nextTurn(() => {
+          // Those built meanwhile too (their opening arrived during the close).
+          for (const s of [...this.connecting]) s.terminate(refused);
+          // Those whose opening never came: a GOAWAY to those that said something, the others closed.
+          this.openings.giveUpAll(refused);
+          // Given up with a GOAWAY and still there (a peer that never hangs up, a ws:// one that never answers
+          // the close frame): destroyed once their GOAWAY is written, on the next turn. They held the listeners,
+          // and so the close, up to 2 s past its deadline (close({ timeoutMs: 300 }) took 1.7 s).
+          nextTurn(() => this.openings.dropLingering());
+        }),
       Math.min(MAX_TIMER_MS, ms), // Infinity: a longer delay fires at once
     );
     const handshaking = [...this.connecting].map((s) => s.close(close));

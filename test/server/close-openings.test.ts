@@ -206,6 +206,44 @@ describe("server close: a stall of the server's process", () => {
   });
 });
 
+describe("server close with a deadline under the grace: a stall of the server's process", () => {
+  it("a client whose opening arrived while the closing server's process stalled past close({ timeoutMs: 300 }) is served a GOAWAY, not closed without a word", async () => {
+    // Before: the close's deadline (here as early as the grace's) gave the openings up before the turn's I/O,
+    // though the grace's give-up waits for it: the opening in the socket was unread, the client closed silently.
+    const server = createServer();
+    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const socket = net.connect({ host: "127.0.0.1", port: Number(new URL(url).port) });
+    socket.on("error", () => {});
+    const frames: ParsedFrame[] = [];
+    const reader = new FrameReader((f) => frames.push(f));
+    let got = 0;
+    socket.on("data", (c: Buffer) => {
+      got += c.length;
+      reader.push(c);
+    });
+    const closed = new Promise<void>((r) => socket.once("close", () => r()));
+    try {
+      await until(() => got > 0); // the server's greeting: it waits for the opening
+      await new Promise<void>((resolve, reject) =>
+        setImmediate(() => {
+          // The opening reaches the server's socket; the server starts closing and stalls 1 s before reading it.
+          socket.write(concat(preface(), hello()));
+          const closing = server.close({ timeoutMs: 300 });
+          const end = Date.now() + 1000;
+          while (Date.now() < end) {}
+          closing.then(resolve, reject);
+        }),
+      );
+      await closed;
+      const types = frames.map((f) => f.type);
+      assert.equal(types[0], T.HELLO);
+      assert.ok(types.includes(T.GOAWAY), `frames after the greeting: ${types.join(",")}`);
+    } finally {
+      socket.destroy();
+    }
+  });
+});
+
 describe("handshake deadline: a stall of the server's process", () => {
   it("a client whose opening arrived in time while the server's process stalled past handshakeTimeoutMs becomes a session", async () => {
     // Before: after the stall the deadline sweep ran before the socket was read, and the opening (in the socket)
