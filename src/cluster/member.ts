@@ -682,12 +682,17 @@ export class Cluster extends Emitter<ClusterEvents> {
       );
     }
     return new Promise<T>((resolve, reject) => {
+      // Due: looked at again after the turn's I/O (an answer read then settles the call first; a later reject is
+      // a no-op). After a stall of this process the timers run before the socket is read: an answer that came in
+      // time failed the call ERR_TIMEOUT.
       const timer = setTimeout(
         () =>
-          reject(
-            new PointSubError(
-              "ERR_TIMEOUT",
-              `${name} did not answer ${what} within ${this.engineTimeoutMs} ms (engine frozen or unreachable)`,
+          setImmediate(() =>
+            reject(
+              new PointSubError(
+                "ERR_TIMEOUT",
+                `${name} did not answer ${what} within ${this.engineTimeoutMs} ms (engine frozen or unreachable)`,
+              ),
             ),
           ),
         this.engineTimeoutMs,
