@@ -1208,15 +1208,22 @@ export class Cluster extends Emitter<ClusterEvents> {
     const i = `${this.msgId()}.${randomId()}`;
     this.counters.sendsSent++;
     return new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.sends.delete(i);
-        reject(
-          new PointSubError(
-            "ERR_TIMEOUT",
-            `node ${node} did not confirm sendTo within ${this.requestTimeoutMs} ms (the message may or may not have arrived; not retried)`,
-          ),
-        );
-      }, this.requestTimeoutMs);
+      // Due: looked at again after the turn's I/O. After a stall of this process the timers run before the
+      // socket is read: an ack that came in time failed the sendTo ERR_TIMEOUT (it had arrived).
+      const timer = setTimeout(
+        () =>
+          setImmediate(() => {
+            if (this.sends.get(i)?.timer !== timer) return;
+            this.sends.delete(i);
+            reject(
+              new PointSubError(
+                "ERR_TIMEOUT",
+                `node ${node} did not confirm sendTo within ${this.requestTimeoutMs} ms (the message may or may not have arrived; not retried)`,
+              ),
+            );
+          }),
+        this.requestTimeoutMs,
+      );
       this.sends.set(i, { node, resolve, reject, timer });
       void this.publish(this.subject(`node.${node}`), encode({ t: "to", n: this.nodeId, i, s: id }, data)).then(
         (err) => {
