@@ -1272,9 +1272,14 @@ export class Cluster extends Emitter<ClusterEvents> {
     // the bus answer for a node with sessions of its choosing (or an empty last page, leaving it out).
     const i = `${this.msgId()}.${randomId()}`;
     return new Promise((resolve) => {
-      const deadline = setTimeout(() => {
-        if (this.infos.get(i) === p) p.done();
-      }, this.listTimeoutMs);
+      // Due: looked at again after the turn's I/O (as each page's wait, expectPage).
+      const deadline = setTimeout(
+        () =>
+          setImmediate(() => {
+            if (this.infos.get(i) === p) p.done();
+          }),
+        this.listTimeoutMs,
+      );
       const p: PendingInfo = {
         infos,
         bytes: 0,
@@ -1342,7 +1347,16 @@ export class Cluster extends Emitter<ClusterEvents> {
     const before = p.waiting.get(node);
     clearTimeout(before?.timer);
     clearTimeout(before?.ask);
-    p.waiting.set(node, { timer: setTimeout(() => p.finish(node), askIn + this.requestTimeoutMs), asked });
+    // Due: looked at again after the turn's I/O. After a stall of this process the timers run before the socket
+    // is read: a node whose page came in time was left out of the list.
+    const timer = setTimeout(
+      () =>
+        setImmediate(() => {
+          if (p.waiting.get(node)?.timer === timer) p.finish(node);
+        }),
+      askIn + this.requestTimeoutMs,
+    );
+    p.waiting.set(node, { timer, asked });
   }
 
   /** How long this node waits before it asks `node` for a first page (0: at once), the ask counted. */

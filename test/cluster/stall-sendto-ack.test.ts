@@ -16,7 +16,7 @@ import { until } from "../helpers/wait.ts";
 import { type EngineServer, startEngine } from "./engines.ts";
 import { type NodeProcess, startNode } from "./node-spawn.ts";
 
-describe("a sendTo: a stall of the sending node's process", { timeout: 60_000 }, () => {
+describe("a sendTo, a session list: a stall of the asking node's process", { timeout: 60_000 }, () => {
   let engine: EngineServer;
   let b: NodeProcess;
   let server: Server;
@@ -59,5 +59,17 @@ describe("a sendTo: a stall of the sending node's process", { timeout: 60_000 },
     stallSoon(1000);
     assert.equal(await sent, "sent");
     await until(() => got.includes("hello"));
+  });
+
+  it("a session list whose node's page came in time while the process stalled past requestTimeoutMs has it (the node was left out)", async () => {
+    const id = new TextDecoder().decode(await client?.request("/whoami"));
+    // Asked this turn; node b answers at once; this process stalls 1 s before reading its page.
+    const listed = server.sessionsInfo({ cluster: true });
+    stallSoon(1000);
+    const list = await listed;
+    assert.ok(
+      list.some((s) => s.id === id),
+      `node b's session in ${JSON.stringify(list.map((s) => s.id))}`,
+    );
   });
 });
