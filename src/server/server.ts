@@ -825,10 +825,16 @@ export class Server extends Emitter<ServerEvents> {
     if ((this.closeBy !== undefined && by < this.closeBy) || drainingAlready) {
       // Sessions a close with a later deadline drains end by this one's (their own end waits 100 ms for the peer's).
       const gone = new PointSubError("ERR_CONNECTION_CLOSED", "server closed before this finished");
+      // After the turn's I/O and the turn after it (a socket's close is told in the close phase, after this
+      // turn's check): after a stall of this process the timers run before the socket is read, and a session
+      // whose peer finished and hung up in time was cut.
       cut = setTimeout(
-        () => {
-          for (const s of [...this.sessions_]) s.destroy(gone);
-        },
+        () =>
+          nextTurn(() =>
+            nextTurn(() => {
+              for (const s of [...this.sessions_]) s.destroy(gone);
+            }),
+          ),
         Math.min(MAX_TIMER_MS, ms + 100),
       );
     }
