@@ -29,6 +29,7 @@ import {
   type Stats,
   statSync,
   unlinkSync,
+  utimesSync,
   writeFileSync,
 } from "node:fs";
 import { dirname, join, resolve } from "node:path";
@@ -40,7 +41,7 @@ import { resumeKeyPath } from "../node/send-file.ts";
 export const SETTLED_MS = 3000;
 /** Most files one record holds (a larger tree's other files are read on every run). */
 export const TREE_RECORD_MAX = 200_000;
-/** Most records kept: past it, the least recently written are removed. */
+/** Most records kept: past it, the least recently used (written, or found as they were) are removed. */
 export const TREE_RECORDS_KEPT = 64;
 /**
  * The record's format: `PSTR`, a version byte (3), the CRC32C of the server's URL (u32 LE), the boot
@@ -138,7 +139,18 @@ export class TreeRecord {
   /** Writes this run's entries (replacing last run's: files gone since are dropped), if they differ. Never throws. */
   save(): void {
     // (A record of another server's was not loaded: `last` is empty, this one replaces it.)
-    if (!this.changed && this.next.size === this.last.size) return;
+    if (!this.changed && this.next.size === this.last.size) {
+      // As it was: not written again, but marked as used (the records kept are the most recently used).
+      if (this.last.size > 0) {
+        try {
+          const now = new Date();
+          utimesSync(recordPath(this.root), now, now);
+        } catch {
+          // Gone meanwhile: the next run reads the files.
+        }
+      }
+      return;
+    }
     /** The record written aside, until it is in place. */
     let tmp: string | undefined;
     try {

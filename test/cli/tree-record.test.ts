@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { randomFillSync } from "node:crypto";
-import { lstatSync, statSync } from "node:fs";
+import { lstatSync, statSync, utimesSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -178,6 +178,25 @@ describe("send -r: the record of a tree's small files", () => {
       [name],
       "no record left aside (before: one per failed run, never removed)",
     );
+  });
+
+  it("a record found as it was is not written again but marked used (the 64 kept are the most recently used)", async () => {
+    const st = lstatSync(join(tree, "f1.bin"));
+    const readAt = Math.max(st.mtimeMs, st.ctimeMs) + SETTLED_MS;
+    const first = TreeRecord.load(join(work, "used"), "tcp://127.0.0.1:1");
+    first.note("used/f1.bin", st, 7, readAt);
+    first.save();
+    const dir = join(work, "state-here", "trees");
+    const [name] = (await readdir(dir)).filter((n) => n.includes("used"));
+    const long = new Date("2001-01-01T00:00:00Z");
+    utimesSync(join(dir, name), long, long);
+    const again = TreeRecord.load(join(work, "used"), "tcp://127.0.0.1:1");
+    assert.equal(again.lookup("used/f1.bin", st), 7);
+    const inode = statSync(join(dir, name)).ino;
+    again.save();
+    const after = statSync(join(dir, name));
+    assert.equal(after.ino, inode, "not written again (same file)");
+    assert.ok(after.mtimeMs > long.getTime() + 1e9, "marked used");
   });
 
   it("a file is recorded only when its mtime and ctime had settled when it was read", async () => {
