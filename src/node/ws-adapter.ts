@@ -1071,6 +1071,8 @@ async function listenWs(
       ? hostUrl(scheme(url), socket.remoteAddress, socket.remotePort)
       : undefined;
   }
+  /** Sockets the upgrade deadline gave up (and told): a wss:// one's TLS handshake timeout is not told again. */
+  const givenUp = new WeakSet<net.Socket>();
   /** A pending socket's deadline, after the turn's I/O: not upgraded (nor closed) by then, it is given up. */
   function giveUp(socket: net.Socket, peer: string | undefined, read: number): void {
     // Bytes read in that turn (a wss:// handshake's end: its request is read a turn later): one turn more.
@@ -1079,6 +1081,7 @@ async function listenWs(
       return;
     }
     if (!leave(socket)) return;
+    givenUp.add(socket);
     onRefused?.(
       PointSubError.fromPeer(
         "ERR_TIMEOUT",
@@ -1166,10 +1169,12 @@ async function listenWs(
     }
     // A plain HTTP request (a ws:// client at this wss:// port) is answered 400 saying so.
     onTlsClientError(server, (err, socket) => {
-      if (onRefused !== undefined) {
-        const under = rawOf(socket);
+      // Told once: one its upgrade deadline (due with node:tls's timeout) gave up was told so.
+      const under = rawOf(socket);
+      if (!givenUp.has(under)) {
         const peer = pending.get(under)?.peer ?? hostUrl("wss", under.remoteAddress, under.remotePort);
-        onRefused(refusedHandshake(err, peer), peer);
+        leave(under);
+        onRefused?.(refusedHandshake(err, peer), peer);
       }
       closeFailedHandshake(socket, err, () => {
         const text = "pointsub: this port speaks TLS: connect with wss://";

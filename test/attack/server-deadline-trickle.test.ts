@@ -192,3 +192,25 @@ describe("server close against trickling peers", () => {
     });
   }
 });
+
+describe("wss:// handshake deadline: told once", () => {
+  it("a wss:// client that stops halfway through its ClientHello is one reject event, not two (its upgrade deadline and node:tls's handshake timeout, due together, both told it)", async () => {
+    const server = createServer({ handshakeTimeoutMs: 300, tls: { cert: certs.serverCert, key: certs.serverKey } });
+    const rejects: string[] = [];
+    server.on("reject", (e) => {
+      rejects.push(e.message);
+    });
+    const [url] = await server.listen("wss://127.0.0.1:0/");
+    const port = Number(new URL(url).port);
+    try {
+      const socks = await Promise.all(Array.from({ length: 5 }, () => connectRaw(port)));
+      for (const s of socks) s.write(clientHello.subarray(0, clientHello.length >> 1));
+      await until(() => socks.every((s) => s.closed) && pendingOf(server) === 0);
+      // Both deadlines are due in the same turn: a few turns more for a second report.
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(rejects.length, 5, rejects.join("\n"));
+    } finally {
+      await server.close({ timeoutMs: 100 });
+    }
+  });
+});
