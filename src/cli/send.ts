@@ -386,12 +386,19 @@ async function sendBundle(
 
 /** The error a server named for a file: its code when this side knows it, else ERR_HANDLER naming it. */
 /**
- * CRC32C of the bytes of `it` a bundle sent: the walk's, computed when it read them (a bundle sends them
- * while it holds them: copied in, or as they are), else computed now (read when the bundle was made).
+ * CRC32C of the bytes of `it` a bundle sent; noted in its tree's record when they are the walk's (a
+ * bundle sends them while it holds them: copied in, or as they are).
  */
 function contentCrc(it: SendItem, content: Uint8Array): number {
-  if (it.crc !== undefined && it.content !== undefined && it.content.length === content.length) return it.crc;
-  return nodeCrc32c().compute(content, 0);
+  const crc = nodeCrc32c().compute(content, 0);
+  if (it.content !== undefined && it.content.length === content.length) noted(it, crc);
+  return crc;
+}
+
+/** `crc` (of the bytes the walk read of `it`), noted in its tree's record; returned. */
+function noted(it: SendItem, crc: number): number {
+  it.record?.noteRead(it.target, it.size, crc);
+  return crc;
 }
 
 function peerError(code: string, message: string): PointSubError {
@@ -542,6 +549,8 @@ export interface SendItem {
    * or as the record knows it (unchanged since the last run read it: the walk did not read it).
    */
   crc?: number;
+  /** The record of its tree, where the CRC32C of {@link content} is noted once computed (`noted`). */
+  record?: TreeRecord;
 }
 
 /**
@@ -587,9 +596,6 @@ export function readTreeFile(file: string, target: string, record?: TreeRecord):
   }
   const fd = openSync(file, NO_FOLLOW);
   try {
-    // The identity it is read under (taken before the read: a change during it makes another identity).
-    const st = record === undefined ? undefined : fstatSync(fd);
-    const readAt = st === undefined ? 0 : Date.now();
     const want = BUNDLE_SMALL_MAX + 1;
     if (arena === undefined || arena.length - arenaAt < want) {
       arena = Buffer.allocUnsafeSlow(READ_ARENA_BYTES);
@@ -599,13 +605,12 @@ export function readTreeFile(file: string, target: string, record?: TreeRecord):
     if (n < want) {
       const content = arena.subarray(arenaAt, arenaAt + n);
       arenaAt += n;
-      if (st === undefined || record === undefined) return { file, target, tree: true, size: n, content };
-      // Its CRC now (the quick check and the bundle's receipt use it), recorded with the identity read under.
-      const crc = nodeCrc32c().compute(content, 0);
-      if (st.isFile() && st.size === n) record.note(target, st, crc, readAt);
-      return { file, target, tree: true, size: n, content, crc };
+      const it: SendItem = { file, target, tree: true, size: n, content };
+      // Its CRC is recorded once computed (the quick check's, or the bundle's receipt check), as read by this run.
+      if (record !== undefined) it.record = record;
+      return it;
     }
-    return { file, target, tree: true, size: (st ?? fstatSync(fd)).size };
+    return { file, target, tree: true, size: fstatSync(fd).size };
   } finally {
     closeSync(fd);
   }
@@ -922,7 +927,7 @@ export async function quickCheck(
           const crc =
             it.crc ??
             (it.content !== undefined
-              ? nodeCrc32c().compute(it.content, 0)
+              ? noted(it, nodeCrc32c().compute(it.content, 0))
               : await localCrc32c(it.file, it.size).catch(() => undefined));
           if (crc !== undefined && crc32cHex(crc >>> 0) === a.crc32c) same.add(batch[k]);
         }
