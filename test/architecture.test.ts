@@ -78,7 +78,7 @@ const MAY_IMPORT: Record<Layer, readonly Layer[]> = {
   ],
   metrics: ["index", "node"],
   dashboard: ["index", "node"],
-  p2p: ["index"],
+  p2p: ["errors", "index"],
   browser: ["client", "codec", "connection", "errors", "router", "runtime", "stream", "transfer", "transport", "web"],
   cli: ["client", "cluster", "codec", "dashboard", "errors", "index", "metrics", "node", "stream", "transfer"],
 };

@@ -13,6 +13,7 @@ import type {
   StreamMuxerFactory,
 } from "@libp2p/interface";
 import type { Libp2pOptions } from "libp2p";
+import { BROKEN_PACKAGE, passingOrKept, TRANSIENT_LOAD_ERRORS } from "../errors/load-failure.ts";
 import { PointSubError } from "../index.ts";
 import { plaintextTallies } from "./stream-transport.ts";
 
@@ -429,45 +430,6 @@ function notInstalled(cause: unknown): boolean {
     return false;
   }
 }
-
-/** Failures of an import that a later one may not meet (cluster/engine.ts's, this layer cannot import it). */
-const TRANSIENT_LOAD_ERRORS: ReadonlySet<string> = new Set([
-  "EMFILE",
-  "ENFILE",
-  "ENOMEM",
-  "EAGAIN",
-  "EBUSY",
-  "EINTR",
-  "EIO",
-]);
-/** Failures of an import said retryable once ({@link passingOrKept}). */
-const passingFailures = new WeakSet<object>();
-
-/**
- * A {@link TRANSIENT_LOAD_ERRORS} failure `cause` of an import: ERR_CONNECT (retryable) the first time; the
- * same error again is Node's module cache handing back the failure it kept (a module whose evaluation failed
- * fails every later import of it with that error): ERR_INVALID_ARGUMENT, not retryable (before, ERR_CONNECT:
- * retried for ever). cluster/engine.ts's, which this layer cannot import.
- */
-function passingOrKept(cause: unknown, message: string): PointSubError {
-  if (typeof cause !== "object" || cause === null) return new PointSubError("ERR_CONNECT", message, { cause });
-  if (passingFailures.has(cause)) {
-    return new PointSubError("ERR_INVALID_ARGUMENT", `${message}, kept by Node's module cache since an earlier try`, {
-      cause,
-      suggestion: KEPT_FAILURE,
-    });
-  }
-  passingFailures.add(cause);
-  return new PointSubError("ERR_CONNECT", message, { cause });
-}
-
-/** The suggestion of a passing failure Node's module cache kept. */
-const KEPT_FAILURE =
-  "Node keeps a module's failed evaluation: no later import in this process loads the package. Restart the process once the cause (file descriptors, memory, the disk) is gone.";
-
-/** The suggestion of a package that is installed but cannot be loaded. */
-const BROKEN_PACKAGE =
-  "Reinstall the package named in the message, in a version pointsub supports (its peerDependencies); the cause says what failed.";
 
 /**
  * `importer()`, the import of the optional peer dependency `name`; when it fails, ERR_INVALID_ARGUMENT
