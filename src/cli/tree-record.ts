@@ -192,15 +192,6 @@ export class TreeRecord {
     this.next.set(target, crc, Number.NaN, 0, size, this.started, Number.NaN);
   }
 
-  /** Records `target`'s CRC32C of its bytes read under the identity `st` (taken before the read), if it had settled then. */
-  note(target: string, st: Stats, crc: number, readAt: number): void {
-    if (!settled(st, readAt) || this.next.size >= TREE_RECORD_MAX) return;
-    const last = this.last;
-    const r = last.rows.get(target);
-    if (r === undefined || last.data[6 * r] !== crc >>> 0 || !same(last, r, st)) this.changed = true;
-    this.next.set(target, crc, st.dev, st.ino, st.size, st.mtimeMs, st.ctimeMs);
-  }
-
   /** Writes this run's entries (replacing last run's: files gone since are dropped), if they differ. Never throws. */
   save(): void {
     // (A record of another server's was not loaded: `last` is empty, this one replaces it.)
@@ -236,11 +227,6 @@ export class TreeRecord {
       }
     }
   }
-}
-
-/** Whether a file's mtime and ctime were {@link SETTLED_MS} old at `readAt` (ms since the epoch). */
-export function settled(st: Stats, readAt: number): boolean {
-  return readAt - Math.max(st.mtimeMs, st.ctimeMs) >= SETTLED_MS;
 }
 
 /** The record of `root`'s `files` in the format above. */

@@ -15,7 +15,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { SETTLED_MS, settled, TreeRecord } from "../../src/cli/tree-record.ts";
+import { SETTLED_MS, TreeRecord } from "../../src/cli/tree-record.ts";
 import { CLI_MAIN, type ServeProcess, startServeProcess } from "../helpers/serve-process.ts";
 
 const KiB = 1024;
@@ -160,18 +160,16 @@ describe("send -r: the record of a tree's small files", () => {
   });
 
   it("a record that cannot be put in place leaves nothing written aside", async () => {
-    const st = lstatSync(join(tree, "f1.bin"));
-    const readAt = Math.max(st.mtimeMs, st.ctimeMs) + SETTLED_MS;
     const dir = join(work, "state-here", "trees");
     const first = TreeRecord.load(join(work, "blocked"), "tcp://127.0.0.1:1");
-    first.note("blocked/f1.bin", st, 7, readAt);
+    first.noteRead("blocked/f1.bin", SIZE, 7);
     first.save();
     const [name] = (await readdir(dir)).filter((n) => n.includes("blocked"));
     // Its place taken by a directory (as a full disk fails the write): the rename fails.
     await rm(join(dir, name));
     await mkdir(join(dir, name, "x"), { recursive: true });
     const second = TreeRecord.load(join(work, "blocked"), "tcp://127.0.0.1:1");
-    second.note("blocked/f1.bin", st, 8, readAt);
+    second.noteRead("blocked/f1.bin", SIZE, 8);
     second.save();
     assert.deepEqual(
       (await readdir(dir)).filter((n) => n.includes("blocked")),
@@ -181,11 +179,14 @@ describe("send -r: the record of a tree's small files", () => {
   });
 
   it("a record found as it was is not written again but marked used (the 64 kept are the most recently used)", async () => {
+    // The tree's files settled before the suite's sends: a run reads one, the next finds it and records its identity.
     const st = lstatSync(join(tree, "f1.bin"));
-    const readAt = Math.max(st.mtimeMs, st.ctimeMs) + SETTLED_MS;
     const first = TreeRecord.load(join(work, "used"), "tcp://127.0.0.1:1");
-    first.note("used/f1.bin", st, 7, readAt);
+    first.noteRead("used/f1.bin", st.size, 7);
     first.save();
+    const second = TreeRecord.load(join(work, "used"), "tcp://127.0.0.1:1");
+    assert.equal(second.lookup("used/f1.bin", st), 7);
+    second.save();
     const dir = join(work, "state-here", "trees");
     const [name] = (await readdir(dir)).filter((n) => n.includes("used"));
     const long = new Date("2001-01-01T00:00:00Z");
@@ -199,22 +200,27 @@ describe("send -r: the record of a tree's small files", () => {
     assert.ok(after.mtimeMs > long.getTime() + 1e9, "marked used");
   });
 
-  it("a file is recorded only when its mtime and ctime had settled when it was read", async () => {
-    const path = join(tree, "f1.bin");
-    const st = lstatSync(path);
-    const changedAt = Math.max(st.mtimeMs, st.ctimeMs);
-    assert.equal(settled(st, changedAt + SETTLED_MS - 1), false);
-    assert.equal(settled(st, changedAt + SETTLED_MS), true);
+  it("a file read by a run is trusted only when its mtime and ctime are SETTLED_MS older than that run's start", async () => {
+    // Settled long before (the tree's), and changed just now: both read by one run.
+    const st = lstatSync(join(tree, "f1.bin"));
+    const recent = join(work, "recent.bin");
+    await writeFile(recent, "x".repeat(SIZE));
     const fresh = TreeRecord.load(join(work, "elsewhere"), "tcp://127.0.0.1:1");
     assert.equal(fresh.known, false);
-    fresh.note("elsewhere/f1.bin", st, 7, changedAt + 1);
-    fresh.note("elsewhere/f3.bin", st, 9, changedAt + SETTLED_MS);
+    fresh.noteRead("elsewhere/f1.bin", SIZE, 7);
+    fresh.noteRead("elsewhere/f3.bin", st.size, 9);
     fresh.save();
     assert.equal((await readdir(join(work, "state-here", "trees"))).filter((n) => n.includes("elsewhere")).length, 1);
     assert.equal(TreeRecord.load(join(work, "elsewhere"), "tcp://127.0.0.1:2").known, false, "another server's");
     const loaded = TreeRecord.load(join(work, "elsewhere"), "tcp://127.0.0.1:1");
     assert.equal(loaded.known, true);
-    assert.equal(loaded.lookup("elsewhere/f1.bin", st), undefined, "not settled: not recorded");
+    assert.equal(
+      loaded.lookup("elsewhere/f1.bin", lstatSync(recent)),
+      undefined,
+      "changed within SETTLED_MS of the read",
+    );
+    // Another size is not the file read.
+    assert.equal(loaded.lookup("elsewhere/f3.bin", { ...st, size: st.size + 1 } as typeof st), undefined);
     assert.equal(loaded.lookup("elsewhere/f3.bin", st), 9);
     // Another identity (here: another size) is not the recorded file.
     assert.equal(loaded.lookup("elsewhere/f3.bin", { ...st, size: st.size + 1 } as typeof st), undefined);
