@@ -23,8 +23,13 @@ interface Entry {
   once: boolean | 2;
 }
 
-/** Listener lists by event name. */
-type Lists = Record<PropertyKey, Entry[] | undefined>;
+/**
+ * Listener lists by event name. A lone listener added with neither a
+ * `context` nor `once` is kept as the function itself (an array and an entry
+ * cost 104 B more: a server session's `on("message")` on every connection).
+ */
+type Lists = Record<PropertyKey, Entry[] | Bare | undefined>;
+type Bare = (...a: unknown[]) => void;
 /**
  * The prototype of the objects that hold the lists: nothing to inherit (an
  * event may be called "constructor"). Kept as `eventemitter3` keeps them:
@@ -46,18 +51,23 @@ export class Emitter<T extends EventMap<T>, Context = unknown> {
 
   /** The listeners of `event`, in the order they run. */
   listeners<K extends keyof T>(event: K): Listener<T, K>[] {
-    return (this.#events?.[event] ?? []).map((e) => e.fn as Listener<T, K>);
+    return this.#list(event).map((e) => e.fn as Listener<T, K>);
   }
 
   /** How many listeners `event` has. */
   listenerCount(event: keyof T): number {
-    return this.#events?.[event]?.length ?? 0;
+    const list = this.#events?.[event];
+    return typeof list === "function" ? 1 : (list?.length ?? 0);
   }
 
   /** Calls the listeners of `event` with `args`; true when it had any. */
   emit<K extends keyof T>(event: K, ...args: T[K]): boolean {
     const list = this.#events?.[event];
     if (list === undefined) return false;
+    if (typeof list === "function") {
+      list.apply(this, args);
+      return true;
+    }
     // Lists are replaced, never changed: a listener that adds or removes listeners does not change this round.
     // An indexed loop (no iterator) costs a lone listener, the usual case, nothing extra.
     let thrown: { error: unknown } | undefined;
@@ -104,8 +114,8 @@ export class Emitter<T extends EventMap<T>, Context = unknown> {
    */
   removeListener<K extends keyof T>(event: K, fn?: Listener<T, K>, context?: Context, once?: boolean): this {
     const events = this.#events;
-    const list = events?.[event];
-    if (list === undefined) return this;
+    if (events?.[event] === undefined) return this;
+    const list = this.#list(event);
     const kept =
       fn === undefined
         ? []
@@ -130,14 +140,20 @@ export class Emitter<T extends EventMap<T>, Context = unknown> {
     return this;
   }
 
+  /** The listeners of `event` as entries (a lone one kept bare as one). */
+  #list(event: keyof T): Entry[] {
+    const list = this.#events?.[event];
+    return typeof list === "function" ? [{ fn: list, context: this, once: false }] : (list ?? []);
+  }
+
   #add(event: keyof T, fn: unknown, context: unknown, once: boolean): this {
     if (typeof fn !== "function") throw new TypeError("The listener must be a function");
-    const entry: Entry = { fn, context: context || this, once };
     this.#events ??= Object.create(LISTS) as Lists;
     const events = this.#events;
-    const list = events[event];
+    const bare = !once && (context || this) === this;
+    if (events[event] === undefined && bare) events[event] = fn as Bare;
     // A new array: an emit in progress keeps its own.
-    events[event] = list === undefined ? [entry] : [...list, entry];
+    else events[event] = [...this.#list(event), { fn, context: context || this, once }];
     return this;
   }
 }

@@ -56,7 +56,60 @@ function script(e: Emitter<Events> | EventEmitter<Events>): unknown[] {
   return log;
 }
 
+/** A lone listener (kept bare: no list, no entry) through every call that reads or changes it. */
+function loneScript(e: Emitter<Events> | EventEmitter<Events>): unknown[] {
+  const log: unknown[] = [];
+  const ctx = { name: "ctx" };
+  const lone = function (this: unknown, n: number) {
+    log.push(["lone", n, this === e]);
+  };
+  e.on("a", lone);
+  log.push(["count", e.listenerCount("a"), e.listeners("a").length, e.listeners("a")[0] === lone, e.eventNames()]);
+  log.push(["emit", e.emit("a", 1)]);
+  e.off("a", lone, ctx);
+  e.off("a", lone, undefined, true);
+  log.push(["kept by filters", e.emit("a", 2), e.listenerCount("a")]);
+  e.off("a", lone, e);
+  log.push(["off with the emitter as context", e.emit("a", 3), e.listenerCount("a"), e.eventNames()]);
+  e.on("a", lone);
+  e.on("a", (n) => log.push(["second", n]));
+  e.emit("a", 4);
+  e.off("a", lone);
+  e.emit("a", 5);
+  e.removeAllListeners("a");
+  e.on("a", lone);
+  e.on("a", lone);
+  log.push(["twice", e.listenerCount("a")]);
+  e.emit("a", 6);
+  e.off("a", lone);
+  log.push(["both off", e.emit("a", 7)]);
+  // A lone listener that removes itself and adds another while it runs.
+  const self = () => {
+    log.push(["self"]);
+    e.off("a", self);
+    e.on("a", lone);
+  };
+  e.on("a", self);
+  e.emit("a", 8);
+  e.emit("a", 9);
+  e.on("b", () => {
+    throw new Error("lone bug");
+  });
+  try {
+    e.emit("b");
+  } catch (err) {
+    log.push(["thrown", (err as Error).message]);
+  }
+  return log;
+}
+
 describe("Emitter", () => {
+  it("a lone listener behaves as eventemitter3's (its context, filters, a second one, changes while it runs)", () => {
+    const ours = loneScript(new Emitter<Events>());
+    assert.deepEqual(ours, loneScript(new EventEmitter<Events>()));
+    assert.ok(ours.length > 12);
+  });
+
   it("behaves as eventemitter3 (order, once, context, removal filters, changes during an emit)", () => {
     const ours = script(new Emitter<Events>());
     assert.deepEqual(ours, script(new EventEmitter<Events>()));
