@@ -116,6 +116,11 @@ export function program(): Command {
       "let the connection limit follow the load (100 .. 10000, or up to --max-connections)",
     )
     .option("--max-connections-per-address <n>", "most sessions from one address (default: unlimited)", integer(1))
+    .option(
+      "--backlog <n>",
+      "connections the kernel queues before they are accepted, per listen URL (capped by net.core.somaxconn; default 511)",
+      integer(1, 65535),
+    )
     .option("--idle-timeout <seconds>", "close sessions idle this long (0 = never)", parseSeconds, 0)
     .option(
       "--rate-limit <n>",

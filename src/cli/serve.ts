@@ -36,6 +36,8 @@ export interface ServeOptions extends ServeAuthFlags {
   adaptiveConnections?: boolean;
   /** Most sessions from one address (default unlimited). */
   maxConnectionsPerAddress?: number;
+  /** The kernel's queue of connections not yet accepted, per listener (default 511). */
+  backlog?: number;
   /** Seconds a session may stay idle (0 = forever). Default 0. */
   idleTimeout?: number;
   /** Requests per second per session (default unlimited). */
@@ -173,6 +175,7 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
     maxConnections: workerShare(opts.maxConnections),
     adaptiveConnections: opts.adaptiveConnections === true,
     maxConnectionsPerAddress: workerShare(opts.maxConnectionsPerAddress),
+    backlog: opts.backlog,
     idleTimeoutMs: (opts.idleTimeout ?? 0) * 1000,
     rateLimit: opts.rateLimit === undefined ? undefined : { session: { requests: { perSecond: opts.rateLimit } } },
   });

@@ -39,6 +39,12 @@ export interface LpServerOptions extends LpOptions {
    * unlimited.
    */
   maxConnections?: number;
+  /**
+   * lp+tcp:// and lp+unix:// listeners: the kernel's queue of connections
+   * not yet accepted, as `createServer`'s `backlog` (1 to 65535, capped by
+   * `net.core.somaxconn`). Default 511.
+   */
+  backlog?: number;
 }
 
 /** Events of an {@link LpServer}. */

@@ -21,6 +21,7 @@ import type {
   TransportListenOptions,
 } from "../transport/transport.ts";
 import { refuseCredentials } from "../transport/url-credentials.ts";
+import { listenBacklog } from "./listen-backlog.ts";
 import { bind, pathUrl, socketPath, whenConnected } from "./net-adapter.ts";
 import { readerForAccepted, SocketReader } from "./socket-reader.ts";
 import { hostUrl, SocketTransport, urlHost } from "./socket-transport.ts";
@@ -109,15 +110,16 @@ function connectSocket(
 async function listenSocket(
   scheme: Scheme,
   url: URL,
-  options: TransportListenOptions & LpTransportOptions,
+  options: TransportListenOptions & LpTransportOptions & { backlog?: number },
   onTransport: (t: Transport) => void,
 ): Promise<TransportListener> {
   const path = scheme === "lp+unix" ? socketPath(url) : "";
+  const backlog = listenBacklog(options.backlog);
   const server = net.createServer({ noDelay: true }, (socket) => {
     if (scheme === "lp+tcp") keepAlive(socket, options.keepAliveMs);
     onTransport(wrap(scheme, socket, path, readerForAccepted(socket)));
   });
-  await bind(server, url, scheme === "lp+unix" ? undefined : tcpPort(url));
+  await bind(server, url, scheme === "lp+unix" ? undefined : tcpPort(url), false, backlog);
   const addr = server.address();
   return {
     url:

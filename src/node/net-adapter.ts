@@ -15,6 +15,7 @@ import type {
   TransportListenOptions,
 } from "../transport/transport.ts";
 import { refuseCredentials } from "../transport/url-credentials.ts";
+import { DEFAULT_BACKLOG, listenBacklog } from "./listen-backlog.ts";
 import { readerForAccepted, SocketReader } from "./socket-reader.ts";
 import { connectDeadline, hostUrl, SocketTransport, urlHost } from "./socket-transport.ts";
 import {
@@ -77,13 +78,23 @@ export interface TcpListenOptions {
    * Default false.
    */
   reusePort?: boolean;
+  /**
+   * Listen: the kernel's queue of connections not yet accepted (`listen(2)`'s
+   * backlog), an integer from 1 to 65535; the kernel caps it at
+   * `net.core.somaxconn` (4096 on current Linux). Connects beyond a full
+   * queue are not refused: their SYN goes unanswered and is retried after
+   * ~1 s, then 3 s… — a burst of more clients connecting at once than this
+   * waits seconds. Also for `unix://`, `ws://` and `wss://` listeners (not one
+   * on a shared `ws.httpServer`: its owner listens). Default 511 (Node's).
+   */
+  backlog?: number;
 }
 
 /** Each Node transport's own options, by scheme (what its adapter reads of `connect`'s and `listen`'s options). */
 export interface NodeTransportOptionsMap {
   tcp: TcpListenOptions;
   tls: TlsTransportOptions;
-  unix: object;
+  unix: Pick<TcpListenOptions, "backlog">;
   ws: WsTransportOptions;
   wss: WsTransportOptions;
   memory: object;
@@ -333,6 +344,7 @@ export async function bind(
   url: URL,
   tcpPort: number | undefined,
   reusePort = false,
+  backlog = DEFAULT_BACKLOG,
 ): Promise<void> {
   const path = tcpPort === undefined ? socketPath(url) : "";
   if (tcpPort === undefined) await removeStaleSocket(path);
@@ -346,10 +358,10 @@ export async function bind(
         ),
       ),
     );
-    if (tcpPort === undefined) server.listen({ path }, resolve);
+    if (tcpPort === undefined) server.listen({ path, backlog }, resolve);
     else
       server.listen(
-        { host: urlHost(url), port: tcpPort, ...(reusePort ? { reusePort: true, exclusive: true } : {}) },
+        { host: urlHost(url), port: tcpPort, backlog, ...(reusePort ? { reusePort: true, exclusive: true } : {}) },
         resolve,
       );
   });
@@ -609,6 +621,7 @@ async function listenSocket(
   onTransport: (t: Transport) => void,
 ): Promise<TransportListener> {
   const path = scheme === "unix" ? socketPath(url) : undefined;
+  const backlog = listenBacklog(options.backlog);
   let server: net.Server;
   let dropPending: (() => void) | undefined;
   /** The listener's URL when bound to one address (not 0.0.0.0 / ::): every accepted socket's local end. */
@@ -620,7 +633,7 @@ async function listenSocket(
       onTransport(wrap(socket, scheme, path, readerForAccepted(socket), fixedLocal)),
     );
   }
-  await bind(server, url, scheme === "unix" ? undefined : port(url), options.reusePort === true);
+  await bind(server, url, scheme === "unix" ? undefined : port(url), options.reusePort === true, backlog);
   const addr = server.address();
   const bound =
     typeof addr === "object" && addr !== null ? hostUrl(scheme, addr.address, addr.port) : pathUrl("unix", path ?? "");

@@ -34,6 +34,7 @@ import {
 } from "../transport/ws-mapping.ts";
 import { holdChunks } from "./held-bytes.ts";
 import { limitRequests } from "./http-requests.ts";
+import { listenBacklog } from "./listen-backlog.ts";
 import type { TlsOptions } from "./net-adapter.ts";
 import { connectDeadline, hostUrl, peerCertificateOf, urlHost } from "./socket-transport.ts";
 import {
@@ -1009,7 +1010,7 @@ function requestPath(target: string | undefined): string {
  */
 async function listenWs(
   url: URL,
-  options: TransportListenOptions & WsTransportOptions,
+  options: TransportListenOptions & WsTransportOptions & { backlog?: number },
   onTransport: (t: Transport) => void,
 ): Promise<TransportListener> {
   const { WebSocketServer, WebSocket } = await loadWs();
@@ -1036,6 +1037,7 @@ async function listenWs(
     Infinity,
   );
   const window = inFlightBound(options.ws);
+  const backlog = listenBacklog(options.backlog);
   const onPending = options.onPending;
   const onRefused = options.onRefused;
   const originAllowed = originPolicy(options, url.hostname.toLowerCase());
@@ -1383,7 +1385,10 @@ async function listenWs(
         paths.delete(path);
         reject(new PointSubError("ERR_CONNECT", `cannot listen on ${url.href}: ${err.message}`, { cause: err }));
       });
-      web.listen({ host: urlHost(url), port: url.port === "" ? (secure ? 443 : 80) : Number(url.port) }, resolve);
+      web.listen(
+        { host: urlHost(url), port: url.port === "" ? (secure ? 443 : 80) : Number(url.port), backlog },
+        resolve,
+      );
     });
     web.on("error", () => {});
   }
