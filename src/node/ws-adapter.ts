@@ -244,7 +244,7 @@ interface WsLike {
 
 /**
  * A pointsub transport over one open WebSocket. Pausing pauses the
- * socket; the messages already parsed are held until resume.
+ * socket and the parser: a frame not parsed yet waits as bytes until resume.
  */
 class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
   readonly localUrl: string;
@@ -315,14 +315,26 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
     // Every frame `ws` parses counts (its receiver reads each frame's first two bytes in getInfo): a
     // message's empty fragments raise no event, so counting pings, pongs and empty messages alone let a
     // server flood 2-byte fragments (up to 16,384 a message) with every read of a turn parsed in one go.
-    const receiver = (ws as unknown as { _receiver?: { getInfo?: (cb: unknown) => void } })._receiver;
+    const receiver = (ws as unknown as { _receiver?: WsReceiverInternals })._receiver;
     const getInfo = receiver?.getInfo;
-    this.countsEvents = typeof getInfo !== "function";
-    if (receiver !== undefined && typeof getInfo === "function") {
+    this.countsEvents = typeof getInfo !== "function" || typeof receiver?.startLoop !== "function";
+    if (receiver !== undefined && typeof getInfo === "function" && !this.countsEvents) {
+      this.receiver = receiver;
       receiver.getInfo = (cb: unknown) => {
+        // Paused (or not attached yet): the next frame is not parsed (see park).
+        if ((this.paused || this.handlers === undefined) && !this.socketGone && receiver._state === WS_GET_INFO) {
+          this.park(cb);
+          return;
+        }
         this.counted();
         getInfo.call(receiver, cb);
       };
+      // The socket closed: `ws` (its 'close' listener ran first) gave its receiver what the socket still held and
+      // ends it; the receiver parses what it has, so `ws` reports the close (it waits for the receiver to finish).
+      socket?.once("close", () => {
+        this.socketGone = true;
+        this.unpark();
+      });
     }
     ws.on("pong", (data: Buffer) => {
       if (this.countsEvents) this.counted();
@@ -571,7 +583,39 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
   }
 
   protected startReading(): void {
-    if (!this.yielding) this.ws.resume();
+    this.unpark();
+    // Parsing what was parked may have paused the connection again.
+    if (!this.yielding && !this.paused) this.ws.resume();
+  }
+
+  /** A client's `ws` receiver, hooked (undefined: its internals differ, it parses every read whole). */
+  private receiver: WsReceiverInternals | undefined = undefined;
+  /** The callback of the receiver's write whose parsing stopped at a frame while paused ({@link park}). */
+  private parked: unknown = undefined;
+  /** The socket closed: the receiver parses what it holds (nothing is parked any more). */
+  private socketGone = false;
+
+  /**
+   * Stops `ws`'s parser before a frame while the connection does not read
+   * (as `ws` does itself to defer an event): the rest of the read stays the
+   * bytes it is. Pausing `ws` pauses the socket, but `ws` parses each read
+   * whole: one 64 KiB read of a server's 1-byte messages was ~21,800
+   * messages (a Buffer and a view each) held until resume, ~5 MB charged to
+   * no budget (`attack/ws-paused-parse.test.ts`).
+   */
+  private park(cb: unknown): void {
+    this.parked = cb;
+    (this.receiver as WsReceiverInternals)._state = WS_DEFER_EVENT;
+  }
+
+  /** The parser goes on from the frame it stopped at (and with the socket's next reads). */
+  private unpark(): void {
+    const cb = this.parked;
+    const r = this.receiver;
+    if (cb === undefined || r === undefined) return;
+    this.parked = undefined;
+    r._state = WS_GET_INFO;
+    r.startLoop(cb);
   }
 
   protected reported(): void {}
@@ -672,6 +716,16 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
     this.socketClosed();
   }
 }
+
+/** The parts of `ws`'s Receiver (ws/lib/receiver.js) a client's transport uses to stop its parser while paused. */
+interface WsReceiverInternals {
+  getInfo(cb: unknown): void;
+  startLoop(cb: unknown): void;
+  _state: number;
+}
+/** The Receiver's states (ws/lib/receiver.js): a frame's first bytes next; an event deferred (the loop stops, the write's callback waits). */
+const WS_GET_INFO = 0;
+const WS_DEFER_EVENT = 6;
 
 /** Transports corked this turn: uncorked together at its end (one microtask, no closure per connection). */
 let corkedNow: WsTransport[] = [];

@@ -1,0 +1,148 @@
+/**
+ * A ws:// peer flooding 1-byte messages at a transport whose connection
+ * paused reading (attack review, session 57). Pausing paused the socket,
+ * but the read under way was still parsed to its end, every message of it
+ * held until resume: a client's `ws` parses a whole read whatever pause
+ * says, and the server's own parser did the same. One 64 KiB read of
+ * 3-byte server frames is ~21,800 messages (a Buffer and a view each,
+ * ~5.6 MB as the transport charges what it holds: payload + 256 bytes a
+ * message); of 7-byte client frames ~9,300 views — per connection, charged
+ * to no budget. Now nothing is parsed while paused: the rest of the read
+ * stays as the bytes it is and is parsed on resume. Real loopback sockets.
+ */
+import assert from "node:assert/strict";
+import net from "node:net";
+import { afterEach, describe, it } from "node:test";
+import { wsTransport } from "../../src/node/ws-adapter.ts";
+import type { Transport, TransportListener } from "../../src/transport/transport.ts";
+import { hostileWsServer, serverFrame } from "../helpers/hostile-ws-server.ts";
+import { until } from "../helpers/wait.ts";
+import { wsClientFrame } from "../helpers/ws-client-frame.ts";
+import { upgradeRequest } from "../helpers/ws-server-frames.ts";
+
+/** Messages of the flood, and the one at which the connection pauses (inside a read of them). */
+const K = 60_000;
+const PAUSE_AT = 2000;
+/** Most the transport may hold while paused (its inboxBytes: payload + 256 a message). */
+const HELD_BOUND = 16 * 1024;
+
+const listeners: TransportListener[] = [];
+const sockets: net.Socket[] = [];
+const transports: Transport[] = [];
+afterEach(async () => {
+  for (const s of sockets.splice(0)) s.destroy();
+  for (const t of transports.splice(0)) t.destroy();
+  await Promise.all(listeners.splice(0).map((l) => l.close()));
+});
+
+/** What a transport holds for its paused connection (ws-mapping.ts's inbox). */
+function held(t: Transport): { messages: number; bytes: number } {
+  const r = t as unknown as { inbox: unknown[]; inboxBytes: number };
+  return { messages: r.inbox.length, bytes: r.inboxBytes };
+}
+
+const turns = async (n: number): Promise<void> => {
+  for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
+};
+
+/**
+ * Attaches to `t`: pauses at message {@link PAUSE_AT}, lets the rest of that
+ * read (and a few turns) pass, records what is held, resumes, and waits for
+ * all {@link K} messages (the i-th carrying `i & 0xff`).
+ */
+async function pausedFlood(t: Transport): Promise<{ messages: number; bytes: number }> {
+  const got: number[] = [];
+  let closed = false;
+  t.attach({
+    onData(d) {
+      for (const b of d) got.push(b);
+      if (got.length === PAUSE_AT) t.pause();
+      return false;
+    },
+    onDrain() {},
+    onClose() {
+      closed = true;
+    },
+  });
+  await until(() => got.length >= PAUSE_AT || closed, 20_000);
+  await turns(20);
+  const h = held(t);
+  assert.equal(got.length, PAUSE_AT, "nothing is delivered while paused");
+  t.resume();
+  await until(() => got.length === K || closed, 20_000);
+  assert.equal(got.length, K, "every message is delivered after the resume");
+  for (let i = 0; i < K; i++) if (got[i] !== (i & 0xff)) assert.fail(`message ${i} is ${got[i]}`);
+  return h;
+}
+
+describe("attack: 1-byte WebSocket messages flooding a paused transport", () => {
+  it("client: the rest of the read is not parsed into held messages while paused", async () => {
+    const flood = Buffer.concat(Array.from({ length: K }, (_, i) => serverFrame(2, Uint8Array.of(i & 0xff))));
+    const url = await hostileWsServer((s) => {
+      s.resume();
+      s.write(flood);
+    });
+    const t = await wsTransport.connect(new URL(url), {});
+    transports.push(t);
+    const h = await pausedFlood(t);
+    assert.ok(h.bytes <= HELD_BOUND, `${h.messages} messages held while paused (${h.bytes} bytes charged)`);
+  });
+
+  it("client: a transport destroyed while paused over unparsed bytes closes (ws's receiver does not wait for a resume)", async () => {
+    const flood = Buffer.concat(Array.from({ length: K }, (_, i) => serverFrame(2, Uint8Array.of(i & 0xff))));
+    const url = await hostileWsServer((s) => {
+      s.resume();
+      s.write(flood);
+    });
+    const t = await wsTransport.connect(new URL(url), {});
+    let got = 0;
+    t.attach({
+      onData(d) {
+        got += d.length;
+        if (got === PAUSE_AT) t.pause();
+        return false;
+      },
+      onDrain() {},
+      onClose() {},
+    });
+    await until(() => got >= PAUSE_AT, 20_000);
+    await turns(5);
+    t.destroy();
+    // The socket's close reached the transport (`ws` emits it once its receiver finished what it was given).
+    const gone = () => (t as unknown as { closed: boolean }).closed;
+    await until(gone, 20_000);
+    assert.ok(gone());
+  });
+
+  it("server: the rest of the read is not parsed into held views while paused", async () => {
+    const accepted: Transport[] = [];
+    const l = await wsTransport.listen(new URL("ws://127.0.0.1:0/p"), {}, (t) => {
+      transports.push(t);
+      accepted.push(t);
+    });
+    listeners.push(l);
+    const u = new URL(l.url);
+    const socket = net.connect({ port: Number(u.port), host: u.hostname });
+    sockets.push(socket);
+    socket.on("error", () => {});
+    await new Promise((r) => socket.once("connect", r));
+    socket.write(upgradeRequest(u));
+    let answer = "";
+    await new Promise<void>((resolve) => {
+      const onData = (d: Buffer) => {
+        answer += d.toString("latin1");
+        if (!answer.includes("\r\n\r\n")) return;
+        socket.off("data", onData);
+        socket.resume();
+        resolve();
+      };
+      socket.on("data", onData);
+    });
+    assert.match(answer, /^HTTP\/1\.1 101 /);
+    await until(() => accepted.length === 1);
+    const flood = Buffer.concat(Array.from({ length: K }, (_, i) => wsClientFrame(2, Uint8Array.of(i & 0xff))));
+    socket.write(flood);
+    const h = await pausedFlood(accepted[0]);
+    assert.ok(h.bytes <= HELD_BOUND, `${h.messages} messages held while paused (${h.bytes} bytes charged)`);
+  });
+});
