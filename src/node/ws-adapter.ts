@@ -1016,8 +1016,8 @@ const HTTP_REFUSALS: Record<string, [number, string]> = {
 
 /**
  * One request per connection on a listener's own http server: the first
- * (the upgrade, or a request answered with `Connection: close`: 426, or
- * node:http's own 400 to one without a Host header) is served, those
+ * (the upgrade, or a request answered with `Connection: close`: 426, 400
+ * to one without a Host header, 417) is served, those
  * pipelined behind it are not made requests (`limitRequests`): a client
  * writing 64 KiB of pipelined 29-byte GETs had ~2,260 of them made in one
  * turn (~15 MB of heap and ~300 ms of a turn per connection; 50 such
@@ -1216,6 +1216,7 @@ async function listenWs(
         requestCert: o.requestCert ?? false,
         rejectUnauthorized: verifyClients ? false : (o.rejectUnauthorized ?? true),
         handshakeTimeout: timeout,
+        requireHostHeader: false,
       });
     } catch (cause) {
       throw (
@@ -1243,7 +1244,8 @@ async function listenWs(
     });
   } else {
     const http = await import("node:http");
-    server = http.createServer();
+    // A request without a Host header reaches onRequest (node:http answered it 400 itself, unseen).
+    server = http.createServer({ requireHostHeader: false });
   }
   /** The raw TCP socket under an upgrade request's socket (a TLSSocket keeps it as `_parent`). */
   const rawOf = (socket: net.Socket): net.Socket => {
@@ -1293,10 +1295,32 @@ async function listenWs(
   };
   const onRequest = (req: Http.IncomingMessage, res: Http.ServerResponse) => {
     const raw = rawOf(req.socket);
-    if (pending.has(raw)) refused(raw, "ERR_PROTOCOL", "a plain HTTP request, not a WebSocket upgrade");
     req.resume();
+    // HTTP/1.1 needs a Host header (RFC 9112 §3.2): 400, as node:http answered it (its own check is off, so the
+    // server hears of it).
+    if (req.headers.host === undefined && req.httpVersion === "1.1") {
+      if (pending.has(raw)) refused(raw, "ERR_PROTOCOL", "an HTTP/1.1 request without a Host header");
+      res.writeHead(400, { Connection: "close", "Content-Type": "text/plain" });
+      res.end("pointsub: a request needs a Host header\n");
+      return;
+    }
+    if (pending.has(raw)) refused(raw, "ERR_PROTOCOL", "a plain HTTP request, not a WebSocket upgrade");
     res.writeHead(426, { Upgrade: "websocket", Connection: "close", "Content-Type": "text/plain" });
     res.end(`pointsub: a WebSocket endpoint (subprotocol ${WS_SUBPROTOCOL})\n`);
+  };
+  /**
+   * A request with an `Expect` other than 100-continue: 417, and the socket closed. node:http answered it 417
+   * itself and kept the connection alive: the socket stayed, unused (one request per connection), until its
+   * keep-alive timeout or the upgrade deadline, and the server never heard of it.
+   */
+  const onExpectation = (req: Http.IncomingMessage, res: Http.ServerResponse) => {
+    const raw = rawOf(req.socket);
+    const expect = String(req.headers.expect).slice(0, 100);
+    if (pending.has(raw))
+      refused(raw, "ERR_PROTOCOL", `an HTTP request with Expect: ${expect}, not a WebSocket upgrade`);
+    req.resume();
+    res.writeHead(417, { Connection: "close", "Content-Type": "text/plain" });
+    res.end(`pointsub: a WebSocket endpoint (subprotocol ${WS_SUBPROTOCOL}) meets no expectation\n`);
   };
   /** A CONNECT request (a proxy's): refused, and the server hears of it (node:http closed it without a word). */
   const onConnect = (_req: Http.IncomingMessage, socket: Duplex) => {
@@ -1432,6 +1456,7 @@ async function listenWs(
     // After node:http's own listener (it sets the parser up): on the TCP socket, or the TLS socket once secure.
     web.on(secure ? "secureConnection" : "connection", firstRequestOnly);
     web.on("request", onRequest);
+    web.on("checkExpectation", onExpectation);
     web.on("clientError", onClientError);
     web.on("connect", onConnect);
     await new Promise<void>((resolve, reject) => {

@@ -5,7 +5,7 @@
  * IncomingMessage, a ServerResponse and a queued answer — 64 KiB of
  * 29-byte GETs made ~2,260 of them in one turn (~15 MB of heap, ~300 ms of
  * the turn, for one connection; without a Host header node:http answered
- * each 400 itself). The first request is served (426 or node:http's 400,
+ * each 400 itself). The first request is served (426, or 400 without Host,
  * each with `Connection: close`); those pipelined behind it are no longer
  * made requests at all. node:http's `http.server.request.start` channel
  * counts the requests it made. Second review: the requests skipped were
