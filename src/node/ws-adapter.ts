@@ -571,6 +571,7 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
 
   destroy(error?: Error): void {
     if (error !== undefined) this.error ??= error;
+    this.destroyed = true;
     this.dropHeld();
     if (this.closed) this.reportClose();
     else this.ws.terminate();
@@ -594,6 +595,11 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
   private parked: unknown = undefined;
   /** The socket closed: the receiver parses what it holds (nothing is parked any more). */
   private socketGone = false;
+  /**
+   * {@link destroy} was called: what `ws` still parses (what was parked, what the socket held) is dropped, not
+   * held for a connection that is gone — held, it kept the close from being reported while paused.
+   */
+  private destroyed = false;
 
   /**
    * Stops `ws`'s parser before a frame while the connection does not read
@@ -682,7 +688,7 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
   }
 
   private onMessage(data: Buffer, isBinary: boolean): void {
-    if (this.closed || this.error !== undefined) return;
+    if (this.closed || this.error !== undefined || this.destroyed) return;
     if (data.length === 0 && this.countsEvents) this.counted();
     if (!isBinary) {
       this.fail(new PointSubError("ERR_PROTOCOL", "pointsub takes binary WebSocket messages, not a text message"));
