@@ -294,9 +294,13 @@ async function sendBundle(
     try {
       conn = await shared.get();
       if (n > 0) {
-        // Sent again: files the server named before the failure are not sent twice.
-        const same = (await quickCheck(conn, left, undefined, opts.timeout)) ?? new Set<SendItem>();
-        for (const it of left) if (same.has(it)) out.push({ item: it, size: it.size, held: !tried });
+        // Sent again: files the server named before the failure are not sent twice. Compared with the
+        // bytes this bundle read (what an earlier attempt sent), not with the walk's CRC or the file now:
+        // a file that changed since the walk looked at it is stored as read, and not refused as existing.
+        const read = new Map(left.map((it, i) => [it, contents[i]]));
+        const same = (await quickCheck(conn, left, undefined, opts.timeout, read)) ?? new Set<SendItem>();
+        for (const it of left)
+          if (same.has(it)) out.push({ item: it, size: read.get(it)?.length ?? it.size, held: !tried });
         const keep = left.map((it, i) => (same.has(it) ? -1 : i)).filter((i) => i >= 0);
         left = keep.map((i) => left[i]);
         const kept = keep.map((i) => contents[i]);
@@ -872,7 +876,8 @@ export const CHECKS_IN_FLIGHT = 4;
 /**
  * The quick check (like rsync's): asks the server which files it already
  * holds under their names, with their size and CRC32C, and returns the items
- * whose size and CRC32C equal the local file's. Undefined when the server
+ * whose size and CRC32C equal the local file's (with `read`, those of the bytes
+ * read for it: a retried bundle's files, compared as an earlier attempt sent them). Undefined when the server
  * has no quick-check route (an older server: nothing is skipped). `found.held`
  * counts the files the server holds under their names, whole or not.
  */
@@ -881,7 +886,10 @@ export async function quickCheck(
   items: readonly SendItem[],
   found?: { held: number },
   timeoutMs = 0,
+  read?: ReadonlyMap<SendItem, Uint8Array>,
 ): Promise<Set<SendItem> | undefined> {
+  /** The size compared: of the bytes read for it when `read` has them (a retried bundle's), else the walk's. */
+  const sizeOf = (it: SendItem) => read?.get(it)?.length ?? it.size;
   const same = new Set<SendItem>();
   const batches: SendItem[][] = [];
   for (let i = 0; i < items.length; i += FILE_CHECK_MAX) batches.push(items.slice(i, i + FILE_CHECK_MAX));
@@ -892,7 +900,7 @@ export async function quickCheck(
     for (let b = nextBatch++; b < batches.length && !noRoute; b = nextBatch++) {
       const batch = batches[b];
       const queries: FileCheckQuery[] = batch.map((it) =>
-        it.tree ? { path: it.target, size: it.size } : { name: it.target, size: it.size },
+        it.tree ? { path: it.target, size: sizeOf(it) } : { name: it.target, size: sizeOf(it) },
       );
       let res: Uint8Array;
       try {
@@ -919,16 +927,19 @@ export async function quickCheck(
       const worker = async () => {
         for (let k = next++; k < batch.length; k = next++) {
           const a = answers[k];
-          if (a?.crc32c === undefined || a.size !== batch[k].size) continue;
           const it = batch[k];
+          if (a?.crc32c === undefined || a.size !== sizeOf(it)) continue;
+          const bytes = read?.get(it);
           // A tree's small file was read by the walk: its CRC is of those bytes (what its bundle would send), not of a second read.
           // A file this side cannot read (EACCES) is not the same: it is sent, and fails alone. Before, its error failed the
           // check, retried as a lost connection (ERR_CONNECT, ~32 s) and then the whole send.
           const crc =
-            it.crc ??
-            (it.content !== undefined
-              ? noted(it, nodeCrc32c().compute(it.content, 0))
-              : await localCrc32c(it.file, it.size).catch(() => undefined));
+            bytes !== undefined
+              ? nodeCrc32c().compute(bytes, 0)
+              : (it.crc ??
+                (it.content !== undefined
+                  ? noted(it, nodeCrc32c().compute(it.content, 0))
+                  : await localCrc32c(it.file, it.size).catch(() => undefined)));
           if (crc !== undefined && crc32cHex(crc >>> 0) === a.crc32c) same.add(batch[k]);
         }
       };
