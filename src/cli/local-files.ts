@@ -109,13 +109,13 @@ async function sweepLocalRecords(): Promise<void> {
  * CRC32C of the first `length` bytes of `path` (the quick check's), a small
  * file read synchronously; a file of {@link CRC_PERSIST_MIN} or more whose
  * whole CRC is asked for is read once and recorded (a re-run after that
- * reads none of it).
+ * reads none of it). `fresh` (`send --checksum`): read even when recorded, and recorded anew.
  */
-export async function localCrc32c(path: string, length: number): Promise<number> {
+export async function localCrc32c(path: string, length: number, fresh = false): Promise<number> {
   if (length >= CRC_PERSIST_MIN) {
     const st = statSync(path, { throwIfNoEntry: false });
     if (st?.isFile() && st.size === length) {
-      const recorded = await localRecords().get(st);
+      const recorded = fresh ? undefined : await localRecords().get(st);
       if (recorded !== undefined) return recorded;
       const crc = await fileCrc32c(path, length);
       // Recorded for the identity seen before the read (a change during it makes another identity).

@@ -155,7 +155,16 @@ export function program(): Command {
     .argument("<files...>", "files (and with -r directories) to send", nonEmptyName)
     .addOption(serverUrlOption("-t, --to <url>"))
     .option("-r, --recursive", "send directories, keeping their tree under the directory's name on the server")
-    .option("--force", "send files even when the server already holds them whole (same size and CRC32C)")
+    .addOption(
+      new Option(
+        "--force",
+        "send files even when the server already holds them whole (same size and CRC32C)",
+      ).conflicts("checksum"),
+    )
+    .option(
+      "--checksum",
+      "read every file for the quick check (size and CRC32C), trusting none of the sender's records of them (as rsync -c); files the server holds whole are still skipped",
+    )
     .option("-j, --parallel <n>", "files in flight at once over the one connection (1 to 256)", integer(1, 256), 32)
     .addOption(
       new Option("-c, --compress <alg>", "compression: auto, off, or an algorithm")

@@ -62,6 +62,12 @@ export interface SendOptions extends ClientAuthFlags {
   recursive?: boolean;
   /** Send files even when the server already holds them whole. */
   force?: boolean;
+  /**
+   * The quick check reads every file (as rsync -c): the tree's record and the sender's records of its
+   * large files' CRC32C are not trusted (written anew from what was read). Files the server holds whole
+   * are still skipped.
+   */
+  checksum?: boolean;
   /** Files in flight at once over the connection. Default 32. */
   parallel?: number;
   /** Bytes of small files a `-r` walk reads ahead of their bundles' answers. Default {@link READ_AHEAD_BYTES}. */
@@ -298,7 +304,7 @@ async function sendBundle(
         // bytes this bundle read (what an earlier attempt sent), not with the walk's CRC or the file now:
         // a file that changed since the walk looked at it is stored as read, and not refused as existing.
         const read = new Map(left.map((it, i) => [it, contents[i]]));
-        const same = (await quickCheck(conn, left, undefined, opts.timeout, read)) ?? new Set<SendItem>();
+        const same = (await quickCheck(conn, left, undefined, opts.timeout, { read })) ?? new Set<SendItem>();
         for (const it of left)
           if (same.has(it)) out.push({ item: it, size: read.get(it)?.length ?? it.size, held: !tried });
         const keep = left.map((it, i) => (same.has(it) ? -1 : i)).filter((i) => i >= 0);
@@ -877,7 +883,8 @@ export const CHECKS_IN_FLIGHT = 4;
  * The quick check (like rsync's): asks the server which files it already
  * holds under their names, with their size and CRC32C, and returns the items
  * whose size and CRC32C equal the local file's (with `read`, those of the bytes
- * read for it: a retried bundle's files, compared as an earlier attempt sent them). Undefined when the server
+ * read for it: a retried bundle's files, compared as an earlier attempt sent them; with `fresh`, a large
+ * file is read, not taken from the sender's records). Undefined when the server
  * has no quick-check route (an older server: nothing is skipped). `found.held`
  * counts the files the server holds under their names, whole or not.
  */
@@ -886,7 +893,7 @@ export async function quickCheck(
   items: readonly SendItem[],
   found?: { held: number },
   timeoutMs = 0,
-  read?: ReadonlyMap<SendItem, Uint8Array>,
+  { read, fresh = false }: { read?: ReadonlyMap<SendItem, Uint8Array>; fresh?: boolean } = {},
 ): Promise<Set<SendItem> | undefined> {
   /** The size compared: of the bytes read for it when `read` has them (a retried bundle's), else the walk's. */
   const sizeOf = (it: SendItem) => read?.get(it)?.length ?? it.size;
@@ -939,7 +946,7 @@ export async function quickCheck(
               : (it.crc ??
                 (it.content !== undefined
                   ? noted(it, nodeCrc32c().compute(it.content, 0))
-                  : await localCrc32c(it.file, it.size).catch(() => undefined)));
+                  : await localCrc32c(it.file, it.size, fresh).catch(() => undefined)));
           if (crc !== undefined && crc32cHex(crc >>> 0) === a.crc32c) same.add(batch[k]);
         }
       };
@@ -978,6 +985,8 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
   // the first quick check takes it (or its error) as its first attempt.
   let first: Promise<Connection> | undefined;
   const force = opts.force === true;
+  /** Every file read for the quick check (`--checksum`): no record trusted. */
+  const fresh = opts.checksum === true;
   const failures: { file: string; error: PointSubError }[] = [];
   let sentFiles = 0;
   let sentBytes = 0;
@@ -1042,7 +1051,7 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
     let same: Set<SendItem> | undefined;
     for (let n = 0; ; n++) {
       try {
-        same = await quickCheck(await shared.get(), group, found, timeout);
+        same = await quickCheck(await shared.get(), group, found, timeout, { fresh });
         break;
       } catch (err) {
         const e = toPointSubError(err, "ERR_CONNECT");
@@ -1127,7 +1136,7 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
   const settleExisting = async (items: SendItem[]): Promise<Set<SendItem>> => {
     unchecked = false;
     try {
-      return (await quickCheck(await shared.get(), items, undefined, timeout)) ?? new Set();
+      return (await quickCheck(await shared.get(), items, undefined, timeout, { fresh })) ?? new Set();
     } catch {
       return new Set();
     }
@@ -1307,10 +1316,11 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
           found++;
           failed(dir, e);
         },
-        // What the last run read of each tree (files read as found only; --force reads them all again).
+        // What the last run read of each tree (files read as found only; --force and --checksum read them all
+        // again, and the record is written anew from what they read).
         (dir) => {
           if (!readAhead.on) return undefined;
-          const r = TreeRecord.load(dir, opts.to, !force);
+          const r = TreeRecord.load(dir, opts.to, !force && !fresh);
           records.push(r);
           return r;
         },
@@ -1356,7 +1366,7 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
         try {
           const conn = await (n === 0 && first !== undefined ? first : shared.get());
           if (!force) {
-            const same = await quickCheck(conn, single, undefined, timeout);
+            const same = await quickCheck(conn, single, undefined, timeout, { fresh });
             if (same === undefined && all.some((it) => it.tree)) throw noTrees();
             if (same !== undefined && same.size > 0) {
               for (const it of single) if (same.has(it)) unchanged(it);
@@ -1429,7 +1439,7 @@ export async function sendCommand(args: string[], opts: SendOptions): Promise<vo
             // (A connection that cannot be made again now leaves this file's ERR_EXISTS, not the send's end.)
             const same = await shared
               .get()
-              .then((c) => quickCheck(c, [it], undefined, timeout))
+              .then((c) => quickCheck(c, [it], undefined, timeout, { fresh }))
               .catch(() => undefined);
             if (same?.has(it)) {
               view.drop(target);

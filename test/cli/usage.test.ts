@@ -318,6 +318,21 @@ describe("CLI usage errors", () => {
     assert.match(helpSend.stdout, /^Usage: pointsub send /);
   });
 
+  it("send --checksum with --force (which sends every file, checked or not) exits 2 with one line naming both", async () => {
+    const [a, b] = await runMany([
+      ["send", "file.bin", ...TO, "--checksum", "--force"],
+      ["send", "file.bin", ...TO, "--force", "--checksum"],
+    ]);
+    for (const r of [a, b]) {
+      assert.equal(r.code, 2);
+      assert.equal(r.stdout, "");
+      assert.match(
+        r.stderr,
+        /^pointsub: ERR_INVALID_ARGUMENT: option '--(force|checksum)' cannot be used with option '--(checksum|force)'\n$/,
+      );
+    }
+  });
+
   it("`help help` prints the help command's own help on stdout, exit 0", async () => {
     // Before: commander found no command `help` to describe: the whole help on stderr, exit 2.
     const [helpHelp] = await runMany([["help", "help"]]);
