@@ -51,7 +51,7 @@ import {
   writeOut,
 } from "./output.ts";
 import { RetryNotices, retryAfter, stopRetrying } from "./retry.ts";
-import { TreeRecord } from "./tree-record.ts";
+import { type DirIdentity, TreeRecord } from "./tree-record.ts";
 
 export interface SendOptions extends ClientAuthFlags {
   to: string;
@@ -407,7 +407,7 @@ function contentCrc(it: SendItem, content: Uint8Array): number {
 
 /** `crc` (of the bytes the walk read of `it`), noted in its tree's record; returned. */
 function noted(it: SendItem, crc: number): number {
-  it.record?.noteRead(it.target, it.size, crc);
+  if (it.dir !== undefined) it.record?.noteRead(it.target, it.size, crc, it.dir);
   return crc;
 }
 
@@ -561,6 +561,8 @@ export interface SendItem {
   crc?: number;
   /** The record of its tree, where the CRC32C of {@link content} is noted once computed (`noted`). */
   record?: TreeRecord;
+  /** The directory the walk listed it in (with {@link record}: a file recorded by a read is trusted there only). */
+  dir?: DirIdentity;
 }
 
 /**
@@ -595,12 +597,12 @@ let arenaAt = 0;
  * ({@link READ_ARENA_BYTES}), closed. A larger one is only fstatted (its bytes
  * are read when it is sent, as a stream of its own).
  */
-export function readTreeFile(file: string, target: string, record?: TreeRecord): SendItem {
-  if (record?.known === true) {
+export function readTreeFile(file: string, target: string, record?: TreeRecord, dir?: DirIdentity): SendItem {
+  if (record?.known === true && dir !== undefined) {
     // A file last run read, unchanged since: its CRC32C from the record, nothing read.
     const st = lstatSync(file, { throwIfNoEntry: false });
     if (st?.isFile() === true && st.size <= BUNDLE_SMALL_MAX) {
-      const crc = record.lookup(target, st);
+      const crc = record.lookup(target, st, dir);
       if (crc !== undefined) return { file, target, tree: true, size: st.size, crc };
     }
   }
@@ -617,7 +619,10 @@ export function readTreeFile(file: string, target: string, record?: TreeRecord):
       arenaAt += n;
       const it: SendItem = { file, target, tree: true, size: n, content };
       // Its CRC is recorded once computed (the quick check's, or the bundle's receipt check), as read by this run.
-      if (record !== undefined) it.record = record;
+      if (record !== undefined && dir !== undefined) {
+        it.record = record;
+        it.dir = dir;
+      }
       return it;
     }
     return { file, target, tree: true, size: fstatSync(fd).size };
@@ -706,8 +711,11 @@ function listed(path: string, target: string): SendItem | undefined {
   return st === undefined ? undefined : { file: path, target, tree: true, size: st.size };
 }
 
-/** Whether `path` is a directory itself now (not a link to one, nor gone). */
-const isDirectoryNow = (path: string): boolean => lstatSync(path, { throwIfNoEntry: false })?.isDirectory() === true;
+/** `path` when it is a directory itself now (not a link to one, nor gone): its identity. */
+const directoryNow = (path: string): Stats | undefined => {
+  const st = lstatSync(path, { throwIfNoEntry: false });
+  return st?.isDirectory() === true ? st : undefined;
+};
 
 /** Entries the directory walk lstats between two turns of the event loop. */
 const WALK_YIELD_EVERY = 256;
@@ -742,7 +750,8 @@ export async function collectFiles(
 ): Promise<SendItem[]> {
   const items: SendItem[] = [];
   let sinceYield = 0;
-  const walk = async (dir: string, prefix: string, sub: boolean, rec: TreeRecord | undefined) => {
+  /** Walks `dir` (`top`: a directory argument's identity, as its stat found it: it may be a link named). */
+  const walk = async (dir: string, prefix: string, sub: boolean, rec: TreeRecord | undefined, top?: Stats) => {
     let entries: WalkEntry[];
     try {
       entries = await listDir(dir);
@@ -759,7 +768,8 @@ export async function collectFiles(
     // readdir follows a link: a directory inside the tree that was replaced by one (to a directory
     // outside it) between its parent's listing and its own is not walked. (Its name is looked up
     // again when its files are read: a tree's file is opened without following a link, readListed.)
-    if (sub && !isDirectoryNow(dir)) {
+    const here = sub ? directoryNow(dir) : top;
+    if (sub && here === undefined) {
       skip(dir, "changed while it was walked (no longer a directory)");
       return;
     }
@@ -781,7 +791,7 @@ export async function collectFiles(
           const wait = readAhead.room();
           if (wait !== undefined) await wait;
           try {
-            it = readTreeFile(path, target, rec);
+            it = readTreeFile(path, target, rec, here);
           } catch {
             // Not readable now (replaced by a link since its directory was listed: ELOOP...): listed as
             // the walk lists it otherwise, and its read when its bundle is sent reports the file's failure.
@@ -823,7 +833,7 @@ export async function collectFiles(
       // Normalized once (a trailing separator dropped: "photos/" walks as "photos"; the root stays).
       const root = join(arg);
       checked.push(() =>
-        walk(root.length > 1 && root.endsWith(sep) ? root.slice(0, -1) : root, top, false, record?.(root)),
+        walk(root.length > 1 && root.endsWith(sep) ? root.slice(0, -1) : root, top, false, record?.(root), st),
       );
     } else if (st?.isFile()) {
       // Before, one without read permission failed alone once sent (ERR_SOURCE: EACCES), the others sent.

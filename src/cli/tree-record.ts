@@ -7,10 +7,14 @@
  * reading it: a re-run of a tree the server holds whole reads none of its
  * small files (large files have their own records, `local-files.ts`).
  *
- * A file the walk read is recorded with its size and the time the run
- * started (no stat: an fstat per file, its Stats and their garbage cost a
- * first send of 2,000 × 1 KiB ~12 % of its CPU): the next run trusts its
- * CRC when the file has that size and its mtime and ctime (ctime cannot be
+ * A file the walk read is recorded with its size, the time the run
+ * started and the identity (device, inode) of the directory it was listed
+ * in (no stat of the file: an fstat per file, its Stats and their garbage cost a
+ * first send of 2,000 × 1 KiB ~12 % of its CPU; the walk lstats each directory
+ * anyway): the next run trusts its
+ * CRC when the file has that size, is in that same directory (another one put
+ * in its place — `mv tree tree.old && mv other tree`, a symbolic link named as the
+ * root pointed elsewhere — moves no time of the files in it), and its mtime and ctime (ctime cannot be
  * set back; Linux sets it on a rename and a link too) are at least
  * {@link SETTLED_MS} older than that start — a change after the read, or
  * right before it within the file system's timestamp granularity (FAT's
@@ -51,7 +55,8 @@ export const TREE_RECORDS_KEPT = 64;
  * that wrote it ({@link currentBoot}: its length, u8, and bytes), the root's UTF-8 length (u32 LE) and
  * bytes, the
  * file count (u32 LE), then per file its CRC32C (u32 LE), device, inode, size, mtimeMs and ctimeMs
- * (f64 LE each), its target's UTF-8 length (u16 LE) and bytes. Binary: no number printed or parsed
+ * (f64 LE each; a file recorded by a read: NaN, its directory's inode, its size, the run's start, its
+ * directory's device), its target's UTF-8 length (u16 LE) and bytes. Binary: no number printed or parsed
  * per file (as JSON, 2,000 files: ~2 MB of garbage at the end of a send, a GC of its own).
  */
 const MAGIC = 0x52545350; // "PSTR", little-endian
@@ -108,6 +113,12 @@ function recordPath(root: string): string {
       .slice(0, 40) ?? "";
   const crc = crc32cJs(new TextEncoder().encode(root)).toString(16).padStart(8, "0");
   return join(treeRecordsDir(), `${crc}-${name || "root"}.rec`);
+}
+
+/** A directory's identity: a file recorded by a read is trusted in that directory only. */
+export interface DirIdentity {
+  dev: number;
+  ino: number;
 }
 
 /** Whether row `r` of `f` was recorded under the identity `st`. */
@@ -167,16 +178,27 @@ export class TreeRecord {
     return this.last.size > 0;
   }
 
-  /** The CRC32C recorded for `target` when `st` is the identity it was recorded under (kept for the next run). */
-  lookup(target: string, st: Stats): number | undefined {
+  /**
+   * The CRC32C recorded for `target` when `st` is the identity it was recorded under, or (recorded by a read)
+   * it is in the directory it was read in (`dir`: where the walk listed it now); kept for the next run.
+   */
+  lookup(target: string, st: Stats, dir: DirIdentity): number | undefined {
     const last = this.last;
     const r = last.rows.get(target);
     if (r === undefined) return undefined;
     const d = last.data;
     const at = 6 * r;
-    // Recorded by a read (no identity: see the module's comment): its size, and no change since before that run.
+    // Recorded by a read (no identity: see the module's comment): its size, its directory, and no change since
+    // before that run.
     const read = Number.isNaN(d[at + 1]);
-    if (read ? d[at + 3] !== st.size || Math.max(st.mtimeMs, st.ctimeMs) > d[at + 4] - SETTLED_MS : !same(last, r, st))
+    if (
+      read
+        ? d[at + 3] !== st.size ||
+          d[at + 2] !== dir.ino ||
+          d[at + 5] !== dir.dev ||
+          Math.max(st.mtimeMs, st.ctimeMs) > d[at + 4] - SETTLED_MS
+        : !same(last, r, st)
+    )
       return undefined;
     const crc = d[at];
     if (this.next.size < TREE_RECORD_MAX) this.next.set(target, crc, st.dev, st.ino, st.size, st.mtimeMs, st.ctimeMs);
@@ -185,11 +207,14 @@ export class TreeRecord {
     return crc;
   }
 
-  /** Records `target`'s CRC32C of its `size` bytes this run read (trusted by the next run as the module's comment says). */
-  noteRead(target: string, size: number, crc: number): void {
+  /**
+   * Records `target`'s CRC32C of its `size` bytes this run read, listed in the directory `dir` (trusted by the
+   * next run as the module's comment says).
+   */
+  noteRead(target: string, size: number, crc: number, dir: DirIdentity): void {
     if (this.next.size >= TREE_RECORD_MAX) return;
     this.changed = true;
-    this.next.set(target, crc, Number.NaN, 0, size, this.started, Number.NaN);
+    this.next.set(target, crc, Number.NaN, dir.ino, size, this.started, dir.dev);
   }
 
   /** Writes this run's entries (replacing last run's: files gone since are dropped), if they differ. Never throws. */

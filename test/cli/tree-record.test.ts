@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { randomFillSync } from "node:crypto";
 import { lstatSync, type Stats, statSync, utimesSync } from "node:fs";
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -23,6 +23,8 @@ const FILES = 100;
 const SIZE = 48 * KiB;
 const HOOK = join(import.meta.dirname, "../helpers/rchar-at-exit.ts");
 const OTHER_BOOT = join(import.meta.dirname, "../helpers/other-boot.ts");
+/** The directory the in-process tests' files are read in (an identity of none: the record compares it only). */
+const DIR = { dev: 1, ino: 1 };
 
 /**
  * `record` with the row of `target` made to say that `st` is the file whose CRC32C it holds (its CRC kept):
@@ -182,14 +184,14 @@ describe("send -r: the record of a tree's small files", () => {
   it("a record that cannot be put in place leaves nothing written aside", async () => {
     const dir = join(work, "state-here", "trees");
     const first = TreeRecord.load(join(work, "blocked"), "tcp://127.0.0.1:1");
-    first.noteRead("blocked/f1.bin", SIZE, 7);
+    first.noteRead("blocked/f1.bin", SIZE, 7, DIR);
     first.save();
     const [name] = (await readdir(dir)).filter((n) => n.includes("blocked"));
     // Its place taken by a directory (as a full disk fails the write): the rename fails.
     await rm(join(dir, name));
     await mkdir(join(dir, name, "x"), { recursive: true });
     const second = TreeRecord.load(join(work, "blocked"), "tcp://127.0.0.1:1");
-    second.noteRead("blocked/f1.bin", SIZE, 8);
+    second.noteRead("blocked/f1.bin", SIZE, 8, DIR);
     second.save();
     assert.deepEqual(
       (await readdir(dir)).filter((n) => n.includes("blocked")),
@@ -202,17 +204,17 @@ describe("send -r: the record of a tree's small files", () => {
     // The tree's files settled before the suite's sends: a run reads one, the next finds it and records its identity.
     const st = lstatSync(join(tree, "f1.bin"));
     const first = TreeRecord.load(join(work, "used"), "tcp://127.0.0.1:1");
-    first.noteRead("used/f1.bin", st.size, 7);
+    first.noteRead("used/f1.bin", st.size, 7, DIR);
     first.save();
     const second = TreeRecord.load(join(work, "used"), "tcp://127.0.0.1:1");
-    assert.equal(second.lookup("used/f1.bin", st), 7);
+    assert.equal(second.lookup("used/f1.bin", st, DIR), 7);
     second.save();
     const dir = join(work, "state-here", "trees");
     const [name] = (await readdir(dir)).filter((n) => n.includes("used"));
     const long = new Date("2001-01-01T00:00:00Z");
     utimesSync(join(dir, name), long, long);
     const again = TreeRecord.load(join(work, "used"), "tcp://127.0.0.1:1");
-    assert.equal(again.lookup("used/f1.bin", st), 7);
+    assert.equal(again.lookup("used/f1.bin", st, DIR), 7);
     const inode = statSync(join(dir, name)).ino;
     again.save();
     const after = statSync(join(dir, name));
@@ -227,23 +229,26 @@ describe("send -r: the record of a tree's small files", () => {
     await writeFile(recent, "x".repeat(SIZE));
     const fresh = TreeRecord.load(join(work, "elsewhere"), "tcp://127.0.0.1:1");
     assert.equal(fresh.known, false);
-    fresh.noteRead("elsewhere/f1.bin", SIZE, 7);
-    fresh.noteRead("elsewhere/f3.bin", st.size, 9);
+    fresh.noteRead("elsewhere/f1.bin", SIZE, 7, DIR);
+    fresh.noteRead("elsewhere/f3.bin", st.size, 9, DIR);
     fresh.save();
     assert.equal((await readdir(join(work, "state-here", "trees"))).filter((n) => n.includes("elsewhere")).length, 1);
     assert.equal(TreeRecord.load(join(work, "elsewhere"), "tcp://127.0.0.1:2").known, false, "another server's");
     const loaded = TreeRecord.load(join(work, "elsewhere"), "tcp://127.0.0.1:1");
     assert.equal(loaded.known, true);
     assert.equal(
-      loaded.lookup("elsewhere/f1.bin", lstatSync(recent)),
+      loaded.lookup("elsewhere/f1.bin", lstatSync(recent), DIR),
       undefined,
       "changed within SETTLED_MS of the read",
     );
     // Another size is not the file read.
-    assert.equal(loaded.lookup("elsewhere/f3.bin", { ...st, size: st.size + 1 } as typeof st), undefined);
-    assert.equal(loaded.lookup("elsewhere/f3.bin", st), 9);
+    assert.equal(loaded.lookup("elsewhere/f3.bin", { ...st, size: st.size + 1 } as typeof st, DIR), undefined);
+    // Another directory in its place is not the one it was read in (the identity a run gives its files' directories).
+    assert.equal(loaded.lookup("elsewhere/f3.bin", st, { dev: 1, ino: 2 }), undefined);
+    assert.equal(loaded.lookup("elsewhere/f3.bin", st, { dev: 2, ino: 1 }), undefined);
+    assert.equal(loaded.lookup("elsewhere/f3.bin", st, DIR), 9);
     // Another identity (here: another size) is not the recorded file.
-    assert.equal(loaded.lookup("elsewhere/f3.bin", { ...st, size: st.size + 1 } as typeof st), undefined);
+    assert.equal(loaded.lookup("elsewhere/f3.bin", { ...st, size: st.size + 1 } as typeof st, DIR), undefined);
   });
 
   it("--checksum reads every file: one changed in a way the record cannot see is sent, skipped without it", async () => {
@@ -268,5 +273,45 @@ describe("send -r: the record of a tree's small files", () => {
     assert.deepEqual(await readFile(stored), content);
     // Every file read (the record not used), as a send with no record reads them.
     assert.ok(checked.read - trusted.read >= FILES * SIZE * 0.9, `read ${checked.read}, trusting ${trusted.read}`);
+  });
+
+  it("a directory put in the place of the one a run read is not taken for it: its files are read and sent", async () => {
+    // Files of the same names and sizes, other bytes, all settled: `mv swap swap.old && mv other swap` moves
+    // two directories, and no time of the files in them (Linux sets the ctime of a renamed file, not of its
+    // directory's files). Before, the run after the one that read swap/ took the other directory's files for
+    // them (same size, times older than that run's start) and skipped them all, its record saying so from then on.
+    const swap = join(work, "swap");
+    const other = join(work, "other");
+    // The same through a symbolic link named as the tree (`send -r current` after `ln -sfn v2 current`).
+    const link = join(work, "current");
+    const [v1, v2] = [join(work, "v1"), join(work, "v2")];
+    for (const d of [swap, other, v1, v2]) {
+      await mkdir(join(d, "sub"), { recursive: true });
+      for (const n of ["a.bin", "b.bin", join("sub", "c.bin")])
+        await writeFile(join(d, n), randomFillSync(Buffer.alloc(2 * KiB)));
+    }
+    await sleep(SETTLED_MS + 100);
+    const first = await send(serve.url, swap);
+    assert.equal(first.code, 0, first.err);
+    assert.match(first.out, /3 of 3 files sent/);
+    await rename(swap, join(work, "swap.old"));
+    await rename(other, swap);
+    const rerun = await send(serve.url, swap);
+    assert.equal(rerun.code, 0, rerun.err);
+    assert.match(rerun.out, /3 of 3 files sent/);
+    for (const n of ["a.bin", "b.bin", join("sub", "c.bin")]) {
+      assert.deepEqual(await readFile(join(work, "inbox", "swap", n)), await readFile(join(swap, n)), n);
+    }
+
+    await symlink(v1, link);
+    assert.match((await send(serve.url, link)).out, /3 of 3 files sent/);
+    await rm(link);
+    await symlink(v2, link);
+    const relinked = await send(serve.url, link);
+    assert.equal(relinked.code, 0, relinked.err);
+    assert.match(relinked.out, /3 of 3 files sent/);
+    for (const n of ["a.bin", "b.bin", join("sub", "c.bin")]) {
+      assert.deepEqual(await readFile(join(work, "inbox", "current", n)), await readFile(join(v2, n)), n);
+    }
   });
 });
