@@ -20,7 +20,10 @@
  * right before it within the file system's timestamp granularity (FAT's
  * mtime: 2 s; git's "racily clean" entries), fails it — and then records
  * the identity it found (device, inode, size, mtime, ctime), which later
- * runs compare field by field. A record is trusted in
+ * runs compare field by field. (The age is of the file system's times by this
+ * machine's clock: one whose clock is more than {@link SETTLED_MS} behind — a
+ * network file system's server — can date a change just after the read before
+ * it, unseen as `--checksum`'s README paragraph says.) A record is trusted in
  * the boot of the machine that wrote it only (as the large files' unsynced
  * records, `file-crc-store.ts`): after a crash a file written without fsync
  * may keep an identity with other data (fdatasync leaves its new times
