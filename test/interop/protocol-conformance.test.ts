@@ -9,6 +9,7 @@
  * it), the close, and the typed error the pointsub side reports.
  */
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import net from "node:net";
 import { after, before, describe, it } from "node:test";
 import {
@@ -106,6 +107,25 @@ function parse(buf: Buffer, crc = true): Frame[] {
   };
   if (buf.length >= 6) walk(buf, 6, false);
   return out;
+}
+
+/** The rows (cells, trimmed) of the first table after `heading` in docs/PROTOCOL.md; `\\|` inside a cell is kept. */
+function docTable(heading: string): string[][] {
+  const doc = readFileSync(new URL("../../docs/PROTOCOL.md", import.meta.url), "utf8");
+  const from = doc.indexOf(`\n${heading}\n`);
+  assert.ok(from >= 0, `PROTOCOL.md has no heading ${heading}`);
+  const lines = doc.slice(from).split("\n");
+  const rows: string[][] = [];
+  for (const line of lines.slice(lines.findIndex((l) => l.startsWith("| ---")) + 1)) {
+    if (!line.startsWith("|")) break;
+    rows.push(
+      line
+        .slice(1, -1)
+        .split(/(?<!\\)\|/)
+        .map((cell) => cell.trim()),
+    );
+  }
+  return rows;
 }
 
 interface Outcome {
@@ -434,6 +454,177 @@ describe("docs/PROTOCOL.md conformance, hand-encoded: a pointsub server", () => 
         "chunked START over streamWindow": "goaway 2001",
       },
     );
+  });
+
+  it("§6, §7: every connection-closing row of the limits summary, read from the document, closes with the errno §7 gives its error", async () => {
+    // Each row of §6's first table (matched by the start of its "what" cell) gets cases that break it, hand-encoded;
+    // each case names one error of the row's "error" cell and must close the connection with that error's §7
+    // errno (GOAWAY, read off the wire). A row added, reworded or given another error fails here until its
+    // cases follow: the summary a peer reads and what pointsub does cannot drift apart.
+    const c = (...f: Buffer[]) => Buffer.concat([OPEN, ...f, ping]);
+    const start = (id: number, route: string, codec = 0, meta = "") =>
+      frame(STREAM, 1, id, [0, 0, ...text(route), codec, ...text(meta)]);
+    const badCrc = frame(PING, 0, 0, PROBE);
+    badCrc[badCrc.length - 1] ^= 1;
+    type Case =
+      | { code: string; at?: "small" | "auth" | "win"; bytes: Buffer }
+      | { code: string; answer: (id: number) => Buffer };
+    const rows: Record<string, Case[]> = {
+      "preface magic / versions": [
+        { code: "ERR_PROTOCOL", bytes: Buffer.concat([Buffer.from([0x50, 0x53, 0x55, 0x43, 1, 1]), hello(), ping]) },
+        { code: "ERR_VERSION", bytes: Buffer.concat([Buffer.from([0x50, 0x53, 0x55, 0x42, 2, 3]), hello(), ping]) },
+      ],
+      "a first frame after the preface other than HELLO": [
+        { code: "ERR_PROTOCOL", bytes: Buffer.concat([PREFACE, ping]) },
+        { code: "ERR_PROTOCOL", bytes: c(hello()) },
+      ],
+      "frame header fields; a control payload of the wrong size": [
+        { code: "ERR_PROTOCOL", bytes: c(frame(11, 0, 0, [])) },
+        { code: "ERR_PROTOCOL", bytes: c(frame(CANCEL, 0, 1, [0, 0, 0])) },
+        { code: "ERR_PROTOCOL", bytes: c(frame(PING, 0, 0, PROBE.slice(1))) },
+        { code: "ERR_PROTOCOL", bytes: c(frame(CREDIT, 0, 0, [1, 0])) },
+        { code: "ERR_PROTOCOL", bytes: c(frame(CREDIT, 0, 0, v(2 ** 31))) },
+        { code: "ERR_PROTOCOL", bytes: c(frame(GOAWAY, 0, 0, [0])) },
+      ],
+      "message framing:": [
+        { code: "ERR_PROTOCOL", bytes: c(frame(MSG, 1, 1, [5, 1]), frame(MSG, 1, 1, [5, 1])) },
+        { code: "ERR_PROTOCOL", bytes: c(frame(MSG, 0, 1, [1])) },
+        { code: "ERR_PROTOCOL", bytes: c(frame(REQ, 1, 1, [5, ...text("/echo")]), frame(MSG, 2, 1, [1])) },
+        { code: "ERR_PROTOCOL", bytes: c(frame(MSG, 1, 1, [2, 1, 2, 3])) },
+        { code: "ERR_PROTOCOL", bytes: c(frame(MSG, 1, 1, [5, 1, 2]), frame(MSG, 2, 1, [3])) },
+        { code: "ERR_PROTOCOL", bytes: c(frame(RES, 3, 2, [0])) },
+        { code: "ERR_PROTOCOL", bytes: c(frame(REQ, 3, 1, [0])) },
+        { code: "ERR_PROTOCOL", bytes: c(frame(REQ, 3, 1, text(`/${"a".repeat(1024)}`))) },
+        { code: "ERR_PROTOCOL", bytes: c(frame(REQ, 3, 1, [1, 0xff])) },
+      ],
+      "an error response sent chunked": [
+        { code: "ERR_PROTOCOL", answer: (id) => frame(RES, 1, id, [5, 1, ...u16(4002)]) },
+        { code: "ERR_PROTOCOL", answer: (id) => frame(RES, 3, id, []) },
+        { code: "ERR_PROTOCOL", answer: (id) => frame(RES, 3, id, [2]) },
+        { code: "ERR_PROTOCOL", answer: (id) => frame(RES, 3, id, [1, 0x0f]) },
+        { code: "ERR_PROTOCOL", answer: (id) => frame(RES, 3, id, [1, ...u16(4002), 0x81, 0x80, 0x01]) },
+      ],
+      "STREAM START with END or COMPRESSED": [
+        { code: "ERR_PROTOCOL", bytes: c(frame(STREAM, 3, 1, [0, 0, ...text("/s"), 0, 0])) },
+        { code: "ERR_PROTOCOL", bytes: c(frame(STREAM, 5, 1, [0, 0, ...text("/s"), 0, 0])) },
+        { code: "ERR_PROTOCOL", bytes: c(start(1, "/s", 1), frame(STREAM, 6, 1, [0, 0, 0, 0, 0])) },
+        { code: "ERR_PROTOCOL", bytes: c(start(1, "/s"), frame(STREAM, 4, 1, [1, 0])) },
+        { code: "ERR_PROTOCOL", bytes: c(start(1, "/s", 0, JSON.stringify({ a: "x".repeat(4089) }))) },
+        { code: "ERR_PROTOCOL", bytes: c(start(1, "/s", 0, "[1]")) },
+        { code: "ERR_PROTOCOL", bytes: c(frame(STREAM, 1, 1, [3, 5, 0, 0, 0, 0, ...text("/s"), 0, 0])) },
+        { code: "ERR_PROTOCOL", bytes: c(start(2, "/s")) },
+      ],
+      "KEYED off a REQ START": [
+        { code: "ERR_PROTOCOL", bytes: c(frame(MSG, 7, 1, [1])) },
+        { code: "ERR_PROTOCOL", bytes: c(frame(REQ, 7, 1, [...text("/echo"), 65, ...new Uint8Array(65)])) },
+      ],
+      "frame length > maxFrameSize": [{ code: "ERR_FRAME_TOO_LARGE", bytes: c(rawFrame(0x13, [1], v(1048577), [])) }],
+      "CRC32C trailer": [{ code: "ERR_CHECKSUM", bytes: Buffer.concat([OPEN, badCrc]) }],
+      "message total > maxMessageSize": [{ code: "ERR_MESSAGE_TOO_LARGE", bytes: c(frame(MSG, 1, 1, v(2 ** 28 + 1))) }],
+      "open chunked totals > maxAssemblyBytes": [
+        { code: "ERR_FLOW_CONTROL", at: "small", bytes: c(frame(MSG, 1, 1, v(1000)), frame(MSG, 1, 3, v(501))) },
+      ],
+      "bytes beyond granted credit": [
+        { code: "ERR_FLOW_CONTROL", at: "win", bytes: c(frame(MSG, 1, 1, [...v(40000), ...new Uint8Array(16400)])) },
+      ],
+      "open requests > maxConcurrentRequests": [
+        {
+          code: "ERR_TOO_MANY_REQUESTS",
+          at: "small",
+          bytes: c(frame(REQ, 1, 1, [5, ...text("/echo")]), frame(REQ, 1, 3, [5, ...text("/echo")])),
+        },
+      ],
+      "open streams > maxConcurrentStreams": [
+        { code: "ERR_TOO_MANY_REQUESTS", bytes: c(...[...Array(65)].map((_, i) => start(2 * i + 1, "/hold"))) },
+      ],
+      "frames before authentication": [{ code: "ERR_UNAUTHORIZED", at: "auth", bytes: c(frame(MSG, 3, 1, [1])) }],
+      "AUTH over 4096 bytes": [
+        { code: "ERR_PROTOCOL", at: "auth", bytes: c(frame(AUTH, 0, 0, new Uint8Array(4097))) },
+        { code: "ERR_PROTOCOL", at: "auth", bytes: c(frame(AUTH, 0, 0, text("tok").slice(1)), frame(AUTH, 0, 0, [])) },
+        { code: "ERR_PROTOCOL", bytes: c(frame(AUTH, 0, 0, [])) },
+        { code: "ERR_PROTOCOL", at: "auth", bytes: c(frame(AUTH, 1, 0, [])) },
+      ],
+      "HELLO payload over 4096 bytes": [
+        { code: "ERR_PROTOCOL", bytes: Buffer.concat([PREFACE, frame(HELLO, 0, 0, [...bigHello, 0x7d, 0]), ping]) },
+        {
+          code: "ERR_PROTOCOL",
+          bytes: Buffer.concat([
+            PREFACE,
+            hello([
+              [1, 16384],
+              [1, 16384],
+            ]),
+            ping,
+          ]),
+        },
+        { code: "ERR_PROTOCOL", bytes: Buffer.concat([PREFACE, hello([[3, 2]]), ping]) },
+      ],
+      "a varint not minimal": [
+        { code: "ERR_PROTOCOL", bytes: c(rawFrame(0x13, [0x81, 0x00], [1], [1])) },
+        { code: "ERR_PROTOCOL", bytes: c(rawFrame(0x13, [1], [0x81, 0x80, 0x80, 0x80, 0x00], [])) },
+        { code: "ERR_FRAME_TOO_LARGE", bytes: c(rawFrame(0x13, [1], v(2 ** 28 - 1), [])) },
+      ],
+      "CREDIT raising connection credit": [{ code: "ERR_FLOW_CONTROL", bytes: c(frame(CREDIT, 0, 0, v(2 ** 31 - 1))) }],
+      "BATCH empty": [
+        { code: "ERR_PROTOCOL", bytes: c(frame(BATCH, 0, 0, [])) },
+        {
+          code: "ERR_PROTOCOL",
+          bytes: c(frame(BATCH, 0, 0, frame(BATCH, 0, 0, frame(PING, 0, 0, PROBE, false), false))),
+        },
+        { code: "ERR_PROTOCOL", bytes: c(frame(BATCH, 0, 0, [0x13, 1, 5, 1])) },
+      ],
+      "STREAM codec not offered": [{ code: "ERR_COMPRESSION", bytes: c(start(1, "/s", 9)) }],
+      "COMPRESSED `length` > maxFrameSize": [
+        { code: "ERR_PROTOCOL", bytes: c(start(1, "/s", 1), frame(STREAM, 4, 1, [...v(1048577), 0])) },
+      ],
+      "COMPRESSED `length` > maxCompressionRatio": [
+        { code: "ERR_COMPRESSION", bytes: c(start(1, "/s", 1), frame(STREAM, 4, 1, [...v(2050), 0, 0])) },
+      ],
+    };
+    // Timers of seconds: not for a fast test (the keepalive row has its own case in this file).
+    const timed = [
+      "handshake (HELLO, AUTH)",
+      "nothing heard for two",
+      "the peer takes nothing",
+      "one-way messages arriving",
+    ];
+
+    const errno = new Map(docTable("## 7. Error codes (errno on the wire)").map(([n, code]) => [code, Number(n)]));
+    const summary = docTable("## 6. Limits a receiver enforces (summary)");
+    const keyOf = (what: string) => [...Object.keys(rows), ...timed].filter((k) => what.startsWith(k));
+    assert.deepEqual(
+      summary.filter(([what]) => keyOf(what).length !== 1).map(([what]) => what),
+      [],
+      "every row of §6 has exactly one entry here",
+    );
+    assert.deepEqual(
+      Object.keys(rows).filter((k) => !summary.some(([what]) => what.startsWith(k))),
+      [],
+      "every entry here is a row of §6",
+    );
+
+    const ports = { small: smallPort, auth: authPort, win: winPort };
+    const want: Record<string, string> = {};
+    const got: Record<string, Promise<string>> = {};
+    for (const [what, , error] of summary) {
+      const key = keyOf(what)[0];
+      rows[key]?.forEach((k, i) => {
+        const name = `${key} #${i + 1}: ${k.code}`;
+        assert.ok(error.includes(k.code), `${name}: the row's error is ${error}`);
+        if ("answer" in k) {
+          want[name] = k.code; // the requester's own report of the GOAWAY it sends
+          got[name] = requestAgainst(k.answer);
+        } else {
+          want[name] = `goaway ${errno.get(k.code)}`;
+          got[name] = exchange(k.at === undefined ? port : ports[k.at], k.bytes).then((o) =>
+            o.goaway === undefined ? (o.answered ? "answered" : "no GOAWAY") : `goaway ${o.goaway}`,
+          );
+        }
+      });
+    }
+    const names = Object.keys(got);
+    const results = await Promise.all(names.map((n) => got[n]));
+    assert.deepEqual(Object.fromEntries(names.map((n, i) => [n, results[i]])), want);
   });
 
   it("§3.4, §3.8, §3.10: answers to CANCEL, a PING behind GOAWAY(0), a chunked MSG cancelled then its id reused", async () => {
