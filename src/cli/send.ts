@@ -11,6 +11,7 @@ import {
   readSync,
   type Stats,
   stat,
+  statSync,
 } from "node:fs";
 import { basename, join, resolve, sep } from "node:path";
 import { answerWithin, formatMs, watchLastSent } from "../client/answer-deadline.ts";
@@ -812,6 +813,13 @@ export async function collectFiles(
           await new Promise((r) => setImmediate(r));
         }
       } else skip(path, d.isSymbolicLink() ? "a symbolic link" : "not a regular file");
+    }
+    // Another directory put in its place meanwhile (`mv tree tree.old && mv other tree`, a link named as the
+    // root pointed elsewhere) gave some of the files read or looked up above: not the ones of the directory
+    // whose identity they would be recorded under (put back, its files were taken for the other's).
+    if (rec !== undefined && here !== undefined) {
+      const now = sub ? directoryNow(dir) : statSync(dir, { throwIfNoEntry: false });
+      if (now?.dev !== here.dev || now.ino !== here.ino) rec.spoil();
     }
   };
   // Every argument is checked before any directory is walked (argsChecked: the send may begin connecting).

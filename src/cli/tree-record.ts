@@ -23,7 +23,8 @@
  * runs compare field by field. (The age is of the file system's times by this
  * machine's clock: one whose clock is more than {@link SETTLED_MS} behind — a
  * network file system's server — can date a change just after the read before
- * it, unseen as `--checksum`'s README paragraph says.) A record is trusted in
+ * it, unseen as `--checksum`'s README paragraph says.) A directory whose identity is another after the walk
+ * of it (replaced while it was walked: some files read from the other) leaves no record. A record is trusted in
  * the boot of the machine that wrote it only (as the large files' unsynced
  * records, `file-crc-store.ts`): after a crash a file written without fsync
  * may keep an identity with other data (fdatasync leaves its new times
@@ -147,6 +148,8 @@ export class TreeRecord {
   private changed = false;
   /** When this run started (ms since the epoch): before any of its reads. */
   private readonly started = Date.now();
+  /** A directory of the tree was replaced while it was walked: this run's rows are not written, last run's removed. */
+  private spoiled = false;
 
   private constructor(root: string, server: number, last: Files) {
     this.root = root;
@@ -220,8 +223,25 @@ export class TreeRecord {
     this.next.set(target, crc, Number.NaN, dir.ino, size, this.started, dir.dev);
   }
 
+  /**
+   * A directory of the tree was another one (another identity) by the end of its walk: some of the files read
+   * or looked up in it may be the other's, not those of the identity their rows would keep. The record is
+   * removed when the send ends (the next run reads every file).
+   */
+  spoil(): void {
+    this.spoiled = true;
+  }
+
   /** Writes this run's entries (replacing last run's: files gone since are dropped), if they differ. Never throws. */
   save(): void {
+    if (this.spoiled) {
+      try {
+        rmSync(recordPath(this.root), { force: true });
+      } catch {
+        // Not removable (never thrown from here).
+      }
+      return;
+    }
     // (A record of another server's was not loaded: `last` is empty, this one replaces it.)
     if (!this.changed && this.next.size === this.last.size) {
       // As it was: not written again, but marked as used (the records kept are the most recently used).
