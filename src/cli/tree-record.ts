@@ -23,7 +23,8 @@
  * runs compare field by field. (The age is of the file system's times by this
  * machine's clock: one whose clock is more than {@link SETTLED_MS} behind — a
  * network file system's server — can date a change just after the read before
- * it, unseen as `--checksum`'s README paragraph says.) A directory whose identity is another after the walk
+ * it, unseen as `--checksum`'s README paragraph says; so is a file of that size and older times bind-mounted over
+ * the one read: no identity of the file is recorded by the read.) A directory whose identity is another after the walk
  * of it (replaced while it was walked: some files read from the other) leaves no record. A record is trusted in
  * the boot of the machine that wrote it only (as the large files' unsynced
  * records, `file-crc-store.ts`): after a crash a file written without fsync
