@@ -559,6 +559,9 @@ export function bundleHandler(store: BundleStore): StreamHandler {
           const finalPath = s.final;
           let at = finalPath;
           let stats: Stats | undefined;
+          // With overwrite, the inode written: another upload may rename over the name while this one is named
+          // (the directory's fsync awaited), and its file must not be remembered with this entry's CRC32C.
+          const written = store.overwrite ? await lstatOf(s.partial as string) : undefined;
           if (segments.length > 1) {
             const got = acquire(segments, s.dirKey);
             const held = got instanceof Promise ? await got : got;
@@ -574,6 +577,10 @@ export function bundleHandler(store: BundleStore): StreamHandler {
           } else if (!placeNow(s.partial as string, finalPath, at)) await placeOne(s.partial as string, finalPath, at);
           synced.add(dirname(finalPath));
           s.placed = true;
+          if (store.overwrite) {
+            stats ??= lstatNow(finalPath);
+            if (written === undefined || stats?.ino !== written.ino || stats.dev !== written.dev) return;
+          }
           store.remember(finalPath, s.size, s.crc, stats);
         } catch (err) {
           s.error = storeError(err);
