@@ -14,6 +14,7 @@ import { constants, readFileSync, type Stats } from "node:fs";
 import { type FileHandle, lstat, mkdir, open, readdir, rename, unlink } from "node:fs/promises";
 import { uptime } from "node:os";
 import { join } from "node:path";
+import { fdPaths, type HeldDir, heldDir, holdDirBeneath } from "./beneath.ts";
 
 /**
  * The served directory's hidden metadata directory (top level). A name
@@ -169,7 +170,21 @@ export interface CrcStore {
  */
 export function crcStore(dir: string, opts: { metaDir?: string } = {}): CrcStore {
   const meta = opts.metaDir ?? join(dir, META_DIR);
-  const recordPath = (st: Stats) => join(meta, `crc-${st.dev}-${st.ino}.json`);
+  const recordName = (st: Stats) => `crc-${st.dev}-${st.ino}.json`;
+  /**
+   * The metadata directory held for one operation, never through a symbolic link planted at its name
+   * (a local user's directory of forged records was trusted: the quick check answered their CRC32C for
+   * a file of other bytes, and the sweep unlinked files there); undefined when it is not a directory.
+   * A `metaDir` of the caller's own (the sender's state directory) is trusted as it is.
+   */
+  const holdMeta = async (): Promise<HeldDir | undefined> => {
+    if (opts.metaDir !== undefined) return heldDir(-1, meta);
+    if (!fdPaths()) {
+      const st = await lstat(meta).catch(() => undefined);
+      return st?.isDirectory() === true ? heldDir(-1, meta) : undefined;
+    }
+    return holdDirBeneath(dir, [META_DIR]).catch(() => undefined);
+  };
   /** The metadata directory is there and a real directory (never a link planted in its place). */
   let made: Promise<boolean> | undefined;
   const ensureDir = (): Promise<boolean> => {
@@ -222,15 +237,25 @@ export function crcStore(dir: string, opts: { metaDir?: string } = {}): CrcStore
   return {
     get: async (st) => {
       if (st.size < CRC_PERSIST_MIN) return undefined;
-      const r = await read(recordPath(st));
+      const held = await holdMeta();
+      if (held === undefined) return undefined;
+      let r: CrcRecord | undefined;
+      try {
+        r = await read(held.at(recordName(st)));
+      } finally {
+        held.close();
+      }
       if (r === undefined || !same(r, st) || !(r.synced || sameBoot(r.boot))) return undefined;
       return r.crc;
     },
     put: async (path, st, crc, synced) => {
       if (st.size < CRC_PERSIST_MIN || !st.isFile()) return;
       let tmp: string | undefined;
+      let held: HeldDir | undefined;
       try {
         if (!(await ensureDir())) return;
+        held = await holdMeta();
+        if (held === undefined) return;
         const r: CrcRecord = {
           v: 1,
           path,
@@ -245,8 +270,8 @@ export function crcStore(dir: string, opts: { metaDir?: string } = {}): CrcStore
         };
         // Written aside and renamed: a reader sees a whole record or none. Not fsynced: a record lost
         // or torn in a crash only costs one read of the file (a torn one does not parse).
-        const final = recordPath(st);
-        tmp = `${final}.${process.pid}.${temps++}.tmp`;
+        const final = held.at(recordName(st));
+        tmp = held.at(`${recordName(st)}.${process.pid}.${temps++}.tmp`);
         const fh = await open(
           tmp,
           constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
@@ -263,45 +288,63 @@ export function crcStore(dir: string, opts: { metaDir?: string } = {}): CrcStore
         // Best effort: without a record the file is read once more.
       } finally {
         if (tmp !== undefined) await unlink(tmp).catch(() => {});
+        held?.close();
       }
     },
-    forget: (st) => (st.size < CRC_PERSIST_MIN ? Promise.resolve() : unlink(recordPath(st)).catch(() => {})),
+    forget: async (st) => {
+      if (st.size < CRC_PERSIST_MIN) return;
+      const held = await holdMeta();
+      if (held === undefined) return;
+      await unlink(held.at(recordName(st))).catch(() => {});
+      held.close();
+    },
     sweep: async () => {
-      let names: string[];
+      const held = await holdMeta();
+      if (held === undefined) return 0;
       try {
-        names = await readdir(meta);
-      } catch {
-        return 0;
+        return await sweepIn(held);
+      } finally {
+        held.close();
       }
-      let removed = 0;
-      const now = Date.now();
-      for (const name of names) {
-        const file = join(meta, name);
-        let stale: boolean;
-        if (TEMP.test(name)) {
-          // A writer that died between writing and renaming (a live one renames within moments).
-          const st = await lstat(file).catch(() => undefined);
-          stale = st !== undefined && st.mtimeMs < now - 60_000;
-        } else if (RECORD.test(name)) {
-          const r = await read(file);
-          const st =
-            r === undefined || r.path.split("/").some((s) => s === "" || s === "." || s === "..")
-              ? undefined
-              : await lstat(join(dir, ...r.path.split("/"))).catch(() => undefined);
-          stale = r === undefined || st === undefined || !same(r, st) || !(r.synced || sameBoot(r.boot));
-        } else {
-          continue;
-        }
-        if (
-          stale &&
-          (await unlink(file).then(
-            () => true,
-            () => false,
-          ))
-        )
-          removed++;
-      }
-      return removed;
     },
   };
+
+  /** {@link CrcStore.sweep} in the held metadata directory. */
+  async function sweepIn(held: HeldDir): Promise<number> {
+    let names: string[];
+    try {
+      names = await readdir(held.at("."));
+    } catch {
+      return 0;
+    }
+    let removed = 0;
+    const now = Date.now();
+    for (const name of names) {
+      const file = held.at(name);
+      let stale: boolean;
+      if (TEMP.test(name)) {
+        // A writer that died between writing and renaming (a live one renames within moments).
+        const st = await lstat(file).catch(() => undefined);
+        stale = st !== undefined && st.mtimeMs < now - 60_000;
+      } else if (RECORD.test(name)) {
+        const r = await read(file);
+        const st =
+          r === undefined || r.path.split("/").some((s) => s === "" || s === "." || s === "..")
+            ? undefined
+            : await lstat(join(dir, ...r.path.split("/"))).catch(() => undefined);
+        stale = r === undefined || st === undefined || !same(r, st) || !(r.synced || sameBoot(r.boot));
+      } else {
+        continue;
+      }
+      if (
+        stale &&
+        (await unlink(file).then(
+          () => true,
+          () => false,
+        ))
+      )
+        removed++;
+    }
+    return removed;
+  }
 }
