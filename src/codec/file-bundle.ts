@@ -116,12 +116,15 @@ export function decodeBundleHeader(bytes: Uint8Array): BundleEntryHeader {
 
 /**
  * Splits a bundle's bytes into entries as they arrive (push chunks of any
- * size, then {@link end}); holds at most one entry's bytes. Throws
+ * size, then {@link end}); holds at most one entry's bytes, allocated as
+ * they arrive (never the size a header declares before its content came). Throws
  * ERR_INVALID_ARGUMENT for a malformed bundle (then it must not be used again).
  */
 export class BundleReader {
   private phase: "length" | "header" | "content" = "length";
   private buf: Uint8Array = new Uint8Array(2);
+  /** Bytes the current part needs (`buf` grows to it as they arrive). */
+  private want = 2;
   private have = 0;
   private header: BundleEntryHeader | undefined;
   /** Entries decoded so far. */
@@ -131,16 +134,22 @@ export class BundleReader {
   *push(chunk: Uint8Array): Generator<BundleEntry> {
     let off = 0;
     for (;;) {
-      if (this.phase === "content" && this.buf.length === 0) {
+      if (this.phase === "content" && this.want === 0) {
         yield this.finish();
         continue;
       }
       if (off >= chunk.length) return;
-      const n = Math.min(this.buf.length - this.have, chunk.length - off);
+      const n = Math.min(this.want - this.have, chunk.length - off);
+      if (this.have + n > this.buf.length) {
+        // Grown as the content arrives: a header alone (a few bytes) declaring 256 KiB allocated it all.
+        const grown = new Uint8Array(Math.min(this.want, Math.max(this.have + n, 2 * this.buf.length, CONTENT_STEP)));
+        grown.set(this.buf.subarray(0, this.have));
+        this.buf = grown;
+      }
       this.buf.set(chunk.subarray(off, off + n), this.have);
       this.have += n;
       off += n;
-      if (this.have < this.buf.length) return;
+      if (this.have < this.want) return;
       if (this.phase === "length") {
         const len = (this.buf[0] << 8) | this.buf[1];
         if (len === 0 || len > BUNDLE_HEADER_MAX) throw bad(`header of ${len} bytes`);
@@ -170,10 +179,15 @@ export class BundleReader {
 
   private next(phase: BundleReader["phase"], size: number): void {
     this.phase = phase;
-    this.buf = new Uint8Array(size);
+    this.want = size;
+    // A length or header whole at once (at most 4 KiB); content as it arrives (one that comes whole: once).
+    this.buf = new Uint8Array(phase === "content" ? 0 : size);
     this.have = 0;
   }
 }
+
+/** An entry's content buffer grows by at least this (and doubles) as it arrives, up to the entry's size. */
+const CONTENT_STEP = 16 * 1024;
 
 /** Decodes a whole bundle (ERR_INVALID_ARGUMENT when malformed). */
 export function decodeBundle(bytes: Uint8Array): BundleEntry[] {
