@@ -471,7 +471,8 @@ const NAME_MAX_BYTES = 200;
 /**
  * A safe file name from what a peer sent: the last path segment only (`\`
  * counts as a separator), no control characters nor `:*?"<>|` nor unpaired
- * UTF-16 surrogates (each made `_`), no leading dots or spaces, at most 200
+ * UTF-16 surrogates (each made `_`), no leading dots or spaces (nor code
+ * points HFS+ ignores: there `\u200c.x` is `.x`), at most 200
  * bytes (cut between code points); never "." or "..", never a path. A safe
  * name is its own safe name, and Unicode text (what is stored under it is
  * named by it: the file system would store an unpaired surrogate as U+FFFD).
@@ -485,7 +486,8 @@ export function safeFileName(name: unknown): string {
   s = basename(s);
   // biome-ignore lint/suspicious/noControlCharactersInRegex: stripping control characters is the point.
   s = s.replace(/[\u0000-\u001f\u007f-\u009f/:*?"<>|]/g, "_");
-  s = s.replace(/^[.\s]+/, "").trim();
+  // With the code points HFS+ ignores in names (its `\u200c.pointsub` is `.pointsub`: hidden, the sink's own).
+  s = s.replace(/^[.\s\u200c-\u200f\u202a-\u202e\u206a-\u206f]+/, "").trim();
   // Cut between code points (cutting a code unit at a time left half of a surrogate pair: stored as U+FFFD).
   if (s.length > NAME_MAX_BYTES / 3 && Buffer.byteLength(s) > NAME_MAX_BYTES) {
     let bytes = 0;
