@@ -3,7 +3,7 @@ import { InvalidArgumentError } from "commander";
 import { FILE_BUNDLE_ROUTE } from "../codec/file-bundle.ts";
 import { PointSubError, toPointSubError } from "../errors/error.ts";
 import { createNodeRuntime, createServer } from "../index.ts";
-import { FILE_CHECK_ROUTE, FILE_ROUTE, fileSink } from "../node/file-sink.ts";
+import { FILE_CHECK_ROUTE, FILE_ROUTE, fileSink, safeFileName } from "../node/file-sink.ts";
 import { makeDirectory } from "../node/make-dir.ts";
 import { nodeMemoryLimit } from "../node/memory.ts";
 import type { IncomingStream } from "../stream/incoming.ts";
@@ -217,8 +217,7 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
       );
     },
     onStream: (stream, ctx) => {
-      // The sink checked the metadata: a name is a string or absent.
-      const name = typeof stream.meta.name === "string" ? stream.meta.name : "?";
+      const name = storedName(stream);
       say(
         "transfer",
         {
@@ -251,7 +250,7 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
         // Said as a download's failure is: before, the log said `receiving x` and never what became of it
         // (a full disk, a --dir it may not write, a sender gone: nothing).
         const e = toPointSubError(err, "ERR_HANDLER");
-        const name = typeof stream.meta.name === "string" ? stream.meta.name : "?";
+        const name = storedName(stream);
         const from = ctx.session.remoteUrl;
         say(
           "transfer",
@@ -353,4 +352,16 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
   sink.close();
   if (!worker) say("closed", {}, "closed");
   if (role.kind === "worker") role.done();
+}
+
+/**
+ * The name an upload is stored under, as its log lines say it: its `path` when it sent one (which
+ * the sink takes over `name`, as it is), else its `name` as the sink cleans it. Before, the sender's
+ * raw `name`: `receiving report.pdf` for an upload stored as `x/run.sh`, `../../etc/passwd` for `passwd`.
+ */
+function storedName(stream: IncomingStream): string {
+  const { path, name } = stream.meta;
+  if (typeof path === "string") return path;
+  if (path !== undefined || (name !== undefined && typeof name !== "string")) return "?";
+  return safeFileName(name);
 }

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { connect, FILE_ROUTE } from "../../src/index.ts";
 import { runCli } from "../helpers/cli-run.ts";
 import { cliWorkspace, type ServeProcess, startServeProcess } from "../helpers/serve-process.ts";
 import { until } from "../helpers/wait.ts";
@@ -43,5 +44,38 @@ describe("serve: an upload that fails is said", () => {
     assert.equal(failed?.code, "ERR_EXISTS");
     assert.match(String(failed?.message), /big\.bin already exists/);
     assert.match(String(failed?.from), /^tcp:\/\/127\.0\.0\.1:\d+$/);
+  });
+
+  it("its lines name the file as stored: the path sent, else the name cleaned, not the sender's raw name", async () => {
+    await serve?.stop();
+    const inbox = join(work, "inbox2");
+    await mkdir(inbox);
+    await writeFile(join(inbox, "passwd"), "taken");
+    serve = await startServeProcess(["--dir", inbox, "--durability", "none"], { env, workers: 1 });
+    const conn = await connect(serve.url);
+    try {
+      await conn.sendStream(FILE_ROUTE, [Buffer.from("#!/bin/sh")], {
+        transferId: "serve-log-names-1".padEnd(40, "x"),
+        meta: { name: "report.pdf", path: "x/run.sh" },
+        total: 9,
+      });
+      await assert.rejects(
+        conn.sendStream(FILE_ROUTE, [Buffer.from("root")], {
+          transferId: "serve-log-names-2".padEnd(40, "x"),
+          meta: { name: "../../etc/passwd" },
+          total: 4,
+        }).done,
+        { code: "ERR_EXISTS" },
+      );
+    } finally {
+      await conn.close();
+    }
+    const events = serve.events;
+    await until(() => events.some((e) => e.event === "transfer" && e.status === "failed"));
+    const names = (status: string) =>
+      events.filter((e) => e.event === "transfer" && e.status === status).map((e) => e.name);
+    assert.deepEqual(names("receiving"), ["x/run.sh"]);
+    assert.deepEqual(names("failed"), ["passwd"]);
+    assert.ok(events.some((e) => e.event === "file" && e.name === "x/run.sh"));
   });
 });
