@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { randomFillSync } from "node:crypto";
-import { lstatSync, type Stats, statSync, utimesSync } from "node:fs";
+import { lstatSync, readFileSync, type Stats, statSync, utimesSync, writeFileSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -32,22 +32,27 @@ const DIR = { dev: 1, ino: 1 };
  * Linux gives no new time) leaves (its format: tree-record.ts).
  */
 function misrecord(record: Buffer, target: string, st: Stats): Buffer {
-  const { rowsAt } = header(record);
-  for (let at = rowsAt; at < record.length; ) {
-    const len = record.readUInt16LE(at + 44);
-    if (record.toString("utf8", at + 46, at + 46 + len) === target) {
-      const identity = [st.dev, st.ino, st.size, st.mtimeMs, st.ctimeMs];
-      for (let i = 0; i < identity.length; i++) record.writeDoubleLE(identity[i], at + 4 + 8 * i);
+  const { rowsAt, count } = header(record);
+  // The rows (six f64s each, this machine's order), then the targets in row order.
+  const rows = new Float64Array(
+    record.buffer.slice(record.byteOffset + rowsAt, record.byteOffset + rowsAt + count * 48),
+  );
+  let at = rowsAt + count * 48;
+  for (let r = 0; r < count; r++) {
+    const len = record.readUInt16LE(at);
+    if (record.toString("utf8", at + 2, at + 2 + len) === target) {
+      rows.set([st.dev, st.ino, st.size, st.mtimeMs, st.ctimeMs], 6 * r + 1);
+      record.set(new Uint8Array(rows.buffer), rowsAt);
       return record;
     }
-    at += 46 + len;
+    at += 2 + len;
   }
   throw new Error(`${target} is not in the record`);
 }
 
 /** A record's root and file count (its format: tree-record.ts). */
 function header(record: Buffer): { root: string; count: number; rowsAt: number } {
-  const rootAt = 10 + record.readUInt8(9) + 4;
+  const rootAt = 18 + record.readUInt8(17) + 4;
   const rootEnd = rootAt + record.readUInt32LE(rootAt - 4);
   return { root: record.toString("utf8", rootAt, rootEnd), count: record.readUInt32LE(rootEnd), rowsAt: rootEnd + 4 };
 }
@@ -220,6 +225,31 @@ describe("send -r: the record of a tree's small files", () => {
     const after = statSync(join(dir, name));
     assert.equal(after.ino, inode, "not written again (same file)");
     assert.ok(after.mtimeMs > long.getTime() + 1e9, "marked used");
+  });
+
+  it("a record of another byte order, or naming a file twice, is no record", async () => {
+    const st = lstatSync(join(tree, "f1.bin"));
+    const load = () => TreeRecord.load(join(work, "order"), "tcp://127.0.0.1:1");
+    const first = load();
+    first.noteRead("order/aa", st.size, 7, DIR);
+    first.noteRead("order/ab", st.size, 8, DIR);
+    first.save();
+    const dir = join(work, "state-here", "trees");
+    const [name] = (await readdir(dir)).filter((n) => n.includes("order"));
+    const path = join(dir, name);
+    const good = readFileSync(path);
+    const kept = load();
+    assert.equal(kept.lookup("order/ab", st, DIR), 8, "as written: read back");
+    // 1.0 in the other byte order (a record carried over from a machine of the other order).
+    const swapped = Buffer.from(good);
+    swapped.set(Buffer.from(good.subarray(5, 13)).reverse(), 5);
+    writeFileSync(path, swapped);
+    assert.equal(load().known, false, "another byte order");
+    // The second target spelled as the first: one name, two rows.
+    const twice = Buffer.from(good);
+    twice.set(Buffer.from("order/aa"), twice.length - "order/ab".length);
+    writeFileSync(path, twice);
+    assert.equal(load().known, false, "a file named twice");
   });
 
   it("a file read by a run is trusted only when its mtime and ctime are SETTLED_MS older than that run's start", async () => {
