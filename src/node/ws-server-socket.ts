@@ -279,6 +279,8 @@ export class RawServerWs {
   }
 
   terminate(): void {
+    // Destroyed by the transport: the rest of a read left while paused goes with it, unparsed.
+    this.early = undefined;
     this.socket.destroy();
   }
 
@@ -323,10 +325,17 @@ export class RawServerWs {
   /** The socket closed. */
   socketClosed(): void {
     if (this.readyState === CLOSED) return;
+    // The rest of a read left while paused is parsed now (its messages held for the connection, the peer's close
+    // frame read), as it was before reads stopped at a pause: node:tls reports the peer's end while paused, and
+    // the bytes a peer sent before its FIN were dropped, the close reported at once, while paused.
+    for (let rest = this.early; rest !== undefined && this.owner !== undefined; rest = this.early) {
+      this.early = undefined;
+      this.paused = false;
+      this.onData(rest);
+    }
+    this.early = undefined;
     this.readyState = CLOSED;
     this.stopped = true;
-    // The rest of a read left while paused goes with the socket (as bytes the kernel held would).
-    this.early = undefined;
     if (this.closeTimer !== undefined) clearTimeout(this.closeTimer);
     this.reader?.release();
     this.owner?.onWsClose(this.closeCode, this.closeReason);

@@ -13,8 +13,10 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import { afterEach, describe, it } from "node:test";
+import tls from "node:tls";
 import { wsTransport } from "../../src/node/ws-adapter.ts";
 import type { Transport, TransportListener } from "../../src/transport/transport.ts";
+import { testCerts } from "../helpers/certs.ts";
 import { hostileWsServer, serverFrame } from "../helpers/hostile-ws-server.ts";
 import { until } from "../helpers/wait.ts";
 import { wsClientFrame } from "../helpers/ws-client-frame.ts";
@@ -147,5 +149,73 @@ describe("attack: 1-byte WebSocket messages flooding a paused transport", () => 
     socket.write(flood);
     const h = await pausedFlood(accepted[0]);
     assert.ok(h.bytes <= HELD_BOUND, `${h.messages} messages held while paused (${h.bytes} bytes charged)`);
+  });
+
+  it("wss server: what a client sent before its FIN, left unparsed while paused, is delivered on resume with the close", async () => {
+    // node:tls reports the peer's end (and the socket closes) while the connection is paused: the rest of the read
+    // left as bytes was dropped with the socket, and the close reported at once, while paused.
+    const c = await testCerts();
+    const accepted: Transport[] = [];
+    const l = await wsTransport.listen(
+      new URL("wss://127.0.0.1:0/p"),
+      { tls: { cert: c.serverCert, key: c.serverKey } },
+      (t) => {
+        transports.push(t);
+        accepted.push(t);
+      },
+    );
+    listeners.push(l);
+    const u = new URL(l.url);
+    const socket = tls.connect({ port: Number(u.port), host: "127.0.0.1", ca: c.ca, servername: "localhost" });
+    sockets.push(socket);
+    socket.on("error", () => {});
+    await new Promise((r) => socket.once("secureConnect", r));
+    socket.write(upgradeRequest(u));
+    let answer = "";
+    await new Promise<void>((resolve) => {
+      const onData = (d: Buffer) => {
+        answer += d.toString("latin1");
+        if (!answer.includes("\r\n\r\n")) return;
+        socket.off("data", onData);
+        socket.resume();
+        resolve();
+      };
+      socket.on("data", onData);
+    });
+    assert.match(answer, /^HTTP\/1\.1 101 /);
+    await until(() => accepted.length === 1);
+    const t = accepted[0];
+    // Messages of 100 bytes (the i-th filled with i & 0xff): ~21 KB, two TLS records.
+    const n = 200;
+    const size = 100;
+    const close = Buffer.from([0x03, 0xe8]); // 1000
+    const got: number[] = [];
+    const errors: (Error | undefined)[] = [];
+    t.attach({
+      onData(d) {
+        for (const b of d) got.push(b);
+        if (got.length === size) t.pause();
+        return false;
+      },
+      onDrain() {},
+      onClose(err) {
+        errors.push(err);
+      },
+    });
+    // Paused while the client writes the messages, its close frame, its close_notify and FIN: the first read after
+    // the resume takes them all; the connection pauses again at the end of the first message.
+    t.pause();
+    const frames = Array.from({ length: n }, (_, i) => wsClientFrame(2, new Uint8Array(size).fill(i & 0xff)));
+    await new Promise<void>((resolve) => socket.end(Buffer.concat([...frames, wsClientFrame(8, close)]), resolve));
+    await turns(10);
+    t.resume();
+    await until(() => (t as unknown as { closed: boolean }).closed || errors.length !== 0, 20_000);
+    assert.equal(got.length, size, "one message delivered before the pause");
+    t.resume();
+    await until(() => errors.length !== 0, 20_000);
+    assert.equal(got.length, n * size, "every message sent before the FIN is delivered");
+    for (let i = 0; i < n * size; i++)
+      if (got[i] !== (Math.floor(i / size) & 0xff)) assert.fail(`byte ${i} is ${got[i]}`);
+    assert.deepEqual(errors, [undefined], "one close, a normal one (the client's close frame was read)");
   });
 });
