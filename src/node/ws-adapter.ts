@@ -318,7 +318,13 @@ class WsTransport extends WsReceiver implements Transport, WsFrameOwner {
     const receiver = (ws as unknown as { _receiver?: WsReceiverInternals })._receiver;
     const getInfo = receiver?.getInfo;
     this.countsEvents = typeof getInfo !== "function" || typeof receiver?.startLoop !== "function";
-    if (receiver !== undefined && typeof getInfo === "function" && !this.countsEvents) {
+    if (receiver !== undefined && typeof getInfo === "function" && !this.countsEvents && !knownStates(receiver)) {
+      // A `ws` whose receiver states are not the ones park() sets: every frame counted, nothing parked.
+      receiver.getInfo = (cb: unknown) => {
+        this.counted();
+        getInfo.call(receiver, cb);
+      };
+    } else if (receiver !== undefined && typeof getInfo === "function" && !this.countsEvents) {
       this.receiver = receiver;
       receiver.getInfo = (cb: unknown) => {
         // Paused (or not attached yet): the next frame is not parsed (see park).
@@ -732,6 +738,49 @@ interface WsReceiverInternals {
 /** The Receiver's states (ws/lib/receiver.js): a frame's first bytes next; an event deferred (the loop stops, the write's callback waits). */
 const WS_GET_INFO = 0;
 const WS_DEFER_EVENT = 6;
+/** The Receiver's parsing steps, one a state (stubbed by {@link knownStates}). */
+const WS_STEPS = ["getInfo", "getPayloadLength16", "getPayloadLength64", "getMask", "getData", "decompress"];
+/** {@link knownStates}' answer (one `ws` per process). */
+let statesKnown: boolean | undefined;
+
+/**
+ * Whether `ws`'s Receiver reads a frame's first bytes in state {@link WS_GET_INFO} and stops its loop in
+ * {@link WS_DEFER_EVENT}, as park() needs: these numbers are `ws`'s internals, and a `ws` that renumbered them
+ * had a parked receiver run another state's step (a misread stream) or spin in its loop for ever (the process
+ * hung). Asked once, of an object of the Receiver's prototype whose steps are stubs and whose loop flag
+ * reads false (one turn of the loop at most). False: nothing is parked, reads are parsed whole.
+ */
+function knownStates(receiver: WsReceiverInternals): boolean {
+  if (statesKnown !== undefined) return statesKnown;
+  let steps = "";
+  let stopped = false;
+  try {
+    const probe = Object.create(Object.getPrototypeOf(receiver)) as WsReceiverInternals & Record<string, unknown>;
+    for (const step of WS_STEPS) {
+      probe[step] = () => {
+        steps += `${step} `;
+      };
+    }
+    Object.defineProperty(probe, "_loop", {
+      get: () => false,
+      set: (v: unknown) => {
+        if (v === false) stopped = true;
+      },
+    });
+    // Its end: no write callback to call.
+    probe._errored = true;
+    probe._state = WS_GET_INFO;
+    probe.startLoop(undefined);
+    const info = steps === "getInfo " && !stopped;
+    steps = "";
+    probe._state = WS_DEFER_EVENT;
+    probe.startLoop(undefined);
+    statesKnown = info && stopped && steps === "";
+  } catch {
+    statesKnown = false;
+  }
+  return statesKnown;
+}
 
 /** Transports corked this turn: uncorked together at its end (one microtask, no closure per connection). */
 let corkedNow: WsTransport[] = [];
