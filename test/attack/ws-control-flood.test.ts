@@ -14,21 +14,12 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import net from "node:net";
 import { after, describe, it } from "node:test";
-import { wsTransport } from "../../src/node/ws-adapter.ts";
-import type { Transport, TransportListener } from "../../src/transport/transport.ts";
 import { until } from "../helpers/wait.ts";
-import { upgradeRequest } from "../helpers/ws-server-frames.ts";
+import { rawWsPeers } from "../helpers/ws-raw-peers.ts";
 
-const listeners: TransportListener[] = [];
-const sockets: net.Socket[] = [];
-const transports: Transport[] = [];
-after(async () => {
-  for (const s of sockets) s.destroy();
-  for (const t of transports) t.destroy();
-  await Promise.all(listeners.map((l) => l.close()));
-});
+const peers = rawWsPeers();
+after(() => peers.cleanup());
 
 /** A client frame (payloads under 126 bytes), masked with a random key. */
 function frame(opcode: number, payload: Uint8Array): Buffer {
@@ -40,18 +31,8 @@ function frame(opcode: number, payload: Uint8Array): Buffer {
 
 describe("attack: a ws:// client flooding control frames", () => {
   it("a socket's reads of pongs yield the event loop: at most ~2 reads parsed per turn (all 32 of libuv's before)", async () => {
-    const accepted: Transport[] = [];
-    const l = await wsTransport.listen(new URL("ws://127.0.0.1:0/p"), {}, (t) => {
-      transports.push(t);
-      accepted.push(t);
-    });
-    listeners.push(l);
-    const u = new URL(l.url);
-    const socket = net.connect({ port: Number(u.port), host: u.hostname });
-    sockets.push(socket);
-    socket.on("error", () => {});
-    await new Promise((r) => socket.once("connect", r));
-    socket.write(upgradeRequest(u));
+    const { url, accepted } = await peers.listen();
+    const { socket } = await peers.upgrade(url);
     await until(() => accepted.length === 1);
 
     let turn = 0;

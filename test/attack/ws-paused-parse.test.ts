@@ -11,16 +11,14 @@
  * stays as the bytes it is and is parsed on resume. Real loopback sockets.
  */
 import assert from "node:assert/strict";
-import net from "node:net";
 import { afterEach, describe, it } from "node:test";
-import tls from "node:tls";
 import { wsTransport } from "../../src/node/ws-adapter.ts";
-import type { Transport, TransportListener } from "../../src/transport/transport.ts";
+import type { Transport } from "../../src/transport/transport.ts";
 import { testCerts } from "../helpers/certs.ts";
 import { hostileWsServer, serverFrame } from "../helpers/hostile-ws-server.ts";
 import { until } from "../helpers/wait.ts";
 import { wsClientFrame } from "../helpers/ws-client-frame.ts";
-import { upgradeRequest } from "../helpers/ws-server-frames.ts";
+import { rawWsPeers } from "../helpers/ws-raw-peers.ts";
 
 /** Messages of the flood, and the one at which the connection pauses (inside a read of them). */
 const K = 60_000;
@@ -28,14 +26,9 @@ const PAUSE_AT = 2000;
 /** Most the transport may hold while paused (its inboxBytes: payload + 256 a message). */
 const HELD_BOUND = 16 * 1024;
 
-const listeners: TransportListener[] = [];
-const sockets: net.Socket[] = [];
-const transports: Transport[] = [];
-afterEach(async () => {
-  for (const s of sockets.splice(0)) s.destroy();
-  for (const t of transports.splice(0)) t.destroy();
-  await Promise.all(listeners.splice(0).map((l) => l.close()));
-});
+const peers = rawWsPeers();
+const transports = peers.transports;
+afterEach(() => peers.cleanup());
 
 /** What a transport holds for its paused connection (ws-mapping.ts's inbox). */
 function held(t: Transport): { messages: number; bytes: number } {
@@ -120,29 +113,8 @@ describe("attack: 1-byte WebSocket messages flooding a paused transport", () => 
   });
 
   it("server: the rest of the read is not parsed into held views while paused", async () => {
-    const accepted: Transport[] = [];
-    const l = await wsTransport.listen(new URL("ws://127.0.0.1:0/p"), {}, (t) => {
-      transports.push(t);
-      accepted.push(t);
-    });
-    listeners.push(l);
-    const u = new URL(l.url);
-    const socket = net.connect({ port: Number(u.port), host: u.hostname });
-    sockets.push(socket);
-    socket.on("error", () => {});
-    await new Promise((r) => socket.once("connect", r));
-    socket.write(upgradeRequest(u));
-    let answer = "";
-    await new Promise<void>((resolve) => {
-      const onData = (d: Buffer) => {
-        answer += d.toString("latin1");
-        if (!answer.includes("\r\n\r\n")) return;
-        socket.off("data", onData);
-        socket.resume();
-        resolve();
-      };
-      socket.on("data", onData);
-    });
+    const { url, accepted } = await peers.listen();
+    const { socket, answer } = await peers.upgrade(url);
     assert.match(answer, /^HTTP\/1\.1 101 /);
     await until(() => accepted.length === 1);
     const flood = Buffer.concat(Array.from({ length: K }, (_, i) => wsClientFrame(2, Uint8Array.of(i & 0xff))));
@@ -155,33 +127,10 @@ describe("attack: 1-byte WebSocket messages flooding a paused transport", () => 
     // node:tls reports the peer's end (and the socket closes) while the connection is paused: the rest of the read
     // left as bytes was dropped with the socket, and the close reported at once, while paused.
     const c = await testCerts();
-    const accepted: Transport[] = [];
-    const l = await wsTransport.listen(
-      new URL("wss://127.0.0.1:0/p"),
-      { tls: { cert: c.serverCert, key: c.serverKey } },
-      (t) => {
-        transports.push(t);
-        accepted.push(t);
-      },
-    );
-    listeners.push(l);
-    const u = new URL(l.url);
-    const socket = tls.connect({ port: Number(u.port), host: "127.0.0.1", ca: c.ca, servername: "localhost" });
-    sockets.push(socket);
-    socket.on("error", () => {});
-    await new Promise((r) => socket.once("secureConnect", r));
-    socket.write(upgradeRequest(u));
-    let answer = "";
-    await new Promise<void>((resolve) => {
-      const onData = (d: Buffer) => {
-        answer += d.toString("latin1");
-        if (!answer.includes("\r\n\r\n")) return;
-        socket.off("data", onData);
-        socket.resume();
-        resolve();
-      };
-      socket.on("data", onData);
+    const { url, accepted } = await peers.listen("wss://127.0.0.1:0/p", {
+      tls: { cert: c.serverCert, key: c.serverKey },
     });
+    const { socket, answer } = await peers.upgrade(url, c.ca);
     assert.match(answer, /^HTTP\/1\.1 101 /);
     await until(() => accepted.length === 1);
     const t = accepted[0];

@@ -19,33 +19,26 @@ import v8 from "node:v8";
 import { runInNewContext } from "node:vm";
 import { WebSocket } from "ws";
 import { WS_SUBPROTOCOL } from "../../src/index.ts";
-import { wsTransport } from "../../src/node/ws-adapter.ts";
-import type { Transport, TransportListener } from "../../src/transport/transport.ts";
+import type { Transport } from "../../src/transport/transport.ts";
 import { until } from "../helpers/wait.ts";
 import { wsClientFrame as frame } from "../helpers/ws-client-frame.ts";
+import { rawWsPeers } from "../helpers/ws-raw-peers.ts";
 import { type ServerFrame, takeServerFrames, upgradeRequest } from "../helpers/ws-server-frames.ts";
 
 v8.setFlagsFromString("--expose-gc");
 const gc = runInNewContext("gc") as () => void;
 
-const listeners: TransportListener[] = [];
+const peers = rawWsPeers();
 const sockets: net.Socket[] = [];
-const transports: Transport[] = [];
 afterEach(async () => {
   for (const s of sockets.splice(0)) s.destroy();
-  for (const t of transports.splice(0)) t.destroy();
-  await Promise.all(listeners.splice(0).map((l) => l.close()));
+  await peers.cleanup();
 });
 
 /** A ws:// transport listener; the transports it accepted, in order. */
 async function listen(): Promise<{ url: string; accepted: Transport[] }> {
-  const accepted: Transport[] = [];
-  const l = await wsTransport.listen(new URL("ws://127.0.0.1:0/p"), {}, (t) => {
-    transports.push(t);
-    accepted.push(t);
-  });
-  listeners.push(l);
-  return { url: l.url, accepted };
+  const { url, accepted } = await peers.listen();
+  return { url: url.href, accepted };
 }
 
 /**
