@@ -255,7 +255,13 @@ export function crcStore(dir: string, opts: { metaDir?: string } = {}): CrcStore
       try {
         if (!(await ensureDir())) return;
         held = await holdMeta();
-        if (held === undefined) return;
+        if (held === undefined) {
+          // Removed since it was made (a user's cleanup): made again, else no record was written till a restart.
+          made = undefined;
+          if (!(await ensureDir())) return;
+          held = await holdMeta();
+          if (held === undefined) return;
+        }
         const r: CrcRecord = {
           v: 1,
           path,
