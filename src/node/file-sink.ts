@@ -2342,10 +2342,11 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
       touched = true;
       e.exists = true;
       if (fsync) await out.sync();
-      // The inode written, for a large file's CRC record, and with overwrite for any CRC remembered: what is
-      // named after `place` must be it (another upload may have renamed over the name meanwhile: remembered
-      // under that file's identity, the quick check answered this one's CRC for bytes not on disk).
-      const written = overwrite || (crcDisk !== undefined && size >= CRC_PERSIST_MIN) ? await out.stat() : undefined;
+      // The inode written, for any CRC remembered: what is named after `place` must be it (another upload with
+      // overwrite, or a local writer even without, may have renamed over the name meanwhile — the directory's
+      // fsync awaited: remembered under that file's identity, the quick check answered this one's CRC for
+      // bytes not on disk).
+      const written = await out.stat();
       await out.close();
       fh = undefined;
       e.point = { offset: size, crc: stream.contentCrc };
@@ -2354,11 +2355,8 @@ export function fileSink(dir: string, options: FileSinkOptions = {}): FileSink {
         const at = parentDir === undefined ? finalPath : parentDir.at(segments?.at(-1) as string);
         await place(partial, finalPath, at);
         const st = lstatSync(at, { throwIfNoEntry: false });
-        if (written === undefined) {
-          // Linked without replacing: no upload of this sink can replace the name since.
-          if (st !== undefined) remember(finalPath, size, stream.contentCrc, st);
-        } else if (st?.isFile() && st.ino === written.ino && st.dev === written.dev && st.size === size) {
-          // Another transfer (with overwrite) may have replaced it meanwhile: then nothing is recorded.
+        if (st?.isFile() && st.ino === written.ino && st.dev === written.dev && st.size === size) {
+          // Another file may have replaced it meanwhile: then nothing is recorded.
           cacheCrc(finalPath, st, stream.contentCrc);
           if (size >= CRC_PERSIST_MIN) await crcDisk?.put(name, st, stream.contentCrc, fsync);
         }
