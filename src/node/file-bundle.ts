@@ -561,23 +561,30 @@ export function bundleHandler(store: BundleStore): StreamHandler {
           let stats: Stats | undefined;
           // With overwrite, the inode written: another upload may rename over the name while this one is named
           // (the directory's fsync awaited), and its file must not be remembered with this entry's CRC32C.
-          const written = store.overwrite ? await lstatOf(s.partial as string) : undefined;
+          // Named the slow way (on the pool, or renamed: no hard links), a local writer may do so too.
+          let written = store.overwrite ? await lstatOf(s.partial as string) : undefined;
           if (segments.length > 1) {
             const got = acquire(segments, s.dirKey);
             const held = got instanceof Promise ? await got : got;
             try {
               if (held !== undefined) at = held.at(segments[segments.length - 1]);
-              if (!placeNow(s.partial as string, finalPath, at)) await placeOne(s.partial as string, finalPath, at);
+              if (!placeNow(s.partial as string, finalPath, at)) {
+                written ??= await lstatOf(s.partial as string);
+                await placeOne(s.partial as string, finalPath, at);
+              }
               // Looked at through the held directory before it is released: its descriptor's number may be
               // another directory's once closed.
               if (at !== finalPath) stats = lstatNow(at);
             } finally {
               releaseDir(s.dirKey);
             }
-          } else if (!placeNow(s.partial as string, finalPath, at)) await placeOne(s.partial as string, finalPath, at);
+          } else if (!placeNow(s.partial as string, finalPath, at)) {
+            written ??= await lstatOf(s.partial as string);
+            await placeOne(s.partial as string, finalPath, at);
+          }
           synced.add(dirname(finalPath));
           s.placed = true;
-          if (store.overwrite) {
+          if (store.overwrite || written !== undefined) {
             stats ??= lstatNow(finalPath);
             if (written === undefined || stats?.ino !== written.ino || stats.dev !== written.dev) return;
           }
