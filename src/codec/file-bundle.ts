@@ -5,9 +5,11 @@
  * "size": n}`) and `size` bytes of content (0..{@link BUNDLE_FILE_MAX}); at
  * most {@link BUNDLE_MAX_FILES} entries. Pure functions and one push
  * decoder that holds at most one entry's bytes: whatever a peer sends, the
- * decoder allocates at most {@link BUNDLE_HEADER_MAX} +
- * {@link BUNDLE_FILE_MAX} bytes at a time, and a malformed bundle is an
- * `ERR_INVALID_ARGUMENT`.
+ * decoder holds at most {@link BUNDLE_HEADER_MAX} + {@link BUNDLE_FILE_MAX}
+ * bytes of an entry, in a buffer that grows (doubling, from 16 KiB) as its
+ * content arrives — for a moment the old and the new one, ~1.5× that at
+ * most, and never more than twice what the peer sent of it — and a
+ * malformed bundle is an `ERR_INVALID_ARGUMENT`.
  */
 import { PointSubError } from "../errors/error.ts";
 
