@@ -327,7 +327,9 @@ describe("clients against a hostile server", () => {
           code: "ERR_TIMEOUT",
         });
         assert.ok(Date.now() - t0 < 3000, `${Date.now() - t0} ms`);
-        assert.ok(s.credits() >= 4, `${s.credits()} credits came meanwhile`);
+        // Credits came before the deadline (each would have moved it on): ~6 in its 300 ms on a quiet machine,
+        // 3 on one loaded by other test runs (the trickle's timers late).
+        assert.ok(s.credits() >= 2, `${s.credits()} credits came meanwhile`);
       } finally {
         conn.destroy();
         await s.close();
