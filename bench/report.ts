@@ -6,7 +6,13 @@ export interface Row {
   impl: string;
   workload: Workload;
   params: WorkloadParams;
-  runs: (ClientResult & { serverPeakRss: number; serverStartRss: number; serverCpuUsPerMsg?: number })[];
+  runs: (ClientResult & {
+    serverPeakRss: number;
+    serverStartRss: number;
+    serverCpuUsPerMsg?: number;
+    /** The server's young generation (V8's new space) after the run: see bench/lib/stats.ts `youngGeneration`. */
+    serverYoungGen?: number;
+  })[];
   /** Why the implementation did not run this workload. */
   note?: string;
 }
@@ -86,6 +92,7 @@ const COLUMNS: Record<Workload, { head: string; metrics: [string, Metric, number
         1,
         1024,
       ],
+      ["server young generation MB", (r) => r.serverYoungGen, 1, MB],
     ],
   },
   "conns-req": {
@@ -98,6 +105,7 @@ const COLUMNS: Record<Workload, { head: string; metrics: [string, Metric, number
         1,
         1024,
       ],
+      ["server young generation MB", (r) => r.serverYoungGen, 1, MB],
     ],
   },
   hol: {
@@ -424,8 +432,11 @@ const NOTES = `## How to read this
   (closing thousands at once is not what a held connection costs). Most of the figure is V8's
   heap: the old space holding the connections, and the young generation, which V8 doubles each
   time the bytes surviving its scavenges since the last doubling exceed its size — so the
-  figure moves in steps with what every connection keeps, and varies between runs by ~1 KB.
-  Measured at session 49, one run each: with the server's young generation capped at 8 MB
+  figure moves in steps with what every connection keeps, and varies between runs by ~1 KB. The
+  column "server young generation MB" is what V8's new space had committed when the server
+  reported (it does not shrink while the server idles): its doubling from 16 to 32 MB adds 3.2 KB
+  to the figure of each of 5,000 connections (each object a connection keeps is counted about twice
+  towards that growth: copied at its first scavenge, promoted at its second). Measured at session 49, one run each: with the server's young generation capped at 8 MB
   (\`NODE_OPTIONS=--max-semi-space-size=8 node bench/run.ts --impl pointsub,reference --workload conns
   --reps 1\`) pointsub keeps 4.6 KB per connection against the reference's 3.0 KB (1.53×; 7.8 and 3.3
   uncapped). The reference's connections given 1,000 / 2,000 / 2,800 more bytes of heap each (a local

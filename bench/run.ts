@@ -296,7 +296,9 @@ async function runOnce(impl: string, workload: Workload, params: WorkloadParams)
     const clientDone = killLater(client, clientExited);
     server.stdin?.write("report\n");
     const rep = await sl.next();
-    const srv = rep.done ? undefined : (JSON.parse(rep.value) as { peakRss: number; cpuUs?: number });
+    const srv = rep.done
+      ? undefined
+      : (JSON.parse(rep.value) as { peakRss: number; cpuUs?: number; youngGen?: number });
     const serverPeakRss = srv?.peakRss ?? Number.NaN;
     // The server's CPU per message or request over the whole run (warm-up included; connection setup is noise).
     const serverCpuUsPerMsg =
@@ -310,6 +312,7 @@ async function runOnce(impl: string, workload: Workload, params: WorkloadParams)
       serverPeakRss,
       serverStartRss,
       ...(serverCpuUsPerMsg === undefined ? {} : { serverCpuUsPerMsg }),
+      ...(srv?.youngGen === undefined ? {} : { serverYoungGen: srv.youngGen }),
     };
   } finally {
     await shaper?.close();

@@ -6,7 +6,7 @@
  * runs one workload against the URL and prints one JSON result line.
  */
 import { createInterface } from "node:readline";
-import { peakRss } from "./stats.ts";
+import { peakRss, youngGeneration } from "./stats.ts";
 
 export type Workload = "flood" | "rpc-seq" | "rpc-pipe" | "large" | "hol" | "hol-slow" | "conns" | "conns-req";
 
@@ -75,7 +75,9 @@ export async function serveRole(
   for await (const line of rl) {
     if (line.trim() === "report") {
       const cpu = process.cpuUsage(cpu0);
-      process.stdout.write(`${JSON.stringify({ peakRss: peakRss(), cpuUs: cpu.user + cpu.system })}\n`);
+      process.stdout.write(
+        `${JSON.stringify({ peakRss: peakRss(), cpuUs: cpu.user + cpu.system, youngGen: youngGeneration() })}\n`,
+      );
       await close?.();
       process.exit(0);
     }
