@@ -279,8 +279,10 @@ export class RawServerWs {
   }
 
   terminate(): void {
-    // Destroyed by the transport: the rest of a read left while paused goes with it, unparsed.
+    // Destroyed by the transport: the rest of a read left while paused goes with it, unparsed, and so does the
+    // rest of a read being parsed (a destroy from a message's handler: 145 more messages were handed on).
     this.early = undefined;
+    this.stopped = true;
     this.socket.destroy();
   }
 
