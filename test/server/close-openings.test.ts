@@ -166,43 +166,51 @@ describe("server close: connections that never became sessions", () => {
   });
 });
 
+/**
+ * A raw client whose opening reaches the server's socket as the server starts `close({ timeoutMs })` and its
+ * process stalls `stallMs` before reading it: the frames the client got, once its socket closed.
+ */
+async function openingDuringStalledClose(timeoutMs: number, stallMs: number): Promise<ParsedFrame[]> {
+  const server = createServer();
+  const [url] = await server.listen("tcp://127.0.0.1:0");
+  const socket = net.connect({ host: "127.0.0.1", port: Number(new URL(url).port) });
+  socket.on("error", () => {});
+  const frames: ParsedFrame[] = [];
+  const reader = new FrameReader((f) => frames.push(f));
+  let got = 0;
+  socket.on("data", (c: Buffer) => {
+    got += c.length;
+    reader.push(c);
+  });
+  const closed = new Promise<void>((r) => socket.once("close", () => r()));
+  try {
+    await until(() => got > 0); // the server's greeting: it waits for the opening
+    await new Promise<void>((resolve, reject) =>
+      setImmediate(() => {
+        socket.write(concat(preface(), hello()));
+        const closing = server.close({ timeoutMs });
+        const end = Date.now() + stallMs;
+        while (Date.now() < end) {}
+        closing.then(resolve, reject);
+      }),
+    );
+    await closed;
+    const types = frames.map((f) => f.type);
+    assert.equal(types[0], T.HELLO);
+    assert.ok(types.includes(T.GOAWAY), `frames after the greeting: ${types.join(",")}`);
+    return frames;
+  } finally {
+    socket.destroy();
+  }
+}
+
 describe("server close: a stall of the server's process", () => {
   it("a client whose opening arrived while the closing server's process stalled past the grace is served a GOAWAY, not closed without a word", async () => {
     // Before: after the stall the grace's timer ran before the socket was read, and the opening (in the socket)
     // was given up as a peer that said nothing: closed, no GOAWAY (a client's calls failed ERR_CONNECTION_CLOSED).
-    const server = createServer();
-    const [url] = await server.listen("tcp://127.0.0.1:0");
-    const socket = net.connect({ host: "127.0.0.1", port: Number(new URL(url).port) });
-    socket.on("error", () => {});
-    const frames: ParsedFrame[] = [];
-    const reader = new FrameReader((f) => frames.push(f));
-    let got = 0;
-    socket.on("data", (c: Buffer) => {
-      got += c.length;
-      reader.push(c);
-    });
-    const closed = new Promise<void>((r) => socket.once("close", () => r()));
-    try {
-      await until(() => got > 0); // the server's greeting: it waits for the opening
-      await new Promise<void>((resolve, reject) =>
-        setImmediate(() => {
-          // The opening reaches the server's socket; the server starts closing and stalls 1.5 s before reading it.
-          socket.write(concat(preface(), hello()));
-          const closing = server.close({ timeoutMs: 5000 });
-          const end = Date.now() + 1500;
-          while (Date.now() < end) {}
-          closing.then(resolve, reject);
-        }),
-      );
-      await closed;
-      const types = frames.map((f) => f.type);
-      assert.equal(types[0], T.HELLO);
-      assert.ok(types.includes(T.GOAWAY), `frames after the greeting: ${types.join(",")}`);
-      const goAway = decodeGoAway(frames[types.indexOf(T.GOAWAY)].payload ?? new Uint8Array(0));
-      assert.equal(goAway.errno, 0, "a graceful GOAWAY: its session was built and closed");
-    } finally {
-      socket.destroy();
-    }
+    const frames = await openingDuringStalledClose(5000, 1500);
+    const goAway = decodeGoAway(frames.find((f) => f.type === T.GOAWAY)?.payload ?? new Uint8Array(0));
+    assert.equal(goAway.errno, 0, "a graceful GOAWAY: its session was built and closed");
   });
 });
 
@@ -210,37 +218,7 @@ describe("server close with a deadline under the grace: a stall of the server's 
   it("a client whose opening arrived while the closing server's process stalled past close({ timeoutMs: 300 }) is served a GOAWAY, not closed without a word", async () => {
     // Before: the close's deadline (here as early as the grace's) gave the openings up before the turn's I/O,
     // though the grace's give-up waits for it: the opening in the socket was unread, the client closed silently.
-    const server = createServer();
-    const [url] = await server.listen("tcp://127.0.0.1:0");
-    const socket = net.connect({ host: "127.0.0.1", port: Number(new URL(url).port) });
-    socket.on("error", () => {});
-    const frames: ParsedFrame[] = [];
-    const reader = new FrameReader((f) => frames.push(f));
-    let got = 0;
-    socket.on("data", (c: Buffer) => {
-      got += c.length;
-      reader.push(c);
-    });
-    const closed = new Promise<void>((r) => socket.once("close", () => r()));
-    try {
-      await until(() => got > 0); // the server's greeting: it waits for the opening
-      await new Promise<void>((resolve, reject) =>
-        setImmediate(() => {
-          // The opening reaches the server's socket; the server starts closing and stalls 1 s before reading it.
-          socket.write(concat(preface(), hello()));
-          const closing = server.close({ timeoutMs: 300 });
-          const end = Date.now() + 1000;
-          while (Date.now() < end) {}
-          closing.then(resolve, reject);
-        }),
-      );
-      await closed;
-      const types = frames.map((f) => f.type);
-      assert.equal(types[0], T.HELLO);
-      assert.ok(types.includes(T.GOAWAY), `frames after the greeting: ${types.join(",")}`);
-    } finally {
-      socket.destroy();
-    }
+    await openingDuringStalledClose(300, 1000);
   });
 });
 
