@@ -16,6 +16,7 @@ import { before, describe, it } from "node:test";
 import tls from "node:tls";
 import { createServer } from "../../src/index.ts";
 import { type TestCerts, testCerts } from "../helpers/certs.ts";
+import { captureClientHello } from "../helpers/client-hello.ts";
 import { until } from "../helpers/wait.ts";
 
 const UPGRADE =
@@ -25,26 +26,6 @@ const UPGRADE =
 
 let certs: TestCerts;
 let clientHello: Buffer;
-
-/** The first flight of a real TLS client, caught by a plain TCP server. */
-function captureClientHello(): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer((s) => {
-      s.once("data", (d: Buffer) => {
-        resolve(d);
-        s.destroy();
-        server.close();
-      });
-    });
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as net.AddressInfo;
-      const client = tls.connect({ host: "127.0.0.1", port, rejectUnauthorized: false });
-      client.on("error", () => {});
-      client.once("close", () => client.destroy());
-    });
-    server.once("error", reject);
-  });
-}
 
 before(async () => {
   certs = await testCerts();

@@ -14,6 +14,7 @@ import { PointSubError } from "../../src/errors/error.ts";
 import { type TlsTransportOptions, tlsTransport } from "../../src/node/net-adapter.ts";
 import type { Transport, TransportListener, TransportOptions } from "../../src/transport/transport.ts";
 import { type TestCerts, testCerts } from "../helpers/certs.ts";
+import { captureClientHello } from "../helpers/client-hello.ts";
 
 /** Waits this long for an event that should come (a failure, not a timing assertion). */
 const GENEROUS_MS = 4000;
@@ -21,26 +22,6 @@ const GENEROUS_MS = 4000;
 let certs: TestCerts;
 /** A real ClientHello, as node:tls sends it. */
 let clientHello: Buffer;
-
-/** The first flight of a real TLS client, caught by a plain TCP server. */
-function captureClientHello(): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer((s) => {
-      s.once("data", (d: Buffer) => {
-        resolve(d);
-        s.destroy();
-        server.close();
-      });
-    });
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as net.AddressInfo;
-      const client = tls.connect({ host: "127.0.0.1", port, rejectUnauthorized: false });
-      client.on("error", () => {});
-      client.once("close", () => client.destroy());
-    });
-    server.once("error", reject);
-  });
-}
 
 before(async () => {
   certs = await testCerts();
