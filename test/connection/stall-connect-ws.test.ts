@@ -10,32 +10,10 @@
 import assert from "node:assert/strict";
 import { it } from "node:test";
 import { connect } from "../../src/index.ts";
-import { INDEX, peerProcess, stallSoon } from "../helpers/stall.ts";
+import { lateHelloServer, peerProcess, stallSoon } from "../helpers/stall.ts";
 
 it("a ws:// connect whose upgrade answer came before connectTimeoutMs while this process stalled opens the connection", async () => {
-  const peer = await peerProcess(`
-    import net from "node:net";
-    import { createServer } from ${INDEX};
-    const server = createServer();
-    server.handle("/echo", (r) => r.data);
-    const [url] = await server.listen("ws://127.0.0.1:0");
-    const proxy = net.createServer((c) => {
-      const up = net.connect(Number(new URL(url).port), "127.0.0.1");
-      c.on("error", () => {});
-      up.on("error", () => {});
-      c.on("close", () => up.destroy());
-      up.on("close", () => c.destroy());
-      c.pipe(up);
-      const held = [];
-      let late = true;
-      up.on("data", (d) => (late ? held.push(d) : c.write(d)));
-      setTimeout(() => {
-        late = false;
-        for (const d of held) c.write(d);
-      }, 500);
-    });
-    proxy.listen(0, "127.0.0.1", () => process.stdout.write("ws://127.0.0.1:" + proxy.address().port + "\\n"));
-  `);
+  const peer = await peerProcess(lateHelloServer(500, 0, "ws"));
   try {
     // The connect's deadline 1.5 s; the upgrade request goes out at once, its answer 500 ms in; 100 ms in, 4 s of stall.
     const opening = connect(peer.line, { connectTimeoutMs: 1500 });

@@ -38,15 +38,16 @@ export async function peerProcess(script: string): Promise<{ line: string; stop(
 /**
  * A peer's script: a pointsub server (`/echo` answers with the payload) behind a proxy on loopback that holds
  * what the server sends on a connection (its HELLO first) for `lateMs` after accepting it — the connections
- * after the first `prompt` ones (0: every one). Prints the proxy's URL.
+ * after the first `prompt` ones (0: every one). `scheme`: the server's (ws://: the upgrade's answer is what
+ * is held first). Prints the proxy's URL.
  */
-export function lateHelloServer(lateMs: number, prompt = 0): string {
+export function lateHelloServer(lateMs: number, prompt = 0, scheme: "tcp" | "ws" = "tcp"): string {
   return `
     import net from "node:net";
     import { createServer } from ${INDEX};
     const server = createServer();
     server.handle("/echo", (r) => r.data);
-    const [url] = await server.listen("tcp://127.0.0.1:0");
+    const [url] = await server.listen("${scheme}://127.0.0.1:0");
     let accepted = 0;
     const proxy = net.createServer((c) => {
       const up = net.connect(Number(new URL(url).port), "127.0.0.1");
@@ -64,7 +65,7 @@ export function lateHelloServer(lateMs: number, prompt = 0): string {
         for (const d of held) c.write(d);
       }, ${lateMs});
     });
-    proxy.listen(0, "127.0.0.1", () => process.stdout.write("tcp://127.0.0.1:" + proxy.address().port + "\\n"));
+    proxy.listen(0, "127.0.0.1", () => process.stdout.write("${scheme}://127.0.0.1:" + proxy.address().port + "\\n"));
   `;
 }
 
